@@ -1,0 +1,38 @@
+"""The attention mechanism: scores, masks, multi-head attention, efficient and adaptive variants.
+
+Public contract (see DESIGN.md): :class:`MultiHeadAttention`, :data:`SCORES`, the mask helper,
+:class:`AttentionPooling`, :class:`CrossModalAttention` and :func:`capture_attention`.
+"""
+
+from attend.attention.adaptive import AdaptiveSpan
+from attend.attention.backends import BACKENDS
+from attend.attention.capture import AttentionCapture, CapturedAttention, Recordable, capture_attention
+from attend.attention.crossmodal import CrossModalAttention
+from attend.attention.efficient import EluFeatureMap, FavorFeatureMap
+from attend.attention.masks import AttentionMask, MaskSpec, causal_mask, positional_mask, window_mask
+from attend.attention.multihead import ATTENTION_KINDS, MultiHeadAttention
+from attend.attention.pooling import AttentionPooling
+from attend.attention.scores import SCORES, Score, build_score
+
+__all__ = [
+    "ATTENTION_KINDS",
+    "BACKENDS",
+    "SCORES",
+    "AdaptiveSpan",
+    "AttentionCapture",
+    "AttentionMask",
+    "AttentionPooling",
+    "CapturedAttention",
+    "CrossModalAttention",
+    "EluFeatureMap",
+    "FavorFeatureMap",
+    "MaskSpec",
+    "MultiHeadAttention",
+    "Recordable",
+    "Score",
+    "build_score",
+    "capture_attention",
+    "causal_mask",
+    "positional_mask",
+    "window_mask",
+]

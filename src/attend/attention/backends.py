@@ -1,0 +1,132 @@
+"""Attention backends: turn per-head ``q, k, v`` and a mask into outputs (and weights on request).
+
+Every backend has one signature (after Hugging Face's ``AttentionInterface``)::
+
+    fn(module, q, k, v, spec, *, dropout_p, need_weights, weights_grad) -> (out, weights | None)
+
+with ``q (B, H, Lq, d)``, ``k (B, H, Lk, d)``, ``v (B, H, Lk, dv)``, ``out (B, H, Lq, dv)`` and
+``weights (B, H, Lq, Lk)``. ``module`` supplies the score (``module.score``) and the optional
+adaptive span (``module.span``); projections, gating and heads are the module's business, so
+no backend repeats them. Masks come as one :class:`~attend.attention.masks.MaskSpec`, resolved
+by the one helper in :mod:`attend.attention.masks`, so no two backends can disagree on them.
+
+* ``sdpa``: the fused kernel. With ``need_weights`` the output still comes from SDPA; the
+  weights are computed from the very same ``q'``, ``k'`` and bias.
+* ``eager``: the explicit softmax(scores + bias) @ v, for any score.
+* ``local`` and ``linear``: see :mod:`attend.attention.efficient`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attend.attention._ops import grad_through_weights
+from attend.attention.efficient import linear_attention, local_attention
+from attend.attention.masks import MaskSpec, masked_softmax
+
+if TYPE_CHECKING:
+    from attend.attention.multihead import MultiHeadAttention
+
+__all__ = ["BACKENDS", "AttentionBackend", "eager_attention", "get_backend", "sdpa_attention"]
+
+
+class AttentionBackend(Protocol):
+    def __call__(
+        self,
+        module: MultiHeadAttention,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        spec: MaskSpec,
+        *,
+        dropout_p: float,
+        need_weights: bool,
+        weights_grad: bool,
+    ) -> tuple[Tensor, Tensor | None]: ...
+
+
+def _span_bias(module: MultiHeadAttention, q_len: int, k_len: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    q_pos = torch.arange(q_len, device=device)[:, None]
+    k_pos = torch.arange(k_len, device=device)[None, :]
+    assert module.span is not None
+    return module.span.bias((q_pos - k_pos).abs(), dtype).unsqueeze(0)  # (1, H, Lq, Lk)
+
+
+def _dense_bias(
+    module: MultiHeadAttention, spec: MaskSpec, q: Tensor, fold_causal: bool
+) -> tuple[Tensor | None, bool, Tensor | None]:
+    """(bias, is_causal, empty_rows) for the dense backends, the adaptive span included."""
+    mask = spec.resolve(q.dtype, q.device)
+    q_len, k_len = spec.q_len, spec.k_len
+    if module.span is None and not fold_causal:
+        return mask.bias, mask.is_causal, mask.empty_rows
+    bias = mask.dense_bias(q_len, k_len, q.dtype, q.device)
+    if module.span is not None:
+        span = _span_bias(module, q_len, k_len, q.dtype, q.device)
+        bias = span if bias is None else bias + span
+    return bias, False, mask.empty_rows
+
+
+def sdpa_attention(
+    module: MultiHeadAttention,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    spec: MaskSpec,
+    *,
+    dropout_p: float,
+    need_weights: bool,
+    weights_grad: bool,
+) -> tuple[Tensor, Tensor | None]:
+    q2, k2, scale = module.score.as_dot(q, k)
+    bias, is_causal, empty_rows = _dense_bias(module, spec, q, fold_causal=False)
+    out = F.scaled_dot_product_attention(
+        q2, k2, v, attn_mask=bias, dropout_p=dropout_p, is_causal=is_causal, scale=scale
+    )
+    if empty_rows is not None:
+        out = out.masked_fill(empty_rows, 0.0)
+    if not need_weights:
+        return out, None
+    if is_causal:
+        bias, _, _ = _dense_bias(module, spec, q, fold_causal=True)
+    weights = masked_softmax((q2 * scale) @ k2.transpose(-2, -1), bias, empty_rows)
+    if weights_grad:
+        out = grad_through_weights(out, weights, v)
+    return out, weights
+
+
+def eager_attention(
+    module: MultiHeadAttention,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    spec: MaskSpec,
+    *,
+    dropout_p: float,
+    need_weights: bool,
+    weights_grad: bool,
+) -> tuple[Tensor, Tensor | None]:
+    bias, _, empty_rows = _dense_bias(module, spec, q, fold_causal=True)
+    weights = masked_softmax(module.score(q, k), bias, empty_rows)
+    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    return dropped @ v, (weights if need_weights else None)
+
+
+#: Backends by name; :class:`~attend.attention.MultiHeadAttention` picks one at construction.
+BACKENDS: dict[str, AttentionBackend] = {
+    "sdpa": sdpa_attention,
+    "eager": eager_attention,
+    "local": local_attention,
+    "linear": linear_attention,
+}
+
+
+def get_backend(name: str) -> AttentionBackend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown attention backend {name!r}; choose one of {sorted(BACKENDS)}") from None

@@ -1,0 +1,137 @@
+"""Capture post-softmax attention weights from any model without leaving the fast path.
+
+Explanations need the weights; speed needs the fused kernel, which never materialises them.
+:class:`AttentionCapture` resolves that: while it is active, every attention module of the
+watched model (any :class:`Recordable`) computes its weights from the same projected queries
+and keys as the fused call and hands them to the capture, while the output the model sees
+still comes from :func:`torch.nn.functional.scaled_dot_product_attention`. Nothing is
+threaded through ``forward`` signatures and no module is switched to another code path.
+
+Activity is tracked in a :class:`contextvars.ContextVar`, so a capture in one thread or asyncio
+task (an ``/explain`` request, say) does not make concurrent forwards elsewhere pay for weights.
+
+Example:
+    >>> with capture_attention(model) as cap:
+    ...     logits = model(batch)
+    >>> [w.shape for w in cap.weights]  # one (B, H, Lq, Lk) tensor per attention call
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from torch import Tensor, nn
+
+__all__ = ["AttentionCapture", "CapturedAttention", "Recordable", "capture_attention"]
+
+_ACTIVE: ContextVar[tuple[AttentionCapture, ...]] = ContextVar("attend_attention_captures", default=())
+
+
+class Recordable:
+    """Mixin for modules whose attention weights a capture can record.
+
+    Subclasses set ``capture_kind`` and call :meth:`_captures` in ``forward`` to learn whether
+    weights are wanted, then :meth:`_record` with them.
+    """
+
+    capture_kind: str = "attention"
+
+    def _captures(self) -> tuple[AttentionCapture, ...]:
+        active = _ACTIVE.get()
+        if not active:
+            return ()
+        return tuple(c for c in active if c.watches(self))  # type: ignore[arg-type]
+
+    def _record(self, captures: tuple[AttentionCapture, ...], weights: Tensor) -> None:
+        for capture in captures:
+            capture.record(self, weights)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class CapturedAttention:
+    """One attention call's weights.
+
+    Attributes:
+        name: The module's qualified name in the model (``""`` for the model itself).
+        kind: ``"attention"`` for ``(B, H, Lq, Lk)`` maps, ``"pooling"`` for ``(B, L)`` weights.
+        weights: Post-softmax weights; rows of fully masked queries are zeros.
+    """
+
+    name: str
+    kind: str
+    weights: Tensor
+
+
+@dataclass
+class AttentionCapture:
+    """Context manager recording the attention weights of every watched module, in call order.
+
+    Args:
+        model: Every :class:`Recordable` submodule of it is watched.
+        grad: Keep the weights in the autograd graph (and ``retain_grad`` them) so gradient-
+            weighted explanations can read ``record.weights.grad`` after ``backward()``. The
+            fused output is kept as the forward value; gradients are routed through the
+            weights so they are exactly those of the explicit computation.
+    """
+
+    model: nn.Module
+    grad: bool = False
+    records: list[CapturedAttention] = field(default_factory=list)
+    _names: dict[int, str] = field(default_factory=dict, repr=False)
+    _token: Token[tuple[AttentionCapture, ...]] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._names = {id(m): name for name, m in self.model.named_modules() if isinstance(m, Recordable)}
+        if not self._names:
+            raise ValueError(f"{type(self.model).__name__} contains no attend attention modules to capture")
+
+    def watches(self, module: nn.Module) -> bool:
+        return id(module) in self._names
+
+    def record(self, module: nn.Module, weights: Tensor) -> None:
+        if self.grad and weights.requires_grad:
+            weights.retain_grad()
+        elif not self.grad:
+            weights = weights.detach()
+        kind = getattr(module, "capture_kind", "attention")
+        self.records.append(CapturedAttention(self._names[id(module)], kind, weights))
+
+    @property
+    def weights(self) -> list[Tensor]:
+        """The ``(B, H, Lq, Lk)`` maps of every multi-head attention call, in call order."""
+        return [r.weights for r in self.records if r.kind == "attention"]
+
+    @property
+    def pooling_weights(self) -> list[Tensor]:
+        """The ``(B, L)`` weights of every attention-pooling call, in call order."""
+        return [r.weights for r in self.records if r.kind == "pooling"]
+
+    def by_name(self) -> dict[str, list[Tensor]]:
+        """Weights grouped by module name (a module called twice has two entries)."""
+        grouped: dict[str, list[Tensor]] = {}
+        for r in self.records:
+            grouped.setdefault(r.name, []).append(r.weights)
+        return grouped
+
+    def clear(self) -> None:
+        self.records.clear()
+
+    def __enter__(self) -> AttentionCapture:
+        if self._token is not None:
+            raise RuntimeError("this AttentionCapture is already active")
+        self._token = _ACTIVE.set((*_ACTIVE.get(), self))
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._token is not None
+        _ACTIVE.reset(self._token)
+        self._token = None
+
+
+def capture_attention(model: nn.Module, *, grad: bool = False) -> AttentionCapture:
+    """Watch every attend attention module in ``model``; use as ``with capture_attention(m) as cap``."""
+    return AttentionCapture(model, grad=grad)

@@ -1,0 +1,78 @@
+"""Cross-modal attention: one modality's tokens query another modality's features.
+
+Text tokens attending to image patches, or to a row of tabular features embedded as tokens,
+is how attention fuses modalities (ViLBERT's co-attention, Flamingo's cross-attention layers).
+:class:`CrossModalAttention` is one such block: pre-norm cross-attention with a residual,
+then a pre-norm feed-forward with a residual. The context keeps its own width
+(``context_dim``), mapped into the query space by the attention's key/value projections.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from attend.attention.multihead import MultiHeadAttention
+
+__all__ = ["CrossModalAttention"]
+
+
+class CrossModalAttention(nn.Module):
+    """Queries ``(B, Lq, E)`` attend to a context ``(B, Lc, context_dim)`` from another modality.
+
+    Args:
+        embed_dim: Width ``E`` of the querying modality (and of the output).
+        context_dim: Width of the other modality's features.
+        num_heads: Attention heads.
+        ffn_dim: Hidden width of the feed-forward (default ``4 * embed_dim``); 0 disables it.
+        dropout: Dropout on attention weights and residual branches.
+        attention_options: Extra :class:`MultiHeadAttention` options (score, attention kind, ...).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        context_dim: int,
+        num_heads: int,
+        *,
+        ffn_dim: int | None = None,
+        dropout: float = 0.0,
+        attention_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm_query = nn.LayerNorm(embed_dim)
+        self.norm_context = nn.LayerNorm(context_dim)
+        self.attn = MultiHeadAttention(
+            embed_dim, num_heads, kdim=context_dim, vdim=context_dim, dropout=dropout, **(attention_options or {})
+        )
+        hidden = 4 * embed_dim if ffn_dim is None else ffn_dim
+        self.ffn: nn.Module | None = None
+        if hidden:
+            self.norm_ffn = nn.LayerNorm(embed_dim)
+            self.ffn = nn.Sequential(
+                nn.Linear(embed_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, embed_dim)
+            )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor,
+        *,
+        context_padding_mask: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Return ``(fused (B, Lq, E), weights (B, H, Lq, Lc) | None)``."""
+        if context.dim() != 3 or context.shape[-1] != self.attn.kdim:
+            raise ValueError(
+                f"context has shape {tuple(context.shape)}, expected (batch, context_len, kdim={self.attn.kdim})"
+            )
+        ctx = self.norm_context(context)
+        attended, weights = self.attn(
+            self.norm_query(x), ctx, ctx, key_padding_mask=context_padding_mask, need_weights=need_weights
+        )
+        x = x + self.drop(attended)
+        if self.ffn is not None:
+            x = x + self.drop(self.ffn(self.norm_ffn(x)))
+        return x, weights

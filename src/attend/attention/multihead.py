@@ -1,0 +1,283 @@
+"""Multi-head attention (Vaswani et al. 2017) with pluggable scores, masks and backends.
+
+One module covers self- and cross-attention, every score in :data:`SCORES`, full, local and
+linear attention, and the adaptive variants. The choices are made once, at construction:
+the module picks a backend from :data:`~attend.attention.backends.BACKENDS` and rejects option
+combinations that cannot work together, so no call silently degrades to a slower path or
+silently ignores a mask.
+
+Shapes: ``B`` batch, ``Lq``/``Lk`` query/key length, ``E`` embed_dim, ``H`` heads,
+``d = E / H``. Tensors are batch-first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attend.attention.adaptive import AdaptiveSpan
+from attend.attention.backends import get_backend
+from attend.attention.capture import Recordable
+from attend.attention.efficient import EluFeatureMap, FavorFeatureMap
+from attend.attention.masks import MaskSpec
+from attend.attention.scores import build_score
+
+__all__ = ["ATTENTION_KINDS", "MultiHeadAttention"]
+
+#: Values of ``attention=``: how keys are gathered for each query.
+ATTENTION_KINDS = ("full", "local", "linear", "performer")
+
+
+class MultiHeadAttention(Recordable, nn.Module):
+    """Multi-head attention, batch-first, interface-compatible with ``nn.MultiheadAttention``.
+
+    Args:
+        embed_dim: Model width ``E``; queries have this size and so does the output.
+        num_heads: Number of heads ``H``; must divide ``embed_dim``.
+        score: Scoring function from :data:`~attend.attention.scores.SCORES`.
+        dropout: Dropout on the attention weights, in training only.
+        bias: Bias terms in the input and output projections.
+        kdim: Feature size of keys (default ``embed_dim``), for cross-attention between modalities.
+        vdim: Feature size of values (default ``kdim``'s default, ``embed_dim``).
+        attention: ``"full"``, ``"local"`` (sliding window, needs ``window``), ``"linear"``
+            (elu+1 kernel) or ``"performer"`` (FAVOR+ random features).
+        window: Band half-width: with ``"local"`` the efficient O(L*w) path; with ``"full"`` a band mask.
+        backend: For ``"full"`` attention, ``"sdpa"`` (fused; default when the score allows it)
+            or ``"eager"`` (explicit). Other kinds have exactly one backend.
+        learn_temperature: Learn a per-head temperature on the scores.
+        adaptive_span: Maximum span to learn per head (Sukhbaatar et al. 2019); None disables.
+        span_ramp: Width of the adaptive span's soft edge, in tokens.
+        gate: Multiply each head's output by ``sigmoid(W_g x_q)`` before the output projection,
+            letting a head switch itself off for a token (gated attention).
+        num_features: Random features for ``"performer"``.
+        feature_seed: Seed of the performer's random projection.
+        chunk_size: Chunk length of causal linear attention.
+        score_options: Extra keyword arguments for the score (e.g. ``{"hidden_dim": 32}``).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        score: str = "scaled_dot",
+        dropout: float = 0.0,
+        bias: bool = True,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        attention: str = "full",
+        window: int | None = None,
+        backend: str | None = None,
+        learn_temperature: bool = False,
+        adaptive_span: int | None = None,
+        span_ramp: int = 32,
+        gate: bool = False,
+        num_features: int = 256,
+        feature_seed: int = 0,
+        chunk_size: int = 64,
+        score_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if embed_dim <= 0 or num_heads <= 0:
+            raise ValueError(f"embed_dim={embed_dim} and num_heads={num_heads} must be positive")
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout={dropout} must be in [0, 1)")
+        if attention not in ATTENTION_KINDS:
+            raise ValueError(f"unknown attention={attention!r}; choose one of {list(ATTENTION_KINDS)}")
+        if window is not None and window < 0:
+            raise ValueError(f"window={window} must be >= 0")
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size={chunk_size} must be positive")
+
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.kdim = kdim if kdim is not None else embed_dim
+        self.vdim = vdim if vdim is not None else embed_dim
+        self.dropout = dropout
+        self.attention = attention
+        self.window = window
+        self.chunk_size = chunk_size
+        self.score_name = score
+
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias)
+        self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.score = build_score(
+            score, self.head_dim, num_heads, learn_temperature=learn_temperature, **(score_options or {})
+        )
+        self.span = AdaptiveSpan(num_heads, adaptive_span, ramp=span_ramp) if adaptive_span is not None else None
+        self.gate_proj = nn.Linear(embed_dim, embed_dim) if gate else None
+        self.feature_map: nn.Module | None = None
+
+        if attention in ("linear", "performer"):
+            conflicts = {
+                "score": score if score not in ("scaled_dot", "dot") else None,
+                "window": window,
+                "adaptive_span": adaptive_span,
+                "learn_temperature": learn_temperature or None,
+                "dropout": dropout or None,
+                "backend": backend if backend not in (None, "linear") else None,
+            }
+            named = [f"{name}={value!r}" for name, value in conflicts.items() if value is not None]
+            if named:
+                raise ValueError(
+                    f"attention={attention!r} replaces the softmax with a kernel and cannot be combined with "
+                    + ", ".join(named)
+                )
+            self.feature_map = (
+                EluFeatureMap()
+                if attention == "linear"
+                else FavorFeatureMap(self.head_dim, num_features, seed=feature_seed)
+            )
+            self.backend_name = "linear"
+        elif attention == "local":
+            if window is None:
+                raise ValueError("attention='local' needs window= (keys within that distance are attended)")
+            if backend not in (None, "local"):
+                raise ValueError(f"attention='local' has its own backend; backend={backend!r} cannot be used")
+            self.backend_name = "local"
+        else:
+            chosen = backend or ("sdpa" if self.score.fusable else "eager")
+            if chosen == "sdpa" and not self.score.fusable:
+                raise ValueError(f"score={score!r} is not a dot product, so backend='sdpa' cannot run it; use 'eager'")
+            if chosen not in ("sdpa", "eager"):
+                raise ValueError(f"backend={chosen!r} is not a full-attention backend; choose 'sdpa' or 'eager'")
+            self.backend_name = chosen
+        self._backend = get_backend(self.backend_name)
+
+    @classmethod
+    def from_torch(cls, module: nn.MultiheadAttention, **options: Any) -> MultiHeadAttention:
+        """Copy an ``nn.MultiheadAttention``'s weights; outputs then match it to float tolerance.
+
+        Our module is always batch-first; transpose inputs of a ``batch_first=False`` original.
+        """
+        if module.bias_k is not None or module.bias_v is not None:
+            raise ValueError("nn.MultiheadAttention with add_bias_kv=True has no equivalent here")
+        if module.add_zero_attn:
+            raise ValueError("nn.MultiheadAttention with add_zero_attn=True has no equivalent here")
+        has_bias = module.in_proj_bias is not None
+        ours = cls(
+            module.embed_dim,
+            module.num_heads,
+            dropout=module.dropout,
+            bias=has_bias,
+            kdim=module.kdim,
+            vdim=module.vdim,
+            **options,
+        )
+        with torch.no_grad():
+            if module.in_proj_weight is not None:  # packed when kdim == vdim == embed_dim
+                w_q, w_k, w_v = module.in_proj_weight.chunk(3)
+            else:
+                w_q, w_k, w_v = module.q_proj_weight, module.k_proj_weight, module.v_proj_weight
+            ours.q_proj.weight.copy_(w_q)
+            ours.k_proj.weight.copy_(w_k)
+            ours.v_proj.weight.copy_(w_v)
+            ours.out_proj.weight.copy_(module.out_proj.weight)
+            if has_bias:
+                b_q, b_k, b_v = module.in_proj_bias.chunk(3)
+                ours.q_proj.bias.copy_(b_q)
+                ours.k_proj.bias.copy_(b_k)
+                ours.v_proj.bias.copy_(b_v)
+                ours.out_proj.bias.copy_(module.out_proj.bias)
+        return ours.to(device=module.out_proj.weight.device, dtype=module.out_proj.weight.dtype)
+
+    def span_penalty(self) -> Tensor:
+        """Adaptive-span loss term (zero when adaptive span is off): add ``coef * this`` to the loss."""
+        if self.span is None:
+            return self.out_proj.weight.new_zeros(())
+        return self.span.penalty()
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d)
+
+    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
+        if query.dim() != 3 or query.shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"query has shape {tuple(query.shape)}, expected (batch, query_len, embed_dim={self.embed_dim})"
+            )
+        if key.dim() != 3 or key.shape[-1] != self.kdim:
+            raise ValueError(f"key has shape {tuple(key.shape)}, expected (batch, key_len, kdim={self.kdim})")
+        if value.dim() != 3 or value.shape[-1] != self.vdim:
+            raise ValueError(f"value has shape {tuple(value.shape)}, expected (batch, key_len, vdim={self.vdim})")
+        if not (query.shape[0] == key.shape[0] == value.shape[0]):
+            raise ValueError(
+                f"batch sizes differ: query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
+            )
+        if key.shape[1] != value.shape[1]:
+            raise ValueError(f"key {tuple(key.shape)} and value {tuple(value.shape)} must have the same length")
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        *,
+        key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``query (B, Lq, E)`` to ``key (B, Lk, kdim)`` / ``value (B, Lk, vdim)``.
+
+        ``key=None`` is self-attention; ``value=None`` reuses ``key``. Masks follow
+        :mod:`attend.attention.masks`. Returns ``(output (B, Lq, E), weights (B, H, Lq, Lk) | None)``;
+        weights are post-softmax (pre-dropout) and rows of fully masked queries are zeros.
+        """
+        key = query if key is None else key
+        value = key if value is None else value
+        self._check_inputs(query, key, value)
+        batch, q_len, _ = query.shape
+        spec = MaskSpec.validate(
+            batch_size=batch,
+            num_heads=self.num_heads,
+            q_len=q_len,
+            k_len=key.shape[1],
+            key_padding_mask=key_padding_mask,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            window=self.window,
+        )
+        q = self._split_heads(self.q_proj(query))  # (B, H, Lq, d)
+        k = self._split_heads(self.k_proj(key))  # (B, H, Lk, d)
+        v = self._split_heads(self.v_proj(value))  # (B, H, Lk, d)
+
+        captures = self._captures()
+        out, weights = self._backend(
+            self,
+            q,
+            k,
+            v,
+            spec,
+            dropout_p=self.dropout if self.training else 0.0,
+            need_weights=need_weights or bool(captures),
+            weights_grad=any(c.grad for c in captures),
+        )  # out: (B, H, Lq, d)
+        if self.gate_proj is not None:
+            out = out * torch.sigmoid(self._split_heads(self.gate_proj(query)))
+        out = self.out_proj(out.transpose(1, 2).reshape(batch, q_len, self.embed_dim))  # (B, Lq, E)
+        if captures:
+            assert weights is not None
+            self._record(captures, weights)
+        return out, (weights if need_weights else None)
+
+    def extra_repr(self) -> str:
+        parts = [
+            f"embed_dim={self.embed_dim}",
+            f"num_heads={self.num_heads}",
+            f"score={self.score_name!r}",
+            f"attention={self.attention!r}",
+            f"backend={self.backend_name!r}",
+        ]
+        if self.window is not None:
+            parts.append(f"window={self.window}")
+        if self.kdim != self.embed_dim or self.vdim != self.embed_dim:
+            parts.append(f"kdim={self.kdim}, vdim={self.vdim}")
+        return ", ".join(parts)

@@ -1,0 +1,91 @@
+"""Adaptive attention: span, temperature and gate."""
+
+from __future__ import annotations
+
+import torch
+
+from attend.attention import AdaptiveSpan, MultiHeadAttention
+
+E, H = 16, 4
+
+
+def test_adaptive_span_at_full_span_equals_plain_attention() -> None:
+    length = 20
+    for attention, extra in (("full", {}), ("local", {"window": 6})):
+        plain = MultiHeadAttention(E, H, attention=attention, **extra).eval()
+        spanned = MultiHeadAttention(E, H, attention=attention, adaptive_span=length, **extra).eval()
+        spanned.load_state_dict(plain.state_dict(), strict=False)
+        x = torch.randn(2, length, E)
+        out_p, w_p = plain(x, need_weights=True, is_causal=True)
+        out_s, w_s = spanned(x, need_weights=True, is_causal=True)
+        torch.testing.assert_close(out_s, out_p, atol=1e-6, rtol=0)
+        torch.testing.assert_close(w_s, w_p, atol=1e-7, rtol=0)
+
+
+def test_short_span_cuts_distant_keys_with_a_soft_ramp() -> None:
+    span = AdaptiveSpan(num_heads=2, max_span=10, ramp=2)
+    with torch.no_grad():
+        span.span_fraction.copy_(torch.tensor([0.3, 1.0]))  # spans of 3 and 10 tokens
+    distance = torch.arange(8).float()[None, :]  # (1, 8)
+    mask = span.bias(distance, torch.float32).exp()  # m(x) per head
+    # head 0: m(x) = clamp((2 + 3 - x) / 2, 0, 1): 1 up to x=3, 0.5 at 4, 0 from 5
+    torch.testing.assert_close(mask[0, 0], torch.tensor([1, 1, 1, 1, 0.5, 0, 0, 0], dtype=torch.float32))
+    assert (mask[1] == 1).all()
+
+    module = MultiHeadAttention(E, 2, adaptive_span=10, span_ramp=2)
+    with torch.no_grad():
+        module.span.span_fraction.copy_(torch.tensor([0.3, 1.0]))
+    _, weights = module(torch.randn(1, 12, E), need_weights=True)
+    distance = (torch.arange(12)[:, None] - torch.arange(12)[None, :]).abs()
+    assert (weights[0, 0][distance >= 5] == 0).all()
+    assert (weights[0, 1] > 0).all()
+
+
+def test_span_penalty_is_differentiable_and_shrinks_spans() -> None:
+    module = MultiHeadAttention(E, H, adaptive_span=16)
+    penalty = module.span_penalty()
+    assert penalty.item() == 16.0
+    penalty.backward()
+    assert (module.span.span_fraction.grad > 0).all()
+    assert MultiHeadAttention(E, H).span_penalty().item() == 0.0
+
+
+def test_adaptive_span_learns_through_the_fused_kernel() -> None:
+    module = MultiHeadAttention(E, H, adaptive_span=8, span_ramp=4)
+    with torch.no_grad():
+        module.span.span_fraction.fill_(0.5)
+    assert module.backend_name == "sdpa"
+    out, _ = module(torch.randn(2, 12, E))
+    out.pow(2).sum().backward()
+    assert module.span.span_fraction.grad.abs().sum() > 0
+
+
+def test_learned_temperature_sharpens_and_stays_fused() -> None:
+    module = MultiHeadAttention(E, H, learn_temperature=True).eval()
+    assert module.backend_name == "sdpa"
+    x = torch.randn(1, 10, E)
+    _, cool = module(x, need_weights=True)
+    with torch.no_grad():
+        module.score.log_temperature.fill_(2.0)
+    _, hot = module(x, need_weights=True)
+
+    def entropy(w: torch.Tensor) -> torch.Tensor:
+        return -(w * w.clamp_min(1e-12).log()).sum(-1).mean()
+
+    assert entropy(hot) < entropy(cool)
+    eager = MultiHeadAttention(E, H, learn_temperature=True, backend="eager").eval()
+    eager.load_state_dict(module.state_dict())
+    torch.testing.assert_close(eager(x)[0], module(x)[0], atol=1e-5, rtol=0)
+
+
+def test_gate_scales_head_outputs() -> None:
+    gated = MultiHeadAttention(E, H, gate=True).eval()
+    plain = MultiHeadAttention(E, H).eval()
+    plain.load_state_dict(gated.state_dict(), strict=False)
+    x = torch.randn(2, 6, E)
+    with torch.no_grad():
+        gated.gate_proj.weight.zero_()
+        gated.gate_proj.bias.fill_(50.0)  # gate fully open: same as no gate
+        torch.testing.assert_close(gated(x)[0], plain(x)[0], atol=1e-5, rtol=0)
+        gated.gate_proj.bias.fill_(-50.0)  # gate shut: only the output bias remains
+        torch.testing.assert_close(gated(x)[0], gated.out_proj.bias.expand(2, 6, E), atol=1e-5, rtol=0)

@@ -1,0 +1,118 @@
+"""The shared mask helper, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attend.attention import MaskSpec, MultiHeadAttention, causal_mask, positional_mask, window_mask
+
+
+def test_positional_rules() -> None:
+    q = torch.arange(4)[:, None]
+    k = torch.arange(4)[None, :]
+    assert positional_mask(q, k) is None
+    assert torch.equal(positional_mask(q, k, is_causal=True), torch.ones(4, 4, dtype=torch.bool).tril())
+    band = positional_mask(q, k, window=1)
+    assert band.sum().item() == 4 + 3 + 3
+    causal_band = positional_mask(q, k, is_causal=True, window=1)
+    assert torch.equal(causal_band, band & torch.ones(4, 4, dtype=torch.bool).tril())
+    assert torch.equal(causal_mask(3), ~torch.ones(3, 3, dtype=torch.bool).tril())
+    assert torch.equal(window_mask(4, window=1), ~band)
+
+
+def test_resolve_combines_every_mask_into_one_bias() -> None:
+    kpm = torch.tensor([[False, False, True], [False, True, True]])
+    user = torch.tensor([[False, True, False]] * 3)
+    spec = MaskSpec.validate(
+        batch_size=2, num_heads=2, q_len=3, k_len=3, key_padding_mask=kpm, attn_mask=user, is_causal=True
+    )
+    mask = spec.resolve(torch.float32, torch.device("cpu"))
+    assert not mask.is_causal
+    allowed = torch.isfinite(mask.bias) & (mask.bias == 0)
+    # query 0 sees key 0; query 1 sees key 0 (key 1 forbidden by user); query 2 sees key 0 (key 2 padding)
+    expected = torch.tensor([[[True, False, False], [True, False, False], [True, False, False]]])
+    assert torch.equal(allowed[0, 0], expected[0])
+    assert mask.empty_rows is None
+
+
+def test_causal_alone_stays_a_flag_for_the_fused_kernel() -> None:
+    spec = MaskSpec.validate(batch_size=1, num_heads=1, q_len=3, k_len=3, is_causal=True)
+    mask = spec.resolve(torch.float32, torch.device("cpu"))
+    assert mask.bias is None and mask.is_causal
+    dense = mask.dense_bias(3, 3, torch.float32, torch.device("cpu"))
+    assert torch.equal(torch.isneginf(dense), causal_mask(3))
+
+
+def test_empty_rows_are_reported_and_neutralised() -> None:
+    kpm = torch.tensor([[False, False], [True, True]])
+    spec = MaskSpec.validate(batch_size=2, num_heads=1, q_len=2, k_len=2, key_padding_mask=kpm)
+    mask = spec.resolve(torch.float32, torch.device("cpu"))
+    assert mask.empty_rows is not None and mask.empty_rows.flatten().tolist() == [False, True]
+    assert torch.isfinite(mask.bias[1]).all()
+
+
+M = MultiHeadAttention(16, 4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"query": torch.randn(2, 5, 12)}, r"query has shape \(2, 5, 12\).*embed_dim=16"),
+        ({"query": torch.randn(5, 16)}, r"query has shape \(5, 16\)"),
+        ({"query": torch.randn(2, 5, 16), "key": torch.randn(3, 5, 16)}, r"batch sizes differ"),
+        (
+            {"query": torch.randn(2, 5, 16), "key": torch.randn(2, 5, 16), "value": torch.randn(2, 6, 16)},
+            r"same length",
+        ),
+        ({"query": torch.randn(2, 5, 16), "key_padding_mask": torch.zeros(2, 5)}, r"key_padding_mask must be a bool"),
+        (
+            {"query": torch.randn(2, 5, 16), "key_padding_mask": torch.zeros(2, 4, dtype=torch.bool)},
+            r"key_padding_mask has shape \(2, 4\), expected .* \(2, 5\)",
+        ),
+        ({"query": torch.randn(2, 5, 16), "attn_mask": torch.zeros(5, 5, dtype=torch.long)}, r"attn_mask must be bool"),
+        ({"query": torch.randn(2, 5, 16), "attn_mask": torch.zeros(5, 4)}, r"attn_mask has shape \(5, 4\)"),
+        ({"query": torch.randn(2, 5, 16), "attn_mask": torch.zeros(3, 5, 5)}, r"attn_mask has shape \(3, 5, 5\)"),
+    ],
+)
+def test_bad_input_names_the_shapes(kwargs: dict, message: str) -> None:
+    query = kwargs.pop("query")
+    with pytest.raises(ValueError, match=message):
+        M(query, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"embed_dim": 10, "num_heads": 3}, "embed_dim=10 is not divisible by num_heads=3"),
+        ({"embed_dim": 0, "num_heads": 1}, "must be positive"),
+        ({"dropout": 1.5}, "dropout=1.5"),
+        ({"attention": "sparse"}, "unknown attention='sparse'"),
+        ({"attention": "local"}, "needs window="),
+        ({"attention": "linear", "score": "additive"}, "score='additive'"),
+        ({"attention": "performer", "adaptive_span": 8}, "adaptive_span=8"),
+        ({"attention": "linear", "dropout": 0.1}, "dropout=0.1"),
+        ({"score": "additive", "backend": "sdpa"}, "score='additive' is not a dot product"),
+        ({"backend": "flash"}, "backend='flash'"),
+        ({"window": -1}, "window=-1"),
+    ],
+)
+def test_incompatible_options_fail_at_construction(kwargs: dict, message: str) -> None:
+    args = {"embed_dim": 16, "num_heads": 4, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        MultiHeadAttention(args.pop("embed_dim"), args.pop("num_heads"), **args)
+
+
+def test_unknown_keyword_is_rejected() -> None:
+    with pytest.raises(TypeError):
+        MultiHeadAttention(16, 4, heads=4)  # type: ignore[call-arg]
+
+
+def test_efficient_backends_reject_masks_they_cannot_honour() -> None:
+    x = torch.randn(1, 6, 16)
+    with pytest.raises(ValueError, match="takes no attn_mask"):
+        MultiHeadAttention(16, 4, attention="local", window=2)(x, attn_mask=causal_mask(6))
+    with pytest.raises(ValueError, match="not attn_mask or window"):
+        MultiHeadAttention(16, 4, attention="linear")(x, attn_mask=causal_mask(6))
+    with pytest.raises(ValueError, match="equal query and key lengths"):
+        MultiHeadAttention(16, 4, attention="local", window=2)(x, torch.randn(1, 7, 16))

@@ -1,0 +1,68 @@
+"""Attention pooling and cross-modal attention."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attend.attention import AttentionPooling, CrossModalAttention
+
+
+def test_pooling_is_the_weighted_sum_of_its_weights() -> None:
+    pool = AttentionPooling(8, hidden_dim=5)
+    x = torch.randn(3, 6, 8)
+    kpm = torch.zeros(3, 6, dtype=torch.bool)
+    kpm[1, 4:] = True
+    kpm[2] = True
+    pooled, weights = pool(x, kpm)
+    assert weights.shape == (3, 6)
+    torch.testing.assert_close(weights[:2].sum(-1), torch.ones(2))
+    assert (weights[1, 4:] == 0).all() and (weights[2] == 0).all() and (pooled[2] == 0).all()
+    torch.testing.assert_close(pooled, torch.einsum("bl,ble->be", weights, x))
+    expected = torch.softmax(torch.tanh(pool.proj(x[0])) @ pool.context, dim=0)
+    torch.testing.assert_close(weights[0], expected)
+
+
+def test_pooling_learns_to_find_a_planted_token() -> None:
+    torch.manual_seed(0)
+    pool = AttentionPooling(4)
+    head = torch.nn.Linear(4, 2)
+    optimiser = torch.optim.Adam([*pool.parameters(), *head.parameters()], lr=0.05)
+    for _ in range(150):
+        x = torch.randn(32, 10, 4)
+        marker = torch.randint(0, 10, (32,))
+        label = torch.randint(0, 2, (32,))
+        x[torch.arange(32), marker, 0] = 3.0  # the planted token carries the label in feature 1
+        x[torch.arange(32), marker, 1] = label.float() * 4 - 2
+        pooled, weights = pool(x)
+        loss = torch.nn.functional.cross_entropy(head(pooled), label)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    top = weights.argmax(-1)
+    assert (top == marker).float().mean() > 0.9
+
+
+def test_pooling_rejects_bad_shapes() -> None:
+    pool = AttentionPooling(8)
+    with pytest.raises(ValueError, match=r"x has shape \(2, 8\)"):
+        pool(torch.randn(2, 8))
+    with pytest.raises(ValueError, match="key_padding_mask must be bool"):
+        pool(torch.randn(2, 3, 8), torch.zeros(2, 3))
+
+
+def test_text_attends_to_image_patches_and_tabular_features() -> None:
+    text = torch.randn(2, 5, 32)  # token embeddings
+    patches = torch.randn(2, 16, 48)  # e.g. a 4x4 grid of image-patch features
+    tabular = torch.randn(2, 6, 8)  # 6 tabular features, each embedded to 8 dims
+    for context in (patches, tabular):
+        block = CrossModalAttention(32, context.shape[-1], num_heads=4)
+        padding = torch.zeros(2, context.shape[1], dtype=torch.bool)
+        padding[1, -2:] = True
+        fused, weights = block(text, context, context_padding_mask=padding, need_weights=True)
+        assert fused.shape == text.shape
+        assert weights.shape == (2, 4, 5, context.shape[1])
+        assert (weights[1, ..., -2:] == 0).all()
+        torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 5))
+    with pytest.raises(ValueError, match="kdim=48"):
+        CrossModalAttention(32, 48, num_heads=4)(text, tabular)
