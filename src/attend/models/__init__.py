@@ -1,0 +1,5 @@
+"""Complete models built from :mod:`attend.attention`, behind a registry of JSON configs."""
+
+from attend.models.base import MODELS, ModelConfig, ModelOutput, build, config_from_dict, register_model
+
+__all__ = ["MODELS", "ModelConfig", "ModelOutput", "build", "config_from_dict", "register_model"]

@@ -1,0 +1,133 @@
+"""What every model shares: the batch it reads, the output it returns, and the registry.
+
+A model is fully described by a JSON-serialisable config (a dataclass registered under a
+name), so a saved model directory can rebuild it without executing any code from the file.
+
+Batch contract: a mapping with ``input_ids`` (long ``(B, L)``) and ``attention_mask``
+(``(B, L)``, 1/True = real token, the Hugging Face convention), plus model-specific extras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from torch import Tensor, nn
+
+from attend.attention import capture_attention
+
+__all__ = [
+    "MODELS",
+    "ModelConfig",
+    "ModelOutput",
+    "build",
+    "config_from_dict",
+    "forward_with_attentions",
+    "register_model",
+]
+
+
+@dataclass
+class ModelOutput:
+    """What a model returns.
+
+    Attributes:
+        logits: ``(B, num_labels)`` class scores (pre-softmax; pre-sigmoid for multi-label).
+        attentions: On request, one ``(B, H, L, L)`` post-softmax map per attention layer.
+        pooling_weights: On request, ``(B, L)`` weights of the attention pooling, if the model has one.
+        hidden_states: On request, the final token representations ``(B, L, E)``.
+    """
+
+    logits: Tensor
+    attentions: list[Tensor] | None = None
+    pooling_weights: Tensor | None = None
+    hidden_states: Tensor | None = None
+
+
+@dataclass
+class ModelConfig:
+    """Base of every model config. Subclasses add their own fields, each with a docstring.
+
+    Attributes:
+        num_labels: Number of output classes.
+        multi_label: Independent sigmoid per label instead of one softmax.
+    """
+
+    num_labels: int = 2
+    multi_label: bool = False
+
+    #: Registry name; set by :func:`register_model`.
+    model_type: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        if self.num_labels < 1:
+            raise ValueError(f"num_labels={self.num_labels} must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["model_type"] = self.model_type
+        return data
+
+
+ConfigT = TypeVar("ConfigT", bound=ModelConfig)
+ModelBuilder = Callable[[Any], nn.Module]
+
+#: Registered models: name -> (config class, builder).
+MODELS: dict[str, tuple[type[ModelConfig], ModelBuilder]] = {}
+
+
+def register_model(
+    name: str, config_cls: type[ConfigT]
+) -> Callable[[Callable[[ConfigT], nn.Module]], Callable[[ConfigT], nn.Module]]:
+    """Class/function decorator registering a builder for ``config_cls`` under ``name``."""
+
+    def decorator(builder: Callable[[ConfigT], nn.Module]) -> Callable[[ConfigT], nn.Module]:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        config_cls.model_type = name  # type: ignore[misc]
+        MODELS[name] = (config_cls, builder)
+        return builder
+
+    return decorator
+
+
+def config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
+    """Rebuild a config from its ``to_dict()``; unknown models or fields raise ``ValueError``."""
+    data = dict(data)
+    name = data.pop("model_type", None)
+    if name not in MODELS:
+        raise ValueError(f"unknown model_type {name!r}; choose one of {sorted(MODELS)}")
+    config_cls, _ = MODELS[name]
+    known = {f.name for f in dataclasses.fields(config_cls) if f.init}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown} for model {name!r}; known: {sorted(known)}")
+    return config_cls(**data)
+
+
+def build(config: ModelConfig | Mapping[str, Any]) -> nn.Module:
+    """Build the model a config describes (a config object or its dict form)."""
+    if not isinstance(config, ModelConfig):
+        config = config_from_dict(config)
+    if config.model_type not in MODELS:
+        raise ValueError(f"unknown model_type {config.model_type!r}; choose one of {sorted(MODELS)}")
+    _, builder = MODELS[config.model_type]
+    return builder(config)
+
+
+def forward_with_attentions(model: nn.Module, run: Callable[[], ModelOutput], output_attentions: bool) -> ModelOutput:
+    """Run ``run()``; on request, fill ``attentions``/``pooling_weights`` from a capture.
+
+    Models call this rather than threading flags through their layers: the capture API
+    records weights while every layer stays on its fast path.
+    """
+    if not output_attentions:
+        return run()
+    with capture_attention(model) as cap:
+        output = run()
+    output.attentions = cap.weights
+    if cap.pooling_weights and output.pooling_weights is None:
+        output.pooling_weights = cap.pooling_weights[-1]
+    return output
