@@ -7,8 +7,12 @@ non-zero exit code, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from attend import __version__
 
@@ -23,6 +27,106 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(seed=args.seed)
 
 
+def _read_config(path: str | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--config {path} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or set(config) - {"model", "training"}:
+        raise UsageError(f'--config {path} must be a JSON object with "model" and/or "training" entries')
+    return config
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from attend.training import TrainingArgs, train
+
+    config = _read_config(args.config)
+    training = dict(config.get("training", {}))
+    for name in ("epochs", "seed", "batch_size", "lr", "max_length"):
+        value = getattr(args, name)
+        if value is not None:
+            training[name] = value
+    if args.no_progress:
+        training["progress"] = False
+    result = train(
+        args.data,
+        args.out,
+        model=args.model,
+        model_options=config.get("model", {}),
+        args=TrainingArgs.from_dict(training),
+        resume=args.resume,
+        text_col=args.text_col,
+        label_col=args.label_col,
+        split_col=args.split_col,
+        multi_label=args.multi_label,
+        label_sep=args.label_sep,
+    )
+    print(result.report)
+    print(f"\nmodel written to {result.model_dir} (confusion matrix: {result.model_dir / 'confusion_matrix.png'})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from attend.training import evaluate, format_report
+
+    metrics = evaluate(args.model_dir, args.data, text_col=args.text_col, label_col=args.label_col)
+    if args.json:
+        print(json.dumps(metrics, ensure_ascii=False))
+    else:
+        print(format_report(metrics, title=f"{args.model_dir} on {metrics['source']}"))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from attend.data.readers import read_table
+    from attend.inference import load
+
+    if bool(args.texts) == bool(args.input):
+        raise UsageError("give texts to classify, or --input FILE, but not both")
+    texts = args.texts or read_table(args.input, text_col=args.text_col, label_col=None).texts
+    predictor = load(args.model_dir)
+    ranked = predictor.top_k(texts, k=args.top_k)
+    if args.format == "json":
+        rows = [
+            {"text": text, "label": top[0][0], "top": [{"label": lab, "probability": p} for lab, p in top]}
+            for text, top in zip(texts, ranked, strict=True)
+        ]
+        print(json.dumps(rows, ensure_ascii=False, indent=None))
+    else:
+        writer = csv.writer(sys.stdout)
+        header = ["text"]
+        for i in range(1, args.top_k + 1):
+            header += [f"label_{i}", f"probability_{i}"]
+        writer.writerow(header)
+        for text, top in zip(texts, ranked, strict=True):
+            writer.writerow([text, *[v for lab, p in top for v in (lab, f"{p:.6f}")]])
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from attend.data.datasets import list_datasets
+
+    infos = list_datasets()
+    if args.json:
+        print(json.dumps([dataclasses.asdict(info) for info in infos], ensure_ascii=False))
+        return 0
+    for info in infos:
+        print(f"{info.name}  ({info.language}, {info.num_examples} examples, {len(info.labels)} classes)")
+        print(f"    {info.description}")
+        print(f"    licence: {info.licence}")
+        print(f"    source:  {info.source}")
+    return 0
+
+
+def _add_data_columns(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-col", default="text", help="column holding the text (default: text)")
+    parser.add_argument("--label-col", default="label", help="column holding the label (default: label)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attend", description="Attention models that show where they focus.")
     parser.add_argument("--version", action="version", version=f"attend {__version__}")
@@ -32,6 +136,44 @@ def build_parser() -> argparse.ArgumentParser:
     demo = verbs.add_parser("demo", help="train a small attention model and show where it looks")
     demo.add_argument("--seed", type=int, default=0, help="seed for every random number generator (default 0)")
     demo.set_defaults(func=_cmd_demo)
+
+    tr = verbs.add_parser("train", help="train an attention classifier on labelled text")
+    tr.add_argument("data", help="CSV/TSV/JSONL/Parquet file, or a dataset name from `attend datasets`")
+    tr.add_argument("--out", required=True, help="model directory to write")
+    tr.add_argument("--model", default="encoder", help="encoder | bilstm_attention | minilm (default: encoder)")
+    tr.add_argument("--config", help='JSON file: {"model": {...model options}, "training": {...training options}}')
+    tr.add_argument("--epochs", type=int, help="maximum epochs (default 5)")
+    tr.add_argument("--seed", type=int, help="seed for every RNG (default 0)")
+    tr.add_argument("--batch-size", type=int, help="examples per step (default 32)")
+    tr.add_argument("--lr", type=float, help="peak learning rate")
+    tr.add_argument("--max-length", type=int, help="longest input in tokens (default 128)")
+    tr.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    tr.add_argument("--split-col", help="column assigning rows to train/dev/test (else a stratified split)")
+    tr.add_argument("--multi-label", action="store_true", help="rows may carry several labels")
+    tr.add_argument("--label-sep", help="separator of several labels in one cell, e.g. '|'")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_data_columns(tr)
+    tr.set_defaults(func=_cmd_train)
+
+    ev = verbs.add_parser("evaluate", help="score a trained model on labelled data")
+    ev.add_argument("model_dir")
+    ev.add_argument("data", help="labelled file or dataset name")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_data_columns(ev)
+    ev.set_defaults(func=_cmd_evaluate)
+
+    pr = verbs.add_parser("predict", help="classify texts with a trained model")
+    pr.add_argument("model_dir")
+    pr.add_argument("texts", nargs="*", help="texts to classify")
+    pr.add_argument("--input", help="file of texts (CSV/TSV/JSONL/Parquet) instead")
+    pr.add_argument("--text-col", default="text", help="column holding the text in --input (default: text)")
+    pr.add_argument("--top-k", type=int, default=3, help="labels to show per text (default 3)")
+    pr.add_argument("--format", choices=["json", "csv"], default="json", help="output format (default json)")
+    pr.set_defaults(func=_cmd_predict)
+
+    ds = verbs.add_parser("datasets", help="list the bundled real datasets")
+    ds.add_argument("--json", action="store_true", help="print a JSON list")
+    ds.set_defaults(func=_cmd_datasets)
     return parser
 
 
@@ -40,9 +182,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (UsageError, ValueError, FileNotFoundError) as exc:
+    except (UsageError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if type(exc).__name__ == "TrainingInterrupted":
+            print(f"stopped: {exc}", file=sys.stderr)
+            return 130
+        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,272 @@
+"""Read a user's labelled text from CSV, TSV, JSONL or Parquet, with errors a person can act on.
+
+Every problem is reported as a :class:`DataError` that names the file, the line (or row) and
+the offending value, so the CLI can print one line and exit non-zero instead of a traceback.
+Line numbers are those an editor shows: the header of a CSV is line 1, its first row line 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SPLIT_NAMES", "DataError", "LabelledTexts", "read_table", "stratified_split"]
+
+#: Accepted values of a split column.
+SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
+
+_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+_FORMATS |= {".parquet": "parquet", ".pq": "parquet"}
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, the line and the value."""
+
+
+@dataclass
+class LabelledTexts:
+    """Texts with their labels, as read from one file.
+
+    Attributes:
+        texts: One string per example.
+        labels: One list of labels per example (one element unless multi-label).
+        splits: The given split of each example ("train" / "dev" / "test"), or None.
+        lines: Where each example came from (line or row number), for error messages.
+        source: The file it was read from.
+    """
+
+    texts: list[str]
+    labels: list[list[str]]
+    splits: list[str] | None = None
+    lines: list[int] = field(default_factory=list)
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def label_names(self) -> list[str]:
+        """Every label seen, sorted."""
+        return sorted({label for labels in self.labels for label in labels})
+
+    def subset(self, indices: Sequence[int]) -> LabelledTexts:
+        return LabelledTexts(
+            texts=[self.texts[i] for i in indices],
+            labels=[self.labels[i] for i in indices],
+            splits=None if self.splits is None else [self.splits[i] for i in indices],
+            lines=[self.lines[i] for i in indices] if self.lines else [],
+            source=self.source,
+        )
+
+
+def _detect_format(path: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        if fmt not in {"csv", "tsv", "jsonl", "parquet"}:
+            raise DataError(f"unknown format {fmt!r}; choose csv, tsv, jsonl or parquet")
+        return fmt
+    try:
+        return _FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise DataError(
+            f"{path}: cannot tell the format from the extension {path.suffix!r}; "
+            "use .csv, .tsv, .jsonl or .parquet (or pass the format explicitly)"
+        ) from None
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "re-save the file as UTF-8"
+        ) from None
+
+
+def _rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_or_row_number, record)`` pairs."""
+    if fmt == "parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:  # pragma: no cover - pyarrow is a dependency
+            raise DataError("reading Parquet needs pyarrow: pip install pyarrow") from exc
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # pyarrow raises several types for a corrupt file
+            raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        for row_number, record in enumerate(table.to_pylist(), start=1):
+            yield row_number, record
+        return
+    text = _decode(path, path.read_bytes())
+    if not text.strip():
+        raise DataError(f"{path} is empty")
+    if fmt == "jsonl":
+        for line_number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: line {line_number} is not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}: line {line_number} is a JSON {type(record).__name__}, expected an object")
+            yield line_number, record
+        return
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
+    if reader.fieldnames is None:
+        raise DataError(f"{path} is empty")
+    for record in reader:
+        if None in record:
+            raise DataError(f"{path}: line {reader.line_num} has more fields than the header")
+        yield reader.line_num, record
+
+
+def _split_labels(value: Any, *, multi_label: bool, label_sep: str | None) -> list[str]:
+    if isinstance(value, list | tuple):
+        return [str(v).strip() for v in value if str(v).strip()]
+    text = "" if value is None else str(value).strip()
+    if multi_label and label_sep:
+        return [part.strip() for part in text.split(label_sep) if part.strip()]
+    return [text] if text else []
+
+
+def read_table(
+    path: str | os.PathLike[str],
+    *,
+    text_col: str = "text",
+    label_col: str | None = "label",
+    split_col: str | None = None,
+    multi_label: bool = False,
+    label_sep: str | None = None,
+    fmt: str | None = None,
+) -> LabelledTexts:
+    """Read labelled texts from a CSV, TSV, JSONL or Parquet file.
+
+    Args:
+        path: The file.
+        text_col: Column holding the text.
+        label_col: Column holding the label(s); None for unlabelled text (prediction).
+        split_col: Optional column assigning each row to train/dev/test (also validation/val).
+        multi_label: Rows may carry several labels: a JSON list, or ``label_sep``-separated.
+        label_sep: Separator of several labels in one cell, e.g. ``"|"`` (implies multi_label).
+        fmt: Force a format instead of guessing from the extension.
+
+    Raises:
+        DataError: naming the file, line and value, for every problem a user can fix.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, expected a data file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty")
+    multi_label = multi_label or label_sep is not None
+    fmt = _detect_format(path, fmt)
+
+    texts: list[str] = []
+    labels: list[list[str]] = []
+    splits: list[str] = []
+    lines: list[int] = []
+    checked_columns = False
+    for line, record in _rows(path, fmt):
+        if not checked_columns:
+            wanted = [c for c in (text_col, label_col, split_col) if c is not None]
+            missing = [c for c in wanted if c not in record]
+            if missing:
+                raise DataError(
+                    f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, record))}); "
+                    "choose the columns with --text-col / --label-col"
+                )
+            checked_columns = True
+        text = record.get(text_col)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}: line {line} has an empty text in column {text_col!r}")
+        texts.append(text)
+        lines.append(line)
+        if label_col is not None:
+            row_labels = _split_labels(record.get(label_col), multi_label=multi_label, label_sep=label_sep)
+            if not row_labels:
+                raise DataError(f"{path}: line {line} has no label in column {label_col!r}")
+            if len(row_labels) > 1 and not multi_label:
+                raise DataError(f"{path}: line {line} has several labels {row_labels}; pass --multi-label")
+            labels.append(row_labels)
+        if split_col is not None:
+            raw = str(record.get(split_col) or "").strip().lower()
+            if raw not in SPLIT_NAMES:
+                raise DataError(
+                    f"{path}: line {line} has split {record.get(split_col)!r} in column {split_col!r}; "
+                    f"expected one of {sorted(set(SPLIT_NAMES))}"
+                )
+            splits.append(SPLIT_NAMES[raw])
+    if not texts:
+        raise DataError(f"{path} has a header but no rows")
+    return LabelledTexts(
+        texts=texts,
+        labels=labels if label_col is not None else [[] for _ in texts],
+        splits=splits if split_col is not None else None,
+        lines=lines,
+        source=str(path),
+    )
+
+
+def stratified_split(
+    data: LabelledTexts, *, seed: int = 0, dev_fraction: float = 0.1, test_fraction: float = 0.1
+) -> tuple[list[int], list[int], list[int]]:
+    """Seeded train/dev/test indices, stratified on the (first) label.
+
+    A given split column wins: its assignment is used as is. Otherwise every label needs at
+    least two examples, or it could not appear on both sides of a split.
+    """
+    if data.splits is not None:
+        by_split: dict[str, list[int]] = {"train": [], "dev": [], "test": []}
+        for i, split in enumerate(data.splits):
+            by_split[split].append(i)
+        if not by_split["train"]:
+            raise DataError(f"{data.source}: the split column assigns no row to 'train'")
+        return by_split["train"], by_split["dev"], by_split["test"]
+    from sklearn.model_selection import train_test_split
+
+    for name, value in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise DataError(f"{name}={value} must be in [0, 1)")
+    if dev_fraction + test_fraction >= 1.0:
+        raise DataError(f"dev_fraction + test_fraction = {dev_fraction + test_fraction} leaves no training data")
+    primary = [labels[0] for labels in data.labels]
+    counts = Counter(primary)
+    rare = [label for label, count in counts.items() if count < 2]
+    if rare:
+        where = data.lines[primary.index(rare[0])] if data.lines else primary.index(rare[0])
+        raise DataError(
+            f"{data.source}: label {rare[0]!r} appears only once (line {where}); every label needs at least "
+            "2 examples to be split (add examples, drop the label, or give a split column)"
+        )
+    indices = list(range(len(data)))
+    held_out = dev_fraction + test_fraction
+    if held_out == 0:
+        return indices, [], []
+    n_classes = len(counts)
+    stratify = primary if round(len(indices) * held_out) >= n_classes else None
+    train, rest = train_test_split(indices, test_size=held_out, random_state=seed, stratify=stratify)
+    if test_fraction == 0:
+        return sorted(train), sorted(rest), []
+    if dev_fraction == 0:
+        return sorted(train), [], sorted(rest)
+    rest_labels = [primary[i] for i in rest]
+    rest_counts = Counter(rest_labels)
+    can_stratify = stratify is not None and min(rest_counts.values()) >= 2
+    dev, test = train_test_split(
+        rest,
+        test_size=test_fraction / held_out,
+        random_state=seed,
+        stratify=rest_labels if can_stratify else None,
+    )
+    return sorted(train), sorted(dev), sorted(test)

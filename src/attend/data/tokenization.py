@@ -1,0 +1,158 @@
+"""Tokenisers from Hugging Face ``tokenizers``: trained on the user's training split, saved as JSON.
+
+A model trained from scratch gets a WordPiece (or BPE) vocabulary learned from its own
+training texts, so it needs no download. The BERT normaliser puts spaces around every CJK
+character, so Chinese is tokenised character by character, and English by words and
+word pieces; text mixing both works. The pretrained MiniLM uses the tokenizer.json it ships
+with. Either way the tokenizer is one ``tokenizer.json`` in the model directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from torch import Tensor
+
+__all__ = ["SPECIAL_TOKENS", "TextTokenizer"]
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+class TextTokenizer:
+    """A ``tokenizers.Tokenizer`` with the settings every attend model expects.
+
+    Encodings start with ``[CLS]`` and end with ``[SEP]``; batches are padded with ``[PAD]``
+    to the longest text (at most ``max_length`` tokens; longer texts are truncated).
+
+    Args:
+        tokenizer: The underlying fast tokenizer.
+        max_length: Longest encoding, special tokens included.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int = 256) -> None:
+        if max_length < 3:
+            raise ValueError(f"max_length={max_length} must be at least 3 ([CLS], a token, [SEP])")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        pad_id = tokenizer.token_to_id("[PAD]")
+        if pad_id is None:
+            raise ValueError("the tokenizer has no [PAD] token")
+        self.pad_id = pad_id
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        *,
+        kind: str = "wordpiece",
+        vocab_size: int = 16000,
+        min_frequency: int = 2,
+        lowercase: bool = True,
+        max_length: int = 256,
+    ) -> TextTokenizer:
+        """Learn a vocabulary from ``texts`` (the training split only, so nothing leaks).
+
+        Args:
+            kind: ``"wordpiece"`` (BERT-style ``##`` continuation pieces) or ``"bpe"``.
+            vocab_size: Upper bound on the vocabulary, special tokens included.
+            min_frequency: Pieces seen fewer times are not added.
+            lowercase: Lower-case (and strip accents) before tokenising.
+        """
+        if kind not in ("wordpiece", "bpe"):
+            raise ValueError(f"unknown tokenizer kind {kind!r}; choose 'wordpiece' or 'bpe'")
+        if vocab_size < len(SPECIAL_TOKENS) + 1:
+            raise ValueError(f"vocab_size={vocab_size} is too small")
+        if kind == "wordpiece":
+            tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+            trainer = trainers.WordPieceTrainer(
+                vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
+            )
+            tokenizer.decoder = decoders.WordPiece()
+        else:
+            tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+            trainer = trainers.BpeTrainer(
+                vocab_size=vocab_size,
+                min_frequency=min_frequency,
+                special_tokens=SPECIAL_TOKENS,
+                show_progress=False,
+                end_of_word_suffix="</w>",
+            )
+            tokenizer.decoder = decoders.BPEDecoder(suffix="</w>")
+        tokenizer.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+        )
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.train_from_iterator(texts, trainer=trainer)
+        cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+        )
+        return cls(tokenizer, max_length=max_length)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, max_length: int = 256) -> TextTokenizer:
+        """Load a ``tokenizer.json`` (ours, or a pretrained model's)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no tokenizer file")
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on a corrupt file
+            raise ValueError(f"{path}: not a valid tokenizer.json ({exc})") from None
+        return cls(tokenizer, max_length=max_length)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write ``tokenizer.json`` atomically."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        self.tokenizer.save(str(tmp))
+        os.replace(tmp, path)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def tokenize(self, text: str) -> list[str]:
+        """The tokens one text becomes, special tokens included, truncated as the model sees it."""
+        encoded = self.encode([text])
+        return self.tokens_of(encoded["input_ids"], encoded["attention_mask"])[0]
+
+    def encode(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        """Encode a batch: ``input_ids`` and ``attention_mask`` (1 = token), padded to the longest.
+
+        Also returns ``truncated`` (bool per text), so callers can tell the user.
+        """
+        encodings = self.tokenizer.encode_batch(list(texts))
+        rows = [e.ids for e in encodings]
+        truncated = [len(ids) > self.max_length for ids in rows]
+        rows = [ids if len(ids) <= self.max_length else [*ids[: self.max_length - 1], ids[-1]] for ids in rows]
+        width = max((len(ids) for ids in rows), default=1)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, ids in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[i, : len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "truncated": torch.tensor(truncated)}
+
+    def tokens_of(self, input_ids: Tensor, attention_mask: Tensor) -> list[list[str]]:
+        """Token strings of an encoded batch, padding removed (for explanations).
+
+        BPE's end-of-word marker is dropped for display; WordPiece keeps its ``##`` prefix,
+        which tells a reader the piece continues a word.
+        """
+        return [
+            [
+                (self.tokenizer.id_to_token(int(i)) or "[UNK]").removesuffix("</w>")
+                for i, m in zip(row, mask, strict=True)
+                if m
+            ]
+            for row, mask in zip(input_ids, attention_mask, strict=True)
+        ]

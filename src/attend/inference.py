@@ -1,0 +1,163 @@
+"""Load a saved model directory and predict: :func:`load` returns a :class:`Predictor`.
+
+Loading reads JSON and safetensors only, so a model directory can never run code on the
+machine that loads it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attend.data.tokenization import TextTokenizer
+from attend.io import ModelDirError, read_model_dir
+from attend.models import build, config_from_dict
+
+__all__ = ["Predictor", "load", "validate_texts"]
+
+
+def validate_texts(texts: Sequence[str] | str, *, field: str = "texts") -> list[str]:
+    """Check a batch of texts; errors name the field, the index and the value."""
+    if isinstance(texts, str):
+        raise ValueError(f"{field} must be a list of strings, not one string (wrap it in a list)")
+    checked = list(texts)
+    if not checked:
+        raise ValueError(f"{field} is empty")
+    for i, text in enumerate(checked):
+        if not isinstance(text, str):
+            raise ValueError(f"{field}[{i}] is {type(text).__name__} {text!r}, expected a string")
+        if not text.strip():
+            raise ValueError(f"{field}[{i}] is an empty text")
+    return checked
+
+
+@dataclass
+class Predictor:
+    """A trained model with its tokenizer and labels, ready to predict and explain.
+
+    Attributes:
+        model: The network, in eval mode.
+        tokenizer: The tokenizer it was trained with.
+        labels: Label names, in logit order.
+        config: The directory's ``config.json``.
+        path: Where it was loaded from.
+    """
+
+    model: torch.nn.Module
+    tokenizer: TextTokenizer
+    labels: list[str]
+    config: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        return bool(self.config["model"].get("multi_label", False))
+
+    def _batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
+        # Similar lengths together: less padding, faster CPU inference.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Probabilities ``(N, num_labels)``: softmax, or independent sigmoids when multi-label."""
+        checked = validate_texts(texts)
+        probs = np.zeros((len(checked), len(self.labels)), dtype=np.float32)
+        for batch in self._batches(checked, batch_size):
+            encoded = self.tokenizer.encode([checked[i] for i in batch])
+            logits = self.model(encoded).logits.float()
+            p = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)
+            probs[batch] = p.numpy()
+        return probs
+
+    def predict(self, texts: Sequence[str], *, batch_size: int = 64, threshold: float = 0.5) -> list[Any]:
+        """The top label per text (a list of labels above ``threshold`` when multi-label)."""
+        probs = self.predict_proba(texts, batch_size=batch_size)
+        if self.multi_label:
+            return [[self.labels[j] for j in np.flatnonzero(row >= threshold)] for row in probs]
+        return [self.labels[int(j)] for j in probs.argmax(1)]
+
+    def top_k(self, texts: Sequence[str], k: int = 3, *, batch_size: int = 64) -> list[list[tuple[str, float]]]:
+        """The ``k`` most probable labels per text, with probabilities, most probable first."""
+        if k < 1:
+            raise ValueError(f"k={k} must be >= 1")
+        probs = self.predict_proba(texts, batch_size=batch_size)
+        k = min(k, len(self.labels))
+        order = np.argsort(-probs, axis=1)[:, :k]
+        return [[(self.labels[j], float(row[j])) for j in idx] for row, idx in zip(probs, order, strict=True)]
+
+    @torch.inference_mode()
+    def explain(self, texts: Sequence[str], *, batch_size: int = 32) -> list[dict[str, Any]]:
+        """Per text: tokens, predicted label and probability, and a token-importance vector.
+
+        Importance is the attention-pooling weight of each token when the model has an
+        attention pooling, else the attention the tokens receive in the last layer (mean
+        over heads and queries). Weights come from the capture API, on the fused path.
+        """
+        checked = validate_texts(texts)
+        results: list[dict[str, Any]] = [{} for _ in checked]
+        for batch in self._batches(checked, batch_size):
+            encoded = self.tokenizer.encode([checked[i] for i in batch])
+            output = self.model(encoded, output_attentions=True)
+            logits = output.logits.float()
+            probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)
+            if output.pooling_weights is not None:
+                importance = output.pooling_weights
+            elif output.attentions:
+                mask = encoded["attention_mask"].to(output.attentions[-1].dtype)  # (B, L)
+                received = (output.attentions[-1].mean(1) * mask[:, :, None]).sum(1)  # (B, L)
+                importance = received / mask.sum(1, keepdim=True)
+            else:
+                raise ValueError(f"{type(self.model).__name__} exposes no attention to explain with")
+            tokens = self.tokenizer.tokens_of(encoded["input_ids"], encoded["attention_mask"])
+            for row, i in enumerate(batch):
+                n = len(tokens[row])
+                best = int(probs[row].argmax())
+                results[i] = {
+                    "text": checked[i],
+                    "tokens": tokens[row],
+                    "importance": [float(v) for v in importance[row, :n]],
+                    "label": self.labels[best],
+                    "probability": float(probs[row, best]),
+                    "truncated": bool(encoded["truncated"][row]),
+                }
+        return results
+
+
+def load(path: str | os.PathLike[str]) -> Predictor:
+    """Load a model directory written by ``attend train`` (safetensors + JSON only).
+
+    Raises:
+        ModelDirError: the directory is missing, incomplete, holds a pickle, or is corrupt.
+    """
+    path = Path(path)
+    config, weights = read_model_dir(path)
+    model_config = dict(config["model"])
+    if "pretrained" in model_config:
+        model_config["pretrained"] = False  # the directory's own weights replace the package's
+    try:
+        model = build(config_from_dict(model_config))
+    except (TypeError, ValueError) as exc:
+        raise ModelDirError(f"{path / 'config.json'}: invalid model config ({exc})") from None
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ModelDirError(f"{path / 'model.safetensors'} does not fit the model in config.json ({exc})") from None
+    if missing or unexpected:
+        raise ModelDirError(
+            f"{path / 'model.safetensors'} does not fit the model in config.json "
+            f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
+        )
+    model.eval()
+    max_length = int(config.get("tokenizer", {}).get("max_length", 256))
+    tokenizer = TextTokenizer.from_file(path / "tokenizer.json", max_length=max_length)
+    labels = list(config["labels"])
+    if not labels:
+        raise ModelDirError(f"{path / 'config.json'} lists no labels")
+    return Predictor(model=model, tokenizer=tokenizer, labels=labels, config=config, path=path)

@@ -1,0 +1,152 @@
+"""Transformer-encoder text classifier, built only from :mod:`attend.attention`.
+
+Reads top to bottom: positions, block, model. Token + position embeddings, ``num_layers``
+pre-norm Transformer blocks (Vaswani et al. 2017; pre-norm after Xiong et al. 2020, which
+trains without warm-up tricks), then attention pooling (or ``[CLS]``, or the mean) and a
+linear head. Any attention variant is one config entry away: ``attention={"score":
+"cosine"}``, ``{"attention": "local", "window": 16}``, ``{"adaptive_span": 64}``, ...
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attend.attention import AttentionPooling, MultiHeadAttention
+from attend.models.base import ModelConfig, ModelOutput, forward_with_attentions, register_model
+
+__all__ = ["EncoderClassifier", "EncoderConfig"]
+
+POOLINGS = ("attention", "cls", "mean")
+
+
+@dataclass
+class EncoderConfig(ModelConfig):
+    """Config of :class:`EncoderClassifier`.
+
+    Attributes:
+        vocab_size: Tokenizer vocabulary size.
+        dim: Model width.
+        num_layers: Transformer blocks.
+        num_heads: Attention heads per block.
+        ffn_dim: Feed-forward width (default ``4 * dim``).
+        max_length: Longest input, in tokens (learned positions need it).
+        positional: ``"sinusoidal"`` (fixed, extrapolates) or ``"learned"``.
+        pooling: ``"attention"`` (additive attention pooling), ``"cls"`` or ``"mean"``.
+        dropout: Dropout on embeddings, residual branches and the head.
+        attention_dropout: Dropout on attention weights.
+        attention: Extra :class:`~attend.attention.MultiHeadAttention` options.
+        pad_id: Id of the padding token.
+    """
+
+    vocab_size: int = 16000
+    dim: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    ffn_dim: int | None = None
+    max_length: int = 512
+    positional: str = "sinusoidal"
+    pooling: str = "attention"
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    attention: dict[str, Any] = field(default_factory=dict)
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.positional not in ("sinusoidal", "learned"):
+            raise ValueError(f"positional={self.positional!r}; choose 'sinusoidal' or 'learned'")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling={self.pooling!r}; choose one of {list(POOLINGS)}")
+        for name in ("vocab_size", "dim", "num_layers", "num_heads", "max_length"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        reserved = {"dropout", "kdim", "vdim", "bias"} & set(self.attention)
+        if reserved:
+            raise ValueError(f"attention options {sorted(reserved)} are set by the encoder itself")
+
+
+def sinusoidal_positions(length: int, dim: int) -> Tensor:
+    """The fixed sin/cos position table of Vaswani et al. 2017, ``(length, dim)``."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: dim // 2])
+    return table
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm block: ``x + attn(norm(x))``, then ``x + ffn(norm(x))``."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.norm_attn = nn.LayerNorm(config.dim)
+        self.attn = MultiHeadAttention(
+            config.dim, config.num_heads, dropout=config.attention_dropout, **config.attention
+        )
+        self.norm_ffn = nn.LayerNorm(config.dim)
+        hidden = config.ffn_dim or 4 * config.dim
+        self.ffn = nn.Sequential(
+            nn.Linear(config.dim, hidden), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(hidden, config.dim)
+        )
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, padding: Tensor) -> Tensor:
+        h = self.norm_attn(x)
+        x = x + self.drop(self.attn(h, key_padding_mask=padding)[0])
+        return x + self.drop(self.ffn(self.norm_ffn(x)))
+
+
+class EncoderClassifier(nn.Module):
+    """Token embeddings -> Transformer blocks -> pooling -> label logits."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.dim, padding_idx=config.pad_id)
+        if config.positional == "learned":
+            self.positions = nn.Parameter(torch.randn(config.max_length, config.dim) * 0.02)
+        else:
+            self.register_buffer("positions", sinusoidal_positions(config.max_length, config.dim), persistent=False)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(EncoderBlock(config) for _ in range(config.num_layers))
+        self.norm = nn.LayerNorm(config.dim)
+        self.pool = AttentionPooling(config.dim) if config.pooling == "attention" else None
+        self.head = nn.Linear(config.dim, config.num_labels)
+
+    def forward(self, batch: Mapping[str, Tensor], *, output_attentions: bool = False) -> ModelOutput:
+        return forward_with_attentions(self, lambda: self._forward(batch), output_attentions)
+
+    def _forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
+        input_ids = batch["input_ids"]  # (B, L)
+        length = input_ids.shape[1]
+        if length > self.config.max_length:
+            raise ValueError(f"input has {length} tokens, more than max_length={self.config.max_length}")
+        padding = batch["attention_mask"] == 0  # (B, L), True = padding
+        x = self.drop(self.embed(input_ids) * math.sqrt(self.config.dim) + self.positions[:length])  # (B, L, E)
+        for block in self.blocks:
+            x = block(x, padding)
+        x = self.norm(x)
+        pooling_weights = None
+        if self.pool is not None:
+            pooled, pooling_weights = self.pool(x, padding)
+        elif self.config.pooling == "cls":
+            pooled = x[:, 0]
+        else:
+            keep = (~padding).unsqueeze(-1).to(x.dtype)
+            pooled = (x * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+        logits = self.head(self.drop(pooled))  # (B, num_labels)
+        return ModelOutput(logits=logits, pooling_weights=pooling_weights, hidden_states=x)
+
+
+@register_model("encoder", EncoderConfig)
+def build_encoder(config: EncoderConfig) -> EncoderClassifier:
+    return EncoderClassifier(config)

@@ -1,0 +1,105 @@
+"""Classification metrics with scikit-learn, and the confusion matrix as JSON and PNG."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, precision_recall_fscore_support
+
+__all__ = ["classification_metrics", "format_report", "save_confusion_png"]
+
+
+def classification_metrics(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, labels: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy, macro/micro/weighted precision-recall-F1, per-class report and confusion matrix.
+
+    ``y_true``/``y_pred`` are label indices into ``labels`` (single-label), or 0/1 indicator
+    matrices ``(N, C)`` (multi-label; accuracy is then exact-match accuracy).
+    """
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    indices = list(range(len(labels)))
+    multi_label = y_true.ndim == 2
+    average_kwargs: dict[str, Any] = {"zero_division": 0}
+    if not multi_label:
+        average_kwargs["labels"] = indices
+    result: dict[str, Any] = {"num_examples": len(y_true), "accuracy": float(accuracy_score(y_true, y_pred))}
+    for average in ("macro", "micro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=average, **average_kwargs)
+        result[f"{average}_precision"] = float(p)
+        result[f"{average}_recall"] = float(r)
+        result[f"{average}_f1"] = float(f)
+    report = classification_report(
+        y_true, y_pred, labels=indices, target_names=list(labels), output_dict=True, zero_division=0
+    )
+    result["per_class"] = {
+        name: {
+            "precision": float(report[name]["precision"]),
+            "recall": float(report[name]["recall"]),
+            "f1": float(report[name]["f1-score"]),
+            "support": int(report[name]["support"]),
+        }
+        for name in labels
+    }
+    if not multi_label:
+        result["confusion_matrix"] = {
+            "labels": list(labels),
+            "matrix": confusion_matrix(y_true, y_pred, labels=indices).tolist(),
+        }
+    return result
+
+
+def format_report(metrics: dict[str, Any], *, title: str = "") -> str:
+    """A plain-text report: headline figures, then one line per class."""
+    lines = [title] if title else []
+    lines.append(
+        f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
+        f"micro-F1 {metrics['micro_f1']:.4f}   (n={metrics['num_examples']})"
+    )
+    width = max([len(name) for name in metrics["per_class"]] + [5])
+    lines.append(f"{'class':<{width}}  precision  recall     f1  support")
+    for name, row in metrics["per_class"].items():
+        lines.append(
+            f"{name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}  {row['support']:7d}"
+        )
+    return "\n".join(lines)
+
+
+def save_confusion_png(metrics: dict[str, Any], path: str | os.PathLike[str], *, title: str = "") -> Path | None:
+    """Draw the confusion matrix (row-normalised colours, raw counts) to a PNG; None if multi-label."""
+    if "confusion_matrix" not in metrics:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = metrics["confusion_matrix"]["labels"]
+    counts = np.asarray(metrics["confusion_matrix"]["matrix"], dtype=float)
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.45 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix")
+    if len(labels) <= 30:
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                if counts[i, j]:
+                    colour = "white" if rates[i, j] > 0.5 else "black"
+                    ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=6, color=colour)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

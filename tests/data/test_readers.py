@@ -1,0 +1,105 @@
+"""Readers: every format, and a clear error for each way a user's file can be wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from attend.data.readers import DataError, LabelledTexts, read_table, stratified_split
+
+ROWS = [("good film", "pos"), ("bad film", "neg"), ("great acting", "pos"), ("dull plot", "neg")]
+
+
+def _write_csv(path: Path, rows: list[tuple[str, str]], sep: str = ",") -> Path:
+    path.write_text("text" + sep + "label\n" + "".join(f"{t}{sep}{lab}\n" for t, lab in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_every_format_reads_the_same(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"data.{fmt}"
+    if fmt == "csv":
+        _write_csv(path, ROWS)
+    elif fmt == "tsv":
+        _write_csv(path, ROWS, sep="\t")
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in ROWS), encoding="utf-8")
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"text": [t for t, _ in ROWS], "label": [lab for _, lab in ROWS]}), path)
+    data = read_table(path)
+    assert data.texts == [t for t, _ in ROWS]
+    assert data.labels == [[lab] for _, lab in ROWS]
+    assert data.label_names == ["neg", "pos"]
+
+
+def test_custom_columns_multi_label_and_split(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("body,tags,part\nhello,a|b,train\nworld,b,validation\nagain,a,test\n", encoding="utf-8")
+    data = read_table(path, text_col="body", label_col="tags", split_col="part", label_sep="|")
+    assert data.labels == [["a", "b"], ["b"], ["a"]]
+    assert data.splits == ["train", "dev", "test"]
+    assert stratified_split(data) == ([0], [1], [2])
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text(json.dumps({"text": "x", "label": ["p", "q"]}) + "\n", encoding="utf-8")
+    assert read_table(jsonl, multi_label=True).labels == [["p", "q"]]
+
+
+def test_chinese_text_and_bom(tmp_path: Path) -> None:
+    path = tmp_path / "zh.csv"
+    path.write_bytes("\ufefftext,label\n这个手机很好用,pos\n质量太差了,neg\n".encode())
+    assert read_table(path).texts == ["这个手机很好用", "质量太差了"]
+
+
+@pytest.mark.parametrize(
+    ("content", "kwargs", "message"),
+    [
+        (None, {}, r"missing\.csv: no such file"),
+        (b"", {}, r"is empty"),
+        (b"text,label\n", {}, r"has a header but no rows"),
+        (b"body,label\nx,a\n", {}, r"has no column 'text' \(columns: body, label\)"),
+        (b"text,label\nok,a\n  ,b\n", {}, r"line 3 has an empty text in column 'text'"),
+        (b"text,label\nok,\n", {}, r"line 2 has no label"),
+        (b"text,label\nok,a\n\xff\xfe bad,b\n", {}, r"line 3 is not valid UTF-8 \(byte 0xff"),
+        (b"text,label\nok,a,extra\n", {}, r"line 2 has more fields than the header"),
+        (b"text,label,s\nok,a,holdout\n", {"split_col": "s"}, r"line 2 has split 'holdout'"),
+    ],
+)
+def test_bad_files_get_errors_naming_file_line_and_value(
+    tmp_path: Path, content: bytes | None, kwargs: dict, message: str
+) -> None:
+    path = tmp_path / "missing.csv"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        read_table(path, **kwargs)
+
+
+def test_bad_jsonl_and_unknown_extension(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n{not json}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 2 is not valid JSON"):
+        read_table(path)
+    with pytest.raises(DataError, match=r"cannot tell the format"):
+        read_table(_write_csv(tmp_path / "d.txt", ROWS))
+
+
+def test_stratified_split_is_seeded_and_keeps_class_balance() -> None:
+    data = LabelledTexts(texts=[str(i) for i in range(200)], labels=[["a"] if i % 4 else ["b"] for i in range(200)])
+    first = stratified_split(data, seed=3)
+    assert first == stratified_split(data, seed=3)
+    assert first != stratified_split(data, seed=4)
+    train, dev, test = first
+    assert sorted(train + dev + test) == list(range(200))
+    assert (len(train), len(dev), len(test)) == (160, 20, 20)
+    assert sum(data.labels[i] == ["b"] for i in test) == 5  # 25% of the test split, like the whole
+
+
+def test_a_label_seen_once_is_an_error_naming_it() -> None:
+    data = LabelledTexts(texts=["a", "b", "c"], labels=[["x"], ["x"], ["lonely"]], lines=[2, 3, 4], source="f.csv")
+    with pytest.raises(DataError, match=r"label 'lonely' appears only once \(line 4\)"):
+        stratified_split(data)

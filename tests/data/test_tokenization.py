@@ -1,0 +1,43 @@
+"""Tokenizers trained on the user's text, English and Chinese."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from attend.data.tokenization import TextTokenizer
+
+TEXTS = ["the cat sat on the mat", "the dog sat on the log", "这个手机很好用", "质量太差了，不推荐"] * 10
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_train_encode_and_round_trip(tmp_path: Path, kind: str) -> None:
+    tokenizer = TextTokenizer.train(TEXTS, kind=kind, vocab_size=300, min_frequency=1, max_length=16)
+    tokens = tokenizer.tokenize("The cat sat on the mat")
+    assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
+    assert "[UNK]" not in tokens
+    chinese = tokenizer.tokenize("手机很好")
+    assert chinese[1:-1] == ["手", "机", "很", "好"]  # one token per character
+    tokenizer.save(tmp_path / "tokenizer.json")
+    again = TextTokenizer.from_file(tmp_path / "tokenizer.json", max_length=16)
+    assert again.tokenize("the dog sat") == tokenizer.tokenize("the dog sat")
+
+
+def test_batches_are_padded_and_long_texts_truncated() -> None:
+    tokenizer = TextTokenizer.train(TEXTS, vocab_size=300, min_frequency=1, max_length=6)
+    batch = tokenizer.encode(["the cat", "the cat sat on the mat and the dog"])
+    assert batch["input_ids"].shape == (2, 6)
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0, 0], [1] * 6]
+    assert batch["truncated"].tolist() == [False, True]
+    assert tokenizer.tokens_of(batch["input_ids"], batch["attention_mask"])[1][-1] == "[SEP]"
+
+
+def test_bad_tokenizer_inputs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown tokenizer kind 'chars'"):
+        TextTokenizer.train(TEXTS, kind="chars")
+    with pytest.raises(FileNotFoundError, match="no tokenizer file"):
+        TextTokenizer.from_file(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"not a valid tokenizer\.json"):
+        TextTokenizer.from_file(tmp_path / "bad.json")

@@ -1,0 +1,125 @@
+"""Training end to end: learning, the model directory, reproducibility and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from attend.data.readers import DataError
+from attend.inference import load
+from attend.io import ModelDirError
+from attend.training import TrainingArgs, TrainingInterrupted, evaluate, train
+
+SMALL_ENCODER = {"dim": 32, "num_layers": 1, "num_heads": 2}
+FAST = {"epochs": 4, "batch_size": 16, "lr": 3e-3, "progress": False, "vocab_size": 500}
+
+
+@pytest.mark.parametrize(
+    ("model", "options", "lr"),
+    [("encoder", SMALL_ENCODER, 3e-3), ("bilstm_attention", {"embed_dim": 32, "hidden_dim": 32}, 1e-2)],
+)
+def test_models_learn_a_planted_word_task_and_save_a_loadable_directory(
+    tmp_path: Path, planted_csv: Path, model: str, options: dict, lr: float
+) -> None:
+    out = tmp_path / "model"
+    result = train(planted_csv, out, model=model, model_options=options, args=TrainingArgs(**{**FAST, "lr": lr}))
+    assert result.metrics["accuracy"] > 0.9, result.report
+    assert result.metrics["split"] == "test" and result.metrics["num_examples"] == 40
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.json", "confusion_matrix.png"):
+        assert (out / name).is_file(), name
+    assert not (out / "best").exists() and not (out / "checkpoint" / "model.safetensors").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["labels"] == ["neg", "pos"] and config["model"]["model_type"] == model
+    assert config["training"]["seed"] == 0 and "attend_version" in config and config["weights_sha256"]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(1, len(log) + 1)) and "dev_macro_f1" in log[0]
+    assert list((out / "runs").glob("events.out.tfevents.*")), "no TensorBoard event file"
+
+    predictor = load(out)
+    assert predictor.predict(["the film was wonderful", "a dreadful movie"]) == ["pos", "neg"]
+    top = predictor.top_k(["the plot was superb"], k=2)[0]
+    assert top[0][0] == "pos" and abs(sum(p for _, p in top) - 1) < 1e-5
+    again = evaluate(out, planted_csv)
+    assert again["accuracy"] > 0.9 and set(again["per_class"]) == {"neg", "pos"}
+
+
+RESULT_KEYS = ("accuracy", "macro_f1", "micro_f1", "per_class", "confusion_matrix", "best_epoch")
+
+
+def _run(tmp: Path, data: Path, name: str, **overrides: object) -> dict:
+    args = TrainingArgs(**{**FAST, "epochs": 2, "checkpoint_every": 7, **overrides})
+    metrics = train(data, tmp / name, model="encoder", model_options=SMALL_ENCODER, args=args).metrics
+    return {key: metrics[key] for key in RESULT_KEYS}
+
+
+def test_same_seed_same_metrics_and_resume_matches_an_uninterrupted_run(tmp_path: Path, planted_csv: Path) -> None:
+    full = _run(tmp_path, planted_csv, "full")
+    assert _run(tmp_path, planted_csv, "again") == full
+    assert _run(tmp_path, planted_csv, "other", seed=1) != full
+
+    with pytest.raises(TrainingInterrupted, match="--resume"):  # interrupted mid-epoch 2 (20 steps per epoch)
+        _run(tmp_path, planted_csv, "resumed", stop_after_steps=27)
+    assert (tmp_path / "resumed" / "checkpoint" / "state.json").exists()
+    assert not (tmp_path / "resumed" / "config.json").exists()
+    resumed = train(planted_csv, tmp_path / "resumed", model="encoder", model_options=SMALL_ENCODER, resume=True)
+    assert {key: resumed.metrics[key] for key in RESULT_KEYS} == full
+    with pytest.raises(DataError, match="already finished"):
+        train(planted_csv, tmp_path / "resumed", model="encoder", model_options=SMALL_ENCODER, resume=True)
+
+
+def test_class_weights_multi_label_and_bf16(tmp_path: Path) -> None:
+    rows = [
+        {"text": f"alpha {'beta' if i % 3 else ''} gamma {i % 7}", "label": "a|b" if i % 3 else "a"} for i in range(60)
+    ]
+    path = tmp_path / "multi.csv"
+    path.write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows), encoding="utf-8")
+    args = TrainingArgs(**{**FAST, "epochs": 1, "class_weights": True, "precision": "bf16"})
+    result = train(path, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=args, label_sep="|")
+    assert "per_class" in result.metrics and "confusion_matrix" not in result.metrics
+    predictor = load(tmp_path / "m")
+    assert predictor.multi_label and all(isinstance(p, list) for p in predictor.predict(["alpha beta gamma"]))
+
+
+def test_model_directory_safety(tmp_path: Path, planted_csv: Path) -> None:
+    out = tmp_path / "m"
+    train(planted_csv, out, model="encoder", model_options=SMALL_ENCODER, args=TrainingArgs(**{**FAST, "epochs": 1}))
+    (out / "extra.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ModelDirError, match=r"pickle-format file\(s\) \['extra.bin'\]"):
+        load(out)
+    (out / "extra.bin").unlink()
+    weights = (out / "model.safetensors").read_bytes()
+    (out / "model.safetensors").write_bytes(weights[:-10] + b"0123456789")
+    with pytest.raises(ModelDirError, match="does not match the hash"):
+        load(out)
+    with pytest.raises(ModelDirError, match="no such model directory"):
+        load(tmp_path / "nowhere")
+
+
+def test_unknown_labels_and_bad_options_are_clear_errors(tmp_path: Path, planted_csv: Path) -> None:
+    out = tmp_path / "m"
+    train(planted_csv, out, model="encoder", model_options=SMALL_ENCODER, args=TrainingArgs(**{**FAST, "epochs": 1}))
+    other = tmp_path / "other.csv"
+    other.write_text("text,label\nfine words,pos\nstrange words,meh\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 3 has label 'meh', which the model was not trained on"):
+        evaluate(out, other)
+    with pytest.raises(ValueError, match="unknown model 'gpt'"):
+        train(planted_csv, tmp_path / "x", model="gpt")
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['depth'\]"):
+        train(planted_csv, tmp_path / "x", model="encoder", model_options={"depth": 3})
+    with pytest.raises(ValueError, match="schedule='steep'"):
+        TrainingArgs(schedule="steep")
+    with pytest.raises(DataError, match="nothing to resume"):
+        train(planted_csv, tmp_path / "fresh", resume=True)
+
+
+def test_attention_variants_train_through_the_same_pipeline(tmp_path: Path, planted_csv: Path) -> None:
+    for i, attention in enumerate(
+        [{"score": "additive"}, {"attention": "local", "window": 4}, {"attention": "linear"}]
+    ):
+        options = {**SMALL_ENCODER, "attention": attention}
+        result = train(planted_csv, tmp_path / f"v{i}", model="encoder", model_options=options,
+                       args=TrainingArgs(**{**FAST, "epochs": 1}))  # fmt: skip
+        assert torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
