@@ -65,6 +65,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         multi_label=args.multi_label,
         label_sep=args.label_sep,
     )
+    if not result.is_main:
+        return 0
     print(result.report)
     print(f"\nmodel written to {result.model_dir} (confusion matrix: {result.model_dir / 'confusion_matrix.png'})")
     return 0

