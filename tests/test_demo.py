@@ -1,29 +1,19 @@
-"""The demo trains for real and shows the marker word getting the attention."""
+"""The main demo runs end to end on the real bundled data (a small sample of it here)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from attend.cli import main
-from attend.demo import MARKERS, VOCAB, run_demo
+from attend.demo import main
 
 
-def test_demo_model_learns_and_attends_to_the_marker() -> None:
-    result = run_demo(seed=0, steps=150)
-    assert result.accuracy > 0.95
-    marker_positions = [i for i, t in enumerate(result.tokens) if t in {VOCAB[m] for m in MARKERS}]
-    assert len(marker_positions) == 1
-    assert max(range(len(result.received)), key=result.received.__getitem__) == marker_positions[0]
-
-
-def test_cli_demo_prints_a_readable_report(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--seed", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "held-out accuracy" in out and "attention pooling" in out
-
-
-def test_cli_rejects_unknown_verbs_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["frobnicate"])
-    assert exc.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+def test_demo_trains_evaluates_and_explains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(out=str(out), limit=1500, epochs=1) == 0
+    printed = capsys.readouterr().out
+    assert "26 topics, 1500 examples" in printed
+    assert "test split of dataset:wordnet_topics" in printed and "baseline on the same test split" in printed
+    assert "Why " in printed and f"model directory: {out.resolve()}" in printed
+    assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()

@@ -22,9 +22,13 @@ class UsageError(Exception):
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.attention:
+        from attend.attention_demo import main as attention_demo
+
+        return attention_demo(seed=args.seed)
     from attend.demo import main as demo_main
 
-    return demo_main(seed=args.seed)
+    return demo_main(seed=args.seed, out=args.out, limit=args.limit, epochs=args.epochs)
 
 
 def _read_config(path: str | None) -> dict:
@@ -135,8 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
 
-    demo = verbs.add_parser("demo", help="train a small attention model and show where it looks")
+    demo = verbs.add_parser("demo", help="train, evaluate and explain an attention model on real data")
     demo.add_argument("--seed", type=int, default=0, help="seed for every random number generator (default 0)")
+    demo.add_argument("--out", default="runs/demo", help="model directory to write (default runs/demo)")
+    demo.add_argument("--limit", type=int, help="use only the first N examples (a quicker run)")
+    demo.add_argument("--epochs", type=int, help="override the demo's epochs")
+    demo.add_argument("--attention", action="store_true", help="instead, the toy attention-core demonstration")
     demo.set_defaults(func=_cmd_demo)
 
     tr = verbs.add_parser("train", help="train an attention classifier on labelled text")

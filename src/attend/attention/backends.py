@@ -88,7 +88,7 @@ def sdpa_attention(
         q2, k2, v, attn_mask=bias, dropout_p=dropout_p, is_causal=is_causal, scale=scale
     )
     if empty_rows is not None:
-        out = out.masked_fill(empty_rows, 0.0)
+        out = out.masked_fill_(empty_rows, 0.0) if not out.requires_grad else out.masked_fill(empty_rows, 0.0)
     if not need_weights:
         return out, None
     if is_causal:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attend.attention.adaptive import AdaptiveSpan
@@ -198,6 +199,21 @@ class MultiHeadAttention(Recordable, nn.Module):
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d)
 
+    def _packed_self_projection(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention's three projections as one GEMM (as torch's packed ``in_proj``).
+
+        One ``(B*L, E) @ (E, 3E)`` product uses the matmul units better than three thin ones;
+        concatenating the weights costs ``3 E^2`` copies, small against ``B L E^2``.
+        """
+        batch, length, _ = x.shape
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3E, E)
+        bias = None
+        if self.q_proj.bias is not None:
+            bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        qkv = F.linear(x, weight, bias).view(batch, length, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, d)
+        return q, k, v
+
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
         if query.dim() != 3 or query.shape[-1] != self.embed_dim:
             raise ValueError(
@@ -245,9 +261,12 @@ class MultiHeadAttention(Recordable, nn.Module):
             is_causal=is_causal,
             window=self.window,
         )
-        q = self._split_heads(self.q_proj(query))  # (B, H, Lq, d)
-        k = self._split_heads(self.k_proj(key))  # (B, H, Lk, d)
-        v = self._split_heads(self.v_proj(value))  # (B, H, Lk, d)
+        if key is query and value is query and self.kdim == self.vdim == self.embed_dim:
+            q, k, v = self._packed_self_projection(query)
+        else:
+            q = self._split_heads(self.q_proj(query))  # (B, H, Lq, d)
+            k = self._split_heads(self.k_proj(key))  # (B, H, Lk, d)
+            v = self._split_heads(self.v_proj(value))  # (B, H, Lk, d)
 
         captures = self._captures()
         out, weights = self._backend(
