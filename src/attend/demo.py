@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +61,15 @@ def main(*, seed: int = 0, out: str = "runs/demo", limit: int | None = None, epo
     if limit is not None and limit < len(texts):
         keep = sorted(random.Random(seed).sample(range(len(texts)), limit))  # the file is sorted by topic
         texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+        counts = Counter(labels)
+        rare = {label for label, n in counts.items() if n < 3}  # too few to appear in every split
+        if rare:
+            kept = [i for i, label in enumerate(labels) if label not in rare]
+            print(f"(sample of {limit}: leaving out {len(rare)} topic(s) with fewer than 3 examples in it)")
+            texts, labels = [texts[i] for i in kept], [labels[i] for i in kept]
     data = LabelledTexts(texts=texts, labels=[[label] for label in labels], lines=list(range(1, len(texts) + 1)),
                          source="dataset:wordnet_topics")  # fmt: skip
-    print(f"data: WordNet 3.0 noun definitions -> {len(dataset.info.labels)} topics, {len(texts)} examples")
+    print(f"data: WordNet 3.0 noun definitions -> {len(set(labels))} topics, {len(texts)} examples")
     print(f"      ({dataset.info.licence.split(':')[0]})\n")
 
     training = TrainingArgs(**{**DEMO_TRAINING, "seed": seed, **({"epochs": epochs} if epochs else {})})

@@ -387,8 +387,6 @@ def _log(message: str, info: _Dist) -> None:
 
 def _model_config(model_name: str, overrides: dict[str, Any], *, num_labels: int, multi_label: bool,
                   tokenizer: TextTokenizer, args: TrainingArgs) -> dict[str, Any]:  # fmt: skip
-    if model_name not in MODELS:
-        raise ValueError(f"unknown model {model_name!r}; choose one of {sorted(MODELS)}")
     config = {"model_type": model_name, **overrides, "num_labels": num_labels, "multi_label": multi_label}
     config_cls, _ = MODELS[model_name]
     fields = {f.name for f in dataclasses.fields(config_cls)}
