@@ -5,7 +5,9 @@ rotating order) after a warm-up, in fp32, under ``torch.inference_mode``, with t
 ``torch.get_num_threads()`` threads. Ratios are medians of per-round ratios, so slow drift and
 bursts of load from other processes hit both sides of a comparison alike. Sections:
 
-1. Matmul peak: fp32 GEMM / bmm FLOP/s, the reference for "% of peak" below.
+1. Matmul peak: fp32 GEMM / bmm FLOP/s; the GEMM is the reference for "% of peak" below and is
+   timed again inside every group of sections 2 and 3, so efficiency is judged against the rate
+   the machine gave in those very rounds.
 2. Fast-path core: our ``sdpa`` backend (mask handling included) vs bare
    :func:`torch.nn.functional.scaled_dot_product_attention` on the same ``q, k, v``.
 3. Full module: :class:`attend.attention.MultiHeadAttention` vs ``nn.MultiheadAttention``.
@@ -18,25 +20,28 @@ bursts of load from other processes hit both sides of a comparison alike. Sectio
 
 Usage::
 
-    python benchmarks/attention.py            # full run (several minutes on 2 cores)
-    python benchmarks/attention.py --quick    # smoke run, well under 30 s
+    python benchmarks/attention.py            # full run, about 6 minutes on 2 cores
+    python benchmarks/attention.py --quick    # smoke run, under 30 s on an idle 2-core machine
+    python benchmarks/attention.py --threads 1 --sections 5   # scaling, robust to a busy machine
     python benchmarks/attention.py --json results.json --sections 2,3
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,15 +100,18 @@ def make_config(args: argparse.Namespace) -> Config:
     if args.quick:
         cfg = Config(
             quick=True,
-            core_lengths=(128, 256),
-            scaling_lengths=(512, 1024, 2048),
+            core_lengths=(64, 128),
+            scaling_lengths=(256, 512),
+            batch=2,
             gemm_n=1024,
             bmm_len=256,
-            warmup=1,
-            round_time=0.03,
-            min_rounds=3,
-            max_rounds=5,
-            group_time=0.3,
+            warmup=0,  # the first call still runs untimed
+            round_time=0.02,
+            min_rounds=2,
+            min_rounds_slow=1,
+            slow_round=0.5,
+            max_rounds=3,
+            group_time=0.2,
             mem_cap_gb=args.mem_cap_gb,
         )
     else:
@@ -145,9 +153,10 @@ class Measured:
 
 
 def _describe_failure(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, MemoryError) or "memory" in text.lower() or "alloc" in text.lower():
-        return f"OOM ({text[:80]})"
+        size = re.search(r"allocate (\d+) bytes", text)
+        return f"OOM (allocating {int(size.group(1)) / MIB:.0f} MiB)" if size else "OOM"
     return f"{type(exc).__name__}: {text[:80]}"
 
 
@@ -176,8 +185,10 @@ def bench(fns: dict[str, Callable[[], object]], cfg: Config) -> dict[str, Measur
         min_rounds = cfg.min_rounds_slow if one_round > cfg.slow_round else cfg.min_rounds
         started = time.perf_counter()
         rounds = 0
-        while alive and rounds < cfg.max_rounds and (
-            rounds < min_rounds or time.perf_counter() - started < cfg.group_time
+        while (
+            alive
+            and rounds < cfg.max_rounds
+            and (rounds < min_rounds or time.perf_counter() - started < cfg.group_time)
         ):
             shift = rounds % len(alive)
             for name in alive[shift:] + alive[:shift]:
@@ -287,7 +298,25 @@ def additive_mask(kpm: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
-def section_matmul(cfg: Config) -> tuple[float, dict[str, Any]]:
+@dataclass(frozen=True)
+class PeakRef:
+    """The reference GEMM: timed in section 1 and again inside every group of sections 2 and 3."""
+
+    fn: Callable[[], object]
+    flops: int
+    name: str
+
+    KEY = "__peak_gemm__"
+
+    def add_to(self, fns: dict[str, Callable[[], object]]) -> dict[str, Callable[[], object]]:
+        return {**fns, self.KEY: self.fn}
+
+    def rate(self, measured: dict[str, Measured]) -> float:
+        m = measured.get(self.KEY)
+        return self.flops / m.median if m is not None and m.ok else math.nan
+
+
+def section_matmul(cfg: Config) -> tuple[PeakRef, dict[str, Any]]:
     torch.manual_seed(0)
     n, bh, length, d = cfg.gemm_n, cfg.batch * cfg.heads, cfg.bmm_len, cfg.head_dim
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -295,8 +324,9 @@ def section_matmul(cfg: Config) -> tuple[float, dict[str, Any]]:
     p, v = torch.randn(bh, length, length), torch.randn(bh, length, d)
     tokens = cfg.batch * length
     x, w = torch.randn(tokens, cfg.embed_dim), torch.randn(cfg.embed_dim, cfg.embed_dim)
+    ref = PeakRef(lambda: a @ b, 2 * n**3, f"GEMM {n}x{n} @ {n}x{n}")
     cases = {
-        f"GEMM {n}x{n} @ {n}x{n}": (lambda: a @ b, 2 * n**3),
+        ref.name: (ref.fn, ref.flops),
         f"bmm QK^T ({bh},{length},{d}) @ ({bh},{d},{length})": (lambda: torch.bmm(q, kt), 2 * bh * length**2 * d),
         f"bmm PV ({bh},{length},{length}) @ ({bh},{length},{d})": (lambda: torch.bmm(p, v), 2 * bh * length**2 * d),
         f"linear ({tokens},{cfg.embed_dim}) @ ({cfg.embed_dim},{cfg.embed_dim})": (
@@ -305,19 +335,21 @@ def section_matmul(cfg: Config) -> tuple[float, dict[str, Any]]:
         ),
     }
     measured = bench({name: fn for name, (fn, _) in cases.items()}, cfg)
-    rates = {name: cases[name][1] / m.median for name, m in measured.items() if m.ok}
-    peak = max(rates.values()) if rates else math.nan
+    peak = cases[ref.name][1] / measured[ref.name].median if measured[ref.name].ok else math.nan
     rows = [
         [name, fmt_time(m), fmt_rate(cases[name][1], m), fmt_frac(cases[name][1], m, peak)]
         for name, m in measured.items()
     ]
     print_table(
         "1. Matmul peak (fp32)",
-        ["kernel", "time", "GFLOP/s", "% of peak"],
+        ["kernel", "time", "GFLOP/s", "% of GEMM"],
         rows,
-        [f"peak = {peak / 1e9:.1f} GFLOP/s (best of the above): the 100% of the efficiency columns below"],
+        [
+            f"peak = the {ref.name} rate, {peak / 1e9:.1f} GFLOP/s here; sections 2 and 3 time this GEMM again in "
+            "every group, interleaved with the contenders, and report efficiency against that in-group rate",
+        ],
     )
-    return peak, {
+    return ref, {
         "peak_flops": peak,
         "cases": {name: {**m.to_json(), "flops": cases[name][1]} for name, m in measured.items()},
     }
@@ -328,10 +360,10 @@ def section_matmul(cfg: Config) -> tuple[float, dict[str, Any]]:
 # ----------------------------------------------------------------------------------------------
 
 
-def section_core(cfg: Config, peak: float) -> dict[str, Any]:
+def section_core(cfg: Config, ref: PeakRef) -> dict[str, Any]:
     batch, heads, d = cfg.batch, cfg.heads, cfg.head_dim
     module = MultiHeadAttention(cfg.embed_dim, heads).eval()  # supplies .score (scaled dot) and .span
-    rows, out = [], {}
+    rows, out, peaks = [], {}, []
     for length in cfg.core_lengths:
         torch.manual_seed(length)
         q, k, v = (torch.randn(batch, heads, length, d) for _ in range(3))
@@ -355,7 +387,9 @@ def section_core(cfg: Config, peak: float) -> dict[str, Any]:
                 "none": max_diff(fns["ours"](), fns["sdpa"]()),  # type: ignore[arg-type]
                 "pad": max_diff(fns["ours+pad"](), fns["sdpa+pad"]()),  # type: ignore[arg-type]
             }
-        measured = bench(fns, cfg)
+        measured = bench(ref.add_to(fns), cfg)
+        peak = ref.rate(measured)
+        peaks.append(f"L={length}: {peak / 1e9:.1f}")
         flops = 4 * batch * heads * length * length * d
         for mask_name, a, b in (("none", "ours", "sdpa"), ("key_padding", "ours+pad", "sdpa+pad")):
             ratio = paired_ratio(measured[b], measured[a])  # throughput ours/sdpa = t_sdpa / t_ours
@@ -377,6 +411,7 @@ def section_core(cfg: Config, peak: float) -> dict[str, Any]:
                 "ours": measured[a].to_json(),
                 "sdpa": measured[b].to_json(),
                 "flops": flops,
+                "peak_flops_in_group": peak,
                 "throughput_ratio": ratio.to_json(),
                 "max_abs_diff": diff["none" if mask_name == "none" else "pad"],
             }
@@ -400,6 +435,7 @@ def section_core(cfg: Config, peak: float) -> dict[str, Any]:
             "ours = MaskSpec.validate + sdpa_attention (score.as_dot, mask resolution, SDPA call, empty-row handling)",
             "SDPA gets the same q, k, v and, padded, the same additive (B,1,1,L) float mask (built outside the timing)",
             "FLOPs = 4*B*H*L^2*d (QK^T and PV, dense even where padded); ratio = median [IQR] over interleaved rounds",
+            f"%pk = share of the {ref.name} rate timed in the same rounds (GFLOP/s {', '.join(peaks)})",
         ],
     )
     return out
@@ -410,19 +446,39 @@ def section_core(cfg: Config, peak: float) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (the profiler's C++ start/stop log lines)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _torch_mha_path(mha: nn.MultiheadAttention, x: Tensor, **kwargs: Any) -> str:
     """Which implementation ``nn.MultiheadAttention`` ran: its native fast path or the Python one."""
-    with torch.inference_mode(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        mha(x, x, x, **kwargs)
-    names = {event.name for event in prof.events()}
-    if "aten::_native_multi_head_attention" in names:
-        return "native fast path"
-    return "python path (F.multi_head_attention_forward)"
+    with _quiet_stderr(), torch.inference_mode():
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            mha(x, x, x, **kwargs)
+        names = {event.name for event in prof.events()}
+    native = "aten::_native_multi_head_attention" in names
+    path = "native fast path" if native else "python path (multi_head_attention_forward)"
+    if any("scaled_dot_product" in name for name in names):
+        kernel = "fused SDPA kernel"
+    else:
+        softmax = [name.removeprefix("aten::") for name in names if name.endswith("softmax")]
+        kernel = "explicit bmm + " + "/".join(sorted(softmax)) + ", L x L scores materialised"
+    return f"{path}, {kernel}"
 
 
-def section_module(cfg: Config, peak: float) -> dict[str, Any]:
+def section_module(cfg: Config, ref: PeakRef) -> dict[str, Any]:
     batch, heads, embed = cfg.batch, cfg.heads, cfg.embed_dim
-    rows, out, notes = [], {}, []
+    rows, out, notes, peaks = [], {}, [], []
     for length in cfg.core_lengths:
         torch.manual_seed(length)
         mha = nn.MultiheadAttention(embed, heads, batch_first=True).eval()
@@ -447,7 +503,9 @@ def section_module(cfg: Config, peak: float) -> dict[str, Any]:
         if length == cfg.core_lengths[0]:
             notes.append(f"torch, no mask: {_torch_mha_path(mha, x, need_weights=False)}")
             notes.append(f"torch, padding: {_torch_mha_path(mha, x, key_padding_mask=kpm, need_weights=False)}")
-        measured = bench(fns, cfg)
+        measured = bench(ref.add_to(fns), cfg)
+        peak = ref.rate(measured)
+        peaks.append(f"L={length}: {peak / 1e9:.1f}")
         flops = 4 * batch * heads * length * length * cfg.head_dim + 8 * batch * length * embed * embed
         for mask_name, a, b in (("none", "ours", "torch"), ("key_padding", "ours+pad", "torch+pad")):
             ratio = paired_ratio(measured[b], measured[a])
@@ -469,6 +527,7 @@ def section_module(cfg: Config, peak: float) -> dict[str, Any]:
                 "ours": measured[a].to_json(),
                 "torch": measured[b].to_json(),
                 "flops": flops,
+                "peak_flops_in_group": peak,
                 "throughput_ratio": ratio.to_json(),
                 "max_abs_diff": diff[key],
             }
@@ -476,6 +535,7 @@ def section_module(cfg: Config, peak: float) -> dict[str, Any]:
         "ours = MultiHeadAttention.from_torch(mha) in eval, need_weights=False; torch = nn.MultiheadAttention"
         "(batch_first=True) in eval, self-attention (x, x, x), need_weights=False",
         "FLOPs = attention 4*B*H*L^2*d + projections 8*B*L*E^2; max|diff| over non-padded query positions",
+        f"%pk = share of the {ref.name} rate timed in the same rounds (GFLOP/s {', '.join(peaks)})",
     ]
     print_table(
         f"3. Full module: MultiHeadAttention vs nn.MultiheadAttention  [B={batch}, E={embed}, H={heads}, fp32]",
@@ -488,13 +548,15 @@ def section_module(cfg: Config, peak: float) -> dict[str, Any]:
 
 def section_weights(cfg: Config) -> dict[str, Any]:
     batch, heads, embed = cfg.batch, cfg.heads, cfg.embed_dim
-    rows, out = [], {}
+    rows, out, torch_path = [], {}, []
     for length in cfg.core_lengths:
         torch.manual_seed(length)
         mha = nn.MultiheadAttention(embed, heads, batch_first=True).eval()
         ours = MultiHeadAttention.from_torch(mha).eval()
         eager = MultiHeadAttention.from_torch(mha, backend="eager").eval()
         x = torch.randn(batch, length, embed)
+        if not torch_path:
+            torch_path.append(_torch_mha_path(mha, x, need_weights=True, average_attn_weights=False))
 
         def captured(ours=ours, x=x) -> tuple[Tensor, Tensor]:
             with capture_attention(ours) as cap:
@@ -543,6 +605,7 @@ def section_weights(cfg: Config) -> dict[str, Any]:
             "ours need_weights / capture: output from SDPA, weights recomputed from the same q', k' (sdpa backend)",
             "eager: backend='eager' (explicit softmax(QK^T) @ V), the reference for a weights-first path",
             "max|diff| = max over output and (B, H, L, L) weights against torch",
+            f"torch: {torch_path[0] if torch_path else '?'}",
         ],
     )
     return out
@@ -600,21 +663,22 @@ def memory_worker(spec: dict[str, Any]) -> None:
     """Child process: for each case, peak RSS growth of one forward; one JSON line per case."""
     torch.set_num_threads(spec["threads"])
     embed, heads, batch, window = spec["embed"], spec["heads"], spec["batch"], spec["window"]
-    with torch.inference_mode():  # warm-up at a small size: thread pools, lazy initialisation
-        for name in {case["name"] for case in spec["cases"]}:
-            model, causal = build_scaling_model(name, embed, heads, window)
-            model(torch.randn(batch, 256, embed), is_causal=causal)
-    gc.collect()
+    torch.randn(256, embed) @ torch.randn(embed, embed)  # start the thread pool before capping memory
     cap = int(spec["cap_bytes"])
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     soft = _status_kib("VmSize") * 1024 + cap
     if hard == resource.RLIM_INFINITY or soft < hard:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    warmed: set[str] = set()
     for case in spec["cases"]:
         name, length = case["name"], case["length"]
         result: dict[str, Any] = {"name": name, "length": length}
         try:
             model, causal = build_scaling_model(name, embed, heads, window)
+            if name not in warmed:  # first use of a variant: lazy initialisation at a small size
+                with torch.inference_mode():
+                    model(torch.randn(batch, 256, embed), is_causal=causal)
+                warmed.add(name)
             x = torch.randn(batch, length, embed)
             gc.collect()
             result["reset"] = _reset_peak_rss()
@@ -630,6 +694,8 @@ def memory_worker(spec: dict[str, Any]) -> None:
             del output, x, model
         except (RuntimeError, MemoryError) as exc:
             result["status"] = _describe_failure(exc)
+        except Exception as exc:  # report it as this case's result; the other cases still run
+            result["status"] = f"{type(exc).__name__}: {exc}"[:80]
         gc.collect()
         print(json.dumps(result), flush=True)
 
@@ -696,25 +762,35 @@ def section_scaling(cfg: Config) -> dict[str, Any]:
     for key, reason in skipped.items():
         memory[key] = {"name": key[0], "length": key[1], "status": reason}
 
+    # One interleaved group over every (variant, L): each round visits all sizes, so a burst of load
+    # from elsewhere lands on all of them alike and the per-round growth ratios stay meaningful.
     timings: dict[tuple[str, int], Measured] = {}
+    models = {name: build_scaling_model(name, embed, heads, cfg.window) for name in names}
+    fns: dict[str, Callable[[], object]] = {}
     for length in cfg.scaling_lengths:
         torch.manual_seed(length)
         x = torch.randn(batch, length, embed)
-        fns: dict[str, Callable[[], object]] = {}
         for name in names:
             if memory[(name, length)].get("status") != "ok":
                 timings[(name, length)] = Measured(error=memory[(name, length)]["status"])
                 continue
-            model, causal = build_scaling_model(name, embed, heads, cfg.window)
-            fns[name] = lambda model=model, causal=causal, x=x: model(x, is_causal=causal)
-        for name, m in bench(fns, cfg).items():
-            timings[(name, length)] = m
+            model, causal = models[name]
+            fns[f"{name}@{length}"] = lambda model=model, causal=causal, x=x: model(x, is_causal=causal)
+    for key, m in bench(fns, cfg).items():
+        name, length = key.rsplit("@", 1)
+        timings[(name, int(length))] = m
 
-    def growth(values: dict[int, float], length: int) -> str:
-        prev = length // 2
-        if prev in values and length in values and values[prev] > 0:
-            return f"x{values[length] / values[prev]:.2f}"
-        return ""
+    def time_growth(name: str, length: int) -> Ratio | None:
+        prev = (name, length // 2)
+        if prev not in timings or not (timings[prev].ok and timings[(name, length)].ok):
+            return None
+        return paired_ratio(timings[(name, length)], timings[prev])
+
+    def mem_growth(name: str, length: int) -> float | None:
+        prev, cur = memory.get((name, length // 2), {}), memory[(name, length)]
+        if prev.get("status") == "ok" and cur.get("status") == "ok" and prev["peak_bytes"] > 0:
+            return cur["peak_bytes"] / prev["peak_bytes"]
+        return None
 
     def per_doubling(values: dict[int, float]) -> str:
         """Geometric-mean growth factor per doubling of L over the measured range."""
@@ -726,33 +802,42 @@ def section_scaling(cfg: Config) -> dict[str, Any]:
     def short(status: str) -> str:
         return "skipped (> cap)" if status.startswith("skipped") else status[:40]
 
-    times = {n: {L: timings[(n, L)].median for L in cfg.scaling_lengths if timings[(n, L)].ok} for n in names}
-    mems = {
-        n: {L: float(memory[(n, L)]["peak_bytes"]) for L in cfg.scaling_lengths if memory[(n, L)].get("status") == "ok"}
-        for n in names
-    }
     rows, summary = [], []
     for name in names:
+        times: dict[int, float] = {}
+        mems: dict[int, float] = {}
+        last_time, last_mem = "-", "-"
         for length in cfg.scaling_lengths:
             row = [name, str(length)]
-            t = times[name].get(length)
-            if t is None:
-                row += [short(timings[(name, length)].error or "n/a"), "", ""]
+            m = timings[(name, length)]
+            if not m.ok:
+                row += [short(m.error or "n/a"), "", ""]
             else:
-                row += [f"{t * 1e3:.1f} ms", f"{t / length * 1e6:.2f}", growth(times[name], length)]
-            mem = mems[name].get(length)
-            if mem is None:
-                row += [short(memory[(name, length)].get("status", "n/a")), "", ""]
+                times[length] = m.median
+                g = time_growth(name, length)
+                row += [f"{m.median * 1e3:.1f} ms", f"{m.median / length * 1e6:.2f}", f"x{g.median:.2f}" if g else ""]
+                last_time = f"x{g.median:.2f}" if g else last_time
+            record = memory[(name, length)]
+            if record.get("status") != "ok":
+                row += [short(record.get("status", "n/a")), "", ""]
             else:
-                row += [f"{mem / MIB:.1f} MiB", f"{mem / length / 1024:.2f}", growth(mems[name], length)]
+                mems[length] = float(record["peak_bytes"])
+                mg = mem_growth(name, length)
+                row += [
+                    f"{mems[length] / MIB:.1f} MiB",
+                    f"{mems[length] / length / 1024:.2f}",
+                    f"x{mg:.2f}" if mg else "",
+                ]
+                last_mem = f"x{mg:.2f}" if mg else last_mem
             rows.append(row)
-        summary.append([name, per_doubling(times[name]), per_doubling(mems[name])])
+        summary.append([name, per_doubling(times), last_time, per_doubling(mems), last_mem])
     print_table(
         f"5. Efficient attention scaling  [B={batch}, E={embed}, H={heads}, d={cfg.head_dim}, window={cfg.window}]",
         ["variant", "L", "time", "us/token", "growth", "peak memory", "KiB/token", "growth"],
         rows,
         [
-            "growth = factor against L/2: linear cost doubles (x2), quadratic cost quadruples (x4)",
+            "growth = factor against L/2: linear cost doubles (x2), quadratic cost quadruples (x4); time growth is "
+            "the median of per-round ratios (all sizes are timed in every round)",
             "peak memory = peak RSS growth during one forward (output and q/k/v projections included), measured "
             "in a worker process",
             f"workers run under an address-space cap of {cfg.mem_cap_gb:g} GiB above their baseline (--mem-cap-gb); "
@@ -760,22 +845,61 @@ def section_scaling(cfg: Config) -> dict[str, Any]:
             "full sdpa uses SDPA's fused (flash) CPU kernel, which streams over keys: O(L) memory, O(L^2) time",
         ],
     )
+    first, last = cfg.scaling_lengths[0], cfg.scaling_lengths[-1]
     print_table(
-        "5s. Growth per doubling of L (geometric mean over the measured range)",
-        ["variant", "time", "peak memory"],
+        "5s. Growth per doubling of L",
+        ["variant", f"time (mean {first}->{last})", "time (last doubling)", "memory (mean)", "memory (last)"],
         summary,
         ["fixed costs (projections, per-call overhead) pull small-L growth below the asymptotic x2 / x4"],
     )
-    return {
-        f"{name}/L={length}": {"time": timings[(name, length)].to_json(), "memory": memory[(name, length)]}
-        for length in cfg.scaling_lengths
-        for name in names
-    }
+    out: dict[str, Any] = {}
+    for name in names:
+        for length in cfg.scaling_lengths:
+            g = time_growth(name, length)
+            out[f"{name}/L={length}"] = {
+                "time": timings[(name, length)].to_json(),
+                "time_growth_vs_half": g.to_json() if g else None,
+                "memory": memory[(name, length)],
+                "memory_growth_vs_half": mem_growth(name, length),
+            }
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
+
+
+def parallel_latency_us(threads: int, calls: int = 25) -> float:
+    """Median time of a tiny parallel op with ``threads`` threads: a probe for CPU contention.
+
+    On an idle machine it takes tens of microseconds. When another process keeps a core busy,
+    every OpenMP parallel region waits for a descheduled worker thread, often a whole scheduler
+    tick (milliseconds), and workloads made of many small ops slow down by an order of magnitude.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        data = torch.zeros(1 << 18)
+        samples = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            data.add_(1.0)
+            samples.append(time.perf_counter() - start)
+        return statistics.median(samples) * 1e6
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _finite(value: Any) -> Any:
+    """The results with NaN/inf replaced by None, so the JSON file is standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _cpu_model() -> str:
@@ -797,8 +921,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mem-cap-gb", type=float, default=10.0, help="memory cap per scaling case in GiB (default 10)"
     )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch.get_num_threads(), unchanged)"
+    )
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.memory_worker:
         memory_worker(json.loads(args.memory_worker))
         return 0
@@ -809,12 +938,23 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     print(
         f"attend attention benchmark ({'quick' if cfg.quick else 'full'} run)\n"
-        f"torch {torch.__version__}, {cfg.threads} threads (cpu_count={os.cpu_count()}), "
+        f"torch {torch.__version__}, threads={cfg.threads} (cpu_count={os.cpu_count()}), "
         f"CPU: {_cpu_model()}, capability {torch.backends.cpu.get_cpu_capability()}, fp32, inference_mode\n"
         f"load average at start: {load_start[0]:.2f} (1 min)"
     )
-    if load_start[0] > 0.5:
-        print("  note: other processes are using the CPU; absolute times are noisy, paired ratios less so")
+    probe_single, probe_all = parallel_latency_us(1), parallel_latency_us(cfg.threads)
+    probe_text = f"contention probe (1 MiB in-place add): {probe_single:.0f} us with 1 thread"
+    if cfg.threads > 1:
+        probe_text += f", {probe_all:.0f} us with {cfg.threads} threads (idle machine: both well under 1 ms)"
+    print(probe_text)
+    if cfg.threads > 1 and probe_all > max(1000.0, 10 * probe_single):
+        print(
+            "  WARNING: the CPU is shared with other busy processes: every OpenMP parallel region stalls on a"
+            " descheduled thread (about a scheduler tick). Absolute times, small ops most, are inflated and noisy;"
+            " paired ratios less so. Rerun on an idle machine, or compare with --threads 1."
+        )
+    elif load_start[0] > 0.5:
+        print("  note: other processes are using the CPU; absolute times may be noisy, paired ratios less so")
     results: dict[str, Any] = {
         "meta": {
             "torch": torch.__version__,
@@ -824,34 +964,48 @@ def main(argv: list[str] | None = None) -> int:
             "quick": cfg.quick,
             "argv": sys.argv,
             "loadavg_start": load_start,
+            "probe_us_start": {"1": probe_single, str(cfg.threads): probe_all},
         }
     }
-    peak = math.nan
     section_seconds: dict[str, float] = {}
+    section_load: dict[str, float] = {}
+    section_probe: dict[str, float] = {}
 
     def run(key: str, fn: Callable[[], Any]) -> Any:
         t0 = time.perf_counter()
         value = fn()
         section_seconds[key] = time.perf_counter() - t0
+        section_load[key] = os.getloadavg()[0]
+        section_probe[key] = parallel_latency_us(cfg.threads)
+        print(
+            f"  [{key}: {section_seconds[key]:.0f} s; 1-min load average {section_load[key]:.2f}; "
+            f"contention probe {section_probe[key]:.0f} us]"
+        )
         return value
 
     if sections & {1, 2, 3}:
-        peak, results["matmul"] = run("matmul", lambda: section_matmul(cfg))
+        ref, results["matmul"] = run("matmul", lambda: section_matmul(cfg))
     if 2 in sections:
-        results["core"] = run("core", lambda: section_core(cfg, peak))
+        results["core"] = run("core", lambda: section_core(cfg, ref))
     if 3 in sections:
-        results["module"] = run("module", lambda: section_module(cfg, peak))
+        results["module"] = run("module", lambda: section_module(cfg, ref))
     if 4 in sections:
         results["weights"] = run("weights", lambda: section_weights(cfg))
     if 5 in sections:
         results["scaling"] = run("scaling", lambda: section_scaling(cfg))
     elapsed = time.perf_counter() - started
     load_end = os.getloadavg()
-    results["meta"].update(loadavg_end=load_end, elapsed_s=elapsed, section_seconds=section_seconds)
+    results["meta"].update(
+        loadavg_end=load_end,
+        elapsed_s=elapsed,
+        section_seconds=section_seconds,
+        section_loadavg=section_load,
+        section_probe_us=section_probe,
+    )
     per_section = ", ".join(f"{key} {seconds:.0f} s" for key, seconds in section_seconds.items())
     print(f"\ndone in {elapsed:.0f} s ({per_section}); load average at end: {load_end[0]:.2f} (1 min)")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json.dumps(_finite(results), indent=2, allow_nan=False))
         print(f"results written to {args.json}")
     return 0
 

@@ -187,3 +187,17 @@ def test_dropout_only_in_training() -> None:
     ours.train()
     c, _ = ours(x)
     assert not torch.allclose(a, c)
+
+
+def test_packed_projection_cache_follows_weight_updates() -> None:
+    """Inference caches the packed q/k/v weight; changing a parameter must invalidate it."""
+    ours = MultiHeadAttention(E, H).eval()
+    x = torch.randn(2, 5, E)
+    with torch.no_grad():
+        before = ours(x)[0]
+        ours.k_proj.weight.mul_(2.0)  # in-place update bumps the version counter
+        after = ours(x)[0]
+        fresh = MultiHeadAttention(E, H).eval()
+        fresh.load_state_dict(ours.state_dict())
+        torch.testing.assert_close(after, fresh(x)[0])
+    assert not torch.allclose(before, after)

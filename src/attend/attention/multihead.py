@@ -151,6 +151,7 @@ class MultiHeadAttention(Recordable, nn.Module):
                 raise ValueError(f"backend={chosen!r} is not a full-attention backend; choose 'sdpa' or 'eager'")
             self.backend_name = chosen
         self._backend = get_backend(self.backend_name)
+        self._packed_cache: tuple[tuple[Any, ...], Tensor, Tensor | None] | None = None
 
     @classmethod
     def from_torch(cls, module: nn.MultiheadAttention, **options: Any) -> MultiHeadAttention:
@@ -206,13 +207,26 @@ class MultiHeadAttention(Recordable, nn.Module):
         concatenating the weights costs ``3 E^2`` copies, small against ``B L E^2``.
         """
         batch, length, _ = x.shape
-        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3E, E)
-        bias = None
-        if self.q_proj.bias is not None:
-            bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        weight, bias = self._packed_weights()
         qkv = F.linear(x, weight, bias).view(batch, length, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, d)
         return q, k, v
+
+    def _packed_weights(self) -> tuple[Tensor, Tensor | None]:
+        """``[W_q; W_k; W_v]`` and the biases. Without autograd the packed copy is cached and
+        rebuilt only when a parameter changes (its version counter moves), e.g. in serving."""
+        params = [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]
+        biases = [self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]
+        tracked = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        present = [p for p in params + biases if p is not None]
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in present)
+        if not tracked and self._packed_cache is not None and self._packed_cache[0] == key:
+            return self._packed_cache[1], self._packed_cache[2]
+        weight = torch.cat(params)  # (3E, E)
+        bias = None if biases[0] is None else torch.cat(biases)  # type: ignore[arg-type]
+        if not tracked:
+            self._packed_cache = (key, weight, bias)
+        return weight, bias
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
         if query.dim() != 3 or query.shape[-1] != self.embed_dim:
