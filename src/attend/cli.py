@@ -50,7 +50,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = _read_config(args.config)
     training = dict(config.get("training", {}))
-    for name in ("epochs", "seed", "batch_size", "lr", "max_length"):
+    for name in ("epochs", "seed", "batch_size", "lr", "max_length", "threads"):
         value = getattr(args, name)
         if value is not None:
             training[name] = value
@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, help="examples per step (default 32)")
     tr.add_argument("--lr", type=float, help="peak learning rate")
     tr.add_argument("--max-length", type=int, help="longest input in tokens (default 128)")
+    tr.add_argument(
+        "--threads", type=int, help="PyTorch threads (default: one per core; 1 is often faster for small models)"
+    )
     tr.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     tr.add_argument("--split-col", help="column assigning rows to train/dev/test (else a stratified split)")
     tr.add_argument("--multi-label", action="store_true", help="rows may carry several labels")

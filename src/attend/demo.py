@@ -21,7 +21,11 @@ from attend.training import TrainingArgs, train
 
 #: The demo's model: small enough for a few minutes of CPU, attention pooling to explain with.
 DEMO_MODEL = {"dim": 128, "num_layers": 2, "num_heads": 4, "pooling": "attention", "dropout": 0.1}
-DEMO_TRAINING = {"epochs": 2, "batch_size": 64, "lr": 2e-3, "max_length": 64, "vocab_size": 16000, "patience": 2}
+# One thread: this model's ops are too small to split across cores (a step takes 0.16 s on two
+# idle cores, 0.2 s on one), and one thread keeps that speed when another job shares the machine,
+# where two threads slowed to 1.5 s a step in our measurements.
+DEMO_TRAINING = {"epochs": 2, "batch_size": 64, "lr": 2e-3, "max_length": 64, "vocab_size": 16000, "patience": 2,
+                 "threads": 1}  # fmt: skip
 
 
 def _bar(value: float, width: int = 24) -> str:

@@ -76,8 +76,10 @@ def test_class_weights_multi_label_and_bf16(tmp_path: Path) -> None:
     ]
     path = tmp_path / "multi.csv"
     path.write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows), encoding="utf-8")
-    args = TrainingArgs(**{**FAST, "epochs": 1, "class_weights": True, "precision": "bf16"})
+    threads = torch.get_num_threads()
+    args = TrainingArgs(**{**FAST, "epochs": 1, "class_weights": True, "precision": "bf16", "threads": threads + 1})
     result = train(path, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=args, label_sep="|")
+    assert torch.get_num_threads() == threads  # the run's thread setting does not leak
     assert "per_class" in result.metrics and "confusion_matrix" not in result.metrics
     predictor = load(tmp_path / "m")
     assert predictor.multi_label and all(isinstance(p, list) for p in predictor.predict(["alpha beta gamma"]))
