@@ -125,3 +125,22 @@ def test_attention_variants_train_through_the_same_pipeline(tmp_path: Path, plan
         result = train(planted_csv, tmp_path / f"v{i}", model="encoder", model_options=options,
                        args=TrainingArgs(**{**FAST, "epochs": 1}))  # fmt: skip
         assert torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
+
+
+def test_chinese_reviews_train_end_to_end(tmp_path: Path) -> None:
+    """Real Chinese text (a sample of the bundled reviews) through tokenizer, training and predict."""
+    from attend.data.datasets import load_dataset
+    from attend.data.readers import LabelledTexts
+
+    data = load_dataset("chinese_reviews")
+    rows = list(range(0, len(data.texts), len(data.texts) // 600))[:600]
+    sample = LabelledTexts(texts=[data.texts[i] for i in rows], labels=[[data.labels[i]] for i in rows],
+                           source="chinese_reviews sample")  # fmt: skip
+    result = train(sample, tmp_path / "zh", model="encoder", model_options=SMALL_ENCODER,
+                   args=TrainingArgs(**{**FAST, "epochs": 2, "vocab_size": 3000}))  # fmt: skip
+    assert result.metrics["num_examples"] == 60
+    predictor = load(tmp_path / "zh")
+    explanation = predictor.explain(["这个酒店的服务很好"])[0]
+    assert explanation["tokens"][1:-1] == list("这个酒店的服务很好")  # one token per character
+    assert abs(sum(explanation["importance"]) - 1) < 1e-5
+    assert explanation["label"] in {"positive", "negative"}
