@@ -109,7 +109,7 @@ def test_unknown_labels_and_bad_options_are_clear_errors(tmp_path: Path, planted
         evaluate(out, other)
     with pytest.raises(ValueError, match="unknown model 'gpt'"):
         train(planted_csv, tmp_path / "x", model="gpt")
-    with pytest.raises(ValueError, match=r"unknown field\(s\) \['depth'\]"):
+    with pytest.raises(ValueError, match=r"unknown 'encoder' model field\(s\) \['depth'\]"):
         train(planted_csv, tmp_path / "x", model="encoder", model_options={"depth": 3})
     with pytest.raises(ValueError, match="schedule='steep'"):
         TrainingArgs(schedule="steep")

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar
 from torch import Tensor, nn
 
 from attend.attention import capture_attention
+from attend.config import strict_from_dict
 
 __all__ = [
     "MODELS",
@@ -100,11 +101,7 @@ def config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
     if name not in MODELS:
         raise ValueError(f"unknown model_type {name!r}; choose one of {sorted(MODELS)}")
     config_cls, _ = MODELS[name]
-    known = {f.name for f in dataclasses.fields(config_cls) if f.init}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown field(s) {unknown} for model {name!r}; known: {sorted(known)}")
-    return config_cls(**data)
+    return strict_from_dict(config_cls, data, what=f"{name!r} model")
 
 
 def build(config: ModelConfig | Mapping[str, Any]) -> nn.Module:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attend.attention import AttentionPooling
+from attend.config import check_positive, check_unit_interval
 from attend.models.base import ModelConfig, ModelOutput, forward_with_attentions, register_model
 
 __all__ = ["BiLSTMAttentionClassifier", "BiLSTMAttentionConfig"]
@@ -42,11 +43,8 @@ class BiLSTMAttentionConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("vocab_size", "embed_dim", "hidden_dim", "num_layers"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be positive")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        check_positive(self, "vocab_size", "embed_dim", "hidden_dim", "num_layers")
+        check_unit_interval(self, "dropout")
 
 
 class BiLSTMAttentionClassifier(nn.Module):

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from attend.attention import AttentionPooling, MultiHeadAttention
+from attend.config import check_positive, check_unit_interval
 from attend.models.base import ModelConfig, ModelOutput, forward_with_attentions, register_model
 
 __all__ = ["EncoderClassifier", "EncoderConfig"]
@@ -63,11 +64,8 @@ class EncoderConfig(ModelConfig):
             raise ValueError(f"positional={self.positional!r}; choose 'sinusoidal' or 'learned'")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling={self.pooling!r}; choose one of {list(POOLINGS)}")
-        for name in ("vocab_size", "dim", "num_layers", "num_heads", "max_length"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be positive")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        check_positive(self, "vocab_size", "dim", "num_layers", "num_heads", "max_length")
+        check_unit_interval(self, "dropout", "attention_dropout")
         reserved = {"dropout", "kdim", "vdim", "bias"} & set(self.attention)
         if reserved:
             raise ValueError(f"attention options {sorted(reserved)} are set by the encoder itself")

@@ -33,6 +33,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from attend.attention import AttentionPooling, MultiHeadAttention
+from attend.config import strict_from_dict
 from attend.models.base import ModelConfig, ModelOutput, forward_with_attentions, register_model
 
 __all__ = [
@@ -160,11 +161,7 @@ class BertConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BertConfig:
         """Build from our own field names; unknown keys raise instead of being silently dropped."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown BertConfig field(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return strict_from_dict(cls, data, what="BertConfig")
 
     @classmethod
     def from_hf_json(cls, path: str | Path) -> BertConfig:

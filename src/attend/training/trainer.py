@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from attend import __version__
+from attend.config import check_positive, check_unit_interval, strict_from_dict
 from attend.data.readers import DataError, LabelledTexts, read_table, stratified_split
 from attend.data.tokenization import TextTokenizer
 from attend.inference import Predictor, load
@@ -96,28 +97,19 @@ class TrainingArgs:
     stop_after_steps: int = 0
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "max_length", "vocab_size", "eval_batch_size", "checkpoint_every")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        check_positive(self, "epochs", "batch_size", "lr", "max_length", "vocab_size", "eval_batch_size",
+                       "checkpoint_every")  # fmt: skip
+        check_unit_interval(self, "warmup_ratio")
         if self.threads < 0:
             raise ValueError(f"threads={self.threads} must be >= 0")
-        if self.lr <= 0:
-            raise ValueError(f"lr={self.lr} must be positive")
         if self.schedule not in ("cosine", "linear", "constant"):
             raise ValueError(f"schedule={self.schedule!r}; choose 'cosine', 'linear' or 'constant'")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision={self.precision!r}; choose 'fp32' or 'bf16'")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingArgs:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return strict_from_dict(cls, data, what="training option")
 
 
 @dataclass
