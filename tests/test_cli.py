@@ -64,6 +64,7 @@ def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: 
         (["train", "data.csv", "--out", "m", "--text-col", "body"], "has no column 'body'"),
         (["train", "data.csv", "--out", "m", "--config", "bad.json"], "bad.json is not valid JSON"),
         (["train", "data.csv", "--out", "m", "--model", "gpt"], "unknown model 'gpt'"),
+        (["train", "data.csv", "--out", "data.csv"], "data.csv exists and is not a directory"),
     ],
 )
 def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:

@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (UsageError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (UsageError, ValueError, OSError) as exc:  # OSError: missing, unreadable or unwritable paths, full disk
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:

@@ -453,6 +453,8 @@ def train(
     args = args or TrainingArgs()
     info = _init_distributed()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} exists and is not a directory; choose another output directory")
     checkpoint_dir = out / "checkpoint"
     best_dir = out / "best"
     if resume:
