@@ -125,22 +125,32 @@ class TextTokenizer:
         encoded = self.encode([text])
         return self.tokens_of(encoded["input_ids"], encoded["attention_mask"])[0]
 
+    def ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, unpadded; texts over ``max_length`` keep their first tokens and ``[SEP]``."""
+        return [self._truncate(e.ids) for e in self.tokenizer.encode_batch(list(texts))]
+
+    def _truncate(self, row: list[int]) -> list[int]:
+        return row if len(row) <= self.max_length else [*row[: self.max_length - 1], row[-1]]
+
+    def pad(self, rows: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        """``input_ids`` and ``attention_mask`` (1 = token) for id rows, padded to the longest."""
+        width = max((len(row) for row in rows), default=1)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            attention_mask[i, : len(row)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
     def encode(self, texts: Sequence[str]) -> dict[str, Tensor]:
         """Encode a batch: ``input_ids`` and ``attention_mask`` (1 = token), padded to the longest.
 
         Also returns ``truncated`` (bool per text), so callers can tell the user.
         """
-        encodings = self.tokenizer.encode_batch(list(texts))
-        rows = [e.ids for e in encodings]
-        truncated = [len(ids) > self.max_length for ids in rows]
-        rows = [ids if len(ids) <= self.max_length else [*ids[: self.max_length - 1], ids[-1]] for ids in rows]
-        width = max((len(ids) for ids in rows), default=1)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, ids in enumerate(rows):
-            input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[i, : len(ids)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "truncated": torch.tensor(truncated)}
+        rows = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        batch = self.pad([self._truncate(row) for row in rows])
+        batch["truncated"] = torch.tensor([len(row) > self.max_length for row in rows])
+        return batch
 
     def tokens_of(self, input_ids: Tensor, attention_mask: Tensor) -> list[list[str]]:
         """Token strings of an encoded batch, padding removed (for explanations).

@@ -180,24 +180,17 @@ class _Encoded:
     """One split, tokenised once; batches are padded on the fly."""
 
     def __init__(self, tokenizer: TextTokenizer, texts: list[str], targets: Tensor) -> None:
-        limit = tokenizer.max_length
-        ids = [e.ids for e in tokenizer.tokenizer.encode_batch(texts)]
-        self.ids = [row if len(row) <= limit else [*row[: limit - 1], row[-1]] for row in ids]
+        self.tokenizer = tokenizer
+        self.ids = tokenizer.ids(texts)
         self.targets = targets
-        self.pad_id = tokenizer.pad_id
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
-        rows = [self.ids[i] for i in indices]
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": self.targets[list(indices)]}
+        batch = self.tokenizer.pad([self.ids[i] for i in indices])
+        batch["labels"] = self.targets[list(indices)]
+        return batch
 
 
 # --- distributed ------------------------------------------------------------------------------
