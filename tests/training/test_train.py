@@ -144,3 +144,14 @@ def test_chinese_reviews_train_end_to_end(tmp_path: Path) -> None:
     assert explanation["tokens"][1:-1] == list("这个酒店的服务很好")  # one token per character
     assert abs(sum(explanation["importance"]) - 1) < 1e-5
     assert explanation["label"] in {"positive", "negative"}
+
+
+def test_default_learning_rate_depends_on_pretrained_weights(tmp_path: Path, planted_csv: Path) -> None:
+    from attend.training.trainer import _default_lr
+
+    assert _default_lr("encoder", {}) == 1e-3
+    assert _default_lr("minilm", {}) == 5e-5  # fine-tuning: a from-scratch rate would wreck the weights
+    assert _default_lr("minilm", {"pretrained": False}) == 1e-3
+    args = TrainingArgs(**{**FAST, "epochs": 1, "lr": None})
+    train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=args)
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["lr"] == 1e-3

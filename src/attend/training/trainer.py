@@ -53,7 +53,8 @@ class TrainingArgs:
     Attributes:
         epochs: Maximum passes over the training split.
         batch_size: Examples per optimiser step (the global batch, shared out under torchrun).
-        lr: Peak learning rate of AdamW.
+        lr: Peak learning rate of AdamW. None picks by model: 1e-3 for a model trained from
+            scratch, 5e-5 for fine-tuning pretrained weights (a from-scratch rate would wreck them).
         weight_decay: AdamW's decoupled weight decay.
         warmup_ratio: Fraction of all steps spent warming the learning rate up from zero.
         schedule: Decay after warm-up: ``"cosine"``, ``"linear"`` or ``"constant"``.
@@ -77,7 +78,7 @@ class TrainingArgs:
 
     epochs: int = 5
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float | None = None
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     schedule: str = "cosine"
@@ -97,8 +98,10 @@ class TrainingArgs:
     stop_after_steps: int = 0
 
     def __post_init__(self) -> None:
-        check_positive(self, "epochs", "batch_size", "lr", "max_length", "vocab_size", "eval_batch_size",
+        check_positive(self, "epochs", "batch_size", "max_length", "vocab_size", "eval_batch_size",
                        "checkpoint_every")  # fmt: skip
+        if self.lr is not None:
+            check_positive(self, "lr")
         check_unit_interval(self, "warmup_ratio")
         if self.threads < 0:
             raise ValueError(f"threads={self.threads} must be >= 0")
@@ -266,6 +269,7 @@ def _optimiser(model: nn.Module, args: TrainingArgs) -> torch.optim.AdamW:
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # The fused kernel does the whole update in one pass per tensor: on CPU it cuts the
     # optimiser's share of a step (large embedding tables) by about half.
+    assert args.lr is not None  # resolved by train()
     return torch.optim.AdamW(groups, lr=args.lr, fused=True)
 
 
@@ -390,6 +394,13 @@ def _model_config(model_name: str, overrides: dict[str, Any], *, num_labels: int
     return config_from_dict(config).to_dict()
 
 
+def _default_lr(model_name: str, options: dict[str, Any]) -> float:
+    """Fine-tuning pretrained weights wants a rate ~20x smaller than training from scratch."""
+    config_cls, _ = MODELS[model_name]
+    pretrained = "pretrained" in {f.name for f in dataclasses.fields(config_cls)} and options.get("pretrained", True)
+    return 5e-5 if pretrained else 1e-3
+
+
 def _tokenizer_for(model_name: str, texts: list[str], args: TrainingArgs) -> TextTokenizer:
     if model_name == "minilm":
         from attend.models.minilm import tokenizer_path
@@ -460,6 +471,8 @@ def train(
         args = dataclasses.replace(TrainingArgs.from_dict(run["training"]), stop_after_steps=0)
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODELS)}")
+    if args.lr is None:
+        args = dataclasses.replace(args, lr=_default_lr(model, model_options or {}))
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
