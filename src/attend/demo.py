@@ -49,13 +49,19 @@ def baseline_accuracy(data: LabelledTexts, seed: int) -> dict[str, float]:
     return {"accuracy": accuracy_score(truth, predicted), "macro_f1": f1_score(truth, predicted, average="macro")}
 
 
-def show_explanation(predictor: Predictor, text: str, truth: str) -> dict[str, Any]:
-    explanation = predictor.explain([text])[0]
+def show_explanation(predictor: Predictor, text: str, truth: str, html_path: Path | None = None) -> dict[str, Any]:
+    """Print which tokens one prediction rested on (attention rollout); write the HTML report."""
+    from attend.explain import explain, render_html
+
+    explanation = explain(predictor, [text], "rollout", maps=html_path is not None)[0]
     print(f'\nWhy "{text}"')
-    print(f"  is {explanation['label']} (p={explanation['probability']:.2f}; true topic: {truth}):")
-    for token, weight in zip(explanation["tokens"], explanation["importance"], strict=True):
+    print(f"  is {explanation.label} (p={explanation.probability:.2f}; true topic: {truth}), by attention rollout:")
+    for token, weight in zip(explanation.tokens, explanation.importance, strict=True):
         print(f"  {token:>16}  {weight:5.3f}  {_bar(weight)}")
-    return explanation
+    if html_path is not None:
+        render_html([explanation], html_path, title=f"attend demo: why {explanation.label}?")
+        print(f"\nexplanation (tokens shaded by importance, per-head attention maps): {html_path.resolve()}")
+    return explanation.to_dict(maps=False)
 
 
 def main(*, seed: int = 0, out: str = "runs/demo", limit: int | None = None, epochs: int | None = None) -> int:
@@ -92,7 +98,7 @@ def main(*, seed: int = 0, out: str = "runs/demo", limit: int | None = None, epo
     predictor = load(out)
     _, _, test_idx = stratified_split(data, seed=seed)
     example = min(test_idx[:200], key=lambda i: abs(len(texts[i].split()) - 10))
-    show_explanation(predictor, texts[example], labels[example])
+    show_explanation(predictor, texts[example], labels[example], Path(out) / "explanation.html")
     print(f"\nmodel directory: {Path(out).resolve()}")
     print(f'try: attend predict {out} "a small furry animal that hunts mice"')
     return 0

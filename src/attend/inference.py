@@ -92,42 +92,16 @@ class Predictor:
         order = np.argsort(-probs, axis=1)[:, :k]
         return [[(self.labels[j], float(row[j])) for j in idx] for row, idx in zip(probs, order, strict=True)]
 
-    @torch.inference_mode()
-    def explain(self, texts: Sequence[str], *, batch_size: int = 32) -> list[dict[str, Any]]:
-        """Per text: tokens, predicted label and probability, and a token-importance vector.
+    def explain(self, texts: Sequence[str], method: str = "rollout", **options: Any) -> list[dict[str, Any]]:
+        """Per text: tokens, predicted label and probability, and a token-importance vector (JSON-ready).
 
-        Importance is the attention-pooling weight of each token when the model has an
-        attention pooling, else the attention the tokens receive in the last layer (mean
-        over heads and queries). Weights come from the capture API, on the fused path.
+        A shortcut to :func:`attend.explain.explain` (see there for ``method`` and ``options``);
+        weights come from the capture API while every layer stays on its fused path.
         """
-        checked = validate_texts(texts)
-        results: list[dict[str, Any]] = [{} for _ in checked]
-        for batch in self._batches(checked, batch_size):
-            encoded = self.tokenizer.encode([checked[i] for i in batch])
-            output = self.model(encoded, output_attentions=True)
-            logits = output.logits.float()
-            probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)
-            if output.pooling_weights is not None:
-                importance = output.pooling_weights
-            elif output.attentions:
-                mask = encoded["attention_mask"].to(output.attentions[-1].dtype)  # (B, L)
-                received = (output.attentions[-1].mean(1) * mask[:, :, None]).sum(1)  # (B, L)
-                importance = received / mask.sum(1, keepdim=True)
-            else:
-                raise ValueError(f"{type(self.model).__name__} exposes no attention to explain with")
-            tokens = self.tokenizer.tokens_of(encoded["input_ids"], encoded["attention_mask"])
-            for row, i in enumerate(batch):
-                n = len(tokens[row])
-                best = int(probs[row].argmax())
-                results[i] = {
-                    "text": checked[i],
-                    "tokens": tokens[row],
-                    "importance": [float(v) for v in importance[row, :n]],
-                    "label": self.labels[best],
-                    "probability": float(probs[row, best]),
-                    "truncated": bool(encoded["truncated"][row]),
-                }
-        return results
+        from attend.explain import explain
+
+        maps = bool(options.get("maps", False))
+        return [e.to_dict(maps=maps) for e in explain(self, texts, method, **options)]
 
 
 def load(path: str | os.PathLike[str]) -> Predictor:

@@ -6,7 +6,13 @@ Public contract (see DESIGN.md): :class:`MultiHeadAttention`, :data:`SCORES`, th
 
 from attend.attention.adaptive import AdaptiveSpan
 from attend.attention.backends import BACKENDS
-from attend.attention.capture import AttentionCapture, CapturedAttention, Recordable, capture_attention
+from attend.attention.capture import (
+    AttentionCapture,
+    CapturedAttention,
+    Recordable,
+    capture_attention,
+    recordable_names,
+)
 from attend.attention.crossmodal import CrossModalAttention
 from attend.attention.efficient import EluFeatureMap, FavorFeatureMap
 from attend.attention.masks import AttentionMask, MaskSpec, causal_mask, positional_mask, window_mask
@@ -34,5 +40,6 @@ __all__ = [
     "capture_attention",
     "causal_mask",
     "positional_mask",
+    "recordable_names",
     "window_mask",
 ]

@@ -18,13 +18,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from types import TracebackType
 
 from torch import Tensor, nn
 
-__all__ = ["AttentionCapture", "CapturedAttention", "Recordable", "capture_attention"]
+__all__ = ["AttentionCapture", "CapturedAttention", "Recordable", "capture_attention", "recordable_names"]
 
 _ACTIVE: ContextVar[tuple[AttentionCapture, ...]] = ContextVar("attend_attention_captures", default=())
 
@@ -70,6 +71,8 @@ class AttentionCapture:
 
     Args:
         model: Every :class:`Recordable` submodule of it is watched.
+        names: Watch only the Recordable submodules with these qualified names (default: all).
+            Capturing one layer instead of six costs a sixth of the extra work.
         grad: Keep the weights in the autograd graph (and ``retain_grad`` them) so gradient-
             weighted explanations can read ``record.weights.grad`` after ``backward()``. The
             fused output is kept as the forward value; gradients are routed through the
@@ -78,14 +81,22 @@ class AttentionCapture:
 
     model: nn.Module
     grad: bool = False
+    names: frozenset[str] | None = None
     records: list[CapturedAttention] = field(default_factory=list)
     _names: dict[int, str] = field(default_factory=dict, repr=False)
     _token: Token[tuple[AttentionCapture, ...]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self._names = {id(m): name for name, m in self.model.named_modules() if isinstance(m, Recordable)}
-        if not self._names:
+        everything = {id(m): name for name, m in self.model.named_modules() if isinstance(m, Recordable)}
+        if not everything:
             raise ValueError(f"{type(self.model).__name__} contains no attend attention modules to capture")
+        if self.names is not None:
+            unknown = sorted(set(self.names) - set(everything.values()))
+            if unknown:
+                raise ValueError(f"no attention module named {unknown} in {type(self.model).__name__}; "
+                                 f"it has {sorted(everything.values())}")  # fmt: skip
+            everything = {key: name for key, name in everything.items() if name in self.names}
+        self._names = everything
 
     def watches(self, module: nn.Module) -> bool:
         return id(module) in self._names
@@ -132,6 +143,15 @@ class AttentionCapture:
         self._token = None
 
 
-def capture_attention(model: nn.Module, *, grad: bool = False) -> AttentionCapture:
-    """Watch every attend attention module in ``model``; use as ``with capture_attention(m) as cap``."""
-    return AttentionCapture(model, grad=grad)
+def capture_attention(model: nn.Module, *, grad: bool = False, names: Iterable[str] | None = None) -> AttentionCapture:
+    """Watch every attend attention module in ``model`` (or those ``names``); ``with capture_attention(m) as cap``."""
+    return AttentionCapture(model, grad=grad, names=frozenset(names) if names is not None else None)
+
+
+def recordable_names(model: nn.Module, kind: str | None = None) -> list[str]:
+    """Qualified names of ``model``'s Recordable submodules (of one ``capture_kind``), in module order."""
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, Recordable) and (kind is None or getattr(m, "capture_kind", "attention") == kind)
+    ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -117,6 +118,15 @@ class TextTokenizer:
         os.replace(tmp, path)
 
     @property
+    def special_ids(self) -> frozenset[int]:
+        """Ids of the special tokens (``[PAD]``, ``[CLS]``, ``[SEP]``, ``[MASK]``) this vocabulary has.
+
+        ``[UNK]`` is left out: it stands for a real word of the text.
+        """
+        ids = (self.tokenizer.token_to_id(t) for t in SPECIAL_TOKENS if t != "[UNK]")
+        return frozenset(i for i in ids if i is not None)
+
+    @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
 
@@ -128,6 +138,22 @@ class TextTokenizer:
     def ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, unpadded; texts over ``max_length`` keep their first tokens and ``[SEP]``."""
         return [self._truncate(e.ids) for e in self.tokenizer.encode_batch(list(texts))]
+
+    def offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int] | None]]:
+        """Per text and token (as :meth:`ids` gives them): the ``(start, end)`` characters it covers.
+
+        ``None`` for special tokens. Lets explanations show the user's own characters even where
+        the vocabulary has none (``[UNK]``) or lower-cases them.
+        """
+        return [self._spans(e) for e in self.tokenizer.encode_batch(list(texts))]
+
+    def _spans(self, encoding: Any) -> list[tuple[int, int] | None]:
+        # Read each list once: every attribute access on an Encoding builds a new Python list.
+        spans = [
+            None if special else offset
+            for special, offset in zip(encoding.special_tokens_mask, encoding.offsets, strict=True)
+        ]
+        return self._truncate(spans)  # type: ignore[arg-type]
 
     def _truncate(self, row: list[int]) -> list[int]:
         return row if len(row) <= self.max_length else [*row[: self.max_length - 1], row[-1]]
@@ -142,14 +168,18 @@ class TextTokenizer:
             attention_mask[i, : len(row)] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
-    def encode(self, texts: Sequence[str]) -> dict[str, Tensor]:
+    def encode(self, texts: Sequence[str], *, offsets: bool = False) -> dict[str, Any]:
         """Encode a batch: ``input_ids`` and ``attention_mask`` (1 = token), padded to the longest.
 
-        Also returns ``truncated`` (bool per text), so callers can tell the user.
+        Also returns ``truncated`` (bool per text), so callers can tell the user, and with
+        ``offsets=True`` the character spans of :meth:`offsets` under ``"offsets"`` (a list).
         """
-        rows = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
-        batch = self.pad([self._truncate(row) for row in rows])
+        encodings = self.tokenizer.encode_batch(list(texts))
+        rows = [e.ids for e in encodings]
+        batch: dict[str, Any] = self.pad([self._truncate(row) for row in rows])
         batch["truncated"] = torch.tensor([len(row) > self.max_length for row in rows])
+        if offsets:
+            batch["offsets"] = [self._spans(e) for e in encodings]
         return batch
 
     def tokens_of(self, input_ids: Tensor, attention_mask: Tensor) -> list[list[str]]:

@@ -69,6 +69,10 @@ class BiLSTMAttentionClassifier(nn.Module):
     def forward(self, batch: Mapping[str, Tensor], *, output_attentions: bool = False) -> ModelOutput:
         return forward_with_attentions(self, lambda: self._forward(batch), output_attentions)
 
+    def input_embeddings(self) -> nn.Embedding:
+        """The token embedding table (gradient-based explanations attribute to its output)."""
+        return self.embed
+
     def _forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
         input_ids, mask = batch["input_ids"], batch["attention_mask"]  # (B, L)
         lengths = mask.sum(1).clamp_min(1).cpu()

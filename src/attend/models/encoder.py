@@ -130,6 +130,10 @@ class EncoderClassifier(nn.Module):
     def forward(self, batch: Mapping[str, Tensor], *, output_attentions: bool = False) -> ModelOutput:
         return forward_with_attentions(self, lambda: self._forward(batch), output_attentions)
 
+    def input_embeddings(self) -> nn.Embedding:
+        """The token embedding table (gradient-based explanations attribute to its output)."""
+        return self.embed
+
     def _forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
         input_ids = batch["input_ids"]  # (B, L)
         length = input_ids.shape[1]

@@ -587,6 +587,10 @@ class MiniLMClassifier(nn.Module):
 
         return forward_with_attentions(self, run, output_attentions)
 
+    def input_embeddings(self) -> nn.Embedding:
+        """The word-piece embedding table (gradient-based explanations attribute to its output)."""
+        return self.encoder.embeddings.word
+
     def encode(self, batch: Mapping[str, Tensor]) -> Tensor:
         """Sentence embeddings ``(B, E)``: mean over real tokens, L2-normalised.
 

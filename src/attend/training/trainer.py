@@ -59,7 +59,8 @@ class TrainingArgs:
         warmup_ratio: Fraction of all steps spent warming the learning rate up from zero.
         schedule: Decay after warm-up: ``"cosine"``, ``"linear"`` or ``"constant"``.
         grad_clip: Clip the gradient norm to this (0 disables).
-        patience: Stop after this many epochs without a better dev macro-F1 (0 disables).
+        patience: Stop after this many epochs without a better dev macro-F1 (0 disables); the
+            epoch kept is the one with the best dev macro-F1, ties going to the lower dev loss.
         class_weights: Weight the loss by inverse class frequency, for imbalanced labels.
         seed: Seeds every random number generator: same seed, same metrics.
         precision: ``"fp32"`` or ``"bf16"`` (autocast mixed precision).
@@ -288,6 +289,7 @@ class _State:
     step_in_epoch: int = 0
     global_step: int = 0
     best_score: float = -1.0
+    best_loss: float = float("inf")
     best_epoch: int = -1
     bad_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -365,6 +367,15 @@ def _predict(model: nn.Module, data: _Encoded, batch_size: int, multi_label: boo
     probs = np.zeros_like(stacked)
     probs[order] = stacked
     return probs
+
+
+def _log_loss(probs: np.ndarray, targets: Tensor, multi_label: bool) -> float:
+    """Mean cross-entropy (binary cross-entropy per label when multi-label) of predicted probabilities."""
+    p = np.clip(probs.astype(np.float64), 1e-12, 1 - 1e-12)
+    if multi_label:
+        y = targets.numpy().astype(np.float64)
+        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+    return float(-np.log(p[np.arange(len(p)), targets.numpy()]).mean())
 
 
 def _metrics(probs: np.ndarray, targets: Tensor, labels: list[str], multi_label: bool) -> dict[str, Any]:
@@ -599,13 +610,15 @@ def train(
             if "dev" in encoded:
                 dev_probs = _predict(network, encoded["dev"], args.eval_batch_size, multi_label)
                 dev = _metrics(dev_probs, encoded["dev"].targets, label_names, multi_label)
-                record |= {"dev_accuracy": dev["accuracy"], "dev_macro_f1": dev["macro_f1"]}
+                dev_loss = _log_loss(dev_probs, encoded["dev"].targets, multi_label)
+                record |= {"dev_accuracy": dev["accuracy"], "dev_macro_f1": dev["macro_f1"], "dev_loss": dev_loss}
                 score = dev["macro_f1"]
             else:
-                score = -float(record["train_loss"] or 0.0)
-            improved = score > state.best_score
+                score, dev_loss = -float(record["train_loss"] or 0.0), float("inf")
+            # Better macro-F1 wins; a tie (common once dev F1 saturates) goes to the lower dev loss.
+            improved = score > state.best_score or (score == state.best_score and dev_loss < state.best_loss)
             if improved:
-                state.best_score, state.best_epoch, state.bad_epochs = score, epoch + 1, 0
+                state.best_score, state.best_loss, state.best_epoch, state.bad_epochs = score, dev_loss, epoch + 1, 0
                 if info.main:
                     best_dir.mkdir(parents=True, exist_ok=True)
                     save_weights(network, best_dir / "model.safetensors")

@@ -1,0 +1,152 @@
+"""Are the explanations faithful? ERASER comprehensiveness and sufficiency (DeYoung et al. 2020).
+
+For a text ``x`` with predicted label ``c`` and an importance ranking of its tokens, take the
+top ``k`` tokens, ``k = ceil(q * n)`` for each threshold ``q`` in 1, 5, 10, 20, 50 % of the
+``n`` text tokens (special tokens never count and are never removed):
+
+- comprehensiveness ``p_c(x) - p_c(x without the top k)``: high = the tokens mattered;
+- sufficiency ``p_c(x) - p_c(only the top k)``: low = the tokens alone keep the prediction.
+
+Tokens are deleted from the token sequence (not masked), as in ERASER. The headline numbers
+are AOPC: the mean over the thresholds. Each method is compared with two references scored the
+same way: ``random`` (random importance) and ``uniform`` (every token equal, ties broken at random).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from attend.explain.methods import BASELINES, METHODS, ceil_fraction, explain
+
+if TYPE_CHECKING:
+    from attend.inference import Predictor
+
+__all__ = ["THRESHOLDS", "default_methods", "faithfulness", "format_faithfulness"]
+
+THRESHOLDS = (0.01, 0.05, 0.1, 0.2, 0.5)
+
+
+def default_methods(predictor: Predictor) -> list[str]:
+    """Every method that says something distinct for this model, then the two baselines."""
+    from attend.attention import Recordable
+
+    recordables = [m for m in predictor.model.modules() if isinstance(m, Recordable)]
+    has_layers = any(getattr(m, "capture_kind", "attention") == "attention" for m in recordables)
+    has_pooling = any(getattr(m, "capture_kind", "") == "pooling" for m in recordables)
+    methods = ["attention", "rollout", "flow", "grad_attention"] if has_layers else ["attention", "grad_attention"]
+    if has_pooling and has_layers:
+        methods.insert(1, "pooling")
+    return [*methods, "integrated_gradients", *BASELINES]
+
+
+@torch.inference_mode()
+def _probabilities(predictor: Predictor, rows: list[list[int]], batch_size: int) -> np.ndarray:
+    out = np.zeros((len(rows), len(predictor.labels)), dtype=np.float64)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = predictor.tokenizer.pad([rows[i] for i in chunk])
+        logits = predictor.model(batch).logits.float()
+        probs = torch.sigmoid(logits) if predictor.multi_label else torch.softmax(logits, -1)
+        out[chunk] = probs.numpy()
+    return out
+
+
+def _ranking(importance: Sequence[float], candidates: list[int], rng: np.random.Generator) -> list[int]:
+    """Candidate positions, most important first; ties broken at random."""
+    values = np.asarray([importance[i] for i in candidates], dtype=np.float64)
+    jitter = rng.random(len(candidates))
+    order = np.lexsort((jitter, -values))
+    return [candidates[i] for i in order]
+
+
+def faithfulness(
+    predictor: Predictor,
+    texts: Sequence[str],
+    methods: Sequence[str] | None = None,
+    *,
+    thresholds: Sequence[float] = THRESHOLDS,
+    batch_size: int = 32,
+    seed: int = 0,
+    ig_steps: int = 32,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Comprehensiveness, sufficiency and their AOPC for each method over ``texts``.
+
+    Returns ``{"methods": {name: {"comprehensiveness", "sufficiency", "thresholds": {q: {...}}}},
+    "texts": n, "thresholds": [...]}``; ``comprehensiveness``/``sufficiency`` are the AOPC (mean over
+    thresholds) averaged over texts.
+    """
+    from attend.inference import validate_texts
+
+    checked = validate_texts(texts)
+    methods = list(methods) if methods is not None else default_methods(predictor)
+    for method in methods:
+        if method not in METHODS + BASELINES:
+            raise ValueError(f"method {method!r}; choose from {list(METHODS + BASELINES)}")
+    for q in thresholds:
+        if not 0 < q <= 1:
+            raise ValueError(f"threshold {q} must be in (0, 1]")
+    special_ids = predictor.tokenizer.special_ids
+    full_rows = predictor.tokenizer.ids(checked)
+    base = _probabilities(predictor, full_rows, batch_size)
+    results: dict[str, Any] = {}
+    bar = tqdm(methods, desc="faithfulness", unit="method", disable=not progress, leave=False)
+    for method_index, method in enumerate(bar):
+        bar.set_postfix_str(method)
+        explanations = explain(
+            predictor, checked, method, batch_size=batch_size, seed=seed + method_index, ig_steps=ig_steps
+        )
+        rng = np.random.default_rng(seed + 1000 + method_index)
+        removed_rows: list[list[int]] = []
+        kept_rows: list[list[int]] = []
+        owners: list[tuple[int, int]] = []
+        for t, (row, exp) in enumerate(zip(full_rows, explanations, strict=True)):
+            candidates = [i for i, tok in enumerate(row) if tok not in special_ids]
+            if not candidates:
+                continue
+            ranked = _ranking(exp.importance, candidates, rng)
+            for qi, q in enumerate(thresholds):
+                top = set(ranked[: ceil_fraction(q, len(candidates))])
+                removed_rows.append([tok for i, tok in enumerate(row) if i not in top])
+                kept_rows.append([tok for i, tok in enumerate(row) if i in top or tok in special_ids])
+                owners.append((t, qi))
+        removed = _probabilities(predictor, removed_rows, batch_size)
+        kept = _probabilities(predictor, kept_rows, batch_size)
+        comp = np.full((len(checked), len(thresholds)), np.nan)
+        suff = np.full((len(checked), len(thresholds)), np.nan)
+        for j, (t, qi) in enumerate(owners):
+            c = int(base[t].argmax())
+            comp[t, qi] = base[t, c] - removed[j, c]
+            suff[t, qi] = base[t, c] - kept[j, c]
+        results[method] = {
+            "comprehensiveness": float(np.nanmean(comp)),
+            "sufficiency": float(np.nanmean(suff)),
+            "thresholds": {
+                f"{q:g}": {
+                    "comprehensiveness": float(np.nanmean(comp[:, qi])),
+                    "sufficiency": float(np.nanmean(suff[:, qi])),
+                }
+                for qi, q in enumerate(thresholds)
+            },
+        }
+    return {"methods": results, "texts": len(checked), "thresholds": [float(q) for q in thresholds]}
+
+
+def format_faithfulness(report: dict[str, Any]) -> str:
+    """A plain-text table: one row per method, AOPC and per-threshold comprehensiveness."""
+    thresholds = report["thresholds"]
+    head = f"{'method':<22} {'comp.':>7} {'suff.':>7}  " + " ".join(
+        f"{'c@' + format(q * 100, 'g') + '%':>7}" for q in thresholds
+    )
+    lines = [f"ERASER faithfulness over {report['texts']} texts (AOPC; comprehensiveness: higher is better, "
+             "sufficiency: lower is better)", head, "-" * len(head)]  # fmt: skip
+    for name, row in report["methods"].items():
+        per = " ".join(f"{row['thresholds'][f'{q:g}']['comprehensiveness']:7.3f}" for q in thresholds)
+        lines.append(f"{name:<22} {row['comprehensiveness']:7.3f} {row['sufficiency']:7.3f}  {per}")
+    return "\n".join(lines)

@@ -1,0 +1,226 @@
+"""Show explanations the way people read: an HTML report, PNG heatmaps, and JSON.
+
+- :func:`render_html`: one self-contained page (no external files or scripts): each text's
+  tokens shaded by importance (blue = supports the label; red = against it, for signed
+  methods), the prediction, focus metrics, and per-head heatmaps as embedded PNG images.
+- :func:`save_heatmaps`: one PNG per layer and head (matplotlib), plus a token-importance bar chart.
+- :func:`to_json`: the explanations as JSON.
+
+Chinese (and any CJK) text renders with a CJK font when one is installed (Debian
+``fonts-wqy-microhei`` or ``fonts-noto-cjk``); the HTML names them in its font stack.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from attend.explain.methods import Explanation
+from attend.io import atomic_write_text
+
+__all__ = ["render_html", "save_heatmaps", "to_json"]
+
+CJK_FONTS = ("WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC",
+             "SimHei", "Microsoft YaHei", "PingFang SC")  # fmt: skip
+
+
+def _matplotlib():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    family = [name for name in CJK_FONTS if name in installed]
+    if not family:  # installed after matplotlib cached its font list: register CJK fonts directly
+        for path in font_manager.findSystemFonts():
+            if any(key in path.lower() for key in ("wqy", "cjk", "sourcehan", "droidsansfallback")):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):
+                    continue
+        installed = {f.name for f in font_manager.fontManager.ttflist}
+        family = [name for name in CJK_FONTS if name in installed]
+    plt.rcParams["font.family"] = ["DejaVu Sans", *family]
+    plt.rcParams["axes.unicode_minus"] = False
+    return plt
+
+
+def _heatmap_png(matrix: np.ndarray, tokens: Sequence[str], title: str, dpi: int = 80) -> bytes:
+    tokens = [t.removeprefix("##") for t in tokens]
+    plt = _matplotlib()
+    n = len(tokens)
+    size = max(3.0, min(14.0, 0.28 * n + 1.5))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=max(float(matrix.max()), 1e-9))
+    ax.set_title(title, fontsize=9)
+    if n <= 80:
+        ax.set_xticks(range(n), tokens, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), tokens, fontsize=7)
+    ax.set_xlabel("key (attended to)", fontsize=8)
+    ax.set_ylabel("query", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _importance_png(exp: Explanation, dpi: int = 80) -> bytes:
+    plt = _matplotlib()
+    n = len(exp.tokens)
+    fig, ax = plt.subplots(figsize=(max(4.0, min(20.0, 0.3 * n + 1.5)), 2.8))
+    colours = ["#c0392b" if v < 0 else "#2e86c1" for v in exp.importance]
+    ax.bar(range(n), exp.importance, color=colours)
+    ax.set_xticks(range(n), exp.display_tokens(), rotation=90, fontsize=7)
+    ax.set_title(f"{exp.method}: {exp.label} ({exp.probability:.2f})", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def save_heatmaps(explanations: Sequence[Explanation], directory: str | Path) -> list[Path]:
+    """Write ``text{i}/layer{l}_head{h}.png`` (when maps were requested) and ``text{i}/importance.png``.
+
+    Returns the written paths.
+    """
+    directory = Path(directory)
+    written: list[Path] = []
+    for i, exp in enumerate(explanations):
+        folder = directory / f"text{i}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "importance.png"
+        path.write_bytes(_importance_png(exp))
+        written.append(path)
+        for layer, heads in enumerate(exp.maps or []):
+            for head, matrix in enumerate(heads):
+                path = folder / f"layer{layer}_head{head}.png"
+                path.write_bytes(_heatmap_png(matrix, exp.display_tokens(), f"layer {layer}, head {head}"))
+                written.append(path)
+    return written
+
+
+def _shade(value: float, scale: float) -> str:
+    strength = 0.0 if scale <= 0 else min(1.0, abs(value) / scale)
+    colour = "192,57,43" if value < 0 else "46,134,193"
+    return f"rgba({colour},{0.08 + 0.82 * strength:.3f})" if strength > 0 else "transparent"
+
+
+def _token_html(token: str) -> str:
+    # WordPiece continuation pieces attach to the previous piece; others start a new word.
+    if token.startswith("##"):
+        return html.escape(token[2:])
+    return html.escape(token)
+
+
+def _tokens_block(exp: Explanation) -> str:
+    scale = max((abs(v) for v, s in zip(exp.importance, exp.special, strict=True) if not s), default=0.0)
+    spans = []
+    rows = zip(exp.display_tokens(), exp.tokens, exp.importance, exp.special, strict=True)
+    for token, model_token, value, special in rows:
+        cls = "tok special" if special else "tok"
+        joined = " joined" if token.startswith("##") else ""
+        background = "transparent" if special else _shade(value, scale)
+        seen = "" if token == model_token else f" (the model saw {model_token})"
+        spans.append(
+            f'<span class="{cls}{joined}" style="background:{background}" title="{html.escape(token + seen)}: '
+            f'{value:.4f}">{_token_html(token)}</span>'
+        )
+    return "".join(spans)
+
+
+def _focus_table(exp: Explanation) -> str:
+    f = exp.focus
+
+    def fmt(x: float) -> str:
+        return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+    return (
+        "<table class='focus'><tr><th>normalised entropy</th><th>top-3 mass</th><th>effective tokens</th>"
+        f"<th>text tokens</th></tr><tr><td>{fmt(f.get('entropy'))}</td><td>{fmt(f.get('top_k_mass'))}</td>"
+        f"<td>{fmt(f.get('effective_tokens'))}</td><td>{f.get('tokens', '')}</td></tr></table>"
+    )
+
+
+def _maps_block(exp: Explanation, layers: str) -> str:
+    if not exp.maps:
+        return ""
+    chosen = range(len(exp.maps)) if layers == "all" else [len(exp.maps) - 1]
+    parts = []
+    for layer in chosen:
+        images = []
+        for head, matrix in enumerate(exp.maps[layer]):
+            data = base64.b64encode(_heatmap_png(matrix, exp.display_tokens(), f"layer {layer}, head {head}", dpi=60))
+            images.append(f'<img alt="layer {layer} head {head}" src="data:image/png;base64,{data.decode()}">')
+        parts.append(f"<h4>Layer {layer}: attention per head</h4><div class='heads'>{''.join(images)}</div>")
+    return "".join(parts)
+
+
+_STYLE = f"""
+body {{ font-family: system-ui, "DejaVu Sans", {", ".join(f'"{f}"' for f in CJK_FONTS)}, sans-serif;
+       margin: 2em auto; max-width: 72em; color: #222; line-height: 1.5; }}
+.card {{ border: 1px solid #ddd; border-radius: 6px; padding: 1em 1.2em; margin-bottom: 1.5em; }}
+.pred {{ font-size: 1.1em; }} .pred b {{ color: #1a5276; }}
+.tokens {{ font-size: 1.15em; line-height: 2.1; }}
+.tok {{ padding: 0.15em 0.2em; margin-left: 0.25em; border-radius: 3px; }}
+.tok.joined {{ margin-left: 0; }}
+.tok.special {{ color: #999; font-size: 0.8em; }}
+table.focus {{ border-collapse: collapse; margin: 0.8em 0; }}
+table.focus td, table.focus th {{ border: 1px solid #ddd; padding: 0.2em 0.6em; font-size: 0.9em; }}
+.heads img {{ margin: 0.2em; border: 1px solid #eee; max-width: 32%; }}
+.note {{ color: #666; font-size: 0.9em; }}
+"""
+
+
+def render_html(
+    explanations: Sequence[Explanation],
+    path: str | Path | None = None,
+    *,
+    title: str = "attend explanation",
+    layers: str = "last",
+) -> str:
+    """A self-contained HTML report; written atomically to ``path`` if given. Returns the HTML.
+
+    Args:
+        layers: Which layers' per-head heatmaps to embed (when maps were requested):
+            ``"last"`` or ``"all"``.
+    """
+    if layers not in ("last", "all"):
+        raise ValueError(f"layers={layers!r}; choose 'last' or 'all'")
+    cards = []
+    for i, exp in enumerate(explanations):
+        note = f"<p class='note'>{html.escape(exp.note)}</p>" if exp.note else ""
+        truncated = "<p class='note'>The text was truncated to the model's maximum length.</p>" if exp.truncated else ""
+        target = f" (explaining <b>{html.escape(exp.target)}</b>)" if exp.target != exp.label else ""
+        cards.append(
+            f"<section class='card' id='text{i}'>"
+            f"<p class='pred'>Prediction: <b>{html.escape(exp.label)}</b> with probability {exp.probability:.3f}"
+            f"{target} &middot; method <code>{html.escape(exp.method)}</code></p>"
+            f"<div class='tokens' lang='und'>{_tokens_block(exp)}</div>{truncated}{note}"
+            f"{_focus_table(exp)}{_maps_block(exp, layers)}</section>"
+        )
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><p class='note'>Darker = more important to the prediction"
+        " (blue supports it; red, for signed methods, argues against). Hover a token for its score.</p>"
+        f"{''.join(cards)}</body></html>"
+    )
+    if path is not None:
+        atomic_write_text(Path(path), page)
+    return page
+
+
+def to_json(explanations: Sequence[Explanation], *, maps: bool = False) -> str:
+    """The explanations as a JSON list (one object per text)."""
+    return json.dumps([e.to_dict(maps=maps) for e in explanations], ensure_ascii=False)

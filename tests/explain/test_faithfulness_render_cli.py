@@ -1,0 +1,159 @@
+"""Faithfulness (ERASER), the renderers (HTML in headless Chromium, PNG) and the CLI verbs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from attend.cli import main
+from attend.explain import THRESHOLDS, explain, faithfulness, format_faithfulness, render_html, save_heatmaps, to_json
+from tests.conftest import planted_rows, write_csv
+from tests.explain.conftest import untrained_predictor
+
+
+def test_comprehensiveness_beats_random_by_a_wide_margin_on_the_planted_task(planted_models: dict) -> None:
+    texts = [row["text"] for row in planted_rows(40, seed=7)]
+    report = faithfulness(planted_models["encoder"], texts, ["rollout", "grad_attention", "random", "uniform"])
+    methods = report["methods"]
+    assert set(methods) == {"rollout", "grad_attention", "random", "uniform"} and report["texts"] == 40
+    for name in ("rollout", "grad_attention"):
+        assert methods[name]["comprehensiveness"] > methods["random"]["comprehensiveness"] + 0.2, methods
+        assert methods[name]["sufficiency"] < methods["random"]["sufficiency"] - 0.2, methods
+    row = methods["rollout"]
+    assert set(row["thresholds"]) == {f"{q:g}" for q in THRESHOLDS}
+    aopc = np.mean([row["thresholds"][f"{q:g}"]["comprehensiveness"] for q in THRESHOLDS])
+    assert row["comprehensiveness"] == pytest.approx(aopc)
+    table = format_faithfulness(report)
+    assert "rollout" in table and "uniform" in table and "c@50%" in table
+
+
+def test_removing_nothing_important_changes_nothing() -> None:
+    """A constant model: every method's comprehensiveness and sufficiency are exactly 0."""
+    predictor = untrained_predictor("encoder_mean")
+    for p in predictor.model.parameters():
+        p.data.zero_()
+    report = faithfulness(predictor, ["the film was wonderful", "a boring story"], ["attention", "random"])
+    for row in report["methods"].values():
+        assert row["comprehensiveness"] == pytest.approx(0.0) and row["sufficiency"] == pytest.approx(0.0)
+
+
+def _screenshot(html: Path, png: Path) -> str:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian chromium is needed for this test (make install installs it)"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={png.parent / 'chromium-profile'}", "--window-size=1100,900"]  # fmt: skip
+    subprocess.run([chromium, *flags, f"--screenshot={png}", html.as_uri()], check=True, capture_output=True,
+                   timeout=120)  # fmt: skip
+    dom = subprocess.run([chromium, *flags, "--dump-dom", html.as_uri()], check=True, capture_output=True,
+                         timeout=120, text=True)  # fmt: skip
+    return dom.stdout
+
+
+def test_html_report_opens_in_headless_chromium_and_shows_the_tokens(tmp_path: Path) -> None:
+    english = untrained_predictor("encoder_attention_pool")
+    exps = explain(english, ["the film was wonderful"], "rollout", maps=True)
+    chinese = untrained_predictor("minilm")  # its vocabulary has some CJK characters
+    exps += explain(chinese, ["服务很好"], "grad_attention", maps=True)
+    html_path = tmp_path / "report.html"
+    page = render_html(exps, html_path)
+    assert html_path.read_text(encoding="utf-8") == page and "<script" not in page and "http" not in page
+    dom = _screenshot(html_path, tmp_path / "shot.png")
+    for token in ["wonderful", "film", "服", "好"]:
+        assert f">{token}</span>" in dom, token
+    assert dom.count('<img alt="layer') == 2 + 12  # last layer: 2 heads (encoder) + 12 heads (MiniLM)
+    image = np.asarray(Image.open(tmp_path / "shot.png").convert("RGB")).astype(int)
+    assert image.shape[0] >= 800 and image.shape[1] >= 1000
+    blue = (image[..., 2] > image[..., 0] + 40) & (image[..., 2] > 150)  # token shading and heatmaps
+    assert blue.sum() > 2000, "no shaded tokens or heatmaps visible in the screenshot"
+    dark = image.sum(-1) < 200  # text glyphs
+    assert dark.sum() > 500
+
+
+def test_png_heatmaps_and_json(tmp_path: Path) -> None:
+    predictor = untrained_predictor("encoder_cls")
+    exps = explain(predictor, ["the film was wonderful", "a boring story"], "attention", maps=True)
+    paths = save_heatmaps(exps, tmp_path / "png")
+    assert len(paths) == 2 * (1 + 2 * 4)  # per text: importance + 2 layers x 4 heads
+    with Image.open(tmp_path / "png" / "text1" / "layer1_head3.png") as image:
+        assert image.size[0] > 100
+    rows = json.loads(to_json(exps, maps=True))
+    assert len(rows[0]["maps"]) == 2 and len(rows[0]["maps"][0]) == 4
+    assert len(rows[0]["tokens"]) == len(rows[0]["importance"]) == len(rows[0]["maps"][0][0])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from attend.training import TrainingArgs, train
+
+    root = tmp_path_factory.mktemp("cli")
+    data = write_csv(root / "planted.csv", planted_rows(300))
+    train(data, root / "model", model="encoder", model_options={"dim": 32, "num_layers": 1, "num_heads": 2},
+          args=TrainingArgs(epochs=3, batch_size=16, lr=3e-3, progress=False, vocab_size=300))  # fmt: skip
+    return root / "model"
+
+
+def test_cli_explain_json_html_png(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    html_path, png = tmp_path / "e.html", tmp_path / "png"
+    code = main(["explain", str(model_dir), "the film was superb", "a dreadful plot", "--json", "--method", "flow",
+                 "--html", str(html_path), "--png", str(png)])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0
+    rows = json.loads(out.out)
+    assert [r["label"] for r in rows] == ["pos", "neg"]
+    for row in rows:
+        assert len(row["tokens"]) == len(row["importance"]) and 0 < row["probability"] <= 1
+        assert "maps" not in row  # only with --maps
+    assert html_path.is_file() and (png / "text1" / "importance.png").is_file()
+    assert "HTML report" in out.err  # paths go to stderr so stdout stays one JSON document
+
+    texts = tmp_path / "texts.csv"
+    write_csv(texts, [{"text": "what a wonderful film"}])
+    assert main(["explain", str(model_dir), "--input", str(texts), "--method", "integrated_gradients"]) == 0
+    printed = capsys.readouterr().out
+    assert "what a wonderful film" in printed and "-> pos" in printed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--method", "nope", "x"], "invalid choice"),
+        (["--layer", "two", "--method", "attention", "x"], "--layer 'two': expected an integer or 'mean'"),
+        (["--head", "7", "--method", "attention", "x"], "head=7; this model has 2 heads"),
+        (["--target", "maybe", "x"], "target='maybe' is not a label"),
+        ([""], "texts[0] is an empty text"),
+        ([], "give texts to explain, or --input FILE"),
+    ],
+)
+def test_cli_explain_errors(model_dir: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = main(["explain", str(model_dir), *argv])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_cli_faithfulness_json(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_csv(tmp_path / "eval.csv", planted_rows(30, seed=5))
+    assert main(["faithfulness", str(model_dir), str(data), "--limit", "20", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    methods = report["methods"]
+    assert {"attention", "pooling", "rollout", "flow", "grad_attention", "integrated_gradients", "random",
+            "uniform"} == set(methods)  # fmt: skip
+    assert report["texts"] == 20
+    for row in methods.values():
+        assert {"comprehensiveness", "sufficiency", "thresholds"} <= set(row)
+    assert methods["rollout"]["comprehensiveness"] > methods["random"]["comprehensiveness"]
+    assert main(["faithfulness", str(model_dir), str(data), "--methods", "rollout,random", "--limit", "5"]) == 0
+    assert "rollout" in capsys.readouterr().out
+    assert main(["faithfulness", str(model_dir), "no_such_data"]) == 2
+    assert "no bundled dataset of that name" in capsys.readouterr().err
+    assert main(["faithfulness", str(model_dir), str(data), "--methods", "rollout,bogus"]) == 2
+    assert "method 'bogus'" in capsys.readouterr().err
