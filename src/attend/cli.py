@@ -188,6 +188,17 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from attend.serve.app import ServeSettings, serve
+
+    settings = ServeSettings(
+        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts, max_chars=args.max_chars,
+        runtime=args.runtime, quantized=args.int8, threads=args.threads,
+    )  # fmt: skip
+    serve(args.model_dir, host=args.host, port=args.port, workers=args.workers, settings=settings)
+    return 0
+
+
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from attend.data.datasets import list_datasets
 
@@ -289,6 +300,20 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("--ig-steps", type=int, default=32, help="integration steps for integrated_gradients (32)")
     fa.add_argument("--json", action="store_true", help="print one JSON object")
     fa.set_defaults(func=_cmd_faithfulness)
+
+    sv = verbs.add_parser("serve", help="serve a model over HTTP (FastAPI): predict, explain, metrics")
+    sv.add_argument("model_dir", help="a model directory (or, with --runtime onnx, an `attend export` directory)")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--workers", type=int, default=1, help="worker processes, each with its own model (default 1)")
+    sv.add_argument("--max-batch", type=int, default=32, help="most texts per model call; 1 disables batching (32)")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a request waits for a batch (5 ms)")
+    sv.add_argument("--max-texts", type=int, default=64, help="most texts per request (64)")
+    sv.add_argument("--max-chars", type=int, default=20000, help="longest text in characters (20000)")
+    sv.add_argument("--runtime", choices=["torch", "onnx"], default="torch", help="inference runtime (torch)")
+    sv.add_argument("--int8", action="store_true", help="serve the dynamically quantised int8 model")
+    sv.add_argument("--threads", type=int, default=0, help="intra-op threads (default: the runtime's)")
+    sv.set_defaults(func=_cmd_serve)
 
     ds = verbs.add_parser("datasets", help="list the bundled real datasets")
     ds.add_argument("--json", action="store_true", help="print a JSON list")

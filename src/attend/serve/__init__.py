@@ -1,0 +1,1 @@
+"""Deployment: an HTTP service with micro-batching and metrics; ONNX export, int8, head pruning."""

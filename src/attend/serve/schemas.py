@@ -1,0 +1,85 @@
+"""Request and response bodies of the HTTP service (pydantic; they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "ErrorBody",
+    "ExplainRequest",
+    "ExplainResponse",
+    "LabelScore",
+    "ModelInfo",
+    "PredictRequest",
+    "PredictResponse",
+    "Prediction",
+    "TextsRequest",
+]
+
+
+class TextsRequest(BaseModel):
+    """One text (``text``) or several (``texts``); exactly one of the two."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(default=None, description="One text to process.")
+    texts: list[str] | None = Field(default=None, description="Several texts, processed in one call.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> TextsRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError('give exactly one of "text" or "texts"')
+        return self
+
+    def items(self) -> list[str]:
+        return [self.text] if self.text is not None else list(self.texts or [])
+
+
+class PredictRequest(TextsRequest):
+    top_k: int = Field(default=3, ge=1, le=1000, description="Labels to return per text, most probable first.")
+
+
+class LabelScore(BaseModel):
+    label: str
+    probability: float
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="The most probable label.")
+    probability: float
+    top: list[LabelScore]
+    truncated: bool = Field(description="The text had more tokens than the model reads; its start was used.")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    predictions: list[Prediction]
+
+
+class ExplainRequest(TextsRequest):
+    method: str = Field(default="rollout", description="An attend.explain method (see GET /v1/model).")
+    target: str | None = Field(default=None, description="Explain this label instead of the predicted one.")
+
+
+class ExplainResponse(BaseModel):
+    model: str
+    explanations: list[dict[str, Any]] = Field(
+        description="Per text: tokens, importance (same length), label, probability, special, spans, focus."
+    )
+
+
+class ModelInfo(BaseModel):
+    name: str
+    labels: list[str]
+    runtime: str
+    config: dict[str, Any]
+    version: dict[str, Any]
+    metrics: dict[str, Any] | None
+    limits: dict[str, Any]
+    explain_methods: list[str]
+
+
+class ErrorBody(BaseModel):
+    error: dict[str, Any] = Field(description="`type`, `message` and, for validation errors, `details`.")

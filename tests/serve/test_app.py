@@ -1,0 +1,275 @@
+"""The HTTP service: routes, validation (never a 5xx), micro-batching, metrics, load and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from attend.inference import load
+from attend.io import ModelDirError
+from attend.serve.app import ServeSettings, create_app, load_for_serving
+from attend.serve.batching import MicroBatcher
+from attend.training import TrainingArgs, train
+from tests.conftest import planted_rows, write_csv
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("serve")
+    data = write_csv(root / "planted.csv", planted_rows(300))
+    args = TrainingArgs(epochs=3, batch_size=16, lr=3e-3, progress=False, vocab_size=300, max_length=32)
+    train(data, root / "model", model="encoder", model_options={"dim": 32, "num_layers": 1, "num_heads": 2}, args=args)
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def client(model_dir: Path):
+    app = create_app(load(model_dir), ServeSettings(max_batch=8, max_wait_ms=2, max_texts=5, max_chars=400))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def test_predict_explain_model_health_metrics(client: TestClient) -> None:
+    one = client.post("/v1/predict", json={"text": "the film was wonderful"})
+    assert one.status_code == 200
+    body = one.json()
+    assert body["model"] == "model" and len(body["predictions"]) == 1
+    pred = body["predictions"][0]
+    assert pred["label"] == "pos" and pred["top"][0] == {"label": "pos", "probability": pred["probability"]}
+    assert len(pred["top"]) == 2 and not pred["truncated"]
+    many = client.post("/v1/predict", json={"texts": ["a dreadful plot", "superb acting " * 20], "top_k": 1}).json()
+    assert [p["label"] for p in many["predictions"]] == ["neg", "pos"]
+    assert [p["truncated"] for p in many["predictions"]] == [False, True] and len(many["predictions"][0]["top"]) == 1
+
+    explained = client.post("/v1/explain", json={"text": "the film was wonderful", "method": "grad_attention"})
+    assert explained.status_code == 200
+    exp = explained.json()["explanations"][0]
+    assert exp["tokens"][1:-1] == ["the", "film", "was", "wonderful"] and len(exp["importance"]) == 6
+    assert exp["label"] == "pos" and exp["method"] == "grad_attention" and abs(sum(exp["importance"]) - 1) < 1e-5
+
+    info = client.get("/v1/model").json()
+    assert info["labels"] == ["neg", "pos"] and info["runtime"] == "torch" and info["metrics"]["accuracy"] > 0.8
+    assert info["config"]["model"]["model_type"] == "encoder" and info["version"]["weights_sha256"]
+    assert info["limits"]["max_texts"] == 5 and "rollout" in info["explain_methods"]
+    assert client.get("/healthz").json() == {"status": "ok"} and client.get("/readyz").status_code == 200
+    assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+    metrics = client.get("/metrics").text
+    assert 'attend_requests_total{method="POST",route="/v1/predict",status="200"}' in metrics
+    assert "attend_batch_size_count" in metrics and "attend_inference_seconds_bucket" in metrics
+    assert 'attend_request_seconds_bucket{le="0.001",method="GET",route="/healthz",status="200"}' in metrics
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"texts": []}, 422, "give at least one text"),
+        ({"texts": ["a"] * 6}, 422, "6 texts, more than the limit of 5"),
+        ({"text": "   "}, 422, "texts[0]: empty text"),
+        ({"texts": ["ok", ""]}, 422, "texts[1]: empty text"),
+        ({"text": "x" * 401}, 422, "401 characters, over the limit of 400"),
+        ({"texts": [1, 2]}, 422, "texts.0: Input should be a valid string"),
+        ({"texts": "one string"}, 422, "texts: Input should be a valid list"),
+        ({}, 422, 'exactly one of "text" or "texts"'),
+        ({"text": "a", "texts": ["b"]}, 422, 'exactly one of "text" or "texts"'),
+        ({"text": "a", "top_k": 0}, 422, "top_k"),
+        ({"text": "a", "colour": "red"}, 422, "colour: Extra inputs are not permitted"),
+        ([1, 2], 422, "Input should be a valid dictionary"),
+    ],
+)
+def test_bad_requests_are_clear_4xx(client: TestClient, body: object, status: int, message: str) -> None:
+    response = client.post("/v1/predict", json=body)
+    assert response.status_code == status and message in response.json()["error"]["message"], response.json()
+
+
+def test_malformed_json_content_type_size_and_explain_errors(client: TestClient) -> None:
+    bad = client.post("/v1/predict", content=b'{"text": ', headers={"content-type": "application/json"})
+    assert bad.status_code == 422 and bad.json()["error"]["message"] == "malformed JSON body"
+    form = client.post("/v1/predict", content=b"text=hi", headers={"content-type": "text/plain"})
+    assert form.status_code == 415 and "application/json" in form.json()["error"]["message"]
+    huge = client.post("/v1/predict", content=b"{}", headers={"content-type": "application/json",
+                                                              "content-length": "999999999"})  # fmt: skip
+    assert huge.status_code == 413
+    assert client.post("/v1/explain", json={"text": "a", "method": "magic"}).status_code == 422
+    pooling = client.post("/v1/explain", json={"text": "a", "method": "pooling", "target": "pos"})
+    assert pooling.status_code == 200  # the encoder has attention pooling
+    target = client.post("/v1/explain", json={"text": "a", "target": "maybe"})
+    assert target.status_code == 422 and "not a label" in target.json()["error"]["message"]
+    assert client.get("/nowhere").status_code == 404
+    assert client.post("/v1/predict", json={"text": "still serving"}).status_code == 200
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+BODIES = JSON | st.fixed_dictionaries(
+    {},
+    optional={
+        "text": JSON | st.text(max_size=500),
+        "texts": st.lists(st.text(max_size=30) | JSON, max_size=7) | JSON,
+        "top_k": st.integers(-3, 2000) | JSON,
+        "method": st.sampled_from(["rollout", "attention", "flow", "pooling", "nope"]) | JSON,
+        "target": st.sampled_from(["pos", "neg", "x"]) | JSON,
+    },
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=BODIES, route=st.sampled_from(["/v1/predict", "/v1/explain"]))
+def test_fuzzed_bodies_never_get_a_5xx(client: TestClient, body: object, route: str) -> None:
+    response = client.post(route, json=body)
+    assert response.status_code < 500, (body, response.text)
+    if response.status_code >= 400:
+        assert response.json()["error"]["message"]
+
+
+# --- micro-batching --------------------------------------------------------------------------
+
+
+def test_micro_batcher_groups_concurrent_requests_and_keeps_order() -> None:
+    calls: list[list[str]] = []
+
+    def run(texts: list[str]) -> list[str]:
+        calls.append(list(texts))
+        return [t.upper() for t in texts]
+
+    async def scenario(max_batch: int, wait_ms: float) -> list[list[str]]:
+        batcher = MicroBatcher(run, max_batch=max_batch, max_wait_ms=wait_ms)
+        await batcher.start()
+        requests = [[f"r{i}a", f"r{i}b"] for i in range(10)] + [[f"big{j}" for j in range(7)]]
+        results = await asyncio.gather(*(batcher.submit(r) for r in requests))
+        await batcher.stop()
+        assert results == [[t.upper() for t in r] for r in requests]
+        return calls
+
+    batched = asyncio.run(scenario(max_batch=8, wait_ms=200))
+    assert max(len(c) for c in batched) <= 8 and len(batched) <= 5  # 27 texts in batches of up to 8
+    calls.clear()
+    alone = asyncio.run(scenario(max_batch=1, wait_ms=0))
+    assert len(alone) == 27 and all(len(c) == 1 for c in alone)
+
+
+def test_micro_batcher_passes_errors_to_waiting_requests_and_drains_on_stop() -> None:
+    def run(texts: list[str]) -> list[str]:
+        if "boom" in texts:
+            raise ValueError("bad text")
+        return texts
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(run, max_batch=4, max_wait_ms=50)
+        await batcher.start()
+        with pytest.raises(ValueError, match="bad text"):
+            await batcher.submit(["boom"])
+        pending = [asyncio.create_task(batcher.submit([f"t{i}"])) for i in range(6)]
+        await asyncio.sleep(0)
+        await batcher.stop()  # queued requests still finish
+        assert [await p for p in pending] == [[f"t{i}"] for i in range(6)]
+
+    asyncio.run(scenario())
+
+
+def test_settings_and_pickle_directory_are_refused(model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_batch=0"):
+        ServeSettings(max_batch=0)
+    with pytest.raises(ValueError, match="runtime='tf'"):
+        ServeSettings(runtime="tf")
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    (bad / "extra.pkl").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(ModelDirError, match="pickle"):
+        load_for_serving(bad, ServeSettings())
+    result = subprocess.run([sys.executable, "-m", "attend", "serve", str(bad), "--port", "1"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and "pickle" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- a real server on 127.0.0.1 ------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(model_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "attend", "serve", str(model_dir), "--port", str(port), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not become ready")
+
+
+def test_load_on_loopback_has_zero_errors_and_batches(model_dir: Path) -> None:
+    proc, url = _start(model_dir, "--max-batch", "16", "--max-wait-ms", "20")
+    try:
+        texts = [row["text"] for row in planted_rows(200, seed=3)]
+
+        async def load_test() -> list[int]:
+            limits = httpx.Limits(max_connections=32)
+            async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+                semaphore = asyncio.Semaphore(32)
+
+                async def one(text: str) -> int:
+                    async with semaphore:
+                        response = await http.post("/v1/predict", json={"text": text})
+                        return response.status_code
+
+                return await asyncio.gather(*(one(t) for t in texts))
+
+        statuses = asyncio.run(load_test())
+        assert statuses == [200] * len(texts)
+        metrics = httpx.get(f"{url}/metrics").text
+        batches = next(float(line.split()[-1]) for line in metrics.splitlines()
+                       if line.startswith("attend_batch_size_count"))  # fmt: skip
+        assert batches < len(texts), "no request was batched with another"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def test_graceful_shutdown_finishes_requests_in_flight(model_dir: Path) -> None:
+    proc, url = _start(model_dir, "--max-batch", "64", "--max-wait-ms", "1500")
+    try:
+
+        async def in_flight() -> list[int]:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+                tasks = [asyncio.create_task(http.post("/v1/predict", json={"text": f"wonderful {i}"}))
+                         for i in range(5)]  # fmt: skip
+                await asyncio.sleep(0.5)  # the requests now wait in the batcher
+                proc.send_signal(signal.SIGTERM)
+                return [(await t).status_code for t in tasks]
+
+        assert asyncio.run(in_flight()) == [200] * 5
+        # uvicorn shuts down gracefully, then re-raises SIGTERM so supervisors see the usual status.
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        log = proc.stdout.read() if proc.stdout else ""
+        assert "Waiting for application shutdown" in log and "Finished server process" in log, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
