@@ -115,6 +115,57 @@ def _validation_details(exc: RequestValidationError) -> tuple[str, list[dict[str
     return f"{first['field']}: {first['message']}", details
 
 
+class _GuardAndMeasure:
+    """Pure ASGI middleware: refuses non-JSON and oversized POST bodies, records request metrics.
+
+    (Starlette's ``BaseHTTPMiddleware`` costs a task and a memory stream per request; under load
+    the event loop, not the model, then limits how many requests reach each batch.)
+    """
+
+    def __init__(self, app: Any, *, settings: ServeSettings, metrics: ServiceMetrics, known_paths: set[str]) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.known_paths = known_paths
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_and_note(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            refusal = self._refusal(scope) if scope["method"] == "POST" else None
+            if refusal is not None:
+                await refusal(scope, receive, send_and_note)
+            else:
+                await self.app(scope, receive, send_and_note)
+        finally:
+            self.metrics.in_flight.dec()
+            path = getattr(scope.get("route"), "path", None)
+            if path is None:
+                path = scope["path"] if scope["path"] in self.known_paths else "unmatched"
+            self.metrics.observe_request(path, scope["method"], status["code"], time.perf_counter() - start)
+
+    def _refusal(self, scope: dict[str, Any]) -> JSONResponse | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json":
+            got = media or "no content type"
+            return _error(415, "unsupported_media_type", f"send JSON (Content-Type: application/json), not {got!r}")
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.settings.max_body_bytes):
+            return _error(413, "too_large", f"request body over {self.settings.max_body_bytes} bytes")
+        return None
+
+
 def create_app(predictor: Any, settings: ServeSettings | None = None, *, name: str | None = None) -> FastAPI:
     """The FastAPI application serving ``predictor`` (a loaded :class:`attend.inference.Predictor`
     or ONNX Runtime predictor)."""
@@ -162,30 +213,7 @@ def create_app(predictor: Any, settings: ServeSettings | None = None, *, name: s
     app.state.predictor = predictor
     known_paths: set[str] = set()  # filled once the routes exist; labels never take arbitrary paths
 
-    @app.middleware("http")
-    async def guard_and_measure(request: Request, call_next: Any) -> Response:
-        start = time.perf_counter()
-        response: Response
-        metrics.in_flight.inc()
-        try:
-            if request.method == "POST":
-                media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-                length = request.headers.get("content-length")
-                if media != "application/json":
-                    response = _error(415, "unsupported_media_type", f"send JSON (Content-Type: application/json), "
-                                      f"not {media or 'no content type'!r}")  # fmt: skip
-                elif length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-                    response = _error(413, "too_large", f"request body over {settings.max_body_bytes} bytes")
-                else:
-                    response = await call_next(request)
-            else:
-                response = await call_next(request)
-        finally:
-            metrics.in_flight.dec()
-        route = request.scope.get("route")
-        path = getattr(route, "path", None) or (request.url.path if request.url.path in known_paths else "unmatched")
-        metrics.observe_request(path, request.method, response.status_code, time.perf_counter() - start)
-        return response
+    app.add_middleware(_GuardAndMeasure, settings=settings, metrics=metrics, known_paths=known_paths)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:

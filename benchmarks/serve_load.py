@@ -1,0 +1,209 @@
+"""Served throughput and latency, with and without micro-batching, under concurrent load.
+
+Starts ``attend serve MODEL_DIR`` twice on 127.0.0.1 (``--max-batch 1``: every request alone;
+``--max-batch N``: micro-batching), and for each runs a load generator in a *second process*
+(this script re-invoked with ``--client``): C concurrent clients, each sending one text per
+``POST /v1/predict`` as soon as its previous answer arrives, for a fixed duration after a
+warm-up. It prints requests/s, p50/p99 latency, errors, and the ratio batched / unbatched.
+
+The server gets ``--threads`` intra-op threads (default 1) and the client runs in its own
+process, so on a 2-core machine they do not share a core. Texts are real: WordNet glosses
+(bundled) unless ``--texts-from`` names another dataset.
+
+Usage::
+
+    python benchmarks/serve_load.py                          # MiniLM, 32 clients, 20 s per setting
+    python benchmarks/serve_load.py MODEL_DIR                # any model directory
+    python benchmarks/serve_load.py MODEL_DIR --clients 32 --seconds 30 --max-batch 32 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def minilm_dir(out: Path, labels: tuple[str, ...] = ("negative", "positive")) -> Path:
+    """A servable model directory: pretrained all-MiniLM-L6-v2 + an untrained linear head.
+
+    Throughput does not depend on the head's weights, and MiniLM is the size users serve.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    import shutil
+
+    from attend import __version__
+    from attend.io import atomic_write_json, save_weights
+    from attend.models import build
+    from attend.models.minilm import tokenizer_path
+
+    model = build({"model_type": "minilm", "num_labels": len(labels), "pretrained": True})
+    out.mkdir(parents=True, exist_ok=True)
+    digest = save_weights(model, out / "model.safetensors")
+    config = {"attend_version": __version__, "model": {**model.config.to_dict(), "pretrained": False},
+              "tokenizer": {"max_length": 128}, "labels": list(labels), "weights_sha256": digest}  # fmt: skip
+    atomic_write_json(out / "config.json", config)
+    shutil.copyfile(tokenizer_path(), out / "tokenizer.json")
+    return out
+
+
+def _texts(dataset: str, n: int = 2000, seed: int = 0) -> list[str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from attend.data.datasets import load_dataset
+
+    texts = load_dataset(dataset).texts
+    return random.Random(seed).sample(texts, min(n, len(texts)))
+
+
+async def _load(url: str, texts: list[str], clients: int, warmup: float, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    done = 0
+    start_measure = time.perf_counter() + warmup
+    stop = start_measure + seconds
+
+    async def client(i: int, http: httpx.AsyncClient) -> None:
+        nonlocal errors, done
+        rng = random.Random(i)
+        while True:
+            now = time.perf_counter()
+            if now >= stop:
+                return
+            t0 = time.perf_counter()
+            try:
+                response = await http.post("/v1/predict", json={"text": rng.choice(texts)})
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            t1 = time.perf_counter()
+            if t0 >= start_measure and t1 <= stop:
+                if ok:
+                    latencies.append(t1 - t0)
+                    done += 1
+                else:
+                    errors += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+        await asyncio.gather(*(client(i, http) for i in range(clients)))
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+
+    return {
+        "requests": done,
+        "errors": errors,
+        "throughput_rps": done / seconds,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
+    }
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    texts = _texts(args.texts_from)
+    result = asyncio.run(_load(args.url, texts, args.clients, args.warmup, args.seconds))
+    print(json.dumps(result))
+    return 0
+
+
+def _serve(model_dir: str, max_batch: int, max_wait_ms: float, threads: int) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-m", "attend", "serve", model_dir, "--port", str(port), "--max-batch", str(max_batch),
+               "--max-wait-ms", str(max_wait_ms), "--threads", str(threads)]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("server did not become ready")
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model_dir", nargs="?", help="model directory (default: pretrained MiniLM, untrained head)")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=1, help="server intra-op threads (default 1)")
+    parser.add_argument("--texts-from", default="wordnet_topics", help="dataset of request texts")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.client:
+        return _run_client(args)
+    if not args.model_dir:
+        import tempfile
+
+        args.model_dir = str(minilm_dir(Path(tempfile.mkdtemp(prefix="attend-serve-")) / "minilm"))
+    print(f"serve load test: {args.model_dir}, {args.clients} concurrent clients, {args.seconds:.0f} s measured "
+          f"after {args.warmup:.0f} s warm-up, server threads {args.threads}, load from a second process")  # fmt: skip
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    results: dict[str, Any] = {}
+    for label, max_batch in (("unbatched (--max-batch 1)", 1), (f"micro-batched (--max-batch {args.max_batch})",
+                                                                 args.max_batch)):  # fmt: skip
+        proc, url = _serve(args.model_dir, max_batch, args.max_wait_ms, args.threads)
+        try:
+            client = subprocess.run(
+                [sys.executable, __file__, "--client", "--url", url, "--clients", str(args.clients), "--seconds",
+                 str(args.seconds), "--warmup", str(args.warmup), "--texts-from", args.texts_from],
+                capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )  # fmt: skip
+            row = json.loads(client.stdout.strip().splitlines()[-1])
+            batches = _metric(url, "attend_batch_size_count")
+            texts = _metric(url, "attend_batch_size_sum")
+            row["mean_batch"] = texts / batches if batches else float("nan")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        results[label] = row
+        print(f"  {label:<32} {row['throughput_rps']:8.1f} req/s   p50 {row['p50_ms']:7.1f} ms   "
+              f"p99 {row['p99_ms']:7.1f} ms   errors {row['errors']}   mean batch {row['mean_batch']:.1f}")  # fmt: skip
+    rows = list(results.values())
+    ratio = rows[1]["throughput_rps"] / rows[0]["throughput_rps"]
+    print(f"throughput ratio batched / unbatched: {ratio:.2f}x (goal >= 3x at 32 clients): "
+          f"{'MET' if ratio >= 3 else 'NOT MET'}")  # fmt: skip
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"settings": vars(args), "results": results, "ratio": ratio}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
