@@ -41,3 +41,17 @@ def test_bad_tokenizer_inputs(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError, match=r"not a valid tokenizer\.json"):
         TextTokenizer.from_file(tmp_path / "bad.json")
+
+
+def test_trained_ids_are_canonical_special_tokens_first_then_sorted() -> None:
+    """The Rust trainer numbers pieces in hash-map order (different per process); we renumber them."""
+    from attend.data.tokenization import SPECIAL_TOKENS, TextTokenizer
+
+    texts = ["the film was wonderful", "a dreadful plot", "wonderful music and a dreadful film"] * 5
+    for kind in ("wordpiece", "bpe"):
+        tokenizer = TextTokenizer.train(texts, kind=kind, vocab_size=200, min_frequency=1)
+        vocab = sorted(tokenizer.tokenizer.get_vocab().items(), key=lambda item: item[1])
+        tokens = [token for token, _ in vocab]
+        assert [i for _, i in vocab] == list(range(len(vocab)))
+        assert tokens[: len(SPECIAL_TOKENS)] == SPECIAL_TOKENS and tokens[5:] == sorted(tokens[5:])
+        assert tokenizer.tokenize("the film")[0] == "[CLS]" and tokenizer.ids(["film"])[0][0] == 2

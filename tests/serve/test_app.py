@@ -29,8 +29,8 @@ from tests.conftest import planted_rows, write_csv
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("serve")
-    data = write_csv(root / "planted.csv", planted_rows(300))
-    args = TrainingArgs(epochs=3, batch_size=16, lr=3e-3, progress=False, vocab_size=300, max_length=32)
+    data = write_csv(root / "planted.csv", planted_rows(600))
+    args = TrainingArgs(epochs=6, batch_size=16, lr=3e-3, progress=False, vocab_size=300, max_length=32, patience=6)
     train(data, root / "model", model="encoder", model_options={"dim": 32, "num_layers": 1, "num_heads": 2}, args=args)
     return root / "model"
 
@@ -50,7 +50,7 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
     pred = body["predictions"][0]
     assert pred["label"] == "pos" and pred["top"][0] == {"label": "pos", "probability": pred["probability"]}
     assert len(pred["top"]) == 2 and not pred["truncated"]
-    many = client.post("/v1/predict", json={"texts": ["a dreadful plot", "superb acting " * 20], "top_k": 1}).json()
+    many = client.post("/v1/predict", json={"texts": ["a dreadful plot", "the film was wonderful " * 12], "top_k": 1}).json()
     assert [p["label"] for p in many["predictions"]] == ["neg", "pos"]
     assert [p["truncated"] for p in many["predictions"]] == [False, True] and len(many["predictions"][0]["top"]) == 1
 

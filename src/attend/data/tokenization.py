@@ -9,6 +9,7 @@ with. Either way the tokenizer is one ``tokenizer.json`` in the model directory.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,6 +22,23 @@ from torch import Tensor
 __all__ = ["SPECIAL_TOKENS", "TextTokenizer"]
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def _canonical_ids(tokenizer: Tokenizer) -> Tokenizer:
+    """Renumber a freshly trained vocabulary: special tokens first, then the pieces in sorted order.
+
+    The Rust trainers learn the same pieces in every process but hand out ids in hash-map order,
+    which changes from one process to the next; embedding rows are initialised by id, so without
+    this the same seed would not give the same model. Tokenisation itself does not depend on ids.
+    """
+    data = json.loads(tokenizer.to_str())
+    vocab: dict[str, int] = data["model"]["vocab"]
+    specials = [t for t in SPECIAL_TOKENS if t in vocab]
+    rest = sorted(t for t in vocab if t not in SPECIAL_TOKENS)
+    data["model"]["vocab"] = {token: i for i, token in enumerate([*specials, *rest])}
+    for added in data.get("added_tokens") or []:
+        added["id"] = data["model"]["vocab"][added["content"]]
+    return Tokenizer.from_str(json.dumps(data))
 
 
 class TextTokenizer:
@@ -90,6 +108,7 @@ class TextTokenizer:
         )
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.train_from_iterator(texts, trainer=trainer)
+        tokenizer = _canonical_ids(tokenizer)
         cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
         tokenizer.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]",
