@@ -50,7 +50,8 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
     pred = body["predictions"][0]
     assert pred["label"] == "pos" and pred["top"][0] == {"label": "pos", "probability": pred["probability"]}
     assert len(pred["top"]) == 2 and not pred["truncated"]
-    many = client.post("/v1/predict", json={"texts": ["a dreadful plot", "the film was wonderful " * 12], "top_k": 1}).json()
+    texts = ["a dreadful plot", "the film was wonderful " * 12]
+    many = client.post("/v1/predict", json={"texts": texts, "top_k": 1}).json()
     assert [p["label"] for p in many["predictions"]] == ["neg", "pos"]
     assert [p["truncated"] for p in many["predictions"]] == [False, True] and len(many["predictions"][0]["top"]) == 1
 
@@ -273,3 +274,17 @@ def test_graceful_shutdown_finishes_requests_in_flight(model_dir: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_service_mounts_the_monitor_route(model_dir: Path, tmp_path: Path) -> None:
+    db = tmp_path / "monitor.db"
+    app = create_app(load(model_dir), ServeSettings(monitor_db=str(db)))
+    events = [{"id": i, "time": f"2024-05-01T0{i}:00:00Z", "text": "a dreadful boring film"} for i in range(3)]
+    with TestClient(app) as test_client:
+        first = test_client.post("/v1/monitor/events", json=events)
+        again = test_client.post("/v1/monitor/events", json=events)
+        bad = test_client.post("/v1/monitor/events", json=[{"id": 9, "text": "no time"}])
+        assert "/v1/monitor/events" in test_client.get("/openapi.json").json()["paths"]
+    assert first.status_code == 200 and first.json()["stored"] == 3
+    assert again.json()["stored"] == 0 and again.json()["duplicates"] == 3
+    assert bad.status_code == 422 and db.is_file()

@@ -64,6 +64,9 @@ class ServeSettings:
         runtime: ``"torch"`` or ``"onnx"`` (an ONNX model directory from ``attend export``).
         quantized: Serve the int8 model (``attend quantize``).
         threads: PyTorch / ONNX Runtime intra-op threads (0: their default).
+        monitor_db: Also serve ``POST /v1/monitor/events`` into this monitor database (path or
+            SQLAlchemy URL), scoring with the served model (``attend monitor``).
+        support_index: Also serve ``POST /v1/support/ask`` from this FAQ index (``attend support``).
     """
 
     max_batch: int = 32
@@ -74,6 +77,8 @@ class ServeSettings:
     runtime: str = "torch"
     quantized: bool = False
     threads: int = 0
+    monitor_db: str | None = None
+    support_index: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_texts", "max_chars", "max_body_bytes"):
@@ -326,6 +331,14 @@ def create_app(predictor: Any, settings: ServeSettings | None = None, *, name: s
         metrics.queued.set(batcher.queued())
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    if settings.monitor_db is not None:
+        from attend.apps.monitor.router import monitor_router
+
+        app.include_router(monitor_router(settings.monitor_db, predictor))
+    if settings.support_index is not None:
+        from attend.apps.support import support_router
+
+        app.include_router(support_router(settings.support_index))
     known_paths.update(getattr(route, "path", "") for route in app.routes)
     return app
 

