@@ -321,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     from attend.apps.monitor.cli import register_cli as register_monitor
 
     register_monitor(verbs)
+    from attend.apps.support import register_cli as register_support
+
+    register_support(verbs)
 
     ds = verbs.add_parser("datasets", help="list the bundled real datasets")
     ds.add_argument("--json", action="store_true", help="print a JSON list")

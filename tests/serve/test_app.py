@@ -288,3 +288,16 @@ def test_service_mounts_the_monitor_route(model_dir: Path, tmp_path: Path) -> No
     assert first.status_code == 200 and first.json()["stored"] == 3
     assert again.json()["stored"] == 0 and again.json()["duplicates"] == 3
     assert bad.status_code == 422 and db.is_file()
+
+
+def test_service_mounts_the_support_route(model_dir: Path, tmp_path: Path) -> None:
+    from attend.apps.support import build_index
+
+    faq = Path(__file__).parents[1] / "apps" / "data" / "debian_faq_sample.csv"
+    build_index(faq, tmp_path / "index", intents=False)
+    app = create_app(load(model_dir), ServeSettings(support_index=str(tmp_path / "index")))
+    with TestClient(app) as test_client:
+        answer = test_client.post("/v1/support/ask", json={"question": "how do I install a package?"})
+        bad = test_client.post("/v1/support/ask", json={"question": "  "})
+    assert answer.status_code == 200 and answer.json()["answers"] and "handoff" in answer.json()
+    assert bad.status_code == 422

@@ -1,0 +1,233 @@
+"""FAQ answering on the real Debian FAQ: attend's MiniLM attention encoder against BM25, in one run.
+
+Data: the Debian GNU/Linux FAQ as the Debian packages ``debian-faq`` (English) and
+``debian-faq-zh-cn`` (simplified Chinese) install it, split into question/answer pairs by
+``scripts/support/debian_faq.py`` (attend's HTML FAQ parser; 153 pairs from 16 chapters in each
+language; the chapter is each pair's intent). There is no real customer-query or
+customer-intent data set offline, so queries are derived from the FAQ's own questions without
+looking at any answer (see :mod:`attend.apps.support.evaluation`): each question as written,
+and a reworded search-box form with the first two words and the final punctuation dropped.
+Only headings that are questions (end in "?") are queries; every entry stays a candidate.
+
+For each language it:
+
+1. builds the index exactly as ``attend support build`` does (timed), which also calibrates the
+   hand-off threshold on the FAQ alone and trains the intent classifier;
+2. ranks *all* answers for every query (the stored questions are not used, or a question would
+   find itself): top-1 accuracy and MRR for BM25 (``rank_bm25`` Okapi) and the encoder (the
+   index's answer score, and its two halves: answer lead only, best passage only);
+3. measures hand-off on two folds: each half of the FAQ indexed and calibrated alone, its
+   questions answerable, the other half's questions unanswerable; for the default scoring
+   (stored question + answer) and for answers only (``question_weight=0``, where an original
+   question is as new to the index as a user's);
+4. scores the intent classifier (FAQ chapter) by the build's cross-validation, beside TF-IDF +
+   logistic regression on the same folds.
+
+Nothing is tuned here: the scoring, passage size, calibration and rewording rules are fixed in
+the library, and the same settings serve both languages. all-MiniLM-L6-v2 was trained on English
+only, so the Chinese rows show what happens outside its language, not a tuned result.
+
+Usage::
+
+    apt-get install -y --no-install-recommends debian-faq debian-faq-zh-cn
+    OMP_NUM_THREADS=1 python benchmarks/support.py [--langs en,zh-cn] [--json results.json]
+
+About 4 minutes on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from attend.apps.support.evaluation import evaluate_handoff, evaluate_retrieval, question_queries  # noqa: E402
+from attend.apps.support.faq import FaqEntry, read_faq  # noqa: E402
+from attend.apps.support.index import INTENT_C, SupportIndex, build_index  # noqa: E402
+from attend.io import atomic_write_text  # noqa: E402
+
+#: Sample questions a person might type, shown with the answer, hand-off and driving words.
+EXAMPLES = {
+    "en": ["how do I find out which package a file belongs to?", "can I sell CDs with Debian on them?",
+           "what is the capital of Australia?"],
+    "zh-cn": ["如何知道某个文件属于哪个软件包？", "我可以出售 Debian 光盘吗？", "澳大利亚的首都是哪里？"],
+}  # fmt: skip
+
+
+def _debian_faq_module() -> Any:
+    spec = importlib.util.spec_from_file_location("debian_faq", ROOT / "scripts" / "support" / "debian_faq.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tfidf_intents(entries: list[FaqEntry], lang: str, folds: int, seed: int) -> float:
+    """Cross-validated accuracy of TF-IDF + logistic regression on question -> chapter, same folds."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+
+    labels = sorted({e.intent for e in entries if e.intent is not None})
+    texts = [e.question for e in entries if e.intent is not None]
+    y = [labels.index(e.intent) for e in entries if e.intent is not None]
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3)) if lang != "en" else TfidfVectorizer(
+        ngram_range=(1, 2), sublinear_tf=True)  # fmt: skip
+    model = make_pipeline(vectorizer, LogisticRegression(C=INTENT_C, max_iter=2000))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(model, texts, y, cv=splitter).mean())
+
+
+def run_language(lang: str, workdir: Path, seed: int) -> dict[str, Any]:
+    entries = _debian_faq_module().debian_faq(lang)
+    faq_file = workdir / f"debian_faq.{lang}.jsonl"
+    atomic_write_text(faq_file, "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in entries))
+    entries = read_faq(faq_file)  # exactly what the index holds
+
+    started = time.perf_counter()
+    report = build_index(faq_file, workdir / f"index.{lang}", seed=seed)
+    build_seconds = time.perf_counter() - started
+    index = SupportIndex.load(workdir / f"index.{lang}")
+    tensors = {k: index.tensors[k] for k in ("questions", "heads", "passages", "passage_entry")}
+
+    retrieval = evaluate_retrieval(entries, tensors, index.encoder)
+    handoff = {
+        "questions+answers": evaluate_handoff(entries, tensors, index.encoder, question_weight=0.5, seed=seed),
+        "answers only": evaluate_handoff(entries, tensors, index.encoder, question_weight=0.0, seed=seed),
+    }
+    intents = report["intents"]
+    tfidf = _tfidf_intents(entries, lang, intents["cv_folds"], seed) if intents and intents["cv_folds"] else None
+
+    latencies, examples = [], []
+    queries = [q for _, q, _ in question_queries(entries)][:20]
+    index.ask(queries[0])  # warm-up
+    for question in queries:
+        start = time.perf_counter()
+        index.ask(question)
+        latencies.append(time.perf_counter() - start)
+    for question in EXAMPLES.get(lang, []):
+        reply = index.ask(question, k=1)
+        examples.append({"question": question, "match": reply["answers"][0]["question"],
+                         "score": reply["answers"][0]["score"], "handoff": reply["handoff"],
+                         "words": [w["word"] for w in reply["words"][:4]]})  # fmt: skip
+    return {
+        "lang": lang,
+        "entries": len(entries),
+        "chapters": len({e.intent for e in entries}),
+        "queries": len(question_queries(entries)),
+        "passages": report["passages"],
+        "build_seconds": build_seconds,
+        "ask_seconds_median": statistics.median(latencies),
+        "threshold": report["handoff"],
+        "retrieval": retrieval,
+        "handoff": handoff,
+        "intents": {
+            "labels": len(intents["labels"]),
+            "folds": intents["cv_folds"],
+            "minilm_logreg": intents["cv_accuracy"],
+            "tfidf_logreg": tfidf,
+        }
+        if intents
+        else None,
+        "examples": examples,
+    }
+
+
+def format_language(result: dict[str, Any]) -> str:
+    r = result["retrieval"]
+    lines = [
+        f"Debian FAQ ({result['lang']}): {result['entries']} entries from {result['chapters']} chapters "
+        f"({result['passages']} answer passages), {result['queries']} question queries; "
+        f"index built in {result['build_seconds']:.1f} s, "
+        f"ask (with words) {result['ask_seconds_median'] * 1000:.0f} ms",
+        "",
+        f"retrieval of the right answer among all {result['entries']} answers (stored questions not used)",
+        f"{'method':<28}{'original':>16}{'reworded':>18}",
+        f"{'':<28}{'top-1':>8}{'MRR':>8}{'top-1':>10}{'MRR':>8}",
+    ]
+    names = {"bm25": "BM25 (Okapi)", "encoder": "MiniLM encoder (index)", "encoder_lead": "  answer lead only",
+             "encoder_passages": "  best passage only"}  # fmt: skip
+    for key, name in names.items():
+        o, w = r[key]["original"], r[key]["reworded"]
+        lines.append(f"{name:<28}{o['top1']:>8.3f}{o['mrr']:>8.3f}{w['top1']:>10.3f}{w['mrr']:>8.3f}")
+    ratio_o = r["encoder"]["original"]["mrr"] / r["bm25"]["original"]["mrr"]
+    ratio_w = r["encoder"]["reworded"]["mrr"] / r["bm25"]["reworded"]["mrr"]
+    lines.append(f"{'encoder / BM25 (MRR)':<28}{ratio_o:>15.2f}x{ratio_w:>17.2f}x")
+    lines += [
+        "",
+        "hand-off, 2 folds (each half indexed and calibrated alone; the other half's questions are unanswerable)",
+        f"{'scoring':<20}{'thresholds':>13}{'answerable original':>24}{'answerable reworded':>24}"
+        f"{'unanswerable':>14}{'all answered':>14}",
+        f"{'':<20}{'':>13}{'hand-off':>12}{'acc.':>12}{'hand-off':>12}{'acc.':>12}{'hand-off':>14}{'acc.':>14}",
+    ]
+    for name, h in result["handoff"].items():
+        o, w, u = h["answerable"]["original"], h["answerable"]["reworded"], h["unanswerable"]
+        thresholds = "/".join(f"{t:.2f}" for t in h["thresholds"])
+        lines.append(
+            f"{name:<20}{thresholds:>13}{o['handoff_rate']:>12.3f}{o['answered_accuracy']:>12.3f}"
+            f"{w['handoff_rate']:>12.3f}{w['answered_accuracy']:>12.3f}{u['handoff_rate']:>14.3f}"
+            f"{h['overall_answered_accuracy']:>14.3f}"
+        )
+    t = result["threshold"]
+    lines.append(
+        f"full index: threshold {t['threshold']:.3f} ({t['method']}; precision {t['precision']:.2f}, recall "
+        f"{t['recall']:.2f}, F1 {t['f1']:.2f} on {t['answerable_trials']} reworded + {t['unanswerable_trials']} "
+        "left-out FAQ questions)"
+    )
+    intents = result["intents"]
+    if intents:
+        lines.append(
+            f"intent = FAQ chapter ({intents['labels']} labels), {intents['folds']}-fold accuracy: MiniLM + logistic "
+            f"regression {intents['minilm_logreg']:.3f}, TF-IDF + logistic regression {intents['tfidf_logreg']:.3f}"
+        )
+    lines.append("examples:")
+    for ex in result["examples"]:
+        decision = "HAND-OFF" if ex["handoff"] else "answer"
+        lines.append(f"  {ex['question']!r} -> {decision} ({ex['score']:.2f}) {ex['match']!r}; words {ex['words']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--langs", default="en,zh-cn", help="comma-separated: en, zh-cn (default both)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of calibration, folds and CV (default 0)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--keep", help="write the JSONL files and indexes here instead of a temporary directory")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.keep) if args.keep else Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for lang in args.langs.split(","):
+            result = run_language(lang.strip(), workdir, args.seed)
+            results.append(result)
+            print(format_language(result), end="\n\n", flush=True)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(results, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(type(value).__name__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,414 @@
+"""Read an FAQ into question/answer pairs: CSV/TSV/JSONL/Parquet tables, Markdown, HTML or text.
+
+Tables give the pairs directly (columns ``question``, ``answer`` and optionally ``intent``).
+Documents have to be *split* into pairs, and FAQs are written in a few recurring shapes:
+
+* headings that ask the question, the answer being the text up to the next heading
+  (Markdown ``#`` or setext headings, HTML ``<h1>``..``<h6>``; the Debian FAQ's DocBook HTML is
+  this shape, one ``<h2>``/``<h3>`` per question);
+* definition lists ``<dt>`` question / ``<dd>`` answer, or ``<details><summary>``;
+* ``Q:`` / ``A:`` prefixed paragraphs (also ``Question:`` / ``Answer:``), in any of the above.
+
+Each document is parsed in every shape and the one that yields the most *question-like*
+pairs (ending in ``?``) wins, so a page whose answers contain definition lists, or whose
+headings are only section titles, is still split the way its author meant. Navigation,
+tables of contents and footers are skipped: they are page furniture, not answers.
+
+Nothing here imports torch, so the CLI can list and check FAQs quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from attend.data.readers import DataError
+
+__all__ = [
+    "DOCUMENT_SUFFIXES",
+    "FaqEntry",
+    "clean_question",
+    "parse_html",
+    "parse_markdown",
+    "parse_qa_text",
+    "read_faq",
+]
+
+#: Extensions read as documents to split into pairs (everything else must be a table).
+DOCUMENT_SUFFIXES = {".html": "html", ".htm": "html", ".xhtml": "html", ".md": "markdown", ".markdown": "markdown",
+                     ".txt": "text"}  # fmt: skip
+_TABLE_SUFFIXES = {".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".json", ".parquet", ".pq"}
+
+
+@dataclass(frozen=True)
+class FaqEntry:
+    """One question with its answer.
+
+    Attributes:
+        question: The question as the FAQ asks it (section numbers removed).
+        answer: The answer text; paragraphs separated by blank lines.
+        intent: The intent label, when the FAQ gives one.
+        source: Where it came from (``file:line`` for tables, ``file#n`` for documents), for messages.
+    """
+
+    question: str
+    answer: str
+    intent: str | None = None
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"question": self.question, "answer": self.answer}
+        if self.intent is not None:
+            data["intent"] = self.intent
+        if self.source:
+            data["source"] = self.source
+        return data
+
+
+# --------------------------------------------------------------------------------------------
+# Text helpers
+# --------------------------------------------------------------------------------------------
+
+# "1.2. ", "3.1.10 ", "Q3: ", "Q: " before a question: numbering, not content.
+_NUMBERING = re.compile(r"^\s*(?:(?:\d+[.)])+\d*\s*|\d+\s+(?=\D)|(?:Q(?:uestion)?\s*\d*\s*[:.)-])\s*)", re.IGNORECASE)
+_QUESTION_END = re.compile(r"[?？]\W*$")
+
+
+def clean_question(text: str) -> str:
+    """Collapse whitespace and drop leading section numbers or a ``Q:`` prefix."""
+    text = re.sub(r"\s+", " ", text).strip()
+    stripped = _NUMBERING.sub("", text, count=1).strip()
+    return stripped or text
+
+
+def _is_question(text: str) -> bool:
+    return bool(_QUESTION_END.search(text.strip()))
+
+
+def _clean_answer(text: str) -> str:
+    paragraphs = (re.sub(r"[ \t\r\f\v]+", " ", p).strip() for p in re.split(r"\n\s*\n", text))
+    return "\n\n".join(p for p in paragraphs if p)
+
+
+# --------------------------------------------------------------------------------------------
+# Q: / A: paragraphs (plain text, and inside Markdown or HTML text)
+# --------------------------------------------------------------------------------------------
+
+_QA_MARK = re.compile(
+    r"^\s*(?:[*_#>-]+\s*)*(Q|A|Question|Answer)\s*[:：]\s*(?:[*_]+\s*)?", re.IGNORECASE | re.MULTILINE
+)
+
+
+def parse_qa_text(text: str) -> list[tuple[str, str]]:
+    """Pairs from lines starting ``Q:`` and ``A:`` (``Question:``/``Answer:``, Markdown emphasis allowed).
+
+    A question runs until its ``A:``; the answer until the next ``Q:``. An ``A:`` without a
+    ``Q:`` before it is ignored (it answers nothing we can name).
+    """
+    pairs: list[tuple[str, str]] = []
+    marks = list(_QA_MARK.finditer(text))
+    question: str | None = None
+    for i, mark in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        body = text[mark.end() : end].strip().strip("*_").strip()
+        if mark.group(1).lower().startswith("q"):
+            question = clean_question(body)
+        elif question:
+            answer = _clean_answer(body)
+            if answer:
+                pairs.append((question, answer))
+            question = None
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------
+
+_ATX = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+_SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
+_BOLD_LINE = re.compile(r"^\s*(\*\*|__)(.+?)\1\s*$")
+
+
+def _markdown_sections(text: str) -> list[tuple[str, str]]:
+    """``(heading, body)`` for every ATX/setext heading, and for whole-line bold questions."""
+    lines = text.splitlines()
+    sections: list[tuple[str, list[str]]] = []
+    in_code = False
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.lstrip().startswith(("```", "~~~")):
+            in_code = not in_code
+        heading = None
+        if not in_code:
+            atx = _ATX.match(line)
+            bold = _BOLD_LINE.match(line)
+            if atx:
+                heading = atx.group(2)
+            elif i + 1 < len(lines) and line.strip() and _SETEXT.match(lines[i + 1]) and not _SETEXT.match(line):
+                heading = line
+                i += 1  # the underline
+            elif bold and _is_question(bold.group(2)):
+                heading = bold.group(2)
+        if heading is not None:
+            sections.append((clean_question(heading), []))
+        elif sections:
+            sections[-1][1].append(line)
+        i += 1
+    return [(q, "\n".join(body)) for q, body in sections]
+
+
+def _strip_markdown(text: str) -> str:
+    text = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"\1", text)  # images -> alt text
+    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)  # links -> their text
+    text = re.sub(r"(\*\*|__|`)", "", text)
+    return text
+
+
+def parse_markdown(text: str) -> list[tuple[str, str]]:
+    """Pairs from a Markdown FAQ: question headings with the text below, or ``Q:``/``A:`` lines."""
+    headed = [(q, _clean_answer(_strip_markdown(body))) for q, body in _markdown_sections(text)]
+    return _choose([[(q, a) for q, a in headed if a], parse_qa_text(_strip_markdown(text))])
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------
+
+_BLOCK_TAGS = {"p", "div", "br", "li", "ul", "ol", "tr", "table", "pre", "blockquote", "section", "article",
+               "dl", "hr", "main", "body", "td", "th", "figure", "figcaption"}  # fmt: skip
+_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+_SKIP_TAGS = {"script", "style", "head", "title", "nav", "noscript", "template", "svg", "button", "form"}
+# Page furniture by class or id: navigation, tables of contents, footers, footnote blocks.
+_SKIP_CLASS = re.compile(r"^(toc|table-of-contents|nav|navbar|navigation|nav(header|footer)|.*footer|footnotes?"
+                         r"|breadcrumbs?|sidebar|menu|skip-link)$", re.IGNORECASE)  # fmt: skip
+_VOID = {"br", "hr", "img", "meta", "link", "input", "area", "base", "col", "embed", "source", "track", "wbr"}
+
+
+class _FaqHTML(HTMLParser):
+    """Flattens HTML into a list of blocks: ``("heading", level, text)``, ``("text", text)``, ...
+
+    ``("dt", text)``/``("dd", text)`` mark definition-list items and ``<details><summary>``
+    (the summary is the question, the rest of the details the answer).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.events: list[tuple[str, int, str]] = []  # (kind, level, text)
+        self._stack: list[tuple[str, bool]] = []  # (tag, skipped)
+        self._skip_depth = 0
+        self._buffer: list[str] = []
+        self._kind: list[tuple[str, int]] = [("text", 0)]
+        self._pre = 0
+
+    def _flush(self) -> None:
+        text = "".join(self._buffer)
+        self._buffer.clear()
+        if not text.strip():
+            return
+        kind, level = self._kind[-1]
+        self.events.append((kind, level, text))
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _VOID:
+            if tag in ("br", "hr") and not self._skip_depth:
+                self._buffer.append("\n")
+            return
+        classes = " ".join(value or "" for name, value in attrs if name in ("class", "id", "role")).split()
+        skip = tag in _SKIP_TAGS or any(_SKIP_CLASS.match(c) for c in classes)
+        self._stack.append((tag, skip))
+        if skip:
+            self._skip_depth += 1
+            return
+        if self._skip_depth:
+            return
+        if tag in _HEADINGS or tag in ("dt", "dd", "summary"):
+            self._flush()
+            kind = "heading" if tag in _HEADINGS else tag
+            self._kind.append((kind, int(tag[1]) if tag in _HEADINGS else 0))
+        elif tag == "details":
+            self._flush()
+            self._kind.append(("dd", 0))  # the body of <details> after its <summary> is the answer
+        elif tag in _BLOCK_TAGS:
+            self._buffer.append("\n\n" if tag in ("p", "pre", "blockquote", "table", "ul", "ol", "dl") else "\n")
+        if tag == "pre":
+            self._pre += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _VOID:
+            return
+        # Close up to the matching tag; HTML in the wild leaves elements open.
+        for depth in range(len(self._stack) - 1, -1, -1):
+            if self._stack[depth][0] == tag:
+                break
+        else:
+            return
+        while len(self._stack) > depth:
+            open_tag, skipped = self._stack.pop()
+            if skipped:
+                self._skip_depth -= 1
+                continue
+            if self._skip_depth:
+                continue
+            if open_tag in _HEADINGS or open_tag in ("dt", "dd", "summary", "details"):
+                self._flush()
+                if len(self._kind) > 1:
+                    self._kind.pop()
+            elif open_tag in _BLOCK_TAGS:
+                self._buffer.append("\n\n" if open_tag in ("p", "pre", "blockquote", "table") else "\n")
+            if open_tag == "pre":
+                self._pre -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._skip_depth:
+            return
+        self._buffer.append(data if self._pre else re.sub(r"\s+", " ", data))
+
+    def close(self) -> None:
+        super().close()
+        self._flush()
+
+
+def _html_blocks(text: str) -> list[tuple[str, int, str]]:
+    parser = _FaqHTML()
+    parser.feed(text)
+    parser.close()
+    return parser.events
+
+
+def _heading_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]:
+    """Every heading with the text up to the next heading (sub-headings end a section too)."""
+    pairs: list[tuple[str, list[str]]] = []
+    for kind, _, text in blocks:
+        if kind == "heading":
+            pairs.append((clean_question(text), []))
+        elif pairs:
+            pairs[-1][1].append(text)
+    return [(q, a) for q, body in pairs if (a := _clean_answer("\n".join(body))) and q]
+
+
+def _list_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]:
+    """``<dt>``/``<summary>`` questions with the ``<dd>``/``<details>`` text that follows them."""
+    pairs: list[tuple[str, list[str]]] = []
+    open_answer = False
+    for kind, _, text in blocks:
+        if kind in ("dt", "summary"):
+            pairs.append((clean_question(text), []))
+            open_answer = True
+        elif kind == "dd" and pairs and open_answer:
+            pairs[-1][1].append(text)
+        elif kind == "heading":
+            open_answer = False
+    return [(q, a) for q, body in pairs if (a := _clean_answer("\n".join(body))) and q]
+
+
+def parse_html(text: str) -> list[tuple[str, str]]:
+    """Pairs from an HTML FAQ page: question headings, ``<dt>``/``<dd>``, ``<details>`` or ``Q:``/``A:``."""
+    blocks = _html_blocks(text)
+    plain = "\n".join(t for _, _, t in blocks)
+    return _choose([_heading_pairs(blocks), _list_pairs(blocks), parse_qa_text(plain)])
+
+
+def _choose(candidates: list[list[tuple[str, str]]]) -> list[tuple[str, str]]:
+    """The candidate split with the most question-like pairs (then the most pairs; earlier wins ties)."""
+    return max(candidates, key=lambda pairs: (sum(_is_question(q) for q, _ in pairs), len(pairs)), default=[])
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
+
+
+def _read_table(path: Path) -> list[FaqEntry]:
+    # The readers' row iterator gives line numbers, UTF-8 checks and JSON errors for free.
+    from attend.data.readers import _detect_format, _rows
+
+    entries: list[FaqEntry] = []
+    has_intent = False
+    for line, record in _rows(path, _detect_format(path, None)):
+        if not entries:
+            missing = [c for c in ("question", "answer") if c not in record]
+            if missing:
+                raise DataError(
+                    f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, record)) or 'none'}); "
+                    "an FAQ table needs the columns 'question' and 'answer', and may have 'intent'"
+                )
+            has_intent = "intent" in record
+        values = {}
+        for column in ("question", "answer"):
+            value = record.get(column)
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(f"{path}: line {line} has an empty {column} ({column}={value!r})")
+            values[column] = value.strip()
+        intent = None
+        if has_intent:
+            raw = record.get("intent")
+            if raw is not None and not isinstance(raw, str | int):
+                raise DataError(f"{path}: line {line} has intent={raw!r}; expected a label (text)")
+            intent = str(raw).strip() if raw is not None and str(raw).strip() else None
+        entries.append(FaqEntry(values["question"], values["answer"], intent, f"{path}:{line}"))
+    return entries
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def read_faq(path: str | os.PathLike[str]) -> list[FaqEntry]:
+    """Read an FAQ file into entries.
+
+    Tables (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``) need ``question`` and ``answer``
+    columns and may have ``intent`` (empty cells there mean "no intent" for that row).
+    Documents (``.html``, ``.md``, ``.txt``) are split into pairs as the module docstring says.
+
+    Raises:
+        DataError: No such file, an empty file, a missing column, an empty question or answer
+            (naming the line), text that is not UTF-8, or a document with no Q/A structure.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such FAQ file")
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; give one FAQ file (CSV/TSV/JSONL/Parquet, Markdown or HTML)")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty")
+    suffix = path.suffix.lower()
+    if suffix in _TABLE_SUFFIXES:
+        entries = _read_table(path)
+    elif suffix in DOCUMENT_SUFFIXES:
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise DataError(f"{path}: line {line} is not valid UTF-8; re-save the file as UTF-8") from None
+        kind = DOCUMENT_SUFFIXES[suffix]
+        if kind == "html":
+            pairs = parse_html(text)
+        elif kind == "markdown":
+            pairs = parse_markdown(text)
+        else:
+            pairs = parse_qa_text(text)
+        entries = [FaqEntry(q, a, None, f"{path}#{i + 1}") for i, (q, a) in enumerate(pairs)]
+        if not entries:
+            hint = {
+                "html": "question headings, <dt>/<dd> pairs or Q:/A: paragraphs",
+                "markdown": "# question headings or Q:/A: lines",
+                "text": "lines starting Q: and A:",
+            }[kind]
+            raise DataError(f"{path}: found no question/answer pairs; an FAQ {kind} file needs {hint}")
+    else:
+        raise DataError(
+            f"{path}: cannot tell the FAQ format from the extension {path.suffix!r}; use .csv, .tsv, .jsonl, "
+            ".parquet, .md, .html or .txt"
+        )
+    if not entries:
+        raise DataError(f"{path} has a header but no rows")
+    return entries

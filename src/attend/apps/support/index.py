@@ -1,0 +1,567 @@
+"""Build an FAQ index and answer questions from it, handing off to a person when unsure.
+
+An index is a directory of safetensors and JSON only (never pickle, so opening one cannot run
+code):
+
+* ``embeddings.safetensors``: unit vectors of every question (``questions (N, E)``), of every
+  answer's first tokens (``heads (N, E)``) and of its passages (``passages (P, E)`` with
+  ``passage_entry (P,)``), and the intent classifier (``intent_weight (C, E)``,
+  ``intent_bias (C,)``) when the FAQ has intents;
+* ``entries.json``: the questions, answers and intents, in FAQ order;
+* ``config.json`` (written last): the encoder (name or model directory, weights hash), the
+  scoring weights, the hand-off threshold with how it was derived, the intent labels, and the
+  SHA-256 of the other two files, so a directory whose files do not belong together is refused.
+
+Scoring. ``score(q, i) = w * cos(q, question_i) + (1 - w) * answer_i(q)`` with
+``answer_i(q) = (cos(q, head_i) + max_p cos(q, passage_p)) / 2``: the stored question is the
+strongest evidence when the user asks it in similar words (``w`` = ``question_weight``, 0.5 by
+default); the answer catches questions asked in other words. An answer is represented by its
+lead (its first 256 tokens, where FAQ answers put the direct answer) *and* its best passage
+(MaxP, for details further down): each alone misses what the other catches.
+
+Hand-off threshold, calibrated on the FAQ itself (no user queries needed) by held-out
+self-retrieval:
+
+* *answerable* trials: each question with a seeded third of its words deleted (at least one
+  word kept), searched against the whole index; correct when its own entry ranks first;
+* *unanswerable* trials: each question searched against the index *without its own entry*
+  (leave-one-out): an on-topic question this FAQ cannot answer, the hard case for hand-off.
+
+The threshold maximises F1 of "answered and correct" over all trials (or, with
+``target_precision``, is the lowest one whose answered trials are at least that precise), and
+sits midway between the last answered score and the next one below it. The trial counts,
+precision, recall and F1 at the threshold are stored in ``config.json`` with it.
+
+Intents. With an ``intent`` column, a multinomial logistic regression on the same frozen
+MiniLM question embeddings: FAQ intents have a handful of questions each, too few to fine-tune
+a 22M-parameter encoder (or to train one from scratch), while a linear model on pretrained
+sentence embeddings is the standard few-shot intent baseline, trains in well under a second on
+CPU and costs nothing at query time (the query is embedded for retrieval anyway).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from attend import __version__
+from attend.apps.support.encoder import PACKAGE_MODEL, SentenceEncoder, load_encoder
+from attend.apps.support.faq import FaqEntry, read_faq
+from attend.data.readers import DataError
+from attend.io import PICKLE_SUFFIXES, ModelDirError, atomic_write_json, sha256_file
+
+__all__ = [
+    "INDEX_FORMAT",
+    "SupportIndex",
+    "ask",
+    "best_passage_scores",
+    "build_index",
+    "calibrate_threshold",
+    "drop_words",
+    "embed_entries",
+    "entry_scores",
+    "self_retrieval",
+]
+
+#: ``config.json`` "format" of a support index.
+INDEX_FORMAT = "attend-support-index"
+_FILES = ("config.json", "entries.json", "embeddings.safetensors")
+#: Share of a question's words deleted to make an answerable calibration query.
+DROP_FRACTION = 1 / 3
+#: Inverse regularisation of the intent logistic regression. Features are unit vectors in 384
+#: dimensions, so separating weights must be large; C=1 (sklearn's default) would leave every
+#: probability near uniform.
+INTENT_C = 10.0
+
+_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|[^\s\u3040-\u30ff"
+                    r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------
+
+
+def best_passage_scores(queries: Tensor, passages: Tensor, passage_entry: Tensor, entries: int) -> Tensor:
+    """``(M, N)``: each query's best cosine over each entry's passages (MaxP)."""
+    m = queries.shape[0]
+    best = torch.full((m, entries), -2.0, dtype=queries.dtype)  # below any cosine
+    return best.scatter_reduce(1, passage_entry.expand(m, -1), queries @ passages.T, reduce="amax", include_self=True)
+
+
+def entry_scores(
+    queries: Tensor,
+    questions: Tensor,
+    heads: Tensor,
+    passages: Tensor,
+    passage_entry: Tensor,
+    question_weight: float,
+) -> Tensor:
+    """``(M, N)`` scores of ``M`` query vectors against ``N`` entries (see the module docstring).
+
+    Args:
+        queries: ``(M, E)`` unit vectors.
+        questions: ``(N, E)`` question vectors.
+        heads: ``(N, E)`` answer-lead vectors.
+        passages: ``(P, E)`` passage vectors.
+        passage_entry: ``(P,)`` the entry each passage belongs to (every entry has at least one).
+        question_weight: ``w`` in ``w * question + (1 - w) * answer``.
+    """
+    best_passage = best_passage_scores(queries, passages, passage_entry, questions.shape[0])  # (M, N)
+    answer = 0.5 * (queries @ heads.T + best_passage)  # (M, N)
+    return question_weight * (queries @ questions.T) + (1.0 - question_weight) * answer
+
+
+def drop_words(text: str, rng: random.Random, fraction: float = DROP_FRACTION) -> str:
+    """Delete ``fraction`` of the words of ``text`` at random (CJK characters count as words).
+
+    At least one word is kept, and at least one deleted when there are two or more: a reworded
+    question that shares most but not all of its words with the original.
+    """
+    words = _TOKEN.findall(text)
+    if len(words) < 2:
+        return text
+    drop = min(len(words) - 1, max(1, round(len(words) * fraction)))
+    gone = set(rng.sample(range(len(words)), drop))
+    kept = [w for i, w in enumerate(words) if i not in gone]
+    joined = " ".join(kept)
+    return re.sub(r"(?<=[\u3400-\u9fff]) (?=[\u3400-\u9fff])", "", joined)  # no spaces inside CJK runs
+
+
+# --------------------------------------------------------------------------------------------
+# Hand-off calibration
+# --------------------------------------------------------------------------------------------
+
+
+def calibrate_threshold(
+    scores: np.ndarray, correct: np.ndarray, *, target_precision: float | None = None
+) -> dict[str, Any]:
+    """The score threshold below which to hand off, from trials with known outcomes.
+
+    Args:
+        scores: Best-match score of each trial.
+        correct: Whether each trial's best match was right (unanswerable trials: always False).
+        target_precision: Instead of maximising F1, the lowest threshold whose answered trials
+            are at least this precise.
+
+    Returns:
+        ``threshold`` plus ``precision``, ``recall``, ``f1`` of answering at it, and ``method``.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    correct = np.asarray(correct, dtype=bool)
+    if scores.shape != correct.shape or scores.ndim != 1 or not len(scores):
+        raise ValueError("calibration needs one score and one outcome per trial")
+    if target_precision is not None and not 0.0 < target_precision <= 1.0:
+        raise ValueError(f"target_precision={target_precision} must be in (0, 1]")
+    method = "max_f1" if target_precision is None else f"precision>={target_precision:g}"
+    positives = int(correct.sum())
+    if positives == 0:
+        return {"threshold": float(scores.max()) + 1e-6, "precision": 0.0, "recall": 0.0, "f1": 0.0,
+                "method": method, "note": "no trial was answered correctly: everything is handed off"}  # fmt: skip
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], correct[order]
+    # Cut only between distinct scores: tied trials are answered or handed off together.
+    last_of_tie = np.r_[ranked[1:] != ranked[:-1], True]
+    cuts = np.flatnonzero(last_of_tie)
+    tp = np.cumsum(hits)[cuts]
+    answered = cuts + 1
+    precision = tp / answered
+    recall = tp / positives
+    f1 = np.where(tp > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    if target_precision is None:
+        best = int(np.argmax(f1))
+    else:
+        ok = np.flatnonzero(precision >= target_precision - 1e-12)
+        if not len(ok):
+            return {"threshold": float(ranked[0]) + 1e-6, "precision": 0.0, "recall": 0.0, "f1": 0.0,
+                    "method": method, "note": f"no threshold reaches precision {target_precision:g}: "
+                    "everything is handed off"}  # fmt: skip
+        best = int(ok[-1])
+    cut = cuts[best]
+    below = ranked[cut + 1] if cut + 1 < len(ranked) else None
+    threshold = float(ranked[cut]) if below is None else float((ranked[cut] + below) / 2)
+    return {"threshold": threshold, "precision": float(precision[best]), "recall": float(recall[best]),
+            "f1": float(f1[best]), "method": method}  # fmt: skip
+
+
+def self_retrieval(
+    encoder: SentenceEncoder, entries: Sequence[FaqEntry], tensors: dict[str, Tensor], question_weight: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:  # fmt: skip
+    """``(scores, correct, counts)`` of the answerable and unanswerable calibration trials."""
+    n = len(entries)
+    rng = random.Random(seed)
+    reworded = [drop_words(e.question, rng) for e in entries]
+    answerable = entry_scores(encoder.embed(reworded), tensors["questions"], tensors["heads"],
+                              tensors["passages"], tensors["passage_entry"], question_weight)  # fmt: skip
+    best = answerable.max(1)
+    scores = [best.values]
+    correct = [best.indices == torch.arange(n)]
+    unanswerable = 0
+    if n > 1:
+        own = entry_scores(tensors["questions"], tensors["questions"], tensors["heads"], tensors["passages"],
+                           tensors["passage_entry"], question_weight)  # fmt: skip
+        own.fill_diagonal_(float("-inf"))  # leave-one-out: the entry that answers it is gone
+        scores.append(own.max(1).values)
+        correct.append(torch.zeros(n, dtype=torch.bool))
+        unanswerable = n
+    counts = {"answerable_trials": n, "answerable_correct": int(correct[0].sum()), "unanswerable_trials": unanswerable}
+    return torch.cat(scores).numpy(), torch.cat(correct).numpy(), counts
+
+
+# --------------------------------------------------------------------------------------------
+# Intents
+# --------------------------------------------------------------------------------------------
+
+
+def _train_intents(
+    entries: Sequence[FaqEntry], questions: Tensor, seed: int, source: str
+) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
+    """Logistic regression from question vectors to intents, with its cross-validated accuracy."""
+    labelled = [i for i, e in enumerate(entries) if e.intent is not None]
+    if not labelled:
+        return None
+    counts = Counter(entries[i].intent for i in labelled)
+    if len(counts) < 2:
+        raise DataError(
+            f"{source}: the intent column has only one label {next(iter(counts))!r}; an intent classifier needs at "
+            "least two (add intents, or build without intents)"
+        )
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    labels = sorted(counts)  # type: ignore[type-var]
+    x = questions[labelled].numpy()
+    y = np.array([labels.index(entries[i].intent) for i in labelled])  # type: ignore[arg-type]
+    classifier = LogisticRegression(C=INTENT_C, max_iter=2000)
+    folds = min(5, min(counts.values()))
+    accuracy = None
+    if folds >= 2:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        accuracy = float(cross_val_score(classifier, x, y, cv=splitter).mean())
+    classifier.fit(x, y)
+    weight = torch.tensor(classifier.coef_, dtype=torch.float32)
+    bias = torch.tensor(classifier.intercept_, dtype=torch.float32)
+    if len(labels) == 2:  # sklearn keeps one row for two classes: p(1) = sigmoid(w.x + b) = softmax([0, w.x + b])
+        weight = torch.cat([torch.zeros_like(weight), weight])
+        bias = torch.cat([torch.zeros_like(bias), bias])
+    info = {
+        "labels": labels,
+        "examples": len(labelled),
+        "unlabelled": len(entries) - len(labelled),
+        "cv_accuracy": accuracy,
+        "cv_folds": folds if folds >= 2 else 0,
+        "method": f"logistic regression (C={INTENT_C:g}) on frozen MiniLM question embeddings",
+    }
+    return {"intent_weight": weight, "intent_bias": bias}, info
+
+
+# --------------------------------------------------------------------------------------------
+# Build
+# --------------------------------------------------------------------------------------------
+
+
+def embed_entries(
+    encoder: SentenceEncoder, entries: Sequence[FaqEntry], *, batch_size: int = 32, progress: bool = False
+) -> dict[str, Tensor]:
+    """Question, answer-lead and passage vectors of every entry (the index's tensors, intents aside)."""
+    passages: list[str] = []
+    owners: list[int] = []
+    for i, entry in enumerate(entries):
+        pieces = encoder.passages(entry.answer) or [entry.answer]
+        passages.extend(pieces)
+        owners.extend([i] * len(pieces))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=2 * len(entries) + len(passages), desc="embedding FAQ", unit="text")
+    step = bar.update if bar is not None else None
+    try:
+        return {
+            "questions": encoder.embed([e.question for e in entries], batch_size=batch_size, progress=step),
+            "heads": encoder.embed([e.answer for e in entries], batch_size=batch_size, progress=step),
+            "passages": encoder.embed(passages, batch_size=batch_size, progress=step),
+            "passage_entry": torch.tensor(owners, dtype=torch.long),
+        }
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _prepare_out(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} is a file; --out must be a directory for the index")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in _FILES and not p.name.startswith("."))
+    if foreign:
+        raise ValueError(
+            f"{out_dir} already holds other files ({', '.join(foreign[:5])}); choose an empty or new directory "
+            "for the index (an existing index there is replaced)"
+        )
+
+
+def build_index(
+    faq_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    model: str | os.PathLike[str] = PACKAGE_MODEL,
+    intents: bool = True,
+    question_weight: float = 0.5,
+    target_precision: float | None = None,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Embed an FAQ, calibrate the hand-off threshold, train the intent classifier, write the index.
+
+    Args:
+        faq_path: CSV/TSV/JSONL/Parquet with ``question``, ``answer`` (and optional ``intent``)
+            columns, or a Markdown/HTML/text FAQ (see :func:`attend.apps.support.faq.read_faq`).
+        out_dir: The index directory (created; an index already there is replaced file by file,
+            each file written atomically; other files there are an error).
+        model: ``"minilm"`` for the pretrained encoder, or a fine-tuned attend minilm model directory
+            (the index records its path and weights hash, and refuses to run if they change).
+        intents: Train an intent classifier when the FAQ has an ``intent`` column.
+        question_weight: Weight of the stored question in an entry's score (the rest is the answer's).
+        target_precision: Calibrate the threshold for this precision instead of the best F1.
+        seed: Seeds the calibration rewordings and the intent cross-validation.
+        batch_size: Texts per encoder call.
+        progress: Show a progress bar while embedding.
+
+    Returns:
+        A JSON-ready report: counts, the threshold and its calibration, intents, timings.
+
+    Raises:
+        DataError: A bad FAQ file (naming file, line and field).
+        ModelDirError: A bad ``model`` directory.
+        ValueError: Bad options, or an ``out_dir`` that is a file or holds other files.
+    """
+    started = time.perf_counter()
+    if not 0.0 <= question_weight <= 1.0:
+        raise ValueError(f"question_weight={question_weight} must be in [0, 1]")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    if target_precision is not None and not 0.0 < target_precision <= 1.0:
+        raise ValueError(f"target_precision={target_precision} must be in (0, 1]")
+    entries = read_faq(faq_path)
+    out = Path(out_dir)
+    _prepare_out(out)
+    encoder = load_encoder(model)
+
+    tensors = embed_entries(encoder, entries, batch_size=batch_size, progress=progress)
+    n_passages = int(tensors["passage_entry"].shape[0])
+
+    scores, correct, counts = self_retrieval(encoder, entries, tensors, question_weight, seed)
+    handoff = calibrate_threshold(scores, correct, target_precision=target_precision) | counts
+    intent_info = None
+    if intents:
+        trained = _train_intents(entries, tensors["questions"], seed, str(faq_path))
+        if trained is not None:
+            intent_tensors, intent_info = trained
+            tensors |= intent_tensors
+
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / ".embeddings.safetensors.tmp"))
+    os.replace(out / ".embeddings.safetensors.tmp", out / "embeddings.safetensors")
+    atomic_write_json(out / "entries.json", [e.to_dict() for e in entries])
+    config = {
+        "format": INDEX_FORMAT,
+        "format_version": 1,
+        "attend_version": __version__,
+        "faq": str(faq_path),
+        "entries": len(entries),
+        "passages": n_passages,
+        "encoder": encoder.describe(),
+        "question_weight": question_weight,
+        "handoff": handoff,
+        "intents": intent_info,
+        "seed": seed,
+        "sha256": {name: sha256_file(out / name) for name in ("entries.json", "embeddings.safetensors")},
+    }
+    atomic_write_json(out / "config.json", config)  # last: its hashes vouch for the other two files
+    return {"index_dir": str(out), **{k: v for k, v in config.items() if k != "sha256"},
+            "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Load and ask
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SupportIndex:
+    """A loaded index: entries, vectors, threshold, intents and the encoder that made them.
+
+    Load once with :meth:`load` and call :meth:`ask` per question (the service does this).
+    """
+
+    path: Path
+    config: dict[str, Any]
+    entries: list[dict[str, Any]]
+    tensors: dict[str, Tensor]
+    encoder: SentenceEncoder
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SupportIndex:
+        """Open an index directory, refusing pickles and files that do not belong together.
+
+        Raises:
+            ModelDirError: Missing directory or file, a pickle-format file, invalid JSON, a hash
+                mismatch, or an encoder whose weights changed since the index was built.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise ModelDirError(f"{path}: no such support index directory (build one with `attend support build`)")
+        unsafe = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+        if unsafe:
+            raise ModelDirError(
+                f"{path} contains pickle-format file(s) {unsafe}: refusing to open an index that could run code; "
+                "support indexes are safetensors + JSON only"
+            )
+        for name in _FILES:
+            if not (path / name).is_file():
+                raise ModelDirError(f"{path} is not a complete support index: {name} is missing")
+        config = _read_json(path / "config.json")
+        if not isinstance(config, dict) or config.get("format") != INDEX_FORMAT:
+            raise ModelDirError(f"{path / 'config.json'} is not a support index config (format != {INDEX_FORMAT!r})")
+        for name, digest in config.get("sha256", {}).items():
+            if sha256_file(path / name) != digest:
+                raise ModelDirError(
+                    f"{path / name} does not match the hash in config.json: the index is corrupt or its files come "
+                    "from different builds; rebuild it"
+                )
+        entries = _read_json(path / "entries.json")
+        try:
+            tensors = load_file(str(path / "embeddings.safetensors"))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelDirError(f"{path / 'embeddings.safetensors'} is corrupt ({exc})") from None
+        missing = [k for k in ("questions", "heads", "passages", "passage_entry") if k not in tensors]
+        count = tensors["questions"].shape[0] if "questions" in tensors else -1
+        if missing or not isinstance(entries, list) or len(entries) != count:
+            raise ModelDirError(f"{path}: embeddings.safetensors and entries.json do not match (missing {missing})")
+        recorded = config.get("encoder", {})
+        encoder = load_encoder(recorded.get("model", PACKAGE_MODEL))
+        if recorded.get("weights_sha256") and recorded["weights_sha256"] != encoder.weights_sha256:
+            raise ModelDirError(
+                f"{path} was built with encoder weights {recorded['weights_sha256'][:12]}… but {encoder.source} now "
+                f"has {encoder.weights_sha256[:12]}…; rebuild the index with the current encoder"
+            )
+        return cls(path=path, config=config, entries=entries, tensors=tensors, encoder=encoder)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config["handoff"]["threshold"])
+
+    @property
+    def intent_labels(self) -> list[str]:
+        info = self.config.get("intents") or {}
+        return list(info.get("labels", [])) if "intent_weight" in self.tensors else []
+
+    def scores(self, queries: Tensor) -> Tensor:
+        """``(M, N)`` entry scores of query vectors (see :func:`entry_scores`)."""
+        t = self.tensors
+        return entry_scores(queries, t["questions"], t["heads"], t["passages"], t["passage_entry"],
+                            float(self.config["question_weight"]))  # fmt: skip
+
+    def ask(self, question: str, *, k: int = 3, explain: bool = True) -> dict[str, Any]:
+        """Answer one question: ranked answers, intent, the words that drove the match, hand-off.
+
+        Args:
+            question: The customer's question.
+            k: How many answers to rank (at most the number of entries).
+            explain: Compute ``words`` (one backward pass through the encoder).
+
+        Returns:
+            JSON-ready: ``question``, ``answers`` (``question``, ``answer``, ``score``, best first,
+            plus ``intent`` when the FAQ has one), ``intent`` (``label`` and ``probability``, or
+            None), ``words`` (``word``, ``start``, ``end``, ``weight``, most important first),
+            ``handoff``, ``reason``, ``threshold``, ``truncated``.
+
+        Raises:
+            ValueError: An empty question or a bad ``k``.
+        """
+        if not isinstance(question, str):
+            raise ValueError(f"question is {type(question).__name__} {question!r}, expected a string")
+        if not question.strip():
+            raise ValueError("question is empty")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k={k!r} must be a positive integer")
+        vector = self.encoder.embed([question])  # (1, E)
+        scores = self.scores(vector)[0]  # (N,)
+        top = torch.topk(scores, min(k, len(self.entries)))
+        answers = []
+        for score, i in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            entry = self.entries[i]
+            item = {"question": entry["question"], "answer": entry["answer"], "score": round(float(score), 4)}
+            if entry.get("intent") is not None:
+                item["intent"] = entry["intent"]
+            answers.append(item)
+        best_score, best = float(top.values[0]), int(top.indices[0])
+        handoff = best_score < self.threshold
+        relation = "below" if handoff else "at or above"
+        reason = f"best match score {best_score:.2f} {relation} threshold {self.threshold:.2f}"
+        words: list[dict[str, Any]] = []
+        truncated = False
+        if explain:
+            found, truncated = self.encoder.explain(question, self._score_of(best))
+            words = [w.to_dict() for w in found]
+        return {
+            "question": question,
+            "answers": answers,
+            "intent": self._intent(vector),
+            "words": words,
+            "handoff": handoff,
+            "reason": reason,
+            "threshold": round(self.threshold, 4),
+            "truncated": truncated,
+        }
+
+    def _score_of(self, entry: int) -> Any:
+        """The differentiable score of one entry as a function of the query vector ``(E,)``."""
+        t = self.tensors
+        weight = float(self.config["question_weight"])
+        mine = t["passages"][t["passage_entry"] == entry]
+
+        def score(vector: Tensor) -> Tensor:
+            answer = 0.5 * (vector @ t["heads"][entry] + (mine @ vector).max())
+            return weight * (vector @ t["questions"][entry]) + (1.0 - weight) * answer
+
+        return score
+
+    def _intent(self, vector: Tensor) -> dict[str, Any] | None:
+        labels = self.intent_labels
+        if not labels:
+            return None
+        probs = torch.softmax(vector @ self.tensors["intent_weight"].T + self.tensors["intent_bias"], -1)[0]
+        best = int(probs.argmax())
+        return {"label": labels[best], "probability": round(float(probs[best]), 4)}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelDirError(f"{path} is not valid JSON ({exc})") from None
+
+
+def ask(index_dir: str | os.PathLike[str] | SupportIndex, question: str, *, k: int = 3) -> dict[str, Any]:
+    """Answer ``question`` from the index in ``index_dir`` (see :meth:`SupportIndex.ask`).
+
+    Opening the index is the slow part (the encoder); a service keeps a :class:`SupportIndex`.
+    """
+    index = index_dir if isinstance(index_dir, SupportIndex) else SupportIndex.load(index_dir)
+    return index.ask(question, k=k)

@@ -1,0 +1,92 @@
+"""``POST /v1/support/ask``: the FAQ answerer as a FastAPI router to mount in attend's service.
+
+The index (and its encoder) is opened once, when the router is made, so a bad or pickle-bearing
+index fails at start-up, not on the first request. Bodies are validated by pydantic (unknown
+fields, an empty or blank question, a question over ``max_chars``, ``k`` out of range: 422);
+errors from the library that a caller can fix are 422 too, never 5xx. The handler is a plain
+``def``: FastAPI runs it in a worker thread, where the encoder's forward and backward passes do
+not block the event loop (the attention capture is scoped per thread).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from attend.apps.support.index import SupportIndex
+
+__all__ = ["AskRequest", "AskResponse", "support_router"]
+
+#: Longest question accepted, in characters (the encoder reads at most 256 tokens anyway).
+MAX_QUESTION_CHARS = 4000
+#: Most answers one request may rank.
+MAX_K = 50
+
+
+class AskRequest(BaseModel):
+    """A customer's question."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="The question to answer.")
+    k: int = Field(default=3, ge=1, le=MAX_K, description="How many FAQ answers to rank, best first.")
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("question is blank")
+        return value
+
+
+class Answer(BaseModel):
+    question: str
+    answer: str
+    score: float
+    intent: str | None = None
+
+
+class Intent(BaseModel):
+    label: str
+    probability: float
+
+
+class Word(BaseModel):
+    word: str
+    start: int
+    end: int
+    weight: float
+
+
+class AskResponse(BaseModel):
+    question: str
+    answers: list[Answer] = Field(description="FAQ entries ranked by match score, best first.")
+    intent: Intent | None = Field(description="The question's intent, when the FAQ has intents.")
+    words: list[Word] = Field(description="The question's words by how much they drove the best match.")
+    handoff: bool = Field(description="True: the best match is below the calibrated threshold; ask a person.")
+    reason: str
+    threshold: float
+    truncated: bool
+
+
+def support_router(index_dir: str | os.PathLike[str] | SupportIndex, *, prefix: str = "/v1/support") -> APIRouter:
+    """A router answering ``POST {prefix}/ask`` from the index in ``index_dir``.
+
+    Raises:
+        ModelDirError: The index is missing, incomplete, corrupt or holds a pickle (at start-up).
+    """
+    index = index_dir if isinstance(index_dir, SupportIndex) else SupportIndex.load(index_dir)
+    router = APIRouter(prefix=prefix, tags=["support"])
+
+    @router.post("/ask", response_model=AskResponse, responses={422: {"description": "invalid question or k"}})
+    def ask_route(body: AskRequest) -> Any:
+        """Answer a question from the FAQ, with the words that drove the match; hand off when unsure."""
+        try:
+            return index.ask(body.question, k=body.k)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+
+    return router

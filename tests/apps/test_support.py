@@ -1,0 +1,305 @@
+"""`attend support`: FAQ parsing, index build, answers with hand-off, CLI, router and evaluation.
+
+End to end on a 15-question sample of the real Debian FAQ (tests/apps/data/debian_faq_sample.csv,
+licence beside it) with the pretrained MiniLM; one index is built per module (a few seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from attend.apps.support import SupportIndex, ask, build_index, read_faq, register_cli, support_router
+from attend.apps.support.evaluation import (
+    bm25_tokens,
+    evaluate_handoff,
+    evaluate_retrieval,
+    ranks,
+    reword_question,
+)
+from attend.apps.support.faq import parse_html, parse_markdown, parse_qa_text
+from attend.apps.support.index import calibrate_threshold, drop_words, embed_entries
+from attend.data.readers import DataError
+from attend.io import ModelDirError
+
+SAMPLE = Path(__file__).parent / "data" / "debian_faq_sample.csv"
+DEBIAN_CHAPTER = Path("/usr/share/doc/debian/FAQ/pkgtools.en.html")
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("support") / "index"
+    build_index(SAMPLE, out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def index(index_dir: Path) -> SupportIndex:
+    return SupportIndex.load(index_dir)
+
+
+# --- reading FAQs ----------------------------------------------------------------------------
+
+DOCBOOK_PAGE = """<html><head><title>Chapter 8. Tools</title></head><body>
+<div class="navheader"><table><tr><th>Chapter 8. Tools</th></tr>
+<tr><td><a href="p.html">Prev</a></td></tr></table></div>
+<div class="chapter"><h1 class="title">Chapter 8. The package management tools</h1>
+<div class="toc"><p><b>Table of Contents</b></p><dl class="toc"><dt><a href="#a">8.1. What is dpkg?</a></dt>
+<dt><a href="#b">8.2. How do I list files?</a></dt></dl></div>
+<div class="section"><h2 class="title"><a id="a"></a>8.1. What is dpkg?</h2>
+<p>dpkg is the <strong>main</strong> package management program.</p>
+<dl><dt>dpkg -i</dt><dd>installs a package</dd></dl></div>
+<div class="section"><h3 class="title">8.1.1. Can I undo &amp; retry?</h3><p>Yes, run it again.</p></div>
+<div class="section"><h2 class="title">8.2. How do I list files?</h2><p>Use <code>dpkg -L foo</code>.</p>
+<pre>dpkg -L foo
+dpkg -S bar</pre></div></div>
+<div class="footnotes"><p>[1] a footnote</p></div>
+<div class="navfooter"><a href="n.html">Next</a> Chapter 9. Keeping up to date</div></body></html>"""
+
+
+def test_html_headings_split_like_the_debian_faq() -> None:
+    pairs = parse_html(DOCBOOK_PAGE)
+    assert [q for q, _ in pairs] == ["What is dpkg?", "Can I undo & retry?", "How do I list files?"]
+    dpkg, undo, files = (a for _, a in pairs)
+    assert "main package management program" in dpkg and "dpkg -i" in dpkg and "installs a package" in dpkg
+    assert undo == "Yes, run it again."
+    assert "dpkg -L foo\ndpkg -S bar" in files  # <pre> keeps its lines
+    everything = " ".join(a for _, a in pairs)
+    for furniture in ("Prev", "Next", "Table of Contents", "footnote", "Chapter 9"):
+        assert furniture not in everything
+
+
+def test_html_definition_lists_details_and_markdown_and_text() -> None:
+    page = ("<h1>Help centre</h1><dl><dt>How do I pay?</dt><dd>By card.</dd><dt>Can I get a refund?</dt>"
+            "<dd><p>Yes, within 30 days.</p></dd></dl>")  # fmt: skip
+    assert parse_html(page) == [("How do I pay?", "By card."), ("Can I get a refund?", "Yes, within 30 days.")]
+    details = "<details><summary>Is it free?</summary><p>Yes.</p></details><details><summary>Where?</summary>Here"
+    assert parse_html(details) == [("Is it free?", "Yes."), ("Where?", "Here")]
+    markdown = "# FAQ\n\n## 1. How do I pay?\n\nBy **card** or [cash](x.html).\n\nSetext?\n-------\nAnswer two.\n"
+    assert parse_markdown(markdown)[-2:] == [("How do I pay?", "By card or cash."), ("Setext?", "Answer two.")]
+    text = "Q: How do I pay?\nA: By card.\n\nQ: Can I return it?\nA: Yes,\nwithin 30 days.\n"
+    assert parse_qa_text(text) == [("How do I pay?", "By card."), ("Can I return it?", "Yes,\nwithin 30 days.")]
+
+
+def test_real_debian_faq_chapter() -> None:
+    assert DEBIAN_CHAPTER.is_file(), "Debian package debian-faq is not installed (make install installs it)"
+    entries = read_faq(DEBIAN_CHAPTER)
+    questions = [e.question for e in entries]
+    assert "How do I display the files of an installed package?" in questions
+    assert "dpkg" in questions and len(entries) >= 10
+    shown = next(e.answer for e in entries if e.question.startswith("How do I display the files"))
+    assert "dpkg --listfiles" in shown and "Next" not in shown and "Chapter 9" not in shown
+
+
+def test_bad_faq_files_are_clear_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        read_faq(empty)
+    no_answer = tmp_path / "faq.csv"
+    no_answer.write_text("question,reply\nHow?,Like this\n")
+    with pytest.raises(DataError, match=r"faq.csv has no column 'answer' \(columns: question, reply\)"):
+        read_faq(no_answer)
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text('{"question": "How?", "answer": "So."}\n{"question": "Why?", "answer": "  "}\n')
+    with pytest.raises(DataError, match=r"blank\.jsonl: line 2 has an empty answer"):
+        read_faq(blank)
+    headless = tmp_path / "faq.md"
+    headless.write_text("Just some prose, no questions here.\n")
+    with pytest.raises(DataError, match="no question/answer pairs"):
+        read_faq(headless)
+    with pytest.raises(DataError, match="no such FAQ file"):
+        build_index(tmp_path / "missing.csv", tmp_path / "out")
+    with pytest.raises(DataError, match="is a directory"):
+        read_faq(tmp_path)
+    docx = tmp_path / "faq.docx"
+    docx.write_text("x")
+    with pytest.raises(DataError, match=r"extension '\.docx'"):
+        read_faq(docx)
+
+
+# --- build and ask ---------------------------------------------------------------------------
+
+
+def test_index_is_safetensors_and_json_with_a_calibrated_threshold(index_dir: Path, index: SupportIndex) -> None:
+    assert sorted(p.name for p in index_dir.iterdir()) == ["config.json", "embeddings.safetensors", "entries.json"]
+    config = json.loads((index_dir / "config.json").read_text())
+    handoff = config["handoff"]
+    assert 0.0 < handoff["threshold"] < 1.0 and handoff["method"] == "max_f1"
+    assert handoff["answerable_trials"] == handoff["unanswerable_trials"] == 15
+    assert config["intents"]["labels"] == ["customizing", "pkg-basics", "pkgtools", "support", "uptodate"]
+    assert len(index.entries) == 15 and index.threshold == handoff["threshold"]
+
+
+def test_paraphrase_gets_the_right_answer_with_words_and_intent(index: SupportIndex) -> None:
+    reply = index.ask("change the default paper size to A4", k=3)
+    json.dumps(reply)  # JSON-ready
+    best = reply["answers"][0]
+    assert best["question"] == "How can I ensure that all programs use the same paper size?"
+    assert "libpaper1" in best["answer"] and len(reply["answers"]) == 3
+    assert [a["score"] for a in reply["answers"]] == sorted((a["score"] for a in reply["answers"]), reverse=True)
+    assert reply["handoff"] is False and "at or above threshold" in reply["reason"]
+    assert reply["intent"]["label"] == "customizing" and 0.0 < reply["intent"]["probability"] <= 1.0
+    words = reply["words"]
+    assert abs(sum(w["weight"] for w in words) - 1.0) < 1e-3
+    assert {w["word"] for w in words[:3]} & {"paper", "size"}  # the words that carry the match lead
+    for w in words:  # offsets point into the user's own text
+        assert "change the default paper size to A4"[w["start"] : w["end"]] == w["word"]
+
+    other = ask(index, "can updates be installed automatically every night?", k=1)
+    assert other["answers"][0]["question"] == "Can I automatically update the system?"
+    assert other["intent"]["label"] == "uptodate" and len(other["answers"]) == 1
+
+
+def test_nonsense_hands_off(index: SupportIndex) -> None:
+    reply = index.ask("purple elephants dancing on the moon")
+    assert reply["handoff"] is True
+    assert reply["reason"].startswith("best match score ") and "below threshold" in reply["reason"]
+    assert reply["answers"]  # the closest entries are still shown to the person taking over
+
+
+def test_ask_errors(index: SupportIndex, index_dir: Path, tmp_path: Path) -> None:
+    for bad in ("", "   "):
+        with pytest.raises(ValueError, match="question is empty"):
+            index.ask(bad)
+    with pytest.raises(ValueError, match="k=0"):
+        index.ask("hello", k=0)
+    with pytest.raises(ModelDirError, match="no such support index"):
+        ask(tmp_path / "nowhere", "hello")
+    copy = tmp_path / "copy"
+    shutil.copytree(index_dir, copy)
+    (copy / "evil.pkl").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(ModelDirError, match=r"pickle-format file\(s\) \['evil.pkl'\]"):
+        SupportIndex.load(copy)
+    (copy / "evil.pkl").unlink()
+    (copy / "entries.json").write_text("[]")
+    with pytest.raises(ModelDirError, match=r"entries\.json does not match the hash"):
+        SupportIndex.load(copy)
+    (copy / "config.json").unlink()
+    with pytest.raises(ModelDirError, match=r"config\.json is missing"):
+        SupportIndex.load(copy)
+
+
+def test_build_option_errors(tmp_path: Path) -> None:
+    crowded = tmp_path / "crowded"
+    crowded.mkdir()
+    (crowded / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="already holds other files"):
+        build_index(SAMPLE, crowded)
+    with pytest.raises(ModelDirError, match="no such model directory"):
+        build_index(SAMPLE, tmp_path / "out", model=str(tmp_path / "no_model"))
+    with pytest.raises(ValueError, match="question_weight"):
+        build_index(SAMPLE, tmp_path / "out", question_weight=2.0)
+    one_intent = tmp_path / "one.csv"
+    one_intent.write_text("question,answer,intent\nHow?,So.,a\nWhy?,Because.,a\n")
+    with pytest.raises(DataError, match="only one label 'a'"):
+        build_index(one_intent, tmp_path / "out")
+
+
+def test_calibration_picks_the_best_f1_cut() -> None:
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.3])
+    correct = np.array([True, True, False, True, False, False])
+    result = calibrate_threshold(scores, correct)
+    assert result["threshold"] == pytest.approx(0.55) and result["recall"] == 1.0  # answer the top four
+    assert result["precision"] == pytest.approx(0.75)
+    strict = calibrate_threshold(scores, correct, target_precision=1.0)
+    assert strict["threshold"] == pytest.approx(0.75) and strict["precision"] == 1.0
+    assert calibrate_threshold(scores, np.zeros(6, dtype=bool))["threshold"] > 0.9  # nothing right: hand off all
+    import random
+
+    reworded = drop_words("how do I put a package on hold", random.Random(0))
+    assert 1 <= len(reworded.split()) < 8 and set(reworded.split()) <= set("how do I put a package on hold".split())
+
+
+# --- CLI and router --------------------------------------------------------------------------
+
+
+def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    parser = argparse.ArgumentParser(prog="attend")
+    register_cli(parser.add_subparsers(dest="verb"))
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    return capsys.readouterr().out
+
+
+def test_cli_build_and_ask(index_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["support", "ask", str(index_dir), "change the default paper size", "--json", "-k", "2"]
+    reply = json.loads(_run_cli(argv, capsys))
+    assert len(reply["answers"]) == 2 and isinstance(reply["handoff"], bool)
+    assert set(reply["answers"][0]) >= {"question", "answer", "score"}
+    human = _run_cli(["support", "ask", str(index_dir), "purple", "elephants", "dancing", "on", "the", "moon"], capsys)
+    assert human.startswith("HAND-OFF to a person: best match score") and "words that drove the match" in human
+
+    parser = argparse.ArgumentParser(prog="attend")
+    register_cli(parser.add_subparsers(dest="verb"))
+    missing = parser.parse_args(["support", "ask", str(tmp_path / "none"), "--json", "how", "do", "I", "pay"])
+    assert missing.question == ["how", "do", "I", "pay"] and missing.json
+    with pytest.raises(ModelDirError, match="no such support index"):  # attend's main prints it as `error: ...`
+        missing.func(missing)
+
+    out = tmp_path / "plain"
+    built = _run_cli(["support", "build", str(SAMPLE), "--out", str(out), "--no-intents"], capsys)
+    assert "indexed 15 FAQ entries" in built and "intents: none" in built
+    assert ask(out, "change the default paper size")["intent"] is None
+
+
+def test_router_answers_and_rejects_bad_bodies(index: SupportIndex) -> None:
+    app = FastAPI()
+    app.include_router(support_router(index))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        ok = client.post("/v1/support/ask", json={"question": "change the default paper size to A4", "k": 2})
+        assert ok.status_code == 200
+        body = ok.json()
+        assert len(body["answers"]) == 2 and body["handoff"] is False and body["intent"]["label"] == "customizing"
+        bad_bodies = [
+            {},
+            {"question": ""},
+            {"question": "   "},
+            {"question": 5},
+            {"question": "hi", "k": 0},
+            {"question": "hi", "k": 10_000},
+            {"question": "hi", "extra": 1},
+            {"question": "x" * 5000},
+        ]
+        for bad in bad_bodies:
+            response = client.post("/v1/support/ask", json=bad)
+            assert response.status_code == 422, (bad, response.status_code)
+        malformed = client.post("/v1/support/ask", content=b"{not json", headers={"content-type": "application/json"})
+        assert 400 <= malformed.status_code < 500
+    with pytest.raises(ModelDirError):
+        support_router("/nonexistent/index")
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+def test_rewording_bm25_tokens_and_ranks() -> None:
+    assert reword_question("How do I install a source package?") == "I install a source package"
+    assert reword_question("What is APT?") == "is APT"
+    assert reword_question("dpkg") == "dpkg"
+    assert reword_question("好的，我知道什么是 Debian 了？") == "我知道什么是 Debian 了"
+    assert bm25_tokens("The Debian packages") == ["debian", "packages"]
+    assert bm25_tokens("软件包") == ["软", "件", "包", "软件", "件包"]
+    scores = np.array([[0.9, 0.5, 0.1], [0.0, 0.0, 0.0], [0.2, 0.7, 0.7]])
+    assert ranks(scores, [0, 1, 2]).tolist() == [1, 3, 2]  # ties count against the query
+
+
+def test_encoder_and_bm25_evaluation_on_the_sample(index: SupportIndex) -> None:
+    entries = read_faq(SAMPLE)
+    tensors = embed_entries(index.encoder, entries)
+    results = evaluate_retrieval(entries, tensors, index.encoder)
+    assert set(results) == {"bm25", "encoder", "encoder_lead", "encoder_passages"}
+    for forms in results.values():
+        for metrics in forms.values():
+            assert metrics["n"] == 15 and 0.0 <= metrics["top1"] <= metrics["mrr"] <= 1.0
+    assert results["encoder"]["original"]["mrr"] > 0.5  # 15 candidates: chance is about 0.2
+    handoff = evaluate_handoff(entries, tensors, index.encoder, seed=0)
+    assert handoff["answerable"]["original"]["n"] + handoff["unanswerable"]["n"] == 30
+    assert 0.0 <= handoff["unanswerable"]["handoff_rate"] <= 1.0 and len(handoff["thresholds"]) == 2
