@@ -200,6 +200,72 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from attend.serve.export import export_onnx
+
+    texts = None
+    if args.texts_file:
+        from attend.data.readers import read_table
+
+        texts = read_table(args.texts_file, text_col=args.text_col, label_col=None).texts
+    report = export_onnx(args.model_dir, args.onnx, attentions=args.attentions, opset=args.opset, texts=texts)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    parity = report["parity"]
+    print(f"wrote {report['onnx_file']} ({report['bytes'] / 1e6:.1f} MB, opset {report['opset']}, "
+          f"outputs {', '.join(report['outputs'])})")  # fmt: skip
+    print(
+        f"checked against PyTorch on {parity['texts']} texts ({parity['source']}), batch sizes "
+        f"{parity['batch_sizes']}: max abs diff {parity['max_abs_diff_logits']:.2e} on logits"
+        + (f", {parity['max_abs_diff_attentions']:.2e} on attentions" if "max_abs_diff_attentions" in parity else "")
+    )
+    print(f"serve it: attend serve {report['onnx_dir']} --runtime onnx")
+    return 0
+
+
+def _print_int8(name: str, row: dict) -> None:
+    print(f"{name}: accuracy {row['fp32']['accuracy']:.4f} -> {row['int8']['accuracy']:.4f} "
+          f"({100 * row['accuracy_change']:+.2f} points), macro-F1 {row['fp32']['macro_f1']:.4f} -> "
+          f"{row['int8']['macro_f1']:.4f}; same prediction on {100 * row['same_prediction']:.1f}% "
+          "of texts")  # fmt: skip
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from attend.serve.compress import quantize
+
+    report = quantize(args.model_dir, runtime=args.runtime, data=args.data)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    print(f"dynamic int8, measured on the {report['data']}")
+    for name in ("onnx", "torch"):
+        if name in report:
+            _print_int8(f"  {name}", report[name])
+    print("written to metrics.json under 'quantized'; serve it with --int8")
+    return 0
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from attend.serve.compress import prune
+
+    if (args.heads is None) == (args.fraction is None):
+        raise UsageError("give --heads N or --fraction F (not both)")
+    report = prune(args.model_dir, args.out, heads=args.heads, fraction=args.fraction, importance=args.importance,
+                   data=args.data)  # fmt: skip
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    print(f"removed {len(report['removed'])} of {report['heads_before']} heads by {report['importance']} "
+          f"importance: {report['removed']}")  # fmt: skip
+    print(f"parameters {report['parameters_before']:,} -> {report['parameters_after']:,}; accuracy "
+          f"{report['before']['accuracy']:.4f} -> {report['after']['accuracy']:.4f}, macro-F1 "
+          f"{report['before']['macro_f1']:.4f} -> {report['after']['macro_f1']:.4f} "
+          f"on the {report['data']}")  # fmt: skip
+    print(f"pruned model: {report['out_dir']}")
+    return 0
+
+
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from attend.data.datasets import list_datasets
 
@@ -317,6 +383,35 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--monitor-db", help="also take POST /v1/monitor/events into this monitor database")
     sv.add_argument("--support-index", help="also answer POST /v1/support/ask from this FAQ index")
     sv.set_defaults(func=_cmd_serve)
+
+    exp = verbs.add_parser("export", help="export a model to ONNX, checked against PyTorch")
+    exp.add_argument("model_dir")
+    exp.add_argument("--onnx", required=True, metavar="OUT_DIR", help="ONNX model directory to write")
+    exp.add_argument("--attentions", action="store_true", help="also output every layer's attention maps")
+    exp.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    exp.add_argument("--texts-file", help="texts for the parity check (default: the model's test split)")
+    exp.add_argument("--text-col", default="text", help="column of --texts-file holding the text (default: text)")
+    exp.add_argument("--json", action="store_true", help="print the report as JSON")
+    exp.set_defaults(func=_cmd_export)
+
+    qu = verbs.add_parser("quantize", help="dynamic int8 quantisation, accuracy change measured on the test split")
+    qu.add_argument("model_dir", help="a model directory or an `attend export` ONNX directory")
+    qu.add_argument("--runtime", choices=["onnx", "torch", "both"], default="onnx", help="(default: onnx)")
+    qu.add_argument("--data", help="labelled data to measure on (default: the model's own test split)")
+    qu.add_argument("--json", action="store_true", help="print the report as JSON")
+    qu.set_defaults(func=_cmd_quantize)
+
+    pu = verbs.add_parser("prune", help="remove the least important attention heads")
+    pu.add_argument("model_dir")
+    pu.add_argument("--out", required=True, help="model directory for the pruned model")
+    pu.add_argument("--heads", type=int, help="number of heads to remove")
+    pu.add_argument("--fraction", type=float, help="share of all heads to remove instead")
+    pu.add_argument("--importance", choices=["masking", "attention"], default="masking",
+                    help="head importance: gradient of the loss w.r.t. a head gate on the dev split (Michel et al. "
+                    "2019), or attention confidence (default: masking)")  # fmt: skip
+    pu.add_argument("--data", help="labelled data to measure on (default: the model's own test split)")
+    pu.add_argument("--json", action="store_true", help="print the report as JSON")
+    pu.set_defaults(func=_cmd_prune)
 
     from attend.apps.monitor.cli import register_cli as register_monitor
 

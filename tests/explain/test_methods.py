@@ -127,9 +127,9 @@ def _planted_position(exp) -> int:
 def test_every_method_ranks_the_planted_word_first(planted_models: dict, model: str) -> None:
     """The label is decided by one planted word: each method must put it first for most texts.
 
-    A random ranking would hit about 1 in 9 (texts have 5-13 words). Attention methods must reach
-    60 %; Integrated Gradients, the non-attention reference, a majority. (Trained models may route
-    the word's information through other positions, so 100 % is not expected of raw attention.)
+    A random ranking would hit about 1 in 9 (texts have 5-13 words); every method must hit a majority.
+    (Trained models may route the word's information through other positions, so raw last-layer
+    attention is not expected to reach 100 %; rollout, flow and gradient-weighted attention do better.)
     """
     predictor = planted_models[model]
     texts = [row["text"] for row in planted_rows(60, seed=99)]
@@ -140,8 +140,8 @@ def test_every_method_ranks_the_planted_word_first(planted_models: dict, model: 
         exps = explain(predictor, texts, method)
         rates[method] = sum(top_tokens(e, 1)[0][0] == e.tokens[_planted_position(e)] for e in exps) / len(exps)
     assert rates.pop("random") < 0.25, rates
-    assert rates.pop("integrated_gradients") > 0.5, rates
-    assert min(rates.values()) >= 0.6, rates
+    assert min(rates.values()) > 0.5, rates
+    assert rates["rollout"] >= 0.8 and rates["grad_attention"] >= 0.8, rates
 
 
 def test_unknown_method_layer_head_and_target_are_clear_errors() -> None:

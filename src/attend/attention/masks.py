@@ -181,7 +181,9 @@ class MaskSpec:
             empty = self.key_padding_mask.all(-1)[:, None, None, None]  # type: ignore[union-attr]
         else:
             empty = torch.isneginf(bias).all(-1, keepdim=True)
-        if bool(empty.any()):
+        # A traced graph (torch.export for ONNX, torch.compile) cannot branch on data, so it
+        # always keeps the zero-fill: for rows that are not empty it changes nothing.
+        if torch.compiler.is_compiling() or bool(empty.any()):
             bias = bias.masked_fill(empty, 0.0)
             empty_rows = empty
         while bias.dim() < 4:

@@ -7,11 +7,19 @@ combinations that cannot work together, so no call silently degrades to a slower
 silently ignores a mask.
 
 Shapes: ``B`` batch, ``Lq``/``Lk`` query/key length, ``E`` embed_dim, ``H`` heads,
-``d = E / H``. Tensors are batch-first.
+``d`` head_dim (``E / H`` unless given), ``D = H * d`` the inner width (``E`` unless heads
+were pruned). Tensors are batch-first.
+
+Head pruning (Michel et al. 2019, "Are Sixteen Heads Really Better than One?"):
+:meth:`MultiHeadAttention.prune_heads` removes heads for real, so the projections shrink to
+``D = H' * d`` rows (and the output projection to ``D`` columns) while ``E`` stays the same; a
+module built with ``num_heads=H'`` and ``head_dim=d`` has exactly that shape, so a config that
+records the remaining heads rebuilds a pruned model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -36,7 +44,9 @@ class MultiHeadAttention(Recordable, nn.Module):
 
     Args:
         embed_dim: Model width ``E``; queries have this size and so does the output.
-        num_heads: Number of heads ``H``; must divide ``embed_dim``.
+        num_heads: Number of heads ``H``; must divide ``embed_dim`` unless ``head_dim`` is given.
+        head_dim: Size ``d`` of one head (default ``embed_dim // num_heads``). Set it when the
+            heads' total width ``H * d`` differs from ``E``, e.g. for a model whose heads were pruned.
         score: Scoring function from :data:`~attend.attention.scores.SCORES`.
         dropout: Dropout on the attention weights, in training only.
         bias: Bias terms in the input and output projections.
@@ -63,6 +73,7 @@ class MultiHeadAttention(Recordable, nn.Module):
         embed_dim: int,
         num_heads: int,
         *,
+        head_dim: int | None = None,
         score: str = "scaled_dot",
         dropout: float = 0.0,
         bias: bool = True,
@@ -83,8 +94,10 @@ class MultiHeadAttention(Recordable, nn.Module):
         super().__init__()
         if embed_dim <= 0 or num_heads <= 0:
             raise ValueError(f"embed_dim={embed_dim} and num_heads={num_heads} must be positive")
-        if embed_dim % num_heads:
+        if head_dim is None and embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        if head_dim is not None and head_dim <= 0:
+            raise ValueError(f"head_dim={head_dim} must be positive")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout={dropout} must be in [0, 1)")
         if attention not in ATTENTION_KINDS:
@@ -96,7 +109,8 @@ class MultiHeadAttention(Recordable, nn.Module):
 
         self.embed_dim = embed_dim
         self.num_heads = num_heads
-        self.head_dim = embed_dim // num_heads
+        self.head_dim = head_dim if head_dim is not None else embed_dim // num_heads
+        self.inner_dim = self.num_heads * self.head_dim  # D: E, unless heads were pruned
         self.kdim = kdim if kdim is not None else embed_dim
         self.vdim = vdim if vdim is not None else embed_dim
         self.dropout = dropout
@@ -105,15 +119,15 @@ class MultiHeadAttention(Recordable, nn.Module):
         self.chunk_size = chunk_size
         self.score_name = score
 
-        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-        self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias)
-        self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)
-        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.q_proj = nn.Linear(embed_dim, self.inner_dim, bias=bias)
+        self.k_proj = nn.Linear(self.kdim, self.inner_dim, bias=bias)
+        self.v_proj = nn.Linear(self.vdim, self.inner_dim, bias=bias)
+        self.out_proj = nn.Linear(self.inner_dim, embed_dim, bias=bias)
         self.score = build_score(
             score, self.head_dim, num_heads, learn_temperature=learn_temperature, **(score_options or {})
         )
         self.span = AdaptiveSpan(num_heads, adaptive_span, ramp=span_ramp) if adaptive_span is not None else None
-        self.gate_proj = nn.Linear(embed_dim, embed_dim) if gate else None
+        self.gate_proj = nn.Linear(embed_dim, self.inner_dim) if gate else None
         self.feature_map: nn.Module | None = None
 
         if attention in ("linear", "performer"):
@@ -203,8 +217,8 @@ class MultiHeadAttention(Recordable, nn.Module):
     def _packed_self_projection(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Self-attention's three projections as one GEMM (as torch's packed ``in_proj``).
 
-        One ``(B*L, E) @ (E, 3E)`` product uses the matmul units better than three thin ones;
-        concatenating the weights costs ``3 E^2`` copies, small against ``B L E^2``.
+        One ``(B*L, E) @ (E, 3D)`` product uses the matmul units better than three thin ones;
+        concatenating the weights costs ``3 D E`` copies, small against ``B L D E``.
         """
         batch, length, _ = x.shape
         weight, bias = self._packed_weights()
@@ -217,16 +231,73 @@ class MultiHeadAttention(Recordable, nn.Module):
         rebuilt only when a parameter changes (its version counter moves), e.g. in serving."""
         params = [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]
         biases = [self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]
+        if torch.compiler.is_compiling():
+            # torch.export / torch.compile trace with fake tensors, which have no data pointer
+            # to key a cache on; the traced graph concatenates once per call, as autograd does.
+            return torch.cat(params), None if biases[0] is None else torch.cat(biases)  # type: ignore[arg-type]
         tracked = torch.is_grad_enabled() and any(p.requires_grad for p in params)
         present = [p for p in params + biases if p is not None]
         key = tuple((p.data_ptr(), p._version, p.dtype) for p in present)
         if not tracked and self._packed_cache is not None and self._packed_cache[0] == key:
             return self._packed_cache[1], self._packed_cache[2]
-        weight = torch.cat(params)  # (3E, E)
+        weight = torch.cat(params)  # (3D, E)
         bias = None if biases[0] is None else torch.cat(biases)  # type: ignore[arg-type]
         if not tracked:
             self._packed_cache = (key, weight, bias)
         return weight, bias
+
+    def _packable(self) -> bool:
+        """Whether the q/k/v projections are plain weight tensors that can be concatenated.
+
+        Dynamically quantised projections (``torch.ao`` int8 ``Linear``) keep packed int8
+        weights behind a method instead; they run as three separate (quantised) products.
+        """
+        return all(isinstance(p.weight, Tensor) for p in (self.q_proj, self.k_proj, self.v_proj))
+
+    @torch.no_grad()
+    def prune_heads(self, heads: Iterable[int]) -> None:
+        """Remove ``heads`` (indices into the current heads) for real: every projection shrinks.
+
+        Michel et al. 2019 show that many heads can go with little loss. Head ``h`` owns rows
+        ``h*d:(h+1)*d`` of the q/k/v (and gate) projections and the same columns of the output
+        projection, plus slice ``h`` of every per-head parameter of the score and the adaptive
+        span (all of which have a leading ``H`` axis); removing those gives exactly the outputs
+        of the unpruned module with those heads' outputs zeroed before the output projection.
+
+        Raises:
+            ValueError: an index out of range, or no head left.
+        """
+        drop = sorted({int(h) for h in heads})
+        bad = [h for h in drop if not 0 <= h < self.num_heads]
+        if bad:
+            raise ValueError(f"heads {bad} out of range: this module has {self.num_heads} heads")
+        if not drop:
+            return
+        keep = [h for h in range(self.num_heads) if h not in drop]
+        if not keep:
+            raise ValueError(f"cannot prune all {self.num_heads} heads of an attention module")
+        keep_t = torch.tensor(keep)
+        rows = (keep_t[:, None] * self.head_dim + torch.arange(self.head_dim)).flatten()  # kept rows of D
+        for name in ("q_proj", "k_proj", "v_proj", "gate_proj"):
+            layer = getattr(self, name)
+            if layer is not None:
+                setattr(self, name, _slice_linear(layer, rows, dim=0))
+        self.out_proj = _slice_linear(self.out_proj, rows, dim=1)
+        for module in (self.score, self.span):
+            if module is None:
+                continue
+            for param_name, param in list(module.named_parameters(recurse=False)):
+                if param.shape[0] != self.num_heads:
+                    raise ValueError(
+                        f"{type(module).__name__}.{param_name} has shape {tuple(param.shape)}, not one slice per head; "
+                        "cannot prune it"
+                    )
+                setattr(module, param_name, nn.Parameter(param[keep_t].clone(), requires_grad=param.requires_grad))
+        if hasattr(self.score, "num_heads"):
+            self.score.num_heads = len(keep)
+        self.num_heads = len(keep)
+        self.inner_dim = self.num_heads * self.head_dim
+        self._packed_cache = None
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
         if query.dim() != 3 or query.shape[-1] != self.embed_dim:
@@ -275,7 +346,7 @@ class MultiHeadAttention(Recordable, nn.Module):
             is_causal=is_causal,
             window=self.window,
         )
-        if key is query and value is query and self.kdim == self.vdim == self.embed_dim:
+        if key is query and value is query and self.kdim == self.vdim == self.embed_dim and self._packable():
             q, k, v = self._packed_self_projection(query)
         else:
             q = self._split_heads(self.q_proj(query))  # (B, H, Lq, d)
@@ -295,7 +366,7 @@ class MultiHeadAttention(Recordable, nn.Module):
         )  # out: (B, H, Lq, d)
         if self.gate_proj is not None:
             out = out * torch.sigmoid(self._split_heads(self.gate_proj(query)))
-        out = self.out_proj(out.transpose(1, 2).reshape(batch, q_len, self.embed_dim))  # (B, Lq, E)
+        out = self.out_proj(out.transpose(1, 2).reshape(batch, q_len, self.inner_dim))  # (B, Lq, D) -> (B, Lq, E)
         if captures:
             assert weights is not None
             self._record(captures, weights)
@@ -305,6 +376,7 @@ class MultiHeadAttention(Recordable, nn.Module):
         parts = [
             f"embed_dim={self.embed_dim}",
             f"num_heads={self.num_heads}",
+            f"head_dim={self.head_dim}",
             f"score={self.score_name!r}",
             f"attention={self.attention!r}",
             f"backend={self.backend_name!r}",
@@ -314,3 +386,17 @@ class MultiHeadAttention(Recordable, nn.Module):
         if self.kdim != self.embed_dim or self.vdim != self.embed_dim:
             parts.append(f"kdim={self.kdim}, vdim={self.vdim}")
         return ", ".join(parts)
+
+
+def _slice_linear(layer: nn.Linear, index: Tensor, *, dim: int) -> nn.Linear:
+    """A new ``nn.Linear`` keeping ``index`` of its outputs (``dim=0``) or inputs (``dim=1``)."""
+    weight = layer.weight.index_select(dim, index.to(layer.weight.device)).clone()
+    out_features, in_features = weight.shape
+    new = nn.Linear(in_features, out_features, bias=layer.bias is not None, device=weight.device, dtype=weight.dtype)
+    new.weight.copy_(weight)
+    new.weight.requires_grad_(layer.weight.requires_grad)
+    if layer.bias is not None:
+        bias = layer.bias if dim == 1 else layer.bias.index_select(0, index.to(layer.bias.device))
+        new.bias.copy_(bias)  # type: ignore[union-attr]
+        new.bias.requires_grad_(layer.bias.requires_grad)  # type: ignore[union-attr]
+    return new

@@ -36,7 +36,9 @@ def _canonical_ids(tokenizer: Tokenizer) -> Tokenizer:
     specials = [t for t in SPECIAL_TOKENS if t in vocab]
     rest = sorted(t for t in vocab if t not in SPECIAL_TOKENS)
     data["model"]["vocab"] = {token: i for i, token in enumerate([*specials, *rest])}
-    for added in data.get("added_tokens") or []:
+    # Only the real special tokens stay "added tokens"; the declared character pieces are vocabulary.
+    data["added_tokens"] = [a for a in data.get("added_tokens") or [] if a["content"] in SPECIAL_TOKENS]
+    for added in data["added_tokens"]:
         added["id"] = data["model"]["vocab"][added["content"]]
     return Tokenizer.from_str(json.dumps(data))
 
@@ -87,25 +89,45 @@ class TextTokenizer:
             raise ValueError(f"unknown tokenizer kind {kind!r}; choose 'wordpiece' or 'bpe'")
         if vocab_size < len(SPECIAL_TOKENS) + 1:
             raise ValueError(f"vocab_size={vocab_size} is too small")
+        normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+        )
+        texts = list(texts)
+        # The Rust trainer creates each in-word character piece ("##a", or "a</w>" for BPE) the
+        # first time it meets it while iterating a hash map, so piece ids -- and with them the
+        # merges chosen on count ties -- change from run to run (huggingface/tokenizers#1794).
+        # Declaring every such piece up front, in sorted order, makes training deterministic; they
+        # are then turned back into ordinary vocabulary entries.
+        splitter = pre_tokenizers.BertPreTokenizer()
+        inner: set[str] = set()  # characters met inside a word, after its first character
+        for text in texts:
+            for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)):
+                inner.update(word[1:])
+        last: set[str] = set()
+        if kind == "bpe":  # BPE marks each word's last character instead
+            for text in texts:
+                last.update(word[-1] for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
+        chars = sorted(inner) if kind == "wordpiece" else sorted(last)
+        pieces = [f"##{c}" for c in chars] if kind == "wordpiece" else [f"{c}</w>" for c in chars]
+        declared = [*SPECIAL_TOKENS, *pieces]
         if kind == "wordpiece":
             tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
             trainer = trainers.WordPieceTrainer(
-                vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
-            )
+                vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=declared,
+                show_progress=False,
+            )  # fmt: skip
             tokenizer.decoder = decoders.WordPiece()
         else:
             tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
             trainer = trainers.BpeTrainer(
                 vocab_size=vocab_size,
                 min_frequency=min_frequency,
-                special_tokens=SPECIAL_TOKENS,
+                special_tokens=declared,
                 show_progress=False,
                 end_of_word_suffix="</w>",
             )
             tokenizer.decoder = decoders.BPEDecoder(suffix="</w>")
-        tokenizer.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
-        )
+        tokenizer.normalizer = normalizer
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.train_from_iterator(texts, trainer=trainer)
         tokenizer = _canonical_ids(tokenizer)

@@ -26,6 +26,8 @@ __all__ = [
     "build",
     "config_from_dict",
     "forward_with_attentions",
+    "kept_heads",
+    "normalise_pruned_heads",
     "register_model",
 ]
 
@@ -128,3 +130,45 @@ def forward_with_attentions(model: nn.Module, run: Callable[[], ModelOutput], ou
     if cap.pooling_weights and output.pooling_weights is None:
         output.pooling_weights = cap.pooling_weights[-1]
     return output
+
+
+def normalise_pruned_heads(pruned: Any, *, num_layers: int, num_heads: int) -> dict[str, list[int]]:
+    """Validate a ``pruned_heads`` config field: ``{"layer index": [original head indices removed]}``.
+
+    Pruned models record which of the *original* heads each layer lost (as Hugging Face's
+    ``config.pruned_heads`` does), so the config alone rebuilds the smaller model and an
+    explanation can still say which original head a map comes from. Keys are strings because
+    JSON object keys are; integer keys are accepted and converted.
+
+    Raises:
+        ValueError: naming the layer or head that is out of range, or a layer left with no head.
+    """
+    if pruned is None:
+        return {}
+    if not isinstance(pruned, Mapping):
+        raise ValueError(f"pruned_heads={pruned!r} must be a dict {{layer index: [head indices]}}")
+    result: dict[str, list[int]] = {}
+    for key, heads in pruned.items():
+        try:
+            layer = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"pruned_heads key {key!r} is not a layer index") from None
+        if not 0 <= layer < num_layers:
+            raise ValueError(f"pruned_heads names layer {layer}, but the model has {num_layers} layers")
+        if isinstance(heads, str) or not all(isinstance(h, int) and not isinstance(h, bool) for h in heads):
+            raise ValueError(f"pruned_heads[{key!r}]={heads!r} must be a list of head indices")
+        unique = sorted(set(heads))
+        bad = [h for h in unique if not 0 <= h < num_heads]
+        if bad:
+            raise ValueError(f"pruned_heads[{key!r}] has heads {bad} out of range for num_heads={num_heads}")
+        if len(unique) == num_heads:
+            raise ValueError(f"pruned_heads[{key!r}] removes all {num_heads} heads of layer {layer}; keep at least one")
+        if unique:
+            result[str(layer)] = unique
+    return dict(sorted(result.items(), key=lambda item: int(item[0])))
+
+
+def kept_heads(pruned: Mapping[str, list[int]], layer: int, num_heads: int) -> list[int]:
+    """Original indices of the heads layer ``layer`` still has, in order."""
+    removed = set(pruned.get(str(layer), ()))
+    return [h for h in range(num_heads) if h not in removed]

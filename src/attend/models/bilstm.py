@@ -2,6 +2,12 @@
 
 A bidirectional LSTM reads the tokens; additive attention pooling weighs its states into one
 vector, and those weights are the explanation: which words the decision rests on.
+
+Padding is kept out of the LSTM by packing the batch. Packed sequences cannot be traced
+(``torch.export``, and so the ONNX exporter, sees data-dependent sizes), so a traced forward
+runs :meth:`BiLSTMAttentionClassifier.bidirectional_by_reversal` instead: the same weights,
+the backward direction reading each text's real tokens reversed in place, which gives the
+packed path's states exactly (tests check it).
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -75,14 +83,57 @@ class BiLSTMAttentionClassifier(nn.Module):
 
     def _forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
         input_ids, mask = batch["input_ids"], batch["attention_mask"]  # (B, L)
-        lengths = mask.sum(1).clamp_min(1).cpu()
+        lengths = mask.sum(1).clamp_min(1)
         x = self.drop(self.embed(input_ids))  # (B, L, E)
-        # Packing keeps the backward direction from reading padding first.
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        states, _ = self.lstm(packed)
-        states, _ = pad_packed_sequence(states, batch_first=True, total_length=input_ids.shape[1])  # (B, L, 2h)
+        if torch.compiler.is_compiling():
+            states = self.bidirectional_by_reversal(x, lengths)  # (B, L, 2h)
+        else:
+            # Packing keeps the backward direction from reading padding first.
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            states, _ = self.lstm(packed)
+            states, _ = pad_packed_sequence(states, batch_first=True, total_length=input_ids.shape[1])  # (B, L, 2h)
         pooled, weights = self.pool(states, mask == 0)
         return ModelOutput(logits=self.head(self.drop(pooled)), pooling_weights=weights, hidden_states=states)
+
+
+    def bidirectional_by_reversal(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """The packed BiLSTM's states ``(B, L, 2h)`` from a padded batch, with no packing.
+
+        The forward direction never sees the padding that follows a text. The backward one
+        reads each text's real tokens flipped in place (position ``t`` <-> ``len - 1 - t``)
+        and its outputs are flipped back, so it starts at the last real token, as packing
+        makes it. Layer by layer, since layer ``l + 1`` reads both directions of layer ``l``;
+        positions past a text's end are zeroed, as ``pad_packed_sequence`` leaves them.
+
+        Args:
+            x: Embedded tokens ``(B, L, E)``, real tokens first.
+            lengths: Real tokens per text ``(B,)``, at least 1.
+        """
+        batch, length, _ = x.shape
+        positions = torch.arange(length, device=x.device).unsqueeze(0)  # (1, L)
+        lengths = lengths.to(x.device).unsqueeze(1)  # (B, 1)
+        real = positions < lengths  # (B, L)
+        flip = torch.where(real, lengths - 1 - positions, positions)  # (B, L), its own inverse
+
+        def flipped(t: Tensor) -> Tensor:
+            # Expand only the feature axis: batch and length come from ``flip`` itself, so a traced
+            # graph never takes them from the LSTM's output, whose length the ONNX LSTM op fixes.
+            return t.gather(1, flip.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+
+        lstm = self.lstm
+        for layer in range(lstm.num_layers):
+            directions = []
+            for suffix in ("", "_reverse"):
+                params = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih",
+                                                                                 "bias_hh")]  # fmt: skip
+                h0 = x.new_zeros(1, batch, lstm.hidden_size)
+                source = flipped(x) if suffix else x
+                out = torch.lstm(source, (h0, h0), params, True, 1, 0.0, self.training, False, True)[0]  # (B, L, h)
+                directions.append(flipped(out) if suffix else out)
+            x = torch.cat(directions, dim=-1)  # (B, L, 2h)
+            if layer < lstm.num_layers - 1 and lstm.dropout:
+                x = F.dropout(x, lstm.dropout, self.training)
+        return x * real.unsqueeze(-1).to(x.dtype)
 
 
 @register_model("bilstm_attention", BiLSTMAttentionConfig)

@@ -19,7 +19,14 @@ from torch import Tensor, nn
 
 from attend.attention import AttentionPooling, MultiHeadAttention
 from attend.config import check_positive, check_unit_interval
-from attend.models.base import ModelConfig, ModelOutput, forward_with_attentions, register_model
+from attend.models.base import (
+    ModelConfig,
+    ModelOutput,
+    forward_with_attentions,
+    kept_heads,
+    normalise_pruned_heads,
+    register_model,
+)
 
 __all__ = ["EncoderClassifier", "EncoderConfig"]
 
@@ -43,6 +50,9 @@ class EncoderConfig(ModelConfig):
         attention_dropout: Dropout on attention weights.
         attention: Extra :class:`~attend.attention.MultiHeadAttention` options.
         pad_id: Id of the padding token.
+        pruned_heads: Heads removed by pruning, ``{"layer": [original head indices]}``
+            (see :func:`attend.serve.compress.prune`); each layer keeps the others at width
+            ``dim // num_heads``.
     """
 
     vocab_size: int = 16000
@@ -57,6 +67,7 @@ class EncoderConfig(ModelConfig):
     attention_dropout: float = 0.0
     attention: dict[str, Any] = field(default_factory=dict)
     pad_id: int = 0
+    pruned_heads: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,9 +77,14 @@ class EncoderConfig(ModelConfig):
             raise ValueError(f"pooling={self.pooling!r}; choose one of {list(POOLINGS)}")
         check_positive(self, "vocab_size", "dim", "num_layers", "num_heads", "max_length")
         check_unit_interval(self, "dropout", "attention_dropout")
-        reserved = {"dropout", "kdim", "vdim", "bias"} & set(self.attention)
+        reserved = {"dropout", "kdim", "vdim", "bias", "head_dim"} & set(self.attention)
         if reserved:
             raise ValueError(f"attention options {sorted(reserved)} are set by the encoder itself")
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
+        self.pruned_heads = normalise_pruned_heads(
+            self.pruned_heads, num_layers=self.num_layers, num_heads=self.num_heads
+        )
 
 
 def sinusoidal_positions(length: int, dim: int) -> Tensor:
@@ -84,11 +100,16 @@ def sinusoidal_positions(length: int, dim: int) -> Tensor:
 class EncoderBlock(nn.Module):
     """Pre-norm block: ``x + attn(norm(x))``, then ``x + ffn(norm(x))``."""
 
-    def __init__(self, config: EncoderConfig) -> None:
+    def __init__(self, config: EncoderConfig, layer: int = 0) -> None:
         super().__init__()
         self.norm_attn = nn.LayerNorm(config.dim)
+        heads = len(kept_heads(config.pruned_heads, layer, config.num_heads))
         self.attn = MultiHeadAttention(
-            config.dim, config.num_heads, dropout=config.attention_dropout, **config.attention
+            config.dim,
+            heads,
+            head_dim=config.dim // config.num_heads,
+            dropout=config.attention_dropout,
+            **config.attention,
         )
         self.norm_ffn = nn.LayerNorm(config.dim)
         hidden = config.ffn_dim or 4 * config.dim
@@ -122,7 +143,7 @@ class EncoderClassifier(nn.Module):
         else:
             self.register_buffer("positions", sinusoidal_positions(config.max_length, config.dim), persistent=False)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(EncoderBlock(config) for _ in range(config.num_layers))
+        self.blocks = nn.ModuleList(EncoderBlock(config, layer) for layer in range(config.num_layers))
         self.norm = nn.LayerNorm(config.dim)
         self.pool = AttentionPooling(config.dim) if config.pooling == "attention" else None
         self.head = nn.Linear(config.dim, config.num_labels)

@@ -23,7 +23,7 @@ import importlib.util
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,14 @@ from torch import Tensor, nn
 
 from attend.attention import AttentionPooling, MultiHeadAttention
 from attend.config import strict_from_dict
-from attend.models.base import ModelConfig, ModelOutput, forward_with_attentions, register_model
+from attend.models.base import (
+    ModelConfig,
+    ModelOutput,
+    forward_with_attentions,
+    kept_heads,
+    normalise_pruned_heads,
+    register_model,
+)
 
 __all__ = [
     "POOLINGS",
@@ -121,6 +128,9 @@ class BertConfig:
         layer_norm_eps: LayerNorm epsilon; BERT's 1e-12 must be kept for parity with the checkpoint.
         hidden_dropout: Dropout on embeddings and on each sub-layer's output before the residual.
         attention_dropout: Dropout on the attention probabilities.
+        pruned_heads: Heads removed by pruning, ``{"layer": [original head indices]}``; each
+            layer keeps the others at width ``hidden_size // num_heads`` (Hugging Face's
+            ``config.pruned_heads``). A pretrained checkpoint has none.
     """
 
     vocab_size: int = 30522
@@ -133,6 +143,7 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.1
+    pruned_heads: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in (
@@ -157,6 +168,11 @@ class BertConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"BertConfig.{name}={value!r} must be in [0, 1)")
+        try:
+            pruned = normalise_pruned_heads(self.pruned_heads, num_layers=self.num_layers, num_heads=self.num_heads)
+        except ValueError as err:
+            raise ValueError(f"BertConfig.{err}") from None
+        object.__setattr__(self, "pruned_heads", pruned)  # frozen: normalise in place once
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BertConfig:
@@ -252,10 +268,13 @@ class BertLayer(nn.Module):
     was trained that way, so pre-norm would not reproduce it.
     """
 
-    def __init__(self, config: BertConfig) -> None:
+    def __init__(self, config: BertConfig, layer: int = 0) -> None:
         super().__init__()
         hidden = config.hidden_size
-        self.attn = MultiHeadAttention(hidden, config.num_heads, dropout=config.attention_dropout)
+        heads = len(kept_heads(config.pruned_heads, layer, config.num_heads))
+        self.attn = MultiHeadAttention(
+            hidden, heads, head_dim=hidden // config.num_heads, dropout=config.attention_dropout
+        )
         self.attn_dropout = nn.Dropout(config.hidden_dropout)
         self.attn_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.ffn_in = nn.Linear(hidden, config.intermediate_size)
@@ -338,7 +357,7 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
-        self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_layers))
+        self.layers = nn.ModuleList(BertLayer(config, layer) for layer in range(config.num_layers))
         self.apply(_init_bert_weights)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
@@ -362,8 +381,9 @@ class BertEncoder(nn.Module):
                 f"token_type_ids has shape {tuple(token_type_ids.shape)}, expected {tuple(input_ids.shape)}"
             )
         key_padding_mask = ~attention_mask.bool()  # (B, L), True = padding, as attend.attention expects
-        if not key_padding_mask.any():
+        if not torch.compiler.is_compiling() and not key_padding_mask.any():
             # No padding: an unmasked SDPA call is exact and lets PyTorch pick its fastest kernel.
+            # (A traced graph, e.g. for ONNX, cannot branch on data and keeps the mask: also exact.)
             key_padding_mask = None
         x = self.embeddings(input_ids, token_type_ids)  # (B, L, E)
         for layer in self.layers:

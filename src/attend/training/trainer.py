@@ -18,7 +18,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +35,21 @@ from attend.config import check_positive, check_unit_interval, strict_from_dict
 from attend.data.readers import DataError, LabelledTexts, read_table, stratified_split
 from attend.data.tokenization import TextTokenizer
 from attend.inference import Predictor, load
-from attend.io import atomic_write_json, save_weights
+from attend.io import atomic_write_json, save_weights, sha256_file
 from attend.models import MODELS, build, config_from_dict
 from attend.training.metrics import classification_metrics, format_report, save_confusion_png
 
-__all__ = ["TrainResult", "TrainingArgs", "TrainingInterrupted", "evaluate", "load_labelled", "train"]
+__all__ = [
+    "TrainResult",
+    "TrainingArgs",
+    "TrainingInterrupted",
+    "evaluate",
+    "label_targets",
+    "load_labelled",
+    "rebuild_split",
+    "score_probabilities",
+    "train",
+]
 
 
 class TrainingInterrupted(Exception):
@@ -493,6 +503,7 @@ def train(
         data, text_col=text_col, label_col=label_col, split_col=split_col, multi_label=multi_label,
         label_sep=label_sep,
     )  # fmt: skip
+    multi_label_arg = multi_label  # as given: rebuilding the splits reads the data the same way
     multi_label = multi_label or label_sep is not None or any(len(labels) > 1 for labels in dataset.labels)
     train_idx, dev_idx, test_idx = stratified_split(
         dataset, seed=args.seed, dev_fraction=args.dev_fraction, test_fraction=args.test_fraction
@@ -671,6 +682,7 @@ def train(
                 "text_col": text_col,
                 "label_col": label_col,
                 "sizes": {name: len(part) for name, part in splits.items()},
+                **_data_provenance(data, split_col=split_col, multi_label=multi_label_arg, label_sep=label_sep),
             },
         }
         config["weights_sha256"] = save_weights(network, out / "model.safetensors")
@@ -685,6 +697,110 @@ def train(
             (checkpoint_dir / name).unlink(missing_ok=True)
     _barrier(info)
     return TrainResult(model_dir=out, metrics=metrics, history=state.history, report=report, is_main=info.main)
+
+
+def _data_provenance(
+    data: str | os.PathLike[str] | LabelledTexts, *, split_col: str | None, multi_label: bool, label_sep: str | None
+) -> dict[str, Any]:
+    """What :func:`rebuild_split` needs besides the seed and fractions: how the data was read.
+
+    A file is recorded by absolute path and SHA-256, so a split is only rebuilt from the very
+    same bytes. Texts handed over already loaded may be a subsample of their ``source``, so
+    they are marked as not rebuildable rather than silently re-split from the whole file.
+    """
+    record: dict[str, Any] = {"split_col": split_col, "multi_label": multi_label, "label_sep": label_sep}
+    if isinstance(data, LabelledTexts):
+        return record | {"rebuildable": False}
+    path = Path(data)
+    if path.is_file():
+        record |= {"path": str(path.resolve()), "sha256": sha256_file(path)}
+    return record | {"rebuildable": True}
+
+
+def rebuild_split(model: str | os.PathLike[str] | Mapping[str, Any], split: str = "test") -> LabelledTexts:
+    """One split (``"train"``, ``"dev"`` or ``"test"``) of the data a saved model was trained on.
+
+    :func:`train` records the data source, how it was read, the seed and the dev/test
+    fractions in ``config.json``; :func:`~attend.data.readers.stratified_split` is a pure
+    function of those, so the held-out examples of a model directory can be rebuilt exactly.
+    Compression (quantisation, pruning) is judged on them: the model never saw them.
+
+    Args:
+        model: A model directory, or its parsed ``config.json``.
+        split: Which split.
+
+    Raises:
+        DataError: The config records no rebuildable source, the data file is gone or has
+            changed since training, or the rebuilt split sizes differ from the recorded ones.
+            The message says to pass labelled data explicitly instead.
+    """
+    if split not in ("train", "dev", "test"):
+        raise ValueError(f"split={split!r}; choose 'train', 'dev' or 'test'")
+    if isinstance(model, Mapping):
+        config, where = model, "the model"
+    else:
+        where = str(model)
+        try:
+            config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataError(f"{where}: cannot read config.json to rebuild the {split} split ({exc})") from None
+    data = config.get("data") or {}
+    training = config.get("training") or {}
+    source = data.get("source")
+    fix = "pass labelled data explicitly"
+    if not source or data.get("rebuildable") is False:
+        raise DataError(
+            f"{where}: its training data was passed in already loaded, so its {split} split cannot be rebuilt; {fix}"
+            if source else f"{where}: config.json records no training data source; {fix}"
+        )
+    if str(source).startswith("dataset:"):
+        location: str = str(source).removeprefix("dataset:")
+    else:
+        location = data.get("path") or str(source)
+        if not Path(location).is_file():
+            raise DataError(f"{where}: its training data {location} is not there any more; {fix}")
+        if data.get("sha256") and sha256_file(location) != data["sha256"]:
+            raise DataError(
+                f"{where}: {location} has changed since the model was trained, so its {split} split "
+                f"cannot be rebuilt; {fix}"
+            )
+    dataset = load_labelled(
+        location, text_col=data.get("text_col", "text"), label_col=data.get("label_col", "label"),
+        split_col=data.get("split_col"), multi_label=bool(data.get("multi_label", False)),
+        label_sep=data.get("label_sep"),
+    )  # fmt: skip
+    indices = stratified_split(
+        dataset, seed=int(training.get("seed", 0)), dev_fraction=float(training.get("dev_fraction", 0.1)),
+        test_fraction=float(training.get("test_fraction", 0.1)),
+    )  # fmt: skip
+    sizes = {name: len(idx) for name, idx in zip(("train", "dev", "test"), indices, strict=True)}
+    recorded = data.get("sizes")
+    if recorded and {name: recorded.get(name) for name in sizes} != sizes:
+        raise DataError(
+            f"{where}: rebuilding the splits of {source} gives sizes {sizes}, but training recorded {recorded}; "
+            f"the data or its reading options differ; {fix}"
+        )
+    return dataset.subset(indices[("train", "dev", "test").index(split)])
+
+
+def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> Tensor:
+    """Training targets for ``data``: class indices ``(N,)``, or a 0/1 matrix ``(N, num_labels)`` when multi-label.
+
+    Raises:
+        DataError: a label the model does not know, naming the line it is on.
+    """
+    return _label_targets(data.labels, labels, multi_label, data.source, data.lines)
+
+
+def score_probabilities(
+    probs: np.ndarray, data: LabelledTexts, labels: list[str], multi_label: bool
+) -> dict[str, Any]:
+    """Classification metrics of predicted probabilities ``(N, num_labels)`` against ``data``'s labels.
+
+    The same metrics as training and :func:`evaluate` (argmax, or a 0.5 threshold when
+    multi-label), for predictions made elsewhere (an ONNX session, a quantised model).
+    """
+    return _metrics(probs, label_targets(data, labels, multi_label), labels, multi_label)
 
 
 def _tensorboard(log_dir: Path) -> Any:
@@ -726,15 +842,19 @@ def _install_sigint(flag: dict[str, bool], info: _Dist) -> Any:
 
 
 def evaluate(
-    model_dir: str | os.PathLike[str] | Predictor,
+    model_dir: str | os.PathLike[str] | Predictor | Any,
     data: str | os.PathLike[str] | LabelledTexts,
     *,
     text_col: str = "text",
     label_col: str = "label",
     batch_size: int = 128,
 ) -> dict[str, Any]:
-    """Score a saved model on labelled data; unknown labels are an error naming the line."""
-    predictor = model_dir if isinstance(model_dir, Predictor) else load(model_dir)
+    """Score a saved model on labelled data; unknown labels are an error naming the line.
+
+    ``model_dir`` may also be a loaded predictor: a :class:`Predictor` or anything with its
+    ``predict_proba``, ``labels`` and ``multi_label`` (e.g. an ONNX Runtime predictor).
+    """
+    predictor = load(model_dir) if isinstance(model_dir, str | os.PathLike) else model_dir
     dataset = data if isinstance(data, LabelledTexts) else load_labelled(
         data, text_col=text_col, label_col=label_col, multi_label=predictor.multi_label
     )  # fmt: skip

@@ -1,0 +1,227 @@
+"""Serve an ONNX model directory with ONNX Runtime, through the same interface as :class:`attend.inference.Predictor`.
+
+:class:`OnnxPredictor` has what the HTTP service and the evaluation code use from a Predictor
+(``labels``, ``config``, ``tokenizer``, ``multi_label``, ``path``; ``predict_proba``, ``predict``,
+``top_k``), so either runtime can sit behind ``attend serve``. :func:`load_runtime` picks one.
+
+Loading is as safe as :func:`attend.load`: a directory holding a pickle-format file is refused,
+and the graph's SHA-256 must match the one recorded at export, so a swapped or truncated file is
+reported instead of served. An ONNX file is data (a graph of standard operators); no custom op
+library is registered, so loading it runs no code from the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from attend.data.tokenization import TextTokenizer
+from attend.inference import Predictor, load, validate_texts
+from attend.io import ModelDirError, sha256_file
+from attend.serve._files import read_config, refuse_pickles
+from attend.serve.export import INPUT_NAMES, INT8_FILE, ONNX_FILE
+
+__all__ = ["OnnxPredictor", "load_onnx", "load_runtime", "session_for"]
+
+RUNTIMES = ("torch", "onnx")
+
+
+def session_for(path: Path, *, threads: int | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session for ``path``.
+
+    Args:
+        path: The ``.onnx`` file.
+        threads: Intra-op threads. None follows PyTorch's setting (``torch.get_num_threads()``,
+            which honours ``OMP_NUM_THREADS`` and ``attend serve --threads``), so both runtimes
+            use the same share of the machine; ONNX Runtime's own default is every core.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads if threads is not None else torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf types
+        raise ModelDirError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {exc})") from None
+
+
+@dataclass
+class OnnxPredictor:
+    """An exported model served by ONNX Runtime: a drop-in for :class:`~attend.inference.Predictor`'s predictions.
+
+    Attributes:
+        session: The ONNX Runtime session.
+        tokenizer: The tokenizer the model was trained with.
+        labels: Label names, in logit order.
+        config: The directory's ``config.json`` (with its ``onnx`` entry).
+        path: Where it was loaded from.
+        quantized: Whether the int8 graph (``model.int8.onnx``) is the one loaded.
+    """
+
+    session: ort.InferenceSession
+    tokenizer: TextTokenizer
+    labels: list[str]
+    config: dict[str, Any]
+    path: Path | None = None
+    quantized: bool = False
+
+    @property
+    def multi_label(self) -> bool:
+        return bool(self.config["model"].get("multi_label", False))
+
+    @property
+    def output_names(self) -> list[str]:
+        """The graph's outputs: ``logits``, and ``attention_{i}`` / ``pooling_weights`` if exported with them."""
+        return [output.name for output in self.session.get_outputs()]
+
+    # Same batching, thresholding and ranking as the PyTorch Predictor, so both runtimes answer
+    # identically given the same probabilities (one implementation, not two to keep in step).
+    _batches = Predictor._batches
+    predict = Predictor.predict
+    top_k = Predictor.top_k
+
+    def run(self, texts: Sequence[str], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Every requested output (default: all) for one batch of texts, in the texts' order.
+
+        With a graph exported with ``attentions=True`` this gives the attention maps and pooling
+        weights beside the logits, e.g. to explain a prediction without PyTorch.
+        """
+        checked = validate_texts(texts)
+        encoded = self.tokenizer.encode(checked)
+        names = list(outputs) if outputs is not None else self.output_names
+        unknown = sorted(set(names) - set(self.output_names))
+        if unknown:
+            raise ValueError(f"outputs {unknown} are not in this graph; it has {self.output_names}")
+        values = self.session.run(names, {name: encoded[name].numpy() for name in INPUT_NAMES})
+        result = dict(zip(names, values, strict=True))
+        result["attention_mask"] = encoded["attention_mask"].numpy()
+        return result
+
+    def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Probabilities ``(N, num_labels)``: softmax, or independent sigmoids when multi-label."""
+        checked = validate_texts(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        probs = np.zeros((len(checked), len(self.labels)), dtype=np.float32)
+        for batch in self._batches(checked, batch_size):
+            encoded = self.tokenizer.encode([checked[i] for i in batch])
+            (logits,) = self.session.run(["logits"], {name: encoded[name].numpy() for name in INPUT_NAMES})
+            probs[batch] = _probabilities(logits, self.multi_label)
+        return probs
+
+
+def _probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    if multi_label:
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def load_onnx(path: str | os.PathLike[str], *, quantized: bool = False, threads: int | None = None) -> OnnxPredictor:
+    """Load an ONNX model directory written by :func:`attend.serve.export.export_onnx`.
+
+    Args:
+        path: The directory.
+        quantized: Load ``model.int8.onnx`` (from :func:`attend.serve.compress.quantize`) instead.
+        threads: ONNX Runtime intra-op threads (see :func:`session_for`).
+
+    Raises:
+        ModelDirError: not an ONNX model directory, a pickle file present, a file missing, or a
+            graph that does not match the hash recorded when it was written.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelDirError(f"{path}: no such model directory")
+    refuse_pickles(path)
+    config = read_config(path)
+    onnx_entry = config.get("onnx")
+    if not isinstance(onnx_entry, dict):
+        raise ModelDirError(
+            f"{path} is not an ONNX model directory (config.json has no 'onnx' entry): "
+            f"run `attend export {path} --onnx OUT` and serve OUT"
+        )
+    if quantized:
+        int8 = onnx_entry.get("int8")
+        if not isinstance(int8, dict) or not (path / INT8_FILE).is_file():
+            raise ModelDirError(f"{path} has no int8 model ({INT8_FILE}): run `attend quantize {path}` first")
+        file, expected = path / INT8_FILE, int8.get("sha256")
+    else:
+        file, expected = path / ONNX_FILE, onnx_entry.get("sha256")
+    if not file.is_file():
+        raise ModelDirError(f"{path} is not a complete ONNX model directory: {file.name} is missing")
+    if not (path / "tokenizer.json").is_file():
+        raise ModelDirError(f"{path} is not a complete ONNX model directory: tokenizer.json is missing")
+    if expected and sha256_file(file) != expected:
+        raise ModelDirError(
+            f"{file} does not match the hash in config.json: the directory is corrupt or its files come from "
+            "different runs"
+        )
+    session = session_for(file, threads=threads)
+    inputs = {i.name for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if inputs != set(INPUT_NAMES) or "logits" not in outputs:
+        raise ModelDirError(
+            f"{file} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; an attend graph takes "
+            f"{list(INPUT_NAMES)} and returns 'logits'"
+        )
+    labels = list(config["labels"])
+    if not labels:
+        raise ModelDirError(f"{path / 'config.json'} lists no labels")
+    max_length = int(config.get("tokenizer", {}).get("max_length", 256))
+    tokenizer = TextTokenizer.from_file(path / "tokenizer.json", max_length=max_length)
+    return OnnxPredictor(
+        session=session, tokenizer=tokenizer, labels=labels, config=config, path=path, quantized=quantized
+    )
+
+
+def load_runtime(
+    path: str | os.PathLike[str], runtime: str = "torch", *, quantized: bool = False, threads: int | None = None
+) -> Predictor | OnnxPredictor:
+    """Load a model directory for serving with the chosen runtime.
+
+    Args:
+        path: A PyTorch model directory (``runtime="torch"``) or an ONNX one (``runtime="onnx"``).
+        runtime: ``"torch"`` or ``"onnx"``.
+        quantized: int8: for ONNX the directory's ``model.int8.onnx``; for PyTorch, dynamic int8
+            quantisation of every ``nn.Linear`` applied right after loading (nothing extra is
+            stored, so no pickle is ever needed).
+        threads: ONNX Runtime intra-op threads (PyTorch's are set with ``torch.set_num_threads``).
+
+    Raises:
+        ValueError: an unknown runtime.
+        ModelDirError: the directory does not suit the runtime; the message says what to run.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime={runtime!r}; choose one of {list(RUNTIMES)}")
+    path = Path(path)
+    has_onnx = (path / ONNX_FILE).is_file()
+    has_weights = (path / "model.safetensors").is_file()
+    if runtime == "torch":
+        if has_onnx and not has_weights:
+            raise ModelDirError(
+                f"{path} is an ONNX model directory (it has {ONNX_FILE}, no model.safetensors): "
+                "serve it with runtime='onnx' (--runtime onnx)"
+            )
+        predictor = load(path)
+        if quantized:
+            from attend.serve.compress import quantize_torch_model
+
+            predictor.model = quantize_torch_model(predictor.model)
+        return predictor
+    if path.is_dir() and has_weights and not has_onnx:
+        exported = (path / "onnx" / ONNX_FILE).is_file()
+        hint = f" (or serve {path / 'onnx'}, which `attend quantize` exported)" if exported else ""
+        raise ModelDirError(
+            f"{path} is a PyTorch model directory with no {ONNX_FILE}: run `attend export {path} --onnx OUT` "
+            f"and serve OUT{hint}"
+        )
+    return load_onnx(path, quantized=quantized, threads=threads)

@@ -1,0 +1,70 @@
+"""The export / quantize / prune verbs, and serving the exported model with ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from attend.cli import main
+from attend.serve.app import ServeSettings, create_app, load_for_serving
+from attend.training import TrainingArgs, train
+from tests.conftest import planted_rows, write_csv
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("deploy")
+    data = write_csv(root / "planted.csv", planted_rows(400))
+    args = TrainingArgs(epochs=4, batch_size=16, lr=3e-3, progress=False, vocab_size=300, max_length=32)
+    train(data, root / "model", model="encoder", model_options={"dim": 32, "num_layers": 2, "num_heads": 2}, args=args)
+    return root / "model"
+
+
+def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    onnx_dir = tmp_path / "onnx"
+    assert main(["export", str(model_dir), "--onnx", str(onnx_dir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["parity"]["max_abs_diff_logits"] < 1e-4 and (onnx_dir / "model.onnx").is_file()
+
+    assert main(["quantize", str(onnx_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "onnx: accuracy" in printed and (onnx_dir / "model.int8.onnx").is_file()
+    stored = json.loads((onnx_dir / "metrics.json").read_text())
+    assert "accuracy" in stored and abs(stored["quantized"]["onnx"]["accuracy_change"]) <= 0.05
+
+    pruned = tmp_path / "pruned"
+    assert main(["prune", str(model_dir), "--out", str(pruned), "--heads", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["heads_before"] == 4 and result["heads_after"] == 3
+    assert result["parameters_after"] < result["parameters_before"]
+
+    for settings in (ServeSettings(runtime="onnx"), ServeSettings(runtime="onnx", quantized=True)):
+        app = create_app(load_for_serving(onnx_dir, settings), settings)
+        with TestClient(app) as client:
+            answer = client.post("/v1/predict", json={"texts": ["the film was wonderful", "a dreadful plot"]})
+            refused = client.post("/v1/explain", json={"text": "a"})
+            info = client.get("/v1/model").json()
+        assert [p["label"] for p in answer.json()["predictions"]] == ["pos", "neg"]
+        assert refused.status_code == 400 and info["runtime"].startswith("onnx")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["export", "{missing}", "--onnx", "{tmp}/o"], "no such model directory"),
+        (["prune", "{model}", "--out", "{tmp}/p"], "give --heads N or --fraction F"),
+        (["prune", "{model}", "--out", "{tmp}/p", "--heads", "4"], "head"),
+        (["quantize", "{missing}"], "no such"),
+        (["serve", "{model}", "--runtime", "onnx", "--port", "1"], "model.onnx"),
+    ],
+)
+def test_deploy_errors_are_one_line(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str], message: str
+) -> None:
+    filled = [a.format(missing=tmp_path / "none", tmp=tmp_path, model=model_dir) for a in argv]
+    assert main(filled) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and "Traceback" not in err

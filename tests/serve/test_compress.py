@@ -1,0 +1,333 @@
+"""Compression: dynamic int8 (ONNX Runtime and PyTorch), head pruning, and the rebuilt test split they are judged on.
+
+Bounds. int8: on the planted-word task (400 held-out texts) int8 accuracy stays within 2 points
+of fp32 (measured: 0 points, max probability change ~5e-4; a 2-point drop would mean 8 texts
+flipped). Pruning is exact: a pruned model computes what the unpruned one computes with those
+heads' outputs zeroed, up to float32 reassociation (measured 0 to 1e-7; asserted 1e-5).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from attend.attention import MultiHeadAttention, capture_attention
+from attend.attention import backends as attention_backends
+from attend.data.readers import DataError
+from attend.data.tokenization import TextTokenizer
+from attend.inference import Predictor, load
+from attend.io import ModelDirError, atomic_write_json, save_weights
+from attend.models import build
+from attend.models.minilm import tokenizer_path
+from attend.serve.compress import head_importance, masked_heads, prune, quantize, select_heads
+from attend.serve.export import INT8_FILE, ONNX_FILE
+from attend.serve.onnx_runtime import OnnxPredictor, load_runtime
+from attend.training import TrainingArgs, rebuild_split, train
+from tests.conftest import planted_rows, write_csv
+
+INT8_ACCURACY_BOUND = 0.02
+EXACT = 1e-5
+TEXTS = ["the film was wonderful", "a dreadful and tedious story about the camera", "great", "the music was awful"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(tmp_path_factory.mktemp("compress"))
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(root: Path) -> Path:
+    """An encoder with 2 layers of 4 heads, trained on the planted-word task (400 rows: 40 test, 40 dev)."""
+    data = write_csv(root / "planted.csv", planted_rows(400))
+    options = {"dim": 32, "num_layers": 2, "num_heads": 4, "pooling": "attention"}
+    args = TrainingArgs(epochs=3, batch_size=16, lr=3e-3, progress=False, vocab_size=300)
+    train(data, root / "encoder", model="encoder", model_options=options, args=args)
+    return root / "encoder"
+
+
+@pytest.fixture(scope="module")
+def loaded_bilstm_dir(root: Path, encoder_dir: Path) -> Path:
+    """A BiLSTM trained on texts handed over already loaded: no heads, and no rebuildable test split."""
+    from attend.training import load_labelled
+
+    directory = root / "bilstm"
+    args = TrainingArgs(epochs=1, progress=False, vocab_size=200)
+    options = {"embed_dim": 8, "hidden_dim": 8}
+    train(load_labelled(root / "planted.csv"), directory, model="bilstm_attention", model_options=options, args=args)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def quantized(encoder_dir: Path) -> tuple[dict, dict]:
+    """``quantize(runtime="both")`` once for the module: (its report, metrics.json as training left it)."""
+    before = json.loads((encoder_dir / "metrics.json").read_text())
+    return quantize(encoder_dir, runtime="both"), before
+
+
+@pytest.fixture(scope="module")
+def minilm_dir(root: Path) -> Path:
+    """A small untrained MiniLM saved as a model directory (pruning needs no training to be checked)."""
+    torch.manual_seed(0)
+    config = {"model_type": "minilm", "pretrained": False, "num_labels": 2,
+              "bert": {"num_layers": 2, "hidden_size": 64, "num_heads": 4, "intermediate_size": 128}}  # fmt: skip
+    model = build(config)
+    directory = root / "minilm"
+    directory.mkdir()
+    tokenizer = TextTokenizer.from_file(tokenizer_path(), max_length=64)
+    tokenizer.save(directory / "tokenizer.json")
+    full = {"model": model.config.to_dict(), "labels": ["neg", "pos"], "tokenizer": {"max_length": 64}}
+    full["weights_sha256"] = save_weights(model, directory / "model.safetensors")
+    atomic_write_json(directory / "config.json", full)
+    return directory
+
+
+# --- the rebuilt test split ------------------------------------------------------------------------
+
+
+def test_the_test_split_is_rebuilt_exactly_and_refused_when_the_data_changed(encoder_dir: Path, root: Path) -> None:
+    test = rebuild_split(encoder_dir, "test")
+    metrics = json.loads((encoder_dir / "metrics.json").read_text())
+    assert len(test) == metrics["num_examples"] == 40
+    # Same texts the trainer scored: re-evaluating on them reproduces the recorded accuracy.
+    from attend.training import evaluate
+
+    assert evaluate(encoder_dir, test)["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert len(rebuild_split(encoder_dir, "train")) + len(rebuild_split(encoder_dir, "dev")) + len(test) == 400
+    config = json.loads((encoder_dir / "config.json").read_text())
+    assert config["data"]["rebuildable"] is True and len(config["data"]["sha256"]) == 64
+    config["data"]["sha256"] = "0" * 64
+    with pytest.raises(DataError, match="has changed since the model was trained"):
+        rebuild_split(config, "test")
+    config["data"]["path"] = str(root / "gone.csv")
+    with pytest.raises(DataError, match="is not there any more; pass labelled data"):
+        rebuild_split(config, "test")
+
+
+# --- quantisation ----------------------------------------------------------------------------------
+
+
+def test_quantize_both_runtimes_keeps_accuracy_and_records_it(
+    encoder_dir: Path, root: Path, quantized: tuple[dict, dict]
+) -> None:
+    report, before = quantized
+    onnx_dir = encoder_dir / "onnx"
+    assert report["onnx"]["exported"] is True and (onnx_dir / ONNX_FILE).is_file() and (onnx_dir / INT8_FILE).is_file()
+    assert report["onnx"]["bytes"]["int8"] < report["onnx"]["bytes"]["fp32"]
+    assert report["data"].startswith("test split of") and "(40 examples)" in report["data"]
+    for runtime in ("onnx", "torch"):
+        result = report[runtime]
+        assert result["fp32"]["accuracy"] - result["int8"]["accuracy"] <= INT8_ACCURACY_BOUND, result
+        assert 0 < result["max_abs_diff_probability"] < 0.05, result
+    # metrics.json: every key training wrote is still there, the quantisation result beside them.
+    after = json.loads((encoder_dir / "metrics.json").read_text())
+    assert {key: after[key] for key in before} == before
+    assert set(after["quantized"]) == {"onnx", "torch"}
+    assert json.loads((onnx_dir / "metrics.json").read_text())["quantized"]["onnx"]["int8"] == report["onnx"]["int8"]
+    assert json.loads((onnx_dir / "config.json").read_text())["onnx"]["int8"]["file"] == INT8_FILE
+
+    # Again, on a larger labelled set: the fresh export is reused, the torch result kept.
+    data = write_csv(root / "more.csv", planted_rows(400, seed=7))
+    again = quantize(encoder_dir, runtime="onnx", data=data)
+    assert again["onnx"]["exported"] is False and again["data"].endswith("(400 examples)")
+    assert again["onnx"]["fp32"]["accuracy"] - again["onnx"]["int8"]["accuracy"] <= INT8_ACCURACY_BOUND
+    merged = json.loads((encoder_dir / "metrics.json").read_text())["quantized"]
+    assert merged["torch"] == after["quantized"]["torch"] and merged["onnx"]["data"] == again["data"]
+
+
+def test_int8_models_load_for_serving(encoder_dir: Path, quantized: tuple[dict, dict]) -> None:
+    fp32 = load(encoder_dir)
+    torch_int8 = load_runtime(encoder_dir, "torch", quantized=True)
+    assert isinstance(torch_int8, Predictor)
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    modules = list(torch_int8.model.modules())
+    assert sum(isinstance(m, DynamicQuantizedLinear) for m in modules) == 2 * 6 + 2  # 6 per block, pooling, head
+    assert not any(isinstance(m, nn.Linear) for m in modules)
+    assert all(not b.attn._packable() for b in torch_int8.model.blocks)  # q, k, v run as three int8 products
+    assert torch_int8.predict(TEXTS) == fp32.predict(TEXTS)
+    onnx_int8 = load_runtime(encoder_dir / "onnx", "onnx", quantized=True)
+    assert isinstance(onnx_int8, OnnxPredictor) and onnx_int8.quantized
+    assert onnx_int8.predict(TEXTS) == fp32.predict(TEXTS)
+    assert float(abs(onnx_int8.predict_proba(TEXTS) - fp32.predict_proba(TEXTS)).max()) < 0.05
+    with pytest.raises(ModelDirError, match=r"or serve .*onnx"):
+        load_runtime(encoder_dir, "onnx")
+
+
+def test_quantize_errors_are_clear(encoder_dir: Path, loaded_bilstm_dir: Path, quantized: tuple[dict, dict]) -> None:
+    with pytest.raises(ValueError, match="runtime='fp16'"):
+        quantize(encoder_dir, runtime="fp16")
+    with pytest.raises(ModelDirError, match="is an ONNX model directory: PyTorch int8 quantisation needs"):
+        quantize(encoder_dir / "onnx", runtime="torch")
+    with pytest.raises(DataError, match=r"passed in already loaded.*--data FILE"):
+        quantize(loaded_bilstm_dir, runtime="torch")
+
+
+# --- pruning ---------------------------------------------------------------------------------------
+
+
+def _logits(predictor: Predictor | nn.Module, tokenizer: TextTokenizer, texts: list[str]) -> torch.Tensor:
+    model = predictor.model if isinstance(predictor, Predictor) else predictor
+    with torch.inference_mode():
+        return model(tokenizer.encode(texts)).logits
+
+
+def test_pruning_zero_heads_changes_nothing(encoder_dir: Path, root: Path) -> None:
+    report = prune(encoder_dir, root / "pruned0", heads=0)
+    original, pruned = load(encoder_dir), load(root / "pruned0")
+    assert report["heads_after"] == report["heads_before"] == 8 and report["removed"] == {}
+    assert report["parameters_after"] == report["parameters_before"]
+    assert torch.equal(_logits(pruned, pruned.tokenizer, TEXTS), _logits(original, original.tokenizer, TEXTS))
+
+
+@pytest.mark.parametrize("importance", ["masking", "attention"])
+def test_pruned_encoder_equals_the_original_with_those_heads_masked(
+    encoder_dir: Path, root: Path, importance: str
+) -> None:
+    out = root / f"pruned_{importance}"
+    report = prune(encoder_dir, out, heads=3, importance=importance)
+    original, pruned = load(encoder_dir), load(out)  # rebuilt from config.json alone
+    config = json.loads((out / "config.json").read_text())
+    removed = {int(layer): heads for layer, heads in config["model"]["pruned_heads"].items()}
+    assert sum(map(len, removed.values())) == 3 and report["removed"] == config["model"]["pruned_heads"]
+    assert report["heads_per_layer"] == [4 - len(removed.get(i, [])) for i in range(2)]
+    assert report["parameters_after"] < report["parameters_before"]
+    assert report["max_abs_diff_vs_masked"] <= EXACT and report["importance_data"].startswith("dev split")
+    for index, block in enumerate(pruned.model.blocks):
+        kept = 4 - len(removed.get(index, []))
+        assert block.attn.num_heads == kept and block.attn.q_proj.weight.shape == (kept * 8, 32)
+        assert block.attn.out_proj.weight.shape == (32, kept * 8)
+
+    texts = [row["text"] for row in planted_rows(30, seed=11)]
+    unmasked = _logits(original, original.tokenizer, texts)
+    with masked_heads(original.model, removed):
+        masked = _logits(original, original.tokenizer, texts)
+    assert (masked - unmasked).abs().max() > 1e-4  # the mask does something
+    torch.testing.assert_close(_logits(pruned, pruned.tokenizer, texts), masked, atol=EXACT, rtol=0)
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pruning"]["before"] == report["before"] and metrics["accuracy"] == report["after"]["accuracy"]
+    assert config["pruning"]["removed"] == report["removed"]
+
+
+def test_pruned_model_keeps_the_fused_path_and_its_attention_maps(
+    encoder_dir: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = root / "pruned_fused"
+    prune(encoder_dir, out, heads=2)
+    pruned = load(out)
+    calls = []
+    fused = attention_backends.F.scaled_dot_product_attention
+
+    def counting(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(1)
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(attention_backends.F, "scaled_dot_product_attention", counting)
+    encoded = pruned.tokenizer.encode(TEXTS)
+    with torch.inference_mode(), capture_attention(pruned.model) as capture:
+        pruned.model(encoded)
+    assert len(calls) == 2 and all(b.attn.backend_name == "sdpa" for b in pruned.model.blocks)
+    length = encoded["input_ids"].shape[1]
+    heads = [b.attn.num_heads for b in pruned.model.blocks]
+    assert sum(heads) == 6 and [tuple(w.shape) for w in capture.weights] == [(4, h, length, length) for h in heads]
+    real = encoded["attention_mask"].bool()
+    for weights in capture.weights:  # rows of real queries are distributions
+        torch.testing.assert_close(weights.sum(-1).transpose(1, 2)[real], torch.ones(int(real.sum()), weights.shape[1]))
+
+
+def test_pruning_a_pruned_model_records_original_head_indices(encoder_dir: Path, root: Path) -> None:
+    prune(encoder_dir, root / "first", heads=2)
+    first = json.loads((root / "first" / "config.json").read_text())["model"]["pruned_heads"]
+    report = prune(root / "first", root / "second", heads=2)
+    second = json.loads((root / "second" / "config.json").read_text())["model"]["pruned_heads"]
+    assert sum(map(len, second.values())) == 4 and report["heads_after"] == 4
+    for layer, heads in first.items():
+        assert set(heads) <= set(second[layer])  # indices stay those of the original 4 heads
+    assert all(0 <= h < 4 for heads in second.values() for h in heads)
+    original = load(encoder_dir)
+    with masked_heads(original.model, {int(k): v for k, v in second.items()}):
+        masked = _logits(original, original.tokenizer, TEXTS)
+    twice = load(root / "second")
+    torch.testing.assert_close(_logits(twice, twice.tokenizer, TEXTS), masked, atol=EXACT, rtol=0)
+
+
+def test_pruned_minilm_equals_masking_and_reloads(minilm_dir: Path, root: Path) -> None:
+    data = write_csv(root / "minilm_eval.csv", planted_rows(40, seed=5))
+    dev = write_csv(root / "minilm_dev.csv", planted_rows(40, seed=6))
+    out = root / "minilm_pruned"
+    report = prune(minilm_dir, out, fraction=0.5, data=data, dev_data=dev)
+    assert report["heads_before"] == 8 and report["heads_after"] == 4 and report["max_abs_diff_vs_masked"] <= EXACT
+    config = json.loads((out / "config.json").read_text())
+    pruned_heads = config["model"]["bert"]["pruned_heads"]
+    assert config["model"]["pretrained"] is False and sum(map(len, pruned_heads.values())) == 4
+    original, pruned = load(minilm_dir), load(out)
+    with masked_heads(original.model, {int(k): v for k, v in pruned_heads.items()}):
+        masked = _logits(original, original.tokenizer, TEXTS)
+    torch.testing.assert_close(_logits(pruned, pruned.tokenizer, TEXTS), masked, atol=EXACT, rtol=0)
+    with pytest.raises(DataError, match=r"records no training data source.*dev_data=, --dev-data FILE"):
+        prune(minilm_dir, root / "nodev", heads=1, data=data)
+
+
+def test_prune_errors_are_clear(encoder_dir: Path, loaded_bilstm_dir: Path, root: Path) -> None:
+    with pytest.raises(ValueError, match="exactly one of heads="):
+        prune(encoder_dir, root / "bad", heads=1, fraction=0.5)
+    with pytest.raises(ValueError, match="at most 6 can go"):
+        prune(encoder_dir, root / "bad", heads=7)
+    with pytest.raises(ValueError, match=r"importance='random'"):
+        prune(encoder_dir, root / "bad", heads=1, importance="random")
+    with pytest.raises(ValueError, match="would overwrite the model"):
+        prune(encoder_dir, encoder_dir, heads=1)
+    with pytest.raises(ValueError, match="'bilstm_attention' has no multi-head attention layers"):
+        prune(loaded_bilstm_dir, root / "bad", heads=1)
+    assert not (root / "bad").exists()
+
+
+def test_select_heads_never_empties_a_layer() -> None:
+    importance = [torch.tensor([0.1, 0.2]), torch.tensor([0.9, 0.0, 0.05])]
+    assert select_heads(importance, 0) == {}
+    assert select_heads(importance, 2) == {1: [1, 2]}
+    assert select_heads(importance, 3) == {0: [0], 1: [1, 2]}  # layer 1 keeps its best head
+    with pytest.raises(ValueError, match="at most 3 can go"):
+        select_heads(importance, 4)
+
+
+def test_head_importance_scores_every_head(encoder_dir: Path) -> None:
+    predictor = load(encoder_dir)
+    dev = rebuild_split(encoder_dir, "dev")
+    masking = head_importance(predictor, dev, method="masking")
+    attention = head_importance(predictor, dev, method="attention")
+    assert [tuple(s.shape) for s in masking] == [tuple(s.shape) for s in attention] == [(4,), (4,)]
+    assert all(torch.isclose(s.norm(), torch.tensor(1.0)) for s in masking)  # normalised per layer (Michel et al.)
+    assert all(((s > 0) & (s <= 1)).all() for s in attention)  # mean largest attention weight
+    assert all(p.requires_grad for p in predictor.model.parameters())  # left as found
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"score": "cosine", "learn_temperature": True}, {"score": "additive", "gate": True},
+     {"adaptive_span": 8, "score": "bilinear"}],
+)  # fmt: skip
+def test_multihead_prune_heads_equals_zeroing_their_outputs(options: dict) -> None:
+    torch.manual_seed(0)
+    module = MultiHeadAttention(24, 4, **options).eval()
+    x = torch.randn(3, 7, 24)
+    padding = torch.zeros(3, 7, dtype=torch.bool)
+    padding[1, 5:] = True
+    with torch.no_grad(), masked_heads(nn.ModuleList([module]), {0: [0, 2]}):
+        masked = module(x, key_padding_mask=padding)[0]
+    module.prune_heads([0, 2])
+    assert module.num_heads == 2 and module.inner_dim == 12 and module.head_dim == 6
+    with torch.no_grad():
+        pruned, weights = module(x, key_padding_mask=padding, need_weights=True)
+    torch.testing.assert_close(pruned, masked, atol=EXACT, rtol=0)
+    assert weights is not None and weights.shape == (3, 2, 7, 7)
+    rebuilt = MultiHeadAttention(24, 2, head_dim=6, **options)
+    rebuilt.load_state_dict(module.state_dict())  # the shape a config with 2 heads of width 6 builds
+    with pytest.raises(ValueError, match="cannot prune all 2 heads"):
+        module.prune_heads([0, 1])
+    with pytest.raises(ValueError, match=r"heads \[5\] out of range"):
+        module.prune_heads([5])

@@ -1,0 +1,243 @@
+"""ONNX export: parity with PyTorch for every registered model, dynamic axes, attention outputs,
+the ONNX model directory, OnnxPredictor and load_runtime.
+
+Tolerance: float32 graphs differ from eager PyTorch only in operation order; measured here the
+largest logit difference is ~5e-7 and the largest attention-map difference ~2e-7, so the asserts
+(1e-5 on logits and maps, 1e-5 on probabilities) leave 20x headroom and still catch any real
+mismatch (a frozen axis, a dropped mask), which shows up at 1e-2 or more.
+
+Each model is exported once per module (an export takes several seconds) and reused; models are
+as small as still exercises every path (the 2-layer BiLSTM case is checked in eager mode, where
+it is cheap).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attend.attention import capture_attention
+from attend.data.tokenization import TextTokenizer
+from attend.inference import Predictor, load
+from attend.io import ModelDirError
+from attend.models import build
+from attend.models.minilm import tokenizer_path
+from attend.serve import export as export_module
+from attend.serve.export import INT8_FILE, ONNX_FILE, ExportParityError, export_onnx
+from attend.serve.onnx_runtime import OnnxPredictor, load_onnx, load_runtime
+from attend.training import TrainingArgs, train
+from tests.conftest import planted_rows, write_csv
+
+ATOL = 1e-5
+#: Batch size and lengths unlike the export example (2 texts of 3 and 6 words).
+NEW_TEXTS = [
+    "the film was wonderful",
+    "a long and tedious story about a camera that nobody wanted to see again and again and again",
+    "great",
+    "the music of the scene was superb",
+    "awful",
+]
+FAST = {"epochs": 2, "batch_size": 16, "progress": False, "vocab_size": 300}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Model directories of an encoder and a BiLSTM trained on the planted-word task."""
+    root = Path(tmp_path_factory.mktemp("export"))
+    data = write_csv(root / "planted.csv", planted_rows(400))
+    dirs = {}
+    for name, model, options, lr in [
+        ("encoder", "encoder", {"dim": 32, "num_layers": 2, "num_heads": 2, "pooling": "attention"}, 3e-3),
+        ("bilstm_attention", "bilstm_attention", {"embed_dim": 16, "hidden_dim": 16}, 1e-2),
+    ]:
+        train(data, root / name, model=model, model_options=options, args=TrainingArgs(**FAST, lr=lr))
+        dirs[name] = root / name
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def tiny_minilm() -> Predictor:
+    """An untrained, narrow MiniLM with the real WordPiece tokenizer: the same graph, a fraction of the size."""
+    torch.manual_seed(0)
+    config = {
+        "model_type": "minilm", "pretrained": False, "num_labels": 2,
+        "bert": {"num_layers": 1, "hidden_size": 64, "num_heads": 4, "intermediate_size": 128},
+    }  # fmt: skip
+    model = build(config).eval()
+    tokenizer = TextTokenizer.from_file(tokenizer_path(), max_length=64)
+    return Predictor(model=model, tokenizer=tokenizer, labels=["neg", "pos"], config={"model": model.config.to_dict()})
+
+
+@pytest.fixture(scope="module")
+def exported(
+    trained: dict[str, Path], tiny_minilm: Predictor, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[dict, Path]]:
+    """Each model exported once, with attention outputs: (report, ONNX directory)."""
+    root = Path(tmp_path_factory.mktemp("onnx"))
+    sources = {"encoder": trained["encoder"], "bilstm_attention": trained["bilstm_attention"], "minilm": tiny_minilm}
+    return {name: (export_onnx(src, root / name, attentions=True), root / name) for name, src in sources.items()}
+
+
+def _torch_predictor(name: str, trained: dict[str, Path], tiny_minilm: Predictor) -> Predictor:
+    return tiny_minilm if name == "minilm" else load(trained[name])
+
+
+@pytest.mark.parametrize("name", ["encoder", "bilstm_attention", "minilm"])
+def test_export_matches_pytorch_on_a_new_batch_size_and_lengths(
+    name: str, exported: dict, trained: dict[str, Path], tiny_minilm: Predictor
+) -> None:
+    report, onnx_dir = exported[name]
+    assert report["parity"]["max_abs_diff_logits"] < ATOL
+    assert report["parity"]["batch_sizes"][-1] == 1  # a single text was checked too
+    torch_predictor = _torch_predictor(name, trained, tiny_minilm)
+    onnx_predictor = load_onnx(onnx_dir)
+    # 5 texts, 3 to ~25 tokens: neither the export example's batch size (2) nor its length.
+    outputs = onnx_predictor.run(NEW_TEXTS)
+    encoded = torch_predictor.tokenizer.encode(NEW_TEXTS)
+    assert outputs["logits"].shape == (len(NEW_TEXTS), 2) and outputs["attention_mask"].shape[1] > 6
+    with torch.inference_mode(), capture_attention(torch_predictor.model) as capture:
+        logits = torch_predictor.model(encoded).logits
+    np.testing.assert_allclose(outputs["logits"], logits.numpy(), atol=ATOL, rtol=0)
+    # The exported maps are the capture API's maps, layer by layer, padding rows included.
+    maps = [outputs[key] for key in onnx_predictor.output_names if key.startswith("attention_")]
+    assert len(maps) == len(capture.weights)
+    for ours, reference in zip(maps, capture.weights, strict=True):
+        assert ours.shape == tuple(reference.shape)
+        np.testing.assert_allclose(ours, reference.numpy(), atol=ATOL, rtol=0)
+    if capture.pooling_weights:
+        np.testing.assert_allclose(outputs["pooling_weights"], capture.pooling_weights[-1].numpy(), atol=ATOL, rtol=0)
+    expected_maps = {"encoder": 2, "bilstm_attention": 0, "minilm": 1}[name]
+    assert len(maps) == expected_maps
+
+
+def test_onnx_directory_is_self_contained_and_records_the_export(exported: dict, trained: dict[str, Path]) -> None:
+    report, onnx_dir = exported["encoder"]
+    assert sorted(p.name for p in onnx_dir.iterdir()) == ["config.json", "metrics.json", "model.onnx", "tokenizer.json"]
+    config = json.loads((onnx_dir / "config.json").read_text())
+    source = json.loads((trained["encoder"] / "config.json").read_text())
+    assert config["labels"] == source["labels"] and config["model"] == source["model"]
+    assert "weights_sha256" not in config  # the ONNX directory has no safetensors
+    entry = config["onnx"]
+    assert entry["inputs"] == ["input_ids", "attention_mask"]
+    assert entry["outputs"] == ["logits", "attention_0", "attention_1", "pooling_weights"] == report["outputs"]
+    assert entry["source_weights_sha256"] == source["weights_sha256"] and entry["opset"] >= 17
+    assert entry["parity"]["source"].startswith("test split of")  # the model's own held-out texts
+    assert (onnx_dir / "metrics.json").read_text() == (trained["encoder"] / "metrics.json").read_text()
+    # Dynamic axes are declared as such in the graph itself.
+    import onnx
+
+    graph = onnx.load(str(onnx_dir / ONNX_FILE)).graph
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    assert dims == {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"]}
+    out_dims = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in graph.output}
+    assert out_dims["logits"] == ["batch", 2] and out_dims["attention_1"] == ["batch", 2, "sequence", "sequence"]
+
+
+def test_onnx_predictor_answers_like_the_torch_predictor(exported: dict, trained: dict[str, Path]) -> None:
+    for name in ("encoder", "bilstm_attention"):
+        torch_predictor, onnx_predictor = load(trained[name]), load_onnx(exported[name][1], threads=1)
+        texts = [row["text"] for row in planted_rows(50, seed=3)]
+        np.testing.assert_allclose(
+            onnx_predictor.predict_proba(texts, batch_size=7), torch_predictor.predict_proba(texts), atol=ATOL, rtol=0
+        )
+        assert onnx_predictor.predict(texts) == torch_predictor.predict(texts)
+        top = onnx_predictor.top_k(texts[:3], k=2)
+        assert [[label for label, _ in row] for row in top] == [
+            [label for label, _ in row] for row in torch_predictor.top_k(texts[:3], k=2)
+        ]
+        assert onnx_predictor.labels == torch_predictor.labels and onnx_predictor.multi_label is False
+        assert onnx_predictor.path == exported[name][1] and onnx_predictor.config["onnx"]["attentions"] is True
+        assert isinstance(onnx_predictor.tokenizer, TextTokenizer)
+    with pytest.raises(ValueError, match="empty"):
+        onnx_predictor.predict_proba([])
+    with pytest.raises(ValueError, match=r"texts\[1\]"):
+        onnx_predictor.predict_proba(["fine", 3])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="one string"):
+        onnx_predictor.predict("a single string")
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_bilstm_unpacked_path_equals_the_packed_one(trained: dict[str, Path], num_layers: int) -> None:
+    """The traceable BiLSTM path (used for export) gives the packed path's states, padding and all."""
+    predictor = load(trained["bilstm_attention"])
+    torch.manual_seed(0)
+    config = {**predictor.config["model"], "num_layers": num_layers}
+    model = build(config).eval()
+    encoded = predictor.tokenizer.encode([*NEW_TEXTS, "x"])
+    encoded["attention_mask"][-1] = 0  # a fully padded row too
+    with torch.inference_mode():
+        packed = model(encoded).hidden_states
+        unpacked = model.bidirectional_by_reversal(model.embed(encoded["input_ids"]), encoded["attention_mask"].sum(1)
+                                                   .clamp_min(1))  # fmt: skip
+    torch.testing.assert_close(unpacked, packed, atol=1e-6, rtol=0)
+
+
+def test_a_graph_that_disagrees_with_pytorch_is_refused_and_nothing_is_written(
+    exported: dict, trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, onnx_dir = exported["encoder"]
+    predictor = load(trained["encoder"])
+    with torch.no_grad():
+        predictor.model.head.bias += 0.5  # the PyTorch model now differs from the graph below
+
+    def stale_graph(predictor: Predictor, path: Path, *, attentions: bool, opset: int | None) -> list[str]:
+        shutil.copyfile(onnx_dir / ONNX_FILE, path)
+        return ["logits", "attention_0", "attention_1", "pooling_weights"]
+
+    monkeypatch.setattr(export_module, "_export_graph", stale_graph)
+    out = tmp_path / "out"
+    with pytest.raises(ExportParityError, match=r"disagree .* logits 0\.5.* > tolerance 0\.0001"):
+        export_onnx(predictor, out, attentions=True, texts=NEW_TEXTS)
+    assert not out.exists() and not list(tmp_path.iterdir())  # no output, no staging left behind
+
+
+def test_export_refuses_to_overwrite_its_source_or_unrelated_files(trained: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="would overwrite the model"):
+        export_onnx(trained["encoder"], trained["encoder"])
+    with pytest.raises(ValueError, match="would overwrite the model"):
+        export_onnx(trained["encoder"], trained["encoder"].parent)
+    unrelated = tmp_path / "notes"
+    unrelated.mkdir()
+    (unrelated / "todo.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a model directory"):
+        export_onnx(trained["encoder"], unrelated)
+    assert (unrelated / "todo.txt").read_text() == "keep me"
+    with pytest.raises(ModelDirError, match="no such model directory"):
+        export_onnx(tmp_path / "missing", tmp_path / "out")
+
+
+def test_onnx_loading_refuses_pickles_and_tampered_graphs(exported: dict, tmp_path: Path) -> None:
+    _, onnx_dir = exported["encoder"]
+    copy = tmp_path / "copy"
+    shutil.copytree(onnx_dir, copy)
+    (copy / "extra.pkl").write_bytes(b"not really a pickle")
+    with pytest.raises(ModelDirError, match="pickle"):
+        load_onnx(copy)
+    with pytest.raises(ModelDirError, match="pickle"):
+        load_runtime(copy, "onnx")
+    (copy / "extra.pkl").unlink()
+    with open(copy / ONNX_FILE, "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ModelDirError, match="does not match the hash"):
+        load_onnx(copy)
+
+
+def test_load_runtime_picks_the_runtime_and_explains_mismatches(exported: dict, trained: dict[str, Path]) -> None:
+    _, onnx_dir = exported["encoder"]
+    assert isinstance(load_runtime(trained["encoder"]), Predictor)
+    assert isinstance(load_runtime(onnx_dir, "onnx"), OnnxPredictor)
+    with pytest.raises(ModelDirError, match=r"attend export .* --onnx OUT` and serve OUT"):
+        load_runtime(trained["encoder"], "onnx")
+    with pytest.raises(ModelDirError, match="runtime='onnx'"):
+        load_runtime(onnx_dir, "torch")
+    with pytest.raises(ModelDirError, match=f"no int8 model \\({INT8_FILE}\\).*attend quantize"):
+        load_runtime(onnx_dir, "onnx", quantized=True)
+    with pytest.raises(ValueError, match="runtime='tensorrt'"):
+        load_runtime(onnx_dir, "tensorrt")
+    with pytest.raises(ValueError, match=r"outputs \['attention_9'\] are not in this graph"):
+        load_onnx(onnx_dir).run(["hello"], ["attention_9"])
