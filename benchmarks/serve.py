@@ -1,0 +1,182 @@
+"""Deployment benchmark, one run: offline runtimes (PyTorch / ONNX Runtime, fp32 / int8), then served load.
+
+1. Offline inference, texts/s on the same texts and batches (batch 32, interleaved rounds,
+   medians), on short texts (<= 32 tokens, from the model's own test split) and long texts
+   (>= 256 tokens: test texts joined; the tokenizer limit is raised to 256 where the model has
+   the positions): PyTorch fp32 (the reference), ONNX Runtime fp32, ONNX Runtime int8 (dynamic,
+   from ``attend quantize``) and PyTorch int8 (dynamic). Accuracy and macro-F1 of each on the
+   model's test split, as ``attend quantize`` measures them. Goal: ORT int8 >= 3x PyTorch fp32
+   on short texts with <= 0.5 points accuracy loss.
+2. Served throughput and p50/p99 latency at C concurrent clients in a second process, with and
+   without micro-batching (``benchmarks/serve_load.py``). Goal: batching >= 3x throughput at 32 clients.
+
+Every runtime gets the same number of intra-op threads (``--threads``, default 1).
+
+Usage::
+
+    python benchmarks/serve.py runs/minilm_rt          # a trained model directory
+    python benchmarks/serve.py runs/minilm_rt --skip-served --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch
+
+from attend.inference import load
+from attend.serve.compress import quantize
+from attend.serve.export import export_onnx
+from attend.serve.onnx_runtime import load_runtime
+from attend.training import rebuild_split
+
+BATCH = 32
+
+
+def _positions(predictor: Any) -> int:
+    config = predictor.config["model"]
+    if config.get("model_type") == "minilm":
+        return int((config.get("bert") or {}).get("max_position_embeddings", 512))
+    return int(config.get("max_length", predictor.tokenizer.max_length))
+
+
+def _texts(predictor: Any, test_texts: list[str], n: int) -> dict[str, list[str]]:
+    lengths = [len(ids) for ids in predictor.tokenizer.ids(test_texts)]
+    short = [t for t, n_tok in zip(test_texts, lengths, strict=True) if n_tok <= 32][:n]
+    long_texts, current = [], ""
+    for text in test_texts:
+        current = f"{current} {text}".strip()
+        if len(predictor.tokenizer.tokenizer.encode(current).ids) >= 256:
+            long_texts.append(current)
+            current = ""
+        if len(long_texts) >= max(8, n // 4):
+            break
+    return {"short": short, "long": long_texts}
+
+
+def _time(predict: Any, texts: list[str], rounds: int) -> float:
+    """Median seconds of one pass over ``texts`` in batches of BATCH."""
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        predict(texts)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def offline(model_dir: Path, work: Path, *, threads: int, n_texts: int, rounds: int) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    onnx_dir = work / "onnx"
+    t0 = time.perf_counter()
+    exported = export_onnx(model_dir, onnx_dir, threads=threads)
+    report = quantize(onnx_dir, runtime="onnx", threads=threads)
+    torch_int8 = quantize(model_dir, runtime="torch", threads=threads)  # model_dir is a scratch copy
+    print(f"exported and quantised in {time.perf_counter() - t0:.0f} s; parity "
+          f"{exported['parity']['max_abs_diff_logits']:.1e}; ONNX fp32 {report['onnx']['bytes']['fp32'] / 1e6:.1f} MB, "
+          f"int8 {report['onnx']['bytes']['int8'] / 1e6:.1f} MB")  # fmt: skip
+    runtimes = {
+        "PyTorch fp32": load(model_dir),
+        "ONNX Runtime fp32": load_runtime(onnx_dir, "onnx", threads=threads),
+        "ONNX Runtime int8": load_runtime(onnx_dir, "onnx", quantized=True, threads=threads),
+        "PyTorch int8": load_runtime(model_dir, "torch", quantized=True),
+    }
+    test = rebuild_split(model_dir, "test")
+    settings = _texts(runtimes["PyTorch fp32"], test.texts, n_texts)
+    long_limit = min(256, _positions(runtimes["PyTorch fp32"]))
+    accuracy = {
+        "PyTorch fp32": report["onnx"]["fp32"],  # ORT fp32 matches PyTorch to ~1e-6 (parity above)
+        "ONNX Runtime fp32": report["onnx"]["fp32"],
+        "ONNX Runtime int8": report["onnx"]["int8"],
+        "PyTorch int8": torch_int8["torch"]["int8"],
+    }
+    results: dict[str, Any] = {"accuracy": accuracy, "settings": {}, "parity": exported["parity"]}
+    for setting, texts in settings.items():
+        limit = 32 if setting == "short" else long_limit
+        for predictor in runtimes.values():
+            predictor.tokenizer.max_length = max(predictor.tokenizer.max_length, limit)
+        times: dict[str, list[float]] = {name: [] for name in runtimes}
+        for predictor in runtimes.values():  # warm-up
+            predictor.predict_proba(texts[:BATCH], batch_size=BATCH)
+        for r in range(rounds):  # interleaved, rotating order: load drifts hit every runtime alike
+            names = list(runtimes)
+            names = names[r % len(names) :] + names[: r % len(names)]
+            for name in names:
+                predictor = runtimes[name]
+                times[name].append(_time(lambda t, p=predictor: p.predict_proba(t, batch_size=BATCH), texts, 1))
+        rows = {}
+        base = statistics.median(times["PyTorch fp32"])
+        for name, samples in times.items():
+            seconds = statistics.median(samples)
+            rows[name] = {"texts_per_s": len(texts) / seconds, "speedup": base / seconds}
+        results["settings"][setting] = {"texts": len(texts), "max_length": limit, "rows": rows}
+        print(f"\n{setting}: {len(texts)} texts, up to {limit} tokens, batch {BATCH}, {rounds} rounds, "
+              f"threads {threads}")
+        print(f"  {'runtime':<20} {'texts/s':>9} {'x PyTorch fp32':>15} {'accuracy':>9} {'macro-F1':>9}")
+        for name, row in rows.items():
+            acc = accuracy[name]
+            print(f"  {name:<20} {row['texts_per_s']:9.1f} {row['speedup']:14.2f}x {acc['accuracy']:9.4f} "
+                  f"{acc['macro_f1']:9.4f}")  # fmt: skip
+    short = results["settings"]["short"]["rows"]["ONNX Runtime int8"]["speedup"]
+    loss = 100 * (accuracy["PyTorch fp32"]["accuracy"] - accuracy["ONNX Runtime int8"]["accuracy"])
+    met = short >= 3 and loss <= 0.5
+    print(f"\ngoal: ORT int8 >= 3x PyTorch fp32 on short texts ({short:.2f}x) with <= 0.5 points accuracy loss "
+          f"({loss:+.2f}): {'MET' if met else 'NOT MET'}")  # fmt: skip
+    results["goal"] = {"speedup_short": short, "accuracy_loss_points": loss, "met": met}
+    return results
+
+
+def _copy(model_dir: Path, target: Path) -> Path:
+    shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns("checkpoint", "runs", "onnx"))
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model_dir", help="a trained model directory (its test split is rebuilt for accuracy)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--texts", type=int, default=256, help="short texts per pass (default 256)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per served setting")
+    parser.add_argument("--skip-served", action="store_true")
+    parser.add_argument("--skip-offline", action="store_true")
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    model_dir = Path(args.model_dir)
+    print(f"attend deployment benchmark: {model_dir}; torch {torch.__version__}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="attend-bench-serve-") as tmp:
+        work = Path(tmp)
+        if not args.skip_offline:
+            print("\n== offline inference")
+            results["offline"] = offline(_copy(model_dir, work / "model"), work, threads=args.threads,
+                                         n_texts=args.texts, rounds=args.rounds)  # fmt: skip
+    if not args.skip_served:
+        import serve_load
+
+        print("\n== served (attend serve on 127.0.0.1, load from a second process)")
+        served = Path(tempfile.mkdtemp(prefix="attend-serve-load-")) / "served.json"
+        serve_load.main([str(model_dir), "--clients", str(args.clients), "--seconds", str(args.seconds),
+                         "--threads", str(args.threads), "--json", str(served)])  # fmt: skip
+        results["served"] = json.loads(served.read_text())
+    print(f"\nload average at end {os.getloadavg()[0]:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
