@@ -161,16 +161,25 @@ def quantize_torch_model(model: nn.Module) -> nn.Module:
     return quantized.eval()
 
 
+def _vector_matmuls(path: Path) -> list[str]:
+    """MatMul nodes whose weight is a vector (the attention pooling's context vector): per-channel
+    int8 needs a matrix, and a vector is too small to be worth quantising anyway."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    vectors = {init.name for init in graph.initializer if len(init.dims) < 2}
+    return [node.name for node in graph.node if node.op_type == "MatMul" and vectors.intersection(node.input)]
+
+
 def quantize_onnx_file(source: Path, target: Path) -> None:
     """``onnxruntime.quantization.quantize_dynamic`` from ``source`` into ``target``, atomically.
 
-    Int8 weights for every MatMul/Gemm and the embedding Gather (the bulk of a small text
-    model's bytes), one scale per tensor. Per-channel scales were measured on the WordNet
-    encoder too: the same agreement with fp32 (99.95%) and a barely smaller probability error
-    (0.021 vs 0.023), but they fail on the attention pooling's 1-D context vector and would
-    need per-node exclusions, so the simpler per-tensor scheme is used. ONNX Runtime's
-    "run pre-processing first" advice is skipped: its symbolic shape inference does not
-    complete on these graphs, and quantisation is correct without it.
+    Int8 weights for every MatMul, one scale per output channel; embeddings and other ops stay
+    fp32. Measured on MiniLM fine-tuned on Rotten Tomatoes (test split, one thread), against
+    quantising MatMul/Gemm and the embedding Gather with one scale per tensor: accuracy 0.8298
+    vs 0.8188 (fp32 0.8329) and 224 vs 188 texts/s on short texts. ONNX Runtime's "run
+    pre-processing first" advice is skipped: its symbolic shape inference does not complete on
+    these graphs, and quantisation is correct without it.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -181,7 +190,8 @@ def quantize_onnx_file(source: Path, target: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             root.setLevel(logging.ERROR)  # the pre-processing advice is logged on the root logger
-            quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul"], nodes_to_exclude=_vector_matmuls(source))  # fmt: skip
         os.replace(tmp, target)
     finally:
         root.setLevel(level)
