@@ -64,6 +64,11 @@ class Predictor:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
+    def to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Softmax over labels, or independent sigmoids when multi-label."""
+        logits = logits.detach().float()
+        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)
+
     @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Probabilities ``(N, num_labels)``: softmax, or independent sigmoids when multi-label."""
@@ -71,9 +76,7 @@ class Predictor:
         probs = np.zeros((len(checked), len(self.labels)), dtype=np.float32)
         for batch in self._batches(checked, batch_size):
             encoded = self.tokenizer.encode([checked[i] for i in batch])
-            logits = self.model(encoded).logits.float()
-            p = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)
-            probs[batch] = p.numpy()
+            probs[batch] = self.to_probabilities(self.model(encoded).logits).numpy()
         return probs
 
     def predict(self, texts: Sequence[str], *, batch_size: int = 64, threshold: float = 0.5) -> list[Any]:

@@ -51,9 +51,7 @@ def _probabilities(predictor: Predictor, rows: list[list[int]], batch_size: int)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batch = predictor.tokenizer.pad([rows[i] for i in chunk])
-        logits = predictor.model(batch).logits.float()
-        probs = torch.sigmoid(logits) if predictor.multi_label else torch.softmax(logits, -1)
-        out[chunk] = probs.numpy()
+        out[chunk] = predictor.to_probabilities(predictor.model(batch).logits).numpy()
     return out
 
 

@@ -269,11 +269,6 @@ def _target_index(predictor: Predictor, target: str | None, probs: Tensor) -> Te
     return torch.full((probs.shape[0],), predictor.labels.index(target), dtype=torch.long)
 
 
-def _probabilities(predictor: Predictor, logits: Tensor) -> Tensor:
-    logits = logits.detach().float()
-    return torch.sigmoid(logits) if predictor.multi_label else torch.softmax(logits, -1)
-
-
 def _integrated_gradients(
     predictor: Predictor, batch: Mapping[str, Tensor], targets: Tensor, steps: int
 ) -> tuple[Tensor, Tensor]:
@@ -347,7 +342,7 @@ def _explain_batch(
             logits = model(inputs).logits
         maps = cap.weights
         pooling = cap.pooling_weights[-1] if cap.pooling_weights else None
-        probs = _probabilities(predictor, logits)
+        probs = predictor.to_probabilities(logits)
         targets = _target_index(predictor, target, probs)
         grads: list[Tensor] = []
         pooling_grad = None
@@ -499,11 +494,6 @@ def explain(
                 spans=spans[row] if len(spans[row]) == n else None,
             )
     return [r for r in results if r is not None]
-
-
-def token_count(explanation: Explanation) -> int:
-    """Text tokens (special tokens excluded)."""
-    return sum(1 for s in explanation.special if not s)
 
 
 def top_tokens(explanation: Explanation, k: int = 5) -> list[tuple[str, float]]:
