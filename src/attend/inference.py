@@ -69,15 +69,29 @@ class Predictor:
         logits = logits.detach().float()
         return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)
 
+    def _encoded_probabilities(self, encoded: dict[str, Any]) -> np.ndarray:
+        return self.to_probabilities(self.model(encoded).logits).numpy()
+
     @torch.inference_mode()
-    def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        """Probabilities ``(N, num_labels)``: softmax, or independent sigmoids when multi-label."""
+    def predict_proba_truncated(self, texts: Sequence[str], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities ``(N, num_labels)`` and, per text, whether it was cut to the model's ``max_length``.
+
+        One tokenisation serves both, so a service can flag truncated texts at no extra cost.
+        """
         checked = validate_texts(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
         probs = np.zeros((len(checked), len(self.labels)), dtype=np.float32)
+        truncated = np.zeros(len(checked), dtype=bool)
         for batch in self._batches(checked, batch_size):
             encoded = self.tokenizer.encode([checked[i] for i in batch])
-            probs[batch] = self.to_probabilities(self.model(encoded).logits).numpy()
-        return probs
+            truncated[batch] = encoded["truncated"].numpy()
+            probs[batch] = self._encoded_probabilities(encoded)
+        return probs, truncated
+
+    def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Probabilities ``(N, num_labels)``: softmax, or independent sigmoids when multi-label."""
+        return self.predict_proba_truncated(texts, batch_size=batch_size)[0]
 
     def predict(self, texts: Sequence[str], *, batch_size: int = 64, threshold: float = 0.5) -> list[Any]:
         """The top label per text (a list of labels above ``threshold`` when multi-label)."""

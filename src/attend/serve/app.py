@@ -184,9 +184,8 @@ def create_app(predictor: Any, settings: ServeSettings | None = None, *, name: s
     methods = [*METHODS, *BASELINES] if can_explain else []
 
     def run_predict(texts: list[str]) -> list[tuple[np.ndarray, bool]]:
-        lengths = [len(e.ids) for e in tokenizer.tokenizer.encode_batch(texts)]
-        probs = predictor.predict_proba(texts, batch_size=max(1, len(texts)))
-        return [(row, n > tokenizer.max_length) for row, n in zip(probs, lengths, strict=True)]
+        probs, truncated = predictor.predict_proba_truncated(texts, batch_size=max(1, len(texts)))
+        return [(row, bool(flag)) for row, flag in zip(probs, truncated, strict=True)]
 
     batcher = MicroBatcher(
         run_predict,

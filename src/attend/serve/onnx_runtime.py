@@ -85,6 +85,8 @@ class OnnxPredictor:
     # Same batching, thresholding and ranking as the PyTorch Predictor, so both runtimes answer
     # identically given the same probabilities (one implementation, not two to keep in step).
     _batches = Predictor._batches
+    predict_proba_truncated = Predictor.predict_proba_truncated
+    predict_proba = Predictor.predict_proba
     predict = Predictor.predict
     top_k = Predictor.top_k
 
@@ -105,17 +107,9 @@ class OnnxPredictor:
         result["attention_mask"] = encoded["attention_mask"].numpy()
         return result
 
-    def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        """Probabilities ``(N, num_labels)``: softmax, or independent sigmoids when multi-label."""
-        checked = validate_texts(texts)
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
-        probs = np.zeros((len(checked), len(self.labels)), dtype=np.float32)
-        for batch in self._batches(checked, batch_size):
-            encoded = self.tokenizer.encode([checked[i] for i in batch])
-            (logits,) = self.session.run(["logits"], {name: encoded[name].numpy() for name in INPUT_NAMES})
-            probs[batch] = _probabilities(logits, self.multi_label)
-        return probs
+    def _encoded_probabilities(self, encoded: dict[str, Any]) -> np.ndarray:
+        (logits,) = self.session.run(["logits"], {name: encoded[name].numpy() for name in INPUT_NAMES})
+        return _probabilities(logits, self.multi_label)
 
 
 def _probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
