@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 from torch import nn
@@ -151,6 +152,10 @@ def test_int8_models_load_for_serving(encoder_dir: Path, quantized: tuple[dict, 
     assert torch_int8.predict(TEXTS) == fp32.predict(TEXTS)
     onnx_int8 = load_runtime(encoder_dir / "onnx", "onnx", quantized=True)
     assert isinstance(onnx_int8, OnnxPredictor) and onnx_int8.quantized
+    # Every weight matrix is int8 in the ONNX graph too, the packed q/k/v one included (the graph
+    # concatenates it per call; only constant folding before quantisation makes it a weight).
+    nodes = onnx.load(str(encoder_dir / "onnx" / INT8_FILE)).graph.node
+    assert sum(n.op_type == "MatMulInteger" for n in nodes) == 2 * 4 + 2  # q/k/v, output, 2 feed-forward; pooling, head
     assert onnx_int8.predict(TEXTS) == fp32.predict(TEXTS)
     assert float(abs(onnx_int8.predict_proba(TEXTS) - fp32.predict_proba(TEXTS)).max()) < 0.05
     with pytest.raises(ModelDirError, match=r"or serve .*onnx"):
