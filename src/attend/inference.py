@@ -19,7 +19,55 @@ from attend.data.tokenization import TextTokenizer
 from attend.io import ModelDirError, read_model_dir
 from attend.models import build, config_from_dict
 
-__all__ = ["Predictor", "load", "validate_texts"]
+__all__ = ["CALL_COST_TOKENS", "Predictor", "length_batches", "load", "validate_texts"]
+
+#: What one forward call costs beyond its tokens, in padded-token equivalents. Measured for
+#: MiniLM on CPU with one thread: about 8.5 ms per call and 0.25 ms per padded token (batch 1
+#: vs batch 32 of 32-token texts), so about 34; small models and ONNX Runtime pay less per
+#: call, and a lower value only makes the plan split a little more eagerly.
+CALL_COST_TOKENS = 32
+
+
+def length_batches(
+    lengths: Sequence[int], batch_size: int, *, call_cost: float = CALL_COST_TOKENS
+) -> list[list[int]]:
+    """Split items of these token lengths into batches that cost the least to run, padding included.
+
+    A batch is padded to its longest member, so one long text in a batch of short ones
+    multiplies the work (WordNet glosses, MiniLM, one thread: 32 random glosses run at 73
+    texts/s as one batch, 147 as two halves by length). Items are sorted by length and cut into
+    runs of at most ``batch_size``; where to cut is chosen exactly, by dynamic programming over
+    the sorted lengths, minimising the sum over batches of ``call_cost + size * longest``: a
+    cut is made only when the padding it saves outweighs the price of one more call.
+
+    Args:
+        lengths: Token count per item.
+        batch_size: Most items per batch.
+        call_cost: Fixed cost of a call, in padded tokens (:data:`CALL_COST_TOKENS`).
+
+    Returns:
+        Lists of item indices, shortest items first; every index exactly once.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    n = len(order)
+    if n == 0:
+        return []
+    sorted_lengths = np.asarray(lengths, dtype=np.float64)[order]
+    best = np.zeros(n + 1)  # best[i]: cheapest plan for the i shortest items
+    cut = np.zeros(n + 1, dtype=np.int64)  # where the last batch of that plan starts
+    for i in range(1, n + 1):
+        starts = np.arange(max(0, i - batch_size), i)
+        costs = best[starts] + call_cost + (i - starts) * sorted_lengths[i - 1]
+        k = int(np.argmin(costs))  # ties: the earliest start, i.e. the larger batch
+        best[i], cut[i] = costs[k], starts[k]
+    batches: list[list[int]] = []
+    end = n
+    while end > 0:
+        batches.append(order[cut[end] : end].tolist())
+        end = int(cut[end])
+    return batches[::-1]
 
 
 def validate_texts(texts: Sequence[str] | str, *, field: str = "texts") -> list[str]:
@@ -77,17 +125,17 @@ class Predictor:
         """Probabilities ``(N, num_labels)`` and, per text, whether it was cut to the model's ``max_length``.
 
         One tokenisation serves both, so a service can flag truncated texts at no extra cost.
+        Texts are tokenised once, then run in the batches of :func:`length_batches` (at most
+        ``batch_size`` texts each, cut where padding would cost more than another call).
         """
         checked = validate_texts(texts)
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
+        rows, cut = self.tokenizer.ids_truncated(checked)
         probs = np.zeros((len(checked), len(self.labels)), dtype=np.float32)
-        truncated = np.zeros(len(checked), dtype=bool)
-        for batch in self._batches(checked, batch_size):
-            encoded = self.tokenizer.encode([checked[i] for i in batch])
-            truncated[batch] = encoded["truncated"].numpy()
-            probs[batch] = self._encoded_probabilities(encoded)
-        return probs, truncated
+        for batch in length_batches([len(row) for row in rows], batch_size):
+            probs[batch] = self._encoded_probabilities(self.tokenizer.pad([rows[i] for i in batch]))
+        return probs, np.asarray(cut, dtype=bool)
 
     def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Probabilities ``(N, num_labels)``: softmax, or independent sigmoids when multi-label."""

@@ -178,7 +178,12 @@ class TextTokenizer:
 
     def ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, unpadded; texts over ``max_length`` keep their first tokens and ``[SEP]``."""
-        return [self._truncate(e.ids) for e in self.tokenizer.encode_batch(list(texts))]
+        return self.ids_truncated(texts)[0]
+
+    def ids_truncated(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
+        """:meth:`ids`, and per text whether it was cut to ``max_length`` (one tokenisation for both)."""
+        rows = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        return [self._truncate(row) for row in rows], [len(row) > self.max_length for row in rows]
 
     def offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int] | None]]:
         """Per text and token (as :meth:`ids` gives them): the ``(start, end)`` characters it covers.
