@@ -193,7 +193,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = ServeSettings(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts, max_chars=args.max_chars,
-        runtime=args.runtime, quantized=args.int8, threads=args.threads, monitor_db=args.monitor_db,
+        runtime=args.runtime, quantized=args.int8, bf16=args.bf16, threads=args.threads, monitor_db=args.monitor_db,
         support_index=args.support_index,
     )  # fmt: skip
     serve(args.model_dir, host=args.host, port=args.port, workers=args.workers, settings=settings)
@@ -379,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-chars", type=int, default=20000, help="longest text in characters (20000)")
     sv.add_argument("--runtime", choices=["torch", "onnx"], default="torch", help="inference runtime (torch)")
     sv.add_argument("--int8", action="store_true", help="serve the dynamically quantised int8 model")
+    sv.add_argument("--bf16", action="store_true", help="serve the PyTorch model in bfloat16 (fast on AMX CPUs)")
     sv.add_argument("--threads", type=int, default=0, help="intra-op threads (default: the runtime's)")
     sv.add_argument("--monitor-db", help="also take POST /v1/monitor/events into this monitor database")
     sv.add_argument("--support-index", help="also answer POST /v1/support/ask from this FAQ index")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -188,6 +189,8 @@ def test_settings_and_pickle_directory_are_refused(model_dir: Path, tmp_path: Pa
         ServeSettings(max_batch=0)
     with pytest.raises(ValueError, match="runtime='tf'"):
         ServeSettings(runtime="tf")
+    with pytest.raises(ValueError, match="--bf16 goes with neither --runtime onnx nor --int8"):
+        ServeSettings(bf16=True, quantized=True)
     bad = tmp_path / "bad"
     shutil.copytree(model_dir, bad)
     (bad / "extra.pkl").write_bytes(b"\x80\x04K\x01.")
@@ -196,6 +199,25 @@ def test_settings_and_pickle_directory_are_refused(model_dir: Path, tmp_path: Pa
     result = subprocess.run([sys.executable, "-m", "attend", "serve", str(bad), "--port", "1"],
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2 and "pickle" in result.stderr and "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, "-m", "attend", "serve", str(model_dir), "--bf16", "--runtime", "onnx"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and "--bf16" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bf16_service_predicts_like_fp32_and_explains(model_dir: Path) -> None:
+    settings = ServeSettings(bf16=True)
+    predictor = load_for_serving(model_dir, settings)
+    assert next(predictor.model.parameters()).dtype == torch.bfloat16
+    texts = ["the film was wonderful", "a dreadful plot"]
+    reference = load(model_dir).predict_proba(texts)
+    with TestClient(create_app(predictor, settings)) as bf16:
+        body = bf16.post("/v1/predict", json={"texts": texts}).json()
+        probs = [p["top"][0]["probability"] for p in body["predictions"]]
+        assert [p["label"] for p in body["predictions"]] == ["pos", "neg"]
+        assert max(abs(p - reference[i].max()) for i, p in enumerate(probs)) < 0.02
+        assert bf16.get("/v1/model").json()["runtime"] == "torch-bf16"
+        explained = bf16.post("/v1/explain", json={"text": texts[0], "method": "rollout"})
+        assert explained.status_code == 200 and len(explained.json()["explanations"][0]["importance"]) == 6
 
 
 # --- a real server on 127.0.0.1 ------------------------------------------------------------------

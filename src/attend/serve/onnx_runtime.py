@@ -178,7 +178,12 @@ def load_onnx(path: str | os.PathLike[str], *, quantized: bool = False, threads:
 
 
 def load_runtime(
-    path: str | os.PathLike[str], runtime: str = "torch", *, quantized: bool = False, threads: int | None = None
+    path: str | os.PathLike[str],
+    runtime: str = "torch",
+    *,
+    quantized: bool = False,
+    bf16: bool = False,
+    threads: int | None = None,
 ) -> Predictor | OnnxPredictor:
     """Load a model directory for serving with the chosen runtime.
 
@@ -188,6 +193,10 @@ def load_runtime(
         quantized: int8: for ONNX the directory's ``model.int8.onnx``; for PyTorch, dynamic int8
             quantisation of every ``nn.Linear`` applied right after loading (nothing extra is
             stored, so no pickle is ever needed).
+        bf16: PyTorch only: cast the model to bfloat16 after loading (probabilities stay float32).
+            On CPUs with AMX (or AVX512-BF16) its matrix products run several times faster than
+            float32; MiniLM on Rotten Tomatoes kept its accuracy (0.8337 vs 0.8329, 99.9% of
+            predictions unchanged; ``benchmarks/serve.py``).
         threads: ONNX Runtime intra-op threads (PyTorch's are set with ``torch.set_num_threads``).
 
     Raises:
@@ -196,6 +205,8 @@ def load_runtime(
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime={runtime!r}; choose one of {list(RUNTIMES)}")
+    if bf16 and (runtime != "torch" or quantized):
+        raise ValueError("bf16 needs runtime='torch' and no int8 quantisation")
     path = Path(path)
     has_onnx = (path / ONNX_FILE).is_file()
     has_weights = (path / "model.safetensors").is_file()
@@ -210,6 +221,8 @@ def load_runtime(
             from attend.serve.compress import quantize_torch_model
 
             predictor.model = quantize_torch_model(predictor.model)
+        if bf16:
+            predictor.model = predictor.model.to(torch.bfloat16)
         return predictor
     if path.is_dir() and has_weights and not has_onnx:
         exported = (path / "onnx" / ONNX_FILE).is_file()
