@@ -4,7 +4,9 @@ Starts ``attend serve MODEL_DIR`` twice on 127.0.0.1 (``--max-batch 1``: every r
 ``--max-batch N``: micro-batching), and for each runs a load generator in a *second process*
 (this script re-invoked with ``--client``): C concurrent clients, each sending one text per
 ``POST /v1/predict`` as soon as its previous answer arrives, for a fixed duration after a
-warm-up. It prints requests/s, p50/p99 latency, errors, and the ratio batched / unbatched.
+warm-up. The client is bare asyncio HTTP/1.1 (keep-alive, requests pre-encoded), so the load
+generator takes little of the CPU it shares with the server. It prints requests/s, p50/p99
+latency, errors, and the ratio batched / unbatched.
 
 The server gets ``--threads`` intra-op threads (default 1) and the client runs in its own
 process, so on a 2-core machine they do not share a core. Texts are real: WordNet glosses
@@ -72,37 +74,63 @@ def _texts(dataset: str, n: int = 2000, seed: int = 0) -> list[str]:
     return random.Random(seed).sample(texts, min(n, len(texts)))
 
 
+def _request(host: str, text: str) -> bytes:
+    body = json.dumps({"text": text}).encode()
+    head = (f"POST /v1/predict HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n")  # fmt: skip
+    return head.encode() + body
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    """Send one request on a kept-alive connection; read the whole response; return its status."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length = next((int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")), 0)
+    await reader.readexactly(length)
+    return status
+
+
 async def _load(url: str, texts: list[str], clients: int, warmup: float, seconds: float) -> dict[str, Any]:
+    """C closed-loop clients, each on its own kept-alive HTTP/1.1 connection.
+
+    The client is plain asyncio streams with requests encoded up front: an HTTP library costs
+    several ms of CPU per request (httpx measured about 5 ms), which on a small machine is taken
+    from the server being measured. Responses are read whole; a non-200 status is an error.
+    """
     latencies: list[float] = []
     errors = 0
     done = 0
     start_measure = time.perf_counter() + warmup
     stop = start_measure + seconds
+    host, port = url.removeprefix("http://").split(":")
+    bodies = [_request(f"{host}:{port}", text) for text in texts]
 
-    async def client(i: int, http: httpx.AsyncClient) -> None:
+    async def client(i: int) -> None:
         nonlocal errors, done
         rng = random.Random(i)
-        while True:
-            now = time.perf_counter()
-            if now >= stop:
-                return
-            t0 = time.perf_counter()
-            try:
-                response = await http.post("/v1/predict", json={"text": rng.choice(texts)})
-                ok = response.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            t1 = time.perf_counter()
-            if t0 >= start_measure and t1 <= stop:
-                if ok:
-                    latencies.append(t1 - t0)
-                    done += 1
-                else:
-                    errors += 1
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                try:
+                    ok = await _exchange(reader, writer, rng.choice(bodies)) == 200
+                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    ok = False
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, int(port))
+                t1 = time.perf_counter()
+                if t0 >= start_measure and t1 <= stop:
+                    if ok:
+                        latencies.append(t1 - t0)
+                        done += 1
+                    else:
+                        errors += 1
+        finally:
+            writer.close()
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-        await asyncio.gather(*(client(i, http) for i in range(clients)))
+    await asyncio.gather(*(client(i) for i in range(clients)))
     latencies.sort()
 
     def pct(q: float) -> float:
@@ -125,11 +153,13 @@ def _run_client(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(model_dir: str, max_batch: int, max_wait_ms: float, threads: int) -> tuple[subprocess.Popen, str]:
+def _serve(
+    model_dir: str, max_batch: int, max_wait_ms: float, threads: int, extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "attend", "serve", model_dir, "--port", str(port), "--max-batch", str(max_batch),
-               "--max-wait-ms", str(max_wait_ms), "--threads", str(threads)]  # fmt: skip
+               "--max-wait-ms", str(max_wait_ms), "--threads", str(threads), *extra]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -161,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1, help="server intra-op threads (default 1)")
+    parser.add_argument("--bf16", action="store_true", help="serve the model in bfloat16 (attend serve --bf16)")
     parser.add_argument("--texts-from", default="wordnet_topics", help="dataset of request texts")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
@@ -173,12 +204,13 @@ def main(argv: list[str] | None = None) -> int:
 
         args.model_dir = str(minilm_dir(Path(tempfile.mkdtemp(prefix="attend-serve-")) / "minilm"))
     print(f"serve load test: {args.model_dir}, {args.clients} concurrent clients, {args.seconds:.0f} s measured "
-          f"after {args.warmup:.0f} s warm-up, server threads {args.threads}, load from a second process")  # fmt: skip
+          f"after {args.warmup:.0f} s warm-up, server threads {args.threads}{', bf16' if args.bf16 else ''}, "
+          "load from a second process")  # fmt: skip
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     results: dict[str, Any] = {}
     for label, max_batch in (("unbatched (--max-batch 1)", 1), (f"micro-batched (--max-batch {args.max_batch})",
                                                                  args.max_batch)):  # fmt: skip
-        proc, url = _serve(args.model_dir, max_batch, args.max_wait_ms, args.threads)
+        proc, url = _serve(args.model_dir, max_batch, args.max_wait_ms, args.threads, ("--bf16",) if args.bf16 else ())
         try:
             client = subprocess.run(
                 [sys.executable, __file__, "--client", "--url", url, "--clients", str(args.clients), "--seconds",
