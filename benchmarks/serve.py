@@ -132,13 +132,13 @@ def offline(model_dir: Path, work: Path, *, threads: int, n_texts: int, rounds: 
     test = rebuild_split(model_dir, "test")
     texts_by_length = _texts(runtimes["PyTorch fp32"], test.texts, n_texts)
     long_limit = min(256, _positions(runtimes["PyTorch fp32"]))
-    bf16 = _compare(runtimes["PyTorch fp32"], runtimes["PyTorch bf16"], test, 64)
+    bf16 = _compare(runtimes["PyTorch fp32"], runtimes["PyTorch bf16"], test, 64, precision="bf16")
     accuracy = {
         "PyTorch fp32": report["onnx"]["fp32"],  # ORT fp32 matches PyTorch to ~1e-6 (parity above)
         "ONNX Runtime fp32": report["onnx"]["fp32"],
         "ONNX Runtime int8": report["onnx"]["int8"],
         "PyTorch int8": torch_int8["torch"]["int8"],
-        "PyTorch bf16": bf16["int8"],  # _compare names its candidate "int8"
+        "PyTorch bf16": bf16["bf16"],
     }
     results: dict[str, Any] = {"accuracy": accuracy, "settings": {}, "parity": exported["parity"]}
     settings = {"short, batch 1": ("short", 1), "short, batch 32": ("short", BATCH), "long, batch 32": ("long", BATCH)}

@@ -224,10 +224,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_int8(name: str, row: dict) -> None:
-    print(f"{name}: accuracy {row['fp32']['accuracy']:.4f} -> {row['int8']['accuracy']:.4f} "
+def _print_int8(name: str, row: dict, precision: str = "int8") -> None:
+    print(f"{name}: accuracy {row['fp32']['accuracy']:.4f} -> {row[precision]['accuracy']:.4f} "
           f"({100 * row['accuracy_change']:+.2f} points), macro-F1 {row['fp32']['macro_f1']:.4f} -> "
-          f"{row['int8']['macro_f1']:.4f}; same prediction on {100 * row['same_prediction']:.1f}% "
+          f"{row[precision]['macro_f1']:.4f}; same prediction on {100 * row['same_prediction']:.1f}% "
           "of texts")  # fmt: skip
 
 
@@ -237,6 +237,11 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     report = quantize(args.model_dir, runtime=args.runtime, data=args.data)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
+        return 0
+    if "bf16" in report:
+        print(f"bfloat16, measured on the {report['data']}")
+        _print_int8("  torch bf16", report["bf16"], "bf16")
+        print("written to metrics.json under 'quantized'; serve it with --bf16")
         return 0
     print(f"dynamic int8, measured on the {report['data']}")
     for name in ("onnx", "torch"):
@@ -397,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     qu = verbs.add_parser("quantize", help="dynamic int8 quantisation, accuracy change measured on the test split")
     qu.add_argument("model_dir", help="a model directory or an `attend export` ONNX directory")
-    qu.add_argument("--runtime", choices=["onnx", "torch", "both"], default="onnx", help="(default: onnx)")
+    qu.add_argument("--runtime", choices=["onnx", "torch", "both", "bf16"], default="onnx",
+                    help="int8 for ONNX Runtime, PyTorch or both; or bf16: measure `serve --bf16` (default: onnx)")
     qu.add_argument("--data", help="labelled data to measure on (default: the model's own test split)")
     qu.add_argument("--json", action="store_true", help="print the report as JSON")
     qu.set_defaults(func=_cmd_quantize)

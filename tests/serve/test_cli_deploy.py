@@ -35,6 +35,14 @@ def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, c
     stored = json.loads((onnx_dir / "metrics.json").read_text())
     assert "accuracy" in stored and abs(stored["quantized"]["onnx"]["accuracy_change"]) <= 0.05
 
+    assert main(["quantize", str(model_dir), "--runtime", "bf16"]) == 0  # what `serve --bf16` would lose
+    printed = capsys.readouterr().out
+    assert "torch bf16: accuracy" in printed and "serve it with --bf16" in printed
+    half = json.loads((model_dir / "metrics.json").read_text())["quantized"]["bf16"]
+    assert abs(half["accuracy_change"]) <= 0.05 and half["same_prediction"] > 0.9 and "bf16" in half
+    assert main(["quantize", str(onnx_dir), "--runtime", "bf16"]) == 2  # an ONNX directory has no PyTorch model
+    assert "ONNX model directory" in capsys.readouterr().err
+
     pruned = tmp_path / "pruned"
     assert main(["prune", str(model_dir), "--out", str(pruned), "--heads", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -59,7 +59,7 @@ __all__ = [
     "select_heads",
 ]
 
-QUANTIZE_RUNTIMES = ("onnx", "torch", "both")
+QUANTIZE_RUNTIMES = ("onnx", "torch", "both", "bf16")
 IMPORTANCE_METHODS = ("masking", "attention")
 
 
@@ -120,8 +120,11 @@ def _compare(
     candidate: Predictor | OnnxPredictor,
     data: LabelledTexts,
     batch_size: int,
+    *,
+    precision: str = "int8",
 ) -> dict[str, Any]:
-    """Accuracy and macro-F1 of both, their changes, and how far the probabilities moved."""
+    """Accuracy and macro-F1 of both (keys ``fp32`` and ``precision``), their changes, and how far
+    the probabilities moved."""
     from attend.training import score_probabilities
 
     before, seconds_before = _probabilities(reference, data.texts, batch_size)
@@ -132,13 +135,13 @@ def _compare(
     same = (before >= 0.5) == (after >= 0.5) if multi else before.argmax(1)[:, None] == after.argmax(1)[:, None]
     return {
         "fp32": m_before,
-        "int8": m_after,
+        precision: m_after,
         "accuracy_change": m_after["accuracy"] - m_before["accuracy"],
         "macro_f1_change": m_after["macro_f1"] - m_before["macro_f1"],
         "max_abs_diff_probability": float(np.abs(before - after).max()),
         "mean_abs_diff_probability": float(np.abs(before - after).mean()),
         "same_prediction": float(same.all(1).mean()),
-        "eval_seconds": {"fp32": round(seconds_before, 3), "int8": round(seconds_after, 3)},
+        "eval_seconds": {"fp32": round(seconds_before, 3), precision: round(seconds_after, 3)},
     }
 
 
@@ -182,8 +185,8 @@ def quantize_onnx_file(source: Path, target: Path) -> None:
     q/k/v projections, a quarter of the encoder's multiply-adds, stayed fp32 (MiniLM on Rotten
     Tomatoes, one thread, batch 1: 3.2x PyTorch fp32 without, 4.4x with). Its symbolic shape
     inference is skipped: it does not complete on these graphs, and nothing here needs it.
-    Measured against also quantising the embedding Gather with one scale per tensor (same model,
-    test split): accuracy 0.8298 vs 0.8188 (fp32 0.8329).
+    Chosen over also quantising the embedding Gather with one scale per tensor (same model, test
+    split, measured before folding was added): accuracy 0.8298 vs 0.8188 (fp32 0.8329).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -235,7 +238,9 @@ def quantize(
             these weights), which is then the directory to serve with ``--runtime onnx
             --quantized``. ``"torch"``: measure PyTorch dynamic int8, which
             ``load_runtime(..., quantized=True)`` applies at load (nothing is written but
-            metrics). ``"both"``: both.
+            metrics). ``"both"``: both. ``"bf16"``: measure the PyTorch model cast to bfloat16,
+            as ``attend serve --bf16`` runs it (not int8, but the same question: what does the
+            faster model lose?).
         data: Labelled data to measure on (default: the model's own rebuilt test split).
         threads: ONNX Runtime intra-op threads (default: PyTorch's thread count).
         batch_size: Texts per inference call while measuring.
@@ -257,7 +262,7 @@ def quantize(
     if not is_onnx and not (path / "model.safetensors").is_file():
         raise ModelDirError(f"{path} is not a complete model directory: model.safetensors is missing")
     runtimes = ["onnx", "torch"] if runtime == "both" else [runtime]
-    if "torch" in runtimes and is_onnx:
+    if ("torch" in runtimes or "bf16" in runtimes) and is_onnx:
         source = config["onnx"].get("source")
         raise ModelDirError(
             f"{path} is an ONNX model directory: PyTorch int8 quantisation needs the PyTorch model directory "
@@ -275,6 +280,16 @@ def quantize(
         results["torch"] = {
             "method": "torch.ao dynamic int8, nn.Linear (applied at load: load_runtime(..., quantized=True))",
             **_compare(fp32, int8, dataset, batch_size),
+        }
+    if "bf16" in runtimes:
+        fp32 = load(path)
+        half = Predictor(
+            model=copy.deepcopy(fp32.model).to(torch.bfloat16), tokenizer=fp32.tokenizer, labels=fp32.labels,
+            config=fp32.config, path=fp32.path,
+        )  # fmt: skip
+        results["bf16"] = {
+            "method": "bfloat16 weights and activations (applied at load: attend serve --bf16)",
+            **_compare(fp32, half, dataset, batch_size, precision="bf16"),
         }
     if "onnx" in runtimes:
         onnx_dir = path if is_onnx else path / "onnx"
