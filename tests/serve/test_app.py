@@ -323,3 +323,15 @@ def test_service_mounts_the_support_route(model_dir: Path, tmp_path: Path) -> No
         bad = test_client.post("/v1/support/ask", json={"question": "  "})
     assert answer.status_code == 200 and answer.json()["answers"] and "handoff" in answer.json()
     assert bad.status_code == 422
+
+
+def test_bf16_without_hardware_support_warns(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from attend.serve import onnx_runtime
+
+    monkeypatch.setattr(onnx_runtime, "native_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="attend.serve"):
+        predictor = onnx_runtime.load_runtime(model_dir, "torch", bf16=True)
+    assert "neither AMX nor AVX512-BF16" in caplog.text
+    assert next(predictor.model.parameters()).dtype == torch.bfloat16  # still served, as asked

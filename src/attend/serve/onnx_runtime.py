@@ -12,6 +12,7 @@ library is registered, so loading it runs no code from the file.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from attend.io import ModelDirError, sha256_file
 from attend.serve._files import read_config, refuse_pickles
 from attend.serve.export import INPUT_NAMES, INT8_FILE, ONNX_FILE
 
-__all__ = ["OnnxPredictor", "load_onnx", "load_runtime", "session_for"]
+__all__ = ["OnnxPredictor", "load_onnx", "load_runtime", "native_bf16", "session_for"]
 
 RUNTIMES = ("torch", "onnx")
 
@@ -177,6 +178,14 @@ def load_onnx(path: str | os.PathLike[str], *, quantized: bool = False, threads:
     )
 
 
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AMX tiles or AVX512-BF16)."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # private helpers: if a torch release drops them, do not guess
+        return True
+
+
 def load_runtime(
     path: str | os.PathLike[str],
     runtime: str = "torch",
@@ -222,6 +231,11 @@ def load_runtime(
 
             predictor.model = quantize_torch_model(predictor.model)
         if bf16:
+            if not native_bf16():
+                logging.getLogger("attend.serve").warning(
+                    "bf16: this CPU has neither AMX nor AVX512-BF16, so bfloat16 products are emulated and "
+                    "probably slower than float32; serve without --bf16"
+                )
             predictor.model = predictor.model.to(torch.bfloat16)
         return predictor
     if path.is_dir() and has_weights and not has_onnx:
