@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from attend import inference
 from attend.inference import length_batches
 from tests.explain.conftest import untrained_predictor
 
@@ -59,7 +60,7 @@ def test_plan_splits_off_outliers_only_when_worth_a_call() -> None:
 
 
 @pytest.mark.parametrize("name", ["encoder_cls", "bilstm_attention", "minilm"])
-def test_batched_predictions_equal_one_text_at_a_time(name: str) -> None:
+def test_batched_predictions_equal_one_text_at_a_time(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     predictor = untrained_predictor(name)
     rng = np.random.default_rng(0)
     words = ["good", "bad", "film", "plot", "the", "a", "music", "camera", "story", "long"]
@@ -71,6 +72,9 @@ def test_batched_predictions_equal_one_text_at_a_time(name: str) -> None:
         full = [e.ids for e in predictor.tokenizer.tokenizer.encode_batch(texts)]
         assert truncated.tolist() == [len(ids) > predictor.tokenizer.max_length for ids in full]
     assert truncated.any() and not truncated.all()  # the 70-word text is cut to max_length=64
+    monkeypatch.setattr(inference, "PLAN_WINDOW", 5)  # planned in windows: same answers, same order
+    windowed, windowed_cut = predictor.predict_proba_truncated(texts, batch_size=4)
+    assert np.abs(windowed - alone).max() < 1e-5 and windowed_cut.tolist() == truncated.tolist()
 
 
 def test_bf16_predictions_stay_close_and_explanations_work() -> None:

@@ -26,6 +26,8 @@ __all__ = ["CALL_COST_TOKENS", "Predictor", "length_batches", "load", "validate_
 #: vs batch 32 of 32-token texts), so about 34; small models and ONNX Runtime pay less per
 #: call, and a lower value only makes the plan split a little more eagerly.
 CALL_COST_TOKENS = 32
+#: Texts tokenised and planned together by :meth:`Predictor.predict_proba_truncated`.
+PLAN_WINDOW = 4096
 
 
 def length_batches(
@@ -126,16 +128,22 @@ class Predictor:
 
         One tokenisation serves both, so a service can flag truncated texts at no extra cost.
         Texts are tokenised once, then run in the batches of :func:`length_batches` (at most
-        ``batch_size`` texts each, cut where padding would cost more than another call).
+        ``batch_size`` texts each, cut where padding would cost more than another call), planned
+        over windows of :data:`PLAN_WINDOW` texts so memory stays bounded on large inputs.
         """
         checked = validate_texts(texts)
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
-        rows, cut = self.tokenizer.ids_truncated(checked)
         probs = np.zeros((len(checked), len(self.labels)), dtype=np.float32)
-        for batch in length_batches([len(row) for row in rows], batch_size):
-            probs[batch] = self._encoded_probabilities(self.tokenizer.pad([rows[i] for i in batch]))
-        return probs, np.asarray(cut, dtype=bool)
+        truncated = np.zeros(len(checked), dtype=bool)
+        window = max(PLAN_WINDOW, batch_size)  # token ids of this many texts at a time: bounded memory
+        for offset in range(0, len(checked), window):
+            rows, cut = self.tokenizer.ids_truncated(checked[offset : offset + window])
+            truncated[offset : offset + len(rows)] = cut
+            for batch in length_batches([len(row) for row in rows], batch_size):
+                index = [offset + i for i in batch]
+                probs[index] = self._encoded_probabilities(self.tokenizer.pad([rows[i] for i in batch]))
+        return probs, truncated
 
     def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Probabilities ``(N, num_labels)``: softmax, or independent sigmoids when multi-label."""
