@@ -27,7 +27,9 @@ Hugging Face ``transformers.BertModel``
 
 Two length settings: ``short`` (the texts as they are, ``max_length`` 64) and ``long`` (texts
 concatenated to at least 256 tokens and truncated at ``max_length`` 256, so no padding; 512 with
-``--long-max-length 512``). Each setting is one batch, so every contender sees the same tensor.
+``--long-max-length 512``). Each setting's texts are batched by attend's padding-aware planner
+(``attend.inference.length_batches``, at most all texts per batch): every contender, Hugging
+Face's included, runs exactly the same padded batches.
 Texts are real film-review sentences (``rotten_tomatoes``) when cached offline in
 ``~/.cache/attend``, else WordNet definitions (``wordnet_topics``, bundled).
 
@@ -146,6 +148,7 @@ class Setting:
     times: dict[str, list[float]] = field(default_factory=dict)
     rounds: int = 0
     elapsed_s: float = 0.0
+    batches: int = 1
     parity: dict[str, float] = field(default_factory=dict)
 
 
@@ -451,7 +454,8 @@ def describe_setting(setting: Setting) -> str:
     counts = setting.tokens
     return (
         f"{len(setting.texts)} texts, {min(counts)}-{max(counts)} tokens (mean {statistics.mean(counts):.0f}), "
-        f"max_length {setting.max_length}, one batch; {setting.rounds} rounds in {setting.elapsed_s:.0f} s"
+        f"max_length {setting.max_length}, {setting.batches} batch(es); "
+        f"{setting.rounds} rounds in {setting.elapsed_s:.0f} s"
     )
 
 
@@ -616,7 +620,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for setting in settings:
         predictor = make_predictor(model, setting.max_length)
         setting.tokens = token_counts(predictor.tokenizer, setting.texts)
-        batch_size = len(setting.texts)  # one batch: every contender sees the same padded tensor
+        batch_size = len(setting.texts)  # one plan for all: every contender sees the same padded batches
+        setting.batches = len(predictor._batches(setting.texts, batch_size))
         measure(setting, contenders(predictor, hf, setting.texts, batch_size), config)
         for line in report_setting(setting):
             print(line, flush=True)

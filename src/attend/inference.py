@@ -110,9 +110,9 @@ class Predictor:
         return bool(self.config["model"].get("multi_label", False))
 
     def _batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
-        # Similar lengths together: less padding, faster CPU inference.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        """The :func:`length_batches` plan for ``texts`` (explanations and focus metrics batch as
+        predictions do, so they pad no more than predictions do)."""
+        return length_batches([len(row) for row in self.tokenizer.ids(texts)], batch_size)
 
     def to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Softmax over labels, or independent sigmoids when multi-label."""
