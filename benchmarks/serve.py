@@ -47,6 +47,8 @@ from attend.serve.onnx_runtime import load_runtime
 from attend.training import rebuild_split
 
 BATCH = 32
+BUDGET = 0.5  # points of dev accuracy, for `attend quantize --max-loss`
+BUDGET_ROW = f"ORT int8, budget {BUDGET}"
 
 
 def _positions(predictor: Any) -> int:
@@ -119,6 +121,12 @@ def offline(model_dir: Path, work: Path, *, threads: int, n_texts: int, rounds: 
     exported = export_onnx(model_dir, onnx_dir, threads=threads)
     report = quantize(onnx_dir, runtime="onnx", threads=threads)
     torch_int8 = quantize(model_dir, runtime="torch", threads=threads)  # model_dir is a scratch copy
+    budget_dir = work / "onnx-budget"  # int8 with an accuracy budget: sub-layers kept fp32 as the dev split asks
+    shutil.copytree(onnx_dir, budget_dir)
+    budgeted = quantize(budget_dir, runtime="onnx", threads=threads, max_loss=BUDGET)["onnx"]
+    search = budgeted["accuracy_budget"]
+    print(f"accuracy budget {BUDGET} points on the dev split: kept fp32 sub-layers {search['fp32_groups']} "
+          f"of {search['group_count']} (dev loss {search['dev_loss_points']:+.2f})")  # fmt: skip
     print(f"exported and quantised in {time.perf_counter() - t0:.0f} s; parity "
           f"{exported['parity']['max_abs_diff_logits']:.1e}; ONNX fp32 {report['onnx']['bytes']['fp32'] / 1e6:.1f} MB, "
           f"int8 {report['onnx']['bytes']['int8'] / 1e6:.1f} MB")  # fmt: skip
@@ -126,6 +134,7 @@ def offline(model_dir: Path, work: Path, *, threads: int, n_texts: int, rounds: 
         "PyTorch fp32": load(model_dir),
         "ONNX Runtime fp32": load_runtime(onnx_dir, "onnx", threads=threads),
         "ONNX Runtime int8": load_runtime(onnx_dir, "onnx", quantized=True, threads=threads),
+        BUDGET_ROW: load_runtime(budget_dir, "onnx", quantized=True, threads=threads),
         "PyTorch int8": load_runtime(model_dir, "torch", quantized=True),
         "PyTorch bf16": load_runtime(model_dir, "torch", bf16=True),
     }
@@ -137,6 +146,7 @@ def offline(model_dir: Path, work: Path, *, threads: int, n_texts: int, rounds: 
         "PyTorch fp32": report["onnx"]["fp32"],  # ORT fp32 matches PyTorch to ~1e-6 (parity above)
         "ONNX Runtime fp32": report["onnx"]["fp32"],
         "ONNX Runtime int8": report["onnx"]["int8"],
+        BUDGET_ROW: budgeted["int8"],
         "PyTorch int8": torch_int8["torch"]["int8"],
         "PyTorch bf16": bf16["bf16"],
     }
@@ -167,23 +177,24 @@ def offline(model_dir: Path, work: Path, *, threads: int, n_texts: int, rounds: 
             rows[name] = {"texts_per_s": len(texts) / seconds, "speedup": base / seconds}
         results["settings"][setting] = {"texts": len(texts), "batch": batch, "max_length": limit, "rows": rows}
         print(f"\n{setting}: {len(texts)} texts, up to {limit} tokens, {rounds} rounds, threads {threads}")
-        print(f"  {'runtime':<20} {'texts/s':>9} {'x PyTorch fp32':>15} {'accuracy':>9} {'macro-F1':>9}")
+        print(f"  {'runtime':<22} {'texts/s':>9} {'x PyTorch fp32':>15} {'accuracy':>9} {'macro-F1':>9}")
         for name, row in rows.items():
             acc = accuracy[name]
-            print(f"  {name:<20} {row['texts_per_s']:9.1f} {row['speedup']:14.2f}x {acc['accuracy']:9.4f} "
+            print(f"  {name:<22} {row['texts_per_s']:9.1f} {row['speedup']:14.2f}x {acc['accuracy']:9.4f} "
                   f"{acc['macro_f1']:9.4f}")  # fmt: skip
     gemm = gemm_ceiling(threads)
     results["gemm_ms"] = gemm
     print("\none (1024 x 384) @ (384 x 1536) product alone: " + ", ".join(f"{k} {v:.2f} ms" for k, v in gemm.items())
           + f"; int8 is {gemm['PyTorch fp32'] / gemm['ONNX Runtime int8']:.2f}x PyTorch fp32 here")  # fmt: skip
-    loss = 100 * (accuracy["PyTorch fp32"]["accuracy"] - accuracy["ONNX Runtime int8"]["accuracy"])
-    results["goal"] = {"accuracy_loss_points": loss}
-    for setting in ("short, batch 1", "short, batch 32"):
-        speedup = results["settings"][setting]["rows"]["ONNX Runtime int8"]["speedup"]
-        met = speedup >= 3 and loss <= 0.5
-        print(f"goal: ORT int8 >= 3x PyTorch fp32 on short texts, {setting.split(', ')[1]} ({speedup:.2f}x), "
-              f"<= 0.5 points accuracy loss ({loss:+.2f}): {'MET' if met else 'NOT MET'}")  # fmt: skip
-        results["goal"][setting] = {"speedup": speedup, "met": met}
+    results["goal"] = {}
+    for row in ("ONNX Runtime int8", BUDGET_ROW):
+        loss = 100 * (accuracy["PyTorch fp32"]["accuracy"] - accuracy[row]["accuracy"])
+        for setting in ("short, batch 1", "short, batch 32"):
+            speedup = results["settings"][setting]["rows"][row]["speedup"]
+            met = speedup >= 3 and loss <= 0.5
+            print(f"goal: {row} >= 3x PyTorch fp32 on short texts, {setting.split(', ')[1]} ({speedup:.2f}x), "
+                  f"<= 0.5 points test accuracy loss ({loss:+.2f}): {'MET' if met else 'NOT MET'}")  # fmt: skip
+            results["goal"][f"{row}, {setting}"] = {"speedup": speedup, "accuracy_loss_points": loss, "met": met}
     return results
 
 

@@ -234,7 +234,7 @@ def _print_int8(name: str, row: dict, precision: str = "int8") -> None:
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from attend.serve.compress import quantize
 
-    report = quantize(args.model_dir, runtime=args.runtime, data=args.data)
+    report = quantize(args.model_dir, runtime=args.runtime, data=args.data, max_loss=args.max_loss, progress=True)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0
@@ -247,6 +247,13 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     for name in ("onnx", "torch"):
         if name in report:
             _print_int8(f"  {name}", report[name])
+    budget = report.get("onnx", {}).get("accuracy_budget")
+    if budget:
+        kept = ", ".join(map(str, budget["fp32_groups"])) or "none"
+        over = "" if budget["within_budget"] else " (over budget with every one kept)"
+        print(f"  budget {budget['max_loss_points']:g} points on the dev split ({budget['dev_examples']} examples): "
+              f"{budget['groups']}s kept fp32: {kept} of {budget['group_count']}; dev loss "
+              f"{budget['dev_loss_points']:+.2f} points{over}")  # fmt: skip
     print("written to metrics.json under 'quantized'; serve it with --int8")
     return 0
 
@@ -405,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("--runtime", choices=["onnx", "torch", "both", "bf16"], default="onnx",
                     help="int8 for ONNX Runtime, PyTorch or both; or bf16: measure `serve --bf16` (default: onnx)")
     qu.add_argument("--data", help="labelled data to measure on (default: the model's own test split)")
+    qu.add_argument("--max-loss", type=float, metavar="POINTS",
+                    help="ONNX: keep the most sensitive layers fp32 until int8 loses at most this much dev accuracy")
     qu.add_argument("--json", action="store_true", help="print the report as JSON")
     qu.set_defaults(func=_cmd_quantize)
 

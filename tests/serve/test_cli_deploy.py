@@ -35,6 +35,13 @@ def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, c
     stored = json.loads((onnx_dir / "metrics.json").read_text())
     assert "accuracy" in stored and abs(stored["quantized"]["onnx"]["accuracy_change"]) <= 0.05
 
+    assert main(["quantize", str(onnx_dir), "--max-loss", "0"]) == 0  # int8 with an accuracy budget
+    captured = capsys.readouterr()
+    assert "budget 0 points on the dev split (40 examples): sub-layers kept fp32:" in captured.out
+    assert "int8 search: fp32 sub-layers none of 5: dev loss" in captured.err
+    assert main(["quantize", str(model_dir), "--runtime", "torch", "--max-loss", "0.5"]) == 2
+    assert "ONNX runtime only" in capsys.readouterr().err
+
     assert main(["quantize", str(model_dir), "--runtime", "bf16"]) == 0  # what `serve --bf16` would lose
     printed = capsys.readouterr().out
     assert "torch bf16: accuracy" in printed and "serve it with --bf16" in printed

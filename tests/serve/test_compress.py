@@ -336,3 +336,39 @@ def test_multihead_prune_heads_equals_zeroing_their_outputs(options: dict) -> No
         module.prune_heads([0, 1])
     with pytest.raises(ValueError, match=r"heads \[5\] out of range"):
         module.prune_heads([5])
+
+
+def test_accuracy_budget_search_keeps_the_fewest_most_helpful_groups() -> None:
+    from attend.serve.compress import _keep_fp32
+
+    def trial(kept):  # dev loss in points: group 2 helps most, then 0; all int8 loses 1.0
+        return 1.0 - 0.6 * (2 in kept) - 0.3 * (0 in kept), 0.01
+
+    kept, search = _keep_fp32(4, trial, max_loss=0.5)
+    assert kept == [2] and search[-1]["dev_loss_points"] == pytest.approx(0.4)
+    kept, search = _keep_fp32(4, trial, max_loss=0.05)
+    assert kept == [2, 0, 1, 3] and search[-1]["dev_loss_points"] > 0.05  # over budget: every group tried
+    assert _keep_fp32(4, trial, max_loss=1.0)[0] == []  # within budget as it is: nothing kept
+
+
+def test_quantize_with_an_accuracy_budget_records_what_it_kept(encoder_dir: Path, root: Path) -> None:
+    import shutil
+
+    directory = root / "budget"
+    shutil.copytree(encoder_dir, directory)
+    shutil.rmtree(directory / "onnx", ignore_errors=True)
+    report = quantize(directory, runtime="onnx", max_loss=0.0)
+    budget = report["onnx"]["accuracy_budget"]
+    # pre-norm blocks: (q/k/v, output) and (feed-forward in, out) per block, then (pooling projection, head)
+    assert budget["groups"] == "sub-layer" and budget["group_count"] == 2 * 2 + 1
+    assert budget["dev_examples"] == 40 and budget["search"][0]["fp32"] == []
+    kept = budget["fp32_groups"]
+    assert budget["within_budget"] == (budget["dev_loss_points"] <= 0.0)
+    nodes = onnx.load(str(directory / "onnx" / INT8_FILE)).graph.node
+    assert sum(n.op_type == "MatMulInteger" for n in nodes) == 10 - 2 * len(kept)
+    stored = json.loads((directory / "onnx" / "config.json").read_text())["onnx"]["int8"]
+    assert stored["fp32_groups"] == kept
+    with pytest.raises(ValueError, match="max_loss=-1"):
+        quantize(directory, runtime="onnx", max_loss=-1)
+    with pytest.raises(ValueError, match="ONNX runtime only"):
+        quantize(directory, runtime="torch", max_loss=0.5)

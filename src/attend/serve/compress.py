@@ -20,9 +20,10 @@ import contextlib
 import copy
 import logging
 import os
+import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from attend.serve._files import (
     staging_directory,
 )
 from attend.serve.export import INT8_FILE, ONNX_FILE, export_onnx
-from attend.serve.onnx_runtime import OnnxPredictor, load_onnx
+from attend.serve.onnx_runtime import OnnxPredictor, load_onnx, session_for
 
 __all__ = [
     "IMPORTANCE_METHODS",
@@ -174,7 +175,49 @@ def _vector_matmuls(path: Path) -> list[str]:
     return [node.name for node in graph.node if node.op_type == "MatMul" and vectors.intersection(node.input)]
 
 
-def quantize_onnx_file(source: Path, target: Path) -> None:
+@contextlib.contextmanager
+def _prepared(source: Path) -> Iterator[Path]:
+    """``source`` after ONNX Runtime's quantisation pre-processing, in a scratch file beside it."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = source.with_name(f".{source.stem}.prepared{os.getpid()}.onnx")
+    try:
+        with _quiet_quantizer():
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        yield prepared
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            root.setLevel(logging.ERROR)  # the pre-processing advice is logged on the root logger
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _quantize_prepared(prepared: Path, target: Path, exclude: Sequence[str] = ()) -> None:
+    """Dynamic int8 of a pre-processed graph into ``target``, atomically; ``exclude``: MatMuls kept fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        with _quiet_quantizer():
+            quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul"],
+                             nodes_to_exclude=[*_vector_matmuls(prepared), *exclude])  # fmt: skip
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def quantize_onnx_file(source: Path, target: Path, *, exclude: Sequence[str] = ()) -> None:
     """Pre-process ``source`` with ONNX Runtime, then ``quantize_dynamic`` it into ``target``, atomically.
 
     Int8 weights for every MatMul, one scale per output channel; embeddings and other ops stay
@@ -187,26 +230,105 @@ def quantize_onnx_file(source: Path, target: Path) -> None:
     inference is skipped: it does not complete on these graphs, and nothing here needs it.
     Chosen over also quantising the embedding Gather with one scale per tensor (same model, test
     split, measured before folding was added): accuracy 0.8298 vs 0.8188 (fp32 0.8329).
+    ``exclude`` names MatMul nodes of the pre-processed graph to keep fp32.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    with _prepared(source) as prepared:
+        _quantize_prepared(prepared, target, exclude)
 
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    prepared = target.with_name(f".{target.name}.pre{os.getpid()}")
-    root = logging.getLogger()
-    level = root.level
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            root.setLevel(logging.ERROR)  # the pre-processing advice is logged on the root logger
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-            quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul"], nodes_to_exclude=_vector_matmuls(prepared))  # fmt: skip
-        os.replace(tmp, target)
-    finally:
-        root.setLevel(level)
-        tmp.unlink(missing_ok=True)
-        prepared.unlink(missing_ok=True)
+
+def _sublayer_groups(prepared: Path) -> tuple[list[list[str]], str]:
+    """The quantisable products (MatMul/Gemm with a stored matrix) of a pre-processed graph, grouped
+    by sub-layer: the runs between normalisations, in execution order (an attention block's q/k/v
+    and output projections; a feed-forward block's two; a pooling projection and the head). Pre-
+    or post-norm, any depth, no names needed. Without normalisations (the BiLSTM), one product
+    per group. Returns the groups and their kind."""
+    import onnx
+
+    graph = onnx.load(str(prepared), load_external_data=False).graph
+    matrices = {init.name for init in graph.initializer if len(init.dims) == 2}
+    groups: list[list[str]] = [[]]
+    for node in graph.node:
+        if node.op_type in ("LayerNormalization", "SkipLayerNormalization") and groups[-1]:
+            groups.append([])
+        elif node.op_type in ("MatMul", "Gemm") and matrices.intersection(node.input):
+            groups[-1].append(node.name)
+    groups = [group for group in groups if group]
+    if len(groups) <= 1:
+        return [[name] for group in groups for name in group], "product"
+    return groups, "sub-layer"
+
+
+def _keep_fp32(
+    groups: int, trial: Callable[[Sequence[int]], tuple[float, float]], max_loss: float
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """Which groups to keep fp32: none if int8 everywhere is within ``max_loss``; else each group
+    is scored alone (``trial([i])``: loss, then drift, lower is better) and groups are added in
+    that order until the loss is within budget or every group is kept. Returns the kept groups
+    and every trial of the search, in order."""
+    loss, drift = trial([])
+    search = [{"fp32": [], "dev_loss_points": loss, "mean_abs_diff_probability": drift}]
+    kept: list[int] = []
+    if loss <= max_loss:
+        return kept, search
+    scores = {i: trial([i]) for i in range(groups)}
+    for i in sorted(scores, key=lambda g: scores[g]):
+        kept.append(i)
+        loss, drift = scores[i] if len(kept) == 1 else trial(kept)
+        search.append({"fp32": list(kept), "dev_loss_points": loss, "mean_abs_diff_probability": drift})
+        if loss <= max_loss:
+            break
+    return kept, search
+
+
+def _budgeted_int8(
+    onnx_dir: Path, dev: LabelledTexts, max_loss: float, threads: int | None, batch_size: int, progress: bool
+) -> dict[str, Any]:
+    """Write ``model.int8.onnx`` keeping as few sub-layers fp32 as it takes for the dev-split
+    accuracy to drop by at most ``max_loss`` points (:func:`_keep_fp32` over
+    :func:`_sublayer_groups`). Only the dev split is looked at, so the test split still judges.
+    """
+    from attend.training import score_probabilities
+
+    fp32 = load_onnx(onnx_dir, threads=threads)
+    reference = fp32.predict_proba(dev.texts, batch_size=batch_size)
+    multi = fp32.multi_label
+
+    def accuracy(probs: np.ndarray) -> float:
+        return float(score_probabilities(probs, dev, fp32.labels, multi)["accuracy"])
+
+    base = accuracy(reference)
+    scratch = onnx_dir / f".int8-search{os.getpid()}.onnx"
+    with _prepared(onnx_dir / ONNX_FILE) as prepared:
+        groups, kind = _sublayer_groups(prepared)
+
+        def trial(kept: Sequence[int]) -> tuple[float, float]:
+            _quantize_prepared(prepared, scratch, [name for i in kept for name in groups[i]])
+            candidate = OnnxPredictor(session=session_for(scratch, threads=threads), tokenizer=fp32.tokenizer,
+                                      labels=fp32.labels, config=fp32.config)  # fmt: skip
+            probs = candidate.predict_proba(dev.texts, batch_size=batch_size)
+            loss = 100 * (base - accuracy(probs))
+            if progress:
+                kept_text = list(kept) or "none"
+                print(f"int8 search: fp32 sub-layers {kept_text} of {len(groups)}: dev loss {loss:+.2f} points",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            return loss, float(np.abs(probs - reference).mean())
+
+        try:
+            kept, search = _keep_fp32(len(groups), trial, max_loss)
+        finally:
+            scratch.unlink(missing_ok=True)
+        loss = search[-1]["dev_loss_points"]
+        _quantize_prepared(prepared, onnx_dir / INT8_FILE, [name for i in kept for name in groups[i]])
+    return {
+        "max_loss_points": max_loss,
+        "dev_examples": len(dev),
+        "groups": kind,
+        "group_count": len(groups),
+        "fp32_groups": sorted(kept),
+        "dev_loss_points": loss,
+        "within_budget": loss <= max_loss,
+        "search": search,
+    }
 
 
 def _fresh_export(onnx_dir: Path, config: Mapping[str, Any]) -> bool:
@@ -228,6 +350,8 @@ def quantize(
     data: str | os.PathLike[str] | LabelledTexts | None = None,
     threads: int | None = None,
     batch_size: int = 64,
+    max_loss: float | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Dynamic int8 quantisation, measured against fp32 on held-out data; the body of ``attend quantize``.
 
@@ -244,6 +368,11 @@ def quantize(
         data: Labelled data to measure on (default: the model's own rebuilt test split).
         threads: ONNX Runtime intra-op threads (default: PyTorch's thread count).
         batch_size: Texts per inference call while measuring.
+        max_loss: ONNX only: an accuracy budget in points, on the model's *dev* split. Layers
+            (sub-layers) are kept fp32, the most helpful first, until int8 loses at most this much there
+            (see :func:`_budgeted_int8`; a few extra quantisations); the result is then measured
+            on the test split like any other. None: every layer int8.
+        progress: Print each trial of the ``max_loss`` search to stderr.
 
     Returns:
         The report, also merged into ``metrics.json`` under ``"quantized"`` (other keys kept):
@@ -256,6 +385,8 @@ def quantize(
     """
     if runtime not in QUANTIZE_RUNTIMES:
         raise ValueError(f"runtime={runtime!r}; choose one of {list(QUANTIZE_RUNTIMES)}")
+    if max_loss is not None and (runtime not in ("onnx", "both") or not 0 <= max_loss < 100):
+        raise ValueError(f"max_loss={max_loss}: an accuracy budget in points (0-100) for the ONNX runtime only")
     path = Path(model_dir)
     config = read_config(path)
     is_onnx = isinstance(config.get("onnx"), dict)
@@ -297,11 +428,17 @@ def quantize(
         if not is_onnx and not _fresh_export(onnx_dir, config):
             exported = export_onnx(path, onnx_dir, threads=threads)
         onnx_config = read_config(onnx_dir)
-        quantize_onnx_file(onnx_dir / ONNX_FILE, onnx_dir / INT8_FILE)
+        budget = None
+        if max_loss is None:
+            quantize_onnx_file(onnx_dir / ONNX_FILE, onnx_dir / INT8_FILE)
+        else:
+            dev, _ = _evaluation_data(onnx_dir, onnx_config, None, "dev", hint="the budget is judged on the dev split")
+            budget = _budgeted_int8(onnx_dir, dev, max_loss, threads, batch_size, progress)
         onnx_config["onnx"]["int8"] = {
             "file": INT8_FILE,
             "sha256": sha256_file(onnx_dir / INT8_FILE),
             "method": "onnxruntime quantize_dynamic, QInt8 weights",
+            **({"fp32_groups": budget["fp32_groups"], "groups": budget["groups"]} if budget else {}),
         }
         atomic_write_json(onnx_dir / "config.json", onnx_config)
         fp32_onnx = load_onnx(onnx_dir, threads=threads)
@@ -312,6 +449,7 @@ def quantize(
             "exported": exported is not None,
             "bytes": {"fp32": (onnx_dir / ONNX_FILE).stat().st_size, "int8": (onnx_dir / INT8_FILE).stat().st_size},
             **_compare(fp32_onnx, int8_onnx, dataset, batch_size),
+            **({"accuracy_budget": budget} if budget else {}),
         }
         if onnx_dir != path:
             merge_metrics(onnx_dir, "quantized", {"onnx": results["onnx"] | {"data": described}})
