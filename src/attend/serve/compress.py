@@ -432,7 +432,8 @@ def quantize(
         if max_loss is None:
             quantize_onnx_file(onnx_dir / ONNX_FILE, onnx_dir / INT8_FILE)
         else:
-            dev, _ = _evaluation_data(onnx_dir, onnx_config, None, "dev", hint="the budget is judged on the dev split")
+            hint = "--max-loss searches on the dev split, which only a model trained from a file or dataset can rebuild"
+            dev, _ = _evaluation_data(onnx_dir, onnx_config, None, "dev", hint=hint)
             budget = _budgeted_int8(onnx_dir, dev, max_loss, threads, batch_size, progress)
         onnx_config["onnx"]["int8"] = {
             "file": INT8_FILE,
