@@ -98,18 +98,15 @@ def gemm_ceiling(threads: int, rounds: int = 30) -> dict[str, float]:
         tx, tw = torch.from_numpy(x), torch.from_numpy(w)
         calls = {"PyTorch fp32": lambda: tx @ tw}
         calls |= {name: (lambda s=s: s.run(None, {"x": x})) for name, s in sessions.items()}
-        return {name: 1000 * _time(lambda f=f: f(), [], rounds, calls=1) for name, f in calls.items()}
+        return {name: 1000 * _time(call, rounds) for name, call in calls.items()}
 
 
-def _time(predict: Any, texts: list[str], rounds: int, *, calls: int | None = None) -> float:
-    """Median seconds of one ``predict(texts)`` (or of one ``predict()`` when ``calls`` is given)."""
+def _time(call: Any, rounds: int) -> float:
+    """Median seconds of one ``call()``."""
     samples = []
     for _ in range(rounds):
         start = time.perf_counter()
-        if calls is None:
-            predict(texts)
-        else:
-            predict()
+        call()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
 
@@ -169,7 +166,7 @@ def offline(model_dir: Path, work: Path, *, threads: int, n_texts: int, rounds: 
             names = list(runtimes)
             names = names[r % len(names) :] + names[: r % len(names)]
             for name in names:
-                times[name].append(_time(lambda t, p=runtimes[name]: run(t, p), texts, 1))
+                times[name].append(_time(lambda p=runtimes[name], t=texts: run(t, p), 1))
         rows = {}
         base = statistics.median(times["PyTorch fp32"])
         for name, samples in times.items():
