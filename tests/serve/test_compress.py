@@ -359,18 +359,23 @@ def test_multihead_prune_heads_equals_zeroing_their_outputs(options: dict) -> No
         module.prune_heads([5])
 
 
-def test_accuracy_budget_search_keeps_the_fewest_most_helpful_groups() -> None:
+def test_accuracy_budget_search_ranks_groups_by_drift_and_stops_within_budget() -> None:
     from attend.serve.compress import _keep_fp32
 
-    def trial(kept):  # dev loss in points: group 2 helps most, then 0; all int8 loses 1.0
-        return 1.0 - 0.6 * (2 in kept) - 0.3 * (0 in kept), 0.01
+    def trial(kept):  # (dev loss in points, drift): group 2 moves the probabilities least, then 0
+        loss = 1.0 - 0.45 * (2 in kept) - 0.3 * (0 in kept) - 0.6 * (3 in kept)
+        drift = 0.02 - 0.008 * (2 in kept) - 0.005 * (0 in kept) - 0.002 * (3 in kept)
+        return loss, drift
 
-    kept, loss, search = _keep_fp32(4, trial, max_loss=0.5)
-    assert kept == [2] and loss == pytest.approx(0.4)
+    # Group 3 alone has the lower loss (a noisy count), group 2 the least drift: 2 is kept.
+    kept, loss, search = _keep_fp32(4, trial, max_loss=0.6)
+    assert kept == [2] and loss == pytest.approx(0.55)
     assert [t["fp32"] for t in search] == [[], [0], [1], [2], [3]]  # every group scored once, all recorded
-    kept, loss, search = _keep_fp32(4, trial, max_loss=0.05)
-    assert kept == [2, 0, 1, 3] and loss > 0.05  # over budget: every group tried
-    assert search[-1]["fp32"] == [2, 0, 1, 3] and search[-1]["dev_loss_points"] == loss
+    kept, loss, search = _keep_fp32(4, trial, max_loss=0.3)
+    assert kept == [2, 0] and loss == pytest.approx(0.25) and search[-1]["fp32"] == [2, 0]
+    kept, loss, search = _keep_fp32(4, trial, max_loss=-1.0)
+    assert kept == [2, 0, 3, 1] and loss > -1.0  # over budget: every group tried
+    assert search[-1]["fp32"] == [2, 0, 3, 1] and search[-1]["dev_loss_points"] == loss
     assert _keep_fp32(4, trial, max_loss=1.0)[:2] == ([], 1.0)  # within budget as it is: nothing kept
 
 
