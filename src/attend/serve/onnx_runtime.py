@@ -41,15 +41,6 @@ RUNTIMES = ("torch", "onnx")
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
-def _session_options(threads: int | None) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads if threads is not None else torch.get_num_threads())
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only
-    return options
-
-
 def session_for(path: Path, *, threads: int | None = None, save_optimized: Path | None = None) -> ort.InferenceSession:
     """An ONNX Runtime CPU session for ``path``, every graph optimisation on but :data:`DISABLED_OPTIMIZERS`.
 
@@ -61,7 +52,11 @@ def session_for(path: Path, *, threads: int | None = None, save_optimized: Path 
         save_optimized: Also write the graph as ONNX Runtime will run it, after its rewrites, here
             (to inspect which fusions fired).
     """
-    options = _session_options(threads)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads if threads is not None else torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only
     if save_optimized is not None:
         options.optimized_model_filepath = str(save_optimized)
     try:
