@@ -221,12 +221,19 @@ def main(argv: list[str] | None = None) -> int:
             batches = _metric(url, "attend_batch_size_count")
             texts = _metric(url, "attend_batch_size_sum")
             row["mean_batch"] = texts / batches if batches else float("nan")
+            # The service's own model timer: per model call, and as a share of the whole run (warm-up
+            # included), i.e. whether the server is bound by the model or by everything around it.
+            model_seconds = _metric(url, "attend_inference_seconds_sum")
+            calls = _metric(url, "attend_inference_seconds_count")
+            row["model_ms_per_call"] = 1000 * model_seconds / calls if calls else float("nan")
+            row["model_busy"] = model_seconds / (args.seconds + args.warmup)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
         results[label] = row
         print(f"  {label:<32} {row['throughput_rps']:8.1f} req/s   p50 {row['p50_ms']:7.1f} ms   "
-              f"p99 {row['p99_ms']:7.1f} ms   errors {row['errors']}   mean batch {row['mean_batch']:.1f}")  # fmt: skip
+              f"p99 {row['p99_ms']:7.1f} ms   errors {row['errors']}   mean batch {row['mean_batch']:.1f}   "
+              f"model {row['model_ms_per_call']:.1f} ms/call, busy {row['model_busy']:.0%}")  # fmt: skip
     rows = list(results.values())
     ratio = rows[1]["throughput_rps"] / rows[0]["throughput_rps"]
     print(f"throughput ratio batched / unbatched: {ratio:.2f}x (goal >= 3x at 32 clients): "

@@ -86,3 +86,21 @@ def test_bf16_predictions_stay_close_and_explanations_work() -> None:
     assert half.dtype == np.float32 and np.abs(half - reference).max() < 0.02
     explained = predictor.explain(texts[:1], "grad_attention")[0]
     assert len(explained["importance"]) == len(explained["tokens"]) and np.isfinite(explained["importance"]).all()
+
+
+def test_a_model_that_skips_padding_is_planned_into_fewer_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    predictor = untrained_predictor("minilm")
+    lengths = [4] * 15 + [9]  # one longer text among short ones
+    padded_plan = length_batches(lengths, 32, call_cost=inference.CALL_COST_TOKENS)
+    assert len(padded_plan) == 2  # a padded model splits off the long text (saves 15 * 5 positions, more than a call)
+    calls: list[int] = []
+    original = predictor._encoded_probabilities
+    monkeypatch.setattr(predictor, "_encoded_probabilities", lambda enc: calls.append(1) or original(enc))
+    texts = [" ".join(["word"] * (n - 2)) for n in lengths]  # [CLS] + words + [SEP]
+    assert sorted(len(ids) for ids in predictor.tokenizer.ids(texts)) == sorted(lengths)
+    predictor.predict_proba(texts, batch_size=32)
+    assert len(calls) == 1  # MiniLM unpads: padding costs it a quarter, so one call is cheaper
+    predictor.model.encoder.unpad = False
+    calls.clear()
+    predictor.predict_proba(texts, batch_size=32)
+    assert len(calls) == 2

@@ -26,6 +26,10 @@ __all__ = ["CALL_COST_TOKENS", "Predictor", "length_batches", "load", "validate_
 #: vs batch 32 of 32-token texts), so about 34; small models and ONNX Runtime pay less per
 #: call, and a lower value only makes the plan split a little more eagerly.
 CALL_COST_TOKENS = 32
+#: A model whose layers skip padding (e.g. MiniLM's encoder, see :mod:`attend.attention.unpad`)
+#: says what a padded position costs against a real token in its ``padding_cost`` attribute;
+#: the planner then divides the call cost by it (the real tokens cost the same whatever the
+#: plan, so only calls and padded positions are traded against each other).
 #: Texts tokenised and planned together by :meth:`Predictor.predict_proba_truncated`.
 PLAN_WINDOW = 4096
 
@@ -109,10 +113,15 @@ class Predictor:
     def multi_label(self) -> bool:
         return bool(self.config["model"].get("multi_label", False))
 
+    def _call_cost(self) -> float:
+        """A call's cost in padded positions, for :func:`length_batches`: :data:`CALL_COST_TOKENS`,
+        scaled up when the model runs its layers on real tokens only (its ``padding_cost`` < 1)."""
+        return CALL_COST_TOKENS / float(getattr(self.model, "padding_cost", 1.0))
+
     def _batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
         """The :func:`length_batches` plan for ``texts`` (explanations and focus metrics batch as
         predictions do, so they pad no more than predictions do)."""
-        return length_batches([len(row) for row in self.tokenizer.ids(texts)], batch_size)
+        return length_batches([len(row) for row in self.tokenizer.ids(texts)], batch_size, call_cost=self._call_cost())
 
     def to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Softmax over labels, or independent sigmoids when multi-label."""
@@ -140,7 +149,7 @@ class Predictor:
         for offset in range(0, len(checked), window):
             rows, cut = self.tokenizer.ids_truncated(checked[offset : offset + window])
             truncated[offset : offset + len(rows)] = cut
-            for batch in length_batches([len(row) for row in rows], batch_size):
+            for batch in length_batches([len(row) for row in rows], batch_size, call_cost=self._call_cost()):
                 index = [offset + i for i in batch]
                 probs[index] = self._encoded_probabilities(self.tokenizer.pad([rows[i] for i in batch]))
         return probs, truncated

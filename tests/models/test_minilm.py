@@ -369,3 +369,77 @@ def test_every_layer_runs_sdpa_even_when_attentions_are_requested(
         output = model(batch, output_attentions=output_attentions)
     assert len(sdpa_calls) == 6
     assert (output.attentions is not None) == output_attentions
+
+
+# ---------------------------------------------------------------------------- unpadded layers
+
+
+def test_layers_run_on_real_tokens_only_and_match_the_padded_layout(
+    model: MiniLMClassifier, batch: dict[str, Tensor]
+) -> None:
+    rows: list[int] = []
+    hook = model.encoder.layers[0].ffn_in.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    real = batch["attention_mask"].bool()
+    try:
+        with torch.no_grad():
+            unpadded = model(batch, output_attentions=True)
+            hidden = model.encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            model.encoder.unpad = False
+            padded = model(batch, output_attentions=True)
+            padded_hidden = model.encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    finally:
+        model.encoder.unpad = True
+        hook.remove()
+    # The feed-forward saw T real-token rows, not B x L (its padded input is 3-D: B rows).
+    assert rows[0] == int(real.sum()) and rows[2] == len(SENTENCES)
+    torch.testing.assert_close(hidden[real], padded_hidden[real], atol=1e-5, rtol=0)
+    assert (hidden[~real] == 0).all()  # padding positions are zeros, not computed
+    torch.testing.assert_close(unpadded.logits, padded.logits, atol=1e-5, rtol=0)
+    assert unpadded.attentions is not None and padded.attentions is not None
+    for ours, reference in zip(unpadded.attentions, padded.attentions, strict=True):
+        real_queries = real[:, None, :, None].expand_as(ours)
+        torch.testing.assert_close(ours[real_queries], reference[real_queries], atol=1e-6, rtol=0)
+
+
+def test_a_batch_with_little_padding_keeps_the_padded_layout() -> None:
+    from attend.models.minilm import UNPAD_MIN_PADDING
+
+    model = build({"model_type": "minilm", "num_labels": 2, "pretrained": False, "bert": TINY_BERT}).eval()
+    inputs: list[int] = []
+    model.encoder.layers[0].ffn_in.register_forward_hook(lambda m, i, o: inputs.append(i[0].dim()))
+    little = random_batch([10] * 9 + [9])  # 1 padded position of 100: packing would cost more than it saves
+    assert 0 < (1 - little["attention_mask"].float().mean()) < UNPAD_MIN_PADDING
+    with torch.no_grad():
+        model(little)
+        model(random_batch([10, 5]))
+    assert inputs == [3, 2]  # (B, L, E) padded, then (T, E) packed
+
+
+def test_unpadded_training_step_gives_the_padded_gradients() -> None:
+    torch.manual_seed(0)
+    config = {"model_type": "minilm", "num_labels": 3, "pretrained": False, "bert": TINY_BERT,
+              "classifier_dropout": 0.0}  # fmt: skip
+    model = build(config).eval()  # no dropout: both layouts see the same arithmetic
+    batch = random_batch([9, 4, 1])
+    grads = []
+    for unpad in (True, False):
+        model.zero_grad()
+        model.encoder.unpad = unpad
+        F.cross_entropy(model(batch).logits, torch.tensor([0, 2, 1])).backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == len(list(model.parameters()))
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_padding_cost_tells_the_planner_how_cheap_padding_is(model: MiniLMClassifier) -> None:
+    from attend.inference import CALL_COST_TOKENS
+    from attend.models.minilm import UNPADDED_PADDING_COST
+
+    assert model.padding_cost == UNPADDED_PADDING_COST < 1
+    model.encoder.unpad = False
+    try:
+        assert model.padding_cost == 1.0
+    finally:
+        model.encoder.unpad = True
+    assert CALL_COST_TOKENS / model.padding_cost > CALL_COST_TOKENS

@@ -32,6 +32,7 @@ from attend.attention.capture import Recordable
 from attend.attention.efficient import EluFeatureMap, FavorFeatureMap
 from attend.attention.masks import MaskSpec
 from attend.attention.scores import build_score
+from attend.attention.unpad import TokenLayout
 
 __all__ = ["ATTENTION_KINDS", "MultiHeadAttention"]
 
@@ -214,15 +215,20 @@ class MultiHeadAttention(Recordable, nn.Module):
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d)
 
-    def _packed_self_projection(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _packed_self_projection(self, x: Tensor, layout: TokenLayout | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Self-attention's three projections as one GEMM (as torch's packed ``in_proj``).
 
         One ``(B*L, E) @ (E, 3D)`` product uses the matmul units better than three thin ones;
-        concatenating the weights costs ``3 D E`` copies, small against ``B L D E``.
+        concatenating the weights costs ``3 D E`` copies, small against ``B L D E``. With a
+        ``layout``, ``x`` is ``(T, E)`` real tokens, and the product's rows are spread onto the
+        padded grid only afterwards.
         """
-        batch, length, _ = x.shape
         weight, bias = self._packed_weights()
-        qkv = F.linear(x, weight, bias).view(batch, length, 3, self.num_heads, self.head_dim)
+        qkv = F.linear(x, weight, bias)
+        if layout is not None:
+            qkv = layout.unpack(qkv)  # (T, 3D) -> (B, L, 3D)
+        batch, length, _ = qkv.shape
+        qkv = qkv.view(batch, length, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, d)
         return q, k, v
 
@@ -325,33 +331,57 @@ class MultiHeadAttention(Recordable, nn.Module):
         attn_mask: Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = False,
+        layout: TokenLayout | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query (B, Lq, E)`` to ``key (B, Lk, kdim)`` / ``value (B, Lk, vdim)``.
 
         ``key=None`` is self-attention; ``value=None`` reuses ``key``. Masks follow
         :mod:`attend.attention.masks`. Returns ``(output (B, Lq, E), weights (B, H, Lq, Lk) | None)``;
         weights are post-softmax (pre-dropout) and rows of fully masked queries are zeros.
+
+        ``layout`` (self-attention only): ``query`` is the ``(T, E)`` real tokens of a padded
+        batch packed by :class:`~attend.attention.unpad.TokenLayout`, whose mask is the key
+        padding mask; the projections run on the ``T`` real tokens, attention on the padded
+        grid, and the output is ``(T, E)`` too. Weights keep their ``(B, H, L, L)`` shape (rows
+        of padding queries attend with a zero query: uniform over the real keys).
         """
-        key = query if key is None else key
-        value = key if value is None else value
-        self._check_inputs(query, key, value)
-        batch, q_len, _ = query.shape
+        if layout is not None:
+            if key is not None or value is not None or key_padding_mask is not None:
+                raise ValueError("layout= is for self-attention and carries the padding mask: pass only the query")
+            if query.dim() != 2 or tuple(query.shape) != (layout.tokens, self.embed_dim):
+                raise ValueError(
+                    f"query has shape {tuple(query.shape)}, expected the packed (tokens={layout.tokens}, "
+                    f"embed_dim={self.embed_dim}) of its layout"
+                )
+            key = value = query
+            key_padding_mask = layout.key_padding_mask
+            batch, q_len, k_len = layout.batch, layout.length, layout.length
+        else:
+            key = query if key is None else key
+            value = key if value is None else value
+            self._check_inputs(query, key, value)
+            batch, q_len, _ = query.shape
+            k_len = key.shape[1]
         spec = MaskSpec.validate(
             batch_size=batch,
             num_heads=self.num_heads,
             q_len=q_len,
-            k_len=key.shape[1],
+            k_len=k_len,
             key_padding_mask=key_padding_mask,
             attn_mask=attn_mask,
             is_causal=is_causal,
             window=self.window,
         )
+
+        def heads(projected: Tensor) -> Tensor:  # (B, L, D) or packed (T, D) -> (B, H, L, d)
+            return self._split_heads(projected if layout is None else layout.unpack(projected))
+
         if key is query and value is query and self.kdim == self.vdim == self.embed_dim and self._packable():
-            q, k, v = self._packed_self_projection(query)
+            q, k, v = self._packed_self_projection(query, layout)
         else:
-            q = self._split_heads(self.q_proj(query))  # (B, H, Lq, d)
-            k = self._split_heads(self.k_proj(key))  # (B, H, Lk, d)
-            v = self._split_heads(self.v_proj(value))  # (B, H, Lk, d)
+            q = heads(self.q_proj(query))  # (B, H, Lq, d)
+            k = heads(self.k_proj(key))  # (B, H, Lk, d)
+            v = heads(self.v_proj(value))  # (B, H, Lk, d)
 
         captures = self._captures()
         out, weights = self._backend(
@@ -365,8 +395,11 @@ class MultiHeadAttention(Recordable, nn.Module):
             weights_grad=any(c.grad for c in captures),
         )  # out: (B, H, Lq, d)
         if self.gate_proj is not None:
-            out = out * torch.sigmoid(self._split_heads(self.gate_proj(query)))
-        out = self.out_proj(out.transpose(1, 2).reshape(batch, q_len, self.inner_dim))  # (B, Lq, D) -> (B, Lq, E)
+            out = out * torch.sigmoid(heads(self.gate_proj(query)))
+        merged = out.transpose(1, 2).reshape(batch, q_len, self.inner_dim)  # (B, Lq, D)
+        if layout is not None:
+            merged = layout.pack(merged)  # (T, D): the output projection runs on real tokens only
+        out = self.out_proj(merged)  # (B, Lq, E) or (T, E)
         if captures:
             assert weights is not None
             self._record(captures, weights)

@@ -24,7 +24,7 @@ import onnxruntime as ort
 import torch
 
 from attend.data.tokenization import TextTokenizer
-from attend.inference import Predictor, load, validate_texts
+from attend.inference import CALL_COST_TOKENS, Predictor, load, validate_texts
 from attend.io import ModelDirError, sha256_file
 from attend.serve._files import read_config, refuse_pickles
 from attend.serve.export import INPUT_NAMES, INT8_FILE, ONNX_FILE
@@ -102,6 +102,10 @@ class OnnxPredictor:
     predict_proba = Predictor.predict_proba
     predict = Predictor.predict
     top_k = Predictor.top_k
+
+    def _call_cost(self) -> float:
+        """The exported graph runs on the padded batch: every padded position costs a token."""
+        return CALL_COST_TOKENS
 
     def run(self, texts: Sequence[str], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Every requested output (default: all) for one batch of texts, in the texts' order.

@@ -1,0 +1,145 @@
+"""Unpadded layers vs the padded layout, one run: what skipping padding buys MiniLM.
+
+MiniLM's encoder runs its per-token work on real tokens only when a batch has padding
+(``attend.attention.unpad``); ``encoder.unpad = False`` restores the padded layout. Both are
+timed on the same batches, rounds interleaved, medians reported, and printed as a ratio:
+
+1. Inference, one forward per batch of 32 random test texts (what a DataLoader hands a model).
+2. ``Predictor.predict_proba`` on the whole sample, batch size 32: texts sorted by length and
+   cut where padding would cost more than another call; the planner knows that padding costs
+   the unpadded model little, so it plans fewer, larger calls there.
+3. A served micro-batch: 16 random WordNet glosses (the texts of ``benchmarks/serve_load.py``),
+   as one ``predict_proba`` call.
+4. One training step (forward, backward, AdamW) on a batch of 32 random training texts.
+
+Texts come from the model's own splits (``attend train`` records them), or Rotten Tomatoes with
+the pretrained MiniLM and an untrained head when no model directory is given.
+
+Usage::
+
+    python benchmarks/unpad.py                    # pretrained MiniLM, Rotten Tomatoes texts
+    python benchmarks/unpad.py runs/minilm_rt     # a trained model directory
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch
+import torch.nn.functional as F
+
+from attend.data.datasets import load_dataset
+from attend.inference import Predictor, load
+
+
+def _median_ms(call: Callable[[], object], rounds: int) -> float:
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return 1000 * statistics.median(samples)
+
+
+def _compare(predictor: Predictor, call: Callable[[], object], rounds: int) -> tuple[float, float]:
+    """(padded ms, unpadded ms): interleaved, so drift on a shared machine hits both alike."""
+    encoder = predictor.model.encoder
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for unpad in (False, True):  # warm-up
+        encoder.unpad = unpad
+        call()
+    for _ in range(rounds):
+        for unpad in (False, True):
+            encoder.unpad = unpad
+            times[unpad].append(_median_ms(call, 1))
+    encoder.unpad = True
+    return statistics.median(times[False]), statistics.median(times[True])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model_dir", nargs="?", help="a MiniLM model directory (default: pretrained, untrained head)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--texts", type=int, default=512, help="test texts sampled (default 512)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.model_dir:
+        from attend.training import rebuild_split
+
+        model_dir = Path(args.model_dir)
+        train_texts, test_texts = rebuild_split(model_dir, "train").texts, rebuild_split(model_dir, "test").texts
+    else:
+        from serve_load import minilm_dir
+
+        model_dir = minilm_dir(Path(tempfile.mkdtemp(prefix="attend-unpad-")) / "minilm")
+        data = load_dataset("rotten_tomatoes")
+        train_texts = test_texts = data.texts
+    predictor = load(model_dir)
+    if not hasattr(predictor.model, "encoder") or not hasattr(predictor.model.encoder, "unpad"):
+        raise SystemExit(f"{model_dir} is not a MiniLM model directory (only its encoder unpads)")
+    rng = random.Random(0)
+    sample = rng.sample(test_texts, min(args.texts, len(test_texts)))
+    glosses = load_dataset("wordnet_topics").texts
+    tokenizer = predictor.tokenizer
+    lengths = [len(ids) for ids in tokenizer.ids(sample)]
+    print(f"MiniLM unpadded vs padded: {model_dir}, {len(sample)} test texts ({statistics.mean(lengths):.1f} tokens "
+          f"on average, longest {max(lengths)}, max_length {tokenizer.max_length}), {args.threads} thread(s), "
+          f"{args.rounds} interleaved rounds, medians")  # fmt: skip
+    model = predictor.model.eval()
+    batches = [tokenizer.encode(sample[i : i + 32]) for i in range(0, len(sample), 32)]
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    padded = sum(b["attention_mask"].numel() for b in batches)
+
+    def forward_all() -> None:
+        with torch.inference_mode():
+            for batch in batches:
+                model(batch)
+
+    served = [rng.sample(glosses, 16) for _ in range(8)]
+    rows = [
+        (f"forward, random batches of 32 ({real / padded:.0%} real tokens)", forward_all, len(sample)),
+        ("predict_proba, batch size 32 (length-planned)", lambda: predictor.predict_proba(sample, batch_size=32),
+         len(sample)),
+        ("served micro-batch: 16 WordNet glosses, one call",
+         lambda: [predictor.predict_proba(texts, batch_size=16) for texts in served], 16 * len(served)),
+    ]  # fmt: skip
+    print(f"{'':58} {'padded':>14} {'unpadded':>14} {'ratio':>7}")
+    for label, call, n in rows:
+        before, after = _compare(predictor, call, args.rounds)
+        print(f"{label:58} {1000 * n / before:9.1f} txt/s {1000 * n / after:9.1f} txt/s {before / after:6.2f}x")
+
+    # Training: a fresh copy in train mode, AdamW, batches of 32 random training texts.
+    train_batches = [tokenizer.encode(rng.sample(train_texts, 32)) for _ in range(4)]
+    labels = torch.zeros(32, dtype=torch.long)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    step_index = [0]
+
+    def step() -> None:
+        batch = train_batches[step_index[0] % len(train_batches)]
+        step_index[0] += 1
+        optimizer.zero_grad()
+        F.cross_entropy(model(batch).logits, labels).backward()
+        optimizer.step()
+
+    before, after = _compare(predictor, step, max(3, args.rounds // 3))
+    real = sum(int(b["attention_mask"].sum()) for b in train_batches) / sum(b["attention_mask"].numel()
+                                                                            for b in train_batches)  # fmt: skip
+    print(f"{f'training step, 32 random training texts ({real:.0%} real tokens)':58} {before:11.1f} ms "
+          f"{after:11.1f} ms {before / after:6.2f}x")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

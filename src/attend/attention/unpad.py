@@ -1,0 +1,75 @@
+"""Padding-free ("unpadded") token layout: run the per-token work on real tokens only.
+
+A padded batch ``(B, L, E)`` of texts of different lengths spends most of an encoder's work on
+per-token products (the q/k/v, output and feed-forward projections, layer norms, GELU) that
+give padding positions values nobody reads. :class:`TokenLayout` packs the real tokens into one
+``(T, E)`` matrix, ``T`` = number of real tokens, so those products cost what the text costs;
+only attention itself, which needs each text's tokens side by side, runs on the padded
+``(B, L)`` grid (and there the padding keys are masked as before). This is the "unpadding" of
+efficient BERT inference servers (e.g. Hugging Face's text-embeddings-inference and
+FlashAttention's BERT, which pack the same way around a variable-length attention kernel).
+
+Packing is exact: it only moves rows, so each real token meets the same arithmetic as on the
+padded grid (up to the float rounding of a GEMM of another height).
+
+Shapes: ``B`` batch, ``L`` padded length, ``T`` real tokens, ``*`` trailing features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["TokenLayout"]
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where the real tokens of a padded ``(B, L)`` batch sit, and how to move between layouts.
+
+    Attributes:
+        index: Long ``(T,)`` positions of the real tokens in the flattened ``(B * L)`` grid, in
+            row-major order (text by text, left to right).
+        batch: ``B``.
+        length: ``L``.
+        key_padding_mask: Bool ``(B, L)``, True = padding (as :mod:`attend.attention.masks`).
+    """
+
+    index: Tensor
+    batch: int
+    length: int
+    key_padding_mask: Tensor
+
+    @classmethod
+    def from_padding_mask(cls, key_padding_mask: Tensor) -> TokenLayout:
+        """The layout of a batch whose padding is True in ``key_padding_mask (B, L)``."""
+        if key_padding_mask.dim() != 2:
+            raise ValueError(f"key_padding_mask has shape {tuple(key_padding_mask.shape)}, expected (batch, length)")
+        mask = key_padding_mask.bool()
+        index = torch.nonzero(~mask.reshape(-1), as_tuple=False).squeeze(1)  # (T,)
+        batch, length = mask.shape
+        return cls(index=index, batch=batch, length=length, key_padding_mask=mask)
+
+    @property
+    def tokens(self) -> int:
+        """``T``, the number of real tokens."""
+        return int(self.index.numel())
+
+    def pack(self, x: Tensor) -> Tensor:
+        """``(B, L, *)`` -> ``(T, *)``: the real tokens' rows."""
+        if tuple(x.shape[:2]) != (self.batch, self.length):
+            raise ValueError(f"expected a ({self.batch}, {self.length}, ...) tensor to pack, got {tuple(x.shape)}")
+        return x.reshape(self.batch * self.length, *x.shape[2:]).index_select(0, self.index)
+
+    def unpack(self, x: Tensor) -> Tensor:
+        """``(T, *)`` -> ``(B, L, *)`` with zeros at padding positions (differentiable in ``x``)."""
+        if x.shape[0] != self.tokens:
+            raise ValueError(f"expected {self.tokens} packed rows to unpack, got {tuple(x.shape)}")
+        grid = x.new_zeros(self.batch * self.length, *x.shape[1:])
+        if torch.is_grad_enabled() and x.requires_grad:
+            grid = grid.index_copy(0, self.index, x)  # out of place: autograd tracks x through it
+        else:
+            grid.index_copy_(0, self.index, x)  # serving: no second copy of the grid
+        return grid.view(self.batch, self.length, *x.shape[1:])
