@@ -402,7 +402,7 @@ def test_layers_run_on_real_tokens_only_and_match_the_padded_layout(
 
 
 def test_a_batch_with_little_padding_keeps_the_padded_layout() -> None:
-    from attend.models.minilm import UNPAD_MIN_PADDING
+    from attend.attention.unpad import UNPAD_MIN_PADDING
 
     model = build({"model_type": "minilm", "num_labels": 2, "pretrained": False, "bert": TINY_BERT}).eval()
     inputs: list[int] = []

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from attend.attention import AttentionPooling, MultiHeadAttention
+from attend.attention.unpad import TokenLayout
 from attend.config import check_positive, check_unit_interval
 from attend.models.base import (
     ModelConfig,
@@ -31,6 +32,12 @@ from attend.models.base import (
 __all__ = ["EncoderClassifier", "EncoderConfig"]
 
 POOLINGS = ("attention", "cls", "mean")
+
+#: A padded position's cost against a real token's when the blocks unpad (only attention sees
+#: padding). Measured with the demo's shape (128 wide, 2 blocks, one thread): 16 texts, 15 of
+#: 12 tokens and one of L, take 2.65 ms at L = 12, 3.10 at 24 and 4.61 at 64, i.e. 0.11 of a
+#: real token per padded position.
+UNPADDED_PADDING_COST = 0.12
 
 
 @dataclass
@@ -118,9 +125,11 @@ class EncoderBlock(nn.Module):
         )
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, padding: Tensor) -> Tensor:
+    def forward(self, x: Tensor, padding: Tensor, layout: TokenLayout | None = None) -> Tensor:
+        """``x (B, L, E)``, or with a ``layout`` the packed ``(T, E)`` real tokens (the layout carries the mask)."""
         h = self.norm_attn(x)
-        x = x + self.drop(self.attn(h, key_padding_mask=padding)[0])
+        attended = self.attn(h, layout=layout)[0] if layout is not None else self.attn(h, key_padding_mask=padding)[0]
+        x = x + self.drop(attended)
         return x + self.drop(self.ffn(self.norm_ffn(x)))
 
 
@@ -147,9 +156,17 @@ class EncoderClassifier(nn.Module):
         self.norm = nn.LayerNorm(config.dim)
         self.pool = AttentionPooling(config.dim) if config.pooling == "attention" else None
         self.head = nn.Linear(config.dim, config.num_labels)
+        #: Run the blocks on real tokens only when a batch has enough padding; same results.
+        self.unpad = True
 
     def forward(self, batch: Mapping[str, Tensor], *, output_attentions: bool = False) -> ModelOutput:
         return forward_with_attentions(self, lambda: self._forward(batch), output_attentions)
+
+    @property
+    def padding_cost(self) -> float:
+        """A padded position's cost against a real token's in a forward pass (the batch planner's
+        input, :meth:`attend.inference.Predictor._call_cost`): :data:`UNPADDED_PADDING_COST` when unpadding."""
+        return UNPADDED_PADDING_COST if self.unpad else 1.0
 
     def input_embeddings(self) -> nn.Embedding:
         """The token embedding table (gradient-based explanations attribute to its output)."""
@@ -162,9 +179,15 @@ class EncoderClassifier(nn.Module):
             raise ValueError(f"input has {length} tokens, more than max_length={self.config.max_length}")
         padding = batch["attention_mask"] == 0  # (B, L), True = padding
         x = self.drop(self.embed(input_ids) * math.sqrt(self.config.dim) + self.positions[:length])  # (B, L, E)
+        # With enough padding the blocks run on real tokens only (attend.attention.unpad).
+        layout = TokenLayout.when_worth_it(padding) if self.unpad else None
+        if layout is not None:
+            x = layout.pack(x)  # (T, E)
         for block in self.blocks:
-            x = block(x, padding)
+            x = block(x, padding, layout)
         x = self.norm(x)
+        if layout is not None:
+            x = layout.unpack(x)  # (B, L, E), zeros at padding
         pooling_weights = None
         if self.pool is not None:
             pooled, pooling_weights = self.pool(x, padding)

