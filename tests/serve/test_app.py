@@ -333,5 +333,5 @@ def test_bf16_without_hardware_support_warns(
     monkeypatch.setattr(onnx_runtime, "native_bf16", lambda: False)
     with caplog.at_level("WARNING", logger="attend.serve"):
         predictor = onnx_runtime.load_runtime(model_dir, "torch", bf16=True)
-    assert "neither AMX nor AVX512-BF16" in caplog.text
+    assert "no AMX tiles" in caplog.text and "serve without --bf16" in caplog.text
     assert next(predictor.model.parameters()).dtype == torch.bfloat16  # still served, as asked
