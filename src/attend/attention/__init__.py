@@ -19,11 +19,13 @@ from attend.attention.masks import AttentionMask, MaskSpec, causal_mask, positio
 from attend.attention.multihead import ATTENTION_KINDS, MultiHeadAttention
 from attend.attention.pooling import AttentionPooling
 from attend.attention.scores import SCORES, Score, build_score
+from attend.attention.unpad import UNPAD_MIN_PADDING, TokenLayout
 
 __all__ = [
     "ATTENTION_KINDS",
     "BACKENDS",
     "SCORES",
+    "UNPAD_MIN_PADDING",
     "AdaptiveSpan",
     "AttentionCapture",
     "AttentionMask",
@@ -36,6 +38,7 @@ __all__ = [
     "MultiHeadAttention",
     "Recordable",
     "Score",
+    "TokenLayout",
     "build_score",
     "capture_attention",
     "causal_mask",

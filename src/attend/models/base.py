@@ -40,7 +40,8 @@ class ModelOutput:
         logits: ``(B, num_labels)`` class scores (pre-softmax; pre-sigmoid for multi-label).
         attentions: On request, one ``(B, H, L, L)`` post-softmax map per attention layer.
         pooling_weights: On request, ``(B, L)`` weights of the attention pooling, if the model has one.
-        hidden_states: On request, the final token representations ``(B, L, E)``.
+        hidden_states: On request, the final token representations ``(B, L, E)`` (zeros at
+            padding positions when the model skipped them, see :mod:`attend.attention.unpad`).
     """
 
     logits: Tensor
