@@ -11,6 +11,9 @@ timed on the same batches, rounds interleaved, medians reported, and printed as 
 3. A served micro-batch: 16 random WordNet glosses (the texts of ``benchmarks/serve_load.py``),
    as one ``predict_proba`` call.
 4. One training step (forward, backward, AdamW) on a batch of 32 random training texts.
+5. With ``--onnx``: ONNX Runtime, fp32 and dynamic int8, a graph exported padded (``attend
+   export``) against one exported with ``--unpad``, on one text at a time, length-sorted
+   batches of 32 short test texts, random batches of 32 and 16-gloss calls; logits compared.
 
 Texts come from the model's own splits (``attend train`` records them), or Rotten Tomatoes with
 the pretrained MiniLM and an untrained head when no model directory is given.
@@ -19,6 +22,7 @@ Usage::
 
     python benchmarks/unpad.py                    # pretrained MiniLM, Rotten Tomatoes texts
     python benchmarks/unpad.py runs/minilm_rt     # a trained model directory
+    python benchmarks/unpad.py runs/minilm_rt --onnx   # also ONNX Runtime, padded vs unpadded graphs
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--texts", type=int, default=512, help="test texts sampled (default 512)")
+    parser.add_argument("--onnx", action="store_true", help="also ONNX Runtime: padded vs --unpad graphs (fp32, int8)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.model_dir:
@@ -138,7 +143,46 @@ def main(argv: list[str] | None = None) -> int:
                                                                             for b in train_batches)  # fmt: skip
     print(f"{f'training step, 32 random training texts ({real:.0%} real tokens)':58} {before:11.1f} ms "
           f"{after:11.1f} ms {before / after:6.2f}x")  # fmt: skip
+    if args.onnx:
+        model.eval()
+        _onnx(predictor, sample, served, args)
     return 0
+
+
+def _onnx(predictor: Predictor, sample: list[str], served: list[list[str]], args: argparse.Namespace) -> None:
+    """ONNX Runtime: the padded graph against the ``--unpad`` one, fp32 and int8, same batches."""
+    import numpy as np
+
+    from attend.serve.compress import quantize_onnx_file
+    from attend.serve.export import INT8_FILE, ONNX_FILE, export_onnx
+    from attend.serve.onnx_runtime import session_for
+
+    tokenizer = predictor.tokenizer
+    work = Path(tempfile.mkdtemp(prefix="attend-unpad-onnx-"))
+    for unpad in (False, True):
+        export_onnx(predictor, work / str(unpad), unpad=unpad, threads=args.threads)
+        quantize_onnx_file(work / str(unpad) / ONNX_FILE, work / str(unpad) / INT8_FILE)
+    short = sorted((ids for ids in tokenizer.ids(sample) if len(ids) <= 32), key=len)[:256]
+    cases = {
+        "one text at a time (short test texts)": [tokenizer.pad([ids]) for ids in short[::8]],
+        "length-sorted batches of 32 short texts": [tokenizer.pad(short[i : i + 32]) for i in range(0, len(short), 32)],
+        "random batches of 32": [tokenizer.encode(sample[i : i + 32]) for i in range(0, len(sample), 32)],
+        "16 WordNet glosses, one call": [tokenizer.encode(texts) for texts in served],
+    }
+    print(f"\nONNX Runtime, {args.threads} thread(s): the padded graph vs `attend export --unpad`")
+    print(f"{'':58} {'padded':>10} {'unpadded':>10} {'ratio':>7} {'max|logit diff|':>16}")
+    for precision, name in (("fp32", ONNX_FILE), ("int8", INT8_FILE)):
+        sessions = {unpad: session_for(work / str(unpad) / name, threads=args.threads) for unpad in (False, True)}
+        for label, batches in cases.items():
+            feeds = [{key: b[key].numpy() for key in ("input_ids", "attention_mask")} for b in batches]
+            logits = {u: [s.run(["logits"], f)[0] for f in feeds] for u, s in sessions.items()}
+            diff = max(float(np.abs(a - b).max()) for a, b in zip(logits[False], logits[True], strict=True))
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(args.rounds):
+                for unpad, session in sessions.items():
+                    times[unpad].append(_median_ms(lambda s=session, fs=feeds: [s.run(["logits"], f) for f in fs], 1))
+            before, after = statistics.median(times[False]), statistics.median(times[True])
+            print(f"{f'{precision}, {label}':58} {before:7.1f} ms {after:7.1f} ms {before / after:6.2f}x {diff:16.1e}")
 
 
 if __name__ == "__main__":

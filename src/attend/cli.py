@@ -208,7 +208,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from attend.data.readers import read_table
 
         texts = read_table(args.texts_file, text_col=args.text_col, label_col=None).texts
-    report = export_onnx(args.model_dir, args.onnx, attentions=args.attentions, opset=args.opset, texts=texts)
+    report = export_onnx(
+        args.model_dir, args.onnx, attentions=args.attentions, opset=args.opset, texts=texts, unpad=args.unpad
+    )
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0
@@ -402,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--onnx", required=True, metavar="OUT_DIR", help="ONNX model directory to write")
     exp.add_argument("--attentions", action="store_true", help="also output every layer's attention maps")
     exp.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    exp.add_argument(
+        "--unpad", action="store_true", help="layers on real tokens only (MiniLM, encoder): faster on mixed lengths"
+    )
     exp.add_argument("--texts-file", help="texts for the parity check (default: the model's test split)")
     exp.add_argument("--text-col", default="text", help="column of --texts-file holding the text (default: text)")
     exp.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from attend import inference
 from attend.attention import capture_attention
 from attend.data.tokenization import TextTokenizer
 from attend.inference import Predictor, load
@@ -189,7 +190,7 @@ def test_a_graph_that_disagrees_with_pytorch_is_refused_and_nothing_is_written(
     with torch.no_grad():
         predictor.model.head.bias += 0.5  # the PyTorch model now differs from the graph below
 
-    def stale_graph(predictor: Predictor, path: Path, *, attentions: bool, opset: int | None) -> list[str]:
+    def stale_graph(predictor: Predictor, path: Path, *, attentions: bool, opset: int | None, unpad: bool) -> list[str]:
         shutil.copyfile(onnx_dir / ONNX_FILE, path)
         return ["logits", "attention_0", "attention_1", "pooling_weights"]
 
@@ -245,3 +246,44 @@ def test_load_runtime_picks_the_runtime_and_explains_mismatches(exported: dict, 
         load_runtime(onnx_dir, "tensorrt")
     with pytest.raises(ValueError, match=r"outputs \['attention_9'\] are not in this graph"):
         load_onnx(onnx_dir).run(["hello"], ["attention_9"])
+
+
+@pytest.mark.parametrize("name", ["encoder", "minilm"])
+def test_unpadded_export_runs_on_real_tokens_and_matches_pytorch(
+    name: str, trained: dict[str, Path], tiny_minilm: Predictor, tmp_path: Path
+) -> None:
+    import onnx
+
+    source = tiny_minilm if name == "minilm" else trained[name]
+    report = export_onnx(source, tmp_path / "onnx", unpad=True)
+    assert report["parity"]["max_abs_diff_logits"] < ATOL
+    graph = onnx.load(str(tmp_path / "onnx" / ONNX_FILE))
+    ops = {node.op_type for node in graph.graph.node}
+    assert "NonZero" in ops  # the token count is computed from the mask at run time
+    torch_predictor = _torch_predictor(name, trained, tiny_minilm)
+    onnx_predictor = load_onnx(tmp_path / "onnx")
+    assert onnx_predictor.config["onnx"]["unpadded"] is True
+    assert onnx_predictor._call_cost() == pytest.approx(inference.CALL_COST_TOKENS / torch_predictor.model.padding_cost)
+    # Mixed lengths, one text, and a batch with no padding (every token is real).
+    for texts in (NEW_TEXTS, NEW_TEXTS[:1], [NEW_TEXTS[2], NEW_TEXTS[2]]):
+        encoded = torch_predictor.tokenizer.encode(texts)
+        assert bool(encoded["attention_mask"].all()) == (texts != NEW_TEXTS)
+        with torch.inference_mode():
+            expected = torch_predictor.model(encoded).logits.numpy()
+        np.testing.assert_allclose(onnx_predictor.run(texts, ["logits"])["logits"], expected, atol=ATOL, rtol=0)
+    assert all(not m.unpad_traced for m in export_module._unpadding_modules(torch_predictor.model))  # restored
+    if name == "encoder":  # int8 works on the unpadded graph, accuracy budget included
+        from attend.serve.compress import quantize
+
+        report = quantize(tmp_path / "onnx", runtime="onnx", max_loss=0.5)["onnx"]
+        assert report["accuracy_budget"]["group_count"] >= 4 and (tmp_path / "onnx" / INT8_FILE).is_file()
+        int8 = load_runtime(tmp_path / "onnx", "onnx", quantized=True)
+        assert int8.predict(NEW_TEXTS) and int8._call_cost() == onnx_predictor._call_cost()
+
+
+def test_unpadded_export_of_a_model_that_cannot_skip_padding_is_refused(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="BiLSTMAttentionClassifier cannot skip padding"):
+        export_onnx(trained["bilstm_attention"], tmp_path / "onnx", unpad=True)
+    assert not (tmp_path / "onnx").exists()

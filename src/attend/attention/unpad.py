@@ -60,24 +60,27 @@ class TokenLayout:
 
     @classmethod
     def when_worth_it(
-        cls, key_padding_mask: Tensor | None, *, min_padding: float = UNPAD_MIN_PADDING
+        cls, key_padding_mask: Tensor | None, *, min_padding: float = UNPAD_MIN_PADDING, traced: bool = False
     ) -> TokenLayout | None:
         """The layout of this batch if unpadding it pays (None: run the padded layout).
 
-        None when there is no mask, when padding is under ``min_padding`` of the positions, and
-        inside ``torch.export`` / ``torch.compile`` tracing (an exported graph, e.g. ONNX, keeps
-        the padded layout, whose shapes do not depend on the data).
+        None when there is no mask and when padding is under ``min_padding`` of the positions.
+        Inside ``torch.export`` / ``torch.compile`` tracing a graph cannot branch on the data:
+        it gets the padded layout, or with ``traced=True`` always the unpadded one (an ONNX
+        graph whose token count is computed from the mask, ``attend export --unpad``).
         """
-        if key_padding_mask is None or torch.compiler.is_compiling():
+        if key_padding_mask is None:
             return None
+        if torch.compiler.is_compiling():
+            return cls.from_padding_mask(key_padding_mask) if traced else None
         if key_padding_mask.float().mean().item() < min_padding:
             return None
         return cls.from_padding_mask(key_padding_mask)
 
     @property
     def tokens(self) -> int:
-        """``T``, the number of real tokens."""
-        return int(self.index.numel())
+        """``T``, the number of real tokens (symbolic while tracing: it depends on the data)."""
+        return self.index.shape[0]
 
     def pack(self, x: Tensor) -> Tensor:
         """``(B, L, *)`` -> ``(T, *)``: the real tokens' rows."""

@@ -158,6 +158,8 @@ class EncoderClassifier(nn.Module):
         self.head = nn.Linear(config.dim, config.num_labels)
         #: Run the blocks on real tokens only when a batch has enough padding; same results.
         self.unpad = True
+        #: Unpad in a traced graph too (``attend export --unpad``): every batch unpads there.
+        self.unpad_traced = False
 
     def forward(self, batch: Mapping[str, Tensor], *, output_attentions: bool = False) -> ModelOutput:
         return forward_with_attentions(self, lambda: self._forward(batch), output_attentions)
@@ -180,7 +182,7 @@ class EncoderClassifier(nn.Module):
         padding = batch["attention_mask"] == 0  # (B, L), True = padding
         x = self.drop(self.embed(input_ids) * math.sqrt(self.config.dim) + self.positions[:length])  # (B, L, E)
         # With enough padding the blocks run on real tokens only (attend.attention.unpad).
-        layout = TokenLayout.when_worth_it(padding) if self.unpad else None
+        layout = TokenLayout.when_worth_it(padding, traced=self.unpad_traced) if self.unpad else None
         if layout is not None:
             x = layout.pack(x)  # (T, E)
         for block in self.blocks:

@@ -375,6 +375,9 @@ class BertEncoder(nn.Module):
         #: :data:`~attend.attention.unpad.UNPAD_MIN_PADDING` of its positions); same results.
         #: False: always padded.
         self.unpad = True
+        #: Unpad in a traced graph too (``attend export --unpad``): there the token count comes
+        #: from the mask at run time, and every batch unpads, padded or not.
+        self.unpad_traced = False
         self.apply(_init_bert_weights)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
@@ -403,7 +406,7 @@ class BertEncoder(nn.Module):
             # (A traced graph, e.g. for ONNX, cannot branch on data and keeps the mask: also exact.)
             key_padding_mask = None
         x = self.embeddings(input_ids, token_type_ids)  # (B, L, E)
-        layout = TokenLayout.when_worth_it(key_padding_mask) if self.unpad else None
+        layout = TokenLayout.when_worth_it(key_padding_mask, traced=self.unpad_traced) if self.unpad else None
         if layout is not None:  # the layers run on the real tokens only (attend.attention.unpad)
             packed = layout.pack(x)  # (T, E)
             for layer in self.layers:

@@ -104,8 +104,9 @@ class OnnxPredictor:
     top_k = Predictor.top_k
 
     def _call_cost(self) -> float:
-        """The exported graph runs on the padded batch: every padded position costs a token."""
-        return CALL_COST_TOKENS
+        """A padded graph pays a token per padded position; one exported with ``--unpad`` records
+        its model's lower price (``config["onnx"]["padding_cost"]``)."""
+        return CALL_COST_TOKENS / float(self.config.get("onnx", {}).get("padding_cost", 1.0))
 
     def run(self, texts: Sequence[str], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Every requested output (default: all) for one batch of texts, in the texts' order.
