@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1, help="server intra-op threads (default 1)")
     parser.add_argument("--bf16", action="store_true", help="serve the model in bfloat16 (attend serve --bf16)")
+    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                        help="attend serve --runtime (onnx: MODEL_DIR is an `attend export` directory)")
+    parser.add_argument("--int8", action="store_true", help="serve the int8 model (attend serve --int8)")
     parser.add_argument("--texts-from", default="wordnet_topics", help="dataset of request texts")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
@@ -204,13 +207,15 @@ def main(argv: list[str] | None = None) -> int:
 
         args.model_dir = str(minilm_dir(Path(tempfile.mkdtemp(prefix="attend-serve-")) / "minilm"))
     print(f"serve load test: {args.model_dir}, {args.clients} concurrent clients, {args.seconds:.0f} s measured "
-          f"after {args.warmup:.0f} s warm-up, server threads {args.threads}{', bf16' if args.bf16 else ''}, "
+          f"after {args.warmup:.0f} s warm-up, server threads {args.threads}, runtime {args.runtime}"
+          f"{', bf16' if args.bf16 else ''}{', int8' if args.int8 else ''}, "
           "load from a second process")  # fmt: skip
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     results: dict[str, Any] = {}
     for label, max_batch in (("unbatched (--max-batch 1)", 1), (f"micro-batched (--max-batch {args.max_batch})",
                                                                  args.max_batch)):  # fmt: skip
-        proc, url = _serve(args.model_dir, max_batch, args.max_wait_ms, args.threads, ("--bf16",) if args.bf16 else ())
+        extra = ("--runtime", args.runtime, *(("--bf16",) if args.bf16 else ()), *(("--int8",) if args.int8 else ()))
+        proc, url = _serve(args.model_dir, max_batch, args.max_wait_ms, args.threads, extra)
         try:
             client = subprocess.run(
                 [sys.executable, __file__, "--client", "--url", url, "--clients", str(args.clients), "--seconds",
