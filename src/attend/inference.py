@@ -26,10 +26,6 @@ __all__ = ["CALL_COST_TOKENS", "Predictor", "length_batches", "load", "validate_
 #: vs batch 32 of 32-token texts), so about 34; small models and ONNX Runtime pay less per
 #: call, and a lower value only makes the plan split a little more eagerly.
 CALL_COST_TOKENS = 32
-#: A model whose layers skip padding (e.g. MiniLM's encoder, see :mod:`attend.attention.unpad`)
-#: says what a padded position costs against a real token in its ``padding_cost`` attribute;
-#: the planner then divides the call cost by it (the real tokens cost the same whatever the
-#: plan, so only calls and padded positions are traded against each other).
 #: Texts tokenised and planned together by :meth:`Predictor.predict_proba_truncated`.
 PLAN_WINDOW = 4096
 
@@ -114,8 +110,14 @@ class Predictor:
         return bool(self.config["model"].get("multi_label", False))
 
     def _call_cost(self) -> float:
-        """A call's cost in padded positions, for :func:`length_batches`: :data:`CALL_COST_TOKENS`,
-        scaled up when the model runs its layers on real tokens only (its ``padding_cost`` < 1)."""
+        """A call's cost in padded positions, for :func:`length_batches`.
+
+        :data:`CALL_COST_TOKENS`, divided by the model's ``padding_cost`` when it has one: a model
+        whose layers skip padding (MiniLM, the encoder; :mod:`attend.attention.unpad`) says what a
+        padded position costs it against a real token. The real tokens cost the same whatever
+        the plan, so only calls and padded positions are traded, and dividing the call's price
+        by the padding's is the same trade.
+        """
         return CALL_COST_TOKENS / float(getattr(self.model, "padding_cost", 1.0))
 
     def _batches(self, texts: list[str], batch_size: int) -> list[list[int]]:

@@ -221,14 +221,15 @@ def _traced_unpadding(model: nn.Module, enabled: bool) -> Iterator[None]:
     """While exporting with ``unpad``, let the model's layers unpad in the traced graph."""
     modules = _unpadding_modules(model) if enabled else []
     if enabled and not modules:
-        raise ValueError(f"{type(model).__name__} cannot skip padding; export it without unpad (--unpad)")
+        raise ValueError(f"{type(model).__name__} cannot skip padding (no unpadded graph): export it without --unpad")
+    saved = [(module.unpad, module.unpad_traced) for module in modules]
     for module in modules:
-        module.unpad_traced = True
+        module.unpad = module.unpad_traced = True
     try:
         yield
     finally:
-        for module in modules:
-            module.unpad_traced = False
+        for module, (unpad, traced) in zip(modules, saved, strict=True):
+            module.unpad, module.unpad_traced = unpad, traced
 
 
 def _export_graph(
