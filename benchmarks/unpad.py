@@ -1,7 +1,8 @@
-"""Unpadded layers vs the padded layout, one run: what skipping padding buys MiniLM.
+"""Unpadded layers vs the padded layout, one run: what skipping padding buys MiniLM (or the encoder).
 
-MiniLM's encoder runs its per-token work on real tokens only when a batch has padding
-(``attend.attention.unpad``); ``encoder.unpad = False`` restores the padded layout. Both are
+MiniLM's encoder and the Transformer-encoder classifier run their per-token work on real tokens
+only when a batch has padding (``attend.attention.unpad``); ``unpad = False`` on the module that
+holds the switch restores the padded layout. Both are
 timed on the same batches, rounds interleaved, medians reported, and printed as a ratio:
 
 1. Inference, one forward per batch of 32 random test texts (what a DataLoader hands a model).
@@ -55,9 +56,17 @@ def _median_ms(call: Callable[[], object], rounds: int) -> float:
     return 1000 * statistics.median(samples)
 
 
+def _switch(model: torch.nn.Module) -> torch.nn.Module:
+    """The module holding the model's ``unpad`` switch (MiniLM: its encoder; the encoder classifier: itself)."""
+    for module in model.modules():
+        if hasattr(module, "unpad_traced"):
+            return module
+    raise SystemExit(f"{type(model).__name__} cannot skip padding (only MiniLM and the encoder classifier do)")
+
+
 def _compare(predictor: Predictor, call: Callable[[], object], rounds: int) -> tuple[float, float]:
     """(padded ms, unpadded ms): interleaved, so drift on a shared machine hits both alike."""
-    encoder = predictor.model.encoder
+    encoder = _switch(predictor.model)
     times: dict[bool, list[float]] = {False: [], True: []}
     for unpad in (False, True):  # warm-up
         encoder.unpad = unpad
@@ -72,35 +81,42 @@ def _compare(predictor: Predictor, call: Callable[[], object], rounds: int) -> t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model_dir", nargs="?", help="a MiniLM model directory (default: pretrained, untrained head)")
+    parser.add_argument("model_dir", nargs="?", help="a MiniLM or encoder model directory (default: pretrained "
+                        "MiniLM, untrained head)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--texts", type=int, default=512, help="test texts sampled (default 512)")
     parser.add_argument("--onnx", action="store_true", help="also ONNX Runtime: padded vs --unpad graphs (fp32, int8)")
+    parser.add_argument("--texts-from", help="a bundled dataset to take texts from (default: the model's own splits; "
+                        "needed for `attend demo`'s model, whose splits are not recorded)")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.model_dir:
-        from attend.training import rebuild_split
-
         model_dir = Path(args.model_dir)
-        train_texts, test_texts = rebuild_split(model_dir, "train").texts, rebuild_split(model_dir, "test").texts
     else:
         from serve_load import minilm_dir
 
         model_dir = minilm_dir(Path(tempfile.mkdtemp(prefix="attend-unpad-")) / "minilm")
-        data = load_dataset("rotten_tomatoes")
-        train_texts = test_texts = data.texts
+    if args.texts_from or not args.model_dir:
+        train_texts = test_texts = load_dataset(args.texts_from or "rotten_tomatoes").texts
+    else:
+        from attend.data.readers import DataError
+        from attend.training import rebuild_split
+
+        try:
+            train_texts, test_texts = rebuild_split(model_dir, "train").texts, rebuild_split(model_dir, "test").texts
+        except DataError as exc:
+            raise SystemExit(f"{exc}\nname a dataset to take texts from: --texts-from wordnet_topics") from None
     predictor = load(model_dir)
-    if not hasattr(predictor.model, "encoder") or not hasattr(predictor.model.encoder, "unpad"):
-        raise SystemExit(f"{model_dir} is not a MiniLM model directory (only its encoder unpads)")
+    _switch(predictor.model)  # fails early, naming the model, when it cannot unpad
     rng = random.Random(0)
     sample = rng.sample(test_texts, min(args.texts, len(test_texts)))
     glosses = load_dataset("wordnet_topics").texts
     tokenizer = predictor.tokenizer
     lengths = [len(ids) for ids in tokenizer.ids(sample)]
-    print(f"MiniLM unpadded vs padded: {model_dir}, {len(sample)} test texts ({statistics.mean(lengths):.1f} tokens "
-          f"on average, longest {max(lengths)}, max_length {tokenizer.max_length}), {args.threads} thread(s), "
-          f"{args.rounds} interleaved rounds, medians")  # fmt: skip
+    print(f"{type(predictor.model).__name__} unpadded vs padded: {model_dir}, {len(sample)} texts "
+          f"({statistics.mean(lengths):.1f} tokens on average, longest {max(lengths)}, max_length "
+          f"{tokenizer.max_length}), {args.threads} thread(s), {args.rounds} interleaved rounds, medians")  # fmt: skip
     model = predictor.model.eval()
     batches = [tokenizer.encode(sample[i : i + 32]) for i in range(0, len(sample), 32)]
     real = sum(int(b["attention_mask"].sum()) for b in batches)
