@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 import torch.nn.functional as F
 
+from attend.attention.unpad import unpadding_modules
 from attend.data.datasets import load_dataset
 from attend.inference import Predictor, load
 
@@ -58,10 +59,10 @@ def _median_ms(call: Callable[[], object], rounds: int) -> float:
 
 def _switch(model: torch.nn.Module) -> torch.nn.Module:
     """The module holding the model's ``unpad`` switch (MiniLM: its encoder; the encoder classifier: itself)."""
-    for module in model.modules():
-        if hasattr(module, "unpad_traced"):
-            return module
-    raise SystemExit(f"{type(model).__name__} cannot skip padding (only MiniLM and the encoder classifier do)")
+    modules = unpadding_modules(model)
+    if not modules:
+        raise SystemExit(f"{type(model).__name__} cannot skip padding (only MiniLM and the encoder classifier do)")
+    return modules[0]
 
 
 def _compare(predictor: Predictor, call: Callable[[], object], rounds: int) -> tuple[float, float]:

@@ -23,6 +23,7 @@ import torch
 
 from attend import inference
 from attend.attention import capture_attention
+from attend.attention.unpad import unpadding_modules
 from attend.data.tokenization import TextTokenizer
 from attend.inference import Predictor, load
 from attend.io import ModelDirError
@@ -271,7 +272,7 @@ def test_unpadded_export_runs_on_real_tokens_and_matches_pytorch(
         with torch.inference_mode():
             expected = torch_predictor.model(encoded).logits.numpy()
         np.testing.assert_allclose(onnx_predictor.run(texts, ["logits"])["logits"], expected, atol=ATOL, rtol=0)
-    assert all(not m.unpad_traced for m in export_module._unpadding_modules(torch_predictor.model))  # restored
+    assert all(not m.unpad_traced for m in unpadding_modules(torch_predictor.model))  # restored
     if name == "encoder":  # int8 works on the unpadded graph, accuracy budget included
         from attend.serve.compress import quantize
 

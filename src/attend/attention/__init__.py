@@ -19,7 +19,7 @@ from attend.attention.masks import AttentionMask, MaskSpec, causal_mask, positio
 from attend.attention.multihead import ATTENTION_KINDS, MultiHeadAttention
 from attend.attention.pooling import AttentionPooling
 from attend.attention.scores import SCORES, Score, build_score
-from attend.attention.unpad import UNPAD_MIN_PADDING, TokenLayout
+from attend.attention.unpad import UNPAD_MIN_PADDING, TokenLayout, unpadding_modules
 
 __all__ = [
     "ATTENTION_KINDS",
@@ -44,5 +44,6 @@ __all__ = [
     "causal_mask",
     "positional_mask",
     "recordable_names",
+    "unpadding_modules",
     "window_mask",
 ]

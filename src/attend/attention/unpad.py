@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["UNPAD_MIN_PADDING", "TokenLayout"]
+__all__ = ["UNPAD_MIN_PADDING", "TokenLayout", "unpadding_modules"]
 
 #: Least share of padding positions for which :meth:`TokenLayout.when_worth_it` unpads.
 #: Unpadding moves ~4 D floats per real token per layer (q/k/v onto the padded grid, attention's
@@ -98,3 +98,9 @@ class TokenLayout:
         else:
             grid.index_copy_(0, self.index, x)  # serving: no second copy of the grid
         return grid.view(self.batch, self.length, *x.shape[1:])
+
+
+def unpadding_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules of ``model`` that hold an unpadding switch (``unpad``, ``unpad_traced``):
+    MiniLM's encoder, the Transformer-encoder classifier. Empty for a model that cannot unpad."""
+    return [module for module in model.modules() if hasattr(module, "unpad") and hasattr(module, "unpad_traced")]

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from attend import __version__
+from attend.attention.unpad import unpadding_modules
 from attend.data.readers import DataError
 from attend.inference import Predictor, load, validate_texts
 from attend.io import atomic_write_json, sha256_file
@@ -211,15 +212,10 @@ def _quiet_exporter() -> Iterator[io.StringIO]:
                 logger.setLevel(level)
 
 
-def _unpadding_modules(model: nn.Module) -> list[nn.Module]:
-    """The model's modules that can skip padding (they have ``unpad_traced``; see attend.attention.unpad)."""
-    return [module for module in model.modules() if hasattr(module, "unpad_traced")]
-
-
 @contextlib.contextmanager
 def _traced_unpadding(model: nn.Module, enabled: bool) -> Iterator[None]:
     """While exporting with ``unpad``, let the model's layers unpad in the traced graph."""
-    modules = _unpadding_modules(model) if enabled else []
+    modules = unpadding_modules(model) if enabled else []
     if enabled and not modules:
         raise ValueError(f"{type(model).__name__} cannot skip padding (no unpadded graph): export it without --unpad")
     saved = [(module.unpad, module.unpad_traced) for module in modules]
