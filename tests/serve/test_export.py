@@ -344,3 +344,63 @@ def test_unpadded_export_of_a_model_that_cannot_skip_padding_is_refused(
     with pytest.raises(ValueError, match="BiLSTMAttentionClassifier cannot skip padding"):
         export_onnx(trained["bilstm_attention"], tmp_path / "onnx", unpad=True)
     assert not (tmp_path / "onnx").exists()
+
+
+@pytest.mark.parametrize("name", ["encoder", "bilstm_attention", "minilm"])
+def test_a_graph_with_attention_outputs_explains_like_pytorch(
+    name: str, exported: dict, trained: dict[str, Path], tiny_minilm: Predictor
+) -> None:
+    from attend.explain import explain
+
+    torch_predictor = _torch_predictor(name, trained, tiny_minilm)
+    onnx_predictor = load_onnx(exported[name][1])
+    pooled = name != "minilm"  # the encoder and the BiLSTM pool by attention, tiny MiniLM by the mean
+    for method in ["attention", "rollout", "flow", "uniform", *(["pooling"] if pooled else [])]:
+        ours, reference = explain(onnx_predictor, NEW_TEXTS, method), explain(torch_predictor, NEW_TEXTS, method)
+        for a, b in zip(ours, reference, strict=True):
+            assert (a.tokens, a.label, a.target, a.method, a.spans) == (b.tokens, b.label, b.target, method, b.spans)
+            np.testing.assert_allclose(a.importance, b.importance, atol=ATOL, rtol=0)
+            assert a.probability == pytest.approx(b.probability, abs=ATOL)
+    if name != "bilstm_attention":  # one head of one layer, with the maps themselves
+        ours = explain(onnx_predictor, NEW_TEXTS, "attention", layer=0, head=1, maps=True, target="pos")
+        reference = explain(torch_predictor, NEW_TEXTS, "attention", layer=0, head=1, maps=True, target="pos")
+        for a, b in zip(ours, reference, strict=True):
+            np.testing.assert_allclose(a.importance, b.importance, atol=ATOL, rtol=0)
+            for ours_map, reference_map in zip(a.maps, b.maps, strict=True):  # type: ignore[arg-type]
+                np.testing.assert_allclose(ours_map, reference_map, atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match=r"'grad_attention' needs gradients.*or the PyTorch model"):
+        explain(onnx_predictor, NEW_TEXTS[:1], "grad_attention")
+    if not pooled:
+        with pytest.raises(ValueError, match="minilm has no attention pooling"):
+            explain(onnx_predictor, NEW_TEXTS[:1], "pooling")
+
+
+def test_onnx_service_explains_from_its_graph_and_says_what_it_cannot(
+    exported: dict, trained: dict[str, Path], tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from attend.explain import explain
+    from attend.serve.app import ServeSettings, create_app
+
+    settings = ServeSettings(runtime="onnx")
+    with TestClient(create_app(load_onnx(exported["encoder"][1]), settings)) as client:
+        answer = client.post("/v1/explain", json={"texts": NEW_TEXTS[:2], "method": "rollout"})
+        gradients = client.post("/v1/explain", json={"text": "great", "method": "integrated_gradients"})
+        methods = client.get("/v1/model").json()["explain_methods"]
+    assert answer.status_code == 200
+    reference = explain(load(trained["encoder"]), NEW_TEXTS[:2], "rollout")
+    for got, expected in zip(answer.json()["explanations"], reference, strict=True):
+        assert got["tokens"] == expected.tokens
+        np.testing.assert_allclose(got["importance"], expected.importance, atol=ATOL, rtol=0)
+    assert methods == ["attention", "pooling", "rollout", "flow", "random", "uniform"]
+    assert gradients.status_code == 422 and "integrated_gradients" in gradients.json()["error"]["message"]
+
+    plain = export_onnx(trained["encoder"], tmp_path / "plain")  # no --attentions
+    assert plain["outputs"] == ["logits"]
+    with TestClient(create_app(load_onnx(tmp_path / "plain"), settings)) as client:
+        refused = client.post("/v1/explain", json={"text": "great"})
+        assert client.get("/v1/model").json()["explain_methods"] == []
+    assert refused.status_code == 400 and "--attentions" in refused.json()["error"]["message"]
+    with pytest.raises(ValueError, match=r"no attention outputs.*--attentions"):
+        explain(load_onnx(tmp_path / "plain"), ["great"], "rollout")

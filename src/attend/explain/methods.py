@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASELINES",
+    "GRADIENT_METHODS",
     "METHODS",
     "Explanation",
     "attention_flow",
@@ -46,6 +47,9 @@ __all__ = [
 METHODS = ("attention", "pooling", "rollout", "flow", "grad_attention", "integrated_gradients")
 #: Reference "methods" for faithfulness: random importance, and uniform attention (all tokens equal).
 BASELINES = ("random", "uniform")
+#: Methods that need gradients, i.e. the PyTorch model; the rest also run on an ONNX graph
+#: exported with its attention outputs (``attend export --attentions``).
+GRADIENT_METHODS = ("grad_attention", "integrated_gradients")
 
 
 @dataclass
@@ -233,12 +237,15 @@ def grad_rollout(maps: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
 # --- the readout ----------------------------------------------------------------------------
 
 
-def readout(model: torch.nn.Module, attention_mask: Tensor, pooling_weights: Tensor | None) -> Tensor:
-    """``(B, L)`` weights with which the last layer's token states become the text vector."""
+def readout(model: torch.nn.Module | str, attention_mask: Tensor, pooling_weights: Tensor | None) -> Tensor:
+    """``(B, L)`` weights with which the last layer's token states become the text vector.
+
+    ``model``: the model, or its pooling mode (``"mean"``, ``"cls"``, ``"attention"``).
+    """
     mask = attention_mask.float()
     if pooling_weights is not None:
         return pooling_weights.detach().float() * mask
-    pooling = getattr(getattr(model, "config", None), "pooling", "mean")
+    pooling = model if isinstance(model, str) else getattr(getattr(model, "config", None), "pooling", "mean")
     if pooling == "cls":
         onehot = torch.zeros_like(mask)
         onehot[:, 0] = 1.0
@@ -308,23 +315,21 @@ def _integrated_gradients(
     return attributions.sum(-1).detach().float(), delta.detach().float()
 
 
-def _explain_batch(
+def _captured(
     predictor: Predictor,
-    batch: dict[str, Tensor],
+    inputs: dict[str, Tensor],
     method: str,
     *,
     layer: int | str,
-    head: int | None,
     target: str | None,
     want_maps: bool,
-    ig_steps: int,
-    generator: torch.Generator,
-) -> tuple[Tensor, Tensor, Tensor, list[Tensor], Tensor | None, str]:
-    """``(importance (B, L), probs (B, C), targets (B,), maps, pooling, note)`` for one batch."""
+) -> tuple[list[Tensor], Tensor | None, Tensor, Tensor, list[Tensor], Tensor | None, int | str]:
+    """One PyTorch forward with the capture API.
+
+    Returns ``(maps, pooling, probs, targets, grads, pooling_grad, layer)``; ``layer`` indexes
+    ``maps`` (-1 where only the requested layer was recorded).
+    """
     model = predictor.model
-    inputs = {k: v for k, v in batch.items() if k not in ("truncated", "offsets")}
-    mask = batch["attention_mask"].float()
-    note = ""
     grad = method == "grad_attention"
     names = None
     if method == "attention" and isinstance(layer, int) and not want_maps:
@@ -353,9 +358,47 @@ def _explain_batch(
             computed = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, computed, strict=True)]
             grads = list(computed[: len(maps)])
             pooling_grad = computed[len(maps)] if pooling is not None else None
+    return maps, pooling, probs, targets, grads, pooling_grad, layer
+
+
+def _explain_batch(
+    predictor: Predictor,
+    batch: dict[str, Tensor],
+    method: str,
+    *,
+    layer: int | str,
+    head: int | None,
+    target: str | None,
+    want_maps: bool,
+    ig_steps: int,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor, Tensor, list[Tensor], Tensor | None, str]:
+    """``(importance (B, L), probs (B, C), targets (B,), maps, pooling, note)`` for one batch."""
+    inputs = {k: v for k, v in batch.items() if k not in ("truncated", "offsets")}
+    mask = batch["attention_mask"].float()
+    note = ""
+    grads: list[Tensor] = []
+    pooling_grad = None
+    model = getattr(predictor, "model", None)
+    if model is None:  # an ONNX Runtime predictor: the graph computes the maps itself
+        if method in GRADIENT_METHODS:
+            raise ValueError(
+                f"method {method!r} needs gradients, which an ONNX graph does not give: use one of "
+                f"{[m for m in (*METHODS, *BASELINES) if m not in GRADIENT_METHODS]}, or the PyTorch model"
+            )
+        logits, maps, pooling = predictor.attention_outputs(inputs)  # type: ignore[attr-defined]
+        probs = predictor.to_probabilities(logits)
+        targets = _target_index(predictor, target, probs)
+        pooling_mode: torch.nn.Module | str = str(predictor.config["model"].get("pooling", "mean"))
+        model_name = str(predictor.config["model"].get("model_type", "the model"))
+    else:
+        maps, pooling, probs, targets, grads, pooling_grad, layer = _captured(
+            predictor, inputs, method, layer=layer, target=target, want_maps=want_maps
+        )
+        pooling_mode, model_name = model, type(model).__name__
     maps = [m.detach() for m in maps]
     pooling = pooling.detach() if pooling is not None else None
-    r = readout(model, batch["attention_mask"], pooling)
+    r = readout(pooling_mode, batch["attention_mask"], pooling)
     if method in ("random", "uniform"):
         if method == "random":
             importance = torch.rand(mask.shape, generator=generator)
@@ -370,7 +413,7 @@ def _explain_batch(
         )
     elif method == "pooling":
         if pooling is None:
-            raise ValueError(f"{type(model).__name__} has no attention pooling; use method 'attention' or 'rollout'")
+            raise ValueError(f"{model_name} has no attention pooling; use method 'attention' or 'rollout'")
         importance = _normalise(pooling, mask)
     elif not maps:
         # No self-attention layers (BiLSTM): every attention method is the readout itself.
@@ -430,7 +473,10 @@ def explain(
     """Explain each text's prediction with one method.
 
     Args:
-        predictor: A loaded model (:func:`attend.load`).
+        predictor: A loaded model (:func:`attend.load`), or an ONNX Runtime one
+            (:func:`attend.serve.onnx_runtime.load_onnx`) of a graph exported with its attention
+            outputs (``attend export --attentions``): the graph's own maps are read, and every
+            method but :data:`GRADIENT_METHODS` works.
         texts: The texts; batched and padded internally (long texts are truncated, and say so).
         method: One of :data:`METHODS` (or a baseline of :data:`BASELINES`):
             ``attention`` (raw weights of ``layer``, mean over heads or one ``head``, read out by the

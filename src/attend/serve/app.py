@@ -185,14 +185,22 @@ class _GuardAndMeasure:
 def create_app(predictor: Any, settings: ServeSettings | None = None, *, name: str | None = None) -> FastAPI:
     """The FastAPI application serving ``predictor`` (a loaded :class:`attend.inference.Predictor`
     or ONNX Runtime predictor)."""
-    from attend.explain.methods import BASELINES, METHODS
+    from attend.explain.methods import BASELINES, GRADIENT_METHODS, METHODS
 
     settings = settings or ServeSettings()
     metrics = ServiceMetrics()
     model_name = name or (Path(predictor.path).name if getattr(predictor, "path", None) else "model")
     tokenizer = predictor.tokenizer
-    can_explain = settings.runtime == "torch" and not settings.quantized and hasattr(predictor, "model")
-    methods = [*METHODS, *BASELINES] if can_explain else []
+    if hasattr(predictor, "model"):  # PyTorch: every method, but not from the int8 model (no capture there)
+        methods = [] if settings.quantized else [*METHODS, *BASELINES]
+        cannot_explain = "explanations need the PyTorch fp32 or bf16 model (serve without --int8)"
+    else:  # ONNX Runtime: the graph's own attention outputs, so no gradient methods
+        has_maps = bool(getattr(predictor, "has_attentions", False))
+        methods = [m for m in (*METHODS, *BASELINES) if m not in GRADIENT_METHODS] if has_maps else []
+        cannot_explain = (
+            "this ONNX graph has no attention outputs: export it with `attend export MODEL_DIR --onnx OUT "
+            "--attentions` to explain with ONNX Runtime, or serve the PyTorch model (--runtime torch)"
+        )
 
     def run_predict(texts: list[str]) -> list[tuple[np.ndarray, bool]]:
         probs, truncated = predictor.predict_proba_truncated(texts, batch_size=max(1, len(texts)))
@@ -282,8 +290,8 @@ def create_app(predictor: Any, settings: ServeSettings | None = None, *, name: s
         texts = body.items()
         if (bad := check_texts(texts)) is not None:
             return bad
-        if not can_explain:
-            return _error(400, "unsupported", "explanations need the PyTorch fp32 runtime (serve with --runtime torch)")
+        if not methods:
+            return _error(400, "unsupported", cannot_explain)
         if body.method not in methods:
             return _error(422, "validation", f"method: {body.method!r} is not one of {methods}")
         if body.target is not None and body.target not in predictor.labels:

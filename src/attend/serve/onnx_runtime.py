@@ -175,6 +175,13 @@ class OnnxPredictor:
     predict_proba = Predictor.predict_proba
     predict = Predictor.predict
     top_k = Predictor.top_k
+    to_probabilities = Predictor.to_probabilities
+
+    @property
+    def has_attentions(self) -> bool:
+        """Whether the graph outputs its attention maps (``attend export --attentions``): what
+        :func:`attend.explain.explain` reads to explain with this runtime."""
+        return any(name.startswith("attention_") or name == "pooling_weights" for name in self.output_names)
 
     def _call_cost(self) -> float:
         """A padded graph pays a token per padded position; one exported with ``--unpad`` records
@@ -197,6 +204,28 @@ class OnnxPredictor:
         result = dict(zip(names, values, strict=True))
         result["attention_mask"] = encoded["attention_mask"].numpy()
         return result
+
+    def attention_outputs(
+        self, encoded: dict[str, Any]
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """``(logits, maps, pooling_weights | None)`` for an encoded batch, as PyTorch tensors: what
+        the capture API gives :func:`attend.explain.explain` from the PyTorch model.
+
+        Raises:
+            ValueError: the graph was exported without its attention outputs.
+        """
+        if not self.has_attentions:
+            source = self.config.get("onnx", {}).get("source") or "MODEL_DIR"
+            raise ValueError(
+                f"this ONNX graph has no attention outputs (only {self.output_names}): re-export it with "
+                f"`attend export {source} --onnx OUT --attentions` to explain with ONNX Runtime"
+            )
+        names = self.output_names
+        values = dict(zip(names, self._session_run(names, encoded), strict=True))
+        layers = sum(name.startswith("attention_") for name in names)
+        maps = [torch.from_numpy(values[f"attention_{i}"]) for i in range(layers)]
+        pooling = values.get("pooling_weights")
+        return torch.from_numpy(values["logits"]), maps, None if pooling is None else torch.from_numpy(pooling)
 
     def _encoded_probabilities(self, encoded: dict[str, Any]) -> np.ndarray:
         (logits,) = self._session_run(["logits"], encoded)
