@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from attend import __version__
 
@@ -126,7 +127,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from attend.inference import load
 
     texts = _read_texts(args)
-    predictor = load(args.model_dir)
+    if (Path(args.model_dir) / "model.onnx").is_file() and not (Path(args.model_dir) / "model.safetensors").is_file():
+        from attend.serve.onnx_runtime import load_onnx
+
+        predictor: Any = load_onnx(args.model_dir, quantized=args.int8)  # an `attend export --attentions` directory
+    elif args.int8:
+        raise UsageError(f"--int8 explains with the int8 graph of an ONNX directory; {args.model_dir} is not one")
+    else:
+        predictor = load(args.model_dir)
     layer: int | str = args.layer if args.layer == "mean" else _int_option("--layer", args.layer)
     want_maps = bool(args.html or args.png or args.maps)
     explanations = explain(
@@ -369,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", action="store_true", help="print a JSON list, one object per text")
     ex.add_argument("--maps", action="store_true", help="with --json: include every layer's per-head maps")
     ex.add_argument("--top", type=int, default=8, help="tokens to print per text without --json (default 8)")
+    ex.add_argument("--int8", action="store_true",
+                    help="MODEL_DIR is an ONNX directory (attend export --attentions): use its int8 graph")  # fmt: skip
     ex.set_defaults(func=_cmd_explain)
 
     fa = verbs.add_parser("faithfulness", help="ERASER comprehensiveness/sufficiency of each explanation method")

@@ -404,3 +404,23 @@ def test_onnx_service_explains_from_its_graph_and_says_what_it_cannot(
     assert refused.status_code == 400 and "--attentions" in refused.json()["error"]["message"]
     with pytest.raises(ValueError, match=r"no attention outputs.*--attentions"):
         explain(load_onnx(tmp_path / "plain"), ["great"], "rollout")
+
+
+def test_attend_explain_takes_an_onnx_directory(
+    exported: dict, trained: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    from attend.cli import main
+    from attend.explain import explain
+
+    onnx_dir = exported["encoder"][1]
+    assert main(["explain", str(onnx_dir), *NEW_TEXTS[:2], "--method", "flow", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    for got, expected in zip(printed, explain(load(trained["encoder"]), NEW_TEXTS[:2], "flow"), strict=True):
+        assert got["tokens"] == expected.tokens
+        np.testing.assert_allclose(got["importance"], expected.importance, atol=ATOL, rtol=0)
+    assert main(["explain", str(onnx_dir), "great", "--method", "integrated_gradients"]) == 2
+    assert "needs gradients" in capsys.readouterr().err
+    assert main(["explain", str(onnx_dir), "great", "--int8"]) == 2  # never quantised
+    assert "attend quantize" in capsys.readouterr().err
+    assert main(["explain", str(trained["encoder"]), "great", "--int8"]) == 2
+    assert "not one" in capsys.readouterr().err
