@@ -398,6 +398,14 @@ def test_onnx_service_explains_from_its_graph_and_says_what_it_cannot(
 
     plain = export_onnx(trained["encoder"], tmp_path / "plain")  # no --attentions
     assert plain["outputs"] == ["logits"]
+    # The maps are the softmax the graph applies anyway, not a second one beside it: a graph
+    # with attention outputs predicts as fast as one without.
+    import onnx
+
+    def softmaxes(directory: Path) -> int:
+        return sum(node.op_type == "Softmax" for node in onnx.load(str(directory / ONNX_FILE)).graph.node)
+
+    assert softmaxes(exported["encoder"][1]) == softmaxes(tmp_path / "plain") == 3  # 2 layers + the pooling
     with TestClient(create_app(load_onnx(tmp_path / "plain"), settings)) as client:
         refused = client.post("/v1/explain", json={"text": "great"})
         assert client.get("/v1/model").json()["explain_methods"] == []

@@ -83,6 +83,13 @@ def sdpa_attention(
     weights_grad: bool,
 ) -> tuple[Tensor, Tensor | None]:
     q2, k2, scale = module.score.as_dot(q, k)
+    if need_weights and not weights_grad and dropout_p == 0.0 and torch.compiler.is_compiling():
+        # A traced graph (ONNX export with attention outputs): the maps are an output, so compute
+        # them once and apply them, rather than SDPA plus a second softmax for the maps. Eager
+        # PyTorch keeps the fused SDPA call below, whose output predict_proba's equals bit for bit.
+        bias, _, empty_rows = _dense_bias(module, spec, q, fold_causal=True)
+        weights = masked_softmax((q2 * scale) @ k2.transpose(-2, -1), bias, empty_rows)
+        return weights @ v, weights
     bias, is_causal, empty_rows = _dense_bias(module, spec, q, fold_causal=False)
     out = F.scaled_dot_product_attention(
         q2, k2, v, attn_mask=bias, dropout_p=dropout_p, is_causal=is_causal, scale=scale
