@@ -11,7 +11,9 @@ reduces to the pooling weights (gradient-weighted ones for ``grad_attention``).
 
 Maps come from the capture API while every layer keeps its fused SDPA call (the output is
 bit-identical to :meth:`Predictor.predict_proba`); ``grad_attention`` also keeps them in the
-autograd graph. Integrated Gradients (Captum) is the non-attention reference.
+autograd graph. Integrated Gradients (Captum) is the non-attention reference. An ONNX Runtime
+predictor whose graph was exported with its attention outputs gives the maps from the graph
+itself: every method but :data:`GRADIENT_METHODS`, with no PyTorch model at all.
 """
 
 from __future__ import annotations

@@ -191,7 +191,7 @@ def create_app(predictor: Any, settings: ServeSettings | None = None, *, name: s
     metrics = ServiceMetrics()
     model_name = name or (Path(predictor.path).name if getattr(predictor, "path", None) else "model")
     tokenizer = predictor.tokenizer
-    if hasattr(predictor, "model"):  # PyTorch: every method, but not from the int8 model (no capture there)
+    if hasattr(predictor, "model"):  # PyTorch: every method, for the fp32 and bf16 models
         methods = [] if settings.quantized else [*METHODS, *BASELINES]
         cannot_explain = "explanations need the PyTorch fp32 or bf16 model (serve without --int8)"
     else:  # ONNX Runtime: the graph's own attention outputs, so no gradient methods
