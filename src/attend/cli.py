@@ -77,10 +77,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+INT8_HELP = "the int8 model: an ONNX directory's int8 graph (attend quantize), or PyTorch dynamic int8 at load"
+
+
+def _is_onnx_directory(model_dir: str) -> bool:
+    return (Path(model_dir) / "model.onnx").is_file() and not (Path(model_dir) / "model.safetensors").is_file()
+
+
+def _cli_predictor(model_dir: str, int8: bool, *, explaining: bool = False) -> Any:
+    """The model behind a verb: PyTorch for a model directory, ONNX Runtime for an `attend export`
+    directory. ``int8``: the ONNX directory's int8 graph, or (not when explaining) PyTorch's
+    dynamic int8, as `attend serve --int8` loads them."""
+    from attend.serve.onnx_runtime import load_runtime
+
+    if _is_onnx_directory(model_dir):
+        return load_runtime(model_dir, "onnx", quantized=int8)
+    if int8 and explaining:
+        raise UsageError(f"--int8 explains with the int8 graph of an ONNX directory; {model_dir} is not one")
+    return load_runtime(model_dir, "torch", quantized=int8)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from attend.training import evaluate, format_report
 
-    metrics = evaluate(args.model_dir, args.data, text_col=args.text_col, label_col=args.label_col)
+    predictor = _cli_predictor(args.model_dir, args.int8)
+    metrics = evaluate(predictor, args.data, text_col=args.text_col, label_col=args.label_col)
     if args.json:
         print(json.dumps(metrics, ensure_ascii=False))
     else:
@@ -90,12 +111,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from attend.data.readers import read_table
-    from attend.inference import load
 
     if bool(args.texts) == bool(args.input):
         raise UsageError("give texts to classify, or --input FILE, but not both")
     texts = args.texts or read_table(args.input, text_col=args.text_col, label_col=None).texts
-    predictor = load(args.model_dir)
+    predictor = _cli_predictor(args.model_dir, args.int8)
     ranked = predictor.top_k(texts, k=args.top_k)
     if args.format == "json":
         rows = [
@@ -124,17 +144,9 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from attend.explain import explain, render_html, save_heatmaps, to_json, top_tokens
-    from attend.inference import load
 
     texts = _read_texts(args)
-    if (Path(args.model_dir) / "model.onnx").is_file() and not (Path(args.model_dir) / "model.safetensors").is_file():
-        from attend.serve.onnx_runtime import load_onnx
-
-        predictor: Any = load_onnx(args.model_dir, quantized=args.int8)  # an `attend export --attentions` directory
-    elif args.int8:
-        raise UsageError(f"--int8 explains with the int8 graph of an ONNX directory; {args.model_dir} is not one")
-    else:
-        predictor = load(args.model_dir)
+    predictor = _cli_predictor(args.model_dir, args.int8, explaining=True)
     layer: int | str = args.layer if args.layer == "mean" else _int_option("--layer", args.layer)
     want_maps = bool(args.html or args.png or args.maps)
     explanations = explain(
@@ -347,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("model_dir")
     ev.add_argument("data", help="labelled file or dataset name")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--int8", action="store_true", help=INT8_HELP)
     _add_data_columns(ev)
     ev.set_defaults(func=_cmd_evaluate)
 
@@ -357,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--text-col", default="text", help="column holding the text in --input (default: text)")
     pr.add_argument("--top-k", type=int, default=3, help="labels to show per text (default 3)")
     pr.add_argument("--format", choices=["json", "csv"], default="json", help="output format (default json)")
+    pr.add_argument("--int8", action="store_true", help=INT8_HELP)
     pr.set_defaults(func=_cmd_predict)
 
     from attend.explain.methods import BASELINES, METHODS

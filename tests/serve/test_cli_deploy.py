@@ -50,6 +50,18 @@ def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, c
     assert main(["quantize", str(onnx_dir), "--runtime", "bf16"]) == 2  # an ONNX directory has no PyTorch model
     assert "ONNX model directory" in capsys.readouterr().err
 
+    # predict / evaluate take the ONNX directory too, and --int8 picks its int8 graph (or PyTorch's dynamic int8).
+    data = write_csv(tmp_path / "held_out.csv", planted_rows(60, seed=7))
+    for argv in ([str(onnx_dir)], [str(onnx_dir), "--int8"], [str(model_dir), "--int8"]):
+        assert main(["predict", argv[0], "the film was wonderful", "a dreadful plot", "--top-k", "1", *argv[1:]]) == 0
+        assert [row["label"] for row in json.loads(capsys.readouterr().out)] == ["pos", "neg"]
+        assert main(["evaluate", argv[0], str(data), "--json", *argv[1:]]) == 0
+        assert json.loads(capsys.readouterr().out)["accuracy"] >= 0.9
+    assert main(["evaluate", str(onnx_dir), str(data), "--json"]) == 0
+    onnx_metrics = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(model_dir), str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == onnx_metrics["accuracy"]  # same model, either runtime
+
     pruned = tmp_path / "pruned"
     assert main(["prune", str(model_dir), "--out", str(pruned), "--heads", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
