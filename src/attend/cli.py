@@ -186,7 +186,6 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
 
     from attend.data.readers import read_table
     from attend.explain import faithfulness, format_faithfulness
-    from attend.inference import load
 
     if args.limit < 1:
         raise UsageError(f"--limit {args.limit}: must be at least 1")
@@ -201,7 +200,7 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
         texts = load_dataset(args.data).texts
     if len(texts) > args.limit:  # a seeded sample: files are often sorted by label
         texts = [texts[i] for i in sorted(random.Random(args.seed).sample(range(len(texts)), args.limit))]
-    predictor = load(args.model_dir)
+    predictor = _cli_predictor(args.model_dir, args.int8, explaining=True)
     methods = args.methods.split(",") if args.methods else None
     report = faithfulness(predictor, texts, methods, seed=args.seed, progress=not args.json, ig_steps=args.ig_steps)
     print(json.dumps(report, ensure_ascii=False) if args.json else format_faithfulness(report))
@@ -404,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("--seed", type=int, default=0, help="seed of the sample and the random baseline (default 0)")
     fa.add_argument("--ig-steps", type=int, default=32, help="integration steps for integrated_gradients (32)")
     fa.add_argument("--json", action="store_true", help="print one JSON object")
+    fa.add_argument("--int8", action="store_true",
+                    help="MODEL_DIR is an ONNX directory (attend export --attentions): use its int8 graph")  # fmt: skip
     fa.set_defaults(func=_cmd_faithfulness)
 
     sv = verbs.add_parser("serve", help="serve a model over HTTP (FastAPI): predict, explain, metrics")

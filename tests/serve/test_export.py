@@ -432,3 +432,21 @@ def test_attend_explain_takes_an_onnx_directory(
     assert "attend quantize" in capsys.readouterr().err
     assert main(["explain", str(trained["encoder"]), "great", "--int8"]) == 2
     assert "not one" in capsys.readouterr().err
+
+
+def test_faithfulness_of_an_onnx_graph_matches_pytorch(exported: dict, trained: dict[str, Path]) -> None:
+    from attend.explain import faithfulness
+    from attend.explain.faithfulness import default_methods
+
+    onnx_predictor, torch_predictor = load_onnx(exported["encoder"][1]), load(trained["encoder"])
+    methods = default_methods(onnx_predictor)
+    assert methods == ["attention", "pooling", "rollout", "flow", "random", "uniform"]  # no gradient methods
+    assert default_methods(torch_predictor) == [*methods[:4], "grad_attention", "integrated_gradients", *methods[4:]]
+    texts = [row["text"] for row in planted_rows(24, seed=5)]
+    ours, reference = faithfulness(onnx_predictor, texts, methods), faithfulness(torch_predictor, texts, methods)
+    for method in methods:  # the same erasures scored by the same model: equal up to near-ties in the rankings
+        for key in ("comprehensiveness", "sufficiency"):
+            assert ours["methods"][method][key] == pytest.approx(reference["methods"][method][key], abs=0.02)
+    assert ours["methods"]["rollout"]["comprehensiveness"] > ours["methods"]["random"]["comprehensiveness"]
+    with pytest.raises(ValueError, match="needs gradients"):
+        faithfulness(onnx_predictor, texts[:2], ["integrated_gradients"])

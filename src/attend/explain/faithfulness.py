@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from attend.explain.methods import BASELINES, METHODS, ceil_fraction, explain
+from attend.explain.methods import BASELINES, GRADIENT_METHODS, METHODS, ceil_fraction, explain
 
 if TYPE_CHECKING:
     from attend.inference import Predictor
@@ -32,16 +32,27 @@ THRESHOLDS = (0.01, 0.05, 0.1, 0.2, 0.5)
 
 
 def default_methods(predictor: Predictor) -> list[str]:
-    """Every method that says something distinct for this model, then the two baselines."""
+    """Every method that says something distinct for this model, then the two baselines.
+
+    For an ONNX Runtime predictor (a graph exported with its attention outputs): the same,
+    less the methods that need gradients.
+    """
     from attend.attention import Recordable
 
-    recordables = [m for m in predictor.model.modules() if isinstance(m, Recordable)]
-    has_layers = any(getattr(m, "capture_kind", "attention") == "attention" for m in recordables)
-    has_pooling = any(getattr(m, "capture_kind", "") == "pooling" for m in recordables)
+    model = getattr(predictor, "model", None)
+    if model is None:
+        outputs = list(getattr(predictor, "output_names", []))
+        has_layers = any(name.startswith("attention_") for name in outputs)
+        has_pooling = "pooling_weights" in outputs
+    else:
+        recordables = [m for m in model.modules() if isinstance(m, Recordable)]
+        has_layers = any(getattr(m, "capture_kind", "attention") == "attention" for m in recordables)
+        has_pooling = any(getattr(m, "capture_kind", "") == "pooling" for m in recordables)
     methods = ["attention", "rollout", "flow", "grad_attention"] if has_layers else ["attention", "grad_attention"]
     if has_pooling and has_layers:
         methods.insert(1, "pooling")
-    return [*methods, "integrated_gradients", *BASELINES]
+    methods = [*methods, "integrated_gradients", *BASELINES]
+    return methods if model is not None else [m for m in methods if m not in GRADIENT_METHODS]
 
 
 @torch.inference_mode()
@@ -51,7 +62,7 @@ def _probabilities(predictor: Predictor, rows: list[list[int]], batch_size: int)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batch = predictor.tokenizer.pad([rows[i] for i in chunk])
-        out[chunk] = predictor.to_probabilities(predictor.model(batch).logits).numpy()
+        out[chunk] = predictor._encoded_probabilities(batch)  # either runtime: PyTorch or ONNX Runtime
     return out
 
 
