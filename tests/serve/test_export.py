@@ -396,6 +396,11 @@ def test_onnx_service_explains_from_its_graph_and_says_what_it_cannot(
     assert methods == ["attention", "pooling", "rollout", "flow", "random", "uniform"]
     assert gradients.status_code == 422 and "integrated_gradients" in gradients.json()["error"]["message"]
 
+    with TestClient(create_app(load_onnx(exported["minilm"][1]), settings)) as client:  # mean pooling
+        listed = client.get("/v1/model").json()["explain_methods"]
+        assert listed == ["attention", "rollout", "flow", "random", "uniform"]
+        assert client.post("/v1/explain", json={"text": "great", "method": "pooling"}).status_code == 422
+
     plain = export_onnx(trained["encoder"], tmp_path / "plain")  # no --attentions
     assert plain["outputs"] == ["logits"]
     # The maps are the softmax the graph applies anyway, not a second one beside it: a graph
