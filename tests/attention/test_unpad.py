@@ -31,6 +31,23 @@ def test_pack_takes_real_rows_in_order_and_unpack_puts_them_back_with_zeros() ->
     assert (back[mask] == 0).all()
 
 
+def test_head_gathers_equal_unpack_with_split_heads_and_merge_with_pack() -> None:
+    """The traced (ONNX) path's row gathers move the same numbers as unpack + transposes + pack."""
+    mask = padding_mask([3, 1, 2, 3], 3)
+    layout = TokenLayout.from_padding_mask(mask)
+    parts, heads, d = 3, 2, 4
+    packed = torch.randn(layout.tokens, parts * heads * d)
+    expected = layout.unpack(packed).view(4, 3, parts, heads, d).permute(2, 0, 3, 1, 4)  # (parts, B, H, L, d)
+    real = ~mask[:, None, :, None].expand(4, heads, 3, d)
+    for got, want in zip(layout.unpack_heads(packed, parts, heads), expected, strict=True):
+        assert got.shape == (4, heads, 3, d)
+        torch.testing.assert_close(got[real], want[real], rtol=0, atol=0)
+        assert torch.isfinite(got).all()  # padding positions hold real rows, never garbage memory
+    out = torch.randn(4, heads, 3, d)
+    merged = layout.pack(out.transpose(1, 2).reshape(4, 3, heads * d))
+    torch.testing.assert_close(layout.pack_heads(out), merged, rtol=0, atol=0)
+
+
 def test_unpack_passes_gradients_to_the_packed_rows() -> None:
     layout = TokenLayout.from_padding_mask(padding_mask([2, 1], 2))
     packed = torch.randn(3, 4, requires_grad=True)

@@ -225,6 +225,9 @@ class MultiHeadAttention(Recordable, nn.Module):
         """
         weight, bias = self._packed_weights()
         qkv = F.linear(x, weight, bias)
+        if layout is not None and torch.compiler.is_compiling():
+            q, k, v = layout.unpack_heads(qkv, 3, self.num_heads)
+            return q, k, v
         if layout is not None:
             qkv = layout.unpack(qkv)  # (T, 3D) -> (B, L, 3D)
         batch, length, _ = qkv.shape
@@ -396,9 +399,12 @@ class MultiHeadAttention(Recordable, nn.Module):
         )  # out: (B, H, Lq, d)
         if self.gate_proj is not None:
             out = out * torch.sigmoid(heads(self.gate_proj(query)))
-        merged = out.transpose(1, 2).reshape(batch, q_len, self.inner_dim)  # (B, Lq, D)
-        if layout is not None:
-            merged = layout.pack(merged)  # (T, D): the output projection runs on real tokens only
+        if layout is not None and torch.compiler.is_compiling():
+            merged = layout.pack_heads(out)  # (T, D)
+        else:
+            merged = out.transpose(1, 2).reshape(batch, q_len, self.inner_dim)  # (B, Lq, D)
+            if layout is not None:
+                merged = layout.pack(merged)  # (T, D): the output projection runs on real tokens only
         out = self.out_proj(merged)  # (B, Lq, E) or (T, E)
         if captures:
             assert weights is not None

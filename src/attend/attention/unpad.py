@@ -18,6 +18,7 @@ Shapes: ``B`` batch, ``L`` padded length, ``T`` real tokens, ``*`` trailing feat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -87,6 +88,41 @@ class TokenLayout:
         if tuple(x.shape[:2]) != (self.batch, self.length):
             raise ValueError(f"expected a ({self.batch}, {self.length}, ...) tensor to pack, got {tuple(x.shape)}")
         return x.reshape(self.batch * self.length, *x.shape[2:]).index_select(0, self.index)
+
+    @cached_property
+    def grid_rows(self) -> Tensor:
+        """Long ``(B, L)``: each grid position's row among the ``T`` packed ones, ``T`` at padding."""
+        real = ~self.key_padding_mask
+        rank = torch.cumsum(real.reshape(-1).long(), 0).view(self.batch, self.length) - 1
+        return torch.where(real, rank, torch.full_like(rank, self.tokens))
+
+    def unpack_heads(self, x: Tensor, parts: int, heads: int) -> list[Tensor]:
+        """``(T, parts * heads * d)`` -> ``parts`` tensors ``(B, heads, L, d)``: the unpack and the
+        head split as one row gather per part (q, k and v of a packed projection: ``parts=3``).
+
+        For a traced graph (ONNX), where it replaces a scatter, a transpose and a slice per part.
+        Padding positions get a copy of the batch's first real token rather than zeros: as keys
+        and values they are masked out (weight exactly 0), and as queries their rows are dropped
+        by :meth:`pack_heads`, so no output reads them (and no zero row has to be appended).
+        """
+        tokens, width = x.shape
+        d = width // (parts * heads)
+        rank = self.grid_rows[:, None, :]  # (B, 1, L)
+        rank = torch.where(rank < tokens, rank, torch.zeros_like(rank))
+        head = torch.arange(heads, device=x.device)[None, :, None]
+        source = x.reshape(tokens * parts * heads, d)
+        shape = (self.batch, heads, self.length, d)
+        return [source.index_select(0, ((rank * parts + part) * heads + head).reshape(-1)).view(shape)
+                for part in range(parts)]  # fmt: skip
+
+    def pack_heads(self, x: Tensor) -> Tensor:
+        """``(B, heads, L, d)`` -> ``(T, heads * d)``: the head merge and the pack in one row gather."""
+        heads, d = x.shape[1], x.shape[3]
+        text = self.index // self.length
+        position = self.index - text * self.length  # (a remainder op does not export with a symbolic length)
+        head = torch.arange(heads, device=x.device)[None, :]
+        rows = (text[:, None] * heads + head) * self.length + position[:, None]  # (T, heads)
+        return x.reshape(-1, d).index_select(0, rows.reshape(-1)).view(-1, heads * d)
 
     def unpack(self, x: Tensor) -> Tensor:
         """``(T, *)`` -> ``(B, L, *)`` with zeros at padding positions (differentiable in ``x``)."""
