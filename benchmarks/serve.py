@@ -5,9 +5,10 @@
    without batching) and in batches of 32, and on long texts (>= 256 tokens: test texts joined;
    the tokenizer limit is raised to 256 where the model has the positions) in batches of 32:
    PyTorch fp32 (the reference), ONNX Runtime fp32, ONNX Runtime int8 (dynamic, from ``attend
-   quantize``), PyTorch int8 (dynamic) and PyTorch bf16. Accuracy and macro-F1 of each on the
-   model's test split, as ``attend quantize`` measures them. Goal: ORT int8 >= 3x PyTorch fp32
-   on short texts with <= 0.5 points accuracy loss. Also printed: one int8 and one fp32 matrix
+   quantize``; also with an accuracy budget, and from the ``--unpad`` graph), PyTorch int8
+   (dynamic) and PyTorch bf16. Accuracy and macro-F1 of each on the model's test split, as
+   ``attend quantize`` measures them. Goal: ORT int8 >= 3x PyTorch fp32 on short texts with
+   <= 0.5 points accuracy loss. Also printed: one int8 and one fp32 matrix
    product of an encoder layer's size, alone, i.e. what int8 can gain where products dominate.
 2. Served throughput and p50/p99 latency at C concurrent clients in a second process, with and
    without micro-batching (``benchmarks/serve_load.py``), for PyTorch fp32 and bf16.
@@ -49,6 +50,7 @@ from attend.training import rebuild_split
 BATCH = 32
 BUDGET = 0.5  # points of dev accuracy, for `attend quantize --max-loss`
 BUDGET_ROW = f"ORT int8, budget {BUDGET}"
+UNPAD_ROW = "ORT int8, --unpad"
 
 
 def _positions(predictor: Any) -> int:
@@ -126,6 +128,9 @@ def offline(model_dir: Path, work: Path, *, threads: int, n_texts: int, rounds: 
     print(f"accuracy budget {BUDGET} points on the dev split: kept fp32 sub-layers {search['fp32_groups']} "
           f"of {search['group_count']}, {100 * search['fp32_weights'] / search['weights']:.1f} % of the weights "
           f"(dev loss {search['dev_loss_points']:+.2f})")  # fmt: skip
+    unpad_dir = work / "onnx-unpad"  # the graph whose layers run on real tokens only (attend export --unpad)
+    export_onnx(model_dir, unpad_dir, threads=threads, unpad=True)
+    unpadded = quantize(unpad_dir, runtime="onnx", threads=threads)["onnx"]
     print(f"exported and quantised in {time.perf_counter() - t0:.0f} s; parity "
           f"{exported['parity']['max_abs_diff_logits']:.1e}; ONNX fp32 {report['onnx']['bytes']['fp32'] / 1e6:.1f} MB, "
           f"int8 {report['onnx']['bytes']['int8'] / 1e6:.1f} MB")  # fmt: skip
@@ -134,6 +139,7 @@ def offline(model_dir: Path, work: Path, *, threads: int, n_texts: int, rounds: 
         "ONNX Runtime fp32": load_runtime(onnx_dir, "onnx", threads=threads),
         "ONNX Runtime int8": load_runtime(onnx_dir, "onnx", quantized=True, threads=threads),
         BUDGET_ROW: load_runtime(budget_dir, "onnx", quantized=True, threads=threads),
+        UNPAD_ROW: load_runtime(unpad_dir, "onnx", quantized=True, threads=threads),
         "PyTorch int8": load_runtime(model_dir, "torch", quantized=True),
         "PyTorch bf16": load_runtime(model_dir, "torch", bf16=True),
     }
@@ -146,6 +152,7 @@ def offline(model_dir: Path, work: Path, *, threads: int, n_texts: int, rounds: 
         "ONNX Runtime fp32": report["onnx"]["fp32"],
         "ONNX Runtime int8": report["onnx"]["int8"],
         BUDGET_ROW: budgeted["int8"],
+        UNPAD_ROW: unpadded["int8"],
         "PyTorch int8": torch_int8["torch"]["int8"],
         "PyTorch bf16": bf16["bf16"],
     }
@@ -186,7 +193,7 @@ def offline(model_dir: Path, work: Path, *, threads: int, n_texts: int, rounds: 
     print("\none (1024 x 384) @ (384 x 1536) product alone: " + ", ".join(f"{k} {v:.2f} ms" for k, v in gemm.items())
           + f"; int8 is {gemm['PyTorch fp32'] / gemm['ONNX Runtime int8']:.2f}x PyTorch fp32 here")  # fmt: skip
     results["goal"] = {}
-    for row in ("ONNX Runtime int8", BUDGET_ROW):
+    for row in ("ONNX Runtime int8", BUDGET_ROW, UNPAD_ROW):
         loss = 100 * (accuracy["PyTorch fp32"]["accuracy"] - accuracy[row]["accuracy"])
         for setting in ("short, batch 1", "short, batch 32"):
             speedup = results["settings"][setting]["rows"][row]["speedup"]

@@ -393,8 +393,9 @@ def export_onnx(
         threads: ONNX Runtime intra-op threads for the check (default: PyTorch's thread count).
         unpad: Export a graph whose layers run on real tokens only (models that skip padding:
             MiniLM, the Transformer encoder). It unpads every batch, so it pays where batches
-            mix lengths (16 glosses in one call: 1.79x in fp32, 1.47x in int8) and costs a little
-            where they do not (one text, or length-sorted batches: 0.95-1.03x; benchmarks/unpad.py).
+            mix lengths (16 glosses in one call: 1.91x in fp32, 1.68x in int8) and costs about
+            nothing where they do not (one text, or length-sorted batches: 0.99-1.08x;
+            benchmarks/unpad.py).
 
     Returns:
         A JSON-ready report: paths, inputs/outputs, opset, file size, the parity numbers.
