@@ -78,6 +78,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 INT8_HELP = "the int8 model: an ONNX directory's int8 graph (attend quantize), or PyTorch dynamic int8 at load"
+EXPLAIN_INT8_HELP = "MODEL_DIR is an ONNX directory (attend export --attentions): use its int8 graph"
 
 
 def _is_onnx_directory(model_dir: str) -> bool:
@@ -390,8 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", action="store_true", help="print a JSON list, one object per text")
     ex.add_argument("--maps", action="store_true", help="with --json: include every layer's per-head maps")
     ex.add_argument("--top", type=int, default=8, help="tokens to print per text without --json (default 8)")
-    ex.add_argument("--int8", action="store_true",
-                    help="MODEL_DIR is an ONNX directory (attend export --attentions): use its int8 graph")  # fmt: skip
+    ex.add_argument("--int8", action="store_true", help=EXPLAIN_INT8_HELP)
     ex.set_defaults(func=_cmd_explain)
 
     fa = verbs.add_parser("faithfulness", help="ERASER comprehensiveness/sufficiency of each explanation method")
@@ -403,8 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("--seed", type=int, default=0, help="seed of the sample and the random baseline (default 0)")
     fa.add_argument("--ig-steps", type=int, default=32, help="integration steps for integrated_gradients (32)")
     fa.add_argument("--json", action="store_true", help="print one JSON object")
-    fa.add_argument("--int8", action="store_true",
-                    help="MODEL_DIR is an ONNX directory (attend export --attentions): use its int8 graph")  # fmt: skip
+    fa.add_argument("--int8", action="store_true", help=EXPLAIN_INT8_HELP)
     fa.set_defaults(func=_cmd_faithfulness)
 
     sv = verbs.add_parser("serve", help="serve a model over HTTP (FastAPI): predict, explain, metrics")

@@ -91,10 +91,11 @@ class TokenLayout:
 
     @cached_property
     def grid_rows(self) -> Tensor:
-        """Long ``(B, L)``: each grid position's row among the ``T`` packed ones, ``T`` at padding."""
+        """Long ``(B, L)``: each grid position's row among the ``T`` packed ones; 0 (the batch's
+        first real token) at padding positions, for :meth:`unpack_heads`."""
         real = ~self.key_padding_mask
         rank = torch.cumsum(real.reshape(-1).long(), 0).view(self.batch, self.length) - 1
-        return torch.where(real, rank, torch.full_like(rank, self.tokens))
+        return torch.where(real, rank, torch.zeros_like(rank))
 
     def unpack_heads(self, x: Tensor, parts: int, heads: int) -> list[Tensor]:
         """``(T, parts * heads * d)`` -> ``parts`` tensors ``(B, heads, L, d)``: the unpack and the
@@ -108,7 +109,6 @@ class TokenLayout:
         tokens, width = x.shape
         d = width // (parts * heads)
         rank = self.grid_rows[:, None, :]  # (B, 1, L)
-        rank = torch.where(rank < tokens, rank, torch.zeros_like(rank))
         head = torch.arange(heads, device=x.device)[None, :, None]
         source = x.reshape(tokens * parts * heads, d)
         shape = (self.batch, heads, self.length, d)

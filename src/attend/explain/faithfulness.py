@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from attend.explain.methods import BASELINES, GRADIENT_METHODS, METHODS, ceil_fraction, explain
+from attend.explain.methods import BASELINES, GRADIENT_METHODS, METHODS, ceil_fraction, explain, method_support
 
 if TYPE_CHECKING:
     from attend.inference import Predictor
@@ -32,27 +32,14 @@ THRESHOLDS = (0.01, 0.05, 0.1, 0.2, 0.5)
 
 
 def default_methods(predictor: Predictor) -> list[str]:
-    """Every method that says something distinct for this model, then the two baselines.
-
-    For an ONNX Runtime predictor (a graph exported with its attention outputs): the same,
-    less the methods that need gradients.
-    """
-    from attend.attention import Recordable
-
-    model = getattr(predictor, "model", None)
-    if model is None:
-        outputs = list(getattr(predictor, "output_names", []))
-        has_layers = any(name.startswith("attention_") for name in outputs)
-        has_pooling = "pooling_weights" in outputs
-    else:
-        recordables = [m for m in model.modules() if isinstance(m, Recordable)]
-        has_layers = any(getattr(m, "capture_kind", "attention") == "attention" for m in recordables)
-        has_pooling = any(getattr(m, "capture_kind", "") == "pooling" for m in recordables)
+    """Every method that says something distinct for this model, then the two baselines (for an
+    ONNX Runtime predictor, less the methods that need gradients)."""
+    has_layers, has_pooling, gradients = method_support(predictor)
     methods = ["attention", "rollout", "flow", "grad_attention"] if has_layers else ["attention", "grad_attention"]
     if has_pooling and has_layers:
         methods.insert(1, "pooling")
     methods = [*methods, "integrated_gradients", *BASELINES]
-    return methods if model is not None else [m for m in methods if m not in GRADIENT_METHODS]
+    return methods if gradients else [m for m in methods if m not in GRADIENT_METHODS]
 
 
 @torch.inference_mode()

@@ -41,6 +41,7 @@ __all__ = [
     "attention_flow",
     "explain",
     "grad_rollout",
+    "method_support",
     "readout",
     "rollout",
 ]
@@ -234,6 +235,17 @@ def grad_rollout(maps: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
         cam = (weights.detach().float() * grad.detach().float()).clamp_min(0).mean(1)  # (B, L, L)
         relevance = relevance + cam @ relevance
     return relevance
+
+
+def method_support(predictor: Any) -> tuple[bool, bool, bool]:
+    """What a predictor can be explained with: ``(self-attention maps, attention-pooling weights,
+    gradients)``, for a PyTorch :class:`~attend.inference.Predictor` or an ONNX Runtime one (whose
+    graph gives maps and pooling weights only if exported with them, and never gradients)."""
+    model = getattr(predictor, "model", None)
+    if model is None:
+        outputs = list(getattr(predictor, "output_names", []))
+        return any(name.startswith("attention_") for name in outputs), "pooling_weights" in outputs, False
+    return bool(recordable_names(model, "attention")), bool(recordable_names(model, "pooling")), True
 
 
 # --- the readout ----------------------------------------------------------------------------

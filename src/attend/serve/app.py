@@ -185,24 +185,20 @@ class _GuardAndMeasure:
 def create_app(predictor: Any, settings: ServeSettings | None = None, *, name: str | None = None) -> FastAPI:
     """The FastAPI application serving ``predictor`` (a loaded :class:`attend.inference.Predictor`
     or ONNX Runtime predictor)."""
-    from attend.explain.methods import BASELINES, GRADIENT_METHODS, METHODS
+    from attend.explain.methods import BASELINES, GRADIENT_METHODS, METHODS, method_support
 
     settings = settings or ServeSettings()
     metrics = ServiceMetrics()
     model_name = name or (Path(predictor.path).name if getattr(predictor, "path", None) else "model")
     tokenizer = predictor.tokenizer
+    _, pooled, gradients = method_support(predictor)
+    methods = [m for m in (*METHODS, *BASELINES)
+               if (gradients or m not in GRADIENT_METHODS) and (pooled or m != "pooling")]  # fmt: skip
     if hasattr(predictor, "model"):  # PyTorch: every method, for the fp32 and bf16 models
-        from attend.attention import recordable_names
-
-        pooled = bool(recordable_names(predictor.model, "pooling"))
-        methods = [] if settings.quantized else [*METHODS, *BASELINES]
+        methods = [] if settings.quantized else methods
         cannot_explain = "explanations need the PyTorch fp32 or bf16 model (serve without --int8)"
-    else:  # ONNX Runtime: the graph's own attention outputs, so no gradient methods
-        has_maps = bool(getattr(predictor, "has_attentions", False))
-        pooled = "pooling_weights" in getattr(predictor, "output_names", [])
-        methods = [m for m in (*METHODS, *BASELINES) if m not in GRADIENT_METHODS] if has_maps else []
-    if not pooled:  # "pooling" explains with attention-pooling weights, which this model has not
-        methods = [m for m in methods if m != "pooling"]
+    else:  # ONNX Runtime: from the graph's own attention outputs, if it was exported with them
+        methods = methods if getattr(predictor, "has_attentions", False) else []
         cannot_explain = (
             "this ONNX graph has no attention outputs: export it with `attend export MODEL_DIR --onnx OUT "
             "--attentions` to explain with ONNX Runtime, or serve the PyTorch model (--runtime torch)"
