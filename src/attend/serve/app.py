@@ -191,14 +191,14 @@ def create_app(predictor: Any, settings: ServeSettings | None = None, *, name: s
     metrics = ServiceMetrics()
     model_name = name or (Path(predictor.path).name if getattr(predictor, "path", None) else "model")
     tokenizer = predictor.tokenizer
-    _, pooled, gradients = method_support(predictor)
+    has_maps, pooled, gradients = method_support(predictor)
     methods = [m for m in (*METHODS, *BASELINES)
                if (gradients or m not in GRADIENT_METHODS) and (pooled or m != "pooling")]  # fmt: skip
     if hasattr(predictor, "model"):  # PyTorch: every method, for the fp32 and bf16 models
         methods = [] if settings.quantized else methods
         cannot_explain = "explanations need the PyTorch fp32 or bf16 model (serve without --int8)"
     else:  # ONNX Runtime: from the graph's own attention outputs, if it was exported with them
-        methods = methods if getattr(predictor, "has_attentions", False) else []
+        methods = methods if has_maps or pooled else []
         cannot_explain = (
             "this ONNX graph has no attention outputs: export it with `attend export MODEL_DIR --onnx OUT "
             "--attentions` to explain with ONNX Runtime, or serve the PyTorch model (--runtime torch)"
