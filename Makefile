@@ -33,6 +33,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/lint-imports
 
 # Two workers of one thread each: the tests are many small ops, for which one busy thread per
 # core beats two threads contending for it.

@@ -10,7 +10,7 @@ Contenders, each run end to end on the same texts (tokenisation included, identi
 padding, ``torch.inference_mode``, fp32):
 
 attend (the library's public API)
-    ``predict``           :meth:`Predictor.predict_proba`.
+    ``predict``           :meth:`TorchTextClassifier.predict_proba`.
     ``forward+capture``   tokenise + ``model(batch, output_attentions=True)``: the maps from the
                           capture API, no post-processing (tells where explain's extra time goes).
     ``explain attention`` :func:`attend.explain.explain` with ``method="attention"`` (last layer,
@@ -28,7 +28,7 @@ Hugging Face ``transformers.BertModel``
 Two length settings: ``short`` (the texts as they are, ``max_length`` 64) and ``long`` (texts
 concatenated to at least 256 tokens and truncated at ``max_length`` 256, so no padding; 512 with
 ``--long-max-length 512``). Each setting's texts are batched by attend's padding-aware planner
-(``attend.inference.length_batches``, at most all texts per batch): every contender, Hugging
+(``attend.data.batching.length_batches``, at most all texts per batch): every contender, Hugging
 Face's included, runs exactly the same padded batches.
 Texts are real film-review sentences (``rotten_tomatoes``) when cached offline in
 ``~/.cache/attend``, else WordNet definitions (``wordnet_topics``, bundled).
@@ -78,9 +78,9 @@ except ImportError:  # a checkout without `pip install -e .`
 from attend.data.datasets import load_dataset
 from attend.data.tokenization import TextTokenizer
 from attend.explain import explain, readout, rollout
-from attend.inference import Predictor
 from attend.models import build
 from attend.models.minilm import MiniLMClassifier, mean_pool, minilm_dir, tokenizer_path
+from attend.runtime import TorchTextClassifier
 
 #: Goal 1: explaining may cost at most this many predictions.
 EXPLAIN_OVER_PREDICT_GOAL = 1.5
@@ -236,16 +236,16 @@ def build_attend() -> MiniLMClassifier:
     return model.eval()
 
 
-def make_predictor(model: MiniLMClassifier, max_length: int) -> Predictor:
+def make_predictor(model: MiniLMClassifier, max_length: int) -> TorchTextClassifier:
     tokenizer = TextTokenizer.from_file(tokenizer_path(), max_length=max_length)
-    return Predictor(model=model, tokenizer=tokenizer, labels=["a", "b"], config={"model": model.config.to_dict()})
+    return TorchTextClassifier(model, tokenizer, ["a", "b"], {"model": model.config.to_dict()})
 
 
-def attend_capture(predictor: Predictor, texts: list[str], batch_size: int) -> list[list[Tensor]]:
+def attend_capture(predictor: TorchTextClassifier, texts: list[str], batch_size: int) -> list[list[Tensor]]:
     """Tokenise and run with ``output_attentions=True``; the maps, no post-processing."""
     out = []
     with torch.inference_mode():
-        for indices in predictor._batches(texts, batch_size):
+        for indices in predictor.plan(texts, batch_size):
             batch = predictor.tokenizer.encode([texts[i] for i in indices])
             inputs = {k: v for k, v in batch.items() if k != "truncated"}
             out.append(predictor.model(inputs, output_attentions=True).attentions)
@@ -303,32 +303,34 @@ class HFBert:
         maps = out.attentions
         return bool(maps) and all(m is not None for m in maps)
 
-    def _encode(self, predictor: Predictor, texts: list[str], indices: list[int]) -> dict[str, Tensor]:
+    def _encode(self, predictor: TorchTextClassifier, texts: list[str], indices: list[int]) -> dict[str, Tensor]:
         batch = predictor.tokenizer.encode([texts[i] for i in indices])
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
     def _probs(self, hidden: Tensor, mask: Tensor) -> Tensor:
         return torch.softmax(self.head(mean_pool(hidden, mask)).float(), -1)
 
-    def predict(self, predictor: Predictor, texts: list[str], batch_size: int, *, eager: bool = False) -> np.ndarray:
-        """Probabilities ``(N, 2)``, batched exactly as :meth:`Predictor.predict_proba` batches."""
+    def predict(
+        self, predictor: TorchTextClassifier, texts: list[str], batch_size: int, *, eager: bool = False
+    ) -> np.ndarray:
+        """Probabilities ``(N, 2)``, batched exactly as :meth:`TorchTextClassifier.predict_proba` batches."""
         model = self.eager if eager else self.sdpa
         probs = np.zeros((len(texts), 2), dtype=np.float32)
         with torch.inference_mode():
-            for indices in predictor._batches(texts, batch_size):
+            for indices in predictor.plan(texts, batch_size):
                 inputs = self._encode(predictor, texts, indices)
                 hidden = model(**inputs).last_hidden_state
                 probs[indices] = self._probs(hidden, inputs["attention_mask"]).numpy()
         return probs
 
     def explain(
-        self, predictor: Predictor, texts: list[str], method: str, batch_size: int
+        self, predictor: TorchTextClassifier, texts: list[str], method: str, batch_size: int
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         """``(probs (N, 2), importance per text)`` from eager ``output_attentions=True``."""
         probs = np.zeros((len(texts), 2), dtype=np.float32)
         importance: list[np.ndarray] = [np.zeros(0)] * len(texts)
         with torch.inference_mode():
-            for indices in predictor._batches(texts, batch_size):
+            for indices in predictor.plan(texts, batch_size):
                 inputs = self._encode(predictor, texts, indices)
                 out = self.eager(**inputs, output_attentions=True)
                 mask = inputs["attention_mask"]
@@ -351,7 +353,7 @@ class HFBert:
 
 
 def contenders(
-    predictor: Predictor, hf: HFBert | None, texts: list[str], batch_size: int
+    predictor: TorchTextClassifier, hf: HFBert | None, texts: list[str], batch_size: int
 ) -> dict[str, Callable[[], Any]]:
     jobs: dict[str, Callable[[], Any]] = {
         ATTEND_PREDICT: lambda: predictor.predict_proba(texts, batch_size=batch_size),
@@ -621,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         predictor = make_predictor(model, setting.max_length)
         setting.tokens = token_counts(predictor.tokenizer, setting.texts)
         batch_size = len(setting.texts)  # one plan for all: every contender sees the same padded batches
-        setting.batches = len(predictor._batches(setting.texts, batch_size))
+        setting.batches = len(predictor.plan(setting.texts, batch_size))
         measure(setting, contenders(predictor, hf, setting.texts, batch_size), config)
         for line in report_setting(setting):
             print(line, flush=True)

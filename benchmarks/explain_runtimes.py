@@ -34,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import numpy as np
 import torch
 
+from attend.data.splits import rebuild_split
+from attend.deploy.export import export_onnx
+from attend.deploy.quantize import quantize
 from attend.explain import explain
-from attend.inference import load
-from attend.serve.compress import quantize
-from attend.serve.export import export_onnx
-from attend.serve.onnx_runtime import load_onnx
-from attend.training import rebuild_split
+from attend.runtime import load
+from attend.runtime.onnx import load_onnx
 
 METHODS = ("attention", "rollout")
 

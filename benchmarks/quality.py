@@ -13,7 +13,7 @@ seed 0, from :func:`attend.data.readers.stratified_split`):
 
 Beside accuracy and macro-F1 it reports training seconds per epoch (the trainer's
 ``metrics["seconds_per_epoch"]``; for the baseline, the fit time) and inference throughput on the
-test split: texts/s of :meth:`attend.inference.Predictor.predict_proba` (batch 64) on the model
+test split: texts/s of :meth:`attend.runtime.TextClassifier.predict_proba` (batch 64) on the model
 directory loaded back from disk, after a warm-up, median over timed passes. The test accuracy of
 the loaded predictor is checked against the trainer's own test metrics.
 
@@ -71,7 +71,7 @@ except ImportError:  # a checkout without `pip install -e .`
 
 from attend.data.datasets import DATASETS, load_dataset
 from attend.data.readers import LabelledTexts, stratified_split
-from attend.inference import load
+from attend.runtime import load
 from attend.training import TrainingArgs, classification_metrics, train
 
 SEED = 0

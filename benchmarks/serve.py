@@ -41,11 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import torch
 
-from attend.inference import load
-from attend.serve.compress import _compare, _quiet_quantizer, quantize
-from attend.serve.export import export_onnx
-from attend.serve.onnx_runtime import load_runtime
-from attend.training import rebuild_split
+from attend.data.splits import rebuild_split
+from attend.deploy.export import export_onnx
+from attend.deploy.quantize import _compare, _quiet_quantizer, quantize
+from attend.runtime import load
 
 BATCH = 32
 BUDGET = 0.5  # points of dev accuracy, for `attend quantize --max-loss`
@@ -136,12 +135,12 @@ def offline(model_dir: Path, work: Path, *, threads: int, n_texts: int, rounds: 
           f"int8 {report['onnx']['bytes']['int8'] / 1e6:.1f} MB")  # fmt: skip
     runtimes = {
         "PyTorch fp32": load(model_dir),
-        "ONNX Runtime fp32": load_runtime(onnx_dir, "onnx", threads=threads),
-        "ONNX Runtime int8": load_runtime(onnx_dir, "onnx", quantized=True, threads=threads),
-        BUDGET_ROW: load_runtime(budget_dir, "onnx", quantized=True, threads=threads),
-        UNPAD_ROW: load_runtime(unpad_dir, "onnx", quantized=True, threads=threads),
-        "PyTorch int8": load_runtime(model_dir, "torch", quantized=True),
-        "PyTorch bf16": load_runtime(model_dir, "torch", bf16=True),
+        "ONNX Runtime fp32": load(onnx_dir, runtime="onnx", threads=threads),
+        "ONNX Runtime int8": load(onnx_dir, runtime="onnx", int8=True, threads=threads),
+        BUDGET_ROW: load(budget_dir, runtime="onnx", int8=True, threads=threads),
+        UNPAD_ROW: load(unpad_dir, runtime="onnx", int8=True, threads=threads),
+        "PyTorch int8": load(model_dir, runtime="torch", int8=True),
+        "PyTorch bf16": load(model_dir, runtime="torch", bf16=True),
     }
     test = rebuild_split(model_dir, "test")
     texts_by_length = _texts(runtimes["PyTorch fp32"], test.texts, n_texts)

@@ -6,7 +6,7 @@ holds the switch restores the padded layout. Both are
 timed on the same batches, rounds interleaved, medians reported, and printed as a ratio:
 
 1. Inference, one forward per batch of 32 random test texts (what a DataLoader hands a model).
-2. ``Predictor.predict_proba`` on the whole sample, batch size 32: texts sorted by length and
+2. ``TorchTextClassifier.predict_proba`` on the whole sample, batch size 32: texts sorted by length and
    cut where padding would cost more than another call; the planner knows that padding costs
    the unpadded model little, so it plans fewer, larger calls there.
 3. A served micro-batch: 16 random WordNet glosses (the texts of ``benchmarks/serve_load.py``),
@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from attend.attention.unpad import unpadding_modules
 from attend.data.datasets import load_dataset
-from attend.inference import Predictor, load
+from attend.runtime import TorchTextClassifier, load
 
 
 def _median_ms(call: Callable[[], object], rounds: int) -> float:
@@ -65,7 +65,7 @@ def _switch(model: torch.nn.Module) -> torch.nn.Module:
     return modules[0]
 
 
-def _compare(predictor: Predictor, call: Callable[[], object], rounds: int) -> tuple[float, float]:
+def _compare(predictor: TorchTextClassifier, call: Callable[[], object], rounds: int) -> tuple[float, float]:
     """(padded ms, unpadded ms): interleaved, so drift on a shared machine hits both alike."""
     encoder = _switch(predictor.model)
     times: dict[bool, list[float]] = {False: [], True: []}
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         train_texts = test_texts = load_dataset(args.texts_from or "rotten_tomatoes").texts
     else:
         from attend.data.readers import DataError
-        from attend.training import rebuild_split
+        from attend.data.splits import rebuild_split
 
         try:
             train_texts, test_texts = rebuild_split(model_dir, "train").texts, rebuild_split(model_dir, "test").texts
@@ -167,13 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _onnx(predictor: Predictor, sample: list[str], served: list[list[str]], args: argparse.Namespace) -> None:
+def _onnx(predictor: TorchTextClassifier, sample: list[str], served: list[list[str]], args: argparse.Namespace) -> None:
     """ONNX Runtime: the padded graph against the ``--unpad`` one, fp32 and int8, same batches."""
     import numpy as np
 
-    from attend.serve.compress import quantize_onnx_file
-    from attend.serve.export import INT8_FILE, ONNX_FILE, export_onnx
-    from attend.serve.onnx_runtime import denormals_flushed, session_for
+    from attend.deploy.export import INT8_FILE, ONNX_FILE, export_onnx
+    from attend.deploy.quantize import quantize_onnx_file
+    from attend.runtime.onnx import denormals_flushed, session_for
 
     tokenizer = predictor.tokenizer
     work = Path(tempfile.mkdtemp(prefix="attend-unpad-onnx-"))
@@ -196,7 +196,7 @@ def _onnx(predictor: Predictor, sample: list[str], served: list[list[str]], args
             logits = {u: [s.run(["logits"], f)[0] for f in feeds] for u, s in sessions.items()}
             diff = max(float(np.abs(a - b).max()) for a, b in zip(logits[False], logits[True], strict=True))
             times: dict[bool, list[float]] = {False: [], True: []}
-            with denormals_flushed():  # as OnnxPredictor runs a graph
+            with denormals_flushed():  # as OnnxTextClassifier runs a graph
                 for _ in range(args.rounds):
                     for unpad, session in sessions.items():
                         call = lambda s=session, fs=feeds: [s.run(["logits"], f) for f in fs]  # noqa: E731

@@ -36,3 +36,46 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
 @pytest.fixture
 def planted_csv(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "planted.csv", planted_rows(400))
+
+
+#: Small configs of every registered model, by model name: the registry-wide tests build each
+#: (and fail for a registered model that has none here).
+SMALL_MODELS = {
+    "encoder": {"dim": 32, "num_layers": 2, "num_heads": 2, "pooling": "attention"},
+    "bilstm_attention": {"embed_dim": 16, "hidden_dim": 16},
+    "minilm": {"pretrained": False, "bert": {"num_layers": 2}},
+}
+
+#: The models :func:`trained` trains once per session: (registered model, options, learning rate).
+TRAINED = {
+    "encoder": ("encoder", {"dim": 32, "num_layers": 2, "num_heads": 4, "pooling": "attention"}, 3e-3),
+    "encoder_cls": ("encoder", {"dim": 32, "num_layers": 1, "num_heads": 2, "pooling": "cls"}, 3e-3),
+    "bilstm_attention": ("bilstm_attention", {"embed_dim": 32, "hidden_dim": 32}, 1e-2),
+}
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Model directories trained once per test session on the planted-word task, by :data:`TRAINED`
+    name, and ``"data"``: the CSV they learned from (600 rows: 480 train, 60 dev, 60 test).
+
+    Shared: a test that changes a directory works on a copy (:func:`copy_model`).
+    """
+    from attend.training import TrainingArgs, train
+
+    root = Path(tmp_path_factory.mktemp("trained"))
+    data = write_csv(root / "planted.csv", planted_rows(600, seed=1))
+    dirs = {"data": data}
+    for name, (model, options, lr) in TRAINED.items():
+        args = TrainingArgs(epochs=5, batch_size=16, lr=lr, progress=False, vocab_size=500, seed=0)
+        result = train(data, root / name, model=model, model_options=options, args=args)
+        assert result.metrics["accuracy"] > 0.9, (name, result.report)
+        dirs[name] = root / name
+    return dirs
+
+
+def copy_model(source: Path, parent: Path, name: str | None = None) -> Path:
+    """A private copy of a model directory under ``parent``."""
+    import shutil
+
+    return Path(shutil.copytree(source, parent / (name or source.name)))

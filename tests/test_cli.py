@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from attend.cli import main
+from attend.training import state_directory
 
 CONFIG = {
     "model": {"dim": 32, "num_layers": 1, "num_heads": 2},
@@ -111,7 +112,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, planted_csv: Pa
     out = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-m", "attend", *common, "--out", str(out)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    state = out / "checkpoint" / "state.json"
+    state = state_directory(out) / "checkpoint" / "state.json"
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:  # wait for a checkpoint part-way through epoch 2

@@ -1,27 +1,24 @@
-"""attend: attention-based neural models that show where they focus."""
+"""attend: attention-based neural models that show where they focus.
+
+>>> import attend
+>>> model = attend.load("runs/demo")          # the runtime of the directory's task
+>>> model.top_k(["a small furry animal that hunts mice"], k=2)
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from attend.version import __version__
 
 __all__ = ["__version__", "load"]
 
 if TYPE_CHECKING:
-    from attend.inference import Predictor
+    from attend.runtime import Runtime
 
 
-def load(path: str) -> Predictor:
-    """Load a saved model directory (safetensors + JSON) as a :class:`~attend.inference.Predictor`."""
-    from attend.inference import load as _load
+def load(path: str, **options: Any) -> Runtime:
+    """Load a model directory as the runtime of its task (see :func:`attend.runtime.load`)."""
+    from attend.runtime import load as load_runtime
 
-    return _load(path)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Predictor":
-        from attend.inference import Predictor
-
-        return Predictor
-    raise AttributeError(f"module 'attend' has no attribute {name!r}")
+    return load_runtime(path, **options)

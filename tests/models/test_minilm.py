@@ -433,7 +433,7 @@ def test_unpadded_training_step_gives_the_padded_gradients() -> None:
 
 
 def test_padding_cost_tells_the_planner_how_cheap_padding_is(model: MiniLMClassifier) -> None:
-    from attend.inference import CALL_COST_TOKENS
+    from attend.data.batching import CALL_COST_TOKENS
     from attend.models.minilm import UNPADDED_PADDING_COST
 
     assert model.padding_cost == UNPADDED_PADDING_COST < 1

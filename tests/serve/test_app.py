@@ -19,21 +19,17 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attend.inference import load
 from attend.io import ModelDirError
+from attend.runtime import load
+from attend.serve import RouterSpec
 from attend.serve.app import ServeSettings, create_app, load_for_serving
 from attend.serve.batching import MicroBatcher
-from attend.training import TrainingArgs, train
-from tests.conftest import planted_rows, write_csv
+from tests.conftest import copy_model, planted_rows
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("serve")
-    data = write_csv(root / "planted.csv", planted_rows(600))
-    args = TrainingArgs(epochs=6, batch_size=16, lr=3e-3, progress=False, vocab_size=300, max_length=32, patience=6)
-    train(data, root / "model", model="encoder", model_options={"dim": 32, "num_layers": 1, "num_heads": 2}, args=args)
-    return root / "model"
+def model_dir(trained: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_model(trained["encoder"], tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +43,11 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
     one = client.post("/v1/predict", json={"text": "the film was wonderful"})
     assert one.status_code == 200
     body = one.json()
-    assert body["model"] == "model" and len(body["predictions"]) == 1
+    assert body["model"] == "encoder" and len(body["predictions"]) == 1
     pred = body["predictions"][0]
     assert pred["label"] == "pos" and pred["top"][0] == {"label": "pos", "probability": pred["probability"]}
     assert len(pred["top"]) == 2 and not pred["truncated"]
-    texts = ["a dreadful plot", "the film was wonderful " * 12]
+    texts = ["a dreadful plot", "wonderful " + "a " * 190]  # 192 tokens: more than the model's 128
     many = client.post("/v1/predict", json={"texts": texts, "top_k": 1}).json()
     assert [p["label"] for p in many["predictions"]] == ["neg", "pos"]
     assert [p["truncated"] for p in many["predictions"]] == [False, True] and len(many["predictions"][0]["top"]) == 1
@@ -300,7 +296,8 @@ def test_graceful_shutdown_finishes_requests_in_flight(model_dir: Path) -> None:
 
 def test_service_mounts_the_monitor_route(model_dir: Path, tmp_path: Path) -> None:
     db = tmp_path / "monitor.db"
-    app = create_app(load(model_dir), ServeSettings(monitor_db=str(db)))
+    spec = RouterSpec("attend.apps.monitor.router:served_monitor_router", {"db": str(db)})  # what --monitor-db mounts
+    app = create_app(load(model_dir), ServeSettings(), routers=[spec])
     events = [{"id": i, "time": f"2024-05-01T0{i}:00:00Z", "text": "a dreadful boring film"} for i in range(3)]
     with TestClient(app) as test_client:
         first = test_client.post("/v1/monitor/events", json=events)
@@ -317,7 +314,8 @@ def test_service_mounts_the_support_route(model_dir: Path, tmp_path: Path) -> No
 
     faq = Path(__file__).parents[1] / "apps" / "data" / "debian_faq_sample.csv"
     build_index(faq, tmp_path / "index", intents=False)
-    app = create_app(load(model_dir), ServeSettings(support_index=str(tmp_path / "index")))
+    spec = RouterSpec("attend.apps.support.router:served_support_router", {"index": str(tmp_path / "index")})
+    app = create_app(load(model_dir), ServeSettings(), routers=[spec])
     with TestClient(app) as test_client:
         answer = test_client.post("/v1/support/ask", json={"question": "how do I install a package?"})
         bad = test_client.post("/v1/support/ask", json={"question": "  "})
@@ -328,10 +326,19 @@ def test_service_mounts_the_support_route(model_dir: Path, tmp_path: Path) -> No
 def test_bf16_without_hardware_support_warns(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from attend.serve import onnx_runtime
+    from attend.runtime import classifier
 
-    monkeypatch.setattr(onnx_runtime, "native_bf16", lambda: False)
+    monkeypatch.setattr(classifier, "native_bf16", lambda: False)
     with caplog.at_level("WARNING", logger="attend.serve"):
-        predictor = onnx_runtime.load_runtime(model_dir, "torch", bf16=True)
+        predictor = load(model_dir, runtime="torch", bf16=True)
     assert "no AMX tiles" in caplog.text and "serve without --bf16" in caplog.text
     assert next(predictor.model.parameters()).dtype == torch.bfloat16  # still served, as asked
+
+
+def test_serve_takes_the_monitor_options_and_a_bad_label_leaves_no_database(model_dir: Path, tmp_path: Path) -> None:
+    db = tmp_path / "monitor.db"
+    result = subprocess.run([sys.executable, "-m", "attend", "serve", str(model_dir), "--monitor-db", str(db),
+                             "--negative-label", "nope", "--port", "1"], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 2 and "--negative-label 'nope' is not a label" in result.stderr
+    assert "Traceback" not in result.stderr and not db.exists()

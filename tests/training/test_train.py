@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from attend.data.readers import DataError
-from attend.inference import load
 from attend.io import ModelDirError
-from attend.training import TrainingArgs, TrainingInterrupted, evaluate, train
+from attend.runtime import evaluate, load
+from attend.training import ClassificationTask, TrainingArgs, TrainingInterrupted, state_directory, train
 
 SMALL_ENCODER = {"dim": 32, "num_layers": 1, "num_heads": 2}
 FAST = {"epochs": 4, "batch_size": 16, "lr": 3e-3, "progress": False, "vocab_size": 500}
@@ -30,8 +30,9 @@ def test_models_learn_a_planted_word_task_and_save_a_loadable_directory(
     assert result.metrics["split"] == "test" and result.metrics["num_examples"] == 40
     for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.json", "confusion_matrix.png"):
         assert (out / name).is_file(), name
-    assert not (out / "best").exists() and not (out / "checkpoint" / "model.safetensors").exists()
+    assert not state_directory(out).exists(), "a finished run leaves no training state behind"
     config = json.loads((out / "config.json").read_text())
+    assert config["task"] == "classification" and set(config["files"]) == {"model.safetensors", "tokenizer.json"}
     assert config["labels"] == ["neg", "pos"] and config["model"]["model_type"] == model
     assert config["training"]["seed"] == 0 and "attend_version" in config and config["weights_sha256"]
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -62,11 +63,11 @@ def test_same_seed_same_metrics_and_resume_matches_an_uninterrupted_run(tmp_path
 
     with pytest.raises(TrainingInterrupted, match="--resume"):  # interrupted mid-epoch 2 (20 steps per epoch)
         _run(tmp_path, planted_csv, "resumed", stop_after_steps=27)
-    assert (tmp_path / "resumed" / "checkpoint" / "state.json").exists()
-    assert not (tmp_path / "resumed" / "config.json").exists()
+    assert (state_directory(tmp_path / "resumed") / "checkpoint" / "state.json").exists()
+    assert not (tmp_path / "resumed").exists()  # nothing is published before the run finishes
     resumed = train(planted_csv, tmp_path / "resumed", model="encoder", model_options=SMALL_ENCODER, resume=True)
     assert {key: resumed.metrics[key] for key in RESULT_KEYS} == full
-    with pytest.raises(DataError, match="already finished"):
+    with pytest.raises(DataError, match="nothing to resume"):
         train(planted_csv, tmp_path / "resumed", model="encoder", model_options=SMALL_ENCODER, resume=True)
 
 
@@ -147,11 +148,12 @@ def test_chinese_reviews_train_end_to_end(tmp_path: Path) -> None:
 
 
 def test_default_learning_rate_depends_on_pretrained_weights(tmp_path: Path, planted_csv: Path) -> None:
-    from attend.training.trainer import _default_lr
+    def default_lr(model: str, options: dict) -> float:
+        return ClassificationTask(planted_csv, model=model, model_options=options).default_lr()
 
-    assert _default_lr("encoder", {}) == 1e-3
-    assert _default_lr("minilm", {}) == 5e-5  # fine-tuning: a from-scratch rate would wreck the weights
-    assert _default_lr("minilm", {"pretrained": False}) == 1e-3
+    assert default_lr("encoder", {}) == 1e-3
+    assert default_lr("minilm", {}) == 5e-5  # fine-tuning: a from-scratch rate would wreck the weights
+    assert default_lr("minilm", {"pretrained": False}) == 1e-3
     args = TrainingArgs(**{**FAST, "epochs": 1, "lr": None})
     train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=args)
     assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["lr"] == 1e-3

@@ -1,4 +1,9 @@
-"""Application pipelines built on attend's models and explanations (support, monitor, ...).
+"""Application pipelines built on attend's runtimes and explanations: support, monitor.
 
-Each application is its own subpackage or module, imported on demand, so this file stays empty.
+Each app is a subpackage with its library functions, its HTTP router and its CLI module, which
+offers ``register_cli(verbs)`` (its ``attend`` verbs), ``add_serve_options(parser)`` and
+``serve_routers(args)`` (what it adds to ``attend serve``). :data:`APPS` names those CLI modules;
+the ``attend`` command plugs each in, so a new app never edits the service or the command.
 """
+
+APPS = ("attend.apps.monitor.cli", "attend.apps.support.cli")

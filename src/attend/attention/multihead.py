@@ -61,6 +61,9 @@ class MultiHeadAttention(Recordable, nn.Module):
         learn_temperature: Learn a per-head temperature on the scores.
         adaptive_span: Maximum span to learn per head (Sukhbaatar et al. 2019); None disables.
         span_ramp: Width of the adaptive span's soft edge, in tokens.
+        span_loss: Weight of the span penalty in the training loss (:meth:`auxiliary_loss`); the
+            paper's 2e-6 by default. Under Adam even a small weight steadily shrinks spans that the
+            task's gradient does not hold open.
         gate: Multiply each head's output by ``sigmoid(W_g x_q)`` before the output projection,
             letting a head switch itself off for a token (gated attention).
         num_features: Random features for ``"performer"``.
@@ -86,6 +89,7 @@ class MultiHeadAttention(Recordable, nn.Module):
         learn_temperature: bool = False,
         adaptive_span: int | None = None,
         span_ramp: int = 32,
+        span_loss: float = 2e-6,
         gate: bool = False,
         num_features: int = 256,
         feature_seed: int = 0,
@@ -107,6 +111,8 @@ class MultiHeadAttention(Recordable, nn.Module):
             raise ValueError(f"window={window} must be >= 0")
         if chunk_size <= 0:
             raise ValueError(f"chunk_size={chunk_size} must be positive")
+        if span_loss < 0:
+            raise ValueError(f"span_loss={span_loss} must be >= 0")
 
         self.embed_dim = embed_dim
         self.num_heads = num_heads
@@ -128,6 +134,7 @@ class MultiHeadAttention(Recordable, nn.Module):
             score, self.head_dim, num_heads, learn_temperature=learn_temperature, **(score_options or {})
         )
         self.span = AdaptiveSpan(num_heads, adaptive_span, ramp=span_ramp) if adaptive_span is not None else None
+        self.span_loss = span_loss
         self.gate_proj = nn.Linear(embed_dim, self.inner_dim) if gate else None
         self.feature_map: nn.Module | None = None
 
@@ -210,6 +217,16 @@ class MultiHeadAttention(Recordable, nn.Module):
         if self.span is None:
             return self.out_proj.weight.new_zeros(())
         return self.span.penalty()
+
+    def auxiliary_loss(self) -> Tensor | None:
+        """``span_loss * span_penalty()``, the term adaptive span adds to the training loss; None without it.
+
+        Collected from every module of a model by :func:`attend.models.auxiliary_loss`, which the
+        Trainer adds to each step's loss.
+        """
+        if self.span is None or not self.span_loss:
+            return None
+        return self.span_loss * self.span.penalty()
 
     def _split_heads(self, x: Tensor) -> Tensor:
         batch, length, _ = x.shape

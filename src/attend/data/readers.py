@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SPLIT_NAMES", "DataError", "LabelledTexts", "read_table", "stratified_split"]
+__all__ = ["SPLIT_NAMES", "DataError", "LabelledTexts", "detect_format", "read_rows", "read_table", "stratified_split"]
 
 #: Accepted values of a split column.
 SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
@@ -66,7 +66,7 @@ class LabelledTexts:
         )
 
 
-def _detect_format(path: Path, fmt: str | None) -> str:
+def detect_format(path: Path, fmt: str | None) -> str:
     if fmt is not None:
         if fmt not in {"csv", "tsv", "jsonl", "parquet"}:
             raise DataError(f"unknown format {fmt!r}; choose csv, tsv, jsonl or parquet")
@@ -91,7 +91,7 @@ def _decode(path: Path, raw: bytes) -> str:
         ) from None
 
 
-def _rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_or_row_number, record)`` pairs."""
     if fmt == "parquet":
         try:
@@ -170,14 +170,14 @@ def read_table(
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty")
     multi_label = multi_label or label_sep is not None
-    fmt = _detect_format(path, fmt)
+    fmt = detect_format(path, fmt)
 
     texts: list[str] = []
     labels: list[list[str]] = []
     splits: list[str] = []
     lines: list[int] = []
     checked_columns = False
-    for line, record in _rows(path, fmt):
+    for line, record in read_rows(path, fmt):
         if not checked_columns:
             wanted = [c for c in (text_col, label_col, split_col) if c is not None]
             missing = [c for c in wanted if c not in record]

@@ -2,8 +2,8 @@
 
 >>> import attend
 >>> from attend.explain import explain, render_html
->>> predictor = attend.load("model/")
->>> explanations = explain(predictor, ["a text"], method="rollout", maps=True)
+>>> model = attend.load("model/")
+>>> explanations = explain(model, ["a text"], method="rollout", maps=True)
 >>> render_html(explanations, "explanation.html")
 """
 
@@ -12,22 +12,31 @@ from attend.explain.focus import distribution_focus, focus, map_focus
 from attend.explain.methods import (
     BASELINES,
     METHODS,
+    Evidence,
+    ExplainMethod,
     Explanation,
     attention_flow,
+    available_methods,
     explain,
     grad_rollout,
     readout,
+    register_method,
     rollout,
     top_tokens,
 )
+from attend.explain.protocol import Explainable
 from attend.explain.render import render_html, save_heatmaps, to_json
 
 __all__ = [
     "BASELINES",
     "METHODS",
     "THRESHOLDS",
+    "Evidence",
+    "ExplainMethod",
+    "Explainable",
     "Explanation",
     "attention_flow",
+    "available_methods",
     "default_methods",
     "distribution_focus",
     "explain",
@@ -37,6 +46,7 @@ __all__ = [
     "grad_rollout",
     "map_focus",
     "readout",
+    "register_method",
     "render_html",
     "rollout",
     "save_heatmaps",

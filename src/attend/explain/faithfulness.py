@@ -15,41 +15,41 @@ same way: ``random`` (random importance) and ``uniform`` (every token equal, tie
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from attend.explain.methods import BASELINES, GRADIENT_METHODS, METHODS, ceil_fraction, explain, method_support
-
-if TYPE_CHECKING:
-    from attend.inference import Predictor
+from attend.data.batching import length_batches
+from attend.data.validation import validate_texts
+from attend.explain.methods import METHODS, available_methods, ceil_fraction, explain
+from attend.explain.protocol import Explainable
 
 __all__ = ["THRESHOLDS", "default_methods", "faithfulness", "format_faithfulness"]
 
 THRESHOLDS = (0.01, 0.05, 0.1, 0.2, 0.5)
 
 
-def default_methods(predictor: Predictor) -> list[str]:
-    """Every method that says something distinct for this model, then the two baselines (for an
-    ONNX Runtime predictor, less the methods that need gradients)."""
-    has_layers, has_pooling, gradients = method_support(predictor)
-    methods = ["attention", "rollout", "flow", "grad_attention"] if has_layers else ["attention", "grad_attention"]
-    if has_pooling and has_layers:
+def default_methods(runtime: Explainable) -> list[str]:
+    """Every method that says something distinct for this model, then the two baselines (less what
+    the runtime cannot do: gradients for an ONNX graph, the pooling method without attention pooling)."""
+    capabilities = runtime.capabilities
+    methods = ["attention", "grad_attention"]
+    if capabilities.maps:
+        methods[1:1] = ["rollout", "flow"]
+    if capabilities.pooling and capabilities.maps:
         methods.insert(1, "pooling")
-    methods = [*methods, "integrated_gradients", *BASELINES]
-    return methods if gradients else [m for m in methods if m not in GRADIENT_METHODS]
+    methods = [*methods, "integrated_gradients", *(name for name, m in METHODS.items() if m.baseline)]
+    offered = set(available_methods(runtime))
+    return [m for m in methods if m in offered]
 
 
 @torch.inference_mode()
-def _probabilities(predictor: Predictor, rows: list[list[int]], batch_size: int) -> np.ndarray:
-    out = np.zeros((len(rows), len(predictor.labels)), dtype=np.float64)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = predictor.tokenizer.pad([rows[i] for i in chunk])
-        out[chunk] = predictor._encoded_probabilities(batch)  # either runtime: PyTorch or ONNX Runtime
+def _probabilities(runtime: Explainable, rows: list[list[int]], batch_size: int) -> np.ndarray:
+    out = np.zeros((len(rows), len(runtime.labels)), dtype=np.float64)
+    for chunk in length_batches([len(row) for row in rows], batch_size):
+        out[chunk] = runtime.probabilities(runtime.tokenizer.pad([rows[i] for i in chunk]))
     return out
 
 
@@ -62,7 +62,7 @@ def _ranking(importance: Sequence[float], candidates: list[int], rng: np.random.
 
 
 def faithfulness(
-    predictor: Predictor,
+    runtime: Explainable,
     texts: Sequence[str],
     methods: Sequence[str] | None = None,
     *,
@@ -78,25 +78,23 @@ def faithfulness(
     "texts": n, "thresholds": [...]}``; ``comprehensiveness``/``sufficiency`` are the AOPC (mean over
     thresholds) averaged over texts.
     """
-    from attend.inference import validate_texts
-
     checked = validate_texts(texts)
-    methods = list(methods) if methods is not None else default_methods(predictor)
+    methods = list(methods) if methods is not None else default_methods(runtime)
     for method in methods:
-        if method not in METHODS + BASELINES:
-            raise ValueError(f"method {method!r}; choose from {list(METHODS + BASELINES)}")
+        if method not in METHODS:
+            raise ValueError(f"method {method!r}; choose from {list(METHODS)}")
     for q in thresholds:
         if not 0 < q <= 1:
             raise ValueError(f"threshold {q} must be in (0, 1]")
-    special_ids = predictor.tokenizer.special_ids
-    full_rows = predictor.tokenizer.ids(checked)
-    base = _probabilities(predictor, full_rows, batch_size)
+    special_ids = runtime.tokenizer.special_ids
+    full_rows = runtime.tokenizer.ids(checked)
+    base = _probabilities(runtime, full_rows, batch_size)
     results: dict[str, Any] = {}
     bar = tqdm(methods, desc="faithfulness", unit="method", disable=not progress, leave=False)
     for method_index, method in enumerate(bar):
         bar.set_postfix_str(method)
         explanations = explain(
-            predictor, checked, method, batch_size=batch_size, seed=seed + method_index, ig_steps=ig_steps
+            runtime, checked, method, batch_size=batch_size, seed=seed + method_index, ig_steps=ig_steps
         )
         rng = np.random.default_rng(seed + 1000 + method_index)
         removed_rows: list[list[int]] = []
@@ -112,8 +110,8 @@ def faithfulness(
                 removed_rows.append([tok for i, tok in enumerate(row) if i not in top])
                 kept_rows.append([tok for i, tok in enumerate(row) if i in top or tok in special_ids])
                 owners.append((t, qi))
-        removed = _probabilities(predictor, removed_rows, batch_size)
-        kept = _probabilities(predictor, kept_rows, batch_size)
+        removed = _probabilities(runtime, removed_rows, batch_size)
+        kept = _probabilities(runtime, kept_rows, batch_size)
         comp = np.full((len(checked), len(thresholds)), np.nan)
         suff = np.full((len(checked), len(thresholds)), np.nan)
         for j, (t, qi) in enumerate(owners):

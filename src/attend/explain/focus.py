@@ -15,16 +15,14 @@ positions of each text. :func:`focus` answers "how focused is this model" in one
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from attend.attention import capture_attention
-
-if TYPE_CHECKING:
-    from attend.inference import Predictor
+from attend.data.validation import validate_texts
+from attend.explain.protocol import Explainable
 
 __all__ = ["distribution_focus", "focus", "map_focus"]
 
@@ -77,7 +75,7 @@ def map_focus(weights: Tensor, attention_mask: Tensor, *, k: int = 3) -> dict[st
 
 
 @torch.inference_mode()
-def focus(predictor: Predictor, texts: Sequence[str], *, k: int = 3, batch_size: int = 32) -> dict[str, Any]:
+def focus(runtime: Explainable, texts: Sequence[str], *, k: int = 3, batch_size: int = 32) -> dict[str, Any]:
     """How focused is this model on these texts? Per layer and head, and overall.
 
     Returns a JSON-ready dict: ``layers`` (per layer, per head: mean ``entropy``, ``top_k_mass``,
@@ -85,26 +83,22 @@ def focus(predictor: Predictor, texts: Sequence[str], *, k: int = 3, batch_size:
     ``pooling`` (the same metrics for the attention pooling, if the model has one), ``texts``
     (how many) and ``k``.
     """
-    from attend.inference import validate_texts
-
     checked = validate_texts(texts)
     if k < 1:
         raise ValueError(f"k={k} must be >= 1")
     sums: list[dict[str, Tensor]] = []
     pooling_rows: list[dict[str, float]] = []
-    for indices in predictor._batches(checked, batch_size):
-        batch = predictor.tokenizer.encode([checked[i] for i in indices])
-        inputs = {key: v for key, v in batch.items() if key != "truncated"}
-        with capture_attention(predictor.model) as cap:
-            predictor.model(inputs)
-        for layer, weights in enumerate(cap.weights):
+    for indices in runtime.plan(checked, batch_size):
+        batch = runtime.tokenizer.encode([checked[i] for i in indices])
+        outputs = runtime.attention_outputs({key: v for key, v in batch.items() if key != "truncated"})
+        for layer, weights in enumerate(outputs.maps):
             metrics = map_focus(weights, batch["attention_mask"], k=k)
             if len(sums) <= layer:
                 sums.append({name: torch.zeros(weights.shape[1]) for name in metrics})
             for name, value in metrics.items():
                 sums[layer][name] += value.sum(0)
-        if cap.pooling_weights:
-            pooled = cap.pooling_weights[-1]
+        if outputs.pooling is not None:
+            pooled = outputs.pooling
             for row in range(pooled.shape[0]):
                 keep = batch["attention_mask"][row].bool()
                 pooling_rows.append(distribution_focus(pooled[row], keep, k=k))

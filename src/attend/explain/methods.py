@@ -9,50 +9,46 @@ real tokens for mean pooling. Raw attention is then ``r @ mean_h A_layer``, roll
 registry. A model without self-attention layers (the BiLSTM) has ``r`` only: each method
 reduces to the pooling weights (gradient-weighted ones for ``grad_attention``).
 
-Maps come from the capture API while every layer keeps its fused SDPA call (the output is
-bit-identical to :meth:`Predictor.predict_proba`); ``grad_attention`` also keeps them in the
-autograd graph. Integrated Gradients (Captum) is the non-attention reference. An ONNX Runtime
-predictor whose graph was exported with its attention outputs gives the maps from the graph
-itself: every method but :data:`GRADIENT_METHODS`, with no PyTorch model at all.
+Methods live in the :data:`METHODS` registry (:func:`register_method`): each is a function of
+one batch's :class:`Evidence` (maps, pooling weights, readout, gradients), so a new method is one
+function. They work on any runtime that offers what :class:`Explainable` describes: the PyTorch
+classifier (maps from the capture API while every layer keeps its fused SDPA call; gradients for
+``grad_attention`` and Integrated Gradients), or an ONNX Runtime one whose graph was exported
+with its attention outputs (every method that needs no gradients).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from attend.attention import capture_attention, recordable_names
+from attend.data.validation import validate_texts
 from attend.explain.focus import distribution_focus
-
-if TYPE_CHECKING:
-    from attend.inference import Predictor
+from attend.explain.protocol import Capable, Explainable
+from attend.models import probabilities
 
 __all__ = [
     "BASELINES",
-    "GRADIENT_METHODS",
     "METHODS",
+    "Evidence",
+    "ExplainMethod",
+    "Explainable",
     "Explanation",
     "attention_flow",
+    "available_methods",
     "explain",
     "grad_rollout",
-    "method_support",
     "readout",
+    "register_method",
     "rollout",
 ]
-
-#: Methods that explain a prediction, by name.
-METHODS = ("attention", "pooling", "rollout", "flow", "grad_attention", "integrated_gradients")
-#: Reference "methods" for faithfulness: random importance, and uniform attention (all tokens equal).
-BASELINES = ("random", "uniform")
-#: Methods that need gradients, i.e. the PyTorch model; the rest also run on an ONNX graph
-#: exported with its attention outputs (``attend export --attentions``).
-GRADIENT_METHODS = ("grad_attention", "integrated_gradients")
 
 
 @dataclass
@@ -237,29 +233,20 @@ def grad_rollout(maps: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
     return relevance
 
 
-def method_support(predictor: Any) -> tuple[bool, bool, bool]:
-    """What a predictor can be explained with: ``(self-attention maps, attention-pooling weights,
-    gradients)``, for a PyTorch :class:`~attend.inference.Predictor` or an ONNX Runtime one (whose
-    graph gives maps and pooling weights only if exported with them, and never gradients)."""
-    model = getattr(predictor, "model", None)
-    if model is None:
-        outputs = list(getattr(predictor, "output_names", []))
-        return any(name.startswith("attention_") for name in outputs), "pooling_weights" in outputs, False
-    return bool(recordable_names(model, "attention")), bool(recordable_names(model, "pooling")), True
 
 
 # --- the readout ----------------------------------------------------------------------------
 
 
-def readout(model: torch.nn.Module | str, attention_mask: Tensor, pooling_weights: Tensor | None) -> Tensor:
+def readout(pooling: str, attention_mask: Tensor, pooling_weights: Tensor | None) -> Tensor:
     """``(B, L)`` weights with which the last layer's token states become the text vector.
 
-    ``model``: the model, or its pooling mode (``"mean"``, ``"cls"``, ``"attention"``).
+    ``pooling``: the model's pooling mode (``"mean"``, ``"cls"``, ``"attention"``); attention
+    pooling reads ``pooling_weights``.
     """
     mask = attention_mask.float()
     if pooling_weights is not None:
         return pooling_weights.detach().float() * mask
-    pooling = model if isinstance(model, str) else getattr(getattr(model, "config", None), "pooling", "mean")
     if pooling == "cls":
         onehot = torch.zeros_like(mask)
         onehot[:, 0] = 1.0
@@ -274,182 +261,6 @@ def _normalise(importance: Tensor, mask: Tensor) -> Tensor:
     return torch.where(total > 0, importance / total.clamp_min(1e-30), uniform)
 
 
-# --- explain -------------------------------------------------------------------------------
-
-
-def _check_method(method: str) -> None:
-    if method not in METHODS + BASELINES:
-        raise ValueError(f"method={method!r}; choose one of {list(METHODS + BASELINES)}")
-
-
-def _target_index(predictor: Predictor, target: str | None, probs: Tensor) -> Tensor:
-    if target is None:
-        return probs.argmax(-1)
-    if target not in predictor.labels:
-        raise ValueError(f"target={target!r} is not a label of this model; labels are {predictor.labels}")
-    return torch.full((probs.shape[0],), predictor.labels.index(target), dtype=torch.long)
-
-
-def _integrated_gradients(
-    predictor: Predictor, batch: Mapping[str, Tensor], targets: Tensor, steps: int
-) -> tuple[Tensor, Tensor]:
-    """Captum Layer IG on the token embeddings; baseline = every text token replaced by ``[PAD]``.
-
-    Returns ``(attributions (B, L), convergence deltas (B,))``; attributions are on the explained
-    logit, so they sum to ``logit(x) - logit(baseline)`` up to the delta.
-    """
-    from captum.attr import LayerIntegratedGradients
-
-    model = predictor.model
-    embeddings = getattr(model, "input_embeddings", None)
-    if embeddings is None:
-        raise ValueError(f"{type(model).__name__} has no input_embeddings(); Integrated Gradients needs it")
-    extras = {k: v for k, v in batch.items() if k not in ("input_ids", "truncated", "offsets")}
-    names = sorted(extras)
-
-    def forward(input_ids: Tensor, *values: Tensor) -> Tensor:
-        return model({"input_ids": input_ids, **dict(zip(names, values, strict=True))}).logits.float()
-
-    input_ids = batch["input_ids"]
-    keep = torch.zeros_like(input_ids, dtype=torch.bool)
-    for special in predictor.tokenizer.special_ids:
-        keep |= input_ids == special
-    baseline = torch.where(keep, input_ids, torch.full_like(input_ids, predictor.tokenizer.pad_id))
-    ig = LayerIntegratedGradients(forward, embeddings())
-    with torch.enable_grad():
-        attributions, delta = ig.attribute(
-            input_ids,
-            baselines=baseline,
-            target=targets,
-            additional_forward_args=tuple(extras[k] for k in names),
-            n_steps=steps,
-            internal_batch_size=max(steps, 64),
-            return_convergence_delta=True,
-        )
-    return attributions.sum(-1).detach().float(), delta.detach().float()
-
-
-def _captured(
-    predictor: Predictor,
-    inputs: dict[str, Tensor],
-    method: str,
-    *,
-    layer: int | str,
-    target: str | None,
-    want_maps: bool,
-) -> tuple[list[Tensor], Tensor | None, Tensor, Tensor, list[Tensor], Tensor | None, int | str]:
-    """One PyTorch forward with the capture API.
-
-    Returns ``(maps, pooling, probs, targets, grads, pooling_grad, layer)``; ``layer`` indexes
-    ``maps`` (-1 where only the requested layer was recorded).
-    """
-    model = predictor.model
-    grad = method == "grad_attention"
-    names = None
-    if method == "attention" and isinstance(layer, int) and not want_maps:
-        # One layer's map is all this needs: capture only it (and the pooling), not every layer.
-        layers = recordable_names(model, "attention")
-        if layers:
-            if not -len(layers) <= layer < len(layers):
-                raise ValueError(
-                    f"layer={layer!r}; this model has {len(layers)} layers (use 0..{len(layers) - 1}, -1 or 'mean')"
-                )
-            names = [layers[layer], *recordable_names(model, "pooling")]
-            layer = -1
-    with torch.inference_mode(not grad), torch.enable_grad() if grad else torch.no_grad():
-        with capture_attention(model, grad=grad, names=names) as cap:
-            logits = model(inputs).logits
-        maps = cap.weights
-        pooling = cap.pooling_weights[-1] if cap.pooling_weights else None
-        probs = predictor.to_probabilities(logits)
-        targets = _target_index(predictor, target, probs)
-        grads: list[Tensor] = []
-        pooling_grad = None
-        if grad:
-            chosen = logits.gather(1, targets[:, None]).sum()
-            wrt = [*maps, *([pooling] if pooling is not None else [])]
-            computed = torch.autograd.grad(chosen, wrt, allow_unused=True)
-            computed = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, computed, strict=True)]
-            grads = list(computed[: len(maps)])
-            pooling_grad = computed[len(maps)] if pooling is not None else None
-    return maps, pooling, probs, targets, grads, pooling_grad, layer
-
-
-def _explain_batch(
-    predictor: Predictor,
-    batch: dict[str, Tensor],
-    method: str,
-    *,
-    layer: int | str,
-    head: int | None,
-    target: str | None,
-    want_maps: bool,
-    ig_steps: int,
-    generator: torch.Generator,
-) -> tuple[Tensor, Tensor, Tensor, list[Tensor], Tensor | None, str]:
-    """``(importance (B, L), probs (B, C), targets (B,), maps, pooling, note)`` for one batch."""
-    inputs = {k: v for k, v in batch.items() if k not in ("truncated", "offsets")}
-    mask = batch["attention_mask"].float()
-    note = ""
-    grads: list[Tensor] = []
-    pooling_grad = None
-    model = getattr(predictor, "model", None)
-    if model is None:  # an ONNX Runtime predictor: the graph computes the maps itself
-        if method in GRADIENT_METHODS:
-            raise ValueError(
-                f"method {method!r} needs gradients, which an ONNX graph does not give: use one of "
-                f"{[m for m in (*METHODS, *BASELINES) if m not in GRADIENT_METHODS]}, or the PyTorch model"
-            )
-        logits, maps, pooling = predictor.attention_outputs(inputs)  # type: ignore[attr-defined]
-        probs = predictor.to_probabilities(logits)
-        targets = _target_index(predictor, target, probs)
-        pooling_mode: torch.nn.Module | str = str(predictor.config["model"].get("pooling", "mean"))
-        model_name = str(predictor.config["model"].get("model_type", "the model"))
-    else:
-        maps, pooling, probs, targets, grads, pooling_grad, layer = _captured(
-            predictor, inputs, method, layer=layer, target=target, want_maps=want_maps
-        )
-        pooling_mode, model_name = model, type(model).__name__
-    maps = [m.detach() for m in maps]
-    pooling = pooling.detach() if pooling is not None else None
-    r = readout(pooling_mode, batch["attention_mask"], pooling)
-    if method in ("random", "uniform"):
-        if method == "random":
-            importance = torch.rand(mask.shape, generator=generator)
-        else:
-            importance = torch.ones_like(mask)
-        importance = _normalise(importance, mask)
-    elif method == "integrated_gradients":
-        importance, delta = _integrated_gradients(predictor, inputs, targets, ig_steps)
-        importance = importance * mask
-        note = (
-            f"Integrated Gradients, {ig_steps} steps, [PAD] baseline; max |completeness error| {delta.abs().max():.2e}"
-        )
-    elif method == "pooling":
-        if pooling is None:
-            raise ValueError(f"{model_name} has no attention pooling; use method 'attention' or 'rollout'")
-        importance = _normalise(pooling, mask)
-    elif not maps:
-        # No self-attention layers (BiLSTM): every attention method is the readout itself.
-        if method == "grad_attention" and pooling is not None and pooling_grad is not None:
-            importance = _normalise(pooling.float() * pooling_grad.float(), mask)
-            note = "no self-attention layers: pooling weights times their gradient"
-        else:
-            importance = _normalise(r, mask)
-            note = "no self-attention layers: the attention-pooling weights"
-    elif method == "attention":
-        importance = _normalise(_raw(maps, r, layer, head), mask)
-    elif method == "rollout":
-        importance = _normalise((r[:, None, :] @ rollout(maps)).squeeze(1), mask)
-    elif method == "flow":
-        lengths = [int(n) for n in batch["attention_mask"].sum(1)]
-        importance = _normalise(attention_flow(maps, r, lengths), mask)
-    else:  # grad_attention
-        if pooling is not None and pooling_grad is not None:
-            weighted = (pooling.float() * pooling_grad.float()).clamp_min(0)
-            r = torch.where(weighted.sum(1, keepdim=True) > 0, weighted, r)
-        importance = _normalise((r[:, None, :] @ grad_rollout(maps, grads)).squeeze(1), mask)
-    return importance, probs, targets, maps if want_maps else [], pooling, note
 
 
 def _raw(maps: list[Tensor], r: Tensor, layer: int | str, head: int | None) -> Tensor:
@@ -471,8 +282,278 @@ def _raw(maps: list[Tensor], r: Tensor, layer: int | str, head: int | None) -> T
     return (r[:, None, :] @ matrix).squeeze(1)
 
 
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+
+@dataclass
+class Evidence:
+    """What one batch offers a method: the forward pass with its attention, and the options.
+
+    Attributes:
+        runtime: The model being explained.
+        inputs: The encoded batch (model inputs).
+        mask: ``(B, L)`` float, 1 on real tokens.
+        probs: ``(B, C)`` predicted probabilities.
+        targets: ``(B,)`` index of the label explained per text.
+        maps: Recorded self-attention maps, ``(B, H, L, L)`` each (only the chosen layer for
+            ``attention`` with one layer).
+        pooling: ``(B, L)`` attention-pooling weights, if any.
+        readout: ``(B, L)`` the readout (see :func:`readout`).
+        grads: For methods that asked for gradients: the explained logit's gradient per map.
+        pooling_grad: ... and with respect to the pooling weights.
+        layer: A layer index into ``maps`` or ``"mean"``.
+        head: One head, or None for the mean of heads.
+        ig_steps: Integration steps of Integrated Gradients.
+        generator: Seeded randomness (the ``random`` baseline).
+    """
+
+    runtime: Explainable
+    inputs: dict[str, Tensor]
+    mask: Tensor
+    probs: Tensor
+    targets: Tensor
+    maps: list[Tensor]
+    pooling: Tensor | None
+    readout: Tensor
+    grads: list[Tensor] = field(default_factory=list)
+    pooling_grad: Tensor | None = None
+    layer: int | str = -1
+    head: int | None = None
+    ig_steps: int = 32
+    generator: torch.Generator | None = None
+
+
+Importance = Callable[[Evidence], tuple[Tensor, str]]
+
+
+@dataclass(frozen=True)
+class ExplainMethod:
+    """A registered explanation method.
+
+    Attributes:
+        name: Its name (``--method``).
+        compute: ``(importance (B, L), note)`` from a batch's :class:`Evidence`.
+        requires: What the runtime must offer: ``"attention"`` (maps or pooling weights),
+            ``"pooling"`` or ``"gradients"``.
+        gradients: The forward pass keeps the maps in the autograd graph and :attr:`Evidence.grads`
+            holds their gradients.
+        baseline: A reference for faithfulness (``random``, ``uniform``), not an explanation.
+    """
+
+    name: str
+    compute: Importance
+    requires: str = "attention"
+    gradients: bool = False
+    baseline: bool = False
+
+    def available(self, capabilities: Capable) -> bool:
+        if self.requires == "gradients":
+            return capabilities.gradients
+        if self.requires == "pooling":
+            return capabilities.pooling
+        return capabilities.maps or capabilities.pooling
+
+
+#: Explanation methods (and faithfulness baselines) by name.
+METHODS: dict[str, ExplainMethod] = {}
+
+
+def register_method(
+    name: str, *, requires: str = "attention", gradients: bool = False, baseline: bool = False
+) -> Callable[[Importance], Importance]:
+    """Decorator: register ``compute(evidence) -> (importance, note)`` as method ``name``."""
+    if requires not in ("attention", "pooling", "gradients"):
+        raise ValueError(f"requires={requires!r}; choose 'attention', 'pooling' or 'gradients'")
+
+    def decorator(compute: Importance) -> Importance:
+        if name in METHODS:
+            raise ValueError(f"explanation method {name!r} is already registered")
+        METHODS[name] = ExplainMethod(name, compute, requires=requires, gradients=gradients, baseline=baseline)
+        return compute
+
+    return decorator
+
+
+def available_methods(runtime: Explainable) -> list[str]:
+    """The methods (and baselines) this runtime can be explained with; none if it records no attention."""
+    capabilities = runtime.capabilities
+    if not (capabilities.maps or capabilities.pooling or capabilities.gradients):
+        return []
+    return [name for name, method in METHODS.items() if method.available(capabilities)]
+
+
+def _check_method(method: str) -> ExplainMethod:
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}; choose one of {list(METHODS)}")
+    return METHODS[method]
+
+
+NO_LAYERS = "no self-attention layers: the attention-pooling weights"
+
+
+@register_method("attention")
+def _attention(evidence: Evidence) -> tuple[Tensor, str]:
+    """Raw weights of one layer (or the mean of layers), one head or the mean of heads, read out."""
+    if not evidence.maps:
+        return _normalise(evidence.readout, evidence.mask), NO_LAYERS
+    return _normalise(_raw(evidence.maps, evidence.readout, evidence.layer, evidence.head), evidence.mask), ""
+
+
+@register_method("pooling", requires="pooling")
+def _pooling(evidence: Evidence) -> tuple[Tensor, str]:
+    """The attention-pooling weights themselves."""
+    if evidence.pooling is None:
+        raise ValueError(f"{evidence.runtime.model_type} has no attention pooling; use method 'attention' or 'rollout'")
+    return _normalise(evidence.pooling, evidence.mask), ""
+
+
+@register_method("rollout")
+def _rollout(evidence: Evidence) -> tuple[Tensor, str]:
+    if not evidence.maps:
+        return _normalise(evidence.readout, evidence.mask), NO_LAYERS
+    r = evidence.readout
+    return _normalise((r[:, None, :] @ rollout(evidence.maps)).squeeze(1), evidence.mask), ""
+
+
+@register_method("flow")
+def _flow(evidence: Evidence) -> tuple[Tensor, str]:
+    if not evidence.maps:
+        return _normalise(evidence.readout, evidence.mask), NO_LAYERS
+    lengths = [int(n) for n in evidence.mask.sum(1)]
+    return _normalise(attention_flow(evidence.maps, evidence.readout, lengths), evidence.mask), ""
+
+
+@register_method("grad_attention", requires="gradients", gradients=True)
+def _grad_attention(evidence: Evidence) -> tuple[Tensor, str]:
+    """Attention x gradient (Chefer et al. 2021), read out by gradient-weighted pooling when there is one."""
+    r, pooling, pooling_grad = evidence.readout, evidence.pooling, evidence.pooling_grad
+    if not evidence.maps:
+        if pooling is not None and pooling_grad is not None:
+            weighted = _normalise(pooling.float() * pooling_grad.float(), evidence.mask)
+            return weighted, "no self-attention layers: pooling weights times their gradient"
+        return _normalise(r, evidence.mask), NO_LAYERS
+    if pooling is not None and pooling_grad is not None:
+        weighted = (pooling.float() * pooling_grad.float()).clamp_min(0)
+        r = torch.where(weighted.sum(1, keepdim=True) > 0, weighted, r)
+    return _normalise((r[:, None, :] @ grad_rollout(evidence.maps, evidence.grads)).squeeze(1), evidence.mask), ""
+
+
+#: Captum's layer attribution hooks the embedding module for the whole process: one at a time.
+_CAPTUM = threading.Lock()
+
+
+@register_method("integrated_gradients", requires="gradients")
+def _integrated_gradients(evidence: Evidence) -> tuple[Tensor, str]:
+    """Captum Layer IG on the token embeddings; baseline = every text token replaced by ``[PAD]``.
+
+    Attributions are on the explained logit, so they sum to ``logit(x) - logit(baseline)`` up to
+    the convergence delta reported in the note. They are signed (not normalised).
+    """
+    from captum.attr import LayerIntegratedGradients
+
+    runtime = evidence.runtime
+    model: nn.Module = runtime.model  # type: ignore[attr-defined]  # gradients: a PyTorch runtime
+    embeddings = getattr(model, "input_embeddings", None)
+    if embeddings is None:
+        raise ValueError(f"{type(model).__name__} has no input_embeddings(); Integrated Gradients needs it")
+    batch = evidence.inputs
+    extras = {k: v for k, v in batch.items() if k != "input_ids"}
+    names = sorted(extras)
+
+    def forward(input_ids: Tensor, *values: Tensor) -> Tensor:
+        return model({"input_ids": input_ids, **dict(zip(names, values, strict=True))}).logits.float()
+
+    input_ids = batch["input_ids"]
+    keep = torch.zeros_like(input_ids, dtype=torch.bool)
+    for special in runtime.tokenizer.special_ids:
+        keep |= input_ids == special
+    baseline = torch.where(keep, input_ids, torch.full_like(input_ids, runtime.tokenizer.pad_id))
+    steps = evidence.ig_steps
+    with _CAPTUM, torch.enable_grad():
+        ig = LayerIntegratedGradients(forward, embeddings())
+        attributions, delta = ig.attribute(
+            input_ids,
+            baselines=baseline,
+            target=evidence.targets,
+            additional_forward_args=tuple(extras[k] for k in names),
+            n_steps=steps,
+            internal_batch_size=max(steps, 64),
+            return_convergence_delta=True,
+        )
+    importance = attributions.sum(-1).detach().float() * evidence.mask
+    note = f"Integrated Gradients, {steps} steps, [PAD] baseline; max |completeness error| {delta.abs().max():.2e}"
+    return importance, note
+
+
+@register_method("random", baseline=True)
+def _random(evidence: Evidence) -> tuple[Tensor, str]:
+    """Random importance: the floor any method must clear in faithfulness."""
+    return _normalise(torch.rand(evidence.mask.shape, generator=evidence.generator), evidence.mask), ""
+
+
+@register_method("uniform", baseline=True)
+def _uniform(evidence: Evidence) -> tuple[Tensor, str]:
+    """Every token equal (ties broken at random by faithfulness)."""
+    return _normalise(torch.ones_like(evidence.mask), evidence.mask), ""
+
+
+#: Methods that explain a prediction, and the faithfulness baselines, by name.
+BASELINES = tuple(name for name, method in METHODS.items() if method.baseline)
+
+
+# --- explain -------------------------------------------------------------------------------
+
+
+def _target_index(runtime: Explainable, target: str | None, probs: Tensor) -> Tensor:
+    if target is None:
+        return probs.argmax(-1)
+    if target not in runtime.labels:
+        raise ValueError(f"target={target!r} is not a label of this model; labels are {runtime.labels}")
+    return torch.full((probs.shape[0],), runtime.labels.index(target), dtype=torch.long)
+
+
+def _evidence(
+    runtime: Explainable,
+    batch: dict[str, Tensor],
+    method: ExplainMethod,
+    *,
+    layer: int | str,
+    target: str | None,
+    want_maps: bool,
+) -> Evidence:
+    """One forward pass with the attention ``method`` reads (and its gradients, if it asks for them)."""
+    inputs = {k: v for k, v in batch.items() if k not in ("truncated", "offsets")}
+    layers = None
+    if method.name == "attention" and isinstance(layer, int) and not want_maps:
+        layers = [layer]  # one layer's map is all this needs
+    outputs = runtime.attention_outputs(inputs, layers=layers, grad=method.gradients)
+    if layers is not None and outputs.maps:
+        layer = -1
+    probs = probabilities(outputs.logits, runtime.multi_label)
+    targets = _target_index(runtime, target, probs)
+    grads: list[Tensor] = []
+    pooling_grad = None
+    maps, pooling = list(outputs.maps), outputs.pooling
+    if method.gradients:
+        chosen = outputs.logits.gather(1, targets[:, None]).sum()
+        wrt = [*maps, *([pooling] if pooling is not None else [])]
+        computed = torch.autograd.grad(chosen, wrt, allow_unused=True)
+        computed = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, computed, strict=True)]
+        grads = list(computed[: len(maps)])
+        pooling_grad = computed[len(maps)] if pooling is not None else None
+    maps = [m.detach() for m in maps]
+    pooling = pooling.detach() if pooling is not None else None
+    return Evidence(
+        runtime=runtime, inputs=inputs, mask=batch["attention_mask"].float(), probs=probs, targets=targets, maps=maps,
+        pooling=pooling, readout=readout(runtime.pooling, batch["attention_mask"], pooling), grads=grads,
+        pooling_grad=pooling_grad, layer=layer,
+    )  # fmt: skip
+
+
 def explain(
-    predictor: Predictor,
+    runtime: Explainable,
     texts: Sequence[str],
     method: str = "rollout",
     *,
@@ -487,16 +568,15 @@ def explain(
     """Explain each text's prediction with one method.
 
     Args:
-        predictor: A loaded model (:func:`attend.load`), or an ONNX Runtime one
-            (:func:`attend.serve.onnx_runtime.load_onnx`) of a graph exported with its attention
-            outputs (``attend export --attentions``): the graph's own maps are read, and every
-            method but :data:`GRADIENT_METHODS` works.
+        runtime: A loaded classifier (:func:`attend.load`): PyTorch, or ONNX Runtime for a graph
+            exported with its attention outputs (``attend export --attentions``; every method
+            but the gradient ones).
         texts: The texts; batched and padded internally (long texts are truncated, and say so).
-        method: One of :data:`METHODS` (or a baseline of :data:`BASELINES`):
-            ``attention`` (raw weights of ``layer``, mean over heads or one ``head``, read out by the
-            model's pooling), ``pooling`` (attention-pooling weights), ``rollout``, ``flow``,
-            ``grad_attention`` (attention x gradient, Chefer et al. 2021) and
-            ``integrated_gradients`` (Captum; signed attributions).
+        method: A name of :data:`METHODS`: ``attention`` (raw weights of ``layer``, mean over heads
+            or one ``head``, read out by the model's pooling), ``pooling`` (attention-pooling
+            weights), ``rollout``, ``flow``, ``grad_attention`` (attention x gradient, Chefer et al.
+            2021), ``integrated_gradients`` (Captum; signed attributions), or a faithfulness
+            baseline (``random``, ``uniform``).
         layer: For ``attention``: a layer index (``-1`` = last) or ``"mean"``.
         head: For ``attention``: one head instead of the mean of heads.
         target: Explain this label instead of the predicted one.
@@ -505,31 +585,31 @@ def explain(
         ig_steps: Integration steps for Integrated Gradients.
         seed: Seeds the ``random`` baseline.
     """
-    from attend.inference import validate_texts
-
-    _check_method(method)
+    chosen = _check_method(method)
     checked = validate_texts(texts)
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     if ig_steps < 2:
         raise ValueError(f"ig_steps={ig_steps} must be >= 2")
+    if not chosen.available(runtime.capabilities):
+        if chosen.requires == "gradients":
+            others = [name for name, other in METHODS.items() if other.requires != "gradients"]
+            raise ValueError(
+                f"method {method!r} needs gradients, which an ONNX graph (or an int8 model) does not give: use "
+                f"one of {others}, or the PyTorch model"
+            )
+        if chosen.requires == "pooling":
+            raise ValueError(f"{runtime.model_type} has no attention pooling; use method 'attention' or 'rollout'")
     generator = torch.Generator().manual_seed(seed)
-    special_ids = predictor.tokenizer.special_ids
+    special_ids = runtime.tokenizer.special_ids
     results: list[Explanation | None] = [None] * len(checked)
-    for indices in predictor._batches(checked, batch_size):
-        batch = predictor.tokenizer.encode([checked[i] for i in indices], offsets=True)
-        importance, probs, targets, layer_maps, pooling, note = _explain_batch(
-            predictor,
-            batch,
-            method,
-            layer=layer,
-            head=head,
-            target=target,
-            want_maps=maps,
-            ig_steps=ig_steps,
-            generator=generator,
-        )
-        tokens = predictor.tokenizer.tokens_of(batch["input_ids"], batch["attention_mask"])
+    for indices in runtime.plan(checked, batch_size):
+        batch = runtime.tokenizer.encode([checked[i] for i in indices], offsets=True)
+        evidence = _evidence(runtime, batch, chosen, layer=layer, target=target, want_maps=maps)
+        evidence.head, evidence.ig_steps, evidence.generator = head, ig_steps, generator
+        importance, note = chosen.compute(evidence)
+        probs, targets = evidence.probs, evidence.targets
+        tokens = runtime.tokenizer.tokens_of(batch["input_ids"], batch["attention_mask"])
         spans = batch["offsets"]
         for row, i in enumerate(indices):
             n = len(tokens[row])
@@ -542,14 +622,14 @@ def explain(
                 tokens=tokens[row],
                 importance=[float(v) for v in values],
                 special=special,
-                label=predictor.labels[best],
+                label=runtime.labels[best],
                 probability=float(probs[row, best]),
-                target=predictor.labels[int(targets[row])],
+                target=runtime.labels[int(targets[row])],
                 method=method,
                 truncated=bool(batch["truncated"][row]),
                 focus=distribution_focus(values.abs(), [not s for s in special]),
-                maps=[m[row, :, :n, :n].float().numpy() for m in layer_maps] if maps else None,
-                pooling=[float(v) for v in pooling[row, :n]] if pooling is not None else None,
+                maps=[m[row, :, :n, :n].float().numpy() for m in evidence.maps] if maps else None,
+                pooling=[float(v) for v in evidence.pooling[row, :n]] if evidence.pooling is not None else None,
                 note=note,
                 spans=spans[row] if len(spans[row]) == n else None,
             )

@@ -5,6 +5,10 @@ name), so a saved model directory can rebuild it without executing any code from
 
 Batch contract: a mapping with ``input_ids`` (long ``(B, L)``) and ``attention_mask``
 (``(B, L)``, 1/True = real token, the Hugging Face convention), plus model-specific extras.
+
+Auxiliary losses: a module anywhere in a model that defines ``auxiliary_loss() -> Tensor`` adds
+that term to the training loss (:func:`auxiliary_loss` sums them; the Trainer applies it to
+every task), e.g. :class:`~attend.attention.MultiHeadAttention`'s adaptive-span penalty.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import torch
 from torch import Tensor, nn
 
 from attend.attention import capture_attention
@@ -21,13 +27,16 @@ from attend.config import strict_from_dict
 
 __all__ = [
     "MODELS",
+    "ClassifierConfig",
     "ModelConfig",
     "ModelOutput",
+    "auxiliary_loss",
     "build",
     "config_from_dict",
     "forward_with_attentions",
     "kept_heads",
     "normalise_pruned_heads",
+    "probabilities",
     "register_model",
 ]
 
@@ -37,7 +46,8 @@ class ModelOutput:
     """What a model returns.
 
     Attributes:
-        logits: ``(B, num_labels)`` class scores (pre-softmax; pre-sigmoid for multi-label).
+        logits: The model's scores: for a classifier ``(B, num_labels)`` (pre-softmax;
+            pre-sigmoid for multi-label).
         attentions: On request, one ``(B, H, L, L)`` post-softmax map per attention layer.
         pooling_weights: On request, ``(B, L)`` weights of the attention pooling, if the model has one.
         hidden_states: On request, the final token representations ``(B, L, E)`` (zeros at
@@ -52,7 +62,32 @@ class ModelOutput:
 
 @dataclass
 class ModelConfig:
-    """Base of every model config. Subclasses add their own fields, each with a docstring.
+    """Base of every model config. Subclasses add their own fields, each with a docstring."""
+
+    #: Registry name; set by :func:`register_model`.
+    model_type: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        pass
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["model_type"] = self.model_type
+        return data
+
+    def tokenizer_file(self) -> Path | None:
+        """The tokenizer a pretrained model must read its text with; None: train one on the data."""
+        return None
+
+    @property
+    def fine_tunes(self) -> bool:
+        """Whether training starts from pretrained weights (which want a far smaller learning rate)."""
+        return False
+
+
+@dataclass
+class ClassifierConfig(ModelConfig):
+    """Base of the text classifiers' configs.
 
     Attributes:
         num_labels: Number of output classes.
@@ -62,17 +97,9 @@ class ModelConfig:
     num_labels: int = 2
     multi_label: bool = False
 
-    #: Registry name; set by :func:`register_model`.
-    model_type: ClassVar[str] = ""
-
     def __post_init__(self) -> None:
         if self.num_labels < 1:
             raise ValueError(f"num_labels={self.num_labels} must be >= 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["model_type"] = self.model_type
-        return data
 
 
 ConfigT = TypeVar("ConfigT", bound=ModelConfig)
@@ -173,3 +200,17 @@ def kept_heads(pruned: Mapping[str, list[int]], layer: int, num_heads: int) -> l
     """Original indices of the heads layer ``layer`` still has, in order."""
     removed = set(pruned.get(str(layer), ()))
     return [h for h in range(num_heads) if h not in removed]
+
+
+def probabilities(logits: Tensor, multi_label: bool = False) -> Tensor:
+    """Class probabilities from a classifier's logits, in float32: softmax over labels, or an
+    independent sigmoid per label when ``multi_label``."""
+    logits = logits.detach().float()
+    return torch.sigmoid(logits) if multi_label else torch.softmax(logits, -1)
+
+
+def auxiliary_loss(model: nn.Module) -> Tensor | None:
+    """The sum of ``auxiliary_loss()`` over the model's modules that define one; None if none does."""
+    terms = [module.auxiliary_loss() for module in model.modules() if callable(getattr(module, "auxiliary_loss", None))]
+    terms = [term for term in terms if term is not None]
+    return torch.stack([term.float() for term in terms]).sum() if terms else None

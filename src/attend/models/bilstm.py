@@ -22,13 +22,13 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attend.attention import AttentionPooling
 from attend.config import check_positive, check_unit_interval
-from attend.models.base import ModelConfig, ModelOutput, forward_with_attentions, register_model
+from attend.models.base import ClassifierConfig, ModelOutput, forward_with_attentions, register_model
 
 __all__ = ["BiLSTMAttentionClassifier", "BiLSTMAttentionConfig"]
 
 
 @dataclass
-class BiLSTMAttentionConfig(ModelConfig):
+class BiLSTMAttentionConfig(ClassifierConfig):
     """Config of :class:`BiLSTMAttentionClassifier`.
 
     Attributes:

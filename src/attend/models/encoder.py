@@ -21,7 +21,7 @@ from attend.attention import AttentionPooling, MultiHeadAttention
 from attend.attention.unpad import TokenLayout
 from attend.config import check_positive, check_unit_interval
 from attend.models.base import (
-    ModelConfig,
+    ClassifierConfig,
     ModelOutput,
     forward_with_attentions,
     kept_heads,
@@ -41,7 +41,7 @@ UNPADDED_PADDING_COST = 0.12
 
 
 @dataclass
-class EncoderConfig(ModelConfig):
+class EncoderConfig(ClassifierConfig):
     """Config of :class:`EncoderClassifier`.
 
     Attributes:
@@ -58,7 +58,7 @@ class EncoderConfig(ModelConfig):
         attention: Extra :class:`~attend.attention.MultiHeadAttention` options.
         pad_id: Id of the padding token.
         pruned_heads: Heads removed by pruning, ``{"layer": [original head indices]}``
-            (see :func:`attend.serve.compress.prune`); each layer keeps the others at width
+            (see :func:`attend.deploy.prune.prune`); each layer keeps the others at width
             ``dim // num_heads``.
     """
 
@@ -167,7 +167,7 @@ class EncoderClassifier(nn.Module):
     @property
     def padding_cost(self) -> float:
         """A padded position's cost against a real token's in a forward pass (the batch planner's
-        input, :meth:`attend.inference.Predictor._call_cost`): :data:`UNPADDED_PADDING_COST` when unpadding."""
+        input, :meth:`attend.runtime.TextClassifier.plan`): :data:`UNPADDED_PADDING_COST` when unpadding."""
         return UNPADDED_PADDING_COST if self.unpad else 1.0
 
     def input_embeddings(self) -> nn.Embedding:

@@ -36,7 +36,7 @@ from attend.attention import AttentionPooling, MultiHeadAttention
 from attend.attention.unpad import TokenLayout
 from attend.config import strict_from_dict
 from attend.models.base import (
-    ModelConfig,
+    ClassifierConfig,
     ModelOutput,
     forward_with_attentions,
     kept_heads,
@@ -499,7 +499,7 @@ def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
 
 
 @dataclass
-class MiniLMConfig(ModelConfig):
+class MiniLMConfig(ClassifierConfig):
     """Config of :class:`MiniLMClassifier`, registered as ``"minilm"``.
 
     Attributes:
@@ -564,6 +564,14 @@ class MiniLMConfig(ModelConfig):
     def bert_config(self) -> BertConfig:
         """The encoder's resolved shape."""
         return BertConfig.from_dict(self.bert or {})
+
+    def tokenizer_file(self) -> Path:
+        """The checkpoint's own WordPiece vocabulary (the embedding rows follow its ids)."""
+        return tokenizer_path()
+
+    @property
+    def fine_tunes(self) -> bool:
+        return self.pretrained
 
 
 @register_model("minilm", MiniLMConfig)
@@ -636,7 +644,7 @@ class MiniLMClassifier(nn.Module):
     @property
     def padding_cost(self) -> float:
         """What a padded position costs against a real token in a forward pass (the batch
-        planner's input, :meth:`attend.inference.Predictor._call_cost`): with the encoder
+        planner's input, :meth:`attend.runtime.TextClassifier.plan`): with the encoder
         unpadding, only attention and the layout moves see padding (:data:`UNPADDED_PADDING_COST`)."""
         return UNPADDED_PADDING_COST if self.encoder.unpad else 1.0
 

@@ -72,13 +72,14 @@ class ExplainResponse(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
-    labels: list[str]
+    task: str
     runtime: str
     config: dict[str, Any]
     version: dict[str, Any]
     metrics: dict[str, Any] | None
     limits: dict[str, Any]
-    explain_methods: list[str]
+    labels: list[str] | None = Field(default=None, description="A classifier's labels, in logit order.")
+    explain_methods: list[str] | None = Field(default=None, description="What POST /v1/explain takes as method.")
 
 
 class ErrorBody(BaseModel):

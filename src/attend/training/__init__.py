@@ -1,29 +1,32 @@
-"""Training, evaluation and metrics."""
+"""Training: one generic :class:`Trainer` over tasks (:mod:`attend.training.tasks`), and metrics."""
 
 from attend.training.metrics import classification_metrics, format_report, save_confusion_png
-from attend.training.trainer import (
-    TrainingArgs,
-    TrainingInterrupted,
-    TrainResult,
-    evaluate,
+from attend.training.tasks import (
+    TASKS,
+    ClassificationTask,
+    Task,
+    classification_loss,
     label_targets,
-    load_labelled,
-    rebuild_split,
+    register_task,
     score_probabilities,
-    train,
 )
+from attend.training.trainer import Trainer, TrainingArgs, TrainingInterrupted, TrainResult, state_directory, train
 
 __all__ = [
+    "TASKS",
+    "ClassificationTask",
+    "Task",
     "TrainResult",
+    "Trainer",
     "TrainingArgs",
     "TrainingInterrupted",
+    "classification_loss",
     "classification_metrics",
-    "evaluate",
     "format_report",
     "label_targets",
-    "load_labelled",
-    "rebuild_split",
+    "register_task",
     "save_confusion_png",
     "score_probabilities",
+    "state_directory",
     "train",
 ]

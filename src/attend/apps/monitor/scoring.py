@@ -16,7 +16,7 @@ import numpy as np
 from attend.apps.monitor.events import Event, format_time
 from attend.apps.monitor.store import StoredEvent
 from attend.explain import METHODS, Explanation, explain
-from attend.inference import Predictor
+from attend.runtime import TextClassifier
 
 __all__ = ["NEGATIVE_NAMES", "Scorer", "find_negative_label", "top_words"]
 
@@ -27,7 +27,7 @@ NEGATIVE_NAMES = ("negative", "neg", "rotten", "bad")
 DEFAULT_TOPIC = "all"
 
 
-def find_negative_label(predictor: Predictor, given: str | None = None) -> str:
+def find_negative_label(predictor: TextClassifier, given: str | None = None) -> str:
     """The model's label for negative sentiment: ``given`` if it is one, else the one that is named so.
 
     Raises:
@@ -85,9 +85,9 @@ class Scorer:
         batch_size: Texts per forward pass.
     """
 
-    sentiment: Predictor
+    sentiment: TextClassifier
     negative_label: str
-    topic_model: Predictor | None = None
+    topic_model: TextClassifier | None = None
     method: str = "grad_attention"
     words: int = 4
     batch_size: int = 64

@@ -14,7 +14,7 @@ import json
 import textwrap
 from typing import Any
 
-__all__ = ["format_answer", "format_build", "register_cli"]
+__all__ = ["add_serve_options", "format_answer", "format_build", "register_cli", "serve_routers"]
 
 
 def format_build(report: dict[str, Any]) -> str:
@@ -131,3 +131,17 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print one JSON object (answers, intent, words, handoff)")
     ask.set_defaults(func=_cmd_ask)
     return support
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """``attend serve`` options that mount ``POST /v1/support/ask``."""
+    parser.add_argument("--support-index", help="also answer POST /v1/support/ask from this FAQ index")
+
+
+def serve_routers(args: argparse.Namespace) -> list[Any]:
+    """The routers ``attend serve`` mounts for these options (none without ``--support-index``)."""
+    from attend.serve import RouterSpec
+
+    if args.support_index is None:
+        return []
+    return [RouterSpec("attend.apps.support.router:served_support_router", {"index": args.support_index})]

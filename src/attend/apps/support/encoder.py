@@ -226,11 +226,11 @@ def _cached(source: str, stamp: tuple[int, int]) -> SentenceEncoder:
         tokenizer = TextTokenizer.from_file(tokenizer_path(), max_length=QUERY_MAX_LENGTH)
         digest = sha256_file(minilm_dir() / "model.safetensors")
         return SentenceEncoder(model, tokenizer, source=PACKAGE_MODEL, weights_sha256=digest)
-    from attend.inference import load
+    from attend.runtime import TorchTextClassifier, load
 
-    predictor = load(source)
+    predictor = load(source, runtime="torch")
     model_type = predictor.config.get("model", {}).get("model_type")
-    if model_type != "minilm" or not callable(getattr(predictor.model, "encode", None)):
+    if model_type != "minilm" or not isinstance(predictor, TorchTextClassifier):
         raise ModelDirError(
             f"{source} is a {model_type!r} model; FAQ answering needs sentence embeddings from a 'minilm' model "
             "(train one with `attend train DATA --model minilm`, or use the pretrained --model minilm)"

@@ -327,11 +327,11 @@ def _choose(candidates: list[list[tuple[str, str]]]) -> list[tuple[str, str]]:
 
 def _read_table(path: Path) -> list[FaqEntry]:
     # The readers' row iterator gives line numbers, UTF-8 checks and JSON errors for free.
-    from attend.data.readers import _detect_format, _rows
+    from attend.data.readers import detect_format, read_rows
 
     entries: list[FaqEntry] = []
     has_intent = False
-    for line, record in _rows(path, _detect_format(path, None)):
+    for line, record in read_rows(path, detect_format(path, None)):
         if not entries:
             missing = [c for c in ("question", "answer") if c not in record]
             if missing:

@@ -54,15 +54,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from attend import __version__
 from attend.apps.support.encoder import PACKAGE_MODEL, SentenceEncoder, load_encoder
 from attend.apps.support.faq import FaqEntry, read_faq
 from attend.data.readers import DataError
-from attend.io import PICKLE_SUFFIXES, ModelDirError, atomic_write_json, sha256_file
+from attend.io import ArtifactDir, ArtifactWriter, ModelDirError, atomic_write_json, save_tensors
+from attend.version import __version__
 
 __all__ = [
     "INDEX_FORMAT",
@@ -303,10 +301,11 @@ def embed_entries(
             bar.close()
 
 
-def _prepare_out(out_dir: Path) -> None:
+def _check_out(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} is a file; --out must be a directory for the index")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not out_dir.exists():
+        return
     foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in _FILES and not p.name.startswith("."))
     if foreign:
         raise ValueError(
@@ -332,8 +331,8 @@ def build_index(
     Args:
         faq_path: CSV/TSV/JSONL/Parquet with ``question``, ``answer`` (and optional ``intent``)
             columns, or a Markdown/HTML/text FAQ (see :func:`attend.apps.support.faq.read_faq`).
-        out_dir: The index directory (created; an index already there is replaced file by file,
-            each file written atomically; other files there are an error).
+        out_dir: The index directory (built beside it and swapped into place when complete; an index
+            already there is replaced, other files there are an error).
         model: ``"minilm"`` for the pretrained encoder, or a fine-tuned attend minilm model directory
             (the index records its path and weights hash, and refuses to run if they change).
         intents: Train an intent classifier when the FAQ has an ``intent`` column.
@@ -360,7 +359,7 @@ def build_index(
         raise ValueError(f"target_precision={target_precision} must be in (0, 1]")
     entries = read_faq(faq_path)
     out = Path(out_dir)
-    _prepare_out(out)
+    _check_out(out)
     encoder = load_encoder(model)
 
     tensors = embed_entries(encoder, entries, batch_size=batch_size, progress=progress)
@@ -375,10 +374,8 @@ def build_index(
             intent_tensors, intent_info = trained
             tensors |= intent_tensors
 
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / ".embeddings.safetensors.tmp"))
-    os.replace(out / ".embeddings.safetensors.tmp", out / "embeddings.safetensors")
-    atomic_write_json(out / "entries.json", [e.to_dict() for e in entries])
     config = {
+        "task": INDEX_FORMAT,
         "format": INDEX_FORMAT,
         "format_version": 1,
         "attend_version": __version__,
@@ -390,10 +387,13 @@ def build_index(
         "handoff": handoff,
         "intents": intent_info,
         "seed": seed,
-        "sha256": {name: sha256_file(out / name) for name in ("entries.json", "embeddings.safetensors")},
     }
-    atomic_write_json(out / "config.json", config)  # last: its hashes vouch for the other two files
-    return {"index_dir": str(out), **{k: v for k, v in config.items() if k != "sha256"},
+    with ArtifactWriter(out) as writer:
+        writer.files["embeddings.safetensors"] = save_tensors(tensors, writer.path / "embeddings.safetensors")
+        atomic_write_json(writer.path / "entries.json", [e.to_dict() for e in entries])
+        writer.record("entries.json")
+        writer.publish(config)
+    return {"index_dir": str(out), **{k: v for k, v in config.items() if k != "task"},
             "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
 
 
@@ -426,29 +426,18 @@ class SupportIndex:
         path = Path(path)
         if not path.is_dir():
             raise ModelDirError(f"{path}: no such support index directory (build one with `attend support build`)")
-        unsafe = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
-        if unsafe:
-            raise ModelDirError(
-                f"{path} contains pickle-format file(s) {unsafe}: refusing to open an index that could run code; "
-                "support indexes are safetensors + JSON only"
-            )
+        artifact = ArtifactDir.open(path)
         for name in _FILES:
             if not (path / name).is_file():
                 raise ModelDirError(f"{path} is not a complete support index: {name} is missing")
-        config = _read_json(path / "config.json")
-        if not isinstance(config, dict) or config.get("format") != INDEX_FORMAT:
+        config = artifact.config
+        if config.get("format") != INDEX_FORMAT:
             raise ModelDirError(f"{path / 'config.json'} is not a support index config (format != {INDEX_FORMAT!r})")
-        for name, digest in config.get("sha256", {}).items():
-            if sha256_file(path / name) != digest:
-                raise ModelDirError(
-                    f"{path / name} does not match the hash in config.json: the index is corrupt or its files come "
-                    "from different builds; rebuild it"
-                )
-        entries = _read_json(path / "entries.json")
         try:
-            tensors = load_file(str(path / "embeddings.safetensors"))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ModelDirError(f"{path / 'embeddings.safetensors'} is corrupt ({exc})") from None
+            entries = _read_json(artifact.file("entries.json"))
+            tensors = artifact.tensors("embeddings.safetensors")
+        except ModelDirError as exc:
+            raise ModelDirError(f"{exc}; rebuild the index") from None
         missing = [k for k in ("questions", "heads", "passages", "passage_entry") if k not in tensors]
         count = tensors["questions"].shape[0] if "questions" in tensors else -1
         if missing or not isinstance(entries, list) or len(entries) != count:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from attend.apps.support.index import SupportIndex
 
-__all__ = ["AskRequest", "AskResponse", "support_router"]
+__all__ = ["AskRequest", "AskResponse", "served_support_router", "support_router"]
 
 #: Longest question accepted, in characters (the encoder reads at most 256 tokens anyway).
 MAX_QUESTION_CHARS = 4000
@@ -90,3 +90,8 @@ def support_router(index_dir: str | os.PathLike[str] | SupportIndex, *, prefix: 
             raise HTTPException(status_code=422, detail=str(exc)) from None
 
     return router
+
+
+def served_support_router(runtime: Any, *, index: str) -> APIRouter:
+    """The router ``attend serve MODEL --support-index DIR`` mounts (the index has its own encoder)."""
+    return support_router(index)

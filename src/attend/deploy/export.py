@@ -3,7 +3,7 @@
 :func:`export_onnx` turns a model directory into an *ONNX model directory*: ``model.onnx``,
 ``config.json`` (the model's, plus an ``onnx`` entry describing the graph and the parity check),
 ``tokenizer.json`` and, when the source has one, ``metrics.json``. ONNX Runtime serves it
-(:class:`attend.serve.onnx_runtime.OnnxPredictor`) with no PyTorch at all.
+(:class:`attend.runtime.onnx.OnnxTextClassifier`) with no PyTorch at all.
 
 Graph interface: inputs ``input_ids`` and ``attention_mask`` (int64 ``(batch, sequence)``, both
 axes dynamic, exactly what :class:`~attend.data.tokenization.TextTokenizer` produces; no attend
@@ -41,12 +41,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attend import __version__
 from attend.attention.unpad import unpadding_modules
 from attend.data.readers import DataError
-from attend.inference import Predictor, load, validate_texts
-from attend.io import atomic_write_json, sha256_file
-from attend.serve._files import check_output_directory, publish_directory, staging_directory
+from attend.data.splits import rebuild_split
+from attend.data.validation import validate_texts
+from attend.io import ArtifactWriter
+from attend.runtime import TorchTextClassifier, load
+from attend.runtime.onnx import INPUT_NAMES, INT8_FILE, ONNX_FILE, session_for
+from attend.version import __version__
 
 __all__ = [
     "INPUT_NAMES",
@@ -54,15 +56,11 @@ __all__ = [
     "ONNX_FILE",
     "PARITY_TOLERANCE",
     "ExportParityError",
-    "OnnxClassifier",
+    "GraphModule",
     "check_parity",
     "export_onnx",
     "parity_texts",
 ]
-
-ONNX_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
-INPUT_NAMES = ("input_ids", "attention_mask")
 #: Largest |ONNX - PyTorch| accepted on logits and maps. Float32 graphs differ from eager PyTorch
 #: only by operation order (fused kernels, reassociated sums): about 1e-7 per layer here, so 1e-4
 #: catches any real mismatch (a wrong mask, a frozen shape) while never failing on rounding.
@@ -75,7 +73,7 @@ class ExportParityError(ValueError):
     """The exported graph does not compute what the PyTorch model computes."""
 
 
-class OnnxClassifier(nn.Module):
+class GraphModule(nn.Module):
     """The graph to export: token tensors in, a flat tuple of output tensors out.
 
     attend models take a batch mapping and return a :class:`~attend.models.ModelOutput`; ONNX
@@ -116,7 +114,7 @@ class OnnxClassifier(nn.Module):
 # --- texts ------------------------------------------------------------------------------------
 
 
-def _vocabulary_words(predictor: Predictor) -> list[str]:
+def _vocabulary_words(predictor: TorchTextClassifier) -> list[str]:
     words = [
         token
         for token in predictor.tokenizer.tokenizer.get_vocab()
@@ -125,7 +123,7 @@ def _vocabulary_words(predictor: Predictor) -> list[str]:
     return sorted(words) or ["text"]
 
 
-def synthetic_texts(predictor: Predictor, lengths: Sequence[int], *, seed: int = 0) -> list[str]:
+def synthetic_texts(predictor: TorchTextClassifier, lengths: Sequence[int], *, seed: int = 0) -> list[str]:
     """Texts of whole vocabulary words (so they tokenise to real ids), one per requested word count."""
     words = _vocabulary_words(predictor)
     rng = random.Random(seed)
@@ -142,7 +140,7 @@ def _spread(texts: list[str], n: int) -> list[str]:
 
 
 def parity_texts(
-    predictor: Predictor, texts: Sequence[str] | None = None, *, n: int = PARITY_TEXTS
+    predictor: TorchTextClassifier, texts: Sequence[str] | None = None, *, n: int = PARITY_TEXTS
 ) -> tuple[list[str], str]:
     """Held-out texts to compare runtimes on, and where they came from.
 
@@ -154,8 +152,6 @@ def parity_texts(
     if texts is not None:
         return _spread(validate_texts(texts), n), "given texts"
     if predictor.path is not None:
-        from attend.training.trainer import rebuild_split
-
         try:
             test = rebuild_split(predictor.config, "test")
         except DataError:
@@ -166,7 +162,7 @@ def parity_texts(
     return synthetic_texts(predictor, lengths, seed=1), "synthetic texts from the vocabulary"
 
 
-def _example_batch(predictor: Predictor) -> dict[str, Tensor]:
+def _example_batch(predictor: TorchTextClassifier) -> dict[str, Tensor]:
     """The batch the graph is traced with: 2 texts of different lengths (so it has padding).
 
     Its sizes are deliberately not those of the parity check, which then proves the axes dynamic.
@@ -229,11 +225,11 @@ def _traced_unpadding(model: nn.Module, enabled: bool) -> Iterator[None]:
 
 
 def _export_graph(
-    predictor: Predictor, path: Path, *, attentions: bool, opset: int | None, unpad: bool = False
+    predictor: TorchTextClassifier, path: Path, *, attentions: bool, opset: int | None, unpad: bool = False
 ) -> list[str]:
     """Write the ONNX graph of ``predictor.model`` to ``path``; return its output names."""
     model = predictor.model.eval()
-    wrapper = OnnxClassifier(model, attentions=attentions).eval()
+    wrapper = GraphModule(model, attentions=attentions).eval()
     example = _example_batch(predictor)
     names = wrapper.output_names(example)
     batch = torch.export.Dim("batch")
@@ -261,7 +257,7 @@ def _export_graph(
     return names
 
 
-def _annotate(path: Path, names: list[str], predictor: Predictor) -> None:
+def _annotate(path: Path, names: list[str], predictor: TorchTextClassifier) -> None:
     """Name every output axis and record the labels in the file's metadata.
 
     The exporter can pin an output's sequence axis to the example's length in the declared
@@ -302,7 +298,7 @@ def _annotate(path: Path, names: list[str], predictor: Predictor) -> None:
 
 
 def check_parity(
-    predictor: Predictor,
+    predictor: TorchTextClassifier,
     onnx_path: str | os.PathLike[str],
     texts: Sequence[str],
     *,
@@ -316,10 +312,8 @@ def check_parity(
     Two batch sizes (``len(texts)`` and 1) and the texts' own lengths, none of them the
     export example's, so a graph that froze an axis fails here rather than in production.
     """
-    from attend.serve.onnx_runtime import session_for
-
     session = session_for(Path(onnx_path), threads=threads)
-    wrapper = OnnxClassifier(predictor.model.eval(), attentions=attentions)
+    wrapper = GraphModule(predictor.model.eval(), attentions=attentions)
     names = [o.name for o in session.get_outputs()]
     diffs: dict[str, float] = {}
     batches = [list(texts), list(texts[:1])]
@@ -355,9 +349,9 @@ def check_parity(
 # --- the verb ---------------------------------------------------------------------------------
 
 
-def _source_config(predictor: Predictor) -> dict[str, Any]:
-    """The model's config.json for the ONNX directory (complete even for an in-memory Predictor)."""
-    config = {key: value for key, value in predictor.config.items() if key != "weights_sha256"}
+def _source_config(predictor: TorchTextClassifier) -> dict[str, Any]:
+    """The model's config.json for the ONNX directory (complete even for an in-memory TorchTextClassifier)."""
+    config = {key: value for key, value in predictor.config.items() if key not in ("weights_sha256", "files")}
     config["labels"] = list(predictor.labels)
     config.setdefault("attend_version", __version__)
     config.setdefault(
@@ -366,8 +360,15 @@ def _source_config(predictor: Predictor) -> dict[str, Any]:
     return config
 
 
+def _torch_model(model_dir: str | os.PathLike[str]) -> TorchTextClassifier:
+    model = load(model_dir, runtime="torch")
+    if not isinstance(model, TorchTextClassifier):
+        raise ValueError(f"{model_dir} holds a {model.task} model; ONNX export takes a text classifier")
+    return model
+
+
 def export_onnx(
-    model_dir: str | os.PathLike[str] | Predictor,
+    model_dir: str | os.PathLike[str] | TorchTextClassifier,
     out_dir: str | os.PathLike[str],
     *,
     attentions: bool = False,
@@ -384,7 +385,7 @@ def export_onnx(
 
     Args:
         model_dir: A model directory written by ``attend train`` / ``attend prune`` (or a loaded
-            :class:`~attend.inference.Predictor`).
+            :class:`~attend.runtime.TorchTextClassifier`).
         out_dir: The ONNX model directory to write (replaced if it is already a model directory).
         attentions: Also output each layer's attention maps and the pooling weights.
         opset: ONNX opset (default: the exporter's, 18 on torch 2.13).
@@ -406,12 +407,12 @@ def export_onnx(
         ValueError: a bad ``out_dir``, or the model cannot be exported.
     """
     started = time.perf_counter()
-    predictor = model_dir if isinstance(model_dir, Predictor) else load(model_dir)
+    predictor = model_dir if isinstance(model_dir, TorchTextClassifier) else _torch_model(model_dir)
     source = predictor.path
     out = Path(out_dir)
-    check_output_directory(out, source=source)
     check_texts, texts_source = parity_texts(predictor, texts)
-    with staging_directory(out) as staging:
+    with ArtifactWriter(out, source=source) as writer:
+        staging = writer.path
         onnx_path = staging / ONNX_FILE
         outputs = _export_graph(predictor, onnx_path, attentions=attentions, opset=opset, unpad=unpad)
         parity = check_parity(predictor, onnx_path, check_texts, attentions=attentions, threads=threads)
@@ -433,12 +434,12 @@ def export_onnx(
         config = _source_config(predictor)
         config["onnx"] = {
             "file": ONNX_FILE,
-            "sha256": sha256_file(onnx_path),
+            "sha256": writer.record(ONNX_FILE),
             "opset": opset_used,
             "inputs": list(INPUT_NAMES),
             "outputs": outputs,
             "attentions": attentions,
-            # The planner's price of a padded position for this graph (attend.inference).
+            # The planner's price of a padded position for this graph (attend.runtime.TextClassifier.plan).
             "padding_cost": float(getattr(predictor.model, "padding_cost", 1.0)) if unpad else 1.0,
             "unpadded": unpad,
             "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
@@ -447,11 +448,11 @@ def export_onnx(
             "parity": parity,
         }
         predictor.tokenizer.save(staging / "tokenizer.json")
+        writer.record("tokenizer.json")
         if source is not None and (source / "metrics.json").is_file():
             shutil.copyfile(source / "metrics.json", staging / "metrics.json")
-        atomic_write_json(staging / "config.json", config)  # last: it vouches for the files above
         size = onnx_path.stat().st_size
-        publish_directory(staging, out)
+        writer.publish(config)
     return {
         "model_dir": str(source) if source is not None else None,
         "onnx_dir": str(out),

@@ -1,5 +1,5 @@
 """ONNX export: parity with PyTorch for every registered model, dynamic axes, attention outputs,
-the ONNX model directory, OnnxPredictor and load_runtime.
+the ONNX model directory, OnnxTextClassifier and load_runtime.
 
 Tolerance: float32 graphs differ from eager PyTorch only in operation order; measured here the
 largest logit difference is ~5e-7 and the largest attention-map difference ~2e-7, so the asserts
@@ -21,19 +21,17 @@ import numpy as np
 import pytest
 import torch
 
-from attend import inference
 from attend.attention import capture_attention
 from attend.attention.unpad import unpadding_modules
 from attend.data.tokenization import TextTokenizer
-from attend.inference import Predictor, load
+from attend.deploy import export as export_module
+from attend.deploy.export import INT8_FILE, ONNX_FILE, ExportParityError, export_onnx
 from attend.io import ModelDirError
 from attend.models import build
 from attend.models.minilm import tokenizer_path
-from attend.serve import export as export_module
-from attend.serve.export import INT8_FILE, ONNX_FILE, ExportParityError, export_onnx
-from attend.serve.onnx_runtime import OnnxPredictor, denormals_flushed, load_onnx, load_runtime, session_for
-from attend.training import TrainingArgs, train
-from tests.conftest import planted_rows, write_csv
+from attend.runtime import TorchTextClassifier, load
+from attend.runtime.onnx import OnnxTextClassifier, denormals_flushed, load_onnx, session_for
+from tests.conftest import planted_rows
 
 ATOL = 1e-5
 #: Batch size and lengths unlike the export example (2 texts of 3 and 6 words).
@@ -48,22 +46,7 @@ FAST = {"epochs": 2, "batch_size": 16, "progress": False, "vocab_size": 300}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Model directories of an encoder and a BiLSTM trained on the planted-word task."""
-    root = Path(tmp_path_factory.mktemp("export"))
-    data = write_csv(root / "planted.csv", planted_rows(400))
-    dirs = {}
-    for name, model, options, lr in [
-        ("encoder", "encoder", {"dim": 32, "num_layers": 2, "num_heads": 2, "pooling": "attention"}, 3e-3),
-        ("bilstm_attention", "bilstm_attention", {"embed_dim": 16, "hidden_dim": 16}, 1e-2),
-    ]:
-        train(data, root / name, model=model, model_options=options, args=TrainingArgs(**FAST, lr=lr))
-        dirs[name] = root / name
-    return dirs
-
-
-@pytest.fixture(scope="module")
-def tiny_minilm() -> Predictor:
+def tiny_minilm() -> TorchTextClassifier:
     """An untrained, narrow MiniLM with the real WordPiece tokenizer: the same graph, a fraction of the size."""
     torch.manual_seed(0)
     config = {
@@ -72,12 +55,12 @@ def tiny_minilm() -> Predictor:
     }  # fmt: skip
     model = build(config).eval()
     tokenizer = TextTokenizer.from_file(tokenizer_path(), max_length=64)
-    return Predictor(model=model, tokenizer=tokenizer, labels=["neg", "pos"], config={"model": model.config.to_dict()})
+    return TorchTextClassifier(model, tokenizer, ["neg", "pos"], {"model": model.config.to_dict()})
 
 
 @pytest.fixture(scope="module")
 def exported(
-    trained: dict[str, Path], tiny_minilm: Predictor, tmp_path_factory: pytest.TempPathFactory
+    trained: dict[str, Path], tiny_minilm: TorchTextClassifier, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, tuple[dict, Path]]:
     """Each model exported once, with attention outputs: (report, ONNX directory)."""
     root = Path(tmp_path_factory.mktemp("onnx"))
@@ -85,13 +68,13 @@ def exported(
     return {name: (export_onnx(src, root / name, attentions=True), root / name) for name, src in sources.items()}
 
 
-def _torch_predictor(name: str, trained: dict[str, Path], tiny_minilm: Predictor) -> Predictor:
+def _torch_predictor(name: str, trained: dict[str, Path], tiny_minilm: TorchTextClassifier) -> TorchTextClassifier:
     return tiny_minilm if name == "minilm" else load(trained[name])
 
 
 @pytest.mark.parametrize("name", ["encoder", "bilstm_attention", "minilm"])
 def test_export_matches_pytorch_on_a_new_batch_size_and_lengths(
-    name: str, exported: dict, trained: dict[str, Path], tiny_minilm: Predictor
+    name: str, exported: dict, trained: dict[str, Path], tiny_minilm: TorchTextClassifier
 ) -> None:
     report, onnx_dir = exported[name]
     assert report["parity"]["max_abs_diff_logits"] < ATOL
@@ -141,7 +124,7 @@ def test_onnx_directory_is_self_contained_and_records_the_export(exported: dict,
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
     assert dims == {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"]}
     out_dims = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in graph.output}
-    assert out_dims["logits"] == ["batch", 2] and out_dims["attention_1"] == ["batch", 2, "sequence", "sequence"]
+    assert out_dims["logits"] == ["batch", 2] and out_dims["attention_1"] == ["batch", 4, "sequence", "sequence"]
 
 
 def test_onnx_predictor_answers_like_the_torch_predictor(exported: dict, trained: dict[str, Path]) -> None:
@@ -247,7 +230,9 @@ def test_a_graph_that_disagrees_with_pytorch_is_refused_and_nothing_is_written(
     with torch.no_grad():
         predictor.model.head.bias += 0.5  # the PyTorch model now differs from the graph below
 
-    def stale_graph(predictor: Predictor, path: Path, *, attentions: bool, opset: int | None, unpad: bool) -> list[str]:
+    def stale_graph(
+        predictor: TorchTextClassifier, path: Path, *, attentions: bool, opset: int | None, unpad: bool
+    ) -> list[str]:
         shutil.copyfile(onnx_dir / ONNX_FILE, path)
         return ["logits", "attention_0", "attention_1", "pooling_weights"]
 
@@ -281,7 +266,7 @@ def test_onnx_loading_refuses_pickles_and_tampered_graphs(exported: dict, tmp_pa
     with pytest.raises(ModelDirError, match="pickle"):
         load_onnx(copy)
     with pytest.raises(ModelDirError, match="pickle"):
-        load_runtime(copy, "onnx")
+        load(copy, runtime="onnx")
     (copy / "extra.pkl").unlink()
     with open(copy / ONNX_FILE, "ab") as handle:
         handle.write(b"\0")
@@ -291,23 +276,23 @@ def test_onnx_loading_refuses_pickles_and_tampered_graphs(exported: dict, tmp_pa
 
 def test_load_runtime_picks_the_runtime_and_explains_mismatches(exported: dict, trained: dict[str, Path]) -> None:
     _, onnx_dir = exported["encoder"]
-    assert isinstance(load_runtime(trained["encoder"]), Predictor)
-    assert isinstance(load_runtime(onnx_dir, "onnx"), OnnxPredictor)
+    assert isinstance(load(trained["encoder"]), TorchTextClassifier)
+    assert isinstance(load(onnx_dir, runtime="onnx"), OnnxTextClassifier)
     with pytest.raises(ModelDirError, match=r"attend export .* --onnx OUT` and serve OUT"):
-        load_runtime(trained["encoder"], "onnx")
+        load(trained["encoder"], runtime="onnx")
     with pytest.raises(ModelDirError, match="runtime='onnx'"):
-        load_runtime(onnx_dir, "torch")
+        load(onnx_dir, runtime="torch")
     with pytest.raises(ModelDirError, match=f"no int8 model \\({INT8_FILE}\\).*attend quantize"):
-        load_runtime(onnx_dir, "onnx", quantized=True)
+        load(onnx_dir, runtime="onnx", int8=True)
     with pytest.raises(ValueError, match="runtime='tensorrt'"):
-        load_runtime(onnx_dir, "tensorrt")
+        load(onnx_dir, runtime="tensorrt")
     with pytest.raises(ValueError, match=r"outputs \['attention_9'\] are not in this graph"):
         load_onnx(onnx_dir).run(["hello"], ["attention_9"])
 
 
 @pytest.mark.parametrize("name", ["encoder", "minilm"])
 def test_unpadded_export_runs_on_real_tokens_and_matches_pytorch(
-    name: str, trained: dict[str, Path], tiny_minilm: Predictor, tmp_path: Path
+    name: str, trained: dict[str, Path], tiny_minilm: TorchTextClassifier, tmp_path: Path
 ) -> None:
     import onnx
 
@@ -323,7 +308,7 @@ def test_unpadded_export_runs_on_real_tokens_and_matches_pytorch(
     torch_predictor = _torch_predictor(name, trained, tiny_minilm)
     onnx_predictor = load_onnx(tmp_path / "onnx")
     assert onnx_predictor.config["onnx"]["unpadded"] is True
-    assert onnx_predictor._call_cost() == pytest.approx(inference.CALL_COST_TOKENS / torch_predictor.model.padding_cost)
+    assert onnx_predictor.padding_cost == pytest.approx(torch_predictor.model.padding_cost)
     # Mixed lengths, one text, and a batch with no padding (every token is real).
     for texts in (NEW_TEXTS, NEW_TEXTS[:1], [NEW_TEXTS[2], NEW_TEXTS[2]]):
         encoded = torch_predictor.tokenizer.encode(texts)
@@ -333,12 +318,12 @@ def test_unpadded_export_runs_on_real_tokens_and_matches_pytorch(
         np.testing.assert_allclose(onnx_predictor.run(texts, ["logits"])["logits"], expected, atol=ATOL, rtol=0)
     assert all(not m.unpad_traced for m in unpadding_modules(torch_predictor.model))  # restored
     if name == "encoder":  # int8 works on the unpadded graph, accuracy budget included
-        from attend.serve.compress import quantize
+        from attend.deploy.quantize import quantize
 
         report = quantize(tmp_path / "onnx", runtime="onnx", max_loss=0.5)["onnx"]
         assert report["accuracy_budget"]["group_count"] >= 4 and (tmp_path / "onnx" / INT8_FILE).is_file()
-        int8 = load_runtime(tmp_path / "onnx", "onnx", quantized=True)
-        assert int8.predict(NEW_TEXTS) and int8._call_cost() == onnx_predictor._call_cost()
+        int8 = load(tmp_path / "onnx", runtime="onnx", int8=True)
+        assert int8.predict(NEW_TEXTS) and int8.padding_cost == onnx_predictor.padding_cost
 
 
 def test_unpadded_export_of_a_model_that_cannot_skip_padding_is_refused(
@@ -351,7 +336,7 @@ def test_unpadded_export_of_a_model_that_cannot_skip_padding_is_refused(
 
 @pytest.mark.parametrize("name", ["encoder", "bilstm_attention", "minilm"])
 def test_a_graph_with_attention_outputs_explains_like_pytorch(
-    name: str, exported: dict, trained: dict[str, Path], tiny_minilm: Predictor
+    name: str, exported: dict, trained: dict[str, Path], tiny_minilm: TorchTextClassifier
 ) -> None:
     from attend.explain import explain
 

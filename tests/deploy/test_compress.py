@@ -19,16 +19,18 @@ from torch import nn
 from attend.attention import MultiHeadAttention, capture_attention
 from attend.attention import backends as attention_backends
 from attend.data.readers import DataError
+from attend.data.splits import rebuild_split
 from attend.data.tokenization import TextTokenizer
-from attend.inference import Predictor, load
+from attend.deploy.export import INT8_FILE, ONNX_FILE
+from attend.deploy.prune import head_importance, masked_heads, prune, select_heads
+from attend.deploy.quantize import quantize
 from attend.io import ModelDirError, atomic_write_json, save_weights
 from attend.models import build
 from attend.models.minilm import tokenizer_path
-from attend.serve.compress import head_importance, masked_heads, prune, quantize, select_heads
-from attend.serve.export import INT8_FILE, ONNX_FILE
-from attend.serve.onnx_runtime import OnnxPredictor, load_runtime, session_for
-from attend.training import TrainingArgs, rebuild_split, train
-from tests.conftest import planted_rows, write_csv
+from attend.runtime import TorchTextClassifier, load
+from attend.runtime.onnx import OnnxTextClassifier, session_for
+from attend.training import TrainingArgs, train
+from tests.conftest import copy_model, planted_rows, write_csv
 
 INT8_ACCURACY_BOUND = 0.02
 EXACT = 1e-5
@@ -41,24 +43,20 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def encoder_dir(root: Path) -> Path:
-    """An encoder with 2 layers of 4 heads, trained on the planted-word task (400 rows: 40 test, 40 dev)."""
-    data = write_csv(root / "planted.csv", planted_rows(400))
-    options = {"dim": 32, "num_layers": 2, "num_heads": 4, "pooling": "attention"}
-    args = TrainingArgs(epochs=3, batch_size=16, lr=3e-3, progress=False, vocab_size=300)
-    train(data, root / "encoder", model="encoder", model_options=options, args=args)
-    return root / "encoder"
+def encoder_dir(trained: dict[str, Path], root: Path) -> Path:
+    """An encoder with 2 layers of 4 heads, trained on the planted-word task (600 rows: 60 test, 60 dev)."""
+    return copy_model(trained["encoder"], root)
 
 
 @pytest.fixture(scope="module")
-def loaded_bilstm_dir(root: Path, encoder_dir: Path) -> Path:
+def loaded_bilstm_dir(root: Path, trained: dict[str, Path]) -> Path:
     """A BiLSTM trained on texts handed over already loaded: no heads, and no rebuildable test split."""
-    from attend.training import load_labelled
+    from attend.data.splits import load_labelled
 
     directory = root / "bilstm"
     args = TrainingArgs(epochs=1, progress=False, vocab_size=200)
     options = {"embed_dim": 8, "hidden_dim": 8}
-    train(load_labelled(root / "planted.csv"), directory, model="bilstm_attention", model_options=options, args=args)
+    train(load_labelled(trained["data"]), directory, model="bilstm_attention", model_options=options, args=args)
     return directory
 
 
@@ -92,12 +90,12 @@ def minilm_dir(root: Path) -> Path:
 def test_the_test_split_is_rebuilt_exactly_and_refused_when_the_data_changed(encoder_dir: Path, root: Path) -> None:
     test = rebuild_split(encoder_dir, "test")
     metrics = json.loads((encoder_dir / "metrics.json").read_text())
-    assert len(test) == metrics["num_examples"] == 40
+    assert len(test) == metrics["num_examples"] == 60
     # Same texts the trainer scored: re-evaluating on them reproduces the recorded accuracy.
-    from attend.training import evaluate
+    from attend.runtime import evaluate
 
     assert evaluate(encoder_dir, test)["accuracy"] == pytest.approx(metrics["accuracy"])
-    assert len(rebuild_split(encoder_dir, "train")) + len(rebuild_split(encoder_dir, "dev")) + len(test) == 400
+    assert len(rebuild_split(encoder_dir, "train")) + len(rebuild_split(encoder_dir, "dev")) + len(test) == 600
     config = json.loads((encoder_dir / "config.json").read_text())
     assert config["data"]["rebuildable"] is True and len(config["data"]["sha256"]) == 64
     config["data"]["sha256"] = "0" * 64
@@ -118,7 +116,7 @@ def test_quantize_both_runtimes_keeps_accuracy_and_records_it(
     onnx_dir = encoder_dir / "onnx"
     assert report["onnx"]["exported"] is True and (onnx_dir / ONNX_FILE).is_file() and (onnx_dir / INT8_FILE).is_file()
     assert report["onnx"]["bytes"]["int8"] < report["onnx"]["bytes"]["fp32"]
-    assert report["data"].startswith("test split of") and "(40 examples)" in report["data"]
+    assert report["data"].startswith("test split of") and "(60 examples)" in report["data"]
     for runtime in ("onnx", "torch"):
         result = report[runtime]
         assert result["fp32"]["accuracy"] - result["int8"]["accuracy"] <= INT8_ACCURACY_BOUND, result
@@ -141,8 +139,8 @@ def test_quantize_both_runtimes_keeps_accuracy_and_records_it(
 
 def test_int8_models_load_for_serving(encoder_dir: Path, quantized: tuple[dict, dict]) -> None:
     fp32 = load(encoder_dir)
-    torch_int8 = load_runtime(encoder_dir, "torch", quantized=True)
-    assert isinstance(torch_int8, Predictor)
+    torch_int8 = load(encoder_dir, runtime="torch", int8=True)
+    assert isinstance(torch_int8, TorchTextClassifier)
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
     modules = list(torch_int8.model.modules())
@@ -152,8 +150,8 @@ def test_int8_models_load_for_serving(encoder_dir: Path, quantized: tuple[dict, 
     quantized_linears = [m for m in modules if isinstance(m, DynamicQuantizedLinear)]
     assert all(m.weight().qscheme() == torch.per_channel_affine for m in quantized_linears)  # a scale per row
     assert torch_int8.predict(TEXTS) == fp32.predict(TEXTS)
-    onnx_int8 = load_runtime(encoder_dir / "onnx", "onnx", quantized=True)
-    assert isinstance(onnx_int8, OnnxPredictor) and onnx_int8.quantized
+    onnx_int8 = load(encoder_dir / "onnx", runtime="onnx", int8=True)
+    assert isinstance(onnx_int8, OnnxTextClassifier) and onnx_int8.quantized
     # Every weight matrix is int8 in the ONNX graph too, the packed q/k/v one included (the graph
     # concatenates it per call; only constant folding before quantisation makes it a weight).
     nodes = onnx.load(str(encoder_dir / "onnx" / INT8_FILE)).graph.node
@@ -161,7 +159,7 @@ def test_int8_models_load_for_serving(encoder_dir: Path, quantized: tuple[dict, 
     assert onnx_int8.predict(TEXTS) == fp32.predict(TEXTS)
     assert float(abs(onnx_int8.predict_proba(TEXTS) - fp32.predict_proba(TEXTS)).max()) < 0.05
     with pytest.raises(ModelDirError, match=r"or serve .*onnx"):
-        load_runtime(encoder_dir, "onnx")
+        load(encoder_dir, runtime="onnx")
 
 
 def test_int8_session_runs_layer_norm_unfused(encoder_dir: Path, quantized: tuple[dict, dict], root: Path) -> None:
@@ -195,8 +193,8 @@ def test_quantize_errors_are_clear(encoder_dir: Path, loaded_bilstm_dir: Path, q
 # --- pruning ---------------------------------------------------------------------------------------
 
 
-def _logits(predictor: Predictor | nn.Module, tokenizer: TextTokenizer, texts: list[str]) -> torch.Tensor:
-    model = predictor.model if isinstance(predictor, Predictor) else predictor
+def _logits(predictor: TorchTextClassifier | nn.Module, tokenizer: TextTokenizer, texts: list[str]) -> torch.Tensor:
+    model = predictor.model if isinstance(predictor, TorchTextClassifier) else predictor
     with torch.inference_mode():
         return model(tokenizer.encode(texts)).logits
 
@@ -360,7 +358,7 @@ def test_multihead_prune_heads_equals_zeroing_their_outputs(options: dict) -> No
 
 
 def test_accuracy_budget_search_ranks_groups_by_drift_and_stops_within_budget() -> None:
-    from attend.serve.compress import _keep_fp32
+    from attend.deploy.quantize import _keep_fp32
 
     def trial(kept):  # (dev loss in points, drift): group 2 moves the probabilities least, then 0
         loss = 1.0 - 0.45 * (2 in kept) - 0.3 * (0 in kept) - 0.6 * (3 in kept)
@@ -392,7 +390,7 @@ def test_quantize_with_an_accuracy_budget_records_what_it_kept(encoder_dir: Path
     assert budget["weights"] == sum(
         p.numel() for n, p in load(encoder_dir).model.named_parameters() if p.dim() == 2 and "embed" not in n
     )  # every product's matrix, counted once
-    assert budget["dev_examples"] == 40 and budget["search"][0]["fp32"] == []
+    assert budget["dev_examples"] == 60 and budget["search"][0]["fp32"] == []
     kept = budget["fp32_groups"]
     assert budget["within_budget"] == (budget["dev_loss_points"] <= 0.0)
     nodes = onnx.load(str(directory / "onnx" / INT8_FILE)).graph.node

@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attend import inference
-from attend.inference import length_batches
+from attend.data.batching import CALL_COST_TOKENS, length_batches
+from attend.runtime import classifier
 from tests.explain.conftest import untrained_predictor
 
 
@@ -72,7 +72,7 @@ def test_batched_predictions_equal_one_text_at_a_time(name: str, monkeypatch: py
         full = [e.ids for e in predictor.tokenizer.tokenizer.encode_batch(texts)]
         assert truncated.tolist() == [len(ids) > predictor.tokenizer.max_length for ids in full]
     assert truncated.any() and not truncated.all()  # the 70-word text is cut to max_length=64
-    monkeypatch.setattr(inference, "PLAN_WINDOW", 5)  # planned in windows: same answers, same order
+    monkeypatch.setattr(classifier, "PLAN_WINDOW", 5)  # planned in windows: same answers, same order
     windowed, windowed_cut = predictor.predict_proba_truncated(texts, batch_size=4)
     assert np.abs(windowed - alone).max() < 1e-5 and windowed_cut.tolist() == truncated.tolist()
 
@@ -91,11 +91,11 @@ def test_bf16_predictions_stay_close_and_explanations_work() -> None:
 def test_a_model_that_skips_padding_is_planned_into_fewer_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     predictor = untrained_predictor("minilm")
     lengths = [4] * 15 + [9]  # one longer text among short ones
-    padded_plan = length_batches(lengths, 32, call_cost=inference.CALL_COST_TOKENS)
+    padded_plan = length_batches(lengths, 32, call_cost=CALL_COST_TOKENS)
     assert len(padded_plan) == 2  # a padded model splits off the long text (saves 15 * 5 positions, more than a call)
     calls: list[int] = []
-    original = predictor._encoded_probabilities
-    monkeypatch.setattr(predictor, "_encoded_probabilities", lambda enc: calls.append(1) or original(enc))
+    original = predictor.probabilities
+    monkeypatch.setattr(predictor, "probabilities", lambda enc: calls.append(1) or original(enc))
     texts = [" ".join(["word"] * (n - 2)) for n in lengths]  # [CLS] + words + [SEP]
     assert sorted(len(ids) for ids in predictor.tokenizer.ids(texts)) == sorted(lengths)
     predictor.predict_proba(texts, batch_size=32)

@@ -10,17 +10,12 @@ from fastapi.testclient import TestClient
 
 from attend.cli import main
 from attend.serve.app import ServeSettings, create_app, load_for_serving
-from attend.training import TrainingArgs, train
-from tests.conftest import planted_rows, write_csv
+from tests.conftest import copy_model, planted_rows, write_csv
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("deploy")
-    data = write_csv(root / "planted.csv", planted_rows(400))
-    args = TrainingArgs(epochs=4, batch_size=16, lr=3e-3, progress=False, vocab_size=300, max_length=32)
-    train(data, root / "model", model="encoder", model_options={"dim": 32, "num_layers": 2, "num_heads": 2}, args=args)
-    return root / "model"
+def model_dir(trained: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_model(trained["encoder"], tmp_path_factory.mktemp("deploy"))
 
 
 def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -37,7 +32,7 @@ def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, c
 
     assert main(["quantize", str(onnx_dir), "--max-loss", "0"]) == 0  # int8 with an accuracy budget
     captured = capsys.readouterr()
-    assert "budget 0 points on the dev split (40 examples): sub-layers kept fp32:" in captured.out
+    assert "budget 0 points on the dev split (60 examples): sub-layers kept fp32:" in captured.out
     assert "int8 search: fp32 sub-layers none of 5: dev loss" in captured.err
     assert main(["quantize", str(model_dir), "--runtime", "torch", "--max-loss", "0.5"]) == 2
     assert "ONNX runtime only" in capsys.readouterr().err
@@ -65,7 +60,7 @@ def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, c
     pruned = tmp_path / "pruned"
     assert main(["prune", str(model_dir), "--out", str(pruned), "--heads", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["heads_before"] == 4 and result["heads_after"] == 3
+    assert result["heads_before"] == 8 and result["heads_after"] == 7
     assert result["parameters_after"] < result["parameters_before"]
 
     for settings in (ServeSettings(runtime="onnx"), ServeSettings(runtime="onnx", quantized=True)):
@@ -83,7 +78,7 @@ def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, c
     [
         (["export", "{missing}", "--onnx", "{tmp}/o"], "no such model directory"),
         (["prune", "{model}", "--out", "{tmp}/p"], "give --heads N or --fraction F"),
-        (["prune", "{model}", "--out", "{tmp}/p", "--heads", "4"], "head"),
+        (["prune", "{model}", "--out", "{tmp}/p", "--heads", "7"], "head"),
         (["quantize", "{missing}"], "no such"),
         (["serve", "{model}", "--runtime", "onnx", "--port", "1"], "model.onnx"),
     ],

@@ -1,0 +1,166 @@
+"""Labelled data by name or path, and the held-out splits of a trained model, rebuilt exactly.
+
+Training records in ``config.json`` where its data came from and how it was read (the file's path
+and SHA-256, or the bundled dataset's name), and :func:`~attend.data.readers.stratified_split` is
+a pure function of that record, the seed and the fractions. So the dev and test examples of any
+model directory can be rebuilt later (:func:`rebuild_split`), to judge compression, export and
+evaluation on texts the model never trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from attend.data.readers import DataError, LabelledTexts, read_table, stratified_split
+from attend.io import sha256_file
+
+__all__ = ["data_provenance", "held_out", "load_labelled", "rebuild_split"]
+
+
+def load_labelled(
+    data: str | os.PathLike[str],
+    *,
+    text_col: str = "text",
+    label_col: str = "label",
+    split_col: str | None = None,
+    multi_label: bool = False,
+    label_sep: str | None = None,
+) -> LabelledTexts:
+    """Read a data file, or load a bundled dataset when ``data`` names one."""
+    path = Path(data)
+    if path.exists():
+        return read_table(
+            path, text_col=text_col, label_col=label_col, split_col=split_col, multi_label=multi_label,
+            label_sep=label_sep,
+        )  # fmt: skip
+    from attend.data.datasets import DATASETS, load_dataset
+
+    if str(data) in DATASETS:
+        dataset = load_dataset(str(data))
+        return LabelledTexts(
+            texts=dataset.texts,
+            labels=[[label] for label in dataset.labels],
+            lines=list(range(1, len(dataset.texts) + 1)),
+            source=f"dataset:{data}",
+        )
+    raise DataError(f"{data}: no such file, and no bundled dataset of that name (see `attend datasets`)")
+
+
+def data_provenance(
+    data: str | os.PathLike[str] | LabelledTexts, *, split_col: str | None, multi_label: bool, label_sep: str | None
+) -> dict[str, Any]:
+    """What :func:`rebuild_split` needs besides the seed and fractions: how the data was read.
+
+    A file is recorded by absolute path and SHA-256, so a split is only rebuilt from the very
+    same bytes. Texts handed over already loaded may be a subsample of their ``source``, so
+    they are marked as not rebuildable rather than silently re-split from the whole file.
+    """
+    record: dict[str, Any] = {"split_col": split_col, "multi_label": multi_label, "label_sep": label_sep}
+    if isinstance(data, LabelledTexts):
+        return record | {"rebuildable": False}
+    path = Path(data)
+    if path.is_file():
+        record |= {"path": str(path.resolve()), "sha256": sha256_file(path)}
+    return record | {"rebuildable": True}
+
+
+def rebuild_split(model: str | os.PathLike[str] | Mapping[str, Any], split: str = "test") -> LabelledTexts:
+    """One split (``"train"``, ``"dev"`` or ``"test"``) of the data a saved model was trained on.
+
+    Args:
+        model: A model directory, or its parsed ``config.json``.
+        split: Which split.
+
+    Raises:
+        DataError: The config records no rebuildable source, the data file is gone or has
+            changed since training, or the rebuilt split sizes differ from the recorded ones.
+            The message says to pass labelled data explicitly instead.
+    """
+    if split not in ("train", "dev", "test"):
+        raise ValueError(f"split={split!r}; choose 'train', 'dev' or 'test'")
+    if isinstance(model, Mapping):
+        config, where = model, "the model"
+    else:
+        where = str(model)
+        try:
+            config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataError(f"{where}: cannot read config.json to rebuild the {split} split ({exc})") from None
+    data = config.get("data") or {}
+    training = config.get("training") or {}
+    source = data.get("source")
+    fix = "pass labelled data explicitly"
+    if not source or data.get("rebuildable") is False:
+        raise DataError(
+            f"{where}: its training data was passed in already loaded, so its {split} split cannot be rebuilt; {fix}"
+            if source else f"{where}: config.json records no training data source; {fix}"
+        )
+    if str(source).startswith("dataset:"):
+        location: str = str(source).removeprefix("dataset:")
+    else:
+        location = data.get("path") or str(source)
+        if not Path(location).is_file():
+            raise DataError(f"{where}: its training data {location} is not there any more; {fix}")
+        if data.get("sha256") and sha256_file(location) != data["sha256"]:
+            raise DataError(
+                f"{where}: {location} has changed since the model was trained, so its {split} split "
+                f"cannot be rebuilt; {fix}"
+            )
+    dataset = load_labelled(
+        location, text_col=data.get("text_col", "text"), label_col=data.get("label_col", "label"),
+        split_col=data.get("split_col"), multi_label=bool(data.get("multi_label", False)),
+        label_sep=data.get("label_sep"),
+    )  # fmt: skip
+    indices = stratified_split(
+        dataset, seed=int(training.get("seed", 0)), dev_fraction=float(training.get("dev_fraction", 0.1)),
+        test_fraction=float(training.get("test_fraction", 0.1)),
+    )  # fmt: skip
+    sizes = {name: len(idx) for name, idx in zip(("train", "dev", "test"), indices, strict=True)}
+    recorded = data.get("sizes")
+    if recorded and {name: recorded.get(name) for name in sizes} != sizes:
+        raise DataError(
+            f"{where}: rebuilding the splits of {source} gives sizes {sizes}, but training recorded {recorded}; "
+            f"the data or its reading options differ; {fix}"
+        )
+    return dataset.subset(indices[("train", "dev", "test").index(split)])
+
+
+def held_out(
+    model_dir: Path,
+    config: Mapping[str, Any],
+    data: str | os.PathLike[str] | LabelledTexts | None,
+    split: str,
+    *,
+    hint: str = "data=, --data FILE",
+) -> tuple[LabelledTexts, str]:
+    """Labelled examples to judge a model on, and a description of them.
+
+    ``data`` wins when given (a file, a bundled dataset name, or loaded texts); otherwise the
+    model's own ``split``, rebuilt from its config. An empty test split (``test_fraction=0``)
+    falls back to dev.
+    """
+    if data is not None:
+        if isinstance(data, LabelledTexts):
+            dataset = data
+        else:
+            recorded = config.get("data") or {}
+            dataset = load_labelled(
+                data, text_col=recorded.get("text_col", "text"), label_col=recorded.get("label_col", "label"),
+                multi_label=bool(config["model"].get("multi_label", False)),
+            )  # fmt: skip
+        if not len(dataset):
+            raise DataError(f"{dataset.source}: no examples to evaluate on")
+        return dataset, f"{dataset.source or 'given data'} ({len(dataset)} examples)"
+    try:
+        dataset = rebuild_split(model_dir, split)
+        if not len(dataset) and split == "test":
+            split, dataset = "dev", rebuild_split(model_dir, "dev")
+    except DataError as exc:
+        raise DataError(f"{exc} ({hint})") from None
+    if not len(dataset):
+        raise DataError(f"{model_dir}: its training run held out no {split} examples; pass labelled data ({hint})")
+    return dataset, f"{split} split of {dataset.source} ({len(dataset)} examples)"

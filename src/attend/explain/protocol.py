@@ -1,0 +1,62 @@
+"""What explanation needs of a runtime, as a protocol: :class:`attend.runtime.TextClassifier` provides it.
+
+The runtime layer sits above :mod:`attend.explain` (it offers ``explain()`` as a method), so this
+package states the interface it relies on instead of importing the runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from torch import Tensor
+
+from attend.data.tokenization import TextTokenizer
+
+__all__ = ["Capable", "Explainable", "Recorded"]
+
+
+class Recorded(Protocol):
+    """One forward pass with its attention (:class:`attend.runtime.AttentionOutputs`)."""
+
+    logits: Tensor
+    maps: list[Tensor]
+    pooling: Tensor | None
+
+
+class Capable(Protocol):
+    """What a runtime can be explained with (:class:`attend.runtime.Capabilities`)."""
+
+    maps: bool
+    pooling: bool
+    gradients: bool
+
+
+class Explainable(Protocol):
+    """What explanation needs of a runtime (:class:`attend.runtime.TextClassifier` provides it)."""
+
+    tokenizer: TextTokenizer
+    labels: list[str]
+    config: dict[str, Any]
+
+    @property
+    def multi_label(self) -> bool: ...
+
+    @property
+    def pooling(self) -> str: ...
+
+    @property
+    def model_type(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capable: ...
+
+    def plan(self, texts: Sequence[str], batch_size: int) -> list[list[int]]: ...
+
+    def probabilities(self, encoded: dict[str, Any]) -> np.ndarray: ...
+
+    def attention_outputs(self, encoded: dict[str, Any], *, layers: Sequence[int] | None = None,
+                          grad: bool = False) -> Recorded: ...  # fmt: skip
+
+

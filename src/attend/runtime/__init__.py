@@ -1,0 +1,53 @@
+"""Trained models at run time: :func:`load` a model directory, get the runtime of its task.
+
+The one API that :mod:`attend.explain`, :mod:`attend.serve`, :mod:`attend.deploy` and
+:mod:`attend.apps` use. For classification the runtime is a :class:`TextClassifier`, run by
+PyTorch (:class:`TorchTextClassifier`) or ONNX Runtime (:class:`~attend.runtime.onnx.OnnxTextClassifier`,
+imported on first use so that PyTorch-only users never load onnxruntime).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from attend.data.readers import LabelledTexts
+from attend.runtime import loading  # noqa: F401  (registers the classification loader)
+from attend.runtime.base import RUNTIMES, LoadOptions, Runtime, load, register_runtime
+from attend.runtime.classifier import (
+    AttentionOutputs,
+    Capabilities,
+    TextClassifier,
+    TorchTextClassifier,
+    native_bf16,
+    quantize_torch_model,
+)
+
+__all__ = [
+    "RUNTIMES",
+    "AttentionOutputs",
+    "Capabilities",
+    "LoadOptions",
+    "Runtime",
+    "TextClassifier",
+    "TorchTextClassifier",
+    "evaluate",
+    "load",
+    "native_bf16",
+    "quantize_torch_model",
+    "register_runtime",
+]
+
+
+def evaluate(
+    model: str | os.PathLike[str] | Runtime,
+    data: str | os.PathLike[str] | LabelledTexts,
+    **options: Any,
+) -> dict[str, Any]:
+    """Score a model (a directory or a loaded runtime) on labelled data; the body of ``attend evaluate``.
+
+    ``options`` go to the runtime's ``evaluate`` (for a classifier: ``text_col``, ``label_col``,
+    ``batch_size``). A label the model does not know is an error naming its line.
+    """
+    runtime = model if isinstance(model, Runtime) else load(model)
+    return runtime.evaluate(data, **options)

@@ -1,0 +1,124 @@
+"""What every runtime shares, and :func:`load`: a model directory in, the runtime of its task out.
+
+A *runtime* is a trained model ready to use: for a classifier, :class:`~attend.runtime.TextClassifier`
+(predict, top-k, explain, evaluate), run by PyTorch or ONNX Runtime. Each task registers a loader
+under its name; :func:`load` reads the directory's ``config.json`` (:class:`attend.io.ArtifactDir`:
+pickles refused, file hashes checked) and hands it to the loader of its ``task``.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from attend.io import ArtifactDir, ModelDirError
+
+__all__ = ["RUNTIMES", "LoadOptions", "Runtime", "load", "register_runtime"]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to run a model.
+
+    Attributes:
+        runtime: ``"auto"`` (ONNX Runtime for a directory from ``attend export``, else PyTorch),
+            ``"torch"`` or ``"onnx"``.
+        int8: The int8 model: an ONNX directory's int8 graph (``attend quantize``), or PyTorch
+            dynamic int8 applied at load.
+        bf16: PyTorch with bfloat16 weights and activations.
+        threads: ONNX Runtime intra-op threads (None: follow PyTorch's setting).
+    """
+
+    runtime: str = "auto"
+    int8: bool = False
+    bf16: bool = False
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.runtime not in ("auto", "torch", "onnx"):
+            raise ValueError(f"runtime={self.runtime!r}; choose 'auto', 'torch' or 'onnx'")
+        if self.bf16 and (self.runtime == "onnx" or self.int8):
+            raise ValueError("bf16 needs runtime='torch' and no int8 quantisation")
+        if self.threads is not None and self.threads < 0:
+            raise ValueError(f"threads={self.threads} must be >= 0")
+
+
+class Runtime(ABC):
+    """A loaded model of some task.
+
+    Attributes:
+        config: The model directory's ``config.json``.
+        path: Where it was loaded from (None for a model built in memory).
+    """
+
+    #: The task this runtime serves (``config.json``'s ``task``).
+    task: ClassVar[str] = ""
+
+    def __init__(self, config: dict[str, Any], path: Path | None = None) -> None:
+        self.config = config
+        self.path = Path(path) if path is not None else None
+
+    @property
+    @abstractmethod
+    def backend(self) -> str:
+        """What runs the model: ``torch``, ``torch-int8``, ``torch-bf16``, ``onnx`` or ``onnx-int8``."""
+
+    def evaluate(self, data: Any, **options: Any) -> dict[str, Any]:
+        """Metrics on labelled data (tasks that have them override this)."""
+        raise ValueError(f"a {self.task} model has no evaluation on labelled data")
+
+    @property
+    def name(self) -> str:
+        """A short name: the directory's."""
+        return self.path.name if self.path is not None else "model"
+
+
+Loader = Callable[[ArtifactDir, LoadOptions], Runtime]
+#: Loaders by task name.
+RUNTIMES: dict[str, Loader] = {}
+
+
+def register_runtime(task: str) -> Callable[[Loader], Loader]:
+    """Decorator: register the loader of ``task``'s model directories."""
+
+    def decorator(loader: Loader) -> Loader:
+        if task in RUNTIMES:
+            raise ValueError(f"a runtime for task {task!r} is already registered")
+        RUNTIMES[task] = loader
+        return loader
+
+    return decorator
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    runtime: str = "auto",
+    int8: bool = False,
+    bf16: bool = False,
+    threads: int | None = None,
+) -> Runtime:
+    """Load a model directory (``attend train``, ``prune`` or ``export``) as the runtime of its task.
+
+    Loading reads JSON, safetensors and ONNX only: a directory holding a pickle-format file is
+    refused, and every file the model needs is checked against the hash recorded when it was
+    written, so a directory can never run code on the machine that loads it, and a mix of files
+    from different runs is reported instead of served.
+
+    Raises:
+        ModelDirError: the directory is missing, incomplete, holds a pickle, is corrupt, or does
+            not suit the runtime asked for (the message says what to run).
+        ValueError: incompatible options.
+    """
+    options = LoadOptions(runtime=runtime, int8=int8, bf16=bf16, threads=threads)
+    artifact = ArtifactDir.open(path)
+    if artifact.task not in RUNTIMES:
+        raise ModelDirError(
+            f"{artifact.path / 'config.json'}: task {artifact.task!r} has no runtime in this version of attend "
+            f"(known: {sorted(RUNTIMES)})"
+        )
+    return RUNTIMES[artifact.task](artifact, options)

@@ -1,0 +1,126 @@
+"""The routes of a classifier: ``POST /v1/predict`` (micro-batched) and ``POST /v1/explain``.
+
+Predictions go through the :class:`~attend.serve.batching.MicroBatcher`; explanations run one
+request at a time in a worker thread (the capture API is scoped to that call, so it never slows
+the predictions running beside it). A text with more *tokens* than the model reads is not an
+error: it is truncated to the model's ``max_length`` (its start is kept) and flagged
+``"truncated": true``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from attend.explain import available_methods, explain
+from attend.runtime import TextClassifier
+from attend.serve.batching import MicroBatcher
+from attend.serve.metrics import ServiceMetrics
+from attend.serve.routes import Routes, ServeSettings, error_response
+from attend.serve.schemas import ExplainRequest, ExplainResponse, Prediction, PredictRequest, PredictResponse
+
+__all__ = ["classification_routes"]
+
+
+def _cannot_explain(runtime: TextClassifier) -> str:
+    if runtime.backend.startswith("onnx"):
+        return (
+            "this ONNX graph has no attention outputs: export it with `attend export MODEL_DIR --onnx OUT "
+            "--attentions` to explain with ONNX Runtime, or serve the PyTorch model (--runtime torch)"
+        )
+    return "explanations need the PyTorch fp32 or bf16 model (serve without --int8)"
+
+
+def check_texts(texts: Sequence[str], settings: ServeSettings) -> JSONResponse | None:
+    """A 422 naming the first text that breaks a limit, or None."""
+    if not texts:
+        return error_response(422, "validation", "texts: give at least one text")
+    if len(texts) > settings.max_texts:
+        return error_response(422, "validation", f"texts: {len(texts)} texts, more than the limit of "
+                              f"{settings.max_texts}")  # fmt: skip
+    for i, text in enumerate(texts):
+        if not text.strip():
+            return error_response(422, "validation", f"texts[{i}]: empty text")
+        if len(text) > settings.max_chars:
+            return error_response(422, "validation", f"texts[{i}]: {len(text)} characters, over the limit of "
+                                  f"{settings.max_chars}")  # fmt: skip
+    return None
+
+
+def classification_routes(runtime: TextClassifier, settings: ServeSettings, metrics: ServiceMetrics) -> Routes:
+    """``/v1/predict`` and ``/v1/explain`` for a text classifier (PyTorch or ONNX Runtime)."""
+    methods = available_methods(runtime)
+    router = APIRouter(tags=["classification"])
+
+    def run_predict(texts: list[str]) -> list[tuple[np.ndarray, bool]]:
+        probs, truncated = runtime.predict_proba_truncated(texts, batch_size=max(1, len(texts)))
+        return [(row, bool(flag)) for row, flag in zip(probs, truncated, strict=True)]
+
+    batcher = MicroBatcher(
+        run_predict,
+        max_batch=settings.max_batch,
+        max_wait_ms=settings.max_wait_ms,
+        on_batch=lambda size, seconds: metrics.observe_batch("/v1/predict", size, seconds),
+    )
+
+    @router.post("/v1/predict", response_model=PredictResponse)
+    async def predict(body: PredictRequest) -> Any:
+        """Top-k labels with probabilities for each text (micro-batched with concurrent requests)."""
+        texts = body.items()
+        if (bad := check_texts(texts, settings)) is not None:
+            return bad
+        metrics.queued.set(batcher.queued())
+        try:
+            results = await batcher.submit(texts)
+        except RuntimeError as exc:  # shutting down
+            return error_response(503, "unavailable", str(exc))
+        k = min(body.top_k, len(runtime.labels))
+        predictions = []
+        for probs, truncated in results:
+            order = np.argsort(-probs)[:k]
+            top = [{"label": runtime.labels[j], "probability": float(probs[j])} for j in order]
+            predictions.append(Prediction(label=top[0]["label"], probability=top[0]["probability"], top=top,
+                                          truncated=truncated))  # fmt: skip
+        return PredictResponse(model=runtime.name, predictions=predictions)
+
+    @router.post("/v1/explain", response_model=ExplainResponse)
+    async def explain_route(body: ExplainRequest) -> Any:
+        """Per text: tokens and their importance to the prediction (the `attend explain --json` objects)."""
+        texts = body.items()
+        if (bad := check_texts(texts, settings)) is not None:
+            return bad
+        if not methods:
+            return error_response(400, "unsupported", _cannot_explain(runtime))
+        if body.method not in methods:
+            return error_response(422, "validation", f"method: {body.method!r} is not one of {methods}")
+        if body.target is not None and body.target not in runtime.labels:
+            return error_response(422, "validation", f"target: {body.target!r} is not a label of this model")
+        start = time.perf_counter()
+        try:
+            found = await run_in_threadpool(explain, runtime, texts, body.method, target=body.target)
+        except ValueError as exc:  # e.g. "pooling" on a model without attention pooling
+            return error_response(422, "validation", str(exc))
+        metrics.observe_batch("/v1/explain", len(texts), time.perf_counter() - start)
+        return ExplainResponse(model=runtime.name, explanations=[e.to_dict(maps=False) for e in found])
+
+    def refresh() -> None:
+        metrics.queued.set(batcher.queued())
+
+    return Routes(
+        router=router,
+        start=batcher.start,
+        stop=batcher.stop,
+        ready=lambda: batcher.running,
+        refresh=refresh,
+        info={
+            "labels": list(runtime.labels),
+            "explain_methods": methods,
+            "limits": {"max_tokens": runtime.tokenizer.max_length},
+        },
+    )

@@ -1,0 +1,111 @@
+"""What the service is made of: its settings, the routes a task or an app contributes, and error bodies.
+
+A task's routes come with their lifecycle (:class:`Routes`: start and stop hooks, readiness, what
+``GET /v1/model`` adds). An app contributes a router *by reference* (:class:`RouterSpec`, a
+``"module:function"`` name and JSON options), so each worker process of ``attend serve --workers N``
+can build it, and the service never imports an app.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+__all__ = ["RouterSpec", "Routes", "ServeSettings", "error_response"]
+
+
+@dataclass
+class ServeSettings:
+    """How the service runs.
+
+    Attributes:
+        max_batch: Most texts per model call (1 disables micro-batching).
+        max_wait_ms: Longest a request waits for others to fill its batch.
+        max_texts: Most texts in one request.
+        max_chars: Longest text, in characters.
+        max_body_bytes: Largest request body.
+        runtime: ``"auto"`` (ONNX Runtime for an ``attend export`` directory, else PyTorch),
+            ``"torch"`` or ``"onnx"``.
+        quantized: Serve the int8 model (``attend quantize``).
+        bf16: Serve the PyTorch model with bfloat16 weights and activations (CPUs with AMX or
+            AVX512-BF16 run its matrix products several times faster; explanations still work).
+        threads: PyTorch / ONNX Runtime intra-op threads (0: their default).
+    """
+
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_texts: int = 64
+    max_chars: int = 20_000
+    max_body_bytes: int = 4_000_000
+    runtime: str = "auto"
+    quantized: bool = False
+    bf16: bool = False
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_texts", "max_chars", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms={self.max_wait_ms} must be >= 0")
+        if self.runtime not in ("auto", "torch", "onnx"):
+            raise ValueError(f"runtime={self.runtime!r}; choose 'auto', 'torch' or 'onnx'")
+        if self.threads < 0:
+            raise ValueError(f"threads={self.threads} must be >= 0")
+        if self.bf16 and (self.runtime == "onnx" or self.quantized):
+            raise ValueError("bf16=True needs runtime='torch' without int8 (--bf16 goes with neither --runtime onnx "
+                             "nor --int8)")  # fmt: skip
+
+
+@dataclass
+class Routes:
+    """A task's routes and their lifecycle.
+
+    Attributes:
+        router: The routes.
+        start: Awaited when the service starts (before it reports ready).
+        stop: Awaited when it stops (after the port closed: requests already accepted finish).
+        ready: Whether the routes can serve now (``GET /readyz``).
+        refresh: Called before ``GET /metrics`` renders (to update gauges).
+        info: Entries ``GET /v1/model`` adds (``limits`` are merged with the service's).
+    """
+
+    router: APIRouter
+    start: Callable[[], Awaitable[None]] | None = None
+    stop: Callable[[], Awaitable[None]] | None = None
+    ready: Callable[[], bool] = lambda: True
+    refresh: Callable[[], None] = lambda: None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RouterSpec:
+    """A router an app contributes: ``factory(runtime, **options)``, named as ``"package.module:function"``.
+
+    Attributes:
+        factory: Where the function that builds the router is.
+        options: Its keyword arguments (JSON values, so a worker process can be told them).
+    """
+
+    factory: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, runtime: Any) -> APIRouter:
+        module, _, name = self.factory.partition(":")
+        if not module or not name:
+            raise ValueError(f"router factory {self.factory!r} must read 'package.module:function'")
+        function = getattr(importlib.import_module(module), name)
+        return function(runtime, **self.options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"factory": self.factory, "options": self.options}
+
+
+def error_response(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
+    """The service's error body: ``{"error": {"type", "message", ...}}``."""
+    return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message, **extra}})

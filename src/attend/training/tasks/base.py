@@ -1,0 +1,103 @@
+"""The :class:`Task` interface and the registry of tasks by name (the ``task`` key of ``config.json``)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from attend.io import ArtifactWriter
+    from attend.training.trainer import TrainingArgs
+
+__all__ = ["TASKS", "Task", "register_task"]
+
+
+class Task(ABC):
+    """What one kind of model needs from training; the :class:`~attend.training.Trainer` does the rest.
+
+    The Trainer calls, in order: :meth:`prepare` (once), :meth:`model_config`, then per step
+    :meth:`train_batch` and :meth:`loss`, per epoch :meth:`evaluate` on ``"dev"`` (the metric named
+    by :attr:`selection` picks the best epoch; ties go to the lower ``"loss"``), and at the end
+    :meth:`evaluate` on the final split and :meth:`write` into the new model directory.
+    """
+
+    #: The task's name, recorded as ``config.json``'s ``task``; the runtime that loads it is chosen by it.
+    name: ClassVar[str] = ""
+    #: The key of :meth:`evaluate`'s metrics whose higher value marks a better epoch.
+    selection: ClassVar[str] = ""
+
+    @abstractmethod
+    def prepare(self, args: TrainingArgs, state: Path | None) -> None:
+        """Read and split the data and build what turns it into tensors (a tokenizer, vocabularies).
+
+        Args:
+            args: The run's training options.
+            state: When resuming, the directory :meth:`save_state` wrote: reuse what it holds,
+                so the resumed run sees exactly the same inputs.
+        """
+
+    @abstractmethod
+    def save_state(self, directory: Path) -> None:
+        """Write what a resumed run must reuse (e.g. the tokenizer trained on this run's data)."""
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """JSON describing the model and options; a resumed run must be started with the same."""
+
+    @abstractmethod
+    def model_config(self) -> dict[str, Any]:
+        """The model's config dict (``model_type`` and every field), after :meth:`prepare`."""
+
+    @abstractmethod
+    def default_lr(self) -> float:
+        """The peak learning rate when none is given (fine-tuning wants a far smaller one)."""
+
+    @property
+    @abstractmethod
+    def train_size(self) -> int:
+        """Training examples; the Trainer samples batches of their indices."""
+
+    @abstractmethod
+    def splits(self) -> list[str]:
+        """The held-out splits that have examples, of ``"dev"`` and ``"test"``."""
+
+    @abstractmethod
+    def train_batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
+        """The batch of these training examples."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        """The task's loss on one batch (the Trainer adds the model's auxiliary terms)."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        """Metrics of ``model`` on a held-out split; they include :attr:`selection` and ``"loss"``."""
+
+    @abstractmethod
+    def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Write the task's files into the new model directory; return its entries for ``config.json``."""
+
+    def epoch_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """What an epoch's log line and TensorBoard show of the dev metrics."""
+        return {f"dev_{self.selection}": metrics[self.selection], "dev_loss": metrics["loss"]}
+
+    def report(self, metrics: dict[str, Any], split: str) -> str:
+        """A plain-text report of the final metrics, measured on ``split``."""
+        return f"{split} split\n{self.selection} {metrics[self.selection]:.4f}   loss {metrics['loss']:.4f}"
+
+
+TaskT = TypeVar("TaskT", bound=type[Task])
+#: Registered tasks by name.
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: TaskT) -> TaskT:
+    """Class decorator: register a task under its ``name``."""
+    if not cls.name or cls.name in TASKS:
+        raise ValueError(f"task name {cls.name!r} is empty or already registered")
+    TASKS[cls.name] = cls
+    return cls

@@ -1,0 +1,261 @@
+"""Text classification: labelled texts in, a classifier that explains itself out.
+
+:class:`ClassificationTask` reads a labelled file (CSV/TSV/JSONL/Parquet) or a bundled dataset,
+splits it (stratified, seeded, or by a split column), trains a tokenizer on the training split
+(or uses the pretrained model's own), and scores epochs by dev macro-F1. :func:`train` is the
+body of ``attend train``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attend.data.batching import length_batches
+from attend.data.readers import DataError, LabelledTexts, stratified_split
+from attend.data.splits import data_provenance, load_labelled
+from attend.data.tokenization import TextTokenizer
+from attend.models import MODELS, config_from_dict, probabilities
+from attend.training.metrics import classification_metrics, format_report, save_confusion_png
+from attend.training.tasks.base import Task, register_task
+
+if TYPE_CHECKING:
+    from attend.io import ArtifactWriter
+    from attend.training.trainer import TrainingArgs
+
+__all__ = ["ClassificationTask", "classification_loss", "label_targets", "score_probabilities"]
+
+
+def classification_loss(
+    logits: Tensor, targets: Tensor, *, multi_label: bool, weight: Tensor | None = None, reduction: str = "mean"
+) -> Tensor:
+    """Cross-entropy over labels, or binary cross-entropy per label when multi-label (``weight``:
+    per-class weights, as ``pos_weight`` for multi-label)."""
+    if multi_label:
+        return F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=weight, reduction=reduction)
+    return F.cross_entropy(logits.float(), targets, weight=weight, reduction=reduction)
+
+
+def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> Tensor:
+    """Training targets for ``data``: class indices ``(N,)``, or a 0/1 matrix ``(N, num_labels)`` when multi-label.
+
+    Raises:
+        DataError: a label the model does not know, naming the line it is on.
+    """
+    index = {name: i for i, name in enumerate(labels)}
+    for row, row_labels in enumerate(data.labels):
+        for label in row_labels:
+            if label not in index:
+                where = f"line {data.lines[row]}" if data.lines else f"row {row + 1}"
+                raise DataError(
+                    f"{data.source}: {where} has label {label!r}, which the model was not trained on "
+                    f"(known: {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''})"
+                )
+    if multi_label:
+        targets = torch.zeros(len(data.labels), len(labels))
+        for row, row_labels in enumerate(data.labels):
+            targets[row, [index[label] for label in row_labels]] = 1.0
+        return targets
+    return torch.tensor([index[row_labels[0]] for row_labels in data.labels], dtype=torch.long)
+
+
+def _metrics(probs: np.ndarray, targets: Tensor, labels: list[str], multi_label: bool) -> dict[str, Any]:
+    if multi_label:
+        return classification_metrics(targets.numpy().astype(int), (probs >= 0.5).astype(int), labels)
+    return classification_metrics(targets.numpy(), probs.argmax(1), labels)
+
+
+def _log_loss(probs: np.ndarray, targets: Tensor, multi_label: bool) -> float:
+    """Mean cross-entropy (binary cross-entropy per label when multi-label) of predicted probabilities."""
+    p = np.clip(probs.astype(np.float64), 1e-12, 1 - 1e-12)
+    if multi_label:
+        y = targets.numpy().astype(np.float64)
+        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+    return float(-np.log(p[np.arange(len(p)), targets.numpy()]).mean())
+
+
+def score_probabilities(
+    probs: np.ndarray, data: LabelledTexts, labels: list[str], multi_label: bool
+) -> dict[str, Any]:
+    """Classification metrics of predicted probabilities ``(N, num_labels)`` against ``data``'s labels.
+
+    The same metrics as training uses (argmax, or a 0.5 threshold when multi-label), for
+    predictions made by any runtime (PyTorch, ONNX Runtime, a quantised model).
+    """
+    return _metrics(probs, label_targets(data, labels, multi_label), labels, multi_label)
+
+
+class _Encoded:
+    """One split, tokenised once; batches are padded on the fly."""
+
+    def __init__(self, tokenizer: TextTokenizer, texts: list[str], targets: Tensor) -> None:
+        self.tokenizer = tokenizer
+        self.ids = tokenizer.ids(texts)
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
+        batch = self.tokenizer.pad([self.ids[i] for i in indices])
+        batch["labels"] = self.targets[list(indices)]
+        return batch
+
+
+@register_task
+class ClassificationTask(Task):
+    """Train a registered text classifier (``encoder``, ``bilstm_attention``, ``minilm``, ...) on labelled text.
+
+    Args:
+        data: A data file (CSV/TSV/JSONL/Parquet), a bundled dataset name, or loaded texts.
+        model: Registered model name.
+        model_options: Model config fields, e.g. ``{"dim": 256, "attention": {"score": "cosine"}}``.
+        text_col, label_col, split_col: Columns of a data file.
+        multi_label: Rows may carry several labels (also inferred from the data).
+        label_sep: Separator of several labels in one cell.
+    """
+
+    name = "classification"
+    selection = "macro_f1"
+
+    def __init__(
+        self,
+        data: str | os.PathLike[str] | LabelledTexts,
+        *,
+        model: str = "encoder",
+        model_options: dict[str, Any] | None = None,
+        text_col: str = "text",
+        label_col: str = "label",
+        split_col: str | None = None,
+        multi_label: bool = False,
+        label_sep: str | None = None,
+    ) -> None:
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODELS)}")
+        self.data = data
+        self.model = model
+        self.options = dict(model_options or {})
+        self.columns = {"text_col": text_col, "label_col": label_col}
+        self.reading = {"split_col": split_col, "multi_label": multi_label, "label_sep": label_sep}
+        # Checks the options before any data is read: a typo fails at once.
+        self._draft = config_from_dict({"model_type": model, **self.options})
+
+    def identity(self) -> dict[str, Any]:
+        return {"model": self.model, "model_options": self.options}
+
+    def default_lr(self) -> float:
+        return 5e-5 if self._draft.fine_tunes else 1e-3
+
+    def prepare(self, args: TrainingArgs, state: Path | None) -> None:
+        data = self.data
+        dataset = data if isinstance(data, LabelledTexts) else load_labelled(data, **self.columns, **self.reading)
+        self.source = dataset.source
+        self.multi_label = bool(
+            self.reading["multi_label"] or self.reading["label_sep"] is not None
+            or any(len(labels) > 1 for labels in dataset.labels)
+        )  # fmt: skip
+        train_idx, dev_idx, test_idx = stratified_split(
+            dataset, seed=args.seed, dev_fraction=args.dev_fraction, test_fraction=args.test_fraction
+        )
+        parts = {"train": dataset.subset(train_idx), "dev": dataset.subset(dev_idx), "test": dataset.subset(test_idx)}
+        self.labels = parts["train"].label_names
+        missing = sorted(set(dataset.label_names) - set(self.labels))
+        if missing:
+            raise DataError(f"{dataset.source}: label(s) {missing} never occur in the training split")
+        self.sizes = {name: len(part) for name, part in parts.items()}
+        self.tokenizer = self._tokenizer(parts["train"].texts, args, state)
+        config = {"model_type": self.model, **self.options, "num_labels": len(self.labels),
+                  "multi_label": self.multi_label}  # fmt: skip
+        fields = self._draft.to_dict()
+        if "vocab_size" in fields:
+            config["vocab_size"] = self.tokenizer.vocab_size
+            config["pad_id"] = self.tokenizer.pad_id
+        if "max_length" in fields:
+            config.setdefault("max_length", args.max_length)
+        self.config = config_from_dict(config).to_dict()
+        self.encoded = {
+            name: _Encoded(self.tokenizer, part.texts, label_targets(part, self.labels, self.multi_label))
+            for name, part in parts.items()
+            if len(part)
+        }
+        self.class_weights = self._class_weights() if args.class_weights else None
+
+    def _tokenizer(self, texts: list[str], args: TrainingArgs, state: Path | None) -> TextTokenizer:
+        if state is not None and (state / "tokenizer.json").is_file():
+            return TextTokenizer.from_file(state / "tokenizer.json", max_length=args.max_length)
+        pretrained = self._draft.tokenizer_file()
+        if pretrained is not None:
+            return TextTokenizer.from_file(pretrained, max_length=args.max_length)
+        return TextTokenizer.train(texts, vocab_size=args.vocab_size, max_length=args.max_length)
+
+    def _class_weights(self) -> Tensor:
+        targets = self.encoded["train"].targets
+        counts = targets.sum(0) if self.multi_label else torch.bincount(targets, minlength=len(self.labels)).float()
+        return (counts.sum() / (len(self.labels) * counts.clamp_min(1.0))).float()
+
+    def save_state(self, directory: Path) -> None:
+        self.tokenizer.save(directory / "tokenizer.json")
+
+    def model_config(self) -> dict[str, Any]:
+        return self.config
+
+    @property
+    def train_size(self) -> int:
+        return len(self.encoded["train"])
+
+    def splits(self) -> list[str]:
+        return [name for name in ("dev", "test") if name in self.encoded]
+
+    def train_batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
+        return self.encoded["train"].batch(indices)
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        logits = model(batch).logits
+        return classification_loss(logits, batch["labels"], multi_label=self.multi_label, weight=self.class_weights)
+
+    @torch.inference_mode()
+    def probabilities(self, model: nn.Module, split: str, batch_size: int) -> np.ndarray:
+        """Predicted probabilities ``(N, num_labels)`` of ``model`` on a split, in its order."""
+        model.eval()
+        data = self.encoded[split]
+        probs = np.zeros((len(data), len(self.labels)), dtype=np.float32)
+        for batch in length_batches([len(row) for row in data.ids], batch_size):
+            probs[batch] = probabilities(model(data.batch(batch)).logits, self.multi_label).numpy()
+        return probs
+
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        probs = self.probabilities(model, split, batch_size)
+        targets = self.encoded[split].targets
+        metrics = _metrics(probs, targets, self.labels, self.multi_label)
+        metrics["loss"] = _log_loss(probs, targets, self.multi_label)
+        return metrics
+
+    def epoch_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"dev_accuracy": metrics["accuracy"], "dev_macro_f1": metrics["macro_f1"], "dev_loss": metrics["loss"]}
+
+    def report(self, metrics: dict[str, Any], split: str) -> str:
+        return format_report(metrics, title=f"{split} split of {self.source}")
+
+    def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
+        self.tokenizer.save(writer.path / "tokenizer.json")
+        writer.record("tokenizer.json")
+        writer.write_json("metrics.json", metrics)
+        save_confusion_png(metrics, writer.path / "confusion_matrix.png", title=f"{self.model} on {metrics['split']}")
+        data = self.data
+        return {
+            "tokenizer": {"max_length": self.tokenizer.max_length, "vocab_size": self.tokenizer.vocab_size},
+            "labels": self.labels,
+            "data": {
+                "source": self.source,
+                **self.columns,
+                "sizes": self.sizes,
+                **data_provenance(data, **self.reading),
+            },
+        }

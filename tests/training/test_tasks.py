@@ -1,0 +1,150 @@
+"""The Task seam: a kind of model that is not a text classifier trains through the same Trainer,
+with resume, selection, auxiliary losses and the model directory; and adaptive span's penalty is
+part of every run's loss."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attend.attention import AttentionPooling
+from attend.io import ArtifactWriter, ModelDirError
+from attend.models import MODELS, ModelConfig, ModelOutput, auxiliary_loss, build
+from attend.models.base import register_model
+from attend.runtime import load
+from attend.training import TASKS, Task, Trainer, TrainingArgs, TrainingInterrupted, register_task, train
+
+
+@dataclass
+class PickerConfig(ModelConfig):
+    """A toy regressor: attention pooling over vectors, then a linear readout."""
+
+    dim: int = 6
+
+
+class Picker(nn.Module):
+    def __init__(self, config: PickerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.pool = AttentionPooling(config.dim)
+        self.head = nn.Linear(config.dim, 1)
+
+    def forward(self, batch: dict[str, Tensor]) -> ModelOutput:
+        pooled, weights = self.pool(batch["x"])
+        return ModelOutput(logits=self.head(pooled).squeeze(-1), pooling_weights=weights)
+
+    def auxiliary_loss(self) -> Tensor:
+        """A model-level auxiliary term, to show the Trainer adds it: a tiny L2 on the head."""
+        return 1e-4 * self.head.weight.pow(2).sum()
+
+
+class Regression(Task):
+    """The target is the first feature of the first vector: attention must find position 0."""
+
+    name = "toy_regression"
+    selection = "neg_mse"
+
+    def prepare(self, args: TrainingArgs, state: Path | None) -> None:
+        generator = torch.Generator().manual_seed(args.seed)
+        x = torch.randn(480, 5, 6, generator=generator)
+        x[:, 0, 1] = 3.0  # position 0 is recognisable
+        self.data = {"train": x[:400], "dev": x[400:440], "test": x[440:]}
+
+    def save_state(self, directory: Path) -> None:
+        (directory / "toy.json").write_text("{}")
+
+    def identity(self) -> dict[str, Any]:
+        return {"model": "picker"}
+
+    def model_config(self) -> dict[str, Any]:
+        return {"model_type": "test_picker", "dim": 6}
+
+    def default_lr(self) -> float:
+        return 1e-2
+
+    @property
+    def train_size(self) -> int:
+        return len(self.data["train"])
+
+    def splits(self) -> list[str]:
+        return ["dev", "test"]
+
+    def _batch(self, x: Tensor) -> dict[str, Tensor]:
+        return {"x": x, "y": x[:, 0, 0]}
+
+    def train_batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
+        return self._batch(self.data["train"][list(indices)])
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        return F.mse_loss(model(batch).logits, batch["y"])
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        model.eval()
+        mse = float(self.loss(model, self._batch(self.data[split])))
+        return {"neg_mse": -mse, "loss": mse}
+
+    def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
+        writer.write_json("metrics.json", metrics)
+        return {"toy": True}
+
+
+register_task(Regression)
+
+
+@pytest.fixture
+def picker() -> Iterator[None]:
+    register_model("test_picker", PickerConfig)(Picker)
+    yield
+    MODELS.pop("test_picker")
+
+
+def test_a_new_task_trains_resumes_and_writes_its_model_directory(picker: None, tmp_path: Path) -> None:
+    assert TASKS["toy_regression"] is Regression
+    args = TrainingArgs(epochs=4, batch_size=20, progress=False, checkpoint_every=5)
+    history: list[dict] = []
+    full = Trainer(Regression(), args, on_epoch=history.append).fit(tmp_path / "full")
+    assert full.metrics["split"] == "test" and full.metrics["loss"] < 0.5 * history[0]["dev_loss"]
+    config = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert config["task"] == "toy_regression" and config["toy"] is True
+    assert config["model"] == {"model_type": "test_picker", "dim": 6} and list(config["files"]) == ["model.safetensors"]
+    with pytest.raises(ModelDirError, match="task 'toy_regression' has no runtime"):
+        load(tmp_path / "full")
+
+    stopped = TrainingArgs(epochs=4, batch_size=20, progress=False, checkpoint_every=5, stop_after_steps=30)
+    with pytest.raises(TrainingInterrupted):
+        Trainer(Regression(), stopped).fit(tmp_path / "resumed")
+    resumed = Trainer(Regression(), args).fit(tmp_path / "resumed", resume=True)
+    for key in ("loss", "best_epoch"):
+        assert resumed.metrics[key] == full.metrics[key], key
+
+
+def test_auxiliary_loss_collects_every_module_term(picker: None) -> None:
+    model = build({"model_type": "test_picker"})
+    assert torch.equal(auxiliary_loss(model), 1e-4 * model.head.weight.pow(2).sum())
+    encoder = build({"model_type": "encoder", "vocab_size": 50, "dim": 16, "num_layers": 2, "num_heads": 2,
+                     "attention": {"adaptive_span": 16, "span_loss": 0.5}})  # fmt: skip
+    expected = sum(0.5 * block.attn.span_penalty() for block in encoder.blocks)
+    torch.testing.assert_close(auxiliary_loss(encoder), expected)
+    assert auxiliary_loss(build({"model_type": "encoder", "vocab_size": 50, "dim": 16})) is None
+
+
+def test_adaptive_span_penalty_shrinks_spans_during_training(tmp_path: Path, planted_csv: Path) -> None:
+    """Texts here are shorter than the span, so the task's loss gives the spans no gradient at all:
+    without the span term they stay where they start (32 tokens); with it they shrink."""
+    spans = {}
+    for weight in (0.0, 1.0):
+        options = {"dim": 32, "num_layers": 1, "num_heads": 2, "attention": {"adaptive_span": 32, "span_loss": weight}}
+        args = TrainingArgs(epochs=2, batch_size=16, lr=3e-3, progress=False, vocab_size=500)
+        train(planted_csv, tmp_path / str(weight), model="encoder", model_options=options, args=args)
+        model = load(tmp_path / str(weight)).model
+        spans[weight] = float(torch.cat([block.attn.span.spans.detach() for block in model.blocks]).mean())
+    assert spans[0.0] == 32.0 and spans[1.0] < 31.0, spans
