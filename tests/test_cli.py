@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from attend.cli import main
-from attend.training import state_directory
 
 CONFIG = {
     "model": {"dim": 32, "num_layers": 1, "num_heads": 2},
@@ -101,6 +100,23 @@ def test_torchrun_two_processes_train_to_the_same_quality(tmp_path: Path, plante
     assert two["accuracy"] > 0.8 and abs(two["accuracy"] - one["accuracy"]) <= 0.08, (one["accuracy"], two["accuracy"])
 
 
+def kill_at(tmp_path: Path, point: str, *args: str) -> None:
+    """Run ``attend ARGS`` until it reaches ``point`` (see tests/training/paused_train.py), then SIGKILL it."""
+    flag = tmp_path / f"paused-{point.replace(':', '-')}"
+    driver = Path(__file__).parent / "training" / "paused_train.py"
+    process = subprocess.Popen([sys.executable, str(driver), point, str(flag), *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not flag.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the run never reached {point}: {process.stderr.read() if process.stderr else ''}")
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
 def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, planted_csv: Path) -> None:
     """SIGKILL mid-epoch (no chance to clean up), then --resume: same metrics as a run left alone."""
     config = tmp_path / "config.json"
@@ -110,24 +126,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, planted_csv: Pa
     assert whole.returncode == 0, whole.stderr
 
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "attend", *common, "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    state = state_directory(out) / "checkpoint" / "state.json"
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:  # wait for a checkpoint part-way through epoch 2
-            try:
-                saved = json.loads(state.read_text())["state"]
-            except (OSError, ValueError, KeyError):
-                saved = None
-            if saved and saved["epoch"] == 1 and saved["step_in_epoch"] >= 3:
-                break
-            time.sleep(0.02)
-        else:
-            pytest.fail("no mid-epoch checkpoint appeared")
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    kill_at(tmp_path, "checkpoint:1:3", *common, "--out", str(out))  # a checkpoint part-way through epoch 2
     assert not (out / "config.json").exists()  # it really died before finishing
     resumed = _attend(*common, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -329,17 +328,6 @@ class ArtifactWriter:
         return self.out
 
 
-@contextlib.contextmanager
-def staged_file(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path`` to write to; renamed onto ``path`` when the block succeeds."""
-    tmp = _temporary(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def update_metrics(path: Path, key: str, value: Any) -> dict[str, Any]:
     """Set ``metrics.json[key]`` of a model directory (merging into a dict already there), atomically."""
     file = path / "metrics.json"
@@ -358,9 +346,3 @@ def update_metrics(path: Path, key: str, value: Any) -> dict[str, Any]:
     atomic_write_json(file, metrics)
     return metrics
 
-
-def record_file(path: Path, name: str) -> None:
-    """After adding file ``name`` to the model directory ``path``, record its hash in config.json (atomic)."""
-    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    config["files"] = {**dict(config.get("files") or {}), name: sha256_file(path / name)}
-    atomic_write_json(path / "config.json", config)

@@ -11,12 +11,15 @@ import torch
 from attend.attention import capture_attention
 from attend.explain import (
     METHODS,
+    Evidence,
     attention_flow,
+    available_methods,
     distribution_focus,
     explain,
     focus,
     grad_rollout,
     map_focus,
+    register_method,
     rollout,
     top_tokens,
 )
@@ -162,6 +165,27 @@ def test_unknown_method_layer_head_and_target_are_clear_errors() -> None:
         explain(predictor, ["a", " "])
     with pytest.raises(ValueError, match="has no attention pooling"):
         explain(predictor, ["a"], "pooling")
+
+
+def test_a_registered_method_is_offered_and_explains_from_the_shared_evidence() -> None:
+    """A method is one function of a batch's evidence; every model and the service's list get it."""
+
+    def last_token(evidence: Evidence) -> tuple[torch.Tensor, str]:
+        lengths = evidence.mask.sum(1).long()
+        importance = torch.zeros_like(evidence.mask)
+        importance[torch.arange(len(lengths)), lengths - 2] = 1.0  # the last text token, before [SEP]
+        return importance, "the last word"
+
+    register_method("last_token")(last_token)
+    try:
+        predictor = untrained_predictor("bilstm_attention")
+        assert "last_token" in available_methods(predictor)
+        exp = explain(predictor, ["the film was great", "a dull plot"], "last_token")
+        assert [top_tokens(e, 1)[0][0] for e in exp] == ["great", "plot"] and exp[0].note == "the last word"
+        with pytest.raises(ValueError, match="already registered"):
+            register_method("rollout")(last_token)
+    finally:
+        METHODS.pop("last_token")
 
 
 def test_target_explains_another_label_and_long_texts_are_truncated() -> None:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -139,26 +140,41 @@ def test_fuzzed_bodies_never_get_a_5xx(client: TestClient, body: object, route: 
 
 
 def test_micro_batcher_groups_concurrent_requests_and_keeps_order() -> None:
+    """Requests that queue while the model is busy share the next calls: batches of up to max_batch
+    texts, in arrival order, a request never split unless it alone exceeds max_batch. The model's
+    first call holds until every request is queued, so the grouping does not depend on timing."""
     calls: list[list[str]] = []
+    busy, release = threading.Event(), threading.Event()
 
     def run(texts: list[str]) -> list[str]:
         calls.append(list(texts))
+        if len(calls) == 1:
+            busy.set()
+            release.wait(30)
         return [t.upper() for t in texts]
 
-    async def scenario(max_batch: int, wait_ms: float) -> list[list[str]]:
-        batcher = MicroBatcher(run, max_batch=max_batch, max_wait_ms=wait_ms)
+    async def scenario(max_batch: int) -> None:
+        batcher = MicroBatcher(run, max_batch=max_batch, max_wait_ms=50)
         await batcher.start()
+        first = asyncio.create_task(batcher.submit(["warm"]))
+        await asyncio.to_thread(busy.wait, 30)  # the model is now busy with the first request
         requests = [[f"r{i}a", f"r{i}b"] for i in range(10)] + [[f"big{j}" for j in range(7)]]
-        results = await asyncio.gather(*(batcher.submit(r) for r in requests))
+        pending = [asyncio.create_task(batcher.submit(r)) for r in requests]
+        while batcher.queued() < len(requests):
+            await asyncio.sleep(0)
+        release.set()
+        results = await asyncio.gather(first, *pending)
         await batcher.stop()
-        assert results == [[t.upper() for t in r] for r in requests]
-        return calls
+        assert results == [["WARM"], *[[t.upper() for t in r] for r in requests]]
 
-    batched = asyncio.run(scenario(max_batch=8, wait_ms=200))
-    assert max(len(c) for c in batched) <= 8 and len(batched) <= 5  # 27 texts in batches of up to 8
+    asyncio.run(scenario(max_batch=8))
+    texts = [t for i in range(10) for t in (f"r{i}a", f"r{i}b")]
+    assert calls == [["warm"], texts[:8], texts[8:16], texts[16:], [f"big{j}" for j in range(7)]]
     calls.clear()
-    alone = asyncio.run(scenario(max_batch=1, wait_ms=0))
-    assert len(alone) == 27 and all(len(c) == 1 for c in alone)
+    busy.clear()
+    release.clear()
+    asyncio.run(scenario(max_batch=1))  # no batching: one text per call, a request split into single texts
+    assert len(calls) == 28 and all(len(c) == 1 for c in calls)
 
 
 def test_micro_batcher_passes_errors_to_waiting_requests_and_drains_on_stop() -> None:
@@ -272,6 +288,10 @@ def test_load_on_loopback_has_zero_errors_and_batches(model_dir: Path) -> None:
         proc.wait(timeout=60)
 
 
+def _gauge(response: httpx.Response, name: str) -> float:
+    return next(float(line.split()[-1]) for line in response.text.splitlines() if line.startswith(name + " "))
+
+
 def test_graceful_shutdown_finishes_requests_in_flight(model_dir: Path) -> None:
     proc, url = _start(model_dir, "--max-batch", "64", "--max-wait-ms", "1500")
     try:
@@ -280,7 +300,8 @@ def test_graceful_shutdown_finishes_requests_in_flight(model_dir: Path) -> None:
             async with httpx.AsyncClient(base_url=url, timeout=60) as http:
                 tasks = [asyncio.create_task(http.post("/v1/predict", json={"text": f"wonderful {i}"}))
                          for i in range(5)]  # fmt: skip
-                await asyncio.sleep(0.5)  # the requests now wait in the batcher
+                while _gauge(await http.get("/metrics"), "attend_in_flight_requests") < 6:  # 5 + this one
+                    await asyncio.sleep(0.05)  # the requests now wait in the batcher (1.5 s)
                 proc.send_signal(signal.SIGTERM)
                 return [(await t).status_code for t in tasks]
 

@@ -1,0 +1,51 @@
+"""Loading a model directory: the runtime of its task, every needed file checked, older directories still load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import attend
+from attend.io import ModelDirError
+from attend.runtime import TorchTextClassifier, load
+from tests.conftest import copy_model
+
+
+def _rewrite(path: Path, change: dict, drop: tuple[str, ...] = ()) -> None:
+    config = json.loads((path / "config.json").read_text())
+    config = {k: v for k, v in config.items() if k not in drop} | change
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def test_a_directory_written_before_the_task_and_files_entries_still_loads(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    old = copy_model(trained["encoder"], tmp_path)
+    _rewrite(old, {}, drop=("task", "files"))
+    runtime = attend.load(old)
+    assert isinstance(runtime, TorchTextClassifier) and runtime.task == "classification"
+    assert runtime.predict(["the film was wonderful"]) == ["pos"]
+    weights = (old / "model.safetensors").read_bytes()  # its weights hash is still checked
+    (old / "model.safetensors").write_bytes(weights[:-4] + b"0000")
+    with pytest.raises(ModelDirError, match="does not match the hash"):
+        load(old)
+
+
+def test_every_file_the_model_needs_is_checked(trained: dict[str, Path], tmp_path: Path) -> None:
+    mixed = copy_model(trained["encoder"], tmp_path)
+    (mixed / "tokenizer.json").write_text((trained["encoder_cls"] / "tokenizer.json").read_text().replace(" ", "  "))
+    with pytest.raises(ModelDirError, match=r"tokenizer.json does not match the hash in config.json"):
+        load(mixed)
+
+
+def test_unknown_tasks_and_mismatched_labels_are_refused(trained: dict[str, Path], tmp_path: Path) -> None:
+    other = copy_model(trained["encoder"], tmp_path, "other")
+    _rewrite(other, {"task": "telepathy"})
+    with pytest.raises(ModelDirError, match="task 'telepathy' has no runtime"):
+        load(other)
+    short = copy_model(trained["encoder"], tmp_path, "short")
+    _rewrite(short, {"labels": ["pos"]})
+    with pytest.raises(ModelDirError, match="lists 1 labels, but its model has num_labels=2"):
+        load(short)

@@ -1,0 +1,62 @@
+"""Run ``attend ARGS...`` in this process, stopping dead at one named point of a training run, so a
+test can SIGKILL it exactly there (no timing involved): ``python paused_train.py POINT FLAG ARGS...``.
+
+When the run reaches POINT, this touches the file FLAG and sleeps until killed. Points:
+
+- ``checkpoint:E:S``: right after a checkpoint of epoch index E with at least S steps into it;
+- ``staged``: the new model directory is complete in its staging folder, not yet published;
+- ``published``: the new model directory is in place, the training state not yet removed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from attend import io
+from attend.cli import main
+from attend.training import trainer
+
+
+def _pause(flag: str) -> None:
+    Path(flag).touch()
+    time.sleep(3600)
+
+
+def _install(point: str, flag: str) -> None:
+    if point.startswith("checkpoint:"):
+        _, epoch, step = point.split(":")
+        save = trainer._save_state
+
+        def save_then_pause(directory: Path, model: Any, optimiser: Any, state: Any) -> None:
+            save(directory, model, optimiser, state)
+            if state.epoch == int(epoch) and state.step_in_epoch >= int(step):
+                _pause(flag)
+
+        trainer._save_state = save_then_pause
+    elif point == "staged":
+        publish = io.ArtifactWriter.publish
+
+        def pause_then_publish(self: io.ArtifactWriter, config: dict) -> Path:
+            _pause(flag)
+            return publish(self, config)
+
+        io.ArtifactWriter.publish = pause_then_publish  # type: ignore[method-assign]
+    elif point == "published":
+        remove = trainer.shutil.rmtree
+
+        def pause_before_cleanup(path: Any, *args: Any, **kwargs: Any) -> None:
+            if str(path).endswith(".training"):
+                _pause(flag)
+            remove(path, *args, **kwargs)
+
+        trainer.shutil.rmtree = pause_before_cleanup  # type: ignore[assignment]
+    else:
+        raise SystemExit(f"unknown point {point!r}")
+
+
+if __name__ == "__main__":
+    _install(sys.argv[1], sys.argv[2])
+    sys.exit(main(sys.argv[3:]))
