@@ -1,9 +1,10 @@
 """Attention benchmarks: our kernels and modules against PyTorch's, measured side by side in one run.
 
 Every number is a median over interleaved rounds (each round runs every contender once, in a
-rotating order) after a warm-up, in fp32, under ``torch.inference_mode``, with the process's
-``torch.get_num_threads()`` threads. Ratios are medians of per-round ratios, so slow drift and
-bursts of load from other processes hit both sides of a comparison alike. Sections:
+rotating order) after a warm-up, timed by the benchmarks' shared harness (``benchmarks/harness.py``),
+in fp32, under ``torch.inference_mode``, with the process's ``torch.get_num_threads()`` threads.
+Ratios are medians of per-round ratios, so slow drift and bursts of load from other processes hit
+both sides of a comparison alike. Sections:
 
 1. Matmul peak: fp32 GEMM / bmm FLOP/s; the GEMM is the reference for "% of peak" below and is
    timed again inside every group of sections 2 and 3, so efficiency is judged against the rate
@@ -37,7 +38,6 @@ import os
 import platform
 import re
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -54,7 +54,9 @@ try:
     import attend  # noqa: F401
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/harness.py, a sibling module
 
+import harness
 from attend.attention import MultiHeadAttention, capture_attention
 from attend.attention.backends import sdpa_attention
 from attend.attention.masks import MaskSpec
@@ -80,8 +82,8 @@ class Config:
     window: int = 64
     gemm_n: int = 2048
     bmm_len: int = 512
-    warmup: int = 2  # extra warm-up calls for functions faster than `slow_call`
-    slow_call: float = 0.5  # seconds; slower functions get a single warm-up call
+    warmup: int = 2  # extra warm-up calls after the first, until a function's warm-up calls total `slow_call`
+    slow_call: float = 0.5  # seconds; a function this slow gets a single warm-up call
     round_time: float = 0.25  # target seconds per function per round
     min_rounds: int = 5
     min_rounds_slow: int = 3  # when one round of the whole group takes longer than `slow_round`
@@ -125,31 +127,11 @@ def make_config(args: argparse.Namespace) -> Config:
 
 
 # ----------------------------------------------------------------------------------------------
-# Timing
+# Timing (benchmarks/harness.py) and output helpers
 # ----------------------------------------------------------------------------------------------
 
-
-@dataclass
-class Measured:
-    samples: list[float] = field(default_factory=list)  # seconds per call, one per round
-    number: int = 1  # calls per round
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and bool(self.samples)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples) if self.samples else math.nan
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "median_s": None if not self.ok else self.median,
-            "samples_s": self.samples,
-            "calls_per_round": self.number,
-            "error": self.error,
-        }
+#: A contender that raises one of these is reported (e.g. "OOM") and left out; the others go on.
+FAILURES = (RuntimeError, MemoryError)
 
 
 def _describe_failure(exc: BaseException) -> str:
@@ -160,113 +142,38 @@ def _describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:80]}"
 
 
-def bench(fns: dict[str, Callable[[], object]], cfg: Config) -> dict[str, Measured]:
-    """Time every function of ``fns`` in interleaved rounds; failures are recorded, not raised."""
-    results = {name: Measured() for name in fns}
-    estimate: dict[str, float] = {}
+def bench(fns: dict[str, Callable[[], object]], cfg: Config) -> dict[str, harness.Timing]:
+    """Time every function of ``fns`` in interleaved rounds; failures are recorded, not raised.
+
+    The harness warms each function up (fewer calls for slow ones), sizes its calls per round from
+    the warm-up to about ``cfg.round_time``, runs fewer minimum rounds when one round of the group
+    is slow, and adds rounds until ``cfg.group_time`` is spent.
+    """
     with torch.inference_mode():
-        for name, fn in fns.items():
-            try:
-                start = time.perf_counter()
-                fn()
-                estimate[name] = time.perf_counter() - start
-                if estimate[name] < cfg.slow_call:
-                    for _ in range(cfg.warmup):
-                        start = time.perf_counter()
-                        fn()
-                        estimate[name] = time.perf_counter() - start
-            except (RuntimeError, MemoryError) as exc:
-                results[name].error = _describe_failure(exc)
-            gc.collect()
-        alive = [name for name in fns if results[name].error is None]
-        for name in alive:
-            results[name].number = max(1, round(cfg.round_time / max(estimate[name], 1e-7)))
-        one_round = sum(estimate[n] * results[n].number for n in alive)
-        min_rounds = cfg.min_rounds_slow if one_round > cfg.slow_round else cfg.min_rounds
-        started = time.perf_counter()
-        rounds = 0
-        while (
-            alive
-            and rounds < cfg.max_rounds
-            and (rounds < min_rounds or time.perf_counter() - started < cfg.group_time)
-        ):
-            shift = rounds % len(alive)
-            for name in alive[shift:] + alive[:shift]:
-                fn, number = fns[name], results[name].number
-                try:
-                    start = time.perf_counter()
-                    for _ in range(number):
-                        fn()
-                    results[name].samples.append((time.perf_counter() - start) / number)
-                except (RuntimeError, MemoryError) as exc:
-                    results[name].error = _describe_failure(exc)
-            alive = [name for name in alive if results[name].error is None]
-            rounds += 1
+        measured = harness.interleave(
+            fns,
+            warmup=1 + cfg.warmup,
+            warmup_s=cfg.slow_call,
+            round_time=cfg.round_time,
+            min_rounds=lambda round_s: cfg.min_rounds_slow if round_s > cfg.slow_round else cfg.min_rounds,
+            max_rounds=cfg.max_rounds,
+            budget_s=cfg.group_time,
+            catch=FAILURES,
+            describe=_describe_failure,
+        )
     gc.collect()
-    return results
+    return measured
 
 
-@dataclass(frozen=True)
-class Ratio:
-    median: float
-    low: float  # 25th percentile over rounds
-    high: float  # 75th percentile over rounds
-
-    def fmt(self) -> str:
-        if math.isnan(self.median):
-            return "n/a"
-        return f"{self.median:.2f} [{self.low:.2f}-{self.high:.2f}]"
-
-    def to_json(self) -> dict[str, float]:
-        return {"median": self.median, "p25": self.low, "p75": self.high}
+def fmt_time(m: harness.Timing) -> str:
+    return harness.format_seconds(m.median) if m.ok else (m.error or "n/a")
 
 
-def paired_ratio(num: Measured, den: Measured) -> Ratio:
-    """Median over rounds of ``num / den`` (per-round pairs share the machine's state)."""
-    if not (num.ok and den.ok):
-        return Ratio(math.nan, math.nan, math.nan)
-    pairs = [a / b for a, b in zip(num.samples, den.samples, strict=False)]
-    if len(pairs) < 2:
-        return Ratio(pairs[0], pairs[0], pairs[0])
-    q1, _, q3 = statistics.quantiles(pairs, n=4, method="inclusive")
-    return Ratio(statistics.median(pairs), q1, q3)
-
-
-# ----------------------------------------------------------------------------------------------
-# Output helpers
-# ----------------------------------------------------------------------------------------------
-
-
-def print_table(title: str, headers: list[str], rows: list[list[str]], notes: list[str] | None = None) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = "  ".join("-" * w for w in widths)
-    print(f"\n{title}")
-    print("=" * len(title))
-    print("  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True))))
-    print(line)
-    for row in rows:
-        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
-    for note in notes or []:
-        print(f"  * {note}")
-    sys.stdout.flush()
-
-
-def fmt_time(m: Measured) -> str:
-    if not m.ok:
-        return m.error or "n/a"
-    seconds = m.median
-    if seconds >= 1.0:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds * 1e6:.0f} us"
-
-
-def fmt_rate(flops: float, m: Measured) -> str:
+def fmt_rate(flops: float, m: harness.Timing) -> str:
     return f"{flops / m.median / 1e9:.1f}" if m.ok else "-"
 
 
-def fmt_frac(flops: float, m: Measured, peak: float) -> str:
+def fmt_frac(flops: float, m: harness.Timing, peak: float) -> str:
     return f"{100 * flops / m.median / peak:.0f}%" if m.ok and peak > 0 else "-"
 
 
@@ -311,7 +218,7 @@ class PeakRef:
     def add_to(self, fns: dict[str, Callable[[], object]]) -> dict[str, Callable[[], object]]:
         return {**fns, self.KEY: self.fn}
 
-    def rate(self, measured: dict[str, Measured]) -> float:
+    def rate(self, measured: dict[str, harness.Timing]) -> float:
         m = measured.get(self.KEY)
         return self.flops / m.median if m is not None and m.ok else math.nan
 
@@ -340,7 +247,7 @@ def section_matmul(cfg: Config) -> tuple[PeakRef, dict[str, Any]]:
         [name, fmt_time(m), fmt_rate(cases[name][1], m), fmt_frac(cases[name][1], m, peak)]
         for name, m in measured.items()
     ]
-    print_table(
+    harness.print_table(
         "1. Matmul peak (fp32)",
         ["kernel", "time", "GFLOP/s", "% of GEMM"],
         rows,
@@ -392,7 +299,7 @@ def section_core(cfg: Config, ref: PeakRef) -> dict[str, Any]:
         peaks.append(f"L={length}: {peak / 1e9:.1f}")
         flops = 4 * batch * heads * length * length * d
         for mask_name, a, b in (("none", "ours", "sdpa"), ("key_padding", "ours+pad", "sdpa+pad")):
-            ratio = paired_ratio(measured[b], measured[a])  # throughput ours/sdpa = t_sdpa / t_ours
+            ratio = harness.paired_ratio(measured[b], measured[a])  # throughput ours/sdpa = t_sdpa / t_ours
             rows.append(
                 [
                     f"L={length} {mask_name}",
@@ -415,7 +322,7 @@ def section_core(cfg: Config, ref: PeakRef) -> dict[str, Any]:
                 "throughput_ratio": ratio.to_json(),
                 "max_abs_diff": diff["none" if mask_name == "none" else "pad"],
             }
-    print_table(
+    harness.print_table(
         f"2. Fast-path core: sdpa_attention (ours) vs F.scaled_dot_product_attention  "
         f"[B={batch}, H={heads}, d={d}, fp32]",
         [
@@ -508,7 +415,7 @@ def section_module(cfg: Config, ref: PeakRef) -> dict[str, Any]:
         peaks.append(f"L={length}: {peak / 1e9:.1f}")
         flops = 4 * batch * heads * length * length * cfg.head_dim + 8 * batch * length * embed * embed
         for mask_name, a, b in (("none", "ours", "torch"), ("key_padding", "ours+pad", "torch+pad")):
-            ratio = paired_ratio(measured[b], measured[a])
+            ratio = harness.paired_ratio(measured[b], measured[a])
             key = "none" if mask_name == "none" else "pad"
             rows.append(
                 [
@@ -537,7 +444,7 @@ def section_module(cfg: Config, ref: PeakRef) -> dict[str, Any]:
         "FLOPs = attention 4*B*H*L^2*d + projections 8*B*L*E^2; max|diff| over non-padded query positions",
         f"%pk = share of the {ref.name} rate timed in the same rounds (GFLOP/s {', '.join(peaks)})",
     ]
-    print_table(
+    harness.print_table(
         f"3. Full module: MultiHeadAttention vs nn.MultiheadAttention  [B={batch}, E={embed}, H={heads}, fp32]",
         ["case", "ours", "torch", "ours GF/s", "ours %pk", "torch %pk", "ours/torch thr.", "goal>=0.9", "max|diff|"],
         rows,
@@ -578,7 +485,7 @@ def section_weights(cfg: Config) -> dict[str, Any]:
             del ref_out, ref_w, got_out, got_w
         measured = bench(fns, cfg)
         for name in ("ours", "capture", "eager"):
-            ratio = paired_ratio(measured[name], measured["torch"])  # time ratio ours/torch
+            ratio = harness.paired_ratio(measured[name], measured["torch"])  # time ratio ours/torch
             label = {"ours": "ours need_weights", "capture": "ours capture_attention", "eager": "ours eager (ref.)"}
             rows.append(
                 [
@@ -596,7 +503,7 @@ def section_weights(cfg: Config) -> dict[str, Any]:
                 "time_ratio": ratio.to_json(),
                 "max_abs_diff": diff[name],
             }
-    print_table(
+    harness.print_table(
         f"4. With per-head weights: ours vs nn.MultiheadAttention(need_weights=True, average_attn_weights=False)"
         f"  [B={batch}, E={embed}, H={heads}]",
         ["case", "ours", "torch", "ours/torch time", "goal<=1.0", "max|diff|"],
@@ -684,10 +591,9 @@ def memory_worker(spec: dict[str, Any]) -> None:
             result["reset"] = _reset_peak_rss()
             before_hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
             before = _status_kib("VmRSS") if result["reset"] else before_hwm
-            start = time.perf_counter()
-            with torch.inference_mode():
+            with harness.Stopwatch() as watch, torch.inference_mode():
                 output, _ = model(x, is_causal=causal)
-            result["seconds"] = time.perf_counter() - start
+            result["seconds"] = watch.seconds
             peak = _status_kib("VmHWM") if result["reset"] else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             result["peak_bytes"] = max(0, peak - before) * 1024
             result["status"] = "ok"
@@ -764,7 +670,7 @@ def section_scaling(cfg: Config) -> dict[str, Any]:
 
     # One interleaved group over every (variant, L): each round visits all sizes, so a burst of load
     # from elsewhere lands on all of them alike and the per-round growth ratios stay meaningful.
-    timings: dict[tuple[str, int], Measured] = {}
+    timings: dict[tuple[str, int], harness.Timing] = {}
     models = {name: build_scaling_model(name, embed, heads, cfg.window) for name in names}
     fns: dict[str, Callable[[], object]] = {}
     for length in cfg.scaling_lengths:
@@ -772,7 +678,7 @@ def section_scaling(cfg: Config) -> dict[str, Any]:
         x = torch.randn(batch, length, embed)
         for name in names:
             if memory[(name, length)].get("status") != "ok":
-                timings[(name, length)] = Measured(error=memory[(name, length)]["status"])
+                timings[(name, length)] = harness.Timing(f"{name}@{length}", error=memory[(name, length)]["status"])
                 continue
             model, causal = models[name]
             fns[f"{name}@{length}"] = lambda model=model, causal=causal, x=x: model(x, is_causal=causal)
@@ -780,11 +686,11 @@ def section_scaling(cfg: Config) -> dict[str, Any]:
         name, length = key.rsplit("@", 1)
         timings[(name, int(length))] = m
 
-    def time_growth(name: str, length: int) -> Ratio | None:
+    def time_growth(name: str, length: int) -> harness.Ratio | None:
         prev = (name, length // 2)
         if prev not in timings or not (timings[prev].ok and timings[(name, length)].ok):
             return None
-        return paired_ratio(timings[(name, length)], timings[prev])
+        return harness.paired_ratio(timings[(name, length)], timings[prev])
 
     def mem_growth(name: str, length: int) -> float | None:
         prev, cur = memory.get((name, length // 2), {}), memory[(name, length)]
@@ -831,7 +737,7 @@ def section_scaling(cfg: Config) -> dict[str, Any]:
                 last_mem = f"x{mg:.2f}" if mg else last_mem
             rows.append(row)
         summary.append([name, per_doubling(times), last_time, per_doubling(mems), last_mem])
-    print_table(
+    harness.print_table(
         f"5. Efficient attention scaling  [B={batch}, E={embed}, H={heads}, d={cfg.head_dim}, window={cfg.window}]",
         ["variant", "L", "time", "us/token", "growth", "peak memory", "KiB/token", "growth"],
         rows,
@@ -846,7 +752,7 @@ def section_scaling(cfg: Config) -> dict[str, Any]:
         ],
     )
     first, last = cfg.scaling_lengths[0], cfg.scaling_lengths[-1]
-    print_table(
+    harness.print_table(
         "5s. Growth per doubling of L",
         ["variant", f"time (mean {first}->{last})", "time (last doubling)", "memory (mean)", "memory (last)"],
         summary,
@@ -877,18 +783,9 @@ def parallel_latency_us(threads: int, calls: int = 25) -> float:
     every OpenMP parallel region waits for a descheduled worker thread, often a whole scheduler
     tick (milliseconds), and workloads made of many small ops slow down by an order of magnitude.
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with harness.torch_threads(threads):
         data = torch.zeros(1 << 18)
-        samples = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            data.add_(1.0)
-            samples.append(time.perf_counter() - start)
-        return statistics.median(samples) * 1e6
-    finally:
-        torch.set_num_threads(previous)
+        return harness.interleave({"add": lambda: data.add_(1.0)}, rounds=calls)["add"].median * 1e6
 
 
 def _finite(value: Any) -> Any:
@@ -972,9 +869,9 @@ def main(argv: list[str] | None = None) -> int:
     section_probe: dict[str, float] = {}
 
     def run(key: str, fn: Callable[[], Any]) -> Any:
-        t0 = time.perf_counter()
-        value = fn()
-        section_seconds[key] = time.perf_counter() - t0
+        with harness.Stopwatch() as watch:
+            value = fn()
+        section_seconds[key] = watch.seconds
         section_load[key] = os.getloadavg()[0]
         section_probe[key] = parallel_latency_us(cfg.threads)
         print(

@@ -33,10 +33,12 @@ Face's included, runs exactly the same padded batches.
 Texts are real film-review sentences (``rotten_tomatoes``) when cached offline in
 ``~/.cache/attend``, else WordNet definitions (``wordnet_topics``, bundled).
 
-Timing: one warm-up round, then interleaved rounds (each runs every contender once, the order
-rotating per round) until a per-setting time budget is spent (with a minimum and maximum number
-of rounds). Times are medians over rounds; ratios are medians of per-round ratios, so drift and
-load from other processes hit both sides of a comparison alike. Goals checked:
+Timing, by the benchmarks' shared harness (``benchmarks/harness.py``): one warm-up round (its
+results feed the parity check), then interleaved rounds (each runs every contender once, the order
+rotating per round, a garbage collection before each call, outside the timing) until a
+per-setting time budget is spent (with a minimum and maximum number of rounds). Times are medians
+(and minima) over rounds; ratios are medians of per-round ratios, so drift and load from other
+processes hit both sides of a comparison alike. Goals checked:
 
 1. attend explain / attend predict <= 1.5x, for both methods and both settings.
 2. attend explain < HF output_attentions (the eager fallback) for the same method.
@@ -57,7 +59,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +75,9 @@ try:
     import attend  # noqa: F401
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/harness.py, a sibling module
 
+import harness
 from attend.data.datasets import load_dataset
 from attend.data.tokenization import TextTokenizer
 from attend.explain import explain, readout, rollout
@@ -145,7 +148,7 @@ class Setting:
     max_length: int
     budget_s: float
     tokens: list[int] = field(default_factory=list)
-    times: dict[str, list[float]] = field(default_factory=dict)
+    timings: dict[str, harness.Timing] = field(default_factory=dict)
     rounds: int = 0
     elapsed_s: float = 0.0
     batches: int = 1
@@ -369,12 +372,6 @@ def contenders(
     return jobs
 
 
-def time_once(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
 def check_parity(setting: Setting, warm: dict[str, Any]) -> None:
     """Both sides must compute the same thing, or comparing their times means nothing."""
     if HF_FORWARD not in warm:
@@ -394,35 +391,29 @@ def check_parity(setting: Setting, warm: dict[str, Any]) -> None:
 
 
 def measure(setting: Setting, jobs: dict[str, Callable[[], Any]], config: Config) -> None:
-    names = list(jobs)
-    setting.times = {name: [] for name in names}
-    warm: dict[str, Any] = {}
-    for name in names:  # warm-up round; its results feed the parity check
-        _, warm[name] = time_once(jobs[name])
+    """A warm-up round whose results are checked for parity (and dropped), then interleaved rounds."""
+    warm = {name: job() for name, job in jobs.items()}
     check_parity(setting, warm)
     del warm
-    start = time.perf_counter()
-    rounds = 0
-    while rounds < config.min_rounds or (rounds < config.max_rounds and time.perf_counter() - start < setting.budget_s):
-        shift = rounds % len(names)
-        for name in names[shift:] + names[:shift]:
-            gc.collect()
-            elapsed, _ = time_once(jobs[name])
-            setting.times[name].append(elapsed)
-        rounds += 1
-    setting.rounds = rounds
-    setting.elapsed_s = time.perf_counter() - start
-
-
-def median_time(setting: Setting, name: str) -> float:
-    return statistics.median(setting.times[name])
+    with harness.Stopwatch() as watch:
+        setting.timings = harness.interleave(
+            jobs,
+            warmup=0,  # done above
+            min_rounds=config.min_rounds,
+            max_rounds=config.max_rounds,
+            budget_s=setting.budget_s,
+            items=len(setting.texts),
+            before_each=gc.collect,
+        )
+    setting.rounds = len(next(iter(setting.timings.values())).samples)
+    setting.elapsed_s = watch.seconds
 
 
 def round_ratios(setting: Setting, top: str, bottom: str) -> list[float]:
     """``top / bottom`` in each round (empty when either side was not measured)."""
-    if top not in setting.times or bottom not in setting.times:
+    if top not in setting.timings or bottom not in setting.timings:
         return []
-    return [a / b for a, b in zip(setting.times[top], setting.times[bottom], strict=True)]
+    return list(harness.paired_ratio(setting.timings[top], setting.timings[bottom]).per_round)
 
 
 def ratio(setting: Setting, top: str, bottom: str) -> float | None:
@@ -467,11 +458,10 @@ def report_setting(setting: Setting) -> list[str]:
         f"  {'contender':<30} {'median ms':>10} {'min ms':>9} {'ms/text':>8} {'x base':>7}  {'x attend predict':>16}"
     )
     lines += [header, "  " + "-" * (len(header) - 2)]
-    for name in setting.times:
-        med = median_time(setting, name)
+    for name, timing in setting.timings.items():
         lines.append(
-            f"  {name:<30} {med * 1e3:>10.1f} {min(setting.times[name]) * 1e3:>9.1f} "
-            f"{med * 1e3 / len(setting.texts):>8.2f} {_fmt_ratio(ratio(setting, name, BASELINES[name])):>7}  "
+            f"  {name:<30} {timing.median * 1e3:>10.1f} {timing.min * 1e3:>9.1f} "
+            f"{timing.per_item * 1e3:>8.2f} {_fmt_ratio(ratio(setting, name, BASELINES[name])):>7}  "
             f"{_fmt_ratio(ratio(setting, name, ATTEND_PREDICT)):>16}"
         )
     lines.append("  (x base: attend rows over attend predict, HF rows over HF forward; medians of per-round ratios)")
@@ -582,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = make_config(args)
     env = environment(args.threads)
     load_start = load_average()
-    wall_start = time.perf_counter()
+    wall = harness.Stopwatch()
     print("Explanation cost vs prediction: attend MiniLM vs Hugging Face BertModel (same weights)")
     print(
         f"torch {env['torch']}, transformers {env['transformers']}, python {env['python']}, "
@@ -637,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in info_ratios(setting):
             print(line)
     load_end = load_average()
-    total = time.perf_counter() - wall_start
+    total = wall.seconds
     print(f"\nload average at end (1/5/15 min): {load_end}; wall time {total:.0f} s")
     verdicts = [g.met for g in all_goals if g.met is not None]
     print(f"goals met: {sum(verdicts)}/{len(verdicts)}")
@@ -658,9 +648,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "tokens": {"min": min(s.tokens), "max": max(s.tokens), "mean": statistics.mean(s.tokens)},
                     "rounds": s.rounds,
                     "elapsed_s": s.elapsed_s,
-                    "times_s": s.times,
-                    "median_s": {name: median_time(s, name) for name in s.times},
-                    "ratio_to_base": {name: ratio(s, name, BASELINES[name]) for name in s.times},
+                    "times_s": {name: t.samples for name, t in s.timings.items()},
+                    "median_s": {name: t.median for name, t in s.timings.items()},
+                    "min_s": {name: t.min for name, t in s.timings.items()},
+                    "ratio_to_base": {name: ratio(s, name, BASELINES[name]) for name in s.timings},
                     "parity": s.parity,
                 }
                 for s in settings

@@ -8,9 +8,11 @@ for every method that needs no gradients. This script measures what that buys on
    absolute difference; they should agree to float rounding), and for int8 how often each text's
    most important text token and its top-3 set are unchanged (int8 changes the maps a little).
 2. Speed: texts/s of ``explain(..., method)`` for ``attention`` and ``rollout``, one text per
-   call (what ``POST /v1/explain`` does for one text) and calls of 32 texts, interleaved rounds,
-   medians, and each runtime's ratio to PyTorch fp32 in the same run. Plain prediction
-   (``predict_proba``) is timed beside it for scale.
+   call (what ``POST /v1/explain`` does for one text) and calls of 32 texts, timed by the
+   benchmarks' shared harness (``benchmarks/harness.py``: a warm-up, then interleaved rounds),
+   medians, and each runtime's ratio to PyTorch fp32 in the same run: the ratio of the medians
+   and the median of per-round ratios. Plain prediction (``predict_proba``) is timed beside it
+   for scale.
 
 Usage::
 
@@ -21,19 +23,19 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/harness.py, a sibling module
 
 import numpy as np
 import torch
 
+import harness
 from attend.data.splits import rebuild_split
 from attend.deploy.export import export_onnx
 from attend.deploy.quantize import quantize
@@ -42,12 +44,6 @@ from attend.runtime import load
 from attend.runtime.onnx import load_onnx
 
 METHODS = ("attention", "rollout")
-
-
-def _time(call: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
 
 
 def _top(explanation: Any, k: int) -> set[int]:
@@ -84,23 +80,21 @@ def speed(runtimes: dict[str, Any], texts: list[str], rounds: int) -> None:
                 jobs[f"{name} | {method}"] = lambda p=predictor, c=calls, m=method, b=batch: [
                     explain(p, t, m, batch_size=b) for t in c
                 ]
-        for job in jobs.values():  # warm-up
-            job()
-        times: dict[str, list[float]] = {name: [] for name in jobs}
-        for r in range(rounds):  # interleaved, rotating order
-            names = list(jobs)
-            names = names[r % len(names) :] + names[: r % len(names)]
-            for name in names:
-                times[name].append(_time(jobs[name]))
-        print(f"\n{len(chosen)} short test texts, {batch} per call, {rounds} rounds (texts/s, x PyTorch fp32)")
-        print(f"  {'':<18} " + " ".join(f"{task:>18}" for task in ("predict", *METHODS)))
+        timings = harness.interleave(jobs, rounds=rounds, warmup=1, items=len(chosen))
+        rows = []
         for runtime in runtimes:
-            cells = []
+            cells = [runtime]
             for task in ("predict", *METHODS):
-                seconds = statistics.median(times[f"{runtime} | {task}"])
-                base = statistics.median(times[f"PyTorch fp32 | {task}"])
-                cells.append(f"{len(chosen) / seconds:9.1f} ({base / seconds:4.2f}x)")
-            print(f"  {runtime:<18} " + " ".join(f"{cell:>18}" for cell in cells))
+                timing = timings[f"{runtime} | {task}"]
+                speedup = harness.paired_ratio(timings[f"PyTorch fp32 | {task}"], timing)
+                cells.append(f"{timing.rate:.1f} ({speedup.of_medians:.2f}x, {speedup.median:.2f}x)")
+            rows.append(cells)
+        harness.print_table(
+            f"{len(chosen)} short test texts, {batch} per call, {rounds} rounds",
+            ["runtime", "predict", *METHODS],
+            rows,
+            ["texts/s (x PyTorch fp32: ratio of medians, median of per-round ratios)"],
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,9 @@ seed 0, from :func:`attend.data.readers.stratified_split`):
 Beside accuracy and macro-F1 it reports training seconds per epoch (the trainer's
 ``metrics["seconds_per_epoch"]``; for the baseline, the fit time) and inference throughput on the
 test split: texts/s of :meth:`attend.runtime.TextClassifier.predict_proba` (batch 64) on the model
-directory loaded back from disk, after a warm-up, median over timed passes. The test accuracy of
-the loaded predictor is checked against the trainer's own test metrics.
+directory loaded back from disk, after a warm-up, median over timed passes (1 to 3, about 5 s,
+timed by the benchmarks' shared harness, ``benchmarks/harness.py``). The test accuracy of the
+loaded predictor is checked against the trainer's own test metrics.
 
 Honesty rules. Hyperparameters below were fixed a priori (common settings for models of this
 size), one setting per model and data set; no alternative setting was tried, and nothing is ever
@@ -52,7 +53,6 @@ import os
 import platform
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -68,7 +68,9 @@ try:
     import attend  # noqa: F401
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/harness.py, a sibling module
 
+import harness
 from attend.data.datasets import DATASETS, load_dataset
 from attend.data.readers import LabelledTexts, stratified_split
 from attend.runtime import load
@@ -252,14 +254,25 @@ def training_args(model: str, dataset: str, *, quick: bool, progress: bool) -> T
 def _throughput(predict: Any, texts: list[str]) -> dict[str, Any]:
     """Texts/s of ``predict(texts)`` after a warm-up: median over passes (at least one, up to 3, ~5 s)."""
     predict(texts[: min(len(texts), 4 * INFER_BATCH)])  # warm-up: allocator, kernels, tokenizer
-    seconds: list[float] = []
-    result = None
-    while len(seconds) < INFER_MAX_PASSES and (not seconds or sum(seconds) < INFER_MIN_SECONDS):
-        start = time.perf_counter()
-        result = predict(texts)
-        seconds.append(time.perf_counter() - start)
-    median = statistics.median(seconds)
-    return {"texts_per_s": len(texts) / median, "passes": len(seconds), "pass_seconds": seconds, "output": result}
+    outputs: list[Any] = [None]
+
+    def one_pass() -> None:
+        outputs[0] = predict(texts)  # the last pass's output is scored
+
+    timing = harness.interleave(
+        {"predict": one_pass},
+        warmup=0,  # done above, on fewer texts
+        min_rounds=1,
+        max_rounds=INFER_MAX_PASSES,
+        budget_s=INFER_MIN_SECONDS,
+        items=len(texts),
+    )["predict"]
+    return {
+        "texts_per_s": timing.rate,
+        "passes": len(timing.samples),
+        "pass_seconds": timing.samples,
+        "output": outputs[0],
+    }
 
 
 def run_baseline(splits: Splits, train_idx: list[int]) -> dict[str, Any]:
@@ -271,12 +284,11 @@ def run_baseline(splits: Splits, train_idx: list[int]) -> dict[str, Any]:
     index = {name: i for i, name in enumerate(label_names)}
     vectorizer = TfidfVectorizer(**VECTORIZER[splits.name])
     classifier = LogisticRegression(random_state=SEED, **CLASSIFIER)
-    start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    with harness.Stopwatch() as fit, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         features = vectorizer.fit_transform([splits.texts[i] for i in train_idx])
         classifier.fit(features, [index[splits.labels[i]] for i in train_idx])
-    fit_seconds = time.perf_counter() - start
+    fit_seconds = fit.seconds
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
 
     test_texts = [splits.texts[i] for i in splits.test]
@@ -305,9 +317,9 @@ def run_neural(
 ) -> dict[str, Any]:
     args = training_args(model, splits.name, quick=quick, progress=progress)
     options = MODEL_OPTIONS[model]
-    start = time.perf_counter()
-    result = train(splits.labelled(train_idx), out, model=model, model_options=options, args=args)
-    train_seconds = time.perf_counter() - start
+    with harness.Stopwatch() as training:
+        result = train(splits.labelled(train_idx), out, model=model, model_options=options, args=args)
+    train_seconds = training.seconds
     metrics = result.metrics
     if metrics.get("split") != "test" or metrics.get("num_examples") != len(splits.test):
         raise RuntimeError(f"{model} on {splits.name}: trainer scored {metrics.get('split')!r}, not our test split")

@@ -1,6 +1,9 @@
 """Deployment benchmark, one run: offline runtimes (PyTorch / ONNX Runtime, fp32 / int8), then served load.
 
-1. Offline inference, texts/s on the same texts (interleaved rounds, medians), on short texts
+1. Offline inference, texts/s on the same texts (the benchmarks' shared harness,
+   ``benchmarks/harness.py``: a warm-up, then interleaved rounds, medians; each runtime's
+   speed-up over PyTorch fp32 as the ratio of medians and as the median of per-round ratios,
+   "paired"), on short texts
    (<= 32 tokens, from the model's own test split) one at a time (batch 1, what a service does
    without batching) and in batches of 32, and on long texts (>= 256 tokens: test texts joined;
    the tokenizer limit is raised to 256 where the model has the positions) in batches of 32:
@@ -8,8 +11,9 @@
    quantize``; also with an accuracy budget, and from the ``--unpad`` graph), PyTorch int8
    (dynamic) and PyTorch bf16. Accuracy and macro-F1 of each on the model's test split, as
    ``attend quantize`` measures them. Goal: ORT int8 >= 3x PyTorch fp32 on short texts with
-   <= 0.5 points accuracy loss. Also printed: one int8 and one fp32 matrix
-   product of an encoder layer's size, alone, i.e. what int8 can gain where products dominate.
+   <= 0.5 points accuracy loss (speed-up as the ratio of medians). Also printed: one int8 and
+   one fp32 matrix product of an encoder layer's size, alone (interleaved rounds too), i.e.
+   what int8 can gain where products dominate.
 2. Served throughput and p50/p99 latency at C concurrent clients in a second process, with and
    without micro-batching (``benchmarks/serve_load.py``), for PyTorch fp32 and bf16.
    Goal: batching >= 3x throughput at 32 clients.
@@ -28,10 +32,8 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import torch
 
+import harness
 from attend.data.splits import rebuild_split
 from attend.deploy.export import export_onnx
 from attend.deploy.quantize import _compare, _quiet_quantizer, quantize
@@ -73,8 +76,8 @@ def _texts(predictor: Any, test_texts: list[str], n: int) -> dict[str, list[str]
     return {"short": short, "long": long_texts}
 
 
-def gemm_ceiling(threads: int, rounds: int = 30) -> dict[str, float]:
-    """ms for one (1024 x 384) @ (384 x 1536) product: PyTorch fp32, ONNX Runtime fp32 and int8 (dynamic)."""
+def gemm_ceiling(threads: int, rounds: int = 30) -> dict[str, harness.Timing]:
+    """One (1024 x 384) @ (384 x 1536) product: PyTorch fp32, ONNX Runtime fp32 and int8 (dynamic)."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -100,23 +103,13 @@ def gemm_ceiling(threads: int, rounds: int = 30) -> dict[str, float]:
         tx, tw = torch.from_numpy(x), torch.from_numpy(w)
         calls = {"PyTorch fp32": lambda: tx @ tw}
         calls |= {name: (lambda s=s: s.run(None, {"x": x})) for name, s in sessions.items()}
-        return {name: 1000 * _time(call, rounds) for name, call in calls.items()}
-
-
-def _time(call: Any, rounds: int) -> float:
-    """Median seconds of one ``call()``."""
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        return harness.interleave(calls, rounds=rounds)
 
 
 def offline(model_dir: Path, work: Path, *, threads: int, n_texts: int, rounds: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     onnx_dir = work / "onnx"
-    t0 = time.perf_counter()
+    watch = harness.Stopwatch()
     exported = export_onnx(model_dir, onnx_dir, threads=threads)
     report = quantize(onnx_dir, runtime="onnx", threads=threads)
     torch_int8 = quantize(model_dir, runtime="torch", threads=threads)  # model_dir is a scratch copy
@@ -130,7 +123,7 @@ def offline(model_dir: Path, work: Path, *, threads: int, n_texts: int, rounds: 
     unpad_dir = work / "onnx-unpad"  # the graph whose layers run on real tokens only (attend export --unpad)
     export_onnx(model_dir, unpad_dir, threads=threads, unpad=True)
     unpadded = quantize(unpad_dir, runtime="onnx", threads=threads)["onnx"]
-    print(f"exported and quantised in {time.perf_counter() - t0:.0f} s; parity "
+    print(f"exported and quantised in {watch.seconds:.0f} s; parity "
           f"{exported['parity']['max_abs_diff_logits']:.1e}; ONNX fp32 {report['onnx']['bytes']['fp32'] / 1e6:.1f} MB, "
           f"int8 {report['onnx']['bytes']['int8'] / 1e6:.1f} MB")  # fmt: skip
     runtimes = {
@@ -167,30 +160,32 @@ def offline(model_dir: Path, work: Path, *, threads: int, n_texts: int, rounds: 
             for i in range(0, len(t), b):  # the caller's batches, as a service would form them
                 p.predict_proba(t[i : i + b], batch_size=b)
 
-        times: dict[str, list[float]] = {name: [] for name in runtimes}
-        for predictor in runtimes.values():  # warm-up
+        for predictor in runtimes.values():  # warm-up, on one batch
             run(texts[:BATCH], predictor)
-        for r in range(rounds):  # interleaved, rotating order: load drifts hit every runtime alike
-            names = list(runtimes)
-            names = names[r % len(names) :] + names[: r % len(names)]
-            for name in names:
-                times[name].append(_time(lambda p=runtimes[name], t=texts: run(t, p), 1))
+        # Interleaved, rotating order: load drifts hit every runtime alike.
+        timings = harness.interleave(
+            {name: lambda p=predictor, t=texts: run(t, p) for name, predictor in runtimes.items()},
+            rounds=rounds,
+            warmup=0,  # done above
+            items=len(texts),
+        )
         rows = {}
-        base = statistics.median(times["PyTorch fp32"])
-        for name, samples in times.items():
-            seconds = statistics.median(samples)
-            rows[name] = {"texts_per_s": len(texts) / seconds, "speedup": base / seconds}
+        for name, timing in timings.items():
+            speedup = harness.paired_ratio(timings["PyTorch fp32"], timing)
+            rows[name] = {"texts_per_s": timing.rate, "speedup": speedup.of_medians, "speedup_paired": speedup.median}
         results["settings"][setting] = {"texts": len(texts), "batch": batch, "max_length": limit, "rows": rows}
         print(f"\n{setting}: {len(texts)} texts, up to {limit} tokens, {rounds} rounds, threads {threads}")
-        print(f"  {'runtime':<22} {'texts/s':>9} {'x PyTorch fp32':>15} {'accuracy':>9} {'macro-F1':>9}")
+        print(f"  {'runtime':<22} {'texts/s':>9} {'x PyTorch fp32':>15} {'paired':>7} {'accuracy':>9} {'macro-F1':>9}")
         for name, row in rows.items():
             acc = accuracy[name]
-            print(f"  {name:<22} {row['texts_per_s']:9.1f} {row['speedup']:14.2f}x {acc['accuracy']:9.4f} "
-                  f"{acc['macro_f1']:9.4f}")  # fmt: skip
+            print(f"  {name:<22} {row['texts_per_s']:9.1f} {row['speedup']:14.2f}x {row['speedup_paired']:6.2f}x "
+                  f"{acc['accuracy']:9.4f} {acc['macro_f1']:9.4f}")  # fmt: skip
     gemm = gemm_ceiling(threads)
-    results["gemm_ms"] = gemm
-    print("\none (1024 x 384) @ (384 x 1536) product alone: " + ", ".join(f"{k} {v:.2f} ms" for k, v in gemm.items())
-          + f"; int8 is {gemm['PyTorch fp32'] / gemm['ONNX Runtime int8']:.2f}x PyTorch fp32 here")  # fmt: skip
+    results["gemm_ms"] = {name: 1000 * timing.median for name, timing in gemm.items()}
+    int8 = harness.paired_ratio(gemm["PyTorch fp32"], gemm["ONNX Runtime int8"])
+    print("\none (1024 x 384) @ (384 x 1536) product alone: "
+          + ", ".join(f"{k} {v:.2f} ms" for k, v in results["gemm_ms"].items())
+          + f"; int8 is {int8.of_medians:.2f}x PyTorch fp32 here (paired {int8.median:.2f}x)")  # fmt: skip
     results["goal"] = {}
     for row in ("ONNX Runtime int8", BUDGET_ROW, UNPAD_ROW):
         loss = 100 * (accuracy["PyTorch fp32"]["accuracy"] - accuracy[row]["accuracy"])

@@ -6,7 +6,9 @@ Starts ``attend serve MODEL_DIR`` twice on 127.0.0.1 (``--max-batch 1``: every r
 ``POST /v1/predict`` as soon as its previous answer arrives, for a fixed duration after a
 warm-up. The client is bare asyncio HTTP/1.1 (keep-alive, requests pre-encoded), so the load
 generator takes little of the CPU it shares with the server. It prints requests/s, p50/p99
-latency, errors, and the ratio batched / unbatched.
+latency (every request's latency kept as a sample of the benchmarks' shared harness,
+``benchmarks/harness.py``), errors, and the ratio batched / unbatched. The two settings run one
+after the other, not in interleaved rounds: two servers under load at once would share the cores.
 
 The server gets ``--threads`` intra-op threads (default 1) and the client runs in its own
 process, so on a 2-core machine they do not share a core. Texts are real: WordNet glosses
@@ -27,7 +29,6 @@ import json
 import os
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -35,6 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/harness.py, a sibling module
+
+import harness
 
 
 def _free_port() -> int:
@@ -131,18 +136,14 @@ async def _load(url: str, texts: list[str], clients: int, warmup: float, seconds
             writer.close()
 
     await asyncio.gather(*(client(i) for i in range(clients)))
-    latencies.sort()
-
-    def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
-
+    latency = harness.Timing("request", latencies)  # one sample per answered request
     return {
         "requests": done,
         "errors": errors,
         "throughput_rps": done / seconds,
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
+        "p50_ms": latency.quantile(0.50) * 1000,
+        "p99_ms": latency.quantile(0.99) * 1000,
+        "mean_ms": latency.mean * 1000,
     }
 
 

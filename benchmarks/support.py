@@ -12,7 +12,9 @@ Only headings that are questions (end in "?") are queries; every entry stays a c
 For each language it:
 
 1. builds the index exactly as ``attend support build`` does (timed), which also calibrates the
-   hand-off threshold on the FAQ alone and trains the intent classifier;
+   hand-off threshold on the FAQ alone and trains the intent classifier, and times ``ask`` (with
+   the driving words) on 20 question queries, one call each after a warm-up call, median per
+   query (both through the benchmarks' shared harness, ``benchmarks/harness.py``);
 2. ranks *all* answers for every query (the stored questions are not used, or a question would
    find itself): top-1 accuracy and MRR for BM25 (``rank_bm25`` Okapi) and the encoder (the
    index's answer score, and its two halves: answer lead only, best passage only);
@@ -39,11 +41,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/harness.py, a sibling module
 
+import harness  # noqa: E402
 from attend.apps.support.evaluation import evaluate_handoff, evaluate_retrieval, question_queries  # noqa: E402
 from attend.apps.support.faq import FaqEntry, read_faq  # noqa: E402
 from attend.apps.support.index import INTENT_C, SupportIndex, build_index  # noqa: E402
@@ -96,9 +99,8 @@ def run_language(lang: str, workdir: Path, seed: int) -> dict[str, Any]:
     atomic_write_text(faq_file, "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in entries))
     entries = read_faq(faq_file)  # exactly what the index holds
 
-    started = time.perf_counter()
-    report = build_index(faq_file, workdir / f"index.{lang}", seed=seed)
-    build_seconds = time.perf_counter() - started
+    with harness.Stopwatch() as build:
+        report = build_index(faq_file, workdir / f"index.{lang}", seed=seed)
     index = SupportIndex.load(workdir / f"index.{lang}")
     tensors = {k: index.tensors[k] for k in ("questions", "heads", "passages", "passage_entry")}
 
@@ -110,13 +112,10 @@ def run_language(lang: str, workdir: Path, seed: int) -> dict[str, Any]:
     intents = report["intents"]
     tfidf = _tfidf_intents(entries, lang, intents["cv_folds"], seed) if intents and intents["cv_folds"] else None
 
-    latencies, examples = [], []
+    examples = []
     queries = [q for _, q, _ in question_queries(entries)][:20]
-    index.ask(queries[0])  # warm-up
-    for question in queries:
-        start = time.perf_counter()
-        index.ask(question)
-        latencies.append(time.perf_counter() - start)
+    questions = itertools.cycle(queries)  # the warm-up asks the first, then every one is timed once
+    ask = harness.interleave({"ask": lambda: index.ask(next(questions))}, rounds=len(queries), warmup=1)["ask"]
     for question in EXAMPLES.get(lang, []):
         reply = index.ask(question, k=1)
         examples.append({"question": question, "match": reply["answers"][0]["question"],
@@ -128,8 +127,8 @@ def run_language(lang: str, workdir: Path, seed: int) -> dict[str, Any]:
         "chapters": len({e.intent for e in entries}),
         "queries": len(question_queries(entries)),
         "passages": report["passages"],
-        "build_seconds": build_seconds,
-        "ask_seconds_median": statistics.median(latencies),
+        "build_seconds": build.seconds,
+        "ask_seconds_median": ask.median,
         "threshold": report["handoff"],
         "retrieval": retrieval,
         "handoff": handoff,

@@ -3,7 +3,9 @@
 MiniLM's encoder and the Transformer-encoder classifier run their per-token work on real tokens
 only when a batch has padding (``attend.attention.unpad``); ``unpad = False`` on the module that
 holds the switch restores the padded layout. Both are
-timed on the same batches, rounds interleaved, medians reported, and printed as a ratio:
+timed on the same batches by the benchmarks' shared harness (``benchmarks/harness.py``: a
+warm-up, then interleaved rounds), medians reported, and printed as ratios padded / unpadded:
+the ratio of the medians and the median of per-round ratios ("paired"):
 
 1. Inference, one forward per batch of 32 random test texts (what a DataLoader hands a model).
 2. ``TorchTextClassifier.predict_proba`` on the whole sample, batch size 32: texts sorted by length and
@@ -33,7 +35,6 @@ import random
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,18 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 import torch.nn.functional as F
 
+import harness
 from attend.attention.unpad import unpadding_modules
 from attend.data.datasets import load_dataset
 from attend.runtime import TorchTextClassifier, load
-
-
-def _median_ms(call: Callable[[], object], rounds: int) -> float:
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return 1000 * statistics.median(samples)
 
 
 def _switch(model: torch.nn.Module) -> torch.nn.Module:
@@ -65,19 +58,26 @@ def _switch(model: torch.nn.Module) -> torch.nn.Module:
     return modules[0]
 
 
-def _compare(predictor: TorchTextClassifier, call: Callable[[], object], rounds: int) -> tuple[float, float]:
-    """(padded ms, unpadded ms): interleaved, so drift on a shared machine hits both alike."""
+def _compare(
+    predictor: TorchTextClassifier, call: Callable[[], object], rounds: int, items: int = 1
+) -> tuple[harness.Timing, harness.Timing, harness.Ratio]:
+    """Padded and unpadded timings of ``call()`` (interleaved, so drift on a shared machine hits
+    both alike), and the ratio padded / unpadded."""
     encoder = _switch(predictor.model)
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for unpad in (False, True):  # warm-up
-        encoder.unpad = unpad
-        call()
-    for _ in range(rounds):
-        for unpad in (False, True):
-            encoder.unpad = unpad
-            times[unpad].append(_median_ms(call, 1))
-    encoder.unpad = True
-    return statistics.median(times[False]), statistics.median(times[True])
+
+    def layout(unpad: bool) -> Callable[[], object]:
+        def run() -> object:
+            encoder.unpad = unpad  # a plain attribute: nothing to time
+            return call()
+
+        return run
+
+    try:
+        timings = harness.interleave({"padded": layout(False), "unpadded": layout(True)}, rounds=rounds, items=items)
+    finally:
+        encoder.unpad = True
+    padded, unpadded = timings["padded"], timings["unpadded"]
+    return padded, unpadded, harness.paired_ratio(padded, unpadded)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,10 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         ("served micro-batch: 16 WordNet glosses, one call",
          lambda: [predictor.predict_proba(texts, batch_size=16) for texts in served], 16 * len(served)),
     ]  # fmt: skip
-    print(f"{'':58} {'padded':>14} {'unpadded':>14} {'ratio':>7}")
+    print(f"{'':58} {'padded':>14} {'unpadded':>14} {'ratio':>7} {'paired':>7}")
     for label, call, n in rows:
-        before, after = _compare(predictor, call, args.rounds)
-        print(f"{label:58} {1000 * n / before:9.1f} txt/s {1000 * n / after:9.1f} txt/s {before / after:6.2f}x")
+        before, after, ratio = _compare(predictor, call, args.rounds, items=n)
+        print(f"{label:58} {before.rate:9.1f} txt/s {after.rate:9.1f} txt/s {ratio.of_medians:6.2f}x "
+              f"{ratio.median:6.2f}x")  # fmt: skip
 
     # Training: the loaded model itself in train mode, AdamW, batches of 32 random training texts
     # (lr 1e-6: the weights hardly move, and the ONNX comparison below exports them both ways).
@@ -156,11 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         F.cross_entropy(model(batch).logits, labels).backward()
         optimizer.step()
 
-    before, after = _compare(predictor, step, max(3, args.rounds // 3))
+    before, after, ratio = _compare(predictor, step, max(3, args.rounds // 3))
     real = sum(int(b["attention_mask"].sum()) for b in train_batches) / sum(b["attention_mask"].numel()
                                                                             for b in train_batches)  # fmt: skip
-    print(f"{f'training step, 32 random training texts ({real:.0%} real tokens)':58} {before:11.1f} ms "
-          f"{after:11.1f} ms {before / after:6.2f}x")  # fmt: skip
+    print(f"{f'training step, 32 random training texts ({real:.0%} real tokens)':58} {1000 * before.median:11.1f} ms "
+          f"{1000 * after.median:11.1f} ms {ratio.of_medians:6.2f}x {ratio.median:6.2f}x")  # fmt: skip
     if args.onnx:
         model.eval()
         _onnx(predictor, sample, served, args)
@@ -188,21 +189,23 @@ def _onnx(predictor: TorchTextClassifier, sample: list[str], served: list[list[s
         "16 WordNet glosses, one call": [tokenizer.encode(texts) for texts in served],
     }
     print(f"\nONNX Runtime, {args.threads} thread(s): the padded graph vs `attend export --unpad`")
-    print(f"{'':58} {'padded':>10} {'unpadded':>10} {'ratio':>7} {'max|logit diff|':>16}")
+    print(f"{'':58} {'padded':>10} {'unpadded':>10} {'ratio':>7} {'paired':>7} {'max|logit diff|':>16}")
     for precision, name in (("fp32", ONNX_FILE), ("int8", INT8_FILE)):
         sessions = {unpad: session_for(work / str(unpad) / name, threads=args.threads) for unpad in (False, True)}
         for label, batches in cases.items():
             feeds = [{key: b[key].numpy() for key in ("input_ids", "attention_mask")} for b in batches]
             logits = {u: [s.run(["logits"], f)[0] for f in feeds] for u, s in sessions.items()}
             diff = max(float(np.abs(a - b).max()) for a, b in zip(logits[False], logits[True], strict=True))
-            times: dict[bool, list[float]] = {False: [], True: []}
+            calls = {
+                "unpadded" if unpad else "padded": lambda s=session, fs=feeds: [s.run(["logits"], f) for f in fs]
+                for unpad, session in sessions.items()
+            }
             with denormals_flushed():  # as OnnxTextClassifier runs a graph
-                for _ in range(args.rounds):
-                    for unpad, session in sessions.items():
-                        call = lambda s=session, fs=feeds: [s.run(["logits"], f) for f in fs]  # noqa: E731
-                        times[unpad].append(_median_ms(call, 1))
-            before, after = statistics.median(times[False]), statistics.median(times[True])
-            print(f"{f'{precision}, {label}':58} {before:7.1f} ms {after:7.1f} ms {before / after:6.2f}x {diff:16.1e}")
+                timings = harness.interleave(calls, rounds=args.rounds)
+            before, after = timings["padded"], timings["unpadded"]
+            ratio = harness.paired_ratio(before, after)
+            print(f"{f'{precision}, {label}':58} {1000 * before.median:7.1f} ms {1000 * after.median:7.1f} ms "
+                  f"{ratio.of_medians:6.2f}x {ratio.median:6.2f}x {diff:16.1e}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,0 +1,393 @@
+"""The one timing harness of ``benchmarks/``: interleaved rounds, every sample kept, paired ratios.
+
+Speed targets are checked by the scripts in ``benchmarks/``, which print ratios against a
+reference measured in the same run (tests never assert on wall-clock time). They measure through
+this module so that every number they print means the same thing:
+
+* **Interleaved rounds.** Each round runs every contender once, round-robin (A, B, C, then
+  A, B, C, ...), and the contender that opens a round rotates from one round to the next. On a
+  shared, noisy 2-core VM the load from other processes drifts over seconds: timing all of A
+  and then all of B would let that drift decide the comparison, interleaving spreads it over
+  every contender alike, and rotation keeps any one contender from always running first (or
+  always right after the same neighbour).
+* **Warm-up first.** Each contender is called before the rounds, untimed for the statistics
+  (allocator, lazy initialisation, kernel selection, caches), so the first round is not special.
+* **Every sample kept.** A :class:`Timing` holds all samples, one per round; the min (the least
+  disturbed run) and the median (the typical one) are reported, and JSON output carries the lot.
+* **Paired ratios.** A ratio to a reference is taken per round, between the two samples taken
+  side by side, and the median over rounds is reported (:func:`paired_ratio`, with quartiles, and
+  the ratio of the medians beside it). A burst of load hits both samples of a pair, so the paired
+  ratio is steadier than either time.
+* **Per-item rates.** A contender that handles N items per call (texts, queries) reports seconds
+  per item and items per second (:attr:`Timing.per_item`, :attr:`Timing.rate`).
+
+The clock is a parameter everywhere, so ``tests/test_benchmark_harness.py`` checks the
+bookkeeping with a fake one. ``benchmarks/`` is not a package: scripts put their own directory
+on ``sys.path`` and ``import harness``. Only the standard library is imported at module level
+(torch only inside :func:`torch_threads`), so a light process, such as ``serve_load.py``'s load
+generator, can use it too.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+#: A monotonic clock in seconds (``time.perf_counter``, or a fake one in tests).
+Clock = Callable[[], float]
+
+__all__ = [
+    "Clock",
+    "Ratio",
+    "Stopwatch",
+    "Timing",
+    "describe_error",
+    "format_seconds",
+    "interleave",
+    "paired_ratio",
+    "print_table",
+    "quantile",
+    "torch_threads",
+]
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) by linear interpolation between closest ranks.
+
+    The same definition as numpy's default and ``statistics.quantiles(method="inclusive")``, but
+    defined for one value too (a single round still has a median and quartiles). NaN when empty.
+    """
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass
+class Timing:
+    """Every sample of one contender, and the statistics the scripts print.
+
+    Attributes:
+        name: The contender's name.
+        samples: Seconds per call, one sample per round (sample ``i`` was taken in round ``i``,
+            which is what pairs it with other contenders' samples in :func:`paired_ratio`).
+        number: Calls per sample (a sample is their mean), so fast calls are not timed alone.
+        items: Items (texts, queries) one call handles, for per-item times and rates.
+        warmup: Seconds of each warm-up call: kept to size ``number``, never in the statistics.
+        error: Why the contender stopped (it is left out of later rounds), or None.
+    """
+
+    name: str
+    samples: list[float] = field(default_factory=list)
+    number: int = 1
+    items: int = 1
+    warmup: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Measured without an error: only then are its statistics meaningful."""
+        return self.error is None and bool(self.samples)
+
+    @property
+    def min(self) -> float:
+        """Fastest sample: the run least disturbed by other processes."""
+        return min(self.samples) if self.samples else math.nan
+
+    @property
+    def median(self) -> float:
+        """Median sample: the typical call, robust to a few disturbed rounds."""
+        return statistics.median(self.samples) if self.samples else math.nan
+
+    @property
+    def mean(self) -> float:
+        """Mean sample (a total divided by a count, e.g. mean request latency)."""
+        return statistics.fmean(self.samples) if self.samples else math.nan
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile of the samples (e.g. 0.99 for a p99 latency)."""
+        return quantile(self.samples, q)
+
+    @property
+    def per_item(self) -> float:
+        """Median seconds per item (``median / items``)."""
+        return self.median / self.items
+
+    @property
+    def rate(self) -> float:
+        """Items per second at the median (texts/s, queries/s)."""
+        return self.items / self.median if self.samples else math.nan
+
+    def to_json(self) -> dict[str, Any]:
+        """Statistics and raw samples, for a script's ``--json`` output."""
+        return {
+            "median_s": self.median if self.ok else None,
+            "min_s": self.min if self.ok else None,
+            "samples_s": self.samples,
+            "calls_per_round": self.number,
+            "items": self.items,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A contender's time over a reference's: per round, and as the ratio of the two medians.
+
+    Attributes:
+        per_round: ``num / den`` for each round both were measured in, in round order.
+        of_medians: ``median(num) / median(den)``, the unpaired ratio, for comparison.
+    """
+
+    per_round: tuple[float, ...]
+    of_medians: float
+
+    @property
+    def median(self) -> float:
+        """Median of the per-round ratios: the number to report (NaN when nothing was paired)."""
+        return statistics.median(self.per_round) if self.per_round else math.nan
+
+    @property
+    def low(self) -> float:
+        """25th percentile of the per-round ratios."""
+        return quantile(self.per_round, 0.25)
+
+    @property
+    def high(self) -> float:
+        """75th percentile of the per-round ratios."""
+        return quantile(self.per_round, 0.75)
+
+    def fmt(self) -> str:
+        """``"1.23 [1.10-1.30]"``: the median with its interquartile range, or ``"n/a"``."""
+        if math.isnan(self.median):
+            return "n/a"
+        return f"{self.median:.2f} [{self.low:.2f}-{self.high:.2f}]"
+
+    def to_json(self) -> dict[str, Any]:
+        """The paired median, its quartiles, the ratio of medians and every round's ratio."""
+        return {
+            "median": self.median,
+            "p25": self.low,
+            "p75": self.high,
+            "of_medians": self.of_medians,
+            "rounds": list(self.per_round),
+        }
+
+
+def paired_ratio(num: Timing, den: Timing) -> Ratio:
+    """``num / den`` per round, paired by round index (the two samples ran side by side).
+
+    For a speed-up of B over A pass ``paired_ratio(A, B)`` (time of A over time of B). When
+    either side failed or was never measured, the ratio is empty (its median NaN).
+    """
+    if not (num.ok and den.ok):
+        return Ratio((), math.nan)
+    pairs = tuple(a / b for a, b in zip(num.samples, den.samples, strict=False))
+    return Ratio(pairs, num.median / den.median)
+
+
+def describe_error(exc: BaseException) -> str:
+    """Default text for a contender's failure: the exception's type and first 80 characters."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:80]}" if text else type(exc).__name__
+
+
+def interleave(
+    contenders: Mapping[str, Callable[[], object]],
+    *,
+    rounds: int | None = None,
+    min_rounds: int | Callable[[float], int] = 1,
+    max_rounds: int | None = None,
+    budget_s: float = 0.0,
+    warmup: int = 1,
+    warmup_s: float = math.inf,
+    number: int | Mapping[str, int] = 1,
+    round_time: float | None = None,
+    items: int | Mapping[str, int] = 1,
+    rotate: bool = True,
+    before_each: Callable[[], object] | None = None,
+    catch: tuple[type[BaseException], ...] = (),
+    describe: Callable[[BaseException], str] = describe_error,
+    clock: Clock = time.perf_counter,
+) -> dict[str, Timing]:
+    """Warm every contender up, then time them in interleaved rounds; one :class:`Timing` each.
+
+    Each round calls every contender still running once (``number`` calls per sample), in the
+    contenders' order rotated by the round number (``rotate=False``: always in that order).
+    Rounds go on while fewer than ``min_rounds`` are done, or while the rounds have taken less
+    than ``budget_s`` seconds, and stop at ``max_rounds``: a budget in seconds adapts to how
+    fast the machine is that day, the bounds keep a slow or a fast machine reasonable.
+
+    Args:
+        contenders: Name -> call taking no arguments; its return value is dropped (a contender
+            that needs it stores it itself). Names keep their order in the result.
+        rounds: Exactly this many rounds (overrides ``min_rounds``, ``max_rounds``, ``budget_s``).
+        min_rounds: Rounds always run; or a function of the expected seconds of one round (from
+            the warm-up), for groups that should run fewer rounds when each is slow.
+        max_rounds: At most this many rounds (default: ``min_rounds``, i.e. no budget rounds).
+        budget_s: After ``min_rounds``, add rounds until the rounds have taken this long.
+        warmup: Untimed calls per contender before the rounds (0: the caller warmed up).
+        warmup_s: Fewer warm-up calls for a slow contender: it stops warming up (after at least
+            one call) once its warm-up calls have taken this long together.
+        number: Calls per sample, for all contenders or by name.
+        round_time: Instead of ``number``, choose calls per sample so that one sample takes about
+            this long, from the contender's last warm-up call (microsecond calls are timed in
+            bulk, slow ones alone).
+        items: Items one call handles, for all contenders or by name (per-item times, rates).
+        rotate: Rotate the order from round to round (default) or keep it fixed.
+        before_each: Called before every timed sample, outside the timing (e.g. ``gc.collect``,
+            so one contender's garbage is not collected on another's time).
+        catch: Exceptions that stop a contender instead of the run: recorded in
+            :attr:`Timing.error`, the contender is left out of later rounds (e.g. out of memory).
+        describe: Turns a caught exception into :attr:`Timing.error`'s text.
+        clock: Seconds, monotonic; ``time.perf_counter`` unless testing.
+
+    Returns:
+        Name -> :class:`Timing`, in the order of ``contenders``.
+
+    Raises:
+        ValueError: ``round_time`` without warm-up (nothing to size the calls by), or no rounds.
+    """
+    if round_time is not None and warmup < 1:
+        raise ValueError("round_time sizes calls from the warm-up: warmup must be >= 1")
+    timings = {
+        name: Timing(
+            name,
+            number=number[name] if isinstance(number, Mapping) else number,
+            items=items[name] if isinstance(items, Mapping) else items,
+        )
+        for name in contenders
+    }
+    for name, fn in contenders.items():
+        timing = timings[name]
+        try:
+            while len(timing.warmup) < warmup and (not timing.warmup or sum(timing.warmup) < warmup_s):
+                start = clock()
+                fn()
+                timing.warmup.append(clock() - start)
+        except catch as exc:
+            timing.error = describe(exc)
+            continue
+        if round_time is not None:
+            timing.number = max(1, round(round_time / max(timing.warmup[-1], 1e-7)))
+
+    alive = [name for name in contenders if timings[name].error is None]
+    if rounds is not None:
+        low = high = rounds
+    else:
+        expected = sum(timings[n].warmup[-1] * timings[n].number for n in alive if timings[n].warmup)
+        low = min_rounds(expected) if callable(min_rounds) else min_rounds
+        high = max(low, max_rounds if max_rounds is not None else low)
+    if high < 1:
+        raise ValueError("at least one round is needed")
+    done = 0
+    started = clock()
+    while alive and done < high and (done < low or clock() - started < budget_s):
+        shift = done % len(alive) if rotate else 0
+        for name in alive[shift:] + alive[:shift]:
+            fn, timing = contenders[name], timings[name]
+            if before_each is not None:
+                before_each()
+            try:
+                start = clock()
+                for _ in range(timing.number):
+                    fn()
+                timing.samples.append((clock() - start) / timing.number)
+            except catch as exc:
+                timing.error = describe(exc)
+        alive = [name for name in alive if timings[name].error is None]
+        done += 1
+    return timings
+
+
+class Stopwatch:
+    """Seconds of a one-off step that is reported but not compared (an index build, a training run).
+
+    Starts when made; :attr:`seconds` reads the time so far, or, once a ``with`` block around it
+    has ended, the block's time::
+
+        with Stopwatch() as watch:
+            build()
+        print(watch.seconds)
+    """
+
+    def __init__(self, clock: Clock = time.perf_counter) -> None:
+        self._clock = clock
+        self.start = clock()
+        self.stop: float | None = None
+
+    def __enter__(self) -> Stopwatch:
+        self.start, self.stop = self._clock(), None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop = self._clock()
+
+    @property
+    def seconds(self) -> float:
+        """Seconds from the start to the end of the ``with`` block, or to now."""
+        return (self.stop if self.stop is not None else self._clock()) - self.start
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run the block with ``threads`` PyTorch intra-op threads, then restore the previous count.
+
+    Thread count changes timings more than anything else on a small machine, so a measurement
+    that needs its own count must not leave it changed for what the script times next.
+    ``None`` keeps the current count. Yields the count in force.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def format_seconds(seconds: float) -> str:
+    """``"1.23 s"``, ``"4.56 ms"`` or ``"789 us"``: a time in the unit that reads best."""
+    if math.isnan(seconds):
+        return "n/a"
+    if seconds >= 1.0:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.0f} us"
+
+
+def print_table(title: str, headers: list[str], rows: list[list[str]], notes: list[str] | None = None) -> None:
+    """Print a titled table: first column left-aligned (labels), the others right-aligned (numbers).
+
+    Args:
+        title: Printed above the table, underlined.
+        headers: Column names.
+        rows: Cells as strings, one list per row, as many as ``headers``.
+        notes: Lines printed under the table as ``* note`` (what a column means, the reference).
+    """
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    print(f"\n{title}")
+    print("=" * len(title))
+    print(line(headers))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line(row))
+    for note in notes or []:
+        print(f"  * {note}")
+    sys.stdout.flush()

@@ -1,0 +1,218 @@
+"""benchmarks/harness.py's bookkeeping, on a fake clock: no assertion here depends on real time."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pytest
+
+HARNESS_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "harness.py"
+
+
+def _load_harness():
+    """benchmarks/ is not a package: load harness.py by path, as the scripts' sibling import does."""
+    if "harness" in sys.modules and Path(sys.modules["harness"].__file__).resolve() == HARNESS_PATH:
+        return sys.modules["harness"]
+    spec = importlib.util.spec_from_file_location("harness", HARNESS_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["harness"] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = _load_harness()
+
+
+class FakeClock:
+    """Time moves only when a fake contender says it took some."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def fake_contenders(
+    clock: FakeClock, durations: dict[str, Iterable[float]], log: list[str]
+) -> dict[str, Callable[[], None]]:
+    """Contenders that log their name and take the next of their durations (the last one repeats)."""
+    contenders = {}
+    for name, seconds in durations.items():
+        queue = list(seconds)
+
+        def call(name: str = name, queue: list[float] = queue) -> None:
+            log.append(name)
+            clock.advance(queue.pop(0) if len(queue) > 1 else queue[0])
+
+        contenders[name] = call
+    return contenders
+
+
+def test_rounds_are_interleaved_after_the_warm_up():
+    clock, log = FakeClock(), []
+    fns = fake_contenders(clock, {"a": [1.0], "b": [2.0], "c": [3.0]}, log)
+    timings = harness.interleave(fns, rounds=4, warmup=1, rotate=False, clock=clock)
+    assert log[:3] == ["a", "b", "c"]  # warm-up: one call each, first
+    assert log[3:] == ["a", "b", "c"] * 4  # then round-robin, never all of a before b
+    assert [t.samples for t in timings.values()] == [[1.0] * 4, [2.0] * 4, [3.0] * 4]
+    assert [t.warmup for t in timings.values()] == [[1.0], [2.0], [3.0]]
+    assert list(timings) == ["a", "b", "c"]
+
+
+def test_rotation_changes_who_opens_each_round():
+    clock, log = FakeClock(), []
+    fns = fake_contenders(clock, {"a": [1.0], "b": [1.0], "c": [1.0]}, log)
+    harness.interleave(fns, rounds=4, warmup=0, clock=clock)
+    assert log == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
+
+
+def test_min_median_and_per_item_rate():
+    clock, log = FakeClock(), []
+    fns = fake_contenders(clock, {"a": [9.0, 4.0, 1.0, 3.0, 2.0, 8.0]}, log)
+    timing = harness.interleave(fns, rounds=5, warmup=1, items=10, clock=clock)["a"]
+    assert timing.warmup == [9.0]
+    assert timing.samples == [4.0, 1.0, 3.0, 2.0, 8.0]  # every sample kept, in round order
+    assert timing.min == 1.0
+    assert timing.median == 3.0
+    assert timing.mean == pytest.approx(3.6)
+    assert timing.per_item == pytest.approx(0.3)
+    assert timing.rate == pytest.approx(10 / 3)
+    assert timing.quantile(0.25) == 2.0
+    assert timing.to_json()["median_s"] == 3.0 and timing.to_json()["items"] == 10
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    clock, log = FakeClock(), []
+    # Round 2 is slowed for both (a burst of load): the pairs stay near 2x while the medians move.
+    fns = fake_contenders(clock, {"ref": [1.0, 1.0, 1.0, 10.0, 1.1, 1.2], "x": [2.0, 2.0, 2.2, 20.0, 2.0, 2.0]}, log)
+    timings = harness.interleave(fns, rounds=5, warmup=1, clock=clock)
+    ratio = harness.paired_ratio(timings["x"], timings["ref"])
+    assert ratio.per_round == pytest.approx((2.0, 2.2, 2.0, 2.0 / 1.1, 2.0 / 1.2))
+    assert ratio.median == pytest.approx(2.0)
+    assert ratio.of_medians == pytest.approx(2.0 / 1.1)
+    assert ratio.low == pytest.approx(2.0 / 1.1) and ratio.high == pytest.approx(2.0)
+    assert ratio.fmt() == "2.00 [1.82-2.00]"
+    assert ratio.to_json()["rounds"] == pytest.approx(list(ratio.per_round))
+
+
+def test_paired_ratio_of_a_failed_contender_is_nan():
+    failed = harness.Timing("x", error="OOM")
+    ratio = harness.paired_ratio(failed, harness.Timing("ref", samples=[1.0]))
+    assert ratio.per_round == () and math.isnan(ratio.median) and ratio.fmt() == "n/a"
+
+
+def test_budget_adds_rounds_until_spent_within_bounds():
+    clock, log = FakeClock(), []
+    fns = fake_contenders(clock, {"a": [1.0], "b": [1.0]}, log)
+    # 2 s per round: 2 rounds are the minimum, the 7 s budget asks for 4, the maximum allows 10.
+    timings = harness.interleave(fns, min_rounds=2, max_rounds=10, budget_s=7.0, warmup=0, clock=clock)
+    assert len(timings["a"].samples) == 4
+    timings = harness.interleave(fns, min_rounds=2, max_rounds=3, budget_s=100.0, warmup=0, clock=clock)
+    assert len(timings["a"].samples) == 3
+    timings = harness.interleave(fns, min_rounds=2, max_rounds=10, budget_s=0.5, warmup=0, clock=clock)
+    assert len(timings["a"].samples) == 2
+
+
+def test_min_rounds_may_depend_on_the_expected_round_time():
+    clock, log = FakeClock(), []
+    fns = fake_contenders(clock, {"a": [3.0], "b": [2.0]}, log)
+    seen = []
+
+    def min_rounds(round_s: float) -> int:
+        seen.append(round_s)
+        return 1 if round_s > 4 else 5
+
+    timings = harness.interleave(fns, min_rounds=min_rounds, warmup=1, clock=clock)
+    assert seen == [5.0] and len(timings["a"].samples) == 1
+
+
+def test_warm_up_stops_early_for_slow_contenders():
+    clock, log = FakeClock(), []
+    fns = fake_contenders(clock, {"fast": [0.1], "slow": [0.6]}, log)
+    timings = harness.interleave(fns, rounds=1, warmup=3, warmup_s=0.5, clock=clock)
+    assert timings["fast"].warmup == pytest.approx([0.1] * 3)
+    assert timings["slow"].warmup == pytest.approx([0.6])
+
+
+def test_round_time_sets_calls_per_sample():
+    clock, log = FakeClock(), []
+    fns = fake_contenders(clock, {"tiny": [0.001], "big": [0.5]}, log)
+    timings = harness.interleave(fns, rounds=2, warmup=1, round_time=0.1, rotate=False, clock=clock)
+    assert (timings["tiny"].number, timings["big"].number) == (100, 1)
+    assert log.count("tiny") == 1 + 2 * 100
+    assert timings["tiny"].samples == pytest.approx([0.001, 0.001])  # seconds per call, not per sample
+    with pytest.raises(ValueError):
+        harness.interleave(fns, rounds=1, warmup=0, round_time=0.1, clock=clock)
+
+
+def test_caught_failures_drop_the_contender_and_keep_the_others():
+    clock, log = FakeClock(), []
+    fns = fake_contenders(clock, {"a": [1.0], "b": [1.0]}, log)
+    calls = {"n": 0}
+
+    def flaky() -> None:
+        calls["n"] += 1
+        clock.advance(1.0)
+        if calls["n"] == 3:  # warm-up, round 0, then fails in round 1
+            raise MemoryError("cannot allocate")
+
+    fns["flaky"] = flaky
+    timings = harness.interleave(fns, rounds=3, warmup=1, catch=(MemoryError,), clock=clock)
+    assert timings["flaky"].samples == [1.0] and timings["flaky"].error == "MemoryError: cannot allocate"
+    assert not timings["flaky"].ok
+    assert len(timings["a"].samples) == len(timings["b"].samples) == 3
+    assert calls["n"] == 3
+
+    def broken() -> None:
+        raise RuntimeError("not caught")
+
+    with pytest.raises(RuntimeError):
+        harness.interleave({"broken": broken}, rounds=1, clock=clock)
+
+
+def test_before_each_runs_outside_the_timing():
+    clock, log = FakeClock(), []
+    fns = fake_contenders(clock, {"a": [1.0]}, log)
+    timing = harness.interleave(fns, rounds=2, warmup=0, before_each=lambda: clock.advance(50.0), clock=clock)["a"]
+    assert timing.samples == [1.0, 1.0]
+
+
+def test_stopwatch_on_a_fake_clock():
+    clock = FakeClock()
+    with harness.Stopwatch(clock) as watch:
+        clock.advance(2.5)
+    clock.advance(10.0)
+    assert watch.seconds == 2.5
+    running = harness.Stopwatch(clock)
+    clock.advance(1.5)
+    assert running.seconds == 1.5
+
+
+def test_quantile_interpolates_like_numpy():
+    assert harness.quantile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.5
+    assert harness.quantile([1.0, 2.0, 3.0, 4.0, 5.0], 0.99) == pytest.approx(4.96)
+    assert harness.quantile([7.0], 0.75) == 7.0
+    assert math.isnan(harness.quantile([], 0.5))
+
+
+def test_format_seconds_and_table(capsys):
+    assert [harness.format_seconds(s) for s in (2.0, 0.0042, 0.000042)] == ["2.00 s", "4.20 ms", "42 us"]
+    harness.print_table("T", ["case", "x"], [["long name", "1.00"]], ["note"])
+    assert capsys.readouterr().out.splitlines() == [
+        "",
+        "T",
+        "=",
+        "case          x",
+        "---------  ----",
+        "long name  1.00",
+        "  * note",
+    ]
