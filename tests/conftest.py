@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +83,20 @@ def copy_model(source: Path, parent: Path, name: str | None = None) -> Path:
     import shutil
 
     return Path(shutil.copytree(source, parent / (name or source.name)))
+
+
+def kill_at(tmp_path: Path, point: str, *args: str) -> None:
+    """Run ``attend ARGS`` until it reaches ``point`` (see tests/training/paused_train.py), then SIGKILL it."""
+    flag = tmp_path / f"paused-{point.replace(':', '-')}"
+    driver = Path(__file__).parent / "training" / "paused_train.py"
+    process = subprocess.Popen([sys.executable, str(driver), point, str(flag), *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not flag.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the run never reached {point}: {process.stderr.read() if process.stderr else ''}")
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()

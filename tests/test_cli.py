@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from attend.cli import main
+from tests.conftest import kill_at
 
 CONFIG = {
     "model": {"dim": 32, "num_layers": 1, "num_heads": 2},
@@ -98,23 +97,6 @@ def test_torchrun_two_processes_train_to_the_same_quality(tmp_path: Path, plante
     one = json.loads((tmp_path / "single" / "metrics.json").read_text())
     two = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert two["accuracy"] > 0.8 and abs(two["accuracy"] - one["accuracy"]) <= 0.08, (one["accuracy"], two["accuracy"])
-
-
-def kill_at(tmp_path: Path, point: str, *args: str) -> None:
-    """Run ``attend ARGS`` until it reaches ``point`` (see tests/training/paused_train.py), then SIGKILL it."""
-    flag = tmp_path / f"paused-{point.replace(':', '-')}"
-    driver = Path(__file__).parent / "training" / "paused_train.py"
-    process = subprocess.Popen([sys.executable, str(driver), point, str(flag), *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 300
-        while not flag.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the run never reached {point}: {process.stderr.read() if process.stderr else ''}")
-            time.sleep(0.02)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
 
 
 def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, planted_csv: Path) -> None:

@@ -289,7 +289,7 @@ class ArtifactWriter:
     """
 
     def __init__(self, out: str | os.PathLike[str], *, source: Path | None = None, overwrite: bool = True) -> None:
-        self.out = Path(out)
+        self.out = Path(out).absolute()  # absolute: `--out .` has a parent to build beside
         check_output_directory(self.out, source=source, overwrite=overwrite)
         self.path = self.out.with_name(f".{self.out.name}.staging{os.getpid()}")
         self.files: dict[str, str] = {}

@@ -76,8 +76,9 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
     [
         ({"texts": []}, 422, "give at least one text"),
         ({"texts": ["a"] * 6}, 422, "6 texts, more than the limit of 5"),
-        ({"text": "   "}, 422, "texts[0]: empty text"),
-        ({"texts": ["ok", ""]}, 422, "texts[1]: empty text"),
+        ({"text": "   "}, 422, "texts[0] is an empty text"),
+        ({"texts": ["ok", ""]}, 422, "texts[1] is an empty text"),
+        ({"texts": ["ok", "\u200b\ufeff\x00"]}, 422, "texts[1] is an empty text (only invisible characters)"),
         ({"text": "x" * 401}, 422, "401 characters, over the limit of 400"),
         ({"texts": [1, 2]}, 422, "texts.0: Input should be a valid string"),
         ({"texts": "one string"}, 422, "texts: Input should be a valid list"),
@@ -91,6 +92,14 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
 def test_bad_requests_are_clear_4xx(client: TestClient, body: object, status: int, message: str) -> None:
     response = client.post("/v1/predict", json=body)
     assert response.status_code == status and message in response.json()["error"]["message"], response.json()
+
+
+@pytest.mark.parametrize("route", ["/v1/predict", "/v1/explain"])
+def test_a_lone_surrogate_is_a_422_naming_the_text(client: TestClient, route: str) -> None:
+    body = b'{"texts": ["fine", "\\ud800 x"]}'  # valid JSON, but not Unicode text
+    response = client.post(route, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert "texts[1] contains an unpaired surrogate '\\ud800'" in response.json()["error"]["message"]
 
 
 def test_malformed_json_content_type_size_and_explain_errors(client: TestClient) -> None:
@@ -177,23 +186,41 @@ def test_micro_batcher_groups_concurrent_requests_and_keeps_order() -> None:
     assert len(calls) == 28 and all(len(c) == 1 for c in calls)
 
 
-def test_micro_batcher_passes_errors_to_waiting_requests_and_drains_on_stop() -> None:
+def test_micro_batcher_fails_only_the_faulty_request_and_drains_on_stop() -> None:
+    """A batch that raises is run again request by request: only the request at fault gets the error."""
+    calls: list[list[str]] = []
+    busy, release = threading.Event(), threading.Event()
+
     def run(texts: list[str]) -> list[str]:
+        calls.append(list(texts))
+        if len(calls) == 1:
+            busy.set()
+            release.wait(30)
         if "boom" in texts:
             raise ValueError("bad text")
         return texts
 
     async def scenario() -> None:
-        batcher = MicroBatcher(run, max_batch=4, max_wait_ms=50)
+        batcher = MicroBatcher(run, max_batch=8, max_wait_ms=50)
         await batcher.start()
-        with pytest.raises(ValueError, match="bad text"):
-            await batcher.submit(["boom"])
-        pending = [asyncio.create_task(batcher.submit([f"t{i}"])) for i in range(6)]
+        first = asyncio.create_task(batcher.submit(["warm"]))
+        await asyncio.to_thread(busy.wait, 30)
+        requests = [["t0"], ["t1", "boom"], ["t2"], ["t3"]]
+        pending = [asyncio.create_task(batcher.submit(r)) for r in requests]
+        while batcher.queued() < len(requests):
+            await asyncio.sleep(0)
+        release.set()
+        await first
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        assert results[0] == ["t0"] and results[2] == ["t2"] and results[3] == ["t3"]
+        assert isinstance(results[1], ValueError) and "bad text" in str(results[1])
+        late = [asyncio.create_task(batcher.submit([f"late{i}"])) for i in range(6)]
         await asyncio.sleep(0)
         await batcher.stop()  # queued requests still finish
-        assert [await p for p in pending] == [[f"t{i}"] for i in range(6)]
+        assert [await p for p in late] == [[f"late{i}"] for i in range(6)]
 
     asyncio.run(scenario())
+    assert calls[1] == ["t0", "t1", "boom", "t2", "t3"]  # they shared one batch, which failed
 
 
 def test_settings_and_pickle_directory_are_refused(model_dir: Path, tmp_path: Path) -> None:

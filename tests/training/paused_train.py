@@ -45,14 +45,13 @@ def _install(point: str, flag: str) -> None:
 
         io.ArtifactWriter.publish = pause_then_publish  # type: ignore[method-assign]
     elif point == "published":
-        remove = trainer.shutil.rmtree
+        swap = io.publish_directory
 
-        def pause_before_cleanup(path: Any, *args: Any, **kwargs: Any) -> None:
-            if str(path).endswith(".training"):
-                _pause(flag)
-            remove(path, *args, **kwargs)
+        def swap_then_pause(staging: Path, out: Path) -> None:
+            swap(staging, out)
+            _pause(flag)
 
-        trainer.shutil.rmtree = pause_before_cleanup  # type: ignore[assignment]
+        io.publish_directory = swap_then_pause
     else:
         raise SystemExit(f"unknown point {point!r}")
 

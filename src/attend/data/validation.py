@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Sequence
 
-__all__ = ["validate_texts"]
+__all__ = ["text_problem", "validate_texts"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: object) -> str | None:
+    """What makes ``text`` unusable as a model's input, in words, or None if it is fine.
+
+    Refused: a non-string; a text with no visible character (empty, blank, or only control and
+    format characters such as NUL, a zero-width space or a byte-order mark, which tokenizers
+    drop); and an unpaired UTF-16 surrogate (``"\\ud800"`` in JSON, or a command-line argument
+    whose bytes were not valid UTF-8), which is not Unicode text and cannot be encoded.
+    """
+    if not isinstance(text, str):
+        return f"is {type(text).__name__} {text!r}, expected a string"
+    bad = _SURROGATE.search(text)
+    if bad is not None:
+        return (
+            f"contains an unpaired surrogate {bad.group()!a} at character {bad.start()}, which is not valid "
+            "Unicode (bytes that are not UTF-8?)"
+        )
+    if all(character.isspace() or unicodedata.category(character)[0] in "CZ" for character in text):
+        return "is an empty text" if not text.strip() else "is an empty text (only invisible characters)"
+    return None
 
 
 def validate_texts(texts: Sequence[str] | str, *, field: str = "texts") -> list[str]:
@@ -15,8 +40,7 @@ def validate_texts(texts: Sequence[str] | str, *, field: str = "texts") -> list[
     if not checked:
         raise ValueError(f"{field} is empty")
     for i, text in enumerate(checked):
-        if not isinstance(text, str):
-            raise ValueError(f"{field}[{i}] is {type(text).__name__} {text!r}, expected a string")
-        if not text.strip():
-            raise ValueError(f"{field}[{i}] is an empty text")
+        problem = text_problem(text)
+        if problem is not None:
+            raise ValueError(f"{field}[{i}] {problem}")
     return checked

@@ -20,7 +20,6 @@ with its attention outputs (every method that needs no gradients).
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -440,18 +439,17 @@ def _grad_attention(evidence: Evidence) -> tuple[Tensor, str]:
     return _normalise((r[:, None, :] @ grad_rollout(evidence.maps, evidence.grads)).squeeze(1), evidence.mask), ""
 
 
-#: Captum's layer attribution hooks the embedding module for the whole process: one at a time.
-_CAPTUM = threading.Lock()
-
-
 @register_method("integrated_gradients", requires="gradients")
 def _integrated_gradients(evidence: Evidence) -> tuple[Tensor, str]:
-    """Captum Layer IG on the token embeddings; baseline = every text token replaced by ``[PAD]``.
+    """Integrated Gradients (Sundararajan et al. 2017; Captum) on the token embeddings; baseline =
+    every text token replaced by ``[PAD]``.
 
+    The interpolated embeddings go into the model as ``inputs_embeds``: nothing is hooked into the
+    shared model, so concurrent requests (and the predictions beside them) are unaffected.
     Attributions are on the explained logit, so they sum to ``logit(x) - logit(baseline)`` up to
     the convergence delta reported in the note. They are signed (not normalised).
     """
-    from captum.attr import LayerIntegratedGradients
+    from captum.attr import IntegratedGradients
 
     runtime = evidence.runtime
     model: nn.Module = runtime.model  # type: ignore[attr-defined]  # gradients: a PyTorch runtime
@@ -459,25 +457,24 @@ def _integrated_gradients(evidence: Evidence) -> tuple[Tensor, str]:
     if embeddings is None:
         raise ValueError(f"{type(model).__name__} has no input_embeddings(); Integrated Gradients needs it")
     batch = evidence.inputs
-    extras = {k: v for k, v in batch.items() if k != "input_ids"}
-    names = sorted(extras)
+    names = sorted(batch)
 
-    def forward(input_ids: Tensor, *values: Tensor) -> Tensor:
-        return model({"input_ids": input_ids, **dict(zip(names, values, strict=True))}).logits.float()
+    def forward(inputs_embeds: Tensor, *values: Tensor) -> Tensor:
+        return model({**dict(zip(names, values, strict=True)), "inputs_embeds": inputs_embeds}).logits.float()
 
     input_ids = batch["input_ids"]
     keep = torch.zeros_like(input_ids, dtype=torch.bool)
     for special in runtime.tokenizer.special_ids:
         keep |= input_ids == special
     baseline = torch.where(keep, input_ids, torch.full_like(input_ids, runtime.tokenizer.pad_id))
+    table = embeddings()
     steps = evidence.ig_steps
-    with _CAPTUM, torch.enable_grad():
-        ig = LayerIntegratedGradients(forward, embeddings())
-        attributions, delta = ig.attribute(
-            input_ids,
-            baselines=baseline,
+    with torch.enable_grad():
+        attributions, delta = IntegratedGradients(forward).attribute(
+            table(input_ids).detach(),
+            baselines=table(baseline).detach(),
             target=evidence.targets,
-            additional_forward_args=tuple(extras[k] for k in names),
+            additional_forward_args=tuple(batch[k] for k in names),
             n_steps=steps,
             internal_batch_size=max(steps, 64),
             return_convergence_delta=True,

@@ -4,7 +4,9 @@ A model is fully described by a JSON-serialisable config (a dataclass registered
 name), so a saved model directory can rebuild it without executing any code from the file.
 
 Batch contract: a mapping with ``input_ids`` (long ``(B, L)``) and ``attention_mask``
-(``(B, L)``, 1/True = real token, the Hugging Face convention), plus model-specific extras.
+(``(B, L)``, 1/True = real token, the Hugging Face convention), plus model-specific extras. A
+text model also takes ``inputs_embeds`` (``(B, L, E)``): the vectors to use instead of the output
+of its ``input_embeddings()`` table, so gradient attributions can interpolate them without hooks.
 
 Auxiliary losses: a module anywhere in a model that defines ``auxiliary_loss() -> Tensor`` adds
 that term to the training loss (:func:`auxiliary_loss` sums them; the Trainer applies it to

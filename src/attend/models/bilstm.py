@@ -84,7 +84,7 @@ class BiLSTMAttentionClassifier(nn.Module):
     def _forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
         input_ids, mask = batch["input_ids"], batch["attention_mask"]  # (B, L)
         lengths = mask.sum(1).clamp_min(1)
-        x = self.drop(self.embed(input_ids))  # (B, L, E)
+        x = self.drop(batch["inputs_embeds"] if "inputs_embeds" in batch else self.embed(input_ids))  # (B, L, E)
         if torch.compiler.is_compiling():
             states = self.bidirectional_by_reversal(x, lengths)  # (B, L, 2h)
         else:

@@ -180,7 +180,8 @@ class EncoderClassifier(nn.Module):
         if length > self.config.max_length:
             raise ValueError(f"input has {length} tokens, more than max_length={self.config.max_length}")
         padding = batch["attention_mask"] == 0  # (B, L), True = padding
-        x = self.drop(self.embed(input_ids) * math.sqrt(self.config.dim) + self.positions[:length])  # (B, L, E)
+        tokens = batch["inputs_embeds"] if "inputs_embeds" in batch else self.embed(input_ids)  # (B, L, E)
+        x = self.drop(tokens * math.sqrt(self.config.dim) + self.positions[:length])  # (B, L, E)
         # With enough padding the blocks run on real tokens only (attend.attention.unpad).
         layout = TokenLayout.when_worth_it(padding, traced=self.unpad_traced) if self.unpad else None
         if layout is not None:

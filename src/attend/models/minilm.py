@@ -250,15 +250,17 @@ class BertEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
-        """Embed ``input_ids (B, L)`` with segments ``token_type_ids (B, L)`` into ``(B, L, E)``."""
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor, inputs_embeds: Tensor | None = None) -> Tensor:
+        """Embed ``input_ids (B, L)`` with segments ``token_type_ids (B, L)`` into ``(B, L, E)``
+        (``inputs_embeds``: the word-piece vectors to use instead of looking them up)."""
         _, length = input_ids.shape
         if length > self.max_positions:
             raise ValueError(
                 f"input has {length} tokens but the model has {self.max_positions} positions; truncate the text"
             )
         positions = torch.arange(length, device=input_ids.device)  # (L,), broadcast over the batch
-        embedded = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)  # (B, L, E)
+        words = self.word(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, E)
+        embedded = words + self.position(positions) + self.token_type(token_type_ids)  # (B, L, E)
         return self.dropout(self.norm(embedded))
 
 
@@ -380,13 +382,20 @@ class BertEncoder(nn.Module):
         self.unpad_traced = False
         self.apply(_init_bert_weights)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        token_type_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+    ) -> Tensor:
         """Encode a batch into token vectors ``(B, L, E)``.
 
         Args:
             input_ids: Long ``(B, L)`` WordPiece ids.
             attention_mask: ``(B, L)``, 1/True = real token, 0 = padding (Hugging Face convention).
             token_type_ids: Long ``(B, L)`` segment ids; None means a single segment (all zeros).
+            inputs_embeds: ``(B, L, E)`` word-piece vectors to use instead of looking ``input_ids`` up.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}, expected (batch, length)")
@@ -405,7 +414,7 @@ class BertEncoder(nn.Module):
             # No padding: an unmasked SDPA call is exact and lets PyTorch pick its fastest kernel.
             # (A traced graph, e.g. for ONNX, cannot branch on data and keeps the mask: also exact.)
             key_padding_mask = None
-        x = self.embeddings(input_ids, token_type_ids)  # (B, L, E)
+        x = self.embeddings(input_ids, token_type_ids, inputs_embeds)  # (B, L, E)
         layout = TokenLayout.when_worth_it(key_padding_mask, traced=self.unpad_traced) if self.unpad else None
         if layout is not None:  # the layers run on the real tokens only (attend.attention.unpad)
             packed = layout.pack(x)  # (T, E)
@@ -634,7 +643,7 @@ class MiniLMClassifier(nn.Module):
         input_ids, attention_mask, token_type_ids = self._inputs(batch)
 
         def run() -> ModelOutput:
-            hidden = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, L, E)
+            hidden = self.encoder(input_ids, attention_mask, token_type_ids, batch.get("inputs_embeds"))  # (B, L, E)
             pooled, pooling_weights = self._pool(hidden, attention_mask)  # (B, E), (B, L) | None
             logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
             return ModelOutput(logits=logits, pooling_weights=pooling_weights)

@@ -71,6 +71,8 @@ def _validation_details(exc: RequestValidationError) -> tuple[str, list[dict[str
 class _GuardAndMeasure:
     """Pure ASGI middleware: refuses non-JSON and oversized POST bodies, records request metrics.
 
+    A body's size is checked while it streams in, whatever its ``Content-Length`` says (a chunked
+    upload has none): reading stops at the limit with a 413, so a large upload never sits in memory.
     (Starlette's ``BaseHTTPMiddleware`` costs a task and a memory stream per request; under load
     the event loop, not the model, then limits how many requests reach each batch.)
     """
@@ -96,6 +98,9 @@ class _GuardAndMeasure:
         self.metrics.in_flight.inc()
         try:
             refusal = self._refusal(scope) if scope["method"] == "POST" else None
+            if refusal is None and scope["method"] == "POST":
+                body, refusal = await self._read_body(receive)
+                receive = _replay(body, receive)
             if refusal is not None:
                 await refusal(scope, receive, send_and_note)
             else:
@@ -116,8 +121,38 @@ class _GuardAndMeasure:
             return error_response(415, "unsupported_media_type", message)
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.settings.max_body_bytes):
-            return error_response(413, "too_large", f"request body over {self.settings.max_body_bytes} bytes")
+            return self._too_large()
         return None
+
+    def _too_large(self) -> JSONResponse:
+        return error_response(413, "too_large", f"request body over {self.settings.max_body_bytes} bytes")
+
+    async def _read_body(self, receive: Any) -> tuple[bytes, JSONResponse | None]:
+        """The request body, read up to the limit; past it, a 413 and nothing more is read."""
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return bytes(body), None
+            body += message.get("body", b"")
+            if len(body) > self.settings.max_body_bytes:
+                return b"", self._too_large()
+            if not message.get("more_body", False):
+                return bytes(body), None
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """An ASGI ``receive`` that hands over an already read body, then defers to the real one."""
+    sent = False
+
+    async def replayed() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 def create_app(

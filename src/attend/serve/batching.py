@@ -13,7 +13,8 @@ sat idle 22% of the time waiting for the loop to hand it the next request (py-sp
 bf16, one request at a time). Results go back to the loop with ``call_soon_threadsafe``.
 
 One worker means the model never runs two batches at once: on a CPU that is what you want
-(PyTorch already uses every core within one batch).
+(PyTorch already uses every core within one batch). When a batch fails, each of its requests is
+run again alone, so only the request at fault gets the error.
 """
 
 from __future__ import annotations
@@ -162,8 +163,12 @@ class MicroBatcher:
         start = time.perf_counter()
         try:
             results = self.run(texts)
-        except Exception as exc:  # every waiting request gets the error, the batcher lives on
-            self._loop.call_soon_threadsafe(_resolve, batch, None, exc)
+        except Exception as exc:
+            if len(batch) > 1:  # one request's fault must not fail its neighbours: run each alone
+                for pending in batch:
+                    self._execute([pending])
+                return
+            self._loop.call_soon_threadsafe(_resolve, batch, None, exc)  # the batcher lives on
             return
         if self.on_batch is not None:
             self.on_batch(len(texts), time.perf_counter() - start)

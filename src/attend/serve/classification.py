@@ -18,6 +18,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from attend.data.validation import text_problem
 from attend.explain import available_methods, explain
 from attend.runtime import TextClassifier
 from attend.serve.batching import MicroBatcher
@@ -45,8 +46,9 @@ def check_texts(texts: Sequence[str], settings: ServeSettings) -> JSONResponse |
         return error_response(422, "validation", f"texts: {len(texts)} texts, more than the limit of "
                               f"{settings.max_texts}")  # fmt: skip
     for i, text in enumerate(texts):
-        if not text.strip():
-            return error_response(422, "validation", f"texts[{i}]: empty text")
+        problem = text_problem(text)
+        if problem is not None:
+            return error_response(422, "validation", f"texts[{i}] {problem}")
         if len(text) > settings.max_chars:
             return error_response(422, "validation", f"texts[{i}]: {len(text)} characters, over the limit of "
                                   f"{settings.max_chars}")  # fmt: skip

@@ -132,7 +132,7 @@ class TrainResult:
 
 def state_directory(out: str | os.PathLike[str]) -> Path:
     """Where a run writing the model directory ``out`` keeps its resumable state: a hidden sibling."""
-    out = Path(out)
+    out = Path(out).absolute()
     return out.with_name(f".{out.name}.training")
 
 

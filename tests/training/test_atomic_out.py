@@ -1,0 +1,82 @@
+"""``attend train --out DIR`` changes DIR in one switch: killed anywhere, DIR holds the old model intact
+or the new one complete, never a mix; an existing model is replaced only with --overwrite."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attend.runtime import load
+from attend.training import state_directory
+from tests.conftest import copy_model, kill_at
+
+TEXT = "the film was wonderful"
+
+
+def _attend(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "attend", *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd)  # fmt: skip
+
+
+def _fingerprint(directory: Path) -> dict[str, str]:
+    """Every file's SHA-256 (what 'unchanged' means)."""
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+@pytest.fixture
+def run_args(tmp_path: Path, trained: dict[str, Path]) -> list[str]:
+    """A run that writes a model unlike the old one (another architecture and seed)."""
+    config = tmp_path / "new.json"
+    config.write_text(json.dumps({"model": {"dim": 16, "num_layers": 1, "num_heads": 2},
+                                  "training": {"lr": 0.003, "vocab_size": 300, "batch_size": 16,
+                                               "checkpoint_every": 4}}))  # fmt: skip
+    return ["train", str(trained["data"]), "--config", str(config), "--epochs", "2", "--seed", "3", "--no-progress",
+            "--threads", "1"]  # fmt: skip
+
+
+@pytest.mark.parametrize("point", ["checkpoint:0:4", "checkpoint:1:8", "staged", "published"])
+def test_a_run_killed_at_any_stage_leaves_the_old_model_or_the_new_one(
+    point: str, run_args: list[str], trained: dict[str, Path], tmp_path: Path
+) -> None:
+    out = copy_model(trained["encoder"], tmp_path, "model")
+    before = _fingerprint(out)
+    answer = load(out).predict_proba([TEXT])
+    kill_at(tmp_path, point, *run_args, "--out", str(out), "--overwrite")
+    model = load(out)  # every file it needs is checked against config.json
+    if point == "published":  # the switch happened: the new model, whole
+        config = json.loads((out / "config.json").read_text())
+        assert config["model"]["dim"] == 16 and config["training"]["seed"] == 3
+        assert model.predict([TEXT]) in (["pos"], ["neg"])
+    else:  # killed before the switch: the old model, byte for byte
+        assert _fingerprint(out) == before
+        assert (model.predict_proba([TEXT]) == answer).all()
+    rerun = _attend(*run_args, "--out", str(out), "--overwrite")  # a stale run's leftovers never get in the way
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((out / "config.json").read_text())["model"]["dim"] == 16
+    assert not state_directory(out).exists()
+
+
+def test_an_existing_model_needs_overwrite_and_other_folders_are_never_replaced(
+    run_args: list[str], trained: dict[str, Path], tmp_path: Path
+) -> None:
+    out = copy_model(trained["encoder"], tmp_path, "model")
+    before = _fingerprint(out)
+    refused = _attend(*run_args, "--out", str(out))
+    assert refused.returncode == 2 and "already holds a model; pass --overwrite" in refused.stderr
+    assert "Traceback" not in refused.stderr and _fingerprint(out) == before and not state_directory(out).exists()
+
+    project = tmp_path / "project"  # `--out .` in a user's own folder, which has a config.json
+    project.mkdir()
+    (project / "config.json").write_text('{"name": "my app"}')
+    (project / "notes.txt").write_text("mine")
+    for args in (["--out", "."], ["--out", ".", "--overwrite"]):
+        result = _attend(*run_args, *args, cwd=project)
+        assert result.returncode == 2 and "is not empty and is not a model directory" in result.stderr
+    assert sorted(p.name for p in project.iterdir()) == ["config.json", "notes.txt"]
+    assert (project / "config.json").read_text() == '{"name": "my app"}'
