@@ -51,7 +51,15 @@ def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: 
 
     assert main(["predict", str(out), "--input", str(planted_csv), "--format", "csv", "--top-k", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "text,label_1,probability_1" and len(lines) == 401
+    assert lines[0] == "text,label_1,probability_1,truncated" and len(lines) == 401
+
+    long = "wonderful " + "a " * 300  # more tokens than the model reads
+    assert main(["predict", str(out), long, "great", "--top-k", "1"]) == 0
+    assert [row["truncated"] for row in json.loads(capsys.readouterr().out)] == [True, False]
+    assert main(["explain", str(out), long, "--json", "--html", str(tmp_path / "new" / "folder" / "why.html")]) == 0
+    explained = json.loads(capsys.readouterr().out)[0]
+    assert explained["truncated"] and len(explained["text"]) < len(long)  # what the model read, not the whole text
+    assert (tmp_path / "new" / "folder" / "why.html").is_file()
 
 
 @pytest.mark.parametrize(
@@ -64,16 +72,36 @@ def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: 
         (["train", "data.csv", "--out", "m", "--config", "bad.json"], "bad.json is not valid JSON"),
         (["train", "data.csv", "--out", "m", "--model", "gpt"], "unknown model 'gpt'"),
         (["train", "data.csv", "--out", "data.csv"], "data.csv exists and is not a directory"),
+        (["train", "data.csv", "--out", "m", "--config", "types.json"], "training option field epochs='3' must be an"),
+        (["train", "data.csv", "--out", "m", "--config", "float.json"], "field epochs=1.5 must be an integer"),
+        (["train", "data.csv", "--out", "m", "--config", "wide.json"], "model field dim='wide' must be an integer"),
+        (["train", "data.csv", "--out", "m", "--config", "bool.json"], "field num_layers=True must be an integer"),
+        (["train", "data.csv", "--out", "stray"], "stray exists, is not empty and is not a model directory"),
     ],
 )
 def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "data.csv").write_text("text,label\ngood,pos\nbad,neg\nfine,pos\nawful,neg\n", encoding="utf-8")
     (tmp_path / "bad.json").write_text("{oops", encoding="utf-8")
+    (tmp_path / "types.json").write_text('{"training": {"epochs": "3"}}', encoding="utf-8")
+    (tmp_path / "float.json").write_text('{"training": {"epochs": 1.5}}', encoding="utf-8")
+    (tmp_path / "wide.json").write_text('{"model": {"dim": "wide"}}', encoding="utf-8")
+    (tmp_path / "bool.json").write_text('{"model": {"num_layers": true}}', encoding="utf-8")
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "old.pkl").write_bytes(b"\x80\x04.")
     result = _attend(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert message in result.stderr and result.stderr.startswith("error: ")
     assert not (tmp_path / "m" / "config.json").exists()
+
+
+def test_an_argument_whose_bytes_are_not_utf8_is_a_one_line_error(tmp_path: Path, planted_csv: Path) -> None:
+    out = tmp_path / "m"
+    assert _attend("train", str(planted_csv), "--out", str(out), "--epochs", "1", "--no-progress").returncode == 0
+    result = subprocess.run([sys.executable.encode(), b"-m", b"attend", b"predict", str(out).encode(), b"caf\xe9"],
+                            capture_output=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2 and b"Traceback" not in result.stderr
+    assert b"texts[0] contains an unpaired surrogate '\\udce9'" in result.stderr
 
 
 def _free_port() -> int:

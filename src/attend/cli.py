@@ -115,22 +115,26 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if bool(args.texts) == bool(args.input):
         raise UsageError("give texts to classify, or --input FILE, but not both")
     texts = args.texts or read_table(args.input, text_col=args.text_col, label_col=None).texts
+    if args.top_k < 1:
+        raise UsageError(f"--top-k {args.top_k}: must be at least 1")
     predictor = _cli_predictor(args.model_dir, args.int8)
-    ranked = predictor.top_k(texts, k=args.top_k)
+    probs, truncated = predictor.predict_proba_truncated(texts)
+    ranked = predictor.ranked(probs, args.top_k)
     if args.format == "json":
         rows = [
-            {"text": text, "label": top[0][0], "top": [{"label": lab, "probability": p} for lab, p in top]}
-            for text, top in zip(texts, ranked, strict=True)
-        ]
+            {"text": text, "label": top[0][0], "top": [{"label": lab, "probability": p} for lab, p in top],
+             "truncated": bool(cut)}
+            for text, top, cut in zip(texts, ranked, truncated, strict=True)
+        ]  # fmt: skip
         print(json.dumps(rows, ensure_ascii=False, indent=None))
     else:
         writer = csv.writer(sys.stdout)
         header = ["text"]
-        for i in range(1, args.top_k + 1):
+        for i in range(1, len(ranked[0]) + 1):
             header += [f"label_{i}", f"probability_{i}"]
-        writer.writerow(header)
-        for text, top in zip(texts, ranked, strict=True):
-            writer.writerow([text, *[v for lab, p in top for v in (lab, f"{p:.6f}")]])
+        writer.writerow([*header, "truncated"])
+        for text, top, cut in zip(texts, ranked, truncated, strict=True):
+            writer.writerow([text, *[v for lab, p in top for v in (lab, f"{p:.6f}")], str(bool(cut)).lower()])
     return 0
 
 
@@ -349,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, help="peak learning rate")
     tr.add_argument("--max-length", type=int, help="longest input in tokens (default 128)")
     tr.add_argument(
-        "--threads", type=int, help="PyTorch threads (default: one per core; 1 is often faster for small models)"
+        "--threads", type=int,
+        help="PyTorch threads (default or 0: one per core; 1 is often faster for small models)",
     )
     tr.add_argument("--resume", action="store_true", help="continue the interrupted run that was writing --out")
     tr.add_argument("--overwrite", action="store_true", help="replace a model already in --out (else an error)")
@@ -424,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="inference runtime (auto: ONNX Runtime for an `attend export` directory, else PyTorch)")
     sv.add_argument("--int8", action="store_true", help="serve the dynamically quantised int8 model")
     sv.add_argument("--bf16", action="store_true", help="serve the PyTorch model in bfloat16 (fast on AMX CPUs)")
-    sv.add_argument("--threads", type=int, default=0, help="intra-op threads (default: the runtime's)")
+    sv.add_argument("--threads", type=int, default=0, help="intra-op threads (default 0: the runtime's, one per core)")
     for app in _apps():
         app.add_serve_options(sv)
     sv.set_defaults(func=_cmd_serve)

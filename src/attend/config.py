@@ -1,27 +1,94 @@
 """Helpers for the typed config dataclasses: strict loading and field checks.
 
 Configs are the API (they serialise to ``config.json``), so they are validated at the boundary
-and every error names the field and the bad value.
+and every error names the field and the bad value: an unknown field, or a value of the wrong
+type (``"epochs": "3"``, ``"epochs": 1.5``, ``"num_layers": true``), is an error rather than a
+silent coercion or a traceback deep inside training.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any, TypeVar
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, Union
 
-__all__ = ["check_positive", "check_unit_interval", "strict_from_dict"]
+__all__ = ["check_arguments", "check_positive", "check_type", "check_unit_interval", "strict_from_dict"]
 
 T = TypeVar("T")
 
+_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any or hint is object:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint in (dict, Mapping) or origin in (dict, Mapping):
+        return isinstance(value, Mapping)
+    if hint in (list, tuple) or origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            return False
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return not args or all(_matches(v, args[0]) for v in value)
+    return True  # a type this check does not know: the dataclass's own validation has the last word
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint))
+    if hint in _NAMES:
+        return _NAMES[hint]
+    origin = typing.get_origin(hint) or hint
+    if origin in (dict, Mapping):
+        return "an object {...}"
+    if origin in (list, tuple):
+        return "a list"
+    return getattr(hint, "__name__", str(hint))
+
+
+def check_type(name: str, value: Any, hint: Any, *, what: str) -> None:
+    """Raise ``ValueError`` naming ``what``'s field ``name`` if ``value`` does not fit the annotation."""
+    if not _matches(value, hint):
+        raise ValueError(f"{what} field {name}={value!r} must be {_describe(hint)}")
+
 
 def strict_from_dict(cls: type[T], data: Mapping[str, Any], *, what: str) -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys raise instead of being silently dropped."""
+    """Build dataclass ``cls`` from ``data``; unknown keys and values of the wrong type raise."""
     known = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {what} field(s) {unknown}; known: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        check_type(name, value, hints.get(name, Any), what=what)
     return cls(**data)
+
+
+def check_arguments(function: Callable[..., Any], options: Mapping[str, Any], *, what: str) -> None:
+    """Check keyword ``options`` for ``function``: every name a keyword parameter, every value of its type."""
+    parameters = inspect.signature(function).parameters
+    hints = typing.get_type_hints(function)
+    keywords = {name for name, p in parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    unknown = sorted(set(options) - keywords)
+    if unknown:
+        raise ValueError(f"unknown {what} option(s) {unknown}; known: {sorted(keywords - {'self'})}")
+    for name, value in options.items():
+        check_type(name, value, hints.get(name, Any), what=what)
 
 
 def check_positive(config: object, *names: str) -> None:

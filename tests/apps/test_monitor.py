@@ -327,6 +327,11 @@ def test_unknown_model_dir_and_missing_db_are_clear_errors(tmp_path: Path, capsy
     assert err.startswith("error: ") and str(missing) in err
     assert main(["alerts", "--db", str(tmp_path / "nothing.db")]) == 2
     assert "no monitor database there" in capsys.readouterr().err
+    for name, content in (("empty.db", b""), ("notes.txt", b"my notes\n")):
+        (tmp_path / name).write_bytes(content)
+        assert main(["alerts", "--db", str(tmp_path / name)]) == 2
+        assert "not a monitor database" in capsys.readouterr().err
+        assert (tmp_path / name).read_bytes() == content and not list(tmp_path.glob(f"{name}-*"))
     assert main(["run", "--events", str(tmp_path / "none.jsonl"), "--model", str(missing), "--db", "x.db"]) == 2
 
 
@@ -354,13 +359,19 @@ def test_router_validates_with_4xx_and_is_idempotent(model_dir: Path, tmp_path: 
     with TestClient(app, raise_server_exceptions=False) as client:
         first = client.post("/v1/monitor/events", json=events)
         assert first.status_code == 200, first.text
-        assert first.json() | {"alerts": []} == {"received": 40, "stored": 40, "duplicates": 0, "alerts": []}
+        assert first.json() | {"alerts": []} == {"received": 40, "stored": 40, "duplicates": 0, "conflicts": 0,
+                                                 "times_without_zone": 0, "alerts": []}  # fmt: skip
         again = client.post("/v1/monitor/events", json=events[:10])
-        assert again.json()["stored"] == 0 and again.json()["duplicates"] == 10
+        assert again.json()["stored"] == 0 and again.json()["duplicates"] == 10 and again.json()["conflicts"] == 0
+        changed = [{**events[0], "text": "an entirely different text"},
+                   {**GOOD, "id": "naive", "time": "2024-05-01T09:00:00"}]  # fmt: skip
+        said = client.post("/v1/monitor/events", json=changed).json()
+        assert (said["duplicates"], said["conflicts"], said["times_without_zone"]) == (1, 1, 1)
         bad = [
             [{"id": "x", "text": "boring"}],  # no time
             [{**GOOD, "time": "not a time"}],
             [{**GOOD, "text": "  "}],
+            [{**GOOD, "text": "\u200b\ufeff"}],
             [{**GOOD, "id": ""}],
             [{**GOOD, "topic": "t" * 500}],
             {"events": [GOOD]},  # not a list
@@ -376,19 +387,21 @@ def test_router_validates_with_4xx_and_is_idempotent(model_dir: Path, tmp_path: 
         assert client.post("/v1/monitor/events", json=[GOOD] * 51).status_code == 413
         detail = client.post("/v1/monitor/events", json=[{**GOOD, "time": "2024-99-01"}]).json()
         assert "time" in json.dumps(detail) and "ISO 8601" in json.dumps(detail)
-    assert count_rows(tmp_path / "http.db") == 40
+    assert count_rows(tmp_path / "http.db") == 41
 
 
-def test_failing_webhook_is_logged_and_does_not_stop_the_run(model_dir: Path, tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_failing_webhook_is_logged_does_not_stop_the_run_and_fails_the_command(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     events = [e for e in planted_events(seed=5) if e["topic"] == SURGE_TOPIC]
     path, db = write_jsonl(tmp_path / "e.jsonl", events), tmp_path / "m.db"
     code = main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db), "--webhook",
                  "http://127.0.0.1:9/unreachable", "--explain-method", "rollout"])  # fmt: skip
     out = capsys.readouterr()
-    assert code == 0
+    assert code == 1  # the run went on, but an alert never reached anyone: say so with the exit status
     assert "webhook http://127.0.0.1:9/unreachable failed for alert billing 2024-05-01T08:00:00Z" in out.err
     assert "1 new alert(s)" in out.out
+    assert "error: 1 alert(s) could not be delivered to http://127.0.0.1:9/unreachable" in out.err
 
 
 # --- dashboard ----------------------------------------------------------------------------------
@@ -547,3 +560,16 @@ def test_topic_model_fills_missing_topics_only(model_dir: Path) -> None:
     assert [e.topic for e in with_model] == ["neg", "pos", "billing"]
     assert with_model[0].topic_prob is not None and with_model[2].topic_prob is None
     assert [e.topic for e in Scorer(predictor, "neg", words=0).score(events)] == ["all", "all", "billing"]
+
+
+def test_a_replay_reports_changed_texts_and_times_without_a_zone(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = [{**GOOD, "id": "a"}, {**GOOD, "id": "b", "time": "2024-05-01T09:30:00"},
+              {**GOOD, "id": "a", "text": "a different text"}]  # fmt: skip
+    path, db = write_jsonl(tmp_path / "e.jsonl", events), tmp_path / "m.db"
+    assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db), "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "2 stored, 1 already stored (1 with a different text: the first kept)" in out.out
+    assert "event id 'a' was seen again with a different text" in out.err
+    assert "1 event time(s) had no time zone and were taken as UTC" in out.err

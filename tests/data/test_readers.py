@@ -67,6 +67,9 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
         (b"text,label\nok,a\n\xff\xfe bad,b\n", {}, r"line 3 is not valid UTF-8 \(byte 0xff"),
         (b"text,label\nok,a,extra\n", {}, r"line 2 has more fields than the header"),
         (b"text,label,s\nok,a,holdout\n", {"split_col": "s"}, r"line 2 has split 'holdout'"),
+        (b"\x00" * 40, {}, r"line 1 holds NUL bytes: this is a binary file, not CSV text"),
+        (b'text,label\nok,a\n"never closed,b\nmore,c\nlast,d\n', {}, r"line 3: a quote opened on this line is never"),
+        ("text,label\nok,a\n\u200b\ufeff,b\n".encode(), {}, r"line 3 has an empty text \(only invisible characters\)"),
     ],
 )
 def test_bad_files_get_errors_naming_file_line_and_value(
@@ -79,12 +82,29 @@ def test_bad_files_get_errors_naming_file_line_and_value(
         read_table(path, **kwargs)
 
 
+def test_long_fields_numbers_and_line_separators_are_texts(tmp_path: Path) -> None:
+    long = "word " * 40_000  # 200,000 characters: more than the csv module's default field limit
+    path = tmp_path / "long.csv"
+    path.write_text(f"text,label\n{long},a\n42,b\n", encoding="utf-8")
+    assert [len(t) for t in read_table(path).texts] == [len(long), 2]
+    lines = tmp_path / "d.jsonl"  # U+2028 inside a JSON string is not a line break of the file
+    lines.write_text('{"text": "one\u2028two", "label": "x"}\n{"text": 7, "label": "y"}\n', encoding="utf-8")
+    assert read_table(lines).texts == ["one\u2028two", "7"]
+
+
+def test_a_lone_surrogate_in_jsonl_is_an_error_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "fine", "label": "x"}\n{"text": "\\ud800 x", "label": "y"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 2: the text in column 'text' contains an unpaired surrogate"):
+        read_table(path)
+
+
 def test_bad_jsonl_and_unknown_extension(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "a", "label": "x"}\n{not json}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"line 2 is not valid JSON"):
         read_table(path)
-    with pytest.raises(DataError, match=r"cannot tell the format"):
+    with pytest.raises(DataError, match=r"cannot tell the format.*rename the file to end in \.csv"):
         read_table(_write_csv(tmp_path / "d.txt", ROWS))
 
 

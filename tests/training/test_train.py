@@ -157,3 +157,35 @@ def test_default_learning_rate_depends_on_pretrained_weights(tmp_path: Path, pla
     args = TrainingArgs(**{**FAST, "epochs": 1, "lr": None})
     train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=args)
     assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["lr"] == 1e-3
+
+
+def test_macro_averages_cover_the_labels_present_and_name_the_absent_ones() -> None:
+    from attend.training import classification_metrics, format_report
+
+    labels = ["a", "b", "c", "d"]
+    perfect = classification_metrics([0, 1, 0, 1], [0, 1, 0, 1], labels)  # no c or d in this data
+    assert perfect["accuracy"] == 1.0 and perfect["macro_f1"] == 1.0 and perfect["averaged_labels"] == 2
+    assert perfect["absent_labels"] == ["c", "d"] and "no example of 2 label(s): c, d" in format_report(perfect)
+    wrong = classification_metrics([0, 1], [0, 2], labels)  # a predicted label counts even if absent
+    assert wrong["averaged_labels"] == 3 and wrong["macro_f1"] == pytest.approx(1 / 3)
+    multi = classification_metrics([[1, 0, 0], [1, 0, 0]], [[1, 0, 0], [1, 0, 0]], labels[:3])
+    assert multi["macro_f1"] == 1.0 and multi["absent_labels"] == ["b", "c"]
+
+
+def test_written_files_follow_the_umask(tmp_path: Path, planted_csv: Path) -> None:
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        args = TrainingArgs(**{**FAST, "epochs": 1, "stop_after_steps": 3, "checkpoint_every": 2})
+        with pytest.raises(TrainingInterrupted):
+            train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=args)
+        checkpoint = state_directory(tmp_path / "m") / "checkpoint"
+        saved = {p.name: p.stat().st_mode & 0o777 for p in checkpoint.iterdir()}
+        assert set(saved.values()) == {0o644} and "optimiser.safetensors" in saved, saved
+        train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, resume=True)
+    finally:
+        os.umask(previous)
+    assert not checkpoint.exists()
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "m").iterdir() if p.is_file()}
+    assert modes["model.safetensors"] == modes["config.json"] == modes["tokenizer.json"] == 0o644, modes

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attend.data.validation import text_problem
+
 __all__ = ["SPLIT_NAMES", "DataError", "LabelledTexts", "detect_format", "read_rows", "read_table", "stratified_split"]
 
 #: Accepted values of a split column.
@@ -75,8 +77,8 @@ def detect_format(path: Path, fmt: str | None) -> str:
         return _FORMATS[path.suffix.lower()]
     except KeyError:
         raise DataError(
-            f"{path}: cannot tell the format from the extension {path.suffix!r}; "
-            "use .csv, .tsv, .jsonl or .parquet (or pass the format explicitly)"
+            f"{path}: cannot tell the format from the extension {path.suffix!r}; rename the file to end in "
+            f"{', '.join(sorted(_FORMATS))}"
         ) from None
 
 
@@ -108,8 +110,12 @@ def read_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
     text = _decode(path, path.read_bytes())
     if not text.strip():
         raise DataError(f"{path} is empty")
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DataError(f"{path}: line {line} holds NUL bytes: this is a binary file, not {fmt.upper()} text")
     if fmt == "jsonl":
-        for line_number, line in enumerate(text.splitlines(), start=1):
+        # Lines end at "\n" only: str.splitlines() would also split inside a JSON string at U+2028 etc.
+        for line_number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -120,13 +126,25 @@ def read_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise DataError(f"{path}: line {line_number} is a JSON {type(record).__name__}, expected an object")
             yield line_number, record
         return
+    # Long texts are legitimate: lift the csv module's 128 KiB cap on one field.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
     if reader.fieldnames is None:
         raise DataError(f"{path} is empty")
-    for record in reader:
-        if None in record:
-            raise DataError(f"{path}: line {reader.line_num} has more fields than the header")
-        yield reader.line_num, record
+    start = reader.line_num + 1  # where the next record starts (a quoted field may span lines)
+    try:
+        for record in reader:
+            if None in record:
+                raise DataError(f"{path}: line {start} has more fields than the header")
+            if None in record.values() and reader.line_num > start and any("\n" in (v or "") for v in record.values()):
+                raise DataError(
+                    f"{path}: line {start}: a quote opened on this line is never closed (the field runs on to line "
+                    f"{reader.line_num})"
+                )
+            yield start, record
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {start}: {exc}") from None
 
 
 def _split_labels(value: Any, *, multi_label: bool, label_sep: str | None) -> list[str]:
@@ -188,8 +206,17 @@ def read_table(
                 )
             checked_columns = True
         text = record.get(text_col)
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{path}: line {line} has an empty text in column {text_col!r}")
+        if isinstance(text, int | float) and not isinstance(text, bool):
+            text = str(text)  # a number is a text too ("42" in a CSV is)
+        if text is not None and not isinstance(text, str):
+            raise DataError(f"{path}: line {line} has {type(text).__name__} {text!r:.60} in column {text_col!r}, "
+                            "expected text")  # fmt: skip
+        problem = text_problem(text or "")
+        if problem is not None and problem.startswith("is an empty text"):
+            invisible = " (only invisible characters)" if text and text.strip() else ""
+            raise DataError(f"{path}: line {line} has an empty text{invisible} in column {text_col!r}")
+        if problem is not None:
+            raise DataError(f"{path}: line {line}: the text in column {text_col!r} {problem}")
         texts.append(text)
         lines.append(line)
         if label_col is not None:

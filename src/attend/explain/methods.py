@@ -55,7 +55,7 @@ class Explanation:
     """One text's explanation.
 
     Attributes:
-        text: The input text.
+        text: The input text (when truncated, the part the model read).
         tokens: The tokens the model saw, special tokens included (``[CLS]``, ``[SEP]``).
         importance: One score per token (same length as ``tokens``). Attention methods give
             non-negative weights summing to 1 over the tokens; Integrated Gradients gives
@@ -614,8 +614,12 @@ def explain(
             best = int(probs[row].argmax())
             values = importance[row, :n]
             special = [t in special_ids for t in ids]
+            truncated = bool(batch["truncated"][row])
+            text = checked[i]
+            if truncated and len(spans[row]) == n:  # only what the model read, not a long text echoed back
+                text = text[: max((span[1] for span in spans[row] if span is not None), default=0)]
             results[i] = Explanation(
-                text=checked[i],
+                text=text,
                 tokens=tokens[row],
                 importance=[float(v) for v in values],
                 special=special,
@@ -623,7 +627,7 @@ def explain(
                 probability=float(probs[row, best]),
                 target=runtime.labels[int(targets[row])],
                 method=method,
-                truncated=bool(batch["truncated"][row]),
+                truncated=truncated,
                 focus=distribution_focus(values.abs(), [not s for s in special]),
                 maps=[m[row, :, :n, :n].float().numpy() for m in evidence.maps] if maps else None,
                 pooling=[float(v) for v in evidence.pooling[row, :n]] if evidence.pooling is not None else None,

@@ -217,6 +217,7 @@ def render_html(
         f"{''.join(cards)}</body></html>"
     )
     if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # a report into a new folder: make it
         atomic_write_text(Path(path), page)
     return page
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from attend.attention import AttentionPooling, MultiHeadAttention
 from attend.attention.unpad import TokenLayout
-from attend.config import check_positive, check_unit_interval
+from attend.config import check_arguments, check_positive, check_unit_interval
 from attend.models.base import (
     ClassifierConfig,
     ModelOutput,
@@ -87,6 +87,7 @@ class EncoderConfig(ClassifierConfig):
         reserved = {"dropout", "kdim", "vdim", "bias", "head_dim"} & set(self.attention)
         if reserved:
             raise ValueError(f"attention options {sorted(reserved)} are set by the encoder itself")
+        check_arguments(MultiHeadAttention.__init__, self.attention, what="attention")
         if self.dim % self.num_heads:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
         self.pruned_heads = normalise_pruned_heads(

@@ -209,9 +209,15 @@ class TextClassifier(Runtime):
 
     def top_k(self, texts: Sequence[str], k: int = 3, *, batch_size: int = 64) -> list[list[tuple[str, float]]]:
         """The ``k`` most probable labels per text, with probabilities, most probable first."""
+        return self.ranked(self.predict_proba(texts, batch_size=batch_size), k)
+
+    def ranked(self, probs: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """The ``k`` most probable labels per row of ``probs`` (``predict_proba``'s), most probable first."""
         if k < 1:
             raise ValueError(f"k={k} must be >= 1")
-        return ranked(self.predict_proba(texts, batch_size=batch_size), self.labels, k)
+        k = min(k, len(self.labels))
+        order = np.argsort(-probs, axis=1)[:, :k]
+        return [[(self.labels[j], float(row[j])) for j in idx] for row, idx in zip(probs, order, strict=True)]
 
     def explain(self, texts: Sequence[str], method: str = "rollout", **options: Any) -> list[dict[str, Any]]:
         """Per text: tokens, predicted label and probability, and a token-importance vector (JSON-ready).
@@ -238,13 +244,6 @@ class TextClassifier(Runtime):
         )  # fmt: skip
         probs = self.predict_proba(dataset.texts, batch_size=batch_size)
         return score_probabilities(probs, dataset, self.labels, self.multi_label) | {"source": dataset.source}
-
-
-def ranked(probs: np.ndarray, labels: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
-    """The ``k`` most probable labels per row of ``probs``, most probable first."""
-    k = min(k, len(labels))
-    order = np.argsort(-probs, axis=1)[:, :k]
-    return [[(labels[j], float(row[j])) for j in idx] for row, idx in zip(probs, order, strict=True)]
 
 
 class TorchTextClassifier(TextClassifier):

@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict
@@ -138,6 +140,11 @@ class _GuardAndMeasure:
             if len(body) > self.settings.max_body_bytes:
                 return b"", self._too_large()
             if not message.get("more_body", False):
+                try:
+                    body.decode("utf-8")
+                except UnicodeDecodeError as exc:  # JSON is UTF-8; say so here, not as a 400 from the parser
+                    where = f"byte 0x{body[exc.start]:02x} at offset {exc.start}"
+                    return b"", error_response(422, "validation", f"malformed JSON body: not UTF-8 ({where})")
                 return bytes(body), None
 
 
@@ -257,6 +264,23 @@ def create_app(
     return app
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail with a clear message, before loading anything, if ``host:port`` cannot be listened on."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ValueError(f"--host {host!r}: {exc.strerror}") from None
+    with socket.socket(family, kind) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ValueError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): another server may be using it; "
+                "choose another --port"
+            ) from None
+
+
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --workers N``: each worker process loads the model named in the environment."""
     config = json.loads(os.environ[ENV_CONFIG])
@@ -289,7 +313,11 @@ def serve(
         raise ValueError(f"workers={workers} must be >= 1")
     if not 0 < port < 65536:
         raise ValueError(f"port={port} must be in 1..65535")
+    _check_port(host, port)
     app = create_app(load_for_serving(model_dir, settings), settings, routers=routers)  # fail before binding
+    # uvicorn re-raises SIGTERM after its graceful shutdown, which would end the process with status
+    # 143; a handler that does nothing lets a clean, requested shutdown exit 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     if workers == 1:
         uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=graceful_seconds, log_level="info")
         return

@@ -38,7 +38,8 @@ class TextsRequest(BaseModel):
 
 
 class PredictRequest(TextsRequest):
-    top_k: int = Field(default=3, ge=1, le=1000, description="Labels to return per text, most probable first.")
+    top_k: int = Field(default=3, ge=1, le=1000, strict=True,
+                       description="Labels to return per text, most probable first (an integer).")  # fmt: skip
 
 
 class LabelScore(BaseModel):

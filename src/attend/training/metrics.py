@@ -20,20 +20,30 @@ def classification_metrics(
 
     ``y_true``/``y_pred`` are label indices into ``labels`` (single-label), or 0/1 indicator
     matrices ``(N, C)`` (multi-label; accuracy is then exact-match accuracy).
+
+    The averages are over the labels present, in the data or in the predictions (scikit-learn's
+    default), not over every label the model knows: a label with no example and no prediction has
+    no precision or recall to average, and counting it as 0 would make a perfect model look poor on
+    data that lacks some labels. ``averaged_labels`` says how many were averaged, and
+    ``absent_labels`` lists the model's labels that have no example in the data.
     """
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     indices = list(range(len(labels)))
     multi_label = y_true.ndim == 2
-    average_kwargs: dict[str, Any] = {"zero_division": 0}
-    if not multi_label:
-        average_kwargs["labels"] = indices
+    if multi_label:
+        truth, predicted = set(np.flatnonzero(y_true.any(0))), set(np.flatnonzero(y_pred.any(0)))
+    else:
+        truth, predicted = set(y_true.tolist()), set(y_pred.tolist())
+    present = sorted(truth | predicted) or indices
     result: dict[str, Any] = {"num_examples": len(y_true), "accuracy": float(accuracy_score(y_true, y_pred))}
     for average in ("macro", "micro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=average, **average_kwargs)
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=average, labels=present, zero_division=0)
         result[f"{average}_precision"] = float(p)
         result[f"{average}_recall"] = float(r)
         result[f"{average}_f1"] = float(f)
+    result["averaged_labels"] = len(present)
+    result["absent_labels"] = [labels[i] for i in indices if i not in truth]
     report = classification_report(
         y_true, y_pred, labels=indices, target_names=list(labels), output_dict=True, zero_division=0
     )
@@ -66,6 +76,11 @@ def format_report(metrics: dict[str, Any], *, title: str = "") -> str:
         f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
         f"micro-F1 {metrics['micro_f1']:.4f}   (n={metrics['num_examples']})"
     )
+    absent = metrics.get("absent_labels") or []
+    if absent:
+        shown = ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else "")
+        lines.append(f"(macro averages over the {metrics['averaged_labels']} labels in the data or the predictions; "
+                     f"the data has no example of {len(absent)} label(s): {shown})")  # fmt: skip
     width = max([len(name) for name in metrics["per_class"]] + [5])
     lines.append(f"{'class':<{width}}  precision  recall     f1  support")
     for name, row in metrics["per_class"].items():

@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from attend.config import check_positive, check_unit_interval, strict_from_dict
 from attend.data.readers import DataError, LabelledTexts
-from attend.io import ArtifactWriter, atomic_write_json, check_output_directory, save_weights
+from attend.io import ArtifactWriter, atomic_write_json, check_output_directory, save_tensors, save_weights
 from attend.models import auxiliary_loss, build
 from attend.training.tasks.base import Task
 from attend.training.tasks.classification import ClassificationTask
@@ -248,7 +248,7 @@ def _save_state(directory: Path, model: nn.Module, optimiser: torch.optim.Optimi
                 tensors[f"optimiser.{index}.{slot}"] = value.detach().contiguous().cpu()
             else:
                 scalars[f"{index}.{slot}"] = value
-    save_file(tensors, str(staging / "optimiser.safetensors"))
+    save_tensors(tensors, staging / "optimiser.safetensors")
     groups = [
         {k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in opt_state["param_groups"]
     ]

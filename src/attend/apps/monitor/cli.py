@@ -80,12 +80,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         summary = run_events(monitor, events, batch_size=args.batch_size, max_rate=args.max_rate,
                              finite=not args.follow, on_batch=on_batch)  # fmt: skip
     stored_alerts = len(store.alerts(window=settings.detection.window))
-    print(f"read {summary.read} events: {summary.stored} stored, {summary.duplicates} already stored; "
+    conflicts = f" ({summary.conflicts} with a different text: the first kept)" if summary.conflicts else ""
+    print(f"read {summary.read} events: {summary.stored} stored, {summary.duplicates} already stored{conflicts}; "
           f"{len(summary.alerts)} new alert(s), {stored_alerts} in {args.db}")  # fmt: skip
     store.close()
+    if summary.times_without_zone:
+        print(f"note: {summary.times_without_zone} event time(s) had no time zone and were taken as UTC "
+              "(write them with Z or an offset such as +02:00)", file=sys.stderr)  # fmt: skip
     if summary.interrupted:
         print("stopped (Ctrl-C); every committed batch is kept, rerun to continue", file=sys.stderr)
         return 0 if args.follow else 130
+    if summary.undelivered:
+        print(f"error: {summary.undelivered} alert(s) could not be delivered to {args.webhook} (they are kept in "
+              f"{args.db}; the next run tries again)", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

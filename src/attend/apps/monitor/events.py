@@ -30,12 +30,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from attend.data.readers import DataError
+from attend.data.validation import text_problem
 
 __all__ = [
     "Event",
     "follow_events",
     "format_time",
     "format_window",
+    "has_zone",
     "parse_event",
     "parse_time",
     "parse_window",
@@ -60,6 +62,7 @@ class Event:
         text: The text to score.
         topic: Its topic, if the stream says; else the topic model (or one topic for all) decides.
         source: Where it came from (free text, kept for people).
+        zoned: Whether the given time had a zone (one without is taken as UTC, and the run says so).
     """
 
     id: str
@@ -67,6 +70,7 @@ class Event:
     text: str
     topic: str | None = None
     source: str | None = None
+    zoned: bool = True
 
     @property
     def ts(self) -> int:
@@ -96,6 +100,11 @@ def parse_time(value: Any, *, where: str = "time") -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+def has_zone(value: str) -> bool:
+    """Whether an ISO 8601 time (one :func:`parse_time` accepts) names its zone (``Z``, ``+02:00``)."""
+    return datetime.fromisoformat(value.strip()).tzinfo is not None
 
 
 def parse_window(value: str, *, option: str = "--window") -> int:
@@ -150,14 +159,16 @@ def parse_event(record: Any, where: str) -> Event:
         missing = "text" not in record or text is None
         raise DataError(f'{where}: field "text" is ' + ("missing" if missing else f"{type(text).__name__} {text!r}, "
                                                         "expected a string"))  # fmt: skip
-    if not text.strip():
-        raise DataError(f'{where}: field "text" is empty')
+    problem = text_problem(text)
+    if problem is not None:
+        raise DataError(f'{where}: field "text" ' + ("is empty" if problem.startswith("is an empty") else problem))
     return Event(
         id=str(event_id),
         time=moment,
         text=text,
         topic=_key(record, "topic", where, required=False),
         source=_key(record, "source", where, required=False),
+        zoned=has_zone(record["time"]),
     )
 
 

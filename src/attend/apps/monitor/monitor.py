@@ -72,9 +72,12 @@ class IngestResult:
     stored: int = 0
     duplicates: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    conflicts: int = 0
+    times_without_zone: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"received": self.received, "stored": self.stored, "duplicates": self.duplicates,
+                "conflicts": self.conflicts, "times_without_zone": self.times_without_zone,
                 "alerts": self.alerts}  # fmt: skip
 
 
@@ -87,6 +90,10 @@ class RunSummary:
     duplicates: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
+    conflicts: int = 0
+    times_without_zone: int = 0
+    #: Alerts the webhook could not take after every attempt (kept in the database).
+    undelivered: int = 0
 
 
 def post_webhook(url: str, alert: dict[str, Any], *, timeout: float) -> bool:
@@ -139,11 +146,15 @@ class Monitor:
     def ingest(self, events: Sequence[Event]) -> IngestResult:
         """Score and store a batch (one transaction), then judge any window the batch closed."""
         with self._lock:
-            result = IngestResult(received=len(events))
+            result = IngestResult(received=len(events), times_without_zone=sum(not e.zoned for e in events))
             unique: dict[str, Event] = {}
             for event in events:
-                unique.setdefault(event.id, event)
-            present = self.store.existing_ids(list(unique))
+                kept = unique.setdefault(event.id, event)
+                result.conflicts += self._conflict(kept, event.text)
+            stored = self.store.stored_texts(list(unique))
+            for event_id, text in stored.items():
+                result.conflicts += self._conflict(unique[event_id], text)
+            present = set(stored)
             fresh = [e for i, e in unique.items() if i not in present]
             if fresh:
                 result.stored = self.store.add_events(self.scorer.score(fresh))
@@ -154,6 +165,21 @@ class Monitor:
                 if self._judged_until is None or closed_before > self._judged_until:
                     result.alerts = self._judge(closed_before)
             return result
+
+    @staticmethod
+    def _conflict(event: Event, kept_text: str) -> bool:
+        """An id seen again with another text: the first is kept, and the run says so."""
+        if event.text == kept_text:
+            return False
+        log.warning("event id %r was seen again with a different text; the first one is kept", event.id)
+        return True
+
+    def undelivered(self) -> int:
+        """Alerts that the webhook has not taken and will not be retried in this run."""
+        if not self.settings.webhook:
+            return 0
+        everything = self.store.alerts(window=self.settings.detection.window)
+        return sum(alert["notified_at"] is None for alert in everything)
 
     def finish(self) -> list[dict[str, Any]]:
         """The input has ended: judge every window, the last (possibly partial) one included."""
@@ -237,6 +263,8 @@ def run_events(
         result = monitor.ingest(batch)
         summary.stored += result.stored
         summary.duplicates += result.duplicates
+        summary.conflicts += result.conflicts
+        summary.times_without_zone += result.times_without_zone
         summary.alerts.extend(result.alerts)
         batch.clear()
         if on_batch is not None:
@@ -261,4 +289,5 @@ def run_events(
     except KeyboardInterrupt:
         # The batch in hand is dropped, not half-written: a rerun scores it again.
         summary.interrupted = True
+    summary.undelivered = monitor.undelivered()
     return summary

@@ -16,10 +16,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from attend.apps.monitor.events import MAX_KEY_CHARS, Event, parse_time
+from attend.apps.monitor.events import MAX_KEY_CHARS, Event, has_zone, parse_time
 from attend.apps.monitor.monitor import Monitor, MonitorSettings
 from attend.apps.monitor.scoring import Scorer, find_negative_label
 from attend.apps.monitor.store import MonitorStore, open_store
+from attend.data.validation import text_problem
 from attend.runtime import TextClassifier
 
 __all__ = ["EventIn", "IngestResponse", "monitor_router", "served_monitor_router"]
@@ -31,7 +32,7 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: str | int = Field(description="Unique id; an id already stored is skipped (idempotent).")
-    time: str = Field(description='ISO 8601, e.g. "2020-03-01T14:30:00Z"; no zone means UTC.')
+    time: str = Field(description='ISO 8601, e.g. "2020-03-01T14:30:00Z"; no zone means UTC (and is counted).')
     text: str = Field(min_length=1, description="The text to score.")
     topic: str | None = Field(default=None, max_length=MAX_KEY_CHARS, description="Its topic, if known.")
     source: str | None = Field(default=None, max_length=MAX_KEY_CHARS, description="Where it came from.")
@@ -53,13 +54,14 @@ class EventIn(BaseModel):
     @field_validator("text")
     @classmethod
     def _text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("text is empty")
+        problem = text_problem(value)
+        if problem is not None:
+            raise ValueError("text is empty" if problem.startswith("is an empty") else f"text {problem}")
         return value
 
     def to_event(self) -> Event:
         return Event(id=str(self.id), time=parse_time(self.time), text=self.text, topic=self.topic or None,
-                     source=self.source or None)  # fmt: skip
+                     source=self.source or None, zoned=has_zone(self.time))  # fmt: skip
 
 
 class IngestResponse(BaseModel):
@@ -68,6 +70,8 @@ class IngestResponse(BaseModel):
     received: int
     stored: int
     duplicates: int
+    conflicts: int = Field(description="Ids seen again with a different text (the first text is kept).")
+    times_without_zone: int = Field(description="Event times without a zone, taken as UTC.")
     alerts: list[dict[str, Any]]
 
 

@@ -136,9 +136,18 @@ def _url(db: str | os.PathLike[str], *, create: bool) -> str:
     path = Path(text).expanduser()
     if not create and not path.is_file():
         raise ValueError(f"--db {text}: no monitor database there (write one with `attend monitor run`)")
+    size = path.stat().st_size if path.is_file() else None
+    if (size and not _is_sqlite(path)) or (size == 0 and not create):
+        # Opening it would write SQLite's header into somebody's file (or into an empty one).
+        raise ValueError(f"--db {text}: not a monitor database (not an SQLite file); choose another path")
     if create and not path.parent.is_dir():
         raise ValueError(f"--db {text}: the folder {path.parent} does not exist")
     return f"sqlite:///{path.resolve()}"
+
+
+def _is_sqlite(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(16) == b"SQLite format 3\x00"
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -190,13 +199,14 @@ class MonitorStore:
 
     # --- events -----------------------------------------------------------------------------
 
-    def existing_ids(self, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` are stored already (the replay skips them before scoring)."""
-        found: set[str] = set()
+    def stored_texts(self, ids: Sequence[str]) -> dict[str, str]:
+        """The stored text of each of these ids that is already in the database."""
+        found: dict[str, str] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 500):  # stay under every driver's bound-parameter limit
                 chunk = list(ids[i : i + 500])
-                found.update(conn.execute(sa.select(events_table.c.id).where(events_table.c.id.in_(chunk))).scalars())
+                query = sa.select(events_table.c.id, events_table.c.text).where(events_table.c.id.in_(chunk))
+                found.update({row.id: row.text for row in conn.execute(query)})
         return found
 
     def add_events(self, events: Sequence[StoredEvent]) -> int:
