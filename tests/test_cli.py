@@ -54,8 +54,10 @@ def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: 
     assert lines[0] == "text,label_1,probability_1,truncated" and len(lines) == 401
 
     long = "wonderful " + "a " * 300  # more tokens than the model reads
-    assert main(["predict", str(out), long, "great", "--top-k", "1"]) == 0
-    assert [row["truncated"] for row in json.loads(capsys.readouterr().out)] == [True, False]
+    assert main(["predict", str(out), long, "great", "😀👍", "--top-k", "1"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["truncated"] for row in rows] == [True, False, False]
+    assert [("warning" in row) for row in rows] == [False, False, True]
     assert main(["explain", str(out), long, "--json", "--html", str(tmp_path / "new" / "folder" / "why.html")]) == 0
     explained = json.loads(capsys.readouterr().out)[0]
     assert explained["truncated"] and len(explained["text"]) < len(long)  # what the model read, not the whole text

@@ -118,13 +118,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise UsageError(f"--top-k {args.top_k}: must be at least 1")
     predictor = _cli_predictor(args.model_dir, args.int8)
-    probs, truncated = predictor.predict_proba_truncated(texts)
-    ranked = predictor.ranked(probs, args.top_k)
+    found = predictor.predictions(texts)
+    ranked, truncated = predictor.ranked(found.probs, args.top_k), found.truncated
     if args.format == "json":
         rows = [
             {"text": text, "label": top[0][0], "top": [{"label": lab, "probability": p} for lab, p in top],
-             "truncated": bool(cut)}
-            for text, top, cut in zip(texts, ranked, truncated, strict=True)
+             "truncated": bool(cut), **({"warning": warning} if warning else {})}
+            for text, top, cut, warning in zip(texts, ranked, truncated, found.warnings(), strict=True)
         ]  # fmt: skip
         print(json.dumps(rows, ensure_ascii=False, indent=None))
     else:

@@ -104,6 +104,12 @@ def test_a_lone_surrogate_is_a_422_naming_the_text(client: TestClient, route: st
     assert "texts[1] contains an unpaired surrogate '\\ud800'" in response.json()["error"]["message"]
 
 
+def test_a_text_the_model_cannot_read_is_answered_with_a_warning(client: TestClient) -> None:
+    body = client.post("/v1/predict", json={"texts": ["😀👍🎉", "a wonderful film"]}).json()
+    first, second = body["predictions"]
+    assert "all [UNK]" in first["warning"] and second["warning"] is None
+
+
 def test_a_body_that_is_not_utf8_is_a_422(client: TestClient) -> None:
     response = client.post("/v1/predict", content=b'{"text": "caf\xe9"}', headers={"content-type": "application/json"})
     assert response.status_code == 422 and "not UTF-8 (byte 0xe9 at offset 13)" in response.json()["error"]["message"]

@@ -168,6 +168,11 @@ class TextTokenizer:
         return frozenset(i for i in ids if i is not None)
 
     @property
+    def unknown_id(self) -> int | None:
+        """The id of ``[UNK]``, the piece a text's unreadable characters become (None if the vocabulary has none)."""
+        return self.tokenizer.token_to_id("[UNK]")
+
+    @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
 

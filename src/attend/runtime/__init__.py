@@ -17,6 +17,7 @@ from attend.runtime.base import RUNTIMES, LoadOptions, Runtime, load, register_r
 from attend.runtime.classifier import (
     AttentionOutputs,
     Capabilities,
+    Predictions,
     TextClassifier,
     TorchTextClassifier,
     native_bf16,
@@ -28,6 +29,7 @@ __all__ = [
     "AttentionOutputs",
     "Capabilities",
     "LoadOptions",
+    "Predictions",
     "Runtime",
     "TextClassifier",
     "TorchTextClassifier",

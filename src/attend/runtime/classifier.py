@@ -37,8 +37,10 @@ from attend.training import score_probabilities
 
 __all__ = [
     "PLAN_WINDOW",
+    "UNKNOWN_WARNING",
     "AttentionOutputs",
     "Capabilities",
+    "Predictions",
     "TextClassifier",
     "TorchTextClassifier",
     "native_bf16",
@@ -79,6 +81,30 @@ class AttentionOutputs:
     logits: Tensor
     maps: list[Tensor]
     pooling: Tensor | None
+
+
+@dataclass
+class Predictions:
+    """Predicted probabilities, and per text what a reader should know about them.
+
+    Attributes:
+        probs: ``(N, num_labels)`` probabilities (softmax, or sigmoids when multi-label).
+        truncated: ``(N,)`` the text had more tokens than the model reads; its start was used.
+        unknown: ``(N,)`` none of the text's pieces is in the model's vocabulary (every one is
+            ``[UNK]``: emoji only, or a script the tokenizer never saw), so its probabilities say
+            nothing about the text.
+    """
+
+    probs: np.ndarray
+    truncated: np.ndarray
+    unknown: np.ndarray
+
+    def warnings(self) -> list[str | None]:
+        return [UNKNOWN_WARNING if flag else None for flag in self.unknown]
+
+
+#: What a prediction of a text the model cannot read carries.
+UNKNOWN_WARNING = "no piece of this text is in the model's vocabulary (all [UNK]): the prediction is a guess"
 
 
 def model_inputs(encoded: dict[str, Any]) -> dict[str, Tensor]:
@@ -173,10 +199,9 @@ class TextClassifier(Runtime):
                               call_cost=CALL_COST_TOKENS / self.padding_cost)  # fmt: skip
 
     @torch.inference_mode()
-    def predict_proba_truncated(self, texts: Sequence[str], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities ``(N, num_labels)`` and, per text, whether it was cut to the model's ``max_length``.
+    def predictions(self, texts: Sequence[str], *, batch_size: int = 64) -> Predictions:
+        """Probabilities of each text with what a reader should know about them (see :class:`Predictions`).
 
-        One tokenisation serves both, so a service can flag truncated texts at no extra cost.
         Texts are tokenised once, then run in the batches of :func:`length_batches` (at most
         ``batch_size`` texts each, cut where padding would cost more than another call), planned
         over windows of :data:`PLAN_WINDOW` texts so memory stays bounded on large inputs.
@@ -186,15 +211,23 @@ class TextClassifier(Runtime):
             raise ValueError(f"batch_size={batch_size} must be >= 1")
         probs = np.zeros((len(checked), len(self.labels)), dtype=np.float32)
         truncated = np.zeros(len(checked), dtype=bool)
+        unknown = np.zeros(len(checked), dtype=bool)
+        special, unk = self.tokenizer.special_ids, self.tokenizer.unknown_id
         window = max(PLAN_WINDOW, batch_size)
         call_cost = CALL_COST_TOKENS / self.padding_cost
         for offset in range(0, len(checked), window):
             rows, cut = self.tokenizer.ids_truncated(checked[offset : offset + window])
             truncated[offset : offset + len(rows)] = cut
+            unknown[offset : offset + len(rows)] = [all(t == unk for t in row if t not in special) for row in rows]
             for batch in length_batches([len(row) for row in rows], batch_size, call_cost=call_cost):
                 index = [offset + i for i in batch]
                 probs[index] = self.probabilities(self.tokenizer.pad([rows[i] for i in batch]))
-        return probs, truncated
+        return Predictions(probs=probs, truncated=truncated, unknown=unknown)
+
+    def predict_proba_truncated(self, texts: Sequence[str], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities ``(N, num_labels)`` and, per text, whether it was cut to the model's ``max_length``."""
+        found = self.predictions(texts, batch_size=batch_size)
+        return found.probs, found.truncated
 
     def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Probabilities ``(N, num_labels)``: softmax, or independent sigmoids when multi-label."""

@@ -60,9 +60,9 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
     methods = available_methods(runtime)
     router = APIRouter(tags=["classification"])
 
-    def run_predict(texts: list[str]) -> list[tuple[np.ndarray, bool]]:
-        probs, truncated = runtime.predict_proba_truncated(texts, batch_size=max(1, len(texts)))
-        return [(row, bool(flag)) for row, flag in zip(probs, truncated, strict=True)]
+    def run_predict(texts: list[str]) -> list[tuple[np.ndarray, bool, str | None]]:
+        found = runtime.predictions(texts, batch_size=max(1, len(texts)))
+        return list(zip(found.probs, found.truncated.tolist(), found.warnings(), strict=True))
 
     batcher = MicroBatcher(
         run_predict,
@@ -84,11 +84,11 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
             return error_response(503, "unavailable", str(exc))
         k = min(body.top_k, len(runtime.labels))
         predictions = []
-        for probs, truncated in results:
+        for probs, truncated, warning in results:
             order = np.argsort(-probs)[:k]
             top = [{"label": runtime.labels[j], "probability": float(probs[j])} for j in order]
             predictions.append(Prediction(label=top[0]["label"], probability=top[0]["probability"], top=top,
-                                          truncated=truncated))  # fmt: skip
+                                          truncated=truncated, warning=warning))  # fmt: skip
         return PredictResponse(model=runtime.name, predictions=predictions)
 
     @router.post("/v1/explain", response_model=ExplainResponse)

@@ -52,6 +52,7 @@ class Prediction(BaseModel):
     probability: float
     top: list[LabelScore]
     truncated: bool = Field(description="The text had more tokens than the model reads; its start was used.")
+    warning: str | None = Field(default=None, description="Set when the model cannot read the text at all.")
 
 
 class PredictResponse(BaseModel):
