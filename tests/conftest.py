@@ -86,9 +86,9 @@ def copy_model(source: Path, parent: Path, name: str | None = None) -> Path:
 
 
 def kill_at(tmp_path: Path, point: str, *args: str) -> None:
-    """Run ``attend ARGS`` until it reaches ``point`` (see tests/training/paused_train.py), then SIGKILL it."""
+    """Run ``attend ARGS`` until it reaches ``point`` (see tests/paused.py), then SIGKILL it."""
     flag = tmp_path / f"paused-{point.replace(':', '-')}"
-    driver = Path(__file__).parent / "training" / "paused_train.py"
+    driver = Path(__file__).parent / "paused.py"
     process = subprocess.Popen([sys.executable, str(driver), point, str(flag), *args], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:

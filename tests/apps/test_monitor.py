@@ -34,7 +34,7 @@ from PIL import Image
 from attend.apps.monitor import DetectionSettings, WindowCount, detect, open_store, parse_window
 from attend.apps.monitor.cli import main
 from attend.apps.monitor.detect import window_start
-from tests.conftest import FILLER, NEGATIVE, POSITIVE, copy_model
+from tests.conftest import FILLER, NEGATIVE, POSITIVE, copy_model, kill_at
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
 HOURS, PER_WINDOW, SURGE_TOPIC, SURGE_HOUR = 12, 30, "billing", 8
@@ -194,19 +194,9 @@ def test_kill_9_mid_replay_then_rerun_loses_nothing_and_duplicates_nothing(model
     events = planted_events(seed=1)
     path, db = write_jsonl(tmp_path / "events.jsonl", events), tmp_path / "monitor.db"
     common = ["--events", str(path), "--model", str(model_dir), "--db", str(db), "--batch-size", "10", "--quiet"]
-    proc = subprocess.Popen(_run_cmd(*common, "--max-rate", "120"), env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while count_rows(db) < 60 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is None, "the replay ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
+    kill_at(tmp_path, "batches:6", "monitor", "run", *common)  # 6 batches of 10 committed, the rest not
     killed_at = count_rows(db)
-    assert 60 <= killed_at < len(events)
-    assert killed_at % 10 == 0  # whole batches only: each one is a transaction
+    assert killed_at == 60 < len(events)  # whole batches only: each one is a transaction
     rerun = subprocess.run(_run_cmd(*common), env=ENV, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(events) - killed_at} stored, {killed_at} already stored" in rerun.stdout

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from attend.attention import capture_attention
+from attend.data.batching import length_batches
 from attend.data.tokenization import TextTokenizer
 from attend.explain import grad_rollout
 from attend.io import ModelDirError, sha256_file
@@ -99,13 +100,10 @@ class SentenceEncoder:
     def embed(self, texts: Sequence[str], *, batch_size: int = 32, progress: Callable[[int], None] | None = None
               ) -> Tensor:  # fmt: skip
         """Unit vectors ``(N, E)``, one per text (batched by length: less padding on CPU)."""
-        texts = list(texts)
-        out = torch.zeros((len(texts), self.dim))
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = self.tokenizer.encode([texts[i] for i in chunk])
-            inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        rows = self.tokenizer.ids(list(texts))
+        out = torch.zeros((len(rows), self.dim))
+        for chunk in length_batches([len(row) for row in rows], batch_size):
+            inputs = self.tokenizer.pad([rows[i] for i in chunk])
             out[chunk] = self.model.encode(inputs).float()  # type: ignore[operator]
             if progress is not None:
                 progress(len(chunk))

@@ -1,11 +1,12 @@
-"""Run ``attend ARGS...`` in this process, stopping dead at one named point of a training run, so a
-test can SIGKILL it exactly there (no timing involved): ``python paused_train.py POINT FLAG ARGS...``.
+"""Run ``attend ARGS...`` in this process, stopping dead at one named point, so a test can SIGKILL
+it exactly there (no timing involved): ``python tests/paused.py POINT FLAG ARGS...``.
 
 When the run reaches POINT, this touches the file FLAG and sleeps until killed. Points:
 
-- ``checkpoint:E:S``: right after a checkpoint of epoch index E with at least S steps into it;
-- ``staged``: the new model directory is complete in its staging folder, not yet published;
-- ``published``: the new model directory is in place, the training state not yet removed.
+- ``checkpoint:E:S``: training, right after a checkpoint of epoch index E with at least S steps into it;
+- ``staged``: training, the new model directory complete in its staging folder, not yet published;
+- ``published``: training, the new model directory in place, the training state not yet removed;
+- ``batches:N``: ``attend monitor run``, right after its N-th batch of events is committed.
 """
 
 from __future__ import annotations
@@ -52,6 +53,19 @@ def _install(point: str, flag: str) -> None:
             _pause(flag)
 
         io.publish_directory = swap_then_pause
+    elif point.startswith("batches:"):
+        from attend.apps.monitor.store import MonitorStore
+
+        add, count = MonitorStore.add_events, [0]
+
+        def add_then_pause(self: MonitorStore, events: Any) -> int:
+            stored = add(self, events)
+            count[0] += 1
+            if count[0] == int(point.split(":")[1]):
+                _pause(flag)
+            return stored
+
+        MonitorStore.add_events = add_then_pause  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown point {point!r}")
 
