@@ -1,4 +1,4 @@
-"""FAQ answering on the real Debian FAQ: attend's MiniLM attention encoder against BM25, in one run.
+"""FAQ answering on the real Debian FAQ: BM25, attend's MiniLM attention encoder, and their fusion, in one run.
 
 Data: the Debian GNU/Linux FAQ as the Debian packages ``debian-faq`` (English) and
 ``debian-faq-zh-cn`` (simplified Chinese) install it, split into question/answer pairs by
@@ -16,8 +16,12 @@ For each language it:
    the driving words) on 20 question queries, one call each after a warm-up call, median per
    query (both through the benchmarks' shared harness, ``benchmarks/harness.py``);
 2. ranks *all* answers for every query (the stored questions are not used, or a question would
-   find itself): top-1 accuracy and MRR for BM25 (``rank_bm25`` Okapi) and the encoder (the
-   index's answer score, and its two halves: answer lead only, best passage only);
+   find itself): top-1 accuracy and MRR for BM25 (``rank_bm25`` Okapi), the encoder (the index's
+   answer score, and its two halves: answer lead only, best passage only), and hybrid retrieval
+   (:mod:`attend.apps.support.fusion`): the index's weighted fusion, whose weight the build chooses
+   on these same questions (``hybrid``), the same with the weight chosen on the other half of the
+   questions (``hybrid_2fold``, the honest figure), and reciprocal-rank fusion (``rrf``); then checks
+   the goals: hybrid MRR at least the better of BM25 and the encoder, and top-1 at least both;
 3. measures hand-off on two folds: each half of the FAQ indexed and calibrated alone, its
    questions answerable, the other half's questions unanswerable; for the default scoring
    (stored question + answer) and for answers only (``question_weight=0``, where an original
@@ -29,12 +33,16 @@ Nothing is tuned here: the scoring, passage size, calibration and rewording rule
 the library, and the same settings serve both languages. all-MiniLM-L6-v2 was trained on English
 only, so the Chinese rows show what happens outside its language, not a tuned result.
 
+5. times ``ask`` (with the words that drove the match) on a 1,000-entry FAQ: the English Debian FAQ's
+   entries repeated until there are 1,000 (each copy's question numbered), so that the scoring and
+   BM25 run over a thousand entries of real text.
+
 Usage::
 
     apt-get install -y --no-install-recommends debian-faq debian-faq-zh-cn
     OMP_NUM_THREADS=1 python benchmarks/support.py [--langs en,zh-cn] [--json results.json]
 
-About 4 minutes on one CPU thread.
+About 5 minutes on one CPU thread.
 """
 
 from __future__ import annotations
@@ -104,11 +112,18 @@ def run_language(lang: str, workdir: Path, seed: int) -> dict[str, Any]:
     index = SupportIndex.load(workdir / f"index.{lang}")
     tensors = {k: index.tensors[k] for k in ("questions", "heads", "passages", "passage_entry")}
 
-    retrieval = evaluate_retrieval(entries, tensors, index.encoder)
+    retrieval = evaluate_retrieval(entries, tensors, index.encoder, seed=seed)
     handoff = {
         "questions+answers": evaluate_handoff(entries, tensors, index.encoder, question_weight=0.5, seed=seed),
         "answers only": evaluate_handoff(entries, tensors, index.encoder, question_weight=0.0, seed=seed),
+        "encoder only": evaluate_handoff(entries, tensors, index.encoder, question_weight=0.5, retrieval="dense",
+                                         seed=seed) if index.retrieval.dense_readable else None,
     }
+    goals = {}
+    for form in ("original", "reworded"):
+        hybrid, bm25, dense = (retrieval[k][form] for k in ("hybrid", "bm25", "encoder"))
+        goals[f"{form}: hybrid MRR >= max(BM25, encoder)"] = hybrid["mrr"] >= max(bm25["mrr"], dense["mrr"])
+        goals[f"{form}: hybrid top-1 >= both"] = hybrid["top1"] >= max(bm25["top1"], dense["top1"])
     intents = report["intents"]
     tfidf = _tfidf_intents(entries, lang, intents["cv_folds"], seed) if intents and intents["cv_folds"] else None
 
@@ -131,7 +146,8 @@ def run_language(lang: str, workdir: Path, seed: int) -> dict[str, Any]:
         "ask_seconds_median": ask.median,
         "threshold": report["handoff"],
         "retrieval": retrieval,
-        "handoff": handoff,
+        "goals": goals,
+        "handoff": {name: value for name, value in handoff.items() if value is not None},
         "intents": {
             "labels": len(intents["labels"]),
             "folds": intents["cv_folds"],
@@ -157,13 +173,19 @@ def format_language(result: dict[str, Any]) -> str:
         f"{'':<28}{'top-1':>8}{'MRR':>8}{'top-1':>10}{'MRR':>8}",
     ]
     names = {"bm25": "BM25 (Okapi)", "encoder": "MiniLM encoder (index)", "encoder_lead": "  answer lead only",
-             "encoder_passages": "  best passage only"}  # fmt: skip
+             "encoder_passages": "  best passage only", "hybrid": "hybrid (index)",
+             "hybrid_2fold": "  weight from other half", "rrf": "reciprocal-rank fusion"}  # fmt: skip
     for key, name in names.items():
         o, w = r[key]["original"], r[key]["reworded"]
         lines.append(f"{name:<28}{o['top1']:>8.3f}{o['mrr']:>8.3f}{w['top1']:>10.3f}{w['mrr']:>8.3f}")
     ratio_o = r["encoder"]["original"]["mrr"] / r["bm25"]["original"]["mrr"]
     ratio_w = r["encoder"]["reworded"]["mrr"] / r["bm25"]["reworded"]["mrr"]
     lines.append(f"{'encoder / BM25 (MRR)':<28}{ratio_o:>15.2f}x{ratio_w:>17.2f}x")
+    alpha = r["hybrid"]["alpha"]
+    lines.append(f"hybrid ranks by {r['hybrid']['mode']}; encoder weight {alpha['in_sample']:g} (chosen on these "
+                 f"questions), {alpha['folds'][0]:g} / {alpha['folds'][1]:g} (chosen on each other half)")  # fmt: skip
+    for goal, met in result["goals"].items():
+        lines.append(f"goal {goal}: {'MET' if met else 'NOT MET'}")
     lines += [
         "",
         "hand-off, 2 folds (each half indexed and calibrated alone; the other half's questions are unanswerable)",
@@ -198,6 +220,26 @@ def format_language(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def latency_1000(workdir: Path, seed: int) -> dict[str, Any]:
+    """Median ``ask`` time (with the driving words) on a 1,000-entry FAQ of real text (see the module docstring)."""
+    base = _debian_faq_module().debian_faq("en")
+    entries = [FaqEntry(f"{e.question} ({i // len(base) + 1})", e.answer, e.intent) for i, e in
+               zip(range(1000), itertools.cycle(base), strict=False)]  # fmt: skip
+    faq_file = workdir / "faq1000.jsonl"
+    atomic_write_text(faq_file, "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in entries))
+    with harness.Stopwatch() as build:
+        build_index(faq_file, workdir / "index1000", seed=seed, intents=False)
+    index = SupportIndex.load(workdir / "index1000")
+    queries = [q for _, q, _ in question_queries(base)][:30]
+    questions = itertools.cycle(queries)
+    timed = harness.interleave({"ask": lambda: index.ask(next(questions)),
+                                "ask, no words": lambda: index.ask(next(questions), explain=False)},
+                               rounds=len(queries), warmup=2)  # fmt: skip
+    return {"entries": len(entries), "build_seconds": build.seconds,
+            "ask_ms_median": timed["ask"].median * 1000, "ask_no_words_ms_median": timed["ask, no words"].median * 1000,
+            "goal_ms": 30.0}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--langs", default="en,zh-cn", help="comma-separated: en, zh-cn (default both)")
@@ -217,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
             result = run_language(lang.strip(), workdir, args.seed)
             results.append(result)
             print(format_language(result), end="\n\n", flush=True)
+        latency = latency_1000(workdir, args.seed)
+        results.append({"latency_1000": latency})
+        met = "MET" if latency["ask_ms_median"] <= latency["goal_ms"] else "NOT MET"
+        print(f"1,000-entry FAQ (index built in {latency['build_seconds']:.0f} s): ask with the driving words "
+              f"{latency['ask_ms_median']:.1f} ms, without {latency['ask_no_words_ms_median']:.1f} ms (median, "
+              f"{args.threads} thread(s)); goal <= 30 ms: {met}")  # fmt: skip
     if args.json:
         atomic_write_text(args.json, json.dumps(results, indent=2, ensure_ascii=False, default=_json_default) + "\n")
     return 0

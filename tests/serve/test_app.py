@@ -110,6 +110,12 @@ def test_a_text_the_model_cannot_read_is_answered_with_a_warning(client: TestCli
     assert "all [UNK]" in first["warning"] and second["warning"] is None
 
 
+def test_a_body_nested_too_deeply_is_a_422(client: TestClient) -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    response = client.post("/v1/predict", content=deep, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "malformed JSON body" in response.json()["error"]["message"]
+
+
 def test_a_body_that_is_not_utf8_is_a_422(client: TestClient) -> None:
     response = client.post("/v1/predict", content=b'{"text": "caf\xe9"}', headers={"content-type": "application/json"})
     assert response.status_code == 422 and "not UTF-8 (byte 0xe9 at offset 13)" in response.json()["error"]["message"]
@@ -379,8 +385,11 @@ def test_service_mounts_the_support_route(model_dir: Path, tmp_path: Path) -> No
     with TestClient(app) as test_client:
         answer = test_client.post("/v1/support/ask", json={"question": "how do I install a package?"})
         bad = test_client.post("/v1/support/ask", json={"question": "  "})
+        info = test_client.get("/v1/model").json()
     assert answer.status_code == 200 and answer.json()["answers"] and "handoff" in answer.json()
+    assert answer.json()["retrieval"]["mode"] == "hybrid" and "answer_words" in answer.json()
     assert bad.status_code == 422
+    assert info["apps"]["support"]["retrieval"] == "hybrid" and info["apps"]["support"]["entries"] == 15
 
 
 def test_bf16_without_hardware_support_warns(

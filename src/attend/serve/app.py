@@ -166,7 +166,7 @@ def create_app(
     runtime: Runtime,
     settings: ServeSettings | None = None,
     *,
-    routers: Sequence[APIRouter | RouterSpec] = (),
+    routers: Sequence[APIRouter | RouterSpec | Routes] = (),
 ) -> FastAPI:
     """The FastAPI application serving ``runtime`` with its task's routes, plus ``routers`` (apps')."""
     settings = settings or ServeSettings()
@@ -174,20 +174,27 @@ def create_app(
     if runtime.task not in TASK_ROUTES:
         raise ValueError(f"attend serve has no routes for {runtime.task!r} models (known: {sorted(TASK_ROUTES)})")
     routes = TASK_ROUTES[runtime.task](runtime, settings, metrics)
-    extra = [spec.build(runtime) if isinstance(spec, RouterSpec) else spec for spec in routers]
+    extra = [spec.build(runtime) if isinstance(spec, RouterSpec) else spec if isinstance(spec, Routes)
+             else Routes(router=spec) for spec in routers]  # fmt: skip
+    everything = [routes, *extra]
+    apps: dict[str, Any] = {}
+    for part in extra:
+        apps |= part.info.get("apps", {})
     state = {"ready": False}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if routes.start is not None:
-            await routes.start()
+        for part in everything:
+            if part.start is not None:
+                await part.start()
         state["ready"] = True
         try:
             yield
         finally:
             state["ready"] = False
-            if routes.stop is not None:
-                await routes.stop()  # every request already accepted still gets its answer
+            for part in everything:  # every request already accepted still gets its answer
+                if part.stop is not None:
+                    await part.stop()
 
     app = FastAPI(
         title="attend",
@@ -210,6 +217,8 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):  # e.g. JSON nested too deeply
+            return error_response(422, "validation", "malformed JSON body (the parser gave up on it)")
         return error_response(exc.status_code, "http", str(exc.detail))
 
     @app.exception_handler(Exception)
@@ -237,6 +246,7 @@ def create_app(
             },
             metrics=stored if isinstance(stored, dict) else None,
             limits=limits,
+            apps=apps or None,
             **info,
         )
 
@@ -248,18 +258,19 @@ def create_app(
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         """Readiness: the model is loaded and its routes can serve (503 while starting or stopping)."""
-        if state["ready"] and routes.ready():
+        if state["ready"] and all(part.ready() for part in everything):
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not ready"}, status_code=503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Prometheus metrics."""
-        routes.refresh()
+        for part in everything:
+            part.refresh()
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    for router in extra:
-        app.include_router(router)
+    for part in extra:
+        app.include_router(part.router)
     known_paths.update(getattr(route, "path", "") for route in app.routes)
     return app
 

@@ -85,7 +85,8 @@ class Routes:
 
 @dataclass(frozen=True)
 class RouterSpec:
-    """A router an app contributes: ``factory(runtime, **options)``, named as ``"package.module:function"``.
+    """A router an app contributes: ``factory(runtime, **options)``, named as ``"package.module:function"``,
+    returning an ``APIRouter`` or :class:`Routes` (whose ``info`` ``GET /v1/model`` shows under ``apps``).
 
     Attributes:
         factory: Where the function that builds the router is.
@@ -95,12 +96,14 @@ class RouterSpec:
     factory: str
     options: dict[str, Any] = field(default_factory=dict)
 
-    def build(self, runtime: Any) -> APIRouter:
+    def build(self, runtime: Any) -> Routes:
+        """Call the factory; a plain ``APIRouter`` it returns becomes :class:`Routes` with no hooks."""
         module, _, name = self.factory.partition(":")
         if not module or not name:
             raise ValueError(f"router factory {self.factory!r} must read 'package.module:function'")
         function = getattr(importlib.import_module(module), name)
-        return function(runtime, **self.options)
+        built = function(runtime, **self.options)
+        return built if isinstance(built, Routes) else Routes(router=built)
 
     def to_dict(self) -> dict[str, Any]:
         return {"factory": self.factory, "options": self.options}

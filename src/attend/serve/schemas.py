@@ -82,6 +82,7 @@ class ModelInfo(BaseModel):
     limits: dict[str, Any]
     labels: list[str] | None = Field(default=None, description="A classifier's labels, in logit order.")
     explain_methods: list[str] | None = Field(default=None, description="What POST /v1/explain takes as method.")
+    apps: dict[str, Any] | None = Field(default=None, description="What each mounted app says of itself.")
 
 
 class ErrorBody(BaseModel):

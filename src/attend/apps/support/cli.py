@@ -35,6 +35,11 @@ def format_build(report: dict[str, Any]) -> str:
                      f"({intents['method']})")  # fmt: skip
     else:
         lines.append("intents: none (no intent column)")
+    retrieval = report.get("retrieval")
+    if retrieval:
+        from attend.apps.support.fusion import Retrieval
+
+        lines.append(f"ranking: {Retrieval(**retrieval).note()}")
     lines.append(f"written to {report['index_dir']} in {report['seconds']:.1f} s")
     return "\n".join(lines)
 
@@ -59,6 +64,11 @@ def format_answer(reply: dict[str, Any], *, width: int = 100) -> str:
     if reply.get("words"):
         shown = ", ".join(f"{w['word']} {w['weight']:.2f}" for w in reply["words"][:6])
         lines.append(f"words that drove the match: {shown}")
+    if reply.get("answer_words"):
+        shown = ", ".join(f"{w['word']} {w['weight']:.2f}" for w in reply["answer_words"][:6])
+        lines.append(f"answer terms it matched: {shown}")
+    if reply.get("retrieval"):
+        lines.append(f"ranking: {reply['retrieval']['note']}")
     if not reply["handoff"]:
         lines.append(f"confident: {reply['reason']}")
     if reply.get("truncated"):
@@ -76,6 +86,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         intents=not args.no_intents,
         question_weight=args.question_weight,
         target_precision=args.target_precision,
+        retrieval=args.retrieval,
+        fusion=args.fusion,
         seed=args.seed,
         progress=not args.json,
     )
@@ -120,6 +132,10 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
                        help="weight of the stored question vs the answer in a match score (default 0.5)")  # fmt: skip
     build.add_argument("--target-precision", type=float,
                        help="calibrate the hand-off threshold for this precision instead of the best F1")  # fmt: skip
+    build.add_argument("--retrieval", choices=["hybrid", "dense", "bm25"], default="hybrid",
+                       help="rank by the encoder and BM25 fused (default), the encoder, or BM25")  # fmt: skip
+    build.add_argument("--fusion", choices=["weighted", "rrf"], default="weighted",
+                       help="hybrid: a weight chosen on the FAQ's questions (default), or reciprocal rank")  # fmt: skip
     build.add_argument("--seed", type=int, default=0, help="seed of the calibration rewordings (default 0)")
     build.add_argument("--json", action="store_true", help="print the build report as one JSON object")
     build.set_defaults(func=_cmd_build)

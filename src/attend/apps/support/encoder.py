@@ -109,6 +109,16 @@ class SentenceEncoder:
                 progress(len(chunk))
         return out
 
+    def unknown_share(self, texts: Sequence[str]) -> list[float]:
+        """Per text, the share of its word pieces the encoder does not know (``[UNK]``): how much of it
+        the encoder cannot read (1.0 for a text with no piece at all)."""
+        unknown, special = self.tokenizer.unknown_id, self.tokenizer.special_ids
+        shares = []
+        for row in self.tokenizer.ids(list(texts)):
+            pieces = [t for t in row if t not in special]
+            shares.append(sum(t == unknown for t in pieces) / len(pieces) if pieces else 1.0)
+        return shares
+
     def passages(self, text: str, *, max_tokens: int = PASSAGE_TOKENS) -> list[str]:
         """Cut ``text`` into consecutive passages of at most ``max_tokens`` tokens, at sentence ends.
 
@@ -161,26 +171,35 @@ class SentenceEncoder:
             user typed (located through the tokenizer's character offsets); words without a letter
             or digit (punctuation) are left out, the rest renormalised to sum 1.
         """
+        return self.explainable(text)[1](score)
+
+    def explainable(self, text: str) -> tuple[Tensor, Callable[[Callable[[Tensor], Tensor]], tuple[list[Word], bool]]]:
+        """The embedding of ``text`` ``(1, E)``, and a function that explains one score of it (see
+        :meth:`explain`): one forward pass serves both, the attention maps kept for the backward pass."""
         batch = self.tokenizer.encode([text], offsets=True)
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         with torch.enable_grad(), capture_attention(self.model, grad=True) as cap:
             embedding = self.model.encode(inputs)[0]  # type: ignore[operator]
-            value = score(embedding)
-            maps = cap.weights
-            grads = torch.autograd.grad(value, maps, allow_unused=True)
-        grads = tuple(torch.zeros_like(m) if g is None else g for m, g in zip(maps, grads, strict=True))
-        mask = inputs["attention_mask"].float()  # (1, L)
-        readout = mask / mask.sum(1, keepdim=True)  # mean pooling reads every real token equally
-        relevance = grad_rollout([m.detach() for m in maps], list(grads))  # (1, L, L)
-        # Drop the identity R_0: with uniform mean-pooling readout it would give every token the
-        # same 1/L, swamping what flowed through attention (a cosine's gradients are small). This is
-        # what reading the [CLS] row without its own column does for Chefer et al.'s classifiers.
-        relevance = relevance - torch.eye(relevance.shape[-1])
-        importance = (readout[:, None, :] @ relevance).squeeze(1)[0].clamp_min(0)  # (L,)
-        spans = batch["offsets"][0]
-        ids = batch["input_ids"][0].tolist()
-        tokens = [self.tokenizer.tokenizer.id_to_token(i) or "" for i in ids]
-        return _words(text, tokens, spans, importance.tolist()), bool(batch["truncated"][0])
+        maps = cap.weights
+
+        def explain(score: Callable[[Tensor], Tensor]) -> tuple[list[Word], bool]:
+            with torch.enable_grad():
+                grads = torch.autograd.grad(score(embedding), maps, allow_unused=True)
+            grads = tuple(torch.zeros_like(m) if g is None else g for m, g in zip(maps, grads, strict=True))
+            mask = inputs["attention_mask"].float()  # (1, L)
+            readout = mask / mask.sum(1, keepdim=True)  # mean pooling reads every real token equally
+            relevance = grad_rollout([m.detach() for m in maps], list(grads))  # (1, L, L)
+            # Drop the identity R_0: with uniform mean-pooling readout it would give every token the
+            # same 1/L, swamping what flowed through attention (a cosine's gradients are small). This is
+            # what reading the [CLS] row without its own column does for Chefer et al.'s classifiers.
+            relevance = relevance - torch.eye(relevance.shape[-1])
+            importance = (readout[:, None, :] @ relevance).squeeze(1)[0].clamp_min(0)  # (L,)
+            spans = batch["offsets"][0]
+            ids = batch["input_ids"][0].tolist()
+            tokens = [self.tokenizer.tokenizer.id_to_token(i) or "" for i in ids]
+            return _words(text, tokens, spans, importance.tolist()), bool(batch["truncated"][0])
+
+        return embedding.detach()[None], explain
 
 
 def _spans(text: str) -> list[tuple[int, int]]:

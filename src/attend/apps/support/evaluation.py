@@ -1,24 +1,26 @@
-"""How well an FAQ index answers: the attention encoder against BM25, and the hand-off it makes.
+"""How well an FAQ index answers: BM25, the attention encoder and their fusion, and the hand-off it makes.
 
 The task is the one a support desk has: given a customer's question, find the answer that
 answers it among *all the FAQ's answers* (the stored questions are not used, or the FAQ's own
 questions would find themselves). Queries are derived from the FAQ's questions without
-looking at any answer:
+looking at any answer (:func:`~attend.apps.support.fusion.question_queries`):
 
 * the question as written;
-* a reworded, search-box form (:func:`reword_question`): the first two words dropped (the
-  question word and its auxiliary: "How do I install a source package?" becomes "I install a
-  source package"; one word when the question has two or three) and the final punctuation
-  removed. CJK characters count as words, so Chinese questions lose their first two characters;
-  punctuation does not count as a word.
+* a reworded, search-box form (:func:`~attend.apps.support.fusion.reword_question`): the first
+  two words dropped (the question word and its auxiliary: "How do I install a source package?"
+  becomes "I install a source package"; one word when the question has two or three) and the
+  final punctuation removed. CJK characters count as words.
 
-Metrics: top-1 accuracy and mean reciprocal rank (MRR) of the right answer. Ties count
-against the query (an answer tied with the right one ranks above it), so a query sharing no
-term with any answer (all BM25 scores 0) is not counted as a success.
+Metrics: top-1 accuracy and mean reciprocal rank (MRR) of the right answer. Ties count against
+the query (an answer tied with the right one ranks above it), so a query sharing no term with any
+answer (all BM25 scores 0) is not counted as a success.
 
-BM25 (Okapi, ``rank_bm25`` defaults k1=1.5, b=0.75) ranks whole answers by lower-cased word
-tokens without English stop words (scikit-learn's generic list) and, for CJK text, character
-unigrams and bigrams, since Chinese has no spaces to split words at.
+Rankers (:mod:`attend.apps.support.fusion`): BM25 (Okapi, over the terms of
+:mod:`attend.apps.support.lexical`), the encoder (the index's answer score: lead and best
+passage), and hybrid retrieval. The hybrid weight is chosen on the FAQ's own questions, as the
+index build does, so the ``hybrid`` row is in-sample for that one number; ``hybrid_2fold``
+chooses it on half the questions and scores the other half (and the other way round), the
+figure to expect on questions the weight never saw.
 
 Hand-off (:func:`evaluate_handoff`) uses two folds of the FAQ: each half is indexed and
 calibrated on its own (exactly as :func:`attend.apps.support.build_index` does), its questions
@@ -29,8 +31,8 @@ answers are not in the index), the case where a person should take over.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -38,8 +40,10 @@ import torch
 from torch import Tensor
 
 from attend.apps.support.encoder import SentenceEncoder
-from attend.apps.support.faq import FaqEntry, _is_question
-from attend.apps.support.index import best_passage_scores, calibrate_threshold, entry_scores, self_retrieval
+from attend.apps.support.faq import FaqEntry
+from attend.apps.support.fusion import choose_alpha, fuse, question_queries, ranks, reword_question
+from attend.apps.support.index import Ranker, best_passage_scores, calibrate_threshold, choose_retrieval, self_retrieval
+from attend.apps.support.lexical import terms
 
 __all__ = [
     "bm25_tokens",
@@ -51,86 +55,77 @@ __all__ = [
     "subset_tensors",
 ]
 
-_CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-_WORD_OR_CJK = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
-_CJK_RUN = re.compile(rf"[{_CJK}]+")
-_LATIN_WORD = re.compile(rf"[^\W_{_CJK}]+")
-
-
-def reword_question(question: str) -> str:
-    """The search-box form of a question (see the module docstring); the question itself if too short."""
-    words = list(_WORD_OR_CJK.finditer(question))
-    drop = 2 if len(words) >= 4 else 1 if len(words) >= 2 else 0
-    rest = question[words[drop].start() :] if drop else question
-    return re.sub(r"[\W_]+$", "", rest).strip() or question
-
-
-def bm25_tokens(text: str) -> list[str]:
-    """Lower-cased words minus English stop words; CJK runs as character unigrams and bigrams."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
-    text = text.lower()
-    tokens = [w for w in _LATIN_WORD.findall(_CJK_RUN.sub(" ", text)) if w not in ENGLISH_STOP_WORDS]
-    for run in _CJK_RUN.findall(text):
-        tokens.extend(run)
-        tokens.extend(run[i : i + 2] for i in range(len(run) - 1))
-    return tokens
-
-
-def ranks(scores: np.ndarray | Tensor, gold: Sequence[int]) -> np.ndarray:
-    """1-based rank of each query's right entry; ties with it count as ranked above it."""
-    matrix = np.asarray(scores, dtype=np.float64)
-    right = matrix[np.arange(len(gold)), np.asarray(gold)][:, None]
-    return 1 + (matrix > right).sum(1) + ((matrix == right).sum(1) - 1)
+#: The terms BM25 counts (the same as the index's lexical side).
+bm25_tokens = terms
 
 
 def _metrics(found: np.ndarray) -> dict[str, float]:
     return {"top1": float((found == 1).mean()), "mrr": float((1.0 / found).mean()), "n": len(found)}
 
 
-def question_queries(entries: Sequence[FaqEntry]) -> list[tuple[int, str, str]]:
-    """``(entry, question, reworded)`` for every entry whose question is a question (ends with ``?``).
-
-    Section titles ("dpkg", "Authors") stay in the index as answers but are not queries.
-    """
-    return [(i, e.question, reword_question(e.question)) for i, e in enumerate(entries) if _is_question(e.question)]
+def _ranker(entries: Sequence[FaqEntry], tensors: dict[str, Tensor], encoder: SentenceEncoder, mode: str = "hybrid",
+            fusion: str = "weighted") -> Ranker:  # fmt: skip
+    retrieval = choose_retrieval(encoder, entries, tensors, mode, fusion)
+    return Ranker(encoder, [e.question for e in entries], [e.answer for e in entries], tensors, retrieval, 0.0)
 
 
 def evaluate_retrieval(
-    entries: Sequence[FaqEntry], tensors: dict[str, Tensor], encoder: SentenceEncoder
+    entries: Sequence[FaqEntry], tensors: dict[str, Tensor], encoder: SentenceEncoder, *, seed: int = 0
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Top-1 and MRR of question -> answer retrieval for BM25 and the encoder (and its parts).
+    """Top-1 and MRR of question -> answer retrieval for BM25, the encoder (and its parts), and hybrids.
 
     Args:
         entries: The FAQ.
         tensors: Its vectors (:func:`attend.apps.support.index.embed_entries`).
         encoder: The encoder that made them (embeds the queries).
+        seed: Seeds the two folds of ``hybrid_2fold``.
 
     Returns:
-        ``{method: {"original": metrics, "reworded": metrics}}`` for ``bm25``, ``encoder``
-        (the index's answer score: lead and best passage), ``encoder_lead`` and ``encoder_passages``.
+        ``{method: {"original": metrics, "reworded": metrics}}`` for ``bm25``, ``encoder`` (the
+        index's answer score: lead and best passage), ``encoder_lead``, ``encoder_passages``,
+        ``hybrid`` (weight chosen on these questions, as the build does), ``hybrid_2fold`` (weight
+        chosen on the other half of the questions) and ``rrf`` (reciprocal-rank fusion).
     """
-    from rank_bm25 import BM25Okapi
-
     queries = question_queries(entries)
     if not queries:
         raise ValueError("no entry's question ends with '?': nothing to evaluate")
-    gold = [i for i, _, _ in queries]
-    bm25 = BM25Okapi([bm25_tokens(e.answer) for e in entries])
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    gold = np.asarray([i for i, _, _ in queries])
+    ranker = _ranker(entries, tensors, encoder)
+    retrieval = ranker.retrieval
+    rrf = replace(retrieval, fusion="rrf")
+    sides = {}
     for form, texts in (("original", [q for _, q, _ in queries]), ("reworded", [r for _, _, r in queries])):
         vectors = encoder.embed(texts)
-        lead = vectors @ tensors["heads"].T  # (M, N)
-        best_passage = best_passage_scores(vectors, tensors["passages"], tensors["passage_entry"], len(entries))
-        combined = 0.5 * (lead + best_passage)  # the index's answer score (question weight 0)
+        lead = (vectors @ tensors["heads"].T).numpy()  # (M, N)
+        passages = best_passage_scores(vectors, tensors["passages"], tensors["passage_entry"], len(entries)).numpy()
+        sides[form] = (ranker.dense(vectors, 0.0), ranker.lexical(texts, 0.0), ranker.readable(texts), lead, passages)
+    folds = np.random.default_rng(seed).permutation(len(queries)) % 2
+    fold_alpha = [retrieval.alpha, retrieval.alpha]
+    for fold in (0, 1) if retrieval.effective == "hybrid" else ():  # each fold's weight: from the other fold
+        train = folds != fold
+        dense = [sides[f][0][train] for f in sides]
+        lexical = [sides[f][1][train] for f in sides]
+        fold_alpha[fold] = choose_alpha(dense, lexical, [gold[train], gold[train]])[0]
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for form, (dense, lexical, readable, lead, passages) in sides.items():
+        cross = np.zeros_like(dense)
+        for fold in (0, 1):
+            rows = folds == fold
+            held = replace(retrieval, alpha=fold_alpha[fold]) if retrieval.effective == "hybrid" else retrieval
+            cross[rows] = fuse(dense[rows], lexical[rows], held, readable[rows])
         scored = {
-            "bm25": np.stack([bm25.get_scores(bm25_tokens(t)) for t in texts]),
-            "encoder": combined.numpy(),
-            "encoder_lead": lead.numpy(),
-            "encoder_passages": best_passage.numpy(),
+            "bm25": lexical,
+            "encoder": dense,
+            "encoder_lead": lead,
+            "encoder_passages": passages,
+            "hybrid": fuse(dense, lexical, retrieval, readable),
+            "hybrid_2fold": cross,
+            "rrf": fuse(dense, lexical, rrf, readable),
         }
         for name, matrix in scored.items():
             results.setdefault(name, {})[form] = _metrics(ranks(matrix, gold))
+    results["hybrid"]["alpha"] = {"in_sample": retrieval.alpha, "folds": fold_alpha}  # type: ignore[assignment]
+    results["hybrid"]["mode"] = retrieval.effective  # type: ignore[assignment]
     return results
 
 
@@ -151,6 +146,7 @@ def evaluate_handoff(
     encoder: SentenceEncoder,
     *,
     question_weight: float = 0.5,
+    retrieval: str = "hybrid",
     seed: int = 0,
 ) -> dict[str, Any]:
     """Hand-off on two folds: each half indexed and calibrated alone, the other half unanswerable.
@@ -171,21 +167,22 @@ def evaluate_handoff(
         outside = halves[1 - fold]
         part = subset_tensors(tensors, inside)
         part_entries = [entries[i] for i in inside]
-        scores, correct, _ = self_retrieval(encoder, part_entries, part, question_weight, seed)
+        ranker = _ranker(part_entries, part, encoder, retrieval)  # chosen on this half alone, as a build would
+        ranker.question_weight = question_weight
+        scores, correct, _ = self_retrieval(ranker, part_entries, seed)
         threshold = calibrate_threshold(scores, correct)["threshold"]
         thresholds.append(threshold)
         for form, slot in (("original", 0), ("reworded", 1)):
             asked = [(pos, queries[i][slot]) for pos, i in enumerate(inside) if i in queries]
             if not asked:
                 continue
-            found = _score(encoder, part, [t for _, t in asked], question_weight)
-            best = found.max(1)
-            for (pos, _), value, index in zip(asked, best.values.tolist(), best.indices.tolist(), strict=True):
-                tallies[form].append((value >= threshold, index == pos))
+            found = ranker.scores([t for _, t in asked])[0]
+            for (pos, _), value, index in zip(asked, found.max(1), found.argmax(1), strict=True):
+                tallies[form].append((bool(value >= threshold), int(index) == pos))
         foreign = [queries[i][0] for i in outside if i in queries]
         if foreign:
-            best = _score(encoder, part, foreign, question_weight).max(1)
-            tallies["unanswerable"].extend((value >= threshold, False) for value in best.values.tolist())
+            best = ranker.scores(foreign)[0].max(1)
+            tallies["unanswerable"].extend((bool(value >= threshold), False) for value in best)
 
     def summary(rows: list[tuple[bool, bool]]) -> dict[str, Any]:
         answered = [hit for ok, hit in rows if ok]
@@ -201,9 +198,5 @@ def evaluate_handoff(
         "overall_answered_accuracy": sum(answered) / len(answered) if answered else float("nan"),
         "thresholds": thresholds,
         "question_weight": question_weight,
+        "retrieval": retrieval,
     }
-
-
-def _score(encoder: SentenceEncoder, part: dict[str, Tensor], texts: list[str], question_weight: float) -> Tensor:
-    return entry_scores(encoder.embed(texts), part["questions"], part["heads"], part["passages"],
-                        part["passage_entry"], question_weight)  # fmt: skip

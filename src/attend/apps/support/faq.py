@@ -411,4 +411,20 @@ def read_faq(path: str | os.PathLike[str]) -> list[FaqEntry]:
         )
     if not entries:
         raise DataError(f"{path} has a header but no rows")
+    _refuse_duplicates(entries)
     return entries
+
+
+def _refuse_duplicates(entries: list[FaqEntry]) -> None:
+    """An entry repeated word for word (question and answer, case and spacing aside) is a mistake in
+    the file: say where both copies are. A question asked twice with *different* answers stays (real
+    FAQs repeat a heading such as "aptitude" in two chapters); the answers tell the entries apart."""
+    seen: dict[tuple[str, str], FaqEntry] = {}
+    for entry in entries:
+        key = (" ".join(entry.question.lower().split()), " ".join(entry.answer.lower().split()))
+        if key in seen:
+            raise DataError(
+                f"{entry.source}: the entry {entry.question!r} repeats {seen[key].source} word for word; "
+                "delete one copy"
+            )
+        seen[key] = entry

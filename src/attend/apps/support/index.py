@@ -56,19 +56,31 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attend.apps.support.encoder import PACKAGE_MODEL, SentenceEncoder, load_encoder
+from attend.apps.support.encoder import PACKAGE_MODEL, SentenceEncoder, Word, load_encoder
 from attend.apps.support.faq import FaqEntry, read_faq
+from attend.apps.support.fusion import (
+    MAX_UNKNOWN,
+    Retrieval,
+    choose_alpha,
+    fuse,
+    lexical_scale,
+    question_queries,
+)
+from attend.apps.support.lexical import Lexical, Term, term_spans
 from attend.data.readers import DataError
+from attend.data.validation import text_problem
 from attend.io import ArtifactDir, ArtifactWriter, ModelDirError, atomic_write_json, save_tensors
 from attend.version import __version__
 
 __all__ = [
     "INDEX_FORMAT",
+    "Ranker",
     "SupportIndex",
     "ask",
     "best_passage_scores",
     "build_index",
     "calibrate_threshold",
+    "choose_retrieval",
     "drop_words",
     "embed_entries",
     "entry_scores",
@@ -122,6 +134,82 @@ def entry_scores(
     best_passage = best_passage_scores(queries, passages, passage_entry, questions.shape[0])  # (M, N)
     answer = 0.5 * (queries @ heads.T + best_passage)  # (M, N)
     return question_weight * (queries @ questions.T) + (1.0 - question_weight) * answer
+
+
+class Ranker:
+    """Scores FAQ entries for query texts: the encoder's side, BM25's, fused as ``retrieval`` says.
+
+    Args:
+        encoder: The sentence encoder (embeds queries).
+        questions: The entries' stored questions.
+        answers: Their answers.
+        tensors: The index's vectors (:func:`embed_entries`).
+        retrieval: How to rank (:class:`~attend.apps.support.fusion.Retrieval`).
+        question_weight: Weight of the stored question against the answer, on both sides.
+    """
+
+    def __init__(
+        self,
+        encoder: SentenceEncoder,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        tensors: dict[str, Tensor],
+        retrieval: Retrieval,
+        question_weight: float,
+    ) -> None:
+        self.encoder = encoder
+        self.tensors = tensors
+        self.retrieval = retrieval
+        self.question_weight = question_weight
+        self.lexical_questions = Lexical(questions)
+        self.lexical_answers = Lexical(answers)
+
+    def readable(self, texts: Sequence[str]) -> np.ndarray:
+        """Per text, whether the encoder can read it (at most :data:`MAX_UNKNOWN` unknown pieces)."""
+        return np.asarray([share <= MAX_UNKNOWN for share in self.encoder.unknown_share(texts)], dtype=bool)
+
+    def dense(self, vectors: Tensor, question_weight: float | None = None) -> np.ndarray:
+        """``(M, N)`` encoder scores of query vectors (:func:`entry_scores`)."""
+        t, weight = self.tensors, self.question_weight if question_weight is None else question_weight
+        return entry_scores(vectors, t["questions"], t["heads"], t["passages"], t["passage_entry"], weight).numpy()
+
+    def lexical(self, texts: Sequence[str], question_weight: float | None = None) -> np.ndarray:
+        """``(M, N)`` scaled BM25 scores: stored question and answer, weighted as on the dense side."""
+        weight = self.question_weight if question_weight is None else question_weight
+        answers = np.stack([self.lexical_answers.scores(t) for t in texts]) / self.retrieval.answer_scale
+        if weight == 0:
+            return answers
+        questions = np.stack([self.lexical_questions.scores(t) for t in texts]) / self.retrieval.question_scale
+        return weight * questions + (1.0 - weight) * answers
+
+    def scores(
+        self,
+        texts: Sequence[str],
+        *,
+        vectors: Tensor | None = None,
+        exclude: Sequence[int] | None = None,
+        question_weight: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(fused (M, N), readable (M,))`` for these query texts.
+
+        Args:
+            texts: The queries.
+            vectors: Their embeddings, if already computed.
+            exclude: Per query, an entry to leave out (scored ``-inf`` before fusing).
+            question_weight: Override the index's (0: answers only, the evaluation protocol).
+        """
+        lexical = self.lexical(texts, question_weight)
+        dense = None
+        readable = np.ones(len(texts), dtype=bool)
+        if self.retrieval.effective != "bm25":
+            readable = self.readable(texts)
+            dense = self.dense(self.encoder.embed(texts) if vectors is None else vectors, question_weight)
+        if exclude is not None:
+            rows = np.arange(len(texts))
+            lexical[rows, np.asarray(exclude)] = -np.inf
+            if dense is not None:
+                dense[rows, np.asarray(exclude)] = -np.inf
+        return fuse(dense, lexical, self.retrieval, readable), readable
 
 
 def drop_words(text: str, rng: random.Random, fraction: float = DROP_FRACTION) -> str:
@@ -197,28 +285,55 @@ def calibrate_threshold(
 
 
 def self_retrieval(
-    encoder: SentenceEncoder, entries: Sequence[FaqEntry], tensors: dict[str, Tensor], question_weight: float,
-    seed: int,
-) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:  # fmt: skip
+    ranker: Ranker, entries: Sequence[FaqEntry], seed: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """``(scores, correct, counts)`` of the answerable and unanswerable calibration trials."""
     n = len(entries)
     rng = random.Random(seed)
     reworded = [drop_words(e.question, rng) for e in entries]
-    answerable = entry_scores(encoder.embed(reworded), tensors["questions"], tensors["heads"],
-                              tensors["passages"], tensors["passage_entry"], question_weight)  # fmt: skip
-    best = answerable.max(1)
-    scores = [best.values]
-    correct = [best.indices == torch.arange(n)]
+    answerable, _ = ranker.scores(reworded)
+    scores = [answerable.max(1)]
+    correct = [answerable.argmax(1) == np.arange(n)]
     unanswerable = 0
     if n > 1:
-        own = entry_scores(tensors["questions"], tensors["questions"], tensors["heads"], tensors["passages"],
-                           tensors["passage_entry"], question_weight)  # fmt: skip
-        own.fill_diagonal_(float("-inf"))  # leave-one-out: the entry that answers it is gone
-        scores.append(own.max(1).values)
-        correct.append(torch.zeros(n, dtype=torch.bool))
+        questions = [e.question for e in entries]
+        # Leave-one-out: each question searched with the entry that answers it gone.
+        own, _ = ranker.scores(questions, vectors=ranker.tensors["questions"], exclude=range(n))
+        scores.append(own.max(1))
+        correct.append(np.zeros(n, dtype=bool))
         unanswerable = n
     counts = {"answerable_trials": n, "answerable_correct": int(correct[0].sum()), "unanswerable_trials": unanswerable}
-    return torch.cat(scores).numpy(), torch.cat(correct).numpy(), counts
+    return np.concatenate(scores), np.concatenate(correct), counts
+
+
+def choose_retrieval(
+    encoder: SentenceEncoder, entries: Sequence[FaqEntry], tensors: dict[str, Tensor], mode: str, fusion: str
+) -> Retrieval:
+    """The index's :class:`Retrieval`: whether the encoder can read the FAQ, the BM25 scales and, for
+    weighted hybrid retrieval, the dense weight with the best MRR on the FAQ's own questions (as
+    written and reworded, searched against the answers alone: no stored question to find them)."""
+    texts = [e.question for e in entries] + [e.answer for e in entries]
+    shares = encoder.unknown_share(texts)
+    unknown = float(np.mean(shares))
+    retrieval = Retrieval(mode=mode, fusion=fusion, unknown_share=round(unknown, 4),
+                          dense_readable=unknown <= MAX_UNKNOWN)  # fmt: skip
+    queries = question_queries(entries) or [(i, e.question, e.question) for i, e in enumerate(entries)]
+    gold = [i for i, _, _ in queries]
+    forms = [[q for _, q, _ in queries], [r for _, _, r in queries]]
+    probe = Ranker(encoder, [e.question for e in entries], [e.answer for e in entries], tensors, retrieval, 0.0)
+    raw_answers = [probe.lexical(form, 0.0) for form in forms]
+    retrieval.answer_scale = lexical_scale(np.concatenate(raw_answers))
+    rng = random.Random(0)
+    retrieval.question_scale = lexical_scale(
+        np.stack([probe.lexical_questions.scores(drop_words(e.question, rng)) for e in entries])
+    )
+    if retrieval.effective == "hybrid" and fusion == "weighted":
+        dense = [probe.dense(encoder.embed(form), 0.0) for form in forms]
+        lexical = [raw / retrieval.answer_scale for raw in raw_answers]
+        retrieval.alpha, retrieval.search = choose_alpha(dense, lexical, [gold, gold])
+    elif retrieval.effective == "bm25":
+        retrieval.alpha = 0.0
+    return retrieval
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,6 +437,8 @@ def build_index(
     intents: bool = True,
     question_weight: float = 0.5,
     target_precision: float | None = None,
+    retrieval: str = "hybrid",
+    fusion: str = "weighted",
     seed: int = 0,
     batch_size: int = 32,
     progress: bool = False,
@@ -338,6 +455,9 @@ def build_index(
         intents: Train an intent classifier when the FAQ has an ``intent`` column.
         question_weight: Weight of the stored question in an entry's score (the rest is the answer's).
         target_precision: Calibrate the threshold for this precision instead of the best F1.
+        retrieval: ``"hybrid"`` (encoder and BM25 fused), ``"dense"`` or ``"bm25"``
+            (see :mod:`attend.apps.support.fusion`).
+        fusion: For hybrid retrieval, ``"weighted"`` (weight chosen on the FAQ's questions) or ``"rrf"``.
         seed: Seeds the calibration rewordings and the intent cross-validation.
         batch_size: Texts per encoder call.
         progress: Show a progress bar while embedding.
@@ -357,6 +477,7 @@ def build_index(
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     if target_precision is not None and not 0.0 < target_precision <= 1.0:
         raise ValueError(f"target_precision={target_precision} must be in (0, 1]")
+    Retrieval(mode=retrieval, fusion=fusion)  # bad names fail before any work
     entries = read_faq(faq_path)
     out = Path(out_dir)
     _check_out(out)
@@ -365,7 +486,10 @@ def build_index(
     tensors = embed_entries(encoder, entries, batch_size=batch_size, progress=progress)
     n_passages = int(tensors["passage_entry"].shape[0])
 
-    scores, correct, counts = self_retrieval(encoder, entries, tensors, question_weight, seed)
+    chosen = choose_retrieval(encoder, entries, tensors, retrieval, fusion)
+    ranker = Ranker(encoder, [e.question for e in entries], [e.answer for e in entries], tensors, chosen,
+                    question_weight)  # fmt: skip
+    scores, correct, counts = self_retrieval(ranker, entries, seed)
     handoff = calibrate_threshold(scores, correct, target_precision=target_precision) | counts
     intent_info = None
     if intents:
@@ -377,13 +501,14 @@ def build_index(
     config = {
         "task": INDEX_FORMAT,
         "format": INDEX_FORMAT,
-        "format_version": 1,
+        "format_version": 2,
         "attend_version": __version__,
         "faq": str(faq_path),
         "entries": len(entries),
         "passages": n_passages,
         "encoder": encoder.describe(),
         "question_weight": question_weight,
+        "retrieval": chosen.to_dict(),
         "handoff": handoff,
         "intents": intent_info,
         "seed": seed,
@@ -414,6 +539,33 @@ class SupportIndex:
     entries: list[dict[str, Any]]
     tensors: dict[str, Tensor]
     encoder: SentenceEncoder
+
+    def __post_init__(self) -> None:
+        # An index built before hybrid retrieval ranked with the encoder alone: it still does.
+        recorded = self.config.get("retrieval") or {"mode": "dense"}
+        try:
+            retrieval = Retrieval(**recorded)
+        except (TypeError, ValueError) as exc:
+            raise ModelDirError(f"{self.path / 'config.json'}: invalid retrieval entry ({exc})") from None
+        questions = [e["question"] for e in self.entries]
+        answers = [e["answer"] for e in self.entries]
+        self.ranker = Ranker(self.encoder, questions, answers, self.tensors, retrieval,
+                             float(self.config["question_weight"]))  # fmt: skip
+
+    @property
+    def retrieval(self) -> Retrieval:
+        return self.ranker.retrieval
+
+    def describe(self) -> dict[str, Any]:
+        """What the index is and how it ranks (``GET /v1/model`` shows it beside the served model)."""
+        return {
+            "entries": len(self.entries),
+            "retrieval": self.retrieval.effective,
+            "retrieval_note": self.retrieval.note(),
+            "threshold": round(self.threshold, 4),
+            "intents": self.intent_labels,
+            "encoder": self.config.get("encoder", {}).get("model"),
+        }
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SupportIndex:
@@ -460,11 +612,9 @@ class SupportIndex:
         info = self.config.get("intents") or {}
         return list(info.get("labels", [])) if "intent_weight" in self.tensors else []
 
-    def scores(self, queries: Tensor) -> Tensor:
-        """``(M, N)`` entry scores of query vectors (see :func:`entry_scores`)."""
-        t = self.tensors
-        return entry_scores(queries, t["questions"], t["heads"], t["passages"], t["passage_entry"],
-                            float(self.config["question_weight"]))  # fmt: skip
+    def scores(self, questions: Sequence[str]) -> np.ndarray:
+        """``(M, N)`` fused entry scores of questions (see :class:`Ranker`)."""
+        return self.ranker.scores(questions)[0]
 
     def ask(self, question: str, *, k: int = 3, explain: bool = True) -> dict[str, Any]:
         """Answer one question: ranked answers, intent, the words that drove the match, hand-off.
@@ -472,25 +622,33 @@ class SupportIndex:
         Args:
             question: The customer's question.
             k: How many answers to rank (at most the number of entries).
-            explain: Compute ``words`` (one backward pass through the encoder).
+            explain: Compute ``words`` (for the encoder's side, one backward pass through it).
 
         Returns:
             JSON-ready: ``question``, ``answers`` (``question``, ``answer``, ``score``, best first,
             plus ``intent`` when the FAQ has one), ``intent`` (``label`` and ``probability``, or
-            None), ``words`` (``word``, ``start``, ``end``, ``weight``, most important first),
-            ``handoff``, ``reason``, ``threshold``, ``truncated``.
+            None), ``words`` (the question's words that drove the best match: ``word``, ``start``,
+            ``end``, ``weight``, most important first), ``answer_words`` (the best answer's terms
+            that the question matched, by BM25 weight), ``retrieval`` (``mode`` used for this
+            question and a ``note``), ``handoff``, ``reason``, ``threshold``, ``truncated``.
 
         Raises:
             ValueError: An empty question or a bad ``k``.
         """
         if not isinstance(question, str):
             raise ValueError(f"question is {type(question).__name__} {question!r}, expected a string")
-        if not question.strip():
-            raise ValueError("question is empty")
+        problem = text_problem(question)
+        if problem is not None:
+            raise ValueError("question is empty" if problem.startswith("is an empty") else f"question {problem}")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k={k!r} must be a positive integer")
-        vector = self.encoder.embed([question])  # (1, E)
-        scores = self.scores(vector)[0]  # (N,)
+        explainer = None
+        if explain and self.retrieval.effective != "bm25":  # one forward pass embeds and explains
+            vector, explainer = self.encoder.explainable(question)
+        else:
+            vector = self.encoder.embed([question])  # (1, E): intents and the dense side
+        fused, readable = self.ranker.scores([question], vectors=vector)
+        scores = torch.from_numpy(fused[0])
         top = torch.topk(scores, min(k, len(self.entries)))
         answers = []
         for score, i in zip(top.values.tolist(), top.indices.tolist(), strict=True):
@@ -503,24 +661,63 @@ class SupportIndex:
         handoff = best_score < self.threshold
         relation = "below" if handoff else "at or above"
         reason = f"best match score {best_score:.2f} {relation} threshold {self.threshold:.2f}"
+        mode, note = self.retrieval.effective, self.retrieval.note()
+        if mode == "hybrid" and not readable[0]:
+            mode, note = "bm25", "lexical only (BM25) for this question: most of its pieces are unknown to the encoder"
+        if mode == "bm25" and not fused[0].any():
+            reason += "; no word of the question occurs in the FAQ"
         words: list[dict[str, Any]] = []
+        answer_words: list[dict[str, Any]] = []
         truncated = False
         if explain:
-            found, truncated = self.encoder.explain(question, self._score_of(best))
-            words = [w.to_dict() for w in found]
+            found: list[Word] = []
+            if mode != "bm25" and explainer is not None:
+                found, truncated = explainer(self._score_of(best))
+            dense_weight = {"dense": 1.0, "bm25": 0.0}.get(mode, self.retrieval.alpha)
+            if self.retrieval.fusion == "rrf" and mode == "hybrid":
+                dense_weight = 0.5
+            lexical = self._lexical_terms(question, best)
+            words = _combine(question, found, lexical, dense_weight)
+            answer_words = self._answer_terms(question, best)
         return {
             "question": question,
             "answers": answers,
             "intent": self._intent(vector),
             "words": words,
+            "answer_words": answer_words,
+            "retrieval": {"mode": mode, "note": note},
             "handoff": handoff,
             "reason": reason,
             "threshold": round(self.threshold, 4),
             "truncated": truncated,
         }
 
+    def _lexical_terms(self, question: str, entry: int) -> list[tuple[Term, float]]:
+        """The question's terms with what each adds to the entry's (scaled) lexical score."""
+        weight, r = self.ranker.question_weight, self.retrieval
+        found: dict[Term, float] = {}
+        for source, scale, share in ((self.ranker.lexical_questions, r.question_scale, weight),
+                                     (self.ranker.lexical_answers, r.answer_scale, 1.0 - weight)):  # fmt: skip
+            if share:
+                for term, value in source.contributions(question, entry):
+                    found[term] = found.get(term, 0.0) + share * value / scale
+        return list(found.items())
+
+    def _answer_terms(self, question: str, entry: int, most: int = 10) -> list[dict[str, Any]]:
+        """The answer's terms that the question shares with it, by BM25 weight, as the answer spells them."""
+        answer = self.entries[entry]["answer"]
+        weights = {term.term: value for term, value in self.ranker.lexical_answers.contributions(question, entry)}
+        total = sum(weights.values())
+        spans: dict[str, list[list[int]]] = {}
+        for term in term_spans(answer):
+            if term.term in weights:
+                spans.setdefault(term.term, []).append([term.start, term.end])
+        ranked = sorted(spans, key=lambda t: -weights[t])[:most]
+        return [{"word": answer[spans[t][0][0] : spans[t][0][1]], "weight": round(weights[t] / total, 4),
+                 "spans": spans[t]} for t in ranked]  # fmt: skip
+
     def _score_of(self, entry: int) -> Any:
-        """The differentiable score of one entry as a function of the query vector ``(E,)``."""
+        """The differentiable dense score of one entry as a function of the query vector ``(E,)``."""
         t = self.tensors
         weight = float(self.config["question_weight"])
         mine = t["passages"][t["passage_entry"] == entry]
@@ -538,6 +735,28 @@ class SupportIndex:
         probs = torch.softmax(vector @ self.tensors["intent_weight"].T + self.tensors["intent_bias"], -1)[0]
         best = int(probs.argmax())
         return {"label": labels[best], "probability": round(float(probs[best]), 4)}
+
+
+def _combine(
+    question: str, dense: Sequence[Word], lexical: Sequence[tuple[Term, float]], dense_weight: float
+) -> list[dict[str, Any]]:
+    """The question's words by how much they drove the match: each side's weights normalised to sum 1
+    and mixed by the dense side's share in the fusion; a lexical term is credited to the word that
+    contains it (CJK terms, which have no word around them, stand alone)."""
+    total = sum(value for _, value in lexical)
+    combined: dict[tuple[int, int], list[Any]] = {
+        (w.start, w.end): [w.text, dense_weight * w.weight] for w in dense
+    }
+    for term, value in lexical:
+        share = (1.0 - dense_weight) * value / total if total > 0 else 0.0
+        host = next((span for span in combined if span[0] <= term.start and term.end <= span[1]), None)
+        if host is None:
+            combined[(term.start, term.end)] = [None, share]
+        else:
+            combined[host][1] += share
+    ranked = sorted(combined.items(), key=lambda item: -item[1][1])
+    return [{"word": word if word is not None else question[start:end], "start": start, "end": end,
+             "weight": round(weight, 4)} for (start, end), (word, weight) in ranked if weight > 0]  # fmt: skip
 
 
 def _read_json(path: Path) -> Any:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from attend.apps.support.index import SupportIndex
+from attend.serve import Routes
 
 __all__ = ["AskRequest", "AskResponse", "served_support_router", "support_router"]
 
@@ -61,11 +62,24 @@ class Word(BaseModel):
     weight: float
 
 
+class AnswerWord(BaseModel):
+    word: str
+    weight: float
+    spans: list[list[int]] = Field(description="Where the term occurs in the answer: [start, end) characters.")
+
+
+class RetrievalUsed(BaseModel):
+    mode: str = Field(description="What ranked this question: hybrid, dense (the encoder) or bm25.")
+    note: str
+
+
 class AskResponse(BaseModel):
     question: str
     answers: list[Answer] = Field(description="FAQ entries ranked by match score, best first.")
     intent: Intent | None = Field(description="The question's intent, when the FAQ has intents.")
     words: list[Word] = Field(description="The question's words by how much they drove the best match.")
+    answer_words: list[AnswerWord] = Field(description="The best answer's terms that the question matched (BM25).")
+    retrieval: RetrievalUsed
     handoff: bool = Field(description="True: the best match is below the calibrated threshold; ask a person.")
     reason: str
     threshold: float
@@ -92,6 +106,8 @@ def support_router(index_dir: str | os.PathLike[str] | SupportIndex, *, prefix: 
     return router
 
 
-def served_support_router(runtime: Any, *, index: str) -> APIRouter:
-    """The router ``attend serve MODEL --support-index DIR`` mounts (the index has its own encoder)."""
-    return support_router(index)
+def served_support_router(runtime: Any, *, index: str) -> Routes:
+    """The routes ``attend serve MODEL --support-index DIR`` mounts (the index has its own encoder),
+    and what ``GET /v1/model`` says of the index (how it ranks, and why)."""
+    loaded = SupportIndex.load(index)
+    return Routes(router=support_router(loaded), info={"apps": {"support": loaded.describe()}})

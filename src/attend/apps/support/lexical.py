@@ -1,0 +1,87 @@
+"""The lexical side of FAQ retrieval: BM25 over terms, with the term weights that explain a match.
+
+Terms are lower-cased words minus English stop words (scikit-learn's generic list) and, for CJK
+text, character unigrams and bigrams, since Chinese and Japanese have no spaces to split words at.
+Every term keeps its character span, so a match can be shown in the user's own text.
+
+BM25 is Okapi BM25 as ``rank_bm25`` implements it (k1=1.5, b=0.75). The index is rebuilt from
+the FAQ's texts when an index is opened (a few milliseconds for a thousand entries), so nothing but
+JSON and safetensors is ever stored.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Lexical", "Term", "term_spans", "terms"]
+
+_CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_CJK_RUN = re.compile(rf"[{_CJK}]+")
+_LATIN_WORD = re.compile(rf"[^\W_{_CJK}]+")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One term of a text and where it is: ``text[start:end]``."""
+
+    term: str
+    start: int
+    end: int
+
+
+def term_spans(text: str) -> list[Term]:
+    """The terms of ``text`` in order, each with its span (see the module docstring)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    found = []
+    for match in _LATIN_WORD.finditer(text):
+        word = match.group().lower()
+        if word not in ENGLISH_STOP_WORDS:
+            found.append(Term(word, match.start(), match.end()))
+    for run in _CJK_RUN.finditer(text):
+        start, chars = run.start(), run.group()
+        found.extend(Term(c, start + i, start + i + 1) for i, c in enumerate(chars))
+        found.extend(Term(chars[i : i + 2], start + i, start + i + 2) for i in range(len(chars) - 1))
+    return sorted(found, key=lambda t: (t.start, t.end))
+
+
+def terms(text: str) -> list[str]:
+    """The terms of ``text`` (what BM25 counts)."""
+    return [t.term for t in term_spans(text)]
+
+
+class Lexical:
+    """BM25 over a list of documents.
+
+    Args:
+        documents: One text per entry (an FAQ's answers, or its questions).
+    """
+
+    def __init__(self, documents: Sequence[str]) -> None:
+        from rank_bm25 import BM25Okapi
+
+        tokenized = [terms(d) for d in documents]
+        # rank_bm25 divides by the mean document length: a corpus of term-less texts gets one dummy term.
+        self.bm25 = BM25Okapi([t or ["\x00"] for t in tokenized])
+        self.size = len(documents)
+
+    def scores(self, query: str) -> np.ndarray:
+        """``(N,)`` BM25 score of every document for ``query`` (zeros when it has no term)."""
+        words = terms(query)
+        return np.asarray(self.bm25.get_scores(words), dtype=np.float64) if words else np.zeros(self.size)
+
+    def contributions(self, text: str, document: int) -> list[tuple[Term, float]]:
+        """Each term of ``text`` with what it adds to the BM25 score of ``document`` (matching terms only)."""
+        bm25 = self.bm25
+        counts = bm25.doc_freqs[document]
+        norm = bm25.k1 * (1 - bm25.b + bm25.b * bm25.doc_len[document] / bm25.avgdl)
+        found = []
+        for term in term_spans(text):
+            tf = counts.get(term.term, 0)
+            if tf:
+                found.append((term, float(bm25.idf.get(term.term, 0.0) * tf * (bm25.k1 + 1) / (tf + norm))))
+        return found
