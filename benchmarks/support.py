@@ -63,7 +63,12 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/harness.py, a sibling module
 
 import harness  # noqa: E402
-from attend.apps.support.evaluation import evaluate_handoff, evaluate_retrieval, question_queries  # noqa: E402
+from attend.apps.support.evaluation import (  # noqa: E402
+    evaluate_handoff,
+    evaluate_rerank,
+    evaluate_retrieval,
+    question_queries,
+)
 from attend.apps.support.faq import FaqEntry, read_faq  # noqa: E402
 from attend.apps.support.index import INTENT_C, SupportIndex, build_index  # noqa: E402
 from attend.io import atomic_write_text  # noqa: E402
@@ -113,6 +118,10 @@ def run_language(lang: str, workdir: Path, seed: int) -> dict[str, Any]:
     tensors = {k: index.tensors[k] for k in ("questions", "heads", "passages", "passage_entry")}
 
     retrieval = evaluate_retrieval(entries, tensors, index.encoder, seed=seed)
+    if index.retrieval.effective == "hybrid":
+        rerank = evaluate_rerank(entries, tensors, index.encoder, seed=seed)
+        retrieval["hybrid_reranked"] = {form: rerank[form] for form in ("original", "reworded")}
+        retrieval["rerank_report"] = rerank["report"]
     handoff = {
         "questions+answers": evaluate_handoff(entries, tensors, index.encoder, question_weight=0.5, seed=seed),
         "answers only": evaluate_handoff(entries, tensors, index.encoder, question_weight=0.0, seed=seed),
@@ -174,8 +183,11 @@ def format_language(result: dict[str, Any]) -> str:
     ]
     names = {"bm25": "BM25 (Okapi)", "encoder": "MiniLM encoder (index)", "encoder_lead": "  answer lead only",
              "encoder_passages": "  best passage only", "hybrid": "hybrid (index)",
-             "hybrid_2fold": "  weight from other half", "rrf": "reciprocal-rank fusion"}  # fmt: skip
+             "hybrid_2fold": "  weight from other half", "hybrid_reranked": "hybrid + re-ranker",
+             "rrf": "reciprocal-rank fusion"}  # fmt: skip
     for key, name in names.items():
+        if key not in r:
+            continue
         o, w = r[key]["original"], r[key]["reworded"]
         lines.append(f"{name:<28}{o['top1']:>8.3f}{o['mrr']:>8.3f}{w['top1']:>10.3f}{w['mrr']:>8.3f}")
     ratio_o = r["encoder"]["original"]["mrr"] / r["bm25"]["original"]["mrr"]
@@ -184,6 +196,13 @@ def format_language(result: dict[str, Any]) -> str:
     alpha = r["hybrid"]["alpha"]
     lines.append(f"hybrid ranks by {r['hybrid']['mode']}; encoder weight {alpha['in_sample']:g} (chosen on these "
                  f"questions), {alpha['folds'][0]:g} / {alpha['folds'][1]:g} (chosen on each other half)")  # fmt: skip
+    if "rerank_report" in r:
+        report = r["rerank_report"]
+        halves = ", ".join(
+            f"{h['first_stage_mrr']:.3f} -> {h['reranked_mrr']:.3f} (tau {h['tau']:g}, beta {h['beta']:g})"
+            for h in report["halves"]
+        )
+        lines.append(f"re-ranker, held-out halves: {halves}; kept by the build: {report['used']}")
     for goal, met in result["goals"].items():
         lines.append(f"goal {goal}: {'MET' if met else 'NOT MET'}")
     lines += [

@@ -412,3 +412,35 @@ def test_an_index_built_before_hybrid_retrieval_still_ranks_with_the_encoder(ind
     reply = SupportIndex.load(old).ask("change the default paper size to A4", k=1)
     assert reply["retrieval"]["mode"] == "dense"
     assert reply["answers"][0]["question"] == "How can I ensure that all programs use the same paper size?"
+
+
+def test_cross_attention_interaction_and_the_rule_that_keeps_the_reranker() -> None:
+    import torch
+
+    from attend.apps.support.rerank import fit_reranker, interaction
+
+    question = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    same = torch.stack([torch.cat([question, torch.zeros(2, 8)]), torch.zeros(5, 8)])  # (2, 5, 8)
+    mask = torch.tensor([[True, True, True, False, False], [True, False, False, False, False]])
+    same[1, 0] = -question[0]
+    scores = interaction(question, same, mask, tau=0.01)
+    assert scores[0] == pytest.approx(1.0, abs=1e-4) and scores[1] < 0  # each token finds itself; or its opposite
+    # A first stage that is always right cannot be beaten: the re-ranker is not kept, and says why.
+    def states(texts: list[str], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randn(len(texts), 4, 8), torch.ones(len(texts), 4, dtype=torch.bool)
+
+    first = np.eye(12)[[i % 12 for i in range(24)]]
+    stored, report = fit_reranker(states, [f"a{i}" for i in range(12)], [f"q{i}" for i in range(24)],
+                                  [i % 12 for i in range(24)], first)  # fmt: skip
+    assert stored is None and report["used"] is False
+    assert [h["first_stage_mrr"] for h in report["halves"]] == [1.0, 1.0]
+
+
+def test_the_reranker_is_kept_where_it_wins_and_reorders_the_top(index_dir: Path, index: SupportIndex) -> None:
+    rerank = json.loads((index_dir / "config.json").read_text())["rerank"]
+    assert len(rerank["halves"]) == 2 and rerank["tau"] > 0 and rerank["beta"] > 0
+    assert rerank["used"] == all(h["reranked_mrr"] > h["first_stage_mrr"] for h in rerank["halves"])
+    reply = index.ask("how do I hold back a package?")
+    assert reply["retrieval"]["reranked"] is rerank["used"]
+    assert ("rerank_states" in index.tensors) is rerank["used"]
+    assert (index.describe()["reranker"] is not None) is rerank["used"]

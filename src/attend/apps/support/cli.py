@@ -35,6 +35,11 @@ def format_build(report: dict[str, Any]) -> str:
                      f"({intents['method']})")  # fmt: skip
     else:
         lines.append("intents: none (no intent column)")
+    rerank = report.get("rerank")
+    if rerank:
+        halves = ", ".join(f"{h['first_stage_mrr']:.3f} -> {h['reranked_mrr']:.3f}" for h in rerank["halves"])
+        verdict = "kept" if rerank["used"] else "not kept (it did not win on both halves)"
+        lines.append(f"re-ranker: held-out MRR {halves}: {verdict}")
     retrieval = report.get("retrieval")
     if retrieval:
         from attend.apps.support.fusion import Retrieval
@@ -88,6 +93,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         target_precision=args.target_precision,
         retrieval=args.retrieval,
         fusion=args.fusion,
+        rerank=not args.no_rerank,
         seed=args.seed,
         progress=not args.json,
     )
@@ -136,6 +142,8 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
                        help="rank by the encoder and BM25 fused (default), the encoder, or BM25")  # fmt: skip
     build.add_argument("--fusion", choices=["weighted", "rrf"], default="weighted",
                        help="hybrid: a weight chosen on the FAQ's questions (default), or reciprocal rank")  # fmt: skip
+    build.add_argument("--no-rerank", action="store_true",
+                       help="skip the cross-attention re-ranker (else it is kept where it wins on held-out questions)")
     build.add_argument("--seed", type=int, default=0, help="seed of the calibration rewordings (default 0)")
     build.add_argument("--json", action="store_true", help="print the build report as one JSON object")
     build.set_defaults(func=_cmd_build)

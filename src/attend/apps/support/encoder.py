@@ -109,6 +109,24 @@ class SentenceEncoder:
                 progress(len(chunk))
         return out
 
+    @torch.inference_mode()
+    def token_states(self, texts: Sequence[str], max_tokens: int, *, batch_size: int = 32) -> tuple[Tensor, Tensor]:
+        """The encoder's last-layer token states ``(M, L, E)`` of each text's first ``max_tokens``
+        tokens (``[CLS]`` and ``[SEP]`` included), zero-padded to the longest, and the mask ``(M, L)``
+        (True = token)."""
+        rows = [row if len(row) <= max_tokens else [*row[: max_tokens - 1], row[-1]]
+                for row in self.tokenizer.ids(list(texts))]  # fmt: skip
+        width = max(len(row) for row in rows)
+        states = torch.zeros((len(rows), width, self.dim))
+        mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        for chunk in length_batches([len(row) for row in rows], batch_size):
+            inputs = self.tokenizer.pad([rows[i] for i in chunk])
+            hidden = self.model.encoder(inputs["input_ids"], inputs["attention_mask"])  # type: ignore[operator]
+            length = hidden.shape[1]
+            states[chunk, :length] = hidden.float() * inputs["attention_mask"][..., None]
+            mask[chunk, :length] = inputs["attention_mask"].bool()
+        return states, mask
+
     def unknown_share(self, texts: Sequence[str]) -> list[float]:
         """Per text, the share of its word pieces the encoder does not know (``[UNK]``): how much of it
         the encoder cannot read (1.0 for a text with no piece at all)."""

@@ -48,6 +48,7 @@ from attend.apps.support.lexical import terms
 __all__ = [
     "bm25_tokens",
     "evaluate_handoff",
+    "evaluate_rerank",
     "evaluate_retrieval",
     "question_queries",
     "ranks",
@@ -126,6 +127,45 @@ def evaluate_retrieval(
             results.setdefault(name, {})[form] = _metrics(ranks(matrix, gold))
     results["hybrid"]["alpha"] = {"in_sample": retrieval.alpha, "folds": fold_alpha}  # type: ignore[assignment]
     results["hybrid"]["mode"] = retrieval.effective  # type: ignore[assignment]
+    return results
+
+
+def evaluate_rerank(
+    entries: Sequence[FaqEntry], tensors: dict[str, Tensor], encoder: SentenceEncoder, *, seed: int = 0
+) -> dict[str, Any]:
+    """The re-ranker on the same queries and protocol as :func:`evaluate_retrieval`: fitted as the
+    build fits it (on questions derived from these same ones, so in-sample for its two values) over
+    the hybrid first stage, with ``report`` giving its held-out halves (what decides whether a build
+    keeps it).
+
+    Returns:
+        ``{"original": metrics, "reworded": metrics, "report": fit report}``.
+    """
+    import torch.nn.functional as F
+
+    from attend.apps.support.index import fit_rerank
+    from attend.apps.support.rerank import DEPTH, LEAD_TOKENS, interaction, reranked
+
+    ranker = _ranker(entries, tensors, encoder)
+    _, report = fit_rerank(ranker, entries, seed)
+    tau, beta = report["tau"], report["beta"]
+    answers, answer_mask = encoder.token_states([e.answer for e in entries], LEAD_TOKENS)
+    answers = F.normalize(answers, dim=-1) * answer_mask[..., None]
+    queries = question_queries(entries)
+    gold = [i for i, _, _ in queries]
+    results: dict[str, Any] = {"report": report}
+    for form, texts in (("original", [q for _, q, _ in queries]), ("reworded", [r for _, _, r in queries])):
+        first, _ = ranker.scores(texts, question_weight=0.0)
+        states, mask = encoder.token_states(texts, LEAD_TOKENS)
+        found = []
+        for row, right in enumerate(gold):
+            order = [int(i) for i in np.argsort(-first[row], kind="stable")]
+            head = order[:DEPTH]
+            tokens = F.normalize(states[row][mask[row]], dim=-1)
+            scores = interaction(tokens, answers[head], answer_mask[head], tau).numpy()
+            order = [head[i] for i in reranked(first[row, head], scores, beta)] + order[DEPTH:]
+            found.append(order.index(right) + 1)
+        results[form] = _metrics(np.asarray(found))
     return results
 
 

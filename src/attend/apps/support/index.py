@@ -67,6 +67,7 @@ from attend.apps.support.fusion import (
     question_queries,
 )
 from attend.apps.support.lexical import Lexical, Term, term_spans
+from attend.apps.support.rerank import DEPTH, LEAD_TOKENS, fit_reranker, interaction, reranked
 from attend.data.readers import DataError
 from attend.data.validation import text_problem
 from attend.io import ArtifactDir, ArtifactWriter, ModelDirError, atomic_write_json, save_tensors
@@ -84,6 +85,7 @@ __all__ = [
     "drop_words",
     "embed_entries",
     "entry_scores",
+    "fit_rerank",
     "self_retrieval",
 ]
 
@@ -336,6 +338,21 @@ def choose_retrieval(
     return retrieval
 
 
+def fit_rerank(ranker: Ranker, entries: Sequence[FaqEntry], seed: int) -> tuple[dict[str, Tensor] | None, dict]:
+    """The re-ranker's training questions (each question as written, reworded, and twice with a third of
+    its words dropped: nothing taken from the answers), their first-stage scores, and the fit."""
+    rng = random.Random(seed)
+    queries, gold = [], []
+    for entry, question, reworded in question_queries(entries) or [(i, e.question, e.question)
+                                                                    for i, e in enumerate(entries)]:  # fmt: skip
+        forms = {question, reworded, drop_words(question, rng), drop_words(question, rng)}
+        queries.extend(sorted(forms))
+        gold.extend([entry] * len(forms))
+    first, _ = ranker.scores(queries, question_weight=0.0)
+    return fit_reranker(ranker.encoder.token_states, [e.answer for e in entries], queries, gold, first, seed=seed)
+
+
+
 # --------------------------------------------------------------------------------------------
 # Intents
 # --------------------------------------------------------------------------------------------
@@ -439,6 +456,7 @@ def build_index(
     target_precision: float | None = None,
     retrieval: str = "hybrid",
     fusion: str = "weighted",
+    rerank: bool = True,
     seed: int = 0,
     batch_size: int = 32,
     progress: bool = False,
@@ -458,6 +476,8 @@ def build_index(
         retrieval: ``"hybrid"`` (encoder and BM25 fused), ``"dense"`` or ``"bm25"``
             (see :mod:`attend.apps.support.fusion`).
         fusion: For hybrid retrieval, ``"weighted"`` (weight chosen on the FAQ's questions) or ``"rrf"``.
+        rerank: Try the cross-attention re-ranker (:mod:`attend.apps.support.rerank`): fitted on the
+            FAQ's questions, and kept only if it wins on both held-out halves of them.
         seed: Seeds the calibration rewordings and the intent cross-validation.
         batch_size: Texts per encoder call.
         progress: Show a progress bar while embedding.
@@ -491,6 +511,10 @@ def build_index(
                     question_weight)  # fmt: skip
     scores, correct, counts = self_retrieval(ranker, entries, seed)
     handoff = calibrate_threshold(scores, correct, target_precision=target_precision) | counts
+    rerank_info = None
+    if rerank and chosen.effective != "bm25":
+        stored, rerank_info = fit_rerank(ranker, entries, seed)
+        tensors |= stored or {}
     intent_info = None
     if intents:
         trained = _train_intents(entries, tensors["questions"], seed, str(faq_path))
@@ -509,6 +533,7 @@ def build_index(
         "encoder": encoder.describe(),
         "question_weight": question_weight,
         "retrieval": chosen.to_dict(),
+        "rerank": rerank_info,
         "handoff": handoff,
         "intents": intent_info,
         "seed": seed,
@@ -551,6 +576,8 @@ class SupportIndex:
         answers = [e["answer"] for e in self.entries]
         self.ranker = Ranker(self.encoder, questions, answers, self.tensors, retrieval,
                              float(self.config["question_weight"]))  # fmt: skip
+        rerank = self.config.get("rerank") or {}
+        self.reranker = (float(rerank["tau"]), float(rerank["beta"])) if rerank.get("used") else None
 
     @property
     def retrieval(self) -> Retrieval:
@@ -565,6 +592,7 @@ class SupportIndex:
             "threshold": round(self.threshold, 4),
             "intents": self.intent_labels,
             "encoder": self.config.get("encoder", {}).get("model"),
+            "reranker": None if self.reranker is None else {"tau": self.reranker[0], "beta": self.reranker[1]},
         }
 
     @classmethod
@@ -649,15 +677,21 @@ class SupportIndex:
             vector = self.encoder.embed([question])  # (1, E): intents and the dense side
         fused, readable = self.ranker.scores([question], vectors=vector)
         scores = torch.from_numpy(fused[0])
-        top = torch.topk(scores, min(k, len(self.entries)))
+        top = torch.topk(scores, min(max(k, DEPTH if self.reranker is not None else k), len(self.entries)))
+        order = top.indices.tolist()
+        reranked = self.reranker is not None and bool(readable[0])
+        if reranked:
+            order = self._rerank(question, vector, order) + order[DEPTH:]
         answers = []
-        for score, i in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+        for i in order[:k]:
+            score = float(scores[i])
             entry = self.entries[i]
             item = {"question": entry["question"], "answer": entry["answer"], "score": round(float(score), 4)}
             if entry.get("intent") is not None:
                 item["intent"] = entry["intent"]
             answers.append(item)
-        best_score, best = float(top.values[0]), int(top.indices[0])
+        best = order[0]
+        best_score = float(top.values[0])  # the threshold was calibrated on the first stage's best score
         handoff = best_score < self.threshold
         relation = "below" if handoff else "at or above"
         reason = f"best match score {best_score:.2f} {relation} threshold {self.threshold:.2f}"
@@ -685,12 +719,24 @@ class SupportIndex:
             "intent": self._intent(vector),
             "words": words,
             "answer_words": answer_words,
-            "retrieval": {"mode": mode, "note": note},
+            "retrieval": {"mode": mode, "note": note, "reranked": reranked},
             "handoff": handoff,
             "reason": reason,
             "threshold": round(self.threshold, 4),
             "truncated": truncated,
         }
+
+    @torch.inference_mode()
+    def _rerank(self, question: str, vector: Tensor, candidates: list[int]) -> list[int]:
+        """The first :data:`~attend.apps.support.rerank.DEPTH` candidates in the re-ranker's order."""
+        assert self.reranker is not None
+        tau, beta = self.reranker
+        head = candidates[:DEPTH]
+        first, _ = self.ranker.scores([question], vectors=vector, question_weight=0.0)  # as it was fitted
+        states, mask = self.encoder.token_states([question], LEAD_TOKENS)
+        tokens = torch.nn.functional.normalize(states[0][mask[0]], dim=-1)
+        found = interaction(tokens, self.tensors["rerank_states"][head], self.tensors["rerank_mask"][head], tau)
+        return [head[i] for i in reranked(first[0, head], found.numpy(), beta)]
 
     def _lexical_terms(self, question: str, entry: int) -> list[tuple[Term, float]]:
         """The question's terms with what each adds to the entry's (scaled) lexical score."""
