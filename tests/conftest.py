@@ -50,6 +50,15 @@ SMALL_MODELS = {
     "minilm": {"pretrained": False, "bert": {"num_layers": 2}},
 }
 
+#: Small configs of the registered recommenders (their batches are not text): the registry-wide
+#: tests build each with a batch of its own (tests/models/test_registry.py).
+SMALL_RECOMMENDERS = {
+    "sasrec": {"num_items": 20, "dim": 16, "num_heads": 2, "max_length": 8,
+               "items": {"categorical": {"genres": [4, 2]}, "numeric": ["year"], "text_dim": 6}},
+    "din": {"num_items": 20, "num_users": 4, "dim": 8, "items": {"categorical": {"genres": [4, 2]},
+                                                                "fusion": "attention"}},
+}  # fmt: skip
+
 #: The models :func:`trained` trains once per session: (registered model, options, learning rate).
 TRAINED = {
     "encoder": ("encoder", {"dim": 32, "num_layers": 2, "num_heads": 4, "pooling": "attention"}, 3e-3),

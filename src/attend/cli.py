@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from attend.apps import APPS
+from attend.config import read_run_config
 from attend.version import __version__
 
 
@@ -35,17 +36,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _read_config(path: str | None) -> dict:
-    if path is None:
-        return {}
     try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"--config {path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--config {path} is not valid JSON ({exc})") from None
-    if not isinstance(config, dict) or set(config) - {"model", "training"}:
-        raise UsageError(f'--config {path} must be a JSON object with "model" and/or "training" entries')
-    return config
+        return read_run_config(path)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -311,7 +305,10 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         print(json.dumps([dataclasses.asdict(info) for info in infos], ensure_ascii=False))
         return 0
     for info in infos:
-        print(f"{info.name}  ({info.language}, {info.num_examples} examples, {len(info.labels)} classes)")
+        if info.task == "classification":
+            print(f"{info.name}  ({info.language}, {info.num_examples} examples, {len(info.labels)} classes)")
+        else:  # an interaction log: no classes, and its rows are interactions
+            print(f"{info.name}  ({info.language}, {info.num_examples} interactions, {info.task})")
         print(f"    {info.description}")
         print(f"    licence: {info.licence}")
         print(f"    source:  {info.source}")

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import types
 import typing
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar, Union
 
-__all__ = ["check_arguments", "check_positive", "check_type", "check_unit_interval", "strict_from_dict"]
+__all__ = [
+    "check_arguments",
+    "check_positive",
+    "check_type",
+    "check_unit_interval",
+    "positive_int",
+    "read_run_config",
+    "strict_from_dict",
+]
 
 T = TypeVar("T")
 
@@ -105,3 +115,35 @@ def check_unit_interval(config: object, *names: str) -> None:
         value = getattr(config, name)
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name}={value!r} must be in [0, 1)")
+
+
+def read_run_config(path: str | None) -> dict[str, Any]:
+    """A ``--config`` file: a JSON object with ``model`` and/or ``training`` entries (``{}`` for no file).
+
+    Raises:
+        ValueError: no such file, invalid JSON, or another shape (the message names the file).
+    """
+    if path is None:
+        return {}
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"--config {path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--config {path} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or set(config) - {"model", "training"}:
+        raise ValueError(f'--config {path} must be a JSON object with "model" and/or "training" entries')
+    return config
+
+
+def positive_int(value: str) -> int:
+    """An ``argparse`` type: a whole number of at least 1 (the message names the value otherwise)."""
+    import argparse
+
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return number

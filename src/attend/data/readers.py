@@ -19,7 +19,16 @@ from typing import Any
 
 from attend.data.validation import text_problem
 
-__all__ = ["SPLIT_NAMES", "DataError", "LabelledTexts", "detect_format", "read_rows", "read_table", "stratified_split"]
+__all__ = [
+    "SPLIT_NAMES",
+    "DataError",
+    "LabelledTexts",
+    "detect_format",
+    "open_data_file",
+    "read_rows",
+    "read_table",
+    "stratified_split",
+]
 
 #: Accepted values of a split column.
 SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
@@ -80,6 +89,18 @@ def detect_format(path: Path, fmt: str | None) -> str:
             f"{path}: cannot tell the format from the extension {path.suffix!r}; rename the file to end in "
             f"{', '.join(sorted(_FORMATS))}"
         ) from None
+
+
+def open_data_file(path: str | os.PathLike[str], fmt: str | None) -> tuple[Path, str]:
+    """The data file at ``path`` and its format, after checking it exists, is a file and is not empty."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, expected a data file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty")
+    return path, detect_format(path, fmt)
 
 
 def _decode(path: Path, raw: bytes) -> str:
@@ -180,15 +201,8 @@ def read_table(
     Raises:
         DataError: naming the file, line and value, for every problem a user can fix.
     """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.is_dir():
-        raise DataError(f"{path} is a directory, expected a data file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path} is empty")
+    path, fmt = open_data_file(path, fmt)
     multi_label = multi_label or label_sep is not None
-    fmt = detect_format(path, fmt)
 
     texts: list[str] = []
     labels: list[list[str]] = []

@@ -12,7 +12,10 @@ import os
 from typing import Any
 
 from attend.data.readers import LabelledTexts
-from attend.runtime import loading  # noqa: F401  (registers the classification loader)
+from attend.runtime import (
+    loading,  # noqa: F401  (registers the classification loader)
+    recommender,  # noqa: F401  (registers the recommenders' loader)
+)
 from attend.runtime.base import RUNTIMES, LoadOptions, Runtime, load, register_runtime
 from attend.runtime.classifier import (
     AttentionOutputs,
@@ -23,13 +26,17 @@ from attend.runtime.classifier import (
     native_bf16,
     quantize_torch_model,
 )
+from attend.runtime.recommender import HistoryWeights, Recommendation, Recommender
 
 __all__ = [
     "RUNTIMES",
     "AttentionOutputs",
     "Capabilities",
+    "HistoryWeights",
     "LoadOptions",
     "Predictions",
+    "Recommendation",
+    "Recommender",
     "Runtime",
     "TextClassifier",
     "TorchTextClassifier",

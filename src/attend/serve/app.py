@@ -1,6 +1,7 @@
 """The HTTP service: ``attend serve MODEL_DIR`` (FastAPI + uvicorn).
 
-Routes: those of the model's task (a classifier: ``POST /v1/predict``, ``POST /v1/explain``;
+Routes: those of the model's task (a classifier: ``POST /v1/predict``, ``POST /v1/explain``; a
+recommender: ``POST /v1/recommend``;
 see :data:`TASK_ROUTES`), those of any app given (:class:`~attend.serve.routes.RouterSpec`:
 ``attend serve --monitor-db`` / ``--support-index``), and ``GET /v1/model``, ``GET /healthz``,
 ``GET /readyz``, ``GET /metrics`` (Prometheus), ``GET /openapi.json``.
@@ -35,6 +36,7 @@ from attend.io import ArtifactDir
 from attend.runtime import Runtime, load
 from attend.serve.classification import classification_routes
 from attend.serve.metrics import ServiceMetrics
+from attend.serve.recommendation import recommendation_routes
 from attend.serve.routes import RouterSpec, Routes, ServeSettings, error_response
 from attend.serve.schemas import ErrorBody, ModelInfo
 from attend.version import __version__
@@ -46,6 +48,8 @@ ENV_CONFIG = "ATTEND_SERVE_CONFIG"
 #: The routes of each task's models, by task name.
 TASK_ROUTES: dict[str, Callable[[Any, ServeSettings, ServiceMetrics], Routes]] = {
     "classification": classification_routes,
+    "sequential_recommendation": recommendation_routes,
+    "ctr_recommendation": recommendation_routes,
 }
 
 

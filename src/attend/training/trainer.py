@@ -390,6 +390,7 @@ class Trainer:
 
         torch.manual_seed(args.seed)
         network = build(config_dict)
+        task.init_model(network)
         optimiser = _optimiser(network, args)
         state = _State()
         checkpoint_dir, best_dir = work / "checkpoint", work / "best"

@@ -14,6 +14,8 @@ import json
 import textwrap
 from typing import Any
 
+from attend.config import positive_int
+
 __all__ = ["add_serve_options", "format_answer", "format_build", "register_cli", "serve_routers"]
 
 
@@ -109,16 +111,6 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return number
-
-
 def register_cli(verbs: Any) -> argparse.ArgumentParser:
     """Add ``support build`` and ``support ask`` to ``verbs`` (the ``attend`` parser's subparsers).
 
@@ -151,7 +143,7 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
     ask = actions.add_parser("ask", help="answer a question from an index (or hand off)")
     ask.add_argument("index_dir", metavar="INDEX_DIR", help="an index from `attend support build`")
     ask.add_argument("question", nargs="+", help="the customer's question (quote it, or give its words)")
-    ask.add_argument("-k", type=_positive_int, default=3, help="answers to rank (default 3)")
+    ask.add_argument("-k", type=positive_int, default=3, help="answers to rank (default 3)")
     ask.add_argument("--json", action="store_true", help="print one JSON object (answers, intent, words, handoff)")
     ask.set_defaults(func=_cmd_ask)
     return support

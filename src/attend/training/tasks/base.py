@@ -19,7 +19,7 @@ __all__ = ["TASKS", "Task", "register_task"]
 class Task(ABC):
     """What one kind of model needs from training; the :class:`~attend.training.Trainer` does the rest.
 
-    The Trainer calls, in order: :meth:`prepare` (once), :meth:`model_config`, then per step
+    The Trainer calls, in order: :meth:`prepare` (once), :meth:`model_config` and :meth:`init_model`, then per step
     :meth:`train_batch` and :meth:`loss`, per epoch :meth:`evaluate` on ``"dev"`` (the metric named
     by :attr:`selection` picks the best epoch; ties go to the lower ``"loss"``), and at the end
     :meth:`evaluate` on the final split and :meth:`write` into the new model directory.
@@ -51,6 +51,10 @@ class Task(ABC):
     @abstractmethod
     def model_config(self) -> dict[str, Any]:
         """The model's config dict (``model_type`` and every field), after :meth:`prepare`."""
+
+    def init_model(self, model: nn.Module) -> None:  # noqa: B027  (optional hook: most tasks need nothing)
+        """Fill what the freshly built model takes from the data rather than from training
+        (e.g. per-item feature tables held as buffers); called before any checkpoint is loaded."""
 
     @abstractmethod
     def default_lr(self) -> float:

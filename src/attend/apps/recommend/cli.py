@@ -1,0 +1,201 @@
+"""``attend recommend train|evaluate|top|explain``: thin shells over :mod:`attend.apps.recommend.pipeline`.
+
+Bad input raises ``ValueError`` (``DataError``, ``ModelDirError``), which ``attend``'s ``main``
+prints as one ``error:`` line with a non-zero exit code. Heavy imports happen inside the actions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from attend.config import positive_int
+
+__all__ = ["add_serve_options", "format_evaluation", "format_top", "register_cli", "serve_routers"]
+
+
+def format_evaluation(report: dict[str, Any]) -> str:
+    """The model's test figures and every baseline's, one row each."""
+    keys = list(report["metrics"])
+    lines = [f"{report['model']} on the {report.get('split') or 'test'} split: {report.get('protocol') or ''}", "",
+             f"{'':14}" + "".join(f"{k:>10}" for k in keys),
+             f"{report['model']:14}" + "".join(f"{report['metrics'][k]:>10.4f}" for k in keys)]  # fmt: skip
+    for name, row in report["baselines"].items():
+        lines.append(f"{name:14}" + "".join(f"{row.get(k, float('nan')):>10.4f}" for k in keys))
+    faith = report.get("faithfulness")
+    if faith:
+        lines.append("")
+        lines.append(f"erasure ({faith['users']} users, k={faith['k']}): removing the top-{faith['k']} weighted "
+                     f"history items lowers the top item's score by {faith['drop_top_k']:.4f}, {faith['k']} random "
+                     f"ones by {faith['drop_random_k']:.4f} (gap {faith['gap']:+.4f}; top-k lowers it more for "
+                     f"{faith['top_k_beats_random']:.0%} of users)")  # fmt: skip
+    return "\n".join(lines)
+
+
+def format_top(answer: dict[str, Any], names: dict[str, str]) -> str:
+    """A ranked list for people, with the history items behind each when explained."""
+    lines = []
+    if answer.get("note"):
+        lines.append(f"note: {answer['note']}")
+    if answer.get("warning"):
+        lines.append(f"warning: {answer['warning']}")
+    for rank, row in enumerate(answer["items"], start=1):
+        title = names.get(row["item"])
+        lines.append(f"{rank:>3}. {row['item']}{f'  {title}' if title else ''}  (score {row['score']:.4f})")
+        if row.get("history"):
+            why = ", ".join(f"{names.get(h['item'], h['item'])} {h['weight']:.3f}" for h in row["history"][:3])
+            lines.append(f"       because of: {why}")
+    return "\n".join(lines)
+
+
+def _names(runtime: Any) -> dict[str, str]:
+    return dict(getattr(runtime, "names", {}) or {})
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from attend.apps.recommend.pipeline import train_recommender
+    from attend.config import read_run_config
+
+    config = read_run_config(args.config)
+    training = dict(config.get("training", {}))
+    for name in ("epochs", "seed", "threads", "batch_size", "lr"):
+        value = getattr(args, name)
+        if value is not None:
+            training[name] = value
+    if args.no_progress:
+        training["progress"] = False
+    model_options = dict(config.get("model", {}))
+    if args.fusion is not None:
+        model_options["fusion"] = args.fusion
+    features = None if args.features is None else [c for c in args.features.split(",") if c.strip() and c != "none"]
+    result = train_recommender(
+        args.data, args.out, model=args.model, item_features=args.item_features, user_col=args.user_col,
+        item_col=args.item_col, time_col=args.time_col, rating_col=args.rating_col,
+        positive_threshold=args.positive_threshold, features=features, model_options=model_options,
+        training=training, resume=args.resume, overwrite=args.overwrite,
+    )  # fmt: skip
+    if not result.is_main:
+        return 0
+    print(result.report)
+    print(f"\nmodel written to {result.model_dir}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from attend.apps.recommend.pipeline import evaluate_recommender
+
+    report = evaluate_recommender(args.model_dir, erasure=args.erasure)
+    print(json.dumps(report, ensure_ascii=False) if args.json else format_evaluation(report))
+    return 0
+
+
+def _history(value: str | None) -> list[str] | None:
+    return None if value is None else [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _cmd_top(args: argparse.Namespace) -> int:
+    from attend.apps.recommend.pipeline import load_recommender
+
+    runtime = load_recommender(args.model_dir)
+    answer = runtime.top(args.user, _history(args.history), k=args.k, explain=args.explain).to_dict()
+    answer["model"] = runtime.kind
+    if args.html:
+        from attend.apps.recommend.render import render_recommendations
+
+        render_recommendations(answer, args.html, names=_names(runtime))
+    print(json.dumps(answer, ensure_ascii=False) if args.json else format_top(answer, _names(runtime)))
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from attend.apps.recommend.pipeline import load_recommender
+
+    runtime = load_recommender(args.model_dir)
+    try:
+        answer = runtime.explain(args.user, args.item, _history(args.history))
+    except KeyError as exc:
+        raise ValueError(str(exc.args[0])) from None
+    if args.html:
+        from attend.apps.recommend.render import render_recommendations
+
+        render_recommendations(answer, args.html, names=_names(runtime), title=f"Why {args.item}")
+    if args.json:
+        print(json.dumps(answer, ensure_ascii=False))
+        return 0
+    names = _names(runtime)
+    print(f"{names.get(args.item, args.item)}: score {answer['score']:.4f}, rank {answer['rank']}"
+          f"{' (already in the history)' if answer['in_history'] else ''}")  # fmt: skip
+    for row in answer["history"][:10]:
+        print(f"  {row['weight']:>8.4f}  {names.get(row['item'], row['item'])}")
+    return 0
+
+
+def register_cli(verbs: Any) -> argparse.ArgumentParser:
+    """Add ``recommend train|evaluate|top|explain`` to the ``attend`` parser's sub-commands."""
+    recommend = verbs.add_parser("recommend", help="SASRec / DIN recommenders on an interaction log, and why")
+    actions = recommend.add_subparsers(dest="recommend_action", metavar="ACTION")
+    actions.required = True
+
+    train = actions.add_parser("train", help="train SASRec (next item) or DIN (likes) on a user,item,timestamp log")
+    train.add_argument("data", metavar="DATA", help="log file (.csv/.tsv/.jsonl/.parquet) or a dataset name "
+                       "(movielens_100k)")  # fmt: skip
+    train.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
+    train.add_argument("--model", choices=["sasrec", "din"], default="sasrec", help="default sasrec")
+    train.add_argument("--item-features", metavar="FILE", help="item,... file of text/categorical/numeric features")
+    train.add_argument("--features", metavar="COLS",
+                       help="feature columns to use, comma-separated ('none': ids only; default all)")  # fmt: skip
+    train.add_argument("--fusion", choices=["gated", "attention"], help="how item modalities fuse (default gated)")
+    train.add_argument("--user-col", default="user", metavar="C", help="default user")
+    train.add_argument("--item-col", default="item", metavar="C", help="default item")
+    train.add_argument("--time-col", default="timestamp", metavar="C", help="default timestamp")
+    train.add_argument("--rating-col", metavar="C", help="ratings (din needs them; default 'rating' for din)")
+    train.add_argument("--positive-threshold", type=float, default=4.0, metavar="X",
+                       help="din: rating >= X is a like (default 4)")  # fmt: skip
+    train.add_argument("--epochs", type=positive_int, help="default 200 (sasrec) / 30 (din), early-stopped on dev")
+    train.add_argument("--batch-size", type=positive_int, help="default 128 (sasrec) / 256 (din)")
+    train.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    train.add_argument("--seed", type=int, help="seed of every RNG (default 0)")
+    train.add_argument("--threads", type=int, help="PyTorch threads (default: one per core)")
+    train.add_argument("--config", help="JSON/YAML with 'model' and 'training' sections")
+    train.add_argument("--resume", action="store_true", help="continue the interrupted run writing --out")
+    train.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = actions.add_parser("evaluate", help="test figures of the model and the baselines (same split)")
+    evaluate.add_argument("model_dir", metavar="DIR")
+    erasure_help = "also test the history weights: drop the top-K weighted items vs K random ones"
+    evaluate.add_argument("--erasure", type=positive_int, metavar="K", help=erasure_help)
+    evaluate.add_argument("--json", action="store_true", help="one JSON object: protocol, metrics, baselines")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    top = actions.add_parser("top", help="the k best items for a user or a history")
+    top.add_argument("model_dir", metavar="DIR")
+    who = top.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="a user id from the training log")
+    who.add_argument("--history", metavar="I1,I2,...", help="item ids, oldest first (a new user)")
+    top.add_argument("--k", type=positive_int, default=10, help="items to return (default 10)")
+    top.add_argument("--explain", action="store_true", help="add the history items behind each recommendation")
+    top.add_argument("--html", metavar="FILE", help="write the explained recommendations as an HTML page")
+    top.add_argument("--json", action="store_true", help="one JSON object")
+    top.set_defaults(func=_cmd_top)
+
+    explain = actions.add_parser("explain", help="why an item scores as it does for a user: the history weights")
+    explain.add_argument("model_dir", metavar="DIR")
+    explain.add_argument("--user", help="a user id from the training log")
+    explain.add_argument("--history", metavar="I1,I2,...", help="item ids, oldest first (instead of or after --user)")
+    explain.add_argument("--item", required=True, help="the item to explain")
+    explain.add_argument("--html", metavar="FILE", help="write an HTML page")
+    explain.add_argument("--json", action="store_true", help="one JSON object")
+    explain.set_defaults(func=_cmd_explain)
+    return recommend
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """Recommender directories are served by their task's route (``POST /v1/recommend``): no options."""
+
+
+def serve_routers(args: argparse.Namespace) -> list[Any]:
+    """Nothing beyond the task's own route."""
+    return []

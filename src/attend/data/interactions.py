@@ -1,0 +1,690 @@
+"""User-item interaction logs for recommendation: reading them, item side features, and leak-free splits.
+
+A recommender learns from *who did what, when*. This module turns a log file into integer arrays
+the models index embeddings with, and holds the two evaluation protocols the recommenders are
+judged by:
+
+* **sequential** (next-item prediction, e.g. SASRec, Kang & McAuley 2018): leave-one-out per user,
+  the last interaction is the test target and the one before it the dev target.
+* **CTR** (click-through / rating prediction, e.g. DIN, Zhou et al. 2018): every event is labelled
+  positive or negative from its rating; the chronologically last events of each user are held out.
+
+Both are per-user *temporal* splits: nothing a model sees while training happens after what it is
+asked to predict for that user. Ordering decides leakage, so it is fixed once, here: rows are
+ordered stably by ``(user, time)``, and rows of one user with the same timestamp keep their order
+in the file (MovieLens logs many ratings in the same second; a sort that broke those ties at random
+would make the split, and every metric, depend on the sort algorithm).
+
+Indices: users are numbered ``0..n_users-1`` and items ``1..n_items``; item index 0 is reserved for
+padding so a padded sequence needs no offset. Both are numbered in sorted order of their original
+ids (numerically when every id is an integer), so indices do not depend on the row order of the
+file and the MovieLens item index equals its movie id.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attend.data.readers import DataError, open_data_file, read_rows
+
+__all__ = [
+    "FEATURE_TYPES",
+    "CtrEvents",
+    "CtrSplit",
+    "Interactions",
+    "ItemFeatures",
+    "SequentialSplit",
+    "ctr_split",
+    "describe",
+    "item_counts",
+    "make_interactions",
+    "read_interactions",
+    "read_item_features",
+    "sequential_split",
+]
+
+#: The kinds of item side features :func:`read_item_features` knows.
+FEATURE_TYPES = ("text", "categorical", "numeric")
+
+#: Separator of several values in one categorical cell of a features file.
+CATEGORY_SEP = "|"
+
+_INTEGER = re.compile(r"-?\d+")
+
+
+@dataclass
+class Interactions:
+    """An interaction log as parallel arrays, ordered stably by ``(user, time)``.
+
+    Attributes:
+        users: User index of each row, ``0..n_users-1`` (int64).
+        items: Item index of each row, ``1..n_items``; 0 is never used here, it is padding (int64).
+        times: When it happened, in seconds (float64); ISO-8601 times are converted to epoch seconds.
+        ratings: The rating of each row (float32), or None when the log has no rating column.
+        user_ids: Original id of each user index.
+        item_ids: Original id of each item index; ``item_ids[0] == ""`` stands for padding.
+        source: The file path or data set name, for messages.
+        notes: Things the user should know about how the file was read (dropped duplicates, ...).
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    times: np.ndarray
+    ratings: np.ndarray | None
+    user_ids: list[str]
+    item_ids: list[str]
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        """Number of real items (the padding index 0 is not counted)."""
+        return len(self.item_ids) - 1
+
+    def sequences(self) -> list[np.ndarray]:
+        """Each user's item indices in the stable ``(user, time)`` order, one array per user index."""
+        return _per_user(self.items, self.users, self.n_users)
+
+    def item_index(self) -> dict[str, int]:
+        """Original item id -> item index (padding excluded), to map a request's ids onto the model's."""
+        return {item: index for index, item in enumerate(self.item_ids) if index}
+
+    def user_index(self) -> dict[str, int]:
+        """Original user id -> user index."""
+        return {user: index for index, user in enumerate(self.user_ids)}
+
+
+def _per_user(values: np.ndarray, users: np.ndarray, n_users: int) -> list[np.ndarray]:
+    """Split ``values`` (rows sorted by user) into one array per user index, empty for absent users."""
+    bounds = np.searchsorted(users, np.arange(n_users + 1))
+    return [values[bounds[u] : bounds[u + 1]] for u in range(n_users)]
+
+
+def item_counts(sequences: Iterable[np.ndarray], n_items: int) -> np.ndarray:
+    """How often each item index occurs in ``sequences``: int64 of shape ``(n_items + 1,)``, padding counted as 0.
+
+    Popularity is the fallback score for users a model knows nothing about and the reference every
+    recommender must beat, so models and baselines share this one count.
+    """
+    arrays = [np.asarray(seq, dtype=np.int64).ravel() for seq in sequences]
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+    if flat.size and (flat.min() < 0 or flat.max() > n_items):
+        raise ValueError(f"item indices must lie in 0..{n_items}; found {flat.min()}..{flat.max()}")
+    counts = np.bincount(flat, minlength=n_items + 1).astype(np.int64)
+    counts[0] = 0
+    return counts
+
+
+# --- reading a log ----------------------------------------------------------------------------------
+
+
+def _id(value: Any) -> str:
+    """A cell as an id string; integral floats (an int column a dataframe upcast) lose their ``.0``."""
+    if value is None or isinstance(value, bool):
+        return "" if value is None else str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _epoch_seconds(moment: datetime) -> float:
+    """A datetime as epoch seconds; a time without a zone is taken as UTC, so the result never depends
+    on the zone of the machine that reads the file."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _parse_time(value: Any) -> float | None:
+    """Seconds from a number, an ISO-8601 string or a date(time) object; None when it is none of them."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, datetime):
+        return _epoch_seconds(value)
+    if isinstance(value, date):
+        return _epoch_seconds(datetime(value.year, value.month, value.day))
+    if isinstance(value, int | float):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        return number if math.isfinite(number) else None
+    try:
+        return _epoch_seconds(datetime.fromisoformat(text))
+    except ValueError:
+        return None
+
+
+def _parse_rating(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _sorted_ids(ids: Iterable[str]) -> list[str]:
+    """Distinct ids in natural order: numeric when all are integers ("2" before "10"), else as strings."""
+    distinct = set(ids)
+    if all(_INTEGER.fullmatch(value) for value in distinct):
+        return sorted(distinct, key=int)
+    return sorted(distinct)
+
+
+def make_interactions(
+    users: Sequence[str],
+    items: Sequence[str],
+    times: Sequence[float] | np.ndarray,
+    ratings: Sequence[float] | np.ndarray | None = None,
+    *,
+    lines: Sequence[int] | None = None,
+    source: str = "",
+    notes: Sequence[str] = (),
+) -> Interactions:
+    """Build :class:`Interactions` from parsed columns: drop exact duplicates, index ids, order the rows.
+
+    :func:`read_interactions` and the fetched data sets both end here, so a log gets the same
+    treatment wherever it comes from.
+
+    Args:
+        users: Original user id of each row (non-empty strings).
+        items: Original item id of each row.
+        times: Seconds of each row.
+        ratings: Rating of each row, or None.
+        lines: The line of each row in its file, for the duplicate note (default: row number from 1).
+        source: The file or data set, for messages.
+        notes: Notes gathered while reading, kept in front of the ones added here.
+
+    Returns:
+        The log, indexed and ordered as the module docstring says.
+    """
+    n = len(users)
+    if not n:
+        raise DataError(f"{source}: no interactions")
+    if not len(items) == len(times) == n or (ratings is not None and len(ratings) != n):
+        raise ValueError("users, items, times and ratings must have one value per row")
+    line_numbers = list(lines) if lines is not None else list(range(1, n + 1))
+    times_array = np.asarray(times, dtype=np.float64)
+    ratings_array = None if ratings is None else np.asarray(ratings, dtype=np.float32)
+
+    # Exact repeats (an export run twice, a join that fanned out) would count one event twice and
+    # could put the same event on both sides of a split.
+    seen: set[tuple[str, str, float, float | None]] = set()
+    keep = np.ones(n, dtype=bool)
+    first_duplicate: int | None = None
+    for row in range(n):
+        rating = None if ratings_array is None else float(ratings_array[row])
+        key = (users[row], items[row], float(times_array[row]), rating)
+        if key in seen:
+            keep[row] = False
+            if first_duplicate is None:
+                first_duplicate = line_numbers[row]
+        else:
+            seen.add(key)
+    all_notes = list(notes)
+    dropped = int(n - keep.sum())
+    if dropped:
+        all_notes.append(
+            f"dropped {dropped} duplicate row{'s' if dropped != 1 else ''} (same user, item, time and rating; "
+            f"first: line {first_duplicate})"
+        )
+    kept = np.flatnonzero(keep)
+    user_list = [users[row] for row in kept]
+    item_list = [items[row] for row in kept]
+
+    user_ids = _sorted_ids(user_list)
+    item_ids = ["", *_sorted_ids(item_list)]
+    user_lookup = {user: index for index, user in enumerate(user_ids)}
+    item_lookup = {item: index for index, item in enumerate(item_ids) if index}
+    user_array = np.fromiter((user_lookup[u] for u in user_list), dtype=np.int64, count=len(kept))
+    item_array = np.fromiter((item_lookup[i] for i in item_list), dtype=np.int64, count=len(kept))
+    times_array = times_array[kept]
+    # lexsort is stable and sorts by its last key first: user, then time, then file position.
+    order = np.lexsort((np.arange(len(kept)), times_array, user_array))
+    return Interactions(
+        users=user_array[order],
+        items=item_array[order],
+        times=times_array[order],
+        ratings=None if ratings_array is None else ratings_array[kept][order],
+        user_ids=user_ids,
+        item_ids=item_ids,
+        source=source,
+        notes=all_notes,
+    )
+
+
+def _check_columns(path: Path, record: dict[str, Any], wanted: Sequence[str], hint: str) -> None:
+    missing = [column for column in wanted if column not in record]
+    if missing:
+        raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, record))}); {hint}")
+
+
+def read_interactions(
+    path: str | PathLike[str],
+    *,
+    user_col: str = "user",
+    item_col: str = "item",
+    time_col: str | None = "timestamp",
+    rating_col: str | None = None,
+    fmt: str | None = None,
+) -> Interactions:
+    """Read an interaction log from a CSV, TSV, JSONL or Parquet file.
+
+    Args:
+        path: The file, one interaction per row.
+        user_col: Column of the user id.
+        item_col: Column of the item id.
+        time_col: Column of the time: a number of seconds, or an ISO-8601 date/time (taken as UTC when
+            it has no zone). None when the log has no times: the file order is then the time order.
+        rating_col: Column of a numeric rating (or any score, e.g. 0/1 clicks); None if there is none.
+            The CTR protocol labels events from it.
+        fmt: Force a format instead of guessing from the extension.
+
+    Returns:
+        The log, indexed and ordered as the module docstring says, exact duplicate rows dropped
+        (said in ``notes``).
+
+    Raises:
+        DataError: naming the file, the line and the value: a missing column (with the columns found),
+            an empty file, an empty user or item, a time that is neither a number nor ISO-8601, a
+            rating that is not a number.
+    """
+    path, fmt = open_data_file(path, fmt)
+    users: list[str] = []
+    items: list[str] = []
+    times: list[float] = []
+    ratings: list[float] = []
+    lines: list[int] = []
+    wanted = [column for column in (user_col, item_col, time_col, rating_col) if column is not None]
+    for line, record in read_rows(path, fmt):
+        if not lines:
+            _check_columns(path, record, wanted, "choose the columns with --user-col / --item-col / --time-col")
+        user, item = _id(record.get(user_col)), _id(record.get(item_col))
+        for column, value in ((user_col, user), (item_col, item)):
+            if not value:
+                raise DataError(f"{path}: line {line} has an empty {column!r}")
+        if time_col is None:
+            when = float(len(lines))
+        else:
+            raw = record.get(time_col)
+            parsed = _parse_time(raw)
+            if parsed is None:
+                raise DataError(
+                    f"{path}: line {line} has {time_col!r} {raw!r:.60}, which is neither a number of seconds nor "
+                    "an ISO-8601 date/time"
+                )
+            when = parsed
+        if rating_col is not None:
+            raw = record.get(rating_col)
+            rating = _parse_rating(raw)
+            if rating is None:
+                raise DataError(f"{path}: line {line} has {rating_col!r} {raw!r:.60}, which is not a number")
+            ratings.append(rating)
+        users.append(user)
+        items.append(item)
+        times.append(when)
+        lines.append(line)
+    if not lines:
+        raise DataError(f"{path} has a header but no rows")
+    return make_interactions(
+        users, items, times, ratings if rating_col is not None else None, lines=lines, source=str(path)
+    )
+
+
+# --- item side features ----------------------------------------------------------------------------
+
+
+@dataclass
+class ItemFeatures:
+    """Side information about items, aligned with item indices (index 0, padding, is always empty).
+
+    Attributes:
+        text: Column -> one string per item index (``""`` for padding and missing items).
+        categorical: Column -> one list of values per item index (a ``|``-separated cell is split).
+        numeric: Column -> float32 per item index, NaN where missing.
+        missing: How many items of the log have no row in the features file.
+        notes: Things the user should know (ignored rows, missing items, repeated rows).
+    """
+
+    text: dict[str, list[str]] = field(default_factory=dict)
+    categorical: dict[str, list[list[str]]] = field(default_factory=dict)
+    numeric: dict[str, np.ndarray] = field(default_factory=dict)
+    missing: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """Column -> its type, for configs and messages."""
+        return {
+            **{column: "text" for column in self.text},
+            **{column: "categorical" for column in self.categorical},
+            **{column: "numeric" for column in self.numeric},
+        }
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value)
+
+
+def _infer_type(values: Sequence[Any]) -> str:
+    """numeric if every non-empty value is a number; categorical if cells hold lists or ``|``, or there
+    are few distinct values (max(50, 5% of rows)); else text. Few distinct values means a label-like
+    column (genre, brand) an embedding per value can learn; many means free text."""
+    present = [value for value in values if not _is_empty(value)]
+    if not present:
+        return "text"
+    if all(_is_number(value) for value in present):
+        return "numeric"
+    if any(isinstance(value, list) or CATEGORY_SEP in str(value) for value in present):
+        return "categorical"
+    distinct = {str(value).strip() for value in present}
+    return "categorical" if len(distinct) <= max(50, 0.05 * len(values)) else "text"
+
+
+def _categories(value: Any) -> list[str]:
+    if _is_empty(value):
+        return []
+    parts = value if isinstance(value, list | tuple) else str(value).split(CATEGORY_SEP)
+    return [str(part).strip() for part in parts if str(part).strip()]
+
+
+def read_item_features(
+    path: str | PathLike[str],
+    items: dict[str, int],
+    *,
+    item_col: str = "item",
+    types: dict[str, str] | None = None,
+    fmt: str | None = None,
+) -> ItemFeatures:
+    """Read item side features (title, genres, price, ...) and align them with the log's item indices.
+
+    Args:
+        path: A CSV, TSV, JSONL or Parquet file, one row per item.
+        items: Original item id -> index, from :meth:`Interactions.item_index`.
+        item_col: Column of the item id.
+        types: Column -> ``"text"``, ``"categorical"`` or ``"numeric"``, overriding the inference
+            (see :func:`_infer_type`) for the columns named.
+        fmt: Force a format instead of guessing from the extension.
+
+    Returns:
+        Every column but ``item_col``, typed. Rows of items the log does not have are ignored and
+        items of the log without a row get empty features; both are counted in ``notes``.
+
+    Raises:
+        DataError: a missing item column, an empty item id, an unknown type or a column named in
+            ``types`` that the file does not have, a value of a numeric column that is not a number.
+    """
+    types = dict(types or {})
+    for column, kind in types.items():
+        if kind not in FEATURE_TYPES:
+            choices = ", ".join(FEATURE_TYPES)
+            raise DataError(f"feature column {column!r}: unknown type {kind!r}; choose one of {choices}")
+    path, fmt = open_data_file(path, fmt)
+    n_slots = max(items.values(), default=0) + 1
+    rows: dict[int, tuple[int, dict[str, Any]]] = {}  # item index -> (line, record), first row wins
+    columns: list[str] = []
+    unknown_items: set[str] = set()
+    repeated = 0
+    n_rows = 0
+    for line, record in read_rows(path, fmt):
+        if not n_rows:
+            _check_columns(path, record, [item_col], "choose it with --item-col")
+            columns = [str(column) for column in record if column != item_col]
+            absent = [column for column in types if column not in columns]
+            if absent:
+                raise DataError(
+                    f"{path}: feature column {absent[0]!r} is given a type but the file has no such column "
+                    f"(columns: {', '.join(map(str, record))})"
+                )
+        n_rows += 1
+        item = _id(record.get(item_col))
+        if not item:
+            raise DataError(f"{path}: line {line} has an empty {item_col!r}")
+        index = items.get(item)
+        if index is None:
+            unknown_items.add(item)
+        elif index in rows:
+            repeated += 1
+        else:
+            rows[index] = (line, record)
+    if not n_rows:
+        raise DataError(f"{path} has a header but no rows")
+
+    features = ItemFeatures(missing=len(items) - len(rows))
+    if unknown_items:
+        features.notes.append(f"ignored rows of {len(unknown_items)} item(s) that are not in the log")
+    if repeated:
+        features.notes.append(f"{repeated} repeated row(s) of an item ignored (the first row of each item is used)")
+    if features.missing:
+        features.notes.append(
+            f"{features.missing} item(s) of the log have no row in {path.name}: their features are empty"
+        )
+    ordered = sorted(rows.items())
+    for column in columns:
+        values = [record.get(column) for _, (_, record) in ordered]
+        kind = types.get(column) or _infer_type(values)
+        if kind == "numeric":
+            array = np.full(n_slots, np.nan, dtype=np.float32)
+            for (index, (line, _)), value in zip(ordered, values, strict=True):
+                if _is_empty(value):
+                    continue
+                number = _parse_rating(value)
+                if number is None:
+                    raise DataError(f"{path}: line {line} has {column!r} {value!r:.60}, which is not a number")
+                array[index] = number
+            features.numeric[column] = array
+        elif kind == "categorical":
+            lists: list[list[str]] = [[] for _ in range(n_slots)]
+            for (index, _), value in zip(ordered, values, strict=True):
+                lists[index] = _categories(value)
+            features.categorical[column] = lists
+        else:
+            texts = [""] * n_slots
+            for (index, _), value in zip(ordered, values, strict=True):
+                texts[index] = "" if _is_empty(value) else str(value).strip()
+            features.text[column] = texts
+    return features
+
+
+# --- sequential protocol ---------------------------------------------------------------------------
+
+
+@dataclass
+class SequentialSplit:
+    """Leave-one-out split for next-item prediction.
+
+    Attributes:
+        train: Per user index, the items to train on, chronological.
+        dev_target: Per user, the item to predict on dev (the second-last one), 0 if train-only.
+        test_target: Per user, the item to predict on test (the last one), 0 if train-only.
+    """
+
+    train: list[np.ndarray]
+    dev_target: np.ndarray
+    test_target: np.ndarray
+
+    @property
+    def n_users(self) -> int:
+        return len(self.train)
+
+    def history(self, user: int, split: str) -> np.ndarray:
+        """What precedes the target of ``split``: ``"dev"`` -> the train items, ``"test"`` -> train + dev target.
+
+        This is both the model's input and the set of items excluded from the ranking, since a user
+        is not recommended what they already have.
+        """
+        if split == "dev":
+            return self.train[user]
+        if split == "test":
+            if self.dev_target[user] == 0:
+                return self.train[user]
+            return np.append(self.train[user], self.dev_target[user])
+        raise ValueError(f"split must be 'dev' or 'test', not {split!r}")
+
+    def targets(self, split: str) -> np.ndarray:
+        """The target of every user for ``split`` (0 for train-only users)."""
+        if split not in ("dev", "test"):
+            raise ValueError(f"split must be 'dev' or 'test', not {split!r}")
+        return self.dev_target if split == "dev" else self.test_target
+
+    def users(self, split: str) -> np.ndarray:
+        """The users evaluated on ``split``: those with a target (not train-only)."""
+        return np.flatnonzero(self.targets(split))
+
+
+def sequential_split(data: Interactions) -> SequentialSplit:
+    """Leave-one-out per user: last item -> test, second-last -> dev, the rest -> train.
+
+    Users with fewer than 3 interactions are train-only: one held-out item would leave them with an
+    empty or one-item history, and keeping them in training still helps the item representations.
+    """
+    train: list[np.ndarray] = []
+    dev = np.zeros(data.n_users, dtype=np.int64)
+    test = np.zeros(data.n_users, dtype=np.int64)
+    for user, sequence in enumerate(data.sequences()):
+        if len(sequence) < 3:
+            train.append(sequence.copy())
+            continue
+        train.append(sequence[:-2].copy())
+        dev[user], test[user] = sequence[-2], sequence[-1]
+    return SequentialSplit(train=train, dev_target=dev, test_target=test)
+
+
+# --- CTR protocol ----------------------------------------------------------------------------------
+
+
+@dataclass
+class CtrEvents:
+    """Labelled events of one CTR split, parallel arrays in the stable ``(user, time)`` order.
+
+    Attributes:
+        users: User index of each event (int64).
+        items: Item index of each event (int64).
+        labels: 1.0 for a positive event, 0.0 otherwise (float32).
+        n_before: How many of the user's positive events come strictly before this one (int64); the
+            event's behaviour history is ``CtrSplit.positives[user][:n_before]``.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    labels: np.ndarray
+    n_before: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass
+class CtrSplit:
+    """A per-user temporal split of labelled events for click-through-rate prediction.
+
+    Attributes:
+        train: Each user's earliest events.
+        dev: The events after train (about 10% per user).
+        test: Each user's last events (about 20% per user).
+        positives: Per user index, the items of every positively labelled event, in order; histories
+            are prefixes of it, so a history never holds a later event or a negative one.
+        threshold: A rating at or above it is a positive label.
+    """
+
+    train: CtrEvents
+    dev: CtrEvents
+    test: CtrEvents
+    positives: list[np.ndarray]
+    threshold: float
+
+    def history(self, events: CtrEvents, event: int) -> np.ndarray:
+        """The behaviour history of ``events[event]``: the user's positives strictly before it."""
+        return self.positives[int(events.users[event])][: int(events.n_before[event])]
+
+
+def ctr_split(
+    data: Interactions, positive_threshold: float = 4.0, *, test_fraction: float = 0.2, dev_fraction: float = 0.1
+) -> CtrSplit:
+    """Label events by rating and split each user's events by time.
+
+    Per user the last ``round(test_fraction * n)`` events (at least one) go to test, the
+    ``round(dev_fraction * n)`` before them to dev, the rest to train. Python's ``round`` is used
+    (halves go to the even number). Splitting per user, not at one global date, evaluates every user
+    on their own future.
+
+    Args:
+        data: A log with ratings.
+        positive_threshold: A rating ``>=`` this is a positive (4.0: MovieLens 4 and 5 stars).
+        test_fraction: Share of each user's events held out for test.
+        dev_fraction: Share held out for dev, just before test.
+
+    Raises:
+        DataError: the log has no rating column.
+    """
+    if data.ratings is None:
+        raise DataError(f"{data.source}: the CTR split labels events by rating, but the log has no rating column")
+    labels = (data.ratings >= positive_threshold).astype(np.float32)
+    n = len(data)
+    # n_before: positives of the same user strictly before each row (rows are sorted by user).
+    cumulative = np.cumsum(labels, dtype=np.int64) - labels.astype(np.int64)
+    user_start = np.searchsorted(data.users, data.users)  # first row of each row's user
+    offset = np.concatenate(([0], np.cumsum(labels, dtype=np.int64)))[user_start]
+    n_before = cumulative - offset
+    part = np.zeros(n, dtype=np.int8)  # 0 train, 1 dev, 2 test
+    bounds = np.searchsorted(data.users, np.arange(data.n_users + 1))
+    for user in range(data.n_users):
+        start, end = int(bounds[user]), int(bounds[user + 1])
+        count = end - start
+        n_test = max(1, round(test_fraction * count))
+        n_dev = round(dev_fraction * count)
+        part[max(start, end - n_test) : end] = 2
+        part[max(start, end - n_test - n_dev) : max(start, end - n_test)] = 1
+
+    def events(which: int) -> CtrEvents:
+        rows = part == which
+        return CtrEvents(users=data.users[rows], items=data.items[rows], labels=labels[rows], n_before=n_before[rows])
+
+    positives = _per_user(data.items[labels == 1], data.users[labels == 1], data.n_users)
+    return CtrSplit(train=events(0), dev=events(1), test=events(2), positives=positives, threshold=positive_threshold)
+
+
+def describe(data: Interactions) -> str:
+    """One line on the size of a log, for progress messages and reports."""
+    counts = Counter(data.users.tolist())
+    return (
+        f"{data.source}: {len(data):,} interactions, {data.n_users:,} users, {data.n_items:,} items, "
+        f"{min(counts.values())}..{max(counts.values())} per user"
+    )

@@ -1,0 +1,339 @@
+"""The runtime of recommender directories (SASRec and DIN): top-k for a user or a history, and why.
+
+:class:`Recommender` answers two questions, for many requests at once (the service micro-batches):
+
+* :meth:`~Recommender.top`: the k items a user is most likely to want next (SASRec) or to like
+  (DIN), never an item already in their history. A user in the log continues from their whole
+  log; a new user is given as a history of item ids (cold start); an unknown user with no history
+  gets the most popular items, and the answer says so.
+* :meth:`~Recommender.explain`: which history items drove an item's score: DIN's target-attention
+  weight of each past item for that candidate; SASRec's last-layer attention from the prediction
+  position (heads averaged) and the attention rollout through all layers.
+
+Scoring the whole catalogue is one matrix product (SASRec: last state @ item table) or one
+batched pass over every candidate (DIN); excluding the history is a mask, not a loop.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from attend.attention import capture_attention
+from attend.explain.methods import rollout
+from attend.io import ArtifactDir, ModelDirError
+from attend.models import build, config_from_dict
+from attend.runtime.base import LoadOptions, Runtime, register_runtime
+
+__all__ = ["HistoryWeights", "Recommendation", "Recommender", "load_recommender"]
+
+#: Candidates DIN scores per forward pass when ranking the whole catalogue.
+DIN_CHUNK = 4096
+
+
+@dataclass
+class HistoryWeights:
+    """How much each history item counted for one score.
+
+    Attributes:
+        items: The history's item ids, oldest first (the most recent ``max_length`` the model read).
+        weights: One weight per item: DIN's raw target-attention weight, or SASRec's last-layer
+            attention from the prediction position (heads averaged; sums to 1).
+        rollout: SASRec only: attention rollout through every layer from the prediction position.
+    """
+
+    items: list[str]
+    weights: list[float]
+    rollout: list[float] | None = None
+
+    def to_dict(self, top: int | None = None) -> dict[str, Any]:
+        order = sorted(range(len(self.items)), key=lambda i: -abs(self.weights[i]))
+        order = order[:top] if top is not None else order
+        rows = []
+        for i in order:
+            row: dict[str, Any] = {"item": self.items[i], "weight": round(self.weights[i], 5)}
+            if self.rollout is not None:
+                row["rollout"] = round(self.rollout[i], 5)
+            rows.append(row)
+        return {"history": rows}
+
+
+@dataclass
+class Recommendation:
+    """One request's answer."""
+
+    items: list[str]
+    scores: list[float]
+    user: str | None = None
+    source: str = "history"  # "user", "history" or "popularity"
+    note: str | None = None
+    ignored: list[str] = field(default_factory=list)
+    explanations: list[HistoryWeights] | None = None
+
+    def to_dict(self, top_weights: int | None = 10) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "user": self.user,
+            "source": self.source,
+            "items": [{"item": i, "score": round(s, 6)} for i, s in zip(self.items, self.scores, strict=True)],
+        }
+        if self.explanations is not None:
+            for row, why in zip(data["items"], self.explanations, strict=True):
+                row |= why.to_dict(top_weights)
+        if self.note:
+            data["note"] = self.note
+        if self.ignored:
+            data["warning"] = f"{len(self.ignored)} unknown item(s) in the history were ignored: {self.ignored[:10]}"
+            data["ignored"] = self.ignored
+        return data
+
+
+class Recommender(Runtime):
+    """A loaded SASRec or DIN directory.
+
+    Args:
+        model: The network, in eval mode.
+        config: ``config.json``.
+        item_ids: Index -> item id (index 0 is padding).
+        user_ids: Index -> user id.
+        histories: Per user, item indices in time order (DIN: the liked ones).
+        popularity: Interaction count per item index.
+        path: The directory.
+    """
+
+    task = "recommendation"
+
+    def __init__(self, model: nn.Module, config: dict[str, Any], item_ids: list[str], user_ids: list[str],
+                 histories: list[np.ndarray], popularity: np.ndarray, path: Path | None = None) -> None:  # fmt: skip
+        super().__init__(config, path)
+        self.task = str(config.get("task", "sequential_recommendation"))  # type: ignore[misc]
+        self.model = model.eval()
+        self.kind = str(config["model"]["model_type"])
+        self.item_ids = item_ids
+        self.user_ids = user_ids
+        self.item_index = {item: i for i, item in enumerate(item_ids) if i > 0}
+        self.user_index = {user: u for u, user in enumerate(user_ids)}
+        self.histories = histories
+        self.popularity = torch.from_numpy(np.asarray(popularity, dtype=np.float32))
+        self.max_length = int(config["model"].get("max_length") or config["model"].get("max_history") or 50)
+        #: Item id -> display name (the first text feature, e.g. a title), when the log had one.
+        self.names: dict[str, str] = {}
+
+    @property
+    def backend(self) -> str:
+        return "torch"
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids) - 1
+
+    # --- inputs ---------------------------------------------------------------------------------
+
+    def resolve(self, user: str | None = None, history: Sequence[str] | None = None
+                ) -> tuple[int | None, np.ndarray, list[str]]:  # fmt: skip
+        """``(user index or None, history item indices, ignored unknown item ids)``.
+
+        A known user's stored history comes first; a given history is appended to it (a new user
+        has only the given one). Unknown item ids are ignored and returned.
+        """
+        index = self.user_index.get(str(user)) if user is not None else None
+        known = self.histories[index] if index is not None else np.zeros(0, dtype=np.int64)
+        ignored = [str(i) for i in (history or []) if str(i) not in self.item_index]
+        given = np.asarray([self.item_index[str(i)] for i in (history or []) if str(i) in self.item_index],
+                           dtype=np.int64)  # fmt: skip
+        return index, np.concatenate([known, given]).astype(np.int64), ignored
+
+    def _rows(self, histories: Sequence[np.ndarray]) -> Tensor:
+        out = torch.zeros((len(histories), self.max_length), dtype=torch.long)
+        for i, row in enumerate(histories):
+            row = row[-self.max_length :]
+            if len(row):
+                out[i, -len(row) :] = torch.from_numpy(row)
+        return out
+
+    # --- scoring --------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def score_all(self, users: Sequence[int | None], histories: Sequence[np.ndarray]) -> Tensor:
+        """Scores ``(B, num_items + 1)`` of every item for each request (column 0 is -inf)."""
+        if self.kind == "sasrec":
+            scores = self.model.score_last(self._rows(histories)).float()  # type: ignore[operator]
+        else:
+            scores = torch.empty((len(histories), self.num_items + 1))
+            candidates = torch.arange(self.num_items + 1)
+            for b, (user, history) in enumerate(zip(users, histories, strict=True)):
+                row = self._rows([history])
+                for start in range(0, self.num_items + 1, DIN_CHUNK):
+                    chunk = candidates[start : start + DIN_CHUNK]
+                    batch = {"user": torch.full((len(chunk),), 0 if user is None else user + 1),
+                             "candidate": chunk, "history": row.expand(len(chunk), -1)}  # fmt: skip
+                    scores[b, start : start + len(chunk)] = torch.sigmoid(self.model(batch).logits.float())
+        scores[:, 0] = float("-inf")
+        return scores
+
+    def top_many(self, requests: Sequence[dict[str, Any]], *, explain: bool = False) -> list[Recommendation]:
+        """Answer many ``{"user", "history", "k"}`` requests with one scoring pass."""
+        resolved = [self.resolve(r.get("user"), r.get("history")) for r in requests]
+        answers: list[Recommendation | None] = [None] * len(requests)
+        scored = [i for i, (index, history, _) in enumerate(resolved) if index is not None or len(history)]
+        if scored:
+            scores = self.score_all([resolved[i][0] for i in scored], [resolved[i][1] for i in scored])
+            for row, i in enumerate(scored):
+                index, history, ignored = resolved[i]
+                k = int(requests[i].get("k", 10))
+                seen = torch.from_numpy(np.unique(history)) if len(history) else torch.zeros(0, dtype=torch.long)
+                values = scores[row].clone()
+                values[seen] = float("-inf")
+                top = torch.topk(values, min(k, int(torch.isfinite(values).sum())))
+                items = [self.item_ids[j] for j in top.indices.tolist()]
+                source = "user" if index is not None else "history"
+                answers[i] = Recommendation(items, top.values.tolist(), user=requests[i].get("user"), source=source,
+                                            ignored=ignored)  # fmt: skip
+        for i, answer in enumerate(answers):
+            if answer is None:
+                k = int(requests[i].get("k", 10))
+                top = torch.topk(self.popularity, min(k, self.num_items))
+                user = requests[i].get("user")
+                note = (f"unknown user {user!r} and no known history: the most popular items" if user is not None
+                        else "no known history: the most popular items")  # fmt: skip
+                answers[i] = Recommendation([self.item_ids[j] for j in top.indices.tolist()], top.values.tolist(),
+                                            user=user, source="popularity", note=note,
+                                            ignored=resolved[i][2])  # fmt: skip
+        final = [a for a in answers if a is not None]
+        if explain:
+            for request, answer in zip(requests, final, strict=True):
+                if answer.source != "popularity":
+                    index, history, _ = self.resolve(request.get("user"), request.get("history"))
+                    answer.explanations = [self.history_weights(index, history, item) for item in answer.items]
+        return final
+
+    def top(self, user: str | None = None, history: Sequence[str] | None = None, k: int = 10,
+            *, explain: bool = False) -> Recommendation:  # fmt: skip
+        """The ``k`` best items for a user and/or a history (see the module docstring)."""
+        if k < 1:
+            raise ValueError(f"k={k} must be >= 1")
+        return self.top_many([{"user": user, "history": list(history or []), "k": k}], explain=explain)[0]
+
+    # --- explanations ---------------------------------------------------------------------------
+
+    def history_weights(self, user: int | None, history: np.ndarray, item: str) -> HistoryWeights:
+        """Which of the history's items drove ``item``'s score (see the module docstring)."""
+        if item not in self.item_index:
+            raise KeyError(f"unknown item {item!r}")
+        read = history[-self.max_length :]
+        names = [self.item_ids[i] for i in read]
+        if not len(read):
+            return HistoryWeights([], [])
+        row = self._rows([read])
+        with torch.inference_mode():
+            if self.kind == "din":
+                batch = {"user": torch.tensor([0 if user is None else user + 1]),
+                         "candidate": torch.tensor([self.item_index[item]]), "history": row}  # fmt: skip
+                weights = self.model(batch, output_attentions=True).pooling_weights  # type: ignore[union-attr]
+                assert weights is not None
+                return HistoryWeights(names, weights[0, -len(read) :].tolist())
+            with capture_attention(self.model) as capture:
+                self.model.score_last(row)  # type: ignore[operator]
+            maps = [w.float() for w in capture.weights]
+            last = maps[-1].mean(1)[0, -1, -len(read) :]
+            flow = rollout(maps)[0, -1, -len(read) :]
+        return HistoryWeights(names, last.tolist(), flow.tolist())
+
+    def explain(self, user: str | None = None, item: str = "", history: Sequence[str] | None = None
+                ) -> dict[str, Any]:  # fmt: skip
+        """The score and rank of ``item`` for the user/history, with the history weights behind it."""
+        if item not in self.item_index:
+            raise KeyError(f"unknown item {item!r}")
+        index, full, ignored = self.resolve(user, history)
+        if index is None and not len(full):
+            raise KeyError(f"unknown user {user!r} and no known history to explain from")
+        scores = self.score_all([index], [full])[0]
+        target = self.item_index[item]
+        values = scores.clone()
+        if len(full):
+            values[torch.from_numpy(np.unique(full[full != target]))] = float("-inf")
+        rank = int((values > values[target]).sum()) + 1
+        why = self.history_weights(index, full, item)
+        return {"user": user, "item": item, "score": float(scores[target]), "rank": rank,
+                "in_history": bool((full == target).any()), "model": self.kind,
+                **why.to_dict(), **({"ignored": ignored} if ignored else {})}  # fmt: skip
+
+    def erasure(self, *, users: int = 200, k: int = 3, seed: int = 0) -> dict[str, Any]:
+        """Faithfulness by erasure: for each of ``users`` sampled users, the score of their top item
+        after removing the ``k`` history items the explanation weighs most vs ``k`` random ones.
+
+        A faithful explanation names the items the score rests on, so removing them should lower it
+        more than removing random items. Returns the mean drops and the gap (top-k minus random).
+        """
+        rng = random.Random(seed)
+        candidates = [u for u, h in enumerate(self.histories) if len(h) > k]
+        chosen = rng.sample(candidates, min(users, len(candidates)))
+        drops_top, drops_random = [], []
+        for u in chosen:
+            history = self.histories[u][-self.max_length :]
+            answer = self.top_many([{"user": self.user_ids[u], "k": 1}])[0]
+            item = answer.items[0]
+            target = self.item_index[item]
+            weights = np.asarray(self.history_weights(u, history, item).weights)
+            # By magnitude: a raw DIN weight below zero moves the interest vector as much as one above.
+            top = set(np.argsort(-np.abs(weights), kind="stable")[:k].tolist())
+            random_k = set(rng.sample(range(len(history)), k))
+            variants = [history[[i for i in range(len(history)) if i not in drop]] for drop in (top, random_k)]
+            base = float(self.score_all([u], [history])[0, target])
+            after = self.score_all([u, u], variants)[:, target].tolist()
+            drops_top.append(base - after[0])
+            drops_random.append(base - after[1])
+        mean_top, mean_random = float(np.mean(drops_top)), float(np.mean(drops_random))
+        return {"users": len(chosen), "k": k, "drop_top_k": mean_top, "drop_random_k": mean_random,
+                "gap": mean_top - mean_random,
+                "top_k_beats_random": float(np.mean(np.asarray(drops_top) > np.asarray(drops_random)))}  # fmt: skip
+
+    def metrics(self) -> dict[str, Any]:
+        """The directory's ``metrics.json`` (the model's and the baselines' figures, same split)."""
+        assert self.path is not None
+        data = ArtifactDir.open(self.path).read_json("metrics.json")
+        if not isinstance(data, dict):
+            raise ModelDirError(f"{self.path}: metrics.json is missing or unreadable")
+        return data
+
+
+def load_recommender(artifact: ArtifactDir, options: LoadOptions) -> Recommender:
+    """A recommender directory (PyTorch only)."""
+    path = artifact.path
+    if options.runtime == "onnx" or options.int8 or options.bf16:
+        raise ModelDirError(f"{path}: recommenders run on PyTorch in float32 (no --runtime onnx, --int8 or --bf16)")
+    try:
+        model = build(config_from_dict(dict(artifact.config["model"])))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelDirError(f"{path / 'config.json'}: invalid model config ({exc})") from None
+    weights = artifact.tensors("model.safetensors")
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise ModelDirError(f"{path / 'model.safetensors'} does not fit the model in config.json ({exc})") from None
+    stored = artifact.tensors("histories.safetensors")
+    try:
+        ids = json.loads(artifact.file("items.json").read_text(encoding="utf-8"))
+    except ValueError:
+        ids = None
+    if not isinstance(ids, dict) or "item_ids" not in ids or "user_ids" not in ids:
+        raise ModelDirError(f"{path}: items.json is missing or unreadable")
+    lengths = stored["lengths"].numpy()
+    flat = stored["items"].numpy()
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    histories = [flat[offsets[u] : offsets[u + 1]] for u in range(len(lengths))]
+    runtime = Recommender(model, artifact.config, [str(i) for i in ids["item_ids"]],
+                          [str(u) for u in ids["user_ids"]], histories, stored["popularity"].numpy(), path)  # fmt: skip
+    runtime.names = {str(k): str(v) for k, v in (ids.get("names") or {}).items()}
+    return runtime
+
+
+for _task in ("sequential_recommendation", "ctr_recommendation"):
+    register_runtime(_task)(load_recommender)

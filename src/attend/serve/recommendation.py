@@ -1,0 +1,77 @@
+"""The route of a recommender: ``POST /v1/recommend`` (micro-batched).
+
+A request names a user, gives a history of item ids, or both (a known user's log continued by the
+given items; a new user's history alone: cold start). Concurrent requests are scored together in
+one pass (one matrix product for SASRec). ``explain: true`` adds, per recommended item, the history
+items that drove it; those requests are answered one at a time in a worker thread, beside the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from attend.runtime.recommender import Recommender
+from attend.serve.batching import MicroBatcher
+from attend.serve.metrics import ServiceMetrics
+from attend.serve.routes import Routes, ServeSettings, error_response
+
+__all__ = ["RecommendRequest", "recommendation_routes"]
+
+#: Longest history a request may give.
+MAX_HISTORY = 10_000
+
+
+class RecommendRequest(BaseModel):
+    """A user, a history of item ids, or both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str | None = Field(default=None, description="A user id from the training log.")
+    history: list[str] | None = Field(default=None, description="Item ids, oldest first (a new user's, or more).")
+    k: int = Field(default=10, ge=1, le=1000, strict=True, description="Items to return.")
+    explain: bool = Field(default=False, description="Add the history items that drove each recommendation.")
+
+
+def recommendation_routes(runtime: Recommender, settings: ServeSettings, metrics: ServiceMetrics) -> Routes:
+    """``/v1/recommend`` for a SASRec or DIN directory."""
+    router = APIRouter(tags=["recommendation"])
+
+    def run(requests: list[Any]) -> list[Any]:
+        return [answer.to_dict() for answer in runtime.top_many(requests)]
+
+    def observe(size: int, seconds: float) -> None:
+        metrics.observe_batch("/v1/recommend", size, seconds)
+
+    batcher = MicroBatcher(run, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, on_batch=observe)
+
+    @router.post("/v1/recommend")
+    async def recommend(body: RecommendRequest) -> Any:
+        """The k items the user is most likely to want next, never one already in their history."""
+        if body.user is None and not body.history:
+            return error_response(422, "validation", "give a user, a history of item ids, or both")
+        if body.history is not None and len(body.history) > MAX_HISTORY:
+            return error_response(422, "validation", f"history: {len(body.history)} items, over the limit of "
+                                  f"{MAX_HISTORY}")  # fmt: skip
+        request = {"user": body.user, "history": list(body.history or []), "k": body.k}
+        if body.explain:
+            start = time.perf_counter()
+            answer = await run_in_threadpool(lambda: runtime.top_many([request], explain=True)[0].to_dict())
+            metrics.observe_batch("/v1/recommend", 1, time.perf_counter() - start)
+            return {"model": runtime.name, **answer}
+        metrics.queued.set(batcher.queued())
+        try:
+            (answer,) = await batcher.submit([request])
+        except RuntimeError as exc:  # shutting down
+            return error_response(503, "unavailable", str(exc))
+        return {"model": runtime.name, **answer}
+
+    def refresh() -> None:
+        metrics.queued.set(batcher.queued())
+
+    return Routes(router=router, start=batcher.start, stop=batcher.stop, ready=lambda: batcher.running,
+                  refresh=refresh)  # fmt: skip

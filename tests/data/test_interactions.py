@@ -1,0 +1,345 @@
+"""Interaction logs: reading every format, errors a user can act on, item features, and leak-free splits."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attend.data.interactions import (
+    CtrSplit,
+    Interactions,
+    ctr_split,
+    item_counts,
+    make_interactions,
+    read_interactions,
+    read_item_features,
+    sequential_split,
+)
+from attend.data.readers import DataError
+
+# user, item, timestamp, rating; u1's three rows at t=5 must keep this order.
+LOG = [
+    ("u2", "b", "3", "5"),
+    ("u1", "c", "5", "4"),
+    ("u1", "a", "5", "2"),
+    ("u1", "b", "5", "5"),
+    ("u1", "d", "1", "3"),
+    ("u10", "a", "9", "1"),
+]
+
+
+def write_log(path: Path, rows: list[tuple[str, ...]], header: str = "user,item,timestamp,rating", sep: str = ","
+              ) -> Path:  # fmt: skip
+    lines = [header.replace(",", sep), *(sep.join(row) for row in rows)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def ids(data: Interactions) -> list[tuple[str, str]]:
+    return [(data.user_ids[u], data.item_ids[i]) for u, i in zip(data.users, data.items, strict=True)]
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_every_format_reads_the_same(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"log.{fmt}"
+    if fmt in ("csv", "tsv"):
+        write_log(path, LOG, sep="," if fmt == "csv" else "\t")
+    elif fmt == "jsonl":
+        # Numbers as JSON numbers: a time or rating need not be a string.
+        rows = [{"user": u, "item": i, "timestamp": float(t), "rating": int(r)} for u, i, t, r in LOG]
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = list(zip(*LOG, strict=True))
+        table = pa.table({"user": columns[0], "item": columns[1], "timestamp": [float(t) for t in columns[2]],
+                          "rating": [float(r) for r in columns[3]]})  # fmt: skip
+        pq.write_table(table, path)
+    data = read_interactions(path, rating_col="rating")
+    # Ids that are not all integers sort as strings; indices do not follow the file order.
+    assert data.user_ids == ["u1", "u10", "u2"]
+    assert data.item_ids == ["", "a", "b", "c", "d"]
+    assert data.n_users == 3 and data.n_items == 4 and len(data) == 6
+    # Stable by (user, time): u1's t=5 rows keep the file's order c, a, b after d (t=1).
+    assert ids(data) == [("u1", "d"), ("u1", "c"), ("u1", "a"), ("u1", "b"), ("u10", "a"), ("u2", "b")]
+    assert data.times.tolist() == [1.0, 5.0, 5.0, 5.0, 9.0, 3.0]
+    assert data.ratings is not None and data.ratings.tolist() == [3.0, 4.0, 2.0, 5.0, 1.0, 5.0]
+    assert data.users.dtype == np.int64 and data.items.dtype == np.int64
+    assert data.times.dtype == np.float64 and data.ratings.dtype == np.float32
+    assert data.source == str(path) and data.notes == []
+
+
+def test_numeric_ids_sort_numerically_and_items_start_at_one(tmp_path: Path) -> None:
+    path = write_log(tmp_path / "log.csv", [("10", "20", "1"), ("2", "3", "1"), ("1", "100", "2")],
+                     header="user,item,timestamp")  # fmt: skip
+    data = read_interactions(path)
+    assert data.user_ids == ["1", "2", "10"]
+    assert data.item_ids == ["", "3", "20", "100"]
+    assert data.ratings is None
+    assert data.item_index() == {"3": 1, "20": 2, "100": 3}
+    assert data.user_index() == {"1": 0, "2": 1, "10": 2}
+    assert [s.tolist() for s in data.sequences()] == [[3], [1], [2]]
+
+
+def test_iso_times_and_custom_columns(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text(
+        "who,what,when\n"
+        "a,x,2024-03-01T10:00:00+01:00\n"  # 09:00 UTC
+        "a,y,2024-03-01T09:30:00Z\n"
+        "a,z,2024-03-01\n"  # a date without a zone is midnight UTC
+        "a,w,1709283600\n",  # 2024-03-01T09:00:00Z in seconds: ties with x, after it in the file
+        encoding="utf-8",
+    )
+    data = read_interactions(path, user_col="who", item_col="what", time_col="when")
+    assert [data.item_ids[i] for i in data.items] == ["z", "x", "w", "y"]
+    expected = datetime(2024, 3, 1, 9, tzinfo=UTC).timestamp()
+    assert data.times[1] == data.times[2] == expected
+
+
+def test_parquet_timestamp_column(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    moments = [datetime(2024, 1, 2, 3, 4, 5), datetime(2023, 1, 1)]  # naive: read as UTC
+    path = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"user": [7, 7], "item": [1, 2], "timestamp": pa.array(moments, pa.timestamp("s"))}), path)
+    data = read_interactions(path)
+    assert data.user_ids == ["7"] and [data.item_ids[i] for i in data.items] == ["2", "1"]
+    assert data.times.tolist() == [moment.replace(tzinfo=UTC).timestamp() for moment in reversed(moments)]
+
+
+def test_without_time_column_file_order_is_time(tmp_path: Path) -> None:
+    path = write_log(tmp_path / "log.csv", [("a", "y"), ("a", "x")], header="user,item")
+    data = read_interactions(path, time_col=None)
+    assert [data.item_ids[i] for i in data.sequences()[0]] == ["y", "x"]
+
+
+def test_exact_duplicates_dropped_and_noted(tmp_path: Path) -> None:
+    first, later, other_rating = ("a", "x", "1", "5"), ("a", "x", "2", "5"), ("a", "x", "1", "4")
+    rows = [first, first, later, other_rating, first]
+    data = read_interactions(write_log(tmp_path / "log.csv", rows), rating_col="rating")
+    assert len(data) == 3  # a later time or another rating is a distinct event
+    assert data.notes == ["dropped 2 duplicate rows (same user, item, time and rating; first: line 3)"]
+
+
+@pytest.mark.parametrize(
+    ("content", "kwargs", "message"),
+    [
+        ("", {}, r"log\.csv is empty"),
+        ("user,item,timestamp\n", {}, r"log\.csv has a header but no rows"),
+        ("usr,item,timestamp\na,x,1\n", {}, r"no column 'user' \(columns: usr, item, timestamp\)"),
+        ("user,item,timestamp\na,x,1\n", {"rating_col": "stars"}, r"no column 'stars' \(columns: user, item, time"),
+        ("user,item,timestamp\na,x,1\n,y,2\n", {}, r"log\.csv: line 3 has an empty 'user'"),
+        ("user,item,timestamp\na,x,1\na,  ,2\n", {}, r"line 3 has an empty 'item'"),
+        ("user,item,timestamp\na,x,1\na,y,yesterday\n", {}, r"line 3 has 'timestamp' 'yesterday', which is neither"),
+        ("user,item,timestamp\na,x,\n", {}, r"line 2 has 'timestamp' '', which is neither a number .* nor an ISO-8601"),
+        ("user,item,timestamp\na,x,2024-13-45\n", {}, r"line 2 has 'timestamp' '2024-13-45'"),
+        ("user,item,timestamp\na,x,nan\n", {}, r"line 2 has 'timestamp' 'nan'"),
+        ("user,item,timestamp,rating\na,x,1,4\na,y,2,five\n", {"rating_col": "rating"},
+         r"log\.csv: line 3 has 'rating' 'five', which is not a number"),
+        ("user,item,timestamp,rating\na,x,1,\n", {"rating_col": "rating"}, r"line 2 has 'rating' ''"),
+    ],
+)
+def test_errors_name_file_line_and_value(tmp_path: Path, content: str, kwargs: dict, message: str) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_interactions(path, **kwargs)
+
+
+def test_jsonl_error_line_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"user": "a", "item": "x", "timestamp": 1}\n\n{"user": "a", "item": null, "timestamp": 2}\n')
+    with pytest.raises(DataError, match=r"log\.jsonl: line 3 has an empty 'item'"):
+        read_interactions(path)
+    with pytest.raises(DataError, match="no such file"):
+        read_interactions(tmp_path / "absent.csv")
+    with pytest.raises(DataError, match="cannot tell the format"):
+        read_interactions(write_log(tmp_path / "log.txt", LOG))
+
+
+def test_make_interactions_refuses_nothing() -> None:
+    with pytest.raises(DataError, match="no interactions"):
+        make_interactions([], [], [], source="empty")
+
+
+def test_item_counts() -> None:
+    counts = item_counts([np.array([1, 2, 2]), np.array([], dtype=np.int64), np.array([3, 0])], 4)
+    assert counts.tolist() == [0, 1, 2, 1, 0]  # padding (0) never counts
+    assert item_counts([], 2).tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match=r"0\.\.2"):
+        item_counts([np.array([3])], 2)
+
+
+# --- item features -----------------------------------------------------------------------------------
+
+
+def test_item_features_inference_alignment_and_notes(tmp_path: Path) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text(
+        "item,title,genres,price,brand\n"
+        "b,Beta,comedy|drama,2.5,acme\n"
+        "a,Alpha,drama,,acme\n"
+        "zz,Not in log,horror,1,other\n"  # ignored
+        "a,Alpha again,war,9,other\n",  # a repeated row: the first wins
+        encoding="utf-8",
+    )
+    items = {"a": 1, "b": 2, "c": 3}
+    # Two titles are "few distinct values": on a file this small only the override makes them text.
+    features = read_item_features(path, items, types={"title": "text"})
+    assert features.columns == {"title": "text", "brand": "categorical", "genres": "categorical", "price": "numeric"}
+    assert features.text["title"] == ["", "Alpha", "Beta", ""]
+    assert features.categorical["brand"] == [[], ["acme"], ["acme"], []]
+    assert features.categorical["genres"] == [[], ["drama"], ["comedy", "drama"], []]
+    price = features.numeric["price"]
+    assert price.dtype == np.float32 and np.isnan(price[[0, 1, 3]]).all() and price[2] == 2.5
+    assert features.missing == 1
+    assert any("ignored rows of 1 item(s) that are not in the log" in note for note in features.notes)
+    assert any("repeated" in note for note in features.notes)
+    assert any("1 item(s) of the log have no row in items.csv" in note for note in features.notes)
+
+
+def test_few_distinct_values_are_categorical_many_are_text(tmp_path: Path) -> None:
+    n = 200
+    rows = [{"item": str(i), "brand": f"b{i % 7}", "blurb": f"a unique sentence number {i}"} for i in range(1, n + 1)]
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    features = read_item_features(path, {str(i): i for i in range(1, n + 1)})
+    assert set(features.categorical) == {"brand"} and set(features.text) == {"blurb"}
+    assert features.categorical["brand"][8] == ["b1"]
+    # An override wins over inference: even a numeric-looking column can be categorical.
+    features = read_item_features(path, {"1": 1}, types={"blurb": "categorical"})
+    assert features.categorical["blurb"][1] == ["a unique sentence number 1"]
+
+
+@pytest.mark.parametrize(
+    ("content", "types", "message"),
+    [
+        ("item,title\na,x\n", {"title": "image"}, r"feature column 'title': unknown type 'image'; choose one of text"),
+        ("item,title\na,x\n", {"genre": "categorical"}, r"column 'genre' .* no such column \(columns: item, title\)"),
+        ("id,title\na,x\n", None, r"items\.csv has no column 'item' \(columns: id, title\)"),
+        ("item,price\na,1\nb,cheap\n", {"price": "numeric"}, r"items\.csv: line 3 has 'price' 'cheap', which is not a"),
+        ("item,title\na,x\n,y\n", None, r"line 3 has an empty 'item'"),
+        ("item,title\n", None, r"header but no rows"),
+    ],
+)
+def test_item_feature_errors(tmp_path: Path, content: str, types: dict | None, message: str) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_item_features(path, {"a": 1, "b": 2}, types=types)
+
+
+# --- sequential split --------------------------------------------------------------------------------
+
+
+def log(rows: list[tuple[str, str, float]], ratings: list[float] | None = None) -> Interactions:
+    return make_interactions([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], ratings)
+
+
+def test_sequential_split_holds_out_each_users_last_items() -> None:
+    data = log([
+        ("u", "i1", 1), ("u", "i2", 2), ("u", "i3", 3), ("u", "i4", 3),  # i3/i4 tie: file order, i4 last
+        ("v", "i1", 5), ("v", "i2", 6),  # fewer than 3: train-only
+        ("w", "i3", 1), ("w", "i2", 1), ("w", "i1", 1),  # all tied: file order
+    ])  # fmt: skip
+    split = sequential_split(data)
+    index = data.item_index()
+    u, v, w = (data.user_index()[name] for name in "uvw")
+    assert split.train[u].tolist() == [index["i1"], index["i2"]]
+    assert split.dev_target[u] == index["i3"] and split.test_target[u] == index["i4"]
+    assert split.train[v].tolist() == [index["i1"], index["i2"]]
+    assert split.dev_target[v] == split.test_target[v] == 0
+    assert split.train[w].tolist() == [index["i3"]]
+    assert (split.dev_target[w], split.test_target[w]) == (index["i2"], index["i1"])
+    assert split.history(u, "dev").tolist() == [index["i1"], index["i2"]]
+    assert split.history(u, "test").tolist() == [index["i1"], index["i2"], index["i3"]]
+    assert split.history(v, "test").tolist() == [index["i1"], index["i2"]]
+    assert split.users("test").tolist() == [u, w] and split.targets("dev") is split.dev_target
+    with pytest.raises(ValueError, match="'dev' or 'test'"):
+        split.history(u, "train")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 9), st.integers(0, 4)), min_size=1, max_size=80))
+def test_sequential_split_never_trains_on_a_later_event(rows: list[tuple[int, int, int]]) -> None:
+    data = log([(str(u), str(i), float(t)) for u, i, t in rows])
+    split = sequential_split(data)
+    for user, sequence in enumerate(data.sequences()):
+        times = data.times[data.users == user]
+        if len(sequence) < 3:
+            assert split.train[user].tolist() == sequence.tolist() and split.test_target[user] == 0
+            continue
+        # Train, then dev, then test is exactly the user's stable order: no held-out event precedes a train one.
+        assert [*split.train[user].tolist(), split.dev_target[user], split.test_target[user]] == sequence.tolist()
+        assert (np.diff(times) >= 0).all()
+
+
+# --- CTR split -----------------------------------------------------------------------------------------
+
+
+def test_ctr_split_sizes_labels_and_histories() -> None:
+    # One user with 10 events (test round(2.0)=2, dev round(1.0)=1), one with 3 (test 1, dev round(0.3)=0).
+    rows = [("a", f"i{t}", float(t)) for t in range(10)] + [("b", "i1", 0.0), ("b", "i2", 1.0), ("b", "i3", 2.0)]
+    ratings = [5, 1, 4, 3, 5, 2, 4, 4, 1, 5, 4, 4, 1]
+    split = ctr_split(log(rows, ratings))
+    assert isinstance(split, CtrSplit) and split.threshold == 4.0
+    assert (len(split.train), len(split.dev), len(split.test)) == (7 + 2, 1, 2 + 1)
+    assert split.test.labels.tolist() == [0.0, 1.0, 0.0] and split.test.labels.dtype == np.float32
+    assert split.dev.labels.tolist() == [1.0]
+    a_positives = [f"i{t}" for t in (0, 2, 4, 6, 7, 9)]
+    data = log(rows, ratings)
+    assert [data.item_ids[i] for i in split.positives[0]] == a_positives
+    # The last event of a (i9, positive) has the five earlier positives as its history, not itself.
+    last = len(split.test) - 2
+    assert split.test.n_before[last] == 5
+    assert [data.item_ids[i] for i in split.history(split.test, last)] == a_positives[:5]
+    assert split.train.n_before.tolist()[:3] == [0, 1, 1]
+
+
+def test_ctr_split_needs_ratings() -> None:
+    with pytest.raises(DataError, match="no rating column"):
+        ctr_split(log([("a", "x", 1.0)]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.integers(1, 8), st.integers(0, 5), st.integers(1, 5)), min_size=1,
+             max_size=80),
+    st.sampled_from([3.0, 4.0]),
+)  # fmt: skip
+def test_ctr_histories_hold_only_earlier_positives(rows: list[tuple[int, int, int, int]], threshold: float) -> None:
+    data = log([(str(u), str(i), float(t)) for u, i, t, _ in rows], [float(r) for *_, r in rows])
+    split = ctr_split(data, threshold)
+    assert len(split.train) + len(split.dev) + len(split.test) == len(data)
+    labels = data.ratings >= threshold
+    # Walk the log in its stable order and rebuild each event's history by hand.
+    seen: dict[int, list[int]] = {}
+    expected_before = []
+    for user, item, positive in zip(data.users.tolist(), data.items.tolist(), labels.tolist(), strict=True):
+        expected_before.append(len(seen.get(user, [])))
+        if positive:
+            seen.setdefault(user, []).append(item)
+    for user in range(data.n_users):
+        assert split.positives[user].tolist() == seen.get(user, [])
+    parts = (split.train, split.dev, split.test)
+    for user in range(data.n_users):
+        counts = [int((events.users == user).sum()) for events in parts]
+        total = sum(counts)
+        assert counts[2] == max(1, round(0.2 * total))
+        assert counts[1] == round(0.1 * total)
+        # Train, dev and test are consecutive runs of the user's stable order, so their n_before,
+        # put back together, are the user's running count of earlier positives.
+        n_before = np.concatenate([events.n_before[events.users == user] for events in parts])
+        assert n_before.tolist() == [b for b, u in zip(expected_before, data.users.tolist(), strict=True) if u == user]
