@@ -71,6 +71,19 @@ def test_din_weights_are_raw_by_default_normalised_on_request_and_zero_on_paddin
     assert torch.allclose(weights.sum(-1), torch.ones(2)) and torch.equal(weights[0, :2], torch.zeros(2))
 
 
+def test_din_offsets_add_a_fixed_wide_part_to_the_logit() -> None:
+    torch.manual_seed(0)
+    model = build({"model_type": "din", "num_items": 10, "num_users": 3, "dim": 8, "offsets": True}).eval()
+    batch = {"user": torch.tensor([1, 2]), "candidate": torch.tensor([3, 4]), "history": torch.tensor([[1, 2], [0, 5]])}
+    before = model(batch).logits
+    model.user_offset[1] = 2.0
+    model.item_offset[4] = -1.5
+    model.offset_intercept.fill_(0.25)
+    after = model(batch).logits
+    torch.testing.assert_close(after - before, torch.tensor([2.25, -1.25]))
+    assert {"user_offset", "item_offset", "offset_intercept"} <= set(model.state_dict())
+
+
 def test_target_attention_weighs_by_the_candidate_and_is_captured() -> None:
     torch.manual_seed(0)
     unit = TargetAttention(4, (8,))

@@ -61,7 +61,7 @@ class DINConfig(ModelConfig):
     mlp: list[int] = field(default_factory=lambda: [200, 80])
     normalise: bool = False
     max_history: int = 50
-    dropout: float = 0.2
+    dropout: float = 0.3
     user_dropout: float = 0.1
     offsets: bool = False
     user_embedding: bool = True
@@ -85,8 +85,11 @@ class DIN(nn.Module):
         self.config = config
         dim = config.dim
         self.item_encoder = ItemEncoder(config.num_items, dim, config.items)
-        self.users = nn.Embedding(config.num_users + 1, dim)
-        nn.init.normal_(self.users.weight, std=dim**-0.5)
+        # Only built when used: a parameter that never gets a gradient stalls DDP (torchrun).
+        self.users: nn.Embedding | None = None
+        if config.user_embedding:
+            self.users = nn.Embedding(config.num_users + 1, dim)
+            nn.init.normal_(self.users.weight, std=dim**-0.5)
         self.user_bias = nn.Embedding(config.num_users + 1, 1)
         self.item_bias = nn.Embedding(config.num_items + 1, 1)
         nn.init.zeros_(self.user_bias.weight)
@@ -114,7 +117,7 @@ class DIN(nn.Module):
         table = self.item_encoder()
         target = table[candidate]
         interest, weights = self.attention(table[history], target, key_padding_mask=history == 0)
-        person = self.users(user) if self.config.user_embedding else torch.zeros_like(target)
+        person = self.users(user) if self.users is not None else torch.zeros_like(target)
         features = torch.cat([person, interest, target, interest * target], dim=-1)
         logits = (
             self.mlp(features).squeeze(-1) + self.user_bias(user).squeeze(-1) + self.item_bias(candidate).squeeze(-1)

@@ -53,7 +53,7 @@ class SASRecConfig(ModelConfig):
     dim: int = 64
     num_layers: int = 2
     num_heads: int = 2
-    max_length: int = 200
+    max_length: int = 50
     dropout: float = 0.2
     loss: str = "softmax"
     negatives: int = 100

@@ -280,7 +280,7 @@ class SequentialTask(_RecommendationTask):
     def prepare(self, args: TrainingArgs, state: Path | None) -> None:
         self._read()
         self.split: SequentialSplit = sequential_split(self.data)
-        self.max_length = int(self.model_options.get("max_length", 200))
+        self.max_length = int(self.model_options.get("max_length", 50))
         self.loss_kind = str(self.model_options.get("loss", "softmax"))
         self.negatives = int(self.model_options.get("negatives", 100))
         inputs, targets = [], []
