@@ -127,6 +127,18 @@ def test_a_new_task_trains_resumes_and_writes_its_model_directory(picker: None, 
         assert resumed.metrics[key] == full.metrics[key], key
 
 
+def test_a_step_budget_caps_whole_epochs_and_the_schedule_spans_them(picker: None, tmp_path: Path) -> None:
+    # 400 examples in batches of 20: 20 steps an epoch; a budget of 45 steps allows 3 whole epochs of 10.
+    history: list[dict] = []
+    args = TrainingArgs(epochs=10, max_steps=45, batch_size=20, progress=False, patience=0, warmup_ratio=0.0,
+                        schedule="linear")  # fmt: skip
+    result = Trainer(Regression(), args, on_epoch=history.append).fit(tmp_path / "budget")
+    assert result.metrics["epochs_run"] == 3 and [h["step"] for h in history] == [20, 40, 60]
+    assert history[-1]["lr"] == pytest.approx(1e-2 / 60)  # the linear decay ends with the third epoch
+    with pytest.raises(ValueError, match="max_steps=-1"):
+        TrainingArgs(max_steps=-1)
+
+
 def test_auxiliary_loss_collects_every_module_term(picker: None) -> None:
     model = build({"model_type": "test_picker"})
     assert torch.equal(auxiliary_loss(model), 1e-4 * model.head.weight.pow(2).sum())

@@ -54,6 +54,9 @@ class TrainingArgs:
 
     Attributes:
         epochs: Maximum passes over the training split.
+        max_steps: A budget of optimiser steps (0: none): the run takes at most as many whole
+            epochs as fit in it, and the learning-rate schedule spans those, so a default made for
+            a small data set does not mean hours on a large one.
         batch_size: Examples per optimiser step (the global batch, shared out under torchrun).
         lr: Peak learning rate of AdamW. None lets the task pick: 1e-3 for a model trained from
             scratch, 5e-5 for fine-tuning pretrained weights (a from-scratch rate would wreck them).
@@ -80,6 +83,7 @@ class TrainingArgs:
     """
 
     epochs: int = 5
+    max_steps: int = 0
     batch_size: int = 32
     lr: float | None = None
     weight_decay: float = 0.01
@@ -108,6 +112,8 @@ class TrainingArgs:
         check_unit_interval(self, "warmup_ratio")
         if self.threads < 0:
             raise ValueError(f"threads={self.threads} must be >= 0")
+        if self.max_steps < 0:
+            raise ValueError(f"max_steps={self.max_steps} must be >= 0")
         if self.schedule not in ("cosine", "linear", "constant"):
             raise ValueError(f"schedule={self.schedule!r}; choose 'cosine', 'linear' or 'constant'")
         if self.precision not in ("fp32", "bf16"):
@@ -410,7 +416,10 @@ class Trainer:
             trainable = nn.parallel.DistributedDataParallel(network)
 
         steps_per_epoch = math.ceil(task.train_size / args.batch_size)
-        total_steps = steps_per_epoch * args.epochs
+        epochs = args.epochs
+        if args.max_steps:  # a budget in steps: fewer epochs on a large data set, never a cut epoch
+            epochs = max(1, min(epochs, math.ceil(args.max_steps / steps_per_epoch)))
+        total_steps = steps_per_epoch * epochs
         writer = _tensorboard(work / "runs") if info.main else None
         autocast = torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16,
                                   enabled=args.precision == "bf16")  # fmt: skip
@@ -418,13 +427,13 @@ class Trainer:
         interrupted = {"flag": False}
         previous_handler = _install_sigint(interrupted, info)
         try:
-            for epoch in range(state.epoch, args.epochs):
+            for epoch in range(state.epoch, epochs):
                 batches = _epoch_batches(task.train_size, args, epoch, info)
                 trainable.train()
                 epoch_start = time.perf_counter()
                 losses: list[float] = []
                 bar = _progress(range(state.step_in_epoch, len(batches)), len(batches), state.step_in_epoch,
-                                f"epoch {epoch + 1}/{args.epochs}", args.progress and info.main)  # fmt: skip
+                                f"epoch {epoch + 1}/{epochs}", args.progress and info.main)  # fmt: skip
                 for b in bar:
                     batch = task.train_batch(batches[b])
                     for group in optimiser.param_groups:
