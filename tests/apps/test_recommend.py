@@ -138,6 +138,14 @@ def test_din_reports_auc_gauc_logloss_beside_its_baselines(din_dir: Path) -> Non
     assert model.user_offset[0] == 0  # the unknown user
 
 
+def test_a_feature_type_can_be_overridden(movielens_sample: dict[str, Path], tmp_path: Path) -> None:
+    train_recommender(str(movielens_sample["log"]), tmp_path / "years", item_features=str(movielens_sample["items"]),
+                      features=["year"], feature_types={"year": "categorical"}, model_options={"dim": 8},
+                      training={**QUICK, "epochs": 1})  # fmt: skip
+    spec = json.loads((tmp_path / "years" / "config.json").read_text())["items"]["features"]
+    assert "year" in spec["categorical"] and "numeric" not in spec
+
+
 def test_cli_verbs_end_to_end(sasrec_dir: Path, tmp_path: Path) -> None:
     runtime = load_recommender(sasrec_dir)
     user = runtime.user_ids[0]
@@ -235,6 +243,12 @@ def test_bad_logs_are_clear_errors(tmp_path: Path, movielens_sample: dict[str, P
     no_ratings.write_text("user,item,timestamp\n1,2,3\n1,3,4\n1,4,5\n")
     with pytest.raises(DataError, match="rating"):
         train_recommender(str(no_ratings), tmp_path / "m", model="din", training=QUICK)
+    result = _attend("recommend", "train", str(movielens_sample["log"]), "--out", str(tmp_path / "cli"),
+                     "--item-features", str(movielens_sample["items"]), "--feature-types", "year")  # fmt: skip
+    assert result.returncode != 0 and "'year' is not COLUMN=TYPE" in result.stderr
+    result = _attend("recommend", "train", str(movielens_sample["log"]), "--out", str(tmp_path / "cli"),
+                     "--item-features", str(movielens_sample["items"]), "--feature-types", "year=colour")  # fmt: skip
+    assert result.returncode != 0 and "unknown type 'colour'" in result.stderr
     result = _attend("recommend", "train", str(missing), "--out", str(tmp_path / "cli"))
     assert result.returncode != 0 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
     assert not (tmp_path / "cli").exists()

@@ -70,7 +70,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model_options["fusion"] = args.fusion
     features = None if args.features is None else [c for c in args.features.split(",") if c.strip() and c != "none"]
     result = train_recommender(
-        args.data, args.out, model=args.model, item_features=args.item_features, user_col=args.user_col,
+        args.data, args.out, model=args.model, item_features=args.item_features,
+        feature_types=_types(args.feature_types), user_col=args.user_col,
         item_col=args.item_col, time_col=args.time_col, rating_col=args.rating_col,
         positive_threshold=args.positive_threshold, features=features, model_options=model_options,
         training=training, resume=args.resume, overwrite=args.overwrite,
@@ -80,6 +81,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(result.report)
     print(f"\nmodel written to {result.model_dir}")
     return 0
+
+
+def _types(value: str | None) -> dict[str, str] | None:
+    """``title=text,year=categorical`` as a dict; a part without ``=`` is an error naming it."""
+    if value is None:
+        return None
+    types = {}
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        column, sep, kind = part.partition("=")
+        if not sep or not column.strip() or not kind.strip():
+            raise ValueError(f"--feature-types: {part!r} is not COLUMN=TYPE (text, categorical or numeric)")
+        types[column.strip()] = kind.strip()
+    return types
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -145,6 +159,8 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
     train.add_argument("--item-features", metavar="FILE", help="item,... file of text/categorical/numeric features")
     train.add_argument("--features", metavar="COLS",
                        help="feature columns to use, comma-separated ('none': ids only; default all)")  # fmt: skip
+    train.add_argument("--feature-types", metavar="COL=TYPE,...",
+                       help="override the inferred type of feature columns: text, categorical or numeric")  # fmt: skip
     train.add_argument("--fusion", choices=["gated", "attention"], help="how item modalities fuse (default gated)")
     train.add_argument("--user-col", default="user", metavar="C", help="default user")
     train.add_argument("--item-col", default="item", metavar="C", help="default item")
