@@ -286,7 +286,7 @@ class Recommender(Runtime):
             top = set(np.argsort(-np.abs(weights), kind="stable")[:k].tolist())
             random_k = set(rng.sample(range(len(history)), k))
             variants = [history[[i for i in range(len(history)) if i not in drop]] for drop in (top, random_k)]
-            base = float(self.score_all([u], [history])[0, target])
+            base = answer.scores[0]  # the same history read, the same score
             after = self.score_all([u, u], variants)[:, target].tolist()
             drops_top.append(base - after[0])
             drops_random.append(base - after[1])

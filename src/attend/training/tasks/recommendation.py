@@ -84,14 +84,13 @@ class LogSource:
 def load_log(source: LogSource) -> tuple[Interactions, ItemFeatures | None]:
     """Read the log and its item features: a registered dataset name or files."""
     path = Path(source.data)
-    if not path.exists() and os.sep not in source.data and "." not in path.name:
-        from attend.data.datasets import DATASETS, load_interactions
+    from attend.data.datasets import DATASETS, load_interactions
 
-        if source.data in DATASETS:
-            data, features = load_interactions(source.data)
-            if source.item_features is not None:
-                features = read_item_features(source.item_features, data.item_index(), types=source.feature_types)
-            return data, _select(features, source.features)
+    if not path.exists() and source.data in DATASETS:
+        data, features = load_interactions(source.data)
+        if source.item_features is not None:
+            features = read_item_features(source.item_features, data.item_index(), types=source.feature_types)
+        return data, _select(features, source.features)
     if not path.is_file():
         raise DataError(f"{source.data}: no such file (nor a recommendation dataset name; see `attend datasets`)")
     data = read_interactions(path, user_col=source.user_col, item_col=source.item_col, time_col=source.time_col,
