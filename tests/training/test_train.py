@@ -82,6 +82,7 @@ def test_class_weights_multi_label_and_bf16(tmp_path: Path) -> None:
     result = train(path, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=args, label_sep="|")
     assert torch.get_num_threads() == threads  # the run's thread setting does not leak
     assert "per_class" in result.metrics and "confusion_matrix" not in result.metrics
+    assert "baseline" not in result.metrics  # no single-label bag-of-words baseline for multi-label data
     predictor = load(tmp_path / "m")
     assert predictor.multi_label and all(isinstance(p, list) for p in predictor.predict(["alpha beta gamma"]))
 
@@ -189,3 +190,23 @@ def test_written_files_follow_the_umask(tmp_path: Path, planted_csv: Path) -> No
     assert not checkpoint.exists()
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "m").iterdir() if p.is_file()}
     assert modes["model.safetensors"] == modes["config.json"] == modes["tokenizer.json"] == 0o644, modes
+
+
+def test_every_report_shows_the_bag_of_words_baseline_on_the_same_split(tmp_path: Path, planted_csv: Path) -> None:
+    from attend.training.metrics import tfidf_baseline
+
+    args = TrainingArgs(**{**FAST, "epochs": 1})
+    result = train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=args)
+    task = ClassificationTask(planted_csv)
+    task.prepare(args, None)
+    train_part, test_part = task.parts["train"], task.parts["test"]
+    expected = tfidf_baseline(train_part.texts, [r[0] for r in train_part.labels], test_part.texts,
+                              [r[0] for r in test_part.labels])  # fmt: skip
+    assert expected is not None and result.metrics["baseline"] == expected
+    stored = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert stored["baseline"] == expected
+    gap = abs(result.metrics["accuracy"] - expected["accuracy"]) * 100
+    assert "baseline on the same test split (TF-IDF + logistic regression)" in result.report
+    assert f"{gap:.1f} points" in result.report
+    assert tfidf_baseline(["a b", "a c"], ["x", "x"], ["a"], ["x"]) is None  # one class: nothing to fit
+

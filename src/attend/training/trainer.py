@@ -528,6 +528,8 @@ class Trainer:
         final_split = "test" if "test" in held_out else "dev" if "dev" in held_out else "train"
         metrics = task.evaluate(network, final_split, args.eval_batch_size)
         metrics |= {"split": final_split, "best_epoch": state.best_epoch, "epochs_run": state.epoch}
+        if info.main:
+            metrics |= task.reference_metrics(final_split)
         seconds = [h["seconds"] for h in state.history]
         metrics["seconds_per_epoch"] = float(np.mean(seconds)) if seconds else None
         report = task.report(metrics, final_split)

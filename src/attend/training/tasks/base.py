@@ -85,6 +85,11 @@ class Task(ABC):
     def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
         """Write the task's files into the new model directory; return its entries for ``config.json``."""
 
+    def reference_metrics(self, split: str) -> dict[str, Any]:
+        """Figures of simple baselines on the final ``split``, merged into the final metrics (and so
+        into the report and ``metrics.json``), so a user sees at once whether the model earned its keep."""
+        return {}
+
     def epoch_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """What an epoch's log line and TensorBoard show of the dev metrics."""
         return {f"dev_{self.selection}": metrics[self.selection], "dev_loss": metrics["loss"]}

@@ -23,7 +23,7 @@ from attend.data.readers import DataError, LabelledTexts, stratified_split
 from attend.data.splits import data_provenance, load_labelled
 from attend.data.tokenization import TextTokenizer
 from attend.models import MODELS, config_from_dict, probabilities
-from attend.training.metrics import classification_metrics, format_report, save_confusion_png
+from attend.training.metrics import classification_metrics, format_report, save_confusion_png, tfidf_baseline
 from attend.training.tasks.base import Task, register_task
 
 if TYPE_CHECKING:
@@ -170,6 +170,7 @@ class ClassificationTask(Task):
         if missing:
             raise DataError(f"{dataset.source}: label(s) {missing} never occur in the training split")
         self.sizes = {name: len(part) for name, part in parts.items()}
+        self.parts = parts
         self.tokenizer = self._tokenizer(parts["train"].texts, args, state)
         config = {"model_type": self.model, **self.options, "num_labels": len(self.labels),
                   "multi_label": self.multi_label}  # fmt: skip
@@ -240,8 +241,27 @@ class ClassificationTask(Task):
     def epoch_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {"dev_accuracy": metrics["accuracy"], "dev_macro_f1": metrics["macro_f1"], "dev_loss": metrics["loss"]}
 
+    def reference_metrics(self, split: str) -> dict[str, Any]:
+        """TF-IDF + logistic regression on the same split (single-label data)."""
+        if self.multi_label or split not in self.parts:
+            return {}
+        train, evaluated = self.parts["train"], self.parts[split]
+        baseline = tfidf_baseline(train.texts, [row[0] for row in train.labels], evaluated.texts,
+                                  [row[0] for row in evaluated.labels])  # fmt: skip
+        return {} if baseline is None else {"baseline": baseline}
+
     def report(self, metrics: dict[str, Any], split: str) -> str:
-        return format_report(metrics, title=f"{split} split of {self.source}")
+        text = format_report(metrics, title=f"{split} split of {self.source}")
+        baseline = metrics.get("baseline")
+        if baseline:
+            gap = metrics["accuracy"] - baseline["accuracy"]
+            verdict = "above" if gap >= 0 else "BELOW"
+            text += (
+                f"\nbaseline on the same {split} split (TF-IDF + logistic regression): "
+                f"accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}; "
+                f"the model is {abs(gap) * 100:.1f} points {verdict} it"
+            )
+        return text
 
     def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
         self.tokenizer.save(writer.path / "tokenizer.json")

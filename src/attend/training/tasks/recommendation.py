@@ -243,6 +243,13 @@ class _RecommendationTask(Task):
     def default_lr(self) -> float:
         return 1e-3
 
+    def reference_metrics(self, split: str) -> dict[str, Any]:
+        """The baselines, fitted and scored on the same split when the data was prepared."""
+        return {"baselines": self.baselines}
+
+    def report(self, metrics: dict[str, Any], split: str) -> str:
+        return format_ranking_report(metrics, metrics.get("baselines", {}), split)
+
     def _model_fields(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_options.items() if k != "fusion"}
 
@@ -370,11 +377,8 @@ class SequentialTask(_RecommendationTask):
     def epoch_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {"dev_hr@10": metrics["hr@10"], "dev_ndcg@10": metrics["ndcg@10"], "dev_loss": metrics["loss"]}
 
-    def report(self, metrics: dict[str, Any], split: str) -> str:
-        return format_ranking_report(metrics, self.baselines, split)
-
     def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
-        full = {**metrics, "protocol": SEQUENTIAL_PROTOCOL, "baselines": self.baselines}
+        full = {**metrics, "protocol": SEQUENTIAL_PROTOCOL}
         # Each user's whole log (test item included): what `recommend top --user` continues from.
         return self._write_common(writer, full, self.data.sequences())
 
@@ -468,11 +472,8 @@ class CtrTask(_RecommendationTask):
     def epoch_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {"dev_auc": metrics["auc"], "dev_gauc": metrics["gauc"], "dev_loss": metrics["loss"]}
 
-    def report(self, metrics: dict[str, Any], split: str) -> str:
-        return format_ranking_report(metrics, self.baselines, split)
-
     def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
-        full = {**metrics, "protocol": ctr_protocol(self.positive_threshold), "baselines": self.baselines}
+        full = {**metrics, "protocol": ctr_protocol(self.positive_threshold)}
         entries = self._write_common(writer, full, self.split.positives)
         entries["positive_threshold"] = self.positive_threshold
         return entries
