@@ -208,9 +208,8 @@ class Recommender(Runtime):
                                             ignored=resolved[i][2])  # fmt: skip
         final = [a for a in answers if a is not None]
         if explain:
-            for request, answer in zip(requests, final, strict=True):
+            for (index, history, _), answer in zip(resolved, final, strict=True):
                 if answer.source != "popularity":
-                    index, history, _ = self.resolve(request.get("user"), request.get("history"))
                     answer.explanations = [self.history_weights(index, history, item) for item in answer.items]
         return final
 
