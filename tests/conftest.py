@@ -59,6 +59,12 @@ SMALL_RECOMMENDERS = {
                                                                 "fusion": "attention"}},
 }  # fmt: skip
 
+#: Small configs of the registered translators (their batches carry decoder inputs): tests/models/test_seq2seq.py.
+SMALL_SEQ2SEQ = {
+    "seq2seq": {"vocab_size": 40, "dim": 16, "encoder_layers": 2, "decoder_layers": 2, "num_heads": 2,
+                "max_length": 32, "dropout": 0.0},
+}  # fmt: skip
+
 #: The models :func:`trained` trains once per session: (registered model, options, learning rate).
 TRAINED = {
     "encoder": ("encoder", {"dim": 32, "num_layers": 2, "num_heads": 4, "pooling": "attention"}, 3e-3),
@@ -109,3 +115,36 @@ def kill_at(tmp_path: Path, point: str, *args: str) -> None:
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+
+
+#: The toy translation task: reverse a short sequence of these words.
+REVERSE_WORDS = "red green blue cat dog sun".split()
+
+
+def reverse_pairs(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """Rows ``{"source", "target"}``: 2-4 words, and the same words in reverse order."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words = [rng.choice(REVERSE_WORDS) for _ in range(rng.randint(2, 4))]
+        rows.append({"source": " ".join(words), "target": " ".join(reversed(words))})
+    return rows
+
+
+#: A translator small enough to train in seconds, and the options that teach it the reversal.
+TOY_TRANSLATOR = {"dim": 32, "encoder_layers": 2, "decoder_layers": 2, "num_heads": 2, "dropout": 0.0,
+                  "attention_dropout": 0.0}
+TOY_TRANSLATION_ARGS = {"epochs": 15, "batch_size": 32, "vocab_size": 60, "max_length": 16, "label_smoothing": 0.0,
+                        "patience": 0, "lr": 3e-3, "progress": False, "seed": 0}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def translator_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A translator trained once per session on :func:`reverse_pairs` (2,000 rows, from ``pairs.csv`` beside it)."""
+    from attend.training import TrainingArgs, train_translation
+
+    root = Path(tmp_path_factory.mktemp("translator"))
+    data = write_csv(root / "pairs.csv", reverse_pairs(2000))
+    train_translation(data, root / "model", model_options=dict(TOY_TRANSLATOR),
+                      args=TrainingArgs(**TOY_TRANSLATION_ARGS))  # fmt: skip
+    return root / "model"

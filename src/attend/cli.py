@@ -43,16 +43,29 @@ def _read_config(path: str | None) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from attend.training import TrainingArgs, train
+    from attend.training import TrainingArgs, train, train_translation
+    from attend.training.tasks.seq2seq import TRANSLATION_DEFAULTS
 
     config = _read_config(args.config)
-    training = dict(config.get("training", {}))
-    for name in ("epochs", "seed", "batch_size", "lr", "max_length", "threads"):
+    translating = args.model == "seq2seq"
+    training = {**(TRANSLATION_DEFAULTS if translating else {}), **config.get("training", {})}
+    for name in ("epochs", "seed", "batch_size", "lr", "max_length", "threads", "max_steps", "precision", "schedule",
+                 "label_smoothing"):  # fmt: skip
         value = getattr(args, name)
         if value is not None:
             training[name] = value
     if args.no_progress:
         training["progress"] = False
+    if translating:
+        result = train_translation(
+            args.data, args.out, model_options=config.get("model", {}), args=TrainingArgs.from_dict(training),
+            resume=args.resume, overwrite=args.overwrite, source_col=args.source_col, target_col=args.target_col,
+            split_col=args.split_col,
+        )  # fmt: skip
+        if result.is_main:
+            print(result.report)
+            print(f"\nmodel written to {result.model_dir}; try: attend translate {result.model_dir} \"A sentence.\"")
+        return 0
     result = train(
         args.data,
         args.out,
@@ -90,10 +103,37 @@ def _cli_predictor(model_dir: str, int8: bool, *, explaining: bool = False) -> A
     return load(model_dir, int8=int8)
 
 
+def _task_of(model_dir: str) -> str:
+    from attend.io import ArtifactDir
+
+    return ArtifactDir.open(model_dir).task
+
+
+def _translator(model_dir: str) -> Any:
+    from attend.runtime import Translator, load
+
+    runtime = load(model_dir)
+    if not isinstance(runtime, Translator):
+        raise UsageError(f"{model_dir} is a {runtime.task} model, not a translator (train one with --model seq2seq)")
+    return runtime
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from attend.runtime import evaluate
     from attend.training import format_report
 
+    if _task_of(args.model_dir) == "translation":
+        found = _translator(args.model_dir).evaluate(
+            args.data, source_col=args.source_col, target_col=args.target_col, split_col=args.split_col,
+            beam=args.beam,
+        )  # fmt: skip
+        if args.json:
+            print(json.dumps(found, ensure_ascii=False))
+        else:
+            print(f"{args.model_dir} on {found['source']} ({found['pairs_used']}, {found['sentences']} sentences, "
+                  f"{found['decoding']})\nBLEU {found['bleu']:.2f}   chrF {found['chrf']:.2f}   "
+                  f"(sacrebleu, tokenize={found['bleu_tokenize']})")  # fmt: skip
+        return 0
     predictor = _cli_predictor(args.model_dir, args.int8)
     metrics = evaluate(predictor, args.data, text_col=args.text_col, label_col=args.label_col)
     if args.json:
@@ -140,10 +180,42 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
     return args.texts or read_table(args.input, text_col=args.text_col, label_col=None).texts
 
 
+def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
+    from attend.explain.alignment import alignment_html, save_alignment_pngs
+
+    translator = _translator(args.model_dir)
+    results = translator.translate(texts, beam=args.beam, alignments=True, maps=bool(args.maps or args.png))
+    written = []
+    if args.html:
+        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
+        alignment_html([r.alignment for r in results], maps=args.html_layers == "all", path=args.html)
+        written.append(f"HTML report: {Path(args.html).resolve()}")
+    if args.png:
+        paths = save_alignment_pngs([r.alignment for r in results], args.png, maps=True)
+        written.append(f"{len(paths)} PNG files under {Path(args.png).resolve()}")
+    if args.json:
+        print(json.dumps([r.to_dict(maps=args.maps) for r in results], ensure_ascii=False))
+    else:
+        for r in results:
+            assert r.alignment is not None
+            print(f"{r.source}\n  -> {r.translation}  (score {r.score:.3f})")
+            weights = r.alignment.weights
+            links = [f"{out.strip() or out}<-{r.alignment.source_tokens[int(weights[i].argmax())].strip()}"
+                     for i, out in enumerate(r.alignment.output_tokens)]  # fmt: skip
+            print("  " + "  ".join(links[: args.top * 4]))
+            if r.warning:
+                print(f"  ({r.warning})")
+    for line in written:
+        print(line, file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     from attend.explain import explain, render_html, save_heatmaps, to_json, top_tokens
 
     texts = _read_texts(args)
+    if _task_of(args.model_dir) == "translation":
+        return _explain_translations(args, texts)
     predictor = _cli_predictor(args.model_dir, args.int8, explaining=True)
     layer: int | str = args.layer if args.layer == "mean" else _int_option("--layer", args.layer)
     want_maps = bool(args.html or args.png or args.maps)
@@ -169,6 +241,48 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                 print("  (truncated to the model's maximum length)")
     for line in written:
         print(line, file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _translate_inputs(args: argparse.Namespace) -> list[str]:
+    """TEXT arguments, or --input: a plain text file (one sentence per line) or a table's --source-col."""
+    if bool(args.texts) == bool(args.input):
+        raise UsageError("give sentences to translate, or --input FILE, but not both")
+    if args.texts:
+        return list(args.texts)
+    path = Path(args.input)
+    if args.input != "-" and path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".parquet"):
+        from attend.data.readers import read_table
+
+        return read_table(path, text_col=args.source_col, label_col=None).texts
+    raw = sys.stdin.buffer.read() if args.input == "-" else path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{args.input}: not UTF-8 text (byte {exc.start}); convert it or give a CSV/JSONL") from None
+
+
+def _cmd_translate(args: argparse.Namespace) -> int:
+    if args.beam is not None and args.beam < 1:
+        raise UsageError(f"--beam {args.beam}: must be at least 1")
+    lines = _translate_inputs(args)
+    for i, text in enumerate(args.texts or []):
+        if not text.strip():
+            raise UsageError(f"text {i + 1} is empty: give a sentence to translate")
+    translator = _translator(args.model_dir)
+    # A blank input line gives a blank output line, so line N of the output is line N's translation.
+    filled = [i for i, line in enumerate(lines) if line.strip()]
+    results = translator.translate([lines[i] for i in filled], beam=args.beam, alignments=args.json)
+    by_line = dict(zip(filled, results, strict=True))
+    for i, result in by_line.items():
+        if result.warning:
+            print(f"line {i + 1}: {result.warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([by_line[i].to_dict() if i in by_line else {"source": line, "translation": "", "score": None,
+                          "alignment": None} for i, line in enumerate(lines)], ensure_ascii=False))  # fmt: skip
+        return 0
+    for i in range(len(lines)):
+        print(by_line[i].translation if i in by_line else "")
     return 0
 
 
@@ -225,6 +339,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from attend.data.readers import read_table
 
         texts = read_table(args.texts_file, text_col=args.text_col, label_col=None).texts
+    if _task_of(args.model_dir) == "translation":
+        from attend.deploy.export_seq2seq import export_translator
+
+        if args.attentions or args.unpad:
+            raise ValueError("--attentions and --unpad are for classifiers; a translator exports its encoder and "
+                             "cached decoder step")  # fmt: skip
+        report = export_translator(args.model_dir, args.onnx, opset=args.opset, texts=texts)
+        if args.json:
+            print(json.dumps(report, ensure_ascii=False))
+            return 0
+        parity = report["parity"]
+        sizes = ", ".join(f"{Path(path).name} {report['bytes'][name] / 1e6:.2f} MB"
+                          for name, path in report["files"].items())  # fmt: skip
+        print(f"wrote {report['onnx_dir']}: {sizes} (opset {report['opset']})")
+        print(f"checked against PyTorch on {parity['sentences']} sentences ({parity['source']}): greedy outputs "
+              f"identical, max abs diff {parity['max_abs_diff_log_probs']:.2e} on the log-probabilities of "
+              f"{parity['steps_compared']} decoder steps")  # fmt: skip
+        print("decode it greedily with attend.deploy.export_seq2seq.OnnxTranslator (ONNX Runtime)")
+        return 0
     report = export_onnx(
         args.model_dir, args.onnx, attentions=args.attentions, opset=args.opset, texts=texts, unpad=args.unpad
     )
@@ -307,6 +440,8 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     for info in infos:
         if info.task == "classification":
             print(f"{info.name}  ({info.language}, {info.num_examples} examples, {len(info.labels)} classes)")
+        elif info.task == "translation":  # sentence pairs; language is "source-target"
+            print(f"{info.name}  ({info.language}, {info.num_examples} sentence pairs, {info.task})")
         else:  # an interaction log: no classes, and its rows are interactions
             print(f"{info.name}  ({info.language}, {info.num_examples} interactions, {info.task})")
         print(f"    {info.description}")
@@ -318,6 +453,11 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 def _add_data_columns(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-col", default="text", help="column holding the text (default: text)")
     parser.add_argument("--label-col", default="label", help="column holding the label (default: label)")
+
+
+def _add_pair_columns(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source-col", default="source", help="translators: column of the source (default: source)")
+    parser.add_argument("--target-col", default="target", help="translators: column of the target (default: target)")
 
 
 def _apps() -> list[Any]:
@@ -342,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = verbs.add_parser("train", help="train an attention classifier on labelled text")
     tr.add_argument("data", help="CSV/TSV/JSONL/Parquet file, or a dataset name from `attend datasets`")
     tr.add_argument("--out", required=True, help="model directory to write")
-    tr.add_argument("--model", default="encoder", help="encoder | bilstm_attention | minilm (default: encoder)")
+    tr.add_argument("--model", default="encoder",
+                    help="encoder | bilstm_attention | minilm, or seq2seq for a translator (default: encoder)")
     tr.add_argument("--config", help='JSON file: {"model": {...model options}, "training": {...training options}}')
     tr.add_argument("--epochs", type=int, help="maximum epochs (default 5)")
     tr.add_argument("--seed", type=int, help="seed for every RNG (default 0)")
@@ -359,7 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--multi-label", action="store_true", help="rows may carry several labels")
     tr.add_argument("--label-sep", help="separator of several labels in one cell, e.g. '|'")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--max-steps", type=int, help="a budget of optimiser steps: fewer epochs on large data")
+    tr.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast mixed precision (default fp32)")
+    tr.add_argument("--schedule", choices=["cosine", "linear", "constant", "inverse_sqrt"],
+                    help="learning-rate decay after warm-up (default cosine)")
+    tr.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (seq2seq default 0.1)")
     _add_data_columns(tr)
+    _add_pair_columns(tr)
     tr.set_defaults(func=_cmd_train)
 
     ev = verbs.add_parser("evaluate", help="score a trained model on labelled data")
@@ -367,7 +514,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("data", help="labelled file or dataset name")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--int8", action="store_true", help=INT8_HELP)
+    ev.add_argument("--beam", type=int, help="translators: beam size (default: the model's)")
+    ev.add_argument("--split-col", help="translators: score only the test (else dev) rows of this split column")
     _add_data_columns(ev)
+    _add_pair_columns(ev)
     ev.set_defaults(func=_cmd_evaluate)
 
     pr = verbs.add_parser("predict", help="classify texts with a trained model")
@@ -399,7 +549,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--maps", action="store_true", help="with --json: include every layer's per-head maps")
     ex.add_argument("--top", type=int, default=8, help="tokens to print per text without --json (default 8)")
     ex.add_argument("--int8", action="store_true", help=EXPLAIN_INT8_HELP)
+    ex.add_argument("--beam", type=int, help="translators: beam size (default: the model's)")
     ex.set_defaults(func=_cmd_explain)
+
+    tl = verbs.add_parser("translate", help="translate sentences with a seq2seq model")
+    tl.add_argument("model_dir")
+    tl.add_argument("texts", nargs="*", help="sentences to translate")
+    tl.add_argument("--input", help="a text file, one sentence per line ('-': stdin), or a CSV/TSV/JSONL/Parquet file")
+    tl.add_argument("--source-col", default="source", help="column of --input holding the sentence (default: source)")
+    tl.add_argument("--beam", type=int, help="beam size; 1 is greedy (default: the model's, 4)")
+    tl.add_argument("--json", action="store_true",
+                    help="print a JSON list: source, translation, score and the cross-attention alignment")
+    tl.set_defaults(func=_cmd_translate)
 
     fa = verbs.add_parser("faithfulness", help="ERASER comprehensiveness/sufficiency of each explanation method")
     fa.add_argument("model_dir")

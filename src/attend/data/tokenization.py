@@ -19,9 +19,40 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from torch import Tensor
 
-__all__ = ["SPECIAL_TOKENS", "TextTokenizer"]
+__all__ = ["SEQUENCE_SPECIAL_TOKENS", "SPECIAL_TOKENS", "SubwordTokenizer", "TextTokenizer", "pad_rows"]
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+#: A translator's special tokens, ids 0-3 in this order: padding, unknown, start and end of a sentence.
+SEQUENCE_SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>"]
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """``(ids, mask)``: id rows padded with ``pad_id`` to the longest, and 1 where a row has a token."""
+    width = max((len(row) for row in rows), default=1)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def _read_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no tokenizer file")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on a corrupt file
+        raise ValueError(f"{path}: not a valid tokenizer.json ({exc})") from None
+
+
+def _save_tokenizer(tokenizer: Tokenizer, path: str | os.PathLike[str]) -> None:
+    """Write ``tokenizer.json`` atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tokenizer.save(str(tmp))
+    os.replace(tmp, path)
 
 
 def _canonical_ids(tokenizer: Tokenizer) -> Tokenizer:
@@ -142,21 +173,12 @@ class TextTokenizer:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, max_length: int = 256) -> TextTokenizer:
         """Load a ``tokenizer.json`` (ours, or a pretrained model's)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no tokenizer file")
-        try:
-            tokenizer = Tokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises a bare Exception on a corrupt file
-            raise ValueError(f"{path}: not a valid tokenizer.json ({exc})") from None
+        tokenizer = _read_tokenizer(path)
         return cls(tokenizer, max_length=max_length)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write ``tokenizer.json`` atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        self.tokenizer.save(str(tmp))
-        os.replace(tmp, path)
+        _save_tokenizer(self.tokenizer, path)
 
     @property
     def special_ids(self) -> frozenset[int]:
@@ -211,12 +233,7 @@ class TextTokenizer:
 
     def pad(self, rows: Sequence[Sequence[int]]) -> dict[str, Tensor]:
         """``input_ids`` and ``attention_mask`` (1 = token) for id rows, padded to the longest."""
-        width = max((len(row) for row in rows), default=1)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            attention_mask[i, : len(row)] = 1
+        input_ids, attention_mask = pad_rows(rows, self.pad_id)
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
     def encode(self, texts: Sequence[str], *, offsets: bool = False) -> dict[str, Any]:
@@ -247,3 +264,117 @@ class TextTokenizer:
             ]
             for row, mask in zip(input_ids, attention_mask, strict=True)
         ]
+
+
+class SubwordTokenizer:
+    """A lossless subword tokenizer for text that is generated, not only read (translation).
+
+    Unlike :class:`TextTokenizer` it keeps case, accents and spacing: the text is NFKC-normalised,
+    spaces become ``▁`` (SentencePiece's convention) and decoding puts them back, so an output
+    detokenises to ordinary text for BLEU. Unigram (Kudo 2018) or BPE pieces are learned from the
+    training split; text without spaces (Japanese, Chinese) is split into pieces just the same.
+    Ids 0-3 are :data:`SEQUENCE_SPECIAL_TOKENS`; :meth:`encode_ids` appends ``</s>``.
+
+    Args:
+        tokenizer: The underlying fast tokenizer.
+    """
+
+    PAD, UNK, BOS, EOS = 0, 1, 2, 3
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        ids = [tokenizer.token_to_id(t) for t in SEQUENCE_SPECIAL_TOKENS]
+        if ids != [0, 1, 2, 3]:
+            raise ValueError(f"a translation tokenizer needs {SEQUENCE_SPECIAL_TOKENS} as ids 0-3, found ids {ids}")
+        self.tokenizer = tokenizer
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+
+    @classmethod
+    def train(cls, texts: Iterable[str], *, kind: str = "unigram", vocab_size: int = 8000) -> SubwordTokenizer:
+        """Learn pieces from ``texts`` (the training split only).
+
+        Args:
+            kind: ``"unigram"`` (the default: the best-scoring segmentation under a unigram
+                language model of pieces) or ``"bpe"`` (merges of frequent pairs).
+            vocab_size: Upper bound on the vocabulary, special tokens included.
+        """
+        if kind not in ("unigram", "bpe"):
+            raise ValueError(f"unknown tokenizer kind {kind!r}; choose 'unigram' or 'bpe'")
+        if vocab_size < len(SEQUENCE_SPECIAL_TOKENS) + 1:
+            raise ValueError(f"vocab_size={vocab_size} is too small")
+        texts = [t for t in texts if t]
+        if kind == "unigram":
+            tokenizer = Tokenizer(models.Unigram())
+            trainer: Any = trainers.UnigramTrainer(
+                vocab_size=vocab_size, special_tokens=SEQUENCE_SPECIAL_TOKENS, unk_token="<unk>",
+                max_piece_length=16, show_progress=False,
+            )  # fmt: skip
+        else:
+            tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+            trainer = trainers.BpeTrainer(
+                vocab_size=vocab_size, special_tokens=SEQUENCE_SPECIAL_TOKENS, show_progress=False
+            )
+        tokenizer.normalizer = normalizers.NFKC()
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+        tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+        tokenizer.train_from_iterator(texts, trainer=trainer)
+        return cls(_canonical_sequence_ids(tokenizer))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> SubwordTokenizer:
+        """Load a ``tokenizer.json`` written by :meth:`save`."""
+        tokenizer = _read_tokenizer(path)
+        return cls(tokenizer)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write ``tokenizer.json`` atomically."""
+        _save_tokenizer(self.tokenizer, path)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def encode_ids(self, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], list[bool]]:
+        """Per text, its piece ids followed by ``</s>`` (at most ``max_length`` ids: longer texts keep
+        their first pieces), and whether it was cut."""
+        rows = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        cut = [len(row) + 1 > max_length for row in rows]
+        return [[*row[: max_length - 1], self.EOS] for row in rows], cut
+
+    def unknown_rate(self, texts: Sequence[str]) -> float:
+        """Share of pieces that are ``<unk>``: how much of ``texts`` this vocabulary cannot read."""
+        rows = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        total = sum(len(row) for row in rows)
+        return sum(row.count(self.UNK) for row in rows) / total if total else 0.0
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of piece ids (special tokens dropped)."""
+        return self.tokenizer.decode([i for i in ids if i > self.EOS or i == self.UNK], skip_special_tokens=False)
+
+    def pieces(self, ids: Sequence[int]) -> list[str]:
+        """Display form of each id: the piece with its ``▁`` word marker shown as a leading space."""
+        return [(self.tokenizer.id_to_token(int(i)) or "<unk>").replace("\u2581", " ") for i in ids]
+
+    def pad(self, rows: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+        """``(ids, mask)`` of id rows padded with ``<pad>`` to the longest (mask 1 = token)."""
+        return pad_rows(rows, self.PAD)
+
+
+def _canonical_sequence_ids(tokenizer: Tokenizer) -> Tokenizer:
+    """Ids in a fixed order, for the reason given in :func:`_canonical_ids`: the special tokens,
+    then BPE's pieces sorted (merges kept as learned), or Unigram's by falling score, ties by piece
+    (the trainer orders equal scores differently from one process to the next)."""
+    data = json.loads(tokenizer.to_str())
+    model = data["model"]
+    if model["type"] == "Unigram":
+        scores = {piece: score for piece, score in model["vocab"]}
+        rest = sorted((t for t in scores if t not in SEQUENCE_SPECIAL_TOKENS), key=lambda t: (-scores[t], t))
+        model["vocab"] = [[t, scores[t]] for t in [*SEQUENCE_SPECIAL_TOKENS, *rest]]
+        model["unk_id"] = SEQUENCE_SPECIAL_TOKENS.index("<unk>")
+        order = {t: i for i, t in enumerate([*SEQUENCE_SPECIAL_TOKENS, *rest])}
+    else:
+        rest = sorted(t for t in model["vocab"] if t not in SEQUENCE_SPECIAL_TOKENS)
+        model["vocab"] = order = {token: i for i, token in enumerate([*SEQUENCE_SPECIAL_TOKENS, *rest])}
+    for added in data.get("added_tokens") or []:
+        added["id"] = order[added["content"]]
+    return Tokenizer.from_str(json.dumps(data))

@@ -7,6 +7,7 @@
 >>> render_html(explanations, "explanation.html")
 """
 
+from attend.explain.alignment import Alignment, alignment_html, alignment_png, save_alignment_pngs, to_json_dict
 from attend.explain.faithfulness import THRESHOLDS, default_methods, faithfulness, format_faithfulness
 from attend.explain.focus import distribution_focus, focus, map_focus
 from attend.explain.methods import (
@@ -31,10 +32,13 @@ __all__ = [
     "BASELINES",
     "METHODS",
     "THRESHOLDS",
+    "Alignment",
     "Evidence",
     "ExplainMethod",
     "Explainable",
     "Explanation",
+    "alignment_html",
+    "alignment_png",
     "attention_flow",
     "available_methods",
     "default_methods",
@@ -49,7 +53,9 @@ __all__ = [
     "register_method",
     "render_html",
     "rollout",
+    "save_alignment_pngs",
     "save_heatmaps",
     "to_json",
+    "to_json_dict",
     "top_tokens",
 ]

@@ -27,8 +27,14 @@ from attend.io import atomic_write_text
 
 __all__ = ["render_html", "save_heatmaps", "to_json"]
 
+# Chinese fonts first (they also carry Japanese kana), then Japanese-only ones, so that translations
+# into or out of Japanese render where only a Japanese font is installed.
 CJK_FONTS = ("WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC",
-             "SimHei", "Microsoft YaHei", "PingFang SC")  # fmt: skip
+             "SimHei", "Microsoft YaHei", "PingFang SC",
+             "Noto Sans CJK JP", "Noto Sans JP", "IPAexGothic", "IPAGothic", "TakaoGothic", "Hiragino Sans",
+             "Yu Gothic")  # fmt: skip
+#: Substrings of the file names of those fonts, to register ones installed after matplotlib cached its list.
+CJK_FONT_FILES = ("wqy", "cjk", "sourcehan", "droidsansfallback", "ipafont", "ipaexfont", "takao")
 
 
 def _matplotlib():
@@ -42,7 +48,7 @@ def _matplotlib():
     family = [name for name in CJK_FONTS if name in installed]
     if not family:  # installed after matplotlib cached its font list: register CJK fonts directly
         for path in font_manager.findSystemFonts():
-            if any(key in path.lower() for key in ("wqy", "cjk", "sourcehan", "droidsansfallback")):
+            if any(key in path.lower() for key in CJK_FONT_FILES):
                 try:
                     font_manager.fontManager.addfont(path)
                 except (OSError, RuntimeError, ValueError):

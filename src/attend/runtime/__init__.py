@@ -15,6 +15,7 @@ from attend.data.readers import LabelledTexts
 from attend.runtime import (
     loading,  # noqa: F401  (registers the classification loader)
     recommender,  # noqa: F401  (registers the recommenders' loader)
+    translator,  # noqa: F401  (registers the translators' loader)
 )
 from attend.runtime.base import RUNTIMES, LoadOptions, Runtime, load, register_runtime
 from attend.runtime.classifier import (
@@ -27,6 +28,7 @@ from attend.runtime.classifier import (
     quantize_torch_model,
 )
 from attend.runtime.recommender import HistoryWeights, Recommendation, Recommender
+from attend.runtime.translator import Translation, Translator
 
 __all__ = [
     "RUNTIMES",
@@ -40,6 +42,8 @@ __all__ = [
     "Runtime",
     "TextClassifier",
     "TorchTextClassifier",
+    "Translation",
+    "Translator",
     "evaluate",
     "load",
     "native_bf16",

@@ -71,6 +71,15 @@ class Runtime(ABC):
         """Metrics on labelled data (tasks that have them override this)."""
         raise ValueError(f"a {self.task} model has no evaluation on labelled data")
 
+    def metrics(self) -> dict[str, Any]:
+        """The directory's ``metrics.json`` (the model's figures and its baselines', on one split)."""
+        if self.path is None:
+            raise ModelDirError("a model built in memory has no metrics.json")
+        data = ArtifactDir.open(self.path).read_json("metrics.json")
+        if not isinstance(data, dict):
+            raise ModelDirError(f"{self.path}: metrics.json is missing or unreadable")
+        return data
+
     @property
     def name(self) -> str:
         """A short name: the directory's."""

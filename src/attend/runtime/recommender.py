@@ -294,14 +294,6 @@ class Recommender(Runtime):
                 "gap": mean_top - mean_random,
                 "top_k_beats_random": float(np.mean(np.asarray(drops_top) > np.asarray(drops_random)))}  # fmt: skip
 
-    def metrics(self) -> dict[str, Any]:
-        """The directory's ``metrics.json`` (the model's and the baselines' figures, same split)."""
-        assert self.path is not None
-        data = ArtifactDir.open(self.path).read_json("metrics.json")
-        if not isinstance(data, dict):
-            raise ModelDirError(f"{self.path}: metrics.json is missing or unreadable")
-        return data
-
 
 def load_recommender(artifact: ArtifactDir, options: LoadOptions) -> Recommender:
     """A recommender directory (PyTorch only)."""

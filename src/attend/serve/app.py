@@ -1,7 +1,7 @@
 """The HTTP service: ``attend serve MODEL_DIR`` (FastAPI + uvicorn).
 
 Routes: those of the model's task (a classifier: ``POST /v1/predict``, ``POST /v1/explain``; a
-recommender: ``POST /v1/recommend``;
+recommender: ``POST /v1/recommend``; a translator: ``POST /v1/translate``;
 see :data:`TASK_ROUTES`), those of any app given (:class:`~attend.serve.routes.RouterSpec`:
 ``attend serve --monitor-db`` / ``--support-index``), and ``GET /v1/model``, ``GET /healthz``,
 ``GET /readyz``, ``GET /metrics`` (Prometheus), ``GET /openapi.json``.
@@ -39,6 +39,7 @@ from attend.serve.metrics import ServiceMetrics
 from attend.serve.recommendation import recommendation_routes
 from attend.serve.routes import RouterSpec, Routes, ServeSettings, error_response
 from attend.serve.schemas import ErrorBody, ModelInfo
+from attend.serve.translation import translation_routes
 from attend.version import __version__
 
 __all__ = ["TASK_ROUTES", "create_app", "load_for_serving", "serve"]
@@ -50,6 +51,7 @@ TASK_ROUTES: dict[str, Callable[[Any, ServeSettings, ServiceMetrics], Routes]] =
     "classification": classification_routes,
     "sequential_recommendation": recommendation_routes,
     "ctr_recommendation": recommendation_routes,
+    "translation": translation_routes,
 }
 
 

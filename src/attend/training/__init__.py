@@ -10,7 +10,15 @@ from attend.training.tasks import (
     register_task,
     score_probabilities,
 )
-from attend.training.trainer import Trainer, TrainingArgs, TrainingInterrupted, TrainResult, state_directory, train
+from attend.training.trainer import (
+    Trainer,
+    TrainingArgs,
+    TrainingInterrupted,
+    TrainResult,
+    state_directory,
+    train,
+    train_translation,
+)
 
 __all__ = [
     "TASKS",
@@ -29,4 +37,5 @@ __all__ = [
     "score_probabilities",
     "state_directory",
     "train",
+    "train_translation",
 ]

@@ -34,18 +34,32 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from attend.config import check_positive, check_unit_interval, strict_from_dict
+from attend.data.parallel import ParallelTexts
 from attend.data.readers import DataError, LabelledTexts
 from attend.io import ArtifactWriter, atomic_write_json, check_output_directory, save_tensors, save_weights
 from attend.models import auxiliary_loss, build
 from attend.training.tasks.base import Task
 from attend.training.tasks.classification import ClassificationTask
+from attend.training.tasks.seq2seq import TRANSLATION_DEFAULTS, TranslationTask
 from attend.version import __version__
 
-__all__ = ["TrainResult", "Trainer", "TrainingArgs", "TrainingInterrupted", "state_directory", "train"]
+__all__ = [
+    "TrainResult",
+    "Trainer",
+    "TrainingArgs",
+    "TrainingInterrupted",
+    "state_directory",
+    "train",
+    "train_translation",
+]
 
 
 class TrainingInterrupted(Exception):
     """Training stopped early (Ctrl-C, or ``stop_after_steps``); its state is saved for ``resume``."""
+
+
+#: Learning-rate decays after warm-up (:attr:`TrainingArgs.schedule`).
+SCHEDULES = ("cosine", "linear", "constant", "inverse_sqrt")
 
 
 @dataclass
@@ -62,11 +76,15 @@ class TrainingArgs:
             scratch, 5e-5 for fine-tuning pretrained weights (a from-scratch rate would wreck them).
         weight_decay: AdamW's decoupled weight decay.
         warmup_ratio: Fraction of all steps spent warming the learning rate up from zero.
-        schedule: Decay after warm-up: ``"cosine"``, ``"linear"`` or ``"constant"``.
+        schedule: Decay after warm-up: ``"cosine"``, ``"linear"``, ``"constant"`` or
+            ``"inverse_sqrt"`` (the rate falls as ``1 / sqrt(step)`` from the end of warm-up, as in
+            Vaswani et al. 2017 and fairseq; it never reaches zero, so it suits open-ended runs).
         grad_clip: Clip the gradient norm to this (0 disables).
         patience: Stop after this many epochs without a better selection metric (0 disables); the
             epoch kept is the one with the best dev metric, ties going to the lower dev loss.
         class_weights: Weight the loss by inverse class frequency, for imbalanced labels.
+        label_smoothing: Spread this share of each target's probability over the other classes
+            (or vocabulary tokens) in the cross-entropy (Szegedy et al. 2016); 0 disables it.
         seed: Seeds every random number generator: same seed, same metrics.
         precision: ``"fp32"`` or ``"bf16"`` (autocast mixed precision).
         max_length: Longest input in tokens; longer texts are truncated.
@@ -92,6 +110,7 @@ class TrainingArgs:
     grad_clip: float = 1.0
     patience: int = 2
     class_weights: bool = False
+    label_smoothing: float = 0.0
     seed: int = 0
     precision: str = "fp32"
     max_length: int = 128
@@ -114,8 +133,10 @@ class TrainingArgs:
             raise ValueError(f"threads={self.threads} must be >= 0")
         if self.max_steps < 0:
             raise ValueError(f"max_steps={self.max_steps} must be >= 0")
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise ValueError(f"schedule={self.schedule!r}; choose 'cosine', 'linear' or 'constant'")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing={self.label_smoothing} must be in [0, 1)")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision={self.precision!r}; choose 'fp32' or 'bf16'")
 
@@ -182,6 +203,8 @@ def _lr_factor(step: int, total: int, args: TrainingArgs) -> float:
     warmup = int(args.warmup_ratio * total)
     if step < warmup:
         return (step + 1) / warmup
+    if args.schedule == "inverse_sqrt":
+        return math.sqrt(max(1, warmup) / (step + 1))
     if args.schedule == "constant" or total <= warmup:
         return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -190,8 +213,19 @@ def _lr_factor(step: int, total: int, args: TrainingArgs) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _epoch_batches(n: int, args: TrainingArgs, epoch: int, info: _Dist) -> list[list[int]]:
+#: Batches per pool when a task gives lengths: examples are sorted by length within pools of
+#: this many batches (fairseq's and Hugging Face's "group by length"), so a batch's members have
+#: similar lengths and little padding, while the pools and the batch order stay random.
+LENGTH_POOL_BATCHES = 50
+
+
+def _epoch_batches(
+    n: int, args: TrainingArgs, epoch: int, info: _Dist, lengths: np.ndarray | None = None
+) -> list[list[int]]:
     """This rank's batches for one epoch: a function of (seed, epoch), so a resumed run replays it.
+
+    With ``lengths`` (the task's :meth:`~attend.training.tasks.Task.lengths`), each pool of
+    :data:`LENGTH_POOL_BATCHES` random batches is re-cut by length and the batches are shuffled.
 
     ``batch_size`` is the global batch: under torchrun each rank takes an equal share of every
     global batch and DDP averages the gradients, so N processes take the same optimiser steps
@@ -199,7 +233,14 @@ def _epoch_batches(n: int, args: TrainingArgs, epoch: int, info: _Dist) -> list[
     """
     generator = torch.Generator().manual_seed(args.seed * 100003 + epoch)
     order = torch.randperm(n, generator=generator).tolist()
+    if lengths is not None:
+        pool = args.batch_size * LENGTH_POOL_BATCHES
+        order = [i for start in range(0, n, pool)
+                 for i in sorted(order[start : start + pool], key=lambda i: lengths[i])]  # fmt: skip
     batches = [order[i : i + args.batch_size] for i in range(0, n, args.batch_size)]
+    if lengths is not None:
+        shuffle = torch.randperm(len(batches), generator=generator).tolist()
+        batches = [batches[i] for i in shuffle]
     if info.world_size == 1:
         return batches
     shares = []
@@ -428,7 +469,7 @@ class Trainer:
         previous_handler = _install_sigint(interrupted, info)
         try:
             for epoch in range(state.epoch, epochs):
-                batches = _epoch_batches(task.train_size, args, epoch, info)
+                batches = _epoch_batches(task.train_size, args, epoch, info, task.lengths())
                 trainable.train()
                 epoch_start = time.perf_counter()
                 losses: list[float] = []
@@ -595,3 +636,27 @@ def train(
         multi_label=multi_label, label_sep=label_sep,
     )  # fmt: skip
     return Trainer(task, args, on_epoch=on_epoch).fit(out, resume=resume, overwrite=overwrite)
+
+
+def train_translation(
+    data: str | os.PathLike[str] | ParallelTexts,
+    out: str | os.PathLike[str],
+    *,
+    model_options: dict[str, Any] | None = None,
+    args: TrainingArgs | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    source_col: str = "source",
+    target_col: str = "target",
+    split_col: str | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train a translator on sentence pairs and write its model directory; the body of ``attend train --model seq2seq``.
+
+    ``args`` defaults to :data:`TRANSLATION_DEFAULTS` over :class:`~attend.training.TrainingArgs`.
+    """
+    task = TranslationTask(data, model_options=model_options, source_col=source_col, target_col=target_col,
+                           split_col=split_col)  # fmt: skip
+    return Trainer(task, args or TrainingArgs.from_dict(dict(TRANSLATION_DEFAULTS)), on_epoch=on_epoch).fit(
+        out, resume=resume, overwrite=overwrite
+    )

@@ -7,6 +7,7 @@ resumable sampling, checkpoints, DDP, logging, progress) is the :class:`~attend.
 A new kind of model is a new task and model, never a second loop (fairseq's ``tasks/``).
 """
 
+from attend.training.tasks import seq2seq  # noqa: F401  (registers the translation task)
 from attend.training.tasks.base import TASKS, Task, register_task
 from attend.training.tasks.classification import (
     ClassificationTask,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import numpy as np
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
@@ -68,6 +69,11 @@ class Task(ABC):
     @abstractmethod
     def splits(self) -> list[str]:
         """The held-out splits that have examples, of ``"dev"`` and ``"test"``."""
+
+    def lengths(self) -> np.ndarray | None:
+        """Per training example, its size in tokens, to batch examples of similar length together
+        (less padding); None (the default): batches are plain random draws."""
+        return None
 
     @abstractmethod
     def train_batch(self, indices: Sequence[int]) -> dict[str, Tensor]:

@@ -34,13 +34,22 @@ __all__ = ["ClassificationTask", "classification_loss", "label_targets", "score_
 
 
 def classification_loss(
-    logits: Tensor, targets: Tensor, *, multi_label: bool, weight: Tensor | None = None, reduction: str = "mean"
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    multi_label: bool,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
 ) -> Tensor:
     """Cross-entropy over labels, or binary cross-entropy per label when multi-label (``weight``:
-    per-class weights, as ``pos_weight`` for multi-label)."""
+    per-class weights, as ``pos_weight`` for multi-label; ``label_smoothing``: the share of each
+    target spread over the other labels, or towards 0.5 for multi-label)."""
     if multi_label:
+        if label_smoothing:
+            targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
         return F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=weight, reduction=reduction)
-    return F.cross_entropy(logits.float(), targets, weight=weight, reduction=reduction)
+    return F.cross_entropy(logits.float(), targets, weight=weight, reduction=reduction, label_smoothing=label_smoothing)
 
 
 def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> Tensor:
@@ -155,6 +164,7 @@ class ClassificationTask(Task):
 
     def prepare(self, args: TrainingArgs, state: Path | None) -> None:
         data = self.data
+        self.label_smoothing = args.label_smoothing
         dataset = data if isinstance(data, LabelledTexts) else load_labelled(data, **self.columns, **self.reading)
         self.source = dataset.source
         self.multi_label = bool(
@@ -219,7 +229,8 @@ class ClassificationTask(Task):
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         logits = model(batch).logits
-        return classification_loss(logits, batch["labels"], multi_label=self.multi_label, weight=self.class_weights)
+        return classification_loss(logits, batch["labels"], multi_label=self.multi_label, weight=self.class_weights,
+                                   label_smoothing=self.label_smoothing)  # fmt: skip
 
     @torch.inference_mode()
     def probabilities(self, model: nn.Module, split: str, batch_size: int) -> np.ndarray:

@@ -1,0 +1,337 @@
+"""The runtime of translation directories: translate, and show which source words each output word came from.
+
+:class:`Translator` answers many sentences at once (the service micro-batches): beam search (or
+greedy) in length-sorted batches with the decoder's key/value cache. On request, each translation
+carries its *alignment*: the decoder's cross-attention from every output token to the source
+tokens, per layer and head and averaged (:class:`~attend.explain.alignment.Alignment`), read in one
+teacher-forced pass over the source and the output just produced (the same weights the search
+step computed: the model is deterministic in evaluation). :meth:`Translator.faithfulness` checks
+that those weights mean something: hiding an output token's most-attended source token must
+lower that token's probability more than hiding a random source token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attend.attention import capture_attention
+from attend.data.parallel import ParallelTexts, group_split
+from attend.data.readers import DataError
+from attend.data.tokenization import SubwordTokenizer
+from attend.explain.alignment import Alignment
+from attend.io import ArtifactDir, ModelDirError, sha256_file
+from attend.models import build, config_from_dict
+from attend.models.generation import GenerationOptions
+from attend.models.seq2seq import Seq2Seq
+from attend.runtime.base import LoadOptions, Runtime, register_runtime
+from attend.training.tasks.seq2seq import load_parallel_data, translate_batches
+from attend.training.translation import bleu_tokenizer, translation_scores
+
+__all__ = ["Translation", "Translator", "load_translator"]
+
+#: Above this share of ``<unk>`` pieces a source is flagged: the model has not seen its script.
+UNKNOWN_WARNING = 0.3
+
+
+@dataclass
+class Translation:
+    """One sentence's translation.
+
+    Attributes:
+        source: The sentence as given.
+        translation: The output text.
+        score: The output's log-probability divided by its length ** length_penalty (the beam's ranking).
+        log_prob: The output's total log-probability (``</s>`` included when it ended with it).
+        truncated: The source was longer than the model's ``max_length`` and was cut.
+        finished: The output ended with ``</s>`` (else it was stopped at the length limit).
+        warning: Why the output may be unreliable (truncation, an unseen script), else None.
+        alignment: On request, the cross-attention alignment.
+    """
+
+    source: str
+    translation: str
+    score: float
+    log_prob: float
+    truncated: bool = False
+    finished: bool = True
+    warning: str | None = None
+    alignment: Alignment | None = None
+
+    def to_dict(self, *, maps: bool = False) -> dict[str, Any]:
+        from attend.explain.alignment import to_json_dict
+
+        data: dict[str, Any] = {"source": self.source, "translation": self.translation,
+                                "score": round(self.score, 5), "log_prob": round(self.log_prob, 5),
+                                "truncated": self.truncated, "finished": self.finished}  # fmt: skip
+        if self.warning:
+            data["warning"] = self.warning
+        if self.alignment is not None:
+            aligned = to_json_dict(self.alignment, maps=maps)
+            data["alignment"] = {key: aligned[key] for key in aligned if key not in ("source", "translation", "score")}
+        return data
+
+
+class Translator(Runtime):
+    """A trained :class:`~attend.models.seq2seq.Seq2Seq` with its tokenizers and default decoding.
+
+    Args:
+        model: The network (put in evaluation mode).
+        config: The directory's ``config.json``.
+        source_tokenizer: Reads the source.
+        target_tokenizer: Writes the output (the same object with a shared vocabulary).
+        path: Where it was loaded from.
+    """
+
+    task = "translation"
+
+    def __init__(
+        self,
+        model: Seq2Seq,
+        config: dict[str, Any],
+        source_tokenizer: SubwordTokenizer,
+        target_tokenizer: SubwordTokenizer,
+        path: Path | None = None,
+    ) -> None:
+        super().__init__(config, path)
+        self.model = model.eval()
+        self.source_tokenizer = source_tokenizer
+        self.target_tokenizer = target_tokenizer
+        self.max_length = int(config.get("tokenizer", {}).get("max_length", model.config.max_length))
+        self.generation = GenerationOptions(**dict(config.get("generation") or {}))
+
+    @property
+    def backend(self) -> str:
+        return "torch"
+
+    def options(self, **overrides: Any) -> GenerationOptions:
+        """The directory's decoding options with ``overrides`` (None values ignored)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self.generation, **given)
+
+    def _encode(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"text {i + 1} is empty: give a sentence to translate")
+        return self.source_tokenizer.encode_ids([" ".join(t.split()) for t in texts], self.max_length)
+
+    def translate(
+        self,
+        texts: Sequence[str],
+        *,
+        beam: int | None = None,
+        alignments: bool = False,
+        maps: bool = False,
+        batch_size: int = 64,
+        **options: Any,
+    ) -> list[Translation]:
+        """Translate ``texts`` (in order).
+
+        Args:
+            texts: Sentences; an empty or blank one is an error naming it.
+            beam: Beam size (default: the directory's, 4 unless trained otherwise); 1 is greedy.
+            alignments: Add each translation's cross-attention alignment.
+            maps: With ``alignments``, keep every layer's and head's map too.
+            batch_size: Sources per decoding call, divided by the beam.
+            options: Other :class:`~attend.models.generation.GenerationOptions` fields.
+        """
+        decoding = self.options(beam=beam, **options)
+        ids, cut = self._encode(texts)
+        hyps = translate_batches(self.model, ids, decoding, batch_size)
+        results = []
+        for text, row, was_cut, hyp in zip(texts, ids, cut, hyps, strict=True):
+            warning = None
+            unknown = row.count(SubwordTokenizer.UNK) / max(1, len(row) - 1)
+            if unknown > UNKNOWN_WARNING:
+                warning = (f"{unknown:.0%} of the source's pieces are unknown to the model's vocabulary: is it in the "
+                           "language the model was trained on?")  # fmt: skip
+            elif was_cut:
+                warning = f"the source was cut to its first {self.max_length} tokens"
+            results.append(Translation(text, self.target_tokenizer.decode(hyp.tokens), hyp.score, hyp.log_prob,
+                                       was_cut, hyp.finished, warning))  # fmt: skip
+        if alignments and results:
+            for result, alignment in zip(results, self.align(ids, [h.tokens for h in hyps], maps=maps), strict=True):
+                alignment.source, alignment.translation = result.source, result.translation
+                alignment.score = result.score
+                result.alignment = alignment
+        return results
+
+    @torch.no_grad()
+    def _teacher_forced(
+        self, source_ids: Sequence[Sequence[int]], outputs: Sequence[Sequence[int]], *, capture: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None, torch.Tensor, torch.Tensor]:
+        """Log-probs ``(B, T, V)`` of each output (``</s>`` appended) and, with ``capture``, each decoder
+        layer's cross-attention ``(B, H, T, S)``; also the padded output ids and source mask."""
+        input_ids, mask = self.source_tokenizer.pad(source_ids)
+        targets, _ = self.target_tokenizer.pad([[*o, SubwordTokenizer.EOS] for o in outputs])
+        decoder_input = torch.cat([torch.full((len(outputs), 1), SubwordTokenizer.BOS), targets[:, :-1]], dim=1)
+        decoder_input[decoder_input == SubwordTokenizer.EOS] = SubwordTokenizer.PAD
+        batch = {"input_ids": input_ids, "attention_mask": mask, "decoder_input_ids": decoder_input}
+        if not capture:
+            return torch.log_softmax(self.model(batch).logits.float(), -1), None, targets, mask
+        with capture_attention(self.model, names=self.model.cross_attention_names()) as cap:
+            logits = self.model(batch).logits
+        return torch.log_softmax(logits.float(), -1), cap.weights, targets, mask
+
+    def align(
+        self, source_ids: Sequence[Sequence[int]], outputs: Sequence[Sequence[int]], *, maps: bool = False
+    ) -> list[Alignment]:
+        """Cross-attention alignments of outputs (token ids, no ``</s>``) to their encoded sources.
+
+        Rows are output tokens (``</s>`` last), columns source tokens (``</s>`` last); ``weights`` is
+        the mean over decoder layers and heads, each row summing to 1.
+        """
+        found: list[Alignment] = []
+        for start in range(0, len(outputs), 32):
+            src_chunk, out_chunk = source_ids[start : start + 32], outputs[start : start + 32]
+            log_probs, layers, targets, _ = self._teacher_forced(src_chunk, out_chunk, capture=True)
+            assert layers is not None
+            stacked = torch.stack(layers, 1)  # (B, layers, H, T, S)
+            for b, (src, out) in enumerate(zip(src_chunk, out_chunk, strict=True)):
+                t_len, s_len = len(out) + 1, len(src)
+                per = stacked[b, :, :, :t_len, :s_len].numpy().astype(np.float64)
+                probs = log_probs[b, torch.arange(t_len), targets[b, :t_len]].exp().tolist()
+                named = None
+                if maps:
+                    named = {f"layer {i} head {h}": per[i, h] for i in range(per.shape[0]) for h in range(per.shape[1])}
+                    named |= {f"layer {i} mean": per[i].mean(0) for i in range(per.shape[0])}
+                found.append(Alignment(
+                    source_tokens=self.source_tokenizer.pieces(src),
+                    output_tokens=[*self.target_tokenizer.pieces(out), "</s>"],
+                    weights=per.mean((0, 1)), layers=named, output_probabilities=probs,
+                ))  # fmt: skip
+        return found
+
+    def faithfulness(self, texts: Sequence[str], *, seed: int = 0, beam: int | None = None) -> dict[str, Any]:
+        """Does the alignment point at the source tokens an output token depends on?
+
+        For every output token of every translation, the source token it attends to most (mean
+        alignment; ``</s>`` excluded) is hidden from the model (its key masked in every attention
+        layer), and separately a random other source token is; each time the drop in that output
+        token's probability, teacher-forced, is measured. A faithful alignment gives a larger drop
+        for the top-aligned token: ``gap`` = mean(top drop) - mean(random drop) > 0, and
+        ``top_beats_random`` the share of tokens where it is larger.
+        """
+        rng = random.Random(seed)
+        results = self.translate(texts, beam=beam)
+        ids, _ = self._encode(texts)
+        outputs = [self.target_tokenizer.encode_ids([r.translation], self.max_length)[0][0][:-1] for r in results]
+        alignments = self.align(ids, outputs)
+        drops_top: list[float] = []
+        drops_random: list[float] = []
+        for src, out, alignment in zip(ids, outputs, alignments, strict=True):
+            words = len(src) - 1  # source tokens without </s>
+            if words < 2 or not out:
+                continue
+            base, _, targets, _ = self._teacher_forced([src], [out], capture=False)
+            variants, rows = [], []
+            for t in range(len(out) + 1):
+                top = int(np.argmax(alignment.weights[t, :words]))
+                other = rng.choice([j for j in range(words) if j != top])
+                variants += [top, other]
+                rows.append(t)
+            masks = torch.ones(len(variants), len(src), dtype=torch.long)
+            masks[torch.arange(len(variants)), torch.tensor(variants)] = 0
+            hidden = self._masked_log_probs(src, out, masks)
+            positions = torch.tensor(rows).repeat_interleave(2)
+            token_ids = targets[0, positions]
+            p_base = base[0, positions, token_ids].exp()
+            p_hidden = hidden[torch.arange(len(variants)), positions, token_ids].exp()
+            drop = (p_base - p_hidden).view(-1, 2)
+            drops_top += drop[:, 0].tolist()
+            drops_random += drop[:, 1].tolist()
+        if not drops_top:
+            return {"tokens": 0, "gap": None, "drop_top": None, "drop_random": None, "top_beats_random": None}
+        top, other = np.asarray(drops_top), np.asarray(drops_random)
+        return {"tokens": len(top), "drop_top": float(top.mean()), "drop_random": float(other.mean()),
+                "gap": float(top.mean() - other.mean()), "top_beats_random": float(np.mean(top > other))}  # fmt: skip
+
+    @torch.no_grad()
+    def _masked_log_probs(self, src: Sequence[int], out: Sequence[int], masks: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced log-probs ``(N, T, V)`` of one output with N source masks (0 = hidden token)."""
+        n = masks.shape[0]
+        input_ids = torch.tensor([list(src)] * n)
+        target = torch.tensor([*out, SubwordTokenizer.EOS])
+        decoder_input = torch.cat([torch.tensor([SubwordTokenizer.BOS]), target[:-1]]).expand(n, -1)
+        batch = {"input_ids": input_ids, "attention_mask": masks, "decoder_input_ids": decoder_input}
+        return torch.log_softmax(self.model(batch).logits.float(), -1)
+
+    def evaluate(  # type: ignore[override]
+        self,
+        data: str | os.PathLike[str] | ParallelTexts,
+        *,
+        source_col: str = "source",
+        target_col: str = "target",
+        split_col: str | None = None,
+        beam: int | None = None,
+        batch_size: int = 64,
+        **_: Any,
+    ) -> dict[str, Any]:
+        """BLEU and chrF (``sacrebleu``) of the translations of ``data``'s sources against its targets.
+
+        When ``data`` is what the model was trained on (the same data set, or a file with the same
+        SHA-256) and has no split column, only its test split is scored, rebuilt exactly as training
+        split it, so the figure never includes sentences the model learned from.
+        """
+        pairs = load_parallel_data(data, source_col=source_col, target_col=target_col, split_col=split_col)
+        used = "all"
+        recorded = self.config.get("data", {})
+        same = (not isinstance(data, ParallelTexts)) and (
+            recorded.get("dataset") == str(data)
+            or (Path(data).is_file() and recorded.get("sha256") == sha256_file(data))
+        )
+        training = self.config.get("training", {})
+        if pairs.splits is None and same:
+            splits = group_split(pairs.sources, dev_fraction=float(training.get("dev_fraction", 0.1)),
+                                 test_fraction=float(training.get("test_fraction", 0.1)),
+                                 seed=int(training.get("seed", 0)))  # fmt: skip
+            pairs = pairs.subset([i for i, s in enumerate(splits) if s == "test"])
+            used = "test split (rebuilt as in training)"
+        elif pairs.splits is not None:
+            wanted = "test" if "test" in pairs.splits else "dev"
+            pairs = pairs.subset([i for i, s in enumerate(pairs.splits) if s == wanted])
+            used = f"{wanted} split (split column)"
+        if not len(pairs):
+            raise DataError(f"{data}: no sentence pairs to evaluate on")
+        results = self.translate(pairs.sources, beam=beam, batch_size=batch_size)
+        outputs = [r.translation for r in results]
+        scores = translation_scores(outputs, pairs.targets)
+        decoding = self.options(beam=beam)
+        return {**scores, "sentences": len(pairs), "source": pairs.origin or str(data), "pairs_used": used,
+                "decoding": f"beam {decoding.beam}" if decoding.beam > 1 else "greedy",
+                "bleu_tokenize": bleu_tokenizer(pairs.targets),
+                "truncated": sum(r.truncated for r in results)}  # fmt: skip
+
+
+@register_runtime("translation")
+def load_translator(artifact: ArtifactDir, options: LoadOptions) -> Translator:
+    """A translation directory (PyTorch, float32)."""
+    path = artifact.path
+    if options.runtime == "onnx" or options.int8 or options.bf16:
+        raise ModelDirError(f"{path}: translators run on PyTorch in float32 (no --runtime onnx, --int8 or --bf16); "
+                            "`attend export` writes the ONNX encoder and decoder step")  # fmt: skip
+    try:
+        model = build(config_from_dict(dict(artifact.config["model"])))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelDirError(f"{path / 'config.json'}: invalid model config ({exc})") from None
+    try:
+        model.load_state_dict(artifact.tensors("model.safetensors"), strict=True)
+    except RuntimeError as exc:
+        raise ModelDirError(f"{path / 'model.safetensors'} does not fit the model in config.json ({exc})") from None
+    files = list(artifact.config.get("tokenizer", {}).get("files") or [])
+    if len(files) not in (1, 2):
+        raise ModelDirError(f"{path / 'config.json'}: tokenizer.files must name one shared or two tokenizer files")
+    try:
+        tokenizers = [SubwordTokenizer.from_file(artifact.file(name)) for name in files]
+    except (FileNotFoundError, ValueError) as exc:
+        raise ModelDirError(f"{path}: {exc}") from None
+    assert isinstance(model, Seq2Seq)
+    return Translator(model, artifact.config, tokenizers[0], tokenizers[-1], path)

@@ -1,0 +1,79 @@
+"""The route of a translator: ``POST /v1/translate`` (micro-batched).
+
+Sentences from concurrent requests are translated together: one beam search over the batch,
+sources sorted by length. A request may ask for its own beam size and for the cross-attention
+``alignment`` of each output token over the source; the batch is split by those options, so
+every request gets exactly what it asked for.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from attend.runtime.translator import Translator
+from attend.serve.batching import MicroBatcher
+from attend.serve.classification import check_texts
+from attend.serve.metrics import ServiceMetrics
+from attend.serve.routes import Routes, ServeSettings, error_response
+
+__all__ = ["TranslateRequest", "translation_routes"]
+
+#: Largest beam a request may ask for.
+MAX_BEAM = 16
+
+
+class TranslateRequest(BaseModel):
+    """Sentences to translate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[str] = Field(description="Sentences, each translated on its own.")
+    beam: int | None = Field(default=None, ge=1, le=MAX_BEAM, strict=True,
+                             description="Beam size (default: the model's); 1 is greedy.")  # fmt: skip
+    alignment: bool = Field(default=False, description="Add each output token's cross-attention over the source.")
+
+
+def translation_routes(runtime: Translator, settings: ServeSettings, metrics: ServiceMetrics) -> Routes:
+    """``/v1/translate`` for a seq2seq directory."""
+    router = APIRouter(tags=["translation"])
+
+    def run(items: list[Any]) -> list[Any]:
+        # items: (text, beam, alignment); translate each run of equal options together, keep the order.
+        answers: list[Any] = [None] * len(items)
+        order = sorted(range(len(items)), key=lambda i: (items[i][1], items[i][2]))
+        for (beam, aligned), group in groupby(order, key=lambda i: (items[i][1], items[i][2])):
+            indices = list(group)
+            found = runtime.translate([items[i][0] for i in indices], beam=beam, alignments=aligned,
+                                      batch_size=max(64, len(indices) * beam))  # fmt: skip
+            for i, result in zip(indices, found, strict=True):
+                answers[i] = result.to_dict()
+        return answers
+
+    def observe(size: int, seconds: float) -> None:
+        metrics.observe_batch("/v1/translate", size, seconds)
+
+    batcher = MicroBatcher(run, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, on_batch=observe)
+
+    @router.post("/v1/translate")
+    async def translate(body: TranslateRequest) -> Any:
+        """Translate each text; with ``alignment``, show which source tokens each output token attended to."""
+        problem = check_texts(body.texts, settings)
+        if problem is not None:
+            return problem
+        beam = body.beam or runtime.generation.beam
+        metrics.queued.set(batcher.queued())
+        try:
+            found = await batcher.submit([(text, beam, body.alignment) for text in body.texts])  # type: ignore[list-item]
+        except RuntimeError as exc:  # shutting down
+            return error_response(503, "unavailable", str(exc))
+        return {"model": runtime.name, "translations": found}
+
+    def refresh() -> None:
+        metrics.queued.set(batcher.queued())
+
+    return Routes(router=router, start=batcher.start, stop=batcher.stop, ready=lambda: batcher.running,
+                  refresh=refresh, info={"generation": runtime.options().__dict__})  # fmt: skip

@@ -1,0 +1,159 @@
+"""A trained translator end to end: translate, evaluate, explain, alignments, faithfulness, POST /v1/translate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from attend.cli import main
+from attend.runtime import Translator, load
+from attend.serve.app import ServeSettings, create_app
+from tests.conftest import TOY_TRANSLATION_ARGS, TOY_TRANSLATOR, reverse_pairs, write_csv
+from tests.explain.test_faithfulness_render_cli import _screenshot
+
+
+def _attend(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "attend", *args], capture_output=True, text=True, input=stdin,
+                          timeout=300, check=False)  # fmt: skip
+
+
+def test_translate_prints_one_line_per_input_line_and_nothing_else(translator_dir: Path, tmp_path: Path) -> None:
+    done = _attend("translate", str(translator_dir), "red cat sun", "dog blue")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["sun cat red", "blue dog"]
+    lines = tmp_path / "in.txt"
+    lines.write_text("green dog\n\n  \nsun sun red\n", encoding="utf-8")
+    done = _attend("translate", str(translator_dir), "--input", str(lines), "--beam", "1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n") == ["dog green", "", "", "red sun sun", ""]
+    piped = _attend("translate", str(translator_dir), "--input", "-", stdin="cat red\n")
+    assert piped.stdout == "red cat\n"
+
+
+def test_translate_json_has_scores_and_alignments(translator_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["translate", str(translator_dir), "red cat sun", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["source"] == "red cat sun" and row["translation"] == "sun cat red"
+    assert row["score"] < 0 and row["finished"] is True
+    alignment = row["alignment"]
+    assert alignment["source_tokens"] == [" red", " cat", " sun", "</s>"]
+    assert alignment["output_tokens"] == [" sun", " cat", " red", "</s>"]
+    weights = np.asarray(alignment["alignment"])
+    assert weights.shape == (4, 4) and np.allclose(weights.sum(1), 1.0, atol=1e-3)
+
+
+def test_alignment_of_a_reversal_points_at_the_mirrored_word(translator_dir: Path) -> None:
+    translator = load(translator_dir)
+    assert isinstance(translator, Translator)
+    (result,) = translator.translate(["red cat sun dog"], alignments=True, maps=True)
+    assert result.alignment is not None and result.alignment.layers
+    top = result.alignment.weights[:4, :4].argmax(1).tolist()  # output word i came from source word 3 - i
+    assert top == [3, 2, 1, 0], result.alignment.weights.round(2)
+
+
+def test_faithfulness_gap_is_positive_on_the_reversal(translator_dir: Path) -> None:
+    translator = load(translator_dir)
+    assert isinstance(translator, Translator)
+    report = translator.faithfulness([r["source"] for r in reverse_pairs(30, seed=7)], seed=0)
+    assert report["tokens"] > 60
+    assert report["gap"] > 0.1 and report["top_beats_random"] > 0.5, report
+
+
+def test_evaluate_scores_only_the_held_out_split_of_the_training_file(translator_dir: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    data = translator_dir.parent / "pairs.csv"
+    assert main(["evaluate", str(translator_dir), str(data), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    metrics = json.loads((translator_dir / "metrics.json").read_text())
+    assert found["pairs_used"].startswith("test split") and found["sentences"] == metrics["sentences"]
+    assert found["bleu"] == pytest.approx(metrics["bleu"])
+    other = write_csv(tmp_path / "other.csv", [{"source": "red cat", "target": "cat red"},
+                                               {"source": "sun dog blue", "target": "dog sun blue"}])  # fmt: skip
+    assert main(["evaluate", str(translator_dir), str(other), "--json", "--beam", "1"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["sentences"] == 2 and found["pairs_used"] == "all" and 0 < found["chrf"] < 100
+
+
+def test_explain_writes_html_png_and_json(translator_dir: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    html, png = tmp_path / "align.html", tmp_path / "pngs"
+    code = main(["explain", str(translator_dir), "red cat sun", "green dog", "--html", str(html), "--png", str(png),
+                 "--json"])  # fmt: skip
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["translation"] for r in rows] == ["sun cat red", "dog green"]
+    assert all("links" in r["alignment"] for r in rows)
+    assert len(list(png.glob("alignment-*.png"))) >= 2
+    dom = _screenshot(html, tmp_path / "shot.png")
+    for token in ("red", "cat", "sun", "green", "dog"):
+        assert token in dom
+    image = np.asarray(Image.open(tmp_path / "shot.png").convert("RGB")).astype(int)
+    assert (image.sum(-1) < 200).sum() > 300, "no text visible in the screenshot"
+    assert main(["explain", str(translator_dir), "red cat sun"]) == 0
+    assert "sun<-sun" in capsys.readouterr().out.replace(" ", "")
+
+
+def test_bad_input_is_a_clear_error(translator_dir: Path, tmp_path: Path) -> None:
+    for args, message in [
+        (["translate", str(translator_dir)], "give sentences to translate"),
+        (["translate", str(translator_dir), "red", "--beam", "0"], "--beam 0"),
+        (["translate", str(translator_dir), "   "], "text 1 is empty"),
+    ]:
+        done = _attend(*args)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("english,german\nhello,hallo\n", encoding="utf-8")
+    done = _attend("train", str(bad), "--model", "seq2seq", "--out", str(tmp_path / "m"))
+    assert done.returncode == 2 and "'source'" in done.stderr and "english" in done.stderr, done.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_trains_a_translator_with_the_usual_options(tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "pairs.csv", [{"en": r["source"], "xx": r["target"]} for r in reverse_pairs(200)])
+    config = tmp_path / "config.json"
+    training = {k: v for k, v in TOY_TRANSLATION_ARGS.items() if k not in ("progress", "epochs")}
+    config.write_text(json.dumps({"model": TOY_TRANSLATOR, "training": training}), encoding="utf-8")
+    done = _attend("train", str(data), "--model", "seq2seq", "--out", str(tmp_path / "m"), "--config", str(config),
+                   "--epochs", "1", "--source-col", "en", "--target-col", "xx", "--schedule", "inverse_sqrt",
+                   "--label-smoothing", "0.1", "--no-progress")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "translation-memory floor" in done.stdout and "BLEU" in done.stdout
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["training"]["schedule"] == "inverse_sqrt" and saved["training"]["label_smoothing"] == 0.1
+    assert saved["training"]["max_steps"] == 5000  # the translation defaults under the user's options
+
+
+def test_service_translates_micro_batched_with_alignments(translator_dir: Path) -> None:
+    app = create_app(load(translator_dir), ServeSettings(max_batch=8, max_wait_ms=20, max_texts=4, max_chars=100))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        one = client.post("/v1/translate", json={"texts": ["red cat sun"], "alignment": True})
+        assert one.status_code == 200, one.text
+        (answer,) = one.json()["translations"]
+        assert answer["translation"] == "sun cat red" and "alignment" in answer
+        assert client.post("/v1/translate", json={"texts": [""]}).status_code == 422
+        assert client.post("/v1/translate", json={"texts": ["a"], "beam": 0}).status_code == 422
+        assert client.post("/v1/translate", json={"texts": ["x"] * 5}).status_code == 422
+        info = client.get("/v1/model").json()
+        assert info["task"] == "translation"
+        metrics = client.get("/metrics").text
+        assert "/v1/translate" in metrics
+
+    async def many() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            texts = [" ".join(r["source"].split()) for r in reverse_pairs(12, seed=3)]
+            return await asyncio.gather(*[client.post("/v1/translate", json={"texts": [t], "beam": 2})
+                                          for t in texts])  # fmt: skip
+
+    with TestClient(app):
+        responses = asyncio.run(many())
+    assert all(r.status_code == 200 for r in responses)

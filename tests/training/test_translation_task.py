@@ -1,0 +1,135 @@
+"""Training a translator through the one Trainer: it learns a toy task, resumes, and reports honestly."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attend.data.parallel import ParallelTexts
+from attend.runtime import Translator, load
+from attend.training import TrainingArgs, TrainingInterrupted, train_translation
+from attend.training.trainer import _Dist, _epoch_batches, _lr_factor
+from tests.conftest import REVERSE_WORDS, TOY_TRANSLATION_ARGS, TOY_TRANSLATOR, reverse_pairs, write_csv
+
+
+def test_the_reversal_task_is_learned_to_every_held_out_sentence(translator_dir: Path) -> None:
+    translator = load(translator_dir)
+    assert isinstance(translator, Translator)
+    metrics = json.loads((translator_dir / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["sentences"] > 50
+    seen = {row["source"] for row in reverse_pairs(2000)}
+    every = [" ".join(p) for n in (3, 4) for p in itertools.product(REVERSE_WORDS, repeat=n)]
+    unseen = [s for s in every if s not in seen]
+    sample = random.Random(0).sample(unseen, 100)
+    for beam in (1, 4):
+        outputs = [t.translation for t in translator.translate(sample, beam=beam)]
+        wrong = [(s, o) for s, o in zip(sample, outputs, strict=True) if o != " ".join(reversed(s.split()))]
+        assert not wrong, (beam, wrong[:5])
+    # The report's figures are the model's own and the floor's, on the same test split.
+    assert metrics["bleu"] > 95 and metrics["baseline_tm_bleu"] < metrics["bleu"]
+    config = json.loads((translator_dir / "config.json").read_text())
+    assert config["task"] == "translation" and config["tokenizer"]["files"] == ["tokenizer.json"]
+    assert config["data"]["pairs"]["train"] + config["data"]["pairs"]["dev"] + config["data"]["pairs"]["test"] == 2000
+
+
+def test_copies_of_a_source_stay_in_one_split(translator_dir: Path) -> None:
+    from attend.data.parallel import group_split
+
+    rows = reverse_pairs(2000)
+    splits = group_split([r["source"] for r in rows], dev_fraction=0.1, test_fraction=0.1, seed=0)
+    by_source: dict[str, set[str]] = {}
+    for row, split in zip(rows, splits, strict=True):
+        by_source.setdefault(row["source"], set()).add(split)
+    assert all(len(found) == 1 for found in by_source.values())
+    assert any(len([r for r in rows if r["source"] == s]) > 1 for s in by_source), "no duplicates: nothing tested"
+
+
+def test_an_interrupted_run_resumes_to_a_working_model(tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "pairs.csv", reverse_pairs(200))
+    options = {**TOY_TRANSLATION_ARGS, "epochs": 2}
+    with pytest.raises(TrainingInterrupted):
+        train_translation(data, tmp_path / "m", model_options=dict(TOY_TRANSLATOR),
+                          args=TrainingArgs(**options, stop_after_steps=5))  # fmt: skip
+    result = train_translation(data, tmp_path / "m", model_options=dict(TOY_TRANSLATOR),
+                               args=TrainingArgs(**options), resume=True)  # fmt: skip
+    assert result.history[-1]["step"] == 2 * result.history[0]["step"]
+    uninterrupted = train_translation(data, tmp_path / "u", model_options=dict(TOY_TRANSLATOR),
+                                      args=TrainingArgs(**options))  # fmt: skip
+    assert result.metrics["bleu"] == pytest.approx(uninterrupted.metrics["bleu"])
+    assert result.metrics["loss"] == pytest.approx(uninterrupted.metrics["loss"], rel=1e-4)
+
+
+def test_separate_vocabularies_and_a_split_column(tmp_path: Path) -> None:
+    rows = reverse_pairs(120)
+    for i, row in enumerate(rows):
+        row["target"] = row["target"].upper()
+        row["part"] = "test" if i % 10 == 0 else "dev" if i % 10 == 1 else "train"
+    data = write_csv(tmp_path / "pairs.csv", rows)
+    result = train_translation(
+        data, tmp_path / "m", model_options={**TOY_TRANSLATOR, "shared_vocabulary": False},
+        args=TrainingArgs(**{**TOY_TRANSLATION_ARGS, "epochs": 1}), split_col="part",
+    )  # fmt: skip
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["tokenizer"]["files"] == ["source_tokenizer.json", "target_tokenizer.json"]
+    assert config["data"]["pairs"] == {"train": 96, "dev": 12, "test": 12}
+    assert config["model"]["target_vocab_size"] is not None
+    assert result.metrics["sentences"] == 12
+    translator = load(tmp_path / "m")
+    assert isinstance(translator, Translator)
+    assert translator.source_tokenizer is not translator.target_tokenizer
+
+
+def test_bad_pairs_are_named_before_any_training(tmp_path: Path) -> None:
+    from attend.data.readers import DataError
+
+    rows = reverse_pairs(30)
+    rows[4]["target"] = "   "
+    data = write_csv(tmp_path / "pairs.csv", rows)
+    with pytest.raises(DataError, match="line 6"):
+        train_translation(data, tmp_path / "m", args=TrainingArgs(**TOY_TRANSLATION_ARGS))
+    with pytest.raises(DataError, match="'english'"):
+        train_translation(data, tmp_path / "m", source_col="english", args=TrainingArgs(**TOY_TRANSLATION_ARGS))
+    with pytest.raises(ValueError, match="tokenizer="):
+        train_translation(ParallelTexts(["a b"], ["b a"]), tmp_path / "m", model_options={"tokenizer": "words"})
+    assert not (tmp_path / "m").exists()
+
+
+def test_length_pooled_batches_cover_every_example_once_and_replay() -> None:
+    lengths = np.random.default_rng(0).integers(1, 40, 1000)
+    args = TrainingArgs(batch_size=8)
+    batches = _epoch_batches(1000, args, 3, _Dist(), lengths)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert batches == _epoch_batches(1000, args, 3, _Dist(), lengths)
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+    random_spread = np.mean([lengths[b].max() - lengths[b].min() for b in _epoch_batches(1000, args, 3, _Dist())])
+    assert spread < random_spread / 4
+
+
+def test_inverse_sqrt_schedule_and_label_smoothing_are_checked() -> None:
+    args = TrainingArgs(schedule="inverse_sqrt", warmup_ratio=0.1)
+    factors = [_lr_factor(step, 100, args) for step in range(100)]
+    assert max(factors) == pytest.approx(1.0) and factors[9] == pytest.approx(1.0)
+    assert factors[39] == pytest.approx((10 / 40) ** 0.5)
+    with pytest.raises(ValueError, match=r"label_smoothing=1\.0"):
+        TrainingArgs(label_smoothing=1.0)
+    with pytest.raises(ValueError, match="schedule='sqrt'"):
+        TrainingArgs(schedule="sqrt")
+
+
+def test_small_data_gets_more_dropout_unless_the_user_chose() -> None:
+    from attend.training.tasks.seq2seq import SMALL_DATA_DROPOUT, TranslationTask
+
+    rows = reverse_pairs(100)
+    pairs = ParallelTexts([r["source"] for r in rows], [r["target"] for r in rows])
+    args = TrainingArgs(**{**TOY_TRANSLATION_ARGS, "epochs": 1})
+    task = TranslationTask(pairs)
+    task.prepare(args, None)
+    assert {k: task.model_config()[k] for k in SMALL_DATA_DROPOUT} == SMALL_DATA_DROPOUT
+    chosen = TranslationTask(pairs, model_options={"dropout": 0.05})
+    chosen.prepare(args, None)
+    assert chosen.model_config()["dropout"] == 0.05
