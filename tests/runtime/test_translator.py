@@ -157,3 +157,30 @@ def test_service_translates_micro_batched_with_alignments(translator_dir: Path) 
     with TestClient(app):
         responses = asyncio.run(many())
     assert all(r.status_code == 200 for r in responses)
+
+
+def test_torchrun_two_processes_train_a_translator_as_one_does(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    data = write_csv(tmp_path / "pairs.csv", reverse_pairs(600))
+    config = tmp_path / "config.json"
+    training = {k: v for k, v in TOY_TRANSLATION_ARGS.items() if k not in ("progress", "epochs")}
+    config.write_text(json.dumps({"model": TOY_TRANSLATOR, "training": training}), encoding="utf-8")
+    common = ["train", str(data), "--model", "seq2seq", "--config", str(config), "--epochs", "6", "--no-progress"]
+    single = _attend(*common, "--out", str(tmp_path / "single"))
+    assert single.returncode == 0, single.stderr
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+                "--master-port", str(port), "-m", "attend"]  # fmt: skip
+    ddp = subprocess.run([*launcher, *common, "--out", str(tmp_path / "ddp")], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, check=False)  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr
+    assert ddp.stdout.count("model written to") == 1  # only rank 0 reports
+    one = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    # Learned (well above the translation-memory floor), and to the quality one process reaches.
+    assert two["bleu"] > two["baseline_tm_bleu"] + 20, two
+    assert abs(two["chrf"] - one["chrf"]) < 5 and abs(two["bleu"] - one["bleu"]) < 8, (one, two)

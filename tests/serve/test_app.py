@@ -242,6 +242,35 @@ def test_micro_batcher_fails_only_the_faulty_request_and_drains_on_stop() -> Non
     assert calls[1] == ["t0", "t1", "boom", "t2", "t3"]  # they shared one batch, which failed
 
 
+def test_micro_batcher_answers_callers_on_another_event_loop() -> None:
+    """A server's loop starts the batcher; a client on its own loop submits (TestClient + httpx do).
+
+    Each answer must wake the loop that waits for it: resolved on the batcher's loop instead, the
+    caller's loop slept on in select() and the request hung (a CI run timed out on it).
+    """
+    server = asyncio.new_event_loop()
+    thread = threading.Thread(target=server.run_forever, daemon=True)
+    thread.start()
+    batcher = MicroBatcher(lambda texts: [t[::-1] for t in texts], max_batch=4, max_wait_ms=20)
+    asyncio.run_coroutine_threadsafe(batcher.start(), server).result(10)
+
+    async def client() -> list[list[str]]:
+        return await asyncio.gather(*[batcher.submit([f"text {i}", "ab"]) for i in range(6)])
+
+    answers: list[list[list[str]]] = []
+    # No timer on the client's loop (it would wake the loop and hide the bug): watch from outside.
+    caller = threading.Thread(target=lambda: answers.append(asyncio.run(client())), daemon=True)
+    try:
+        caller.start()
+        caller.join(30)
+        assert answers == [[[f"{i} txet", "ba"] for i in range(6)]], "the caller's loop was never woken"
+    finally:
+        asyncio.run_coroutine_threadsafe(batcher.stop(), server).result(10)
+        server.call_soon_threadsafe(server.stop)
+        thread.join(10)
+        server.close()
+
+
 def test_settings_and_pickle_directory_are_refused(model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_batch=0"):
         ServeSettings(max_batch=0)

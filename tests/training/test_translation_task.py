@@ -120,16 +120,3 @@ def test_inverse_sqrt_schedule_and_label_smoothing_are_checked() -> None:
     with pytest.raises(ValueError, match="schedule='sqrt'"):
         TrainingArgs(schedule="sqrt")
 
-
-def test_small_data_gets_more_dropout_unless_the_user_chose() -> None:
-    from attend.training.tasks.seq2seq import SMALL_DATA_DROPOUT, TranslationTask
-
-    rows = reverse_pairs(100)
-    pairs = ParallelTexts([r["source"] for r in rows], [r["target"] for r in rows])
-    args = TrainingArgs(**{**TOY_TRANSLATION_ARGS, "epochs": 1})
-    task = TranslationTask(pairs)
-    task.prepare(args, None)
-    assert {k: task.model_config()[k] for k in SMALL_DATA_DROPOUT} == SMALL_DATA_DROPOUT
-    chosen = TranslationTask(pairs, model_options={"dropout": 0.05})
-    chosen.prepare(args, None)
-    assert chosen.model_config()["dropout"] == 0.05

@@ -96,8 +96,16 @@ class _Stepper:
         logits = self.model.decode(self.prefix, self.memory, self.padding)[:, -1]
         return torch.log_softmax(logits.float(), dim=-1)
 
-    def select(self, index: Tensor, tokens: Tensor) -> None:
-        """Keep rows ``index`` (in that order) and append ``tokens`` (one per kept row)."""
+    def select(self, rows: list[int], tokens: Tensor) -> None:
+        """Keep rows ``rows`` (in that order) and append ``tokens`` (one per kept row).
+
+        When every row stays where it is (greedy search, and beams that all extend themselves
+        while no source finishes) nothing is copied: only the new tokens are appended.
+        """
+        if rows == list(range(self.prefix.shape[0])):
+            self.prefix = torch.cat([self.prefix, tokens[:, None]], dim=1)
+            return
+        index = torch.tensor(rows, dtype=torch.long, device=self.prefix.device)
         self.prefix = torch.cat([self.prefix.index_select(0, index), tokens[:, None]], dim=1)
         self.memory = self.memory.index_select(0, index)
         self.padding = self.padding.index_select(0, index)
@@ -207,8 +215,7 @@ def beam_search(
         active = still
         if not active:
             break
-        index = torch.tensor(keep_rows, dtype=torch.long, device=input_ids.device)
-        stepper.select(index, torch.tensor(keep_tokens, dtype=torch.long, device=input_ids.device))
+        stepper.select(keep_rows, torch.tensor(keep_tokens, dtype=torch.long, device=input_ids.device))
         scores = torch.tensor(keep_scores, device=input_ids.device)
     return [max(hyps, key=lambda h: h.score) for hyps in finished]
 

@@ -55,6 +55,7 @@ class Translation:
         finished: The output ended with ``</s>`` (else it was stopped at the length limit).
         warning: Why the output may be unreliable (truncation, an unseen script), else None.
         alignment: On request, the cross-attention alignment.
+        output_ids: The output's piece ids (without ``</s>``), as the search produced them.
     """
 
     source: str
@@ -65,6 +66,7 @@ class Translation:
     finished: bool = True
     warning: str | None = None
     alignment: Alignment | None = None
+    output_ids: list[int] = dataclasses.field(default_factory=list, repr=False)
 
     def to_dict(self, *, maps: bool = False) -> dict[str, Any]:
         from attend.explain.alignment import to_json_dict
@@ -156,7 +158,7 @@ class Translator(Runtime):
             elif was_cut:
                 warning = f"the source was cut to its first {self.max_length} tokens"
             results.append(Translation(text, self.target_tokenizer.decode(hyp.tokens), hyp.score, hyp.log_prob,
-                                       was_cut, hyp.finished, warning))  # fmt: skip
+                                       was_cut, hyp.finished, warning, output_ids=list(hyp.tokens)))  # fmt: skip
         if alignments and results:
             for result, alignment in zip(results, self.align(ids, [h.tokens for h in hyps], maps=maps), strict=True):
                 alignment.source, alignment.translation = result.source, result.translation
@@ -223,7 +225,7 @@ class Translator(Runtime):
         rng = random.Random(seed)
         results = self.translate(texts, beam=beam)
         ids, _ = self._encode(texts)
-        outputs = [self.target_tokenizer.encode_ids([r.translation], self.max_length)[0][0][:-1] for r in results]
+        outputs = [r.output_ids for r in results]
         alignments = self.align(ids, outputs)
         drops_top: list[float] = []
         drops_random: list[float] = []

@@ -10,7 +10,9 @@ The worker thread forms its batches itself, from a thread-safe queue, so the mod
 the next batch the moment the last one ends: the event loop (parsing requests, writing
 responses) is never on that path. With the batches formed on the event loop instead, the model
 sat idle 22% of the time waiting for the loop to hand it the next request (py-spy, MiniLM in
-bf16, one request at a time). Results go back to the loop with ``call_soon_threadsafe``.
+bf16, one request at a time). Each result goes back with ``call_soon_threadsafe`` to the event
+loop its request's future belongs to: requests from several loops (a server's, a test client's)
+may share a batch, and a future resolved from another loop's thread wakes nobody.
 
 One worker means the model never runs two batches at once: on a CPU that is what you want
 (PyTorch already uses every core within one batch). When a batch fails, each of its requests is
@@ -38,16 +40,26 @@ class _Pending:
 
 
 def _resolve(pending: list[_Pending], results: Sequence[Any] | None, error: BaseException | None) -> None:
-    """On the event loop: give each request its rows (or the batch's error); skip cancelled ones."""
+    """From the worker thread: hand each request its rows (or the batch's error) on its own loop."""
     offset = 0
     for p in pending:
-        if not p.future.done():
-            if error is not None:
-                p.future.set_exception(error)
-            else:
-                assert results is not None
-                p.future.set_result(list(results[offset : offset + len(p.texts)]))
+        rows = None if results is None else list(results[offset : offset + len(p.texts)])
+        try:
+            p.future.get_loop().call_soon_threadsafe(_settle, p.future, rows, error)
+        except RuntimeError:  # that loop is closed: its caller has gone, and the batcher lives on
+            pass
         offset += len(p.texts)
+
+
+def _settle(future: asyncio.Future[list[Any]], rows: list[Any] | None, error: BaseException | None) -> None:
+    """On the future's loop: set its result or exception, unless the caller gave up (cancelled)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert rows is not None
+        future.set_result(rows)
 
 
 class MicroBatcher:
@@ -79,7 +91,6 @@ class MicroBatcher:
         self.on_batch = on_batch
         self._jobs: queue.Queue[_Pending | None] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
 
     @property
@@ -91,7 +102,6 @@ class MicroBatcher:
         return self._jobs.qsize()
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._work, name="attend-batch", daemon=True)
         self._accepting = True
         self._thread.start()
@@ -158,7 +168,6 @@ class MicroBatcher:
             self._execute([item])
 
     def _execute(self, batch: list[_Pending]) -> None:
-        assert self._loop is not None
         texts = [t for p in batch for t in p.texts]
         start = time.perf_counter()
         try:
@@ -168,8 +177,8 @@ class MicroBatcher:
                 for pending in batch:
                     self._execute([pending])
                 return
-            self._loop.call_soon_threadsafe(_resolve, batch, None, exc)  # the batcher lives on
+            _resolve(batch, None, exc)  # the batcher lives on
             return
         if self.on_batch is not None:
             self.on_batch(len(texts), time.perf_counter() - start)
-        self._loop.call_soon_threadsafe(_resolve, batch, results, None)
+        _resolve(batch, results, None)

@@ -65,13 +65,6 @@ TRANSLATION_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0001,
 }
 
-#: Below this many training pairs the model's default dropout is :data:`SMALL_DATA_DROPOUT`: a few
-#: tens of thousands of pairs are seen ten times or more within the step budget, and overfit at 0.1
-#: (tatoeba_en_de's dev BLEU stopped rising after 8 of 11 epochs while the training loss kept falling);
-#: the low-resource settings of Sennrich & Zhang 2019 and fairseq's IWSLT recipe use 0.3.
-SMALL_DATA_PAIRS = 100_000
-SMALL_DATA_DROPOUT = {"dropout": 0.3, "attention_dropout": 0.1}
-
 #: Options of the task itself (not of the model's shape) accepted among ``model_options``.
 TASK_OPTIONS = ("tokenizer", "shared_vocabulary", "generation")
 
@@ -218,9 +211,6 @@ class TranslationTask(Task):
     def model_config(self) -> dict[str, Any]:
         fields = {k: v for k, v in self.model_options.items() if k != "model_type"}
         fields.setdefault("max_length", max(256, 2 * self.max_length))
-        if self.train_size < SMALL_DATA_PAIRS:
-            for name, value in SMALL_DATA_DROPOUT.items():
-                fields.setdefault(name, value)
         config = Seq2SeqConfig(
             vocab_size=self.source_tokenizer.vocab_size,
             target_vocab_size=None if self.shared else self.target_tokenizer.vocab_size,
