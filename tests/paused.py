@@ -31,8 +31,8 @@ def _install(point: str, flag: str) -> None:
         _, epoch, step = point.split(":")
         save = trainer._save_state
 
-        def save_then_pause(directory: Path, model: Any, optimiser: Any, state: Any) -> None:
-            save(directory, model, optimiser, state)
+        def save_then_pause(directory: Path, model: Any, optimiser: Any, state: Any, rng: Any) -> None:
+            save(directory, model, optimiser, state, rng)
             if state.epoch == int(epoch) and state.step_in_epoch >= int(step):
                 _pause(flag)
 

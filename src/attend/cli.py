@@ -50,7 +50,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     translating = args.model == "seq2seq"
     training = {**(TRANSLATION_DEFAULTS if translating else {}), **config.get("training", {})}
     for name in ("epochs", "seed", "batch_size", "lr", "max_length", "threads", "max_steps", "precision", "schedule",
-                 "label_smoothing"):  # fmt: skip
+                 "label_smoothing", "augment", "augment_rate", "adversarial", "adversarial_epsilon",
+                 "adversarial_steps", "rdrop"):  # fmt: skip
         value = getattr(args, name)
         if value is not None:
             training[name] = value
@@ -319,6 +320,21 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_robustness(args: argparse.Namespace) -> int:
+    from attend.runtime.robustness import format_robustness, robustness, robustness_rows
+
+    predictor = _cli_predictor(args.model_dir, False)
+    rows, described = robustness_rows(predictor, args.data, text_col=args.text_col, label_col=args.label_col,
+                                      limit=args.limit, seed=args.seed)  # fmt: skip
+    report = robustness(
+        predictor, rows.texts, [labels[0] for labels in rows.labels], seed=args.seed, rate=args.rate,
+        attack_examples=args.attack_examples, rows=described,
+        progress=None if args.json else (lambda line: print(line, file=sys.stderr, flush=True)),
+    )  # fmt: skip
+    print(json.dumps(report, ensure_ascii=False) if args.json else format_robustness(report))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from attend.serve.app import ServeSettings, serve
 
@@ -505,6 +521,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--schedule", choices=["cosine", "linear", "constant", "inverse_sqrt"],
                     help="learning-rate decay after warm-up (default cosine)")
     tr.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (seq2seq default 0.1)")
+    tr.add_argument("--augment", metavar="NAMES",
+                    help="perturb training texts: comma-separated typos,char_drop,word_dropout,swap,synonyms,casing")
+    tr.add_argument("--augment-rate", type=float, help="share of a perturbed text's words that change (default 0.1)")
+    tr.add_argument("--adversarial", choices=["fgm", "pgd"], help="adversarial training on the input embeddings")
+    tr.add_argument("--adversarial-epsilon", type=float, help="size of the embedding perturbation (default 1.0)")
+    tr.add_argument("--adversarial-steps", type=int, help="PGD steps (default 3)")
+    tr.add_argument("--rdrop", type=float, metavar="ALPHA", help="R-Drop: weight of the KL between two dropout passes")
     _add_data_columns(tr)
     _add_pair_columns(tr)
     tr.set_defaults(func=_cmd_train)
@@ -573,6 +596,19 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("--json", action="store_true", help="print one JSON object")
     fa.add_argument("--int8", action="store_true", help=EXPLAIN_INT8_HELP)
     fa.set_defaults(func=_cmd_faithfulness)
+
+    ro = verbs.add_parser("robustness", help="accuracy under seeded text perturbations, and a greedy word attack")
+    ro.add_argument("model_dir")
+    ro.add_argument("data", help="labelled file or dataset name (the model's own data: its test split only)")
+    ro.add_argument("--text-col", help="column holding the text (default: the model's training column, else text)")
+    ro.add_argument("--label-col", help="column holding the label (default: the model's training column, else label)")
+    ro.add_argument("--limit", type=int, default=2000, help="rows to measure, a seeded sample (default 2000; 0: all)")
+    ro.add_argument("--seed", type=int, default=0, help="seed of the sample, the perturbations and the attack (0)")
+    ro.add_argument("--rate", type=float, default=0.1, help="share of each text's words perturbed, in (0, 1] (0.1)")
+    ro.add_argument("--attack-examples", type=int, default=200,
+                    help="correctly classified texts to attack (default 200; 0: no attack)")  # fmt: skip
+    ro.add_argument("--json", action="store_true", help="print one JSON object")
+    ro.set_defaults(func=_cmd_robustness)
 
     sv = verbs.add_parser("serve", help="serve a model over HTTP (FastAPI): predict, explain, metrics")
     sv.add_argument("model_dir", help="a model directory (or, with --runtime onnx, an `attend export` directory)")

@@ -34,10 +34,12 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from attend.config import check_positive, check_unit_interval, strict_from_dict
+from attend.data.noise import parse_perturbations
 from attend.data.parallel import ParallelTexts
 from attend.data.readers import DataError, LabelledTexts
 from attend.io import ArtifactWriter, atomic_write_json, check_output_directory, save_tensors, save_weights
 from attend.models import auxiliary_loss, build
+from attend.training.adversarial import ADVERSARIAL, EmbeddingAdversary
 from attend.training.tasks.base import Task
 from attend.training.tasks.classification import ClassificationTask
 from attend.training.tasks.seq2seq import TRANSLATION_DEFAULTS, TranslationTask
@@ -85,6 +87,24 @@ class TrainingArgs:
         class_weights: Weight the loss by inverse class frequency, for imbalanced labels.
         label_smoothing: Spread this share of each target's probability over the other classes
             (or vocabulary tokens) in the cross-entropy (Szegedy et al. 2016); 0 disables it.
+        augment: Comma-separated perturbations of :mod:`attend.data.noise` (``typos``,
+            ``char_drop``, ``word_dropout``, ``swap``, ``synonyms``, ``casing``) applied to
+            training texts: each epoch, each example is perturbed with probability
+            ``augment_probability`` by one of them, picked at random, at ``augment_rate`` of its
+            words; seeded by (seed, epoch, example), so a resumed run sees the same noise.
+            Empty: none. Tasks that train on text only (classification).
+        augment_rate: Share of a perturbed text's words that change.
+        augment_probability: Chance that an example is perturbed in an epoch (else it is seen clean).
+        adversarial: ``"fgm"`` (Miyato et al. 2017: one step of size ``adversarial_epsilon`` along
+            the loss gradient of the input embedding table) or ``"pgd"`` (Madry et al. 2018:
+            ``adversarial_steps`` steps, projected onto the ``adversarial_epsilon`` ball) adds the
+            loss on adversarially perturbed embeddings to each step's clean loss; empty: off.
+        adversarial_epsilon: Size (L2 norm over the embedding table) of the perturbation.
+        adversarial_steps: PGD's steps, each of ``adversarial_epsilon / adversarial_steps`` before
+            projection.
+        rdrop: R-Drop (Liang et al. 2021): each batch runs twice with different dropout and this
+            weight times the symmetric KL divergence between the two predictions joins the loss;
+            0 disables it.
         seed: Seeds every random number generator: same seed, same metrics.
         precision: ``"fp32"`` or ``"bf16"`` (autocast mixed precision).
         max_length: Longest input in tokens; longer texts are truncated.
@@ -111,6 +131,13 @@ class TrainingArgs:
     patience: int = 2
     class_weights: bool = False
     label_smoothing: float = 0.0
+    augment: str = ""
+    augment_rate: float = 0.1
+    augment_probability: float = 0.5
+    adversarial: str = ""
+    adversarial_epsilon: float = 1.0
+    adversarial_steps: int = 3
+    rdrop: float = 0.0
     seed: int = 0
     precision: str = "fp32"
     max_length: int = 128
@@ -137,6 +164,16 @@ class TrainingArgs:
             raise ValueError(f"schedule={self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={self.label_smoothing} must be in [0, 1)")
+        self.augment = ",".join(parse_perturbations(self.augment, field="augment"))
+        if not 0.0 < self.augment_rate <= 1.0:
+            raise ValueError(f"augment_rate={self.augment_rate} must be in (0, 1]")
+        if not 0.0 <= self.augment_probability <= 1.0:
+            raise ValueError(f"augment_probability={self.augment_probability} must be in [0, 1]")
+        if self.adversarial not in ADVERSARIAL:
+            raise ValueError(f"adversarial={self.adversarial!r}; choose 'fgm' or 'pgd' (or '' for none)")
+        check_positive(self, "adversarial_epsilon", "adversarial_steps")
+        if self.rdrop < 0:
+            raise ValueError(f"rdrop={self.rdrop} must be >= 0")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision={self.precision!r}; choose 'fp32' or 'bf16'")
 
@@ -181,8 +218,25 @@ def _init_distributed() -> _Dist:
     if world_size <= 1:
         return _Dist()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if _elastic_restart() and "MASTER_ADDR" in os.environ:
+            # A restarted worker group meets in the same rendezvous store as the group it replaces,
+            # where the lost workers' addresses are still written: a fast worker could read one and
+            # fail to connect (seen under load with gloo). A key prefix per restart keeps them apart.
+            rank = int(os.environ["RANK"])
+            agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                                  is_master=not agent_store and rank == 0)  # fmt: skip
+            prefixed = dist.PrefixStore(f"attend/restart-{os.environ['TORCHELASTIC_RESTART_COUNT']}", store)
+            dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world_size)
+        else:
+            dist.init_process_group(backend)
     return _Dist(rank=dist.get_rank(), world_size=dist.get_world_size())
+
+
+def _elastic_restart() -> bool:
+    """True in a worker group that torchrun restarted (``--max-restarts``) after a failure."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
 
 
 def _barrier(info: _Dist) -> None:
@@ -251,6 +305,30 @@ def _epoch_batches(
     return shares
 
 
+def _check_features(task: Task, args: TrainingArgs) -> None:
+    """Refuse the optional training features the task does not implement, naming the option."""
+    for option in ("augment", "adversarial", "rdrop"):
+        if getattr(args, option) and option not in task.features:
+            supported = ", ".join(sorted(task.features)) or "none of augment, adversarial, rdrop"
+            raise ValueError(f"{option}={getattr(args, option)!r}: the {task.name} task does not support it "
+                             f"(it supports: {supported})")  # fmt: skip
+
+
+def _adversary(network: nn.Module, args: TrainingArgs) -> EmbeddingAdversary | None:
+    if not args.adversarial:
+        return None
+    embeddings = getattr(network, "input_embeddings", None)
+    if embeddings is None:
+        raise ValueError(f"adversarial={args.adversarial!r}: {type(network).__name__} has no input_embeddings()")
+    return EmbeddingAdversary(network, embeddings(), args.adversarial, args.adversarial_epsilon,
+                              args.adversarial_steps)  # fmt: skip
+
+
+def _autocast_loss(task: Task, model: nn.Module, batch: dict[str, Tensor], autocast: Any) -> Tensor:
+    with autocast:
+        return task.loss(model, batch)
+
+
 def _optimiser(model: nn.Module, args: TrainingArgs) -> torch.optim.AdamW:
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -280,14 +358,30 @@ class _State:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _save_state(directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer, state: _State) -> None:
-    """Write model, optimiser and RNG state as safetensors + JSON; swap the directory in whole."""
+def _rng_states(info: _Dist) -> list[Tensor]:
+    """Every rank's torch RNG state, in rank order (a collective: every rank calls it)."""
+    if info.world_size == 1:
+        return [torch.get_rng_state()]
+    states: list[Any] = [None] * info.world_size
+    dist.all_gather_object(states, torch.get_rng_state())
+    return states
+
+
+def _save_state(
+    directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer, state: _State, rng: list[Tensor]
+) -> None:
+    """Write model, optimiser and RNG state as safetensors + JSON; swap the directory in whole.
+
+    ``rng`` holds each rank's RNG state (dropout draws differ between ranks under torchrun, so a
+    resumed rank must continue its own stream to reach the metrics of an uninterrupted run).
+    """
     staging = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     save_weights(model, staging / "model.safetensors")
     opt_state = optimiser.state_dict()
-    tensors: dict[str, Tensor] = {"rng.torch": torch.get_rng_state()}
+    tensors: dict[str, Tensor] = {"rng.torch": rng[0]}  # rank 0 (and a single process)
+    tensors |= {f"rng.torch.{rank}": value for rank, value in enumerate(rng) if rank > 0}
     scalars: dict[str, Any] = {}
     for index, slots in opt_state["state"].items():
         for slot, value in slots.items():
@@ -309,7 +403,7 @@ def _save_state(directory: Path, model: nn.Module, optimiser: torch.optim.Optimi
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_state(directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer) -> _State:
+def _load_state(directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer, rank: int = 0) -> _State:
     if not directory.exists() and directory.with_name(directory.name + ".old").exists():
         directory = directory.with_name(directory.name + ".old")  # a crash between the two renames
     try:
@@ -328,7 +422,7 @@ def _load_state(directory: Path, model: nn.Module, optimiser: torch.optim.Optimi
         index, slot = key.split(".", 1)
         slots.setdefault(int(index), {})[slot] = value
     optimiser.load_state_dict({"state": slots, "param_groups": payload["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
+    torch.set_rng_state(tensors.get(f"rng.torch.{rank}", tensors["rng.torch"]))
     return state
 
 
@@ -420,12 +514,18 @@ class Trainer:
         info = _init_distributed()
         out = Path(out)
         work = state_directory(out)
+        if not resume and _elastic_restart() and (work / "run.json").is_file():
+            # torchrun --max-restarts started this worker group again after a worker was lost:
+            # continue the run from its last checkpoint rather than from scratch.
+            _log(f"restart {os.environ['TORCHELASTIC_RESTART_COUNT']} of the worker group: resuming", info)
+            resume = True
         if resume:
             run = self._resumable_run(out, work)
             # The interrupted run's options, minus the interruption itself.
             args = dataclasses.replace(TrainingArgs.from_dict(run["training"]), stop_after_steps=0)
             overwrite = bool(run.get("overwrite", overwrite))
         check_output_directory(out, overwrite=overwrite)
+        _check_features(task, args)
         if args.threads:
             torch.set_num_threads(args.threads)
         torch.manual_seed(args.seed)
@@ -442,7 +542,7 @@ class Trainer:
         state = _State()
         checkpoint_dir, best_dir = work / "checkpoint", work / "best"
         if resume and (checkpoint_dir.exists() or checkpoint_dir.with_name("checkpoint.old").exists()):
-            state = _load_state(checkpoint_dir, network, optimiser)
+            state = _load_state(checkpoint_dir, network, optimiser, info.rank)
             _log(f"resuming from epoch {state.epoch + 1}, step {state.step_in_epoch}", info)
         elif info.main:
             shutil.rmtree(work, ignore_errors=True)
@@ -455,6 +555,7 @@ class Trainer:
         trainable: nn.Module = network
         if info.world_size > 1:
             trainable = nn.parallel.DistributedDataParallel(network)
+        adversary = _adversary(network, args)
 
         steps_per_epoch = math.ceil(task.train_size / args.batch_size)
         epochs = args.epochs
@@ -470,6 +571,7 @@ class Trainer:
         try:
             for epoch in range(state.epoch, epochs):
                 batches = _epoch_batches(task.train_size, args, epoch, info, task.lengths())
+                task.start_epoch(epoch)
                 trainable.train()
                 epoch_start = time.perf_counter()
                 losses: list[float] = []
@@ -485,6 +587,11 @@ class Trainer:
                     total = loss if extra is None else loss + extra
                     optimiser.zero_grad(set_to_none=True)
                     total.backward()
+                    if adversary is not None:
+                        adversarial_loss = functools.partial(_autocast_loss, task, trainable, batch, autocast)
+                        adversarial = adversary.step(adversarial_loss)
+                        if writer is not None and adversarial is not None:
+                            writer.add_scalar("train/adversarial_loss", adversarial, state.global_step)
                     if args.grad_clip > 0:
                         nn.utils.clip_grad_norm_(network.parameters(), args.grad_clip)
                     optimiser.step()
@@ -502,8 +609,9 @@ class Trainer:
                         args.stop_after_steps and state.global_step >= args.stop_after_steps
                     )
                     if state.global_step % args.checkpoint_every == 0 or stop_now:
+                        rng = _rng_states(info)
                         if info.main:
-                            _save_state(checkpoint_dir, network, optimiser, state)
+                            _save_state(checkpoint_dir, network, optimiser, state, rng)
                         _barrier(info)
                     if stop_now:
                         raise TrainingInterrupted(
@@ -540,6 +648,7 @@ class Trainer:
                 record["best"] = improved
                 state.history.append(record)
                 state.epoch, state.step_in_epoch = epoch + 1, 0
+                rng = _rng_states(info)
                 if info.main:
                     print(json.dumps(record), file=sys.stderr, flush=True)
                     with open(work / "train_log.jsonl", "a", encoding="utf-8") as log:
@@ -548,7 +657,7 @@ class Trainer:
                         for key, value in record.items():
                             if key.startswith("dev_") and isinstance(value, int | float):
                                 writer.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
-                    _save_state(checkpoint_dir, network, optimiser, state)
+                    _save_state(checkpoint_dir, network, optimiser, state, rng)
                 _barrier(info)
                 if self.on_epoch is not None:
                     self.on_epoch(record)

@@ -20,9 +20,10 @@ __all__ = ["TASKS", "Task", "register_task"]
 class Task(ABC):
     """What one kind of model needs from training; the :class:`~attend.training.Trainer` does the rest.
 
-    The Trainer calls, in order: :meth:`prepare` (once), :meth:`model_config` and :meth:`init_model`, then per step
-    :meth:`train_batch` and :meth:`loss`, per epoch :meth:`evaluate` on ``"dev"`` (the metric named
-    by :attr:`selection` picks the best epoch; ties go to the lower ``"loss"``), and at the end
+    The Trainer calls, in order: :meth:`prepare` (once), :meth:`model_config` and :meth:`init_model`,
+    then per epoch :meth:`start_epoch`, per step :meth:`train_batch` and :meth:`loss`, and
+    :meth:`evaluate` on ``"dev"`` (the metric named by :attr:`selection` picks the best epoch; ties
+    go to the lower ``"loss"``), and at the end
     :meth:`evaluate` on the final split and :meth:`write` into the new model directory.
     """
 
@@ -30,6 +31,9 @@ class Task(ABC):
     name: ClassVar[str] = ""
     #: The key of :meth:`evaluate`'s metrics whose higher value marks a better epoch.
     selection: ClassVar[str] = ""
+    #: The optional TrainingArgs features the task implements, of ``"augment"``, ``"adversarial"``
+    #: and ``"rdrop"``; the Trainer refuses the others with an error naming the option.
+    features: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def prepare(self, args: TrainingArgs, state: Path | None) -> None:
@@ -69,6 +73,11 @@ class Task(ABC):
     @abstractmethod
     def splits(self) -> list[str]:
         """The held-out splits that have examples, of ``"dev"`` and ``"test"``."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before each training epoch (0-based; a resumed run calls it for the epoch it
+        resumes): a task whose training examples vary by epoch (augmentation) seeds that here."""
+        return None
 
     def lengths(self) -> np.ndarray | None:
         """Per training example, its size in tokens, to batch examples of similar length together

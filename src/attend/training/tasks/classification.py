@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attend.data.batching import length_batches
+from attend.data.noise import Augmenter
 from attend.data.readers import DataError, LabelledTexts, stratified_split
 from attend.data.splits import data_provenance, load_labelled
 from attend.data.tokenization import TextTokenizer
@@ -50,6 +51,20 @@ def classification_loss(
             targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
         return F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=weight, reduction=reduction)
     return F.cross_entropy(logits.float(), targets, weight=weight, reduction=reduction, label_smoothing=label_smoothing)
+
+
+def symmetric_kl(first: Tensor, second: Tensor, *, multi_label: bool) -> Tensor:
+    """``(KL(p1 || p2) + KL(p2 || p1)) / 2`` between two predictions' logits, averaged over the batch
+    (per label Bernoulli distributions, summed over labels, when multi-label)."""
+    if multi_label:
+        p1, p2 = torch.sigmoid(first), torch.sigmoid(second)
+        l1, l2 = F.logsigmoid(first), F.logsigmoid(second)
+        m1, m2 = F.logsigmoid(-first), F.logsigmoid(-second)
+        kl = (p1 - p2) * (l1 - l2) + ((1 - p1) - (1 - p2)) * (m1 - m2)  # KL(p1||p2) + KL(p2||p1), per label
+        return 0.5 * kl.sum(-1).mean()
+    log1, log2 = F.log_softmax(first, dim=-1), F.log_softmax(second, dim=-1)
+    kl = ((log1.exp() - log2.exp()) * (log1 - log2)).sum(-1)  # KL(p1||p2) + KL(p2||p1)
+    return 0.5 * kl.mean()
 
 
 def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> Tensor:
@@ -133,6 +148,7 @@ class ClassificationTask(Task):
 
     name = "classification"
     selection = "macro_f1"
+    features = frozenset({"augment", "adversarial", "rdrop"})
 
     def __init__(
         self,
@@ -165,6 +181,12 @@ class ClassificationTask(Task):
     def prepare(self, args: TrainingArgs, state: Path | None) -> None:
         data = self.data
         self.label_smoothing = args.label_smoothing
+        self.rdrop = args.rdrop
+        self.augmenter = (
+            Augmenter(tuple(args.augment.split(",")), args.augment_rate, args.augment_probability, args.seed)
+            if args.augment else None
+        )  # fmt: skip
+        self.epoch = 0
         dataset = data if isinstance(data, LabelledTexts) else load_labelled(data, **self.columns, **self.reading)
         self.source = dataset.source
         self.multi_label = bool(
@@ -224,13 +246,33 @@ class ClassificationTask(Task):
     def splits(self) -> list[str]:
         return [name for name in ("dev", "test") if name in self.encoded]
 
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def train_batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
-        return self.encoded["train"].batch(indices)
+        train = self.encoded["train"]
+        if self.augmenter is None:
+            return train.batch(indices)
+        texts = self.parts["train"].texts
+        noisy = [self.augmenter(texts[i], (self.epoch, i)) for i in indices]
+        batch = self.tokenizer.pad(self.tokenizer.ids(noisy))
+        batch["labels"] = train.targets[list(indices)]
+        return batch
+
+    def _loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return classification_loss(logits, labels, multi_label=self.multi_label, weight=self.class_weights,
+                                   label_smoothing=self.label_smoothing)  # fmt: skip
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        logits = model(batch).logits
-        return classification_loss(logits, batch["labels"], multi_label=self.multi_label, weight=self.class_weights,
-                                   label_smoothing=self.label_smoothing)  # fmt: skip
+        if not self.rdrop:
+            return self._loss(model(batch).logits, batch["labels"])
+        # R-Drop: the batch twice in one forward pass (one pass also keeps DDP to one forward per
+        # backward), so each copy gets its own dropout; cross-entropy on both plus their symmetric KL.
+        twice = {k: torch.cat([v, v]) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        first, second = model(twice).logits.float().chunk(2)
+        labels = batch["labels"]
+        fit = 0.5 * (self._loss(first, labels) + self._loss(second, labels))
+        return fit + self.rdrop * symmetric_kl(first, second, multi_label=self.multi_label)
 
     @torch.inference_mode()
     def probabilities(self, model: nn.Module, split: str, batch_size: int) -> np.ndarray:

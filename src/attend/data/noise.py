@@ -1,0 +1,212 @@
+"""Seeded text perturbations: the noise of real users' text, for augmentation and robustness checks.
+
+One function, :func:`perturb`, applies one named perturbation to a share (``rate``) of a text's
+words with a caller's :class:`random.Random`, so the same seed gives the same noisy text. Training
+(``--augment``, through :class:`Augmenter`) and ``attend robustness`` use the same definitions:
+
+* ``typos``: a letter of each chosen word becomes a neighbouring key on a QWERTY keyboard;
+* ``char_drop``: a letter or digit of each chosen word is deleted;
+* ``word_dropout``: the chosen words are deleted (at least one word always stays);
+* ``swap``: chosen words trade places with their right-hand neighbour;
+* ``synonyms``: chosen words become a WordNet synonym (English; words without one are left);
+* ``casing``: chosen words change case (upper, lower or title).
+
+Words are runs of non-space characters, except that each Chinese, Japanese or Korean character
+is a word of its own (those scripts do not put spaces between words). Spacing is kept: only the
+chosen words change. ``k = max(1, round(rate * eligible words))`` words change, so a short text
+always gets at least one edit when it has a word the perturbation applies to, and none when it
+has not (``typos`` on Chinese text, ``synonyms`` on words WordNet does not know).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "PERTURBATIONS",
+    "Augmenter",
+    "join_words",
+    "parse_perturbations",
+    "perturb",
+    "split_words",
+    "synonym_variants",
+]
+
+#: Every perturbation :func:`perturb` knows, in a fixed order.
+PERTURBATIONS = ("typos", "char_drop", "word_dropout", "swap", "synonyms", "casing")
+
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
+_CORE = re.compile(r"^(\W*)([^\W\d_]+)(\W*)$")
+
+# Neighbouring keys of each letter on a US QWERTY keyboard (same row and the rows above and below).
+_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+_NEIGHBOURS: dict[str, str] = {}
+for _r, _row in enumerate(_ROWS):
+    for _c, _key in enumerate(_row):
+        _near = [_row[j] for j in (_c - 1, _c + 1) if 0 <= j < len(_row)]
+        for _other in (_r - 1, _r + 1):
+            if 0 <= _other < len(_ROWS):
+                _near += [_ROWS[_other][j] for j in (_c - 1, _c, _c + 1) if 0 <= j < len(_ROWS[_other])]
+        _NEIGHBOURS[_key] = "".join(_near)
+
+
+def parse_perturbations(value: str | Iterable[str], *, field: str = "augment") -> tuple[str, ...]:
+    """Names from ``"typos,swap"`` (or a list), checked: an unknown one is a ValueError naming ``field``."""
+    names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value)]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in PERTURBATIONS]
+    if unknown:
+        raise ValueError(f"{field}={unknown[0]!r} is not a perturbation; choose from {', '.join(PERTURBATIONS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def _split(text: str) -> tuple[list[str], list[str]]:
+    """Words and the gaps around them: ``text == gaps[0] + words[0] + gaps[1] + ... + gaps[-1]``."""
+    words, gaps, end = [], [], 0
+    for match in _WORD.finditer(text):
+        gaps.append(text[end : match.start()])
+        words.append(match.group())
+        end = match.end()
+    gaps.append(text[end:])
+    return words, gaps
+
+
+def _join(words: list[str], gaps: list[str]) -> str:
+    return "".join(g + w for g, w in zip(gaps, words, strict=False)) + gaps[len(words)]
+
+
+def _count(rate: float, eligible: int) -> int:
+    return min(eligible, max(1, round(rate * eligible)))
+
+
+def _typo(word: str, rng: random.Random) -> str:
+    spots = [i for i, ch in enumerate(word) if ch.lower() in _NEIGHBOURS]
+    i = rng.choice(spots)
+    new = rng.choice(_NEIGHBOURS[word[i].lower()])
+    return word[:i] + (new.upper() if word[i].isupper() else new) + word[i + 1 :]
+
+
+def _drop_char(word: str, rng: random.Random) -> str:
+    spots = [i for i, ch in enumerate(word) if ch.isalnum()]
+    i = rng.choice(spots)
+    return word[:i] + word[i + 1 :]
+
+
+def _recase(word: str, rng: random.Random) -> str:
+    options = [w for w in (word.upper(), word.lower(), word.title()) if w != word]
+    return rng.choice(options) if options else word
+
+
+def split_words(text: str) -> tuple[list[str], list[str]]:
+    """The words of ``text`` as every perturbation sees them, and the gaps around them (spacing,
+    kept as is): ``join_words(*split_words(text)) == text``. For callers that edit words themselves
+    (the greedy word-substitution attack of :mod:`attend.runtime.robustness`)."""
+    return _split(text)
+
+
+def join_words(words: list[str], gaps: list[str]) -> str:
+    """The text of ``words`` with ``gaps`` around them (``len(gaps) == len(words) + 1``)."""
+    return _join(words, gaps)
+
+
+def synonym_variants(word: str) -> list[str]:
+    """Every WordNet synonym of ``word`` as the ``synonyms`` perturbation would write it: the word's
+    punctuation kept and its casing copied (``"Good,"`` -> ``"Beneficial,"``, ...). ``[]`` when it has none."""
+    from attend.data.synonyms import synonyms
+
+    match = _CORE.match(word)
+    if match is None:
+        return []
+    head, core, tail = match.groups()
+    variants = []
+    for new in synonyms(core):
+        if core.isupper() and len(core) > 1:
+            new = new.upper()
+        elif core[0].isupper():
+            new = new[0].upper() + new[1:]
+        variants.append(head + new + tail)
+    return variants
+
+
+def _synonym(word: str, rng: random.Random) -> str:
+    return rng.choice(synonym_variants(word))  # same draw as choosing among synonyms(core)
+
+
+def _has_synonym(word: str) -> bool:
+    from attend.data.synonyms import synonyms
+
+    match = _CORE.match(word)
+    return match is not None and bool(synonyms(match.group(2)))
+
+
+def perturb(text: str, name: str, rng: random.Random, rate: float = 0.1) -> str:
+    """``text`` with perturbation ``name`` applied to ``rate`` of its words (see the module docstring).
+
+    Raises:
+        ValueError: ``name`` is not in :data:`PERTURBATIONS`, or ``rate`` is not in (0, 1].
+    """
+    if name not in PERTURBATIONS:
+        raise ValueError(f"perturbation={name!r} is unknown; choose from {', '.join(PERTURBATIONS)}")
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"rate={rate} must be in (0, 1]")
+    words, gaps = _split(text)
+    if name == "word_dropout":
+        if len(words) < 2:
+            return text
+        drop = set(rng.sample(range(len(words)), _count(rate, len(words) - 1)))
+        kept = [i for i in range(len(words)) if i not in drop]
+        # Each kept word keeps the gap before it; the text's leading and trailing space stay.
+        new_gaps = [gaps[0]] + [gaps[i] for i in kept[1:]] + [gaps[-1]]
+        return _join([words[i] for i in kept], new_gaps)
+    if name == "swap":
+        if len(words) < 2:
+            return text
+        for i in rng.sample(range(len(words) - 1), _count(rate, len(words) - 1)):
+            words[i], words[i + 1] = words[i + 1], words[i]
+        return _join(words, gaps)
+    edit, eligible = {
+        "typos": (_typo, lambda w: any(ch.lower() in _NEIGHBOURS for ch in w)),
+        "char_drop": (_drop_char, lambda w: sum(ch.isalnum() for ch in w) >= 2),
+        "synonyms": (_synonym, _has_synonym),
+        "casing": (_recase, lambda w: w.upper() != w.lower()),
+    }[name]
+    candidates = [i for i, w in enumerate(words) if eligible(w)]
+    if not candidates:
+        return text
+    for i in rng.sample(candidates, _count(rate, len(candidates))):
+        words[i] = edit(words[i], rng)
+    return _join(words, gaps)
+
+
+@dataclass(frozen=True)
+class Augmenter:
+    """Training-time augmentation: each example, each epoch, may get one of ``names``.
+
+    With probability ``probability`` an example is perturbed, by one of ``names`` picked at random,
+    at ``rate``; otherwise it is seen clean. The choice is a function of ``(seed, key)`` only (the
+    trainer passes ``(epoch, example index)``), so a resumed run sees the same noise.
+    """
+
+    names: tuple[str, ...]
+    rate: float = 0.1
+    probability: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        parse_perturbations(self.names)
+        if not 0.0 < self.rate <= 1.0:
+            raise ValueError(f"augment_rate={self.rate} must be in (0, 1]")
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"augment_probability={self.probability} must be in [0, 1]")
+
+    def __call__(self, text: str, key: tuple[int, ...]) -> str:
+        if not self.names:
+            return text
+        rng = random.Random(f"{self.seed}:{':'.join(map(str, key))}")  # str seeds hash the same in every process
+        if rng.random() >= self.probability:
+            return text
+        return perturb(text, rng.choice(self.names), rng, self.rate)

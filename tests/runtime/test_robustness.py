@@ -1,0 +1,185 @@
+"""`attend robustness`: seeded perturbations beside clean accuracy, and the greedy word-substitution attack."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from attend.cli import main
+from attend.data.noise import PERTURBATIONS, perturb, split_words, synonym_variants
+from attend.data.splits import rebuild_split
+from attend.data.validation import text_problem
+from attend.runtime import TextClassifier, evaluate, load
+from attend.runtime.robustness import greedy_attack, perturbed_texts, robustness, robustness_rows
+from tests.conftest import planted_rows, write_csv
+
+ODD_TEXTS = ["!", "a", "  x  ", "这部电影很好看", "映画は最高でした", "정말 좋아요", "🙂🙂", "x \u200b", "Ünïcödé ÄÖ ß",
+             "great\tfilm\n", "..., great!!"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def classifier(trained: dict[str, Path]) -> TextClassifier:
+    return load(trained["encoder"])
+
+
+@pytest.fixture
+def noisy_csv(tmp_path: Path) -> Path:
+    """Planted rows not seen in training, every third one with the wrong label: accuracy near 2/3."""
+    rows = planted_rows(90, seed=5)
+    for row in rows[::3]:
+        row["label"] = "pos" if row["label"] == "neg" else "neg"
+    return write_csv(tmp_path / "noisy.csv", rows)
+
+
+def test_clean_accuracy_is_what_evaluate_gives_on_the_same_rows(classifier: TextClassifier, noisy_csv: Path) -> None:
+    rows, described = robustness_rows(classifier, noisy_csv, limit=0)
+    assert len(rows) == 90 and "90 rows of" in described and "not the data the model was trained on" in described
+    report = robustness(classifier, rows.texts, [labels[0] for labels in rows.labels], attack_examples=0)
+    expected = evaluate(classifier, noisy_csv)["accuracy"]
+    assert 0.5 < expected < 0.8  # a real check, not 1.0 == 1.0
+    assert report["clean"] == expected
+    assert report["examples"] == 90 and set(report["perturbations"]) == set(PERTURBATIONS)
+
+    sampled, described = robustness_rows(classifier, noisy_csv, limit=40, seed=3)
+    assert len(sampled) == 40 and "a seeded sample of 40" in described
+    assert sampled.texts == robustness_rows(classifier, noisy_csv, limit=40, seed=3)[0].texts
+    assert sampled.texts != robustness_rows(classifier, noisy_csv, limit=40, seed=4)[0].texts
+
+
+def test_the_training_data_gives_its_test_split_even_from_a_copy(
+    classifier: TextClassifier, trained: dict[str, Path], tmp_path: Path
+) -> None:
+    test = rebuild_split(trained["encoder"], "test")
+    copy = Path(shutil.copy(trained["data"], tmp_path / "moved.csv"))  # the same bytes elsewhere
+    for data in (trained["data"], copy):
+        rows, described = robustness_rows(classifier, data)
+        assert rows.texts == test.texts and described.startswith("test split of") and "(60 rows)" in described
+    report = robustness(classifier, rows.texts, [labels[0] for labels in rows.labels], attack_examples=0)
+    assert report["clean"] == classifier.evaluate(test)["accuracy"]
+    # Other columns than training read: not its split, so every row, read as asked.
+    rows, described = robustness_rows(classifier, copy, text_col="label", label_col="label", limit=0)
+    assert len(rows) == 600 and "other columns" in described
+
+
+def test_same_seed_same_report_and_texts_perturbed_per_row(
+    classifier: TextClassifier, trained: dict[str, Path]
+) -> None:
+    rows, described = robustness_rows(classifier, trained["data"])
+    labels = [labels[0] for labels in rows.labels]
+    first = robustness(classifier, rows.texts, labels, seed=1, attack_examples=15, rows=described)
+    again = robustness(classifier, rows.texts, labels, seed=1, attack_examples=15, rows=described)
+    assert json.dumps(first) == json.dumps(again) and first["rows"] == described
+    for name in PERTURBATIONS:
+        texts = perturbed_texts(rows.texts, name, seed=1, rate=0.2)
+        assert texts == perturbed_texts(rows.texts, name, seed=1, rate=0.2)
+        assert texts != perturbed_texts(rows.texts, name, seed=2, rate=0.2), name
+        assert texts != rows.texts, name
+        # Row i's noise depends on (seed, name, i) only: not on batching or on the other rows.
+        assert texts[7] == perturb(rows.texts[7], name, random.Random(f"1:{name}:7"), 0.2)
+
+
+@pytest.mark.parametrize("rate", [0.1, 1.0])
+def test_perturbations_never_raise_or_empty_odd_and_cjk_texts(classifier: TextClassifier, rate: float) -> None:
+    for name in PERTURBATIONS:
+        for text in perturbed_texts(ODD_TEXTS, name, seed=0, rate=rate):
+            assert text_problem(text) is None, (name, text)
+    assert perturbed_texts(["x \u200b"], "word_dropout", rate=1.0) in (["x \u200b"], ["x"])
+    report = robustness(classifier, ODD_TEXTS, ["pos"] * len(ODD_TEXTS), rate=rate, attack_examples=len(ODD_TEXTS))
+    assert report["examples"] == len(ODD_TEXTS)
+
+
+def test_noise_keeps_spacing_and_a_word_and_splits_cjk_by_character() -> None:
+    assert split_words("很好 movie") == (["很", "好", "movie"], ["", "", " ", ""])
+    text = "  One  good\tfilm,\n really  "
+    for name in ("typos", "char_drop", "synonyms", "casing", "swap"):
+        out = perturb(text, name, random.Random(0), rate=1.0)
+        assert split_words(out)[1] == split_words(text)[1], name  # only words change, never the spacing
+    for seed in range(20):
+        kept = perturb("a b c d e", "word_dropout", random.Random(seed), rate=1.0)
+        assert len(split_words(kept)[0]) == 1 and kept.strip() == kept
+    variants = synonym_variants("Good,")
+    assert variants and all(v[0].isupper() and v.endswith(",") for v in variants)
+    assert synonym_variants("...") == [] and synonym_variants("很") == []
+    for seed in range(10):  # the synonyms perturbation picks among exactly these variants
+        assert perturb("Good,", "synonyms", random.Random(seed), 1.0) in variants
+
+
+def test_a_successful_attack_really_changes_the_prediction(classifier: TextClassifier, noisy_csv: Path) -> None:
+    rows, _ = robustness_rows(classifier, noisy_csv, limit=0)
+    labels = [labels[0] for labels in rows.labels]
+    attacks = greedy_attack(classifier, rows.texts, labels, seed=0, examples=25, budget=0.2)
+    assert len(attacks) == 25 and [a.index for a in attacks] == sorted(a.index for a in attacks)
+    assert all(classifier.predict([a.text])[0] == a.label == labels[a.index] for a in attacks)  # only correct ones
+    successes = [a for a in attacks if a.success]
+    assert successes, "the planted-word model should fall to a substitution of its one sentiment word"
+    for attack in successes[:5] + [a for a in attacks if not a.success][:5]:
+        now = classifier.predict([attack.adversarial])[0]
+        assert now == attack.predicted and (now != attack.label) == attack.success
+        before, after = split_words(attack.text)[0], split_words(attack.adversarial)[0]
+        assert sum(b != c for b, c in zip(before, after, strict=True)) == attack.words_changed
+        assert 1 <= attack.words_changed <= max(1, round(0.2 * attack.words)) or not attack.success
+        assert attack.adversarial_probability <= attack.probability
+    # Four planted words: one change (the budget of a 5-word text) cannot flip it, and is all it gets.
+    (held,) = greedy_attack(classifier, ["great wonderful superb excellent movie"], ["pos"], budget=0.2)
+    assert not held.success and held.words_changed == 1 and classifier.predict([held.adversarial]) == ["pos"]
+    (flipped,) = greedy_attack(classifier, ["great wonderful superb excellent movie"], ["pos"], budget=1.0)
+    assert flipped.words_changed > 1 and classifier.predict([flipped.adversarial]) == [flipped.predicted]
+    report = robustness(classifier, rows.texts, labels, attack_examples=25)
+    assert report["attack"]["attacked"] == 25 and report["attack"]["success_rate"] == len(successes) / 25
+    assert report["attack"]["budget"] == 0.2
+
+
+def test_multi_label_models_are_refused_clearly(classifier: TextClassifier) -> None:
+    multi = load(classifier.path)
+    multi.config = {**multi.config, "model": {**multi.config["model"], "multi_label": True}}
+    with pytest.raises(ValueError, match="multi-label"):
+        robustness(multi, ["great film"], ["pos"])
+    with pytest.raises(ValueError, match=r"labels\[0\]='meh'"):
+        robustness(classifier, ["great film"], ["meh"])
+
+
+def test_cli_json_and_table(trained: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["robustness", str(trained["encoder"]), str(trained["data"]), "--attack-examples", "10", "--seed", "2"]
+    assert main([*args, "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert captured.err == ""  # no progress lines with --json
+    assert {"clean", "perturbations", "attack", "examples", "rows"} <= set(report)
+    assert set(report["perturbations"]) == set(PERTURBATIONS) and report["attack"]["attacked"] == 10
+    assert report["examples"] == 60 and report["rows"].startswith("test split of")
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "clean" in table and all(name in table for name in PERTURBATIONS) and "success rate" in table
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--limit", "-1"], "limit=-1"),
+        (["--rate", "0"], "rate=0.0"),
+        (["--rate", "1.5"], "rate=1.5"),
+        (["--attack-examples", "-3"], "attack_examples=-3"),
+        (["--text-col", "review"], "'review'"),
+        (["--label-col", "stars"], "'stars'"),
+    ],
+)
+def test_cli_bad_input_exits_2_naming_the_field(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], named: str
+) -> None:
+    other = write_csv(tmp_path / "other.csv", planted_rows(20, seed=9))
+    assert main(["robustness", str(trained["encoder"]), str(other), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and named in err and "Traceback" not in err
+
+
+def test_cli_unknown_model_dir_or_data_exits_2(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["robustness", str(tmp_path / "nope"), str(trained["data"])]) == 2
+    assert "nope: no such model directory" in capsys.readouterr().err
+    assert main(["robustness", str(trained["encoder"]), str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv" in capsys.readouterr().err

@@ -1,0 +1,108 @@
+"""Scale-out on torchrun: two "nodes" through the c10d rendezvous, and recovery from a lost worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import planted_rows, write_csv
+
+CONFIG = {
+    "model": {"dim": 32, "num_layers": 1, "num_heads": 2},
+    "training": {"lr": 0.003, "vocab_size": 500, "batch_size": 16, "checkpoint_every": 10},
+}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _setup(tmp_path: Path, rows: int) -> list[str]:
+    data = write_csv(tmp_path / "planted.csv", planted_rows(rows))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(CONFIG), encoding="utf-8")
+    return ["-m", "attend", "train", str(data), "--config", str(config), "--epochs", "3", "--no-progress"]
+
+
+def _metrics(out: Path) -> dict[str, object]:
+    found = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    return {key: found[key] for key in ("accuracy", "macro_f1", "confusion_matrix", "best_epoch")}
+
+
+def test_two_nodes_through_the_c10d_rendezvous_train_as_one_process_does(tmp_path: Path) -> None:
+    train = _setup(tmp_path, 400)
+    single = subprocess.run([sys.executable, *train, "--out", str(tmp_path / "one")],
+                            capture_output=True, text=True, env=ENV, timeout=300, check=False)  # fmt: skip
+    assert single.returncode == 0, single.stderr
+    port = _free_port()
+    nodes = []
+    for is_host in (1, 0):  # one machine plays both nodes; the first hosts the rendezvous store
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                    "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes",
+                    "--rdzv-conf", f"is_host={is_host}"]  # fmt: skip
+        nodes.append(subprocess.Popen([*launcher, *train, "--out", str(tmp_path / "two")], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env=ENV))  # fmt: skip
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert sum(out.count("model written to") for out, _ in outputs) == 1  # only global rank 0 reports
+    one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert two["accuracy"] > 0.8 and abs(two["accuracy"] - one["accuracy"]) <= 0.08, (one, two)
+
+
+def _workers(parent: int) -> list[int]:
+    """Pids of the processes whose parent is ``parent`` (the torchrun agent's workers)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                children.append(int(entry.name))
+    return children
+
+
+def test_a_lost_worker_restarts_the_group_which_resumes_to_the_same_metrics(tmp_path: Path) -> None:
+    train = _setup(tmp_path, 1600)  # 80 steps an epoch: time to strike mid-epoch
+
+    def torchrun(out: Path) -> subprocess.Popen[str]:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                    "--max-restarts", "3", "--monitor-interval", "0.5"]  # fmt: skip
+        return subprocess.Popen([*launcher, *train, "--out", str(out)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
+
+    whole = torchrun(tmp_path / "whole")
+    _, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err[-2000:]
+
+    out = tmp_path / "struck"
+    run = torchrun(out)
+    state = out.with_name(f".{out.name}.training") / "checkpoint" / "state.json"
+    deadline, killed = time.monotonic() + 240, None
+    while time.monotonic() < deadline and run.poll() is None:
+        try:
+            progress = json.loads(state.read_text(encoding="utf-8"))["state"]
+        except (OSError, ValueError, KeyError):
+            progress = None
+        if progress and progress["epoch"] == 1 and progress["step_in_epoch"] >= 20:  # in epoch 2, checkpointed
+            workers = _workers(run.pid)
+            if len(workers) == 2:
+                killed = max(workers)
+                os.kill(killed, signal.SIGKILL)
+                break
+        time.sleep(0.02)
+    assert killed is not None, "the run ended before a worker could be killed"
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err[-3000:]
+    assert "of the worker group: resuming" in err and "resuming from epoch 2" in err, err[-3000:]
+    assert _metrics(out) == _metrics(tmp_path / "whole")

@@ -1,0 +1,222 @@
+"""Robust training options: augmentation, FGM/PGD on the embeddings, R-Drop; checked and resumable."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attend.data.noise import PERTURBATIONS, Augmenter, perturb
+from attend.data.parallel import ParallelTexts
+from attend.data.readers import LabelledTexts
+from attend.training import TrainingArgs
+from attend.training.adversarial import EmbeddingAdversary
+from attend.training.tasks.classification import ClassificationTask, symmetric_kl
+from attend.training.tasks.seq2seq import TranslationTask
+from attend.training.trainer import Trainer
+from tests.conftest import kill_at, planted_rows
+
+SMALL = {"dim": 32, "num_layers": 1, "num_heads": 2, "dropout": 0.1}
+FAST = {"lr": 0.003, "vocab_size": 300, "batch_size": 16, "progress": False}
+
+
+def _attend(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "attend", *args], capture_output=True, text=True, timeout=300,
+                          check=False)  # fmt: skip
+
+
+def _planted(n: int = 200) -> LabelledTexts:
+    rows = planted_rows(n)
+    return LabelledTexts([r["text"] for r in rows], [[r["label"]] for r in rows], source="planted")
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"augment": "typos,typo"}, "augment='typo'"),
+        ({"augment_rate": 0.0}, "augment_rate=0.0"),
+        ({"adversarial": "fgsm"}, "adversarial='fgsm'"),
+        ({"adversarial": "fgm", "adversarial_epsilon": 0.0}, "adversarial_epsilon"),
+        ({"adversarial": "pgd", "adversarial_epsilon": -1.0}, "adversarial_epsilon"),
+        ({"rdrop": -0.5}, "rdrop=-0.5"),
+    ],
+)
+def test_bad_robustness_options_name_the_value(options: dict[str, object], named: str) -> None:
+    with pytest.raises(ValueError, match=named.replace("(", r"\(")):
+        TrainingArgs(**options)
+
+
+def test_augment_is_a_comma_separated_string_normalised() -> None:
+    assert TrainingArgs.from_dict({"augment": "swap, typos,swap"}).augment == "swap,typos"
+    with pytest.raises(ValueError, match="augment"):
+        TrainingArgs.from_dict({"augment": ["swap"]})
+
+
+def test_cli_refuses_an_unknown_augmentation_without_a_traceback(tmp_path: Path, planted_csv: Path) -> None:
+    done = _attend("train", str(planted_csv), "--out", str(tmp_path / "m"), "--augment", "typos,emoji", "--no-progress")
+    assert done.returncode == 2
+    assert "augment='emoji'" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_task_without_the_feature_refuses_it(tmp_path: Path) -> None:
+    pairs = ParallelTexts(["a b", "c d"] * 10, ["b a", "d c"] * 10)
+    trainer = Trainer(TranslationTask(pairs), TrainingArgs(epochs=1, augment="typos", progress=False))
+    with pytest.raises(ValueError, match="augment='typos': the translation task does not support it"):
+        trainer.fit(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_augmented_batches_vary_by_epoch_and_replay_for_the_same_epoch() -> None:
+    args = TrainingArgs(**FAST, augment="typos,word_dropout,swap", augment_probability=1.0, augment_rate=0.3)
+    task = ClassificationTask(_planted(), model_options=SMALL)
+    task.prepare(args, None)
+    clean = ClassificationTask(_planted(), model_options=SMALL)
+    clean.prepare(TrainingArgs(**FAST), None)
+    indices = list(range(16))
+
+    def ids(epoch: int) -> torch.Tensor:
+        task.start_epoch(epoch)
+        return task.train_batch(indices)["input_ids"]
+
+    first, again, other = ids(0), ids(0), ids(1)
+    plain = clean.train_batch(indices)["input_ids"]
+    assert torch.equal(first, again)  # a resumed epoch sees the same noise
+    assert first.shape != other.shape or not torch.equal(first, other)
+    assert first.shape != plain.shape or not torch.equal(first, plain)
+    assert torch.equal(task.train_batch(indices)["labels"], clean.train_batch(indices)["labels"])
+
+
+def test_augmenter_leaves_some_examples_clean_and_is_seeded() -> None:
+    augmenter = Augmenter(("typos",), rate=0.2, probability=0.5, seed=3)
+    text = "the quick brown fox jumps over the lazy dog"
+    outputs = [augmenter(text, (0, i)) for i in range(200)]
+    changed = sum(o != text for o in outputs)
+    assert 60 < changed < 140  # about half
+    assert outputs == [augmenter(text, (0, i)) for i in range(200)]
+    assert outputs != [Augmenter(("typos",), rate=0.2, probability=0.5, seed=4)(text, (0, i)) for i in range(200)]
+
+
+def test_every_perturbation_keeps_spacing_and_handles_cjk_and_empty_text() -> None:
+    rng = random.Random(0)
+    for name in PERTURBATIONS:
+        assert perturb("", name, rng) == ""
+        assert perturb("   ", name, rng) == "   "
+        out = perturb("  Good movie,  really good!  ", name, random.Random(1), rate=0.5)
+        assert out.startswith("  ") and out.endswith("  ")
+    assert perturb("这部电影很好看", "word_dropout", random.Random(0), rate=0.5) != "这部电影很好看"
+    assert perturb("这部电影很好看", "typos", random.Random(0)) == "这部电影很好看"  # no QWERTY letters
+    assert perturb("one", "word_dropout", random.Random(0), rate=1.0) == "one"
+    swapped = perturb("a b c d", "swap", random.Random(0), rate=0.5)
+    assert sorted(swapped.split()) == ["a", "b", "c", "d"] and swapped != "a b c d"
+    assert perturb("Good film", "synonyms", random.Random(0), rate=1.0).split()[0][0].isupper()
+
+
+class _Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 2)
+
+    def input_embeddings(self) -> nn.Embedding:
+        return self.embed
+
+    def loss(self, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.head(self.embed(ids).mean(1)), labels)
+
+
+@pytest.mark.parametrize("method", ["fgm", "pgd"])
+def test_adversary_adds_gradients_within_epsilon_and_restores_the_table(method: str) -> None:
+    model = _Tiny()
+    ids, labels = torch.tensor([[1, 2, 3], [4, 5, 6]]), torch.tensor([0, 1])
+    clean_table = model.embed.weight.detach().clone()
+    model.loss(ids, labels).backward()
+    clean_grad = model.head.weight.grad.clone()
+    distances: list[float] = []
+
+    def adversarial_loss() -> torch.Tensor:
+        distances.append(float((model.embed.weight.detach() - clean_table).norm()))
+        return model.loss(ids, labels)
+
+    adversary = EmbeddingAdversary(model, model.embed, method, epsilon=0.5, steps=3)
+    value = adversary.step(adversarial_loss)
+    assert value is not None and value > 0
+    assert len(distances) == (1 if method == "fgm" else 3)
+    assert all(0 < d <= 0.5 + 1e-6 for d in distances)
+    assert distances[-1] == pytest.approx(0.5, rel=1e-4)  # FGM's step is epsilon; PGD ends on the ball
+    assert torch.equal(model.embed.weight.detach(), clean_table)  # exactly the clean table again
+    # The clean gradients are kept and the adversarial ones added to them.
+    assert not torch.allclose(model.head.weight.grad, clean_grad)
+    unchanged = _Tiny()
+    unchanged.loss(ids, labels).backward()
+    assert torch.allclose(unchanged.head.weight.grad, clean_grad)
+    assert torch.norm(model.head.weight.grad - 2 * clean_grad) < torch.norm(clean_grad)
+
+
+def test_symmetric_kl_is_zero_for_equal_predictions_and_matches_its_definition() -> None:
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 3), torch.randn(5, 3)
+    assert symmetric_kl(a, a, multi_label=False) == pytest.approx(0.0, abs=1e-7)
+    p, q = a.softmax(-1), b.softmax(-1)
+    expected = 0.5 * ((p * (p / q).log()).sum(-1) + (q * (q / p).log()).sum(-1)).mean()
+    assert symmetric_kl(a, b, multi_label=False) == pytest.approx(float(expected), rel=1e-5)
+    p, q = torch.sigmoid(a), torch.sigmoid(b)
+    forward = p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()
+    backward = q * (q / p).log() + (1 - q) * ((1 - q) / (1 - p)).log()
+    bern = forward + backward
+    assert symmetric_kl(a, b, multi_label=True) == pytest.approx(float(0.5 * bern.sum(-1).mean()), rel=1e-5)
+
+
+def test_rdrop_without_dropout_is_plain_cross_entropy_and_with_dropout_adds_a_penalty() -> None:
+    from attend.models import build
+
+    task = ClassificationTask(_planted(64), model_options=SMALL)
+    task.prepare(TrainingArgs(**FAST, rdrop=1.0), None)
+    torch.manual_seed(0)
+    model = build(task.model_config())
+    batch = task.train_batch(list(range(16)))
+    model.eval()
+    plain = F.cross_entropy(model(batch).logits.float(), batch["labels"])
+    assert float(task.loss(model, batch)) == pytest.approx(float(plain), rel=1e-5)
+    model.train()
+    torch.manual_seed(1)
+    value = float(task.loss(model, batch))
+    torch.manual_seed(1)
+    first, second = model({k: torch.cat([v, v]) for k, v in batch.items()}).logits.float().chunk(2)
+    penalty = float(symmetric_kl(first, second, multi_label=False))
+    assert penalty > 1e-4  # the two copies saw different dropout
+    fit = 0.5 * (F.cross_entropy(first, batch["labels"]) + F.cross_entropy(second, batch["labels"]))
+    assert value == pytest.approx(float(fit) + penalty, rel=1e-5)
+
+
+def test_robust_options_train_record_and_resume_to_the_same_result(tmp_path: Path, planted_csv: Path) -> None:
+    config = tmp_path / "config.json"
+    training = {**FAST, "checkpoint_every": 3}
+    training.pop("progress")
+    config.write_text(json.dumps({"model": SMALL, "training": training}))
+    common = ["train", str(planted_csv), "--config", str(config), "--epochs", "3", "--no-progress",
+              "--augment", "typos,word_dropout,synonyms", "--adversarial", "pgd", "--adversarial-steps", "2",
+              "--rdrop", "0.5"]  # fmt: skip
+    whole = _attend(*common, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    metrics = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.8
+    saved = json.loads((tmp_path / "whole" / "config.json").read_text())["training"]
+    assert saved["augment"] == "typos,word_dropout,synonyms" and saved["adversarial"] == "pgd"
+    assert saved["adversarial_steps"] == 2 and saved["rdrop"] == 0.5
+
+    out = tmp_path / "killed"
+    kill_at(tmp_path, "checkpoint:1:3", *common, "--out", str(out))  # part-way through epoch 2
+    resumed = _attend(*common, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    again = json.loads((out / "metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "confusion_matrix", "best_epoch"):
+        assert again[key] == metrics[key], key
