@@ -7,7 +7,6 @@ non-zero exit code, never as a traceback.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import importlib
 import json
@@ -51,7 +50,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     training = {**(TRANSLATION_DEFAULTS if translating else {}), **config.get("training", {})}
     for name in ("epochs", "seed", "batch_size", "lr", "max_length", "threads", "max_steps", "precision", "schedule",
                  "label_smoothing", "augment", "augment_rate", "adversarial", "adversarial_epsilon",
-                 "adversarial_steps", "rdrop"):  # fmt: skip
+                 "adversarial_steps", "rdrop", "average_checkpoints"):  # fmt: skip
         value = getattr(args, name)
         if value is not None:
             training[name] = value
@@ -145,31 +144,42 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from attend.data.readers import read_table
+    from attend.data.readers import TextStream
+    from attend.runtime.streaming import PredictionWriter, open_output, predict_stream
 
     if bool(args.texts) == bool(args.input):
         raise UsageError("give texts to classify, or --input FILE, but not both")
-    texts = args.texts or read_table(args.input, text_col=args.text_col, label_col=None).texts
     if args.top_k < 1:
         raise UsageError(f"--top-k {args.top_k}: must be at least 1")
+    if args.resume and not args.output:
+        raise UsageError("--resume continues an --output file: give --output")
+    stream = TextStream(args.input, text_col=args.text_col) if args.input else None
     predictor = _cli_predictor(args.model_dir, args.int8)
-    found = predictor.predictions(texts)
-    ranked, truncated = predictor.ranked(found.probs, args.top_k), found.truncated
-    if args.format == "json":
-        rows = [
-            {"text": text, "label": top[0][0], "top": [{"label": lab, "probability": p} for lab, p in top],
-             "truncated": bool(cut), **({"warning": warning} if warning else {})}
-            for text, top, cut, warning in zip(texts, ranked, truncated, found.warnings(), strict=True)
-        ]  # fmt: skip
-        print(json.dumps(rows, ensure_ascii=False, indent=None))
-    else:
-        writer = csv.writer(sys.stdout)
-        header = ["text"]
-        for i in range(1, len(ranked[0]) + 1):
-            header += [f"label_{i}", f"probability_{i}"]
-        writer.writerow([*header, "truncated"])
-        for text, top, cut in zip(texts, ranked, truncated, strict=True):
-            writer.writerow([text, *[v for lab, p in top for v in (lab, f"{p:.6f}")], str(bool(cut)).lower()])
+    sink, done, fresh = open_output(args.output, resume=args.resume, fmt=args.format) if args.output else (
+        sys.stdout, 0, True)  # fmt: skip
+    bar = None
+    if stream is not None and not args.no_progress:
+        from tqdm import tqdm
+
+        unit = {"unit": "row"} if stream.fmt == "parquet" else {"unit": "B", "unit_scale": True}
+        bar = tqdm(total=stream.size, desc="predict", file=sys.stderr, mininterval=1.0, **unit)
+    try:
+        texts = (text for _, text in stream) if stream is not None else iter(args.texts)
+
+        def advance(_count: int) -> None:
+            if bar is not None and stream is not None:
+                bar.update(stream.position - bar.n)
+
+        writer = PredictionWriter(sink, args.format, header=fresh)
+        written = predict_stream(predictor, texts, writer, top_k=args.top_k, skip=done, on_chunk=advance)
+    finally:
+        if bar is not None:
+            bar.close()
+        if sink is not sys.stdout:
+            sink.close()
+    if args.output:
+        resumed = f" after the {done} already there" if done else ""
+        print(f"{written} predictions written to {args.output}{resumed}", file=sys.stderr)
     return 0
 
 
@@ -528,6 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--adversarial-epsilon", type=float, help="size of the embedding perturbation (default 1.0)")
     tr.add_argument("--adversarial-steps", type=int, help="PGD steps (default 3)")
     tr.add_argument("--rdrop", type=float, metavar="ALPHA", help="R-Drop: weight of the KL between two dropout passes")
+    tr.add_argument("--average-checkpoints", type=int, metavar="N",
+                    help="average the last N epochs' weights at the end; kept if not worse on dev")
     _add_data_columns(tr)
     _add_pair_columns(tr)
     tr.set_defaults(func=_cmd_train)
@@ -549,7 +561,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--input", help="file of texts (CSV/TSV/JSONL/Parquet) instead")
     pr.add_argument("--text-col", default="text", help="column holding the text in --input (default: text)")
     pr.add_argument("--top-k", type=int, default=3, help="labels to show per text (default 3)")
-    pr.add_argument("--format", choices=["json", "csv"], default="json", help="output format (default json)")
+    pr.add_argument("--format", choices=["json", "csv", "jsonl"], default="json",
+                    help="output format (default json: one list; jsonl: one object per line)")
+    pr.add_argument("--output", help="write to this file instead of stdout (read and written in chunks)")
+    pr.add_argument("--resume", action="store_true", help="continue an interrupted --output file where it ends")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar for --input")
     pr.add_argument("--int8", action="store_true", help=INT8_HELP)
     pr.set_defaults(func=_cmd_predict)
 

@@ -76,7 +76,8 @@ class _FakeResource:
 
 @pytest.mark.parametrize(
     ("data", "message"),
-    [(b"not gzip", "cannot read"), (gzip.compress(b"car\tauto\nbroken line\n"), "line 2")],
+    [(b"not gzip", "cannot read"), (gzip.compress(b"car\tauto\nbroken line\n", mtime=0), "line 2")],
+    ids=["not-gzip", "line-without-tab"],  # ids fixed: every xdist worker must collect the same names
 )
 def test_broken_file_is_reported(monkeypatch: pytest.MonkeyPatch, data: bytes, message: str) -> None:
     monkeypatch.setattr(synonyms_module.resources, "files", lambda _package: _FakeResource(data))

@@ -185,12 +185,12 @@ def test_rdrop_without_dropout_is_plain_cross_entropy_and_with_dropout_adds_a_pe
     batch = task.train_batch(list(range(16)))
     model.eval()
     plain = F.cross_entropy(model(batch).logits.float(), batch["labels"])
-    assert float(task.loss(model, batch)) == pytest.approx(float(plain), rel=1e-5)
+    assert float(task.loss(model, batch).detach()) == pytest.approx(float(plain.detach()), rel=1e-5)
     model.train()
     torch.manual_seed(1)
-    value = float(task.loss(model, batch))
+    value = float(task.loss(model, batch).detach())
     torch.manual_seed(1)
-    first, second = model({k: torch.cat([v, v]) for k, v in batch.items()}).logits.float().chunk(2)
+    first, second = model({k: torch.cat([v, v]) for k, v in batch.items()}).logits.float().detach().chunk(2)
     penalty = float(symmetric_kl(first, second, multi_label=False))
     assert penalty > 1e-4  # the two copies saw different dropout
     fit = 0.5 * (F.cross_entropy(first, batch["labels"]) + F.cross_entropy(second, batch["labels"]))
@@ -220,3 +220,49 @@ def test_robust_options_train_record_and_resume_to_the_same_result(tmp_path: Pat
     again = json.loads((out / "metrics.json").read_text())
     for key in ("accuracy", "macro_f1", "confusion_matrix", "best_epoch"):
         assert again[key] == metrics[key], key
+
+
+def test_average_weights_is_the_elementwise_mean(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from attend.training.trainer import average_weights
+
+    for i, value in enumerate([1.0, 2.0, 6.0]):
+        save_file({"w": torch.full((2, 2), value), "count": torch.tensor([i])}, str(tmp_path / f"e{i}.safetensors"))
+    averaged = average_weights(sorted(tmp_path.glob("*.safetensors")))
+    assert torch.equal(averaged["w"], torch.full((2, 2), 3.0))
+    assert torch.equal(averaged["count"], torch.tensor([2]))  # integer buffers: the last file's
+
+
+def test_a_worse_average_is_not_kept(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from attend.training.trainer import TrainingArgs, _Dist, _State, _try_average
+
+    model = _Tiny()
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    for epoch in (2, 3):
+        save_file({k: v + epoch for k, v in best.items()}, str(tmp_path / f"epoch-{epoch}.safetensors"))
+
+    class Scored:
+        selection = "accuracy"
+
+        def evaluate(self, network: nn.Module, split: str, batch_size: int) -> dict[str, float]:
+            moved = not torch.equal(network.state_dict()["head.weight"], best["head.weight"])
+            return {"accuracy": 0.5 if moved else 0.9, "loss": 1.0}
+
+    state = _State(best_score=0.9, best_loss=1.0, best_epoch=1)
+    found = _try_average(Scored(), model, tmp_path, state, TrainingArgs(average_checkpoints=2), _Dist())  # type: ignore[arg-type]
+    assert found == {"epochs": [2, 3], "dev_accuracy": 0.5, "best_epoch_dev_accuracy": 0.9, "kept": False}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in best.items())  # the best epoch's weights again
+
+
+def test_checkpoint_averaging_runs_in_training_and_is_recorded(tmp_path: Path) -> None:
+    args = TrainingArgs(**FAST, epochs=4, patience=0, average_checkpoints=3)
+    result = Trainer(ClassificationTask(_planted(160), model_options=SMALL), args).fit(tmp_path / "m")
+    found = result.metrics["checkpoint_average"]
+    assert found["epochs"] == [2, 3, 4]
+    assert found["kept"] == (found["dev_macro_f1"] >= found["best_epoch_dev_macro_f1"])
+    saved = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert saved["checkpoint_average"] == found
+    assert not (tmp_path / ".m.training").exists()  # the epochs' weights went with the training state

@@ -8,7 +8,6 @@ Line numbers are those an editor shows: the header of a CSV is line 1, its first
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 from collections import Counter
@@ -23,6 +22,7 @@ __all__ = [
     "SPLIT_NAMES",
     "DataError",
     "LabelledTexts",
+    "TextStream",
     "detect_format",
     "open_data_file",
     "read_rows",
@@ -103,40 +103,62 @@ def open_data_file(path: str | os.PathLike[str], fmt: str | None) -> tuple[Path,
     return path, detect_format(path, fmt)
 
 
-def _decode(path: Path, raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-            "re-save the file as UTF-8"
-        ) from None
+class _Lines:
+    """The decoded lines of a text file, read one at a time (constant memory on any file size).
+
+    Lines end at ``"\n"`` only (kept), as in the whole-file readers they replace: ``str.splitlines``
+    would also split inside a JSON string at U+2028. A byte that is not UTF-8 or a NUL byte is a
+    :class:`DataError` naming its line; ``position`` is the bytes read so far (for progress bars).
+    """
+
+    def __init__(self, path: Path, fmt: str) -> None:
+        self.path, self.fmt = path, fmt
+        self.position = 0
+        self.content = False  # anything but whitespace seen
+
+    def __iter__(self) -> Iterator[str]:
+        with open(self.path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(
+                        f"{self.path}: line {number} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
+                        f"{self.position + exc.start}); re-save the file as UTF-8"
+                    ) from None
+                if "\x00" in line:
+                    raise DataError(f"{self.path}: line {number} holds NUL bytes: this is a binary file, not "
+                                    f"{self.fmt.upper()} text")  # fmt: skip
+                self.position += len(raw)
+                self.content = self.content or bool(line.strip())
+                yield line
 
 
-def read_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_or_row_number, record)`` pairs."""
+def read_rows(path: Path, fmt: str, lines: _Lines | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_or_row_number, record)`` pairs, reading the file as it goes (constant memory).
+
+    ``lines``: the :class:`_Lines` to read a text format through (to follow its ``position``).
+    """
     if fmt == "parquet":
         try:
             import pyarrow.parquet as pq
         except ImportError as exc:  # pragma: no cover - pyarrow is a dependency
             raise DataError("reading Parquet needs pyarrow: pip install pyarrow") from exc
         try:
-            table = pq.read_table(path)
+            batches = pq.ParquetFile(path).iter_batches(batch_size=4096)
+            row_number = 0
+            for batch in batches:
+                for record in batch.to_pylist():
+                    row_number += 1
+                    yield row_number, record
+        except DataError:
+            raise
         except Exception as exc:  # pyarrow raises several types for a corrupt file
             raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
-        for row_number, record in enumerate(table.to_pylist(), start=1):
-            yield row_number, record
         return
-    text = _decode(path, path.read_bytes())
-    if not text.strip():
-        raise DataError(f"{path} is empty")
-    if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        raise DataError(f"{path}: line {line} holds NUL bytes: this is a binary file, not {fmt.upper()} text")
+    source = lines if lines is not None else _Lines(path, fmt)
     if fmt == "jsonl":
-        # Lines end at "\n" only: str.splitlines() would also split inside a JSON string at U+2028 etc.
-        for line_number, line in enumerate(text.split("\n"), start=1):
+        for line_number, line in enumerate(source, start=1):
             if not line.strip():
                 continue
             try:
@@ -146,12 +168,17 @@ def read_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(record, dict):
                 raise DataError(f"{path}: line {line_number} is a JSON {type(record).__name__}, expected an object")
             yield line_number, record
+        if not source.content:
+            raise DataError(f"{path} is empty")
         return
     # Long texts are legitimate: lift the csv module's 128 KiB cap on one field.
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
-    if reader.fieldnames is None:
-        raise DataError(f"{path} is empty")
+    reader = csv.DictReader(iter(source), delimiter="\t" if fmt == "tsv" else ",")
+    try:
+        if reader.fieldnames is None or not source.content:
+            raise DataError(f"{path} is empty")
+    except csv.Error as exc:
+        raise DataError(f"{path}: line 1: {exc}") from None
     start = reader.line_num + 1  # where the next record starts (a quoted field may span lines)
     try:
         for record in reader:
@@ -175,6 +202,71 @@ def _split_labels(value: Any, *, multi_label: bool, label_sep: str | None) -> li
     if multi_label and label_sep:
         return [part.strip() for part in text.split(label_sep) if part.strip()]
     return [text] if text else []
+
+
+def _check_columns(path: Path, record: dict[str, Any], wanted: list[str]) -> None:
+    missing = [c for c in wanted if c not in record]
+    if missing:
+        raise DataError(
+            f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, record))}); "
+            "choose the columns with --text-col / --label-col"
+        )
+
+
+def _row_text(path: Path, line: int, record: dict[str, Any], text_col: str) -> str:
+    """The row's text, checked: a number is a text too; an empty or unusable one is an error."""
+    text = record.get(text_col)
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        text = str(text)  # "42" in a CSV is a text
+    if text is not None and not isinstance(text, str):
+        raise DataError(f"{path}: line {line} has {type(text).__name__} {text!r:.60} in column {text_col!r}, "
+                        "expected text")  # fmt: skip
+    problem = text_problem(text or "")
+    if problem is not None and problem.startswith("is an empty text"):
+        invisible = " (only invisible characters)" if text and text.strip() else ""
+        raise DataError(f"{path}: line {line} has an empty text{invisible} in column {text_col!r}")
+    if problem is not None:
+        raise DataError(f"{path}: line {line}: the text in column {text_col!r} {problem}")
+    assert text is not None
+    return text
+
+
+class TextStream:
+    """The texts of a data file, read as they are used: constant memory on a file of any size.
+
+    Iterating yields ``(line, text)`` with the checks of :func:`read_table`; ``position`` and
+    ``size`` are in bytes (rows for Parquet), for a progress bar.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, text_col: str = "text", fmt: str | None = None) -> None:
+        self.path, self.fmt = open_data_file(path, fmt)
+        self.text_col = text_col
+        self._lines = _Lines(self.path, self.fmt) if self.fmt != "parquet" else None
+        self._rows = 0
+        if self._lines is None:
+            import pyarrow.parquet as pq
+
+            try:
+                self.size = pq.ParquetFile(self.path).metadata.num_rows
+            except Exception as exc:  # pyarrow raises several types for a corrupt file
+                raise DataError(f"{self.path}: not a readable Parquet file ({exc})") from None
+        else:
+            self.size = self.path.stat().st_size
+
+    @property
+    def position(self) -> int:
+        return self._rows if self._lines is None else self._lines.position
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        checked = False
+        for line, record in read_rows(self.path, self.fmt, self._lines):
+            if not checked:
+                _check_columns(self.path, record, [self.text_col])
+                checked = True
+            self._rows += 1
+            yield line, _row_text(self.path, line, record, self.text_col)
+        if not checked:
+            raise DataError(f"{self.path} has a header but no rows")
 
 
 def read_table(
@@ -211,26 +303,9 @@ def read_table(
     checked_columns = False
     for line, record in read_rows(path, fmt):
         if not checked_columns:
-            wanted = [c for c in (text_col, label_col, split_col) if c is not None]
-            missing = [c for c in wanted if c not in record]
-            if missing:
-                raise DataError(
-                    f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, record))}); "
-                    "choose the columns with --text-col / --label-col"
-                )
+            _check_columns(path, record, [c for c in (text_col, label_col, split_col) if c is not None])
             checked_columns = True
-        text = record.get(text_col)
-        if isinstance(text, int | float) and not isinstance(text, bool):
-            text = str(text)  # a number is a text too ("42" in a CSV is)
-        if text is not None and not isinstance(text, str):
-            raise DataError(f"{path}: line {line} has {type(text).__name__} {text!r:.60} in column {text_col!r}, "
-                            "expected text")  # fmt: skip
-        problem = text_problem(text or "")
-        if problem is not None and problem.startswith("is an empty text"):
-            invisible = " (only invisible characters)" if text and text.strip() else ""
-            raise DataError(f"{path}: line {line} has an empty text{invisible} in column {text_col!r}")
-        if problem is not None:
-            raise DataError(f"{path}: line {line}: the text in column {text_col!r} {problem}")
+        text = _row_text(path, line, record, text_col)
         texts.append(text)
         lines.append(line)
         if label_col is not None:

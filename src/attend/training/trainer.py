@@ -105,6 +105,9 @@ class TrainingArgs:
         rdrop: R-Drop (Liang et al. 2021): each batch runs twice with different dropout and this
             weight times the symmetric KL divergence between the two predictions joins the loss;
             0 disables it.
+        average_checkpoints: Average the weights of the last this many epochs at the end
+            (checkpoint averaging, as in Vaswani et al. 2017 and fairseq); the average is kept when
+            its dev score is at least the best epoch's, else the best epoch is. 0 (or 1) disables it.
         seed: Seeds every random number generator: same seed, same metrics.
         precision: ``"fp32"`` or ``"bf16"`` (autocast mixed precision).
         max_length: Longest input in tokens; longer texts are truncated.
@@ -138,6 +141,7 @@ class TrainingArgs:
     adversarial_epsilon: float = 1.0
     adversarial_steps: int = 3
     rdrop: float = 0.0
+    average_checkpoints: int = 0
     seed: int = 0
     precision: str = "fp32"
     max_length: int = 128
@@ -174,6 +178,8 @@ class TrainingArgs:
         check_positive(self, "adversarial_epsilon", "adversarial_steps")
         if self.rdrop < 0:
             raise ValueError(f"rdrop={self.rdrop} must be >= 0")
+        if self.average_checkpoints < 0:
+            raise ValueError(f"average_checkpoints={self.average_checkpoints} must be >= 0")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision={self.precision!r}; choose 'fp32' or 'bf16'")
 
@@ -327,6 +333,52 @@ def _adversary(network: nn.Module, args: TrainingArgs) -> EmbeddingAdversary | N
 def _autocast_loss(task: Task, model: nn.Module, batch: dict[str, Tensor], autocast: Any) -> Tensor:
     with autocast:
         return task.loss(model, batch)
+
+
+def _keep_epoch_weights(directory: Path, network: nn.Module, epoch: int, keep: int) -> None:
+    """Save this epoch's weights for checkpoint averaging; drop those older than the last ``keep``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    save_weights(network, directory / f"epoch-{epoch}.safetensors")
+    for old in directory.glob("epoch-*.safetensors"):
+        if int(old.stem.split("-")[1]) <= epoch - keep:
+            old.unlink()
+
+
+def average_weights(paths: list[Path]) -> dict[str, Tensor]:
+    """The element-wise mean of the floating-point tensors of several weight files (other tensors,
+    such as integer buffers, come from the last file)."""
+    states = [load_file(str(path)) for path in paths]
+    averaged = {}
+    for name, last in states[-1].items():
+        if last.is_floating_point():
+            averaged[name] = torch.stack([state[name].float() for state in states]).mean(0).to(last.dtype)
+        else:
+            averaged[name] = last
+    return averaged
+
+
+def _try_average(task: Task, network: nn.Module, directory: Path, state: _State, args: TrainingArgs,
+                 info: _Dist) -> dict[str, Any] | None:  # fmt: skip
+    """Load the average of the kept epochs' weights if its dev score is at least the best epoch's.
+
+    ``network`` holds the best epoch's weights on entry and the winner's on return. Returns what
+    was compared (epochs, both dev scores, whether the average was kept).
+    """
+    paths = sorted(directory.glob("epoch-*.safetensors"), key=lambda p: int(p.stem.split("-")[1]))
+    if len(paths) < 2:
+        return None
+    best = {k: v.detach().clone() for k, v in network.state_dict().items()}
+    network.load_state_dict(average_weights(paths))
+    dev = task.evaluate(network, "dev", args.eval_batch_size)
+    score, loss = float(dev[task.selection]), float(dev["loss"])
+    kept = score > state.best_score or (score == state.best_score and loss <= state.best_loss)
+    if not kept:
+        network.load_state_dict(best)
+    epochs = [int(p.stem.split("-")[1]) for p in paths]
+    _log(f"checkpoint average of epochs {epochs}: dev {task.selection} {score:.4f} against the best epoch's "
+         f"{state.best_score:.4f}; {'kept' if kept else 'not kept'}", info)  # fmt: skip
+    return {"epochs": epochs, f"dev_{task.selection}": score, f"best_epoch_dev_{task.selection}": state.best_score,
+            "kept": kept}  # fmt: skip
 
 
 def _optimiser(model: nn.Module, args: TrainingArgs) -> torch.optim.AdamW:
@@ -657,6 +709,8 @@ class Trainer:
                         for key, value in record.items():
                             if key.startswith("dev_") and isinstance(value, int | float):
                                 writer.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
+                    if args.average_checkpoints > 1:
+                        _keep_epoch_weights(work / "epochs", network, epoch + 1, args.average_checkpoints)
                     _save_state(checkpoint_dir, network, optimiser, state, rng)
                 _barrier(info)
                 if self.on_epoch is not None:
@@ -675,9 +729,15 @@ class Trainer:
         if (best_dir / "model.safetensors").exists():
             network.load_state_dict(load_file(str(best_dir / "model.safetensors")))
         _barrier(info)  # every rank has read the best weights before rank 0 tidies them away
+        averaging = None
+        if args.average_checkpoints > 1 and "dev" in held_out:
+            averaging = _try_average(task, network, work / "epochs", state, args, info)
+            _barrier(info)  # every rank has read the epochs' weights before rank 0 tidies them away
         final_split = "test" if "test" in held_out else "dev" if "dev" in held_out else "train"
         metrics = task.evaluate(network, final_split, args.eval_batch_size)
         metrics |= {"split": final_split, "best_epoch": state.best_epoch, "epochs_run": state.epoch}
+        if averaging is not None:
+            metrics["checkpoint_average"] = averaging
         if info.main:
             metrics |= task.reference_metrics(final_split)
         seconds = [h["seconds"] for h in state.history]

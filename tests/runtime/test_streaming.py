@@ -1,0 +1,141 @@
+"""Batch scoring of large files: chunked, lazy, resumable, and the same rows as one call."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from attend.data.readers import DataError, TextStream
+from attend.runtime import load
+from attend.runtime.streaming import PredictionWriter, completed_rows, predict_stream
+from tests.conftest import planted_rows, write_csv
+
+
+def _attend(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "attend", *args], capture_output=True, text=True, timeout=300,
+                          check=False)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    rows = planted_rows(2600, seed=5)
+    rows[3]["text"] = 'a "quoted" text, with a comma\nand a line break'
+    rows[9]["text"] = "line\u2028separator and unicode 电影"
+    return [r["text"] for r in rows]
+
+
+def test_streamed_rows_equal_one_call_and_read_lazily(trained: dict[str, Path], texts: list[str]) -> None:
+    predictor = load(trained["encoder"])
+    pulled: list[int] = []
+
+    def source() -> object:
+        for i, text in enumerate(texts):
+            pulled.append(i)
+            yield text
+
+    sink = io.StringIO()
+    writer = PredictionWriter(sink, "jsonl")
+    chunks: list[int] = []
+
+    def on_chunk(count: int) -> None:
+        chunks.append(count)
+        assert len(pulled) - writer.rows <= 0  # nothing read beyond what has been written
+
+    written = predict_stream(predictor, source(), writer, top_k=2, chunk=500, on_chunk=on_chunk)  # type: ignore[arg-type]
+    assert written == len(texts) and chunks == [500] * 5 + [100]
+    rows = [json.loads(line) for line in sink.getvalue().split("\n") if line]
+    whole = predictor.predictions(texts)
+    ranked = predictor.ranked(whole.probs, 2)
+    assert [r["text"] for r in rows] == texts
+    assert [r["label"] for r in rows] == [top[0][0] for top in ranked]
+    for row, top in zip(rows, ranked, strict=True):
+        assert [t["probability"] for t in row["top"]] == pytest.approx([p for _, p in top], abs=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_interrupted_output_resumes_to_the_file_of_one_run(
+    trained: dict[str, Path], texts: list[str], tmp_path: Path, fmt: str
+) -> None:
+    data = write_csv(tmp_path / "in.csv", [{"text": t} for t in texts])
+    model = str(trained["encoder"])
+    whole = tmp_path / f"whole.{fmt}"
+    done = _attend("predict", model, "--input", str(data), "--format", fmt, "--output", str(whole), "--top-k", "2")
+    assert done.returncode == 0, done.stderr
+    assert f"{len(texts)} predictions written" in done.stderr
+    full = whole.read_bytes()
+    # An interruption: the file ends part-way through a row (in a quoted multi-line one for CSV).
+    cut = full.index(b"line break") if fmt == "csv" else full.index(b'"text"', len(full) // 2) + 3
+    partial = tmp_path / f"partial.{fmt}"
+    partial.write_bytes(full[:cut])
+    again = _attend("predict", model, "--input", str(data), "--format", fmt, "--output", str(partial), "--top-k", "2",
+                    "--resume", "--no-progress")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "after the" in again.stderr
+    assert partial.read_bytes() == full
+
+
+def test_existing_output_is_never_overwritten_and_json_lists_do_not_resume(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    data = write_csv(tmp_path / "in.csv", planted_rows(20))
+    out = tmp_path / "out.csv"
+    out.write_text("precious\n")
+    done = _attend("predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--format", "csv")
+    assert done.returncode == 2 and "exists; --resume" in done.stderr and "Traceback" not in done.stderr
+    assert out.read_text() == "precious\n"
+    refused = _attend("predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--resume",
+                      "--format", "csv")  # fmt: skip
+    assert refused.returncode == 2 and "not a prediction CSV" in refused.stderr
+    assert out.read_text() == "precious\n"
+    listing = tmp_path / "out.json"
+    listing.write_text("[]\n")
+    bad = _attend("predict", str(trained["encoder"]), "--input", str(data), "--output", str(listing), "--resume")
+    assert bad.returncode == 2 and "cannot be resumed" in bad.stderr
+
+
+def test_json_output_is_still_one_list(trained: dict[str, Path], tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "in.csv", planted_rows(30))
+    done = _attend("predict", str(trained["encoder"]), "--input", str(data), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert isinstance(rows, list) and len(rows) == 30 and {"text", "label", "top", "truncated"} <= set(rows[0])
+
+
+def test_completed_rows_drops_a_cut_row(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label_1", "probability_1", "truncated"])
+        writer.writerow(["one", "pos", "0.9", "false"])
+        writer.writerow(["two\nlines", "neg", "0.8", "false"])
+    whole = path.read_bytes()
+    assert completed_rows(path, "csv") == 2 and path.read_bytes() == whole
+    path.write_bytes(whole[:-8])
+    assert completed_rows(path, "csv") == 1
+    assert path.read_bytes() == whole[: whole.index(b'"two')]
+    path.write_bytes(b"text,label_1")  # not even the header is whole
+    assert completed_rows(path, "csv") == 0 and path.read_bytes() == b""
+
+
+def test_text_stream_reads_every_format_with_progress(tmp_path: Path) -> None:
+    rows = planted_rows(50)
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    stream = TextStream(jsonl)
+    assert [t for _, t in stream] == [r["text"] for r in rows] and stream.position == stream.size
+    parquet = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": [r["text"] for r in rows]}), parquet)
+    stream = TextStream(parquet)
+    assert [t for _, t in stream] == [r["text"] for r in rows] and stream.position == stream.size == 50
+    missing = tmp_path / "m.csv"
+    missing.write_text("body\nhello\n")
+    with pytest.raises(DataError, match="no column 'text'"):
+        list(TextStream(missing))
