@@ -64,8 +64,11 @@ def parse_perturbations(value: str | Iterable[str], *, field: str = "augment") -
     return tuple(dict.fromkeys(names))
 
 
-def _split(text: str) -> tuple[list[str], list[str]]:
-    """Words and the gaps around them: ``text == gaps[0] + words[0] + gaps[1] + ... + gaps[-1]``."""
+def split_words(text: str) -> tuple[list[str], list[str]]:
+    """The words of ``text`` as every perturbation sees them, and the gaps around them (spacing,
+    kept as is): ``text == gaps[0] + words[0] + gaps[1] + ... + gaps[-1]``, so
+    ``join_words(*split_words(text)) == text``. Public for callers that edit words themselves (the
+    greedy word-substitution attack of :mod:`attend.runtime.robustness`)."""
     words, gaps, end = [], [], 0
     for match in _WORD.finditer(text):
         gaps.append(text[end : match.start()])
@@ -75,7 +78,8 @@ def _split(text: str) -> tuple[list[str], list[str]]:
     return words, gaps
 
 
-def _join(words: list[str], gaps: list[str]) -> str:
+def join_words(words: list[str], gaps: list[str]) -> str:
+    """The text of ``words`` with ``gaps`` around them (``len(gaps) == len(words) + 1``)."""
     return "".join(g + w for g, w in zip(gaps, words, strict=False)) + gaps[len(words)]
 
 
@@ -99,18 +103,6 @@ def _drop_char(word: str, rng: random.Random) -> str:
 def _recase(word: str, rng: random.Random) -> str:
     options = [w for w in (word.upper(), word.lower(), word.title()) if w != word]
     return rng.choice(options) if options else word
-
-
-def split_words(text: str) -> tuple[list[str], list[str]]:
-    """The words of ``text`` as every perturbation sees them, and the gaps around them (spacing,
-    kept as is): ``join_words(*split_words(text)) == text``. For callers that edit words themselves
-    (the greedy word-substitution attack of :mod:`attend.runtime.robustness`)."""
-    return _split(text)
-
-
-def join_words(words: list[str], gaps: list[str]) -> str:
-    """The text of ``words`` with ``gaps`` around them (``len(gaps) == len(words) + 1``)."""
-    return _join(words, gaps)
 
 
 def synonym_variants(word: str) -> list[str]:
@@ -153,7 +145,7 @@ def perturb(text: str, name: str, rng: random.Random, rate: float = 0.1) -> str:
         raise ValueError(f"perturbation={name!r} is unknown; choose from {', '.join(PERTURBATIONS)}")
     if not 0.0 < rate <= 1.0:
         raise ValueError(f"rate={rate} must be in (0, 1]")
-    words, gaps = _split(text)
+    words, gaps = split_words(text)
     if name == "word_dropout":
         if len(words) < 2:
             return text
@@ -161,13 +153,13 @@ def perturb(text: str, name: str, rng: random.Random, rate: float = 0.1) -> str:
         kept = [i for i in range(len(words)) if i not in drop]
         # Each kept word keeps the gap before it; the text's leading and trailing space stay.
         new_gaps = [gaps[0]] + [gaps[i] for i in kept[1:]] + [gaps[-1]]
-        return _join([words[i] for i in kept], new_gaps)
+        return join_words([words[i] for i in kept], new_gaps)
     if name == "swap":
         if len(words) < 2:
             return text
         for i in rng.sample(range(len(words) - 1), _count(rate, len(words) - 1)):
             words[i], words[i + 1] = words[i + 1], words[i]
-        return _join(words, gaps)
+        return join_words(words, gaps)
     edit, eligible = {
         "typos": (_typo, lambda w: any(ch.lower() in _NEIGHBOURS for ch in w)),
         "char_drop": (_drop_char, lambda w: sum(ch.isalnum() for ch in w) >= 2),
@@ -179,7 +171,7 @@ def perturb(text: str, name: str, rng: random.Random, rate: float = 0.1) -> str:
         return text
     for i in rng.sample(candidates, _count(rate, len(candidates))):
         words[i] = edit(words[i], rng)
-    return _join(words, gaps)
+    return join_words(words, gaps)
 
 
 @dataclass(frozen=True)

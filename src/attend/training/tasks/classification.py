@@ -127,8 +127,11 @@ class _Encoded:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
-        batch = self.tokenizer.pad([self.ids[i] for i in indices])
+    def batch(self, indices: Sequence[int], texts: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """The batch of ``indices``; with ``texts`` (one per index, e.g. augmented), those are
+        tokenised in place of the split's own."""
+        rows = [self.ids[i] for i in indices] if texts is None else self.tokenizer.ids(list(texts))
+        batch = self.tokenizer.pad(rows)
         batch["labels"] = self.targets[list(indices)]
         return batch
 
@@ -250,14 +253,10 @@ class ClassificationTask(Task):
         self.epoch = epoch
 
     def train_batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
-        train = self.encoded["train"]
         if self.augmenter is None:
-            return train.batch(indices)
+            return self.encoded["train"].batch(indices)
         texts = self.parts["train"].texts
-        noisy = [self.augmenter(texts[i], (self.epoch, i)) for i in indices]
-        batch = self.tokenizer.pad(self.tokenizer.ids(noisy))
-        batch["labels"] = train.targets[list(indices)]
-        return batch
+        return self.encoded["train"].batch(indices, [self.augmenter(texts[i], (self.epoch, i)) for i in indices])
 
     def _loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return classification_loss(logits, labels, multi_label=self.multi_label, weight=self.class_weights,
