@@ -1,4 +1,5 @@
-"""Deployment: ONNX export (checked against PyTorch), dynamic int8 quantisation, head pruning.
+"""Deployment: ONNX export (checked against PyTorch; classifiers and translators), dynamic int8
+quantisation, head pruning.
 
 Each is measured on the model's own held-out data and writes a model directory that
 :func:`attend.load` and ``attend serve`` take as they take a trained one. Modules load on first
@@ -10,9 +11,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ExportParityError", "export_onnx", "prune", "quantize"]
+__all__ = ["ExportParityError", "OnnxTranslator", "export_onnx", "export_translator", "prune", "quantize"]
 
-_WHERE = {"export_onnx": "export", "ExportParityError": "export", "quantize": "quantize", "prune": "prune"}
+_WHERE = {"export_onnx": "export", "ExportParityError": "export", "quantize": "quantize", "prune": "prune",
+          "export_translator": "export_seq2seq", "OnnxTranslator": "export_seq2seq"}  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

@@ -388,7 +388,7 @@ def export_onnx(
             :class:`~attend.runtime.TorchTextClassifier`).
         out_dir: The ONNX model directory to write (replaced if it is already a model directory).
         attentions: Also output each layer's attention maps and the pooling weights.
-        opset: ONNX opset (default: the exporter's, 18 on torch 2.13).
+        opset: ONNX opset (default: the exporter's own; the report records the one used).
         texts: Texts for the parity check (default: the model's rebuilt test split, else synthetic).
         tolerance: Largest accepted |ONNX - PyTorch| on any output.
         threads: ONNX Runtime intra-op threads for the check (default: PyTorch's thread count).
