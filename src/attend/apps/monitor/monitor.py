@@ -13,10 +13,12 @@ detection sees them, and a window that only then becomes a surge is alerted then
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -229,6 +231,27 @@ class Monitor:
             self.store.mark_notified(alert, ok=ok)
 
 
+@contextlib.contextmanager
+def _ctrl_c_after() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block is done.
+
+    A batch's events and alerts are committed inside :meth:`Monitor.ingest`; a Ctrl-C between that
+    commit and the summary's count left the run reporting fewer events stored than the database
+    held (seen under load). Off the main thread, where signals cannot be handled, it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, _frame: held.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
 def run_events(
     monitor: Monitor,
     events: Iterable[Event | None],
@@ -260,13 +283,14 @@ def run_events(
     def flush() -> None:
         if not batch:
             return
-        result = monitor.ingest(batch)
-        summary.stored += result.stored
-        summary.duplicates += result.duplicates
-        summary.conflicts += result.conflicts
-        summary.times_without_zone += result.times_without_zone
-        summary.alerts.extend(result.alerts)
-        batch.clear()
+        with _ctrl_c_after():  # a batch committed is a batch counted
+            result = monitor.ingest(batch)
+            summary.stored += result.stored
+            summary.duplicates += result.duplicates
+            summary.conflicts += result.conflicts
+            summary.times_without_zone += result.times_without_zone
+            summary.alerts.extend(result.alerts)
+            batch.clear()
         if on_batch is not None:
             on_batch(result)
 
