@@ -22,6 +22,29 @@ BUNDLED = ROOT / "src" / "attend" / "data" / "bundled"
 sys.path.insert(0, str(ROOT / "src"))
 
 
+def write_gz_text(path: Path, text: str) -> str:
+    """Write ``text`` (UTF-8) as a reproducible gzip file, replaced atomically; return its SHA-256.
+
+    mtime=0 and an empty file name make the bytes depend on the content only, so a rebuild from
+    the same package gives the same file; a failed write never leaves half a file.
+    """
+    raw = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as handle:
+        handle.write(text.encode("utf-8"))
+    data = raw.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a packaged data file is readable by all.
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return hashlib.sha256(data).hexdigest()
+
+
 def write_tsv_gz(path: Path, labels: Sequence[str], texts: Sequence[str]) -> str:
     """Write ``label<TAB>text`` lines under a header as a reproducible gzip file.
 
@@ -41,22 +64,7 @@ def write_tsv_gz(path: Path, labels: Sequence[str], texts: Sequence[str]) -> str
         if "\t" in text or "\n" in text or "\t" in label or "\n" in label:
             raise ValueError(f"tab or newline in example {label!r}: {text[:80]!r}")
         body.write(f"{label}\t{text}\n")
-    raw = io.BytesIO()
-    # mtime=0 and an empty file name make the output depend on the content only.
-    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as handle:
-        handle.write(body.getvalue().encode("utf-8"))
-    data = raw.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a packaged data file is readable by all.
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return hashlib.sha256(data).hexdigest()
+    return write_gz_text(path, body.getvalue())
 
 
 def summarise(name: str, labels: Sequence[str], path: Path, digest: str) -> None:

@@ -27,16 +27,12 @@ Needs dpkg-deb (Debian/Ubuntu) and, without --deb, apt-get with Debian's package
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
-import io
-import os
 import re
 import subprocess
 import tempfile
 from pathlib import Path
 
-from _bundle import BUNDLED, ROOT
+from _bundle import BUNDLED, ROOT, write_gz_text
 from build_wordnet_topics import fetch_deb
 
 OUTPUT = BUNDLED / "wordnet_synonyms.tsv.gz"
@@ -111,22 +107,7 @@ def build_synonyms(
 
 def write_synonyms(path: Path, table: dict[str, list[str]]) -> str:
     """Write the table as a reproducible gzip file, replaced atomically; return its SHA-256."""
-    body = "".join(f"{word}\t{' '.join(table[word])}\n" for word in sorted(table))
-    raw = io.BytesIO()
-    # mtime=0 and an empty file name make the output depend on the content only (as in _bundle).
-    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as handle:
-        handle.write(body.encode("ascii"))
-    data = raw.getvalue()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return hashlib.sha256(data).hexdigest()
+    return write_gz_text(path, "".join(f"{word}\t{' '.join(table[word])}\n" for word in sorted(table)))
 
 
 def main() -> None:
