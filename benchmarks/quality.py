@@ -10,6 +10,10 @@ seed 0, from :func:`attend.data.readers.stratified_split`):
 3. ``bilstm_attention``: a BiLSTM with additive attention pooling, trained from scratch.
 4. ``minilm``: the pretrained all-MiniLM-L6-v2 (22.6M parameters), fine-tuned end to end,
    mean pooling, with its own tokenizer.
+5. ``auto``: what ``attend train DATA --out DIR`` does by default (:mod:`attend.training.auto`):
+   nothing set but the seed; it times, plans, trains and picks on dev within its time budget
+   (``--time-budget``). Goal: test accuracy >= the baseline's, and >= baseline + 3 points where
+   the baseline is below 0.9.
 
 Beside accuracy and macro-F1 it reports training seconds per epoch (the trainer's
 ``metrics["seconds_per_epoch"]``; for the baseline, the fit time) and inference throughput on the
@@ -79,8 +83,10 @@ from attend.training import TrainingArgs, classification_metrics, train
 SEED = 0
 DEV_FRACTION = 0.1
 TEST_FRACTION = 0.1
-ALL_MODELS = ("baseline", "encoder", "bilstm_attention", "minilm")
+ALL_MODELS = ("baseline", "encoder", "bilstm_attention", "minilm", "auto")
 ALL_DATASETS = ("wordnet_topics", "rotten_tomatoes", "chinese_reviews")
+#: The default model's goal: >= baseline + AUTO_MARGIN where the baseline is below AUTO_MARGIN_BELOW, else >= baseline.
+AUTO_MARGIN, AUTO_MARGIN_BELOW = 0.03, 0.9
 
 #: Longest input in tokens: WordNet glosses are short (99% under 42 MiniLM tokens), reviews longer.
 MAX_LENGTH = {"wordnet_topics": 64, "rotten_tomatoes": 128, "chinese_reviews": 128}
@@ -313,12 +319,21 @@ def run_baseline(splits: Splits, train_idx: list[int]) -> dict[str, Any]:
 
 
 def run_neural(
-    model: str, splits: Splits, train_idx: list[int], out: Path, *, quick: bool, progress: bool
+    model: str, splits: Splits, train_idx: list[int], out: Path, *, quick: bool, progress: bool,
+    time_budget: float | None = None,
 ) -> dict[str, Any]:
-    args = training_args(model, splits.name, quick=quick, progress=progress)
-    options = MODEL_OPTIONS[model]
-    with harness.Stopwatch() as training:
-        result = train(splits.labelled(train_idx), out, model=model, model_options=options, args=args)
+    if model == "auto":
+        # What `attend train DATA --out DIR` does: nothing chosen but the seed (and, with --quick, one epoch).
+        chosen: dict[str, Any] = {"seed": SEED, "progress": progress} | ({"epochs": 1} if quick else {})
+        args, options = TrainingArgs.from_dict(dict(chosen)), None
+        with harness.Stopwatch() as training:
+            result = train(splits.labelled(train_idx), out, model="auto", args=chosen, time_budget=time_budget)
+        args = TrainingArgs.from_dict(json.loads((out / "config.json").read_text(encoding="utf-8"))["training"])
+    else:
+        args = training_args(model, splits.name, quick=quick, progress=progress)
+        options = MODEL_OPTIONS[model]
+        with harness.Stopwatch() as training:
+            result = train(splits.labelled(train_idx), out, model=model, model_options=options, args=args)
     train_seconds = training.seconds
     metrics = result.metrics
     if metrics.get("split") != "test" or metrics.get("num_examples") != len(splits.test):
@@ -348,6 +363,7 @@ def run_neural(
         "history": result.history,
         "per_class": metrics["per_class"],
         "model_dir": str(out),
+        **({"auto": {k: v for k, v in metrics["auto"].items()}} if "auto" in metrics else {}),
     }
 
 
@@ -421,6 +437,13 @@ def evaluate_goals(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[s
                 continue
             delta = row["accuracy"] - base["accuracy"]
             goals.append({"dataset": dataset, "goal": goal, "delta_points": 100 * delta, "met": bool(check(delta))})
+        row = rows.get("auto")
+        if row is not None and "error" not in row:
+            # The default model: never below the baseline, and 3 points above it where it is below 0.9.
+            margin = AUTO_MARGIN if base["accuracy"] < AUTO_MARGIN_BELOW else 0.0
+            delta = row["accuracy"] - base["accuracy"]
+            goals.append({"dataset": dataset, "goal": f"auto (default) >= baseline + {100 * margin:.0f} acc. points",
+                          "delta_points": 100 * delta, "met": bool(delta >= margin - 1e-12)})  # fmt: skip
     return goals
 
 
@@ -487,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         help="cap the training split at N examples (stratified, seeded); dev and test are unchanged. "
         "Repeatable; e.g. 20000 (all), minilm=20000, wordnet_topics:minilm=20000",
     )
+    parser.add_argument("--time-budget", type=float, metavar="MINUTES",
+                        help="auto: minutes for all its candidates (default: attend train's own default)")
     parser.add_argument("--json", type=Path, help="write every result here")
     parser.add_argument("--out-dir", type=Path, help="model directories go here (default: a temporary folder, removed)")
     parser.add_argument("--progress", action="store_true", help="show the trainer's progress bars")
@@ -561,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
                             out_dir / name / model,
                             quick=options.quick,
                             progress=options.progress,
+                            time_budget=options.time_budget,
                         )
                 except Exception as exc:  # report and go on: one failure should not cost the whole run
                     row = {"error": f"{type(exc).__name__}: {exc}"}
@@ -571,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"  accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}, "
                         f"{row['seconds_per_epoch']:.1f} s/epoch, {row['infer_texts_per_s']:.0f} texts/s, "
-                        f"{row['train_seconds']:.0f} s in all",
+                        f"{row['train_seconds']:.0f} s in all"
+                        + (f"; {row['auto']['why']}" if "auto" in row else ""),
                         flush=True,
                     )
                 rows[model] = row

@@ -48,6 +48,7 @@ SMALL_MODELS = {
     "encoder": {"dim": 32, "num_layers": 2, "num_heads": 2, "pooling": "attention"},
     "bilstm_attention": {"embed_dim": 16, "hidden_dim": 16},
     "minilm": {"pretrained": False, "bert": {"num_layers": 2}},
+    "e5": {"pretrained": False, "bert": {"num_layers": 2, "vocab_size": 30522}},
 }
 
 #: Small configs of the registered recommenders (their batches are not text): the registry-wide

@@ -35,8 +35,8 @@ def config_file(tmp_path: Path) -> Path:
 
 def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "model"
-    code = main(["train", str(planted_csv), "--out", str(out), "--config", str(config_file), "--epochs", "4",
-                 "--no-progress"])  # fmt: skip
+    code = main(["train", str(planted_csv), "--model", "encoder", "--out", str(out), "--config", str(config_file),
+                 "--epochs", "4", "--no-progress"])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     assert "macro-F1" in printed and f"model written to {out}" in printed
@@ -76,8 +76,10 @@ def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: 
         (["train", "data.csv", "--out", "data.csv"], "data.csv exists and is not a directory"),
         (["train", "data.csv", "--out", "m", "--config", "types.json"], "training option field epochs='3' must be an"),
         (["train", "data.csv", "--out", "m", "--config", "float.json"], "field epochs=1.5 must be an integer"),
-        (["train", "data.csv", "--out", "m", "--config", "wide.json"], "model field dim='wide' must be an integer"),
-        (["train", "data.csv", "--out", "m", "--config", "bool.json"], "field num_layers=True must be an integer"),
+        (["train", "data.csv", "--out", "m", "--model", "encoder", "--config", "wide.json"],
+         "model field dim='wide' must be an integer"),
+        (["train", "data.csv", "--out", "m", "--model", "encoder", "--config", "bool.json"],
+         "field num_layers=True must be an integer"),
         (["train", "data.csv", "--out", "stray"], "stray exists, is not empty and is not a model directory"),
     ],
 )
@@ -99,7 +101,8 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], 
 
 def test_an_argument_whose_bytes_are_not_utf8_is_a_one_line_error(tmp_path: Path, planted_csv: Path) -> None:
     out = tmp_path / "m"
-    assert _attend("train", str(planted_csv), "--out", str(out), "--epochs", "1", "--no-progress").returncode == 0
+    assert _attend("train", str(planted_csv), "--model", "encoder", "--out", str(out), "--epochs", "1",
+                   "--no-progress").returncode == 0
     result = subprocess.run([sys.executable.encode(), b"-m", b"attend", b"predict", str(out).encode(), b"caf\xe9"],
                             capture_output=True, timeout=300)  # fmt: skip
     assert result.returncode == 2 and b"Traceback" not in result.stderr
@@ -113,7 +116,8 @@ def _free_port() -> int:
 
 
 def test_torchrun_two_processes_train_to_the_same_quality(tmp_path: Path, planted_csv: Path, config_file: Path) -> None:
-    common = ["train", str(planted_csv), "--config", str(config_file), "--epochs", "4", "--no-progress"]
+    common = ["train", str(planted_csv), "--model", "encoder", "--config", str(config_file), "--epochs", "4",
+              "--no-progress"]
     single = _attend(*common, "--out", str(tmp_path / "single"))
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -133,7 +137,8 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, planted_csv: Pa
     """SIGKILL mid-epoch (no chance to clean up), then --resume: same metrics as a run left alone."""
     config = tmp_path / "config.json"
     config.write_text(json.dumps({**CONFIG, "training": {**CONFIG["training"], "checkpoint_every": 3}}))
-    common = ["train", str(planted_csv), "--config", str(config), "--epochs", "2", "--no-progress"]
+    common = ["train", str(planted_csv), "--model", "encoder", "--config", str(config), "--epochs", "2",
+              "--no-progress"]
     whole = _attend(*common, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
 

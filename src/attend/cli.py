@@ -56,6 +56,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             training[name] = value
     if args.no_progress:
         training["progress"] = False
+    if translating and (args.time_budget is not None or args.max_train):
+        raise UsageError("--time-budget and --max-train are for text classifiers, not --model seq2seq")
     if translating:
         result = train_translation(
             args.data, args.out, model_options=config.get("model", {}), args=TrainingArgs.from_dict(training),
@@ -71,7 +73,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         args.out,
         model=args.model,
         model_options=config.get("model", {}),
-        args=TrainingArgs.from_dict(training),
+        args=training,  # only what was chosen: --model auto fits the rest to the data
         resume=args.resume,
         overwrite=args.overwrite,
         text_col=args.text_col,
@@ -79,6 +81,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         split_col=args.split_col,
         multi_label=args.multi_label,
         label_sep=args.label_sep,
+        max_train=args.max_train or 0,
+        time_budget=args.time_budget,
     )
     if not result.is_main:
         return 0
@@ -229,7 +233,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         return _explain_translations(args, texts)
     predictor = _cli_predictor(args.model_dir, args.int8, explaining=True)
     layer: int | str = args.layer if args.layer == "mean" else _int_option("--layer", args.layer)
-    want_maps = bool(args.html or args.png or args.maps)
+    # The HTML report embeds per-head heatmaps when the model has attention maps (an ensemble has
+    # none of its own: its report shades the words alone); PNG heatmaps and --maps need them.
+    has_maps = bool(getattr(getattr(predictor, "capabilities", None), "maps", True))
+    want_maps = bool(args.png or args.maps or (args.html and has_maps))
     explanations = explain(
         predictor, texts, args.method, layer=layer, head=args.head, target=args.target, maps=want_maps,
         ig_steps=args.ig_steps,
@@ -456,6 +463,27 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from attend.runtime.ensemble import make_ensemble
+
+    weights = None
+    if args.weights is not None:
+        try:
+            weights = [float(value) for value in args.weights.split(",")]
+        except ValueError:
+            raise UsageError(f"--weights {args.weights!r}: expected numbers separated by commas, e.g. 1,1,2") from None
+    report = make_ensemble(args.model_dirs, args.out, weights=weights, overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    total = sum(member["weight"] for member in report["members"])
+    for member in report["members"]:
+        print(f"  {member['path']}: {member['source']} ({member['model_type']}), weight {member['weight'] / total:.3f}")
+    print(f"wrote {report['out_dir']}: the mean of {len(report['members'])} models' probabilities over "
+          f"{report['labels']}; try: attend evaluate {report['out_dir']} DATA")  # fmt: skip
+    return 0
+
+
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from attend.data.datasets import list_datasets
 
@@ -508,8 +536,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr = verbs.add_parser("train", help="train an attention classifier on labelled text")
     tr.add_argument("data", help="CSV/TSV/JSONL/Parquet file, or a dataset name from `attend datasets`")
     tr.add_argument("--out", required=True, help="model directory to write")
-    tr.add_argument("--model", default="encoder",
-                    help="encoder | bilstm_attention | minilm, or seq2seq for a translator (default: encoder)")
+    tr.add_argument("--model", default="auto",
+                    help="auto | encoder | bilstm_attention | minilm | e5, or seq2seq for a translator (default auto: "
+                         "train the candidates within --time-budget and keep the best on dev)")
+    tr.add_argument("--time-budget", type=float, metavar="MINUTES",
+                    help="--model auto: minutes of training for all candidates together (default 20)")
+    tr.add_argument("--max-train", type=int, metavar="N",
+                    help="train on a proportional sample of at most N training examples (dev and test unchanged)")
     tr.add_argument("--config", help='JSON file: {"model": {...model options}, "training": {...training options}}')
     tr.add_argument("--epochs", type=int, help="maximum epochs (default 5)")
     tr.add_argument("--seed", type=int, help="seed for every RNG (default 0)")
@@ -678,6 +711,14 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("--data", help="labelled data to measure on (default: the model's own test split)")
     pu.add_argument("--json", action="store_true", help="print the report as JSON")
     pu.set_defaults(func=_cmd_prune)
+
+    en = verbs.add_parser("ensemble", help="combine text classifiers into one model: the mean of their probabilities")
+    en.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help="classifier directories (same labels)")
+    en.add_argument("--out", required=True, help="model directory to write (the members are copied into it)")
+    en.add_argument("--weights", metavar="W1,W2,...", help="one positive weight per MODEL_DIR (default: equal)")
+    en.add_argument("--overwrite", action="store_true", help="replace a model already in --out (else an error)")
+    en.add_argument("--json", action="store_true", help="print the report as JSON")
+    en.set_defaults(func=_cmd_ensemble)
 
     for app in _apps():
         app.register_cli(verbs)

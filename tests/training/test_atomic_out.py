@@ -36,8 +36,8 @@ def run_args(tmp_path: Path, trained: dict[str, Path]) -> list[str]:
     config.write_text(json.dumps({"model": {"dim": 16, "num_layers": 1, "num_heads": 2},
                                   "training": {"lr": 0.003, "vocab_size": 300, "batch_size": 16,
                                                "checkpoint_every": 4}}))  # fmt: skip
-    return ["train", str(trained["data"]), "--config", str(config), "--epochs", "2", "--seed", "3", "--no-progress",
-            "--threads", "1"]  # fmt: skip
+    return ["train", str(trained["data"]), "--model", "encoder", "--config", str(config), "--epochs", "2",
+            "--seed", "3", "--no-progress", "--threads", "1"]  # fmt: skip
 
 
 @pytest.mark.parametrize("point", ["checkpoint:0:4", "checkpoint:1:8", "staged", "published"])

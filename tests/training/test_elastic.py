@@ -30,7 +30,8 @@ def _setup(tmp_path: Path, rows: int) -> list[str]:
     data = write_csv(tmp_path / "planted.csv", planted_rows(rows))
     config = tmp_path / "config.json"
     config.write_text(json.dumps(CONFIG), encoding="utf-8")
-    return ["-m", "attend", "train", str(data), "--config", str(config), "--epochs", "3", "--no-progress"]
+    return ["-m", "attend", "train", str(data), "--model", "encoder", "--config", str(config), "--epochs", "3",
+            "--no-progress"]
 
 
 def _metrics(out: Path) -> dict[str, object]:

@@ -202,9 +202,9 @@ def test_robust_options_train_record_and_resume_to_the_same_result(tmp_path: Pat
     training = {**FAST, "checkpoint_every": 3}
     training.pop("progress")
     config.write_text(json.dumps({"model": SMALL, "training": training}))
-    common = ["train", str(planted_csv), "--config", str(config), "--epochs", "3", "--no-progress",
-              "--augment", "typos,word_dropout,synonyms", "--adversarial", "pgd", "--adversarial-steps", "2",
-              "--rdrop", "0.5"]  # fmt: skip
+    common = ["train", str(planted_csv), "--model", "encoder", "--config", str(config), "--epochs", "3",
+              "--no-progress", "--augment", "typos,word_dropout,synonyms", "--adversarial", "pgd",
+              "--adversarial-steps", "2", "--rdrop", "0.5"]  # fmt: skip
     whole = _attend(*common, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
     metrics = json.loads((tmp_path / "whole" / "metrics.json").read_text())

@@ -210,3 +210,22 @@ def test_every_report_shows_the_bag_of_words_baseline_on_the_same_split(tmp_path
     assert f"{gap:.1f} points" in result.report
     assert tfidf_baseline(["a b", "a c"], ["x", "x"], ["a"], ["x"]) is None  # one class: nothing to fit
 
+
+
+def test_the_baseline_reads_unspaced_scripts_by_character_ngrams() -> None:
+    from attend.data.noise import unspaced_share
+    from attend.training.metrics import tfidf_baseline
+
+    assert unspaced_share(["这家酒店很好", "very good"]) == pytest.approx(6 / 14)
+    assert unspaced_share(["안녕 하세요", "good"]) == 0.0 and unspaced_share([]) == 0.0
+    # Each label has its own characters, but no two texts share a space-separated "word": split on
+    # spaces, the test texts are unseen clauses; read by characters, the label is plain.
+    good, bad = "好棒赞美满意", "差烂糟慢坏贵"
+    train_texts = [good[i % 6] + good[(i + 1) % 6] + str(i) for i in range(30)]
+    train_texts += [bad[i % 6] + bad[(i + 2) % 6] + str(i) for i in range(30)]
+    labels = ["pos"] * 30 + ["neg"] * 30
+    found = tfidf_baseline(train_texts, labels, ["棒满意了", "烂慢坏了"], ["pos", "neg"])
+    assert found is not None and found["features"] == "char 1-3-grams" and found["accuracy"] == 1.0
+    english = tfidf_baseline(["good film", "fine good", "bad film", "awful bad"], ["p", "p", "n", "n"],
+                             ["good"], ["p"])  # fmt: skip
+    assert english is not None and english["features"] == "word 1-2-grams"

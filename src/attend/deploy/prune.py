@@ -190,11 +190,11 @@ def _head_fields(model_config: dict[str, Any], path: Path) -> tuple[dict[str, An
     kind = model_config.get("model_type")
     if kind == "encoder":
         return model_config, int(model_config["num_heads"])
-    if kind == "minilm":
+    if kind in ("minilm", "e5"):
         return model_config["bert"], int(model_config["bert"]["num_heads"])
     raise ValueError(
         f"{path}: model {kind!r} has no multi-head attention layers, so it has no heads to prune "
-        "(head pruning works on 'encoder' and 'minilm')"
+        "(head pruning works on 'encoder', 'minilm' and 'e5')"
     )
 
 

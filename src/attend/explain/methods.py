@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from attend.data.validation import validate_texts
 from attend.explain.focus import distribution_focus
-from attend.explain.protocol import Capable, Explainable
+from attend.explain.protocol import Capable, Combined, Explainable
+from attend.explain.words import onto_words, word_spans
 from attend.models import probabilities
 
 __all__ = [
@@ -339,6 +340,9 @@ class ExplainMethod:
         gradients: The forward pass keeps the maps in the autograd graph and :attr:`Evidence.grads`
             holds their gradients.
         baseline: A reference for faithfulness (``random``, ``uniform``), not an explanation.
+        signed: Its importance is a signed attribution (Integrated Gradients), not a
+            distribution over the tokens; an ensemble sums it onto words instead of
+            renormalising it there.
     """
 
     name: str
@@ -346,6 +350,7 @@ class ExplainMethod:
     requires: str = "attention"
     gradients: bool = False
     baseline: bool = False
+    signed: bool = False
 
     def available(self, capabilities: Capable) -> bool:
         if self.requires == "gradients":
@@ -360,7 +365,7 @@ METHODS: dict[str, ExplainMethod] = {}
 
 
 def register_method(
-    name: str, *, requires: str = "attention", gradients: bool = False, baseline: bool = False
+    name: str, *, requires: str = "attention", gradients: bool = False, baseline: bool = False, signed: bool = False
 ) -> Callable[[Importance], Importance]:
     """Decorator: register ``compute(evidence) -> (importance, note)`` as method ``name``."""
     if requires not in ("attention", "pooling", "gradients"):
@@ -369,14 +374,22 @@ def register_method(
     def decorator(compute: Importance) -> Importance:
         if name in METHODS:
             raise ValueError(f"explanation method {name!r} is already registered")
-        METHODS[name] = ExplainMethod(name, compute, requires=requires, gradients=gradients, baseline=baseline)
+        METHODS[name] = ExplainMethod(
+            name, compute, requires=requires, gradients=gradients, baseline=baseline, signed=signed
+        )
         return compute
 
     return decorator
 
 
-def available_methods(runtime: Explainable) -> list[str]:
-    """The methods (and baselines) this runtime can be explained with; none if it records no attention."""
+def available_methods(runtime: Explainable | Combined) -> list[str]:
+    """The methods (and baselines) this runtime can be explained with; none if it records no attention.
+
+    An ensemble (:class:`Combined`) offers the methods every one of its members offers.
+    """
+    if isinstance(runtime, Combined):
+        offered = [set(available_methods(member)) for member in runtime.members]
+        return [name for name in METHODS if all(name in names for names in offered)]
     capabilities = runtime.capabilities
     if not (capabilities.maps or capabilities.pooling or capabilities.gradients):
         return []
@@ -439,7 +452,7 @@ def _grad_attention(evidence: Evidence) -> tuple[Tensor, str]:
     return _normalise((r[:, None, :] @ grad_rollout(evidence.maps, evidence.grads)).squeeze(1), evidence.mask), ""
 
 
-@register_method("integrated_gradients", requires="gradients")
+@register_method("integrated_gradients", requires="gradients", signed=True)
 def _integrated_gradients(evidence: Evidence) -> tuple[Tensor, str]:
     """Integrated Gradients (Sundararajan et al. 2017; Captum) on the token embeddings; baseline =
     every text token replaced by ``[PAD]``.
@@ -550,7 +563,7 @@ def _evidence(
 
 
 def explain(
-    runtime: Explainable,
+    runtime: Explainable | Combined,
     texts: Sequence[str],
     method: str = "rollout",
     *,
@@ -581,6 +594,8 @@ def explain(
         batch_size: Texts per forward pass.
         ig_steps: Integration steps for Integrated Gradients.
         seed: Seeds the ``random`` baseline.
+
+    An ensemble (:class:`Combined`) is explained by its members: see :func:`_explain_combined`.
     """
     chosen = _check_method(method)
     checked = validate_texts(texts)
@@ -588,6 +603,9 @@ def explain(
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     if ig_steps < 2:
         raise ValueError(f"ig_steps={ig_steps} must be >= 2")
+    if isinstance(runtime, Combined):
+        return _explain_combined(runtime, checked, chosen, layer=layer, head=head, target=target, maps=maps,
+                                 batch_size=batch_size, ig_steps=ig_steps, seed=seed)  # fmt: skip
     if not chosen.available(runtime.capabilities):
         if chosen.requires == "gradients":
             others = [name for name, other in METHODS.items() if other.requires != "gradients"]
@@ -635,6 +653,94 @@ def explain(
                 spans=spans[row] if len(spans[row]) == n else None,
             )
     return [r for r in results if r is not None]
+
+
+def _explain_combined(
+    runtime: Combined,
+    texts: list[str],
+    method: ExplainMethod,
+    *,
+    layer: int | str,
+    head: int | None,
+    target: str | None,
+    maps: bool,
+    batch_size: int,
+    ig_steps: int,
+    seed: int,
+) -> list[Explanation]:
+    """An ensemble's explanations: each member's importance on the words of the text, averaged.
+
+    Members may tokenise differently, so there is no token position they share: each member
+    explains the ensemble's label (the label the *ensemble* predicts, or ``target``) with
+    ``method``, its token importances are moved onto the text's words by their character spans
+    (:func:`attend.explain.words.onto_words`) and averaged there with the members' weights. A
+    distribution (every method but signed ones) is renormalised over the words first, so each
+    member's special tokens (``[CLS]``, ``[SEP]``) do not shrink its share; signed attributions
+    (Integrated Gradients) are summed onto words as they are, so a word's value stays the sum of
+    its pieces'. ``tokens`` of the result are the words, ``special`` is all False and ``spans``
+    are the words' characters. There are no attention maps: members attend over different tokens.
+    """
+    members = list(runtime.members)
+    if maps:
+        raise ValueError(
+            f"an ensemble of {len(members)} models has no attention maps of its own (its members attend over "
+            "different tokens), so maps, --maps, --html and --png are unavailable: explain it without them (e.g. "
+            "--json), or explain one member for its maps (the directories under the ensemble's members/)"
+        )
+    for index, member in enumerate(members):
+        if method.name not in available_methods(member):
+            raise ValueError(
+                f"method {method.name!r}: member {index} of the ensemble ({getattr(member, 'name', 'model')}) cannot "
+                f"be explained with it; the ensemble offers {available_methods(runtime)}"
+            )
+    labels = list(runtime.labels)
+    probs = np.asarray(runtime.predict_proba(texts, batch_size=batch_size))
+    best = probs.argmax(1)
+    if target is not None and target not in labels:
+        raise ValueError(f"target={target!r} is not a label of this model; labels are {labels}")
+    targets = [target] * len(texts) if target is not None else [labels[int(j)] for j in best]
+    weights = np.asarray(runtime.member_weights, dtype=np.float64)
+    weights = weights / weights.sum()
+    per_member: list[list[Explanation]] = []
+    for index, member in enumerate(members):
+        found: list[Explanation | None] = [None] * len(texts)
+        for label in dict.fromkeys(targets):  # one call per explained label, in first-seen order
+            chosen = [i for i, t in enumerate(targets) if t == label]
+            explained = explain(
+                member, [texts[i] for i in chosen], method.name, layer=layer, head=head, target=label,
+                batch_size=batch_size, ig_steps=ig_steps, seed=seed + index,
+            )  # fmt: skip
+            for i, exp in zip(chosen, explained, strict=True):
+                found[i] = exp
+        per_member.append([exp for exp in found if exp is not None])
+    results = []
+    for i in range(len(texts)):
+        own = [explained[i] for explained in per_member]
+        read = max(own, key=lambda e: len(e.text)).text  # the most of the text any member read
+        units = word_spans(read)
+        combined = np.zeros(len(units), dtype=np.float64)
+        for index, (exp, weight) in enumerate(zip(own, weights, strict=True)):
+            if exp.spans is None:
+                raise ValueError(f"member {index} of the ensemble gave no character spans for text {i}")
+            values = onto_words(units, exp.spans, exp.importance)
+            total = values.sum()
+            if not method.signed and total > 0:
+                values = values / total
+            combined += weight * values
+        cut = [index for index, exp in enumerate(own) if exp.truncated]
+        notes = [f"weighted mean over {len(members)} members of their {method.name} importance, moved onto the "
+                 "words of the text by character spans"]  # fmt: skip
+        if cut:
+            notes.append(f"member(s) {cut} read only the start of the text (later words get nothing from them)")
+        notes += sorted({f"member {index}: {exp.note}" for index, exp in enumerate(own) if exp.note})
+        label = int(best[i])
+        results.append(Explanation(
+            text=read, tokens=[read[start:end] for start, end in units], importance=[float(v) for v in combined],
+            special=[False] * len(units), label=labels[label], probability=float(probs[i, label]), target=targets[i],
+            method=method.name, truncated=bool(cut), focus=distribution_focus(torch.from_numpy(np.abs(combined))),
+            note="; ".join(notes), spans=list(units),
+        ))  # fmt: skip
+    return results
 
 
 def top_tokens(explanation: Explanation, k: int = 5) -> list[tuple[str, float]]:

@@ -7,14 +7,14 @@ package states the interface it relies on instead of importing the runtime.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from torch import Tensor
 
 from attend.data.tokenization import TextTokenizer
 
-__all__ = ["Capable", "Explainable", "Recorded"]
+__all__ = ["Capable", "Combined", "Explainable", "Recorded"]
 
 
 class Recorded(Protocol):
@@ -60,3 +60,26 @@ class Explainable(Protocol):
                           grad: bool = False) -> Recorded: ...  # fmt: skip
 
 
+@runtime_checkable
+class Combined(Protocol):
+    """A runtime whose probabilities are a weighted mean of other runtimes' (an ensemble,
+    :class:`attend.runtime.ensemble.EnsembleClassifier`).
+
+    It has no tokens or attention of its own, so it is explained through its members: each
+    member's importance is moved onto the words of the text and averaged there with the
+    members' weights (:func:`attend.explain.explain`).
+
+    Attributes:
+        members: The runtimes combined, each :class:`Explainable`.
+        member_weights: Their weights, in the order of ``members`` (not necessarily summing to 1).
+        labels: The combined labels (every member has them, possibly in another order).
+    """
+
+    members: Sequence[Explainable]
+    member_weights: Sequence[float]
+    labels: list[str]
+
+    @property
+    def multi_label(self) -> bool: ...
+
+    def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray: ...

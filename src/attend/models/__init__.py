@@ -1,6 +1,6 @@
 """Complete models built from :mod:`attend.attention`, behind a registry of JSON configs."""
 
-from attend.models import bilstm, din, encoder, minilm, sasrec, seq2seq  # noqa: F401  (registration)
+from attend.models import bilstm, din, e5, encoder, minilm, sasrec, seq2seq  # noqa: F401  (registration)
 from attend.models.base import (
     MODELS,
     ClassifierConfig,
@@ -9,6 +9,7 @@ from attend.models.base import (
     auxiliary_loss,
     build,
     config_from_dict,
+    native_bf16,
     probabilities,
     register_model,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "auxiliary_loss",
     "build",
     "config_from_dict",
+    "native_bf16",
     "probabilities",
     "register_model",
 ]

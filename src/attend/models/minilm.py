@@ -524,6 +524,10 @@ class MiniLMConfig(ClassifierConfig):
             this checkpoint at 256); at most ``max_position_embeddings``.
         freeze_encoder: Train only the head; the encoder is a fixed feature extractor (kept in
             eval mode, since dropout there would only add noise the head cannot undo).
+        freeze_word_embeddings: Keep the word-embedding table as pretrained. A large multilingual
+            vocabulary (e5: 250k rows, 96M of its 118M weights) makes AdamW's update of the table
+            the biggest cost of a step, while the few thousand rows a small data set touches gain
+            little from tuning.
         bert: Overrides of :class:`BertConfig` fields, as a dict. Applied on top of the package's
             config.json if installed, else on top of the MiniLM-L6 defaults. After validation it
             holds the full resolved encoder shape, so a saved config.json rebuilds the same
@@ -536,6 +540,7 @@ class MiniLMConfig(ClassifierConfig):
     pretrained: bool = True
     max_length: int = 256
     freeze_encoder: bool = False
+    freeze_word_embeddings: bool = False
     bert: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -546,7 +551,7 @@ class MiniLMConfig(ClassifierConfig):
             raise ValueError(f"classifier_dropout={self.classifier_dropout!r} must be in [0, 1)")
         if self.bert is not None and not isinstance(self.bert, Mapping):
             raise ValueError(f"bert={self.bert!r} must be a dict of BertConfig fields or None")
-        checkpoint = _package_bert_config()
+        checkpoint = self.checkpoint_bert_config()
         base = checkpoint if checkpoint is not None else BertConfig()
         overrides = dict(self.bert or {})
         try:
@@ -574,6 +579,19 @@ class MiniLMConfig(ClassifierConfig):
         """The encoder's resolved shape."""
         return BertConfig.from_dict(self.bert or {})
 
+    # The three hooks below name the pretrained checkpoint; a config subclass registered under
+    # another name (attend.models.e5) overrides them to fine-tune another BERT checkpoint with
+    # this same classifier.
+
+    def checkpoint_bert_config(self) -> BertConfig | None:
+        """The checkpoint's encoder shape, or None when it is not at hand (then the MiniLM-L6
+        defaults apply). Must not fetch anything: every config, even a saved one, is validated."""
+        return _package_bert_config()
+
+    def checkpoint_dir(self) -> Path:
+        """The checkpoint's Hugging Face BERT directory (config.json, model.safetensors)."""
+        return minilm_dir()
+
     def tokenizer_file(self) -> Path:
         """The checkpoint's own WordPiece vocabulary (the embedding rows follow its ids)."""
         return tokenizer_path()
@@ -595,7 +613,11 @@ class MiniLMClassifier(nn.Module):
         super().__init__()
         self.config = config
         bert = config.bert_config()
-        self.encoder = BertEncoder.from_pretrained(config=bert) if config.pretrained else BertEncoder(bert)
+        self.encoder = (
+            BertEncoder.from_pretrained(config.checkpoint_dir(), config=bert)
+            if config.pretrained
+            else BertEncoder(bert)
+        )
         hidden = bert.hidden_size
         self.pooler = AttentionPooling(hidden) if config.pooling == "attention" else None
         self.dropout = nn.Dropout(config.classifier_dropout)
@@ -604,6 +626,8 @@ class MiniLMClassifier(nn.Module):
         nn.init.zeros_(self.classifier.bias)
         if config.freeze_encoder:
             self.encoder.requires_grad_(False)
+        if config.freeze_word_embeddings:
+            self.encoder.embeddings.word.requires_grad_(False)
         # from_pretrained returns an eval-mode encoder; a freshly built model is in training
         # mode as a whole, like any nn.Module, so no submodule is left in the other mode.
         self.train()

@@ -3,7 +3,8 @@
 The one API that :mod:`attend.explain`, :mod:`attend.serve`, :mod:`attend.deploy` and
 :mod:`attend.apps` use. For classification the runtime is a :class:`TextClassifier`, run by
 PyTorch (:class:`TorchTextClassifier`) or ONNX Runtime (:class:`~attend.runtime.onnx.OnnxTextClassifier`,
-imported on first use so that PyTorch-only users never load onnxruntime).
+imported on first use so that PyTorch-only users never load onnxruntime). An ensemble directory
+(:func:`make_ensemble`) loads as an :class:`EnsembleClassifier`, its members' weighted mean.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from attend.runtime.classifier import (
     native_bf16,
     quantize_torch_model,
 )
+from attend.runtime.ensemble import EnsembleClassifier, make_ensemble
 from attend.runtime.recommender import HistoryWeights, Recommendation, Recommender
 from attend.runtime.translator import Translation, Translator
 
@@ -34,6 +36,7 @@ __all__ = [
     "RUNTIMES",
     "AttentionOutputs",
     "Capabilities",
+    "EnsembleClassifier",
     "HistoryWeights",
     "LoadOptions",
     "Predictions",
@@ -46,6 +49,7 @@ __all__ = [
     "Translator",
     "evaluate",
     "load",
+    "make_ensemble",
     "native_bf16",
     "quantize_torch_model",
     "register_runtime",

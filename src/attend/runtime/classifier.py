@@ -31,7 +31,7 @@ from attend.data.splits import load_labelled
 from attend.data.tokenization import TextTokenizer
 from attend.data.validation import validate_texts
 from attend.io import ArtifactDir, ModelDirError
-from attend.models import build, config_from_dict, probabilities
+from attend.models import build, config_from_dict, native_bf16, probabilities
 from attend.runtime.base import Runtime
 from attend.training import score_probabilities
 
@@ -364,19 +364,6 @@ def quantize_torch_model(model: nn.Module) -> nn.Module:
         quantized = quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear: per_channel_dynamic_qconfig},
                                      dtype=torch.qint8)  # fmt: skip
     return quantized.eval()
-
-
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 fast enough to beat float32: whether it has AMX tiles.
-
-    AVX512-BF16 alone is not enough: on such a CPU (no AMX) MiniLM in bfloat16 ran at 0.84x
-    float32 one text at a time and 0.62x in batches of 32 (``benchmarks/serve.py``), while on an
-    AMX CPU it ran 1.6x and 2.2x faster.
-    """
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # private helpers: if a torch release drops them, do not guess
-        return True
 
 
 def read_labels(artifact: ArtifactDir) -> list[str]:

@@ -1,10 +1,12 @@
-"""The loader of classification model directories: PyTorch or ONNX Runtime, as the directory and options say."""
+"""The loader of classification model directories: PyTorch or ONNX Runtime, as the directory and options say;
+an ensemble (``config.json`` with an ``ensemble`` entry) as :class:`attend.runtime.ensemble.EnsembleClassifier`."""
 
 from __future__ import annotations
 
 from attend.io import ArtifactDir, ModelDirError
 from attend.runtime.base import LoadOptions, register_runtime
 from attend.runtime.classifier import TextClassifier, load_torch
+from attend.runtime.ensemble import load_ensemble
 
 __all__ = ["load_classifier"]
 
@@ -13,6 +15,8 @@ __all__ = ["load_classifier"]
 def load_classifier(artifact: ArtifactDir, options: LoadOptions) -> TextClassifier:
     """The classifier in ``artifact``: ONNX Runtime for an ``attend export`` directory, else PyTorch."""
     path = artifact.path
+    if isinstance(artifact.config.get("ensemble"), dict):
+        return load_ensemble(artifact, options)
     is_onnx = isinstance(artifact.config.get("onnx"), dict)
     has_weights = artifact.has("model.safetensors")
     if options.runtime == "torch" or (options.runtime == "auto" and not is_onnx):

@@ -244,7 +244,7 @@ def create_app(
             name=runtime.name,
             task=runtime.task,
             runtime=runtime.backend,
-            config={k: config[k] for k in ("model", "tokenizer", "training", "data") if k in config},
+            config={k: config[k] for k in ("model", "tokenizer", "training", "data", "ensemble") if k in config},
             version={
                 "attend": __version__,
                 "trained_with": config.get("attend_version"),

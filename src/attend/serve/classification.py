@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from attend.data.validation import text_problem
 from attend.explain import available_methods, explain
-from attend.runtime import TextClassifier
+from attend.runtime import EnsembleClassifier, TextClassifier
 from attend.serve.batching import MicroBatcher
 from attend.serve.metrics import ServiceMetrics
 from attend.serve.routes import Routes, ServeSettings, error_response
@@ -30,12 +30,23 @@ __all__ = ["classification_routes"]
 
 
 def _cannot_explain(runtime: TextClassifier) -> str:
+    if isinstance(runtime, EnsembleClassifier):
+        return (
+            "an ensemble offers the explanation methods every member offers, and these members share none: "
+            "each member must be explainable (a PyTorch fp32/bf16 model, or an ONNX graph exported with --attentions)"
+        )
     if runtime.backend.startswith("onnx"):
         return (
             "this ONNX graph has no attention outputs: export it with `attend export MODEL_DIR --onnx OUT "
             "--attentions` to explain with ONNX Runtime, or serve the PyTorch model (--runtime torch)"
         )
     return "explanations need the PyTorch fp32 or bf16 model (serve without --int8)"
+
+
+def _max_tokens(runtime: TextClassifier) -> int:
+    """The most tokens of a text the model reads; an ensemble's members each read their own (it has no
+    tokenizer), and a text longer than the fewest of them is truncated by at least one."""
+    return runtime.max_length if isinstance(runtime, EnsembleClassifier) else runtime.tokenizer.max_length
 
 
 def check_texts(texts: Sequence[str], settings: ServeSettings) -> JSONResponse | None:
@@ -123,6 +134,6 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
         info={
             "labels": list(runtime.labels),
             "explain_methods": methods,
-            "limits": {"max_tokens": runtime.tokenizer.max_length},
+            "limits": {"max_tokens": _max_tokens(runtime)},
         },
     )

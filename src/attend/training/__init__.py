@@ -10,13 +10,13 @@ from attend.training.tasks import (
     register_task,
     score_probabilities,
 )
+from attend.training.text import train
 from attend.training.trainer import (
     Trainer,
     TrainingArgs,
     TrainingInterrupted,
     TrainResult,
     state_directory,
-    train,
     train_translation,
 )
 

@@ -36,12 +36,11 @@ from torch import Tensor, nn
 from attend.config import check_positive, check_unit_interval, strict_from_dict
 from attend.data.noise import parse_perturbations
 from attend.data.parallel import ParallelTexts
-from attend.data.readers import DataError, LabelledTexts
+from attend.data.readers import DataError
 from attend.io import ArtifactWriter, atomic_write_json, check_output_directory, save_tensors, save_weights
 from attend.models import auxiliary_loss, build
 from attend.training.adversarial import ADVERSARIAL, EmbeddingAdversary
 from attend.training.tasks.base import Task
-from attend.training.tasks.classification import ClassificationTask
 from attend.training.tasks.seq2seq import TRANSLATION_DEFAULTS, TranslationTask
 from attend.version import __version__
 
@@ -51,7 +50,6 @@ __all__ = [
     "TrainingArgs",
     "TrainingInterrupted",
     "state_directory",
-    "train",
     "train_translation",
 ]
 
@@ -326,6 +324,9 @@ def _adversary(network: nn.Module, args: TrainingArgs) -> EmbeddingAdversary | N
     embeddings = getattr(network, "input_embeddings", None)
     if embeddings is None:
         raise ValueError(f"adversarial={args.adversarial!r}: {type(network).__name__} has no input_embeddings()")
+    if not embeddings().weight.requires_grad:
+        raise ValueError(f"adversarial={args.adversarial!r} moves the word embeddings along their gradient, but "
+                         "this model keeps them frozen (set the model option freeze_word_embeddings to false)")
     return EmbeddingAdversary(network, embeddings(), args.adversarial, args.adversarial_epsilon,
                               args.adversarial_steps)  # fmt: skip
 
@@ -767,44 +768,6 @@ class Trainer:
         if {key: run.get(key) for key in expected} != expected:
             raise DataError(f"{out}: --resume must use the same model and options as the interrupted run")
         return run
-
-
-def train(
-    data: str | os.PathLike[str] | LabelledTexts,
-    out: str | os.PathLike[str],
-    *,
-    model: str = "encoder",
-    model_options: dict[str, Any] | None = None,
-    args: TrainingArgs | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    text_col: str = "text",
-    label_col: str = "label",
-    split_col: str | None = None,
-    multi_label: bool = False,
-    label_sep: str | None = None,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-) -> TrainResult:
-    """Train a classifier on labelled text and write its model directory to ``out``; the body of ``attend train``.
-
-    Args:
-        data: A data file (CSV/TSV/JSONL/Parquet), a bundled dataset name, or loaded texts.
-        out: Model directory to write (in one atomic switch at the end of a successful run).
-        model: Registered model name (``encoder``, ``bilstm_attention``, ``minilm``, ...).
-        model_options: Model config fields, e.g. ``{"dim": 256, "attention": {"score": "cosine"}}``.
-        args: Training options (defaults: :class:`~attend.training.TrainingArgs`).
-        resume: Continue the interrupted run that was writing ``out``.
-        overwrite: Replace a model already in ``out`` (without it, that is an error).
-        on_epoch: Called with each epoch's log record (for notebooks and tests).
-
-    Returns:
-        The model directory, its test metrics (dev if there is no test split) and the history.
-    """
-    task = ClassificationTask(
-        data, model=model, model_options=model_options, text_col=text_col, label_col=label_col, split_col=split_col,
-        multi_label=multi_label, label_sep=label_sep,
-    )  # fmt: skip
-    return Trainer(task, args, on_epoch=on_epoch).fit(out, resume=resume, overwrite=overwrite)
 
 
 def train_translation(

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from attend.io import ArtifactWriter
     from attend.training.trainer import TrainingArgs
 
-__all__ = ["ClassificationTask", "classification_loss", "label_targets", "score_probabilities"]
+__all__ = ["ClassificationTask", "classification_loss", "label_targets", "proportional_sample", "score_probabilities"]
 
 
 def classification_loss(
@@ -116,6 +116,22 @@ def score_probabilities(
     return _metrics(probs, label_targets(data, labels, multi_label), labels, multi_label)
 
 
+def proportional_sample(data: LabelledTexts, indices: Sequence[int], size: int, *, seed: int) -> list[int]:
+    """A seeded sample of about ``size`` of ``indices`` (rows of ``data``), each label (a row's first)
+    kept in proportion and at least once; returned in their original order."""
+    rng = np.random.default_rng([seed, size])
+    groups: dict[str, list[int]] = {}
+    for i in indices:
+        groups.setdefault(data.labels[i][0], []).append(int(i))
+    total = len(indices)
+    chosen: list[int] = []
+    for label in sorted(groups):
+        rows = groups[label]
+        take = min(len(rows), max(1, round(size * len(rows) / total)))
+        chosen.extend(rng.choice(rows, size=take, replace=False).tolist())
+    return sorted(chosen)
+
+
 class _Encoded:
     """One split, tokenised once; batches are padded on the fly."""
 
@@ -147,6 +163,10 @@ class ClassificationTask(Task):
         text_col, label_col, split_col: Columns of a data file.
         multi_label: Rows may carry several labels (also inferred from the data).
         label_sep: Separator of several labels in one cell.
+        max_train: Train on a seeded sample of at most this many examples of the training split,
+            every label kept in proportion (at least one example each); dev and test are
+            unchanged. 0: the whole split. For a pretrained model on a large data set, where one
+            epoch over everything would not fit the time there is.
     """
 
     name = "classification"
@@ -164,6 +184,7 @@ class ClassificationTask(Task):
         split_col: str | None = None,
         multi_label: bool = False,
         label_sep: str | None = None,
+        max_train: int = 0,
     ) -> None:
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODELS)}")
@@ -172,11 +193,15 @@ class ClassificationTask(Task):
         self.options = dict(model_options or {})
         self.columns = {"text_col": text_col, "label_col": label_col}
         self.reading = {"split_col": split_col, "multi_label": multi_label, "label_sep": label_sep}
+        if not isinstance(max_train, int) or max_train < 0:
+            raise ValueError(f"max_train={max_train!r} must be a whole number >= 0 (0: the whole training split)")
+        self.max_train = max_train
         # Checks the options before any data is read: a typo fails at once.
         self._draft = config_from_dict({"model_type": model, **self.options})
 
     def identity(self) -> dict[str, Any]:
-        return {"model": self.model, "model_options": self.options}
+        identity = {"model": self.model, "model_options": self.options}
+        return identity | ({"max_train": self.max_train} if self.max_train else {})
 
     def default_lr(self) -> float:
         return 5e-5 if self._draft.fine_tunes else 1e-3
@@ -199,12 +224,18 @@ class ClassificationTask(Task):
         train_idx, dev_idx, test_idx = stratified_split(
             dataset, seed=args.seed, dev_fraction=args.dev_fraction, test_fraction=args.test_fraction
         )
+        # The baseline always learns from the whole training split: it is what the user could have.
+        self.baseline_train = dataset.subset(train_idx)
+        if self.max_train and len(train_idx) > self.max_train:
+            train_idx = proportional_sample(dataset, train_idx, self.max_train, seed=args.seed)
         parts = {"train": dataset.subset(train_idx), "dev": dataset.subset(dev_idx), "test": dataset.subset(test_idx)}
         self.labels = parts["train"].label_names
         missing = sorted(set(dataset.label_names) - set(self.labels))
         if missing:
             raise DataError(f"{dataset.source}: label(s) {missing} never occur in the training split")
-        self.sizes = {name: len(part) for name, part in parts.items()}
+        # The split's sizes, as rebuild_split() will find them again (the whole training split).
+        self.sizes = {name: len(part) for name, part in parts.items()} | {"train": len(self.baseline_train)}
+        self.train_used = len(parts["train"])
         self.parts = parts
         self.tokenizer = self._tokenizer(parts["train"].texts, args, state)
         config = {"model_type": self.model, **self.options, "num_labels": len(self.labels),
@@ -294,10 +325,11 @@ class ClassificationTask(Task):
         return {"dev_accuracy": metrics["accuracy"], "dev_macro_f1": metrics["macro_f1"], "dev_loss": metrics["loss"]}
 
     def reference_metrics(self, split: str) -> dict[str, Any]:
-        """TF-IDF + logistic regression on the same split (single-label data)."""
+        """TF-IDF + logistic regression on the same split (single-label data), fitted on the whole
+        training split even when the model saw a sample of it."""
         if self.multi_label or split not in self.parts:
             return {}
-        train, evaluated = self.parts["train"], self.parts[split]
+        train, evaluated = self.baseline_train, self.parts[split]
         baseline = tfidf_baseline(train.texts, [row[0] for row in train.labels], evaluated.texts,
                                   [row[0] for row in evaluated.labels])  # fmt: skip
         return {} if baseline is None else {"baseline": baseline}
@@ -328,6 +360,7 @@ class ClassificationTask(Task):
                 "source": self.source,
                 **self.columns,
                 "sizes": self.sizes,
+                **({"max_train": self.max_train, "train_used": self.train_used} if self.max_train else {}),
                 **data_provenance(data, **self.reading),
             },
         }

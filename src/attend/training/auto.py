@@ -1,0 +1,535 @@
+"""``--model auto``: pick the text classifier for the data by a dev-set comparison within a time budget.
+
+A user with a few thousand labelled texts is the common case, and there a model trained from
+scratch can lose to a bag of words while a pretrained encoder wins; on a large set the cheap
+model may be as good. No rule of thumb settles it for data we have not seen, so :func:`train_auto`
+asks the data:
+
+1. **Candidates.** The ``encoder`` (trained from scratch) and every registered pretrained text
+   classifier (``minilm``, ``e5``, ...) whose vocabulary can read the training texts: one whose
+   tokenizer turns more than :data:`MAX_UNKNOWN_RATE` of the training tokens into its unknown token
+   is left out (MiniLM's English vocabulary on Chinese text), as is one whose weights are not
+   available; each exclusion is recorded with its reason.
+2. **Settings fit for the data size.** Small data gets more epochs (about :data:`PRETRAINED_PASSES`
+   example-passes for a pretrained model, :data:`SCRATCH_PASSES` from scratch, within bounds),
+   early stopping on dev, and bf16 autocast for pretrained models on a CPU with AMX. Anything the
+   user set explicitly is kept for every candidate.
+3. **A plan within the budget.** A few timed training steps of each candidate on real training
+   batches give its seconds per example; if the planned epochs of all candidates do not fit the
+   budget, the budget is shared out cheapest first, each candidate taking its plan or an equal
+   share of what is left, whichever is less; one that gets less than its plan trains for as many
+   epochs as fit, or for one epoch over a proportional sample of the training split
+   (``max_train``) when not even one epoch would.
+4. **The dev comparison.** Every candidate trains through the one :class:`Trainer` on the same
+   split; the best dev score (the task's selection metric, macro-F1; ties to accuracy, then to the
+   cheaper model) wins. The test split plays no part in the choice. The winner's model directory
+   becomes ``out``, its ``config.json`` and ``metrics.json`` gain an ``auto`` record (every
+   candidate's plan, dev and test figures, the reason for the pick), and the others are deleted.
+
+An interrupted run (Ctrl-C) resumes with ``--resume``: finished candidates are kept, the one that
+was training continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gc
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attend.data.readers import DataError, LabelledTexts, stratified_split
+from attend.data.splits import load_labelled
+from attend.io import atomic_write_json, check_output_directory, publish_directory, update_metrics
+from attend.models import MODELS, build, config_from_dict, native_bf16
+from attend.models.base import ClassifierConfig
+from attend.training.metrics import tfidf_baseline
+from attend.training.tasks.classification import ClassificationTask
+from attend.training.trainer import Trainer, TrainingArgs, TrainResult
+
+__all__ = [
+    "AUTO",
+    "DEFAULT_TIME_BUDGET",
+    "MAX_UNKNOWN_RATE",
+    "candidate_models",
+    "train_auto",
+]
+
+#: The model name that asks for the choice.
+AUTO = "auto"
+#: Minutes of training for all candidates together, when the user names none.
+DEFAULT_TIME_BUDGET = 20.0
+#: A pretrained vocabulary that cannot read more than this share of the training tokens is no candidate.
+MAX_UNKNOWN_RATE = 0.05
+#: Example-passes planned for a pretrained model (epochs = this / training examples, within bounds).
+PRETRAINED_PASSES = 20_000
+PRETRAINED_EPOCHS = (2, 10)
+#: The same for a model trained from scratch, which needs more passes to learn its embeddings.
+SCRATCH_PASSES = 60_000
+SCRATCH_EPOCHS = (3, 20)
+#: The model trained from scratch: always a candidate, and the tie-breaker (cheapest to run).
+SCRATCH_MODEL = "encoder"
+#: Forward-only evaluation costs about a third of a training step per example.
+EVAL_COST = 1 / 3
+#: Training examples sampled to measure the unknown-token rate.
+UNKNOWN_SAMPLE = 2000
+#: Timed training steps per candidate (after one untimed warm-up step).
+PROBE_STEPS = 3
+#: A candidate whose share of the budget cannot cover this many training examples is left out.
+MIN_TRAIN_EXAMPLES = 200
+
+
+@dataclasses.dataclass
+class _Candidate:
+    name: str
+    pretrained: bool
+    excluded: str = ""
+    unknown_rate: float | None = None
+    weights: int = 0
+    seconds_per_example: float = 0.0
+    epochs: int = 0
+    max_train: int = 0
+    planned_seconds: float = 0.0
+    args: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"pretrained": self.pretrained}
+        if self.unknown_rate is not None:
+            out["unknown_rate"] = round(self.unknown_rate, 4)
+        if self.weights:
+            out["weights"] = self.weights
+        if self.excluded:
+            return out | {"excluded": self.excluded}
+        return out | {
+            "seconds_per_example": round(self.seconds_per_example, 5),
+            "epochs": self.epochs,
+            "max_train": self.max_train,
+            "planned_seconds": round(self.planned_seconds, 1),
+        }
+
+
+def candidate_models() -> list[tuple[str, bool]]:
+    """Registered text classifiers that ``auto`` may pick: ``(name, pretrained)``, the model
+    trained from scratch first. The BiLSTM is left out: it trails the encoder on every bundled set."""
+    found = [(SCRATCH_MODEL, False)]
+    for name, (config_cls, _) in sorted(MODELS.items()):
+        if name == SCRATCH_MODEL or not issubclass(config_cls, ClassifierConfig):
+            continue
+        try:
+            pretrained = config_from_dict({"model_type": name}).fine_tunes
+        except (ValueError, OSError):  # a model whose defaults cannot be built here
+            continue
+        if pretrained:
+            found.append((name, True))
+    return found
+
+
+def _explicit(args: TrainingArgs | dict[str, Any] | None) -> dict[str, Any]:
+    """The training options the user chose: a dict's keys, or a TrainingArgs' fields that differ from the defaults."""
+    if args is None:
+        return {}
+    if isinstance(args, dict):
+        TrainingArgs.from_dict(dict(args))  # checks names and values at once
+        return dict(args)
+    defaults = dataclasses.asdict(TrainingArgs())
+    return {key: value for key, value in dataclasses.asdict(args).items() if value != defaults[key]}
+
+
+def _bounded_epochs(passes: int, n_train: int, bounds: tuple[int, int]) -> int:
+    return max(bounds[0], min(bounds[1], math.ceil(passes / max(1, n_train))))
+
+
+def _candidate_args(candidate: _Candidate, explicit: dict[str, Any], n_train: int, bf16: bool) -> dict[str, Any]:
+    """Training options for one candidate: the user's, over settings fit for the data size."""
+    if candidate.pretrained:
+        fitted: dict[str, Any] = {"epochs": _bounded_epochs(PRETRAINED_PASSES, n_train, PRETRAINED_EPOCHS),
+                                  "patience": 2}  # fmt: skip
+        if bf16:
+            fitted["precision"] = "bf16"
+    else:
+        fitted = {"epochs": _bounded_epochs(SCRATCH_PASSES, n_train, SCRATCH_EPOCHS), "patience": 3}
+    return fitted | explicit
+
+
+def _unknown_rate(task: ClassificationTask, texts: list[str]) -> float | None:
+    tokenizer = task.tokenizer
+    unknown = tokenizer.unknown_id
+    if unknown is None:
+        return None
+    ids = tokenizer.ids(texts)
+    # The special tokens the tokenizer adds around every text are not the text's own.
+    added = len(tokenizer.ids([""])[0])
+    total = sum(len(row) - added for row in ids)
+    return sum(row.count(unknown) for row in ids) / max(1, total)
+
+
+def _probe(task: ClassificationTask, args: TrainingArgs) -> float:
+    """Seconds per training example: the median of :data:`PROBE_STEPS` timed steps on random
+    training batches (real texts, the real loss and optimiser), after one untimed warm-up step."""
+    torch.manual_seed(args.seed)
+    network = build(task.model_config())
+    task.init_model(network)
+    network.train()
+    optimiser = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=1e-6)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    rng = np.random.default_rng(args.seed)
+    size = min(args.batch_size, task.train_size)
+    times = []
+    for step in range(PROBE_STEPS + 1):
+        indices = rng.choice(task.train_size, size=size, replace=False).tolist()
+        start = time.perf_counter()
+        batch = task.train_batch(indices)
+        with autocast:
+            loss = task.loss(network, batch)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if step:
+            times.append(time.perf_counter() - start)
+    del network, optimiser
+    gc.collect()
+    return statistics.median(times) / size
+
+
+def _plan(candidates: list[_Candidate], sizes: dict[str, int], budget_s: float) -> None:
+    """Epochs (and a training sample, if need be) for each candidate so that all fit ``budget_s``."""
+    n_train, n_dev, n_test = sizes["train"], sizes["dev"], sizes["test"]
+
+    def seconds(c: _Candidate, epochs: int, train: int) -> float:
+        per_epoch = train * c.seconds_per_example + n_dev * c.seconds_per_example * EVAL_COST
+        return epochs * per_epoch + n_test * c.seconds_per_example * EVAL_COST
+
+    active = sorted((c for c in candidates if not c.excluded), key=lambda c: seconds(c, c.epochs, n_train))
+    left = budget_s
+    for rank, c in enumerate(active):
+        wanted = seconds(c, c.epochs, n_train)
+        share = left / (len(active) - rank)  # an equal share of what is left; the cheaper ones go first
+        if wanted <= share:
+            c.planned_seconds = wanted
+            left -= wanted
+            continue
+        per_epoch = seconds(c, 1, n_train) - n_test * c.seconds_per_example * EVAL_COST
+        fit = int((share - n_test * c.seconds_per_example * EVAL_COST) // per_epoch)
+        if fit >= 1:
+            c.epochs = min(c.epochs, fit)
+        else:
+            evaluation = (n_dev + n_test) * c.seconds_per_example * EVAL_COST
+            train = int((share - evaluation) / c.seconds_per_example)
+            if train < MIN_TRAIN_EXAMPLES:
+                c.excluded = (f"the time budget leaves it {share / 60:.1f} min, not enough for "
+                              f"{MIN_TRAIN_EXAMPLES} training examples")  # fmt: skip
+                continue
+            c.epochs, c.max_train = 1, min(train, n_train)
+        c.planned_seconds = seconds(c, c.epochs, c.max_train or n_train)
+        c.args["epochs"] = c.epochs
+        left -= c.planned_seconds
+
+
+def _best_dev(result: TrainResult, selection: str) -> dict[str, Any]:
+    """The dev figures of the weights the run kept: its last improving epoch, or the checkpoint
+    average when that was kept instead."""
+    kept = [record for record in result.history if record.get("best") and f"dev_{selection}" in record]
+    if not kept:
+        return {}
+    figures = {key: kept[-1].get(key) for key in (f"dev_{selection}", "dev_accuracy", "dev_loss")}
+    figures["best_epoch"] = kept[-1].get("epoch")
+    average = result.metrics.get("checkpoint_average")
+    if isinstance(average, dict) and average.get("kept"):
+        figures[f"dev_{selection}"] = average[f"dev_{selection}"]
+    return figures
+
+
+def _tagged(on_epoch: Callable[[dict[str, Any]], None], name: str, record: dict[str, Any]) -> None:
+    on_epoch({**record, "model": name})
+
+
+def _work_directory(out: Path) -> Path:
+    return out.absolute().with_name(f".{out.absolute().name}.auto")
+
+
+def train_auto(
+    data: str | os.PathLike[str] | LabelledTexts,
+    out: str | os.PathLike[str],
+    *,
+    args: TrainingArgs | dict[str, Any] | None = None,
+    time_budget: float = DEFAULT_TIME_BUDGET,
+    resume: bool = False,
+    overwrite: bool = False,
+    text_col: str = "text",
+    label_col: str = "label",
+    split_col: str | None = None,
+    multi_label: bool = False,
+    label_sep: str | None = None,
+    candidates: list[str] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train the candidates, keep the one with the best dev score; the body of ``attend train --model auto``.
+
+    Args:
+        data: A data file, a bundled dataset name, or loaded texts.
+        out: Model directory to write (the winner's).
+        args: Training options. A dict holds only what the user chose; for a
+            :class:`TrainingArgs`, the fields that differ from the defaults count as chosen. Chosen
+            options apply to every candidate; the rest are fitted to the data size.
+        time_budget: Minutes for training every candidate together (a plan, not a hard stop: the
+            plan comes from timed steps, and the report says how long it really took).
+        resume: Continue the interrupted auto run that was writing ``out``.
+        overwrite: Replace a model already in ``out``.
+        candidates: Restrict the choice to these registered models (default: every candidate).
+        on_epoch: Called with each epoch's log record, with a ``model`` key naming the candidate.
+        log: Where the plan and the choice are said (default: standard error).
+
+    Returns:
+        The winner's :class:`TrainResult`; its ``metrics["auto"]`` and ``report`` say what was
+        picked and why.
+    """
+    say = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    out = Path(out)
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        raise ValueError("--model auto times its candidates on this process alone; under torchrun name a --model")
+    if not time_budget > 0:
+        raise ValueError(f"time_budget={time_budget!r} must be > 0 minutes")
+    check_output_directory(out.absolute(), overwrite=overwrite)
+    explicit = _explicit(args)
+    work = _work_directory(out)
+    columns = {"text_col": text_col, "label_col": label_col, "split_col": split_col, "multi_label": multi_label,
+               "label_sep": label_sep}  # fmt: skip
+    identity = {"explicit": explicit, "time_budget": time_budget, "candidates": candidates, "columns": columns,
+                "data": data.source if isinstance(data, LabelledTexts) else str(data)}  # fmt: skip
+    if resume:
+        try:
+            state = json.loads((work / "auto.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise DataError(
+                f"{out}: nothing to resume (no interrupted `attend train --model auto` run writing it)"
+            ) from None
+        if state.get("identity") != json.loads(json.dumps(identity)):
+            raise DataError(f"{out}: --resume must use the same data and options as the interrupted run")
+        plan = [_Candidate(**c) for c in state["plan"]]
+        say(f"auto: resuming; {', '.join(state.get('results', {})) or 'no candidate'} finished")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        state = {"identity": identity, "plan": [], "results": {}}
+        plan, state["dev_baseline"] = _make_plan(data, explicit, time_budget, candidates, columns, say)
+        state["plan"] = [dataclasses.asdict(c) for c in plan]
+        work.mkdir(parents=True)
+        atomic_write_json(work / "auto.json", state)
+
+    results: dict[str, dict[str, Any]] = state["results"]
+    outcomes: dict[str, TrainResult] = {}
+    started = time.perf_counter()
+    for candidate in plan:
+        if candidate.excluded or candidate.name in results:
+            continue
+        say(f"auto: training {candidate.name} ({candidate.epochs} epoch(s)"
+            f"{f' on a {candidate.max_train}-example sample' if candidate.max_train else ''}, "
+            f"planned {candidate.planned_seconds / 60:.1f} min)")  # fmt: skip
+        task = ClassificationTask(data, model=candidate.name, max_train=candidate.max_train, **columns)
+        directory = work / candidate.name
+        resuming = resume and (directory.parent / f".{directory.name}.training" / "run.json").is_file()
+        callback = None
+        if on_epoch is not None:
+            callback = functools.partial(_tagged, on_epoch, candidate.name)
+        begin = time.perf_counter()
+        result = Trainer(task, TrainingArgs.from_dict(candidate.args), on_epoch=callback).fit(
+            directory, resume=resuming, overwrite=True
+        )
+        outcomes[candidate.name] = result
+        figures = _best_dev(result, task.selection)
+        results[candidate.name] = {
+            **figures,
+            "test_accuracy": result.metrics.get("accuracy"),
+            "test_macro_f1": result.metrics.get("macro_f1"),
+            "split": result.metrics.get("split"),
+            "seconds": round(time.perf_counter() - begin, 1),
+            "report": result.report,
+        }
+        atomic_write_json(work / "auto.json", state)
+    if not results:
+        raise DataError(f"{out}: no candidate model could be trained ({_exclusions(plan)})")
+
+    selection = "dev_macro_f1"
+    ranked = sorted(results, key=lambda name: (results[name].get(selection) or 0.0,
+                                               results[name].get("dev_accuracy") or 0.0,
+                                               name == SCRATCH_MODEL), reverse=True)  # fmt: skip
+    winner = ranked[0]
+    why = _reason(winner, ranked, results, plan, selection, state.get("dev_baseline"))
+    record = {
+        "picked": winner,
+        "why": why,
+        "selection": selection,
+        "time_budget_minutes": time_budget,
+        "seconds": round(sum(r["seconds"] for r in results.values()), 1),
+        "candidates": {
+            c.name: c.record() | {k: v for k, v in results.get(c.name, {}).items() if k != "report"} for c in plan
+        },
+        "dev_baseline": state.get("dev_baseline"),
+    }
+    winner_dir = work / winner
+    config_file = winner_dir / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["auto"] = record
+    atomic_write_json(config_file, config)
+    metrics = update_metrics(winner_dir, "auto", record)
+    check_output_directory(out.absolute(), overwrite=overwrite)
+    publish_directory(winner_dir, out.absolute())
+    shutil.rmtree(work, ignore_errors=True)
+    say(f"auto: {why} ({(time.perf_counter() - started) / 60:.1f} min of training this run)")
+    report = results[winner]["report"] + "\n\n" + _table(record)
+    history = outcomes[winner].history if winner in outcomes else []
+    return TrainResult(model_dir=out, metrics=metrics, history=history, report=report)
+
+
+def _make_plan(
+    data: str | os.PathLike[str] | LabelledTexts,
+    explicit: dict[str, Any],
+    time_budget: float,
+    names: list[str] | None,
+    columns: dict[str, Any],
+    say: Callable[[str], None],
+) -> tuple[list[_Candidate], dict[str, float] | None]:
+    """Candidates with their settings and plan, and the TF-IDF baseline's dev figures (for the report)."""
+    available = candidate_models()
+    if names is not None:
+        unknown = sorted(set(names) - {name for name, _ in available})
+        if unknown:
+            raise ValueError(f"candidates {unknown} are not text classifiers auto can train; "
+                             f"choose from {[name for name, _ in available]}")  # fmt: skip
+        available = [(name, pretrained) for name, pretrained in available if name in names]
+    base = TrainingArgs.from_dict(dict(explicit))
+    dataset = data if isinstance(data, LabelledTexts) else load_labelled(data, **columns)
+    train_idx, dev_idx, test_idx = stratified_split(dataset, seed=base.seed, dev_fraction=base.dev_fraction,
+                                                    test_fraction=base.test_fraction)  # fmt: skip
+    sizes = {"train": len(train_idx), "dev": len(dev_idx), "test": len(test_idx)}
+    if not dev_idx:
+        raise DataError(f"{dataset.source}: --model auto compares its candidates on a dev split, and this data has "
+                        "none (its split column assigns no row to 'dev'); add dev rows or name a --model")  # fmt: skip
+    bf16 = native_bf16()
+    dev_baseline = None
+    if not any(len(labels) > 1 for labels in dataset.labels) and dev_idx:
+        texts, labels = dataset.texts, [row[0] for row in dataset.labels]
+        found = tfidf_baseline([texts[i] for i in train_idx], [labels[i] for i in train_idx],
+                               [texts[i] for i in dev_idx], [labels[i] for i in dev_idx])  # fmt: skip
+        if found is not None:
+            dev_baseline = {"dev_accuracy": found["accuracy"], "dev_macro_f1": found["macro_f1"]}
+    rng = np.random.default_rng(base.seed)
+    sample = [dataset.texts[i] for i in rng.permutation(train_idx)[:UNKNOWN_SAMPLE]]
+    plan: list[_Candidate] = []
+    threads = torch.get_num_threads()
+    if base.threads:
+        torch.set_num_threads(base.threads)
+    tasks: dict[str, ClassificationTask] = {}
+    try:
+        for name, pretrained in available:
+            candidate = _Candidate(name=name, pretrained=pretrained)
+            candidate.args = _candidate_args(candidate, explicit, sizes["train"], bf16)
+            candidate.epochs = int(candidate.args["epochs"])
+            plan.append(candidate)
+            task = ClassificationTask(dataset, model=name, **columns)
+            try:
+                task.prepare(TrainingArgs.from_dict(dict(candidate.args)), None)
+            except (OSError, RuntimeError, ImportError) as exc:  # pretrained weights missing
+                candidate.excluded = f"cannot be built here: {exc}"
+                continue
+            if pretrained:
+                candidate.unknown_rate = _unknown_rate(task, sample)
+                if candidate.unknown_rate is not None and candidate.unknown_rate > MAX_UNKNOWN_RATE:
+                    candidate.excluded = (f"its vocabulary cannot read {candidate.unknown_rate:.0%} of the training "
+                                          f"tokens (limit {MAX_UNKNOWN_RATE:.0%})")  # fmt: skip
+                    continue
+                candidate.weights = _compute_weights(task)
+            tasks[name] = task
+        _keep_one_pretrained(plan)
+        for candidate in plan:
+            if not candidate.excluded:
+                say(f"auto: timing {candidate.name} on a few training batches")
+                args = TrainingArgs.from_dict(dict(candidate.args))
+                candidate.seconds_per_example = _probe(tasks[candidate.name], args)
+    finally:
+        torch.set_num_threads(threads)
+    _plan(plan, sizes, time_budget * 60)
+    for c in plan:
+        if c.excluded:
+            say(f"auto: {c.name} left out: {c.excluded}")
+        else:
+            say(f"auto: {c.name}: {c.seconds_per_example * 1000:.1f} ms per training example "
+                f"({c.args.get('precision', 'fp32')}), {c.epochs} epoch(s)"
+                f"{f' on a {c.max_train}-example sample' if c.max_train else ''}, "
+                f"planned {c.planned_seconds / 60:.1f} min")  # fmt: skip
+    return plan, dev_baseline
+
+
+def _compute_weights(task: ClassificationTask) -> int:
+    """Weights a token passes through (the parameters outside embedding tables): what a step costs."""
+    network = build(task.model_config())
+    embedded = sum(p.numel() for m in network.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters())
+    total = sum(p.numel() for p in network.parameters()) - embedded
+    del network
+    gc.collect()
+    return int(total)
+
+
+def _keep_one_pretrained(plan: list[_Candidate]) -> None:
+    """Of the pretrained candidates that read the data, keep the one that reads it best (unknown-token
+    rate to the nearest percent), the smaller (fewer weights per token, so faster) on a tie: a second
+    one would take budget from every candidate for a difference the dev split could rarely tell apart."""
+    readers = [c for c in plan if c.pretrained and not c.excluded]
+    if len(readers) < 2:
+        return
+    best = min(readers, key=lambda c: (round(c.unknown_rate or 0.0, 2), c.weights))
+    for c in readers:
+        if c is not best:
+            c.excluded = (f"{best.name} reads the data as well or better ({(best.unknown_rate or 0):.1%} unknown "
+                          f"tokens against {(c.unknown_rate or 0):.1%}) with {best.weights / 1e6:.1f}M weights per "
+                          f"token against {c.weights / 1e6:.1f}M; name it with --model to train it")  # fmt: skip
+
+
+def _exclusions(plan: list[_Candidate]) -> str:
+    return "; ".join(f"{c.name}: {c.excluded}" for c in plan if c.excluded) or "none was planned"
+
+
+def _reason(winner: str, ranked: list[str], results: dict[str, dict[str, Any]], plan: list[_Candidate],
+            selection: str, baseline: dict[str, float] | None) -> str:  # fmt: skip
+    metric = selection.removeprefix("dev_")
+    scores = ", ".join(f"{name} {results[name].get(selection) or 0.0:.4f}" for name in ranked)
+    tied = len(ranked) > 1 and results[ranked[1]].get(selection) == results[winner].get(selection)
+    how = "tied for the best dev" if tied else "the best dev"
+    text = f"picked {winner}: {how} {metric} of the candidates ({scores}"
+    if baseline:
+        text += f"; TF-IDF + logistic regression {baseline[selection]:.4f}"
+    text += ")"
+    left_out = [f"{c.name} ({c.excluded})" for c in plan if c.excluded]
+    if tied:
+        text += "; on a tie the higher dev accuracy, then the model trained from scratch (the cheaper to run)"
+    if left_out:
+        text += "; left out: " + "; ".join(left_out)
+    return text
+
+
+def _table(record: dict[str, Any]) -> str:
+    lines = [f"auto: {record['why']}", "candidate          dev macro-F1  dev acc   test acc  minutes  plan"]
+    for name, row in record["candidates"].items():
+        if "excluded" in row:
+            lines.append(f"{name:<18} left out: {row['excluded']}")
+            continue
+        plan = f"{row['epochs']} epoch(s)" + (f", {row['max_train']}-example sample" if row["max_train"] else "")
+        dev_f1, dev_acc, test_acc = (row.get(k) for k in ("dev_macro_f1", "dev_accuracy", "test_accuracy"))
+        lines.append(f"{name:<18} {_fmt(dev_f1):>12}  {_fmt(dev_acc):>7}  {_fmt(test_acc):>8}  "
+                     f"{(row.get('seconds') or 0) / 60:>7.1f}  {plan}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"

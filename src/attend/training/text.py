@@ -1,0 +1,81 @@
+"""The body of ``attend train`` for text: a named classifier, or ``auto`` to pick one on dev."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from attend.data.readers import LabelledTexts
+from attend.training.auto import DEFAULT_TIME_BUDGET, train_auto
+from attend.training.tasks.classification import ClassificationTask
+from attend.training.trainer import Trainer, TrainingArgs, TrainResult
+
+__all__ = ["train"]
+
+
+def train(
+    data: str | os.PathLike[str] | LabelledTexts,
+    out: str | os.PathLike[str],
+    *,
+    model: str = "auto",
+    model_options: dict[str, Any] | None = None,
+    args: TrainingArgs | dict[str, Any] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    text_col: str = "text",
+    label_col: str = "label",
+    split_col: str | None = None,
+    multi_label: bool = False,
+    label_sep: str | None = None,
+    max_train: int = 0,
+    time_budget: float | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train a classifier on labelled text and write its model directory to ``out``; the body of ``attend train``.
+
+    Args:
+        data: A data file (CSV/TSV/JSONL/Parquet), a bundled dataset name, or loaded texts.
+        out: Model directory to write (in one atomic switch at the end of a successful run).
+        model: Registered model name (``encoder``, ``bilstm_attention``, ``minilm``, ...), or
+            ``"auto"`` (the default): train the candidates within ``time_budget`` and keep the one
+            with the best dev score (:mod:`attend.training.auto`).
+        model_options: Model config fields, e.g. ``{"dim": 256, "attention": {"score": "cosine"}}``
+            (for a named model; ``auto`` takes none).
+        args: Training options (defaults: :class:`~attend.training.TrainingArgs`); a dict holds
+            only the options chosen, which ``auto`` applies to every candidate while fitting the
+            rest to the data size.
+        resume: Continue the interrupted run that was writing ``out``.
+        overwrite: Replace a model already in ``out`` (without it, that is an error).
+        max_train: Train on a proportional sample of at most this many training examples (0: all).
+        time_budget: Minutes for ``auto``'s candidates together (default
+            :data:`~attend.training.auto.DEFAULT_TIME_BUDGET`); only with ``model="auto"``.
+        on_epoch: Called with each epoch's log record (for notebooks and tests).
+
+    Returns:
+        The model directory, its test metrics (dev if there is no test split) and the history.
+    """
+    columns = {"text_col": text_col, "label_col": label_col, "split_col": split_col, "multi_label": multi_label,
+               "label_sep": label_sep}  # fmt: skip
+    model_options = dict(model_options or {})
+    named = model_options.pop("model_type", None)
+    if named is not None:
+        if model not in ("auto", named):
+            raise ValueError(f"model options name model_type={named!r}, but the model asked for is {model!r}")
+        model = str(named)
+    if model == "auto":
+        if model_options:
+            raise ValueError(
+                f"model options {sorted(model_options)} need a named model: pass --model (e.g. encoder), or put "
+                '"model_type" in them; --model auto trains several models'
+            )
+        if max_train:
+            raise ValueError("max_train is planned by --model auto itself; name a --model to set it")
+        return train_auto(data, out, args=args, time_budget=DEFAULT_TIME_BUDGET if time_budget is None else time_budget,
+                          resume=resume, overwrite=overwrite, on_epoch=on_epoch, **columns)  # fmt: skip
+    if time_budget is not None:
+        raise ValueError(f"time_budget is for --model auto, not --model {model}")
+    if isinstance(args, dict):
+        args = TrainingArgs.from_dict(dict(args))
+    task = ClassificationTask(data, model=model, model_options=model_options, max_train=max_train, **columns)
+    return Trainer(task, args, on_epoch=on_epoch).fit(out, resume=resume, overwrite=overwrite)

@@ -1,0 +1,328 @@
+"""Ensembles: the weighted mean of members' probabilities, label checks, word-level explanations,
+and every verb (predict, evaluate, explain, serve) on an ensemble directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from attend.cli import main
+from attend.data.splits import load_labelled
+from attend.explain import available_methods, explain
+from attend.explain.words import onto_words, word_spans
+from attend.io import ModelDirError
+from attend.runtime import EnsembleClassifier, load, make_ensemble
+from attend.serve.app import ServeSettings, create_app
+from tests.conftest import copy_model
+
+TEXTS = ["the film was wonderful", "a dreadful plot, and tedious music", "great acting", "the camera"]
+
+
+def _rewrite(path: Path, **change: object) -> None:
+    config = json.loads((path / "config.json").read_text())
+    for key, value in change.items():
+        if key == "multi_label":
+            config["model"]["multi_label"] = value
+        else:
+            config[key] = value
+    (path / "config.json").write_text(json.dumps(config))
+
+
+@pytest.fixture(scope="module")
+def members(trained: dict[str, Path]) -> list[Path]:
+    """Three classifiers of the planted-word task: two encoders (attention / CLS pooling) and a BiLSTM."""
+    return [trained["encoder"], trained["encoder_cls"], trained["bilstm_attention"]]
+
+
+@pytest.fixture(scope="module")
+def ensemble_dir(members: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ensemble") / "ens"
+    make_ensemble(members, out)
+    return out
+
+
+# --- the words every tokenizer agrees on ---------------------------------------------------
+
+
+def test_words_are_runs_of_letters_cjk_characters_and_punctuation() -> None:
+    text = "Un-watchable, 2 hours!  好看吗"
+    words = ["Un", "-", "watchable", ",", "2", "hours", "!", "好", "看", "吗"]
+    assert [text[a:b] for a, b in word_spans(text)] == words
+
+
+def test_token_importance_is_moved_onto_words_by_character_overlap() -> None:
+    text = "unwatchable film"
+    units = word_spans(text)  # unwatchable (0, 11), film (12, 16)
+    # WordPiece-like pieces, a special token, and a piece spanning the space into the next word.
+    spans = [None, (0, 2), (2, 7), (7, 11), (12, 16), None]
+    values = onto_words(units, spans, [0.1, 0.2, 0.3, 0.1, 0.2, 0.1])
+    np.testing.assert_allclose(values, [0.6, 0.2])
+    across = onto_words(units, [(8, 14)], [1.0])  # 3 characters of "unwatchable", 2 of "film"
+    np.testing.assert_allclose(across, [0.6, 0.4])
+    assert onto_words(units, [(11, 12)], [5.0]).tolist() == [0.0, 0.0]  # whitespace only: no word gets it
+
+
+# --- averaging ----------------------------------------------------------------------------
+
+
+def test_probabilities_are_exactly_the_mean_of_the_members(ensemble_dir: Path, members: list[Path]) -> None:
+    ensemble = load(ensemble_dir)
+    assert isinstance(ensemble, EnsembleClassifier) and ensemble.labels == ["neg", "pos"]
+    assert ensemble.backend == "ensemble:torch,torch,torch" and not ensemble.multi_label
+    own = [load(path).predict_proba(TEXTS) for path in members]
+    expected = np.mean(np.stack(own).astype(np.float64), axis=0)
+    np.testing.assert_array_equal(ensemble.predict_proba(TEXTS), expected)
+    assert ensemble.predict(TEXTS) == [ensemble.labels[j] for j in expected.argmax(1)]
+    assert ensemble.top_k(TEXTS[:1], k=1)[0][0] == ("pos", pytest.approx(expected[0, 1]))
+    # self-contained: every member is a copy that loads on its own
+    config = json.loads((ensemble_dir / "config.json").read_text())
+    assert [m["path"] for m in config["ensemble"]["members"]] == ["members/00", "members/01", "members/02"]
+    assert config["task"] == "classification" and config["ensemble"]["labels"] == ["neg", "pos"]
+    for index, path in enumerate(members):
+        copied = load(ensemble_dir / "members" / f"{index:02d}")
+        np.testing.assert_array_equal(copied.predict_proba(TEXTS), own[index])
+        assert config["ensemble"]["members"][index]["source"] == str(path.absolute())
+
+
+def test_weights_weigh_the_mean(members: list[Path], tmp_path: Path) -> None:
+    ensemble = load(make_ensemble(members[:2], tmp_path / "weighted", weights=[1, 3])["out_dir"])
+    first, second = (load(path).predict_proba(TEXTS).astype(np.float64) for path in members[:2])
+    np.testing.assert_allclose(ensemble.predict_proba(TEXTS), (first + 3 * second) / 4, rtol=0, atol=1e-12)
+    for weights, message in (([1.0], "1 weights for 2 members"), ([1.0, 0.0], "weight 0.0 must be a positive"),
+                             ([1.0, float("nan")], "weight nan must be a positive")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            make_ensemble(members[:2], tmp_path / "bad", weights=weights)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_an_ensemble_of_one_is_the_member(members: list[Path], trained: dict[str, Path], tmp_path: Path) -> None:
+    member = load(members[0])
+    ensemble = load(make_ensemble(members[:1], tmp_path / "one")["out_dir"])
+    probs = ensemble.predict_proba(TEXTS)
+    assert probs.dtype == np.float64
+    np.testing.assert_array_equal(probs.astype(np.float32), member.predict_proba(TEXTS))
+    data = load_labelled(trained["data"])
+    assert ensemble.evaluate(data) == member.evaluate(data)
+    # explanations: the member's token importances summed onto words, renormalised over the text
+    for mine, theirs in zip(explain(ensemble, TEXTS, "rollout"), explain(member, TEXTS, "rollout"), strict=True):
+        units = word_spans(theirs.text)
+        assert mine.tokens == [theirs.text[a:b] for a, b in units] and not any(mine.special)
+        assert mine.label == theirs.label and mine.probability == pytest.approx(theirs.probability)
+        expected = onto_words(units, theirs.spans, theirs.importance)
+        np.testing.assert_allclose(mine.importance, expected / expected.sum(), atol=1e-6)
+    (first,) = explain(member, TEXTS[:1], "rollout")  # one token per word here: the member's own text tokens
+    text_values = np.asarray([v for v, s in zip(first.importance, first.special, strict=True) if not s])
+    np.testing.assert_allclose(explain(ensemble, TEXTS[:1])[0].importance, text_values / text_values.sum(), atol=1e-6)
+
+
+def test_evaluate_scores_the_averaged_predictions(ensemble_dir: Path, trained: dict[str, Path]) -> None:
+    ensemble = load(ensemble_dir)
+    data = load_labelled(trained["data"])
+    metrics = ensemble.evaluate(data)
+    predicted = ensemble.predict(data.texts)
+    assert metrics["accuracy"] == pytest.approx(np.mean([p == gold[0] for p, gold in zip(predicted, data.labels,
+                                                                                          strict=True)]))  # fmt: skip
+    assert metrics["accuracy"] > 0.9 and {"macro_f1", "per_class"} <= set(metrics)
+
+
+# --- labels, kinds, nesting, output --------------------------------------------------------
+
+
+def test_members_with_other_labels_are_refused_naming_them(members: list[Path], tmp_path: Path) -> None:
+    other = copy_model(members[1], tmp_path, "stars")
+    _rewrite(other, labels=["one_star", "pos"])
+    with pytest.raises(ModelDirError, match=r"\['one_star'\] only in .*stars.*\['neg'\] only in .*encoder"):
+        make_ensemble([members[0], other], tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()
+
+
+def test_the_same_labels_in_another_order_are_reordered(members: list[Path], tmp_path: Path) -> None:
+    flipped = copy_model(members[0], tmp_path, "flipped")
+    _rewrite(flipped, labels=["pos", "neg"])  # the same network, its outputs named the other way round
+    ensemble = load(make_ensemble([members[0], flipped], tmp_path / "ens")["out_dir"])
+    assert ensemble.labels == ["neg", "pos"]
+    probs = load(members[0]).predict_proba(TEXTS).astype(np.float64)
+    np.testing.assert_allclose(ensemble.predict_proba(TEXTS), (probs + probs[:, ::-1]) / 2, rtol=0, atol=1e-12)
+
+
+def test_multi_label_and_single_label_members_are_refused(members: list[Path], tmp_path: Path) -> None:
+    multi = copy_model(members[1], tmp_path, "multi")
+    _rewrite(multi, multi_label=True)
+    with pytest.raises(ModelDirError, match=r"multi.*is multi-label but .*encoder is single-label"):
+        make_ensemble([members[0], multi], tmp_path / "mixed")
+
+
+def test_an_ensemble_of_ensembles_is_flattened(ensemble_dir: Path, members: list[Path], tmp_path: Path) -> None:
+    pair = make_ensemble(members[:2], tmp_path / "pair")["out_dir"]
+    nested = make_ensemble([pair, members[2]], tmp_path / "nested", weights=[2, 1])
+    assert [m["weight"] for m in nested["members"]] == [1.0, 1.0, 1.0]
+    assert [m["model_type"] for m in nested["members"]] == ["encoder", "encoder", "bilstm_attention"]
+    np.testing.assert_allclose(load(nested["out_dir"]).predict_proba(TEXTS), load(ensemble_dir).predict_proba(TEXTS),
+                               rtol=0, atol=1e-12)  # fmt: skip
+
+
+def test_an_existing_output_is_kept_without_overwrite(members: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "ens"
+    make_ensemble(members[:1], out)
+    before = (out / "config.json").read_text()
+    with pytest.raises(ModelDirError, match="pass --overwrite"):
+        make_ensemble(members[:2], out)
+    assert (out / "config.json").read_text() == before
+    make_ensemble(members[:2], out, overwrite=True)
+    assert len(load(out).members) == 2
+    with pytest.raises(ModelDirError, match="would overwrite the model it is made from"):
+        make_ensemble([out / "members" / "00", members[1]], out / "members", overwrite=True)
+    with pytest.raises(ModelDirError, match="no such model directory"):
+        make_ensemble([tmp_path / "missing"], tmp_path / "other")
+
+
+def test_a_swapped_member_is_refused(ensemble_dir: Path, tmp_path: Path) -> None:
+    broken = Path(shutil.copytree(ensemble_dir, tmp_path / "broken"))
+    shutil.copy(broken / "members" / "01" / "config.json", broken / "members" / "00" / "config.json")
+    with pytest.raises(ModelDirError, match=r"members/00/config.json does not match the hash"):
+        load(broken)
+
+
+def test_what_needs_one_network_says_so(ensemble_dir: Path) -> None:
+    with pytest.raises(ModelDirError, match=r"is an ensemble.*runtime='torch'.*attend export"):
+        load(ensemble_dir, runtime="torch")
+    ensemble = load(ensemble_dir)
+    assert ensemble.capabilities.maps is False and ensemble.capabilities.gradients is False
+    with pytest.raises(ValueError, match="no tokenizer of its own"):
+        ensemble.tokenizer  # noqa: B018
+    with pytest.raises(ValueError, match="no attention maps of its own"):
+        ensemble.attention_outputs({})
+
+
+# --- explanations ---------------------------------------------------------------------------
+
+
+def test_explanations_average_the_members_on_words(ensemble_dir: Path, members: list[Path]) -> None:
+    ensemble = load(ensemble_dir)
+    # the BiLSTM has no self-attention layers, so rollout and flow read its pooling; all three give gradients
+    assert available_methods(ensemble) == [m for m in available_methods(load(members[1]))
+                                           if m in available_methods(load(members[2]))]  # fmt: skip
+    found = explain(ensemble, TEXTS, "grad_attention")
+    probs = ensemble.predict_proba(TEXTS)
+    for exp, text, row in zip(found, TEXTS, probs, strict=True):
+        assert exp.tokens == [t for t in text.replace(",", " ,").split()] and exp.text == text
+        assert exp.label == ensemble.labels[int(row.argmax())] and exp.probability == pytest.approx(row.max())
+        assert sum(exp.importance) == pytest.approx(1.0) and exp.spans == word_spans(text)
+        assert "weighted mean over 3 members" in exp.note
+    # the mean of the members' word-level distributions, each explaining the ensemble's label
+    each = [explain(load(path), TEXTS, "grad_attention", target="pos") for path in members]
+    mine = explain(ensemble, TEXTS, "grad_attention", target="pos")
+    for i, exp in enumerate(mine):
+        per_member = []
+        for member_exps in each:
+            values = onto_words(word_spans(TEXTS[i]), member_exps[i].spans, member_exps[i].importance)
+            per_member.append(values / values.sum())
+        np.testing.assert_allclose(exp.importance, np.mean(per_member, axis=0), atol=1e-6)
+        assert exp.target == "pos"
+    wonderful = mine[0].importance[mine[0].tokens.index("wonderful")]
+    assert wonderful == max(mine[0].importance)  # the planted word decides the label
+    with pytest.raises(ValueError, match="no attention maps of its own"):
+        explain(ensemble, TEXTS, maps=True)
+    with pytest.raises(ValueError, match="target='meh' is not a label"):
+        explain(ensemble, TEXTS, target="meh")
+
+
+def test_signed_attributions_are_summed_onto_words(members: list[Path], tmp_path: Path) -> None:
+    member = load(members[0])
+    ensemble = load(make_ensemble(members[:1], tmp_path / "one")["out_dir"])
+    mine = explain(ensemble, TEXTS[:2], "integrated_gradients", ig_steps=8)
+    theirs = explain(member, TEXTS[:2], "integrated_gradients", ig_steps=8)
+    for exp, ref in zip(mine, theirs, strict=True):
+        np.testing.assert_allclose(exp.importance, onto_words(word_spans(ref.text), ref.spans, ref.importance),
+                                   atol=1e-6)  # fmt: skip
+
+
+def test_an_onnx_member_joins_a_torch_member(members: list[Path], tmp_path: Path) -> None:
+    from attend.deploy.export import export_onnx
+
+    onnx_dir = tmp_path / "onnx"
+    export_onnx(members[1], onnx_dir, attentions=True, texts=TEXTS)
+    ensemble = load(make_ensemble([members[0], onnx_dir], tmp_path / "ens")["out_dir"])
+    assert ensemble.backend == "ensemble:torch,onnx"
+    own = [load(members[0]).predict_proba(TEXTS), load(onnx_dir).predict_proba(TEXTS)]
+    np.testing.assert_array_equal(ensemble.predict_proba(TEXTS), np.mean(np.stack(own).astype(np.float64), axis=0))
+    methods = available_methods(ensemble)
+    assert "rollout" in methods and "grad_attention" not in methods  # the ONNX member gives no gradients
+    with pytest.raises(ValueError, match=r"member 1 of the ensemble .* cannot be explained with it"):
+        explain(ensemble, TEXTS, "grad_attention")
+    assert len(explain(ensemble, TEXTS, "rollout")) == len(TEXTS)
+
+
+# --- serving and the command line -------------------------------------------------------------
+
+
+def test_serve_predicts_and_explains_with_an_ensemble(ensemble_dir: Path) -> None:
+    ensemble = load(ensemble_dir)
+    app = create_app(ensemble, ServeSettings(max_batch=8, max_wait_ms=2, max_texts=5, max_chars=400))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        body = client.post("/v1/predict", json={"texts": TEXTS[:2]}).json()
+        probs = ensemble.predict_proba(TEXTS[:2])
+        assert [p["label"] for p in body["predictions"]] == ["pos", "neg"]
+        assert [p["probability"] for p in body["predictions"]] == pytest.approx(probs.max(1).tolist())
+        explained = client.post("/v1/explain", json={"text": TEXTS[0], "method": "rollout"})
+        assert explained.status_code == 200
+        exp = explained.json()["explanations"][0]
+        assert exp["tokens"] == ["the", "film", "was", "wonderful"] and exp["label"] == "pos"
+        info = client.get("/v1/model").json()
+        assert info["runtime"] == "ensemble:torch,torch,torch" and info["labels"] == ["neg", "pos"]
+        assert info["limits"]["max_tokens"] == 128 and "rollout" in info["explain_methods"]
+        assert info["config"]["ensemble"]["labels"] == ["neg", "pos"]
+
+
+def test_cli_builds_and_uses_an_ensemble(members: list[Path], trained: dict[str, Path], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    out = tmp_path / "ens"
+    assert main(["ensemble", *map(str, members), "--out", str(out), "--weights", "1,1,2"]) == 0
+    printed = capsys.readouterr().out
+    assert "members/02" in printed and "weight 0.500" in printed and f"wrote {out}" in printed
+    assert main(["predict", str(out), TEXTS[0], "--top-k", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["label"] == "pos"
+    assert main(["evaluate", str(out), str(trained["data"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] > 0.9
+    assert main(["explain", str(out), TEXTS[0], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["tokens"] == ["the", "film", "was", "wonderful"]
+    assert main(["explain", str(out), TEXTS[0]]) == 0
+    assert "wonderful" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--weights", "1,x"], "--weights '1,x': expected numbers"),
+        (["--weights", "1,-2"], "weight -2.0 must be a positive number"),
+        (["--weights", "1"], "1 weights for 2 members"),
+    ],
+)
+def test_cli_errors_are_one_line_and_exit_2(members: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            args: list[str], message: str) -> None:  # fmt: skip
+    code = main(["ensemble", str(members[0]), str(members[1]), "--out", str(tmp_path / "ens"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_cli_refuses_mismatched_labels_export_and_maps(members: list[Path], ensemble_dir: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    other = copy_model(members[1], tmp_path, "stars")
+    _rewrite(other, labels=["neg", "five_stars"])
+    assert main(["ensemble", str(members[0]), str(other), "--out", str(tmp_path / "ens")]) == 2
+    err = capsys.readouterr().err
+    assert "['five_stars'] only in" in err and str(other) in err and "['pos'] only in" in err
+    assert main(["export", str(ensemble_dir), "--onnx", str(tmp_path / "onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "is an ensemble" in err and "run them on a member" in err and not (tmp_path / "onnx").exists()
+    assert main(["explain", str(ensemble_dir), TEXTS[0], "--png", str(tmp_path / "png")]) == 2
+    assert "no attention maps of its own" in capsys.readouterr().err
+    # The HTML report needs no maps: it shades the words by the members' averaged importance.
+    assert main(["explain", str(ensemble_dir), TEXTS[0], "--html", str(tmp_path / "x.html")]) == 0
+    page = (tmp_path / "x.html").read_text(encoding="utf-8")
+    assert "HTML report" in capsys.readouterr().out and TEXTS[0].split()[0] in page and "<img" not in page

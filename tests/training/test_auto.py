@@ -1,0 +1,185 @@
+"""``--model auto``: candidates, the plan within a time budget, the dev comparison, resume and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attend.data.readers import DataError, LabelledTexts
+from attend.runtime import load
+from attend.training import TrainingArgs, TrainingInterrupted, train
+from attend.training.auto import _Candidate, _keep_one_pretrained, _plan, candidate_models, train_auto
+from attend.training.tasks.classification import proportional_sample
+from tests.conftest import planted_rows, write_csv
+
+FAST = {"epochs": 2, "batch_size": 16, "progress": False, "vocab_size": 500, "threads": 1}
+
+
+def _candidate(name: str, seconds: float, epochs: int, pretrained: bool = False) -> _Candidate:
+    return _Candidate(name=name, pretrained=pretrained, seconds_per_example=seconds, epochs=epochs,
+                      args={"epochs": epochs})  # fmt: skip
+
+
+SIZES = {"train": 1000, "dev": 100, "test": 100}
+
+
+def test_a_plan_that_fits_the_budget_keeps_every_candidates_epochs() -> None:
+    plan = [_candidate("encoder", 0.001, 20), _candidate("minilm", 0.01, 10, True)]
+    _plan(plan, SIZES, budget_s=1000)
+    assert [(c.epochs, c.max_train) for c in plan] == [(20, 0), (10, 0)]
+    # 10 epochs x (1000 + 100/3) x 0.01 s + 100/3 x 0.01 s
+    assert plan[1].planned_seconds == pytest.approx(10 * (10 + 1 / 3) + 1 / 3)
+
+
+def test_an_over_budget_plan_cuts_epochs_then_samples_the_training_split() -> None:
+    plan = [_candidate("encoder", 0.001, 20), _candidate("minilm", 0.01, 10, True)]
+    _plan(plan, SIZES, budget_s=60)
+    encoder, minilm = plan
+    assert 1 <= minilm.epochs < 10 and minilm.max_train == 0
+    assert encoder.planned_seconds + minilm.planned_seconds <= 60
+    slow = [_candidate("encoder", 0.001, 3), _candidate("minilm", 0.5, 2, True)]
+    _plan(slow, SIZES, budget_s=300)
+    assert slow[1].epochs == 1 and 200 <= slow[1].max_train < 1000
+    assert slow[1].planned_seconds <= 300 and slow[1].args["epochs"] == 1
+
+
+def test_a_candidate_the_budget_cannot_cover_is_left_out_with_the_reason() -> None:
+    plan = [_candidate("encoder", 0.001, 3), _candidate("minilm", 5.0, 2, True)]
+    _plan(plan, SIZES, budget_s=60)
+    assert "time budget" in plan[1].excluded and not plan[0].excluded
+
+
+def test_of_the_pretrained_readers_the_best_reader_is_kept_then_the_faster() -> None:
+    plan = [_candidate("encoder", 0.001, 3), _candidate("minilm", 0.01, 2, True), _candidate("e5", 0.03, 2, True)]
+    plan[1].unknown_rate, plan[2].unknown_rate = 0.001, 0.0
+    plan[1].weights, plan[2].weights = 10_000_000, 20_000_000
+    _keep_one_pretrained(plan)
+    assert not plan[1].excluded and "minilm reads the data as well" in plan[2].excluded
+    assert "10.0M weights per token against 20.0M" in plan[2].excluded
+    plan = [_candidate("minilm", 0.01, 2, True), _candidate("e5", 0.03, 2, True)]
+    plan[0].unknown_rate, plan[1].unknown_rate = 0.04, 0.0
+    _keep_one_pretrained(plan)
+    assert "e5 reads the data as well or better" in plan[0].excluded and not plan[1].excluded
+
+
+def test_a_proportional_sample_keeps_every_label_and_is_seeded() -> None:
+    labels = [["big"]] * 900 + [["small"]] * 90 + [["rare"]] * 2
+    data = LabelledTexts(texts=[f"t{i}" for i in range(len(labels))], labels=labels)
+    indices = list(range(len(labels)))
+    sample = proportional_sample(data, indices, 100, seed=0)
+    kinds = [data.labels[i][0] for i in sample]
+    assert kinds.count("big") == 91 and kinds.count("small") == 9 and kinds.count("rare") == 1
+    assert sample == sorted(sample) == proportional_sample(data, indices, 100, seed=0)
+    assert sample != proportional_sample(data, indices, 100, seed=1)
+
+
+def test_the_candidates_are_the_scratch_encoder_and_the_pretrained_text_models() -> None:
+    found = dict(candidate_models())
+    assert found["encoder"] is False and found["minilm"] is True
+    assert "bilstm_attention" not in found and "sasrec" not in found and "seq2seq" not in found
+
+
+def test_auto_trains_the_candidates_and_keeps_the_best_on_dev(tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "planted.csv", planted_rows(300))
+    epochs: list[tuple[str, int]] = []
+    result = train_auto(data, tmp_path / "m", args=dict(FAST), candidates=["encoder", "minilm"],
+                        on_epoch=lambda r: epochs.append((r["model"], r["epoch"])))  # fmt: skip
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    record = config["auto"]
+    assert set(record["candidates"]) == {"encoder", "minilm"}
+    picked = record["picked"]
+    assert config["model"]["model_type"] == picked and result.metrics["auto"]["picked"] == picked
+    dev = {name: row["dev_macro_f1"] for name, row in record["candidates"].items()}
+    assert dev[picked] == max(dev.values()) and record["why"].startswith(f"picked {picked}")
+    assert sorted(set(epochs)) == [("encoder", 1), ("encoder", 2), ("minilm", 1), ("minilm", 2)]
+    # The user's choice (2 epochs) held for both; the rest was fitted (bf16 only where AMX pays).
+    assert config["training"]["epochs"] == 2 and config["training"]["batch_size"] == 16
+    assert "auto: " in result.report and "dev macro-F1" in result.report
+    assert load(tmp_path / "m").predict(["good film"])[0] in {"pos", "neg"}
+    assert not (tmp_path / ".m.auto").exists()
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["auto"]["picked"] == picked
+
+
+def test_a_pretrained_model_that_cannot_read_the_data_is_left_out(tmp_path: Path) -> None:
+    texts = ["这家酒店的房间很干净，服务也好", "电脑太慢了，屏幕也有问题，不推荐"]
+    rows = [{"text": texts[i % 2], "label": str(i % 2)} for i in range(60)]
+    data = write_csv(tmp_path / "zh.csv", rows)
+    with pytest.raises(DataError, match=r"minilm: its vocabulary cannot read \d+% of the training tokens"):
+        train_auto(data, tmp_path / "m", args=dict(FAST), candidates=["minilm"], log=lambda _: None)
+    assert not (tmp_path / "m").exists()
+
+
+def test_an_interrupted_auto_run_resumes_to_the_same_model(tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "planted.csv", planted_rows(300))
+    options = {**FAST, "epochs": 3, "checkpoint_every": 4}
+    whole = train_auto(data, tmp_path / "whole", args=options, candidates=["encoder"], log=lambda _: None)
+    with pytest.raises(TrainingInterrupted):
+        train_auto(data, tmp_path / "cut", args={**options, "stop_after_steps": 20}, candidates=["encoder"],
+                   log=lambda _: None)  # fmt: skip
+    assert not (tmp_path / "cut").exists() and (tmp_path / ".cut.auto" / "auto.json").is_file()
+    with pytest.raises(DataError, match="same data and options"):
+        train_auto(data, tmp_path / "cut", args=options, candidates=["encoder"], resume=True, log=lambda _: None)
+    resumed = train_auto(data, tmp_path / "cut", args={**options, "stop_after_steps": 20}, candidates=["encoder"],
+                         resume=True, log=lambda _: None)  # fmt: skip
+    assert resumed.metrics["accuracy"] == whole.metrics["accuracy"]
+    assert resumed.metrics["macro_f1"] == whole.metrics["macro_f1"]
+    assert not (tmp_path / ".cut.auto").exists()
+
+
+def test_auto_needs_a_dev_split_to_compare_on(tmp_path: Path) -> None:
+    rows = [{**row, "part": "test" if i % 5 == 0 else "train"} for i, row in enumerate(planted_rows(100))]
+    data = write_csv(tmp_path / "nodev.csv", rows)
+    with pytest.raises(DataError, match="compares its candidates on a dev split, and this data has none"):
+        train(data, tmp_path / "m", split_col="part")
+    assert not (tmp_path / "m").exists() and not (tmp_path / ".m.auto").exists()
+
+
+def test_auto_takes_no_model_options_and_a_positive_budget(tmp_path: Path, planted_csv: Path) -> None:
+    with pytest.raises(ValueError, match=r"model options \['dim'\] need a named model"):
+        train(planted_csv, tmp_path / "m", model_options={"dim": 16})
+    with pytest.raises(ValueError, match="time_budget=0"):
+        train(planted_csv, tmp_path / "m", time_budget=0)
+    with pytest.raises(ValueError, match="time_budget is for --model auto"):
+        train(planted_csv, tmp_path / "m", model="encoder", time_budget=5)
+    with pytest.raises(ValueError, match="model_type='encoder', but the model asked for is 'minilm'"):
+        train(planted_csv, tmp_path / "m", model="minilm", model_options={"model_type": "encoder"})
+    assert not (tmp_path / "m").exists()
+
+
+def test_model_type_in_the_options_names_the_model(tmp_path: Path, planted_csv: Path) -> None:
+    options = {"model_type": "encoder", "dim": 32, "num_layers": 1, "num_heads": 2}
+    result = train(planted_csv, tmp_path / "m", model_options=options, args=TrainingArgs(**{**FAST, "lr": 3e-3}))
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["model"]["dim"] == 32 and "auto" not in config
+
+
+def test_max_train_samples_the_training_split_but_not_the_baseline(tmp_path: Path, planted_csv: Path) -> None:
+    result = train(planted_csv, tmp_path / "m", model="encoder", max_train=100,
+                   model_options={"dim": 32, "num_layers": 1, "num_heads": 2}, args=TrainingArgs(**FAST))  # fmt: skip
+    data = json.loads((tmp_path / "m" / "config.json").read_text())["data"]
+    assert data["max_train"] == 100 and data["train_used"] == 100 and data["sizes"]["train"] == 320
+    assert "baseline" in result.metrics
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--config", "{config}"], "model options ['dim'] need a named model"),
+        (["--time-budget", "0"], "time_budget=0"),
+        (["--model", "encoder", "--time-budget", "5"], "time_budget is for --model auto"),
+        (["--model", "seq2seq", "--max-train", "5"], "--time-budget and --max-train are for text classifiers"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path: Path, planted_csv: Path, extra: list[str], message: str) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"model": {"dim": 16}}))
+    args = [a.replace("{config}", str(config)) for a in extra]
+    done = subprocess.run([sys.executable, "-m", "attend", "train", str(planted_csv), "--out", str(tmp_path / "m"),
+                           *args], capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert message in done.stderr and done.stderr.startswith("error: ")
+    assert not (tmp_path / "m").exists()
