@@ -122,8 +122,10 @@ def test_an_interrupted_auto_run_resumes_to_the_same_model(tmp_path: Path) -> No
                    log=lambda _: None)  # fmt: skip
     assert not (tmp_path / "cut").exists() and (tmp_path / ".cut.auto" / "auto.json").is_file()
     with pytest.raises(DataError, match="same data and options"):
-        train_auto(data, tmp_path / "cut", args=options, candidates=["encoder"], resume=True, log=lambda _: None)
-    resumed = train_auto(data, tmp_path / "cut", args={**options, "stop_after_steps": 20}, candidates=["encoder"],
+        train_auto(data, tmp_path / "cut", args={**options, "epochs": 4}, candidates=["encoder"], resume=True,
+                   log=lambda _: None)  # fmt: skip
+    # Resumed without the stopping point (and with other threads): the same run, now to the end.
+    resumed = train_auto(data, tmp_path / "cut", args={**options, "threads": 2}, candidates=["encoder"],
                          resume=True, log=lambda _: None)  # fmt: skip
     assert resumed.metrics["accuracy"] == whole.metrics["accuracy"]
     assert resumed.metrics["macro_f1"] == whole.metrics["macro_f1"]

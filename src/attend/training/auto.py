@@ -86,6 +86,8 @@ EVAL_COST = 1 / 3
 UNKNOWN_SAMPLE = 2000
 #: Timed training steps per candidate (after one untimed warm-up step).
 PROBE_STEPS = 3
+#: Training options that do not make a run another run (a resumed run may change them).
+_NOT_IDENTITY = ("progress", "threads", "stop_after_steps")
 #: A candidate whose share of the budget cannot cover this many training examples is left out.
 MIN_TRAIN_EXAMPLES = 200
 
@@ -301,12 +303,13 @@ def train_auto(
         raise ValueError("--model auto times its candidates on this process alone; under torchrun name a --model")
     if not time_budget > 0:
         raise ValueError(f"time_budget={time_budget!r} must be > 0 minutes")
-    check_output_directory(out.absolute(), overwrite=overwrite)
     explicit = _explicit(args)
     work = _work_directory(out)
     columns = {"text_col": text_col, "label_col": label_col, "split_col": split_col, "multi_label": multi_label,
                "label_sep": label_sep}  # fmt: skip
-    identity = {"explicit": explicit, "time_budget": time_budget, "candidates": candidates, "columns": columns,
+    # What makes a run the same run: not how it shows progress, its threads or where it was stopped.
+    chosen = {key: value for key, value in explicit.items() if key not in _NOT_IDENTITY}
+    identity = {"explicit": chosen, "time_budget": time_budget, "candidates": candidates, "columns": columns,
                 "data": data.source if isinstance(data, LabelledTexts) else str(data)}  # fmt: skip
     if resume:
         try:
@@ -317,11 +320,17 @@ def train_auto(
             ) from None
         if state.get("identity") != json.loads(json.dumps(identity)):
             raise DataError(f"{out}: --resume must use the same data and options as the interrupted run")
+        overwrite = bool(state.get("overwrite", overwrite))
         plan = [_Candidate(**c) for c in state["plan"]]
+        for candidate in plan:  # this run's own progress, threads and stopping point
+            candidate.args = {k: v for k, v in candidate.args.items() if k not in _NOT_IDENTITY}
+            candidate.args |= {k: v for k, v in explicit.items() if k in _NOT_IDENTITY}
+        check_output_directory(out.absolute(), overwrite=overwrite)
         say(f"auto: resuming; {', '.join(state.get('results', {})) or 'no candidate'} finished")
     else:
+        check_output_directory(out.absolute(), overwrite=overwrite)
         shutil.rmtree(work, ignore_errors=True)
-        state = {"identity": identity, "plan": [], "results": {}}
+        state = {"identity": identity, "overwrite": overwrite, "plan": [], "results": {}}
         plan, state["dev_baseline"] = _make_plan(data, explicit, time_budget, candidates, columns, say)
         state["plan"] = [dataclasses.asdict(c) for c in plan]
         work.mkdir(parents=True)
