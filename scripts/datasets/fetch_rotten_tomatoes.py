@@ -20,7 +20,7 @@ from collections import Counter
 
 from _bundle import ROOT  # noqa: F401  (puts src/ on sys.path)
 
-from attend.data.datasets import DatasetError, _resolve_cache, load_dataset
+from attend.data.datasets import DatasetError, cache_root, load_dataset
 
 
 def main() -> int:
@@ -32,7 +32,7 @@ def main() -> int:
     except DatasetError as error:
         print(error)
         return 1
-    print(f"rotten_tomatoes: {len(data)} examples cached in {_resolve_cache(args.cache_dir)}")
+    print(f"rotten_tomatoes: {len(data)} examples cached in {cache_root(args.cache_dir)}")
     for label, count in sorted(Counter(data.labels).items()):
         print(f"  {count:6d}  {label}")
     return 0

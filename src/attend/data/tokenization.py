@@ -194,6 +194,16 @@ class TextTokenizer:
         """The id of ``[UNK]``, the piece a text's unreadable characters become (None if the vocabulary has none)."""
         return self.tokenizer.token_to_id("[UNK]")
 
+    def unknown_rate(self, texts: Sequence[str]) -> float | None:
+        """Share of the text's own tokens (as the model reads them: special tokens out, truncated)
+        that are ``[UNK]``: how much of ``texts`` this vocabulary cannot read (None without ``[UNK]``)."""
+        unknown, special = self.unknown_id, self.special_ids
+        if unknown is None:
+            return None
+        rows = self.ids(texts)
+        total = sum(1 for row in rows for token in row if token not in special)
+        return sum(row.count(unknown) for row in rows) / total if total else 0.0
+
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()

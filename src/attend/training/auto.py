@@ -164,24 +164,18 @@ def _candidate_args(candidate: _Candidate, explicit: dict[str, Any], n_train: in
     return fitted | explicit
 
 
-def _unknown_rate(task: ClassificationTask, texts: list[str]) -> float | None:
-    tokenizer = task.tokenizer
-    unknown = tokenizer.unknown_id
-    if unknown is None:
-        return None
-    ids = tokenizer.ids(texts)
-    # The special tokens the tokenizer adds around every text are not the text's own.
-    added = len(tokenizer.ids([""])[0])
-    total = sum(len(row) - added for row in ids)
-    return sum(row.count(unknown) for row in ids) / max(1, total)
-
-
-def _probe(task: ClassificationTask, args: TrainingArgs) -> float:
-    """Seconds per training example: the median of :data:`PROBE_STEPS` timed steps on random
-    training batches (real texts, the real loss and optimiser), after one untimed warm-up step."""
-    torch.manual_seed(args.seed)
+def _network(task: ClassificationTask, seed: int) -> torch.nn.Module:
+    """The candidate's network as training starts it (pretrained weights loaded, if any)."""
+    torch.manual_seed(seed)
     network = build(task.model_config())
     task.init_model(network)
+    return network
+
+
+def _probe(task: ClassificationTask, args: TrainingArgs, network: torch.nn.Module) -> float:
+    """Seconds per training example of ``network`` (which the timed steps change): the median of
+    :data:`PROBE_STEPS` timed steps on random training batches (real texts, the real loss and
+    optimiser), after one untimed warm-up step."""
     network.train()
     optimiser = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=1e-6)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
@@ -199,8 +193,7 @@ def _probe(task: ClassificationTask, args: TrainingArgs) -> float:
         optimiser.step()
         if step:
             times.append(time.perf_counter() - start)
-    del network, optimiser
-    gc.collect()
+    del optimiser
     return statistics.median(times) / size
 
 
@@ -440,6 +433,7 @@ def _make_plan(
     if base.threads:
         torch.set_num_threads(base.threads)
     tasks: dict[str, ClassificationTask] = {}
+    networks: dict[str, torch.nn.Module] = {}  # built once: weights per token, then the timed steps
     try:
         for name, pretrained in available:
             candidate = _Candidate(name=name, pretrained=pretrained)
@@ -453,19 +447,24 @@ def _make_plan(
                 candidate.excluded = f"cannot be built here: {exc}"
                 continue
             if pretrained:
-                candidate.unknown_rate = _unknown_rate(task, sample)
+                candidate.unknown_rate = task.tokenizer.unknown_rate(sample)
                 if candidate.unknown_rate is not None and candidate.unknown_rate > MAX_UNKNOWN_RATE:
                     candidate.excluded = (f"its vocabulary cannot read {candidate.unknown_rate:.0%} of the training "
                                           f"tokens (limit {MAX_UNKNOWN_RATE:.0%})")  # fmt: skip
                     continue
-                candidate.weights = _compute_weights(task)
             tasks[name] = task
+            networks[name] = _network(task, TrainingArgs.from_dict(dict(candidate.args)).seed)
+            if pretrained:
+                candidate.weights = _weights_per_token(networks[name])
         _keep_one_pretrained(plan)
         for candidate in plan:
-            if not candidate.excluded:
+            network = networks.pop(candidate.name, None)
+            if not candidate.excluded and network is not None:
                 say(f"auto: timing {candidate.name} on a few training batches")
                 args = TrainingArgs.from_dict(dict(candidate.args))
-                candidate.seconds_per_example = _probe(tasks[candidate.name], args)
+                candidate.seconds_per_example = _probe(tasks[candidate.name], args, network)
+            del network
+            gc.collect()
     finally:
         torch.set_num_threads(threads)
     _plan(plan, sizes, time_budget * 60)
@@ -480,14 +479,10 @@ def _make_plan(
     return plan, dev_baseline
 
 
-def _compute_weights(task: ClassificationTask) -> int:
+def _weights_per_token(network: torch.nn.Module) -> int:
     """Weights a token passes through (the parameters outside embedding tables): what a step costs."""
-    network = build(task.model_config())
     embedded = sum(p.numel() for m in network.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters())
-    total = sum(p.numel() for p in network.parameters()) - embedded
-    del network
-    gc.collect()
-    return int(total)
+    return int(sum(p.numel() for p in network.parameters()) - embedded)
 
 
 def _keep_one_pretrained(plan: list[_Candidate]) -> None:
