@@ -419,6 +419,9 @@ def test_cross_attention_interaction_and_the_rule_that_keeps_the_reranker() -> N
 
     from attend.apps.support.rerank import fit_reranker, interaction
 
+    # Seeded: for about 2 % of random questions a question token's cosine with -question[0] is
+    # positive, and the sign check below failed depending on which tests ran before in the worker.
+    torch.manual_seed(0)
     question = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
     same = torch.stack([torch.cat([question, torch.zeros(2, 8)]), torch.zeros(5, 8)])  # (2, 5, 8)
     mask = torch.tensor([[True, True, True, False, False], [True, False, False, False, False]])

@@ -22,14 +22,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from attend.apps.monitor.detect import ORIGIN, WindowCount
+from attend.apps.sqlstore import create_engine, create_tables
+from attend.apps.sqlstore import schema_table as schema_table_of
 
 __all__ = ["SCHEMA_VERSION", "MonitorStore", "StoredEvent", "open_store"]
 
@@ -38,12 +39,7 @@ SCHEMA_VERSION = 1
 
 metadata = sa.MetaData()
 
-schema_table = sa.Table(
-    "monitor_schema",
-    metadata,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("created_at", sa.String(32), nullable=False),
-)
+schema_table = schema_table_of("monitor_schema", metadata)
 
 meta_table = sa.Table(
     "monitor_meta",
@@ -129,36 +125,6 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _url(db: str | os.PathLike[str], *, create: bool) -> str:
-    text = os.fspath(db)
-    if "://" in text:
-        return text
-    path = Path(text).expanduser()
-    if not create and not path.is_file():
-        raise ValueError(f"--db {text}: no monitor database there (write one with `attend monitor run`)")
-    size = path.stat().st_size if path.is_file() else None
-    if (size and not _is_sqlite(path)) or (size == 0 and not create):
-        # Opening it would write SQLite's header into somebody's file (or into an empty one).
-        raise ValueError(f"--db {text}: not a monitor database (not an SQLite file); choose another path")
-    if create and not path.parent.is_dir():
-        raise ValueError(f"--db {text}: the folder {path.parent} does not exist")
-    return f"sqlite:///{path.resolve()}"
-
-
-def _is_sqlite(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(16) == b"SQLite format 3\x00"
-
-
-def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers (the dashboard) run beside the writer; the busy timeout makes a second
-    # writer wait for the lock instead of failing at once.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
-
-
 class MonitorStore:
     """Events, scores and alerts in one database. Use :func:`open_store` to get one."""
 
@@ -169,14 +135,7 @@ class MonitorStore:
     # --- set-up ---------------------------------------------------------------------------
 
     def _create(self) -> None:
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            versions = [row[0] for row in conn.execute(sa.select(schema_table.c.version))]
-            if not versions:
-                conn.execute(schema_table.insert().values(version=SCHEMA_VERSION, created_at=_now()))
-            elif max(versions) > SCHEMA_VERSION:
-                raise ValueError(f"--db {self.where}: written by a newer attend (schema version {max(versions)}, "
-                                 f"this one reads up to {SCHEMA_VERSION}); upgrade attend")  # fmt: skip
+        create_tables(self.engine, metadata, schema_table, SCHEMA_VERSION, self.where)
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
@@ -374,13 +333,7 @@ def open_store(db: str | os.PathLike[str], *, create: bool = True) -> MonitorSto
             or one written by a newer schema.
     """
     where = os.fspath(db)
-    url = _url(db, create=create)
-    try:
-        engine = sa.create_engine(url)
-    except (ArgumentError, ImportError, SQLAlchemyError) as exc:
-        raise ValueError(f"--db {where}: cannot use this database ({type(exc).__name__}: {exc})") from None
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _on_sqlite_connect)
+    engine = create_engine(db, create=create, kind="monitor", missing_hint="write one with `attend monitor run`")
     store = MonitorStore(engine, where)
     try:
         if create:

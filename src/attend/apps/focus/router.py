@@ -1,0 +1,193 @@
+"""The focus assistant over HTTP: ``/v1/focus/...`` and the ``/focus`` dashboard page.
+
+Mounted by ``attend serve MODEL_DIR --focus-db PATH`` (and served alone by ``attend focus
+dashboard``). Routes:
+
+- ``POST /v1/focus/messages`` ``{"messages": [{"text", "id"?, "sender"?, "subject"?, "time"?,
+  "channel"?}, ...]}``: triage them in the running session, store and return the decisions
+  (409 when no session runs);
+- ``POST /v1/focus/triage`` ``{"task", "allow"?, "messages"}``: stateless triage;
+- ``POST /v1/focus/sessions`` ``{"task", "allow"?, "until"?, "minutes"?}``: start (409 when one runs);
+- ``POST /v1/focus/stop`` ``{"forget"?}``; ``GET /v1/focus/status``;
+- ``POST /v1/focus/feedback`` ``{"id", "label": "pass"|"hold"}`` (404 for an unknown id);
+- ``GET /v1/focus/digest?session=&limit=``; ``GET /focus``: the dashboard (HTML).
+
+Handlers are plain ``def`` (FastAPI runs them in worker threads, off the event loop); one lock
+orders triage-and-store so two requests cannot interleave their transactions. A request's
+messages are triaged in one batch through the encoder. Message text is never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from attend.apps.focus.assistant import Session
+from attend.apps.focus.service import FocusService
+from attend.apps.focus.store import SessionError
+from attend.data.messages import MAX_MESSAGE_CHARS, Message, message_id
+from attend.serve import Routes
+
+__all__ = ["focus_router", "served_focus_router"]
+
+#: Most messages in one request.
+MAX_MESSAGES = 256
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS, description="The message body.")
+    id: str | None = Field(default=None, max_length=300, description="Stable id (derived from the fields if absent).")
+    sender: str = Field(default="", max_length=1000)
+    subject: str = Field(default="", max_length=5000)
+    time: str | None = Field(default=None, max_length=40)
+    channel: str = Field(default="", max_length=100)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text is blank")
+        return value
+
+    def to_message(self) -> Message:
+        ident = self.id if self.id and self.id.strip() else message_id(self.text, self.sender, self.subject, self.time)
+        return Message(id=ident, text=self.text.strip(), sender=self.sender, subject=self.subject, time=self.time,
+                       channel=self.channel)  # fmt: skip
+
+
+class MessagesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[MessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
+
+
+class TriageIn(MessagesIn):
+    task: str = Field(min_length=1, max_length=5000, description="What the person is working on.")
+    allow: list[str] = Field(default_factory=list, max_length=200)
+
+
+class SessionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, max_length=5000)
+    allow: list[str] = Field(default_factory=list, max_length=200)
+    until: str | None = Field(default=None, description="End time, ISO 8601.")
+    minutes: float | None = Field(default=None, gt=0, description="End after this many minutes.")
+
+
+class StopIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    forget: bool = False
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=300)
+    label: str = Field(pattern="^(pass|hold)$")
+
+
+def _conflict(exc: SessionError) -> HTTPException:
+    text = str(exc)
+    return HTTPException(status_code=404 if text.startswith("no message") else 409, detail=text)
+
+
+def focus_router(service: FocusService) -> APIRouter:
+    """The focus routes over ``service`` (see the module docstring)."""
+    router = APIRouter(tags=["focus"])
+    lock = threading.Lock()
+
+    @router.post("/v1/focus/messages")
+    def messages_route(body: MessagesIn) -> Any:
+        """Triage messages in the running session; the decisions are stored and returned in order."""
+        with lock:
+            try:
+                decisions = service.ingest([m.to_message() for m in body.messages])
+            except SessionError as exc:
+                raise _conflict(exc) from None
+        return {"decisions": [d.to_dict() for d in decisions]}
+
+    @router.post("/v1/focus/triage")
+    def triage_route(body: TriageIn) -> Any:
+        """Stateless triage against a task (nothing stored, nothing learnt)."""
+        try:
+            session = Session(body.task, tuple(body.allow))
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        decisions = service.assistant.triage(session, [m.to_message() for m in body.messages])
+        return {"decisions": [d.to_dict() for d in decisions]}
+
+    @router.post("/v1/focus/sessions")
+    def start_route(body: SessionIn) -> Any:
+        """Start a focus session."""
+        if body.until and body.minutes:
+            raise HTTPException(status_code=422, detail="give until or minutes, not both")
+        until = body.until
+        if body.minutes:
+            until = (datetime.now(UTC) + timedelta(minutes=body.minutes)).isoformat(timespec="seconds")
+        with lock:
+            try:
+                return service.start(body.task, allow=body.allow, until=until)
+            except SessionError as exc:
+                raise _conflict(exc) from None
+            except ValueError as exc:
+                raise HTTPException(status_code=422, detail=str(exc)) from None
+
+    @router.post("/v1/focus/stop")
+    def stop_route(body: StopIn) -> Any:
+        """Stop the running session; returns it with its statistics."""
+        with lock:
+            try:
+                return service.stop(forget=body.forget)
+            except SessionError as exc:
+                raise _conflict(exc) from None
+
+    @router.get("/v1/focus/status")
+    def status_route() -> Any:
+        """The running (or last) session and its statistics."""
+        return service.status()
+
+    @router.post("/v1/focus/feedback")
+    def feedback_route(body: FeedbackIn) -> Any:
+        """Learn that a stored message should have been passed or held."""
+        with lock:
+            try:
+                return service.feedback(body.id, body.label)
+            except SessionError as exc:
+                raise _conflict(exc) from None
+
+    @router.get("/v1/focus/digest")
+    def digest_route(
+        session: int | None = Query(default=None, ge=1), limit: int | None = Query(default=None, ge=1)
+    ) -> Any:
+        """Held messages grouped by topic, ranked, with key sentences."""
+        try:
+            return service.digest(session_id=session, limit=limit)
+        except SessionError as exc:
+            raise _conflict(exc) from None
+
+    @router.get("/focus", response_class=HTMLResponse)
+    def dashboard_route() -> Any:
+        """The dashboard page."""
+        from attend.apps.focus.dashboard import render_dashboard
+
+        return HTMLResponse(render_dashboard(service))
+
+    return router
+
+
+def served_focus_router(runtime: Any, *, db: str | os.PathLike[str]) -> Routes:
+    """What ``attend serve MODEL --focus-db PATH`` mounts (the assistant loads its own encoder)."""
+    del runtime  # the focus assistant reads with its own MiniLM, whatever model is served
+    service = FocusService(db)
+    service.assistant  # noqa: B018 - load the encoder and heads before the port opens
+    return Routes(router=focus_router(service), info={"apps": {"focus": {"db": os.fspath(db)}}})

@@ -1,0 +1,104 @@
+"""The focus assistant's verbs as library calls: triage, start, stop, status, feedback, digest.
+
+The CLI (:mod:`attend.apps.focus.cli`) and the HTTP router (:mod:`attend.apps.focus.router`) are
+thin shells over these.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from attend.apps.focus.assistant import Costs, Decision, FocusAssistant, Session
+from attend.apps.focus.digest import build_digest
+from attend.apps.focus.store import FocusStore, SessionError, open_focus_store
+from attend.data.messages import Message
+
+__all__ = ["FocusService", "triage"]
+
+
+def triage(task: str, messages: Sequence[Message], *, allow: Sequence[str] = (), costs: Costs | None = None,
+           assistant: FocusAssistant | None = None) -> list[Decision]:  # fmt: skip
+    """Stateless triage: one decision per message, in order (no session, no learning)."""
+    assistant = assistant if assistant is not None else FocusAssistant(costs=costs)
+    return assistant.triage(Session(task, tuple(allow)), messages)
+
+
+class FocusService:
+    """A focus database and the assistant that fills it.
+
+    Args:
+        db: SQLite path or SQLAlchemy URL.
+        assistant: The assistant (loaded on first need when None: ``start``/``stop``/``status`` do
+            not load MiniLM).
+        create: Create the database if missing.
+    """
+
+    def __init__(
+        self, db: str | os.PathLike[str], *, assistant: FocusAssistant | None = None, create: bool = True
+    ) -> None:
+        self.store: FocusStore = open_focus_store(db, create=create)
+        self._assistant = assistant
+
+    @property
+    def assistant(self) -> FocusAssistant:
+        if self._assistant is None:
+            self._assistant = FocusAssistant()
+        return self._assistant
+
+    def close(self) -> None:
+        self.store.close()
+
+    def start(self, task: str, *, allow: Sequence[str] = (), until: str | None = None) -> dict[str, Any]:
+        Session(task, tuple(allow))  # validates
+        return self.store.start_session(task, allow, until)
+
+    def stop(self, *, forget: bool = False) -> dict[str, Any]:
+        session = self.store.stop_session(forget=forget)
+        return {"session": session, "stats": self.store.stats(session["id"])}
+
+    def status(self) -> dict[str, Any]:
+        session = self.store.active_session() or self.store.last_session()
+        out: dict[str, Any] = {"running": bool(session and session["stopped_at"] is None), "session": session,
+                               "all_sessions": self.store.stats()}  # fmt: skip
+        if session is not None:
+            out["stats"] = self.store.stats(session["id"])
+            recent = self.store.messages(session_id=session["id"])[-10:]
+            out["recent"] = [{k: m[k] for k in ("id", "sender", "subject", "decision", "score", "feedback")}
+                             for m in recent]  # fmt: skip
+        return out
+
+    def ingest(self, messages: Sequence[Message]) -> list[Decision]:
+        """Triage ``messages`` in the running session and store the decisions (one transaction)."""
+        session = self.store.active_session()
+        if session is None:
+            raise SessionError("no focus session is running: start one with `attend focus start --task TEXT`")
+        person = self.store.person(self.assistant.reader.dim)
+        decisions = self.assistant.triage(Session(session["task"], tuple(session["allow"])), messages, person=person)
+        self.store.add_decisions(session["id"], messages, decisions)
+        return decisions
+
+    def feedback(self, message_id: str, label: str) -> dict[str, Any]:
+        """Learn the person's ``pass``/``hold`` for a stored message, online, and persist it."""
+        if label not in ("pass", "hold"):
+            raise SessionError(f"feedback {label!r}: say pass or hold")
+        message = self.store.message(message_id)
+        embedding = self.store.embedding(message_id)
+        if not embedding:
+            raise SessionError(f"message {message_id!r} was forgotten (`focus stop --forget`); nothing to learn from")
+        person = self.store.person(len(embedding))
+        person.update(message["sender"], embedding, float(message["components"]["relevance_logit"]), label == "pass")
+        stored = self.store.record_feedback(message_id, label, person)
+        return {"id": message_id, "decision": stored["decision"], "feedback": label,
+                "agreed": stored["decision"] == label, "updates": person.updates}  # fmt: skip
+
+    def digest(self, *, session_id: int | None = None, limit: int | None = None) -> dict[str, Any]:
+        session = self.store.session(session_id) if session_id is not None else (
+            self.store.active_session() or self.store.last_session())  # fmt: skip
+        if session is None:
+            raise SessionError("no focus session in this database yet: start one with `attend focus start`")
+        held = [m for m in self.store.messages(session_id=session["id"]) if (m["feedback"] or m["decision"]) == "hold"]
+        embeddings = [self.store.embedding(m["id"]) for m in held]
+        groups = build_digest(self.assistant.reader, held, embeddings, limit=limit)
+        return {"session": session, "held": len(held), "groups": [g.to_dict() for g in groups]}

@@ -1,0 +1,337 @@
+"""Where the focus assistant keeps sessions, decisions, feedback and the person's model: SQLite.
+
+``--db PATH`` is a SQLite file (WAL mode, so the dashboard reads while messages are triaged, and a
+busy timeout); a SQLAlchemy URL works too. Every change is one transaction: a batch of decisions,
+a session started or stopped, a correction together with the person-model update it causes. A
+killed process leaves each either fully written or not at all.
+
+Privacy: message texts are kept in this file only (the digest needs them); they never go into
+logs or metrics. Delete a session's messages with ``attend focus stop --forget``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from attend.apps.focus.assistant import Decision
+from attend.apps.focus.person import PersonModel
+from attend.apps.sqlstore import create_engine, create_tables
+from attend.apps.sqlstore import schema_table as schema_table_of
+from attend.data.messages import Message
+
+__all__ = ["SCHEMA_VERSION", "FocusStore", "SessionError", "now_iso", "open_focus_store"]
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+schema_table = schema_table_of("focus_schema", metadata)
+
+sessions_table = sa.Table(
+    "focus_sessions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task", sa.Text, nullable=False),
+    sa.Column("allow", sa.Text, nullable=False),  # JSON list
+    sa.Column("started_at", sa.String(40), nullable=False),
+    sa.Column("ends_at", sa.String(40)),  # planned end, or NULL
+    sa.Column("stopped_at", sa.String(40)),  # actual end, or NULL while running
+)
+
+messages_table = sa.Table(
+    "focus_messages",
+    metadata,
+    sa.Column("id", sa.String(300), primary_key=True),
+    sa.Column("session_id", sa.Integer, sa.ForeignKey("focus_sessions.id"), nullable=False),
+    sa.Column("received_at", sa.String(40), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),  # order within its batch: arrival order
+    sa.Column("time", sa.String(40)),
+    sa.Column("sender", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("channel", sa.String(100), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("decision", sa.String(8), nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("components", sa.Text, nullable=False),  # JSON
+    sa.Column("reasons", sa.Text, nullable=False),  # JSON list
+    sa.Column("highlights", sa.Text, nullable=False),  # JSON list
+    sa.Column("embedding", sa.Text, nullable=False),  # JSON list: feedback learns from it
+    sa.Column("truncated", sa.Integer, nullable=False),
+    sa.Column("feedback", sa.String(8)),  # the person's pass/hold, or NULL
+    sa.Column("feedback_at", sa.String(40)),
+    sa.Index("ix_focus_messages_session", "session_id", "decision"),
+)
+
+person_table = sa.Table(
+    "focus_person",
+    metadata,
+    sa.Column("key", sa.String(40), primary_key=True),
+    sa.Column("model", sa.Text, nullable=False),  # JSON PersonModel
+    sa.Column("updated_at", sa.String(40), nullable=False),
+)
+
+
+class SessionError(ValueError):
+    """A session command that does not fit the database's state (none running, one already running)."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _parse(moment: str) -> datetime:
+    value = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _session(row: Any) -> dict[str, Any]:
+    return {"id": int(row.id), "task": row.task, "allow": json.loads(row.allow), "started_at": row.started_at,
+            "ends_at": row.ends_at, "stopped_at": row.stopped_at}  # fmt: skip
+
+
+def _message(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "session_id": int(row.session_id), "received_at": row.received_at, "time": row.time,
+            "sender": row.sender, "subject": row.subject, "channel": row.channel, "text": row.text,
+            "decision": row.decision, "score": float(row.score), "components": json.loads(row.components),
+            "reasons": json.loads(row.reasons), "highlights": json.loads(row.highlights),
+            "truncated": bool(row.truncated), "feedback": row.feedback, "feedback_at": row.feedback_at}  # fmt: skip
+
+
+class FocusStore:
+    """Sessions, decisions, feedback and the person's model. Use :func:`open_focus_store`."""
+
+    def __init__(self, engine: Engine, where: str) -> None:
+        self.engine = engine
+        self.where = where
+
+    def _create(self) -> None:
+        create_tables(self.engine, metadata, schema_table, SCHEMA_VERSION, self.where)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    def active_session(self, *, at: str | None = None) -> dict[str, Any] | None:
+        """The running session, or None. A session past its end time is stopped (at its end time) first."""
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(sessions_table).where(sessions_table.c.stopped_at.is_(None))
+                               .order_by(sessions_table.c.id.desc())).first()  # fmt: skip
+            if row is None:
+                return None
+            if row.ends_at and _parse(row.ends_at) <= _parse(at or now_iso()):
+                conn.execute(
+                    sessions_table.update().where(sessions_table.c.id == row.id).values(stopped_at=row.ends_at)
+                )
+                return None
+            return _session(row)
+
+    def start_session(self, task: str, allow: Sequence[str] = (), ends_at: str | None = None,
+                      *, at: str | None = None) -> dict[str, Any]:  # fmt: skip
+        if not task or not task.strip():
+            raise SessionError("task is empty: describe what you are working on")
+        started = at or now_iso()
+        if ends_at is not None:
+            try:
+                end = _parse(ends_at)
+            except ValueError:
+                raise SessionError(f"--until {ends_at!r} is not an ISO time such as 2026-12-03T17:30+00:00") from None
+            if end <= _parse(started):
+                raise SessionError(f"--until {ends_at!r} is not after the start ({started})")
+            ends_at = end.isoformat(timespec="seconds")
+        running = self.active_session(at=started)
+        if running is not None:
+            raise SessionError(f"session {running['id']} is still running (task: {running['task'][:60]!r}); "
+                               "stop it first with `attend focus stop`")  # fmt: skip
+        with self.engine.begin() as conn:
+            result = conn.execute(sessions_table.insert().values(task=task.strip(), allow=json.dumps(list(allow)),
+                                                                 started_at=started, ends_at=ends_at))  # fmt: skip
+            session_id = int(result.inserted_primary_key[0])
+            row = conn.execute(sa.select(sessions_table).where(sessions_table.c.id == session_id)).one()
+        return _session(row)
+
+    def stop_session(self, *, at: str | None = None, forget: bool = False) -> dict[str, Any]:
+        running = self.active_session(at=at)
+        if running is None:
+            raise SessionError("no focus session is running (start one with `attend focus start`)")
+        with self.engine.begin() as conn:
+            conn.execute(sessions_table.update().where(sessions_table.c.id == running["id"])
+                         .values(stopped_at=at or now_iso()))  # fmt: skip
+            if forget:
+                conn.execute(messages_table.update().where(messages_table.c.session_id == running["id"])
+                             .values(text="", subject="", embedding="[]", highlights="[]", reasons="[]"))  # fmt: skip
+        return self.session(running["id"])
+
+    def session(self, session_id: int) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(sessions_table).where(sessions_table.c.id == session_id)).first()
+        if row is None:
+            raise SessionError(f"no session {session_id} in {self.where}")
+        return _session(row)
+
+    def last_session(self) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(sessions_table).order_by(sessions_table.c.id.desc())).first()
+        return None if row is None else _session(row)
+
+    def sessions(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [_session(r) for r in conn.execute(sa.select(sessions_table).order_by(sessions_table.c.id))]
+
+    # --- messages ---------------------------------------------------------------------------
+
+    def known_ids(self, ids: Sequence[str]) -> set[str]:
+        with self.engine.connect() as conn:
+            found: set[str] = set()
+            for i in range(0, len(ids), 500):
+                chunk = list(ids[i : i + 500])
+                found |= {
+                    r[0] for r in conn.execute(sa.select(messages_table.c.id).where(messages_table.c.id.in_(chunk)))
+                }
+        return found
+
+    def add_decisions(self, session_id: int, messages: Sequence[Message], decisions: Sequence[Decision]) -> int:
+        """Store the decisions of a batch in one transaction; ids already stored are skipped.
+
+        Returns:
+            How many were stored.
+        """
+        received = now_iso()
+        known = self.known_ids([m.id for m in messages])
+        rows, seen = [], set()
+        for position, (message, decision) in enumerate(zip(messages, decisions, strict=True)):
+            if message.id in known or message.id in seen:
+                continue
+            seen.add(message.id)
+            embedding = decision.embedding.tolist() if decision.embedding is not None else []
+            rows.append({
+                "id": message.id, "session_id": session_id, "received_at": received, "position": position,
+                "time": message.time,
+                "sender": message.sender, "subject": message.subject, "channel": message.channel, "text": message.text,
+                "decision": decision.decision, "score": decision.score,
+                "components": json.dumps(decision.components), "reasons": json.dumps(decision.reasons),
+                "highlights": json.dumps([h.to_dict() for h in decision.highlights], ensure_ascii=False),
+                "embedding": json.dumps([round(e, 6) for e in embedding]), "truncated": int(decision.truncated),
+            })  # fmt: skip
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(messages_table.insert(), rows)
+        return len(rows)
+
+    def message(self, message_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(messages_table).where(messages_table.c.id == message_id)).first()
+        if row is None:
+            raise SessionError(f"no message {message_id!r} in {self.where} (ids are listed by `attend focus status`)")
+        return _message(row)
+
+    def messages(self, *, session_id: int | None = None, decision: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(messages_table)
+        if session_id is not None:
+            query = query.where(messages_table.c.session_id == session_id)
+        if decision is not None:
+            query = query.where(messages_table.c.decision == decision)
+        with self.engine.connect() as conn:
+            return [
+                _message(r)
+                for r in conn.execute(query.order_by(messages_table.c.received_at, messages_table.c.position))
+            ]
+
+    def embedding(self, message_id: str) -> list[float]:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(messages_table.c.embedding).where(messages_table.c.id == message_id)
+            ).scalar()
+        return [] if value is None else [float(v) for v in json.loads(value)]
+
+    # --- the person -------------------------------------------------------------------------
+
+    def person(self, dim: int) -> PersonModel:
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(person_table.c.model).where(person_table.c.key == "person")).scalar()
+        return PersonModel(dim=dim) if value is None else PersonModel.from_dict(json.loads(value))
+
+    def record_feedback(self, message_id: str, label: str, person: PersonModel) -> dict[str, Any]:
+        """Store a correction and the person model it produced, in one transaction."""
+        if label not in ("pass", "hold"):
+            raise SessionError(f"feedback {label!r}: say pass or hold")
+        stamp = now_iso()
+        with self.engine.begin() as conn:
+            updated = conn.execute(messages_table.update().where(messages_table.c.id == message_id)
+                                   .values(feedback=label, feedback_at=stamp))  # fmt: skip
+            if updated.rowcount == 0:
+                raise SessionError(f"no message {message_id!r} in {self.where}")
+            conn.execute(person_table.delete().where(person_table.c.key == "person"))
+            conn.execute(
+                person_table.insert().values(key="person", model=json.dumps(person.to_dict()), updated_at=stamp)
+            )
+        return self.message(message_id)
+
+    # --- statistics -------------------------------------------------------------------------
+
+    def stats(self, session_id: int | None = None, *, at: str | None = None) -> dict[str, Any]:
+        """Passed vs held, per focus hour, minutes in focus, feedback agreement (whole database or one session)."""
+        sessions = [self.session(session_id)] if session_id is not None else self.sessions()
+        now = _parse(at or now_iso())
+        minutes = 0.0
+        for s in sessions:
+            end = (
+                _parse(s["stopped_at"]) if s["stopped_at"] else min(now, _parse(s["ends_at"])) if s["ends_at"] else now
+            )
+            minutes += max(0.0, (end - _parse(s["started_at"])).total_seconds() / 60)
+        query = sa.select(messages_table.c.decision, messages_table.c.feedback, sa.func.count()).group_by(
+            messages_table.c.decision, messages_table.c.feedback
+        )
+        if session_id is not None:
+            query = query.where(messages_table.c.session_id == session_id)
+        counts = {"pass": 0, "hold": 0}
+        corrected = agreed = 0
+        with self.engine.connect() as conn:
+            for decision, feedback, n in conn.execute(query):
+                counts[decision] = counts.get(decision, 0) + int(n)
+                if feedback is not None:
+                    if feedback == decision:
+                        agreed += int(n)
+                    else:
+                        corrected += int(n)
+        hours = minutes / 60
+        return {
+            "sessions": len(sessions),
+            "minutes_in_focus": round(minutes, 1),
+            "passed": counts["pass"],
+            "held": counts["hold"],
+            "passed_per_focus_hour": round(counts["pass"] / hours, 2) if hours > 0 else None,
+            "held_per_focus_hour": round(counts["hold"] / hours, 2) if hours > 0 else None,
+            "feedback": agreed + corrected,
+            "feedback_agreed": agreed,
+            "feedback_corrected": corrected,
+        }
+
+
+def open_focus_store(db: str | os.PathLike[str], *, create: bool = True) -> FocusStore:
+    """Open (and with ``create``, set up) the focus database at a SQLite path or SQLAlchemy URL.
+
+    Raises:
+        ValueError: a bad URL, a missing folder or database, a file that is not SQLite, a newer schema.
+    """
+    where = os.fspath(db)
+    engine = create_engine(db, create=create, kind="focus",
+                           missing_hint=f"start one with `attend focus start --db {where}`")  # fmt: skip
+    store = FocusStore(engine, where)
+    try:
+        store._create()
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise ValueError(f"--db {where}: cannot open the focus database ({str(exc).splitlines()[0]})") from None
+    except ValueError:
+        engine.dispose()
+        raise
+    return store

@@ -1,0 +1,99 @@
+"""Opening an app's database: a SQLite path or a SQLAlchemy URL, checked before anything is written.
+
+Shared by the monitor and the focus assistant. A path is opened as SQLite in WAL mode (a dashboard
+can read while another process writes) with a busy timeout (a second writer waits for the lock
+instead of failing) and foreign keys on; a URL (``postgresql://...``) is passed to SQLAlchemy as is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+__all__ = ["create_engine", "create_tables", "database_url", "schema_table"]
+
+
+def schema_table(name: str, metadata: sa.MetaData) -> sa.Table:
+    """A table ``name`` in ``metadata`` recording the schema version its database was written with."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("version", sa.Integer, primary_key=True),
+        sa.Column("created_at", sa.String(40), nullable=False),
+    )
+
+
+def create_tables(engine: Engine, metadata: sa.MetaData, schema: sa.Table, version: int, where: str) -> None:
+    """Create what is missing and record ``version``; refuse a database written by a newer schema."""
+    from datetime import UTC, datetime
+
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        versions = [row[0] for row in conn.execute(sa.select(schema.c.version))]
+        if not versions:
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            conn.execute(schema.insert().values(version=version, created_at=stamp))
+        elif max(versions) > version:
+            raise ValueError(f"--db {where}: written by a newer attend (schema version {max(versions)}, this one "
+                             f"reads up to {version}); upgrade attend")  # fmt: skip
+
+
+def _is_sqlite(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(16) == b"SQLite format 3\x00"
+
+
+def database_url(db: str | os.PathLike[str], *, create: bool, kind: str, missing_hint: str) -> str:
+    """The SQLAlchemy URL for ``--db``.
+
+    Args:
+        db: A SQLite file path or a SQLAlchemy URL.
+        create: Whether a missing file may be created.
+        kind: What the database is, for messages ("monitor", "focus").
+        missing_hint: What to run to make one, said when it is missing and ``create`` is False.
+
+    Raises:
+        ValueError: the file is missing (and may not be created), is not SQLite (opening it would
+            write SQLite's header into somebody's file), or its folder does not exist.
+    """
+    text = os.fspath(db)
+    if "://" in text:
+        return text
+    path = Path(text).expanduser()
+    if not create and not path.is_file():
+        raise ValueError(f"--db {text}: no {kind} database there ({missing_hint})")
+    size = path.stat().st_size if path.is_file() else None
+    if (size and not _is_sqlite(path)) or (size == 0 and not create):
+        raise ValueError(f"--db {text}: not a {kind} database (not an SQLite file); choose another path")
+    if create and not path.parent.is_dir():
+        raise ValueError(f"--db {text}: the folder {path.parent} does not exist")
+    return f"sqlite:///{path.resolve()}"
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_engine(db: str | os.PathLike[str], *, create: bool, kind: str, missing_hint: str) -> Engine:
+    """A SQLAlchemy engine for ``--db`` (see :func:`database_url`), SQLite set up as the module says.
+
+    Raises:
+        ValueError: as :func:`database_url`, or a URL SQLAlchemy cannot use (bad scheme, no driver).
+    """
+    url = database_url(db, create=create, kind=kind, missing_hint=missing_hint)
+    try:
+        engine = sa.create_engine(url)
+    except (ArgumentError, ImportError, SQLAlchemyError) as exc:
+        raise ValueError(f"--db {os.fspath(db)}: cannot use this database ({type(exc).__name__}: {exc})") from None
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _on_sqlite_connect)
+    return engine

@@ -1,0 +1,729 @@
+"""Read a person's incoming messages for the focus assistant: JSONL, CSV, TSV, mbox or Maildir.
+
+Every message becomes a :class:`Message` whose ``text`` is plain text (what the models read),
+never empty. A problem a person can fix is a :class:`MessageError` naming the file, the line (or
+the mail) and the value, as :mod:`attend.data.readers` does for labelled data, so the CLI prints
+one line instead of a traceback.
+
+Real mail is messy, so the mail readers are tolerant where the readers of labelled data are
+strict: a wrong or unknown charset, a non-UTF-8 byte, HTML-only bodies and attachments are read
+as well as they can be rather than refused, because refusing one odd mail would stop the triage of
+a whole inbox. Line numbers are those an editor shows (the header of a CSV is line 1); mails are
+named by their position in an mbox ("message 3") or their Maildir key.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import email.message
+import hashlib
+import json
+import mailbox
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from email.utils import parsedate_to_datetime
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+from attend.data.readers import DataError
+from attend.data.validation import text_problem
+
+__all__ = [
+    "MAX_MESSAGE_CHARS",
+    "Message",
+    "MessageError",
+    "detect_message_format",
+    "iter_messages",
+    "mail_to_message",
+    "message_id",
+    "read_messages",
+    "read_messages_report",
+]
+
+#: Longest text kept of one message, in characters. A longer body is cut to this length and the
+#: message flagged ``truncated``: a 10 MB message (a pasted log, a newsletter with inline data) is
+#: still read, not refused, but its text is cut, since the models read only its first few hundred
+#: tokens anyway and holding megabytes per message would cost memory and time for nothing.
+MAX_MESSAGE_CHARS = 100_000
+
+_FORMATS = ("jsonl", "csv", "tsv", "mbox", "maildir")
+_STREAM_FORMATS = ("jsonl", "csv", "tsv")
+_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
+_EXTENSIONS |= {".mbox": "mbox", ".mbx": "mbox"}
+_MAILDIR_FOLDERS = ("cur", "new", "tmp")
+#: MIME nesting deeper than this is not read: no real mail nests so deep, and a crafted one must
+#: not exhaust the stack.
+_MAX_DEPTH = 30
+
+
+class MessageError(DataError):
+    """Unreadable messages; the message names the file, the line (or mail) and the value."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """One incoming message, as the triage models and the person see it.
+
+    Attributes:
+        id: Unique within its source: the given id, the mail's Message-ID, or :func:`message_id`.
+        text: The body as plain text, what the models read; never empty after reading.
+        sender: Who sent it; for mail the decoded From header, e.g. ``'Ana Ruiz <ana@x.org>'``.
+        subject: The decoded subject, or "".
+        time: When it was sent, as an ISO 8601 string, or None if unknown.
+        channel: Where it came from: ``'email'`` for mbox and Maildir, the given column otherwise.
+        truncated: The body was longer than the reader's ``max_chars`` and was cut.
+    """
+
+    id: str
+    text: str
+    sender: str = ""
+    subject: str = ""
+    time: str | None = None
+    channel: str = ""
+    truncated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict: one line of a JSONL file that reads back as this message."""
+        return asdict(self)
+
+
+def message_id(text: str, sender: str = "", subject: str = "", time: str | None = None) -> str:
+    """Stable id for a message that has none: ``'m-'`` and 16 hex digits of a SHA-256 of its fields.
+
+    The fields are joined by ``'\\x1f'`` (the unit separator, which text practically never holds) so that
+    moving text from one field to the next changes the id. The same message gets the same id on
+    every run and machine, so the assistant can tell a message it has already triaged from a new
+    one. The readers derive it over the text as kept (after cutting), so for any message read
+    without an id, ``message_id(m.text, m.sender, m.subject, m.time) == m.id``.
+    """
+    joined = "\x1f".join((text, sender, subject, time or ""))
+    return "m-" + hashlib.sha256(joined.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _is_maildir(path: Path) -> bool:
+    return path.is_dir() and all((path / folder).is_dir() for folder in _MAILDIR_FOLDERS)
+
+
+def detect_message_format(path: str | os.PathLike[str]) -> str:
+    """The format of a message source: ``'jsonl'``, ``'csv'``, ``'tsv'``, ``'mbox'`` or ``'maildir'``.
+
+    A directory with ``cur/``, ``new/`` and ``tmp/`` is a Maildir. A file is told by its extension
+    (``.jsonl``/``.ndjson``/``.json``, ``.csv``, ``.tsv``, ``.mbox``/``.mbx``) or, failing that, is an
+    mbox if its first line starts with ``'From '``: mail clients often save an mbox without an
+    extension (Thunderbird's ``Inbox``).
+
+    Raises:
+        MessageError: the path does not exist, or its format cannot be told.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MessageError(f"{path}: no such file or directory")
+    if path.is_dir():
+        if _is_maildir(path):
+            return "maildir"
+        raise MessageError(f"{path} is a directory but not a Maildir (a Maildir holds cur/, new/ and tmp/ folders)")
+    fmt = _EXTENSIONS.get(path.suffix.lower())
+    if fmt is not None:
+        return fmt
+    try:
+        with open(path, "rb") as handle:
+            if handle.readline().startswith(b"From "):
+                return "mbox"
+    except OSError as exc:
+        raise MessageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    raise MessageError(
+        f"{path}: cannot tell the message format; give one of {', '.join(_FORMATS)} (name the file "
+        f"{', '.join(sorted(_EXTENSIONS))}, or point to a Maildir folder)"
+    )
+
+
+def _check_format(fmt: str) -> str:
+    fmt = fmt.lower()
+    if fmt not in _FORMATS:
+        raise MessageError(f"unknown message format {fmt!r}; choose {', '.join(_FORMATS)}")
+    return fmt
+
+
+# --- Text ------------------------------------------------------------------------------------------
+
+
+def _normalise(text: str) -> str:
+    """One line ending (LF) and no surrounding whitespace; the lines inside are kept."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def _is_blank(text: str) -> bool:
+    """No visible character (empty, whitespace, or invisible characters such as a zero-width space)."""
+    problem = text_problem(text)
+    return problem is not None and problem.startswith("is an empty text")
+
+
+def _cut(text: str, max_chars: int) -> tuple[str, bool]:
+    return (text[:max_chars], True) if len(text) > max_chars else (text, False)
+
+
+def _text_codec(charset: str | None) -> str | None:
+    """The Python codec of a declared charset, or None if it is absent, unknown or not a text encoding."""
+    if not charset:
+        return None
+    try:
+        b"x".decode(charset)  # LookupError for an unknown name or a bytes codec such as 'hex'
+    except LookupError:
+        return None
+    except ValueError:
+        pass  # a text codec that cannot decode b"x" alone (UTF-16): it is still a text codec
+    try:
+        return codecs.lookup(charset).name
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        return None
+
+
+def _decode_bytes(data: bytes, charset: str | None) -> str:
+    """Decode mail bytes, never failing: mail often declares a wrong or made-up charset.
+
+    Tried in turn: the declared charset; UTF-8 (what most undeclared or mis-declared mail is); the
+    declared charset again with bad bytes replaced (a mostly right mail keeps its characters); and
+    last Latin-1, which maps every byte to a character, so nothing is lost or raised.
+    """
+    codec = _text_codec(charset)
+    if codec is not None:
+        try:
+            return data.decode(codec)
+        except ValueError:
+            pass
+    try:
+        return data.decode("utf-8")
+    except ValueError:
+        pass
+    if codec is not None and codec != "ascii":
+        return data.decode(codec, errors="replace")
+    return data.decode("latin-1", errors="replace")
+
+
+class _HTMLText(HTMLParser):
+    """The visible text of HTML: tags dropped, entities unescaped, blocks on lines of their own.
+
+    A paragraph or heading stands apart with a blank line; a div, list item or table row starts a
+    new line; ``<br>`` always breaks the line. Runs of such breaks do not add up, so the nested divs
+    of a mail template do not leave a column of blank lines.
+    """
+
+    _SKIP = frozenset({"script", "style"})
+    _PARAGRAPHS = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "hr", "table"})
+    _LINES = frozenset(
+        {"div", "li", "ul", "ol", "dl", "dt", "dd", "tr", "section", "article", "header", "footer", "address"}
+        | {"center", "form", "main", "nav", "aside", "figure", "figcaption"}
+    )
+    _CELLS = frozenset({"td", "th"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.pieces: list[str] = []
+        self.size = 0  # characters in pieces
+        self._newlines = 2  # line breaks ending the text so far (the start counts as a paragraph break)
+        self._skip = 0  # inside <script> or <style>
+        self._pre = 0  # inside <pre>: line breaks are kept (indentation is not)
+
+    def _add(self, text: str) -> None:
+        self.pieces.append(text)
+        self.size += len(text)
+        visible = text.rstrip(" ")  # spaces at a line's end are stripped later: they break nothing
+        if visible:
+            breaks = len(visible) - len(visible.rstrip("\n"))
+            self._newlines = self._newlines + breaks if breaks == len(visible) else breaks
+
+    def _break(self, lines: int) -> None:
+        if self._newlines < lines:
+            self._add("\n" * (lines - self._newlines))
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self._skip += 1
+        elif tag == "br":
+            self._add("\n")
+        elif tag in self._PARAGRAPHS:
+            self._break(2)
+        elif tag in self._LINES:
+            self._break(1)
+        elif tag in self._CELLS:
+            self._add(" ")  # adjacent cells must not run together
+        if tag == "pre":
+            self._pre += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP:
+            self._skip = max(0, self._skip - 1)
+        elif tag in self._PARAGRAPHS:
+            self._break(2)
+        elif tag in self._LINES:
+            self._break(1)
+        if tag == "pre":
+            self._pre = max(0, self._pre - 1)
+
+    def handle_data(self, data: str) -> None:
+        if self._skip:
+            return
+        # Outside <pre>, a run of whitespace (source line breaks included) shows as one space.
+        self._add(data if self._pre else re.sub(r"\s+", " ", data))
+
+    def text(self) -> str:
+        lines = (line.strip() for line in "".join(self.pieces).split("\n"))
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _html_to_text(html: str, limit: int) -> str:
+    """The text of an HTML body, parsed a megabyte at a time and stopped once ``limit`` is passed.
+
+    Stopping early keeps a 10 MB HTML mail as quick to read as a short one: the text past
+    ``limit`` would be cut anyway. The length is checked only when it has doubled since the last
+    check, so a body whose text shrinks a lot (runs of blank lines) costs no quadratic time.
+    """
+    parser = _HTMLText()
+    step = 1 << 20
+    check_at = limit
+    for start in range(0, len(html), step):
+        parser.feed(html[start : start + step])
+        if parser.size > check_at:
+            if len(parser.text()) > limit:
+                break
+            check_at = 2 * parser.size
+    parser.close()
+    return parser.text()
+
+
+# --- Mail ------------------------------------------------------------------------------------------
+
+
+def _header(msg: email.message.Message, name: str) -> str:
+    """A header decoded (RFC 2047 encoded words, any charset, bad ones included) on one line."""
+    value = msg.get(name)
+    if value is None:
+        return ""
+    try:
+        chunks = decode_header(value)
+    except (HeaderParseError, LookupError, ValueError):
+        return " ".join(str(value).split())
+    decoded: list[tuple[str, str | None]] = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, str) and re.search("[\udc80-\udcff]", chunk):
+            chunk = chunk.encode("utf-8", "surrogateescape")  # raw 8-bit bytes of an unencoded header
+        text = _decode_bytes(chunk, charset) if isinstance(chunk, bytes) else chunk
+        # Already decoded: the charset now only tells make_header where encoded words were (for spacing).
+        decoded.append((text, "utf-8" if charset else None))
+    return " ".join(str(make_header(decoded)).split())
+
+
+def _mail_time(msg: email.message.Message) -> str | None:
+    value = msg.get("Date")
+    if value is None:
+        return None
+    try:
+        return parsedate_to_datetime(str(value)).isoformat()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None  # an unparseable date is common in old or spam mail; the time is just unknown
+
+
+def _is_attachment(part: email.message.Message, depth: int) -> bool:
+    """A part sent as a file: marked ``attachment``, or given a file name (as Apple Mail marks inline files)."""
+    return part.get_content_disposition() == "attachment" or (depth > 0 and part.get_filename() is not None)
+
+
+def _part_text(part: email.message.Message, limit: int, depth: int = 0) -> tuple[str, bool]:
+    """The readable text of a MIME part, and whether it holds text/plain.
+
+    Parts of a multipart/alternative are the same content in several forms: the first that holds
+    text/plain wins, else the first with any text (HTML converted). The parts of any other multipart
+    (mixed, related, a forwarded message) are all read, in order. Attachments, and parts that are
+    neither text/plain nor text/html (images, calendars, PDFs), are not the body and are skipped.
+    """
+    if depth > _MAX_DEPTH or _is_attachment(part, depth):
+        return "", False
+    if part.is_multipart():
+        children = [child for child in part.get_payload() if isinstance(child, email.message.Message)]
+        if part.get_content_subtype() == "alternative":
+            # text/plain first, so that the HTML of an ordinary mail is never parsed at all.
+            children.sort(key=lambda child: child.get_content_type() != "text/plain")
+            fallback = ""
+            for child in children:
+                text, plain = _part_text(child, limit, depth + 1)
+                if plain and not _is_blank(text):
+                    return text, True
+                fallback = fallback or ("" if _is_blank(text) else text)
+            return fallback, False
+        texts = [_part_text(child, limit, depth + 1) for child in children]
+        texts = [(text, plain) for text, plain in texts if not _is_blank(text)]
+        return "\n\n".join(text for text, _ in texts), any(plain for _, plain in texts)
+    content_type = part.get_content_type()
+    if content_type not in ("text/plain", "text/html"):
+        return "", False
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return "", False
+    text = _decode_bytes(payload, part.get_content_charset())
+    if content_type == "text/html":
+        return _html_to_text(text, limit), False
+    return text, True
+
+
+def _mail_to_message(msg: email.message.Message, max_chars: int) -> tuple[Message, bool] | None:
+    """The message of a mail and whether its id was derived; None for a mail with no body and no subject."""
+    sender, subject, time = _header(msg, "From"), _header(msg, "Subject"), _mail_time(msg)
+    text = _normalise(_part_text(msg, max_chars)[0])
+    if _is_blank(text):
+        text = subject  # a mail that is all subject ("Call me", "Server down") still says something
+    if _is_blank(text):
+        return None
+    text, truncated = _cut(text, max_chars)
+    given = _header(msg, "Message-ID").strip("<> ")
+    ident = given or message_id(text, sender, subject, time)
+    message = Message(ident, text, sender, subject, time, channel="email", truncated=truncated)
+    return message, not given
+
+
+def mail_to_message(
+    msg: email.message.Message, *, key: str | None = None, max_chars: int = MAX_MESSAGE_CHARS
+) -> Message:
+    """Turn one parsed mail into a :class:`Message` (what the mbox and Maildir readers do for each mail).
+
+    The body is the mail's text/plain, or its HTML converted to text when it has no text/plain;
+    attachments are skipped. A mail with an empty body but a subject reads as its subject.
+
+    Args:
+        msg: The mail, e.g. from :func:`email.message_from_bytes` or a :mod:`mailbox`.
+        key: Where the mail came from (its mailbox key or file), named in the error.
+        max_chars: Longest text kept; a longer body is cut and the message flagged ``truncated``.
+
+    Raises:
+        MessageError: the mail has neither a body nor a subject (the readers skip and count those).
+    """
+    _check_max_chars(max_chars)
+    result = _mail_to_message(msg, max_chars)
+    if result is None:
+        where = f"mail {key}" if key is not None else "the mail"
+        raise MessageError(f"{where} is empty: it has neither a text body nor a subject")
+    return result[0]
+
+
+# --- Reading ---------------------------------------------------------------------------------------
+
+
+class _Read(NamedTuple):
+    """One message as read, with where it came from for the errors found later (duplicate ids)."""
+
+    name: str  # the file or stream
+    where: str  # "line 3", "message 2", "mail <key>"
+    message: Message
+    derived: bool  # the id was derived with message_id
+
+
+def _check_max_chars(max_chars: int) -> None:
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
+        raise ValueError(f"max_chars must be a positive integer, not {max_chars!r}")
+
+
+def _decoded(lines: Iterable[str | bytes]) -> Iterator[str]:
+    """Lines as text, a leading byte-order mark dropped and bytes that are not UTF-8 replaced.
+
+    A byte that is not UTF-8 becomes U+FFFD rather than an error (unlike the strict readers of
+    labelled data): an export with one mis-encoded character should still be triaged, and the
+    models read a replaced character fine.
+    """
+    for number, line in enumerate(lines):
+        if isinstance(line, bytes):
+            line = line.decode("utf-8-sig" if number == 0 else "utf-8", errors="replace")
+        elif number == 0:
+            line = line.removeprefix("\ufeff")
+        yield line
+
+
+def _file_lines(path: Path) -> Iterator[str]:
+    with open(path, "rb") as handle:
+        yield from _decoded(handle)
+
+
+def _jsonl_records(name: str, lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    content = False
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        content = True
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise MessageError(f"{name}: line {number} is not valid JSON ({exc.msg}, column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise MessageError(
+                f"{name}: line {number} is a JSON {type(record).__name__}, expected one object per line "
+                'such as {"text": "..."}'
+            )
+        yield number, record
+    if not content:
+        raise MessageError(f"{name} is empty")
+
+
+def _csv_records(name: str, lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    # A long message is legitimate: lift the csv module's 128 KiB cap on one field.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    reader = csv.DictReader(iter(lines), delimiter=delimiter)
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:
+        raise MessageError(f"{name}: line 1: {exc}") from None
+    if fieldnames is None:
+        raise MessageError(f"{name} is empty")
+    reader.fieldnames = [field.strip() for field in fieldnames]  # "id, text" is a common header
+    if "text" not in reader.fieldnames:
+        raise MessageError(
+            f"{name}: line 1: the header has no column 'text' (columns: {', '.join(reader.fieldnames) or 'none'}); "
+            "every message needs its text in a 'text' column"
+        )
+    start = reader.line_num + 1  # where the next record starts (a quoted field may span lines)
+    try:
+        for record in reader:
+            if None in record:
+                raise MessageError(f"{name}: line {start} has more fields than the header")
+            if None in record.values() and reader.line_num > start and any("\n" in (v or "") for v in record.values()):
+                raise MessageError(
+                    f"{name}: line {start}: a quote opened on this line is never closed (the field runs on to "
+                    f"line {reader.line_num})"
+                )
+            yield start, record
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise MessageError(f"{name}: line {start}: {exc}") from None
+
+
+def _field(where: str, record: dict[str, Any], key: str) -> str:
+    value = record.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, str | int | float):  # an id or a sender may be a number in JSON
+        return str(value).strip()
+    raise MessageError(f"{where} has a {type(value).__name__} {value!r:.60} in field {key!r}, expected text")
+
+
+def _row_time(where: str, record: dict[str, Any]) -> str | None:
+    value = _field(where, record, "time")
+    if not value:
+        return None
+    try:
+        datetime.fromisoformat(value[:-1] + "+00:00" if value[-1] in "Zz" else value)
+    except ValueError:
+        raise MessageError(
+            f"{where} has time {value!r}, which is not an ISO 8601 date and time (e.g. 2024-05-01T09:30:00+02:00)"
+        ) from None
+    return value
+
+
+def _row_message(name: str, number: int, record: dict[str, Any], max_chars: int) -> tuple[Message, bool]:
+    """The message of one JSONL/CSV/TSV row, and whether its id was derived."""
+    where = f"{name}: line {number}"
+    if "text" not in record:
+        fields = ", ".join(map(str, record)) or "none"
+        raise MessageError(f"{where} has no field 'text' (fields: {fields}); every message needs its text")
+    text = record["text"]
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        text = str(text)  # "42" is a message too
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise MessageError(f"{where} has a {type(text).__name__} {text!r:.60} in field 'text', expected text")
+    text = _normalise(text)
+    problem = text_problem(text)
+    if problem is not None and problem.startswith("is an empty text"):
+        invisible = " (only invisible characters)" if text else ""
+        raise MessageError(f"{where} is an empty message: its 'text' is blank{invisible}")
+    if problem is not None:
+        raise MessageError(f"{where}: the text {problem}")
+    sender, subject, channel = (_field(where, record, key) for key in ("sender", "subject", "channel"))
+    time = _row_time(where, record)
+    text, truncated = _cut(text, max_chars)
+    given = _field(where, record, "id")
+    ident = given or message_id(text, sender, subject, time)
+    return Message(ident, text, sender, subject, time, channel, truncated), not given
+
+
+def _read_rows(name: str, lines: Iterable[str], fmt: str, max_chars: int) -> Iterator[_Read]:
+    records = (
+        _jsonl_records(name, lines) if fmt == "jsonl" else _csv_records(name, lines, "\t" if fmt == "tsv" else ",")
+    )
+    for number, record in records:
+        message, derived = _row_message(name, number, record, max_chars)
+        yield _Read(name, f"line {number}", message, derived)
+
+
+def _check_mbox(path: Path) -> None:
+    """Refuse a file that is not an mbox: :class:`mailbox.mbox` reads any text as zero mails, silently."""
+    with open(path, "rb") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            if line.startswith(b"From "):
+                return
+            shown = line.decode("utf-8", errors="replace").rstrip()
+            raise MessageError(
+                f"{path} is not an mbox file: its first line {shown!r:.80} does not start with 'From ' "
+                "(each mail of an mbox starts with a 'From ' line)"
+            )
+    if path.stat().st_size:
+        raise MessageError(f"{path} is not an mbox file: it holds only blank lines, no 'From ' line")
+
+
+def _read_mail(
+    name: str, where: str, msg: email.message.Message, max_chars: int, stats: dict[str, int]
+) -> Iterator[_Read]:
+    result = _mail_to_message(msg, max_chars)
+    if result is None:
+        stats["skipped_empty"] += 1
+        return
+    yield _Read(name, where, result[0], result[1])
+
+
+def _read_mbox(path: Path, max_chars: int, stats: dict[str, int]) -> Iterator[_Read]:
+    _check_mbox(path)
+    box = mailbox.mbox(path, factory=None, create=False)
+    try:
+        for number, key in enumerate(box.iterkeys(), start=1):  # in file order
+            yield from _read_mail(str(path), f"message {number}", box.get_message(key), max_chars, stats)
+    finally:
+        box.close()
+
+
+def _read_maildir(path: Path, max_chars: int, stats: dict[str, int]) -> Iterator[_Read]:
+    if not path.exists():
+        raise MessageError(f"{path}: no such directory")
+    if not _is_maildir(path):
+        raise MessageError(f"{path} is not a Maildir: a Maildir is a folder holding cur/, new/ and tmp/ folders")
+    box = mailbox.Maildir(path, factory=None, create=False)
+    # Sorted keys (they start with the delivery time) give the same order on every run and machine.
+    for key in sorted(box.keys()):
+        try:
+            msg = box.get_message(key)
+        except (KeyError, FileNotFoundError):
+            continue  # deleted by a mail client while we read: no longer there to triage
+        yield from _read_mail(str(path), f"mail {key}", msg, max_chars, stats)
+
+
+def _read(source: Any, fmt: str | None, max_chars: int, stats: dict[str, int]) -> Iterator[_Read]:
+    """Every message of ``source`` with where it came from; skipped and cut mails are counted in ``stats``."""
+    _check_max_chars(max_chars)
+    if isinstance(source, str | os.PathLike) and os.fspath(source) != "-":
+        path, name = Path(source), str(source)
+        fmt = detect_message_format(path) if fmt is None else _check_format(fmt)
+        if fmt != "maildir" and not path.exists():
+            raise MessageError(f"{path}: no such file")
+        if fmt != "maildir" and path.is_dir():
+            raise MessageError(f"{path} is a directory, expected a file ({fmt})")
+        if fmt == "maildir":
+            reads = _read_maildir(path, max_chars, stats)
+        elif fmt == "mbox":
+            reads = _read_mbox(path, max_chars, stats)
+        else:
+            reads = _read_rows(name, _file_lines(path), fmt, max_chars)
+    else:
+        if isinstance(source, str | os.PathLike):  # "-"
+            # Its bytes, so that input that is not UTF-8 is replaced as in a file, not fatal.
+            stream, name = getattr(sys.stdin, "buffer", sys.stdin), "<stdin>"
+        else:
+            stream, name = source, getattr(source, "name", None)
+            name = name if isinstance(name, str) else "<stream>"
+        fmt = "jsonl" if fmt is None else _check_format(fmt)
+        if fmt not in _STREAM_FORMATS:
+            raise MessageError(f"{name}: a stream can be read as {', '.join(_STREAM_FORMATS)}, not {fmt}")
+        reads = _read_rows(name, _decoded(stream), fmt, max_chars)
+    try:
+        for read in reads:
+            stats["truncated"] += read.message.truncated
+            stats["read"] += 1
+            yield read
+    except OSError as exc:  # unreadable (permissions, a disk error): one line, not a traceback
+        raise MessageError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+
+
+def iter_messages(
+    source: str | os.PathLike[str] | IO[Any], *, fmt: str | None = None, max_chars: int = MAX_MESSAGE_CHARS
+) -> Iterator[Message]:
+    """The messages of a file, a Maildir or a stream, read one at a time as they are used.
+
+    Mails with neither a body nor a subject are skipped (:func:`read_messages_report` counts them).
+    Ids are not checked for duplicates here, since that needs every message first; use
+    :func:`read_messages` for that.
+
+    Args:
+        source: A path (file or Maildir folder), ``'-'`` for standard input, or an open stream
+            (text or bytes). Streams are read as JSONL unless ``fmt`` says csv or tsv.
+        fmt: ``'jsonl'``, ``'csv'``, ``'tsv'``, ``'mbox'`` or ``'maildir'``; None to detect it
+            (see :func:`detect_message_format`).
+        max_chars: Longest text kept; a longer one is cut and the message flagged ``truncated``.
+
+    Raises:
+        MessageError: naming the file, line (or mail) and value of the first problem.
+    """
+    stats = {"read": 0, "skipped_empty": 0, "truncated": 0}
+    for read in _read(source, fmt, max_chars, stats):
+        yield read.message
+
+
+def read_messages_report(
+    source: str | os.PathLike[str] | IO[Any], *, fmt: str | None = None, max_chars: int = MAX_MESSAGE_CHARS
+) -> tuple[list[Message], dict[str, int]]:
+    """Every message of ``source`` (as :func:`read_messages`) and what reading them did.
+
+    Returns:
+        The messages, and counts: ``read`` (messages returned), ``skipped_empty`` (mails with
+        neither a body nor a subject, left out), ``truncated`` (messages cut to ``max_chars``) and
+        ``duplicates`` (mails whose Message-ID an earlier mail of the mailbox had: left out).
+
+    Raises:
+        MessageError: as :func:`iter_messages`, or for two rows (JSONL/CSV) with the same id.
+    """
+    stats = {"read": 0, "skipped_empty": 0, "truncated": 0, "duplicates": 0}
+    messages: list[Message] = []
+    seen: dict[str, str] = {}
+    for read in _read(source, fmt, max_chars, stats):
+        ident = read.message.id
+        if ident in seen and not read.where.startswith("line "):  # a mailbox, not a table
+            # The same mail twice in a mailbox (sent to yourself, or via two lists) is common: one copy is kept.
+            stats["duplicates"] += 1
+            stats["read"] -= 1
+            continue
+        if ident in seen:
+            if read.derived:
+                raise MessageError(
+                    f"{read.name}: {read.where} is the same message as {seen[ident]} (same text, sender, subject "
+                    f"and time, so the same derived id {ident!r}); remove one, or give each an id"
+                )
+            raise MessageError(
+                f"{read.name}: {read.where} repeats the id {ident!r} of {seen[ident]}; ids must be unique"
+            )
+        seen[ident] = read.where
+        messages.append(read.message)
+    return messages, stats
+
+
+def read_messages(
+    source: str | os.PathLike[str] | IO[Any], *, fmt: str | None = None, max_chars: int = MAX_MESSAGE_CHARS
+) -> list[Message]:
+    """Every message of ``source``, all read before any is returned.
+
+    Reading everything first means a bad line fails before a single message is triaged, rather
+    than halfway through an inbox; and two messages with the same id are found (the assistant keys
+    its decisions on ids).
+
+    Args:
+        source: As :func:`iter_messages`.
+        fmt: As :func:`iter_messages`.
+        max_chars: As :func:`iter_messages`.
+
+    Raises:
+        MessageError: naming the file, line (or mail) and value; for a repeated id, both lines.
+    """
+    return read_messages_report(source, fmt=fmt, max_chars=max_chars)[0]

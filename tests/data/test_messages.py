@@ -1,0 +1,346 @@
+"""Message readers: rows and mail read into plain-text messages, and a clear error for each bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import mailbox
+import sys
+from email.message import EmailMessage
+from email.message import Message as MimeMessage
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from pathlib import Path
+
+import pytest
+
+from attend.data.messages import (
+    MAX_MESSAGE_CHARS,
+    Message,
+    MessageError,
+    detect_message_format,
+    iter_messages,
+    mail_to_message,
+    message_id,
+    read_messages,
+    read_messages_report,
+)
+from attend.data.readers import DataError
+
+ROWS = [
+    {
+        "id": "a1",
+        "text": "Server down\r\nsince 9:00",
+        "sender": "ops",
+        "subject": "Alert",
+        "time": "2024-05-01T09:30:00Z",
+    },
+    {"id": 7, "text": "Lunch?", "sender": "Ana", "channel": "chat", "extra": "ignored"},
+    {"text": "no id here", "time": "2024-05-01"},
+]
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def _mbox(path: Path, *mails: MimeMessage | bytes) -> Path:
+    box = mailbox.mbox(path)
+    for mail in mails:
+        box.add(mail)
+    box.close()
+    return path
+
+
+def _mail(body: str = "Hello", *, subject: str = "Hi", msg_id: str | None = None, **headers: str) -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = headers.pop("sender", "Ana Ruiz <ana@x.org>")
+    if subject:
+        mail["Subject"] = subject
+    mail["Date"] = headers.pop("date", "Wed, 01 May 2024 09:30:00 +0200")
+    if msg_id:
+        mail["Message-ID"] = msg_id
+    for name, value in headers.items():
+        mail[name] = value
+    if body:
+        mail.set_content(body)
+    return mail
+
+
+# --- JSONL, CSV, TSV -------------------------------------------------------------------------------
+
+
+def test_jsonl_reads_every_field_and_round_trips(tmp_path: Path) -> None:
+    messages = read_messages(_jsonl(tmp_path / "in.jsonl", ROWS))
+    first, second, third = messages
+    assert first == Message(
+        "a1", "Server down\nsince 9:00", "ops", "Alert", "2024-05-01T09:30:00Z", channel="", truncated=False
+    )
+    assert (second.id, second.text, second.sender, second.channel) == ("7", "Lunch?", "Ana", "chat")
+    assert third.id == message_id("no id here", time="2024-05-01") and third.time == "2024-05-01"
+    again = read_messages(_jsonl(tmp_path / "out.jsonl", [m.to_dict() for m in messages]))
+    assert again == messages
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_csv_and_tsv_round_trip(tmp_path: Path, sep: str) -> None:
+    path = tmp_path / ("in.csv" if sep == "," else "in.tsv")
+    path.write_text(
+        f"id{sep} text{sep}sender{sep}time{sep}other\n"
+        f'x1{sep}"two\nlines"{sep}Ana{sep}2024-05-01T09:30:00+02:00{sep}z\n'
+        f"{sep}42{sep}{sep}{sep}\n",
+        encoding="utf-8",
+    )
+    first, second = read_messages(path)
+    assert first == Message("x1", "two\nlines", "Ana", "", "2024-05-01T09:30:00+02:00")
+    assert second == Message(message_id("42"), "42")
+    assert detect_message_format(path) == ("csv" if sep == "," else "tsv")
+
+
+def test_derived_ids_are_stable_and_differ_with_the_text(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "d.jsonl", [{"text": "hello"}, {"text": "hello", "sender": "Bo"}, {"text": "bye"}])
+    first, second = read_messages(path), read_messages(path)
+    assert [m.id for m in first] == [m.id for m in second]
+    assert len({m.id for m in first}) == 3
+    # Pinned: the same message must get the same id on every machine and version.
+    assert first[0].id == message_id("hello") == "m-64c4370fe805bf2c"
+    assert message_id("hello", "Ana <ana@x.org>", "Hi", "2024-05-01T09:30:00+00:00") == "m-b1fa39bda92fc1f7"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "error"),
+    [
+        ("d.jsonl", '{"text": "ok"}\n{"body": "no text"}\n', r"d\.jsonl: line 2 has no field 'text' \(fields: body\)"),
+        ("d.csv", "id,body\n1,hi\n", r"d\.csv: line 1: the header has no column 'text' \(columns: id, body\)"),
+        ("d.jsonl", '{"text": "ok"}\n{"text": "  \\n "}\n', r"d\.jsonl: line 2 is an empty message"),
+        ("d.csv", "id,text\n1,ok\n2,   \n", r"d\.csv: line 3 is an empty message"),
+        ("d.jsonl", '{"text": "\\u200b"}\n', r"line 1 is an empty message: .* \(only invisible characters\)"),
+        ("d.jsonl", '{"text": "ok"}\n\n{not json}\n', r"d\.jsonl: line 3 is not valid JSON"),
+        ("d.jsonl", '["a list"]\n', r"line 1 is a JSON list, expected one object per line"),
+        ("d.jsonl", '{"text": {"a": 1}}\n', r"line 1 has a dict .* in field 'text', expected text"),
+        ("d.jsonl", '{"text": "ok", "time": "yesterday"}\n', r"line 1 has time 'yesterday', which is not an ISO 8601"),
+        ("d.csv", "text\nok,extra\n", r"line 2 has more fields than the header"),
+        ("d.jsonl", "\n  \n", r"d\.jsonl is empty"),
+        ("d.txt", "text\nhello\n", r"d\.txt: cannot tell the message format; give one of jsonl, csv, tsv, mbox"),
+    ],
+)
+def test_bad_rows_get_errors_naming_file_line_and_value(tmp_path: Path, name: str, content: str, error: str) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(MessageError, match=error):
+        read_messages(path)
+
+
+def test_message_error_is_a_data_error_and_missing_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"nope\.jsonl: no such file"):
+        read_messages(tmp_path / "nope.jsonl")
+    with pytest.raises(MessageError, match=r"no such file"):
+        read_messages(tmp_path / "nope.jsonl", fmt="jsonl")
+    with pytest.raises(MessageError, match=r"unknown message format 'xml'"):
+        read_messages(tmp_path / "nope.jsonl", fmt="xml")
+
+
+def test_bytes_that_are_not_utf8_are_replaced_not_fatal(tmp_path: Path) -> None:
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_bytes(b'\xef\xbb\xbf{"text": "caf\xe9 ok"}\n')  # a BOM, then a Latin-1 byte
+    csv_path = tmp_path / "d.csv"
+    csv_path.write_bytes(b"text,sender\nna\xefve,B\xf6b\n")
+    assert read_messages(jsonl)[0].text == "caf\ufffd ok"
+    assert read_messages(csv_path)[0].text == "na\ufffdve"
+
+
+def test_duplicate_ids_are_an_error_naming_both_lines(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "d.jsonl", [{"id": "x", "text": "a"}, {"text": "b"}, {"id": "x", "text": "c"}])
+    with pytest.raises(MessageError, match=r"d\.jsonl: line 3 repeats the id 'x' of line 1"):
+        read_messages(path)
+    same = _jsonl(tmp_path / "same.jsonl", [{"text": "twice"}, {"text": "other"}, {"text": "twice"}])
+    with pytest.raises(MessageError, match=r"line 3 is the same message as line 1"):
+        read_messages(same)
+    assert len(list(iter_messages(same))) == 3  # streaming does not look back
+
+
+def test_streams_and_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [m.text for m in read_messages(io.StringIO('{"text": "one"}\n{"text": "two"}\n'))] == ["one", "two"]
+    assert read_messages(io.BytesIO(b'{"text": "caf\xe9"}\n'))[0].text == "caf\ufffd"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("id,text\n1,from stdin\n"))
+    assert read_messages("-", fmt="csv") == [Message("1", "from stdin")]
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"text": "ok"}\n{"text": ""}\n'))
+    with pytest.raises(MessageError, match=r"<stdin>: line 2 is an empty message"):
+        read_messages("-")
+    with pytest.raises(MessageError, match=r"a stream can be read as jsonl, csv, tsv, not mbox"):
+        read_messages(io.StringIO("From x\n"), fmt="mbox")
+
+
+def test_a_ten_megabyte_message_is_read_quickly_and_cut(tmp_path: Path) -> None:
+    body = "a line of a very long log\n" * 400_000  # 10.4 MB
+    path = _jsonl(tmp_path / "big.jsonl", [{"text": body}, {"text": "short"}])
+    messages, report = read_messages_report(path)
+    assert len(messages[0].text) == MAX_MESSAGE_CHARS and messages[0].truncated
+    assert messages[0].text == body[:MAX_MESSAGE_CHARS]
+    assert not messages[1].truncated
+    assert report == {"read": 2, "skipped_empty": 0, "truncated": 1, "duplicates": 0}
+    assert read_messages(path, max_chars=10)[0].text == "a line of "
+    with pytest.raises(ValueError, match="max_chars must be a positive integer"):
+        read_messages(path, max_chars=0)
+
+
+def test_a_ten_megabyte_html_mail_is_read_quickly_and_cut(tmp_path: Path) -> None:
+    html = "<html><body>" + "<p>a paragraph of a huge newsletter</p>\n" * 250_000 + "</body></html>"
+    mail = _mail(subject="Digest")
+    mail.set_content(html, subtype="html")
+    path = _mbox(tmp_path / "big.mbox", mail)
+    (message,) = read_messages(path)
+    assert message.truncated and len(message.text) == MAX_MESSAGE_CHARS
+    assert message.text.startswith("a paragraph of a huge newsletter\n\na paragraph")
+    assert "<p>" not in message.text
+
+
+# --- mbox and Maildir ------------------------------------------------------------------------------
+
+
+def test_a_plain_mail(tmp_path: Path) -> None:
+    path = _mbox(tmp_path / "in.mbox", _mail("Hello Bo,\r\n\r\nsee you at 3.\r\n", msg_id="<abc@x.org>"))
+    (message,) = read_messages(path)
+    assert message == Message(
+        id="abc@x.org",
+        text="Hello Bo,\n\nsee you at 3.",
+        sender="Ana Ruiz <ana@x.org>",
+        subject="Hi",
+        time="2024-05-01T09:30:00+02:00",
+        channel="email",
+    )
+
+
+def test_multipart_alternative_prefers_plain_text(tmp_path: Path) -> None:
+    mail = _mail("the plain version")
+    mail.add_alternative("<p>the <b>HTML</b> version</p>", subtype="html")
+    (message,) = read_messages(_mbox(tmp_path / "in.mbox", mail))
+    assert message.text == "the plain version"
+
+
+def test_html_only_mail_is_converted_to_text(tmp_path: Path) -> None:
+    html = (
+        "<html><head><style>p { color: red }</style><script>alert('x')</script></head><body>"
+        "<p>Tom &amp; Jerry &lt;3 caf&eacute;</p><div>line one<br>line two</div>\n\n\n"
+        "<ul><li>first</li><li>second</li></ul><p></p><p></p><p></p>"
+        "<table><tr><td>cell</td><td>next</td></tr></table><!-- a comment --></body></html>"
+    )
+    mail = _mail()
+    mail.set_content(html, subtype="html")
+    (message,) = read_messages(_mbox(tmp_path / "in.mbox", mail))
+    assert message.text == "Tom & Jerry <3 café\n\nline one\nline two\nfirst\nsecond\n\ncell next"
+    assert "alert" not in message.text and "color" not in message.text and "comment" not in message.text
+
+
+def test_attachments_are_skipped(tmp_path: Path) -> None:
+    mail = _mail("see the attached report")
+    mail.add_attachment(b"\x89PNG BINARY-SECRET", maintype="image", subtype="png", filename="chart.png")
+    mail.add_attachment("ATTACHED-TEXT-SECRET", filename="notes.txt")
+    mail.add_attachment("<p>ATTACHED-HTML-SECRET</p>", subtype="html", filename="page.html")
+    forwarded = _mail("FORWARDED-SECRET", subject="fwd")
+    mail.add_attachment(forwarded)  # message/rfc822, Content-Disposition: attachment
+    mail.add_attachment("INLINE-FILE-SECRET", disposition="inline", filename="log.txt")  # as Apple Mail sends files
+    (message,) = read_messages(_mbox(tmp_path / "in.mbox", mail))
+    assert message.text == "see the attached report"
+
+
+def test_encoded_headers_are_decoded(tmp_path: Path) -> None:
+    mail = _mail(subject="会議の件 — café", sender="José Pérez <jose@x.org>")  # encoded as RFC 2047 when written
+    raw = MIMEText("body", "plain", "utf-8")
+    raw["From"] = "=?iso-8859-1?q?Jos=E9?= <jose@x.org>"
+    raw["Subject"] = "=?utf-8?b?5Lya6K2w?= =?utf-8?b?44Gu5Lu2?= today"
+    path = _mbox(tmp_path / "in.mbox", mail, raw)
+    assert b"=?utf-8?" in path.read_bytes()
+    first, second = read_messages(path)
+    assert (first.sender, first.subject) == ("José Pérez <jose@x.org>", "会議の件 — café")
+    assert (second.sender, second.subject) == ("José <jose@x.org>", "会議の件 today")
+
+
+def test_bad_charsets_and_headers_do_not_crash(tmp_path: Path) -> None:
+    mails = [
+        b"From: =?x-bogus?q?Bad?= <bad@x.org>\nSubject: caf\xc3\xa9 raw\nDate: not a date\n"
+        b'Content-Type: text/plain; charset="x-no-such-charset"\n\ncaf\xe9 latin-1\n',
+        b'From: a@x.org\nSubject: s\nContent-Type: text/plain; charset="utf-8"\n\nmostly ok \xff here\n',
+        b'From: a@x.org\nSubject: s2\nContent-Type: text/plain; charset="hex"\n\nplain \xe9\n',
+        b"From: a@x.org\nSubject: s3\n\nno charset, utf-8 bytes: \xe2\x9c\x93\n",
+    ]
+    bogus, mostly, codec, undeclared = read_messages(_mbox(tmp_path / "in.mbox", *mails))
+    assert (bogus.text, bogus.sender, bogus.subject, bogus.time) == (
+        "café latin-1",
+        "Bad <bad@x.org>",
+        "café raw",
+        None,
+    )
+    assert mostly.text == "mostly ok \ufffd here"
+    assert codec.text == "plain é"
+    assert undeclared.text == "no charset, utf-8 bytes: ✓"
+
+
+def test_empty_mails_are_skipped_and_counted_and_a_subject_stands_for_no_body(tmp_path: Path) -> None:
+    empty = MimeMessage()
+    empty["From"] = "a@x.org"
+    just_subject = _mail("", subject="Call me")
+    blank_html = _mail()
+    blank_html.set_content("<p>&nbsp;</p><p>\u200b</p>", subtype="html")
+    path = _mbox(tmp_path / "in.mbox", empty, _mail("kept"), just_subject, blank_html)
+    messages, report = read_messages_report(path)
+    assert [m.text for m in messages] == ["kept", "Call me", "Hi"]
+    assert report == {"read": 3, "skipped_empty": 1, "truncated": 0, "duplicates": 0}
+    assert len(list(iter_messages(path))) == 3
+    with pytest.raises(MessageError, match=r"mail 42 is empty: it has neither a text body nor a subject"):
+        mail_to_message(empty, key="42")
+
+
+def test_mails_without_message_id_get_derived_ids_and_repeated_ids_are_kept_once(tmp_path: Path) -> None:
+    path = _mbox(tmp_path / "in.mbox", _mail("one"), _mail("two"))
+    first, second = read_messages(path)
+    assert first.id == message_id("one", first.sender, first.subject, first.time)
+    assert first.id != second.id and [m.id for m in read_messages(path)] == [first.id, second.id]
+    dup = _mbox(tmp_path / "dup.mbox", _mail("a", msg_id="<same@x>"), _mail("b"), _mail("c", msg_id="<same@x>"))
+    messages, report = read_messages_report(dup)  # the same mail delivered twice: one copy kept, counted
+    assert [m.text for m in messages] == ["a", "b"] and report["duplicates"] == 1 and report["read"] == 2
+
+
+def test_maildir(tmp_path: Path) -> None:
+    box = mailbox.Maildir(tmp_path / "Mail", create=True)
+    box.add(_mail("first mail", msg_id="<1@x>"))
+    multipart = MIMEMultipart("alternative")
+    multipart["Subject"] = "second"
+    multipart.attach(MIMEText("<p>html only</p>", "html"))
+    box.add(multipart)
+    assert detect_message_format(tmp_path / "Mail") == "maildir"
+    messages = read_messages(tmp_path / "Mail")
+    assert sorted(m.text for m in messages) == ["first mail", "html only"]
+    assert {m.channel for m in messages} == {"email"}
+    assert messages == read_messages(tmp_path / "Mail", fmt="maildir")  # same order every time
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(MessageError, match=r"plain is a directory but not a Maildir"):
+        read_messages(tmp_path / "plain")
+    with pytest.raises(MessageError, match=r"plain is not a Maildir: .* cur/, new/ and tmp/"):
+        read_messages(tmp_path / "plain", fmt="maildir")
+
+
+def test_mbox_detection_and_files_that_are_not_mbox(tmp_path: Path) -> None:
+    inbox = _mbox(tmp_path / "Inbox", _mail("hi"))  # no extension, as Thunderbird saves it
+    assert detect_message_format(inbox) == "mbox"
+    assert [m.text for m in read_messages(inbox)] == ["hi"]
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\nworld\n", encoding="utf-8")
+    with pytest.raises(MessageError, match=r"notes\.txt is not an mbox file: its first line 'hello' does not start"):
+        read_messages(text, fmt="mbox")
+    fake = tmp_path / "fake.mbox"
+    fake.write_text("\n\n   \n", encoding="utf-8")
+    with pytest.raises(MessageError, match=r"fake\.mbox is not an mbox file: it holds only blank lines"):
+        read_messages(fake)
+    empty = tmp_path / "empty.mbox"
+    empty.write_bytes(b"")
+    assert read_messages(empty) == []  # an empty mailbox is a valid one
+    with pytest.raises(MessageError, match=r"no such file or directory"):
+        detect_message_format(tmp_path / "missing")
+    with pytest.raises(MessageError, match=r"missing\.mbox: no such file"):
+        read_messages(tmp_path / "missing.mbox", fmt="mbox")
+    with pytest.raises(MessageError, match=r"missing: no such directory"):
+        read_messages(tmp_path / "missing", fmt="maildir")
+    with pytest.raises(MessageError, match=r"is a directory, expected a file \(mbox\)"):
+        read_messages(tmp_path, fmt="mbox")
