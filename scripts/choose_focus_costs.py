@@ -16,19 +16,18 @@ import itertools
 import sys
 
 import numpy as np
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
 from attend.apps.focus.assistant import (
     URGENCY_C,
     FocusAssistant,
-    allow_match,
+    Heads,
+    Session,
     relevance_examples,
-    relevance_features,
     urgency_examples,
-    urgency_features,
 )
-from attend.apps.focus.components import cross_attention
 from attend.apps.focus.evaluation import load_suite
 
 URGENT = (2, 3, 4, 5, 10, 20)
@@ -37,20 +36,23 @@ RELEVANT = (0.5, 0.75, 1, 1.5, 2, 3)
 
 def main() -> None:
     assistant = FocusAssistant()
-    xr, yr, gr = (np.asarray(v) for v in relevance_examples(assistant.reader))
+    xr, yr, gr, prior = relevance_examples(assistant.reader)
+    xr, yr, gr = np.asarray(xr), np.asarray(yr), np.asarray(gr)
     xu, yu, gu = (np.asarray(v) for v in urgency_examples(assistant.reader))
     tasks, rows = load_suite("dev")
     urgency, relevance, allowed, truth, urgent, texts = [], [], [], [], [], []
     for task_id, task in tasks.items():
         rel = LogisticRegression(C=1.0, max_iter=5000).fit(xr[gr != task_id], yr[gr != task_id])
         urg = LogisticRegression(C=URGENCY_C, max_iter=5000).fit(xu[gu != task_id], yu[gu != task_id])
+        heads = Heads(torch.tensor(urg.coef_[0], dtype=torch.float32), float(urg.intercept_[0]),
+                      torch.tensor(rel.coef_[0], dtype=torch.float32), float(rel.intercept_[0]), *prior)  # fmt: skip
+        held_out = FocusAssistant(assistant.reader, heads)
         mine = [r for r in rows if r.task_id == task_id]
-        task_reading = assistant.task_reading(task.task)
-        for row, reading in zip(mine, assistant.read([r.message for r in mine]), strict=True):
-            feats = relevance_features(task_reading, reading, cross_attention(task_reading, reading))
-            relevance.append(float(rel.predict_proba(feats.numpy()[None])[0, 1]))
-            urgency.append(float(urg.predict_proba(urgency_features(reading).numpy()[None])[0, 1]))
-            allowed.append(allow_match(task.allow, row.message) is not None)
+        for row, decision in zip(mine, held_out.triage(Session(task.task, task.allow), [r.message for r in mine]),
+                                 strict=True):  # fmt: skip
+            relevance.append(decision.components["relevance"])
+            urgency.append(decision.components["urgency"])
+            allowed.append(decision.components["allowlist"] is not None)
             truth.append(row.passed)
             urgent.append(row.urgent)
             texts.append(row.message.text.replace("\n", " "))

@@ -13,7 +13,7 @@ import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from attend.apps.focus.assistant import Costs, Decision, FocusAssistant, Heads, Session, allow_match
+from attend.apps.focus.assistant import Costs, Decision, FeatureStats, FocusAssistant, Heads, Session, allow_match
 from attend.apps.focus.components import TextReader, cross_attention, merge_words
 from attend.apps.focus.evaluation import evaluate_suite, load_suite, metrics
 from attend.apps.focus.person import PersonModel, sender_key
@@ -68,7 +68,8 @@ def test_urgency_contributions_add_up_to_the_max_pooled_logit(assistant: FocusAs
     (reading,) = assistant.reader.read([EMERGENCY.text])
     heads = assistant.heads
     dim = reading.states.shape[1]
-    only_max = Heads(torch.cat([torch.zeros(dim), heads.urgency_weight[dim:]]), 0.0, heads.relevance_weight, 0.0)
+    only_max = Heads(torch.cat([torch.zeros(dim), heads.urgency_weight[dim:]]), 0.0, heads.relevance_weight, 0.0,
+                     heads.prior_mean, heads.prior_std)  # fmt: skip
     logit = math.log(only_max.urgency(reading) / (1 - only_max.urgency(reading)))
     assert only_max.urgency_contributions(reading).sum().item() == pytest.approx(logit, rel=1e-4, abs=1e-4)
 
@@ -153,6 +154,30 @@ def test_feedback_learns_a_preference_but_never_holds_an_emergency(assistant: Fo
         d = assistant.triage(session, [EMERGENCY], person=person)[0]
         person.update(EMERGENCY.sender, d.embedding.tolist(), d.relevance_logit, passed=False)
     assert assistant.triage(session, [EMERGENCY], person=person)[0].decision == "pass"
+
+
+def test_relevance_is_read_against_the_session_traffic(assistant: FocusAssistant) -> None:
+    stats = FeatureStats()
+    rows = torch.tensor([[0.1, 0.2, 0.3, 0.0], [0.3, 0.4, 0.5, 0.5], [0.2, 0.3, 0.1, 0.25]])
+    stats.update(rows)
+    assert stats.count == 3 and stats.mean == pytest.approx(rows.mean(0).tolist())
+    assert torch.tensor(stats.m2) / 2 == pytest.approx(rows.var(0), abs=1e-6)  # Welford = the sample variance
+    prior_mean, prior_std = torch.zeros(4), torch.ones(4)
+    alone = FeatureStats().standardise(rows[0], prior_mean, prior_std)  # no traffic: the prior's z-score
+    assert alone == pytest.approx(rows[0])
+    again = FeatureStats.from_dict(json.loads(json.dumps(stats.to_dict())))
+    assert again.standardise(rows[1], prior_mean, prior_std) == pytest.approx(stats.standardise(rows[1], prior_mean,
+                                                                                                prior_std))  # fmt: skip
+    # the same message stands out less in a session whose traffic is all about the task
+    on_topic = [Message(id=f"o{i}", text=f"Macbeth essay marks for 10{c}: moderation notes attached.")
+                for i, c in enumerate("ABCDEF")]  # fmt: skip
+    busy = FeatureStats()
+    assistant.triage(Session(TASK), on_topic, pool=busy)
+    quiet = FeatureStats()
+    assistant.triage(Session(TASK), [UNRELATED, EMERGENCY], pool=quiet)
+    in_busy = assistant.triage(Session(TASK), [RELEVANT], pool=busy)[0].components["attended_similarity_z"]
+    in_quiet = assistant.triage(Session(TASK), [RELEVANT], pool=quiet)[0].components["attended_similarity_z"]
+    assert in_busy < in_quiet and busy.count == 7
 
 
 # --- store, service, CLI, HTTP ----------------------------------------------------------------
@@ -254,6 +279,7 @@ def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, cap
     assert "stopped at" in capsys.readouterr().out
     store = open_focus_store(db)
     assert store.person(assistant.reader.dim).updates == 1  # the correction was persisted
+    assert store.traffic(store.last_session()["id"])["count"] == 3  # the session's traffic, for relevance
     store.close()
 
 

@@ -5,18 +5,14 @@ Every message (subject and body) and every task description is read once by atte
 layer's token states and their mean, L2-normalised (the sentence embedding). Everything the
 components need comes from that one pass:
 
-- **Relevance to the task** is the cross-attention from the task's tokens (queries) to the
+- **Relevance to the task** reads the cross-attention from the task's tokens (queries) to the
   message's tokens (keys), scored by attend.attention's ``cosine`` score (a temperature times
-  the cosine of two token states) and softmax-normalised over the message. Two numbers come out
-  of it: the sentence cosine of task and message, and the *attended similarity*, the cosine each
-  task token finds in the message under its own attention, averaged over the task's tokens (a
-  soft BERTScore recall of the task in the message; Zhang et al. 2020). The attention mass each
-  message token receives is the highlight: the words that linked the message to the task, each
-  paired with the task word that attended to it most.
-- **Urgency** is a logistic regression over the sentence embedding, trained on the project's
-  urgency data set (``urgency/README.md``). The embedding is a mean of token states, so the
-  logit splits exactly over the tokens: token ``j`` contributes ``w . h_j / (n ||mean h||)``.
-  Those contributions are the urgency highlights (no approximation).
+  the cosine of two token states) and softmax-normalised over the message's content tokens. The
+  attention mass each message token receives is the highlight: the words that linked the message
+  to the task, each paired with the task word that attended to it most. The similarities drawn from
+  it, and how the relevance head reads them, are in :mod:`attend.apps.focus.assistant`.
+- **Urgency** reads the sentence embedding and the max-pooled token states (a logistic regression,
+  :mod:`attend.apps.focus.assistant`); its logit splits over the tokens, which gives its highlights.
 
 Texts are read to :data:`MAX_TOKENS` tokens (a longer message is judged by its beginning and
 flagged ``truncated``).

@@ -33,7 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from attend.apps.focus.assistant import SCENARIOS_DIR, URGENCY_TRAIN, FocusAssistant, Session, allow_match
+from attend.apps.focus.assistant import (
+    SCENARIOS_DIR,
+    URGENCY_TRAIN,
+    FeatureStats,
+    FocusAssistant,
+    Session,
+    allow_match,
+)
 from attend.apps.focus.person import PersonModel
 from attend.data.messages import Message
 
@@ -338,15 +345,19 @@ def evaluate_stream(*, topics: Sequence[str] | None = None, min_items: int = 30,
         session = Session(stream_task(topic))
         curve: dict[str, float] = {}
         person = PersonModel(dim=assistant.reader.dim)
+        seen = FeatureStats()  # the traffic of the earlier half: what the scored half is standardised against
+        assistant.triage(session, messages[:half], readings=readings[:half], pool=seen)
+        running = FeatureStats()  # the traffic as the person reads on
         position = 0
         for k in sorted(budgets):
             while person.updates < k and position < half:  # read on through the earlier half, correcting
                 decision = assistant.triage(session, [messages[position]], person=person,
-                                            readings=[readings[position]])[0]  # fmt: skip
+                                            readings=[readings[position]], pool=running)[0]  # fmt: skip
                 if (decision.decision == "pass") != truth[position]:
                     person.update("", readings[position].embedding.tolist(), decision.relevance_logit, truth[position])
                 position += 1
-            scored = assistant.triage(session, messages[half:], person=person, readings=readings[half:])
+            scored = assistant.triage(session, messages[half:], person=person, readings=readings[half:],
+                                      pool=FeatureStats.from_dict(seen.to_dict()))  # fmt: skip
             curve[str(k)] = metrics([d.decision == "pass" for d in scored], truth[half:])["balanced_accuracy"]
         tasks = {"stream": _suite_task(session)}
         rows = [Labelled("stream", m, t, False) for m, t in zip(messages[half:], truth[half:], strict=True)]

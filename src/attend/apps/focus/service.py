@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from attend.apps.focus.assistant import Costs, Decision, FocusAssistant, Session
+from attend.apps.focus.assistant import Costs, Decision, FeatureStats, FocusAssistant, Session
 from attend.apps.focus.digest import build_digest
 from attend.apps.focus.store import FocusStore, SessionError, open_focus_store
 from attend.data.messages import Message
@@ -75,8 +75,17 @@ class FocusService:
         if session is None:
             raise SessionError("no focus session is running: start one with `attend focus start --task TEXT`")
         person = self.store.person(self.assistant.reader.dim)
-        decisions = self.assistant.triage(Session(session["task"], tuple(session["allow"])), messages, person=person)
-        self.store.add_decisions(session["id"], messages, decisions)
+        known = self.store.known_ids([m.id for m in messages])
+        fresh = [m for m in messages if m.id not in known]  # a message seen before is not traffic twice
+        pool = FeatureStats.from_dict(self.store.traffic(session["id"]))
+        session_ = Session(session["task"], tuple(session["allow"]))
+        decided = {d.id: d for d in self.assistant.triage(session_, fresh, person=person, pool=pool)}
+        if len(decided) < len(messages):  # repeats: decided again against the same traffic, not stored
+            for d in self.assistant.triage(session_, [m for m in messages if m.id not in decided], person=person,
+                                           pool=FeatureStats.from_dict(pool.to_dict())):  # fmt: skip
+                decided.setdefault(d.id, d)
+        decisions = [decided[m.id] for m in messages]
+        self.store.add_decisions(session["id"], messages, decisions, traffic=pool.to_dict())
         return decisions
 
     def feedback(self, message_id: str, label: str) -> dict[str, Any]:

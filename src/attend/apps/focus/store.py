@@ -44,6 +44,7 @@ sessions_table = sa.Table(
     sa.Column("started_at", sa.String(40), nullable=False),
     sa.Column("ends_at", sa.String(40)),  # planned end, or NULL
     sa.Column("stopped_at", sa.String(40)),  # actual end, or NULL while running
+    sa.Column("traffic", sa.Text),  # JSON FeatureStats of the session's messages, or NULL
 )
 
 messages_table = sa.Table(
@@ -198,8 +199,16 @@ class FocusStore:
                 }
         return found
 
-    def add_decisions(self, session_id: int, messages: Sequence[Message], decisions: Sequence[Decision]) -> int:
-        """Store the decisions of a batch in one transaction; ids already stored are skipped.
+    def traffic(self, session_id: int) -> dict[str, Any] | None:
+        """The session's traffic statistics (what relevance is standardised against), or None."""
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(sessions_table.c.traffic).where(sessions_table.c.id == session_id)).scalar()
+        return None if value is None else json.loads(value)
+
+    def add_decisions(self, session_id: int, messages: Sequence[Message], decisions: Sequence[Decision],
+                      *, traffic: dict[str, Any] | None = None) -> int:  # fmt: skip
+        """Store the decisions of a batch, and the session's updated ``traffic``, in one transaction;
+        ids already stored are skipped.
 
         Returns:
             How many were stored.
@@ -221,9 +230,12 @@ class FocusStore:
                 "highlights": json.dumps([h.to_dict() for h in decision.highlights], ensure_ascii=False),
                 "embedding": json.dumps([round(e, 6) for e in embedding]), "truncated": int(decision.truncated),
             })  # fmt: skip
-        if rows:
-            with self.engine.begin() as conn:
+        with self.engine.begin() as conn:
+            if rows:
                 conn.execute(messages_table.insert(), rows)
+            if traffic is not None:
+                conn.execute(sessions_table.update().where(sessions_table.c.id == session_id)
+                             .values(traffic=json.dumps(traffic)))  # fmt: skip
         return len(rows)
 
     def message(self, message_id: str) -> dict[str, Any]:
