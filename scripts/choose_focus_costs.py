@@ -8,6 +8,7 @@ costs with the best dev balanced accuracy among those that hold no urgent messag
 the largest urgent cost among those within 1.5 points of the best. ``Costs``' defaults are set from it.
 
     python scripts/choose_focus_costs.py [--errors]
+    python scripts/choose_focus_costs.py --feedback   # the preference update's rate and steps
 """
 
 from __future__ import annotations
@@ -34,19 +35,53 @@ URGENT = (2, 3, 4, 5, 10, 20)
 RELEVANT = (0.5, 0.75, 1, 1.5, 2, 3)
 
 
-def main() -> None:
-    assistant = FocusAssistant()
+def held_out_assistants(assistant: FocusAssistant) -> dict[str, FocusAssistant]:
+    """Per dev task, an assistant whose two heads were fitted without that task's messages."""
     xr, yr, gr, prior = relevance_examples(assistant.reader)
     xr, yr, gr = np.asarray(xr), np.asarray(yr), np.asarray(gr)
     xu, yu, gu = (np.asarray(v) for v in urgency_examples(assistant.reader))
-    tasks, rows = load_suite("dev")
-    urgency, relevance, allowed, truth, urgent, texts = [], [], [], [], [], []
-    for task_id, task in tasks.items():
+    out = {}
+    for task_id in load_suite("dev")[0]:
         rel = LogisticRegression(C=1.0, max_iter=5000).fit(xr[gr != task_id], yr[gr != task_id])
         urg = LogisticRegression(C=URGENCY_C, max_iter=5000).fit(xu[gu != task_id], yu[gu != task_id])
         heads = Heads(torch.tensor(urg.coef_[0], dtype=torch.float32), float(urg.intercept_[0]),
                       torch.tensor(rel.coef_[0], dtype=torch.float32), float(rel.intercept_[0]), *prior)  # fmt: skip
-        held_out = FocusAssistant(assistant.reader, heads)
+        out[task_id] = FocusAssistant(assistant.reader, heads)
+    return out
+
+
+def feedback_rates(assistant: FocusAssistant) -> None:
+    """The preference update's step size and steps per correction, compared on the dev tasks: the
+    later half of each task scored after correcting the wrong decisions of its earlier half."""
+    from attend.apps.focus import person
+    from attend.apps.focus.evaluation import feedback_curve
+
+    tasks, rows = load_suite("dev")
+    held_out = held_out_assistants(assistant)
+    for rate, steps in itertools.product((0.1, 0.3, 1.0, 3.0), (1, 3)):
+        person.LEARNING_RATE, person.STEPS = rate, steps
+        truth, taught, plain = [], [], []
+        for task_id, task in tasks.items():
+            mine = [r for r in rows if r.task_id == task_id]
+            curve = feedback_curve(held_out[task_id], {task_id: task}, mine)
+            half = len(mine) // 2
+            truth += [r.passed for r in mine[half:]]
+            taught.append(curve["with_feedback"]["balanced_accuracy"] * (len(mine) - half))
+            plain.append(curve["without"]["balanced_accuracy"] * (len(mine) - half))
+        print(f"rate {rate:g}, {steps} step(s): later halves' balanced accuracy (message-weighted mean over tasks) "
+              f"{sum(taught) / len(truth):.3f} with corrections, {sum(plain) / len(truth):.3f} without")  # fmt: skip
+
+
+def main() -> None:
+    assistant = FocusAssistant()
+    if "--feedback" in sys.argv:
+        feedback_rates(assistant)
+        return
+    tasks, rows = load_suite("dev")
+    held_out_by_task = held_out_assistants(assistant)
+    urgency, relevance, allowed, truth, urgent, texts = [], [], [], [], [], []
+    for task_id, task in tasks.items():
+        held_out = held_out_by_task[task_id]
         mine = [r for r in rows if r.task_id == task_id]
         for row, decision in zip(mine, held_out.triage(Session(task.task, task.allow), [r.message for r in mine]),
                                  strict=True):  # fmt: skip

@@ -29,7 +29,9 @@ from typing import Any
 __all__ = ["LEARNING_RATE", "PersonModel", "sender_key"]
 
 #: Step size of the preference update (embeddings are unit vectors, so one step moves the logit of
-#: the corrected message by at most this times the error).
+#: the corrected message by at most this times the error). Rate 1 with 3 steps was set first and then
+#: compared on the dev tasks (`scripts/choose_focus_costs.py --feedback`, rates 0.1-3, 1 or 3 steps):
+#: the best later-half balanced accuracy after corrections, 0.882 (0.846 without).
 LEARNING_RATE = 1.0
 #: Gradient steps per correction.
 STEPS = 3
