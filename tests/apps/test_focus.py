@@ -100,6 +100,15 @@ def test_the_cost_rule_and_its_reasons(assistant: FocusAssistant) -> None:
         Costs(interrupt=0)
 
 
+def test_a_message_the_encoder_cannot_read_passes_unjudged(assistant: FocusAssistant) -> None:
+    chinese = Message(id="zh", text="请尽快回复：服务器宕机了，客户都登录不了！")
+    emoji = Message(id="em", text="🎉🎉")
+    unreadable, reaction = assistant.triage(Session(TASK), [chinese, emoji])
+    assert unreadable.decision == "pass" and unreadable.reasons[0].startswith("Unreadable")
+    assert unreadable.components["unknown_pieces"] >= 5 and unreadable.highlights == []
+    assert reaction.decision == "hold"  # a short reaction is not "unreadable"
+
+
 def test_allowlist_senders_and_keywords() -> None:
     boss = Message(id="b", sender="Ana Ruiz <ANA@corp.example>", text="lunch?")
     assert allow_match(("ana@corp.example",), boss) == "ana@corp.example"

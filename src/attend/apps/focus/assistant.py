@@ -78,6 +78,13 @@ HERE = Path(__file__).resolve().parent
 SCENARIOS_DIR = HERE / "scenarios"
 #: The urgency classifier's training data.
 URGENCY_TRAIN = HERE / "urgency" / "train.jsonl"
+#: The encoder's unknown-token piece.
+UNKNOWN_PIECE = "[UNK]"
+#: A message the encoder cannot read (at least this many unknown pieces, making up at least this
+#: share of it: Chinese, Arabic or Thai text for the English MiniLM) passes unjudged: holding it
+#: could hold an emergency. A short emoji reaction stays below the count. Set a priori, not tuned.
+UNREADABLE_PIECES = 5
+UNREADABLE_SHARE = 0.4
 #: Bumped when the heads' features or fitting change, so a cached fit is not reused.
 HEADS_VERSION = 5
 #: The urgency head's L2 strength (inverse): C = 1 gave the fewest dev false alarms at full
@@ -481,10 +488,12 @@ class FocusAssistant:
         relevance = _sigmoid(base_logit + sender_shift + preference)
         urgency = self.heads.urgency(reading)
         allowed = allow_match(session.allow, message)
+        unknown = sum(piece == UNKNOWN_PIECE for piece in reading.pieces)
+        unreadable = unknown >= UNREADABLE_PIECES and unknown >= UNREADABLE_SHARE * len(reading.pieces)
         c = self.costs
         hold_cost = urgency * c.urgent + (1 - urgency) * relevance * c.relevant
         interrupt_cost = (1 - urgency) * (1 - relevance) * c.interrupt
-        decision = "pass" if allowed is not None or hold_cost > interrupt_cost else "hold"
+        decision = "pass" if allowed is not None or unreadable or hold_cost > interrupt_cost else "hold"
         score = 1 - (1 - urgency) * (1 - relevance)
 
         task_words = token_words(task)
@@ -501,6 +510,11 @@ class FocusAssistant:
         if allowed is not None:
             reasons.append(f"{allowed!r} is on this session's allowlist, so it always gets through.")
             highlights = _allow_highlight(reading, allowed) or relevance_words
+        elif unreadable:
+            reasons.append(f"Unreadable: {unknown} of its {len(reading.pieces)} word pieces are unknown to the "
+                           "encoder (a language or script it was not trained on), so its urgency and relevance "
+                           "cannot be judged; it passes rather than risk holding something urgent.")  # fmt: skip
+            highlights = []
         elif decision == "pass" and urgent_alone and not relevant_alone:
             highlights = urgency_words
         else:
@@ -533,7 +547,7 @@ class FocusAssistant:
             direction = "raised" if preference > 0 else "lowered"
             reasons.append(f"Your feedback on similar messages {direction} its relevance (log-odds {preference:+.1f}).")
         verdict = "passes" if decision == "pass" else "is held for the digest"
-        if allowed is None:
+        if allowed is None and not unreadable:
             reasons.append(
                 f"Holding it would cost {hold_cost:.2f}, interrupting you {interrupt_cost:.2f}: it {verdict}."
             )
@@ -548,6 +562,7 @@ class FocusAssistant:
             "sender": round(sender_shift, 4),
             "preference": round(preference, 4),
             "allowlist": allowed,
+            "unknown_pieces": unknown,
             "cost_of_holding": round(hold_cost, 4),
             "cost_of_interrupting": round(interrupt_cost, 4),
         }
