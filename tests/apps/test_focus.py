@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import mailbox
 import math
 from email.message import EmailMessage
@@ -347,7 +348,8 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
 
 
 def test_serve_mounts_the_focus_routes(trained: dict[str, Path], assistant: FocusAssistant, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+                                       monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+                                       ) -> None:  # fmt: skip
     from attend.apps.focus.cli import serve_routers
     from attend.serve.app import create_app, load_for_serving
     from attend.serve.routes import ServeSettings
@@ -360,10 +362,13 @@ def test_serve_mounts_the_focus_routes(trained: dict[str, Path], assistant: Focu
 
     specs = serve_routers(Args())
     app = create_app(load_for_serving(model_dir, ServeSettings()), ServeSettings(), routers=specs)
-    with TestClient(app) as client:
+    with caplog.at_level(logging.DEBUG), TestClient(app) as client:
         assert client.post("/v1/focus/sessions", json={"task": TASK}).status_code == 200
         decisions = client.post("/v1/focus/messages", json={"messages": [{"text": EMERGENCY.text}]}).json()
         assert decisions["decisions"][0]["decision"] == "pass"
+        metrics_page = client.get("/metrics").text
+    assert "/v1/focus/messages" in metrics_page  # the request was counted ...
+    assert "garden" not in metrics_page and "garden" not in caplog.text  # ... its text never logged or measured
 
 
 # --- evaluation -------------------------------------------------------------------------------
