@@ -24,7 +24,7 @@ on the dev tasks): ``C_urgent = 3``, ``C_relevant = 0.75``, ``C_interrupt = 1``;
 passes on urgency alone from u = 1/4, and on relevance alone from r = 4/7 (0.57).
 The ``score`` is the probability the message needs the person now, ``1 - (1 - u)(1 - r)``.
 
-The two fitted heads are trained on first use (about ten seconds) and cached under the attend
+The two fitted heads are trained on first use (a few seconds) and cached under the attend
 cache folder (``$ATTEND_CACHE``, else ``~/.cache/attend``) as safetensors, keyed by the hash of
 their training files and of the encoder's weights.
 """
@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,7 @@ __all__ = [
     "urgency_features",
 ]
 
+_log = logging.getLogger("attend.focus")
 HERE = Path(__file__).resolve().parent
 #: The scenario suite (the relevance head is fitted on its dev tasks only).
 SCENARIOS_DIR = HERE / "scenarios"
@@ -438,7 +441,10 @@ class FocusAssistant:
                 return Heads.load(path)
             except Exception:  # a damaged cache file is refitted, never trusted
                 path.unlink(missing_ok=True)
+        started = time.perf_counter()
+        _log.info("focus: fitting the urgency and relevance heads (first use, a few seconds), cached in %s", path.parent)
         heads = Heads.fit(self.reader)
+        _log.info("focus: heads fitted in %.0f s", time.perf_counter() - started)
         try:
             heads.save(path)
         except OSError:  # a read-only cache only costs the refit next time

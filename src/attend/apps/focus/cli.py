@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 __all__ = ["add_serve_options", "register_cli", "serve_routers"]
+
+
+def _notes_to_stderr() -> None:
+    """The library's progress notes (``attend.focus`` logger: fitting the heads on first use) on stderr;
+    they never carry message text."""
+    logger = logging.getLogger("attend.focus")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _allow(value: str | None) -> list[str]:
@@ -69,6 +81,7 @@ def _cmd_triage(args: argparse.Namespace) -> int:
 
 
 def _threads(n: int) -> None:
+    _notes_to_stderr()
     if n:
         import torch
 
