@@ -442,7 +442,8 @@ class FocusAssistant:
             except Exception:  # a damaged cache file is refitted, never trusted
                 path.unlink(missing_ok=True)
         started = time.perf_counter()
-        _log.info("focus: fitting the urgency and relevance heads (first use, a few seconds), cached in %s", path.parent)
+        _log.info("focus: fitting the urgency and relevance heads (first use, a few seconds); cached in %s",
+                  path.parent)  # fmt: skip
         heads = Heads.fit(self.reader)
         _log.info("focus: heads fitted in %.0f s", time.perf_counter() - started)
         try:
