@@ -22,7 +22,8 @@ from PIL import Image
 
 from attend.apps.focus.assistant import Decision
 from attend.apps.focus.components import Weighted
-from attend.apps.focus.dashboard import create_dashboard_app, render_dashboard
+from attend.apps.focus.dashboard import render_dashboard
+from attend.apps.focus.router import create_dashboard_app
 from attend.apps.focus.service import FocusService
 from attend.apps.focus.store import FocusStore, open_focus_store
 from attend.data.messages import Message

@@ -214,7 +214,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from attend.apps.focus.dashboard import serve_dashboard
+    from attend.apps.focus.router import serve_dashboard
 
     serve_dashboard(args.db, host=args.host, port=args.port)
     return 0

@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import html
 import math
-import os
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
-
 from attend.apps.focus.service import FocusService
 
-__all__ = ["create_dashboard_app", "render_dashboard", "serve_dashboard"]
+__all__ = ["render_dashboard"]
 
 #: Sessions in the chart, decisions in the table, held messages listed, highlighted words per message.
 CHART_SESSIONS, RECENT_DECISIONS, HELD_LISTED, WORDS_SHOWN = 20, 30, 50, 6
@@ -333,28 +329,3 @@ def render_dashboard(service: FocusService, *, title: str = "attend focus", at: 
             + _chart_box(service, sessions, session["id"], at) + _decisions_box(messages)
             + _held_box(messages))  # fmt: skip
     return _page(title, body)
-
-
-def create_dashboard_app(db: str | os.PathLike[str] | FocusService) -> FastAPI:
-    """The page at ``/`` and the focus API (``/v1/focus/...``) over a focus database (created if missing)."""
-    from attend.apps.focus.router import focus_router  # the router imports this module lazily too
-
-    service = db if isinstance(db, FocusService) else FocusService(db, create=False)
-    app = FastAPI(title="attend focus", description="The focus assistant's dashboard and API.")
-
-    @app.get("/", response_class=HTMLResponse)
-    def page() -> str:
-        """The dashboard page."""
-        return render_dashboard(service)
-
-    app.include_router(focus_router(service))
-    return app
-
-
-def serve_dashboard(db: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8060) -> None:
-    """Serve the dashboard (and the focus API) until Ctrl-C."""
-    import uvicorn
-
-    app = create_dashboard_app(db)
-    print(f"focus dashboard on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")

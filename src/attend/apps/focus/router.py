@@ -1,7 +1,7 @@
 """The focus assistant over HTTP: ``/v1/focus/...`` and the ``/focus`` dashboard page.
 
-Mounted by ``attend serve MODEL_DIR --focus-db PATH`` (and served alone by ``attend focus
-dashboard``). Routes:
+Mounted by ``attend serve MODEL_DIR --focus-db PATH``, and served alone, with the dashboard at
+``/``, by ``attend focus dashboard`` (:func:`serve_dashboard`). Routes:
 
 - ``POST /v1/focus/messages`` ``{"messages": [{"text", "id"?, "sender"?, "subject"?, "time"?,
   "channel"?}, ...]}``: triage them in the running session, store and return the decisions
@@ -24,17 +24,18 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from attend.apps.focus.assistant import Session
+from attend.apps.focus.dashboard import render_dashboard
 from attend.apps.focus.service import FocusService
 from attend.apps.focus.store import SessionError
 from attend.data.messages import MAX_MESSAGE_CHARS, Message, message_id
 from attend.serve import Routes
 
-__all__ = ["focus_router", "served_focus_router"]
+__all__ = ["create_dashboard_app", "focus_router", "serve_dashboard", "served_focus_router"]
 
 #: Most messages in one request.
 MAX_MESSAGES = 256
@@ -178,8 +179,6 @@ def focus_router(service: FocusService) -> APIRouter:
     @router.get("/focus", response_class=HTMLResponse)
     def dashboard_route() -> Any:
         """The dashboard page."""
-        from attend.apps.focus.dashboard import render_dashboard
-
         return HTMLResponse(render_dashboard(service))
 
     return router
@@ -191,3 +190,26 @@ def served_focus_router(runtime: Any, *, db: str | os.PathLike[str]) -> Routes:
     service = FocusService(db)
     service.assistant  # noqa: B018 - load the encoder and heads before the port opens
     return Routes(router=focus_router(service), info={"apps": {"focus": {"db": os.fspath(db)}}})
+
+
+def create_dashboard_app(db: str | os.PathLike[str] | FocusService) -> FastAPI:
+    """The page at ``/`` and the focus API (``/v1/focus/...``) over an existing focus database."""
+    service = db if isinstance(db, FocusService) else FocusService(db, create=False)
+    app = FastAPI(title="attend focus", description="The focus assistant's dashboard and API.")
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        """The dashboard page."""
+        return render_dashboard(service)
+
+    app.include_router(focus_router(service))
+    return app
+
+
+def serve_dashboard(db: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8060) -> None:
+    """Serve the dashboard (and the focus API) until Ctrl-C."""
+    import uvicorn
+
+    app = create_dashboard_app(db)
+    print(f"focus dashboard on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
