@@ -114,6 +114,13 @@ def test_allowlist_senders_and_keywords() -> None:
     boss = Message(id="b", sender="Ana Ruiz <ANA@corp.example>", text="lunch?")
     assert allow_match(("ana@corp.example",), boss) == "ana@corp.example"
     assert allow_match(("Ana Ruiz",), boss) == "Ana Ruiz"
+    assert allow_match(("@corp.example",), boss) == "@corp.example"  # a whole domain
+    banana = Message(id="x", sender="Banana <banana@corp.example>", text="hi")
+    assert allow_match(("ana@corp.example",), banana) is None  # an address is matched whole
+    assert allow_match(("ana@corp.example",), Message(id="y", sender="ana@corp.example.evil.com", text="hi")) is None
+    assert allow_match(("Tom",), Message(id="t", sender="Tomasz Nowak", text="hi")) is None
+    assert allow_match(("Tom",), Message(id="t", sender="Tom Reyes", text="hi")) == "Tom"
+    assert allow_match(("boss",), Message(id="n", sender="noreply@bossard.com", text="hi")) is None
     assert allow_match(("school",), Message(id="s", text="The School office called")) == "school"
     assert allow_match(("school",), Message(id="s", text="preschooler toys")) is None  # whole words only
     assert allow_match(("bob@corp.example",), boss) is None
@@ -205,7 +212,7 @@ def test_store_sessions_end_times_and_transactions(tmp_path: Path) -> None:
     assert store.stats(session["id"])["minutes_in_focus"] == 90.0
     with pytest.raises(SessionError, match="no focus session is running"):
         store.stop_session()
-    with pytest.raises(SessionError, match="not after the start"):
+    with pytest.raises(ValueError, match="not after the start"):
         store.start_session("x", ends_at="2026-01-01T08:00:00+00:00", at="2026-01-01T12:00:00+00:00")
     d = Decision(id="m1", decision="hold", score=0.1, components={"relevance_logit": -2.0}, reasons=["r"],
                  highlights=[], embedding=torch.zeros(3))  # fmt: skip
@@ -213,6 +220,14 @@ def test_store_sessions_end_times_and_transactions(tmp_path: Path) -> None:
     msg = Message(id="m1", text="t")
     assert store.add_decisions(s2["id"], [msg, msg], [d, d]) == 1
     assert store.add_decisions(s2["id"], [msg], [d]) == 0  # already stored: skipped
+    store.stop_session(at="2026-01-01T12:30:00+00:00")
+    s3 = store.start_session("z", at="2026-01-01T13:00:00+00:00")
+    assert store.add_decisions(s3["id"], [msg], [d]) == 1  # ids restart with each export: a new session keeps it
+    assert store.message("m1")["session_id"] == s3["id"]  # feedback goes to the latest one
+    # a session that ended at its end time can still be forgotten
+    store.stop_session(at="2026-01-01T13:10:00+00:00")
+    forgotten = store.stop_session(forget=True)
+    assert forgotten["id"] == s3["id"] and store.message("m1")["text"] == ""
     with pytest.raises(SessionError, match="no message 'nope'"):
         store.record_feedback("nope", "pass", PersonModel(dim=3))
     assert store.person(3).updates == 0  # the failed feedback wrote nothing
@@ -274,8 +289,16 @@ def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, cap
     assert main(["focus", "feedback", "--db", db, "u1", "pass", "--json"]) == 0
     fb = json.loads(capsys.readouterr().out)
     assert fb == {"id": "u1", "decision": "hold", "feedback": "pass", "agreed": False, "updates": 1}
+    assert main(["focus", "feedback", "--db", db, "u1", "pass", "--json"]) == 0  # said again: nothing new
+    again = json.loads(capsys.readouterr().out)
+    assert again["repeated"] and again["updates"] == 1
     assert main(["focus", "feedback", "--db", db, "zzz", "pass"]) == 2
     assert "no message 'zzz'" in capsys.readouterr().err
+    for bad in (["--minutes", "inf"], ["--minutes", "0"], ["--until", "tomorrow"]):
+        assert main(["focus", "start", "--db", str(tmp_path / "other.db"), "--task", TASK, *bad]) == 2
+        assert "error:" in capsys.readouterr().err
+    assert main(["focus", "triage", "--task", TASK, "--messages", str(data), "--threads", "-1"]) == 2
+    assert "--threads -1" in capsys.readouterr().err
     assert main(["focus", "status", "--db", db, "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["running"] and status["stats"]["passed"] == 2 and status["stats"]["held"] == 1
@@ -333,8 +356,10 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         assert got.status_code == 200 and got.json()["decisions"][0]["decision"] == "pass"
         no_id = client.post("/v1/focus/messages", json={"messages": [{"text": UNRELATED.text}]}).json()
         assert no_id["decisions"][0]["id"].startswith("m-")
-        for bad in ({"messages": []}, {"messages": [{"text": "  "}]}, {"messages": [{"text": "x", "extra": 1}]}):
+        twice = {"messages": [{"id": "z", "text": "Team lunch on Friday."}, {"id": "z", "text": "The server is down!"}]}
+        for bad in ({"messages": []}, {"messages": [{"text": "  "}]}, {"messages": [{"text": "x", "extra": 1}]}, twice):
             assert client.post("/v1/focus/messages", json=bad).status_code == 422
+        assert client.post("/v1/focus/sessions", json={"task": TASK, "minutes": 1e300}).status_code == 422
         assert client.post("/v1/focus/feedback", json={"id": "r1", "label": "maybe"}).status_code == 422
         assert client.post("/v1/focus/feedback", json={"id": "nope", "label": "hold"}).status_code == 404
         assert client.post("/v1/focus/feedback", json={"id": "r1", "label": "hold"}).json()["agreed"] is False

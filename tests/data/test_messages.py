@@ -118,7 +118,7 @@ def test_derived_ids_are_stable_and_differ_with_the_text(tmp_path: Path) -> None
         ("d.jsonl", '{"text": "\\u200b"}\n', r"line 1 is an empty message: .* \(only invisible characters\)"),
         ("d.jsonl", '{"text": "ok"}\n\n{not json}\n', r"d\.jsonl: line 3 is not valid JSON"),
         ("d.jsonl", '["a list"]\n', r"line 1 is a JSON list, expected one object per line"),
-        ("d.jsonl", '{"text": {"a": 1}}\n', r"line 1 has a dict .* in field 'text', expected text"),
+        ("d.jsonl", '{"text": {"a": 1}}\n', r"line 1 has a dict in field 'text', expected text \(the value is not"),
         ("d.jsonl", '{"text": "ok", "time": "yesterday"}\n', r"line 1 has time 'yesterday', which is not an ISO 8601"),
         ("d.csv", "text\nok,extra\n", r"line 2 has more fields than the header"),
         ("d.jsonl", "\n  \n", r"d\.jsonl is empty"),
@@ -327,7 +327,7 @@ def test_mbox_detection_and_files_that_are_not_mbox(tmp_path: Path) -> None:
     assert [m.text for m in read_messages(inbox)] == ["hi"]
     text = tmp_path / "notes.txt"
     text.write_text("hello\nworld\n", encoding="utf-8")
-    with pytest.raises(MessageError, match=r"notes\.txt is not an mbox file: its first line 'hello' does not start"):
+    with pytest.raises(MessageError, match=r"notes\.txt is not an mbox file: its first line does not start"):
         read_messages(text, fmt="mbox")
     fake = tmp_path / "fake.mbox"
     fake.write_text("\n\n   \n", encoding="utf-8")

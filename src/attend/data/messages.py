@@ -507,7 +507,8 @@ def _field(where: str, record: dict[str, Any], key: str) -> str:
         return ""
     if isinstance(value, str | int | float):  # an id or a sender may be a number in JSON
         return str(value).strip()
-    raise MessageError(f"{where} has a {type(value).__name__} {value!r:.60} in field {key!r}, expected text")
+    # The value is not shown: it may be a piece of someone's message, which never goes to stderr.
+    raise MessageError(f"{where} has a {type(value).__name__} in field {key!r}, expected text")
 
 
 def _row_time(where: str, record: dict[str, Any]) -> str | None:
@@ -535,7 +536,9 @@ def _row_message(name: str, number: int, record: dict[str, Any], max_chars: int)
     if text is None:
         text = ""
     if not isinstance(text, str):
-        raise MessageError(f"{where} has a {type(text).__name__} {text!r:.60} in field 'text', expected text")
+        raise MessageError(
+            f"{where} has a {type(text).__name__} in field 'text', expected text (the value is not shown)"
+        )
     text = _normalise(text)
     problem = text_problem(text)
     if problem is not None and problem.startswith("is an empty text"):
@@ -568,10 +571,9 @@ def _check_mbox(path: Path) -> None:
                 continue
             if line.startswith(b"From "):
                 return
-            shown = line.decode("utf-8", errors="replace").rstrip()
             raise MessageError(
-                f"{path} is not an mbox file: its first line {shown!r:.80} does not start with 'From ' "
-                "(each mail of an mbox starts with a 'From ' line)"
+                f"{path} is not an mbox file: its first line does not start with 'From ' "
+                "(each mail of an mbox starts with a 'From ' line; the line is not shown, it may be a message)"
             )
     if path.stat().st_size:
         raise MessageError(f"{path} is not an mbox file: it holds only blank lines, no 'From ' line")

@@ -395,21 +395,21 @@ def _suite_message(row: dict[str, Any]) -> Message:
 def allow_match(allow: Sequence[str], message: Message) -> str | None:
     """The allowlist entry ``message`` matches, or None.
 
-    An entry with ``@`` is a sender (matched against the address, case-insensitively); any other
-    entry matches a sender whose name or address contains it, or a whole word or phrase of the
-    subject or text.
+    An entry with ``@`` is an address: the sender's address exactly, or, written ``@domain``, any
+    address at that domain. Any other entry is a whole word or phrase of the sender's name or
+    address, the subject or the text (case-insensitive: ``Tom`` is not ``Tomasz``).
     """
-    sender = message.sender.lower()
     key = sender_key(message.sender)
+    everything = f"{message.sender}\n{message.subject}\n{message.text}".lower()
     for entry in allow:
-        low = entry.lower()
-        if "@" in low:
-            if low == key or low in sender:
+        low = entry.lower().strip()
+        if low.startswith("@"):
+            if key.endswith(low):
                 return entry
-            continue
-        if low in sender:
-            return entry
-        if re.search(rf"(?<!\w){re.escape(low)}(?!\w)", f"{message.subject}\n{message.text}".lower()):
+        elif "@" in low:
+            if low == key:
+                return entry
+        elif re.search(rf"(?<![\w.@-]){re.escape(low)}(?![\w@-])", everything):
             return entry
     return None
 

@@ -15,7 +15,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["add_serve_options", "register_cli", "serve_routers"]
+__all__ = ["MAX_MINUTES", "add_serve_options", "register_cli", "serve_routers"]
+
+#: Longest session, in minutes (a week).
+MAX_MINUTES = 7 * 24 * 60
 
 
 def _notes_to_stderr() -> None:
@@ -82,6 +85,8 @@ def _cmd_triage(args: argparse.Namespace) -> int:
 
 def _threads(n: int) -> None:
     _notes_to_stderr()
+    if n < 0:
+        raise ValueError(f"--threads {n}: give a positive number, or 0 for PyTorch's default")
     if n:
         import torch
 
@@ -92,8 +97,8 @@ def _until(args: argparse.Namespace) -> str | None:
     if args.until and args.minutes:
         raise ValueError("give --until or --minutes, not both")
     if args.minutes is not None:
-        if args.minutes <= 0:
-            raise ValueError(f"--minutes {args.minutes} must be > 0")
+        if not 0 < args.minutes <= MAX_MINUTES:  # also refuses nan and inf
+            raise ValueError(f"--minutes {args.minutes}: give a number of minutes in (0, {MAX_MINUTES}] (a week)")
         return (datetime.now(UTC) + timedelta(minutes=args.minutes)).isoformat(timespec="seconds")
     return args.until
 
@@ -177,13 +182,16 @@ def _cmd_feedback(args: argparse.Namespace) -> int:
     result = service.feedback(args.message_id, args.label)
     service.close()
     verdict = "agreed with" if result["agreed"] else "corrected"
-    _print(args, result, f"{args.message_id}: you {verdict} the decision ({result['decision']}); learnt "
-                         f"({result['updates']} correction(s) so far)")  # fmt: skip
+    learnt = "already recorded, nothing new learnt" if result.get("repeated") else "learnt"
+    _print(args, result, f"{args.message_id}: you {verdict} the decision ({result['decision']}); {learnt} "
+                         f"({result['updates']} answer(s) learnt so far)")  # fmt: skip
     return 0
 
 
 def _cmd_digest(args: argparse.Namespace) -> int:
     _threads(args.threads)
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit {args.limit}: give at least 1 group")
     service = _service(args, create=False)
     digest = service.digest(session_id=args.session, limit=args.limit)
     service.close()

@@ -84,7 +84,7 @@ def build_digest(reader: TextReader, messages: Sequence[dict[str, Any]], embeddi
         return []
     items = []
     for row in messages:
-        text = row["text"] or row["subject"] or ""
+        text = row["text"] or row["subject"] or ""  # both empty: forgotten (`focus stop --forget`)
         items.append({"id": row["id"], "sender": row["sender"], "subject": row["subject"], "time": row["time"],
                       "score": round(float(row["score"]), 4), "channel": row["channel"],
                       "key_sentence": key_sentence(reader, text) if text else ""})  # fmt: skip
@@ -109,7 +109,7 @@ def build_digest(reader: TextReader, messages: Sequence[dict[str, Any]], embeddi
         else:
             central = members[0]
         head = items[central]
-        title = head["subject"] or head["key_sentence"]
+        title = head["subject"] or head["key_sentence"] or "(forgotten)"
         title = title if len(title) <= 80 else title[:77].rstrip() + "..."
         digest.append(DigestGroup(title=title, score=items[members[0]]["score"], messages=[items[i] for i in members]))
     digest.sort(key=lambda g: -g.score)

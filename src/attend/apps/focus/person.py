@@ -108,6 +108,12 @@ class PersonModel:
             counts[0 if passed else 1] += 1
         self.updates += 1
 
+    def retract_sender(self, sender: str, passed: bool) -> None:
+        """Take back one earlier pass (or hold) of ``sender``: the person changed their answer."""
+        counts = self.senders.get(sender_key(sender))
+        if counts is not None:
+            counts[0 if passed else 1] = max(0, counts[0 if passed else 1] - 1)
+
     def to_dict(self) -> dict[str, Any]:
         return {"dim": self.dim, "senders": self.senders, "weights": [round(w, 6) for w in self.weights],
                 "bias": self.bias, "updates": self.updates}  # fmt: skip

@@ -81,7 +81,8 @@ class SessionIn(BaseModel):
     task: str = Field(min_length=1, max_length=5000)
     allow: list[str] = Field(default_factory=list, max_length=200)
     until: str | None = Field(default=None, description="End time, ISO 8601.")
-    minutes: float | None = Field(default=None, gt=0, description="End after this many minutes.")
+    minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60, allow_inf_nan=False,
+                                  description="End after this many minutes (at most a week).")  # fmt: skip
 
 
 class StopIn(BaseModel):
@@ -115,6 +116,8 @@ def focus_router(service: FocusService) -> APIRouter:
                 decisions = service.ingest([m.to_message() for m in body.messages])
             except SessionError as exc:
                 raise _conflict(exc) from None
+            except ValueError as exc:  # e.g. an id twice in the batch
+                raise HTTPException(status_code=422, detail=str(exc)) from None
         return {"decisions": [d.to_dict() for d in decisions]}
 
     @router.post("/v1/focus/triage")

@@ -74,8 +74,13 @@ class FocusService:
         session = self.store.active_session()
         if session is None:
             raise SessionError("no focus session is running: start one with `attend focus start --task TEXT`")
+        seen: set[str] = set()
+        for m in messages:
+            if m.id in seen:
+                raise ValueError(f"message id {m.id!r} appears twice in this batch; give each message its own id")
+            seen.add(m.id)
         person = self.store.person(self.assistant.reader.dim)
-        known = self.store.known_ids([m.id for m in messages])
+        known = self.store.known_ids(session["id"], [m.id for m in messages])
         fresh = [m for m in messages if m.id not in known]  # a message seen before is not traffic twice
         pool = FeatureStats.from_dict(self.store.traffic(session["id"]))
         session_ = Session(session["task"], tuple(session["allow"]))
@@ -97,6 +102,11 @@ class FocusService:
         if not embedding:
             raise SessionError(f"message {message_id!r} was forgotten (`focus stop --forget`); nothing to learn from")
         person = self.store.person(len(embedding))
+        if message["feedback"] == label:  # said before: nothing new to learn
+            return {"id": message_id, "decision": message["decision"], "feedback": label,
+                    "agreed": message["decision"] == label, "updates": person.updates, "repeated": True}  # fmt: skip
+        if message["feedback"] is not None:  # a changed answer: the sender's earlier count is taken back
+            person.retract_sender(message["sender"], message["feedback"] == "pass")
         person.update(message["sender"], embedding, float(message["components"]["relevance_logit"]), label == "pass")
         stored = self.store.record_feedback(message_id, label, person)
         return {"id": message_id, "decision": stored["decision"], "feedback": label,

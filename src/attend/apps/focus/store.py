@@ -50,8 +50,8 @@ sessions_table = sa.Table(
 messages_table = sa.Table(
     "focus_messages",
     metadata,
-    sa.Column("id", sa.String(300), primary_key=True),
-    sa.Column("session_id", sa.Integer, sa.ForeignKey("focus_sessions.id"), nullable=False),
+    sa.Column("id", sa.String(300), primary_key=True),  # unique within a session: ids restart in daily exports
+    sa.Column("session_id", sa.Integer, sa.ForeignKey("focus_sessions.id"), primary_key=True),
     sa.Column("received_at", sa.String(40), nullable=False),
     sa.Column("position", sa.Integer, nullable=False),  # order within its batch: arrival order
     sa.Column("time", sa.String(40)),
@@ -69,6 +69,7 @@ messages_table = sa.Table(
     sa.Column("feedback", sa.String(8)),  # the person's pass/hold, or NULL
     sa.Column("feedback_at", sa.String(40)),
     sa.Index("ix_focus_messages_session", "session_id", "decision"),
+    sa.Index("ix_focus_messages_id", "id"),
 )
 
 person_table = sa.Table(
@@ -91,6 +92,12 @@ def now_iso() -> str:
 def _parse(moment: str) -> datetime:
     value = datetime.fromisoformat(moment.replace("Z", "+00:00"))
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _parse_local(moment: str) -> datetime:
+    """A time the person typed: without an offset it is their local time, not UTC."""
+    value = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.astimezone()
 
 
 def _session(row: Any) -> dict[str, Any]:
@@ -140,13 +147,13 @@ class FocusStore:
         if not task or not task.strip():
             raise SessionError("task is empty: describe what you are working on")
         started = at or now_iso()
-        if ends_at is not None:
+        if ends_at is not None:  # bad input (ValueError), not a state conflict (SessionError)
             try:
-                end = _parse(ends_at)
+                end = _parse_local(ends_at)
             except ValueError:
-                raise SessionError(f"--until {ends_at!r} is not an ISO time such as 2026-12-03T17:30+00:00") from None
+                raise ValueError(f"--until {ends_at!r} is not an ISO time such as 2026-12-03T17:30+01:00") from None
             if end <= _parse(started):
-                raise SessionError(f"--until {ends_at!r} is not after the start ({started})")
+                raise ValueError(f"--until {ends_at!r} is not after the start ({started})")
             ends_at = end.isoformat(timespec="seconds")
         running = self.active_session(at=started)
         if running is not None:
@@ -160,16 +167,21 @@ class FocusStore:
         return _session(row)
 
     def stop_session(self, *, at: str | None = None, forget: bool = False) -> dict[str, Any]:
+        """Stop the running session; with ``forget``, erase its message texts, highlights, reasons and
+        embeddings. With ``forget`` and no session running (it ended at its end time), the last session
+        is forgotten."""
         running = self.active_session(at=at)
-        if running is None:
+        target = running or (self.last_session() if forget else None)
+        if target is None:
             raise SessionError("no focus session is running (start one with `attend focus start`)")
         with self.engine.begin() as conn:
-            conn.execute(sessions_table.update().where(sessions_table.c.id == running["id"])
-                         .values(stopped_at=at or now_iso()))  # fmt: skip
+            if running is not None:
+                conn.execute(sessions_table.update().where(sessions_table.c.id == running["id"])
+                             .values(stopped_at=at or now_iso()))  # fmt: skip
             if forget:
-                conn.execute(messages_table.update().where(messages_table.c.session_id == running["id"])
+                conn.execute(messages_table.update().where(messages_table.c.session_id == target["id"])
                              .values(text="", subject="", embedding="[]", highlights="[]", reasons="[]"))  # fmt: skip
-        return self.session(running["id"])
+        return self.session(target["id"])
 
     def session(self, session_id: int) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -189,14 +201,16 @@ class FocusStore:
 
     # --- messages ---------------------------------------------------------------------------
 
-    def known_ids(self, ids: Sequence[str]) -> set[str]:
+    def known_ids(self, session_id: int, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the session already holds."""
+        found: set[str] = set()
         with self.engine.connect() as conn:
-            found: set[str] = set()
             for i in range(0, len(ids), 500):
                 chunk = list(ids[i : i + 500])
-                found |= {
-                    r[0] for r in conn.execute(sa.select(messages_table.c.id).where(messages_table.c.id.in_(chunk)))
-                }
+                query = sa.select(messages_table.c.id).where(
+                    messages_table.c.session_id == session_id, messages_table.c.id.in_(chunk)
+                )
+                found |= {r[0] for r in conn.execute(query)}
         return found
 
     def traffic(self, session_id: int) -> dict[str, Any] | None:
@@ -213,8 +227,8 @@ class FocusStore:
         Returns:
             How many were stored.
         """
-        received = now_iso()
-        known = self.known_ids([m.id for m in messages])
+        received = datetime.now(UTC).isoformat(timespec="microseconds")  # orders batches within a second
+        known = self.known_ids(session_id, [m.id for m in messages])
         rows, seen = [], set()
         for position, (message, decision) in enumerate(zip(messages, decisions, strict=True)):
             if message.id in known or message.id in seen:
@@ -239,8 +253,10 @@ class FocusStore:
         return len(rows)
 
     def message(self, message_id: str) -> dict[str, Any]:
+        """The message with this id in the latest session that has one."""
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(messages_table).where(messages_table.c.id == message_id)).first()
+            row = conn.execute(sa.select(messages_table).where(messages_table.c.id == message_id)
+                               .order_by(messages_table.c.session_id.desc())).first()  # fmt: skip
         if row is None:
             raise SessionError(f"no message {message_id!r} in {self.where} (ids are listed by `attend focus status`)")
         return _message(row)
@@ -258,10 +274,10 @@ class FocusStore:
             ]
 
     def embedding(self, message_id: str) -> list[float]:
+        """As :meth:`message`, its stored embedding."""
         with self.engine.connect() as conn:
-            value = conn.execute(
-                sa.select(messages_table.c.embedding).where(messages_table.c.id == message_id)
-            ).scalar()
+            value = conn.execute(sa.select(messages_table.c.embedding).where(messages_table.c.id == message_id)
+                                 .order_by(messages_table.c.session_id.desc())).scalar()  # fmt: skip
         return [] if value is None else [float(v) for v in json.loads(value)]
 
     # --- the person -------------------------------------------------------------------------
@@ -276,8 +292,10 @@ class FocusStore:
         if label not in ("pass", "hold"):
             raise SessionError(f"feedback {label!r}: say pass or hold")
         stamp = now_iso()
+        session_id = self.message(message_id)["session_id"]
         with self.engine.begin() as conn:
-            updated = conn.execute(messages_table.update().where(messages_table.c.id == message_id)
+            updated = conn.execute(messages_table.update().where(messages_table.c.id == message_id,
+                                                                 messages_table.c.session_id == session_id)
                                    .values(feedback=label, feedback_at=stamp))  # fmt: skip
             if updated.rowcount == 0:
                 raise SessionError(f"no message {message_id!r} in {self.where}")
