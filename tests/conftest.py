@@ -149,3 +149,18 @@ def translator_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train_translation(data, root / "model", model_options=dict(TOY_TRANSLATOR),
                       args=TrainingArgs(**TOY_TRANSLATION_ARGS))  # fmt: skip
     return root / "model"
+
+
+def chromium_page(url: str, png: Path) -> str:
+    """Open ``url`` in headless Debian Chromium: write a 1100x900 screenshot to ``png``, return the DOM."""
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian chromium is needed for this test (make install installs it)"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={png.parent / 'chromium-profile'}", "--window-size=1100,900"]  # fmt: skip
+    subprocess.run([chromium, *flags, f"--screenshot={png}", url], check=True, capture_output=True, timeout=120)
+    return subprocess.run([chromium, *flags, "--dump-dom", url], check=True, capture_output=True, text=True,
+                          timeout=120).stdout  # fmt: skip

@@ -7,8 +7,6 @@ never touched (it loads lazily), so these tests take seconds.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +25,7 @@ from attend.apps.focus.router import create_dashboard_app
 from attend.apps.focus.service import FocusService
 from attend.apps.focus.store import FocusStore, open_focus_store
 from attend.data.messages import Message
+from tests.conftest import chromium_page
 
 T0 = "2024-05-01T08:00:00+00:00"
 SECRET = "the-full-body-never-shown"
@@ -189,16 +188,8 @@ def dashboard_url(focus_db: Path) -> Iterator[str]:
 
 
 def test_dashboard_renders_in_headless_chromium(dashboard_url: str, tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian chromium is needed for this test (make install installs it)"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,900"]  # fmt: skip
     png = tmp_path / "dashboard.png"
-    subprocess.run([chromium, *flags, f"--screenshot={png}", dashboard_url], check=True, capture_output=True,
-                   timeout=120)  # fmt: skip
-    dom = subprocess.run([chromium, *flags, "--dump-dom", dashboard_url], check=True, capture_output=True, text=True,
-                         timeout=120).stdout  # fmt: skip
+    dom = chromium_page(dashboard_url, png)
     assert dom.count('class="decision-row"') == 5 and dom.count('data-decision="pass"') == 2
     assert dom.count('class="bar-pass"') == 2 and dom.count('class="bar-hold"') == 2
     assert "write the Q3 report" in dom and "<mark" in dom and "&lt;b&gt;x&lt;/b&gt;" in dom

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -34,7 +33,7 @@ from PIL import Image
 from attend.apps.monitor import DetectionSettings, WindowCount, detect, open_store, parse_window
 from attend.apps.monitor.cli import main
 from attend.apps.monitor.detect import window_start
-from tests.conftest import FILLER, NEGATIVE, POSITIVE, copy_model, kill_at
+from tests.conftest import FILLER, NEGATIVE, POSITIVE, chromium_page, copy_model, kill_at
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
 HOURS, PER_WINDOW, SURGE_TOPIC, SURGE_HOUR = 12, 30, "billing", 8
@@ -430,16 +429,8 @@ def test_dashboard_json_endpoints(planted: dict) -> None:
 
 
 def test_dashboard_renders_in_headless_chromium(dashboard_url: str, tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian chromium is needed for this test (make install installs it)"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,900"]  # fmt: skip
     png = tmp_path / "dashboard.png"
-    subprocess.run([chromium, *flags, f"--screenshot={png}", dashboard_url], check=True, capture_output=True,
-                   timeout=120)  # fmt: skip
-    dom = subprocess.run([chromium, *flags, "--dump-dom", dashboard_url], check=True, capture_output=True, text=True,
-                         timeout=120).stdout  # fmt: skip
+    dom = chromium_page(dashboard_url, png)
     assert "<h2>billing" in dom and "<h2>delivery" in dom
     assert dom.count('class="alert-marker"') == 1 and dom.count("class=\"alert-row\"") == 1
     assert "<mark>" in dom and "2024-05-01T08:00:00Z" in dom
