@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,7 @@ from PIL import Image
 
 from attend.cli import main
 from attend.explain import THRESHOLDS, explain, faithfulness, format_faithfulness, render_html, save_heatmaps, to_json
-from tests.conftest import copy_model, planted_rows, write_csv
+from tests.conftest import chromium_page, copy_model, planted_rows, write_csv
 from tests.explain.conftest import untrained_predictor
 
 
@@ -44,16 +42,7 @@ def test_removing_nothing_important_changes_nothing() -> None:
 
 
 def _screenshot(html: Path, png: Path) -> str:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian chromium is needed for this test (make install installs it)"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={png.parent / 'chromium-profile'}", "--window-size=1100,900"]  # fmt: skip
-    subprocess.run([chromium, *flags, f"--screenshot={png}", html.as_uri()], check=True, capture_output=True,
-                   timeout=120)  # fmt: skip
-    dom = subprocess.run([chromium, *flags, "--dump-dom", html.as_uri()], check=True, capture_output=True,
-                         timeout=120, text=True)  # fmt: skip
-    return dom.stdout
+    return chromium_page(html.as_uri(), png)
 
 
 def test_html_report_opens_in_headless_chromium_and_shows_the_tokens(tmp_path: Path) -> None:
