@@ -8,6 +8,7 @@ import mailbox
 import math
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -237,6 +238,38 @@ def test_store_sessions_end_times_and_transactions(tmp_path: Path) -> None:
         open_focus_store(tmp_path / "text.txt")
     with pytest.raises(ValueError, match="no focus database there"):
         FocusService(tmp_path / "missing.db", create=False)
+
+
+def _correct_many(db: str, ids: list[str], start: Any) -> None:
+    """In a child process: one correction per id, each through the service (its own engine)."""
+    service = FocusService(db, create=False)
+    start.wait()  # both processes correct at the same moment
+    for message_id in ids:
+        service.feedback(message_id, "pass")
+    service.close()
+
+
+def test_two_processes_correcting_at_once_lose_no_update(tmp_path: Path) -> None:
+    import multiprocessing
+
+    db = str(tmp_path / "c.db")
+    store = open_focus_store(db)
+    session = store.start_session("write the report")
+    ids = [f"m{i}" for i in range(80)]
+    decisions = [Decision(id=i, decision="hold", score=0.1, components={"relevance_logit": -2.0}, reasons=[],
+                          highlights=[], embedding=torch.full((8,), 0.3)) for i in ids]  # fmt: skip
+    store.add_decisions(session["id"], [Message(id=i, text="t", sender=f"s{i}@x.org") for i in ids], decisions)
+    store.close()
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(2)
+    workers = [context.Process(target=_correct_many, args=(db, ids[k::2], start)) for k in (0, 1)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    person = open_focus_store(db).person(8)
+    assert person.updates == 80 and len(person.senders) == 80  # every correction of both processes kept
 
 
 def _write_jsonl(path: Path, messages: list[Message]) -> Path:

@@ -79,6 +79,11 @@ class FocusService:
             if m.id in seen:
                 raise ValueError(f"message id {m.id!r} appears twice in this batch; give each message its own id")
             seen.add(m.id)
+        self.assistant  # noqa: B018 - load the encoder before taking the lock
+        with self.store.updating():
+            return self._ingest(session, messages)
+
+    def _ingest(self, session: dict[str, Any], messages: Sequence[Message]) -> list[Decision]:
         person = self.store.person(self.assistant.reader.dim)
         known = self.store.known_ids(session["id"], [m.id for m in messages])
         fresh = [m for m in messages if m.id not in known]  # a message seen before is not traffic twice
@@ -97,6 +102,10 @@ class FocusService:
         """Learn the person's ``pass``/``hold`` for a stored message, online, and persist it."""
         if label not in ("pass", "hold"):
             raise SessionError(f"feedback {label!r}: say pass or hold")
+        with self.store.updating():
+            return self._feedback(message_id, label)
+
+    def _feedback(self, message_id: str, label: str) -> dict[str, Any]:
         message = self.store.message(message_id)
         embedding = self.store.embedding(message_id)
         if not embedding:

@@ -11,10 +11,12 @@ logs or metrics. Delete a session's messages with ``attend focus stop --forget``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -119,6 +121,32 @@ class FocusStore:
     def __init__(self, engine: Engine, where: str) -> None:
         self.engine = engine
         self.where = where
+        self._lock_path = None if "://" in where else Path(where).expanduser().resolve().with_name(
+            Path(where).name + ".lock")  # fmt: skip
+
+    @contextlib.contextmanager
+    def updating(self) -> Iterator[None]:
+        """Hold the database's update lock for a read-modify-write (a correction and the person model
+        it changes; a batch and the session traffic it adds to), so two processes on one database
+        (``attend focus feedback`` beside ``attend serve --focus-db``) cannot lose each other's update.
+
+        An exclusive ``flock`` on ``<db>.lock`` beside a SQLite file (POSIX); for a database URL, or
+        where ``fcntl`` is missing, only the single statements' transactions protect the data.
+        """
+        if self._lock_path is None:
+            yield
+            return
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            yield
+            return
+        with open(self._lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _create(self) -> None:
         create_tables(self.engine, metadata, schema_table, SCHEMA_VERSION, self.where)
