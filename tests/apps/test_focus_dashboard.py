@@ -7,8 +7,6 @@ never touched (it loads lazily), so these tests take seconds.
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from attend.apps.focus.router import create_dashboard_app
 from attend.apps.focus.service import FocusService
 from attend.apps.focus.store import FocusStore, open_focus_store
 from attend.data.messages import Message
-from tests.conftest import chromium_page
+from tests.conftest import chromium_page, served
 
 T0 = "2024-05-01T08:00:00+00:00"
 SECRET = "the-full-body-never-shown"
@@ -172,19 +170,8 @@ def test_app_serves_the_page_and_the_focus_api(focus_db: Path) -> None:
 
 @pytest.fixture
 def dashboard_url(focus_db: Path) -> Iterator[str]:
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(create_dashboard_app(focus_db), host="127.0.0.1", port=0,
-                                          log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(create_dashboard_app(focus_db)) as url:
+        yield url
 
 
 def test_dashboard_renders_in_headless_chromium(dashboard_url: str, tmp_path: Path) -> None:

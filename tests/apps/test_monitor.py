@@ -33,7 +33,7 @@ from PIL import Image
 from attend.apps.monitor import DetectionSettings, WindowCount, detect, open_store, parse_window
 from attend.apps.monitor.cli import main
 from attend.apps.monitor.detect import window_start
-from tests.conftest import FILLER, NEGATIVE, POSITIVE, chromium_page, copy_model, kill_at
+from tests.conftest import FILLER, NEGATIVE, POSITIVE, chromium_page, copy_model, kill_at, served
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
 HOURS, PER_WINDOW, SURGE_TOPIC, SURGE_HOUR = 12, 30, "billing", 8
@@ -398,21 +398,10 @@ def test_failing_webhook_is_logged_does_not_stop_the_run_and_fails_the_command(
 
 @pytest.fixture
 def dashboard_url(planted: dict) -> Iterator[str]:
-    import uvicorn
-
     from attend.apps.monitor import create_dashboard_app
 
-    server = uvicorn.Server(uvicorn.Config(create_dashboard_app(planted["db"]), host="127.0.0.1", port=0,
-                                           log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(create_dashboard_app(planted["db"])) as url:
+        yield url
 
 
 def test_dashboard_json_endpoints(planted: dict) -> None:
