@@ -6,4 +6,27 @@ offers ``register_cli(verbs)`` (its ``attend`` verbs), ``add_serve_options(parse
 the ``attend`` command plugs each in, so a new app never edits the service or the command.
 """
 
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
 APPS = ("attend.apps.focus.cli", "attend.apps.monitor.cli", "attend.apps.recommend.cli", "attend.apps.support.cli")
+
+
+def run_app_cli(verb: str, register_cli: Callable[[Any], Any], argv: Sequence[str] | None = None) -> int:
+    """``python -m attend.apps.<app> COMMAND ...``: the app's ``attend <verb>`` with ``attend``'s error
+    handling (input a user can fix: one ``error:`` line, exit 2; Ctrl-C: exit 130)."""
+    parser = argparse.ArgumentParser(prog="attend")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+    register_cli(verbs)
+    args = parser.parse_args([verb, *(argv if argv is not None else sys.argv[1:])])
+    try:
+        return int(args.func(args))
+    except (ValueError, OSError) as exc:  # DataError, SessionError and ModelDirError are ValueErrors
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

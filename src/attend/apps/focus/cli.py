@@ -332,13 +332,6 @@ def serve_routers(args: argparse.Namespace) -> list[Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m attend.apps.focus COMMAND ...`` with ``attend``'s error handling."""
-    parser = argparse.ArgumentParser(prog="attend")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
-    verbs.required = True
-    register_cli(verbs)
-    args = parser.parse_args(["focus", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return int(args.func(args))
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from attend.apps import run_app_cli
+
+    return run_app_cli("focus", register_cli, argv)

@@ -208,16 +208,6 @@ def serve_routers(args: argparse.Namespace) -> list[Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m attend.apps.monitor COMMAND ...``: the same verbs, with ``attend``'s error handling."""
-    parser = argparse.ArgumentParser(prog="attend")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
-    verbs.required = True
-    register_cli(verbs)
-    args = parser.parse_args(["monitor", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return int(args.func(args))
-    except (ValueError, OSError) as exc:  # DataError and ModelDirError are ValueErrors
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    from attend.apps import run_app_cli
+
+    return run_app_cli("monitor", register_cli, argv)
