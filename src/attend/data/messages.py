@@ -33,7 +33,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from attend.data.readers import DataError
+from attend.data.readers import DataError, csv_records
 from attend.data.validation import text_problem
 
 __all__ = [
@@ -485,20 +485,7 @@ def _csv_records(name: str, lines: Iterable[str], delimiter: str) -> Iterator[tu
             f"{name}: line 1: the header has no column 'text' (columns: {', '.join(reader.fieldnames) or 'none'}); "
             "every message needs its text in a 'text' column"
         )
-    start = reader.line_num + 1  # where the next record starts (a quoted field may span lines)
-    try:
-        for record in reader:
-            if None in record:
-                raise MessageError(f"{name}: line {start} has more fields than the header")
-            if None in record.values() and reader.line_num > start and any("\n" in (v or "") for v in record.values()):
-                raise MessageError(
-                    f"{name}: line {start}: a quote opened on this line is never closed (the field runs on to "
-                    f"line {reader.line_num})"
-                )
-            yield start, record
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise MessageError(f"{name}: line {start}: {exc}") from None
+    yield from csv_records(reader, name, MessageError)
 
 
 def _field(where: str, record: dict[str, Any], key: str) -> str:

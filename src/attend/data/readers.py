@@ -23,6 +23,7 @@ __all__ = [
     "DataError",
     "LabelledTexts",
     "TextStream",
+    "csv_records",
     "detect_format",
     "open_data_file",
     "read_rows",
@@ -179,20 +180,29 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None) -> Iterator[tup
             raise DataError(f"{path} is empty")
     except csv.Error as exc:
         raise DataError(f"{path}: line 1: {exc}") from None
-    start = reader.line_num + 1  # where the next record starts (a quoted field may span lines)
+    yield from csv_records(reader, str(path))
+
+
+def csv_records(
+    reader: csv.DictReader, name: str, error: type[DataError] = DataError
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line, record)`` of each row of a CSV/TSV whose header ``reader`` has read, the line being
+    where the record starts (a quoted field may span lines); a row with more fields than the header,
+    a quote never closed, or a CSV error raises ``error`` naming ``name`` and the line."""
+    start = reader.line_num + 1
     try:
         for record in reader:
             if None in record:
-                raise DataError(f"{path}: line {start} has more fields than the header")
+                raise error(f"{name}: line {start} has more fields than the header")
             if None in record.values() and reader.line_num > start and any("\n" in (v or "") for v in record.values()):
-                raise DataError(
-                    f"{path}: line {start}: a quote opened on this line is never closed (the field runs on to line "
+                raise error(
+                    f"{name}: line {start}: a quote opened on this line is never closed (the field runs on to line "
                     f"{reader.line_num})"
                 )
             yield start, record
             start = reader.line_num + 1
     except csv.Error as exc:
-        raise DataError(f"{path}: line {start}: {exc}") from None
+        raise error(f"{name}: line {start}: {exc}") from None
 
 
 def _split_labels(value: Any, *, multi_label: bool, label_sep: str | None) -> list[str]:
