@@ -19,6 +19,11 @@ from attend.apps import APPS
 from attend.config import read_run_config
 from attend.version import __version__
 
+#: ``attend explain --method`` choices: attend.explain's registry, spelled out so that building the
+#: parser (``attend --help``) does not import torch; a test keeps the two equal.
+EXPLAIN_METHODS = ("attention", "pooling", "rollout", "flow", "grad_attention", "integrated_gradients", "random",
+                   "uniform")  # fmt: skip
+
 
 class UsageError(Exception):
     """A problem with the user's input; printed without a traceback."""
@@ -602,14 +607,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--int8", action="store_true", help=INT8_HELP)
     pr.set_defaults(func=_cmd_predict)
 
-    from attend.explain import METHODS
-
     ex = verbs.add_parser("explain", help="show which tokens each prediction rested on")
     ex.add_argument("model_dir")
     ex.add_argument("texts", nargs="*", help="texts to explain")
     ex.add_argument("--input", help="file of texts (CSV/TSV/JSONL/Parquet) instead")
     ex.add_argument("--text-col", default="text", help="column holding the text in --input (default: text)")
-    ex.add_argument("--method", default="rollout", choices=list(METHODS), help="(default: rollout)")
+    ex.add_argument("--method", default="rollout", choices=EXPLAIN_METHODS, help="(default: rollout)")
     ex.add_argument("--layer", default="-1", help="for --method attention: layer index or 'mean' (default -1, last)")
     ex.add_argument("--head", type=int, help="for --method attention: one head instead of the mean of heads")
     ex.add_argument("--target", help="explain this label instead of the predicted one")
@@ -639,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("data", help="file of texts (CSV/TSV/JSONL/Parquet) or a dataset name")
     fa.add_argument("--text-col", default="text", help="column holding the text (default: text)")
     fa.add_argument("--limit", type=int, default=200, help="texts to score, a seeded sample (default 200)")
-    fa.add_argument("--methods", help=f"comma-separated, from {','.join(METHODS)} (default: all)")
+    fa.add_argument("--methods", help=f"comma-separated, from {','.join(EXPLAIN_METHODS)} (default: all)")
     fa.add_argument("--seed", type=int, default=0, help="seed of the sample and the random baseline (default 0)")
     fa.add_argument("--ig-steps", type=int, default=32, help="integration steps for integrated_gradients (32)")
     fa.add_argument("--json", action="store_true", help="print one JSON object")
@@ -660,7 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
     ro.set_defaults(func=_cmd_robustness)
 
     sv = verbs.add_parser("serve", help="serve a model over HTTP (FastAPI): predict, explain, metrics")
-    sv.add_argument("model_dir", help="a model directory (or, with --runtime onnx, an `attend export` directory)")
+    sv.add_argument("model_dir", nargs="?", help="a model directory (or, with --runtime onnx, an `attend export` "
+                    "directory); optional when an app's option (--focus-db, --support-index) gives something to serve")
     sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     sv.add_argument("--workers", type=int, default=1, help="worker processes, each with its own model (default 1)")

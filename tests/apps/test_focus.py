@@ -6,6 +6,8 @@ import json
 import logging
 import mailbox
 import math
+import subprocess
+import sys
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -427,6 +429,44 @@ def test_serve_mounts_the_focus_routes(trained: dict[str, Path], assistant: Focu
         metrics_page = client.get("/metrics").text
     assert "/v1/focus/messages" in metrics_page  # the request was counted ...
     assert "garden" not in metrics_page and "garden" not in caplog.text  # ... its text never logged or measured
+
+
+def test_serve_the_focus_assistant_without_a_model(assistant: FocusAssistant, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """``attend serve --focus-db PATH`` with no MODEL_DIR: the focus routes alone (the assistant reads with
+    its own encoder); a router that needs the served model, or nothing to serve at all, is refused."""
+    from attend.apps.focus.cli import serve_routers
+    from attend.serve import RouterSpec
+    from attend.serve.app import create_app, load_for_serving
+    from attend.serve.routes import ServeSettings
+
+    monkeypatch.setattr("attend.apps.focus.assistant.FocusAssistant._cached_heads", lambda self, _: assistant.heads)
+
+    class Args:
+        focus_db = str(tmp_path / "s.db")
+
+    assert load_for_serving(None, ServeSettings()) is None
+    with TestClient(create_app(None, ServeSettings(), routers=serve_routers(Args()))) as client:
+        info = client.get("/v1/model").json()
+        assert info["name"] is None and info["task"] is None and info["version"]["attend"]
+        assert client.post("/v1/predict", json={"texts": ["hi"]}).status_code == 404
+        assert client.post("/v1/focus/sessions", json={"task": TASK}).status_code == 200
+        decisions = client.post("/v1/focus/messages", json={"messages": [{"text": EMERGENCY.text}]}).json()
+        assert decisions["decisions"][0]["decision"] == "pass"
+        assert client.get("/readyz").status_code == 200
+    with pytest.raises(ValueError, match="nothing to serve: give a model directory"):
+        create_app(None, ServeSettings())
+    monitor = RouterSpec("attend.apps.monitor.router:served_monitor_router", {"db": str(tmp_path / "m.db")})
+    with pytest.raises(ValueError, match="--monitor-db scores events with the served sentiment model"):
+        create_app(None, ServeSettings(), routers=[monitor])
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_serve_with_nothing_to_serve_is_a_one_line_error(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "attend", "serve"], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path, check=False)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: nothing to serve: give a model directory")
 
 
 # --- evaluation -------------------------------------------------------------------------------

@@ -296,6 +296,7 @@ def test_malformed_events_are_one_clear_error_and_write_nothing(
         (["--min-volume", "0"], "--min-volume=0 must be >= 1"),
         (["--negative-label", "angry"], "--negative-label 'angry' is not a label of the model"),
         (["--webhook", "ftp://x"], "--webhook 'ftp://x': give an http:// or https:// URL"),
+        (["--explain-method", "saliency"], "--explain-method 'saliency': choose one of ['attention'"),
     ],
 )
 def test_bad_options_are_clear_errors(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -306,6 +307,7 @@ def test_bad_options_are_clear_errors(model_dir: Path, tmp_path: Path, capsys: p
     assert err.startswith("error: ") and message in err, err
     if "negative-label" in message:
         assert "['neg', 'pos']" in err
+    assert not (tmp_path / "m.db").exists()  # refused before the store is created
 
 
 def test_unknown_model_dir_and_missing_db_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,11 +7,35 @@ the ``attend`` command plugs each in, so a new app never edits the service or th
 """
 
 import argparse
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 APPS = ("attend.apps.focus.cli", "attend.apps.monitor.cli", "attend.apps.recommend.cli", "attend.apps.support.cli")
+
+
+def lazy_exports(package: str, exports: Mapping[str, Sequence[str]]
+                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:  # fmt: skip
+    """A package's ``__getattr__`` and ``__dir__`` (PEP 562) that import each name's module on first use.
+
+    ``exports`` maps a module to the names the package re-exports from it. An app's package then
+    costs nothing to import, so ``attend --help`` (which imports every app's CLI module, inside
+    its package) does not load torch for a list of verbs.
+    """
+    owner = {name: module for module, names in exports.items() for name in names}
+
+    def __getattr__(name: str) -> Any:
+        if name not in owner:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(owner[name]), name)
+        setattr(sys.modules[package], name, value)  # later lookups skip this function
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(owner))
+
+    return __getattr__, __dir__
 
 
 def run_app_cli(verb: str, register_cli: Callable[[Any], Any], argv: Sequence[str] | None = None) -> int:

@@ -55,12 +55,19 @@ TASK_ROUTES: dict[str, Callable[[Any, ServeSettings, ServiceMetrics], Routes]] =
 }
 
 
-def load_for_serving(model_dir: str | os.PathLike[str], settings: ServeSettings) -> Runtime:
-    """The runtime to serve, as ``settings`` ask (PyTorch or ONNX Runtime, int8, bf16, threads)."""
+NOTHING_TO_SERVE = ("nothing to serve: give a model directory, or an app's option (e.g. --focus-db PATH, "
+                    "--support-index PATH)")
+
+
+def load_for_serving(model_dir: str | os.PathLike[str] | None, settings: ServeSettings) -> Runtime | None:
+    """The runtime to serve, as ``settings`` ask (PyTorch or ONNX Runtime, int8, bf16, threads); None
+    without a model directory (apps only)."""
     if settings.threads:
         import torch
 
         torch.set_num_threads(settings.threads)
+    if model_dir is None:
+        return None
     return load(model_dir, runtime=settings.runtime, int8=settings.quantized, bf16=settings.bf16,
                 threads=settings.threads or None)  # fmt: skip
 
@@ -169,17 +176,26 @@ def _replay(body: bytes, receive: Any) -> Any:
 
 
 def create_app(
-    runtime: Runtime,
+    runtime: Runtime | None,
     settings: ServeSettings | None = None,
     *,
     routers: Sequence[APIRouter | RouterSpec | Routes] = (),
 ) -> FastAPI:
-    """The FastAPI application serving ``runtime`` with its task's routes, plus ``routers`` (apps')."""
+    """The FastAPI application serving ``runtime`` with its task's routes, plus ``routers`` (apps').
+
+    ``runtime=None`` serves the apps' routers alone (e.g. the focus assistant, which reads with
+    its own encoder): there must be at least one, and ``GET /v1/model`` then names no model.
+    """
     settings = settings or ServeSettings()
     metrics = ServiceMetrics()
-    if runtime.task not in TASK_ROUTES:
+    if runtime is None:
+        if not routers:
+            raise ValueError(NOTHING_TO_SERVE)
+        routes = Routes(router=APIRouter())
+    elif runtime.task not in TASK_ROUTES:
         raise ValueError(f"attend serve has no routes for {runtime.task!r} models (known: {sorted(TASK_ROUTES)})")
-    routes = TASK_ROUTES[runtime.task](runtime, settings, metrics)
+    else:
+        routes = TASK_ROUTES[runtime.task](runtime, settings, metrics)
     extra = [spec.build(runtime) if isinstance(spec, RouterSpec) else spec if isinstance(spec, Routes)
              else Routes(router=spec) for spec in routers]  # fmt: skip
     everything = [routes, *extra]
@@ -235,11 +251,14 @@ def create_app(
 
     @app.get("/v1/model", response_model=ModelInfo)
     async def model_info() -> ModelInfo:
-        """The model: name, task, runtime, config, versions, test metrics, limits."""
-        config = runtime.config
-        stored = ArtifactDir(runtime.path, config).read_json("metrics.json") if runtime.path is not None else None
+        """The model: name, task, runtime, config, versions, test metrics, limits (and the apps mounted)."""
         info = dict(routes.info)
         limits = {k: v for k, v in asdict(settings).items() if k.startswith("max_")} | info.pop("limits", {})
+        if runtime is None:  # apps only
+            return ModelInfo(name=None, task=None, runtime=None, config={}, version={"attend": __version__},
+                             metrics=None, limits=limits, apps=apps or None)  # fmt: skip
+        config = runtime.config
+        stored = ArtifactDir(runtime.path, config).read_json("metrics.json") if runtime.path is not None else None
         return ModelInfo(
             name=runtime.name,
             task=runtime.task,
@@ -307,7 +326,7 @@ def app_from_env() -> FastAPI:
 
 
 def serve(
-    model_dir: str | os.PathLike[str],
+    model_dir: str | os.PathLike[str] | None,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -316,8 +335,8 @@ def serve(
     routers: Sequence[RouterSpec] = (),
     graceful_seconds: int = 30,
 ) -> None:
-    """Load the model and build every router (failing fast on a bad directory or app option), then
-    serve until SIGINT/SIGTERM.
+    """Load the model (none: ``model_dir=None``, apps' routers only) and build every router (failing
+    fast on a bad directory or app option), then serve until SIGINT/SIGTERM.
 
     On shutdown the port stops accepting, requests in flight finish (up to ``graceful_seconds``),
     then the batcher drains. With ``workers > 1`` each uvicorn worker process loads its own copy
@@ -326,6 +345,8 @@ def serve(
     import uvicorn
 
     settings = settings or ServeSettings()
+    if model_dir is None and not routers:
+        raise ValueError(NOTHING_TO_SERVE)
     if workers < 1:
         raise ValueError(f"workers={workers} must be >= 1")
     if not 0 < port < 65536:
@@ -338,7 +359,8 @@ def serve(
     if workers == 1:
         uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=graceful_seconds, log_level="info")
         return
-    os.environ[ENV_CONFIG] = json.dumps({"model_dir": str(model_dir), "settings": asdict(settings),
+    os.environ[ENV_CONFIG] = json.dumps({"model_dir": None if model_dir is None else str(model_dir),
+                                         "settings": asdict(settings),
                                          "routers": [spec.to_dict() for spec in routers]})  # fmt: skip
     uvicorn.run("attend.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                 timeout_graceful_shutdown=graceful_seconds, log_level="info")  # fmt: skip

@@ -73,9 +73,9 @@ class ExplainResponse(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    name: str
-    task: str
-    runtime: str
+    name: str | None = Field(description="The model's name; null when only apps are served.")
+    task: str | None
+    runtime: str | None
     config: dict[str, Any]
     version: dict[str, Any]
     metrics: dict[str, Any] | None

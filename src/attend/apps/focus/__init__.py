@@ -17,10 +17,15 @@ on the project's scenario suite and on a real news stream (:mod:`.corpora`).
 >>> service.feedback(decisions[0].id, "hold")
 """
 
-from attend.apps.focus.assistant import Costs, Decision, FeatureStats, FocusAssistant, Session
-from attend.apps.focus.person import PersonModel
-from attend.apps.focus.service import FocusService, triage
-from attend.apps.focus.store import FocusStore, SessionError, open_focus_store
+from attend.apps import lazy_exports
+
+# Each name loads its module on first use, so ``attend --help`` and the app's CLI start without torch.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "attend.apps.focus.assistant": ("Costs", "Decision", "FeatureStats", "FocusAssistant", "Session"),
+    "attend.apps.focus.person": ("PersonModel",),
+    "attend.apps.focus.service": ("FocusService", "triage"),
+    "attend.apps.focus.store": ("FocusStore", "SessionError", "open_focus_store"),
+})  # fmt: skip
 
 __all__ = [
     "Costs",

@@ -13,19 +13,22 @@ events over HTTP (:func:`monitor_router`) and from the CLI (``attend monitor``, 
 >>> summary = run_events(monitor, read_events("events.jsonl"))
 """
 
-from attend.apps.monitor.detect import DetectionSettings, WindowCount, WindowStat, detect
-from attend.apps.monitor.events import (
-    Event,
-    follow_events,
-    parse_event,
-    parse_time,
-    parse_window,
-    read_events,
-    stream_events,
-)
-from attend.apps.monitor.monitor import IngestResult, Monitor, MonitorSettings, RunSummary, run_events
-from attend.apps.monitor.scoring import Scorer, find_negative_label, top_words
-from attend.apps.monitor.store import MonitorStore, open_store
+from attend.apps import lazy_exports
+
+# Each name loads its module on first use, so ``attend --help`` and the app's CLI start without
+# torch, FastAPI or uvicorn.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "attend.apps.monitor.detect": ("DetectionSettings", "WindowCount", "WindowStat", "detect"),
+    "attend.apps.monitor.events": ("Event", "follow_events", "parse_event", "parse_time", "parse_window",
+                                   "read_events", "stream_events"),
+    "attend.apps.monitor.monitor": ("IngestResult", "Monitor", "MonitorSettings", "RunSummary", "run_events"),
+    "attend.apps.monitor.scoring": ("Scorer", "find_negative_label", "top_words"),
+    "attend.apps.monitor.store": ("MonitorStore", "open_store"),
+    "attend.apps.monitor.router": ("monitor_router",),
+    "attend.apps.monitor.dashboard": ("create_dashboard_app",),
+    "attend.apps.monitor.corpora": ("guardian_headlines",),
+    "attend.apps.monitor.cli": ("register_cli",),
+})  # fmt: skip
 
 __all__ = [
     "DetectionSettings",
@@ -54,24 +57,3 @@ __all__ = [
     "stream_events",
     "top_words",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # FastAPI, uvicorn and the data-set fetcher load only when the router, dashboard or corpus is used.
-    if name == "monitor_router":
-        from attend.apps.monitor.router import monitor_router
-
-        return monitor_router
-    if name == "create_dashboard_app":
-        from attend.apps.monitor.dashboard import create_dashboard_app
-
-        return create_dashboard_app
-    if name == "guardian_headlines":
-        from attend.apps.monitor.corpora import guardian_headlines
-
-        return guardian_headlines
-    if name == "register_cli":
-        from attend.apps.monitor.cli import register_cli
-
-        return register_cli
-    raise AttributeError(f"module 'attend.apps.monitor' has no attribute {name!r}")

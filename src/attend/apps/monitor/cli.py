@@ -140,8 +140,6 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``monitor run | alerts | dashboard`` to the ``attend`` command's sub-parsers."""
-    from attend.explain import METHODS
-
     monitor = verbs.add_parser("monitor", help="watch a text stream; alert on surges of negative sentiment per topic")
     sub = monitor.add_subparsers(dest="monitor_command", metavar="COMMAND")
     sub.required = True
@@ -164,8 +162,8 @@ def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
     run.add_argument("--webhook", help="POST each new alert as JSON to this URL")
     run.add_argument("--batch-size", type=int, default=64, help="events per transaction and model call (64)")
     run.add_argument("--max-rate", type=float, help="at most this many events per second (default: no cap)")
-    run.add_argument("--explain-method", default="grad_attention", choices=list(METHODS),
-                     help="how the highlighted words are found (grad_attention)")  # fmt: skip
+    run.add_argument("--explain-method", default="grad_attention",
+                     help="how the highlighted words are found: an `attend explain --method` (grad_attention)")
     run.add_argument("--top-words", type=int, default=4, help="highlighted words kept per event (4)")
     run.add_argument("--examples", type=int, default=3, help="most negative texts kept per alert (3)")
     run.add_argument("--threads", type=int, default=0, help="PyTorch threads (default: PyTorch's)")

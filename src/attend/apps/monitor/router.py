@@ -118,6 +118,9 @@ def monitor_router(
     return router
 
 
-def served_monitor_router(runtime: TextClassifier, *, db: str, negative_label: str | None = None) -> APIRouter:
+def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_label: str | None = None
+                          ) -> APIRouter:  # fmt: skip
     """The router ``attend serve MODEL --monitor-db DB`` mounts: the served model scores the events."""
+    if runtime is None:
+        raise ValueError("--monitor-db scores events with the served sentiment model: give its MODEL_DIR")
     return monitor_router(db, runtime, negative_label=negative_label)
