@@ -328,7 +328,10 @@ def run_neural(
         args, options = TrainingArgs.from_dict(dict(chosen)), None
         with harness.Stopwatch() as training:
             result = train(splits.labelled(train_idx), out, model="auto", args=chosen, time_budget=time_budget)
-        args = TrainingArgs.from_dict(json.loads((out / "config.json").read_text(encoding="utf-8"))["training"])
+        config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        if "training" not in config:  # auto picked its candidates' ensemble: the first member's options
+            config = json.loads((out / config["ensemble"]["members"][0]["path"] / "config.json").read_text("utf-8"))
+        args = TrainingArgs.from_dict(config["training"])
     else:
         args = training_args(model, splits.name, quick=quick, progress=progress)
         options = MODEL_OPTIONS[model]
@@ -346,13 +349,14 @@ def run_neural(
     index = {name: i for i, name in enumerate(predictor.labels)}
     truth = np.array([index[splits.labels[i]] for i in splits.test])
     predictor_accuracy = float((probs.argmax(1) == truth).mean())
-    params = sum(p.numel() for p in predictor.model.parameters())
+    networks = [member.model for member in getattr(predictor, "members", [predictor])]
+    params = sum(p.numel() for network in networks for p in network.parameters())
     return {
         "accuracy": metrics["accuracy"],
         "macro_f1": metrics["macro_f1"],
-        "seconds_per_epoch": metrics["seconds_per_epoch"],
-        "epochs_run": metrics["epochs_run"],
-        "best_epoch": metrics["best_epoch"],
+        "seconds_per_epoch": metrics.get("seconds_per_epoch"),  # none for an ensemble (its members have theirs)
+        "epochs_run": metrics.get("epochs_run"),
+        "best_epoch": metrics.get("best_epoch"),
         "train_seconds": train_seconds,
         "infer_texts_per_s": speed["texts_per_s"],
         "infer_passes": speed["pass_seconds"],
@@ -398,17 +402,20 @@ def print_table(name: str, splits: Splits, rows: dict[str, dict[str, Any]]) -> N
             notes.append("s/epoch = fit time")
             if not row.get("converged", True):
                 notes.append("saga did not converge")
+        elif row.get("best_epoch") is None:  # auto's ensemble
+            notes.append("ensemble of " + " + ".join(row["auto"]["candidates"]["ensemble"]["members"]))
         else:
             notes.append(f"best epoch {row['best_epoch']}")
             if abs(row["predictor_accuracy"] - row["accuracy"]) > 1e-9:
                 notes.append(f"loaded predictor accuracy {row['predictor_accuracy']:.4f} differs!")
         if row.get("train_cap") is not None:
             notes.append(f"training split capped at {row['train_cap']}")
-        epochs = "-" if model == "baseline" else f"{row['epochs_run']}/{row['training']['epochs']}"
+        epochs = ("-" if model == "baseline" or row.get("epochs_run") is None
+                  else f"{row['epochs_run']}/{row['training']['epochs']}")  # fmt: skip
         print(
             f"{model:<17} {row['accuracy']:8.4f} {row['macro_f1']:8.4f} {_fmt(delta, '+8.2f'):>8} "
-            f"{row['seconds_per_epoch']:8.1f} {epochs:>6} {row['infer_texts_per_s']:9.0f} {row['n_train']:7d}  "
-            f"{'; '.join(notes)}"
+            f"{_fmt(row['seconds_per_epoch'], '8.1f'):>8} {epochs:>6} {row['infer_texts_per_s']:9.0f} "
+            f"{row['n_train']:7d}  {'; '.join(notes)}"
         )
 
 
@@ -596,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
                     row["train_cap"] = cap if cap is not None and cap < len(splits.train) else None
                     print(
                         f"  accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}, "
-                        f"{row['seconds_per_epoch']:.1f} s/epoch, {row['infer_texts_per_s']:.0f} texts/s, "
+                        f"{_fmt(row['seconds_per_epoch'], '.1f')} s/epoch, {row['infer_texts_per_s']:.0f} texts/s, "
                         f"{row['train_seconds']:.0f} s in all"
                         + (f"; {row['auto']['why']}" if "auto" in row else ""),
                         flush=True,

@@ -61,8 +61,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             training[name] = value
     if args.no_progress:
         training["progress"] = False
-    if translating and (args.time_budget is not None or args.max_train):
-        raise UsageError("--time-budget and --max-train are for text classifiers, not --model seq2seq")
+    if translating and (args.time_budget is not None or args.max_train or args.no_ensemble):
+        raise UsageError("--time-budget, --max-train and --no-ensemble are for text classifiers, not --model seq2seq")
     if translating:
         result = train_translation(
             args.data, args.out, model_options=config.get("model", {}), args=TrainingArgs.from_dict(training),
@@ -88,11 +88,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         label_sep=args.label_sep,
         max_train=args.max_train or 0,
         time_budget=args.time_budget,
+        ensemble=False if args.no_ensemble else None,
     )
     if not result.is_main:
         return 0
     print(result.report)
-    print(f"\nmodel written to {result.model_dir} (confusion matrix: {result.model_dir / 'confusion_matrix.png'})")
+    matrix = result.model_dir / "confusion_matrix.png"
+    print(f"\nmodel written to {result.model_dir}" + (f" (confusion matrix: {matrix})" if matrix.is_file() else ""))
     return 0
 
 
@@ -546,6 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "train the candidates within --time-budget and keep the best on dev)")
     tr.add_argument("--time-budget", type=float, metavar="MINUTES",
                     help="--model auto: minutes of training for all candidates together (default 20)")
+    tr.add_argument("--no-ensemble", action="store_true",
+                    help="--model auto: keep the best single model, even where the candidates' ensemble is better "
+                    "on dev (it runs every member)")
     tr.add_argument("--max-train", type=int, metavar="N",
                     help="train on a proportional sample of at most N training examples (dev and test unchanged)")
     tr.add_argument("--config", help='JSON file: {"model": {...model options}, "training": {...training options}}')

@@ -20,6 +20,8 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +31,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 __all__ = [
+    "ENSEMBLE_MEMBERS_DIR",
     "PICKLE_SUFFIXES",
     "ArtifactDir",
     "ArtifactWriter",
+    "EnsembleMember",
     "ModelDirError",
     "atomic_write_json",
     "atomic_write_text",
@@ -39,6 +43,7 @@ __all__ = [
     "save_weights",
     "sha256_file",
     "update_metrics",
+    "write_ensemble",
 ]
 
 #: Files that could execute code when loaded; a model directory holding one is refused.
@@ -326,6 +331,60 @@ class ArtifactWriter:
         atomic_write_json(self.path / "config.json", config)
         publish_directory(self.path, self.out)
         return self.out
+
+
+#: Where an ensemble's member directories live inside its own.
+ENSEMBLE_MEMBERS_DIR = "members"
+
+
+@dataclass(frozen=True)
+class EnsembleMember:
+    """A plain classifier directory going into an ensemble, and what the ensemble records of it."""
+
+    path: Path
+    weight: float
+    labels: list[str]
+    model_type: str
+    source: str
+
+
+def write_ensemble(
+    members: Sequence[EnsembleMember],
+    out: str | os.PathLike[str],
+    *,
+    multi_label: bool,
+    overwrite: bool = False,
+    config: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Write an ensemble model directory (the one format ``attend ensemble`` and ``--model auto`` write):
+    each member copied whole to ``members/00``, ``members/01``, ... and a ``config.json`` with
+    ``task: classification`` and an ``ensemble`` entry listing them; the labels are the first member's.
+
+    ``config`` adds entries to ``config.json`` (the writer's ``attend_version`` among them),
+    ``metrics`` is written as ``metrics.json``. The
+    caller checks that the members belong together. Returns the directory and the member entries.
+    """
+    labels = members[0].labels
+    entries = []
+    with ArtifactWriter(out, overwrite=overwrite) as writer:
+        (writer.path / ENSEMBLE_MEMBERS_DIR).mkdir()
+        for index, member in enumerate(members):
+            name = f"{ENSEMBLE_MEMBERS_DIR}/{index:02d}"
+            shutil.copytree(member.path, writer.path / name, ignore=shutil.ignore_patterns(".*", "runs"))
+            writer.record(f"{name}/config.json")
+            entries.append({"path": name, "source": member.source, "model_type": member.model_type,
+                            "weight": member.weight, "labels": member.labels})  # fmt: skip
+        if metrics is not None:
+            writer.write_json("metrics.json", metrics)
+        published = writer.publish({
+            "task": "classification",
+            "labels": labels,
+            "model": {"model_type": "ensemble", "num_labels": len(labels), "multi_label": multi_label},
+            "ensemble": {"members": entries, "labels": labels},
+            **(config or {}),
+        })  # fmt: skip
+    return published, entries
 
 
 def update_metrics(path: Path, key: str, value: Any) -> dict[str, Any]:

@@ -6,14 +6,17 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import torch
 
 from attend.data.readers import DataError, LabelledTexts
-from attend.runtime import load
-from attend.training import TrainingArgs, TrainingInterrupted, train
+from attend.runtime import EnsembleClassifier, load
+from attend.training import TrainingArgs, TrainingInterrupted, auto, train
 from attend.training.auto import _Candidate, _keep_one_pretrained, _plan, candidate_models, train_auto
-from attend.training.tasks.classification import proportional_sample
+from attend.training.tasks.classification import probability_metrics, proportional_sample
 from tests.conftest import planted_rows, write_csv
 
 FAST = {"epochs": 2, "batch_size": 16, "progress": False, "vocab_size": 500, "threads": 1}
@@ -86,11 +89,11 @@ def test_the_candidates_are_the_scratch_encoder_and_the_pretrained_text_models()
 def test_auto_trains_the_candidates_and_keeps_the_best_on_dev(tmp_path: Path) -> None:
     data = write_csv(tmp_path / "planted.csv", planted_rows(300))
     epochs: list[tuple[str, int]] = []
-    result = train_auto(data, tmp_path / "m", args=dict(FAST), candidates=["encoder", "minilm"],
+    result = train_auto(data, tmp_path / "m", args=dict(FAST), candidates=["encoder", "minilm"], ensemble=False,
                         on_epoch=lambda r: epochs.append((r["model"], r["epoch"])))  # fmt: skip
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     record = config["auto"]
-    assert set(record["candidates"]) == {"encoder", "minilm"}
+    assert set(record["candidates"]) == {"encoder", "minilm"}  # ensemble=False: no ensemble in the comparison
     picked = record["picked"]
     assert config["model"]["model_type"] == picked and result.metrics["auto"]["picked"] == picked
     dev = {name: row["dev_macro_f1"] for name, row in record["candidates"].items()}
@@ -102,6 +105,46 @@ def test_auto_trains_the_candidates_and_keeps_the_best_on_dev(tmp_path: Path) ->
     assert load(tmp_path / "m").predict(["good film"])[0] in {"pos", "neg"}
     assert not (tmp_path / ".m.auto").exists()
     assert json.loads((tmp_path / "m" / "metrics.json").read_text())["auto"]["picked"] == picked
+
+
+def test_the_candidates_ensemble_enters_the_dev_comparison(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trained candidates' ensemble is scored on dev from the probabilities of each one's kept
+    weights; when it is best (forced here: both candidates are near-perfect on planted data, where an
+    ensemble cannot be strictly better) ``out`` becomes an ensemble directory of the candidates."""
+    data = write_csv(tmp_path / "planted.csv", planted_rows(300))
+    seen: dict[str, float] = {}
+    real = auto._ensemble_figures
+
+    def spy(names: list[str], work: Path) -> dict[str, Any] | None:
+        for name in names:
+            with np.load(work / f"{name}.probabilities.npz", allow_pickle=False) as saved:
+                labels = [str(x) for x in saved["labels"]]
+                seen[name] = probability_metrics(saved["dev"], torch.from_numpy(saved["dev_targets"]), labels,
+                                                 False)["macro_f1"]  # fmt: skip
+        figures = real(names, work)
+        assert figures is not None
+        seen["ensemble"] = figures["dev"]["macro_f1"]
+        figures["dev"]["macro_f1"] = 2.0  # above any single model's
+        return figures
+
+    monkeypatch.setattr(auto, "_ensemble_figures", spy)
+    result = train_auto(data, tmp_path / "m", args=dict(FAST), candidates=["encoder", "minilm"], log=lambda _: None)
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    record = config["auto"]
+    assert record["picked"] == "ensemble" and config["model"]["model_type"] == "ensemble"
+    # each candidate's saved dev probabilities are those of the weights it kept (its recorded dev figure)
+    for name in ("encoder", "minilm"):
+        assert seen[name] == pytest.approx(record["candidates"][name]["dev_macro_f1"])
+    assert 0.0 <= seen["ensemble"] <= 1.0
+    assert sorted(record["candidates"]["ensemble"]["members"]) == ["encoder", "minilm"]
+    model = load(tmp_path / "m")
+    assert isinstance(model, EnsembleClassifier) and len(model.members) == 2
+    assert model.predict(["good film"])[0] in {"pos", "neg"}
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["auto"]["picked"] == "ensemble" and "baseline" in metrics
+    assert metrics["accuracy"] == record["candidates"]["ensemble"]["test_accuracy"] == result.metrics["accuracy"]
+    assert "picked the ensemble of" in result.report and "TF-IDF + logistic regression" in result.report
+    assert not (tmp_path / ".m.auto").exists()
 
 
 def test_a_pretrained_model_that_cannot_read_the_data_is_left_out(tmp_path: Path) -> None:
@@ -173,7 +216,8 @@ def test_max_train_samples_the_training_split_but_not_the_baseline(tmp_path: Pat
         (["--config", "{config}"], "model options ['dim'] need a named model"),
         (["--time-budget", "0"], "time_budget=0"),
         (["--model", "encoder", "--time-budget", "5"], "time_budget is for --model auto"),
-        (["--model", "seq2seq", "--max-train", "5"], "--time-budget and --max-train are for text classifiers"),
+        (["--model", "seq2seq", "--max-train", "5"], "--time-budget, --max-train and --no-ensemble are for text"),
+        (["--model", "encoder", "--no-ensemble"], "ensemble (--no-ensemble) is for --model auto, not --model encoder"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path: Path, planted_csv: Path, extra: list[str], message: str) -> None:

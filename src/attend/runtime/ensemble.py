@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +50,14 @@ from torch import Tensor
 
 from attend.data.tokenization import TextTokenizer
 from attend.data.validation import validate_texts
-from attend.io import ArtifactDir, ArtifactWriter, ModelDirError, check_output_directory
+from attend.io import (
+    ENSEMBLE_MEMBERS_DIR,
+    ArtifactDir,
+    EnsembleMember,
+    ModelDirError,
+    check_output_directory,
+    write_ensemble,
+)
 from attend.runtime.base import LoadOptions, Runtime, load
 from attend.runtime.classifier import AttentionOutputs, Capabilities, Predictions, TextClassifier, read_labels
 from attend.version import __version__
@@ -59,7 +65,7 @@ from attend.version import __version__
 __all__ = ["MEMBERS_DIR", "EnsembleClassifier", "load_ensemble", "make_ensemble"]
 
 #: Where the members' directories live inside an ensemble's.
-MEMBERS_DIR = "members"
+MEMBERS_DIR = ENSEMBLE_MEMBERS_DIR
 
 
 def _no_single_network(what: str, count: int) -> str:
@@ -283,24 +289,12 @@ def make_ensemble(
     for member in plain:
         check_output_directory(out_path.absolute(), source=member.path, overwrite=overwrite)
         load(member.path)  # a member that would not load (corrupt, incomplete) is refused now, not at serving
+    published, entries = write_ensemble(
+        [EnsembleMember(path=m.path, weight=m.weight, labels=m.labels, model_type=m.model_type,
+                        source=str(m.path.absolute())) for m in plain],
+        out_path, multi_label=plain[0].multi_label, overwrite=overwrite, config={"attend_version": __version__},
+    )  # fmt: skip
     labels = plain[0].labels
-    entries = []
-    with ArtifactWriter(out_path, overwrite=overwrite) as writer:
-        (writer.path / MEMBERS_DIR).mkdir()
-        for index, member in enumerate(plain):
-            name = f"{MEMBERS_DIR}/{index:02d}"
-            shutil.copytree(member.path, writer.path / name, ignore=shutil.ignore_patterns(".*", "runs"))
-            writer.record(f"{name}/config.json")
-            entries.append({"path": name, "source": str(member.path.absolute()), "model_type": member.model_type,
-                            "weight": member.weight, "labels": member.labels})  # fmt: skip
-        config = {
-            "task": "classification",
-            "attend_version": __version__,
-            "labels": labels,
-            "model": {"model_type": "ensemble", "num_labels": len(labels), "multi_label": plain[0].multi_label},
-            "ensemble": {"members": entries, "labels": labels},
-        }
-        published = writer.publish(config)
     return {"out_dir": str(published), "labels": labels, "multi_label": plain[0].multi_label, "members": entries}
 
 

@@ -25,6 +25,14 @@ asks the data:
    cheaper model) wins. The test split plays no part in the choice. The winner's model directory
    becomes ``out``, its ``config.json`` and ``metrics.json`` gain an ``auto`` record (every
    candidate's plan, dev and test figures, the reason for the pick), and the others are deleted.
+5. **The candidates together.** With two or more trained candidates, their ensemble (the mean of
+   their probabilities, an :mod:`attend.runtime.ensemble` directory) is one more entry in the dev
+   comparison, scored from the probabilities each candidate's kept weights give on the dev split.
+   It wins only with a strictly higher dev score than the best single model (it costs the sum of
+   its members to run); then ``out`` is the ensemble, whose members are the candidates' directories.
+   Models of different kinds (one from scratch on its own subword vocabulary, one pretrained) make
+   different mistakes, which is where averaging pays. ``ensemble=False`` (``--no-ensemble``) keeps
+   one model.
 
 An interrupted run (Ctrl-C) resumes with ``--resume``: finished candidates are kept, the one that
 was training continues from its checkpoint.
@@ -51,16 +59,25 @@ import torch
 
 from attend.data.readers import DataError, LabelledTexts, stratified_split
 from attend.data.splits import load_labelled
-from attend.io import atomic_write_json, check_output_directory, publish_directory, update_metrics
+from attend.io import (
+    EnsembleMember,
+    atomic_write_json,
+    check_output_directory,
+    publish_directory,
+    update_metrics,
+    write_ensemble,
+)
 from attend.models import MODELS, build, config_from_dict, native_bf16
 from attend.models.base import ClassifierConfig
 from attend.training.metrics import tfidf_baseline
-from attend.training.tasks.classification import ClassificationTask
+from attend.training.tasks.classification import ClassificationTask, classification_report, probability_metrics
 from attend.training.trainer import Trainer, TrainingArgs, TrainResult
+from attend.version import __version__
 
 __all__ = [
     "AUTO",
     "DEFAULT_TIME_BUDGET",
+    "ENSEMBLE",
     "MAX_UNKNOWN_RATE",
     "candidate_models",
     "train_auto",
@@ -68,6 +85,8 @@ __all__ = [
 
 #: The model name that asks for the choice.
 AUTO = "auto"
+#: The name of the candidates' ensemble in the comparison and the report.
+ENSEMBLE = "ensemble"
 #: Minutes of training for all candidates together, when the user names none.
 DEFAULT_TIME_BUDGET = 20.0
 #: A pretrained vocabulary that cannot read more than this share of the training tokens is no candidate.
@@ -267,6 +286,7 @@ def train_auto(
     multi_label: bool = False,
     label_sep: str | None = None,
     candidates: list[str] | None = None,
+    ensemble: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
@@ -283,6 +303,7 @@ def train_auto(
         resume: Continue the interrupted auto run that was writing ``out``.
         overwrite: Replace a model already in ``out``.
         candidates: Restrict the choice to these registered models (default: every candidate).
+        ensemble: Let the trained candidates' ensemble enter the dev comparison (step 5 above).
         on_epoch: Called with each epoch's log record, with a ``model`` key naming the candidate.
         log: Where the plan and the choice are said (default: standard error).
 
@@ -303,7 +324,8 @@ def train_auto(
     # What makes a run the same run: not how it shows progress, its threads or where it was stopped.
     chosen = {key: value for key, value in explicit.items() if key not in _NOT_IDENTITY}
     identity = {"explicit": chosen, "time_budget": time_budget, "candidates": candidates, "columns": columns,
-                "data": data.source if isinstance(data, LabelledTexts) else str(data)}  # fmt: skip
+                "data": data.source if isinstance(data, LabelledTexts) else str(data),
+                "ensemble": ensemble}  # fmt: skip
     if resume:
         try:
             state = json.loads((work / "auto.json").read_text(encoding="utf-8"))
@@ -349,6 +371,9 @@ def train_auto(
             directory, resume=resuming, overwrite=True
         )
         outcomes[candidate.name] = result
+        if ensemble:
+            _save_probabilities(task, directory, TrainingArgs.from_dict(candidate.args),
+                                work / f"{candidate.name}.probabilities.npz")  # fmt: skip
         figures = _best_dev(result, task.selection)
         results[candidate.name] = {
             **figures,
@@ -366,32 +391,139 @@ def train_auto(
     ranked = sorted(results, key=lambda name: (results[name].get(selection) or 0.0,
                                                results[name].get("dev_accuracy") or 0.0,
                                                name == SCRATCH_MODEL), reverse=True)  # fmt: skip
-    winner = ranked[0]
-    why = _reason(winner, ranked, results, plan, selection, state.get("dev_baseline"))
+    together = _ensemble_figures(ranked, work) if ensemble and len(ranked) > 1 else None
+    if together is not None and together["dev"]["macro_f1"] > (results[ranked[0]].get(selection) or 0.0):
+        winner = ENSEMBLE
+        why = _ensemble_reason(ranked, results, together, plan, selection, state.get("dev_baseline"))
+    else:
+        winner = ranked[0]
+        why = _reason(winner, ranked, results, plan, selection, state.get("dev_baseline"))
+        if together is not None:
+            why += (f"; the ensemble of {' and '.join(ranked)} scored {together['dev']['macro_f1']:.4f} on dev, "
+                    "not above the best single model")  # fmt: skip
+    candidates_record = {
+        c.name: c.record() | {k: v for k, v in results.get(c.name, {}).items() if k != "report"} for c in plan
+    }
+    if together is not None:
+        candidates_record[ENSEMBLE] = _ensemble_record(ranked, together)
     record = {
         "picked": winner,
         "why": why,
         "selection": selection,
         "time_budget_minutes": time_budget,
         "seconds": round(sum(r["seconds"] for r in results.values()), 1),
-        "candidates": {
-            c.name: c.record() | {k: v for k, v in results.get(c.name, {}).items() if k != "report"} for c in plan
-        },
+        "candidates": candidates_record,
         "dev_baseline": state.get("dev_baseline"),
     }
-    winner_dir = work / winner
-    config_file = winner_dir / "config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    config["auto"] = record
-    atomic_write_json(config_file, config)
-    metrics = update_metrics(winner_dir, "auto", record)
-    check_output_directory(out.absolute(), overwrite=overwrite)
-    publish_directory(winner_dir, out.absolute())
+    if winner == ENSEMBLE:
+        assert together is not None
+        metrics = _publish_ensemble(ranked, work, out, together, record, results, overwrite=overwrite)
+        report = classification_report(metrics, "test", identity["data"]) + "\n\n" + _table(record)
+        history: list[dict[str, Any]] = []
+    else:
+        winner_dir = work / winner
+        config_file = winner_dir / "config.json"
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config["auto"] = record
+        atomic_write_json(config_file, config)
+        metrics = update_metrics(winner_dir, "auto", record)
+        check_output_directory(out.absolute(), overwrite=overwrite)
+        publish_directory(winner_dir, out.absolute())
+        report = results[winner]["report"] + "\n\n" + _table(record)
+        history = outcomes[winner].history if winner in outcomes else []
     shutil.rmtree(work, ignore_errors=True)
     say(f"auto: {why} ({(time.perf_counter() - started) / 60:.1f} min of training this run)")
-    report = results[winner]["report"] + "\n\n" + _table(record)
-    history = outcomes[winner].history if winner in outcomes else []
     return TrainResult(model_dir=out, metrics=metrics, history=history, report=report)
+
+
+def _save_probabilities(task: ClassificationTask, directory: Path, args: TrainingArgs, path: Path) -> None:
+    """The probabilities a trained candidate's kept weights give on the dev and test splits (and the
+    targets), saved beside the run so that a resumed run still has every finished candidate's."""
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    from safetensors.torch import load_file
+
+    torch.manual_seed(args.seed)
+    network = build(config["model"])
+    network.load_state_dict(load_file(str(directory / "model.safetensors")))
+    arrays: dict[str, np.ndarray] = {"labels": np.array(task.labels), "multi_label": np.array(task.multi_label)}
+    for split in ("dev", "test"):
+        if split in task.splits():
+            arrays[split] = task.probabilities(network, split, args.batch_size)
+            arrays[f"{split}_targets"] = task.encoded[split].targets.numpy()
+    staging = path.with_name(path.name + ".partial.npz")
+    np.savez(staging, **arrays)
+    os.replace(staging, path)
+
+
+def _ensemble_figures(names: list[str], work: Path) -> dict[str, Any] | None:
+    """Dev (and test) metrics of the mean of ``names``' probabilities; None when their saved
+    probabilities are missing or do not line up (other labels or rows)."""
+    loaded = []
+    for name in names:
+        file = work / f"{name}.probabilities.npz"
+        if not file.is_file():
+            return None
+        with np.load(file, allow_pickle=False) as arrays:
+            loaded.append({key: arrays[key] for key in arrays.files})
+    first = loaded[0]
+    labels, multi_label = [str(x) for x in first["labels"]], bool(first["multi_label"])
+    for other in loaded[1:]:
+        if [str(x) for x in other["labels"]] != labels or set(other) != set(first):
+            return None
+        if any(not np.array_equal(other[key], first[key]) for key in first if key.endswith("_targets")):
+            return None
+    if "dev" not in first:
+        return None
+    figures: dict[str, Any] = {"labels": labels, "multi_label": multi_label}
+    for split in ("dev", "test"):
+        if split in first:
+            mean = np.mean([arrays[split].astype(np.float64) for arrays in loaded], axis=0)
+            targets = torch.from_numpy(first[f"{split}_targets"])
+            figures[split] = probability_metrics(mean, targets, labels, multi_label)
+    return figures
+
+
+def _ensemble_record(members: list[str], figures: dict[str, Any]) -> dict[str, Any]:
+    test = figures.get("test", {})
+    return {"members": list(members), "dev_macro_f1": figures["dev"]["macro_f1"],
+            "dev_accuracy": figures["dev"]["accuracy"], "test_accuracy": test.get("accuracy"),
+            "test_macro_f1": test.get("macro_f1")}  # fmt: skip
+
+
+def _ensemble_reason(ranked: list[str], results: dict[str, dict[str, Any]], figures: dict[str, Any],
+                     plan: list[_Candidate], selection: str, baseline: dict[str, float] | None) -> str:  # fmt: skip
+    metric = selection.removeprefix("dev_")
+    scores = ", ".join(f"{name} {results[name].get(selection) or 0.0:.4f}" for name in ranked)
+    text = (f"picked the ensemble of {' and '.join(ranked)} (the mean of their probabilities): the best dev {metric}, "
+            f"{figures['dev']['macro_f1']:.4f} against the single models' {scores}")  # fmt: skip
+    if baseline:
+        text += f" and TF-IDF + logistic regression's {baseline[selection]:.4f}"
+    text += f"; it runs all {len(ranked)} models (--no-ensemble keeps the best single one)"
+    left_out = [f"{c.name} ({c.excluded})" for c in plan if c.excluded]
+    if left_out:
+        text += "; left out: " + "; ".join(left_out)
+    return text
+
+
+def _publish_ensemble(members: list[str], work: Path, out: Path, figures: dict[str, Any], record: dict[str, Any],
+                      results: dict[str, dict[str, Any]], *, overwrite: bool) -> dict[str, Any]:  # fmt: skip
+    """Write the candidates' ensemble to ``out``; return its metrics (test figures, baseline, auto record)."""
+    metrics: dict[str, Any] = dict(figures.get("test", {}))
+    first = json.loads((work / members[0] / "metrics.json").read_text(encoding="utf-8"))
+    for key in ("split", "baseline", "data"):
+        if key in first:
+            metrics[key] = first[key]
+    metrics["auto"] = record
+    entries = []
+    for name in members:
+        config = json.loads((work / name / "config.json").read_text(encoding="utf-8"))
+        entries.append(EnsembleMember(path=work / name, weight=1.0, labels=figures["labels"],
+                                      model_type=str(config["model"].get("model_type", name)),
+                                      source=f"auto:{name}"))  # fmt: skip
+    check_output_directory(out.absolute(), overwrite=overwrite)
+    write_ensemble(entries, out.absolute(), multi_label=figures["multi_label"], overwrite=overwrite,
+                   config={"attend_version": __version__, "auto": record}, metrics=metrics)  # fmt: skip
+    return metrics
 
 
 def _make_plan(
@@ -525,6 +657,11 @@ def _reason(winner: str, ranked: list[str], results: dict[str, dict[str, Any]], 
 def _table(record: dict[str, Any]) -> str:
     lines = [f"auto: {record['why']}", "candidate          dev macro-F1  dev acc   test acc  minutes  plan"]
     for name, row in record["candidates"].items():
+        if name == ENSEMBLE:
+            dev_f1, dev_acc, test_acc = (row.get(k) for k in ("dev_macro_f1", "dev_accuracy", "test_accuracy"))
+            lines.append(f"{name:<18} {_fmt(dev_f1):>12}  {_fmt(dev_acc):>7}  {_fmt(test_acc):>8}  {'':>7}  "
+                         f"mean of {' + '.join(row['members'])}")  # fmt: skip
+            continue
         if "excluded" in row:
             lines.append(f"{name:<18} left out: {row['excluded']}")
             continue

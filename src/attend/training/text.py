@@ -30,6 +30,7 @@ def train(
     label_sep: str | None = None,
     max_train: int = 0,
     time_budget: float | None = None,
+    ensemble: bool | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train a classifier on labelled text and write its model directory to ``out``; the body of ``attend train``.
@@ -50,6 +51,8 @@ def train(
         max_train: Train on a proportional sample of at most this many training examples (0: all).
         time_budget: Minutes for ``auto``'s candidates together (default
             :data:`~attend.training.auto.DEFAULT_TIME_BUDGET`); only with ``model="auto"``.
+        ensemble: Whether ``auto`` may pick its candidates' ensemble when that is best on dev
+            (default True); only with ``model="auto"``.
         on_epoch: Called with each epoch's log record (for notebooks and tests).
 
     Returns:
@@ -72,9 +75,12 @@ def train(
         if max_train:
             raise ValueError("max_train is planned by --model auto itself; name a --model to set it")
         return train_auto(data, out, args=args, time_budget=DEFAULT_TIME_BUDGET if time_budget is None else time_budget,
-                          resume=resume, overwrite=overwrite, on_epoch=on_epoch, **columns)  # fmt: skip
+                          resume=resume, overwrite=overwrite, on_epoch=on_epoch,
+                          ensemble=True if ensemble is None else ensemble, **columns)  # fmt: skip
     if time_budget is not None:
         raise ValueError(f"time_budget is for --model auto, not --model {model}")
+    if ensemble is not None:
+        raise ValueError(f"ensemble (--no-ensemble) is for --model auto, not --model {model}")
     if isinstance(args, dict):
         args = TrainingArgs.from_dict(dict(args))
     task = ClassificationTask(data, model=model, model_options=model_options, max_train=max_train, **columns)

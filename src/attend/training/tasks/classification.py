@@ -31,7 +31,15 @@ if TYPE_CHECKING:
     from attend.io import ArtifactWriter
     from attend.training.trainer import TrainingArgs
 
-__all__ = ["ClassificationTask", "classification_loss", "label_targets", "proportional_sample", "score_probabilities"]
+__all__ = [
+    "ClassificationTask",
+    "classification_loss",
+    "classification_report",
+    "label_targets",
+    "probability_metrics",
+    "proportional_sample",
+    "score_probabilities",
+]
 
 
 def classification_loss(
@@ -103,6 +111,29 @@ def _log_loss(probs: np.ndarray, targets: Tensor, multi_label: bool) -> float:
         y = targets.numpy().astype(np.float64)
         return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
     return float(-np.log(p[np.arange(len(p)), targets.numpy()]).mean())
+
+
+def probability_metrics(probs: np.ndarray, targets: Tensor, labels: list[str], multi_label: bool) -> dict[str, Any]:
+    """The classification metrics and the log-loss of probabilities ``(N, num_labels)`` against
+    targets (label indices, or 0/1 rows when multi-label): what every evaluation of a split reports."""
+    metrics = _metrics(probs, targets, labels, multi_label)
+    metrics["loss"] = _log_loss(probs, targets, multi_label)
+    return metrics
+
+
+def classification_report(metrics: dict[str, Any], split: str, source: str) -> str:
+    """The training report of a classifier's figures on ``split``, with the TF-IDF baseline beside them."""
+    text = format_report(metrics, title=f"{split} split of {source}")
+    baseline = metrics.get("baseline")
+    if baseline:
+        gap = metrics["accuracy"] - baseline["accuracy"]
+        verdict = "above" if gap >= 0 else "BELOW"
+        text += (
+            f"\nbaseline on the same {split} split (TF-IDF + logistic regression): "
+            f"accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}; "
+            f"the model is {abs(gap) * 100:.1f} points {verdict} it"
+        )
+    return text
 
 
 def score_probabilities(
@@ -316,10 +347,7 @@ class ClassificationTask(Task):
 
     def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
         probs = self.probabilities(model, split, batch_size)
-        targets = self.encoded[split].targets
-        metrics = _metrics(probs, targets, self.labels, self.multi_label)
-        metrics["loss"] = _log_loss(probs, targets, self.multi_label)
-        return metrics
+        return probability_metrics(probs, self.encoded[split].targets, self.labels, self.multi_label)
 
     def epoch_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {"dev_accuracy": metrics["accuracy"], "dev_macro_f1": metrics["macro_f1"], "dev_loss": metrics["loss"]}
@@ -335,17 +363,7 @@ class ClassificationTask(Task):
         return {} if baseline is None else {"baseline": baseline}
 
     def report(self, metrics: dict[str, Any], split: str) -> str:
-        text = format_report(metrics, title=f"{split} split of {self.source}")
-        baseline = metrics.get("baseline")
-        if baseline:
-            gap = metrics["accuracy"] - baseline["accuracy"]
-            verdict = "above" if gap >= 0 else "BELOW"
-            text += (
-                f"\nbaseline on the same {split} split (TF-IDF + logistic regression): "
-                f"accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}; "
-                f"the model is {abs(gap) * 100:.1f} points {verdict} it"
-            )
-        return text
+        return classification_report(metrics, split, self.source)
 
     def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
         self.tokenizer.save(writer.path / "tokenizer.json")
