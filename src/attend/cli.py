@@ -367,6 +367,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         runtime=args.runtime, quantized=args.int8, bf16=args.bf16, threads=args.threads,
     )  # fmt: skip
     routers = [spec for app in _apps() for spec in app.serve_routers(args)]
+    if args.model_dir is None:
+        model_options = [flag for flag, given in (("--int8", args.int8), ("--bf16", args.bf16),
+                                                  (f"--runtime {args.runtime}", args.runtime != "auto")) if given]
+        if model_options:
+            raise UsageError(f"{', '.join(model_options)} set how a model is served; give its MODEL_DIR")
     serve(args.model_dir, host=args.host, port=args.port, workers=args.workers, settings=settings, routers=routers)
     return 0
 

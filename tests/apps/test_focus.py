@@ -467,6 +467,11 @@ def test_serve_with_nothing_to_serve_is_a_one_line_error(tmp_path: Path) -> None
                             timeout=120, cwd=tmp_path, check=False)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: nothing to serve: give a model directory")
+    result = subprocess.run([sys.executable, "-m", "attend", "serve", "--focus-db", str(tmp_path / "f.db"), "--int8"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--int8 set how a model is served; give its MODEL_DIR" in result.stderr
+    assert not (tmp_path / "f.db").exists()
 
 
 # --- evaluation -------------------------------------------------------------------------------

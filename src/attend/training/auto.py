@@ -417,8 +417,8 @@ def train_auto(
     }
     if winner == ENSEMBLE:
         assert together is not None
-        metrics = _publish_ensemble(ranked, work, out, together, record, results, overwrite=overwrite)
-        report = classification_report(metrics, "test", identity["data"]) + "\n\n" + _table(record)
+        metrics = _publish_ensemble(ranked, work, out, together, record, overwrite=overwrite)
+        report = classification_report(metrics, metrics["split"], identity["data"]) + "\n\n" + _table(record)
         history: list[dict[str, Any]] = []
     else:
         winner_dir = work / winner
@@ -506,13 +506,15 @@ def _ensemble_reason(ranked: list[str], results: dict[str, dict[str, Any]], figu
 
 
 def _publish_ensemble(members: list[str], work: Path, out: Path, figures: dict[str, Any], record: dict[str, Any],
-                      results: dict[str, dict[str, Any]], *, overwrite: bool) -> dict[str, Any]:  # fmt: skip
-    """Write the candidates' ensemble to ``out``; return its metrics (test figures, baseline, auto record)."""
-    metrics: dict[str, Any] = dict(figures.get("test", {}))
+                      *, overwrite: bool) -> dict[str, Any]:  # fmt: skip
+    """Write the candidates' ensemble to ``out``; return its metrics: its figures on the split the
+    members were scored on (test, or dev where the data has no test split), the TF-IDF baseline's
+    on the same split, and the auto record."""
     first = json.loads((work / members[0] / "metrics.json").read_text(encoding="utf-8"))
-    for key in ("split", "baseline", "data"):
-        if key in first:
-            metrics[key] = first[key]
+    split = "test" if "test" in figures else "dev"
+    metrics: dict[str, Any] = {**figures[split], "split": split}
+    if isinstance(first.get("baseline"), dict) and first.get("split") == split:
+        metrics["baseline"] = first["baseline"]
     metrics["auto"] = record
     entries = []
     for name in members:
