@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from attend.data.readers import DataError, LabelledTexts, stratified_split
 from attend.data.splits import load_labelled
@@ -440,10 +441,7 @@ def _save_probabilities(task: ClassificationTask, directory: Path, args: Trainin
     """The probabilities a trained candidate's kept weights give on the dev and test splits (and the
     targets), saved beside the run so that a resumed run still has every finished candidate's."""
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    from safetensors.torch import load_file
-
-    torch.manual_seed(args.seed)
-    network = build(config["model"])
+    network = build(config["model"])  # every weight is then the kept one
     network.load_state_dict(load_file(str(directory / "model.safetensors")))
     arrays: dict[str, np.ndarray] = {"labels": np.array(task.labels), "multi_label": np.array(task.multi_label)}
     for split in ("dev", "test"):
@@ -493,16 +491,13 @@ def _ensemble_record(members: list[str], figures: dict[str, Any]) -> dict[str, A
 def _ensemble_reason(ranked: list[str], results: dict[str, dict[str, Any]], figures: dict[str, Any],
                      plan: list[_Candidate], selection: str, baseline: dict[str, float] | None) -> str:  # fmt: skip
     metric = selection.removeprefix("dev_")
-    scores = ", ".join(f"{name} {results[name].get(selection) or 0.0:.4f}" for name in ranked)
+    singles = _scores(ranked, results, selection)
     text = (f"picked the ensemble of {' and '.join(ranked)} (the mean of their probabilities): the best dev {metric}, "
-            f"{figures['dev']['macro_f1']:.4f} against the single models' {scores}")  # fmt: skip
+            f"{figures['dev']['macro_f1']:.4f} against the single models' {singles}")  # fmt: skip
     if baseline:
         text += f" and TF-IDF + logistic regression's {baseline[selection]:.4f}"
     text += f"; it runs all {len(ranked)} models (--no-ensemble keeps the best single one)"
-    left_out = [f"{c.name} ({c.excluded})" for c in plan if c.excluded]
-    if left_out:
-        text += "; left out: " + "; ".join(left_out)
-    return text
+    return text + _left_out(plan)
 
 
 def _publish_ensemble(members: list[str], work: Path, out: Path, figures: dict[str, Any], record: dict[str, Any],
@@ -522,7 +517,6 @@ def _publish_ensemble(members: list[str], work: Path, out: Path, figures: dict[s
         entries.append(EnsembleMember(path=work / name, weight=1.0, labels=figures["labels"],
                                       model_type=str(config["model"].get("model_type", name)),
                                       source=f"auto:{name}"))  # fmt: skip
-    check_output_directory(out.absolute(), overwrite=overwrite)
     write_ensemble(entries, out.absolute(), multi_label=figures["multi_label"], overwrite=overwrite,
                    config={"attend_version": __version__, "auto": record}, metrics=metrics)  # fmt: skip
     return metrics
@@ -641,36 +635,39 @@ def _exclusions(plan: list[_Candidate]) -> str:
 def _reason(winner: str, ranked: list[str], results: dict[str, dict[str, Any]], plan: list[_Candidate],
             selection: str, baseline: dict[str, float] | None) -> str:  # fmt: skip
     metric = selection.removeprefix("dev_")
-    scores = ", ".join(f"{name} {results[name].get(selection) or 0.0:.4f}" for name in ranked)
     tied = len(ranked) > 1 and results[ranked[1]].get(selection) == results[winner].get(selection)
     how = "tied for the best dev" if tied else "the best dev"
-    text = f"picked {winner}: {how} {metric} of the candidates ({scores}"
+    text = f"picked {winner}: {how} {metric} of the candidates ({_scores(ranked, results, selection)}"
     if baseline:
         text += f"; TF-IDF + logistic regression {baseline[selection]:.4f}"
     text += ")"
-    left_out = [f"{c.name} ({c.excluded})" for c in plan if c.excluded]
     if tied:
         text += "; on a tie the higher dev accuracy, then the model trained from scratch (the cheaper to run)"
-    if left_out:
-        text += "; left out: " + "; ".join(left_out)
-    return text
+    return text + _left_out(plan)
+
+
+def _scores(ranked: list[str], results: dict[str, dict[str, Any]], selection: str) -> str:
+    return ", ".join(f"{name} {results[name].get(selection) or 0.0:.4f}" for name in ranked)
+
+
+def _left_out(plan: list[_Candidate]) -> str:
+    left_out = [f"{c.name} ({c.excluded})" for c in plan if c.excluded]
+    return "; left out: " + "; ".join(left_out) if left_out else ""
 
 
 def _table(record: dict[str, Any]) -> str:
     lines = [f"auto: {record['why']}", "candidate          dev macro-F1  dev acc   test acc  minutes  plan"]
     for name, row in record["candidates"].items():
-        if name == ENSEMBLE:
-            dev_f1, dev_acc, test_acc = (row.get(k) for k in ("dev_macro_f1", "dev_accuracy", "test_accuracy"))
-            lines.append(f"{name:<18} {_fmt(dev_f1):>12}  {_fmt(dev_acc):>7}  {_fmt(test_acc):>8}  {'':>7}  "
-                         f"mean of {' + '.join(row['members'])}")  # fmt: skip
-            continue
         if "excluded" in row:
             lines.append(f"{name:<18} left out: {row['excluded']}")
             continue
-        plan = f"{row['epochs']} epoch(s)" + (f", {row['max_train']}-example sample" if row["max_train"] else "")
+        if name == ENSEMBLE:
+            minutes, plan = "", f"mean of {' + '.join(row['members'])}"
+        else:
+            minutes = f"{(row.get('seconds') or 0) / 60:.1f}"
+            plan = f"{row['epochs']} epoch(s)" + (f", {row['max_train']}-example sample" if row["max_train"] else "")
         dev_f1, dev_acc, test_acc = (row.get(k) for k in ("dev_macro_f1", "dev_accuracy", "test_accuracy"))
-        lines.append(f"{name:<18} {_fmt(dev_f1):>12}  {_fmt(dev_acc):>7}  {_fmt(test_acc):>8}  "
-                     f"{(row.get('seconds') or 0) / 60:>7.1f}  {plan}")  # fmt: skip
+        lines.append(f"{name:<18} {_fmt(dev_f1):>12}  {_fmt(dev_acc):>7}  {_fmt(test_acc):>8}  {minutes:>7}  {plan}")
     return "\n".join(lines)
 
 
