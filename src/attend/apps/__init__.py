@@ -20,10 +20,17 @@ def lazy_exports(package: str, exports: Mapping[str, Sequence[str]]
     """A package's ``__getattr__`` and ``__dir__`` (PEP 562) that import each name's module on first use.
 
     ``exports`` maps a module to the names the package re-exports from it. An app's package then
-    costs nothing to import, so ``attend --help`` (which imports every app's CLI module, inside
-    its package) does not load torch for a list of verbs.
+    costs nothing to import (but for a module that shares a name it exports, imported at once), so
+    ``attend --help`` (which imports every app's CLI module, inside its package) does not load
+    torch for a list of verbs.
     """
     owner = {name: module for module, names in exports.items() for name in names}
+    for name, module in owner.items():
+        # A name that is also its module's own name (``monitor.detect`` in ``monitor/detect.py``) is bound
+        # now: importing that submodule, as any other lazy name may, would bind the package attribute
+        # to the module, and __getattr__ would never be asked for the function.
+        if module.rpartition(".")[2] == name:
+            setattr(sys.modules[package], name, getattr(importlib.import_module(module), name))
 
     def __getattr__(name: str) -> Any:
         if name not in owner:

@@ -15,14 +15,10 @@ events over HTTP (:func:`monitor_router`) and from the CLI (``attend monitor``, 
 
 from attend.apps import lazy_exports
 
-# `detect` is both a function and the submodule it lives in: importing the submodule (as any use of
-# the package's other names may) would bind the package's `detect` to the module, so the function
-# is bound here, eagerly (the module is stdlib-only).
-from attend.apps.monitor.detect import DetectionSettings, WindowCount, WindowStat, detect
-
 # Each name loads its module on first use, so ``attend --help`` and the app's CLI start without
 # torch, FastAPI or uvicorn.
 __getattr__, __dir__ = lazy_exports(__name__, {
+    "attend.apps.monitor.detect": ("DetectionSettings", "WindowCount", "WindowStat", "detect"),
     "attend.apps.monitor.events": ("Event", "follow_events", "parse_event", "parse_time", "parse_window",
                                    "read_events", "stream_events"),
     "attend.apps.monitor.monitor": ("IngestResult", "Monitor", "MonitorSettings", "RunSummary", "run_events"),
