@@ -90,7 +90,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     data = write_csv(root / "planted.csv", planted_rows(600, seed=1))
     dirs = {"data": data}
     for name, (model, options, lr) in TRAINED.items():
-        args = TrainingArgs(epochs=5, batch_size=16, lr=lr, progress=False, vocab_size=500, seed=0)
+        # Random batches, as when the explanation tests' figures were measured: on 480 texts the
+        # batch order decides how a model routes the planted word, and length-grouped batches give
+        # other models (raw last-layer attention of the 2-layer encoder hit 0.08, 0.65 and 0.68 of
+        # the texts over seeds 0-2 against 0.48, 0.52 and 0.45; rollout 0.97, 0.70 and 1.0 against
+        # 0.97, 0.88 and 1.0). These tests check the explanation methods, not the batching.
+        args = TrainingArgs(epochs=5, batch_size=16, lr=lr, progress=False, vocab_size=500, seed=0,
+                            group_by_length=False)  # fmt: skip
         result = train(data, root / name, model=model, model_options=options, args=args)
         assert result.metrics["accuracy"] > 0.9, (name, result.report)
         dirs[name] = root / name

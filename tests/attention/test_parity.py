@@ -201,3 +201,29 @@ def test_packed_projection_cache_follows_weight_updates() -> None:
         fresh.load_state_dict(ours.state_dict())
         torch.testing.assert_close(after, fresh(x)[0])
     assert not torch.allclose(before, after)
+
+
+def test_packed_projection_cache_follows_a_fused_optimiser_step() -> None:
+    """``AdamW(fused=True)`` changes the weights without moving their version counters, so the
+    cache is dropped whenever the mode switches: evaluation after training steps (the Trainer's dev
+    score at each epoch end) must use the stepped weights, not the ones packed at the previous one."""
+    torch.manual_seed(0)
+    ours = MultiHeadAttention(E, H)
+    x = torch.randn(2, 5, E)
+    optimiser = torch.optim.AdamW(ours.parameters(), lr=0.1, fused=True)
+    ours.eval()
+    with torch.inference_mode():
+        before = ours(x)[0]
+    ours.train()
+    ours(x)[0].pow(2).sum().backward()
+    versions = [p._version for p in ours.parameters()]
+    optimiser.step()
+    assert [p._version for p in ours.parameters()] == versions  # what makes a version-keyed cache stale
+    ours.eval()
+    with torch.inference_mode():
+        after = ours(x)[0]
+    fresh = MultiHeadAttention(E, H).eval()
+    fresh.load_state_dict(ours.state_dict())
+    with torch.inference_mode():
+        torch.testing.assert_close(after, fresh(x)[0])
+    assert not torch.allclose(before, after)

@@ -15,8 +15,17 @@ import torch
 from attend.data.readers import DataError, LabelledTexts
 from attend.runtime import EnsembleClassifier, load
 from attend.training import TrainingArgs, TrainingInterrupted, auto, train
-from attend.training.auto import _Candidate, _keep_one_pretrained, _plan, candidate_models, train_auto
+from attend.training.auto import (
+    _Candidate,
+    _keep_one_pretrained,
+    _plan,
+    _probe,
+    _replan,
+    candidate_models,
+    train_auto,
+)
 from attend.training.tasks.classification import probability_metrics, proportional_sample
+from attend.training.trainer import epoch_batches
 from tests.conftest import planted_rows, write_csv
 
 FAST = {"epochs": 2, "batch_size": 16, "progress": False, "vocab_size": 500, "threads": 1}
@@ -24,7 +33,7 @@ FAST = {"epochs": 2, "batch_size": 16, "progress": False, "vocab_size": 500, "th
 
 def _candidate(name: str, seconds: float, epochs: int, pretrained: bool = False) -> _Candidate:
     return _Candidate(name=name, pretrained=pretrained, seconds_per_example=seconds, epochs=epochs,
-                      args={"epochs": epochs})  # fmt: skip
+                      wanted_epochs=epochs, args={"epochs": epochs})  # fmt: skip
 
 
 SIZES = {"train": 1000, "dev": 100, "test": 100}
@@ -54,6 +63,64 @@ def test_a_candidate_the_budget_cannot_cover_is_left_out_with_the_reason() -> No
     plan = [_candidate("encoder", 0.001, 3), _candidate("minilm", 5.0, 2, True)]
     _plan(plan, SIZES, budget_s=60)
     assert "time budget" in plan[1].excluded and not plan[0].excluded
+
+
+def test_the_candidates_left_to_train_are_replanned_over_what_the_finished_ones_really_left() -> None:
+    plan = [_candidate("encoder", 0.01, 20), _candidate("minilm", 0.05, 10, True)]
+    _plan(plan, SIZES, budget_s=300)
+    first = (plan[1].epochs, plan[1].max_train)
+    assert first == (2, 0) and plan[0].epochs == 14
+    # The encoder stopped early: the time it did not use goes to MiniLM.
+    changed = _replan(plan, {"encoder": {"seconds": 5.0}}, SIZES, left_s=295.0)
+    assert changed == [plan[1]] and plan[1].epochs > first[0] and plan[1].planned_seconds <= 295.0
+    assert plan[1].args["epochs"] == plan[1].epochs == 5 and plan[0].epochs == 14  # the finished one stays
+    # The encoder overran: MiniLM falls back to a sample of the training split, or is left out.
+    _replan(plan, {"encoder": {"seconds": 280.0}}, SIZES, left_s=20.0)
+    assert plan[1].epochs == 1 and 200 <= plan[1].max_train < 1000
+    _replan(plan, {"encoder": {"seconds": 300.0}}, SIZES, left_s=0.0)
+    assert "time budget" in plan[1].excluded
+    # Nothing changed, nothing reported.
+    again = [_candidate("encoder", 0.001, 3), _candidate("minilm", 0.001, 2, True)]
+    _plan(again, SIZES, budget_s=1000)
+    assert _replan(again, {"encoder": {"seconds": 1.0}}, SIZES, left_s=999.0) == []
+
+
+class _LengthTask:
+    """A stand-in task whose training texts have known token lengths; it records the batches run."""
+
+    def __init__(self, lengths: list[int]) -> None:
+        self._lengths = np.array(lengths)
+        self.train_size = len(lengths)
+        self.seen: list[list[int]] = []
+
+    def lengths(self) -> np.ndarray:
+        return self._lengths
+
+    def train_batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        self.seen.append(list(indices))
+        return {"x": torch.ones(len(indices), int(self._lengths[indices].max()))}
+
+    def loss(self, network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return network(batch["x"].unsqueeze(-1)).mean()
+
+
+def test_the_probe_times_batches_that_cost_what_the_average_step_costs() -> None:
+    rng = np.random.default_rng(0)
+    lengths = np.where(rng.random(4000) < 0.8, rng.integers(5, 15, 4000), rng.integers(100, 128, 4000))
+    task = _LengthTask(lengths.tolist())
+    args = TrainingArgs(batch_size=32, seed=0)
+    assert _probe(task, args, torch.nn.Linear(1, 1)) > 0  # type: ignore[arg-type]
+    padded = [len(b) * lengths[b].max() for b in task.seen]
+    assert len(task.seen) == auto.PROBE_STEPS + 1 and all(len(b) == 32 for b in task.seen)
+    epoch = epoch_batches(4000, args, 0, lengths=lengths)
+    mean = np.mean([len(b) * lengths[b].max() for b in epoch])
+    costs = sorted(abs(len(b) * lengths[b].max() - mean) for b in epoch if len(b) == 32)
+    # the probed batches are the epoch's nearest to its mean padded size, not a random draw of the
+    # grouped batches (most of which are all short or all long here)
+    assert max(abs(p - mean) for p in padded) <= costs[auto.PROBE_STEPS]
+    tiny = _LengthTask([3, 4, 5])
+    _probe(tiny, TrainingArgs(batch_size=32), torch.nn.Linear(1, 1))  # type: ignore[arg-type]
+    assert len(tiny.seen) == auto.PROBE_STEPS + 1  # one batch, timed again
 
 
 def test_of_the_pretrained_readers_the_best_reader_is_kept_then_the_faster() -> None:

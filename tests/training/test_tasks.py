@@ -160,3 +160,62 @@ def test_adaptive_span_penalty_shrinks_spans_during_training(tmp_path: Path, pla
         model = load(tmp_path / str(weight)).model
         spans[weight] = float(torch.cat([block.attn.span.spans.detach() for block in model.blocks]).mean())
     assert spans[0.0] == 32.0 and spans[1.0] < 31.0, spans
+
+
+def test_classification_batches_texts_of_similar_length_unless_told_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random batches of texts of mixed lengths are mostly padding; by default a classification run
+    cuts its batches by length (within random pools), and ``group_by_length=False`` keeps them random."""
+    import numpy as np
+
+    from attend.training.tasks.classification import ClassificationTask
+    from tests.conftest import write_csv
+
+    rng = np.random.default_rng(0)
+    rows = [{"text": " ".join(["good" if i % 2 else "bad"] * int(n)), "label": "pos" if i % 2 else "neg"}
+            for i, n in enumerate(rng.integers(1, 60, 400))]  # fmt: skip
+    data = write_csv(tmp_path / "mixed.csv", rows)
+    real = ClassificationTask.train_batch
+    counts = {"cells": 0, "tokens": 0}
+    seen: set[int] = set()
+
+    def spy(self: ClassificationTask, indices: Sequence[int]) -> dict[str, Tensor]:
+        batch = real(self, indices)
+        counts["cells"] += batch["attention_mask"].numel()
+        counts["tokens"] += int(batch["attention_mask"].sum())
+        seen.update(indices)
+        return batch
+
+    monkeypatch.setattr(ClassificationTask, "train_batch", spy)
+    padding: dict[bool, float] = {}
+    for grouped in (True, False):
+        counts.update(cells=0, tokens=0)
+        seen.clear()
+        args = TrainingArgs(epochs=1, batch_size=16, progress=False, vocab_size=200, group_by_length=grouped)
+        train(data, tmp_path / str(grouped), model="encoder", args=args,
+              model_options={"dim": 16, "num_layers": 1, "num_heads": 2})  # fmt: skip
+        assert len(seen) == 320  # every training example (80 % of 400), once
+        padding[grouped] = counts["cells"] / counts["tokens"]
+    assert padding[True] < 1.2 < 1.5 < padding[False], padding
+
+
+def test_each_epochs_dev_score_is_that_of_the_weights_it_describes(tmp_path: Path, planted_csv: Path) -> None:
+    """The dev figures the Trainer records (which pick the kept epoch, stop early and rank auto's
+    candidates) are those of the weights at that epoch's end: the kept weights, loaded back, give
+    the kept epoch's dev loss. Fails if evaluation reuses attention weights packed at an earlier
+    epoch (fused AdamW does not move the parameters' version counters)."""
+    from safetensors.torch import load_file
+
+    from attend.training.tasks.classification import ClassificationTask
+
+    task = ClassificationTask(str(planted_csv), model="encoder")
+    args = TrainingArgs(epochs=3, batch_size=16, lr=3e-3, progress=False, vocab_size=500, patience=0)
+    result = Trainer(task, args).fit(tmp_path / "m")
+    kept = [record for record in result.history if record["best"]][-1]
+    assert kept["epoch"] > 1  # an epoch after the first evaluation packed the weights
+    network = build(json.loads((tmp_path / "m" / "config.json").read_text())["model"])
+    network.load_state_dict(load_file(str(tmp_path / "m" / "model.safetensors")))
+    again = task.evaluate(network, "dev", 64)
+    assert again["loss"] == pytest.approx(kept["dev_loss"], rel=1e-4)
+    assert again["macro_f1"] == pytest.approx(kept["dev_macro_f1"])

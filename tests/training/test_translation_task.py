@@ -13,7 +13,7 @@ import pytest
 from attend.data.parallel import ParallelTexts
 from attend.runtime import Translator, load
 from attend.training import TrainingArgs, TrainingInterrupted, train_translation
-from attend.training.trainer import _Dist, _epoch_batches, _lr_factor
+from attend.training.trainer import _Dist, _lr_factor, epoch_batches
 from tests.conftest import REVERSE_WORDS, TOY_TRANSLATION_ARGS, TOY_TRANSLATOR, reverse_pairs, write_csv
 
 
@@ -102,11 +102,11 @@ def test_bad_pairs_are_named_before_any_training(tmp_path: Path) -> None:
 def test_length_pooled_batches_cover_every_example_once_and_replay() -> None:
     lengths = np.random.default_rng(0).integers(1, 40, 1000)
     args = TrainingArgs(batch_size=8)
-    batches = _epoch_batches(1000, args, 3, _Dist(), lengths)
+    batches = epoch_batches(1000, args, 3, _Dist(), lengths)
     assert sorted(i for b in batches for i in b) == list(range(1000))
-    assert batches == _epoch_batches(1000, args, 3, _Dist(), lengths)
+    assert batches == epoch_batches(1000, args, 3, _Dist(), lengths)
     spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
-    random_spread = np.mean([lengths[b].max() - lengths[b].min() for b in _epoch_batches(1000, args, 3, _Dist())])
+    random_spread = np.mean([lengths[b].max() - lengths[b].min() for b in epoch_batches(1000, args, 3, _Dist())])
     assert spread < random_spread / 4
 
 

@@ -253,23 +253,33 @@ class MultiHeadAttention(Recordable, nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, d)
         return q, k, v
 
+    def train(self, mode: bool = True) -> MultiHeadAttention:
+        """Switch training/eval mode (recursively, as :meth:`torch.nn.Module.train`) and drop the
+        packed-weight cache: an optimiser may change the weights without moving their version
+        counters (``torch.optim.AdamW(fused=True)`` does not), so a copy packed before training
+        steps must not serve the evaluation after them."""
+        self._packed_cache = None
+        return super().train(mode)
+
     def _packed_weights(self) -> tuple[Tensor, Tensor | None]:
-        """``[W_q; W_k; W_v]`` and the biases. Without autograd the packed copy is cached and
-        rebuilt only when a parameter changes (its version counter moves), e.g. in serving."""
+        """``[W_q; W_k; W_v]`` and the biases. In eval mode without autograd the packed copy is
+        cached (e.g. in serving) and rebuilt when a parameter is replaced or changed in place
+        through autograd's view of it (its version counter moves), or the mode is switched
+        (:meth:`train`; fused optimisers change weights without moving the counter)."""
         params = [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]
         biases = [self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]
         if torch.compiler.is_compiling():
             # torch.export / torch.compile trace with fake tensors, which have no data pointer
             # to key a cache on; the traced graph concatenates once per call, as autograd does.
             return torch.cat(params), None if biases[0] is None else torch.cat(biases)  # type: ignore[arg-type]
-        tracked = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        cacheable = not self.training and not (torch.is_grad_enabled() and any(p.requires_grad for p in params))
         present = [p for p in params + biases if p is not None]
         key = tuple((p.data_ptr(), p._version, p.dtype) for p in present)
-        if not tracked and self._packed_cache is not None and self._packed_cache[0] == key:
+        if cacheable and self._packed_cache is not None and self._packed_cache[0] == key:
             return self._packed_cache[1], self._packed_cache[2]
         weight = torch.cat(params)  # (3D, E)
         bias = None if biases[0] is None else torch.cat(biases)  # type: ignore[arg-type]
-        if not tracked:
+        if cacheable:
             self._packed_cache = (key, weight, bias)
         return weight, bias
 

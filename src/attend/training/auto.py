@@ -15,11 +15,12 @@ asks the data:
    early stopping on dev, and bf16 autocast for pretrained models on a CPU with AMX. Anything the
    user set explicitly is kept for every candidate.
 3. **A plan within the budget.** A few timed training steps of each candidate on real training
-   batches give its seconds per example; if the planned epochs of all candidates do not fit the
-   budget, the budget is shared out cheapest first, each candidate taking its plan or an equal
-   share of what is left, whichever is less; one that gets less than its plan trains for as many
-   epochs as fit, or for one epoch over a proportional sample of the training split
-   (``max_train``) when not even one epoch would.
+   batches of typical size give its seconds per example; if the planned epochs of all candidates
+   do not fit the budget, the budget is shared out cheapest first, each candidate taking its plan
+   or an equal share of what is left, whichever is less; one that gets less than its plan trains
+   for as many epochs as fit, or for one epoch over a proportional sample of the training split
+   (``max_train``) when not even one epoch would. Before each later candidate, the ones still to
+   train are planned again over the budget the finished ones really left.
 4. **The dev comparison.** Every candidate trains through the one :class:`Trainer` on the same
    split; the best dev score (the task's selection metric, macro-F1; ties to accuracy, then to the
    cheaper model) wins. The test split plays no part in the choice. The winner's model directory
@@ -72,7 +73,7 @@ from attend.models import MODELS, build, config_from_dict, native_bf16
 from attend.models.base import ClassifierConfig
 from attend.training.metrics import tfidf_baseline
 from attend.training.tasks.classification import ClassificationTask, classification_report, probability_metrics
-from attend.training.trainer import Trainer, TrainingArgs, TrainResult
+from attend.training.trainer import Trainer, TrainingArgs, TrainResult, epoch_batches
 from attend.version import __version__
 
 __all__ = [
@@ -124,6 +125,8 @@ class _Candidate:
     max_train: int = 0
     planned_seconds: float = 0.0
     args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The epochs fit for the data size, before the budget cut them (what a new plan starts from).
+    wanted_epochs: int = 0
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"pretrained": self.pretrained}
@@ -194,16 +197,23 @@ def _network(task: ClassificationTask, seed: int) -> torch.nn.Module:
 
 def _probe(task: ClassificationTask, args: TrainingArgs, network: torch.nn.Module) -> float:
     """Seconds per training example of ``network`` (which the timed steps change): the median of
-    :data:`PROBE_STEPS` timed steps on random training batches (real texts, the real loss and
-    optimiser), after one untimed warm-up step."""
+    :data:`PROBE_STEPS` timed steps (real texts, the real loss and optimiser), after one untimed
+    warm-up step, on batches of the run's first epoch whose padded size is nearest the epoch's
+    mean: a step costs about a fixed part plus a part per padded token, so such a batch costs
+    what the average step does, while a random draw could be a batch of the shortest or the
+    longest texts, which length grouping makes common."""
     network.train()
     optimiser = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=1e-6)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
-    rng = np.random.default_rng(args.seed)
-    size = min(args.batch_size, task.train_size)
+    lengths = task.lengths()
+    batches = epoch_batches(task.train_size, args, 0, lengths=lengths if args.group_by_length else None)
+    padded = np.array([len(batch) * max(lengths[i] for i in batch) for batch in batches], dtype=np.float64)
+    full = [i for i, batch in enumerate(batches) if len(batch) == len(batches[0])] or list(range(len(batches)))
+    typical = sorted(full, key=lambda i: abs(padded[i] - padded.mean()))[: PROBE_STEPS + 1]
+    typical = (typical * (PROBE_STEPS + 1))[: PROBE_STEPS + 1]  # a split of fewer batches repeats them
     times = []
-    for step in range(PROBE_STEPS + 1):
-        indices = rng.choice(task.train_size, size=size, replace=False).tolist()
+    for step, chosen in enumerate(typical):
+        indices = batches[chosen]
         start = time.perf_counter()
         batch = task.train_batch(indices)
         with autocast:
@@ -212,9 +222,9 @@ def _probe(task: ClassificationTask, args: TrainingArgs, network: torch.nn.Modul
         loss.backward()
         optimiser.step()
         if step:
-            times.append(time.perf_counter() - start)
+            times.append((time.perf_counter() - start) / len(indices))
     del optimiser
-    return statistics.median(times) / size
+    return statistics.median(times) if times else 0.0
 
 
 def _plan(candidates: list[_Candidate], sizes: dict[str, int], budget_s: float) -> None:
@@ -347,7 +357,8 @@ def train_auto(
         check_output_directory(out.absolute(), overwrite=overwrite)
         shutil.rmtree(work, ignore_errors=True)
         state = {"identity": identity, "overwrite": overwrite, "plan": [], "results": {}}
-        plan, state["dev_baseline"] = _make_plan(data, explicit, time_budget, candidates, columns, say)
+        plan, state["dev_baseline"], state["sizes"] = _make_plan(data, explicit, time_budget, candidates, columns,
+                                                                 say)  # fmt: skip
         state["plan"] = [dataclasses.asdict(c) for c in plan]
         work.mkdir(parents=True)
         atomic_write_json(work / "auto.json", state)
@@ -358,12 +369,23 @@ def train_auto(
     for candidate in plan:
         if candidate.excluded or candidate.name in results:
             continue
+        directory = work / candidate.name
+        resuming = resume and (directory.parent / f".{directory.name}.training" / "run.json").is_file()
+        if results and not resuming and "sizes" in state:
+            left = time_budget * 60 - sum(float(r.get("seconds") or 0.0) for r in results.values())
+            for changed in _replan(plan, results, state["sizes"], left):
+                say(f"auto: {changed.name} re-planned for the {max(0.0, left) / 60:.1f} min left: "
+                    + (changed.excluded or f"{changed.epochs} epoch(s)"
+                       f"{f' on a {changed.max_train}-example sample' if changed.max_train else ''}, "
+                       f"planned {changed.planned_seconds / 60:.1f} min"))  # fmt: skip
+            state["plan"] = [dataclasses.asdict(c) for c in plan]
+            atomic_write_json(work / "auto.json", state)
+            if candidate.excluded:
+                continue
         say(f"auto: training {candidate.name} ({candidate.epochs} epoch(s)"
             f"{f' on a {candidate.max_train}-example sample' if candidate.max_train else ''}, "
             f"planned {candidate.planned_seconds / 60:.1f} min)")  # fmt: skip
         task = ClassificationTask(data, model=candidate.name, max_train=candidate.max_train, **columns)
-        directory = work / candidate.name
-        resuming = resume and (directory.parent / f".{directory.name}.training" / "run.json").is_file()
         callback = None
         if on_epoch is not None:
             callback = functools.partial(_tagged, on_epoch, candidate.name)
@@ -529,8 +551,9 @@ def _make_plan(
     names: list[str] | None,
     columns: dict[str, Any],
     say: Callable[[str], None],
-) -> tuple[list[_Candidate], dict[str, float] | None]:
-    """Candidates with their settings and plan, and the TF-IDF baseline's dev figures (for the report)."""
+) -> tuple[list[_Candidate], dict[str, float] | None, dict[str, int]]:
+    """Candidates with their settings and plan, the TF-IDF baseline's dev figures (for the report)
+    and the split's sizes."""
     available = candidate_models()
     if names is not None:
         unknown = sorted(set(names) - {name for name, _ in available})
@@ -566,7 +589,7 @@ def _make_plan(
         for name, pretrained in available:
             candidate = _Candidate(name=name, pretrained=pretrained)
             candidate.args = _candidate_args(candidate, explicit, sizes["train"], bf16)
-            candidate.epochs = int(candidate.args["epochs"])
+            candidate.epochs = candidate.wanted_epochs = int(candidate.args["epochs"])
             plan.append(candidate)
             task = ClassificationTask(dataset, model=name, **columns)
             try:
@@ -604,7 +627,21 @@ def _make_plan(
                 f"({c.args.get('precision', 'fp32')}), {c.epochs} epoch(s)"
                 f"{f' on a {c.max_train}-example sample' if c.max_train else ''}, "
                 f"planned {c.planned_seconds / 60:.1f} min")  # fmt: skip
-    return plan, dev_baseline
+    return plan, dev_baseline, sizes
+
+
+def _replan(plan: list[_Candidate], finished: dict[str, Any], sizes: dict[str, int],
+            left_s: float) -> list[_Candidate]:  # fmt: skip
+    """Plan the candidates still to train again, over what the finished ones really left of the
+    budget (the first plan could only estimate them: early stopping, a timing that missed);
+    return those whose plan changed."""
+    waiting = [c for c in plan if not c.excluded and c.name not in finished]
+    before = {c.name: (c.epochs, c.max_train) for c in waiting}
+    for c in waiting:
+        c.epochs, c.max_train, c.planned_seconds = c.wanted_epochs or c.epochs, 0, 0.0
+        c.args["epochs"] = c.epochs
+    _plan(waiting, sizes, max(0.0, left_s))
+    return [c for c in waiting if c.excluded or before[c.name] != (c.epochs, c.max_train)]
 
 
 def _weights_per_token(network: torch.nn.Module) -> int:

@@ -314,6 +314,12 @@ class ClassificationTask(Task):
     def start_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def lengths(self) -> np.ndarray:
+        """Token count of each training text (clean: augmentation changes a few words, not the
+        length class), so that the Trainer batches similar lengths together."""
+        return np.fromiter((len(row) for row in self.encoded["train"].ids), dtype=np.int64,
+                           count=len(self.encoded["train"]))  # fmt: skip
+
     def train_batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
         if self.augmenter is None:
             return self.encoded["train"].batch(indices)
