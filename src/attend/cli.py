@@ -61,8 +61,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             training[name] = value
     if args.no_progress:
         training["progress"] = False
-    if translating and (args.time_budget is not None or args.max_train or args.no_ensemble):
-        raise UsageError("--time-budget, --max-train and --no-ensemble are for text classifiers, not --model seq2seq")
+    if translating and (args.max_train or args.no_ensemble):
+        raise UsageError("--max-train and --no-ensemble are for text classifiers, not --model seq2seq")
+    if translating and args.time_budget is not None:
+        training["time_budget"] = args.time_budget
     if translating:
         result = train_translation(
             args.data, args.out, model_options=config.get("model", {}), args=TrainingArgs.from_dict(training),
@@ -552,7 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto | encoder | bilstm_attention | minilm | e5, or seq2seq for a translator (default auto: "
                          "train the candidates within --time-budget and keep the best on dev)")
     tr.add_argument("--time-budget", type=float, metavar="MINUTES",
-                    help="--model auto: minutes of training for all candidates together (default 20)")
+                    help="minutes of training: for --model auto, all candidates together (default 20); for a named "
+                    "model or seq2seq, the whole epochs that fit, timed on this machine (default: 30 for seq2seq, "
+                    "none for a named classifier)")
     tr.add_argument("--no-ensemble", action="store_true",
                     help="--model auto: keep the best single model, even where the candidates' ensemble is better "
                     "on dev (it runs every member)")

@@ -124,12 +124,14 @@ def test_cli_trains_a_translator_with_the_usual_options(tmp_path: Path) -> None:
     config.write_text(json.dumps({"model": TOY_TRANSLATOR, "training": training}), encoding="utf-8")
     done = _attend("train", str(data), "--model", "seq2seq", "--out", str(tmp_path / "m"), "--config", str(config),
                    "--epochs", "1", "--source-col", "en", "--target-col", "xx", "--schedule", "inverse_sqrt",
-                   "--label-smoothing", "0.1", "--no-progress")  # fmt: skip
+                   "--label-smoothing", "0.1", "--time-budget", "20", "--no-progress")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "translation-memory floor" in done.stdout and "BLEU" in done.stdout
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert saved["training"]["schedule"] == "inverse_sqrt" and saved["training"]["label_smoothing"] == 0.1
-    assert saved["training"]["max_steps"] == 5000  # the translation defaults under the user's options
+    assert saved["training"]["average_checkpoints"] == 5  # the translation defaults under the user's options
+    assert saved["training"]["time_budget"] == 20.0 and json.loads((tmp_path / "m" / "metrics.json").read_text())[
+        "planned_epochs"] == 1  # fmt: skip
 
 
 def test_service_translates_micro_batched_with_alignments(translator_dir: Path) -> None:

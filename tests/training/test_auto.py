@@ -255,8 +255,8 @@ def test_auto_takes_no_model_options_and_a_positive_budget(tmp_path: Path, plant
         train(planted_csv, tmp_path / "m", model_options={"dim": 16})
     with pytest.raises(ValueError, match="time_budget=0"):
         train(planted_csv, tmp_path / "m", time_budget=0)
-    with pytest.raises(ValueError, match="time_budget is for --model auto"):
-        train(planted_csv, tmp_path / "m", model="encoder", time_budget=5)
+    with pytest.raises(ValueError, match="time_budget=-1 must be >= 0"):
+        train(planted_csv, tmp_path / "m", model="encoder", time_budget=-1)
     with pytest.raises(ValueError, match="model_type='encoder', but the model asked for is 'minilm'"):
         train(planted_csv, tmp_path / "m", model="minilm", model_options={"model_type": "encoder"})
     assert not (tmp_path / "m").exists()
@@ -267,6 +267,13 @@ def test_model_type_in_the_options_names_the_model(tmp_path: Path, planted_csv: 
     result = train(planted_csv, tmp_path / "m", model_options=options, args=TrainingArgs(**{**FAST, "lr": 3e-3}))
     config = json.loads((result.model_dir / "config.json").read_text())
     assert config["model"]["dim"] == 32 and "auto" not in config
+
+
+def test_a_named_models_time_budget_bounds_its_epochs(tmp_path: Path, planted_csv: Path) -> None:
+    result = train(planted_csv, tmp_path / "m", model="encoder", time_budget=1e-7,
+                   model_options={"dim": 32, "num_layers": 1, "num_heads": 2}, args=TrainingArgs(**FAST))  # fmt: skip
+    assert FAST["epochs"] > 1 and result.metrics["epochs_run"] == result.metrics["planned_epochs"] == 1
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["time_budget"] == 1e-7
 
 
 def test_max_train_samples_the_training_split_but_not_the_baseline(tmp_path: Path, planted_csv: Path) -> None:
@@ -282,8 +289,8 @@ def test_max_train_samples_the_training_split_but_not_the_baseline(tmp_path: Pat
     [
         (["--config", "{config}"], "model options ['dim'] need a named model"),
         (["--time-budget", "0"], "time_budget=0"),
-        (["--model", "encoder", "--time-budget", "5"], "time_budget is for --model auto"),
-        (["--model", "seq2seq", "--max-train", "5"], "--time-budget, --max-train and --no-ensemble are for text"),
+        (["--model", "encoder", "--time-budget", "-1"], "time_budget=-1 must be >= 0"),
+        (["--model", "seq2seq", "--max-train", "5"], "--max-train and --no-ensemble are for text classifiers"),
         (["--model", "encoder", "--no-ensemble"], "ensemble (--no-ensemble) is for --model auto, not --model encoder"),
     ],
 )

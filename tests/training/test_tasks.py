@@ -4,6 +4,7 @@ part of every run's loss."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from attend.models import MODELS, ModelConfig, ModelOutput, auxiliary_loss, buil
 from attend.models.base import register_model
 from attend.runtime import load
 from attend.training import TASKS, Task, Trainer, TrainingArgs, TrainingInterrupted, register_task, train
+from attend.training.trainer import epochs_in_budget
 
 
 @dataclass
@@ -219,3 +221,52 @@ def test_each_epochs_dev_score_is_that_of_the_weights_it_describes(tmp_path: Pat
     again = task.evaluate(network, "dev", 64)
     assert again["loss"] == pytest.approx(kept["dev_loss"], rel=1e-4)
     assert again["macro_f1"] == pytest.approx(kept["dev_macro_f1"])
+
+
+def test_epochs_in_budget_keeps_the_whole_epochs_that_fit() -> None:
+    # 100 steps of 0.5 s and a 10 s dev evaluation: 60 s an epoch; 10 s already spent on the probe's evaluation.
+    assert epochs_in_budget(250, 10, 0.5, 100, 10, 30) == 4
+    assert epochs_in_budget(250, 10, 0.5, 100, 10, 3) == 3  # never more than asked for
+    assert epochs_in_budget(30, 10, 0.5, 100, 10, 30) == 1  # at least one
+    with pytest.raises(ValueError, match="time_budget=-1"):
+        TrainingArgs(time_budget=-1)
+
+
+def test_a_time_budget_cuts_the_epochs_the_schedule_spans_and_a_resumed_run_keeps_the_plan(
+    picker: None, tmp_path: Path
+) -> None:
+    # 400 examples in batches of 4: 100 steps an epoch, timed over the first 50 of them; a budget
+    # of a few microseconds leaves one epoch of the 4 asked for.
+    args = TrainingArgs(epochs=4, batch_size=4, progress=False, patience=0, warmup_ratio=0.0, schedule="linear",
+                        time_budget=1e-7, checkpoint_every=1000)  # fmt: skip
+    history: list[dict] = []
+    cut = Trainer(Regression(), args, on_epoch=history.append).fit(tmp_path / "cut")
+    assert cut.metrics["epochs_run"] == cut.metrics["planned_epochs"] == 1 and [h["step"] for h in history] == [100]
+    assert history[-1]["lr"] == pytest.approx(1e-2 / 100)  # from step 51 on the linear decay ends with epoch 1
+
+    with pytest.raises(TrainingInterrupted):
+        Trainer(Regression(), dataclasses.replace(args, stop_after_steps=70)).fit(tmp_path / "resumed")
+    state = json.loads((tmp_path / ".resumed.training" / "checkpoint" / "state.json").read_text())
+    assert state["state"]["planned_epochs"] == 1
+    resumed = Trainer(Regression(), args).fit(tmp_path / "resumed", resume=True)
+    assert resumed.metrics["epochs_run"] == 1 and resumed.metrics["loss"] == cut.metrics["loss"]
+
+    roomy = Trainer(Regression(), dataclasses.replace(args, time_budget=1e4)).fit(tmp_path / "roomy")
+    assert roomy.metrics["epochs_run"] == roomy.metrics["planned_epochs"] == 4
+
+
+def test_the_budget_probe_leaves_the_run_as_it_was(tmp_path: Path, planted_csv: Path) -> None:
+    """Timing a dev evaluation mid-epoch draws no random numbers the run would (dropout's) and
+    leaves the model training: a budget that cuts nothing gives the run without one, to the digit."""
+    from attend.training.tasks.classification import ClassificationTask
+
+    # 320 training texts in batches of 4: 80 steps an epoch, the probe after the 50th.
+    args = TrainingArgs(epochs=2, batch_size=4, lr=1e-3, progress=False, vocab_size=500, patience=0)
+    runs = [
+        Trainer(ClassificationTask(str(planted_csv), model="encoder"), dataclasses.replace(args, time_budget=budget))
+        .fit(tmp_path / str(budget))
+        for budget in (0.0, 1e4)
+    ]
+    assert runs[1].metrics["planned_epochs"] == 2 and "planned_epochs" not in runs[0].metrics
+    assert [h["train_loss"] for h in runs[0].history] == [h["train_loss"] for h in runs[1].history]
+    assert runs[0].metrics["loss"] == runs[1].metrics["loss"]

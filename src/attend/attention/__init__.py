@@ -15,6 +15,7 @@ from attend.attention.capture import (
     recordable_names,
 )
 from attend.attention.crossmodal import CrossModalAttention
+from attend.attention.dropout import Dropout
 from attend.attention.efficient import EluFeatureMap, FavorFeatureMap
 from attend.attention.masks import AttentionMask, MaskSpec, causal_mask, positional_mask, window_mask
 from attend.attention.multihead import ATTENTION_KINDS, MultiHeadAttention
@@ -34,6 +35,7 @@ __all__ = [
     "AttentionPooling",
     "CapturedAttention",
     "CrossModalAttention",
+    "Dropout",
     "EluFeatureMap",
     "FavorFeatureMap",
     "KeyValueCache",

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attend.attention._ops import grad_through_weights
+from attend.attention.dropout import dropout
 from attend.attention.efficient import linear_attention, local_attention
 from attend.attention.masks import MaskSpec, masked_softmax
 
@@ -119,7 +120,7 @@ def eager_attention(
 ) -> tuple[Tensor, Tensor | None]:
     bias, _, empty_rows = _dense_bias(module, spec, q, fold_causal=True)
     weights = masked_softmax(module.score(q, k), bias, empty_rows)
-    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    dropped = dropout(weights, dropout_p) if dropout_p > 0 else weights
     return dropped @ v, (weights if need_weights else None)
 
 

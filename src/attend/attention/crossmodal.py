@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from attend.attention.dropout import Dropout
 from attend.attention.multihead import MultiHeadAttention
 
 __all__ = ["CrossModalAttention"]
@@ -51,9 +52,9 @@ class CrossModalAttention(nn.Module):
         if hidden:
             self.norm_ffn = nn.LayerNorm(embed_dim)
             self.ffn = nn.Sequential(
-                nn.Linear(embed_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, embed_dim)
+                nn.Linear(embed_dim, hidden), nn.GELU(), Dropout(dropout), nn.Linear(hidden, embed_dim)
             )
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(
         self,

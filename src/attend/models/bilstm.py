@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attend.attention import AttentionPooling
+from attend.attention.dropout import Dropout, dropout
 from attend.config import check_positive, check_unit_interval
 from attend.models.base import ClassifierConfig, ModelOutput, forward_with_attentions, register_model
 
@@ -62,7 +62,7 @@ class BiLSTMAttentionClassifier(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=config.pad_id)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.lstm = nn.LSTM(
             config.embed_dim,
             config.hidden_dim,
@@ -132,7 +132,7 @@ class BiLSTMAttentionClassifier(nn.Module):
                 directions.append(flipped(out) if suffix else out)
             x = torch.cat(directions, dim=-1)  # (B, L, 2h)
             if layer < lstm.num_layers - 1 and lstm.dropout:
-                x = F.dropout(x, lstm.dropout, self.training)
+                x = dropout(x, lstm.dropout, self.training)
         return x * real.unsqueeze(-1).to(x.dtype)
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from attend.attention import TargetAttention
+from attend.attention.dropout import Dropout
 from attend.models.base import ModelConfig, ModelOutput, register_model
 from attend.models.items import ItemEncoder, check_item_spec
 
@@ -98,7 +99,7 @@ class DIN(nn.Module):
         layers: list[nn.Module] = []
         width = 4 * dim
         for size in config.mlp:
-            layers += [nn.Linear(width, size), nn.PReLU(), nn.Dropout(config.dropout)]
+            layers += [nn.Linear(width, size), nn.PReLU(), Dropout(config.dropout)]
             width = size
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)

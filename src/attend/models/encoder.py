@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from attend.attention import AttentionPooling, MultiHeadAttention
+from attend.attention.dropout import Dropout
 from attend.attention.unpad import TokenLayout
 from attend.config import check_arguments, check_positive, check_unit_interval
 from attend.models.base import (
@@ -122,9 +123,9 @@ class EncoderBlock(nn.Module):
         self.norm_ffn = nn.LayerNorm(config.dim)
         hidden = config.ffn_dim or 4 * config.dim
         self.ffn = nn.Sequential(
-            nn.Linear(config.dim, hidden), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(hidden, config.dim)
+            nn.Linear(config.dim, hidden), nn.GELU(), Dropout(config.dropout), nn.Linear(hidden, config.dim)
         )
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
 
     def forward(self, x: Tensor, padding: Tensor, layout: TokenLayout | None = None) -> Tensor:
         """``x (B, L, E)``, or with a ``layout`` the packed ``(T, E)`` real tokens (the layout carries the mask)."""
@@ -152,7 +153,7 @@ class EncoderClassifier(nn.Module):
             self.positions = nn.Parameter(torch.randn(config.max_length, config.dim) * 0.02)
         else:
             self.register_buffer("positions", sinusoidal_positions(config.max_length, config.dim), persistent=False)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(EncoderBlock(config, layer) for layer in range(config.num_layers))
         self.norm = nn.LayerNorm(config.dim)
         self.pool = AttentionPooling(config.dim) if config.pooling == "attention" else None

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from attend.attention import CrossModalAttention
+from attend.attention.dropout import Dropout
 
 __all__ = ["FUSIONS", "ItemEncoder", "check_item_spec"]
 
@@ -98,7 +99,7 @@ class ItemEncoder(nn.Module):
             self.gate = nn.Linear(count * dim, count)
         elif count > 1:
             self.cross = CrossModalAttention(dim, dim, num_heads=1, ffn_dim=0)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def set_features(self, tables: dict[str, Tensor]) -> None:
         """Fill the feature buffers (``cat_<i>``, ``numeric``, ``text``) from tensors of the same shape."""

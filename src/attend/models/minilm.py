@@ -33,6 +33,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from attend.attention import AttentionPooling, MultiHeadAttention
+from attend.attention.dropout import Dropout
 from attend.attention.unpad import TokenLayout
 from attend.config import strict_from_dict
 from attend.models.base import (
@@ -248,7 +249,7 @@ class BertEmbeddings(nn.Module):
         self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor, inputs_embeds: Tensor | None = None) -> Tensor:
         """Embed ``input_ids (B, L)`` with segments ``token_type_ids (B, L)`` into ``(B, L, E)``
@@ -283,12 +284,12 @@ class BertLayer(nn.Module):
         self.attn = MultiHeadAttention(
             hidden, heads, head_dim=hidden // config.num_heads, dropout=config.attention_dropout
         )
-        self.attn_dropout = nn.Dropout(config.hidden_dropout)
+        self.attn_dropout = Dropout(config.hidden_dropout)
         self.attn_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.ffn_in = nn.Linear(hidden, config.intermediate_size)
         self.act = nn.GELU()  # exact erf GELU: the checkpoint's hidden_act="gelu", not the tanh approximation
         self.ffn_out = nn.Linear(config.intermediate_size, hidden)
-        self.ffn_dropout = nn.Dropout(config.hidden_dropout)
+        self.ffn_dropout = Dropout(config.hidden_dropout)
         self.ffn_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None, layout: TokenLayout | None = None) -> Tensor:
@@ -620,7 +621,7 @@ class MiniLMClassifier(nn.Module):
         )
         hidden = bert.hidden_size
         self.pooler = AttentionPooling(hidden) if config.pooling == "attention" else None
-        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.dropout = Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(hidden, config.num_labels)
         nn.init.normal_(self.classifier.weight, std=0.02)
         nn.init.zeros_(self.classifier.bias)

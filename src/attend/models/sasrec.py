@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from attend.attention import MultiHeadAttention
+from attend.attention.dropout import Dropout
 from attend.models.base import ModelConfig, ModelOutput, forward_with_attentions, register_model
 from attend.models.items import ItemEncoder, check_item_spec
 
@@ -80,8 +81,8 @@ class _Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = MultiHeadAttention(dim, heads, dropout=dropout)
         self.norm2 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
-        self.drop = nn.Dropout(dropout)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), Dropout(dropout), nn.Linear(dim, dim))
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, padding: Tensor) -> Tensor:
         attended, _ = self.attn(self.norm1(x), key_padding_mask=padding, is_causal=True)
@@ -98,7 +99,7 @@ class SASRec(nn.Module):
         self.item_encoder = ItemEncoder(config.num_items, config.dim, config.items, dropout=0.0)
         self.positions = nn.Embedding(config.max_length, config.dim)
         nn.init.normal_(self.positions.weight, std=0.02)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(_Block(config.dim, config.num_heads, config.dropout)
                                     for _ in range(config.num_layers))  # fmt: skip
         self.norm = nn.LayerNorm(config.dim)

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from attend.attention import KeyValueCache, MultiHeadAttention
+from attend.attention.dropout import Dropout
 from attend.config import check_arguments, check_positive, check_unit_interval
 from attend.models.base import ModelConfig, ModelOutput, forward_with_attentions, register_model
 from attend.models.encoder import EncoderBlock, EncoderConfig, sinusoidal_positions
@@ -140,9 +141,9 @@ class DecoderBlock(nn.Module):
         self.norm_ffn = nn.LayerNorm(config.dim)
         hidden = config.ffn_dim or 4 * config.dim
         self.ffn = nn.Sequential(
-            nn.Linear(config.dim, hidden), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(hidden, config.dim)
+            nn.Linear(config.dim, hidden), nn.GELU(), Dropout(config.dropout), nn.Linear(hidden, config.dim)
         )
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
 
     def forward(
         self,
@@ -172,7 +173,7 @@ class Seq2Seq(nn.Module):
             None if config.target_vocab_size is None else self._embedding(config.target_vocab_size)
         )
         self.register_buffer("positions", sinusoidal_positions(config.max_length, config.dim), persistent=False)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         encoder_config = config.encoder_config()
         self.encoder = nn.ModuleList(EncoderBlock(encoder_config, layer) for layer in range(config.encoder_layers))
         self.encoder_norm = nn.LayerNorm(config.dim)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
@@ -50,7 +51,8 @@ def train(
         overwrite: Replace a model already in ``out`` (without it, that is an error).
         max_train: Train on a proportional sample of at most this many training examples (0: all).
         time_budget: Minutes for ``auto``'s candidates together (default
-            :data:`~attend.training.auto.DEFAULT_TIME_BUDGET`); only with ``model="auto"``.
+            :data:`~attend.training.auto.DEFAULT_TIME_BUDGET`); for a named model, its
+            :attr:`~attend.training.TrainingArgs.time_budget` (the whole epochs that fit).
         ensemble: Whether ``auto`` may pick its candidates' ensemble when that is best on dev
             (default True); only with ``model="auto"``.
         on_epoch: Called with each epoch's log record (for notebooks and tests).
@@ -77,11 +79,11 @@ def train(
         return train_auto(data, out, args=args, time_budget=DEFAULT_TIME_BUDGET if time_budget is None else time_budget,
                           resume=resume, overwrite=overwrite, on_epoch=on_epoch,
                           ensemble=True if ensemble is None else ensemble, **columns)  # fmt: skip
-    if time_budget is not None:
-        raise ValueError(f"time_budget is for --model auto, not --model {model}")
     if ensemble is not None:
         raise ValueError(f"ensemble (--no-ensemble) is for --model auto, not --model {model}")
     if isinstance(args, dict):
         args = TrainingArgs.from_dict(dict(args))
+    if time_budget is not None:  # a named model's budget bounds its own epochs
+        args = dataclasses.replace(args or TrainingArgs(), time_budget=time_budget)
     task = ClassificationTask(data, model=model, model_options=model_options, max_train=max_train, **columns)
     return Trainer(task, args, on_epoch=on_epoch).fit(out, resume=resume, overwrite=overwrite)

@@ -71,6 +71,10 @@ class TrainingArgs:
         max_steps: A budget of optimiser steps (0: none): the run takes at most as many whole
             epochs as fit in it, and the learning-rate schedule spans those, so a default made for
             a small data set does not mean hours on a large one.
+        time_budget: Minutes for the training loop, its epochs and their dev evaluations
+            (0: none). The first :data:`BUDGET_PROBE_STEPS` steps and one dev evaluation are timed,
+            then the run keeps as many whole epochs (at least one) as fit, and the learning-rate
+            schedule spans those; the plan is saved with the checkpoint, so a resumed run keeps it.
         batch_size: Examples per optimiser step (the global batch, shared out under torchrun).
         lr: Peak learning rate of AdamW. None lets the task pick: 1e-3 for a model trained from
             scratch, 5e-5 for fine-tuning pretrained weights (a from-scratch rate would wreck them).
@@ -105,7 +109,8 @@ class TrainingArgs:
             0 disables it.
         average_checkpoints: Average the weights of the last this many epochs at the end
             (checkpoint averaging, as in Vaswani et al. 2017 and fairseq); the average is kept when
-            its dev score is at least the best epoch's, else the best epoch is. 0 (or 1) disables it.
+            its dev score beats the best epoch's or ties it at no higher dev loss, else the best
+            epoch is. 0 (or 1) disables it.
         group_by_length: Batch training examples of similar length together (within random
             pools of :data:`LENGTH_POOL_BATCHES` batches; the batch order stays random) where the
             task gives lengths, so less of each step is padding: random batches of reviews or
@@ -127,6 +132,7 @@ class TrainingArgs:
 
     epochs: int = 5
     max_steps: int = 0
+    time_budget: float = 0.0
     batch_size: int = 32
     lr: float | None = None
     weight_decay: float = 0.01
@@ -167,6 +173,8 @@ class TrainingArgs:
             raise ValueError(f"threads={self.threads} must be >= 0")
         if self.max_steps < 0:
             raise ValueError(f"max_steps={self.max_steps} must be >= 0")
+        if not self.time_budget >= 0:  # also refuses NaN
+            raise ValueError(f"time_budget={self.time_budget:g} must be >= 0 (minutes; 0: none)")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -276,6 +284,22 @@ def _lr_factor(step: int, total: int, args: TrainingArgs) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+#: Steps timed before :attr:`TrainingArgs.time_budget` plans the run (the first is not timed:
+#: it pays for one-off allocations).
+BUDGET_PROBE_STEPS = 50
+
+
+def epochs_in_budget(
+    budget_s: float, spent_s: float, seconds_per_step: float, steps_per_epoch: int, dev_s: float, epochs: int
+) -> int:
+    """How many whole epochs (at least one, at most ``epochs``) fit in ``budget_s`` seconds of a
+    training loop that has ``spent_s`` behind it outside the epochs' own steps and dev evaluations
+    (the probe's extra dev evaluation), when a step takes ``seconds_per_step`` and a dev
+    evaluation ``dev_s``."""
+    per_epoch = steps_per_epoch * seconds_per_step + dev_s
+    return max(1, min(epochs, math.floor((budget_s - spent_s) / per_epoch))) if per_epoch > 0 else epochs
+
+
 #: Batches per pool when a task gives lengths: examples are sorted by length within pools of
 #: this many batches (fairseq's and Hugging Face's "group by length"), so a batch's members have
 #: similar lengths and little padding, while the pools and the batch order stay random.
@@ -366,10 +390,11 @@ def average_weights(paths: list[Path]) -> dict[str, Tensor]:
 
 def _try_average(task: Task, network: nn.Module, directory: Path, state: _State, args: TrainingArgs,
                  info: _Dist) -> dict[str, Any] | None:  # fmt: skip
-    """Load the average of the kept epochs' weights if its dev score is at least the best epoch's.
+    """Load the average of the kept epochs' weights if its dev score beats the best epoch's, or
+    ties it at no higher dev loss (the rule that picks the best epoch).
 
     ``network`` holds the best epoch's weights on entry and the winner's on return. Returns what
-    was compared (epochs, both dev scores, whether the average was kept).
+    was compared (epochs, both dev scores and losses, whether the average was kept).
     """
     paths = sorted(directory.glob("epoch-*.safetensors"), key=lambda p: int(p.stem.split("-")[1]))
     if len(paths) < 2:
@@ -385,7 +410,7 @@ def _try_average(task: Task, network: nn.Module, directory: Path, state: _State,
     _log(f"checkpoint average of epochs {epochs}: dev {task.selection} {score:.4f} against the best epoch's "
          f"{state.best_score:.4f}; {'kept' if kept else 'not kept'}", info)  # fmt: skip
     return {"epochs": epochs, f"dev_{task.selection}": score, f"best_epoch_dev_{task.selection}": state.best_score,
-            "kept": kept}  # fmt: skip
+            "dev_loss": loss, "best_epoch_dev_loss": state.best_loss, "kept": kept}  # fmt: skip
 
 
 def _optimiser(model: nn.Module, args: TrainingArgs) -> torch.optim.AdamW:
@@ -414,6 +439,7 @@ class _State:
     best_loss: float = float("inf")
     best_epoch: int = -1
     bad_epochs: int = 0
+    planned_epochs: int = 0  # the epochs TrainingArgs.time_budget left the run (0: no plan yet)
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -620,7 +646,11 @@ class Trainer:
         epochs = args.epochs
         if args.max_steps:  # a budget in steps: fewer epochs on a large data set, never a cut epoch
             epochs = max(1, min(epochs, math.ceil(args.max_steps / steps_per_epoch)))
+        if state.planned_epochs:  # a resumed run keeps the plan its time budget made
+            epochs = state.planned_epochs
         total_steps = steps_per_epoch * epochs
+        probe_at = min(BUDGET_PROBE_STEPS, steps_per_epoch) if args.time_budget else 0  # planned in epoch 1
+        probe_start = None
         writer = _tensorboard(work / "runs") if info.main else None
         autocast = torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16,
                                   enabled=args.precision == "bf16")  # fmt: skip
@@ -658,6 +688,12 @@ class Trainer:
                     losses.append(loss.item())
                     state.step_in_epoch = b + 1
                     state.global_step += 1
+                    if probe_at and not state.planned_epochs:
+                        if state.global_step == 1 or probe_start is None:
+                            probe_start = (time.perf_counter(), state.global_step)
+                        if state.global_step >= probe_at:
+                            epochs = self._plan(network, trainable, state, probe_start, steps_per_epoch, epochs, info)
+                            total_steps = steps_per_epoch * epochs
                     if hasattr(bar, "set_postfix"):
                         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
                     if writer is not None:
@@ -726,6 +762,8 @@ class Trainer:
                 if args.patience and state.bad_epochs >= args.patience:
                     _log(f"early stopping: dev {task.selection} has not improved for {args.patience} epochs", info)
                     break
+                if state.epoch >= epochs:  # the time budget's plan may end the run before args.epochs
+                    break
         finally:
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
@@ -744,6 +782,8 @@ class Trainer:
         final_split = "test" if "test" in held_out else "dev" if "dev" in held_out else "train"
         metrics = task.evaluate(network, final_split, args.eval_batch_size)
         metrics |= {"split": final_split, "best_epoch": state.best_epoch, "epochs_run": state.epoch}
+        if state.planned_epochs:
+            metrics["planned_epochs"] = state.planned_epochs
         if averaging is not None:
             metrics["checkpoint_average"] = averaging
         if info.main:
@@ -764,6 +804,43 @@ class Trainer:
             shutil.rmtree(work, ignore_errors=True)
         _barrier(info)
         return TrainResult(model_dir=out, metrics=metrics, history=state.history, report=report, is_main=info.main)
+
+    def _plan(
+        self,
+        network: nn.Module,
+        trainable: nn.Module,
+        state: _State,
+        probe_start: tuple[float, int],
+        steps_per_epoch: int,
+        epochs: int,
+        info: _Dist,
+    ) -> int:
+        """Time one dev evaluation after the probe's steps and fix the epochs that fit the budget.
+
+        The evaluation draws no random numbers the run would (the RNG is forked around it), so
+        the run goes on as it would have. Under torchrun rank 0's plan is every rank's.
+        """
+        task, args = self.task, self.args
+        started, first_step = probe_start
+        timed_steps = state.global_step - first_step
+        seconds_per_step = (time.perf_counter() - started) / max(1, timed_steps)
+        dev_s = 0.0
+        if "dev" in task.splits():
+            with torch.random.fork_rng(devices=[]):
+                clock = time.perf_counter()
+                task.evaluate(network, "dev", args.eval_batch_size)
+                dev_s = time.perf_counter() - clock
+            trainable.train()
+        planned = epochs_in_budget(args.time_budget * 60, dev_s, seconds_per_step, steps_per_epoch, dev_s, epochs)
+        if info.world_size > 1:
+            shared = [planned]
+            dist.broadcast_object_list(shared, src=0)
+            planned = int(shared[0])
+        state.planned_epochs = planned
+        cut = f", not {epochs}" if planned < epochs else ""
+        _log(f"time budget {args.time_budget:g} min: {planned} epoch(s) of {steps_per_epoch} steps fit{cut} "
+             f"({seconds_per_step:.3f} s per step, {dev_s:.1f} s per dev evaluation)", info)  # fmt: skip
+        return planned
 
     def _resumable_run(self, out: Path, work: Path) -> dict[str, Any]:
         """The interrupted run's record, after checking this run is the same one."""
