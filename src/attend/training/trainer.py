@@ -68,9 +68,9 @@ class TrainingArgs:
 
     Attributes:
         epochs: Maximum passes over the training split.
-        max_steps: A budget of optimiser steps (0: none): the run takes at most as many whole
-            epochs as fit in it, and the learning-rate schedule spans those, so a default made for
-            a small data set does not mean hours on a large one.
+        max_steps: A budget of optimiser steps (0: none): the run takes the whole epochs that
+            cover it (rounded up, at least one), and the learning-rate schedule spans those, so a
+            default made for a small data set does not mean hours on a large one.
         time_budget: Minutes for the training loop, its epochs and their dev evaluations
             (0: none). The first :data:`BUDGET_PROBE_STEPS` steps and one dev evaluation are timed,
             then the run keeps as many whole epochs (at least one) as fit, and the learning-rate
