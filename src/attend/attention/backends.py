@@ -120,7 +120,7 @@ def eager_attention(
 ) -> tuple[Tensor, Tensor | None]:
     bias, _, empty_rows = _dense_bias(module, spec, q, fold_causal=True)
     weights = masked_softmax(module.score(q, k), bias, empty_rows)
-    dropped = dropout(weights, dropout_p) if dropout_p > 0 else weights
+    dropped = dropout(weights, dropout_p)
     return dropped @ v, (weights if need_weights else None)
 
 

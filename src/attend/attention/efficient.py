@@ -105,7 +105,7 @@ def local_attention(
         bias = bias + module.span.bias((q_pos - k_pos).abs(), q.dtype)  # (H, nb, b, span)
 
     weights = masked_softmax(module.score(q_blocks, k_blocks), bias, empty_rows)  # (B, H, nb, b, span)
-    dropped = dropout(weights, dropout_p) if dropout_p > 0 else weights
+    dropped = dropout(weights, dropout_p)
     out = (dropped @ v_blocks).reshape(batch, heads, num_blocks * block, -1)[:, :, :length]
     if not need_weights:
         return out, None

@@ -689,10 +689,11 @@ class Trainer:
                     state.step_in_epoch = b + 1
                     state.global_step += 1
                     if probe_at and not state.planned_epochs:
-                        if state.global_step == 1 or probe_start is None:
+                        if probe_start is None:  # from the end of this process's first step
                             probe_start = (time.perf_counter(), state.global_step)
                         if state.global_step >= probe_at:
-                            epochs = self._plan(network, trainable, state, probe_start, steps_per_epoch, epochs, info)
+                            epochs = self._plan(network, trainable, state, probe_start, steps_per_epoch, epochs,
+                                                args, info)  # fmt: skip
                             total_steps = steps_per_epoch * epochs
                     if hasattr(bar, "set_postfix"):
                         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
@@ -813,14 +814,16 @@ class Trainer:
         probe_start: tuple[float, int],
         steps_per_epoch: int,
         epochs: int,
+        args: TrainingArgs,
         info: _Dist,
     ) -> int:
         """Time one dev evaluation after the probe's steps and fix the epochs that fit the budget.
 
         The evaluation draws no random numbers the run would (the RNG is forked around it), so
-        the run goes on as it would have. Under torchrun rank 0's plan is every rank's.
+        the run goes on as it would have. Under torchrun rank 0's plan is every rank's. ``args``
+        are the run's own (a resumed run's are those it was started with).
         """
-        task, args = self.task, self.args
+        task = self.task
         started, first_step = probe_start
         timed_steps = state.global_step - first_step
         seconds_per_step = (time.perf_counter() - started) / max(1, timed_steps)
