@@ -20,7 +20,10 @@ asks the data:
    or an equal share of what is left, whichever is less; one that gets less than its plan trains
    for as many epochs as fit, or for one epoch over a proportional sample of the training split
    (``max_train``) when not even one epoch would. Before each later candidate, the ones still to
-   train are planned again over the budget the finished ones really left.
+   train are planned again over the budget the finished ones really left. Each candidate's
+   training loop then gets its share as :attr:`TrainingArgs.time_budget`: the Trainer times its
+   own first steps and keeps the whole epochs that fit, so a candidate slower than its three
+   timed steps said trains fewer epochs rather than overrunning.
 4. **The dev comparison.** Every candidate trains through the one :class:`Trainer` on the same
    split; the best dev score (the task's selection metric, macro-F1; ties to accuracy, then to the
    cheaper model) wins. The test split plays no part in the choice. The winner's model directory
@@ -309,8 +312,9 @@ def train_auto(
         args: Training options. A dict holds only what the user chose; for a
             :class:`TrainingArgs`, the fields that differ from the defaults count as chosen. Chosen
             options apply to every candidate; the rest are fitted to the data size.
-        time_budget: Minutes for training every candidate together (a plan, not a hard stop: the
-            plan comes from timed steps, and the report says how long it really took).
+        time_budget: Minutes for training every candidate together. Not a hard stop: each
+            candidate trains at least one epoch (or one over a sample), and the report says how
+            long it really took.
         resume: Continue the interrupted auto run that was writing ``out``.
         overwrite: Replace a model already in ``out``.
         candidates: Restrict the choice to these registered models (default: every candidate).
@@ -382,6 +386,10 @@ def train_auto(
             atomic_write_json(work / "auto.json", state)
             if candidate.excluded:
                 continue
+        if not resuming and "sizes" in state:
+            candidate.args["time_budget"] = _loop_budget(plan, candidate, results, state["sizes"], time_budget * 60)
+            state["plan"] = [dataclasses.asdict(c) for c in plan]
+            atomic_write_json(work / "auto.json", state)
         say(f"auto: training {candidate.name} ({candidate.epochs} epoch(s)"
             f"{f' on a {candidate.max_train}-example sample' if candidate.max_train else ''}, "
             f"planned {candidate.planned_seconds / 60:.1f} min)")  # fmt: skip
@@ -642,6 +650,25 @@ def _replan(plan: list[_Candidate], finished: dict[str, Any], sizes: dict[str, i
         c.args["epochs"] = c.epochs
     _plan(waiting, sizes, max(0.0, left_s))
     return [c for c in waiting if c.excluded or before[c.name] != (c.epochs, c.max_train)]
+
+
+def _loop_budget(plan: list[_Candidate], candidate: _Candidate, finished: dict[str, Any], sizes: dict[str, int],
+                 budget_s: float) -> float:  # fmt: skip
+    """Minutes for ``candidate``'s training loop (:attr:`TrainingArgs.time_budget`): what the
+    finished candidates left of the budget, less the plans of those still to train after it and
+    the scoring of its dev and test splits that follows the loop.
+
+    The plan times three steps; the Trainer times its first
+    :data:`~attend.training.trainer.BUDGET_PROBE_STEPS` steps and a dev evaluation, and keeps the
+    whole epochs that fit this share (at least one). So a candidate that runs slower than its
+    three steps said trains fewer epochs instead of overrunning the budget
+    (e5 on the Chinese reviews: planned 17.2 min for 2 epochs, took 21.7).
+    """
+    left = budget_s - sum(float(r.get("seconds") or 0.0) for r in finished.values())
+    later = sum(c.planned_seconds for c in plan if not c.excluded and c.name not in finished and c is not candidate)
+    scoring = (sizes["dev"] + 2 * sizes["test"]) * candidate.seconds_per_example * EVAL_COST
+    # TrainingArgs reads 0 as "no budget": a share already spent gets a token one millisecond, so one epoch.
+    return max(0.001, left - later - scoring) / 60
 
 
 def _weights_per_token(network: torch.nn.Module) -> int:
