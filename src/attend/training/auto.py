@@ -376,7 +376,7 @@ def train_auto(
         directory = work / candidate.name
         resuming = resume and (directory.parent / f".{directory.name}.training" / "run.json").is_file()
         if results and not resuming and "sizes" in state:
-            left = time_budget * 60 - sum(float(r.get("seconds") or 0.0) for r in results.values())
+            left = _seconds_left(results, time_budget * 60)
             for changed in _replan(plan, results, state["sizes"], left):
                 say(f"auto: {changed.name} re-planned for the {max(0.0, left) / 60:.1f} min left: "
                     + (changed.excluded or f"{changed.epochs} epoch(s)"
@@ -652,6 +652,11 @@ def _replan(plan: list[_Candidate], finished: dict[str, Any], sizes: dict[str, i
     return [c for c in waiting if c.excluded or before[c.name] != (c.epochs, c.max_train)]
 
 
+def _seconds_left(finished: dict[str, Any], budget_s: float) -> float:
+    """What the finished candidates (their measured ``seconds``) left of ``budget_s``; may be negative."""
+    return budget_s - sum(float(r.get("seconds") or 0.0) for r in finished.values())
+
+
 def _loop_budget(plan: list[_Candidate], candidate: _Candidate, finished: dict[str, Any], sizes: dict[str, int],
                  budget_s: float) -> float:  # fmt: skip
     """Minutes for ``candidate``'s training loop (:attr:`TrainingArgs.time_budget`): what the
@@ -664,7 +669,7 @@ def _loop_budget(plan: list[_Candidate], candidate: _Candidate, finished: dict[s
     three steps said trains fewer epochs instead of overrunning the budget
     (e5 on the Chinese reviews: planned 17.2 min for 2 epochs, took 21.7).
     """
-    left = budget_s - sum(float(r.get("seconds") or 0.0) for r in finished.values())
+    left = _seconds_left(finished, budget_s)
     later = sum(c.planned_seconds for c in plan if not c.excluded and c.name not in finished and c is not candidate)
     scoring = (sizes["dev"] + 2 * sizes["test"]) * candidate.seconds_per_example * EVAL_COST
     # TrainingArgs reads 0 as "no budget": a share already spent gets a token one millisecond, so one epoch.
