@@ -212,6 +212,15 @@ def test_a_plain_mail(tmp_path: Path) -> None:
     )
 
 
+def test_list_and_bulk_mail_comes_as_a_newsletter(tmp_path: Path) -> None:
+    path = _mbox(tmp_path / "in.mbox",
+                 _mail("This week in Rust", **{"List-Id": "Rust weekly <weekly.rust.example>"}),
+                 _mail("40% off", **{"List-Unsubscribe": "<mailto:unsub@shop.example>"}),
+                 _mail("Digest", **{"Precedence": "Bulk"}),
+                 _mail("Are we still on for 3?", **{"Precedence": "first-class"}))  # fmt: skip
+    assert [m.channel for m in read_messages(path)] == ["newsletter", "newsletter", "newsletter", "email"]
+
+
 def test_multipart_alternative_prefers_plain_text(tmp_path: Path) -> None:
     mail = _mail("the plain version")
     mail.add_alternative("<p>the <b>HTML</b> version</p>", subtype="html")

@@ -78,7 +78,8 @@ class Message:
         sender: Who sent it; for mail the decoded From header, e.g. ``'Ana Ruiz <ana@x.org>'``.
         subject: The decoded subject, or "".
         time: When it was sent, as an ISO 8601 string, or None if unknown.
-        channel: Where it came from: ``'email'`` for mbox and Maildir, the given column otherwise.
+        channel: Where it came from: for mbox and Maildir ``'email'``, or ``'newsletter'`` for mail
+            with a mailing-list or bulk header; the given column otherwise.
         truncated: The body was longer than the reader's ``max_chars`` and was cut.
     """
 
@@ -384,8 +385,22 @@ def _mail_to_message(msg: email.message.Message, max_chars: int) -> tuple[Messag
     text, truncated = _cut(text, max_chars)
     given = _header(msg, "Message-ID").strip("<> ")
     ident = given or message_id(text, sender, subject, time)
-    message = Message(ident, text, sender, subject, time, channel="email", truncated=truncated)
+    message = Message(ident, text, sender, subject, time, channel=_mail_channel(msg), truncated=truncated)
     return message, not given
+
+
+def _mail_channel(msg: email.message.Message) -> str:
+    """``'newsletter'`` for mail sent to a list or in bulk, else ``'email'``.
+
+    A mailing list marks its mail with ``List-Id`` (RFC 2919) or ``List-Unsubscribe`` (RFC 2369,
+    which bulk senders must give under Gmail's and Yahoo's 2024 sender rules); other bulk mail says
+    ``Precedence: bulk`` or ``list``.
+    """
+    if msg.get("List-Id") or msg.get("List-Unsubscribe"):
+        return "newsletter"
+    if str(msg.get("Precedence", "")).strip().lower() in ("bulk", "list"):
+        return "newsletter"
+    return "email"
 
 
 def mail_to_message(

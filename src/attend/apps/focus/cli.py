@@ -40,7 +40,8 @@ def _costs(args: argparse.Namespace) -> Any:
     from attend.apps.focus.assistant import Costs
 
     try:
-        return Costs(urgent=args.urgent_cost, relevant=args.relevant_cost, interrupt=args.interrupt_cost)
+        given = {"urgent": args.urgent_cost, "relevant": args.relevant_cost, "interrupt": args.interrupt_cost}
+        return Costs(**{name: value for name, value in given.items() if value is not None})
     except ValueError as exc:
         raise ValueError(f"--{str(exc).split(' cost')[0]}-cost: {exc}") from None
 
@@ -229,11 +230,12 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cost_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--urgent-cost", type=float, default=3.0, help="cost of holding an urgent message, in "
-                        "interruptions (3)")  # fmt: skip
-    parser.add_argument("--relevant-cost", type=float, default=0.75, help="cost of holding a relevant message (0.75)")
-    parser.add_argument("--interrupt-cost", type=float, default=1.0, help="cost of an interruption that was not "
-                        "needed (1); raise it to be interrupted less")  # fmt: skip
+    # The defaults are attend.apps.focus.assistant.Costs' (not imported here: it needs torch).
+    parser.add_argument("--urgent-cost", type=float, help="cost of holding an urgent message, in interruptions "
+                        "(default 3)")  # fmt: skip
+    parser.add_argument("--relevant-cost", type=float, help="cost of holding a relevant message (default 0.5)")
+    parser.add_argument("--interrupt-cost", type=float, help="cost of an interruption that was not needed "
+                        "(default 1); raise it to be interrupted less")  # fmt: skip
 
 
 def _message_options(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,8 @@ Two test beds:
 Baselines (each also lets the session's allowlist through, as a user would configure it):
 pass-all, hold-all, sender allowlist alone, keyword rules (a task word, or one of a fixed list
 of alarm words, in the message), TF-IDF cosine of task and message over a threshold, BM25 of
-the task against the message over a threshold (thresholds: best balanced accuracy on dev).
+the task against the message over a threshold, the message's channel (the share of dev messages
+of that channel that pass) over a threshold (thresholds: best balanced accuracy on dev).
 
 Metrics: urgent messages held (the goal is 0), pass recall, hold recall, balanced accuracy,
 interruptions per 100 messages, and for the assistant the calibration of its score
@@ -167,6 +168,27 @@ def _tfidf_scores(fitted: Any) -> Callable[[dict[str, SuiteTask], list[Labelled]
     return score
 
 
+def _channel_rates(dev: list[Labelled]) -> Callable[[dict[str, SuiteTask], list[Labelled]], np.ndarray]:
+    """The channel baseline's score: the share of the dev messages of the message's channel that pass
+    (the channel alone, as the assistant's heads see it; a channel not in dev scores the overall share)."""
+    from collections import defaultdict
+
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in dev:
+        counts[r.message.channel.strip().lower()][0] += r.passed
+        counts[r.message.channel.strip().lower()][1] += 1
+    overall = sum(r.passed for r in dev) / max(1, len(dev))
+
+    def score(tasks: dict[str, SuiteTask], rows: list[Labelled]) -> np.ndarray:
+        rates = []
+        for r in rows:
+            passed, total = counts.get(r.message.channel.strip().lower(), (0, 0))
+            rates.append(passed / total if total else overall)
+        return np.asarray(rates)
+
+    return score
+
+
 def _bm25_scores(tasks: dict[str, SuiteTask], rows: list[Labelled]) -> np.ndarray:
     """BM25 of each task's description against its own messages (Okapi, rank_bm25's defaults)."""
     from rank_bm25 import BM25Okapi
@@ -191,6 +213,7 @@ def _baselines(dev_tasks: dict[str, SuiteTask], dev: list[Labelled]) -> dict[str
     vectorizer.fit([t.task for t in dev_tasks.values()] + [_text(r.message) for r in dev])
     tfidf = _Thresholded("tfidf", _tfidf_scores(vectorizer)).fit(dev_tasks, dev)
     bm25 = _Thresholded("bm25", _bm25_scores).fit(dev_tasks, dev)
+    channel = _Thresholded("channel", _channel_rates(dev)).fit(dev_tasks, dev)
 
     def allowlist(tasks: dict[str, SuiteTask], rows: list[Labelled]) -> list[bool]:
         return [allow_match(tasks[r.task_id].allow, r.message) is not None for r in rows]
@@ -209,6 +232,7 @@ def _baselines(dev_tasks: dict[str, SuiteTask], dev: list[Labelled]) -> dict[str
         "keywords": keywords,
         "tfidf": tfidf.decide,
         "bm25": bm25.decide,
+        "channel": channel.decide,
     }
 
 

@@ -8,7 +8,7 @@ scratch) and both plain numbers that serialise to JSON:
   log-odds of the posterior mean of a Beta(1, 1) prior: 0 for a stranger, +1.1 after two passes,
   -1.6 after four holds.
 - **Preferences**: a logistic regression over the message's sentence embedding (plus a bias)
-  whose output is added to the same log-odds. Each correction takes a few gradient steps of the
+  whose output is added to the same log-odds. Each correction takes gradient steps (:data:`STEPS`) of the
   log-loss of the *whole* decision on that message (so it corrects what the components got wrong,
   and stops moving once they agree), with a small L2 pull towards zero. Messages that read like
   one the person corrected move the same way: "hold newsletters about Shakespeare sales" is learnt
@@ -31,7 +31,11 @@ __all__ = ["LEARNING_RATE", "PersonModel", "sender_key"]
 #: Step size of the preference update (embeddings are unit vectors, so one step moves the logit of
 #: the corrected message by at most this times the error). Rate 1 with 3 steps was set first and then
 #: compared on the dev tasks (`scripts/choose_focus_costs.py --feedback`, rates 0.1-3, 1 or 3 steps):
-#: the best later-half balanced accuracy after corrections, 0.882 (0.846 without).
+#: the best later-half balanced accuracy after corrections, 0.882 (0.846 without). Compared again
+#: when the relevance head began weighing the channel (2026-12-04): 3 steps at rate 1 then gave
+#: 0.852 (0.858 without), 1 step at rates 0.1-1 0.861, a difference of about one message. 3 steps
+#: stay: with 1, three corrections no longer teach that a sender's messages must get through
+#: (tests/apps/test_focus.py), which is what a person correcting the assistant expects.
 LEARNING_RATE = 1.0
 #: Gradient steps per correction.
 STEPS = 3
