@@ -232,6 +232,20 @@ def test_each_candidates_loop_keeps_the_epochs_that_fit_its_share_of_the_budget(
     assert 0 < config["training"]["time_budget"] <= 1e-4
 
 
+def test_a_time_budget_in_the_training_options_is_autos_budget(tmp_path: Path, planted_csv: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """``--config`` with ``{"training": {"time_budget": M}}`` budgets auto's candidates together, as
+    ``--time-budget M`` does (the flag wins when both are given); it was silently ignored before."""
+    import attend.training.text as text
+
+    seen: list[tuple[float, dict]] = []
+    monkeypatch.setattr(text, "train_auto", lambda *a, time_budget, args, **k: seen.append((time_budget, args)))
+    text.train(planted_csv, tmp_path / "m", args={"epochs": 2, "time_budget": 7.5})
+    text.train(planted_csv, tmp_path / "m", args={"epochs": 2, "time_budget": 7.5}, time_budget=3.0)
+    text.train(planted_csv, tmp_path / "m", args={"epochs": 2})
+    assert seen == [(7.5, {"epochs": 2}), (3.0, {"epochs": 2}), (text.DEFAULT_TIME_BUDGET, {"epochs": 2})]
+
+
 def test_a_pretrained_model_that_cannot_read_the_data_is_left_out(tmp_path: Path) -> None:
     texts = ["这家酒店的房间很干净，服务也好", "电脑太慢了，屏幕也有问题，不推荐"]
     rows = [{"text": texts[i % 2], "label": str(i % 2)} for i in range(60)]

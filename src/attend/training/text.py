@@ -50,7 +50,8 @@ def train(
         resume: Continue the interrupted run that was writing ``out``.
         overwrite: Replace a model already in ``out`` (without it, that is an error).
         max_train: Train on a proportional sample of at most this many training examples (0: all).
-        time_budget: Minutes for ``auto``'s candidates together (default
+        time_budget: Minutes for ``auto``'s candidates together (default: a ``"time_budget"`` in
+            ``args`` when it is a dict of the user's choices, as ``--config`` gives, else
             :data:`~attend.training.auto.DEFAULT_TIME_BUDGET`); for a named model, its
             :attr:`~attend.training.TrainingArgs.time_budget` (the whole epochs that fit).
         ensemble: Whether ``auto`` may pick its candidates' ensemble when that is best on dev
@@ -76,6 +77,12 @@ def train(
             )
         if max_train:
             raise ValueError("max_train is planned by --model auto itself; name a --model to set it")
+        if isinstance(args, dict) and "time_budget" in args:
+            # The user's budget in the training options is auto's budget for all the candidates (the
+            # argument, i.e. --time-budget, wins); each candidate's loop gets its share of it.
+            args = dict(args)
+            given = args.pop("time_budget")
+            time_budget = given if time_budget is None else time_budget
         return train_auto(data, out, args=args, time_budget=DEFAULT_TIME_BUDGET if time_budget is None else time_budget,
                           resume=resume, overwrite=overwrite, on_epoch=on_epoch,
                           ensemble=True if ensemble is None else ensemble, **columns)  # fmt: skip
