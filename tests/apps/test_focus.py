@@ -27,6 +27,7 @@ from attend.apps.focus.assistant import (
     Session,
     allow_match,
     channel_features,
+    channel_name,
 )
 from attend.apps.focus.components import TextReader, cross_attention, merge_words
 from attend.apps.focus.evaluation import evaluate_suite, load_suite, metrics
@@ -92,6 +93,7 @@ def test_the_channel_is_read_against_the_average_message(assistant: FocusAssista
     heads = assistant.heads
     assert channel_features(" Newsletters ").tolist() == [float(c == "newsletter") for c in CHANNELS]
     assert not channel_features("pager").any() and not channel_features("").any()
+    assert channel_name(" Notifications") == "notification" and channel_name("pager") is None
     assert heads.channel_term("") == heads.channel_term("pager") == 0.0
     # The head reads the one-hot minus the channels' training shares, so the channels' terms, weighted
     # by those shares, average to nothing: no channel is read as the average channel.

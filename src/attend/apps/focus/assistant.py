@@ -72,6 +72,7 @@ __all__ = [
     "Session",
     "allow_match",
     "channel_features",
+    "channel_name",
     "message_input",
     "relevance_examples",
     "relevance_features",
@@ -105,15 +106,22 @@ URGENCY_C = 1.0
 CHANNELS = ("email", "chat", "sms", "notification", "calendar", "newsletter")
 
 
-def channel_features(channel: str) -> Tensor:
-    """``(len(CHANNELS),)``: a one-hot of the message's channel (``notifications`` is ``notification``);
-    all zeros for no channel or another one."""
-    out = torch.zeros(len(CHANNELS))
+def channel_name(channel: str) -> str | None:
+    """The :data:`CHANNELS` entry a message's channel names (``' Notifications'`` is ``notification``), or None."""
     name = channel.strip().lower()
     for candidate in (name, name[:-1] if name.endswith("s") else name):
         if candidate in CHANNELS:
-            out[CHANNELS.index(candidate)] = 1.0
-            break
+            return candidate
+    return None
+
+
+def channel_features(channel: str) -> Tensor:
+    """``(len(CHANNELS),)``: a one-hot of the message's channel (:func:`channel_name`); all zeros for
+    no channel or another one."""
+    out = torch.zeros(len(CHANNELS))
+    name = channel_name(channel)
+    if name is not None:
+        out[CHANNELS.index(name)] = 1.0
     return out
 
 
@@ -609,7 +617,7 @@ class FocusAssistant:
             reasons.append(f"Your feedback on similar messages {direction} its relevance (log-odds {preference:+.1f}).")
         if abs(channel_shift) >= 0.5:
             direction = "raised" if channel_shift > 0 else "lowered"
-            reasons.append(f"Coming as {message.channel.strip().lower()!r} {direction} its relevance (log-odds "
+            reasons.append(f"Coming as {channel_name(message.channel)!r} {direction} its relevance (log-odds "
                            f"{channel_shift:+.1f}, against a message of any channel).")  # fmt: skip
         verdict = "passes" if decision == "pass" else "is held for the digest"
         if allowed is None and not unreadable:

@@ -41,6 +41,7 @@ from attend.apps.focus.assistant import (
     FocusAssistant,
     Session,
     allow_match,
+    channel_name,
 )
 from attend.apps.focus.person import PersonModel
 from attend.data.messages import Message
@@ -170,19 +171,20 @@ def _tfidf_scores(fitted: Any) -> Callable[[dict[str, SuiteTask], list[Labelled]
 
 def _channel_rates(dev: list[Labelled]) -> Callable[[dict[str, SuiteTask], list[Labelled]], np.ndarray]:
     """The channel baseline's score: the share of the dev messages of the message's channel that pass
-    (the channel alone, as the assistant's heads see it; a channel not in dev scores the overall share)."""
+    (the channel as the assistant's relevance head reads it; any other channel, or none, is one group)."""
     from collections import defaultdict
 
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    counts: dict[str | None, list[int]] = defaultdict(lambda: [0, 0])
     for r in dev:
-        counts[r.message.channel.strip().lower()][0] += r.passed
-        counts[r.message.channel.strip().lower()][1] += 1
+        tally = counts[channel_name(r.message.channel)]
+        tally[0] += r.passed
+        tally[1] += 1
     overall = sum(r.passed for r in dev) / max(1, len(dev))
 
     def score(tasks: dict[str, SuiteTask], rows: list[Labelled]) -> np.ndarray:
         rates = []
         for r in rows:
-            passed, total = counts.get(r.message.channel.strip().lower(), (0, 0))
+            passed, total = counts.get(channel_name(r.message.channel), (0, 0))
             rates.append(passed / total if total else overall)
         return np.asarray(rates)
 
