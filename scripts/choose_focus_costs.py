@@ -42,11 +42,18 @@ URGENT_COST = 3
 RELEVANT = (0.5, 0.75, 1, 1.5, 2, 3)
 
 
-def held_out_assistants(assistant: FocusAssistant) -> dict[str, FocusAssistant]:
+def urgency_arrays(assistant: FocusAssistant) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The urgency head's examples (features, labels, groups) as arrays, read once per run."""
+    xu, yu, gu = urgency_examples(assistant.reader)
+    return np.asarray(xu), np.asarray(yu), np.asarray(gu)
+
+
+def held_out_assistants(assistant: FocusAssistant, urgency: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                        ) -> dict[str, FocusAssistant]:  # fmt: skip
     """Per dev task, an assistant whose two heads were fitted without that task's messages."""
     xr, yr, gr, prior = relevance_examples(assistant.reader)
     xr, yr, gr = np.asarray(xr), np.asarray(yr), np.asarray(gr)
-    xu, yu, gu = (np.asarray(v) for v in urgency_examples(assistant.reader))
+    xu, yu, gu = urgency if urgency is not None else urgency_arrays(assistant)
     out = {}
     for task_id in load_suite("dev")[0]:
         heads = Heads.fit_examples((xu[gu != task_id], yu[gu != task_id]), (xr[gr != task_id], yr[gr != task_id]),
@@ -77,7 +84,7 @@ def feedback_rates(assistant: FocusAssistant) -> None:
               f"{sum(taught) / len(truth):.3f} with corrections, {sum(plain) / len(truth):.3f} without")  # fmt: skip
 
 
-def urgency_set_held(assistant: FocusAssistant) -> dict[int, tuple[int, int]]:
+def urgency_set_held(urgency: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[int, tuple[int, int]]:
     """Per urgent cost, the urgency data set's urgent messages that urgency alone would hold, with the
     head cross-validated on that set (5 seeded folds; the suite's messages stay in every fold's fit)."""
     from sklearn.linear_model import LogisticRegression
@@ -85,7 +92,7 @@ def urgency_set_held(assistant: FocusAssistant) -> dict[int, tuple[int, int]]:
 
     from attend.apps.focus.assistant import URGENCY_C
 
-    x, y, g = (np.asarray(v) for v in urgency_examples(assistant.reader))
+    x, y, g = urgency
     own = np.flatnonzero(g == "urgency")
     suite = np.flatnonzero(g != "urgency")
     p = np.zeros(len(own))
@@ -103,7 +110,8 @@ def main() -> None:
         feedback_rates(assistant)
         return
     tasks, rows = load_suite("dev")
-    held_out_by_task = held_out_assistants(assistant)
+    urgency_data = urgency_arrays(assistant)
+    held_out_by_task = held_out_assistants(assistant, urgency_data)
     urgency, relevance, allowed, truth, urgent, texts = [], [], [], [], [], []
     for task_id, task in tasks.items():
         held_out = held_out_by_task[task_id]
@@ -131,7 +139,7 @@ def main() -> None:
         print(f"{held:3d}  {-acc:.3f}  urgent={-cu:g}  relevant={cr:g}")
     print("urgent cost: urgency-set urgent messages held on urgency alone (cross-validated); best dev "
           "balanced accuracy holding no urgent dev message")  # fmt: skip
-    for cost, (held, total) in urgency_set_held(assistant).items():
+    for cost, (held, total) in urgency_set_held(urgency_data).items():
         ok = [-res[1] for res in results if res[2] == -cost and res[0] == 0]
         print(f"  {cost:3g}: {held}/{total} held; dev {max(ok) if ok else float('nan'):.3f}")
     # The urgent cost is fixed (module docstring); the relevant cost is the best on dev at it.
