@@ -272,10 +272,10 @@ class Heads:
         winners = unit.argmax(0)  # (E,): the token holding each dimension's maximum
         return contributions.index_add(0, winners, w_max * unit.max(0).values)
 
-    def relevance_logit(self, features: Tensor, channel: str = "") -> float:
-        """The relevance log-odds from :func:`relevance_features` and the message's channel."""
-        c = len(CHANNELS)
-        return float(features @ self.relevance_weight[:-c]) + self.channel_term(channel) + self.relevance_bias
+    def relevance_logit(self, features: Tensor, channel_term: float = 0.0) -> float:
+        """The relevance log-odds from :func:`relevance_features` and the channel's
+        :meth:`channel_term` (0: no channel)."""
+        return float(features @ self.relevance_weight[: -len(CHANNELS)]) + channel_term + self.relevance_bias
 
     def save(self, path: Path) -> None:
         from safetensors.torch import save_file
@@ -550,12 +550,12 @@ class FocusAssistant:
 
     def _decide(self, session: Session, task: Reading, message: Message, reading: Reading, attention: CrossAttention,
                 standardised: Tensor, person: PersonModel | None) -> Decision:  # fmt: skip
-        base_logit = self.heads.relevance_logit(relevance_features(standardised, reading), message.channel)
+        channel_shift = self.heads.channel_term(message.channel)
+        base_logit = self.heads.relevance_logit(relevance_features(standardised, reading), channel_shift)
         sender_shift, passed, held = person.sender_shift(message.sender) if person else (0.0, 0, 0)
         preference = person.preference_shift(reading.embedding.tolist()) if person and person.updates else 0.0
         relevance = _sigmoid(base_logit + sender_shift + preference)
         urgency = self.heads.urgency(reading)
-        channel_shift = self.heads.channel_term(message.channel)
         allowed = allow_match(session.allow, message)
         unknown = sum(piece == UNKNOWN_PIECE for piece in reading.pieces)
         unreadable = unknown >= UNREADABLE_PIECES and unknown >= UNREADABLE_SHARE * len(reading.pieces)
