@@ -6,6 +6,7 @@ import json
 import logging
 import mailbox
 import math
+import re
 import subprocess
 import sys
 from email.message import EmailMessage
@@ -119,13 +120,19 @@ def test_the_channel_is_read_against_the_average_message(assistant: FocusAssista
     assert torch.equal(Heads.load(tmp_path / "heads.safetensors").channel_mean, heads.channel_mean)
 
 
-def test_the_cost_flags_default_to_the_costs_defaults() -> None:
+def test_the_cost_flags_default_to_the_costs_defaults(capsys: pytest.CaptureFixture) -> None:
     from argparse import Namespace
 
     from attend.apps.focus.cli import _costs
 
     assert _costs(Namespace(urgent_cost=None, relevant_cost=None, interrupt_cost=None)) == Costs()
     assert _costs(Namespace(urgent_cost=None, relevant_cost=0.5, interrupt_cost=None)) == Costs(relevant=0.5)
+    # and the help says what they are (the CLI writes them out: it does not import torch to read them)
+    with pytest.raises(SystemExit):
+        main(["focus", "triage", "--help"])
+    usage = " ".join(capsys.readouterr().out.split())
+    for flag, value in (("urgent", Costs().urgent), ("relevant", Costs().relevant), ("interrupt", Costs().interrupt)):
+        assert re.search(rf"--{flag}-cost \S+ [^(]*\(default {value:g}\)", usage), flag
 
 
 # --- the rule --------------------------------------------------------------------------------
