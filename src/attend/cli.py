@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,6 +101,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+LENGTH_PENALTY_HELP = ("translators: rank beams by log-probability / length ** this (default: the model's, 1; "
+                       "0 favours short outputs, above 1 long ones; the best value depends on the language pair)")
 INT8_HELP = "the int8 model: an ONNX directory's int8 graph (attend quantize), or PyTorch dynamic int8 at load"
 EXPLAIN_INT8_HELP = "MODEL_DIR is an ONNX directory (attend export --attentions): use its int8 graph"
 
@@ -138,7 +141,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if _task_of(args.model_dir) == "translation":
         found = _translator(args.model_dir).evaluate(
             args.data, source_col=args.source_col, target_col=args.target_col, split_col=args.split_col,
-            beam=args.beam,
+            beam=_beam(args), length_penalty=_length_penalty(args),
         )  # fmt: skip
         if args.json:
             print(json.dumps(found, ensure_ascii=False))
@@ -289,9 +292,22 @@ def _translate_inputs(args: argparse.Namespace) -> list[str]:
         raise UsageError(f"{args.input}: not UTF-8 text (byte {exc.start}); convert it or give a CSV/JSONL") from None
 
 
-def _cmd_translate(args: argparse.Namespace) -> int:
+def _beam(args: argparse.Namespace) -> int | None:
     if args.beam is not None and args.beam < 1:
         raise UsageError(f"--beam {args.beam}: must be at least 1")
+    return args.beam
+
+
+def _length_penalty(args: argparse.Namespace) -> float | None:
+    value = getattr(args, "length_penalty", None)
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise UsageError(f"--length-penalty {value:g}: must be a number >= 0 (1 divides a beam's log-probability "
+                         "by its length; 0 ranks by the raw log-probability)")  # fmt: skip
+    return value
+
+
+def _cmd_translate(args: argparse.Namespace) -> int:
+    beam, length_penalty = _beam(args), _length_penalty(args)
     lines = _translate_inputs(args)
     for i, text in enumerate(args.texts or []):
         if not text.strip():
@@ -299,7 +315,8 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     translator = _translator(args.model_dir)
     # A blank input line gives a blank output line, so line N of the output is line N's translation.
     filled = [i for i, line in enumerate(lines) if line.strip()]
-    results = translator.translate([lines[i] for i in filled], beam=args.beam, alignments=args.json)
+    results = translator.translate([lines[i] for i in filled], beam=beam, alignments=args.json,
+                                   length_penalty=length_penalty)  # fmt: skip
     by_line = dict(zip(filled, results, strict=True))
     for i, result in by_line.items():
         if result.warning:
@@ -602,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--int8", action="store_true", help=INT8_HELP)
     ev.add_argument("--beam", type=int, help="translators: beam size (default: the model's)")
+    ev.add_argument("--length-penalty", type=float, help=LENGTH_PENALTY_HELP)
     ev.add_argument("--split-col", help="translators: score only the test (else dev) rows of this split column")
     _add_data_columns(ev)
     _add_pair_columns(ev)
@@ -647,6 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--input", help="a text file, one sentence per line ('-': stdin), or a CSV/TSV/JSONL/Parquet file")
     tl.add_argument("--source-col", default="source", help="column of --input holding the sentence (default: source)")
     tl.add_argument("--beam", type=int, help="beam size; 1 is greedy (default: the model's, 4)")
+    tl.add_argument("--length-penalty", type=float, help=LENGTH_PENALTY_HELP)
     tl.add_argument("--json", action="store_true",
                     help="print a JSON list: source, translation, score and the cross-attention alignment")
     tl.set_defaults(func=_cmd_translate)

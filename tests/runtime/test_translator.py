@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from attend.cli import main
+from attend.models.generation import GenerationOptions
 from attend.runtime import Translator, load
 from attend.serve.app import ServeSettings, create_app
 from tests.conftest import TOY_TRANSLATION_ARGS, TOY_TRANSLATOR, reverse_pairs, write_csv
@@ -49,6 +50,26 @@ def test_translate_json_has_scores_and_alignments(translator_dir: Path, capsys: 
     assert alignment["output_tokens"] == [" sun", " cat", " red", "</s>"]
     weights = np.asarray(alignment["alignment"])
     assert weights.shape == (4, 4) and np.allclose(weights.sum(1), 1.0, atol=1e-3)
+
+
+def test_length_penalty_ranks_beams_and_is_checked(translator_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # score = log-probability / length ** penalty: 0 ranks by the raw log-probability
+    for penalty in (0.0, 2.0):
+        assert main(["translate", str(translator_dir), "red cat sun", "--json", "--length-penalty", str(penalty)]) == 0
+        (row,) = json.loads(capsys.readouterr().out)
+        assert row["translation"] == "sun cat red"
+        length = len(row["alignment"]["output_tokens"])  # the output's pieces and </s>
+        assert row["score"] == pytest.approx(row["log_prob"] / length**penalty, abs=1e-4)
+    data = translator_dir.parent / "pairs.csv"
+    assert main(["evaluate", str(translator_dir), str(data), "--json", "--length-penalty", "0.5"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["decoding"] == "beam 4, length penalty 0.5" and found["length_penalty"] == 0.5
+    for value in ("-1", "nan"):
+        done = _attend("translate", str(translator_dir), "red", "--length-penalty", value)
+        assert done.returncode == 2 and f"--length-penalty {value}" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    with pytest.raises(ValueError, match=r"length_penalty=-0\.5"):
+        GenerationOptions(length_penalty=-0.5)
 
 
 def test_alignment_of_a_reversal_points_at_the_mirrored_word(translator_dir: Path) -> None:

@@ -20,6 +20,7 @@ exactly greedy's choices.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +57,9 @@ class GenerationOptions:
     def __post_init__(self) -> None:
         if self.beam < 1:
             raise ValueError(f"beam={self.beam} must be at least 1")
+        if not (isinstance(self.length_penalty, int | float) and math.isfinite(self.length_penalty)
+                and self.length_penalty >= 0):  # fmt: skip
+            raise ValueError(f"length_penalty={self.length_penalty!r} must be a number >= 0")
         if self.max_length_a < 0 or self.max_length_b < 1:
             raise ValueError(f"max_length_a={self.max_length_a} must be >= 0 and max_length_b={self.max_length_b} >= 1")
         if self.no_repeat_ngram < 0:

@@ -274,6 +274,7 @@ class Translator(Runtime):
         target_col: str = "target",
         split_col: str | None = None,
         beam: int | None = None,
+        length_penalty: float | None = None,
         batch_size: int = 64,
         **_: Any,
     ) -> dict[str, Any]:
@@ -303,14 +304,23 @@ class Translator(Runtime):
             used = f"{wanted} split (split column)"
         if not len(pairs):
             raise DataError(f"{data}: no sentence pairs to evaluate on")
-        results = self.translate(pairs.sources, beam=beam, batch_size=batch_size)
+        decoding = self.options(beam=beam, length_penalty=length_penalty)
+        results = self.translate(pairs.sources, beam=decoding.beam, batch_size=batch_size,
+                                 length_penalty=decoding.length_penalty)  # fmt: skip
         outputs = [r.translation for r in results]
         scores = translation_scores(outputs, pairs.targets)
-        decoding = self.options(beam=beam)
         return {**scores, "sentences": len(pairs), "source": pairs.origin or str(data), "pairs_used": used,
-                "decoding": f"beam {decoding.beam}" if decoding.beam > 1 else "greedy",
+                "decoding": _decoding_name(decoding), "length_penalty": decoding.length_penalty,
                 "bleu_tokenize": bleu_tokenizer(pairs.targets),
                 "truncated": sum(r.truncated for r in results)}  # fmt: skip
+
+
+def _decoding_name(options: GenerationOptions) -> str:
+    """``greedy`` or ``beam N`` (with the length penalty when it is not 1)."""
+    if options.beam == 1:
+        return "greedy"
+    penalty = "" if options.length_penalty == 1.0 else f", length penalty {options.length_penalty:g}"
+    return f"beam {options.beam}{penalty}"
 
 
 @register_runtime("translation")
