@@ -164,6 +164,11 @@ def test_service_translates_micro_batched_with_alignments(translator_dir: Path) 
         assert answer["translation"] == "sun cat red" and "alignment" in answer
         assert client.post("/v1/translate", json={"texts": [""]}).status_code == 422
         assert client.post("/v1/translate", json={"texts": ["a"], "beam": 0}).status_code == 422
+        for penalty in (-1, "nan", 11):
+            assert client.post("/v1/translate", json={"texts": ["a"], "length_penalty": penalty}).status_code == 422
+        raw = client.post("/v1/translate", json={"texts": ["red cat sun"], "length_penalty": 0}).json()
+        (ranked,) = raw["translations"]
+        assert ranked["score"] == pytest.approx(ranked["log_prob"], abs=1e-4)  # penalty 0: the raw log-probability
         assert client.post("/v1/translate", json={"texts": ["x"] * 5}).status_code == 422
         info = client.get("/v1/model").json()
         assert info["task"] == "translation"
@@ -174,12 +179,19 @@ def test_service_translates_micro_batched_with_alignments(translator_dir: Path) 
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             texts = [" ".join(r["source"].split()) for r in reverse_pairs(12, seed=3)]
-            return await asyncio.gather(*[client.post("/v1/translate", json={"texts": [t], "beam": 2})
-                                          for t in texts])  # fmt: skip
+            # concurrent requests with different options share batches but get their own decoding
+            return await asyncio.gather(*[client.post("/v1/translate", json={"texts": [t], "beam": 2,
+                                                                             "length_penalty": i % 3})
+                                          for i, t in enumerate(texts)])  # fmt: skip
 
     with TestClient(app):
         responses = asyncio.run(many())
     assert all(r.status_code == 200 for r in responses)
+    for i, response in enumerate(responses):
+        (found,) = response.json()["translations"]
+        assert found["finished"]
+        length = len(found["translation"].split()) + 1  # the toy vocabulary: one piece per word, and </s>
+        assert found["score"] == pytest.approx(found["log_prob"] / length ** (i % 3), abs=1e-4), i
 
 
 def test_torchrun_two_processes_train_a_translator_as_one_does(tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
 """The route of a translator: ``POST /v1/translate`` (micro-batched).
 
 Sentences from concurrent requests are translated together: one beam search over the batch,
-sources sorted by length. A request may ask for its own beam size and for the cross-attention
-``alignment`` of each output token over the source; the batch is split by those options, so
-every request gets exactly what it asked for.
+sources sorted by length. A request may ask for its own beam size, length penalty and for the
+cross-attention ``alignment`` of each output token over the source; the batch is split by those
+options, so every request gets exactly what it asked for.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ __all__ = ["TranslateRequest", "translation_routes"]
 
 #: Largest beam a request may ask for.
 MAX_BEAM = 16
+#: Largest length penalty a request may ask for (beyond it only the longest outputs win).
+MAX_LENGTH_PENALTY = 10.0
 
 
 class TranslateRequest(BaseModel):
@@ -34,6 +36,9 @@ class TranslateRequest(BaseModel):
     texts: list[str] = Field(description="Sentences, each translated on its own.")
     beam: int | None = Field(default=None, ge=1, le=MAX_BEAM, strict=True,
                              description="Beam size (default: the model's); 1 is greedy.")  # fmt: skip
+    length_penalty: float | None = Field(default=None, ge=0, le=MAX_LENGTH_PENALTY, allow_inf_nan=False,
+                                         description="Rank beams by log-probability / length ** this (default: "
+                                         "the model's).")  # fmt: skip
     alignment: bool = Field(default=False, description="Add each output token's cross-attention over the source.")
 
 
@@ -42,13 +47,14 @@ def translation_routes(runtime: Translator, settings: ServeSettings, metrics: Se
     router = APIRouter(tags=["translation"])
 
     def run(items: list[Any]) -> list[Any]:
-        # items: (text, beam, alignment); translate each run of equal options together, keep the order.
+        # items: (text, beam, length penalty, alignment); translate each run of equal options together,
+        # keep the order.
         answers: list[Any] = [None] * len(items)
-        order = sorted(range(len(items)), key=lambda i: (items[i][1], items[i][2]))
-        for (beam, aligned), group in groupby(order, key=lambda i: (items[i][1], items[i][2])):
+        order = sorted(range(len(items)), key=lambda i: items[i][1:])
+        for (beam, penalty, aligned), group in groupby(order, key=lambda i: items[i][1:]):
             indices = list(group)
             found = runtime.translate([items[i][0] for i in indices], beam=beam, alignments=aligned,
-                                      batch_size=max(64, len(indices) * beam))  # fmt: skip
+                                      length_penalty=penalty, batch_size=max(64, len(indices) * beam))  # fmt: skip
             for i, result in zip(indices, found, strict=True):
                 answers[i] = result.to_dict()
         return answers
@@ -65,9 +71,11 @@ def translation_routes(runtime: Translator, settings: ServeSettings, metrics: Se
         if problem is not None:
             return problem
         beam = body.beam or runtime.generation.beam
+        penalty = body.length_penalty if body.length_penalty is not None else runtime.generation.length_penalty
         metrics.queued.set(batcher.queued())
         try:
-            found = await batcher.submit([(text, beam, body.alignment) for text in body.texts])  # type: ignore[list-item]
+            found = await batcher.submit([(text, beam, penalty, body.alignment)  # type: ignore[list-item]
+                                          for text in body.texts])  # fmt: skip
         except RuntimeError as exc:  # shutting down
             return error_response(503, "unavailable", str(exc))
         return {"model": runtime.name, "translations": found}
