@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 import importlib
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -299,10 +298,15 @@ def _beam(args: argparse.Namespace) -> int | None:
 
 
 def _length_penalty(args: argparse.Namespace) -> float | None:
+    from attend.models.generation import GenerationOptions
+
     value = getattr(args, "length_penalty", None)
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise UsageError(f"--length-penalty {value:g}: must be a number >= 0 (1 divides a beam's log-probability "
-                         "by its length; 0 ranks by the raw log-probability)")  # fmt: skip
+    if value is not None:
+        try:
+            GenerationOptions(length_penalty=value)  # its own check, so the two never disagree
+        except ValueError:
+            raise UsageError(f"--length-penalty {value:g}: must be a number >= 0 (1 divides a beam's "
+                             "log-probability by its length; 0 ranks by the raw log-probability)") from None
     return value
 
 
