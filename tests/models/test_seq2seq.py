@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attend.attention import KeyValueCache, MultiHeadAttention
+from attend.attention import KeyValueCache, MultiHeadAttention, multihead
 from attend.models import build, config_from_dict
 from attend.models.generation import GenerationOptions, beam_search
 from attend.models.seq2seq import Seq2Seq
@@ -185,6 +185,39 @@ def test_multihead_attention_cache_matches_causal_attention_and_reorders() -> No
     again, _ = attention(x[:, :1], None, cache=cross)  # the memory is not needed again
     torch.testing.assert_close(once, again)
     torch.testing.assert_close(once, attention(x[:, :1], memory)[0])
+
+
+@pytest.mark.parametrize("options", [{}, {"learn_temperature": True}, {"score": "bilinear"}, {"score": "cosine"}])
+def test_one_cached_token_takes_the_fused_path_with_the_general_paths_result(
+    options: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One new token without masks or maps skips the mask/backend plumbing (the decoder step at
+    # batch 1); asking for the maps, or masking, takes the general path: both must agree.
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(16, 4, **options).eval()
+    with torch.no_grad():
+        if attention.score.log_temperature is not None:
+            attention.score.log_temperature.uniform_(-0.5, 0.5)
+    x, memory = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    fused_cache, general_cache = KeyValueCache(), KeyValueCache()
+    attention(x[:, :4], is_causal=True, cache=fused_cache)
+    attention(x[:, :4], is_causal=True, cache=general_cache)
+    with monkeypatch.context() as patch:  # the fused path builds no mask at all
+        patch.setattr(multihead.MaskSpec, "validate", lambda **_: pytest.fail("the mask plumbing ran"))
+        fused, none = attention(x[:, 4:], is_causal=True, cache=fused_cache)
+    general, weights = attention(x[:, 4:], is_causal=True, cache=general_cache, need_weights=True)
+    assert none is None and weights is not None and weights.shape == (2, 4, 1, 5)
+    torch.testing.assert_close(fused, general, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(fused, attention(x, is_causal=True)[0][:, 4:], atol=1e-5, rtol=1e-5)
+    cross = KeyValueCache(static=True)
+    attention(x[:, :1], memory, cache=cross)
+    no_padding = torch.zeros(2, 7, dtype=torch.bool)
+    torch.testing.assert_close(
+        attention(x[:, 1:2], None, cache=cross)[0],
+        attention(x[:, 1:2], memory, key_padding_mask=no_padding)[0],
+        atol=1e-6,
+        rtol=1e-5,
+    )
 
 
 def test_a_cache_is_refused_where_it_cannot_be_exact() -> None:

@@ -492,6 +492,15 @@ class MultiHeadAttention(Recordable, nn.Module):
             k, v = cache.update(self._split_heads(self.k_proj(key)), self._split_heads(self.v_proj(value)))
         if k.shape[0] != batch:
             raise ValueError(f"the cache holds {k.shape[0]} rows but the query has batch {batch}; reorder it first")
+        if (q_len == 1 and key_padding_mask is None and attn_mask is None and not need_weights
+                and not self.training and self.gate_proj is None and self.backend_name == "sdpa"
+                and not self._captures()):  # fmt: skip
+            # One new token with nothing to mask (it sees every cached key, causal or not) and no
+            # maps wanted: the fused kernel directly, without the general mask and backend plumbing
+            # that costs more than the attention itself at this size (a decoder step at batch 1).
+            q2, k2, scale = self.score.as_dot(q, k)
+            out = F.scaled_dot_product_attention(q2, k2, v, scale=scale)
+            return self.out_proj(out.transpose(1, 2).reshape(batch, 1, self.inner_dim)), None
         k_len = k.shape[2]
         if is_causal and not cache.static:
             past = k_len - q_len

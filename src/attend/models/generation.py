@@ -89,7 +89,7 @@ def _limits(model: Seq2Seq, attention_mask: Tensor, options: GenerationOptions) 
 class _Stepper:
     """Runs decoder steps with or without the cache; rows can be reordered or dropped between steps."""
 
-    def __init__(self, model: Seq2Seq, memory: Tensor, padding: Tensor, prefix: Tensor, use_cache: bool) -> None:
+    def __init__(self, model: Seq2Seq, memory: Tensor, padding: Tensor | None, prefix: Tensor, use_cache: bool) -> None:
         self.model, self.memory, self.padding, self.prefix = model, memory, padding, prefix
         self.cache: DecoderCache | None = model.new_cache() if use_cache else None
 
@@ -112,7 +112,8 @@ class _Stepper:
         index = torch.tensor(rows, dtype=torch.long, device=self.prefix.device)
         self.prefix = torch.cat([self.prefix.index_select(0, index), tokens[:, None]], dim=1)
         self.memory = self.memory.index_select(0, index)
-        self.padding = self.padding.index_select(0, index)
+        if self.padding is not None:
+            self.padding = self.padding.index_select(0, index)
         if self.cache is not None:
             self.cache.reorder(index)
 
@@ -159,24 +160,28 @@ def beam_search(
     padding = attention_mask == 0
     rows = torch.arange(batch).repeat_interleave(k)  # row r belongs to source r // k
     prefix = torch.full((batch * k, 1), config.bos_id, dtype=torch.long, device=input_ids.device)
-    stepper = _Stepper(model, memory.index_select(0, rows), padding.index_select(0, rows), prefix, options.use_cache)
+    # No source padded (always so for one sentence): no mask to apply at any step.
+    row_padding = padding.index_select(0, rows) if bool(padding.any()) else None
+    stepper = _Stepper(model, memory.index_select(0, rows), row_padding, prefix, options.use_cache)
     # Beam scores (sum of log-probs); only the first beam of each source is alive at the start.
     scores = torch.full((batch, k), float("-inf"), device=input_ids.device)
     scores[:, 0] = 0.0
     active = list(range(batch))  # sources still being decoded, in row-block order
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    never = torch.tensor([config.pad_id, config.bos_id], device=input_ids.device)  # tokens never written
+    never_or_eos = torch.tensor([config.pad_id, config.bos_id, config.eos_id], device=input_ids.device)
     step = 0
     while active:
         step += 1
         log_probs = stepper.log_probs()  # (A*K, V)
         vocab = log_probs.shape[-1]
-        log_probs[:, config.pad_id] = float("-inf")
-        log_probs[:, config.bos_id] = float("-inf")
-        if step <= options.min_length:
-            log_probs[:, config.eos_id] = float("-inf")
+        log_probs.index_fill_(1, never if step > options.min_length else never_or_eos, float("-inf"))
         _ban_repeats(log_probs, stepper.prefix, options.no_repeat_ngram)
         candidates = (scores.view(-1, 1) + log_probs).view(len(active), k * vocab)
-        top_scores, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # (A, 2K)
+        # 2K extensions, so that K survive beside up to K endings. With K = 1 the first is enough:
+        # an ending there finishes the source, and a second would only be kept beside it at the
+        # length limit, where the ending (same length, higher log-probability) outranks it.
+        top_scores, top_index = candidates.topk(min(2 * k if k > 1 else 1, k * vocab), dim=1)  # (A, 2K)
         keep_rows: list[int] = []
         keep_tokens: list[int] = []
         keep_scores: list[list[float]] = []

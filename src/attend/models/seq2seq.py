@@ -149,7 +149,7 @@ class DecoderBlock(nn.Module):
         self,
         x: Tensor,
         memory: Tensor,
-        memory_padding: Tensor,
+        memory_padding: Tensor | None,
         cache: tuple[KeyValueCache, KeyValueCache] | None = None,
     ) -> Tensor:
         own, cross = cache if cache is not None else (None, None)
@@ -213,7 +213,11 @@ class Seq2Seq(nn.Module):
         return self.encoder_norm(x)
 
     def decode(
-        self, decoder_input_ids: Tensor, memory: Tensor, memory_padding: Tensor, cache: DecoderCache | None = None
+        self,
+        decoder_input_ids: Tensor,
+        memory: Tensor,
+        memory_padding: Tensor | None,
+        cache: DecoderCache | None = None,
     ) -> Tensor:
         """Next-token logits ``(B, T, V)`` for output tokens ``decoder_input_ids (B, T)``.
 
@@ -234,7 +238,7 @@ class Seq2Seq(nn.Module):
         """An empty cache for :meth:`step`."""
         return DecoderCache.empty(len(self.decoder))
 
-    def step(self, tokens: Tensor, memory: Tensor, memory_padding: Tensor, cache: DecoderCache) -> Tensor:
+    def step(self, tokens: Tensor, memory: Tensor, memory_padding: Tensor | None, cache: DecoderCache) -> Tensor:
         """Log-probabilities ``(B, V)`` of the token after ``tokens (B, 1)``, extending ``cache``."""
         logits = self.decode(tokens, memory, memory_padding, cache)[:, -1]
         return torch.log_softmax(logits.float(), dim=-1)
