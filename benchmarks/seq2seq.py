@@ -11,13 +11,21 @@ Sections (``--sections``, default all):
   (beam search, sacrebleu) beside the translation-memory floor measured in the same run on the
   same split, the ratio to the floor against the goal (en->de >= 2x, others >= 1.5x), and the
   alignment's faithfulness gap on a seeded sample of test sentences.
+* ``training``: training steps (forward, backward, AdamW) of the default model on one pool of
+  50 batches of 64 training pairs of each data set, the way training runs now (batches ordered by
+  target length, then source length; the encoder skipping source padding; logits and loss on real
+  target tokens only) against the padded way it ran before 2026-12-04 (batches ordered by the
+  sum of both lengths; every position through every layer and the output projection). The same
+  pairs either way; the padding each way's batches carry, and the time per pass over the pool,
+  timed through ``harness.interleave``.
 * ``decoding``: the dev split of each data set's model trained by ``quality`` (in ``--out-dir``),
   translated with each beam size and length penalty of ``--grid`` (``beam:penalty`` pairs), with
   its dev BLEU and chrF: how decoding settings are compared without touching the test split.
 
 Run it alone on the machine: ``OMP_NUM_THREADS=2 python benchmarks/seq2seq.py`` (the quality
-section trains for about half an hour per data set; ``--sections cache`` takes a minute; each
-``decoding`` setting 30-70 s on en->de's 3,853 dev sentences, 3-6 min on ja->en's 20,331).
+section trains for about half an hour per data set; ``--sections cache`` takes a minute; ``training``
+3-4 minutes per data set; each ``decoding`` setting 30-70 s on en->de's 3,853 dev sentences, 3-6 min
+on ja->en's 20,331).
 """
 
 from __future__ import annotations
@@ -124,6 +132,79 @@ def quality_section(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def _time_training(name: str, rounds: int) -> tuple[dict[str, Any], list[str]]:
+    """One data set's row of the training section (see the module docstring)."""
+    import torch.nn.functional as F
+
+    from attend.training import TrainingArgs
+    from attend.training.tasks.seq2seq import TRANSLATION_DEFAULTS, TranslationTask
+
+    train_args = TrainingArgs.from_dict({**TRANSLATION_DEFAULTS, "progress": False})
+    task = TranslationTask(name)
+    task.prepare(train_args, None)
+    sources, targets = task.encoded["train"]
+    size = train_args.batch_size
+    pool = random.Random(0).sample(range(task.train_size), min(task.train_size, size * 50))
+    keys = task.lengths()
+
+    def cut(key: Any) -> list[dict[str, torch.Tensor]]:
+        ordered = sorted(pool, key=key)
+        return [task.train_batch(ordered[i : i + size]) for i in range(0, len(ordered), size)]
+
+    plans = {"before": cut(lambda i: len(sources[i]) + len(targets[i])), "now": cut(lambda i: keys[i])}
+    models, optimisers = {}, {}
+    for way in plans:
+        torch.manual_seed(0)
+        models[way] = build({"model_type": "seq2seq", **task.model_config()}).train()
+        models[way].unpad = way == "now"
+        optimisers[way] = torch.optim.AdamW(models[way].parameters(), lr=1e-4)
+
+    def passes(way: str) -> None:
+        model, optimiser = models[way], optimisers[way]
+        for batch in plans[way]:
+            if way == "now":
+                loss = task.loss(model, batch)
+            else:
+                logits = model(batch).logits
+                loss = F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=0,
+                                       label_smoothing=task.label_smoothing)  # fmt: skip
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+
+    timings = harness.interleave({"before": lambda: passes("before"), "now": lambda: passes("now")}, rounds=rounds,
+                                 items=len(pool))  # fmt: skip
+    ratio = harness.paired_ratio(timings["before"], timings["now"])
+    padding = {}
+    for way, batches in plans.items():
+        real_source = sum(int(b["attention_mask"].sum()) for b in batches)
+        real_target = sum(int((b["labels"] != 0).sum()) for b in batches)
+        padding[way] = {"source": 1 - real_source / sum(b["attention_mask"].numel() for b in batches),
+                        "target": 1 - real_target / sum(b["labels"].numel() for b in batches)}  # fmt: skip
+    row = [name, str(len(pool)), f"{padding['before']['source']:.0%} / {padding['before']['target']:.0%}",
+           f"{padding['now']['source']:.0%} / {padding['now']['target']:.0%}",
+           harness.format_seconds(timings["before"].median), harness.format_seconds(timings["now"].median),
+           ratio.fmt()]  # fmt: skip
+    return {"pairs": len(pool), "padding": padding, "before": timings["before"].to_json(),
+            "now": timings["now"].to_json(), "speedup": ratio.to_json()}, row  # fmt: skip
+
+
+def training_section(args: argparse.Namespace) -> dict[str, Any]:
+    report, rows = {}, []
+    for name in args.datasets.split(","):
+        report[name], row = _time_training(name, args.rounds)
+        rows.append(row)
+    harness.print_table(
+        f"Training steps over one pool of 50 batches, default model, {torch.get_num_threads()} thread(s)",
+        ["data", "pairs", "padding before (source / target)", "padding now", "before", "now",
+         "speedup (paired median [q1, q3])"],
+        rows,
+        notes=["padding: the share of padded positions in the pool's batches; the encoder now skips the "
+               "source's when a batch has 5% or more, and no logits are computed for the target's"],
+    )  # fmt: skip
+    return report
+
+
 def decoding_section(args: argparse.Namespace) -> dict[str, Any]:
     from attend.data.parallel import group_split
     from attend.runtime import Translator, load
@@ -156,10 +237,11 @@ def decoding_section(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sections", default="cache,quality", help="cache,quality,decoding (default cache,quality)")
+    sections = "cache,quality,training,decoding (default cache,quality)"
+    parser.add_argument("--sections", default="cache,quality", help=sections)
     parser.add_argument("--grid", default="4:1.0,4:1.4,6:1.4", help="decoding: beam:length-penalty settings")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (default 0: one per core)")
-    parser.add_argument("--rounds", type=int, default=5, help="timing rounds of the cache section (default 5)")
+    parser.add_argument("--rounds", type=int, default=5, help="timing rounds of cache and training (default 5)")
     parser.add_argument("--datasets", default="tatoeba_en_de,tatoeba_ja_en")
     parser.add_argument("--out-dir", default="runs/bench-seq2seq", help="where the trained models go")
     parser.add_argument("--faithfulness", type=int, default=200, help="test sentences for the faithfulness gap")
@@ -172,6 +254,8 @@ def main() -> None:
             report["cache"] = cache_section(args)
         if "quality" in sections:
             report["quality"] = quality_section(args)
+        if "training" in sections:
+            report["training"] = training_section(args)
         if "decoding" in sections:
             report["decoding"] = decoding_section(args)
     if args.json:

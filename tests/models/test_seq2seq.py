@@ -91,6 +91,30 @@ def test_source_padding_does_not_change_the_output() -> None:
     torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-5)
 
 
+def test_the_encoder_skips_source_padding_with_the_padded_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    from attend.attention.unpad import TokenLayout
+
+    model = _model()
+    ids, mask = _sources()
+    assert (mask == 0).float().mean() >= 0.05, "too little padding to unpad: nothing tested"
+    packed: list[torch.Size] = []
+    original = TokenLayout.pack
+
+    def pack(self: TokenLayout, x: torch.Tensor) -> torch.Tensor:
+        out = original(self, x)
+        packed.append(out.shape)
+        return out
+
+    monkeypatch.setattr(TokenLayout, "pack", pack)
+    unpadded = model.encode(ids, mask)
+    assert packed and packed[0] == (int(mask.sum()), 16)  # the blocks ran on the real tokens
+    monkeypatch.setattr(TokenLayout, "when_worth_it", classmethod(lambda cls, *a, **k: None))
+    padded = model.encode(ids, mask)
+    real = mask.bool()
+    torch.testing.assert_close(unpadded[real], padded[real], atol=1e-5, rtol=1e-5)
+    assert not unpadded[~real].any()  # zeros at padding, which cross-attention masks anyway
+
+
 def test_cached_steps_equal_the_full_decoder_pass() -> None:
     model = _model()
     ids, mask = _sources()

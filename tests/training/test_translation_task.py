@@ -110,6 +110,42 @@ def test_length_pooled_batches_cover_every_example_once_and_replay() -> None:
     assert spread < random_spread / 4
 
 
+def test_translation_batches_leave_little_target_padding_and_the_loss_skips_it() -> None:
+    # Pairs whose source and target lengths are unrelated: sorting by their sum would pad both
+    # sides; the task orders by target length first, so targets come out nearly unpadded.
+    import torch
+    import torch.nn.functional as F
+
+    from attend.models import build
+    from attend.training.tasks.seq2seq import TranslationTask
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(30)]
+    rows = [(" ".join(rng.choices(words, k=rng.randint(1, 12))), " ".join(rng.choices(words, k=rng.randint(1, 12))))
+            for _ in range(1200)]  # fmt: skip
+    task = TranslationTask(ParallelTexts([a for a, _ in rows], [b for _, b in rows]))
+    args = TrainingArgs(batch_size=16, vocab_size=60, max_length=16, seed=0)
+    task.prepare(args, None)
+    _, targets = task.encoded["train"]
+    batches = epoch_batches(task.train_size, args, 0, _Dist(), task.lengths())
+    assert sorted(i for b in batches for i in b) == list(range(task.train_size))
+    target_lengths = np.asarray([len(t) for t in targets])
+    padded = sum(len(b) * target_lengths[b].max() for b in batches)
+    assert target_lengths.sum() / padded > 0.95  # (by the sum of both lengths: 0.70)
+
+    torch.manual_seed(0)
+    model = build({"model_type": "seq2seq", **task.model_config(), "dim": 32, "encoder_layers": 1,
+                   "decoder_layers": 1, "num_heads": 2}).eval()  # fmt: skip
+    batch = next(b for b in map(task.train_batch, batches) if (b["labels"] == 0).any())  # one with padding
+    labels = batch["labels"]
+    real = labels != 0
+    full = model(batch).logits  # (B, T, V)
+    torch.testing.assert_close(model({**batch, "logit_positions": real}).logits, full[real])
+    every_position = F.cross_entropy(full.flatten(0, 1), labels.flatten(), ignore_index=0, label_smoothing=0.1)
+    task.label_smoothing = 0.1
+    torch.testing.assert_close(task.loss(model, batch), every_position)
+
+
 def test_inverse_sqrt_schedule_and_label_smoothing_are_checked() -> None:
     args = TrainingArgs(schedule="inverse_sqrt", warmup_ratio=0.1)
     factors = [_lr_factor(step, 100, args) for step in range(100)]

@@ -9,9 +9,12 @@ Wolf 2017); with one shared vocabulary the encoder's table is that same table to
 
 Batch contract: ``input_ids``/``attention_mask`` (the source, ``(B, S)``, 1 = real token) and
 ``decoder_input_ids`` (``(B, T)``: ``<s>`` then the target shifted right, padded at the end).
-:meth:`Seq2Seq.forward` returns logits ``(B, T, V)`` for the next token at every position.
+:meth:`Seq2Seq.forward` returns logits ``(B, T, V)`` for the next token at every position;
+with ``logit_positions`` (bool ``(B, T)``, e.g. ``labels != pad``) only those positions' logits,
+``(N, V)`` in row-major order, so training spends no output projection or softmax on padding.
 Target padding needs no mask: it only ever follows the real tokens, which causal attention
-keeps from seeing it, and the loss ignores it.
+keeps from seeing it, and the loss ignores it. Source padding is masked; with enough of it the
+encoder's per-token layers run on the real tokens only (:mod:`attend.attention.unpad`).
 
 Incremental decoding (:mod:`attend.models.generation`): :meth:`Seq2Seq.encode` once, then
 :meth:`Seq2Seq.step` per output token with a :class:`DecoderCache` of each layer's projected
@@ -30,6 +33,7 @@ from torch import Tensor, nn
 
 from attend.attention import KeyValueCache, MultiHeadAttention
 from attend.attention.dropout import Dropout
+from attend.attention.unpad import TokenLayout
 from attend.config import check_arguments, check_positive, check_unit_interval
 from attend.models.base import ModelConfig, ModelOutput, forward_with_attentions, register_model
 from attend.models.encoder import EncoderBlock, EncoderConfig, sinusoidal_positions
@@ -179,6 +183,9 @@ class Seq2Seq(nn.Module):
         self.encoder_norm = nn.LayerNorm(config.dim)
         self.decoder = nn.ModuleList(DecoderBlock(config) for _ in range(config.decoder_layers))
         self.decoder_norm = nn.LayerNorm(config.dim)
+        #: Run the encoder's per-token layers on real source tokens only when a batch has enough
+        #: padding (False: the padded layout, e.g. to measure what skipping it buys).
+        self.unpad = True
 
     def _embedding(self, size: int) -> nn.Embedding:
         table = nn.Embedding(size, self.config.dim, padding_idx=self.config.pad_id)
@@ -208,9 +215,13 @@ class Seq2Seq(nn.Module):
         padding = attention_mask == 0
         tokens = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
         x = self.drop(tokens * math.sqrt(self.config.dim) + self.positions[:length])
+        layout = TokenLayout.when_worth_it(padding) if self.unpad else None  # per-token layers on real tokens
+        if layout is not None:
+            x = layout.pack(x)  # (T, E)
         for block in self.encoder:
-            x = block(x, padding)
-        return self.encoder_norm(x)
+            x = block(x, padding, layout)
+        x = self.encoder_norm(x)
+        return x if layout is None else layout.unpack(x)  # (B, S, E), zeros at padding
 
     def decode(
         self,
@@ -218,8 +229,10 @@ class Seq2Seq(nn.Module):
         memory: Tensor,
         memory_padding: Tensor | None,
         cache: DecoderCache | None = None,
+        positions: Tensor | None = None,
     ) -> Tensor:
-        """Next-token logits ``(B, T, V)`` for output tokens ``decoder_input_ids (B, T)``.
+        """Next-token logits ``(B, T, V)`` for output tokens ``decoder_input_ids (B, T)``; with
+        ``positions`` (bool ``(B, T)``) only those positions' logits, ``(N, V)`` in row-major order.
 
         With a ``cache``, ``decoder_input_ids`` are the tokens after the cached ones (usually one)
         and the cache is extended with them.
@@ -232,7 +245,9 @@ class Seq2Seq(nn.Module):
         for i, block in enumerate(self.decoder):
             x = block(x, memory, memory_padding, None if cache is None else cache.layers[i])
         x = self.decoder_norm(x)
-        return x @ self.target_embed.weight.t()  # tied output projection: (B, T, V)
+        if positions is not None:
+            x = x[positions]  # (N, E): no output projection for positions nobody reads
+        return x @ self.target_embed.weight.t()  # tied output projection
 
     def new_cache(self) -> DecoderCache:
         """An empty cache for :meth:`step`."""
@@ -248,7 +263,8 @@ class Seq2Seq(nn.Module):
 
     def _forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
         memory = self.encode(batch["input_ids"], batch["attention_mask"], batch.get("inputs_embeds"))
-        logits = self.decode(batch["decoder_input_ids"], memory, batch["attention_mask"] == 0)
+        logits = self.decode(batch["decoder_input_ids"], memory, batch["attention_mask"] == 0,
+                             positions=batch.get("logit_positions"))  # fmt: skip
         return ModelOutput(logits=logits)
 
     def cross_attention_names(self) -> list[str]:

@@ -80,8 +80,9 @@ class Task(ABC):
         return None
 
     def lengths(self) -> np.ndarray | None:
-        """Per training example, its size in tokens, to batch examples of similar length together
-        (less padding); None (the default): batches are plain random draws."""
+        """Per training example, its size in tokens (or any number that orders examples by size),
+        to batch examples of similar length together (less padding); None (the default): batches
+        are plain random draws."""
         return None
 
     @abstractmethod
