@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from attend.models import MODELS, ModelConfig, ModelOutput, auxiliary_loss, buil
 from attend.models.base import register_model
 from attend.runtime import load
 from attend.training import TASKS, Task, Trainer, TrainingArgs, TrainingInterrupted, register_task, train
-from attend.training.trainer import epochs_in_budget
+from attend.training.trainer import epochs_in_budget, epochs_still_fitting
 
 
 @dataclass
@@ -253,6 +254,43 @@ def test_a_time_budget_cuts_the_epochs_the_schedule_spans_and_a_resumed_run_keep
 
     roomy = Trainer(Regression(), dataclasses.replace(args, time_budget=1e4)).fit(tmp_path / "roomy")
     assert roomy.metrics["epochs_run"] == roomy.metrics["planned_epochs"] == 4
+
+
+def test_epochs_still_fitting_only_ever_cuts_the_plan() -> None:
+    # A 300 s budget, 6 epochs planned; after 2 epochs 100 s are gone and the last took 80 s: 2 more fit.
+    assert epochs_still_fitting(300, 100, 80, 2, 6) == 4
+    assert epochs_still_fitting(300, 100, 20, 2, 6) == 6  # faster than planned: the plan stands
+    assert epochs_still_fitting(300, 290, 80, 2, 6) == 2  # nothing more fits: the run ends here
+    assert epochs_still_fitting(300, 400, 80, 3, 6) == 3  # over budget already
+    assert epochs_still_fitting(300, 100, 80, 6, 6) == 6  # the plan is done
+
+
+class SlowingRegression(Regression):
+    """From the second epoch on, every dev evaluation takes two seconds: a machine slowing down mid-run."""
+
+    name = "toy_regression_slowing"
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        if split == "dev" and getattr(self, "epoch", 0) >= 1:
+            time.sleep(2.0)
+        return super().evaluate(model, split, batch_size)
+
+
+register_task(SlowingRegression)
+
+
+def test_a_run_that_slows_down_cuts_its_plan_to_stay_in_the_budget(picker: None, tmp_path: Path) -> None:
+    # 100 steps an epoch, planned after 50 at the toy's pace: all 6 epochs fit 6 seconds. Then each
+    # epoch takes over 2 seconds: after epoch 2 (2.2-2.5 s spent) one more fits the time left.
+    args = TrainingArgs(epochs=6, batch_size=4, progress=False, patience=0, warmup_ratio=0.0, schedule="linear",
+                        time_budget=6 / 60, checkpoint_every=1000)  # fmt: skip
+    history: list[dict] = []
+    result = Trainer(SlowingRegression(), args, on_epoch=history.append).fit(tmp_path / "m")
+    assert result.metrics["epochs_run"] == result.metrics["planned_epochs"] == 3, history
+    assert history[-1]["lr"] == pytest.approx(1e-2 / 300)  # the schedule ends with the new plan
 
 
 def test_the_budget_probe_leaves_the_run_as_it_was(tmp_path: Path, planted_csv: Path) -> None:

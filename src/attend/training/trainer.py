@@ -75,6 +75,8 @@ class TrainingArgs:
             (0: none). The first :data:`BUDGET_PROBE_STEPS` steps and one dev evaluation are timed,
             then the run keeps as many whole epochs (at least one) as fit, and the learning-rate
             schedule spans those; the plan is saved with the checkpoint, so a resumed run keeps it.
+            After each epoch the plan is cut if the epochs left no longer fit the time left at
+            that epoch's pace (:func:`epochs_still_fitting`; the machine slowed down).
         batch_size: Examples per optimiser step (the global batch, shared out under torchrun).
         lr: Peak learning rate of AdamW. None lets the task pick: 1e-3 for a model trained from
             scratch, 5e-5 for fine-tuning pretrained weights (a from-scratch rate would wreck them).
@@ -300,6 +302,16 @@ def epochs_in_budget(
     return max(1, min(epochs, math.floor((budget_s - spent_s) / per_epoch))) if per_epoch > 0 else epochs
 
 
+def epochs_still_fitting(budget_s: float, spent_s: float, last_epoch_s: float, done: int, planned: int) -> int:
+    """The plan after an epoch: ``planned`` epochs, or fewer when the ones left no longer fit
+    ``budget_s`` at the pace of the epoch just run (``last_epoch_s``, its dev evaluation included),
+    with ``spent_s`` of the budget gone and ``done`` epochs run. Never fewer than ``done`` (the run
+    then ends), never more than ``planned`` (a plan is only ever cut)."""
+    if last_epoch_s <= 0 or done >= planned:
+        return planned
+    return max(done, min(planned, done + math.floor(max(0.0, budget_s - spent_s) / last_epoch_s)))
+
+
 #: Batches per pool when a task gives lengths: examples are sorted by length within pools of
 #: this many batches (fairseq's and Hugging Face's "group by length"), so a batch's members have
 #: similar lengths and little padding, while the pools and the batch order stay random.
@@ -440,6 +452,7 @@ class _State:
     best_epoch: int = -1
     bad_epochs: int = 0
     planned_epochs: int = 0  # the epochs TrainingArgs.time_budget left the run (0: no plan yet)
+    budget_seconds: float = 0.0  # of the time budget, spent: whole epochs with their dev evaluations, the probe's
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -651,6 +664,7 @@ class Trainer:
         total_steps = steps_per_epoch * epochs
         probe_at = min(BUDGET_PROBE_STEPS, steps_per_epoch) if args.time_budget else 0  # planned in epoch 1
         probe_start = None
+        probe_seconds = 0.0  # the probe's dev evaluation, inside the first epoch but not part of its pace
         writer = _tensorboard(work / "runs") if info.main else None
         autocast = torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16,
                                   enabled=args.precision == "bf16")  # fmt: skip
@@ -664,6 +678,7 @@ class Trainer:
                 task.start_epoch(epoch)
                 trainable.train()
                 epoch_start = time.perf_counter()
+                whole_epoch = state.step_in_epoch == 0  # not the rest of an interrupted one
                 losses: list[float] = []
                 bar = _progress(range(state.step_in_epoch, len(batches)), len(batches), state.step_in_epoch,
                                 f"epoch {epoch + 1}/{epochs}", args.progress and info.main)  # fmt: skip
@@ -692,8 +707,8 @@ class Trainer:
                         if probe_start is None:  # from the end of this process's first step
                             probe_start = (time.perf_counter(), state.global_step)
                         if state.global_step >= probe_at:
-                            epochs = self._plan(network, trainable, state, probe_start, steps_per_epoch, epochs,
-                                                args, info)  # fmt: skip
+                            epochs, probe_seconds = self._plan(network, trainable, state, probe_start,
+                                                               steps_per_epoch, epochs, args, info)  # fmt: skip
                             total_steps = steps_per_epoch * epochs
                     if hasattr(bar, "set_postfix"):
                         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
@@ -745,6 +760,12 @@ class Trainer:
                 record["best"] = improved
                 state.history.append(record)
                 state.epoch, state.step_in_epoch = epoch + 1, 0
+                epoch_seconds = time.perf_counter() - epoch_start
+                state.budget_seconds += epoch_seconds
+                if state.planned_epochs and args.time_budget and whole_epoch:
+                    epochs = self._replan(state, epoch_seconds - probe_seconds, epochs, args, info)
+                    total_steps = steps_per_epoch * epochs
+                probe_seconds = 0.0
                 rng = _rng_states(info)
                 if info.main:
                     print(json.dumps(record), file=sys.stderr, flush=True)
@@ -816,8 +837,9 @@ class Trainer:
         epochs: int,
         args: TrainingArgs,
         info: _Dist,
-    ) -> int:
-        """Time one dev evaluation after the probe's steps and fix the epochs that fit the budget.
+    ) -> tuple[int, float]:
+        """Time one dev evaluation after the probe's steps and fix the epochs that fit the budget
+        (returned with the evaluation's seconds).
 
         The evaluation draws no random numbers the run would (the RNG is forked around it), so
         the run goes on as it would have. Under torchrun rank 0's plan is every rank's. ``args``
@@ -843,6 +865,22 @@ class Trainer:
         cut = f", not {epochs}" if planned < epochs else ""
         _log(f"time budget {args.time_budget:g} min: {planned} epoch(s) of {steps_per_epoch} steps fit{cut} "
              f"({seconds_per_step:.3f} s per step, {dev_s:.1f} s per dev evaluation)", info)  # fmt: skip
+        return planned, dev_s
+
+    def _replan(self, state: _State, epoch_seconds: float, epochs: int, args: TrainingArgs, info: _Dist) -> int:
+        """After a whole epoch: cut the plan when the epochs left no longer fit the time budget at
+        the pace of this one (a machine that slowed down after the probe). The learning-rate
+        schedule then spans the new plan, so its decay steps ahead. Under torchrun rank 0 decides."""
+        planned = epochs_still_fitting(args.time_budget * 60, state.budget_seconds, epoch_seconds, state.epoch, epochs)
+        if info.world_size > 1:
+            shared = [planned]
+            dist.broadcast_object_list(shared, src=0)
+            planned = int(shared[0])
+        if planned < epochs:
+            left = max(0.0, args.time_budget * 60 - state.budget_seconds) / 60
+            _log(f"time budget: epoch {state.epoch} took {epoch_seconds:.0f} s, so {planned - state.epoch} more "
+                 f"fit the {left:.1f} min left: {planned} epoch(s) in all instead of {epochs}", info)  # fmt: skip
+            state.planned_epochs = planned
         return planned
 
     def _resumable_run(self, out: Path, work: Path) -> dict[str, Any]:
