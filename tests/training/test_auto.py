@@ -18,6 +18,7 @@ from attend.training import TrainingArgs, TrainingInterrupted, auto, train
 from attend.training.auto import (
     _Candidate,
     _keep_one_pretrained,
+    _loop_budget,
     _plan,
     _probe,
     _replan,
@@ -280,6 +281,19 @@ def test_auto_needs_a_dev_split_to_compare_on(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="compares its candidates on a dev split, and this data has none"):
         train(data, tmp_path / "m", split_col="part")
     assert not (tmp_path / "m").exists() and not (tmp_path / ".m.auto").exists()
+
+
+def test_a_candidates_loop_reserves_the_ensembles_scoring_only_when_there_is_one() -> None:
+    # 1,000 s of budget, 0.03 s an example to score at a third of a training example's cost: the
+    # Trainer's test scoring always follows the loop (100 examples: 1 s); the ensemble step's dev
+    # and test probabilities (300 more: 3 s) only without --no-ensemble.
+    sizes = {"train": 1000, "dev": 200, "test": 100}
+    candidate = _Candidate("encoder", pretrained=False, seconds_per_example=0.03, epochs=3)
+    later = _Candidate("minilm", pretrained=True, seconds_per_example=0.1, epochs=1, planned_seconds=400.0)
+    plan = [candidate, later]
+    with_ensemble = _loop_budget(plan, candidate, {}, sizes, 1000.0) * 60
+    alone = _loop_budget(plan, candidate, {}, sizes, 1000.0, ensemble=False) * 60
+    assert with_ensemble == pytest.approx(1000 - 400 - 4) and alone == pytest.approx(1000 - 400 - 1)
 
 
 def test_auto_takes_no_model_options_and_a_positive_budget(tmp_path: Path, planted_csv: Path) -> None:

@@ -387,7 +387,8 @@ def train_auto(
             if candidate.excluded:
                 continue
         if not resuming and "sizes" in state:
-            candidate.args["time_budget"] = _loop_budget(plan, candidate, results, state["sizes"], time_budget * 60)
+            candidate.args["time_budget"] = _loop_budget(plan, candidate, results, state["sizes"], time_budget * 60,
+                                                         ensemble)  # fmt: skip
             state["plan"] = [dataclasses.asdict(c) for c in plan]
             atomic_write_json(work / "auto.json", state)
         say(f"auto: training {candidate.name} ({candidate.epochs} epoch(s)"
@@ -658,10 +659,11 @@ def _seconds_left(finished: dict[str, Any], budget_s: float) -> float:
 
 
 def _loop_budget(plan: list[_Candidate], candidate: _Candidate, finished: dict[str, Any], sizes: dict[str, int],
-                 budget_s: float) -> float:  # fmt: skip
+                 budget_s: float, ensemble: bool = True) -> float:  # fmt: skip
     """Minutes for ``candidate``'s training loop (:attr:`TrainingArgs.time_budget`): what the
     finished candidates left of the budget, less the plans of those still to train after it and
-    the scoring of its dev and test splits that follows the loop.
+    the scoring that follows the loop: the Trainer's of the test split, and with ``ensemble`` the
+    dev and test probabilities kept for the ensemble step (``--no-ensemble`` spends that time training).
 
     The plan times three steps; the Trainer times its first
     :data:`~attend.training.trainer.BUDGET_PROBE_STEPS` steps and a dev evaluation, and keeps the
@@ -671,7 +673,8 @@ def _loop_budget(plan: list[_Candidate], candidate: _Candidate, finished: dict[s
     """
     left = _seconds_left(finished, budget_s)
     later = sum(c.planned_seconds for c in plan if not c.excluded and c.name not in finished and c is not candidate)
-    scoring = (sizes["dev"] + 2 * sizes["test"]) * candidate.seconds_per_example * EVAL_COST
+    scored = sizes["test"] + (sizes["dev"] + sizes["test"] if ensemble else 0)
+    scoring = scored * candidate.seconds_per_example * EVAL_COST
     # TrainingArgs reads 0 as "no budget": a share already spent gets a token one millisecond, so one epoch.
     return max(0.001, left - later - scoring) / 60
 
