@@ -67,6 +67,13 @@ class GenerationOptions:
         if self.min_length < 0:
             raise ValueError(f"min_length={self.min_length} must be >= 0")
 
+    def describe(self) -> str:
+        """``greedy`` or ``beam N`` (with the length penalty when it is not 1), as reports name it."""
+        if self.beam == 1:
+            return "greedy"
+        penalty = "" if self.length_penalty == 1.0 else f", length penalty {self.length_penalty:g}"
+        return f"beam {self.beam}{penalty}"
+
 
 @dataclass
 class Hypothesis:

@@ -310,17 +310,9 @@ class Translator(Runtime):
         outputs = [r.translation for r in results]
         scores = translation_scores(outputs, pairs.targets)
         return {**scores, "sentences": len(pairs), "source": pairs.origin or str(data), "pairs_used": used,
-                "decoding": _decoding_name(decoding), "length_penalty": decoding.length_penalty,
+                "decoding": decoding.describe(), "length_penalty": decoding.length_penalty,
                 "bleu_tokenize": bleu_tokenizer(pairs.targets),
                 "truncated": sum(r.truncated for r in results)}  # fmt: skip
-
-
-def _decoding_name(options: GenerationOptions) -> str:
-    """``greedy`` or ``beam N`` (with the length penalty when it is not 1)."""
-    if options.beam == 1:
-        return "greedy"
-    penalty = "" if options.length_penalty == 1.0 else f", length penalty {options.length_penalty:g}"
-    return f"beam {options.beam}{penalty}"
 
 
 @register_runtime("translation")

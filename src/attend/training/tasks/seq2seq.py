@@ -298,7 +298,7 @@ class TranslationTask(Task):
             **scores,
             "loss": loss,
             "sentences": len(indices),
-            "decoding": f"beam {options.beam}" if options.beam > 1 else "greedy",
+            "decoding": options.describe(),
             "bleu_tokenize": bleu_tokenizer(references) if references else "13a",
             "truncated_pairs": self.truncated[split],
             "samples": samples,
