@@ -576,8 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "train the candidates within --time-budget and keep the best on dev)")
     tr.add_argument("--time-budget", type=float, metavar="MINUTES",
                     help="minutes of training: for --model auto, all candidates together (default 20); for a named "
-                    "model or seq2seq, the whole epochs that fit, timed on this machine (default: 30 for seq2seq, "
-                    "none for a named classifier)")
+                    "model or seq2seq, the epochs that fit (the last possibly cut), timed on this machine "
+                    "(default: 30 for seq2seq, none for a named classifier)")
     tr.add_argument("--no-ensemble", action="store_true",
                     help="--model auto: keep the best single model, even where the candidates' ensemble is better "
                     "on dev (it runs every member)")

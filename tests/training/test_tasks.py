@@ -23,7 +23,7 @@ from attend.models import MODELS, ModelConfig, ModelOutput, auxiliary_loss, buil
 from attend.models.base import register_model
 from attend.runtime import load
 from attend.training import TASKS, Task, Trainer, TrainingArgs, TrainingInterrupted, register_task, train
-from attend.training.trainer import epochs_in_budget, epochs_still_fitting
+from attend.training.trainer import MIN_CUT_EPOCH, describe_steps, steps_in_budget
 
 
 @dataclass
@@ -224,11 +224,20 @@ def test_each_epochs_dev_score_is_that_of_the_weights_it_describes(tmp_path: Pat
     assert again["macro_f1"] == pytest.approx(kept["dev_macro_f1"])
 
 
-def test_epochs_in_budget_keeps_the_whole_epochs_that_fit() -> None:
-    # 100 steps of 0.5 s and a 10 s dev evaluation: 60 s an epoch; 10 s already spent on the probe's evaluation.
-    assert epochs_in_budget(250, 10, 0.5, 100, 10, 30) == 4
-    assert epochs_in_budget(250, 10, 0.5, 100, 10, 3) == 3  # never more than asked for
-    assert epochs_in_budget(30, 10, 0.5, 100, 10, 30) == 1  # at least one
+def test_steps_in_budget_keeps_whole_epochs_and_a_cut_last_one_worth_its_dev_evaluation() -> None:
+    # 100 steps of 0.5 s and a 10 s dev evaluation: 60 s an epoch.
+    assert steps_in_budget(240, 0.5, 10, 100, 30) == 400  # four whole epochs, nothing left
+    assert steps_in_budget(240, 0.5, 10, 100, 3) == 300  # never more than the epochs asked for
+    # 4 whole epochs (240 s) and 30 s: 10 for the dev evaluation, 20 for 40 steps of a fifth.
+    assert steps_in_budget(270, 0.5, 10, 100, 30) == 440
+    # 20 s left: 10 for 20 steps, under a quarter of an epoch, so not worth a dev evaluation.
+    assert MIN_CUT_EPOCH == 0.25 and steps_in_budget(260, 0.5, 10, 100, 30) == 400
+    assert steps_in_budget(30, 0.5, 10, 100, 30) == 40  # less than an epoch fits: the caller keeps one
+    assert steps_in_budget(-5, 0.5, 10, 100, 30) == 0  # over budget already
+    assert steps_in_budget(1e9, 0.5, 10, 100, 2) == 200
+    assert steps_in_budget(300, 0.5, 10, 100, 0) == 0  # no epochs left
+    assert describe_steps(440, 100) == "4 epoch(s) of 100 steps and 40 of one more"
+    assert describe_steps(400, 100) == "4 epoch(s) of 100 steps"
     with pytest.raises(ValueError, match="time_budget=-1"):
         TrainingArgs(time_budget=-1)
 
@@ -256,13 +265,50 @@ def test_a_time_budget_cuts_the_epochs_the_schedule_spans_and_a_resumed_run_keep
     assert roomy.metrics["epochs_run"] == roomy.metrics["planned_epochs"] == 4
 
 
-def test_epochs_still_fitting_only_ever_cuts_the_plan() -> None:
-    # A 300 s budget, 6 epochs planned; after 2 epochs 100 s are gone and the last took 80 s: 2 more fit.
-    assert epochs_still_fitting(300, 100, 80, 2, 6) == 4
-    assert epochs_still_fitting(300, 100, 20, 2, 6) == 6  # faster than planned: the plan stands
-    assert epochs_still_fitting(300, 290, 80, 2, 6) == 2  # nothing more fits: the run ends here
-    assert epochs_still_fitting(300, 400, 80, 3, 6) == 3  # over budget already
-    assert epochs_still_fitting(300, 100, 80, 6, 6) == 6  # the plan is done
+def test_a_budget_that_fits_part_of_an_epoch_runs_it_cut_and_a_resume_inside_it_gives_the_same_run(
+    picker: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 100 steps an epoch; the budget's arithmetic (tested above) is replaced by its answer: 250
+    # steps fit when the run is planned, and more than the plan later on.
+    import attend.training.trainer as trainer_module
+
+    asked: list[int] = []
+
+    def fitting(time_s: float, seconds_per_step: float, dev_s: float, steps_per_epoch: int, left: int) -> int:
+        asked.append(left)
+        return 250 if left == 4 else 10_000
+
+    monkeypatch.setattr(trainer_module, "steps_in_budget", fitting)
+    args = TrainingArgs(epochs=4, batch_size=4, progress=False, patience=0, warmup_ratio=0.0, schedule="linear",
+                        time_budget=1.0, checkpoint_every=1000)  # fmt: skip
+    history: list[dict] = []
+    whole = Trainer(Regression(), args, on_epoch=history.append).fit(tmp_path / "whole")
+    assert [h["step"] for h in history] == [100, 200, 250] and asked == [4, 2, 1]
+    assert whole.metrics["planned_epochs"] == whole.metrics["epochs_run"] == 3
+    assert whole.metrics["planned_steps"] == 250
+    assert history[-1]["lr"] == pytest.approx(1e-2 / 250)  # the linear decay ends with step 250
+
+    with pytest.raises(TrainingInterrupted):  # stopped inside the cut epoch
+        Trainer(Regression(), dataclasses.replace(args, stop_after_steps=230)).fit(tmp_path / "resumed")
+    resumed = Trainer(Regression(), args).fit(tmp_path / "resumed", resume=True)
+    assert resumed.metrics["planned_steps"] == 250 and resumed.metrics["loss"] == whole.metrics["loss"]
+
+
+def test_a_re_plan_can_end_the_run_with_a_cut_epoch(
+    picker: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Planned: all 6 epochs fit. After epoch 1 the pace says 150 more steps fit: 2 epochs and half a third.
+    import attend.training.trainer as trainer_module
+
+    answers = iter([600, 150, 150])
+    monkeypatch.setattr(trainer_module, "steps_in_budget", lambda *_: next(answers))
+    args = TrainingArgs(epochs=6, batch_size=4, progress=False, patience=0, warmup_ratio=0.0, schedule="linear",
+                        time_budget=1.0, checkpoint_every=1000)  # fmt: skip
+    history: list[dict] = []
+    result = Trainer(Regression(), args, on_epoch=history.append).fit(tmp_path / "m")
+    assert [h["step"] for h in history] == [100, 200, 250]
+    assert result.metrics["planned_epochs"] == 3 and result.metrics["planned_steps"] == 250
+    assert history[-1]["lr"] == pytest.approx(1e-2 / 250)
 
 
 class SlowingRegression(Regression):

@@ -22,7 +22,7 @@ asks the data:
    (``max_train``) when not even one epoch would. Before each later candidate, the ones still to
    train are planned again over the budget the finished ones really left. Each candidate's
    training loop then gets its share as :attr:`TrainingArgs.time_budget`: the Trainer times its
-   own first steps and keeps the whole epochs that fit, so a candidate slower than its three
+   own first steps and keeps the epochs that fit, so a candidate slower than its three
    timed steps said trains fewer epochs rather than overrunning.
 4. **The dev comparison.** Every candidate trains through the one :class:`Trainer` on the same
    split; the best dev score (the task's selection metric, macro-F1; ties to accuracy, then to the
@@ -667,7 +667,7 @@ def _loop_budget(plan: list[_Candidate], candidate: _Candidate, finished: dict[s
 
     The plan times three steps; the Trainer times its first
     :data:`~attend.training.trainer.BUDGET_PROBE_STEPS` steps and a dev evaluation, and keeps the
-    whole epochs that fit this share (at least one). So a candidate that runs slower than its
+    epochs that fit this share (at least one whole one; the last possibly cut). So a candidate that runs slower than its
     three steps said trains fewer epochs instead of overrunning the budget
     (e5 on the Chinese reviews: planned 17.2 min for 2 epochs, took 21.7).
     """

@@ -53,7 +53,7 @@ def train(
         time_budget: Minutes for ``auto``'s candidates together (default: a ``"time_budget"`` in
             ``args`` when it is a dict of the user's choices, as ``--config`` gives, else
             :data:`~attend.training.auto.DEFAULT_TIME_BUDGET`); for a named model, its
-            :attr:`~attend.training.TrainingArgs.time_budget` (the whole epochs that fit).
+            :attr:`~attend.training.TrainingArgs.time_budget` (the epochs that fit, the last possibly cut).
         ensemble: Whether ``auto`` may pick its candidates' ensemble when that is best on dev
             (default True); only with ``model="auto"``.
         on_epoch: Called with each epoch's log record (for notebooks and tests).

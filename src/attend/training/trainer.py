@@ -73,10 +73,12 @@ class TrainingArgs:
             default made for a small data set does not mean hours on a large one.
         time_budget: Minutes for the training loop, its epochs and their dev evaluations
             (0: none). The first :data:`BUDGET_PROBE_STEPS` steps and one dev evaluation are timed,
-            then the run keeps as many whole epochs (at least one) as fit, and the learning-rate
-            schedule spans those; the plan is saved with the checkpoint, so a resumed run keeps it.
-            After each epoch the plan is cut if the epochs left no longer fit the time left at
-            that epoch's pace (:func:`epochs_still_fitting`; the machine slowed down).
+            then the run keeps as many whole epochs (at least one) as fit and, when fewer than
+            ``epochs`` fit, the first steps of one more if at least :data:`MIN_CUT_EPOCH` of it
+            fits (:func:`steps_in_budget`); the learning-rate schedule spans exactly those steps.
+            The plan is saved with the checkpoint, so a resumed run keeps it. After each whole
+            epoch the plan is cut if the steps left no longer fit the time left at that epoch's
+            pace (the machine slowed down); it is never extended.
         batch_size: Examples per optimiser step (the global batch, shared out under torchrun).
         lr: Peak learning rate of AdamW. None lets the task pick: 1e-3 for a model trained from
             scratch, 5e-5 for fine-tuning pretrained weights (a from-scratch rate would wreck them).
@@ -291,25 +293,54 @@ def _lr_factor(step: int, total: int, args: TrainingArgs) -> float:
 BUDGET_PROBE_STEPS = 50
 
 
-def epochs_in_budget(
-    budget_s: float, spent_s: float, seconds_per_step: float, steps_per_epoch: int, dev_s: float, epochs: int
+#: The least share of an epoch a time budget trains as a last, cut epoch (with its own dev
+#: evaluation): below it the dev evaluation would cost too much of what the steps could add.
+MIN_CUT_EPOCH = 0.25
+
+
+def steps_in_budget(
+    time_s: float, seconds_per_step: float, dev_s: float, steps_per_epoch: int, epochs_left: int
 ) -> int:
-    """How many whole epochs (at least one, at most ``epochs``) fit in ``budget_s`` seconds of a
-    training loop that has ``spent_s`` behind it outside the epochs' own steps and dev evaluations
-    (the probe's extra dev evaluation), when a step takes ``seconds_per_step`` and a dev
-    evaluation ``dev_s``."""
+    """The optimiser steps of the epochs still to run that fit ``time_s`` seconds, when a step
+    takes ``seconds_per_step`` and each epoch ends with a dev evaluation of ``dev_s``: the whole
+    epochs that fit (at most ``epochs_left``) and, when fewer than ``epochs_left`` fit, the first
+    steps of one more epoch if at least :data:`MIN_CUT_EPOCH` of it fits beside its dev evaluation
+    (so a large data set does not leave most of an epoch's worth of the budget unused)."""
     per_epoch = steps_per_epoch * seconds_per_step + dev_s
-    return max(1, min(epochs, math.floor((budget_s - spent_s) / per_epoch))) if per_epoch > 0 else epochs
+    if per_epoch <= 0 or epochs_left <= 0:
+        return max(0, epochs_left) * steps_per_epoch
+    whole = min(epochs_left, math.floor(max(0.0, time_s) / per_epoch))
+    steps = whole * steps_per_epoch
+    if whole < epochs_left and seconds_per_step > 0:
+        extra = math.floor((time_s - whole * per_epoch - dev_s) / seconds_per_step)
+        if extra >= MIN_CUT_EPOCH * steps_per_epoch:
+            steps += min(extra, steps_per_epoch - 1)
+    return steps
 
 
-def epochs_still_fitting(budget_s: float, spent_s: float, last_epoch_s: float, done: int, planned: int) -> int:
-    """The plan after an epoch: ``planned`` epochs, or fewer when the ones left no longer fit
-    ``budget_s`` at the pace of the epoch just run (``last_epoch_s``, its dev evaluation included),
-    with ``spent_s`` of the budget gone and ``done`` epochs run. Never fewer than ``done`` (the run
-    then ends), never more than ``planned`` (a plan is only ever cut)."""
-    if last_epoch_s <= 0 or done >= planned:
-        return planned
-    return max(done, min(planned, done + math.floor(max(0.0, budget_s - spent_s) / last_epoch_s)))
+def describe_steps(steps: int, steps_per_epoch: int) -> str:
+    """``3 epoch(s) of 482 steps``, or ``2 epoch(s) of 482 steps and 300 of one more``."""
+    whole, cut = divmod(steps, steps_per_epoch)
+    text = f"{whole} epoch(s) of {steps_per_epoch} steps"
+    return f"{text} and {cut} of one more" if cut else text
+
+
+def _planned_steps(state: _State, steps_per_epoch: int) -> int:
+    """The steps the time budget planned (0: no plan); a checkpoint from before cut epochs has epochs only."""
+    return state.planned_steps or state.planned_epochs * steps_per_epoch
+
+
+def _set_plan(state: _State, steps: int, steps_per_epoch: int) -> None:
+    state.planned_steps, state.planned_epochs = steps, math.ceil(steps / steps_per_epoch)
+
+
+def _shared(value: int, info: _Dist) -> int:
+    """Rank 0's ``value`` on every rank (torchrun); the value itself in a single process."""
+    if info.world_size == 1:
+        return value
+    shared = [value]
+    dist.broadcast_object_list(shared, src=0)
+    return int(shared[0])
 
 
 #: Batches per pool when a task gives lengths: examples are sorted by length within pools of
@@ -451,7 +482,8 @@ class _State:
     best_loss: float = float("inf")
     best_epoch: int = -1
     bad_epochs: int = 0
-    planned_epochs: int = 0  # the epochs TrainingArgs.time_budget left the run (0: no plan yet)
+    planned_epochs: int = 0  # the epochs TrainingArgs.time_budget left the run (0: no plan yet), a cut one counted
+    planned_steps: int = 0  # their optimiser steps (the last epoch's may be cut; 0: whole epochs)
     budget_seconds: float = 0.0  # of the time budget, spent: whole epochs with their dev evaluations, the probe's
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -661,7 +693,8 @@ class Trainer:
             epochs = max(1, min(epochs, math.ceil(args.max_steps / steps_per_epoch)))
         if state.planned_epochs:  # a resumed run keeps the plan its time budget made
             epochs = state.planned_epochs
-        total_steps = steps_per_epoch * epochs
+        planned_steps = _planned_steps(state, steps_per_epoch)
+        total_steps = planned_steps or steps_per_epoch * epochs
         probe_at = min(BUDGET_PROBE_STEPS, steps_per_epoch) if args.time_budget else 0  # planned in epoch 1
         probe_start = None
         probe_seconds = 0.0  # the probe's dev evaluation, inside the first epoch but not part of its pace
@@ -675,6 +708,8 @@ class Trainer:
             for epoch in range(state.epoch, epochs):
                 lengths = task.lengths() if args.group_by_length else None
                 batches = epoch_batches(task.train_size, args, epoch, info, lengths)
+                if planned_steps:  # the budget's last epoch may be cut
+                    batches = batches[: max(1, planned_steps - epoch * steps_per_epoch)]
                 task.start_epoch(epoch)
                 trainable.train()
                 epoch_start = time.perf_counter()
@@ -707,9 +742,9 @@ class Trainer:
                         if probe_start is None:  # from the end of this process's first step
                             probe_start = (time.perf_counter(), state.global_step)
                         if state.global_step >= probe_at:
-                            epochs, probe_seconds = self._plan(network, trainable, state, probe_start,
-                                                               steps_per_epoch, epochs, args, info)  # fmt: skip
-                            total_steps = steps_per_epoch * epochs
+                            planned_steps, probe_seconds = self._plan(network, trainable, state, probe_start,
+                                                                      steps_per_epoch, epochs, args, info)  # fmt: skip
+                            epochs, total_steps = state.planned_epochs, planned_steps
                     if hasattr(bar, "set_postfix"):
                         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
                     if writer is not None:
@@ -740,6 +775,7 @@ class Trainer:
                     "seconds": round(time.perf_counter() - epoch_start, 2),
                     "lr": optimiser.param_groups[0]["lr"],
                 }
+                dev_clock = time.perf_counter()
                 if "dev" in held_out:
                     dev = task.evaluate(network, "dev", args.eval_batch_size)
                     record |= task.epoch_record(dev)
@@ -760,11 +796,13 @@ class Trainer:
                 record["best"] = improved
                 state.history.append(record)
                 state.epoch, state.step_in_epoch = epoch + 1, 0
-                epoch_seconds = time.perf_counter() - epoch_start
+                now = time.perf_counter()
+                epoch_seconds, dev_s = now - epoch_start, now - dev_clock
                 state.budget_seconds += epoch_seconds
-                if state.planned_epochs and args.time_budget and whole_epoch:
-                    epochs = self._replan(state, epoch_seconds - probe_seconds, epochs, args, info)
-                    total_steps = steps_per_epoch * epochs
+                if state.planned_epochs and args.time_budget and whole_epoch and state.epoch < epochs:
+                    planned_steps = self._replan(state, (epoch_seconds - dev_s - probe_seconds) / len(batches),
+                                                 dev_s, steps_per_epoch, args, info)  # fmt: skip
+                    epochs, total_steps = state.planned_epochs, planned_steps
                 probe_seconds = 0.0
                 rng = _rng_states(info)
                 if info.main:
@@ -806,6 +844,7 @@ class Trainer:
         metrics |= {"split": final_split, "best_epoch": state.best_epoch, "epochs_run": state.epoch}
         if state.planned_epochs:
             metrics["planned_epochs"] = state.planned_epochs
+            metrics["planned_steps"] = _planned_steps(state, steps_per_epoch)
         if averaging is not None:
             metrics["checkpoint_average"] = averaging
         if info.main:
@@ -838,8 +877,8 @@ class Trainer:
         args: TrainingArgs,
         info: _Dist,
     ) -> tuple[int, float]:
-        """Time one dev evaluation after the probe's steps and fix the epochs that fit the budget
-        (returned with the evaluation's seconds).
+        """Time one dev evaluation after the probe's steps and fix the steps that fit the budget
+        (:func:`steps_in_budget`; returned with the evaluation's seconds).
 
         The evaluation draws no random numbers the run would (the RNG is forked around it), so
         the run goes on as it would have. Under torchrun rank 0's plan is every rank's. ``args``
@@ -856,32 +895,40 @@ class Trainer:
                 task.evaluate(network, "dev", args.eval_batch_size)
                 dev_s = time.perf_counter() - clock
             trainable.train()
-        planned = epochs_in_budget(args.time_budget * 60, dev_s, seconds_per_step, steps_per_epoch, dev_s, epochs)
-        if info.world_size > 1:
-            shared = [planned]
-            dist.broadcast_object_list(shared, src=0)
-            planned = int(shared[0])
-        state.planned_epochs = planned
-        cut = f", not {epochs}" if planned < epochs else ""
-        _log(f"time budget {args.time_budget:g} min: {planned} epoch(s) of {steps_per_epoch} steps fit{cut} "
+        fitting = steps_in_budget(args.time_budget * 60 - dev_s, seconds_per_step, dev_s, steps_per_epoch, epochs)
+        planned = _shared(max(steps_per_epoch, fitting), info)  # at least one whole epoch
+        _set_plan(state, planned, steps_per_epoch)
+        cut = f", not {epochs}" if planned < epochs * steps_per_epoch else ""
+        _log(f"time budget {args.time_budget:g} min: {describe_steps(planned, steps_per_epoch)} fit{cut} "
              f"({seconds_per_step:.3f} s per step, {dev_s:.1f} s per dev evaluation)", info)  # fmt: skip
         return planned, dev_s
 
-    def _replan(self, state: _State, epoch_seconds: float, epochs: int, args: TrainingArgs, info: _Dist) -> int:
-        """After a whole epoch: cut the plan when the epochs left no longer fit the time budget at
-        the pace of this one (a machine that slowed down after the probe). The learning-rate
-        schedule then spans the new plan, so its decay steps ahead. Under torchrun rank 0 decides."""
-        planned = epochs_still_fitting(args.time_budget * 60, state.budget_seconds, epoch_seconds, state.epoch, epochs)
-        if info.world_size > 1:
-            shared = [planned]
-            dist.broadcast_object_list(shared, src=0)
-            planned = int(shared[0])
-        if planned < epochs:
-            left = max(0.0, args.time_budget * 60 - state.budget_seconds) / 60
-            _log(f"time budget: epoch {state.epoch} took {epoch_seconds:.0f} s, so {planned - state.epoch} more "
-                 f"fit the {left:.1f} min left: {planned} epoch(s) in all instead of {epochs}", info)  # fmt: skip
-            state.planned_epochs = planned
-        return planned
+    def _replan(
+        self,
+        state: _State,
+        seconds_per_step: float,
+        dev_s: float,
+        steps_per_epoch: int,
+        args: TrainingArgs,
+        info: _Dist,
+    ) -> int:
+        """After a whole epoch: cut the plan when the steps left no longer fit the time budget at
+        the pace of this epoch's steps and dev evaluation (a machine that slowed down). The
+        learning-rate schedule then spans the new plan, so its decay steps ahead. Never extended;
+        under torchrun rank 0 decides. Returns the planned steps."""
+        planned = _planned_steps(state, steps_per_epoch)
+        left_s = args.time_budget * 60 - state.budget_seconds
+        done = state.epoch * steps_per_epoch
+        epochs_left = state.planned_epochs - state.epoch
+        fitting = done + steps_in_budget(left_s, seconds_per_step, dev_s, steps_per_epoch, epochs_left)
+        new = _shared(min(planned, fitting), info)
+        if new < planned:
+            _log(f"time budget: epoch {state.epoch} ran at {seconds_per_step:.3f} s per step and {dev_s:.1f} s per "
+                 f"dev evaluation, so the {max(0.0, left_s) / 60:.1f} min left fit "
+                 f"{describe_steps(new - done, steps_per_epoch)} more: {describe_steps(new, steps_per_epoch)} in "
+                 f"all instead of {describe_steps(planned, steps_per_epoch)}", info)  # fmt: skip
+            _set_plan(state, new, steps_per_epoch)
+        return new
 
     def _resumable_run(self, out: Path, work: Path) -> dict[str, Any]:
         """The interrupted run's record, after checking this run is the same one."""
