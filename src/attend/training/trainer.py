@@ -924,9 +924,9 @@ class Trainer:
         new = _shared(min(planned, fitting), info)
         if new < planned:
             _log(f"time budget: epoch {state.epoch} ran at {seconds_per_step:.3f} s per step and {dev_s:.1f} s per "
-                 f"dev evaluation, so the {max(0.0, left_s) / 60:.1f} min left fit "
-                 f"{describe_steps(new - done, steps_per_epoch)} more: {describe_steps(new, steps_per_epoch)} in "
-                 f"all instead of {describe_steps(planned, steps_per_epoch)}", info)  # fmt: skip
+                 f"dev evaluation, so the {max(0.0, left_s) / 60:.1f} min left fit {new - done} more steps: "
+                 f"{describe_steps(new, steps_per_epoch)} in all, instead of "
+                 f"{describe_steps(planned, steps_per_epoch)}", info)  # fmt: skip
             _set_plan(state, new, steps_per_epoch)
         return new
 
