@@ -844,7 +844,7 @@ class Trainer:
         metrics |= {"split": final_split, "best_epoch": state.best_epoch, "epochs_run": state.epoch}
         if state.planned_epochs:
             metrics["planned_epochs"] = state.planned_epochs
-            metrics["planned_steps"] = _planned_steps(state, steps_per_epoch)
+            metrics["planned_steps"] = planned_steps
         if averaging is not None:
             metrics["checkpoint_average"] = averaging
         if info.main:
