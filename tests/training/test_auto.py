@@ -60,6 +60,19 @@ def test_an_over_budget_plan_cuts_epochs_then_samples_the_training_split() -> No
     assert slow[1].planned_seconds <= 300 and slow[1].args["epochs"] == 1
 
 
+def test_a_candidate_planned_fewer_epochs_than_it_wants_lets_its_loop_go_on() -> None:
+    """The plan counts whole epochs, but the Trainer's own budget keeps the steps of one more that
+    fit (a cut last epoch), so the loop is told the epochs the candidate wants, not the plan's
+    rounded-down count; a training sample is one pass."""
+    plan = [_candidate("encoder", 0.001, 20), _candidate("minilm", 0.01, 10, True)]
+    _plan(plan, SIZES, budget_s=60)
+    assert 1 <= plan[1].epochs < 10 and plan[1].args["epochs"] == 10
+    assert plan[0].args["epochs"] == plan[0].epochs == 20
+    sampled = [_candidate("minilm", 0.5, 2, True)]
+    _plan(sampled, SIZES, budget_s=300)
+    assert sampled[0].max_train and sampled[0].args["epochs"] == 1
+
+
 def test_a_candidate_the_budget_cannot_cover_is_left_out_with_the_reason() -> None:
     plan = [_candidate("encoder", 0.001, 3), _candidate("minilm", 5.0, 2, True)]
     _plan(plan, SIZES, budget_s=60)
@@ -74,7 +87,8 @@ def test_the_candidates_left_to_train_are_replanned_over_what_the_finished_ones_
     # The encoder stopped early: the time it did not use goes to MiniLM.
     changed = _replan(plan, {"encoder": {"seconds": 5.0}}, SIZES, left_s=295.0)
     assert changed == [plan[1]] and plan[1].epochs > first[0] and plan[1].planned_seconds <= 295.0
-    assert plan[1].args["epochs"] == plan[1].epochs == 5 and plan[0].epochs == 14  # the finished one stays
+    assert plan[1].epochs == 5 and plan[0].epochs == 14  # the finished one stays
+    assert plan[1].args["epochs"] == 10  # its loop may go on to its 10 if it finds the time
     # The encoder overran: MiniLM falls back to a sample of the training split, or is left out.
     _replan(plan, {"encoder": {"seconds": 280.0}}, SIZES, left_s=20.0)
     assert plan[1].epochs == 1 and 200 <= plan[1].max_train < 1000
@@ -231,6 +245,23 @@ def test_each_candidates_loop_keeps_the_epochs_that_fit_its_share_of_the_budget(
     assert config["auto"]["candidates"]["encoder"]["epochs"] == 3  # what the three timed steps planned
     assert epochs == [1]
     assert 0 < config["training"]["time_budget"] <= 1e-4
+
+
+def test_a_loop_trains_past_a_plan_whose_timing_was_too_pessimistic(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The three timed steps say 0.1 s an example, so the plan fits one of the three epochs in the
+    40 s budget; the loop, timing its own steps (milliseconds), finds all three fit its share and
+    trains them. Before, the plan's one epoch was the loop's limit and the rest went unused."""
+    monkeypatch.setattr(auto, "_probe", lambda task, args, network: 0.1)
+    data = write_csv(tmp_path / "planted.csv", planted_rows(300))
+    epochs: list[int] = []
+    lines: list[str] = []
+    train_auto(data, tmp_path / "m", args={**FAST, "epochs": 3}, candidates=["encoder"], time_budget=40 / 60,
+               on_epoch=lambda r: epochs.append(r["epoch"]), log=lines.append)  # fmt: skip
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["auto"]["candidates"]["encoder"]["epochs"] == 1  # the plan
+    assert config["training"]["epochs"] == 3 and epochs == [1, 2, 3]
+    assert any("1 epoch(s) (up to 3, if its loop finds the time)" in line for line in lines)
 
 
 def test_a_time_budget_in_the_training_options_is_autos_budget(tmp_path: Path, planted_csv: Path,

@@ -23,7 +23,9 @@ asks the data:
    train are planned again over the budget the finished ones really left. Each candidate's
    training loop then gets its share as :attr:`TrainingArgs.time_budget`: the Trainer times its
    own first steps and keeps the epochs that fit, so a candidate slower than its three
-   timed steps said trains fewer epochs rather than overrunning.
+   timed steps said trains fewer epochs rather than overrunning. The loop may also go further
+   than the plan's whole epochs, up to the epochs fit for the data size: where the plan rounded
+   down, it trains the steps of one more epoch that fit its share (a cut last epoch).
 4. **The dev comparison.** Every candidate trains through the one :class:`Trainer` on the same
    split; the best dev score (the task's selection metric, macro-F1; ties to accuracy, then to the
    cheaper model) wins. The test split plays no part in the choice. The winner's model directory
@@ -260,7 +262,11 @@ def _plan(candidates: list[_Candidate], sizes: dict[str, int], budget_s: float) 
                 continue
             c.epochs, c.max_train = 1, min(train, n_train)
         c.planned_seconds = seconds(c, c.epochs, c.max_train or n_train)
-        c.args["epochs"] = c.epochs
+        # The plan counts whole epochs; the loop may go further. Its own time budget
+        # (:func:`_loop_budget`) keeps the epochs that fit what is really left, the last possibly
+        # cut, so a candidate given all the time that remains trains the steps of one more epoch
+        # that fit instead of leaving them unused. A training sample is one pass, as planned.
+        c.args["epochs"] = c.epochs if c.max_train else c.wanted_epochs or c.epochs
         left -= c.planned_seconds
 
 
@@ -379,9 +385,7 @@ def train_auto(
             left = _seconds_left(results, time_budget * 60)
             for changed in _replan(plan, results, state["sizes"], left):
                 say(f"auto: {changed.name} re-planned for the {max(0.0, left) / 60:.1f} min left: "
-                    + (changed.excluded or f"{changed.epochs} epoch(s)"
-                       f"{f' on a {changed.max_train}-example sample' if changed.max_train else ''}, "
-                       f"planned {changed.planned_seconds / 60:.1f} min"))  # fmt: skip
+                    + (changed.excluded or _planned(changed)))  # fmt: skip
             state["plan"] = [dataclasses.asdict(c) for c in plan]
             atomic_write_json(work / "auto.json", state)
             if candidate.excluded:
@@ -391,9 +395,7 @@ def train_auto(
                                                          ensemble)  # fmt: skip
             state["plan"] = [dataclasses.asdict(c) for c in plan]
             atomic_write_json(work / "auto.json", state)
-        say(f"auto: training {candidate.name} ({candidate.epochs} epoch(s)"
-            f"{f' on a {candidate.max_train}-example sample' if candidate.max_train else ''}, "
-            f"planned {candidate.planned_seconds / 60:.1f} min)")  # fmt: skip
+        say(f"auto: training {candidate.name} ({_planned(candidate)})")
         task = ClassificationTask(data, model=candidate.name, max_train=candidate.max_train, **columns)
         callback = None
         if on_epoch is not None:
@@ -633,9 +635,7 @@ def _make_plan(
             say(f"auto: {c.name} left out: {c.excluded}")
         else:
             say(f"auto: {c.name}: {c.seconds_per_example * 1000:.1f} ms per training example "
-                f"({c.args.get('precision', 'fp32')}), {c.epochs} epoch(s)"
-                f"{f' on a {c.max_train}-example sample' if c.max_train else ''}, "
-                f"planned {c.planned_seconds / 60:.1f} min")  # fmt: skip
+                f"({c.args.get('precision', 'fp32')}), {_planned(c)}")  # fmt: skip
     return plan, dev_baseline, sizes
 
 
@@ -651,6 +651,14 @@ def _replan(plan: list[_Candidate], finished: dict[str, Any], sizes: dict[str, i
         c.args["epochs"] = c.epochs
     _plan(waiting, sizes, max(0.0, left_s))
     return [c for c in waiting if c.excluded or before[c.name] != (c.epochs, c.max_train)]
+
+
+def _planned(c: _Candidate) -> str:
+    """A candidate's plan as the log gives it: its epochs (or sample) and minutes."""
+    most = int(c.args.get("epochs", c.epochs))
+    more = f" (up to {most}, if its loop finds the time)" if most > c.epochs and not c.max_train else ""
+    sample = f" on a {c.max_train}-example sample" if c.max_train else ""
+    return f"{c.epochs} epoch(s){more}{sample}, planned {c.planned_seconds / 60:.1f} min"
 
 
 def _seconds_left(finished: dict[str, Any], budget_s: float) -> float:
