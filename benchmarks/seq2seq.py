@@ -89,7 +89,6 @@ def cache_section(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def quality_section(args: argparse.Namespace) -> dict[str, Any]:
-    from attend.data.parallel import group_split
     from attend.runtime import Translator, load
     from attend.training import TrainingArgs, train_translation
     from attend.training.tasks.seq2seq import TRANSLATION_DEFAULTS, load_parallel_data
@@ -105,9 +104,7 @@ def quality_section(args: argparse.Namespace) -> dict[str, Any]:
         training_seconds = sum(h["seconds"] for h in result.history)
         translator = load(out)
         assert isinstance(translator, Translator)
-        pairs = load_parallel_data(name)
-        splits = group_split(pairs.sources, dev_fraction=0.1, test_fraction=0.1, seed=0)
-        test = [s for s, part in zip(pairs.sources, splits, strict=True) if part == "test"]
+        test = translator.training_split(load_parallel_data(name), "test").sources
         sample = random.Random(0).sample(test, min(args.faithfulness, len(test)))
         faithful = translator.faithfulness(sample, seed=0)
         goal = GOALS.get(name, 1.5)
@@ -206,7 +203,6 @@ def training_section(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def decoding_section(args: argparse.Namespace) -> dict[str, Any]:
-    from attend.data.parallel import group_split
     from attend.runtime import Translator, load
     from attend.training.tasks.seq2seq import load_parallel_data
     from attend.training.translation import translation_scores
@@ -215,13 +211,8 @@ def decoding_section(args: argparse.Namespace) -> dict[str, Any]:
     for name in args.datasets.split(","):
         translator = load(Path(args.out_dir) / name)
         assert isinstance(translator, Translator)
-        training = translator.config.get("training", {})
-        pairs = load_parallel_data(name)
-        splits = group_split(pairs.sources, dev_fraction=float(training.get("dev_fraction", 0.1)),
-                             test_fraction=float(training.get("test_fraction", 0.1)),
-                             seed=int(training.get("seed", 0)))  # fmt: skip
-        dev = [i for i, part in enumerate(splits) if part == "dev"]
-        sources, references = [pairs.sources[i] for i in dev], [pairs.targets[i] for i in dev]
+        dev = translator.training_split(load_parallel_data(name), "dev")
+        sources, references = dev.sources, dev.targets
         for setting in args.grid.split(","):
             beam, penalty = setting.split(":")
             start = time.perf_counter()

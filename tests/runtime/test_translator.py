@@ -104,6 +104,21 @@ def test_evaluate_scores_only_the_held_out_split_of_the_training_file(translator
     assert found["sentences"] == 2 and found["pairs_used"] == "all" and 0 < found["chrf"] < 100
 
 
+def test_training_split_rebuilds_the_splits_training_made(translator_dir: Path) -> None:
+    from attend.training.tasks.seq2seq import load_parallel_data
+
+    translator = load(translator_dir)
+    assert isinstance(translator, Translator)
+    pairs = load_parallel_data(translator_dir.parent / "pairs.csv")
+    parts = {name: translator.training_split(pairs, name) for name in ("train", "dev", "test")}
+    recorded = translator.config["data"]["pairs"]
+    assert {name: len(part) for name, part in parts.items()} == recorded
+    assert sum(recorded.values()) == len(pairs)
+    # Every copy of a source sentence is in one split.
+    seen = {name: set(part.sources) for name, part in parts.items()}
+    assert not (seen["train"] & seen["dev"] or seen["train"] & seen["test"] or seen["dev"] & seen["test"])
+
+
 def test_explain_writes_html_png_and_json(translator_dir: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     html, png = tmp_path / "align.html", tmp_path / "pngs"

@@ -266,6 +266,16 @@ class Translator(Runtime):
         batch = {"input_ids": input_ids, "attention_mask": masks, "decoder_input_ids": decoder_input}
         return torch.log_softmax(self.model(batch).logits.float(), -1)
 
+    def training_split(self, pairs: ParallelTexts, split: str) -> ParallelTexts:
+        """The pairs of ``split`` (``"train"``, ``"dev"`` or ``"test"``) as training split ``pairs``,
+        the data it was trained on without a split column: the same fractions and seed, read from
+        ``config.json``, so every copy of a source sentence lands where it did then."""
+        training = self.config.get("training", {})
+        splits = group_split(pairs.sources, dev_fraction=float(training.get("dev_fraction", 0.1)),
+                             test_fraction=float(training.get("test_fraction", 0.1)),
+                             seed=int(training.get("seed", 0)))  # fmt: skip
+        return pairs.subset([i for i, part in enumerate(splits) if part == split])
+
     def evaluate(  # type: ignore[override]
         self,
         data: str | os.PathLike[str] | ParallelTexts,
@@ -291,12 +301,8 @@ class Translator(Runtime):
             recorded.get("dataset") == str(data)
             or (Path(data).is_file() and recorded.get("sha256") == sha256_file(data))
         )
-        training = self.config.get("training", {})
         if pairs.splits is None and same:
-            splits = group_split(pairs.sources, dev_fraction=float(training.get("dev_fraction", 0.1)),
-                                 test_fraction=float(training.get("test_fraction", 0.1)),
-                                 seed=int(training.get("seed", 0)))  # fmt: skip
-            pairs = pairs.subset([i for i, s in enumerate(splits) if s == "test"])
+            pairs = self.training_split(pairs, "test")
             used = "test split (rebuilt as in training)"
         elif pairs.splits is not None:
             wanted = "test" if "test" in pairs.splits else "dev"
