@@ -104,7 +104,7 @@ def test_evaluate_scores_only_the_held_out_split_of_the_training_file(translator
     assert found["sentences"] == 2 and found["pairs_used"] == "all" and 0 < found["chrf"] < 100
 
 
-def test_training_split_rebuilds_the_splits_training_made(translator_dir: Path) -> None:
+def test_training_split_rebuilds_the_splits_training_made(translator_dir: Path, tmp_path: Path) -> None:
     from attend.training.tasks.seq2seq import load_parallel_data
 
     translator = load(translator_dir)
@@ -117,6 +117,11 @@ def test_training_split_rebuilds_the_splits_training_made(translator_dir: Path) 
     # Every copy of a source sentence is in one split.
     seen = {name: set(part.sources) for name, part in parts.items()}
     assert not (seen["train"] & seen["dev"] or seen["train"] & seen["test"] or seen["dev"] & seen["test"])
+    # Data with a split column was split by it, as training splits it.
+    rows = [{"source": "red cat", "target": "cat red", "part": "test"},
+            {"source": "sun dog", "target": "dog sun", "part": "train"}]  # fmt: skip
+    marked = load_parallel_data(write_csv(tmp_path / "marked.csv", rows), split_col="part")
+    assert translator.training_split(marked, "test").sources == ["red cat"]
 
 
 def test_explain_writes_html_png_and_json(translator_dir: Path, tmp_path: Path,

@@ -50,7 +50,6 @@ from torch import Tensor, nn
 
 from attend.attention import BACKENDS, MaskSpec, MultiHeadAttention
 from attend.data.batching import length_batches
-from attend.data.parallel import group_split
 from attend.data.readers import DataError
 from attend.data.tokenization import SubwordTokenizer
 from attend.data.validation import validate_texts
@@ -556,7 +555,6 @@ def parity_sentences(
     if texts is not None:
         return _spread(validate_texts(texts), n), "given texts"
     data = translator.config.get("data") or {}
-    training = translator.config.get("training") or {}
     location = data.get("dataset") or data.get("path")
     usable = location is not None and (
         data.get("dataset") is not None
@@ -570,15 +568,11 @@ def parity_sentences(
                 target_col=data.get("target_col", "target"),
                 split_col=data.get("split_col"),
             )
-            splits = pairs.splits or group_split(pairs.sources, dev_fraction=float(training.get("dev_fraction", 0.1)),
-                                                 test_fraction=float(training.get("test_fraction", 0.1)),
-                                                 seed=int(training.get("seed", 0)))  # fmt: skip
+            test = [s for s in translator.training_split(pairs, "test").sources if s.strip()]
         except (DataError, OSError, ValueError):
-            pairs = None
-        if pairs is not None:
-            test = [s for s, split in zip(pairs.sources, splits, strict=True) if split == "test" and s.strip()]
-            if test:
-                return _spread(test, n), f"test split of {pairs.origin or location}"
+            test = []
+        if test:
+            return _spread(test, n), f"test split of {pairs.origin or location}"
     vocabulary = sorted(
         piece.removeprefix("▁") for piece in translator.source_tokenizer.tokenizer.get_vocab()
         if piece.removeprefix("▁").isalpha()

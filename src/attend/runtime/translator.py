@@ -268,12 +268,12 @@ class Translator(Runtime):
 
     def training_split(self, pairs: ParallelTexts, split: str) -> ParallelTexts:
         """The pairs of ``split`` (``"train"``, ``"dev"`` or ``"test"``) as training split ``pairs``,
-        the data it was trained on without a split column: the same fractions and seed, read from
-        ``config.json``, so every copy of a source sentence lands where it did then."""
+        the data it was trained on: by its split column if it has one, else with the fractions and
+        seed read from ``config.json``, so every copy of a source sentence lands where it did then."""
         training = self.config.get("training", {})
-        splits = group_split(pairs.sources, dev_fraction=float(training.get("dev_fraction", 0.1)),
-                             test_fraction=float(training.get("test_fraction", 0.1)),
-                             seed=int(training.get("seed", 0)))  # fmt: skip
+        splits = pairs.splits or group_split(pairs.sources, dev_fraction=float(training.get("dev_fraction", 0.1)),
+                                             test_fraction=float(training.get("test_fraction", 0.1)),
+                                             seed=int(training.get("seed", 0)))  # fmt: skip
         return pairs.subset([i for i, part in enumerate(splits) if part == split])
 
     def evaluate(  # type: ignore[override]
