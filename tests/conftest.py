@@ -52,6 +52,7 @@ SMALL_MODELS = {
     "bilstm_attention": {"embed_dim": 16, "hidden_dim": 16},
     "minilm": {"pretrained": False, "bert": {"num_layers": 2}},
     "e5": {"pretrained": False, "bert": {"num_layers": 2, "vocab_size": 30522}},
+    "m3e": {"pretrained": False, "bert": {"num_layers": 2, "vocab_size": 30522}},
 }
 
 #: Small configs of the registered recommenders (their batches are not text): the registry-wide

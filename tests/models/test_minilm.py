@@ -29,6 +29,7 @@ from attend.models.minilm import (
     minilm_dir,
     tokenizer_path,
 )
+from tests.models.bert_reference import transformers_bert
 
 SENTENCES = [
     "How do I reset my password?",
@@ -69,15 +70,7 @@ def model() -> MiniLMClassifier:
 @pytest.fixture(scope="module")
 def hf_model() -> nn.Module:
     """transformers.BertModel from the same directory, strictly offline."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("TRANSFORMERS_OFFLINE", "1")
-        import transformers
-
-        reference = transformers.BertModel.from_pretrained(
-            str(minilm_dir()), local_files_only=True, attn_implementation="eager"
-        )
-    return reference.eval()
+    return transformers_bert(minilm_dir())
 
 
 def tokenize(tok: Any, texts: list[str] | list[tuple[str, str]]) -> dict[str, Tensor]:

@@ -168,6 +168,31 @@ def test_the_candidates_are_the_scratch_encoder_and_the_pretrained_text_models()
     assert "bilstm_attention" not in found and "sasrec" not in found and "seq2seq" not in found
 
 
+def test_a_model_whose_weights_restrict_their_use_is_a_candidate_only_when_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_csv(tmp_path / "planted.csv", planted_rows(200))
+    columns = {"text_col": "text", "label_col": "label", "split_col": None, "multi_label": False, "label_sep": None}
+    monkeypatch.setattr(auto, "candidate_models", lambda: [("encoder", False), ("m3e", True)])
+    said: list[str] = []
+    plan, _, _ = auto._make_plan(data, dict(FAST), 1.0, None, columns, said.append)
+    m3e = next(c for c in plan if c.name == "m3e")
+    assert "non-commercial research use only" in m3e.excluded and "--candidates" in m3e.excluded
+    assert any(line.startswith("auto: m3e left out: m3e-small is for non-commercial") for line in said)
+    # Named, it is the user's choice: the terms no longer leave it out (here its weights are "missing"
+    # instead, so that nothing is fetched).
+    prepare = auto.ClassificationTask.prepare
+
+    def no_weights(self: Any, *args: Any) -> None:
+        if self.model == "m3e":
+            raise OSError("no weights here")
+        prepare(self, *args)
+
+    monkeypatch.setattr(auto.ClassificationTask, "prepare", no_weights)
+    plan, _, _ = auto._make_plan(data, dict(FAST), 1.0, ["encoder", "m3e"], columns, said.append)
+    assert next(c for c in plan if c.name == "m3e").excluded == "cannot be built here: no weights here"
+
+
 def test_auto_trains_the_candidates_and_keeps_the_best_on_dev(tmp_path: Path) -> None:
     data = write_csv(tmp_path / "planted.csv", planted_rows(300))
     epochs: list[tuple[str, int]] = []
@@ -367,8 +392,10 @@ def test_max_train_samples_the_training_split_but_not_the_baseline(tmp_path: Pat
         (["--config", "{config}"], "model options ['dim'] need a named model"),
         (["--time-budget", "0"], "time_budget=0"),
         (["--model", "encoder", "--time-budget", "-1"], "time_budget=-1 must be >= 0"),
-        (["--model", "seq2seq", "--max-train", "5"], "--max-train and --no-ensemble are for text classifiers"),
+        (["--model", "seq2seq", "--max-train", "5"], "--max-train, --no-ensemble and --candidates are for text"),
         (["--model", "encoder", "--no-ensemble"], "ensemble (--no-ensemble) is for --model auto, not --model encoder"),
+        (["--model", "encoder", "--candidates", "e5"], "candidates (--candidates) are for --model auto, not --model"),
+        (["--candidates", "encoder,bogus"], "candidates ['bogus'] are not text classifiers auto can train"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path: Path, planted_csv: Path, extra: list[str], message: str) -> None:

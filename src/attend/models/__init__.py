@@ -1,6 +1,6 @@
 """Complete models built from :mod:`attend.attention`, behind a registry of JSON configs."""
 
-from attend.models import bilstm, din, e5, encoder, minilm, sasrec, seq2seq  # noqa: F401  (registration)
+from attend.models import bilstm, din, e5, encoder, m3e, minilm, sasrec, seq2seq  # noqa: F401  (registration)
 from attend.models.base import (
     MODELS,
     ClassifierConfig,

@@ -69,6 +69,10 @@ class ModelConfig:
 
     #: Registry name; set by :func:`register_model`.
     model_type: ClassVar[str] = ""
+    #: Terms that restrict who may use the model's pretrained weights (e.g. non-commercial
+    #: research only), in a sentence; None for none. ``--model auto`` never picks such a model
+    #: unless the user names it among its candidates.
+    use_terms: ClassVar[str | None] = None
 
     def __post_init__(self) -> None:
         pass

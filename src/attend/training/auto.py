@@ -9,7 +9,9 @@ asks the data:
    classifier (``minilm``, ``e5``, ...) whose vocabulary can read the training texts: one whose
    tokenizer turns more than :data:`MAX_UNKNOWN_RATE` of the training tokens into its unknown token
    is left out (MiniLM's English vocabulary on Chinese text), as is one whose weights are not
-   available; each exclusion is recorded with its reason.
+   available, and one whose weights come with terms of use
+   (:attr:`~attend.models.base.ModelConfig.use_terms`, e.g. ``m3e``: non-commercial research only)
+   unless the user names it in ``candidates``; each exclusion is recorded with its reason.
 2. **Settings fit for the data size.** Small data gets more epochs (about :data:`PRETRAINED_PASSES`
    example-passes for a pretrained model, :data:`SCRATCH_PASSES` from scratch, within bounds),
    early stopping on dev, and bf16 autocast for pretrained models on a CPU with AMX. Anything the
@@ -602,6 +604,10 @@ def _make_plan(
             candidate.args = _candidate_args(candidate, explicit, sizes["train"], bf16)
             candidate.epochs = candidate.wanted_epochs = int(candidate.args["epochs"])
             plan.append(candidate)
+            terms = MODELS[name][0].use_terms
+            if terms and names is None:  # the user must choose restricted weights, never auto alone
+                candidate.excluded = f"{terms}; name it in --candidates to let auto train it"
+                continue
             task = ClassificationTask(dataset, model=name, **columns)
             try:
                 task.prepare(TrainingArgs.from_dict(dict(candidate.args)), None)
@@ -705,7 +711,8 @@ def _keep_one_pretrained(plan: list[_Candidate]) -> None:
         if c is not best:
             c.excluded = (f"{best.name} reads the data as well or better ({(best.unknown_rate or 0):.1%} unknown "
                           f"tokens against {(c.unknown_rate or 0):.1%}) with {best.weights / 1e6:.1f}M weights per "
-                          f"token against {c.weights / 1e6:.1f}M; name it with --model to train it")  # fmt: skip
+                          f"token against {c.weights / 1e6:.1f}M; name it with --model, or without {best.name} in "
+                          "--candidates, to train it")  # fmt: skip
 
 
 def _exclusions(plan: list[_Candidate]) -> str:

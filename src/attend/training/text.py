@@ -32,6 +32,7 @@ def train(
     max_train: int = 0,
     time_budget: float | None = None,
     ensemble: bool | None = None,
+    candidates: list[str] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train a classifier on labelled text and write its model directory to ``out``; the body of ``attend train``.
@@ -56,6 +57,9 @@ def train(
             :attr:`~attend.training.TrainingArgs.time_budget` (the epochs that fit, the last possibly cut).
         ensemble: Whether ``auto`` may pick its candidates' ensemble when that is best on dev
             (default True); only with ``model="auto"``.
+        candidates: The registered models ``auto`` chooses among (default: every one it may pick
+            on its own; a model whose weights come with terms of use, such as ``m3e``, only when
+            named here); only with ``model="auto"``.
         on_epoch: Called with each epoch's log record (for notebooks and tests).
 
     Returns:
@@ -84,10 +88,12 @@ def train(
             given = args.pop("time_budget")
             time_budget = given if time_budget is None else time_budget
         return train_auto(data, out, args=args, time_budget=DEFAULT_TIME_BUDGET if time_budget is None else time_budget,
-                          resume=resume, overwrite=overwrite, on_epoch=on_epoch,
+                          resume=resume, overwrite=overwrite, on_epoch=on_epoch, candidates=candidates,
                           ensemble=True if ensemble is None else ensemble, **columns)  # fmt: skip
     if ensemble is not None:
         raise ValueError(f"ensemble (--no-ensemble) is for --model auto, not --model {model}")
+    if candidates is not None:
+        raise ValueError(f"candidates (--candidates) are for --model auto, not --model {model}")
     if isinstance(args, dict):
         args = TrainingArgs.from_dict(dict(args))
     if time_budget is not None:  # a named model's budget bounds its own epochs
