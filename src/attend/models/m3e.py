@@ -5,8 +5,10 @@ m3e-small (MokaAI 2023, "M3E: Moka Massive Mixed Embedding") is a 4-layer, 512-w
 WordPiece vocabulary (one token per Chinese character), trained on some 22 million Chinese
 sentence pairs for embeddings by mean pooling. It is registered as ``"m3e"`` and is the same
 classifier as ``minilm`` and ``e5`` (:class:`~attend.models.minilm.MiniLMClassifier` on
-:class:`~attend.models.minilm.BertEncoder`); only the checkpoint and the tokenizer differ. With a
-quarter of e5's weights per token it trains about twice as fast on Chinese text.
+:class:`~attend.models.minilm.BertEncoder`); only the checkpoint and the tokenizer differ. With
+12.6M weights per token against e5's 21.3M, a training step on the Chinese reviews costs about 60 %
+of e5's. Its tokenizer, as shipped, keeps case while the vocabulary is lower-case, so upper-case
+Latin words (``XP``, ``CPU``) become ``[UNK]``; it is kept as the checkpoint was trained.
 
 **Its terms.** MokaAI's model card says the M3E models are for non-commercial research use only,
 because their training data includes data sets licensed that way. So attend never picks it on
