@@ -70,11 +70,18 @@ def quantized(encoder_dir: Path) -> tuple[dict, dict]:
 @pytest.fixture(scope="module")
 def minilm_dir(root: Path) -> Path:
     """A small untrained MiniLM saved as a model directory (pruning needs no training to be checked)."""
+    return _small_bert_dir(root, "minilm")
+
+
+def _small_bert_dir(root: Path, kind: str) -> Path:
+    """A small untrained classifier of the BERT family (``minilm``, ``e5``, ``m3e``) as a model
+    directory, read with MiniLM's vocabulary (the embedding table is sized to it)."""
     torch.manual_seed(0)
-    config = {"model_type": "minilm", "pretrained": False, "num_labels": 2,
-              "bert": {"num_layers": 2, "hidden_size": 64, "num_heads": 4, "intermediate_size": 128}}  # fmt: skip
+    config = {"model_type": kind, "pretrained": False, "num_labels": 2,
+              "bert": {"num_layers": 2, "hidden_size": 64, "num_heads": 4, "intermediate_size": 128,
+                       "vocab_size": 30522}}  # fmt: skip
     model = build(config)
-    directory = root / "minilm"
+    directory = root / kind
     directory.mkdir()
     tokenizer = TextTokenizer.from_file(tokenizer_path(), max_length=64)
     tokenizer.save(directory / "tokenizer.json")
@@ -296,6 +303,16 @@ def test_pruned_minilm_equals_masking_and_reloads(minilm_dir: Path, root: Path) 
         prune(minilm_dir, root / "nodev", heads=1, data=data)
 
 
+@pytest.mark.parametrize("kind", ["e5", "m3e"])
+def test_every_bert_classifier_can_be_pruned(kind: str, root: Path) -> None:
+    directory = _small_bert_dir(root, kind)
+    data = write_csv(root / f"{kind}_eval.csv", planted_rows(40, seed=5))
+    dev = write_csv(root / f"{kind}_dev.csv", planted_rows(40, seed=6))
+    report = prune(directory, root / f"{kind}_pruned", heads=1, data=data, dev_data=dev)
+    assert report["heads_before"] == 8 and report["heads_after"] == 7 and report["max_abs_diff_vs_masked"] <= EXACT
+    assert load(root / f"{kind}_pruned").config["model"]["model_type"] == kind
+
+
 def test_prune_errors_are_clear(encoder_dir: Path, loaded_bilstm_dir: Path, root: Path) -> None:
     with pytest.raises(ValueError, match="exactly one of heads="):
         prune(encoder_dir, root / "bad", heads=1, fraction=0.5)
@@ -305,7 +322,7 @@ def test_prune_errors_are_clear(encoder_dir: Path, loaded_bilstm_dir: Path, root
         prune(encoder_dir, root / "bad", heads=1, importance="random")
     with pytest.raises(ValueError, match="would overwrite the model"):
         prune(encoder_dir, encoder_dir, heads=1)
-    with pytest.raises(ValueError, match="'bilstm_attention' has no multi-head attention layers"):
+    with pytest.raises(ValueError, match=r"'bilstm_attention' has no multi-head attention layers.*'e5', 'm3e'"):
         prune(loaded_bilstm_dir, root / "bad", heads=1)
     assert not (root / "bad").exists()
 

@@ -25,8 +25,9 @@ from attend.data.readers import DataError, LabelledTexts
 from attend.data.splits import held_out
 from attend.explain.focus import map_focus
 from attend.io import ArtifactWriter
-from attend.models import build, config_from_dict
+from attend.models import MODELS, build, config_from_dict
 from attend.models.base import kept_heads
+from attend.models.minilm import MiniLMConfig
 from attend.runtime import TorchTextClassifier, load
 from attend.training import classification_loss, label_targets, score_probabilities
 from attend.training.metrics import headline_metrics
@@ -50,7 +51,7 @@ def attention_layers(model: nn.Module) -> list[MultiHeadAttention]:
         kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
         raise ValueError(
             f"model {kind!r} has no multi-head attention layers, so it has no heads to prune "
-            "(head pruning works on 'encoder' and 'minilm')"
+            f"(head pruning works on {', '.join(repr(name) for name in ['encoder', *_bert_models()])})"
         )
     return layers
 
@@ -190,12 +191,18 @@ def _head_fields(model_config: dict[str, Any], path: Path) -> tuple[dict[str, An
     kind = model_config.get("model_type")
     if kind == "encoder":
         return model_config, int(model_config["num_heads"])
-    if kind in ("minilm", "e5"):
+    if kind in _bert_models():
         return model_config["bert"], int(model_config["bert"]["num_heads"])
     raise ValueError(
         f"{path}: model {kind!r} has no multi-head attention layers, so it has no heads to prune "
-        "(head pruning works on 'encoder', 'minilm' and 'e5')"
+        f"(head pruning works on {', '.join(repr(name) for name in ['encoder', *_bert_models()])})"
     )
+
+
+def _bert_models() -> list[str]:
+    """The registered classifiers on :class:`~attend.models.minilm.BertEncoder` (``minilm``, ``e5``, ...),
+    whose heads live in the config's ``bert`` dict."""
+    return sorted(name for name, (config_cls, _) in MODELS.items() if issubclass(config_cls, MiniLMConfig))
 
 
 def _heads_to_prune(heads: int | None, fraction: float | None, total: int) -> int:
@@ -236,7 +243,7 @@ def prune(
     ``config.json`` alone, and it can be pruned, exported or quantised again.
 
     Args:
-        model_dir: An ``encoder`` or ``minilm`` model directory.
+        model_dir: An ``encoder`` or BERT-family (``minilm``, ``e5``, ``m3e``) model directory.
         out_dir: Where to write the pruned model directory (not ``model_dir`` itself).
         heads: How many heads to remove in total. Exactly one of ``heads``/``fraction``.
         fraction: Share of all heads to remove, in ``[0, 1)``.
