@@ -198,7 +198,6 @@ class BertConfig:
     @classmethod
     def from_hf_dict(cls, data: Mapping[str, Any], where: str = "config.json") -> BertConfig:
         """:meth:`from_hf_json` on a config already read; ``where`` names it in errors."""
-        path = where
         unsupported = {
             "hidden_act": (data.get("hidden_act", "gelu"), "gelu"),
             "position_embedding_type": (data.get("position_embedding_type", "absolute"), "absolute"),
@@ -206,7 +205,7 @@ class BertConfig:
         }
         for name, (value, supported) in unsupported.items():
             if value != supported:
-                raise ValueError(f"{path}: {name}={value!r} is not supported (only {supported!r})")
+                raise ValueError(f"{where}: {name}={value!r} is not supported (only {supported!r})")
         try:
             return cls(
                 vocab_size=data["vocab_size"],
@@ -221,7 +220,7 @@ class BertConfig:
                 attention_dropout=data.get("attention_probs_dropout_prob", 0.1),
             )
         except KeyError as err:
-            raise ValueError(f"{path}: BERT config is missing {err.args[0]!r}") from None
+            raise ValueError(f"{where}: BERT config is missing {err.args[0]!r}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
