@@ -233,8 +233,8 @@ def _cost_options(parser: argparse.ArgumentParser) -> None:
     # The defaults are attend.apps.focus.assistant.Costs' (not imported here: it needs torch; a test
     # checks that the help names them).
     parser.add_argument("--urgent-cost", type=float, help="cost of holding an urgent message, in interruptions "
-                        "(default 3)")  # fmt: skip
-    parser.add_argument("--relevant-cost", type=float, help="cost of holding a relevant message (default 0.5)")
+                        "(default 4)")  # fmt: skip
+    parser.add_argument("--relevant-cost", type=float, help="cost of holding a relevant message (default 1.5)")
     parser.add_argument("--interrupt-cost", type=float, help="cost of an interruption that was not needed "
                         "(default 1); raise it to be interrupted less")  # fmt: skip
 
