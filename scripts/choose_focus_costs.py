@@ -8,11 +8,12 @@ best dev balanced accuracy of each, with the urgent dev messages each holds.
 
 The urgent cost is chosen for safety first, by two checks: the lowest of the grid at which no
 urgent dev message is held (leave-one-task-out), and at which urgency alone (passing a message
-from ``1 / (1 + urgent cost)``) holds at most :data:`MAX_SET_HELD` of the urgency data set's 359
+from ``1 / (1 + urgent cost)``) holds at most :data:`MAX_SET_HELD` of the urgency data set's 414
 urgent messages, with the urgency head cross-validated on that set (5 folds, seeded): the dev
 tasks have only 50 urgent messages, too few to tell a safe threshold from a lucky one. The
 relevant cost is the one with the best dev balanced accuracy at that urgent cost, holding no urgent
-dev message. ``Costs``' defaults are set from it.
+dev message. ``Costs``' defaults are set from it: on 2026-12-05, urgent 4 (3 held an urgent dev
+message; 4 holds 8 of the urgency set's 414 urgent messages), relevant 2, dev balanced accuracy 0.852.
 
     python scripts/choose_focus_costs.py [--errors]
     python scripts/choose_focus_costs.py --feedback   # the preference update's rate and steps

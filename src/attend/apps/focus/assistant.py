@@ -23,8 +23,8 @@ delay exceeds the expected cost of interruption). With ``u`` the urgency, ``r`` 
     cost of interrupting = (1 - u) * (1 - r) * C_interrupt
 
 ``pass`` when holding costs more, or when the allowlist matches. Defaults (:class:`Costs`, chosen
-on the dev tasks): ``C_urgent = 4``, ``C_relevant = 1.5``, ``C_interrupt = 1``; so a message
-passes on urgency alone from u = 1/5, and on relevance alone from r = 2/5.
+on the dev tasks): ``C_urgent = 4``, ``C_relevant = 2``, ``C_interrupt = 1``; so a message
+passes on urgency alone from u = 1/5, and on relevance alone from r = 1/3.
 The ``score`` is the probability the message needs the person now, ``1 - (1 - u)(1 - r)``.
 
 The two fitted heads are trained on first use (a few seconds) and cached under the attend
@@ -137,7 +137,7 @@ class Costs:
 
     Attributes:
         urgent: Cost of holding an urgent message (default 4).
-        relevant: Cost of holding a message that bears on the task (default 1.5).
+        relevant: Cost of holding a message that bears on the task (default 2).
         interrupt: Cost of interrupting the person with a message that needs nothing now (1).
 
     Both were chosen on the scenario suite's dev tasks by ``scripts/choose_focus_costs.py`` (both
@@ -147,7 +147,7 @@ class Costs:
     """
 
     urgent: float = 4.0
-    relevant: float = 1.5
+    relevant: float = 2.0
     interrupt: float = 1.0
 
     def __post_init__(self) -> None:

@@ -234,7 +234,7 @@ def _cost_options(parser: argparse.ArgumentParser) -> None:
     # checks that the help names them).
     parser.add_argument("--urgent-cost", type=float, help="cost of holding an urgent message, in interruptions "
                         "(default 4)")  # fmt: skip
-    parser.add_argument("--relevant-cost", type=float, help="cost of holding a relevant message (default 1.5)")
+    parser.add_argument("--relevant-cost", type=float, help="cost of holding a relevant message (default 2)")
     parser.add_argument("--interrupt-cost", type=float, help="cost of an interruption that was not needed "
                         "(default 1); raise it to be interrupted less")  # fmt: skip
 

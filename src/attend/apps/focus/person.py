@@ -33,8 +33,9 @@ __all__ = ["LEARNING_RATE", "PersonModel", "sender_key"]
 #: compared on the dev tasks (`scripts/choose_focus_costs.py --feedback`, rates 0.1-3, 1 or 3 steps):
 #: the best later-half balanced accuracy after corrections, 0.882 (0.846 without). Compared again
 #: when the relevance head began weighing the channel (2026-12-04): 3 steps at rate 1 then gave
-#: 0.852 (0.858 without), 1 step at rates 0.1-1 0.861, a difference of about one message. 3 steps
-#: stay: with 1, three corrections no longer teach that a sender's messages must get through
+#: 0.852 (0.858 without), 1 step at rates 0.1-1 0.861, a difference of about one message. On the 14
+#: dev tasks of 2026-12-05: 0.847 (0.856 without), 1 step at rate 0.1 0.863. 3 steps stay: with 1,
+#: three corrections no longer teach that a sender's messages must get through
 #: (tests/apps/test_focus.py), which is what a person correcting the assistant expects.
 LEARNING_RATE = 1.0
 #: Gradient steps per correction.
