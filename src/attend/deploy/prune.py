@@ -51,7 +51,7 @@ def attention_layers(model: nn.Module) -> list[MultiHeadAttention]:
         kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
         raise ValueError(
             f"model {kind!r} has no multi-head attention layers, so it has no heads to prune "
-            f"(head pruning works on {', '.join(repr(name) for name in ['encoder', *_bert_models()])})"
+            f"(head pruning works on {_prunable()})"
         )
     return layers
 
@@ -195,8 +195,13 @@ def _head_fields(model_config: dict[str, Any], path: Path) -> tuple[dict[str, An
         return model_config["bert"], int(model_config["bert"]["num_heads"])
     raise ValueError(
         f"{path}: model {kind!r} has no multi-head attention layers, so it has no heads to prune "
-        f"(head pruning works on {', '.join(repr(name) for name in ['encoder', *_bert_models()])})"
+        f"(head pruning works on {_prunable()})"
     )
+
+
+def _prunable() -> str:
+    """The model types head pruning works on, as its errors list them."""
+    return ", ".join(repr(name) for name in ["encoder", *_bert_models()])
 
 
 def _bert_models() -> list[str]:
