@@ -172,6 +172,18 @@ def test_a_message_the_encoder_cannot_read_passes_unjudged(assistant: FocusAssis
     assert unreadable.decision == "pass" and unreadable.reasons[0].startswith("Unreadable")
     assert unreadable.components["unknown_pieces"] >= 5 and unreadable.highlights == []
     assert reaction.decision == "hold"  # a short reaction is not "unreadable"
+    # Scripts MiniLM spells out letter by letter (it knows their letters, no words) or reads as a
+    # few [UNK] words (Thai has no spaces) are unreadable too; a name with one foreign letter is not.
+    others = {"ar": "الخادم معطل، اتصل بي الآن من فضلك", "th": "เซิร์ฟเวอร์ล่ม กรุณาโทรหาฉันด่วน",
+              "hi": "सर्वर बंद है, कृपया मुझे तुरंत कॉल करें", "ko": "서버가 다운되었습니다. 지금 바로 전화 주세요",
+              "ru": "Сервер упал, позвони мне срочно"}  # fmt: skip
+    decisions = assistant.triage(Session(TASK), [Message(id=k, text=v) for k, v in others.items()])
+    assert all(d.reasons[0].startswith("Unreadable") and d.decision == "pass" for d in decisions), decisions
+    name = assistant.triage(Session(TASK), [Message(id="n", text="Søren says the Århus venue is booked.")])[0]
+    assert not name.reasons[0].startswith("Unreadable") and 0 < name.components["unreadable_letters"] <= 2
+    # An over-long token ([UNK] to MiniLM) is no language: a newsletter's tracking link is not unreadable.
+    link = Message(id="l", text=f"New issue out: https://news.example.com/{'q' * 300} - this week's essays.")
+    assert assistant.triage(Session(TASK), [link])[0].components["unreadable_letters"] == 0
 
 
 def test_allowlist_senders_and_keywords() -> None:
@@ -301,6 +313,16 @@ def test_store_sessions_end_times_and_transactions(tmp_path: Path) -> None:
         open_focus_store(tmp_path / "text.txt")
     with pytest.raises(ValueError, match="no focus database there"):
         FocusService(tmp_path / "missing.db", create=False)
+    # Another program's SQLite database is not written to; nor is one with a focus table of other columns.
+    import sqlite3
+
+    for name, table in (("other.db", "contacts(name)"), ("clash.db", "focus_sessions(x)")):
+        with sqlite3.connect(tmp_path / name) as conn:
+            conn.execute(f"create table {table}")
+        with pytest.raises(ValueError, match=r"holds tables attend did not write|was not written by attend"):
+            open_focus_store(tmp_path / name)
+        with sqlite3.connect(tmp_path / name) as conn:
+            assert len(conn.execute("select name from sqlite_master").fetchall()) == 1
 
 
 def _correct_many(db: str, ids: list[str], start: Any) -> None:
@@ -367,6 +389,21 @@ def test_cli_triage_json_in_input_order(assistant: FocusAssistant, tmp_path: Pat
     assert main(["focus", "triage", "--task", TASK, "--messages", str(tmp_path / "bad.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "text" in err and "Traceback" not in err
+    # A JSONL file read as CSV: its first line (a message) is not repeated in the error.
+    assert main(["focus", "triage", "--task", TASK, "--messages", str(data), "--format", "csv"]) == 2
+    err = capsys.readouterr().err
+    assert "--format jsonl" in err and UNRELATED.text[:20] not in err
+    # A task with no words to read is said to be one; an id with a tab or line break stays on its line;
+    # a 300-letter "word" is shown cut.
+    odd = _write_jsonl(tmp_path / "odd.jsonl", [Message(id="a\tb\nc", text=f"see {'x' * 300} about the marks")])
+    assert main(["focus", "triage", "--task", "📊", "--messages", str(odd)]) == 0
+    captured = capsys.readouterr()
+    assert "the task has no words to read" in captured.err and len(captured.out.splitlines()) == 1
+    assert captured.out.split()[2] == "a\\tb\\nc"
+    assert main(["focus", "triage", "--task", TASK, "--messages", str(odd), "--json"]) == 0
+    (decision,) = json.loads(capsys.readouterr().out)
+    assert decision["id"] == "a\tb\nc" and all(len(h["text"]) <= 60 for h in decision["highlights"])
+    assert any(h["text"].endswith("…") for h in decision["highlights"]), decision["highlights"]
 
 
 def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, capsys: pytest.CaptureFixture,

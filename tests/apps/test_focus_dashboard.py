@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -116,9 +117,13 @@ def test_empty_database_and_session_without_messages(tmp_path: Path) -> None:
     service = FocusService(tmp_path / "empty.db")
     page = render_dashboard(service, title="my <focus>")
     assert "No focus session yet" in page and "<h1>my &lt;focus&gt;</h1>" in page and "<script" not in page
-    service.store.start_session("deep work", ends_at="2999-01-01T00:00:00+00:00")
+    ends = (datetime.now(UTC) + timedelta(days=6)).replace(minute=0, second=0, microsecond=0)
+    service.store.start_session("deep work", ends_at=ends.isoformat())
     page = render_dashboard(service)
-    assert "deep work" in page and "2999-01-01 00:00 UTC" in page and "No messages in this session yet." in page
+    assert "deep work" in page and ends.strftime("%Y-%m-%d %H:%M UTC") in page
+    assert "No messages in this session yet." in page
+    with pytest.raises(ValueError, match="more than a week after the start"):  # a session lasts at most a week
+        FocusService(tmp_path / "other.db").store.start_session("x", ends_at="2999-01-01T00:00:00+00:00")
     assert "Nothing held." in page and "no messages yet" in page and "decision-row" not in page
     assert page.count("class='bar-pass'") == 1 and "height='0.0'" in page
     service.close()

@@ -29,9 +29,23 @@ def schema_table(name: str, metadata: sa.MetaData) -> sa.Table:
 
 
 def create_tables(engine: Engine, metadata: sa.MetaData, schema: sa.Table, version: int, where: str) -> None:
-    """Create what is missing and record ``version``; refuse a database written by a newer schema."""
+    """Create what is missing and record ``version``; refuse a database written by a newer schema,
+    or one that is not attend's: tables but none of attend's (another program's database), or a
+    table of this schema's name without its columns. Nothing is written to such a database."""
     from datetime import UTC, datetime
 
+    inspector = sa.inspect(engine)
+    existing = set(inspector.get_table_names())
+    ours = existing & set(metadata.tables)
+    if existing and not ours and not any(name.endswith("_schema") for name in existing):
+        raise ValueError(f"--db {where}: holds tables attend did not write ({', '.join(sorted(existing)[:5])}); "
+                         "choose another database")  # fmt: skip
+    for name in sorted(ours):
+        have = {column["name"] for column in inspector.get_columns(name)}
+        missing = [column.name for column in metadata.tables[name].columns if column.name not in have]
+        if missing:
+            raise ValueError(f"--db {where}: its table {name!r} has no column {', '.join(missing)}: it was not "
+                             "written by attend; choose another database")  # fmt: skip
     metadata.create_all(engine)
     with engine.begin() as conn:
         versions = [row[0] for row in conn.execute(sa.select(schema.c.version))]

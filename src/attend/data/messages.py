@@ -496,9 +496,15 @@ def _csv_records(name: str, lines: Iterable[str], delimiter: str) -> Iterator[tu
         raise MessageError(f"{name} is empty")
     reader.fieldnames = [field.strip() for field in fieldnames]  # "id, text" is a common header
     if "text" not in reader.fieldnames:
+        # Column names are short; a first line that is not (a message, a JSON object) is not shown.
+        looks_like_a_header = all(len(field) <= 40 for field in reader.fieldnames) and len(reader.fieldnames) <= 30
+        columns = (f"columns: {', '.join(reader.fieldnames) or 'none'}" if looks_like_a_header
+                   else "it does not look like a header and is not shown: it may be a message")  # fmt: skip
+        is_json = bool(fieldnames) and fieldnames[0].lstrip().startswith("{")
+        json_hint = "; a JSON Lines file needs --format jsonl" if is_json else ""
         raise MessageError(
-            f"{name}: line 1: the header has no column 'text' (columns: {', '.join(reader.fieldnames) or 'none'}); "
-            "every message needs its text in a 'text' column"
+            f"{name}: line 1: the header has no column 'text' ({columns}); every message needs its text in a "
+            f"'text' column{json_hint}"
         )
     yield from csv_records(reader, name, MessageError)
 

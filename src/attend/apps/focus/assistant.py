@@ -57,6 +57,7 @@ from attend.apps.focus.components import (
     cross_attention,
     merge_words,
     token_words,
+    unreadable_letters,
 )
 from attend.apps.focus.person import PersonModel, sender_key
 from attend.data.messages import Message
@@ -89,10 +90,11 @@ SCENARIOS_DIR = HERE / "scenarios"
 URGENCY_TRAIN = HERE / "urgency" / "train.jsonl"
 #: The encoder's unknown-token piece.
 UNKNOWN_PIECE = "[UNK]"
-#: A message the encoder cannot read (at least this many unknown pieces, making up at least this
-#: share of it: Chinese, Arabic or Thai text for the English MiniLM) passes unjudged: holding it
-#: could hold an emergency. A short emoji reaction stays below the count. Set a priori, not tuned.
-UNREADABLE_PIECES = 5
+#: A message the encoder cannot read (at least this many of its letters, and this share of them,
+#: unreadable to it: :func:`~attend.apps.focus.components.unreadable_letters`; Chinese, Arabic,
+#: Thai or Korean text for the English MiniLM) passes unjudged: holding it could hold an
+#: emergency. Emoji are not letters, so an emoji reaction is never unreadable. Set a priori, not tuned.
+UNREADABLE_LETTERS = 2
 UNREADABLE_SHARE = 0.4
 #: Bumped when the heads' features or fitting change, so a cached fit is not reused.
 HEADS_VERSION = 7
@@ -520,6 +522,17 @@ class FocusAssistant:
             self._tasks[task] = self.reader.read([task])[0]
         return self._tasks[task]
 
+    def task_warning(self, task: str) -> str | None:
+        """What the person should know when the encoder cannot read ``task`` (no letters, or a
+        language or script it was not trained on): relevance to it is then guesswork."""
+        lost, letters = unreadable_letters(self.task_reading(task))
+        if not letters:
+            return "the task has no words to read, so relevance to it cannot be judged: describe it in words"
+        if lost >= UNREADABLE_LETTERS and lost >= UNREADABLE_SHARE * letters:
+            return (f"the encoder cannot read {lost} of the task's {letters} letters (a language or script it "
+                    "was not trained on), so relevance to it is a guess; urgency and the allowlist still apply")
+        return None
+
     def read(self, messages: Sequence[Message], *, batch_size: int = 32) -> list[Reading]:
         """The encoder's reading of each message (what :meth:`triage` decides from)."""
         return self.reader.read([message_input(m) for m in messages], batch_size=batch_size)
@@ -558,7 +571,8 @@ class FocusAssistant:
         urgency = self.heads.urgency(reading)
         allowed = allow_match(session.allow, message)
         unknown = sum(piece == UNKNOWN_PIECE for piece in reading.pieces)
-        unreadable = unknown >= UNREADABLE_PIECES and unknown >= UNREADABLE_SHARE * len(reading.pieces)
+        lost, letters = unreadable_letters(reading)
+        unreadable = lost >= UNREADABLE_LETTERS and lost >= UNREADABLE_SHARE * letters
         c = self.costs
         hold_cost = urgency * c.urgent + (1 - urgency) * relevance * c.relevant
         interrupt_cost = (1 - urgency) * (1 - relevance) * c.interrupt
@@ -580,9 +594,9 @@ class FocusAssistant:
             reasons.append(f"{allowed!r} is on this session's allowlist, so it always gets through.")
             highlights = _allow_highlight(reading, allowed) or relevance_words
         elif unreadable:
-            reasons.append(f"Unreadable: {unknown} of its {len(reading.pieces)} word pieces are unknown to the "
-                           "encoder (a language or script it was not trained on), so its urgency and relevance "
-                           "cannot be judged; it passes rather than risk holding something urgent.")  # fmt: skip
+            reasons.append(f"Unreadable: the encoder cannot read {lost} of its {letters} letters (a language or "
+                           "script it was not trained on), so its urgency and relevance cannot be judged; it "
+                           "passes rather than risk holding something urgent.")  # fmt: skip
             highlights = []
         elif decision == "pass" and urgent_alone and not relevant_alone:
             highlights = urgency_words
@@ -637,6 +651,7 @@ class FocusAssistant:
             "preference": round(preference, 4),
             "allowlist": allowed,
             "unknown_pieces": unknown,
+            "unreadable_letters": lost,
             "cost_of_holding": round(hold_cost, 4),
             "cost_of_interrupting": round(interrupt_cost, 4),
         }

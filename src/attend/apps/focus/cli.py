@@ -64,7 +64,9 @@ def _read(source: str, fmt: str | None) -> Any:
 
 def _line(decision: Any) -> str:
     reason = decision.reasons[0] if decision.reasons else ""
-    return f"{decision.decision.upper():4}  {decision.score:.2f}  {decision.id}  {reason}"
+    # One line per message: an id holding a tab, a line break or another control character is escaped.
+    shown = json.dumps(decision.id, ensure_ascii=False)[1:-1] if not decision.id.isprintable() else decision.id
+    return f"{decision.decision.upper():4}  {decision.score:.2f}  {shown}  {reason}"
 
 
 def _cmd_triage(args: argparse.Namespace) -> int:
@@ -73,7 +75,10 @@ def _cmd_triage(args: argparse.Namespace) -> int:
 
     messages = _read(args.messages, args.format)
     _threads(args.threads)
-    decisions = triage(args.task, messages, allow=_allow(args.allow), assistant=FocusAssistant(costs=_costs(args)))
+    assistant = FocusAssistant(costs=_costs(args))
+    if args.task.strip() and (warning := assistant.task_warning(args.task)):
+        print(f"warning: {warning}", file=sys.stderr)
+    decisions = triage(args.task, messages, allow=_allow(args.allow), assistant=assistant)
     if args.json:
         print(json.dumps([d.to_dict() for d in decisions], ensure_ascii=False))
     else:

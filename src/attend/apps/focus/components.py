@@ -42,10 +42,13 @@ __all__ = [
     "cross_attention",
     "merge_words",
     "token_words",
+    "unreadable_letters",
 ]
 
 #: Most tokens read of a message (``[CLS]``/``[SEP]`` included); all-MiniLM-L6-v2 reads up to 512.
 MAX_TOKENS = 256
+#: Longest highlight text shown; a longer "word" (a URL, a base64 blob) is cut, ending in "…".
+MAX_HIGHLIGHT = 60
 #: Temperature of the task-to-message cross-attention (cosines in [-1, 1] times 20): sharp
 #: enough that one strongly matching word can take most of a task word's attention, soft enough
 #: that near-synonyms share it. Fixed before any evaluation.
@@ -213,6 +216,26 @@ def cross_attention(task: Reading, message: Reading) -> CrossAttention:
     )
 
 
+def unreadable_letters(reading: Reading) -> tuple[int, int]:
+    """``(unreadable, letters)``: of the letters read (the truncated tail is not), how many the
+    encoder cannot read, i.e. letters inside a piece it does not know (``[UNK]``) or spelled out
+    one piece per letter of a script outside its word vocabulary (a single non-ASCII letter:
+    Arabic, Hangul, Devanagari or Cyrillic to the English MiniLM, which knows their letters but no
+    words). Emoji and digits are not letters: a message of them has nothing to read. An unknown
+    piece of ASCII letters only is an over-long token (a URL, a base64 blob), no language at all:
+    it counts on neither side."""
+    unreadable = letters = 0
+    for piece, (start, end) in zip(reading.pieces, reading.spans, strict=True):
+        found = [c for c in reading.text[start:end] if c.isalpha()]
+        core = piece.removeprefix("##")
+        if piece == "[UNK]" and all(c.isascii() for c in found):
+            continue
+        letters += len(found)
+        if piece == "[UNK]" or (len(core) == 1 and core.isalpha() and not core.isascii()):
+            unreadable += len(found)
+    return unreadable, letters
+
+
 def token_words(reading: Reading) -> list[str]:
     """For each token of ``reading``, the whole word it belongs to (``##`` pieces joined)."""
     bounds: list[list[int]] = []
@@ -250,4 +273,8 @@ def merge_words(reading: Reading, token_weights: Sequence[float], *, links: Sequ
     if total <= 0 or not math.isfinite(total):
         return []
     ranked = sorted(kept, key=lambda w: -w[2])[:top]
-    return [Weighted(text[a:b], a, b, weight / total, link) for a, b, weight, link, _ in ranked]
+    return [Weighted(_shown(text[a:b]), a, b, weight / total, link) for a, b, weight, link, _ in ranked]
+
+
+def _shown(word: str) -> str:
+    return word if len(word) <= MAX_HIGHLIGHT else word[: MAX_HIGHLIGHT - 1] + "…"

@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,11 @@ from attend.apps.sqlstore import create_engine, create_tables
 from attend.apps.sqlstore import schema_table as schema_table_of
 from attend.data.messages import Message
 
-__all__ = ["SCHEMA_VERSION", "FocusStore", "SessionError", "now_iso", "open_focus_store"]
+__all__ = ["MAX_SESSION", "SCHEMA_VERSION", "FocusStore", "SessionError", "now_iso", "open_focus_store"]
 
 SCHEMA_VERSION = 1
+#: The longest a focus session may be planned to last.
+MAX_SESSION = timedelta(days=7)
 
 metadata = sa.MetaData()
 
@@ -182,6 +184,9 @@ class FocusStore:
                 raise ValueError(f"--until {ends_at!r} is not an ISO time such as 2026-12-03T17:30+01:00") from None
             if end <= _parse(started):
                 raise ValueError(f"--until {ends_at!r} is not after the start ({started})")
+            if end - _parse(started) > MAX_SESSION:
+                raise ValueError(f"--until {ends_at!r} is more than a week after the start ({started}): a focus "
+                                 "session lasts at most a week")  # fmt: skip
             ends_at = end.isoformat(timespec="seconds")
         running = self.active_session(at=started)
         if running is not None:
