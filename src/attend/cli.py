@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,7 +162,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from attend.data.readers import TextStream
-    from attend.runtime.streaming import PredictionWriter, open_output, predict_stream
+    from attend.runtime.streaming import ExistingOutput, PredictionWriter, open_output, predict_stream
 
     if bool(args.texts) == bool(args.input):
         raise UsageError("give texts to classify, or --input FILE, but not both")
@@ -171,8 +172,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError("--resume continues an --output file: give --output")
     stream = TextStream(args.input, text_col=args.text_col) if args.input else None
     predictor = _cli_predictor(args.model_dir, args.int8)
-    sink, done, fresh = open_output(args.output, resume=args.resume, fmt=args.format) if args.output else (
-        sys.stdout, 0, True)  # fmt: skip
+    sink, existing, fresh = open_output(args.output, resume=args.resume, fmt=args.format) if args.output else (
+        sys.stdout, ExistingOutput(Path("-")), True)  # fmt: skip
+    done = existing.rows
     bar = None
     if stream is not None and not args.no_progress:
         from tqdm import tqdm
@@ -187,7 +189,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 bar.update(stream.position - bar.n)
 
         writer = PredictionWriter(sink, args.format, header=fresh)
-        written = predict_stream(predictor, texts, writer, top_k=args.top_k, skip=done, on_chunk=advance)
+        existing.check(predictor.labels, args.top_k)
+        written = predict_stream(predictor, texts, writer, top_k=args.top_k, skip=existing, on_chunk=advance)
     finally:
         if bar is not None:
             bar.close()
@@ -240,9 +243,18 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from attend.explain import explain, render_html, save_heatmaps, to_json, top_tokens
 
-    texts = _read_texts(args)
     if _task_of(args.model_dir) == "translation":
-        return _explain_translations(args, texts)
+        options = (("--method", args.method, "rollout"), ("--layer", args.layer, "-1"), ("--head", args.head, None),
+                   ("--target", args.target, None), ("--ig-steps", args.ig_steps, 32),
+                   ("--int8", args.int8, False))  # fmt: skip
+        given = [flag for flag, value, default in options if value != default]
+        if given:
+            raise UsageError(f"{', '.join(given)}: for classifiers only; a translator is explained by the "
+                             "cross-attention alignment of each output word (--maps: every layer's and head's)")
+        # Sentences as `attend translate` reads them: a .txt file is one sentence per line.
+        args.source_col = args.source_col or (args.text_col if args.text_col != "text" else "source")
+        return _explain_translations(args, _translate_inputs(args))
+    texts = _read_texts(args)
     predictor = _cli_predictor(args.model_dir, args.int8, explaining=True)
     layer: int | str = args.layer if args.layer == "mean" else _int_option("--layer", args.layer)
     # The HTML report embeds per-head heatmaps when the model has attention maps (an ensemble has
@@ -282,12 +294,19 @@ def _translate_inputs(args: argparse.Namespace) -> list[str]:
         return list(args.texts)
     path = Path(args.input)
     if args.input != "-" and path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".parquet"):
-        from attend.data.readers import read_table
+        from attend.data.readers import DataError, read_table
 
-        return read_table(path, text_col=args.source_col, label_col=None).texts
+        try:
+            return read_table(path, text_col=args.source_col, label_col=None).texts
+        except DataError as exc:  # the reader names the classifier's column flags; translate has one
+            raise DataError(str(exc).replace("choose the columns with --text-col / --label-col",
+                                             "choose the column with --source-col")) from None  # fmt: skip
     raw = sys.stdin.buffer.read() if args.input == "-" else path.read_bytes()
     try:
-        return raw.decode("utf-8-sig").splitlines()
+        text = raw.decode("utf-8-sig")
+        # Lines end at "\n" (or "\r\n") only: str.splitlines() also splits at U+2028, form feeds
+        # and other separators inside a line, and output line N must be input line N's translation.
+        return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
     except UnicodeDecodeError as exc:
         raise UsageError(f"{args.input}: not UTF-8 text (byte {exc.start}); convert it or give a CSV/JSONL") from None
 
@@ -299,15 +318,15 @@ def _beam(args: argparse.Namespace) -> int | None:
 
 
 def _length_penalty(args: argparse.Namespace) -> float | None:
-    from attend.models.generation import GenerationOptions
+    from attend.models.generation import MAX_LENGTH_PENALTY, GenerationOptions
 
     value = getattr(args, "length_penalty", None)
     if value is not None:
         try:
             GenerationOptions(length_penalty=value)  # its own check, so the two never disagree
         except ValueError:
-            raise UsageError(f"--length-penalty {value:g}: must be a number >= 0 (1 divides a beam's "
-                             "log-probability by its length; 0 ranks by the raw log-probability)") from None
+            raise UsageError(f"--length-penalty {value:g}: must be a number in [0, {MAX_LENGTH_PENALTY:g}] (1 divides "
+                             "a beam's log-probability by its length; 0 ranks by the raw log-probability)") from None
     return value
 
 
@@ -414,7 +433,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if args.attentions or args.unpad:
             raise ValueError("--attentions and --unpad are for classifiers; a translator exports its encoder and "
                              "cached decoder step")  # fmt: skip
-        report = export_translator(args.model_dir, args.onnx, opset=args.opset, texts=texts)
+        report = export_translator(args.model_dir, args.onnx, opset=args.opset, texts=texts, overwrite=args.overwrite)
         if args.json:
             print(json.dumps(report, ensure_ascii=False))
             return 0
@@ -427,9 +446,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
               f"{parity['steps_compared']} decoder steps")  # fmt: skip
         print("decode it greedily with attend.deploy.export_seq2seq.OnnxTranslator (ONNX Runtime)")
         return 0
-    report = export_onnx(
-        args.model_dir, args.onnx, attentions=args.attentions, opset=args.opset, texts=texts, unpad=args.unpad
-    )
+    report = export_onnx(args.model_dir, args.onnx, attentions=args.attentions, opset=args.opset, texts=texts,
+                         unpad=args.unpad, overwrite=args.overwrite)  # fmt: skip
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0
@@ -485,11 +503,12 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if (args.heads is None) == (args.fraction is None):
         raise UsageError("give --heads N or --fraction F (not both)")
     report = prune(args.model_dir, args.out, heads=args.heads, fraction=args.fraction, importance=args.importance,
-                   data=args.data)  # fmt: skip
+                   data=args.data, overwrite=args.overwrite)  # fmt: skip
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0
-    print(f"removed {len(report['removed'])} of {report['heads_before']} heads by {report['importance']} "
+    removed = sum(len(heads) for heads in report["removed"].values())
+    print(f"removed {removed} of {report['heads_before']} heads by {report['importance']} "
           f"importance: {report['removed']}")  # fmt: skip
     print(f"parameters {report['parameters_before']:,} -> {report['parameters_after']:,}; accuracy "
           f"{report['before']['accuracy']:.4f} -> {report['after']['accuracy']:.4f}, macro-F1 "
@@ -666,6 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--top", type=int, default=8, help="tokens to print per text without --json (default 8)")
     ex.add_argument("--int8", action="store_true", help=EXPLAIN_INT8_HELP)
     ex.add_argument("--beam", type=int, help="translators: beam size (default: the model's)")
+    ex.add_argument("--source-col", help="translators: column holding the source in an --input table (default: source)")
     ex.set_defaults(func=_cmd_explain)
 
     tl = verbs.add_parser("translate", help="translate sentences with a seq2seq model")
@@ -733,6 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--texts-file", help="texts for the parity check (default: the model's test split)")
     exp.add_argument("--text-col", default="text", help="column of --texts-file holding the text (default: text)")
+    exp.add_argument("--overwrite", action="store_true", help="replace a model already in the --onnx directory")
     exp.add_argument("--json", action="store_true", help="print the report as JSON")
     exp.set_defaults(func=_cmd_export)
 
@@ -755,6 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="head importance: gradient of the loss w.r.t. a head gate on the dev split (Michel et al. "
                     "2019), or attention confidence (default: masking)")  # fmt: skip
     pu.add_argument("--data", help="labelled data to measure on (default: the model's own test split)")
+    pu.add_argument("--overwrite", action="store_true", help="replace a model already in --out (else an error)")
     pu.add_argument("--json", action="store_true", help="print the report as JSON")
     pu.set_defaults(func=_cmd_prune)
 
@@ -786,8 +808,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        # The reader of stdout went away (`attend predict ... | head`): stop quietly, as Unix tools
+        # do, with the exit status of a process that SIGPIPE ended; stdout goes nowhere from here,
+        # so the interpreter's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (UsageError, ValueError, OSError) as exc:  # OSError: missing, unreadable or unwritable paths, full disk
-        print(f"error: {exc}", file=sys.stderr)
+        plain = isinstance(exc, OSError) and exc.filename is not None and exc.strerror
+        print(f"error: {exc.filename}: {exc.strerror}" if plain else f"error: {exc}", file=sys.stderr)  # type: ignore[union-attr]
         return 2
     except Exception as exc:
         if type(exc).__name__ == "TrainingInterrupted":

@@ -242,7 +242,7 @@ def check_output_directory(out: Path, *, source: Path | None = None, overwrite: 
     if not _is_model_directory(out):
         raise ModelDirError(f"{out} exists, is not empty and is not a model directory; choose another output directory")
     if not overwrite:
-        raise ModelDirError(f"{out} already holds a model; pass --overwrite to replace it, or choose another --out")
+        raise ModelDirError(f"{out} already holds a model; pass --overwrite to replace it, or choose another directory")
 
 
 _RENAME_EXCHANGE = 2

@@ -62,6 +62,10 @@ def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, c
     result = json.loads(capsys.readouterr().out)
     assert result["heads_before"] == 8 and result["heads_after"] == 7
     assert result["parameters_after"] < result["parameters_before"]
+    # The plain report counts heads, not the layers they came from (3 heads from the 2 layers).
+    assert main(["prune", str(model_dir), "--out", str(pruned), "--heads", "3", "--overwrite"]) == 0
+    removed = json.loads((pruned / "metrics.json").read_text())["pruning"]["removed"]
+    assert "removed 3 of 8 heads" in capsys.readouterr().out and sum(map(len, removed.values())) == 3
 
     for settings in (ServeSettings(runtime="onnx"), ServeSettings(runtime="onnx", quantized=True)):
         app = create_app(load_for_serving(onnx_dir, settings), settings)

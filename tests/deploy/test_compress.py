@@ -322,6 +322,14 @@ def test_prune_errors_are_clear(encoder_dir: Path, loaded_bilstm_dir: Path, root
         prune(encoder_dir, root / "bad", heads=1, importance="random")
     with pytest.raises(ValueError, match="would overwrite the model"):
         prune(encoder_dir, encoder_dir, heads=1)
+    other = copy_model(loaded_bilstm_dir, root, "another-model")
+    files = sorted(p.name for p in other.iterdir())
+    with pytest.raises(ValueError, match="already holds a model; pass --overwrite"):
+        prune(encoder_dir, other, heads=1, overwrite=False)
+    from attend.cli import main
+
+    assert main(["prune", str(encoder_dir), "--out", str(other), "--heads", "1"]) == 2
+    assert sorted(p.name for p in other.iterdir()) == files
     with pytest.raises(ValueError, match=r"'bilstm_attention' has no multi-head attention layers.*'e5', 'm3e'"):
         prune(loaded_bilstm_dir, root / "bad", heads=1)
     assert not (root / "bad").exists()

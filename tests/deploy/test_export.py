@@ -256,6 +256,15 @@ def test_export_refuses_to_overwrite_its_source_or_unrelated_files(trained: dict
     assert (unrelated / "todo.txt").read_text() == "keep me"
     with pytest.raises(ModelDirError, match="no such model directory"):
         export_onnx(tmp_path / "missing", tmp_path / "out")
+    # Another model in the way is replaced only when asked (`attend export` asks with --overwrite).
+    other = Path(shutil.copytree(trained["encoder"], tmp_path / "other"))
+    files = sorted(p.name for p in other.iterdir())
+    with pytest.raises(ModelDirError, match="already holds a model; pass --overwrite"):
+        export_onnx(trained["encoder"], other, overwrite=False)
+    from attend.cli import main
+
+    assert main(["export", str(trained["encoder"]), "--onnx", str(other)]) == 2
+    assert sorted(p.name for p in other.iterdir()) == files
 
 
 def test_onnx_loading_refuses_pickles_and_tampered_graphs(exported: dict, tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def test_streamed_rows_equal_one_call_and_read_lazily(trained: dict[str, Path], 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_an_interrupted_output_resumes_to_the_file_of_one_run(
-    trained: dict[str, Path], texts: list[str], tmp_path: Path, fmt: str
+    trained: dict[str, Path], texts: list[str], tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture
 ) -> None:
     data = write_csv(tmp_path / "in.csv", [{"text": t} for t in texts])
     model = str(trained["encoder"])
@@ -80,6 +80,22 @@ def test_an_interrupted_output_resumes_to_the_file_of_one_run(
     assert again.returncode == 0, again.stderr
     assert "after the" in again.stderr
     assert partial.read_bytes() == full
+
+    # Only the same run is continued: not another --top-k, another input, or a longer file than the input.
+    from attend.cli import main
+
+    partial.write_bytes(full[:cut])
+    kept = completed_rows(partial, fmt)  # drops the cut row, as a resumed run does first
+    whole_rows = partial.read_bytes()
+    short = write_csv(tmp_path / "short.csv", [{"text": t} for t in texts[:2]])
+    other = write_csv(tmp_path / "other.csv", [{"text": t + " again"} for t in texts])
+    for argv, error in (([str(data), "--top-k", "1"], "resume with the --top-k it was written with"),
+                        ([str(other), "--top-k", "2"], "it was written from another input"),
+                        ([str(short), "--top-k", "2"], f"already holds {kept} rows")):  # fmt: skip
+        code = main(["predict", model, "--input", *argv, "--format", fmt, "--output", str(partial), "--resume",
+                     "--no-progress"])  # fmt: skip
+        assert code == 2 and error in capsys.readouterr().err
+        assert partial.read_bytes() == whole_rows  # nothing appended
 
 
 def test_existing_output_is_never_overwritten_and_json_lists_do_not_resume(
@@ -139,3 +155,16 @@ def test_text_stream_reads_every_format_with_progress(tmp_path: Path) -> None:
     missing.write_text("body\nhello\n")
     with pytest.raises(DataError, match="no column 'text'"):
         list(TextStream(missing))
+
+
+def test_a_closed_pipe_ends_the_run_quietly(trained: dict[str, Path], texts: list[str], tmp_path: Path) -> None:
+    """`attend predict ... | head -1`: the reader leaves; no error line, the exit status of SIGPIPE."""
+    data = write_csv(tmp_path / "in.csv", [{"text": t} for t in texts])
+    command = [sys.executable, "-m", "attend", "predict", str(trained["encoder"]), "--input", str(data), "--format",
+               "jsonl", "--no-progress"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert json.loads(process.stdout.readline())["text"] == texts[0]
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 141 and "error" not in stderr and "Traceback" not in stderr, stderr

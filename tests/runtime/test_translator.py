@@ -38,6 +38,11 @@ def test_translate_prints_one_line_per_input_line_and_nothing_else(translator_di
     assert done.stdout.split("\n") == ["dog green", "", "", "red sun sun", ""]
     piped = _attend("translate", str(translator_dir), "--input", "-", stdin="cat red\n")
     assert piped.stdout == "red cat\n"
+    # Lines end at "\n" (and "\r\n") only: a U+2028 or form feed inside a line does not split it.
+    lines.write_bytes("red cat\r\nsun\u2028dog\x0cblue\ngreen dog\n".encode())
+    done = _attend("translate", str(translator_dir), "--input", str(lines), "--beam", "1")
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 3, done.stdout
+    assert done.stdout.split("\n")[0] == "cat red" and done.stdout.split("\n")[2] == "dog green"
 
 
 def test_translate_json_has_scores_and_alignments(translator_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -64,7 +69,7 @@ def test_length_penalty_ranks_beams_and_is_checked(translator_dir: Path, capsys:
     assert main(["evaluate", str(translator_dir), str(data), "--json", "--length-penalty", "0.5"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert found["decoding"] == "beam 4, length penalty 0.5" and found["length_penalty"] == 0.5
-    for value in ("-1", "nan"):
+    for value in ("-1", "nan", "1000"):  # 1000: length ** 1000 would overflow
         done = _attend("translate", str(translator_dir), "red", "--length-penalty", value)
         assert done.returncode == 2 and f"--length-penalty {value}" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
@@ -141,6 +146,12 @@ def test_explain_writes_html_png_and_json(translator_dir: Path, tmp_path: Path,
     assert (image.sum(-1) < 200).sum() > 300, "no text visible in the screenshot"
     assert main(["explain", str(translator_dir), "red cat sun"]) == 0
     assert "sun<-sun" in capsys.readouterr().out.replace(" ", "")
+    # Sentences from a text file, as `attend translate` reads them; classifier options are refused, not ignored.
+    (tmp_path / "in.txt").write_text("red cat sun\n", encoding="utf-8")
+    assert main(["explain", str(translator_dir), "--input", str(tmp_path / "in.txt")]) == 0
+    assert "sun<-sun" in capsys.readouterr().out.replace(" ", "")
+    assert main(["explain", str(translator_dir), "red cat sun", "--layer", "9", "--head", "1"]) == 2
+    assert "--layer, --head: for classifiers only" in capsys.readouterr().err
 
 
 def test_bad_input_is_a_clear_error(translator_dir: Path, tmp_path: Path) -> None:
@@ -153,6 +164,8 @@ def test_bad_input_is_a_clear_error(translator_dir: Path, tmp_path: Path) -> Non
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
     bad = tmp_path / "bad.csv"
     bad.write_text("english,german\nhello,hallo\n", encoding="utf-8")
+    done = _attend("translate", str(translator_dir), "--input", str(bad))
+    assert done.returncode == 2 and "choose the column with --source-col" in done.stderr, done.stderr
     done = _attend("train", str(bad), "--model", "seq2seq", "--out", str(tmp_path / "m"))
     assert done.returncode == 2 and "'source'" in done.stderr and "english" in done.stderr, done.stderr
     assert not (tmp_path / "m").exists()

@@ -65,6 +65,17 @@ def test_same_seed_same_metrics_and_resume_matches_an_uninterrupted_run(tmp_path
         _run(tmp_path, planted_csv, "resumed", stop_after_steps=27)
     assert (state_directory(tmp_path / "resumed") / "checkpoint" / "state.json").exists()
     assert not (tmp_path / "resumed").exists()  # nothing is published before the run finishes
+    # The interrupted run's state is kept from runs that are not its continuation: other data,
+    # an option given again with another value, a fresh start without --overwrite.
+    other = tmp_path / "other.csv"
+    other.write_text("".join(planted_csv.read_text(encoding="utf-8").splitlines(keepends=True)[:-1]), encoding="utf-8")
+    with pytest.raises(DataError, match="same data as the interrupted run"):
+        train(other, tmp_path / "resumed", model="encoder", model_options=SMALL_ENCODER, resume=True)
+    with pytest.raises(DataError, match=r"lr=0.05 \(the interrupted run had 0.003\)"):
+        train(planted_csv, tmp_path / "resumed", model="encoder", model_options=SMALL_ENCODER, resume=True,
+              args=TrainingArgs(lr=0.05))  # fmt: skip
+    with pytest.raises(DataError, match="an interrupted run was writing it"):
+        _run(tmp_path, planted_csv, "resumed")
     resumed = train(planted_csv, tmp_path / "resumed", model="encoder", model_options=SMALL_ENCODER, resume=True)
     assert {key: resumed.metrics[key] for key in RESULT_KEYS} == full
     with pytest.raises(DataError, match="nothing to resume"):

@@ -45,7 +45,7 @@ from attend.attention.unpad import unpadding_modules
 from attend.data.readers import DataError
 from attend.data.splits import rebuild_split
 from attend.data.validation import validate_texts
-from attend.io import ArtifactWriter
+from attend.io import ArtifactWriter, check_output_directory
 from attend.runtime import TorchTextClassifier, load
 from attend.runtime.onnx import INPUT_NAMES, INT8_FILE, ONNX_FILE, session_for
 from attend.version import __version__
@@ -377,6 +377,7 @@ def export_onnx(
     tolerance: float = PARITY_TOLERANCE,
     threads: int | None = None,
     unpad: bool = False,
+    overwrite: bool = True,
 ) -> dict[str, Any]:
     """Export a model directory to an ONNX model directory, verified against PyTorch.
 
@@ -386,7 +387,7 @@ def export_onnx(
     Args:
         model_dir: A model directory written by ``attend train`` / ``attend prune`` (or a loaded
             :class:`~attend.runtime.TorchTextClassifier`).
-        out_dir: The ONNX model directory to write (replaced if it is already a model directory).
+        out_dir: The ONNX model directory to write.
         attentions: Also output each layer's attention maps and the pooling weights.
         opset: ONNX opset (default: the exporter's own; the report records the one used).
         texts: Texts for the parity check (default: the model's rebuilt test split, else synthetic).
@@ -397,6 +398,8 @@ def export_onnx(
             mix lengths (16 glosses in one call: 1.91x in fp32, 1.68x in int8) and costs about
             nothing where they do not (one text, or length-sorted batches: 0.99-1.08x;
             benchmarks/unpad.py).
+        overwrite: Replace a model directory already at ``out_dir`` (else that is an error,
+            found before the export; ``attend export`` asks for ``--overwrite``).
 
     Returns:
         A JSON-ready report: paths, inputs/outputs, opset, file size, the parity numbers.
@@ -410,6 +413,7 @@ def export_onnx(
     predictor = model_dir if isinstance(model_dir, TorchTextClassifier) else _torch_model(model_dir)
     source = predictor.path
     out = Path(out_dir)
+    check_output_directory(out.absolute(), source=source, overwrite=overwrite)
     check_texts, texts_source = parity_texts(predictor, texts)
     with ArtifactWriter(out, source=source) as writer:
         staging = writer.path

@@ -54,7 +54,7 @@ from attend.data.readers import DataError
 from attend.data.tokenization import SubwordTokenizer
 from attend.data.validation import validate_texts
 from attend.deploy.export import PARITY_TOLERANCE, ExportParityError, _quiet_exporter
-from attend.io import ArtifactDir, ArtifactWriter, ModelDirError, sha256_file
+from attend.io import ArtifactDir, ArtifactWriter, ModelDirError, check_output_directory, sha256_file
 from attend.models.generation import GenerationOptions, Hypothesis
 from attend.models.seq2seq import Seq2Seq
 from attend.runtime import load
@@ -602,6 +602,7 @@ def export_translator(
     texts: Sequence[str] | None = None,
     tolerance: float = PARITY_TOLERANCE,
     threads: int | None = None,
+    overwrite: bool = True,
 ) -> dict[str, Any]:
     """Export a translation directory to an ONNX directory (encoder, cross keys/values, cached
     decoder step), verified against PyTorch; the body of ``attend export MODEL_DIR --onnx OUT``
@@ -609,11 +610,13 @@ def export_translator(
 
     Args:
         model_dir: A translation directory written by ``attend train`` (or a loaded Translator).
-        out_dir: The ONNX directory to write (replaced if it is already a model directory).
+        out_dir: The ONNX directory to write.
         opset: ONNX opset (default: the exporter's).
         texts: Sentences for the parity check (default: the model's rebuilt test split).
         tolerance: Largest accepted |ONNX - PyTorch| on any step's log-probabilities.
         threads: ONNX Runtime intra-op threads for the check (default: PyTorch's thread count).
+        overwrite: Replace a model directory already at ``out_dir`` (else that is an error,
+            found before the export).
 
     Returns:
         A JSON-ready report: paths, file sizes, opset, the parity figures.
@@ -627,6 +630,7 @@ def export_translator(
     translator = _torch_translator(model_dir)
     source = translator.path
     out = Path(out_dir)
+    check_output_directory(out.absolute(), source=source, overwrite=overwrite)
     check_texts, texts_source = parity_sentences(translator, texts)
     with ArtifactWriter(out, source=source) as writer:
         staging = writer.path

@@ -24,7 +24,7 @@ from attend.attention import MultiHeadAttention
 from attend.data.readers import DataError, LabelledTexts
 from attend.data.splits import held_out
 from attend.explain.focus import map_focus
-from attend.io import ArtifactWriter
+from attend.io import ArtifactWriter, check_output_directory
 from attend.models import MODELS, build, config_from_dict
 from attend.models.base import kept_heads
 from attend.models.minilm import MiniLMConfig
@@ -237,6 +237,7 @@ def prune(
     data: str | os.PathLike[str] | LabelledTexts | None = None,
     dev_data: str | os.PathLike[str] | LabelledTexts | None = None,
     batch_size: int = 32,
+    overwrite: bool = True,
 ) -> dict[str, Any]:
     """Remove the least important attention heads and write the smaller model; the body of ``attend prune``.
 
@@ -258,6 +259,8 @@ def prune(
         dev_data: Labelled data to score heads on (default: the rebuilt dev split). Never the
             evaluation data: choosing heads on the test set would flatter the result.
         batch_size: Texts per forward pass.
+        overwrite: Replace a model directory already at ``out_dir`` (else that is an error,
+            found before any work; ``attend prune`` asks for ``--overwrite``).
 
     Returns:
         The report (also in ``out_dir/metrics.json`` under ``"pruning"``): heads and parameters
@@ -271,6 +274,7 @@ def prune(
     started = time.perf_counter()
     source = Path(model_dir)
     out = Path(out_dir)
+    check_output_directory(out.absolute(), source=source, overwrite=overwrite)
     predictor = load(source, runtime="torch")
     if not isinstance(predictor, TorchTextClassifier):
         raise ValueError(f"{source} holds a {predictor.task} model; head pruning takes a text classifier")

@@ -28,7 +28,11 @@ from torch import Tensor
 
 from attend.models.seq2seq import DecoderCache, Seq2Seq
 
-__all__ = ["GenerationOptions", "Hypothesis", "beam_search", "generate", "greedy"]
+__all__ = ["MAX_LENGTH_PENALTY", "GenerationOptions", "Hypothesis", "beam_search", "generate", "greedy"]
+
+#: The largest length penalty: ``length ** alpha`` overflows a float beyond a few hundred, and
+#: past 2-3 the ranking already favours the longest output whatever its log-probability.
+MAX_LENGTH_PENALTY = 10.0
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,8 @@ class GenerationOptions:
         if self.beam < 1:
             raise ValueError(f"beam={self.beam} must be at least 1")
         if not (isinstance(self.length_penalty, int | float) and math.isfinite(self.length_penalty)
-                and self.length_penalty >= 0):  # fmt: skip
-            raise ValueError(f"length_penalty={self.length_penalty!r} must be a number >= 0")
+                and 0 <= self.length_penalty <= MAX_LENGTH_PENALTY):  # fmt: skip
+            raise ValueError(f"length_penalty={self.length_penalty!r} must be a number in [0, {MAX_LENGTH_PENALTY:g}]")
         if self.max_length_a < 0 or self.max_length_b < 1:
             raise ValueError(f"max_length_a={self.max_length_a} must be >= 0 and max_length_b={self.max_length_b} >= 1")
         if self.no_repeat_ngram < 0:

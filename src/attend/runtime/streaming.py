@@ -16,14 +16,16 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from attend.data.readers import DataError
 from attend.runtime.classifier import TextClassifier
 
-__all__ = ["CHUNK", "FORMATS", "PredictionWriter", "completed_rows", "open_output", "predict_stream"]
+__all__ = ["CHUNK", "FORMATS", "ExistingOutput", "PredictionWriter", "completed_rows", "open_output", "predict_stream",
+           "read_existing"]
 
 #: Texts read, classified and written at a time (the runtime plans its batches within a chunk).
 #: Larger chunks batch better but hold more at once. `benchmarks/predict_stream.py` (small encoder,
@@ -34,6 +36,47 @@ CHUNK = 256
 FORMATS = ("json", "csv", "jsonl")
 
 
+@dataclass
+class ExistingOutput:
+    """What a prediction file to be continued already holds (its rows written whole).
+
+    Attributes:
+        path: The file.
+        rows: Prediction rows.
+        width: Labels per row (the ``--top-k`` it was written with, at most the label count).
+        labels: Every label its rows name.
+        texts: Row number (0-based) -> text, for the first and the last row: a resumed run checks
+            them against its input, so that it continues the same input.
+    """
+
+    path: Path
+    rows: int = 0
+    width: int | None = None
+    labels: set[str] = field(default_factory=set)
+    texts: dict[int, str] = field(default_factory=dict)
+
+    def _add(self, text: str, labels: Sequence[str]) -> None:
+        if self.width is None:
+            self.width = len(labels)
+        elif len(labels) != self.width:
+            raise DataError(f"{self.path}: row {self.rows + 1} has {len(labels)} labels where the first had "
+                            f"{self.width}; is it another file?")  # fmt: skip
+        self.labels.update(labels)
+        self.texts = {0: self.texts.get(0, text), self.rows: text}
+        self.rows += 1
+
+    def check(self, labels: Sequence[str], top_k: int) -> None:
+        """Refuse to continue a file another model, or another ``--top-k``, wrote."""
+        unknown = sorted(self.labels - set(labels))
+        if unknown:
+            raise DataError(f"{self.path}: its rows name labels this model does not have ({', '.join(unknown[:5])}); "
+                            "it was written by another model: choose another --output")  # fmt: skip
+        width = min(top_k, len(labels))
+        if self.width is not None and self.width != width:
+            raise DataError(f"{self.path}: its rows hold {self.width} labels each, but --top-k {top_k} writes "
+                            f"{width}: resume with the --top-k it was written with")  # fmt: skip
+
+
 def completed_rows(path: Path, fmt: str) -> int:
     """Rows of a prediction file written whole; a row cut off at the end is truncated away.
 
@@ -41,9 +84,21 @@ def completed_rows(path: Path, fmt: str) -> int:
         DataError: ``fmt`` is ``json`` (a JSON list cannot be continued), or the file is not
             an output of this format.
     """
+    return read_existing(path, fmt).rows
+
+
+def read_existing(path: Path, fmt: str) -> ExistingOutput:
+    """The rows of a prediction file written whole (:class:`ExistingOutput`); a row cut off at the
+    end is truncated away.
+
+    Raises:
+        DataError: ``fmt`` is ``json`` (a JSON list cannot be continued), or the file is not
+            an output of this format.
+    """
     if fmt == "json":
         raise DataError(f"{path}: a --format json list cannot be resumed; use --format csv or jsonl")
-    kept, rows = 0, 0
+    existing = ExistingOutput(Path(path))
+    kept = 0
     with open(path, "rb") as handle:
         data = handle.read()
     if fmt == "jsonl":
@@ -51,11 +106,13 @@ def completed_rows(path: Path, fmt: str) -> int:
             if not line.endswith(b"\n"):
                 break
             try:
-                json.loads(line)
-            except ValueError:
-                raise DataError(f"{path}: line {rows + 1} is not a prediction row; is it another file?") from None
+                row = json.loads(line)
+                existing._add(row["text"], [entry["label"] for entry in row["top"]])
+            except (ValueError, KeyError, TypeError):
+                raise DataError(
+                    f"{path}: line {existing.rows + 1} is not a prediction row; is it another file?"
+                ) from None
             kept += len(line)
-            rows += 1
     else:
         # Split on "\n" only (csv.writer quotes any field holding a line break, and ends rows with
         # "\r\n"), keeping the ends, so that a record is whole exactly when its last line ends in "\n".
@@ -70,16 +127,22 @@ def completed_rows(path: Path, fmt: str) -> int:
             for record_number, record in enumerate(reader):
                 if not lines[reader.line_num - 1].endswith("\n"):
                     break
-                if record_number == 0 and (not record or record[0] != "text"):
-                    raise DataError(f"{path}: not a prediction CSV (its header does not start with 'text')")
-                rows += int(record_number > 0)
+                if record_number == 0:
+                    if not record or record[0] != "text" or len(record) % 2:
+                        raise DataError(f"{path}: not a prediction CSV (its header does not start with 'text')")
+                    header = len(record)
+                elif len(record) != header:
+                    raise DataError(f"{path}: row {record_number} has {len(record)} fields where the header has "
+                                    f"{header}; is it another file?")  # fmt: skip
+                else:
+                    existing._add(record[0], record[1:-1:2])
                 kept = ends[reader.line_num]
         except csv.Error:  # a quoted field cut off by the interruption
             pass
     if kept < len(data):
         with open(path, "r+b") as handle:
             handle.truncate(kept)
-    return rows
+    return existing
 
 
 class PredictionWriter:
@@ -161,24 +224,37 @@ def predict_stream(
     writer: PredictionWriter,
     *,
     top_k: int = 3,
-    skip: int = 0,
+    skip: int | ExistingOutput = 0,
     chunk: int = CHUNK,
     on_chunk: Any = None,
 ) -> int:
     """Classify ``texts`` chunk by chunk and write each chunk's rows before reading on.
 
     Args:
-        skip: Leading texts already predicted (a resumed run): read, not classified.
+        skip: Leading texts already predicted (a resumed run): read, not classified. Given as
+            the :class:`ExistingOutput` of the file being continued, the input must hold at least
+            its rows, and its first and last text must be the ones at those rows of the input.
         on_chunk: Called after each chunk with the number of texts it held (progress).
 
     Returns:
         Rows written.
+
+    Raises:
+        DataError: the file being continued was written from another input.
     """
     written = 0
     stream = iter(texts)
-    for _ in range(skip):
-        if next(stream, None) is None:
+    existing = skip if isinstance(skip, ExistingOutput) else None
+    for index in range(existing.rows if existing is not None else int(skip)):
+        text = next(stream, None)
+        if text is None:
+            if existing is not None:
+                raise DataError(f"{existing.path} already holds {existing.rows} rows but the input has only "
+                                f"{index} texts: it was written from another input")  # fmt: skip
             break
+        if existing is not None and existing.texts.get(index, text) != text:
+            raise DataError(f"{existing.path}: row {index + 1} is not the prediction of input text {index + 1}: "
+                            "it was written from another input; choose another --output")  # fmt: skip
     for part in _chunks(stream, chunk):
         found = predictor.predictions(part)
         writer.write(part, predictor.ranked(found.probs, top_k), found.truncated, found.warnings())
@@ -191,8 +267,8 @@ def predict_stream(
     return written
 
 
-def open_output(path: str | os.PathLike[str], *, resume: bool, fmt: str) -> tuple[IO[str], int, bool]:
-    """The output file to write (appending when resuming), the rows it already holds, and whether
+def open_output(path: str | os.PathLike[str], *, resume: bool, fmt: str) -> tuple[IO[str], ExistingOutput, bool]:
+    """The output file to write (appending when resuming), what it already holds, and whether
     it is empty (a CSV header is still to be written).
 
     Raises:
@@ -202,7 +278,7 @@ def open_output(path: str | os.PathLike[str], *, resume: bool, fmt: str) -> tupl
     path = Path(path)
     if path.exists() and not resume:
         raise DataError(f"{path} exists; --resume continues it, or choose another --output")
-    done = completed_rows(path, fmt) if resume and path.exists() else 0
+    existing = read_existing(path, fmt) if resume and path.exists() else ExistingOutput(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a", encoding="utf-8", newline="")
-    return handle, done, handle.tell() == 0
+    return handle, existing, handle.tell() == 0

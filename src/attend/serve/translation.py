@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from attend.models.generation import MAX_LENGTH_PENALTY
 from attend.runtime.translator import Translator
 from attend.serve.batching import MicroBatcher
 from attend.serve.classification import check_texts
@@ -24,8 +25,6 @@ __all__ = ["TranslateRequest", "translation_routes"]
 
 #: Largest beam a request may ask for.
 MAX_BEAM = 16
-#: Largest length penalty a request may ask for (beyond it only the longest outputs win).
-MAX_LENGTH_PENALTY = 10.0
 
 
 class TranslateRequest(BaseModel):

@@ -651,9 +651,12 @@ class Trainer:
             resume = True
         if resume:
             run = self._resumable_run(out, work)
-            # The interrupted run's options, minus the interruption itself.
-            args = dataclasses.replace(TrainingArgs.from_dict(run["training"]), stop_after_steps=0)
+            # The interrupted run's options (those given again must match), minus the interruption itself.
+            args = dataclasses.replace(_resumed_args(out, run["training"], args), stop_after_steps=0)
             overwrite = bool(run.get("overwrite", overwrite))
+        elif not overwrite and _has_checkpoint(work):
+            raise DataError(f"{out}: an interrupted run was writing it (its checkpoint is in {work}): add --resume "
+                            "to continue it, or --overwrite to discard it and start again")  # fmt: skip
         check_output_directory(out, overwrite=overwrite)
         _check_features(task, args)
         if args.threads:
@@ -661,6 +664,10 @@ class Trainer:
         torch.manual_seed(args.seed)
         np.random.seed(args.seed)
         task.prepare(args, work if resume else None)
+        data = task.data_fingerprint()
+        if resume and data is not None and run.get("data_sha256") not in (None, data):
+            raise DataError(f"{out}: --resume must read the same data as the interrupted run, but these examples "
+                            "(or their labels or splits) differ from the ones it was trained on")  # fmt: skip
         if args.lr is None:
             args = dataclasses.replace(args, lr=task.default_lr())
         config_dict = task.model_config()
@@ -680,7 +687,7 @@ class Trainer:
             task.save_state(work)
             identity = {"task": task.name, **task.identity()}
             atomic_write_json(work / "run.json", {**identity, "training": dataclasses.asdict(args),
-                                                  "overwrite": overwrite})  # fmt: skip
+                                                  "overwrite": overwrite, "data_sha256": data})  # fmt: skip
         _barrier(info)
         trainable: nn.Module = network
         if info.world_size > 1:
@@ -940,6 +947,31 @@ class Trainer:
         if {key: run.get(key) for key in expected} != expected:
             raise DataError(f"{out}: --resume must use the same model and options as the interrupted run")
         return run
+
+
+#: Training options a resumed run may change: how it shows progress, its threads, where it stops.
+RESUME_MAY_CHANGE = frozenset({"progress", "threads", "stop_after_steps"})
+
+
+def _resumed_args(out: Path, recorded: dict[str, Any], given: TrainingArgs) -> TrainingArgs:
+    """The interrupted run's options, with this run's progress and threads. An option given now
+    (set away from its default) must equal the recorded one: a resumed run cannot change them."""
+    defaults = dataclasses.asdict(TrainingArgs())
+    now = dataclasses.asdict(given)
+    changed = [
+        f"{key}={now[key]!r} (the interrupted run had {recorded.get(key)!r})"
+        for key in defaults
+        if key not in RESUME_MAY_CHANGE and now[key] != defaults[key] and now[key] != recorded.get(key)
+    ]
+    if changed:
+        raise DataError(f"{out}: --resume continues the interrupted run with its own options; these differ: "
+                        f"{'; '.join(changed)}. Leave them out, or start again with --overwrite")  # fmt: skip
+    return TrainingArgs.from_dict({**recorded, **{key: now[key] for key in RESUME_MAY_CHANGE}})
+
+
+def _has_checkpoint(work: Path) -> bool:
+    """Whether an interrupted run left a checkpoint to resume from in its state directory."""
+    return (work / "run.json").is_file() and any((work / name).exists() for name in ("checkpoint", "checkpoint.old"))
 
 
 def train_translation(

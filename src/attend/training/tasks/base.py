@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
     from attend.io import ArtifactWriter
     from attend.training.trainer import TrainingArgs
 
-__all__ = ["TASKS", "Task", "register_task"]
+__all__ = ["TASKS", "Task", "fingerprint", "register_task"]
 
 
 class Task(ABC):
@@ -52,6 +54,12 @@ class Task(ABC):
     @abstractmethod
     def identity(self) -> dict[str, Any]:
         """JSON describing the model and options; a resumed run must be started with the same."""
+
+    def data_fingerprint(self) -> str | None:
+        """After :meth:`prepare`, a digest of the examples in every split (see :func:`fingerprint`):
+        a resumed run whose data differs from the interrupted run's is refused, since its
+        checkpoint learned other examples (or other labels). None: the task cannot tell."""
+        return None
 
     @abstractmethod
     def model_config(self) -> dict[str, Any]:
@@ -126,3 +134,14 @@ def register_task(cls: TaskT) -> TaskT:
         raise ValueError(f"task name {cls.name!r} is empty or already registered")
     TASKS[cls.name] = cls
     return cls
+
+
+def fingerprint(parts: Iterable[tuple[str, Iterable[Any]]]) -> str:
+    """SHA-256 over named sequences of JSON-serialisable items (e.g. each split's texts and labels)."""
+    digest = hashlib.sha256()
+    for name, items in parts:
+        digest.update(f"\x00{name}\x00".encode())
+        for item in items:
+            digest.update(json.dumps(item, ensure_ascii=False).encode("utf-8"))
+            digest.update(b"\x1e")
+    return digest.hexdigest()

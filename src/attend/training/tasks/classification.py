@@ -25,7 +25,7 @@ from attend.data.splits import data_provenance, load_labelled
 from attend.data.tokenization import TextTokenizer
 from attend.models import MODELS, config_from_dict, probabilities
 from attend.training.metrics import classification_metrics, format_report, save_confusion_png, tfidf_baseline
-from attend.training.tasks.base import Task, register_task
+from attend.training.tasks.base import Task, fingerprint, register_task
 
 if TYPE_CHECKING:
     from attend.io import ArtifactWriter
@@ -300,6 +300,10 @@ class ClassificationTask(Task):
 
     def save_state(self, directory: Path) -> None:
         self.tokenizer.save(directory / "tokenizer.json")
+
+    def data_fingerprint(self) -> str:
+        return fingerprint((f"{name} {field}", getattr(part, field)) for name, part in self.parts.items()
+                           for field in ("texts", "labels"))  # fmt: skip
 
     def model_config(self) -> dict[str, Any]:
         return self.config

@@ -43,7 +43,7 @@ from attend.data.readers import DataError
 from attend.io import save_tensors
 from attend.training.baselines import bias_offsets, ctr_baselines, sequential_baselines
 from attend.training.ranking import ctr_metrics, ranking_metrics, target_ranks
-from attend.training.tasks.base import Task, register_task
+from attend.training.tasks.base import Task, fingerprint, register_task
 
 if TYPE_CHECKING:
     from attend.io import ArtifactWriter
@@ -235,6 +235,12 @@ class _RecommendationTask(Task):
 
     def save_state(self, directory: Path) -> None:
         """Nothing to keep: the log is re-read and re-split identically (the split is deterministic)."""
+
+    def data_fingerprint(self) -> str:
+        data = self.data
+        arrays = {"users": data.users, "items": data.items, "times": data.times, "ratings": data.ratings}
+        return fingerprint([*((name, [] if a is None else [a.tobytes().hex()]) for name, a in arrays.items()),
+                            ("user ids", data.user_ids), ("item ids", data.item_ids)])  # fmt: skip
 
     def init_model(self, model: nn.Module) -> None:
         if self.tables:

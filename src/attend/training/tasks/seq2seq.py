@@ -31,7 +31,7 @@ from attend.data.tokenization import SubwordTokenizer, pad_rows
 from attend.io import sha256_file
 from attend.models.generation import GenerationOptions, Hypothesis, generate
 from attend.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from attend.training.tasks.base import Task, register_task
+from attend.training.tasks.base import Task, fingerprint, register_task
 from attend.training.translation import bleu_tokenizer, translation_baselines, translation_scores
 
 if TYPE_CHECKING:
@@ -198,6 +198,10 @@ class TranslationTask(Task):
 
     def save_state(self, directory: Path) -> None:
         self._save_tokenizers(directory)
+
+    def data_fingerprint(self) -> str:
+        return fingerprint((f"{name} {field}", getattr(part, field)) for name, part in self.parts.items()
+                           for field in ("sources", "targets"))  # fmt: skip
 
     def _save_tokenizers(self, directory: Path) -> list[str]:
         if self.shared:
