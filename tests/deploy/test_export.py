@@ -243,7 +243,8 @@ def test_a_graph_that_disagrees_with_pytorch_is_refused_and_nothing_is_written(
     assert not out.exists() and not list(tmp_path.iterdir())  # no output, no staging left behind
 
 
-def test_export_refuses_to_overwrite_its_source_or_unrelated_files(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_export_refuses_to_overwrite_its_source_or_unrelated_files(trained: dict[str, Path], exported: dict,
+                                                                   tmp_path: Path) -> None:  # fmt: skip
     with pytest.raises(ValueError, match="would overwrite the model"):
         export_onnx(trained["encoder"], trained["encoder"])
     with pytest.raises(ValueError, match="would overwrite the model"):
@@ -256,6 +257,8 @@ def test_export_refuses_to_overwrite_its_source_or_unrelated_files(trained: dict
     assert (unrelated / "todo.txt").read_text() == "keep me"
     with pytest.raises(ModelDirError, match="no such model directory"):
         export_onnx(tmp_path / "missing", tmp_path / "out")
+    with pytest.raises(ModelDirError, match="already an ONNX model directory: export the PyTorch"):
+        export_onnx(exported["encoder"][1], tmp_path / "again")
     # Another model in the way is replaced only when asked (`attend export` asks with --overwrite).
     other = Path(shutil.copytree(trained["encoder"], tmp_path / "other"))
     files = sorted(p.name for p in other.iterdir())

@@ -320,6 +320,8 @@ def test_cli_refuses_mismatched_labels_export_and_maps(members: list[Path], ense
     assert main(["export", str(ensemble_dir), "--onnx", str(tmp_path / "onnx")]) == 2
     err = capsys.readouterr().err
     assert "is an ensemble" in err and "run them on a member" in err and not (tmp_path / "onnx").exists()
+    assert main(["quantize", str(ensemble_dir)]) == 2  # not "model.safetensors is missing": it has none to have
+    assert "quantise a member (under" in capsys.readouterr().err
     assert main(["explain", str(ensemble_dir), TEXTS[0], "--png", str(tmp_path / "png")]) == 2
     assert "no attention maps of its own" in capsys.readouterr().err
     # The HTML report needs no maps: it shades the words by the members' averaged importance.

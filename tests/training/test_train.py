@@ -12,6 +12,7 @@ from attend.data.readers import DataError
 from attend.io import ModelDirError
 from attend.runtime import evaluate, load
 from attend.training import ClassificationTask, TrainingArgs, TrainingInterrupted, state_directory, train
+from tests.conftest import planted_rows, write_csv
 
 SMALL_ENCODER = {"dim": 32, "num_layers": 1, "num_heads": 2}
 FAST = {"epochs": 4, "batch_size": 16, "lr": 3e-3, "progress": False, "vocab_size": 500}
@@ -122,6 +123,8 @@ def test_unknown_labels_and_bad_options_are_clear_errors(tmp_path: Path, planted
         evaluate(out, other)
     with pytest.raises(ValueError, match="unknown model 'gpt'"):
         train(planted_csv, tmp_path / "x", model="gpt")
+    with pytest.raises(ValueError, match=r"not a text classifier: 'din'.*attend recommend train"):
+        train(planted_csv, tmp_path / "x", model="din")  # a recommender, not a model field error
     with pytest.raises(ValueError, match=r"unknown 'encoder' model field\(s\) \['depth'\]"):
         train(planted_csv, tmp_path / "x", model="encoder", model_options={"depth": 3})
     with pytest.raises(ValueError, match="schedule='steep'"):
@@ -240,3 +243,11 @@ def test_the_baseline_reads_unspaced_scripts_by_character_ngrams() -> None:
     english = tfidf_baseline(["good film", "fine good", "bad film", "awful bad"], ["p", "p", "n", "n"],
                              ["good"], ["p"])  # fmt: skip
     assert english is not None and english["features"] == "word 1-2-grams"
+
+
+def test_a_run_without_dev_rows_says_what_picks_its_epoch(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = [{**row, "part": "test" if i % 5 == 0 else "train"} for i, row in enumerate(planted_rows(120))]
+    data = write_csv(tmp_path / "no_dev.csv", rows)
+    train(data, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, split_col="part",
+          args=TrainingArgs(**{**FAST, "epochs": 1}))  # fmt: skip
+    assert "no dev examples: the epoch with the lowest training loss is kept" in capsys.readouterr().err

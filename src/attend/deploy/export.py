@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import random
@@ -45,7 +46,7 @@ from attend.attention.unpad import unpadding_modules
 from attend.data.readers import DataError
 from attend.data.splits import rebuild_split
 from attend.data.validation import validate_texts
-from attend.io import ArtifactWriter, check_output_directory
+from attend.io import ArtifactWriter, ModelDirError, check_output_directory
 from attend.runtime import TorchTextClassifier, load
 from attend.runtime.onnx import INPUT_NAMES, INT8_FILE, ONNX_FILE, session_for
 from attend.version import __version__
@@ -361,6 +362,15 @@ def _source_config(predictor: TorchTextClassifier) -> dict[str, Any]:
 
 
 def _torch_model(model_dir: str | os.PathLike[str]) -> TorchTextClassifier:
+    config = Path(model_dir) / "config.json"
+    try:
+        onnx = json.loads(config.read_text(encoding="utf-8")).get("onnx") if config.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        onnx = None  # load() says what is wrong with it
+    if isinstance(onnx, dict):
+        source = f" ({onnx['source']})" if onnx.get("source") else ""
+        raise ModelDirError(f"{model_dir} is already an ONNX model directory: export the PyTorch model directory "
+                            f"it was exported from{source}")  # fmt: skip
     model = load(model_dir, runtime="torch")
     if not isinstance(model, TorchTextClassifier):
         raise ValueError(f"{model_dir} holds a {model.task} model; ONNX export takes a text classifier")

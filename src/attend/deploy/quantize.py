@@ -28,7 +28,7 @@ import torch
 from attend.data.readers import LabelledTexts
 from attend.data.splits import held_out
 from attend.deploy.export import export_onnx
-from attend.io import ArtifactDir, ModelDirError, atomic_write_json, sha256_file, update_metrics
+from attend.io import ENSEMBLE_MEMBERS_DIR, ArtifactDir, ModelDirError, atomic_write_json, sha256_file, update_metrics
 from attend.runtime import TextClassifier, TorchTextClassifier, load, quantize_torch_model
 from attend.runtime.onnx import INT8_FILE, ONNX_FILE, OnnxTextClassifier, load_onnx, session_for
 from attend.training import score_probabilities
@@ -325,6 +325,10 @@ def quantize(
     path = Path(model_dir)
     config = ArtifactDir.open(path, require=("model", "labels")).config
     is_onnx = isinstance(config.get("onnx"), dict)
+    if isinstance(config.get("ensemble"), dict):
+        members = len(config["ensemble"].get("members") or [])
+        raise ModelDirError(f"{path} is an ensemble of {members} models: it has no network of its own to "
+                            f"quantise; quantise a member (under {path / ENSEMBLE_MEMBERS_DIR}) instead")  # fmt: skip
     if not is_onnx and not (path / "model.safetensors").is_file():
         raise ModelDirError(f"{path} is not a complete model directory: model.safetensors is missing")
     runtimes = ["onnx", "torch"] if runtime == "both" else [runtime]

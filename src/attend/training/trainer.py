@@ -709,6 +709,9 @@ class Trainer:
         autocast = torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16,
                                   enabled=args.precision == "bf16")  # fmt: skip
         held_out = task.splits()
+        if "dev" not in held_out:
+            _log("note: no dev examples: the epoch with the lowest training loss is kept, and early stopping "
+                 "watches the training loss, which rewards over-fitting; give the data dev rows", info)  # fmt: skip
         interrupted = {"flag": False}
         previous_handler = _install_sigint(interrupted, info)
         try:

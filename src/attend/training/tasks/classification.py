@@ -23,7 +23,7 @@ from attend.data.noise import Augmenter
 from attend.data.readers import DataError, LabelledTexts, stratified_split
 from attend.data.splits import data_provenance, load_labelled
 from attend.data.tokenization import TextTokenizer
-from attend.models import MODELS, config_from_dict, probabilities
+from attend.models import MODELS, ClassifierConfig, config_from_dict, probabilities
 from attend.training.metrics import classification_metrics, format_report, save_confusion_png, tfidf_baseline
 from attend.training.tasks.base import Task, fingerprint, register_task
 
@@ -217,8 +217,12 @@ class ClassificationTask(Task):
         label_sep: str | None = None,
         max_train: int = 0,
     ) -> None:
-        if model not in MODELS:
-            raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODELS)}")
+        classifiers = sorted(name for name, (config, _) in MODELS.items() if issubclass(config, ClassifierConfig))
+        if model not in classifiers:
+            what = "unknown model" if model not in MODELS else "not a text classifier:"
+            raise ValueError(f"{what} {model!r}; choose one of {classifiers}, or 'auto' to pick among them "
+                             "('seq2seq' trains a translator on sentence pairs; 'sasrec' and 'din' are recommenders: "
+                             "`attend recommend train`)")  # fmt: skip
         self.data = data
         self.model = model
         self.options = dict(model_options or {})
