@@ -492,8 +492,14 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         no_id = client.post("/v1/focus/messages", json={"messages": [{"text": UNRELATED.text}]}).json()
         assert no_id["decisions"][0]["id"].startswith("m-")
         twice = {"messages": [{"id": "z", "text": "Team lunch on Friday."}, {"id": "z", "text": "The server is down!"}]}
-        for bad in ({"messages": []}, {"messages": [{"text": "  "}]}, {"messages": [{"text": "x", "extra": 1}]}, twice):
+        invisible = {"messages": [{"text": "\u200b\u200b"}]}  # only invisible characters, as the CLI refuses
+        for bad in ({"messages": []}, {"messages": [{"text": "  "}]}, {"messages": [{"text": "x", "extra": 1}]}, twice,
+                    invisible):  # fmt: skip
             assert client.post("/v1/focus/messages", json=bad).status_code == 422
+        assert client.post("/v1/focus/triage", json={"task": "\u200b", **body}).status_code == 422
+        assert client.post("/v1/focus/sessions", json={"task": "\u200b"}).status_code == 422
+        assert client.get(f"/v1/focus/digest?session={2**63}").status_code == 422  # not a 500 from SQLite
+        assert client.get("/v1/focus/digest?session=999").status_code == 404
         assert client.post("/v1/focus/sessions", json={"task": TASK, "minutes": 1e300}).status_code == 422
         assert client.post("/v1/focus/feedback", json={"id": "r1", "label": "maybe"}).status_code == 422
         assert client.post("/v1/focus/feedback", json={"id": "nope", "label": "hold"}).status_code == 404

@@ -273,6 +273,8 @@ GOOD = {"id": "a1", "time": "2024-05-01T10:00:00Z", "text": "a terrible film"}
          "lacks column(s) ['time']"),
         ("badrow.csv", 'id,time,text\n1,2024-05-01,"hello"\n2,yesterday,bye\n',
          "badrow.csv: line 3: field \"time\": 'yesterday' is not an ISO 8601 time"),
+        ("y9999.jsonl", json.dumps({**GOOD, "time": "9999-12-31T23:00:00Z"}) + "\n",  # its window would end in 10000
+         "y9999.jsonl: line 1: field \"time\": '9999-12-31T23:00:00Z' is outside the years 1000-9998"),
     ],
 )  # fmt: skip
 def test_malformed_events_are_one_clear_error_and_write_nothing(

@@ -124,6 +124,9 @@ def test_explanations_weigh_the_history_and_erasure_reports_a_gap(sasrec_dir: Pa
     assert {row["item"] for row in why["history"]} == liked and 0.0 <= why["score"] <= 1.0
     faith = din.erasure(users=20, k=3, seed=0)
     assert faith["users"] == 20 and math.isfinite(faith["gap"])
+    nobody = din.erasure(users=20, k=10_000)  # no history that long: no figure, and valid JSON (no NaN)
+    assert nobody["users"] == 0 and nobody["gap"] is None and "k=10000" in nobody["note"]
+    json.dumps(nobody, allow_nan=False)
     assert faith["gap"] == pytest.approx(faith["drop_top_k"] - faith["drop_random_k"])
 
 
@@ -136,6 +139,14 @@ def test_din_reports_auc_gauc_logloss_beside_its_baselines(din_dir: Path) -> Non
     model = load_recommender(din_dir).model
     assert model.config.offsets and model.user_offset[1:].abs().sum() > 0 and model.item_offset[1:].abs().sum() > 0
     assert model.user_offset[0] == 0  # the unknown user
+    # Its history is the liked items, but no rated item comes back in top-k, liked or not.
+    din = load_recommender(din_dir)
+    for user in din.user_ids[:20]:
+        rated = {din.item_ids[i] for i in din.seen[din.user_index[user]]}
+        liked = {din.item_ids[i] for i in din.histories[din.user_index[user]]}
+        assert not rated & set(din.top(user, k=len(din.item_ids)).items)
+    assert any(len(din.seen[u]) > len(din.histories[u]) for u in range(20)), "no user with a disliked item"
+    assert liked <= rated
 
 
 def test_a_feature_type_can_be_overridden(movielens_sample: dict[str, Path], tmp_path: Path) -> None:
@@ -241,7 +252,7 @@ def test_bad_logs_are_clear_errors(tmp_path: Path, movielens_sample: dict[str, P
                           features=["colour"], training=QUICK)  # fmt: skip
     no_ratings = tmp_path / "plain.csv"
     no_ratings.write_text("user,item,timestamp\n1,2,3\n1,3,4\n1,4,5\n")
-    with pytest.raises(DataError, match="rating"):
+    with pytest.raises(DataError, match="--rating-col"):  # names the flag that picks the column
         train_recommender(str(no_ratings), tmp_path / "m", model="din", training=QUICK)
     result = _attend("recommend", "train", str(movielens_sample["log"]), "--out", str(tmp_path / "cli"),
                      "--item-features", str(movielens_sample["items"]), "--feature-types", "year")  # fmt: skip

@@ -323,6 +323,8 @@ def test_bm25_scores_and_term_contributions_match_rank_bm25() -> None:
     assert [(t.term, query[t.start : t.end]) for t, _ in contributions] == [("hold", "hold"), ("package", "package")]
     assert sum(v for _, v in contributions) == pytest.approx(lexical.scores(query)[2])
     assert not lexical.scores("the of and").any()  # stop words only: no term, no score
+    # A repeated word counts once: repeating a question cannot push its score past the hand-off threshold.
+    np.testing.assert_allclose(lexical.scores("hold package " * 50), lexical.scores("hold package"))
 
 
 def test_fusion_rules_and_the_weight_search() -> None:
@@ -381,6 +383,28 @@ def test_lexical_only_indexes_and_a_faq_the_encoder_cannot_read(tmp_path: Path) 
     assert {w["word"] for w in reply["words"]} & {"升级", "系统"}
     with pytest.raises(ValueError, match="retrieval='dense': the encoder cannot read this FAQ"):
         build_index(chinese, tmp_path / "dense", retrieval="dense")
+
+
+def test_a_mostly_english_faq_answers_its_chinese_entry_on_bm25s_own_threshold(tmp_path: Path) -> None:
+    rows = ["How do I reset my password?,Open Settings and choose Reset password; we email you a link.",
+            "How do I change my email address?,Edit the email field under Settings and confirm the link we send.",
+            "Can I get a refund?,Refunds are paid within 14 days of a return to the original card.",
+            "Where is my parcel?,Track it from Orders; parcels usually arrive in three working days.",
+            "How do I delete my account?,Write to support and we close it within a week.",
+            "如何重置密码？,打开设置并选择重置密码，我们会发送链接。"]  # fmt: skip
+    faq = tmp_path / "faq.csv"
+    faq.write_text("question,answer\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    built = build_index(faq, tmp_path / "idx", intents=False, rerank=False)
+    assert built["retrieval"]["mode"] == "hybrid" and "lexical_threshold" in built["handoff"]
+    one = tmp_path / "one.csv"  # too small to split for the re-ranker's check: no figure, valid JSON (no NaN)
+    one.write_text("question,answer\n" + rows[0] + "\n", encoding="utf-8")
+    halves = build_index(one, tmp_path / "one", intents=False)["rerank"]["halves"]
+    assert json.dumps(halves, allow_nan=False) and all(h["reranked_mrr"] is None for h in halves)
+    index = SupportIndex.load(tmp_path / "idx")
+    asked = index.ask("如何重置密码？")  # the encoder cannot read it: BM25 alone, on BM25's calibrated threshold
+    assert asked["retrieval"]["mode"] == "bm25" and asked["answers"][0]["question"] == "如何重置密码？"
+    assert not asked["handoff"] and asked["threshold"] == pytest.approx(built["handoff"]["lexical_threshold"], abs=1e-4)
+    assert index.ask("今天天气怎么样")["handoff"]  # nothing of it in the FAQ
 
 
 def test_a_question_the_encoder_cannot_read_is_answered_lexically(index: SupportIndex) -> None:

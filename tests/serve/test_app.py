@@ -136,6 +136,10 @@ def test_malformed_json_content_type_size_and_explain_errors(client: TestClient)
     assert target.status_code == 422 and "not a label" in target.json()["error"]["message"]
     assert client.get("/nowhere").status_code == 404
     assert client.post("/v1/predict", json={"text": "still serving"}).status_code == 200
+    # Refused before routing, yet counted under their route (an included router does not list its paths).
+    counted = client.get("/metrics").text
+    for status in ("413", "415"):
+        assert f'attend_requests_total{{method="POST",route="/v1/predict",status="{status}"}}' in counted, counted
 
 
 JSON = st.recursive(

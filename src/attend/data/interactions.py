@@ -323,7 +323,8 @@ def read_interactions(
     wanted = [column for column in (user_col, item_col, time_col, rating_col) if column is not None]
     for line, record in read_rows(path, fmt):
         if not lines:
-            _check_columns(path, record, wanted, "choose the columns with --user-col / --item-col / --time-col")
+            hint = "choose the columns with --user-col / --item-col / --time-col / --rating-col"
+            _check_columns(path, record, wanted, hint)
         user, item = _id(record.get(user_col)), _id(record.get(item_col))
         for column, value in ((user_col, user), (item_col, item)):
             if not value:

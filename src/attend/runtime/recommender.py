@@ -106,12 +106,15 @@ class Recommender(Runtime):
         histories: Per user, item indices in time order (DIN: the liked ones).
         popularity: Interaction count per item index.
         path: The directory.
+        seen: Per user, every item they interacted with (DIN: rated, liked or not), which top-k
+            never recommends; None: their history.
     """
 
     task = "recommendation"
 
     def __init__(self, model: nn.Module, config: dict[str, Any], item_ids: list[str], user_ids: list[str],
-                 histories: list[np.ndarray], popularity: np.ndarray, path: Path | None = None) -> None:  # fmt: skip
+                 histories: list[np.ndarray], popularity: np.ndarray, path: Path | None = None,
+                 seen: list[np.ndarray] | None = None) -> None:  # fmt: skip
         super().__init__(config, path)
         self.task = str(config.get("task", "sequential_recommendation"))  # type: ignore[misc]
         self.model = model.eval()
@@ -121,6 +124,7 @@ class Recommender(Runtime):
         self.item_index = {item: i for i, item in enumerate(item_ids) if i > 0}
         self.user_index = {user: u for u, user in enumerate(user_ids)}
         self.histories = histories
+        self.seen = seen if seen is not None else histories
         self.popularity = torch.from_numpy(np.asarray(popularity, dtype=np.float32))
         self.max_length = int(config["model"].get("max_length") or config["model"].get("max_history") or 50)
         #: Item id -> display name (the first text feature, e.g. a title), when the log had one.
@@ -188,7 +192,8 @@ class Recommender(Runtime):
             for row, i in enumerate(scored):
                 index, history, ignored = resolved[i]
                 k = int(requests[i].get("k", 10))
-                seen = torch.from_numpy(np.unique(history)) if len(history) else torch.zeros(0, dtype=torch.long)
+                rated = np.concatenate([self.seen[index], history]) if index is not None else history
+                seen = torch.from_numpy(np.unique(rated)) if len(rated) else torch.zeros(0, dtype=torch.long)
                 values = scores[row].clone()
                 values[seen] = float("-inf")
                 top = torch.topk(values, min(k, int(torch.isfinite(values).sum())))
@@ -289,6 +294,9 @@ class Recommender(Runtime):
             after = self.score_all([u, u], variants)[:, target].tolist()
             drops_top.append(base - after[0])
             drops_random.append(base - after[1])
+        if not chosen:  # JSON has no NaN: say why there is no figure instead
+            empty = dict.fromkeys(("drop_top_k", "drop_random_k", "gap", "top_k_beats_random"))
+            return {"users": 0, "k": k, **empty, "note": f"no user has more than k={k} history items to erase"}
         mean_top, mean_random = float(np.mean(drops_top)), float(np.mean(drops_random))
         return {"users": len(chosen), "k": k, "drop_top_k": mean_top, "drop_random_k": mean_random,
                 "gap": mean_top - mean_random,
@@ -316,14 +324,18 @@ def load_recommender(artifact: ArtifactDir, options: LoadOptions) -> Recommender
         ids = None
     if not isinstance(ids, dict) or "item_ids" not in ids or "user_ids" not in ids:
         raise ModelDirError(f"{path}: items.json is missing or unreadable")
-    lengths = stored["lengths"].numpy()
-    flat = stored["items"].numpy()
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    histories = [flat[offsets[u] : offsets[u + 1]] for u in range(len(lengths))]
+    histories = _per_user(stored["items"].numpy(), stored["lengths"].numpy())
+    seen = _per_user(stored["seen_items"].numpy(), stored["seen_lengths"].numpy()) if "seen_items" in stored else None
     runtime = Recommender(model, artifact.config, [str(i) for i in ids["item_ids"]],
-                          [str(u) for u in ids["user_ids"]], histories, stored["popularity"].numpy(), path)  # fmt: skip
+                          [str(u) for u in ids["user_ids"]], histories, stored["popularity"].numpy(), path,
+                          seen)  # fmt: skip
     runtime.names = {str(k): str(v) for k, v in (ids.get("names") or {}).items()}
     return runtime
+
+
+def _per_user(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return [flat[offsets[u] : offsets[u + 1]] for u in range(len(lengths))]
 
 
 for _task in ("sequential_recommendation", "ctr_recommendation"):

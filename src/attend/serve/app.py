@@ -297,6 +297,9 @@ def create_app(
     for part in extra:
         app.include_router(part.router)
     known_paths.update(getattr(route, "path", "") for route in app.routes)
+    # Routers are included as one entry each, without their paths: the schema lists every path, so a
+    # request refused before routing (415, 413) is still counted under its route.
+    known_paths.update(app.openapi().get("paths", {}))
     return app
 
 

@@ -10,7 +10,7 @@ Mounted by ``attend serve MODEL_DIR --focus-db PATH``, and served alone, with th
 - ``POST /v1/focus/sessions`` ``{"task", "allow"?, "until"?, "minutes"?}``: start (409 when one runs);
 - ``POST /v1/focus/stop`` ``{"forget"?}``; ``GET /v1/focus/status``;
 - ``POST /v1/focus/feedback`` ``{"id", "label": "pass"|"hold"}`` (404 for an unknown id);
-- ``GET /v1/focus/digest?session=&limit=``; ``GET /focus``: the dashboard (HTML).
+- ``GET /v1/focus/digest?session=&limit=`` (404 for an unknown session); ``GET /focus``: the dashboard (HTML).
 
 Handlers are plain ``def`` (FastAPI runs them in worker threads, off the event loop); one lock
 orders triage-and-store so two requests cannot interleave their transactions. A request's
@@ -33,6 +33,7 @@ from attend.apps.focus.dashboard import render_dashboard
 from attend.apps.focus.service import FocusService
 from attend.apps.focus.store import SessionError
 from attend.data.messages import MAX_MESSAGE_CHARS, Message, message_id
+from attend.data.validation import text_problem
 from attend.serve import Routes
 
 __all__ = ["create_dashboard_app", "focus_router", "serve_dashboard", "served_focus_router"]
@@ -54,9 +55,7 @@ class MessageIn(BaseModel):
     @field_validator("text")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("text is blank")
-        return value
+        return _visible(value, "text")
 
     def to_message(self) -> Message:
         ident = self.id if self.id and self.id.strip() else message_id(self.text, self.sender, self.subject, self.time)
@@ -70,9 +69,22 @@ class MessagesIn(BaseModel):
     messages: list[MessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
 
 
+def _visible(value: str, field: str) -> str:
+    """``value``, if it has a visible character (as the CLI and ``/v1/predict`` require)."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(f"{field} {problem}")
+    return value
+
+
 class TriageIn(MessagesIn):
     task: str = Field(min_length=1, max_length=5000, description="What the person is working on.")
     allow: list[str] = Field(default_factory=list, max_length=200)
+
+    @field_validator("task")
+    @classmethod
+    def _task_not_blank(cls, value: str) -> str:
+        return _visible(value, "task")
 
 
 class SessionIn(BaseModel):
@@ -83,6 +95,11 @@ class SessionIn(BaseModel):
     until: str | None = Field(default=None, description="End time, ISO 8601.")
     minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60, allow_inf_nan=False,
                                   description="End after this many minutes (at most a week).")  # fmt: skip
+
+    @field_validator("task")
+    @classmethod
+    def _task_not_blank(cls, value: str) -> str:
+        return _visible(value, "task")
 
 
 class StopIn(BaseModel):
@@ -100,7 +117,7 @@ class FeedbackIn(BaseModel):
 
 def _conflict(exc: SessionError) -> HTTPException:
     text = str(exc)
-    return HTTPException(status_code=404 if text.startswith("no message") else 409, detail=text)
+    return HTTPException(status_code=404 if text.startswith(("no message", "no session")) else 409, detail=text)
 
 
 def focus_router(service: FocusService) -> APIRouter:
@@ -171,7 +188,8 @@ def focus_router(service: FocusService) -> APIRouter:
 
     @router.get("/v1/focus/digest")
     def digest_route(
-        session: int | None = Query(default=None, ge=1), limit: int | None = Query(default=None, ge=1)
+        session: int | None = Query(default=None, ge=1, le=2**63 - 1),
+        limit: int | None = Query(default=None, ge=1, le=10**6),
     ) -> Any:
         """Held messages grouped by topic, ranked, with key sentences."""
         try:

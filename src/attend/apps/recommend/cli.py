@@ -24,7 +24,9 @@ def format_evaluation(report: dict[str, Any]) -> str:
     for name, row in report["baselines"].items():
         lines.append(f"{name:14}" + "".join(f"{row.get(k, float('nan')):>10.4f}" for k in keys))
     faith = report.get("faithfulness")
-    if faith:
+    if faith and not faith["users"]:
+        lines += ["", f"erasure: {faith['note']}"]
+    elif faith:
         lines.append("")
         lines.append(f"erasure ({faith['users']} users, k={faith['k']}): removing the top-{faith['k']} weighted "
                      f"history items lowers the top item's score by {faith['drop_top_k']:.4f}, {faith['k']} random "

@@ -39,7 +39,8 @@ def format_build(report: dict[str, Any]) -> str:
         lines.append("intents: none (no intent column)")
     rerank = report.get("rerank")
     if rerank:
-        halves = ", ".join(f"{h['first_stage_mrr']:.3f} -> {h['reranked_mrr']:.3f}" for h in rerank["halves"])
+        halves = ", ".join(f"{h['first_stage_mrr']:.3f} -> {h['reranked_mrr']:.3f}" if h["reranked_mrr"] is not None
+                           else "none (too few entries)" for h in rerank["halves"])  # fmt: skip
         verdict = "kept" if rerank["used"] else "not kept (it did not win on both halves)"
         lines.append(f"re-ranker: held-out MRR {halves}: {verdict}")
     retrieval = report.get("retrieval")

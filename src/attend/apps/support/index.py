@@ -41,6 +41,7 @@ CPU and costs nothing at query time (the query is embedded for retrieval anyway)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -511,6 +512,13 @@ def build_index(
                     question_weight)  # fmt: skip
     scores, correct, counts = self_retrieval(ranker, entries, seed)
     handoff = calibrate_threshold(scores, correct, target_precision=target_precision) | counts
+    if chosen.effective == "hybrid":
+        # A question the encoder cannot read (another language than most of the FAQ) is ranked by
+        # BM25 alone: its score is on another scale, so it gets a threshold of its own.
+        lexical_only = Ranker(encoder, [e.question for e in entries], [e.answer for e in entries], tensors,
+                              dataclasses.replace(chosen, mode="bm25"), question_weight)  # fmt: skip
+        trials = self_retrieval(lexical_only, entries, seed)[:2]
+        handoff["lexical_threshold"] = calibrate_threshold(*trials, target_precision=target_precision)["threshold"]
     rerank_info = None
     if rerank and chosen.effective != "bm25":
         stored, rerank_info = fit_rerank(ranker, entries, seed)
@@ -692,12 +700,19 @@ class SupportIndex:
             answers.append(item)
         best = order[0]
         best_score = float(top.values[0])  # the threshold was calibrated on the first stage's best score
-        handoff = best_score < self.threshold
-        relation = "below" if handoff else "at or above"
-        reason = f"best match score {best_score:.2f} {relation} threshold {self.threshold:.2f}"
+        threshold = self.threshold
         mode, note = self.retrieval.effective, self.retrieval.note()
         if mode == "hybrid" and not readable[0]:
             mode, note = "bm25", "lexical only (BM25) for this question: most of its pieces are unknown to the encoder"
+            lexical_threshold = self.config["handoff"].get("lexical_threshold")
+            if lexical_threshold is not None:  # BM25's own scale, and the threshold calibrated on it
+                bm25 = self.ranker.lexical([question])[0]
+                best_score, threshold = float(bm25[best]), float(lexical_threshold)
+                for item, i in zip(answers, order[:k], strict=False):
+                    item["score"] = round(float(bm25[i]), 4)
+        handoff = best_score < threshold
+        relation = "below" if handoff else "at or above"
+        reason = f"best match score {best_score:.2f} {relation} threshold {threshold:.2f}"
         if mode == "bm25" and not fused[0].any():
             reason += "; no word of the question occurs in the FAQ"
         words: list[dict[str, Any]] = []
@@ -722,7 +737,7 @@ class SupportIndex:
             "retrieval": {"mode": mode, "note": note, "reranked": reranked},
             "handoff": handoff,
             "reason": reason,
-            "threshold": round(self.threshold, 4),
+            "threshold": round(threshold, 4),
             "truncated": truncated,
         }
 

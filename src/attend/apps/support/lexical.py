@@ -70,8 +70,12 @@ class Lexical:
         self.size = len(documents)
 
     def scores(self, query: str) -> np.ndarray:
-        """``(N,)`` BM25 score of every document for ``query`` (zeros when it has no term)."""
-        words = terms(query)
+        """``(N,)`` BM25 score of every document for ``query`` (zeros when it has no term).
+
+        Each distinct term counts once: repeating a word ("refund refund refund ...") would
+        otherwise add its weight again each time, with no bound, and lift any question over the
+        hand-off threshold that was calibrated on ordinary questions."""
+        words = list(dict.fromkeys(terms(query)))
         return np.asarray(self.bm25.get_scores(words), dtype=np.float64) if words else np.zeros(self.size)
 
     def contributions(self, text: str, document: int) -> list[tuple[Term, float]]:
@@ -79,9 +83,10 @@ class Lexical:
         bm25 = self.bm25
         counts = bm25.doc_freqs[document]
         norm = bm25.k1 * (1 - bm25.b + bm25.b * bm25.doc_len[document] / bm25.avgdl)
-        found = []
+        found, seen = [], set()
         for term in term_spans(text):
             tf = counts.get(term.term, 0)
-            if tf:
+            if tf and term.term not in seen:  # each distinct term counts once, as in scores()
+                seen.add(term.term)
                 found.append((term, float(bm25.idf.get(term.term, 0.0) * tf * (bm25.k1 + 1) / (tf + norm))))
         return found

@@ -82,6 +82,8 @@ def _reciprocal(order: np.ndarray, candidates: list[int], right: int) -> float:
 
 
 def _mrr(trials: Sequence[Trial], table: dict[int, np.ndarray], gold: Sequence[int], beta: float) -> float:
+    if not trials:  # nothing to rank (an FAQ too small to split): no setting is better than another
+        return 0.0
     return float(np.mean([_reciprocal(reranked(first, table[row], beta), candidates, gold[row])
                           for row, candidates, first in trials]))  # fmt: skip
 
@@ -133,10 +135,14 @@ def fit_reranker(
         train = [t for t in trials if half[gold[t[0]]] != side]
         held = [t for t in trials if half[gold[t[0]]] == side]
         tau, beta, _ = _best(train, tables, gold)
+        if not held or not train:  # too few entries to split: nothing to judge on (JSON has no NaN)
+            report["halves"].append({"tau": tau, "beta": beta, "first_stage_mrr": None, "reranked_mrr": None})
+            continue
         before, after = _mrr(held, tables[tau], gold, 0.0), _mrr(held, tables[tau], gold, beta)
         report["halves"].append({"tau": tau, "beta": beta, "first_stage_mrr": round(before, 4),
                                  "reranked_mrr": round(after, 4)})  # fmt: skip
-    report["used"] = all(h["reranked_mrr"] > h["first_stage_mrr"] for h in report["halves"])
+    report["used"] = all(h["reranked_mrr"] is not None and h["reranked_mrr"] > h["first_stage_mrr"]
+                         for h in report["halves"])  # fmt: skip
     report["tau"], report["beta"], _ = _best(trials, tables, gold)
     if not report["used"]:
         return None, report

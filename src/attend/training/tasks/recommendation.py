@@ -259,12 +259,15 @@ class _RecommendationTask(Task):
     def _model_fields(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_options.items() if k != "fusion"}
 
-    def _write_common(self, writer: ArtifactWriter, metrics: dict[str, Any], histories: list[np.ndarray]) -> dict:
-        lengths = torch.tensor([len(h) for h in histories], dtype=torch.long)
-        flat = torch.from_numpy(np.concatenate(histories).astype(np.int64)) if histories else torch.zeros(0)
-        counts = torch.from_numpy(item_counts(self.data.sequences(), self.data.n_items).astype(np.float32))
-        save_tensors({"items": flat.long(), "lengths": lengths, "popularity": counts},
-                     writer.path / "histories.safetensors")  # fmt: skip
+    def _write_common(self, writer: ArtifactWriter, metrics: dict[str, Any], histories: list[np.ndarray],
+                      seen: list[np.ndarray] | None = None) -> dict:  # fmt: skip
+        """``seen``: per user, every item to keep out of their top-k, when that is more than ``histories``."""
+        sequences = self.data.sequences()
+        tensors = _flat(histories, "items", "lengths")
+        if seen is not None:
+            tensors |= _flat(seen, "seen_items", "seen_lengths")
+        counts = torch.from_numpy(item_counts(sequences, self.data.n_items).astype(np.float32))
+        save_tensors(tensors | {"popularity": counts}, writer.path / "histories.safetensors")
         writer.record("histories.safetensors")
         names: dict[str, str] = {}
         if self.features is not None and self.features.text:
@@ -480,9 +483,16 @@ class CtrTask(_RecommendationTask):
 
     def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
         full = {**metrics, "protocol": ctr_protocol(self.positive_threshold)}
-        entries = self._write_common(writer, full, self.split.positives)
+        # DIN's history is the liked items; every rated one, liked or not, stays out of top-k.
+        entries = self._write_common(writer, full, self.split.positives, seen=self.data.sequences())
         entries["positive_threshold"] = self.positive_threshold
         return entries
+
+
+def _flat(rows: list[np.ndarray], items: str, lengths: str) -> dict[str, Tensor]:
+    """Per-user item arrays as one flat tensor and their lengths (as safetensors stores them)."""
+    flat = torch.from_numpy(np.concatenate(rows).astype(np.int64)) if rows else torch.zeros(0, dtype=torch.long)
+    return {items: flat.long(), lengths: torch.tensor([len(r) for r in rows], dtype=torch.long)}
 
 
 SEQUENTIAL_PROTOCOL = (
