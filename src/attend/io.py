@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -69,6 +70,10 @@ def _temporary(path: Path) -> Path:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     path = Path(path)
+    if path.is_dir():  # else the error would name the temporary file beside it
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(path))
+    if not path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such folder for it", str(path))
     tmp = _temporary(path)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

@@ -176,6 +176,13 @@ def test_cli_verbs_end_to_end(sasrec_dir: Path, tmp_path: Path) -> None:
     bad = _attend("recommend", "explain", str(sasrec_dir), "--user", user, "--item", "no-such-item")
     assert bad.returncode != 0 and bad.stderr.startswith("error:") and "no-such-item" in bad.stderr
     assert "Traceback" not in bad.stderr
+    # Nothing to explain from, or only unknown items: said so; an --html path names itself, not a temporary file.
+    with pytest.raises(KeyError, match=r"give a user \(--user\) or a history"):
+        runtime.explain(item=item)
+    with pytest.raises(KeyError, match=r"the history's items \['zzz'\] are unknown"):
+        runtime.explain(item=item, history=["zzz"])
+    bad = _attend("recommend", "top", str(sasrec_dir), "--user", user, "--html", str(tmp_path))
+    assert bad.returncode == 2 and f"error: {tmp_path}: is a directory" in bad.stderr, bad.stderr
 
 
 def test_html_of_a_recommendation_opens_in_headless_chromium(sasrec_dir: Path, tmp_path: Path) -> None:

@@ -257,7 +257,11 @@ class Recommender(Runtime):
             raise KeyError(f"unknown item {item!r}")
         index, full, ignored = self.resolve(user, history)
         if index is None and not len(full):
-            raise KeyError(f"unknown user {user!r} and no known history to explain from")
+            if user is None and not history:
+                raise KeyError("nothing to explain from: give a user (--user) or a history of items (--history)")
+            who = f"unknown user {user!r}" if user is not None else "no user"
+            unknown = f" (the history's items {ignored[:5]} are unknown)" if ignored else ""
+            raise KeyError(f"{who} and no known history to explain from{unknown}")
         scores = self.score_all([index], [full])[0]
         target = self.item_index[item]
         values = scores.clone()
