@@ -149,6 +149,16 @@ def test_din_reports_auc_gauc_logloss_beside_its_baselines(din_dir: Path) -> Non
     assert liked <= rated
 
 
+def test_din_trains_on_a_log_of_short_histories(tmp_path: Path) -> None:
+    """Five rated events per user: 10 % rounds to none, but each user still gives one to dev."""
+    rows = [f"u{u},i{(u * 3 + e) % 12},{1000 * e + u},{1 + (u + e) % 5}" for u in range(15) for e in range(5)]
+    log = tmp_path / "short.csv"
+    log.write_text("user,item,timestamp,rating\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    result = train_recommender(str(log), tmp_path / "din", model="din", model_options={"dim": 8},
+                               training={**QUICK, "epochs": 1})  # fmt: skip
+    assert set(result.metrics) >= {"auc", "gauc", "logloss"}
+
+
 def test_a_feature_type_can_be_overridden(movielens_sample: dict[str, Path], tmp_path: Path) -> None:
     train_recommender(str(movielens_sample["log"]), tmp_path / "years", item_features=str(movielens_sample["items"]),
                       features=["year"], feature_types={"year": "categorical"}, model_options={"dim": 8},

@@ -642,8 +642,9 @@ def ctr_split(
     """Label events by rating and split each user's events by time.
 
     Per user the last ``round(test_fraction * n)`` events (at least one) go to test, the
-    ``round(dev_fraction * n)`` before them to dev, the rest to train. Python's ``round`` is used
-    (halves go to the even number). Splitting per user, not at one global date, evaluates every user
+    ``round(dev_fraction * n)`` before them (at least one when the user has 3 events or more, so that
+    a log of short histories still has a dev split) to dev, the rest to train. Python's ``round`` is
+    used (halves go to the even number). Splitting per user, not at one global date, evaluates every user
     on their own future.
 
     Args:
@@ -670,7 +671,7 @@ def ctr_split(
         start, end = int(bounds[user]), int(bounds[user + 1])
         count = end - start
         n_test = max(1, round(test_fraction * count))
-        n_dev = round(dev_fraction * count)
+        n_dev = max(1 if count >= 3 else 0, round(dev_fraction * count))
         part[max(start, end - n_test) : end] = 2
         part[max(start, end - n_test - n_dev) : max(start, end - n_test)] = 1
 

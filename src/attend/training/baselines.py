@@ -292,7 +292,8 @@ def ctr_baselines(
 
     train, dev, test = split.train, split.dev, split.test
     if not len(train) or not len(dev) or not len(test):
-        raise ValueError(f"CTR baselines need train, dev and test events; got {len(train)}, {len(dev)}, {len(test)}")
+        raise ValueError(f"CTR baselines need train, dev and test events; got {len(train)}, {len(dev)}, {len(test)} "
+                         "(a user's events are split in time: one with 3 or more rated events gives all three)")
     if train.labels.min() == train.labels.max():
         raise ValueError("every train event has the same label; no classifier can be fitted")
 

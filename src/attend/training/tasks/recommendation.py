@@ -506,9 +506,9 @@ def ctr_protocol(threshold: float) -> str:
     """The CTR protocol, in words, for ``metrics.json``."""
     return (
         f"label = rating >= {threshold:g}; per user in time order (file order breaks ties), the last 20% of "
-        "events (rounded, at least one) -> test, the 10% before -> dev, the rest train; history = the user's "
-        "liked items strictly before the event. AUC, GAUC (per-user AUC weighted by events, users with both "
-        "labels), logloss."
+        "events (rounded, at least one) -> test, the 10% before (at least one from 3 events) -> dev, the rest "
+        "train; history = the user's liked items strictly before the event. AUC, GAUC (per-user AUC weighted "
+        "by events, users with both labels), logloss."
     )
 
 
