@@ -290,14 +290,15 @@ def test_sequential_split_never_trains_on_a_later_event(rows: list[tuple[int, in
 
 
 def test_ctr_split_sizes_labels_and_histories() -> None:
-    # One user with 10 events (test round(2.0)=2, dev round(1.0)=1), one with 3 (test 1, dev round(0.3)=0).
+    # One user with 10 events (test round(2.0)=2, dev round(1.0)=1), one with 3 (test 1, dev round(0.3)=0,
+    # raised to 1: a user with 3 events or more gives dev one).
     rows = [("a", f"i{t}", float(t)) for t in range(10)] + [("b", "i1", 0.0), ("b", "i2", 1.0), ("b", "i3", 2.0)]
     ratings = [5, 1, 4, 3, 5, 2, 4, 4, 1, 5, 4, 4, 1]
     split = ctr_split(log(rows, ratings))
     assert isinstance(split, CtrSplit) and split.threshold == 4.0
-    assert (len(split.train), len(split.dev), len(split.test)) == (7 + 2, 1, 2 + 1)
+    assert (len(split.train), len(split.dev), len(split.test)) == (7 + 1, 1 + 1, 2 + 1)
     assert split.test.labels.tolist() == [0.0, 1.0, 0.0] and split.test.labels.dtype == np.float32
-    assert split.dev.labels.tolist() == [1.0]
+    assert split.dev.labels.tolist() == [1.0, 1.0]
     a_positives = [f"i{t}" for t in (0, 2, 4, 6, 7, 9)]
     data = log(rows, ratings)
     assert [data.item_ids[i] for i in split.positives[0]] == a_positives
@@ -338,7 +339,7 @@ def test_ctr_histories_hold_only_earlier_positives(rows: list[tuple[int, int, in
         counts = [int((events.users == user).sum()) for events in parts]
         total = sum(counts)
         assert counts[2] == max(1, round(0.2 * total))
-        assert counts[1] == round(0.1 * total)
+        assert counts[1] == max(1 if total >= 3 else 0, round(0.1 * total))
         # Train, dev and test are consecutive runs of the user's stable order, so their n_before,
         # put back together, are the user's running count of earlier positives.
         n_before = np.concatenate([events.n_before[events.users == user] for events in parts])
