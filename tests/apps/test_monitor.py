@@ -472,6 +472,13 @@ def test_csv_events_with_quoted_newlines_and_naive_times(tmp_path: Path) -> None
     assert [e.id for e in events] == ["1", "2"]  # time order
     assert events[0].time == datetime(2024, 5, 1, tzinfo=UTC) and events[0].topic is None
     assert events[1].time == datetime(2024, 5, 1, 9, tzinfo=UTC) and events[1].text == "two\nlines"
+    # A huge text is kept to its start (the model reads no more), not stored whole.
+    from attend.apps.monitor.events import MAX_EVENT_CHARS
+
+    huge = tmp_path / "huge.jsonl"
+    huge.write_text(json.dumps({"id": "h", "time": "2024-05-01T00:00:00Z", "text": "terrible " * 50_000}) + "\n")
+    (event,) = read_events(huge)
+    assert len(event.text) == MAX_EVENT_CHARS and event.text.startswith("terrible terrible")
 
 
 def test_guardian_headlines_replay_real_sample(model_dir: Path, tmp_path: Path) -> None:

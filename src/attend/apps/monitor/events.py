@@ -33,6 +33,7 @@ from attend.data.readers import DataError
 from attend.data.validation import text_problem
 
 __all__ = [
+    "MAX_EVENT_CHARS",
     "Event",
     "follow_events",
     "format_time",
@@ -50,6 +51,11 @@ MAX_KEY_CHARS = 200
 
 _WINDOW = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+#: Longest text kept of an event read from a file or stdin (a longer one is cut to its start, which
+#: is all the sentiment model reads); over HTTP, ``MonitorSettings.max_chars`` refuses long ones.
+MAX_EVENT_CHARS = 100_000
 
 
 @dataclass(frozen=True)
@@ -169,7 +175,7 @@ def parse_event(record: Any, where: str) -> Event:
     return Event(
         id=str(event_id),
         time=moment,
-        text=text,
+        text=text[:MAX_EVENT_CHARS],  # the model reads a text's start; an 18 MB line cost 2.3 GB and a minute
         topic=_key(record, "topic", where, required=False),
         source=_key(record, "source", where, required=False),
         zoned=has_zone(record["time"]),
