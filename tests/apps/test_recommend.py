@@ -157,6 +157,11 @@ def test_din_trains_on_a_log_of_short_histories(tmp_path: Path) -> None:
     result = train_recommender(str(log), tmp_path / "din", model="din", model_options={"dim": 8},
                                training={**QUICK, "epochs": 1})  # fmt: skip
     assert set(result.metrics) >= {"auc", "gauc", "logloss"}
+    # The CLI says how the log was read (here: a repeated row dropped), not only config.json.
+    log.write_text(log.read_text(encoding="utf-8") + rows[0] + "\n", encoding="utf-8")
+    done = _attend("recommend", "train", str(log), "--model", "din", "--out", str(tmp_path / "cli"), "--epochs", "1",
+                   "--no-progress")  # fmt: skip
+    assert done.returncode == 0 and "note: dropped 1 duplicate row" in done.stderr, done.stderr
 
 
 def test_a_feature_type_can_be_overridden(movielens_sample: dict[str, Path], tmp_path: Path) -> None:
@@ -267,6 +272,12 @@ def test_bad_logs_are_clear_errors(tmp_path: Path, movielens_sample: dict[str, P
     with pytest.raises(DataError, match="unknown column"):
         train_recommender(str(movielens_sample["log"]), tmp_path / "m", item_features=str(movielens_sample["items"]),
                           features=["colour"], training=QUICK)  # fmt: skip
+    with pytest.raises(DataError, match="no item features to choose from; give --item-features"):
+        train_recommender(str(movielens_sample["log"]), tmp_path / "m", features=["genres"], training=QUICK)
+    strangers = tmp_path / "strangers.csv"  # a features file of other ids: not a silent run without features
+    strangers.write_text("item,genre\nzz1,A\nzz2,B\n")
+    with pytest.raises(DataError, match=r"none of the log's .* items has a row in it"):
+        train_recommender(str(movielens_sample["log"]), tmp_path / "m", item_features=str(strangers), training=QUICK)
     no_ratings = tmp_path / "plain.csv"
     no_ratings.write_text("user,item,timestamp\n1,2,3\n1,3,4\n1,4,5\n")
     with pytest.raises(DataError, match="--rating-col"):  # names the flag that picks the column

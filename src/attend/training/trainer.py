@@ -945,7 +945,7 @@ class Trainer:
         try:
             run = json.loads((work / "run.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            raise DataError(f"{out}: nothing to resume (no interrupted `attend train` run writing it)") from None
+            raise DataError(f"{out}: nothing to resume (no interrupted training run was writing it)") from None
         expected = {"task": self.task.name, **self.task.identity()}
         if {key: run.get(key) for key in expected} != expected:
             raise DataError(f"{out}: --resume must use the same model and options as the interrupted run")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from attend.config import positive_int
@@ -82,6 +84,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(result.report)
     print(f"\nmodel written to {result.model_dir}")
+    config = json.loads((Path(result.model_dir) / "config.json").read_text(encoding="utf-8"))
+    for note in config.get("data", {}).get("notes") or []:  # how the files were read (dropped rows, missing items)
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 

@@ -98,10 +98,15 @@ def load_log(source: LogSource) -> tuple[Interactions, ItemFeatures | None]:
     features = None
     if source.item_features is not None:
         features = read_item_features(source.item_features, data.item_index(), types=source.feature_types)
+        if features.missing >= data.n_items:
+            raise DataError(f"{source.item_features}: none of the log's {data.n_items} items has a row in it (does "
+                            "its item column hold the same ids as the log's?)")  # fmt: skip
     return data, _select(features, source.features)
 
 
 def _select(features: ItemFeatures | None, columns: list[str] | None) -> ItemFeatures | None:
+    if features is None and columns:
+        raise DataError(f"features {columns}: there are no item features to choose from; give --item-features FILE")
     if features is None or columns is None:
         return features
     known = set(features.text) | set(features.categorical) | set(features.numeric)
