@@ -62,6 +62,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             training[name] = value
     if args.no_progress:
         training["progress"] = False
+    # A setting of an option that is off would be ignored without a word: say so instead.
+    for flag, name, needs in (("--adversarial-epsilon", "adversarial_epsilon", "adversarial"),
+                              ("--adversarial-steps", "adversarial_steps", "adversarial"),
+                              ("--augment-rate", "augment_rate", "augment")):  # fmt: skip
+        if getattr(args, name) is not None and not training.get(needs):
+            raise UsageError(f"{flag} {getattr(args, name)} has no effect without --{needs}")
     if translating and (args.max_train or args.no_ensemble or args.candidates):
         raise UsageError("--max-train, --no-ensemble and --candidates are for text classifiers, not --model seq2seq")
     if translating and args.time_budget is not None:

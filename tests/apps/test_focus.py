@@ -509,6 +509,7 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         status = client.get("/v1/focus/status").json()
         assert status["stats"]["passed"] + status["stats"]["held"] == 2
         assert client.get("/v1/focus/digest").status_code == 200
+        assert client.post("/v1/focus/stop", json={"forget": "yes"}).status_code == 422  # erasing wants a real true
         assert client.post("/v1/focus/stop", json={}).json()["stats"]["feedback"] == 1
         assert client.post("/v1/focus/stop", json={}).status_code == 409
 

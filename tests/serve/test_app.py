@@ -124,6 +124,7 @@ def test_a_body_that_is_not_utf8_is_a_422(client: TestClient) -> None:
 def test_malformed_json_content_type_size_and_explain_errors(client: TestClient) -> None:
     bad = client.post("/v1/predict", content=b'{"text": ', headers={"content-type": "application/json"})
     assert bad.status_code == 422 and bad.json()["error"]["message"] == "malformed JSON body"
+    assert {d["field"] for d in bad.json()["error"]["details"]} == {"body"}  # not a character offset
     form = client.post("/v1/predict", content=b"text=hi", headers={"content-type": "text/plain"})
     assert form.status_code == 415 and "application/json" in form.json()["error"]["message"]
     huge = client.post("/v1/predict", content=b"{}", headers={"content-type": "application/json",

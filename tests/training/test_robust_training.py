@@ -271,3 +271,15 @@ def test_checkpoint_averaging_runs_in_training_and_is_recorded(tmp_path: Path) -
     saved = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert saved["checkpoint_average"] == found
     assert not (tmp_path / ".m.training").exists()  # the epochs' weights went with the training state
+
+
+def test_a_setting_of_an_option_that_is_off_is_refused_not_ignored(
+    tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from attend.cli import main
+
+    for flags, message in ((["--adversarial-epsilon", "0.5"], "--adversarial-epsilon 0.5 has no effect without "
+                            "--adversarial"), (["--augment-rate", "0.3"], "without --augment")):  # fmt: skip
+        assert main(["train", str(planted_csv), "--model", "encoder", "--out", str(tmp_path / "m"), *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -75,7 +75,8 @@ def load_for_serving(model_dir: str | os.PathLike[str] | None, settings: ServeSe
 def _validation_details(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
     details = []
     for err in exc.errors():
-        loc = [str(part) for part in err.get("loc", ()) if part != "body"]
+        # A JSON syntax error's location is a character offset, not a field: the body is at fault.
+        loc = [] if err.get("type") == "json_invalid" else [str(part) for part in err.get("loc", ()) if part != "body"]
         details.append({"field": ".".join(loc) or "body", "message": str(err.get("msg", "")), "type": err.get("type")})
     if any(d["type"] == "json_invalid" for d in details):
         return "malformed JSON body", details

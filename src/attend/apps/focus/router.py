@@ -26,7 +26,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from attend.apps.focus.assistant import Session
 from attend.apps.focus.dashboard import render_dashboard
@@ -105,7 +105,7 @@ class SessionIn(BaseModel):
 class StopIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    forget: bool = False
+    forget: StrictBool = False  # "yes" is not true: forgetting erases message texts for good
 
 
 class FeedbackIn(BaseModel):
