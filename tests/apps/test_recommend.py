@@ -103,6 +103,11 @@ def test_top_k_excludes_the_history_cold_start_and_popularity_fallback(sasrec_di
     assert "warning" in cold.to_dict()
     unknown = runtime.top("nobody", k=3)
     assert unknown.source == "popularity" and "most popular" in unknown.note
+    # A longer list starts with the shorter one, ties included (equally popular items in item order).
+    assert runtime.top("nobody", k=len(runtime.item_ids)).items[:3] == unknown.items
+    runtime.popularity = torch.ones_like(runtime.popularity)  # every item tied
+    runtime.popularity[0] = 0.0  # index 0 is padding, never counted
+    assert runtime.top("nobody", k=3).items == runtime.top("nobody", k=1000).items[:3] == runtime.item_ids[1:4]
     # Batched answers equal one-at-a-time answers.
     together = runtime.top_many([{"user": user, "k": 10}, {"history": history, "k": 5}])
     assert together[0].items == answer.items and together[1].items == runtime.top(history=history, k=5).items

@@ -196,7 +196,7 @@ class Recommender(Runtime):
                 seen = torch.from_numpy(np.unique(rated)) if len(rated) else torch.zeros(0, dtype=torch.long)
                 values = scores[row].clone()
                 values[seen] = float("-inf")
-                top = torch.topk(values, min(k, int(torch.isfinite(values).sum())))
+                top = _top(values, min(k, int(torch.isfinite(values).sum())))
                 items = [self.item_ids[j] for j in top.indices.tolist()]
                 source = "user" if index is not None else "history"
                 answers[i] = Recommendation(items, top.values.tolist(), user=requests[i].get("user"), source=source,
@@ -204,7 +204,7 @@ class Recommender(Runtime):
         for i, answer in enumerate(answers):
             if answer is None:
                 k = int(requests[i].get("k", 10))
-                top = torch.topk(self.popularity, min(k, self.num_items))
+                top = _top(self.popularity, min(k, self.num_items))
                 user = requests[i].get("user")
                 note = (f"unknown user {user!r} and no known history: the most popular items" if user is not None
                         else "no known history: the most popular items")  # fmt: skip
@@ -335,6 +335,13 @@ def load_recommender(artifact: ArtifactDir, options: LoadOptions) -> Recommender
                           seen)  # fmt: skip
     runtime.names = {str(k): str(v) for k, v in (ids.get("names") or {}).items()}
     return runtime
+
+
+def _top(values: Tensor, k: int) -> Any:
+    """The ``k`` largest values and their indices, ties in index order (``torch.topk`` orders ties
+    differently for different ``k``: the first items of a top-3 and of a top-1000 would disagree)."""
+    ranked = torch.sort(values, descending=True, stable=True)
+    return torch.return_types.topk((ranked.values[:k], ranked.indices[:k]))
 
 
 def _per_user(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
