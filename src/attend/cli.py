@@ -300,13 +300,10 @@ def _translate_inputs(args: argparse.Namespace) -> list[str]:
         return list(args.texts)
     path = Path(args.input)
     if args.input != "-" and path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".parquet"):
-        from attend.data.readers import DataError, read_table
+        from attend.data.readers import read_table
 
-        try:
-            return read_table(path, text_col=args.source_col, label_col=None).texts
-        except DataError as exc:  # the reader names the classifier's column flags; translate has one
-            raise DataError(str(exc).replace("choose the columns with --text-col / --label-col",
-                                             "choose the column with --source-col")) from None  # fmt: skip
+        return read_table(path, text_col=args.source_col, label_col=None,
+                          columns_hint="choose the column with --source-col").texts
     raw = sys.stdin.buffer.read() if args.input == "-" else path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")

@@ -30,12 +30,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from attend.data.readers import DataError, open_data_file, read_rows
+from attend.data.readers import DataError, check_columns, open_data_file, read_rows
 
 __all__ = [
     "FEATURE_TYPES",
@@ -278,12 +277,6 @@ def make_interactions(
     )
 
 
-def _check_columns(path: Path, record: dict[str, Any], wanted: Sequence[str], hint: str) -> None:
-    missing = [column for column in wanted if column not in record]
-    if missing:
-        raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, record))}); {hint}")
-
-
 def read_interactions(
     path: str | PathLike[str],
     *,
@@ -320,11 +313,11 @@ def read_interactions(
     times: list[float] = []
     ratings: list[float] = []
     lines: list[int] = []
-    wanted = [column for column in (user_col, item_col, time_col, rating_col) if column is not None]
+    wanted = (user_col, item_col, time_col, rating_col)  # rating_col None: not asked for
+    hint = "choose the columns with --user-col / --item-col / --time-col / --rating-col"
     for line, record in read_rows(path, fmt):
         if not lines:
-            hint = "choose the columns with --user-col / --item-col / --time-col / --rating-col"
-            _check_columns(path, record, wanted, hint)
+            check_columns(path, record, wanted, hint)
         user, item = _id(record.get(user_col)), _id(record.get(item_col))
         for column, value in ((user_col, user), (item_col, item)):
             if not value:
@@ -466,7 +459,7 @@ def read_item_features(
     n_rows = 0
     for line, record in read_rows(path, fmt):
         if not n_rows:
-            _check_columns(path, record, [item_col], "choose it with --item-col")
+            check_columns(path, record, [item_col], "choose it with --item-col")
             columns = [str(column) for column in record if column != item_col]
             absent = [column for column in types if column not in columns]
             if absent:

@@ -16,11 +16,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from attend.data.readers import SPLIT_NAMES, DataError, open_data_file, read_rows
+from attend.data.readers import SPLIT_NAMES, DataError, check_columns, open_data_file, read_rows
 from attend.data.validation import text_problem
 
 __all__ = ["ParallelTexts", "group_split", "normalise_whitespace", "read_parallel"]
@@ -125,7 +124,8 @@ def read_parallel(
     checked_columns = False
     for line, record in read_rows(path, fmt):
         if not checked_columns:
-            _check_columns(path, record, (source_col, target_col, split_col))
+            check_columns(path, record, (source_col, target_col, split_col),
+                          "choose the columns with --source-col / --target-col / --split-col")
             checked_columns = True
         pair = []
         for column in (source_col, target_col):
@@ -165,15 +165,6 @@ def read_parallel(
         rows=rows,
         origin=str(path),
     )
-
-
-def _check_columns(path: os.PathLike[str], record: dict[str, Any], wanted: tuple[str | None, ...]) -> None:
-    missing = [column for column in wanted if column is not None and column not in record]
-    if missing:
-        raise DataError(
-            f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, record))}); "
-            "choose the columns with --source-col / --target-col / --split-col"
-        )
 
 
 def _cell_text(path: os.PathLike[str], noun: str, line: int, column: str, value: object) -> str | None:

@@ -20,9 +20,11 @@ from attend.data.validation import text_problem
 
 __all__ = [
     "SPLIT_NAMES",
+    "TEXT_COLUMNS_HINT",
     "DataError",
     "LabelledTexts",
     "TextStream",
+    "check_columns",
     "csv_records",
     "detect_format",
     "open_data_file",
@@ -214,13 +216,17 @@ def _split_labels(value: Any, *, multi_label: bool, label_sep: str | None) -> li
     return [text] if text else []
 
 
-def _check_columns(path: Path, record: dict[str, Any], wanted: list[str]) -> None:
-    missing = [c for c in wanted if c not in record]
+#: What a missing text or label column's error tells a user to do.
+TEXT_COLUMNS_HINT = "choose the columns with --text-col / --label-col"
+
+
+def check_columns(path: str | os.PathLike[str], record: dict[str, Any], wanted: Sequence[str | None],
+                  hint: str = TEXT_COLUMNS_HINT) -> None:  # fmt: skip
+    """Refuse a file whose first record lacks a ``wanted`` column (None: not asked for), naming the
+    column, the columns it has and, in ``hint``, the options that choose them."""
+    missing = [column for column in wanted if column is not None and column not in record]
     if missing:
-        raise DataError(
-            f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, record))}); "
-            "choose the columns with --text-col / --label-col"
-        )
+        raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, record))}); {hint}")
 
 
 def _row_text(path: Path, line: int, record: dict[str, Any], text_col: str) -> str:
@@ -271,7 +277,7 @@ class TextStream:
         checked = False
         for line, record in read_rows(self.path, self.fmt, self._lines):
             if not checked:
-                _check_columns(self.path, record, [self.text_col])
+                check_columns(self.path, record, [self.text_col])
                 checked = True
             self._rows += 1
             yield line, _row_text(self.path, line, record, self.text_col)
@@ -288,6 +294,7 @@ def read_table(
     multi_label: bool = False,
     label_sep: str | None = None,
     fmt: str | None = None,
+    columns_hint: str = TEXT_COLUMNS_HINT,
 ) -> LabelledTexts:
     """Read labelled texts from a CSV, TSV, JSONL or Parquet file.
 
@@ -299,6 +306,8 @@ def read_table(
         multi_label: Rows may carry several labels: a JSON list, or ``label_sep``-separated.
         label_sep: Separator of several labels in one cell, e.g. ``"|"`` (implies multi_label).
         fmt: Force a format instead of guessing from the extension.
+        columns_hint: What a missing column's error tells the user to do (the options of the
+            command reading the file).
 
     Raises:
         DataError: naming the file, line and value, for every problem a user can fix.
@@ -313,7 +322,7 @@ def read_table(
     checked_columns = False
     for line, record in read_rows(path, fmt):
         if not checked_columns:
-            _check_columns(path, record, [c for c in (text_col, label_col, split_col) if c is not None])
+            check_columns(path, record, (text_col, label_col, split_col), columns_hint)
             checked_columns = True
         text = _row_text(path, line, record, text_col)
         texts.append(text)
