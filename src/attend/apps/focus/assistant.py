@@ -525,10 +525,10 @@ class FocusAssistant:
     def task_warning(self, task: str) -> str | None:
         """What the person should know when the encoder cannot read ``task`` (no letters, or a
         language or script it was not trained on): relevance to it is then guesswork."""
-        lost, letters = unreadable_letters(self.task_reading(task))
+        unreadable, lost, letters = _unreadable(self.task_reading(task))
         if not letters:
             return "the task has no words to read, so relevance to it cannot be judged: describe it in words"
-        if lost >= UNREADABLE_LETTERS and lost >= UNREADABLE_SHARE * letters:
+        if unreadable:
             return (f"the encoder cannot read {lost} of the task's {letters} letters (a language or script it "
                     "was not trained on), so relevance to it is a guess; urgency and the allowlist still apply")
         return None
@@ -571,8 +571,7 @@ class FocusAssistant:
         urgency = self.heads.urgency(reading)
         allowed = allow_match(session.allow, message)
         unknown = sum(piece == UNKNOWN_PIECE for piece in reading.pieces)
-        lost, letters = unreadable_letters(reading)
-        unreadable = lost >= UNREADABLE_LETTERS and lost >= UNREADABLE_SHARE * letters
+        unreadable, lost, letters = _unreadable(reading)
         c = self.costs
         hold_cost = urgency * c.urgent + (1 - urgency) * relevance * c.relevant
         interrupt_cost = (1 - urgency) * (1 - relevance) * c.interrupt
@@ -658,6 +657,13 @@ class FocusAssistant:
         return Decision(id=message.id, decision=decision, score=score, components=components, reasons=reasons,
                         highlights=highlights, truncated=reading.truncated or message.truncated,
                         embedding=reading.embedding, relevance_logit=base_logit)  # fmt: skip
+
+
+def _unreadable(reading: Reading) -> tuple[bool, int, int]:
+    """``(unreadable, letters lost, letters)``: whether the encoder cannot read the text, by
+    :data:`UNREADABLE_LETTERS` and :data:`UNREADABLE_SHARE` (messages and tasks alike)."""
+    lost, letters = unreadable_letters(reading)
+    return lost >= UNREADABLE_LETTERS and lost >= UNREADABLE_SHARE * letters, lost, letters
 
 
 def _allow_highlight(reading: Reading, entry: str) -> list[Weighted]:

@@ -22,11 +22,11 @@ from __future__ import annotations
 import os
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from attend.apps.focus.assistant import Session
 from attend.apps.focus.dashboard import render_dashboard
@@ -40,6 +40,19 @@ __all__ = ["create_dashboard_app", "focus_router", "serve_dashboard", "served_fo
 
 #: Most messages in one request.
 MAX_MESSAGES = 256
+
+
+def _visible(value: str, field: str) -> str:
+    """``value``, if it has a visible character (as the CLI and ``/v1/predict`` require)."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(f"{field} {problem}")
+    return value
+
+
+#: What the person is working on: the task of a triage request and of a session.
+Task = Annotated[str, Field(min_length=1, max_length=5000, description="What the person is working on."),
+                 AfterValidator(lambda value: _visible(value, "task"))]  # fmt: skip
 
 
 class MessageIn(BaseModel):
@@ -69,37 +82,19 @@ class MessagesIn(BaseModel):
     messages: list[MessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
 
 
-def _visible(value: str, field: str) -> str:
-    """``value``, if it has a visible character (as the CLI and ``/v1/predict`` require)."""
-    problem = text_problem(value)
-    if problem is not None:
-        raise ValueError(f"{field} {problem}")
-    return value
-
-
 class TriageIn(MessagesIn):
-    task: str = Field(min_length=1, max_length=5000, description="What the person is working on.")
+    task: Task
     allow: list[str] = Field(default_factory=list, max_length=200)
-
-    @field_validator("task")
-    @classmethod
-    def _task_not_blank(cls, value: str) -> str:
-        return _visible(value, "task")
 
 
 class SessionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    task: str = Field(min_length=1, max_length=5000)
+    task: Task
     allow: list[str] = Field(default_factory=list, max_length=200)
     until: str | None = Field(default=None, description="End time, ISO 8601.")
     minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60, allow_inf_nan=False,
                                   description="End after this many minutes (at most a week).")  # fmt: skip
-
-    @field_validator("task")
-    @classmethod
-    def _task_not_blank(cls, value: str) -> str:
-        return _visible(value, "task")
 
 
 class StopIn(BaseModel):
