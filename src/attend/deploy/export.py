@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import random
@@ -46,7 +45,7 @@ from attend.attention.unpad import unpadding_modules
 from attend.data.readers import DataError
 from attend.data.splits import rebuild_split
 from attend.data.validation import validate_texts
-from attend.io import ArtifactWriter, ModelDirError, check_output_directory
+from attend.io import ArtifactDir, ArtifactWriter, ModelDirError
 from attend.runtime import TorchTextClassifier, load
 from attend.runtime.onnx import INPUT_NAMES, INT8_FILE, ONNX_FILE, session_for
 from attend.version import __version__
@@ -362,11 +361,7 @@ def _source_config(predictor: TorchTextClassifier) -> dict[str, Any]:
 
 
 def _torch_model(model_dir: str | os.PathLike[str]) -> TorchTextClassifier:
-    config = Path(model_dir) / "config.json"
-    try:
-        onnx = json.loads(config.read_text(encoding="utf-8")).get("onnx") if config.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        onnx = None  # load() says what is wrong with it
+    onnx = ArtifactDir.open(model_dir).config.get("onnx")
     if isinstance(onnx, dict):
         source = f" ({onnx['source']})" if onnx.get("source") else ""
         raise ModelDirError(f"{model_dir} is already an ONNX model directory: export the PyTorch model directory "
@@ -423,9 +418,9 @@ def export_onnx(
     predictor = model_dir if isinstance(model_dir, TorchTextClassifier) else _torch_model(model_dir)
     source = predictor.path
     out = Path(out_dir)
-    check_output_directory(out.absolute(), source=source, overwrite=overwrite)
+    staged = ArtifactWriter(out, source=source, overwrite=overwrite)  # checks the output before any work
     check_texts, texts_source = parity_texts(predictor, texts)
-    with ArtifactWriter(out, source=source) as writer:
+    with staged as writer:
         staging = writer.path
         onnx_path = staging / ONNX_FILE
         outputs = _export_graph(predictor, onnx_path, attentions=attentions, opset=opset, unpad=unpad)

@@ -54,7 +54,7 @@ from attend.data.readers import DataError
 from attend.data.tokenization import SubwordTokenizer
 from attend.data.validation import validate_texts
 from attend.deploy.export import PARITY_TOLERANCE, ExportParityError, _quiet_exporter
-from attend.io import ArtifactDir, ArtifactWriter, ModelDirError, check_output_directory, sha256_file
+from attend.io import ArtifactDir, ArtifactWriter, ModelDirError, sha256_file
 from attend.models.generation import GenerationOptions, Hypothesis
 from attend.models.seq2seq import Seq2Seq
 from attend.runtime import load
@@ -630,9 +630,9 @@ def export_translator(
     translator = _torch_translator(model_dir)
     source = translator.path
     out = Path(out_dir)
-    check_output_directory(out.absolute(), source=source, overwrite=overwrite)
+    staged = ArtifactWriter(out, source=source, overwrite=overwrite)  # checks the output before any work
     check_texts, texts_source = parity_sentences(translator, texts)
-    with ArtifactWriter(out, source=source) as writer:
+    with staged as writer:
         staging = writer.path
         opset_used = _export_graphs(translator.model, staging, opset=opset)
         config = {key: value for key, value in translator.config.items() if key not in ("weights_sha256", "files")}

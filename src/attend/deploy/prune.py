@@ -24,7 +24,7 @@ from attend.attention import MultiHeadAttention
 from attend.data.readers import DataError, LabelledTexts
 from attend.data.splits import held_out
 from attend.explain.focus import map_focus
-from attend.io import ArtifactWriter, check_output_directory
+from attend.io import ArtifactWriter
 from attend.models import MODELS, build, config_from_dict
 from attend.models.base import kept_heads
 from attend.models.minilm import MiniLMConfig
@@ -274,7 +274,7 @@ def prune(
     started = time.perf_counter()
     source = Path(model_dir)
     out = Path(out_dir)
-    check_output_directory(out.absolute(), source=source, overwrite=overwrite)
+    staged = ArtifactWriter(out, source=source, overwrite=overwrite)  # checks the output before any work
     predictor = load(source, runtime="torch")
     if not isinstance(predictor, TorchTextClassifier):
         raise ValueError(f"{source} holds a {predictor.task} model; head pruning takes a text classifier")
@@ -359,7 +359,7 @@ def prune(
         "source": str(source),
         "source_weights_sha256": predictor.config.get("weights_sha256"),
     }
-    with ArtifactWriter(out, source=source) as writer:
+    with staged as writer:
         writer.save_weights(rebuilt)
         predictor.tokenizer.save(writer.path / "tokenizer.json")
         writer.record("tokenizer.json")
