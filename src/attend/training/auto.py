@@ -80,7 +80,14 @@ from attend.models import MODELS, build, config_from_dict, native_bf16
 from attend.models.base import ClassifierConfig
 from attend.training.metrics import tfidf_baseline
 from attend.training.tasks.classification import ClassificationTask, classification_report, probability_metrics
-from attend.training.trainer import Trainer, TrainingArgs, TrainResult, epoch_batches
+from attend.training.trainer import (
+    RESUME_MAY_CHANGE,
+    Trainer,
+    TrainingArgs,
+    TrainResult,
+    epoch_batches,
+    explicit_options,
+)
 from attend.version import __version__
 
 __all__ = [
@@ -114,8 +121,6 @@ EVAL_COST = 1 / 3
 UNKNOWN_SAMPLE = 2000
 #: Timed training steps per candidate (after one untimed warm-up step).
 PROBE_STEPS = 3
-#: Training options that do not make a run another run (a resumed run may change them).
-_NOT_IDENTITY = ("progress", "threads", "stop_after_steps")
 #: A candidate whose share of the budget cannot cover this many training examples is left out.
 MIN_TRAIN_EXAMPLES = 200
 
@@ -174,8 +179,7 @@ def _explicit(args: TrainingArgs | dict[str, Any] | None) -> dict[str, Any]:
     if isinstance(args, dict):
         TrainingArgs.from_dict(dict(args))  # checks names and values at once
         return dict(args)
-    defaults = dataclasses.asdict(TrainingArgs())
-    return {key: value for key, value in dataclasses.asdict(args).items() if value != defaults[key]}
+    return explicit_options(args)
 
 
 def _bounded_epochs(passes: int, n_train: int, bounds: tuple[int, int]) -> int:
@@ -345,7 +349,7 @@ def train_auto(
     columns = {"text_col": text_col, "label_col": label_col, "split_col": split_col, "multi_label": multi_label,
                "label_sep": label_sep}  # fmt: skip
     # What makes a run the same run: not how it shows progress, its threads or where it was stopped.
-    chosen = {key: value for key, value in explicit.items() if key not in _NOT_IDENTITY}
+    chosen = {key: value for key, value in explicit.items() if key not in RESUME_MAY_CHANGE}
     identity = {"explicit": chosen, "time_budget": time_budget, "candidates": candidates, "columns": columns,
                 "data": data.source if isinstance(data, LabelledTexts) else str(data),
                 "ensemble": ensemble}  # fmt: skip
@@ -361,8 +365,8 @@ def train_auto(
         overwrite = bool(state.get("overwrite", overwrite))
         plan = [_Candidate(**c) for c in state["plan"]]
         for candidate in plan:  # this run's own progress, threads and stopping point
-            candidate.args = {k: v for k, v in candidate.args.items() if k not in _NOT_IDENTITY}
-            candidate.args |= {k: v for k, v in explicit.items() if k in _NOT_IDENTITY}
+            candidate.args = {k: v for k, v in candidate.args.items() if k not in RESUME_MAY_CHANGE}
+            candidate.args |= {k: v for k, v in explicit.items() if k in RESUME_MAY_CHANGE}
         check_output_directory(out.absolute(), overwrite=overwrite)
         say(f"auto: resuming; {', '.join(state.get('results', {})) or 'no candidate'} finished")
     else:

@@ -654,7 +654,7 @@ class Trainer:
             # The interrupted run's options (those given again must match), minus the interruption itself.
             args = dataclasses.replace(_resumed_args(out, run["training"], args), stop_after_steps=0)
             overwrite = bool(run.get("overwrite", overwrite))
-        elif not overwrite and _has_checkpoint(work):
+        elif not overwrite and (work / "run.json").is_file() and _has_checkpoint(work):
             raise DataError(f"{out}: an interrupted run was writing it (its checkpoint is in {work}): add --resume "
                             "to continue it, or --overwrite to discard it and start again")  # fmt: skip
         check_output_directory(out, overwrite=overwrite)
@@ -678,7 +678,7 @@ class Trainer:
         optimiser = _optimiser(network, args)
         state = _State()
         checkpoint_dir, best_dir = work / "checkpoint", work / "best"
-        if resume and (checkpoint_dir.exists() or checkpoint_dir.with_name("checkpoint.old").exists()):
+        if resume and _has_checkpoint(work):
             state = _load_state(checkpoint_dir, network, optimiser, info.rank)
             _log(f"resuming from epoch {state.epoch + 1}, step {state.step_in_epoch}", info)
         elif info.main:
@@ -956,25 +956,30 @@ class Trainer:
 RESUME_MAY_CHANGE = frozenset({"progress", "threads", "stop_after_steps"})
 
 
+def explicit_options(args: TrainingArgs) -> dict[str, Any]:
+    """The options of ``args`` set away from their defaults (the ones a user chose)."""
+    defaults = dataclasses.asdict(TrainingArgs())
+    return {key: value for key, value in dataclasses.asdict(args).items() if value != defaults[key]}
+
+
 def _resumed_args(out: Path, recorded: dict[str, Any], given: TrainingArgs) -> TrainingArgs:
     """The interrupted run's options, with this run's progress and threads. An option given now
     (set away from its default) must equal the recorded one: a resumed run cannot change them."""
-    defaults = dataclasses.asdict(TrainingArgs())
-    now = dataclasses.asdict(given)
     changed = [
-        f"{key}={now[key]!r} (the interrupted run had {recorded.get(key)!r})"
-        for key in defaults
-        if key not in RESUME_MAY_CHANGE and now[key] != defaults[key] and now[key] != recorded.get(key)
+        f"{key}={value!r} (the interrupted run had {recorded.get(key)!r})"
+        for key, value in explicit_options(given).items()
+        if key not in RESUME_MAY_CHANGE and value != recorded.get(key)
     ]
     if changed:
         raise DataError(f"{out}: --resume continues the interrupted run with its own options; these differ: "
                         f"{'; '.join(changed)}. Leave them out, or start again with --overwrite")  # fmt: skip
+    now = dataclasses.asdict(given)
     return TrainingArgs.from_dict({**recorded, **{key: now[key] for key in RESUME_MAY_CHANGE}})
 
 
 def _has_checkpoint(work: Path) -> bool:
-    """Whether an interrupted run left a checkpoint to resume from in its state directory."""
-    return (work / "run.json").is_file() and any((work / name).exists() for name in ("checkpoint", "checkpoint.old"))
+    """Whether a run's state directory holds a checkpoint (or the previous one, mid-save) to resume from."""
+    return any((work / name).exists() for name in ("checkpoint", "checkpoint.old"))
 
 
 def train_translation(
