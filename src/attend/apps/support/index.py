@@ -41,6 +41,7 @@ CPU and costs nothing at query time (the query is embedded for retrieval anyway)
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -515,8 +516,8 @@ def build_index(
     if chosen.effective == "hybrid":
         # A question the encoder cannot read (another language than most of the FAQ) is ranked by
         # BM25 alone: its score is on another scale, so it gets a threshold of its own.
-        lexical_only = Ranker(encoder, [e.question for e in entries], [e.answer for e in entries], tensors,
-                              dataclasses.replace(chosen, mode="bm25"), question_weight)  # fmt: skip
+        lexical_only = copy.copy(ranker)  # the same BM25 indexes, ranking by them alone
+        lexical_only.retrieval = dataclasses.replace(chosen, mode="bm25")
         trials = self_retrieval(lexical_only, entries, seed)[:2]
         handoff["lexical_threshold"] = calibrate_threshold(*trials, target_precision=target_precision)["threshold"]
     rerank_info = None

@@ -264,13 +264,14 @@ class _RecommendationTask(Task):
     def _model_fields(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_options.items() if k != "fusion"}
 
-    def _write_common(self, writer: ArtifactWriter, metrics: dict[str, Any], histories: list[np.ndarray],
-                      seen: list[np.ndarray] | None = None) -> dict:  # fmt: skip
-        """``seen``: per user, every item to keep out of their top-k, when that is more than ``histories``."""
+    def _write_common(self, writer: ArtifactWriter, metrics: dict[str, Any], histories: list[np.ndarray] | None = None
+                      ) -> dict:  # fmt: skip
+        """``histories``: per user, the history a model reads when it is not the whole log (DIN: the
+        liked items); the whole log is then stored too, as the items to keep out of top-k."""
         sequences = self.data.sequences()
-        tensors = _flat(histories, "items", "lengths")
-        if seen is not None:
-            tensors |= _flat(seen, "seen_items", "seen_lengths")
+        tensors = _flat(sequences if histories is None else histories, "items", "lengths")
+        if histories is not None:
+            tensors |= _flat(sequences, "seen_items", "seen_lengths")
         counts = torch.from_numpy(item_counts(sequences, self.data.n_items).astype(np.float32))
         save_tensors(tensors | {"popularity": counts}, writer.path / "histories.safetensors")
         writer.record("histories.safetensors")
@@ -394,7 +395,7 @@ class SequentialTask(_RecommendationTask):
     def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
         full = {**metrics, "protocol": SEQUENTIAL_PROTOCOL}
         # Each user's whole log (test item included): what `recommend top --user` continues from.
-        return self._write_common(writer, full, self.data.sequences())
+        return self._write_common(writer, full)
 
 
 @register_task
@@ -489,7 +490,7 @@ class CtrTask(_RecommendationTask):
     def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
         full = {**metrics, "protocol": ctr_protocol(self.positive_threshold)}
         # DIN's history is the liked items; every rated one, liked or not, stays out of top-k.
-        entries = self._write_common(writer, full, self.split.positives, seen=self.data.sequences())
+        entries = self._write_common(writer, full, self.split.positives)
         entries["positive_threshold"] = self.positive_threshold
         return entries
 
