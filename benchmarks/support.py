@@ -113,7 +113,7 @@ def run_language(lang: str, workdir: Path, seed: int) -> dict[str, Any]:
     entries = read_faq(faq_file)  # exactly what the index holds
 
     with harness.Stopwatch() as build:
-        report = build_index(faq_file, workdir / f"index.{lang}", seed=seed)
+        report = build_index(faq_file, workdir / f"index.{lang}", seed=seed, overwrite=True)
     index = SupportIndex.load(workdir / f"index.{lang}")
     tensors = {k: index.tensors[k] for k in ("questions", "heads", "passages", "passage_entry")}
 
@@ -247,7 +247,7 @@ def latency_1000(workdir: Path, seed: int) -> dict[str, Any]:
     faq_file = workdir / "faq1000.jsonl"
     atomic_write_text(faq_file, "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in entries))
     with harness.Stopwatch() as build:
-        build_index(faq_file, workdir / "index1000", seed=seed, intents=False)
+        build_index(faq_file, workdir / "index1000", seed=seed, intents=False, overwrite=True)
     index = SupportIndex.load(workdir / "index1000")
     queries = [q for _, q, _ in question_queries(base)][:30]
     questions = itertools.cycle(queries)

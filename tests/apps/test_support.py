@@ -369,6 +369,13 @@ def test_lexical_only_indexes_and_a_faq_the_encoder_cannot_read(tmp_path: Path) 
     reply = SupportIndex.load(tmp_path / "bm25").ask("how do I put a package on hold?")
     assert reply["answers"][0]["question"] == "How do I put a package on hold?"
     assert reply["retrieval"]["mode"] == "bm25" and {w["word"] for w in reply["words"]} >= {"package", "hold"}
+    before = (tmp_path / "bm25" / "config.json").read_bytes()
+    with pytest.raises(ValueError, match="already holds an index; pass --overwrite"):  # nothing built is lost
+        build_index(SAMPLE, tmp_path / "bm25", retrieval="dense", intents=False)
+    assert (tmp_path / "bm25" / "config.json").read_bytes() == before
+    replaced = build_index(SAMPLE, tmp_path / "bm25", retrieval="bm25", intents=False, question_weight=1.0,
+                           overwrite=True)  # fmt: skip
+    assert SupportIndex.load(tmp_path / "bm25").config["question_weight"] == replaced["question_weight"] == 1.0
 
     chinese = tmp_path / "zh.csv"  # all-MiniLM-L6-v2 reads almost none of this
     rows = ["如何安装软件包？,使用 apt 命令安装软件包。", "如何升级系统？,运行升级命令即可升级整个系统。",

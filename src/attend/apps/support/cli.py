@@ -99,6 +99,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         rerank=not args.no_rerank,
         seed=args.seed,
         progress=not args.json,
+        overwrite=args.overwrite,
     )
     print(json.dumps(report, ensure_ascii=False) if args.json else format_build(report))
     return 0
@@ -138,6 +139,7 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
     build.add_argument("--no-rerank", action="store_true",
                        help="skip the cross-attention re-ranker (else it is kept where it wins on held-out questions)")
     build.add_argument("--seed", type=int, default=0, help="seed of the calibration rewordings (default 0)")
+    build.add_argument("--overwrite", action="store_true", help="replace an index already in INDEX_DIR")
     build.add_argument("--json", action="store_true", help="print the build report as one JSON object")
     build.set_defaults(func=_cmd_build)
 

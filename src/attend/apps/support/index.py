@@ -435,16 +435,21 @@ def embed_entries(
             bar.close()
 
 
-def _check_out(out_dir: Path) -> None:
+def _check_out(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} is a file; --out must be a directory for the index")
     if not out_dir.exists():
         return
-    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in _FILES and not p.name.startswith("."))
+    names = [p.name for p in out_dir.iterdir() if not p.name.startswith(".")]
+    foreign = sorted(name for name in names if name not in _FILES)
     if foreign:
         raise ValueError(
             f"{out_dir} already holds other files ({', '.join(foreign[:5])}); choose an empty or new directory "
-            "for the index (an existing index there is replaced)"
+            "for the index"
+        )
+    if names and not overwrite:
+        raise ValueError(
+            f"{out_dir} already holds an index; pass --overwrite to replace it, or choose another directory"
         )
 
 
@@ -462,6 +467,7 @@ def build_index(
     seed: int = 0,
     batch_size: int = 32,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Embed an FAQ, calibrate the hand-off threshold, train the intent classifier, write the index.
 
@@ -469,7 +475,7 @@ def build_index(
         faq_path: CSV/TSV/JSONL/Parquet with ``question``, ``answer`` (and optional ``intent``)
             columns, or a Markdown/HTML/text FAQ (see :func:`attend.apps.support.faq.read_faq`).
         out_dir: The index directory (built beside it and swapped into place when complete; an index
-            already there is replaced, other files there are an error).
+            already there is replaced only with ``overwrite``, other files there are an error).
         model: ``"minilm"`` for the pretrained encoder, or a fine-tuned attend minilm model directory
             (the index records its path and weights hash, and refuses to run if they change).
         intents: Train an intent classifier when the FAQ has an ``intent`` column.
@@ -483,6 +489,7 @@ def build_index(
         seed: Seeds the calibration rewordings and the intent cross-validation.
         batch_size: Texts per encoder call.
         progress: Show a progress bar while embedding.
+        overwrite: Replace an index already at ``out_dir``.
 
     Returns:
         A JSON-ready report: counts, the threshold and its calibration, intents, timings.
@@ -490,7 +497,8 @@ def build_index(
     Raises:
         DataError: A bad FAQ file (naming file, line and field).
         ModelDirError: A bad ``model`` directory.
-        ValueError: Bad options, or an ``out_dir`` that is a file or holds other files.
+        ValueError: Bad options, or an ``out_dir`` that is a file, holds other files, or holds an index
+            and ``overwrite`` is false.
     """
     started = time.perf_counter()
     if not 0.0 <= question_weight <= 1.0:
@@ -502,7 +510,7 @@ def build_index(
     Retrieval(mode=retrieval, fusion=fusion)  # bad names fail before any work
     entries = read_faq(faq_path)
     out = Path(out_dir)
-    _check_out(out)
+    _check_out(out, overwrite)
     encoder = load_encoder(model)
 
     tensors = embed_entries(encoder, entries, batch_size=batch_size, progress=progress)
