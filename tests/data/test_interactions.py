@@ -196,8 +196,8 @@ def test_item_features_inference_alignment_and_notes(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     items = {"a": 1, "b": 2, "c": 3}
-    # Two titles are "few distinct values": on a file this small only the override makes them text.
-    features = read_item_features(path, items, types={"title": "text"})
+    # A value per item is text however small the catalogue (a title is not a category); brands repeat.
+    features = read_item_features(path, items)
     assert features.columns == {"title": "text", "brand": "categorical", "genres": "categorical", "price": "numeric"}
     assert features.text["title"] == ["", "Alpha", "Beta", ""]
     assert features.categorical["brand"] == [[], ["acme"], ["acme"], []]

@@ -399,8 +399,9 @@ def _is_empty(value: Any) -> bool:
 
 def _infer_type(values: Sequence[Any]) -> str:
     """numeric if every non-empty value is a number; categorical if cells hold lists or ``|``, or there
-    are few distinct values (max(50, 5% of rows)); else text. Few distinct values means a label-like
-    column (genre, brand) an embedding per value can learn; many means free text."""
+    are few distinct values (max(50, 5% of rows)) and values repeat (at most half as many distinct
+    values as filled cells); else text. Few, repeated values mean a label-like column (genre, brand)
+    an embedding per value can learn; many, or one per item (titles in a small catalogue), mean text."""
     present = [value for value in values if not _is_empty(value)]
     if not present:
         return "text"
@@ -409,7 +410,8 @@ def _infer_type(values: Sequence[Any]) -> str:
     if any(isinstance(value, list) or CATEGORY_SEP in str(value) for value in present):
         return "categorical"
     distinct = {str(value).strip() for value in present}
-    return "categorical" if len(distinct) <= max(50, 0.05 * len(values)) else "text"
+    few = len(distinct) <= max(50, 0.05 * len(values))
+    return "categorical" if few and len(distinct) <= len(present) / 2 else "text"
 
 
 def _categories(value: Any) -> list[str]:
