@@ -41,6 +41,24 @@ def test_short_span_cuts_distant_keys_with_a_soft_ramp() -> None:
     assert (weights[0, 1] > 0).all()
 
 
+def test_queries_the_span_leaves_no_key_give_zeros_not_nan() -> None:
+    # Two real tokens, six padding: a padded query more than span + ramp from both real keys sees
+    # no key at all. Its row is zeros (as padding alone gives), in outputs, maps and gradients, never NaN.
+    pad = torch.zeros(1, 8, dtype=torch.bool)
+    pad[0, 2:] = True
+    for extra in ({"backend": "eager"}, {"score": "additive"}, {"attention": "local", "window": 4}, {}):
+        torch.manual_seed(0)
+        module = MultiHeadAttention(E, 2, adaptive_span=2, span_ramp=1, **extra)
+        x = torch.randn(1, 8, E, requires_grad=True)
+        out, weights = module(x, key_padding_mask=pad, need_weights=True)
+        out[:, :2].sum().backward()
+        assert torch.isfinite(out).all() and torch.isfinite(weights).all(), extra
+        assert (weights[0, :, 5:] == 0).all(), extra  # before the output projection the rows are zero:
+        torch.testing.assert_close(out[0, 5:], module.out_proj.bias.expand(3, E).detach())  # the output is its bias
+        assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None), extra
+        assert torch.isfinite(x.grad).all(), extra
+
+
 def test_span_penalty_is_differentiable_and_shrinks_spans() -> None:
     module = MultiHeadAttention(E, H, adaptive_span=16)
     penalty = module.span_penalty()

@@ -66,10 +66,17 @@ def _dense_bias(
     if module.span is None and not fold_causal:
         return mask.bias, mask.is_causal, mask.empty_rows
     bias = mask.dense_bias(q_len, k_len, q.dtype, q.device)
+    empty_rows = mask.empty_rows
     if module.span is not None:
         span = _span_bias(module, q_len, k_len, q.dtype, q.device)
         bias = span if bias is None else bias + span
-    return bias, False, mask.empty_rows
+        # The span hides keys too: a padded query far from every real key sees none. Such rows get
+        # zeros like any other empty row, not a softmax over nothing but -inf (NaN).
+        beyond = torch.isneginf(bias).all(-1, keepdim=True)
+        if bool(beyond.any()):
+            bias = bias.masked_fill(beyond, 0.0)
+            empty_rows = beyond if empty_rows is None else empty_rows | beyond
+    return bias, False, empty_rows
 
 
 def sdpa_attention(

@@ -96,13 +96,13 @@ def local_attention(
     allowed = allowed.unsqueeze(1)  # (B | 1, 1, nb, b, span)
 
     bias = torch.zeros(allowed.shape, dtype=q.dtype, device=device).masked_fill_(~allowed, float("-inf"))
-    empty = ~allowed.any(-1, keepdim=True)
+    if module.span is not None:  # the span hides keys too, so empty rows are found after it
+        bias = bias + module.span.bias((q_pos - k_pos).abs(), q.dtype)  # (H, nb, b, span)
+    empty = torch.isneginf(bias).all(-1, keepdim=True)
     empty_rows: Tensor | None = None
     if bool(empty.any()):
         bias = bias.masked_fill(empty, 0.0)
         empty_rows = empty
-    if module.span is not None:
-        bias = bias + module.span.bias((q_pos - k_pos).abs(), q.dtype)  # (H, nb, b, span)
 
     weights = masked_softmax(module.score(q_blocks, k_blocks), bias, empty_rows)  # (B, H, nb, b, span)
     dropped = dropout(weights, dropout_p)
