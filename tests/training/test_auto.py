@@ -214,6 +214,26 @@ def test_auto_trains_the_candidates_and_keeps_the_best_on_dev(tmp_path: Path) ->
     assert json.loads((tmp_path / "m" / "metrics.json").read_text())["auto"]["picked"] == picked
 
 
+def test_a_candidate_whose_training_diverges_is_left_out_and_the_others_still_compete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_csv(tmp_path / "planted.csv", planted_rows(200))
+    real_loss = auto.ClassificationTask.loss
+
+    def nan_for_the_encoder(self: Any, model: Any, batch: Any) -> torch.Tensor:
+        loss = real_loss(self, model, batch)
+        return loss * float("nan") if self.model == "encoder" else loss
+
+    monkeypatch.setattr(auto.ClassificationTask, "loss", nan_for_the_encoder)
+    said: list[str] = []
+    train_auto(data, tmp_path / "m", args=dict(FAST, epochs=1), candidates=["encoder", "minilm"], ensemble=False,
+               log=said.append)  # fmt: skip
+    record = json.loads((tmp_path / "m" / "config.json").read_text())["auto"]
+    assert record["picked"] == "minilm"
+    assert record["candidates"]["encoder"]["excluded"].startswith("its training diverged: the training loss became nan")
+    assert any(line.startswith("auto: encoder left out: its training diverged") for line in said)
+
+
 def test_the_candidates_ensemble_enters_the_dev_comparison(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The trained candidates' ensemble is scored on dev from the probabilities of each one's kept
     weights; when it is best (forced here: both candidates are near-perfect on planted data, where an

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from attend.attention import AttentionPooling
@@ -22,8 +23,17 @@ from attend.io import ArtifactWriter, ModelDirError
 from attend.models import MODELS, ModelConfig, ModelOutput, auxiliary_loss, build
 from attend.models.base import register_model
 from attend.runtime import load
-from attend.training import TASKS, Task, Trainer, TrainingArgs, TrainingInterrupted, register_task, train
-from attend.training.trainer import MIN_CUT_EPOCH, describe_steps, steps_in_budget
+from attend.training import (
+    TASKS,
+    Task,
+    Trainer,
+    TrainingArgs,
+    TrainingDiverged,
+    TrainingInterrupted,
+    register_task,
+    train,
+)
+from attend.training.trainer import MIN_CUT_EPOCH, describe_steps, state_directory, steps_in_budget
 
 
 @dataclass
@@ -128,6 +138,24 @@ def test_a_new_task_trains_resumes_and_writes_its_model_directory(picker: None, 
     resumed = Trainer(Regression(), args).fit(tmp_path / "resumed", resume=True)
     for key in ("loss", "best_epoch"):
         assert resumed.metrics[key] == full.metrics[key], key
+
+
+class PoisonedRegression(Regression):
+    """The same task with one training example of NaN: its batch's loss is NaN."""
+
+    def prepare(self, args: TrainingArgs, state: Path | None) -> None:
+        super().prepare(args, state)
+        self.data["train"][137] = float("nan")
+
+
+def test_a_non_finite_loss_stops_training_before_the_step_and_writes_no_model(picker: None, tmp_path: Path) -> None:
+    args = TrainingArgs(epochs=2, batch_size=20, progress=False, checkpoint_every=1)
+    with pytest.raises(TrainingDiverged, match=r"the training loss became nan at step \d+ \(epoch 1\); the step was"):
+        Trainer(PoisonedRegression(), args).fit(tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # no model from NaN weights
+    checkpoint = state_directory(tmp_path / "out")
+    weights = load_file(next(checkpoint.rglob("model.safetensors")))
+    assert weights and all(torch.isfinite(tensor).all() for tensor in weights.values())  # the step before, kept
 
 
 def test_a_step_budget_caps_whole_epochs_and_the_schedule_spans_them(picker: None, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from attend.training.text import train
 from attend.training.trainer import (
     Trainer,
     TrainingArgs,
+    TrainingDiverged,
     TrainingInterrupted,
     TrainResult,
     state_directory,
@@ -27,6 +28,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "TrainingArgs",
+    "TrainingDiverged",
     "TrainingInterrupted",
     "classification_loss",
     "classification_metrics",

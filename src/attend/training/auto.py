@@ -84,6 +84,7 @@ from attend.training.trainer import (
     RESUME_MAY_CHANGE,
     Trainer,
     TrainingArgs,
+    TrainingDiverged,
     TrainResult,
     epoch_batches,
     explicit_options,
@@ -407,9 +408,16 @@ def train_auto(
         if on_epoch is not None:
             callback = functools.partial(_tagged, on_epoch, candidate.name)
         begin = time.perf_counter()
-        result = Trainer(task, TrainingArgs.from_dict(candidate.args), on_epoch=callback).fit(
-            directory, resume=resuming, overwrite=True
-        )
+        try:
+            result = Trainer(task, TrainingArgs.from_dict(candidate.args), on_epoch=callback).fit(
+                directory, resume=resuming, overwrite=True
+            )
+        except TrainingDiverged as exc:  # the other candidates can still give a model
+            candidate.excluded = f"its training diverged: {exc}"
+            say(f"auto: {candidate.name} left out: {candidate.excluded}")
+            state["plan"] = [dataclasses.asdict(c) for c in plan]
+            atomic_write_json(work / "auto.json", state)
+            continue
         outcomes[candidate.name] = result
         if ensemble:
             _save_probabilities(task, directory, TrainingArgs.from_dict(candidate.args),

@@ -48,6 +48,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "TrainingArgs",
+    "TrainingDiverged",
     "TrainingInterrupted",
     "state_directory",
     "train_translation",
@@ -56,6 +57,10 @@ __all__ = [
 
 class TrainingInterrupted(Exception):
     """Training stopped early (Ctrl-C, or ``stop_after_steps``); its state is saved for ``resume``."""
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the step was not applied and no model was written from it."""
 
 
 #: Learning-rate decays after warm-up (:attr:`TrainingArgs.schedule`).
@@ -735,6 +740,15 @@ class Trainer:
                         loss = task.loss(trainable, batch)
                     extra = auxiliary_loss(network)
                     total = loss if extra is None else loss + extra
+                    value = loss.item()
+                    if not math.isfinite(value) or (extra is not None and not math.isfinite(extra.item())):
+                        which = "training loss" if not math.isfinite(value) else "auxiliary loss"
+                        raise TrainingDiverged(
+                            f"the {which} became {value if which == 'training loss' else extra.item()} at step "
+                            f"{state.global_step + 1} (epoch {epoch + 1}); the step was not applied and no model "
+                            f"was written from it (checkpoints in {work} are from before it). Lower --lr, train "
+                            "in fp32, or check the model options"
+                        )
                     optimiser.zero_grad(set_to_none=True)
                     total.backward()
                     if adversary is not None:
@@ -745,7 +759,7 @@ class Trainer:
                     if args.grad_clip > 0:
                         nn.utils.clip_grad_norm_(network.parameters(), args.grad_clip)
                     optimiser.step()
-                    losses.append(loss.item())
+                    losses.append(value)
                     state.step_in_epoch = b + 1
                     state.global_step += 1
                     if probe_at and not state.planned_epochs:
@@ -758,7 +772,7 @@ class Trainer:
                     if hasattr(bar, "set_postfix"):
                         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
                     if writer is not None:
-                        writer.add_scalar("train/loss", loss.item(), state.global_step)
+                        writer.add_scalar("train/loss", value, state.global_step)
                         if extra is not None:
                             writer.add_scalar("train/auxiliary_loss", extra.item(), state.global_step)
                         writer.add_scalar("train/lr", optimiser.param_groups[0]["lr"], state.global_step)
