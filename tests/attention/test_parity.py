@@ -227,3 +227,19 @@ def test_packed_projection_cache_follows_a_fused_optimiser_step() -> None:
     with torch.inference_mode():
         torch.testing.assert_close(after, fresh(x)[0])
     assert not torch.allclose(before, after)
+
+
+def test_packed_projection_cache_follows_fused_steps_taken_in_eval_mode() -> None:
+    """Fine-tuning in eval mode (no dropout) switches no mode: any optimiser step drops the cache."""
+    torch.manual_seed(0)
+    ours = MultiHeadAttention(E, H).eval()
+    x = torch.randn(2, 5, E)
+    optimiser = torch.optim.AdamW(ours.parameters(), lr=0.1, fused=True)
+    with torch.no_grad():
+        ours(x)  # packs the weights
+    ours(x)[0].pow(2).sum().backward()
+    optimiser.step()
+    fresh = MultiHeadAttention(E, H).eval()
+    fresh.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[0], fresh(x)[0])

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from attend.attention.adaptive import AdaptiveSpan
 from attend.attention.backends import get_backend
@@ -39,6 +40,18 @@ __all__ = ["ATTENTION_KINDS", "MultiHeadAttention"]
 
 #: Values of ``attention=``: how keys are gathered for each query.
 ATTENTION_KINDS = ("full", "local", "linear", "performer")
+
+#: Optimiser steps taken in this process: part of the packed-weight cache's key, since fused
+#: optimisers (``AdamW(fused=True)``) change weights without moving their version counters.
+_optimiser_steps = 0
+
+
+def _count_optimiser_step(optimiser: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    global _optimiser_steps
+    _optimiser_steps += 1
+
+
+register_optimizer_step_post_hook(_count_optimiser_step)
 
 
 class MultiHeadAttention(Recordable, nn.Module):
@@ -264,8 +277,10 @@ class MultiHeadAttention(Recordable, nn.Module):
     def _packed_weights(self) -> tuple[Tensor, Tensor | None]:
         """``[W_q; W_k; W_v]`` and the biases. In eval mode without autograd the packed copy is
         cached (e.g. in serving) and rebuilt when a parameter is replaced or changed in place
-        through autograd's view of it (its version counter moves), or the mode is switched
-        (:meth:`train`; fused optimisers change weights without moving the counter)."""
+        through autograd's view of it (its version counter moves), after any optimiser step in the
+        process (fused optimisers change weights without moving the counter), or when the mode is
+        switched (:meth:`train`). A write through ``param.data`` moves no counter: call
+        ``module.eval()`` after one."""
         params = [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]
         biases = [self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]
         if torch.compiler.is_compiling():
@@ -274,7 +289,7 @@ class MultiHeadAttention(Recordable, nn.Module):
             return torch.cat(params), None if biases[0] is None else torch.cat(biases)  # type: ignore[arg-type]
         cacheable = not self.training and not (torch.is_grad_enabled() and any(p.requires_grad for p in params))
         present = [p for p in params + biases if p is not None]
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in present)
+        key = (_optimiser_steps, *((p.data_ptr(), p._version, p.dtype) for p in present))
         if cacheable and self._packed_cache is not None and self._packed_cache[0] == key:
             return self._packed_cache[1], self._packed_cache[2]
         weight = torch.cat(params)  # (3D, E)
