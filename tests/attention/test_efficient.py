@@ -132,3 +132,24 @@ def test_performer_features_are_saved_and_redrawable() -> None:
     before = module.feature_map.projection.clone()
     module.feature_map.redraw(torch.Generator().manual_seed(5))
     assert not torch.equal(before, module.feature_map.projection)
+
+
+@pytest.mark.parametrize(
+    ("options", "q_shape", "k_shape"),
+    [
+        ({"attention": "local", "window": 2}, (2, 0, E), (2, 0, E)),  # no tokens
+        ({"attention": "local", "window": 2}, (0, 3, E), (0, 3, E)),  # no batch
+        ({"attention": "performer"}, (2, 3, E), (2, 0, E)),  # no keys
+        ({"attention": "linear"}, (2, 0, E), (2, 0, E)),
+        ({}, (2, 3, E), (2, 0, E)),
+    ],
+)
+def test_empty_inputs_give_empty_rows_as_full_attention_does(options: dict, q_shape: tuple, k_shape: tuple) -> None:
+    module = MultiHeadAttention(E, H, **options)
+    key = torch.randn(*k_shape)
+    out, weights = module(torch.randn(*q_shape), key, key, is_causal=options.get("attention") == "linear",
+                          need_weights=True)  # fmt: skip
+    assert out.shape == q_shape and weights.shape == (q_shape[0], H, q_shape[1], k_shape[1])
+    assert (weights == 0).all() and torch.isfinite(out).all()
+    if out.numel():  # before the output projection every row is zero: the output is its bias
+        torch.testing.assert_close(out, module.out_proj.bias.detach().expand(*q_shape))

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from attend.attention import MaskSpec, MultiHeadAttention, causal_mask, positional_mask, window_mask
+from attend.attention import (
+    CrossModalAttention,
+    MaskSpec,
+    MultiHeadAttention,
+    causal_mask,
+    positional_mask,
+    window_mask,
+)
 
 
 def test_positional_rules() -> None:
@@ -95,6 +103,10 @@ def test_bad_input_names_the_shapes(kwargs: dict, message: str) -> None:
         ({"score": "additive", "backend": "sdpa"}, "score='additive' is not a dot product"),
         ({"backend": "flash"}, "backend='flash'"),
         ({"window": -1}, "window=-1"),
+        ({"kdim": 0}, "kdim=0 must be positive"),
+        ({"vdim": -1}, "vdim=-1 must be positive"),
+        ({"score_options": {"bogus": 1}}, r"'scaled_dot' takes no option 'bogus' \(score_options\); .*none"),
+        ({"score": "additive", "score_options": {"hiden_dim": 8}}, r"'hiden_dim' .*options: \['hidden_dim'\]"),
     ],
 )
 def test_incompatible_options_fail_at_construction(kwargs: dict, message: str) -> None:
@@ -116,3 +128,15 @@ def test_efficient_backends_reject_masks_they_cannot_honour() -> None:
         MultiHeadAttention(16, 4, attention="linear")(x, attn_mask=causal_mask(6))
     with pytest.raises(ValueError, match="equal query and key lengths"):
         MultiHeadAttention(16, 4, attention="local", window=2)(x, torch.randn(1, 7, 16))
+
+
+def test_masks_that_are_not_tensors_and_inputs_of_the_wrong_width_are_named() -> None:
+    module = MultiHeadAttention(16, 4)
+    x = torch.randn(1, 3, 16)
+    with pytest.raises(ValueError, match=r"key_padding_mask must be a torch\.Tensor, got ndarray"):
+        module(x, key_padding_mask=np.zeros((1, 3), dtype=bool))
+    with pytest.raises(ValueError, match=r"attn_mask must be a torch\.Tensor, got list"):
+        module(x, attn_mask=[[False] * 3] * 3)
+    fusion = CrossModalAttention(16, 10, 4)
+    with pytest.raises(ValueError, match=r"x has shape \(2, 5, 17\), expected \(batch, length, embed_dim=16\)"):
+        fusion(torch.randn(2, 5, 17), torch.randn(2, 4, 10))

@@ -65,6 +65,8 @@ class CrossModalAttention(nn.Module):
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Return ``(fused (B, Lq, E), weights (B, H, Lq, Lc) | None)``."""
+        if x.dim() != 3 or x.shape[-1] != self.attn.embed_dim:
+            raise ValueError(f"x has shape {tuple(x.shape)}, expected (batch, length, embed_dim={self.attn.embed_dim})")
         if context.dim() != 3 or context.shape[-1] != self.attn.kdim:
             raise ValueError(
                 f"context has shape {tuple(context.shape)}, expected (batch, context_len, kdim={self.attn.kdim})"

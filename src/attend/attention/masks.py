@@ -132,6 +132,11 @@ class MaskSpec:
         is_causal: bool = False,
         window: int | None = None,
     ) -> MaskSpec:
+        for name, mask in (("key_padding_mask", key_padding_mask), ("attn_mask", attn_mask)):
+            if mask is not None and not isinstance(mask, Tensor):
+                raise ValueError(
+                    f"{name} must be a torch.Tensor, got {type(mask).__name__} (torch.as_tensor converts it)"
+                )
         if key_padding_mask is not None:
             if key_padding_mask.dtype != torch.bool:
                 raise ValueError(

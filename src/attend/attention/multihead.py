@@ -127,6 +127,9 @@ class MultiHeadAttention(Recordable, nn.Module):
             raise ValueError(f"chunk_size={chunk_size} must be positive")
         if span_loss < 0:
             raise ValueError(f"span_loss={span_loss} must be >= 0")
+        for name, size in (("kdim", kdim), ("vdim", vdim)):
+            if size is not None and size <= 0:
+                raise ValueError(f"{name}={size} must be positive")
 
         self.embed_dim = embed_dim
         self.num_heads = num_heads
@@ -462,6 +465,10 @@ class MultiHeadAttention(Recordable, nn.Module):
     ) -> tuple[Tensor, Tensor | None, tuple[Any, ...]]:
         """The backend call on per-head ``q, k, v``: ``(out (B, H, Lq, d), weights, active captures)``."""
         captures = self._captures()
+        if not torch.compiler.is_compiling() and 0 in (q.shape[0], q.shape[2], k.shape[2]):
+            # No batch, no query or no key: every row is empty (the efficient backends cannot block nothing).
+            weights = q.new_zeros(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+            return q.new_zeros(*q.shape[:3], v.shape[-1]), weights, captures
         out, weights = self._backend(
             self,
             q,

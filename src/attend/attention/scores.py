@@ -18,6 +18,7 @@ learns how sharp its softmax should be. For fusable scores the temperature is fo
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 
@@ -201,4 +202,14 @@ def build_score(name: str, head_dim: int, num_heads: int, **options: object) -> 
         factory = SCORES[name]
     except KeyError:
         raise ValueError(f"unknown score {name!r}; choose one of {sorted(SCORES)}") from None
-    return factory(head_dim, num_heads, **options)
+    try:
+        return factory(head_dim, num_heads, **options)
+    except TypeError as exc:  # an option the score does not take: name it, not the constructor
+        parameters = set(inspect.signature(factory).parameters) - {"self", "head_dim", "num_heads"}
+        unknown = sorted(set(options) - parameters)
+        if not unknown:
+            raise
+        raise ValueError(
+            f"score {name!r} takes no option {', '.join(map(repr, unknown))} (score_options); "
+            f"its options: {sorted(parameters - {'learn_temperature'}) or 'none'}"
+        ) from exc
