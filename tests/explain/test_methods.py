@@ -23,6 +23,7 @@ from attend.explain import (
     rollout,
     top_tokens,
 )
+from attend.runtime import TorchTextClassifier, quantize_torch_model
 from tests.conftest import NEGATIVE, POSITIVE, planted_rows
 from tests.explain.conftest import MODEL_CONFIGS, TEXTS, untrained_predictor
 
@@ -167,6 +168,18 @@ def test_unknown_method_layer_head_and_target_are_clear_errors() -> None:
         explain(predictor, ["a", " "])
     with pytest.raises(ValueError, match="has no attention pooling"):
         explain(predictor, ["a"], "pooling")
+
+
+def test_a_runtime_that_records_no_attention_is_refused_for_every_method() -> None:
+    """PyTorch int8 reports no maps, pooling or gradients (the service answers 400); explaining it from
+    Python says so too, rather than computing what the runtime claims it cannot."""
+    predictor = untrained_predictor("encoder_cls")
+    int8 = TorchTextClassifier(model=quantize_torch_model(predictor.model), tokenizer=predictor.tokenizer,
+                               labels=predictor.labels, config=predictor.config, precision="int8")  # fmt: skip
+    assert available_methods(int8) == []
+    for method in ("attention", "rollout", "grad_attention"):
+        with pytest.raises(ValueError, match=f"this torch-int8 model records no attention, so method '{method}'"):
+            explain(int8, ["a"], method)
 
 
 def test_a_registered_method_is_offered_and_explains_from_the_shared_evidence() -> None:

@@ -606,15 +606,22 @@ def explain(
     if isinstance(runtime, Combined):
         return _explain_combined(runtime, checked, chosen, layer=layer, head=head, target=target, maps=maps,
                                  batch_size=batch_size, ig_steps=ig_steps, seed=seed)  # fmt: skip
-    if not chosen.available(runtime.capabilities):
+    capabilities = runtime.capabilities
+    if not chosen.available(capabilities):
+        if not (capabilities.maps or capabilities.pooling):
+            raise ValueError(
+                f"this {runtime.backend} model records no attention, so method {method!r} cannot explain it: "
+                "explain the PyTorch fp32 model, or an ONNX export made with --attentions"
+            )
         if chosen.requires == "gradients":
-            others = [name for name, other in METHODS.items() if other.requires != "gradients"]
+            others = available_methods(runtime)
             raise ValueError(
                 f"method {method!r} needs gradients, which an ONNX graph (or an int8 model) does not give: use "
                 f"one of {others}, or the PyTorch model"
             )
-        if chosen.requires == "pooling":
-            raise ValueError(f"{runtime.model_type} has no attention pooling; use method 'attention' or 'rollout'")
+        raise ValueError(
+            f"{runtime.model_type} has no attention pooling; use one of {available_methods(runtime)}"
+        )
     generator = torch.Generator().manual_seed(seed)
     special_ids = runtime.tokenizer.special_ids
     results: list[Explanation | None] = [None] * len(checked)
