@@ -49,3 +49,18 @@ def test_unknown_tasks_and_mismatched_labels_are_refused(trained: dict[str, Path
     _rewrite(short, {"labels": ["pos"]})
     with pytest.raises(ModelDirError, match="lists 1 labels, but its model has num_labels=2"):
         load(short)
+    twice = copy_model(trained["encoder"], tmp_path, "twice")
+    _rewrite(twice, {"labels": ["pos", "pos"]})
+    with pytest.raises(ModelDirError, match=r"lists the label\(s\) \['pos'\] more than once"):
+        load(twice)
+
+
+@pytest.mark.parametrize("max_length", ["abc", 1.5, 0])
+def test_a_tokenizer_length_that_is_not_a_length_is_refused_at_load(
+    trained: dict[str, Path], tmp_path: Path, max_length: object
+) -> None:
+    edited = copy_model(trained["encoder"], tmp_path)
+    config = json.loads((edited / "config.json").read_text())
+    _rewrite(edited, {"tokenizer": {**config["tokenizer"], "max_length": max_length}})
+    with pytest.raises(ModelDirError, match=f"tokenizer max_length={max_length!r} must be an integer >= 2"):
+        load(edited)

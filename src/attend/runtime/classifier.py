@@ -374,12 +374,18 @@ def read_labels(artifact: ArtifactDir) -> list[str]:
     expected = artifact.config["model"].get("num_labels")
     if expected is not None and expected != len(labels):
         raise ModelDirError(f"{file} lists {len(labels)} labels, but its model has num_labels={expected}")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ModelDirError(f"{file} lists the label(s) {repeated} more than once")
     return labels
 
 
 def read_tokenizer(artifact: ArtifactDir) -> TextTokenizer:
-    max_length = int((artifact.config.get("tokenizer") or {}).get("max_length", 256))
-    return TextTokenizer.from_file(artifact.file("tokenizer.json"), max_length=max_length)
+    file = artifact.path / "config.json"
+    value = (artifact.config.get("tokenizer") or {}).get("max_length", 256)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise ModelDirError(f"{file}: tokenizer max_length={value!r} must be an integer >= 2")
+    return TextTokenizer.from_file(artifact.file("tokenizer.json"), max_length=value)
 
 
 def load_torch(artifact: ArtifactDir, *, int8: bool = False, bf16: bool = False) -> TorchTextClassifier:
