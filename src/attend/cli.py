@@ -819,16 +819,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     except (UsageError, ValueError, OSError) as exc:  # OSError: missing, unreadable or unwritable paths, full disk
         plain = isinstance(exc, OSError) and exc.filename is not None and exc.strerror
-        print(f"error: {exc.filename}: {exc.strerror}" if plain else f"error: {exc}", file=sys.stderr)  # type: ignore[union-attr]
+        if _reports():
+            print(f"error: {exc.filename}: {exc.strerror}" if plain else f"error: {exc}", file=sys.stderr)  # type: ignore[union-attr]
         return 2
     except Exception as exc:
         if type(exc).__name__ == "TrainingInterrupted":
-            print(f"stopped: {exc}", file=sys.stderr)
+            if _reports():
+                print(f"stopped: {exc}", file=sys.stderr)
             return 130
         raise
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if _reports():
+            print("interrupted", file=sys.stderr)
         return 130
+
+
+def _reports() -> bool:
+    """Whether this process reports the outcome: under torchrun every rank meets the same bad input
+    or the same Ctrl-C, so only global rank 0 says so (the others exit with the same status)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 if __name__ == "__main__":

@@ -107,3 +107,37 @@ def test_a_lost_worker_restarts_the_group_which_resumes_to_the_same_metrics(tmp_
     assert run.returncode == 0, err[-3000:]
     assert "of the worker group: resuming" in err and "resuming from epoch 2" in err, err[-3000:]
     assert _metrics(out) == _metrics(tmp_path / "whole")
+
+
+def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_with_the_state_saved(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the launcher and every worker, and the launcher forwards it once
+    more. Every rank stops after the same step, the state of that step is saved, one line says so,
+    and --resume finishes the run. Before, rank 1 died on the signal and rank 0 crashed or hung."""
+    train = _setup(tmp_path, 1600)
+    out = tmp_path / "stopped"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    run = subprocess.Popen([*launcher, *train, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env=ENV, start_new_session=True)  # fmt: skip
+    state = out.with_name(f".{out.name}.training") / "checkpoint" / "state.json"
+    deadline, sent = time.monotonic() + 240, False
+    while time.monotonic() < deadline and run.poll() is None:
+        try:
+            progress = json.loads(state.read_text(encoding="utf-8"))["state"]
+        except (OSError, ValueError, KeyError):
+            progress = None
+        if progress and progress["global_step"] >= 20:
+            os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+            sent = True
+            break
+        time.sleep(0.02)
+    assert sent, "the run ended before it could be interrupted"
+    _, err = run.communicate(timeout=120)
+    stopped = [line for line in err.splitlines() if line.startswith("stopped: interrupted at step")]
+    assert len(stopped) == 1, err[-3000:]
+    step = int(stopped[0].split("at step ")[1].split(";")[0])
+    assert json.loads(state.read_text(encoding="utf-8"))["state"]["global_step"] == step
+    assert "Traceback" not in err.split("stopped: interrupted")[0], err[-3000:]  # no rank crashed before it
+    resumed = subprocess.run([*launcher, *train, "--out", str(out), "--resume"], capture_output=True, text=True,
+                             env=ENV, timeout=300, check=False)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (out / "metrics.json").is_file()

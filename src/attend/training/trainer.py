@@ -270,6 +270,13 @@ def _barrier(info: _Dist) -> None:
         dist.barrier()
 
 
+def _agree_to_stop(stop: bool) -> bool:
+    """Whether any rank wants to stop after this step (every rank calls it at every step)."""
+    flag = torch.tensor([int(stop)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def _log(message: str, info: _Dist) -> None:
     if info.main:
         print(message, file=sys.stderr, flush=True)
@@ -580,18 +587,31 @@ def _progress(iterable: range, total: int, initial: int, desc: str, enabled: boo
     return tqdm(iterable, total=total, initial=initial, desc=desc, unit="batch", leave=False, file=sys.stderr)
 
 
-def _install_sigint(flag: dict[str, bool], info: _Dist) -> Any:
-    """First Ctrl-C: finish the current step, save, and stop; a second one stops at once."""
-    if not info.main or not hasattr(signal, "SIGINT"):
+#: Under torchrun a Ctrl-C reaches every worker twice: from the terminal, then forwarded by the
+#: launcher. A second SIGINT this soon after the first is that same Ctrl-C, not a second one.
+FORWARDED_SIGINT_SECONDS = 5.0
+
+
+def _install_sigint(flag: dict[str, Any], info: _Dist) -> Any:
+    """First Ctrl-C: finish the current step, save, and stop; a second one stops at once.
+
+    Every rank installs it: the ranks agree on stopping at each step (:func:`_agree_to_stop`), so a
+    Ctrl-C that reaches any one of them stops all of them at the same step, with the state saved.
+    """
+    if not hasattr(signal, "SIGINT"):
         return None
     try:
         previous = signal.getsignal(signal.SIGINT)
 
         def handler(signum: int, frame: Any) -> None:
+            now = time.monotonic()
             if flag["flag"]:
+                if info.world_size > 1 and now - flag["at"] < FORWARDED_SIGINT_SECONDS:
+                    return
                 raise KeyboardInterrupt
-            flag["flag"] = True
-            print("\nstopping after this step (Ctrl-C again to stop now)...", file=sys.stderr, flush=True)
+            flag["flag"], flag["at"] = True, now
+            if info.main:
+                print("\nstopping after this step (Ctrl-C again to stop now)...", file=sys.stderr, flush=True)
 
         signal.signal(signal.SIGINT, handler)
         return previous
@@ -717,7 +737,7 @@ class Trainer:
         if "dev" not in held_out:
             _log("note: no dev examples: the epoch with the lowest training loss is kept, and early stopping "
                  "watches the training loss, which rewards over-fitting; give the data dev rows", info)  # fmt: skip
-        interrupted = {"flag": False}
+        interrupted: dict[str, Any] = {"flag": False, "at": 0.0}
         previous_handler = _install_sigint(interrupted, info)
         try:
             for epoch in range(state.epoch, epochs):
@@ -779,6 +799,8 @@ class Trainer:
                     stop_now = interrupted["flag"] or (
                         args.stop_after_steps and state.global_step >= args.stop_after_steps
                     )
+                    if info.world_size > 1:
+                        stop_now = _agree_to_stop(bool(stop_now))
                     if state.global_step % args.checkpoint_every == 0 or stop_now:
                         rng = _rng_states(info)
                         if info.main:
