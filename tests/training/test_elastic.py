@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import planted_rows, write_csv
 
@@ -32,6 +34,17 @@ def _setup(tmp_path: Path, rows: int) -> list[str]:
     config.write_text(json.dumps(CONFIG), encoding="utf-8")
     return ["-m", "attend", "train", str(data), "--model", "encoder", "--config", str(config), "--epochs", "3",
             "--no-progress"]
+
+
+def _checkpoints(run: subprocess.Popen[str], state: Path) -> Iterator[dict[str, Any]]:
+    """The run's saved training state, each time it is polled, while the run goes on (4 minutes at most)."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and run.poll() is None:
+        try:
+            yield json.loads(state.read_text(encoding="utf-8"))["state"]
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
 
 
 def _metrics(out: Path) -> dict[str, object]:
@@ -89,19 +102,14 @@ def test_a_lost_worker_restarts_the_group_which_resumes_to_the_same_metrics(tmp_
     out = tmp_path / "struck"
     run = torchrun(out)
     state = out.with_name(f".{out.name}.training") / "checkpoint" / "state.json"
-    deadline, killed = time.monotonic() + 240, None
-    while time.monotonic() < deadline and run.poll() is None:
-        try:
-            progress = json.loads(state.read_text(encoding="utf-8"))["state"]
-        except (OSError, ValueError, KeyError):
-            progress = None
-        if progress and progress["epoch"] == 1 and progress["step_in_epoch"] >= 20:  # in epoch 2, checkpointed
+    killed = None
+    for progress in _checkpoints(run, state):
+        if progress["epoch"] == 1 and progress["step_in_epoch"] >= 20:  # in epoch 2, checkpointed
             workers = _workers(run.pid)
             if len(workers) == 2:
                 killed = max(workers)
                 os.kill(killed, signal.SIGKILL)
                 break
-        time.sleep(0.02)
     assert killed is not None, "the run ended before a worker could be killed"
     _, err = run.communicate(timeout=300)
     assert run.returncode == 0, err[-3000:]
@@ -119,17 +127,12 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_with_the_state_saved
     run = subprocess.Popen([*launcher, *train, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, env=ENV, start_new_session=True)  # fmt: skip
     state = out.with_name(f".{out.name}.training") / "checkpoint" / "state.json"
-    deadline, sent = time.monotonic() + 240, False
-    while time.monotonic() < deadline and run.poll() is None:
-        try:
-            progress = json.loads(state.read_text(encoding="utf-8"))["state"]
-        except (OSError, ValueError, KeyError):
-            progress = None
-        if progress and progress["global_step"] >= 20:
+    sent = False
+    for progress in _checkpoints(run, state):
+        if progress["global_step"] >= 20:
             os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
             sent = True
             break
-        time.sleep(0.02)
     assert sent, "the run ended before it could be interrupted"
     _, err = run.communicate(timeout=120)
     stopped = [line for line in err.splitlines() if line.startswith("stopped: interrupted at step")]
