@@ -119,11 +119,15 @@ def _cli_predictor(model_dir: str, int8: bool, *, explaining: bool = False) -> A
     directory. ``int8``: the ONNX directory's int8 graph, or (not when explaining) PyTorch's
     dynamic int8, as `attend serve --int8` loads them."""
     from attend.io import ArtifactDir
-    from attend.runtime import load
+    from attend.runtime import TextClassifier, load
 
     if int8 and explaining and not isinstance(ArtifactDir.open(model_dir).config.get("onnx"), dict):
         raise UsageError(f"--int8 explains with the int8 graph of an ONNX directory; {model_dir} is not one")
-    return load(model_dir, int8=int8)
+    predictor = load(model_dir, int8=int8)
+    if not isinstance(predictor, TextClassifier):
+        verb = "attend translate" if predictor.task == "translation" else "attend recommend"
+        raise UsageError(f"{model_dir} holds a {predictor.task} model, not a text classifier: use `{verb}`")
+    return predictor
 
 
 def _task_of(model_dir: str) -> str:
@@ -476,7 +480,10 @@ def _print_int8(name: str, row: dict, precision: str = "int8") -> None:
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from attend.deploy.quantize import quantize
 
-    report = quantize(args.model_dir, runtime=args.runtime, data=args.data, max_loss=args.max_loss, progress=True)
+    if args.dev_data and args.max_loss is None:
+        raise UsageError("--dev-data is the data --max-loss searches on; give --max-loss too")
+    report = quantize(args.model_dir, runtime=args.runtime, data=args.data, dev_data=args.dev_data,
+                      max_loss=args.max_loss, progress=True)  # fmt: skip
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0
@@ -506,7 +513,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if (args.heads is None) == (args.fraction is None):
         raise UsageError("give --heads N or --fraction F (not both)")
     report = prune(args.model_dir, args.out, heads=args.heads, fraction=args.fraction, importance=args.importance,
-                   data=args.data, overwrite=args.overwrite)  # fmt: skip
+                   data=args.data, dev_data=args.dev_data, overwrite=args.overwrite)  # fmt: skip
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0
@@ -767,6 +774,8 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("--data", help="labelled data to measure on (default: the model's own test split)")
     qu.add_argument("--max-loss", type=float, metavar="POINTS",
                     help="ONNX: keep the most sensitive layers fp32 until int8 loses at most this much dev accuracy")
+    qu.add_argument("--dev-data", metavar="FILE",
+                    help="--max-loss: labelled data to search on (default: the model's own dev split)")  # fmt: skip
     qu.add_argument("--json", action="store_true", help="print the report as JSON")
     qu.set_defaults(func=_cmd_quantize)
 
@@ -779,6 +788,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="head importance: gradient of the loss w.r.t. a head gate on the dev split (Michel et al. "
                     "2019), or attention confidence (default: masking)")  # fmt: skip
     pu.add_argument("--data", help="labelled data to measure on (default: the model's own test split)")
+    pu.add_argument("--dev-data", metavar="FILE",
+                    help="labelled data to score the heads on (default: the model's own dev split)")  # fmt: skip
     pu.add_argument("--overwrite", action="store_true", help="replace a model already in --out (else an error)")
     pu.add_argument("--json", action="store_true", help="print the report as JSON")
     pu.set_defaults(func=_cmd_prune)

@@ -40,6 +40,7 @@ __all__ = [
     "ModelDirError",
     "atomic_write_json",
     "atomic_write_text",
+    "enclosing_ensemble",
     "save_tensors",
     "save_weights",
     "sha256_file",
@@ -178,6 +179,9 @@ class ArtifactDir:
         if not isinstance(config, dict):
             raise ModelDirError(f"{file} does not hold a JSON object")
         missing = [key for key in require if key not in config]
+        task = config.get("task")
+        if missing and "labels" in require and isinstance(task, str) and task != LEGACY_TASK:
+            raise ModelDirError(f"{path} holds a {task} model; this needs a text classifier")
         if missing:
             raise ModelDirError(f"{file} lacks the {' and '.join(map(repr, missing))} entries of an attend model")
         return cls(path, config)
@@ -340,6 +344,21 @@ class ArtifactWriter:
 
 #: Where an ensemble's member directories live inside its own.
 ENSEMBLE_MEMBERS_DIR = "members"
+
+
+def enclosing_ensemble(path: str | os.PathLike[str]) -> Path | None:
+    """The ensemble directory that ``path`` is a member of (``ENSEMBLE/members/NN``), or None.
+
+    A member is covered by the hash its ensemble recorded: writing into it breaks the ensemble.
+    """
+    members = Path(path).absolute().parent
+    if members.name != ENSEMBLE_MEMBERS_DIR:
+        return None
+    try:
+        config = json.loads((members.parent / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return members.parent if isinstance(config, dict) and isinstance(config.get("ensemble"), dict) else None
 
 
 @dataclass(frozen=True)

@@ -335,6 +335,31 @@ def test_prune_errors_are_clear(encoder_dir: Path, loaded_bilstm_dir: Path, root
     assert not (root / "bad").exists()
 
 
+def test_prune_scores_heads_on_dev_data_given_when_the_training_file_is_gone(
+    encoder_dir: Path, root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from attend.cli import main
+
+    moved = copy_model(encoder_dir, root, "moved")
+    config = json.loads((moved / "config.json").read_text())
+    config["data"]["path"] = str(root / "gone.csv")
+    (moved / "config.json").write_text(json.dumps(config))
+    files = {}
+    for split in ("dev", "test"):
+        part = rebuild_split(encoder_dir, split)
+        rows = [{"text": text, "label": labels[0]} for text, labels in zip(part.texts, part.labels, strict=True)]
+        files[split] = str(write_csv(root / f"moved-{split}.csv", rows))
+    out = str(root / "moved-pruned")
+    assert main(["prune", str(moved), "--out", out, "--heads", "1", "--data", files["test"]]) == 2
+    assert "gone.csv is not there any more" in capsys.readouterr().err  # and it says how: --dev-data FILE
+    assert main(["prune", str(moved), "--out", out, "--heads", "1", "--data", files["test"], "--dev-data",
+                 files["dev"], "--json"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["importance_data"].startswith(files["dev"]) and sum(map(len, report["removed"].values())) == 1
+    assert main(["quantize", str(moved), "--dev-data", files["dev"]]) == 2
+    assert "--dev-data is the data --max-loss searches on" in capsys.readouterr().err
+
+
 def test_select_heads_never_empties_a_layer() -> None:
     importance = [torch.tensor([0.1, 0.2]), torch.tensor([0.9, 0.0, 0.05])]
     assert select_heads(importance, 0) == {}

@@ -256,6 +256,8 @@ def test_an_onnx_member_joins_a_torch_member(members: list[Path], tmp_path: Path
     with pytest.raises(ValueError, match=r"member 1 of the ensemble .* cannot be explained with it"):
         explain(ensemble, TEXTS, "grad_attention")
     assert len(explain(ensemble, TEXTS, "rollout")) == len(TEXTS)
+    with pytest.raises(ModelDirError, match=r"member members/01 \(from .*onnx\) has no int8 model: quantise that"):
+        load(tmp_path / "ens", int8=True)
 
 
 # --- serving and the command line -------------------------------------------------------------
@@ -319,9 +321,16 @@ def test_cli_refuses_mismatched_labels_export_and_maps(members: list[Path], ense
     assert "['five_stars'] only in" in err and str(other) in err and "['pos'] only in" in err
     assert main(["export", str(ensemble_dir), "--onnx", str(tmp_path / "onnx")]) == 2
     err = capsys.readouterr().err
-    assert "is an ensemble" in err and "run them on a member" in err and not (tmp_path / "onnx").exists()
+    assert "is an ensemble" in err and "on the members' source directories" in err and "--runtime" not in err
+    assert not (tmp_path / "onnx").exists()
     assert main(["quantize", str(ensemble_dir)]) == 2  # not "model.safetensors is missing": it has none to have
-    assert "quantise a member (under" in capsys.readouterr().err
+    assert "quantise its members' source directories and build the ensemble again" in capsys.readouterr().err
+    # A member is covered by the ensemble's hashes: quantising it in place would break the ensemble.
+    member = ensemble_dir / "members" / "00"
+    before = (member / "config.json").read_bytes()
+    assert main(["quantize", str(member)]) == 2
+    assert f"is a member of the ensemble {ensemble_dir.absolute()}" in capsys.readouterr().err
+    assert (member / "config.json").read_bytes() == before and load(ensemble_dir).predict(TEXTS[:1])
     assert main(["explain", str(ensemble_dir), TEXTS[0], "--png", str(tmp_path / "png")]) == 2
     assert "no attention maps of its own" in capsys.readouterr().err
     # The HTML report needs no maps: it shades the words by the members' averaged importance.

@@ -169,6 +169,11 @@ def test_bad_input_is_a_clear_error(translator_dir: Path, tmp_path: Path) -> Non
     done = _attend("train", str(bad), "--model", "seq2seq", "--out", str(tmp_path / "m"))
     assert done.returncode == 2 and "'source'" in done.stderr and "english" in done.stderr, done.stderr
     assert not (tmp_path / "m").exists()
+    labelled = write_csv(tmp_path / "labelled.csv", [{"text": "red cat", "label": "a"}])
+    for verb in (["predict", str(translator_dir), "red cat"], ["faithfulness", str(translator_dir), str(labelled)]):
+        done = _attend(*verb)  # a classifier's verb: a one-line error, not an AttributeError
+        assert done.returncode == 2 and "holds a translation model, not a text classifier: use `attend translate`" \
+            in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def test_cli_trains_a_translator_with_the_usual_options(tmp_path: Path) -> None:

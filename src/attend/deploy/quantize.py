@@ -28,7 +28,7 @@ import torch
 from attend.data.readers import LabelledTexts
 from attend.data.splits import held_out
 from attend.deploy.export import export_onnx
-from attend.io import ENSEMBLE_MEMBERS_DIR, ArtifactDir, ModelDirError, atomic_write_json, sha256_file, update_metrics
+from attend.io import ArtifactDir, ModelDirError, atomic_write_json, enclosing_ensemble, sha256_file, update_metrics
 from attend.runtime import TextClassifier, TorchTextClassifier, load, quantize_torch_model
 from attend.runtime.onnx import INT8_FILE, ONNX_FILE, OnnxTextClassifier, load_onnx, session_for
 from attend.training import score_probabilities
@@ -283,6 +283,7 @@ def quantize(
     *,
     runtime: str = "onnx",
     data: str | os.PathLike[str] | LabelledTexts | None = None,
+    dev_data: str | os.PathLike[str] | LabelledTexts | None = None,
     threads: int | None = None,
     batch_size: int = 64,
     max_loss: float | None = None,
@@ -301,6 +302,7 @@ def quantize(
             as ``attend serve --bf16`` runs it (not int8, but the same question: what does the
             faster model lose?).
         data: Labelled data to measure on (default: the model's own rebuilt test split).
+        dev_data: Labelled data ``max_loss`` searches on (default: the model's own rebuilt dev split).
         threads: ONNX Runtime intra-op threads (default: PyTorch's thread count).
         batch_size: Texts per inference call while measuring.
         max_loss: ONNX only: an accuracy budget in points, on the model's *dev* split. Layers
@@ -323,12 +325,19 @@ def quantize(
     if max_loss is not None and (runtime not in ("onnx", "both") or not 0 <= max_loss < 100):
         raise ValueError(f"max_loss={max_loss}: an accuracy budget in points (0-100) for the ONNX runtime only")
     path = Path(model_dir)
+    ensemble = enclosing_ensemble(path)
+    if ensemble is not None:
+        raise ModelDirError(
+            f"{path} is a member of the ensemble {ensemble}, whose recorded hashes quantising it would break: "
+            "quantise the member's source directory, then build the ensemble again (attend ensemble ... --overwrite)"
+        )
     config = ArtifactDir.open(path, require=("model", "labels")).config
     is_onnx = isinstance(config.get("onnx"), dict)
     if isinstance(config.get("ensemble"), dict):
         members = len(config["ensemble"].get("members") or [])
         raise ModelDirError(f"{path} is an ensemble of {members} models: it has no network of its own to "
-                            f"quantise; quantise a member (under {path / ENSEMBLE_MEMBERS_DIR}) instead")  # fmt: skip
+                            "quantise; quantise its members' source directories and build the ensemble again "
+                            "(attend ensemble ... --overwrite)")  # fmt: skip
     if not is_onnx and not (path / "model.safetensors").is_file():
         raise ModelDirError(f"{path} is not a complete model directory: model.safetensors is missing")
     runtimes = ["onnx", "torch"] if runtime == "both" else [runtime]
@@ -368,8 +377,8 @@ def quantize(
         if max_loss is None:
             quantize_onnx_file(onnx_dir / ONNX_FILE, onnx_dir / INT8_FILE)
         else:
-            hint = "--max-loss searches on the dev split, which only a model trained from a file or dataset can rebuild"
-            dev, _ = held_out(onnx_dir, onnx_config, None, "dev", hint=hint)
+            hint = "--max-loss searches on the dev split: dev_data=, --dev-data FILE"
+            dev, _ = held_out(onnx_dir, onnx_config, dev_data, "dev", hint=hint)
             budget = _budgeted_int8(onnx_dir, dev, max_loss, threads, batch_size, progress)
         int8_hash = sha256_file(onnx_dir / INT8_FILE)
         onnx_config["files"] = {**dict(onnx_config.get("files") or {}), INT8_FILE: int8_hash}

@@ -327,16 +327,24 @@ def load_ensemble(artifact: ArtifactDir, options: LoadOptions) -> EnsembleClassi
     path = artifact.path
     if options.runtime != "auto":
         raise ModelDirError(
-            f"{path} is an ensemble: each member runs with the runtime its own directory suits, so "
-            f"runtime={options.runtime!r} (--runtime {options.runtime}) does not apply. `attend export`, `quantize` "
-            f"and `prune` need one network: run them on a member ({path / MEMBERS_DIR}/00, ...) and build an "
-            "ensemble of the results"
+            f"{path} is an ensemble: it has no single network to run with runtime={options.runtime!r} (each member "
+            "runs with the runtime its own directory suits). `attend export`, `quantize` and `prune` need one "
+            "network: run them on the members' source directories and build an ensemble of the results"
         )
     labels = read_labels(artifact)
     members, weights = [], []
     for entry in _ensemble_spec(artifact):
         artifact.file(f"{entry['path']}/config.json")
-        member = load(path / entry["path"], int8=options.int8, bf16=options.bf16, threads=options.threads)
+        try:
+            member = load(path / entry["path"], int8=options.int8, bf16=options.bf16, threads=options.threads)
+        except ModelDirError as exc:
+            if options.int8 and "no int8 model" in str(exc):
+                raise ModelDirError(
+                    f"{path}: member {entry['path']} (from {entry.get('source', 'an unrecorded source')}) has no int8 "
+                    "model: quantise that source (attend quantize SOURCE) and build the ensemble again with "
+                    "--overwrite"
+                ) from None
+            raise
         if not isinstance(member, TextClassifier):
             raise ModelDirError(f"{path / entry['path']} holds a {member.task} model, not a text classifier")
         if member.multi_label != bool(artifact.config["model"].get("multi_label", False)):

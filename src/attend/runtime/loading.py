@@ -22,12 +22,13 @@ def load_classifier(artifact: ArtifactDir, options: LoadOptions) -> TextClassifi
     if options.runtime == "torch" or (options.runtime == "auto" and not is_onnx):
         if is_onnx and not has_weights:
             raise ModelDirError(
-                f"{path} is an ONNX model directory (it has model.onnx, no model.safetensors): "
-                "serve it with runtime='onnx' (--runtime onnx)"
+                f"{path} is an ONNX model directory (model.onnx, no PyTorch weights), which runs only with "
+                "ONNX Runtime; this needs the PyTorch model directory it was exported from"
+                + (f" ({artifact.config['onnx']['source']})" if artifact.config["onnx"].get("source") else "")
             )
         return load_torch(artifact, int8=options.int8, bf16=options.bf16)
     if options.bf16:
-        raise ValueError("bf16 needs runtime='torch' and no int8 quantisation")
+        raise ValueError(f"bf16 runs PyTorch weights in bfloat16; {path} is an ONNX model directory")
     if not is_onnx:
         exported = (path / "onnx" / "model.onnx").is_file()
         hint = f" (or serve {path / 'onnx'}, which `attend quantize` exported)" if exported else ""
