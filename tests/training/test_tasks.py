@@ -33,7 +33,7 @@ from attend.training import (
     register_task,
     train,
 )
-from attend.training.trainer import MIN_CUT_EPOCH, describe_steps, state_directory, steps_in_budget
+from attend.training.trainer import MIN_CUT_EPOCH, _beats, _ties, describe_steps, state_directory, steps_in_budget
 
 
 @dataclass
@@ -382,3 +382,12 @@ def test_the_budget_probe_leaves_the_run_as_it_was(tmp_path: Path, planted_csv: 
     assert runs[1].metrics["planned_epochs"] == 2 and "planned_epochs" not in runs[0].metrics
     assert [h["train_loss"] for h in runs[0].history] == [h["train_loss"] for h in runs[1].history]
     assert runs[0].metrics["loss"] == runs[1].metrics["loss"]
+
+
+def test_scores_that_differ_in_their_last_bits_tie_and_the_lower_loss_decides() -> None:
+    # Macro-F1 of the same 30 dev predictions, summed over classes in two orders (seen in a run: the
+    # later epoch, with half the dev loss, lost to the earlier one on this difference).
+    earlier, later = 0.9665831244778613, 0.9665831244778612
+    assert _ties(later, earlier) and not _beats(later, earlier) and not _beats(earlier, later)
+    assert _beats(0.97, earlier) and not _ties(0.9666, earlier)
+    assert _beats(0.0, -float("inf"))  # the first epoch always improves on nothing

@@ -270,6 +270,19 @@ def _barrier(info: _Dist) -> None:
         dist.barrier()
 
 
+#: Scores closer than this are a tie: the same metric summed in another order (macro-F1 over
+#: classes, a mean over batches) differs in its last bits, not in what it measures.
+SCORE_TOLERANCE = 1e-9
+
+
+def _ties(score: float, best: float) -> bool:
+    return math.isclose(score, best, rel_tol=SCORE_TOLERANCE, abs_tol=SCORE_TOLERANCE)
+
+
+def _beats(score: float, best: float) -> bool:
+    return score > best and not _ties(score, best)
+
+
 def _agree_to_stop(stop: bool) -> bool:
     """Whether any rank wants to stop after this step (every rank calls it at every step)."""
     flag = torch.tensor([int(stop)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
@@ -458,7 +471,7 @@ def _try_average(task: Task, network: nn.Module, directory: Path, state: _State,
     network.load_state_dict(average_weights(paths))
     dev = task.evaluate(network, "dev", args.eval_batch_size)
     score, loss = float(dev[task.selection]), float(dev["loss"])
-    kept = score > state.best_score or (score == state.best_score and loss <= state.best_loss)
+    kept = _beats(score, state.best_score) or (_ties(score, state.best_score) and loss <= state.best_loss)
     if not kept:
         network.load_state_dict(best)
     epochs = [int(p.stem.split("-")[1]) for p in paths]
@@ -829,7 +842,9 @@ class Trainer:
                 else:
                     score, dev_loss = -float(record["train_loss"] or 0.0), float("inf")
                 # A better score wins; a tie (common once a dev metric saturates) goes to the lower dev loss.
-                improved = score > state.best_score or (score == state.best_score and dev_loss < state.best_loss)
+                improved = _beats(score, state.best_score) or (
+                    _ties(score, state.best_score) and dev_loss < state.best_loss
+                )
                 if improved:
                     state.best_score, state.best_loss, state.best_epoch, state.bad_epochs = (
                         score, dev_loss, epoch + 1, 0
