@@ -81,10 +81,13 @@ def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: 
         (["train", "data.csv", "--out", "m", "--model", "encoder", "--config", "bool.json"],
          "field num_layers=True must be an integer"),
         (["train", "data.csv", "--out", "stray"], "stray exists, is not empty and is not a model directory"),
+        (["train", "one_label.csv", "--out", "m", "--model", "encoder"], "every example has the label 'pos'; a"),
+        (["train", "one_label.csv", "--out", "m"], "a classifier needs at least two labels"),  # auto too
     ],
 )
 def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "data.csv").write_text("text,label\ngood,pos\nbad,neg\nfine,pos\nawful,neg\n", encoding="utf-8")
+    (tmp_path / "one_label.csv").write_text("text,label\n" + "".join(f"text {i},pos\n" for i in range(30)))
     (tmp_path / "bad.json").write_text("{oops", encoding="utf-8")
     (tmp_path / "types.json").write_text('{"training": {"epochs": "3"}}', encoding="utf-8")
     (tmp_path / "float.json").write_text('{"training": {"epochs": 1.5}}', encoding="utf-8")

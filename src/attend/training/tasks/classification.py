@@ -183,6 +183,16 @@ class _Encoded:
         return batch
 
 
+def check_labels_to_learn(dataset: LabelledTexts, multi_label: bool) -> None:
+    """A single-label classifier needs two labels to choose between (multi-label tags may be one)."""
+    names = dataset.label_names
+    if not multi_label and len(names) < 2:
+        raise DataError(
+            f"{dataset.source}: every example has the label {names[0]!r}; a classifier needs at least two "
+            "labels to learn to tell apart"
+        )
+
+
 @register_task
 class ClassificationTask(Task):
     """Train a registered text classifier (``encoder``, ``bilstm_attention``, ``minilm``, ...) on labelled text.
@@ -256,6 +266,7 @@ class ClassificationTask(Task):
             self.reading["multi_label"] or self.reading["label_sep"] is not None
             or any(len(labels) > 1 for labels in dataset.labels)
         )  # fmt: skip
+        check_labels_to_learn(dataset, self.multi_label)
         train_idx, dev_idx, test_idx = stratified_split(
             dataset, seed=args.seed, dev_fraction=args.dev_fraction, test_fraction=args.test_fraction
         )
