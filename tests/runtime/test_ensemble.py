@@ -93,11 +93,16 @@ def test_weights_weigh_the_mean(members: list[Path], tmp_path: Path) -> None:
     ensemble = load(make_ensemble(members[:2], tmp_path / "weighted", weights=[1, 3])["out_dir"])
     first, second = (load(path).predict_proba(TEXTS).astype(np.float64) for path in members[:2])
     np.testing.assert_allclose(ensemble.predict_proba(TEXTS), (first + 3 * second) / 4, rtol=0, atol=1e-12)
+    huge = load(make_ensemble(members[:2], tmp_path / "huge", weights=[1e308, 3e307])["out_dir"])
+    np.testing.assert_allclose(huge.predict_proba(TEXTS), (first + 0.3 * second) / 1.3, rtol=0, atol=1e-12)
     for weights, message in (([1.0], "1 weights for 2 members"), ([1.0, 0.0], "weight 0.0 must be a positive"),
                              ([1.0, float("nan")], "weight nan must be a positive")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             make_ensemble(members[:2], tmp_path / "bad", weights=weights)
     assert not (tmp_path / "bad").exists()
+    with pytest.raises(ModelDirError, match="is inside the member"):  # a rebuild would copy it into itself
+        make_ensemble(members[:2], members[1] / "sub")
+    assert not (members[1] / "sub").exists()
 
 
 def test_an_ensemble_of_one_is_the_member(members: list[Path], trained: dict[str, Path], tmp_path: Path) -> None:
@@ -160,7 +165,7 @@ def test_multi_label_and_single_label_members_are_refused(members: list[Path], t
 def test_an_ensemble_of_ensembles_is_flattened(ensemble_dir: Path, members: list[Path], tmp_path: Path) -> None:
     pair = make_ensemble(members[:2], tmp_path / "pair")["out_dir"]
     nested = make_ensemble([pair, members[2]], tmp_path / "nested", weights=[2, 1])
-    assert [m["weight"] for m in nested["members"]] == [1.0, 1.0, 1.0]
+    assert [m["weight"] for m in nested["members"]] == pytest.approx([1 / 3] * 3)  # shares: they sum to 1
     assert [m["model_type"] for m in nested["members"]] == ["encoder", "encoder", "bilstm_attention"]
     np.testing.assert_allclose(load(nested["out_dir"]).predict_proba(TEXTS), load(ensemble_dir).predict_proba(TEXTS),
                                rtol=0, atol=1e-12)  # fmt: skip

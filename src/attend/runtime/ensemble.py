@@ -214,7 +214,11 @@ def _weights(weights: Sequence[float] | None, count: int) -> list[float]:
     for value in values:
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"weights={values}: weight {value!r} must be a positive number")
-    return [float(v) for v in values]
+    # Shares that sum to 1, scaled by the largest first: weights near the float limit (1e308, 1e308)
+    # would otherwise sum to infinity and turn every probability into 0.
+    largest = max(float(v) for v in values)
+    scaled = [float(v) / largest for v in values]
+    return [v / sum(scaled) for v in scaled]
 
 
 def _plain_members(path: Path, weight: float, given_as: str) -> list[_Member]:
@@ -288,6 +292,8 @@ def make_ensemble(
     _check_compatible(plain)
     for member in plain:
         check_output_directory(out_path.absolute(), source=member.path, overwrite=overwrite)
+        if member.path.resolve() in out_path.resolve().parents:  # the member's copy would hold the ensemble
+            raise ModelDirError(f"{out} is inside the member {member.path}; choose an output outside every member")
         load(member.path)  # a member that would not load (corrupt, incomplete) is refused now, not at serving
     published, entries = write_ensemble(
         [EnsembleMember(path=m.path, weight=m.weight, labels=m.labels, model_type=m.model_type,
