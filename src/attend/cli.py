@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -155,7 +154,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             beam=_beam(args), length_penalty=_length_penalty(args),
         )  # fmt: skip
         if args.json:
-            print(json.dumps(found, ensure_ascii=False))
+            print(dumps_json(found))
         else:
             print(f"{args.model_dir} on {found['source']} ({found['pairs_used']}, {found['sentences']} sentences, "
                   f"{found['decoding']})\nBLEU {found['bleu']:.2f}   chrF {found['chrf']:.2f}   "
@@ -164,7 +163,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     predictor = _cli_predictor(args.model_dir, args.int8)
     metrics = evaluate(predictor, args.data, text_col=args.text_col, label_col=args.label_col)
     if args.json:
-        print(json.dumps(metrics, ensure_ascii=False))
+        print(dumps_json(metrics))
     else:
         print(format_report(metrics, title=f"{args.model_dir} on {metrics['source']}"))
     return 0
@@ -234,7 +233,7 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
         paths = save_alignment_pngs([r.alignment for r in results], args.png, maps=True)
         written.append(f"{len(paths)} PNG files under {Path(args.png).resolve()}")
     if args.json:
-        print(json.dumps([r.to_dict(maps=args.maps) for r in results], ensure_ascii=False))
+        print(dumps_json([r.to_dict(maps=args.maps) for r in results]))
     else:
         for r in results:
             assert r.alignment is not None
@@ -353,8 +352,8 @@ def _cmd_translate(args: argparse.Namespace) -> int:
         if result.warning:
             print(f"line {i + 1}: {result.warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps([by_line[i].to_dict() if i in by_line else {"source": line, "translation": "", "score": None,
-                          "alignment": None} for i, line in enumerate(lines)], ensure_ascii=False))  # fmt: skip
+        print(dumps_json([by_line[i].to_dict() if i in by_line else {"source": line, "translation": "", "score": None,
+                          "alignment": None} for i, line in enumerate(lines)]))  # fmt: skip
         return 0
     for i in range(len(lines)):
         print(by_line[i].translation if i in by_line else "")
@@ -390,7 +389,7 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     predictor = _cli_predictor(args.model_dir, args.int8, explaining=True)
     methods = args.methods.split(",") if args.methods else None
     report = faithfulness(predictor, texts, methods, seed=args.seed, progress=not args.json, ig_steps=args.ig_steps)
-    print(json.dumps(report, ensure_ascii=False) if args.json else format_faithfulness(report))
+    print(dumps_json(report) if args.json else format_faithfulness(report))
     return 0
 
 
@@ -405,7 +404,7 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
         attack_examples=args.attack_examples, rows=described,
         progress=None if args.json else (lambda line: print(line, file=sys.stderr, flush=True)),
     )  # fmt: skip
-    print(json.dumps(report, ensure_ascii=False) if args.json else format_robustness(report))
+    print(dumps_json(report) if args.json else format_robustness(report))
     return 0
 
 
@@ -442,7 +441,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                              "cached decoder step")  # fmt: skip
         report = export_translator(args.model_dir, args.onnx, opset=args.opset, texts=texts, overwrite=args.overwrite)
         if args.json:
-            print(json.dumps(report, ensure_ascii=False))
+            print(dumps_json(report))
             return 0
         parity = report["parity"]
         sizes = ", ".join(f"{Path(path).name} {report['bytes'][name] / 1e6:.2f} MB"
@@ -456,7 +455,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     report = export_onnx(args.model_dir, args.onnx, attentions=args.attentions, opset=args.opset, texts=texts,
                          unpad=args.unpad, overwrite=args.overwrite)  # fmt: skip
     if args.json:
-        print(json.dumps(report, ensure_ascii=False))
+        print(dumps_json(report))
         return 0
     parity = report["parity"]
     print(f"wrote {report['onnx_file']} ({report['bytes'] / 1e6:.1f} MB, opset {report['opset']}, "
@@ -485,7 +484,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     report = quantize(args.model_dir, runtime=args.runtime, data=args.data, dev_data=args.dev_data,
                       max_loss=args.max_loss, progress=True)  # fmt: skip
     if args.json:
-        print(json.dumps(report, ensure_ascii=False))
+        print(dumps_json(report))
         return 0
     if "bf16" in report:
         print(f"bfloat16, measured on the {report['data']}")
@@ -515,7 +514,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     report = prune(args.model_dir, args.out, heads=args.heads, fraction=args.fraction, importance=args.importance,
                    data=args.data, dev_data=args.dev_data, overwrite=args.overwrite)  # fmt: skip
     if args.json:
-        print(json.dumps(report, ensure_ascii=False))
+        print(dumps_json(report))
         return 0
     removed = sum(len(heads) for heads in report["removed"].values())
     print(f"removed {removed} of {report['heads_before']} heads by {report['importance']} "
@@ -539,7 +538,7 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
             raise UsageError(f"--weights {args.weights!r}: expected numbers separated by commas, e.g. 1,1,2") from None
     report = make_ensemble(args.model_dirs, args.out, weights=weights, overwrite=args.overwrite)
     if args.json:
-        print(json.dumps(report, ensure_ascii=False))
+        print(dumps_json(report))
         return 0
     total = sum(member["weight"] for member in report["members"])
     for member in report["members"]:
@@ -554,7 +553,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
     infos = list_datasets()
     if args.json:
-        print(json.dumps([dataclasses.asdict(info) for info in infos], ensure_ascii=False))
+        print(dumps_json([dataclasses.asdict(info) for info in infos]))
         return 0
     for info in infos:
         if info.task == "classification":
@@ -843,6 +842,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _reports():
             print("interrupted", file=sys.stderr)
         return 130
+
+
+def dumps_json(data: Any) -> str:
+    """What ``--json`` prints: one line of strict JSON, NaN as null (:func:`attend.io.dumps_json`)."""
+    from attend.io import dumps_json as strict
+
+    return strict(data)
 
 
 def _reports() -> bool:

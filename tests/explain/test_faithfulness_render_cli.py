@@ -41,6 +41,27 @@ def test_removing_nothing_important_changes_nothing() -> None:
         assert row["comprehensiveness"] == pytest.approx(0.0) and row["sufficiency"] == pytest.approx(0.0)
 
 
+def test_a_methods_figures_do_not_depend_on_which_other_methods_are_measured(planted_models: dict) -> None:
+    texts = [row["text"] for row in planted_rows(12, seed=3)]
+    alone = faithfulness(planted_models["encoder"], texts, ["uniform"])["methods"]["uniform"]
+    beside = faithfulness(planted_models["encoder"], texts, ["rollout", "random", "uniform"])["methods"]["uniform"]
+    assert alone == beside  # before, the ties among uniform scores were broken by the method's position
+
+
+def test_texts_with_nothing_to_remove_give_no_figure_and_strict_json(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "marks.csv"
+    data.write_text("text,label\n\u0301,pos\n", encoding="utf-8")  # a combining accent alone: no token
+    assert main(["faithfulness", str(model_dir), str(data), "--methods", "attention,random", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"bare {name} in JSON"))
+    assert report["texts"] == 1 and report["texts_scored"] == 0
+    assert report["methods"]["attention"]["comprehensiveness"] is None
+    assert main(["explain", str(model_dir), "\u0301", "--json"]) == 0
+    focus = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"bare {name}"))[0]["focus"]
+    assert focus["tokens"] == 0 and focus["entropy"] is None
+
+
 def _screenshot(html: Path, png: Path) -> str:
     return chromium_page(html.as_uri(), png)
 

@@ -16,6 +16,7 @@ from attend.explain import (
     available_methods,
     distribution_focus,
     explain,
+    faithfulness,
     focus,
     grad_rollout,
     map_focus,
@@ -180,6 +181,8 @@ def test_a_runtime_that_records_no_attention_is_refused_for_every_method() -> No
     for method in ("attention", "rollout", "grad_attention"):
         with pytest.raises(ValueError, match=f"this torch-int8 model records no attention, so method '{method}'"):
             explain(int8, ["a"], method)
+    with pytest.raises(ValueError, match="records no attention, so no explanation method can run on it"):
+        faithfulness(int8, ["a"])  # before: an empty report, exit 0
 
 
 def test_a_registered_method_is_offered_and_explains_from_the_shared_evidence() -> None:

@@ -14,6 +14,7 @@ same way: ``random`` (random importance) and ``uniform`` (every token equal, tie
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,6 +81,11 @@ def faithfulness(
     """
     checked = validate_texts(texts)
     methods = list(methods) if methods is not None else default_methods(runtime)
+    if not methods:
+        raise ValueError(
+            f"this {runtime.backend} model records no attention, so no explanation method can run on it: measure "
+            "the PyTorch fp32 model, or an ONNX export made with --attentions"
+        )
     for method in methods:
         if method not in METHODS:
             raise ValueError(f"method {method!r}; choose from {list(METHODS)}")
@@ -91,12 +97,13 @@ def faithfulness(
     base = _probabilities(runtime, full_rows, batch_size)
     results: dict[str, Any] = {}
     bar = tqdm(methods, desc="faithfulness", unit="method", disable=not progress, leave=False)
-    for method_index, method in enumerate(bar):
+    for method in bar:
         bar.set_postfix_str(method)
-        explanations = explain(
-            runtime, checked, method, batch_size=batch_size, seed=seed + method_index, ig_steps=ig_steps
-        )
-        rng = np.random.default_rng(seed + 1000 + method_index)
+        # Each method's draws depend on its name, not on which other methods were asked for: the
+        # random and uniform baselines are the same whether measured alone or beside six methods.
+        offset = zlib.crc32(method.encode()) % 1_000_003
+        explanations = explain(runtime, checked, method, batch_size=batch_size, seed=seed + offset, ig_steps=ig_steps)
+        rng = np.random.default_rng((seed, offset))
         removed_rows: list[list[int]] = []
         kept_rows: list[list[int]] = []
         owners: list[tuple[int, int]] = []
@@ -119,17 +126,22 @@ def faithfulness(
             comp[t, qi] = base[t, c] - removed[j, c]
             suff[t, qi] = base[t, c] - kept[j, c]
         results[method] = {
-            "comprehensiveness": float(np.nanmean(comp)),
-            "sufficiency": float(np.nanmean(suff)),
+            "comprehensiveness": _mean(comp),
+            "sufficiency": _mean(suff),
             "thresholds": {
-                f"{q:g}": {
-                    "comprehensiveness": float(np.nanmean(comp[:, qi])),
-                    "sufficiency": float(np.nanmean(suff[:, qi])),
-                }
+                f"{q:g}": {"comprehensiveness": _mean(comp[:, qi]), "sufficiency": _mean(suff[:, qi])}
                 for qi, q in enumerate(thresholds)
             },
         }
-    return {"methods": results, "texts": len(checked), "thresholds": [float(q) for q in thresholds]}
+    scored = len({t for t, _ in owners})
+    return {"methods": results, "texts": len(checked), "texts_scored": scored,
+            "thresholds": [float(q) for q in thresholds]}  # fmt: skip
+
+
+def _mean(values: np.ndarray) -> float | None:
+    """The mean over the texts that had tokens to remove; None when none had (no figure, not NaN)."""
+    present = values[~np.isnan(values)]
+    return float(present.mean()) if present.size else None
 
 
 def format_faithfulness(report: dict[str, Any]) -> str:
@@ -138,9 +150,15 @@ def format_faithfulness(report: dict[str, Any]) -> str:
     head = f"{'method':<22} {'comp.':>7} {'suff.':>7}  " + " ".join(
         f"{'c@' + format(q * 100, 'g') + '%':>7}" for q in thresholds
     )
-    lines = [f"ERASER faithfulness over {report['texts']} texts (AOPC; comprehensiveness: higher is better, "
+    unscored = report["texts"] - report.get("texts_scored", report["texts"])
+    note = f" ({unscored} with no token to remove are left out)" if unscored else ""
+    lines = [f"ERASER faithfulness over {report['texts']} texts{note} (AOPC; comprehensiveness: higher is better, "
              "sufficiency: lower is better)", head, "-" * len(head)]  # fmt: skip
+
+    def cell(value: float | None) -> str:
+        return f"{value:7.3f}" if value is not None else f"{'-':>7}"
+
     for name, row in report["methods"].items():
-        per = " ".join(f"{row['thresholds'][f'{q:g}']['comprehensiveness']:7.3f}" for q in thresholds)
-        lines.append(f"{name:<22} {row['comprehensiveness']:7.3f} {row['sufficiency']:7.3f}  {per}")
+        per = " ".join(cell(row["thresholds"][f"{q:g}"]["comprehensiveness"]) for q in thresholds)
+        lines.append(f"{name:<22} {cell(row['comprehensiveness'])} {cell(row['sufficiency'])}  {per}")
     return "\n".join(lines)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from attend.explain.methods import Explanation
-from attend.io import atomic_write_text
+from attend.io import atomic_write_text, dumps_json
 
 __all__ = ["render_html", "save_heatmaps", "to_json"]
 
@@ -229,5 +228,6 @@ def render_html(
 
 
 def to_json(explanations: Sequence[Explanation], *, maps: bool = False) -> str:
-    """The explanations as a JSON list (one object per text)."""
-    return json.dumps([e.to_dict(maps=maps) for e in explanations], ensure_ascii=False)
+    """The explanations as a JSON list (one object per text; a figure that does not exist, such as the
+    focus of a text with no tokens, is null)."""
+    return dumps_json([e.to_dict(maps=maps) for e in explanations])
