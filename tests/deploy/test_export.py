@@ -292,7 +292,7 @@ def test_load_runtime_picks_the_runtime_and_explains_mismatches(exported: dict, 
     assert isinstance(load(onnx_dir, runtime="onnx"), OnnxTextClassifier)
     with pytest.raises(ModelDirError, match=r"attend export .* --onnx OUT` and serve OUT"):
         load(trained["encoder"], runtime="onnx")
-    with pytest.raises(ModelDirError, match="runtime='onnx'"):
+    with pytest.raises(ModelDirError, match="runs only with ONNX Runtime; this needs the PyTorch model directory"):
         load(onnx_dir, runtime="torch")
     with pytest.raises(ModelDirError, match=f"no int8 model \\({INT8_FILE}\\).*attend quantize"):
         load(onnx_dir, runtime="onnx", int8=True)
@@ -415,7 +415,7 @@ def test_onnx_service_explains_from_its_graph_and_says_what_it_cannot(
         refused = client.post("/v1/explain", json={"text": "great"})
         assert client.get("/v1/model").json()["explain_methods"] == []
     assert refused.status_code == 400 and "--attentions" in refused.json()["error"]["message"]
-    with pytest.raises(ValueError, match=r"no attention outputs.*--attentions"):
+    with pytest.raises(ValueError, match=r"this onnx model records no attention.*--attentions"):
         explain(load_onnx(tmp_path / "plain"), ["great"], "rollout")
 
 
@@ -453,5 +453,7 @@ def test_faithfulness_of_an_onnx_graph_matches_pytorch(exported: dict, trained: 
         for key in ("comprehensiveness", "sufficiency"):
             assert ours["methods"][method][key] == pytest.approx(reference["methods"][method][key], abs=0.02)
     assert ours["methods"]["rollout"]["comprehensiveness"] > ours["methods"]["random"]["comprehensiveness"]
+    for key in ("comprehensiveness", "sufficiency"):  # each text draws its own random scores, however batched
+        assert ours["methods"]["random"][key] == pytest.approx(reference["methods"]["random"][key], abs=1e-5)
     with pytest.raises(ValueError, match="needs gradients"):
         faithfulness(onnx_predictor, texts[:2], ["integrated_gradients"])

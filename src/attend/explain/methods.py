@@ -306,7 +306,10 @@ class Evidence:
         layer: A layer index into ``maps`` or ``"mean"``.
         head: One head, or None for the mean of heads.
         ig_steps: Integration steps of Integrated Gradients.
-        generator: Seeded randomness (the ``random`` baseline).
+        generator: Seeded randomness for the batch.
+        seeds: One seed per text of the batch, from the call's seed and the text's place in the
+            call: the ``random`` baseline draws each text's scores from its own, so they do not
+            depend on how texts were batched (ONNX Runtime and PyTorch plan batches differently).
     """
 
     runtime: Explainable
@@ -323,6 +326,7 @@ class Evidence:
     head: int | None = None
     ig_steps: int = 32
     generator: torch.Generator | None = None
+    seeds: list[int] = field(default_factory=list)
 
 
 Importance = Callable[[Evidence], tuple[Tensor, str]]
@@ -500,7 +504,13 @@ def _integrated_gradients(evidence: Evidence) -> tuple[Tensor, str]:
 @register_method("random", baseline=True)
 def _random(evidence: Evidence) -> tuple[Tensor, str]:
     """Random importance: the floor any method must clear in faithfulness."""
-    return _normalise(torch.rand(evidence.mask.shape, generator=evidence.generator), evidence.mask), ""
+    if not evidence.seeds:
+        return _normalise(torch.rand(evidence.mask.shape, generator=evidence.generator), evidence.mask), ""
+    values = torch.zeros(evidence.mask.shape)
+    lengths = evidence.inputs["attention_mask"].sum(-1).tolist()
+    for row, (seed, length) in enumerate(zip(evidence.seeds, lengths, strict=True)):
+        values[row, : int(length)] = torch.rand(int(length), generator=torch.Generator().manual_seed(seed))
+    return _normalise(values, evidence.mask), ""
 
 
 @register_method("uniform", baseline=True)
@@ -629,6 +639,7 @@ def explain(
         batch = runtime.tokenizer.encode([checked[i] for i in indices], offsets=True)
         evidence = _evidence(runtime, batch, chosen, layer=layer, target=target, want_maps=maps)
         evidence.head, evidence.ig_steps, evidence.generator = head, ig_steps, generator
+        evidence.seeds = [(seed * 1_000_003 + i) % 2**63 for i in indices]
         importance, note = chosen.compute(evidence)
         probs, targets = evidence.probs, evidence.targets
         tokens = runtime.tokenizer.tokens_of(batch["input_ids"], batch["attention_mask"])
