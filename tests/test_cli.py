@@ -83,12 +83,19 @@ def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: 
         (["train", "data.csv", "--out", "stray"], "stray exists, is not empty and is not a model directory"),
         (["train", "one_label.csv", "--out", "m", "--model", "encoder"], "every example has the label 'pos'; a"),
         (["train", "one_label.csv", "--out", "m"], "a classifier needs at least two labels"),  # auto too
+        (["train", "data.csv", "--out", "m", "--model", "seq2seq", "--multi-label"],
+         "--text-col, --label-col, --multi-label and --label-sep are for text classifiers"),
+        (["train", "data.csv", "--out", "m", "--source-col", "en"], "--source-col and --target-col are for --model"),
+        (["train", "data.csv", "--out", "m", "--model", "encoder", "--config", "short.json"],
+         "model option max_length=16 is less than the training max_length=128"),
+        (["train", "data.csv", "--out", "m", "--split-col", "part"], "choose the column with --split-col"),
     ],
 )
 def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "data.csv").write_text("text,label\ngood,pos\nbad,neg\nfine,pos\nawful,neg\n", encoding="utf-8")
     (tmp_path / "one_label.csv").write_text("text,label\n" + "".join(f"text {i},pos\n" for i in range(30)))
     (tmp_path / "bad.json").write_text("{oops", encoding="utf-8")
+    (tmp_path / "short.json").write_text('{"model": {"max_length": 16}}', encoding="utf-8")
     (tmp_path / "types.json").write_text('{"training": {"epochs": "3"}}', encoding="utf-8")
     (tmp_path / "float.json").write_text('{"training": {"epochs": 1.5}}', encoding="utf-8")
     (tmp_path / "wide.json").write_text('{"model": {"dim": "wide"}}', encoding="utf-8")

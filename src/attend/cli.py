@@ -69,6 +69,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} {getattr(args, name)} has no effect without --{needs}")
     if translating and (args.max_train or args.no_ensemble or args.candidates):
         raise UsageError("--max-train, --no-ensemble and --candidates are for text classifiers, not --model seq2seq")
+    classifying = args.text_col != "text" or args.label_col != "label" or args.multi_label or args.label_sep is not None
+    if translating and classifying:
+        raise UsageError("--text-col, --label-col, --multi-label and --label-sep are for text classifiers, not "
+                         "--model seq2seq (its columns: --source-col, --target-col)")  # fmt: skip
+    if not translating and (args.source_col != "source" or args.target_col != "target"):
+        raise UsageError("--source-col and --target-col are for --model seq2seq (a classifier's columns: --text-col, "
+                         "--label-col)")  # fmt: skip
     if translating and args.time_budget is not None:
         training["time_budget"] = args.time_budget
     if translating:

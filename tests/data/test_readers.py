@@ -71,6 +71,7 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
         (b'text,label\nok,a\n"never closed,b\nmore,c\nlast,d\n', {}, r"line 3: a quote opened on this line is never"),
         ("text,label\nok,a\n\u200b\ufeff,b\n".encode(), {}, r"line 3 has an empty text \(only invisible characters\)"),
         (b"text,label,text\ngood,a,x\n", {}, r"line 1: the header names the column\(s\) \['text'\] more than once"),
+        (b"text,label\ngood,a\n", {"split_col": "part"}, r"no column 'part' \(columns: text, label\); .* --split-col"),
     ],
 )
 def test_bad_files_get_errors_naming_file_line_and_value(

@@ -326,7 +326,8 @@ def read_table(
     checked_columns = False
     for line, record in read_rows(path, fmt):
         if not checked_columns:
-            check_columns(path, record, (text_col, label_col, split_col), columns_hint)
+            check_columns(path, record, (text_col, label_col), columns_hint)
+            check_columns(path, record, (split_col,), "choose the column with --split-col")
             checked_columns = True
         text = _row_text(path, line, record, text_col)
         texts.append(text)

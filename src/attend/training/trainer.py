@@ -63,6 +63,9 @@ class TrainingDiverged(ValueError):
     """The loss became NaN or infinite; the step was not applied and no model was written from it."""
 
 
+#: The longest ``max_length`` accepted: a position table and per-text attention of this size still fit.
+MAX_LENGTH = 65_536
+
 #: Learning-rate decays after warm-up (:attr:`TrainingArgs.schedule`).
 SCHEDULES = ("cosine", "linear", "constant", "inverse_sqrt")
 
@@ -202,6 +205,15 @@ class TrainingArgs:
             raise ValueError(f"average_checkpoints={self.average_checkpoints} must be >= 0")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision={self.precision!r}; choose 'fp32' or 'bf16'")
+        for name in ("patience", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if not value >= 0 or not math.isfinite(value):  # also refuses NaN
+                raise ValueError(f"{name}={value!r} must be >= 0 (0: {'off' if name != 'weight_decay' else 'none'})")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed={self.seed} must be in [0, 2**32) (numpy's seed range)")
+        if self.max_length > MAX_LENGTH:
+            raise ValueError(f"max_length={self.max_length} is more than {MAX_LENGTH:,} tokens; texts are truncated "
+                             "to it, and attention over one text costs its square")  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingArgs:

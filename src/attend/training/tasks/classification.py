@@ -292,6 +292,12 @@ class ClassificationTask(Task):
             config["pad_id"] = self.tokenizer.pad_id
         if "max_length" in fields:
             config.setdefault("max_length", args.max_length)
+            if isinstance(config["max_length"], int) and config["max_length"] < args.max_length:
+                raise ValueError(
+                    f"model option max_length={config['max_length']} is less than the training max_length="
+                    f"{args.max_length} (--max-length) that texts are cut to: give the same value to both, or only "
+                    "--max-length"
+                )
         self.config = config_from_dict(config).to_dict()
         self.encoded = {
             name: _Encoded(self.tokenizer, part.texts, label_targets(part, self.labels, self.multi_label))
