@@ -77,7 +77,9 @@ def test_same_seed_same_metrics_and_resume_matches_an_uninterrupted_run(tmp_path
               args=TrainingArgs(lr=0.05))  # fmt: skip
     with pytest.raises(DataError, match="an interrupted run was writing it"):
         _run(tmp_path, planted_csv, "resumed")
-    resumed = train(planted_csv, tmp_path / "resumed", model="encoder", model_options=SMALL_ENCODER, resume=True)
+    # Without the model: the interrupted run says which it was and what its options were (before:
+    # "nothing to resume", as --model auto, the default, looked for an auto run).
+    resumed = train(planted_csv, tmp_path / "resumed", resume=True)
     assert {key: resumed.metrics[key] for key in RESULT_KEYS} == full
     with pytest.raises(DataError, match="nothing to resume"):
         train(planted_csv, tmp_path / "resumed", model="encoder", model_options=SMALL_ENCODER, resume=True)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from attend.data.readers import LabelledTexts
-from attend.training.auto import DEFAULT_TIME_BUDGET, train_auto
+from attend.training.auto import DEFAULT_TIME_BUDGET, _work_directory, train_auto
 from attend.training.tasks.classification import ClassificationTask
-from attend.training.trainer import Trainer, TrainingArgs, TrainResult
+from attend.training.trainer import Trainer, TrainingArgs, TrainResult, state_directory
 
 __all__ = ["train"]
 
@@ -73,6 +75,12 @@ def train(
         if model not in ("auto", named):
             raise ValueError(f"model options name model_type={named!r}, but the model asked for is {model!r}")
         model = str(named)
+    run = _interrupted_run(out) if resume else None
+    if run is not None:  # --resume takes what was left out from the interrupted run, as the Trainer does
+        model = run["model"] if model == "auto" and named is None else model
+        if model == run["model"]:
+            model_options = model_options or dict(run.get("model_options") or {})
+            max_train = max_train or int(run.get("max_train") or 0)
     if model == "auto":
         if model_options:
             raise ValueError(
@@ -100,3 +108,17 @@ def train(
         args = dataclasses.replace(args or TrainingArgs(), time_budget=time_budget)
     task = ClassificationTask(data, model=model, model_options=model_options, max_train=max_train, **columns)
     return Trainer(task, args, on_epoch=on_epoch).fit(out, resume=resume, overwrite=overwrite)
+
+
+def _interrupted_run(out: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """What the interrupted run of a named classifier writing ``out`` recorded (its model, model options
+    and sample size), or None: no such run, or an interrupted ``--model auto`` run (which has its own)."""
+    if (_work_directory(Path(out)) / "auto.json").is_file():
+        return None
+    try:
+        run = json.loads((state_directory(out) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(run, dict) or run.get("task") != "classification" or not isinstance(run.get("model"), str):
+        return None
+    return run
