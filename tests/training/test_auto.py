@@ -340,9 +340,12 @@ def test_an_interrupted_auto_run_resumes_to_the_same_model(tmp_path: Path) -> No
         train_auto(data, tmp_path / "cut", args={**options, "stop_after_steps": 20}, candidates=["encoder"],
                    log=lambda _: None)  # fmt: skip
     assert not (tmp_path / "cut").exists() and (tmp_path / ".cut.auto" / "auto.json").is_file()
-    with pytest.raises(DataError, match="same data and options"):
+    with pytest.raises(DataError, match=r"this one differs: epochs=4 \(the interrupted run had 3\)"):
         train_auto(data, tmp_path / "cut", args={**options, "epochs": 4}, candidates=["encoder"], resume=True,
                    log=lambda _: None)  # fmt: skip
+    with pytest.raises(DataError, match=r"epochs left out \(the interrupted run had epochs=3\)"):
+        train_auto(data, tmp_path / "cut", args={k: v for k, v in options.items() if k != "epochs"},
+                   candidates=["encoder"], resume=True, log=lambda _: None)  # fmt: skip
     # Resumed without the stopping point (and with other threads): the same run, now to the end.
     resumed = train_auto(data, tmp_path / "cut", args={**options, "threads": 2}, candidates=["encoder"],
                          resume=True, log=lambda _: None)  # fmt: skip

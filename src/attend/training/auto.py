@@ -295,6 +295,21 @@ def _tagged(on_epoch: Callable[[dict[str, Any]], None], name: str, record: dict[
     on_epoch({**record, "model": name})
 
 
+def _identity_changes(then: dict[str, Any], now: dict[str, Any]) -> str:
+    """What differs between two runs' identities, as ``name=new (the interrupted run had old)``."""
+    flat_then = {**{k: v for k, v in then.items() if k != "explicit"}, **(then.get("explicit") or {})}
+    flat_now = {**{k: v for k, v in now.items() if k != "explicit"}, **(now.get("explicit") or {})}
+    changes = []
+    for key in sorted(set(flat_then) | set(flat_now)):
+        if key not in flat_now:
+            changes.append(f"{key} left out (the interrupted run had {key}={flat_then[key]!r})")
+        elif key not in flat_then:
+            changes.append(f"{key}={flat_now[key]!r} (not given to the interrupted run)")
+        elif flat_then[key] != flat_now[key]:
+            changes.append(f"{key}={flat_now[key]!r} (the interrupted run had {flat_then[key]!r})")
+    return "; ".join(changes)
+
+
 def _work_directory(out: Path) -> Path:
     return out.absolute().with_name(f".{out.absolute().name}.auto")
 
@@ -361,8 +376,10 @@ def train_auto(
             raise DataError(
                 f"{out}: nothing to resume (no interrupted `attend train --model auto` run writing it)"
             ) from None
-        if state.get("identity") != json.loads(json.dumps(identity)):
-            raise DataError(f"{out}: --resume must use the same data and options as the interrupted run")
+        now = json.loads(json.dumps(identity))
+        if state.get("identity") != now:
+            raise DataError(f"{out}: --resume of a --model auto run takes the command line it was started with; "
+                            f"this one differs: {_identity_changes(state.get('identity') or {}, now)}")  # fmt: skip
         overwrite = bool(state.get("overwrite", overwrite))
         plan = [_Candidate(**c) for c in state["plan"]]
         for candidate in plan:  # this run's own progress, threads and stopping point
