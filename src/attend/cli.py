@@ -167,6 +167,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                   f"{found['decoding']})\nBLEU {found['bleu']:.2f}   chrF {found['chrf']:.2f}   "
                   f"(sacrebleu, tokenize={found['bleu_tokenize']})")  # fmt: skip
         return 0
+    if args.split_col:
+        raise UsageError("--split-col chooses a translator's test rows; a classifier is scored on the whole of DATA")
     predictor = _cli_predictor(args.model_dir, args.int8)
     metrics = evaluate(predictor, args.data, text_col=args.text_col, label_col=args.label_col)
     if args.json:
@@ -509,7 +511,12 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         print(f"  budget {budget['max_loss_points']:g} points on the dev split ({budget['dev_examples']} examples): "
               f"{budget['groups']}s kept fp32: {kept} of {budget['group_count']}; dev loss "
               f"{budget['dev_loss_points']:+.2f} points{over}")  # fmt: skip
-    print("written to metrics.json under 'quantized'; serve it with --int8")
+    serve = []
+    if "onnx" in report:
+        serve.append(f"`attend serve {report['onnx']['onnx_dir']} --int8` (ONNX Runtime, the int8 graph measured)")
+    if "torch" in report:
+        serve.append(f"`attend serve {args.model_dir} --int8` (PyTorch dynamic int8)")
+    print(f"written to metrics.json under 'quantized'; serve it with {' or '.join(serve)}")
     return 0
 
 
@@ -599,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = verbs.add_parser("demo", help="train, evaluate and explain an attention model on real data")
     demo.add_argument("--seed", type=int, default=0, help="seed for every random number generator (default 0)")
     demo.add_argument("--out", default="runs/demo", help="model directory to write (default runs/demo)")
-    demo.add_argument("--limit", type=int, help="use only the first N examples (a quicker run)")
+    demo.add_argument("--limit", type=int, help="use a seeded sample of N examples (a quicker run)")
     demo.add_argument("--epochs", type=int, help="override the demo's epochs")
     demo.add_argument("--attention", action="store_true", help="instead, the toy attention-core demonstration")
     demo.set_defaults(func=_cmd_demo)
@@ -624,7 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-train", type=int, metavar="N",
                     help="train on a proportional sample of at most N training examples (dev and test unchanged)")
     tr.add_argument("--config", help='JSON file: {"model": {...model options}, "training": {...training options}}')
-    tr.add_argument("--epochs", type=int, help="maximum epochs (default 5)")
+    tr.add_argument("--epochs", type=int,
+                    help="maximum epochs (default: a named classifier 5, seq2seq 30; auto fits them)")  # fmt: skip
     tr.add_argument("--seed", type=int, help="seed for every RNG (default 0)")
     tr.add_argument("--batch-size", type=int, help="examples per step (default 32)")
     tr.add_argument("--lr", type=float, help="peak learning rate")

@@ -27,6 +27,7 @@ def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, c
     assert main(["quantize", str(onnx_dir)]) == 0
     printed = capsys.readouterr().out
     assert "onnx: accuracy" in printed and (onnx_dir / "model.int8.onnx").is_file()
+    assert f"serve it with `attend serve {onnx_dir} --int8` (ONNX Runtime" in printed  # the graph it measured
     stored = json.loads((onnx_dir / "metrics.json").read_text())
     assert "accuracy" in stored and abs(stored["quantized"]["onnx"]["accuracy_change"]) <= 0.05
 

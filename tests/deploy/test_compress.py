@@ -191,8 +191,10 @@ def test_int8_session_runs_layer_norm_unfused(encoder_dir: Path, quantized: tupl
 def test_quantize_errors_are_clear(encoder_dir: Path, loaded_bilstm_dir: Path, quantized: tuple[dict, dict]) -> None:
     with pytest.raises(ValueError, match="runtime='fp16'"):
         quantize(encoder_dir, runtime="fp16")
-    with pytest.raises(ModelDirError, match="is an ONNX model directory: PyTorch int8 quantisation needs"):
+    with pytest.raises(ModelDirError, match="is an ONNX model directory: --runtime torch measures the PyTorch model"):
         quantize(encoder_dir / "onnx", runtime="torch")
+    with pytest.raises(ModelDirError, match="--runtime bf16 measures the PyTorch model, so it needs"):
+        quantize(encoder_dir / "onnx", runtime="bf16")
     with pytest.raises(DataError, match=r"passed in already loaded.*--data FILE"):
         quantize(loaded_bilstm_dir, runtime="torch")
 

@@ -117,6 +117,10 @@ def test_cli_explain_json_html_png(model_dir: Path, tmp_path: Path, capsys: pyte
     assert html_path.is_file() and (png / "text1" / "importance.png").is_file()
     assert "HTML report" in out.err  # paths go to stderr so stdout stays one JSON document
 
+    labelled = write_csv(tmp_path / "labelled.csv", [{"text": "what a wonderful film", "label": "pos", "part": "test"}])
+    assert main(["evaluate", str(model_dir), str(labelled), "--split-col", "part"]) == 2  # it was ignored
+    assert "a classifier is scored on the whole of DATA" in capsys.readouterr().err
+
     texts = tmp_path / "texts.csv"
     write_csv(texts, [{"text": "what a wonderful film"}])
     assert main(["explain", str(model_dir), "--input", str(texts), "--method", "integrated_gradients"]) == 0

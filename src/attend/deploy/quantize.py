@@ -344,8 +344,8 @@ def quantize(
     if ("torch" in runtimes or "bf16" in runtimes) and is_onnx:
         source = config["onnx"].get("source")
         raise ModelDirError(
-            f"{path} is an ONNX model directory: PyTorch int8 quantisation needs the PyTorch model directory "
-            f"it was exported from{f' ({source})' if source else ''}"
+            f"{path} is an ONNX model directory: --runtime {runtime} measures the PyTorch model, so it needs the "
+            f"PyTorch model directory it was exported from{f' ({source})' if source else ''}"
         )
     dataset, described = held_out(path, config, data, "test")
     report: dict[str, Any] = {"model_dir": str(path), "data": described}

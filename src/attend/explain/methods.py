@@ -702,8 +702,8 @@ def _explain_combined(
     if maps:
         raise ValueError(
             f"an ensemble of {len(members)} models has no attention maps of its own (its members attend over "
-            "different tokens), so maps, --maps, --html and --png are unavailable: explain it without them (e.g. "
-            "--json), or explain one member for its maps (the directories under the ensemble's members/)"
+            "different tokens), so --maps and --png are unavailable: explain it without them (--json, or --html, "
+            "which shades the words), or explain one member for its maps (the directories under members/)"
         )
     for index, member in enumerate(members):
         if method.name not in available_methods(member):
