@@ -65,6 +65,17 @@ def test_the_training_data_gives_its_test_split_even_from_a_copy(
     assert len(rows) == 600 and "other columns" in described
 
 
+def test_an_ensembles_training_data_gives_the_split_its_members_held_out(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    from attend.runtime import make_ensemble
+
+    members = [trained["encoder"], trained["bilstm_attention"]]  # the same file and seed: the same test rows
+    ensemble = load(make_ensemble(members, tmp_path / "ens")["out_dir"])
+    rows, described = robustness_rows(ensemble, trained["data"])
+    assert rows.texts == rebuild_split(trained["encoder"], "test").texts and described.startswith("test split of")
+
+
 def test_same_seed_same_report_and_texts_perturbed_per_row(
     classifier: TextClassifier, trained: dict[str, Path]
 ) -> None:

@@ -379,7 +379,21 @@ def robustness(
 def _training_split(
     runtime: TextClassifier, data: str | os.PathLike[str], text_col: str | None, label_col: str | None
 ) -> tuple[LabelledTexts | None, str]:
-    """The model's own test split when ``data`` is what it was trained on, else None; and why not."""
+    """The model's own test split when ``data`` is what it was trained on, else None; and why not.
+
+    An ensemble's is its members' when they all hold out the same rows (members trained on the same
+    data with the same seed, as ``--model auto``'s are); otherwise no rows are held out from all.
+    """
+    members = getattr(runtime, "members", None)
+    if members:
+        found = [_training_split(member, data, text_col, label_col) for member in members]
+        first, note = found[0]
+        if first is None:
+            return None, f"its first member: {note}"
+        if all(split is not None and split.texts == first.texts and split.labels == first.labels
+               for split, _ in found[1:]):  # fmt: skip
+            return first, note
+        return None, "its members hold out different rows of this data (other seeds or splits)"
     recorded = runtime.config.get("data") or {}
     source = str(recorded.get("source") or "")
     if not source or recorded.get("rebuildable") is False:
