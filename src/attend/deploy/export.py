@@ -360,6 +360,22 @@ def _source_config(predictor: TorchTextClassifier) -> dict[str, Any]:
     return config
 
 
+#: The opsets ``--opset`` may ask for: the dynamo exporter's first, to the last ONNX Runtime runs here.
+OPSETS = tuple(range(18, 23))
+
+
+def check_opset(opset: int | None) -> None:
+    """Refuse an opset the export would not honour (the exporter converts from 18 with failures) or
+    whose graph ONNX Runtime would not run, before any work."""
+    if opset is not None and opset not in OPSETS:
+        from importlib.metadata import version
+
+        raise ValueError(
+            f"opset={opset}: choose one of {OPSETS[0]}-{OPSETS[-1]} (PyTorch's ONNX exporter writes opset 18 and up; "
+            f"ONNX Runtime {version('onnxruntime')} fails on the attention exported at opset {OPSETS[-1] + 1})"
+        )
+
+
 def _torch_model(model_dir: str | os.PathLike[str]) -> TorchTextClassifier:
     onnx = ArtifactDir.open(model_dir).config.get("onnx")
     if isinstance(onnx, dict):
@@ -415,6 +431,7 @@ def export_onnx(
         ValueError: a bad ``out_dir``, or the model cannot be exported.
     """
     started = time.perf_counter()
+    check_opset(opset)
     predictor = model_dir if isinstance(model_dir, TorchTextClassifier) else _torch_model(model_dir)
     source = predictor.path
     out = Path(out_dir)

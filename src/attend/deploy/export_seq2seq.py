@@ -53,7 +53,7 @@ from attend.data.batching import length_batches
 from attend.data.readers import DataError
 from attend.data.tokenization import SubwordTokenizer
 from attend.data.validation import validate_texts
-from attend.deploy.export import PARITY_TOLERANCE, ExportParityError, _quiet_exporter
+from attend.deploy.export import PARITY_TOLERANCE, ExportParityError, _quiet_exporter, check_opset
 from attend.io import ArtifactDir, ArtifactWriter, ModelDirError, sha256_file
 from attend.models.generation import GenerationOptions, Hypothesis
 from attend.models.seq2seq import Seq2Seq
@@ -627,6 +627,7 @@ def export_translator(
         ValueError: a bad ``out_dir``, or the model cannot be exported.
     """
     started = time.perf_counter()
+    check_opset(opset)
     translator = _torch_translator(model_dir)
     source = translator.path
     out = Path(out_dir)
