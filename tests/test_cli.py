@@ -74,6 +74,7 @@ def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: 
         (["train", "data.csv", "--out", "m", "--config", "bad.json"], "bad.json is not valid JSON"),
         (["train", "data.csv", "--out", "m", "--model", "gpt"], "unknown model 'gpt'"),
         (["train", "data.csv", "--out", "data.csv"], "data.csv exists and is not a directory"),
+        (["train", "data.csv", "--out", "data.csv/m"], "data.csv is a file, so the output directory"),
         (["train", "data.csv", "--out", "m", "--config", "types.json"], "training option field epochs='3' must be an"),
         (["train", "data.csv", "--out", "m", "--config", "float.json"], "field epochs=1.5 must be an integer"),
         (["train", "data.csv", "--out", "m", "--model", "encoder", "--config", "wide.json"],

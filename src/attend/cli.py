@@ -262,7 +262,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from attend.explain import explain, render_html, save_heatmaps, to_json, top_tokens
 
     if _task_of(args.model_dir) == "translation":
-        options = (("--method", args.method, "rollout"), ("--layer", args.layer, "-1"), ("--head", args.head, None),
+        options = (("--method", args.method, None), ("--layer", args.layer, "-1"), ("--head", args.head, None),
                    ("--target", args.target, None), ("--ig-steps", args.ig_steps, 32),
                    ("--int8", args.int8, False))  # fmt: skip
         given = [flag for flag, value, default in options if value != default]
@@ -280,7 +280,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     has_maps = bool(getattr(getattr(predictor, "capabilities", None), "maps", True))
     want_maps = bool(args.png or args.maps or (args.html and has_maps))
     explanations = explain(
-        predictor, texts, args.method, layer=layer, head=args.head, target=args.target, maps=want_maps,
+        predictor, texts, args.method or "rollout", layer=layer, head=args.head, target=args.target, maps=want_maps,
         ig_steps=args.ig_steps,
     )  # fmt: skip
     written = []
@@ -696,7 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("texts", nargs="*", help="texts to explain")
     ex.add_argument("--input", help="file of texts (CSV/TSV/JSONL/Parquet) instead")
     ex.add_argument("--text-col", default="text", help="column holding the text in --input (default: text)")
-    ex.add_argument("--method", default="rollout", choices=EXPLAIN_METHODS, help="(default: rollout)")
+    ex.add_argument("--method", choices=EXPLAIN_METHODS, help="(default: rollout)")
     ex.add_argument("--layer", default="-1", help="for --method attention: layer index or 'mean' (default -1, last)")
     ex.add_argument("--head", type=int, help="for --method attention: one head instead of the mean of heads")
     ex.add_argument("--target", help="explain this label instead of the predicted one")

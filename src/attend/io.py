@@ -263,6 +263,9 @@ def check_output_directory(out: Path, *, source: Path | None = None, overwrite: 
                 f"output directory {out} would overwrite the model it is made from ({source}); choose another"
             )
     if not out.exists():
+        blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+        if blocking is not None:
+            raise ModelDirError(f"{blocking} is a file, so the output directory {out} cannot be made in it")
         return
     if not out.is_dir():
         raise ModelDirError(f"{out} exists and is not a directory; choose another output directory")

@@ -152,6 +152,8 @@ def test_explain_writes_html_png_and_json(translator_dir: Path, tmp_path: Path,
     assert "sun<-sun" in capsys.readouterr().out.replace(" ", "")
     assert main(["explain", str(translator_dir), "red cat sun", "--layer", "9", "--head", "1"]) == 2
     assert "--layer, --head: for classifiers only" in capsys.readouterr().err
+    assert main(["explain", str(translator_dir), "red cat sun", "--method", "rollout"]) == 2  # the default, named
+    assert "--method: for classifiers only" in capsys.readouterr().err
 
 
 def test_bad_input_is_a_clear_error(translator_dir: Path, tmp_path: Path) -> None:
