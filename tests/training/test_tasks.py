@@ -138,6 +138,8 @@ def test_a_new_task_trains_resumes_and_writes_its_model_directory(picker: None, 
     resumed = Trainer(Regression(), args).fit(tmp_path / "resumed", resume=True)
     for key in ("loss", "best_epoch"):
         assert resumed.metrics[key] == full.metrics[key], key
+    # The epoch cut by the interruption reports the loss of all its steps, not only those after the resume.
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in full.history])
 
 
 class PoisonedRegression(Regression):

@@ -295,6 +295,17 @@ def _beats(score: float, best: float) -> bool:
     return score > best and not _ties(score, best)
 
 
+def _epoch_loss(state: _State, info: _Dist) -> float | None:
+    """The epoch's mean training loss over every step of every rank (a collective under torchrun)."""
+    if info.world_size > 1:
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        total = torch.tensor([state.loss_sum, float(state.loss_count)], dtype=torch.float64, device=device)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    else:
+        total = torch.tensor([state.loss_sum, float(state.loss_count)], dtype=torch.float64)
+    return float(total[0] / total[1]) if total[1] > 0 else None
+
+
 def _agree_to_stop(stop: bool) -> bool:
     """Whether any rank wants to stop after this step (every rank calls it at every step)."""
     flag = torch.tensor([int(stop)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
@@ -522,6 +533,8 @@ class _State:
     planned_epochs: int = 0  # the epochs TrainingArgs.time_budget left the run (0: no plan yet), a cut one counted
     planned_steps: int = 0  # their optimiser steps (the last epoch's may be cut; 0: whole epochs)
     budget_seconds: float = 0.0  # of the time budget, spent: whole epochs with their dev evaluations, the probe's
+    loss_sum: float = 0.0  # this epoch's training losses so far (this rank's), so a resumed epoch reports them all
+    loss_count: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -775,6 +788,8 @@ class Trainer:
                 epoch_start = time.perf_counter()
                 whole_epoch = state.step_in_epoch == 0  # not the rest of an interrupted one
                 losses: list[float] = []
+                if whole_epoch:
+                    state.loss_sum, state.loss_count = 0.0, 0
                 bar = _progress(range(state.step_in_epoch, len(batches)), len(batches), state.step_in_epoch,
                                 f"epoch {epoch + 1}/{epochs}", args.progress and info.main)  # fmt: skip
                 for b in bar:
@@ -805,6 +820,7 @@ class Trainer:
                         nn.utils.clip_grad_norm_(network.parameters(), args.grad_clip)
                     optimiser.step()
                     losses.append(value)
+                    state.loss_sum, state.loss_count = state.loss_sum + value, state.loss_count + 1
                     state.step_in_epoch = b + 1
                     state.global_step += 1
                     if probe_at and not state.planned_epochs:
@@ -842,7 +858,7 @@ class Trainer:
                 record: dict[str, Any] = {
                     "epoch": epoch + 1,
                     "step": state.global_step,
-                    "train_loss": float(np.mean(losses)) if losses else None,
+                    "train_loss": _epoch_loss(state, info),
                     "seconds": round(time.perf_counter() - epoch_start, 2),
                     "lr": optimiser.param_groups[0]["lr"],
                 }
