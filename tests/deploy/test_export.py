@@ -243,6 +243,22 @@ def test_a_graph_that_disagrees_with_pytorch_is_refused_and_nothing_is_written(
     assert not out.exists() and not list(tmp_path.iterdir())  # no output, no staging left behind
 
 
+def test_an_adaptive_span_encoder_exports_and_matches_pytorch_on_padded_texts(tmp_path: Path) -> None:
+    """The span's empty rows (a padded query far from every real key) are masked without a
+    data-dependent branch, so torch.export traces them; the graph agrees with PyTorch where they occur."""
+    torch.manual_seed(0)
+    tokenizer = TextTokenizer.train([row["text"] for row in planted_rows(100)], vocab_size=200, max_length=32)
+    config = {"model_type": "encoder", "vocab_size": tokenizer.vocab_size, "pad_id": tokenizer.pad_id,
+              "num_labels": 2, "dim": 32, "num_layers": 1, "num_heads": 2, "max_length": 32,
+              "attention": {"adaptive_span": 2, "span_ramp": 1}}  # fmt: skip
+    model = build(config).eval()
+    predictor = TorchTextClassifier(model, tokenizer, ["neg", "pos"], {"model": model.config.to_dict()})
+    report = export_onnx(predictor, tmp_path / "span", attentions=True, texts=NEW_TEXTS)
+    assert report["parity"]["max_abs_diff_logits"] < ATOL
+    np.testing.assert_allclose(load_onnx(tmp_path / "span").predict_proba(NEW_TEXTS), predictor.predict_proba(NEW_TEXTS),
+                               atol=ATOL)  # fmt: skip
+
+
 def test_export_refuses_to_overwrite_its_source_or_unrelated_files(trained: dict[str, Path], exported: dict,
                                                                    tmp_path: Path) -> None:  # fmt: skip
     with pytest.raises(ValueError, match="would overwrite the model"):

@@ -71,11 +71,11 @@ def _dense_bias(
         span = _span_bias(module, q_len, k_len, q.dtype, q.device)
         bias = span if bias is None else bias + span
         # The span hides keys too: a padded query far from every real key sees none. Such rows get
-        # zeros like any other empty row, not a softmax over nothing but -inf (NaN).
+        # zeros like any other empty row, not a softmax over nothing but -inf (NaN). Applied without
+        # asking whether any row is empty: no host sync, and torch.export can trace it.
         beyond = torch.isneginf(bias).all(-1, keepdim=True)
-        if bool(beyond.any()):
-            bias = bias.masked_fill(beyond, 0.0)
-            empty_rows = beyond if empty_rows is None else empty_rows | beyond
+        bias = bias.masked_fill(beyond, 0.0)
+        empty_rows = beyond if empty_rows is None else empty_rows | beyond
     return bias, False, empty_rows
 
 

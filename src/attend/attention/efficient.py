@@ -100,7 +100,7 @@ def local_attention(
         bias = bias + module.span.bias((q_pos - k_pos).abs(), q.dtype)  # (H, nb, b, span)
     empty = torch.isneginf(bias).all(-1, keepdim=True)
     empty_rows: Tensor | None = None
-    if bool(empty.any()):
+    if torch.compiler.is_compiling() or bool(empty.any()):
         bias = bias.masked_fill(empty, 0.0)
         empty_rows = empty
 
