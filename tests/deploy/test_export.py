@@ -255,8 +255,8 @@ def test_an_adaptive_span_encoder_exports_and_matches_pytorch_on_padded_texts(tm
     predictor = TorchTextClassifier(model, tokenizer, ["neg", "pos"], {"model": model.config.to_dict()})
     report = export_onnx(predictor, tmp_path / "span", attentions=True, texts=NEW_TEXTS)
     assert report["parity"]["max_abs_diff_logits"] < ATOL
-    np.testing.assert_allclose(load_onnx(tmp_path / "span").predict_proba(NEW_TEXTS), predictor.predict_proba(NEW_TEXTS),
-                               atol=ATOL)  # fmt: skip
+    graph = load_onnx(tmp_path / "span")
+    np.testing.assert_allclose(graph.predict_proba(NEW_TEXTS), predictor.predict_proba(NEW_TEXTS), atol=ATOL)
 
 
 def test_export_refuses_to_overwrite_its_source_or_unrelated_files(trained: dict[str, Path], exported: dict,
