@@ -869,7 +869,7 @@ def dumps_json(data: Any) -> str:
 def _reports() -> bool:
     """Whether this process reports the outcome: under torchrun every rank meets the same bad input
     or the same Ctrl-C, so only global rank 0 says so (the others exit with the same status)."""
-    return os.environ.get("RANK", "0") == "0"
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or os.environ.get("RANK", "0") == "0"
 
 
 if __name__ == "__main__":

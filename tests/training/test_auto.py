@@ -230,7 +230,7 @@ def test_a_candidate_whose_training_diverges_is_left_out_and_the_others_still_co
                log=said.append)  # fmt: skip
     record = json.loads((tmp_path / "m" / "config.json").read_text())["auto"]
     assert record["picked"] == "minilm"
-    assert record["candidates"]["encoder"]["excluded"].startswith("its training diverged: the training loss became nan")
+    assert record["candidates"]["encoder"]["excluded"].startswith("its training diverged: the loss became non-finite")
     assert any(line.startswith("auto: encoder left out: its training diverged") for line in said)
 
 

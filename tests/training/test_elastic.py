@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import planted_rows, write_csv
 
 CONFIG = {
@@ -45,6 +47,11 @@ def _checkpoints(run: subprocess.Popen[str], state: Path) -> Iterator[dict[str, 
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.02)
+
+
+def _train_losses(out: Path) -> list[float]:
+    lines = (out / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["train_loss"] for line in lines]
 
 
 def _metrics(out: Path) -> dict[str, object]:
@@ -115,6 +122,8 @@ def test_a_lost_worker_restarts_the_group_which_resumes_to_the_same_metrics(tmp_
     assert run.returncode == 0, err[-3000:]
     assert "of the worker group: resuming" in err and "resuming from epoch 2" in err, err[-3000:]
     assert _metrics(out) == _metrics(tmp_path / "whole")
+    # The epoch cut by the loss reports every step of both ranks (before: rank 0's steps twice over).
+    assert _train_losses(out) == pytest.approx(_train_losses(tmp_path / "whole"), rel=1e-6)
 
 
 def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_with_the_state_saved(tmp_path: Path) -> None:
@@ -144,3 +153,18 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_with_the_state_saved
                              env=ENV, timeout=300, check=False)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (out / "metrics.json").is_file()
+
+
+def test_a_loss_that_turns_nan_on_one_rank_stops_every_rank_with_one_message(tmp_path: Path) -> None:
+    """The ranks agree on the loss being finite before backward: before, the rank with the NaN exited
+    quietly and the other died in the gradient all-reduce ("Connection closed by peer")."""
+    train = _setup(tmp_path, 400)
+    script = Path(__file__).with_name("nan_on_one_rank.py")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)]
+    env = {**ENV, "PYTHONPATH": str(Path(__file__).parents[2])}
+    done = subprocess.run([*launcher, *train[2:], "--out", str(tmp_path / "nan")], capture_output=True, text=True,
+                          env=env, timeout=300, check=False)  # fmt: skip
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: the loss became non-finite")]
+    assert len(errors) == 1 and "at step 5 " in errors[0], done.stderr[-3000:]
+    assert "Connection closed by peer" not in done.stderr and not (tmp_path / "nan").exists()

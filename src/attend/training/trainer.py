@@ -295,22 +295,36 @@ def _beats(score: float, best: float) -> bool:
     return score > best and not _ties(score, best)
 
 
+def _collective_device() -> str:
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"
+
+
+def _loss_totals(state: _State, info: _Dist) -> tuple[float, int]:
+    """This epoch's training-loss sum and step count over every rank (a collective under torchrun).
+
+    A checkpoint stores these totals on rank 0 and a resumed rank other than 0 starts from zero, so
+    a resumed epoch's mean covers every step of every rank.
+    """
+    if info.world_size == 1:
+        return state.loss_sum, state.loss_count
+    total = torch.tensor([state.loss_sum, float(state.loss_count)], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return float(total[0]), int(total[1])
+
+
 def _epoch_loss(state: _State, info: _Dist) -> float | None:
-    """The epoch's mean training loss over every step of every rank (a collective under torchrun)."""
-    if info.world_size > 1:
-        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-        total = torch.tensor([state.loss_sum, float(state.loss_count)], dtype=torch.float64, device=device)
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    else:
-        total = torch.tensor([state.loss_sum, float(state.loss_count)], dtype=torch.float64)
-    return float(total[0] / total[1]) if total[1] > 0 else None
+    """The epoch's mean training loss over every step of every rank."""
+    loss_sum, loss_count = _loss_totals(state, info)
+    return loss_sum / loss_count if loss_count else None
 
 
-def _agree_to_stop(stop: bool) -> bool:
-    """Whether any rank wants to stop after this step (every rank calls it at every step)."""
-    flag = torch.tensor([int(stop)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+def _agree(finite: bool, stop: bool) -> tuple[bool, bool]:
+    """Whether every rank's loss is finite, and whether any rank was asked to stop (one all-reduce,
+    which every rank makes at every step)."""
+    flags = torch.tensor([int(not finite), int(stop)], device=_collective_device())
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    nonfinite, stop_any = flags.tolist()
+    return not nonfinite, bool(stop_any)
 
 
 def _log(message: str, info: _Dist) -> None:
@@ -743,6 +757,8 @@ class Trainer:
         checkpoint_dir, best_dir = work / "checkpoint", work / "best"
         if resume and _has_checkpoint(work):
             state = _load_state(checkpoint_dir, network, optimiser, info.rank)
+            if not info.main:  # rank 0 holds the epoch's loss totals of every rank so far
+                state.loss_sum, state.loss_count = 0.0, 0
             _log(f"resuming from epoch {state.epoch + 1}, step {state.step_in_epoch}", info)
         elif info.main:
             shutil.rmtree(work, ignore_errors=True)
@@ -800,14 +816,22 @@ class Trainer:
                         loss = task.loss(trainable, batch)
                     extra = auxiliary_loss(network)
                     total = loss if extra is None else loss + extra
-                    value = loss.item()
-                    if not math.isfinite(value) or (extra is not None and not math.isfinite(extra.item())):
-                        which = "training loss" if not math.isfinite(value) else "auxiliary loss"
+                    value, extra_value = (loss.item(), None) if extra is None else torch.stack(
+                        [loss.detach().float(), extra.detach().float()]).tolist()  # one host sync  # fmt: skip
+                    finite = math.isfinite(value) and (extra_value is None or math.isfinite(extra_value))
+                    # Under torchrun the ranks agree before backward (its gradient all-reduce would
+                    # otherwise carry one rank's NaN into every model, or leave the others waiting): on a
+                    # non-finite loss anywhere, and on a stop asked of any rank (applied after this step).
+                    asked_to_stop = bool(interrupted["flag"])
+                    if info.world_size > 1:
+                        finite, asked_to_stop = _agree(finite, asked_to_stop)
+                    if not finite:
                         raise TrainingDiverged(
-                            f"the {which} became {value if which == 'training loss' else extra.item()} at step "
-                            f"{state.global_step + 1} (epoch {epoch + 1}); the step was not applied and no model "
-                            f"was written from it (checkpoints in {work} are from before it). Lower --lr, train "
-                            "in fp32, or check the model options"
+                            f"the loss became non-finite at step {state.global_step + 1} (epoch {epoch + 1}; "
+                            f"training loss {value}, auxiliary loss {extra_value}"
+                            f"{' on this process' if info.world_size > 1 else ''}); the step was not applied and "
+                            f"no model was written from it (any checkpoint in {work} is from before it). Lower "
+                            "--lr, train in fp32, or check the model options"
                         )
                     optimiser.zero_grad(set_to_none=True)
                     total.backward()
@@ -834,18 +858,18 @@ class Trainer:
                         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
                     if writer is not None:
                         writer.add_scalar("train/loss", value, state.global_step)
-                        if extra is not None:
-                            writer.add_scalar("train/auxiliary_loss", extra.item(), state.global_step)
+                        if extra_value is not None:
+                            writer.add_scalar("train/auxiliary_loss", extra_value, state.global_step)
                         writer.add_scalar("train/lr", optimiser.param_groups[0]["lr"], state.global_step)
-                    stop_now = interrupted["flag"] or (
+                    stop_now = asked_to_stop or bool(
                         args.stop_after_steps and state.global_step >= args.stop_after_steps
                     )
-                    if info.world_size > 1:
-                        stop_now = _agree_to_stop(bool(stop_now))
                     if state.global_step % args.checkpoint_every == 0 or stop_now:
                         rng = _rng_states(info)
+                        loss_sum, loss_count = _loss_totals(state, info)  # every rank's, saved by rank 0
                         if info.main:
-                            _save_state(checkpoint_dir, network, optimiser, state, rng)
+                            saved = dataclasses.replace(state, loss_sum=loss_sum, loss_count=loss_count)
+                            _save_state(checkpoint_dir, network, optimiser, saved, rng)
                         _barrier(info)
                     if stop_now:
                         raise TrainingInterrupted(
