@@ -84,6 +84,12 @@ def test_bad_files_get_errors_naming_file_line_and_value(
         read_table(path, **kwargs)
 
 
+def test_unnamed_trailing_columns_of_a_spreadsheet_export_are_not_repeated_names(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_text("text,label,,\ngood movie,pos,,\nbad movie,neg,,\n", encoding="utf-8")
+    assert read_table(path).texts == ["good movie", "bad movie"]
+
+
 def test_long_fields_numbers_and_line_separators_are_texts(tmp_path: Path) -> None:
     long = "word " * 40_000  # 200,000 characters: more than the csv module's default field limit
     path = tmp_path / "long.csv"

@@ -388,7 +388,7 @@ def test_a_graph_with_attention_outputs_explains_like_pytorch(
             np.testing.assert_allclose(a.importance, b.importance, atol=ATOL, rtol=0)
             for ours_map, reference_map in zip(a.maps, b.maps, strict=True):  # type: ignore[arg-type]
                 np.testing.assert_allclose(ours_map, reference_map, atol=ATOL, rtol=0)
-    with pytest.raises(ValueError, match=r"'grad_attention' needs gradients.*or the PyTorch model"):
+    with pytest.raises(ValueError, match=r"'grad_attention' needs gradients.*or the PyTorch fp32 model"):
         explain(onnx_predictor, NEW_TEXTS[:1], "grad_attention")
     if not pooled:
         with pytest.raises(ValueError, match="minilm has no attention pooling"):

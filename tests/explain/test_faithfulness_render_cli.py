@@ -165,3 +165,5 @@ def test_cli_faithfulness_json(model_dir: Path, tmp_path: Path, capsys: pytest.C
     assert "no bundled dataset of that name" in capsys.readouterr().err
     assert main(["faithfulness", str(model_dir), str(data), "--methods", "rollout,bogus"]) == 2
     assert "method 'bogus'" in capsys.readouterr().err
+    assert main(["faithfulness", str(model_dir), str(data), "--seed", "-1", "--limit", "2"]) == 2
+    assert "seed=-1 must be in [0, 2**32)" in capsys.readouterr().err

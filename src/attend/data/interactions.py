@@ -397,11 +397,16 @@ def _is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value)
 
 
+#: A catalogue this small has few distinct values in every column: there, a category must repeat.
+SMALL_CATALOGUE = 100
+
+
 def _infer_type(values: Sequence[Any]) -> str:
     """numeric if every non-empty value is a number; categorical if cells hold lists or ``|``, or there
-    are few distinct values (max(50, 5% of rows)) and values repeat (at most half as many distinct
-    values as filled cells); else text. Few, repeated values mean a label-like column (genre, brand)
-    an embedding per value can learn; many, or one per item (titles in a small catalogue), mean text."""
+    are few distinct values (max(50, 5% of rows)) and, in a catalogue of :data:`SMALL_CATALOGUE` items
+    or fewer, values repeat (at most half as many distinct values as filled cells); else text. Few
+    values mean a label-like column (genre, brand) an embedding per value can learn; many mean free
+    text, and so does one value per item in a small catalogue (its titles), however few."""
     present = [value for value in values if not _is_empty(value)]
     if not present:
         return "text"
@@ -411,7 +416,8 @@ def _infer_type(values: Sequence[Any]) -> str:
         return "categorical"
     distinct = {str(value).strip() for value in present}
     few = len(distinct) <= max(50, 0.05 * len(values))
-    return "categorical" if few and len(distinct) <= len(present) / 2 else "text"
+    repeated = len(values) > SMALL_CATALOGUE or len(distinct) <= len(present) / 2
+    return "categorical" if few and repeated else "text"
 
 
 def _categories(value: Any) -> list[str]:

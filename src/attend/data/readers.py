@@ -192,7 +192,7 @@ def csv_records(
     where the record starts (a quoted field may span lines); a row with more fields than the header,
     a quote never closed, or a CSV error raises ``error`` naming ``name`` and the line."""
     start = reader.line_num + 1
-    columns = list(reader.fieldnames or [])
+    columns = [column for column in reader.fieldnames or [] if column.strip()]  # unnamed columns (Excel's ",,") aside
     repeated = sorted({column for column in columns if columns.count(column) > 1})
     if repeated:  # DictReader would keep the last column of each name and silently drop the others
         raise error(f"{name}: line 1: the header names the column(s) {repeated} more than once; rename them")

@@ -80,6 +80,8 @@ def faithfulness(
     thresholds) averaged over texts.
     """
     checked = validate_texts(texts)
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed={seed} must be in [0, 2**32)")
     methods = list(methods) if methods is not None else default_methods(runtime)
     if not methods:
         raise ValueError(

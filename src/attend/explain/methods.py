@@ -618,7 +618,7 @@ def explain(
                                  batch_size=batch_size, ig_steps=ig_steps, seed=seed)  # fmt: skip
     capabilities = runtime.capabilities
     if not chosen.available(capabilities):
-        if not (capabilities.maps or capabilities.pooling):
+        if not (capabilities.maps or capabilities.pooling) and chosen.requires != "gradients":
             raise ValueError(
                 f"this {runtime.backend} model records no attention, so method {method!r} cannot explain it: "
                 "explain the PyTorch fp32 model, or an ONNX export made with --attentions"
@@ -627,7 +627,7 @@ def explain(
             others = available_methods(runtime)
             raise ValueError(
                 f"method {method!r} needs gradients, which an ONNX graph (or an int8 model) does not give: use "
-                f"one of {others}, or the PyTorch model"
+                + (f"one of {others}, or " if others else "") + "the PyTorch fp32 model"
             )
         raise ValueError(
             f"{runtime.model_type} has no attention pooling; use one of {available_methods(runtime)}"
