@@ -225,6 +225,14 @@ def test_a_candidate_whose_training_diverges_is_left_out_and_the_others_still_co
         return loss * float("nan") if self.model == "encoder" else loss
 
     monkeypatch.setattr(auto.ClassificationTask, "loss", nan_for_the_encoder)
+    budgets: dict[str, float] = {}
+    real_budget = auto._loop_budget
+
+    def spy(plan: Any, candidate: Any, finished: Any, sizes: Any, budget_s: float, *rest: Any) -> float:
+        budgets[candidate.name] = budget_s
+        return real_budget(plan, candidate, finished, sizes, budget_s, *rest)
+
+    monkeypatch.setattr(auto, "_loop_budget", spy)
     said: list[str] = []
     train_auto(data, tmp_path / "m", args=dict(FAST, epochs=1), candidates=["encoder", "minilm"], ensemble=False,
                log=said.append)  # fmt: skip
@@ -232,6 +240,8 @@ def test_a_candidate_whose_training_diverges_is_left_out_and_the_others_still_co
     assert record["picked"] == "minilm"
     assert record["candidates"]["encoder"]["excluded"].startswith("its training diverged: the loss became non-finite")
     assert any(line.startswith("auto: encoder left out: its training diverged") for line in said)
+    # The time it spent is gone from the budget minilm's loop is given.
+    assert budgets["encoder"] == auto.DEFAULT_TIME_BUDGET * 60 and budgets["minilm"] < budgets["encoder"]
 
 
 def test_the_candidates_ensemble_enters_the_dev_comparison(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -405,8 +405,9 @@ def train_auto(
             continue
         directory = work / candidate.name
         resuming = resume and (directory.parent / f".{directory.name}.training" / "run.json").is_file()
-        if results and not resuming and "sizes" in state:
-            left = _seconds_left(results, time_budget * 60)
+        budget_s = time_budget * 60 - float(state.get("lost_seconds", 0.0))  # less what diverged runs spent
+        if (results or state.get("lost_seconds")) and not resuming and "sizes" in state:
+            left = _seconds_left(results, budget_s)
             for changed in _replan(plan, results, state["sizes"], left):
                 say(f"auto: {changed.name} re-planned for the {max(0.0, left) / 60:.1f} min left: "
                     + (changed.excluded or _planned(changed)))  # fmt: skip
@@ -415,7 +416,7 @@ def train_auto(
             if candidate.excluded:
                 continue
         if not resuming and "sizes" in state:
-            candidate.args["time_budget"] = _loop_budget(plan, candidate, results, state["sizes"], time_budget * 60,
+            candidate.args["time_budget"] = _loop_budget(plan, candidate, results, state["sizes"], budget_s,
                                                          ensemble)  # fmt: skip
             state["plan"] = [dataclasses.asdict(c) for c in plan]
             atomic_write_json(work / "auto.json", state)
@@ -432,6 +433,7 @@ def train_auto(
         except TrainingDiverged as exc:  # the other candidates can still give a model
             candidate.excluded = f"its training diverged: {exc}"
             say(f"auto: {candidate.name} left out: {candidate.excluded}")
+            state["lost_seconds"] = float(state.get("lost_seconds", 0.0)) + time.perf_counter() - begin
             state["plan"] = [dataclasses.asdict(c) for c in plan]
             atomic_write_json(work / "auto.json", state)
             continue
