@@ -17,6 +17,7 @@ from typing import Any
 
 from attend.apps import APPS
 from attend.config import read_run_config
+from attend.jsonout import dumps_json
 from attend.version import __version__
 
 #: ``attend explain --method`` choices: attend.explain's registry, spelled out so that building the
@@ -857,13 +858,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _reports():
             print("interrupted", file=sys.stderr)
         return 130
-
-
-def dumps_json(data: Any) -> str:
-    """What ``--json`` prints: one line of strict JSON, NaN as null (:func:`attend.io.dumps_json`)."""
-    from attend.io import dumps_json as strict
-
-    return strict(data)
 
 
 def _reports() -> bool:

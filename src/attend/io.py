@@ -19,7 +19,6 @@ import ctypes
 import errno
 import hashlib
 import json
-import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -31,6 +30,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from attend.jsonout import dumps_json, finite_json
 
 __all__ = [
     "ENSEMBLE_MEMBERS_DIR",
@@ -88,21 +89,6 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def finite_json(data: Any) -> Any:
-    """``data`` with every NaN or infinite float replaced by None: JSON has no NaN (``json.dumps``
-    writes a bare ``NaN`` that strict parsers refuse), and "no figure" is what they mean here."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {key: finite_json(value) for key, value in data.items()}
-    if isinstance(data, list | tuple):
-        return [finite_json(value) for value in data]
-    return data
-
-
-def dumps_json(data: Any) -> str:
-    """One line of strict JSON (non-finite floats as null, text as written): what ``--json`` prints."""
-    return json.dumps(finite_json(data), ensure_ascii=False, allow_nan=False)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -8,6 +8,7 @@ committing it.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -18,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -129,6 +131,10 @@ def test_explanations_weigh_the_history_and_erasure_reports_a_gap(sasrec_dir: Pa
     assert {row["item"] for row in why["history"]} == liked and 0.0 <= why["score"] <= 1.0
     faith = din.erasure(users=20, k=3, seed=0)
     assert faith["users"] == 20 and math.isfinite(faith["gap"])
+    full = copy.copy(din)  # a catalogue every user has rated all of: no top item, no figure, no IndexError
+    full.seen = [np.arange(1, len(din.item_ids)) for _ in din.seen]
+    spent = full.erasure(users=5, k=3)
+    assert spent["users"] == 0 and spent["gap"] is None and "rated every item" in spent["note"]
     nobody = din.erasure(users=20, k=10_000)  # no history that long: no figure, and valid JSON (no NaN)
     assert nobody["users"] == 0 and nobody["gap"] is None and "k=10000" in nobody["note"]
     json.dumps(nobody, allow_nan=False)
@@ -152,6 +158,10 @@ def test_din_reports_auc_gauc_logloss_beside_its_baselines(din_dir: Path) -> Non
         assert not rated & set(din.top(user, k=len(din.item_ids)).items)
     assert any(len(din.seen[u]) > len(din.histories[u]) for u in range(20)), "no user with a disliked item"
     assert liked <= rated
+    # explain ranks as top does (disliked items are out of the running too), and ids are read stripped.
+    for user in din.user_ids[:5]:
+        ranked = din.top(user, k=10).items
+        assert [din.explain(f" {user} ", item)["rank"] for item in ranked] == list(range(1, len(ranked) + 1))
 
 
 def test_din_trains_on_a_log_of_short_histories(tmp_path: Path) -> None:

@@ -210,6 +210,15 @@ def test_item_features_inference_alignment_and_notes(tmp_path: Path) -> None:
     assert any("1 item(s) of the log have no row in items.csv" in note for note in features.notes)
 
 
+def test_nan_in_a_numeric_feature_is_a_missing_value(tmp_path: Path) -> None:
+    path = tmp_path / "items.jsonl"  # as pandas writes a missing price: NaN in JSONL, "nan" in a CSV cell
+    rows = [{"item": "a", "price": 2.0}, {"item": "b", "price": float("nan")}, {"item": "c", "price": "nan"}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    features = read_item_features(path, {"a": 1, "b": 2, "c": 3})
+    price = features.numeric["price"]
+    assert features.columns == {"price": "numeric"} and price[1] == 2.0 and np.isnan(price[[2, 3]]).all()
+
+
 def test_few_distinct_values_are_categorical_many_are_text(tmp_path: Path) -> None:
     n = 200
     rows = [{"item": str(i), "brand": f"b{i % 7}", "blurb": f"a unique sentence number {i}"} for i in range(1, n + 1)]

@@ -387,6 +387,22 @@ def test_the_budget_probe_leaves_the_run_as_it_was(tmp_path: Path, planted_csv: 
     assert runs[0].metrics["loss"] == runs[1].metrics["loss"]
 
 
+class UndefinedScore(Regression):
+    """A dev metric that is undefined (as AUC is over a dev split of one label)."""
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        return {**super().evaluate(model, split, batch_size), "neg_mse": float("nan")}
+
+
+def test_an_undefined_dev_score_leaves_the_dev_loss_to_pick_the_epoch(picker: None, tmp_path: Path) -> None:
+    history: list[dict] = []
+    args = TrainingArgs(epochs=3, batch_size=20, progress=False, patience=0)
+    result = Trainer(UndefinedScore(), args, on_epoch=history.append).fit(tmp_path / "nan")
+    losses = [h["dev_loss"] for h in history]
+    assert result.metrics["best_epoch"] == losses.index(min(losses)) + 1  # before: -1, the last weights kept
+
+
 def test_scores_that_differ_in_their_last_bits_tie_and_the_lower_loss_decides() -> None:
     # Macro-F1 of the same 30 dev predictions, summed over classes in two orders (seen in a run: the
     # later epoch, with half the dev loss, lost to the earlier one on this difference).

@@ -394,7 +394,13 @@ def _is_number(value: Any) -> bool:
 
 
 def _is_empty(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value)
+    """A missing cell: none, blank, an empty list, or NaN (pandas' and Parquet's missing number, also
+    as the text ``nan`` a table written from one holds)."""
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, str):
+        return not value.strip() or value.strip().lower() == "nan"
+    return value is None or (isinstance(value, list) and not value)
 
 
 #: A catalogue this small has few distinct values in every column: there, a category must repeat.

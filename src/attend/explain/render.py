@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from attend.explain.methods import Explanation
-from attend.io import atomic_write_text, dumps_json
+from attend.io import atomic_write_text
+from attend.jsonout import dumps_json
 
 __all__ = ["render_html", "save_heatmaps", "to_json"]
 

@@ -147,11 +147,11 @@ class Recommender(Runtime):
         A known user's stored history comes first; a given history is appended to it (a new user
         has only the given one). Unknown item ids are ignored and returned.
         """
-        index = self.user_index.get(str(user)) if user is not None else None
+        index = self.user_index.get(str(user).strip()) if user is not None else None  # ids are stripped when read
         known = self.histories[index] if index is not None else np.zeros(0, dtype=np.int64)
-        ignored = [str(i) for i in (history or []) if str(i) not in self.item_index]
-        given = np.asarray([self.item_index[str(i)] for i in (history or []) if str(i) in self.item_index],
-                           dtype=np.int64)  # fmt: skip
+        ids = [str(i).strip() for i in (history or [])]
+        ignored = [i for i in ids if i not in self.item_index]
+        given = np.asarray([self.item_index[i] for i in ids if i in self.item_index], dtype=np.int64)
         return index, np.concatenate([known, given]).astype(np.int64), ignored
 
     def _rows(self, histories: Sequence[np.ndarray]) -> Tensor:
@@ -265,13 +265,17 @@ class Recommender(Runtime):
         scores = self.score_all([index], [full])[0]
         target = self.item_index[item]
         values = scores.clone()
-        if len(full):
-            values[torch.from_numpy(np.unique(full[full != target]))] = float("-inf")
-        rank = int((values > values[target]).sum()) + 1
+        # Ranked as top() ranks: every item the user rated (liked or not) is out of the running, and
+        # equal scores keep item order.
+        rated = np.concatenate([self.seen[index], full]) if index is not None else full
+        if len(rated):
+            values[torch.from_numpy(np.unique(rated[rated != target]))] = float("-inf")
+        ahead = (values > values[target]) | ((values == values[target]) & (torch.arange(len(values)) < target))
+        rank = int(ahead.sum()) + 1
         why = self.history_weights(index, full, item)
         return {"user": user, "item": item, "score": float(scores[target]), "rank": rank,
-                "in_history": bool((full == target).any()), "model": self.kind,
-                **why.to_dict(), **({"ignored": ignored} if ignored else {})}  # fmt: skip
+                "in_history": bool((full == target).any()), "rated": bool((rated == target).any()),
+                "model": self.kind, **why.to_dict(), **({"ignored": ignored} if ignored else {})}  # fmt: skip
 
     def erasure(self, *, users: int = 200, k: int = 3, seed: int = 0) -> dict[str, Any]:
         """Faithfulness by erasure: for each of ``users`` sampled users, the score of their top item
@@ -287,6 +291,8 @@ class Recommender(Runtime):
         for u in chosen:
             history = self.histories[u][-self.max_length :]
             answer = self.top_many([{"user": self.user_ids[u], "k": 1}])[0]
+            if not answer.items:  # the user rated every item: nothing left to recommend or erase for
+                continue
             item = answer.items[0]
             target = self.item_index[item]
             weights = np.asarray(self.history_weights(u, history, item).weights)
@@ -298,11 +304,13 @@ class Recommender(Runtime):
             after = self.score_all([u, u], variants)[:, target].tolist()
             drops_top.append(base - after[0])
             drops_random.append(base - after[1])
-        if not chosen:  # JSON has no NaN: say why there is no figure instead
+        if not drops_top:  # JSON has no NaN: say why there is no figure instead
             empty = dict.fromkeys(("drop_top_k", "drop_random_k", "gap", "top_k_beats_random"))
-            return {"users": 0, "k": k, **empty, "note": f"no user has more than k={k} history items to erase"}
+            why = (f"no user has more than k={k} history items to erase" if not chosen
+                   else "every sampled user has rated every item: no top item to explain")  # fmt: skip
+            return {"users": 0, "k": k, **empty, "note": why}
         mean_top, mean_random = float(np.mean(drops_top)), float(np.mean(drops_random))
-        return {"users": len(chosen), "k": k, "drop_top_k": mean_top, "drop_random_k": mean_random,
+        return {"users": len(drops_top), "k": k, "drop_top_k": mean_top, "drop_random_k": mean_random,
                 "gap": mean_top - mean_random,
                 "top_k_beats_random": float(np.mean(np.asarray(drops_top) > np.asarray(drops_random)))}  # fmt: skip
 

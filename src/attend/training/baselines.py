@@ -295,7 +295,8 @@ def ctr_baselines(
         raise ValueError(f"CTR baselines need train, dev and test events; got {len(train)}, {len(dev)}, {len(test)} "
                          "(a user's events are split in time: one with 3 or more rated events gives all three)")
     if train.labels.min() == train.labels.max():
-        raise ValueError("every train event has the same label; no classifier can be fitted")
+        raise ValueError("every train event has the same label; no classifier can be fitted (is the ratings' scale "
+                         "the one --positive-threshold assumes?)")
 
     def dev_auc(probs: np.ndarray) -> float:
         return ctr_metrics(dev.users, dev.labels, probs)["auc"]

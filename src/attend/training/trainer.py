@@ -891,6 +891,11 @@ class Trainer:
                     dev = task.evaluate(network, "dev", args.eval_batch_size)
                     record |= task.epoch_record(dev)
                     score, dev_loss = float(dev[task.selection]), float(dev["loss"])
+                    if math.isnan(score):  # e.g. AUC over a dev split of one label: the dev loss decides
+                        if not state.history or not math.isnan(state.history[-1].get(f"dev_{task.selection}", 0)):
+                            _log(f"note: dev {task.selection} is undefined (NaN; a dev split of one label?), so "
+                                 "the dev loss picks the epoch", info)  # fmt: skip
+                        score = -float("inf")
                 else:
                     score, dev_loss = -float(record["train_loss"] or 0.0), float("inf")
                 # A better score wins; a tie (common once a dev metric saturates) goes to the lower dev loss.

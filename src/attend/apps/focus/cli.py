@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from attend.jsonout import dumps_json
+
 __all__ = ["MAX_MINUTES", "add_serve_options", "register_cli", "serve_routers"]
 
 #: Longest session, in minutes (a week).
@@ -80,7 +82,7 @@ def _cmd_triage(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     decisions = triage(args.task, messages, allow=_allow(args.allow), assistant=assistant)
     if args.json:
-        print(json.dumps([d.to_dict() for d in decisions], ensure_ascii=False))
+        print(dumps_json([d.to_dict() for d in decisions]))
     else:
         for d in decisions:
             print(_line(d))
@@ -116,7 +118,7 @@ def _service(args: argparse.Namespace, *, create: bool = True) -> Any:
 
 
 def _print(args: argparse.Namespace, value: Any, text: str) -> None:
-    print(json.dumps(value, ensure_ascii=False) if args.json else text)
+    print(dumps_json(value) if args.json else text)
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
@@ -135,7 +137,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     decisions = service.ingest(messages)
     service.close()
     if args.json:
-        print(json.dumps([d.to_dict() for d in decisions], ensure_ascii=False))
+        print(dumps_json([d.to_dict() for d in decisions]))
     else:
         for d in decisions:
             print(_line(d))
@@ -158,7 +160,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     status = service.status()
     service.close()
     if args.json:
-        print(json.dumps(status, ensure_ascii=False))
+        print(dumps_json(status))
         return 0
     session = status["session"]
     if session is None:
@@ -202,7 +204,7 @@ def _cmd_digest(args: argparse.Namespace) -> int:
     digest = service.digest(session_id=args.session, limit=args.limit)
     service.close()
     if args.json:
-        print(json.dumps(digest, ensure_ascii=False))
+        print(dumps_json(digest))
         return 0
     session = digest["session"]
     print(f"digest of session {session['id']} ({session['task']}): {digest['held']} held message(s)")
@@ -220,10 +222,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     _threads(args.threads)
     if args.stream:
         report = evaluate_stream()
-        print(json.dumps(report, ensure_ascii=False) if args.json else format_stream(report))
+        print(dumps_json(report) if args.json else format_stream(report))
         return 0
     report = evaluate_suite(split=args.split)
-    print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
+    print(dumps_json(report) if args.json else format_report(report))
     return 0
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+from attend.jsonout import dumps_json
 
 __all__ = ["add_serve_options", "main", "register_cli", "serve_routers"]
 
@@ -120,7 +121,7 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
     alerts = store.alerts(topic=args.topic)
     store.close()
     if args.json:
-        print(json.dumps(alerts, ensure_ascii=False))
+        print(dumps_json(alerts))
     elif not alerts:
         print(f"no alerts in {args.db}")
     else:

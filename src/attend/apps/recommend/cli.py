@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from attend.config import positive_int
+from attend.jsonout import dumps_json
 
 __all__ = ["add_serve_options", "format_evaluation", "format_top", "register_cli", "serve_routers"]
 
@@ -72,7 +73,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     model_options = dict(config.get("model", {}))
     if args.fusion is not None:
         model_options["fusion"] = args.fusion
-    features = None if args.features is None else [c for c in args.features.split(",") if c.strip() and c != "none"]
+    features = None if args.features is None else [
+        c.strip() for c in args.features.split(",") if c.strip() and c.strip() != "none"
+    ]
     result = train_recommender(
         args.data, args.out, model=args.model, item_features=args.item_features,
         feature_types=_types(args.feature_types), user_col=args.user_col,
@@ -107,7 +110,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from attend.apps.recommend.pipeline import evaluate_recommender
 
     report = evaluate_recommender(args.model_dir, erasure=args.erasure)
-    print(json.dumps(report, ensure_ascii=False) if args.json else format_evaluation(report))
+    print(dumps_json(report) if args.json else format_evaluation(report))
     return 0
 
 
@@ -125,7 +128,7 @@ def _cmd_top(args: argparse.Namespace) -> int:
         from attend.apps.recommend.render import render_recommendations
 
         render_recommendations(answer, args.html, names=_names(runtime))
-    print(json.dumps(answer, ensure_ascii=False) if args.json else format_top(answer, _names(runtime)))
+    print(dumps_json(answer) if args.json else format_top(answer, _names(runtime)))
     return 0
 
 
@@ -142,7 +145,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
         render_recommendations(answer, args.html, names=_names(runtime), title=f"Why {args.item}")
     if args.json:
-        print(json.dumps(answer, ensure_ascii=False))
+        print(dumps_json(answer))
         return 0
     names = _names(runtime)
     print(f"{names.get(args.item, args.item)}: score {answer['score']:.4f}, rank {answer['rank']}"

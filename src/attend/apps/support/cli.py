@@ -10,11 +10,11 @@ Heavy imports happen inside the actions, so ``attend --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import json
 import textwrap
 from typing import Any
 
 from attend.config import positive_int
+from attend.jsonout import dumps_json
 
 __all__ = ["add_serve_options", "format_answer", "format_build", "register_cli", "serve_routers"]
 
@@ -101,7 +101,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         progress=not args.json,
         overwrite=args.overwrite,
     )
-    print(json.dumps(report, ensure_ascii=False) if args.json else format_build(report))
+    print(dumps_json(report) if args.json else format_build(report))
     return 0
 
 
@@ -109,7 +109,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     from attend.apps.support.index import ask
 
     reply = ask(args.index_dir, " ".join(args.question), k=args.k)
-    print(json.dumps(reply, ensure_ascii=False) if args.json else format_answer(reply))
+    print(dumps_json(reply) if args.json else format_answer(reply))
     return 0
 
 
