@@ -479,6 +479,17 @@ def test_csv_events_with_quoted_newlines_and_naive_times(tmp_path: Path) -> None
     huge.write_text(json.dumps({"id": "h", "time": "2024-05-01T00:00:00Z", "text": "terrible " * 50_000}) + "\n")
     (event,) = read_events(huge)
     assert len(event.text) == MAX_EVENT_CHARS and event.text.startswith("terrible terrible")
+    # An inch mark inside an unquoted field is a character: before, it held lines until a second one
+    # and kept only the first event of them (4 events read as 2, silently).
+    inches = tmp_path / "inches.csv"
+    inches.write_text('id,time,text\na,2024-05-01,screen is 15" wide\nb,2024-05-01,fine\nc,2024-05-01,fine too\n'
+                      'd,2024-05-01,a 2" gap\n', encoding="utf-8")  # fmt: skip
+    assert [e.text for e in read_events(inches)] == ['screen is 15" wide', "fine", "fine too", 'a 2" gap']
+    # U+2028 inside a JSON string is text, as stdin and --follow read it (str.splitlines cut the line there).
+    separated = tmp_path / "u2028.jsonl"
+    separated.write_text(json.dumps({"id": "s", "time": "2024-05-01T00:00:00Z", "text": "one\u2028two"},
+                                    ensure_ascii=False) + "\n", encoding="utf-8")  # fmt: skip
+    assert [e.text for e in read_events(separated)] == ["one\u2028two"]
 
 
 def test_guardian_headlines_replay_real_sample(model_dir: Path, tmp_path: Path) -> None:

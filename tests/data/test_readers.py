@@ -71,6 +71,11 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
         (b'text,label\nok,a\n"never closed,b\nmore,c\nlast,d\n', {}, r"line 3: a quote opened on this line is never"),
         ("text,label\nok,a\n\u200b\ufeff,b\n".encode(), {}, r"line 3 has an empty text \(only invisible characters\)"),
         (b"text,label,text\ngood,a,x\n", {}, r"line 1: the header names the column\(s\) \['text'\] more than once"),
+        # A stray quote (an inch mark) read on to the next quote, rows and all: 4 rows became 2, silently.
+        (b'text,label\n"oops pizza,a\nchip two,b\nchip three,b\na 15" screen,b\nlast,a\n', {},
+         r"line 2: a quote opened on this line is never closed \(the field runs on to line 5, taking in lines"),
+        (b'label,text\na,fine\nb,"never closed\na,row one\nb,row two\na,row three\n', {},
+         r"line 3: a quote opened on this line is never closed .* taking in lines that read as rows"),
         (b"text,label\ngood,a\n", {"split_col": "part"}, r"no column 'part' \(columns: text, label\); .* --split-col"),
     ],
 )
@@ -82,6 +87,12 @@ def test_bad_files_get_errors_naming_file_line_and_value(
         path.write_bytes(content)
     with pytest.raises(DataError, match=message):
         read_table(path, **kwargs)
+
+
+def test_a_quoted_field_over_several_lines_is_one_text(tmp_path: Path) -> None:
+    path = tmp_path / "paragraphs.csv"
+    path.write_text('text,label\n"Dear team, thanks\nfor the film, truly\nBest",pos\nshort,neg\n', encoding="utf-8")
+    assert read_table(path).texts == ["Dear team, thanks\nfor the film, truly\nBest", "short"]
 
 
 def test_unnamed_trailing_columns_of_a_spreadsheet_export_are_not_repeated_names(tmp_path: Path) -> None:

@@ -200,15 +200,32 @@ def csv_records(
         for record in reader:
             if None in record:
                 raise error(f"{name}: line {start} has more fields than the header")
-            if None in record.values() and reader.line_num > start and any("\n" in (v or "") for v in record.values()):
+            if reader.line_num > start and (None in record.values() or _swallowed_rows(record, reader)):
                 raise error(
                     f"{name}: line {start}: a quote opened on this line is never closed (the field runs on to line "
-                    f"{reader.line_num})"
+                    f"{reader.line_num}{', taking in lines that read as rows' if None not in record.values() else ''})"
+                    "; a quote inside a field is written twice and the field quoted (\"15\"\" screen\")"
                 )
             yield start, record
             start = reader.line_num + 1
     except csv.Error as exc:
         raise error(f"{name}: line {start}: {exc}") from None
+
+
+def _swallowed_rows(record: dict[str, Any], reader: csv.DictReader) -> bool:
+    """Whether a field that runs over several lines has taken in rows: a stray quote (an inch mark, a
+    quote never closed) makes the csv module read on to the next quote, rows and all. Flagged when the
+    field's further lines (blank ones aside, and the last, where a closing quote may cut a row short)
+    are two or more and every one has a row's number of delimiters."""
+    columns = len(reader.fieldnames or [])
+    delimiter = reader.reader.dialect.delimiter
+    for value in record.values():
+        if columns < 2 or not isinstance(value, str) or value.count("\n") < 2:
+            continue
+        further = [line for line in value.split("\n")[1:] if line.strip()][:-1]
+        if len(further) >= 2 and all(line.count(delimiter) == columns - 1 for line in further):
+            return True
+    return False
 
 
 def _split_labels(value: Any, *, multi_label: bool, label_sep: str | None) -> list[str]:

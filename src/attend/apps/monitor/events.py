@@ -199,6 +199,28 @@ def _sniff(first_line: str) -> str:
     return "jsonl" if first_line.lstrip().startswith("{") else "csv"
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _inside_quotes(text: str) -> bool:
+    """Whether CSV ``text`` ends inside a quoted field. A quote opens one only at the start of a field
+    (as the csv module reads it): an inch mark inside an unquoted field (``15" screen``) is a character."""
+    inside, field_start, i = False, True, 0
+    while i < len(text):
+        char = text[i]
+        if inside:
+            if char == '"':
+                if text.startswith('""', i):
+                    i += 2
+                    continue
+                inside = False
+        elif char == '"' and field_start:
+            inside = True
+        field_start = not inside and char in ",\n"
+        i += 1
+    return inside
+
+
 class _Parser:
     """Turns complete lines into events, for JSONL or CSV (CSV: the first line is the header).
 
@@ -233,10 +255,14 @@ class _Parser:
             self.pending_line = line_number
         self.pending.append(line)
         joined = "\n".join(self.pending)
-        if joined.count('"') % 2:  # inside a quoted field: wait for the rest of the record
+        if _inside_quotes(joined):  # inside a quoted field: wait for the rest of the record
             return None
         self.pending = []
-        row = next(csv.reader(io.StringIO(joined, newline="")))
+        rows = list(csv.reader(io.StringIO(joined, newline="")))
+        if len(rows) != 1:  # a sign the quotes were misread: refuse rather than keep the first record only
+            raise DataError(f"{self.name}: line {self.pending_line}: a quote runs on to line {line_number}; quote "
+                            'a field that holds a quote, and write the quote twice ("15"" screen")')  # fmt: skip
+        row = rows[0]
         if self.header is None:
             self.header = [column.strip().lstrip("\ufeff") for column in row]
             missing = [c for c in ("id", "time", "text") if c not in self.header]
@@ -276,7 +302,9 @@ def read_events(path: str | os.PathLike[str], *, fmt: str | None = None) -> list
         raise DataError(f"{path} is empty")
     parser = _Parser(str(path), _format_of(path.name, fmt))
     events = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at \n, \r\n or \r only: U+2028 and the like are text inside a record (str.splitlines
+    # would cut a valid JSON line there), as stdin and --follow read them.
+    for number, line in enumerate(_LINE_BREAK.split(text.removesuffix("\n")), start=1):
         event = parser.feed(line, number)
         if event is not None:
             events.append(event)
