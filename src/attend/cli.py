@@ -311,10 +311,10 @@ def _translate_inputs(args: argparse.Namespace) -> list[str]:
         raise UsageError("give sentences to translate, or --input FILE, but not both")
     if args.texts:
         return list(args.texts)
-    path = Path(args.input)
-    if args.input != "-" and path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".parquet"):
-        from attend.data.readers import read_table
+    from attend.data.readers import TABLE_SUFFIXES, read_table
 
+    path = Path(args.input)
+    if args.input != "-" and path.suffix.lower() in TABLE_SUFFIXES:
         return read_table(path, text_col=args.source_col, label_col=None,
                           columns_hint="choose the column with --source-col").texts
     raw = sys.stdin.buffer.read() if args.input == "-" else path.read_bytes()

@@ -86,6 +86,12 @@ def test_html_definition_lists_details_and_markdown_and_text() -> None:
     assert parse_markdown(markdown)[-2:] == [("How do I pay?", "By card or cash."), ("Setext?", "Answer two.")]
     text = "Q: How do I pay?\nA: By card.\n\nQ: Can I return it?\nA: Yes,\nwithin 30 days.\n"
     assert parse_qa_text(text) == [("How do I pay?", "By card."), ("Can I return it?", "Yes,\nwithin 30 days.")]
+    bold = "**Q: How do I pay?**\nA: By card.\n\n**Q: Can I return it?**\nA: Yes.\n"  # no "A: " in the answers
+    assert parse_markdown(bold) == [("How do I pay?", "By card."), ("Can I return it?", "Yes.")]
+    # HTML5 may leave </head> out; a footer is page furniture, not part of the last answer.
+    page = ("<html><head><title>FAQ</title><body><h2>How do I pay?</h2><p>By card.</p>"
+            "<h2>Can I return it?</h2><p>Yes.</p><footer>(c) us</footer></body></html>")  # fmt: skip
+    assert parse_html(page) == [("How do I pay?", "By card."), ("Can I return it?", "Yes.")]
 
 
 def test_real_debian_faq_chapter() -> None:

@@ -323,6 +323,8 @@ def test_maildir(tmp_path: Path) -> None:
     assert sorted(m.text for m in messages) == ["first mail", "html only"]
     assert {m.channel for m in messages} == {"email"}
     assert messages == read_messages(tmp_path / "Mail", fmt="maildir")  # same order every time
+    (tmp_path / "Mail" / "cur" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")  # a file manager's, not a mail
+    assert read_messages(tmp_path / "Mail") == messages
     (tmp_path / "plain").mkdir()
     with pytest.raises(MessageError, match=r"plain is a directory but not a Maildir"):
         read_messages(tmp_path / "plain")

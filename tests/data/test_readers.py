@@ -89,6 +89,19 @@ def test_bad_files_get_errors_naming_file_line_and_value(
         read_table(path, **kwargs)
 
 
+def test_missing_values_and_objects_are_not_read_as_texts_or_labels(tmp_path: Path) -> None:
+    path = tmp_path / "nan.jsonl"  # NaN as pandas writes a missing text into JSONL: not the text "nan"
+    path.write_text('{"text": "fine", "label": "a"}\n{"text": NaN, "label": "b"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="line 2 has an empty text"):
+        read_table(path)
+    path.write_text('{"text": "fine", "label": "a"}\n{"text": "ok", "label": {"name": "b"}}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 2 has an object \{'name': 'b'\} as its label"):
+        read_table(path)
+    path.write_text('{"text": "fine", "label": "a"}\n{"text": "ok", "label": NaN}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 2 has a missing value \(NaN\) as its label"):
+        read_table(path)
+
+
 def test_a_quoted_field_over_several_lines_is_one_text(tmp_path: Path) -> None:
     path = tmp_path / "paragraphs.csv"
     path.write_text('text,label\n"Dear team, thanks\nfor the film, truly\nBest",pos\nshort,neg\n', encoding="utf-8")

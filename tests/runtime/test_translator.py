@@ -148,6 +148,9 @@ def test_explain_writes_html_png_and_json(translator_dir: Path, tmp_path: Path,
     assert "sun<-sun" in capsys.readouterr().out.replace(" ", "")
     # Sentences from a text file, as `attend translate` reads them; classifier options are refused, not ignored.
     (tmp_path / "in.txt").write_text("red cat sun\n", encoding="utf-8")
+    (tmp_path / "in.ndjson").write_text('{"source": "red cat sun"}\n', encoding="utf-8")  # a table, not text
+    assert main(["translate", str(translator_dir), "--input", str(tmp_path / "in.ndjson"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["source"] == "red cat sun"
     assert main(["explain", str(translator_dir), "--input", str(tmp_path / "in.txt")]) == 0
     assert "sun<-sun" in capsys.readouterr().out.replace(" ", "")
     assert main(["explain", str(translator_dir), "red cat sun", "--layer", "9", "--head", "1"]) == 2

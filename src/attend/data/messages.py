@@ -20,6 +20,7 @@ import email.message
 import hashlib
 import json
 import mailbox
+import math
 import os
 import re
 import sys
@@ -539,6 +540,8 @@ def _row_message(name: str, number: int, record: dict[str, Any], max_chars: int)
         fields = ", ".join(map(str, record)) or "none"
         raise MessageError(f"{where} has no field 'text' (fields: {fields}); every message needs its text")
     text = record["text"]
+    if isinstance(text, float) and math.isnan(text):
+        text = None  # a missing value, not the text "nan"
     if isinstance(text, int | float) and not isinstance(text, bool):
         text = str(text)  # "42" is a message too
     if text is None:
@@ -615,6 +618,8 @@ def _read_maildir(path: Path, max_chars: int, stats: dict[str, int]) -> Iterator
     box = mailbox.Maildir(path, factory=None, create=False)
     # Sorted keys (they start with the delivery time) give the same order on every run and machine.
     for key in sorted(box.keys()):
+        if key.startswith("."):  # a file manager's .DS_Store or a client's dotfile: not a mail
+            continue
         try:
             msg = box.get_message(key)
         except (KeyError, FileNotFoundError):

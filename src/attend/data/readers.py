@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,7 @@ from attend.data.validation import text_problem
 
 __all__ = [
     "SPLIT_NAMES",
+    "TABLE_SUFFIXES",
     "TEXT_COLUMNS_HINT",
     "DataError",
     "LabelledTexts",
@@ -38,6 +40,8 @@ SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "de
 
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 _FORMATS |= {".parquet": "parquet", ".pq": "parquet"}
+#: File names read as tables (any other is plain text where a verb also takes that).
+TABLE_SUFFIXES = frozenset(_FORMATS)
 
 
 class DataError(ValueError):
@@ -253,6 +257,8 @@ def check_columns(path: str | os.PathLike[str], record: dict[str, Any], wanted: 
 def _row_text(path: Path, line: int, record: dict[str, Any], text_col: str) -> str:
     """The row's text, checked: a number is a text too; an empty or unusable one is an error."""
     text = record.get(text_col)
+    if isinstance(text, float) and math.isnan(text):
+        text = None  # a missing value (NaN in JSONL or a Parquet float column), not the text "nan"
     if isinstance(text, int | float) and not isinstance(text, bool):
         text = str(text)  # "42" in a CSV is a text
     if text is not None and not isinstance(text, str):
@@ -350,7 +356,11 @@ def read_table(
         texts.append(text)
         lines.append(line)
         if label_col is not None:
-            row_labels = _split_labels(record.get(label_col), multi_label=multi_label, label_sep=label_sep)
+            value = record.get(label_col)
+            if isinstance(value, dict) or (isinstance(value, float) and math.isnan(value)):
+                shown = "a missing value (NaN)" if isinstance(value, float) else f"an object {value!r:.60}"
+                raise DataError(f"{path}: line {line} has {shown} as its label in column {label_col!r}")
+            row_labels = _split_labels(value, multi_label=multi_label, label_sep=label_sep)
             if not row_labels:
                 raise DataError(f"{path}: line {line} has no label in column {label_col!r}")
             if len(row_labels) > 1 and not multi_label:

@@ -171,9 +171,13 @@ def _strip_markdown(text: str) -> str:
     return text
 
 
+_ANSWER_MARK = re.compile(r"^\s*(?:[*_]+\s*)?(?:A|Answer)\s*[:：]\s*(?:[*_]+\s*)?", re.IGNORECASE)
+
+
 def parse_markdown(text: str) -> list[tuple[str, str]]:
     """Pairs from a Markdown FAQ: question headings with the text below, or ``Q:``/``A:`` lines."""
-    headed = [(q, _clean_answer(_strip_markdown(body))) for q, body in _markdown_sections(text)]
+    headed = [(q, _clean_answer(_ANSWER_MARK.sub("", _strip_markdown(body).strip(), count=1)))
+              for q, body in _markdown_sections(text)]  # fmt: skip
     return _choose([[(q, a) for q, a in headed if a], parse_qa_text(_strip_markdown(text))])
 
 
@@ -184,7 +188,7 @@ def parse_markdown(text: str) -> list[tuple[str, str]]:
 _BLOCK_TAGS = {"p", "div", "br", "li", "ul", "ol", "tr", "table", "pre", "blockquote", "section", "article",
                "dl", "hr", "main", "body", "td", "th", "figure", "figcaption"}  # fmt: skip
 _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
-_SKIP_TAGS = {"script", "style", "head", "title", "nav", "noscript", "template", "svg", "button", "form"}
+_SKIP_TAGS = {"script", "style", "head", "title", "nav", "noscript", "template", "svg", "button", "form", "footer"}
 # Page furniture by class or id: navigation, tables of contents, footers, footnote blocks.
 _SKIP_CLASS = re.compile(r"^(toc|table-of-contents|nav|navbar|navigation|nav(header|footer)|.*footer|footnotes?"
                          r"|breadcrumbs?|sidebar|menu|skip-link)$", re.IGNORECASE)  # fmt: skip
@@ -220,6 +224,8 @@ class _FaqHTML(HTMLParser):
             if tag in ("br", "hr") and not self._skip_depth:
                 self._buffer.append("\n")
             return
+        if tag == "body" and any(open_tag == "head" for open_tag, _ in self._stack):
+            self.handle_endtag("head")  # HTML5 may leave </head> out: <body> closes it
         classes = " ".join(value or "" for name, value in attrs if name in ("class", "id", "role")).split()
         skip = tag in _SKIP_TAGS or any(_SKIP_CLASS.match(c) for c in classes)
         self._stack.append((tag, skip))
