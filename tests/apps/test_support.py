@@ -420,6 +420,34 @@ def test_a_mostly_english_faq_answers_its_chinese_entry_on_bm25s_own_threshold(t
     assert index.ask("今天天气怎么样")["handoff"]  # nothing of it in the FAQ
 
 
+def test_a_left_out_entry_scores_minus_infinity_at_every_fusion_weight(index: SupportIndex) -> None:
+    """Calibration leaves each entry out of its own trial. At alpha 0 or 1 the weighted fusion made
+    0 * -inf = NaN there, every trial's best score NaN, and the hand-off threshold NaN: nothing was
+    ever handed off."""
+    import dataclasses
+
+    ranker, kept = index.ranker, index.ranker.retrieval
+    questions = [entry["question"] for entry in index.entries[:4]]
+    try:
+        for alpha in (0.0, 0.5, 1.0):
+            ranker.retrieval = dataclasses.replace(kept, alpha=alpha)
+            fused, _ = ranker.scores(questions, exclude=[0, 1, 2, 3])
+            assert not np.isnan(fused).any() and (fused[np.arange(4), np.arange(4)] == -np.inf).all()
+    finally:
+        ranker.retrieval = kept  # the module's index, as the other tests expect it
+
+
+def test_an_index_whose_threshold_is_nan_is_refused_with_the_fix(index_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = Path(shutil.copytree(index_dir, tmp_path / "index"))
+    config = json.loads((copy / "config.json").read_text(encoding="utf-8"))
+    config["handoff"]["threshold"] = float("nan")  # as indexes built with a one-sided fusion weight hold it
+    (copy / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(ModelDirError, match=r"hand-off threshold is nan, not a number .* --overwrite"):
+        SupportIndex.load(copy)
+
+
 def test_a_question_the_encoder_cannot_read_is_answered_lexically(index: SupportIndex) -> None:
     reply = index.ask("dpkg 软件包 保持 hold")
     assert reply["retrieval"]["mode"] == "bm25" and "this question" in reply["retrieval"]["note"]

@@ -176,7 +176,11 @@ def fuse(dense: np.ndarray | None, lexical: np.ndarray, retrieval: Retrieval, re
     if retrieval.fusion == "rrf":
         dense_part = np.where(keep[:, None], 1.0 / (RRF_K + _rank_positions(dense)), 0.0)
         return dense_part + 1.0 / (RRF_K + _rank_positions(lexical))
-    return np.where(keep[:, None], retrieval.alpha * dense, 0.0) + (1.0 - retrieval.alpha) * lexical
+    # A side weighted 0 is left out, not multiplied by 0: a -inf score there (an entry left out of
+    # a calibration trial) would give 0 * -inf = NaN.
+    alpha = retrieval.alpha
+    dense_part = np.where(keep[:, None], alpha * dense, 0.0) if alpha > 0 else np.zeros_like(lexical)
+    return dense_part + ((1.0 - alpha) * lexical if alpha < 1 else 0.0)
 
 
 def lexical_scale(raw: np.ndarray) -> float:

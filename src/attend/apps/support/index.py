@@ -44,6 +44,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import random
 import re
@@ -208,12 +209,17 @@ class Ranker:
         if self.retrieval.effective != "bm25":
             readable = self.readable(texts)
             dense = self.dense(self.encoder.embed(texts) if vectors is None else vectors, question_weight)
-        if exclude is not None:
-            rows = np.arange(len(texts))
-            lexical[rows, np.asarray(exclude)] = -np.inf
-            if dense is not None:
-                dense[rows, np.asarray(exclude)] = -np.inf
-        return fuse(dense, lexical, self.retrieval, readable), readable
+        if exclude is None:
+            return fuse(dense, lexical, self.retrieval, readable), readable
+        rows, left_out = np.arange(len(texts)), np.asarray(exclude)
+        lexical[rows, left_out] = -np.inf  # out of the rankings RRF fuses too
+        if dense is not None:
+            dense[rows, left_out] = -np.inf
+        fused = fuse(dense, lexical, self.retrieval, readable)
+        # ... and out of the fused scores: a side weighted 0 (alpha 0 or 1) made 0 * -inf = NaN there,
+        # and a NaN best score made the calibrated hand-off threshold NaN, so nothing was handed off.
+        fused[rows, left_out] = -np.inf
+        return fused, readable
 
 
 def drop_words(text: str, rng: random.Random, fraction: float = DROP_FRACTION) -> str:
@@ -255,6 +261,8 @@ def calibrate_threshold(
     correct = np.asarray(correct, dtype=bool)
     if scores.shape != correct.shape or scores.ndim != 1 or not len(scores):
         raise ValueError("calibration needs one score and one outcome per trial")
+    if np.isnan(scores).any():  # a NaN threshold would hand nothing off, silently
+        raise ValueError(f"calibration got {int(np.isnan(scores).sum())} NaN score(s)")
     if target_precision is not None and not 0.0 < target_precision <= 1.0:
         raise ValueError(f"target_precision={target_precision} must be in (0, 1]")
     method = "max_f1" if target_precision is None else f"precision>={target_precision:g}"
@@ -645,6 +653,12 @@ class SupportIndex:
             raise ModelDirError(
                 f"{path} was built with encoder weights {recorded['weights_sha256'][:12]}… but {encoder.source} now "
                 f"has {encoder.weights_sha256[:12]}…; rebuild the index with the current encoder"
+            )
+        threshold = (config.get("handoff") or {}).get("threshold")
+        if not isinstance(threshold, int | float) or not math.isfinite(threshold):
+            raise ModelDirError(
+                f"{path}: its hand-off threshold is {threshold!r}, not a number (an index built before 2026-12-05 "
+                "whose ranking weighs one side 0 hands nothing off): build it again with --overwrite"
             )
         return cls(path=path, config=config, entries=entries, tensors=tensors, encoder=encoder)
 
