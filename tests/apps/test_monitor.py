@@ -275,6 +275,8 @@ GOOD = {"id": "a1", "time": "2024-05-01T10:00:00Z", "text": "a terrible film"}
          "badrow.csv: line 3: field \"time\": 'yesterday' is not an ISO 8601 time"),
         ("y9999.jsonl", json.dumps({**GOOD, "time": "9999-12-31T23:00:00Z"}) + "\n",  # its window would end in 10000
          "y9999.jsonl: line 1: field \"time\": '9999-12-31T23:00:00Z' is outside the years 1000-9998"),
+        ("y999.jsonl", json.dumps({**GOOD, "time": "1000-01-01T00:00:00+14:00"}) + "\n",  # year 999 in UTC
+         "y999.jsonl: line 1: field \"time\": '1000-01-01T00:00:00+14:00' is outside the years 1000-9998 (in UTC)"),
     ],
 )  # fmt: skip
 def test_malformed_events_are_one_clear_error_and_write_nothing(
@@ -381,6 +383,23 @@ def test_router_validates_with_4xx_and_is_idempotent(model_dir: Path, tmp_path: 
         detail = client.post("/v1/monitor/events", json=[{**GOOD, "time": "2024-99-01"}]).json()
         assert "time" in json.dumps(detail) and "ISO 8601" in json.dumps(detail)
     assert count_rows(tmp_path / "http.db") == 41
+
+
+def test_an_event_dated_far_ahead_does_not_stop_the_surge_being_raised(model_dir: Path, tmp_path: Path) -> None:
+    """The watermark jumps to the future event's window; later batches are still judged (before, no
+    window was judged again until a restart, and the planted surge was never raised)."""
+    from attend.apps.monitor import MonitorSettings, monitor_router
+    from attend.runtime import load
+
+    app = FastAPI()
+    app.include_router(monitor_router(tmp_path / "ahead.db", load(model_dir), MonitorSettings()))
+    events = sorted(planted_events(), key=lambda e: e["time"])
+    alerts = []
+    with TestClient(app) as client:
+        client.post("/v1/monitor/events", json=[{**GOOD, "id": "typo", "time": "2099-01-01T00:00:00Z"}])
+        for start in range(0, len(events), 100):
+            alerts += client.post("/v1/monitor/events", json=events[start : start + 100]).json()["alerts"]
+    assert [(a["topic"], a["window_start"]) for a in alerts] == [(SURGE_TOPIC, "2024-05-01T08:00:00Z")]
 
 
 def test_failing_webhook_is_logged_does_not_stop_the_run_and_fails_the_command(

@@ -103,13 +103,15 @@ def parse_time(value: Any, *, where: str = "time") -> datetime:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         raise ValueError(f'{where}: {value!r} is not an ISO 8601 time (e.g. "2020-03-01T14:30:00Z")') from None
-    if not 1000 <= moment.year <= 9998:
-        # Windows end after their events and times are written with four-digit years: years past
-        # 9998 overflow a window's end, and years before 1000 are not ISO 8601 as written.
-        raise ValueError(f"{where}: {value!r} is outside the years 1000-9998")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    # In UTC, as stored: windows end after their events and times are written with four-digit
+    # years, so years past 9998 overflow a window's end and years before 1000 are not ISO 8601 as
+    # written (1000-01-01T00:00+14:00 is in year 999 in UTC).
+    utc = moment.astimezone(UTC) if 1 < moment.year < 9999 else moment
+    if not 1000 <= utc.year <= 9998:
+        raise ValueError(f"{where}: {value!r} is outside the years 1000-9998 (in UTC)")
+    return utc
 
 
 def has_zone(value: str) -> bool:

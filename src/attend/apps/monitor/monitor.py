@@ -164,7 +164,10 @@ class Monitor:
             watermark = self.store.watermark()
             if watermark is not None:
                 closed_before = window_start(watermark, self.settings.detection.window)
-                if self._judged_until is None or closed_before > self._judged_until:
+                # Judged again when time moves on, and whenever events were stored: late events change
+                # windows already closed (before, one event dated far ahead moved the watermark there
+                # and no window was judged again until a restart).
+                if self._judged_until is None or closed_before > self._judged_until or result.stored:
                     result.alerts = self._judge(closed_before)
             return result
 
