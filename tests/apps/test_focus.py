@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import mailbox
@@ -37,7 +38,7 @@ from attend.apps.focus.router import focus_router
 from attend.apps.focus.service import FocusService, triage
 from attend.apps.focus.store import SessionError, open_focus_store
 from attend.cli import main
-from attend.data.messages import Message
+from attend.data.messages import Message, read_messages
 
 TASK = "Grade the year 10 essays on Macbeth and enter the marks before Friday's moderation meeting"
 RELEVANT = Message(id="r1", sender="Priya Shah <priya@school.org>", subject="10B marks",
@@ -276,6 +277,40 @@ def test_relevance_is_read_against_the_session_traffic(assistant: FocusAssistant
 # --- store, service, CLI, HTTP ----------------------------------------------------------------
 
 
+def test_two_starts_at_once_leave_one_session_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two services on one database (two serve workers, or the CLI beside serve) starting together:
+    the check that none is running and the insert are one step under the database's update lock."""
+    import threading
+    import time as clock
+
+    services = [FocusService(tmp_path / "race.db"), FocusService(tmp_path / "race.db")]
+    real = services[0].store.active_session.__func__
+
+    def slow_check(self: Any, **kwargs: Any) -> Any:
+        found = real(self, **kwargs)
+        clock.sleep(0.3)  # widen the window between "none is running" and the insert
+        return found
+
+    monkeypatch.setattr(type(services[0].store), "active_session", slow_check)
+    outcomes: list[str] = []
+
+    def start(service: FocusService, task: str) -> None:
+        try:
+            service.start(task)
+            outcomes.append("started")
+        except SessionError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=start, args=(s, f"task {i}")) for i, s in enumerate(services)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["refused", "started"]
+    running = [s for s in services[0].store.sessions() if s["stopped_at"] is None]
+    assert len(running) == 1
+
+
 def test_store_sessions_end_times_and_transactions(tmp_path: Path) -> None:
     store = open_focus_store(tmp_path / "f.db")
     session = store.start_session("write the report", ["boss@x"], "2026-01-01T10:30:00+00:00",
@@ -491,6 +526,14 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         assert got.status_code == 200 and got.json()["decisions"][0]["decision"] == "pass"
         no_id = client.post("/v1/focus/messages", json={"messages": [{"text": UNRELATED.text}]}).json()
         assert no_id["decisions"][0]["id"].startswith("m-")
+        # Read as a file's row is: the same message gets the same id, and a bad time is refused.
+        raw = {"text": "Dup check: revenue table\r\n", "sender": "ann@x.com "}
+        row = read_messages(io.StringIO(json.dumps(raw) + "\n"), fmt="jsonl")[0]
+        sent = client.post("/v1/focus/messages", json={"messages": [raw]}).json()["decisions"][0]
+        assert sent["id"] == row.id
+        late = {"messages": [{"text": "hello", "time": "not a time"}]}
+        refused = client.post("/v1/focus/messages", json=late)
+        assert refused.status_code == 422 and "messages[0] has time 'not a time'" in refused.text
         twice = {"messages": [{"id": "z", "text": "Team lunch on Friday."}, {"id": "z", "text": "The server is down!"}]}
         invisible = {"messages": [{"text": "\u200b\u200b"}]}  # only invisible characters, as the CLI refuses
         for bad in ({"messages": []}, {"messages": [{"text": "  "}]}, {"messages": [{"text": "x", "extra": 1}]}, twice,
@@ -507,7 +550,7 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         stateless = client.post("/v1/focus/triage", json={"task": TASK, "messages": [{"text": EMERGENCY.text}]})
         assert stateless.json()["decisions"][0]["decision"] == "pass"
         status = client.get("/v1/focus/status").json()
-        assert status["stats"]["passed"] + status["stats"]["held"] == 2
+        assert status["stats"]["passed"] + status["stats"]["held"] == 3
         assert client.get("/v1/focus/digest").status_code == 200
         assert client.post("/v1/focus/stop", json={"forget": "yes"}).status_code == 422  # erasing wants a real true
         assert client.post("/v1/focus/stop", json={}).json()["stats"]["feedback"] == 1

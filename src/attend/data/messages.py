@@ -47,6 +47,7 @@ __all__ = [
     "message_id",
     "read_messages",
     "read_messages_report",
+    "record_message",
 ]
 
 #: Longest text kept of one message, in characters. A longer body is cut to this length and the
@@ -535,7 +536,13 @@ def _row_time(where: str, record: dict[str, Any]) -> str | None:
 
 def _row_message(name: str, number: int, record: dict[str, Any], max_chars: int) -> tuple[Message, bool]:
     """The message of one JSONL/CSV/TSV row, and whether its id was derived."""
-    where = f"{name}: line {number}"
+    return record_message(f"{name}: line {number}", record, max_chars)
+
+
+def record_message(where: str, record: dict[str, Any], max_chars: int = MAX_MESSAGE_CHARS) -> tuple[Message, bool]:
+    """The message of one record (a file's row, an HTTP body's item), read the one way every input is:
+    text and fields stripped, line endings made LF, the time checked, the id derived from the cleaned
+    fields when absent. Returns it and whether its id was derived; errors start with ``where``."""
     if "text" not in record:
         fields = ", ".join(map(str, record)) or "none"
         raise MessageError(f"{where} has no field 'text' (fields: {fields}); every message needs its text")

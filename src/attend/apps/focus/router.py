@@ -32,7 +32,7 @@ from attend.apps.focus.assistant import Session
 from attend.apps.focus.dashboard import render_dashboard
 from attend.apps.focus.service import FocusService
 from attend.apps.focus.store import SessionError
-from attend.data.messages import MAX_MESSAGE_CHARS, Message, message_id
+from attend.data.messages import MAX_MESSAGE_CHARS, Message, record_message
 from attend.data.validation import text_problem
 from attend.serve import Routes
 
@@ -70,10 +70,9 @@ class MessageIn(BaseModel):
     def _not_blank(cls, value: str) -> str:
         return _visible(value, "text")
 
-    def to_message(self) -> Message:
-        ident = self.id if self.id and self.id.strip() else message_id(self.text, self.sender, self.subject, self.time)
-        return Message(id=ident, text=self.text.strip(), sender=self.sender, subject=self.subject, time=self.time,
-                       channel=self.channel)  # fmt: skip
+    def to_message(self, where: str = "message") -> Message:
+        """The message as a file's row gives it (the same id for the same message, the time checked)."""
+        return record_message(where, self.model_dump(exclude_none=True))[0]
 
 
 class MessagesIn(BaseModel):
@@ -125,7 +124,7 @@ def focus_router(service: FocusService) -> APIRouter:
         """Triage messages in the running session; the decisions are stored and returned in order."""
         with lock:
             try:
-                decisions = service.ingest([m.to_message() for m in body.messages])
+                decisions = service.ingest([m.to_message(f"messages[{i}]") for i, m in enumerate(body.messages)])
             except SessionError as exc:
                 raise _conflict(exc) from None
             except ValueError as exc:  # e.g. an id twice in the batch
@@ -137,9 +136,10 @@ def focus_router(service: FocusService) -> APIRouter:
         """Stateless triage against a task (nothing stored, nothing learnt)."""
         try:
             session = Session(body.task, tuple(body.allow))
+            messages = [m.to_message(f"messages[{i}]") for i, m in enumerate(body.messages)]
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
-        decisions = service.assistant.triage(session, [m.to_message() for m in body.messages])
+        decisions = service.assistant.triage(session, messages)
         return {"decisions": [d.to_dict() for d in decisions]}
 
     @router.post("/v1/focus/sessions")

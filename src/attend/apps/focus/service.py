@@ -52,10 +52,12 @@ class FocusService:
 
     def start(self, task: str, *, allow: Sequence[str] = (), until: str | None = None) -> dict[str, Any]:
         Session(task, tuple(allow))  # validates
-        return self.store.start_session(task, allow, until)
+        with self.store.updating():  # "none running" and the insert, as one step across processes
+            return self.store.start_session(task, allow, until)
 
     def stop(self, *, forget: bool = False) -> dict[str, Any]:
-        session = self.store.stop_session(forget=forget)
+        with self.store.updating():
+            session = self.store.stop_session(forget=forget)
         return {"session": session, "stats": self.store.stats(session["id"])}
 
     def status(self) -> dict[str, Any]:
