@@ -544,6 +544,7 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         assert client.get(f"/v1/focus/digest?session={2**63}").status_code == 422  # not a 500 from SQLite
         assert client.get("/v1/focus/digest?session=999").status_code == 404
         assert client.post("/v1/focus/sessions", json={"task": TASK, "minutes": 1e300}).status_code == 422
+        assert client.post("/v1/focus/sessions", json={"task": TASK, "minutes": True}).status_code == 422
         assert client.post("/v1/focus/feedback", json={"id": "r1", "label": "maybe"}).status_code == 422
         assert client.post("/v1/focus/feedback", json={"id": "nope", "label": "hold"}).status_code == 404
         assert client.post("/v1/focus/feedback", json={"id": "r1", "label": "hold"}).json()["agreed"] is False

@@ -368,6 +368,7 @@ def test_router_validates_with_4xx_and_is_idempotent(model_dir: Path, tmp_path: 
             [{**GOOD, "text": "  "}],
             [{**GOOD, "text": "\u200b\ufeff"}],
             [{**GOOD, "id": ""}],
+            [{**GOOD, "id": True}],  # was stored as id "1"
             [{**GOOD, "topic": "t" * 500}],
             {"events": [GOOD]},  # not a list
             [],

@@ -271,6 +271,8 @@ def test_router_answers_and_rejects_bad_bodies(index: SupportIndex) -> None:
             {"question": 5},
             {"question": "hi", "k": 0},
             {"question": "hi", "k": 10_000},
+            {"question": "hi", "k": "3"},  # a string is not a count (it was read as 3)
+            {"question": "hi", "k": True},
             {"question": "hi", "extra": 1},
             {"question": "x" * 5000},
         ]

@@ -92,7 +92,7 @@ class SessionIn(BaseModel):
     task: Task
     allow: list[str] = Field(default_factory=list, max_length=200)
     until: str | None = Field(default=None, description="End time, ISO 8601.")
-    minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60, allow_inf_nan=False,
+    minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60, allow_inf_nan=False, strict=True,
                                   description="End after this many minutes (at most a week).")  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 from attend.apps.monitor.events import MAX_KEY_CHARS, Event, has_zone, parse_time
 from attend.apps.monitor.monitor import Monitor, MonitorSettings
@@ -31,7 +31,7 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str | int = Field(description="Unique id; an id already stored is skipped (idempotent).")
+    id: StrictStr | StrictInt = Field(description="Unique id; an id already stored is skipped (idempotent).")
     time: str = Field(description='ISO 8601, e.g. "2020-03-01T14:30:00Z"; no zone means UTC (and is counted).')
     text: str = Field(min_length=1, description="The text to score.")
     topic: str | None = Field(default=None, max_length=MAX_KEY_CHARS, description="Its topic, if known.")

@@ -33,7 +33,7 @@ class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="The question to answer.")
-    k: int = Field(default=3, ge=1, le=MAX_K, description="How many FAQ answers to rank, best first.")
+    k: int = Field(default=3, ge=1, le=MAX_K, strict=True, description="How many FAQ answers to rank, best first.")
 
     @field_validator("question")
     @classmethod
