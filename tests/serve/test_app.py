@@ -404,6 +404,9 @@ def test_service_mounts_the_monitor_route(model_dir: Path, tmp_path: Path) -> No
         again = test_client.post("/v1/monitor/events", json=events)
         bad = test_client.post("/v1/monitor/events", json=[{"id": 9, "text": "no time"}])
         assert "/v1/monitor/events" in test_client.get("/openapi.json").json()["paths"]
+        info = test_client.get("/v1/model").json()
+    # The app and its own limits are listed (the service's --max-texts/--max-chars bound the model's routes).
+    assert info["apps"]["monitor"] == {"db": str(db), "limits": {"max_events": 1000, "max_chars": 20_000}}
     assert first.status_code == 200 and first.json()["stored"] == 3
     assert again.json()["stored"] == 0 and again.json()["duplicates"] == 3
     assert bad.status_code == 422 and db.is_file()
@@ -424,6 +427,7 @@ def test_service_mounts_the_support_route(model_dir: Path, tmp_path: Path) -> No
     assert answer.json()["retrieval"]["mode"] == "hybrid" and "answer_words" in answer.json()
     assert bad.status_code == 422
     assert info["apps"]["support"]["retrieval"] == "hybrid" and info["apps"]["support"]["entries"] == 15
+    assert info["apps"]["support"]["limits"] == {"max_chars": 4000, "max_k": 50}
 
 
 def test_bf16_without_hardware_support_warns(

@@ -205,7 +205,8 @@ def served_focus_router(runtime: Any, *, db: str | os.PathLike[str]) -> Routes:
     del runtime  # the focus assistant reads with its own MiniLM, whatever model is served
     service = FocusService(db)
     service.assistant  # noqa: B018 - load the encoder and heads before the port opens
-    return Routes(router=focus_router(service), info={"apps": {"focus": {"db": os.fspath(db)}}})
+    limits = {"max_messages": MAX_MESSAGES, "max_chars": MAX_MESSAGE_CHARS}
+    return Routes(router=focus_router(service), info={"apps": {"focus": {"db": os.fspath(db), "limits": limits}}})
 
 
 def create_dashboard_app(db: str | os.PathLike[str] | FocusService) -> FastAPI:

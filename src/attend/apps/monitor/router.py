@@ -22,6 +22,7 @@ from attend.apps.monitor.scoring import Scorer, find_negative_label
 from attend.apps.monitor.store import MonitorStore, open_store
 from attend.data.validation import text_problem
 from attend.runtime import TextClassifier
+from attend.serve import Routes
 
 __all__ = ["EventIn", "IngestResponse", "monitor_router", "served_monitor_router"]
 
@@ -119,8 +120,13 @@ def monitor_router(
 
 
 def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_label: str | None = None
-                          ) -> APIRouter:  # fmt: skip
-    """The router ``attend serve MODEL --monitor-db DB`` mounts: the served model scores the events."""
+                          ) -> Routes:  # fmt: skip
+    """The routes ``attend serve MODEL --monitor-db DB`` mounts: the served model scores the events.
+    ``GET /v1/model`` lists the app and its own limits (the service's --max-texts/--max-chars bound
+    the model's routes)."""
     if runtime is None:
         raise ValueError("--monitor-db scores events with the served sentiment model: give its MODEL_DIR")
-    return monitor_router(db, runtime, negative_label=negative_label)
+    settings = MonitorSettings()
+    limits = {"max_events": settings.max_events, "max_chars": settings.max_chars}
+    return Routes(router=monitor_router(db, runtime, settings, negative_label=negative_label),
+                  info={"apps": {"monitor": {"db": os.fspath(db), "limits": limits}}})  # fmt: skip

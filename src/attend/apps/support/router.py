@@ -110,4 +110,5 @@ def served_support_router(runtime: Any, *, index: str) -> Routes:
     """The routes ``attend serve MODEL --support-index DIR`` mounts (the index has its own encoder),
     and what ``GET /v1/model`` says of the index (how it ranks, and why)."""
     loaded = SupportIndex.load(index)
-    return Routes(router=support_router(loaded), info={"apps": {"support": loaded.describe()}})
+    limits = {"max_chars": MAX_QUESTION_CHARS, "max_k": MAX_K}
+    return Routes(router=support_router(loaded), info={"apps": {"support": {**loaded.describe(), "limits": limits}}})
