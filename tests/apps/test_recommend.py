@@ -213,6 +213,10 @@ def test_cli_verbs_end_to_end(sasrec_dir: Path, tmp_path: Path) -> None:
         runtime.explain(item=item, history=["zzz"])
     bad = _attend("recommend", "top", str(sasrec_dir), "--user", user, "--html", str(tmp_path))
     assert bad.returncode == 2 and f"error: {tmp_path}: is a directory" in bad.stderr, bad.stderr
+    # --html without --explain: the page still shows the history behind each item (it said "no history").
+    page = _attend("recommend", "top", str(sasrec_dir), "--user", user, "--html", str(tmp_path / "p.html"))
+    assert page.returncode == 0, page.stderr
+    assert "no history to weigh" not in (tmp_path / "p.html").read_text()
 
 
 def test_html_of_a_recommendation_opens_in_headless_chromium(sasrec_dir: Path, tmp_path: Path) -> None:
@@ -253,12 +257,14 @@ def test_recommend_route_micro_batches_and_validates(sasrec_dir: Path) -> None:
         cold = client.post("/v1/recommend", json={"history": [runtime.item_ids[10]], "k": 2, "explain": True})
         empty = client.post("/v1/recommend", json={"k": 3})
         bad_k = client.post("/v1/recommend", json={"user": user, "k": 0})
+        numeric = client.post("/v1/recommend", json={"user": int(user), "k": 4})  # MovieLens ids are numbers
         info = client.get("/v1/model").json()
         metrics = client.get("/metrics").text
     assert ok.status_code == 200 and [r["item"] for r in ok.json()["items"]] == runtime.top(user, k=4).items
     assert cold.status_code == 200 and cold.json()["source"] == "history" and "history" in cold.json()["items"][0]
     assert empty.status_code == 422 and "user" in empty.json()["error"]["message"]
     assert bad_k.status_code == 422
+    assert numeric.status_code == 200 and numeric.json()["items"] == ok.json()["items"]
     assert info["task"] == "sequential_recommendation" and info["metrics"]["baselines"]
     assert 'route="/v1/recommend"' in metrics
 

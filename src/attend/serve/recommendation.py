@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from attend.runtime.recommender import Recommender
 from attend.serve.batching import MicroBatcher
@@ -31,8 +31,10 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user: str | None = Field(default=None, description="A user id from the training log.")
-    history: list[str] | None = Field(default=None, description="Item ids, oldest first (a new user's, or more).")
+    # Ids as the log had them: a log of numeric ids is queried with numbers (read as their text).
+    user: StrictStr | StrictInt | None = Field(default=None, description="A user id from the training log.")
+    history: list[StrictStr | StrictInt] | None = Field(default=None,
+                                                        description="Item ids, oldest first (a new user's, or more).")
     k: int = Field(default=10, ge=1, le=1000, strict=True, description="Items to return.")
     explain: bool = Field(default=False, description="Add the history items that drove each recommendation.")
 
@@ -57,7 +59,8 @@ def recommendation_routes(runtime: Recommender, settings: ServeSettings, metrics
         if body.history is not None and len(body.history) > MAX_HISTORY:
             return error_response(422, "validation", f"history: {len(body.history)} items, over the limit of "
                                   f"{MAX_HISTORY}")  # fmt: skip
-        request = {"user": body.user, "history": list(body.history or []), "k": body.k}
+        request = {"user": None if body.user is None else str(body.user),
+                   "history": [str(item) for item in body.history or []], "k": body.k}  # fmt: skip
         if body.explain:
             start = time.perf_counter()
             answer = await run_in_threadpool(lambda: runtime.top_many([request], explain=True)[0].to_dict())

@@ -122,7 +122,9 @@ def _cmd_top(args: argparse.Namespace) -> int:
     from attend.apps.recommend.pipeline import load_recommender
 
     runtime = load_recommender(args.model_dir)
-    answer = runtime.top(args.user, _history(args.history), k=args.k, explain=args.explain).to_dict()
+    # The HTML page is "the explained recommendations": --html brings the explanations with it.
+    explain = args.explain or bool(args.html)
+    answer = runtime.top(args.user, _history(args.history), k=args.k, explain=explain).to_dict()
     answer["model"] = runtime.kind
     if args.html:
         from attend.apps.recommend.render import render_recommendations
