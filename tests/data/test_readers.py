@@ -77,6 +77,7 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
         (b'label,text\na,fine\nb,"never closed\na,row one\nb,row two\na,row three\n', {},
          r"line 3: a quote opened on this line is never closed .* taking in lines that read as rows"),
         (b"text,label\ngood,a\n", {"split_col": "part"}, r"no column 'part' \(columns: text, label\); .* --split-col"),
+        (b"text,label\rgood,a\rbad,b\r", {}, r"line 1: its lines end in a bare carriage return .* re-save it"),
     ],
 )
 def test_bad_files_get_errors_naming_file_line_and_value(
@@ -106,6 +107,19 @@ def test_a_quoted_field_over_several_lines_is_one_text(tmp_path: Path) -> None:
     path = tmp_path / "paragraphs.csv"
     path.write_text('text,label\n"Dear team, thanks\nfor the film, truly\nBest",pos\nshort,neg\n', encoding="utf-8")
     assert read_table(path).texts == ["Dear team, thanks\nfor the film, truly\nBest", "short"]
+
+
+def test_a_named_pipe_is_read_not_called_empty(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    fifo = tmp_path / "piped.csv"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("text,label\ngood,a\nbad,b\n", encoding="utf-8"),
+                              daemon=True)  # fmt: skip
+    writer.start()
+    assert read_table(fifo).texts == ["good", "bad"]  # before: "piped.csv is empty" (a pipe has no size)
+    writer.join()
 
 
 def test_unnamed_trailing_columns_of_a_spreadsheet_export_are_not_repeated_names(tmp_path: Path) -> None:

@@ -105,7 +105,7 @@ def open_data_file(path: str | os.PathLike[str], fmt: str | None) -> tuple[Path,
         raise DataError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path} is a directory, expected a data file")
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:  # a pipe (<(...), a FIFO) has no size to check
         raise DataError(f"{path} is empty")
     return path, detect_format(path, fmt)
 
@@ -185,7 +185,7 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None) -> Iterator[tup
         if reader.fieldnames is None or not source.content:
             raise DataError(f"{path} is empty")
     except csv.Error as exc:
-        raise DataError(f"{path}: line 1: {exc}") from None
+        raise DataError(f"{path}: line 1: {_csv_problem(exc)}") from None
     yield from csv_records(reader, str(path))
 
 
@@ -213,7 +213,15 @@ def csv_records(
             yield start, record
             start = reader.line_num + 1
     except csv.Error as exc:
-        raise error(f"{name}: line {start}: {exc}") from None
+        raise error(f"{name}: line {start}: {_csv_problem(exc)}") from None
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    """The csv module's complaint, in terms a user can act on."""
+    text = str(exc)
+    if "new-line character seen in unquoted field" in text:
+        return "its lines end in a bare carriage return (an old Mac format); re-save it with \\n line endings"
+    return text
 
 
 def _swallowed_rows(record: dict[str, Any], reader: csv.DictReader) -> bool:
