@@ -135,6 +135,8 @@ def test_explanations_weigh_the_history_and_erasure_reports_a_gap(sasrec_dir: Pa
     full.seen = [np.arange(1, len(din.item_ids)) for _ in din.seen]
     spent = full.erasure(users=5, k=3)
     assert spent["users"] == 0 and spent["gap"] is None and "rated every item" in spent["note"]
+    nothing = full.top(din.user_ids[0], k=5)
+    assert nothing.items == [] and "already rated" in nothing.note  # an empty list says why
     nobody = din.erasure(users=20, k=10_000)  # no history that long: no figure, and valid JSON (no NaN)
     assert nobody["users"] == 0 and nobody["gap"] is None and "k=10000" in nobody["note"]
     json.dumps(nobody, allow_nan=False)

@@ -129,6 +129,12 @@ def test_bad_faq_files_are_clear_errors(tmp_path: Path) -> None:
     docx.write_text("x")
     with pytest.raises(DataError, match=r"extension '\.docx'"):
         read_faq(docx)
+    numbers = tmp_path / "numbers.jsonl"  # a number answers "how many?" (it was called an empty answer)
+    numbers.write_text('{"question": "How many days to return?", "answer": 30}\n', encoding="utf-8")
+    assert read_faq(numbers)[0].answer == "30"
+    numbers.write_text('{"question": "Which days?", "answer": ["Mon"]}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="line 1 has a list as its answer; expected text"):
+        read_faq(numbers)
 
 
 # --- build and ask ---------------------------------------------------------------------------

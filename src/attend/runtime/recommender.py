@@ -199,8 +199,9 @@ class Recommender(Runtime):
                 top = _top(values, min(k, int(torch.isfinite(values).sum())))
                 items = [self.item_ids[j] for j in top.indices.tolist()]
                 source = "user" if index is not None else "history"
+                note = None if items else "every item of the catalogue is already rated or in the history: none left"
                 answers[i] = Recommendation(items, top.values.tolist(), user=requests[i].get("user"), source=source,
-                                            ignored=ignored)  # fmt: skip
+                                            note=note, ignored=ignored)  # fmt: skip
         for i, answer in enumerate(answers):
             if answer is None:
                 k = int(requests[i].get("k", 10))

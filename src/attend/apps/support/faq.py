@@ -349,7 +349,11 @@ def _read_table(path: Path) -> list[FaqEntry]:
         values = {}
         for column in ("question", "answer"):
             value = record.get(column)
-            if not isinstance(value, str) or not value.strip():
+            if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+                value = str(value)  # "42" answers "how many?" (NaN aside: a missing cell)
+            if value is not None and not isinstance(value, str):
+                raise DataError(f"{path}: line {line} has a {type(value).__name__} as its {column}; expected text")
+            if not value or not value.strip():
                 raise DataError(f"{path}: line {line} has an empty {column} ({column}={value!r})")
             values[column] = value.strip()
         intent = None
