@@ -863,7 +863,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _reports() -> bool:
     """Whether this process reports the outcome: under torchrun every rank meets the same bad input
     or the same Ctrl-C, so only global rank 0 says so (the others exit with the same status)."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or os.environ.get("RANK", "0") == "0"
+    world = os.environ.get("WORLD_SIZE", "1").strip()
+    return not (world.isdigit() and int(world) > 1) or os.environ.get("RANK", "0") == "0"
 
 
 if __name__ == "__main__":
