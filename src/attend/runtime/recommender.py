@@ -154,6 +154,10 @@ class Recommender(Runtime):
         given = np.asarray([self.item_index[i] for i in ids if i in self.item_index], dtype=np.int64)
         return index, np.concatenate([known, given]).astype(np.int64), ignored
 
+    def _rated(self, index: int | None, history: np.ndarray) -> np.ndarray:
+        """The items out of the running for a user: every one they rated (liked or not), and the history's."""
+        return np.concatenate([self.seen[index], history]) if index is not None else history
+
     def _rows(self, histories: Sequence[np.ndarray]) -> Tensor:
         out = torch.zeros((len(histories), self.max_length), dtype=torch.long)
         for i, row in enumerate(histories):
@@ -192,7 +196,7 @@ class Recommender(Runtime):
             for row, i in enumerate(scored):
                 index, history, ignored = resolved[i]
                 k = int(requests[i].get("k", 10))
-                rated = np.concatenate([self.seen[index], history]) if index is not None else history
+                rated = self._rated(index, history)
                 seen = torch.from_numpy(np.unique(rated)) if len(rated) else torch.zeros(0, dtype=torch.long)
                 values = scores[row].clone()
                 values[seen] = float("-inf")
@@ -268,7 +272,7 @@ class Recommender(Runtime):
         values = scores.clone()
         # Ranked as top() ranks: every item the user rated (liked or not) is out of the running, and
         # equal scores keep item order.
-        rated = np.concatenate([self.seen[index], full]) if index is not None else full
+        rated = self._rated(index, full)
         if len(rated):
             values[torch.from_numpy(np.unique(rated[rated != target]))] = float("-inf")
         ahead = (values > values[target]) | ((values == values[target]) & (torch.arange(len(values)) < target))
