@@ -90,16 +90,18 @@ def test_bad_files_get_errors_naming_file_line_and_value(
         read_table(path, **kwargs)
 
 
-def test_missing_values_and_objects_are_not_read_as_texts_or_labels(tmp_path: Path) -> None:
-    path = tmp_path / "nan.jsonl"  # NaN as pandas writes a missing text into JSONL: not the text "nan"
-    path.write_text('{"text": "fine", "label": "a"}\n{"text": NaN, "label": "b"}\n', encoding="utf-8")
-    with pytest.raises(DataError, match="line 2 has an empty text"):
-        read_table(path)
-    path.write_text('{"text": "fine", "label": "a"}\n{"text": "ok", "label": {"name": "b"}}\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"line 2 has an object \{'name': 'b'\} as its label"):
-        read_table(path)
-    path.write_text('{"text": "fine", "label": "a"}\n{"text": "ok", "label": NaN}\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"line 2 has a missing value \(NaN\) as its label"):
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        ('{"text": NaN, "label": "b"}', "line 2 has an empty text"),  # as pandas writes a missing text: not "nan"
+        ('{"text": "ok", "label": {"name": "b"}}', r"line 2 has an object \{'name': 'b'\} as its label"),
+        ('{"text": "ok", "label": NaN}', r"line 2 has a missing value \(NaN\) as its label"),
+    ],
+)
+def test_missing_values_and_objects_are_not_read_as_texts_or_labels(tmp_path: Path, second: str, message: str) -> None:
+    path = tmp_path / "nan.jsonl"
+    path.write_text('{"text": "fine", "label": "a"}\n' + second + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=message):
         read_table(path)
 
 
