@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from attend.data.readers import DataError, check_columns, open_data_file, read_rows
+from attend.data.validation import is_missing_number
 
 __all__ = [
     "FEATURE_TYPES",
@@ -396,8 +397,8 @@ def _is_number(value: Any) -> bool:
 def _is_empty(value: Any) -> bool:
     """A missing cell: none, blank, an empty list, or NaN (pandas' and Parquet's missing number, also
     as the text ``nan`` a table written from one holds)."""
-    if isinstance(value, float):
-        return math.isnan(value)
+    if is_missing_number(value):
+        return True
     if isinstance(value, str):
         return not value.strip() or value.strip().lower() == "nan"
     return value is None or (isinstance(value, list) and not value)

@@ -20,7 +20,6 @@ import email.message
 import hashlib
 import json
 import mailbox
-import math
 import os
 import re
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from attend.data.readers import DataError, csv_records
-from attend.data.validation import text_problem
+from attend.data.validation import is_missing_number, text_problem
 
 __all__ = [
     "MAX_MESSAGE_CHARS",
@@ -547,7 +546,7 @@ def record_message(where: str, record: dict[str, Any], max_chars: int = MAX_MESS
         fields = ", ".join(map(str, record)) or "none"
         raise MessageError(f"{where} has no field 'text' (fields: {fields}); every message needs its text")
     text = record["text"]
-    if isinstance(text, float) and math.isnan(text):
+    if is_missing_number(text):
         text = None  # a missing value, not the text "nan"
     if isinstance(text, int | float) and not isinstance(text, bool):
         text = str(text)  # "42" is a message too

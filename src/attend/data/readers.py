@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attend.data.validation import text_problem
+from attend.data.validation import is_missing_number, text_problem
 
 __all__ = [
     "SPLIT_NAMES",
@@ -265,7 +264,7 @@ def check_columns(path: str | os.PathLike[str], record: dict[str, Any], wanted: 
 def _row_text(path: Path, line: int, record: dict[str, Any], text_col: str) -> str:
     """The row's text, checked: a number is a text too; an empty or unusable one is an error."""
     text = record.get(text_col)
-    if isinstance(text, float) and math.isnan(text):
+    if is_missing_number(text):
         text = None  # a missing value (NaN in JSONL or a Parquet float column), not the text "nan"
     if isinstance(text, int | float) and not isinstance(text, bool):
         text = str(text)  # "42" in a CSV is a text
@@ -365,7 +364,7 @@ def read_table(
         lines.append(line)
         if label_col is not None:
             value = record.get(label_col)
-            if isinstance(value, dict) or (isinstance(value, float) and math.isnan(value)):
+            if isinstance(value, dict) or is_missing_number(value):
                 shown = "a missing value (NaN)" if isinstance(value, float) else f"an object {value!r:.60}"
                 raise DataError(f"{path}: line {line} has {shown} as its label in column {label_col!r}")
             row_labels = _split_labels(value, multi_label=multi_label, label_sep=label_sep)

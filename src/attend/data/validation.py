@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Sequence
 
-__all__ = ["text_problem", "validate_texts"]
+__all__ = ["is_missing_number", "text_problem", "validate_texts"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def is_missing_number(value: object) -> bool:
+    """Whether a cell holds NaN: pandas' and Parquet's missing value (``NaN`` in JSONL), never a text."""
+    return isinstance(value, float) and math.isnan(value)
 
 
 def text_problem(text: object) -> str | None:

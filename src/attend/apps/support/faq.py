@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from attend.data.readers import DataError
+from attend.data.validation import is_missing_number
 
 __all__ = [
     "DOCUMENT_SUFFIXES",
@@ -349,8 +350,8 @@ def _read_table(path: Path) -> list[FaqEntry]:
         values = {}
         for column in ("question", "answer"):
             value = record.get(column)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
-                value = str(value)  # "42" answers "how many?" (NaN aside: a missing cell)
+            if isinstance(value, int | float) and not isinstance(value, bool) and not is_missing_number(value):
+                value = str(value)  # "42" answers "how many?" (NaN is a missing cell)
             if value is not None and not isinstance(value, str):
                 raise DataError(f"{path}: line {line} has a {type(value).__name__} as its {column}; expected text")
             if not value or not value.strip():
