@@ -27,7 +27,7 @@ from torch import Tensor
 from attend.attention._ops import grad_through_weights
 from attend.attention.dropout import dropout
 from attend.attention.efficient import linear_attention, local_attention
-from attend.attention.masks import MaskSpec, masked_softmax
+from attend.attention.masks import MaskSpec, masked_softmax, neutralise_empty_rows
 
 if TYPE_CHECKING:
     from attend.attention.multihead import MultiHeadAttention
@@ -71,10 +71,9 @@ def _dense_bias(
         span = _span_bias(module, q_len, k_len, q.dtype, q.device)
         bias = span if bias is None else bias + span
         # The span hides keys too: a padded query far from every real key sees none. Such rows get
-        # zeros like any other empty row, not a softmax over nothing but -inf (NaN). Applied without
-        # asking whether any row is empty: no host sync, and torch.export can trace it.
-        beyond = torch.isneginf(bias).all(-1, keepdim=True)
-        bias = bias.masked_fill(beyond, 0.0)
+        # zeros like any other empty row, not a softmax over nothing but -inf (NaN). Filled without
+        # asking whether any row is empty: no host sync on every layer's forward.
+        bias, beyond = neutralise_empty_rows(bias, always=True)
         empty_rows = beyond if empty_rows is None else empty_rows | beyond
     return bias, False, empty_rows
 

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from attend.attention._ops import grad_through_weights
 from attend.attention.dropout import dropout
-from attend.attention.masks import MaskSpec, masked_softmax, positional_mask
+from attend.attention.masks import MaskSpec, masked_softmax, neutralise_empty_rows, positional_mask
 
 if TYPE_CHECKING:
     from attend.attention.multihead import MultiHeadAttention
@@ -98,11 +98,7 @@ def local_attention(
     bias = torch.zeros(allowed.shape, dtype=q.dtype, device=device).masked_fill_(~allowed, float("-inf"))
     if module.span is not None:  # the span hides keys too, so empty rows are found after it
         bias = bias + module.span.bias((q_pos - k_pos).abs(), q.dtype)  # (H, nb, b, span)
-    empty = torch.isneginf(bias).all(-1, keepdim=True)
-    empty_rows: Tensor | None = None
-    if torch.compiler.is_compiling() or bool(empty.any()):
-        bias = bias.masked_fill(empty, 0.0)
-        empty_rows = empty
+    bias, empty_rows = neutralise_empty_rows(bias)
 
     weights = masked_softmax(module.score(q_blocks, k_blocks), bias, empty_rows)  # (B, H, nb, b, span)
     dropped = dropout(weights, dropout_p)

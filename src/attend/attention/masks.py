@@ -24,7 +24,31 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["AttentionMask", "MaskSpec", "causal_mask", "masked_softmax", "positional_mask", "window_mask"]
+__all__ = [
+    "AttentionMask",
+    "MaskSpec",
+    "causal_mask",
+    "masked_softmax",
+    "neutralise_empty_rows",
+    "positional_mask",
+    "window_mask",
+]
+
+
+def neutralise_empty_rows(bias: Tensor, empty: Tensor | None = None, *, always: bool = False
+                          ) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+    """``bias`` with the rows that mask every key (all ``-inf``) set to 0, and those rows (or None).
+
+    A softmax over such a row would be NaN; the callers zero its weights through ``empty_rows``
+    instead. ``empty``: the rows, when the caller knows them more cheaply. Without ``always`` the
+    fill is skipped when no row is empty, which asks the device (a host sync); a traced graph
+    (torch.export, torch.compile) cannot branch on data, so it always fills, as ``always`` does:
+    for rows that are not empty the fill changes nothing.
+    """
+    empty = torch.isneginf(bias).all(-1, keepdim=True) if empty is None else empty
+    if always or torch.compiler.is_compiling() or bool(empty.any()):
+        return bias.masked_fill(empty, 0.0), empty
+    return bias, None
 
 
 def positional_mask(
@@ -165,7 +189,6 @@ class MaskSpec:
             return AttentionMask(bias=None, is_causal=self.is_causal, empty_rows=None)
 
         bias: Tensor | None = None
-        empty_rows: Tensor | None = None
         if self.key_padding_mask is not None:
             bias = _bool_to_bias(self.key_padding_mask[:, None, None, :], dtype)  # (B, 1, 1, Lk)
         if self.attn_mask is not None:
@@ -181,16 +204,10 @@ class MaskSpec:
             bias = positional if bias is None else bias + positional
 
         assert bias is not None
-        if self.attn_mask is None and not self.is_causal and self.window is None:
-            # Padding alone: a row is empty exactly when its whole sequence is padding.
-            empty = self.key_padding_mask.all(-1)[:, None, None, None]  # type: ignore[union-attr]
-        else:
-            empty = torch.isneginf(bias).all(-1, keepdim=True)
-        # A traced graph (torch.export for ONNX, torch.compile) cannot branch on data, so it
-        # always keeps the zero-fill: for rows that are not empty it changes nothing.
-        if torch.compiler.is_compiling() or bool(empty.any()):
-            bias = bias.masked_fill(empty, 0.0)
-            empty_rows = empty
+        padding_alone = self.attn_mask is None and not self.is_causal and self.window is None
+        # Padding alone: a row is empty exactly when its whole sequence is padding.
+        empty = self.key_padding_mask.all(-1)[:, None, None, None] if padding_alone else None  # type: ignore[union-attr]
+        bias, empty_rows = neutralise_empty_rows(bias, empty)
         while bias.dim() < 4:
             bias = bias.unsqueeze(0)
         if empty_rows is not None:
