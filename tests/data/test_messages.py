@@ -98,6 +98,13 @@ def test_csv_and_tsv_round_trip(tmp_path: Path, sep: str) -> None:
     assert detect_message_format(path) == ("csv" if sep == "," else "tsv")
 
 
+def test_an_email_body_over_many_lines_with_commas_is_one_message(tmp_path: Path) -> None:
+    path = tmp_path / "mail.csv"
+    body = "Hi Ana,\nthe boiler, again\nis leaking, badly\nthanks, Bo"
+    path.write_text(f'id,text\nm1,"{body}"\nm2,short\n', encoding="utf-8")
+    assert [m.text for m in read_messages(path)] == [body, "short"]  # before: "a quote ... is never closed"
+
+
 def test_derived_ids_are_stable_and_differ_with_the_text(tmp_path: Path) -> None:
     path = _jsonl(tmp_path / "d.jsonl", [{"text": "hello"}, {"text": "hello", "sender": "Bo"}, {"text": "bye"}])
     first, second = read_messages(path), read_messages(path)

@@ -73,9 +73,11 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
         (b"text,label,text\ngood,a,x\n", {}, r"line 1: the header names the column\(s\) \['text'\] more than once"),
         # A stray quote (an inch mark) read on to the next quote, rows and all: 4 rows became 2, silently.
         (b'text,label\n"oops pizza,a\nchip two,b\nchip three,b\na 15" screen,b\nlast,a\n', {},
-         r"line 2: a quote opened on this line is never closed \(the field runs on to line 5, taking in lines"),
+         r"line 2: a quote opened on this line is never closed where its field ends \(the field runs on to line 5"),
         (b'label,text\na,fine\nb,"never closed\na,row one\nb,row two\na,row three\n', {},
-         r"line 3: a quote opened on this line is never closed .* taking in lines that read as rows"),
+         r"line 3: a quote opened on this line is never closed .* taking in every line between"),
+        # Rows after an empty line are counted from where they are, not from the empty line.
+        (b"text,label\nhello,pos\n\nworld\nbye,neg\n", {}, r"line 4 has no label"),
         (b"text,label\ngood,a\n", {"split_col": "part"}, r"no column 'part' \(columns: text, label\); .* --split-col"),
         (b"text,label\rgood,a\rbad,b\r", {}, r"line 1: its lines end in a bare carriage return .* re-save it"),
     ],
@@ -105,10 +107,19 @@ def test_missing_values_and_objects_are_not_read_as_texts_or_labels(tmp_path: Pa
         read_table(path)
 
 
-def test_a_quoted_field_over_several_lines_is_one_text(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Dear team, thanks\nfor the film, truly\nBest",
+        # Every line with a row's number of commas: still one correctly quoted field, not rows.
+        "Smith, John\nMain St, 5\nLondon, UK\nEngland, GB",
+        'He said ""wait, no""\nthen, later\nleft, sadly\nthe end, "" ok',
+    ],
+)
+def test_a_quoted_field_over_several_lines_is_one_text(tmp_path: Path, text: str) -> None:
     path = tmp_path / "paragraphs.csv"
-    path.write_text('text,label\n"Dear team, thanks\nfor the film, truly\nBest",pos\nshort,neg\n', encoding="utf-8")
-    assert read_table(path).texts == ["Dear team, thanks\nfor the film, truly\nBest", "short"]
+    path.write_text(f'text,label\n"{text}",pos\nshort,neg\n', encoding="utf-8")
+    assert read_table(path).texts == [text.replace('""', '"'), "short"]
 
 
 def test_a_named_pipe_is_read_not_called_empty(tmp_path: Path) -> None:

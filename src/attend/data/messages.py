@@ -33,7 +33,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from attend.data.readers import DataError, csv_records
+from attend.data.readers import DataError, LineTape, csv_records
 from attend.data.validation import is_missing_number, text_problem
 
 __all__ = [
@@ -488,7 +488,8 @@ def _jsonl_records(name: str, lines: Iterable[str]) -> Iterator[tuple[int, dict[
 def _csv_records(name: str, lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
     # A long message is legitimate: lift the csv module's 128 KiB cap on one field.
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-    reader = csv.DictReader(iter(lines), delimiter=delimiter)
+    tape = LineTape(lines)
+    reader = csv.DictReader(tape, delimiter=delimiter)
     try:
         fieldnames = reader.fieldnames
     except csv.Error as exc:
@@ -507,7 +508,7 @@ def _csv_records(name: str, lines: Iterable[str], delimiter: str) -> Iterator[tu
             f"{name}: line 1: the header has no column 'text' ({columns}); every message needs its text in a "
             f"'text' column{json_hint}"
         )
-    yield from csv_records(reader, name, MessageError)
+    yield from csv_records(reader, tape, name, MessageError)
 
 
 def _field(where: str, record: dict[str, Any], key: str) -> str:

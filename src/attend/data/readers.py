@@ -8,10 +8,11 @@ Line numbers are those an editor shows: the header of a CSV is line 1, its first
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "LabelledTexts",
     "TextStream",
     "check_columns",
+    "LineTape",
     "csv_records",
     "detect_format",
     "open_data_file",
@@ -179,35 +181,61 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None) -> Iterator[tup
         return
     # Long texts are legitimate: lift the csv module's 128 KiB cap on one field.
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-    reader = csv.DictReader(iter(source), delimiter="\t" if fmt == "tsv" else ",")
+    tape = LineTape(source)
+    reader = csv.DictReader(tape, delimiter="\t" if fmt == "tsv" else ",")
     try:
         if reader.fieldnames is None or not source.content:
             raise DataError(f"{path} is empty")
     except csv.Error as exc:
         raise DataError(f"{path}: line 1: {_csv_problem(exc)}") from None
-    yield from csv_records(reader, str(path))
+    yield from csv_records(reader, tape, str(path))
+
+
+class LineTape:
+    """Lines passed through to a ``csv`` reader, kept until :meth:`take`: one record's raw text."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self._kept: list[str] = []
+
+    def __iter__(self) -> LineTape:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self._kept.append(line)
+        return line
+
+    def take(self) -> list[str]:
+        """The lines read since the last call."""
+        kept, self._kept = self._kept, []
+        return kept
 
 
 def csv_records(
-    reader: csv.DictReader, name: str, error: type[DataError] = DataError
+    reader: csv.DictReader, tape: LineTape, name: str, error: type[DataError] = DataError
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line, record)`` of each row of a CSV/TSV whose header ``reader`` has read, the line being
-    where the record starts (a quoted field may span lines); a row with more fields than the header,
-    a quote never closed, or a CSV error raises ``error`` naming ``name`` and the line."""
-    start = reader.line_num + 1
+    """``(line, record)`` of each row of a CSV/TSV whose header ``reader`` has read from ``tape``, the
+    line being where the record starts (a quoted field may span lines); a row with more fields than
+    the header, a quote never closed, or a CSV error raises ``error`` naming ``name`` and the line."""
     columns = [column for column in reader.fieldnames or [] if column.strip()]  # unnamed columns (Excel's ",,") aside
     repeated = sorted({column for column in columns if columns.count(column) > 1})
     if repeated:  # DictReader would keep the last column of each name and silently drop the others
         raise error(f"{name}: line 1: the header names the column(s) {repeated} more than once; rename them")
+    start = reader.line_num + 1
+    tape.take()  # the header
     try:
         for record in reader:
+            lines = tape.take()
+            blank = next((i for i, line in enumerate(lines) if line.strip("\r\n")), len(lines))
+            start += blank  # the reader skips empty lines before a record
             if None in record:
                 raise error(f"{name}: line {start} has more fields than the header")
-            if reader.line_num > start and (None in record.values() or _swallowed_rows(record, reader)):
+            if len(lines) - blank > 1 and _quote_runs_on(lines[blank:], reader.reader.dialect.delimiter):
                 raise error(
-                    f"{name}: line {start}: a quote opened on this line is never closed (the field runs on to line "
-                    f"{reader.line_num}{', taking in lines that read as rows' if None not in record.values() else ''})"
-                    "; a quote inside a field is written twice and the field quoted (\"15\"\" screen\")"
+                    f"{name}: line {start}: a quote opened on this line is never closed where its field ends (the "
+                    f"field runs on to line {reader.line_num}, taking in every line between); a quote inside a "
+                    'field is written twice and the field quoted ("15"" screen")'
                 )
             yield start, record
             start = reader.line_num + 1
@@ -223,19 +251,16 @@ def _csv_problem(exc: csv.Error) -> str:
     return text
 
 
-def _swallowed_rows(record: dict[str, Any], reader: csv.DictReader) -> bool:
-    """Whether a field that runs over several lines has taken in rows: a stray quote (an inch mark, a
-    quote never closed) makes the csv module read on to the next quote, rows and all. Flagged when the
-    field's further lines (blank ones aside, and the last, where a closing quote may cut a row short)
-    are two or more and every one has a row's number of delimiters."""
-    columns = len(reader.fieldnames or [])
-    delimiter = reader.reader.dialect.delimiter
-    for value in record.values():
-        if columns < 2 or not isinstance(value, str) or value.count("\n") < 2:
-            continue
-        further = [line for line in value.split("\n")[1:] if line.strip()][:-1]
-        if len(further) >= 2 and all(line.count(delimiter) == columns - 1 for line in further):
-            return True
+def _quote_runs_on(lines: list[str], delimiter: str) -> bool:
+    """Whether a record over several lines holds a stray quote, which made the lenient reader read on
+    to the next quote, rows and all: read strictly, its text ends inside a quote, or a quote closes
+    a field with text still after it (a correctly quoted field over several lines reads the same
+    either way)."""
+    try:
+        for _ in csv.reader(io.StringIO("".join(lines), newline=""), delimiter=delimiter, strict=True):
+            pass
+    except csv.Error:
+        return True
     return False
 
 
