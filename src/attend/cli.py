@@ -845,8 +845,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     except (UsageError, ValueError, OSError) as exc:  # OSError: missing, unreadable or unwritable paths, full disk
         plain = isinstance(exc, OSError) and exc.filename is not None and exc.strerror
-        if _reports():
-            print(f"error: {exc.filename}: {exc.strerror}" if plain else f"error: {exc}", file=sys.stderr)  # type: ignore[union-attr]
+        if _reports(exc):
+            message = f"{exc.filename}: {exc.strerror}" if plain else str(exc)  # type: ignore[union-attr]
+            print(f"{_rank_prefix(exc)}error: {message}", file=sys.stderr)
         return 2
     except Exception as exc:
         if type(exc).__name__ == "TrainingInterrupted":
@@ -860,11 +861,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _reports() -> bool:
-    """Whether this process reports the outcome: under torchrun every rank meets the same bad input
-    or the same Ctrl-C, so only global rank 0 says so (the others exit with the same status)."""
+def _reports(exc: BaseException | None = None) -> bool:
+    """Whether this process reports the outcome. Under torchrun every rank meets the same bad input,
+    the same Ctrl-C and the same agreed stop, so only global rank 0 says so; an error that one rank
+    met alone in the training loop (``one_rank``, set by the Trainer) is said by that rank too, as
+    the others only see a peer leave."""
     world = os.environ.get("WORLD_SIZE", "1").strip()
-    return not (world.isdigit() and int(world) > 1) or os.environ.get("RANK", "0") == "0"
+    distributed = world.isdigit() and int(world) > 1
+    return not distributed or os.environ.get("RANK", "0") == "0" or getattr(exc, "one_rank", False)
+
+
+def _rank_prefix(exc: BaseException) -> str:
+    """``[rank N] `` before an error one torchrun rank met alone, else nothing."""
+    return f"[rank {os.environ.get('RANK', '?')}] " if getattr(exc, "one_rank", False) else ""
 
 
 if __name__ == "__main__":

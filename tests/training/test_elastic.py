@@ -168,3 +168,17 @@ def test_a_loss_that_turns_nan_on_one_rank_stops_every_rank_with_one_message(tmp
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: the loss became non-finite")]
     assert len(errors) == 1 and "at step 5 " in errors[0], done.stderr[-3000:]
     assert "Connection closed by peer" not in done.stderr and not (tmp_path / "nan").exists()
+
+
+def test_an_error_one_rank_meets_alone_is_said_by_that_rank(tmp_path: Path) -> None:
+    """Rank-local errors in the training loop: before, every rank but 0 kept quiet, so the cause was
+    never printed and rank 0 only said that its peer had closed the connection."""
+    train = _setup(tmp_path, 400)
+    script = Path(__file__).with_name("nan_on_one_rank.py")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)]
+    env = {**ENV, "PYTHONPATH": str(Path(__file__).parents[2]), "ATTEND_TEST_FAULT": "error"}
+    done = subprocess.run([*launcher, *train[2:], "--out", str(tmp_path / "fault")], capture_output=True, text=True,
+                          env=env, timeout=300, check=False)  # fmt: skip
+    assert done.returncode != 0
+    assert "[rank 1] error: a fault planted in rank 1's fifth batch" in done.stderr.splitlines(), done.stderr[-3000:]
+    assert not (tmp_path / "fault").exists()

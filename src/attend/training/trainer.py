@@ -62,6 +62,9 @@ class TrainingInterrupted(Exception):
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite; the step was not applied and no model was written from it."""
 
+    #: Under torchrun the ranks agree on it, so every rank raises it (rank 0 reports it).
+    every_rank = True
+
 
 #: The longest ``max_length`` accepted: a position table and per-text attention of this size still fit.
 MAX_LENGTH = 65_536
@@ -942,6 +945,10 @@ class Trainer:
                     break
                 if state.epoch >= epochs:  # the time budget's plan may end the run before args.epochs
                     break
+        except (ValueError, OSError) as exc:
+            if info.world_size > 1 and not getattr(exc, "every_rank", False):
+                exc.one_rank = True  # type: ignore[union-attr]  # met by this rank alone: it says so (the CLI)
+            raise
         finally:
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
