@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from attend.attention import AdaptiveSpan, MultiHeadAttention
@@ -57,6 +58,48 @@ def test_queries_the_span_leaves_no_key_give_zeros_not_nan() -> None:
         torch.testing.assert_close(out[0, 5:], module.out_proj.bias.expand(3, E).detach())  # the output is its bias
         assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None), extra
         assert torch.isfinite(x.grad).all(), extra
+
+
+@pytest.mark.parametrize(
+    ("q_len", "k_len", "masks"),
+    [
+        (8, 8, {"padding": True}),
+        (8, 8, {"padding": True, "is_causal": True}),
+        (8, 8, {"attn_mask": True}),
+        (8, 8, {"attn_mask": True, "padding": True}),
+        (12, 3, {}),  # cross-attention: queries past the last key may be out of every key's reach
+        (12, 3, {"padding": True}),
+        (8, 8, {}),
+    ],
+)
+def test_span_rows_without_a_key_are_found_for_every_mask(q_len: int, k_len: int, masks: dict) -> None:
+    """Whichever way the empty rows are found (from the shapes, a product with the padding, or a pass
+    over the bias), they are exactly the rows where span and mask leave no key: zeros there, a
+    distribution over the allowed keys everywhere else."""
+    torch.manual_seed(1)
+    module = MultiHeadAttention(E, 2, adaptive_span=2, span_ramp=1).eval()
+    with torch.no_grad():
+        module.span.span_fraction.copy_(torch.tensor([0.5, 1.0]))
+    x, memory = torch.randn(2, q_len, E), torch.randn(2, k_len, E)
+    pad = torch.zeros(2, k_len, dtype=torch.bool)
+    if masks.get("padding"):
+        pad[0, 2:] = True
+    forbidden = torch.rand(2, 1, q_len, k_len) < 0.5 if masks.get("attn_mask") else None
+    causal = masks.get("is_causal", False)
+    _, weights = module(x, memory, key_padding_mask=pad if masks.get("padding") else None, attn_mask=forbidden,
+                        is_causal=causal, need_weights=True)  # fmt: skip
+    distance = (torch.arange(q_len)[:, None] - torch.arange(k_len)[None, :]).abs()
+    allowed = torch.isfinite(module.span.bias(distance, torch.float32))[None] & ~pad[:, None, None, :]
+    if forbidden is not None:
+        allowed = allowed & ~forbidden
+    if causal:
+        allowed = allowed & (torch.arange(k_len)[None, :] <= torch.arange(q_len)[:, None])
+    empty = ~allowed.any(-1)  # (B, H, Lq)
+    assert torch.isfinite(weights).all()
+    assert (weights[empty] == 0).all() and (weights[~allowed] == 0).all()
+    torch.testing.assert_close(weights.sum(-1)[~empty], torch.ones(int((~empty).sum())))
+    if q_len > k_len:
+        assert empty.any()  # the case is exercised
 
 
 def test_span_penalty_is_differentiable_and_shrinks_spans() -> None:

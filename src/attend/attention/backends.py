@@ -27,7 +27,7 @@ from torch import Tensor
 from attend.attention._ops import grad_through_weights
 from attend.attention.dropout import dropout
 from attend.attention.efficient import linear_attention, local_attention
-from attend.attention.masks import MaskSpec, masked_softmax, neutralise_empty_rows
+from attend.attention.masks import MaskSpec, _dense_positional, masked_softmax
 
 if TYPE_CHECKING:
     from attend.attention.multihead import MultiHeadAttention
@@ -57,6 +57,23 @@ def _span_bias(module: MultiHeadAttention, q_len: int, k_len: int, dtype: torch.
     return module.span.bias((q_pos - k_pos).abs(), dtype).unsqueeze(0)  # (1, H, Lq, Lk)
 
 
+def _span_empty_rows(spec: MaskSpec, span: Tensor, bias: Tensor) -> Tensor | None:
+    """The rows ``(B | 1, H, Lq, 1)`` that the span and the mask together leave without a key, or
+    None where there can be none; found from their shapes alone (no host sync), and where the mask
+    is padding (with causal or window rules) without a pass over the whole ``(B, H, Lq, Lk)`` bias."""
+    if spec.attn_mask is None and spec.key_padding_mask is None and spec.q_len <= spec.k_len:
+        return None  # each query sees the key at its own position: distance 0, always in the span
+    if spec.attn_mask is not None:
+        return bias.detach().amax(-1, keepdim=True) == float("-inf")
+    seen = torch.isfinite(span[0])  # (H, Lq, Lk)
+    if spec.is_causal or spec.window is not None:
+        seen = seen & _dense_positional(spec.q_len, spec.k_len, is_causal=spec.is_causal, window=spec.window,
+                                        device=span.device)  # fmt: skip
+    padding = spec.key_padding_mask
+    real = torch.ones(1, spec.k_len, device=span.device) if padding is None else (~padding).float()  # (B, Lk)
+    return (torch.einsum("hqk,bk->bhq", seen.float(), real) == 0).unsqueeze(-1)
+
+
 def _dense_bias(
     module: MultiHeadAttention, spec: MaskSpec, q: Tensor, fold_causal: bool
 ) -> tuple[Tensor | None, bool, Tensor | None]:
@@ -71,10 +88,14 @@ def _dense_bias(
         span = _span_bias(module, q_len, k_len, q.dtype, q.device)
         bias = span if bias is None else bias + span
         # The span hides keys too: a padded query far from every real key sees none. Such rows get
-        # zeros like any other empty row, not a softmax over nothing but -inf (NaN). Filled without
-        # asking whether any row is empty: no host sync on every layer's forward.
-        bias, beyond = neutralise_empty_rows(bias, always=True)
-        empty_rows = beyond if empty_rows is None else empty_rows | beyond
+        # zeros like any other empty row, not a softmax over nothing but -inf (NaN).
+        beyond = _span_empty_rows(spec, span, bias)
+        if beyond is not None:
+            # Filled without asking whether any row is empty (no host sync on every layer's
+            # forward); in place where the bias has the rows' shape (it is a fresh sum here).
+            fits = torch.broadcast_shapes(bias.shape, beyond.shape) == bias.shape
+            bias = bias.masked_fill_(beyond, 0.0) if fits else bias.masked_fill(beyond, 0.0)
+            empty_rows = beyond if empty_rows is None else empty_rows | beyond
     return bias, False, empty_rows
 
 
