@@ -403,6 +403,29 @@ def test_an_event_dated_far_ahead_does_not_stop_the_surge_being_raised(model_dir
     assert [(a["topic"], a["window_start"]) for a in alerts] == [(SURGE_TOPIC, "2024-05-01T08:00:00Z")]
 
 
+def test_an_in_order_replay_judges_once_per_closed_window_not_per_batch(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each judgement reads every window; before, it ran after every batch that stored an event,
+    which made a replay's ingest quadratic. The surge is raised all the same."""
+    from attend.apps.monitor import Monitor, MonitorSettings, monitor_router
+    from attend.runtime import load
+
+    judged = []
+    judge = Monitor._judge
+    monkeypatch.setattr(Monitor, "_judge", lambda self, closed: judged.append(closed) or judge(self, closed))
+    app = FastAPI()
+    app.include_router(monitor_router(tmp_path / "replay.db", load(model_dir), MonitorSettings()))
+    events = sorted(planted_events(), key=lambda e: e["time"])
+    alerts = []
+    with TestClient(app) as client:
+        for start in range(0, len(events), 20):
+            alerts += client.post("/v1/monitor/events", json=events[start : start + 20]).json()["alerts"]
+    assert [(a["topic"], a["window_start"]) for a in alerts] == [(SURGE_TOPIC, "2024-05-01T08:00:00Z")]
+    windows = {e["time"][:13] for e in events}  # the default window is an hour
+    assert len(judged) <= len(windows) < len(events) // 20, (len(judged), len(windows))
+
+
 def test_failing_webhook_is_logged_does_not_stop_the_run_and_fails_the_command(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -164,10 +164,14 @@ class Monitor:
             watermark = self.store.watermark()
             if watermark is not None:
                 closed_before = window_start(watermark, self.settings.detection.window)
-                # Judged again when time moves on, and whenever events were stored: late events change
-                # windows already closed (before, one event dated far ahead moved the watermark there
-                # and no window was judged again until a restart).
-                if self._judged_until is None or closed_before > self._judged_until or result.stored:
+                # Judged again when time moves on, and when a stored event is late: it changes a window
+                # judged already (before, one event dated far ahead moved the watermark there and no
+                # window was judged again until a restart). Not after every batch: each judgement
+                # reads every window, which made a replay's ingest quadratic.
+                late = bool(result.stored) and self._judged_until is not None and any(
+                    e.ts < self._judged_until for e in fresh
+                )
+                if self._judged_until is None or closed_before > self._judged_until or late:
                     result.alerts = self._judge(closed_before)
             return result
 
