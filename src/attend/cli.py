@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -40,6 +41,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(seed=args.seed, out=args.out, limit=args.limit, epochs=args.epochs)
 
 
+#: `attend train`'s defaults of the translator's columns (what "not given" looks like on a resume).
+_TRAIN_DEFAULTS = {"source_col": "source", "target_col": "target", "split_col": None}
+
+
+def _interrupted_translation(out: str) -> dict | None:
+    """What an interrupted translator's run writing ``out`` recorded (columns, model options), or None."""
+    from attend.training.trainer import state_directory
+
+    try:
+        run = json.loads((state_directory(out) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return run if isinstance(run, dict) and run.get("task") == "translation" else None
+
+
 def _read_config(path: str | None) -> dict:
     try:
         return read_run_config(path)
@@ -52,8 +68,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from attend.training.tasks.seq2seq import TRANSLATION_DEFAULTS
 
     config = _read_config(args.config)
+    interrupted = _interrupted_translation(args.out) if args.resume and args.model in ("auto", "seq2seq") else None
+    if interrupted is not None:  # `--resume` alone continues the run with its own options, as a classifier's
+        args.model = "seq2seq"
+        for column in ("source_col", "target_col", "split_col"):
+            if getattr(args, column) == _TRAIN_DEFAULTS[column] and column in interrupted:
+                setattr(args, column, interrupted[column])
+        config.setdefault("model", interrupted.get("model_options") or {})
     translating = args.model == "seq2seq"
-    training = {**(TRANSLATION_DEFAULTS if translating else {}), **config.get("training", {})}
+    # A resumed run has its options already: the translation defaults would read as options given again.
+    training = {**(TRANSLATION_DEFAULTS if translating and not args.resume else {}), **config.get("training", {})}
     for name in ("epochs", "seed", "batch_size", "lr", "max_length", "threads", "max_steps", "precision", "schedule",
                  "label_smoothing", "augment", "augment_rate", "adversarial", "adversarial_epsilon",
                  "adversarial_steps", "rdrop", "average_checkpoints"):  # fmt: skip

@@ -198,6 +198,31 @@ def test_cli_trains_a_translator_with_the_usual_options(tmp_path: Path) -> None:
         "planned_epochs"] == 1  # fmt: skip
 
 
+@pytest.mark.parametrize("named", [[], ["--model", "seq2seq"]])
+def test_resume_alone_continues_an_interrupted_translator_with_its_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], named: list[str]
+) -> None:
+    """`attend train DATA --out DIR --resume` is enough, as the README says; before, a translator's
+    run fell through to --model auto, which said there was nothing to resume, and with --model
+    seq2seq the translation defaults read as options changed from the interrupted run's."""
+    from attend.cli import main
+
+    data = write_csv(tmp_path / "pairs.csv", [{"en": r["source"], "xx": r["target"]} for r in reverse_pairs(200)])
+    config = tmp_path / "config.json"
+    training = {**{k: v for k, v in TOY_TRANSLATION_ARGS.items() if k != "progress"}, "epochs": 2}
+    config.write_text(json.dumps({"model": TOY_TRANSLATOR, "training": {**training, "stop_after_steps": 3}}))
+    out = tmp_path / "m"
+    stopped = main(["train", str(data), "--model", "seq2seq", "--out", str(out), "--config", str(config),
+                    "--source-col", "en", "--target-col", "xx", "--no-progress"])  # fmt: skip
+    assert stopped == 130 and not out.exists()
+    capsys.readouterr()
+    resumed = main(["train", str(data), "--out", str(out), "--resume", "--no-progress", *named])
+    assert resumed == 0, capsys.readouterr().err
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["task"] == "translation" and saved["model"]["dim"] == TOY_TRANSLATOR["dim"]
+    assert "resuming from epoch 1, step 3" in capsys.readouterr().err
+
+
 def test_service_translates_micro_batched_with_alignments(translator_dir: Path) -> None:
     app = create_app(load(translator_dir), ServeSettings(max_batch=8, max_wait_ms=20, max_texts=4, max_chars=100))
     with TestClient(app, raise_server_exceptions=False) as client:
