@@ -135,6 +135,20 @@ def test_bad_faq_files_are_clear_errors(tmp_path: Path) -> None:
     numbers.write_text('{"question": "Which days?", "answer": ["Mon"]}\n', encoding="utf-8")
     with pytest.raises(DataError, match="line 1 has a list as its answer; expected text"):
         read_faq(numbers)
+    numbers.write_text('{"question": "How many days?", "answer": NaN}\n', encoding="utf-8")  # pandas' missing cell
+    with pytest.raises(DataError, match=r"line 1 has an empty answer \(answer=None\)"):  # not "a float"
+        read_faq(numbers)
+
+
+def test_an_faq_read_from_a_named_pipe_is_not_called_empty(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    fifo = tmp_path / "piped.csv"
+    os.mkfifo(fifo)
+    rows = "question,answer\nHow do I return a bike?,Bring it within 30 days.\n"
+    threading.Thread(target=lambda: fifo.write_text(rows, encoding="utf-8"), daemon=True).start()
+    assert [e.question for e in read_faq(fifo)] == ["How do I return a bike?"]  # before: "piped.csv is empty"
 
 
 # --- build and ask ---------------------------------------------------------------------------

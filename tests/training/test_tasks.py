@@ -403,6 +403,23 @@ def test_an_undefined_dev_score_leaves_the_dev_loss_to_pick_the_epoch(picker: No
     assert result.metrics["best_epoch"] == losses.index(min(losses)) + 1  # before: -1, the last weights kept
 
 
+def test_an_undefined_dev_score_leaves_the_dev_loss_to_judge_the_checkpoint_average(
+    picker: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file
+
+    import attend.training.trainer as trainer
+
+    # The "average" is the last epoch's weights, the best here (the dev loss falls every epoch): a tie
+    # at the same dev loss, which keeps it.
+    monkeypatch.setattr(trainer, "average_weights", lambda paths: load_file(str(paths[-1])))
+    args = TrainingArgs(epochs=4, batch_size=20, progress=False, patience=0, average_checkpoints=3, lr=0.05)
+    result = Trainer(UndefinedScore(), args).fit(tmp_path / "nan")
+    averaging = result.metrics["checkpoint_average"]
+    assert result.metrics["best_epoch"] == 4 and averaging["dev_loss"] == averaging["best_epoch_dev_loss"]
+    assert averaging["kept"]  # before: a NaN score never beat or tied the best epoch's, so never kept
+
+
 def test_scores_that_differ_in_their_last_bits_tie_and_the_lower_loss_decides() -> None:
     # Macro-F1 of the same 30 dev predictions, summed over classes in two orders (seen in a run: the
     # later epoch, with half the dev loss, lost to the earlier one on this difference).

@@ -15,6 +15,7 @@ import logging
 import os
 import warnings
 from abc import abstractmethod
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,7 +375,7 @@ def read_labels(artifact: ArtifactDir) -> list[str]:
     expected = artifact.config["model"].get("num_labels")
     if expected is not None and expected != len(labels):
         raise ModelDirError(f"{file} lists {len(labels)} labels, but its model has num_labels={expected}")
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    repeated = sorted(label for label, count in Counter(labels).items() if count > 1)
     if repeated:
         raise ModelDirError(f"{file} lists the label(s) {repeated} more than once")
     return labels

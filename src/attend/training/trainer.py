@@ -511,6 +511,8 @@ def _try_average(task: Task, network: nn.Module, directory: Path, state: _State,
     network.load_state_dict(average_weights(paths))
     dev = task.evaluate(network, "dev", args.eval_batch_size)
     score, loss = float(dev[task.selection]), float(dev["loss"])
+    if math.isnan(score):  # undefined, as for the epochs: the dev loss decides
+        score = -float("inf")
     kept = _beats(score, state.best_score) or (_ties(score, state.best_score) and loss <= state.best_loss)
     if not kept:
         network.load_state_dict(best)

@@ -350,8 +350,10 @@ def _read_table(path: Path) -> list[FaqEntry]:
         values = {}
         for column in ("question", "answer"):
             value = record.get(column)
-            if isinstance(value, int | float) and not isinstance(value, bool) and not is_missing_number(value):
-                value = str(value)  # "42" answers "how many?" (NaN is a missing cell)
+            if is_missing_number(value):
+                value = None  # NaN is a missing cell
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                value = str(value)  # "42" answers "how many?"
             if value is not None and not isinstance(value, str):
                 raise DataError(f"{path}: line {line} has a {type(value).__name__} as its {column}; expected text")
             if not value or not value.strip():
@@ -388,7 +390,7 @@ def read_faq(path: str | os.PathLike[str]) -> list[FaqEntry]:
         raise DataError(f"{path}: no such FAQ file")
     if path.is_dir():
         raise DataError(f"{path} is a directory; give one FAQ file (CSV/TSV/JSONL/Parquet, Markdown or HTML)")
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:  # a named pipe has no size, and may well have rows
         raise DataError(f"{path} is empty")
     suffix = path.suffix.lower()
     if suffix in _TABLE_SUFFIXES:
