@@ -438,6 +438,17 @@ def test_failing_webhook_is_logged_does_not_stop_the_run_and_fails_the_command(
     assert "webhook http://127.0.0.1:9/unreachable failed for alert billing 2024-05-01T08:00:00Z" in out.err
     assert "1 new alert(s)" in out.out
     assert "error: 1 alert(s) could not be delivered to http://127.0.0.1:9/unreachable" in out.err
+    # The next run tries again, as the message says (before, the attempts were spent for good in the
+    # first run's seconds, and every later run failed the same way without posting anything).
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Hook.received = []
+    try:
+        code = main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db), "--webhook",
+                     f"http://127.0.0.1:{server.server_port}/hook", "--explain-method", "rollout"])  # fmt: skip
+    finally:
+        server.shutdown()
+    assert code == 0 and [body["alert"]["window_start"] for body in Hook.received] == ["2024-05-01T08:00:00Z"]
 
 
 # --- dashboard ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,8 @@ class MonitorSettings:
         examples: Most negative texts kept with each alert.
         webhook: URL to POST each new alert to (JSON), or None.
         webhook_timeout: Seconds before a webhook call is given up.
-        webhook_attempts: Deliveries tried per alert (once per detection) before giving up on it.
+        webhook_attempts: Deliveries tried per alert in one run (once per detection) before this run
+            gives up on it; the next run tries again.
         max_events: Most events in one HTTP request.
         max_chars: Longest text accepted over HTTP.
     """
@@ -142,6 +144,7 @@ class Monitor:
         self.settings = settings or MonitorSettings()
         self._lock = threading.Lock()
         self._judged_until: int | None = None  # windows starting before this are judged already
+        self._tries: Counter[tuple[str, str]] = Counter()  # webhook deliveries tried in this run, per alert
         store.set_meta("settings", {"detection": self.settings.detection.to_dict(),
                                     "negative_label": scorer.negative_label, "method": scorer.method})  # fmt: skip
 
@@ -231,9 +234,11 @@ class Monitor:
         leaves the alert pending, and the next run delivers it)."""
         if not self.settings.webhook:
             return
-        pending = self.store.alerts(pending_only=True, max_attempts=self.settings.webhook_attempts,
-                                    window=self.settings.detection.window)  # fmt: skip
-        for alert in pending:
+        for alert in self.store.alerts(pending_only=True, window=self.settings.detection.window):
+            key = (alert["topic"], alert["window_start"])
+            if self._tries[key] >= self.settings.webhook_attempts:
+                continue  # given up on in this run (the count is per run: a later run tries again)
+            self._tries[key] += 1
             ok = post_webhook(self.settings.webhook, alert, timeout=self.settings.webhook_timeout)
             self.store.mark_notified(alert, ok=ok)
 

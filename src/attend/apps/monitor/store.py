@@ -280,9 +280,10 @@ class MonitorStore:
                                                       created_at=_now(), notify_attempts=0))  # fmt: skip
         return True
 
-    def alerts(self, *, topic: str | None = None, pending_only: bool = False, max_attempts: int = 0,
+    def alerts(self, *, topic: str | None = None, pending_only: bool = False,
                window: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
-        """Stored alerts in time order, as JSON-ready dicts (times in ISO 8601 UTC)."""
+        """Stored alerts in time order, as JSON-ready dicts (times in ISO 8601 UTC); ``pending_only``:
+        those no webhook has taken yet."""
         from attend.apps.monitor.events import format_time
 
         query = sa.select(alerts_table).order_by(alerts_table.c.window_start, alerts_table.c.topic)
@@ -291,7 +292,7 @@ class MonitorStore:
         if window is not None:
             query = query.where(alerts_table.c.window_seconds == window)
         if pending_only:
-            query = query.where(alerts_table.c.notified_at.is_(None), alerts_table.c.notify_attempts < max_attempts)
+            query = query.where(alerts_table.c.notified_at.is_(None))
         with self.engine.connect() as conn:
             rows = list(conn.execute(query).mappings())
         return [{
