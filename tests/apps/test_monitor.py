@@ -341,6 +341,27 @@ def test_a_model_without_a_negative_label_asks_for_one(model_dir: Path, tmp_path
         find_negative_label(predictor)
 
 
+def test_a_database_keeps_its_negative_label_and_the_service_its_settings(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another --negative-label over a database mixed two meanings of "negative" in one series (a
+    surge of praise was alerted); a service over it judged with the default window and wrote it
+    over the one the database was run with."""
+    from attend.apps.monitor.router import served_monitor_router
+    from attend.runtime import load
+
+    events = write_jsonl(tmp_path / "e.jsonl", planted_events()[:50])
+    db = tmp_path / "m.db"
+    assert main(["run", "--events", str(events), "--model", str(model_dir), "--db", str(db), "--window", "1d"]) == 0
+    capsys.readouterr()
+    again = ["run", "--events", str(events), "--model", str(model_dir), "--db", str(db), "--negative-label", "pos"]
+    assert main(again) == 2
+    assert "its events were scored with the negative label 'neg', not 'pos'" in capsys.readouterr().err
+    served_monitor_router(load(model_dir), db=str(db))
+    saved = open_store(db, create=False).get_meta("settings")
+    assert saved["detection"]["window"] == 86400 and saved["negative_label"] == "neg"
+
+
 # --- the HTTP route -----------------------------------------------------------------------------
 
 

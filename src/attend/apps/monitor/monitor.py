@@ -145,6 +145,13 @@ class Monitor:
         self._lock = threading.Lock()
         self._judged_until: int | None = None  # windows starting before this are judged already
         self._tries: Counter[tuple[str, str]] = Counter()  # webhook deliveries tried in this run, per alert
+        saved = store.get_meta("settings") or {}
+        if saved.get("negative_label") not in (None, scorer.negative_label):
+            raise ValueError(
+                f"--db {store.where}: its events were scored with the negative label {saved['negative_label']!r}, "
+                f"not {scorer.negative_label!r}: their alerts would mix the two; give --negative-label "
+                f"{saved['negative_label']}, or a new --db"
+            )
         store.set_meta("settings", {"detection": self.settings.detection.to_dict(),
                                     "negative_label": scorer.negative_label, "method": scorer.method})  # fmt: skip
 

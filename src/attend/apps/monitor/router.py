@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
+from attend.apps.monitor.detect import DetectionSettings
 from attend.apps.monitor.events import MAX_KEY_CHARS, Event, has_zone, parse_time
 from attend.apps.monitor.monitor import Monitor, MonitorSettings
 from attend.apps.monitor.scoring import Scorer, find_negative_label
@@ -126,7 +127,21 @@ def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_l
     the model's routes)."""
     if runtime is None:
         raise ValueError("--monitor-db scores events with the served sentiment model: give its MODEL_DIR")
-    settings = MonitorSettings()
+    settings = MonitorSettings(detection=_saved_detection(db))  # the service has no options of its own for them
     limits = {"max_events": settings.max_events, "max_chars": settings.max_chars}
     return Routes(router=monitor_router(db, runtime, settings, negative_label=negative_label),
                   info={"apps": {"monitor": {"db": os.fspath(db), "limits": limits}}})  # fmt: skip
+
+
+def _saved_detection(db: str) -> DetectionSettings:
+    """The window and thresholds ``db`` was last run with (``attend monitor run``), or the defaults
+    for a new database: a service that judged with its own would rewrite them."""
+    try:
+        store = open_store(db, create=False)
+    except ValueError:
+        return DetectionSettings()
+    try:
+        saved = (store.get_meta("settings") or {}).get("detection") or {}
+    finally:
+        store.engine.dispose()
+    return DetectionSettings(**saved)
