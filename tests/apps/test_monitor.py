@@ -301,6 +301,10 @@ def test_malformed_events_are_one_clear_error_and_write_nothing(
         (["--negative-label", "angry"], "--negative-label 'angry' is not a label of the model"),
         (["--webhook", "ftp://x"], "--webhook 'ftp://x': give an http:// or https:// URL"),
         (["--explain-method", "saliency"], "--explain-method 'saliency': choose one of ['attention'"),
+        (["--threads", "-2"], "--threads -2: must be >= 0"),  # was a traceback
+        (["--poll", "-1"], "--poll -1.0: must be seconds >= 0"),  # was accepted, or failed after storing
+        (["--max-rate", "0"], "--max-rate 0.0: must be events per second > 0"),  # the database was created first
+        (["--max-rate", "nan"], "--max-rate nan: must be"),
     ],
 )
 def test_bad_options_are_clear_errors(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -56,6 +56,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from attend.apps.monitor.store import open_store
     from attend.runtime import load
 
+    # Checked before anything is loaded or written (a refused --max-rate left an empty database).
+    for flag, value, fine, rule in (
+        ("--threads", args.threads, args.threads >= 0, ">= 0 (0: PyTorch's default)"),
+        ("--poll", args.poll, args.poll >= 0, "seconds >= 0"),
+        ("--max-rate", args.max_rate, args.max_rate is None or args.max_rate > 0, "events per second > 0"),
+        ("--batch-size", args.batch_size, args.batch_size >= 1, ">= 1"),
+    ):
+        if not fine:  # NaN fails every comparison, so it lands here too
+            raise ValueError(f"{flag} {value}: must be {rule}")
     settings = MonitorSettings(detection=_detection(args), examples=args.examples, webhook=args.webhook)
     if args.follow and args.events == "-":
         raise ValueError("--follow tails a file; stdin (--events -) is already read as it arrives")
