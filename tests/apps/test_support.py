@@ -534,3 +534,11 @@ def test_the_reranker_is_kept_where_it_wins_and_reorders_the_top(index_dir: Path
     assert reply["retrieval"]["reranked"] is rerank["used"]
     assert ("rerank_states" in index.tensors) is rerank["used"]
     assert (index.describe()["reranker"] is not None) is rerank["used"]
+
+
+def test_a_hand_off_reason_shows_the_decimals_that_tell_score_and_threshold_apart() -> None:
+    from attend.apps.support.index import _against_threshold
+
+    assert _against_threshold(0.5254, 0.5338) == "best match score 0.525 below threshold 0.534"  # was 0.53 and 0.53
+    assert _against_threshold(0.9, 0.5) == "best match score 0.90 at or above threshold 0.50"
+    assert _against_threshold(0.5, 0.5) == "best match score 0.500000 at or above threshold 0.500000"
