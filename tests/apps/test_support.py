@@ -433,8 +433,13 @@ def test_a_mostly_english_faq_answers_its_chinese_entry_on_bm25s_own_threshold(t
     assert built["retrieval"]["mode"] == "hybrid" and "lexical_threshold" in built["handoff"]
     one = tmp_path / "one.csv"  # too small to split for the re-ranker's check: no figure, valid JSON (no NaN)
     one.write_text("question,answer\n" + rows[0] + "\n", encoding="utf-8")
-    halves = build_index(one, tmp_path / "one", intents=False)["rerank"]["halves"]
+    report = build_index(one, tmp_path / "one", intents=False)
+    halves = report["rerank"]["halves"]
     assert json.dumps(halves, allow_nan=False) and all(h["reranked_mrr"] is None for h in halves)
+    from attend.apps.support.cli import format_build
+
+    # Before: "held-out MRR none (too few entries), none (too few entries): not kept (it did not win on both halves)".
+    assert "re-ranker: not kept (too few entries to hold any out and judge it)" in format_build(report)
     index = SupportIndex.load(tmp_path / "idx")
     asked = index.ask("如何重置密码？")  # the encoder cannot read it: BM25 alone, on BM25's calibrated threshold
     assert asked["retrieval"]["mode"] == "bm25" and asked["answers"][0]["question"] == "如何重置密码？"

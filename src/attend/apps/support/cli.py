@@ -38,7 +38,9 @@ def format_build(report: dict[str, Any]) -> str:
     else:
         lines.append("intents: none (no intent column)")
     rerank = report.get("rerank")
-    if rerank:
+    if rerank and all(h["reranked_mrr"] is None for h in rerank["halves"]):
+        lines.append("re-ranker: not kept (too few entries to hold any out and judge it)")
+    elif rerank:
         halves = ", ".join(f"{h['first_stage_mrr']:.3f} -> {h['reranked_mrr']:.3f}" if h["reranked_mrr"] is not None
                            else "none (too few entries)" for h in rerank["halves"])  # fmt: skip
         verdict = "kept" if rerank["used"] else "not kept (it did not win on both halves)"
