@@ -80,6 +80,8 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
         (b"text,label\nhello,pos\n\nworld\nbye,neg\n", {}, r"line 4 has no label"),
         (b"text,label\ngood,a\n", {"split_col": "part"}, r"no column 'part' \(columns: text, label\); .* --split-col"),
         (b"text,label\rgood,a\rbad,b\r", {}, r"line 1: its lines end in a bare carriage return .* re-save it"),
+        (b'text,label\n"Ah!" he said, twice,a\n', {},
+         r"line 2: a field opens with a quote and goes on after the closing one; quote the whole field"),
     ],
 )
 def test_bad_files_get_errors_naming_file_line_and_value(
@@ -182,3 +184,15 @@ def test_a_label_seen_once_is_an_error_naming_it() -> None:
     data = LabelledTexts(texts=["a", "b", "c"], labels=[["x"], ["x"], ["lonely"]], lines=[2, 3, 4], source="f.csv")
     with pytest.raises(DataError, match=r"label 'lonely' appears only once \(line 4\)"):
         stratified_split(data)
+
+
+def test_quotes_that_open_a_field_but_are_text_are_kept(tmp_path: Path) -> None:
+    """A sentence list writes quotes as text ('"Ah!" is an interjection.'): the lenient csv reading
+    dropped the first pair silently, in training data and in sentences to translate alike."""
+    tsv = tmp_path / "quotes.tsv"
+    tsv.write_text('text\tlabel\n"Ah!" is an interjection.\ta\n"Hi," he said, "bye."\tb\n"quoted whole"\ta\n',
+                   encoding="utf-8")  # fmt: skip
+    assert read_table(tsv).texts == ['"Ah!" is an interjection.', '"Hi," he said, "bye."', "quoted whole"]
+    csv_file = tmp_path / "quotes.csv"
+    csv_file.write_text('text,label\n"Ah!" is an interjection.,a\n"one, two",b\n', encoding="utf-8")
+    assert read_table(csv_file).texts == ['"Ah!" is an interjection.', "one, two"]

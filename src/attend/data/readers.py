@@ -229,14 +229,17 @@ def csv_records(
             lines = tape.take()
             blank = next((i for i, line in enumerate(lines) if line.strip("\r\n")), len(lines))
             start += blank  # the reader skips empty lines before a record
+            body, delimiter = lines[blank:], reader.reader.dialect.delimiter
+            if any('"' in line for line in body) and _quote_runs_on(body, delimiter):
+                if len(body) > 1:
+                    raise error(
+                        f"{name}: line {start}: a quote opened on this line is never closed where its field ends "
+                        f"(the field runs on to line {reader.line_num}, taking in every line between); a quote "
+                        'inside a field is written twice and the field quoted ("15"" screen")'
+                    )
+                record = _literal_record(body[0], reader.fieldnames or [], delimiter, f"{name}: line {start}", error)
             if None in record:
                 raise error(f"{name}: line {start} has more fields than the header")
-            if len(lines) - blank > 1 and _quote_runs_on(lines[blank:], reader.reader.dialect.delimiter):
-                raise error(
-                    f"{name}: line {start}: a quote opened on this line is never closed where its field ends (the "
-                    f"field runs on to line {reader.line_num}, taking in every line between); a quote inside a "
-                    'field is written twice and the field quoted ("15"" screen")'
-                )
             yield start, record
             start = reader.line_num + 1
     except csv.Error as exc:
@@ -249,6 +252,21 @@ def _csv_problem(exc: csv.Error) -> str:
     if "new-line character seen in unquoted field" in text:
         return "its lines end in a bare carriage return (an old Mac format); re-save it with \\n line endings"
     return text
+
+
+def _literal_record(line: str, columns: Sequence[str], delimiter: str, where: str,
+                    error: type[DataError]) -> dict[str, Any]:  # fmt: skip
+    """A one-line row whose quotes are text, not quoting: a field that opens with a quote and has
+    more after the closing one (``"Ah!" is an interjection.``, as sentence lists are written). The
+    csv module's lenient reading drops those quotes silently; split on the delimiter it keeps
+    them, where that gives the header's number of fields."""
+    parts = line.rstrip("\r\n").split(delimiter)
+    if len(parts) != len(columns):
+        raise error(
+            f"{where}: a field opens with a quote and goes on after the closing one; quote the whole field and "
+            'write its own quotes twice ("""Ah!"" is an interjection.")'
+        )
+    return dict(zip(columns, parts, strict=True))
 
 
 def _quote_runs_on(lines: list[str], delimiter: str) -> bool:
