@@ -512,6 +512,21 @@ def test_digest_groups_held_messages_with_key_sentences(assistant: FocusAssistan
     service.close()
 
 
+def test_a_stored_id_arriving_with_another_message_is_refused(assistant: FocusAssistant, tmp_path: Path) -> None:
+    """A numbering per export repeats ids: before, the second message was decided, printed and then
+    dropped unseen ("stored once"), and feedback on the id taught the first one."""
+    service = FocusService(tmp_path / "ids.db", assistant=assistant)
+    service.start("File my quarterly tax return")
+    service.ingest([Message(id="1", sender="gym@club.example", text="Yoga class moved to Sunday.")])
+    service.ingest([Message(id="1", sender="gym@club.example", text="Yoga class moved to Sunday.")])  # a replay
+    with pytest.raises(ValueError, match="message id '1' is stored in this session already, for a message with "
+                                         "another text"):  # fmt: skip
+        service.ingest([Message(id="1", sender="acct@firm.example", text="Sign the 1099 forms before 4pm today."),
+                        Message(id="2", text="New playlist for you.")])  # fmt: skip
+    assert [m["id"] for m in service.store.messages()] == ["1"]  # nothing of the refused batch stored
+    service.close()
+
+
 def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
     service = FocusService(tmp_path / "h.db", assistant=assistant)
     app = FastAPI()

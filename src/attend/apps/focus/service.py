@@ -87,7 +87,16 @@ class FocusService:
 
     def _ingest(self, session: dict[str, Any], messages: Sequence[Message]) -> list[Decision]:
         person = self.store.person(self.assistant.reader.dim)
-        known = self.store.known_ids(session["id"], [m.id for m in messages])
+        known = self.store.stored(session["id"], [m.id for m in messages])
+        for m in messages:
+            if m.id in known and known[m.id] != (m.text, m.sender):
+                # Another message under a stored one's id (a numbering per export starts again at 1):
+                # "stored once" would drop it unseen, and feedback on the id would teach the old one.
+                raise ValueError(
+                    f"message id {m.id!r} is stored in this session already, for a message with another "
+                    f"{'text' if known[m.id][0] != m.text else 'sender'}: an id names one message; give this one "
+                    "its own id, or leave ids out and each is derived from its message"
+                )
         fresh = [m for m in messages if m.id not in known]  # a message seen before is not traffic twice
         pool = FeatureStats.from_dict(self.store.traffic(session["id"]))
         session_ = Session(session["task"], tuple(session["allow"]))

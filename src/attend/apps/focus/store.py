@@ -236,14 +236,18 @@ class FocusStore:
 
     def known_ids(self, session_id: int, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the session already holds."""
-        found: set[str] = set()
+        return set(self.stored(session_id, ids))
+
+    def stored(self, session_id: int, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """``id -> (text, sender)`` of the ``ids`` the session already holds."""
+        found: dict[str, tuple[str, str]] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 500):
                 chunk = list(ids[i : i + 500])
-                query = sa.select(messages_table.c.id).where(
+                query = sa.select(messages_table.c.id, messages_table.c.text, messages_table.c.sender).where(
                     messages_table.c.session_id == session_id, messages_table.c.id.in_(chunk)
                 )
-                found |= {r[0] for r in conn.execute(query)}
+                found |= {r[0]: (r[1], r[2]) for r in conn.execute(query)}
         return found
 
     def traffic(self, session_id: int) -> dict[str, Any] | None:
