@@ -225,6 +225,9 @@ def test_person_model_sender_counts_and_online_preferences() -> None:
     person.update("ana@x.org", embedding, relevance_logit=-3.0, passed=True)
     assert person.sender_shift("ana@x.org") == (pytest.approx(math.log(3)), 2, 0)
     assert sender_key("Ana <ANA@x.org>") == "ana@x.org"
+    # Two people with one comment are two senders (the comment alone made them one).
+    assert sender_key("Jess (coworker)") == "jess (coworker)" != sender_key("Tom (coworker)")
+    assert sender_key("Mark  Lee") == "mark lee" and sender_key("ana@x.org (Ana)") == "ana@x.org"
     again = PersonModel.from_dict(json.loads(json.dumps(person.to_dict())))
     assert again.sender_shift("ana@x.org") == person.sender_shift("ana@x.org")
     assert again.preference_shift(embedding) == pytest.approx(person.preference_shift(embedding), abs=1e-5)

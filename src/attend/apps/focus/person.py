@@ -45,9 +45,10 @@ DECAY = 0.01
 
 
 def sender_key(sender: str) -> str:
-    """The address of ``sender`` lower-cased (``'Ana <Ana@X.org>'`` -> ``'ana@x.org'``), else its name."""
-    name, address = parseaddr(sender or "")
-    key = address if "@" in address else (name or sender or "")
+    """The address of ``sender`` lower-cased (``'Ana <Ana@X.org>'`` -> ``'ana@x.org'``), else the whole
+    of it (``'Jess (coworker)'``: not the comment alone, which would count Tom (coworker) with Jess)."""
+    _, address = parseaddr(sender or "")
+    key = address if "@" in address else (sender or "")
     return " ".join(key.lower().split())
 
 
