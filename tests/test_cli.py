@@ -189,3 +189,25 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, planted_csv: Pa
     second = json.loads((out / "metrics.json").read_text())
     for key in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "best_epoch"):
         assert second[key] == first[key], key
+
+
+def test_a_database_error_is_one_line_without_the_statement_or_its_texts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A read-only focus database printed SQLAlchemy's traceback, whose parameters held the message's
+    text, on stderr."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    import attend.cli
+
+    def refused(args: object) -> int:
+        raise OperationalError("INSERT INTO focus_messages ...", ("m1", "the boiler is leaking"),
+                               sqlite3.OperationalError("attempt to write a readonly database"))  # fmt: skip
+
+    monkeypatch.setattr(attend.cli, "_cmd_datasets", refused)
+    assert attend.cli.main(["datasets"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: the database refused: attempt to write a readonly database (is the database file, or "
+                   "its folder, read-only?)\n")  # fmt: skip
