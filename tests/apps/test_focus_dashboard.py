@@ -193,3 +193,12 @@ def test_dashboard_renders_in_headless_chromium(dashboard_url: str, tmp_path: Pa
     blue = (b > 150) & (r < 80) & (g > 90) & (g < 150)  # held bars (#1f77b4) and hold badges
     assert red.sum() > 3000 and blue.sum() > 3000
     assert (image.sum(-1) < 200).sum() > 500  # text
+
+
+def test_times_at_the_ends_of_the_calendar_are_shown_as_written() -> None:
+    """A valid time past Python's last UTC date made every page of its session a 500 (OverflowError)."""
+    from attend.apps.focus.dashboard import _when
+
+    assert _when("9999-12-31T23:59:59-05:00") == "9999-12-31T23:59:59-05:00"
+    assert _when("0001-01-01T00:00:00+01:00") == "0001-01-01T00:00:00+01:00"
+    assert _when("2024-05-01T11:30:00+02:00") == "2024-05-01 09:30 UTC"

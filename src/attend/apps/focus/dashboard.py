@@ -71,7 +71,10 @@ def _when(moment: str | None, *, seconds: bool = False) -> str:
     value = _parse(moment)
     if value is None:
         return _e(moment)
-    value = value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59-05:00 is past the last UTC date Python has: shown as written
+        return _e(moment)
     return value.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
