@@ -686,3 +686,19 @@ def test_suite_test_tasks_against_the_baselines(assistant: FocusAssistant) -> No
 def test_triage_helper_without_a_service(assistant: FocusAssistant) -> None:
     (d,) = triage(TASK, [EMERGENCY], assistant=assistant)
     assert d.to_dict()["decision"] == "pass"
+
+
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        ("Membership renews at $49.95 per month. Cancel any time.",  # was cut to "...renews at $49."
+         ["Membership renews at $49.95 per month.", "Cancel any time."]),
+        ("Meet at 3 p.m. in room 2. Bring the 2.5 mg dose!", ["Meet at 3 p.m. in room 2.", "Bring the 2.5 mg dose!"]),
+        ("会议改到明天。请准时参加！谢谢", ["会议改到明天。", "请准时参加！", "谢谢"]),
+        ("Line one\nLine two", ["Line one", "Line two"]),
+    ],
+)
+def test_digest_sentences_do_not_end_inside_numbers_or_abbreviations(text: str, sentences: list[str]) -> None:
+    from attend.apps.focus.digest import _sentences
+
+    assert [text[a:b].strip() for a, b in _sentences(text)] == sentences

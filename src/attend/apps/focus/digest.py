@@ -32,7 +32,9 @@ __all__ = ["GROUP_DISTANCE", "DigestGroup", "build_digest", "key_sentence"]
 #: is under 0.45 are not one topic. Fixed before any evaluation.
 GROUP_DISTANCE = 0.55
 
-_SENTENCE = re.compile(r"[^.!?。！？\n]+[.!?。！？]*")
+#: Where a sentence ends: . ! ? before a space or the end (not the point of "$49.95"), the CJK marks
+#: (no space follows them), or a line break.
+_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|[。！？]+|\n")
 
 
 @dataclass
@@ -48,8 +50,23 @@ class DigestGroup:
 
 
 def _sentences(text: str) -> list[tuple[int, int]]:
-    spans = [(m.start(), m.end()) for m in _SENTENCE.finditer(text) if m.group().strip()]
+    spans, start = [], 0
+    for end in _SENTENCE_END.finditer(text):
+        if end.group().startswith(".") and _abbreviation(text, end.start()):
+            continue
+        if text[start : end.end()].strip():
+            spans.append((start, end.end()))
+        start = end.end()
+    if text[start:].strip():
+        spans.append((start, len(text)))
     return spans or [(0, len(text))]
+
+
+def _abbreviation(text: str, point: int) -> bool:
+    """Whether the full stop at ``point`` ends an abbreviation rather than a sentence: one letter
+    ("J. Smith") or a word with points inside ("p.m.", "e.g.", "U.S.")."""
+    word = re.search(r"\S+$", text[:point])
+    return word is not None and ("." in word.group() or (len(word.group()) == 1 and word.group().isalpha()))
 
 
 @torch.inference_mode()
