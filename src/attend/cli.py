@@ -181,9 +181,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from attend.training import format_report
 
     if _task_of(args.model_dir) == "translation":
+        if args.int8:
+            raise UsageError("--int8: translators run on PyTorch in float32 (int8 is for classifiers)")
+        if args.text_col != "text" or args.label_col != "label":
+            raise UsageError("--text-col and --label-col are for classifiers; a translator's columns are "
+                             "--source-col and --target-col")  # fmt: skip
         found = _translator(args.model_dir).evaluate(
-            args.data, source_col=args.source_col, target_col=args.target_col, split_col=args.split_col,
-            beam=_beam(args), length_penalty=_length_penalty(args),
+            args.data, split_col=args.split_col, beam=_beam(args), length_penalty=_length_penalty(args),
+            # Left at their defaults: the columns training read, where DATA is the training data.
+            source_col=None if args.source_col == "source" else args.source_col,
+            target_col=None if args.target_col == "target" else args.target_col,
         )  # fmt: skip
         if args.json:
             print(dumps_json(found))

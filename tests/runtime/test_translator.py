@@ -107,6 +107,13 @@ def test_evaluate_scores_only_the_held_out_split_of_the_training_file(translator
     assert main(["evaluate", str(translator_dir), str(other), "--json", "--beam", "1"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert found["sentences"] == 2 and found["pairs_used"] == "all" and 0 < found["chrf"] < 100
+    # Other columns of the training file are not its test split (it was rebuilt from them, and so named).
+    capsys.readouterr()
+    assert main(["evaluate", str(translator_dir), str(data), "--source-col", "target", "--target-col", "source"]) == 2
+    assert "is the model's training data, read as 'source' -> 'target'" in capsys.readouterr().err
+    # int8 is for classifiers (it was ignored without a word).
+    assert main(["evaluate", str(translator_dir), str(other), "--int8"]) == 2
+    assert "--int8: translators run on PyTorch in float32" in capsys.readouterr().err
 
 
 def test_training_split_rebuilds_the_splits_training_made(translator_dir: Path, tmp_path: Path) -> None:
@@ -221,6 +228,9 @@ def test_resume_alone_continues_an_interrupted_translator_with_its_columns(
     saved = json.loads((out / "config.json").read_text())
     assert saved["task"] == "translation" and saved["model"]["dim"] == TOY_TRANSLATOR["dim"]
     assert "resuming from epoch 1, step 3" in capsys.readouterr().err
+    # Its training file is evaluated through the columns training read (before: "has no column 'source'").
+    assert main(["evaluate", str(out), str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pairs_used"] == "test split (rebuilt as in training)"
 
 
 def test_service_translates_micro_batched_with_alignments(translator_dir: Path) -> None:

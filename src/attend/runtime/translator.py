@@ -280,8 +280,8 @@ class Translator(Runtime):
         self,
         data: str | os.PathLike[str] | ParallelTexts,
         *,
-        source_col: str = "source",
-        target_col: str = "target",
+        source_col: str | None = None,
+        target_col: str | None = None,
         split_col: str | None = None,
         beam: int | None = None,
         length_penalty: float | None = None,
@@ -292,15 +292,26 @@ class Translator(Runtime):
 
         When ``data`` is what the model was trained on (the same data set, or a file with the same
         SHA-256) and has no split column, only its test split is scored, rebuilt exactly as training
-        split it, so the figure never includes sentences the model learned from.
+        split it, so the figure never includes sentences the model learned from. ``source_col`` and
+        ``target_col`` default to the columns training read there, else to ``source`` and ``target``.
         """
-        pairs = load_parallel_data(data, source_col=source_col, target_col=target_col, split_col=split_col)
-        used = "all"
         recorded = self.config.get("data", {})
         same = (not isinstance(data, ParallelTexts)) and (
             recorded.get("dataset") == str(data)
             or (Path(data).is_file() and recorded.get("sha256") == sha256_file(data))
         )
+        trained = (recorded.get("source_col") or "source", recorded.get("target_col") or "target") if same else None
+        columns = (source_col or (trained or ("source",))[0], target_col or (trained or ("", "target"))[1])
+        if trained is not None and split_col is None and columns != trained:
+            # Its split is rebuilt from the training columns: other columns would score other pairs
+            # under the test split's name (and the pairs of other columns may be training ones).
+            raise DataError(
+                f"{data} is the model's training data, read as {trained[0]!r} -> {trained[1]!r}; "
+                f"--source-col {columns[0]} --target-col {columns[1]} would score other pairs as its test split: "
+                "leave the columns out, or evaluate on another file"
+            )
+        pairs = load_parallel_data(data, source_col=columns[0], target_col=columns[1], split_col=split_col)
+        used = "all"
         if pairs.splits is None and same:
             pairs = self.training_split(pairs, "test")
             used = "test split (rebuilt as in training)"
