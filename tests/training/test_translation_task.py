@@ -156,3 +156,23 @@ def test_inverse_sqrt_schedule_and_label_smoothing_are_checked() -> None:
     with pytest.raises(ValueError, match="schedule='sqrt'"):
         TrainingArgs(schedule="sqrt")
 
+
+
+def test_training_pairs_cut_to_max_length_are_counted_and_learned_without_their_end(tmp_path: Path) -> None:
+    """The README says cut pairs are counted in the report: the training split's were not, and a cut
+    target ended in </s>, teaching the decoder to stop mid-sentence."""
+    from attend.data.tokenization import SubwordTokenizer
+
+    rows = reverse_pairs(200) + [{"source": " ".join(["red cat"] * (20 + i)), "target": "cat red " * (20 + i)}
+                                 for i in range(10)]  # fmt: skip
+    data = write_csv(tmp_path / "long.csv", rows)
+    result = train_translation(data, tmp_path / "m", model_options=dict(TOY_TRANSLATOR),
+                               args=TrainingArgs(**{**TOY_TRANSLATION_ARGS, "epochs": 1}))  # fmt: skip
+    assert result.metrics["truncated_training_pairs"] >= 1
+    assert f"{result.metrics['truncated_training_pairs']} training pairs were cut to max_length=16" in result.report
+    translator = load(tmp_path / "m")
+    assert isinstance(translator, Translator)
+    tokenizer = translator.target_tokenizer
+    (cut,), _ = tokenizer.encode_ids([rows[-1]["target"]], 16, end_cut=False)
+    (whole,), _ = tokenizer.encode_ids(["cat red"], 16, end_cut=False)
+    assert len(cut) == 16 and cut[-1] != SubwordTokenizer.EOS and whole[-1] == SubwordTokenizer.EOS

@@ -344,12 +344,15 @@ class SubwordTokenizer:
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
 
-    def encode_ids(self, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], list[bool]]:
+    def encode_ids(self, texts: Sequence[str], max_length: int, *, end_cut: bool = True
+                   ) -> tuple[list[list[int]], list[bool]]:  # fmt: skip
         """Per text, its piece ids followed by ``</s>`` (at most ``max_length`` ids: longer texts keep
-        their first pieces), and whether it was cut."""
+        their first pieces), and whether it was cut. ``end_cut=False``: a cut text gets no ``</s>``
+        (a training target cut short must not teach the decoder to stop there)."""
         rows = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
         cut = [len(row) + 1 > max_length for row in rows]
-        return [[*row[: max_length - 1], self.EOS] for row in rows], cut
+        return [[*row[: max_length - 1], self.EOS] if not c or end_cut else row[:max_length]
+                for row, c in zip(rows, cut, strict=True)], cut  # fmt: skip
 
     def unknown_rate(self, texts: Sequence[str]) -> float:
         """Share of pieces that are ``<unk>``: how much of ``texts`` this vocabulary cannot read."""

@@ -188,7 +188,8 @@ class TranslationTask(Task):
         self.truncated: dict[str, int] = {}
         for name, part in self.parts.items():
             src, cut_src = self.source_tokenizer.encode_ids(part.sources, self.max_length)
-            tgt, cut_tgt = self.target_tokenizer.encode_ids(part.targets, self.max_length)
+            # A training target cut short has no </s>: the decoder must not learn to stop mid-sentence.
+            tgt, cut_tgt = self.target_tokenizer.encode_ids(part.targets, self.max_length, end_cut=name != "train")
             self.encoded[name] = (src, tgt)
             self.truncated[name] = sum(a or b for a, b in zip(cut_src, cut_tgt, strict=True))
         dev = len(self.parts["dev"])
@@ -305,6 +306,7 @@ class TranslationTask(Task):
             "decoding": options.describe(),
             "bleu_tokenize": bleu_tokenizer(references) if references else "13a",
             "truncated_pairs": self.truncated[split],
+            "truncated_training_pairs": self.truncated["train"],
             "samples": samples,
         }
 
@@ -331,7 +333,11 @@ class TranslationTask(Task):
                 f"{'above' if gap >= 0 else 'below'} it"
             )
         if metrics.get("truncated_pairs"):
-            lines.append(f"{metrics['truncated_pairs']} pairs were cut to max_length={self.max_length} tokens")
+            lines.append(f"{metrics['truncated_pairs']} {split} pairs were cut to max_length={self.max_length} tokens")
+        if metrics.get("truncated_training_pairs"):
+            cut = metrics["truncated_training_pairs"]
+            lines.append(f"{cut} training pairs were cut to max_length={self.max_length} tokens (a cut target is "
+                         "learned without its end)")  # fmt: skip
         for sample in metrics.get("samples", [])[:3]:
             lines.append(f"  {sample['source']}\n    -> {sample['translation']}")
             lines.append(f"    (reference: {sample['reference']})")
