@@ -62,6 +62,13 @@ def test_an_interrupted_run_resumes_to_a_working_model(tmp_path: Path) -> None:
                                       args=TrainingArgs(**options))  # fmt: skip
     assert result.metrics["bleu"] == pytest.approx(uninterrupted.metrics["bleu"])
     assert result.metrics["loss"] == pytest.approx(uninterrupted.metrics["loss"], rel=1e-4)
+    with pytest.raises(TrainingInterrupted):
+        train_translation(data, tmp_path / "n", model_options=dict(TOY_TRANSLATOR),
+                          args=TrainingArgs(**options, stop_after_steps=5))  # fmt: skip
+    # What differs is named (it was "must use the same model and options" alone).
+    with pytest.raises(ValueError, match=r"these differ: source_col='en' \(the interrupted run had 'source'\)"):
+        train_translation(data, tmp_path / "n", model_options=dict(TOY_TRANSLATOR), args=TrainingArgs(**options),
+                          resume=True, source_col="en")  # fmt: skip
 
 
 def test_separate_vocabularies_and_a_split_column(tmp_path: Path) -> None:

@@ -1064,8 +1064,11 @@ class Trainer:
         except (OSError, ValueError):
             raise DataError(f"{out}: nothing to resume (no interrupted training run was writing it)") from None
         expected = {"task": self.task.name, **self.task.identity()}
-        if {key: run.get(key) for key in expected} != expected:
-            raise DataError(f"{out}: --resume must use the same model and options as the interrupted run")
+        changed = [f"{key}={value!r} (the interrupted run had {run.get(key)!r})"
+                   for key, value in expected.items() if run.get(key) != value]  # fmt: skip
+        if changed:
+            raise DataError(f"{out}: --resume must use the same model and data as the interrupted run; these differ: "
+                            f"{'; '.join(changed)}")  # fmt: skip
         return run
 
 
