@@ -55,9 +55,12 @@ def test_an_interrupted_run_resumes_to_a_working_model(tmp_path: Path) -> None:
     with pytest.raises(TrainingInterrupted):
         train_translation(data, tmp_path / "m", model_options=dict(TOY_TRANSLATOR),
                           args=TrainingArgs(**options, stop_after_steps=5))  # fmt: skip
+    state = json.loads((tmp_path / ".m.training" / "checkpoint" / "state.json").read_text())["state"]
     result = train_translation(data, tmp_path / "m", model_options=dict(TOY_TRANSLATOR),
                                args=TrainingArgs(**options), resume=True)  # fmt: skip
     assert result.history[-1]["step"] == 2 * result.history[0]["step"]
+    # The resumed epoch's seconds include those before the interruption (they were left out).
+    assert state["epoch_seconds"] > 0 and result.history[0]["seconds"] >= round(state["epoch_seconds"], 2)
     uninterrupted = train_translation(data, tmp_path / "u", model_options=dict(TOY_TRANSLATOR),
                                       args=TrainingArgs(**options))  # fmt: skip
     assert result.metrics["bleu"] == pytest.approx(uninterrupted.metrics["bleu"])

@@ -554,6 +554,7 @@ class _State:
     budget_seconds: float = 0.0  # of the time budget, spent: whole epochs with their dev evaluations, the probe's
     loss_sum: float = 0.0  # this epoch's training losses so far (this rank's), so a resumed epoch reports them all
     loss_count: int = 0
+    epoch_seconds: float = 0.0  # this epoch's seconds before its last checkpoint, so a resumed epoch reports them all
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -806,8 +807,8 @@ class Trainer:
                     batches = batches[: max(1, planned_steps - epoch * steps_per_epoch)]
                 task.start_epoch(epoch)
                 trainable.train()
-                epoch_start = time.perf_counter()
                 whole_epoch = state.step_in_epoch == 0  # not the rest of an interrupted one
+                epoch_start = time.perf_counter() - (0.0 if whole_epoch else state.epoch_seconds)
                 losses: list[float] = []
                 if whole_epoch:
                     state.loss_sum, state.loss_count = 0.0, 0
@@ -873,7 +874,8 @@ class Trainer:
                         rng = _rng_states(info)
                         loss_sum, loss_count = _loss_totals(state, info)  # every rank's, saved by rank 0
                         if info.main:
-                            saved = dataclasses.replace(state, loss_sum=loss_sum, loss_count=loss_count)
+                            saved = dataclasses.replace(state, loss_sum=loss_sum, loss_count=loss_count,
+                                                        epoch_seconds=time.perf_counter() - epoch_start)  # fmt: skip
                             _save_state(checkpoint_dir, network, optimiser, saved, rng)
                         _barrier(info)
                     if stop_now:
@@ -918,7 +920,7 @@ class Trainer:
                     state.bad_epochs += 1
                 record["best"] = improved
                 state.history.append(record)
-                state.epoch, state.step_in_epoch = epoch + 1, 0
+                state.epoch, state.step_in_epoch, state.epoch_seconds = epoch + 1, 0, 0.0
                 now = time.perf_counter()
                 epoch_seconds, dev_s = now - epoch_start, now - dev_clock
                 state.budget_seconds += epoch_seconds
