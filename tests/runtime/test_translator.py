@@ -297,3 +297,15 @@ def test_torchrun_two_processes_train_a_translator_as_one_does(tmp_path: Path) -
     # Learned (well above the translation-memory floor), and to the quality one process reaches.
     assert two["bleu"] > two["baseline_tm_bleu"] + 20, two
     assert abs(two["chrf"] - one["chrf"]) < 5 and abs(two["bleu"] - one["bleu"]) < 8, (one, two)
+
+
+def test_a_source_of_unknown_letters_is_all_unknown(translator_dir: Path) -> None:
+    """The bare word mark that begins a word of unknown letters, and </s>, are not pieces of the
+    text: "🐱🐶🐭" read 75 % unknown, "🐱" 50 %."""
+    translator = load(translator_dir)
+    assert isinstance(translator, Translator)
+    for text in ("🐱🐶🐭", "🐱"):
+        (result,) = translator.translate([text], beam=1)
+        assert result.warning is not None and result.warning.startswith("100% of the source's pieces are unknown")
+    (known,) = translator.translate(["red cat"], beam=1)
+    assert known.warning is None

@@ -13,6 +13,7 @@ lower that token's probability more than hiding a random source token.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import random
 from collections.abc import Sequence
@@ -114,6 +115,11 @@ class Translator(Runtime):
     def backend(self) -> str:
         return "torch"
 
+    @functools.cached_property
+    def _word_mark(self) -> int | None:
+        """Id of the bare word-mark piece, which a word of unknown letters begins with (or None)."""
+        return self.source_tokenizer.tokenizer.token_to_id("\u2581")
+
     def options(self, **overrides: Any) -> GenerationOptions:
         """The directory's decoding options with ``overrides`` (None values ignored)."""
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -151,7 +157,9 @@ class Translator(Runtime):
         results = []
         for text, row, was_cut, hyp in zip(texts, ids, cut, hyps, strict=True):
             warning = None
-            unknown = row.count(SubwordTokenizer.UNK) / max(1, len(row) - 1)
+            # Of the pieces that carry text: not </s>, nor a bare word mark before an unknown piece.
+            pieces = [i for i in row if i != SubwordTokenizer.EOS and i != self._word_mark]
+            unknown = pieces.count(SubwordTokenizer.UNK) / max(1, len(pieces))
             if unknown > UNKNOWN_WARNING:
                 warning = (f"{unknown:.0%} of the source's pieces are unknown to the model's vocabulary: is it in the "
                            "language the model was trained on?")  # fmt: skip
