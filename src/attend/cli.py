@@ -303,7 +303,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                              "cross-attention alignment of each output word (--maps: every layer's and head's)")
         # Sentences as `attend translate` reads them: a .txt file is one sentence per line.
         args.source_col = args.source_col or (args.text_col if args.text_col != "text" else "source")
-        return _explain_translations(args, _translate_inputs(args))
+        texts, _ = _translate_inputs(args)
+        if not args.texts:  # a file's blank lines explain nothing (translate leaves them blank)
+            texts = [text for text in texts if text.strip()]
+            if not texts:
+                raise UsageError(f"{args.input}: no sentence to explain (every line is blank)")
+        return _explain_translations(args, texts)
     texts = _read_texts(args)
     predictor = _cli_predictor(args.model_dir, args.int8, explaining=True)
     layer: int | str = args.layer if args.layer == "mean" else _int_option("--layer", args.layer)
@@ -336,26 +341,30 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _translate_inputs(args: argparse.Namespace) -> list[str]:
-    """TEXT arguments, or --input: a plain text file (one sentence per line) or a table's --source-col."""
+def _translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """TEXT arguments, or --input: a plain text file (one sentence per line) or a table's --source-col;
+    with where each came from, for messages ("text 2", "line 3": the file's own line)."""
     if bool(args.texts) == bool(args.input):
         raise UsageError("give sentences to translate, or --input FILE, but not both")
     if args.texts:
-        return list(args.texts)
+        return list(args.texts), [f"text {i + 1}" for i in range(len(args.texts))]
     from attend.data.readers import TABLE_SUFFIXES, read_table
 
     path = Path(args.input)
     if args.input != "-" and path.suffix.lower() in TABLE_SUFFIXES:
-        return read_table(path, text_col=args.source_col, label_col=None,
-                          columns_hint="choose the column with --source-col").texts
+        table = read_table(path, text_col=args.source_col, label_col=None,
+                           columns_hint="choose the column with --source-col")  # fmt: skip
+        return table.texts, [f"line {line}" for line in table.lines]
     raw = sys.stdin.buffer.read() if args.input == "-" else path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
-        # Lines end at "\n" (or "\r\n") only: str.splitlines() also splits at U+2028, form feeds
-        # and other separators inside a line, and output line N must be input line N's translation.
-        return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
     except UnicodeDecodeError as exc:
-        raise UsageError(f"{args.input}: not UTF-8 text (byte {exc.start}); convert it or give a CSV/JSONL") from None
+        raise UsageError(f"{args.input}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                         "convert it or give a CSV/JSONL") from None  # fmt: skip
+    # Lines end at "\n" (or "\r\n") only: str.splitlines() also splits at U+2028, form feeds
+    # and other separators inside a line, and output line N must be input line N's translation.
+    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
+    return lines, [f"line {i + 1}" for i in range(len(lines))]
 
 
 def _beam(args: argparse.Namespace) -> int | None:
@@ -379,7 +388,7 @@ def _length_penalty(args: argparse.Namespace) -> float | None:
 
 def _cmd_translate(args: argparse.Namespace) -> int:
     beam, length_penalty = _beam(args), _length_penalty(args)
-    lines = _translate_inputs(args)
+    lines, places = _translate_inputs(args)
     for i, text in enumerate(args.texts or []):
         if not text.strip():
             raise UsageError(f"text {i + 1} is empty: give a sentence to translate")
@@ -391,7 +400,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     by_line = dict(zip(filled, results, strict=True))
     for i, result in by_line.items():
         if result.warning:
-            print(f"line {i + 1}: {result.warning}", file=sys.stderr)
+            print(f"{places[i]}: {result.warning}", file=sys.stderr)
     if args.json:
         print(dumps_json([by_line[i].to_dict() if i in by_line else {"source": line, "translation": "", "score": None,
                           "alignment": None} for i, line in enumerate(lines)]))  # fmt: skip

@@ -309,3 +309,17 @@ def test_a_source_of_unknown_letters_is_all_unknown(translator_dir: Path) -> Non
         assert result.warning is not None and result.warning.startswith("100% of the source's pieces are unknown")
     (known,) = translator.translate(["red cat"], beam=1)
     assert known.warning is None
+
+
+def test_warnings_name_the_files_own_line_and_explain_skips_blank_lines(
+    translator_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = write_csv(tmp_path / "in.csv", [{"source": "red cat"}, {"source": "🐱🐶"}])
+    assert main(["translate", str(translator_dir), "--input", str(table), "--beam", "1"]) == 0
+    assert capsys.readouterr().err.startswith("line 3: 100% of the source's pieces")  # its line (was "line 2")
+    assert main(["translate", str(translator_dir), "red cat", "🐱", "--beam", "1"]) == 0
+    assert capsys.readouterr().err.startswith("text 2: ")  # arguments are texts, as in errors
+    lines = tmp_path / "in.txt"
+    lines.write_text("red cat\n\n   \ngreen dog\n", encoding="utf-8")
+    assert main(["explain", str(translator_dir), "--input", str(lines), "--json"]) == 0  # was "text 2 is empty"
+    assert [r["source"] for r in json.loads(capsys.readouterr().out)] == ["red cat", "green dog"]
