@@ -202,6 +202,10 @@ class ArtifactDir:
             ModelDirError: the file is missing, or its contents are not the ones recorded.
         """
         path = self.path / name
+        if not path.is_file() and name == "model.safetensors" and "onnx" in self.config:
+            why = " (a translator runs on PyTorch)" if self.config.get("task") == "translation" else ""
+            raise ModelDirError(f"{self.path} is an `attend export` directory (ONNX graphs, no PyTorch weights); this "
+                                f"needs the model directory it was exported from{why}")  # fmt: skip
         if not path.is_file():
             raise ModelDirError(f"{self.path} is not a complete model directory: {name} is missing")
         expected = self._hashes.get(name)

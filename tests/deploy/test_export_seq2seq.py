@@ -130,3 +130,14 @@ def test_cli_prints_a_report_and_refuses_classifier_options(
     assert json.loads((out / "config.json").read_text())["onnx"]["parity"]["source"] == "given texts"
     assert main(["export", str(translator_dir), "--onnx", str(tmp_path / "x"), "--attentions"]) == 2
     assert "--attentions" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_an_export_directory_given_to_translate_says_what_it_is(
+    exported: tuple[Path, dict], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = exported
+    assert main(["translate", str(out), "red cat"]) == 2
+    err = capsys.readouterr().err
+    # Before: "is not a complete model directory: model.safetensors is missing".
+    assert "is an `attend export` directory (ONNX graphs, no PyTorch weights); this needs the model directory it " \
+           "was exported from (a translator runs on PyTorch)" in err
