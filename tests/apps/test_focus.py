@@ -166,6 +166,23 @@ def test_the_cost_rule_and_its_reasons(assistant: FocusAssistant) -> None:
         Costs(interrupt=0)
 
 
+def test_a_pass_that_neither_component_decides_alone_leads_with_what_did(assistant: FocusAssistant) -> None:
+    """Its first reason read "Little bearing on the task on its own" above a PASS; and stop words, which
+    weigh nothing, were named among "the closest words" and listed as highlights of weight 0."""
+    session = Session(TASK)
+    (held,) = assistant.triage(session, [UNRELATED])
+    u, r = held.components["urgency"], held.components["relevance"]
+    # Each cost just under where its component would pass the message alone: together they pass it.
+    costs = Costs(urgent=0.9 * (1 - u) / u, relevant=0.9 * (1 - r) / r, interrupt=1.0)
+    (passed,) = FocusAssistant(assistant.reader, assistant.heads, costs).triage(session, [UNRELATED])
+    assert passed.decision == "pass"
+    assert passed.reasons[0].startswith("Passes on urgency and relevance together: neither would pass it alone")
+    assert not any(reason.startswith("Holding it would cost") for reason in passed.reasons)
+    for decision in (held, passed):
+        assert all(h.weight > 0 for h in decision.highlights)
+        assert not any(f"'{stop}'" in reason for reason in decision.reasons for stop in ("the", "and", "is", "a"))
+
+
 def test_a_message_the_encoder_cannot_read_passes_unjudged(assistant: FocusAssistant) -> None:
     chinese = Message(id="zh", text="请尽快回复：服务器宕机了，客户都登录不了！")
     emoji = Message(id="em", text="🎉🎉")

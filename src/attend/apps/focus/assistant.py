@@ -605,7 +605,7 @@ class FocusAssistant:
         seen: set[str] = set()
         linked = []
         for w in relevance_words:
-            if w.text.lower() not in seen and len(linked) < 3:
+            if w.weight > 0 and w.text.lower() not in seen and len(linked) < 3:  # stop words weigh 0: no reason
                 seen.add(w.text.lower())
                 linked.append(
                     f"'{w.text}' ({w.link})" if w.link and w.link.lower() != w.text.lower() else f"'{w.text}'"
@@ -615,13 +615,24 @@ class FocusAssistant:
         urgent_reason = (f"Urgent: the urgency classifier gives {urgency:.2f}{on}; holding an urgent message costs "
                          f"{c.urgent:g} interruptions." if urgent_alone
                          else f"Not urgent on its own: the urgency classifier gives {urgency:.2f}.")  # fmt: skip
-        if relevant_alone:
+        # Relevance with what the person taught it (feedback, the sender's record, the channel); the
+        # words' own share is named where that moved it.
+        by_words = _sigmoid(base_logit)
+        words_note = f"; its words alone give {by_words:.2f}" if abs(relevance - by_words) >= 0.01 else ""
+        if relevant_alone and by_words * c.relevant > (1 - by_words) * c.interrupt:
             relevant_reason = f"Bears on the task ({relevance:.2f}): " + (
                 f"{related} link it to the task." if related else "its meaning is close to the task's.")  # fmt: skip
+        elif relevant_alone:
+            relevant_reason = (f"Bears on the task ({relevance:.2f}) by what you have taught the assistant (your "
+                               f"feedback, the sender's record, its channel){words_note}.")  # fmt: skip
         else:
-            relevant_reason = f"Little bearing on the task on its own ({relevance:.2f})" + (
+            relevant_reason = f"Little bearing on the task on its own ({relevance:.2f}{words_note})" + (
                 f"; the closest words were {related}." if related else ".")  # fmt: skip
         urgent_first = urgent_alone and not relevant_alone
+        together = decision == "pass" and allowed is None and not unreadable and not (urgent_alone or relevant_alone)
+        if together:  # neither would pass it alone: lead with what did, not a reason to hold it
+            reasons.append(f"Passes on urgency and relevance together: neither would pass it alone, but holding it "
+                           f"would cost {hold_cost:.2f} against interrupting you {interrupt_cost:.2f}.")  # fmt: skip
         reasons += [urgent_reason, relevant_reason] if urgent_first else [relevant_reason, urgent_reason]
         if passed or held:
             reasons.append(f"You passed {passed} and held {held} earlier messages from {sender_key(message.sender)}.")
@@ -633,7 +644,7 @@ class FocusAssistant:
             reasons.append(f"Coming as {channel_name(message.channel)!r} {direction} its relevance (log-odds "
                            f"{channel_shift:+.1f}, against a message of any channel).")  # fmt: skip
         verdict = "passes" if decision == "pass" else "is held for the digest"
-        if allowed is None and not unreadable:
+        if allowed is None and not unreadable and not together:
             reasons.append(
                 f"Holding it would cost {hold_cost:.2f}, interrupting you {interrupt_cost:.2f}: it {verdict}."
             )

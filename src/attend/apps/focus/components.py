@@ -252,7 +252,8 @@ def token_words(reading: Reading) -> list[str]:
 def merge_words(reading: Reading, token_weights: Sequence[float], *, links: Sequence[str | None] | None = None,
                 top: int = 8) -> list[Weighted]:  # fmt: skip
     """Sum token weights into the words of ``reading.text`` (``##`` pieces join their word), keep
-    words with a letter or digit, renormalise to sum 1 and return the ``top`` heaviest, heaviest first.
+    words with a letter or digit and some weight, renormalise to sum 1 and return the ``top``
+    heaviest, heaviest first.
 
     Negative weights count as 0 (a highlight shows what pushed *towards* the decision).
     """
@@ -268,7 +269,7 @@ def merge_words(reading: Reading, token_weights: Sequence[float], *, links: Sequ
         else:
             words.append([span[0], span[1], weight, link, weight])
     text = reading.text
-    kept = [w for w in words if any(c.isalnum() for c in text[w[0] : w[1]])]
+    kept = [w for w in words if w[2] > 0 and any(c.isalnum() for c in text[w[0] : w[1]])]  # weightless: not shown
     total = sum(w[2] for w in kept)
     if total <= 0 or not math.isfinite(total):
         return []
