@@ -218,8 +218,15 @@ def test_allowlist_senders_and_keywords() -> None:
     assert allow_match(("school",), Message(id="s", text="The School office called")) == "school"
     assert allow_match(("school",), Message(id="s", text="preschooler toys")) is None  # whole words only
     assert allow_match(("bob@corp.example",), boss) is None
+    # A bare domain is any address at it (it matched nothing: the address's '@' hid it).
+    assert allow_match(("corp.example",), boss) == "corp.example"
+    assert allow_match(("corp.example",), Message(id="m", sender="hr@mail.corp.example", text="hi")) == "corp.example"
+    assert allow_match(("corp.example",), Message(id="e", sender="x@evilcorp.example", text="hi")) is None
     with pytest.raises(ValueError, match="task is empty"):
         Session("   ")
+    for entry in ("@", "ana@", "a@b@c"):  # accepted before, and matched nothing
+        with pytest.raises(ValueError, match=f"allow entry '{entry}' is no address"):
+            Session("write", (entry,))
 
 
 def test_an_allowlisted_sender_passes_whatever_the_components(assistant: FocusAssistant) -> None:

@@ -170,6 +170,9 @@ class Session:
         if not isinstance(self.task, str) or not self.task.strip():
             raise ValueError("task is empty: describe what you are working on, e.g. --task 'write the Q3 report'")
         object.__setattr__(self, "allow", tuple(a.strip() for a in self.allow if a and a.strip()))
+        for entry in self.allow:
+            if entry == "@" or entry.endswith("@") or entry.count("@") > 1:
+                raise ValueError(f"allow entry {entry!r} is no address: give name@domain, @domain, or a word")
 
 
 @dataclass
@@ -455,12 +458,17 @@ def _suite_message(row: dict[str, Any]) -> Message:
                    channel=row.get("channel") or "")  # fmt: skip
 
 
+#: A bare domain in an allowlist: labels joined by points, no spaces.
+_DOMAIN = re.compile(r"[\w-]+(?:\.[\w-]+)+")
+
+
 def allow_match(allow: Sequence[str], message: Message) -> str | None:
     """The allowlist entry ``message`` matches, or None.
 
     An entry with ``@`` is an address: the sender's address exactly, or, written ``@domain``, any
-    address at that domain. Any other entry is a whole word or phrase of the sender's name or
-    address, the subject or the text (case-insensitive: ``Tom`` is not ``Tomasz``).
+    address at that domain; a bare domain (``example.com``) is also any address at it. Any other
+    entry is a whole word or phrase of the sender's name or address, the subject or the text
+    (case-insensitive: ``Tom`` is not ``Tomasz``).
     """
     key = sender_key(message.sender)
     everything = f"{message.sender}\n{message.subject}\n{message.text}".lower()
@@ -472,6 +480,8 @@ def allow_match(allow: Sequence[str], message: Message) -> str | None:
         elif "@" in low:
             if low == key:
                 return entry
+        elif _DOMAIN.fullmatch(low) and (key.endswith(f"@{low}") or key.endswith(f".{low}")):
+            return entry  # a bare domain (stmarys.example): any address at it, as @stmarys.example
         elif re.search(rf"(?<![\w.@-]){re.escape(low)}(?![\w@-])", everything):
             return entry
     return None
