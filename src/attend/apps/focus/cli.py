@@ -105,8 +105,8 @@ def _until(args: argparse.Namespace) -> str | None:
     if args.until and args.minutes:
         raise ValueError("give --until or --minutes, not both")
     if args.minutes is not None:
-        if not 0 < args.minutes <= MAX_MINUTES:  # also refuses nan and inf
-            raise ValueError(f"--minutes {args.minutes}: give a number of minutes in (0, {MAX_MINUTES}] (a week)")
+        if not 1 <= args.minutes <= MAX_MINUTES:  # also refuses nan and inf
+            raise ValueError(f"--minutes {args.minutes:g}: give a number of minutes in [1, {MAX_MINUTES}] (a week)")
         return (datetime.now(UTC) + timedelta(minutes=args.minutes)).isoformat(timespec="seconds")
     return args.until
 
