@@ -727,3 +727,31 @@ def test_digest_sentences_do_not_end_inside_numbers_or_abbreviations(text: str, 
     from attend.apps.focus.digest import _sentences
 
     assert [text[a:b].strip() for a, b in _sentences(text)] == sentences
+
+
+def _open_at_once(db: str, barrier: Any, errors: Any) -> None:
+    from attend.apps.focus.store import open_focus_store
+
+    barrier.wait()
+    try:
+        open_focus_store(db).close()
+    except Exception as exc:  # reported to the test, which names it
+        errors.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_new_database_at_once_all_open_it(tmp_path: Path) -> None:
+    """Before: all but one failed with 'table focus_schema already exists' or a UNIQUE error."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier, errors = context.Barrier(4), context.Queue()
+    workers = [context.Process(target=_open_at_once, args=(str(tmp_path / "new.db"), barrier, errors))
+               for _ in range(4)]  # fmt: skip
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert not found and all(w.exitcode == 0 for w in workers), found

@@ -8,12 +8,13 @@ instead of failing) and foreign keys on; a URL (``postgresql://...``) is passed 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 
 __all__ = ["create_engine", "create_tables", "database_url", "schema_table"]
 
@@ -46,15 +47,24 @@ def create_tables(engine: Engine, metadata: sa.MetaData, schema: sa.Table, versi
         if missing:
             raise ValueError(f"--db {where}: its table {name!r} has no column {', '.join(missing)}: it was not "
                              "written by attend; choose another database")  # fmt: skip
-    metadata.create_all(engine)
-    with engine.begin() as conn:
-        versions = [row[0] for row in conn.execute(sa.select(schema.c.version))]
-        if not versions:
-            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            conn.execute(schema.insert().values(version=version, created_at=stamp))
-        elif max(versions) > version:
-            raise ValueError(f"--db {where}: written by a newer attend (schema version {max(versions)}, this one "
-                             f"reads up to {version}); upgrade attend")  # fmt: skip
+    for attempt in range(3):
+        try:
+            metadata.create_all(engine)
+            with engine.begin() as conn:
+                versions = [row[0] for row in conn.execute(sa.select(schema.c.version))]
+                if not versions:
+                    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    conn.execute(schema.insert().values(version=version, created_at=stamp))
+            break
+        except (OperationalError, IntegrityError):
+            # Another process created the same new database's tables (or its version row) between
+            # our look and our write ("table ... already exists"): look again, it is there now.
+            if attempt == 2:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    if versions and max(versions) > version:
+        raise ValueError(f"--db {where}: written by a newer attend (schema version {max(versions)}, this one "
+                         f"reads up to {version}); upgrade attend")  # fmt: skip
 
 
 def _is_sqlite(path: Path) -> bool:
