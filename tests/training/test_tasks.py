@@ -427,3 +427,22 @@ def test_scores_that_differ_in_their_last_bits_tie_and_the_lower_loss_decides() 
     assert _ties(later, earlier) and not _beats(later, earlier) and not _beats(earlier, later)
     assert _beats(0.97, earlier) and not _ties(0.9666, earlier)
     assert _beats(0.0, -float("inf"))  # the first epoch always improves on nothing
+
+
+class CtrlCWhileScoring(Regression):
+    """Ctrl-C arrives while the trained model is scored on the test split."""
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        if split == "test":
+            raise KeyboardInterrupt
+        return super().evaluate(model, split, batch_size)
+
+
+def test_ctrl_c_while_scoring_the_trained_model_says_resume_finishes_it(picker: None, tmp_path: Path) -> None:
+    """It printed only "interrupted"; the state was saved, and --resume finished the run."""
+    args = TrainingArgs(epochs=2, batch_size=40, progress=False)
+    with pytest.raises(TrainingInterrupted, match=r"interrupted while scoring the trained model; .* to finish"):
+        Trainer(CtrlCWhileScoring(), args).fit(tmp_path / "m")
+    result = Trainer(Regression(), args).fit(tmp_path / "m", resume=True)
+    assert result.metrics["split"] == "test" and len(result.history) == 2 and (tmp_path / "m").is_dir()

@@ -960,27 +960,33 @@ class Trainer:
                 writer.close()
 
         # Final: best weights, metrics on the last held-out split, the model directory.
-        _barrier(info)
-        if (best_dir / "model.safetensors").exists():
-            network.load_state_dict(load_file(str(best_dir / "model.safetensors")))
-        _barrier(info)  # every rank has read the best weights before rank 0 tidies them away
-        averaging = None
-        if args.average_checkpoints > 1 and "dev" in held_out:
-            averaging = _try_average(task, network, work / "epochs", state, args, info)
-            _barrier(info)  # every rank has read the epochs' weights before rank 0 tidies them away
-        final_split = "test" if "test" in held_out else "dev" if "dev" in held_out else "train"
-        metrics = task.evaluate(network, final_split, args.eval_batch_size)
-        metrics |= {"split": final_split, "best_epoch": state.best_epoch, "epochs_run": state.epoch}
-        if state.planned_epochs:
-            metrics["planned_epochs"] = state.planned_epochs
-            metrics["planned_steps"] = planned_steps
-        if averaging is not None:
-            metrics["checkpoint_average"] = averaging
-        if info.main:
-            metrics |= task.reference_metrics(final_split)
-        seconds = [h["seconds"] for h in state.history]
-        metrics["seconds_per_epoch"] = float(np.mean(seconds)) if seconds else None
-        report = task.report(metrics, final_split)
+        try:
+            _barrier(info)
+            if (best_dir / "model.safetensors").exists():
+                network.load_state_dict(load_file(str(best_dir / "model.safetensors")))
+            _barrier(info)  # every rank has read the best weights before rank 0 tidies them away
+            averaging = None
+            if args.average_checkpoints > 1 and "dev" in held_out:
+                averaging = _try_average(task, network, work / "epochs", state, args, info)
+                _barrier(info)  # every rank has read the epochs' weights before rank 0 tidies them away
+            final_split = "test" if "test" in held_out else "dev" if "dev" in held_out else "train"
+            metrics = task.evaluate(network, final_split, args.eval_batch_size)
+            metrics |= {"split": final_split, "best_epoch": state.best_epoch, "epochs_run": state.epoch}
+            if state.planned_epochs:
+                metrics["planned_epochs"] = state.planned_epochs
+                metrics["planned_steps"] = planned_steps
+            if averaging is not None:
+                metrics["checkpoint_average"] = averaging
+            if info.main:
+                metrics |= task.reference_metrics(final_split)
+            seconds = [h["seconds"] for h in state.history]
+            metrics["seconds_per_epoch"] = float(np.mean(seconds)) if seconds else None
+            report = task.report(metrics, final_split)
+        except KeyboardInterrupt:  # the training is done and saved: --resume only scores and writes it
+            raise TrainingInterrupted(
+                f"interrupted while scoring the trained model; its training state is saved in {work}: run the "
+                "same command with --resume to finish"
+            ) from None
         if info.main:
             with ArtifactWriter(out, overwrite=True) as staged:
                 staged.save_weights(network)
