@@ -380,7 +380,7 @@ def test_router_validates_with_4xx_and_is_idempotent(model_dir: Path, tmp_path: 
         first = client.post("/v1/monitor/events", json=events)
         assert first.status_code == 200, first.text
         assert first.json() | {"alerts": []} == {"received": 40, "stored": 40, "duplicates": 0, "conflicts": 0,
-                                                 "times_without_zone": 0, "alerts": []}  # fmt: skip
+                                                 "times_without_zone": 0, "alerts": [], "withdrawn": []}  # fmt: skip
         again = client.post("/v1/monitor/events", json=events[:10])
         assert again.json()["stored"] == 0 and again.json()["duplicates"] == 10 and again.json()["conflicts"] == 0
         changed = [{**events[0], "text": "an entirely different text"},
@@ -449,6 +449,34 @@ def test_an_in_order_replay_judges_once_per_closed_window_not_per_batch(
     assert [(a["topic"], a["window_start"]) for a in alerts] == [(SURGE_TOPIC, "2024-05-01T08:00:00Z")]
     windows = {e["time"][:13] for e in events}  # the default window is an hour
     assert len(judged) <= len(windows) < len(events) // 20, (len(judged), len(windows))
+
+
+def test_an_alert_whose_window_later_events_made_calm_is_withdrawn(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export replayed in two parts: the first ends inside the hour of a burst of negative texts,
+    which is alerted on its 12 events; the second brings that hour's other 60, all positive. Before,
+    the alert stayed as raised (12/12 negative), though the hour held 12 of 72."""
+    events = [e for e in planted_events() if e["topic"] == SURGE_TOPIC]
+    hour = (START + timedelta(hours=SURGE_HOUR)).isoformat().replace("+00:00", "Z")[:13]
+    burst = [e for e in events if e["time"].startswith(hour) and int(e["id"].rsplit("-", 1)[1]) < 12]
+    before = [e for e in events if e["time"][:13] < hour]
+    rng = random.Random(1)
+    calm = [{**burst[0], "id": f"calm-{i}", "text": _text(rng, False),
+             "time": (START + timedelta(hours=SURGE_HOUR, seconds=60 * i)).isoformat().replace("+00:00", "Z")}
+            for i in range(60)]  # fmt: skip
+    after = [e for e in events if e["time"][:13] > hour]
+    db = tmp_path / "parts.db"
+    gone = ", 1 withdrawn (their windows are no surge now)"
+    for part, withdrawn in (([*before, *burst], ""), ([*calm, *after], gone)):
+        path = write_jsonl(tmp_path / "part.jsonl", part)
+        assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db)]) == 0
+        assert f"alert(s){withdrawn}, 1 in" in capsys.readouterr().out
+    (alert,) = alerts_json(db, capsys)
+    assert alert["window_start"] == f"{hour}:00:00Z" and (alert["negatives"], alert["volume"]) == (12, 12)
+    assert alert["withdrawn"]["volume"] == 72 and alert["withdrawn"]["negatives"] <= 14, alert["withdrawn"]
+    assert main(["alerts", "--db", str(db)]) == 0
+    assert capsys.readouterr().out.startswith("WITHDRAWN ")
 
 
 def test_failing_webhook_is_logged_does_not_stop_the_run_and_fails_the_command(

@@ -91,8 +91,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                              finite=not args.follow, on_batch=on_batch)  # fmt: skip
     stored_alerts = len(store.alerts(window=settings.detection.window))
     conflicts = f" ({summary.conflicts} with a different text: the first kept)" if summary.conflicts else ""
+    withdrawn = f", {summary.withdrawn} withdrawn (their windows are no surge now)" if summary.withdrawn else ""
     print(f"read {summary.read} events: {summary.stored} stored, {summary.duplicates} already stored{conflicts}; "
-          f"{len(summary.alerts)} new alert(s), {stored_alerts} in {args.db}")  # fmt: skip
+          f"{len(summary.alerts)} new alert(s){withdrawn}, {stored_alerts} in {args.db}")  # fmt: skip
     store.close()
     if summary.times_without_zone:
         print(f"note: {summary.times_without_zone} event time(s) had no time zone and were taken as UTC "

@@ -152,8 +152,11 @@ def _alerts_table(alerts: list[dict[str, Any]]) -> str:
             f"<li>{_highlight(e['text'], e['words'])} <span class='muted'>(p(neg)={e['negative_prob']:.2f})</span></li>"
             for e in alert["examples"]
         )
+        withdrawn = alert.get("withdrawn")
+        note = (f"<br><span class='muted'>withdrawn {withdrawn['at']}: {withdrawn['negatives']}/"
+                f"{withdrawn['volume']} now, no surge</span>" if withdrawn else "")  # fmt: skip
         rows.append(
-            f"<tr class='alert-row'><td class='nowrap'>{alert['window_start']}<br>{alert['window_end']}</td>"
+            f"<tr class='alert-row'><td class='nowrap'>{alert['window_start']}<br>{alert['window_end']}{note}</td>"
             f"<td>{alert['score']:.1f}</td><td>{alert['share']:.0%} vs {alert['baseline']:.0%} "
             f"({alert['lift']:+.0%})</td><td>{alert['negatives']}/{alert['volume']}</td>"
             f"<td><ul class='examples'>{examples}</ul></td></tr>"

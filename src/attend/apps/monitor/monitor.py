@@ -78,11 +78,13 @@ class IngestResult:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     conflicts: int = 0
     times_without_zone: int = 0
+    #: Alerts this batch withdrew: their windows, judged again with its events, are no surge now.
+    withdrawn: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"received": self.received, "stored": self.stored, "duplicates": self.duplicates,
                 "conflicts": self.conflicts, "times_without_zone": self.times_without_zone,
-                "alerts": self.alerts}  # fmt: skip
+                "alerts": self.alerts, "withdrawn": self.withdrawn}  # fmt: skip
 
 
 @dataclass
@@ -98,6 +100,8 @@ class RunSummary:
     times_without_zone: int = 0
     #: Alerts the webhook could not take after every attempt (kept in the database).
     undelivered: int = 0
+    #: Alerts withdrawn in the run (their windows, judged again, are no surge now).
+    withdrawn: int = 0
 
 
 def post_webhook(url: str, alert: dict[str, Any], *, timeout: float) -> bool:
@@ -124,6 +128,10 @@ def describe(alert: dict[str, Any]) -> str:
     line = (f"ALERT topic={alert['topic']!r} window {alert['window_start']}..{alert['window_end']}: negative share "
             f"{alert['share']:.0%} vs baseline {alert['baseline']:.0%} ({alert['lift']:+.0%}, z={alert['score']:.1f}), "
             f"{alert['negatives']}/{alert['volume']} events")  # fmt: skip
+    withdrawn = alert.get("withdrawn")
+    if withdrawn:
+        line = (f"WITHDRAWN {withdrawn['at']}: {withdrawn['negatives']}/{withdrawn['volume']} events now, "
+                f"{withdrawn['share']:.0%} negative, no surge (raised as: {line})")  # fmt: skip
     if alert["examples"]:
         first = alert["examples"][0]
         words = ", ".join(w["word"] for w in first["words"])
@@ -145,6 +153,8 @@ class Monitor:
         self._lock = threading.Lock()
         self._judged_until: int | None = None  # windows starting before this are judged already
         self._tries: Counter[tuple[str, str]] = Counter()  # webhook deliveries tried in this run, per alert
+        #: Alerts withdrawn by this monitor so far: later events made their windows calm.
+        self.withdrawals = 0
         saved = store.get_meta("settings") or {}
         if saved.get("negative_label") not in (None, scorer.negative_label):
             raise ValueError(
@@ -182,7 +192,7 @@ class Monitor:
                     e.ts < self._judged_until for e in fresh
                 )
                 if self._judged_until is None or closed_before > self._judged_until or late:
-                    result.alerts = self._judge(closed_before)
+                    result.alerts, result.withdrawn = self._judge(closed_before)
             return result
 
     @staticmethod
@@ -201,21 +211,40 @@ class Monitor:
         return sum(alert["notified_at"] is None for alert in everything)
 
     def finish(self) -> list[dict[str, Any]]:
-        """The input has ended: judge every window, the last (possibly partial) one included."""
+        """The input has ended: judge every window, the last (possibly partial) one included; the
+        new alerts (withdrawn ones are counted in :attr:`withdrawals`)."""
         with self._lock:
-            return self._judge(None)
+            return self._judge(None)[0]
 
     def series(self) -> dict[str, list[WindowStat]]:
         """Every topic's windows, judged with this monitor's settings."""
         return detect(self.store.window_counts(self.settings.detection.window), self.settings.detection)
 
-    def _judge(self, closed_before: int | None) -> list[dict[str, Any]]:
+    def _judge(self, closed_before: int | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Raise an alert for every closed window that is a surge, and withdraw (or reinstate) the
+        alerts of closed windows that later events made calm (or a surge again): the new alerts,
+        and the withdrawn ones."""
         detection = self.settings.detection
-        new_alerts = []
+        new_alerts, withdrawn = [], []
+        raised = self.store.alert_windows(detection.window)  # (topic, start) -> withdrawn
         for stats in self.series().values():
             for stat in stats:
-                if not stat.surge or (closed_before is not None and stat.end > closed_before):
-                    continue  # calm, or still open: the watermark has not passed its end
+                if closed_before is not None and stat.end > closed_before:
+                    continue  # still open: the watermark has not passed its end
+                key = (stat.topic, stat.start)
+                if key in raised and raised[key] == stat.surge:  # a surge withdrawn, or a calm one not
+                    numbers = None if stat.surge else {"volume": stat.volume, "negatives": stat.negatives,
+                                                       "share": stat.share, "score": stat.z}  # fmt: skip
+                    self.store.set_withdrawn(stat.topic, detection.window, stat.start, numbers)
+                    shown = next(a for a in self.store.alerts(topic=stat.topic, window=detection.window)
+                                 if a["window_start"] == format_time(stat.start))  # fmt: skip
+                    log.warning(describe(shown) if not stat.surge else f"REINSTATED (a surge again): {describe(shown)}")
+                    if not stat.surge:
+                        withdrawn.append(shown)
+                        self.withdrawals += 1
+                    continue
+                if not stat.surge or key in raised:
+                    continue
                 alert = self._alert(stat)
                 if self.store.add_alert(alert):
                     public = self.store.alerts(topic=stat.topic, window=detection.window)
@@ -224,7 +253,7 @@ class Monitor:
                     new_alerts.append(stored)
         self._judged_until = closed_before
         self._deliver()
-        return new_alerts
+        return new_alerts, withdrawn
 
     def _alert(self, stat: WindowStat) -> dict[str, Any]:
         examples = self.store.most_negative(stat.topic, stat.start, stat.end, self.settings.examples)
@@ -333,4 +362,5 @@ def run_events(
         # The batch in hand is dropped, not half-written: a rerun scores it again.
         summary.interrupted = True
     summary.undelivered = monitor.undelivered()
+    summary.withdrawn = monitor.withdrawals
     return summary

@@ -75,6 +75,9 @@ class IngestResponse(BaseModel):
     conflicts: int = Field(description="Ids seen again with a different text (the first text is kept).")
     times_without_zone: int = Field(description="Event times without a zone, taken as UTC.")
     alerts: list[dict[str, Any]]
+    withdrawn: list[dict[str, Any]] = Field(
+        default_factory=list, description="Alerts withdrawn: this batch's events made their windows calm."
+    )
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -87,6 +87,22 @@ alerts_table = sa.Table(
     sa.Column("notify_attempts", sa.Integer, nullable=False, default=0),
 )
 
+#: Alerts whose window, judged again after later events reached it (a replay in parts, a late
+#: event), is no longer a surge: what the window held then. A table of its own, so databases
+#: written before it gain it on open (it is created where missing) and older readers ignore it.
+withdrawals_table = sa.Table(
+    "monitor_withdrawals",
+    metadata,
+    sa.Column("topic", sa.String(200), primary_key=True),
+    sa.Column("window_seconds", sa.Integer, primary_key=True),
+    sa.Column("window_start", sa.BigInteger, primary_key=True),
+    sa.Column("withdrawn_at", sa.String(32), nullable=False),
+    sa.Column("volume", sa.Integer, nullable=False),
+    sa.Column("negatives", sa.Integer, nullable=False),
+    sa.Column("share", sa.Float, nullable=False),
+    sa.Column("score", sa.Float),  # z, where the window has a baseline
+)
+
 
 @dataclass(frozen=True)
 class StoredEvent:
@@ -283,16 +299,23 @@ class MonitorStore:
     def alerts(self, *, topic: str | None = None, pending_only: bool = False,
                window: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
         """Stored alerts in time order, as JSON-ready dicts (times in ISO 8601 UTC); ``pending_only``:
-        those no webhook has taken yet."""
+        those no webhook has taken yet and that are not withdrawn. A withdrawn alert has
+        ``withdrawn`` (when, and the window's numbers then); the others ``withdrawn: None``."""
         from attend.apps.monitor.events import format_time
 
-        query = sa.select(alerts_table).order_by(alerts_table.c.window_start, alerts_table.c.topic)
+        w = withdrawals_table.c
+        joined = alerts_table.outerjoin(withdrawals_table, sa.and_(
+            w.topic == alerts_table.c.topic, w.window_seconds == alerts_table.c.window_seconds,
+            w.window_start == alerts_table.c.window_start))  # fmt: skip
+        query = (sa.select(alerts_table, w.withdrawn_at, w.volume.label("w_volume"), w.negatives.label("w_negatives"),
+                           w.share.label("w_share"), w.score.label("w_score"))
+                 .select_from(joined).order_by(alerts_table.c.window_start, alerts_table.c.topic))  # fmt: skip
         if topic is not None:
             query = query.where(alerts_table.c.topic == topic)
         if window is not None:
             query = query.where(alerts_table.c.window_seconds == window)
         if pending_only:
-            query = query.where(alerts_table.c.notified_at.is_(None))
+            query = query.where(alerts_table.c.notified_at.is_(None), w.withdrawn_at.is_(None))
         with self.engine.connect() as conn:
             rows = list(conn.execute(query).mappings())
         return [{
@@ -301,7 +324,32 @@ class MonitorStore:
             "score": r["score"], "share": r["share"], "baseline": r["baseline"], "baseline_sd": r["baseline_sd"],
             "lift": r["share"] - r["baseline"], "volume": int(r["volume"]), "negatives": int(r["negatives"]),
             "examples": json.loads(r["examples"]), "created_at": r["created_at"], "notified_at": r["notified_at"],
+            "withdrawn": None if r["withdrawn_at"] is None else {
+                "at": r["withdrawn_at"], "volume": int(r["w_volume"]), "negatives": int(r["w_negatives"]),
+                "share": r["w_share"], "score": r["w_score"]},
         } for r in rows]  # fmt: skip
+
+    def alert_windows(self, window: int) -> dict[tuple[str, int], bool]:
+        """``(topic, window_start) -> withdrawn`` of the stored alerts of this window length."""
+        w = withdrawals_table.c
+        joined = alerts_table.outerjoin(withdrawals_table, sa.and_(
+            w.topic == alerts_table.c.topic, w.window_seconds == alerts_table.c.window_seconds,
+            w.window_start == alerts_table.c.window_start))  # fmt: skip
+        query = (sa.select(alerts_table.c.topic, alerts_table.c.window_start, w.withdrawn_at).select_from(joined)
+                 .where(alerts_table.c.window_seconds == window))  # fmt: skip
+        with self.engine.connect() as conn:
+            return {(r[0], int(r[1])): r[2] is not None for r in conn.execute(query)}
+
+    def set_withdrawn(self, topic: str, window: int, start: int, numbers: dict[str, Any] | None) -> None:
+        """Withdraw the alert of ``(topic, window, start)``, with the window's ``numbers`` now
+        (volume, negatives, share, score), or with None reinstate it."""
+        w = withdrawals_table.c
+        with self.engine.begin() as conn:
+            conn.execute(withdrawals_table.delete().where(w.topic == topic, w.window_seconds == window,
+                                                          w.window_start == start))  # fmt: skip
+            if numbers is not None:
+                conn.execute(withdrawals_table.insert().values(topic=topic, window_seconds=window, window_start=start,
+                                                               withdrawn_at=_now(), **numbers))  # fmt: skip
 
     def mark_notified(self, alert: dict[str, Any], *, ok: bool) -> None:
         """Record a webhook delivery attempt (``ok``: delivered, else one more failed attempt)."""
