@@ -402,8 +402,11 @@ def _cmd_translate(args: argparse.Namespace) -> int:
         if result.warning:
             print(f"{places[i]}: {result.warning}", file=sys.stderr)
     if args.json:
-        print(dumps_json([by_line[i].to_dict() if i in by_line else {"source": line, "translation": "", "score": None,
-                          "alignment": None} for i, line in enumerate(lines)]))  # fmt: skip
+        # A blank line has every field of a translation, empty (a consumer reads one schema).
+        blank = {"translation": "", "score": None, "log_prob": None, "truncated": False, "finished": True,
+                 "alignment": None}  # fmt: skip
+        print(dumps_json([by_line[i].to_dict() if i in by_line else {"source": line, **blank}
+                          for i, line in enumerate(lines)]))  # fmt: skip
         return 0
     for i in range(len(lines)):
         print(by_line[i].translation if i in by_line else "")
@@ -670,7 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "only way to let auto train a model whose weights restrict their use (m3e: non-commercial "
                     "research only)")
     tr.add_argument("--max-train", type=int, metavar="N",
-                    help="train on a proportional sample of at most N training examples (dev and test unchanged)")
+                    help="classifiers: train on a proportional sample of at most N training examples (dev and test "
+                    "unchanged)")
     tr.add_argument("--config", help='JSON file: {"model": {...model options}, "training": {...training options}}')
     tr.add_argument("--epochs", type=int,
                     help="maximum epochs (default: a named classifier 5, seq2seq 30; auto fits them)")  # fmt: skip

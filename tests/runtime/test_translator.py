@@ -45,7 +45,8 @@ def test_translate_prints_one_line_per_input_line_and_nothing_else(translator_di
     assert done.stdout.split("\n")[0] == "cat red" and done.stdout.split("\n")[2] == "dog green"
 
 
-def test_translate_json_has_scores_and_alignments(translator_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_translate_json_has_scores_and_alignments(translator_dir: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     assert main(["translate", str(translator_dir), "red cat sun", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["source"] == "red cat sun" and row["translation"] == "sun cat red"
@@ -55,6 +56,12 @@ def test_translate_json_has_scores_and_alignments(translator_dir: Path, capsys: 
     assert alignment["output_tokens"] == [" sun", " cat", " red", "</s>"]
     weights = np.asarray(alignment["alignment"])
     assert weights.shape == (4, 4) and np.allclose(weights.sum(1), 1.0, atol=1e-3)
+    # A blank input line has the same fields, empty (it lacked log_prob, truncated and finished).
+    lines = tmp_path / "in.txt"
+    lines.write_text("red cat\n\n", encoding="utf-8")
+    assert main(["translate", str(translator_dir), "--input", str(lines), "--json"]) == 0
+    full, blank = json.loads(capsys.readouterr().out)
+    assert set(blank) == set(full) and blank["translation"] == "" and blank["log_prob"] is None
 
 
 def test_length_penalty_ranks_beams_and_is_checked(translator_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
