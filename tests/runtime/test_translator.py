@@ -249,8 +249,9 @@ def test_service_translates_micro_batched_with_alignments(translator_dir: Path) 
         assert answer["translation"] == "sun cat red" and "alignment" in answer
         assert client.post("/v1/translate", json={"texts": [""]}).status_code == 422
         assert client.post("/v1/translate", json={"texts": ["a"], "beam": 0}).status_code == 422
-        for penalty in (-1, "nan", 11):
+        for penalty in (-1, "nan", 11, "1"):  # a string, as "beam": "4" is (it was coerced)
             assert client.post("/v1/translate", json={"texts": ["a"], "length_penalty": penalty}).status_code == 422
+        assert client.post("/v1/translate", json={"texts": ["a"], "alignment": "yes"}).status_code == 422
         raw = client.post("/v1/translate", json={"texts": ["red cat sun"], "length_penalty": 0}).json()
         (ranked,) = raw["translations"]
         assert ranked["score"] == pytest.approx(ranked["log_prob"], abs=1e-4)  # penalty 0: the raw log-probability

@@ -35,10 +35,11 @@ class TranslateRequest(BaseModel):
     texts: list[str] = Field(description="Sentences, each translated on its own.")
     beam: int | None = Field(default=None, ge=1, le=MAX_BEAM, strict=True,
                              description="Beam size (default: the model's); 1 is greedy.")  # fmt: skip
-    length_penalty: float | None = Field(default=None, ge=0, le=MAX_LENGTH_PENALTY, allow_inf_nan=False,
+    length_penalty: float | None = Field(default=None, ge=0, le=MAX_LENGTH_PENALTY, allow_inf_nan=False, strict=True,
                                          description="Rank beams by log-probability / length ** this (default: "
                                          "the model's).")  # fmt: skip
-    alignment: bool = Field(default=False, description="Add each output token's cross-attention over the source.")
+    alignment: bool = Field(default=False, strict=True,
+                            description="Add each output token's cross-attention over the source.")  # fmt: skip
 
 
 def translation_routes(runtime: Translator, settings: ServeSettings, metrics: ServiceMetrics) -> Routes:
