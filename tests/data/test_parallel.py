@@ -102,6 +102,11 @@ def test_bad_split_values_are_named(tmp_path: Path) -> None:
         read_parallel(path, split_col="split")
     message = str(caught.value)
     assert "column 'split'" in message and "'holdout' (line 3), '' (line 4)" in message
+    jsonl = tmp_path / "p.jsonl"  # JSON values are shown as JSON writes them (they read None, True)
+    jsonl.write_text('{"source": "a", "target": "b", "split": null}\n{"source": "c", "target": "d", "split": true}\n',
+                     encoding="utf-8")  # fmt: skip
+    with pytest.raises(DataError, match=r"holds split value\(s\) null \(line 1\), true \(line 2\)"):
+        read_parallel(jsonl, split_col="split")
     assert "expected train, dev or test" in message
 
 

@@ -13,6 +13,7 @@ sentence, compared after whitespace normalisation and case folding, lands in one
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -140,7 +141,8 @@ def read_parallel(
             raw = record.get(split_col)
             split = SPLIT_NAMES.get(str("" if raw is None else raw).strip().lower())
             if split is None:
-                bad_splits.setdefault(repr(raw), line)
+                # As the file writes it: 'tst', or JSON's null, true, 3 (not Python's None, True)
+                bad_splits.setdefault(repr(raw) if isinstance(raw, str) else json.dumps(raw, default=str), line)
             splits.append(split or "")
     if not checked_columns or not sources:
         raise DataError(f"{path} has a header but no rows" if fmt != "parquet" else f"{path} has no rows")
