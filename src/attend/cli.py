@@ -282,7 +282,7 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
             weights = r.alignment.weights
             links = [f"{out.strip() or out}<-{r.alignment.source_tokens[int(weights[i].argmax())].strip()}"
                      for i, out in enumerate(r.alignment.output_tokens)]  # fmt: skip
-            print("  " + "  ".join(links[: args.top * 4]))
+            print("  " + "  ".join(links[: args.top]))  # --top: the output tokens shown, with their source
             if r.warning:
                 print(f"  ({r.warning})")
     for line in written:
@@ -751,7 +751,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--png", help="write PNG heatmaps (per text, layer and head) under this directory")
     ex.add_argument("--json", action="store_true", help="print a JSON list, one object per text")
     ex.add_argument("--maps", action="store_true", help="with --json: include every layer's per-head maps")
-    ex.add_argument("--top", type=int, default=8, help="tokens to print per text without --json (default 8)")
+    ex.add_argument("--top", type=int, default=8, help="tokens to print per text without --json (default 8; "
+                    "translators: output tokens, each with its most attended source token)")
     ex.add_argument("--int8", action="store_true", help=EXPLAIN_INT8_HELP)
     ex.add_argument("--beam", type=int, help="translators: beam size (default: the model's)")
     ex.add_argument("--source-col", help="translators: column holding the source in an --input table (default: source)")
