@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from attend.cli import main
-from tests.conftest import kill_at
+from tests.conftest import kill_at, write_csv
 
 CONFIG = {
     "model": {"dim": 32, "num_layers": 1, "num_heads": 2},
@@ -42,8 +42,19 @@ def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: 
     assert "macro-F1" in printed and f"model written to {out}" in printed
 
     assert main(["evaluate", str(out), str(planted_csv), "--json"]) == 0
-    metrics = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    metrics = json.loads(captured.out)
     assert {"accuracy", "macro_f1", "per_class"} <= set(metrics) and metrics["accuracy"] > 0.9
+    # The training file holds the training split: said, with how many (the figures are not held-out).
+    trained_on = json.loads((out / "config.json").read_text())["data"]["sizes"]["train"]
+    assert metrics["examples"] == 400 and trained_on <= metrics["training_overlap"] < 400
+    assert f"warning: {metrics['training_overlap']} of the 400 examples scored are texts of the model's training " \
+           "split" in captured.err
+    fresh = write_csv(tmp_path / "fresh.csv", [{"text": "zzz wonderful qqq", "label": "pos"},
+                                               {"text": "zzz dreadful qqq", "label": "neg"}])  # fmt: skip
+    assert main(["evaluate", str(out), str(fresh), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["training_overlap"] == 0 and "warning" not in captured.err
 
     assert main(["predict", str(out), "what a wonderful film", "a dreadful plot", "--top-k", "2"]) == 0
     rows = json.loads(capsys.readouterr().out)

@@ -198,6 +198,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"{args.model_dir} on {found['source']} ({found['pairs_used']}, {found['sentences']} sentences, "
                   f"{found['decoding']})\nBLEU {found['bleu']:.2f}   chrF {found['chrf']:.2f}   "
                   f"(sacrebleu, tokenize={found['bleu_tokenize']})")  # fmt: skip
+        _overlap_warning(found, found["sentences"], "sources")
         return 0
     if args.split_col:
         raise UsageError("--split-col chooses a translator's test rows; a classifier is scored on the whole of DATA")
@@ -207,7 +208,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(dumps_json(metrics))
     else:
         print(format_report(metrics, title=f"{args.model_dir} on {metrics['source']}"))
+    _overlap_warning(metrics, metrics.get("examples", 0), "texts")
     return 0
+
+
+def _overlap_warning(found: dict[str, Any], total: int, what: str) -> None:
+    """Say on stderr when examples scored were ones the model learned from (``training_overlap``)."""
+    overlap = found.get("training_overlap")
+    if overlap:
+        of = f" of the {total}" if total else ""
+        print(f"warning: {overlap}{of} examples scored are {what} of the model's training split (the same words): "
+              "these figures are not held-out ones (those are in the model's metrics.json)", file=sys.stderr)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

@@ -111,6 +111,18 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike[str])
     return digest
 
 
+#: Fingerprints of the training split's texts (a translator's: its sources), so that ``evaluate``
+#: can say how many of the examples it scores the model learned from. 8-byte BLAKE2b hashes of the
+#: whitespace-normalised text: the texts themselves are not kept.
+TRAINING_TEXTS = "training_texts.safetensors"
+
+
+def text_fingerprints(texts: Sequence[str]) -> torch.Tensor:
+    """``(N,)`` int64: each text's fingerprint (its words, whatever the spacing between them)."""
+    digests = (hashlib.blake2b(" ".join(t.split()).encode("utf-8"), digest_size=8).digest() for t in texts)
+    return torch.tensor([int.from_bytes(d, "little", signed=True) for d in digests], dtype=torch.int64)
+
+
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> str:
     """Write the model's state dict as safetensors, atomically; return its SHA-256."""
     return save_tensors(dict(model.state_dict()), path)
@@ -226,6 +238,14 @@ class ArtifactDir:
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelDirError(f"{path} is corrupt ({exc})") from None
 
+    def training_overlap(self, texts: Sequence[str]) -> int | None:
+        """How many of ``texts`` are texts of the model's training split, or None where the
+        directory does not say (written before it kept them, or not a trained model's)."""
+        if not self.has(TRAINING_TEXTS):
+            return None
+        seen = set(self.tensors(TRAINING_TEXTS)["fingerprints"].tolist())
+        return sum(value in seen for value in text_fingerprints(texts).tolist())
+
     def read_json(self, name: str) -> Any:
         """A JSON file of the directory, or None when it is absent or unreadable (reports, not the model)."""
         with contextlib.suppress(OSError, ValueError):
@@ -334,6 +354,12 @@ class ArtifactWriter:
         """Write the model's weights and record their hash; return it."""
         self.files[name] = save_weights(model, self.path / name)
         return self.files[name]
+
+    def save_training_texts(self, texts: Sequence[str]) -> str:
+        """Keep the training split's text fingerprints (:data:`TRAINING_TEXTS`); return their hash."""
+        tensors = {"fingerprints": text_fingerprints(texts)}
+        self.files[TRAINING_TEXTS] = save_tensors(tensors, self.path / TRAINING_TEXTS)
+        return self.files[TRAINING_TEXTS]
 
     def record(self, name: str) -> str:
         """Record the hash of a file the caller wrote into :attr:`path` (the model needs it to load)."""

@@ -118,6 +118,15 @@ def test_evaluate_scores_only_the_held_out_split_of_the_training_file(translator
     capsys.readouterr()
     assert main(["evaluate", str(translator_dir), str(data), "--source-col", "target", "--target-col", "source"]) == 2
     assert "is the model's training data, read as 'source' -> 'target'" in capsys.readouterr().err
+    # The training file with a row added is new data, scored whole: how much of it was learned is said.
+    grown = write_csv(tmp_path / "grown.csv", [*reverse_pairs(2000), {"source": "blue sun", "target": "sun blue"}])
+    assert main(["evaluate", str(translator_dir), str(grown), "--json", "--beam", "1"]) == 0
+    captured = capsys.readouterr()
+    found = json.loads(captured.out)
+    trained_on = json.loads((translator_dir / "config.json").read_text())["data"]["pairs"]["train"]
+    assert found["pairs_used"] == "all" and found["training_overlap"] >= trained_on
+    said = f"warning: {found['training_overlap']} of the 2001 examples scored are sources of the model's"
+    assert said in captured.err
     # int8 is for classifiers (it was ignored without a word).
     assert main(["evaluate", str(translator_dir), str(other), "--int8"]) == 2
     assert "--int8: translators run on PyTorch in float32" in capsys.readouterr().err

@@ -8,9 +8,10 @@ pickles refused, file hashes checked) and hands it to the loader of its ``task``
 
 from __future__ import annotations
 
+import contextlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -79,6 +80,16 @@ class Runtime(ABC):
         if not isinstance(data, dict):
             raise ModelDirError(f"{self.path}: metrics.json is missing or unreadable")
         return data
+
+    def training_overlap(self, texts: Sequence[str]) -> int | None:
+        """How many of ``texts`` the model was trained on (the same words), or None where its
+        directory does not say (written before attend kept the training texts' fingerprints, an
+        export or an ensemble)."""
+        if self.path is None:
+            return None
+        with contextlib.suppress(ModelDirError):
+            return ArtifactDir.open(self.path).training_overlap(texts)
+        return None
 
     @property
     def name(self) -> str:

@@ -277,7 +277,10 @@ class TextClassifier(Runtime):
             data, text_col=text_col, label_col=label_col, multi_label=self.multi_label
         )  # fmt: skip
         probs = self.predict_proba(dataset.texts, batch_size=batch_size)
-        return score_probabilities(probs, dataset, self.labels, self.multi_label) | {"source": dataset.source}
+        scores = score_probabilities(probs, dataset, self.labels, self.multi_label) | {"source": dataset.source,
+                                                                                       "examples": len(dataset)}
+        overlap = self.training_overlap(dataset.texts)
+        return scores if overlap is None else scores | {"training_overlap": overlap}
 
 
 class TorchTextClassifier(TextClassifier):

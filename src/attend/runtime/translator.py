@@ -329,6 +329,7 @@ class Translator(Runtime):
             used = f"{wanted} split (split column)"
         if not len(pairs):
             raise DataError(f"{data}: no sentence pairs to evaluate on")
+        overlap = self.training_overlap(pairs.sources)
         decoding = self.options(beam=beam, length_penalty=length_penalty)
         results = self.translate(pairs.sources, beam=decoding.beam, batch_size=batch_size,
                                  length_penalty=decoding.length_penalty)  # fmt: skip
@@ -337,7 +338,8 @@ class Translator(Runtime):
         return {**scores, "sentences": len(pairs), "source": pairs.origin or str(data), "pairs_used": used,
                 "decoding": decoding.describe(), "length_penalty": decoding.length_penalty,
                 "bleu_tokenize": bleu_tokenizer(pairs.targets),
-                "truncated": sum(r.truncated for r in results)}  # fmt: skip
+                "truncated": sum(r.truncated for r in results),
+                **({} if overlap is None else {"training_overlap": overlap})}  # fmt: skip
 
 
 @register_runtime("translation")

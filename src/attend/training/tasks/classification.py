@@ -399,6 +399,7 @@ class ClassificationTask(Task):
     def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
         self.tokenizer.save(writer.path / "tokenizer.json")
         writer.record("tokenizer.json")
+        writer.save_training_texts(self.baseline_train.texts)  # the whole training split (a sample's too)
         writer.write_json("metrics.json", metrics)
         save_confusion_png(metrics, writer.path / "confusion_matrix.png", title=f"{self.model} on {metrics['split']}")
         data = self.data

@@ -347,6 +347,7 @@ class TranslationTask(Task):
         files = self._save_tokenizers(writer.path)
         for name in files:
             writer.record(name)
+        writer.save_training_texts(self.parts["train"].sources)
         writer.write_json("metrics.json", metrics)
         source: dict[str, Any] = {"origin": self.origin, **self.columns}
         if not isinstance(self.data, ParallelTexts) and Path(self.data).exists():
