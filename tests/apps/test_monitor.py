@@ -468,15 +468,38 @@ def test_an_alert_whose_window_later_events_made_calm_is_withdrawn(
     after = [e for e in events if e["time"][:13] > hour]
     db = tmp_path / "parts.db"
     gone = ", 1 withdrawn (their windows are no surge now)"
-    for part, withdrawn in (([*before, *burst], ""), ([*calm, *after], gone)):
+    hook = ["--webhook", "http://127.0.0.1:9/unreachable"]
+    # The first run cannot deliver its alert (exit 1); once withdrawn, nothing is left to deliver (exit 0).
+    for part, withdrawn, code in (([*before, *burst], "", 1), ([*calm, *after], gone, 0)):
         path = write_jsonl(tmp_path / "part.jsonl", part)
-        assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db)]) == 0
+        assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db), *hook]) == code
         assert f"alert(s){withdrawn}, 1 in" in capsys.readouterr().out
     (alert,) = alerts_json(db, capsys)
     assert alert["window_start"] == f"{hour}:00:00Z" and (alert["negatives"], alert["volume"]) == (12, 12)
     assert alert["withdrawn"]["volume"] == 72 and alert["withdrawn"]["negatives"] <= 14, alert["withdrawn"]
     assert main(["alerts", "--db", str(db)]) == 0
     assert capsys.readouterr().out.startswith("WITHDRAWN ")
+
+
+def test_other_thresholds_withdraw_nothing_and_older_databases_list_their_alerts(
+    planted: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rerun with a stricter --z withdrew the alerts its events still stood behind; a database
+    written before withdrawals were kept failed `monitor alerts` with "no such table"."""
+    import shutil
+
+    db = tmp_path / "copy.db"
+    shutil.copy(planted["db"], db)
+    argv = [a if a != str(planted["db"]) else str(db) for a in planted["argv"] if not a.startswith("http")]
+    argv = [a for a in argv if a != "--webhook"]
+    assert main([*argv, "--z", "20"]) == 0
+    assert "0 new alert(s), 1 in" in capsys.readouterr().out
+    (alert,) = alerts_json(db, capsys)
+    assert alert["withdrawn"] is None
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE monitor_withdrawals")
+    (older,) = alerts_json(db, capsys)
+    assert older["withdrawn"] is None and older["window_start"] == alert["window_start"]
 
 
 def test_failing_webhook_is_logged_does_not_stop_the_run_and_fails_the_command(

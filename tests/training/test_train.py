@@ -33,7 +33,8 @@ def test_models_learn_a_planted_word_task_and_save_a_loadable_directory(
         assert (out / name).is_file(), name
     assert not state_directory(out).exists(), "a finished run leaves no training state behind"
     config = json.loads((out / "config.json").read_text())
-    assert config["task"] == "classification" and set(config["files"]) == {"model.safetensors", "tokenizer.json"}
+    assert config["task"] == "classification" and set(config["files"]) == {"model.safetensors", "tokenizer.json",
+                                                                                  "training_texts.safetensors"}
     assert config["labels"] == ["neg", "pos"] and config["model"]["model_type"] == model
     assert config["training"]["seed"] == 0 and "attend_version" in config and config["weights_sha256"]
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]

@@ -207,8 +207,7 @@ class Monitor:
         """Alerts that the webhook has not taken and will not be retried in this run."""
         if not self.settings.webhook:
             return 0
-        everything = self.store.alerts(window=self.settings.detection.window)
-        return sum(alert["notified_at"] is None for alert in everything)
+        return len(self.store.alerts(pending_only=True, window=self.settings.detection.window))
 
     def finish(self) -> list[dict[str, Any]]:
         """The input has ended: judge every window, the last (possibly partial) one included; the
@@ -226,13 +225,16 @@ class Monitor:
         and the withdrawn ones."""
         detection = self.settings.detection
         new_alerts, withdrawn = [], []
-        raised = self.store.alert_windows(detection.window)  # (topic, start) -> withdrawn
+        raised = self.store.alert_windows(detection.window)  # (topic, start) -> (withdrawn, volume, negatives)
         for stats in self.series().values():
             for stat in stats:
                 if closed_before is not None and stat.end > closed_before:
                     continue  # still open: the watermark has not passed its end
                 key = (stat.topic, stat.start)
-                if key in raised and raised[key] == stat.surge:  # a surge withdrawn, or a calm one not
+                # Withdrawn (or reinstated) only when later events changed the window: another run's
+                # thresholds (--z, --min-volume) do not rewrite alerts the events still stand behind.
+                changed = key in raised and raised[key][1:] != (stat.volume, stat.negatives)
+                if changed and raised[key][0] == stat.surge:  # a surge withdrawn, or a calm one not
                     numbers = None if stat.surge else {"volume": stat.volume, "negatives": stat.negatives,
                                                        "share": stat.share, "score": stat.z}  # fmt: skip
                     self.store.set_withdrawn(stat.topic, detection.window, stat.start, numbers)

@@ -147,6 +147,7 @@ class MonitorStore:
     def __init__(self, engine: Engine, where: str) -> None:
         self.engine = engine
         self.where = where
+        self._has_withdrawals: bool | None = None  # found on first use (a database may predate the table)
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -303,10 +304,7 @@ class MonitorStore:
         ``withdrawn`` (when, and the window's numbers then); the others ``withdrawn: None``."""
         from attend.apps.monitor.events import format_time
 
-        w = withdrawals_table.c
-        joined = alerts_table.outerjoin(withdrawals_table, sa.and_(
-            w.topic == alerts_table.c.topic, w.window_seconds == alerts_table.c.window_seconds,
-            w.window_start == alerts_table.c.window_start))  # fmt: skip
+        joined, w = self._with_withdrawals()
         query = (sa.select(alerts_table, w.withdrawn_at, w.volume.label("w_volume"), w.negatives.label("w_negatives"),
                            w.share.label("w_share"), w.score.label("w_score"))
                  .select_from(joined).order_by(alerts_table.c.window_start, alerts_table.c.topic))  # fmt: skip
@@ -329,16 +327,34 @@ class MonitorStore:
                 "share": r["w_share"], "score": r["w_score"]},
         } for r in rows]  # fmt: skip
 
-    def alert_windows(self, window: int) -> dict[tuple[str, int], bool]:
-        """``(topic, window_start) -> withdrawn`` of the stored alerts of this window length."""
-        w = withdrawals_table.c
-        joined = alerts_table.outerjoin(withdrawals_table, sa.and_(
-            w.topic == alerts_table.c.topic, w.window_seconds == alerts_table.c.window_seconds,
-            w.window_start == alerts_table.c.window_start))  # fmt: skip
-        query = (sa.select(alerts_table.c.topic, alerts_table.c.window_start, w.withdrawn_at).select_from(joined)
-                 .where(alerts_table.c.window_seconds == window))  # fmt: skip
+    def _with_withdrawals(self) -> tuple[Any, Any]:
+        """The alerts outer-joined with their withdrawals, and the withdrawals' columns. A database
+        written before withdrawals were kept, opened only to read (``attend monitor alerts``, the
+        dashboard), has no such table: an empty one of the same columns stands in."""
+        if self._has_withdrawals is None:
+            self._has_withdrawals = sa.inspect(self.engine).has_table(withdrawals_table.name)
+        table: Any = withdrawals_table
+        if not self._has_withdrawals:
+            table = sa.select(*(sa.cast(sa.null(), column.type).label(column.name)
+                                for column in withdrawals_table.columns)).where(sa.false()).subquery()  # fmt: skip
+        a, w = alerts_table.c, table.c
+        same = sa.and_(w.topic == a.topic, w.window_seconds == a.window_seconds, w.window_start == a.window_start)
+        return alerts_table.outerjoin(table, same), w
+
+    def alert_windows(self, window: int) -> dict[tuple[str, int], tuple[bool, int, int]]:
+        """``(topic, window_start) -> (withdrawn, volume, negatives)`` of the stored alerts of this
+        window length: the counts the alert was raised on, or withdrawn on."""
+        a = alerts_table.c
+        joined, w = self._with_withdrawals()
+        query = (sa.select(a.topic, a.window_start, w.withdrawn_at, a.volume, a.negatives, w.volume, w.negatives)
+                 .select_from(joined).where(a.window_seconds == window))  # fmt: skip
+        found = {}
         with self.engine.connect() as conn:
-            return {(r[0], int(r[1])): r[2] is not None for r in conn.execute(query)}
+            for topic, start, withdrawn_at, volume, negatives, w_volume, w_negatives in conn.execute(query):
+                gone = withdrawn_at is not None
+                found[(topic, int(start))] = (gone, int(w_volume if gone else volume),
+                                              int(w_negatives if gone else negatives))  # fmt: skip
+        return found
 
     def set_withdrawn(self, topic: str, window: int, start: int, numbers: dict[str, Any] | None) -> None:
         """Withdraw the alert of ``(topic, window, start)``, with the window's ``numbers`` now
