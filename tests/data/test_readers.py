@@ -81,7 +81,12 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
         (b"text,label\ngood,a\n", {"split_col": "part"}, r"no column 'part' \(columns: text, label\); .* --split-col"),
         (b"text,label\rgood,a\rbad,b\r", {}, r"line 1: its lines end in a bare carriage return .* re-save it"),
         (b'text,label\n"Ah!" he said, twice,a\n', {},
-         r"line 2: a field opens with a quote and goes on after the closing one; quote the whole field"),
+         r"line 2 has more fields than the header, and a field opens with a quote and goes on after the closing"),
+        (b'text,label,s\n"Ah!" he said,a\n', {"split_col": "s"},
+         r"line 2: a field opens with a quote and goes on after the closing one \(so it quotes nothing\); quote"),
+        # A stray quote closed at the end of a later line: the rows between read as its text, one short.
+        (b'text,label\n"great product,pos\nok,neg"\nbad,neg\n', {"label_col": None},
+         r"line 2: a quote opened on this line is never closed where its field ends"),
     ],
 )
 def test_bad_files_get_errors_naming_file_line_and_value(
@@ -196,3 +201,6 @@ def test_quotes_that_open_a_field_but_are_text_are_kept(tmp_path: Path) -> None:
     csv_file = tmp_path / "quotes.csv"
     csv_file.write_text('text,label\n"Ah!" is an interjection.,a\n"one, two",b\n', encoding="utf-8")
     assert read_table(csv_file).texts == ['"Ah!" is an interjection.', "one, two"]
+    # Another field of the same row quoted as a whole loses its quoting all the same (it kept it).
+    csv_file.write_text('text,label\n"Ah!" she said,"pos"\nfine,neg\n', encoding="utf-8")
+    assert read_table(csv_file).labels == [["pos"], ["neg"]]

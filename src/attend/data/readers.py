@@ -224,19 +224,24 @@ def csv_records(
         raise error(f"{name}: line 1: the header names the column(s) {repeated} more than once; rename them")
     start = reader.line_num + 1
     tape.take()  # the header
+    delimiter = reader.reader.dialect.delimiter
     try:
         for record in reader:
-            lines = tape.take()
-            blank = next((i for i, line in enumerate(lines) if line.strip("\r\n")), len(lines))
-            start += blank  # the reader skips empty lines before a record
-            body, delimiter = lines[blank:], reader.reader.dialect.delimiter
-            if any('"' in line for line in body) and _quote_runs_on(body, delimiter):
-                if len(body) > 1:
-                    raise error(
-                        f"{name}: line {start}: a quote opened on this line is never closed where its field ends "
-                        f"(the field runs on to line {reader.line_num}, taking in every line between); a quote "
-                        'inside a field is written twice and the field quoted ("15"" screen")'
-                    )
+            body = tape.take()
+            if len(body) > 1:  # the reader skips empty lines before a record
+                blank = next((i for i, line in enumerate(body) if line.strip("\r\n")), len(body))
+                start, body = start + blank, body[blank:]
+            if len(body) == 1 and '"' not in body[0]:  # most rows: nothing quoted, nothing to check
+                pass
+            elif len(body) > 1 and (None in record.values() or _quote_runs_on(body, delimiter)):
+                # Over several lines, and either read strictly it breaks, or the row then lacks
+                # fields: a stray quote took the rows up to the next quote in as its text.
+                raise error(
+                    f"{name}: line {start}: a quote opened on this line is never closed where its field ends "
+                    f"(the field runs on to line {reader.line_num}, taking in every line between); a quote "
+                    'inside a field is written twice and the field quoted ("15"" screen")'
+                )
+            elif len(body) == 1 and _quote_runs_on(body, delimiter):
                 record = _literal_record(body[0], reader.fieldnames or [], delimiter, f"{name}: line {start}", error)
             if None in record:
                 raise error(f"{name}: line {start} has more fields than the header")
@@ -262,11 +267,22 @@ def _literal_record(line: str, columns: Sequence[str], delimiter: str, where: st
     them, where that gives the header's number of fields."""
     parts = line.rstrip("\r\n").split(delimiter)
     if len(parts) != len(columns):
+        more = " has more fields than the header, and" if len(parts) > len(columns) else ":"
         raise error(
-            f"{where}: a field opens with a quote and goes on after the closing one; quote the whole field and "
-            'write its own quotes twice ("""Ah!"" is an interjection.")'
+            f"{where}{more} a field opens with a quote and goes on after the closing one (so it quotes nothing); "
+            'quote the whole field and write its own quotes twice ("""Ah!"" is an interjection.")'
         )
-    return dict(zip(columns, parts, strict=True))
+    return dict(zip(columns, (_field_as_written(part, delimiter) for part in parts), strict=True))
+
+
+def _field_as_written(part: str, delimiter: str) -> str:
+    """One field of a row read literally: a field quoted as a whole (``"pos"``) loses its quoting;
+    one whose quotes are text keeps them."""
+    try:
+        fields = next(csv.reader([part], delimiter=delimiter, strict=True), [""])
+    except csv.Error:
+        return part
+    return fields[0] if len(fields) == 1 else part
 
 
 def _quote_runs_on(lines: list[str], delimiter: str) -> bool:
