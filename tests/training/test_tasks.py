@@ -418,6 +418,7 @@ def test_an_undefined_dev_score_leaves_the_dev_loss_to_judge_the_checkpoint_aver
     averaging = result.metrics["checkpoint_average"]
     assert result.metrics["best_epoch"] == 4 and averaging["dev_loss"] == averaging["best_epoch_dev_loss"]
     assert averaging["kept"]  # before: a NaN score never beat or tied the best epoch's, so never kept
+    assert averaging["dev_neg_mse"] is None and averaging["best_epoch_dev_neg_mse"] is None  # JSON has no -inf
 
 
 def test_scores_that_differ_in_their_last_bits_tie_and_the_lower_loss_decides() -> None:
@@ -446,3 +447,10 @@ def test_ctrl_c_while_scoring_the_trained_model_says_resume_finishes_it(picker: 
         Trainer(CtrlCWhileScoring(), args).fit(tmp_path / "m")
     result = Trainer(Regression(), args).fit(tmp_path / "m", resume=True)
     assert result.metrics["split"] == "test" and len(result.history) == 2 and (tmp_path / "m").is_dir()
+    # A run that stopped early is not trained on by the resume (it trained until patience ran out again).
+    stalled = TrainingArgs(epochs=6, batch_size=40, progress=False, patience=1, lr=1e-30)
+    whole = Trainer(Regression(), stalled).fit(tmp_path / "whole")
+    with pytest.raises(TrainingInterrupted):
+        Trainer(CtrlCWhileScoring(), stalled).fit(tmp_path / "early")
+    resumed = Trainer(Regression(), stalled).fit(tmp_path / "early", resume=True)
+    assert len(whole.history) < 6 and len(resumed.history) == len(whole.history)

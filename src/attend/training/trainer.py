@@ -519,8 +519,12 @@ def _try_average(task: Task, network: nn.Module, directory: Path, state: _State,
     epochs = [int(p.stem.split("-")[1]) for p in paths]
     _log(f"checkpoint average of epochs {epochs}: dev {task.selection} {score:.4f} against the best epoch's "
          f"{state.best_score:.4f}; {'kept' if kept else 'not kept'}", info)  # fmt: skip
-    return {"epochs": epochs, f"dev_{task.selection}": score, f"best_epoch_dev_{task.selection}": state.best_score,
-            "dev_loss": loss, "best_epoch_dev_loss": state.best_loss, "kept": kept}  # fmt: skip
+    def shown(value: float) -> float | None:  # an undefined score is null in metrics.json, not -Infinity
+        return value if math.isfinite(value) else None
+
+    return {"epochs": epochs, f"dev_{task.selection}": shown(score),
+            f"best_epoch_dev_{task.selection}": shown(state.best_score), "dev_loss": loss,
+            "best_epoch_dev_loss": state.best_loss, "kept": kept}  # fmt: skip
 
 
 def _optimiser(model: nn.Module, args: TrainingArgs) -> torch.optim.AdamW:
@@ -801,6 +805,8 @@ class Trainer:
         previous_handler = _install_sigint(interrupted, info)
         try:
             for epoch in range(state.epoch, epochs):
+                if args.patience and state.bad_epochs >= args.patience and state.step_in_epoch == 0:
+                    break  # stopped early before an interruption while scoring: --resume only scores
                 lengths = task.lengths() if args.group_by_length else None
                 batches = epoch_batches(task.train_size, args, epoch, info, lengths)
                 if planned_steps:  # the budget's last epoch may be cut
