@@ -721,6 +721,11 @@ def test_triage_helper_without_a_service(assistant: FocusAssistant) -> None:
         ("Meet at 3 p.m. in room 2. Bring the 2.5 mg dose!", ["Meet at 3 p.m. in room 2.", "Bring the 2.5 mg dose!"]),
         ("会议改到明天。请准时参加！谢谢", ["会议改到明天。", "请准时参加！", "谢谢"]),
         ("Line one\nLine two", ["Line one", "Line two"]),
+        ("Membership renews at $49.95. Cancel any time.", ["Membership renews at $49.95.", "Cancel any time."]),
+        ("Update to version 2.5. See example.com. Then sign in.", ["Update to version 2.5.", "See example.com.",
+                                                                   "Then sign in."]),
+        ("We picked plan B. He said \"stop.\" Then he left.", ["We picked plan B.", "He said \"stop.\"",
+                                                             "Then he left."]),
     ],
 )
 def test_digest_sentences_do_not_end_inside_numbers_or_abbreviations(text: str, sentences: list[str]) -> None:

@@ -34,7 +34,10 @@ GROUP_DISTANCE = 0.55
 
 #: Where a sentence ends: . ! ? before a space or the end (not the point of "$49.95"), the CJK marks
 #: (no space follows them), or a line break.
-_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|[。！？]+|\n")
+_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)|[。！？]+[”’」』）]*|\n")
+#: A word with points inside that ends in one is an abbreviation ("p.m.", "e.g.", "U.S."), not a
+#: sentence's end; a number ("2.5.") or a domain ("example.com.") is not one.
+_ABBREVIATION = re.compile(r"(?:[A-Za-z]{1,3}\.)+[A-Za-z]{1,3}")
 
 
 @dataclass
@@ -63,10 +66,9 @@ def _sentences(text: str) -> list[tuple[int, int]]:
 
 
 def _abbreviation(text: str, point: int) -> bool:
-    """Whether the full stop at ``point`` ends an abbreviation rather than a sentence: one letter
-    ("J. Smith") or a word with points inside ("p.m.", "e.g.", "U.S.")."""
+    """Whether the full stop at ``point`` ends an abbreviation (:data:`_ABBREVIATION`), not a sentence."""
     word = re.search(r"\S+$", text[:point])
-    return word is not None and ("." in word.group() or (len(word.group()) == 1 and word.group().isalpha()))
+    return word is not None and _ABBREVIATION.fullmatch(word.group()) is not None
 
 
 @torch.inference_mode()
