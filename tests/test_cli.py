@@ -222,3 +222,21 @@ def test_a_database_error_is_one_line_without_the_statement_or_its_texts(
     err = capsys.readouterr().err
     assert err == ("error: the database refused: attempt to write a readonly database (is the database file, or "
                    "its folder, read-only?)\n")  # fmt: skip
+
+
+def test_an_app_run_as_a_module_reports_a_database_error_the_same_way(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m attend.apps.focus ...` printed the traceback, message text and all."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from attend.apps import run_app_cli
+
+    def register(verbs: object) -> None:
+        def refused(args: object) -> int:
+            raise OperationalError("INSERT ...", ("secret text",), sqlite3.OperationalError("disk I/O error"))
+
+        verbs.add_parser("ingest").set_defaults(func=refused)  # type: ignore[attr-defined]
+
+    assert run_app_cli("ingest", register, []) == 2
+    assert capsys.readouterr().err == "error: the database refused: disk I/O error\n"

@@ -910,7 +910,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if _reports():
                 print(f"stopped: {exc}", file=sys.stderr)
             return 130
-        problem = _database_problem(exc)
+        from attend.apps import database_problem  # torch-free, and only when something failed
+
+        problem = database_problem(exc)
         if problem is not None:
             print(f"error: {problem}", file=sys.stderr)
             return 2
@@ -919,17 +921,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _reports():
             print("interrupted", file=sys.stderr)
         return 130
-
-
-def _database_problem(exc: BaseException) -> str | None:
-    """An app database's error (a read-only file, a full disk, a lock held too long) in the
-    database's own words, or None for any other error. Never the statement and its parameters:
-    they hold message texts, which must not reach the terminal or a log."""
-    if not type(exc).__module__.startswith("sqlalchemy"):
-        return None
-    reason = str(getattr(exc, "orig", None) or type(exc).__name__)
-    hint = " (is the database file, or its folder, read-only?)" if "readonly" in reason.replace("-", "") else ""
-    return f"the database refused: {reason}{hint}"
 
 
 def _reports(exc: BaseException | None = None) -> bool:

@@ -61,3 +61,20 @@ def run_app_cli(verb: str, register_cli: Callable[[Any], Any], argv: Sequence[st
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        problem = database_problem(exc)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+
+
+def database_problem(exc: BaseException) -> str | None:
+    """An app database's error (a read-only file, a full disk, a lock held too long) in the
+    database's own words, or None for any other error. Never the statement and its parameters:
+    they hold message texts, which must not reach the terminal or a log."""
+    if not type(exc).__module__.startswith("sqlalchemy"):
+        return None
+    reason = str(getattr(exc, "orig", None) or type(exc).__name__)
+    hint = " (is the database file, or its folder, read-only?)" if "readonly" in reason.replace("-", "") else ""
+    return f"the database refused: {reason}{hint}"
