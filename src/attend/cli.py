@@ -188,9 +188,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                              "--source-col and --target-col")  # fmt: skip
         found = _translator(args.model_dir).evaluate(
             args.data, split_col=args.split_col, beam=_beam(args), length_penalty=_length_penalty(args),
-            # Left at their defaults: the columns training read, where DATA is the training data.
-            source_col=None if args.source_col == "source" else args.source_col,
-            target_col=None if args.target_col == "target" else args.target_col,
+            source_col=args.source_col, target_col=args.target_col,  # None: the runtime's defaults
         )  # fmt: skip
         if args.json:
             print(dumps_json(found))
@@ -202,6 +200,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     if args.split_col:
         raise UsageError("--split-col chooses a translator's test rows; a classifier is scored on the whole of DATA")
+    if args.source_col or args.target_col:
+        raise UsageError("--source-col and --target-col are a translator's columns; a classifier's are --text-col and "
+                         "--label-col")  # fmt: skip
     predictor = _cli_predictor(args.model_dir, args.int8)
     metrics = evaluate(predictor, args.data, text_col=args.text_col, label_col=args.label_col)
     if args.json:
@@ -642,7 +643,13 @@ def _add_data_columns(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-col", default="label", help="column holding the label (default: label)")
 
 
-def _add_pair_columns(parser: argparse.ArgumentParser) -> None:
+def _add_pair_columns(parser: argparse.ArgumentParser, *, given_only: bool = False) -> None:
+    """``--source-col``/``--target-col``; ``given_only``: None when left out (the verb picks the default)."""
+    if given_only:
+        left_out = "the columns training read, for its training data; else"
+        parser.add_argument("--source-col", help=f"translators: column of the source (default: {left_out} source)")
+        parser.add_argument("--target-col", help=f"translators: column of the target (default: {left_out} target)")
+        return
     parser.add_argument("--source-col", default="source", help="translators: column of the source (default: source)")
     parser.add_argument("--target-col", default="target", help="translators: column of the target (default: target)")
 
@@ -730,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--length-penalty", type=float, help=LENGTH_PENALTY_HELP)
     ev.add_argument("--split-col", help="translators: score only the test (else dev) rows of this split column")
     _add_data_columns(ev)
-    _add_pair_columns(ev)
+    _add_pair_columns(ev, given_only=True)
     ev.set_defaults(func=_cmd_evaluate)
 
     pr = verbs.add_parser("predict", help="classify texts with a trained model")

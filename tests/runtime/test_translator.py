@@ -249,6 +249,9 @@ def test_resume_alone_continues_an_interrupted_translator_with_its_columns(
     # Its training file is evaluated through the columns training read (before: "has no column 'source'").
     assert main(["evaluate", str(out), str(data), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pairs_used"] == "test split (rebuilt as in training)"
+    # Columns given are the columns read, even when they are the defaults' names (they read as left out).
+    assert main(["evaluate", str(out), str(data), "--source-col", "source", "--target-col", "xx"]) == 2
+    assert "--source-col source --target-col xx would score other pairs" in capsys.readouterr().err
 
 
 def test_service_translates_micro_batched_with_alignments(translator_dir: Path) -> None:
