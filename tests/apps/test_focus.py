@@ -222,6 +222,9 @@ def test_allowlist_senders_and_keywords() -> None:
     assert allow_match(("corp.example",), boss) == "corp.example"
     assert allow_match(("corp.example",), Message(id="m", sender="hr@mail.corp.example", text="hi")) == "corp.example"
     assert allow_match(("corp.example",), Message(id="e", sender="x@evilcorp.example", text="hi")) is None
+    sub = Message(id="s", sender="tom@mail.corp.example", text="hi")  # the two spellings agree on subdomains
+    assert allow_match(("@corp.example",), sub) == "@corp.example" and allow_match(("corp.example",), sub)
+    assert allow_match(("@corp.example",), Message(id="e", sender="x@evilcorp.example", text="hi")) is None
     with pytest.raises(ValueError, match="task is empty"):
         Session("   ")
     for entry in ("@", "ana@", "a@b@c"):  # accepted before, and matched nothing

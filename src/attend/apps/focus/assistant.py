@@ -466,7 +466,7 @@ def allow_match(allow: Sequence[str], message: Message) -> str | None:
     """The allowlist entry ``message`` matches, or None.
 
     An entry with ``@`` is an address: the sender's address exactly, or, written ``@domain``, any
-    address at that domain; a bare domain (``example.com``) is also any address at it. Any other
+    address at that domain or one under it; a bare domain (``example.com``) is the same. Any other
     entry is a whole word or phrase of the sender's name or address, the subject or the text
     (case-insensitive: ``Tom`` is not ``Tomasz``).
     """
@@ -475,7 +475,7 @@ def allow_match(allow: Sequence[str], message: Message) -> str | None:
     for entry in allow:
         low = entry.lower().strip()
         if low.startswith("@"):
-            if key.endswith(low):
+            if key.endswith(low) or key.endswith(f".{low[1:]}"):  # the domain, or one under it
                 return entry
         elif "@" in low:
             if low == key:
