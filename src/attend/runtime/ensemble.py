@@ -52,10 +52,12 @@ from attend.data.tokenization import TextTokenizer
 from attend.data.validation import validate_texts
 from attend.io import (
     ENSEMBLE_MEMBERS_DIR,
+    TRAINING_TEXTS,
     ArtifactDir,
     EnsembleMember,
     ModelDirError,
     check_output_directory,
+    text_fingerprints,
     write_ensemble,
 )
 from attend.runtime.base import LoadOptions, Runtime, load
@@ -118,6 +120,16 @@ class EnsembleClassifier(TextClassifier):
     @property
     def backend(self) -> str:
         return "ensemble:" + ",".join(member.backend for member in self.members)
+
+    def training_overlap(self, texts: Sequence[str]) -> int | None:
+        """How many of ``texts`` some member was trained on (None where a member does not say)."""
+        seen: set[int] = set()
+        for member in self.members:
+            artifact = ArtifactDir.open(member.path) if member.path is not None else None
+            if artifact is None or not artifact.has(TRAINING_TEXTS):
+                return None
+            seen |= set(artifact.tensors(TRAINING_TEXTS)["fingerprints"].tolist())
+        return sum(value in seen for value in text_fingerprints(texts).tolist())
 
     @property
     def capabilities(self) -> Capabilities:
