@@ -762,7 +762,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--method", choices=EXPLAIN_METHODS, help="(default: rollout)")
     ex.add_argument("--layer", default="-1", help="for --method attention: layer index or 'mean' (default -1, last)")
     ex.add_argument("--head", type=int, help="for --method attention: one head instead of the mean of heads")
-    ex.add_argument("--target", help="explain this label instead of the predicted one")
+    ex.add_argument("--target", help="explain this label instead of the predicted one (grad_attention, "
+                    "integrated_gradients: the methods that read the label)")
     ex.add_argument("--ig-steps", type=int, default=32, help="integration steps for integrated_gradients (32)")
     ex.add_argument("--html", help="write a self-contained HTML report here")
     ex.add_argument("--html-layers", choices=["last", "all"], default="last", help="heatmaps in the HTML report")

@@ -169,6 +169,33 @@ def test_unknown_method_layer_head_and_target_are_clear_errors() -> None:
         explain(predictor, ["a", " "])
     with pytest.raises(ValueError, match="has no attention pooling"):
         explain(predictor, ["a"], "pooling")
+    # The label another label's explanation reads: the attention methods are the same whatever it is
+    # (they said "explaining positive" over the predicted label's evidence).
+    label = predictor.labels[0]
+    for method in ("attention", "rollout", "flow"):
+        with pytest.raises(ValueError, match=f"method '{method}' does not depend on the label"):
+            explain(predictor, ["a"], method, target=label)
+    assert explain(predictor, ["a"], "grad_attention", target=label)[0].target == label
+    # Arguments of the wrong type are named (they were numpy, torch or Captum errors from inside).
+    for bad, message in (({"head": 1.5}, "head=1.5 must be"), ({"head": True}, "head=True must be"),
+                         ({"layer": True}, "layer=True must be"), ({"ig_steps": 2.5}, "ig_steps=2.5 must be"),
+                         ({"seed": 2**70}, r"seed=\d+ must be"), ({"seed": -1}, "seed=-1 must be")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            explain(predictor, ["a"], "attention", **bad)
+    with pytest.raises(ValueError, match="texts must be a list of strings, not NoneType"):
+        explain(predictor, None)  # type: ignore[arg-type]
+    from attend.explain import faithfulness
+
+    with pytest.raises(ValueError, match=r"methods='rollout' must be a list of method names"):
+        faithfulness(predictor, ["a b"], "rollout")  # type: ignore[arg-type]
+
+
+def test_a_text_the_model_cannot_read_says_its_explanation_is_a_guess() -> None:
+    """`predict` warned of it; `explain` credited [UNK] with the guess without a word."""
+    predictor = untrained_predictor("encoder_cls")
+    unreadable, readable = explain(predictor, ["😀😀", "a"], "rollout")
+    assert unreadable.note.startswith("no piece of this text is in the model's vocabulary (all [UNK])")
+    assert "[UNK]" not in readable.note
 
 
 def test_a_runtime_that_records_no_attention_is_refused_for_every_method() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 __all__ = ["is_missing_number", "text_problem", "validate_texts"]
 
@@ -42,6 +42,8 @@ def validate_texts(texts: Sequence[str] | str, *, field: str = "texts") -> list[
     """Check a batch of texts; errors name the field, the index and the value."""
     if isinstance(texts, str):
         raise ValueError(f"{field} must be a list of strings, not one string (wrap it in a list)")
+    if not isinstance(texts, Iterable):
+        raise ValueError(f"{field} must be a list of strings, not {type(texts).__name__}")
     checked = list(texts)
     if not checked:
         raise ValueError(f"{field} is empty")

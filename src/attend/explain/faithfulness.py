@@ -82,6 +82,8 @@ def faithfulness(
     checked = validate_texts(texts)
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed={seed} must be in [0, 2**32)")
+    if isinstance(methods, str):  # one name would be read letter by letter ("method 'r'")
+        raise ValueError(f"methods={methods!r} must be a list of method names, e.g. [{methods!r}]")
     methods = list(methods) if methods is not None else default_methods(runtime)
     if not methods:
         raise ValueError(

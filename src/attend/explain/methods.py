@@ -493,7 +493,7 @@ def _integrated_gradients(evidence: Evidence) -> tuple[Tensor, str]:
             target=evidence.targets,
             additional_forward_args=tuple(batch[k] for k in names),
             n_steps=steps,
-            internal_batch_size=max(steps, 64),
+            internal_batch_size=IG_INTERNAL_BATCH,  # memory bounded whatever the steps (all at once: 5 GB at 256)
             return_convergence_delta=True,
         )
     importance = attributions.sum(-1).detach().float() * evidence.mask
@@ -572,6 +572,42 @@ def _evidence(
     )  # fmt: skip
 
 
+#: Interpolated inputs Integrated Gradients runs per forward pass.
+IG_INTERNAL_BATCH = 64
+
+#: The note of a text the model cannot read (as ``attend predict`` warns of it).
+_UNREADABLE = "no piece of this text is in the model's vocabulary (all [UNK]): the prediction, and so this " \
+              "explanation, is a guess"
+
+
+def _check_arguments(chosen: ExplainMethod, labels: Sequence[str], *, layer: Any, head: Any, target: Any,
+                     batch_size: Any, ig_steps: Any, seed: Any) -> None:  # fmt: skip
+    """Refuse arguments of the wrong type or range, naming them (they raised numpy, torch or Captum
+    errors from inside), and a ``target`` for a method that does not depend on the label."""
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not (integer(layer) or layer == "mean"):
+        raise ValueError(f"layer={layer!r} must be a layer index (an integer; -1 is the last) or 'mean'")
+    if head is not None and not integer(head):
+        raise ValueError(f"head={head!r} must be a head index (an integer) or None (the mean of heads)")
+    if not integer(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1")
+    if not integer(ig_steps) or ig_steps < 2:
+        raise ValueError(f"ig_steps={ig_steps!r} must be an integer >= 2")
+    if not integer(seed) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed={seed!r} must be an integer in [0, 2**32)")
+    if target is not None and target not in labels:
+        raise ValueError(f"target={target!r} is not a label of this model; labels are {list(labels)}")
+    if target is not None and chosen.requires != "gradients":
+        raise ValueError(
+            f"target={target!r}: method {chosen.name!r} does not depend on the label (it reads the attention, which "
+            "is the same whatever label is asked about), so it cannot explain another one; use grad_attention or "
+            "integrated_gradients"
+        )
+
+
 def explain(
     runtime: Explainable | Combined,
     texts: Sequence[str],
@@ -608,11 +644,9 @@ def explain(
     An ensemble (:class:`Combined`) is explained by its members: see :func:`_explain_combined`.
     """
     chosen = _check_method(method)
+    _check_arguments(chosen, list(runtime.labels), layer=layer, head=head, target=target, batch_size=batch_size,
+                     ig_steps=ig_steps, seed=seed)  # fmt: skip
     checked = validate_texts(texts)
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
-    if ig_steps < 2:
-        raise ValueError(f"ig_steps={ig_steps} must be >= 2")
     if isinstance(runtime, Combined):
         return _explain_combined(runtime, checked, chosen, layer=layer, head=head, target=target, maps=maps,
                                  batch_size=batch_size, ig_steps=ig_steps, seed=seed)  # fmt: skip
@@ -633,7 +667,7 @@ def explain(
             f"{runtime.model_type} has no attention pooling; use one of {available_methods(runtime)}"
         )
     generator = torch.Generator().manual_seed(seed)
-    special_ids = runtime.tokenizer.special_ids
+    special_ids, unknown_id = runtime.tokenizer.special_ids, runtime.tokenizer.unknown_id
     results: list[Explanation | None] = [None] * len(checked)
     for indices in runtime.plan(checked, batch_size):
         batch = runtime.tokenizer.encode([checked[i] for i in indices], offsets=True)
@@ -654,6 +688,7 @@ def explain(
             text = checked[i]
             if truncated and len(spans[row]) == n:  # only what the model read, not a long text echoed back
                 text = text[: max((span[1] for span in spans[row] if span is not None), default=0)]
+            unreadable = unknown_id is not None and all(t == unknown_id for t in ids if t not in special_ids)
             results[i] = Explanation(
                 text=text,
                 tokens=tokens[row],
@@ -667,7 +702,7 @@ def explain(
                 focus=distribution_focus(values.abs(), [not s for s in special]),
                 maps=[m[row, :, :n, :n].float().numpy() for m in evidence.maps] if maps else None,
                 pooling=[float(v) for v in evidence.pooling[row, :n]] if evidence.pooling is not None else None,
-                note=note,
+                note="; ".join(part for part in (_UNREADABLE if unreadable else "", note) if part),
                 spans=spans[row] if len(spans[row]) == n else None,
             )
     return [r for r in results if r is not None]
@@ -724,9 +759,10 @@ def _explain_combined(
         found: list[Explanation | None] = [None] * len(texts)
         for label in dict.fromkeys(targets):  # one call per explained label, in first-seen order
             chosen = [i for i, t in enumerate(targets) if t == label]
-            explained = explain(
-                member, [texts[i] for i in chosen], method.name, layer=layer, head=head, target=label,
-                batch_size=batch_size, ig_steps=ig_steps, seed=seed + index,
+            explained = explain(  # a label only for the methods that read it (the others refuse one)
+                member, [texts[i] for i in chosen], method.name, layer=layer, head=head,
+                target=label if method.requires == "gradients" else None, batch_size=batch_size, ig_steps=ig_steps,
+                seed=(seed + index) % 2**32,
             )  # fmt: skip
             for i, exp in zip(chosen, explained, strict=True):
                 found[i] = exp

@@ -62,7 +62,8 @@ class PredictResponse(BaseModel):
 
 class ExplainRequest(TextsRequest):
     method: str = Field(default="rollout", description="An attend.explain method (see GET /v1/model).")
-    target: str | None = Field(default=None, description="Explain this label instead of the predicted one.")
+    target: str | None = Field(default=None, description="Explain this label instead of the predicted one "
+                               "(grad_attention, integrated_gradients: the methods that read the label).")
 
 
 class ExplainResponse(BaseModel):
