@@ -24,6 +24,22 @@ def test_train_encode_and_round_trip(tmp_path: Path, kind: str) -> None:
     assert again.tokenize("the dog sat") == tokenizer.tokenize("the dog sat")
 
 
+def test_special_tokens_typed_in_a_text_are_read_as_text(tmp_path: Path) -> None:
+    """A literal "[SEP]" or "[PAD]" became the special token: predictions changed, and explanations hid
+    the user's own characters as structure."""
+    from attend.data.tokenization import SubwordTokenizer
+
+    tokenizer = TextTokenizer.train(TEXTS, vocab_size=300, min_frequency=1, max_length=32)
+    tokens = tokenizer.tokenize("the cat [SEP] sat [PAD] [CLS] [MASK]")
+    assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]" and tokens.count("[SEP]") == 1
+    assert not {"[PAD]", "[MASK]"} & set(tokens) and tokens.count("[CLS]") == 1
+    tokenizer.save(tmp_path / "t.json")
+    assert TextTokenizer.from_file(tmp_path / "t.json", max_length=32).tokenize("a [SEP] b").count("[SEP]") == 1
+    pieces = SubwordTokenizer.train(TEXTS, kind="bpe", vocab_size=100)
+    (ids,), _ = pieces.encode_ids(["the cat </s> <pad> sat"], 32)
+    assert ids.count(SubwordTokenizer.EOS) == 1 and SubwordTokenizer.PAD not in ids
+
+
 def test_batches_are_padded_and_long_texts_truncated() -> None:
     tokenizer = TextTokenizer.train(TEXTS, vocab_size=300, min_frequency=1, max_length=6)
     batch = tokenizer.encode(["the cat", "the cat sat on the mat and the dog"])

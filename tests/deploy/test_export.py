@@ -382,8 +382,8 @@ def test_a_graph_with_attention_outputs_explains_like_pytorch(
             np.testing.assert_allclose(a.importance, b.importance, atol=ATOL, rtol=0)
             assert a.probability == pytest.approx(b.probability, abs=ATOL)
     if name != "bilstm_attention":  # one head of one layer, with the maps themselves
-        ours = explain(onnx_predictor, NEW_TEXTS, "attention", layer=0, head=1, maps=True, target="pos")
-        reference = explain(torch_predictor, NEW_TEXTS, "attention", layer=0, head=1, maps=True, target="pos")
+        ours = explain(onnx_predictor, NEW_TEXTS, "attention", layer=0, head=1, maps=True)
+        reference = explain(torch_predictor, NEW_TEXTS, "attention", layer=0, head=1, maps=True)
         for a, b in zip(ours, reference, strict=True):
             np.testing.assert_allclose(a.importance, b.importance, atol=ATOL, rtol=0)
             for ours_map, reference_map in zip(a.maps, b.maps, strict=True):  # type: ignore[arg-type]

@@ -96,6 +96,9 @@ class TextTokenizer:
         self.pad_id = pad_id
         tokenizer.no_padding()
         tokenizer.no_truncation()
+        # "[SEP]" or "[PAD]" typed in a text is text: read as special tokens they changed predictions
+        # and were hidden from explanations as structure the user never wrote.
+        tokenizer.encode_special_tokens = True
 
     @classmethod
     def train(
@@ -298,6 +301,7 @@ class SubwordTokenizer:
         self.tokenizer = tokenizer
         tokenizer.no_padding()
         tokenizer.no_truncation()
+        tokenizer.encode_special_tokens = True  # "</s>" typed in a sentence is text, not its end
 
     @classmethod
     def train(cls, texts: Iterable[str], *, kind: str = "unigram", vocab_size: int = 8000) -> SubwordTokenizer:
