@@ -321,6 +321,15 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             if not texts:
                 raise UsageError(f"{args.input}: no sentence to explain (every line is blank)")
         return _explain_translations(args, texts)
+    # Options another method would ignore are refused, as a translator refuses the classifier's.
+    method = args.method or "rollout"
+    ignored = [flag for flag, given in (("--layer", args.layer != "-1"), ("--head", args.head is not None)) if given]
+    if ignored and method != "attention":
+        raise UsageError(f"{', '.join(ignored)}: for --method attention only ({method} reads every layer and head)")
+    if args.maps and not args.json:
+        raise UsageError("--maps: adds the maps to --json output; give --json (or --png/--html for pictures)")
+    if args.top < 1:
+        raise UsageError(f"--top {args.top}: must be at least 1")
     texts = _read_texts(args)
     predictor = _cli_predictor(args.model_dir, args.int8, explaining=True)
     layer: int | str = args.layer if args.layer == "mean" else _int_option("--layer", args.layer)
@@ -329,7 +338,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     has_maps = bool(getattr(getattr(predictor, "capabilities", None), "maps", True))
     want_maps = bool(args.png or args.maps or (args.html and has_maps))
     explanations = explain(
-        predictor, texts, args.method or "rollout", layer=layer, head=args.head, target=args.target, maps=want_maps,
+        predictor, texts, method, layer=layer, head=args.head, target=args.target, maps=want_maps,
         ig_steps=args.ig_steps,
     )  # fmt: skip
     written = []
@@ -452,7 +461,9 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     if len(texts) > args.limit:  # a seeded sample: files are often sorted by label
         texts = [texts[i] for i in sorted(random.Random(args.seed).sample(range(len(texts)), args.limit))]
     predictor = _cli_predictor(args.model_dir, args.int8, explaining=True)
-    methods = args.methods.split(",") if args.methods else None
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
+    if methods == []:
+        raise UsageError(f"--methods {args.methods!r} names no method; leave it out for all of them")
     report = faithfulness(predictor, texts, methods, seed=args.seed, progress=not args.json, ig_steps=args.ig_steps)
     print(dumps_json(report) if args.json else format_faithfulness(report))
     return 0

@@ -137,6 +137,10 @@ def test_cli_explain_json_html_png(model_dir: Path, tmp_path: Path, capsys: pyte
         (["--target", "maybe", "x"], "target='maybe' is not a label"),
         ([""], "texts[0] is an empty text"),
         ([], "give texts to explain, or --input FILE"),
+        # Accepted and ignored before:
+        (["--layer", "5", "--head", "9", "x"], "--layer, --head: for --method attention only (rollout reads"),
+        (["--maps", "x"], "--maps: adds the maps to --json output; give --json"),
+        (["--top", "0", "x"], "--top 0: must be at least 1"),
     ],
 )
 def test_cli_explain_errors(model_dir: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -165,5 +169,7 @@ def test_cli_faithfulness_json(model_dir: Path, tmp_path: Path, capsys: pytest.C
     assert "no bundled dataset of that name" in capsys.readouterr().err
     assert main(["faithfulness", str(model_dir), str(data), "--methods", "rollout,bogus"]) == 2
     assert "method 'bogus'" in capsys.readouterr().err
+    assert main(["faithfulness", str(model_dir), str(data), "--methods", " , "]) == 2  # it ran every method
+    assert "names no method" in capsys.readouterr().err
     assert main(["faithfulness", str(model_dir), str(data), "--seed", "-1", "--limit", "2"]) == 2
     assert "seed=-1 must be in [0, 2**32)" in capsys.readouterr().err

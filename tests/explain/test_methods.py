@@ -190,6 +190,15 @@ def test_unknown_method_layer_head_and_target_are_clear_errors() -> None:
         faithfulness(predictor, ["a b"], "rollout")  # type: ignore[arg-type]
 
 
+def test_tokens_are_shown_as_the_text_spells_them_combining_marks_included() -> None:
+    """The printed top tokens were the model's ("[UNK]", lower case) and "cafe" + U+0301 lost its accent."""
+    predictor = untrained_predictor("encoder_cls")
+    (exp,) = explain(predictor, ["Great cafe\u0301 KETTLE 😀"], "rollout")
+    shown = {token for token, _ in top_tokens(exp, 20)}
+    assert ("KETTLE" in shown or "##TLE" in " ".join(shown)) and "[UNK]" not in shown
+    assert any("\u0301" in token for token in exp.display_tokens())
+
+
 def test_a_text_the_model_cannot_read_says_its_explanation_is_a_guess() -> None:
     """`predict` warned of it; `explain` credited [UNK] with the guess without a word."""
     predictor = untrained_predictor("encoder_cls")

@@ -20,6 +20,7 @@ with its attention outputs (every method that needs no gradients).
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,11 +94,15 @@ class Explanation:
         if self.spans is None:
             return list(self.tokens)
         shown = []
+        starts = {span[0] for span in self.spans if span is not None}
         for token, span in zip(self.tokens, self.spans, strict=True):
             if span is None or span[1] <= span[0]:
                 shown.append(token)
             else:
-                piece = self.text[span[0] : span[1]]
+                end = span[1]  # with the combining marks after it that no token holds ("e" + U+0301: "é")
+                while end < len(self.text) and end not in starts and unicodedata.combining(self.text[end]):
+                    end += 1
+                piece = self.text[span[0] : end]
                 shown.append(f"##{piece}" if token.startswith("##") else piece)
         return shown
 
@@ -798,9 +803,10 @@ def _explain_combined(
 
 
 def top_tokens(explanation: Explanation, k: int = 5) -> list[tuple[str, float]]:
-    """The ``k`` most important text tokens with their scores, most important first."""
-    pairs = [(t, v) for t, v, s in zip(explanation.tokens, explanation.importance, explanation.special, strict=True)
-             if not s]  # fmt: skip
+    """The ``k`` most important text tokens with their scores, most important first, as the text
+    spells them (:meth:`Explanation.display_tokens`: original case, not ``[UNK]``)."""
+    shown = explanation.display_tokens()
+    pairs = [(t, v) for t, v, s in zip(shown, explanation.importance, explanation.special, strict=True) if not s]
     return sorted(pairs, key=lambda p: -p[1])[: max(0, k)]
 
 
