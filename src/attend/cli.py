@@ -343,7 +343,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     )  # fmt: skip
     written = []
     if args.html:
-        render_html(explanations, args.html, layers=args.html_layers)
+        render_html(explanations, args.html, layers=args.html_layers, progress=len(explanations) > 20)
         written.append(f"HTML report: {Path(args.html).resolve()}")
     if args.png:
         paths = save_heatmaps(explanations, args.png)

@@ -16,6 +16,7 @@ import base64
 import html
 import io
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -194,17 +195,23 @@ def render_html(
     *,
     title: str = "attend explanation",
     layers: str = "last",
+    progress: bool = False,
 ) -> str:
     """A self-contained HTML report; written atomically to ``path`` if given. Returns the HTML.
 
     Args:
         layers: Which layers' per-head heatmaps to embed (when maps were requested):
             ``"last"`` or ``"all"``.
+        progress: Show a progress bar with an ETA on stderr (each text's heatmaps are drawn
+            images: a few hundred texts take minutes).
     """
     if layers not in ("last", "all"):
         raise ValueError(f"layers={layers!r}; choose 'last' or 'all'")
+    from tqdm import tqdm
+
     cards = []
-    for i, exp in enumerate(explanations):
+    shown = tqdm(explanations, desc="HTML report", unit="text", disable=not progress, file=sys.stderr)
+    for i, exp in enumerate(shown):
         note = f"<p class='note'>{html.escape(exp.note)}</p>" if exp.note else ""
         truncated = "<p class='note'>The text was truncated to the model's maximum length.</p>" if exp.truncated else ""
         target = f" (explaining <b>{html.escape(exp.target)}</b>)" if exp.target != exp.label else ""
