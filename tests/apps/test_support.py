@@ -88,6 +88,11 @@ def test_html_definition_lists_details_and_markdown_and_text() -> None:
     assert parse_qa_text(text) == [("How do I pay?", "By card."), ("Can I return it?", "Yes,\nwithin 30 days.")]
     bold = "**Q: How do I pay?**\nA: By card.\n\n**Q: Can I return it?**\nA: Yes.\n"  # no "A: " in the answers
     assert parse_markdown(bold) == [("How do I pay?", "By card."), ("Can I return it?", "Yes.")]
+    # A title over the questions, with an introduction, is no entry (it answered "what does the FAQ say");
+    # headings at the questions' level stay, questions or not.
+    titled = ("# Bike shop FAQ\n\nWelcome to our FAQ. Read on.\n\n## Do you rent bikes?\n\nYes, by the day.\n\n"
+              "## Opening hours\n\n9 to 6.\n")  # fmt: skip
+    assert parse_markdown(titled) == [("Do you rent bikes?", "Yes, by the day."), ("Opening hours", "9 to 6.")]
     # HTML5 may leave </head> out; a footer is page furniture, not part of the last answer.
     page = ("<html><head><title>FAQ</title><body><h2>How do I pay?</h2><p>By card.</p>"
             "<h2>Can I return it?</h2><p>Yes.</p><footer>(c) us</footer></body></html>")  # fmt: skip

@@ -136,33 +136,34 @@ _SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
 _BOLD_LINE = re.compile(r"^\s*(\*\*|__)(.+?)\1\s*$")
 
 
-def _markdown_sections(text: str) -> list[tuple[str, str]]:
-    """``(heading, body)`` for every ATX/setext heading, and for whole-line bold questions."""
+def _markdown_sections(text: str) -> list[tuple[str, str, int]]:
+    """``(heading, body, level)`` for every ATX/setext heading (``#`` is level 1, a setext ``===`` 1,
+    ``---`` 2), and for whole-line bold questions (level 7, below any heading)."""
     lines = text.splitlines()
-    sections: list[tuple[str, list[str]]] = []
+    sections: list[tuple[str, list[str], int]] = []
     in_code = False
     i = 0
     while i < len(lines):
         line = lines[i]
         if line.lstrip().startswith(("```", "~~~")):
             in_code = not in_code
-        heading = None
+        heading, level = None, 7
         if not in_code:
             atx = _ATX.match(line)
             bold = _BOLD_LINE.match(line)
             if atx:
-                heading = atx.group(2)
+                heading, level = atx.group(2), len(atx.group(1))
             elif i + 1 < len(lines) and line.strip() and _SETEXT.match(lines[i + 1]) and not _SETEXT.match(line):
-                heading = line
+                heading, level = line, 1 if lines[i + 1].strip().startswith("=") else 2
                 i += 1  # the underline
             elif bold and _is_question(bold.group(2)):
                 heading = bold.group(2)
         if heading is not None:
-            sections.append((clean_question(heading), []))
+            sections.append((clean_question(heading), [], level))
         elif sections:
             sections[-1][1].append(line)
         i += 1
-    return [(q, "\n".join(body)) for q, body in sections]
+    return [(q, "\n".join(body), level) for q, body, level in sections]
 
 
 def _strip_markdown(text: str) -> str:
@@ -177,8 +178,13 @@ _ANSWER_MARK = re.compile(r"^\s*(?:[*_]+\s*)?(?:A|Answer)\s*[:：]\s*(?:[*_]+\s*
 
 def parse_markdown(text: str) -> list[tuple[str, str]]:
     """Pairs from a Markdown FAQ: question headings with the text below, or ``Q:``/``A:`` lines."""
+    sections = _markdown_sections(text)
+    # A heading above the level the questions are asked at, and not a question itself, is the page's
+    # title or a chapter's ("# Bike shop FAQ"): its text is an introduction, not an answer.
+    asked = [level for q, _, level in sections if _is_question(q)]
+    sections = [(q, body, level) for q, body, level in sections if not asked or level >= min(asked) or _is_question(q)]
     headed = [(q, _clean_answer(_ANSWER_MARK.sub("", _strip_markdown(body).strip(), count=1)))
-              for q, body in _markdown_sections(text)]  # fmt: skip
+              for q, body, _ in sections]  # fmt: skip
     return _choose([[(q, a) for q, a in headed if a], parse_qa_text(_strip_markdown(text))])
 
 
