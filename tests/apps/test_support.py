@@ -204,6 +204,12 @@ def test_ask_errors(index: SupportIndex, index_dir: Path, tmp_path: Path) -> Non
         index.ask("hello", k=0)
     with pytest.raises(ModelDirError, match="no such support index"):
         ask(tmp_path / "nowhere", "hello")
+    (tmp_path / "empty").mkdir()  # was "not a model directory: config.json is missing"
+    with pytest.raises(ModelDirError, match=r"empty is not a support index \(no config\.json\)"):
+        ask(tmp_path / "empty", "hello")
+    (tmp_path / "faq.csv").write_text("question,answer\nq?,a\n")  # was "no such support index directory"
+    with pytest.raises(ModelDirError, match=r"faq\.csv is a file; give the directory"):
+        ask(tmp_path / "faq.csv", "hello")
     copy = tmp_path / "copy"
     shutil.copytree(index_dir, copy)
     (copy / "evil.pkl").write_bytes(b"\x80\x04K\x01.")
@@ -214,7 +220,7 @@ def test_ask_errors(index: SupportIndex, index_dir: Path, tmp_path: Path) -> Non
     with pytest.raises(ModelDirError, match=r"entries\.json does not match the hash"):
         SupportIndex.load(copy)
     (copy / "config.json").unlink()
-    with pytest.raises(ModelDirError, match=r"config\.json is missing"):
+    with pytest.raises(ModelDirError, match=r"is not a support index \(no config\.json\)"):
         SupportIndex.load(copy)
 
 

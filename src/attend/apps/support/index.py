@@ -637,8 +637,14 @@ class SupportIndex:
                 mismatch, or an encoder whose weights changed since the index was built.
         """
         path = Path(path)
+        if path.is_file():
+            raise ModelDirError(f"{path} is a file; give the directory `attend support build --out` wrote (an FAQ file "
+                                "is indexed with `attend support build FAQ_FILE --out DIR`)")  # fmt: skip
         if not path.is_dir():
             raise ModelDirError(f"{path}: no such support index directory (build one with `attend support build`)")
+        if not (path / "config.json").is_file():
+            raise ModelDirError(f"{path} is not a support index (no config.json): build one with `attend support build "
+                                "FAQ_FILE --out DIR`")  # fmt: skip
         artifact = ArtifactDir.open(path)
         for name in _FILES:
             if not (path / name).is_file():
