@@ -505,11 +505,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from attend.deploy.export import export_onnx
 
     texts = None
+    translating = _task_of(args.model_dir) == "translation"
     if args.texts_file:
         from attend.data.readers import read_table
 
-        texts = read_table(args.texts_file, text_col=args.text_col, label_col=None).texts
-    if _task_of(args.model_dir) == "translation":
+        if Path(args.texts_file).suffix.lower() == ".txt":  # one text per line, as `attend translate` reads it
+            lines = Path(args.texts_file).read_text(encoding="utf-8-sig").splitlines()
+            texts = [line for line in lines if line.strip()]
+            if not texts:
+                raise UsageError(f"--texts-file {args.texts_file}: no text in it (every line is blank)")
+        else:  # a translator's sources are in its `source` column unless --text-col says otherwise
+            column = args.text_col if args.text_col != "text" or not translating else "source"
+            texts = read_table(args.texts_file, text_col=column, label_col=None,
+                               columns_hint="choose the column with --text-col").texts  # fmt: skip
+    if translating:
         from attend.deploy.export_seq2seq import export_translator
 
         if args.attentions or args.unpad:
@@ -851,8 +860,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument(
         "--unpad", action="store_true", help="layers on real tokens only (MiniLM, encoder): faster on mixed lengths"
     )
-    exp.add_argument("--texts-file", help="texts for the parity check (default: the model's test split)")
-    exp.add_argument("--text-col", default="text", help="column of --texts-file holding the text (default: text)")
+    exp.add_argument("--texts-file", help="texts for the parity check: a table, or a .txt of one per line (default: "
+                     "the model's test split)")
+    exp.add_argument("--text-col", default="text", help="column of --texts-file holding the text (default: text; a "
+                     "translator's: source)")
     exp.add_argument("--overwrite", action="store_true", help="replace a model already in the --onnx directory")
     exp.add_argument("--json", action="store_true", help="print the report as JSON")
     exp.set_defaults(func=_cmd_export)

@@ -121,13 +121,17 @@ def test_failed_parity_writes_nothing(translator_dir: Path, tmp_path: Path, monk
 def test_cli_prints_a_report_and_refuses_classifier_options(
     translator_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    texts = tmp_path / "texts.csv"
-    texts.write_text("text\n" + "\n".join(SENTENCES) + "\n")
+    texts = tmp_path / "texts.csv"  # a translator's sentences, in its `source` column (it read `text`)
+    texts.write_text("source\n" + "\n".join(SENTENCES) + "\n")
     out = tmp_path / "onnx"
     assert main(["export", str(translator_dir), "--onnx", str(out), "--texts-file", str(texts)]) == 0
     printed = capsys.readouterr().out
     assert "decoder_step.onnx" in printed and "greedy outputs identical" in printed
     assert json.loads((out / "config.json").read_text())["onnx"]["parity"]["source"] == "given texts"
+    lines = tmp_path / "texts.txt"  # one per line, as `attend translate` reads (it was refused)
+    lines.write_text("\n".join(SENTENCES) + "\n\n")
+    assert main(["export", str(translator_dir), "--onnx", str(tmp_path / "txt"), "--texts-file", str(lines)]) == 0
+    capsys.readouterr()
     assert main(["export", str(translator_dir), "--onnx", str(tmp_path / "x"), "--attentions"]) == 2
     assert "--attentions" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
