@@ -94,11 +94,11 @@ class TextTokenizer:
         if pad_id is None:
             raise ValueError("the tokenizer has no [PAD] token")
         self.pad_id = pad_id
-        tokenizer.no_padding()
-        tokenizer.no_truncation()
         # "[SEP]" or "[PAD]" typed in a text is text: read as special tokens they changed predictions
         # and were hidden from explanations as structure the user never wrote.
-        tokenizer.encode_special_tokens = True
+        self.tokenizer = tokenizer = specials_as_text(tokenizer)
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
 
     @classmethod
     def train(
@@ -298,10 +298,9 @@ class SubwordTokenizer:
         ids = [tokenizer.token_to_id(t) for t in SEQUENCE_SPECIAL_TOKENS]
         if ids != [0, 1, 2, 3]:
             raise ValueError(f"a translation tokenizer needs {SEQUENCE_SPECIAL_TOKENS} as ids 0-3, found ids {ids}")
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer = specials_as_text(tokenizer)  # "</s>" typed in a sentence is text, not its end
         tokenizer.no_padding()
         tokenizer.no_truncation()
-        tokenizer.encode_special_tokens = True  # "</s>" typed in a sentence is text, not its end
 
     @classmethod
     def train(cls, texts: Iterable[str], *, kind: str = "unigram", vocab_size: int = 8000) -> SubwordTokenizer:
@@ -375,6 +374,16 @@ class SubwordTokenizer:
     def pad(self, rows: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
         """``(ids, mask)`` of id rows padded with ``<pad>`` to the longest (mask 1 = token)."""
         return pad_rows(rows, self.PAD)
+
+
+def specials_as_text(tokenizer: Tokenizer) -> Tokenizer:
+    """``tokenizer`` reading its special tokens' strings in a text ("[SEP]", "</s>") as text: its
+    added tokens stop matching there (``encode_special_tokens``); the post-processor's own [CLS]
+    and [SEP] are unchanged. A Unigram vocabulary that holds the same strings as scored pieces
+    (e5's SentencePiece model, a Unigram translator's) still matches them inside a text: its
+    lattice picks the piece over unknown characters whatever its score."""
+    tokenizer.encode_special_tokens = True
+    return tokenizer
 
 
 def _canonical_sequence_ids(tokenizer: Tokenizer) -> Tokenizer:
