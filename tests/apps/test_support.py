@@ -93,6 +93,9 @@ def test_html_definition_lists_details_and_markdown_and_text() -> None:
     titled = ("# Bike shop FAQ\n\nWelcome to our FAQ. Read on.\n\n## Do you rent bikes?\n\nYes, by the day.\n\n"
               "## Opening hours\n\n9 to 6.\n")  # fmt: skip
     assert parse_markdown(titled) == [("Do you rent bikes?", "Yes, by the day."), ("Opening hours", "9 to 6.")]
+    topics = ("# Help centre\n\nHi.\n\n## Shipping\n\nTwo days.\n\n## Returns\n\n30 days.\n\n"
+              "### Can I return sale items?\n\nYes.\n\n## Payment\n\nBy card.\n")  # topics over a question stay
+    assert [q for q, _ in parse_markdown(topics)] == ["Shipping", "Returns", "Can I return sale items?", "Payment"]
     # HTML5 may leave </head> out; a footer is page furniture, not part of the last answer.
     page = ("<html><head><title>FAQ</title><body><h2>How do I pay?</h2><p>By card.</p>"
             "<h2>Can I return it?</h2><p>Yes.</p><footer>(c) us</footer></body></html>")  # fmt: skip

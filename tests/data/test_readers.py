@@ -191,6 +191,13 @@ def test_a_label_seen_once_is_an_error_naming_it() -> None:
         stratified_split(data)
 
 
+def test_a_short_row_with_a_field_quoted_over_lines_is_read(tmp_path: Path) -> None:
+    """A row lacking an optional last column, whose text is quoted over two lines, read as a stray quote."""
+    path = tmp_path / "short.csv"
+    path.write_text('text,label,split\ngood film,pos\n"line one\nline two",pos\nbad,neg,train\n', encoding="utf-8")
+    assert read_table(path).texts == ["good film", "line one\nline two", "bad"]
+
+
 def test_quotes_that_open_a_field_but_are_text_are_kept(tmp_path: Path) -> None:
     """A sentence list writes quotes as text ('"Ah!" is an interjection.'): the lenient csv reading
     dropped the first pair silently, in training data and in sentences to translate alike."""

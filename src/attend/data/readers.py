@@ -233,9 +233,10 @@ def csv_records(
                 start, body = start + blank, body[blank:]
             if len(body) == 1 and '"' not in body[0]:  # most rows: nothing quoted, nothing to check
                 pass
-            elif len(body) > 1 and (None in record.values() or _quote_runs_on(body, delimiter)):
+            elif len(body) > 1 and (_took_rows(record, delimiter) or _quote_runs_on(body, delimiter)):
                 # Over several lines, and either read strictly it breaks, or the row then lacks
-                # fields: a stray quote took the rows up to the next quote in as its text.
+                # fields while its text holds lines with delimiters: a stray quote took the rows up
+                # to the next quote in as its text.
                 raise error(
                     f"{name}: line {start}: a quote opened on this line is never closed where its field ends "
                     f"(the field runs on to line {reader.line_num}, taking in every line between); a quote "
@@ -273,6 +274,14 @@ def _literal_record(line: str, columns: Sequence[str], delimiter: str, where: st
             'quote the whole field and write its own quotes twice ("""Ah!"" is an interjection.")'
         )
     return dict(zip(columns, (_field_as_written(part, delimiter) for part in parts), strict=True))
+
+
+def _took_rows(record: dict[str, Any], delimiter: str) -> bool:
+    """A row short of fields whose text over several lines has the delimiter in it: rows read as
+    one field (a row short of an optional last column, with a field quoted over lines, is not)."""
+    return None in record.values() and any(
+        isinstance(value, str) and "\n" in value and delimiter in value for value in record.values()
+    )
 
 
 def _field_as_written(part: str, delimiter: str) -> str:

@@ -106,7 +106,8 @@ def faithfulness(
         # Each method's draws depend on its name, not on which other methods were asked for: the
         # random and uniform baselines are the same whether measured alone or beside six methods.
         offset = zlib.crc32(method.encode()) % 1_000_003
-        explanations = explain(runtime, checked, method, batch_size=batch_size, seed=seed + offset, ig_steps=ig_steps)
+        explanations = explain(runtime, checked, method, batch_size=batch_size, seed=(seed + offset) % 2**32,
+                               ig_steps=ig_steps)  # fmt: skip
         rng = np.random.default_rng((seed, offset))
         removed_rows: list[list[int]] = []
         kept_rows: list[list[int]] = []

@@ -179,10 +179,11 @@ _ANSWER_MARK = re.compile(r"^\s*(?:[*_]+\s*)?(?:A|Answer)\s*[:：]\s*(?:[*_]+\s*
 def parse_markdown(text: str) -> list[tuple[str, str]]:
     """Pairs from a Markdown FAQ: question headings with the text below, or ``Q:``/``A:`` lines."""
     sections = _markdown_sections(text)
-    # A heading above the level the questions are asked at, and not a question itself, is the page's
-    # title or a chapter's ("# Bike shop FAQ"): its text is an introduction, not an answer.
-    asked = [level for q, _, level in sections if _is_question(q)]
-    sections = [(q, body, level) for q, body, level in sections if not asked or level >= min(asked) or _is_question(q)]
+    # The page's title ("# Bike shop FAQ" and its welcome): its first heading, alone at the shallowest
+    # level, not a question, over deeper ones. Its text introduces the FAQ; it answers nothing.
+    levels = [level for _, _, level in sections]
+    if len(sections) > 1 and levels[0] < min(levels[1:]) and not _is_question(sections[0][0]):
+        sections = sections[1:]
     headed = [(q, _clean_answer(_ANSWER_MARK.sub("", _strip_markdown(body).strip(), count=1)))
               for q, body, _ in sections]  # fmt: skip
     return _choose([[(q, a) for q, a in headed if a], parse_qa_text(_strip_markdown(text))])
