@@ -479,6 +479,19 @@ def test_an_alert_whose_window_later_events_made_calm_is_withdrawn(
     assert alert["withdrawn"]["volume"] == 72 and alert["withdrawn"]["negatives"] <= 14, alert["withdrawn"]
     assert main(["alerts", "--db", str(db)]) == 0
     assert capsys.readouterr().out.startswith("WITHDRAWN ")
+    # A surge again: reinstated, showing the window as it is now (it kept 12/12, and a rerun with other
+    # thresholds then read the counts as changed and withdrew it again).
+    angry = [{**burst[0], "id": f"angry-{i}", "text": _text(rng, True),
+              "time": (START + timedelta(hours=SURGE_HOUR, seconds=30 + 60 * i)).isoformat().replace("+00:00", "Z")}
+             for i in range(60)]  # fmt: skip
+    path = write_jsonl(tmp_path / "part.jsonl", angry)
+    assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db)]) == 0
+    capsys.readouterr()
+    (alert,) = alerts_json(db, capsys)
+    assert alert["withdrawn"] is None and alert["volume"] == 132 and alert["negatives"] >= 60
+    assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db), "--z", "50"]) == 0
+    capsys.readouterr()
+    assert alerts_json(db, capsys)[0]["withdrawn"] is None
 
 
 def test_other_thresholds_withdraw_nothing_and_older_databases_list_their_alerts(

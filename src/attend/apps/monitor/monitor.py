@@ -235,9 +235,9 @@ class Monitor:
                 # thresholds (--z, --min-volume) do not rewrite alerts the events still stand behind.
                 changed = key in raised and raised[key][1:] != (stat.volume, stat.negatives)
                 if changed and raised[key][0] == stat.surge:  # a surge withdrawn, or a calm one not
-                    numbers = None if stat.surge else {"volume": stat.volume, "negatives": stat.negatives,
-                                                       "share": stat.share, "score": stat.z}  # fmt: skip
-                    self.store.set_withdrawn(stat.topic, detection.window, stat.start, numbers)
+                    numbers = {"volume": stat.volume, "negatives": stat.negatives, "share": stat.share, "score": stat.z}
+                    self.store.set_withdrawn(stat.topic, detection.window, stat.start, numbers,
+                                             withdrawn=not stat.surge)  # fmt: skip
                     shown = next(a for a in self.store.alerts(topic=stat.topic, window=detection.window)
                                  if a["window_start"] == format_time(stat.start))  # fmt: skip
                     log.warning(describe(shown) if not stat.surge else f"REINSTATED (a surge again): {describe(shown)}")

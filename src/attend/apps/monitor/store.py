@@ -331,7 +331,7 @@ class MonitorStore:
         """The alerts outer-joined with their withdrawals, and the withdrawals' columns. A database
         written before withdrawals were kept, opened only to read (``attend monitor alerts``, the
         dashboard), has no such table: an empty one of the same columns stands in."""
-        if self._has_withdrawals is None:
+        if not self._has_withdrawals:  # looked for again until found: another process may create it
             self._has_withdrawals = sa.inspect(self.engine).has_table(withdrawals_table.name)
         table: Any = withdrawals_table
         if not self._has_withdrawals:
@@ -356,16 +356,22 @@ class MonitorStore:
                                               int(w_negatives if gone else negatives))  # fmt: skip
         return found
 
-    def set_withdrawn(self, topic: str, window: int, start: int, numbers: dict[str, Any] | None) -> None:
-        """Withdraw the alert of ``(topic, window, start)``, with the window's ``numbers`` now
-        (volume, negatives, share, score), or with None reinstate it."""
+    def set_withdrawn(self, topic: str, window: int, start: int, numbers: dict[str, Any], *, withdrawn: bool) -> None:
+        """Withdraw the alert of ``(topic, window, start)`` with the window's ``numbers`` now (volume,
+        negatives, share, score), or reinstate it with them (the alert then shows them)."""
         w = withdrawals_table.c
         with self.engine.begin() as conn:
             conn.execute(withdrawals_table.delete().where(w.topic == topic, w.window_seconds == window,
                                                           w.window_start == start))  # fmt: skip
-            if numbers is not None:
+            if withdrawn:
                 conn.execute(withdrawals_table.insert().values(topic=topic, window_seconds=window, window_start=start,
                                                                withdrawn_at=_now(), **numbers))  # fmt: skip
+            else:
+                a = alerts_table.c
+                conn.execute(alerts_table.update().where(a.topic == topic, a.window_seconds == window,
+                                                         a.window_start == start)
+                             .values(volume=numbers["volume"], negatives=numbers["negatives"], share=numbers["share"],
+                                     score=float(numbers["score"] or 0.0)))  # fmt: skip
 
     def mark_notified(self, alert: dict[str, Any], *, ok: bool) -> None:
         """Record a webhook delivery attempt (``ok``: delivered, else one more failed attempt)."""
