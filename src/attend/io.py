@@ -361,6 +361,13 @@ class ArtifactWriter:
         self.files[TRAINING_TEXTS] = save_tensors(tensors, self.path / TRAINING_TEXTS)
         return self.files[TRAINING_TEXTS]
 
+    def copy_training_texts(self, source: Path | None) -> None:
+        """Keep ``source``'s training-text fingerprints (:data:`TRAINING_TEXTS`), where it has them:
+        a model made from another (pruned, exported) was trained on the same texts."""
+        if source is not None and (Path(source) / TRAINING_TEXTS).is_file():
+            shutil.copyfile(Path(source) / TRAINING_TEXTS, self.path / TRAINING_TEXTS)
+            self.record(TRAINING_TEXTS)
+
     def record(self, name: str) -> str:
         """Record the hash of a file the caller wrote into :attr:`path` (the model needs it to load)."""
         self.files[name] = sha256_file(self.path / name)

@@ -244,6 +244,8 @@ def test_pruned_encoder_equals_the_original_with_those_heads_masked(
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["pruning"]["before"] == report["before"] and metrics["accuracy"] == report["after"]["accuracy"]
     assert config["pruning"]["removed"] == report["removed"]
+    # It learned from the same texts as the original: evaluate still counts them (it said nothing).
+    assert original.training_overlap(texts) == pruned.training_overlap(texts) is not None
 
 
 def test_pruned_model_keeps_the_fused_path_and_its_attention_maps(

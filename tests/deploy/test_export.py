@@ -68,6 +68,16 @@ def exported(
     return {name: (export_onnx(src, root / name, attentions=True), root / name) for name, src in sources.items()}
 
 
+def test_an_export_keeps_the_training_texts_it_was_made_from(exported: dict, trained: dict[str, Path]) -> None:
+    """evaluate on an export counts the examples its model learned from, as on the model (it said nothing)."""
+    from attend.data.readers import read_table
+
+    texts = read_table(trained["data"]).texts
+    _, onnx_dir = exported["encoder"]
+    counted = load(onnx_dir).training_overlap(texts)
+    assert counted is not None and counted == load(trained["encoder"]).training_overlap(texts) > 0
+
+
 def _torch_predictor(name: str, trained: dict[str, Path], tiny_minilm: TorchTextClassifier) -> TorchTextClassifier:
     return tiny_minilm if name == "minilm" else load(trained[name])
 

@@ -477,6 +477,7 @@ def export_onnx(
         writer.record("tokenizer.json")
         if source is not None and (source / "metrics.json").is_file():
             shutil.copyfile(source / "metrics.json", staging / "metrics.json")
+        writer.copy_training_texts(source)
         size = onnx_path.stat().st_size
         writer.publish(config)
     return {

@@ -669,6 +669,7 @@ def export_translator(
         }
         if source is not None and (source / "metrics.json").is_file():
             shutil.copyfile(source / "metrics.json", staging / "metrics.json")
+        writer.copy_training_texts(source)
         sizes = {name: (staging / name).stat().st_size for name in GRAPHS}
         writer.publish(config)
     return {

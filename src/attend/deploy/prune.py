@@ -364,6 +364,7 @@ def prune(
         predictor.tokenizer.save(writer.path / "tokenizer.json")
         writer.record("tokenizer.json")
         writer.write_json("metrics.json", after | {"split": test_described, "pruning": report})
+        writer.copy_training_texts(source)
         writer.publish(config)
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report
