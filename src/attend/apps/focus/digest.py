@@ -66,9 +66,15 @@ def _sentences(text: str) -> list[tuple[int, int]]:
 
 
 def _abbreviation(text: str, point: int) -> bool:
-    """Whether the full stop at ``point`` ends an abbreviation (:data:`_ABBREVIATION`), not a sentence."""
-    word = re.search(r"\S+$", text[:point])
-    return word is not None and _ABBREVIATION.fullmatch(word.group()) is not None
+    """Whether the full stop at ``point`` ends an abbreviation (:data:`_ABBREVIATION`, "(e.g."), or
+    an initial before a name ("J. Smith"), not a sentence."""
+    found = re.search(r"\S+$", text[:point])
+    if found is None:
+        return False
+    word = found.group().lstrip("([{\"'“‘")
+    after = text[point + 1 :].lstrip()
+    initial = len(word) == 1 and word.isupper() and after[:1].isupper() and after.split(" ", 1)[0].isalpha()
+    return _ABBREVIATION.fullmatch(word) is not None or initial
 
 
 @torch.inference_mode()
