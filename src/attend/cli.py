@@ -305,6 +305,8 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from attend.explain import explain, render_html, save_heatmaps, to_json, top_tokens
 
+    if args.top < 1:
+        raise UsageError(f"--top {args.top}: must be at least 1")
     if _task_of(args.model_dir) == "translation":
         options = (("--method", args.method, None), ("--layer", args.layer, "-1"), ("--head", args.head, None),
                    ("--target", args.target, None), ("--ig-steps", args.ig_steps, 32),
@@ -328,8 +330,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError(f"{', '.join(ignored)}: for --method attention only ({method} reads every layer and head)")
     if args.maps and not args.json:
         raise UsageError("--maps: adds the maps to --json output; give --json (or --png/--html for pictures)")
-    if args.top < 1:
-        raise UsageError(f"--top {args.top}: must be at least 1")
     texts = _read_texts(args)
     predictor = _cli_predictor(args.model_dir, args.int8, explaining=True)
     layer: int | str = args.layer if args.layer == "mean" else _int_option("--layer", args.layer)
@@ -510,12 +510,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from attend.data.readers import read_table
 
         if Path(args.texts_file).suffix.lower() == ".txt":  # one text per line, as `attend translate` reads it
-            lines = Path(args.texts_file).read_text(encoding="utf-8-sig").splitlines()
+            try:
+                content = Path(args.texts_file).read_bytes().decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                where = f"byte at offset {exc.start}"
+                raise UsageError(f"--texts-file {args.texts_file}: not UTF-8 text ({where})") from None
+            lines = [line.removesuffix("\r") for line in content.split("\n")]  # not at U+2028 or form feeds
             texts = [line for line in lines if line.strip()]
             if not texts:
                 raise UsageError(f"--texts-file {args.texts_file}: no text in it (every line is blank)")
         else:  # a translator's sources are in its `source` column unless --text-col says otherwise
-            column = args.text_col if args.text_col != "text" or not translating else "source"
+            column = args.text_col or ("source" if translating else "text")
             texts = read_table(args.texts_file, text_col=column, label_col=None,
                                columns_hint="choose the column with --text-col").texts  # fmt: skip
     if translating:
@@ -862,8 +867,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--texts-file", help="texts for the parity check: a table, or a .txt of one per line (default: "
                      "the model's test split)")
-    exp.add_argument("--text-col", default="text", help="column of --texts-file holding the text (default: text; a "
-                     "translator's: source)")
+    exp.add_argument("--text-col", help="column of --texts-file holding the text (default: text; a translator's: "
+                     "source)")
     exp.add_argument("--overwrite", action="store_true", help="replace a model already in the --onnx directory")
     exp.add_argument("--json", action="store_true", help="print the report as JSON")
     exp.set_defaults(func=_cmd_export)

@@ -132,6 +132,11 @@ def test_cli_prints_a_report_and_refuses_classifier_options(
     lines.write_text("\n".join(SENTENCES) + "\n\n")
     assert main(["export", str(translator_dir), "--onnx", str(tmp_path / "txt"), "--texts-file", str(lines)]) == 0
     capsys.readouterr()
+    named = tmp_path / "named.csv"  # --text-col text given is the column read, as the default's name (it read source)
+    named.write_text("text\n" + "\n".join(SENTENCES) + "\n")
+    assert main(["export", str(translator_dir), "--onnx", str(tmp_path / "named"), "--texts-file", str(named),
+                 "--text-col", "text"]) == 0  # fmt: skip
+    capsys.readouterr()
     assert main(["export", str(translator_dir), "--onnx", str(tmp_path / "x"), "--attentions"]) == 2
     assert "--attentions" in capsys.readouterr().err and not (tmp_path / "x").exists()
 

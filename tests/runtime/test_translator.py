@@ -171,6 +171,8 @@ def test_explain_writes_html_png_and_json(translator_dir: Path, tmp_path: Path,
     assert "sun<-sun" in capsys.readouterr().out.replace(" ", "")
     assert main(["explain", str(translator_dir), "red cat sun", "--top", "2"]) == 0  # two links (it printed 8)
     assert capsys.readouterr().out.splitlines()[2].count("<-") == 2
+    assert main(["explain", str(translator_dir), "red cat sun", "--top", "0"]) == 2  # an empty line before
+    assert "--top 0: must be at least 1" in capsys.readouterr().err
     # Sentences from a text file, as `attend translate` reads them; classifier options are refused, not ignored.
     (tmp_path / "in.txt").write_text("red cat sun\n", encoding="utf-8")
     (tmp_path / "in.ndjson").write_text('{"source": "red cat sun"}\n', encoding="utf-8")  # a table, not text
