@@ -113,6 +113,7 @@ def test_an_ensemble_of_one_is_the_member(members: list[Path], trained: dict[str
     np.testing.assert_array_equal(probs.astype(np.float32), member.predict_proba(TEXTS))
     data = load_labelled(trained["data"])
     assert ensemble.evaluate(data) == member.evaluate(data)
+    assert ensemble.evaluate(data)["training_overlap"] > 0  # its member's training texts, counted
     # explanations: the member's token importances summed onto words, renormalised over the text
     for mine, theirs in zip(explain(ensemble, TEXTS, "rollout"), explain(member, TEXTS, "rollout"), strict=True):
         units = word_spans(theirs.text)
