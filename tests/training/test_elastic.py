@@ -182,3 +182,29 @@ def test_an_error_one_rank_meets_alone_is_said_by_that_rank(tmp_path: Path) -> N
     assert done.returncode != 0
     assert "[rank 1] error: a fault planted in rank 1's fifth batch" in done.stderr.splitlines(), done.stderr[-3000:]
     assert not (tmp_path / "fault").exists()
+
+
+def test_sigterm_finishes_the_step_saves_it_and_resume_continues(tmp_path: Path) -> None:
+    """What a scheduler sends before it reclaims a machine, and torchrun's launcher its workers when
+    it stops: the run stopped at once with nothing of the epoch saved since the last checkpoint."""
+    train = _setup(tmp_path, 1600)
+    out = tmp_path / "termed"
+    run = subprocess.Popen([sys.executable, *train, "--out", str(out)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
+    state = out.with_name(f".{out.name}.training") / "checkpoint" / "state.json"
+    sent = False
+    for progress in _checkpoints(run, state):
+        if progress["global_step"] >= 20:
+            run.send_signal(signal.SIGTERM)
+            sent = True
+            break
+    assert sent, "the run ended before it could be terminated"
+    _, err = run.communicate(timeout=120)
+    stopped = [line for line in err.splitlines() if line.startswith("stopped: interrupted at step")]
+    assert run.returncode == 130 and len(stopped) == 1, err[-3000:]
+    step = int(stopped[0].split("at step ")[1].split(";")[0])
+    assert json.loads(state.read_text(encoding="utf-8"))["state"]["global_step"] == step
+    resumed = subprocess.run([sys.executable, *train, "--out", str(out), "--resume"], capture_output=True, text=True,
+                             env=ENV, timeout=300, check=False)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (out / "metrics.json").is_file()

@@ -654,31 +654,39 @@ def _progress(iterable: range, total: int, initial: int, desc: str, enabled: boo
 FORWARDED_SIGINT_SECONDS = 5.0
 
 
-def _install_sigint(flag: dict[str, Any], info: _Dist) -> Any:
-    """First Ctrl-C: finish the current step, save, and stop; a second one stops at once.
+def _install_sigint(flag: dict[str, Any], info: _Dist) -> dict[int, Any]:
+    """First Ctrl-C (or SIGTERM): finish the current step, save, and stop; a second one stops at once.
 
     Every rank installs it: the ranks agree on stopping at each step (:func:`_agree_to_stop`), so a
     Ctrl-C that reaches any one of them stops all of them at the same step, with the state saved.
+    SIGTERM is what a scheduler sends before it reclaims a machine, and what torchrun's launcher
+    sends its workers when it stops (a Ctrl-C that reaches the launcher at an unlucky moment
+    crashes it, and it terminates them): either way the step is finished and saved, for
+    ``--resume``. Returns the handlers it replaced, by signal, to put back.
     """
-    if not hasattr(signal, "SIGINT"):
-        return None
-    try:
-        previous = signal.getsignal(signal.SIGINT)
+    previous: dict[int, Any] = {}
 
-        def handler(signum: int, frame: Any) -> None:
-            now = time.monotonic()
-            if flag["flag"]:
-                if info.world_size > 1 and now - flag["at"] < FORWARDED_SIGINT_SECONDS:
-                    return
-                raise KeyboardInterrupt
-            flag["flag"], flag["at"] = True, now
-            if info.main:
-                print("\nstopping after this step (Ctrl-C again to stop now)...", file=sys.stderr, flush=True)
+    def handler(signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if flag["flag"]:
+            if info.world_size > 1 and now - flag["at"] < FORWARDED_SIGINT_SECONDS:
+                return
+            raise KeyboardInterrupt
+        flag["flag"], flag["at"] = True, now
+        if info.main:
+            what = "Ctrl-C" if signum == signal.SIGINT else "terminated"
+            print(f"\n{what}: stopping after this step (Ctrl-C again to stop now)...", file=sys.stderr, flush=True)
 
-        signal.signal(signal.SIGINT, handler)
-        return previous
-    except ValueError:  # not in the main thread
-        return None
+    for name in ("SIGINT", "SIGTERM"):
+        number = getattr(signal, name, None)
+        if number is None:
+            continue
+        try:
+            previous[number] = signal.getsignal(number)
+            signal.signal(number, handler)
+        except ValueError:  # not in the main thread
+            previous.pop(number, None)
+    return previous
 
 
 def _keeps_thread_count(function: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
@@ -802,7 +810,7 @@ class Trainer:
             _log("note: no dev examples: the epoch with the lowest training loss is kept, and early stopping "
                  "watches the training loss, which rewards over-fitting; give the data dev rows", info)  # fmt: skip
         interrupted: dict[str, Any] = {"flag": False, "at": 0.0}
-        previous_handler = _install_sigint(interrupted, info)
+        previous_handlers = _install_sigint(interrupted, info)
         try:
             for epoch in range(state.epoch, epochs):
                 if args.patience and state.bad_epochs >= args.patience and state.step_in_epoch == 0:
@@ -960,8 +968,8 @@ class Trainer:
                 exc.one_rank = True  # type: ignore[union-attr]  # met by this rank alone: it says so (the CLI)
             raise
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            for number, handler in previous_handlers.items():
+                signal.signal(number, handler)
             if writer is not None:
                 writer.close()
 
