@@ -116,7 +116,8 @@ def test_export_matches_pytorch_on_a_new_batch_size_and_lengths(
 
 def test_onnx_directory_is_self_contained_and_records_the_export(exported: dict, trained: dict[str, Path]) -> None:
     report, onnx_dir = exported["encoder"]
-    assert sorted(p.name for p in onnx_dir.iterdir()) == ["config.json", "metrics.json", "model.onnx", "tokenizer.json"]
+    assert sorted(p.name for p in onnx_dir.iterdir()) == ["config.json", "metrics.json", "model.onnx", "tokenizer.json",
+                                                          "training_texts.safetensors"]
     config = json.loads((onnx_dir / "config.json").read_text())
     source = json.loads((trained["encoder"] / "config.json").read_text())
     assert config["labels"] == source["labels"] and config["model"] == source["model"]
