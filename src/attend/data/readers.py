@@ -466,7 +466,10 @@ def stratified_split(
     """Seeded train/dev/test indices, stratified on the (first) label.
 
     A given split column wins: its assignment is used as is. Otherwise every label needs at
-    least two examples, or it could not appear on both sides of a split.
+    least two examples, or it could not appear on both sides of a split. A text that occurs more
+    than once (the same words) is split once, at its first row, and its copies follow it: a copy
+    in the training split would make its test copy a question the model has seen (data without
+    repeats splits as before).
     """
     if data.splits is not None:
         by_split: dict[str, list[int]] = {"train": [], "dev": [], "test": []}
@@ -475,6 +478,23 @@ def stratified_split(
         if not by_split["train"]:
             raise DataError(f"{data.source}: the split column assigns no row to 'train'")
         return by_split["train"], by_split["dev"], by_split["test"]
+    first: dict[str, int] = {}
+    owner = [first.setdefault(" ".join(text.split()), i) for i, text in enumerate(data.texts)]
+    if len(first) == len(data):
+        return _stratified_split(data, seed=seed, dev_fraction=dev_fraction, test_fraction=test_fraction)
+    unique = sorted(first.values())
+    parts = _stratified_split(data.subset(unique), seed=seed, dev_fraction=dev_fraction, test_fraction=test_fraction,
+                              repeats=True)  # fmt: skip
+    where = {unique[j]: name for name, part in zip(("train", "dev", "test"), parts, strict=True) for j in part}
+    split_of: dict[str, list[int]] = {"train": [], "dev": [], "test": []}
+    for i, row in enumerate(owner):
+        split_of[where[row]].append(i)
+    return split_of["train"], split_of["dev"], split_of["test"]
+
+
+def _stratified_split(data: LabelledTexts, *, seed: int, dev_fraction: float, test_fraction: float,
+                      repeats: bool = False) -> tuple[list[int], list[int], list[int]]:  # fmt: skip
+    """:func:`stratified_split` of texts that occur once each (``repeats``: copies were set aside)."""
     from sklearn.model_selection import train_test_split
 
     for name, value in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
@@ -487,8 +507,9 @@ def stratified_split(
     rare = [label for label, count in counts.items() if count < 2]
     if rare:
         where = data.lines[primary.index(rare[0])] if data.lines else primary.index(rare[0])
+        copies = " (a text repeated in the file counts once: its copies stay in its split)" if repeats else ""
         raise DataError(
-            f"{data.source}: label {rare[0]!r} appears only once (line {where}); every label needs at least "
+            f"{data.source}: label {rare[0]!r} appears only once (line {where}){copies}; every label needs at least "
             "2 examples to be split (add examples, drop the label, or give a split column)"
         )
     indices = list(range(len(data)))
