@@ -100,6 +100,8 @@ def test_class_weights_multi_label_and_bf16(tmp_path: Path) -> None:
     assert "baseline" not in result.metrics  # no single-label bag-of-words baseline for multi-label data
     predictor = load(tmp_path / "m")
     assert predictor.multi_label and all(isinstance(p, list) for p in predictor.predict(["alpha beta gamma"]))
+    # Its own file evaluates, "a|b" read as two labels as training read it (it was "label 'a|b' unknown").
+    assert predictor.evaluate(path)["examples"] == 60
 
 
 def test_model_directory_safety(tmp_path: Path, planted_csv: Path) -> None:

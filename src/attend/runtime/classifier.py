@@ -273,8 +273,10 @@ class TextClassifier(Runtime):
     ) -> dict[str, Any]:
         """Accuracy, macro/micro F1 and the per-class report on labelled data (a file, a dataset name,
         or loaded texts); a label the model does not know is an error naming its line."""
+        # A multi-label model reads its labels' separator as training did ("a|b" is two labels).
+        label_sep = (self.config.get("data") or {}).get("label_sep") if self.multi_label else None
         dataset = data if isinstance(data, LabelledTexts) else load_labelled(
-            data, text_col=text_col, label_col=label_col, multi_label=self.multi_label
+            data, text_col=text_col, label_col=label_col, multi_label=self.multi_label, label_sep=label_sep
         )  # fmt: skip
         probs = self.predict_proba(dataset.texts, batch_size=batch_size)
         scores = score_probabilities(probs, dataset, self.labels, self.multi_label) | {"source": dataset.source,
