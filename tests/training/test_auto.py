@@ -335,7 +335,7 @@ def test_a_time_budget_in_the_training_options_is_autos_budget(tmp_path: Path, p
 
 def test_a_pretrained_model_that_cannot_read_the_data_is_left_out(tmp_path: Path) -> None:
     texts = ["这家酒店的房间很干净，服务也好", "电脑太慢了，屏幕也有问题，不推荐"]
-    rows = [{"text": texts[i % 2], "label": str(i % 2)} for i in range(60)]
+    rows = [{"text": f"{texts[i % 2]}{'好' * (i // 2)}", "label": str(i % 2)} for i in range(60)]  # 60 texts
     data = write_csv(tmp_path / "zh.csv", rows)
     with pytest.raises(DataError, match=r"minilm: its vocabulary cannot read \d+% of the training tokens"):
         train_auto(data, tmp_path / "m", args=dict(FAST), candidates=["minilm"], log=lambda _: None)
