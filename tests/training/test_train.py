@@ -102,6 +102,15 @@ def test_class_weights_multi_label_and_bf16(tmp_path: Path) -> None:
     assert predictor.multi_label and all(isinstance(p, list) for p in predictor.predict(["alpha beta gamma"]))
     # Its own file evaluates, "a|b" read as two labels as training read it (it was "label 'a|b' unknown").
     assert predictor.evaluate(path)["examples"] == 60
+    # `attend predict` gives the labels it predicts, not the most probable alone (which read as its answer).
+    import io
+
+    from attend.runtime.streaming import PredictionWriter, predict_stream
+
+    sink = io.StringIO()
+    predict_stream(predictor, ["alpha beta gamma", "alpha gamma"], PredictionWriter(sink, "jsonl"), top_k=2)
+    rows = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert [row["labels"] for row in rows] == predictor.predict(["alpha beta gamma", "alpha gamma"])
 
 
 def test_model_directory_safety(tmp_path: Path, planted_csv: Path) -> None:

@@ -104,6 +104,9 @@ class Predictions:
         return [UNKNOWN_WARNING if flag else None for flag in self.unknown]
 
 
+#: A multi-label model predicts every label of at least this probability.
+MULTI_LABEL_THRESHOLD = 0.5
+
 #: What a prediction of a text the model cannot read carries.
 UNKNOWN_WARNING = "no piece of this text is in the model's vocabulary (all [UNK]): the prediction is a guess"
 
@@ -233,6 +236,13 @@ class TextClassifier(Runtime):
     def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Probabilities ``(N, num_labels)``: softmax, or independent sigmoids when multi-label."""
         return self.predict_proba_truncated(texts, batch_size=batch_size)[0]
+
+    def chosen(self, probs: np.ndarray, threshold: float = MULTI_LABEL_THRESHOLD) -> list[list[str]] | None:
+        """A multi-label model's labels per row of ``probs``: all at or above ``threshold`` (as
+        :meth:`predict` and evaluation count them); None for a single-label model."""
+        if not self.multi_label:
+            return None
+        return [[self.labels[j] for j in np.flatnonzero(row >= threshold)] for row in np.atleast_2d(probs)]
 
     def predict(self, texts: Sequence[str], *, batch_size: int = 64, threshold: float = 0.5) -> list[Any]:
         """The top label per text (a list of labels above ``threshold`` when multi-label)."""

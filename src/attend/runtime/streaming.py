@@ -156,15 +156,20 @@ class PredictionWriter:
         self._csv = csv.writer(sink) if fmt == "csv" else None
 
     def write(self, texts: list[str], ranked: list[list[tuple[str, float]]], truncated: Iterable[bool],
-              warnings: Iterable[str | None]) -> None:  # fmt: skip
-        for text, top, cut, warning in zip(texts, ranked, truncated, warnings, strict=True):
+              warnings: Iterable[str | None], chosen: list[list[str]] | None = None) -> None:  # fmt: skip
+        """``chosen``: a multi-label model's labels per text (``labels`` in JSON; a CSV's last column,
+        joined by ``|``), which ``label``, the most probable, does not tell."""
+        picks: Iterable[list[str] | None] = chosen if chosen is not None else [None] * len(texts)
+        for text, top, cut, warning, labels in zip(texts, ranked, truncated, warnings, picks, strict=True):
             if self._csv is not None:
                 if self.header and self.rows == 0:
                     names = [v for i in range(1, len(top) + 1) for v in (f"label_{i}", f"probability_{i}")]
-                    self._csv.writerow(["text", *names, "truncated"])
-                self._csv.writerow([text, *[v for lab, p in top for v in (lab, f"{p:.6f}")], str(bool(cut)).lower()])
+                    self._csv.writerow(["text", *names, "truncated", *(["labels"] if labels is not None else [])])
+                self._csv.writerow([text, *[v for lab, p in top for v in (lab, f"{p:.6f}")], str(bool(cut)).lower(),
+                                    *(["|".join(labels)] if labels is not None else [])])  # fmt: skip
             else:
-                row = {"text": text, "label": top[0][0], "top": [{"label": lab, "probability": p} for lab, p in top],
+                row = {"text": text, "label": top[0][0], **({"labels": labels} if labels is not None else {}),
+                       "top": [{"label": lab, "probability": p} for lab, p in top],
                        "truncated": bool(cut), **({"warning": warning} if warning else {})}  # fmt: skip
                 encoded = json.dumps(row, ensure_ascii=False)
                 if self.fmt == "jsonl":
@@ -257,7 +262,8 @@ def predict_stream(
                             "it was written from another input; choose another --output")  # fmt: skip
     for part in _chunks(stream, chunk):
         found = predictor.predictions(part)
-        writer.write(part, predictor.ranked(found.probs, top_k), found.truncated, found.warnings())
+        writer.write(part, predictor.ranked(found.probs, top_k), found.truncated, found.warnings(),
+                     predictor.chosen(found.probs))  # fmt: skip
         written += len(part)
         del found
         release_free_memory()

@@ -98,8 +98,10 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
         for probs, truncated, warning in results:
             order = np.argsort(-probs)[:k]
             top = [{"label": runtime.labels[j], "probability": float(probs[j])} for j in order]
-            predictions.append(Prediction(label=top[0]["label"], probability=top[0]["probability"], top=top,
-                                          truncated=truncated, warning=warning))  # fmt: skip
+            chosen = runtime.chosen(probs)
+            predictions.append(Prediction(label=top[0]["label"], labels=None if chosen is None else chosen[0],
+                                          probability=top[0]["probability"], top=top, truncated=truncated,
+                                          warning=warning))  # fmt: skip
         return PredictResponse(model=runtime.name, predictions=predictions)
 
     @router.post("/v1/explain", response_model=ExplainResponse)

@@ -49,6 +49,8 @@ class LabelScore(BaseModel):
 
 class Prediction(BaseModel):
     label: str = Field(description="The most probable label.")
+    labels: list[str] | None = Field(default=None, description="A multi-label model's labels: all of probability "
+                                     ">= 0.5 (None for a single-label model).")  # fmt: skip
     probability: float
     top: list[LabelScore]
     truncated: bool = Field(description="The text had more tokens than the model reads; its start was used.")
