@@ -98,6 +98,7 @@ def test_class_weights_multi_label_and_bf16(tmp_path: Path) -> None:
     assert torch.get_num_threads() == threads  # the run's thread setting does not leak
     assert "per_class" in result.metrics and "confusion_matrix" not in result.metrics
     assert "baseline" not in result.metrics  # no single-label bag-of-words baseline for multi-label data
+    assert "multi-label: a text may have several labels" in result.report  # and the report says so, and why
     predictor = load(tmp_path / "m")
     assert predictor.multi_label and all(isinstance(p, list) for p in predictor.predict(["alpha beta gamma"]))
     # Its own file evaluates, "a|b" read as two labels as training read it (it was "label 'a|b' unknown").

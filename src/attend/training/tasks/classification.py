@@ -394,7 +394,12 @@ class ClassificationTask(Task):
         return {} if baseline is None else {"baseline": baseline}
 
     def report(self, metrics: dict[str, Any], split: str) -> str:
-        return classification_report(metrics, split, self.source)
+        report = classification_report(metrics, split, self.source)
+        if self.multi_label:  # what its figures mean, and why no bag-of-words line follows them
+            report += ("\nmulti-label: a text may have several labels (each predicted from probability 0.5); "
+                       "accuracy counts a text right only when all its labels are; no TF-IDF + logistic regression "
+                       "baseline (it predicts one label)")  # fmt: skip
+        return report
 
     def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
         self.tokenizer.save(writer.path / "tokenizer.json")
