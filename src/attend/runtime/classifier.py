@@ -244,12 +244,12 @@ class TextClassifier(Runtime):
             return None
         return [[self.labels[j] for j in np.flatnonzero(row >= threshold)] for row in np.atleast_2d(probs)]
 
-    def predict(self, texts: Sequence[str], *, batch_size: int = 64, threshold: float = 0.5) -> list[Any]:
+    def predict(self, texts: Sequence[str], *, batch_size: int = 64,
+                threshold: float = MULTI_LABEL_THRESHOLD) -> list[Any]:  # fmt: skip
         """The top label per text (a list of labels above ``threshold`` when multi-label)."""
         probs = self.predict_proba(texts, batch_size=batch_size)
-        if self.multi_label:
-            return [[self.labels[j] for j in np.flatnonzero(row >= threshold)] for row in probs]
-        return [self.labels[int(j)] for j in probs.argmax(1)]
+        chosen = self.chosen(probs, threshold)
+        return chosen if chosen is not None else [self.labels[int(j)] for j in probs.argmax(1)]
 
     def top_k(self, texts: Sequence[str], k: int = 3, *, batch_size: int = 64) -> list[list[tuple[str, float]]]:
         """The ``k`` most probable labels per text, with probabilities, most probable first."""
