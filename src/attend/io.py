@@ -123,6 +123,11 @@ def text_fingerprints(texts: Sequence[str]) -> torch.Tensor:
     return torch.tensor([int.from_bytes(d, "little", signed=True) for d in digests], dtype=torch.int64)
 
 
+def count_seen(texts: Sequence[str], fingerprints: set[int]) -> int:
+    """How many of ``texts`` have one of ``fingerprints`` (:func:`text_fingerprints`)."""
+    return sum(value in fingerprints for value in text_fingerprints(texts).tolist())
+
+
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> str:
     """Write the model's state dict as safetensors, atomically; return its SHA-256."""
     return save_tensors(dict(model.state_dict()), path)
@@ -238,13 +243,17 @@ class ArtifactDir:
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelDirError(f"{path} is corrupt ({exc})") from None
 
-    def training_overlap(self, texts: Sequence[str]) -> int | None:
-        """How many of ``texts`` are texts of the model's training split, or None where the
-        directory does not say (written before it kept them, or not a trained model's)."""
+    def training_fingerprints(self) -> set[int] | None:
+        """The fingerprints of the model's training-split texts, or None where the directory does not
+        keep them (written before it did, or not a trained model's)."""
         if not self.has(TRAINING_TEXTS):
             return None
-        seen = set(self.tensors(TRAINING_TEXTS)["fingerprints"].tolist())
-        return sum(value in seen for value in text_fingerprints(texts).tolist())
+        return set(self.tensors(TRAINING_TEXTS)["fingerprints"].tolist())
+
+    def training_overlap(self, texts: Sequence[str]) -> int | None:
+        """How many of ``texts`` are texts of the model's training split (None: the directory does not say)."""
+        seen = self.training_fingerprints()
+        return None if seen is None else count_seen(texts, seen)
 
     def read_json(self, name: str) -> Any:
         """A JSON file of the directory, or None when it is absent or unreadable (reports, not the model)."""

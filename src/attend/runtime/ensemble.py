@@ -52,12 +52,11 @@ from attend.data.tokenization import TextTokenizer
 from attend.data.validation import validate_texts
 from attend.io import (
     ENSEMBLE_MEMBERS_DIR,
-    TRAINING_TEXTS,
     ArtifactDir,
     EnsembleMember,
     ModelDirError,
     check_output_directory,
-    text_fingerprints,
+    count_seen,
     write_ensemble,
 )
 from attend.runtime.base import LoadOptions, Runtime, load
@@ -125,11 +124,11 @@ class EnsembleClassifier(TextClassifier):
         """How many of ``texts`` some member was trained on (None where a member does not say)."""
         seen: set[int] = set()
         for member in self.members:
-            artifact = ArtifactDir.open(member.path) if member.path is not None else None
-            if artifact is None or not artifact.has(TRAINING_TEXTS):
+            found = ArtifactDir.open(member.path).training_fingerprints() if member.path is not None else None
+            if found is None:
                 return None
-            seen |= set(artifact.tensors(TRAINING_TEXTS)["fingerprints"].tolist())
-        return sum(value in seen for value in text_fingerprints(texts).tolist())
+            seen |= found
+        return count_seen(texts, seen)
 
     @property
     def capabilities(self) -> Capabilities:
