@@ -532,10 +532,9 @@ BASELINES = tuple(name for name, method in METHODS.items() if method.baseline)
 
 
 def _target_index(runtime: Explainable, target: str | None, probs: Tensor) -> Tensor:
+    """The explained label per row: the predicted one, or ``target`` (checked by :func:`_check_arguments`)."""
     if target is None:
         return probs.argmax(-1)
-    if target not in runtime.labels:
-        raise ValueError(f"target={target!r} is not a label of this model; labels are {runtime.labels}")
     return torch.full((probs.shape[0],), runtime.labels.index(target), dtype=torch.long)
 
 
@@ -754,8 +753,6 @@ def _explain_combined(
     labels = list(runtime.labels)
     probs = np.asarray(runtime.predict_proba(texts, batch_size=batch_size))
     best = probs.argmax(1)
-    if target is not None and target not in labels:
-        raise ValueError(f"target={target!r} is not a label of this model; labels are {labels}")
     targets = [target] * len(texts) if target is not None else [labels[int(j)] for j in best]
     weights = np.asarray(runtime.member_weights, dtype=np.float64)
     weights = weights / weights.sum()
