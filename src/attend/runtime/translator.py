@@ -309,7 +309,8 @@ class Translator(Runtime):
             or (Path(data).is_file() and recorded.get("sha256") == sha256_file(data))
         )
         trained = (recorded.get("source_col") or "source", recorded.get("target_col") or "target") if same else None
-        columns = (source_col or (trained or ("source",))[0], target_col or (trained or ("", "target"))[1])
+        default = trained or ("source", "target")
+        columns = (source_col or default[0], target_col or default[1])
         if trained is not None and split_col is None and columns != trained:
             # Its split is rebuilt from the training columns: other columns would score other pairs
             # under the test split's name (and the pairs of other columns may be training ones).
