@@ -197,6 +197,11 @@ class TextTokenizer:
         """The id of ``[UNK]``, the piece a text's unreadable characters become (None if the vocabulary has none)."""
         return self.tokenizer.token_to_id("[UNK]")
 
+    def unreadable(self, rows: Sequence[Sequence[int]]) -> list[bool]:
+        """Per row of ids, whether all of it but the special tokens is ``[UNK]``: the model reads nothing."""
+        special, unknown = self.special_ids, self.unknown_id
+        return [unknown is not None and all(t == unknown for t in row if t not in special) for row in rows]
+
     def unknown_rate(self, texts: Sequence[str]) -> float | None:
         """Share of the text's own tokens (as the model reads them: special tokens out, truncated)
         that are ``[UNK]``: how much of ``texts`` this vocabulary cannot read (None without ``[UNK]``)."""

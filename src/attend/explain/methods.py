@@ -671,7 +671,7 @@ def explain(
             f"{runtime.model_type} has no attention pooling; use one of {available_methods(runtime)}"
         )
     generator = torch.Generator().manual_seed(seed)
-    special_ids, unknown_id = runtime.tokenizer.special_ids, runtime.tokenizer.unknown_id
+    special_ids = runtime.tokenizer.special_ids
     results: list[Explanation | None] = [None] * len(checked)
     for indices in runtime.plan(checked, batch_size):
         batch = runtime.tokenizer.encode([checked[i] for i in indices], offsets=True)
@@ -692,7 +692,7 @@ def explain(
             text = checked[i]
             if truncated and len(spans[row]) == n:  # only what the model read, not a long text echoed back
                 text = text[: max((span[1] for span in spans[row] if span is not None), default=0)]
-            unreadable = unknown_id is not None and all(t == unknown_id for t in ids if t not in special_ids)
+            (unreadable,) = runtime.tokenizer.unreadable([ids])
             results[i] = Explanation(
                 text=text,
                 tokens=tokens[row],

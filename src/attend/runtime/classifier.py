@@ -216,13 +216,12 @@ class TextClassifier(Runtime):
         probs = np.zeros((len(checked), len(self.labels)), dtype=np.float32)
         truncated = np.zeros(len(checked), dtype=bool)
         unknown = np.zeros(len(checked), dtype=bool)
-        special, unk = self.tokenizer.special_ids, self.tokenizer.unknown_id
         window = max(PLAN_WINDOW, batch_size)
         call_cost = CALL_COST_TOKENS / self.padding_cost
         for offset in range(0, len(checked), window):
             rows, cut = self.tokenizer.ids_truncated(checked[offset : offset + window])
             truncated[offset : offset + len(rows)] = cut
-            unknown[offset : offset + len(rows)] = [all(t == unk for t in row if t not in special) for row in rows]
+            unknown[offset : offset + len(rows)] = self.tokenizer.unreadable(rows)
             for batch in length_batches([len(row) for row in rows], batch_size, call_cost=call_cost):
                 index = [offset + i for i in batch]
                 probs[index] = self.probabilities(self.tokenizer.pad([rows[i] for i in batch]))
