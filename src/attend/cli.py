@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -47,13 +46,10 @@ _TRAIN_DEFAULTS = {"source_col": "source", "target_col": "target", "split_col": 
 
 def _interrupted_translation(out: str) -> dict | None:
     """What an interrupted translator's run writing ``out`` recorded (columns, model options), or None."""
-    from attend.training.trainer import state_directory
+    from attend.training.trainer import run_record
 
-    try:
-        run = json.loads((state_directory(out) / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return run if isinstance(run, dict) and run.get("task") == "translation" else None
+    run = run_record(out)
+    return run if run is not None and run.get("task") == "translation" else None
 
 
 def _read_config(path: str | None) -> dict:

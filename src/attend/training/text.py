@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 from attend.data.readers import LabelledTexts
 from attend.training.auto import DEFAULT_TIME_BUDGET, _work_directory, train_auto
 from attend.training.tasks.classification import ClassificationTask
-from attend.training.trainer import Trainer, TrainingArgs, TrainResult, state_directory
+from attend.training.trainer import Trainer, TrainingArgs, TrainResult, run_record
 
 __all__ = ["train"]
 
@@ -115,10 +114,7 @@ def _interrupted_run(out: str | os.PathLike[str]) -> dict[str, Any] | None:
     and sample size), or None: no such run, or an interrupted ``--model auto`` run (which has its own)."""
     if (_work_directory(Path(out)) / "auto.json").is_file():
         return None
-    try:
-        run = json.loads((state_directory(out) / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(run, dict) or run.get("task") != "classification" or not isinstance(run.get("model"), str):
+    run = run_record(out)
+    if run is None or run.get("task") != "classification" or not isinstance(run.get("model"), str):
         return None
     return run

@@ -241,6 +241,16 @@ def state_directory(out: str | os.PathLike[str]) -> Path:
     return out.with_name(f".{out.name}.training")
 
 
+def run_record(out: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """What the interrupted run writing ``out`` recorded of itself (``run.json``: its task, model,
+    options, data), or None where no run left a readable one."""
+    try:
+        run = json.loads((state_directory(out) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return run if isinstance(run, dict) else None
+
+
 # --- distributed ------------------------------------------------------------------------------
 
 
@@ -745,7 +755,7 @@ class Trainer:
             _log(f"restart {os.environ['TORCHELASTIC_RESTART_COUNT']} of the worker group: resuming", info)
             resume = True
         if resume:
-            run = self._resumable_run(out, work)
+            run = self._resumable_run(out)
             # The interrupted run's options (those given again must match), minus the interruption itself.
             args = dataclasses.replace(_resumed_args(out, run["training"], args), stop_after_steps=0)
             overwrite = bool(run.get("overwrite", overwrite))
@@ -1079,12 +1089,11 @@ class Trainer:
             _set_plan(state, new, steps_per_epoch)
         return new
 
-    def _resumable_run(self, out: Path, work: Path) -> dict[str, Any]:
+    def _resumable_run(self, out: Path) -> dict[str, Any]:
         """The interrupted run's record, after checking this run is the same one."""
-        try:
-            run = json.loads((work / "run.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise DataError(f"{out}: nothing to resume (no interrupted training run was writing it)") from None
+        run = run_record(out)
+        if run is None:
+            raise DataError(f"{out}: nothing to resume (no interrupted training run was writing it)")
         expected = {"task": self.task.name, **self.task.identity()}
         changed = [f"{key}={value!r} (the interrupted run had {run.get(key)!r})"
                    for key, value in expected.items() if run.get(key) != value]  # fmt: skip
