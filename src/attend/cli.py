@@ -373,15 +373,19 @@ def _translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
                            columns_hint="choose the column with --source-col")  # fmt: skip
         return table.texts, [f"line {line}" for line in table.lines]
     raw = sys.stdin.buffer.read() if args.input == "-" else path.read_bytes()
+    lines = _text_lines(raw, args.input)
+    return lines, [f"line {i + 1}" for i in range(len(lines))]
+
+
+def _text_lines(raw: bytes, name: str) -> list[str]:
+    """A plain text file's lines. They end at "\n" (or "\r\n") only: str.splitlines() also splits at
+    U+2028, form feeds and other separators inside a line, and output line N must be input line N's."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UsageError(f"{args.input}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+        raise UsageError(f"{name}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
                          "convert it or give a CSV/JSONL") from None  # fmt: skip
-    # Lines end at "\n" (or "\r\n") only: str.splitlines() also splits at U+2028, form feeds
-    # and other separators inside a line, and output line N must be input line N's translation.
-    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
-    return lines, [f"line {i + 1}" for i in range(len(lines))]
+    return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
 
 
 def _beam(args: argparse.Namespace) -> int | None:
@@ -506,12 +510,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from attend.data.readers import read_table
 
         if Path(args.texts_file).suffix.lower() == ".txt":  # one text per line, as `attend translate` reads it
-            try:
-                content = Path(args.texts_file).read_bytes().decode("utf-8-sig")
-            except UnicodeDecodeError as exc:
-                where = f"byte at offset {exc.start}"
-                raise UsageError(f"--texts-file {args.texts_file}: not UTF-8 text ({where})") from None
-            lines = [line.removesuffix("\r") for line in content.split("\n")]  # not at U+2028 or form feeds
+            lines = _text_lines(Path(args.texts_file).read_bytes(), f"--texts-file {args.texts_file}")
             texts = [line for line in lines if line.strip()]
             if not texts:
                 raise UsageError(f"--texts-file {args.texts_file}: no text in it (every line is blank)")
