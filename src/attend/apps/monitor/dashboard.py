@@ -41,7 +41,7 @@ td.nowrap{white-space:nowrap} ul.examples{margin:0;padding-left:16px} ul.example
 
 
 def _settings(store: MonitorStore, window: int | None) -> DetectionSettings:
-    saved = (store.get_meta("settings") or {}).get("detection") or {}
+    saved = store.saved_detection()
     if window is not None:
         saved = {**saved, "window": window}
     return DetectionSettings(**saved)

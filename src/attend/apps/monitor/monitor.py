@@ -238,8 +238,7 @@ class Monitor:
                     numbers = {"volume": stat.volume, "negatives": stat.negatives, "share": stat.share, "score": stat.z}
                     self.store.set_withdrawn(stat.topic, detection.window, stat.start, numbers,
                                              withdrawn=not stat.surge)  # fmt: skip
-                    shown = next(a for a in self.store.alerts(topic=stat.topic, window=detection.window)
-                                 if a["window_start"] == format_time(stat.start))  # fmt: skip
+                    shown = self._stored(stat)
                     log.warning(describe(shown) if not stat.surge else f"REINSTATED (a surge again): {describe(shown)}")
                     if not stat.surge:
                         withdrawn.append(shown)
@@ -249,13 +248,17 @@ class Monitor:
                     continue
                 alert = self._alert(stat)
                 if self.store.add_alert(alert):
-                    public = self.store.alerts(topic=stat.topic, window=detection.window)
-                    stored = next(a for a in public if a["window_start"] == format_time(stat.start))
+                    stored = self._stored(stat)
                     log.warning(describe(stored))
                     new_alerts.append(stored)
         self._judged_until = closed_before
         self._deliver()
         return new_alerts, withdrawn
+
+    def _stored(self, stat: WindowStat) -> dict[str, Any]:
+        """The alert stored for ``stat``'s window, as :meth:`MonitorStore.alerts` shows it."""
+        alerts = self.store.alerts(topic=stat.topic, window=self.settings.detection.window)
+        return next(a for a in alerts if a["window_start"] == format_time(stat.start))
 
     def _alert(self, stat: WindowStat) -> dict[str, Any]:
         examples = self.store.most_negative(stat.topic, stat.start, stat.end, self.settings.examples)

@@ -144,7 +144,7 @@ def _saved_detection(db: str) -> DetectionSettings:
     except ValueError:
         return DetectionSettings()
     try:
-        saved = (store.get_meta("settings") or {}).get("detection") or {}
+        saved = store.saved_detection()
     finally:
         store.engine.dispose()
     return DetectionSettings(**saved)

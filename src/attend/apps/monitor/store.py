@@ -168,6 +168,11 @@ class MonitorStore:
             conn.execute(meta_table.delete().where(meta_table.c.key == key))
             conn.execute(meta_table.insert().values(key=key, value=json.dumps(value)))
 
+    def saved_detection(self) -> dict[str, Any]:
+        """The detection settings (window, thresholds) the database was last run with, as
+        ``DetectionSettings`` fields; none for a new one."""
+        return (self.get_meta("settings") or {}).get("detection") or {}
+
     def get_meta(self, key: str, default: Any = None) -> Any:
         with self.engine.connect() as conn:
             value = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == key)).scalar_one_or_none()
