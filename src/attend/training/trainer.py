@@ -664,10 +664,10 @@ def _progress(iterable: range, total: int, initial: int, desc: str, enabled: boo
 FORWARDED_SIGINT_SECONDS = 5.0
 
 
-def _install_sigint(flag: dict[str, Any], info: _Dist) -> dict[int, Any]:
+def _install_stop_signals(flag: dict[str, Any], info: _Dist) -> dict[int, Any]:
     """First Ctrl-C (or SIGTERM): finish the current step, save, and stop; a second one stops at once.
 
-    Every rank installs it: the ranks agree on stopping at each step (:func:`_agree_to_stop`), so a
+    Every rank installs it: the ranks agree on stopping at each step (:func:`_agree`), so a
     Ctrl-C that reaches any one of them stops all of them at the same step, with the state saved.
     SIGTERM is what a scheduler sends before it reclaims a machine, and what torchrun's launcher
     sends its workers when it stops (a Ctrl-C that reaches the launcher at an unlucky moment
@@ -820,7 +820,7 @@ class Trainer:
             _log("note: no dev examples: the epoch with the lowest training loss is kept, and early stopping "
                  "watches the training loss, which rewards over-fitting; give the data dev rows", info)  # fmt: skip
         interrupted: dict[str, Any] = {"flag": False, "at": 0.0}
-        previous_handlers = _install_sigint(interrupted, info)
+        previous_handlers = _install_stop_signals(interrupted, info)
         try:
             for epoch in range(state.epoch, epochs):
                 if args.patience and state.bad_epochs >= args.patience and state.step_in_epoch == 0:
@@ -1094,9 +1094,7 @@ class Trainer:
         run = run_record(out)
         if run is None:
             raise DataError(f"{out}: nothing to resume (no interrupted training run was writing it)")
-        expected = {"task": self.task.name, **self.task.identity()}
-        changed = [f"{key}={value!r} (the interrupted run had {run.get(key)!r})"
-                   for key, value in expected.items() if run.get(key) != value]  # fmt: skip
+        changed = _changes(run, {"task": self.task.name, **self.task.identity()})
         if changed:
             raise DataError(f"{out}: --resume must use the same model and data as the interrupted run; these differ: "
                             f"{'; '.join(changed)}")  # fmt: skip
@@ -1113,14 +1111,16 @@ def explicit_options(args: TrainingArgs) -> dict[str, Any]:
     return {key: value for key, value in dataclasses.asdict(args).items() if value != defaults[key]}
 
 
+def _changes(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``key=value (the interrupted run had old)`` for each key of ``now`` the interrupted run recorded otherwise."""
+    return [f"{key}={value!r} (the interrupted run had {then.get(key)!r})" for key, value in now.items()
+            if then.get(key) != value]  # fmt: skip
+
+
 def _resumed_args(out: Path, recorded: dict[str, Any], given: TrainingArgs) -> TrainingArgs:
     """The interrupted run's options, with this run's progress and threads. An option given now
     (set away from its default) must equal the recorded one: a resumed run cannot change them."""
-    changed = [
-        f"{key}={value!r} (the interrupted run had {recorded.get(key)!r})"
-        for key, value in explicit_options(given).items()
-        if key not in RESUME_MAY_CHANGE and value != recorded.get(key)
-    ]
+    changed = _changes(recorded, {k: v for k, v in explicit_options(given).items() if k not in RESUME_MAY_CHANGE})
     if changed:
         raise DataError(f"{out}: --resume continues the interrupted run with its own options; these differ: "
                         f"{'; '.join(changed)}. Leave them out, or start again with --overwrite")  # fmt: skip
