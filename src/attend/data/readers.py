@@ -231,9 +231,8 @@ def csv_records(
             if len(body) > 1:  # the reader skips empty lines before a record
                 blank = next((i for i, line in enumerate(body) if line.strip("\r\n")), len(body))
                 start, body = start + blank, body[blank:]
-            if len(body) == 1 and '"' not in body[0]:  # most rows: nothing quoted, nothing to check
-                pass
-            elif len(body) > 1 and (_took_rows(record, delimiter) or _quote_runs_on(body, delimiter)):
+            # Most rows are one line without a quote: nothing below reads them again.
+            if len(body) > 1 and (_took_rows(record, delimiter) or _quote_runs_on(body, delimiter)):
                 # Over several lines, and either read strictly it breaks, or the row then lacks
                 # fields while its text holds lines with delimiters: a stray quote took the rows up
                 # to the next quote in as its text.
@@ -242,7 +241,7 @@ def csv_records(
                     f"(the field runs on to line {reader.line_num}, taking in every line between); a quote "
                     'inside a field is written twice and the field quoted ("15"" screen")'
                 )
-            elif len(body) == 1 and _quote_runs_on(body, delimiter):
+            elif len(body) == 1 and '"' in body[0] and _quote_runs_on(body, delimiter):
                 record = _literal_record(body[0], reader.fieldnames or [], delimiter, f"{name}: line {start}", error)
             if None in record:
                 raise error(f"{name}: line {start} has more fields than the header")
