@@ -7,6 +7,7 @@ instead of failing) and foreign keys on; a URL (``postgresql://...``) is passed 
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 
 __all__ = ["create_engine", "create_tables", "database_url", "schema_table"]
+
+# Seconds that opening a new database keeps trying while other processes create the same one.
+_CREATE_PATIENCE = 30.0
 
 
 def schema_table(name: str, metadata: sa.MetaData) -> sa.Table:
@@ -32,7 +36,31 @@ def schema_table(name: str, metadata: sa.MetaData) -> sa.Table:
 def create_tables(engine: Engine, metadata: sa.MetaData, schema: sa.Table, version: int, where: str) -> None:
     """Create what is missing and record ``version``; refuse a database written by a newer schema,
     or one that is not attend's: tables but none of attend's (another program's database), or a
-    table of this schema's name without its columns. Nothing is written to such a database."""
+    table of this schema's name without its columns. Nothing is written to such a database.
+
+    Processes opening one new database at once all open it: one that meets another's half-made
+    database (SQLite's switch to WAL, which does not wait for a lock, or "table ... already
+    exists" between a look and a write) looks again after a growing pause, for up to
+    ``_CREATE_PATIENCE`` seconds in all."""
+    waited = 0.0
+    for attempt in itertools.count():
+        try:
+            versions = _create_tables_once(engine, metadata, schema, version, where)
+            break
+        except (OperationalError, IntegrityError):
+            if waited >= _CREATE_PATIENCE:
+                raise
+            pause = min(0.05 * (attempt + 1), 1.0)
+            time.sleep(pause)
+            waited += pause
+    if versions and max(versions) > version:
+        raise ValueError(f"--db {where}: written by a newer attend (schema version {max(versions)}, this one "
+                         f"reads up to {version}); upgrade attend")  # fmt: skip
+
+
+def _create_tables_once(engine: Engine, metadata: sa.MetaData, schema: sa.Table, version: int,
+                        where: str) -> list[int]:  # fmt: skip
+    """One try of :func:`create_tables`; the schema versions the database held before it."""
     from datetime import UTC, datetime
 
     inspector = sa.inspect(engine)
@@ -47,24 +75,13 @@ def create_tables(engine: Engine, metadata: sa.MetaData, schema: sa.Table, versi
         if missing:
             raise ValueError(f"--db {where}: its table {name!r} has no column {', '.join(missing)}: it was not "
                              "written by attend; choose another database")  # fmt: skip
-    for attempt in range(3):
-        try:
-            metadata.create_all(engine)
-            with engine.begin() as conn:
-                versions = [row[0] for row in conn.execute(sa.select(schema.c.version))]
-                if not versions:
-                    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                    conn.execute(schema.insert().values(version=version, created_at=stamp))
-            break
-        except (OperationalError, IntegrityError):
-            # Another process created the same new database's tables (or its version row) between
-            # our look and our write ("table ... already exists"): look again, it is there now.
-            if attempt == 2:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    if versions and max(versions) > version:
-        raise ValueError(f"--db {where}: written by a newer attend (schema version {max(versions)}, this one "
-                         f"reads up to {version}); upgrade attend")  # fmt: skip
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        versions = [row[0] for row in conn.execute(sa.select(schema.c.version))]
+        if not versions:
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            conn.execute(schema.insert().values(version=version, created_at=stamp))
+    return versions
 
 
 def _is_sqlite(path: Path) -> bool:
@@ -101,8 +118,8 @@ def database_url(db: str | os.PathLike[str], *, create: bool, kind: str, missing
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL may wait for another process
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

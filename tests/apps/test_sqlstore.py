@@ -1,0 +1,42 @@
+"""Opening an app's SQLite database while another process holds it."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from attend.apps.sqlstore import create_engine, create_tables, schema_table
+
+
+def _tables() -> tuple[sa.MetaData, sa.Table]:
+    metadata = sa.MetaData()
+    schema = schema_table("demo_schema", metadata)
+    sa.Table("demo_items", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("text", sa.String))
+    return metadata, schema
+
+
+def test_a_new_database_held_by_another_process_is_opened_once_it_is_let_go(tmp_path: Path) -> None:
+    """Before: SQLite's switch to WAL does not wait for another process's write lock, so opening a new
+    database that another process was creating failed at once with 'database is locked'."""
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE demo_schema (version INTEGER PRIMARY KEY, created_at VARCHAR(40) NOT NULL)")
+    holder.execute("BEGIN IMMEDIATE")  # a process mid-way through creating it holds the write lock
+    holder.execute("INSERT INTO demo_schema VALUES (1, '2026-12-05T00:00:00Z')")
+    release = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        metadata, schema = _tables()
+        engine = create_engine(path, create=True, kind="demo", missing_hint="")
+        create_tables(engine, metadata, schema, 1, str(path))
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.execute(sa.select(schema.c.version)).scalars().all() == [1]
+        assert set(sa.inspect(engine).get_table_names()) == {"demo_schema", "demo_items"}
+        engine.dispose()
+    finally:
+        release.join()
+        holder.close()
