@@ -111,6 +111,43 @@ def copy_model(source: Path, parent: Path, name: str | None = None) -> Path:
     return Path(shutil.copytree(source, parent / (name or source.name)))
 
 
+def start_server(args: list[str], *, merge_output: bool = True) -> tuple[subprocess.Popen, str]:
+    """``attend serve ARGS`` on a free loopback port, once it answers ``/readyz``: the process and its URL.
+
+    A port found free can be taken by another test before the server binds it; the server then exits
+    saying so, and another port is tried (three in all).
+    """
+    import os
+    import socket
+
+    import httpx
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for _ in range(3):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "-m", "attend", "serve", *args, "--port", str(port)],
+                                stdout=subprocess.PIPE if merge_output else subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
+                                env=env, text=True)  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    return proc, url
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        if proc.poll() is None:
+            proc.kill()
+            raise AssertionError("server did not become ready in 90 s")
+        said = (proc.stdout or proc.stderr).read() if (proc.stdout or proc.stderr) else ""
+        if "cannot listen" not in said:
+            raise AssertionError(f"server exited: {said}")
+    raise AssertionError(f"no free port after three tries: {said}")
+
+
 def kill_at(tmp_path: Path, point: str, *args: str) -> None:
     """Run ``attend ARGS`` until it reaches ``point`` (see tests/paused.py), then SIGKILL it."""
     flag = tmp_path / f"paused-{point.replace(':', '-')}"

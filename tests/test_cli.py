@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -157,20 +156,15 @@ def test_an_argument_whose_bytes_are_not_utf8_is_a_one_line_error(tmp_path: Path
     assert b"texts[0] contains an unpaired surrogate '\\udce9'" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_torchrun_two_processes_train_to_the_same_quality(tmp_path: Path, planted_csv: Path, config_file: Path) -> None:
     common = ["train", str(planted_csv), "--model", "encoder", "--config", str(config_file), "--epochs", "4",
               "--no-progress"]
     single = _attend(*common, "--out", str(tmp_path / "single"))
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "attend"]  # fmt: skip
+    # --standalone: torchrun binds a free port itself, so no other test can take it in between.
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+                "attend"]  # fmt: skip
     ddp = subprocess.run(
         [*launcher, *common, "--out", str(tmp_path / "ddp")], capture_output=True, text=True, env=env, timeout=300
     )

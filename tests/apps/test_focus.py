@@ -411,13 +411,18 @@ def test_two_processes_correcting_at_once_lose_no_update(tmp_path: Path) -> None
     store.add_decisions(session["id"], [Message(id=i, text="t", sender=f"s{i}@x.org") for i in ids], decisions)
     store.close()
     context = multiprocessing.get_context("spawn")
-    start = context.Barrier(2)
+    start = context.Barrier(2, timeout=240)  # a spawned process imports torch again: slow on a loaded machine
     workers = [context.Process(target=_correct_many, args=(db, ids[k::2], start)) for k in (0, 1)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=120)
-        assert worker.exitcode == 0
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=300)
+        assert [worker.exitcode for worker in workers] == [0, 0]
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
     person = open_focus_store(db).person(8)
     assert person.updates == 80 and len(person.senders) == 80  # every correction of both processes kept
 
@@ -753,14 +758,19 @@ def test_processes_opening_a_new_database_at_once_all_open_it(tmp_path: Path) ->
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
-    barrier, errors = context.Barrier(4), context.Queue()
+    barrier, errors = context.Barrier(4, timeout=60), context.Queue()
     workers = [context.Process(target=_open_at_once, args=(str(tmp_path / "new.db"), barrier, errors))
                for _ in range(4)]  # fmt: skip
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
-    found = []
-    while not errors.empty():
-        found.append(errors.get())
-    assert not found and all(w.exitcode == 0 for w in workers), found
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(120)
+        found = []
+        while not errors.empty():
+            found.append(errors.get())
+        assert not found and [w.exitcode for w in workers] == [0] * 4, found
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()

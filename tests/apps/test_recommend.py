@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -319,15 +318,12 @@ def test_bad_logs_are_clear_errors(tmp_path: Path, movielens_sample: dict[str, P
 def test_torchrun_two_processes_train_a_recommender(movielens_sample: dict[str, Path], tmp_path: Path) -> None:
     """The same Trainer, so torchrun works for recommenders as for classifiers: one report, a loadable model
     of the same quality as one process's (the global batch is shared out, so the steps are the same)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     common = ["recommend", "train", str(movielens_sample["log"]), "--model", "din", "--epochs", "2", "--no-progress",
               "--threads", "1"]  # fmt: skip
     single = _attend(*common, "--out", str(tmp_path / "single"))
     assert single.returncode == 0, single.stderr
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-                "--master-port", str(port), "-m", "attend"]  # fmt: skip
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+                "attend"]  # fmt: skip
     ddp = subprocess.run([*launcher, *common, "--out", str(tmp_path / "ddp")], capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
     assert ddp.returncode == 0, ddp.stderr

@@ -298,7 +298,6 @@ def test_service_translates_micro_batched_with_alignments(translator_dir: Path) 
 
 def test_torchrun_two_processes_train_a_translator_as_one_does(tmp_path: Path) -> None:
     import os
-    import socket
 
     data = write_csv(tmp_path / "pairs.csv", reverse_pairs(600))
     config = tmp_path / "config.json"
@@ -307,11 +306,8 @@ def test_torchrun_two_processes_train_a_translator_as_one_does(tmp_path: Path) -
     common = ["train", str(data), "--model", "seq2seq", "--config", str(config), "--epochs", "6", "--no-progress"]
     single = _attend(*common, "--out", str(tmp_path / "single"))
     assert single.returncode == 0, single.stderr
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-                "--master-port", str(port), "-m", "attend"]  # fmt: skip
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+                "attend"]  # fmt: skip
     ddp = subprocess.run([*launcher, *common, "--out", str(tmp_path / "ddp")], capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, check=False)  # fmt: skip
     assert ddp.returncode == 0, ddp.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import socket
@@ -25,7 +24,7 @@ from attend.runtime import load
 from attend.serve import RouterSpec
 from attend.serve.app import ServeSettings, create_app, load_for_serving
 from attend.serve.batching import MicroBatcher
-from tests.conftest import copy_model, planted_rows
+from tests.conftest import copy_model, planted_rows, start_server
 
 
 @pytest.fixture(scope="module")
@@ -317,29 +316,8 @@ def test_bf16_service_predicts_like_fp32_and_explains(model_dir: Path) -> None:
 # --- a real server on 127.0.0.1 ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start(model_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "attend", "serve", str(model_dir), "--port", str(port), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not become ready")
+    return start_server([str(model_dir), *extra])
 
 
 def test_load_on_loopback_has_zero_errors_and_batches(model_dir: Path) -> None:
@@ -375,15 +353,18 @@ def _gauge(response: httpx.Response, name: str) -> float:
 
 
 def test_graceful_shutdown_finishes_requests_in_flight(model_dir: Path) -> None:
-    proc, url = _start(model_dir, "--max-batch", "64", "--max-wait-ms", "1500")
+    # The batch waits 5 s for more: long enough for all five requests to arrive on a loaded machine.
+    proc, url = _start(model_dir, "--max-batch", "64", "--max-wait-ms", "5000")
     try:
 
         async def in_flight() -> list[int]:
             async with httpx.AsyncClient(base_url=url, timeout=60) as http:
                 tasks = [asyncio.create_task(http.post("/v1/predict", json={"text": f"wonderful {i}"}))
                          for i in range(5)]  # fmt: skip
-                while _gauge(await http.get("/metrics"), "attend_in_flight_requests") < 6:  # 5 + this one
-                    await asyncio.sleep(0.05)  # the requests now wait in the batcher (1.5 s)
+                deadline = time.monotonic() + 30
+                while (seen := _gauge(await http.get("/metrics"), "attend_in_flight_requests")) < 6:  # 5 + this one
+                    assert time.monotonic() < deadline, f"only {seen} requests in flight after 30 s"
+                    await asyncio.sleep(0.05)  # the requests now wait in the batcher
                 proc.send_signal(signal.SIGTERM)
                 return [(await t).status_code for t in tasks]
 

@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import copy_model, planted_rows
+from tests.conftest import copy_model, planted_rows, start_server
 
 VALID = [row["text"] for row in planted_rows(24, seed=11)]
 #: Bodies a client may send by mistake or on purpose, as bytes (the server sees bytes).
@@ -64,34 +59,11 @@ HOSTILE = st.one_of(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def url(trained: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     model = copy_model(trained["encoder"], tmp_path_factory.mktemp("fault"))
-    port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "attend", "serve", str(model), "--port", str(port), "--max-batch",
-                             "16", "--max-wait-ms", "20", "--max-texts", "8", "--max-chars", "2000"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)  # fmt: skip
-    address = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stderr.read() if proc.stderr else ''}")
-        try:
-            if httpx.get(f"{address}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("server did not become ready")
-        time.sleep(0.1)
+    proc, address = start_server([str(model), "--max-batch", "16", "--max-wait-ms", "20", "--max-texts", "8",
+                                  "--max-chars", "2000"], merge_output=False)  # fmt: skip
     yield address
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
