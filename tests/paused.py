@@ -1,7 +1,8 @@
 """Run ``attend ARGS...`` in this process, stopping dead at one named point, so a test can SIGKILL
 it exactly there (no timing involved): ``python tests/paused.py POINT FLAG ARGS...``.
 
-When the run reaches POINT, this touches the file FLAG and sleeps until killed. Points:
+When the run reaches POINT, this writes its pid to the file FLAG and sleeps until killed (under torchrun, in the
+first worker group only, so that the group a test kills is restarted and runs on). Points:
 
 - ``checkpoint:E:S``: training, right after a checkpoint of epoch index E with at least S steps into it;
 - ``staged``: training, the new model directory complete in its staging folder, not yet published;
@@ -11,6 +12,7 @@ When the run reaches POINT, this touches the file FLAG and sleeps until killed. 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +24,9 @@ from attend.training import trainer
 
 
 def _pause(flag: str) -> None:
-    Path(flag).touch()
+    if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        return  # under torchrun, only the first worker group stops at the point: its restart runs on
+    Path(flag).write_text(str(os.getpid()), encoding="utf-8")
     time.sleep(3600)
 
 

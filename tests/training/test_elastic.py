@@ -96,28 +96,29 @@ def _workers(parent: int) -> list[int]:
 def test_a_lost_worker_restarts_the_group_which_resumes_to_the_same_metrics(tmp_path: Path) -> None:
     train = _setup(tmp_path, 1600)  # 80 steps an epoch: time to strike mid-epoch
 
-    def torchrun(out: Path) -> subprocess.Popen[str]:
+    def torchrun(out: Path, *entry: str) -> subprocess.Popen[str]:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                     "--max-restarts", "3", "--monitor-interval", "0.5"]  # fmt: skip
-        return subprocess.Popen([*launcher, *train, "--out", str(out)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
+        return subprocess.Popen([*launcher, *(entry or train[:2]), *train[2:], "--out", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
 
     whole = torchrun(tmp_path / "whole")
     _, err = whole.communicate(timeout=300)
     assert whole.returncode == 0, err[-2000:]
 
-    out = tmp_path / "struck"
-    run = torchrun(out)
-    state = out.with_name(f".{out.name}.training") / "checkpoint" / "state.json"
-    killed = None
-    for progress in _checkpoints(run, state):
-        if progress["epoch"] == 1 and progress["step_in_epoch"] >= 20:  # in epoch 2, checkpointed
-            workers = _workers(run.pid)
-            if len(workers) == 2:
-                killed = max(workers)
-                os.kill(killed, signal.SIGKILL)
-                break
-    assert killed is not None, "the run ended before a worker could be killed"
+    # The first worker group stops dead after rank 0's checkpoint 20 steps into epoch 2 (tests/paused.py),
+    # rank 1 waiting for it, and rank 0 is killed there: no timing involved.
+    out, flag = tmp_path / "struck", tmp_path / "paused"
+    run = torchrun(out, str(Path(__file__).parents[1] / "paused.py"), "checkpoint:1:20", str(flag))
+    deadline = time.monotonic() + 240
+    while not (flag.exists() and flag.read_text(encoding="utf-8")) and run.poll() is None:
+        assert time.monotonic() < deadline, "the run did not reach the checkpoint in 4 minutes"
+        time.sleep(0.05)
+    assert flag.exists(), "the run ended before it reached the checkpoint"
+    workers = _workers(run.pid)
+    paused = int(flag.read_text(encoding="utf-8"))
+    assert len(workers) == 2 and paused in workers, (workers, paused)
+    os.kill(paused, signal.SIGKILL)
     _, err = run.communicate(timeout=300)
     assert run.returncode == 0, err[-3000:]
     assert "of the worker group: resuming" in err and "resuming from epoch 2" in err, err[-3000:]
