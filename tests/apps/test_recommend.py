@@ -333,3 +333,48 @@ def test_torchrun_two_processes_train_a_recommender(movielens_sample: dict[str, 
     assert abs(one["auc"] - two["auc"]) < 0.03, (one["auc"], two["auc"])
     assert load_recommender(tmp_path / "ddp").top(history=["1", "2"], k=3).items
 
+
+
+def test_targets_already_in_the_history_are_said_with_the_hit_rate_top_k_can_reach(tmp_path: Path) -> None:
+    """Before: a repeated target counted as a hit though `recommend top` never returns a history item,
+    and the report did not say so. Items here also bring an image vector (a JSONL number list)."""
+    rows = []
+    for u in range(30):
+        seen = [f"i,{(u + e) % 9}" for e in range(5)]  # ids with a comma: --history-file reads them
+        seen.append(seen[1])  # every user's test target is an item of their history
+        rows += [f'u{u},"{item}",{1000 * e + u}' for e, item in enumerate(seen)]
+    log = tmp_path / "log.csv"
+    log.write_text("user,item,timestamp\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"item": f"i,{k}", "img": [k / 9, 1 - k / 9, 0.5]}) + "\n" for k in range(9)),
+                     encoding="utf-8")  # fmt: skip
+    out = tmp_path / "sasrec"
+    done = _attend("recommend", "train", str(log), "--out", str(out), "--item-features", str(items), "--features",
+                   "img", "--epochs", "1", "--no-progress")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["repeat_targets"] == metrics["users"] == 30 and metrics["top_hr@10"] == 0.0
+    assert "30 of 30 targets (100.0%) were already in the user's history" in done.stdout
+    assert "counted as misses, HR@10 is 0.0000" in done.stdout
+    spec = json.loads((out / "config.json").read_text())["items"]["features"]
+    assert spec["numeric"] == ["img[0]", "img[1]", "img[2]"]
+    assert "img a vector of 3 numbers" in done.stderr, done.stderr
+    report = _attend("recommend", "evaluate", str(out))
+    assert "were already in the user's history" in report.stdout, report.stdout
+    history = tmp_path / "history.txt"
+    history.write_text("i,1\ni,2\n", encoding="utf-8")
+    top = _attend("recommend", "top", str(out), "--history-file", str(history), "--k", "9", "--json")
+    assert top.returncode == 0, top.stderr
+    answer = json.loads(top.stdout)
+    recommended = {row["item"] for row in answer["items"]}
+    assert "warning" not in answer and not {"i,1", "i,2"} & recommended and len(recommended) == 7, answer
+
+
+def test_din_explain_says_when_the_item_is_already_rated(din_dir: Path) -> None:
+    din = load_recommender(din_dir)
+    user = next(u for u in range(len(din.user_ids)) if len(din.seen[u]) > len(din.histories[u]))
+    liked = set(din.histories[user].tolist())
+    disliked = next(i for i in din.seen[user].tolist() if i not in liked)
+    done = _attend("recommend", "explain", str(din_dir), "--user", din.user_ids[user], "--item", din.item_ids[disliked])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].endswith("(already rated)"), done.stdout

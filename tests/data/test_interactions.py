@@ -353,3 +353,129 @@ def test_ctr_histories_hold_only_earlier_positives(rows: list[tuple[int, int, in
         # put back together, are the user's running count of earlier positives.
         n_before = np.concatenate([events.n_before[events.users == user] for events in parts])
         assert n_before.tolist() == [b for b, u in zip(expected_before, data.users.tolist(), strict=True) if u == user]
+
+
+# --- ids and times as users write them ------------------------------------------------------------------
+
+
+def test_ids_equal_as_numbers_sort_the_same_under_every_hash_seed(tmp_path: Path) -> None:
+    """Before: "1", "01" and "001" tied on int() and kept the set's hash order, so two runs on one file
+    numbered the items differently (other metrics, and --resume refused its own data)."""
+    import os
+    import subprocess
+    import sys
+
+    path = write_log(tmp_path / "log.csv", [("1", "1", "1"), ("01", "01", "2"), ("001", "001", "3"), ("1", "2", "4"),
+                                            ("01", "02", "5")], header="user,item,timestamp")  # fmt: skip
+    code = f"from attend.data.interactions import read_interactions as r; print(r({str(path)!r}).item_ids)"
+    orders = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip()
+              for seed in range(1, 7)}  # fmt: skip
+    assert orders == {"['', '001', '01', '1', '02', '2']"}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"user": NaN, "item": "y", "timestamp": 2}', r"line 2 has an empty 'user'"),
+        ('{"user": "b", "item": NaN, "timestamp": 2}', r"line 2 has an empty 'item'"),
+        ('{"user": true, "item": "y", "timestamp": 2}', r"line 2 has 'user' True, which is not an id"),
+        ('{"user": "b", "item": [1, 2], "timestamp": 2}', r"line 2 has 'item' \[1, 2\], which is not an id"),
+        ('{"user": "b", "item": "y"}', r"line 2 has no 'timestamp'"),
+        ('{"item": "y", "timestamp": 2}', r"line 2 has no 'user'"),
+    ],
+)
+def test_a_jsonl_id_that_is_missing_or_no_id_is_refused(tmp_path: Path, line: str, message: str) -> None:
+    """Before: NaN became a user or item called "nan", true one called "True", and a missing time
+    read as the value None."""
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"user": "a", "item": "x", "timestamp": 1}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_interactions(path)
+
+
+def test_spaces_around_ids_are_removed_and_counted(tmp_path: Path) -> None:
+    path = write_log(tmp_path / "log.csv", [("a", "x ", "1"), ("a", " x", "2"), (" b", "x", "3")],
+                     header="user,item,timestamp")  # fmt: skip
+    data = read_interactions(path)
+    assert data.user_ids == ["a", "b"] and data.item_ids == ["", "x"]
+    assert any(note.startswith("3 id(s) had spaces around them, removed") for note in data.notes), data.notes
+
+
+def test_a_line_of_spaces_is_a_blank_line(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,timestamp\na,x,1\n   \nb,y,2\n", encoding="utf-8")
+    assert read_interactions(path).user_ids == ["a", "b"]
+
+
+def test_epoch_seconds_and_iso_dates_mix_on_one_timeline(tmp_path: Path) -> None:
+    rows = [("a", "x", "2024-01-02T00:00:00Z"), ("a", "y", "1704067200"), ("a", "z", "2024-01-01T12:00:00+00:00")]
+    path = write_log(tmp_path / "log.csv", rows, header="user,item,timestamp")
+    data = read_interactions(path)
+    assert [data.item_ids[i] for i in data.items] == ["y", "z", "x"] and not data.notes
+
+
+def test_a_number_column_of_yyyymmdd_dates_reads_as_dates(tmp_path: Path) -> None:
+    """Before: 20240102 was 20,240,102 seconds (August 1970), so beside ISO dates it sorted first."""
+    path = write_log(tmp_path / "log.csv", [("a", "x", "2024-01-05"), ("a", "y", "20240102"), ("a", "z", "20240103")],
+                     header="user,item,timestamp")  # fmt: skip
+    data = read_interactions(path)
+    assert [data.item_ids[i] for i in data.items] == ["y", "z", "x"]
+    assert data.times[0] == datetime(2024, 1, 2, tzinfo=UTC).timestamp()
+    assert any("as YYYYMMDD dates" in note for note in data.notes), data.notes
+
+
+@pytest.mark.parametrize(
+    ("times", "message"),
+    [
+        (["2024-01-05", "1704412800000"], r"'timestamp' mixes what look like epoch milliseconds \(line 3: "
+                                          r"'1704412800000'\) and dates \(line 2: '2024-01-05'\)"),
+        (["1704412800", "1704412800000"], r"mixes what look like epoch milliseconds \(line 3.*and epoch seconds "
+                                          r"\(line 2"),
+        (["1704412800", "20240102"], r"mixes YYYYMMDD dates \(line 3: '20240102'\) and epoch seconds \(line 2"),
+    ],
+)
+def test_a_time_column_mixing_units_is_refused(tmp_path: Path, times: list[str], message: str) -> None:
+    """Before: milliseconds read as seconds (the year 56000) and sorted after every other time, so they
+    became every user's test item."""
+    path = write_log(tmp_path / "log.csv", [("a", f"i{k}", t) for k, t in enumerate(times)],
+                     header="user,item,timestamp")  # fmt: skip
+    with pytest.raises(DataError, match=message):
+        read_interactions(path)
+
+
+def test_milliseconds_alone_keep_their_order(tmp_path: Path) -> None:
+    path = write_log(tmp_path / "log.csv", [("a", "x", "1704412800500"), ("a", "y", "1704412800000")],
+                     header="user,item,timestamp")  # fmt: skip
+    data = read_interactions(path)
+    assert [data.item_ids[i] for i in data.items] == ["y", "x"]
+
+
+def test_a_column_of_number_lists_is_a_vector_of_numeric_columns(tmp_path: Path) -> None:
+    """Before: each float of an image embedding became a category token."""
+    path = tmp_path / "items.jsonl"
+    rows = [{"item": "a", "img": [0.5, 1.0, 2.0], "price": "N/A"}, {"item": "b", "img": None, "price": "3"},
+            {"item": "c", "img": [1, 2, 3], "price": "null"}]  # fmt: skip
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    features = read_item_features(path, {"a": 1, "b": 2, "c": 3})
+    assert sorted(features.numeric) == ["img[0]", "img[1]", "img[2]", "price"] and not features.categorical
+    assert features.numeric["img[1]"][1] == 1.0 and np.isnan(features.numeric["img[1]"][2])
+    assert features.numeric["img[2]"][3] == 3.0
+    price = features.numeric["price"]  # N/A and null are missing, as pandas reads them: the column stays numeric
+    assert np.isnan(price[[1, 3]]).all() and price[2] == 3.0
+    assert any("img a vector of 3 numbers" in note and "price numeric" in note for note in features.notes)
+    ragged = tmp_path / "ragged.jsonl"
+    ragged.write_text('{"item": "a", "img": [1, 2]}\n{"item": "b", "img": [1]}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"ragged\.jsonl: line 2 has 1 numbers in 'img' where other rows have 2"):
+        read_item_features(ragged, {"a": 1, "b": 2})
+
+
+def test_the_features_file_names_its_item_column_as_the_log_does(tmp_path: Path) -> None:
+    """Before: only a column named 'item' was read, and the error said to use --item-col, already given."""
+    path = tmp_path / "items.csv"
+    path.write_text("category,sku,price\nshoes,A1,3\nbags,B2,4\n", encoding="utf-8")
+    features = read_item_features(path, {"A1": 1, "B2": 2}, item_col="sku")
+    assert features.text["category"][1:] == ["shoes", "bags"] and features.numeric["price"][2] == 4.0
+    with pytest.raises(DataError, match=r"no column 'code' \(columns: category, sku, price\); name its item column as "
+                                        r"the log's \('code'\) or 'item'"):  # fmt: skip
+        read_item_features(path, {"A1": 1}, item_col="code")

@@ -1,4 +1,4 @@
-"""User-item interaction logs for recommendation: reading them, item side features, and leak-free splits.
+"""User-item interaction logs for recommendation: reading them, item side features, and per-user temporal splits.
 
 A recommender learns from *who did what, when*. This module turns a log file into integer arrays
 the models index embeddings with, and holds the two evaluation protocols the recommenders are
@@ -136,12 +136,30 @@ def item_counts(sequences: Iterable[np.ndarray], n_items: int) -> np.ndarray:
 
 
 def _id(value: Any) -> str:
-    """A cell as an id string; integral floats (an int column a dataframe upcast) lose their ``.0``."""
-    if value is None or isinstance(value, bool):
-        return "" if value is None else str(value)
+    """A cell as an id string, spaces around it removed; integral floats (an int column a dataframe
+    upcast) lose their ``.0``; "" for a missing cell (none, blank, NaN). Raises ValueError for a value
+    that is no id (true/false, a list, an object)."""
+    if value is None or is_missing_number(value):
+        return ""
+    if isinstance(value, bool | list | tuple | dict):
+        raise ValueError("not an id (a string or a number)")
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value).strip()
+
+
+def _cell_id(record: dict[str, Any], column: str, path: Any, line: int) -> str:
+    """The id in ``record[column]``, or a DataError naming the line: absent, empty or no id."""
+    if column not in record:
+        raise DataError(f"{path}: line {line} has no {column!r}")
+    value = record[column]
+    try:
+        ident = _id(value)
+    except ValueError as exc:
+        raise DataError(f"{path}: line {line} has {column!r} {value!r:.60}, which is {exc}") from None
+    if not ident:
+        raise DataError(f"{path}: line {line} has an empty {column!r}")
+    return ident
 
 
 def _epoch_seconds(moment: datetime) -> float:
@@ -152,17 +170,18 @@ def _epoch_seconds(moment: datetime) -> float:
     return moment.timestamp()
 
 
-def _parse_time(value: Any) -> float | None:
-    """Seconds from a number, an ISO-8601 string or a date(time) object; None when it is none of them."""
+def _parse_time(value: Any) -> tuple[float, str] | None:
+    """Seconds from a number, an ISO-8601 string or a date(time) object, with which of the two it was
+    (``"number"`` or ``"date"``); None when it is none of them."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, datetime):
-        return _epoch_seconds(value)
+        return _epoch_seconds(value), "date"
     if isinstance(value, date):
-        return _epoch_seconds(datetime(value.year, value.month, value.day))
+        return _epoch_seconds(datetime(value.year, value.month, value.day)), "date"
     if isinstance(value, int | float):
         number = float(value)
-        return number if math.isfinite(number) else None
+        return (number, "number") if math.isfinite(number) else None
     text = str(value).strip()
     if not text:
         return None
@@ -171,11 +190,65 @@ def _parse_time(value: Any) -> float | None:
     except ValueError:
         pass
     else:
-        return number if math.isfinite(number) else None
+        return (number, "number") if math.isfinite(number) else None
     try:
-        return _epoch_seconds(datetime.fromisoformat(text))
+        return _epoch_seconds(datetime.fromisoformat(text)), "date"
     except ValueError:
         return None
+
+
+#: Epoch times of 1973 to 5138 in seconds, and the same span in milliseconds: a column holding both
+#: mixes units, and sorting it would put every millisecond time after every second one.
+_SECONDS, _MILLISECONDS = (1e8, 1e11), (1e11, 1e14)
+
+
+def _compact_dates(numbers: np.ndarray) -> np.ndarray:
+    """Epoch seconds of each number that is a whole ``YYYYMMDD`` date of 1900-2099 (ISO 8601's basic
+    form), NaN for the others."""
+    seconds = np.full(len(numbers), np.nan)
+    candidates = (numbers >= 19000101) & (numbers <= 20991231) & (numbers == np.round(numbers))
+    for row in np.flatnonzero(candidates):
+        number = int(numbers[row])
+        try:
+            seconds[row] = _epoch_seconds(datetime(number // 10000, number // 100 % 100, number % 100))
+        except ValueError:
+            continue
+    return seconds
+
+
+def _check_times(times: list[float], kinds: list[str], raws: list[Any], lines: list[int], column: str,
+                 path: Any) -> tuple[list[float], list[str]]:  # fmt: skip
+    """The times, read consistently, and notes. Numbers are epoch seconds and strings ISO-8601 dates,
+    except: a column whose every number is a whole ``YYYYMMDD`` date reads them as those dates (said in
+    a note); and a column mixing units is refused (milliseconds with seconds or dates, ``YYYYMMDD``
+    numbers with epoch seconds), since sorting it would misorder the rows between the two."""
+
+    def first(where: Iterable[bool]) -> str:
+        row = next(row for row, hit in enumerate(where) if hit)
+        return f"line {lines[row]}: {raws[row]!r:.40}"
+
+    values = np.asarray(times, dtype=np.float64)
+    is_number = np.asarray([kind == "number" for kind in kinds])
+    if not is_number.any():
+        return times, []
+    dated = ~is_number
+    in_seconds = is_number & (values >= _SECONDS[0]) & (values < _SECONDS[1])
+    in_milliseconds = is_number & (values >= _MILLISECONDS[0]) & (values < _MILLISECONDS[1])
+    compact = _compact_dates(np.where(is_number, values, 0.0))
+    as_dates = is_number & ~np.isnan(compact)
+    notes = []
+    if as_dates[is_number].all():
+        values = np.where(is_number, compact, values)
+        notes.append(f"read {column!r} numbers as YYYYMMDD dates ({first(as_dates)})")
+        dated = np.ones(len(values), dtype=bool)
+    elif as_dates.any() and in_seconds.any():
+        raise DataError(f"{path}: {column!r} mixes YYYYMMDD dates ({first(as_dates)}) and epoch seconds "
+                        f"({first(in_seconds)}); write every time the same way")  # fmt: skip
+    if in_milliseconds.any() and (in_seconds.any() or dated.any()):
+        other = f"epoch seconds ({first(in_seconds)})" if in_seconds.any() else f"dates ({first(dated)})"
+        raise DataError(f"{path}: {column!r} mixes what look like epoch milliseconds ({first(in_milliseconds)}) "
+                        f"and {other}; write every time in one unit")  # fmt: skip
+    return values.tolist(), notes
 
 
 def _parse_rating(value: Any) -> float | None:
@@ -189,10 +262,11 @@ def _parse_rating(value: Any) -> float | None:
 
 
 def _sorted_ids(ids: Iterable[str]) -> list[str]:
-    """Distinct ids in natural order: numeric when all are integers ("2" before "10"), else as strings."""
+    """Distinct ids in natural order: numeric when all are integers ("2" before "10"; "01" after "1",
+    which it equals as a number), else as strings."""
     distinct = set(ids)
     if all(_INTEGER.fullmatch(value) for value in distinct):
-        return sorted(distinct, key=int)
+        return sorted(distinct, key=lambda value: (int(value), value))
     return sorted(distinct)
 
 
@@ -312,28 +386,34 @@ def read_interactions(
     users: list[str] = []
     items: list[str] = []
     times: list[float] = []
+    kinds: list[str] = []
+    raw_times: list[Any] = []
     ratings: list[float] = []
     lines: list[int] = []
+    spaced: set[str] = set()  # ids written with spaces around them
     wanted = (user_col, item_col, time_col, rating_col)  # rating_col None: not asked for
     hint = "choose the columns with --user-col / --item-col / --time-col / --rating-col"
     for line, record in read_rows(path, fmt):
         if not lines:
             check_columns(path, record, wanted, hint)
-        user, item = _id(record.get(user_col)), _id(record.get(item_col))
-        for column, value in ((user_col, user), (item_col, item)):
-            if not value:
-                raise DataError(f"{path}: line {line} has an empty {column!r}")
+        user, item = _cell_id(record, user_col, path, line), _cell_id(record, item_col, path, line)
+        for column, ident in ((user_col, user), (item_col, item)):
+            if isinstance(record[column], str) and record[column] != ident:
+                spaced.add(record[column])
         if time_col is None:
-            when = float(len(lines))
+            when, kind = float(len(lines)), "number"
         else:
-            raw = record.get(time_col)
+            if time_col not in record:
+                raise DataError(f"{path}: line {line} has no {time_col!r}")
+            raw = record[time_col]
             parsed = _parse_time(raw)
             if parsed is None:
                 raise DataError(
                     f"{path}: line {line} has {time_col!r} {raw!r:.60}, which is neither a number of seconds nor "
                     "an ISO-8601 date/time"
                 )
-            when = parsed
+            when, kind = parsed
+            raw_times.append(raw)
         if rating_col is not None:
             raw = record.get(rating_col)
             rating = _parse_rating(raw)
@@ -343,11 +423,19 @@ def read_interactions(
         users.append(user)
         items.append(item)
         times.append(when)
+        kinds.append(kind)
         lines.append(line)
     if not lines:
         raise DataError(f"{path} has a header but no rows")
+    notes: list[str] = []
+    if time_col is not None:
+        times, notes = _check_times(times, kinds, raw_times, lines, time_col, path)
+    if spaced:
+        example = sorted(spaced)[0]
+        notes.append(f"{len(spaced)} id(s) had spaces around them, removed (e.g. {example!r} read as "
+                     f"{example.strip()!r})")  # fmt: skip
     return make_interactions(
-        users, items, times, ratings if rating_col is not None else None, lines=lines, source=str(path)
+        users, items, times, ratings if rating_col is not None else None, lines=lines, source=str(path), notes=notes
     )
 
 
@@ -394,14 +482,30 @@ def _is_number(value: Any) -> bool:
     return True
 
 
+#: Cells read as missing: the texts pandas' ``read_csv`` takes for a missing value by default.
+MISSING_TEXTS = frozenset({"#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan", "1.#ind", "1.#qnan", "<na>",
+                           "n/a", "na", "nan", "null", "none"})  # fmt: skip
+
+
 def _is_empty(value: Any) -> bool:
-    """A missing cell: none, blank, an empty list, or NaN (pandas' and Parquet's missing number, also
-    as the text ``nan`` a table written from one holds)."""
+    """A missing cell: none, blank, an empty list, NaN (pandas' and Parquet's missing number), or a
+    text pandas reads as missing (:data:`MISSING_TEXTS`: ``N/A``, ``null``, ``nan``, ...)."""
     if is_missing_number(value):
         return True
     if isinstance(value, str):
-        return not value.strip() or value.strip().lower() == "nan"
-    return value is None or (isinstance(value, list) and not value)
+        return value.strip().lower() in MISSING_TEXTS or not value.strip()
+    return value is None or (isinstance(value, list | tuple) and not value)
+
+
+def _vector_width(values: Sequence[Any]) -> int | None:
+    """The length of the number lists a column holds (an image or audio embedding per item), when every
+    filled cell is one; else None."""
+    present = [value for value in values if not _is_empty(value)]
+    if not present or not all(isinstance(value, list | tuple) for value in present):
+        return None
+    if not all(_is_number(number) for value in present for number in value):
+        return None
+    return max(len(value) for value in present)
 
 
 #: A catalogue this small has few distinct values in every column: there, a category must repeat.
@@ -461,6 +565,7 @@ def read_item_features(
             ``types`` that the file does not have, a value of a numeric column that is not a number.
     """
     types = dict(types or {})
+    wanted_item_col = item_col
     for column, kind in types.items():
         if kind not in FEATURE_TYPES:
             choices = ", ".join(FEATURE_TYPES)
@@ -474,7 +579,10 @@ def read_item_features(
     n_rows = 0
     for line, record in read_rows(path, fmt):
         if not n_rows:
-            check_columns(path, record, [item_col], "choose it with --item-col")
+            if item_col not in record and "item" in record:
+                item_col = "item"  # the log's item column has another name; a features file's own default
+            other = "" if wanted_item_col == "item" else " or 'item'"
+            check_columns(path, record, [item_col], f"name its item column as the log's ({wanted_item_col!r}){other}")
             columns = [str(column) for column in record if column != item_col]
             absent = [column for column in types if column not in columns]
             if absent:
@@ -483,9 +591,7 @@ def read_item_features(
                     f"(columns: {', '.join(map(str, record))})"
                 )
         n_rows += 1
-        item = _id(record.get(item_col))
-        if not item:
-            raise DataError(f"{path}: line {line} has an empty {item_col!r}")
+        item = _cell_id(record, item_col, path, line)
         index = items.get(item)
         if index is None:
             unknown_items.add(item)
@@ -506,9 +612,16 @@ def read_item_features(
             f"{features.missing} item(s) of the log have no row in {path.name}: their features are empty"
         )
     ordered = sorted(rows.items())
+    read_as: list[str] = []
     for column in columns:
         values = [record.get(column) for _, (_, record) in ordered]
+        width = _vector_width(values) if types.get(column) in (None, "numeric") else None
+        if width is not None:
+            _read_vector(features, column, width, ordered, values, n_slots, path)
+            read_as.append(f"{column} a vector of {width} numbers ({column}[0] ... {column}[{width - 1}])")
+            continue
         kind = types.get(column) or _infer_type(values)
+        read_as.append(f"{column} {kind}")
         if kind == "numeric":
             array = np.full(n_slots, np.nan, dtype=np.float32)
             for (index, (line, _)), value in zip(ordered, values, strict=True):
@@ -529,7 +642,24 @@ def read_item_features(
             for (index, _), value in zip(ordered, values, strict=True):
                 texts[index] = "" if _is_empty(value) else str(value).strip()
             features.text[column] = texts
+    if read_as:
+        features.notes.append(f"feature columns read as: {', '.join(read_as)} (change with --feature-types)")
     return features
+
+
+def _read_vector(features: ItemFeatures, column: str, width: int, ordered: list[tuple[int, tuple[int, Any]]],
+                 values: list[Any], n_slots: int, path: Any) -> None:  # fmt: skip
+    """A column of number lists as ``width`` numeric columns ``column[k]``, NaN where a cell is missing."""
+    array = np.full((width, n_slots), np.nan, dtype=np.float32)
+    for (index, (line, _)), value in zip(ordered, values, strict=True):
+        if _is_empty(value):
+            continue
+        if len(value) != width:
+            raise DataError(f"{path}: line {line} has {len(value)} numbers in {column!r} where other rows have "
+                            f"{width}")  # fmt: skip
+        array[:, index] = [float(number) for number in value]
+    for k in range(width):
+        features.numeric[f"{column}[{k}]"] = array[k]
 
 
 # --- sequential protocol ---------------------------------------------------------------------------

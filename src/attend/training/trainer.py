@@ -771,8 +771,8 @@ class Trainer:
         task.prepare(args, work if resume else None)
         data = task.data_fingerprint()
         if resume and data is not None and run.get("data_sha256") not in (None, data):
-            raise DataError(f"{out}: --resume must read the same data as the interrupted run, but these examples "
-                            "(or their labels or splits) differ from the ones it was trained on")  # fmt: skip
+            raise DataError(f"{out}: --resume must read the same data as the interrupted run, but this data (its "
+                            "rows, or how they are labelled or split) differs from what it was trained on")  # fmt: skip
         if args.lr is None:
             args = dataclasses.replace(args, lr=task.default_lr())
         config_dict = task.model_config()

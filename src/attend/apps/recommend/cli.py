@@ -26,6 +26,13 @@ def format_evaluation(report: dict[str, Any]) -> str:
              f"{report['model']:14}" + "".join(f"{report['metrics'][k]:>10.4f}" for k in keys)]  # fmt: skip
     for name, row in report["baselines"].items():
         lines.append(f"{name:14}" + "".join(f"{row.get(k, float('nan')):>10.4f}" for k in keys))
+    from attend.training.tasks.recommendation import repeat_targets_note
+
+    repeats = report.get("repeat_targets") or {}
+    note = repeat_targets_note({"repeat_targets": repeats.get("targets"), "users": repeats.get("users"),
+                                "top_hr@10": repeats.get("top_hr@10")})  # fmt: skip
+    if note:
+        lines += ["", note]
     faith = report.get("faithfulness")
     if faith and not faith["users"]:
         lines += ["", f"erasure: {faith['note']}"]
@@ -114,7 +121,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _history(value: str | None) -> list[str] | None:
+def _history(args: argparse.Namespace) -> list[str] | None:
+    """``--history I1,I2,...``, or ``--history-file`` (one id per line: ids may hold commas)."""
+    if getattr(args, "history_file", None) is not None:
+        from attend.data.readers import DataError
+
+        try:
+            lines = Path(args.history_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"--history-file {args.history_file}: cannot read it ({exc})") from None
+        return [line.strip() for line in lines if line.strip()]
+    value = args.history
     return None if value is None else [item.strip() for item in value.split(",") if item.strip()]
 
 
@@ -124,7 +141,7 @@ def _cmd_top(args: argparse.Namespace) -> int:
     runtime = load_recommender(args.model_dir)
     # The HTML page is "the explained recommendations": --html brings the explanations with it.
     explain = args.explain or bool(args.html)
-    answer = runtime.top(args.user, _history(args.history), k=args.k, explain=explain).to_dict()
+    answer = runtime.top(args.user, _history(args), k=args.k, explain=explain).to_dict()
     answer["model"] = runtime.kind
     if args.html:
         from attend.apps.recommend.render import render_recommendations
@@ -139,7 +156,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     runtime = load_recommender(args.model_dir)
     try:
-        answer = runtime.explain(args.user, args.item, _history(args.history))
+        answer = runtime.explain(args.user, args.item.strip(), _history(args))
     except KeyError as exc:
         raise ValueError(str(exc.args[0])) from None
     if args.html:
@@ -150,8 +167,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         print(dumps_json(answer))
         return 0
     names = _names(runtime)
-    print(f"{names.get(args.item, args.item)}: score {answer['score']:.4f}, rank {answer['rank']}"
-          f"{' (already in the history)' if answer['in_history'] else ''}")  # fmt: skip
+    seen = " (already in the history)" if answer["in_history"] else " (already rated)" if answer["rated"] else ""
+    print(f"{names.get(answer['item'], answer['item'])}: score {answer['score']:.4f}, rank {answer['rank']}{seen}")
     for row in answer["history"][:10]:
         print(f"  {row['weight']:>8.4f}  {names.get(row['item'], row['item'])}")
     return 0
@@ -203,6 +220,7 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
     who = top.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a user id from the training log")
     who.add_argument("--history", metavar="I1,I2,...", help="item ids, oldest first (a new user)")
+    who.add_argument("--history-file", metavar="FILE", help="as --history, one item id per line (ids with commas)")
     top.add_argument("--k", type=positive_int, default=10, help="items to return (default 10)")
     top.add_argument("--explain", action="store_true", help="add the history items behind each recommendation")
     top.add_argument("--html", metavar="FILE", help="write the explained recommendations as an HTML page")
@@ -212,7 +230,10 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
     explain = actions.add_parser("explain", help="why an item scores as it does for a user: the history weights")
     explain.add_argument("model_dir", metavar="DIR")
     explain.add_argument("--user", help="a user id from the training log")
-    explain.add_argument("--history", metavar="I1,I2,...", help="item ids, oldest first (instead of or after --user)")
+    histories = explain.add_mutually_exclusive_group()
+    histories.add_argument("--history", metavar="I1,I2,...",
+                           help="item ids, oldest first (instead of or after --user)")  # fmt: skip
+    histories.add_argument("--history-file", metavar="FILE", help="as --history, one item id per line")
     explain.add_argument("--item", required=True, help="the item to explain")
     explain.add_argument("--html", metavar="FILE", help="write an HTML page")
     explain.add_argument("--json", action="store_true", help="one JSON object")

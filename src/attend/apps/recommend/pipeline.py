@@ -109,6 +109,9 @@ def evaluate_recommender(model_dir: str | os.PathLike[str], *, erasure: int = 0,
             if isinstance(row, dict)
         },
     }
+    if runtime.kind == "sasrec" and "repeat_targets" in stored:
+        report["repeat_targets"] = {"targets": stored["repeat_targets"], "users": stored.get("users"),
+                                    "top_hr@10": stored["top_hr@10"]}  # fmt: skip
     if erasure:
         report["faithfulness"] = runtime.erasure(users=users, k=erasure, seed=seed)
     return report

@@ -89,7 +89,8 @@ def load_log(source: LogSource) -> tuple[Interactions, ItemFeatures | None]:
     if not path.exists() and source.data in DATASETS:
         data, features = load_interactions(source.data)
         if source.item_features is not None:
-            features = read_item_features(source.item_features, data.item_index(), types=source.feature_types)
+            features = read_item_features(source.item_features, data.item_index(), item_col=source.item_col,
+                                          types=source.feature_types)
         return data, _select(features, source.features)
     if not path.is_file():
         raise DataError(f"{source.data}: no such file (nor a recommendation dataset name; see `attend datasets`)")
@@ -97,7 +98,8 @@ def load_log(source: LogSource) -> tuple[Interactions, ItemFeatures | None]:
                              rating_col=source.rating_col)  # fmt: skip
     features = None
     if source.item_features is not None:
-        features = read_item_features(source.item_features, data.item_index(), types=source.feature_types)
+        features = read_item_features(source.item_features, data.item_index(), item_col=source.item_col,
+                                      types=source.feature_types)
         if features.missing >= data.n_items:
             raise DataError(f"{source.item_features}: none of the log's {data.n_items} items has a row in it (does "
                             "its item column hold the same ids as the log's?)")  # fmt: skip
@@ -109,16 +111,26 @@ def _select(features: ItemFeatures | None, columns: list[str] | None) -> ItemFea
         raise DataError(f"features {columns}: there are no item features to choose from; give --item-features FILE")
     if features is None or columns is None:
         return features
-    known = set(features.text) | set(features.categorical) | set(features.numeric)
-    unknown = [c for c in columns if c not in known]
+    # A vector column is read as numeric columns NAME[0], NAME[1], ...: NAME chooses them all.
+    named = set(features.text) | set(features.categorical) | {_vector_of(name) for name in features.numeric}
+    unknown = [c for c in columns if c not in named and c not in features.numeric]
     if unknown:
-        raise DataError(f"features: unknown column(s) {unknown}; the item features have {sorted(known)}")
+        raise DataError(f"features: unknown column(s) {unknown}; the item features have {sorted(named)}")
+
+    def chosen(name: str) -> bool:
+        return name in columns or _vector_of(name) in columns
+
     return dataclasses.replace(
         features,
         text={k: v for k, v in features.text.items() if k in columns},
         categorical={k: v for k, v in features.categorical.items() if k in columns},
-        numeric={k: v for k, v in features.numeric.items() if k in columns},
+        numeric={k: v for k, v in features.numeric.items() if chosen(k)},
     )
+
+
+def _vector_of(name: str) -> str:
+    """NAME for a numeric column NAME[k] read from a vector column; else the name itself."""
+    return name.rsplit("[", 1)[0] if name.endswith("]") and "[" in name else name
 
 
 def embed_item_texts(texts: Sequence[str], *, batch_size: int = 64) -> Tensor:
@@ -375,6 +387,10 @@ class SequentialTask(_RecommendationTask):
         model.eval()
         users, histories, targets = self._evaluated(split)
         ranks, losses = [], []
+        # A target already in its user's history counts as a hit when ranked high (a re-watched film),
+        # but `recommend top` never returns an item of the history: also said as what top-k achieves.
+        repeats = np.fromiter((target in history for target, history in zip(targets, histories, strict=True)),
+                              dtype=bool, count=len(users))  # fmt: skip
         table = model.item_encoder()  # type: ignore[operator]
         for start in range(0, len(users), batch_size):
             rows = histories[start : start + batch_size]
@@ -384,9 +400,12 @@ class SequentialTask(_RecommendationTask):
             scores[:, 0] = float("-inf")
             losses.append(F.cross_entropy(scores, target, reduction="sum").item())
         model.train(was_training)
-        metrics: dict[str, Any] = dict(ranking_metrics(torch.cat(ranks)))
+        all_ranks = torch.cat(ranks)
+        metrics: dict[str, Any] = dict(ranking_metrics(all_ranks))
         metrics["loss"] = float(sum(losses) / max(1, len(users)))
         metrics["users"] = len(users)
+        metrics["repeat_targets"] = int(repeats.sum())
+        metrics["top_hr@10"] = float(((all_ranks.numpy() <= 10) & ~repeats).mean()) if len(users) else 0.0
         return metrics
 
     def epoch_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -526,7 +545,19 @@ def format_ranking_report(metrics: dict[str, Any], baselines: dict[str, dict[str
     for name, row in baselines.items():
         if isinstance(row, dict):
             lines.append(f"{name:14}" + "".join(f"{row.get(k, float('nan')):>10.4f}" for k in keys))
-    return "\n".join(lines)
+    repeats = repeat_targets_note(metrics)
+    return "\n".join([*lines, *(["", repeats] if repeats else [])])
+
+
+def repeat_targets_note(metrics: dict[str, Any]) -> str | None:
+    """What the sequential figures count that `recommend top` cannot give: targets already in the
+    user's history (a hit when ranked high, never recommended); None when there are none."""
+    repeats, users = metrics.get("repeat_targets"), metrics.get("users")
+    if not repeats or not users:
+        return None
+    return (f"{repeats} of {users} targets ({repeats / users:.1%}) were already in the user's history: they count "
+            f"as hits above, but `recommend top` never recommends an item of the history; counted as misses, "
+            f"HR@10 is {metrics['top_hr@10']:.4f}")  # fmt: skip
 
 
 def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
