@@ -378,3 +378,15 @@ def test_din_explain_says_when_the_item_is_already_rated(din_dir: Path) -> None:
     done = _attend("recommend", "explain", str(din_dir), "--user", din.user_ids[user], "--item", din.item_ids[disliked])
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].endswith("(already rated)"), done.stdout
+
+
+def test_a_log_without_times_trains_in_file_order_from_the_cli(tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    log.write_text("user,item\n" + "".join(f"u{u},i{(u + e) % 7}\n" for u in range(12) for e in range(4)),
+                   encoding="utf-8")  # fmt: skip
+    done = _attend("recommend", "train", str(log), "--time-col", "none", "--out", str(tmp_path / "m"), "--epochs", "1",
+                   "--no-progress")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    last = {f"u{u}": f"i{(u + 3) % 7}" for u in range(12)}  # each user's last row is their test target
+    runtime = load_recommender(tmp_path / "m")
+    assert all(runtime.item_ids[runtime.histories[runtime.user_index[u]][-1]] == i for u, i in last.items())

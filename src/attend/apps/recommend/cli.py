@@ -86,7 +86,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train_recommender(
         args.data, args.out, model=args.model, item_features=args.item_features,
         feature_types=_types(args.feature_types), user_col=args.user_col,
-        item_col=args.item_col, time_col=args.time_col, rating_col=args.rating_col,
+        item_col=args.item_col, time_col=None if args.time_col == "none" else args.time_col,
+        rating_col=args.rating_col,
         positive_threshold=args.positive_threshold, features=features, model_options=model_options,
         training=training, resume=args.resume, overwrite=args.overwrite,
     )  # fmt: skip
@@ -193,7 +194,9 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
     train.add_argument("--fusion", choices=["gated", "attention"], help="how item modalities fuse (default gated)")
     train.add_argument("--user-col", default="user", metavar="C", help="default user")
     train.add_argument("--item-col", default="item", metavar="C", help="default item")
-    train.add_argument("--time-col", default="timestamp", metavar="C", help="default timestamp")
+    train.add_argument("--time-col", default="timestamp", metavar="C",
+                       help="epoch seconds or ISO-8601 times (default timestamp); 'none': the file's order is "
+                       "the time order")  # fmt: skip
     train.add_argument("--rating-col", metavar="C", help="ratings (din needs them; default 'rating' for din)")
     train.add_argument("--positive-threshold", type=float, default=4.0, metavar="X",
                        help="din: rating >= X is a like (default 4)")  # fmt: skip

@@ -34,7 +34,7 @@ def train_recommender(
     item_features: str | None = None,
     user_col: str = "user",
     item_col: str = "item",
-    time_col: str = "timestamp",
+    time_col: str | None = "timestamp",
     rating_col: str | None = None,
     positive_threshold: float = 4.0,
     features: list[str] | None = None,

@@ -74,7 +74,7 @@ class LogSource:
     item_features: str | None = None
     user_col: str = "user"
     item_col: str = "item"
-    time_col: str = "timestamp"
+    time_col: str | None = "timestamp"
     rating_col: str | None = None
     feature_types: dict[str, str] | None = None
     #: Feature columns to use (None: every one the features file has; [] ids only).
