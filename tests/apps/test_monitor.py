@@ -366,6 +366,19 @@ def test_a_database_keeps_its_negative_label_and_the_service_its_settings(
     assert saved["detection"]["window"] == 86400 and saved["negative_label"] == "neg"
 
 
+def test_serving_a_model_of_another_task_with_a_monitor_db_is_one_clear_error(tmp_path: Path) -> None:
+    """Before: `attend serve TRANSLATOR --monitor-db DB` printed an AttributeError traceback."""
+    from types import SimpleNamespace
+
+    from attend.apps.monitor.router import served_monitor_router
+
+    translator = SimpleNamespace(task="translation", path=tmp_path / "mt")
+    with pytest.raises(ValueError, match=r"--monitor-db scores events with a text classifier; the served model "
+                                         r"\(.*mt\) is a translation model"):  # fmt: skip
+        served_monitor_router(translator, db=str(tmp_path / "m.db"))  # type: ignore[arg-type]
+    assert not (tmp_path / "m.db").exists()
+
+
 # --- the HTTP route -----------------------------------------------------------------------------
 
 

@@ -169,6 +169,21 @@ def test_int8_models_load_for_serving(encoder_dir: Path, quantized: tuple[dict, 
         load(encoder_dir, runtime="onnx")
 
 
+def test_an_int8_answer_for_a_text_is_the_same_in_every_batch(encoder_dir: Path, quantized: tuple[dict, dict]) -> None:
+    """Dynamic int8 takes its activation range from the whole input: before, a text's probabilities
+    (and under load its label) moved with the other texts of its call, served or not."""
+    import numpy as np
+
+    others = ["the camera " * 40 + "was awful and loud", "great", "a wonderful film with a dreadful long story " * 3]
+    for model in (load(encoder_dir, runtime="torch", int8=True), load(encoder_dir / "onnx", runtime="onnx", int8=True)):
+        alone = np.stack([model.predict_proba([text])[0] for text in TEXTS])
+        mixed = model.predict_proba([*others, *TEXTS, *others], batch_size=64)[len(others) : len(others) + len(TEXTS)]
+        assert np.array_equal(alone, mixed), (model.backend, float(abs(alone - mixed).max()))
+        assert model.batch_dependent
+        assert [[i] for i in range(len(TEXTS))] == sorted(model.plan(TEXTS, 32))  # explanations too
+    assert not load(encoder_dir).batch_dependent
+
+
 def test_int8_session_runs_layer_norm_unfused(encoder_dir: Path, quantized: tuple[dict, dict], root: Path) -> None:
     # ONNX Runtime would merge each residual Add + LayerNormalization of the int8 graph into its
     # SkipLayerNormalization kernel, the slower one on CPU (DISABLED_OPTIMIZERS); attend's

@@ -195,11 +195,20 @@ class TextClassifier(Runtime):
         """``(B, num_labels)`` probabilities of an encoded batch (softmax, or sigmoids when multi-label)."""
         return probabilities(self.logits(encoded), self.multi_label).numpy()
 
+    @property
+    def batch_dependent(self) -> bool:
+        """Whether a text's answer would depend on the other texts of its call, as dynamic int8's does:
+        it takes the range it quantises activations to from the whole input. Such a runtime runs
+        each text alone, so its answer for a text is the same in every batch, served or not."""
+        return self.backend in ("torch-int8", "onnx-int8")
+
     def plan(self, texts: Sequence[str], batch_size: int) -> list[list[int]]:
         """Batches of text indices that cost the least to run (:func:`attend.data.batching.length_batches`,
         with a call priced for this model's padding cost): explanations and focus metrics batch as
-        predictions do, so they pad no more than predictions do."""
-        return length_batches([len(row) for row in self.tokenizer.ids(texts)], batch_size,
+        predictions do, so they pad no more than predictions do. One text a call where
+        :attr:`batch_dependent`."""
+        return length_batches([len(row) for row in self.tokenizer.ids(texts)],
+                              1 if self.batch_dependent else batch_size,
                               call_cost=CALL_COST_TOKENS / self.padding_cost)  # fmt: skip
 
     @torch.inference_mode()
@@ -213,6 +222,8 @@ class TextClassifier(Runtime):
         checked = validate_texts(texts)
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if self.batch_dependent:
+            batch_size = 1
         probs = np.zeros((len(checked), len(self.labels)), dtype=np.float32)
         truncated = np.zeros(len(checked), dtype=bool)
         unknown = np.zeros(len(checked), dtype=bool)

@@ -130,6 +130,10 @@ def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_l
     the model's routes)."""
     if runtime is None:
         raise ValueError("--monitor-db scores events with the served sentiment model: give its MODEL_DIR")
+    if getattr(runtime, "task", None) != "classification":
+        where = f" ({runtime.path})" if getattr(runtime, "path", None) else ""
+        raise ValueError(f"--monitor-db scores events with a text classifier; the served model{where} is a "
+                         f"{getattr(runtime, 'task', 'other')} model")  # fmt: skip
     settings = MonitorSettings(detection=_saved_detection(db))  # the service has no options of its own for them
     limits = {"max_events": settings.max_events, "max_chars": settings.max_chars}
     return Routes(router=monitor_router(db, runtime, settings, negative_label=negative_label),
