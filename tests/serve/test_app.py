@@ -443,3 +443,40 @@ def test_serve_takes_the_monitor_options_and_a_bad_label_leaves_no_database(mode
                             timeout=120)  # fmt: skip
     assert result.returncode == 2 and "--negative-label 'nope' is not a label" in result.stderr
     assert "Traceback" not in result.stderr and not db.exists()
+
+
+def test_explanations_run_one_at_a_time_and_stay_out_of_the_batch_size_metric(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: concurrent explanations ran side by side in the thread pool, each slowing all the
+    others (eight took 7.3 s each where one took 1.3 s), and each was counted as a micro-batch."""
+    import attend.serve.classification as classification
+
+    running, most = [0], [0]
+    real = classification.explain
+
+    def watched(*args: object, **kwargs: object) -> object:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(classification, "explain", watched)
+    app = create_app(load(model_dir), ServeSettings())
+
+    async def burst() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            replies = await asyncio.gather(*(http.post("/v1/explain", json={"text": f"wonderful film {i}"})
+                                             for i in range(6)))  # fmt: skip
+            return [reply.status_code for reply in replies]
+
+    with TestClient(app) as test_client:  # runs the app's start-up (the batcher) for the burst
+        assert asyncio.run(burst()) == [200] * 6
+        assert most[0] == 1
+        metrics = test_client.get("/metrics").text
+    assert 'attend_inference_seconds_count{route="/v1/explain"} 6.0' in metrics
+    assert "attend_batch_size_count 0.0" in metrics

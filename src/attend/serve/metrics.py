@@ -39,8 +39,11 @@ class ServiceMetrics:
         self.requests.labels(**labels).inc()
         self.latency.labels(**labels).observe(seconds)
 
-    def observe_batch(self, route: str, size: int, seconds: float) -> None:
-        self.batch_size.observe(size)
+    def observe_batch(self, route: str, size: int, seconds: float, *, batched: bool = True) -> None:
+        """One model call of ``size`` texts; ``batched``: made by the micro-batcher, the only calls
+        ``attend_batch_size`` counts (an explanation's call is its request's own, however many texts)."""
+        if batched:
+            self.batch_size.observe(size)
         self.inference.labels(route=route).observe(seconds)
         self.texts.labels(route=route).inc(size)
 

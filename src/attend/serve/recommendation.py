@@ -64,7 +64,7 @@ def recommendation_routes(runtime: Recommender, settings: ServeSettings, metrics
         if body.explain:
             start = time.perf_counter()
             answer = await run_in_threadpool(lambda: runtime.top_many([request], explain=True)[0].to_dict())
-            metrics.observe_batch("/v1/recommend", 1, time.perf_counter() - start)
+            metrics.observe_batch("/v1/recommend", 1, time.perf_counter() - start, batched=False)
             return {"model": runtime.name, **answer}
         metrics.queued.set(batcher.queued())
         try:
