@@ -100,6 +100,7 @@ def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: 
         (["train", "data.csv", "--out", "m", "--model", "encoder", "--config", "short.json"],
          "model option max_length=16 is less than the training max_length=128"),
         (["train", "data.csv", "--out", "m", "--split-col", "part"], "choose the column with --split-col"),
+        (["serve", "data.csv"], "data.csv is a file, not a model directory"),
     ],
 )
 def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
@@ -234,3 +235,20 @@ def test_an_app_run_as_a_module_reports_a_database_error_the_same_way(capsys: py
 
     assert run_app_cli("ingest", register, []) == 2
     assert capsys.readouterr().err == "error: the database refused: disk I/O error\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "70000"], "argument --port: 70000 is not a port (1 to 65535)"),
+        (["--max-batch", "0"], "argument --max-batch: 0 must be at least 1"),
+        (["--workers", "-1"], "argument --workers: -1 must be at least 1"),
+        (["--max-chars", "0"], "argument --max-chars: 0 must be at least 1"),
+    ],
+)
+def test_serve_options_out_of_range_name_the_flag(capsys: pytest.CaptureFixture[str], args: list[str],
+                                                  message: str) -> None:  # fmt: skip
+    """Before: 'port=70000 must be in 1..65535', naming a Python argument, after the model had loaded."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "some_model", *args])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

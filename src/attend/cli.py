@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from attend.apps import APPS
-from attend.config import read_run_config
+from attend.config import port_number, positive_int, read_run_config
 from attend.jsonout import dumps_json
 from attend.version import __version__
 
@@ -837,12 +837,14 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("model_dir", nargs="?", help="a model directory (or, with --runtime onnx, an `attend export` "
                     "directory); optional when an app's option (--focus-db, --support-index) gives something to serve")
     sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    sv.add_argument("--workers", type=int, default=1, help="worker processes, each with its own model (default 1)")
-    sv.add_argument("--max-batch", type=int, default=32, help="most texts per model call; 1 disables batching (32)")
+    sv.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
+    sv.add_argument("--workers", type=positive_int, default=1,
+                    help="worker processes, each with its own model (default 1)")  # fmt: skip
+    sv.add_argument("--max-batch", type=positive_int, default=32,
+                    help="most texts per model call; 1 disables batching (32)")  # fmt: skip
     sv.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a request waits for a batch (5 ms)")
-    sv.add_argument("--max-texts", type=int, default=64, help="most texts per request (64)")
-    sv.add_argument("--max-chars", type=int, default=20000, help="longest text in characters (20000)")
+    sv.add_argument("--max-texts", type=positive_int, default=64, help="most texts per request (64)")
+    sv.add_argument("--max-chars", type=positive_int, default=20000, help="longest text in characters (20000)")
     sv.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
                     help="inference runtime (auto: ONNX Runtime for an `attend export` directory, else PyTorch)")
     sv.add_argument("--int8", action="store_true", help="serve the dynamically quantised int8 model")

@@ -136,6 +136,16 @@ def read_run_config(path: str | None) -> dict[str, Any]:
     return config
 
 
+def port_number(value: str) -> int:
+    """An ``argparse`` type: a TCP port, 1 to 65535."""
+    import argparse
+
+    number = positive_int(value)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1 to 65535)")
+    return number
+
+
 def positive_int(value: str) -> int:
     """An ``argparse`` type: a whole number of at least 1 (the message names the value otherwise)."""
     import argparse

@@ -189,6 +189,8 @@ class ArtifactDir:
                 unreadable or lacking a required entry.
         """
         path = Path(path)
+        if path.is_file():
+            raise ModelDirError(f"{path} is a file, not a model directory (the folder `attend train --out` wrote)")
         if not path.is_dir():
             raise ModelDirError(f"{path}: no such model directory")
         refuse_pickles(path)

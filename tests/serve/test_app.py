@@ -75,10 +75,10 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
     [
         ({"texts": []}, 422, "give at least one text"),
         ({"texts": ["a"] * 6}, 422, "6 texts, more than the limit of 5"),
-        ({"text": "   "}, 422, "texts[0] is an empty text"),
+        ({"text": "   "}, 422, "text is an empty text"),  # named as sent (was "texts[0]")
         ({"texts": ["ok", ""]}, 422, "texts[1] is an empty text"),
         ({"texts": ["ok", "\u200b\ufeff\x00"]}, 422, "texts[1] is an empty text (only invisible characters)"),
-        ({"text": "x" * 401}, 422, "401 characters, over the limit of 400"),
+        ({"text": "x" * 401}, 422, "text: 401 characters, over the limit of 400"),
         ({"texts": [1, 2]}, 422, "texts.0: Input should be a valid string"),
         ({"texts": "one string"}, 422, "texts: Input should be a valid list"),
         ({}, 422, 'exactly one of "text" or "texts"'),

@@ -50,19 +50,21 @@ def _max_tokens(runtime: TextClassifier) -> int:
     return runtime.max_length if isinstance(runtime, EnsembleClassifier) else runtime.tokenizer.max_length
 
 
-def check_texts(texts: Sequence[str], settings: ServeSettings) -> JSONResponse | None:
-    """A 422 naming the first text that breaks a limit, or None."""
+def check_texts(texts: Sequence[str], settings: ServeSettings, *, single: bool = False) -> JSONResponse | None:
+    """A 422 naming the first text that breaks a limit, or None; ``single``: the request sent one
+    ``text``, which the message names as such (not ``texts[0]``)."""
     if not texts:
         return error_response(422, "validation", "texts: give at least one text")
     if len(texts) > settings.max_texts:
         return error_response(422, "validation", f"texts: {len(texts)} texts, more than the limit of "
                               f"{settings.max_texts}")  # fmt: skip
     for i, text in enumerate(texts):
+        name = "text" if single else f"texts[{i}]"
         problem = text_problem(text)
         if problem is not None:
-            return error_response(422, "validation", f"texts[{i}] {problem}")
+            return error_response(422, "validation", f"{name} {problem}")
         if len(text) > settings.max_chars:
-            return error_response(422, "validation", f"texts[{i}]: {len(text)} characters, over the limit of "
+            return error_response(422, "validation", f"{name}: {len(text)} characters, over the limit of "
                                   f"{settings.max_chars}")  # fmt: skip
     return None
 
@@ -87,7 +89,7 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
     async def predict(body: PredictRequest) -> Any:
         """Top-k labels with probabilities for each text (micro-batched with concurrent requests)."""
         texts = body.items()
-        if (bad := check_texts(texts, settings)) is not None:
+        if (bad := check_texts(texts, settings, single=body.text is not None)) is not None:
             return bad
         metrics.queued.set(batcher.queued())
         try:
@@ -111,7 +113,7 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
     async def explain_route(body: ExplainRequest) -> Any:
         """Per text: tokens and their importance to the prediction (the `attend explain --json` objects)."""
         texts = body.items()
-        if (bad := check_texts(texts, settings)) is not None:
+        if (bad := check_texts(texts, settings, single=body.text is not None)) is not None:
             return bad
         if not methods:
             return error_response(400, "unsupported", _cannot_explain(runtime))
