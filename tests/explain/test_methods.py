@@ -120,7 +120,9 @@ def test_integrated_gradients_are_complete(name: str) -> None:
     for i, exp in enumerate(exps):
         target = predictor.labels.index(exp.target)
         assert math.isclose(sum(exp.importance), float(diff[i, target]), rel_tol=0.02, abs_tol=2e-3), name
-        assert "completeness error" in exp.note
+        # The note gives this text's own error (before: the batch's worst, so a note moved with its batch).
+        error = float(exp.note.rsplit("|completeness error| ", 1)[1])
+        assert error == pytest.approx(abs(sum(exp.importance) - float(diff[i, target])), rel=0.05, abs=1e-5), name
 
 
 def _planted_position(exp) -> int:
@@ -315,3 +317,14 @@ def test_spans_show_the_users_characters() -> None:
     assert exp.tokens == ["[CLS]", "great", "[UNK]", "[UNK]", "[SEP]"]
     assert exp.display_tokens() == ["[CLS]", "Great", "服", "务", "[SEP]"]
     assert exp.to_dict()["spans"] == [None, [0, 5], [6, 7], [7, 8], None]
+
+
+def test_an_integrated_gradients_note_gives_its_own_texts_completeness_error() -> None:
+    """Before: every text's note gave the batch's worst error, so a text's note moved with its batch."""
+    predictor = untrained_predictor("encoder_attention_pool")
+    texts = [TEXTS[0], " ".join(TEXTS) * 3]
+    batched = explain(predictor, texts, "integrated_gradients", ig_steps=4)
+    alone = [explain(predictor, [text], "integrated_gradients", ig_steps=4)[0] for text in texts]
+    errors = [float(exp.note.rsplit("|completeness error| ", 1)[1]) for exp in batched]
+    assert errors[0] != errors[1]
+    assert errors == pytest.approx([float(exp.note.rsplit("| ", 1)[1]) for exp in alone], rel=0.02)

@@ -334,7 +334,7 @@ class Evidence:
     seeds: list[int] = field(default_factory=list)
 
 
-Importance = Callable[[Evidence], tuple[Tensor, str]]
+Importance = Callable[[Evidence], tuple[Tensor, str | list[str]]]
 
 
 @dataclass(frozen=True)
@@ -343,7 +343,8 @@ class ExplainMethod:
 
     Attributes:
         name: Its name (``--method``).
-        compute: ``(importance (B, L), note)`` from a batch's :class:`Evidence`.
+        compute: ``(importance (B, L), note)`` from a batch's :class:`Evidence`; the note is one
+            string for every text of the batch, or a list of one per text.
         requires: What the runtime must offer: ``"attention"`` (maps or pooling weights),
             ``"pooling"`` or ``"gradients"``.
         gradients: The forward pass keeps the maps in the autograd graph and :attr:`Evidence.grads`
@@ -502,8 +503,10 @@ def _integrated_gradients(evidence: Evidence) -> tuple[Tensor, str]:
             return_convergence_delta=True,
         )
     importance = attributions.sum(-1).detach().float() * evidence.mask
-    note = f"Integrated Gradients, {steps} steps, [PAD] baseline; max |completeness error| {delta.abs().max():.2e}"
-    return importance, note
+    # Each text's own error: a batch's worst would make a text's note depend on its batch.
+    notes = [f"Integrated Gradients, {steps} steps, [PAD] baseline; |completeness error| {float(error):.2e}"
+             for error in delta.abs().reshape(-1)]  # fmt: skip
+    return importance, notes
 
 
 @register_method("random", baseline=True)
@@ -693,6 +696,7 @@ def explain(
             if truncated and len(spans[row]) == n:  # only what the model read, not a long text echoed back
                 text = text[: max((span[1] for span in spans[row] if span is not None), default=0)]
             (unreadable,) = runtime.tokenizer.unreadable([ids])
+            own_note = note if isinstance(note, str) else note[row]
             results[i] = Explanation(
                 text=text,
                 tokens=tokens[row],
@@ -706,7 +710,7 @@ def explain(
                 focus=distribution_focus(values.abs(), [not s for s in special]),
                 maps=[m[row, :, :n, :n].float().numpy() for m in evidence.maps] if maps else None,
                 pooling=[float(v) for v in evidence.pooling[row, :n]] if evidence.pooling is not None else None,
-                note="; ".join(part for part in (_UNREADABLE if unreadable else "", note) if part),
+                note="; ".join(part for part in (_UNREADABLE if unreadable else "", own_note) if part),
                 spans=spans[row] if len(spans[row]) == n else None,
             )
     return [r for r in results if r is not None]
