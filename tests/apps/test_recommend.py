@@ -258,6 +258,7 @@ def test_recommend_route_micro_batches_and_validates(sasrec_dir: Path) -> None:
         cold = client.post("/v1/recommend", json={"history": [runtime.item_ids[10]], "k": 2, "explain": True})
         empty = client.post("/v1/recommend", json={"k": 3})
         bad_k = client.post("/v1/recommend", json={"user": user, "k": 0})
+        loose = client.post("/v1/recommend", json={"user": user, "explain": "yes"})  # was read as true
         numeric = client.post("/v1/recommend", json={"user": int(user), "k": 4})  # MovieLens ids are numbers
         info = client.get("/v1/model").json()
         metrics = client.get("/metrics").text
@@ -265,6 +266,7 @@ def test_recommend_route_micro_batches_and_validates(sasrec_dir: Path) -> None:
     assert cold.status_code == 200 and cold.json()["source"] == "history" and "history" in cold.json()["items"][0]
     assert empty.status_code == 422 and "user" in empty.json()["error"]["message"]
     assert bad_k.status_code == 422
+    assert loose.status_code == 422 and "explain" in loose.json()["error"]["message"], loose.json()
     assert numeric.status_code == 200 and numeric.json()["items"] == ok.json()["items"]
     assert info["task"] == "sequential_recommendation" and info["metrics"]["baselines"]
     assert 'route="/v1/recommend"' in metrics

@@ -36,7 +36,8 @@ class RecommendRequest(BaseModel):
     history: list[StrictStr | StrictInt] | None = Field(default=None,
                                                         description="Item ids, oldest first (a new user's, or more).")
     k: int = Field(default=10, ge=1, le=1000, strict=True, description="Items to return.")
-    explain: bool = Field(default=False, description="Add the history items that drove each recommendation.")
+    explain: bool = Field(default=False, strict=True,
+                          description="Add the history items that drove each recommendation (true or false).")
 
 
 def recommendation_routes(runtime: Recommender, settings: ServeSettings, metrics: ServiceMetrics) -> Routes:
