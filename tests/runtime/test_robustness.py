@@ -11,6 +11,7 @@ import pytest
 
 from attend.cli import main
 from attend.data.noise import PERTURBATIONS, perturb, split_words, synonym_variants
+from attend.data.readers import DataError
 from attend.data.splits import rebuild_split
 from attend.data.validation import text_problem
 from attend.runtime import TextClassifier, evaluate, load
@@ -76,6 +77,25 @@ def test_an_ensembles_training_data_gives_the_split_its_members_held_out(
     assert rows.texts == rebuild_split(trained["encoder"], "test").texts and described.startswith("test split of")
 
 
+def test_rows_of_other_data_leave_out_the_texts_the_model_trained_on(
+    classifier: TextClassifier, trained: dict[str, Path], noisy_csv: Path, tmp_path: Path
+) -> None:
+    """Before: data that was not the training file itself (here: its rows plus others) was measured
+    whole, training texts included, so clean and perturbed accuracy came out too high."""
+    train = rebuild_split(trained["encoder"], "train")
+    mixed = tmp_path / "mixed.csv"
+    rows = [{"text": t, "label": labels[0]} for t, labels in zip(train.texts[:30], train.labels[:30], strict=True)]
+    unseen = robustness_rows(classifier, noisy_csv, limit=0)[0]  # 90 planted rows training never saw
+    write_csv(mixed, rows + [{"text": t, "label": labels[0]} for t, labels in zip(unseen.texts, unseen.labels,
+                                                                                   strict=True)])  # fmt: skip
+    found, described = robustness_rows(classifier, mixed, limit=0)
+    assert len(found) == 90 and "30 of them, texts the model trained on, left out" in described, described
+    assert not set(found.texts) & set(train.texts)
+    only_training = write_csv(tmp_path / "seen.csv", rows)
+    with pytest.raises(DataError, match="every row is a text the model trained on"):
+        robustness_rows(classifier, only_training, limit=0)
+
+
 def test_same_seed_same_report_and_texts_perturbed_per_row(
     classifier: TextClassifier, trained: dict[str, Path]
 ) -> None:
@@ -132,11 +152,14 @@ def test_a_successful_attack_really_changes_the_prediction(classifier: TextClass
         assert now == attack.predicted and (now != attack.label) == attack.success
         before, after = split_words(attack.text)[0], split_words(attack.adversarial)[0]
         assert sum(b != c for b, c in zip(before, after, strict=True)) == attack.words_changed
-        assert 1 <= attack.words_changed <= max(1, round(0.2 * attack.words)) or not attack.success
+        assert 1 <= attack.words_changed <= max(1, int(0.2 * attack.words)) or not attack.success
         assert attack.adversarial_probability <= attack.probability
     # Four planted words: one change (the budget of a 5-word text) cannot flip it, and is all it gets.
     (held,) = greedy_attack(classifier, ["great wonderful superb excellent movie"], ["pos"], budget=0.2)
     assert not held.success and held.words_changed == 1 and classifier.predict([held.adversarial]) == ["pos"]
+    # 20 % of 8 words is 1.6: one word, not two (before: rounded up to 2, 25 % of the text).
+    (eight,) = greedy_attack(classifier, ["great wonderful the movie plot actor scene film"], ["pos"], budget=0.2)
+    assert eight.words_changed == 1, eight
     (flipped,) = greedy_attack(classifier, ["great wonderful superb excellent movie"], ["pos"], budget=1.0)
     assert flipped.words_changed > 1 and classifier.predict([flipped.adversarial]) == [flipped.predicted]
     report = robustness(classifier, rows.texts, labels, attack_examples=25)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from attend.io import ArtifactDir, ModelDirError
+from attend.io import ArtifactDir, ModelDirError, count_seen
 
 __all__ = ["RUNTIMES", "LoadOptions", "Runtime", "load", "register_runtime"]
 
@@ -81,15 +81,20 @@ class Runtime(ABC):
             raise ModelDirError(f"{self.path}: metrics.json is missing or unreadable")
         return data
 
-    def training_overlap(self, texts: Sequence[str]) -> int | None:
-        """How many of ``texts`` the model was trained on (the same words), or None where its
-        directory does not say (written before attend kept the training texts' fingerprints, an
-        export or an ensemble)."""
+    def training_fingerprints(self) -> set[int] | None:
+        """The fingerprints of the texts the model was trained on (:func:`attend.io.text_fingerprints`),
+        or None where its directory does not keep them (written before attend did)."""
         if self.path is None:
             return None
         with contextlib.suppress(ModelDirError):
-            return ArtifactDir.open(self.path).training_overlap(texts)
+            return ArtifactDir.open(self.path).training_fingerprints()
         return None
+
+    def training_overlap(self, texts: Sequence[str]) -> int | None:
+        """How many of ``texts`` the model was trained on (the same words), or None where its
+        directory does not say (see :meth:`training_fingerprints`)."""
+        seen = self.training_fingerprints()
+        return None if seen is None else count_seen(texts, seen)
 
     @property
     def name(self) -> str:

@@ -56,7 +56,6 @@ from attend.io import (
     EnsembleMember,
     ModelDirError,
     check_output_directory,
-    count_seen,
     write_ensemble,
 )
 from attend.runtime.base import LoadOptions, Runtime, load
@@ -120,15 +119,15 @@ class EnsembleClassifier(TextClassifier):
     def backend(self) -> str:
         return "ensemble:" + ",".join(member.backend for member in self.members)
 
-    def training_overlap(self, texts: Sequence[str]) -> int | None:
-        """How many of ``texts`` some member was trained on (None where a member does not say)."""
+    def training_fingerprints(self) -> set[int] | None:
+        """The texts some member was trained on (None where a member does not say)."""
         seen: set[int] = set()
         for member in self.members:
             found = ArtifactDir.open(member.path).training_fingerprints() if member.path is not None else None
             if found is None:
                 return None
             seen |= found
-        return count_seen(texts, seen)
+        return seen
 
     @property
     def capabilities(self) -> Capabilities:

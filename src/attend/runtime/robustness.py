@@ -23,6 +23,7 @@ for the deletions plus one per substitution round (at most the longest text's wo
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -36,7 +37,7 @@ from attend.data.noise import PERTURBATIONS, join_words, perturb, split_words, s
 from attend.data.readers import DataError, LabelledTexts
 from attend.data.splits import load_labelled, rebuild_split
 from attend.data.validation import text_problem
-from attend.io import sha256_file
+from attend.io import sha256_file, text_fingerprints
 from attend.runtime.base import Runtime
 from attend.runtime.classifier import TextClassifier
 
@@ -224,7 +225,8 @@ def _attack(
     for i in chosen:
         words, gaps = split_words(texts[i])
         target = int(targets[i])
-        play.append(_InPlay(i, target, words, gaps, max(1, round(budget * len(words))), float(probs[i, target])))
+        play.append(_InPlay(i, target, words, gaps, max(1, math.floor(budget * len(words) + 1e-9)),
+                            float(probs[i, target])))
     _rank_words(runtime, play, batch_size, progress)
     rounds = 0
     while active := [example for example in play if not example.done]:
@@ -288,7 +290,8 @@ def greedy_attack(
         labels: Their true labels (names the model knows).
         seed: Seeds the sample and the typo candidates.
         examples: Most texts to attack.
-        budget: Most words changed per text, as a share of its words: ``max(1, round(budget * words))``.
+        budget: Most words changed per text, as a share of its words, rounded down and at least one:
+            ``max(1, floor(budget * words))``.
         batch_size: Texts per model call.
 
     Raises:
@@ -455,6 +458,14 @@ def robustness_rows(
         dataset = load_labelled(data, text_col=text_col or recorded.get("text_col", _COLUMNS["text_col"]),
                                 label_col=label_col or recorded.get("label_col", _COLUMNS["label_col"]))  # fmt: skip
         described = f"{len(dataset)} rows of {dataset.source} ({note})"
+        dataset, left_out = _held_out(classifier, dataset)
+        if left_out is None:
+            described += "; the model directory does not say which texts it trained on"
+        elif left_out:
+            described += f"; {left_out} of them, texts the model trained on, left out"
+            if not len(dataset):
+                raise DataError(f"{dataset.source}: every row is a text the model trained on: nothing held out to "
+                                "measure on")  # fmt: skip
     if not len(dataset):
         raise DataError(f"{dataset.source}: no rows to measure on")
     known = set(classifier.labels)
@@ -468,6 +479,18 @@ def robustness_rows(
     return dataset, described
 
 
+def _held_out(runtime: TextClassifier, dataset: LabelledTexts) -> tuple[LabelledTexts, int | None]:
+    """``dataset`` less the texts the model trained on (its directory's fingerprints of them; an
+    ensemble's, every member's), and how many were left out (None: the directory does not say)."""
+    seen = runtime.training_fingerprints()
+    if seen is None:
+        return dataset, None
+    keep = [i for i, value in enumerate(text_fingerprints(dataset.texts).tolist()) if value not in seen]
+    if len(keep) == len(dataset):
+        return dataset, 0
+    return dataset.subset(keep), len(dataset) - len(keep)
+
+
 def format_robustness(report: dict[str, Any]) -> str:
     """A plain-text table: clean accuracy, each perturbation's accuracy and change, the attack."""
     clean = report["clean"]
@@ -476,7 +499,7 @@ def format_robustness(report: dict[str, Any]) -> str:
     for name, accuracy in report["perturbations"].items():
         lines.append(f"{name:<14}{accuracy:>9.4f}{100 * (accuracy - clean):>+9.2f}")
     attack = report["attack"]
-    budget = f"at most {100 * attack['budget']:g}% of a text's words changed"
+    budget = f"at most {100 * attack['budget']:g}% of a text's words changed, and at least one"
     if not attack["attacked"]:
         lines.append(f"\ngreedy word substitution ({budget}): no correctly classified example attacked")
     else:
