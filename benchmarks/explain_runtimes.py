@@ -38,7 +38,7 @@ import torch
 import harness
 from attend.data.splits import rebuild_split
 from attend.deploy.export import export_onnx
-from attend.deploy.quantize import quantize
+from attend.deploy.quantization import quantize
 from attend.explain import explain
 from attend.runtime import load
 from attend.runtime.onnx import load_onnx

@@ -46,7 +46,7 @@ import torch
 import harness
 from attend.data.splits import rebuild_split
 from attend.deploy.export import export_onnx
-from attend.deploy.quantize import _compare, _quiet_quantizer, quantize
+from attend.deploy.quantization import _compare, _quiet_quantizer, quantize
 from attend.runtime import load
 
 BATCH = 32

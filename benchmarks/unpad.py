@@ -173,7 +173,7 @@ def _onnx(predictor: TorchTextClassifier, sample: list[str], served: list[list[s
     import numpy as np
 
     from attend.deploy.export import INT8_FILE, ONNX_FILE, export_onnx
-    from attend.deploy.quantize import quantize_onnx_file
+    from attend.deploy.quantization import quantize_onnx_file
     from attend.runtime.onnx import denormals_flushed, session_for
 
     tokenizer = predictor.tokenizer

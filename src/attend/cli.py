@@ -562,7 +562,7 @@ def _print_int8(name: str, row: dict, precision: str = "int8") -> None:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from attend.deploy.quantize import quantize
+    from attend.deploy.quantization import quantize
 
     if args.dev_data and args.max_loss is None:
         raise UsageError("--dev-data is the data --max-loss searches on; give --max-loss too")
@@ -597,7 +597,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from attend.deploy.prune import prune
+    from attend.deploy.pruning import prune
 
     if (args.heads is None) == (args.fraction is None):
         raise UsageError("give --heads N or --fraction F (not both)")

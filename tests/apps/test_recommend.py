@@ -392,3 +392,16 @@ def test_a_log_without_times_trains_in_file_order_from_the_cli(tmp_path: Path) -
     last = {f"u{u}": f"i{(u + 3) % 7}" for u in range(12)}  # each user's last row is their test target
     runtime = load_recommender(tmp_path / "m")
     assert all(runtime.item_ids[runtime.histories[runtime.user_index[u]][-1]] == i for u, i in last.items())
+
+
+def test_a_history_given_as_one_string_or_a_k_below_one_is_refused(sasrec_dir: Path) -> None:
+    """Before: history "56" was the items 5 and 6, and top_many with k=-1 returned the padding item."""
+    runtime = load_recommender(sasrec_dir)
+    item = runtime.item_ids[5]
+    with pytest.raises(ValueError, match=r"history must be a list of item ids, not one string"):
+        runtime.top(history=item)
+    with pytest.raises(ValueError, match=r"requests\[0\]: k=-1 must be a whole number of at least 1"):
+        runtime.top_many([{"user": runtime.user_ids[0], "k": -1}])
+    with pytest.raises(ValueError, match=r"k=2.5 must be a whole number"):
+        runtime.top(runtime.user_ids[0], k=2.5)  # type: ignore[arg-type]
+    assert runtime.top(history=(i for i in [item])).items == runtime.top(history=[item]).items

@@ -231,3 +231,12 @@ def test_quotes_that_open_a_field_but_are_text_are_kept(tmp_path: Path) -> None:
     # Another field of the same row quoted as a whole loses its quoting all the same (it kept it).
     csv_file.write_text('text,label\n"Ah!" she said,"pos"\nfine,neg\n', encoding="utf-8")
     assert read_table(csv_file).labels == [["pos"], ["neg"]]
+
+
+def test_labelled_texts_take_one_string_per_label_and_refuse_other_lengths() -> None:
+    """Before: labels ["pos", "neg"] (how single-label data is written from Python) were read as
+    lists of characters: a multi-label model of labels 'p', 'o', 's', ... trained without a word."""
+    data = LabelledTexts(["good", "bad", "fine"], ["pos", "neg", ("pos", "calm")])
+    assert data.labels == [["pos"], ["neg"], ["pos", "calm"]] and data.label_names == ["calm", "neg", "pos"]
+    with pytest.raises(DataError, match="2 texts but 3 labels"):
+        LabelledTexts(["good", "bad"], ["pos", "neg", "pos"])

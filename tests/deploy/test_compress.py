@@ -22,8 +22,8 @@ from attend.data.readers import DataError
 from attend.data.splits import rebuild_split
 from attend.data.tokenization import TextTokenizer
 from attend.deploy.export import INT8_FILE, ONNX_FILE
-from attend.deploy.prune import head_importance, masked_heads, prune, select_heads
-from attend.deploy.quantize import quantize
+from attend.deploy.pruning import head_importance, masked_heads, prune, select_heads
+from attend.deploy.quantization import quantize
 from attend.io import ModelDirError, atomic_write_json, save_weights
 from attend.models import build
 from attend.models.minilm import tokenizer_path
@@ -221,6 +221,28 @@ def _logits(predictor: TorchTextClassifier | nn.Module, tokenizer: TextTokenizer
     model = predictor.model if isinstance(predictor, TorchTextClassifier) else predictor
     with torch.inference_mode():
         return model(tokenizer.encode(texts)).logits
+
+
+def test_a_pruned_model_with_layers_of_other_head_counts_explains_over_the_mean_of_layers(
+    encoder_dir: Path, root: Path
+) -> None:
+    """Before: --layer mean stacked the layers' maps, which a pruned model's differing head counts broke."""
+    from attend.explain import explain
+
+    out = root / "pruned_uneven"
+    prune(encoder_dir, out, heads=1)
+    pruned = load(out)
+    assert len({block.attn.num_heads for block in pruned.model.blocks}) == 2
+    (mean,) = explain(pruned, TEXTS[:1], "attention", layer="mean")
+    layers = [explain(pruned, TEXTS[:1], "attention", layer=i)[0].importance for i in range(2)]
+    # Raw attention read out through the pooling is linear in the map: the mean of layers' maps gives
+    # the mean of layers' importances.
+    assert mean.importance == pytest.approx([(a + b) / 2 for a, b in zip(*layers, strict=True)], abs=1e-6)
+    with pytest.raises(ValueError, match=r"layers have 3 or 4 heads \(pruned\)"):
+        explain(pruned, TEXTS[:1], "attention", layer="mean", head=0)
+    small = next(i for i, block in enumerate(pruned.model.blocks) if block.attn.num_heads == 3)
+    with pytest.raises(ValueError, match=r"head=3; the layer chosen has 3 heads \(use 0..2\) \(pruned: its layers"):
+        explain(pruned, TEXTS[:1], "attention", layer=small, head=3)
 
 
 def test_pruning_zero_heads_changes_nothing(encoder_dir: Path, root: Path) -> None:
@@ -427,7 +449,7 @@ def test_multihead_prune_heads_equals_zeroing_their_outputs(options: dict) -> No
 
 
 def test_accuracy_budget_search_ranks_groups_by_drift_and_stops_within_budget() -> None:
-    from attend.deploy.quantize import _keep_fp32
+    from attend.deploy.quantization import _keep_fp32
 
     def trial(kept):  # (dev loss in points, drift): group 2 moves the probabilities least, then 0
         loss = 1.0 - 0.45 * (2 in kept) - 0.3 * (0 in kept) - 0.6 * (3 in kept)
@@ -470,3 +492,19 @@ def test_quantize_with_an_accuracy_budget_records_what_it_kept(encoder_dir: Path
         quantize(directory, runtime="onnx", max_loss=-1)
     with pytest.raises(ValueError, match="ONNX runtime only"):
         quantize(directory, runtime="torch", max_loss=0.5)
+
+
+def test_the_deploy_package_gives_its_functions_even_once_their_modules_are_imported() -> None:
+    """Before: ``attend.deploy.quantize`` and ``.prune`` were modules of those names, so once imported
+    (by the CLI, or the first access) the package gave the module, not the function."""
+    import importlib
+
+    import attend.deploy
+
+    importlib.import_module("attend.deploy.quantization")
+    importlib.import_module("attend.deploy.pruning")
+    from attend.deploy import prune as prune_function
+    from attend.deploy import quantize as quantize_function
+
+    assert callable(quantize_function) and callable(prune_function)
+    assert callable(attend.deploy.quantize) and attend.deploy.prune is prune

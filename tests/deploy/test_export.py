@@ -361,7 +361,7 @@ def test_unpadded_export_runs_on_real_tokens_and_matches_pytorch(
         np.testing.assert_allclose(onnx_predictor.run(texts, ["logits"])["logits"], expected, atol=ATOL, rtol=0)
     assert all(not m.unpad_traced for m in unpadding_modules(torch_predictor.model))  # restored
     if name == "encoder":  # int8 works on the unpadded graph, accuracy budget included
-        from attend.deploy.quantize import quantize
+        from attend.deploy.quantization import quantize
 
         report = quantize(tmp_path / "onnx", runtime="onnx", max_loss=0.5)["onnx"]
         assert report["accuracy_budget"]["group_count"] >= 4 and (tmp_path / "onnx" / INT8_FILE).is_file()

@@ -328,3 +328,11 @@ def test_an_integrated_gradients_note_gives_its_own_texts_completeness_error() -
     errors = [float(exp.note.rsplit("|completeness error| ", 1)[1]) for exp in batched]
     assert errors[0] != errors[1]
     assert errors == pytest.approx([float(exp.note.rsplit("| ", 1)[1]) for exp in alone], rel=0.02)
+
+
+def test_layer_and_head_are_refused_for_methods_that_read_every_layer() -> None:
+    """Before: explain(..., "rollout", layer=0, head=1) ignored both and said nothing (the CLI refuses them)."""
+    predictor = untrained_predictor("encoder_attention_pool")
+    with pytest.raises(ValueError, match=r"layer=0, head=1: for method 'attention' only \('rollout' reads every"):
+        explain(predictor, TEXTS[:1], "rollout", layer=0, head=1)
+    assert explain(predictor, TEXTS[:1], "attention", layer=0, head=1)[0].method == "attention"

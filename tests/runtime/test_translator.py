@@ -343,3 +343,21 @@ def test_warnings_name_the_files_own_line_and_explain_skips_blank_lines(
     lines.write_text("red cat\n\n   \ngreen dog\n", encoding="utf-8")
     assert main(["explain", str(translator_dir), "--input", str(lines), "--json"]) == 0  # was "text 2 is empty"
     assert [r["source"] for r in json.loads(capsys.readouterr().out)] == ["red cat", "green dog"]
+
+
+def test_translate_from_python_takes_lists_and_generators_and_refuses_one_string(translator_dir: Path) -> None:
+    """Before: one string was translated character by character (a space among them: 'text 2 is
+    empty'), a generator gave [] and a number was called 'empty', counted from 1."""
+    from attend.runtime import load
+
+    translator = load(translator_dir)
+    sentences = ["red cat sun", "dog blue"]
+    expected = [t.translation for t in translator.translate(sentences, beam=1)]
+    assert [t.translation for t in translator.translate((s for s in sentences), beam=1)] == expected
+    assert translator.translate([]) == []
+    with pytest.raises(ValueError, match=r"not one string \(wrap it in a list\)"):
+        translator.translate("red cat sun")
+    with pytest.raises(ValueError, match=r"texts\[1\] is int 5"):
+        translator.translate(["red cat", 5])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"texts\[1\] is an empty text"):
+        translator.translate(["red cat", "  "])

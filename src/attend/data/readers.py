@@ -67,6 +67,18 @@ class LabelledTexts:
     lines: list[int] = field(default_factory=list)
     source: str = ""
 
+    def __post_init__(self) -> None:
+        """Refuse parallel lists of other lengths, and take a label given as one string (``["pos",
+        "neg"]``, as one writes single-label data) as that one label, not as a list of characters."""
+        self.texts, self.labels = list(self.texts), list(self.labels)
+        if len(self.labels) != len(self.texts):
+            raise DataError(f"{self.source or 'LabelledTexts'}: {len(self.texts)} texts but {len(self.labels)} labels")
+        for name in ("splits", "lines"):
+            values = getattr(self, name)
+            if values and len(values) != len(self.texts):
+                raise DataError(f"{self.source or 'LabelledTexts'}: {len(self.texts)} texts but {len(values)} {name}")
+        self.labels = [list(labels) if isinstance(labels, list | tuple) else [labels] for labels in self.labels]
+
     def __len__(self) -> int:
         return len(self.texts)
 

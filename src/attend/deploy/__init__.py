@@ -13,7 +13,7 @@ from typing import Any
 
 __all__ = ["ExportParityError", "OnnxTranslator", "export_onnx", "export_translator", "prune", "quantize"]
 
-_WHERE = {"export_onnx": "export", "ExportParityError": "export", "quantize": "quantize", "prune": "prune",
+_WHERE = {"export_onnx": "export", "ExportParityError": "export", "quantize": "quantization", "prune": "pruning",
           "export_translator": "export_seq2seq", "OnnxTranslator": "export_seq2seq"}  # fmt: skip
 
 

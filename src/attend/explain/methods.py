@@ -268,9 +268,16 @@ def _normalise(importance: Tensor, mask: Tensor) -> Tensor:
 
 
 
-def _raw(maps: list[Tensor], r: Tensor, layer: int | str, head: int | None) -> Tensor:
-    """``r @ A`` for one layer (or the mean of layers) and one head (or the mean of heads)."""
+def _raw(maps: list[Tensor], r: Tensor, layer: int | str, head: int | None, *, pruned: bool = False) -> Tensor:
+    """``r @ A`` for one layer (or the mean of layers) and one head (or the mean of heads). Layers
+    may have different head counts (a pruned model): the mean of layers is of each layer's mean."""
     if layer == "mean":
+        counts = sorted({m.shape[1] for m in maps})
+        if head is None:
+            return (r[:, None, :] @ torch.stack([m.float().mean(1) for m in maps]).mean(0)).squeeze(1)
+        if len(counts) > 1:
+            raise ValueError(f"head={head} with layer='mean': this model's layers have {' or '.join(map(str, counts))} "
+                             "heads (pruned), so a head index is no head of every layer; choose a layer")  # fmt: skip
         chosen = torch.stack([m.float() for m in maps]).mean(0)
     else:
         if not isinstance(layer, int) or not -len(maps) <= layer < len(maps):
@@ -282,7 +289,9 @@ def _raw(maps: list[Tensor], r: Tensor, layer: int | str, head: int | None) -> T
         matrix = chosen.mean(1)
     else:
         if not 0 <= head < chosen.shape[1]:
-            raise ValueError(f"head={head}; this model has {chosen.shape[1]} heads (use 0..{chosen.shape[1] - 1})")
+            where = "the layer chosen has" if pruned and layer != "mean" else "this model has"
+            renumbered = " (pruned: its layers may differ, each numbering the heads it kept from 0)" if pruned else ""
+            raise ValueError(f"head={head}; {where} {chosen.shape[1]} heads (use 0..{chosen.shape[1] - 1}){renumbered}")
         matrix = chosen[:, head]
     return (r[:, None, :] @ matrix).squeeze(1)
 
@@ -420,7 +429,9 @@ def _attention(evidence: Evidence) -> tuple[Tensor, str]:
     """Raw weights of one layer (or the mean of layers), one head or the mean of heads, read out."""
     if not evidence.maps:
         return _normalise(evidence.readout, evidence.mask), NO_LAYERS
-    return _normalise(_raw(evidence.maps, evidence.readout, evidence.layer, evidence.head), evidence.mask), ""
+    pruned = bool((evidence.runtime.config.get("model") or {}).get("pruned_heads"))
+    importance = _raw(evidence.maps, evidence.readout, evidence.layer, evidence.head, pruned=pruned)
+    return _normalise(importance, evidence.mask), ""
 
 
 @register_method("pooling", requires="pooling")
@@ -605,6 +616,11 @@ def _check_arguments(chosen: ExplainMethod, labels: Sequence[str], *, layer: Any
         raise ValueError(f"ig_steps={ig_steps!r} must be an integer >= 2")
     if not integer(seed) or not 0 <= seed < 2**32:
         raise ValueError(f"seed={seed!r} must be an integer in [0, 2**32)")
+    ignored = [f"{name}={value!r}" for name, value, default in (("layer", layer, -1), ("head", head, None))
+               if value != default]  # fmt: skip
+    if ignored and chosen.name != "attention":
+        raise ValueError(f"{', '.join(ignored)}: for method 'attention' only ({chosen.name!r} reads every layer and "
+                         "head)")  # fmt: skip
     if target is not None and target not in labels:
         raise ValueError(f"target={target!r} is not a label of this model; labels are {list(labels)}")
     if target is not None and chosen.requires != "gradients":

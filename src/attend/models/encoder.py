@@ -59,7 +59,7 @@ class EncoderConfig(ClassifierConfig):
         attention: Extra :class:`~attend.attention.MultiHeadAttention` options.
         pad_id: Id of the padding token.
         pruned_heads: Heads removed by pruning, ``{"layer": [original head indices]}``
-            (see :func:`attend.deploy.prune.prune`); each layer keeps the others at width
+            (see :func:`attend.deploy.pruning.prune`); each layer keeps the others at width
             ``dim // num_heads``.
     """
 

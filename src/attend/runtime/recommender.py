@@ -147,9 +147,11 @@ class Recommender(Runtime):
         A known user's stored history comes first; a given history is appended to it (a new user
         has only the given one). Unknown item ids are ignored and returned.
         """
+        if isinstance(history, str | bytes):
+            raise ValueError("history must be a list of item ids, not one string (wrap it in a list)")
         index = self.user_index.get(str(user).strip()) if user is not None else None  # ids are stripped when read
         known = self.histories[index] if index is not None else np.zeros(0, dtype=np.int64)
-        ids = [str(i).strip() for i in (history or [])]
+        ids = [str(i).strip() for i in (list(history) if history is not None else [])]
         ignored = [i for i in ids if i not in self.item_index]
         given = np.asarray([self.item_index[i] for i in ids if i in self.item_index], dtype=np.int64)
         return index, np.concatenate([known, given]).astype(np.int64), ignored
@@ -187,7 +189,16 @@ class Recommender(Runtime):
         return scores
 
     def top_many(self, requests: Sequence[dict[str, Any]], *, explain: bool = False) -> list[Recommendation]:
-        """Answer many ``{"user", "history", "k"}`` requests with one scoring pass."""
+        """Answer many ``{"user", "history", "k"}`` requests with one scoring pass.
+
+        Raises:
+            ValueError: a ``k`` that is not a whole number of at least 1, or a history that is one
+                string (not a list of ids); naming the request.
+        """
+        for i, request in enumerate(requests):
+            k = request.get("k", 10)
+            if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+                raise ValueError(f"requests[{i}]: k={k!r} must be a whole number of at least 1")
         resolved = [self.resolve(r.get("user"), r.get("history")) for r in requests]
         answers: list[Recommendation | None] = [None] * len(requests)
         scored = [i for i, (index, history, _) in enumerate(resolved) if index is not None or len(history)]
@@ -225,10 +236,17 @@ class Recommender(Runtime):
 
     def top(self, user: str | None = None, history: Sequence[str] | None = None, k: int = 10,
             *, explain: bool = False) -> Recommendation:  # fmt: skip
-        """The ``k`` best items for a user and/or a history (see the module docstring)."""
-        if k < 1:
-            raise ValueError(f"k={k} must be >= 1")
-        return self.top_many([{"user": user, "history": list(history or []), "k": k}], explain=explain)[0]
+        """The ``k`` best items for a user and/or a history (see the module docstring).
+
+        Raises:
+            ValueError: ``k`` is not a whole number of at least 1, or ``history`` is one string.
+        """
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k={k!r} must be a whole number of at least 1")
+        if isinstance(history, str | bytes):
+            raise ValueError("history must be a list of item ids, not one string (wrap it in a list)")
+        given = [] if history is None else list(history)
+        return self.top_many([{"user": user, "history": given, "k": k}], explain=explain)[0]
 
     # --- explanations ---------------------------------------------------------------------------
 

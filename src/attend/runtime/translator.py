@@ -28,6 +28,7 @@ from attend.attention import capture_attention
 from attend.data.parallel import ParallelTexts, group_split
 from attend.data.readers import DataError
 from attend.data.tokenization import SubwordTokenizer
+from attend.data.validation import validate_texts
 from attend.explain.alignment import Alignment
 from attend.io import ArtifactDir, ModelDirError, sha256_file
 from attend.models import build, config_from_dict
@@ -126,9 +127,7 @@ class Translator(Runtime):
         return dataclasses.replace(self.generation, **given)
 
     def _encode(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"text {i + 1} is empty: give a sentence to translate")
+        """Token ids of checked sources (:func:`_sources`) and whether each was cut to ``max_length``."""
         return self.source_tokenizer.encode_ids([" ".join(t.split()) for t in texts], self.max_length)
 
     def translate(
@@ -152,6 +151,9 @@ class Translator(Runtime):
             options: Other :class:`~attend.models.generation.GenerationOptions` fields.
         """
         decoding = self.options(beam=beam, **options)
+        texts = _sources(texts)
+        if not texts:
+            return []
         ids, cut = self._encode(texts)
         hyps = translate_batches(self.model, ids, decoding, batch_size)
         results = []
@@ -231,6 +233,7 @@ class Translator(Runtime):
         ``top_beats_random`` the share of tokens where it is larger.
         """
         rng = random.Random(seed)
+        texts = _sources(texts)
         results = self.translate(texts, beam=beam)
         ids, _ = self._encode(texts)
         outputs = [r.output_ids for r in results]
@@ -367,3 +370,13 @@ def load_translator(artifact: ArtifactDir, options: LoadOptions) -> Translator:
         raise ModelDirError(f"{path}: {exc}") from None
     assert isinstance(model, Seq2Seq)
     return Translator(model, artifact.config, tokenizers[0], tokenizers[-1], path)
+
+
+def _sources(texts: Sequence[str] | str) -> list[str]:
+    """Sentences to translate, as a list (a generator is read once); none is no error (nothing to
+    translate), a bare string is (it would be read as one sentence per character), and so is a
+    text that is empty or no string, named by its index as the classifiers name theirs."""
+    if isinstance(texts, str):
+        raise ValueError("texts must be a list of sentences, not one string (wrap it in a list)")
+    checked = list(texts)
+    return validate_texts(checked) if checked else []

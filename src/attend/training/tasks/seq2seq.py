@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attend.config import strict_from_dict
 from attend.data.batching import length_batches
 from attend.data.parallel import ParallelTexts, group_split, read_parallel
 from attend.data.readers import DataError
@@ -145,10 +146,12 @@ class TranslationTask(Task):
         if self.kind not in ("unigram", "bpe"):
             raise ValueError(f"tokenizer={self.kind!r}; choose 'unigram' or 'bpe'")
         self.shared = bool(options.get("shared_vocabulary", True))
-        self.generation = GenerationOptions(**dict(options.get("generation") or {}))
+        self.generation = strict_from_dict(GenerationOptions, dict(options.get("generation") or {}),
+                                           what="generation")  # fmt: skip
         self.model_options = {k: v for k, v in options.items() if k not in TASK_OPTIONS}
-        # Checked now, before any data is read: a bad field fails at once.
-        Seq2SeqConfig(**{k: v for k, v in self.model_options.items() if k != "model_type"})
+        # Checked now, before any data is read: a bad field fails at once, naming the known ones.
+        strict_from_dict(Seq2SeqConfig, {k: v for k, v in self.model_options.items() if k != "model_type"},
+                         what="'seq2seq' model")  # fmt: skip
         self.original_options = options
 
     # --- data ------------------------------------------------------------------------------------
