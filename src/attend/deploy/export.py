@@ -398,7 +398,7 @@ def export_onnx(
     tolerance: float = PARITY_TOLERANCE,
     threads: int | None = None,
     unpad: bool = False,
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Export a model directory to an ONNX model directory, verified against PyTorch.
 

@@ -602,7 +602,7 @@ def export_translator(
     texts: Sequence[str] | None = None,
     tolerance: float = PARITY_TOLERANCE,
     threads: int | None = None,
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Export a translation directory to an ONNX directory (encoder, cross keys/values, cached
     decoder step), verified against PyTorch; the body of ``attend export MODEL_DIR --onnx OUT``

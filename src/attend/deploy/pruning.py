@@ -237,7 +237,7 @@ def prune(
     data: str | os.PathLike[str] | LabelledTexts | None = None,
     dev_data: str | os.PathLike[str] | LabelledTexts | None = None,
     batch_size: int = 32,
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Remove the least important attention heads and write the smaller model; the body of ``attend prune``.
 

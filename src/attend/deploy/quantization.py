@@ -371,7 +371,7 @@ def quantize(
         onnx_dir = path if is_onnx else path / "onnx"
         exported = None
         if not is_onnx and not _fresh_export(onnx_dir, config):
-            exported = export_onnx(path, onnx_dir, threads=threads)
+            exported = export_onnx(path, onnx_dir, threads=threads, overwrite=True)  # its own stale export
         onnx_config = ArtifactDir.open(onnx_dir, require=("model", "labels")).config
         budget = None
         if max_loss is None:
