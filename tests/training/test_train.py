@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -266,3 +267,18 @@ def test_a_run_without_dev_rows_says_what_picks_its_epoch(tmp_path: Path, capsys
     train(data, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, split_col="part",
           args=TrainingArgs(**{**FAST, "epochs": 1}))  # fmt: skip
     assert "no dev examples: the epoch with the lowest training loss is kept" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"epochs": "3"}, "training option field epochs='3' must be an integer"),
+        ({"batch_size": None}, "training option field batch_size=None must be an integer"),
+        ({"epochs": 1.5}, "training option field epochs=1.5 must be an integer"),
+    ],
+)
+def test_training_args_built_from_python_check_their_types(options: dict, message: str) -> None:
+    """Before: only from_dict checked types; TrainingArgs(epochs="3") failed on a comparison inside,
+    and epochs=1.5 once the data had been read."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainingArgs(**options)

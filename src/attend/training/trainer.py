@@ -22,6 +22,7 @@ import shutil
 import signal
 import sys
 import time
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from attend.config import check_positive, check_unit_interval, strict_from_dict
+from attend.config import check_positive, check_type, check_unit_interval, strict_from_dict
 from attend.data.noise import parse_perturbations
 from attend.data.parallel import ParallelTexts
 from attend.data.readers import DataError
@@ -179,6 +180,11 @@ class TrainingArgs:
     stop_after_steps: int = 0
 
     def __post_init__(self) -> None:
+        # Types first, as from_dict checks them: built from Python, epochs="3" or batch_size=None failed
+        # on a comparison below, and epochs=1.5 only once the data was read.
+        hints = typing.get_type_hints(type(self))
+        for option in dataclasses.fields(self):
+            check_type(option.name, getattr(self, option.name), hints.get(option.name, Any), what="training option")
         check_positive(self, "epochs", "batch_size", "max_length", "vocab_size", "eval_batch_size",
                        "checkpoint_every")  # fmt: skip
         if self.lr is not None:
