@@ -205,17 +205,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(dumps_json(metrics))
     else:
         print(format_report(metrics, title=f"{args.model_dir} on {metrics['source']}"))
-    _overlap_warning(metrics, metrics.get("examples", 0), "texts")
+    members = getattr(predictor, "members", None)
+    _overlap_warning(metrics, metrics.get("examples", 0), "texts", ensemble=bool(members))
     return 0
 
 
-def _overlap_warning(found: dict[str, Any], total: int, what: str) -> None:
+def _overlap_warning(found: dict[str, Any], total: int, what: str, *, ensemble: bool = False) -> None:
     """Say on stderr when examples scored were ones the model learned from (``training_overlap``)."""
     overlap = found.get("training_overlap")
     if overlap:
         of = f" of the {total}" if total else ""
+        held_out = "its members' metrics.json files" if ensemble else "the model's metrics.json"
         print(f"warning: {overlap}{of} examples scored are {what} of the model's training split (the same words): "
-              "these figures are not held-out ones (those are in the model's metrics.json)", file=sys.stderr)
+              f"these figures are not held-out ones (those are in {held_out})", file=sys.stderr)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

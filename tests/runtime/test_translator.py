@@ -361,3 +361,12 @@ def test_translate_from_python_takes_lists_and_generators_and_refuses_one_string
         translator.translate(["red cat", 5])  # type: ignore[list-item]
     with pytest.raises(ValueError, match=r"texts\[1\] is an empty text"):
         translator.translate(["red cat", "  "])
+
+
+def test_the_classifier_explain_function_on_a_translator_says_what_to_use(translator_dir: Path) -> None:
+    """Before: AttributeError: 'Translator' object has no attribute 'labels'."""
+    from attend.explain import explain
+    from attend.runtime import load
+
+    with pytest.raises(ValueError, match=r"this is a translation model: use its translate\(texts, alignments=True\)"):
+        explain(load(translator_dir), ["red cat"])

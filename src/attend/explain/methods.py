@@ -666,6 +666,10 @@ def explain(
 
     An ensemble (:class:`Combined`) is explained by its members: see :func:`_explain_combined`.
     """
+    task = getattr(runtime, "task", "classification")
+    if task != "classification":
+        how = {"translation": "its translate(texts, alignments=True)"}.get(task, "its own explain()")
+        raise ValueError(f"explain() explains a text classifier's predictions; this is a {task} model: use {how}")
     chosen = _check_method(method)
     _check_arguments(chosen, list(runtime.labels), layer=layer, head=head, target=target, batch_size=batch_size,
                      ig_steps=ig_steps, seed=seed)  # fmt: skip
