@@ -635,7 +635,8 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     total = sum(member["weight"] for member in report["members"])
     for member in report["members"]:
         print(f"  {member['path']}: {member['source']} ({member['model_type']}), weight {member['weight'] / total:.3f}")
-    print(f"wrote {report['out_dir']}: the mean of {len(report['members'])} models' probabilities over "
+    weighted = "weighted " if len({member["weight"] for member in report["members"]}) > 1 else ""
+    print(f"wrote {report['out_dir']}: the {weighted}mean of {len(report['members'])} models' probabilities over "
           f"{report['labels']}; try: attend evaluate {report['out_dir']} DATA")  # fmt: skip
     return 0
 

@@ -292,7 +292,7 @@ def test_cli_builds_and_uses_an_ensemble(members: list[Path], trained: dict[str,
     out = tmp_path / "ens"
     assert main(["ensemble", *map(str, members), "--out", str(out), "--weights", "1,1,2"]) == 0
     printed = capsys.readouterr().out
-    assert "members/02" in printed and "weight 0.500" in printed and f"wrote {out}" in printed
+    assert "members/02" in printed and "weight 0.500" in printed and f"wrote {out}: the weighted mean of 3" in printed
     assert main(["predict", str(out), TEXTS[0], "--top-k", "1"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["label"] == "pos"
     assert main(["evaluate", str(out), str(trained["data"]), "--json"]) == 0
