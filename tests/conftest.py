@@ -143,7 +143,8 @@ def start_server(args: list[str], *, merge_output: bool = True) -> tuple[subproc
             proc.kill()
             raise AssertionError("server did not become ready in 90 s")
         said = (proc.stdout or proc.stderr).read() if (proc.stdout or proc.stderr) else ""
-        if "cannot listen" not in said:
+        # Taken before attend's own check ("cannot listen"), or while the model loaded (uvicorn's bind).
+        if not any(sign in said for sign in ("cannot listen", "already in use", "attempting to bind")):
             raise AssertionError(f"server exited: {said}")
     raise AssertionError(f"no free port after three tries: {said}")
 

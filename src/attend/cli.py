@@ -317,7 +317,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         args.source_col = args.source_col or (args.text_col if args.text_col != "text" else "source")
         texts, _ = _translate_inputs(args)
         if not args.texts:  # a file's blank lines explain nothing (translate leaves them blank)
-            texts = [text for text in texts if text.strip()]
+            from attend.data.validation import text_problem
+
+            texts = [text for text in texts if text_problem(text) is None]
             if not texts:
                 raise UsageError(f"{args.input}: no sentence to explain (every line is blank)")
         return _explain_translations(args, texts)
@@ -412,12 +414,15 @@ def _length_penalty(args: argparse.Namespace) -> float | None:
 def _cmd_translate(args: argparse.Namespace) -> int:
     beam, length_penalty = _beam(args), _length_penalty(args)
     lines, places = _translate_inputs(args)
+    from attend.data.validation import text_problem
+
     for i, text in enumerate(args.texts or []):
-        if not text.strip():
-            raise UsageError(f"text {i + 1} is empty: give a sentence to translate")
+        if text_problem(text) is not None:
+            raise UsageError(f"text {i + 1} {text_problem(text)}: give a sentence to translate")
     translator = _translator(args.model_dir)
-    # A blank input line gives a blank output line, so line N of the output is line N's translation.
-    filled = [i for i, line in enumerate(lines) if line.strip()]
+    # A blank input line (or one of invisible characters only) gives a blank output line, so line N
+    # of the output is line N's translation.
+    filled = [i for i, line in enumerate(lines) if text_problem(line) is None]
     results = translator.translate([lines[i] for i in filled], beam=beam, alignments=args.json,
                                    length_penalty=length_penalty)  # fmt: skip
     by_line = dict(zip(filled, results, strict=True))

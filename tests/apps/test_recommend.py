@@ -364,7 +364,7 @@ def test_targets_already_in_the_history_are_said_with_the_hit_rate_top_k_can_rea
     report = _attend("recommend", "evaluate", str(out))
     assert "were already in the user's history" in report.stdout, report.stdout
     history = tmp_path / "history.txt"
-    history.write_text("i,1\ni,2\n", encoding="utf-8")
+    history.write_text("\ufeffi,1\ni,2\n", encoding="utf-8")  # as Notepad saves it: a BOM first
     top = _attend("recommend", "top", str(out), "--history-file", str(history), "--k", "9", "--json")
     assert top.returncode == 0, top.stderr
     answer = json.loads(top.stdout)

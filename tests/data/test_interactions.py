@@ -433,6 +433,8 @@ def test_a_number_column_of_yyyymmdd_dates_reads_as_dates(tmp_path: Path) -> Non
         (["1704412800", "1704412800000"], r"mixes what look like epoch milliseconds \(line 3.*and epoch seconds "
                                           r"\(line 2"),
         (["1704412800", "20240102"], r"mixes YYYYMMDD dates \(line 3: '20240102'\) and epoch seconds \(line 2"),
+        (["20240102", "1704412800000"], r"mixes what look like epoch milliseconds \(line 3.*and dates \(line 2: "
+                                        r"'20240102'\)"),
     ],
 )
 def test_a_time_column_mixing_units_is_refused(tmp_path: Path, times: list[str], message: str) -> None:
@@ -464,6 +466,15 @@ def test_a_column_of_number_lists_is_a_vector_of_numeric_columns(tmp_path: Path)
     price = features.numeric["price"]  # N/A and null are missing, as pandas reads them: the column stays numeric
     assert np.isnan(price[[1, 3]]).all() and price[2] == 3.0
     assert any("img a vector of 3 numbers" in note and "price numeric" in note for note in features.notes)
+    holey = tmp_path / "holey.jsonl"  # a null element is a missing one, not a reason to read categories
+    holey.write_text('{"item": "a", "img": [1, null]}\n{"item": "b", "img": [2, 3]}\n', encoding="utf-8")
+    read = read_item_features(holey, {"a": 1, "b": 2})
+    assert np.isnan(read.numeric["img[1]"][1]) and read.numeric["img[1]"][2] == 3.0 and not read.categorical
+    clash = tmp_path / "clash.jsonl"
+    clash.write_text('{"item": "a", "img": [1, 2], "img[0]": 5}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"the vector column 'img' reads as columns img\[0\] ... img\[1\], but the "
+                                        r"file has a column 'img\[0\]' too"):  # fmt: skip
+        read_item_features(clash, {"a": 1})
     ragged = tmp_path / "ragged.jsonl"
     ragged.write_text('{"item": "a", "img": [1, 2]}\n{"item": "b", "img": [1]}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"ragged\.jsonl: line 2 has 1 numbers in 'img' where other rows have 2"):

@@ -190,7 +190,7 @@ def test_bad_input_is_a_clear_error(translator_dir: Path, tmp_path: Path) -> Non
     for args, message in [
         (["translate", str(translator_dir)], "give sentences to translate"),
         (["translate", str(translator_dir), "red", "--beam", "0"], "--beam 0"),
-        (["translate", str(translator_dir), "   "], "text 1 is empty"),
+        (["translate", str(translator_dir), "   "], "text 1 is an empty text"),
     ]:
         done = _attend(*args)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
@@ -370,3 +370,13 @@ def test_the_classifier_explain_function_on_a_translator_says_what_to_use(transl
 
     with pytest.raises(ValueError, match=r"this is a translation model: use its translate\(texts, alignments=True\)"):
         explain(load(translator_dir), ["red cat"])
+
+
+def test_a_line_of_invisible_characters_translates_to_a_blank_line(translator_dir: Path, tmp_path: Path) -> None:
+    """A zero-width space passed the blank-line filter, then failed the whole file (naming the wrong line)."""
+    lines = tmp_path / "in.txt"
+    lines.write_text("red cat sun\n\ndog blue\n\u200b\nsun\n", encoding="utf-8")
+    done = _attend("translate", str(translator_dir), "--input", str(lines), "--beam", "1")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.split("\n")
+    assert len(out) == 6 and out[1] == out[3] == "" and all(out[i] for i in (0, 2, 4)), out

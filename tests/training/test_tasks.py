@@ -343,7 +343,7 @@ def test_a_re_plan_can_end_the_run_with_a_cut_epoch(
 
 
 class SlowingRegression(Regression):
-    """From the second epoch on, every dev evaluation takes four seconds: a machine slowing down mid-run."""
+    """From the second epoch on, every dev evaluation takes six seconds: a machine slowing down mid-run."""
 
     name = "toy_regression_slowing"
 
@@ -352,7 +352,7 @@ class SlowingRegression(Regression):
 
     def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
         if split == "dev" and getattr(self, "epoch", 0) >= 1:
-            time.sleep(4.0)
+            time.sleep(6.0)
         return super().evaluate(model, split, batch_size)
 
 
@@ -360,11 +360,12 @@ register_task(SlowingRegression)
 
 
 def test_a_run_that_slows_down_cuts_its_plan_to_stay_in_the_budget(picker: None, tmp_path: Path) -> None:
-    # 100 steps an epoch, planned after 50 at the toy's pace: all 6 epochs fit 12 seconds. Then each
-    # epoch takes over 4 seconds: after epoch 2 (about 4.3 s spent) one more fits the time left, and
-    # still does with epochs of a loaded machine's 1.3 s before the sleep.
+    # 100 steps an epoch, planned after 50 at the toy's pace: all 6 epochs fit 18 seconds. Then each
+    # epoch takes over 6 seconds: after epoch 2 (about 6.3 s spent) one more fits the time left, as
+    # long as an epoch without the sleep takes under (18 - 2 * 6) / 3 = 2 s (about 0.15 s unloaded;
+    # the margin was 0.67 s with the first 2 s sleep and 6 s budget).
     args = TrainingArgs(epochs=6, batch_size=4, progress=False, patience=0, warmup_ratio=0.0, schedule="linear",
-                        time_budget=12 / 60, checkpoint_every=1000)  # fmt: skip
+                        time_budget=18 / 60, checkpoint_every=1000)  # fmt: skip
     history: list[dict] = []
     result = Trainer(SlowingRegression(), args, on_epoch=history.append).fit(tmp_path / "m")
     assert result.metrics["epochs_run"] == result.metrics["planned_epochs"] == 3, history

@@ -42,20 +42,28 @@ def create_tables(engine: Engine, metadata: sa.MetaData, schema: sa.Table, versi
     database (SQLite's switch to WAL, which does not wait for a lock, or "table ... already
     exists" between a look and a write) looks again after a growing pause, for up to
     ``_CREATE_PATIENCE`` seconds in all."""
-    waited = 0.0
+    deadline = time.monotonic() + _CREATE_PATIENCE
     for attempt in itertools.count():
         try:
             versions = _create_tables_once(engine, metadata, schema, version, where)
             break
-        except (OperationalError, IntegrityError):
-            if waited >= _CREATE_PATIENCE:
+        except (OperationalError, IntegrityError) as exc:
+            if not _another_process_at_it(engine, exc) or time.monotonic() >= deadline:
                 raise
-            pause = min(0.05 * (attempt + 1), 1.0)
-            time.sleep(pause)
-            waited += pause
+            time.sleep(min(0.05 * (attempt + 1), 1.0))
     if versions and max(versions) > version:
         raise ValueError(f"--db {where}: written by a newer attend (schema version {max(versions)}, this one "
                          f"reads up to {version}); upgrade attend")  # fmt: skip
+
+
+def _another_process_at_it(engine: Engine, exc: Exception) -> bool:
+    """Whether ``exc`` is SQLite meeting another process creating the same database (its lock, or a
+    table or row it made between our look and our write), which clears; not a file that cannot be
+    opened, a read-only one, or a server refusing us, which do not."""
+    if engine.dialect.name != "sqlite":
+        return False
+    text = str(getattr(exc, "orig", exc)).lower()
+    return any(sign in text for sign in ("locked", "busy", "already exists", "unique constraint"))
 
 
 def _create_tables_once(engine: Engine, metadata: sa.MetaData, schema: sa.Table, version: int,

@@ -244,6 +244,7 @@ def _check_times(times: list[float], kinds: list[str], raws: list[Any], lines: l
     elif as_dates.any() and in_seconds.any():
         raise DataError(f"{path}: {column!r} mixes YYYYMMDD dates ({first(as_dates)}) and epoch seconds "
                         f"({first(in_seconds)}); write every time the same way")  # fmt: skip
+    dated = dated | as_dates  # YYYYMMDD numbers are dates beside milliseconds too
     if in_milliseconds.any() and (in_seconds.any() or dated.any()):
         other = f"epoch seconds ({first(in_seconds)})" if in_seconds.any() else f"dates ({first(dated)})"
         raise DataError(f"{path}: {column!r} mixes what look like epoch milliseconds ({first(in_milliseconds)}) "
@@ -503,7 +504,8 @@ def _vector_width(values: Sequence[Any]) -> int | None:
     present = [value for value in values if not _is_empty(value)]
     if not present or not all(isinstance(value, list | tuple) for value in present):
         return None
-    if not all(_is_number(number) for value in present for number in value):
+    numbers = [number for value in present for number in value if number is not None]  # null: a missing element
+    if not numbers or not all(_is_number(number) for number in numbers):
         return None
     return max(len(value) for value in present)
 
@@ -617,6 +619,11 @@ def read_item_features(
         values = [record.get(column) for _, (_, record) in ordered]
         width = _vector_width(values) if types.get(column) in (None, "numeric") else None
         if width is not None:
+            taken = next((f"{column}[{k}]" for k in range(width) if f"{column}[{k}]" in columns), None)
+            if taken is not None:
+                raise DataError(f"{path}: the vector column {column!r} reads as columns {column}[0] ... "
+                                f"{column}[{width - 1}], but the file has a column {taken!r} too; rename "
+                                "one")  # fmt: skip
             _read_vector(features, column, width, ordered, values, n_slots, path)
             read_as.append(f"{column} a vector of {width} numbers ({column}[0] ... {column}[{width - 1}])")
             continue
@@ -657,7 +664,7 @@ def _read_vector(features: ItemFeatures, column: str, width: int, ordered: list[
         if len(value) != width:
             raise DataError(f"{path}: line {line} has {len(value)} numbers in {column!r} where other rows have "
                             f"{width}")  # fmt: skip
-        array[:, index] = [float(number) for number in value]
+        array[:, index] = [math.nan if number is None else float(number) for number in value]
     for k in range(width):
         features.numeric[f"{column}[{k}]"] = array[k]
 

@@ -232,7 +232,7 @@ def _budgeted_int8(
         def trial(kept: Sequence[int]) -> tuple[float, float]:
             _quantize_prepared(prepared, scratch, [name for i in kept for name in groups[i]])
             candidate = OnnxTextClassifier(session_for(scratch, threads=threads), fp32.tokenizer, fp32.labels,
-                                           fp32.config)  # fmt: skip
+                                           fp32.config, quantized=True)  # fmt: skip  # one text a call, as served
             probs = candidate.predict_proba(dev.texts, batch_size=batch_size)
             loss = 100 * (base - accuracy(probs))
             if progress:

@@ -49,6 +49,8 @@ def default_methods(runtime: Explainable) -> list[str]:
 @torch.inference_mode()
 def _probabilities(runtime: Explainable, rows: list[list[int]], batch_size: int) -> np.ndarray:
     out = np.zeros((len(rows), len(runtime.labels)), dtype=np.float64)
+    if getattr(runtime, "batch_dependent", False):  # int8: a text's answer is the one it gets alone
+        batch_size = 1
     for chunk in length_batches([len(row) for row in rows], batch_size):
         out[chunk] = runtime.probabilities(runtime.tokenizer.pad([rows[i] for i in chunk]))
     return out

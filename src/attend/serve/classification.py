@@ -78,10 +78,12 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
         found = runtime.predictions(texts, batch_size=max(1, len(texts)))
         return list(zip(found.probs, found.truncated.tolist(), found.warnings(), strict=True))
 
+    # A runtime that answers each text alone (int8) gains nothing from waiting for others.
+    alone = getattr(runtime, "batch_dependent", False)
     batcher = MicroBatcher(
         run_predict,
-        max_batch=settings.max_batch,
-        max_wait_ms=settings.max_wait_ms,
+        max_batch=1 if alone else settings.max_batch,
+        max_wait_ms=0.0 if alone else settings.max_wait_ms,
         on_batch=lambda size, seconds: metrics.observe_batch("/v1/predict", size, seconds),
     )
 

@@ -128,7 +128,7 @@ def _history(args: argparse.Namespace) -> list[str] | None:
         from attend.data.readers import DataError
 
         try:
-            lines = Path(args.history_file).read_text(encoding="utf-8").splitlines()
+            lines = Path(args.history_file).read_text(encoding="utf-8-sig").splitlines()  # a BOM is no id
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"--history-file {args.history_file}: cannot read it ({exc})") from None
         return [line.strip() for line in lines if line.strip()]
