@@ -64,3 +64,19 @@ def test_a_tokenizer_length_that_is_not_a_length_is_refused_at_load(
     _rewrite(edited, {"tokenizer": {**config["tokenizer"], "max_length": max_length}})
     with pytest.raises(ModelDirError, match=f"tokenizer max_length={max_length!r} must be an integer >= 2"):
         load(edited)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda model: model.predict(["good film"], batch_size=1.5), "batch_size=1.5 must be a whole number"),
+        (lambda model: model.top_k(["good film"], k=None), "k=None must be a whole number"),
+        (lambda model: model.predict_proba(["good film"], batch_size=True), "batch_size=True must be a whole number"),
+    ],
+)
+def test_counts_of_the_wrong_type_are_named(trained: dict[str, Path], call: object, message: str) -> None:
+    """Before: batch_size=1.5 raised an IndexError from numpy, k=None a TypeError from a comparison."""
+    model = load(trained["encoder"])
+    with pytest.raises(ValueError, match=message):
+        call(model)  # type: ignore[operator]
+    assert model.top_k(["good film"], k=1, batch_size=2)[0][0][0] in model.labels

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -52,3 +53,14 @@ def validate_texts(texts: Sequence[str] | str, *, field: str = "texts") -> list[
         if problem is not None:
             raise ValueError(f"{field}[{i}] {problem}")
     return checked
+
+
+def check_count(name: str, value: object) -> int:
+    """``value`` as a whole number of at least 1, or a ValueError naming ``name`` (a float, None or a
+    bool slipped into a count failed deep inside: an IndexError, a comparison of None)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name}={value!r} must be a whole number of at least 1")
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{name}={value!r} must be a whole number of at least 1")
+    return number

@@ -30,7 +30,7 @@ from attend.data.batching import CALL_COST_TOKENS, length_batches
 from attend.data.readers import LabelledTexts
 from attend.data.splits import load_labelled
 from attend.data.tokenization import TextTokenizer
-from attend.data.validation import validate_texts
+from attend.data.validation import check_count, validate_texts
 from attend.io import ArtifactDir, ModelDirError
 from attend.models import build, config_from_dict, native_bf16, probabilities
 from attend.runtime.base import Runtime
@@ -220,8 +220,7 @@ class TextClassifier(Runtime):
         over windows of :data:`PLAN_WINDOW` texts so memory stays bounded on large inputs.
         """
         checked = validate_texts(texts)
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        batch_size = check_count("batch_size", batch_size)
         if self.batch_dependent:
             batch_size = 1
         probs = np.zeros((len(checked), len(self.labels)), dtype=np.float32)
@@ -267,9 +266,7 @@ class TextClassifier(Runtime):
 
     def ranked(self, probs: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         """The ``k`` most probable labels per row of ``probs`` (``predict_proba``'s), most probable first."""
-        if k < 1:
-            raise ValueError(f"k={k} must be >= 1")
-        k = min(k, len(self.labels))
+        k = min(check_count("k", k), len(self.labels))
         order = np.argsort(-probs, axis=1)[:, :k]
         return [[(self.labels[j], float(row[j])) for j in idx] for row, idx in zip(probs, order, strict=True)]
 

@@ -49,7 +49,7 @@ import numpy as np
 from torch import Tensor
 
 from attend.data.tokenization import TextTokenizer
-from attend.data.validation import validate_texts
+from attend.data.validation import check_count, validate_texts
 from attend.io import (
     ENSEMBLE_MEMBERS_DIR,
     ArtifactDir,
@@ -166,8 +166,7 @@ class EnsembleClassifier(TextClassifier):
         """The weighted mean of the members' probabilities (float64), with per text ``truncated`` when any
         member cut it and ``unknown`` when every member found none of its pieces in its vocabulary."""
         checked = validate_texts(texts)
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        batch_size = check_count("batch_size", batch_size)
         probs = np.zeros((len(checked), len(self.labels)), dtype=np.float64)
         truncated = np.zeros(len(checked), dtype=bool)
         unknown = np.ones(len(checked), dtype=bool)

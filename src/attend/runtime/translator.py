@@ -28,7 +28,7 @@ from attend.attention import capture_attention
 from attend.data.parallel import ParallelTexts, group_split
 from attend.data.readers import DataError
 from attend.data.tokenization import SubwordTokenizer
-from attend.data.validation import validate_texts
+from attend.data.validation import check_count, validate_texts
 from attend.explain.alignment import Alignment
 from attend.io import ArtifactDir, ModelDirError, sha256_file
 from attend.models import build, config_from_dict
@@ -151,6 +151,7 @@ class Translator(Runtime):
             options: Other :class:`~attend.models.generation.GenerationOptions` fields.
         """
         decoding = self.options(beam=beam, **options)
+        batch_size = check_count("batch_size", batch_size)
         texts = _sources(texts)
         if not texts:
             return []
