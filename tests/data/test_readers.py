@@ -240,3 +240,5 @@ def test_labelled_texts_take_one_string_per_label_and_refuse_other_lengths() -> 
     assert data.labels == [["pos"], ["neg"], ["pos", "calm"]] and data.label_names == ["calm", "neg", "pos"]
     with pytest.raises(DataError, match="2 texts but 3 labels"):
         LabelledTexts(["good", "bad"], ["pos", "neg", "pos"])
+    with pytest.raises(DataError, match=r"texts\[1\] is NoneType None, expected a string"):  # was an AttributeError
+        LabelledTexts(["good", None], ["pos", "neg"])  # type: ignore[list-item]

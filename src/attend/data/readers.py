@@ -78,6 +78,11 @@ class LabelledTexts:
             if values and len(values) != len(self.texts):
                 raise DataError(f"{self.source or 'LabelledTexts'}: {len(self.texts)} texts but {len(values)} {name}")
         self.labels = [list(labels) if isinstance(labels, list | tuple) else [labels] for labels in self.labels]
+        wrong = next((i for i, text in enumerate(self.texts) if not isinstance(text, str)), None)
+        if wrong is not None:
+            value = self.texts[wrong]
+            raise DataError(f"{self.source or 'LabelledTexts'}: texts[{wrong}] is {type(value).__name__} "
+                            f"{value!r:.40}, expected a string")  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.texts)
