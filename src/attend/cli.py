@@ -316,9 +316,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         # Sentences as `attend translate` reads them: a .txt file is one sentence per line.
         args.source_col = args.source_col or (args.text_col if args.text_col != "text" else "source")
         texts, _ = _translate_inputs(args)
-        if not args.texts:  # a file's blank lines explain nothing (translate leaves them blank)
-            from attend.data.validation import text_problem
+        from attend.data.validation import text_problem
 
+        for i, text in enumerate(args.texts or []):  # numbered as `attend translate` numbers them
+            if text_problem(text) is not None:
+                raise UsageError(f"text {i + 1} {text_problem(text)}: give a sentence to explain")
+        if not args.texts:  # a file's blank lines explain nothing (translate leaves them blank)
             texts = [text for text in texts if text_problem(text) is None]
             if not texts:
                 raise UsageError(f"{args.input}: no sentence to explain (every line is blank)")

@@ -295,7 +295,8 @@ def check_output_directory(out: Path, *, source: Path | None = None, overwrite: 
     if not _is_model_directory(out):
         raise ModelDirError(f"{out} exists, is not empty and is not a model directory; choose another output directory")
     if not overwrite:
-        raise ModelDirError(f"{out} already holds a model; pass --overwrite to replace it, or choose another directory")
+        raise ModelDirError(f"{out} already holds a model; pass --overwrite (overwrite=True from Python) to replace "
+                            "it, or choose another directory")  # fmt: skip
 
 
 _RENAME_EXCHANGE = 2

@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from attend.apps.sqlstore import create_engine, create_tables, schema_table
@@ -40,3 +41,21 @@ def test_a_new_database_held_by_another_process_is_opened_once_it_is_let_go(tmp_
     finally:
         release.join()
         holder.close()
+
+
+def test_a_database_that_cannot_be_opened_fails_without_retrying(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only another process creating the same database is waited for: a folder given as the file
+    (or a read-only one) failed only after 30 s of retries."""
+    from sqlalchemy.exc import OperationalError
+
+    import attend.apps.sqlstore as sqlstore
+
+    pauses: list[float] = []
+    monkeypatch.setattr(sqlstore.time, "sleep", pauses.append)
+    metadata, schema = _tables()
+    engine = create_engine(f"sqlite:///{tmp_path}", create=True, kind="demo", missing_hint="")
+    with pytest.raises(OperationalError, match="unable to open database file"):
+        create_tables(engine, metadata, schema, 1, str(tmp_path))
+    assert pauses == []

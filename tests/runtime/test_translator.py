@@ -380,3 +380,8 @@ def test_a_line_of_invisible_characters_translates_to_a_blank_line(translator_di
     assert done.returncode == 0, done.stderr
     out = done.stdout.split("\n")
     assert len(out) == 6 and out[1] == out[3] == "" and all(out[i] for i in (0, 2, 4)), out
+
+
+def test_explain_numbers_a_bad_typed_sentence_as_translate_does(translator_dir: Path) -> None:
+    done = _attend("explain", str(translator_dir), "red cat", "  ")
+    assert done.returncode == 2 and "text 2 is an empty text" in done.stderr, done.stderr

@@ -48,7 +48,7 @@ def create_tables(engine: Engine, metadata: sa.MetaData, schema: sa.Table, versi
             versions = _create_tables_once(engine, metadata, schema, version, where)
             break
         except (OperationalError, IntegrityError) as exc:
-            if not _another_process_at_it(engine, exc) or time.monotonic() >= deadline:
+            if not _another_process_at_it(exc) or time.monotonic() >= deadline:
                 raise
             time.sleep(min(0.05 * (attempt + 1), 1.0))
     if versions and max(versions) > version:
@@ -56,14 +56,13 @@ def create_tables(engine: Engine, metadata: sa.MetaData, schema: sa.Table, versi
                          f"reads up to {version}); upgrade attend")  # fmt: skip
 
 
-def _another_process_at_it(engine: Engine, exc: Exception) -> bool:
-    """Whether ``exc`` is SQLite meeting another process creating the same database (its lock, or a
-    table or row it made between our look and our write), which clears; not a file that cannot be
-    opened, a read-only one, or a server refusing us, which do not."""
-    if engine.dialect.name != "sqlite":
-        return False
+def _another_process_at_it(exc: Exception) -> bool:
+    """Whether ``exc`` is another process creating the same database (SQLite's lock, a table or row
+    it made between our look and our write, a server's duplicate key or deadlock), which clears;
+    not a file that cannot be opened, a read-only one, or a server refusing us, which do not."""
     text = str(getattr(exc, "orig", exc)).lower()
-    return any(sign in text for sign in ("locked", "busy", "already exists", "unique constraint"))
+    return any(sign in text for sign in ("locked", "busy", "already exists", "unique constraint", "duplicate key",
+                                         "deadlock"))  # fmt: skip
 
 
 def _create_tables_once(engine: Engine, metadata: sa.MetaData, schema: sa.Table, version: int,

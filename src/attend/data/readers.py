@@ -77,7 +77,7 @@ class LabelledTexts:
             values = getattr(self, name)
             if values and len(values) != len(self.texts):
                 raise DataError(f"{self.source or 'LabelledTexts'}: {len(self.texts)} texts but {len(values)} {name}")
-        self.labels = [list(labels) if isinstance(labels, list | tuple) else [labels] for labels in self.labels]
+        self.labels = [_label_list(labels, i, self.source) for i, labels in enumerate(self.labels)]
         wrong = next((i for i, text in enumerate(self.texts) if not isinstance(text, str)), None)
         if wrong is not None:
             value = self.texts[wrong]
@@ -93,13 +93,24 @@ class LabelledTexts:
         return sorted({label for labels in self.labels for label in labels})
 
     def subset(self, indices: Sequence[int]) -> LabelledTexts:
-        return LabelledTexts(
-            texts=[self.texts[i] for i in indices],
-            labels=[self.labels[i] for i in indices],
-            splits=None if self.splits is None else [self.splits[i] for i in indices],
-            lines=[self.lines[i] for i in indices] if self.lines else [],
-            source=self.source,
-        )
+        """The rows ``indices``, in that order (checked already: not checked again)."""
+        subset = object.__new__(LabelledTexts)
+        subset.texts = [self.texts[i] for i in indices]
+        subset.labels = [self.labels[i] for i in indices]
+        subset.splits = None if self.splits is None else [self.splits[i] for i in indices]
+        subset.lines = [self.lines[i] for i in indices] if self.lines else []
+        subset.source = self.source
+        return subset
+
+
+def _label_list(labels: Any, index: int, source: str) -> list[str]:
+    """One example's labels as a list: a string is one label; a list, tuple or array its labels."""
+    if isinstance(labels, str):
+        return [labels]
+    if isinstance(labels, Iterable):
+        return list(labels)
+    raise DataError(f"{source or 'LabelledTexts'}: labels[{index}] is {type(labels).__name__} {labels!r:.40}; a label "
+                    "is a string (a list of strings for several)")  # fmt: skip
 
 
 def detect_format(path: Path, fmt: str | None) -> str:

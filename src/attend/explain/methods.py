@@ -20,6 +20,7 @@ with its attention outputs (every method that needs no gradients).
 from __future__ import annotations
 
 import math
+import numbers
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -362,6 +363,8 @@ class ExplainMethod:
         signed: Its importance is a signed attribution (Integrated Gradients), not a
             distribution over the tokens; an ensemble sums it onto words instead of
             renormalising it there.
+        layer_and_head: It reads :attr:`Evidence.layer` and :attr:`Evidence.head` (``attention``
+            does); ``explain`` refuses a layer or head for a method that does not.
     """
 
     name: str
@@ -370,6 +373,7 @@ class ExplainMethod:
     gradients: bool = False
     baseline: bool = False
     signed: bool = False
+    layer_and_head: bool = False
 
     def available(self, capabilities: Capable) -> bool:
         if self.requires == "gradients":
@@ -384,7 +388,8 @@ METHODS: dict[str, ExplainMethod] = {}
 
 
 def register_method(
-    name: str, *, requires: str = "attention", gradients: bool = False, baseline: bool = False, signed: bool = False
+    name: str, *, requires: str = "attention", gradients: bool = False, baseline: bool = False, signed: bool = False,
+    layer_and_head: bool = False,
 ) -> Callable[[Importance], Importance]:
     """Decorator: register ``compute(evidence) -> (importance, note)`` as method ``name``."""
     if requires not in ("attention", "pooling", "gradients"):
@@ -393,9 +398,8 @@ def register_method(
     def decorator(compute: Importance) -> Importance:
         if name in METHODS:
             raise ValueError(f"explanation method {name!r} is already registered")
-        METHODS[name] = ExplainMethod(
-            name, compute, requires=requires, gradients=gradients, baseline=baseline, signed=signed
-        )
+        METHODS[name] = ExplainMethod(name, compute, requires=requires, gradients=gradients, baseline=baseline,
+                                      signed=signed, layer_and_head=layer_and_head)  # fmt: skip
         return compute
 
     return decorator
@@ -424,7 +428,7 @@ def _check_method(method: str) -> ExplainMethod:
 NO_LAYERS = "no self-attention layers: the attention-pooling weights"
 
 
-@register_method("attention")
+@register_method("attention", layer_and_head=True)
 def _attention(evidence: Evidence) -> tuple[Tensor, str]:
     """Raw weights of one layer (or the mean of layers), one head or the mean of heads, read out."""
     if not evidence.maps:
@@ -604,7 +608,7 @@ def _check_arguments(chosen: ExplainMethod, labels: Sequence[str], *, layer: Any
     errors from inside), and a ``target`` for a method that does not depend on the label."""
 
     def integer(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
     if not (integer(layer) or layer == "mean"):
         raise ValueError(f"layer={layer!r} must be a layer index (an integer; -1 is the last) or 'mean'")
@@ -618,7 +622,7 @@ def _check_arguments(chosen: ExplainMethod, labels: Sequence[str], *, layer: Any
         raise ValueError(f"seed={seed!r} must be an integer in [0, 2**32)")
     ignored = [f"{name}={value!r}" for name, value, default in (("layer", layer, -1), ("head", head, None))
                if value != default]  # fmt: skip
-    if ignored and chosen.name != "attention":
+    if ignored and not chosen.layer_and_head:
         raise ValueError(f"{', '.join(ignored)}: for method 'attention' only ({chosen.name!r} reads every layer and "
                          "head)")  # fmt: skip
     if target is not None and target not in labels:
