@@ -272,6 +272,11 @@ def test_service_translates_micro_batched_with_alignments(translator_dir: Path) 
         (ranked,) = raw["translations"]
         assert ranked["score"] == pytest.approx(ranked["log_prob"], abs=1e-4)  # penalty 0: the raw log-probability
         assert client.post("/v1/translate", json={"texts": ["x"] * 5}).status_code == 422
+        # One "text", as /v1/predict takes it (it was refused), and never both or neither.
+        single = client.post("/v1/translate", json={"text": "red cat sun", "beam": 1})
+        assert single.status_code == 200 and single.json()["translations"][0]["translation"] == "sun cat red"
+        assert client.post("/v1/translate", json={"text": "a", "texts": ["b"]}).status_code == 422
+        assert "text is an empty text" in client.post("/v1/translate", json={"text": " "}).text
         info = client.get("/v1/model").json()
         assert info["task"] == "translation"
         metrics = client.get("/metrics").text
@@ -385,3 +390,13 @@ def test_a_line_of_invisible_characters_translates_to_a_blank_line(translator_di
 def test_explain_numbers_a_bad_typed_sentence_as_translate_does(translator_dir: Path) -> None:
     done = _attend("explain", str(translator_dir), "red cat", "  ")
     assert done.returncode == 2 and "text 2 is an empty text" in done.stderr, done.stderr
+
+
+def test_generation_counts_must_be_whole_numbers() -> None:
+    """Before: beam=2.5 failed inside torch's repeat_interleave."""
+    from attend.models.generation import GenerationOptions
+
+    with pytest.raises(ValueError, match=r"beam=2.5 must be a whole number"):
+        GenerationOptions(beam=2.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"no_repeat_ngram=True must be a whole number"):
+        GenerationOptions(no_repeat_ngram=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +60,10 @@ class GenerationOptions:
     min_length: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("beam", "max_length_b", "no_repeat_ngram", "min_length"):  # beam=2.5 failed inside torch
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"{name}={value!r} must be a whole number")
         if self.beam < 1:
             raise ValueError(f"beam={self.beam} must be at least 1")
         if not (isinstance(self.length_penalty, int | float) and math.isfinite(self.length_penalty)

@@ -12,7 +12,7 @@ from itertools import groupby
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from attend.models.generation import MAX_LENGTH_PENALTY
 from attend.runtime.translator import Translator
@@ -20,6 +20,7 @@ from attend.serve.batching import MicroBatcher
 from attend.serve.classification import check_texts
 from attend.serve.metrics import ServiceMetrics
 from attend.serve.routes import Routes, ServeSettings, error_response
+from attend.serve.schemas import TextsRequest
 
 __all__ = ["TranslateRequest", "translation_routes"]
 
@@ -27,12 +28,11 @@ __all__ = ["TranslateRequest", "translation_routes"]
 MAX_BEAM = 16
 
 
-class TranslateRequest(BaseModel):
-    """Sentences to translate."""
+class TranslateRequest(TextsRequest):
+    """Sentences to translate: one (``text``) or several (``texts``), as ``/v1/predict`` takes them."""
 
     model_config = ConfigDict(extra="forbid")
 
-    texts: list[str] = Field(description="Sentences, each translated on its own.")
     beam: int | None = Field(default=None, ge=1, le=MAX_BEAM, strict=True,
                              description="Beam size (default: the model's); 1 is greedy.")  # fmt: skip
     length_penalty: float | None = Field(default=None, ge=0, le=MAX_LENGTH_PENALTY, allow_inf_nan=False, strict=True,
@@ -67,7 +67,8 @@ def translation_routes(runtime: Translator, settings: ServeSettings, metrics: Se
     @router.post("/v1/translate")
     async def translate(body: TranslateRequest) -> Any:
         """Translate each text; with ``alignment``, show which source tokens each output token attended to."""
-        problem = check_texts(body.texts, settings)
+        texts = body.items()
+        problem = check_texts(texts, settings, single=body.text is not None)
         if problem is not None:
             return problem
         beam = body.beam or runtime.generation.beam
@@ -75,7 +76,7 @@ def translation_routes(runtime: Translator, settings: ServeSettings, metrics: Se
         metrics.queued.set(batcher.queued())
         try:
             found = await batcher.submit([(text, beam, penalty, body.alignment)  # type: ignore[list-item]
-                                          for text in body.texts])  # fmt: skip
+                                          for text in texts])  # fmt: skip
         except RuntimeError as exc:  # shutting down
             return error_response(503, "unavailable", str(exc))
         return {"model": runtime.name, "translations": found}
