@@ -301,7 +301,7 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from attend.explain import explain, render_html, save_heatmaps, to_json, top_tokens
+    from attend.explain import METHODS, explain, render_html, save_heatmaps, to_json, top_tokens
 
     if args.top < 1:
         raise UsageError(f"--top {args.top}: must be at least 1")
@@ -316,20 +316,19 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         # Sentences as `attend translate` reads them: a .txt file is one sentence per line.
         args.source_col = args.source_col or (args.text_col if args.text_col != "text" else "source")
         texts, _ = _translate_inputs(args)
-        from attend.data.validation import text_problem
-
-        for i, text in enumerate(args.texts or []):  # numbered as `attend translate` numbers them
-            if text_problem(text) is not None:
-                raise UsageError(f"text {i + 1} {text_problem(text)}: give a sentence to explain")
+        _check_typed_sentences(args.texts, "explain")
         if not args.texts:  # a file's blank lines explain nothing (translate leaves them blank)
+            from attend.data.validation import text_problem
+
             texts = [text for text in texts if text_problem(text) is None]
             if not texts:
                 raise UsageError(f"{args.input}: no sentence to explain (every line is blank)")
         return _explain_translations(args, texts)
-    # Options another method would ignore are refused, as a translator refuses the classifier's.
+    # Options another method would ignore are refused (before the model loads), as a translator
+    # refuses the classifier's, and as explain() does for a method that reads no layer or head.
     method = args.method or "rollout"
     ignored = [flag for flag, given in (("--layer", args.layer != "-1"), ("--head", args.head is not None)) if given]
-    if ignored and method != "attention":
+    if ignored and not METHODS[method].layer_and_head:
         raise UsageError(f"{', '.join(ignored)}: for --method attention only ({method} reads every layer and head)")
     if args.maps and not args.json:
         raise UsageError("--maps: adds the maps to --json output; give --json (or --png/--html for pictures)")
@@ -395,6 +394,15 @@ def _text_lines(raw: bytes, name: str) -> list[str]:
     return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
 
 
+def _check_typed_sentences(texts: Sequence[str] | None, verb: str) -> None:
+    """Refuse a sentence typed on the command line that is empty (or invisible), numbered from 1."""
+    from attend.data.validation import text_problem
+
+    for i, text in enumerate(texts or []):
+        if (problem := text_problem(text)) is not None:
+            raise UsageError(f"text {i + 1} {problem}: give a sentence to {verb}")
+
+
 def _beam(args: argparse.Namespace) -> int | None:
     if args.beam is not None and args.beam < 1:
         raise UsageError(f"--beam {args.beam}: must be at least 1")
@@ -417,11 +425,9 @@ def _length_penalty(args: argparse.Namespace) -> float | None:
 def _cmd_translate(args: argparse.Namespace) -> int:
     beam, length_penalty = _beam(args), _length_penalty(args)
     lines, places = _translate_inputs(args)
+    _check_typed_sentences(args.texts, "translate")
     from attend.data.validation import text_problem
 
-    for i, text in enumerate(args.texts or []):
-        if text_problem(text) is not None:
-            raise UsageError(f"text {i + 1} {text_problem(text)}: give a sentence to translate")
     translator = _translator(args.model_dir)
     # A blank input line (or one of invisible characters only) gives a blank output line, so line N
     # of the output is line N's translation.

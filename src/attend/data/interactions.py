@@ -51,6 +51,8 @@ __all__ = [
     "read_interactions",
     "read_item_features",
     "sequential_split",
+    "vector_element",
+    "vector_of",
 ]
 
 #: The kinds of item side features :func:`read_item_features` knows.
@@ -619,7 +621,7 @@ def read_item_features(
         values = [record.get(column) for _, (_, record) in ordered]
         width = _vector_width(values) if types.get(column) in (None, "numeric") else None
         if width is not None:
-            taken = next((f"{column}[{k}]" for k in range(width) if f"{column}[{k}]" in columns), None)
+            taken = next((name for k in range(width) if (name := vector_element(column, k)) in columns), None)
             if taken is not None:
                 raise DataError(f"{path}: the vector column {column!r} reads as columns {column}[0] ... "
                                 f"{column}[{width - 1}], but the file has a column {taken!r} too; rename "
@@ -654,6 +656,16 @@ def read_item_features(
     return features
 
 
+def vector_element(column: str, k: int) -> str:
+    """The numeric column a vector column's ``k``-th number is read as: ``column[k]``."""
+    return f"{column}[{k}]"
+
+
+def vector_of(name: str) -> str:
+    """The vector column a numeric column ``column[k]`` (:func:`vector_element`) was read from; else ``name``."""
+    return name.rsplit("[", 1)[0] if name.endswith("]") and "[" in name else name
+
+
 def _read_vector(features: ItemFeatures, column: str, width: int, ordered: list[tuple[int, tuple[int, Any]]],
                  values: list[Any], n_slots: int, path: Any) -> None:  # fmt: skip
     """A column of number lists as ``width`` numeric columns ``column[k]``, NaN where a cell is missing."""
@@ -666,7 +678,7 @@ def _read_vector(features: ItemFeatures, column: str, width: int, ordered: list[
                             f"{width}")  # fmt: skip
         array[:, index] = [math.nan if number is None else float(number) for number in value]
     for k in range(width):
-        features.numeric[f"{column}[{k}]"] = array[k]
+        features.numeric[vector_element(column, k)] = array[k]
 
 
 # --- sequential protocol ---------------------------------------------------------------------------

@@ -71,18 +71,18 @@ class LabelledTexts:
         """Refuse parallel lists of other lengths, and take a label given as one string (``["pos",
         "neg"]``, as one writes single-label data) as that one label, not as a list of characters."""
         self.texts, self.labels = list(self.texts), list(self.labels)
+        where = self.source or "LabelledTexts"
         if len(self.labels) != len(self.texts):
-            raise DataError(f"{self.source or 'LabelledTexts'}: {len(self.texts)} texts but {len(self.labels)} labels")
-        for name in ("splits", "lines"):
+            raise DataError(f"{where}: {len(self.texts)} texts but {len(self.labels)} labels")
+        for name in ("splits", "lines"):  # either may be left out
             values = getattr(self, name)
             if values and len(values) != len(self.texts):
-                raise DataError(f"{self.source or 'LabelledTexts'}: {len(self.texts)} texts but {len(values)} {name}")
-        self.labels = [_label_list(labels, i, self.source) for i, labels in enumerate(self.labels)]
+                raise DataError(f"{where}: {len(self.texts)} texts but {len(values)} {name}")
+        self.labels = [_label_list(labels, i, where) for i, labels in enumerate(self.labels)]
         wrong = next((i for i, text in enumerate(self.texts) if not isinstance(text, str)), None)
         if wrong is not None:
             value = self.texts[wrong]
-            raise DataError(f"{self.source or 'LabelledTexts'}: texts[{wrong}] is {type(value).__name__} "
-                            f"{value!r:.40}, expected a string")  # fmt: skip
+            raise DataError(f"{where}: texts[{wrong}] is {type(value).__name__} {value!r:.40}, expected a string")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -103,14 +103,14 @@ class LabelledTexts:
         return subset
 
 
-def _label_list(labels: Any, index: int, source: str) -> list[str]:
+def _label_list(labels: Any, index: int, where: str) -> list[str]:
     """One example's labels as a list: a string is one label; a list, tuple or array its labels."""
     if isinstance(labels, str):
         return [labels]
     if isinstance(labels, Iterable):
         return list(labels)
-    raise DataError(f"{source or 'LabelledTexts'}: labels[{index}] is {type(labels).__name__} {labels!r:.40}; a label "
-                    "is a string (a list of strings for several)")  # fmt: skip
+    raise DataError(f"{where}: labels[{index}] is {type(labels).__name__} {labels!r:.40}; a label is a string (a "
+                    "list of strings for several)")  # fmt: skip
 
 
 def detect_format(path: Path, fmt: str | None) -> str:

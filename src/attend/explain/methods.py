@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attend.data.validation import validate_texts
+from attend.data.validation import check_count, validate_texts
 from attend.explain.focus import distribution_focus
 from attend.explain.protocol import Capable, Combined, Explainable
 from attend.explain.words import onto_words, word_spans
@@ -614,8 +614,7 @@ def _check_arguments(chosen: ExplainMethod, labels: Sequence[str], *, layer: Any
         raise ValueError(f"layer={layer!r} must be a layer index (an integer; -1 is the last) or 'mean'")
     if head is not None and not integer(head):
         raise ValueError(f"head={head!r} must be a head index (an integer) or None (the mean of heads)")
-    if not integer(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1")
+    check_count("batch_size", batch_size)
     if not integer(ig_steps) or ig_steps < 2:
         raise ValueError(f"ig_steps={ig_steps!r} must be an integer >= 2")
     if not integer(seed) or not 0 <= seed < 2**32:

@@ -123,7 +123,7 @@ class EnsembleClassifier(TextClassifier):
         """The texts some member was trained on (None where a member does not say)."""
         seen: set[int] = set()
         for member in self.members:
-            found = ArtifactDir.open(member.path).training_fingerprints() if member.path is not None else None
+            found = member.training_fingerprints()
             if found is None:
                 return None
             seen |= found

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from attend.attention import capture_attention
+from attend.data.validation import check_count
 from attend.explain.methods import rollout
 from attend.io import ArtifactDir, ModelDirError
 from attend.models import build, config_from_dict
@@ -196,9 +197,10 @@ class Recommender(Runtime):
                 string (not a list of ids); naming the request.
         """
         for i, request in enumerate(requests):
-            k = request.get("k", 10)
-            if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-                raise ValueError(f"requests[{i}]: k={k!r} must be a whole number of at least 1")
+            try:
+                check_count("k", request.get("k", 10))
+            except ValueError as exc:
+                raise ValueError(f"requests[{i}]: {exc}") from None
         resolved = [self.resolve(r.get("user"), r.get("history")) for r in requests]
         answers: list[Recommendation | None] = [None] * len(requests)
         scored = [i for i, (index, history, _) in enumerate(resolved) if index is not None or len(history)]
@@ -241,12 +243,8 @@ class Recommender(Runtime):
         Raises:
             ValueError: ``k`` is not a whole number of at least 1, or ``history`` is one string.
         """
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise ValueError(f"k={k!r} must be a whole number of at least 1")
-        if isinstance(history, str | bytes):
-            raise ValueError("history must be a list of item ids, not one string (wrap it in a list)")
-        given = [] if history is None else list(history)
-        return self.top_many([{"user": user, "history": given, "k": k}], explain=explain)[0]
+        check_count("k", k)  # named as this call names it, not as requests[0]
+        return self.top_many([{"user": user, "history": history, "k": k}], explain=explain)[0]
 
     # --- explanations ---------------------------------------------------------------------------
 

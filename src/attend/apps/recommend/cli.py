@@ -29,8 +29,7 @@ def format_evaluation(report: dict[str, Any]) -> str:
     from attend.training.tasks.recommendation import repeat_targets_note
 
     repeats = report.get("repeat_targets") or {}
-    note = repeat_targets_note({"repeat_targets": repeats.get("targets"), "users": repeats.get("users"),
-                                "top_hr@10": repeats.get("top_hr@10")})  # fmt: skip
+    note = repeat_targets_note(repeats.get("targets"), repeats.get("users"), repeats.get("top_hr@10"))
     if note:
         lines += ["", note]
     faith = report.get("faithfulness")

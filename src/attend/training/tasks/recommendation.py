@@ -38,6 +38,7 @@ from attend.data.interactions import (
     read_interactions,
     read_item_features,
     sequential_split,
+    vector_of,
 )
 from attend.data.readers import DataError
 from attend.io import save_tensors
@@ -112,13 +113,13 @@ def _select(features: ItemFeatures | None, columns: list[str] | None) -> ItemFea
     if features is None or columns is None:
         return features
     # A vector column is read as numeric columns NAME[0], NAME[1], ...: NAME chooses them all.
-    named = set(features.text) | set(features.categorical) | {_vector_of(name) for name in features.numeric}
+    named = set(features.text) | set(features.categorical) | {vector_of(name) for name in features.numeric}
     unknown = [c for c in columns if c not in named and c not in features.numeric]
     if unknown:
         raise DataError(f"features: unknown column(s) {unknown}; the item features have {sorted(named)}")
 
     def chosen(name: str) -> bool:
-        return name in columns or _vector_of(name) in columns
+        return name in columns or vector_of(name) in columns
 
     return dataclasses.replace(
         features,
@@ -126,11 +127,6 @@ def _select(features: ItemFeatures | None, columns: list[str] | None) -> ItemFea
         categorical={k: v for k, v in features.categorical.items() if k in columns},
         numeric={k: v for k, v in features.numeric.items() if chosen(k)},
     )
-
-
-def _vector_of(name: str) -> str:
-    """NAME for a numeric column NAME[k] read from a vector column; else the name itself."""
-    return name.rsplit("[", 1)[0] if name.endswith("]") and "[" in name else name
 
 
 def embed_item_texts(texts: Sequence[str], *, batch_size: int = 64) -> Tensor:
@@ -545,19 +541,19 @@ def format_ranking_report(metrics: dict[str, Any], baselines: dict[str, dict[str
     for name, row in baselines.items():
         if isinstance(row, dict):
             lines.append(f"{name:14}" + "".join(f"{row.get(k, float('nan')):>10.4f}" for k in keys))
-    repeats = repeat_targets_note(metrics)
+    repeats = repeat_targets_note(metrics.get("repeat_targets"), metrics.get("users"), metrics.get("top_hr@10"))
     return "\n".join([*lines, *(["", repeats] if repeats else [])])
 
 
-def repeat_targets_note(metrics: dict[str, Any]) -> str | None:
-    """What the sequential figures count that `recommend top` cannot give: targets already in the
-    user's history (a hit when ranked high, never recommended); None when there are none."""
-    repeats, users = metrics.get("repeat_targets"), metrics.get("users")
+def repeat_targets_note(repeats: int | None, users: int | None, top_hr: float | None) -> str | None:
+    """What the sequential figures count that `recommend top` cannot give: ``repeats`` of the ``users``'
+    targets already in their history (a hit when ranked high, never recommended), and ``top_hr`` the
+    HR@10 with them counted as misses; None when there are none."""
     if not repeats or not users:
         return None
     return (f"{repeats} of {users} targets ({repeats / users:.1%}) were already in the user's history: they count "
             f"as hits above, but `recommend top` never recommends an item of the history; counted as misses, "
-            f"HR@10 is {metrics['top_hr@10']:.4f}")  # fmt: skip
+            f"HR@10 is {top_hr:.4f}")  # fmt: skip
 
 
 def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
