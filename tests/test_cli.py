@@ -255,3 +255,12 @@ def test_serve_options_out_of_range_name_the_flag(capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", "some_model", *args])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_serve_passes_its_limits_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import attend.serve.app
+
+    given: dict = {}
+    monkeypatch.setattr(attend.serve.app, "serve", lambda model_dir, **kwargs: given.update(kwargs))
+    assert main(["serve", "some_model", "--max-body-bytes", "1000", "--max-chars", "50"]) == 0
+    assert given["settings"].max_body_bytes == 1000 and given["settings"].max_chars == 50

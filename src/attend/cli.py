@@ -505,7 +505,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = ServeSettings(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts, max_chars=args.max_chars,
-        runtime=args.runtime, quantized=args.int8, bf16=args.bf16, threads=args.threads,
+        max_body_bytes=args.max_body_bytes, runtime=args.runtime, quantized=args.int8, bf16=args.bf16,
+        threads=args.threads,
     )  # fmt: skip
     routers = [spec for app in _apps() for spec in app.serve_routers(args)]
     if args.model_dir is None:
@@ -619,10 +620,14 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         raise UsageError("give --heads N or --fraction F (not both)")
     report = prune(args.model_dir, args.out, heads=args.heads, fraction=args.fraction, importance=args.importance,
                    data=args.data, dev_data=args.dev_data, overwrite=args.overwrite)  # fmt: skip
+    removed = sum(len(heads) for heads in report["removed"].values())
+    if not removed:
+        asked = f"--heads {args.heads}" if args.heads is not None else f"--fraction {args.fraction:g}"
+        print(f"note: {asked} removes no head of {report['heads_before']}: {report['out_dir']} is an unpruned copy",
+              file=sys.stderr)  # fmt: skip
     if args.json:
         print(dumps_json(report))
         return 0
-    removed = sum(len(heads) for heads in report["removed"].values())
     print(f"removed {removed} of {report['heads_before']} heads by {report['importance']} "
           f"importance: {report['removed']}")  # fmt: skip
     print(f"parameters {report['parameters_before']:,} -> {report['parameters_after']:,}; accuracy "
@@ -862,6 +867,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a request waits for a batch (5 ms)")
     sv.add_argument("--max-texts", type=positive_int, default=64, help="most texts per request (64)")
     sv.add_argument("--max-chars", type=positive_int, default=20000, help="longest text in characters (20000)")
+    sv.add_argument("--max-body-bytes", type=positive_int, default=4_000_000,
+                    help="largest request body in bytes; a larger one is refused with 413 (4000000)")  # fmt: skip
     sv.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
                     help="inference runtime (auto: ONNX Runtime for an `attend export` directory, else PyTorch)")
     sv.add_argument("--int8", action="store_true", help="serve the dynamically quantised int8 model")

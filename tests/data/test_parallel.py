@@ -137,6 +137,13 @@ def test_unequal_lists_are_refused() -> None:
         ParallelTexts(sources=["a", "b"], targets=["c"])
 
 
+def test_a_sentence_that_is_no_string_is_named() -> None:
+    with pytest.raises(DataError, match=r"targets\[1\] is NoneType None, expected a string"):
+        ParallelTexts(sources=["a", "b"], targets=["c", None])  # type: ignore[list-item]
+    pairs = ParallelTexts(sources=(s for s in ["a", "b"]), targets=("c", "d"))  # type: ignore[arg-type]
+    assert pairs.sources == ["a", "b"] and pairs.targets == ["c", "d"]
+
+
 # --- group_split -----------------------------------------------------------------------------------
 
 

@@ -67,6 +67,9 @@ def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, c
     assert main(["prune", str(model_dir), "--out", str(pruned), "--heads", "3", "--overwrite"]) == 0
     removed = json.loads((pruned / "metrics.json").read_text())["pruning"]["removed"]
     assert "removed 3 of 8 heads" in capsys.readouterr().out and sum(map(len, removed.values())) == 3
+    # A share that rounds to no head says so: the output is a copy, not a smaller model.
+    assert main(["prune", str(model_dir), "--out", str(pruned), "--fraction", "0.05", "--overwrite"]) == 0
+    assert f"note: --fraction 0.05 removes no head of 8: {pruned} is an unpruned copy" in capsys.readouterr().err
 
     for settings in (ServeSettings(runtime="onnx"), ServeSettings(runtime="onnx", quantized=True)):
         app = create_app(load_for_serving(onnx_dir, settings), settings)

@@ -137,6 +137,8 @@ def test_malformed_json_content_type_size_and_explain_errors(client: TestClient)
     target = client.post("/v1/explain", json={"text": "a", "target": "maybe"})
     assert target.status_code == 422 and "not a label" in target.json()["error"]["message"]
     assert client.get("/nowhere").status_code == 404
+    # A POST where no route takes one is the router's answer, not a complaint about its content type.
+    assert client.post("/metrics").status_code == 405 and client.post("/nowhere", content=b"x").status_code == 404
     assert client.post("/v1/predict", json={"text": "still serving"}).status_code == 200
     # Refused before routing, yet counted under their route (an included router does not list its paths).
     counted = client.get("/metrics").text

@@ -203,6 +203,22 @@ def test_macro_averages_cover_the_labels_present_and_name_the_absent_ones() -> N
     assert multi["macro_f1"] == 1.0 and multi["absent_labels"] == ["b", "c"]
 
 
+@pytest.mark.parametrize(
+    ("y_true", "y_pred", "message"),
+    [
+        ([0, 4], [0, 1], r"y_true holds 4, not a label index \(0 to 3\)"),
+        ([0, 1], [0, -1], r"y_pred holds -1"),
+        ([0, 1], [0], r"y_true has shape \(2,\) but y_pred has \(1,\)"),
+        ([[1, 0]], [[1, 0]], "indicator matrices have 2 columns for 4 labels"),
+    ],
+)
+def test_metrics_refuse_indices_with_no_label(y_true: list, y_pred: list, message: str) -> None:
+    from attend.training import classification_metrics
+
+    with pytest.raises(ValueError, match=message):
+        classification_metrics(y_true, y_pred, ["a", "b", "c", "d"])
+
+
 def test_written_files_follow_the_umask(tmp_path: Path, planted_csv: Path) -> None:
     import os
 

@@ -50,6 +50,15 @@ class ParallelTexts:
     origin: str = ""
 
     def __post_init__(self) -> None:
+        """Refuse lists of other lengths, and a sentence that is no string (naming its index)."""
+        self.sources, self.targets = list(self.sources), list(self.targets)
+        for name in ("sources", "targets"):
+            values = getattr(self, name)
+            wrong = next((i for i, value in enumerate(values) if not isinstance(value, str)), None)
+            if wrong is not None:
+                value = values[wrong]
+                where = self.origin or "ParallelTexts"
+                raise DataError(f"{where}: {name}[{wrong}] is {type(value).__name__} {value!r:.40}, expected a string")
         if len(self.sources) != len(self.targets):
             raise ValueError(f"sources has {len(self.sources)} sentences but targets has {len(self.targets)}")
         if self.splits is not None and len(self.splits) != len(self.sources):

@@ -93,11 +93,13 @@ class _GuardAndMeasure:
     the event loop, not the model, then limits how many requests reach each batch.)
     """
 
-    def __init__(self, app: Any, *, settings: ServeSettings, metrics: ServiceMetrics, known_paths: set[str]) -> None:
+    def __init__(self, app: Any, *, settings: ServeSettings, metrics: ServiceMetrics, known_paths: set[str],
+                 post_paths: set[str]) -> None:  # fmt: skip
         self.app = app
         self.settings = settings
         self.metrics = metrics
         self.known_paths = known_paths
+        self.post_paths = post_paths  # only these read a body: a POST elsewhere is the router's 404 or 405
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -113,8 +115,9 @@ class _GuardAndMeasure:
 
         self.metrics.in_flight.inc()
         try:
-            refusal = self._refusal(scope) if scope["method"] == "POST" else None
-            if refusal is None and scope["method"] == "POST":
+            guarded = scope["method"] == "POST" and scope["path"] in self.post_paths
+            refusal = self._refusal(scope) if guarded else None
+            if refusal is None and guarded:
                 body, refusal = await self._read_body(receive)
                 receive = _replay(body, receive)
             if refusal is not None:
@@ -230,8 +233,10 @@ def create_app(
     app.state.metrics = metrics
     app.state.runtime = runtime
     known_paths: set[str] = set()  # filled once the routes exist; labels never take arbitrary paths
+    post_paths: set[str] = set()
 
-    app.add_middleware(_GuardAndMeasure, settings=settings, metrics=metrics, known_paths=known_paths)
+    app.add_middleware(_GuardAndMeasure, settings=settings, metrics=metrics, known_paths=known_paths,
+                       post_paths=post_paths)  # fmt: skip
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -300,7 +305,9 @@ def create_app(
     known_paths.update(getattr(route, "path", "") for route in app.routes)
     # Routers are included as one entry each, without their paths: the schema lists every path, so a
     # request refused before routing (415, 413) is still counted under its route.
-    known_paths.update(app.openapi().get("paths", {}))
+    schema_paths = app.openapi().get("paths", {})
+    known_paths.update(schema_paths)
+    post_paths.update(path for path, operations in schema_paths.items() if "post" in operations)
     return app
 
 

@@ -31,6 +31,7 @@ def classification_metrics(
     """
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
+    _check_indices(y_true, y_pred, len(labels))
     indices = list(range(len(labels)))
     multi_label = y_true.ndim == 2
     if multi_label:
@@ -158,3 +159,17 @@ def tfidf_baseline(
             "accuracy": float(accuracy_score(labels, predicted)),
             "macro_f1": float(f1_score(labels, predicted, average="macro"))}  # fmt: skip
 
+
+def _check_indices(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> None:
+    """Refuse answers and predictions that do not pair up, or an index with no label (scikit-learn
+    would fail on it deep inside its report, or count it as a class of its own)."""
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has shape {y_true.shape} but y_pred has {y_pred.shape}")
+    if y_true.ndim == 2:
+        if y_true.shape[1] != n_labels:
+            raise ValueError(f"indicator matrices have {y_true.shape[1]} columns for {n_labels} labels")
+        return
+    for name, values in (("y_true", y_true), ("y_pred", y_pred)):
+        wrong = [v for v in values.tolist() if not isinstance(v, int) or not 0 <= v < n_labels]
+        if wrong:
+            raise ValueError(f"{name} holds {wrong[0]!r}, not a label index (0 to {n_labels - 1})")
