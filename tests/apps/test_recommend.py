@@ -405,3 +405,10 @@ def test_a_history_given_as_one_string_or_a_k_below_one_is_refused(sasrec_dir: P
     with pytest.raises(ValueError, match=r"k=2.5 must be a whole number"):
         runtime.top(runtime.user_ids[0], k=2.5)  # type: ignore[arg-type]
     assert runtime.top(history=(i for i in [item])).items == runtime.top(history=[item]).items
+
+
+def test_evaluating_a_recommender_on_labelled_data_says_where_its_figures_are(sasrec_dir: Path) -> None:
+    runtime = load_recommender(sasrec_dir)
+    with pytest.raises(ValueError, match=r"scored on the held-out end of its own log .* `attend recommend evaluate"):
+        runtime.evaluate("reviews.csv")
+    assert runtime.metrics()["hr@10"] >= 0  # where the message points

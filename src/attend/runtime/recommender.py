@@ -236,6 +236,14 @@ class Recommender(Runtime):
                     answer.explanations = [self.history_weights(index, history, item) for item in answer.items]
         return final
 
+    def evaluate(self, data: Any, **options: Any) -> dict[str, Any]:
+        """Refused, saying where a recommender's figures are: it is scored when it is trained."""
+        raise ValueError(
+            "a recommender is scored on the held-out end of its own log when it is trained: its test figures "
+            "and the baselines' are in metrics.json (Recommender.metrics(); `attend recommend evaluate DIR`, "
+            "attend.apps.recommend.pipeline.evaluate_recommender); train on the new log to score on it"
+        )
+
     def top(self, user: str | None = None, history: Sequence[str] | None = None, k: int = 10,
             *, explain: bool = False) -> Recommendation:  # fmt: skip
         """The ``k`` best items for a user and/or a history (see the module docstring).
