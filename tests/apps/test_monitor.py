@@ -499,12 +499,42 @@ def test_an_alert_whose_window_later_events_made_calm_is_withdrawn(
              for i in range(60)]  # fmt: skip
     path = write_jsonl(tmp_path / "part.jsonl", angry)
     assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db)]) == 0
-    capsys.readouterr()
+    assert "0 new alert(s), 1 reinstated (a surge again), 1 in" in capsys.readouterr().out
     (alert,) = alerts_json(db, capsys)
     assert alert["withdrawn"] is None and alert["volume"] == 132 and alert["negatives"] >= 60
     assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db), "--z", "50"]) == 0
     capsys.readouterr()
     assert alerts_json(db, capsys)[0]["withdrawn"] is None
+
+
+@pytest.mark.parametrize(("hour", "count"), [(SURGE_HOUR - 1, 40), (SURGE_HOUR, 5)])
+def test_late_events_leave_the_alerts_one_run_over_all_events_gives(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], hour: int, count: int
+) -> None:
+    """Late negative events in the hour before the surge (its baseline rises), or in the surge's own
+    hour (its counts grow). Before, an alert was judged again only when its own window's counts
+    changed, and then kept the baseline, deviation and examples it was raised with: the stored
+    alerts depended on the order the events came in."""
+    rng = random.Random(hour)
+    late = [{"id": f"late-{i}", "text": _text(rng, True), "topic": SURGE_TOPIC, "source": "test",
+             "time": (START + timedelta(hours=hour, seconds=60 * i + 7)).isoformat().replace("+00:00", "Z")}
+            for i in range(count)]  # fmt: skip
+    first = write_jsonl(tmp_path / "first.jsonl", planted_events())
+    second = write_jsonl(tmp_path / "late.jsonl", late)
+    whole = write_jsonl(tmp_path / "whole.jsonl", [*planted_events(), *late])
+    model = ["--model", str(model_dir), "--window", "1h"]
+    for db, parts in (("parts.db", [first, second]), ("whole.db", [whole])):
+        for part in parts:
+            assert main(["run", "--events", str(part), "--db", str(tmp_path / db), *model]) == 0
+    capsys.readouterr()
+
+    def standing(db: str) -> dict[str, tuple]:
+        return {a["window_start"]: (a["volume"], a["negatives"], round(a["score"], 6), round(a["baseline"], 6),
+                                    round(a["baseline_sd"], 6), [e["id"] for e in a["examples"]])
+                for a in alerts_json(tmp_path / db, capsys) if a["withdrawn"] is None}  # fmt: skip
+
+    expected = standing("whole.db")
+    assert expected and standing("parts.db") == expected
 
 
 def test_other_thresholds_withdraw_nothing_and_older_databases_list_their_alerts(
@@ -520,6 +550,8 @@ def test_other_thresholds_withdraw_nothing_and_older_databases_list_their_alerts
     argv = [a for a in argv if a != "--webhook"]
     assert main([*argv, "--z", "20"]) == 0
     assert "0 new alert(s), 1 in" in capsys.readouterr().out
+    assert main([*[a if a != "1h" else "2h" for a in argv], "--z", "20"]) == 0  # another window length
+    assert "0 new alert(s), 0 in " + str(db) + " (and 1 of other window lengths)" in capsys.readouterr().out
     (alert,) = alerts_json(db, capsys)
     assert alert["withdrawn"] is None
     with sqlite3.connect(db) as conn:

@@ -561,3 +561,20 @@ def test_a_hand_off_reason_shows_the_decimals_that_tell_score_and_threshold_apar
     assert _against_threshold(0.5254, 0.5338) == "best match score 0.525 below threshold 0.534"  # was 0.53 and 0.53
     assert _against_threshold(0.9, 0.5) == "best match score 0.90 at or above threshold 0.50"
     assert _against_threshold(0.5, 0.5) == "best match score 0.500000 at or above threshold 0.500000"
+
+
+def test_a_word_in_half_the_answers_carries_no_weight_and_breaks_nothing(tmp_path: Path) -> None:
+    """Before: BM25 gives such a word weight 0, and the answer's word shares divided by 0 (a 500)."""
+    faq = tmp_path / "two.csv"
+    faq.write_text("question,answer\nWhat is the return policy?,Our policy allows returns within 30 days.\n"
+                   "Where are you located?,In Berlin.\n", encoding="utf-8")  # fmt: skip
+    build_index(faq, tmp_path / "two", intents=False)
+    reply = SupportIndex.load(tmp_path / "two").ask("policy")
+    assert reply["answers"][0]["question"] == "What is the return policy?"
+    assert reply["answer_words"] == []  # "policy" is in one answer of two: BM25 weight 0
+    with faq.open("a", encoding="utf-8") as f:  # a third answer: a word in one of three has a weight
+        f.write("How do I pay?,By card or by bank transfer.\n")
+    build_index(faq, tmp_path / "three", intents=False)
+    shared = SupportIndex.load(tmp_path / "three").ask("policy for returns within days")
+    assert {w["word"] for w in shared["answer_words"]} == {"policy", "returns", "days"}
+    assert sum(w["weight"] for w in shared["answer_words"]) == pytest.approx(1.0, abs=1e-3)

@@ -90,10 +90,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         summary = run_events(monitor, events, batch_size=args.batch_size, max_rate=args.max_rate,
                              finite=not args.follow, on_batch=on_batch)  # fmt: skip
     stored_alerts = len(store.alerts(window=settings.detection.window))
+    other = len(store.alerts()) - stored_alerts  # alerts of runs with another --window
+    other_windows = f" (and {other} of other window lengths)" if other else ""
     conflicts = f" ({summary.conflicts} with a different text: the first kept)" if summary.conflicts else ""
     withdrawn = f", {summary.withdrawn} withdrawn (their windows are no surge now)" if summary.withdrawn else ""
+    reinstated = f", {summary.reinstated} reinstated (a surge again)" if summary.reinstated else ""
     print(f"read {summary.read} events: {summary.stored} stored, {summary.duplicates} already stored{conflicts}; "
-          f"{len(summary.alerts)} new alert(s){withdrawn}, {stored_alerts} in {args.db}")  # fmt: skip
+          f"{len(summary.alerts)} new alert(s){withdrawn}{reinstated}, {stored_alerts} in {args.db}"
+          f"{other_windows}")  # fmt: skip
     store.close()
     if summary.times_without_zone:
         print(f"note: {summary.times_without_zone} event time(s) had no time zone and were taken as UTC "

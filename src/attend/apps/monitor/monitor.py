@@ -102,6 +102,8 @@ class RunSummary:
     undelivered: int = 0
     #: Alerts withdrawn in the run (their windows, judged again, are no surge now).
     withdrawn: int = 0
+    #: Withdrawn alerts reinstated in the run (their windows, judged again, are a surge again).
+    reinstated: int = 0
 
 
 def post_webhook(url: str, alert: dict[str, Any], *, timeout: float) -> bool:
@@ -152,9 +154,14 @@ class Monitor:
         self.settings = settings or MonitorSettings()
         self._lock = threading.Lock()
         self._judged_until: int | None = None  # windows starting before this are judged already
+        #: Per topic, the earliest window that new events reached since it was last judged: every
+        #: window from there on has new counts or a new baseline (the EWMA runs through it).
+        self._moved_from: dict[str, int] = {}
         self._tries: Counter[tuple[str, str]] = Counter()  # webhook deliveries tried in this run, per alert
         #: Alerts withdrawn by this monitor so far: later events made their windows calm.
         self.withdrawals = 0
+        #: Withdrawn alerts this monitor reinstated: later events made their windows a surge again.
+        self.reinstated = 0
         saved = store.get_meta("settings") or {}
         if saved.get("negative_label") not in (None, scorer.negative_label):
             raise ValueError(
@@ -179,7 +186,12 @@ class Monitor:
             present = set(stored)
             fresh = [e for i, e in unique.items() if i not in present]
             if fresh:
-                result.stored = self.store.add_events(self.scorer.score(fresh))
+                scored = self.scorer.score(fresh)
+                result.stored = self.store.add_events(scored)
+                window = self.settings.detection.window
+                for event in scored:
+                    start = window_start(event.ts, window)
+                    self._moved_from[event.topic] = min(start, self._moved_from.get(event.topic, start))
             result.duplicates = result.received - result.stored
             watermark = self.store.watermark()
             if watermark is not None:
@@ -226,34 +238,55 @@ class Monitor:
         detection = self.settings.detection
         new_alerts, withdrawn = [], []
         raised = self.store.alert_windows(detection.window)  # (topic, start) -> (withdrawn, volume, negatives)
-        for stats in self.series().values():
+        for topic, stats in self.series().items():
+            moved_from = self._moved_from.get(topic)
+            left_open = False
             for stat in stats:
                 if closed_before is not None and stat.end > closed_before:
+                    left_open = True
                     continue  # still open: the watermark has not passed its end
                 key = (stat.topic, stat.start)
-                # Withdrawn (or reinstated) only when later events changed the window: another run's
-                # thresholds (--z, --min-volume) do not rewrite alerts the events still stand behind.
-                changed = key in raised and raised[key][1:] != (stat.volume, stat.negatives)
-                if changed and raised[key][0] == stat.surge:  # a surge withdrawn, or a calm one not
-                    numbers = {"volume": stat.volume, "negatives": stat.negatives, "share": stat.share, "score": stat.z}
-                    self.store.set_withdrawn(stat.topic, detection.window, stat.start, numbers,
-                                             withdrawn=not stat.surge)  # fmt: skip
-                    shown = self._stored(stat)
-                    log.warning(describe(shown) if not stat.surge else f"REINSTATED (a surge again): {describe(shown)}")
-                    if not stat.surge:
-                        withdrawn.append(shown)
-                        self.withdrawals += 1
+                # Judged again only when events changed the window or a window before it (its
+                # baseline): another run's thresholds (--z, --min-volume) do not rewrite alerts
+                # the events still stand behind.
+                if key in raised:
+                    was_withdrawn, volume, negatives = raised[key]
+                    moved = (volume, negatives) != (stat.volume, stat.negatives) or (
+                        moved_from is not None and stat.start >= moved_from
+                    )
+                    if moved:
+                        self._judge_again(stat, was_withdrawn, withdrawn)
                     continue
-                if not stat.surge or key in raised:
+                if not stat.surge:
                     continue
                 alert = self._alert(stat)
                 if self.store.add_alert(alert):
                     stored = self._stored(stat)
                     log.warning(describe(stored))
                     new_alerts.append(stored)
+            if not left_open:
+                self._moved_from.pop(topic, None)
         self._judged_until = closed_before
         self._deliver()
         return new_alerts, withdrawn
+
+    def _judge_again(self, stat: WindowStat, was_withdrawn: bool, withdrawn: list[dict[str, Any]]) -> None:
+        """An alerted window whose counts or baseline events have changed: withdrawn if it is calm
+        now, reinstated if it is a surge again, and its numbers brought up to date either way."""
+        window = self.settings.detection.window
+        if not stat.surge:
+            numbers = {"volume": stat.volume, "negatives": stat.negatives, "share": stat.share, "score": stat.z}
+            self.store.withdraw(stat.topic, window, stat.start, numbers)
+            if not was_withdrawn:
+                shown = self._stored(stat)
+                log.warning(describe(shown))
+                withdrawn.append(shown)
+                self.withdrawals += 1
+            return
+        self.store.restate(self._alert(stat))
+        if was_withdrawn:
+            log.warning(f"REINSTATED (a surge again): {describe(self._stored(stat))}")
+            self.reinstated += 1
 
     def _stored(self, stat: WindowStat) -> dict[str, Any]:
         """The alert stored for ``stat``'s window, as :meth:`MonitorStore.alerts` shows it."""
@@ -368,4 +401,5 @@ def run_events(
         summary.interrupted = True
     summary.undelivered = monitor.undelivered()
     summary.withdrawn = monitor.withdrawals
+    summary.reinstated = monitor.reinstated
     return summary

@@ -361,22 +361,29 @@ class MonitorStore:
                                               int(w_negatives if gone else negatives))  # fmt: skip
         return found
 
-    def set_withdrawn(self, topic: str, window: int, start: int, numbers: dict[str, Any], *, withdrawn: bool) -> None:
+    def withdraw(self, topic: str, window: int, start: int, numbers: dict[str, Any]) -> None:
         """Withdraw the alert of ``(topic, window, start)`` with the window's ``numbers`` now (volume,
-        negatives, share, score), or reinstate it with them (the alert then shows them)."""
+        negatives, share, score); an alert withdrawn already takes the new numbers."""
         w = withdrawals_table.c
         with self.engine.begin() as conn:
             conn.execute(withdrawals_table.delete().where(w.topic == topic, w.window_seconds == window,
                                                           w.window_start == start))  # fmt: skip
-            if withdrawn:
-                conn.execute(withdrawals_table.insert().values(topic=topic, window_seconds=window, window_start=start,
-                                                               withdrawn_at=_now(), **numbers))  # fmt: skip
-            else:
-                a = alerts_table.c
-                conn.execute(alerts_table.update().where(a.topic == topic, a.window_seconds == window,
-                                                         a.window_start == start)
-                             .values(volume=numbers["volume"], negatives=numbers["negatives"], share=numbers["share"],
-                                     score=float(numbers["score"] or 0.0)))  # fmt: skip
+            conn.execute(withdrawals_table.insert().values(topic=topic, window_seconds=window, window_start=start,
+                                                           withdrawn_at=_now(), **numbers))  # fmt: skip
+
+    def restate(self, alert: dict[str, Any]) -> None:
+        """Give a stored alert its window's numbers and examples now (the counts grew, or the
+        baseline moved), reinstating it if it was withdrawn."""
+        a, w = alerts_table.c, withdrawals_table.c
+        key = (alert["topic"], alert["window_seconds"], alert["window_start"])
+        columns = ("score", "share", "baseline", "baseline_sd", "volume", "negatives")
+        with self.engine.begin() as conn:
+            conn.execute(withdrawals_table.delete().where(w.topic == key[0], w.window_seconds == key[1],
+                                                          w.window_start == key[2]))  # fmt: skip
+            conn.execute(alerts_table.update().where(a.topic == key[0], a.window_seconds == key[1],
+                                                     a.window_start == key[2])
+                         .values(**{c: alert[c] for c in columns},
+                                 examples=json.dumps(alert["examples"], ensure_ascii=False)))  # fmt: skip
 
     def mark_notified(self, alert: dict[str, Any], *, ok: bool) -> None:
         """Record a webhook delivery attempt (``ok``: delivered, else one more failed attempt)."""

@@ -801,9 +801,13 @@ class SupportIndex:
         return list(found.items())
 
     def _answer_terms(self, question: str, entry: int, most: int = 10) -> list[dict[str, Any]]:
-        """The answer's terms that the question shares with it, by BM25 weight, as the answer spells them."""
+        """The answer's terms that the question shares with it, by BM25 weight, as the answer spells them.
+
+        A shared term with no weight (BM25 gives none to a term in half the answers or more) added
+        nothing to the match and is left out."""
         answer = self.entries[entry]["answer"]
-        weights = {term.term: value for term, value in self.ranker.lexical_answers.contributions(question, entry)}
+        contributions = self.ranker.lexical_answers.contributions(question, entry)
+        weights = {term.term: value for term, value in contributions if value > 0}
         total = sum(weights.values())
         spans: dict[str, list[list[int]]] = {}
         for term in term_spans(answer):
