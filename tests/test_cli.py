@@ -264,3 +264,16 @@ def test_serve_passes_its_limits_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(attend.serve.app, "serve", lambda model_dir, **kwargs: given.update(kwargs))
     assert main(["serve", "some_model", "--max-body-bytes", "1000", "--max-chars", "50"]) == 0
     assert given["settings"].max_body_bytes == 1000 and given["settings"].max_chars == 50
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["train", "data.csv", "--out", "m"], ["support", "build", "faq.csv", "--out", "idx"],
+     ["recommend", "train", "log.csv", "--out", "rec"], ["robustness", "m", "data.csv"]],
+)  # fmt: skip
+def test_a_seed_out_of_range_names_the_flag(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    """Before: "Seed must be between 0 and 2**32 - 1", numpy's words, from deep in the command."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--seed", "-3"])
+    assert exit_info.value.code == 2
+    assert "argument --seed: -3 is not a seed (0 to 4294967295)" in capsys.readouterr().err

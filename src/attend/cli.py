@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from attend.apps import APPS
-from attend.config import port_number, positive_int, read_run_config
+from attend.config import port_number, positive_int, read_run_config, seed_number
 from attend.jsonout import dumps_json
 from attend.version import __version__
 
@@ -708,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.required = True
 
     demo = verbs.add_parser("demo", help="train, evaluate and explain an attention model on real data")
-    demo.add_argument("--seed", type=int, default=0, help="seed for every random number generator (default 0)")
+    demo.add_argument("--seed", type=seed_number, default=0, help="seed for every random number generator (default 0)")
     demo.add_argument("--out", default="runs/demo", help="model directory to write (default runs/demo)")
     demo.add_argument("--limit", type=int, help="use a seeded sample of N examples (a quicker run)")
     demo.add_argument("--epochs", type=int, help="override the demo's epochs")
@@ -738,7 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", help='JSON file: {"model": {...model options}, "training": {...training options}}')
     tr.add_argument("--epochs", type=int,
                     help="maximum epochs (default: a named classifier 5, seq2seq 30; auto fits them)")  # fmt: skip
-    tr.add_argument("--seed", type=int, help="seed for every RNG (default 0)")
+    tr.add_argument("--seed", type=seed_number, help="seed for every RNG (default 0)")
     tr.add_argument("--batch-size", type=int, help="examples per step (default 32)")
     tr.add_argument("--lr", type=float, help="peak learning rate")
     tr.add_argument("--max-length", type=int, help="longest input in tokens (default 128)")
@@ -836,7 +836,8 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("--text-col", default="text", help="column holding the text (default: text)")
     fa.add_argument("--limit", type=int, default=200, help="texts to score, a seeded sample (default 200)")
     fa.add_argument("--methods", help=f"comma-separated, from {','.join(EXPLAIN_METHODS)} (default: all)")
-    fa.add_argument("--seed", type=int, default=0, help="seed of the sample and the random baseline (default 0)")
+    fa.add_argument("--seed", type=seed_number, default=0,
+                    help="seed of the sample and the random baseline (default 0)")  # fmt: skip
     fa.add_argument("--ig-steps", type=int, default=32, help="integration steps for integrated_gradients (32)")
     fa.add_argument("--json", action="store_true", help="print one JSON object")
     fa.add_argument("--int8", action="store_true", help=EXPLAIN_INT8_HELP)
@@ -848,7 +849,8 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--text-col", help="column holding the text (default: the model's training column, else text)")
     ro.add_argument("--label-col", help="column holding the label (default: the model's training column, else label)")
     ro.add_argument("--limit", type=int, default=2000, help="rows to measure, a seeded sample (default 2000; 0: all)")
-    ro.add_argument("--seed", type=int, default=0, help="seed of the sample, the perturbations and the attack (0)")
+    ro.add_argument("--seed", type=seed_number, default=0,
+                    help="seed of the sample, the perturbations and the attack (0)")  # fmt: skip
     ro.add_argument("--rate", type=float, default=0.1, help="share of each text's words perturbed, in (0, 1] (0.1)")
     ro.add_argument("--attack-examples", type=int, default=200,
                     help="correctly classified texts to attack (default 200; 0: no attack)")  # fmt: skip

@@ -157,3 +157,16 @@ def positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return number
+
+
+def seed_number(value: str) -> int:
+    """An ``argparse`` type: a random seed, 0 to 2**32 - 1 (the range numpy takes)."""
+    import argparse
+
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if not 0 <= number < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is not a seed (0 to {2**32 - 1})")
+    return number

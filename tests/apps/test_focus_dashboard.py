@@ -170,6 +170,25 @@ def test_app_serves_the_page_and_the_focus_api(focus_db: Path) -> None:
         assert "next thing" in client.get("/").text
 
 
+def test_a_dashboard_port_in_use_is_a_clear_error_before_the_page_is_announced(
+    focus_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from attend.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["focus", "dashboard", "--db", str(focus_db), "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert f"cannot listen on 127.0.0.1:{port}" in captured.err and "dashboard on" not in captured.out
+    with pytest.raises(SystemExit):
+        main(["focus", "dashboard", "--db", str(focus_db), "--port", "0"])
+    assert "0 must be at least 1" in capsys.readouterr().err
+
+
 # --- in a browser -------------------------------------------------------------------------------
 
 
@@ -202,3 +221,12 @@ def test_times_at_the_ends_of_the_calendar_are_shown_as_written() -> None:
     assert _when("9999-12-31T23:59:59-05:00") == "9999-12-31T23:59:59-05:00"
     assert _when("0001-01-01T00:00:00+01:00") == "0001-01-01T00:00:00+01:00"
     assert _when("2024-05-01T11:30:00+02:00") == "2024-05-01 09:30 UTC"
+
+
+def test_serving_a_file_that_is_no_database_names_the_serve_option(tmp_path: Path) -> None:
+    from attend.apps.focus.router import served_focus_router
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"^--focus-db .*notes.txt: not a focus database"):
+        served_focus_router(None, db=notes)

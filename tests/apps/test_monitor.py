@@ -252,6 +252,21 @@ def test_stdin_is_read_as_it_arrives(model_dir: Path, tmp_path: Path, monkeypatc
     assert count_rows(db) == 120
 
 
+def test_a_bad_line_in_a_stream_stores_the_events_before_it_and_says_so(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: five good events then a bad one, in batches of two: four stored, the fifth dropped,
+    and the error did not say that anything had been stored."""
+    events = planted_events(seed=5)[:5]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(json.dumps(e) + "\n" for e in events) + "{oops\n"))
+    db = tmp_path / "bad-stream.db"
+    argv = ["run", "--events", "-", "--model", str(model_dir), "--db", str(db), "--quiet", "--batch-size", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "line 6 is not valid JSON" in err and "(the 5 new event(s) before it are stored;" in err, err
+    assert sorted(stored_ids(db)) == sorted(e["id"] for e in events)
+
+
 # --- clear errors -------------------------------------------------------------------------------
 
 GOOD = {"id": "a1", "time": "2024-05-01T10:00:00Z", "text": "a terrible film"}
@@ -332,6 +347,10 @@ def test_unknown_model_dir_and_missing_db_are_clear_errors(tmp_path: Path, capsy
         assert "not a monitor database" in capsys.readouterr().err
         assert (tmp_path / name).read_bytes() == content and not list(tmp_path.glob(f"{name}-*"))
     assert main(["run", "--events", str(tmp_path / "none.jsonl"), "--model", str(missing), "--db", "x.db"]) == 2
+    with sqlite3.connect(tmp_path / "other.db") as conn:  # another program's SQLite database
+        conn.execute("CREATE TABLE notes (body TEXT)")
+    assert main(["alerts", "--db", str(tmp_path / "other.db")]) == 2  # was "no such table: monitor_schema"
+    assert "other.db: not a monitor database (its tables: notes)" in capsys.readouterr().err
 
 
 def test_a_model_without_a_negative_label_asks_for_one(model_dir: Path, tmp_path: Path) -> None:
@@ -361,6 +380,8 @@ def test_a_database_keeps_its_negative_label_and_the_service_its_settings(
     again = ["run", "--events", str(events), "--model", str(model_dir), "--db", str(db), "--negative-label", "pos"]
     assert main(again) == 2
     assert "its events were scored with the negative label 'neg', not 'pos'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"^--monitor-db .*, or a new --monitor-db$"):  # the service's own flag
+        served_monitor_router(load(model_dir), db=str(db), negative_label="pos")
     served_monitor_router(load(model_dir), db=str(db))
     saved = open_store(db, create=False).get_meta("settings")
     assert saved["detection"]["window"] == 86400 and saved["negative_label"] == "neg"
@@ -422,6 +443,24 @@ def test_router_validates_with_4xx_and_is_idempotent(model_dir: Path, tmp_path: 
         detail = client.post("/v1/monitor/events", json=[{**GOOD, "time": "2024-99-01"}]).json()
         assert "time" in json.dumps(detail) and "ISO 8601" in json.dumps(detail)
     assert count_rows(tmp_path / "http.db") == 41
+
+
+def test_the_route_trims_topics_and_sources_as_a_file_does(model_dir: Path, tmp_path: Path) -> None:
+    """Before: the route stored topic " billing " and "   ", where the CLI stores billing and all."""
+    from attend.apps.monitor import MonitorSettings, monitor_router
+    from attend.apps.monitor.events import parse_event
+    from attend.runtime import load
+
+    app = FastAPI()
+    app.include_router(monitor_router(tmp_path / "trim.db", load(model_dir), MonitorSettings()))
+    records = [{**GOOD, "id": "padded", "topic": " billing ", "source": " web "},
+               {**GOOD, "id": "blank", "topic": "  "}]  # fmt: skip
+    with TestClient(app) as client:
+        assert client.post("/v1/monitor/events", json=records).status_code == 200
+    with sqlite3.connect(tmp_path / "trim.db") as conn:
+        stored = {row[0]: row[1:] for row in conn.execute("SELECT id, topic, source FROM monitor_events")}
+    assert stored == {"padded": ("billing", "web"), "blank": ("all", None)}
+    assert (parse_event(records[0], "x").topic, parse_event(records[1], "x").topic) == ("billing", None)
 
 
 def test_an_event_dated_far_ahead_does_not_stop_the_surge_being_raised(model_dir: Path, tmp_path: Path) -> None:
@@ -609,6 +648,25 @@ def test_dashboard_json_endpoints(planted: dict) -> None:
         assert client.get("/api/alerts").json()[0]["window_start"] == "2024-05-01T08:00:00Z"
 
 
+def test_dashboard_ports_are_checked_before_the_page_is_announced(
+    planted: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: --port 99999 announced :99999 and listened on 34463; a port in use printed the address,
+    then uvicorn's error, exit 3."""
+    import socket
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["dashboard", "--db", str(planted["db"]), "--port", "99999"])
+    assert exit_info.value.code == 2 and "99999 is not a port (1 to 65535)" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["dashboard", "--db", str(planted["db"]), "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert f"cannot listen on 127.0.0.1:{port}" in captured.err and "dashboard on" not in captured.out
+
+
 def test_dashboard_renders_in_headless_chromium(dashboard_url: str, tmp_path: Path) -> None:
     png = tmp_path / "dashboard.png"
     dom = chromium_page(dashboard_url, png)
@@ -753,3 +811,14 @@ def test_a_replay_reports_changed_texts_and_times_without_a_zone(
     assert "2 stored, 1 already stored (1 with a different text: the first kept)" in out.out
     assert "event id 'a' was seen again with a different text" in out.err
     assert "1 event time(s) had no time zone and were taken as UTC" in out.err
+
+
+def test_times_in_utc_may_end_in_a_lower_case_z() -> None:
+    """RFC 3339 allows "z"; it was refused as not ISO 8601."""
+    from attend.apps.monitor.events import has_zone, parse_time
+
+    expected = datetime(2024, 5, 6, 1, tzinfo=UTC)
+    assert parse_time("2024-05-06t01:00:00z") == parse_time("2024-05-06T01:00:00Z") == expected
+    assert has_zone(" 2024-05-06T01:00:00z ") and not has_zone("2024-05-06T01:00:00")
+    with pytest.raises(ValueError, match="not an ISO 8601 time"):
+        parse_time("z")

@@ -146,6 +146,9 @@ def test_bad_faq_files_are_clear_errors(tmp_path: Path) -> None:
     numbers.write_text('{"question": "How many days?", "answer": NaN}\n', encoding="utf-8")  # pandas' missing cell
     with pytest.raises(DataError, match=r"line 1 has an empty answer \(answer=None\)"):  # not "a float"
         read_faq(numbers)
+    numbers.write_text('{"question": "How?", "answer": "So."}\n{"question": "Why?"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"numbers\.jsonl: line 2 has no 'answer'$"):  # it was "an empty answer"
+        read_faq(numbers)
 
 
 def test_an_faq_read_from_a_named_pipe_is_not_called_empty(tmp_path: Path) -> None:

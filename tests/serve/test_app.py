@@ -391,7 +391,9 @@ def test_service_mounts_the_monitor_route(model_dir: Path, tmp_path: Path) -> No
         assert "/v1/monitor/events" in test_client.get("/openapi.json").json()["paths"]
         info = test_client.get("/v1/model").json()
     # The app and its own limits are listed (the service's --max-texts/--max-chars bound the model's routes).
-    assert info["apps"]["monitor"] == {"db": str(db), "limits": {"max_events": 1000, "max_chars": 20_000}}
+    assert info["apps"]["monitor"] | {"detection": None} == {"db": str(db), "detection": None,
+                                                             "limits": {"max_events": 1000, "max_chars": 20_000}}
+    assert info["apps"]["monitor"]["detection"]["window"] == 3600  # what its alerts are judged with
     assert first.status_code == 200 and first.json()["stored"] == 3
     assert again.json()["stored"] == 0 and again.json()["duplicates"] == 3
     assert bad.status_code == 422 and db.is_file()

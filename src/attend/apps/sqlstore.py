@@ -7,9 +7,12 @@ instead of failing) and foreign keys on; a URL (``postgresql://...``) is passed 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 
-__all__ = ["create_engine", "create_tables", "database_url", "schema_table"]
+__all__ = ["create_engine", "create_tables", "database_url", "named_as", "schema_table"]
 
 # Seconds that opening a new database keeps trying while other processes create the same one.
 _CREATE_PATIENCE = 30.0
@@ -145,3 +148,16 @@ def create_engine(db: str | os.PathLike[str], *, create: bool, kind: str, missin
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _on_sqlite_connect)
     return engine
+
+
+@contextlib.contextmanager
+def named_as(flag: str) -> Iterator[None]:
+    """Errors about the database name the option that gave it: ``attend serve --monitor-db PATH``
+    (or ``--focus-db``) rather than the ``--db`` of the app's own commands."""
+    try:
+        yield
+    except ValueError as exc:
+        message = str(exc)
+        if "--db" not in message:
+            raise
+        raise ValueError(re.sub(r"--db\b", flag, message)) from None

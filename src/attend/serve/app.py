@@ -311,7 +311,7 @@ def create_app(
     return app
 
 
-def _check_port(host: str, port: int) -> None:
+def check_port(host: str, port: int) -> None:
     """Fail with a clear message, before loading anything, if ``host:port`` cannot be listened on."""
     try:
         family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -362,7 +362,7 @@ def serve(
         raise ValueError(f"workers={workers} must be >= 1")
     if not 0 < port < 65536:
         raise ValueError(f"port={port} must be in 1..65535")
-    _check_port(host, port)
+    check_port(host, port)
     app = create_app(load_for_serving(model_dir, settings), settings, routers=routers)  # fail before binding
     # uvicorn re-raises SIGTERM after its graceful shutdown, which would end the process with status
     # 143; a handler that does nothing lets a clean, requested shutdown exit 0.

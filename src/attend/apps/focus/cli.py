@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from attend.config import port_number
 from attend.jsonout import dumps_json
 
 __all__ = ["MAX_MINUTES", "add_serve_options", "register_cli", "serve_routers"]
@@ -322,7 +323,7 @@ def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
     da = sub.add_parser("dashboard", help="serve the focus dashboard page")
     da.add_argument("--db", required=True, help="the focus database")
     da.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    da.add_argument("--port", type=int, default=8060, help="port (default 8060)")
+    da.add_argument("--port", type=port_number, default=8060, help="port (default 8060)")
     da.set_defaults(func=_cmd_dashboard)
     return focus
 

@@ -32,6 +32,7 @@ from attend.apps.focus.assistant import Session
 from attend.apps.focus.dashboard import render_dashboard
 from attend.apps.focus.service import FocusService
 from attend.apps.focus.store import SessionError
+from attend.apps.sqlstore import named_as
 from attend.data.messages import MAX_MESSAGE_CHARS, Message, record_message
 from attend.data.validation import text_problem
 from attend.serve import Routes
@@ -203,7 +204,8 @@ def focus_router(service: FocusService) -> APIRouter:
 def served_focus_router(runtime: Any, *, db: str | os.PathLike[str]) -> Routes:
     """What ``attend serve MODEL --focus-db PATH`` mounts (the assistant loads its own encoder)."""
     del runtime  # the focus assistant reads with its own MiniLM, whatever model is served
-    service = FocusService(db)
+    with named_as("--focus-db"):
+        service = FocusService(db)
     service.assistant  # noqa: B018 - load the encoder and heads before the port opens
     limits = {"max_messages": MAX_MESSAGES, "max_chars": MAX_MESSAGE_CHARS}
     return Routes(router=focus_router(service), info={"apps": {"focus": {"db": os.fspath(db), "limits": limits}}})
@@ -227,6 +229,9 @@ def serve_dashboard(db: str | os.PathLike[str], *, host: str = "127.0.0.1", port
     """Serve the dashboard (and the focus API) until Ctrl-C."""
     import uvicorn
 
+    from attend.serve.app import check_port
+
     app = create_dashboard_app(db)
+    check_port(host, port)  # a clear error before the page is announced, not uvicorn's after it
     print(f"focus dashboard on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from attend.config import port_number
 from attend.jsonout import dumps_json
 
 __all__ = ["add_serve_options", "main", "register_cli", "serve_routers"]
@@ -194,7 +195,7 @@ def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
     dash = sub.add_parser("dashboard", help="serve the monitor's dashboard page (FastAPI)")
     dash.add_argument("--db", required=True, help="SQLite file or SQLAlchemy URL")
     dash.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    dash.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    dash.add_argument("--port", type=port_number, default=8050, help="port (default 8050)")
     dash.add_argument("--window", help="window length to draw (default: the last run's)")
     dash.set_defaults(func=_cmd_dashboard)
     return monitor

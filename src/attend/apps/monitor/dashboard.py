@@ -234,6 +234,9 @@ def serve_dashboard(db: str | os.PathLike[str], *, host: str = "127.0.0.1", port
     """Serve the dashboard until Ctrl-C."""
     import uvicorn
 
+    from attend.serve.app import check_port
+
     app = create_dashboard_app(db, window=window)
+    check_port(host, port)  # a clear error before the page is announced, not uvicorn's after it
     print(f"monitor dashboard on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

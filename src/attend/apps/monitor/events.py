@@ -100,7 +100,7 @@ def parse_time(value: Any, *, where: str = "time") -> datetime:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f'{where}: expected an ISO 8601 time such as "2020-03-01T14:30:00Z", got {value!r}')
     try:
-        moment = datetime.fromisoformat(value.strip())
+        moment = datetime.fromisoformat(_zulu(value))
     except ValueError:
         raise ValueError(f'{where}: {value!r} is not an ISO 8601 time (e.g. "2020-03-01T14:30:00Z")') from None
     if moment.tzinfo is None:
@@ -116,7 +116,14 @@ def parse_time(value: Any, *, where: str = "time") -> datetime:
 
 def has_zone(value: str) -> bool:
     """Whether an ISO 8601 time (one :func:`parse_time` accepts) names its zone (``Z``, ``+02:00``)."""
-    return datetime.fromisoformat(value.strip()).tzinfo is not None
+    return datetime.fromisoformat(_zulu(value)).tzinfo is not None
+
+
+def _zulu(value: str) -> str:
+    """``value`` stripped, with a lower-case ``z`` for UTC written ``Z`` (RFC 3339 allows either;
+    Python reads only the capital)."""
+    value = value.strip()
+    return value[:-1] + "Z" if value.endswith("z") else value
 
 
 def parse_window(value: str, *, option: str = "--window") -> int:

@@ -27,6 +27,7 @@ from attend.apps.monitor.detect import DetectionSettings, WindowStat, detect, wi
 from attend.apps.monitor.events import Event, format_time
 from attend.apps.monitor.scoring import Scorer
 from attend.apps.monitor.store import MonitorStore
+from attend.data.readers import DataError
 
 __all__ = ["IngestResult", "Monitor", "MonitorSettings", "RunSummary", "post_webhook", "run_events"]
 
@@ -381,18 +382,25 @@ def run_events(
             on_batch(result)
 
     try:
-        for event in events:
-            if event is None:
-                flush()
-                continue
-            batch.append(event)
-            summary.read += 1
-            if len(batch) >= batch_size:
-                flush()
-                if max_rate is not None:
-                    ahead = summary.read / max_rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
+        try:
+            for event in events:
+                if event is None:
+                    flush()
+                    continue
+                batch.append(event)
+                summary.read += 1
+                if len(batch) >= batch_size:
+                    flush()
+                    if max_rate is not None:
+                        ahead = summary.read / max_rate - (time.monotonic() - started)
+                        if ahead > 0:
+                            time.sleep(ahead)
+        except DataError as exc:  # a bad line in a stream (a file is checked whole before this)
+            flush()  # the events before it are good: stored, and said so
+            if not summary.stored:
+                raise
+            raise DataError(f"{exc} (the {summary.stored} new event(s) before it are stored; a rerun of the "
+                            "fixed input skips them)") from None  # fmt: skip
         flush()
         if finite:
             summary.alerts.extend(monitor.finish())

@@ -21,6 +21,7 @@ from attend.apps.monitor.events import MAX_KEY_CHARS, Event, has_zone, parse_tim
 from attend.apps.monitor.monitor import Monitor, MonitorSettings
 from attend.apps.monitor.scoring import Scorer, find_negative_label
 from attend.apps.monitor.store import MonitorStore, open_store
+from attend.apps.sqlstore import named_as
 from attend.data.validation import text_problem
 from attend.runtime import TextClassifier
 from attend.serve import Routes
@@ -46,6 +47,12 @@ class EventIn(BaseModel):
         if not text or len(text) > MAX_KEY_CHARS:
             raise ValueError(f"id must be 1 to {MAX_KEY_CHARS} characters")
         return text
+
+    @field_validator("topic", "source")
+    @classmethod
+    def _trimmed(cls, value: str | None) -> str | None:
+        """Spaces around a topic or source dropped, and a blank one absent, as a file's are."""
+        return (value.strip() or None) if value is not None else None
 
     @field_validator("time")
     @classmethod
@@ -134,10 +141,13 @@ def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_l
         where = f" ({runtime.path})" if getattr(runtime, "path", None) else ""
         raise ValueError(f"--monitor-db scores events with a text classifier; the served model{where} is a "
                          f"{getattr(runtime, 'task', 'other')} model")  # fmt: skip
-    settings = MonitorSettings(detection=_saved_detection(db))  # the service has no options of its own for them
+    with named_as("--monitor-db"):
+        settings = MonitorSettings(detection=_saved_detection(db))  # the service has no options of its own for them
+        router = monitor_router(db, runtime, settings, negative_label=negative_label)
     limits = {"max_events": settings.max_events, "max_chars": settings.max_chars}
-    return Routes(router=monitor_router(db, runtime, settings, negative_label=negative_label),
-                  info={"apps": {"monitor": {"db": os.fspath(db), "limits": limits}}})  # fmt: skip
+    judged = settings.detection.to_dict()  # the window and thresholds its alerts are judged with
+    return Routes(router=router, info={"apps": {"monitor": {"db": os.fspath(db), "limits": limits,
+                                                            "detection": judged}}})  # fmt: skip
 
 
 def _saved_detection(db: str) -> DetectionSettings:

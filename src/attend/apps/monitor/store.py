@@ -422,6 +422,11 @@ def open_store(db: str | os.PathLike[str], *, create: bool = True) -> MonitorSto
         if create:
             store._create()
         else:
+            tables = sa.inspect(engine).get_table_names()
+            if schema_table.name not in tables:  # another program's database, or an empty one
+                shown = ", ".join(sorted(tables)[:5]) or "none"
+                raise ValueError(f"--db {where}: not a monitor database (its tables: {shown}); give the one "
+                                 "`attend monitor run` wrote")  # fmt: skip
             store.schema_version()
     except SQLAlchemyError as exc:
         engine.dispose()

@@ -13,7 +13,7 @@ import argparse
 import textwrap
 from typing import Any
 
-from attend.config import positive_int
+from attend.config import positive_int, seed_number
 from attend.jsonout import dumps_json
 
 __all__ = ["add_serve_options", "format_answer", "format_build", "register_cli", "serve_routers"]
@@ -140,7 +140,7 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
                        help="hybrid: a weight chosen on the FAQ's questions (default), or reciprocal rank")  # fmt: skip
     build.add_argument("--no-rerank", action="store_true",
                        help="skip the cross-attention re-ranker (else it is kept where it wins on held-out questions)")
-    build.add_argument("--seed", type=int, default=0, help="seed of the calibration rewordings (default 0)")
+    build.add_argument("--seed", type=seed_number, default=0, help="seed of the calibration rewordings (default 0)")
     build.add_argument("--overwrite", action="store_true", help="replace an index already in INDEX_DIR")
     build.add_argument("--json", action="store_true", help="print the build report as one JSON object")
     build.set_defaults(func=_cmd_build)

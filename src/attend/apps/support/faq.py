@@ -356,6 +356,8 @@ def _read_table(path: Path) -> list[FaqEntry]:
             has_intent = "intent" in record
         values = {}
         for column in ("question", "answer"):
+            if column not in record:  # a JSONL line without the key (a table's rows all have it)
+                raise DataError(f"{path}: line {line} has no {column!r}")
             value = record.get(column)
             if is_missing_number(value):
                 value = None  # NaN is a missing cell
