@@ -60,8 +60,7 @@ def _read_config(path: str | None) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from attend.training import TrainingArgs, train, train_translation
-    from attend.training.tasks.seq2seq import TRANSLATION_DEFAULTS
+    from attend.training import train, train_translation
 
     config = _read_config(args.config)
     interrupted = _interrupted_translation(args.out) if args.resume and args.model in ("auto", "seq2seq") else None
@@ -72,8 +71,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 setattr(args, column, interrupted[column])
         config.setdefault("model", interrupted.get("model_options") or {})
     translating = args.model == "seq2seq"
-    # A resumed run has its options already: the translation defaults would read as options given again.
-    training = {**(TRANSLATION_DEFAULTS if translating and not args.resume else {}), **config.get("training", {})}
+    training = dict(config.get("training", {}))  # the options chosen (a translator's defaults come from its task)
     for name in ("epochs", "seed", "batch_size", "lr", "max_length", "threads", "max_steps", "precision", "schedule",
                  "label_smoothing", "augment", "augment_rate", "adversarial", "adversarial_epsilon",
                  "adversarial_steps", "rdrop", "average_checkpoints"):  # fmt: skip
@@ -101,7 +99,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         training["time_budget"] = args.time_budget
     if translating:
         result = train_translation(
-            args.data, args.out, model_options=config.get("model", {}), args=TrainingArgs.from_dict(training),
+            args.data, args.out, model_options=config.get("model", {}), args=training,
             resume=args.resume, overwrite=args.overwrite, source_col=args.source_col, target_col=args.target_col,
             split_col=args.split_col,
         )  # fmt: skip
@@ -748,7 +746,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--resume", action="store_true", help="continue the interrupted run that was writing --out")
     tr.add_argument("--overwrite", action="store_true", help="replace a model already in --out (else an error)")
-    tr.add_argument("--split-col", help="column assigning rows to train/dev/test (else a stratified split)")
+    tr.add_argument("--split-col", help="column assigning rows to train/dev/test (else a seeded split: stratified by "
+                    "label for a classifier, keeping each source sentence in one split for a translator)")
     tr.add_argument("--multi-label", action="store_true", help="rows may carry several labels")
     tr.add_argument("--label-sep", help="separator of several labels in one cell, e.g. '|'")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")

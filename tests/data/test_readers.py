@@ -105,6 +105,7 @@ def test_bad_files_get_errors_naming_file_line_and_value(
         ('{"text": NaN, "label": "b"}', "line 2 has an empty text"),  # as pandas writes a missing text: not "nan"
         ('{"text": "ok", "label": {"name": "b"}}', r"line 2 has an object \{'name': 'b'\} as its label"),
         ('{"text": "ok", "label": NaN}', r"line 2 has a missing value \(NaN\) as its label"),
+        ('{"label": "b"}', r"line 2 has no 'text'$"),  # the key left out (was "an empty text")
     ],
 )
 def test_missing_values_and_objects_are_not_read_as_texts_or_labels(tmp_path: Path, second: str, message: str) -> None:

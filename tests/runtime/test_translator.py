@@ -243,6 +243,10 @@ def test_resume_alone_continues_an_interrupted_translator_with_its_columns(
                     "--source-col", "en", "--target-col", "xx", "--no-progress"])  # fmt: skip
     assert stopped == 130 and not out.exists()
     capsys.readouterr()
+    # An option given again with another value is refused, also one equal to a classifier's default
+    # (--epochs 5 read as left out, and the run went on to its own 2 epochs without a word).
+    assert main(["train", str(data), "--out", str(out), "--resume", "--no-progress", "--epochs", "5", *named]) == 2
+    assert "epochs=5 (the interrupted run had 2)" in capsys.readouterr().err
     resumed = main(["train", str(data), "--out", str(out), "--resume", "--no-progress", *named])
     assert resumed == 0, capsys.readouterr().err
     saved = json.loads((out / "config.json").read_text())
@@ -400,3 +404,29 @@ def test_generation_counts_must_be_whole_numbers() -> None:
         GenerationOptions(beam=2.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"no_repeat_ngram=True must be a whole number"):
         GenerationOptions(no_repeat_ngram=True)
+
+
+def test_the_training_file_is_scored_on_the_split_column_training_read(translator_dir: Path, tmp_path: Path) -> None:
+    """Before: a file trained with --split-col was split again by evaluate, scoring training pairs as its test."""
+    from attend.io import sha256_file
+
+    rows = [{**row, "split": "test" if i < 3 else "train"} for i, row in enumerate(reverse_pairs(40))]
+    data = write_csv(tmp_path / "split.csv", rows)
+    runtime = load(translator_dir)
+    runtime.config = {**runtime.config, "data": {**runtime.config["data"], "path": str(data),
+                                                 "sha256": sha256_file(data), "split_col": "split"}}  # fmt: skip
+    found = runtime.evaluate(data, beam=1)
+    assert found["sentences"] == 3 and found["pairs_used"] == "test split (split column 'split')"
+    assert found["bleu_tokenize"] == runtime.config["data"]["bleu_tokenize"] == "13a"  # the model's own
+    everything_train = write_csv(tmp_path / "train_only.csv", [{**row, "split": "train"} for row in rows])
+    with pytest.raises(ValueError, match="split column 'split' marks every pair 'train': no test or dev"):
+        runtime.evaluate(everything_train, split_col="split")
+
+
+def test_an_alignment_carries_the_log_probability_its_pictures_call_it(translator_dir: Path, tmp_path: Path) -> None:
+    """Before: the HTML and PNG called the length-normalised score the log-probability."""
+    from attend.explain import alignment_html
+
+    (result,) = load(translator_dir).translate(["red cat sun"], alignments=True, length_penalty=1.0)
+    assert result.alignment is not None and result.alignment.score == result.log_prob != result.score
+    assert f"log-probability {result.log_prob:.3f}" in alignment_html([result.alignment])

@@ -77,6 +77,9 @@ def test_same_seed_same_metrics_and_resume_matches_an_uninterrupted_run(tmp_path
     with pytest.raises(DataError, match=r"lr=0.05 \(the interrupted run had 0.003\)"):
         train(planted_csv, tmp_path / "resumed", model="encoder", model_options=SMALL_ENCODER, resume=True,
               args=TrainingArgs(lr=0.05))  # fmt: skip
+    with pytest.raises(DataError, match=r"batch_size=32 \(the interrupted run had 16\)"):  # a default, yet chosen
+        train(planted_csv, tmp_path / "resumed", model="encoder", model_options=SMALL_ENCODER, resume=True,
+              args={"batch_size": 32})  # fmt: skip
     with pytest.raises(DataError, match="an interrupted run was writing it"):
         _run(tmp_path, planted_csv, "resumed")
     # Without the model: the interrupted run says which it was and what its options were (before:

@@ -186,3 +186,31 @@ def test_training_pairs_cut_to_max_length_are_counted_and_learned_without_their_
     (cut,), _ = tokenizer.encode_ids([rows[-1]["target"]], 16, end_cut=False)
     (whole,), _ = tokenizer.encode_ids(["cat red"], 16, end_cut=False)
     assert len(cut) == 16 and cut[-1] != SubwordTokenizer.EOS and whole[-1] == SubwordTokenizer.EOS
+
+
+def test_every_split_counts_bleu_with_the_tokenizer_of_the_training_targets() -> None:
+    """Before, each split's references chose: a dev split with one Japanese reference among digits was
+    counted by character, the test split by word, and only the test's tokenizer was reported."""
+    import torch
+
+    from attend.models import build
+    from attend.training.tasks.seq2seq import TranslationTask
+
+    rows = [(f"number {i}", str(i)) for i in range(40)]
+    splits = ["train"] * 30 + ["dev"] * 5 + ["test"] * 5
+    targets = [b for _, b in rows]
+    targets[31] = "こんにちは"  # one dev reference in Japanese
+    task = TranslationTask(ParallelTexts([a for a, _ in rows], targets, splits=splits))
+    task.prepare(TrainingArgs(batch_size=8, vocab_size=60, max_length=8, seed=0), None)
+    assert task.bleu_tokenize == "13a"
+    torch.manual_seed(0)
+    model = build({"model_type": "seq2seq", **task.model_config(), "dim": 16, "encoder_layers": 1,
+                   "decoder_layers": 1, "num_heads": 2}).eval()  # fmt: skip
+    dev, test = task.evaluate(model, "dev", 8), task.evaluate(model, "test", 8)
+    assert dev["bleu_tokenize"] == test["bleu_tokenize"] == "13a"  # dev was "char"
+    from sacrebleu.metrics import BLEU
+
+    outputs, references = [s["translation"] for s in dev["samples"]], [s["reference"] for s in dev["samples"]]
+    assert len(outputs) == 5 and "こんにちは" in references
+    assert dev["bleu"] == pytest.approx(BLEU(tokenize="13a").corpus_score(outputs, [references]).score)
+    assert task.reference_metrics("dev")["baseline_tm_bleu"] >= 0

@@ -361,6 +361,8 @@ def check_columns(path: str | os.PathLike[str], record: dict[str, Any], wanted: 
 
 def _row_text(path: Path, line: int, record: dict[str, Any], text_col: str) -> str:
     """The row's text, checked: a number is a text too; an empty or unusable one is an error."""
+    if text_col not in record:  # a JSONL line without the key (the first line's columns were checked)
+        raise DataError(f"{path}: line {line} has no {text_col!r}")
     text = record.get(text_col)
     if is_missing_number(text):
         text = None  # a missing value (NaN in JSONL or a Parquet float column), not the text "nan"

@@ -173,7 +173,7 @@ class Translator(Runtime):
         if alignments and results:
             for result, alignment in zip(results, self.align(ids, [h.tokens for h in hyps], maps=maps), strict=True):
                 alignment.source, alignment.translation = result.source, result.translation
-                alignment.score = result.score
+                alignment.score = result.log_prob  # what the picture calls it: not the length-normalised score
                 result.alignment = alignment
         return results
 
@@ -303,8 +303,9 @@ class Translator(Runtime):
         """BLEU and chrF (``sacrebleu``) of the translations of ``data``'s sources against its targets.
 
         When ``data`` is what the model was trained on (the same data set, or a file with the same
-        SHA-256) and has no split column, only its test split is scored, rebuilt exactly as training
-        split it, so the figure never includes sentences the model learned from. ``source_col`` and
+        SHA-256), only its test split is scored: the split column training read, or else the split
+        rebuilt exactly as training made it, so the figure never includes sentences the model
+        learned from. BLEU is counted with the model's tokenizer (chosen from its training targets). ``source_col`` and
         ``target_col`` default to the columns training read there, else to ``source`` and ``target``.
         """
         recorded = self.config.get("data", {})
@@ -323,15 +324,20 @@ class Translator(Runtime):
                 f"--source-col {columns[0]} --target-col {columns[1]} would score other pairs as its test split: "
                 "leave the columns out, or evaluate on another file"
             )
+        if same and split_col is None:
+            split_col = recorded.get("split_col")  # training's own split, as training read it
         pairs = load_parallel_data(data, source_col=columns[0], target_col=columns[1], split_col=split_col)
         used = "all"
         if pairs.splits is None and same:
             pairs = self.training_split(pairs, "test")
             used = "test split (rebuilt as in training)"
         elif pairs.splits is not None:
+            if "test" not in pairs.splits and "dev" not in pairs.splits:
+                raise DataError(f"{data}: its split column {split_col!r} marks every pair 'train': no test or dev "
+                                "pairs to evaluate on (leave --split-col out to score every pair)")  # fmt: skip
             wanted = "test" if "test" in pairs.splits else "dev"
             pairs = pairs.subset([i for i, s in enumerate(pairs.splits) if s == wanted])
-            used = f"{wanted} split (split column)"
+            used = f"{wanted} split (split column {split_col!r})"
         if not len(pairs):
             raise DataError(f"{data}: no sentence pairs to evaluate on")
         overlap = self.training_overlap(pairs.sources)
@@ -339,10 +345,11 @@ class Translator(Runtime):
         results = self.translate(pairs.sources, beam=decoding.beam, batch_size=batch_size,
                                  length_penalty=decoding.length_penalty)  # fmt: skip
         outputs = [r.translation for r in results]
-        scores = translation_scores(outputs, pairs.targets)
+        tokenize = recorded.get("bleu_tokenize") or bleu_tokenizer(pairs.targets)  # the model's, as training counted
+        scores = translation_scores(outputs, pairs.targets, tokenize=tokenize)
         return {**scores, "sentences": len(pairs), "source": pairs.origin or str(data), "pairs_used": used,
                 "decoding": decoding.describe(), "length_penalty": decoding.length_penalty,
-                "bleu_tokenize": bleu_tokenizer(pairs.targets),
+                "bleu_tokenize": tokenize,
                 "truncated": sum(r.truncated for r in results),
                 **({} if overlap is None else {"training_overlap": overlap})}  # fmt: skip
 

@@ -101,12 +101,15 @@ def train(
         raise ValueError(f"ensemble (--no-ensemble) is for --model auto, not --model {model}")
     if candidates is not None:
         raise ValueError(f"candidates (--candidates) are for --model auto, not --model {model}")
+    given = None  # the options chosen: a dict's keys (a TrainingArgs' are those away from the defaults)
     if isinstance(args, dict):
+        given = set(args)
         args = TrainingArgs.from_dict(dict(args))
     if time_budget is not None:  # a named model's budget bounds its own epochs
         args = dataclasses.replace(args or TrainingArgs(), time_budget=time_budget)
+        given = None if given is None else given | {"time_budget"}
     task = ClassificationTask(data, model=model, model_options=model_options, max_train=max_train, **columns)
-    return Trainer(task, args, on_epoch=on_epoch).fit(out, resume=resume, overwrite=overwrite)
+    return Trainer(task, args, on_epoch=on_epoch, given=given).fit(out, resume=resume, overwrite=overwrite)
 
 
 def _interrupted_run(out: str | os.PathLike[str]) -> dict[str, Any] | None:

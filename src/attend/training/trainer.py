@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -533,8 +533,11 @@ def _try_average(task: Task, network: nn.Module, directory: Path, state: _State,
     if not kept:
         network.load_state_dict(best)
     epochs = [int(p.stem.split("-")[1]) for p in paths]
+    tie = ""  # a tie is decided by the dev loss, as between epochs: say so, or "not kept" looks wrong
+    if _ties(score, state.best_score):
+        tie = f" (a tie: dev loss {loss:.4f} against {state.best_loss:.4f}, {'not higher' if kept else 'higher'})"
     _log(f"checkpoint average of epochs {epochs}: dev {task.selection} {score:.4f} against the best epoch's "
-         f"{state.best_score:.4f}; {'kept' if kept else 'not kept'}", info)  # fmt: skip
+         f"{state.best_score:.4f}{tie}; {'kept' if kept else 'not kept'}", info)  # fmt: skip
     def shown(value: float) -> float | None:  # an undefined score is null in metrics.json, not -Infinity
         return value if math.isfinite(value) else None
 
@@ -729,14 +732,23 @@ class Trainer:
         task: What to train (data, model, loss, metrics, files).
         args: How to train (defaults: :class:`TrainingArgs`).
         on_epoch: Called with each epoch's log record (for notebooks and tests).
+        given: The names of the options in ``args`` the user chose (a resumed run refuses those
+            that differ from the interrupted run's). None: those that differ from
+            :class:`TrainingArgs`' defaults, which misses one chosen equal to its default.
     """
 
     def __init__(
-        self, task: Task, args: TrainingArgs | None = None, *, on_epoch: Callable[[dict[str, Any]], None] | None = None
+        self,
+        task: Task,
+        args: TrainingArgs | None = None,
+        *,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        given: Collection[str] | None = None,
     ) -> None:
         self.task = task
         self.args = args or TrainingArgs()
         self.on_epoch = on_epoch
+        self.given = None if given is None else frozenset(given)
 
     @_keeps_thread_count
     def fit(self, out: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False) -> TrainResult:
@@ -763,7 +775,7 @@ class Trainer:
         if resume:
             run = self._resumable_run(out)
             # The interrupted run's options (those given again must match), minus the interruption itself.
-            args = dataclasses.replace(_resumed_args(out, run["training"], args), stop_after_steps=0)
+            args = dataclasses.replace(_resumed_args(out, run["training"], args, self.given), stop_after_steps=0)
             overwrite = bool(run.get("overwrite", overwrite))
         elif not overwrite and (work / "run.json").is_file() and _has_checkpoint(work):
             raise DataError(f"{out}: an interrupted run was writing it (its checkpoint is in {work}): add --resume "
@@ -1123,14 +1135,17 @@ def _changes(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
             if then.get(key) != value]  # fmt: skip
 
 
-def _resumed_args(out: Path, recorded: dict[str, Any], given: TrainingArgs) -> TrainingArgs:
+def _resumed_args(out: Path, recorded: dict[str, Any], given: TrainingArgs,
+                  chosen: frozenset[str] | None = None) -> TrainingArgs:  # fmt: skip
     """The interrupted run's options, with this run's progress and threads. An option given now
-    (set away from its default) must equal the recorded one: a resumed run cannot change them."""
-    changed = _changes(recorded, {k: v for k, v in explicit_options(given).items() if k not in RESUME_MAY_CHANGE})
+    (``chosen``, else one set away from its default) must equal the recorded one: a resumed run
+    cannot change them."""
+    now = dataclasses.asdict(given)
+    options = explicit_options(given) if chosen is None else {key: now[key] for key in chosen}
+    changed = _changes(recorded, {k: v for k, v in options.items() if k not in RESUME_MAY_CHANGE})
     if changed:
         raise DataError(f"{out}: --resume continues the interrupted run with its own options; these differ: "
                         f"{'; '.join(changed)}. Leave them out, or start again with --overwrite")  # fmt: skip
-    now = dataclasses.asdict(given)
     return TrainingArgs.from_dict({**recorded, **{key: now[key] for key in RESUME_MAY_CHANGE}})
 
 
@@ -1144,7 +1159,7 @@ def train_translation(
     out: str | os.PathLike[str],
     *,
     model_options: dict[str, Any] | None = None,
-    args: TrainingArgs | None = None,
+    args: TrainingArgs | dict[str, Any] | None = None,
     resume: bool = False,
     overwrite: bool = False,
     source_col: str = "source",
@@ -1154,10 +1169,14 @@ def train_translation(
 ) -> TrainResult:
     """Train a translator on sentence pairs and write its model directory; the body of ``attend train --model seq2seq``.
 
-    ``args`` defaults to :data:`TRANSLATION_DEFAULTS` over :class:`~attend.training.TrainingArgs`.
+    ``args``: a :class:`~attend.training.TrainingArgs`, or a dict of only the options chosen
+    (as ``attend train`` gives them), over :data:`TRANSLATION_DEFAULTS`; default: those defaults.
+    With ``resume``, the options chosen must be the interrupted run's.
     """
     task = TranslationTask(data, model_options=model_options, source_col=source_col, target_col=target_col,
                            split_col=split_col)  # fmt: skip
-    return Trainer(task, args or TrainingArgs.from_dict(dict(TRANSLATION_DEFAULTS)), on_epoch=on_epoch).fit(
-        out, resume=resume, overwrite=overwrite
-    )
+    given: frozenset[str] | None = None
+    if args is None or isinstance(args, dict):
+        given = frozenset(args or {})
+        args = TrainingArgs.from_dict({**TRANSLATION_DEFAULTS, **(args or {})})
+    return Trainer(task, args, on_epoch=on_epoch, given=given).fit(out, resume=resume, overwrite=overwrite)

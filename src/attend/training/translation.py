@@ -107,7 +107,11 @@ def _check_pairs(
 
 
 def translation_scores(
-    hypotheses: Sequence[str], references: Sequence[str], *, target_language: str | None = None
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    *,
+    target_language: str | None = None,
+    tokenize: str | None = None,
 ) -> dict[str, float]:
     """Corpus BLEU and chrF (0-100) of ``hypotheses`` against one reference each.
 
@@ -116,6 +120,8 @@ def translation_scores(
         references: The reference translation of each, in the same order.
         target_language: Decides BLEU's tokenizer (:func:`bleu_tokenizer`); by default the
             references' script does. Record ``bleu_tokenizer(...)`` beside the scores.
+        tokenize: BLEU's tokenizer, chosen already (a model's, from its training targets, so that
+            its dev and test figures are counted alike); wins over ``target_language``.
 
     Returns:
         ``{"bleu": ..., "chrf": ...}``. chrF (character 6-grams, beta 2) needs no tokenizer.
@@ -127,7 +133,7 @@ def translation_scores(
 
     _check_pairs(hypotheses, references)
     hypotheses, references = list(hypotheses), list(references)
-    tokenize = bleu_tokenizer(references, target_language=target_language)
+    tokenize = tokenize or bleu_tokenizer(references, target_language=target_language)
     bleu = BLEU(tokenize=tokenize).corpus_score(hypotheses, [references])
     chrf = CHRF().corpus_score(hypotheses, [references])
     return {"bleu": float(bleu.score), "chrf": float(chrf.score)}
@@ -213,6 +219,7 @@ def translation_baselines(
     test_references: Sequence[str],
     *,
     target_language: str | None = None,
+    tokenize: str | None = None,
 ) -> dict[str, float]:
     """The translation-memory floor (:func:`translation_memory`) scored on a test split.
 
@@ -222,6 +229,7 @@ def translation_baselines(
         test_sources: Source sentences of the evaluated split.
         test_references: Their reference translations.
         target_language: Passed to :func:`translation_scores` for BLEU's tokenizer.
+        tokenize: Passed to :func:`translation_scores`: the model's BLEU tokenizer.
 
     Returns:
         ``{"baseline_tm_bleu": ..., "baseline_tm_chrf": ...}``.
@@ -231,5 +239,5 @@ def translation_baselines(
     """
     _check_pairs(test_sources, test_references, ("test_sources", "test_references"))
     hypotheses = translation_memory(train_sources, train_targets, test_sources)
-    scores = translation_scores(hypotheses, test_references, target_language=target_language)
+    scores = translation_scores(hypotheses, test_references, target_language=target_language, tokenize=tokenize)
     return {f"baseline_tm_{name}": value for name, value in scores.items()}

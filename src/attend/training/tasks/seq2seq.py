@@ -71,6 +71,8 @@ TRANSLATION_DEFAULTS: dict[str, Any] = {
 
 #: Options of the task itself (not of the model's shape) accepted among ``model_options``.
 TASK_OPTIONS = ("tokenizer", "shared_vocabulary", "generation")
+#: Model fields the task sets from the data (the tokenizers' vocabularies and special ids).
+FROM_THE_DATA = ("vocab_size", "target_vocab_size", "pad_id", "bos_id", "eos_id")
 
 
 def load_parallel_data(
@@ -150,8 +152,20 @@ class TranslationTask(Task):
                                            what="generation")  # fmt: skip
         self.model_options = {k: v for k, v in options.items() if k not in TASK_OPTIONS}
         # Checked now, before any data is read: a bad field fails at once, naming the known ones.
-        strict_from_dict(Seq2SeqConfig, {k: v for k, v in self.model_options.items() if k != "model_type"},
-                         what="'seq2seq' model")  # fmt: skip
+        from_data = sorted(set(self.model_options) & set(FROM_THE_DATA))
+        if from_data:
+            raise ValueError(f"model field(s) {from_data} are set from the tokenizer trained on the data; its size is "
+                             'the training option vocab_size (--config {"training": {"vocab_size": N}})')  # fmt: skip
+        try:
+            strict_from_dict(Seq2SeqConfig, {k: v for k, v in self.model_options.items() if k != "model_type"},
+                             what="'seq2seq' model")  # fmt: skip
+        except ValueError as exc:
+            if not str(exc).startswith("unknown"):
+                raise
+            fields = {f.name for f in dataclasses.fields(Seq2SeqConfig)}
+            unknown = sorted(set(self.model_options) - fields - {"model_type"})
+            known = sorted(fields - set(FROM_THE_DATA)) + list(TASK_OPTIONS)
+            raise ValueError(f"unknown 'seq2seq' model field(s) {unknown}; known: {known}") from None
         self.original_options = options
 
     # --- data ------------------------------------------------------------------------------------
@@ -199,6 +213,10 @@ class TranslationTask(Task):
         chosen = np.random.default_rng(self.seed).permutation(dev)[:DEV_SENTENCES] if dev else np.zeros(0, int)
         self.dev_sample = sorted(chosen.tolist())
         self.unknown_rate = self.target_tokenizer.unknown_rate(self.parts["dev"].targets[:2000]) if dev else 0.0
+        # One BLEU tokenizer for every split, from the training targets' script: chosen per split, a
+        # dev split with one Japanese reference among digits was counted by character and the test
+        # split by word, so the epoch picked on dev and the figure reported disagreed.
+        self.bleu_tokenize = bleu_tokenizer(train.targets)
 
     def save_state(self, directory: Path) -> None:
         self._save_tokenizers(directory)
@@ -299,7 +317,7 @@ class TranslationTask(Task):
             model.train(was_training)
         outputs = [self.target_tokenizer.decode(h.tokens) for h in hyps]
         references = [self.parts[split].targets[i] for i in indices]
-        scores = translation_scores(outputs, references)
+        scores = translation_scores(outputs, references, tokenize=self.bleu_tokenize)
         samples = [{"source": self.parts[split].sources[i], "reference": ref, "translation": out}
                    for i, ref, out in list(zip(indices, references, outputs, strict=True))[:5]]  # fmt: skip
         return {
@@ -307,7 +325,7 @@ class TranslationTask(Task):
             "loss": loss,
             "sentences": len(indices),
             "decoding": options.describe(),
-            "bleu_tokenize": bleu_tokenizer(references) if references else "13a",
+            "bleu_tokenize": self.bleu_tokenize,
             "truncated_pairs": self.truncated[split],
             "truncated_training_pairs": self.truncated["train"],
             "samples": samples,
@@ -320,7 +338,8 @@ class TranslationTask(Task):
     def reference_metrics(self, split: str) -> dict[str, Any]:
         """The translation-memory floor on the same split (nearest training source's target)."""
         part, train = self.parts[split], self.parts["train"]
-        return translation_baselines(train.sources, train.targets, part.sources, part.targets)
+        return translation_baselines(train.sources, train.targets, part.sources, part.targets,
+                                     tokenize=self.bleu_tokenize)  # fmt: skip
 
     def report(self, metrics: dict[str, Any], split: str) -> str:
         lines = [
@@ -361,5 +380,5 @@ class TranslationTask(Task):
             "tokenizer": {"kind": self.kind, "shared": self.shared, "files": files, "max_length": self.max_length},
             "generation": dataclasses.asdict(self.generation),
             "data": {**source, "pairs": {name: len(part) for name, part in self.parts.items()},
-                     "target_unknown_rate": round(self.unknown_rate, 5)},
+                     "target_unknown_rate": round(self.unknown_rate, 5), "bleu_tokenize": self.bleu_tokenize},
         }  # fmt: skip
