@@ -103,6 +103,13 @@ def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: 
         (["serve", "data.csv"], "data.csv is a file, not a model directory"),
         (["train", "data.csv", "--out", "m", "--model", "seq2seq", "--config", "layers.json"],
          "unknown 'seq2seq' model field(s) ['num_layers']; known: ['attention'"),  # was a TypeError traceback
+        (["train", "data.csv", "--out", "m", "--lr", "inf"], "lr=inf must be positive and finite"),  # trained to nan
+        (["train", "data.csv", "--out", "m", "--lr", "nan"], "lr=nan must be positive and finite"),  # torch's words
+        (["train", "data.csv", "--out", "m", "--candidates", " , "], "--candidates ' , ' names no model"),  # was all
+        (["train", "data.csv", "--out", "m", "--config", "types.json", "--epochs", "1"],
+         "training option field epochs='3' must be an"),  # a flag over it hid the file's bad value
+        (["train", "data.csv", "--out", "m", "--model", "encoder", "--config", "labels.json"],
+         "model field(s) ['num_labels'] are set from the data"),  # was overwritten without a word
         (["train", "data.csv", "--out", "m", "--model", "seq2seq", "--config", "vocab.json"],
          "model field(s) ['vocab_size'] are set from the tokenizer trained on the data"),  # was a TypeError traceback
     ],
@@ -114,6 +121,7 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], 
     (tmp_path / "short.json").write_text('{"model": {"max_length": 16}}', encoding="utf-8")
     (tmp_path / "layers.json").write_text('{"model": {"num_layers": 1}}', encoding="utf-8")
     (tmp_path / "vocab.json").write_text('{"model": {"vocab_size": 64}}', encoding="utf-8")
+    (tmp_path / "labels.json").write_text('{"model": {"num_labels": 5}}', encoding="utf-8")
     (tmp_path / "types.json").write_text('{"training": {"epochs": "3"}}', encoding="utf-8")
     (tmp_path / "float.json").write_text('{"training": {"epochs": 1.5}}', encoding="utf-8")
     (tmp_path / "wide.json").write_text('{"model": {"dim": "wide"}}', encoding="utf-8")

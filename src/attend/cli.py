@@ -52,6 +52,16 @@ def _interrupted_translation(out: str) -> dict | None:
     return run if run is not None and run.get("task") == "translation" else None
 
 
+def _candidates(value: str | None) -> list[str] | None:
+    """``--candidates A,B``: the names; given with none (``""``), an error rather than every model."""
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise UsageError(f"--candidates {value!r} names no model; give registered models, e.g. encoder,minilm")
+    return names
+
+
 def _read_config(path: str | None) -> dict:
     try:
         return read_run_config(path)
@@ -60,9 +70,12 @@ def _read_config(path: str | None) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from attend.training import train, train_translation
+    from attend.training import TrainingArgs, train, train_translation
 
     config = _read_config(args.config)
+    # The file's values are checked as written, before any flag overrides one: a bad one is an error
+    # whatever the command line says (with --epochs 1, "epochs": "3" passed unnoticed).
+    TrainingArgs.from_dict(dict(config.get("training", {})))
     interrupted = _interrupted_translation(args.out) if args.resume and args.model in ("auto", "seq2seq") else None
     if interrupted is not None:  # `--resume` alone continues the run with its own options, as a classifier's
         args.model = "seq2seq"
@@ -123,7 +136,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_train=args.max_train or 0,
         time_budget=args.time_budget,
         ensemble=False if args.no_ensemble else None,
-        candidates=[name.strip() for name in args.candidates.split(",") if name.strip()] if args.candidates else None,
+        candidates=_candidates(args.candidates),
     )
     if not result.is_main:
         return 0
@@ -223,7 +236,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from attend.runtime.streaming import ExistingOutput, PredictionWriter, open_output, predict_stream
 
     if bool(args.texts) == bool(args.input):
-        raise UsageError("give texts to classify, or --input FILE, but not both")
+        said = "both were given" if args.texts else "neither was given"
+        raise UsageError(f"give texts to classify, or --input FILE ({said})")
     if args.top_k < 1:
         raise UsageError(f"--top-k {args.top_k}: must be at least 1")
     if args.resume and not args.output:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -102,11 +103,12 @@ def check_arguments(function: Callable[..., Any], options: Mapping[str, Any], *,
 
 
 def check_positive(config: object, *names: str) -> None:
-    """Raise ``ValueError`` naming the first of ``names`` whose value is not > 0."""
+    """Raise ``ValueError`` naming the first of ``names`` whose value is not a finite number > 0
+    (``nan`` and ``inf`` passed ``<= 0``: a learning rate of inf trained until the loss was nan)."""
     for name in names:
         value = getattr(config, name)
-        if value <= 0:
-            raise ValueError(f"{name}={value!r} must be positive")
+        if not value > 0 or not math.isfinite(value):
+            raise ValueError(f"{name}={value!r} must be positive and finite")
 
 
 def check_unit_interval(config: object, *names: str) -> None:

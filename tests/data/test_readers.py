@@ -243,3 +243,23 @@ def test_labelled_texts_take_one_string_per_label_and_refuse_other_lengths() -> 
         LabelledTexts(["good", "bad"], ["pos", "neg", "pos"])
     with pytest.raises(DataError, match=r"texts\[1\] is NoneType None, expected a string"):  # was an AttributeError
         LabelledTexts(["good", None], ["pos", "neg"])  # type: ignore[list-item]
+
+
+def test_a_whole_number_label_is_one_label_however_json_writes_it(tmp_path: Path) -> None:
+    """Before: JSON labels 1 and 1.0 were two classes ('1' and '1.0'), each half of one."""
+    path = tmp_path / "numbers.jsonl"
+    rows = [{"text": f"t{i}", "label": value} for i, value in enumerate([1, 1.0, 0, 0.0, 2.5, [3.0]])]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert read_table(path, multi_label=True).labels == [["1"], ["1"], ["0"], ["0"], ["2.5"], ["3"]]
+
+
+def test_multi_label_cells_joined_without_label_sep_are_refused(tmp_path: Path) -> None:
+    """Before: --multi-label without --label-sep trained on the combinations ('pos|movie') silently."""
+    path = tmp_path / "joined.csv"
+    path.write_text("text,label\ngood film,pos|movie\nbad,neg\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"some hold '\|' \(e\.g\. 'pos\|movie'\); give --label-sep '\|'"):
+        read_table(path, multi_label=True)
+    assert read_table(path, label_sep="|").labels == [["pos", "movie"], ["neg"]]
+    listed = tmp_path / "listed.jsonl"  # labels given as lists are the user's own: a '|' in one is a name
+    listed.write_text('{"text": "a", "label": ["x|y"]}\n', encoding="utf-8")
+    assert read_table(listed, multi_label=True).labels == [["x|y"]]

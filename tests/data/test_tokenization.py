@@ -88,3 +88,35 @@ def test_unknown_rate_counts_the_texts_own_tokens_that_the_vocabulary_cannot_rea
     # [CLS] and [SEP] are not the text's: one unreadable token of two is half, not a quarter.
     assert english.unknown_rate(["good \U0001f9ff"]) == 0.5
     assert english.unknown_rate(["这家酒店很干净"]) > 0.5
+
+
+def test_a_long_text_is_read_from_its_start_with_the_tokens_reading_it_whole_gives() -> None:
+    """Before: a 12 MB line was tokenised whole (16 s, 1.8 GB) for the 128 tokens the model reads."""
+    from attend.data.tokenization import CHARS_PER_TOKEN, SubwordTokenizer
+    from attend.models.minilm import tokenizer_path
+
+    english = TextTokenizer.from_file(tokenizer_path(), max_length=16)
+    texts = [
+        "the film was good, " * 200,  # cut: its start gives far more than 16 tokens
+        "x" * (16 * CHARS_PER_TOKEN + 50) + " good film",  # its start is one [UNK]: read again whole
+        "a short one",
+    ]
+    real = english.tokenizer
+    whole = [real.encode(t) for t in texts]
+    seen: list[int] = []
+
+    class Recording:  # the tokenizer, noting how long each text it reads is
+        def encode_batch(self, batch: list[str]) -> list:
+            seen.extend(map(len, batch))
+            return real.encode_batch(batch)
+
+    english.tokenizer = Recording()  # type: ignore[assignment]
+    ids, cut = english.ids_truncated(texts)
+    spans = english.offsets(texts)
+    assert max(seen) == len(texts[1]) and len(texts[0]) not in seen  # only the second was read whole
+    assert ids == [english._truncate(e.ids) for e in whole] and cut == [True, False, False]
+    assert spans == [english._spans(e) for e in whole]
+    pieces = SubwordTokenizer.train(TEXTS, kind="bpe", vocab_size=100)
+    long = "a b c " * 5000
+    expected = [*pieces.tokenizer.encode(long).ids[:7], SubwordTokenizer.EOS]
+    assert pieces.encode_ids([long], 8) == ([expected], [True])

@@ -296,6 +296,34 @@ def test_a_time_budget_cuts_the_epochs_the_schedule_spans_and_a_resumed_run_keep
     assert roomy.metrics["epochs_run"] == roomy.metrics["planned_epochs"] == 4
 
 
+def test_an_epoch_of_one_step_times_that_step_for_the_budget(
+    picker: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe timed from the end of the first step, so an epoch of one step timed no step and
+    planned at "0.000 s per step". A clock that moves only when a step takes its batch (7 s)
+    stands in for time."""
+    import attend.training.trainer as trainer_module
+
+    clock = [0.0]
+
+    class SevenSecondSteps(Regression):
+        def train_batch(self, indices: Sequence[int]) -> dict[str, Any]:
+            clock[0] += 7.0
+            return super().train_batch(indices)
+
+    paces: list[float] = []
+
+    def fitting(time_s: float, seconds_per_step: float, dev_s: float, steps_per_epoch: int, left: int) -> int:
+        paces.append(seconds_per_step)
+        return steps_per_epoch * left
+
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(trainer_module, "steps_in_budget", fitting)
+    args = TrainingArgs(epochs=2, batch_size=400, progress=False, patience=0, time_budget=1.0)  # one step an epoch
+    Trainer(SevenSecondSteps(), args).fit(tmp_path / "one")
+    assert paces[0] == 7.0  # the one step's time (it was 0)
+
+
 def test_a_budget_that_fits_part_of_an_epoch_runs_it_cut_and_a_resume_inside_it_gives_the_same_run(
     picker: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -301,3 +301,14 @@ def test_training_args_built_from_python_check_their_types(options: dict, messag
     and epochs=1.5 once the data had been read."""
     with pytest.raises(ValueError, match=re.escape(message)):
         TrainingArgs(**options)
+
+
+def test_a_model_that_learned_labels_written_1_0_takes_1_in_new_data() -> None:
+    """A model trained before whole numbers were read alike knows '1.0'; data written 1 is that label."""
+    from attend.data.readers import DataError, LabelledTexts
+    from attend.training.tasks.classification import label_targets
+
+    data = LabelledTexts(["a", "b", "c"], ["1", "2.0", "2"], source="new.jsonl")
+    assert label_targets(data, ["1.0", "2.0"], False).tolist() == [0, 1, 1]
+    with pytest.raises(DataError, match=r"row 1 has label '1', which the model was not trained on"):  # two are 1
+        label_targets(LabelledTexts(["a"], ["1"], source="x"), ["1.0", "01"], False)

@@ -337,10 +337,18 @@ def _quote_runs_on(lines: list[str], delimiter: str) -> bool:
     return False
 
 
+def _label_text(value: Any) -> str:
+    """A label as text: a whole number is the same label written ``1`` or ``1.0`` (JSON and Parquet
+    keep the difference; 1 and 1.0 were two classes, each half of one)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
 def _split_labels(value: Any, *, multi_label: bool, label_sep: str | None) -> list[str]:
     if isinstance(value, list | tuple):
-        return [str(v).strip() for v in value if str(v).strip()]
-    text = "" if value is None else str(value).strip()
+        return [_label_text(v) for v in value if _label_text(v)]
+    text = "" if value is None else _label_text(value)
     if multi_label and label_sep:
         return [part.strip() for part in text.split(label_sep) if part.strip()]
     return [text] if text else []
@@ -411,7 +419,7 @@ class TextStream:
         checked = False
         for line, record in read_rows(self.path, self.fmt, self._lines):
             if not checked:
-                check_columns(self.path, record, [self.text_col])
+                check_columns(self.path, record, [self.text_col], "choose the column with --text-col")
                 checked = True
             self._rows += 1
             yield line, _row_text(self.path, line, record, self.text_col)
@@ -454,6 +462,7 @@ def read_table(
     splits: list[str] = []
     lines: list[int] = []
     checked_columns = False
+    listed = False  # some row's labels are a JSON list
     for line, record in read_rows(path, fmt):
         if not checked_columns:
             check_columns(path, record, (text_col, label_col), columns_hint)
@@ -467,6 +476,7 @@ def read_table(
             if isinstance(value, dict) or is_missing_number(value):
                 shown = "a missing value (NaN)" if isinstance(value, float) else f"an object {value!r:.60}"
                 raise DataError(f"{path}: line {line} has {shown} as its label in column {label_col!r}")
+            listed = listed or isinstance(value, list | tuple)
             row_labels = _split_labels(value, multi_label=multi_label, label_sep=label_sep)
             if not row_labels:
                 raise DataError(f"{path}: line {line} has no label in column {label_col!r}")
@@ -483,6 +493,8 @@ def read_table(
             splits.append(SPLIT_NAMES[raw])
     if not texts:
         raise DataError(f"{path} has a header but no rows")
+    if multi_label and label_sep is None and not listed and labels and all(len(row) == 1 for row in labels):
+        _check_joined_labels(path, labels)
     return LabelledTexts(
         texts=texts,
         labels=labels if label_col is not None else [[] for _ in texts],
@@ -490,6 +502,16 @@ def read_table(
         lines=lines,
         source=str(path),
     )
+
+
+def _check_joined_labels(path: Path, labels: list[list[str]]) -> None:
+    """Multi-label data with one label per row, some holding a separator: labels joined in one cell
+    (``pos|movie``) that --label-sep was not given to split, which would train on the combinations."""
+    for sep in ("|", ";"):
+        joined = next((row[0] for row in labels if sep in row[0]), None)
+        if joined is not None:
+            raise DataError(f"{path}: --multi-label, yet every row has one label, and some hold {sep!r} (e.g. "
+                            f"{joined!r}); give --label-sep '{sep}' to read several labels from one cell")  # fmt: skip
 
 
 def stratified_split(

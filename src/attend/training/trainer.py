@@ -208,8 +208,8 @@ class TrainingArgs:
         if self.adversarial not in ADVERSARIAL:
             raise ValueError(f"adversarial={self.adversarial!r}; choose 'fgm' or 'pgd' (or '' for none)")
         check_positive(self, "adversarial_epsilon", "adversarial_steps")
-        if self.rdrop < 0:
-            raise ValueError(f"rdrop={self.rdrop} must be >= 0")
+        if not self.rdrop >= 0 or not math.isfinite(self.rdrop):  # also refuses NaN
+            raise ValueError(f"rdrop={self.rdrop} must be a finite number >= 0")
         if self.average_checkpoints < 0:
             raise ValueError(f"average_checkpoints={self.average_checkpoints} must be >= 0")
         if self.precision not in ("fp32", "bf16"):
@@ -402,7 +402,7 @@ def steps_in_budget(
 def describe_steps(steps: int, steps_per_epoch: int) -> str:
     """``3 epoch(s) of 482 steps``, or ``2 epoch(s) of 482 steps and 300 of one more``."""
     whole, cut = divmod(steps, steps_per_epoch)
-    text = f"{whole} epoch(s) of {steps_per_epoch} steps"
+    text = f"{whole} epoch(s) of {steps_per_epoch} step{'s' if steps_per_epoch != 1 else ''}"
     return f"{text} and {cut} of one more" if cut else text
 
 
@@ -857,6 +857,7 @@ class Trainer:
                 bar = _progress(range(state.step_in_epoch, len(batches)), len(batches), state.step_in_epoch,
                                 f"epoch {epoch + 1}/{epochs}", args.progress and info.main)  # fmt: skip
                 for b in bar:
+                    step_clock = time.perf_counter()
                     batch = task.train_batch(batches[b])
                     for group in optimiser.param_groups:
                         group["lr"] = args.lr * _lr_factor(state.global_step, total_steps, args)
@@ -896,8 +897,12 @@ class Trainer:
                     state.step_in_epoch = b + 1
                     state.global_step += 1
                     if probe_at and not state.planned_epochs:
-                        if probe_start is None:  # from the end of this process's first step
-                            probe_start = (time.perf_counter(), state.global_step)
+                        if probe_start is None:  # from the end of this process's first step (its warm-up
+                            # not counted), unless that step is the whole probe (an epoch of one step,
+                            # which timed nothing: "0.000 s per step"): then from its start
+                            whole = state.global_step >= probe_at
+                            probe_start = (step_clock, state.global_step - 1) if whole else (
+                                time.perf_counter(), state.global_step)
                         if state.global_step >= probe_at:
                             planned_steps, probe_seconds = self._plan(network, trainable, state, probe_start,
                                                                       steps_per_epoch, epochs, args, info)  # fmt: skip

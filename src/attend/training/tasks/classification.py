@@ -8,6 +8,7 @@ body of ``attend train``.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,6 +76,15 @@ def symmetric_kl(first: Tensor, second: Tensor, *, multi_label: bool) -> Tensor:
     return 0.5 * kl.mean()
 
 
+def _as_number(label: str | None) -> float | None:
+    """The finite number a label spells (``"1"``, ``"1.0"``, ``"2e0"``), else None."""
+    try:
+        value = float(label)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
 def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> Tensor:
     """Training targets for ``data``: class indices ``(N,)``, or a 0/1 matrix ``(N, num_labels)`` when multi-label.
 
@@ -82,8 +92,16 @@ def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> 
         DataError: a label the model does not know, naming the line it is on.
     """
     index = {name: i for i, name in enumerate(labels)}
+    numbers: dict[float, list[str]] = {}
+    for name in labels:
+        value = _as_number(name)
+        if value is not None:
+            numbers.setdefault(value, []).append(name)
     for row, row_labels in enumerate(data.labels):
         for label in row_labels:
+            same = numbers.get(_as_number(label), []) if label not in index else []  # type: ignore[arg-type]
+            if len(same) == 1:  # 1 for a model that knows 1.0 (a JSON or Parquet number written either way)
+                index[label] = index[same[0]]
             if label not in index:
                 where = f"line {data.lines[row]}" if data.lines else f"row {row + 1}"
                 raise DataError(
@@ -131,7 +149,7 @@ def classification_report(metrics: dict[str, Any], split: str, source: str) -> s
         text += (
             f"\nbaseline on the same {split} split (TF-IDF + logistic regression): "
             f"accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}; "
-            f"the model is {abs(gap) * 100:.1f} points {verdict} it"
+            f"the model's accuracy is {abs(gap) * 100:.1f} points {verdict} its"
         )
     return text
 
@@ -193,6 +211,10 @@ def check_labels_to_learn(dataset: LabelledTexts, multi_label: bool) -> None:
         )
 
 
+#: Model fields the task sets from the data: the labels, and the tokenizer's vocabulary.
+FROM_THE_DATA = ("num_labels", "multi_label", "vocab_size", "pad_id")
+
+
 @register_task
 class ClassificationTask(Task):
     """Train a registered text classifier (``encoder``, ``bilstm_attention``, ``minilm``, ...) on labelled text.
@@ -241,6 +263,11 @@ class ClassificationTask(Task):
         if not isinstance(max_train, int) or max_train < 0:
             raise ValueError(f"max_train={max_train!r} must be a whole number >= 0 (0: the whole training split)")
         self.max_train = max_train
+        from_data = sorted(set(self.options) & set(FROM_THE_DATA))
+        if from_data:  # they were overwritten without a word
+            raise ValueError(f"model field(s) {from_data} are set from the data (its labels, and the tokenizer's "
+                             "vocabulary); leave them out (--multi-label and --label-sep read several labels per "
+                             'row; the vocabulary size is the training option vocab_size)')  # fmt: skip
         # Checks the options before any data is read: a typo fails at once.
         self._draft = config_from_dict({"model_type": model, **self.options})
 
