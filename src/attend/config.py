@@ -172,3 +172,13 @@ def seed_number(value: str) -> int:
     if not 0 <= number < 2**32:
         raise argparse.ArgumentTypeError(f"{value} is not a seed (0 to {2**32 - 1})")
     return number
+
+
+def row_id(value: str) -> int:
+    """An ``argparse`` type: a database row id, 1 to 2**63 - 1 (what SQLite's INTEGER holds)."""
+    import argparse
+
+    number = positive_int(value)
+    if number > 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"{value} is not an id (1 to {2**63 - 1})")
+    return number

@@ -116,6 +116,11 @@ def test_the_channel_is_read_against_the_average_message(assistant: FocusAssista
         assert any("Coming as" in reason for reason in d.reasons) == (abs(term) >= 0.5)
     # (the learned weights: the project's data hold no newsletter that bears on the task)
     assert letter.components["relevance_to_task"] < plain.components["relevance_to_task"]
+    # What the words alone give is the message's relevance with no channel (it had the channel in it,
+    # so a pass the channel decided was credited to the words, and the note never appeared).
+    words = f"its words alone give {plain.components['relevance']:.2f}"
+    assert abs(letter.components["relevance"] - plain.components["relevance"]) >= 0.01
+    assert words in " ".join(letter.reasons), letter.reasons
     # saved and loaded with the heads
     heads.save(tmp_path / "heads.safetensors")
     assert torch.equal(Heads.load(tmp_path / "heads.safetensors").channel_mean, heads.channel_mean)
@@ -225,6 +230,14 @@ def test_allowlist_senders_and_keywords() -> None:
     sub = Message(id="s", sender="tom@mail.corp.example", text="hi")  # the two spellings agree on subdomains
     assert allow_match(("@corp.example",), sub) == "@corp.example" and allow_match(("corp.example",), sub)
     assert allow_match(("@corp.example",), Message(id="e", sender="x@evilcorp.example", text="hi")) is None
+    # The address mail goes to is the bracketed one: an allowlisted address worn as a display name
+    # passed, and a bare domain matched any text or name that mentioned it.
+    worn = Message(id="w", sender="boss@corp.example <evil@phish.example>", text="Wire the money today.")
+    assert allow_match(("boss@corp.example", "@corp.example", "corp.example"), worn) is None
+    mention = Message(id="t", sender="promo@spam.example", text="Visit corp.example")
+    assert allow_match(("corp.example",), mention) is None
+    assert allow_match(("CORP.EXAMPLE",), Message(id="n", sender="CORP.EXAMPLE <x@phish.example>", text="hi")) is None
+    assert allow_match(("v2.0",), Message(id="k", text="release v2.0 is out")) == "v2.0"  # no domain: a keyword
     with pytest.raises(ValueError, match="task is empty"):
         Session("   ")
     for entry in ("@", "ana@", "a@b@c"):  # accepted before, and matched nothing
@@ -255,6 +268,7 @@ def test_person_model_sender_counts_and_online_preferences() -> None:
     # Two people with one comment are two senders (the comment alone made them one).
     assert sender_key("Jess (coworker)") == "jess (coworker)" != sender_key("Tom (coworker)")
     assert sender_key("Mark  Lee") == "mark lee" and sender_key("ana@x.org (Ana)") == "ana@x.org"
+    assert sender_key("boss@corp.example <Evil@Phish.example>") == "evil@phish.example"  # not the display name
     again = PersonModel.from_dict(json.loads(json.dumps(person.to_dict())))
     assert again.sender_shift("ana@x.org") == person.sender_shift("ana@x.org")
     assert again.preference_shift(embedding) == pytest.approx(person.preference_shift(embedding), abs=1e-5)
@@ -510,6 +524,9 @@ def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, cap
     assert main(["focus", "digest", "--db", db, "--json"]) == 0
     digest = json.loads(capsys.readouterr().out)
     assert digest["held"] == 0  # the only held message was corrected to pass
+    with pytest.raises(SystemExit):  # an OverflowError traceback from SQLite before
+        main(["focus", "digest", "--db", db, "--session", "99999999999999999999"])
+    assert "argument --session: 99999999999999999999 is not an id" in capsys.readouterr().err
     assert main(["focus", "stop", "--db", db]) == 0
     assert "stopped" in capsys.readouterr().out
     assert main(["focus", "status", "--db", db]) == 0
@@ -596,6 +613,15 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         assert client.get("/v1/focus/digest?session=999").status_code == 404
         assert client.post("/v1/focus/sessions", json={"task": TASK, "minutes": 1e300}).status_code == 422
         assert client.post("/v1/focus/sessions", json={"task": TASK, "minutes": True}).status_code == 422
+        small = client.post("/v1/focus/sessions", json={"task": TASK, "minutes": 0.001})  # the CLI's floor: 1
+        assert small.status_code == 422 and "--until" not in small.text  # it named a flag and a time never sent
+        long_task = client.post("/v1/focus/triage", json={"task": "plan " * 1001, **body})
+        assert long_task.status_code == 422
+        with pytest.raises(ValueError, match="task is 5,005 characters long, over 5,000"):  # the CLI's the same
+            Session("plan " * 1001)
+        # A body over the limit is cut and flagged, as a file's is (it was a 422 over HTTP only).
+        huge = client.post("/v1/focus/triage", json={"task": TASK, "messages": [{"text": "word " * 30_000}]})
+        assert huge.status_code == 200 and huge.json()["decisions"][0]["truncated"] is True
         assert client.post("/v1/focus/feedback", json={"id": "r1", "label": "maybe"}).status_code == 422
         assert client.post("/v1/focus/feedback", json={"id": "nope", "label": "hold"}).status_code == 404
         assert client.post("/v1/focus/feedback", json={"id": "r1", "label": "hold"}).json()["agreed"] is False

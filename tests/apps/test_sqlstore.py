@@ -59,3 +59,18 @@ def test_a_database_that_cannot_be_opened_fails_without_retrying(
     with pytest.raises(OperationalError, match="unable to open database file"):
         create_tables(engine, metadata, schema, 1, str(tmp_path))
     assert pauses == []
+
+
+def test_reading_a_missing_database_by_url_or_a_folder_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    """Before: `focus status --db sqlite:///nothing.db` made an empty database and said "no session yet";
+    `--db .` was told to start one there."""
+    from attend.apps.sqlstore import database_url
+
+    missing = tmp_path / "nothing.db"
+    with pytest.raises(ValueError, match=r"nothing\.db: no focus database there \(start one\)"):
+        database_url(f"sqlite:///{missing}", create=False, kind="focus", missing_hint="start one")
+    assert not missing.exists()
+    assert database_url(f"sqlite:///{missing}", create=True, kind="focus", missing_hint="") == f"sqlite:///{missing}"
+    assert database_url("sqlite://", create=False, kind="focus", missing_hint="") == "sqlite://"  # in memory
+    with pytest.raises(ValueError, match=r"is a directory; give the database's file path"):
+        database_url(tmp_path, create=True, kind="focus", missing_hint="")

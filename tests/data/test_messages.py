@@ -165,6 +165,12 @@ def test_duplicate_ids_are_an_error_naming_both_lines(tmp_path: Path) -> None:
     with pytest.raises(MessageError, match=r"line 3 is the same message as line 1"):
         read_messages(same)
     assert len(list(iter_messages(same))) == 3  # streaming does not look back
+    # An id too long for feedback to name (the service takes at most 300 characters) is refused here too.
+    long_id = _jsonl(tmp_path / "long.jsonl", [{"id": "x" * 400, "text": "a"}])
+    with pytest.raises(MessageError, match=r"line 1 has an id of 400 characters, over 300"):
+        read_messages(long_id)
+    mail = _mbox(tmp_path / "long.mbox", _mail("hello", msg_id=f"<{'y' * 400}@x>"))
+    assert read_messages(mail)[0].id.startswith("m-")  # a Message-ID that long: the content's id
 
 
 def test_streams_and_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -313,9 +319,14 @@ def test_mails_without_message_id_get_derived_ids_and_repeated_ids_are_kept_once
     first, second = read_messages(path)
     assert first.id == message_id("one", first.sender, first.subject, first.time)
     assert first.id != second.id and [m.id for m in read_messages(path)] == [first.id, second.id]
-    dup = _mbox(tmp_path / "dup.mbox", _mail("a", msg_id="<same@x>"), _mail("b"), _mail("c", msg_id="<same@x>"))
+    dup = _mbox(tmp_path / "dup.mbox", _mail("a", msg_id="<same@x>"), _mail("b"), _mail("a", msg_id="<same@x>"),
+                _mail("Dad is in hospital, call me", msg_id="<same@x>"))  # fmt: skip
     messages, report = read_messages_report(dup)  # the same mail delivered twice: one copy kept, counted
-    assert [m.text for m in messages] == ["a", "b"] and report["duplicates"] == 1 and report["read"] == 2
+    assert [m.text for m in messages] == ["a", "b", "Dad is in hospital, call me"]
+    assert report["duplicates"] == 1 and report["read"] == 3 and report["reused_ids"] == 1
+    # Another mail under a Message-ID already read is no copy (it was dropped): it gets its content's id.
+    other = messages[2]
+    assert messages[0].id == "same@x" and other.id == message_id(other.text, other.sender, other.subject, other.time)
 
 
 def test_maildir(tmp_path: Path) -> None:

@@ -114,8 +114,13 @@ def database_url(db: str | os.PathLike[str], *, create: bool, kind: str, missing
     """
     text = os.fspath(db)
     if "://" in text:
+        file = _sqlite_file(text)
+        if file is not None and not create and not file.is_file():  # reading must not make an empty one
+            raise ValueError(f"--db {text}: no {kind} database there ({missing_hint})")
         return text
     path = Path(text).expanduser()
+    if path.is_dir():
+        raise ValueError(f"--db {text} is a directory; give the database's file path (e.g. {Path(text) / kind}.db)")
     if not create and not path.is_file():
         raise ValueError(f"--db {text}: no {kind} database there ({missing_hint})")
     size = path.stat().st_size if path.is_file() else None
@@ -124,6 +129,17 @@ def database_url(db: str | os.PathLike[str], *, create: bool, kind: str, missing
     if create and not path.parent.is_dir():
         raise ValueError(f"--db {text}: the folder {path.parent} does not exist")
     return f"sqlite:///{path.resolve()}"
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file a ``sqlite:///PATH`` URL names, or None (another database, or SQLite in memory)."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except ArgumentError:
+        return None  # create_engine says what is wrong with it
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

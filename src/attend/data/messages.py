@@ -24,7 +24,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
@@ -54,6 +54,10 @@ __all__ = [
 #: still read, not refused, but its text is cut, since the models read only its first few hundred
 #: tokens anyway and holding megabytes per message would cost memory and time for nothing.
 MAX_MESSAGE_CHARS = 100_000
+
+#: Longest id a message may be given (a file's, the service's and feedback's alike); a mail's
+#: Message-ID over it is replaced by the id its content gives.
+MAX_ID_CHARS = 300
 
 _FORMATS = ("jsonl", "csv", "tsv", "mbox", "maildir")
 _STREAM_FORMATS = ("jsonl", "csv", "tsv")
@@ -385,6 +389,7 @@ def _mail_to_message(msg: email.message.Message, max_chars: int) -> tuple[Messag
         return None
     text, truncated = _cut(text, max_chars)
     given = _header(msg, "Message-ID").strip("<> ")
+    given = given if len(given) <= MAX_ID_CHARS else ""  # too long to answer feedback on: derived instead
     ident = given or message_id(text, sender, subject, time)
     message = Message(ident, text, sender, subject, time, channel=_mail_channel(msg), truncated=truncated)
     return message, not given
@@ -568,6 +573,9 @@ def record_message(where: str, record: dict[str, Any], max_chars: int = MAX_MESS
     time = _row_time(where, record)
     text, truncated = _cut(text, max_chars)
     given = _field(where, record, "id")
+    if len(given) > MAX_ID_CHARS:
+        raise MessageError(f"{where} has an id of {len(given):,} characters, over {MAX_ID_CHARS}; give a shorter "
+                           "one, or none (one is derived from the message)")  # fmt: skip
     ident = given or message_id(text, sender, subject, time)
     return Message(ident, text, sender, subject, time, channel, truncated), not given
 
@@ -702,21 +710,39 @@ def read_messages_report(
     Returns:
         The messages, and counts: ``read`` (messages returned), ``skipped_empty`` (mails with
         neither a body nor a subject, left out), ``truncated`` (messages cut to ``max_chars``) and
-        ``duplicates`` (mails whose Message-ID an earlier mail of the mailbox had: left out).
+        ``duplicates`` (mails an earlier mail of the mailbox repeats, same Message-ID and content:
+        left out) and ``reused_ids`` (mails with an earlier mail's Message-ID but other content:
+        read under the id their content gives, :func:`message_id`).
 
     Raises:
         MessageError: as :func:`iter_messages`, or for two rows (JSONL/CSV) with the same id.
     """
-    stats = {"read": 0, "skipped_empty": 0, "truncated": 0, "duplicates": 0}
+    stats = {"read": 0, "skipped_empty": 0, "truncated": 0, "duplicates": 0, "reused_ids": 0}
     messages: list[Message] = []
     seen: dict[str, str] = {}
+    contents: dict[str, tuple[str, str, str]] = {}  # a mailbox's Message-ID -> what that mail said
     for read in _read(source, fmt, max_chars, stats):
         ident = read.message.id
         if ident in seen and not read.where.startswith("line "):  # a mailbox, not a table
-            # The same mail twice in a mailbox (sent to yourself, or via two lists) is common: one copy is kept.
-            stats["duplicates"] += 1
-            stats["read"] -= 1
-            continue
+            content = (read.message.text, read.message.sender, read.message.subject)
+            if contents.get(ident) == content or ident not in contents:
+                # The same mail twice in a mailbox (sent to yourself, or via two lists) is common: one
+                # copy is kept.
+                stats["duplicates"] += 1
+                stats["read"] -= 1
+                continue
+            # Another mail under a Message-ID already read (a careless sender, or a forged one): it is
+            # read under the id its content gives, never dropped as a copy (an emergency was).
+            message = read.message
+            ident = message_id(message.text, message.sender, message.subject, message.time)
+            if ident in seen:
+                stats["duplicates"] += 1
+                stats["read"] -= 1
+                continue
+            read = read._replace(message=replace(message, id=ident))
+            stats["reused_ids"] += 1
+        if not read.where.startswith("line "):
+            contents[ident] = (read.message.text, read.message.sender, read.message.subject)
         if ident in seen:
             if read.derived:
                 raise MessageError(

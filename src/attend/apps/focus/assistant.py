@@ -159,6 +159,10 @@ class Costs:
                 raise ValueError(f"{name} cost={value!r} must be a positive number")
 
 
+#: Longest task description, in characters (the CLI's and the service's).
+MAX_TASK_CHARS = 5000
+
+
 @dataclass(frozen=True)
 class Session:
     """What the person is focusing on: the task and the allowlist (senders or keywords)."""
@@ -169,6 +173,9 @@ class Session:
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task.strip():
             raise ValueError("task is empty: describe what you are working on, e.g. --task 'write the Q3 report'")
+        if len(self.task) > MAX_TASK_CHARS:  # the service's limit too
+            raise ValueError(f"task is {len(self.task):,} characters long, over {MAX_TASK_CHARS:,}: describe the "
+                             "task in a few sentences")  # fmt: skip
         object.__setattr__(self, "allow", tuple(a.strip() for a in self.allow if a and a.strip()))
         for entry in self.allow:
             if entry == "@" or entry.endswith("@") or entry.count("@") > 1:
@@ -458,15 +465,16 @@ def _suite_message(row: dict[str, Any]) -> Message:
                    channel=row.get("channel") or "")  # fmt: skip
 
 
-#: A bare domain in an allowlist: labels joined by points, no spaces.
-_DOMAIN = re.compile(r"[\w-]+(?:\.[\w-]+)+")
+#: A bare domain in an allowlist: labels joined by points, no spaces, the last of letters.
+_DOMAIN = re.compile(r"[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}")
 
 
 def allow_match(allow: Sequence[str], message: Message) -> str | None:
     """The allowlist entry ``message`` matches, or None.
 
     An entry with ``@`` is an address: the sender's address exactly, or, written ``@domain``, any
-    address at that domain or one under it; a bare domain (``example.com``) is the same. Any other
+    address at that domain or one under it; a bare domain (``example.com``, its last label letters)
+    is the same, matched against the address only. Any other
     entry is a whole word or phrase of the sender's name or address, the subject or the text
     (case-insensitive: ``Tom`` is not ``Tomasz``).
     """
@@ -480,8 +488,9 @@ def allow_match(allow: Sequence[str], message: Message) -> str | None:
         elif "@" in low:
             if low == key:
                 return entry
-        elif _DOMAIN.fullmatch(low) and (key.endswith(f"@{low}") or key.endswith(f".{low}")):
-            return entry  # a bare domain (stmarys.example): any address at it, as @stmarys.example
+        elif _DOMAIN.fullmatch(low):  # a bare domain (stmarys.example): any address at it, as @stmarys.example,
+            if key.endswith(f"@{low}") or key.endswith(f".{low}"):  # and nothing else: a text or a display
+                return entry  # name that only mentions it is not mail from it
         elif re.search(rf"(?<![\w.@-]){re.escape(low)}(?![\w@-])", everything):
             return entry
     return None
@@ -627,7 +636,7 @@ class FocusAssistant:
                          else f"Not urgent on its own: the urgency classifier gives {urgency:.2f}.")  # fmt: skip
         # Relevance with what the person taught it (feedback, the sender's record, the channel); the
         # words' own share is named where that moved it.
-        by_words = _sigmoid(base_logit)
+        by_words = _sigmoid(base_logit - channel_shift)  # the channel is taught too: not the words' (it was in)
         words_note = f"; its words alone give {by_words:.2f}" if abs(relevance - by_words) >= 0.01 else ""
         if relevant_alone and by_words * c.relevant > (1 - by_words) * c.interrupt:
             relevant_reason = f"Bears on the task ({relevance:.2f}): " + (

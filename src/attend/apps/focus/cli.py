@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from attend.config import port_number
+from attend.config import port_number, row_id
 from attend.jsonout import dumps_json
 
 __all__ = ["MAX_MINUTES", "add_serve_options", "register_cli", "serve_routers"]
@@ -59,6 +59,9 @@ def _read(source: str, fmt: str | None) -> Any:
         print(f"note: {report['skipped_empty']} empty mail(s) skipped", file=sys.stderr)
     if report.get("duplicates"):
         print(f"note: {report['duplicates']} repeated mail(s) (same Message-ID) read once", file=sys.stderr)
+    if report.get("reused_ids"):
+        print(f"note: {report['reused_ids']} mail(s) reuse an earlier mail's Message-ID with other content: each "
+              "is read under an id derived from its content (m-...)", file=sys.stderr)  # fmt: skip
     if report.get("truncated"):
         print(f"note: {report['truncated']} message(s) longer than the limit were cut (flagged truncated)",
               file=sys.stderr)  # fmt: skip
@@ -306,7 +309,7 @@ def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
     dg = sub.add_parser("digest", help="held messages grouped by topic, ranked, each with its key sentence")
     dg.add_argument("--db", required=True, help="the focus database")
-    dg.add_argument("--session", type=int, help="session id (default: the running or last one)")
+    dg.add_argument("--session", type=row_id, help="session id (default: the running or last one)")
     dg.add_argument("--limit", type=int, help="most groups shown")
     dg.add_argument("--threads", type=int, default=0, help="PyTorch threads (default: PyTorch's)")
     dg.add_argument("--json", action="store_true", help="print JSON")

@@ -21,6 +21,7 @@ cannot teach the assistant to hold an emergency.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -44,10 +45,19 @@ STEPS = 3
 DECAY = 0.01
 
 
+#: The last ``<local@domain>`` of a sender, where mail to it goes.
+_BRACKETED = re.compile(r"<([^<>\s@]+@[^<>\s@]+)>\s*$")
+
+
 def sender_key(sender: str) -> str:
     """The address of ``sender`` lower-cased (``'Ana <Ana@X.org>'`` -> ``'ana@x.org'``), else the whole
-    of it (``'Jess (coworker)'``: not the comment alone, which would count Tom (coworker) with Jess)."""
-    _, address = parseaddr(sender or "")
+    of it (``'Jess (coworker)'``: not the comment alone, which would count Tom (coworker) with Jess).
+
+    The address in angle brackets is the one mail goes to: ``boss@corp.example <evil@phish.example>``
+    is evil@phish.example, not the unquoted name (``parseaddr`` gave the name, so an allowlisted
+    address could be worn as a display name)."""
+    bracketed = _BRACKETED.search(sender or "")
+    _, address = (None, bracketed.group(1)) if bracketed else parseaddr(sender or "")
     key = address if "@" in address else (sender or "")
     return " ".join(key.lower().split())
 

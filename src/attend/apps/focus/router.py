@@ -28,12 +28,12 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from attend.apps.focus.assistant import Session
+from attend.apps.focus.assistant import MAX_TASK_CHARS, Session
 from attend.apps.focus.dashboard import render_dashboard
 from attend.apps.focus.service import FocusService
 from attend.apps.focus.store import SessionError
 from attend.apps.sqlstore import named_as
-from attend.data.messages import MAX_MESSAGE_CHARS, Message, record_message
+from attend.data.messages import MAX_ID_CHARS, MAX_MESSAGE_CHARS, Message, record_message
 from attend.data.validation import text_problem
 from attend.serve import Routes
 
@@ -52,15 +52,17 @@ def _visible(value: str, field: str) -> str:
 
 
 #: What the person is working on: the task of a triage request and of a session.
-Task = Annotated[str, Field(min_length=1, max_length=5000, description="What the person is working on."),
+Task = Annotated[str, Field(min_length=1, max_length=MAX_TASK_CHARS, description="What the person is working on."),
                  AfterValidator(lambda value: _visible(value, "task"))]  # fmt: skip
 
 
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS, description="The message body.")
-    id: str | None = Field(default=None, max_length=300, description="Stable id (derived from the fields if absent).")
+    # A longer body is cut to MAX_MESSAGE_CHARS and flagged ``truncated``, as a file's is.
+    text: str = Field(min_length=1, description="The message body.")
+    id: str | None = Field(default=None, max_length=MAX_ID_CHARS,
+                           description="Stable id (derived from the fields if absent).")  # fmt: skip
     sender: str = Field(default="", max_length=1000)
     subject: str = Field(default="", max_length=5000)
     time: str | None = Field(default=None, max_length=40)
@@ -93,8 +95,8 @@ class SessionIn(BaseModel):
     task: Task
     allow: list[str] = Field(default_factory=list, max_length=200)
     until: str | None = Field(default=None, description="End time, ISO 8601.")
-    minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60, allow_inf_nan=False, strict=True,
-                                  description="End after this many minutes (at most a week).")  # fmt: skip
+    minutes: float | None = Field(default=None, ge=1, le=7 * 24 * 60, allow_inf_nan=False, strict=True,
+                                  description="End after this many minutes (1 to a week, as the CLI).")  # fmt: skip
 
 
 class StopIn(BaseModel):
@@ -106,7 +108,7 @@ class StopIn(BaseModel):
 class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=300)
+    id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
     label: str = Field(pattern="^(pass|hold)$")
 
 
