@@ -279,7 +279,8 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
     if bool(args.texts) == bool(args.input):
         raise UsageError("give texts to explain, or --input FILE, but not both")
-    return args.texts or read_table(args.input, text_col=args.text_col, label_col=None).texts
+    return args.texts or read_table(args.input, text_col=args.text_col, label_col=None,
+                                    columns_hint="choose the column with --text-col").texts  # fmt: skip
 
 
 def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
@@ -339,9 +340,20 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     # Options another method would ignore are refused (before the model loads), as a translator
     # refuses the classifier's, and as explain() does for a method that reads no layer or head.
     method = args.method or "rollout"
+    unused = [flag for flag, given in (("--beam", args.beam is not None), ("--source-col", args.source_col))
+              if given]  # fmt: skip
+    if unused:
+        raise UsageError(f"{', '.join(unused)}: for translators only (a classifier's column is --text-col)")
+    if args.ig_steps != 32 and method != "integrated_gradients":
+        raise UsageError(f"--ig-steps {args.ig_steps}: for --method integrated_gradients only")
+    if args.html_layers != "last" and not args.html:
+        raise UsageError("--html-layers: chooses the heatmaps of the --html report; give --html FILE")
+    if args.html and Path(args.html).parent.exists() and not Path(args.html).parent.is_dir():
+        raise UsageError(f"--html {args.html}: {Path(args.html).parent} is a file, not a folder")
     ignored = [flag for flag, given in (("--layer", args.layer != "-1"), ("--head", args.head is not None)) if given]
     if ignored and not METHODS[method].layer_and_head:
-        raise UsageError(f"{', '.join(ignored)}: for --method attention only ({method} reads every layer and head)")
+        raise UsageError(f"{', '.join(ignored)}: for --method attention only ({method} does not read one chosen "
+                         "layer or head)")  # fmt: skip
     if args.maps and not args.json:
         raise UsageError("--maps: adds the maps to --json output; give --json (or --png/--html for pictures)")
     texts = _read_texts(args)
@@ -366,11 +378,15 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         print(to_json(explanations, maps=args.maps))
     else:
         for exp in explanations:
-            print(f"{exp.text}\n  -> {exp.label} (p={exp.probability:.3f}), {exp.method}"
+            read = "" if exp.layer is None else (f" (layer {exp.layer}, "
+                                                 + ("mean of heads)" if exp.head is None else f"head {exp.head})"))
+            print(f"{exp.text}\n  -> {exp.label} (p={exp.probability:.3f}), {exp.method}{read}"
                   + (f", explaining {exp.target}" if exp.target != exp.label else ""))  # fmt: skip
             print("  " + "  ".join(f"{token} {value:.3f}" for token, value in top_tokens(exp, args.top)))
             if exp.truncated:
                 print("  (truncated to the model's maximum length)")
+            if exp.note:  # what --json and --html say too (an unreadable text's guess, a model with no layers)
+                print(f"  note: {exp.note}")
     for line in written:
         print(line, file=sys.stderr if args.json else sys.stdout)
     return 0

@@ -138,18 +138,38 @@ def test_cli_explain_json_html_png(model_dir: Path, tmp_path: Path, capsys: pyte
         ([""], "texts[0] is an empty text"),
         ([], "give texts to explain, or --input FILE"),
         # Accepted and ignored before:
-        (["--layer", "5", "--head", "9", "x"], "--layer, --head: for --method attention only (rollout reads"),
+        (["--layer", "5", "--head", "9", "x"], "--layer, --head: for --method attention only (rollout does not"),
         (["--maps", "x"], "--maps: adds the maps to --json output; give --json"),
         (["--top", "0", "x"], "--top 0: must be at least 1"),
+        (["--beam", "3", "x"], "--beam: for translators only"),
+        (["--source-col", "en", "x"], "--source-col: for translators only"),
+        (["--ig-steps", "5", "x"], "--ig-steps 5: for --method integrated_gradients only"),
+        (["--html-layers", "all", "x"], "--html-layers: chooses the heatmaps of the --html report; give --html"),
+        (["--html", "setup.cfg/x.html", "x"], "setup.cfg is a file, not a folder"),  # "File exists" before
+        (["--input", "rows.csv", "--text-col", "nope"], "choose the column with --text-col"),  # named --label-col
     ],
 )
-def test_cli_explain_errors(model_dir: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_explain_errors(model_dir: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str],
+                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    (tmp_path / "setup.cfg").write_text("a file\n", encoding="utf-8")
+    (tmp_path / "rows.csv").write_text("text\nhello\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
     try:
         code = main(["explain", str(model_dir), *argv])
     except SystemExit as exc:  # argparse's own errors
         code = exc.code
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_cli_explain_text_output_prints_the_note_and_what_was_read(
+    model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: the note (an unreadable text's explanation is a guess) was in --json and --html only."""
+    assert main(["explain", str(model_dir), "\u6211\u559c\u6b22\u8fd9\u4e2a"]) == 0
+    assert "  note: " in capsys.readouterr().out
+    assert main(["explain", str(model_dir), "a fine film", "--method", "attention", "--layer", "0", "--head", "1"]) == 0
+    assert ", attention (layer 0, head 1)" in capsys.readouterr().out
 
 
 def test_cli_faithfulness_json(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

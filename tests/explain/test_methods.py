@@ -333,6 +333,41 @@ def test_an_integrated_gradients_note_gives_its_own_texts_completeness_error() -
 def test_layer_and_head_are_refused_for_methods_that_read_every_layer() -> None:
     """Before: explain(..., "rollout", layer=0, head=1) ignored both and said nothing (the CLI refuses them)."""
     predictor = untrained_predictor("encoder_attention_pool")
-    with pytest.raises(ValueError, match=r"layer=0, head=1: for method 'attention' only \('rollout' reads every"):
+    with pytest.raises(ValueError, match=r"layer=0, head=1: for method 'attention' only \('rollout' does not read"):
         explain(predictor, TEXTS[:1], "rollout", layer=0, head=1)
-    assert explain(predictor, TEXTS[:1], "attention", layer=0, head=1)[0].method == "attention"
+    (read,) = explain(predictor, TEXTS[:1], "attention", layer=-1, head=1)
+    assert read.method == "attention" and (read.layer, read.head) == (-1, 1)  # as given: the last
+    (read,) = explain(predictor, TEXTS[:1], "attention", layer=-1, head=1, maps=True)
+    assert read.layer == len(read.maps or []) - 1  # every layer captured: counted from 0
+    # What was read is recorded (JSON, HTML, PNG title), and the HTML shows that layer's heatmaps.
+    from attend.explain import render_html
+
+    (first,) = explain(predictor, TEXTS[:1], "attention", layer=0, head=1, maps=True)
+    assert first.to_dict()["layer"] == 0 and first.to_dict()["head"] == 1
+    page = render_html([first])
+    assert ", layer 0, head 1</p>" in page and "Layer 0: attention per head" in page
+    assert "layer" not in explain(predictor, TEXTS[:1], "rollout")[0].to_dict()
+    # A model with no self-attention layers has no layer or head to choose: refused, not ignored.
+    bilstm = untrained_predictor("bilstm_attention")
+    with pytest.raises(ValueError, match=r"layer=5, head=9: bilstm_attention has no self-attention layers"):
+        explain(bilstm, TEXTS[:1], "attention", layer=5, head=9)
+    assert explain(bilstm, TEXTS[:1], "attention")[0].layer is None
+
+
+def test_spans_cover_the_combining_marks_after_a_token() -> None:
+    """Before: "cafe" + U+0301's span ended before the accent, so the spans left characters out."""
+    predictor = untrained_predictor("encoder_cls")
+    text = "cafe\u0301 re\u0301sume\u0301"
+    (exp,) = explain(predictor, [text], "rollout")
+    covered = {i for span in exp.spans or [] if span is not None for i in range(*span)}
+    assert covered == {i for i, ch in enumerate(text) if not ch.isspace()}
+
+
+def test_a_png_explaining_another_label_names_it() -> None:
+    """Before: the chart with --target was titled with the predicted label over the target's bars."""
+    from attend.explain.render import _heading
+
+    predictor = untrained_predictor("encoder_cls")
+    other = next(label for label in predictor.labels if label != explain(predictor, ["a"], "grad_attention")[0].label)
+    (exp,) = explain(predictor, ["a"], "grad_attention", target=other)
+    assert _heading(exp).startswith(f"grad_attention: explaining {other} (predicted {exp.label}, ")

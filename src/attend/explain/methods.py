@@ -73,6 +73,8 @@ class Explanation:
         maps: On request, per layer a ``(H, L, L)`` array of post-softmax attention weights.
         pooling: The attention-pooling weights per token, when the model has such a pooling.
         note: Anything the reader should know about how the importance was obtained.
+        layer: For ``attention``: the layer read (its index from 0, or ``"mean"``); else None.
+        head: For ``attention``: the head read, or None (the mean of heads).
     """
 
     text: str
@@ -89,6 +91,8 @@ class Explanation:
     pooling: list[float] | None = None
     note: str = ""
     spans: list[tuple[int, int] | None] | None = None
+    layer: int | str | None = None
+    head: int | None = None
 
     def display_tokens(self) -> list[str]:
         """Tokens as the text spells them (original case, characters the vocabulary lacks), for people."""
@@ -127,9 +131,27 @@ class Explanation:
             data["note"] = self.note
         if self.spans is not None:
             data["spans"] = [list(span) if span is not None else None for span in self.spans]
+        if self.layer is not None:
+            data["layer"], data["head"] = self.layer, self.head
         if maps and self.maps is not None:
             data["maps"] = [np.round(m, 6).tolist() for m in self.maps]
         return data
+
+
+def _with_marks(spans: list[tuple[int, int] | None], text: str) -> list[tuple[int, int] | None]:
+    """Spans extended over the combining marks after them that no token holds ("e" + U+0301: the
+    tokenizer strips the accent, and the span ended before it, so spans left characters out)."""
+    starts = {span[0] for span in spans if span is not None}
+    out: list[tuple[int, int] | None] = []
+    for span in spans:
+        if span is None or span[1] <= span[0]:
+            out.append(span)
+            continue
+        end = span[1]
+        while end < len(text) and end not in starts and unicodedata.combining(text[end]):
+            end += 1
+        out.append((span[0], end))
+    return out
 
 
 # --- combining maps ------------------------------------------------------------------------
@@ -283,7 +305,8 @@ def _raw(maps: list[Tensor], r: Tensor, layer: int | str, head: int | None, *, p
     else:
         if not isinstance(layer, int) or not -len(maps) <= layer < len(maps):
             raise ValueError(
-                f"layer={layer!r}; this model has {len(maps)} layers (use 0..{len(maps) - 1}, -1 or 'mean')"
+                f"layer={layer!r}; this model has {len(maps)} layers (use 0..{len(maps) - 1}, -1..-{len(maps)} from "
+                "the last, or 'mean')"
             )
         chosen = maps[layer].float()
     if head is None:
@@ -432,6 +455,12 @@ NO_LAYERS = "no self-attention layers: the attention-pooling weights"
 def _attention(evidence: Evidence) -> tuple[Tensor, str]:
     """Raw weights of one layer (or the mean of layers), one head or the mean of heads, read out."""
     if not evidence.maps:
+        if evidence.layer != -1 or evidence.head is not None:  # nothing to choose from: not ignored
+            chose = ", ".join(f"{name}={value!r}" for name, value in (("layer", evidence.layer),
+                                                                        ("head", evidence.head))
+                              if value not in (-1, None))  # fmt: skip
+            raise ValueError(f"{chose}: {evidence.runtime.model_type} has no self-attention layers (method "
+                             "'attention' reads its attention-pooling weights); leave them out")  # fmt: skip
         return _normalise(evidence.readout, evidence.mask), NO_LAYERS
     pruned = bool((evidence.runtime.config.get("model") or {}).get("pruned_heads"))
     importance = _raw(evidence.maps, evidence.readout, evidence.layer, evidence.head, pruned=pruned)
@@ -622,14 +651,14 @@ def _check_arguments(chosen: ExplainMethod, labels: Sequence[str], *, layer: Any
     ignored = [f"{name}={value!r}" for name, value, default in (("layer", layer, -1), ("head", head, None))
                if value != default]  # fmt: skip
     if ignored and not chosen.layer_and_head:
-        raise ValueError(f"{', '.join(ignored)}: for method 'attention' only ({chosen.name!r} reads every layer and "
-                         "head)")  # fmt: skip
+        raise ValueError(f"{', '.join(ignored)}: for method 'attention' only ({chosen.name!r} does not read one "
+                         "chosen layer or head)")  # fmt: skip
     if target is not None and target not in labels:
         raise ValueError(f"target={target!r} is not a label of this model; labels are {list(labels)}")
     if target is not None and chosen.requires != "gradients":
         raise ValueError(
-            f"target={target!r}: method {chosen.name!r} does not depend on the label (it reads the attention, which "
-            "is the same whatever label is asked about), so it cannot explain another one; use grad_attention or "
+            f"target={target!r}: method {chosen.name!r} does not depend on the label (its importance is the same "
+            "whatever label is asked about), so it cannot explain another one; use grad_attention or "
             "integrated_gradients"
         )
 
@@ -698,6 +727,7 @@ def explain(
         )
     generator = torch.Generator().manual_seed(seed)
     special_ids = runtime.tokenizer.special_ids
+    read_layer: int | str | None = None  # the layer method 'attention' read, recorded with its head
     results: list[Explanation | None] = [None] * len(checked)
     for indices in runtime.plan(checked, batch_size):
         batch = runtime.tokenizer.encode([checked[i] for i in indices], offsets=True)
@@ -705,6 +735,10 @@ def explain(
         evidence.head, evidence.ig_steps, evidence.generator = head, ig_steps, generator
         evidence.seeds = [(seed * 1_000_003 + i) % 2**63 for i in indices]
         importance, note = chosen.compute(evidence)
+        if chosen.layer_and_head and evidence.maps:
+            # Counted from 0 where every layer was captured; a negative index read alone stays as given.
+            whole = len(evidence.maps) > 1 or maps
+            read_layer = layer if layer == "mean" or not whole else int(layer) % len(evidence.maps)
         probs, targets = evidence.probs, evidence.targets
         tokens = runtime.tokenizer.tokens_of(batch["input_ids"], batch["attention_mask"])
         spans = batch["offsets"]
@@ -734,7 +768,8 @@ def explain(
                 maps=[m[row, :, :n, :n].float().numpy() for m in evidence.maps] if maps else None,
                 pooling=[float(v) for v in evidence.pooling[row, :n]] if evidence.pooling is not None else None,
                 note="; ".join(part for part in (_UNREADABLE if unreadable else "", own_note) if part),
-                spans=spans[row] if len(spans[row]) == n else None,
+                spans=_with_marks(spans[row], text) if len(spans[row]) == n else None,
+                layer=read_layer, head=head if read_layer is not None else None,
             )
     return [r for r in results if r is not None]
 

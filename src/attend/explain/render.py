@@ -81,6 +81,22 @@ def _heatmap_png(matrix: np.ndarray, tokens: Sequence[str], title: str, dpi: int
     return buf.getvalue()
 
 
+def _read(exp: Explanation) -> str:
+    """The layer and head method 'attention' read (``""`` for other methods)."""
+    if exp.layer is None:
+        return ""
+    layer = "the mean of layers" if exp.layer == "mean" else f"layer {exp.layer}"
+    return f", {layer}, " + ("the mean of heads" if exp.head is None else f"head {exp.head}")
+
+
+def _heading(exp: Explanation) -> str:
+    """A chart's title: the method (and what it read), and the label it explains, which is not the
+    prediction when a target was asked for (the title named the prediction over another label's bars)."""
+    if exp.target != exp.label:
+        return f"{exp.method}{_read(exp)}: explaining {exp.target} (predicted {exp.label}, {exp.probability:.2f})"
+    return f"{exp.method}{_read(exp)}: {exp.label} ({exp.probability:.2f})"
+
+
 def _importance_png(exp: Explanation, dpi: int = 80) -> bytes:
     plt = _matplotlib()
     n = len(exp.tokens)
@@ -88,7 +104,7 @@ def _importance_png(exp: Explanation, dpi: int = 80) -> bytes:
     colours = ["#c0392b" if v < 0 else "#2e86c1" for v in exp.importance]
     ax.bar(range(n), exp.importance, color=colours)
     ax.set_xticks(range(n), exp.display_tokens(), rotation=90, fontsize=7)
-    ax.set_title(f"{exp.method}: {exp.label} ({exp.probability:.2f})", fontsize=9)
+    ax.set_title(_heading(exp), fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
@@ -162,7 +178,9 @@ def _focus_table(exp: Explanation) -> str:
 def _maps_block(exp: Explanation, layers: str) -> str:
     if not exp.maps:
         return ""
-    chosen = range(len(exp.maps)) if layers == "all" else [len(exp.maps) - 1]
+    # The layer the importance read (method 'attention' with --layer), else the last.
+    last = exp.layer if isinstance(exp.layer, int) else len(exp.maps) - 1
+    chosen = range(len(exp.maps)) if layers == "all" else [last]
     parts = []
     for layer in chosen:
         images = []
@@ -218,7 +236,7 @@ def render_html(
         cards.append(
             f"<section class='card' id='text{i}'>"
             f"<p class='pred'>Prediction: <b>{html.escape(exp.label)}</b> with probability {exp.probability:.3f}"
-            f"{target} &middot; method <code>{html.escape(exp.method)}</code></p>"
+            f"{target} &middot; method <code>{html.escape(exp.method)}</code>{html.escape(_read(exp))}</p>"
             f"<div class='tokens' lang='und'>{_tokens_block(exp)}</div>{truncated}{note}"
             f"{_focus_table(exp)}{_maps_block(exp, layers)}</section>"
         )

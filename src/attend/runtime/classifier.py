@@ -187,7 +187,8 @@ class TextClassifier(Runtime):
         for layer in layers:
             if not -count <= layer < count:
                 raise ValueError(
-                    f"layer={layer!r}; this model has {count} layers (use 0..{count - 1}, -1 or 'mean')"
+                    f"layer={layer!r}; this model has {count} layers (use 0..{count - 1}, -1..-{count} from the last, "
+                    "or 'mean')"
                 )
         return [layer % count for layer in layers]
 
