@@ -107,7 +107,7 @@ def check_positive(config: object, *names: str) -> None:
     (``nan`` and ``inf`` passed ``<= 0``: a learning rate of inf trained until the loss was nan)."""
     for name in names:
         value = getattr(config, name)
-        if not value > 0 or not math.isfinite(value):
+        if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):  # (an int is finite)
             raise ValueError(f"{name}={value!r} must be positive and finite")
 
 

@@ -230,14 +230,13 @@ def test_allowlist_senders_and_keywords() -> None:
     sub = Message(id="s", sender="tom@mail.corp.example", text="hi")  # the two spellings agree on subdomains
     assert allow_match(("@corp.example",), sub) == "@corp.example" and allow_match(("corp.example",), sub)
     assert allow_match(("@corp.example",), Message(id="e", sender="x@evilcorp.example", text="hi")) is None
-    # The address mail goes to is the bracketed one: an allowlisted address worn as a display name
-    # passed, and a bare domain matched any text or name that mentioned it.
+    # The address mail goes to is the bracketed one: an allowlisted address worn as a display name passed.
     worn = Message(id="w", sender="boss@corp.example <evil@phish.example>", text="Wire the money today.")
-    assert allow_match(("boss@corp.example", "@corp.example", "corp.example"), worn) is None
-    mention = Message(id="t", sender="promo@spam.example", text="Visit corp.example")
-    assert allow_match(("corp.example",), mention) is None
-    assert allow_match(("CORP.EXAMPLE",), Message(id="n", sender="CORP.EXAMPLE <x@phish.example>", text="hi")) is None
-    assert allow_match(("v2.0",), Message(id="k", text="release v2.0 is out")) == "v2.0"  # no domain: a keyword
+    assert allow_match(("boss@corp.example", "@corp.example"), worn) is None
+    # A bare domain is also a word, as every entry but an address is: '@' matches addresses only.
+    mention = Message(id="t", sender="promo@spam.example", text="The node.js build on corp.example broke")
+    assert allow_match(("@corp.example",), mention) is None and allow_match(("corp.example",), mention)
+    assert allow_match(("node.js",), mention) == "node.js" and allow_match(("v2.0",), mention) is None
     with pytest.raises(ValueError, match="task is empty"):
         Session("   ")
     for entry in ("@", "ana@", "a@b@c"):  # accepted before, and matched nothing
@@ -269,6 +268,8 @@ def test_person_model_sender_counts_and_online_preferences() -> None:
     assert sender_key("Jess (coworker)") == "jess (coworker)" != sender_key("Tom (coworker)")
     assert sender_key("Mark  Lee") == "mark lee" and sender_key("ana@x.org (Ana)") == "ana@x.org"
     assert sender_key("boss@corp.example <Evil@Phish.example>") == "evil@phish.example"  # not the display name
+    assert sender_key("boss@corp.example <evil@phish.example> (via list)") == "evil@phish.example"  # nor after it
+    assert sender_key('"<boss@corp.example>" <evil@phish.example>') == "evil@phish.example"  # nor quoted in it
     again = PersonModel.from_dict(json.loads(json.dumps(person.to_dict())))
     assert again.sender_shift("ana@x.org") == person.sender_shift("ana@x.org")
     assert again.preference_shift(embedding) == pytest.approx(person.preference_shift(embedding), abs=1e-5)

@@ -822,3 +822,50 @@ def test_times_in_utc_may_end_in_a_lower_case_z() -> None:
     assert has_zone(" 2024-05-06T01:00:00z ") and not has_zone("2024-05-06T01:00:00")
     with pytest.raises(ValueError, match="not an ISO 8601 time"):
         parse_time("z")
+
+
+def test_an_on_time_stream_judges_no_alert_again_and_a_withdrawal_keeps_its_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of the re-judging: in a live stream the topic's newest window is always open, and the
+    mark of where new events reached was never cleared, so every alert was judged again on every
+    batch; and each judgement wrote a withdrawal anew, moving its time."""
+    import itertools
+
+    import attend.apps.monitor.store as store_module
+    from attend.apps.monitor import Monitor, MonitorSettings
+    from attend.apps.monitor.events import Event, format_time
+    from attend.apps.monitor.store import StoredEvent
+
+    class Scorer:  # negative when the text says so
+        negative_label, method = "neg", "test"
+
+        def score(self, events: list[Event]) -> list[StoredEvent]:
+            return [StoredEvent(id=e.id, topic=e.topic or "all", ts=e.ts, time=format_time(e.ts), text=e.text,
+                                source=None, label="neg" if e.text.startswith("bad") else "pos",
+                                negative=e.text.startswith("bad"), negative_prob=0.5, scores={}, topic_prob=None,
+                                words=[]) for e in events]  # fmt: skip
+
+    def hour(h: int, n: int, bad: int, tag: str) -> list[Event]:
+        return [Event(id=f"{tag}-{h}-{i}", time=START + timedelta(hours=h, seconds=60 * i + 1),
+                      text=("bad " if i < bad else "ok ") + str(i), topic="t") for i in range(n)]  # fmt: skip
+
+    clock = itertools.count()
+    monkeypatch.setattr(store_module, "_now", lambda: f"2026-01-01T00:00:{next(clock) % 60:02d}Z")
+    store = open_store(tmp_path / "live.db")
+    monitor = Monitor(store, Scorer(), MonitorSettings(detection=DetectionSettings(window=3600, min_volume=10,
+                                                                                   warmup=3)))  # fmt: skip
+    restated: list[dict] = []
+    real = store.restate
+    monkeypatch.setattr(store, "restate", lambda alert: restated.append(alert) or real(alert))
+    for h in range(12):
+        monitor.ingest(hour(h, 20, 16 if h == 6 else 2, "a"))
+    (alert,) = store.alerts(window=3600)
+    assert restated == []  # nothing late: no alert judged again (it was every alert, every batch)
+    monitor.ingest(hour(6, 200, 0, "late"))  # late calm events: the surge is withdrawn
+    (alert,) = store.alerts(window=3600)
+    withdrawn_at, volume = alert["withdrawn"]["at"], alert["withdrawn"]["volume"]
+    monitor.ingest(hour(6, 5, 0, "later"))  # later still: new numbers, the same withdrawal time
+    monitor.ingest(hour(13, 20, 2, "b"))
+    (alert,) = store.alerts(window=3600)
+    assert alert["withdrawn"]["at"] == withdrawn_at and alert["withdrawn"]["volume"] == volume + 5

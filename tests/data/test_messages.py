@@ -192,7 +192,7 @@ def test_a_ten_megabyte_message_is_read_quickly_and_cut(tmp_path: Path) -> None:
     assert len(messages[0].text) == MAX_MESSAGE_CHARS and messages[0].truncated
     assert messages[0].text == body[:MAX_MESSAGE_CHARS]
     assert not messages[1].truncated
-    assert report == {"read": 2, "skipped_empty": 0, "truncated": 1, "duplicates": 0}
+    assert report == {"read": 2, "skipped_empty": 0, "truncated": 1, "duplicates": 0, "reused_ids": 0}
     assert read_messages(path, max_chars=10)[0].text == "a line of "
     with pytest.raises(ValueError, match="max_chars must be a positive integer"):
         read_messages(path, max_chars=0)
@@ -308,7 +308,7 @@ def test_empty_mails_are_skipped_and_counted_and_a_subject_stands_for_no_body(tm
     path = _mbox(tmp_path / "in.mbox", empty, _mail("kept"), just_subject, blank_html)
     messages, report = read_messages_report(path)
     assert [m.text for m in messages] == ["kept", "Call me", "Hi"]
-    assert report == {"read": 3, "skipped_empty": 1, "truncated": 0, "duplicates": 0}
+    assert report == {"read": 3, "skipped_empty": 1, "truncated": 0, "duplicates": 0, "reused_ids": 0}
     assert len(list(iter_messages(path))) == 3
     with pytest.raises(MessageError, match=r"mail 42 is empty: it has neither a text body nor a subject"):
         mail_to_message(empty, key="42")

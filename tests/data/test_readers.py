@@ -258,7 +258,8 @@ def test_multi_label_cells_joined_without_label_sep_are_refused(tmp_path: Path) 
     path = tmp_path / "joined.csv"
     path.write_text("text,label\ngood film,pos|movie\nbad,neg\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"some hold '\|' \(e\.g\. 'pos\|movie'\); give --label-sep '\|'"):
-        read_table(path, multi_label=True)
+        read_table(path, multi_label=True, training=True)
+    assert read_table(path, multi_label=True).labels[0] == ["pos|movie"]  # a model trained so is still scored
     assert read_table(path, label_sep="|").labels == [["pos", "movie"], ["neg"]]
     listed = tmp_path / "listed.jsonl"  # labels given as lists are the user's own: a '|' in one is a name
     listed.write_text('{"text": "a", "label": ["x|y"]}\n', encoding="utf-8")

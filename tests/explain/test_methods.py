@@ -337,11 +337,12 @@ def test_layer_and_head_are_refused_for_methods_that_read_every_layer() -> None:
         explain(predictor, TEXTS[:1], "rollout", layer=0, head=1)
     (read,) = explain(predictor, TEXTS[:1], "attention", layer=-1, head=1)
     assert read.method == "attention" and (read.layer, read.head) == (-1, 1)  # as given: the last
-    (read,) = explain(predictor, TEXTS[:1], "attention", layer=-1, head=1, maps=True)
-    assert read.layer == len(read.maps or []) - 1  # every layer captured: counted from 0
-    # What was read is recorded (JSON, HTML, PNG title), and the HTML shows that layer's heatmaps.
     from attend.explain import render_html
 
+    (read,) = explain(predictor, TEXTS[:1], "attention", layer=-1, head=1, maps=True)
+    assert read.layer == -1  # the same, whatever was captured
+    assert f"Layer {len(read.maps or []) - 1}: attention per head" in render_html([read])  # drawn: that layer
+    # What was read is recorded (JSON, HTML, PNG title), and the HTML shows that layer's heatmaps.
     (first,) = explain(predictor, TEXTS[:1], "attention", layer=0, head=1, maps=True)
     assert first.to_dict()["layer"] == 0 and first.to_dict()["head"] == 1
     page = render_html([first])

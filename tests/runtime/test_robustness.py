@@ -217,3 +217,18 @@ def test_cli_unknown_model_dir_or_data_exits_2(
     assert "nope: no such model directory" in capsys.readouterr().err
     assert main(["robustness", str(trained["encoder"]), str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err
+
+
+def test_a_model_whose_labels_were_read_as_1_0_takes_1_in_new_data(trained: dict[str, Path], tmp_path: Path) -> None:
+    """Review: JSON labels 1.0 are read "1" now; a model trained before, knowing "1.0", was refused them here."""
+    import copy
+
+    from attend.data.readers import match_label
+
+    assert match_label("1", ["0.0", "1.0"]) == "1.0" and match_label("1", ["1.0", "01"]) is None
+    assert match_label("pos", ["neg", "pos"]) == "pos" and match_label("2", ["0.0", "1.0"]) is None
+    older = copy.copy(load(trained["encoder"]))
+    older.labels = ["0.0", "1.0"]  # as an older model of numeric labels would know them
+    rows = [{"text": r["text"], "label": "1" if r["label"] == "pos" else "0"} for r in planted_rows(20, seed=5)]
+    found, _ = robustness_rows(older, write_csv(tmp_path / "numbers.csv", rows), limit=0)
+    assert {labels[0] for labels in found.labels} == {"0.0", "1.0"}

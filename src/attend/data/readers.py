@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,6 +31,7 @@ __all__ = [
     "check_columns",
     "csv_records",
     "detect_format",
+    "match_label",
     "open_data_file",
     "read_rows",
     "read_table",
@@ -345,6 +347,25 @@ def _label_text(value: Any) -> str:
     return str(value).strip()
 
 
+def match_label(label: str, known: Sequence[str]) -> str | None:
+    """The model's spelling of ``label``: itself if known, else the one known label that is the same
+    finite number (a model trained on ``1.0`` before whole numbers were read alike takes ``1``), else None."""
+    if label in known:
+        return label
+    value = _as_number(label)
+    same = [name for name in known if value is not None and _as_number(name) == value]
+    return same[0] if len(same) == 1 else None
+
+
+def _as_number(label: str | None) -> float | None:
+    """The finite number a label spells (``"1"``, ``"1.0"``, ``"2e0"``), else None."""
+    try:
+        value = float(label)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _split_labels(value: Any, *, multi_label: bool, label_sep: str | None) -> list[str]:
     if isinstance(value, list | tuple):
         return [_label_text(v) for v in value if _label_text(v)]
@@ -437,6 +458,7 @@ def read_table(
     label_sep: str | None = None,
     fmt: str | None = None,
     columns_hint: str = TEXT_COLUMNS_HINT,
+    training: bool = False,
 ) -> LabelledTexts:
     """Read labelled texts from a CSV, TSV, JSONL or Parquet file.
 
@@ -450,6 +472,8 @@ def read_table(
         fmt: Force a format instead of guessing from the extension.
         columns_hint: What a missing column's error tells the user to do (the options of the
             command reading the file).
+        training: The file is read to train a model: multi-label cells that hold a separator with
+            no ``label_sep`` to split them are refused (a model trained so before is still scored).
 
     Raises:
         DataError: naming the file, line and value, for every problem a user can fix.
@@ -493,7 +517,8 @@ def read_table(
             splits.append(SPLIT_NAMES[raw])
     if not texts:
         raise DataError(f"{path} has a header but no rows")
-    if multi_label and label_sep is None and not listed and labels and all(len(row) == 1 for row in labels):
+    joined = multi_label and label_sep is None and not listed and labels and all(len(row) == 1 for row in labels)
+    if training and joined:
         _check_joined_labels(path, labels)
     return LabelledTexts(
         texts=texts,

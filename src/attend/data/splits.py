@@ -29,13 +29,15 @@ def load_labelled(
     split_col: str | None = None,
     multi_label: bool = False,
     label_sep: str | None = None,
+    training: bool = False,
 ) -> LabelledTexts:
-    """Read a data file, or load a bundled dataset when ``data`` names one."""
+    """Read a data file, or load a bundled dataset when ``data`` names one (``training``: see
+    :func:`~attend.data.readers.read_table`)."""
     path = Path(data)
     if path.exists():
         return read_table(
             path, text_col=text_col, label_col=label_col, split_col=split_col, multi_label=multi_label,
-            label_sep=label_sep,
+            label_sep=label_sep, training=training,
         )  # fmt: skip
     from attend.data.datasets import DATASETS, load_dataset
 

@@ -82,19 +82,35 @@ CHARS_PER_TOKEN = 64
 def encode_start(tokenizer: Tokenizer, texts: Sequence[str], keep: int) -> list[Any]:
     """``tokenizer.encode_batch(texts)``, reading only the start of a text far longer than ``keep``
     tokens could cover: a 12 MB line took 16 s and 1.8 GB to tokenise whole when its first 128
-    tokens were all the model would read. A start that gives more than ``keep`` tokens (plus a
-    margin for the word the cut split) is read as the whole text would be there; one that gives
-    fewer is read again whole, so the tokens kept are the same either way."""
+    tokens were all the model would read. The start is cut between words (:func:`_word_boundary`),
+    so its tokens are the whole text's there; one that gives no more than ``keep`` tokens (and a
+    margin) is read again whole, so the tokens kept are the same either way."""
     limit = max(keep, 1) * CHARS_PER_TOKEN
     texts = list(texts)
     long = [i for i, text in enumerate(texts) if len(text) > limit]
     if not long:
         return tokenizer.encode_batch(texts)
-    encodings = tokenizer.encode_batch([text[:limit] for text in texts])
-    again = [i for i in long if len(encodings[i].ids) <= keep + 8]
+    cuts = {i: _word_boundary(texts[i], limit) for i in long}
+    encodings = tokenizer.encode_batch([text[: cuts[i]] if cuts.get(i) else text for i, text in enumerate(texts)])
+    again = [i for i in long if cuts[i] and len(encodings[i].ids) <= keep + 8]
     for i, encoding in zip(again, tokenizer.encode_batch([texts[i] for i in again]) if again else [], strict=True):
         encodings[i] = encoding
     return encodings
+
+
+def _word_boundary(text: str, limit: int) -> int:
+    """Where to cut ``text`` at or before ``limit`` so that no word is split: after the last space
+    there, or between two CJK characters (each its own word to the tokenizers); 0 when the start's
+    second half has neither (one giant word: it is read whole)."""
+    for end in range(limit, limit // 2, -1):
+        before, after = text[end - 1], text[end]
+        if after.isspace() or before.isspace() or (_is_cjk(before) and _is_cjk(after)):
+            return end
+    return 0
+
+
+def _is_cjk(char: str) -> bool:
+    return "\u3040" <= char <= "\u30ff" or "\u3400" <= char <= "\u9fff" or "\uac00" <= char <= "\ud7af"
 
 
 class TextTokenizer:

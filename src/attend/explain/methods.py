@@ -73,7 +73,8 @@ class Explanation:
         maps: On request, per layer a ``(H, L, L)`` array of post-softmax attention weights.
         pooling: The attention-pooling weights per token, when the model has such a pooling.
         note: Anything the reader should know about how the importance was obtained.
-        layer: For ``attention``: the layer read (its index from 0, or ``"mean"``); else None.
+        layer: For ``attention``: the layer read, as asked (an index from 0, a negative one from the
+            last, or ``"mean"``); else None.
         head: For ``attention``: the head read, or None (the mean of heads).
     """
 
@@ -736,9 +737,7 @@ def explain(
         evidence.seeds = [(seed * 1_000_003 + i) % 2**63 for i in indices]
         importance, note = chosen.compute(evidence)
         if chosen.layer_and_head and evidence.maps:
-            # Counted from 0 where every layer was captured; a negative index read alone stays as given.
-            whole = len(evidence.maps) > 1 or maps
-            read_layer = layer if layer == "mean" or not whole else int(layer) % len(evidence.maps)
+            read_layer = layer  # as asked (a negative index counts from the last), whatever was captured
         probs, targets = evidence.probs, evidence.targets
         tokens = runtime.tokenizer.tokens_of(batch["input_ids"], batch["attention_mask"])
         spans = batch["offsets"]

@@ -179,7 +179,7 @@ def _maps_block(exp: Explanation, layers: str) -> str:
     if not exp.maps:
         return ""
     # The layer the importance read (method 'attention' with --layer), else the last.
-    last = exp.layer if isinstance(exp.layer, int) else len(exp.maps) - 1
+    last = exp.layer % len(exp.maps) if isinstance(exp.layer, int) else len(exp.maps) - 1
     chosen = range(len(exp.maps)) if layers == "all" else [last]
     parts = []
     for layer in chosen:

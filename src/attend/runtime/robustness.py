@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from attend.data.noise import PERTURBATIONS, join_words, perturb, split_words, synonym_variants
-from attend.data.readers import DataError, LabelledTexts
+from attend.data.readers import DataError, LabelledTexts, match_label
 from attend.data.splits import load_labelled, rebuild_split
 from attend.data.validation import text_problem
 from attend.io import sha256_file, text_fingerprints
@@ -468,9 +468,11 @@ def robustness_rows(
                                 "measure on")  # fmt: skip
     if not len(dataset):
         raise DataError(f"{dataset.source}: no rows to measure on")
-    known = set(classifier.labels)
     for labels, line in zip(dataset.labels, dataset.lines or range(1, len(dataset) + 1), strict=True):
-        if labels[0] not in known:
+        spelled = match_label(labels[0], classifier.labels)  # the model's spelling (1 for its 1.0)
+        if spelled is not None:
+            labels[0] = spelled
+        else:
             raise DataError(f"{dataset.source} line {line}: label {labels[0]!r} is not one the model knows "
                             f"({', '.join(classifier.labels)})")  # fmt: skip
     if limit and len(dataset) > limit:

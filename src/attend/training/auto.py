@@ -607,7 +607,7 @@ def _make_plan(
                              f"choose from {[name for name, _ in available]}")  # fmt: skip
         available = [(name, pretrained) for name, pretrained in available if name in names]
     base = TrainingArgs.from_dict(dict(explicit))
-    dataset = data if isinstance(data, LabelledTexts) else load_labelled(data, **columns)
+    dataset = data if isinstance(data, LabelledTexts) else load_labelled(data, **columns, training=True)
     train_idx, dev_idx, test_idx = stratified_split(dataset, seed=base.seed, dev_fraction=base.dev_fraction,
                                                     test_fraction=base.test_fraction)  # fmt: skip
     sizes = {"train": len(train_idx), "dev": len(dev_idx), "test": len(test_idx)}

@@ -474,7 +474,8 @@ def allow_match(allow: Sequence[str], message: Message) -> str | None:
 
     An entry with ``@`` is an address: the sender's address exactly, or, written ``@domain``, any
     address at that domain or one under it; a bare domain (``example.com``, its last label letters)
-    is the same, matched against the address only. Any other
+    matches those addresses too, and, like any other entry, the words (``node.js`` is a keyword as
+    well: ``@example.com`` is the way to match addresses only). Any other
     entry is a whole word or phrase of the sender's name or address, the subject or the text
     (case-insensitive: ``Tom`` is not ``Tomasz``).
     """
@@ -488,9 +489,8 @@ def allow_match(allow: Sequence[str], message: Message) -> str | None:
         elif "@" in low:
             if low == key:
                 return entry
-        elif _DOMAIN.fullmatch(low):  # a bare domain (stmarys.example): any address at it, as @stmarys.example,
-            if key.endswith(f"@{low}") or key.endswith(f".{low}"):  # and nothing else: a text or a display
-                return entry  # name that only mentions it is not mail from it
+        elif _DOMAIN.fullmatch(low) and (key.endswith(f"@{low}") or key.endswith(f".{low}")):
+            return entry  # a bare domain (stmarys.example): any address at it, as @stmarys.example
         elif re.search(rf"(?<![\w.@-]){re.escape(low)}(?![\w@-])", everything):
             return entry
     return None

@@ -45,8 +45,10 @@ STEPS = 3
 DECAY = 0.01
 
 
-#: The last ``<local@domain>`` of a sender, where mail to it goes.
-_BRACKETED = re.compile(r"<([^<>\s@]+@[^<>\s@]+)>\s*$")
+#: A sender's ``<local@domain>``, where mail to it goes (the last, outside quotes and comments).
+_BRACKETED = re.compile(r"<([^<>\s@]+@[^<>\s@]+)>")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+_COMMENT = re.compile(r"\([^()]*\)")
 
 
 def sender_key(sender: str) -> str:
@@ -56,8 +58,10 @@ def sender_key(sender: str) -> str:
     The address in angle brackets is the one mail goes to: ``boss@corp.example <evil@phish.example>``
     is evil@phish.example, not the unquoted name (``parseaddr`` gave the name, so an allowlisted
     address could be worn as a display name)."""
-    bracketed = _BRACKETED.search(sender or "")
-    _, address = (None, bracketed.group(1)) if bracketed else parseaddr(sender or "")
+    # Quoted names and (comments) may hold anything, brackets included: the address is outside them.
+    bare = _COMMENT.sub(" ", _QUOTED.sub(" ", sender or ""))
+    bracketed = _BRACKETED.findall(bare)
+    _, address = (None, bracketed[-1]) if bracketed else parseaddr(sender or "")
     key = address if "@" in address else (sender or "")
     return " ".join(key.lower().split())
 

@@ -241,10 +241,10 @@ class Monitor:
         raised = self.store.alert_windows(detection.window)  # (topic, start) -> (withdrawn, volume, negatives)
         for topic, stats in self.series().items():
             moved_from = self._moved_from.get(topic)
-            left_open = False
+            first_open: int | None = None
             for stat in stats:
                 if closed_before is not None and stat.end > closed_before:
-                    left_open = True
+                    first_open = stat.start if first_open is None else first_open
                     continue  # still open: the watermark has not passed its end
                 key = (stat.topic, stat.start)
                 # Judged again only when events changed the window or a window before it (its
@@ -265,7 +265,10 @@ class Monitor:
                     stored = self._stored(stat)
                     log.warning(describe(stored))
                     new_alerts.append(stored)
-            if not left_open:
+            # The windows judged are up to date; what new events moved is left from the first open one on.
+            if moved_from is not None and first_open is not None:
+                self._moved_from[topic] = max(moved_from, first_open)
+            else:
                 self._moved_from.pop(topic, None)
         self._judged_until = closed_before
         self._deliver()
@@ -277,7 +280,7 @@ class Monitor:
         window = self.settings.detection.window
         if not stat.surge:
             numbers = {"volume": stat.volume, "negatives": stat.negatives, "share": stat.share, "score": stat.z}
-            self.store.withdraw(stat.topic, window, stat.start, numbers)
+            self.store.withdraw(stat.topic, window, stat.start, numbers, again=was_withdrawn)
             if not was_withdrawn:
                 shown = self._stored(stat)
                 log.warning(describe(shown))

@@ -361,13 +361,16 @@ class MonitorStore:
                                               int(w_negatives if gone else negatives))  # fmt: skip
         return found
 
-    def withdraw(self, topic: str, window: int, start: int, numbers: dict[str, Any]) -> None:
+    def withdraw(self, topic: str, window: int, start: int, numbers: dict[str, Any], *, again: bool = False) -> None:
         """Withdraw the alert of ``(topic, window, start)`` with the window's ``numbers`` now (volume,
-        negatives, share, score); an alert withdrawn already takes the new numbers."""
+        negatives, share, score); ``again``: it is withdrawn already, and takes the new numbers but
+        keeps when it was withdrawn."""
         w = withdrawals_table.c
+        where = (w.topic == topic, w.window_seconds == window, w.window_start == start)
         with self.engine.begin() as conn:
-            conn.execute(withdrawals_table.delete().where(w.topic == topic, w.window_seconds == window,
-                                                          w.window_start == start))  # fmt: skip
+            if again and conn.execute(withdrawals_table.update().where(*where).values(**numbers)).rowcount:
+                return
+            conn.execute(withdrawals_table.delete().where(*where))
             conn.execute(withdrawals_table.insert().values(topic=topic, window_seconds=window, window_start=start,
                                                            withdrawn_at=_now(), **numbers))  # fmt: skip
 

@@ -8,7 +8,6 @@ body of ``attend train``.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from torch import Tensor, nn
 
 from attend.data.batching import length_batches
 from attend.data.noise import Augmenter
-from attend.data.readers import DataError, LabelledTexts, stratified_split
+from attend.data.readers import DataError, LabelledTexts, match_label, stratified_split
 from attend.data.splits import data_provenance, load_labelled
 from attend.data.tokenization import TextTokenizer
 from attend.models import MODELS, ClassifierConfig, config_from_dict, probabilities
@@ -76,15 +75,6 @@ def symmetric_kl(first: Tensor, second: Tensor, *, multi_label: bool) -> Tensor:
     return 0.5 * kl.mean()
 
 
-def _as_number(label: str | None) -> float | None:
-    """The finite number a label spells (``"1"``, ``"1.0"``, ``"2e0"``), else None."""
-    try:
-        value = float(label)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> Tensor:
     """Training targets for ``data``: class indices ``(N,)``, or a 0/1 matrix ``(N, num_labels)`` when multi-label.
 
@@ -92,16 +82,11 @@ def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> 
         DataError: a label the model does not know, naming the line it is on.
     """
     index = {name: i for i, name in enumerate(labels)}
-    numbers: dict[float, list[str]] = {}
-    for name in labels:
-        value = _as_number(name)
-        if value is not None:
-            numbers.setdefault(value, []).append(name)
     for row, row_labels in enumerate(data.labels):
         for label in row_labels:
-            same = numbers.get(_as_number(label), []) if label not in index else []  # type: ignore[arg-type]
-            if len(same) == 1:  # 1 for a model that knows 1.0 (a JSON or Parquet number written either way)
-                index[label] = index[same[0]]
+            spelled = match_label(label, labels) if label not in index else None
+            if spelled is not None:  # 1 for a model that knows 1.0 (a JSON or Parquet number written either way)
+                index[label] = index[spelled]
             if label not in index:
                 where = f"line {data.lines[row]}" if data.lines else f"row {row + 1}"
                 raise DataError(
@@ -287,7 +272,10 @@ class ClassificationTask(Task):
             if args.augment else None
         )  # fmt: skip
         self.epoch = 0
-        dataset = data if isinstance(data, LabelledTexts) else load_labelled(data, **self.columns, **self.reading)
+        if isinstance(data, LabelledTexts):
+            dataset = data
+        else:
+            dataset = load_labelled(data, **self.columns, **self.reading, training=True)
         self.source = dataset.source
         self.multi_label = bool(
             self.reading["multi_label"] or self.reading["label_sep"] is not None
