@@ -258,6 +258,21 @@ def test_every_report_shows_the_bag_of_words_baseline_on_the_same_split(tmp_path
     assert "baseline on the same test split (TF-IDF + logistic regression)" in result.report
     assert f"{gap:.1f} points" in result.report
     assert tfidf_baseline(["a b", "a c"], ["x", "x"], ["a"], ["x"]) is None  # one class: nothing to fit
+    size = len(test_part)  # a small held-out split says what one example is worth
+    assert f"note: the test split has {size} example(s): one of them is {100 / size:.1f} points" in result.report
+
+
+def test_caveats_name_small_splits_labels_missing_from_dev_and_conflicting_copies() -> None:
+    from attend.data.readers import LabelledTexts
+    from attend.training.tasks.classification import _caveats
+
+    data = LabelledTexts(["a", "b", "a ", "c", "d"], ["x", "y", "y", "z", "x"])
+    parts = {"train": data.subset([0, 1, 2, 3]), "dev": data.subset([4]), "test": data.subset([])}
+    notes = _caveats(data, parts)
+    assert notes[0].startswith("the dev split has 1 example(s): one of them is 100.0 points of choosing the epoch")
+    assert "2 label(s) have no dev example ('y', 'z')" in notes[1]
+    assert notes[2].startswith("1 text(s) occur with different labels")  # "a" and "a " are one text
+    assert len(notes) == 3  # an empty test split is no small one
 
 
 

@@ -75,6 +75,35 @@ def symmetric_kl(first: Tensor, second: Tensor, *, multi_label: bool) -> Tensor:
     return 0.5 * kl.mean()
 
 
+#: Below this many examples a held-out split's figures move by whole points from one example.
+SMALL_SPLIT = 50
+
+
+def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts]) -> list[str]:
+    """What makes this run's figures less reliable than they look: small held-out splits, labels
+    with no dev example (the epoch is chosen without them), the same text under different labels."""
+    notes = []
+    for name in ("dev", "test"):
+        size = len(parts[name])
+        if 0 < size < SMALL_SPLIT:
+            use = "choosing the epoch (and, with --model auto, the model)" if name == "dev" else "the figures above"
+            notes.append(f"the {name} split has {size} example(s): one of them is {100 / size:.1f} points of "
+                         f"{use}; more labelled data makes them steadier")  # fmt: skip
+    if len(parts["dev"]):
+        absent = sorted(set(parts["train"].label_names) - set(parts["dev"].label_names))
+        if absent:
+            shown = ", ".join(map(repr, absent[:5])) + (" ..." if len(absent) > 5 else "")
+            notes.append(f"{len(absent)} label(s) have no dev example ({shown}): the epoch is chosen without them")
+    seen: dict[str, set[str]] = {}
+    for text, labels in zip(dataset.texts, dataset.labels, strict=True):
+        seen.setdefault(" ".join(text.split()), set()).add("|".join(labels))
+    conflicting = sum(len(labels) > 1 for labels in seen.values())
+    if conflicting:
+        notes.append(f"{conflicting} text(s) occur with different labels in the data: no model can get every copy "
+                     "right")  # fmt: skip
+    return notes
+
+
 def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> Tensor:
     """Training targets for ``data``: class indices ``(N,)``, or a 0/1 matrix ``(N, num_labels)`` when multi-label.
 
@@ -298,6 +327,7 @@ class ClassificationTask(Task):
         self.sizes = {name: len(part) for name, part in parts.items()} | {"train": len(self.baseline_train)}
         self.train_used = len(parts["train"])
         self.parts = parts
+        self.caveats = _caveats(dataset, parts)
         self.tokenizer = self._tokenizer(parts["train"].texts, args, state)
         config = {"model_type": self.model, **self.options, "num_labels": len(self.labels),
                   "multi_label": self.multi_label}  # fmt: skip
@@ -410,6 +440,8 @@ class ClassificationTask(Task):
 
     def report(self, metrics: dict[str, Any], split: str) -> str:
         report = classification_report(metrics, split, self.source)
+        for caveat in getattr(self, "caveats", []):
+            report += f"\nnote: {caveat}"
         if self.multi_label:  # what its figures mean, and why no bag-of-words line follows them
             report += ("\nmulti-label: a text may have several labels (each predicted from probability 0.5); "
                        "accuracy counts a text right only when all its labels are; no TF-IDF + logistic regression "
