@@ -406,6 +406,9 @@ def _translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         table = read_table(path, text_col=args.source_col, label_col=None,
                            columns_hint="choose the column with --source-col")  # fmt: skip
         return table.texts, [f"line {line}" for line in table.lines]
+    if args.source_col not in (None, "source"):  # read as plain text: a column would be ignored
+        raise UsageError(f"--source-col {args.source_col}: {args.input} is read as plain text, one sentence per "
+                         f"line; columns are read from {', '.join(sorted(TABLE_SUFFIXES))} files")  # fmt: skip
     raw = sys.stdin.buffer.read() if args.input == "-" else path.read_bytes()
     lines = _text_lines(raw, args.input)
     return lines, [f"line {i + 1}" for i in range(len(lines))]

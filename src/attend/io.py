@@ -49,6 +49,7 @@ __all__ = [
     "save_weights",
     "sha256_file",
     "update_metrics",
+    "weights_mismatch",
     "write_ensemble",
 ]
 
@@ -131,6 +132,15 @@ def count_seen(texts: Sequence[str], fingerprints: set[int]) -> int:
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> str:
     """Write the model's state dict as safetensors, atomically; return its SHA-256."""
     return save_tensors(dict(model.state_dict()), path)
+
+
+def weights_mismatch(path: Path, exc: Exception, shown: int = 3) -> ModelDirError:
+    """The error for weights that do not fit ``config.json``: PyTorch's first ``shown`` problems and
+    a count of the rest (it listed every tensor: about 90 lines for a hand-edited ``dim``)."""
+    problems = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()] or [str(exc)]
+    more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
+    return ModelDirError(f"{path / 'model.safetensors'} does not fit the model in config.json "
+                         f"({'; '.join(problems[:shown])}{more})")  # fmt: skip
 
 
 def refuse_pickles(path: Path) -> None:

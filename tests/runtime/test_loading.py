@@ -80,3 +80,16 @@ def test_counts_of_the_wrong_type_are_named(trained: dict[str, Path], call: obje
     with pytest.raises(ValueError, match=message):
         call(model)  # type: ignore[operator]
     assert model.top_k(["good film"], k=1, batch_size=2)[0][0][0] in model.labels
+
+
+def test_weights_that_do_not_fit_a_hand_edited_config_are_named_briefly(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """Before: one error line, then PyTorch's list of every tensor that did not fit (90 lines)."""
+    wide = copy_model(trained["encoder"], tmp_path, "wide")
+    config = json.loads((wide / "config.json").read_text())
+    _rewrite(wide, {"model": {**config["model"], "dim": config["model"]["dim"] * 2}})
+    fits = r"does not fit the model in config.json \(size mismatch for .*; and \d+ more\)$"
+    with pytest.raises(ModelDirError, match=fits) as refused:
+        load(wide)
+    assert "\n" not in str(refused.value)

@@ -198,6 +198,10 @@ def test_bad_input_is_a_clear_error(translator_dir: Path, tmp_path: Path) -> Non
     bad.write_text("english,german\nhello,hallo\n", encoding="utf-8")
     done = _attend("translate", str(translator_dir), "--input", str(bad))
     assert done.returncode == 2 and "choose the column with --source-col" in done.stderr, done.stderr
+    plain = tmp_path / "lines.txt"
+    plain.write_text("red cat\n", encoding="utf-8")
+    done = _attend("translate", str(translator_dir), "--input", str(plain), "--source-col", "en")  # was ignored
+    assert done.returncode == 2 and "--source-col en: " in done.stderr and "read as plain text" in done.stderr
     done = _attend("train", str(bad), "--model", "seq2seq", "--out", str(tmp_path / "m"))
     assert done.returncode == 2 and "'source'" in done.stderr and "english" in done.stderr, done.stderr
     assert not (tmp_path / "m").exists()

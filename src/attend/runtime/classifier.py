@@ -31,7 +31,7 @@ from attend.data.readers import LabelledTexts
 from attend.data.splits import load_labelled
 from attend.data.tokenization import TextTokenizer
 from attend.data.validation import check_count, validate_texts
-from attend.io import ArtifactDir, ModelDirError
+from attend.io import ArtifactDir, ModelDirError, weights_mismatch
 from attend.models import build, config_from_dict, native_bf16, probabilities
 from attend.runtime.base import Runtime
 from attend.training import score_probabilities
@@ -429,7 +429,7 @@ def load_torch(artifact: ArtifactDir, *, int8: bool = False, bf16: bool = False)
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as exc:  # shape mismatches
-        raise ModelDirError(f"{path / 'model.safetensors'} does not fit the model in config.json ({exc})") from None
+        raise weights_mismatch(path, exc) from None
     if missing or unexpected:
         raise ModelDirError(
             f"{path / 'model.safetensors'} does not fit the model in config.json "

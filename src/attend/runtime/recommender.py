@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from attend.attention import capture_attention
 from attend.data.validation import check_count
 from attend.explain.methods import rollout
-from attend.io import ArtifactDir, ModelDirError
+from attend.io import ArtifactDir, ModelDirError, weights_mismatch
 from attend.models import build, config_from_dict
 from attend.runtime.base import LoadOptions, Runtime, register_runtime
 
@@ -357,7 +357,7 @@ def load_recommender(artifact: ArtifactDir, options: LoadOptions) -> Recommender
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
-        raise ModelDirError(f"{path / 'model.safetensors'} does not fit the model in config.json ({exc})") from None
+        raise weights_mismatch(path, exc) from None
     stored = artifact.tensors("histories.safetensors")
     try:
         ids = json.loads(artifact.file("items.json").read_text(encoding="utf-8"))

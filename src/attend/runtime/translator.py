@@ -30,7 +30,7 @@ from attend.data.readers import DataError
 from attend.data.tokenization import SubwordTokenizer
 from attend.data.validation import check_count, validate_texts
 from attend.explain.alignment import Alignment
-from attend.io import ArtifactDir, ModelDirError, sha256_file
+from attend.io import ArtifactDir, ModelDirError, sha256_file, weights_mismatch
 from attend.models import build, config_from_dict
 from attend.models.generation import GenerationOptions
 from attend.models.seq2seq import Seq2Seq
@@ -368,7 +368,7 @@ def load_translator(artifact: ArtifactDir, options: LoadOptions) -> Translator:
     try:
         model.load_state_dict(artifact.tensors("model.safetensors"), strict=True)
     except RuntimeError as exc:
-        raise ModelDirError(f"{path / 'model.safetensors'} does not fit the model in config.json ({exc})") from None
+        raise weights_mismatch(path, exc) from None
     files = list(artifact.config.get("tokenizer", {}).get("files") or [])
     if len(files) not in (1, 2):
         raise ModelDirError(f"{path / 'config.json'}: tokenizer.files must name one shared or two tokenizer files")
