@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import json
 import math
+import numbers
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -107,7 +108,7 @@ def check_positive(config: object, *names: str) -> None:
     (``nan`` and ``inf`` passed ``<= 0``: a learning rate of inf trained until the loss was nan)."""
     for name in names:
         value = getattr(config, name)
-        if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):  # (an int is finite)
+        if not value > 0 or (not isinstance(value, numbers.Integral) and not math.isfinite(value)):
             raise ValueError(f"{name}={value!r} must be positive and finite")
 
 

@@ -237,6 +237,8 @@ def test_allowlist_senders_and_keywords() -> None:
     mention = Message(id="t", sender="promo@spam.example", text="The node.js build on corp.example broke")
     assert allow_match(("@corp.example",), mention) is None and allow_match(("corp.example",), mention)
     assert allow_match(("node.js",), mention) == "node.js" and allow_match(("v2.0",), mention) is None
+    local = Message(id="l", sender="X <corp.example.billing@phish.example>", text="pay")  # no word of it
+    assert allow_match(("corp.example",), local) is None
     with pytest.raises(ValueError, match="task is empty"):
         Session("   ")
     for entry in ("@", "ana@", "a@b@c"):  # accepted before, and matched nothing
@@ -270,6 +272,7 @@ def test_person_model_sender_counts_and_online_preferences() -> None:
     assert sender_key("boss@corp.example <Evil@Phish.example>") == "evil@phish.example"  # not the display name
     assert sender_key("boss@corp.example <evil@phish.example> (via list)") == "evil@phish.example"  # nor after it
     assert sender_key('"<boss@corp.example>" <evil@phish.example>') == "evil@phish.example"  # nor quoted in it
+    assert sender_key("Evil <evil@phish.example> (note (nested) <boss@corp.example>)") == "evil@phish.example"
     again = PersonModel.from_dict(json.loads(json.dumps(person.to_dict())))
     assert again.sender_shift("ana@x.org") == person.sender_shift("ana@x.org")
     assert again.preference_shift(embedding) == pytest.approx(person.preference_shift(embedding), abs=1e-5)

@@ -100,6 +100,7 @@ def test_a_long_text_is_read_from_its_start_with_the_tokens_reading_it_whole_giv
         "the film was good, " * 200,  # cut: its start gives far more than 16 tokens
         "x" * (16 * CHARS_PER_TOKEN + 50) + " good film",  # its start is one [UNK]: read again whole
         "a short one",
+        "ab,cd," * 3000,  # no space anywhere: cut beside punctuation (it was read whole)
     ]
     real = english.tokenizer
     whole = [real.encode(t) for t in texts]
@@ -114,7 +115,8 @@ def test_a_long_text_is_read_from_its_start_with_the_tokens_reading_it_whole_giv
     ids, cut = english.ids_truncated(texts)
     spans = english.offsets(texts)
     assert max(seen) == len(texts[1]) and len(texts[0]) not in seen  # only the second was read whole
-    assert ids == [english._truncate(e.ids) for e in whole] and cut == [True, False, False]
+    assert len(texts[3]) not in seen
+    assert ids == [english._truncate(e.ids) for e in whole] and cut == [True, False, False, True]
     assert spans == [english._spans(e) for e in whole]
     pieces = SubwordTokenizer.train(TEXTS, kind="bpe", vocab_size=100)
     long = "a b c " * 5000

@@ -273,6 +273,8 @@ def test_caveats_name_small_splits_labels_missing_from_dev_and_conflicting_copie
     assert "2 label(s) have no dev example ('y', 'z')" in notes[1]
     assert notes[2].startswith("1 text(s) occur with different labels")  # "a" and "a " are one text
     assert len(notes) == 3  # an empty test split is no small one
+    same = LabelledTexts(["good film", "good film"], [["pos", "movie"], ["movie", "pos"]])
+    assert _caveats(same, {"train": same, "dev": same.subset([]), "test": same.subset([])}) == []  # one label set
 
 
 

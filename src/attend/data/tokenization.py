@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,33 +85,44 @@ def encode_start(tokenizer: Tokenizer, texts: Sequence[str], keep: int) -> list[
     tokens could cover: a 12 MB line took 16 s and 1.8 GB to tokenise whole when its first 128
     tokens were all the model would read. The start is cut between words (:func:`_word_boundary`),
     so its tokens are the whole text's there; one that gives no more than ``keep`` tokens (and a
-    margin) is read again whole, so the tokens kept are the same either way."""
+    margin) is read again whole, so the tokens kept are the same either way (short of a single
+    word tens of thousands of characters long, whose pieces by the cut lie past those kept)."""
     limit = max(keep, 1) * CHARS_PER_TOKEN
     texts = list(texts)
     long = [i for i, text in enumerate(texts) if len(text) > limit]
     if not long:
         return tokenizer.encode_batch(texts)
     cuts = {i: _word_boundary(texts[i], limit) for i in long}
-    encodings = tokenizer.encode_batch([text[: cuts[i]] if cuts.get(i) else text for i, text in enumerate(texts)])
-    again = [i for i in long if cuts[i] and len(encodings[i].ids) <= keep + 8]
+    encodings = tokenizer.encode_batch([text[: cuts[i]] if i in cuts else text for i, text in enumerate(texts)])
+    again = [i for i in long if len(encodings[i].ids) <= keep + 8]
     for i, encoding in zip(again, tokenizer.encode_batch([texts[i] for i in again]) if again else [], strict=True):
         encodings[i] = encoding
     return encodings
 
 
 def _word_boundary(text: str, limit: int) -> int:
-    """Where to cut ``text`` at or before ``limit`` so that no word is split: after the last space
-    there, or between two CJK characters (each its own word to the tokenizers); 0 when the start's
-    second half has neither (one giant word: it is read whole)."""
+    """Where to cut ``text`` at or before ``limit`` so that no word is split: at a space, beside a
+    punctuation mark, or between two CJK ideographs (the tokenizers split at each), the last such
+    place in the start's second half; ``limit`` itself where there is none (one giant "word": its
+    pieces near the cut may differ, and lie past the tokens kept)."""
     for end in range(limit, limit // 2, -1):
         before, after = text[end - 1], text[end]
-        if after.isspace() or before.isspace() or (_is_cjk(before) and _is_cjk(after)):
+        if _splits(before) or _splits(after) or (_is_cjk(before) and _is_cjk(after)):
             return end
-    return 0
+    return limit
+
+
+def _splits(char: str) -> bool:
+    """A space (not a control character the normaliser deletes) or a punctuation mark."""
+    category = unicodedata.category(char)
+    return char in " \t\n\r" or category == "Zs" or category.startswith("P")
 
 
 def _is_cjk(char: str) -> bool:
-    return "\u3040" <= char <= "\u30ff" or "\u3400" <= char <= "\u9fff" or "\uac00" <= char <= "\ud7af"
+    """A CJK ideograph, each a word of its own to the BERT normaliser (not kana or Hangul)."""
+    code = ord(char)
+    return (0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0xF900 <= code <= 0xFAFF
+            or 0x20000 <= code <= 0x2FA1F)  # fmt: skip
 
 
 class TextTokenizer:

@@ -499,7 +499,7 @@ def train_auto(
         report = results[winner]["report"] + "\n\n" + _table(record)
         history = outcomes[winner].history if winner in outcomes else []
     shutil.rmtree(work, ignore_errors=True)
-    # The reason is the report's first line (stdout): here only what it cost, not the paragraph again.
+    # The reason opens the report's table (stdout): here only what it cost, not the paragraph again.
     say(f"auto: picked {winner} ({(time.perf_counter() - started) / 60:.1f} min of training this run)")
     return TrainResult(model_dir=out, metrics=metrics, history=history, report=report)
 

@@ -491,7 +491,7 @@ def allow_match(allow: Sequence[str], message: Message) -> str | None:
                 return entry
         elif _DOMAIN.fullmatch(low) and (key.endswith(f"@{low}") or key.endswith(f".{low}")):
             return entry  # a bare domain (stmarys.example): any address at it, as @stmarys.example
-        elif re.search(rf"(?<![\w.@-]){re.escape(low)}(?![\w@-])", everything):
+        elif re.search(rf"(?<![\w.@-]){re.escape(low)}(?![\w@-]|\.\w)", everything):  # not "corp.example.x"
             return entry
     return None
 

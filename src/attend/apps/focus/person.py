@@ -59,7 +59,9 @@ def sender_key(sender: str) -> str:
     is evil@phish.example, not the unquoted name (``parseaddr`` gave the name, so an allowlisted
     address could be worn as a display name)."""
     # Quoted names and (comments) may hold anything, brackets included: the address is outside them.
-    bare = _COMMENT.sub(" ", _QUOTED.sub(" ", sender or ""))
+    bare = _QUOTED.sub(" ", sender or "")
+    while _COMMENT.search(bare):  # innermost first: "(a (b) <x@y>)" is one comment
+        bare = _COMMENT.sub(" ", bare)
     bracketed = _BRACKETED.findall(bare)
     _, address = (None, bracketed[-1]) if bracketed else parseaddr(sender or "")
     key = address if "@" in address else (sender or "")

@@ -96,7 +96,7 @@ def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts]) -> list[st
             notes.append(f"{len(absent)} label(s) have no dev example ({shown}): the epoch is chosen without them")
     seen: dict[str, set[str]] = {}
     for text, labels in zip(dataset.texts, dataset.labels, strict=True):
-        seen.setdefault(" ".join(text.split()), set()).add("|".join(labels))
+        seen.setdefault(" ".join(text.split()), set()).add("|".join(sorted(set(labels))))
     conflicting = sum(len(labels) > 1 for labels in seen.values())
     if conflicting:
         notes.append(f"{conflicting} text(s) occur with different labels in the data: no model can get every copy "
