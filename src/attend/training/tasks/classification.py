@@ -163,7 +163,7 @@ def classification_report(metrics: dict[str, Any], split: str, source: str) -> s
         text += (
             f"\nbaseline on the same {split} split (TF-IDF + logistic regression): "
             f"accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}; "
-            f"the model's accuracy is {abs(gap) * 100:.1f} points {verdict} its"
+            f"the model is {abs(gap) * 100:.1f} points of accuracy {verdict} it"
         )
     return text
 
