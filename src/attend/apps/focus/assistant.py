@@ -197,12 +197,10 @@ class Decision:
     relevance_logit: float = field(default=0.0, repr=False)  # before the person's shifts: what feedback corrects
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"id": self.id, "decision": self.decision, "score": round(self.score, 4),
-               "components": self.components, "reasons": self.reasons,
-               "highlights": [h.to_dict() for h in self.highlights]}  # fmt: skip
-        if self.truncated:
-            out["truncated"] = True
-        return out
+        # ``truncated`` always: a key that comes and goes is one a consumer forgets to look for.
+        return {"id": self.id, "decision": self.decision, "score": round(self.score, 4),
+                "components": self.components, "reasons": self.reasons,
+                "highlights": [h.to_dict() for h in self.highlights], "truncated": self.truncated}  # fmt: skip
 
 
 def _sigmoid(x: float) -> float:
