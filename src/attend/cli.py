@@ -378,8 +378,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         print(to_json(explanations, maps=args.maps))
     else:
         for exp in explanations:
-            read = "" if exp.layer is None else (f" (layer {exp.layer}, "
-                                                 + ("mean of heads)" if exp.head is None else f"head {exp.head})"))
+            read = f" ({exp.reading()})" if exp.reading() else ""
             print(f"{exp.text}\n  -> {exp.label} (p={exp.probability:.3f}), {exp.method}{read}"
                   + (f", explaining {exp.target}" if exp.target != exp.label else ""))  # fmt: skip
             print("  " + "  ".join(f"{token} {value:.3f}" for token, value in top_tokens(exp, args.top)))

@@ -139,47 +139,48 @@ def read_run_config(path: str | None) -> dict[str, Any]:
     return config
 
 
+def _argument_error(message: str) -> Exception:
+    import argparse  # the parser's own error type, imported only when a value is refused
+
+    return argparse.ArgumentTypeError(message)
+
+
+def _integer(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise _argument_error(f"{value!r} is not an integer") from None
+
+
+def _positive_up_to(value: str, highest: int, noun: str) -> int:
+    """A whole number from 1 to ``highest``; past it, "VALUE is not NOUN (1 to HIGHEST)"."""
+    number = positive_int(value)
+    if number > highest:
+        raise _argument_error(f"{value} is not {noun} (1 to {highest})")
+    return number
+
+
 def port_number(value: str) -> int:
     """An ``argparse`` type: a TCP port, 1 to 65535."""
-    import argparse
-
-    number = positive_int(value)
-    if number > 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port (1 to 65535)")
-    return number
+    return _positive_up_to(value, 65535, "a port")
 
 
 def positive_int(value: str) -> int:
     """An ``argparse`` type: a whole number of at least 1 (the message names the value otherwise)."""
-    import argparse
-
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    number = _integer(value)
     if number < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+        raise _argument_error(f"{value} must be at least 1")
     return number
 
 
 def seed_number(value: str) -> int:
     """An ``argparse`` type: a random seed, 0 to 2**32 - 1 (the range numpy takes)."""
-    import argparse
-
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    number = _integer(value)
     if not 0 <= number < 2**32:
-        raise argparse.ArgumentTypeError(f"{value} is not a seed (0 to {2**32 - 1})")
+        raise _argument_error(f"{value} is not a seed (0 to {2**32 - 1})")
     return number
 
 
 def row_id(value: str) -> int:
     """An ``argparse`` type: a database row id, 1 to 2**63 - 1 (what SQLite's INTEGER holds)."""
-    import argparse
-
-    number = positive_int(value)
-    if number > 2**63 - 1:
-        raise argparse.ArgumentTypeError(f"{value} is not an id (1 to {2**63 - 1})")
-    return number
+    return _positive_up_to(value, 2**63 - 1, "an id")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attend.data.readers import SPLIT_NAMES, DataError, check_columns, open_data_file, read_rows
+from attend.data.readers import SPLIT_NAMES, DataError, check_columns, check_strings, open_data_file, read_rows
 from attend.data.validation import text_problem
 
 __all__ = ["ParallelTexts", "group_split", "normalise_whitespace", "read_parallel"]
@@ -53,12 +53,7 @@ class ParallelTexts:
         """Refuse lists of other lengths, and a sentence that is no string (naming its index)."""
         self.sources, self.targets = list(self.sources), list(self.targets)
         for name in ("sources", "targets"):
-            values = getattr(self, name)
-            wrong = next((i for i, value in enumerate(values) if not isinstance(value, str)), None)
-            if wrong is not None:
-                value = values[wrong]
-                where = self.origin or "ParallelTexts"
-                raise DataError(f"{where}: {name}[{wrong}] is {type(value).__name__} {value!r:.40}, expected a string")
+            check_strings(getattr(self, name), name, self.origin or "ParallelTexts")
         if len(self.sources) != len(self.targets):
             raise ValueError(f"sources has {len(self.sources)} sentences but targets has {len(self.targets)}")
         if self.splits is not None and len(self.splits) != len(self.sources):

@@ -29,6 +29,7 @@ __all__ = [
     "LineTape",
     "TextStream",
     "check_columns",
+    "check_strings",
     "csv_records",
     "detect_format",
     "match_label",
@@ -81,10 +82,7 @@ class LabelledTexts:
             if values and len(values) != len(self.texts):
                 raise DataError(f"{where}: {len(self.texts)} texts but {len(values)} {name}")
         self.labels = [_label_list(labels, i, where) for i, labels in enumerate(self.labels)]
-        wrong = next((i for i, text in enumerate(self.texts) if not isinstance(text, str)), None)
-        if wrong is not None:
-            value = self.texts[wrong]
-            raise DataError(f"{where}: texts[{wrong}] is {type(value).__name__} {value!r:.40}, expected a string")
+        check_strings(self.texts, "texts", where)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -103,6 +101,14 @@ class LabelledTexts:
         subset.lines = [self.lines[i] for i in indices] if self.lines else []
         subset.source = self.source
         return subset
+
+
+def check_strings(values: Sequence[Any], name: str, where: str) -> None:
+    """Refuse a value that is no string, naming ``name[index]``, its type and its start."""
+    wrong = next((i for i, value in enumerate(values) if not isinstance(value, str)), None)
+    if wrong is not None:
+        value = values[wrong]
+        raise DataError(f"{where}: {name}[{wrong}] is {type(value).__name__} {value!r:.40}, expected a string")
 
 
 def _label_list(labels: Any, index: int, where: str) -> list[str]:
@@ -517,8 +523,7 @@ def read_table(
             splits.append(SPLIT_NAMES[raw])
     if not texts:
         raise DataError(f"{path} has a header but no rows")
-    joined = multi_label and label_sep is None and not listed and labels and all(len(row) == 1 for row in labels)
-    if training and joined:
+    if training and multi_label and label_sep is None and not listed and all(len(row) == 1 for row in labels):
         _check_joined_labels(path, labels)
     return LabelledTexts(
         texts=texts,

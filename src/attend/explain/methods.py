@@ -100,17 +100,22 @@ class Explanation:
         if self.spans is None:
             return list(self.tokens)
         shown = []
-        starts = {span[0] for span in self.spans if span is not None}
-        for token, span in zip(self.tokens, self.spans, strict=True):
+        # With the combining marks after a token that no token holds ("e" + U+0301: "é").
+        for token, span in zip(self.tokens, _with_marks(self.spans, self.text), strict=True):
             if span is None or span[1] <= span[0]:
                 shown.append(token)
             else:
-                end = span[1]  # with the combining marks after it that no token holds ("e" + U+0301: "é")
-                while end < len(self.text) and end not in starts and unicodedata.combining(self.text[end]):
-                    end += 1
-                piece = self.text[span[0] : end]
+                piece = self.text[span[0] : span[1]]
                 shown.append(f"##{piece}" if token.startswith("##") else piece)
         return shown
+
+    def reading(self) -> str:
+        """What method ``attention`` read ("layer 0, head 1", "the mean of layers, the mean of
+        heads"), or "" for the other methods."""
+        if self.layer is None:
+            return ""
+        layer = "the mean of layers" if self.layer == "mean" else f"layer {self.layer}"
+        return f"{layer}, " + ("the mean of heads" if self.head is None else f"head {self.head}")
 
     def to_dict(self, *, maps: bool = True) -> dict[str, Any]:
         """JSON-ready form; ``maps`` become nested lists ``[layer][head][query][key]``."""
@@ -456,11 +461,9 @@ NO_LAYERS = "no self-attention layers: the attention-pooling weights"
 def _attention(evidence: Evidence) -> tuple[Tensor, str]:
     """Raw weights of one layer (or the mean of layers), one head or the mean of heads, read out."""
     if not evidence.maps:
-        if evidence.layer != -1 or evidence.head is not None:  # nothing to choose from: not ignored
-            chose = ", ".join(f"{name}={value!r}" for name, value in (("layer", evidence.layer),
-                                                                        ("head", evidence.head))
-                              if value not in (-1, None))  # fmt: skip
-            raise ValueError(f"{chose}: {evidence.runtime.model_type} has no self-attention layers (method "
+        chosen = _layer_and_head_chosen(evidence.layer, evidence.head)
+        if chosen:  # nothing to choose from: not ignored
+            raise ValueError(f"{chosen}: {evidence.runtime.model_type} has no self-attention layers (method "
                              "'attention' reads its attention-pooling weights); leave them out")  # fmt: skip
         return _normalise(evidence.readout, evidence.mask), NO_LAYERS
     pruned = bool((evidence.runtime.config.get("model") or {}).get("pruned_heads"))
@@ -632,6 +635,12 @@ _UNREADABLE = "no piece of this text is in the model's vocabulary (all [UNK]): t
               "explanation, is a guess"
 
 
+def _layer_and_head_chosen(layer: Any, head: Any) -> str:
+    """``"layer=0, head=1"``: the layer and head asked for away from their defaults (-1, None)."""
+    return ", ".join(f"{name}={value!r}" for name, value, default in (("layer", layer, -1), ("head", head, None))
+                     if value != default)  # fmt: skip
+
+
 def _check_arguments(chosen: ExplainMethod, labels: Sequence[str], *, layer: Any, head: Any, target: Any,
                      batch_size: Any, ig_steps: Any, seed: Any) -> None:  # fmt: skip
     """Refuse arguments of the wrong type or range, naming them (they raised numpy, torch or Captum
@@ -649,10 +658,9 @@ def _check_arguments(chosen: ExplainMethod, labels: Sequence[str], *, layer: Any
         raise ValueError(f"ig_steps={ig_steps!r} must be an integer >= 2")
     if not integer(seed) or not 0 <= seed < 2**32:
         raise ValueError(f"seed={seed!r} must be an integer in [0, 2**32)")
-    ignored = [f"{name}={value!r}" for name, value, default in (("layer", layer, -1), ("head", head, None))
-               if value != default]  # fmt: skip
+    ignored = _layer_and_head_chosen(layer, head)
     if ignored and not chosen.layer_and_head:
-        raise ValueError(f"{', '.join(ignored)}: for method 'attention' only ({chosen.name!r} does not read one "
+        raise ValueError(f"{ignored}: for method 'attention' only ({chosen.name!r} does not read one "
                          "chosen layer or head)")  # fmt: skip
     if target is not None and target not in labels:
         raise ValueError(f"target={target!r} is not a label of this model; labels are {list(labels)}")
@@ -728,7 +736,8 @@ def explain(
         )
     generator = torch.Generator().manual_seed(seed)
     special_ids = runtime.tokenizer.special_ids
-    read_layer: int | str | None = None  # the layer method 'attention' read, recorded with its head
+    # The layer method 'attention' read (as asked), recorded with its head; none without layers.
+    read_layer = layer if chosen.layer_and_head and capabilities.maps else None
     results: list[Explanation | None] = [None] * len(checked)
     for indices in runtime.plan(checked, batch_size):
         batch = runtime.tokenizer.encode([checked[i] for i in indices], offsets=True)
@@ -736,8 +745,6 @@ def explain(
         evidence.head, evidence.ig_steps, evidence.generator = head, ig_steps, generator
         evidence.seeds = [(seed * 1_000_003 + i) % 2**63 for i in indices]
         importance, note = chosen.compute(evidence)
-        if chosen.layer_and_head and evidence.maps:
-            read_layer = layer  # as asked (a negative index counts from the last), whatever was captured
         probs, targets = evidence.probs, evidence.targets
         tokens = runtime.tokenizer.tokens_of(batch["input_ids"], batch["attention_mask"])
         spans = batch["offsets"]

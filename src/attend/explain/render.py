@@ -82,11 +82,9 @@ def _heatmap_png(matrix: np.ndarray, tokens: Sequence[str], title: str, dpi: int
 
 
 def _read(exp: Explanation) -> str:
-    """The layer and head method 'attention' read (``""`` for other methods)."""
-    if exp.layer is None:
-        return ""
-    layer = "the mean of layers" if exp.layer == "mean" else f"layer {exp.layer}"
-    return f", {layer}, " + ("the mean of heads" if exp.head is None else f"head {exp.head}")
+    """``", layer 0, head 1"`` after a method's name (``""`` for a method that reads no one layer)."""
+    reading = exp.reading()
+    return f", {reading}" if reading else ""
 
 
 def _heading(exp: Explanation) -> str:

@@ -286,13 +286,9 @@ class MonitorStore:
             return False
 
     def _add_alert(self, alert: dict[str, Any]) -> bool:
-        key = (alert["topic"], alert["window_seconds"], alert["window_start"])
+        where = _window(alerts_table, alert["topic"], alert["window_seconds"], alert["window_start"])
         with self.engine.begin() as conn:
-            present = conn.execute(
-                sa.select(sa.func.count()).select_from(alerts_table).where(
-                    alerts_table.c.topic == key[0], alerts_table.c.window_seconds == key[1],
-                    alerts_table.c.window_start == key[2])
-            ).scalar_one()  # fmt: skip
+            present = conn.execute(sa.select(sa.func.count()).select_from(alerts_table).where(*where)).scalar_one()
             if present:
                 return False
             row = {column: alert[column] for column in (
@@ -365,8 +361,7 @@ class MonitorStore:
         """Withdraw the alert of ``(topic, window, start)`` with the window's ``numbers`` now (volume,
         negatives, share, score); ``again``: it is withdrawn already, and takes the new numbers but
         keeps when it was withdrawn."""
-        w = withdrawals_table.c
-        where = (w.topic == topic, w.window_seconds == window, w.window_start == start)
+        where = _window(withdrawals_table, topic, window, start)
         with self.engine.begin() as conn:
             if again and conn.execute(withdrawals_table.update().where(*where).values(**numbers)).rowcount:
                 return
@@ -377,14 +372,11 @@ class MonitorStore:
     def restate(self, alert: dict[str, Any]) -> None:
         """Give a stored alert its window's numbers and examples now (the counts grew, or the
         baseline moved), reinstating it if it was withdrawn."""
-        a, w = alerts_table.c, withdrawals_table.c
         key = (alert["topic"], alert["window_seconds"], alert["window_start"])
         columns = ("score", "share", "baseline", "baseline_sd", "volume", "negatives")
         with self.engine.begin() as conn:
-            conn.execute(withdrawals_table.delete().where(w.topic == key[0], w.window_seconds == key[1],
-                                                          w.window_start == key[2]))  # fmt: skip
-            conn.execute(alerts_table.update().where(a.topic == key[0], a.window_seconds == key[1],
-                                                     a.window_start == key[2])
+            conn.execute(withdrawals_table.delete().where(*_window(withdrawals_table, *key)))
+            conn.execute(alerts_table.update().where(*_window(alerts_table, *key))
                          .values(**{c: alert[c] for c in columns},
                                  examples=json.dumps(alert["examples"], ensure_ascii=False)))  # fmt: skip
 
@@ -393,13 +385,18 @@ class MonitorStore:
         from attend.apps.monitor.events import parse_time
 
         start = int(parse_time(alert["window_start"]).timestamp())
-        where = (alerts_table.c.topic == alert["topic"], alerts_table.c.window_seconds == alert["window_seconds"],
-                 alerts_table.c.window_start == start)  # fmt: skip
+        where = _window(alerts_table, alert["topic"], alert["window_seconds"], start)
         values: dict[str, Any] = {"notify_attempts": alerts_table.c.notify_attempts + 1}
         if ok:
             values["notified_at"] = _now()
         with self.engine.begin() as conn:
             conn.execute(alerts_table.update().where(*where).values(**values))
+
+
+def _window(table: sa.Table, topic: str, window: int, start: int) -> tuple[Any, ...]:
+    """The WHERE terms picking ``table``'s row of one topic's window (an alert, or its withdrawal)."""
+    c = table.c
+    return c.topic == topic, c.window_seconds == window, c.window_start == start
 
 
 def _event(row: Any) -> StoredEvent:

@@ -156,16 +156,13 @@ class TranslationTask(Task):
         if from_data:
             raise ValueError(f"model field(s) {from_data} are set from the tokenizer trained on the data; its size is "
                              'the training option vocab_size (--config {"training": {"vocab_size": N}})')  # fmt: skip
-        try:
-            strict_from_dict(Seq2SeqConfig, {k: v for k, v in self.model_options.items() if k != "model_type"},
-                             what="'seq2seq' model")  # fmt: skip
-        except ValueError as exc:
-            if not str(exc).startswith("unknown"):
-                raise
-            fields = {f.name for f in dataclasses.fields(Seq2SeqConfig)}
-            unknown = sorted(set(self.model_options) - fields - {"model_type"})
+        fields = {f.name for f in dataclasses.fields(Seq2SeqConfig)}
+        given = {k: v for k, v in self.model_options.items() if k != "model_type"}
+        unknown = sorted(set(given) - fields)
+        if unknown:  # the fields one may set: the model's less those the data sets, and the task's own
             known = sorted(fields - set(FROM_THE_DATA)) + list(TASK_OPTIONS)
-            raise ValueError(f"unknown 'seq2seq' model field(s) {unknown}; known: {known}") from None
+            raise ValueError(f"unknown 'seq2seq' model field(s) {unknown}; known: {known}")
+        strict_from_dict(Seq2SeqConfig, given, what="'seq2seq' model")  # the values' types
         self.original_options = options
 
     # --- data ------------------------------------------------------------------------------------
