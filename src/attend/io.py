@@ -396,8 +396,9 @@ class ArtifactWriter:
         return self.files[name]
 
     def write_json(self, name: str, data: Any) -> Path:
-        """Write a JSON file that is a report, not part of the model (its hash is not recorded)."""
-        return atomic_write_json(self.path / name, data)
+        """Write a JSON file (strict: an undefined figure is null, not a bare NaN that parsers refuse);
+        its hash is not recorded unless the caller records it (:meth:`record`)."""
+        return atomic_write_json(self.path / name, finite_json(data))
 
     def publish(self, config: dict[str, Any]) -> Path:
         """Write ``config.json`` (with ``files``) last, then swap the directory into place."""
@@ -494,6 +495,6 @@ def update_metrics(path: Path, key: str, value: Any) -> dict[str, Any]:
         metrics[key] = {**metrics[key], **value}
     else:
         metrics[key] = value
-    atomic_write_json(file, metrics)
+    atomic_write_json(file, finite_json(metrics))
     return metrics
 

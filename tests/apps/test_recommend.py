@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 
 from attend.apps.recommend.pipeline import evaluate_recommender, load_recommender, train_recommender
 from attend.data.readers import DataError
+from attend.io import ModelDirError
 from attend.training import TrainingInterrupted
 
 QUICK = {"epochs": 2, "progress": False, "threads": 1, "checkpoint_every": 1000}
@@ -208,9 +209,9 @@ def test_cli_verbs_end_to_end(sasrec_dir: Path, tmp_path: Path) -> None:
     assert bad.returncode != 0 and bad.stderr.startswith("error:") and "no-such-item" in bad.stderr
     assert "Traceback" not in bad.stderr
     # Nothing to explain from, or only unknown items: said so; an --html path names itself, not a temporary file.
-    with pytest.raises(KeyError, match=r"give a user \(--user\) or a history"):
+    with pytest.raises(ValueError, match=r"give a user \(--user\) or a history"):
         runtime.explain(item=item)
-    with pytest.raises(KeyError, match=r"the history's items \['zzz'\] are unknown"):
+    with pytest.raises(ValueError, match=r"the history's items \['zzz'\] are unknown"):
         runtime.explain(item=item, history=["zzz"])
     bad = _attend("recommend", "top", str(sasrec_dir), "--user", user, "--html", str(tmp_path))
     assert bad.returncode == 2 and f"error: {tmp_path}: is a directory" in bad.stderr, bad.stderr
@@ -289,7 +290,7 @@ def test_an_interrupted_recommender_run_resumes_to_the_same_result(movielens_sam
 def test_bad_logs_are_clear_errors(tmp_path: Path, movielens_sample: dict[str, Path]) -> None:
     missing = tmp_path / "missing.csv"
     missing.write_text("user,item\n1,2\n")
-    with pytest.raises(DataError, match="timestamp"):
+    with pytest.raises(DataError, match=r"no column 'timestamp'.*\(--time-col none: a log without times"):
         train_recommender(str(missing), tmp_path / "m", training=QUICK)
     with pytest.raises(DataError, match="no such file"):
         train_recommender(str(tmp_path / "nope.csv"), tmp_path / "m", training=QUICK)
@@ -412,3 +413,108 @@ def test_evaluating_a_recommender_on_labelled_data_says_where_its_figures_are(sa
     with pytest.raises(ValueError, match=r"scored on the held-out end of its own log .* `attend recommend evaluate"):
         runtime.evaluate("reviews.csv")
     assert runtime.metrics()["hr@10"] >= 0  # where the message points
+
+
+@pytest.mark.parametrize(
+    ("model", "options", "message"),
+    [
+        # max_length 0 looped until memory ran out; num_items replaced the catalogue's size.
+        ("sasrec", {"max_length": 0}, r"max_length=0 must be >= 1"),
+        ("sasrec", {"max_length": -1}, r"max_length=-1 must be >= 1"),
+        ("sasrec", {"max_length": "abc"}, r"'sasrec' model field max_length='abc' must be an integer"),
+        ("sasrec", {"num_items": 3000}, r"model field\(s\) \['num_items'\] are set from the log"),
+        ("din", {"num_users": 3}, r"model field\(s\) \['num_users'\] are set from the log"),
+        ("sasrec", {"items": {}}, r"model field\(s\) \['items'\] are set from the log"),
+        ("din", {"offsets": "false"}, r"'din' model field offsets='false' must be true or false"),
+        ("sasrec", {"fusion": "mean"}, r"fusion='mean'; choose one of \['gated', 'attention'\]"),
+        ("sasrec", {"model_type": "din"}, r"model_type='din' in the options of a 'sasrec' recommender"),
+        ("sasrec", {"depth": 2}, r"unknown 'sasrec' model field\(s\) \['depth'\]; known: \[.*'num_layers'.*'fusion'\]"),
+    ],
+)
+def test_bad_model_options_are_refused_before_the_log_is_read(model: str, options: dict, message: str,
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    with pytest.raises(ValueError, match=message) as caught:  # the log does not exist: the options fail first
+        train_recommender(str(tmp_path / "no-such-log.csv"), tmp_path / "m", model=model, model_options=options,
+                          training=QUICK)  # fmt: skip
+    assert "known:" not in str(caught.value) or "num_items" not in str(caught.value)  # not offered to set
+    assert not (tmp_path / "m").exists()
+
+
+def test_an_items_file_from_another_run_is_refused(sasrec_dir: Path, tmp_path: Path) -> None:
+    """items.json maps ids to the rows the weights were trained on: another run's loaded silently."""
+    mixed = tmp_path / "mixed"
+    shutil.copytree(sasrec_dir, mixed)
+    ids = json.loads((mixed / "items.json").read_text(encoding="utf-8"))
+    ids["item_ids"][1], ids["item_ids"][2] = ids["item_ids"][2], ids["item_ids"][1]
+    (mixed / "items.json").write_text(json.dumps(ids), encoding="utf-8")
+    with pytest.raises(ModelDirError, match=r"items\.json does not match the hash in config\.json"):
+        load_recommender(mixed)
+
+
+def test_the_library_takes_ids_as_numbers_as_the_log_had_them(sasrec_dir: Path) -> None:
+    runtime = load_recommender(sasrec_dir)
+    user = runtime.user_ids[3]
+    item = runtime.top(user, k=1).items[0]
+    assert user.isdigit() and item.isdigit()  # MovieLens ids: numbers in the file
+    by_text = runtime.explain(user, item)
+    by_number = runtime.explain(int(user), int(item))  # the item was refused as unknown
+    assert by_number["rank"] == by_text["rank"] == 1 and by_number["history"] == by_text["history"]
+    assert by_number["user"] == user
+    answer = runtime.top(np.int64(user), k=2).to_dict()
+    assert json.loads(json.dumps(answer))["user"] == user  # an np.int64 user made it unserialisable
+    with pytest.raises(ValueError, match=r"unknown item 'no-such-item'"):  # was KeyError
+        runtime.explain(user, "no-such-item")
+
+
+def test_explain_text_says_which_history_items_it_ignored(sasrec_dir: Path) -> None:
+    runtime = load_recommender(sasrec_dir)
+    item, known = runtime.item_ids[4], runtime.item_ids[5]
+    result = _attend("recommend", "explain", str(sasrec_dir), "--item", item, "--history", f"zzz,{known}")
+    assert result.returncode == 0, result.stderr
+    assert "warning: 1 unknown item(s) in the history were ignored: ['zzz']" in result.stdout
+
+
+def test_undefined_figures_are_null_in_the_written_json(tmp_path: Path) -> None:
+    """Every test event liked: AUC is undefined. metrics.json and train_log.jsonl held a bare NaN."""
+    log = tmp_path / "log.csv"
+    rng = np.random.default_rng(0)
+    rows = ["user,item,timestamp,rating"]
+    for u in range(30):
+        for t in range(5):
+            rating = 5 if t == 4 else int(rng.choice([1, 5]))
+            rows.append(f"u{u},i{int(rng.integers(20))},{1000 + t},{rating}")
+    log.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "din"
+    result = train_recommender(str(log), out, model="din", model_options={"dim": 8}, training=QUICK)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"bare {constant} in the JSON")
+
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"), parse_constant=refuse)
+    assert metrics["auc"] is None and metrics["logloss"] > 0
+    for line in (out / "train_log.jsonl").read_text(encoding="utf-8").splitlines():
+        json.loads(line, parse_constant=refuse)
+    assert "n/a" in result.report  # the table says so instead of nan
+    assert " n/a" in _attend("recommend", "evaluate", str(out)).stdout
+
+
+def test_column_options_for_a_bundled_dataset_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"--item-col movie: movielens_100k is a bundled dataset that names its own"):
+        train_recommender("movielens_100k", tmp_path / "m", item_col="movie", training=QUICK)
+    with pytest.raises(ValueError, match=r"--time-col none: movielens_100k"):
+        train_recommender("movielens_100k", tmp_path / "m", time_col=None, training=QUICK)
+
+
+@pytest.mark.parametrize(
+    ("model", "rows", "message"),
+    [
+        ("sasrec", "a,1,1\na,2,2\nb,1,1\n", r"log\.csv: no user has a test target"),
+        ("din", "a,1,1,5\na,2,2,1\nb,1,1,5\nb,2,2,1\n", r"log\.csv: CTR baselines need train, dev and test events"),
+    ],
+)
+def test_a_log_too_short_for_the_split_names_the_file(model: str, rows: str, message: str, tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    header = "user,item,timestamp" + (",rating" if model == "din" else "")
+    log.write_text(header + "\n" + rows, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        train_recommender(str(log), tmp_path / "m", model=model, training=QUICK)

@@ -232,6 +232,19 @@ def test_few_distinct_values_are_categorical_many_are_text(tmp_path: Path) -> No
     assert features.categorical["blurb"][1] == ["a unique sentence number 1"]
 
 
+def test_one_title_with_a_bar_leaves_titles_text_and_genres_stay_categorical(tmp_path: Path) -> None:
+    """One title "Live | Remastered" turned the whole title column categorical: every title vanished."""
+    n = 40
+    rows = [{"item": str(i), "title": f"Album number {i}" + (" | Remastered" if i == 7 else ""),
+             "genres": ["rock|pop", "jazz", "pop|folk", "rock"][i % 4]} for i in range(1, n + 1)]  # fmt: skip
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    features = read_item_features(path, {str(i): i for i in range(1, n + 1)})
+    assert features.columns == {"title": "text", "genres": "categorical"}
+    assert features.text["title"][7] == "Album number 7 | Remastered"
+    assert features.categorical["genres"][2] == ["pop", "folk"]
+
+
 @pytest.mark.parametrize(
     ("content", "types", "message"),
     [

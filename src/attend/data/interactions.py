@@ -398,6 +398,8 @@ def read_interactions(
     hint = "choose the columns with --user-col / --item-col / --time-col / --rating-col"
     for line, record in read_rows(path, fmt):
         if not lines:
+            if time_col is not None and time_col not in record and user_col in record and item_col in record:
+                hint += " (--time-col none: a log without times, its rows in time order)"
             check_columns(path, record, wanted, hint)
         user, item = _cell_id(record, user_col, path, line), _cell_id(record, item_col, path, line)
         for column, ident in ((user_col, user), (item_col, item)):
@@ -517,18 +519,25 @@ SMALL_CATALOGUE = 100
 
 
 def _infer_type(values: Sequence[Any]) -> str:
-    """numeric if every non-empty value is a number; categorical if cells hold lists or ``|``, or there
-    are few distinct values (max(50, 5% of rows)) and, in a catalogue of :data:`SMALL_CATALOGUE` items
-    or fewer, values repeat (at most half as many distinct values as filled cells); else text. Few
-    values mean a label-like column (genre, brand) an embedding per value can learn; many mean free
-    text, and so does one value per item in a small catalogue (its titles), however few."""
+    """numeric if every non-empty value is a number; categorical if cells hold lists, or ``|``-joined
+    values that repeat (at most half as many distinct parts as parts) or fill at least half the
+    cells, or there are few distinct values (max(50, 5% of rows)) and, in a catalogue of
+    :data:`SMALL_CATALOGUE` items or fewer, values repeat (at most half as many distinct values as
+    filled cells); else text. Few values mean a label-like column (genre, brand) an embedding per
+    value can learn; many mean free text, and so does one value per item in a small catalogue (its
+    titles), however few. A title with a ``|`` in it ("Live | Remastered") leaves titles text."""
     present = [value for value in values if not _is_empty(value)]
     if not present:
         return "text"
     if all(_is_number(value) for value in present):
         return "numeric"
-    if any(isinstance(value, list) or CATEGORY_SEP in str(value) for value in present):
+    if any(isinstance(value, list) for value in present):
         return "categorical"
+    joined = [value for value in present if CATEGORY_SEP in str(value)]
+    if joined:
+        parts = [part for value in present for part in _categories(value)]
+        if len(set(parts)) <= len(parts) / 2 or len(joined) >= len(present) / 2:
+            return "categorical"
     distinct = {str(value).strip() for value in present}
     few = len(distinct) <= max(50, 0.05 * len(values))
     repeated = len(values) > SMALL_CATALOGUE or len(distinct) <= len(present) / 2

@@ -201,7 +201,8 @@ class Recommender(Runtime):
                 check_count("k", request.get("k", 10))
             except ValueError as exc:
                 raise ValueError(f"requests[{i}]: {exc}") from None
-        resolved = [self.resolve(r.get("user"), r.get("history")) for r in requests]
+        requests = [{**r, "user": _user_id(r.get("user"))} for r in requests]
+        resolved = [self.resolve(r["user"], r.get("history")) for r in requests]
         answers: list[Recommendation | None] = [None] * len(requests)
         scored = [i for i, (index, history, _) in enumerate(resolved) if index is not None or len(history)]
         if scored:
@@ -256,10 +257,20 @@ class Recommender(Runtime):
 
     # --- explanations ---------------------------------------------------------------------------
 
-    def history_weights(self, user: int | None, history: np.ndarray, item: str) -> HistoryWeights:
+    def _item(self, item: Any) -> str:
+        """``item`` as the log's id (``105`` is item ``"105"``, as in :meth:`resolve`).
+
+        Raises:
+            ValueError: no such item.
+        """
+        key = str(item).strip()
+        if key not in self.item_index:
+            raise ValueError(f"unknown item {item!r}")
+        return key
+
+    def history_weights(self, user: int | None, history: np.ndarray, item: Any) -> HistoryWeights:
         """Which of the history's items drove ``item``'s score (see the module docstring)."""
-        if item not in self.item_index:
-            raise KeyError(f"unknown item {item!r}")
+        item = self._item(item)
         read = history[-self.max_length :]
         names = [self.item_ids[i] for i in read]
         if not len(read):
@@ -281,16 +292,20 @@ class Recommender(Runtime):
 
     def explain(self, user: str | None = None, item: str = "", history: Sequence[str] | None = None
                 ) -> dict[str, Any]:  # fmt: skip
-        """The score and rank of ``item`` for the user/history, with the history weights behind it."""
-        if item not in self.item_index:
-            raise KeyError(f"unknown item {item!r}")
+        """The score and rank of ``item`` for the user/history, with the history weights behind it.
+
+        Raises:
+            ValueError: an unknown item, or neither a known user nor a history with a known item.
+        """
+        item = self._item(item)
+        user = _user_id(user)
         index, full, ignored = self.resolve(user, history)
         if index is None and not len(full):
             if user is None and not history:
-                raise KeyError("nothing to explain from: give a user (--user) or a history of items (--history)")
+                raise ValueError("nothing to explain from: give a user (--user) or a history of items (--history)")
             who = f"unknown user {user!r}" if user is not None else "no user"
             unknown = f" (the history's items {ignored[:5]} are unknown)" if ignored else ""
-            raise KeyError(f"{who} and no known history to explain from{unknown}")
+            raise ValueError(f"{who} and no known history to explain from{unknown}")
         scores = self.score_all([index], [full])[0]
         target = self.item_index[item]
         values = scores.clone()
@@ -359,12 +374,17 @@ def load_recommender(artifact: ArtifactDir, options: LoadOptions) -> Recommender
     except RuntimeError as exc:
         raise weights_mismatch(path, exc) from None
     stored = artifact.tensors("histories.safetensors")
+    file = artifact.file("items.json")  # checked against its recorded hash
     try:
-        ids = json.loads(artifact.file("items.json").read_text(encoding="utf-8"))
+        ids = json.loads(file.read_text(encoding="utf-8"))
     except ValueError:
         ids = None
     if not isinstance(ids, dict) or "item_ids" not in ids or "user_ids" not in ids:
         raise ModelDirError(f"{path}: items.json is missing or unreadable")
+    items = int(artifact.config["model"].get("num_items", 0))
+    if len(ids["item_ids"]) != items + 1:  # a directory from before items.json's hash was recorded
+        raise ModelDirError(f"{path}: items.json names {len(ids['item_ids']) - 1} items, the model was trained on "
+                            f"{items}: its files come from different runs")  # fmt: skip
     histories = _per_user(stored["items"].numpy(), stored["lengths"].numpy())
     seen = _per_user(stored["seen_items"].numpy(), stored["seen_lengths"].numpy()) if "seen_items" in stored else None
     runtime = Recommender(model, artifact.config, [str(i) for i in ids["item_ids"]],
@@ -372,6 +392,12 @@ def load_recommender(artifact: ArtifactDir, options: LoadOptions) -> Recommender
                           seen)  # fmt: skip
     runtime.names = {str(k): str(v) for k, v in (ids.get("names") or {}).items()}
     return runtime
+
+
+def _user_id(user: Any) -> str | None:
+    """A user id as the log's (``5`` and ``numpy.int64(5)`` are user ``"5"``): what answers echo,
+    so they stay JSON."""
+    return None if user is None else str(user).strip()
 
 
 def _top(values: Tensor, k: int) -> Any:

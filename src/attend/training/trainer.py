@@ -39,6 +39,7 @@ from attend.data.noise import parse_perturbations
 from attend.data.parallel import ParallelTexts
 from attend.data.readers import DataError
 from attend.io import ArtifactWriter, atomic_write_json, check_output_directory, save_tensors, save_weights
+from attend.jsonout import dumps_json
 from attend.models import auxiliary_loss, build
 from attend.training.adversarial import ADVERSARIAL, EmbeddingAdversary
 from attend.training.tasks.base import Task
@@ -978,9 +979,10 @@ class Trainer:
                 probe_seconds = 0.0
                 rng = _rng_states(info)
                 if info.main:
-                    print(json.dumps(record), file=sys.stderr, flush=True)
+                    line = dumps_json(record)  # an undefined figure (AUC of one class) is null, not NaN
+                    print(line, file=sys.stderr, flush=True)
                     with open(work / "train_log.jsonl", "a", encoding="utf-8") as log:
-                        log.write(json.dumps(record) + "\n")
+                        log.write(line + "\n")
                     if writer is not None:
                         for key, value in record.items():
                             if key.startswith("dev_") and isinstance(value, int | float):

@@ -20,13 +20,14 @@ __all__ = ["add_serve_options", "format_evaluation", "format_top", "register_cli
 
 def format_evaluation(report: dict[str, Any]) -> str:
     """The model's test figures and every baseline's, one row each."""
+    from attend.training.tasks.recommendation import figure_cell, repeat_targets_note
+
     keys = list(report["metrics"])
     lines = [f"{report['model']} on the {report.get('split') or 'test'} split: {report.get('protocol') or ''}", "",
              f"{'':14}" + "".join(f"{k:>10}" for k in keys),
-             f"{report['model']:14}" + "".join(f"{report['metrics'][k]:>10.4f}" for k in keys)]  # fmt: skip
+             f"{report['model']:14}" + "".join(figure_cell(report['metrics'][k]) for k in keys)]  # fmt: skip
     for name, row in report["baselines"].items():
-        lines.append(f"{name:14}" + "".join(f"{row.get(k, float('nan')):>10.4f}" for k in keys))
-    from attend.training.tasks.recommendation import repeat_targets_note
+        lines.append(f"{name:14}" + "".join(figure_cell(row.get(k)) for k in keys))
 
     repeats = report.get("repeat_targets") or {}
     note = repeat_targets_note(repeats.get("targets"), repeats.get("users"), repeats.get("top_hr@10"))
@@ -155,10 +156,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from attend.apps.recommend.pipeline import load_recommender
 
     runtime = load_recommender(args.model_dir)
-    try:
-        answer = runtime.explain(args.user, args.item.strip(), _history(args))
-    except KeyError as exc:
-        raise ValueError(str(exc.args[0])) from None
+    answer = runtime.explain(args.user, args.item.strip(), _history(args))
     if args.html:
         from attend.apps.recommend.render import render_recommendations
 
@@ -166,6 +164,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps_json(answer))
         return 0
+    if answer.get("ignored"):  # as top says it: the weights are over the known items only
+        print(f"warning: {len(answer['ignored'])} unknown item(s) in the history were ignored: "
+              f"{answer['ignored'][:10]}")  # fmt: skip
     names = _names(runtime)
     seen = " (already in the history)" if answer["in_history"] else " (already rated)" if answer["rated"] else ""
     print(f"{names.get(answer['item'], answer['item'])}: score {answer['score']:.4f}, rank {answer['rank']}{seen}")

@@ -60,6 +60,13 @@ def train_recommender(
 
     if model not in RECOMMEND_DEFAULTS:
         raise ValueError(f"model={model!r}; choose one of {sorted(RECOMMEND_DEFAULTS)}")
+    if _is_dataset(data):  # its columns are the dataset's own: an option naming others would be ignored
+        given = {"--user-col": (user_col, "user"), "--item-col": (item_col, "item"),
+                 "--time-col": (time_col, "timestamp"), "--rating-col": (rating_col, None)}  # fmt: skip
+        for flag, (value, default) in given.items():
+            if value != default:
+                raise ValueError(f"{flag} {'none' if value is None else value}: {data} is a bundled dataset that names its own columns; the "
+                                 "column options are for a log file")  # fmt: skip
     if rating_col is None and model == "din" and not _is_dataset(data):
         rating_col = "rating"
     source = LogSource(

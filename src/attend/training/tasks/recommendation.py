@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -217,6 +218,12 @@ def right_aligned(rows: Sequence[np.ndarray | Sequence[int]], length: int) -> Te
     return out
 
 
+FROM_THE_DATA = ("num_items", "num_users", "items")
+"""Model fields the task sets from the log and the item features; an option naming one is refused."""
+TASK_OPTIONS = ("fusion",)
+"""Options the task reads itself (into the item feature spec), not model config fields."""
+
+
 class _RecommendationTask(Task):
     """What both recommenders share: the log, the features, ids and histories written to the model."""
 
@@ -232,6 +239,31 @@ class _RecommendationTask(Task):
         self.vocabularies: dict[str, Any] = {}
         self.baselines: dict[str, dict[str, float]] = {}
         self.notes: list[str] = []
+        self._check_options()
+
+    def _check_options(self) -> None:
+        """Refuse a bad model option before any data is read, naming it (``max_length: 0`` looped until
+        memory ran out; ``num_items`` replaced the catalogue's size and crashed at the first lookup)."""
+        from attend.models import MODELS, config_from_dict
+        from attend.models.items import FUSIONS
+
+        from_data = sorted(set(self.model_options) & set(FROM_THE_DATA))
+        if from_data:
+            raise ValueError(f"model field(s) {from_data} are set from the log and the item features; leave them "
+                             "out (--item-features, --features and --feature-types choose the features)")  # fmt: skip
+        fusion = self.model_options.get("fusion", "gated")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion={fusion!r}; choose one of {list(FUSIONS)}")
+        given = {k: v for k, v in self.model_options.items() if k not in TASK_OPTIONS}
+        if given.pop("model_type", self.model_type) != self.model_type:
+            raise ValueError(f"model_type={self.model_options['model_type']!r} in the options of a "
+                             f"{self.model_type!r} recommender; choose the model with --model")  # fmt: skip
+        fields = {f.name for f in dataclasses.fields(MODELS[self.model_type][0])} - {"model_type"}
+        unknown = sorted(set(given) - fields)
+        if unknown:  # the fields one may set: the model's less those the data sets, and the task's own
+            raise ValueError(f"unknown {self.model_type!r} model field(s) {unknown}; known: "
+                             f"{sorted(fields - set(FROM_THE_DATA)) + list(TASK_OPTIONS)}")  # fmt: skip
+        config_from_dict({**given, "model_type": self.model_type})  # each value's type and range
 
     def _read(self) -> None:
         self.data, self.features = load_log(self.source)
@@ -270,7 +302,7 @@ class _RecommendationTask(Task):
         return format_ranking_report(metrics, metrics.get("baselines", {}), split)
 
     def _model_fields(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_options.items() if k != "fusion"}
+        return {k: v for k, v in self.model_options.items() if k not in TASK_OPTIONS and k != "model_type"}
 
     def _write_common(self, writer: ArtifactWriter, metrics: dict[str, Any], histories: list[np.ndarray] | None = None
                       ) -> dict:  # fmt: skip
@@ -290,6 +322,7 @@ class _RecommendationTask(Task):
             names = {self.data.item_ids[i]: column[i] for i in range(1, self.data.n_items + 1) if column[i]}
         writer.write_json("items.json", {"item_ids": self.data.item_ids, "user_ids": self.data.user_ids,
                                          "names": names, "features": self.vocabularies})  # fmt: skip
+        writer.record("items.json")  # the id <-> index maps the weights were trained with: part of the model
         writer.write_json("metrics.json", metrics)
         return {
             "data": {"source": dataclasses.asdict(self.source), "interactions": len(self.data.users),
@@ -330,7 +363,10 @@ class SequentialTask(_RecommendationTask):
         self.generator = torch.Generator().manual_seed(args.seed)
         self.baselines = {}
         if self.data.n_items <= DENSE_BASELINE_ITEMS:
-            self.baselines = sequential_baselines(self.split, self.data.n_items)
+            try:
+                self.baselines = sequential_baselines(self.split, self.data.n_items)
+            except ValueError as exc:  # e.g. no user with three interactions: named with the log's file
+                raise DataError(f"{self.source.data}: {exc}") from None
         else:
             self.notes.append(f"baselines skipped: {self.data.n_items} items is above {DENSE_BASELINE_ITEMS}")
 
@@ -438,8 +474,11 @@ class CtrTask(_RecommendationTask):
         self.max_history = int(self.model_options.get("max_history", 50))
         if len(self.split.train.users) == 0:
             raise DataError(f"{self.source.data}: no training events")
-        self.baselines = ctr_baselines(self.split, self.data.n_users, self.data.n_items)
-        self.offsets = bool(self.model_options.get("offsets", True))
+        try:
+            self.baselines = ctr_baselines(self.split, self.data.n_users, self.data.n_items)
+        except ValueError as exc:
+            raise DataError(f"{self.source.data}: {exc}") from None
+        self.offsets = self.model_options.get("offsets", True)  # a bool: checked with the other options
         if self.offsets:
             intercept, users, items = bias_offsets(self.split, self.data.n_users, self.data.n_items,
                                                    float(self.baselines["bias_lr"]["C"]))  # fmt: skip
@@ -537,12 +576,18 @@ def format_ranking_report(metrics: dict[str, Any], baselines: dict[str, dict[str
     """The model's figures and every baseline's, one row each, same split."""
     keys = [k for k in ("hr@10", "ndcg@10", "mrr@10", "auc", "gauc", "logloss") if k in metrics]
     lines = [f"{split} split", f"{'':14}" + "".join(f"{k:>10}" for k in keys)]
-    lines.append(f"{'model':14}" + "".join(f"{metrics[k]:>10.4f}" for k in keys))
+    lines.append(f"{'model':14}" + "".join(figure_cell(metrics[k]) for k in keys))
     for name, row in baselines.items():
         if isinstance(row, dict):
-            lines.append(f"{name:14}" + "".join(f"{row.get(k, float('nan')):>10.4f}" for k in keys))
+            lines.append(f"{name:14}" + "".join(figure_cell(row.get(k)) for k in keys))
     repeats = repeat_targets_note(metrics.get("repeat_targets"), metrics.get("users"), metrics.get("top_hr@10"))
     return "\n".join([*lines, *(["", repeats] if repeats else [])])
+
+
+def figure_cell(value: float | None) -> str:
+    """One figure of a report's table, 10 wide; an undefined one (null in metrics.json, e.g. the AUC
+    of a split with one class) is ``n/a``."""
+    return f"{value:>10.4f}" if isinstance(value, int | float) and math.isfinite(value) else f"{'n/a':>10}"
 
 
 def repeat_targets_note(repeats: int | None, users: int | None, top_hr: float | None) -> str | None:
