@@ -65,7 +65,8 @@ def train_recommender(
                  "--time-col": (time_col, "timestamp"), "--rating-col": (rating_col, None)}  # fmt: skip
         for flag, (value, default) in given.items():
             if value != default:
-                raise ValueError(f"{flag} {'none' if value is None else value}: {data} is a bundled dataset that names its own columns; the "
+                shown = "none" if value is None else value
+                raise ValueError(f"{flag} {shown}: {data} is a bundled dataset that names its own columns; the "
                                  "column options are for a log file")  # fmt: skip
     if rating_col is None and model == "din" and not _is_dataset(data):
         rating_col = "rating"
