@@ -233,7 +233,7 @@ def _overlap_warning(found: dict[str, Any], total: int, what: str, *, ensemble: 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from attend.data.readers import TextStream
-    from attend.runtime.streaming import ExistingOutput, PredictionWriter, open_output, predict_stream
+    from attend.runtime.streaming import ExistingOutput, PredictionWriter, format_for, open_output, predict_stream
 
     if bool(args.texts) == bool(args.input):
         said = "both were given" if args.texts else "neither was given"
@@ -242,6 +242,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--top-k {args.top_k}: must be at least 1")
     if args.resume and not args.output:
         raise UsageError("--resume continues an --output file: give --output")
+    if args.format is None:  # as the output's name says (o.csv: CSV); stdout and other names: a JSON list
+        args.format = format_for(args.output)
+    if args.resume and args.format == "json":  # refused before anything is read or written
+        raise UsageError("--resume: a --format json list cannot be resumed; write --format csv or jsonl (or an "
+                         "--output named .csv or .jsonl) to resume")  # fmt: skip
+    if args.input and args.output and Path(args.output).resolve() == Path(args.input).resolve():
+        raise UsageError(f"--output {args.output} is the --input file; choose another --output")
     stream = TextStream(args.input, text_col=args.text_col) if args.input else None
     predictor = _cli_predictor(args.model_dir, args.int8)
     sink, existing, fresh = open_output(args.output, resume=args.resume, fmt=args.format) if args.output else (
@@ -262,6 +269,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         writer = PredictionWriter(sink, args.format, header=fresh)
         existing.check(predictor.labels, args.top_k)
+        existing.check_model(predictor)
         written = predict_stream(predictor, texts, writer, top_k=args.top_k, skip=existing, on_chunk=advance)
     finally:
         if bar is not None:
@@ -819,8 +827,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--input", help="file of texts (CSV/TSV/JSONL/Parquet) instead")
     pr.add_argument("--text-col", default="text", help="column holding the text in --input (default: text)")
     pr.add_argument("--top-k", type=int, default=3, help="labels to show per text (default 3)")
-    pr.add_argument("--format", choices=["json", "csv", "jsonl"], default="json",
-                    help="output format (default json: one list; jsonl: one object per line)")
+    pr.add_argument("--format", choices=["json", "csv", "jsonl"],
+                    help="output format (default: as --output is named, .csv or .jsonl; else json, one list; "
+                    "jsonl: one object per line; --resume needs csv or jsonl)")  # fmt: skip
     pr.add_argument("--output", help="write to this file instead of stdout (read and written in chunks)")
     pr.add_argument("--resume", action="store_true", help="continue an interrupted --output file where it ends")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar for --input")

@@ -168,3 +168,89 @@ def test_a_closed_pipe_ends_the_run_quietly(trained: dict[str, Path], texts: lis
     process.stdout.close()
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=300) == 141 and "error" not in stderr and "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        # No line ends: the whole file was "a row cut off" and was emptied.
+        ("notes.jsonl", b'{"notes": "irreplaceable"}', "not a prediction JSONL"),
+        ("essay.csv", b"one line of my essay", "not a prediction CSV"),
+        # The user's own data (a text,label file without a final newline) lost its last row.
+        ("mydata.csv", b"text,label\ngood film,pos\nbad film,neg", "not a prediction CSV"),
+        ("header.csv", b"text\nhello\n", "not a prediction CSV"),
+        ("extra.csv", b"text,label_1,probability_1,score\nhi,a,0.5,1\n", "its header is 'text,label_1,probability_1,score'"),
+        ("partial.csv", b'[{"text": "a", "label": "pos"', "not a prediction CSV"),  # a JSON list, then --format csv
+    ],
+)
+def test_resuming_a_file_that_is_no_prediction_file_leaves_it_as_it_was(
+    trained: dict[str, Path], tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    data = write_csv(tmp_path / "in.csv", planted_rows(20))
+    out = tmp_path / name
+    out.write_bytes(content)
+    done = _attend("predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--resume",
+                   "--no-progress")  # fmt: skip
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert out.read_bytes() == content
+
+
+def test_a_resume_continues_only_the_same_input_and_the_same_model(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from attend.cli import main
+
+    rows = planted_rows(40)
+    data = write_csv(tmp_path / "in.csv", rows)
+    whole = tmp_path / "whole.csv"  # named .csv: written as CSV without --format
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(whole), "--top-k", "1",
+                 "--no-progress"]) == 0  # fmt: skip
+    full = whole.read_bytes()
+    assert full.startswith(b"text,label_1,probability_1,truncated\r\n")
+    partial = tmp_path / "partial.csv"
+    partial.write_bytes(full[: full.index(rows[30]["text"].encode())] + b'"half a r')  # 30 rows and a cut one
+    before = partial.read_bytes()
+    # A row between the first and the last edited: only those two were compared, and it appended.
+    edited = [dict(r) for r in rows]
+    edited[12]["text"] = "an edited row " + edited[12]["text"]
+    changed = write_csv(tmp_path / "changed.csv", edited)
+    code = main(["predict", str(trained["encoder"]), "--input", str(changed), "--output", str(partial), "--top-k",
+                 "1", "--resume", "--no-progress"])  # fmt: skip
+    assert code == 2 and "some text between the first and the last differs" in capsys.readouterr().err
+    # Another model with the same labels: it appended its predictions to the first model's.
+    code = main(["predict", str(trained["encoder_cls"]), "--input", str(data), "--output", str(partial), "--top-k",
+                 "1", "--resume", "--no-progress"])  # fmt: skip
+    assert code == 2 and "another model" in capsys.readouterr().err
+    assert partial.read_bytes() == before  # refused: nothing cut, nothing appended
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(partial), "--top-k", "1",
+                 "--resume", "--no-progress"]) == 0  # fmt: skip
+    assert partial.read_bytes() == full
+
+
+def test_resume_needs_a_resumable_format_and_another_file_than_the_input(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from attend.cli import main
+
+    data = write_csv(tmp_path / "in.csv", planted_rows(10))
+    out = tmp_path / "out.txt"  # no .csv/.jsonl name and no --format: a JSON list, which cannot be resumed
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--resume"]) == 2
+    assert "a --format json list cannot be resumed" in capsys.readouterr().err and not out.exists()
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(data), "--resume",
+                 "--format", "csv"]) == 2  # fmt: skip
+    assert "is the --input file" in capsys.readouterr().err
+    assert data.read_text(encoding="utf-8").startswith("text,label")
+
+
+def test_a_multi_label_csv_resumes(tmp_path: Path) -> None:
+    """Its header ends with a labels column: it was refused as 'not starting with text'."""
+    path = tmp_path / "p.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = PredictionWriter(handle, "csv")
+        writer.write(["one", "two"], [[("a", 0.9), ("b", 0.6)], [("b", 0.7), ("a", 0.2)]], [False, False],
+                     [None, None], chosen=[["a", "b"], ["b"]])  # fmt: skip
+    from attend.runtime.streaming import read_existing
+
+    existing = read_existing(path, "csv")
+    assert existing.rows == 2 and existing.width == 2 and existing.labels == {"a", "b"}
+    assert existing.last == [("b", 0.7), ("a", 0.2)]  # the labels column is not read as a label

@@ -14,6 +14,7 @@ JSON list, written element by element; not resumable) and ``jsonl`` (one object 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,8 +25,8 @@ from typing import IO, Any
 from attend.data.readers import DataError
 from attend.runtime.classifier import TextClassifier
 
-__all__ = ["CHUNK", "FORMATS", "ExistingOutput", "PredictionWriter", "completed_rows", "open_output", "predict_stream",
-           "read_existing"]
+__all__ = ["CHUNK", "FORMATS", "ExistingOutput", "PredictionWriter", "completed_rows", "format_for", "open_output",
+           "predict_stream", "read_existing"]
 
 #: Texts read, classified and written at a time (the runtime plans its batches within a chunk).
 #: Larger chunks batch better but hold more at once. `benchmarks/predict_stream.py` (small encoder,
@@ -34,6 +35,14 @@ __all__ = ["CHUNK", "FORMATS", "ExistingOutput", "PredictionWriter", "completed_
 CHUNK = 256
 #: Output formats.
 FORMATS = ("json", "csv", "jsonl")
+
+
+#: How a file of each resumable format starts: a file holding no whole row is continued (its start
+#: cut off by the interruption) only when it begins this way, or is the beginning of it.
+STARTS = {"csv": b"text,label_1,probability_1,", "jsonl": b'{"text": '}
+#: Largest difference between a probability the file holds (a CSV's six decimals) and the model's
+#: for the same text, for the file to count as this model's output (batching moves the last digits).
+SAME_MODEL_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -45,8 +54,11 @@ class ExistingOutput:
         rows: Prediction rows.
         width: Labels per row (the ``--top-k`` it was written with, at most the label count).
         labels: Every label its rows name.
-        texts: Row number (0-based) -> text, for the first and the last row: a resumed run checks
-            them against its input, so that it continues the same input.
+        texts: Row number (0-based) -> text, for the first and the last row (the error names them).
+        digest: A running hash of every row's text, in order: a resumed run hashes the input texts
+            it skips the same way, so it continues only the input the file was written from.
+        last: The last row's ``(label, probability)`` pairs: a resumed run predicts its text again
+            and refuses a file another model wrote.
     """
 
     path: Path
@@ -54,15 +66,29 @@ class ExistingOutput:
     width: int | None = None
     labels: set[str] = field(default_factory=set)
     texts: dict[int, str] = field(default_factory=dict)
+    digest: Any = field(default_factory=lambda: text_digest())
+    last: list[tuple[str, float]] = field(default_factory=list)
+    kept: int = 0
+    size: int = 0
 
-    def _add(self, text: str, labels: Sequence[str]) -> None:
+    def cut(self) -> None:
+        """Truncate the file to its whole rows (a row cut off by the interruption goes): done only
+        once every check passed, so a refused file is left as it was."""
+        if self.kept < self.size:
+            with open(self.path, "r+b") as handle:
+                handle.truncate(self.kept)
+            self.size = self.kept
+
+    def _add(self, text: str, top: Sequence[tuple[str, float]]) -> None:
         if self.width is None:
-            self.width = len(labels)
-        elif len(labels) != self.width:
-            raise DataError(f"{self.path}: row {self.rows + 1} has {len(labels)} labels where the first had "
+            self.width = len(top)
+        elif len(top) != self.width:
+            raise DataError(f"{self.path}: row {self.rows + 1} has {len(top)} labels where the first had "
                             f"{self.width}; is it another file?")  # fmt: skip
-        self.labels.update(labels)
+        self.labels.update(label for label, _ in top)
         self.texts = {0: self.texts.get(0, text), self.rows: text}
+        add_text(self.digest, text)
+        self.last = list(top)
         self.rows += 1
 
     def check(self, labels: Sequence[str], top_k: int) -> None:
@@ -76,6 +102,31 @@ class ExistingOutput:
             raise DataError(f"{self.path}: its rows hold {self.width} labels each, but --top-k {top_k} writes "
                             f"{width}: resume with the --top-k it was written with")  # fmt: skip
 
+    def check_model(self, predictor: TextClassifier) -> None:
+        """Refuse a file whose last row this model does not reproduce: another model with the same
+        labels (or the same one with --int8 where the file was written without) wrote it."""
+        if not self.rows:
+            return
+        text = self.texts[self.rows - 1]
+        found = predictor.predictions([text])
+        now = dict(predictor.ranked(found.probs, len(predictor.labels))[0])
+        worst = max(abs(now[label] - p) for label, p in self.last)
+        if worst > SAME_MODEL_TOLERANCE:
+            label, p = self.last[0]
+            raise DataError(f"{self.path}: its last row gives {label!r} probability {p:.6f}, this model "
+                            f"{now[label]:.6f}: another model (or --int8 where it was written without, or the "
+                            "reverse) wrote it; choose another --output")  # fmt: skip
+
+
+def text_digest() -> Any:
+    """A running hash of texts in order (:func:`add_text`)."""
+    return hashlib.blake2b(digest_size=16)
+
+
+def add_text(digest: Any, text: str) -> None:
+    data = text.encode("utf-8", errors="surrogatepass")
+    digest.update(len(data).to_bytes(8, "little") + data)  # length first: "ab","c" is not "a","bc"
+
 
 def completed_rows(path: Path, fmt: str) -> int:
     """Rows of a prediction file written whole; a row cut off at the end is truncated away.
@@ -84,12 +135,31 @@ def completed_rows(path: Path, fmt: str) -> int:
         DataError: ``fmt`` is ``json`` (a JSON list cannot be continued), or the file is not
             an output of this format.
     """
-    return read_existing(path, fmt).rows
+    existing = read_existing(path, fmt)
+    existing.cut()
+    return existing.rows
+
+
+def _csv_width(path: Path, header: list[str]) -> tuple[int, bool]:
+    """``(labels per row, whether the rows end with a labels column)`` of a prediction CSV's header.
+
+    Raises:
+        DataError: not the header :class:`PredictionWriter` writes.
+    """
+    for extra in ([], ["labels"]):
+        k = (len(header) - 2 - len(extra)) // 2
+        names = [v for i in range(1, k + 1) for v in (f"label_{i}", f"probability_{i}")]
+        if k >= 1 and header == ["text", *names, "truncated", *extra]:
+            return k, bool(extra)
+    shown = ",".join(header[:6]) + (",..." if len(header) > 6 else "")
+    raise DataError(f"{path}: not a prediction CSV (its header is {shown!r}, not text,label_1,probability_1,...,"
+                    "truncated); nothing in it was changed: choose another --output")  # fmt: skip
 
 
 def read_existing(path: Path, fmt: str) -> ExistingOutput:
-    """The rows of a prediction file written whole (:class:`ExistingOutput`); a row cut off at the
-    end is truncated away.
+    """The rows of a prediction file written whole (:class:`ExistingOutput`; a row cut off at the
+    end is cut away by its :meth:`~ExistingOutput.cut`, once the caller's checks pass). A file that
+    is not a prediction file of ``fmt`` is refused, and nothing in it changes.
 
     Raises:
         DataError: ``fmt`` is ``json`` (a JSON list cannot be continued), or the file is not
@@ -101,16 +171,21 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
     kept = 0
     with open(path, "rb") as handle:
         data = handle.read()
+    start = STARTS[fmt]
+    if data and not (data.startswith(start) or start.startswith(data)):
+        raise DataError(f"{path}: not a prediction {fmt.upper()} (it does not start as `attend predict --format {fmt}` "
+                        "writes one); nothing in it was changed: choose another --output")  # fmt: skip
     if fmt == "jsonl":
         for line in data.splitlines(keepends=True):
             if not line.endswith(b"\n"):
                 break
             try:
                 row = json.loads(line)
-                existing._add(row["text"], [entry["label"] for entry in row["top"]])
+                existing._add(row["text"], [(entry["label"], float(entry["probability"])) for entry in row["top"]])
             except (ValueError, KeyError, TypeError):
                 raise DataError(
-                    f"{path}: line {existing.rows + 1} is not a prediction row; is it another file?"
+                    f"{path}: line {existing.rows + 1} is not a prediction row; is it another file? (nothing in "
+                    "it was changed)"
                 ) from None
             kept += len(line)
     else:
@@ -128,20 +203,23 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
                 if not lines[reader.line_num - 1].endswith("\n"):
                     break
                 if record_number == 0:
-                    if not record or record[0] != "text" or len(record) % 2:
-                        raise DataError(f"{path}: not a prediction CSV (its header does not start with 'text')")
-                    header = len(record)
-                elif len(record) != header:
+                    width, _ = _csv_width(path, record)
+                    existing.width = width
+                    fields = len(record)
+                elif len(record) != fields:
                     raise DataError(f"{path}: row {record_number} has {len(record)} fields where the header has "
-                                    f"{header}; is it another file?")  # fmt: skip
+                                    f"{fields}; is it another file? (nothing in it was changed)")  # fmt: skip
                 else:
-                    existing._add(record[0], record[1:-1:2])
+                    try:
+                        top = [(record[1 + 2 * i], float(record[2 + 2 * i])) for i in range(width)]
+                    except ValueError:
+                        raise DataError(f"{path}: row {record_number} holds a probability that is not a number; is "
+                                        "it another file? (nothing in it was changed)") from None  # fmt: skip
+                    existing._add(record[0], top)
                 kept = ends[reader.line_num]
         except csv.Error:  # a quoted field cut off by the interruption
             pass
-    if kept < len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(kept)
+    existing.kept, existing.size = kept, len(data)
     return existing
 
 
@@ -250,6 +328,7 @@ def predict_stream(
     written = 0
     stream = iter(texts)
     existing = skip if isinstance(skip, ExistingOutput) else None
+    skipped = text_digest()
     for index in range(existing.rows if existing is not None else int(skip)):
         text = next(stream, None)
         if text is None:
@@ -260,6 +339,13 @@ def predict_stream(
         if existing is not None and existing.texts.get(index, text) != text:
             raise DataError(f"{existing.path}: row {index + 1} is not the prediction of input text {index + 1}: "
                             "it was written from another input; choose another --output")  # fmt: skip
+        add_text(skipped, text)
+    if existing is not None and existing.rows and skipped.digest() != existing.digest.digest():
+        raise DataError(f"{existing.path}: its {existing.rows} rows are not the predictions of the input's first "
+                        f"{existing.rows} texts (some text between the first and the last differs): it was written "
+                        "from another input, or the input changed; choose another --output")  # fmt: skip
+    if existing is not None:
+        existing.cut()  # every check passed: the row cut off by the interruption goes, new rows follow
     for part in _chunks(stream, chunk):
         found = predictor.predictions(part)
         writer.write(part, predictor.ranked(found.probs, top_k), found.truncated, found.warnings(),
@@ -273,6 +359,13 @@ def predict_stream(
     return written
 
 
+def format_for(output: str | os.PathLike[str] | None) -> str:
+    """The format an ``--output`` file's name asks for (``.csv``, ``.jsonl``; anything else, and
+    stdout, a JSON list): what ``--format`` is when not given."""
+    suffix = Path(output).suffix.lower() if output else ""
+    return {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "json")
+
+
 def open_output(path: str | os.PathLike[str], *, resume: bool, fmt: str) -> tuple[IO[str], ExistingOutput, bool]:
     """The output file to write (appending when resuming), what it already holds, and whether
     it is empty (a CSV header is still to be written).
@@ -284,7 +377,10 @@ def open_output(path: str | os.PathLike[str], *, resume: bool, fmt: str) -> tupl
     path = Path(path)
     if path.exists() and not resume:
         raise DataError(f"{path} exists; --resume continues it, or choose another --output")
+    if path.exists() and not path.is_file():
+        raise DataError(f"--output {path} is not a file")
     existing = read_existing(path, fmt) if resume and path.exists() else ExistingOutput(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Appending (O_APPEND writes at the end, after predict_stream's cut of a partial row).
     handle = open(path, "a", encoding="utf-8", newline="")
-    return handle, existing, handle.tell() == 0
+    return handle, existing, existing.kept == 0
