@@ -179,7 +179,7 @@ def test_a_closed_pipe_ends_the_run_quietly(trained: dict[str, Path], texts: lis
         # The user's own data (a text,label file without a final newline) lost its last row.
         ("mydata.csv", b"text,label\ngood film,pos\nbad film,neg", "not a prediction CSV"),
         ("header.csv", b"text\nhello\n", "not a prediction CSV"),
-        ("extra.csv", b"text,label_1,probability_1,score\nhi,a,0.5,1\n", "header is 'text,label_1,probability_1,score'"),
+        ("extra.csv", b"text,label_1,probability_1,score\n", "header is 'text,label_1,probability_1,score'"),
         ("partial.csv", b'[{"text": "a", "label": "pos"', "not a prediction CSV"),  # a JSON list, then --format csv
     ],
 )
