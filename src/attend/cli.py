@@ -93,11 +93,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             training[name] = value
     if args.no_progress:
         training["progress"] = False
-    # A setting of an option that is off would be ignored without a word: say so instead.
+    # A setting of an option that is off would be ignored without a word, even at its default value
+    # (the Trainer refuses other values, on a resumed run once the interrupted run's options are in).
     for flag, name, needs in (("--adversarial-epsilon", "adversarial_epsilon", "adversarial"),
                               ("--adversarial-steps", "adversarial_steps", "adversarial"),
                               ("--augment-rate", "augment_rate", "augment")):  # fmt: skip
-        if getattr(args, name) is not None and not training.get(needs):
+        if getattr(args, name) is not None and not training.get(needs) and not args.resume:
             raise UsageError(f"{flag} {getattr(args, name)} has no effect without --{needs}")
     if translating and (args.max_train or args.no_ensemble or args.candidates):
         raise UsageError("--max-train, --no-ensemble and --candidates are for text classifiers, not --model seq2seq")
@@ -686,6 +687,9 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(f"--weights {args.weights!r}: expected numbers separated by commas, e.g. 1,1,2") from None
     report = make_ensemble(args.model_dirs, args.out, weights=weights, overwrite=args.overwrite)
+    if len(report["members"]) == 1:
+        print(f"warning: an ensemble of one model predicts as {args.model_dirs[0]} does; give two models or more "
+              "to average them", file=sys.stderr)  # fmt: skip
     if args.json:
         print(dumps_json(report))
         return 0

@@ -147,9 +147,10 @@ def refuse_pickles(path: Path) -> None:
     """Raise if ``path`` (or a folder in it) holds a file format that can run code when loaded."""
     unsafe = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
     if unsafe:
+        more = f" and {len(unsafe) - 5} more" if len(unsafe) > 5 else ""
         raise ModelDirError(
-            f"{path} contains pickle-format file(s) {unsafe}: refusing to load a model directory that could run code; "
-            "attend models are safetensors, ONNX and JSON only"
+            f"{path} contains pickle-format file(s) {unsafe[:5]}{more}: refusing to load a model directory that could "
+            "run code; attend models are safetensors, ONNX and JSON only"
         )
 
 
@@ -203,10 +204,10 @@ class ArtifactDir:
             raise ModelDirError(f"{path} is a file, not a model directory (the folder `attend train --out` wrote)")
         if not path.is_dir():
             raise ModelDirError(f"{path}: no such model directory")
-        refuse_pickles(path)
         file = path / "config.json"
-        if not file.is_file():
+        if not file.is_file():  # before the pickle scan: `attend predict /usr` walked all of /usr
             raise ModelDirError(f"{path} is not a model directory: config.json is missing")
+        refuse_pickles(path)
         try:
             config = json.loads(file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

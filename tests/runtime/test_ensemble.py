@@ -174,17 +174,33 @@ def test_an_ensemble_of_ensembles_is_flattened(ensemble_dir: Path, members: list
 
 def test_an_existing_output_is_kept_without_overwrite(members: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "ens"
-    make_ensemble(members[:1], out)
+    make_ensemble(members[:2], out)
     before = (out / "config.json").read_text()
     with pytest.raises(ModelDirError, match="pass --overwrite"):
-        make_ensemble(members[:2], out)
+        make_ensemble(members, out)
     assert (out / "config.json").read_text() == before
-    make_ensemble(members[:2], out, overwrite=True)
-    assert len(load(out).members) == 2
+    make_ensemble(members, out, overwrite=True)
+    assert len(load(out).members) == 3
     with pytest.raises(ModelDirError, match="would overwrite the model it is made from"):
         make_ensemble([out / "members" / "00", members[1]], out / "members", overwrite=True)
     with pytest.raises(ModelDirError, match="no such model directory"):
         make_ensemble([tmp_path / "missing"], tmp_path / "other")
+
+
+def test_the_same_model_twice_is_refused_and_one_model_is_said(
+    members: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Both were written without a word: two copies at 0.5 each, and "the mean of 1 models'"."""
+    from attend.cli import main
+
+    assert main(["ensemble", str(members[0]), "--out", str(tmp_path / "one")]) == 0
+    assert "warning: an ensemble of one model predicts as" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"are the same model; give each model once"):
+        make_ensemble([members[0], members[0]], tmp_path / "twice")
+    copied = copy_model(members[0], tmp_path, "copy")  # another folder, the same weights and labels
+    with pytest.raises(ValueError, match=r"copy and .* are the same model"):
+        make_ensemble([members[0], members[1], copied], tmp_path / "thrice")
+    assert not any((tmp_path / name).exists() for name in ("twice", "thrice"))
 
 
 def test_a_swapped_member_is_refused(ensemble_dir: Path, tmp_path: Path) -> None:

@@ -223,7 +223,10 @@ def test_robust_options_train_record_and_resume_to_the_same_result(tmp_path: Pat
 
     out = tmp_path / "killed"
     kill_at(tmp_path, "checkpoint:1:3", *common, "--out", str(out))  # part-way through epoch 2
-    resumed = _attend(*common, "--out", str(out), "--resume")
+    # --resume with one of the run's options given again, and the others left out: it was refused as
+    # "--adversarial-steps 2 has no effect without --adversarial" (checked before the run's options were in).
+    resumed = _attend("train", str(planted_csv), "--model", "encoder", "--config", str(config), "--no-progress",
+                      "--adversarial-steps", "2", "--out", str(out), "--resume")  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     again = json.loads((out / "metrics.json").read_text())
     for key in ("accuracy", "macro_f1", "confusion_matrix", "best_epoch"):
@@ -288,4 +291,31 @@ def test_a_setting_of_an_option_that_is_off_is_refused_not_ignored(
                             "--adversarial"), (["--augment-rate", "0.3"], "without --augment")):  # fmt: skip
         assert main(["train", str(planted_csv), "--model", "encoder", "--out", str(tmp_path / "m"), *flags]) == 2
         assert message in capsys.readouterr().err
+    # Through --config, and settings an option that is on ignores: each was recorded and ignored.
+    config = tmp_path / "config.json"
+    for training, flags, message in (
+        ({"adversarial_epsilon": 2.0}, [], "adversarial_epsilon=2.0 has no effect without adversarial"),
+        ({"augment_rate": 0.3}, [], "augment_rate=0.3 has no effect without augment"),
+        ({}, ["--adversarial", "fgm", "--adversarial-steps", "5"], "adversarial_steps=5 has no effect with "
+         "adversarial='fgm'"),
+        ({"augment_probability": 0.0}, ["--augment", "typos"], "augment_probability=0 perturbs no example"),
+    ):  # fmt: skip
+        config.write_text(json.dumps({"training": training}))
+        assert main(["train", str(planted_csv), "--model", "encoder", "--out", str(tmp_path / "m"), "--config",
+                     str(config), "--no-progress", *flags]) == 2  # fmt: skip
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_a_resumed_run_keeps_the_interrupted_runs_threads_unless_given(tmp_path: Path) -> None:
+    """--threads left out on --resume ran with PyTorch's default instead of the interrupted run's."""
+    from dataclasses import asdict
+
+    from attend.training.trainer import _resumed_args
+
+    recorded = asdict(TrainingArgs(threads=1, adversarial="pgd", adversarial_steps=2))
+    kept = _resumed_args(tmp_path, recorded, TrainingArgs(adversarial_steps=2), frozenset({"adversarial_steps"}))
+    assert kept.threads == 1 and kept.adversarial == "pgd" and kept.adversarial_steps == 2
+    changed = _resumed_args(tmp_path, recorded, TrainingArgs(threads=2), frozenset({"threads"}))
+    assert changed.threads == 2
+    assert _resumed_args(tmp_path, recorded, TrainingArgs(), None).threads == 1  # nothing chosen away from defaults

@@ -124,7 +124,17 @@ def test_model_directory_safety(tmp_path: Path, planted_csv: Path) -> None:
     (out / "extra.bin").write_bytes(b"\x80\x04pickle")
     with pytest.raises(ModelDirError, match=r"pickle-format file\(s\) \['extra.bin'\]"):
         load(out)
-    (out / "extra.bin").unlink()
+    for i in range(7):  # every name was listed: a 15 KB line for a folder of checkpoints
+        (out / f"w{i}.pt").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ModelDirError, match=r"\['extra.bin', 'w0.pt', 'w1.pt', 'w2.pt', 'w3.pt'\] and 3 more"):
+        load(out)
+    for path in [out / "extra.bin", *out.glob("w*.pt")]:
+        path.unlink()
+    folder = tmp_path / "not-a-model"  # said as such, before any scan for pickles (it walked all of /usr)
+    (folder / "deep").mkdir(parents=True)
+    (folder / "deep" / "old.pkl").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ModelDirError, match=r"not-a-model is not a model directory: config.json is missing$"):
+        load(folder)
     weights = (out / "model.safetensors").read_bytes()
     (out / "model.safetensors").write_bytes(weights[:-10] + b"0123456789")
     with pytest.raises(ModelDirError, match="does not match the hash"):

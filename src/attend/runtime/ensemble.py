@@ -38,6 +38,7 @@ Decisions, each also an error message where it refuses:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -298,6 +299,13 @@ def make_ensemble(
     plain: list[_Member] = []
     for path, weight in zip(members, given, strict=True):
         plain += _plain_members(Path(path), weight, str(path))
+    seen: dict[str, Path] = {}
+    for member in plain:  # the same weights twice: a weight of 2 said another way
+        key = _identity(member.path) or str(member.path.resolve())
+        if key in seen:
+            raise ValueError(f"{member.path} and {seen[key]} are the same model; give each model once (--weights "
+                             "weighs one more than another)")  # fmt: skip
+        seen[key] = member.path
     _check_compatible(plain)
     for member in plain:
         check_output_directory(out_path.absolute(), source=member.path, overwrite=overwrite)
@@ -311,6 +319,21 @@ def make_ensemble(
     )  # fmt: skip
     labels = plain[0].labels
     return {"out_dir": str(published), "labels": labels, "multi_label": plain[0].multi_label, "members": entries}
+
+
+def _identity(path: Path) -> str | None:
+    """What makes a member the model it is: the SHA-256 of the weights its ``config.json`` records,
+    and its labels in their order (the same weights with the outputs named otherwise are another
+    model); None where it records no weights (an ONNX directory)."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    files = config.get("files")
+    found = (files.get("model.safetensors") if isinstance(files, dict) else None) or config.get("weights_sha256")
+    return json.dumps([found, config.get("labels")]) if isinstance(found, str) else None
 
 
 # --- loading -----------------------------------------------------------------------------

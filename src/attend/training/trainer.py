@@ -465,12 +465,26 @@ def epoch_batches(
 
 
 def _check_features(task: Task, args: TrainingArgs) -> None:
-    """Refuse the optional training features the task does not implement, naming the option."""
+    """Refuse the optional training features the task does not implement, naming the option, and a
+    setting that would be ignored without a word (checked on a resumed run's options, so repeating
+    one of the interrupted run's is no error)."""
     for option in ("augment", "adversarial", "rdrop"):
         if getattr(args, option) and option not in task.features:
             supported = ", ".join(sorted(task.features)) or "none of augment, adversarial, rdrop"
             raise ValueError(f"{option}={getattr(args, option)!r}: the {task.name} task does not support it "
                              f"(it supports: {supported})")  # fmt: skip
+    defaults = TrainingArgs()
+    for name, needs, choices in (("adversarial_epsilon", "adversarial", "fgm or pgd"),
+                                 ("adversarial_steps", "adversarial", "pgd"),
+                                 ("augment_rate", "augment", "e.g. typos,word_dropout"),
+                                 ("augment_probability", "augment", "e.g. typos,word_dropout")):  # fmt: skip
+        if getattr(args, name) != getattr(defaults, name) and not getattr(args, needs):
+            raise ValueError(f"{name}={getattr(args, name)!r} has no effect without {needs} ({choices})")
+    if args.adversarial == "fgm" and args.adversarial_steps != defaults.adversarial_steps:
+        raise ValueError(f"adversarial_steps={args.adversarial_steps} has no effect with adversarial='fgm', which "
+                         "takes one step of adversarial_epsilon (the steps are pgd's)")  # fmt: skip
+    if args.augment and args.augment_probability == 0:
+        raise ValueError(f"augment_probability=0 perturbs no example: augment={args.augment!r} would have no effect")
 
 
 def _adversary(network: nn.Module, args: TrainingArgs) -> EmbeddingAdversary | None:
@@ -1144,7 +1158,7 @@ def _changes(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 def _resumed_args(out: Path, recorded: dict[str, Any], given: TrainingArgs,
                   chosen: frozenset[str] | None = None) -> TrainingArgs:  # fmt: skip
-    """The interrupted run's options, with this run's progress and threads. An option given now
+    """The interrupted run's options, with this run's progress and threads where given. An option given now
     (``chosen``, else one set away from its default) must equal the recorded one: a resumed run
     cannot change them."""
     now = dataclasses.asdict(given)
@@ -1153,7 +1167,9 @@ def _resumed_args(out: Path, recorded: dict[str, Any], given: TrainingArgs,
     if changed:
         raise DataError(f"{out}: --resume continues the interrupted run with its own options; these differ: "
                         f"{'; '.join(changed)}. Leave them out, or start again with --overwrite")  # fmt: skip
-    return TrainingArgs.from_dict({**recorded, **{key: now[key] for key in RESUME_MAY_CHANGE}})
+    # What may change changes only when given: --threads left out keeps the interrupted run's.
+    kept = {key: now[key] for key in RESUME_MAY_CHANGE if key in options or key == "stop_after_steps"}
+    return TrainingArgs.from_dict({**recorded, **kept})
 
 
 def _has_checkpoint(work: Path) -> bool:

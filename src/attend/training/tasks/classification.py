@@ -52,8 +52,9 @@ def classification_loss(
     label_smoothing: float = 0.0,
 ) -> Tensor:
     """Cross-entropy over labels, or binary cross-entropy per label when multi-label (``weight``:
-    per-class weights, as ``pos_weight`` for multi-label; ``label_smoothing``: the share of each
-    target spread over the other labels, or towards 0.5 for multi-label)."""
+    per-class weights, as ``pos_weight`` for multi-label; ``label_smoothing`` X: the target becomes
+    ``1 - X`` plus ``X`` spread evenly over all K labels, the target's own included (PyTorch's
+    rule: ``1 - X + X/K`` for the target), or moves towards 0.5 by X for multi-label)."""
     if multi_label:
         if label_smoothing:
             targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
