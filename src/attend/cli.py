@@ -269,7 +269,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 bar.update(stream.position - bar.n)
 
         writer = PredictionWriter(sink, args.format, header=fresh)
-        existing.check(predictor.labels, args.top_k)
+        existing.check(predictor.labels, args.top_k, predictor.multi_label)
         existing.check_model(predictor)
         written = predict_stream(predictor, texts, writer, top_k=args.top_k, skip=existing, on_chunk=advance)
     finally:

@@ -254,3 +254,40 @@ def test_a_multi_label_csv_resumes(tmp_path: Path) -> None:
     existing = read_existing(path, "csv")
     assert existing.rows == 2 and existing.width == 2 and existing.labels == {"a", "b"}
     assert existing.last == [("b", 0.7), ("a", 0.2)]  # the labels column is not read as a label
+
+
+def test_the_library_resumes_with_a_count_and_a_cut_inside_a_quoted_line_break(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    from attend.runtime.streaming import open_output
+
+    predictor = load(trained["encoder"])
+    texts = ["first text", 'a "quoted" text\r\nover two lines', "third", "fourth one"]
+    whole = io.StringIO()
+    predict_stream(predictor, texts, PredictionWriter(whole, "csv"), top_k=2)
+    full = whole.getvalue().encode()
+    path = tmp_path / "p.csv"
+    # Cut just after the line break inside the quoted text: strict reading sees a cut field (it was
+    # read as a one-field row, and the file refused), and a caller passing skip=rows (an int) appended
+    # after the cut row (open_output no longer cut it at once).
+    for cut in (full.index(b"over two"), full.index(b"third") + 2):
+        path.write_bytes(full[:cut])
+        sink, existing, fresh = open_output(path, resume=True, fmt="csv")
+        predict_stream(predictor, texts, PredictionWriter(sink, "csv", header=fresh), top_k=2, skip=existing.rows)
+        sink.close()
+        assert path.read_bytes() == full, cut
+
+
+def test_a_single_label_model_does_not_continue_a_multi_label_file(tmp_path: Path) -> None:
+    from attend.runtime.streaming import read_existing
+
+    path = tmp_path / "p.csv"
+    path.write_bytes(b"text,label_1,probability_1,truncated,labels\r\n")  # interrupted before its first row
+    existing = read_existing(path, "csv")
+    with pytest.raises(DataError, match=r"a multi-label model wrote it, this is a single-label one"):
+        existing.check(["a", "b"], 1, multi_label=False)
+    existing.check(["a", "b"], 1, multi_label=True)
+    path.write_text(json.dumps({"text": "x", "label": "a", "top": [{"label": "a", "probability": 0.9}],
+                                "truncated": False}) + "\n")  # fmt: skip
+    with pytest.raises(DataError, match=r"a single-label model wrote it, this is a multi-label one"):
+        read_existing(path, "jsonl").check(["a", "b"], 1, multi_label=True)

@@ -319,3 +319,23 @@ def test_a_resumed_run_keeps_the_interrupted_runs_threads_unless_given(tmp_path:
     changed = _resumed_args(tmp_path, recorded, TrainingArgs(threads=2), frozenset({"threads"}))
     assert changed.threads == 2
     assert _resumed_args(tmp_path, recorded, TrainingArgs(), None).threads == 1  # nothing chosen away from defaults
+
+
+def test_an_interrupted_run_with_a_setting_now_refused_still_resumes(capsys: pytest.CaptureFixture) -> None:
+    """A run started before FGM's steps were refused cannot change its options: it is warned, not stopped."""
+    from attend.training.trainer import _check_features
+
+    task = ClassificationTask(_planted(20), model_options=SMALL)
+    args = TrainingArgs(adversarial="fgm", adversarial_steps=5)
+    with pytest.raises(ValueError, match="adversarial_steps=5 has no effect with adversarial='fgm'"):
+        _check_features(task, args)
+    _check_features(task, args, resumed=True)
+    assert "warning: the interrupted run's options: adversarial_steps=5" in capsys.readouterr().err
+
+
+def test_auto_refuses_an_ignored_setting_before_planning(tmp_path: Path, planted_csv: Path) -> None:
+    from attend.training import train
+
+    with pytest.raises(ValueError, match="augment_rate=0.3 has no effect without augment"):
+        train(planted_csv, tmp_path / "m", model="auto", args={"augment_rate": 0.3})
+    assert not (tmp_path / "m").exists() and not list(tmp_path.glob(".m*"))

@@ -70,6 +70,7 @@ class ExistingOutput:
     last: list[tuple[str, float]] = field(default_factory=list)
     kept: int = 0
     size: int = 0
+    multi_label: bool | None = None
 
     def cut(self) -> None:
         """Truncate the file to its whole rows (a row cut off by the interruption goes): done only
@@ -91,8 +92,13 @@ class ExistingOutput:
         self.last = list(top)
         self.rows += 1
 
-    def check(self, labels: Sequence[str], top_k: int) -> None:
-        """Refuse to continue a file another model, or another ``--top-k``, wrote."""
+    def check(self, labels: Sequence[str], top_k: int, multi_label: bool | None = None) -> None:
+        """Refuse to continue a file another model, or another ``--top-k``, wrote (``multi_label``:
+        the model's; its rows carry a ``labels`` column or key, a single-label model's none)."""
+        if multi_label is not None and self.multi_label is not None and self.multi_label != multi_label:
+            kinds = ("a multi-label", "a single-label")
+            raise DataError(f"{self.path}: {kinds[not self.multi_label]} model wrote it, this is "
+                            f"{kinds[not multi_label]} one: choose another --output")  # fmt: skip
         unknown = sorted(self.labels - set(labels))
         if unknown:
             raise DataError(f"{self.path}: its rows name labels this model does not have ({', '.join(unknown[:5])}); "
@@ -182,6 +188,7 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
             try:
                 row = json.loads(line)
                 existing._add(row["text"], [(entry["label"], float(entry["probability"])) for entry in row["top"]])
+                existing.multi_label = "labels" in row
             except (ValueError, KeyError, TypeError):
                 raise DataError(
                     f"{path}: line {existing.rows + 1} is not a prediction row; is it another file? (nothing in "
@@ -197,13 +204,13 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
         ends = [0]
         for piece in pieces:
             ends.append(ends[-1] + len(piece))
-        reader = csv.reader(iter(lines))
+        reader = csv.reader(iter(lines), strict=True)  # strict: a quoted field cut off raises, not a short row
         try:
             for record_number, record in enumerate(reader):
                 if not lines[reader.line_num - 1].endswith("\n"):
                     break
                 if record_number == 0:
-                    width, _ = _csv_width(path, record)
+                    width, existing.multi_label = _csv_width(path, record)
                     existing.width = width
                     fields = len(record)
                 elif len(record) != fields:
@@ -316,7 +323,7 @@ def predict_stream(
     Args:
         skip: Leading texts already predicted (a resumed run): read, not classified. Given as
             the :class:`ExistingOutput` of the file being continued, the input must hold at least
-            its rows, and its first and last text must be the ones at those rows of the input.
+            its rows, and those texts must be the file's, every one (a running hash).
         on_chunk: Called after each chunk with the number of texts it held (progress).
 
     Returns:
@@ -381,6 +388,21 @@ def open_output(path: str | os.PathLike[str], *, resume: bool, fmt: str) -> tupl
         raise DataError(f"--output {path} is not a file")
     existing = read_existing(path, fmt) if resume and path.exists() else ExistingOutput(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Appending (O_APPEND writes at the end, after predict_stream's cut of a partial row).
     handle = open(path, "a", encoding="utf-8", newline="")
-    return handle, existing, existing.kept == 0
+    return _CutFirst(handle, existing), existing, existing.kept == 0  # type: ignore[return-value]
+
+
+class _CutFirst:
+    """An output file opened for appending that cuts off the interrupted row before its first write
+    (so a caller's checks run on the file as it was, and a caller that skips them still appends
+    after whole rows; O_APPEND writes land at the end the cut left)."""
+
+    def __init__(self, handle: IO[str], existing: ExistingOutput) -> None:
+        self.handle, self.existing = handle, existing
+
+    def write(self, text: str) -> int:
+        self.existing.cut()
+        return self.handle.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handle, name)

@@ -464,15 +464,30 @@ def epoch_batches(
     return shares
 
 
-def _check_features(task: Task, args: TrainingArgs) -> None:
+def _check_features(task: Task, args: TrainingArgs, *, resumed: bool = False) -> None:
     """Refuse the optional training features the task does not implement, naming the option, and a
-    setting that would be ignored without a word (checked on a resumed run's options, so repeating
-    one of the interrupted run's is no error)."""
+    setting that would be ignored without a word (:func:`check_settings`; on a resumed run's
+    options, so repeating one of the interrupted run's is no error, and where the interrupted run
+    itself had one, from before it was refused, a warning: it trained that way)."""
     for option in ("augment", "adversarial", "rdrop"):
         if getattr(args, option) and option not in task.features:
             supported = ", ".join(sorted(task.features)) or "none of augment, adversarial, rdrop"
             raise ValueError(f"{option}={getattr(args, option)!r}: the {task.name} task does not support it "
                              f"(it supports: {supported})")  # fmt: skip
+    try:
+        check_settings(args)
+    except ValueError as exc:
+        if not resumed:
+            raise
+        print(f"warning: the interrupted run's options: {exc}", file=sys.stderr)
+
+
+def check_settings(args: TrainingArgs) -> None:
+    """Refuse a setting of an option that is off, or that the chosen option ignores.
+
+    Raises:
+        ValueError: naming the setting.
+    """
     defaults = TrainingArgs()
     for name, needs, choices in (("adversarial_epsilon", "adversarial", "fgm or pgd"),
                                  ("adversarial_steps", "adversarial", "pgd"),
@@ -796,7 +811,7 @@ class Trainer:
             raise DataError(f"{out}: an interrupted run was writing it (its checkpoint is in {work}): add --resume "
                             "to continue it, or --overwrite to discard it and start again")  # fmt: skip
         check_output_directory(out, overwrite=overwrite)
-        _check_features(task, args)
+        _check_features(task, args, resumed=resume)
         if args.threads:
             torch.set_num_threads(args.threads)
         torch.manual_seed(args.seed)
