@@ -336,6 +336,6 @@ def test_an_interrupted_run_with_a_setting_now_refused_still_resumes(capsys: pyt
 def test_auto_refuses_an_ignored_setting_before_planning(tmp_path: Path, planted_csv: Path) -> None:
     from attend.training import train
 
-    with pytest.raises(ValueError, match="augment_rate=0.3 has no effect without augment"):
+    with pytest.raises(ValueError, match=r"augment_rate=0\.3 has no effect without augment"):
         train(planted_csv, tmp_path / "m", model="auto", args={"augment_rate": 0.3})
     assert not (tmp_path / "m").exists() and not list(tmp_path.glob(".m*"))
