@@ -617,13 +617,18 @@ def _print_int8(name: str, row: dict, precision: str = "int8") -> None:
           "of texts")  # fmt: skip
 
 
+def _add_given_columns(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-col", metavar="C", help="text column of --data/--dev-data (default: the model's)")
+    parser.add_argument("--label-col", metavar="C", help="label column of --data/--dev-data (default: the model's)")
+
+
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from attend.deploy.quantization import quantize
 
     if args.dev_data and args.max_loss is None:
         raise UsageError("--dev-data is the data --max-loss searches on; give --max-loss too")
     report = quantize(args.model_dir, runtime=args.runtime, data=args.data, dev_data=args.dev_data,
-                      max_loss=args.max_loss, progress=True)  # fmt: skip
+                      max_loss=args.max_loss, progress=True, **_data_columns(args))  # fmt: skip
     if args.json:
         print(dumps_json(report))
         return 0
@@ -638,10 +643,11 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
             _print_int8(f"  {name}", report[name])
     budget = report.get("onnx", {}).get("accuracy_budget")
     if budget:
-        kept = ", ".join(map(str, budget["fp32_groups"])) or "none"
+        kept = budget["fp32_groups"]
+        which = f" (number {', '.join(map(str, kept))})" if kept else ""
         over = "" if budget["within_budget"] else " (over budget with every one kept)"
         print(f"  budget {budget['max_loss_points']:g} points on the dev split ({budget['dev_examples']} examples): "
-              f"{budget['groups']}s kept fp32: {kept} of {budget['group_count']}; dev loss "
+              f"{len(kept)} of {budget['group_count']} {budget['groups']}s kept fp32{which}; dev loss "
               f"{budget['dev_loss_points']:+.2f} points{over}")  # fmt: skip
     serve = []
     if "onnx" in report:
@@ -652,13 +658,18 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_columns(args: argparse.Namespace) -> dict[str, str | None]:
+    """``--text-col``/``--label-col`` of --data and --dev-data (None: the columns the model was trained from)."""
+    return {"text_col": args.text_col, "label_col": args.label_col}
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
     from attend.deploy.pruning import prune
 
     if (args.heads is None) == (args.fraction is None):
         raise UsageError("give --heads N or --fraction F (not both)")
     report = prune(args.model_dir, args.out, heads=args.heads, fraction=args.fraction, importance=args.importance,
-                   data=args.data, dev_data=args.dev_data, overwrite=args.overwrite)  # fmt: skip
+                   data=args.data, dev_data=args.dev_data, overwrite=args.overwrite, **_data_columns(args))  # fmt: skip
     removed = sum(len(heads) for heads in report["removed"].values())
     if not removed:
         asked = f"--heads {args.heads}" if args.heads is not None else f"--fraction {args.fraction:g}"
@@ -902,8 +913,8 @@ def build_parser() -> argparse.ArgumentParser:
     ro.set_defaults(func=_cmd_robustness)
 
     sv = verbs.add_parser("serve", help="serve a model over HTTP (FastAPI): predict, explain, metrics")
-    sv.add_argument("model_dir", nargs="?", help="a model directory (or, with --runtime onnx, an `attend export` "
-                    "directory); optional when an app's option (--focus-db, --support-index) gives something to serve")
+    sv.add_argument("model_dir", nargs="?", help="a model directory or an `attend export` directory; optional when "
+                    "an app's option (--focus-db, --support-index) gives something to serve")
     sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
     sv.add_argument("--workers", type=positive_int, default=1,
@@ -949,6 +960,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ONNX: keep the most sensitive layers fp32 until int8 loses at most this much dev accuracy")
     qu.add_argument("--dev-data", metavar="FILE",
                     help="--max-loss: labelled data to search on (default: the model's own dev split)")  # fmt: skip
+    _add_given_columns(qu)
     qu.add_argument("--json", action="store_true", help="print the report as JSON")
     qu.set_defaults(func=_cmd_quantize)
 
@@ -964,6 +976,7 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("--dev-data", metavar="FILE",
                     help="labelled data to score the heads on (default: the model's own dev split)")  # fmt: skip
     pu.add_argument("--overwrite", action="store_true", help="replace a model already in --out (else an error)")
+    _add_given_columns(pu)
     pu.add_argument("--json", action="store_true", help="print the report as JSON")
     pu.set_defaults(func=_cmd_prune)
 

@@ -200,7 +200,13 @@ def test_the_same_model_twice_is_refused_and_one_model_is_said(
     copied = copy_model(members[0], tmp_path, "copy")  # another folder, the same weights and labels
     with pytest.raises(ValueError, match=r"copy and .* are the same model"):
         make_ensemble([members[0], members[1], copied], tmp_path / "thrice")
-    assert not any((tmp_path / name).exists() for name in ("twice", "thrice"))
+    from attend.deploy.export import export_onnx
+
+    exported = tmp_path / "onnx"  # the model again, as a graph: accepted before (no weights file to compare)
+    export_onnx(members[0], exported, texts=TEXTS)
+    with pytest.raises(ValueError, match=r"onnx and .* are the same model"):
+        make_ensemble([members[0], exported], tmp_path / "graph")
+    assert not any((tmp_path / name).exists() for name in ("twice", "thrice", "graph"))
 
 
 def test_a_swapped_member_is_refused(ensemble_dir: Path, tmp_path: Path) -> None:

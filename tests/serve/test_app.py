@@ -61,6 +61,7 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
     info = client.get("/v1/model").json()
     assert info["labels"] == ["neg", "pos"] and info["runtime"] == "torch" and info["metrics"]["accuracy"] > 0.8
     assert info["config"]["model"]["model_type"] == "encoder" and info["version"]["weights_sha256"]
+    assert "/" not in info["config"]["data"]["source"]  # the training file's name, not the server's folders
     assert info["limits"]["max_texts"] == 5 and "rollout" in info["explain_methods"]
     assert client.get("/healthz").json() == {"status": "ok"} and client.get("/readyz").status_code == 200
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
@@ -484,3 +485,26 @@ def test_explanations_run_one_at_a_time_and_stay_out_of_the_batch_size_metric(
         metrics = test_client.get("/metrics").text
     assert 'attend_inference_seconds_count{route="/v1/explain"} 6.0' in metrics
     assert "attend_batch_size_count 0.0" in metrics
+
+
+def test_the_model_route_names_the_graph_served_and_the_whole_directory(model_dir: Path, tmp_path: Path) -> None:
+    """ONNX, ONNX int8 and ensemble servers reported weights_sha256: null."""
+    from attend.deploy.export import export_onnx
+    from attend.deploy.quantization import quantize
+    from attend.io import sha256_file
+    from attend.runtime.ensemble import make_ensemble
+
+    onnx_dir = tmp_path / "onnx"
+    export_onnx(model_dir, onnx_dir, texts=["a fine film", "a dreadful plot"])
+    quantize(onnx_dir)  # on the model's own test split
+    for directory, int8, expected in ((onnx_dir, False, sha256_file(onnx_dir / "model.onnx")),
+                                      (onnx_dir, True, sha256_file(onnx_dir / "model.int8.onnx"))):  # fmt: skip
+        app = create_app(load(directory, int8=int8), ServeSettings())
+        with TestClient(app) as client:
+            version = client.get("/v1/model").json()["version"]
+        assert version["weights_sha256"] == expected and version["config_sha256"] == sha256_file(
+            directory / "config.json")
+    ensemble = make_ensemble([model_dir, onnx_dir], tmp_path / "ens")["out_dir"]
+    with TestClient(create_app(load(ensemble), ServeSettings())) as client:
+        version = client.get("/v1/model").json()["version"]
+    assert version["config_sha256"] == sha256_file(Path(ensemble) / "config.json")

@@ -138,12 +138,16 @@ def held_out(
     split: str,
     *,
     hint: str = "data=, --data FILE",
+    text_col: str | None = None,
+    label_col: str | None = None,
 ) -> tuple[LabelledTexts, str]:
     """Labelled examples to judge a model on, and a description of them.
 
-    ``data`` wins when given (a file, a bundled dataset name, or loaded texts); otherwise the
-    model's own ``split``, rebuilt from its config. An empty test split (``test_fraction=0``)
-    falls back to dev.
+    ``data`` wins when given (a file, a bundled dataset name, or loaded texts; ``text_col`` and
+    ``label_col`` name a file's columns, by default the ones the model was trained from); otherwise
+    the model's own ``split``, rebuilt from its config. An empty test split (``test_fraction=0``)
+    falls back to dev. Given data that holds texts of the model's training split is said so in the
+    description (its figure is not a held-out one), as ``attend evaluate`` says it.
     """
     if data is not None:
         if isinstance(data, LabelledTexts):
@@ -151,12 +155,17 @@ def held_out(
         else:
             recorded = config.get("data") or {}
             dataset = load_labelled(
-                data, text_col=recorded.get("text_col", "text"), label_col=recorded.get("label_col", "label"),
+                data, text_col=text_col or recorded.get("text_col", "text"),
+                label_col=label_col or recorded.get("label_col", "label"),
                 multi_label=bool(config["model"].get("multi_label", False)),
             )  # fmt: skip
         if not len(dataset):
             raise DataError(f"{dataset.source}: no examples to evaluate on")
-        return dataset, f"{dataset.source or 'given data'} ({len(dataset)} examples)"
+        from attend.io import ArtifactDir
+
+        seen = ArtifactDir.open(model_dir).training_overlap(dataset.texts)
+        trained = f"; {seen} of them are texts the model trained on: not a held-out figure" if seen else ""
+        return dataset, f"{dataset.source or 'given data'} ({len(dataset)} examples{trained})"
     try:
         dataset = rebuild_split(model_dir, split)
         if not len(dataset) and split == "test":

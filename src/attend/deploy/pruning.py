@@ -238,6 +238,8 @@ def prune(
     dev_data: str | os.PathLike[str] | LabelledTexts | None = None,
     batch_size: int = 32,
     overwrite: bool = False,
+    text_col: str | None = None,
+    label_col: str | None = None,
 ) -> dict[str, Any]:
     """Remove the least important attention heads and write the smaller model; the body of ``attend prune``.
 
@@ -258,6 +260,8 @@ def prune(
         data: Labelled data for the before/after evaluation (default: the rebuilt test split).
         dev_data: Labelled data to score heads on (default: the rebuilt dev split). Never the
             evaluation data: choosing heads on the test set would flatter the result.
+        text_col, label_col: The columns of ``data`` and ``dev_data`` files (default: the ones the
+            model was trained from).
         batch_size: Texts per forward pass.
         overwrite: Replace a model directory already at ``out_dir`` (else that is an error,
             found before any work; ``attend prune`` asks for ``--overwrite``).
@@ -286,12 +290,13 @@ def prune(
     if importance not in IMPORTANCE_METHODS:
         raise ValueError(f"importance={importance!r}; choose one of {list(IMPORTANCE_METHODS)}")
 
-    test, test_described = held_out(source, config, data, "test")
+    columns = {"text_col": text_col, "label_col": label_col}  # of data and dev_data (None: the model's)
+    test, test_described = held_out(source, config, data, "test", **columns)
     chosen: dict[int, list[int]] = {}
     scores: list[Tensor] = []
     dev_described = None
     if count:
-        dev, dev_described = held_out(source, config, dev_data, "dev", hint="dev_data=, --dev-data FILE")
+        dev, dev_described = held_out(source, config, dev_data, "dev", hint="dev_data=, --dev-data FILE", **columns)
         scores = head_importance(predictor, dev, method=importance, batch_size=batch_size)
         chosen = select_heads(scores, count)
 

@@ -288,6 +288,8 @@ def quantize(
     batch_size: int = 64,
     max_loss: float | None = None,
     progress: bool = False,
+    text_col: str | None = None,
+    label_col: str | None = None,
 ) -> dict[str, Any]:
     """Dynamic int8 quantisation, measured against fp32 on held-out data; the body of ``attend quantize``.
 
@@ -295,14 +297,16 @@ def quantize(
         model_dir: A PyTorch model directory or an ONNX model directory (from ``attend export``).
         runtime: ``"onnx"``: write ``model.int8.onnx`` next to ``model.onnx``. A PyTorch
             directory is first exported to ``MODEL_DIR/onnx/`` (re-used when it already holds
-            these weights), which is then the directory to serve with ``--runtime onnx
-            --quantized``. ``"torch"``: measure PyTorch dynamic int8, which
+            these weights), which is then the directory to serve with ``--int8``. ``"torch"``:
+            measure PyTorch dynamic int8, which
             ``load_runtime(..., quantized=True)`` applies at load (nothing is written but
             metrics). ``"both"``: both. ``"bf16"``: measure the PyTorch model cast to bfloat16,
             as ``attend serve --bf16`` runs it (not int8, but the same question: what does the
             faster model lose?).
         data: Labelled data to measure on (default: the model's own rebuilt test split).
         dev_data: Labelled data ``max_loss`` searches on (default: the model's own rebuilt dev split).
+        text_col, label_col: The columns of ``data`` and ``dev_data`` files (default: the ones the
+            model was trained from).
         threads: ONNX Runtime intra-op threads (default: PyTorch's thread count).
         batch_size: Texts per inference call while measuring.
         max_loss: ONNX only: an accuracy budget in points, on the model's *dev* split. Layers
@@ -347,7 +351,8 @@ def quantize(
             f"{path} is an ONNX model directory: --runtime {runtime} measures the PyTorch model, so it needs the "
             f"PyTorch model directory it was exported from{f' ({source})' if source else ''}"
         )
-    dataset, described = held_out(path, config, data, "test")
+    columns = {"text_col": text_col, "label_col": label_col}  # of data and dev_data (None: the model's)
+    dataset, described = held_out(path, config, data, "test", **columns)
     report: dict[str, Any] = {"model_dir": str(path), "data": described}
     results: dict[str, Any] = {}
     if "torch" in runtimes:
@@ -378,7 +383,7 @@ def quantize(
             quantize_onnx_file(onnx_dir / ONNX_FILE, onnx_dir / INT8_FILE)
         else:
             hint = "--max-loss searches on the dev split: dev_data=, --dev-data FILE"
-            dev, _ = held_out(onnx_dir, onnx_config, dev_data, "dev", hint=hint)
+            dev, _ = held_out(onnx_dir, onnx_config, dev_data, "dev", hint=hint, **columns)
             budget = _budgeted_int8(onnx_dir, dev, max_loss, threads, batch_size, progress)
         int8_hash = sha256_file(onnx_dir / INT8_FILE)
         onnx_config["files"] = {**dict(onnx_config.get("files") or {}), INT8_FILE: int8_hash}

@@ -322,9 +322,10 @@ def make_ensemble(
 
 
 def _identity(path: Path) -> str | None:
-    """What makes a member the model it is: the SHA-256 of the weights its ``config.json`` records,
-    and its labels in their order (the same weights with the outputs named otherwise are another
-    model); None where it records no weights (an ONNX directory)."""
+    """What makes a member the model it is: the SHA-256 of the weights its ``config.json`` records
+    (an ONNX directory's: the weights it was exported from, so a model and its export are one
+    model), and its labels in their order (the same weights with the outputs named otherwise are
+    another model); None where it records none."""
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -333,6 +334,9 @@ def _identity(path: Path) -> str | None:
         return None
     files = config.get("files")
     found = (files.get("model.safetensors") if isinstance(files, dict) else None) or config.get("weights_sha256")
+    onnx = config.get("onnx")
+    if not found and isinstance(onnx, dict):
+        found = onnx.get("source_weights_sha256") or onnx.get("sha256")
     return json.dumps([found, config.get("labels")]) if isinstance(found, str) else None
 
 

@@ -25,6 +25,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -32,7 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from attend.io import ArtifactDir
+from attend.io import ArtifactDir, sha256_file
 from attend.runtime import Runtime, load
 from attend.serve.classification import classification_routes
 from attend.serve.metrics import ServiceMetrics
@@ -179,6 +180,31 @@ def _replay(body: bytes, receive: Any) -> Any:
     return replayed
 
 
+#: The entries of config.json that ``/v1/model`` shows.
+PUBLIC_CONFIG = ("model", "tokenizer", "training", "data", "ensemble")
+
+
+def _served_weights(config: dict[str, Any], backend: str) -> str | None:
+    """The SHA-256 of the weights or graph served: ``model.safetensors``, or the ONNX graph (its int8
+    one under ``--int8``); None for an ensemble (``config_sha256`` covers its members)."""
+    onnx = config.get("onnx")
+    if isinstance(onnx, dict):
+        graph = onnx.get("int8") if backend == "onnx-int8" else onnx
+        return graph.get("sha256") if isinstance(graph, dict) else None
+    return config.get("weights_sha256")
+
+
+def _public(key: str, value: Any) -> Any:
+    """A config entry as ``/v1/model`` shows it: the training data's folders stay on the server (its
+    file's name is kept; a bundled dataset's ``dataset:NAME`` too)."""
+    if key == "data" and isinstance(value, dict):
+        shown = {k: v for k, v in value.items() if k != "path"}
+        if isinstance(shown.get("source"), str) and not shown["source"].startswith("dataset:"):
+            shown["source"] = Path(shown["source"]).name
+        return shown
+    return value
+
+
 def create_app(
     runtime: Runtime | None,
     settings: ServeSettings | None = None,
@@ -269,11 +295,13 @@ def create_app(
             name=runtime.name,
             task=runtime.task,
             runtime=runtime.backend,
-            config={k: config[k] for k in ("model", "tokenizer", "training", "data", "ensemble") if k in config},
+            config={k: _public(k, config[k]) for k in PUBLIC_CONFIG if k in config},
             version={
                 "attend": __version__,
                 "trained_with": config.get("attend_version"),
-                "weights_sha256": config.get("weights_sha256"),
+                "weights_sha256": _served_weights(config, runtime.backend),
+                # config.json records every file's hash (an ensemble's members too): one id for all of it
+                "config_sha256": sha256_file(runtime.path / "config.json") if runtime.path is not None else None,
             },
             metrics=stored if isinstance(stored, dict) else None,
             limits=limits,
