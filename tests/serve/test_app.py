@@ -487,7 +487,9 @@ def test_explanations_run_one_at_a_time_and_stay_out_of_the_batch_size_metric(
     assert "attend_batch_size_count 0.0" in metrics
 
 
-def test_the_model_route_names_the_graph_served_and_the_whole_directory(model_dir: Path, tmp_path: Path) -> None:
+def test_the_model_route_names_the_graph_served_and_the_whole_directory(
+    model_dir: Path, trained: dict[str, Path], tmp_path: Path
+) -> None:
     """ONNX, ONNX int8 and ensemble servers reported weights_sha256: null."""
     from attend.deploy.export import export_onnx
     from attend.deploy.quantization import quantize
@@ -504,7 +506,7 @@ def test_the_model_route_names_the_graph_served_and_the_whole_directory(model_di
             version = client.get("/v1/model").json()["version"]
         assert version["weights_sha256"] == expected and version["config_sha256"] == sha256_file(
             directory / "config.json")
-    ensemble = make_ensemble([model_dir, onnx_dir], tmp_path / "ens")["out_dir"]
+    ensemble = make_ensemble([trained["encoder_cls"], onnx_dir], tmp_path / "ens")["out_dir"]
     with TestClient(create_app(load(ensemble), ServeSettings())) as client:
         version = client.get("/v1/model").json()["version"]
     assert version["config_sha256"] == sha256_file(Path(ensemble) / "config.json")
