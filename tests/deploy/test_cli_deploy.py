@@ -116,3 +116,15 @@ def test_quantize_and_prune_say_when_their_data_was_trained_on_and_take_its_colu
                  "--dev-data", str(renamed), "--text-col", "body", "--label-col", "topic", "--json"]) == 0  # fmt: skip
     report = json.loads(capsys.readouterr().out)
     assert "renamed.csv (30 examples" in json.dumps(report)
+
+
+def test_quantize_says_what_to_do_with_a_folder_of_other_files_where_it_exports(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    model = copy_model(trained["encoder"], tmp_path)
+    (model / "onnx").mkdir()
+    (model / "onnx" / "notes.txt").write_text("mine")
+    assert main(["quantize", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert "holds files attend did not write" in err and "attend export --onnx DIR" in err
+    assert (model / "onnx" / "notes.txt").read_text() == "mine"

@@ -376,6 +376,11 @@ def quantize(
         onnx_dir = path if is_onnx else path / "onnx"
         exported = None
         if not is_onnx and not _fresh_export(onnx_dir, config):
+            if onnx_dir.exists() and not (onnx_dir / "config.json").is_file() and any(onnx_dir.iterdir()):
+                # quantize has no output option: "choose another output directory" told of none
+                raise ModelDirError(f"{onnx_dir} holds files attend did not write; quantize exports the model there "
+                                    "first: move them away, or export elsewhere (attend export --onnx DIR) and "
+                                    "quantize that directory")  # fmt: skip
             exported = export_onnx(path, onnx_dir, threads=threads, overwrite=True)  # its own stale export
         onnx_config = ArtifactDir.open(onnx_dir, require=("model", "labels")).config
         budget = None
