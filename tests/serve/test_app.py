@@ -510,3 +510,13 @@ def test_the_model_route_names_the_graph_served_and_the_whole_directory(
     with TestClient(create_app(load(ensemble), ServeSettings())) as client:
         version = client.get("/v1/model").json()["version"]
     assert version["config_sha256"] == sha256_file(Path(ensemble) / "config.json")
+
+
+def test_an_int8_ensemble_says_why_it_cannot_explain(trained: dict[str, Path], tmp_path: Path) -> None:
+    """It said the members 'share none' of their methods, not that --int8 was the cause."""
+    from attend.runtime.ensemble import make_ensemble
+
+    ensemble = make_ensemble([trained["encoder"], trained["encoder_cls"]], tmp_path / "ens")["out_dir"]
+    with TestClient(create_app(load(ensemble, int8=True), ServeSettings())) as client:
+        answer = client.post("/v1/explain", json={"text": "a fine film"})
+    assert answer.status_code >= 400 and "serve without --int8" in answer.text

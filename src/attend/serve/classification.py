@@ -32,9 +32,12 @@ __all__ = ["classification_routes"]
 
 def _cannot_explain(runtime: TextClassifier) -> str:
     if isinstance(runtime, EnsembleClassifier):
+        blocked = [_cannot_explain(member) for member in runtime.members if not available_methods(member)]
+        why = f" ({blocked[0]})" if blocked else ""  # e.g. --int8: every member quantised, none explainable
         return (
             "an ensemble offers the explanation methods every member offers, and these members share none: "
-            "each member must be explainable (a PyTorch fp32/bf16 model, or an ONNX graph exported with --attentions)"
+            "each member must be explainable (a PyTorch fp32/bf16 model, or an ONNX graph exported with "
+            f"--attentions){why}"
         )
     if runtime.backend.startswith("onnx"):
         return (
