@@ -644,7 +644,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     budget = report.get("onnx", {}).get("accuracy_budget")
     if budget:
         kept = budget["fp32_groups"]
-        which = f" (number {', '.join(map(str, kept))})" if kept else ""
+        which = f" (number{'s' if len(kept) > 1 else ''} {', '.join(map(str, kept))})" if kept else ""
         over = "" if budget["within_budget"] else " (over budget with every one kept)"
         print(f"  budget {budget['max_loss_points']:g} points on the dev split ({budget['dev_examples']} examples): "
               f"{len(kept)} of {budget['group_count']} {budget['groups']}s kept fp32{which}; dev loss "
@@ -660,6 +660,9 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 def _data_columns(args: argparse.Namespace) -> dict[str, str | None]:
     """``--text-col``/``--label-col`` of --data and --dev-data (None: the columns the model was trained from)."""
+    if (args.text_col or args.label_col) and not (args.data or args.dev_data):
+        raise UsageError("--text-col and --label-col name the columns of --data / --dev-data; give one (the model's "
+                         "own splits are read as it was trained)")  # fmt: skip
     return {"text_col": args.text_col, "label_col": args.label_col}
 
 

@@ -128,3 +128,12 @@ def test_quantize_says_what_to_do_with_a_folder_of_other_files_where_it_exports(
     err = capsys.readouterr().err
     assert "holds files attend did not write" in err and "attend export --onnx DIR" in err
     assert (model / "onnx" / "notes.txt").read_text() == "mine"
+
+
+def test_columns_without_a_data_file_are_refused(trained: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    assert main(["quantize", str(trained["encoder"]), "--runtime", "torch", "--text-col", "body"]) == 2
+    assert "--text-col and --label-col name the columns of --data / --dev-data" in capsys.readouterr().err
+    from attend.deploy.quantization import quantize
+
+    with pytest.raises(ValueError, match=r"name a data file's columns; rotten_tomatoes is not a file"):
+        quantize(trained["encoder"], runtime="torch", data="rotten_tomatoes", text_col="body")

@@ -291,3 +291,23 @@ def test_a_single_label_model_does_not_continue_a_multi_label_file(tmp_path: Pat
                                 "truncated": False}) + "\n")  # fmt: skip
     with pytest.raises(DataError, match=r"a single-label model wrote it, this is a multi-label one"):
         read_existing(path, "jsonl").check(["a", "b"], 1, multi_label=True)
+
+
+def test_a_malformed_row_in_the_middle_is_refused_not_cut(trained: dict[str, Path], tmp_path: Path) -> None:
+    """Strict reading raised there too, and the rows after it were cut as if interrupted."""
+    from attend.runtime.streaming import open_output, read_existing
+
+    path = tmp_path / "p.csv"
+    path.write_bytes(b'text,label_1,probability_1,truncated\r\none,a,0.5,false\r\n"two" x,a,0.5,false\r\n'
+                     b"three,a,0.5,false\r\n")  # fmt: skip
+    before = path.read_bytes()
+    with pytest.raises(DataError, match=r"row 2 is not a CSV row attend writes"):
+        read_existing(path, "csv")
+    assert path.read_bytes() == before
+    # The file open_output gives is a text file: `with`, writelines and print cut the interrupted row first.
+    path.write_bytes(b"text,label_1,probability_1,truncated\r\none,a,0.5,false\r\ntw")
+    with open_output(path, resume=True, fmt="csv")[0] as sink:
+        sink.writelines(["two,a,0.5,false\r\n"])
+        print("three,a,0.5,false", end="\r\n", file=sink)
+    assert path.read_bytes() == b"text,label_1,probability_1,truncated\r\none,a,0.5,false\r\ntwo,a,0.5,false\r\n" \
+        b"three,a,0.5,false\r\n"

@@ -520,3 +520,31 @@ def test_an_int8_ensemble_says_why_it_cannot_explain(trained: dict[str, Path], t
     with TestClient(create_app(load(ensemble, int8=True), ServeSettings())) as client:
         answer = client.post("/v1/explain", json={"text": "a fine film"})
     assert answer.status_code >= 400 and "serve without --int8" in answer.text
+
+
+def test_the_model_route_keeps_the_servers_folders_to_itself() -> None:
+    """A translator's origin, a recommender's log and features, an ensemble member's source were paths."""
+    from attend.serve.app import _public
+
+    recommender = {"source": {"data": "/srv/secret/log.csv", "item_features": "/srv/secret/items.csv",
+                              "user_col": "user"}, "notes": ["dropped 1 row"], "interactions": 75}  # fmt: skip
+    assert _public("data", recommender) == {"source": {"data": "log.csv", "item_features": "items.csv",
+                                                       "user_col": "user"}, "notes": ["dropped 1 row"],
+                                            "interactions": 75}  # fmt: skip
+    assert _public("data", {"origin": "/srv/secret/pairs.csv", "path": "/srv/x.csv", "sha256": "ab"}) == {
+        "origin": "pairs.csv", "sha256": "ab"}
+    assert _public("data", {"source": "dataset:wordnet_topics"}) == {"source": "dataset:wordnet_topics"}
+    members = {"members": [{"path": "members/00", "source": "/srv/secret/m", "weight": 1.0}]}
+    assert _public("ensemble", members) == {"members": [{"path": "members/00", "source": "m", "weight": 1.0}]}
+
+
+def test_the_config_hash_is_the_served_models(model_dir: Path, tmp_path: Path) -> None:
+    """Read on every request, it named a folder replaced under the server, or failed with a 500 once deleted."""
+    from attend.io import sha256_file
+
+    served = copy_model(model_dir, tmp_path)
+    expected = sha256_file(served / "config.json")
+    with TestClient(create_app(load(served), ServeSettings())) as client:
+        shutil.rmtree(served)
+        answer = client.get("/v1/model")
+    assert answer.status_code == 200 and answer.json()["version"]["config_sha256"] == expected

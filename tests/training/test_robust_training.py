@@ -339,3 +339,15 @@ def test_auto_refuses_an_ignored_setting_before_planning(tmp_path: Path, planted
     with pytest.raises(ValueError, match=r"augment_rate=0\.3 has no effect without augment"):
         train(planted_csv, tmp_path / "m", model="auto", args={"augment_rate": 0.3})
     assert not (tmp_path / "m").exists() and not list(tmp_path.glob(".m*"))
+
+
+def test_rdrop_on_a_model_without_dropout_is_refused(tmp_path: Path) -> None:
+    """Both passes were the same: a KL term of 0 at twice the cost of a step, without a word."""
+    args = TrainingArgs(**FAST, epochs=1, rdrop=1.0)
+    with pytest.raises(ValueError, match=r"rdrop=1 compares two passes .* every dropout of this model is 0"):
+        Trainer(ClassificationTask(_planted(40), model_options={**SMALL, "dropout": 0.0}), args).fit(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    from attend.models import build
+    from attend.training.trainer import _has_dropout
+
+    assert _has_dropout(build({"model_type": "encoder", "num_labels": 2, "vocab_size": 50, **SMALL}))

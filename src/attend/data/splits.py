@@ -150,6 +150,10 @@ def held_out(
     description (its figure is not a held-out one), as ``attend evaluate`` says it.
     """
     if data is not None:
+        named = not isinstance(data, LabelledTexts) and not Path(data).exists()  # a bundled dataset's name
+        if (text_col or label_col) and (isinstance(data, LabelledTexts) or named):
+            raise ValueError(f"text_col/label_col (--text-col, --label-col) name a data file's columns; {data!s:.60} "
+                             "is not a file (a bundled dataset or loaded texts have their own)")  # fmt: skip
         if isinstance(data, LabelledTexts):
             dataset = data
         else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -224,8 +225,12 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
                                         "it another file? (nothing in it was changed)") from None  # fmt: skip
                     existing._add(record[0], top)
                 kept = ends[reader.line_num]
-        except csv.Error:  # a quoted field cut off by the interruption
-            pass
+        except csv.Error:
+            # A quoted field cut off by the interruption raises once every line is read (the end of
+            # data); before that the row is malformed, and cutting there would drop the rows after it.
+            if reader.line_num < len(lines):
+                raise DataError(f"{path}: row {existing.rows + 1} is not a CSV row attend writes; is it another "
+                                "file? (nothing in it was changed)") from None  # fmt: skip
     existing.kept, existing.size = kept, len(data)
     return existing
 
@@ -389,20 +394,40 @@ def open_output(path: str | os.PathLike[str], *, resume: bool, fmt: str) -> tupl
     existing = read_existing(path, fmt) if resume and path.exists() else ExistingOutput(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a", encoding="utf-8", newline="")
-    return _CutFirst(handle, existing), existing, existing.kept == 0  # type: ignore[return-value]
+    return _CutFirst(handle, existing), existing, existing.kept == 0
 
 
-class _CutFirst:
+class _CutFirst(io.TextIOBase):
     """An output file opened for appending that cuts off the interrupted row before its first write
     (so a caller's checks run on the file as it was, and a caller that skips them still appends
-    after whole rows; O_APPEND writes land at the end the cut left)."""
+    after whole rows; O_APPEND writes land at the end the cut left). A text file: ``with``,
+    ``writelines`` and ``print(file=...)`` work as on the file itself."""
 
     def __init__(self, handle: IO[str], existing: ExistingOutput) -> None:
-        self.handle, self.existing = handle, existing
+        super().__init__()
+        self._handle, self._existing = handle, existing
+
+    def writable(self) -> bool:
+        return True
 
     def write(self, text: str) -> int:
-        self.existing.cut()
-        return self.handle.write(text)
+        self._existing.cut()
+        return self._handle.write(text)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.handle, name)
+    def writelines(self, lines: Iterable[str]) -> None:  # type: ignore[override]
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def fileno(self) -> int:
+        return self._handle.fileno()
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()  # flushes, then marks this closed
+            self._handle.close()

@@ -195,13 +195,31 @@ def _served_weights(config: dict[str, Any], backend: str) -> str | None:
 
 
 def _public(key: str, value: Any) -> Any:
-    """A config entry as ``/v1/model`` shows it: the training data's folders stay on the server (its
-    file's name is kept; a bundled dataset's ``dataset:NAME`` too)."""
-    if key == "data" and isinstance(value, dict):
-        shown = {k: v for k, v in value.items() if k != "path"}
-        if isinstance(shown.get("source"), str) and not shown["source"].startswith("dataset:"):
-            shown["source"] = Path(shown["source"]).name
-        return shown
+    """A config entry as ``/v1/model`` shows it: the server's folders stay on the server. A file the
+    data came from (a classifier's ``source``, a translator's ``origin``, a recommender's log and
+    item features) and an ensemble member's ``source`` are shown by file name; a bundled dataset's
+    ``dataset:NAME`` as it is."""
+    if key == "data":
+        return _file_names(value, drop=("path",))
+    if key == "ensemble" and isinstance(value, dict) and isinstance(value.get("members"), list):
+        members = [{**m, "source": _file_names(m.get("source"))} if isinstance(m, dict) else m
+                   for m in value["members"]]  # fmt: skip  (each member's "path" is inside the directory)
+        return {**value, "members": members}
+    return value
+
+
+#: The config keys whose string values name a data file (at any depth of the ``data`` entry).
+FILE_KEYS = ("source", "origin", "data", "item_features")
+
+
+def _file_names(value: Any, drop: tuple[str, ...] = ()) -> Any:
+    """``value`` (a config entry, or one file's name) with each file named by a path reduced to the
+    file's name: the value itself when a string, else those under :data:`FILE_KEYS`, recursively."""
+    if isinstance(value, dict):
+        return {k: _file_names(v) if k in FILE_KEYS or isinstance(v, dict) else v
+                for k, v in value.items() if k not in drop}  # fmt: skip
+    if isinstance(value, str) and not value.startswith("dataset:") and ("/" in value or "\\" in value):
+        return Path(value.replace("\\", "/")).name
     return value
 
 
@@ -281,6 +299,11 @@ def create_app(
 
     app.include_router(routes.router)
 
+    config_hash = None  # hashed once: the folder may change under a running server (train --overwrite)
+    if runtime is not None and runtime.path is not None:
+        with contextlib.suppress(OSError):
+            config_hash = sha256_file(runtime.path / "config.json")
+
     @app.get("/v1/model", response_model=ModelInfo)
     async def model_info() -> ModelInfo:
         """The model: name, task, runtime, config, versions, test metrics, limits (and the apps mounted)."""
@@ -301,7 +324,7 @@ def create_app(
                 "trained_with": config.get("attend_version"),
                 "weights_sha256": _served_weights(config, runtime.backend),
                 # config.json records every file's hash (an ensemble's members too): one id for all of it
-                "config_sha256": sha256_file(runtime.path / "config.json") if runtime.path is not None else None,
+                "config_sha256": config_hash,
             },
             metrics=stored if isinstance(stored, dict) else None,
             limits=limits,

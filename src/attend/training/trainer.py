@@ -502,6 +502,18 @@ def check_settings(args: TrainingArgs) -> None:
         raise ValueError(f"augment_probability=0 perturbs no example: augment={args.augment!r} would have no effect")
 
 
+def _has_dropout(network: nn.Module) -> bool:
+    """Whether some dropout of ``network`` is above 0 (a dropout layer, or an attention module's
+    ``dropout`` probability)."""
+    for module in network.modules():
+        if isinstance(module, nn.Dropout) and module.p > 0:
+            return True
+        rate = getattr(module, "dropout", None)
+        if isinstance(rate, float) and rate > 0:
+            return True
+    return False
+
+
 def _adversary(network: nn.Module, args: TrainingArgs) -> EmbeddingAdversary | None:
     if not args.adversarial:
         return None
@@ -828,6 +840,9 @@ class Trainer:
         torch.manual_seed(args.seed)
         network = build(config_dict)
         task.init_model(network)
+        if args.rdrop and not _has_dropout(network):  # both passes would be the same: a zero term at twice the cost
+            raise ValueError(f"rdrop={args.rdrop:g} compares two passes with different dropout, but every dropout of "
+                             "this model is 0; set a model dropout (--config), or leave --rdrop out")  # fmt: skip
         optimiser = _optimiser(network, args)
         state = _State()
         checkpoint_dir, best_dir = work / "checkpoint", work / "best"
