@@ -46,3 +46,37 @@ def test_the_whole_dataset_is_trained_by_name_so_its_splits_rebuild(monkeypatch:
     with pytest.raises(Stop):
         main(out="unused", limit=300)
     assert not isinstance(given[1], str) and len(given[1]) <= 300  # a sample: handed over as loaded texts
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", "0"], "--epochs: 0 must be at least 1"),  # ran the full demo: 0 read as "not given"
+        (["--limit", "0"], "--limit: 0 must be at least 1"),
+        (["--limit", "5", "--epochs", "1"], "--limit 5: a sample this small leaves"),  # an IndexError traceback
+        (["--attention", "--limit", "5"], "--limit: the --attention demonstration trains nothing"),  # ignored
+    ],
+)
+def test_demo_options_are_checked(argv: list[str], message: str, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from attend.cli import main as cli
+
+    try:
+        code = cli(["demo", "--out", str(tmp_path / "d"), *argv] if "--attention" not in argv else ["demo", *argv])
+    except SystemExit as exc:  # argparse's own refusal
+        code = exc.code
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_an_interrupted_demo_says_how_to_start_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said 'run the same command with --resume', an option the demo does not have."""
+    import attend.demo
+    from attend.training import TrainingInterrupted
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise TrainingInterrupted("interrupted at step 3; run the same command with --resume to continue")
+
+    monkeypatch.setattr(attend.demo, "train", interrupted)
+    with pytest.raises(TrainingInterrupted, match=r"^the demo was interrupted before writing x; `attend demo` starts"):
+        main(out="x", limit=300)

@@ -32,6 +32,10 @@ class UsageError(Exception):
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.attention:
+        given = [flag for flag, value in (("--limit", args.limit), ("--epochs", args.epochs)) if value is not None]
+        if given or args.out != "runs/demo":
+            raise UsageError(f"{', '.join(given) or '--out'}: the --attention demonstration trains nothing and writes "
+                             "nothing; leave it out")  # fmt: skip
         from attend.attention_demo import main as attention_demo
 
         return attention_demo(seed=args.seed)
@@ -766,8 +770,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = verbs.add_parser("demo", help="train, evaluate and explain an attention model on real data")
     demo.add_argument("--seed", type=seed_number, default=0, help="seed for every random number generator (default 0)")
     demo.add_argument("--out", default="runs/demo", help="model directory to write (default runs/demo)")
-    demo.add_argument("--limit", type=int, help="use a seeded sample of N examples (a quicker run)")
-    demo.add_argument("--epochs", type=int, help="override the demo's epochs")
+    demo.add_argument("--limit", type=positive_int, help="use a seeded sample of N examples (a quicker run)")
+    demo.add_argument("--epochs", type=positive_int, help="override the demo's epochs")
     demo.add_argument("--attention", action="store_true", help="instead, the toy attention-core demonstration")
     demo.set_defaults(func=_cmd_demo)
 
@@ -942,7 +946,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("model_dir")
     exp.add_argument("--onnx", required=True, metavar="OUT_DIR", help="ONNX model directory to write")
     exp.add_argument("--attentions", action="store_true", help="also output every layer's attention maps")
-    exp.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    exp.add_argument("--opset", type=int, help="ONNX opset, 18-22 (default: the exporter's, 20)")
     exp.add_argument(
         "--unpad", action="store_true", help="layers on real tokens only (MiniLM, encoder): faster on mixed lengths"
     )

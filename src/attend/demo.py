@@ -17,7 +17,7 @@ from typing import Any
 from attend.data.datasets import load_dataset
 from attend.data.readers import LabelledTexts, stratified_split
 from attend.runtime import TextClassifier, load
-from attend.training import TrainingArgs, train
+from attend.training import TrainingArgs, TrainingInterrupted, train
 
 #: The demo's model: small enough for a few minutes of CPU, attention pooling to explain with.
 DEMO_MODEL = {"dim": 128, "num_layers": 2, "num_heads": 4, "pooling": "attention", "dropout": 0.1}
@@ -51,6 +51,8 @@ def main(*, seed: int = 0, out: str = "runs/demo", limit: int | None = None, epo
     print("attend demo: an attention model trained, evaluated and explained on real data\n")
     dataset = load_dataset("wordnet_topics")
     texts, labels = dataset.texts, dataset.labels
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit {limit}: must be at least 1 (a seeded sample of that many examples)")
     if limit is not None and limit < len(texts):
         keep = sorted(random.Random(seed).sample(range(len(texts)), limit))  # the file is sorted by topic
         texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
@@ -60,18 +62,25 @@ def main(*, seed: int = 0, out: str = "runs/demo", limit: int | None = None, epo
             kept = [i for i, label in enumerate(labels) if label not in rare]
             print(f"(sample of {limit}: leaving out {len(rare)} topic(s) with fewer than 3 examples in it)")
             texts, labels = [texts[i] for i in kept], [labels[i] for i in kept]
+    if len(set(labels)) < 2:  # every topic of a tiny sample has fewer than 3 examples: nothing left to learn
+        raise ValueError(f"--limit {limit}: a sample this small leaves {len(set(labels))} topic(s) with 3 examples "
+                         "or more; give a larger --limit (e.g. 300)")  # fmt: skip
     data = LabelledTexts(texts=texts, labels=[[label] for label in labels], lines=list(range(1, len(texts) + 1)),
                          source="dataset:wordnet_topics")  # fmt: skip
     print(f"data: WordNet 3.0 noun definitions -> {len(set(labels))} topics, {len(texts)} examples")
     print(f"      ({dataset.info.licence.split(':')[0]})\n")
 
-    training = TrainingArgs(**{**DEMO_TRAINING, "seed": seed, **({"epochs": epochs} if epochs else {})})
+    training = TrainingArgs(**{**DEMO_TRAINING, "seed": seed, **({"epochs": epochs} if epochs is not None else {})})
     start = time.perf_counter()
     # The whole dataset goes by name (the same texts, labels and order as `data`), so the model records a
     # source its splits rebuild from: quantize, prune, export and robustness then use its own test split.
     whole = len(texts) == len(dataset.texts)
-    result = train("wordnet_topics" if whole else data, out, model="encoder", model_options=DEMO_MODEL, args=training,
-                   overwrite=True)  # fmt: skip
+    try:
+        result = train("wordnet_topics" if whole else data, out, model="encoder", model_options=DEMO_MODEL,
+                       args=training, overwrite=True)  # fmt: skip
+    except TrainingInterrupted:  # its own message says "--resume", which the demo does not take
+        raise TrainingInterrupted(f"the demo was interrupted before writing {out}; `attend demo` starts it again "
+                                  "(the partial run beside it is discarded then)") from None  # fmt: skip
     minutes = (time.perf_counter() - start) / 60
     print(f"\ntrained a {DEMO_MODEL['num_layers']}-layer attention encoder in {minutes:.1f} min")
     print(result.report)

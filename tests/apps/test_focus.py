@@ -516,10 +516,12 @@ def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, cap
     assert again["repeated"] and again["updates"] == 1
     assert main(["focus", "feedback", "--db", db, "zzz", "pass"]) == 2
     assert "no message 'zzz'" in capsys.readouterr().err
-    for bad in (["--minutes", "inf"], ["--minutes", "0"], ["--until", "tomorrow"], ["--minutes", "1e-9"]):
+    for bad in (["--minutes", "inf"], ["--minutes", "0"], ["--until", "tomorrow"], ["--minutes", "1e-9"],
+                ["--until", "1999-01-01T00:00"]):  # fmt: skip
         assert main(["focus", "start", "--db", str(tmp_path / "other.db"), "--task", TASK, *bad]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {bad[0]}"), err  # 1e-9 minutes blamed an --until never given
+        assert not list(tmp_path.glob("other.db*"))  # a refused start made an empty database ("no session yet")
     assert main(["focus", "triage", "--task", TASK, "--messages", str(data), "--threads", "-1"]) == 2
     assert "--threads -1" in capsys.readouterr().err
     assert main(["focus", "status", "--db", db, "--json"]) == 0

@@ -563,3 +563,11 @@ def test_real_tatoeba() -> None:
         assert len(data) == DATASETS[name].num_examples
         assert len(set(zip(data.sources, data.targets, strict=True))) == len(data)
         assert all(text and text == " ".join(text.split()) for text in data.sources + data.targets)
+
+
+def test_a_dataset_of_another_task_names_the_command_that_trains_on_it() -> None:
+    """`attend train movielens_100k` pointed a command-line user at load_interactions() in Python."""
+    from attend.data.datasets import DatasetError, load_dataset
+
+    with pytest.raises(DatasetError, match=r"train on it with `attend recommend train movielens_100k --out DIR`"):
+        load_dataset("movielens_100k")

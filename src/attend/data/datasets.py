@@ -430,19 +430,19 @@ def _info(name: str) -> DatasetInfo:
 
 #: What a data set of each task holds, and the function that loads it.
 _KINDS = {
-    "classification": ("labelled text", "load_dataset"),
-    "recommendation": ("an interaction log", "load_interactions"),
-    "translation": ("parallel text (sentence pairs)", "load_parallel"),
+    "classification": ("labelled text", "load_dataset", "attend train {name} --out DIR"),
+    "recommendation": ("an interaction log", "load_interactions", "attend recommend train {name} --out DIR"),
+    "translation": ("parallel text (sentence pairs)", "load_parallel", "attend train {name} --model seq2seq --out DIR"),
 }
 
 
 def _require_task(info: DatasetInfo, task: str) -> None:
-    """Refuse a data set of another task, naming the loader that reads it."""
+    """Refuse a data set of another task, naming the command that trains on it and the loader that reads it."""
     if info.task != task:
-        kind, loader = _KINDS[info.task]
+        kind, loader, command = _KINDS[info.task]
         raise DatasetError(
-            f"{info.name} is {kind} for {info.task}, not {_KINDS[task][0]}; load it with {loader}() "
-            "from attend.data.datasets"
+            f"{info.name} is {kind} for {info.task}, not {_KINDS[task][0]}; train on it with "
+            f"`{command.format(name=info.name)}` (from Python: {loader}() in attend.data.datasets)"
         )
 
 

@@ -220,10 +220,8 @@ def check_labels_to_learn(dataset: LabelledTexts, multi_label: bool) -> None:
     """A single-label classifier needs two labels to choose between (multi-label tags may be one)."""
     names = dataset.label_names
     if not multi_label and len(names) < 2:
-        raise DataError(
-            f"{dataset.source}: every example has the label {names[0]!r}; a classifier needs at least two "
-            "labels to learn to tell apart"
-        )
+        said = f"every example has the label {names[0]!r}" if names else "no example has a label"
+        raise DataError(f"{dataset.source}: {said}; a classifier needs at least two labels to learn to tell apart")
 
 
 #: Model fields the task sets from the data: the labels, and the tokenizer's vocabulary.
