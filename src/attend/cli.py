@@ -650,7 +650,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         kept = budget["fp32_groups"]
         which = f" (number{'s' if len(kept) > 1 else ''} {', '.join(map(str, kept))})" if kept else ""
         over = "" if budget["within_budget"] else " (over budget with every one kept)"
-        print(f"  budget {budget['max_loss_points']:g} points on the dev split ({budget['dev_examples']} examples): "
+        print(f"  budget {budget['max_loss_points']:g} points on the {budget['dev_data']}: "
               f"{len(kept)} of {budget['group_count']} {budget['groups']}s kept fp32{which}; dev loss "
               f"{budget['dev_loss_points']:+.2f} points{over}")  # fmt: skip
     serve = []

@@ -388,8 +388,9 @@ def quantize(
             quantize_onnx_file(onnx_dir / ONNX_FILE, onnx_dir / INT8_FILE)
         else:
             hint = "--max-loss searches on the dev split: dev_data=, --dev-data FILE"
-            dev, _ = held_out(onnx_dir, onnx_config, dev_data, "dev", hint=hint, **columns)
+            dev, dev_described = held_out(onnx_dir, onnx_config, dev_data, "dev", hint=hint, **columns)
             budget = _budgeted_int8(onnx_dir, dev, max_loss, threads, batch_size, progress)
+            budget["dev_data"] = dev_described  # says when --dev-data holds texts the model trained on
         int8_hash = sha256_file(onnx_dir / INT8_FILE)
         onnx_config["files"] = {**dict(onnx_config.get("files") or {}), INT8_FILE: int8_hash}
         onnx_config["onnx"]["int8"] = {
