@@ -664,9 +664,10 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 def _data_columns(args: argparse.Namespace) -> dict[str, str | None]:
     """``--text-col``/``--label-col`` of --data and --dev-data (None: the columns the model was trained from)."""
-    if (args.text_col or args.label_col) and not (args.data or args.dev_data):
-        raise UsageError("--text-col and --label-col name the columns of --data / --dev-data; give one (the model's "
-                         "own splits are read as it was trained)")  # fmt: skip
+    files = [given for given in (args.data, args.dev_data) if given and Path(given).is_file()]
+    if (args.text_col or args.label_col) and not files:
+        raise UsageError("--text-col and --label-col name the columns of a --data / --dev-data file; give one (the "
+                         "model's own splits, and a bundled dataset, have their own)")  # fmt: skip
     return {"text_col": args.text_col, "label_col": args.label_col}
 
 

@@ -534,6 +534,7 @@ def test_the_model_route_keeps_the_servers_folders_to_itself() -> None:
     assert _public("data", {"origin": "/srv/secret/pairs.csv", "path": "/srv/x.csv", "sha256": "ab"}) == {
         "origin": "pairs.csv", "sha256": "ab"}
     assert _public("data", {"source": "dataset:wordnet_topics"}) == {"source": "dataset:wordnet_topics"}
+    assert _public("data", {"source": "corpus v2/3 (cleaned)"}) == {"source": "corpus v2/3 (cleaned)"}  # no path
     members = {"members": [{"path": "members/00", "source": "/srv/secret/m", "weight": 1.0}]}
     assert _public("ensemble", members) == {"members": [{"path": "members/00", "source": "m", "weight": 1.0}]}
 

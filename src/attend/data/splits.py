@@ -144,16 +144,13 @@ def held_out(
     """Labelled examples to judge a model on, and a description of them.
 
     ``data`` wins when given (a file, a bundled dataset name, or loaded texts; ``text_col`` and
-    ``label_col`` name a file's columns, by default the ones the model was trained from); otherwise
+    ``label_col`` name a file's columns, by default the ones the model was trained from, and a
+    dataset or loaded texts have their own); otherwise
     the model's own ``split``, rebuilt from its config. An empty test split (``test_fraction=0``)
     falls back to dev. Given data that holds texts of the model's training split is said so in the
     description (its figure is not a held-out one), as ``attend evaluate`` says it.
     """
     if data is not None:
-        named = not isinstance(data, LabelledTexts) and not Path(data).exists()  # a bundled dataset's name
-        if (text_col or label_col) and (isinstance(data, LabelledTexts) or named):
-            raise ValueError(f"text_col/label_col (--text-col, --label-col) name a data file's columns; {data!s:.60} "
-                             "is not a file (a bundled dataset or loaded texts have their own)")  # fmt: skip
         if isinstance(data, LabelledTexts):
             dataset = data
         else:

@@ -218,9 +218,18 @@ def _file_names(value: Any, drop: tuple[str, ...] = ()) -> Any:
     if isinstance(value, dict):
         return {k: _file_names(v) if k in FILE_KEYS or isinstance(v, dict) else v
                 for k, v in value.items() if k not in drop}  # fmt: skip
-    if isinstance(value, str) and not value.startswith("dataset:") and ("/" in value or "\\" in value):
-        return Path(value.replace("\\", "/")).name
+    if isinstance(value, str) and not value.startswith("dataset:") and _is_path(value):
+        return Path(value).name
     return value
+
+
+def _is_path(value: str) -> bool:
+    """Whether a recorded source names a file by a path with folders in it: an absolute one, or one
+    that is a file here (a free-text source such as "corpus v2/3 (cleaned)" is neither)."""
+    try:
+        return Path(value).name != value and (os.path.isabs(value) or Path(value).exists())
+    except (OSError, ValueError):
+        return False
 
 
 def create_app(

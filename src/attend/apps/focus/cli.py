@@ -8,13 +8,11 @@ Thin shells over :mod:`attend.apps.focus.service`; input a user can fix raises `
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from attend.config import port_number, row_id
@@ -128,18 +126,16 @@ def _print(args: argparse.Namespace, value: Any, text: str) -> None:
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
-    allow, until = _allow(args.allow), _until(args)  # checked before a database is made
-    fresh = not Path(args.db).exists()
+    from attend.apps.focus.assistant import Session
+    from attend.apps.focus.store import now_iso, session_end
+
+    # Bad input is refused before the database is opened, so a refused start makes no empty one
+    # ("no session yet" where "no database there" was meant).
+    allow, until = _allow(args.allow), _until(args)
+    session_end(until, now_iso())
+    Session(args.task, tuple(allow))
     service = _service(args)
-    try:
-        session = service.start(args.task, allow=allow, until=until)
-    except Exception:
-        service.close()
-        if fresh:  # a refused start leaves no empty database behind (status then said "no session yet")
-            for suffix in ("", "-journal", "-wal", "-shm", ".lock"):
-                with contextlib.suppress(OSError):
-                    Path(args.db + suffix).unlink()
-        raise
+    session = service.start(args.task, allow=allow, until=until)
     service.close()
     until = f" until {session['ends_at']}" if session["ends_at"] else ""
     _print(args, session, f"focus session {session['id']} started{until}: {session['task']}")

@@ -85,6 +85,27 @@ person_table = sa.Table(
 )
 
 
+
+def session_end(ends_at: str | None, started: str) -> str | None:
+    """``--until`` as the stored ISO time, checked against the start ``started``.
+
+    Raises:
+        ValueError: not an ISO time, not after the start, or more than a week after it (bad input,
+            not a state conflict: callers check it before they open a database).
+    """
+    if ends_at is None:
+        return None
+    try:
+        end = _parse_local(ends_at)
+    except ValueError:
+        raise ValueError(f"--until {ends_at!r} is not an ISO time such as 2026-12-03T17:30+01:00") from None
+    if end <= _parse(started):
+        raise ValueError(f"--until {ends_at!r} is not after the start ({started})")
+    if end - _parse(started) > MAX_SESSION:
+        raise ValueError(f"--until {ends_at!r} is more than a week after the start ({started}): a focus "
+                         "session lasts at most a week")  # fmt: skip
+    return end.isoformat(timespec="seconds")
+
 class SessionError(ValueError):
     """A session command that does not fit the database's state (none running, one already running)."""
 
@@ -177,17 +198,7 @@ class FocusStore:
         if not task or not task.strip():
             raise SessionError("task is empty: describe what you are working on")
         started = at or now_iso()
-        if ends_at is not None:  # bad input (ValueError), not a state conflict (SessionError)
-            try:
-                end = _parse_local(ends_at)
-            except ValueError:
-                raise ValueError(f"--until {ends_at!r} is not an ISO time such as 2026-12-03T17:30+01:00") from None
-            if end <= _parse(started):
-                raise ValueError(f"--until {ends_at!r} is not after the start ({started})")
-            if end - _parse(started) > MAX_SESSION:
-                raise ValueError(f"--until {ends_at!r} is more than a week after the start ({started}): a focus "
-                                 "session lasts at most a week")  # fmt: skip
-            ends_at = end.isoformat(timespec="seconds")
+        ends_at = session_end(ends_at, started)
         running = self.active_session(at=started)
         if running is not None:
             raise SessionError(f"session {running['id']} is still running (task: {running['task'][:60]!r}); "
