@@ -213,6 +213,7 @@ class _Member:
     multi_label: bool
     model_type: str
     given_as: str
+    identity: str | None = None  # :func:`_identity` of its config.json
 
 
 def _weights(weights: Sequence[float] | None, count: int) -> list[float]:
@@ -249,7 +250,8 @@ def _plain_members(path: Path, weight: float, given_as: str) -> list[_Member]:
         raise ModelDirError(f"{path / 'config.json'} lacks the 'model' and 'labels' entries of an attend model")
     model = artifact.config["model"]
     return [_Member(path=path, weight=weight, labels=read_labels(artifact), multi_label=bool(model.get("multi_label")),
-                    model_type=str(model.get("model_type", "model")), given_as=given_as)]  # fmt: skip
+                    model_type=str(model.get("model_type", "model")), given_as=given_as,
+                    identity=_identity(artifact.config))]  # fmt: skip
 
 
 def _check_compatible(members: list[_Member]) -> None:
@@ -301,7 +303,7 @@ def make_ensemble(
         plain += _plain_members(Path(path), weight, str(path))
     seen: dict[str, Path] = {}
     for member in plain:  # the same weights twice: a weight of 2 said another way
-        key = _identity(member.path) or str(member.path.resolve())
+        key = member.identity or str(member.path.resolve())
         if key in seen:
             raise ValueError(f"{member.path} and {seen[key]} are the same model; give each model once (--weights "
                              "weighs one more than another)")  # fmt: skip
@@ -321,17 +323,11 @@ def make_ensemble(
     return {"out_dir": str(published), "labels": labels, "multi_label": plain[0].multi_label, "members": entries}
 
 
-def _identity(path: Path) -> str | None:
+def _identity(config: dict[str, Any]) -> str | None:
     """What makes a member the model it is: the SHA-256 of the weights its ``config.json`` records
     (an ONNX directory's: the weights it was exported from, so a model and its export are one
     model), and its labels in their order (the same weights with the outputs named otherwise are
     another model); None where it records none."""
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(config, dict):
-        return None
     files = config.get("files")
     found = (files.get("model.safetensors") if isinstance(files, dict) else None) or config.get("weights_sha256")
     onnx = config.get("onnx")

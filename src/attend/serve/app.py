@@ -218,7 +218,7 @@ def _file_names(value: Any, drop: tuple[str, ...] = ()) -> Any:
     if isinstance(value, dict):
         return {k: _file_names(v) if k in FILE_KEYS or isinstance(v, dict) else v
                 for k, v in value.items() if k not in drop}  # fmt: skip
-    if isinstance(value, str) and not value.startswith("dataset:") and _is_path(value):
+    if isinstance(value, str) and _is_path(value):  # "dataset:NAME" is no path: kept as it is
         return Path(value).name
     return value
 

@@ -1198,7 +1198,7 @@ def _resumed_args(out: Path, recorded: dict[str, Any], given: TrainingArgs,
         raise DataError(f"{out}: --resume continues the interrupted run with its own options; these differ: "
                         f"{'; '.join(changed)}. Leave them out, or start again with --overwrite")  # fmt: skip
     # What may change changes only when given: --threads left out keeps the interrupted run's.
-    kept = {key: now[key] for key in RESUME_MAY_CHANGE if key in options or key == "stop_after_steps"}
+    kept = {key: now[key] for key in RESUME_MAY_CHANGE if key in options}
     return TrainingArgs.from_dict({**recorded, **kept})
 
 

@@ -85,7 +85,6 @@ person_table = sa.Table(
 )
 
 
-
 def session_end(ends_at: str | None, started: str) -> str | None:
     """``--until`` as the stored ISO time, checked against the start ``started``.
 
@@ -105,6 +104,7 @@ def session_end(ends_at: str | None, started: str) -> str | None:
         raise ValueError(f"--until {ends_at!r} is more than a week after the start ({started}): a focus "
                          "session lasts at most a week")  # fmt: skip
     return end.isoformat(timespec="seconds")
+
 
 class SessionError(ValueError):
     """A session command that does not fit the database's state (none running, one already running)."""

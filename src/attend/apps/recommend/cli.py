@@ -20,14 +20,11 @@ __all__ = ["add_serve_options", "format_evaluation", "format_top", "register_cli
 
 def format_evaluation(report: dict[str, Any]) -> str:
     """The model's test figures and every baseline's, one row each."""
-    from attend.training.tasks.recommendation import figure_cell, repeat_targets_note
+    from attend.training.tasks.recommendation import figure_table, repeat_targets_note
 
     keys = list(report["metrics"])
     lines = [f"{report['model']} on the {report.get('split') or 'test'} split: {report.get('protocol') or ''}", "",
-             f"{'':14}" + "".join(f"{k:>10}" for k in keys),
-             f"{report['model']:14}" + "".join(figure_cell(report['metrics'][k]) for k in keys)]  # fmt: skip
-    for name, row in report["baselines"].items():
-        lines.append(f"{name:14}" + "".join(figure_cell(row.get(k)) for k in keys))
+             *figure_table(report["model"], report["metrics"], report["baselines"], keys)]  # fmt: skip
 
     repeats = report.get("repeat_targets") or {}
     note = repeat_targets_note(repeats.get("targets"), repeats.get("users"), repeats.get("top_hr@10"))

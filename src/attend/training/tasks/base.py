@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -145,3 +146,21 @@ def fingerprint(parts: Iterable[tuple[str, Iterable[Any]]]) -> str:
             digest.update(json.dumps(item, ensure_ascii=False).encode("utf-8"))
             digest.update(b"\x1e")
     return digest.hexdigest()
+
+
+def check_model_fields(model_type: str, given: dict[str, Any], *, from_data: Sequence[str] = (),
+                       task_options: Sequence[str] = ()) -> None:  # fmt: skip
+    """Refuse model options that are no field of ``model_type``'s config, naming the fields one may
+    set (the config's less ``from_data``, which the task sets from the data, plus the task's own
+    ``task_options``), then a value of the wrong type or range; before any data is read.
+
+    ``given``: the options less the task's own and ``model_type``.
+    """
+    from attend.models import MODELS, config_from_dict
+
+    fields = {f.name for f in dataclasses.fields(MODELS[model_type][0])}
+    unknown = sorted(set(given) - fields)
+    if unknown:
+        raise ValueError(f"unknown {model_type!r} model field(s) {unknown}; known: "
+                         f"{sorted(fields - set(from_data)) + list(task_options)}")  # fmt: skip
+    config_from_dict({**given, "model_type": model_type})

@@ -45,7 +45,7 @@ from attend.data.readers import DataError
 from attend.io import save_tensors
 from attend.training.baselines import bias_offsets, ctr_baselines, sequential_baselines
 from attend.training.ranking import ctr_metrics, ranking_metrics, target_ranks
-from attend.training.tasks.base import Task, fingerprint, register_task
+from attend.training.tasks.base import Task, check_model_fields, fingerprint, register_task
 
 if TYPE_CHECKING:
     from attend.io import ArtifactWriter
@@ -244,7 +244,6 @@ class _RecommendationTask(Task):
     def _check_options(self) -> None:
         """Refuse a bad model option before any data is read, naming it (``max_length: 0`` looped until
         memory ran out; ``num_items`` replaced the catalogue's size and crashed at the first lookup)."""
-        from attend.models import MODELS, config_from_dict
         from attend.models.items import FUSIONS
 
         from_data = sorted(set(self.model_options) & set(FROM_THE_DATA))
@@ -258,12 +257,7 @@ class _RecommendationTask(Task):
         if given.pop("model_type", self.model_type) != self.model_type:
             raise ValueError(f"model_type={self.model_options['model_type']!r} in the options of a "
                              f"{self.model_type!r} recommender; choose the model with --model")  # fmt: skip
-        fields = {f.name for f in dataclasses.fields(MODELS[self.model_type][0])} - {"model_type"}
-        unknown = sorted(set(given) - fields)
-        if unknown:  # the fields one may set: the model's less those the data sets, and the task's own
-            raise ValueError(f"unknown {self.model_type!r} model field(s) {unknown}; known: "
-                             f"{sorted(fields - set(FROM_THE_DATA)) + list(TASK_OPTIONS)}")  # fmt: skip
-        config_from_dict({**given, "model_type": self.model_type})  # each value's type and range
+        check_model_fields(self.model_type, given, from_data=FROM_THE_DATA, task_options=TASK_OPTIONS)
 
     def _read(self) -> None:
         self.data, self.features = load_log(self.source)
@@ -575,19 +569,23 @@ def ctr_protocol(threshold: float) -> str:
 def format_ranking_report(metrics: dict[str, Any], baselines: dict[str, dict[str, float]], split: str) -> str:
     """The model's figures and every baseline's, one row each, same split."""
     keys = [k for k in ("hr@10", "ndcg@10", "mrr@10", "auc", "gauc", "logloss") if k in metrics]
-    lines = [f"{split} split", f"{'':14}" + "".join(f"{k:>10}" for k in keys)]
-    lines.append(f"{'model':14}" + "".join(figure_cell(metrics[k]) for k in keys))
-    for name, row in baselines.items():
-        if isinstance(row, dict):
-            lines.append(f"{name:14}" + "".join(figure_cell(row.get(k)) for k in keys))
+    lines = [f"{split} split", *figure_table("model", metrics, baselines, keys)]
     repeats = repeat_targets_note(metrics.get("repeat_targets"), metrics.get("users"), metrics.get("top_hr@10"))
     return "\n".join([*lines, *(["", repeats] if repeats else [])])
 
 
-def figure_cell(value: float | None) -> str:
-    """One figure of a report's table, 10 wide; an undefined one (null in metrics.json, e.g. the AUC
-    of a split with one class) is ``n/a``."""
-    return f"{value:>10.4f}" if isinstance(value, int | float) and math.isfinite(value) else f"{'n/a':>10}"
+def figure_table(model: str, metrics: dict[str, Any], baselines: dict[str, Any], keys: Sequence[str]) -> list[str]:
+    """A report's table: a header of ``keys``, then the model's row and each baseline's, 10 wide per
+    figure; an undefined one (null in metrics.json, e.g. the AUC of a split with one class) is ``n/a``."""
+
+    def cell(value: float | None) -> str:
+        return f"{value:>10.4f}" if isinstance(value, int | float) and math.isfinite(value) else f"{'n/a':>10}"
+
+    lines = [f"{'':14}" + "".join(f"{k:>10}" for k in keys), f"{model:14}" + "".join(cell(metrics[k]) for k in keys)]
+    for name, row in baselines.items():
+        if isinstance(row, dict):
+            lines.append(f"{name:14}" + "".join(cell(row.get(k)) for k in keys))
+    return lines
 
 
 def repeat_targets_note(repeats: int | None, users: int | None, top_hr: float | None) -> str | None:

@@ -32,7 +32,7 @@ from attend.data.tokenization import SubwordTokenizer, pad_rows
 from attend.io import sha256_file
 from attend.models.generation import GenerationOptions, Hypothesis, generate
 from attend.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from attend.training.tasks.base import Task, fingerprint, register_task
+from attend.training.tasks.base import Task, check_model_fields, fingerprint, register_task
 from attend.training.translation import bleu_tokenizer, translation_baselines, translation_scores
 
 if TYPE_CHECKING:
@@ -156,13 +156,8 @@ class TranslationTask(Task):
         if from_data:
             raise ValueError(f"model field(s) {from_data} are set from the tokenizer trained on the data; its size is "
                              'the training option vocab_size (--config {"training": {"vocab_size": N}})')  # fmt: skip
-        fields = {f.name for f in dataclasses.fields(Seq2SeqConfig)}
         given = {k: v for k, v in self.model_options.items() if k != "model_type"}
-        unknown = sorted(set(given) - fields)
-        if unknown:  # the fields one may set: the model's less those the data sets, and the task's own
-            known = sorted(fields - set(FROM_THE_DATA)) + list(TASK_OPTIONS)
-            raise ValueError(f"unknown 'seq2seq' model field(s) {unknown}; known: {known}")
-        strict_from_dict(Seq2SeqConfig, given, what="'seq2seq' model")  # the values' types
+        check_model_fields("seq2seq", given, from_data=FROM_THE_DATA, task_options=TASK_OPTIONS)
         self.original_options = options
 
     # --- data ------------------------------------------------------------------------------------
