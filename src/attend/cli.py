@@ -407,16 +407,23 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """TEXT arguments, or --input: a plain text file (one sentence per line) or a table's --source-col;
     with where each came from, for messages ("text 2", "line 3": the file's own line)."""
-    if bool(args.texts) == bool(args.input):
+    if args.texts and args.input:
         raise UsageError("give sentences to translate, or --input FILE, but not both")
+    if not args.texts and not args.input:
+        raise UsageError("give sentences to translate, or --input FILE (--input - reads standard input)")
     if args.texts:
+        if args.source_col not in (None, "source"):
+            raise UsageError(f"--source-col {args.source_col}: reads a column of an --input table; the "
+                             "sentences given on the command line are translated as they are")  # fmt: skip
         return list(args.texts), [f"text {i + 1}" for i in range(len(args.texts))]
     from attend.data.readers import TABLE_SUFFIXES, read_table
 
     path = Path(args.input)
     if args.input != "-" and path.suffix.lower() in TABLE_SUFFIXES:
+        # An empty cell is answered with a blank, as a blank line of a text file is: row N's
+        # translation stays output line N's.
         table = read_table(path, text_col=args.source_col, label_col=None,
-                           columns_hint="choose the column with --source-col")  # fmt: skip
+                           columns_hint="choose the column with --source-col", blank_texts=True)  # fmt: skip
         return table.texts, [f"line {line}" for line in table.lines]
     if args.source_col not in (None, "source"):  # read as plain text: a column would be ignored
         raise UsageError(f"--source-col {args.source_col}: {args.input} is read as plain text, one sentence per "

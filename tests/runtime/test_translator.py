@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from attend.cli import main
+from attend.data.readers import DataError, read_table
 from attend.models.generation import GenerationOptions
 from attend.runtime import Translator, load
 from attend.serve.app import ServeSettings, create_app
@@ -393,6 +394,31 @@ def test_a_line_of_invisible_characters_translates_to_a_blank_line(translator_di
     assert done.returncode == 0, done.stderr
     out = done.stdout.split("\n")
     assert len(out) == 6 and out[1] == out[3] == "" and all(out[i] for i in (0, 2, 4)), out
+
+
+def test_an_empty_cell_of_a_table_translates_to_a_blank_line(translator_dir: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """One empty cell failed the whole file, where a text file's blank line gives a blank line."""
+    table = tmp_path / "in.jsonl"
+    rows = ['{"s": "red cat"}', '{"s": ""}', '{"s": null}', '{"s": " \u200b "}', '{"s": "dog blue"}']
+    table.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert main(["translate", str(translator_dir), "--input", str(table), "--source-col", "s", "--beam", "1"]) == 0
+    out = capsys.readouterr().out.split("\n")
+    assert len(out) == 6 and out[1] == out[2] == out[3] == "" and out[0] and out[4], out
+    assert main(["translate", str(translator_dir), "--input", str(table), "--source-col", "s", "--json"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert [a["translation"] == "" for a in answers] == [False, True, True, True, False]
+    assert answers[1]["score"] is None
+    assert main(["explain", str(translator_dir), "--input", str(table), "--source-col", "s"]) == 0
+    assert capsys.readouterr().out.count("<-") > 0
+    # A training file's empty cell is still an error (the reader keeps them only when asked).
+    with pytest.raises(DataError, match="line 2 has an empty text in column 's'"):
+        read_table(table, text_col="s", label_col=None)
+    # --source-col beside typed sentences was ignored; nothing given says how to read standard input.
+    assert main(["translate", str(translator_dir), "red cat", "--source-col", "s"]) == 2
+    assert "--source-col s: reads a column of an --input table" in capsys.readouterr().err
+    assert main(["translate", str(translator_dir)]) == 2
+    assert "--input - reads standard input" in capsys.readouterr().err
 
 
 def test_explain_numbers_a_bad_typed_sentence_as_translate_does(translator_dir: Path) -> None:

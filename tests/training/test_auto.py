@@ -342,7 +342,7 @@ def test_a_pretrained_model_that_cannot_read_the_data_is_left_out(tmp_path: Path
     assert not (tmp_path / "m").exists()
 
 
-def test_an_interrupted_auto_run_resumes_to_the_same_model(tmp_path: Path) -> None:
+def test_an_interrupted_auto_run_resumes_to_the_same_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = write_csv(tmp_path / "planted.csv", planted_rows(300))
     options = {**FAST, "epochs": 3, "checkpoint_every": 4}
     whole = train_auto(data, tmp_path / "whole", args=options, candidates=["encoder"], log=lambda _: None)
@@ -356,8 +356,10 @@ def test_an_interrupted_auto_run_resumes_to_the_same_model(tmp_path: Path) -> No
     with pytest.raises(DataError, match=r"epochs left out \(the interrupted run had epochs=3\)"):
         train_auto(data, tmp_path / "cut", args={k: v for k, v in options.items() if k != "epochs"},
                    candidates=["encoder"], resume=True, log=lambda _: None)  # fmt: skip
-    # Resumed without the stopping point (and with other threads): the same run, now to the end.
-    resumed = train_auto(data, tmp_path / "cut", args={**options, "threads": 2}, candidates=["encoder"],
+    # Resumed without the stopping point (and with other threads): the same run, now to the end. The
+    # data is the same file named another way (the run was refused as "data='planted.csv'" differing).
+    monkeypatch.chdir(tmp_path)
+    resumed = train_auto("planted.csv", tmp_path / "cut", args={**options, "threads": 2}, candidates=["encoder"],
                          resume=True, log=lambda _: None)  # fmt: skip
     assert resumed.metrics["accuracy"] == whole.metrics["accuracy"]
     assert resumed.metrics["macro_f1"] == whole.metrics["macro_f1"]

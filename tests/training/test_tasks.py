@@ -484,3 +484,17 @@ def test_ctrl_c_while_scoring_the_trained_model_says_resume_finishes_it(picker: 
         Trainer(CtrlCWhileScoring(), stalled).fit(tmp_path / "early")
     resumed = Trainer(Regression(), stalled).fit(tmp_path / "early", resume=True)
     assert len(whole.history) < 6 and len(resumed.history) == len(whole.history)
+
+
+def test_a_resumed_run_may_name_its_files_another_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from attend.training.trainer import comparable
+
+    (tmp_path / "log.csv").write_text("user,item\n1,2\n")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    recorded = {"source": {"data": str(tmp_path / "log.csv"), "item_features": None, "user_col": "user"}}
+    assert comparable(recorded) == comparable({"source": {"data": "../log.csv", "item_features": None,
+                                                          "user_col": "user"}})  # fmt: skip
+    # Another file, a name that is not a file (a dataset's), and other values are compared as they are.
+    assert comparable({"data": "../other.csv"}) != comparable({"data": str(tmp_path / "other.csv")})
+    assert comparable(["movielens_100k", 3, None, "a\0b"]) == ["movielens_100k", 3, None, "a\0b"]

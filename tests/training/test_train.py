@@ -86,8 +86,11 @@ def test_same_seed_same_metrics_and_resume_matches_an_uninterrupted_run(tmp_path
     # "nothing to resume", as --model auto, the default, looked for an auto run).
     resumed = train(planted_csv, tmp_path / "resumed", resume=True)
     assert {key: resumed.metrics[key] for key in RESULT_KEYS} == full
-    with pytest.raises(DataError, match="nothing to resume"):
+    finished = r"nothing to resume: no interrupted training run is writing it \(it holds a finished model"
+    with pytest.raises(DataError, match=finished):
         train(planted_csv, tmp_path / "resumed", model="encoder", model_options=SMALL_ENCODER, resume=True)
+    with pytest.raises(DataError, match=finished):  # said "no interrupted `attend train --model auto` run"
+        train(planted_csv, tmp_path / "resumed", resume=True)
 
 
 def test_class_weights_multi_label_and_bf16(tmp_path: Path) -> None:

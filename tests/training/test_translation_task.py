@@ -49,14 +49,17 @@ def test_copies_of_a_source_stay_in_one_split(translator_dir: Path) -> None:
     assert any(len([r for r in rows if r["source"] == s]) > 1 for s in by_source), "no duplicates: nothing tested"
 
 
-def test_an_interrupted_run_resumes_to_a_working_model(tmp_path: Path) -> None:
+def test_an_interrupted_run_resumes_to_a_working_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = write_csv(tmp_path / "pairs.csv", reverse_pairs(200))
     options = {**TOY_TRANSLATION_ARGS, "epochs": 2}
     with pytest.raises(TrainingInterrupted):
         train_translation(data, tmp_path / "m", model_options=dict(TOY_TRANSLATOR),
                           args=TrainingArgs(**options, stop_after_steps=5))  # fmt: skip
     state = json.loads((tmp_path / ".m.training" / "checkpoint" / "state.json").read_text())["state"]
-    result = train_translation(data, tmp_path / "m", model_options=dict(TOY_TRANSLATOR),
+    # The same file named from another directory resumes (it was refused: "these differ: data=...").
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = train_translation("../pairs.csv", tmp_path / "m", model_options=dict(TOY_TRANSLATOR),
                                args=TrainingArgs(**options), resume=True)  # fmt: skip
     assert result.history[-1]["step"] == 2 * result.history[0]["step"]
     # The resumed epoch's seconds include those before the interruption (they were left out).

@@ -394,8 +394,9 @@ def check_columns(path: str | os.PathLike[str], record: dict[str, Any], wanted: 
         raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, record))}); {hint}")
 
 
-def _row_text(path: Path, line: int, record: dict[str, Any], text_col: str) -> str:
-    """The row's text, checked: a number is a text too; an empty or unusable one is an error."""
+def _row_text(path: Path, line: int, record: dict[str, Any], text_col: str, blank: bool = False) -> str:
+    """The row's text, checked: a number is a text too; an empty or unusable one is an error (with
+    ``blank``, an empty one is kept as it is: the caller answers it with a blank)."""
     if text_col not in record:  # a JSONL line without the key (the first line's columns were checked)
         raise DataError(f"{path}: line {line} has no {text_col!r}")
     text = record.get(text_col)
@@ -407,6 +408,8 @@ def _row_text(path: Path, line: int, record: dict[str, Any], text_col: str) -> s
         raise DataError(f"{path}: line {line} has {type(text).__name__} {text!r:.60} in column {text_col!r}, "
                         "expected text")  # fmt: skip
     problem = text_problem(text or "")
+    if problem is not None and problem.startswith("is an empty text") and blank:
+        return text or ""
     if problem is not None and problem.startswith("is an empty text"):
         invisible = " (only invisible characters)" if text and text.strip() else ""
         raise DataError(f"{path}: line {line} has an empty text{invisible} in column {text_col!r}")
@@ -465,6 +468,7 @@ def read_table(
     fmt: str | None = None,
     columns_hint: str = TEXT_COLUMNS_HINT,
     training: bool = False,
+    blank_texts: bool = False,
 ) -> LabelledTexts:
     """Read labelled texts from a CSV, TSV, JSONL or Parquet file.
 
@@ -480,6 +484,8 @@ def read_table(
             command reading the file).
         training: The file is read to train a model: multi-label cells that hold a separator with
             no ``label_sep`` to split them are refused (a model trained so before is still scored).
+        blank_texts: Keep a row whose text is empty, blank or missing as it is instead of refusing
+            it (unlabelled text only: `attend translate` answers it with a blank translation).
 
     Raises:
         DataError: naming the file, line and value, for every problem a user can fix.
@@ -498,7 +504,7 @@ def read_table(
             check_columns(path, record, (text_col, label_col), columns_hint)
             check_columns(path, record, (split_col,), "choose the column with --split-col")
             checked_columns = True
-        text = _row_text(path, line, record, text_col)
+        text = _row_text(path, line, record, text_col, blank=blank_texts and label_col is None)
         texts.append(text)
         lines.append(line)
         if label_col is not None:

@@ -86,6 +86,7 @@ from attend.training.trainer import (
     TrainingArgs,
     TrainingDiverged,
     TrainResult,
+    comparable,
     epoch_batches,
     explicit_options,
 )
@@ -305,7 +306,7 @@ def _identity_changes(then: dict[str, Any], now: dict[str, Any]) -> str:
             changes.append(f"{key} left out (the interrupted run had {key}={flat_then[key]!r})")
         elif key not in flat_then:
             changes.append(f"{key}={flat_now[key]!r} (not given to the interrupted run)")
-        elif flat_then[key] != flat_now[key]:
+        elif comparable(flat_then[key]) != comparable(flat_now[key]):
             changes.append(f"{key}={flat_now[key]!r} (the interrupted run had {flat_then[key]!r})")
     return "; ".join(changes)
 
@@ -373,11 +374,12 @@ def train_auto(
         try:
             state = json.loads((work / "auto.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            raise DataError(
-                f"{out}: nothing to resume (no interrupted `attend train --model auto` run writing it)"
-            ) from None
+            # Said of any run: the default --model auto lands here whatever model the user had in mind.
+            finished = (" (it holds a finished model; --overwrite trains it again)"
+                        if (out / "config.json").is_file() else "")  # fmt: skip
+            raise DataError(f"{out}: nothing to resume: no interrupted training run is writing it{finished}") from None
         now = json.loads(json.dumps(identity))
-        if state.get("identity") != now:
+        if comparable(state.get("identity")) != comparable(now):
             raise DataError(f"{out}: --resume of a --model auto run takes the command line it was started with; "
                             f"this one differs: {_identity_changes(state.get('identity') or {}, now)}")  # fmt: skip
         overwrite = bool(state.get("overwrite", overwrite))

@@ -1162,7 +1162,9 @@ class Trainer:
         """The interrupted run's record, after checking this run is the same one."""
         run = run_record(out)
         if run is None:
-            raise DataError(f"{out}: nothing to resume (no interrupted training run was writing it)")
+            finished = (" (it holds a finished model; --overwrite trains it again)"
+                        if (out / "config.json").is_file() else "")  # fmt: skip
+            raise DataError(f"{out}: nothing to resume: no interrupted training run is writing it{finished}")
         changed = _changes(run, {"task": self.task.name, **self.task.identity()})
         if changed:
             raise DataError(f"{out}: --resume must use the same model and data as the interrupted run; these differ: "
@@ -1180,10 +1182,28 @@ def explicit_options(args: TrainingArgs) -> dict[str, Any]:
     return {key: value for key, value in dataclasses.asdict(args).items() if value != defaults[key]}
 
 
+def comparable(value: Any) -> Any:
+    """``value`` with every string that names an existing file replaced by its resolved path, so a
+    resumed run may name its data as ``data.csv``, ``./data.csv`` or from another directory (what
+    the file holds is checked by the data's digest)."""
+    if isinstance(value, dict):
+        return {key: comparable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [comparable(item) for item in value]
+    if isinstance(value, str) and value:
+        try:
+            path = Path(value)
+            if path.is_file():
+                return str(path.resolve())
+        except (OSError, ValueError):  # a name too long or with a NUL: not a file
+            pass
+    return value
+
+
 def _changes(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """``key=value (the interrupted run had old)`` for each key of ``now`` the interrupted run recorded otherwise."""
     return [f"{key}={value!r} (the interrupted run had {then.get(key)!r})" for key, value in now.items()
-            if then.get(key) != value]  # fmt: skip
+            if comparable(then.get(key)) != comparable(value)]  # fmt: skip
 
 
 def _resumed_args(out: Path, recorded: dict[str, Any], given: TrainingArgs,
