@@ -288,6 +288,8 @@ def test_service_translates_micro_batched_with_alignments(translator_dir: Path) 
         assert "text is an empty text" in client.post("/v1/translate", json={"text": " "}).text
         info = client.get("/v1/model").json()
         assert info["task"] == "translation"
+        # The defaults a request without options gets, and the beam a request may ask for (both were left out).
+        assert info["generation"] == load(translator_dir).generation.__dict__ and info["limits"]["max_beam"] == 16
         metrics = client.get("/metrics").text
         assert "/v1/translate" in metrics
 

@@ -86,6 +86,9 @@ class ModelInfo(BaseModel):
     labels: list[str] | None = Field(default=None, description="A classifier's labels, in logit order.")
     explain_methods: list[str] | None = Field(default=None, description="What POST /v1/explain takes as method.")
     apps: dict[str, Any] | None = Field(default=None, description="What each mounted app says of itself.")
+    generation: dict[str, Any] | None = Field(
+        default=None, description="A translator's decoding defaults (beam, length_penalty, ...), which "
+        "POST /v1/translate applies where a request leaves them out.")  # fmt: skip
 
 
 class ErrorBody(BaseModel):

@@ -84,5 +84,6 @@ def translation_routes(runtime: Translator, settings: ServeSettings, metrics: Se
     def refresh() -> None:
         metrics.queued.set(batcher.queued())
 
+    info = {"generation": runtime.options().__dict__, "limits": {"max_beam": MAX_BEAM}}
     return Routes(router=router, start=batcher.start, stop=batcher.stop, ready=lambda: batcher.running,
-                  refresh=refresh, info={"generation": runtime.options().__dict__})  # fmt: skip
+                  refresh=refresh, info=info)  # fmt: skip
