@@ -39,6 +39,7 @@ from attend.apps.focus.service import FocusService, triage
 from attend.apps.focus.store import SessionError, open_focus_store
 from attend.cli import main
 from attend.data.messages import Message, read_messages
+from attend.data.readers import DataError
 
 TASK = "Grade the year 10 essays on Macbeth and enter the marks before Friday's moderation meeting"
 RELEVANT = Message(id="r1", sender="Priya Shah <priya@school.org>", subject="10B marks",
@@ -462,6 +463,9 @@ def test_cli_triage_json_in_input_order(assistant: FocusAssistant, tmp_path: Pat
     assert set(out[0]) == {"id", "decision", "score", "components", "reasons", "highlights", "truncated"}
     assert out[0]["truncated"] is False  # always there (it appeared only when true)
     assert all({"text", "weight"} <= set(h) for o in out for h in o["highlights"])
+    # A task typed in bytes that are not UTF-8 (a traceback from the tokenizer, exit 1).
+    assert main(["focus", "triage", "--task", "Plan \udcff offsite", "--messages", str(data)]) == 2
+    assert "task contains an unpaired surrogate" in capsys.readouterr().err
     # an mbox, with a message that has no id (derived, stable) and an HTML body
     box = mailbox.mbox(tmp_path / "in.mbox")
     mail = EmailMessage()
@@ -569,6 +573,16 @@ def test_digest_groups_held_messages_with_key_sentences(assistant: FocusAssistan
         for m in group["messages"]:
             text = next(h.text for h in held if h.id == m["id"])
             assert m["key_sentence"] and m["key_sentence"] in text
+    # A later session holding the same ids, then forgotten, leaves this session's digest as it was
+    # (the embeddings were looked up by id in the newest session: "expected sequence of length 384").
+    first = digest["session"]["id"]
+    service.stop()
+    service.start("Write the chapter on river ecology for my thesis")
+    service.ingest([Message(id=m.id, sender=m.sender, subject="Other", text=f"Another mail {i}.")
+                    for i, m in enumerate(held)])  # fmt: skip
+    service.store.stop_session(forget=True)
+    again = service.digest(session_id=first)
+    assert {tuple(sorted(m["id"] for m in g["messages"])) for g in again["groups"]} == groups
     service.close()
 
 
@@ -640,6 +654,22 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         assert client.post("/v1/focus/stop", json={"forget": "yes"}).status_code == 422  # erasing wants a real true
         assert client.post("/v1/focus/stop", json={}).json()["stats"]["feedback"] == 1
         assert client.post("/v1/focus/stop", json={}).status_code == 409
+        # Not Unicode: refused before anything is stored (it was stored, then a 500 from every focus route).
+        def raw(route: str, body: dict[str, Any]) -> int:  # "\ud800" escaped in the JSON, as a client sends it
+            sent = client.post(route, content=json.dumps(body), headers={"content-type": "application/json"})
+            return sent.status_code
+
+        assert raw("/v1/focus/sessions", {"task": TASK, "allow": ["bob\ud800"]}) == 422
+        assert client.get("/v1/focus/status").json()["running"] is False
+        # A file's row as well: `focus ingest` failed on storing it with a codec error naming no line.
+        line = json.dumps({"text": "hi", "sender": "ann\udcff@x.com"}) + "\n"
+        with pytest.raises(DataError, match="line 1: field 'sender' contains an unpaired surrogate"):
+            read_messages(io.StringIO(line), fmt="jsonl")
+        # One id twice in a stateless triage, as the CLI and /v1/focus/messages refuse (two answers named "z").
+        same = client.post("/v1/focus/triage", json={"task": TASK, **twice})
+        assert same.status_code == 422 and "messages[1] has the id 'z' of messages[0]" in same.text
+        copies = {"messages": [{"text": "Team lunch on Friday."}] * 2}
+        assert client.post("/v1/focus/triage", json={"task": TASK, **copies}).status_code == 422
 
 
 def test_serve_mounts_the_focus_routes(trained: dict[str, Path], assistant: FocusAssistant, tmp_path: Path,
@@ -752,6 +782,11 @@ def test_suite_test_tasks_against_the_baselines(assistant: FocusAssistant) -> No
 def test_triage_helper_without_a_service(assistant: FocusAssistant) -> None:
     (d,) = triage(TASK, [EMERGENCY], assistant=assistant)
     assert d.to_dict()["decision"] == "pass"
+    # One string is not an allowlist: tuple("Maria") allowed every message with an "a" in it.
+    with pytest.raises(ValueError, match=r"allow must be a list of entries, not one string: give \['Maria'\]"):
+        triage(TASK, [EMERGENCY], allow="Maria", assistant=assistant)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="task contains an unpaired surrogate"):  # a traceback from the tokenizer
+        triage("Plan \udcff offsite", [EMERGENCY], assistant=assistant)
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,13 @@ never touched (it loads lazily), so these tests take seconds.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -168,6 +170,17 @@ def test_app_serves_the_page_and_the_focus_api(focus_db: Path) -> None:
         assert client.post("/v1/focus/stop", json={}).json()["session"]["stopped_at"]
         assert client.post("/v1/focus/sessions", json={"task": "next thing"}).json()["id"] == 3
         assert "next thing" in client.get("/").text
+        # The service's own errors (it was FastAPI's bare app: a 500 that logged the message's text,
+        # {"detail": ...} bodies, any content type, any size).
+        def post(body: object, content_type: str = "application/json") -> httpx.Response:
+            return client.post("/v1/focus/messages", content=json.dumps(body), headers={"content-type": content_type})
+
+        bad = post({"messages": [{"text": "PRIVATEWORD hello \ud800"}]})
+        assert bad.status_code == 422 and bad.json()["error"]["type"] == "validation"
+        assert "PRIVATEWORD" not in bad.text
+        assert post({}, "text/plain").status_code == 415
+        assert post({"messages": [{"text": "x" * 5_000_000}]}).status_code == 413
+        assert "/v1/focus/messages" in client.get("/metrics").text
 
 
 def test_a_dashboard_port_in_use_is_a_clear_error_before_the_page_is_announced(

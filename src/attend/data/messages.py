@@ -521,7 +521,11 @@ def _field(where: str, record: dict[str, Any], key: str) -> str:
     if value is None:
         return ""
     if isinstance(value, str | int | float):  # an id or a sender may be a number in JSON
-        return str(value).strip()
+        text = str(value).strip()
+        problem = text_problem(text) if text else None
+        if problem is not None and not problem.startswith("is an empty text"):  # bytes that were not UTF-8
+            raise MessageError(f"{where}: field {key!r} {problem}")
+        return text
     # The value is not shown: it may be a piece of someone's message, which never goes to stderr.
     raise MessageError(f"{where} has a {type(value).__name__} in field {key!r}, expected text")
 

@@ -61,6 +61,7 @@ from attend.apps.focus.components import (
 )
 from attend.apps.focus.person import PersonModel, sender_key
 from attend.data.messages import Message
+from attend.data.validation import text_problem
 
 __all__ = [
     "SCENARIOS_DIR",
@@ -168,7 +169,7 @@ class Session:
     """What the person is focusing on: the task and the allowlist (senders or keywords)."""
 
     task: str
-    allow: tuple[str, ...] = ()
+    allow: Sequence[str] = ()  # kept as a tuple of the entries, stripped
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task.strip():
@@ -176,6 +177,15 @@ class Session:
         if len(self.task) > MAX_TASK_CHARS:  # the service's limit too
             raise ValueError(f"task is {len(self.task):,} characters long, over {MAX_TASK_CHARS:,}: describe the "
                              "task in a few sentences")  # fmt: skip
+        if (problem := text_problem(self.task)) is not None:  # bytes that were not UTF-8, on a command line
+            raise ValueError(f"task {problem}")
+        if isinstance(self.allow, str):  # tuple("Maria") allowed every message with an M, an a, an r or an i
+            raise ValueError(f"allow must be a list of entries, not one string: give [{self.allow!r}]")
+        for entry in self.allow:
+            if not isinstance(entry, str):
+                raise ValueError(f"allow entry {entry!r} is {type(entry).__name__}, expected a string")
+            if entry.strip() and (problem := text_problem(entry)) is not None:
+                raise ValueError(f"allow entry {entry!r} {problem}")
         object.__setattr__(self, "allow", tuple(a.strip() for a in self.allow if a and a.strip()))
         for entry in self.allow:
             if entry == "@" or entry.endswith("@") or entry.count("@") > 1:

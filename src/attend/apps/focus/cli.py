@@ -76,13 +76,14 @@ def _line(decision: Any) -> str:
 
 
 def _cmd_triage(args: argparse.Namespace) -> int:
-    from attend.apps.focus.assistant import FocusAssistant
+    from attend.apps.focus.assistant import FocusAssistant, Session
     from attend.apps.focus.service import triage
 
+    Session(args.task, tuple(_allow(args.allow)))  # the task and allowlist checked before anything is read
     messages = _read(args.messages, args.format)
     _threads(args.threads)
     assistant = FocusAssistant(costs=_costs(args))
-    if args.task.strip() and (warning := assistant.task_warning(args.task)):
+    if warning := assistant.task_warning(args.task):
         print(f"warning: {warning}", file=sys.stderr)
     decisions = triage(args.task, messages, allow=_allow(args.allow), assistant=assistant)
     if args.json:

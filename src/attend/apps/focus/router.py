@@ -117,6 +117,16 @@ def _conflict(exc: SessionError) -> HTTPException:
     return HTTPException(status_code=404 if text.startswith(("no message", "no session")) else 409, detail=text)
 
 
+def _unique_ids(messages: list[Message]) -> None:
+    """Refuse a batch in which two messages have one id (given, or derived from the same message)."""
+    seen: dict[str, int] = {}
+    for i, message in enumerate(messages):
+        if message.id in seen:
+            raise ValueError(f"messages[{i}] has the id {message.id!r} of messages[{seen[message.id]}] (given, or "
+                             "derived from the same text, sender, subject and time); give each message its own id")
+        seen[message.id] = i
+
+
 def focus_router(service: FocusService) -> APIRouter:
     """The focus routes over ``service`` (see the module docstring)."""
     router = APIRouter(tags=["focus"])
@@ -140,6 +150,7 @@ def focus_router(service: FocusService) -> APIRouter:
         try:
             session = Session(body.task, tuple(body.allow))
             messages = [m.to_message(f"messages[{i}]") for i, m in enumerate(body.messages)]
+            _unique_ids(messages)  # as the CLI's triage and /v1/focus/messages: an answer's id names one message
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
         decisions = service.assistant.triage(session, messages)
@@ -214,17 +225,23 @@ def served_focus_router(runtime: Any, *, db: str | os.PathLike[str]) -> Routes:
 
 
 def create_dashboard_app(db: str | os.PathLike[str] | FocusService) -> FastAPI:
-    """The page at ``/`` and the focus API (``/v1/focus/...``) over an existing focus database."""
-    service = db if isinstance(db, FocusService) else FocusService(db, create=False)
-    app = FastAPI(title="attend focus", description="The focus assistant's dashboard and API.")
+    """The page at ``/`` and the focus API (``/v1/focus/...``) over an existing focus database: the
+    service ``attend serve --focus-db`` runs without a model (its JSON errors, body limits, content
+    type check and metrics), plus the page."""
+    from attend.serve.app import create_app
 
-    @app.get("/", response_class=HTMLResponse)
+    service = db if isinstance(db, FocusService) else FocusService(db, create=False)
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse)
     def page() -> str:
         """The dashboard page."""
         return render_dashboard(service)
 
-    app.include_router(focus_router(service))
-    return app
+    router.include_router(focus_router(service))
+    limits = {"max_messages": MAX_MESSAGES, "max_chars": MAX_MESSAGE_CHARS}
+    where = service.store.where
+    return create_app(None, routers=[Routes(router=router, info={"apps": {"focus": {"db": where, "limits": limits}}})])
 
 
 def serve_dashboard(db: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8060) -> None:

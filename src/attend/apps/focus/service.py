@@ -22,7 +22,7 @@ def triage(task: str, messages: Sequence[Message], *, allow: Sequence[str] = (),
            assistant: FocusAssistant | None = None) -> list[Decision]:  # fmt: skip
     """Stateless triage: one decision per message, in order (no session, no learning)."""
     assistant = assistant if assistant is not None else FocusAssistant(costs=costs)
-    return assistant.triage(Session(task, tuple(allow)), messages)
+    return assistant.triage(Session(task, allow), messages)
 
 
 class FocusService:
@@ -51,7 +51,7 @@ class FocusService:
         self.store.close()
 
     def start(self, task: str, *, allow: Sequence[str] = (), until: str | None = None) -> dict[str, Any]:
-        Session(task, tuple(allow))  # validates
+        allow = Session(task, allow).allow  # validates (one string is refused, not read letter by letter)
         with self.store.updating():  # "none running" and the insert, as one step across processes
             return self.store.start_session(task, allow, until)
 
@@ -118,7 +118,7 @@ class FocusService:
 
     def _feedback(self, message_id: str, label: str) -> dict[str, Any]:
         message = self.store.message(message_id)
-        embedding = self.store.embedding(message_id)
+        embedding = self.store.embedding(message_id, message["session_id"])
         if not embedding:
             raise SessionError(f"message {message_id!r} was forgotten (`focus stop --forget`); nothing to learn from")
         person = self.store.person(len(embedding))
@@ -138,6 +138,6 @@ class FocusService:
         if session is None:
             raise SessionError("no focus session in this database yet: start one with `attend focus start`")
         held = [m for m in self.store.messages(session_id=session["id"]) if (m["feedback"] or m["decision"]) == "hold"]
-        embeddings = [self.store.embedding(m["id"]) for m in held]
+        embeddings = [self.store.embedding(m["id"], session["id"]) for m in held]
         groups = build_digest(self.assistant.reader, held, embeddings, limit=limit)
         return {"session": session, "held": len(held), "groups": [g.to_dict() for g in groups]}

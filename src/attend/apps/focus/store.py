@@ -321,11 +321,12 @@ class FocusStore:
                 for r in conn.execute(query.order_by(messages_table.c.received_at, messages_table.c.position))
             ]
 
-    def embedding(self, message_id: str) -> list[float]:
-        """As :meth:`message`, its stored embedding."""
+    def embedding(self, message_id: str, session_id: int) -> list[float]:
+        """The stored embedding of session ``session_id``'s message ``message_id`` (ids are unique
+        within a session only: a later session may hold the same id, or have forgotten it)."""
         with self.engine.connect() as conn:
-            value = conn.execute(sa.select(messages_table.c.embedding).where(messages_table.c.id == message_id)
-                                 .order_by(messages_table.c.session_id.desc())).scalar()  # fmt: skip
+            value = conn.execute(sa.select(messages_table.c.embedding).where(
+                messages_table.c.id == message_id, messages_table.c.session_id == session_id)).scalar()  # fmt: skip
         return [] if value is None else [float(v) for v in json.loads(value)]
 
     # --- the person -------------------------------------------------------------------------
