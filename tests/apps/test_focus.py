@@ -380,6 +380,9 @@ def test_store_sessions_end_times_and_transactions(tmp_path: Path) -> None:
     msg = Message(id="m1", text="t")
     assert store.add_decisions(s2["id"], [msg, msg], [d, d]) == 1
     assert store.add_decisions(s2["id"], [msg], [d]) == 0  # already stored: skipped
+    # One message a few seconds in is no rate (it was "3600 held per focus hour"); 30 minutes are.
+    assert store.stats(s2["id"], at="2026-01-01T12:00:01+00:00")["held_per_focus_hour"] is None
+    assert store.stats(s2["id"], at="2026-01-01T12:30:00+00:00")["held_per_focus_hour"] == 2.0
     store.stop_session(at="2026-01-01T12:30:00+00:00")
     s3 = store.start_session("z", at="2026-01-01T13:00:00+00:00")
     assert store.add_decisions(s3["id"], [msg], [d]) == 1  # ids restart with each export: a new session keeps it

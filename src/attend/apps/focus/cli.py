@@ -58,7 +58,8 @@ def _read(source: str, fmt: str | None) -> Any:
     if report.get("skipped_empty"):
         print(f"note: {report['skipped_empty']} empty mail(s) skipped", file=sys.stderr)
     if report.get("duplicates"):
-        print(f"note: {report['duplicates']} repeated mail(s) (same Message-ID) read once", file=sys.stderr)
+        print(f"note: {report['duplicates']} repeated mail(s) (the same Message-ID, or the same content) read once",
+              file=sys.stderr)  # fmt: skip
     if report.get("reused_ids"):
         print(f"note: {report['reused_ids']} mail(s) reuse an earlier mail's Message-ID with other content: each "
               "is read under an id derived from its content (m-...)", file=sys.stderr)  # fmt: skip

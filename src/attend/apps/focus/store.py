@@ -381,7 +381,8 @@ class FocusStore:
                         agreed += int(n)
                     else:
                         corrected += int(n)
-        hours = minutes / 60
+        # A rate over a few seconds projects one message to thousands an hour: none before RATE_MINUTES.
+        hours = minutes / 60 if minutes >= RATE_MINUTES else 0.0
         return {
             "sessions": len(sessions),
             "minutes_in_focus": round(minutes, 1),
@@ -393,6 +394,10 @@ class FocusStore:
             "feedback_agreed": agreed,
             "feedback_corrected": corrected,
         }
+
+
+#: Minutes of focus before the per-hour rates are given (null before: too short to project from).
+RATE_MINUTES = 5.0
 
 
 def open_focus_store(db: str | os.PathLike[str], *, create: bool = True) -> FocusStore:
