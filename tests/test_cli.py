@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from attend.cli import main
-from tests.conftest import kill_at, write_csv
+from tests.conftest import kill_at, planted_rows, write_csv
 
 CONFIG = {
     "model": {"dim": 32, "num_layers": 1, "num_heads": 2},
@@ -72,6 +72,33 @@ def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: 
     explained = json.loads(capsys.readouterr().out)[0]
     assert explained["truncated"] and len(explained["text"]) < len(long)  # what the model read, not the whole text
     assert (tmp_path / "new" / "folder" / "why.html").is_file()
+
+
+def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A model trained on a file with its own column names: evaluate, predict --input, explain
+    --input and faithfulness read that file without --text-col/--label-col (robustness did; they
+    said "has no column 'text'")."""
+    rows = [{"Body": row["text"], "Tag": row["label"]} for row in planted_rows(120)]
+    data = write_csv(tmp_path / "own.csv", rows)
+    out = tmp_path / "model"
+    assert main(["train", str(data), "--model", "encoder", "--out", str(out), "--config", str(config_file),
+                 "--epochs", "1", "--no-progress", "--text-col", "Body", "--label-col", "Tag"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["evaluate", str(out), str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 120
+    assert main(["predict", str(out), "--input", str(data), "--format", "jsonl"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 120
+    few = write_csv(tmp_path / "few.csv", rows[:3])
+    assert main(["explain", str(out), "--input", str(few), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
+    assert main(["faithfulness", str(out), str(few), "--methods", "attention", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)
+    # Given, a column is read as given; a file without the model's columns says which option chooses one.
+    assert main(["evaluate", str(out), str(data), "--text-col", "Tag", "--json"]) == 0
+    other = write_csv(tmp_path / "other.csv", [{"text": "a", "label": "pos"}])
+    assert main(["faithfulness", str(out), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "has no column 'Body'" in err and "--text-col" in err and "--label-col" not in err
 
 
 @pytest.mark.parametrize(

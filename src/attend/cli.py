@@ -179,6 +179,18 @@ def _task_of(model_dir: str) -> str:
     return ArtifactDir.open(model_dir).task
 
 
+def _model_column(model_dir: str, given: str | None, name: str, default: str) -> str:
+    """A column option: as given, else the column the model trained on (``config.json``'s ``data``,
+    for a file with the user's own column names), else ``default``."""
+    if given is not None:
+        return given
+    from attend.io import ArtifactDir
+
+    recorded = ArtifactDir.open(model_dir).config.get("data") or {}
+    value = recorded.get(name) if isinstance(recorded, dict) else None
+    return value if isinstance(value, str) and value else default
+
+
 def _translator(model_dir: str) -> Any:
     from attend.runtime import Translator, load
 
@@ -195,7 +207,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if _task_of(args.model_dir) == "translation":
         if args.int8:
             raise UsageError("--int8: translators run on PyTorch in float32 (int8 is for classifiers)")
-        if args.text_col != "text" or args.label_col != "label":
+        if args.text_col is not None or args.label_col is not None:
             raise UsageError("--text-col and --label-col are for classifiers; a translator's columns are "
                              "--source-col and --target-col")  # fmt: skip
         found = _translator(args.model_dir).evaluate(
@@ -254,7 +266,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                          "--output named .csv or .jsonl) to resume")  # fmt: skip
     if args.input and args.output and Path(args.output).resolve() == Path(args.input).resolve():
         raise UsageError(f"--output {args.output} is the --input file; choose another --output")
-    stream = TextStream(args.input, text_col=args.text_col) if args.input else None
+    text_col = _model_column(args.model_dir, args.text_col, "text_col", "text")
+    stream = TextStream(args.input, text_col=text_col) if args.input else None
     predictor = _cli_predictor(args.model_dir, args.int8)
     sink, existing, fresh = open_output(args.output, resume=args.resume, fmt=args.format) if args.output else (
         sys.stdout, ExistingOutput(Path("-")), True)  # fmt: skip
@@ -292,7 +305,8 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
     if bool(args.texts) == bool(args.input):
         raise UsageError("give texts to explain, or --input FILE, but not both")
-    return args.texts or read_table(args.input, text_col=args.text_col, label_col=None,
+    text_col = _model_column(args.model_dir, args.text_col, "text_col", "text")
+    return args.texts or read_table(args.input, text_col=text_col, label_col=None,
                                     columns_hint="choose the column with --text-col").texts  # fmt: skip
 
 
@@ -340,7 +354,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             raise UsageError(f"{', '.join(given)}: for classifiers only; a translator is explained by the "
                              "cross-attention alignment of each output word (--maps: every layer's and head's)")
         # Sentences as `attend translate` reads them: a .txt file is one sentence per line.
-        args.source_col = args.source_col or (args.text_col if args.text_col != "text" else "source")
+        args.source_col = args.source_col or args.text_col or "source"
         texts, _ = _translate_inputs(args)
         _check_typed_sentences(args.texts, "explain")
         if not args.texts:  # a file's blank lines explain nothing (translate leaves them blank)
@@ -517,7 +531,9 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
         raise UsageError(f"--limit {args.limit}: must be at least 1")
     path = Path(args.data)
     if path.exists():
-        texts = read_table(path, text_col=args.text_col, label_col=None).texts
+        text_col = _model_column(args.model_dir, args.text_col, "text_col", "text")
+        texts = read_table(path, text_col=text_col, label_col=None,
+                           columns_hint="choose the column with --text-col").texts  # fmt: skip
     else:
         from attend.data.datasets import DATASETS, load_dataset
 
@@ -748,7 +764,14 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data_columns(parser: argparse.ArgumentParser) -> None:
+def _add_data_columns(parser: argparse.ArgumentParser, *, model_s: bool = False) -> None:
+    """``--text-col``/``--label-col``; ``model_s``: None when left out, read as the model's own."""
+    if model_s:
+        parser.add_argument("--text-col", help="column holding the text (default: the model's training column, "
+                            "else text)")  # fmt: skip
+        parser.add_argument("--label-col", help="column holding the label (default: the model's training column, "
+                            "else label)")  # fmt: skip
+        return
     parser.add_argument("--text-col", default="text", help="column holding the text (default: text)")
     parser.add_argument("--label-col", default="label", help="column holding the label (default: label)")
 
@@ -847,7 +870,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--beam", type=int, help="translators: beam size (default: the model's)")
     ev.add_argument("--length-penalty", type=float, help=LENGTH_PENALTY_HELP)
     ev.add_argument("--split-col", help="translators: score only the test (else dev) rows of this split column")
-    _add_data_columns(ev)
+    _add_data_columns(ev, model_s=True)
     _add_pair_columns(ev, given_only=True)
     ev.set_defaults(func=_cmd_evaluate)
 
@@ -855,7 +878,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("model_dir")
     pr.add_argument("texts", nargs="*", help="texts to classify")
     pr.add_argument("--input", help="file of texts (CSV/TSV/JSONL/Parquet) instead")
-    pr.add_argument("--text-col", default="text", help="column holding the text in --input (default: text)")
+    pr.add_argument("--text-col", help="column holding the text in --input (default: the model's training column, "
+                    "else text)")  # fmt: skip
     pr.add_argument("--top-k", type=int, default=3, help="labels to show per text (default 3)")
     pr.add_argument("--format", choices=["json", "csv", "jsonl"],
                     help="output format (default: as --output is named, .csv or .jsonl; else json, one list; "
@@ -870,7 +894,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("model_dir")
     ex.add_argument("texts", nargs="*", help="texts to explain")
     ex.add_argument("--input", help="file of texts (CSV/TSV/JSONL/Parquet) instead")
-    ex.add_argument("--text-col", default="text", help="column holding the text in --input (default: text)")
+    ex.add_argument("--text-col", help="column holding the text in --input (default: the model's training column, "
+                    "else text; a translator's: source)")  # fmt: skip
     ex.add_argument("--method", choices=EXPLAIN_METHODS, help="(default: rollout)")
     ex.add_argument("--layer", default="-1", help="for --method attention: layer index or 'mean' (default -1, last)")
     ex.add_argument("--head", type=int, help="for --method attention: one head instead of the mean of heads")
@@ -903,7 +928,7 @@ def build_parser() -> argparse.ArgumentParser:
     fa = verbs.add_parser("faithfulness", help="ERASER comprehensiveness/sufficiency of each explanation method")
     fa.add_argument("model_dir")
     fa.add_argument("data", help="file of texts (CSV/TSV/JSONL/Parquet) or a dataset name")
-    fa.add_argument("--text-col", default="text", help="column holding the text (default: text)")
+    fa.add_argument("--text-col", help="column holding the text (default: the model's training column, else text)")
     fa.add_argument("--limit", type=int, default=200, help="texts to score, a seeded sample (default 200)")
     fa.add_argument("--methods", help=f"comma-separated, from {','.join(EXPLAIN_METHODS)} (default: all)")
     fa.add_argument("--seed", type=seed_number, default=0,

@@ -285,14 +285,18 @@ class TextClassifier(Runtime):
         self,
         data: str | os.PathLike[str] | LabelledTexts,
         *,
-        text_col: str = "text",
-        label_col: str = "label",
+        text_col: str | None = None,
+        label_col: str | None = None,
         batch_size: int = 128,
     ) -> dict[str, Any]:
         """Accuracy, macro/micro F1 and the per-class report on labelled data (a file, a dataset name,
-        or loaded texts); a label the model does not know is an error naming its line."""
+        or loaded texts); a label the model does not know is an error naming its line. Columns left
+        out are the ones the model trained on (else ``text`` and ``label``)."""
+        recorded = self.config.get("data") or {}
+        text_col = text_col or recorded.get("text_col") or "text"
+        label_col = label_col or recorded.get("label_col") or "label"
         # A multi-label model reads its labels' separator as training did ("a|b" is two labels).
-        label_sep = (self.config.get("data") or {}).get("label_sep") if self.multi_label else None
+        label_sep = recorded.get("label_sep") if self.multi_label else None
         dataset = data if isinstance(data, LabelledTexts) else load_labelled(
             data, text_col=text_col, label_col=label_col, multi_label=self.multi_label, label_sep=label_sep
         )  # fmt: skip
