@@ -387,6 +387,32 @@ def test_a_database_keeps_its_negative_label_and_the_service_its_settings(
     assert saved["detection"]["window"] == 86400 and saved["negative_label"] == "neg"
 
 
+def test_a_database_keeps_its_topic_model(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run without the topic model a database was built with stored topicless events under "all",
+    beside the model's topics, without a word (and `attend serve` could not give one)."""
+    from attend.apps.monitor.router import served_monitor_router
+    from attend.runtime import load
+
+    rows = [{k: v for k, v in row.items() if k != "topic"} for row in planted_events()[:30]]
+    events = write_jsonl(tmp_path / "e.jsonl", rows)
+    db = tmp_path / "t.db"
+    run = ["run", "--events", str(events), "--model", str(model_dir), "--db", str(db)]
+    assert main([*run, "--topic-model", str(model_dir)]) == 0
+    capsys.readouterr()
+    assert main(run) == 2
+    err = capsys.readouterr().err
+    assert "were given a topic model's topics (neg, pos), and this run has no topic model" in err
+    with pytest.raises(ValueError, match=r"^--monitor-db .*this run has no topic model"):
+        served_monitor_router(load(model_dir), db=str(db))
+    served_monitor_router(load(model_dir), db=str(db), topic_model=str(model_dir))  # the service's own flag
+    assert main([*run, "--topic-model", str(model_dir)]) == 0  # the same model again
+    assert {e.topic for e in open_store(db, create=False).events()} == {"neg", "pos"}  # none under "all"
+    plain = tmp_path / "plain.db"
+    assert main([*run[:-1], str(plain)]) == 0
+    assert main([*run[:-1], str(plain), "--topic-model", str(model_dir)]) == 2
+    assert "were stored under 'all' (no topic model)" in capsys.readouterr().err
+
+
 def test_serving_a_model_of_another_task_with_a_monitor_db_is_one_clear_error(tmp_path: Path) -> None:
     """Before: `attend serve TRANSLATOR --monitor-db DB` printed an AttributeError traceback."""
     from types import SimpleNamespace

@@ -206,6 +206,8 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--monitor-db", help="also take POST /v1/monitor/events into this monitor database")
     parser.add_argument("--negative-label", help="with --monitor-db: the served model's negative label "
                         "(default: the one named negative/neg/rotten/bad)")  # fmt: skip
+    parser.add_argument("--monitor-topic-model", metavar="DIR", help="with --monitor-db: a model directory giving "
+                        "topics to events without one (as `attend monitor run --topic-model`)")  # fmt: skip
 
 
 def serve_routers(args: argparse.Namespace) -> list[Any]:
@@ -213,10 +215,11 @@ def serve_routers(args: argparse.Namespace) -> list[Any]:
     from attend.serve import RouterSpec
 
     if args.monitor_db is None:
-        if args.negative_label is not None:
-            raise ValueError("--negative-label goes with --monitor-db")
+        if args.negative_label is not None or args.monitor_topic_model is not None:
+            given = "--negative-label" if args.negative_label is not None else "--monitor-topic-model"
+            raise ValueError(f"{given} goes with --monitor-db")
         return []
-    options = {"db": args.monitor_db, "negative_label": args.negative_label}
+    options = {"db": args.monitor_db, "negative_label": args.negative_label, "topic_model": args.monitor_topic_model}
     return [RouterSpec("attend.apps.monitor.router:served_monitor_router", options)]
 
 

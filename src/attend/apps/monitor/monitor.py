@@ -142,6 +142,18 @@ def describe(alert: dict[str, Any]) -> str:
     return line
 
 
+def _topic_change(then: list[str] | None, now: list[str] | None) -> str:
+    """How this run would give topics to events that come without one, against how the database's were."""
+    if then is None:
+        return ("its events without a topic were stored under 'all' (no topic model), and this run gives them "
+                "a topic model's topics")  # fmt: skip
+    had = f"a topic model's topics ({', '.join(then[:6])}{', ...' if len(then) > 6 else ''})"
+    if now is None:
+        return (f"its events without a topic were given {had}, and this run has no topic model (--topic-model; "
+                "attend serve: --monitor-topic-model), so they would go under 'all'")  # fmt: skip
+    return f"its events without a topic were given {had}, and this run's topic model has other labels"
+
+
 class Monitor:
     """Scores events, stores them, and turns surges into alerts.
 
@@ -170,8 +182,15 @@ class Monitor:
                 f"not {scorer.negative_label!r}: their alerts would mix the two; give --negative-label "
                 f"{saved['negative_label']}, or a new --db"
             )
+        # The topics of events that come without one: a topic model's labels, or None (all under "all").
+        topics = None if scorer.topic_model is None else list(scorer.topic_model.labels)
+        if "topic_model" in saved and saved["topic_model"] != topics:  # (a database from before: not recorded)
+            raise ValueError(f"--db {store.where}: {_topic_change(saved['topic_model'], topics)}, so one topic's "
+                             "events would be split between the two and judged apart; give the same topic model, "
+                             "or a new --db")  # fmt: skip
         store.set_meta("settings", {"detection": self.settings.detection.to_dict(),
-                                    "negative_label": scorer.negative_label, "method": scorer.method})  # fmt: skip
+                                    "negative_label": scorer.negative_label, "method": scorer.method,
+                                    "topic_model": topics})  # fmt: skip
 
     def ingest(self, events: Sequence[Event]) -> IngestResult:
         """Score and store a batch (one transaction), then judge any window the batch closed."""

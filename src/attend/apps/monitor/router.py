@@ -130,8 +130,8 @@ def monitor_router(
     return router
 
 
-def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_label: str | None = None
-                          ) -> Routes:  # fmt: skip
+def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_label: str | None = None,
+                          topic_model: str | None = None) -> Routes:  # fmt: skip
     """The routes ``attend serve MODEL --monitor-db DB`` mounts: the served model scores the events.
     ``GET /v1/model`` lists the app and its own limits (the service's --max-texts/--max-chars bound
     the model's routes)."""
@@ -141,9 +141,17 @@ def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_l
         where = f" ({runtime.path})" if getattr(runtime, "path", None) else ""
         raise ValueError(f"--monitor-db scores events with a text classifier; the served model{where} is a "
                          f"{getattr(runtime, 'task', 'other')} model")  # fmt: skip
+    topics = None
+    if topic_model is not None:
+        from attend.runtime import load
+
+        topics = load(topic_model)
+        if getattr(topics, "task", None) != "classification":
+            raise ValueError(f"--monitor-topic-model {topic_model}: a {getattr(topics, 'task', 'other')} model, not a "
+                             "text classifier")  # fmt: skip
     with named_as("--monitor-db"):
         settings = MonitorSettings(detection=_saved_detection(db))  # the service has no options of its own for them
-        router = monitor_router(db, runtime, settings, negative_label=negative_label)
+        router = monitor_router(db, runtime, settings, negative_label=negative_label, topic_model=topics)
     limits = {"max_events": settings.max_events, "max_chars": settings.max_chars}
     judged = settings.detection.to_dict()  # the window and thresholds its alerts are judged with
     return Routes(router=router, info={"apps": {"monitor": {"db": os.fspath(db), "limits": limits,
