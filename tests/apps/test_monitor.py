@@ -672,6 +672,13 @@ def test_dashboard_json_endpoints(planted: dict) -> None:
         assert list(series) == ["billing"] and len(series["billing"]) == HOURS
         assert [w["surge"] for w in series["billing"]].index(True) == SURGE_HOUR
         assert client.get("/api/alerts").json()[0]["window_start"] == "2024-05-01T08:00:00Z"
+        assert summary["alerts_other_windows"] == 0
+    # Drawn with another window, the stored alerts are said to exist (the page said "0 alert(s)").
+    with TestClient(create_dashboard_app(planted["db"], window=86400)) as client:
+        other = client.get("/api/summary").json()
+        assert (other["alerts"], other["alerts_other_windows"]) == (0, 1)
+        assert "0 alert(s) (and 1 of other window lengths: `attend monitor alerts` lists them)" in \
+            client.get("/").text
 
 
 def test_dashboard_ports_are_checked_before_the_page_is_announced(

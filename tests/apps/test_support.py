@@ -125,6 +125,13 @@ def test_bad_faq_files_are_clear_errors(tmp_path: Path) -> None:
     blank.write_text('{"question": "How?", "answer": "So."}\n{"question": "Why?", "answer": "  "}\n')
     with pytest.raises(DataError, match=r"blank\.jsonl: line 2 has an empty answer"):
         read_faq(blank)
+    # Invisible characters only: indexed before, and served a customer as a confident blank answer.
+    blank.write_text('{"question": "How?", "answer": "So."}\n{"question": "Why?", "answer": " \\u200b"}\n')
+    with pytest.raises(DataError, match=r"blank\.jsonl: line 2 has an empty answer"):
+        read_faq(blank)
+    blank.write_text('{"question": "How?", "answer": "So \\udcff."}\n')
+    with pytest.raises(DataError, match=r"blank\.jsonl: line 1: the answer contains an unpaired surrogate"):
+        read_faq(blank)
     headless = tmp_path / "faq.md"
     headless.write_text("Just some prose, no questions here.\n")
     with pytest.raises(DataError, match="no question/answer pairs"):
@@ -428,6 +435,8 @@ def test_lexical_only_indexes_and_a_faq_the_encoder_cannot_read(tmp_path: Path) 
     chinese.write_text("question,answer\n" + "\n".join(rows) + "\n", encoding="utf-8")
     built = build_index(chinese, tmp_path / "zh", intents=False)
     assert built["retrieval"]["dense_readable"] is False and built["retrieval"]["unknown_share"] > 0.25
+    # The report says what ranks, as ask does (it gave only the "hybrid" asked for).
+    assert built["ranking"]["mode"] == "bm25" and "cannot read this FAQ" in built["ranking"]["note"]
     zh = SupportIndex.load(tmp_path / "zh")
     reply = zh.ask("怎样升级系统")
     assert reply["answers"][0]["question"] == "如何升级系统？"

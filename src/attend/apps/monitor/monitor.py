@@ -183,7 +183,8 @@ class Monitor:
                 f"{saved['negative_label']}, or a new --db"
             )
         # The topics of events that come without one: a topic model's labels, or None (all under "all").
-        topics = None if scorer.topic_model is None else list(scorer.topic_model.labels)
+        topic_model = getattr(scorer, "topic_model", None)  # a scorer of its own may have none
+        topics = None if topic_model is None else list(topic_model.labels)
         if "topic_model" in saved and saved["topic_model"] != topics:  # (a database from before: not recorded)
             raise ValueError(f"--db {store.where}: {_topic_change(saved['topic_model'], topics)}, so one topic's "
                              "events would be split between the two and judged apart; give the same topic model, "

@@ -93,7 +93,7 @@ class Retrieval:
             raise ValueError(f"fusion={self.fusion!r}; choose one of {list(FUSIONS)}")
         if self.mode == "dense" and not self.dense_readable:
             raise ValueError(
-                f"retrieval='dense': the encoder cannot read this FAQ ({self.unknown_share:.0%} of its word pieces are "
+                f"retrieval='dense': the encoder cannot read this FAQ ({self.unknown_share:.1%} of its word pieces are "
                 "unknown to it); use 'bm25' or 'hybrid'"
             )
 
@@ -105,7 +105,7 @@ class Retrieval:
     def note(self) -> str:
         """One sentence on how this index ranks, for people."""
         if self.effective == "bm25" and self.mode == "hybrid":
-            return (f"lexical only (BM25): the encoder cannot read this FAQ ({self.unknown_share:.0%} of its word "
+            return (f"lexical only (BM25): the encoder cannot read this FAQ ({self.unknown_share:.1%} of its word "
                     "pieces are unknown to it)")  # fmt: skip
         if self.effective == "bm25":
             return "lexical only (BM25)"

@@ -568,7 +568,9 @@ def build_index(
         atomic_write_json(writer.path / "entries.json", [e.to_dict() for e in entries])
         writer.record("entries.json")
         writer.publish(config)
-    return {"index_dir": str(out), **{k: v for k, v in config.items() if k != "task"},
+    # What ranks, beside what was asked: "hybrid" is lexical only where the encoder cannot read the FAQ.
+    ranking = {"mode": chosen.effective, "note": chosen.note()}
+    return {"index_dir": str(out), **{k: v for k, v in config.items() if k != "task"}, "ranking": ranking,
             "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
 
 
