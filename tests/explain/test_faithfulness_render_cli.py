@@ -196,3 +196,17 @@ def test_cli_faithfulness_json(model_dir: Path, tmp_path: Path, capsys: pytest.C
     assert exit_info.value.code == 2 and "argument --seed: -1 is not a seed (0 to" in capsys.readouterr().err
     highest = ["--seed", str(2**32 - 1), "--limit", "2", "--methods", "random"]  # plus a method's offset: wrapped
     assert main(["faithfulness", str(model_dir), str(data), *highest]) == 0, capsys.readouterr().err
+
+
+def test_a_character_no_font_has_is_drawn_without_a_warning_per_glyph(recwarn: pytest.WarningsRecorder) -> None:
+    """Emoji in texts printed matplotlib's "Glyph ... missing from font(s)" for every heatmap."""
+    import io
+
+    from attend.explain.render import _matplotlib
+
+    plt = _matplotlib()
+    fig, ax = plt.subplots()
+    ax.set_title("party 🎉 time")
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close(fig)
+    assert not [w for w in recwarn if "missing from" in str(w.message)]

@@ -17,6 +17,7 @@ import html
 import io
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,6 +59,9 @@ def _matplotlib():
         family = [name for name in CJK_FONTS if name in installed]
     plt.rcParams["font.family"] = ["DejaVu Sans", *family]
     plt.rcParams["axes.unicode_minus"] = False
+    # A character no installed font has (an emoji) is drawn as a box; matplotlib warned once per
+    # glyph and heatmap, hundreds of lines over the progress bar. The README says so instead.
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
     return plt
 
 
