@@ -119,6 +119,15 @@ def test_class_weights_multi_label_and_bf16(tmp_path: Path) -> None:
     predict_stream(predictor, ["alpha beta gamma", "alpha gamma"], PredictionWriter(sink, "jsonl"), top_k=2)
     rows = [json.loads(line) for line in sink.getvalue().splitlines()]
     assert [row["labels"] for row in rows] == predictor.predict(["alpha beta gamma", "alpha gamma"])
+    # An explanation of a text with no label predicted says so (it read as the model's answer).
+    from attend.explain import explain
+
+    (head,) = [m for m in predictor.model.modules() if isinstance(m, torch.nn.Linear)][-1:]
+    with torch.no_grad():
+        head.bias -= 100.0  # every label far below 0.5
+    assert predictor.predict(["alpha beta gamma"]) == [[]]
+    (exp,) = explain(predictor, ["alpha beta gamma"], method="attention")
+    assert "no label reaches probability 0.5, so the model predicts none; this explains the most probable" in exp.note
 
 
 def test_model_directory_safety(tmp_path: Path, planted_csv: Path) -> None:

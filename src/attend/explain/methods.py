@@ -34,7 +34,7 @@ from attend.data.validation import check_count, validate_texts
 from attend.explain.focus import distribution_focus
 from attend.explain.protocol import Capable, Combined, Explainable
 from attend.explain.words import onto_words, word_spans
-from attend.models import probabilities
+from attend.models import MULTI_LABEL_THRESHOLD, probabilities
 
 __all__ = [
     "BASELINES",
@@ -760,6 +760,11 @@ def explain(
                 text = text[: max((span[1] for span in spans[row] if span is not None), default=0)]
             (unreadable,) = runtime.tokenizer.unreadable([ids])
             own_note = note if isinstance(note, str) else note[row]
+            if runtime.multi_label and float(probs[row, best]) < MULTI_LABEL_THRESHOLD and target is None:
+                # Explained all the same (what drew it closest), but the reader must not take it as predicted.
+                own_note = "; ".join(part for part in (
+                    f"no label reaches probability {MULTI_LABEL_THRESHOLD:g}, so the model predicts none; this "
+                    f"explains the most probable, {runtime.labels[best]!r}", own_note) if part)  # fmt: skip
             results[i] = Explanation(
                 text=text,
                 tokens=tokens[row],

@@ -3,6 +3,7 @@
 from attend.models import bilstm, din, e5, encoder, m3e, minilm, sasrec, seq2seq  # noqa: F401  (registration)
 from attend.models.base import (
     MODELS,
+    MULTI_LABEL_THRESHOLD,
     ClassifierConfig,
     ModelConfig,
     ModelOutput,
@@ -16,6 +17,7 @@ from attend.models.base import (
 
 __all__ = [
     "MODELS",
+    "MULTI_LABEL_THRESHOLD",
     "ClassifierConfig",
     "ModelConfig",
     "ModelOutput",

@@ -209,6 +209,10 @@ def kept_heads(pruned: Mapping[str, list[int]], layer: int, num_heads: int) -> l
     return [h for h in range(num_heads) if h not in removed]
 
 
+#: A multi-label model predicts every label of at least this probability (training scores it so).
+MULTI_LABEL_THRESHOLD = 0.5
+
+
 def probabilities(logits: Tensor, multi_label: bool = False) -> Tensor:
     """Class probabilities from a classifier's logits, in float32: softmax over labels, or an
     independent sigmoid per label when ``multi_label``."""

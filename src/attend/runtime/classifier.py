@@ -32,7 +32,7 @@ from attend.data.splits import load_labelled
 from attend.data.tokenization import TextTokenizer
 from attend.data.validation import check_count, validate_texts
 from attend.io import ArtifactDir, ModelDirError, weights_mismatch
-from attend.models import build, config_from_dict, native_bf16, probabilities
+from attend.models import MULTI_LABEL_THRESHOLD, build, config_from_dict, native_bf16, probabilities
 from attend.runtime.base import Runtime
 from attend.training import score_probabilities
 
@@ -103,9 +103,6 @@ class Predictions:
     def warnings(self) -> list[str | None]:
         return [UNKNOWN_WARNING if flag else None for flag in self.unknown]
 
-
-#: A multi-label model predicts every label of at least this probability.
-MULTI_LABEL_THRESHOLD = 0.5
 
 #: What a prediction of a text the model cannot read carries.
 UNKNOWN_WARNING = "no piece of this text is in the model's vocabulary (all [UNK]): the prediction is a guess"

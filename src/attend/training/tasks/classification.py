@@ -23,7 +23,7 @@ from attend.data.noise import Augmenter
 from attend.data.readers import DataError, LabelledTexts, match_label, stratified_split
 from attend.data.splits import data_provenance, load_labelled
 from attend.data.tokenization import TextTokenizer
-from attend.models import MODELS, ClassifierConfig, config_from_dict, probabilities
+from attend.models import MODELS, MULTI_LABEL_THRESHOLD, ClassifierConfig, config_from_dict, probabilities
 from attend.training.metrics import classification_metrics, format_report, save_confusion_png, tfidf_baseline
 from attend.training.tasks.base import Task, fingerprint, register_task
 
@@ -133,7 +133,7 @@ def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> 
 
 def _metrics(probs: np.ndarray, targets: Tensor, labels: list[str], multi_label: bool) -> dict[str, Any]:
     if multi_label:
-        return classification_metrics(targets.numpy().astype(int), (probs >= 0.5).astype(int), labels)
+        return classification_metrics(targets.numpy().astype(int), (probs >= MULTI_LABEL_THRESHOLD).astype(int), labels)
     return classification_metrics(targets.numpy(), probs.argmax(1), labels)
 
 
