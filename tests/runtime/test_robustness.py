@@ -15,7 +15,7 @@ from attend.data.readers import DataError
 from attend.data.splits import rebuild_split
 from attend.data.validation import text_problem
 from attend.runtime import TextClassifier, evaluate, load
-from attend.runtime.robustness import greedy_attack, perturbed_texts, robustness, robustness_rows
+from attend.runtime.robustness import format_robustness, greedy_attack, perturbed_texts, robustness, robustness_rows
 from tests.conftest import planted_rows, write_csv
 
 ODD_TEXTS = ["!", "a", "  x  ", "这部电影很好看", "映画は最高でした", "정말 좋아요", "🙂🙂", "x \u200b", "Ünïcödé ÄÖ ß",
@@ -44,6 +44,7 @@ def test_clean_accuracy_is_what_evaluate_gives_on_the_same_rows(classifier: Text
     assert 0.5 < expected < 0.8  # a real check, not 1.0 == 1.0
     assert report["clean"] == expected
     assert report["examples"] == 90 and set(report["perturbations"]) == set(PERTURBATIONS)
+    assert set(report["changed"]) == set(PERTURBATIONS) and all(0 < share <= 1 for share in report["changed"].values())
 
     sampled, described = robustness_rows(classifier, noisy_csv, limit=40, seed=3)
     assert len(sampled) == 40 and "a seeded sample of 40" in described
@@ -121,6 +122,18 @@ def test_perturbations_never_raise_or_empty_odd_and_cjk_texts(classifier: TextCl
     assert perturbed_texts(["x \u200b"], "word_dropout", rate=1.0) in (["x \u200b"], ["x"])
     report = robustness(classifier, ODD_TEXTS, ["pos"] * len(ODD_TEXTS), rate=rate, attack_examples=len(ODD_TEXTS))
     assert report["examples"] == len(ODD_TEXTS)
+
+
+def test_a_perturbation_that_changes_no_text_is_said_to(classifier: TextClassifier) -> None:
+    """On Chinese text typos, casing and synonyms change nothing: shown as +0.00 beside the others,
+    they read as robustness."""
+    texts = ["这部电影很好看", "我不喜欢这个故事", "演员的表演非常出色", "情节太无聊了"]
+    report = robustness(classifier, texts, ["pos", "neg", "pos", "neg"], attack_examples=0)
+    assert report["changed"]["typos"] == report["changed"]["casing"] == 0.0 and report["changed"]["swap"] > 0
+    assert report["perturbations"]["casing"] == report["clean"]
+    table = format_robustness(report)
+    (note,) = [line for line in table.splitlines() if "changed no text here" in line]
+    assert "casing" in note and "typos" in note and "swap" not in note
 
 
 def test_noise_keeps_spacing_and_a_word_and_splits_cjk_by_character() -> None:

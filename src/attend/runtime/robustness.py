@@ -337,8 +337,9 @@ def robustness(
         progress: Called with a line of text at each stage, for long runs.
 
     Returns:
-        ``{"clean", "perturbations": {name: accuracy}, "attack": {"success_rate", "attacked",
-        "mean_words_changed", "budget"}, "examples", "rows"}``. ``success_rate`` is successes /
+        ``{"clean", "perturbations": {name: accuracy}, "changed": {name: share of the texts the
+        perturbation changed}, "attack": {"success_rate", "attacked", "mean_words_changed", "budget"},
+        "examples", "rows"}``. ``success_rate`` is successes /
         attacked (None when nothing was attacked); ``mean_words_changed`` is over successes (None
         without any).
 
@@ -356,18 +357,22 @@ def robustness(
     if progress is not None:
         progress(f"clean: {len(texts)} texts")
     probs = classifier.predict_proba(texts, batch_size=batch_size)
-    perturbed = {}
+    perturbed, changed = {}, {}
     for name in PERTURBATIONS:
         if progress is not None:
             progress(f"perturbation: {name}")
         noisy = perturbed_texts(texts, name, seed=seed, rate=rate)
         perturbed[name] = _accuracy(classifier.predict_proba(noisy, batch_size=batch_size), targets)
+        # A perturbation that cannot touch a text (typos on Chinese characters) leaves it as it was: its
+        # accuracy then says nothing of robustness, which the share says.
+        changed[name] = sum(a != b for a, b in zip(noisy, texts, strict=True)) / len(texts) if texts else 0.0
     attacks = _attack(classifier, texts, targets, probs, seed=seed, examples=attack_examples, budget=attack_budget,
                       batch_size=batch_size, progress=progress)  # fmt: skip
     successes = [a for a in attacks if a.success]
     return {
         "clean": _accuracy(probs, targets),
         "perturbations": perturbed,
+        "changed": changed,
         "attack": {
             "success_rate": len(successes) / len(attacks) if attacks else None,
             "attacked": len(attacks),
@@ -496,10 +501,16 @@ def _held_out(runtime: TextClassifier, dataset: LabelledTexts) -> tuple[Labelled
 def format_robustness(report: dict[str, Any]) -> str:
     """A plain-text table: clean accuracy, each perturbation's accuracy and change, the attack."""
     clean = report["clean"]
-    lines = [f"measured on the {report['rows']}", "", f"{'':<14}{'accuracy':>9}{'change':>9}",
+    changed = report.get("changed") or {}
+    lines = [f"measured on the {report['rows']}", "", f"{'':<14}{'accuracy':>9}{'change':>9}{'texts changed':>15}",
              f"{'clean':<14}{clean:>9.4f}"]  # fmt: skip
     for name, accuracy in report["perturbations"].items():
-        lines.append(f"{name:<14}{accuracy:>9.4f}{100 * (accuracy - clean):>+9.2f}")
+        share = f"{100 * changed[name]:>14.1f}%" if name in changed else ""
+        lines.append(f"{name:<14}{accuracy:>9.4f}{100 * (accuracy - clean):>+9.2f}{share}")
+    untouched = [name for name in report["perturbations"] if changed.get(name) == 0]
+    if untouched:
+        lines.append(f"({', '.join(untouched)} changed no text here, e.g. Chinese characters have no letter case or "
+                     "WordNet synonym: their accuracy is the clean one, not a measure of robustness)")  # fmt: skip
     attack = report["attack"]
     budget = f"at most {100 * attack['budget']:g}% of a text's words changed, and at least one"
     if not attack["attacked"]:
