@@ -93,6 +93,18 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
     assert len(json.loads(capsys.readouterr().out)) == 3
     assert main(["faithfulness", str(out), str(few), "--methods", "attention", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)
+    # An ensemble reads its members' columns where they agree.
+    assert main(["train", str(data), "--model", "encoder", "--out", str(tmp_path / "m2"), "--config", str(config_file),
+                 "--epochs", "1", "--no-progress", "--text-col", "Body", "--label-col", "Tag", "--seed", "1"]) == 0
+    assert main(["ensemble", str(out), str(tmp_path / "m2"), "--out", str(tmp_path / "ens")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "ens"), str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 120
+    assert main(["predict", str(tmp_path / "ens"), "--input", str(few), "--format", "jsonl"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    fresh = write_csv(tmp_path / "fresh.csv", [{"Body": f"zz{i} wonderful", "Tag": "pos"} for i in range(4)])
+    assert main(["robustness", str(tmp_path / "ens"), str(fresh), "--attack-examples", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 4
     # Given, a column is read as given; a file without the model's columns says which option chooses one.
     assert main(["evaluate", str(out), str(data), "--text-col", "Tag", "--json"]) == 0
     other = write_csv(tmp_path / "other.csv", [{"text": "a", "label": "pos"}])

@@ -185,10 +185,9 @@ def _model_column(model_dir: str, given: str | None, name: str, default: str) ->
     if given is not None:
         return given
     from attend.io import ArtifactDir
+    from attend.runtime.classifier import trained_columns
 
-    recorded = ArtifactDir.open(model_dir).config.get("data") or {}
-    value = recorded.get(name) if isinstance(recorded, dict) else None
-    return value if isinstance(value, str) and value else default
+    return trained_columns(ArtifactDir.open(model_dir).config, model_dir).get(name, default)
 
 
 def _translator(model_dir: str) -> Any:
@@ -354,6 +353,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             raise UsageError(f"{', '.join(given)}: for classifiers only; a translator is explained by the "
                              "cross-attention alignment of each output word (--maps: every layer's and head's)")
         # Sentences as `attend translate` reads them: a .txt file is one sentence per line.
+        if args.texts and args.text_col is not None:
+            raise UsageError(f"--text-col {args.text_col}: reads a column of an --input table; the sentences given "
+                             "on the command line are read as they are")  # fmt: skip
         args.source_col = args.source_col or args.text_col or "source"
         texts, _ = _translate_inputs(args)
         _check_typed_sentences(args.texts, "explain")
@@ -428,7 +430,7 @@ def _translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     if args.texts:
         if args.source_col not in (None, "source"):
             raise UsageError(f"--source-col {args.source_col}: reads a column of an --input table; the "
-                             "sentences given on the command line are translated as they are")  # fmt: skip
+                             "sentences given on the command line are read as they are")  # fmt: skip
         return list(args.texts), [f"text {i + 1}" for i in range(len(args.texts))]
     from attend.data.readers import TABLE_SUFFIXES, read_table
 

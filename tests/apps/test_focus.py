@@ -788,6 +788,7 @@ def test_triage_helper_without_a_service(assistant: FocusAssistant) -> None:
     # One string is not an allowlist: tuple("Maria") allowed every message with an "a" in it.
     with pytest.raises(ValueError, match=r"allow must be a list of entries, not one string: give \['Maria'\]"):
         triage(TASK, [EMERGENCY], allow="Maria", assistant=assistant)  # type: ignore[arg-type]
+    assert Session(TASK, (a for a in ["bob@x.com"])).allow == ("bob@x.com",)  # a generator, read once
     with pytest.raises(ValueError, match="task contains an unpaired surrogate"):  # a traceback from the tokenizer
         triage("Plan \udcff offsite", [EMERGENCY], assistant=assistant)
 

@@ -421,6 +421,8 @@ def test_an_empty_cell_of_a_table_translates_to_a_blank_line(translator_dir: Pat
     assert "--source-col s: reads a column of an --input table" in capsys.readouterr().err
     assert main(["translate", str(translator_dir)]) == 2
     assert "--input - reads standard input" in capsys.readouterr().err
+    assert main(["explain", str(translator_dir), "red cat", "--text-col", "s"]) == 2  # named as --source-col
+    assert "--text-col s: reads a column of an --input table" in capsys.readouterr().err
 
 
 def test_explain_numbers_a_bad_typed_sentence_as_translate_does(translator_dir: Path) -> None:

@@ -128,6 +128,11 @@ def test_class_weights_multi_label_and_bf16(tmp_path: Path) -> None:
     assert predictor.predict(["alpha beta gamma"]) == [[]]
     (exp,) = explain(predictor, ["alpha beta gamma"], method="attention")
     assert "no label reaches probability 0.5, so the model predicts none; this explains the most probable" in exp.note
+    from attend.runtime.ensemble import EnsembleClassifier
+
+    ensemble = EnsembleClassifier([predictor], [1.0], predictor.labels, {**predictor.config, "data": None})
+    (exp,) = explain(ensemble, ["alpha beta gamma"], method="integrated_gradients", ig_steps=4)
+    assert exp.note.startswith("no label reaches probability 0.5, so the model predicts none")
 
 
 def test_model_directory_safety(tmp_path: Path, planted_csv: Path) -> None:

@@ -71,6 +71,14 @@ def test_an_interrupted_run_resumes_to_a_working_model(tmp_path: Path, monkeypat
     with pytest.raises(TrainingInterrupted):
         train_translation(data, tmp_path / "n", model_options=dict(TOY_TRANSLATOR),
                           args=TrainingArgs(**options, stop_after_steps=5))  # fmt: skip
+    # Started with a relative name, resumed from another directory (the name was recorded as typed).
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TrainingInterrupted):
+        train_translation("pairs.csv", tmp_path / "r", model_options=dict(TOY_TRANSLATOR),
+                          args=TrainingArgs(**options, stop_after_steps=5))  # fmt: skip
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    train_translation("../pairs.csv", tmp_path / "r", model_options=dict(TOY_TRANSLATOR), args=TrainingArgs(**options),
+                      resume=True)  # fmt: skip
     # What differs is named (it was "must use the same model and options" alone).
     with pytest.raises(ValueError, match=r"these differ: source_col='en' \(the interrupted run had 'source'\)"):
         train_translation(data, tmp_path / "n", model_options=dict(TOY_TRANSLATOR), args=TrainingArgs(**options),

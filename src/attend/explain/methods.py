@@ -630,6 +630,13 @@ def _evidence(
 #: Interpolated inputs Integrated Gradients runs per forward pass.
 IG_INTERNAL_BATCH = 64
 
+def _predicts_none(label: str) -> str:
+    """The note of a multi-label model's text with no label predicted: it is explained all the same
+    (what drew it closest), but the reader must not take the label as predicted."""
+    return (f"no label reaches probability {MULTI_LABEL_THRESHOLD:g}, so the model predicts none; this explains "
+            f"the most probable, {label!r}")  # fmt: skip
+
+
 #: The note of a text the model cannot read (as ``attend predict`` warns of it).
 _UNREADABLE = "no piece of this text is in the model's vocabulary (all [UNK]): the prediction, and so this " \
               "explanation, is a guess"
@@ -761,10 +768,7 @@ def explain(
             (unreadable,) = runtime.tokenizer.unreadable([ids])
             own_note = note if isinstance(note, str) else note[row]
             if runtime.multi_label and float(probs[row, best]) < MULTI_LABEL_THRESHOLD and target is None:
-                # Explained all the same (what drew it closest), but the reader must not take it as predicted.
-                own_note = "; ".join(part for part in (
-                    f"no label reaches probability {MULTI_LABEL_THRESHOLD:g}, so the model predicts none; this "
-                    f"explains the most probable, {runtime.labels[best]!r}", own_note) if part)  # fmt: skip
+                own_note = "; ".join(part for part in (_predicts_none(runtime.labels[best]), own_note) if part)
             results[i] = Explanation(
                 text=text,
                 tokens=tokens[row],
@@ -863,6 +867,8 @@ def _explain_combined(
             notes.append(f"member(s) {cut} read only the start of the text (later words get nothing from them)")
         notes += sorted({f"member {index}: {exp.note}" for index, exp in enumerate(own) if exp.note})
         label = int(best[i])
+        if getattr(runtime, "multi_label", False) and probs[i, label] < MULTI_LABEL_THRESHOLD and target is None:
+            notes.insert(0, _predicts_none(labels[label]))  # of the ensemble's probabilities, not a member's
         results.append(Explanation(
             text=read, tokens=[read[start:end] for start, end in units], importance=[float(v) for v in combined],
             special=[False] * len(units), label=labels[label], probability=float(probs[i, label]), target=targets[i],

@@ -113,6 +113,29 @@ def model_inputs(encoded: dict[str, Any]) -> dict[str, Tensor]:
     return {key: value for key, value in encoded.items() if key not in _NOT_INPUTS}
 
 
+def trained_columns(config: dict[str, Any], path: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The ``text_col``, ``label_col`` (and ``label_sep``, if any) a classifier was trained on
+    (``config.json``'s ``data``); an ensemble's (under ``path``), its members' where they all
+    agree; ``{}`` where none is recorded."""
+    data = config.get("data")
+    if isinstance(data, dict) and isinstance(data.get("text_col"), str) and data["text_col"]:
+        keys = ("text_col", "label_col", "label_sep")
+        return {key: data[key] for key in keys if isinstance(data.get(key), str) and data[key]}
+    spec = config.get("ensemble")
+    members = spec.get("members") if isinstance(spec, dict) else None
+    if path is None or not isinstance(members, list) or not members:
+        return {}
+    found = []
+    for entry in members:
+        where = Path(path) / str(entry.get("path", "")) if isinstance(entry, dict) else None
+        try:
+            member = ArtifactDir.open(where).config if where is not None else {}
+        except (ModelDirError, OSError, ValueError):
+            return {}
+        found.append(trained_columns(member, where))
+    return found[0] if all(columns == found[0] for columns in found) else {}
+
+
 class TextClassifier(Runtime):
     """A trained text classifier with its tokenizer and labels, ready to predict and explain.
 
@@ -289,11 +312,11 @@ class TextClassifier(Runtime):
         """Accuracy, macro/micro F1 and the per-class report on labelled data (a file, a dataset name,
         or loaded texts); a label the model does not know is an error naming its line. Columns left
         out are the ones the model trained on (else ``text`` and ``label``)."""
-        recorded = self.config.get("data") or {}
-        text_col = text_col or recorded.get("text_col") or "text"
-        label_col = label_col or recorded.get("label_col") or "label"
+        columns = trained_columns(self.config, self.path)
+        text_col = text_col or columns.get("text_col") or "text"
+        label_col = label_col or columns.get("label_col") or "label"
         # A multi-label model reads its labels' separator as training did ("a|b" is two labels).
-        label_sep = recorded.get("label_sep") if self.multi_label else None
+        label_sep = columns.get("label_sep") if self.multi_label else None
         dataset = data if isinstance(data, LabelledTexts) else load_labelled(
             data, text_col=text_col, label_col=label_col, multi_label=self.multi_label, label_sep=label_sep
         )  # fmt: skip

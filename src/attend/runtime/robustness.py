@@ -39,7 +39,7 @@ from attend.data.splits import load_labelled, rebuild_split
 from attend.data.validation import text_problem
 from attend.io import sha256_file, text_fingerprints
 from attend.runtime.base import Runtime
-from attend.runtime.classifier import TextClassifier
+from attend.runtime.classifier import TextClassifier, trained_columns
 
 __all__ = [
     "Attack",
@@ -459,9 +459,9 @@ def robustness_rows(
     if dataset is not None:
         described = f"{note} split of {dataset.source}, rebuilt as `attend train` made it ({len(dataset)} rows)"
     else:
-        recorded = classifier.config.get("data") or {}
-        dataset = load_labelled(data, text_col=text_col or recorded.get("text_col", _COLUMNS["text_col"]),
-                                label_col=label_col or recorded.get("label_col", _COLUMNS["label_col"]))  # fmt: skip
+        columns = {**_COLUMNS, **trained_columns(classifier.config, classifier.path)}  # an ensemble's: its members'
+        dataset = load_labelled(data, text_col=text_col or columns["text_col"],
+                                label_col=label_col or columns["label_col"])  # fmt: skip
         described = f"{len(dataset)} rows of {dataset.source} ({note})"
         dataset, left_out = _held_out(classifier, dataset)
         if left_out is None:

@@ -42,7 +42,7 @@ from attend.io import ArtifactWriter, atomic_write_json, check_output_directory,
 from attend.jsonout import dumps_json
 from attend.models import auxiliary_loss, build
 from attend.training.adversarial import ADVERSARIAL, EmbeddingAdversary
-from attend.training.tasks.base import Task
+from attend.training.tasks.base import Task, comparable
 from attend.training.tasks.seq2seq import TRANSLATION_DEFAULTS, TranslationTask
 from attend.version import __version__
 
@@ -1180,24 +1180,6 @@ def explicit_options(args: TrainingArgs) -> dict[str, Any]:
     """The options of ``args`` set away from their defaults (the ones a user chose)."""
     defaults = dataclasses.asdict(TrainingArgs())
     return {key: value for key, value in dataclasses.asdict(args).items() if value != defaults[key]}
-
-
-def comparable(value: Any) -> Any:
-    """``value`` with every string that names an existing file replaced by its resolved path, so a
-    resumed run may name its data as ``data.csv``, ``./data.csv`` or from another directory (what
-    the file holds is checked by the data's digest)."""
-    if isinstance(value, dict):
-        return {key: comparable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [comparable(item) for item in value]
-    if isinstance(value, str) and value:
-        try:
-            path = Path(value)
-            if path.is_file():
-                return str(path.resolve())
-        except (OSError, ValueError):  # a name too long or with a NUL: not a file
-            pass
-    return value
 
 
 def _changes(then: dict[str, Any], now: dict[str, Any]) -> list[str]:

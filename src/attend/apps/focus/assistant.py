@@ -181,12 +181,13 @@ class Session:
             raise ValueError(f"task {problem}")
         if isinstance(self.allow, str):  # tuple("Maria") allowed every message with an M, an a, an r or an i
             raise ValueError(f"allow must be a list of entries, not one string: give [{self.allow!r}]")
-        for entry in self.allow:
+        allow = tuple(self.allow)  # read once: a generator checked, then read again, would be empty
+        for entry in allow:
             if not isinstance(entry, str):
                 raise ValueError(f"allow entry {entry!r} is {type(entry).__name__}, expected a string")
             if entry.strip() and (problem := text_problem(entry)) is not None:
                 raise ValueError(f"allow entry {entry!r} {problem}")
-        object.__setattr__(self, "allow", tuple(a.strip() for a in self.allow if a and a.strip()))
+        object.__setattr__(self, "allow", tuple(a.strip() for a in allow if a and a.strip()))
         for entry in self.allow:
             if entry == "@" or entry.endswith("@") or entry.count("@") > 1:
                 raise ValueError(f"allow entry {entry!r} is no address: give name@domain, @domain, or a word")

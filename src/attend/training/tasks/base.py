@@ -164,3 +164,26 @@ def check_model_fields(model_type: str, given: dict[str, Any], *, from_data: Seq
         raise ValueError(f"unknown {model_type!r} model field(s) {unknown}; known: "
                          f"{sorted(fields - set(from_data)) + list(task_options)}")  # fmt: skip
     config_from_dict({**given, "model_type": model_type})
+
+
+def resolved_file(value: str | None) -> str | None:
+    """``value``'s resolved path where it names a file, else ``value`` (a dataset's name, None)."""
+    return comparable(value) if isinstance(value, str) else value
+
+
+def comparable(value: Any) -> Any:
+    """``value`` with every string that names an existing file replaced by its resolved path, so a
+    resumed run may name its data as ``data.csv``, ``./data.csv`` or from another directory (what
+    the file holds is checked by the data's digest)."""
+    if isinstance(value, dict):
+        return {key: comparable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [comparable(item) for item in value]
+    if isinstance(value, str) and value:
+        try:
+            path = Path(value)
+            if path.is_file():
+                return str(path.resolve())
+        except (OSError, ValueError):  # a name too long or with a NUL: not a file
+            pass
+    return value
