@@ -261,6 +261,9 @@ def test_recommend_route_micro_batches_and_validates(sasrec_dir: Path) -> None:
         bad_k = client.post("/v1/recommend", json={"user": user, "k": 0})
         loose = client.post("/v1/recommend", json={"user": user, "explain": "yes"})  # was read as true
         numeric = client.post("/v1/recommend", json={"user": int(user), "k": 4})  # MovieLens ids are numbers
+        nothing_yet = client.post("/v1/recommend", json={"history": [], "k": 3})  # as top(history=[]): popularity
+        lone = [client.post("/v1/recommend", content=json.dumps(body), headers={"content-type": "application/json"})
+                for body in ({"user": "\ud800"}, {"history": [runtime.item_ids[10], "\udfff"], "explain": True})]
         info = client.get("/v1/model").json()
         metrics = client.get("/metrics").text
     assert ok.status_code == 200 and [r["item"] for r in ok.json()["items"]] == runtime.top(user, k=4).items
@@ -269,6 +272,10 @@ def test_recommend_route_micro_batches_and_validates(sasrec_dir: Path) -> None:
     assert bad_k.status_code == 422
     assert loose.status_code == 422 and "explain" in loose.json()["error"]["message"], loose.json()
     assert numeric.status_code == 200 and numeric.json()["items"] == ok.json()["items"]
+    assert nothing_yet.status_code == 200 and nothing_yet.json()["source"] == runtime.top(history=[], k=3).source
+    # An id that is not Unicode was echoed back and could not be written: a 500.
+    assert [r.status_code for r in lone] == [422, 422] and "history.1: the id contains an unpaired" in lone[1].text
+    assert info["limits"]["max_k"] == 1000 and info["limits"]["max_history"] == 10_000
     assert info["task"] == "sequential_recommendation" and info["metrics"]["baselines"]
     assert 'route="/v1/recommend"' in metrics
 
@@ -518,3 +525,18 @@ def test_a_log_too_short_for_the_split_names_the_file(model: str, rows: str, mes
     log.write_text(header + "\n" + rows, encoding="utf-8")
     with pytest.raises(DataError, match=message):
         train_recommender(str(log), tmp_path / "m", model=model, training=QUICK)
+
+
+def test_items_are_named_by_the_first_text_column_of_the_file(tmp_path: Path) -> None:
+    """The first text column by name was taken: an image path column named items, not the title."""
+    from attend.data.interactions import read_item_features
+    from attend.training.tasks.recommendation import item_names
+
+    path = tmp_path / "items.csv"
+    path.write_text("item,title,category,poster\na,The Long Road,drama,img/a.png\nb,Short Cuts,comedy,img/b.png\n",
+                    encoding="utf-8")  # fmt: skip
+    features = read_item_features(path, {"a": 1, "b": 2}, types={"title": "text", "category": "categorical",
+                                                                 "poster": "text"})
+    assert list(features.text) == ["title", "poster"]
+    assert item_names(features, ["", "a", "b"]) == {"a": "The Long Road", "b": "Short Cuts"}
+    assert item_names(None, ["", "a"]) == {}

@@ -15,6 +15,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from attend.data.validation import text_problem
 from attend.runtime.recommender import Recommender
 from attend.serve.batching import MicroBatcher
 from attend.serve.metrics import ServiceMetrics
@@ -24,6 +25,8 @@ __all__ = ["RecommendRequest", "recommendation_routes"]
 
 #: Longest history a request may give.
 MAX_HISTORY = 10_000
+#: Most items a request may ask for.
+MAX_K = 1000
 
 
 class RecommendRequest(BaseModel):
@@ -35,7 +38,7 @@ class RecommendRequest(BaseModel):
     user: StrictStr | StrictInt | None = Field(default=None, description="A user id from the training log.")
     history: list[StrictStr | StrictInt] | None = Field(default=None,
                                                         description="Item ids, oldest first (a new user's, or more).")
-    k: int = Field(default=10, ge=1, le=1000, strict=True, description="Items to return.")
+    k: int = Field(default=10, ge=1, le=MAX_K, strict=True, description="Items to return.")
     explain: bool = Field(default=False, strict=True,
                           description="Add the history items that drove each recommendation (true or false).")
 
@@ -55,8 +58,12 @@ def recommendation_routes(runtime: Recommender, settings: ServeSettings, metrics
     @router.post("/v1/recommend")
     async def recommend(body: RecommendRequest) -> Any:
         """The k items the user is most likely to want next, never one already in their history."""
-        if body.user is None and not body.history:
+        if body.user is None and body.history is None:  # an empty history is a new user's: popularity, as top()
             return error_response(422, "validation", "give a user, a history of item ids, or both")
+        ids = [("user", body.user), *((f"history.{i}", item) for i, item in enumerate(body.history or []))]
+        for field, value in ids:  # echoed in the answer: a lone surrogate could not be written as JSON (a 500)
+            if isinstance(value, str) and (problem := text_problem(value)) and "surrogate" in problem:
+                return error_response(422, "validation", f"{field}: the id {problem}")
         if body.history is not None and len(body.history) > MAX_HISTORY:
             return error_response(422, "validation", f"history: {len(body.history)} items, over the limit of "
                                   f"{MAX_HISTORY}")  # fmt: skip
@@ -77,5 +84,6 @@ def recommendation_routes(runtime: Recommender, settings: ServeSettings, metrics
     def refresh() -> None:
         metrics.queued.set(batcher.queued())
 
+    limits = {"max_k": MAX_K, "max_history": MAX_HISTORY}  # what this route takes (max_texts is for texts)
     return Routes(router=router, start=batcher.start, stop=batcher.stop, ready=lambda: batcher.running,
-                  refresh=refresh)  # fmt: skip
+                  refresh=refresh, info={"limits": limits})  # fmt: skip

@@ -130,6 +130,15 @@ def _select(features: ItemFeatures | None, columns: list[str] | None) -> ItemFea
     )
 
 
+def item_names(features: ItemFeatures | None, item_ids: Sequence[str]) -> dict[str, str]:
+    """What names items in explanations and HTML: the features file's first text column, in the
+    file's order (e.g. a title before an image path; the first by name was taken), by item id."""
+    if features is None or not features.text:
+        return {}
+    column = next(iter(features.text.values()))
+    return {item_ids[i]: column[i] for i in range(1, len(item_ids)) if column[i]}
+
+
 def embed_item_texts(texts: Sequence[str], *, batch_size: int = 64) -> Tensor:
     """Frozen MiniLM sentence vectors ``(N, 384)`` of item texts (zeros for an empty text)."""
     from attend.data.batching import length_batches
@@ -310,11 +319,7 @@ class _RecommendationTask(Task):
         counts = torch.from_numpy(item_counts(sequences, self.data.n_items).astype(np.float32))
         save_tensors(tensors | {"popularity": counts}, writer.path / "histories.safetensors")
         writer.record("histories.safetensors")
-        names: dict[str, str] = {}
-        if self.features is not None and self.features.text:
-            # The first text column (e.g. a title) names items in explanations and HTML.
-            column = self.features.text[sorted(self.features.text)[0]]
-            names = {self.data.item_ids[i]: column[i] for i in range(1, self.data.n_items + 1) if column[i]}
+        names = item_names(self.features, self.data.item_ids)
         writer.write_json("items.json", {"item_ids": self.data.item_ids, "user_ids": self.data.user_ids,
                                          "names": names, "features": self.vocabularies})  # fmt: skip
         writer.record("items.json")  # the id <-> index maps the weights were trained with: part of the model
