@@ -102,6 +102,17 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
     assert json.loads(capsys.readouterr().out)["examples"] == 120
     assert main(["predict", str(tmp_path / "ens"), "--input", str(few), "--format", "jsonl"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
+    # Members that differ in one column (a label separator) still agree on the others; a malformed
+    # member entry (back into the directory itself) is no column at all, not a RecursionError.
+    from attend.runtime.classifier import trained_columns
+
+    for name, sep in (("a", ";"), ("b", "+")):
+        (tmp_path / "fake" / "members" / name).mkdir(parents=True)
+        (tmp_path / "fake" / "members" / name / "config.json").write_text(json.dumps(
+            {"task": "classification", "data": {"text_col": "Body", "label_col": "Tag", "label_sep": sep}}))
+    members = {"members": [{"path": "members/a"}, {"path": "members/b"}]}
+    assert trained_columns({"ensemble": members}, tmp_path / "fake") == {"text_col": "Body", "label_col": "Tag"}
+    assert trained_columns({"ensemble": {"members": [{"path": "."}]}}, tmp_path / "fake") == {}
     fresh = write_csv(tmp_path / "fresh.csv", [{"Body": f"zz{i} wonderful", "Tag": "pos"} for i in range(4)])
     assert main(["robustness", str(tmp_path / "ens"), str(fresh), "--attack-examples", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["examples"] == 4

@@ -353,9 +353,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             raise UsageError(f"{', '.join(given)}: for classifiers only; a translator is explained by the "
                              "cross-attention alignment of each output word (--maps: every layer's and head's)")
         # Sentences as `attend translate` reads them: a .txt file is one sentence per line.
-        if args.texts and args.text_col is not None:
-            raise UsageError(f"--text-col {args.text_col}: reads a column of an --input table; the sentences given "
-                             "on the command line are read as they are")  # fmt: skip
+        # explain's --text-col names the source column too: messages name the flag the user gave.
+        args.column_flag = "--text-col" if args.source_col is None and args.text_col is not None else "--source-col"
         args.source_col = args.source_col or args.text_col or "source"
         texts, _ = _translate_inputs(args)
         _check_typed_sentences(args.texts, "explain")
@@ -427,9 +426,10 @@ def _translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         raise UsageError("give sentences to translate, or --input FILE, but not both")
     if not args.texts and not args.input:
         raise UsageError("give sentences to translate, or --input FILE (--input - reads standard input)")
+    flag = getattr(args, "column_flag", "--source-col")
     if args.texts:
-        if args.source_col not in (None, "source"):
-            raise UsageError(f"--source-col {args.source_col}: reads a column of an --input table; the "
+        if args.source_col not in (None, "source") or flag == "--text-col":
+            raise UsageError(f"{flag} {args.source_col}: reads a column of an --input table; the "
                              "sentences given on the command line are read as they are")  # fmt: skip
         return list(args.texts), [f"text {i + 1}" for i in range(len(args.texts))]
     from attend.data.readers import TABLE_SUFFIXES, read_table
@@ -439,10 +439,10 @@ def _translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         # An empty cell is answered with a blank, as a blank line of a text file is: row N's
         # translation stays output line N's.
         table = read_table(path, text_col=args.source_col, label_col=None,
-                           columns_hint="choose the column with --source-col", blank_texts=True)  # fmt: skip
+                           columns_hint=f"choose the column with {flag}", blank_texts=True)  # fmt: skip
         return table.texts, [f"line {line}" for line in table.lines]
-    if args.source_col not in (None, "source"):  # read as plain text: a column would be ignored
-        raise UsageError(f"--source-col {args.source_col}: {args.input} is read as plain text, one sentence per "
+    if args.source_col not in (None, "source") or flag == "--text-col":  # read as plain text: a column is ignored
+        raise UsageError(f"{flag} {args.source_col}: {args.input} is read as plain text, one sentence per "
                          f"line; columns are read from {', '.join(sorted(TABLE_SUFFIXES))} files")  # fmt: skip
     raw = sys.stdin.buffer.read() if args.input == "-" else path.read_bytes()
     lines = _text_lines(raw, args.input)

@@ -423,6 +423,11 @@ def test_an_empty_cell_of_a_table_translates_to_a_blank_line(translator_dir: Pat
     assert "--input - reads standard input" in capsys.readouterr().err
     assert main(["explain", str(translator_dir), "red cat", "--text-col", "s"]) == 2  # named as --source-col
     assert "--text-col s: reads a column of an --input table" in capsys.readouterr().err
+    (tmp_path / "plain.txt").write_text("red cat\n", encoding="utf-8")
+    assert main(["explain", str(translator_dir), "--input", str(tmp_path / "plain.txt"), "--text-col", "s"]) == 2
+    assert "--text-col s: " in capsys.readouterr().err
+    assert main(["explain", str(translator_dir), "--input", str(table), "--text-col", "nope"]) == 2
+    assert "choose the column with --text-col" in capsys.readouterr().err
 
 
 def test_explain_numbers_a_bad_typed_sentence_as_translate_does(translator_dir: Path) -> None:

@@ -127,12 +127,14 @@ def test_class_weights_multi_label_and_bf16(tmp_path: Path) -> None:
         head.bias -= 100.0  # every label far below 0.5
     assert predictor.predict(["alpha beta gamma"]) == [[]]
     (exp,) = explain(predictor, ["alpha beta gamma"], method="attention")
-    assert "no label reaches probability 0.5, so the model predicts none; this explains the most probable" in exp.note
+    assert "no label reaches probability 0.5, so the model predicts none, and this explains the most" in exp.note
     from attend.runtime.ensemble import EnsembleClassifier
 
     ensemble = EnsembleClassifier([predictor], [1.0], predictor.labels, {**predictor.config, "data": None})
     (exp,) = explain(ensemble, ["alpha beta gamma"], method="integrated_gradients", ig_steps=4)
     assert exp.note.startswith("no label reaches probability 0.5, so the model predicts none")
+    (exp,) = explain(ensemble, ["alpha beta gamma"], method="attention")  # its member's own said once, not twice
+    assert exp.note.count("predicts none") == 1
 
 
 def test_model_directory_safety(tmp_path: Path, planted_csv: Path) -> None:

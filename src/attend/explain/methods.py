@@ -630,11 +630,13 @@ def _evidence(
 #: Interpolated inputs Integrated Gradients runs per forward pass.
 IG_INTERNAL_BATCH = 64
 
+_PREDICTS_NONE = f"no label reaches probability {MULTI_LABEL_THRESHOLD:g}, so the model predicts none"
+
+
 def _predicts_none(label: str) -> str:
     """The note of a multi-label model's text with no label predicted: it is explained all the same
     (what drew it closest), but the reader must not take the label as predicted."""
-    return (f"no label reaches probability {MULTI_LABEL_THRESHOLD:g}, so the model predicts none; this explains "
-            f"the most probable, {label!r}")  # fmt: skip
+    return f"{_PREDICTS_NONE}, and this explains the most probable, {label!r}"
 
 
 #: The note of a text the model cannot read (as ``attend predict`` warns of it).
@@ -865,7 +867,11 @@ def _explain_combined(
                  "words of the text by character spans"]  # fmt: skip
         if cut:
             notes.append(f"member(s) {cut} read only the start of the text (later words get nothing from them)")
-        notes += sorted({f"member {index}: {exp.note}" for index, exp in enumerate(own) if exp.note})
+        # A member's own "predicts none" is of its probabilities and may name another label: the
+        # ensemble's is said below, of the ensemble's.
+        own_notes = ["; ".join(part for part in exp.note.split("; ") if not part.startswith(_PREDICTS_NONE))
+                     for exp in own]  # fmt: skip
+        notes += sorted({f"member {index}: {note}" for index, note in enumerate(own_notes) if note})
         label = int(best[i])
         if getattr(runtime, "multi_label", False) and probs[i, label] < MULTI_LABEL_THRESHOLD and target is None:
             notes.insert(0, _predicts_none(labels[label]))  # of the ensemble's probabilities, not a member's

@@ -127,13 +127,18 @@ def trained_columns(config: dict[str, Any], path: str | os.PathLike[str] | None 
         return {}
     found = []
     for entry in members:
-        where = Path(path) / str(entry.get("path", "")) if isinstance(entry, dict) else None
+        inside = entry.get("path") if isinstance(entry, dict) else None
+        parts = Path(inside).parts if isinstance(inside, str) else ()
+        if not parts or ".." in parts or Path(inside).is_absolute():  # type: ignore[arg-type]
+            return {}  # a malformed entry, which would lead out of the directory or back into it (load() says so)
+        where = Path(path) / inside
         try:
-            member = ArtifactDir.open(where).config if where is not None else {}
+            member = ArtifactDir.open(where).config
         except (ModelDirError, OSError, ValueError):
             return {}
         found.append(trained_columns(member, where))
-    return found[0] if all(columns == found[0] for columns in found) else {}
+    # Each column the members agree on (one label separator apart, their text and label columns still hold).
+    return {key: value for key, value in found[0].items() if all(columns.get(key) == value for columns in found)}
 
 
 class TextClassifier(Runtime):

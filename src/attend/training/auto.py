@@ -487,7 +487,8 @@ def train_auto(
     if winner == ENSEMBLE:
         assert together is not None
         metrics = _publish_ensemble(ranked, work, out, together, record, overwrite=overwrite)
-        report = classification_report(metrics, metrics["split"], identity["data"]) + "\n\n" + _table(record)
+        source = data.source if isinstance(data, LabelledTexts) else str(data)  # as given (identity's is resolved)
+        report = classification_report(metrics, metrics["split"], source) + "\n\n" + _table(record)
         history: list[dict[str, Any]] = []
     else:
         winner_dir = work / winner
