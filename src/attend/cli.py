@@ -248,7 +248,7 @@ def _overlap_warning(found: dict[str, Any], total: int, what: str, *, ensemble: 
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from attend.data.readers import TextStream
+    from attend.data.readers import DataError, TextStream
     from attend.runtime.streaming import ExistingOutput, PredictionWriter, format_for, open_output, predict_stream
 
     if bool(args.texts) == bool(args.input):
@@ -287,7 +287,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         writer = PredictionWriter(sink, args.format, header=fresh)
         existing.check(predictor.labels, args.top_k, predictor.multi_label)
         existing.check_model(predictor)
-        written = predict_stream(predictor, texts, writer, top_k=args.top_k, skip=existing, on_chunk=advance)
+        try:
+            written = predict_stream(predictor, texts, writer, top_k=args.top_k, skip=existing, on_chunk=advance)
+        except DataError as exc:  # a bad row mid-file: what was predicted before it is kept, and resumable
+            if not args.output or not writer.rows or args.format == "json":
+                raise
+            raise DataError(f"{exc}; the first {done + writer.rows} predictions are in {args.output}: mend that line "
+                            "and run the same command with --resume to go on from there") from None
     finally:
         if bar is not None:
             bar.close()

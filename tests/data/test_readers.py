@@ -87,6 +87,13 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
         # A stray quote closed at the end of a later line: the rows between read as its text, one short.
         (b'text,label\n"great product,pos\nok,neg"\nbad,neg\n', {"label_col": None},
          r"line 2: a quote opened on this line is never closed where its field ends"),
+        # A sheet exported twice into one file: its header was a text labelled "label" (and predicted).
+        (b"text,label\ngood,pos\ntext,label\nbad,neg\n", {}, r"line 3 repeats the header \(text,label\): were files"),
+        (b"text,label\ngood,pos\ntext,label\nbad,neg\n", {"label_col": None}, r"line 3 repeats the header"),
+        # An Excel CSV of a ';' locale: the errors named no separator.
+        (b"text;label\nfine, really;pos\n", {}, r"line 2 has more fields than the header; its header reads as one "
+                                               r"column, 'text;label': is the file separated by ';'\?"),
+        (b"text;label\nfine;pos\n", {}, r"has no column 'text' \(columns: text;label\); .* separated by ';'\?"),
     ],
 )
 def test_bad_files_get_errors_naming_file_line_and_value(
@@ -169,7 +176,15 @@ def test_a_lone_surrogate_in_jsonl_is_an_error_naming_the_line(tmp_path: Path) -
 def test_bad_jsonl_and_unknown_extension(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "a", "label": "x"}\n{not json}\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"line 2 is not valid JSON"):
+    with pytest.raises(DataError, match=r"line 2 is not valid JSON \(Expecting property name .*, at character 2\)$"):
+        read_table(path)
+    # A pretty-printed JSON list, and records joined by commas: "Expecting value" said nothing of either.
+    pretty = tmp_path / "a.json"
+    pretty.write_text(json.dumps([{"text": "a", "label": "x"}], indent=2), encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 1 is not valid JSON .*looks like a JSON document over several lines"):
+        read_table(pretty)
+    path.write_text('{"text": "a", "label": "x"},\n{"text": "b", "label": "y"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 1 is not valid JSON .*; JSON Lines has one object per line and no"):
         read_table(path)
     with pytest.raises(DataError, match=r"cannot tell the format.*rename the file to end in \.csv"):
         read_table(_write_csv(tmp_path / "d.txt", ROWS))

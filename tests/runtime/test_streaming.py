@@ -311,3 +311,24 @@ def test_a_malformed_row_in_the_middle_is_refused_not_cut(trained: dict[str, Pat
         print("three,a,0.5,false", end="\r\n", file=sink)
     assert path.read_bytes() == b"text,label_1,probability_1,truncated\r\none,a,0.5,false\r\ntwo,a,0.5,false\r\n" \
         b"three,a,0.5,false\r\n"
+
+
+def test_a_bad_row_mid_file_says_what_was_written_and_resumes_once_mended(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The error named the row but not the partial output it left, nor how to go on."""
+    from attend.cli import main
+
+    rows = [{"text": f"row {i} good", "label": "pos"} for i in range(700)]
+    bad = tmp_path / "in.csv"
+    write_csv(bad, [*rows[:600], {"text": "", "label": "pos"}, *rows[600:]])
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(trained["encoder"]), "--input", str(bad), "--output", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "line 602 has an empty text" in err and f"predictions are in {out}: mend that line" in err, err
+    kept = len(out.read_text(encoding="utf-8").splitlines()) - 1
+    assert 0 < kept <= 600 and f"the first {kept} predictions" in err
+    write_csv(bad, [*rows[:600], {"text": "mended", "label": "pos"}, *rows[600:]])
+    assert main(["predict", str(trained["encoder"]), "--input", str(bad), "--output", str(out), "--resume",
+                 "--no-progress"]) == 0  # fmt: skip
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1 + 701

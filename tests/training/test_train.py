@@ -358,3 +358,18 @@ def test_a_model_that_learned_labels_written_1_0_takes_1_in_new_data() -> None:
     assert label_targets(data, ["1.0", "2.0"], False).tolist() == [0, 1, 1]
     with pytest.raises(DataError, match=r"row 1 has label '1', which the model was not trained on"):  # two are 1
         label_targets(LabelledTexts(["a"], ["1"], source="x"), ["1.0", "01"], False)
+
+
+def test_one_number_written_two_ways_is_refused_and_labels_differing_in_case_are_noted(tmp_path: Path) -> None:
+    """A CSV's "1" and "1.0" (a spreadsheet's float column) were two classes, each half of one, and
+    "Pos" beside "pos" two classes without a word."""
+    rows = [{"text": f"w{i} good film", "label": ["1", "1.0", "0", "0"][i % 4]} for i in range(40)]
+    with pytest.raises(DataError, match=r"the labels '1' \(line 2\) and '1.0' \(line 3\) are the same number"):
+        train(write_csv(tmp_path / "n.csv", rows), tmp_path / "n", model="encoder", model_options=SMALL_ENCODER,
+              args=TrainingArgs(**{**FAST, "epochs": 1}))  # fmt: skip
+    assert not (tmp_path / "n").exists()
+    rows = [{**row, "label": ["pos", "Pos", "neg", "neg"][i % 4]} for i, row in enumerate(planted_rows(80))]
+    result = train(write_csv(tmp_path / "c.csv", rows), tmp_path / "c", model="encoder", model_options=SMALL_ENCODER,
+                   args=TrainingArgs(**{**FAST, "epochs": 1}))  # fmt: skip
+    assert "labels that differ only in letter case are learned as different classes ('Pos' and 'pos')" in \
+        result.report

@@ -208,7 +208,8 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None) -> Iterator[tup
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {line_number} is not valid JSON ({exc.msg})") from None
+                raise DataError(f"{path}: line {line_number} is not valid JSON ({exc.msg}, at character {exc.pos + 1})"
+                                f"{_json_lines_hint(line)}") from None
             if not isinstance(record, dict):
                 raise DataError(f"{path}: line {line_number} is a JSON {type(record).__name__}, expected an object")
             yield line_number, record
@@ -225,6 +226,18 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None) -> Iterator[tup
     except csv.Error as exc:
         raise DataError(f"{path}: line 1: {_csv_problem(exc)}") from None
     yield from csv_records(reader, tape, str(path))
+
+
+def _json_lines_hint(line: str) -> str:
+    """Why a line of a JSON file may not parse as JSON Lines: a JSON document written over several
+    lines (a list or an object pretty-printed), or records joined by commas."""
+    stripped = line.strip()
+    if stripped in ("[", "{") or stripped.startswith(("[{", "[ ")):
+        return ("; JSON files are read as JSON Lines, one object per line, and this one looks like a JSON document "
+                "over several lines: write it one record per line (e.g. jq -c '.[]' FILE)")  # fmt: skip
+    if stripped.endswith(","):
+        return "; JSON Lines has one object per line and no comma between them"
+    return ""
 
 
 class LineTape:
@@ -283,11 +296,29 @@ def csv_records(
                 start = reader.line_num + 1
                 continue
             if None in record:
-                raise error(f"{name}: line {start} has more fields than the header")
+                raise error(f"{name}: line {start} has more fields than the header{delimiter_hint(columns, delimiter)}")
+            if len(columns) > 1 and all(str(record.get(c) or "").strip() == c.strip() for c in columns):
+                # A sheet exported twice into one file, or files joined: read as a row, the header
+                # was a text labelled "label" (and predicted, one more output row than input).
+                raise error(f"{name}: line {start} repeats the header ({delimiter.join(columns)}): were files "
+                            "joined? Remove the line")  # fmt: skip
             yield start, record
             start = reader.line_num + 1
     except csv.Error as exc:
         raise error(f"{name}: line {start}: {_csv_problem(exc)}") from None
+
+
+def delimiter_hint(columns: Sequence[str], delimiter: str) -> str:
+    """``"; ..."``: a header read as one column that holds another common separator (an Excel CSV
+    in a locale whose separator is ``;``), else ``""``."""
+    if len(columns) != 1:
+        return ""
+    found = next((sep for sep in (";", "\t", "|", ",") if sep != delimiter and sep in columns[0]), None)
+    if found is None:
+        return ""
+    shown = {"\t": "tabs", ";": "';'", "|": "'|'", ",": "commas"}[found]
+    return (f"; its header reads as one column, {columns[0]!r}: is the file separated by {shown}? A .csv file "
+            "is read with commas and a .tsv file with tabs: re-save it so")
 
 
 def _csv_problem(exc: csv.Error) -> str:
@@ -358,12 +389,12 @@ def match_label(label: str, known: Sequence[str]) -> str | None:
     finite number (a model trained on ``1.0`` before whole numbers were read alike takes ``1``), else None."""
     if label in known:
         return label
-    value = _as_number(label)
-    same = [name for name in known if value is not None and _as_number(name) == value]
+    value = as_number(label)
+    same = [name for name in known if value is not None and as_number(name) == value]
     return same[0] if len(same) == 1 else None
 
 
-def _as_number(label: str | None) -> float | None:
+def as_number(label: str | None) -> float | None:
     """The finite number a label spells (``"1"``, ``"1.0"``, ``"2e0"``), else None."""
     try:
         value = float(label)  # type: ignore[arg-type]
@@ -391,7 +422,11 @@ def check_columns(path: str | os.PathLike[str], record: dict[str, Any], wanted: 
     column, the columns it has and, in ``hint``, the options that choose them."""
     missing = [column for column in wanted if column is not None and column not in record]
     if missing:
-        raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, record))}); {hint}")
+        suffix = Path(path).suffix.lower()
+        separated = delimiter_hint(list(map(str, record)), "\t" if suffix == ".tsv" else ",") if suffix in (
+            ".csv", ".tsv") else ""  # fmt: skip
+        raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, record))}); {hint}"
+                        f"{separated}")
 
 
 def _row_text(path: Path, line: int, record: dict[str, Any], text_col: str, blank: bool = False) -> str:

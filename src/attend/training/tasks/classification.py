@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from attend.data.batching import length_batches
 from attend.data.noise import Augmenter
-from attend.data.readers import DataError, LabelledTexts, match_label, stratified_split
+from attend.data.readers import DataError, LabelledTexts, as_number, match_label, stratified_split
 from attend.data.splits import data_provenance, load_labelled
 from attend.data.tokenization import TextTokenizer
 from attend.models import MODELS, MULTI_LABEL_THRESHOLD, ClassifierConfig, config_from_dict, probabilities
@@ -102,6 +102,14 @@ def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts]) -> list[st
     if conflicting:
         notes.append(f"{conflicting} text(s) occur with different labels in the data: no model can get every copy "
                      "right")  # fmt: skip
+    folded: dict[str, list[str]] = {}
+    for name in dataset.label_names:
+        folded.setdefault(name.casefold(), []).append(name)
+    cased = [spellings for spellings in folded.values() if len(spellings) > 1]
+    if cased:
+        shown = "; ".join(" and ".join(map(repr, spellings)) for spellings in cased[:3])
+        notes.append(f"labels that differ only in letter case are learned as different classes ({shown}); if each "
+                     "pair is one class, write it one way")  # fmt: skip
     return notes
 
 
@@ -222,6 +230,21 @@ def check_labels_to_learn(dataset: LabelledTexts, multi_label: bool) -> None:
     if not multi_label and len(names) < 2:
         said = f"every example has the label {names[0]!r}" if names else "no example has a label"
         raise DataError(f"{dataset.source}: {said}; a classifier needs at least two labels to learn to tell apart")
+    # "1" and "1.0" in a CSV (a spreadsheet's float column): one class learned as two, each half of it.
+    by_number: dict[float, list[str]] = {}
+    for name in names:
+        if (value := as_number(name)) is not None:
+            by_number.setdefault(value, []).append(name)
+    twice = next((spellings for spellings in by_number.values() if len(spellings) > 1), None)
+    if twice is not None:
+        first: dict[str, int] = {}
+        for line, labels in zip(dataset.lines, dataset.labels, strict=False):  # (loaded texts may have no lines)
+            for label in labels:
+                first.setdefault(label, line)
+        where = " and ".join(f"{label!r}" + (f" (line {first[label]})" if label in first else "")
+                             for label in twice[:2])  # fmt: skip
+        raise DataError(f"{dataset.source}: the labels {where} are the same number written two ways; write it one "
+                        "way, or the model learns one class as two")  # fmt: skip
 
 
 #: Model fields the task sets from the data: the labels, and the tokenizer's vocabulary.
