@@ -166,6 +166,9 @@ class _Lines:
                 try:
                     line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError as exc:
+                    if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text"
+                        raise DataError(f"{self.path} is UTF-16 text (it starts with a UTF-16 byte-order mark); "
+                                        "re-save it as UTF-8") from None  # fmt: skip
                     raise DataError(
                         f"{self.path}: line {number} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
                         f"{self.position + exc.start}); re-save the file as UTF-8"
