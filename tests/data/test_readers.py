@@ -90,6 +90,7 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
         # A sheet exported twice into one file: its header was a text labelled "label" (and predicted).
         (b"text,label\ngood,pos\ntext,label\nbad,neg\n", {}, r"line 3 repeats the header \(text,label\): were files"),
         (b"text,label\ngood,pos\ntext,label\nbad,neg\n", {"label_col": None}, r"line 3 repeats the header"),
+        ("\ufefftext,label\ngood,pos\n\ufefftext,label\nbad,neg\n".encode(), {}, r"line 3 repeats the header"),
         # An Excel CSV of a ';' locale: the errors named no separator.
         (b"text;label\nfine, really;pos\n", {}, r"line 2 has more fields than the header; its header reads as one "
                                                r"column, 'text;label': is the file separated by ';'\?"),
@@ -172,6 +173,16 @@ def test_a_lone_surrogate_in_jsonl_is_an_error_naming_the_line(tmp_path: Path) -
     path.write_text('{"text": "fine", "label": "x"}\n{"text": "\\ud800 x", "label": "y"}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"line 2: the text in column 'text' contains an unpaired surrogate"):
         read_table(path)
+
+
+def test_a_header_of_numbers_may_recur_as_data(tmp_path: Path) -> None:
+    """pandas writes the header 0,1 for unnamed columns; a row 0,1 is data there, not a joined file."""
+    from attend.data.readers import read_rows
+
+    path = tmp_path / "ints.csv"
+    path.write_text("0,1\n3,4\n0,1\n5,6\n", encoding="utf-8")
+    assert [record for _, record in read_rows(path, "csv")] == [{"0": "3", "1": "4"}, {"0": "0", "1": "1"},
+                                                                 {"0": "5", "1": "6"}]  # fmt: skip
 
 
 def test_bad_jsonl_and_unknown_extension(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attend.data.readers import DataError
+from attend.data.readers import DataError, LabelledTexts
 from attend.io import ModelDirError
 from attend.runtime import evaluate, load
 from attend.training import ClassificationTask, TrainingArgs, TrainingInterrupted, state_directory, train
@@ -368,6 +368,13 @@ def test_one_number_written_two_ways_is_refused_and_labels_differing_in_case_are
         train(write_csv(tmp_path / "n.csv", rows), tmp_path / "n", model="encoder", model_options=SMALL_ENCODER,
               args=TrainingArgs(**{**FAST, "epochs": 1}))  # fmt: skip
     assert not (tmp_path / "n").exists()
+    # Two numbers that are two classes (sections 3.1 and 3.10, codes 01 and 1) are not one written two ways.
+    from attend.training.tasks.classification import check_labels_to_learn
+
+    for pair in (["3.1", "3.10"], ["01", "1"]):
+        check_labels_to_learn(LabelledTexts(texts=["a", "b"], labels=[[pair[0]], [pair[1]]], lines=[2, 3]), False)
+    with pytest.raises(DataError, match=r"the labels '7.0' \(line 2\) and '7' \(line 3\)"):  # in the file's order
+        check_labels_to_learn(LabelledTexts(texts=["a", "b"], labels=[["7.0"], ["7"]], lines=[2, 3]), False)
     rows = [{**row, "label": ["pos", "Pos", "neg", "neg"][i % 4]} for i, row in enumerate(planted_rows(80))]
     result = train(write_csv(tmp_path / "c.csv", rows), tmp_path / "c", model="encoder", model_options=SMALL_ENCODER,
                    args=TrainingArgs(**{**FAST, "epochs": 1}))  # fmt: skip

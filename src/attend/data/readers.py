@@ -300,7 +300,7 @@ def csv_records(
                 continue
             if None in record:
                 raise error(f"{name}: line {start} has more fields than the header{delimiter_hint(columns, delimiter)}")
-            if len(columns) > 1 and all(str(record.get(c) or "").strip() == c.strip() for c in columns):
+            if _repeats_header(record, columns):
                 # A sheet exported twice into one file, or files joined: read as a row, the header
                 # was a text labelled "label" (and predicted, one more output row than input).
                 raise error(f"{name}: line {start} repeats the header ({delimiter.join(columns)}): were files "
@@ -309,6 +309,15 @@ def csv_records(
             start = reader.line_num + 1
     except csv.Error as exc:
         raise error(f"{name}: line {start}: {_csv_problem(exc)}") from None
+
+
+def _repeats_header(record: dict[str, Any], columns: Sequence[str]) -> bool:
+    """Whether a row holds its header's names (a file joined to another, its header and byte-order
+    mark included); never for one column, nor for a header of numbers (pandas' ``0,1``: rows of
+    data may hold them)."""
+    if len(columns) < 2 or all(as_number(column) is not None for column in columns):
+        return False
+    return all(str(record.get(column) or "").lstrip("\ufeff").strip() == column.strip() for column in columns)
 
 
 def delimiter_hint(columns: Sequence[str], delimiter: str) -> str:

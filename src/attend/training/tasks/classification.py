@@ -9,6 +9,7 @@ body of ``attend train``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 
 from attend.data.batching import length_batches
 from attend.data.noise import Augmenter
-from attend.data.readers import DataError, LabelledTexts, as_number, match_label, stratified_split
+from attend.data.readers import DataError, LabelledTexts, match_label, stratified_split
 from attend.data.splits import data_provenance, load_labelled
 from attend.data.tokenization import TextTokenizer
 from attend.models import MODELS, MULTI_LABEL_THRESHOLD, ClassifierConfig, config_from_dict, probabilities
@@ -224,6 +225,10 @@ class _Encoded:
         return batch
 
 
+#: A whole number as a spreadsheet writes it: ``7``, ``-2``, ``7.0`` (no leading zero: ``07`` is a code).
+WHOLE_NUMBER = re.compile(r"[+-]?(0|[1-9]\d*)(\.0+)?")
+
+
 def check_labels_to_learn(dataset: LabelledTexts, multi_label: bool) -> None:
     """A single-label classifier needs two labels to choose between (multi-label tags may be one)."""
     names = dataset.label_names
@@ -231,18 +236,20 @@ def check_labels_to_learn(dataset: LabelledTexts, multi_label: bool) -> None:
         said = f"every example has the label {names[0]!r}" if names else "no example has a label"
         raise DataError(f"{dataset.source}: {said}; a classifier needs at least two labels to learn to tell apart")
     # "1" and "1.0" in a CSV (a spreadsheet's float column): one class learned as two, each half of it.
-    by_number: dict[float, list[str]] = {}
+    # Only a whole number and its ".0" form: "3.1" and "3.10", or "01" and "1", may well be two classes.
+    by_number: dict[int, list[str]] = {}
     for name in names:
-        if (value := as_number(name)) is not None:
-            by_number.setdefault(value, []).append(name)
+        if WHOLE_NUMBER.fullmatch(name):
+            by_number.setdefault(int(float(name)), []).append(name)
     twice = next((spellings for spellings in by_number.values() if len(spellings) > 1), None)
     if twice is not None:
         first: dict[str, int] = {}
         for line, labels in zip(dataset.lines, dataset.labels, strict=False):  # (loaded texts may have no lines)
             for label in labels:
                 first.setdefault(label, line)
+        shown = sorted(twice, key=lambda label: first.get(label, 0))[:2]  # in the file's order
         where = " and ".join(f"{label!r}" + (f" (line {first[label]})" if label in first else "")
-                             for label in twice[:2])  # fmt: skip
+                             for label in shown)  # fmt: skip
         raise DataError(f"{dataset.source}: the labels {where} are the same number written two ways; write it one "
                         "way, or the model learns one class as two")  # fmt: skip
 
