@@ -290,7 +290,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         try:
             written = predict_stream(predictor, texts, writer, top_k=args.top_k, skip=existing, on_chunk=advance)
         except DataError as exc:  # a bad row mid-file: what was predicted before it is kept, and resumable
-            if not args.output or not writer.rows or args.format == "json":
+            if not args.output or not done + writer.rows or args.format == "json":
                 raise
             raise DataError(f"{exc}; the first {done + writer.rows} predictions are in {args.output}: mend that line "
                             "and run the same command with --resume to go on from there") from None

@@ -198,6 +198,12 @@ def test_bad_jsonl_and_unknown_extension(tmp_path: Path) -> None:
     path.write_text('{"text": "a", "label": "x"},\n{"text": "b", "label": "y"}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"line 1 is not valid JSON .*; JSON Lines has one object per line and no"):
         read_table(path)
+    path.write_text('{"text": "a",\n', encoding="utf-8")  # a record cut short: no word of commas between records
+    with pytest.raises(DataError, match=r"line 1 is not valid JSON \([^)]*\)$"):
+        read_table(path)
+    path.write_text('[{"text": "a", "label": "x"}, {"text": "b", "label": "y"}]\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 1 is a JSON list, expected an object \(JSON Lines has one object per"):
+        read_table(path)
     with pytest.raises(DataError, match=r"cannot tell the format.*rename the file to end in \.csv"):
         read_table(_write_csv(tmp_path / "d.txt", ROWS))
 

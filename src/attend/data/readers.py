@@ -214,7 +214,9 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None) -> Iterator[tup
                 raise DataError(f"{path}: line {line_number} is not valid JSON ({exc.msg}, at character {exc.pos + 1})"
                                 f"{_json_lines_hint(line)}") from None
             if not isinstance(record, dict):
-                raise DataError(f"{path}: line {line_number} is a JSON {type(record).__name__}, expected an object")
+                listed = " (JSON Lines has one object per line, not a list of them)" if isinstance(record, list) else ""
+                raise DataError(f"{path}: line {line_number} is a JSON {type(record).__name__}, expected an "
+                                f"object{listed}")  # fmt: skip
             yield line_number, record
         if not source.content:
             raise DataError(f"{path} is empty")
@@ -239,6 +241,10 @@ def _json_lines_hint(line: str) -> str:
         return ("; JSON files are read as JSON Lines, one object per line, and this one looks like a JSON document "
                 "over several lines: write it one record per line (e.g. jq -c '.[]' FILE)")  # fmt: skip
     if stripped.endswith(","):
+        try:
+            json.loads(stripped[:-1])
+        except json.JSONDecodeError:
+            return ""  # a record cut short, not records joined by commas
         return "; JSON Lines has one object per line and no comma between them"
     return ""
 
