@@ -93,6 +93,8 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
     assert len(json.loads(capsys.readouterr().out)) == 3
     assert main(["faithfulness", str(out), str(few), "--methods", "attention", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)
+    assert main(["export", str(out), "--onnx", str(tmp_path / "onnx"), "--texts-file", str(few)]) == 0
+    capsys.readouterr()
     # An ensemble reads its members' columns where they agree.
     assert main(["train", str(data), "--model", "encoder", "--out", str(tmp_path / "m2"), "--config", str(config_file),
                  "--epochs", "1", "--no-progress", "--text-col", "Body", "--label-col", "Tag", "--seed", "1"]) == 0

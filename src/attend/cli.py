@@ -11,7 +11,7 @@ import dataclasses
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,10 @@ from attend.version import __version__
 #: parser (``attend --help``) does not import torch; a test keeps the two equal.
 EXPLAIN_METHODS = ("attention", "pooling", "rollout", "flow", "grad_attention", "integrated_gradients", "random",
                    "uniform")  # fmt: skip
+
+
+class _BadInput(Exception):
+    """A bad line of ``predict --input`` (turned back into the data error it was, with what was kept)."""
 
 
 class UsageError(Exception):
@@ -278,7 +282,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         unit = {"unit": "row"} if stream.fmt == "parquet" else {"unit": "B", "unit_scale": True}
         bar = tqdm(total=stream.size, desc="predict", file=sys.stderr, mininterval=1.0, **unit)
     try:
-        texts = (text for _, text in stream) if stream is not None else iter(args.texts)
+        texts = _input_texts(stream) if stream is not None else iter(args.texts)
 
         def advance(_count: int) -> None:
             if bar is not None and stream is not None:
@@ -289,9 +293,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         existing.check_model(predictor)
         try:
             written = predict_stream(predictor, texts, writer, top_k=args.top_k, skip=existing, on_chunk=advance)
-        except DataError as exc:  # a bad row mid-file: what was predicted before it is kept, and resumable
+        except _BadInput as exc:  # a bad row mid-file: what was predicted before it is kept, and resumable
             if not args.output or not done + writer.rows or args.format == "json":
-                raise
+                raise DataError(str(exc)) from None
             raise DataError(f"{exc}; the first {done + writer.rows} predictions are in {args.output}: mend that line "
                             "and run the same command with --resume to go on from there") from None
     finally:
@@ -303,6 +307,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         resumed = f" after the {done} already there" if done else ""
         print(f"{written} predictions written to {args.output}{resumed}", file=sys.stderr)
     return 0
+
+
+def _input_texts(stream: Any) -> Iterator[str]:
+    """The texts of ``--input``, an error in the file raised as :class:`_BadInput` (not one about the
+    output: only a bad line is mended and resumed)."""
+    from attend.data.readers import DataError
+
+    try:
+        for _, text in stream:
+            yield text
+    except DataError as exc:
+        raise _BadInput(str(exc)) from None
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:
@@ -605,8 +621,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
             texts = [line for line in lines if line.strip()]
             if not texts:
                 raise UsageError(f"--texts-file {args.texts_file}: no text in it (every line is blank)")
-        else:  # a translator's sources are in its `source` column unless --text-col says otherwise
-            column = args.text_col or ("source" if translating else "text")
+        else:  # a translator's sources are in its `source` column, a classifier's texts in its training column
+            column = args.text_col or ("source" if translating else _model_column(args.model_dir, None, "text_col",
+                                                                                   "text"))  # fmt: skip
             texts = read_table(args.texts_file, text_col=column, label_col=None,
                                columns_hint="choose the column with --text-col").texts  # fmt: skip
     if translating:
@@ -772,9 +789,9 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data_columns(parser: argparse.ArgumentParser, *, model_s: bool = False) -> None:
-    """``--text-col``/``--label-col``; ``model_s``: None when left out, read as the model's own."""
-    if model_s:
+def _add_data_columns(parser: argparse.ArgumentParser, *, from_model: bool = False) -> None:
+    """``--text-col``/``--label-col``; ``from_model``: None when left out, read as the model's own."""
+    if from_model:
         parser.add_argument("--text-col", help="column holding the text (default: the model's training column, "
                             "else text)")  # fmt: skip
         parser.add_argument("--label-col", help="column holding the label (default: the model's training column, "
@@ -878,7 +895,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--beam", type=int, help="translators: beam size (default: the model's)")
     ev.add_argument("--length-penalty", type=float, help=LENGTH_PENALTY_HELP)
     ev.add_argument("--split-col", help="translators: score only the test (else dev) rows of this split column")
-    _add_data_columns(ev, model_s=True)
+    _add_data_columns(ev, from_model=True)
     _add_pair_columns(ev, given_only=True)
     ev.set_defaults(func=_cmd_evaluate)
 
@@ -993,8 +1010,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--texts-file", help="texts for the parity check: a table, or a .txt of one per line (default: "
                      "the model's test split)")
-    exp.add_argument("--text-col", help="column of --texts-file holding the text (default: text; a translator's: "
-                     "source)")
+    exp.add_argument("--text-col", help="column of --texts-file holding the text (default: the model's training "
+                     "column, else text; a translator's: source)")
     exp.add_argument("--overwrite", action="store_true", help="replace a model already in the --onnx directory")
     exp.add_argument("--json", action="store_true", help="print the report as JSON")
     exp.set_defaults(func=_cmd_export)

@@ -789,6 +789,7 @@ def test_triage_helper_without_a_service(assistant: FocusAssistant) -> None:
     with pytest.raises(ValueError, match=r"allow must be a list of entries, not one string: give \['Maria'\]"):
         triage(TASK, [EMERGENCY], allow="Maria", assistant=assistant)  # type: ignore[arg-type]
     assert Session(TASK, (a for a in ["bob@x.com"])).allow == ("bob@x.com",)  # a generator, read once
+    assert Session(TASK, ["  ", "\u200b", " maria "]).allow == ("maria",)  # blank entries dropped alike
     with pytest.raises(ValueError, match="task contains an unpaired surrogate"):  # a traceback from the tokenizer
         triage("Plan \udcff offsite", [EMERGENCY], assistant=assistant)
 

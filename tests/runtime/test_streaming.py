@@ -332,3 +332,8 @@ def test_a_bad_row_mid_file_says_what_was_written_and_resumes_once_mended(
     assert main(["predict", str(trained["encoder"]), "--input", str(bad), "--output", str(out), "--resume",
                  "--no-progress"]) == 0  # fmt: skip
     assert len(out.read_text(encoding="utf-8").splitlines()) == 1 + 701
+    # An error about the output (another input's file) is not told to mend a line and resume.
+    other = write_csv(tmp_path / "other.csv", [{"text": "something else", "label": "pos"}] * 3)
+    assert main(["predict", str(trained["encoder"]), "--input", str(other), "--output", str(out), "--resume",
+                 "--no-progress"]) == 2  # fmt: skip
+    assert "mend that line" not in capsys.readouterr().err

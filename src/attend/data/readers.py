@@ -321,7 +321,7 @@ def _repeats_header(record: dict[str, Any], columns: Sequence[str]) -> bool:
     """Whether a row holds its header's names (a file joined to another, its header and byte-order
     mark included); never for one column, nor for a header of numbers (pandas' ``0,1``: rows of
     data may hold them)."""
-    if len(columns) < 2 or all(as_number(column) is not None for column in columns):
+    if len(columns) < 2 or all(_as_number(column) is not None for column in columns):
         return False
     return all(str(record.get(column) or "").lstrip("\ufeff").strip() == column.strip() for column in columns)
 
@@ -407,12 +407,12 @@ def match_label(label: str, known: Sequence[str]) -> str | None:
     finite number (a model trained on ``1.0`` before whole numbers were read alike takes ``1``), else None."""
     if label in known:
         return label
-    value = as_number(label)
-    same = [name for name in known if value is not None and as_number(name) == value]
+    value = _as_number(label)
+    same = [name for name in known if value is not None and _as_number(name) == value]
     return same[0] if len(same) == 1 else None
 
 
-def as_number(label: str | None) -> float | None:
+def _as_number(label: str | None) -> float | None:
     """The finite number a label spells (``"1"``, ``"1.0"``, ``"2e0"``), else None."""
     try:
         value = float(label)  # type: ignore[arg-type]
@@ -537,8 +537,9 @@ def read_table(
             command reading the file).
         training: The file is read to train a model: multi-label cells that hold a separator with
             no ``label_sep`` to split them are refused (a model trained so before is still scored).
-        blank_texts: Keep a row whose text is empty, blank or missing as it is instead of refusing
-            it (unlabelled text only: `attend translate` answers it with a blank translation).
+        blank_texts: Keep a row whose text cell is empty, blank or null as it is instead of refusing
+            it (unlabelled text only: `attend translate` answers it with a blank translation; a
+            JSONL line without the key is still an error).
 
     Raises:
         DataError: naming the file, line and value, for every problem a user can fix.

@@ -79,7 +79,7 @@ from attend.io import (
 from attend.models import MODELS, build, config_from_dict, native_bf16
 from attend.models.base import ClassifierConfig
 from attend.training.metrics import tfidf_baseline
-from attend.training.tasks.base import comparable, resolved_file
+from attend.training.tasks.base import comparable
 from attend.training.tasks.classification import ClassificationTask, classification_report, probability_metrics
 from attend.training.trainer import (
     RESUME_MAY_CHANGE,
@@ -368,7 +368,7 @@ def train_auto(
     # What makes a run the same run: not how it shows progress, its threads or where it was stopped.
     chosen = {key: value for key, value in explicit.items() if key not in RESUME_MAY_CHANGE}
     identity = {"explicit": chosen, "time_budget": time_budget, "candidates": candidates, "columns": columns,
-                "data": resolved_file(data.source if isinstance(data, LabelledTexts) else str(data)),
+                "data": comparable(data.source if isinstance(data, LabelledTexts) else str(data)),
                 "ensemble": ensemble}  # fmt: skip
     if resume:
         try:

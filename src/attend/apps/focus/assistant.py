@@ -185,9 +185,11 @@ class Session:
         for entry in allow:
             if not isinstance(entry, str):
                 raise ValueError(f"allow entry {entry!r} is {type(entry).__name__}, expected a string")
-            if entry.strip() and (problem := text_problem(entry)) is not None:
+            problem = text_problem(entry)
+            if problem is not None and not problem.startswith("is an empty text"):
                 raise ValueError(f"allow entry {entry!r} {problem}")
-        object.__setattr__(self, "allow", tuple(a.strip() for a in allow if a and a.strip()))
+        # A blank entry (spaces, or invisible characters alone) allows nothing: dropped, as an empty one.
+        object.__setattr__(self, "allow", tuple(a.strip() for a in allow if text_problem(a) is None))
         for entry in self.allow:
             if entry == "@" or entry.endswith("@") or entry.count("@") > 1:
                 raise ValueError(f"allow entry {entry!r} is no address: give name@domain, @domain, or a word")

@@ -166,11 +166,6 @@ def check_model_fields(model_type: str, given: dict[str, Any], *, from_data: Seq
     config_from_dict({**given, "model_type": model_type})
 
 
-def resolved_file(value: str | None) -> str | None:
-    """``value``'s resolved path where it names a file, else ``value`` (a dataset's name, None)."""
-    return comparable(value) if isinstance(value, str) else value
-
-
 def comparable(value: Any) -> Any:
     """``value`` with every string that names an existing file replaced by its resolved path, so a
     resumed run may name its data as ``data.csv``, ``./data.csv`` or from another directory (what

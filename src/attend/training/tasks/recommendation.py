@@ -45,7 +45,7 @@ from attend.data.readers import DataError
 from attend.io import save_tensors
 from attend.training.baselines import bias_offsets, ctr_baselines, sequential_baselines
 from attend.training.ranking import ctr_metrics, ranking_metrics, target_ranks
-from attend.training.tasks.base import Task, check_model_fields, fingerprint, register_task, resolved_file
+from attend.training.tasks.base import Task, check_model_fields, comparable, fingerprint, register_task
 
 if TYPE_CHECKING:
     from attend.io import ArtifactWriter
@@ -278,8 +278,8 @@ class _RecommendationTask(Task):
         return {
             "model": self.model_type,
             "model_options": self.model_options,
-            "source": {**dataclasses.asdict(self.source), "data": resolved_file(self.source.data),
-                       "item_features": resolved_file(self.source.item_features)},
+            "source": {**dataclasses.asdict(self.source), "data": comparable(self.source.data),
+                       "item_features": comparable(self.source.item_features)},
         }
 
     def save_state(self, directory: Path) -> None:

@@ -32,7 +32,7 @@ from attend.data.tokenization import SubwordTokenizer, pad_rows
 from attend.io import sha256_file
 from attend.models.generation import GenerationOptions, Hypothesis, generate
 from attend.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from attend.training.tasks.base import Task, check_model_fields, fingerprint, register_task, resolved_file
+from attend.training.tasks.base import Task, check_model_fields, comparable, fingerprint, register_task
 from attend.training.translation import bleu_tokenizer, translation_baselines, translation_scores
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ class TranslationTask(Task):
     def identity(self) -> dict[str, Any]:
         data = self.data.origin if isinstance(self.data, ParallelTexts) else str(self.data)
         # A file by its resolved path: a resume from another directory names it another way.
-        return {"model": "seq2seq", "model_options": self.original_options, "data": resolved_file(data), **self.columns}
+        return {"model": "seq2seq", "model_options": self.original_options, "data": comparable(data), **self.columns}
 
     def model_config(self) -> dict[str, Any]:
         fields = {k: v for k, v in self.model_options.items() if k != "model_type"}
