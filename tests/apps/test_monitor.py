@@ -387,7 +387,8 @@ def test_a_database_keeps_its_negative_label_and_the_service_its_settings(
     assert saved["detection"]["window"] == 86400 and saved["negative_label"] == "neg"
 
 
-def test_a_database_keeps_its_topic_model(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_database_keeps_its_topic_model(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          translator_dir: Path) -> None:  # fmt: skip
     """A run without the topic model a database was built with stored topicless events under "all",
     beside the model's topics, without a word (and `attend serve` could not give one)."""
     from attend.apps.monitor.router import served_monitor_router
@@ -408,6 +409,11 @@ def test_a_database_keeps_its_topic_model(model_dir: Path, tmp_path: Path, capsy
     assert main([*run, "--topic-model", str(model_dir)]) == 0  # the same model again
     assert {e.topic for e in open_store(db, create=False).events()} == {"neg", "pos"}  # none under "all"
     plain = tmp_path / "plain.db"
+    # Another kind of model as the topic model is refused by the CLI as by the service.
+    from attend.apps.monitor.scoring import load_topic_model
+
+    with pytest.raises(ValueError, match=r"--topic-model .*: a translation model, not a text classifier"):
+        load_topic_model(str(translator_dir))
     assert main([*run[:-1], str(plain)]) == 0
     assert main([*run[:-1], str(plain), "--topic-model", str(model_dir)]) == 2
     assert "were stored under 'all' (no topic model)" in capsys.readouterr().err

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from attend.data.readers import DataError, LineTape, csv_records
-from attend.data.validation import is_missing_number, text_problem
+from attend.data.validation import is_empty, is_missing_number, text_problem
 
 __all__ = [
     "MAX_MESSAGE_CHARS",
@@ -169,7 +169,7 @@ def _normalise(text: str) -> str:
 def _is_blank(text: str) -> bool:
     """No visible character (empty, whitespace, or invisible characters such as a zero-width space)."""
     problem = text_problem(text)
-    return problem is not None and problem.startswith("is an empty text")
+    return is_empty(problem)
 
 
 def _cut(text: str, max_chars: int) -> tuple[str, bool]:
@@ -523,7 +523,7 @@ def _field(where: str, record: dict[str, Any], key: str) -> str:
     if isinstance(value, str | int | float):  # an id or a sender may be a number in JSON
         text = str(value).strip()
         problem = text_problem(text) if text else None
-        if problem is not None and not problem.startswith("is an empty text"):  # bytes that were not UTF-8
+        if problem is not None and not is_empty(problem):  # bytes that were not UTF-8
             raise MessageError(f"{where}: field {key!r} {problem}")
         return text
     # The value is not shown: it may be a piece of someone's message, which never goes to stderr.
@@ -568,7 +568,7 @@ def record_message(where: str, record: dict[str, Any], max_chars: int = MAX_MESS
         )
     text = _normalise(text)
     problem = text_problem(text)
-    if problem is not None and problem.startswith("is an empty text"):
+    if is_empty(problem):
         invisible = " (only invisible characters)" if text else ""
         raise MessageError(f"{where} is an empty message: its 'text' is blank{invisible}")
     if problem is not None:

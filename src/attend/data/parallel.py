@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attend.data.readers import SPLIT_NAMES, DataError, check_columns, check_strings, open_data_file, read_rows
-from attend.data.validation import text_problem
+from attend.data.validation import is_empty, text_problem
 
 __all__ = ["ParallelTexts", "group_split", "normalise_whitespace", "read_parallel"]
 
@@ -184,7 +184,7 @@ def _cell_text(path: os.PathLike[str], noun: str, line: int, column: str, value:
             f"{path}: {noun} {line} has {type(value).__name__} {value!r:.60} in column {column!r}, expected text"
         )
     problem = text_problem(value)
-    if problem is not None and problem.startswith("is an empty text"):
+    if is_empty(problem):
         return None
     if problem is not None:
         raise DataError(f"{path}: {noun} {line}: the text in column {column!r} {problem}")

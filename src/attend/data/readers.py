@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attend.data.validation import is_missing_number, text_problem
+from attend.data.validation import is_empty, is_missing_number, text_problem
 
 __all__ = [
     "SPLIT_NAMES",
@@ -461,9 +461,9 @@ def _row_text(path: Path, line: int, record: dict[str, Any], text_col: str, blan
         raise DataError(f"{path}: line {line} has {type(text).__name__} {text!r:.60} in column {text_col!r}, "
                         "expected text")  # fmt: skip
     problem = text_problem(text or "")
-    if problem is not None and problem.startswith("is an empty text") and blank:
+    if is_empty(problem) and blank:
         return text or ""
-    if problem is not None and problem.startswith("is an empty text"):
+    if is_empty(problem):
         invisible = " (only invisible characters)" if text and text.strip() else ""
         raise DataError(f"{path}: line {line} has an empty text{invisible} in column {text_col!r}")
     if problem is not None:

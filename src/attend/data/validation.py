@@ -39,6 +39,12 @@ def text_problem(text: object) -> str | None:
     return None
 
 
+def is_empty(problem: str | None) -> bool:
+    """Whether :func:`text_problem`'s answer says the text is empty (blank, or invisible characters
+    alone), as against unusable for another reason (a lone surrogate)."""
+    return problem is not None and problem.startswith("is an empty text")
+
+
 def validate_texts(texts: Sequence[str] | str, *, field: str = "texts") -> list[str]:
     """Check a batch of texts; errors name the field, the index and the value."""
     if isinstance(texts, str):

@@ -89,6 +89,7 @@ from attend.training.trainer import (
     TrainResult,
     epoch_batches,
     explicit_options,
+    nothing_to_resume,
 )
 from attend.version import __version__
 
@@ -374,10 +375,7 @@ def train_auto(
         try:
             state = json.loads((work / "auto.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            # Said of any run: the default --model auto lands here whatever model the user had in mind.
-            finished = (" (it holds a finished model; --overwrite trains it again)"
-                        if (out / "config.json").is_file() else "")  # fmt: skip
-            raise DataError(f"{out}: nothing to resume: no interrupted training run is writing it{finished}") from None
+            raise nothing_to_resume(out) from None
         now = json.loads(json.dumps(identity))
         if comparable(state.get("identity")) != comparable(now):
             raise DataError(f"{out}: --resume of a --model auto run takes the command line it was started with; "

@@ -248,6 +248,13 @@ def state_directory(out: str | os.PathLike[str]) -> Path:
     return out.with_name(f".{out.name}.training")
 
 
+def nothing_to_resume(out: Path) -> DataError:
+    """The error of ``--resume`` where no run was interrupted: said of any model (``--model auto``,
+    the default, is where a resume without ``--model`` lands), and of a finished model there."""
+    finished = " (it holds a finished model; --overwrite trains it again)" if (out / "config.json").is_file() else ""
+    return DataError(f"{out}: nothing to resume: no interrupted training run is writing it{finished}")
+
+
 def run_record(out: str | os.PathLike[str]) -> dict[str, Any] | None:
     """What the interrupted run writing ``out`` recorded of itself (``run.json``: its task, model,
     options, data), or None where no run left a readable one."""
@@ -1162,9 +1169,7 @@ class Trainer:
         """The interrupted run's record, after checking this run is the same one."""
         run = run_record(out)
         if run is None:
-            finished = (" (it holds a finished model; --overwrite trains it again)"
-                        if (out / "config.json").is_file() else "")  # fmt: skip
-            raise DataError(f"{out}: nothing to resume: no interrupted training run is writing it{finished}")
+            raise nothing_to_resume(out)
         changed = _changes(run, {"task": self.task.name, **self.task.identity()})
         if changed:
             raise DataError(f"{out}: --resume must use the same model and data as the interrupted run; these differ: "

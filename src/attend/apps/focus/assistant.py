@@ -61,7 +61,7 @@ from attend.apps.focus.components import (
 )
 from attend.apps.focus.person import PersonModel, sender_key
 from attend.data.messages import Message
-from attend.data.validation import text_problem
+from attend.data.validation import is_empty, text_problem
 
 __all__ = [
     "SCENARIOS_DIR",
@@ -186,7 +186,7 @@ class Session:
             if not isinstance(entry, str):
                 raise ValueError(f"allow entry {entry!r} is {type(entry).__name__}, expected a string")
             problem = text_problem(entry)
-            if problem is not None and not problem.startswith("is an empty text"):
+            if problem is not None and not is_empty(problem):
                 raise ValueError(f"allow entry {entry!r} {problem}")
         # A blank entry (spaces, or invisible characters alone) allows nothing: dropped, as an empty one.
         object.__setattr__(self, "allow", tuple(a.strip() for a in allow if text_problem(a) is None))

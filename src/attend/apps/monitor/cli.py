@@ -53,7 +53,7 @@ def _detection(args: argparse.Namespace) -> Any:
 def _cmd_run(args: argparse.Namespace) -> int:
     from attend.apps.monitor.events import follow_events, read_events, stream_events
     from attend.apps.monitor.monitor import Monitor, MonitorSettings, run_events
-    from attend.apps.monitor.scoring import Scorer, find_negative_label
+    from attend.apps.monitor.scoring import Scorer, find_negative_label, load_topic_model
     from attend.apps.monitor.store import open_store
     from attend.runtime import load
 
@@ -75,7 +75,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     sentiment = load(args.model)
     scorer = Scorer(sentiment, find_negative_label(sentiment, args.negative_label),
-                    topic_model=load(args.topic_model) if args.topic_model else None,
+                    topic_model=load_topic_model(args.topic_model) if args.topic_model else None,
                     method=args.explain_method, words=args.top_words, batch_size=args.batch_size)  # fmt: skip
     total: int | None = None
     if args.events == "-":

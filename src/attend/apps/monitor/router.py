@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_v
 from attend.apps.monitor.detect import DetectionSettings
 from attend.apps.monitor.events import MAX_KEY_CHARS, Event, has_zone, parse_time
 from attend.apps.monitor.monitor import Monitor, MonitorSettings
-from attend.apps.monitor.scoring import Scorer, find_negative_label
+from attend.apps.monitor.scoring import Scorer, find_negative_label, load_topic_model
 from attend.apps.monitor.store import MonitorStore, open_store
 from attend.apps.sqlstore import named_as
 from attend.data.validation import text_problem
@@ -141,17 +141,10 @@ def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_l
         where = f" ({runtime.path})" if getattr(runtime, "path", None) else ""
         raise ValueError(f"--monitor-db scores events with a text classifier; the served model{where} is a "
                          f"{getattr(runtime, 'task', 'other')} model")  # fmt: skip
-    topics = None
-    if topic_model is not None:
-        from attend.runtime import load
-
-        topics = load(topic_model)
-        if getattr(topics, "task", None) != "classification":
-            raise ValueError(f"--monitor-topic-model {topic_model}: a {getattr(topics, 'task', 'other')} model, not a "
-                             "text classifier")  # fmt: skip
+    topics_from = load_topic_model(topic_model, "--monitor-topic-model") if topic_model is not None else None
     with named_as("--monitor-db"):
         settings = MonitorSettings(detection=_saved_detection(db))  # the service has no options of its own for them
-        router = monitor_router(db, runtime, settings, negative_label=negative_label, topic_model=topics)
+        router = monitor_router(db, runtime, settings, negative_label=negative_label, topic_model=topics_from)
     limits = {"max_events": settings.max_events, "max_chars": settings.max_chars}
     judged = settings.detection.to_dict()  # the window and thresholds its alerts are judged with
     return Routes(router=router, info={"apps": {"monitor": {"db": os.fspath(db), "limits": limits,

@@ -134,3 +134,14 @@ class Scorer:
             )
             for i, event in enumerate(events)
         ]
+
+
+def load_topic_model(path: str, flag: str = "--topic-model") -> TextClassifier:
+    """The text classifier at ``path`` that gives topics to events without one (named by ``flag``
+    in errors): another kind of model is refused, not run on the events."""
+    from attend.runtime import load
+
+    model = load(path)
+    if not isinstance(model, TextClassifier):
+        raise ValueError(f"{flag} {path}: a {getattr(model, 'task', 'other')} model, not a text classifier")
+    return model

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from attend.data.readers import DataError
-from attend.data.validation import is_missing_number, text_problem
+from attend.data.validation import is_empty, is_missing_number, text_problem
 
 __all__ = [
     "DOCUMENT_SUFFIXES",
@@ -366,7 +366,7 @@ def _read_table(path: Path) -> list[FaqEntry]:
             if value is not None and not isinstance(value, str):
                 raise DataError(f"{path}: line {line} has a {type(value).__name__} as its {column}; expected text")
             problem = text_problem(value or "")  # a zero-width space or a BOM alone is as empty as "   "
-            if problem is not None and problem.startswith("is an empty text"):
+            if is_empty(problem):
                 raise DataError(f"{path}: line {line} has an empty {column} ({column}={value!r})")
             if problem is not None:
                 raise DataError(f"{path}: line {line}: the {column} {problem}")
