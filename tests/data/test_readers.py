@@ -95,6 +95,7 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
         (b"text;label\nfine, really;pos\n", {}, r"line 2 has more fields than the header; its header reads as one "
                                                r"column, 'text;label': is the file separated by ';'\?"),
         (b"text;label\nfine;pos\n", {}, r"has no column 'text' \(columns: text;label\); .* separated by ';'\?"),
+        (b" text , label \nfine,pos\n", {}, r"has no column 'text' .*; the column ' text ' has spaces around its name"),
         ("text\tlabel\nfine\tpos\n".encode("utf-16"), {}, r"is UTF-16 text \(it starts with a UTF-16 byte-order"),
     ],
 )

@@ -443,6 +443,9 @@ def check_columns(path: str | os.PathLike[str], record: dict[str, Any], wanted: 
         suffix = Path(path).suffix.lower()
         separated = delimiter_hint(list(map(str, record)), "\t" if suffix == ".tsv" else ",") if suffix in (
             ".csv", ".tsv") else ""  # fmt: skip
+        spaced = next((str(c) for c in record if str(c) != missing[0] and str(c).strip() == missing[0]), None)
+        if spaced is not None:  # an Excel header " text ": the column is there, its name padded
+            separated += f"; the column {spaced!r} has spaces around its name: give it as written, or rename it"
         raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, record))}); {hint}"
                         f"{separated}")
 
