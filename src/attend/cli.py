@@ -183,15 +183,15 @@ def _task_of(model_dir: str) -> str:
     return ArtifactDir.open(model_dir).task
 
 
-def _model_column(model_dir: str, given: str | None, name: str, default: str) -> str:
-    """A column option: as given, else the column the model trained on (``config.json``'s ``data``,
-    for a file with the user's own column names), else ``default``."""
+def _model_column(model_dir: str, given: str | None, name: str) -> str:
+    """A classifier's column option: as given, else the column the model trained on (for a file with
+    the user's own column names), else ``text``/``label``."""
     if given is not None:
         return given
+    from attend.data.splits import model_column
     from attend.io import ArtifactDir
-    from attend.runtime.classifier import trained_columns
 
-    return trained_columns(ArtifactDir.open(model_dir).config, model_dir).get(name, default)
+    return model_column(ArtifactDir.open(model_dir).config, model_dir, name, None)
 
 
 def _translator(model_dir: str) -> Any:
@@ -269,7 +269,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                          "--output named .csv or .jsonl) to resume")  # fmt: skip
     if args.input and args.output and Path(args.output).resolve() == Path(args.input).resolve():
         raise UsageError(f"--output {args.output} is the --input file; choose another --output")
-    text_col = _model_column(args.model_dir, args.text_col, "text_col", "text")
+    text_col = _model_column(args.model_dir, args.text_col, "text_col")
     stream = TextStream(args.input, text_col=text_col) if args.input else None
     predictor = _cli_predictor(args.model_dir, args.int8)
     sink, existing, fresh = open_output(args.output, resume=args.resume, fmt=args.format) if args.output else (
@@ -326,7 +326,7 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
     if bool(args.texts) == bool(args.input):
         raise UsageError("give texts to explain, or --input FILE, but not both")
-    text_col = _model_column(args.model_dir, args.text_col, "text_col", "text")
+    text_col = _model_column(args.model_dir, args.text_col, "text_col")
     return args.texts or read_table(args.input, text_col=text_col, label_col=None,
                                     columns_hint="choose the column with --text-col").texts  # fmt: skip
 
@@ -555,7 +555,7 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
         raise UsageError(f"--limit {args.limit}: must be at least 1")
     path = Path(args.data)
     if path.exists():
-        text_col = _model_column(args.model_dir, args.text_col, "text_col", "text")
+        text_col = _model_column(args.model_dir, args.text_col, "text_col")
         texts = read_table(path, text_col=text_col, label_col=None,
                            columns_hint="choose the column with --text-col").texts  # fmt: skip
     else:
@@ -622,8 +622,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             if not texts:
                 raise UsageError(f"--texts-file {args.texts_file}: no text in it (every line is blank)")
         else:  # a translator's sources are in its `source` column, a classifier's texts in its training column
-            column = args.text_col or ("source" if translating else _model_column(args.model_dir, None, "text_col",
-                                                                                   "text"))  # fmt: skip
+            column = args.text_col or ("source" if translating else _model_column(args.model_dir, None, "text_col"))
             texts = read_table(args.texts_file, text_col=column, label_col=None,
                                columns_hint="choose the column with --text-col").texts  # fmt: skip
     if translating:

@@ -16,9 +16,47 @@ from pathlib import Path
 from typing import Any
 
 from attend.data.readers import DataError, LabelledTexts, read_table, stratified_split
-from attend.io import sha256_file
+from attend.io import ArtifactDir, ModelDirError, sha256_file
 
 __all__ = ["data_provenance", "held_out", "load_labelled", "rebuild_split"]
+
+
+def trained_columns(config: dict[str, Any], path: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The ``text_col``, ``label_col`` (and ``label_sep``, if any) a classifier was trained on
+    (``config.json``'s ``data``); an ensemble's (under ``path``), its members' where they all
+    agree; ``{}`` where none is recorded."""
+    data = config.get("data")
+    if isinstance(data, dict) and isinstance(data.get("text_col"), str) and data["text_col"]:
+        keys = ("text_col", "label_col", "label_sep")
+        return {key: data[key] for key in keys if isinstance(data.get(key), str) and data[key]}
+    spec = config.get("ensemble")
+    members = spec.get("members") if isinstance(spec, dict) else None
+    if path is None or not isinstance(members, list) or not members:
+        return {}
+    found = []
+    for entry in members:
+        inside = entry.get("path") if isinstance(entry, dict) else None
+        parts = Path(inside).parts if isinstance(inside, str) else ()
+        if not parts or ".." in parts or Path(inside).is_absolute():  # type: ignore[arg-type]
+            return {}  # a malformed entry, which would lead out of the directory or back into it (load() says so)
+        where = Path(path) / inside
+        try:
+            member = ArtifactDir.open(where).config
+        except (ModelDirError, OSError, ValueError):
+            return {}
+        found.append(trained_columns(member, where))
+    # Each column the members agree on (one label separator apart, their text and label columns still hold).
+    return {key: value for key, value in found[0].items() if all(columns.get(key) == value for columns in found)}
+
+
+#: The columns a classifier's data is read from when neither the user nor the model says otherwise.
+DEFAULT_COLUMNS = {"text_col": "text", "label_col": "label"}
+
+
+def model_column(config: dict[str, Any], path: str | os.PathLike[str] | None, name: str, given: str | None) -> str:
+    """Column ``name`` (``text_col`` or ``label_col``) of data given to a classifier: as ``given``,
+    else the one it was trained on (:func:`trained_columns`), else ``text``/``label``."""
+    return given or trained_columns(config, path).get(name) or DEFAULT_COLUMNS[name]
 
 
 def load_labelled(
@@ -154,16 +192,13 @@ def held_out(
         if isinstance(data, LabelledTexts):
             dataset = data
         else:
-            recorded = config.get("data") or {}
             dataset = load_labelled(
-                data, text_col=text_col or recorded.get("text_col", "text"),
-                label_col=label_col or recorded.get("label_col", "label"),
+                data, text_col=model_column(config, model_dir, "text_col", text_col),
+                label_col=model_column(config, model_dir, "label_col", label_col),
                 multi_label=bool(config["model"].get("multi_label", False)),
             )  # fmt: skip
         if not len(dataset):
             raise DataError(f"{dataset.source}: no examples to evaluate on")
-        from attend.io import ArtifactDir
-
         seen = ArtifactDir.open(model_dir).training_overlap(dataset.texts)
         trained = f"; {seen} of them are texts the model trained on: not a held-out figure" if seen else ""
         return dataset, f"{dataset.source or 'given data'} ({len(dataset)} examples{trained})"

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from attend.attention import capture_attention, recordable_names
 from attend.data.batching import CALL_COST_TOKENS, length_batches
 from attend.data.readers import LabelledTexts
-from attend.data.splits import load_labelled
+from attend.data.splits import load_labelled, model_column, trained_columns
 from attend.data.tokenization import TextTokenizer
 from attend.data.validation import check_count, validate_texts
 from attend.io import ArtifactDir, ModelDirError, weights_mismatch
@@ -111,34 +111,6 @@ UNKNOWN_WARNING = "no piece of this text is in the model's vocabulary (all [UNK]
 def model_inputs(encoded: dict[str, Any]) -> dict[str, Tensor]:
     """The tensors of an encoded batch that a model reads."""
     return {key: value for key, value in encoded.items() if key not in _NOT_INPUTS}
-
-
-def trained_columns(config: dict[str, Any], path: str | os.PathLike[str] | None = None) -> dict[str, str]:
-    """The ``text_col``, ``label_col`` (and ``label_sep``, if any) a classifier was trained on
-    (``config.json``'s ``data``); an ensemble's (under ``path``), its members' where they all
-    agree; ``{}`` where none is recorded."""
-    data = config.get("data")
-    if isinstance(data, dict) and isinstance(data.get("text_col"), str) and data["text_col"]:
-        keys = ("text_col", "label_col", "label_sep")
-        return {key: data[key] for key in keys if isinstance(data.get(key), str) and data[key]}
-    spec = config.get("ensemble")
-    members = spec.get("members") if isinstance(spec, dict) else None
-    if path is None or not isinstance(members, list) or not members:
-        return {}
-    found = []
-    for entry in members:
-        inside = entry.get("path") if isinstance(entry, dict) else None
-        parts = Path(inside).parts if isinstance(inside, str) else ()
-        if not parts or ".." in parts or Path(inside).is_absolute():  # type: ignore[arg-type]
-            return {}  # a malformed entry, which would lead out of the directory or back into it (load() says so)
-        where = Path(path) / inside
-        try:
-            member = ArtifactDir.open(where).config
-        except (ModelDirError, OSError, ValueError):
-            return {}
-        found.append(trained_columns(member, where))
-    # Each column the members agree on (one label separator apart, their text and label columns still hold).
-    return {key: value for key, value in found[0].items() if all(columns.get(key) == value for columns in found)}
 
 
 class TextClassifier(Runtime):
@@ -317,11 +289,10 @@ class TextClassifier(Runtime):
         """Accuracy, macro/micro F1 and the per-class report on labelled data (a file, a dataset name,
         or loaded texts); a label the model does not know is an error naming its line. Columns left
         out are the ones the model trained on (else ``text`` and ``label``)."""
-        columns = trained_columns(self.config, self.path)
-        text_col = text_col or columns.get("text_col") or "text"
-        label_col = label_col or columns.get("label_col") or "label"
+        text_col = model_column(self.config, self.path, "text_col", text_col)
+        label_col = model_column(self.config, self.path, "label_col", label_col)
         # A multi-label model reads its labels' separator as training did ("a|b" is two labels).
-        label_sep = columns.get("label_sep") if self.multi_label else None
+        label_sep = trained_columns(self.config, self.path).get("label_sep") if self.multi_label else None
         dataset = data if isinstance(data, LabelledTexts) else load_labelled(
             data, text_col=text_col, label_col=label_col, multi_label=self.multi_label, label_sep=label_sep
         )  # fmt: skip

@@ -35,11 +35,11 @@ import numpy as np
 
 from attend.data.noise import PERTURBATIONS, join_words, perturb, split_words, synonym_variants
 from attend.data.readers import DataError, LabelledTexts, match_label
-from attend.data.splits import load_labelled, rebuild_split
+from attend.data.splits import DEFAULT_COLUMNS, load_labelled, model_column, rebuild_split
 from attend.data.validation import text_problem
 from attend.io import sha256_file, text_fingerprints
 from attend.runtime.base import Runtime
-from attend.runtime.classifier import TextClassifier, trained_columns
+from attend.runtime.classifier import TextClassifier
 
 __all__ = [
     "Attack",
@@ -50,8 +50,6 @@ __all__ = [
     "robustness_rows",
 ]
 
-#: The columns ``attend train`` reads unless told otherwise.
-_COLUMNS = {"text_col": "text", "label_col": "label"}
 #: Keyboard-typo candidates tried per word by the attack, beside its WordNet synonyms.
 TYPO_CANDIDATES = 3
 
@@ -417,7 +415,7 @@ def _training_split(
     if not same:
         return None, "not the data the model was trained on"
     given = {"text_col": text_col, "label_col": label_col}
-    if any(value is not None and value != recorded.get(name, _COLUMNS[name]) for name, value in given.items()):
+    if any(value is not None and value != recorded.get(name, DEFAULT_COLUMNS[name]) for name, value in given.items()):
         return None, "the model's training data, read with other columns than training read it"
     if not source.startswith("dataset:"):
         config["data"] = {**recorded, "path": str(path.resolve())}  # the very bytes, wherever they are now
@@ -459,9 +457,8 @@ def robustness_rows(
     if dataset is not None:
         described = f"{note} split of {dataset.source}, rebuilt as `attend train` made it ({len(dataset)} rows)"
     else:
-        columns = {**_COLUMNS, **trained_columns(classifier.config, classifier.path)}  # an ensemble's: its members'
-        dataset = load_labelled(data, text_col=text_col or columns["text_col"],
-                                label_col=label_col or columns["label_col"])  # fmt: skip
+        dataset = load_labelled(data, text_col=model_column(classifier.config, classifier.path, "text_col", text_col),
+                                label_col=model_column(classifier.config, classifier.path, "label_col", label_col))
         described = f"{len(dataset)} rows of {dataset.source} ({note})"
         dataset, left_out = _held_out(classifier, dataset)
         if left_out is None:
