@@ -30,7 +30,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, f
 
 from attend.apps.focus.assistant import MAX_TASK_CHARS, Session
 from attend.apps.focus.dashboard import render_dashboard
-from attend.apps.focus.service import FocusService
+from attend.apps.focus.service import FocusService, check_unique_ids
 from attend.apps.focus.store import SessionError
 from attend.apps.sqlstore import named_as
 from attend.data.messages import MAX_ID_CHARS, MAX_MESSAGE_CHARS, Message, record_message
@@ -117,16 +117,6 @@ def _conflict(exc: SessionError) -> HTTPException:
     return HTTPException(status_code=404 if text.startswith(("no message", "no session")) else 409, detail=text)
 
 
-def _unique_ids(messages: list[Message]) -> None:
-    """Refuse a batch in which two messages have one id (given, or derived from the same message)."""
-    seen: dict[str, int] = {}
-    for i, message in enumerate(messages):
-        if message.id in seen:
-            raise ValueError(f"messages[{i}] has the id {message.id!r} of messages[{seen[message.id]}] (given, or "
-                             "derived from the same text, sender, subject and time); give each message its own id")
-        seen[message.id] = i
-
-
 def focus_router(service: FocusService) -> APIRouter:
     """The focus routes over ``service`` (see the module docstring)."""
     router = APIRouter(tags=["focus"])
@@ -150,7 +140,7 @@ def focus_router(service: FocusService) -> APIRouter:
         try:
             session = Session(body.task, tuple(body.allow))
             messages = [m.to_message(f"messages[{i}]") for i, m in enumerate(body.messages)]
-            _unique_ids(messages)  # as the CLI's triage and /v1/focus/messages: an answer's id names one message
+            check_unique_ids(messages)  # as the CLI's triage and /v1/focus/messages: an answer's id names one message
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
         decisions = service.assistant.triage(session, messages)

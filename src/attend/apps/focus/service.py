@@ -15,7 +15,7 @@ from attend.apps.focus.digest import build_digest
 from attend.apps.focus.store import FocusStore, SessionError, open_focus_store
 from attend.data.messages import Message
 
-__all__ = ["FocusService", "triage"]
+__all__ = ["FocusService", "check_unique_ids", "triage"]
 
 
 def triage(task: str, messages: Sequence[Message], *, allow: Sequence[str] = (), costs: Costs | None = None,
@@ -23,6 +23,17 @@ def triage(task: str, messages: Sequence[Message], *, allow: Sequence[str] = (),
     """Stateless triage: one decision per message, in order (no session, no learning)."""
     assistant = assistant if assistant is not None else FocusAssistant(costs=costs)
     return assistant.triage(Session(task, allow), messages)
+
+
+def check_unique_ids(messages: Sequence[Message]) -> None:
+    """Refuse a batch in which two messages have one id (given, or derived from the same message):
+    an answer's id names one message."""
+    seen: dict[str, int] = {}
+    for i, message in enumerate(messages):
+        if message.id in seen:
+            raise ValueError(f"messages[{i}] has the id {message.id!r} of messages[{seen[message.id]}] (given, or "
+                             "derived from the same text, sender, subject and time); give each message its own id")
+        seen[message.id] = i
 
 
 class FocusService:
@@ -76,11 +87,7 @@ class FocusService:
         session = self.store.active_session()
         if session is None:
             raise SessionError("no focus session is running: start one with `attend focus start --task TEXT`")
-        seen: set[str] = set()
-        for m in messages:
-            if m.id in seen:
-                raise ValueError(f"message id {m.id!r} appears twice in this batch; give each message its own id")
-            seen.add(m.id)
+        check_unique_ids(messages)
         self.assistant  # noqa: B018 - load the encoder before taking the lock
         with self.store.updating():
             return self._ingest(session, messages)
