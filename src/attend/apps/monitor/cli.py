@@ -90,8 +90,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with _log_to_stderr(args.quiet), _progress(total, args.quiet) as on_batch:
         summary = run_events(monitor, events, batch_size=args.batch_size, max_rate=args.max_rate,
                              finite=not args.follow, on_batch=on_batch)  # fmt: skip
-    stored_alerts = len(store.alerts(window=settings.detection.window))
-    other = len(store.alerts()) - stored_alerts  # alerts of runs with another --window
+    stored_alerts = store.count_alerts(window=settings.detection.window)
+    other = store.count_alerts() - stored_alerts  # alerts of runs with another --window
     other_windows = f" (and {other} of other window lengths)" if other else ""
     conflicts = f" ({summary.conflicts} with a different text: the first kept)" if summary.conflicts else ""
     withdrawn = f", {summary.withdrawn} withdrawn (their windows are no surge now)" if summary.withdrawn else ""

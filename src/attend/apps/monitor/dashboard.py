@@ -178,7 +178,7 @@ def render_dashboard(store: MonitorStore, *, window: int | None = None, title: s
     t0, t1 = (min(starts), max(starts) + settings.window) if starts else (0, 1)
     order = sorted(series, key=lambda t: (-len(by_topic.get(t, [])), -sum(s.volume for s in series[t]), t))
     events = sum(s.volume for stats in series.values() for s in stats)
-    other = len(store.alerts()) - len(alerts)  # raised by runs with another --window: listed by `monitor alerts`
+    other = store.count_alerts() - len(alerts)  # raised by runs with another --window: listed by `monitor alerts`
     others = f" (and {other} of other window lengths: `attend monitor alerts` lists them)" if other else ""
     head = (f"<h1>{html.escape(title)}</h1><p class='muted'>{events} events, {len(series)} topic(s), "
             f"{len(alerts)} alert(s){others}; window {format_window(settings.window)}; surge when z ≥ {settings.z:g}, "
@@ -214,9 +214,9 @@ def create_dashboard_app(db: str | os.PathLike[str] | MonitorStore, *, window: i
     def summary() -> dict[str, Any]:
         """Counts and the detection settings in use."""
         settings = _settings(store, window)
-        shown = len(store.alerts(window=settings.window))
+        shown = store.count_alerts(window=settings.window)
         return {"events": store.count_events(), "topics": sorted(_series(store, settings)), "alerts": shown,
-                "alerts_other_windows": len(store.alerts()) - shown, "settings": settings.to_dict()}  # fmt: skip
+                "alerts_other_windows": store.count_alerts() - shown, "settings": settings.to_dict()}  # fmt: skip
 
     @app.get("/api/series")
     def series(topic: str | None = None) -> dict[str, list[dict[str, Any]]]:

@@ -229,6 +229,15 @@ class MonitorStore:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(events_table)).scalar_one())
 
+    def count_alerts(self, *, window: int | None = None) -> int:
+        """How many alerts are stored (of ``window``-long windows only, when given), withdrawn ones
+        included, as :meth:`alerts` lists them."""
+        query = sa.select(sa.func.count()).select_from(alerts_table)
+        if window is not None:
+            query = query.where(alerts_table.c.window_seconds == window)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def watermark(self) -> int | None:
         """The latest event time stored (epoch seconds): windows ending by then are closed."""
         with self.engine.connect() as conn:
