@@ -87,17 +87,23 @@ def encode_start(tokenizer: Tokenizer, texts: Sequence[str], keep: int) -> list[
     so its tokens are the whole text's there; one that gives no more than ``keep`` tokens (and a
     margin) is read again whole, so the tokens kept are the same either way (short of a single
     word tens of thousands of characters long, whose pieces by the cut lie past those kept)."""
-    limit = max(keep, 1) * CHARS_PER_TOKEN
     texts = list(texts)
-    long = [i for i, text in enumerate(texts) if len(text) > limit]
+    starts = [_start_of(text, keep) for text in texts]
+    long = [i for i, (text, start) in enumerate(zip(texts, starts, strict=True)) if len(start) < len(text)]
     if not long:
         return tokenizer.encode_batch(texts)
-    cuts = {i: _word_boundary(texts[i], limit) for i in long}
-    encodings = tokenizer.encode_batch([text[: cuts[i]] if i in cuts else text for i, text in enumerate(texts)])
+    encodings = tokenizer.encode_batch(starts)
     again = [i for i in long if len(encodings[i].ids) <= keep + 8]
     for i, encoding in zip(again, tokenizer.encode_batch([texts[i] for i in again]) if again else [], strict=True):
         encodings[i] = encoding
     return encodings
+
+
+def _start_of(text: str, keep: int) -> str:
+    """The start of ``text`` that ``keep`` tokens could cover, cut between words (the text itself
+    when it is no longer)."""
+    limit = max(keep, 1) * CHARS_PER_TOKEN
+    return text[: _word_boundary(text, limit)] if len(text) > limit else text
 
 
 def _word_boundary(text: str, limit: int) -> int:
@@ -179,8 +185,7 @@ class TextTokenizer:
         )
         # What the model reads of a text, its start (as encode_start cuts it): a 200 MB line was
         # learned from whole, 18.7 GB of memory for words no encoding would reach.
-        limit = max_length * CHARS_PER_TOKEN
-        texts = [text[: _word_boundary(text, limit)] if len(text) > limit else text for text in texts]
+        texts = [_start_of(text, max_length) for text in texts]
         # The Rust trainer creates each in-word character piece ("##a", or "a</w>" for BPE) the
         # first time it meets it while iterating a hash map, so piece ids -- and with them the
         # merges chosen on count ties -- change from run to run (huggingface/tokenizers#1794).
