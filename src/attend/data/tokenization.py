@@ -175,6 +175,8 @@ class TextTokenizer:
             vocab_size: Upper bound on the vocabulary, special tokens included.
             min_frequency: Pieces seen fewer times are not added.
             lowercase: Lower-case (and strip accents) before tokenising.
+            max_length: Longest encoding; the vocabulary is learned from the start of each text
+                that many tokens can cover (what the model reads of it).
         """
         if kind not in ("wordpiece", "bpe"):
             raise ValueError(f"unknown tokenizer kind {kind!r}; choose 'wordpiece' or 'bpe'")
