@@ -454,10 +454,10 @@ def _translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
             raise UsageError(f"{flag} {args.source_col}: reads a column of an --input table; the "
                              "sentences given on the command line are read as they are")  # fmt: skip
         return list(args.texts), [f"text {i + 1}" for i in range(len(args.texts))]
-    from attend.data.readers import TABLE_SUFFIXES, read_table
+    from attend.data.readers import TABLE_SUFFIXES, data_suffix, read_data_bytes, read_table
 
     path = Path(args.input)
-    if args.input != "-" and path.suffix.lower() in TABLE_SUFFIXES:
+    if args.input != "-" and data_suffix(path) in TABLE_SUFFIXES:
         # An empty cell is answered with a blank, as a blank line of a text file is: row N's
         # translation stays output line N's.
         table = read_table(path, text_col=args.source_col, label_col=None,
@@ -466,7 +466,7 @@ def _translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     if args.source_col not in (None, "source") or flag == "--text-col":  # read as plain text: a column is ignored
         raise UsageError(f"{flag} {args.source_col}: {args.input} is read as plain text, one sentence per "
                          f"line; columns are read from {', '.join(sorted(TABLE_SUFFIXES))} files")  # fmt: skip
-    raw = sys.stdin.buffer.read() if args.input == "-" else path.read_bytes()
+    raw = sys.stdin.buffer.read() if args.input == "-" else read_data_bytes(path)
     lines = _text_lines(raw, args.input)
     return lines, [f"line {i + 1}" for i in range(len(lines))]
 
@@ -614,10 +614,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     texts = None
     translating = _task_of(args.model_dir) == "translation"
     if args.texts_file:
-        from attend.data.readers import read_table
+        from attend.data.readers import data_suffix, read_data_bytes, read_table
 
-        if Path(args.texts_file).suffix.lower() == ".txt":  # one text per line, as `attend translate` reads it
-            lines = _text_lines(Path(args.texts_file).read_bytes(), f"--texts-file {args.texts_file}")
+        if data_suffix(args.texts_file) == ".txt":  # one text per line, as `attend translate` reads it
+            lines = _text_lines(read_data_bytes(args.texts_file), f"--texts-file {args.texts_file}")
             texts = [line for line in lines if line.strip()]
             if not texts:
                 raise UsageError(f"--texts-file {args.texts_file}: no text in it (every line is blank)")

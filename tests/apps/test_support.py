@@ -112,6 +112,17 @@ def test_real_debian_faq_chapter() -> None:
     assert "dpkg --listfiles" in shown and "Next" not in shown and "Chapter 9" not in shown
 
 
+def test_a_compressed_faq_reads_as_the_file_inside(tmp_path: Path) -> None:
+    import gzip
+
+    table = tmp_path / "faq.csv.gz"
+    table.write_bytes(gzip.compress(b"question,answer\nHow do I pay?,By card.\n"))
+    assert [(e.question, e.answer) for e in read_faq(table)] == [("How do I pay?", "By card.")]
+    document = tmp_path / "faq.md.gz"
+    document.write_bytes(gzip.compress(b"# How do I pay?\n\nBy card.\n"))
+    assert [(e.question, e.answer) for e in read_faq(document)] == [("How do I pay?", "By card.")]
+
+
 def test_bad_faq_files_are_clear_errors(tmp_path: Path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("")

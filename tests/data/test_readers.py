@@ -298,3 +298,48 @@ def test_multi_label_cells_joined_without_label_sep_are_refused(tmp_path: Path) 
     listed = tmp_path / "listed.jsonl"  # labels given as lists are the user's own: a '|' in one is a name
     listed.write_text('{"text": "a", "label": ["x|y"]}\n', encoding="utf-8")
     assert read_table(listed, multi_label=True).labels == [["x|y"]]
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+def test_a_compressed_file_reads_as_the_file_inside(tmp_path: Path, fmt: str, suffix: str) -> None:
+    import bz2
+    import gzip
+    import lzma
+
+    plain = tmp_path / f"data.{fmt}"
+    if fmt == "jsonl":
+        plain.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in ROWS), encoding="utf-8")
+    else:
+        _write_csv(plain, ROWS, sep="\t" if fmt == "tsv" else ",")
+    packed = tmp_path / f"data.{fmt.upper()}{suffix}"
+    packed.write_bytes({".gz": gzip, ".bz2": bz2, ".xz": lzma}[suffix].compress(plain.read_bytes()))
+    data, expected = read_table(packed), read_table(plain)
+    assert (data.texts, data.labels, data.lines) == (expected.texts, expected.labels, expected.lines)
+
+
+def test_compressed_files_that_cannot_be_read_say_why(tmp_path: Path) -> None:
+    import gzip
+
+    from attend.data.readers import TextStream, read_data_bytes
+
+    rows = "text,label\n" + "".join(f"review {i},{i % 2}\n" for i in range(2000))
+    whole = tmp_path / "whole.csv.gz"
+    whole.write_bytes(gzip.compress(rows.encode()))
+    stream = TextStream(whole)
+    assert len(list(stream)) == 2000 and stream.position == stream.size  # a progress bar ends full
+    assert read_data_bytes(whole) == rows.encode()
+    cases = {
+        "cut.csv.gz": (gzip.compress(rows.encode())[:300], r"cut\.csv\.gz: not readable as gzip-compressed data"),
+        "plain.csv.gz": (rows.encode(), r"not readable as gzip-compressed data \(Not a gzipped file"),
+        "data.gz": (gzip.compress(rows.encode()), r"extension '\.gz'.*compressed: the same followed by \.gz"),
+        "data.parquet.gz": (gzip.compress(b"PAR1"), "Parquet compresses its own columns"),
+        "latin.csv.gz": (gzip.compress(b"text,label\ncaf\xe9,a\n"), r"line 2 is not valid UTF-8 \(byte 0xe9"),
+        "nothing.csv.gz": (gzip.compress(b""), r"nothing\.csv\.gz is empty"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataError, match=message):
+            read_table(tmp_path / name)
+    with pytest.raises(DataError, match="not readable as gzip-compressed data"):
+        read_data_bytes(tmp_path / "cut.csv.gz")

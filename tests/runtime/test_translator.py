@@ -46,6 +46,20 @@ def test_translate_prints_one_line_per_input_line_and_nothing_else(translator_di
     assert done.stdout.split("\n")[0] == "cat red" and done.stdout.split("\n")[2] == "dog green"
 
 
+def test_translate_reads_compressed_input(translator_dir: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    import gzip
+
+    lines = tmp_path / "in.txt.gz"
+    lines.write_bytes(gzip.compress(b"red cat sun\ndog blue\n"))
+    assert main(["translate", str(translator_dir), "--input", str(lines), "--beam", "1"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["sun cat red", "blue dog"]
+    table = tmp_path / "in.csv.gz"
+    table.write_bytes(gzip.compress(b"id,src\n1,dog blue\n"))
+    assert main(["translate", str(translator_dir), "--input", str(table), "--source-col", "src"]) == 0
+    assert capsys.readouterr().out == "blue dog\n"
+
+
 def test_translate_json_has_scores_and_alignments(translator_dir: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     assert main(["translate", str(translator_dir), "red cat sun", "--json"]) == 0

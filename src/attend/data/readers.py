@@ -7,11 +7,15 @@ Line numbers are those an editor shows: the header of a CSV is line 1, its first
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import io
 import json
+import lzma
 import math
 import os
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,9 +35,11 @@ __all__ = [
     "check_columns",
     "check_strings",
     "csv_records",
+    "data_suffix",
     "detect_format",
     "match_label",
     "open_data_file",
+    "read_data_bytes",
     "read_rows",
     "read_table",
     "stratified_split",
@@ -46,6 +52,11 @@ _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".nd
 _FORMATS |= {".parquet": "parquet", ".pq": "parquet"}
 #: File names read as tables (any other is plain text where a verb also takes that).
 TABLE_SUFFIXES = frozenset(_FORMATS)
+#: A file compressed by gzip, bzip2 or xz is read through the standard library's decompressor; the
+#: suffix before it tells the format (``reviews.csv.gz`` is a CSV).
+_COMPRESSED = {".gz": gzip.GzipFile, ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
+#: What a damaged compressed file raises while it is read.
+_DECOMPRESSION_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error)
 
 
 class DataError(ValueError):
@@ -121,18 +132,63 @@ def _label_list(labels: Any, index: int, where: str) -> list[str]:
                     "list of strings for several)")  # fmt: skip
 
 
+def data_suffix(path: str | os.PathLike[str]) -> str:
+    """The suffix that tells a file's format, lower-cased, under a compression suffix: ``.csv`` for
+    ``reviews.CSV.gz``, ``""`` for ``reviews.gz``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    return Path(path.stem).suffix.lower() if suffix in _COMPRESSED else suffix
+
+
+def _compressed(path: Path) -> bool:
+    return path.suffix.lower() in _COMPRESSED
+
+
+def _decompressing(path: Path, file: io.BufferedReader) -> io.BufferedIOBase:
+    """A reader of the decompressed bytes of ``file``, opened from the compressed ``path``."""
+    opener = _COMPRESSED[path.suffix.lower()]
+    return opener(fileobj=file, mode="rb") if opener is gzip.GzipFile else opener(file, "rb")
+
+
 def detect_format(path: Path, fmt: str | None) -> str:
     if fmt is not None:
         if fmt not in {"csv", "tsv", "jsonl", "parquet"}:
             raise DataError(f"unknown format {fmt!r}; choose csv, tsv, jsonl or parquet")
-        return fmt
-    try:
-        return _FORMATS[path.suffix.lower()]
-    except KeyError:
-        raise DataError(
-            f"{path}: cannot tell the format from the extension {path.suffix!r}; rename the file to end in "
-            f"{', '.join(sorted(_FORMATS))}"
-        ) from None
+    else:
+        try:
+            fmt = _FORMATS[data_suffix(path)]
+        except KeyError:
+            shown = "".join(path.suffixes[-2:]) if _compressed(path) else path.suffix
+            raise DataError(
+                f"{path}: cannot tell the format from the extension {shown!r}; rename the file to end in "
+                f"{', '.join(sorted(_FORMATS))} (compressed: the same followed by {', '.join(_COMPRESSED)})"
+            ) from None
+    if fmt == "parquet" and _compressed(path):
+        raise DataError(f"{path}: a Parquet file is read as it is (Parquet compresses its own columns); decompress "
+                        "it first")  # fmt: skip
+    return fmt
+
+
+def read_data_bytes(path: str | os.PathLike[str]) -> bytes:
+    """A whole file's bytes, decompressed where its name ends in .gz, .bz2 or .xz.
+
+    Raises:
+        DataError: the compressed data is damaged or is not in the format its name says.
+    """
+    path = Path(path)
+    if not _compressed(path):
+        return path.read_bytes()
+    with open(path, "rb") as raw, _decompressing(path, raw) as handle:
+        try:
+            return handle.read()
+        except _DECOMPRESSION_ERRORS as exc:
+            raise _damaged(path, exc) from None
+
+
+def _damaged(path: Path, exc: BaseException) -> DataError:
+    kind = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}[path.suffix.lower()]
+    return DataError(f"{path}: not readable as {kind}-compressed data ({exc}); check the file is whole and "
+                     f"that its name says how it was compressed")  # fmt: skip
 
 
 def open_data_file(path: str | os.PathLike[str], fmt: str | None) -> tuple[Path, str]:
@@ -152,7 +208,8 @@ class _Lines:
 
     Lines end at ``"\n"`` only (kept), as in the whole-file readers they replace: ``str.splitlines``
     would also split inside a JSON string at U+2028. A byte that is not UTF-8 or a NUL byte is a
-    :class:`DataError` naming its line; ``position`` is the bytes read so far (for progress bars).
+    :class:`DataError` naming its line; ``position`` is the bytes of the file read so far (for
+    progress bars: of a compressed file, the compressed bytes, as its size is).
     """
 
     def __init__(self, path: Path, fmt: str) -> None:
@@ -161,24 +218,41 @@ class _Lines:
         self.content = False  # anything but whitespace seen
 
     def __iter__(self) -> Iterator[str]:
-        with open(self.path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                try:
-                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-                except UnicodeDecodeError as exc:
-                    if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text"
-                        raise DataError(f"{self.path} is UTF-16 text (it starts with a UTF-16 byte-order mark); "
-                                        "re-save it as UTF-8") from None  # fmt: skip
-                    raise DataError(
-                        f"{self.path}: line {number} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
-                        f"{self.position + exc.start}); re-save the file as UTF-8"
-                    ) from None
-                if "\x00" in line:
-                    raise DataError(f"{self.path}: line {number} holds NUL bytes: this is a binary file, not "
-                                    f"{self.fmt.upper()} text")  # fmt: skip
-                self.position += len(raw)
-                self.content = self.content or bool(line.strip())
-                yield line
+        with open(self.path, "rb") as file:
+            if not _compressed(self.path):
+                yield from self._decoded(file, file)
+                return
+            with _decompressing(self.path, file) as handle:
+                lines = self._decoded(handle, file)
+                while True:
+                    try:
+                        line = next(lines)
+                    except StopIteration:
+                        return
+                    except _DECOMPRESSION_ERRORS as exc:
+                        raise _damaged(self.path, exc) from None
+                    yield line
+
+    def _decoded(self, handle: Iterable[bytes], file: io.BufferedReader) -> Iterator[str]:
+        offset = 0  # in the decompressed text, for error messages
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text"
+                    raise DataError(f"{self.path} is UTF-16 text (it starts with a UTF-16 byte-order mark); "
+                                    "re-save it as UTF-8") from None  # fmt: skip
+                raise DataError(
+                    f"{self.path}: line {number} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
+                    f"{offset + exc.start}); re-save the file as UTF-8"
+                ) from None
+            if "\x00" in line:
+                raise DataError(f"{self.path}: line {number} holds NUL bytes: this is a binary file, not "
+                                f"{self.fmt.upper()} text")  # fmt: skip
+            offset += len(raw)
+            self.position = offset if handle is file else file.tell()
+            self.content = self.content or bool(line.strip())
+            yield line
 
 
 def read_rows(path: Path, fmt: str, lines: _Lines | None = None) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -27,7 +27,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from attend.data.readers import DataError
+from attend.data.readers import DataError, data_suffix, read_data_bytes
 from attend.data.validation import is_empty, is_missing_number, text_problem
 
 __all__ = [
@@ -404,11 +404,11 @@ def read_faq(path: str | os.PathLike[str]) -> list[FaqEntry]:
         raise DataError(f"{path} is a directory; give one FAQ file (CSV/TSV/JSONL/Parquet, Markdown or HTML)")
     if path.is_file() and path.stat().st_size == 0:  # a named pipe has no size, and may well have rows
         raise DataError(f"{path} is empty")
-    suffix = path.suffix.lower()
+    suffix = data_suffix(path)
     if suffix in _TABLE_SUFFIXES:
         entries = _read_table(path)
     elif suffix in DOCUMENT_SUFFIXES:
-        raw = path.read_bytes()
+        raw = read_data_bytes(path)
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -432,7 +432,7 @@ def read_faq(path: str | os.PathLike[str]) -> list[FaqEntry]:
     else:
         raise DataError(
             f"{path}: cannot tell the FAQ format from the extension {path.suffix!r}; use .csv, .tsv, .jsonl, "
-            ".parquet, .md, .html or .txt"
+            ".parquet, .md, .html or .txt (any of them but .parquet may be compressed: .gz, .bz2 or .xz)"
         )
     if not entries:
         raise DataError(f"{path} has a header but no rows")
