@@ -294,6 +294,10 @@ def check_output_directory(out: Path, *, source: Path | None = None, overwrite: 
             raise ModelDirError(
                 f"output directory {out} would overwrite the model it is made from ({source}); choose another"
             )
+    ensemble = enclosing_ensemble(out) if out.is_dir() else None
+    if ensemble is not None:
+        raise ModelDirError(f"{out} is a member of the ensemble {ensemble}, whose recorded hashes writing into it "
+                            "would break; choose another output directory")  # fmt: skip
     if not out.exists():
         blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
         if blocking is not None:
@@ -429,6 +433,48 @@ def enclosing_ensemble(path: str | os.PathLike[str]) -> Path | None:
     except (OSError, ValueError):
         return None
     return members.parent if isinstance(config, dict) and isinstance(config.get("ensemble"), dict) else None
+
+
+def member_sources(ensemble: str | os.PathLike[str], member: str | os.PathLike[str] | None = None) -> str:
+    """How to reach the networks of an ensemble's members (or of one ``member``) to export, quantise
+    or prune them: each member's recorded source directory where it still holds a model, else a
+    copy of the member itself (``--model auto`` records ``auto:NAME``: its sources are gone)."""
+    ensemble = Path(ensemble)
+    try:
+        entries = json.loads((ensemble / "config.json").read_text(encoding="utf-8"))["ensemble"]["members"]
+        entries = [e for e in entries if isinstance(e, dict) and isinstance(e.get("path"), str)]
+    except (OSError, ValueError, KeyError, TypeError):
+        entries = []
+    if member is not None:
+        name = Path(member).absolute().name
+        entries = [e for e in entries if Path(e["path"]).name == name]
+    sources, copies = [], []
+    for entry in entries:
+        source = entry.get("source")
+        if isinstance(source, str) and (Path(source) / "config.json").is_file():
+            sources.append(source)
+        else:
+            copies.append(str(ensemble / entry["path"]))
+    parts = [f"the source director{'y' if len(sources) == 1 else 'ies'} {', '.join(sources)}"] if sources else []
+    if copies:
+        parts.append(f"a copy of {'each of ' if len(copies) > 1 else ''}{', '.join(copies)}, whose source is gone "
+                     f"(cp -r {copies[0]} DIR)")  # fmt: skip
+    where = " and ".join(parts) or f"the members' source directories (see {ensemble / 'config.json'})"
+    return f"{where}; then build the ensemble again from the results (attend ensemble ... --overwrite)"
+
+
+def refuse_ensemble(path: str | os.PathLike[str], verb: str) -> None:
+    """Raise :class:`ModelDirError` where ``path`` is an ensemble, which has no network of its own to
+    ``verb`` (export, quantise, prune): the message says which directories to run the verb on."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # the verb's own loading reports a bad directory
+    if isinstance(config, dict) and isinstance(config.get("ensemble"), dict):
+        members = config["ensemble"].get("members")
+        count = f" of {len(members)} models" if isinstance(members, list) else ""
+        raise ModelDirError(f"{path} is an ensemble{count}: it has no network of its own to {verb}; {verb} "
+                            f"{member_sources(path)}")  # fmt: skip
 
 
 @dataclass(frozen=True)

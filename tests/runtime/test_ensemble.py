@@ -217,7 +217,8 @@ def test_a_swapped_member_is_refused(ensemble_dir: Path, tmp_path: Path) -> None
 
 
 def test_what_needs_one_network_says_so(ensemble_dir: Path) -> None:
-    with pytest.raises(ModelDirError, match=r"is an ensemble.*runtime='torch'.*attend export"):
+    with pytest.raises(ModelDirError, match=r"is an ensemble.*runtime='torch'.*leave the runtime out.*To export, "
+                                            r"quantise or prune it, run those on the source directories"):
         load(ensemble_dir, runtime="torch")
     ensemble = load(ensemble_dir)
     assert ensemble.capabilities.maps is False and ensemble.capabilities.gradients is False
@@ -352,16 +353,40 @@ def test_cli_refuses_mismatched_labels_export_and_maps(members: list[Path], ense
     assert "['five_stars'] only in" in err and str(other) in err and "['pos'] only in" in err
     assert main(["export", str(ensemble_dir), "--onnx", str(tmp_path / "onnx")]) == 2
     err = capsys.readouterr().err
-    assert "is an ensemble" in err and "on the members' source directories" in err and "--runtime" not in err
+    sources = ", ".join(str(m.absolute()) for m in members)  # the directories to run the verb on instead
+    assert f"is an ensemble of 3 models: it has no network of its own to export; export the source directories " \
+           f"{sources}; then build the ensemble again" in err and "runtime" not in err  # it named runtime='torch'
     assert not (tmp_path / "onnx").exists()
     assert main(["quantize", str(ensemble_dir)]) == 2  # not "model.safetensors is missing": it has none to have
-    assert "quantise its members' source directories and build the ensemble again" in capsys.readouterr().err
-    # A member is covered by the ensemble's hashes: quantising it in place would break the ensemble.
+    assert f"no network of its own to quantise; quantise the source directories {sources}" in capsys.readouterr().err
+    assert main(["prune", str(ensemble_dir), "--out", str(tmp_path / "pruned"), "--heads", "1"]) == 2
+    assert "no network of its own to prune; prune the source directories" in capsys.readouterr().err
+    # A member is covered by the ensemble's hashes: quantising it in place, or writing another model
+    # into it (export, prune, train with --overwrite), would break the ensemble.
     member = ensemble_dir / "members" / "00"
     before = (member / "config.json").read_bytes()
     assert main(["quantize", str(member)]) == 2
-    assert f"is a member of the ensemble {ensemble_dir.absolute()}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"is a member of the ensemble {ensemble_dir.absolute()}" in err
+    assert f"quantise the source directory {members[0].absolute()}; then build the ensemble again" in err
+    assert main(["export", str(members[1]), "--onnx", str(member), "--overwrite"]) == 2
+    assert f"{member.absolute()} is a member of the ensemble" in capsys.readouterr().err
+    assert main(["prune", str(members[1]), "--out", str(member), "--heads", "1", "--overwrite"]) == 2
+    assert "choose another output directory" in capsys.readouterr().err
     assert (member / "config.json").read_bytes() == before and load(ensemble_dir).predict(TEXTS[:1])
+    # Members whose sources are gone (--model auto records "auto:NAME") are copied out instead.
+    auto = tmp_path / "auto"
+    shutil.copytree(ensemble_dir, auto)
+    config = json.loads((auto / "config.json").read_text())
+    for entry in config["ensemble"]["members"]:
+        entry["source"] = "auto:encoder"
+    (auto / "config.json").write_text(json.dumps(config))
+    assert main(["quantize", str(auto / "members" / "01")]) == 2
+    assert f"quantise a copy of {auto / 'members' / '01'}, whose source is gone (cp -r {auto / 'members' / '01'} " \
+           "DIR); then build the ensemble again" in capsys.readouterr().err
+    assert main(["quantize", str(auto)]) == 2
+    copies = ", ".join(str(auto / "members" / f"0{i}") for i in range(3))
+    assert f"quantise a copy of each of {copies}, whose source is gone" in capsys.readouterr().err
     assert main(["explain", str(ensemble_dir), TEXTS[0], "--png", str(tmp_path / "png")]) == 2
     assert "no attention maps of its own" in capsys.readouterr().err
     # The HTML report needs no maps: it shades the words by the members' averaged importance.

@@ -45,7 +45,7 @@ from attend.attention.unpad import unpadding_modules
 from attend.data.readers import DataError
 from attend.data.splits import rebuild_split
 from attend.data.validation import validate_texts
-from attend.io import ArtifactDir, ArtifactWriter, ModelDirError
+from attend.io import ArtifactDir, ArtifactWriter, ModelDirError, refuse_ensemble
 from attend.runtime import TorchTextClassifier, load
 from attend.runtime.onnx import INPUT_NAMES, INT8_FILE, ONNX_FILE, session_for
 from attend.version import __version__
@@ -382,6 +382,7 @@ def _torch_model(model_dir: str | os.PathLike[str]) -> TorchTextClassifier:
         source = f" ({onnx['source']})" if onnx.get("source") else ""
         raise ModelDirError(f"{model_dir} is already an ONNX model directory: export the PyTorch model directory "
                             f"it was exported from{source}")  # fmt: skip
+    refuse_ensemble(model_dir, "export")
     model = load(model_dir, runtime="torch")
     if not isinstance(model, TorchTextClassifier):
         raise ValueError(f"{model_dir} holds a {model.task} model; ONNX export takes a text classifier")

@@ -24,7 +24,7 @@ from attend.attention import MultiHeadAttention
 from attend.data.readers import DataError, LabelledTexts
 from attend.data.splits import held_out
 from attend.explain.focus import map_focus
-from attend.io import ArtifactWriter
+from attend.io import ArtifactWriter, refuse_ensemble
 from attend.models import MODELS, build, config_from_dict
 from attend.models.base import kept_heads
 from attend.models.minilm import MiniLMConfig
@@ -279,6 +279,7 @@ def prune(
     source = Path(model_dir)
     out = Path(out_dir)
     staged = ArtifactWriter(out, source=source, overwrite=overwrite)  # checks the output before any work
+    refuse_ensemble(source, "prune")
     predictor = load(source, runtime="torch")
     if not isinstance(predictor, TorchTextClassifier):
         raise ValueError(f"{source} holds a {predictor.task} model; head pruning takes a text classifier")

@@ -28,7 +28,16 @@ import torch
 from attend.data.readers import LabelledTexts
 from attend.data.splits import held_out
 from attend.deploy.export import export_onnx
-from attend.io import ArtifactDir, ModelDirError, atomic_write_json, enclosing_ensemble, sha256_file, update_metrics
+from attend.io import (
+    ArtifactDir,
+    ModelDirError,
+    atomic_write_json,
+    enclosing_ensemble,
+    member_sources,
+    refuse_ensemble,
+    sha256_file,
+    update_metrics,
+)
 from attend.runtime import TextClassifier, TorchTextClassifier, load, quantize_torch_model
 from attend.runtime.onnx import INT8_FILE, ONNX_FILE, OnnxTextClassifier, load_onnx, session_for
 from attend.training import score_probabilities
@@ -331,17 +340,11 @@ def quantize(
     path = Path(model_dir)
     ensemble = enclosing_ensemble(path)
     if ensemble is not None:
-        raise ModelDirError(
-            f"{path} is a member of the ensemble {ensemble}, whose recorded hashes quantising it would break: "
-            "quantise the member's source directory, then build the ensemble again (attend ensemble ... --overwrite)"
-        )
+        raise ModelDirError(f"{path} is a member of the ensemble {ensemble}, whose recorded hashes quantising it "
+                            f"would break: quantise {member_sources(ensemble, path)}")  # fmt: skip
     config = ArtifactDir.open(path, require=("model", "labels")).config
     is_onnx = isinstance(config.get("onnx"), dict)
-    if isinstance(config.get("ensemble"), dict):
-        members = len(config["ensemble"].get("members") or [])
-        raise ModelDirError(f"{path} is an ensemble of {members} models: it has no network of its own to "
-                            "quantise; quantise its members' source directories and build the ensemble again "
-                            "(attend ensemble ... --overwrite)")  # fmt: skip
+    refuse_ensemble(path, "quantise")
     if not is_onnx and not (path / "model.safetensors").is_file():
         raise ModelDirError(f"{path} is not a complete model directory: model.safetensors is missing")
     runtimes = ["onnx", "torch"] if runtime == "both" else [runtime]

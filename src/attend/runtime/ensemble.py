@@ -57,6 +57,7 @@ from attend.io import (
     EnsembleMember,
     ModelDirError,
     check_output_directory,
+    member_sources,
     write_ensemble,
 )
 from attend.runtime.base import LoadOptions, Runtime, load
@@ -366,8 +367,8 @@ def load_ensemble(artifact: ArtifactDir, options: LoadOptions) -> EnsembleClassi
     if options.runtime != "auto":
         raise ModelDirError(
             f"{path} is an ensemble: it has no single network to run with runtime={options.runtime!r} (each member "
-            "runs with the runtime its own directory suits). `attend export`, `quantize` and `prune` need one "
-            "network: run them on the members' source directories and build an ensemble of the results"
+            "runs with the runtime its own directory suits; leave the runtime out). To export, quantise or prune it, "
+            f"run those on {member_sources(path)}"
         )
     labels = read_labels(artifact)
     members, weights = [], []
