@@ -310,6 +310,11 @@ def test_an_app_run_as_a_module_reports_a_database_error_the_same_way(capsys: py
         (["--max-batch", "0"], "argument --max-batch: 0 must be at least 1"),
         (["--workers", "-1"], "argument --workers: -1 must be at least 1"),
         (["--max-chars", "0"], "argument --max-chars: 0 must be at least 1"),
+        # inf was taken, then overflowed the batch thread's timeout at the first request (which hung)
+        (["--max-wait-ms", "inf"], "argument --max-wait-ms: inf is not a wait in milliseconds (0 to 60,000)"),
+        (["--max-wait-ms", "nan"], "argument --max-wait-ms: nan is not a wait in milliseconds"),
+        (["--max-wait-ms", "-1"], "argument --max-wait-ms: -1 is not a wait in milliseconds"),
+        (["--max-wait-ms", "soon"], "argument --max-wait-ms: 'soon' is not a number of milliseconds"),
     ],
 )
 def test_serve_options_out_of_range_name_the_flag(capsys: pytest.CaptureFixture[str], args: list[str],

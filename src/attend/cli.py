@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from attend.apps import APPS
-from attend.config import port_number, positive_int, read_run_config, seed_number
+from attend.config import port_number, positive_int, read_run_config, seed_number, wait_ms
 from attend.jsonout import dumps_json
 from attend.version import __version__
 
@@ -192,6 +192,16 @@ def _model_column(model_dir: str, given: str | None, name: str) -> str:
     from attend.io import ArtifactDir
 
     return model_column(ArtifactDir.open(model_dir).config, model_dir, name, None)
+
+
+def _source_column(model_dir: str) -> str:
+    """The source column a translator was trained on (for an --input table with the user's own column
+    names), else ``source``."""
+    from attend.io import ArtifactDir
+
+    data = ArtifactDir.open(model_dir).config.get("data")
+    column = data.get("source_col") if isinstance(data, dict) else None
+    return column if isinstance(column, str) and column else "source"
 
 
 def _translator(model_dir: str) -> Any:
@@ -377,7 +387,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         # Sentences as `attend translate` reads them: a .txt file is one sentence per line.
         # explain's --text-col names the source column too: messages name the flag the user gave.
         args.column_flag = "--text-col" if args.source_col is None and args.text_col is not None else "--source-col"
-        args.source_col = args.source_col or args.text_col or "source"
+        args.source_col = args.source_col or args.text_col
         texts, _ = _translate_inputs(args)
         _check_typed_sentences(args.texts, "explain")
         if not args.texts:  # a file's blank lines explain nothing (translate leaves them blank)
@@ -460,7 +470,7 @@ def _translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     if args.input != "-" and data_suffix(path) in TABLE_SUFFIXES:
         # An empty cell is answered with a blank, as a blank line of a text file is: row N's
         # translation stays output line N's.
-        table = read_table(path, text_col=args.source_col, label_col=None,
+        table = read_table(path, text_col=args.source_col or _source_column(args.model_dir), label_col=None,
                            columns_hint=f"choose the column with {flag}", blank_texts=True)  # fmt: skip
         return table.texts, [f"line {line}" for line in table.lines]
     if args.source_col not in (None, "source") or flag == "--text-col":  # read as plain text: a column is ignored
@@ -622,7 +632,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
             if not texts:
                 raise UsageError(f"--texts-file {args.texts_file}: no text in it (every line is blank)")
         else:  # a translator's sources are in its `source` column, a classifier's texts in its training column
-            column = args.text_col or ("source" if translating else _model_column(args.model_dir, None, "text_col"))
+            column = args.text_col or (_source_column(args.model_dir) if translating else
+                                       _model_column(args.model_dir, None, "text_col"))  # fmt: skip
             texts = read_table(args.texts_file, text_col=column, label_col=None,
                                columns_hint="choose the column with --text-col").texts  # fmt: skip
     if translating:
@@ -935,14 +946,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "translators: output tokens, each with its most attended source token)")
     ex.add_argument("--int8", action="store_true", help=EXPLAIN_INT8_HELP)
     ex.add_argument("--beam", type=int, help="translators: beam size (default: the model's)")
-    ex.add_argument("--source-col", help="translators: column holding the source in an --input table (default: source)")
+    ex.add_argument("--source-col", help="translators: column holding the source in an --input table (default: the "
+                    "one training read, else source)")  # fmt: skip
     ex.set_defaults(func=_cmd_explain)
 
     tl = verbs.add_parser("translate", help="translate sentences with a seq2seq model")
     tl.add_argument("model_dir")
     tl.add_argument("texts", nargs="*", help="sentences to translate")
     tl.add_argument("--input", help="a text file, one sentence per line ('-': stdin), or a CSV/TSV/JSONL/Parquet file")
-    tl.add_argument("--source-col", default="source", help="column of --input holding the sentence (default: source)")
+    tl.add_argument("--source-col", help="column of --input holding the sentence (default: the one training read, "
+                    "else source)")  # fmt: skip
     tl.add_argument("--beam", type=int, help="beam size; 1 is greedy (default: the model's, 4)")
     tl.add_argument("--length-penalty", type=float, help=LENGTH_PENALTY_HELP)
     tl.add_argument("--json", action="store_true",
@@ -985,7 +998,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="worker processes, each with its own model (default 1)")  # fmt: skip
     sv.add_argument("--max-batch", type=positive_int, default=32,
                     help="most texts per model call; 1 disables batching (32)")  # fmt: skip
-    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a request waits for a batch (5 ms)")
+    sv.add_argument("--max-wait-ms", type=wait_ms, default=5.0, help="longest a request waits for a batch (5 ms)")
     sv.add_argument("--max-texts", type=positive_int, default=64, help="most texts per request (64)")
     sv.add_argument("--max-chars", type=positive_int, default=20000, help="longest text in characters (20000)")
     sv.add_argument("--max-body-bytes", type=positive_int, default=4_000_000,

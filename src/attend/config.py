@@ -173,6 +173,17 @@ def positive_int(value: str) -> int:
     return number
 
 
+def wait_ms(value: str) -> float:
+    """An ``argparse`` type: a wait in milliseconds, 0 to 60,000 (a minute)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise _argument_error(f"{value!r} is not a number of milliseconds") from None
+    if not 0 <= number <= 60_000:  # NaN fails too
+        raise _argument_error(f"{value} is not a wait in milliseconds (0 to 60,000)")
+    return number
+
+
 def seed_number(value: str) -> int:
     """An ``argparse`` type: a random seed, 0 to 2**32 - 1 (the range numpy takes)."""
     number = _integer(value)

@@ -60,6 +60,29 @@ def test_translate_reads_compressed_input(translator_dir: Path, tmp_path: Path,
     assert capsys.readouterr().out == "blue dog\n"
 
 
+def test_an_input_table_is_read_in_the_source_column_the_model_trained_on(
+    translator_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    model = tmp_path / "model"  # as if trained with --source-col src (config.json's data records it)
+    shutil.copytree(translator_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    config["data"]["source_col"] = "src"
+    (model / "config.json").write_text(json.dumps(config))
+    table = tmp_path / "in.csv"
+    table.write_text("id,src\n1,dog blue\n", encoding="utf-8")
+    assert main(["translate", str(model), "--input", str(table)]) == 0  # it said "has no column 'source'"
+    assert capsys.readouterr().out == "blue dog\n"
+    assert main(["explain", str(model), "--input", str(table), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["source"] == "dog blue"
+    table.write_text("source\ndog blue\n", encoding="utf-8")  # given, the column read is the one named
+    assert main(["translate", str(model), "--input", str(table), "--source-col", "source"]) == 0
+    assert capsys.readouterr().out == "blue dog\n"
+    assert main(["translate", str(model), "--input", str(table)]) == 2
+    assert "has no column 'src'" in capsys.readouterr().err
+
+
 def test_translate_json_has_scores_and_alignments(translator_dir: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     assert main(["translate", str(translator_dir), "red cat sun", "--json"]) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
 import socket
@@ -285,6 +286,9 @@ def test_settings_and_pickle_directory_are_refused(model_dir: Path, tmp_path: Pa
         ServeSettings(max_batch=0)
     with pytest.raises(ValueError, match="runtime='tf'"):
         ServeSettings(runtime="tf")
+    for wait in (-1.0, float("nan"), float("inf"), 1e13):  # inf and 1e13 overflowed the batch thread's timeout
+        with pytest.raises(ValueError, match=r"max_wait_ms=.*: a wait in milliseconds from 0 to 60,000"):
+            ServeSettings(max_wait_ms=wait)
     with pytest.raises(ValueError, match="--bf16 goes with neither --runtime onnx nor --int8"):
         ServeSettings(bf16=True, quantized=True)
     bad = tmp_path / "bad"
@@ -378,6 +382,55 @@ def test_graceful_shutdown_finishes_requests_in_flight(model_dir: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def slow_router(runtime: object, seconds: float) -> object:
+    """A router whose one route outlasts a short shutdown grace (for the test below)."""
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.post("/v1/slow")
+    async def slow() -> dict[str, str]:
+        await asyncio.sleep(seconds)
+        return {"done": "yes"}
+
+    return router
+
+
+def test_a_request_cut_off_by_the_shutdown_grace_gets_a_503(caplog: pytest.LogCaptureFixture) -> None:
+    """It got uvicorn's plain-text 500, and the log a traceback ("Exception in ASGI application")."""
+    import uvicorn
+
+    app = create_app(None, ServeSettings(), routers=[RouterSpec("tests.serve.test_app:slow_router", {"seconds": 60})])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, timeout_graceful_shutdown=1,
+                                           log_level="info"))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        answers: list[httpx.Response] = []
+        client = threading.Thread(target=lambda: answers.append(
+            httpx.post(f"http://127.0.0.1:{port}/v1/slow", json={}, timeout=30)))  # fmt: skip
+        client.start()
+        deadline = time.monotonic() + 30
+        while _gauge(httpx.get(f"http://127.0.0.1:{port}/metrics"), "attend_in_flight_requests") < 2:  # + this one
+            assert time.monotonic() < deadline, "the request never arrived"
+            time.sleep(0.05)
+        server.should_exit = True  # what SIGTERM sets
+        client.join(timeout=30)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    (answer,) = answers
+    assert answer.status_code == 503 and answer.json()["error"]["type"] == "shutting_down", answer.text
+    assert "Exception in ASGI application" not in caplog.text
 
 
 def test_service_mounts_the_monitor_route(model_dir: Path, tmp_path: Path) -> None:
@@ -540,12 +593,17 @@ def test_the_model_route_keeps_the_servers_folders_to_itself() -> None:
 
 
 def test_the_config_hash_is_the_served_models(model_dir: Path, tmp_path: Path) -> None:
-    """Read on every request, it named a folder replaced under the server, or failed with a 500 once deleted."""
+    """Read on every request, it named a folder replaced under the server, or failed with a 500 once deleted.
+    So were the test metrics: a model retrained into the folder showed its figures beside the old weights."""
     from attend.io import sha256_file
 
     served = copy_model(model_dir, tmp_path)
     expected = sha256_file(served / "config.json")
+    metrics = json.loads((served / "metrics.json").read_text())
     with TestClient(create_app(load(served), ServeSettings())) as client:
+        (served / "metrics.json").write_text(json.dumps({**metrics, "accuracy": 0.123}))
+        assert client.get("/v1/model").json()["metrics"]["accuracy"] == metrics["accuracy"]
         shutil.rmtree(served)
         answer = client.get("/v1/model")
     assert answer.status_code == 200 and answer.json()["version"]["config_sha256"] == expected
+    assert answer.json()["metrics"] == json.loads(json.dumps(metrics))

@@ -17,6 +17,7 @@ malformed JSON (422).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -107,11 +108,11 @@ class _GuardAndMeasure:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = {"code": 500}
+        status = {"code": 500, "started": False}
 
         async def send_and_note(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["started"] = message["status"], True
             await send(message)
 
         self.metrics.in_flight.inc()
@@ -125,6 +126,13 @@ class _GuardAndMeasure:
                 await refusal(scope, receive, send_and_note)
             else:
                 await self.app(scope, receive, send_and_note)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when the shutdown grace ends (a queue of explanations):
+            # a 503 the client can retry elsewhere, not uvicorn's plain-text 500 and a traceback.
+            if status["started"]:
+                raise
+            await error_response(503, "shutting_down", "the server shut down before this request finished; "
+                                 "send it again")(scope, receive, send_and_note)  # fmt: skip
         finally:
             self.metrics.in_flight.dec()
             path = getattr(scope.get("route"), "path", None)
@@ -308,10 +316,13 @@ def create_app(
 
     app.include_router(routes.router)
 
-    config_hash = None  # hashed once: the folder may change under a running server (train --overwrite)
+    # Read once, with the model: the folder may change under a running server (train --overwrite),
+    # and /v1/model describes the model that answers, not the one now on disk.
+    config_hash, stored = None, None
     if runtime is not None and runtime.path is not None:
         with contextlib.suppress(OSError):
             config_hash = sha256_file(runtime.path / "config.json")
+        stored = ArtifactDir(runtime.path, runtime.config).read_json("metrics.json")
 
     @app.get("/v1/model", response_model=ModelInfo)
     async def model_info() -> ModelInfo:
@@ -322,7 +333,6 @@ def create_app(
             return ModelInfo(name=None, task=None, runtime=None, config={}, version={"attend": __version__},
                              metrics=None, limits=limits, apps=apps or None)  # fmt: skip
         config = runtime.config
-        stored = ArtifactDir(runtime.path, config).read_json("metrics.json") if runtime.path is not None else None
         return ModelInfo(
             name=runtime.name,
             task=runtime.task,
@@ -430,6 +440,7 @@ def serve(
     if workers == 1:
         uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=graceful_seconds, log_level="info")
         return
+    del app  # each worker loads its own copy: the one loaded to fail fast would sit unused in this process
     os.environ[ENV_CONFIG] = json.dumps({"model_dir": None if model_dir is None else str(model_dir),
                                          "settings": asdict(settings),
                                          "routers": [spec.to_dict() for spec in routers]})  # fmt: skip

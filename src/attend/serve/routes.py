@@ -19,6 +19,10 @@ from fastapi.responses import JSONResponse
 __all__ = ["RouterSpec", "Routes", "ServeSettings", "error_response"]
 
 
+#: Longest ``max_wait_ms``: a request waits at most a minute for others to share its batch.
+MAX_WAIT_MS = 60_000
+
+
 @dataclass
 class ServeSettings:
     """How the service runs.
@@ -51,8 +55,8 @@ class ServeSettings:
         for name in ("max_batch", "max_texts", "max_chars", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms={self.max_wait_ms} must be >= 0")
+        if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:  # also NaN; inf overflowed the batch thread's timeout
+            raise ValueError(f"max_wait_ms={self.max_wait_ms}: a wait in milliseconds from 0 to {MAX_WAIT_MS:,}")
         if self.runtime not in ("auto", "torch", "onnx"):
             raise ValueError(f"runtime={self.runtime!r}; choose 'auto', 'torch' or 'onnx'")
         if self.threads < 0:
