@@ -33,6 +33,7 @@ from PIL import Image
 from attend.apps.monitor import DetectionSettings, WindowCount, detect, open_store, parse_window
 from attend.apps.monitor.cli import main
 from attend.apps.monitor.detect import window_start
+from attend.data.readers import DataError
 from tests.conftest import FILLER, NEGATIVE, POSITIVE, chromium_page, copy_model, kill_at, served
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
@@ -304,6 +305,23 @@ def test_malformed_events_are_one_clear_error_and_write_nothing(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
     assert not db.exists()
+
+
+def test_a_compressed_events_file_replays_as_the_file_inside(tmp_path: Path) -> None:
+    import bz2
+    import gzip
+
+    from attend.apps.monitor.events import follow_events, read_events
+
+    lines = [{"id": str(i), "time": f"2024-01-01T00:0{i}:00Z", "text": f"event {i}"} for i in range(3)]
+    packed = tmp_path / "events.jsonl.gz"
+    packed.write_bytes(gzip.compress("".join(json.dumps(line) + "\n" for line in lines).encode()))
+    assert [e.text for e in read_events(packed)] == ["event 0", "event 1", "event 2"]
+    table = tmp_path / "events.csv.bz2"  # its format from the name inside: CSV
+    table.write_bytes(bz2.compress(b"id,time,text\n9,2024-01-01T00:00:00Z,a row\n"))
+    assert [e.text for e in read_events(table)] == ["a row"]
+    with pytest.raises(DataError, match="is compressed: a file being appended to is followed as plain text"):
+        next(follow_events(packed))
 
 
 @pytest.mark.parametrize(

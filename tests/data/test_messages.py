@@ -373,3 +373,25 @@ def test_mbox_detection_and_files_that_are_not_mbox(tmp_path: Path) -> None:
         read_messages(tmp_path / "missing", fmt="maildir")
     with pytest.raises(MessageError, match=r"is a directory, expected a file \(mbox\)"):
         read_messages(tmp_path, fmt="mbox")
+
+
+def test_a_compressed_table_of_messages_reads_as_the_file_inside(tmp_path: Path) -> None:
+    import gzip
+    import lzma
+
+    rows = [{"id": "a", "text": "Call me now", "sender": "boss@example.com"}, {"id": "b", "text": "Lunch?"}]
+    jsonl = tmp_path / "inbox.jsonl.gz"
+    jsonl.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    assert [(m.id, m.text) for m in iter_messages(jsonl)] == [("a", "Call me now"), ("b", "Lunch?")]
+    table = tmp_path / "inbox.csv.xz"
+    table.write_bytes(lzma.compress(b"id,text\nc,The build is red\n"))
+    assert [(m.id, m.text) for m in iter_messages(table)] == [("c", "The build is red")]
+    box = tmp_path / "inbox.mbox.gz"
+    box.write_bytes(gzip.compress(b"From a@b Sat Jan  1 00:00:00 2022\nSubject: x\n\nsecret body\n"))
+    with pytest.raises(MessageError, match="a compressed mbox is not read as it is; decompress it first"):
+        list(iter_messages(box))
+    plain = tmp_path / "named.jsonl.gz"  # not gzip: the error quotes none of the file (gzip's own quotes its start)
+    plain.write_bytes(b'{"id": "s", "text": "secret"}\n')
+    with pytest.raises(DataError, match=r"named\.jsonl\.gz: not readable as gzip-compressed data") as error:
+        list(iter_messages(plain))
+    assert "secret" not in str(error.value) and '{"' not in str(error.value)

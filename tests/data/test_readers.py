@@ -330,8 +330,9 @@ def test_compressed_files_that_cannot_be_read_say_why(tmp_path: Path) -> None:
     assert len(list(stream)) == 2000 and stream.position == stream.size  # a progress bar ends full
     assert read_data_bytes(whole) == rows.encode()
     cases = {
-        "cut.csv.gz": (gzip.compress(rows.encode())[:300], r"cut\.csv\.gz: not readable as gzip-compressed data"),
-        "plain.csv.gz": (rows.encode(), r"not readable as gzip-compressed data \(Not a gzipped file"),
+        "cut.csv.gz": (gzip.compress(rows.encode())[:300], r"cut\.csv\.gz: not readable as gzip-compressed data \(it "
+                       r"ends before its compressed data does\)"),
+        "plain.csv.gz": (rows.encode(), r"not readable as gzip-compressed data \(its bytes are not gzip\); check"),
         "data.gz": (gzip.compress(rows.encode()), r"extension '\.gz'.*compressed: the same followed by \.gz"),
         "data.parquet.gz": (gzip.compress(b"PAR1"), "Parquet compresses its own columns"),
         "latin.csv.gz": (gzip.compress(b"text,label\ncaf\xe9,a\n"), r"line 2 is not valid UTF-8 \(byte 0xe9"),

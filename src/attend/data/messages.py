@@ -33,7 +33,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from attend.data.readers import DataError, LineTape, csv_records
+from attend.data.readers import DataError, LineTape, csv_records, data_suffix, is_compressed, open_data_bytes
 from attend.data.validation import is_empty, is_missing_number, text_problem
 
 __all__ = [
@@ -136,7 +136,10 @@ def detect_message_format(path: str | os.PathLike[str]) -> str:
         if _is_maildir(path):
             return "maildir"
         raise MessageError(f"{path} is a directory but not a Maildir (a Maildir holds cur/, new/ and tmp/ folders)")
-    fmt = _EXTENSIONS.get(path.suffix.lower())
+    fmt = _EXTENSIONS.get(data_suffix(path))
+    if fmt == "mbox" and is_compressed(path):
+        raise MessageError(f"{path}: a compressed mbox is not read as it is; decompress it first (a table of "
+                           "messages may be compressed)")  # fmt: skip
     if fmt is not None:
         return fmt
     try:
@@ -466,7 +469,7 @@ def _decoded(lines: Iterable[str | bytes]) -> Iterator[str]:
 
 
 def _file_lines(path: Path) -> Iterator[str]:
-    with open(path, "rb") as handle:
+    with open_data_bytes(path) as handle:  # a .jsonl.gz, .csv.bz2, ... decompressed as it is read
         yield from _decoded(handle)
 
 

@@ -8,6 +8,7 @@ Line numbers are those an editor shows: the header of a CSV is line 1, its first
 from __future__ import annotations
 
 import bz2
+import contextlib
 import csv
 import gzip
 import io
@@ -37,7 +38,9 @@ __all__ = [
     "csv_records",
     "data_suffix",
     "detect_format",
+    "is_compressed",
     "match_label",
+    "open_data_bytes",
     "open_data_file",
     "read_data_bytes",
     "read_rows",
@@ -140,8 +143,12 @@ def data_suffix(path: str | os.PathLike[str]) -> str:
     return Path(path.stem).suffix.lower() if suffix in _COMPRESSED else suffix
 
 
-def _compressed(path: Path) -> bool:
-    return path.suffix.lower() in _COMPRESSED
+def is_compressed(path: str | os.PathLike[str]) -> bool:
+    """Whether a file's name says it is compressed (``.gz``, ``.bz2`` or ``.xz``)."""
+    return Path(path).suffix.lower() in _COMPRESSED
+
+
+_compressed = is_compressed
 
 
 def _decompressing(path: Path, file: io.BufferedReader) -> io.BufferedIOBase:
@@ -175,19 +182,32 @@ def read_data_bytes(path: str | os.PathLike[str]) -> bytes:
     Raises:
         DataError: the compressed data is damaged or is not in the format its name says.
     """
+    with open_data_bytes(path) as handle:
+        return handle.read()
+
+
+@contextlib.contextmanager
+def open_data_bytes(path: str | os.PathLike[str]) -> Iterator[io.BufferedIOBase]:
+    """A file opened to read its bytes, decompressed where its name ends in .gz, .bz2 or .xz; damaged
+    compressed data read inside the block is a :class:`DataError` naming the file."""
     path = Path(path)
     if not _compressed(path):
-        return path.read_bytes()
+        with open(path, "rb") as handle:
+            yield handle
+        return
     with open(path, "rb") as raw, _decompressing(path, raw) as handle:
         try:
-            return handle.read()
+            yield handle
         except _DECOMPRESSION_ERRORS as exc:
             raise _damaged(path, exc) from None
 
 
 def _damaged(path: Path, exc: BaseException) -> DataError:
+    # The decompressor's own message may quote the file's first bytes (gzip does): not shown, as
+    # the file may hold messages.
     kind = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}[path.suffix.lower()]
-    return DataError(f"{path}: not readable as {kind}-compressed data ({exc}); check the file is whole and "
+    why = "it ends before its compressed data does" if isinstance(exc, EOFError) else "its bytes are not " + kind
+    return DataError(f"{path}: not readable as {kind}-compressed data ({why}); check the file is whole and "
                      f"that its name says how it was compressed")  # fmt: skip
 
 

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from attend.data.readers import DataError
+from attend.data.readers import DataError, data_suffix, is_compressed, read_data_bytes
 from attend.data.validation import text_problem
 
 __all__ = [
@@ -196,7 +196,7 @@ def _format_of(name: str, fmt: str | None) -> str | None:
         if fmt not in ("jsonl", "csv"):
             raise ValueError(f"--format {fmt!r}: choose jsonl or csv")
         return fmt
-    suffix = Path(name).suffix.lower()
+    suffix = data_suffix(name)
     if suffix in (".jsonl", ".ndjson", ".json"):
         return "jsonl"
     if suffix == ".csv":
@@ -306,7 +306,7 @@ def read_events(path: str | os.PathLike[str], *, fmt: str | None = None) -> list
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such events file")
-    text = _decode(str(path), path.read_bytes())
+    text = _decode(str(path), read_data_bytes(path))  # a .jsonl.gz or .csv.xz decompressed
     if not text.strip():
         raise DataError(f"{path} is empty")
     parser = _Parser(str(path), _format_of(path.name, fmt))
@@ -338,6 +338,9 @@ def follow_events(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such events file")
+    if is_compressed(path):
+        raise DataError(f"{path} is compressed: a file being appended to is followed as plain text; replay a "
+                        "compressed file without --follow")  # fmt: skip
     parser = _Parser(str(path), _format_of(path.name, fmt))
     offset, line_number, buffer = 0, 0, b""
     while not stop():
