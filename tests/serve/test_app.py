@@ -65,6 +65,7 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
     assert "/" not in info["config"]["data"]["source"]  # the training file's name, not the server's folders
     assert info["limits"]["max_texts"] == 5 and "rollout" in info["explain_methods"]
     assert client.get("/healthz").json() == {"status": "ok"} and client.get("/readyz").status_code == 200
+    assert client.head("/healthz").status_code == 200 and client.head("/readyz").status_code == 200  # were 405
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
     metrics = client.get("/metrics").text
     assert 'attend_requests_total{method="POST",route="/v1/predict",status="200"}' in metrics

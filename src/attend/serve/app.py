@@ -351,12 +351,15 @@ def create_app(
             **info,
         )
 
+    # HEAD as well as GET: some load balancers probe with HEAD (it was a 405).
     @app.get("/healthz")
+    @app.head("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
     @app.get("/readyz")
+    @app.head("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         """Readiness: the model is loaded and its routes can serve (503 while starting or stopping)."""
         if state["ready"] and all(part.ready() for part in everything):
