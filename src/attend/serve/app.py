@@ -443,7 +443,6 @@ def serve(
     if workers == 1:
         uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=graceful_seconds, log_level="info")
         return
-    del app  # each worker loads its own copy: the one loaded to fail fast would sit unused in this process
     os.environ[ENV_CONFIG] = json.dumps({"model_dir": None if model_dir is None else str(model_dir),
                                          "settings": asdict(settings),
                                          "routers": [spec.to_dict() for spec in routers]})  # fmt: skip
