@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from attend.version import __version__
 
-__all__ = ["__version__", "load"]
+__all__ = ["DataError", "ModelDirError", "__version__", "load"]
 
 if TYPE_CHECKING:
     from attend.runtime import Runtime
@@ -22,3 +22,17 @@ def load(path: str, **options: Any) -> Runtime:
     from attend.runtime import load as load_runtime
 
     return load_runtime(path, **options)
+
+
+def __getattr__(name: str) -> Any:
+    """The errors a user catches: ``attend.DataError`` (bad input data, naming the file, line and
+    value) and ``attend.ModelDirError`` (a model directory that cannot be used), imported on first use."""
+    if name == "DataError":
+        from attend.data.readers import DataError
+
+        return DataError
+    if name == "ModelDirError":
+        from attend.io import ModelDirError
+
+        return ModelDirError
+    raise AttributeError(f"module 'attend' has no attribute {name!r}")

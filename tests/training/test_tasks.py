@@ -161,6 +161,36 @@ def test_a_non_finite_loss_stops_training_before_the_step_and_writes_no_model(pi
     assert weights and all(torch.isfinite(tensor).all() for tensor in weights.values())  # the step before, kept
 
 
+class Unselected(Regression):
+    """A task of one's own whose evaluate leaves out its selection metric."""
+
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        return {"mse": 1.0, "loss": 1.0}
+
+
+class NoHeldOut(Regression):
+    """A task with no dev or test split: the final figures are the training split's."""
+
+    def splits(self) -> list[str]:
+        return []
+
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        self.asked = [*getattr(self, "asked", []), split]
+        return super().evaluate(model, split, batch_size)
+
+
+def test_what_a_tasks_evaluate_must_return_is_said_and_a_split_less_task_is_scored_on_train(
+    picker: None, tmp_path: Path
+) -> None:
+    args = TrainingArgs(epochs=1, batch_size=20, progress=False)
+    expected = r"Unselected.evaluate\('dev'\) returned no number under 'neg_mse' \(its keys: \['loss', 'mse'\]\)"
+    with pytest.raises(ValueError, match=expected + ": the Trainer picks the best epoch by"):
+        Trainer(Unselected(), args).fit(tmp_path / "unselected")  # a bare KeyError: 'neg_mse'
+    task = NoHeldOut()
+    result = Trainer(task, args).fit(tmp_path / "train_only")
+    assert task.asked == ["train"] and result.metrics["split"] == "train"  # as Task.evaluate's docstring says
+
+
 def test_a_step_budget_caps_whole_epochs_and_the_schedule_spans_them(picker: None, tmp_path: Path) -> None:
     # 400 examples in batches of 20: 20 steps an epoch; a budget of 45 steps allows 3 whole epochs of 10.
     history: list[dict] = []

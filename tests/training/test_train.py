@@ -173,8 +173,11 @@ def test_unknown_labels_and_bad_options_are_clear_errors(tmp_path: Path, planted
         train(planted_csv, tmp_path / "x", model="gpt")
     with pytest.raises(ValueError, match=r"not a text classifier: 'din'.*attend recommend train"):
         train(planted_csv, tmp_path / "x", model="din")  # a recommender, not a model field error
-    with pytest.raises(ValueError, match=r"unknown 'encoder' model field\(s\) \['depth'\]"):
+    with pytest.raises(ValueError, match=r"unknown 'encoder' model field\(s\) \['depth'\]; known: \['att") as error:
         train(planted_csv, tmp_path / "x", model="encoder", model_options={"depth": 3})
+    assert "num_labels" not in str(error.value) and "vocab_size" not in str(error.value)  # listed, then refused
+    with pytest.raises(TypeError, match=r"data is list \[\('great', 'pos'\)\]: give a file path or a dataset name"):
+        evaluate(out, [("great", "pos")])  # failed deep in pathlib
     with pytest.raises(ValueError, match="schedule='steep'"):
         TrainingArgs(schedule="steep")
     with pytest.raises(DataError, match="nothing to resume"):

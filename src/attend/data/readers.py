@@ -525,7 +525,7 @@ def _split_labels(value: Any, *, multi_label: bool, label_sep: str | None) -> li
 
 
 #: What a missing text or label column's error tells a user to do.
-TEXT_COLUMNS_HINT = "choose the columns with --text-col / --label-col"
+TEXT_COLUMNS_HINT = "choose the columns with --text-col / --label-col (text_col= / label_col= from Python)"
 
 
 def check_columns(path: str | os.PathLike[str], record: dict[str, Any], wanted: Sequence[str | None],

@@ -71,6 +71,9 @@ def load_labelled(
 ) -> LabelledTexts:
     """Read a data file, or load a bundled dataset when ``data`` names one (``training``: see
     :func:`~attend.data.readers.read_table`)."""
+    if not isinstance(data, str | os.PathLike):
+        raise TypeError(f"data is {type(data).__name__} {data!r:.60}: give a file path or a dataset name (texts "
+                        "already in memory: attend.data.LabelledTexts(texts=[...], labels=[[...], ...]))")  # fmt: skip
     path = Path(data)
     if path.exists():
         return read_table(

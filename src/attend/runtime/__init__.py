@@ -39,6 +39,7 @@ __all__ = [
     "EnsembleClassifier",
     "HistoryWeights",
     "LoadOptions",
+    "OnnxTextClassifier",
     "Predictions",
     "Recommendation",
     "Recommender",
@@ -68,3 +69,11 @@ def evaluate(
     """
     runtime = model if isinstance(model, Runtime) else load(model)
     return runtime.evaluate(data, **options)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OnnxTextClassifier":  # on first use: PyTorch-only users never load onnxruntime
+        from attend.runtime.onnx import OnnxTextClassifier
+
+        return OnnxTextClassifier
+    raise AttributeError(f"module 'attend.runtime' has no attribute {name!r}")

@@ -10,6 +10,7 @@ from attend.training.tasks import (
     register_task,
     score_probabilities,
 )
+from attend.training.tasks.base import fingerprint
 from attend.training.text import train
 from attend.training.trainer import (
     Trainer,
@@ -32,6 +33,7 @@ __all__ = [
     "TrainingInterrupted",
     "classification_loss",
     "classification_metrics",
+    "fingerprint",
     "format_report",
     "label_targets",
     "register_task",

@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import math
+import numbers
 import os
 import shutil
 import signal
@@ -251,7 +252,8 @@ def state_directory(out: str | os.PathLike[str]) -> Path:
 def nothing_to_resume(out: Path) -> DataError:
     """The error of ``--resume`` where no run was interrupted: said of any model (``--model auto``,
     the default, is where a resume without ``--model`` lands), and of a finished model there."""
-    finished = " (it holds a finished model; --overwrite trains it again)" if (out / "config.json").is_file() else ""
+    finished = (" (it holds a finished model; --overwrite, overwrite=True from Python, trains it again)"
+                if (out / "config.json").is_file() else "")  # fmt: skip
     return DataError(f"{out}: nothing to resume: no interrupted training run is writing it{finished}")
 
 
@@ -317,6 +319,21 @@ SCORE_TOLERANCE = 1e-9
 def _ties(score: float, best: float) -> bool:
     return math.isclose(score, best, rel_tol=SCORE_TOLERANCE, abs_tol=SCORE_TOLERANCE)
 
+
+def _evaluate(task: Task, network: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+    """``task.evaluate``, checked for what the Trainer reads of it: the selection metric and ``loss``,
+    numbers (a task of one's own that leaves one out is told so, not a bare KeyError)."""
+    metrics = task.evaluate(network, split, batch_size)
+    if not isinstance(metrics, dict):
+        raise TypeError(f"{type(task).__name__}.evaluate returned {type(metrics).__name__}, expected a dict of metrics")
+    missing = [key for key in (task.selection, "loss") if not isinstance(metrics.get(key), numbers.Real)]
+    if missing:
+        raise ValueError(
+            f"{type(task).__name__}.evaluate({split!r}) returned no number under {', '.join(map(repr, missing))} "
+            f"(its keys: {sorted(map(str, metrics))}): the Trainer picks the best epoch by the task's selection "
+            f"metric {task.selection!r}, ties by 'loss'"
+        )
+    return metrics
 
 def _beats(score: float, best: float) -> bool:
     return score > best and not _ties(score, best)
@@ -574,7 +591,7 @@ def _try_average(task: Task, network: nn.Module, directory: Path, state: _State,
         return None
     best = {k: v.detach().clone() for k, v in network.state_dict().items()}
     network.load_state_dict(average_weights(paths))
-    dev = task.evaluate(network, "dev", args.eval_batch_size)
+    dev = _evaluate(task, network, "dev", args.eval_batch_size)
     score, loss = float(dev[task.selection]), float(dev["loss"])
     if math.isnan(score):  # undefined, as for the epochs: the dev loss decides
         score = -float("inf")
@@ -828,7 +845,8 @@ class Trainer:
             overwrite = bool(run.get("overwrite", overwrite))
         elif not overwrite and (work / "run.json").is_file() and _has_checkpoint(work):
             raise DataError(f"{out}: an interrupted run was writing it (its checkpoint is in {work}): add --resume "
-                            "to continue it, or --overwrite to discard it and start again")  # fmt: skip
+                            "(resume=True from Python) to continue it, or --overwrite (overwrite=True) to discard it "
+                            "and start again")  # fmt: skip
         check_output_directory(out, overwrite=overwrite)
         _check_features(task, args, resumed=resume)
         if args.threads:
@@ -980,7 +998,7 @@ class Trainer:
                     if stop_now:
                         raise TrainingInterrupted(
                             f"interrupted at step {state.global_step}; training state saved in {work}: "
-                            "run the same command with --resume to continue"
+                            "run the same command with --resume (resume=True from Python) to continue"
                         )
                 if hasattr(bar, "close"):
                     bar.close()
@@ -994,7 +1012,7 @@ class Trainer:
                 }
                 dev_clock = time.perf_counter()
                 if "dev" in held_out:
-                    dev = task.evaluate(network, "dev", args.eval_batch_size)
+                    dev = _evaluate(task, network, "dev", args.eval_batch_size)
                     record |= task.epoch_record(dev)
                     score, dev_loss = float(dev[task.selection]), float(dev["loss"])
                     if math.isnan(score):  # e.g. AUC over a dev split of one label: the dev loss decides
@@ -1070,7 +1088,7 @@ class Trainer:
                 averaging = _try_average(task, network, work / "epochs", state, args, info)
                 _barrier(info)  # every rank has read the epochs' weights before rank 0 tidies them away
             final_split = "test" if "test" in held_out else "dev" if "dev" in held_out else "train"
-            metrics = task.evaluate(network, final_split, args.eval_batch_size)
+            metrics = _evaluate(task, network, final_split, args.eval_batch_size)
             metrics |= {"split": final_split, "best_epoch": state.best_epoch, "epochs_run": state.epoch}
             if state.planned_epochs:
                 metrics["planned_epochs"] = state.planned_epochs
@@ -1085,7 +1103,7 @@ class Trainer:
         except KeyboardInterrupt:  # the training is done and saved: --resume only scores and writes it
             raise TrainingInterrupted(
                 f"interrupted while scoring the trained model; its training state is saved in {work}: run the "
-                "same command with --resume to finish"
+                "same command with --resume (resume=True from Python) to finish"
             ) from None
         if info.main:
             with ArtifactWriter(out, overwrite=True) as staged:
@@ -1203,7 +1221,8 @@ def _resumed_args(out: Path, recorded: dict[str, Any], given: TrainingArgs,
     changed = _changes(recorded, {k: v for k, v in options.items() if k not in RESUME_MAY_CHANGE})
     if changed:
         raise DataError(f"{out}: --resume continues the interrupted run with its own options; these differ: "
-                        f"{'; '.join(changed)}. Leave them out, or start again with --overwrite")  # fmt: skip
+                        f"{'; '.join(changed)}. Leave them out, or start again with --overwrite (overwrite=True from "
+                        "Python)")  # fmt: skip
     # What may change changes only when given: --threads left out keeps the interrupted run's.
     kept = {key: now[key] for key in RESUME_MAY_CHANGE if key in options}
     return TrainingArgs.from_dict({**recorded, **kept})

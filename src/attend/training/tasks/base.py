@@ -27,7 +27,8 @@ class Task(ABC):
     then per epoch :meth:`start_epoch`, per step :meth:`train_batch` and :meth:`loss`, and
     :meth:`evaluate` on ``"dev"`` (the metric named by :attr:`selection` picks the best epoch; ties
     go to the lower ``"loss"``), and at the end
-    :meth:`evaluate` on the final split and :meth:`write` into the new model directory.
+    :meth:`evaluate` on the final split (``"test"``, else ``"dev"``, else ``"train"`` when
+    :meth:`splits` lists neither) and :meth:`write` into the new model directory.
     """
 
     #: The task's name, recorded as ``config.json``'s ``task``; the runtime that loads it is chosen by it.
@@ -104,7 +105,11 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
-        """Metrics of ``model`` on a held-out split; they include :attr:`selection` and ``"loss"``."""
+        """Metrics of ``model`` on ``split``; they include :attr:`selection` and ``"loss"`` (numbers).
+
+        ``split`` is ``"dev"`` after each epoch and, at the end, ``"test"``, else ``"dev"``, else
+        ``"train"`` for a task with no held-out split (its figures are then training figures, and
+        ``metrics.json`` says ``"split": "train"``)."""
 
     @abstractmethod
     def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:

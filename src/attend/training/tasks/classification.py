@@ -26,7 +26,7 @@ from attend.data.splits import data_provenance, load_labelled
 from attend.data.tokenization import TextTokenizer
 from attend.models import MODELS, MULTI_LABEL_THRESHOLD, ClassifierConfig, config_from_dict, probabilities
 from attend.training.metrics import classification_metrics, format_report, save_confusion_png, tfidf_baseline
-from attend.training.tasks.base import Task, fingerprint, register_task
+from attend.training.tasks.base import Task, check_model_fields, fingerprint, register_task
 
 if TYPE_CHECKING:
     from attend.io import ArtifactWriter
@@ -129,7 +129,8 @@ def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> 
             if label not in index:
                 where = f"line {data.lines[row]}" if data.lines else f"row {row + 1}"
                 raise DataError(
-                    f"{data.source}: {where} has label {label!r}, which the model was not trained on "
+                    f"{data.source or 'the texts given'}: {where} has label {label!r}, which the model was not "
+                    "trained on "
                     f"(known: {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''})"
                 )
     if multi_label:
@@ -311,7 +312,8 @@ class ClassificationTask(Task):
             raise ValueError(f"model field(s) {from_data} are set from the data (its labels, and the tokenizer's "
                              "vocabulary); leave them out (--multi-label and --label-sep read several labels per "
                              'row; the vocabulary size is the training option vocab_size)')  # fmt: skip
-        # Checks the options before any data is read: a typo fails at once.
+        # Checks the options before any data is read: a typo fails at once, naming the fields one may set.
+        check_model_fields(model, self.options, from_data=FROM_THE_DATA)
         self._draft = config_from_dict({"model_type": model, **self.options})
 
     def identity(self) -> dict[str, Any]:
