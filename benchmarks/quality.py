@@ -534,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
+    if options.time_budget is not None and not 0 < options.time_budget < float("inf"):
+        parser.error(f"--time-budget {options.time_budget}: minutes > 0")
     if options.threads is not None:
         if options.threads < 1:
             parser.error("--threads must be at least 1")
@@ -571,7 +573,13 @@ def main(argv: list[str] | None = None) -> int:
     split_sizes: dict[str, dict[str, int]] = {}
     try:
         for name in options.datasets:
-            splits = load_splits(name, quick=options.quick)
+            try:
+                splits = load_splits(name, quick=options.quick)
+            except Exception as exc:  # e.g. offline and not cached: the other data sets still run
+                error = f"{type(exc).__name__}: {exc}"
+                print(f"\n[{time.strftime('%H:%M:%S')}] {name}: FAILED to load: {error}", flush=True)
+                results[name] = {model: {"error": error} for model in options.models}
+                continue
             split_sizes[name] = {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test)}
             rows: dict[str, dict[str, Any]] = {}
             for model in options.models:

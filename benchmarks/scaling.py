@@ -38,8 +38,9 @@ def _run(command: list[str], out: Path) -> dict[str, float]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([*command, "--out", str(out), "--overwrite"], capture_output=True, text=True, env=env,
                           check=False)  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-2000:])
+    if done.returncode != 0:  # the command's own error lines first: torchrun's failure report buries them
+        errors = [line for line in done.stderr.splitlines() if line.lstrip().startswith("error:")]
+        raise RuntimeError("\n".join(dict.fromkeys(errors)) or done.stderr[-2000:])
     (record,) = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines() if line]
     config = json.loads((out / "config.json").read_text())
     steps = record["step"]
@@ -54,7 +55,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args()
-    train = ["-m", "attend", "train", args.data, "--epochs", "1", "--threads", "1", "--no-progress"]
+    # The encoder, named: --model auto (the default) times its candidates on one process and is
+    # refused under torchrun.
+    train = ["-m", "attend", "train", args.data, "--model", "encoder", "--epochs", "1", "--threads", "1",
+             "--no-progress"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     commands = {
         "1 process": [sys.executable, *train, "--batch-size", str(args.batch_size)],

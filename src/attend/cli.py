@@ -569,10 +569,10 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
         texts = read_table(path, text_col=text_col, label_col=None,
                            columns_hint="choose the column with --text-col").texts  # fmt: skip
     else:
-        from attend.data.datasets import DATASETS, load_dataset
+        from attend.data.datasets import DATASETS, load_dataset, unknown_data
 
         if args.data not in DATASETS:
-            raise UsageError(f"{args.data}: no such file, and no bundled dataset of that name (see `attend datasets`)")
+            raise UsageError(unknown_data(args.data))
         texts = load_dataset(args.data).texts
     if len(texts) > args.limit:  # a seeded sample: files are often sorted by label
         texts = [texts[i] for i in sorted(random.Random(args.seed).sample(range(len(texts)), args.limit))]

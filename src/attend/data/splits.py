@@ -80,7 +80,7 @@ def load_labelled(
             path, text_col=text_col, label_col=label_col, split_col=split_col, multi_label=multi_label,
             label_sep=label_sep, training=training,
         )  # fmt: skip
-    from attend.data.datasets import DATASETS, load_dataset
+    from attend.data.datasets import DATASETS, load_dataset, unknown_data
 
     if str(data) in DATASETS:
         dataset = load_dataset(str(data))
@@ -90,7 +90,7 @@ def load_labelled(
             lines=list(range(1, len(dataset.texts) + 1)),
             source=f"dataset:{data}",
         )
-    raise DataError(f"{data}: no such file, and no bundled dataset of that name (see `attend datasets`)")
+    raise DataError(unknown_data(data))
 
 
 def data_provenance(

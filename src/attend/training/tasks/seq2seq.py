@@ -88,14 +88,14 @@ def load_parallel_data(
     path = Path(data)
     if path.exists():
         return read_parallel(path, source_col=source_col, target_col=target_col, split_col=split_col)
-    from attend.data.datasets import DATASETS, load_parallel
+    from attend.data.datasets import DATASETS, load_parallel, unknown_data
 
     info = DATASETS.get(str(data))
     if info is not None:
         if info.task != "translation":
             raise DataError(f"{data} is a {info.task} data set, not sentence pairs; translation needs pairs")
         return load_parallel(str(data))
-    raise DataError(f"{data}: no such file, and no data set of that name (see `attend datasets`)")
+    raise DataError(unknown_data(data))
 
 
 def translate_batches(
