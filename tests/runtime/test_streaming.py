@@ -337,3 +337,14 @@ def test_a_bad_row_mid_file_says_what_was_written_and_resumes_once_mended(
     assert main(["predict", str(trained["encoder"]), "--input", str(other), "--output", str(out), "--resume",
                  "--no-progress"]) == 2  # fmt: skip
     assert "mend that line" not in capsys.readouterr().err
+
+
+def test_a_compressed_output_name_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """`--output p.csv.gz` wrote a plain JSON list under that name."""
+    from attend.runtime.streaming import open_output
+
+    for name in ("p.csv.gz", "p.jsonl.xz"):
+        with pytest.raises(DataError, match=rf"--output .*{name}: predictions are written as plain text, which an "
+                                            r"interrupted run resumes from; name it .*p\.(csv|jsonl) and compress"):
+            open_output(tmp_path / name, resume=False, fmt="csv")
+        assert not (tmp_path / name).exists()

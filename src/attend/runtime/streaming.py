@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from attend.data.readers import DataError
+from attend.data.readers import DataError, is_compressed
 from attend.runtime.classifier import TextClassifier
 
 __all__ = ["CHUNK", "FORMATS", "ExistingOutput", "PredictionWriter", "completed_rows", "format_for", "open_output",
@@ -387,6 +387,9 @@ def open_output(path: str | os.PathLike[str], *, resume: bool, fmt: str) -> tupl
             or it cannot be resumed.
     """
     path = Path(path)
+    if is_compressed(path):  # it was written as plain JSON under the name
+        raise DataError(f"--output {path}: predictions are written as plain text, which an interrupted run resumes "
+                        f"from; name it {path.with_suffix('')} and compress it afterwards")  # fmt: skip
     if path.exists() and not resume:
         raise DataError(f"{path} exists; --resume continues it, or choose another --output")
     if path.exists() and not path.is_file():
