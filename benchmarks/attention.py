@@ -814,12 +814,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run, < 30 s)")
     parser.add_argument("--json", metavar="PATH", help="also write every measurement to this JSON file")
-    parser.add_argument("--sections", default="1,2,3,4,5", help="comma-separated sections to run (default: all)")
+    parser.add_argument("--sections", type=harness.comma_choices("12345"), default="1,2,3,4,5",
+                        help="comma-separated sections to run (default: all)")  # fmt: skip
     parser.add_argument(
-        "--mem-cap-gb", type=float, default=10.0, help="memory cap per scaling case in GiB (default 10)"
+        "--mem-cap-gb", type=harness.positive_float, default=10.0,
+        help="memory cap per scaling case in GiB (default 10)",
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch.get_num_threads(), unchanged)"
+        "--threads", type=harness.positive_int, default=None,
+        help="torch threads (default: torch.get_num_threads(), unchanged)",
     )
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -829,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_worker(json.loads(args.memory_worker))
         return 0
 
-    sections = {int(s) for s in args.sections.split(",") if s.strip()}
+    sections = {int(s) for s in args.sections}
     cfg = make_config(args)
     load_start = os.getloadavg()
     started = time.perf_counter()

@@ -118,8 +118,8 @@ def _step_rows(rounds: int) -> list[list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--threads", type=harness.positive_int, default=2)
+    parser.add_argument("--rounds", type=harness.positive_int, default=15)
     args = parser.parse_args()
     with harness.torch_threads(args.threads):
         rows = _op_rows(args.rounds * 4) + _step_rows(args.rounds)

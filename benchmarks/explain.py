@@ -549,10 +549,12 @@ def info_ratios(setting: Setting) -> list[str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (< 1 min): fewer texts, shorter budgets")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--threads", type=harness.positive_int, default=1, help="torch threads (default 1)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results to this JSON file")
-    parser.add_argument("--texts", type=int, default=0, help="texts in the short setting (default 64, quick 16)")
-    parser.add_argument("--long-texts", type=int, default=0, help="texts in the long setting (default 16, quick 4)")
+    parser.add_argument("--texts", type=harness.positive_int, default=None,
+                        help="texts in the short setting (default 64, quick 16)")  # fmt: skip
+    parser.add_argument("--long-texts", type=harness.positive_int, default=None,
+                        help="texts in the long setting (default 16, quick 4)")  # fmt: skip
     parser.add_argument(
         "--long-max-length",
         type=int,
@@ -560,10 +562,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=(256, 512),
         help="long setting: texts joined to at least this many tokens, truncated to it (default 256)",
     )
-    args = parser.parse_args(argv)
-    if args.threads < 1:
-        parser.error("--threads must be >= 1")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

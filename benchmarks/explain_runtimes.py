@@ -99,10 +99,11 @@ def speed(runtimes: dict[str, Any], texts: list[str], rounds: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model_dir", help="a trained model directory with self-attention layers")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--texts", type=int, default=256, help="short test texts (default 256)")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("model_dir", type=harness.existing_dir,
+                        help="a trained model directory with self-attention layers")  # fmt: skip
+    parser.add_argument("--threads", type=harness.positive_int, default=1)
+    parser.add_argument("--texts", type=harness.positive_int, default=256, help="short test texts (default 256)")
+    parser.add_argument("--rounds", type=harness.positive_int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model_dir = Path(args.model_dir)

@@ -32,8 +32,9 @@ GOAL_MS = 50.0
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="PyTorch threads (default 2: the goal's 2 cores)")
-    parser.add_argument("--rounds", type=int, default=150, help="timed rounds (default 150)")
+    parser.add_argument("--threads", type=harness.positive_int, default=2,
+                        help="PyTorch threads (default 2: the goal's 2 cores)")  # fmt: skip
+    parser.add_argument("--rounds", type=harness.positive_int, default=150, help="timed rounds (default 150)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
 

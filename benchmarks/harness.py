@@ -26,31 +26,46 @@ bookkeeping with a fake one. ``benchmarks/`` is not a package: scripts put their
 on ``sys.path`` and ``import harness``. Only the standard library is imported at module level
 (torch only inside :func:`torch_threads`), so a light process, such as ``serve_load.py``'s load
 generator, can use it too.
+
+It also holds the scripts' argparse ``type=`` checks (:func:`positive_int`, :func:`comma_choices`,
+...), so a bad flag stops a script at once with argparse's one-line ``error:`` (exit 2), not a
+traceback minutes in, nor a run that silently does nothing.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 #: A monotonic clock in seconds (``time.perf_counter``, or a fake one in tests).
 Clock = Callable[[], float]
+
+_T = TypeVar("_T")
 
 __all__ = [
     "Clock",
     "Ratio",
     "Stopwatch",
     "Timing",
+    "comma_choices",
+    "comma_list",
     "describe_error",
+    "existing_dir",
     "format_seconds",
     "interleave",
+    "non_negative_float",
+    "non_negative_int",
     "paired_ratio",
+    "positive_float",
+    "positive_int",
     "print_table",
     "quantile",
     "torch_threads",
@@ -391,3 +406,101 @@ def print_table(title: str, headers: list[str], rows: list[list[str]], notes: li
     for note in notes or []:
         print(f"  * {note}")
     sys.stdout.flush()
+
+
+# ----------------------------------------------------------------------------------------------
+# Argument checks: argparse ``type=`` callables. argparse turns their ArgumentTypeError into
+# ``usage: ...`` and one ``error: argument --flag: MESSAGE`` line on stderr, and exit status 2.
+# ----------------------------------------------------------------------------------------------
+
+
+def _int(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < least:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {least}, not {text!r}")
+    return value
+
+
+def _float(text: str, positive: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number {'> 0' if positive else '>= 0'}, not {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1: rounds, threads, clients, texts and other counts."""
+    return _int(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0: a count where 0 means something (all rows, no attack, one thread per core)."""
+    return _int(text, 0)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0: seconds, minutes, GiB."""
+    return _float(text, positive=True)
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0: a warm-up or a wait that may be zero."""
+    return _float(text, positive=False)
+
+
+def comma_list(item: Callable[[str], _T]) -> Callable[[str], list[_T]]:
+    """A ``type=`` for a non-empty comma-separated list, each item checked by ``item`` (e.g. ``positive_int``).
+
+    Blank items are skipped (``"1,2,"`` is ``[1, 2]``); the error names the bad item.
+    """
+
+    def parse(text: str) -> list[_T]:
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, not {text!r}")
+        values = []
+        for part in parts:
+            try:
+                values.append(item(part))
+            except argparse.ArgumentTypeError:
+                raise
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"invalid item {part!r}") from None
+        return values
+
+    return parse
+
+
+def comma_choices(allowed: Iterable[str], *, files: bool = False) -> Callable[[str], list[str]]:
+    """A ``type=`` for a non-empty comma-separated list of names from ``allowed`` (sections, data sets).
+
+    Returns the names in the order given, each once, blanks skipped. The error names the first
+    unknown item and every allowed value. ``files=True`` also accepts a path to an existing file
+    (for data sets: the library reads files as well as registered names).
+    """
+    names = tuple(allowed)
+    choose = f"choose from {', '.join(names)}" + (", or an existing file" if files else "")
+
+    def parse(text: str) -> list[str]:
+        chosen = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+        if not chosen:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list; {choose}")
+        for name in chosen:
+            if name not in names and not (files and Path(name).is_file()):
+                raise argparse.ArgumentTypeError(f"unknown {name!r}; {choose}")
+        return chosen
+
+    return parse
+
+
+def existing_dir(text: str) -> str:
+    """A directory that exists (a model directory): returned as given, a ``str``."""
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"no such directory: {text!r}")
+    return text

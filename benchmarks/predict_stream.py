@@ -60,11 +60,13 @@ def _measure(command: list[str]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="10000,100000,1000000", help="lines per input file")
-    parser.add_argument("--model", help="a text classifier directory (default: train a small one)")
+    parser.add_argument("--sizes", type=harness.comma_list(harness.positive_int), default="10000,100000,1000000",
+                        help="lines per input file")  # fmt: skip
+    parser.add_argument("--model", type=harness.existing_dir,
+                        help="a text classifier directory (default: train a small one)")  # fmt: skip
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",") if s]
+    sizes = args.sizes
     texts = list(load_dataset("rotten_tomatoes").texts)
     figures = []
     with tempfile.TemporaryDirectory() as tmp:

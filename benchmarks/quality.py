@@ -517,14 +517,14 @@ def main(argv: list[str] | None = None) -> int:
         help="cap the training split at N examples (stratified, seeded); dev and test are unchanged. "
         "Repeatable; e.g. 20000 (all), minilm=20000, wordnet_topics:minilm=20000",
     )
-    parser.add_argument("--time-budget", type=float, metavar="MINUTES",
+    parser.add_argument("--time-budget", type=harness.positive_float, metavar="MINUTES",
                         help="auto: minutes for all its candidates (default: attend train's own default)")
     parser.add_argument("--json", type=Path, help="write every result here")
     parser.add_argument("--out-dir", type=Path, help="model directories go here (default: a temporary folder, removed)")
     parser.add_argument("--progress", action="store_true", help="show the trainer's progress bars")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=harness.positive_int,
         help="torch threads (default: torch's own choice). On a machine other processes keep busy, 1 is much "
         "faster than 2: a starved second thread stalls every parallel region",
     )
@@ -534,11 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
-    if options.time_budget is not None and not 0 < options.time_budget < float("inf"):
-        parser.error(f"--time-budget {options.time_budget}: minutes > 0")
     if options.threads is not None:
-        if options.threads < 1:
-            parser.error("--threads must be at least 1")
         torch.set_num_threads(options.threads)
     torch.manual_seed(SEED)
     random.seed(SEED)

@@ -722,23 +722,35 @@ def run_latency(models: Models, plan: Plan, workdir: Path, threads: int, clients
 # --- main ---------------------------------------------------------------------------------------
 
 
-def _sizes(text: str) -> list[int]:
-    return [int(float(part)) for part in text.split(",") if part.strip()]
+def _size(text: str) -> int:
+    """A log size, integer or like ``1e6``, >= 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f"must be a number of interactions >= 1, not {text!r}")
+    return int(value)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
+    parser.add_argument("--sections", type=harness.comma_choices(SECTIONS), default=",".join(SECTIONS),
+                        help=f"comma-separated, of {', '.join(SECTIONS)}")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="shrink everything: does the script run? (1-2 minutes)")
-    parser.add_argument("--threads", type=int, default=1, help="PyTorch threads of every process (default 1)")
+    parser.add_argument("--threads", type=harness.positive_int, default=1,
+                        help="PyTorch threads of every process (default 1)")  # fmt: skip
     parser.add_argument("--json", help="also write every result here")
-    parser.add_argument("--epochs", type=int, help="epochs of goals/ablation (default: the library's)")
-    parser.add_argument("--erasure-users", type=int, default=200, help="users of the erasure test (default 200)")
-    parser.add_argument("--scale-sizes", type=_sizes, default=[100_000, 300_000, 1_000_000],
+    parser.add_argument("--epochs", type=harness.positive_int, help="epochs of goals/ablation (default: the library's)")
+    parser.add_argument("--erasure-users", type=harness.positive_int, default=200,
+                        help="users of the erasure test (default 200)")  # fmt: skip
+    parser.add_argument("--scale-sizes", type=harness.comma_list(_size), default=[100_000, 300_000, 1_000_000],
                         help="interactions of the synthetic logs (default 100000,300000,1000000)")  # fmt: skip
-    parser.add_argument("--clients", type=int, default=32, help="concurrent clients of the load test (default 32)")
-    parser.add_argument("--requests", type=int, default=2000, help="requests per server per round (default 2000)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the load test (default 3)")
+    parser.add_argument("--clients", type=harness.positive_int, default=32,
+                        help="concurrent clients of the load test (default 32)")  # fmt: skip
+    parser.add_argument("--requests", type=harness.positive_int, default=2000,
+                        help="requests per server per round (default 2000)")  # fmt: skip
+    parser.add_argument("--rounds", type=harness.positive_int, default=3, help="rounds of the load test (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic logs (default 0)")
     parser.add_argument("--keep", help="write data and models here instead of a temporary directory")
     parser.add_argument("--verbose", action="store_true", help="show the trainer's per-epoch lines")
@@ -746,16 +758,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--child-data", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
     parser.add_argument("--child-warmup", help=argparse.SUPPRESS)
-    parser.add_argument("--child-rounds", type=int, default=10, help=argparse.SUPPRESS)
+    parser.add_argument("--child-rounds", type=harness.positive_int, default=10, help=argparse.SUPPRESS)
     parser.add_argument("--client", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = [s for s in args.sections if s not in SECTIONS]
-    if unknown:
-        parser.error(f"--sections: unknown {unknown}; choose from {', '.join(SECTIONS)}")
-    if args.threads < 1:
-        parser.error("--threads must be >= 1")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

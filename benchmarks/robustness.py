@@ -30,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness
+from attend.data.datasets import DATASETS
 from attend.runtime import load
 from attend.runtime.robustness import robustness, robustness_rows
 from attend.training import TrainingArgs, train
@@ -66,24 +67,33 @@ def _trained(data: str, variant: str, out_dir: Path, threads: int) -> tuple[Path
     return out, time.perf_counter() - start
 
 
+def _rate(text: str) -> float:
+    """A share of words in (0, 1]."""
+    value = harness.positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a share of words in (0, 1], not {text!r}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", default="rotten_tomatoes,wordnet_topics")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
+    classification = [name for name, info in DATASETS.items() if info.task == "classification"]
+    parser.add_argument("--datasets", type=harness.comma_choices(classification, files=True),
+                        default="rotten_tomatoes,wordnet_topics")  # fmt: skip
+    parser.add_argument("--variants", type=harness.comma_choices(VARIANTS), default=",".join(VARIANTS),
+                        help=f"of {', '.join(VARIANTS)}")  # fmt: skip
     parser.add_argument("--out-dir", default="runs/bench-robust", help="where the models go (reused when there)")
-    parser.add_argument("--limit", type=int, default=2000, help="test rows measured (seeded sample; 0: all)")
-    parser.add_argument("--rate", type=float, default=0.1, help="share of words each perturbation changes")
-    parser.add_argument("--attack-examples", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--limit", type=harness.non_negative_int, default=2000,
+                        help="test rows measured (seeded sample; 0: all)")  # fmt: skip
+    parser.add_argument("--rate", type=_rate, default=0.1, help="share of words each perturbation changes")
+    parser.add_argument("--attack-examples", type=harness.non_negative_int, default=200)
+    parser.add_argument("--threads", type=harness.positive_int, default=1)
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args()
-    variants = [v for v in args.variants.split(",") if v]
-    unknown = sorted(set(variants) - set(VARIANTS))
-    if unknown:
-        parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    variants = args.variants
     results: dict[str, dict[str, Any]] = {}
     with harness.torch_threads(args.threads):
-        for data in [d for d in args.datasets.split(",") if d]:
+        for data in args.datasets:
             results[data] = {}
             for variant in variants:
                 out, seconds = _trained(data, variant, Path(args.out_dir), args.threads)

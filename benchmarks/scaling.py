@@ -51,10 +51,14 @@ def _run(command: list[str], out: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="rotten_tomatoes")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-size", type=harness.positive_int, default=32)
+    parser.add_argument("--rounds", type=harness.positive_int, default=2)
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args()
+    from attend.data.datasets import DATASETS, unknown_data
+
+    if args.data not in DATASETS and not Path(args.data).is_file():
+        parser.error(f"--data {unknown_data(args.data)}")
     # The encoder, named: --model auto (the default) times its candidates on one process and is
     # refused under torchrun.
     train = ["-m", "attend", "train", args.data, "--model", "encoder", "--epochs", "1", "--threads", "1",

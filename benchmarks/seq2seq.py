@@ -1,6 +1,6 @@
 """Translation: the decoder's key/value cache, and BLEU of the default translator against the translation-memory floor.
 
-Sections (``--sections``, default all):
+Sections (``--sections``, default ``cache,quality``):
 
 * ``cache``: greedy decoding of exactly 32 output tokens (``min_length`` = ``max_length`` = 32)
   with the key/value cache against recomputing the whole prefix every step, batch 1 and 32, the
@@ -94,7 +94,7 @@ def quality_section(args: argparse.Namespace) -> dict[str, Any]:
     from attend.training.tasks.seq2seq import TRANSLATION_DEFAULTS, load_parallel_data
 
     report, rows = {}, []
-    for name in args.datasets.split(","):
+    for name in args.datasets:
         out = Path(args.out_dir) / name
         start = time.perf_counter()
         result = train_translation(name, out, args=TrainingArgs.from_dict({**TRANSLATION_DEFAULTS, "progress": False}),
@@ -188,7 +188,7 @@ def _time_training(name: str, rounds: int) -> tuple[dict[str, Any], list[str]]:
 
 def training_section(args: argparse.Namespace) -> dict[str, Any]:
     report, rows = {}, []
-    for name in args.datasets.split(","):
+    for name in args.datasets:
         report[name], row = _time_training(name, args.rounds)
         rows.append(row)
     harness.print_table(
@@ -208,7 +208,7 @@ def decoding_section(args: argparse.Namespace) -> dict[str, Any]:
     from attend.training.translation import translation_scores
 
     report, rows = {}, []
-    for name in args.datasets.split(","):
+    for name in args.datasets:
         translator = load(Path(args.out_dir) / name)
         assert isinstance(translator, Translator)
         dev = translator.training_split(load_parallel_data(name), "dev")
@@ -226,21 +226,42 @@ def decoding_section(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def _grid(text: str) -> str:
+    """``--grid``: comma-separated ``beam:penalty`` pairs (beam an integer >= 1, penalty a number), kept as given."""
+    for setting in text.split(","):
+        beam, _, penalty = setting.partition(":")
+        try:
+            harness.positive_int(beam)
+            float(penalty)
+        except (argparse.ArgumentTypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{setting!r}: expected beam:penalty, e.g. 4:1.0") from None
+    return text
+
+
 def main() -> None:
+    from attend.data.datasets import DATASETS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sections = "cache,quality,training,decoding (default cache,quality)"
-    parser.add_argument("--sections", default="cache,quality", help=sections)
-    parser.add_argument("--grid", default="4:1.0,4:1.4,6:1.4", help="decoding: beam:length-penalty settings")
-    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (default 0: one per core)")
-    parser.add_argument("--rounds", type=int, default=5, help="timing rounds of cache and training (default 5)")
-    parser.add_argument("--datasets", default="tatoeba_en_de,tatoeba_ja_en")
+    parser.add_argument("--sections", type=harness.comma_choices(("cache", "quality", "training", "decoding")),
+                        default="cache,quality", help=sections)  # fmt: skip
+    parser.add_argument("--grid", type=_grid, default="4:1.0,4:1.4,6:1.4",
+                        help="decoding: beam:length-penalty settings")  # fmt: skip
+    parser.add_argument("--threads", type=harness.non_negative_int, default=0,
+                        help="intra-op threads (default 0: one per core)")  # fmt: skip
+    parser.add_argument("--rounds", type=harness.positive_int, default=5,
+                        help="timing rounds of cache and training (default 5)")  # fmt: skip
+    translation = [name for name, info in DATASETS.items() if info.task == "translation"]
+    parser.add_argument("--datasets", type=harness.comma_choices(translation, files=True),
+                        default="tatoeba_en_de,tatoeba_ja_en")  # fmt: skip
     parser.add_argument("--out-dir", default="runs/bench-seq2seq", help="where the trained models go")
-    parser.add_argument("--faithfulness", type=int, default=200, help="test sentences for the faithfulness gap")
+    parser.add_argument("--faithfulness", type=harness.positive_int, default=200,
+                        help="test sentences for the faithfulness gap")  # fmt: skip
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args()
     report: dict[str, Any] = {}
     with harness.torch_threads(args.threads or None):
-        sections = args.sections.split(",")
+        sections = args.sections
         if "cache" in sections:
             report["cache"] = cache_section(args)
         if "quality" in sections:

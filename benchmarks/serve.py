@@ -205,12 +205,14 @@ def _copy(model_dir: Path, target: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model_dir", help="a trained model directory (its test split is rebuilt for accuracy)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--texts", type=int, default=256, help="short texts per pass (default 256)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per served setting")
+    parser.add_argument("model_dir", type=harness.existing_dir,
+                        help="a trained model directory (its test split is rebuilt for accuracy)")  # fmt: skip
+    parser.add_argument("--threads", type=harness.positive_int, default=1)
+    parser.add_argument("--texts", type=harness.positive_int, default=256, help="short texts per pass (default 256)")
+    parser.add_argument("--rounds", type=harness.positive_int, default=5)
+    parser.add_argument("--clients", type=harness.positive_int, default=32)
+    parser.add_argument("--seconds", type=harness.positive_float, default=20.0,
+                        help="measured seconds per served setting")  # fmt: skip
     parser.add_argument("--skip-served", action="store_true")
     parser.add_argument("--skip-offline", action="store_true")
     parser.add_argument("--json")

@@ -184,19 +184,23 @@ def _metric(url: str, name: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from attend.data.datasets import DATASETS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model_dir", nargs="?", help="model directory (default: pretrained MiniLM, untrained head)")
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
-    parser.add_argument("--threads", type=int, default=1, help="server intra-op threads (default 1)")
+    parser.add_argument("model_dir", nargs="?", type=harness.existing_dir,
+                        help="model directory (default: pretrained MiniLM, untrained head)")  # fmt: skip
+    parser.add_argument("--clients", type=harness.positive_int, default=32)
+    parser.add_argument("--seconds", type=harness.positive_float, default=20.0)
+    parser.add_argument("--warmup", type=harness.non_negative_float, default=3.0)
+    parser.add_argument("--max-batch", type=harness.positive_int, default=32)
+    parser.add_argument("--max-wait-ms", type=harness.non_negative_float, default=5.0)
+    parser.add_argument("--threads", type=harness.positive_int, default=1, help="server intra-op threads (default 1)")
     parser.add_argument("--bf16", action="store_true", help="serve the model in bfloat16 (attend serve --bf16)")
     parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                         help="attend serve --runtime (onnx: MODEL_DIR is an `attend export` directory)")
     parser.add_argument("--int8", action="store_true", help="serve the int8 model (attend serve --int8)")
-    parser.add_argument("--texts-from", default="wordnet_topics", help="dataset of request texts")
+    parser.add_argument("--texts-from", default="wordnet_topics", help="dataset of request texts",
+                        choices=[name for name, info in DATASETS.items() if info.task == "classification"])
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)

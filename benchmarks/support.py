@@ -261,9 +261,10 @@ def latency_1000(workdir: Path, seed: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--langs", default="en,zh-cn", help="comma-separated: en, zh-cn (default both)")
+    parser.add_argument("--langs", type=harness.comma_choices(_debian_faq_module().LANGUAGES), default="en,zh-cn",
+                        help="comma-separated: en, zh-cn (default both)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of calibration, folds and CV (default 0)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--threads", type=harness.positive_int, default=1, help="torch threads (default 1)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--keep", help="write the JSONL files and indexes here instead of a temporary directory")
     args = parser.parse_args(argv)
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.keep) if args.keep else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        for lang in args.langs.split(","):
+        for lang in args.langs:
             result = run_language(lang.strip(), workdir, args.seed)
             results.append(result)
             print(format_language(result), end="\n\n", flush=True)

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 import harness
 from attend.attention.unpad import unpadding_modules
-from attend.data.datasets import load_dataset
+from attend.data.datasets import DATASETS, load_dataset
 from attend.runtime import TorchTextClassifier, load
 
 
@@ -82,14 +82,15 @@ def _compare(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model_dir", nargs="?", help="a MiniLM or encoder model directory (default: pretrained "
-                        "MiniLM, untrained head)")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--texts", type=int, default=512, help="test texts sampled (default 512)")
+    parser.add_argument("model_dir", nargs="?", type=harness.existing_dir, help="a MiniLM or encoder model "
+                        "directory (default: pretrained MiniLM, untrained head)")  # fmt: skip
+    parser.add_argument("--threads", type=harness.positive_int, default=1, help="intra-op threads (default 1)")
+    parser.add_argument("--rounds", type=harness.positive_int, default=15)
+    parser.add_argument("--texts", type=harness.positive_int, default=512, help="test texts sampled (default 512)")
     parser.add_argument("--onnx", action="store_true", help="also ONNX Runtime: padded vs --unpad graphs (fp32, int8)")
     parser.add_argument("--texts-from", help="a bundled dataset to take texts from (default: the model's own splits; "
-                        "needed for `attend demo`'s model, whose splits are not recorded)")  # fmt: skip
+                        "needed for `attend demo`'s model, whose splits are not recorded)",
+                        choices=[name for name, info in DATASETS.items() if info.task == "classification"])  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.model_dir:

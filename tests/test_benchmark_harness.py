@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import math
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -216,3 +219,91 @@ def test_format_seconds_and_table(capsys):
         "long name  1.00",
         "  * note",
     ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Argument checks (argparse ``type=`` callables the scripts share)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_number_checks_accept_their_range_and_reject_the_rest():
+    assert harness.positive_int("3") == 3
+    assert harness.non_negative_int("0") == 0
+    assert harness.positive_float("0.5") == 0.5
+    assert harness.non_negative_float("0") == 0.0
+    bad = [
+        (harness.positive_int, "0"),
+        (harness.positive_int, "-2"),
+        (harness.positive_int, "abc"),
+        (harness.positive_int, "1.5"),
+        (harness.non_negative_int, "-1"),
+        (harness.positive_float, "0"),
+        (harness.positive_float, "inf"),
+        (harness.positive_float, "nan"),
+        (harness.non_negative_float, "-0.1"),
+        (harness.non_negative_float, "x"),
+    ]
+    for check, text in bad:
+        with pytest.raises(argparse.ArgumentTypeError, match=repr(text)):
+            check(text)
+
+
+def test_comma_list_checks_every_item():
+    sizes = harness.comma_list(harness.positive_int)
+    assert sizes("10, 20,") == [10, 20]
+    with pytest.raises(argparse.ArgumentTypeError, match="'0'"):
+        sizes("10,0")
+    with pytest.raises(argparse.ArgumentTypeError, match="comma-separated"):
+        sizes(" , ")
+    with pytest.raises(argparse.ArgumentTypeError, match="'x'"):
+        harness.comma_list(int)("1,x")  # a plain ValueError is reported with the item too
+
+
+def test_comma_choices_names_the_bad_item_and_the_allowed_values(tmp_path):
+    sections = harness.comma_choices(("cache", "quality", "training"))
+    assert sections("quality, cache,quality") == ["quality", "cache"]  # order given, each once
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown 'bogus'; choose from cache, quality, training"):
+        sections("cache,bogus")
+    with pytest.raises(argparse.ArgumentTypeError, match="choose from"):
+        sections("")
+    data = tmp_path / "pairs.csv"
+    data.write_text("source,target\n")
+    assert harness.comma_choices(("a",), files=True)(f"a,{data}") == ["a", str(data)]
+    with pytest.raises(argparse.ArgumentTypeError, match="or an existing file"):
+        harness.comma_choices(("a",), files=True)(str(tmp_path / "missing.csv"))
+
+
+def test_existing_dir(tmp_path):
+    assert harness.existing_dir(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(argparse.ArgumentTypeError, match="no such directory"):
+        harness.existing_dir(str(tmp_path / "missing"))
+
+
+def test_argparse_turns_a_failed_check_into_a_one_line_error(capsys):
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--rounds", type=harness.positive_int, default=5)
+    parser.add_argument("--sections", type=harness.comma_choices(("1", "2")), default="1,2")
+    assert vars(parser.parse_args([])) == {"rounds": 5, "sections": ["1", "2"]}  # string defaults are parsed too
+    with pytest.raises(SystemExit) as stop:
+        parser.parse_args(["--rounds", "0"])
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == "bench: error: argument --rounds: must be an integer >= 1, not '0'"
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("focus.py", ["--rounds", "0"], "argument --rounds: must be an integer >= 1, not '0'"),
+        ("predict_stream.py", ["--sizes", "abc"], "argument --sizes: must be an integer >= 1, not 'abc'"),
+        ("serve_load.py", ["/nonexistent/model"], "argument model_dir: no such directory: '/nonexistent/model'"),
+    ],
+)
+def test_scripts_refuse_bad_flags_before_any_work(script, args, message):
+    """A bad flag stops the script in argparse (exit 2, one ``error:`` line), before anything is measured."""
+    done = subprocess.run([sys.executable, str(HARNESS_PATH.parent / script), *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines()[-1].endswith(f"error: {message}")
+    assert "Traceback" not in done.stderr
