@@ -492,6 +492,20 @@ def test_a_column_of_number_lists_is_a_vector_of_numeric_columns(tmp_path: Path)
     ragged.write_text('{"item": "a", "img": [1, 2]}\n{"item": "b", "img": [1]}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"ragged\.jsonl: line 2 has 1 numbers in 'img' where other rows have 2"):
         read_item_features(ragged, {"a": 1, "b": 2})
+    # One bad cell among the vectors is named; before, the whole column was read as ~1,500 categories
+    # (a bad element, a cell that is no list), or an inf was kept until the loss became non-finite.
+    items = {name: i + 1 for i, name in enumerate("abcd")}
+    for bad, message in (('[1, "0.5x"]', r"line 3 has '0\.5x' as img\[1\], which is not a number"),
+                         ('"not a list"', r"line 3 has 'img' 'not a list', where the other rows hold lists of 2 "
+                                          r"numbers"),
+                         ("[1, Infinity]", r"line 3 has inf as img\[1\], which is not a finite number")):  # fmt: skip
+        one_bad = tmp_path / "one_bad.jsonl"
+        one_bad.write_text("".join(f'{{"item": "{name}", "img": {bad if name == "c" else "[1, 2]"}}}\n'
+                                   for name in "abcd"), encoding="utf-8")  # fmt: skip
+        with pytest.raises(DataError, match=message):
+            read_item_features(one_bad, items)
+        with pytest.raises(DataError, match=message):  # forced numeric: the same line, not line 1
+            read_item_features(one_bad, items, types={"img": "numeric"})
 
 
 def test_the_features_file_names_its_item_column_as_the_log_does(tmp_path: Path) -> None:

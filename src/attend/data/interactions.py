@@ -502,16 +502,23 @@ def _is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, list | tuple) and not value)
 
 
+def _number_list(value: Any) -> bool:
+    """A list of numbers (nulls allowed, as missing elements), at least one of them a number."""
+    if not isinstance(value, list | tuple):
+        return False
+    numbers = [number for number in value if number is not None]
+    return bool(numbers) and all(_is_number(number) for number in numbers)
+
+
 def _vector_width(values: Sequence[Any]) -> int | None:
-    """The length of the number lists a column holds (an image or audio embedding per item), when every
-    filled cell is one; else None."""
+    """The length of the number lists a column holds (an image or audio embedding per item), when
+    most filled cells are one (a cell that is not is then an error :func:`_read_vector` names,
+    rather than the whole column read as categories); else None."""
     present = [value for value in values if not _is_empty(value)]
-    if not present or not all(isinstance(value, list | tuple) for value in present):
+    lists = [value for value in present if _number_list(value)]
+    if not lists or 2 * len(lists) <= len(present):
         return None
-    numbers = [number for value in present for number in value if number is not None]  # null: a missing element
-    if not numbers or not all(_is_number(number) for number in numbers):
-        return None
-    return max(len(value) for value in present)
+    return max(len(value) for value in lists)
 
 
 #: A catalogue this small has few distinct values in every column: there, a category must repeat.
@@ -682,10 +689,20 @@ def _read_vector(features: ItemFeatures, column: str, width: int, ordered: list[
     for (index, (line, _)), value in zip(ordered, values, strict=True):
         if _is_empty(value):
             continue
+        if not isinstance(value, list | tuple):
+            raise DataError(f"{path}: line {line} has {column!r} {value!r:.60}, where the other rows hold lists of "
+                            f"{width} numbers (a vector, such as an image or audio embedding)")  # fmt: skip
         if len(value) != width:
             raise DataError(f"{path}: line {line} has {len(value)} numbers in {column!r} where other rows have "
                             f"{width}")  # fmt: skip
-        array[:, index] = [math.nan if number is None else float(number) for number in value]
+        for k, number in enumerate(value):
+            if number is None:
+                continue
+            parsed = float(number) if _is_number(number) else math.nan
+            if not math.isfinite(parsed) and not (isinstance(number, float) and math.isnan(number)):
+                what = "a finite number" if _is_number(number) else "a number"
+                raise DataError(f"{path}: line {line} has {number!r:.40} as {column}[{k}], which is not {what}")
+            array[k, index] = parsed
     for k in range(width):
         features.numeric[vector_element(column, k)] = array[k]
 
