@@ -23,7 +23,19 @@ from __future__ import annotations
 import argparse
 import os
 
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy and torch start their thread pools
+
 import numpy as np
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}")
+    return value
 
 
 def main() -> None:
@@ -31,11 +43,13 @@ def main() -> None:
     parser.add_argument("model_dir")
     parser.add_argument("data")
     parser.add_argument("--text-col")
-    parser.add_argument("--limit", type=int, default=300, help="texts to check (a seeded sample; default 300)")
-    parser.add_argument("--batch", type=int, default=32, help="texts per padded call (default 32, serve's --max-batch)")
+    parser.add_argument("--limit", type=_count, default=300, help="texts to check (a seeded sample; default 300)")
+    parser.add_argument("--batch", type=_count, default=32,
+                        help="texts per padded call (default 32, serve's --max-batch)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if not os.path.isdir(args.model_dir):
+        parser.error(f"{args.model_dir}: no such model directory")
 
     from attend.data.splits import load_labelled, model_column
     from attend.io import ArtifactDir

@@ -281,6 +281,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--output {args.output} is the --input file; choose another --output")
     text_col = _model_column(args.model_dir, args.text_col, "text_col")
     stream = TextStream(args.input, text_col=text_col) if args.input else None
+    if args.output:  # before the model loads
+        from attend.runtime.streaming import check_output_name
+
+        check_output_name(args.output)
     predictor = _cli_predictor(args.model_dir, args.int8)
     sink, existing, fresh = open_output(args.output, resume=args.resume, fmt=args.format) if args.output else (
         sys.stdout, ExistingOutput(Path("-")), True)  # fmt: skip

@@ -425,7 +425,7 @@ def enclosing_ensemble(path: str | os.PathLike[str]) -> Path | None:
 
     A member is covered by the hash its ensemble recorded: writing into it breaks the ensemble.
     """
-    members = Path(path).absolute().parent
+    members = Path(os.path.normpath(Path(path).absolute())).parent  # ens/members/00/../00 is the member too
     if members.name != ENSEMBLE_MEMBERS_DIR:
         return None
     try:

@@ -506,6 +506,10 @@ def test_a_column_of_number_lists_is_a_vector_of_numeric_columns(tmp_path: Path)
             read_item_features(one_bad, items)
         with pytest.raises(DataError, match=message):  # forced numeric: the same line, not line 1
             read_item_features(one_bad, items, types={"img": "numeric"})
+    nan = tmp_path / "nan.jsonl"  # NaN, however written, is a missing element
+    nan.write_text('{"item": "a", "img": [1, NaN]}\n{"item": "b", "img": [2, "nan"]}\n', encoding="utf-8")
+    read = read_item_features(nan, {"a": 1, "b": 2})
+    assert np.isnan(read.numeric["img[1]"][1:]).all() and read.numeric["img[0]"][2] == 2.0
 
 
 def test_the_features_file_names_its_item_column_as_the_log_does(tmp_path: Path) -> None:

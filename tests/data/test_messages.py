@@ -390,6 +390,13 @@ def test_a_compressed_table_of_messages_reads_as_the_file_inside(tmp_path: Path)
     box.write_bytes(gzip.compress(b"From a@b Sat Jan  1 00:00:00 2022\nSubject: x\n\nsecret body\n"))
     with pytest.raises(MessageError, match="a compressed mbox is not read as it is; decompress it first"):
         list(iter_messages(box))
+    with pytest.raises(MessageError, match="a compressed mbox is not read as it is"):  # named so, as well
+        list(iter_messages(box, fmt="mbox"))
+    inbox = tmp_path / "Inbox.gz"  # no format in its name
+    inbox.write_bytes(box.read_bytes())
+    with pytest.raises(MessageError, match=r"cannot tell the message format of a compressed file from its name; "
+                                           r"name it .*\.jsonl.* followed by \.gz \(an mbox: decompress it first\)"):
+        list(iter_messages(inbox))
     plain = tmp_path / "named.jsonl.gz"  # not gzip: the error quotes none of the file (gzip's own quotes its start)
     plain.write_bytes(b'{"id": "s", "text": "secret"}\n')
     with pytest.raises(DataError, match=r"named\.jsonl\.gz: not readable as gzip-compressed data") as error:

@@ -373,6 +373,8 @@ def test_cli_refuses_mismatched_labels_export_and_maps(members: list[Path], ense
     assert f"{member.absolute()} is a member of the ensemble" in capsys.readouterr().err
     assert main(["prune", str(members[1]), "--out", str(member), "--heads", "1", "--overwrite"]) == 2
     assert "choose another output directory" in capsys.readouterr().err
+    assert main(["prune", str(members[1]), "--out", str(member / ".." / "00"), "--heads", "1", "--overwrite"]) == 2
+    assert "is a member of the ensemble" in capsys.readouterr().err  # the same member, named another way
     assert (member / "config.json").read_bytes() == before and load(ensemble_dir).predict(TEXTS[:1])
     # Members whose sources are gone (--model auto records "auto:NAME") are copied out instead.
     auto = tmp_path / "auto"

@@ -176,6 +176,12 @@ def test_unknown_labels_and_bad_options_are_clear_errors(tmp_path: Path, planted
     with pytest.raises(ValueError, match=r"unknown 'encoder' model field\(s\) \['depth'\]; known: \['att") as error:
         train(planted_csv, tmp_path / "x", model="encoder", model_options={"depth": 3})
     assert "num_labels" not in str(error.value) and "vocab_size" not in str(error.value)  # listed, then refused
+    from attend.training import ClassificationTask
+
+    with pytest.raises(ValueError, match="model_options names model_type 'bilstm_attention', but the model is "
+                                         "'encoder'; name it once"):  # the task built the other model  # fmt: skip
+        ClassificationTask(planted_csv, model="encoder", model_options={"model_type": "bilstm_attention"})
+    assert ClassificationTask(planted_csv, model="encoder", model_options={"model_type": "encoder"}).options == {}
     with pytest.raises(TypeError, match=r"data is list \[\('great', 'pos'\)\]: give a file path or a dataset name"):
         evaluate(out, [("great", "pos")])  # failed deep in pathlib
     with pytest.raises(ValueError, match="schedule='steep'"):

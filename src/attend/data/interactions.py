@@ -698,9 +698,9 @@ def _read_vector(features: ItemFeatures, column: str, width: int, ordered: list[
         for k, number in enumerate(value):
             if number is None:
                 continue
-            parsed = float(number) if _is_number(number) else math.nan
-            if not math.isfinite(parsed) and not (isinstance(number, float) and math.isnan(number)):
-                what = "a finite number" if _is_number(number) else "a number"
+            parsed = float(number) if _is_number(number) else None
+            if parsed is None or math.isinf(parsed):  # NaN, however written, is a missing element
+                what = "a number" if parsed is None else "a finite number"
                 raise DataError(f"{path}: line {line} has {number!r:.40} as {column}[{k}], which is not {what}")
             array[k, index] = parsed
     for k in range(width):

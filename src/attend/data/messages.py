@@ -137,11 +137,12 @@ def detect_message_format(path: str | os.PathLike[str]) -> str:
             return "maildir"
         raise MessageError(f"{path} is a directory but not a Maildir (a Maildir holds cur/, new/ and tmp/ folders)")
     fmt = _EXTENSIONS.get(data_suffix(path))
-    if fmt == "mbox" and is_compressed(path):
-        raise MessageError(f"{path}: a compressed mbox is not read as it is; decompress it first (a table of "
-                           "messages may be compressed)")  # fmt: skip
     if fmt is not None:
-        return fmt
+        return _compressed_mbox_refused(path, fmt)
+    if is_compressed(path):
+        raise MessageError(f"{path}: cannot tell the message format of a compressed file from its name; name it "
+                           f"{', '.join(sorted(e for e, f in _EXTENSIONS.items() if f != 'mbox'))} followed by "
+                           f"{path.suffix} (an mbox: decompress it first)")  # fmt: skip
     try:
         with open(path, "rb") as handle:
             if handle.readline().startswith(b"From "):
@@ -152,6 +153,14 @@ def detect_message_format(path: str | os.PathLike[str]) -> str:
         f"{path}: cannot tell the message format; give one of {', '.join(_FORMATS)} (name the file "
         f"{', '.join(sorted(_EXTENSIONS))}, or point to a Maildir folder)"
     )
+
+
+def _compressed_mbox_refused(path: Path, fmt: str) -> str:
+    """``fmt``, unless it is an mbox compressed (``mailbox`` reads an mbox only as it is on disk)."""
+    if fmt == "mbox" and is_compressed(path):
+        raise MessageError(f"{path}: a compressed mbox is not read as it is; decompress it first (a table of "
+                           "messages may be compressed)")  # fmt: skip
+    return fmt
 
 
 def _check_format(fmt: str) -> str:
@@ -654,7 +663,7 @@ def _read(source: Any, fmt: str | None, max_chars: int, stats: dict[str, int]) -
     _check_max_chars(max_chars)
     if isinstance(source, str | os.PathLike) and os.fspath(source) != "-":
         path, name = Path(source), str(source)
-        fmt = detect_message_format(path) if fmt is None else _check_format(fmt)
+        fmt = detect_message_format(path) if fmt is None else _compressed_mbox_refused(path, _check_format(fmt))
         if fmt != "maildir" and not path.exists():
             raise MessageError(f"{path}: no such file")
         if fmt != "maildir" and path.is_dir():

@@ -206,7 +206,8 @@ def _damaged(path: Path, exc: BaseException) -> DataError:
     # The decompressor's own message may quote the file's first bytes (gzip does): not shown, as
     # the file may hold messages.
     kind = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}[path.suffix.lower()]
-    why = "it ends before its compressed data does" if isinstance(exc, EOFError) else "its bytes are not " + kind
+    why = ("it ends before its compressed data does" if isinstance(exc, EOFError) else
+           f"its bytes are not {kind}, or not all of them: bytes after the compressed data?")  # fmt: skip
     return DataError(f"{path}: not readable as {kind}-compressed data ({why}); check the file is whole and "
                      f"that its name says how it was compressed")  # fmt: skip
 
@@ -534,7 +535,7 @@ def check_columns(path: str | os.PathLike[str], record: dict[str, Any], wanted: 
     column, the columns it has and, in ``hint``, the options that choose them."""
     missing = [column for column in wanted if column is not None and column not in record]
     if missing:
-        suffix = Path(path).suffix.lower()
+        suffix = data_suffix(path)  # reviews.csv.gz: a CSV
         separated = delimiter_hint(list(map(str, record)), "\t" if suffix == ".tsv" else ",") if suffix in (
             ".csv", ".tsv") else ""  # fmt: skip
         spaced = next((str(c) for c in record if str(c) != missing[0] and str(c).strip() == missing[0]), None)

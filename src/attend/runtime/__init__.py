@@ -39,7 +39,6 @@ __all__ = [
     "EnsembleClassifier",
     "HistoryWeights",
     "LoadOptions",
-    "OnnxTextClassifier",
     "Predictions",
     "Recommendation",
     "Recommender",
@@ -72,7 +71,9 @@ def evaluate(
 
 
 def __getattr__(name: str) -> Any:
-    if name == "OnnxTextClassifier":  # on first use: PyTorch-only users never load onnxruntime
+    # On first use (and not in __all__, so `import *` does not load it): PyTorch-only users never
+    # load onnxruntime.
+    if name == "OnnxTextClassifier":
         from attend.runtime.onnx import OnnxTextClassifier
 
         return OnnxTextClassifier

@@ -26,8 +26,8 @@ from typing import IO, Any
 from attend.data.readers import DataError, is_compressed
 from attend.runtime.classifier import TextClassifier
 
-__all__ = ["CHUNK", "FORMATS", "ExistingOutput", "PredictionWriter", "completed_rows", "format_for", "open_output",
-           "predict_stream", "read_existing"]
+__all__ = ["CHUNK", "FORMATS", "ExistingOutput", "PredictionWriter", "check_output_name", "completed_rows",
+           "format_for", "open_output", "predict_stream", "read_existing"]
 
 #: Texts read, classified and written at a time (the runtime plans its batches within a chunk).
 #: Larger chunks batch better but hold more at once. `benchmarks/predict_stream.py` (small encoder,
@@ -378,6 +378,14 @@ def format_for(output: str | os.PathLike[str] | None) -> str:
     return {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "json")
 
 
+def check_output_name(path: str | os.PathLike[str]) -> None:
+    """Refuse a compressed ``--output`` name (it was written as plain JSON under it): output is
+    plain text, which an interrupted run resumes from."""
+    if is_compressed(path):
+        raise DataError(f"--output {path}: predictions are written as plain text, which an interrupted run resumes "
+                        f"from; name it {Path(path).with_suffix('')} and compress it afterwards")  # fmt: skip
+
+
 def open_output(path: str | os.PathLike[str], *, resume: bool, fmt: str) -> tuple[IO[str], ExistingOutput, bool]:
     """The output file to write (appending when resuming), what it already holds, and whether
     it is empty (a CSV header is still to be written).
@@ -387,9 +395,7 @@ def open_output(path: str | os.PathLike[str], *, resume: bool, fmt: str) -> tupl
             or it cannot be resumed.
     """
     path = Path(path)
-    if is_compressed(path):  # it was written as plain JSON under the name
-        raise DataError(f"--output {path}: predictions are written as plain text, which an interrupted run resumes "
-                        f"from; name it {path.with_suffix('')} and compress it afterwards")  # fmt: skip
+    check_output_name(path)
     if path.exists() and not resume:
         raise DataError(f"{path} exists; --resume continues it, or choose another --output")
     if path.exists() and not path.is_file():

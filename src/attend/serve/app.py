@@ -131,6 +131,9 @@ class _GuardAndMeasure:
             # a 503 the client can retry elsewhere, not uvicorn's plain-text 500 and a traceback.
             if status["started"]:
                 raise
+            task = asyncio.current_task()
+            if task is not None:  # answered: the cancellation is handled (what asyncio.timeout does)
+                task.uncancel()
             await error_response(503, "shutting_down", "the server shut down before this request finished; "
                                  "send it again")(scope, receive, send_and_note)  # fmt: skip
         finally:

@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import json
 import math
-import numbers
 import os
 import shutil
 import signal
@@ -326,7 +325,7 @@ def _evaluate(task: Task, network: nn.Module, split: str, batch_size: int) -> di
     metrics = task.evaluate(network, split, batch_size)
     if not isinstance(metrics, dict):
         raise TypeError(f"{type(task).__name__}.evaluate returned {type(metrics).__name__}, expected a dict of metrics")
-    missing = [key for key in (task.selection, "loss") if not isinstance(metrics.get(key), numbers.Real)]
+    missing = [key for key in (task.selection, "loss") if not _is_number(metrics.get(key))]
     if missing:
         raise ValueError(
             f"{type(task).__name__}.evaluate({split!r}) returned no number under {', '.join(map(repr, missing))} "
@@ -334,6 +333,18 @@ def _evaluate(task: Task, network: nn.Module, split: str, batch_size: int) -> di
             f"metric {task.selection!r}, ties by 'loss'"
         )
     return metrics
+
+
+def _is_number(value: Any) -> bool:
+    """What ``float()`` takes as one number (a float, an int, a 0-d tensor or array), not a string."""
+    if isinstance(value, str | bytes) or value is None:
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several values
+        return False
+    return True
+
 
 def _beats(score: float, best: float) -> bool:
     return score > best and not _ties(score, best)

@@ -302,6 +302,9 @@ class ClassificationTask(Task):
         self.data = data
         self.model = model
         self.options = dict(model_options or {})
+        named = self.options.pop("model_type", model)  # a config's "model" section may name it again
+        if named != model:
+            raise ValueError(f"model_options names model_type {named!r}, but the model is {model!r}; name it once")
         self.columns = {"text_col": text_col, "label_col": label_col}
         self.reading = {"split_col": split_col, "multi_label": multi_label, "label_sep": label_sep}
         if not isinstance(max_train, int) or max_train < 0:
