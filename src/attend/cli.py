@@ -363,11 +363,14 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
     else:
         for r in results:
             assert r.alignment is not None
-            print(f"{r.source}\n  -> {r.translation}  (score {r.score:.3f})")
+            # The user's text as a terminal may show it: no bidi override, no ESC sequence (displayable).
+            from attend.data.validation import displayable
+
+            print(displayable(f"{r.source}\n  -> {r.translation}  (score {r.score:.3f})"))
             weights = r.alignment.weights
             links = [f"{out.strip() or out}<-{r.alignment.source_tokens[int(weights[i].argmax())].strip()}"
                      for i, out in enumerate(r.alignment.output_tokens)]  # fmt: skip
-            print("  " + "  ".join(links[: args.top]))  # --top: the output tokens shown, with their source
+            print(displayable("  " + "  ".join(links[: args.top])))  # --top: the output tokens shown, with their source
             if r.warning:
                 print(f"  ({r.warning})")
     for line in written:
@@ -443,9 +446,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     else:
         for exp in explanations:
             read = f" ({exp.reading()})" if exp.reading() else ""
-            print(f"{exp.text}\n  -> {exp.label} (p={exp.probability:.3f}), {exp.method}{read}"
-                  + (f", explaining {exp.target}" if exp.target != exp.label else ""))  # fmt: skip
-            print("  " + "  ".join(f"{token} {value:.3f}" for token, value in top_tokens(exp, args.top)))
+            from attend.data.validation import displayable
+
+            print(displayable(f"{exp.text}\n  -> {exp.label} (p={exp.probability:.3f}), {exp.method}{read}"
+                              + (f", explaining {exp.target}" if exp.target != exp.label else "")))  # fmt: skip
+            print(displayable("  " + "  ".join(f"{token} {value:.3f}" for token, value in top_tokens(exp, args.top))))
             if exp.truncated:
                 print("  (truncated to the model's maximum length)")
             if exp.note:  # what --json and --html say too (an unreadable text's guess, a model with no layers)

@@ -348,3 +348,18 @@ def test_compressed_files_that_cannot_be_read_say_why(tmp_path: Path) -> None:
     semicolons.write_bytes(gzip.compress(b"text;label\nhello;a\n"))
     with pytest.raises(DataError, match="separated by ';'"):
         read_table(semicolons)
+
+
+def test_text_shown_in_a_page_or_a_terminal_cannot_reverse_or_command_what_follows() -> None:
+    """A right-to-left override in a title reversed the page's own figures after it ("(55.0=(gen)p)");
+    an ESC in a text reached the terminal as an escape sequence."""
+    from attend.apps.recommend.render import render_recommendations
+    from attend.data.validation import displayable, page_text
+
+    assert displayable("a\u202eevil\u202c b\x00c\x1b[31m\td\ne \u2067x\u2069") == "aevil b\ufffdc\ufffd[31m\td\ne x"
+    assert page_text('<b title="x">\u202e') == "&lt;b title=&quot;x&quot;&gt;"
+    answer = {"item": "sku1", "score": 0.5, "rank": 1, "user": "u\u202e1",
+              "history": [{"item": "sku2", "weight": 0.7}]}  # fmt: skip
+    page = render_recommendations(answer, names={"sku1": "Hat \u202eevil", "sku2": "<script>x</script>\x1b"})
+    assert "\u202e" not in page and "\x1b" not in page and "<script>x" not in page
+    assert "Hat evil (sku1)" in page and "&lt;script&gt;x&lt;/script&gt;\ufffd (sku2)" in page

@@ -170,6 +170,9 @@ def test_cli_explain_text_output_prints_the_note_and_what_was_read(
     assert "  note: " in capsys.readouterr().out
     assert main(["explain", str(model_dir), "a fine film", "--method", "attention", "--layer", "0", "--head", "1"]) == 0
     assert ", attention (layer 0, head 1)" in capsys.readouterr().out
+    assert main(["explain", str(model_dir), "a fine film\x1b[31m \u202eevil\x07"]) == 0  # ESC reached the terminal
+    shown = capsys.readouterr().out
+    assert "a fine film\ufffd[31m evil\ufffd" in shown and not {"\x1b", "\x07", "\u202e"} & set(shown)
 
 
 def test_cli_faithfulness_json(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -232,3 +232,18 @@ def test_movielens_ctr_baselines_reproduce(movielens: tuple[Interactions, ItemFe
     assert results["bias_lr"]["auc"] == pytest.approx(0.7794, abs=0.006)
     assert results["item_rate"]["auc"] == pytest.approx(0.7214, abs=TOLERANCE)
     assert results["bias_lr"]["gauc"] > results["item_rate"]["gauc"] - 0.01
+
+
+def test_plots_draw_a_dollar_as_a_dollar(tmp_path: Path) -> None:
+    """A label "$$" (price tiers) was maths markup to matplotlib: training failed at its last step."""
+    from PIL import Image
+
+    from attend.explain.render import _heatmap_png
+    from attend.training.metrics import save_confusion_png
+
+    labels = ["$", "$$", "neg$\\foo$", "cost $5 and $6"]
+    metrics = {"confusion_matrix": {"labels": labels, "matrix": np.eye(4, dtype=int).tolist()}}
+    path = save_confusion_png(metrics, tmp_path / "cm.png", title="a $\\bar$ title")
+    assert path is not None and Image.open(path).size[0] > 100
+    png = _heatmap_png(np.eye(3), ["$\\foo$", "$$", "x^$"], "title $\\bar$")  # translator and classifier maps
+    assert png.startswith(b"\x89PNG")

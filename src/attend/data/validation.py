@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import html
 import math
 import numbers
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 
-__all__ = ["is_missing_number", "text_problem", "validate_texts"]
+__all__ = ["displayable", "is_missing_number", "page_text", "text_problem", "validate_texts"]
+
+#: Bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): shown in a page
+#: or a terminal, one reverses what follows it beyond the user's own text (numbers, labels, the
+#: page's words); C0 and C1 control characters but tab and line breaks (NUL, BEL, ESC: a terminal
+#: obeys ESC sequences).
+_UNSHOWABLE = re.compile("[\u202a-\u202e\u2066-\u2069]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def displayable(text: str) -> str:
+    """``text`` as it may be shown in a page or printed to a terminal: bidirectional controls
+    dropped, other control characters shown as U+FFFD (the model still reads the text as given)."""
+    return _UNSHOWABLE.sub(lambda m: "" if "\u202a" <= m.group(0) <= "\u2069" else "\ufffd", text)
+
+
+def page_text(value: object, quote: bool = True) -> str:
+    """``value`` as HTML text (:func:`displayable`, then escaped; quotes too, for attributes)."""
+    return html.escape(displayable(str(value)), quote=quote)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

@@ -21,7 +21,6 @@ CLI all hand it the same thing.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from attend.data.validation import page_text
 from attend.explain.render import _STYLE, _matplotlib, _shade, _token_html
 from attend.io import atomic_write_text
 
@@ -297,7 +297,7 @@ def _tokens_rows(alignment: Alignment, k: int, links: list[dict[str, Any]]) -> s
         tip = f"{token} ({measure} {confidence[i]:.2f}) ← {attended or 'nothing'}"
         output_spans.append(
             f'<span class="tok out{_joined(token)}" data-i="{i}" tabindex="0" data-shade="{shade}" '
-            f'style="background:{shade}" title="{html.escape(tip)}">{_token_html(token)}</span>'
+            f'style="background:{shade}" title="{page_text(tip)}">{_token_html(token)}</span>'
         )
     return (
         f"<div class='pair' id='alignment{k}-tokens'>"
@@ -314,11 +314,11 @@ def _links_table(alignment: Alignment, links: list[dict[str, Any]]) -> str:
     rows = []
     for i, token in enumerate(alignment.output_tokens):
         attended = ", ".join(
-            f"{html.escape(alignment.source_tokens[x['source']])}&nbsp;<small>{x['weight']:.2f}</small>"
+            f"{page_text(alignment.source_tokens[x['source']])}&nbsp;<small>{x['weight']:.2f}</small>"
             for x in by_output.get(i, [])
         )
         rows.append(
-            f"<tr><td>{i}</td><td lang='und'>{html.escape(token)}</td><td lang='und'>{attended or '–'}</td></tr>"
+            f"<tr><td>{i}</td><td lang='und'>{page_text(token)}</td><td lang='und'>{attended or '–'}</td></tr>"
         )
     return (
         "<details class='fallback' open><summary>Alignment table</summary><table class='links'>"
@@ -346,9 +346,9 @@ def _faithfulness_table(faithfulness: Mapping[str, Any] | None) -> str:
         value = _plain(value)
         if isinstance(value, float):
             return f"{value:.3f}"
-        return "–" if value is None else html.escape(str(value))
+        return "–" if value is None else page_text(str(value))
 
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{fmt(v)}</td></tr>" for k, v in _flat(faithfulness))
+    rows = "".join(f"<tr><th>{page_text(k)}</th><td>{fmt(v)}</td></tr>" for k, v in _flat(faithfulness))
     return f"<h4>Faithfulness</h4><table class='focus faithfulness'>{rows}</table>"
 
 
@@ -358,7 +358,7 @@ def _maps_grid(alignment: Alignment) -> str:
     for name, matrix in named.items():
         png = _alignment_heatmap(matrix, alignment.source_tokens, alignment.output_tokens, name, 60)
         data = base64.b64encode(png).decode()
-        images.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
+        images.append(f'<img alt="{page_text(name)}" src="data:image/png;base64,{data}">')
     return f"<h4>Cross-attention per layer and head</h4><div class='heads'>{''.join(images)}</div>"
 
 
@@ -369,8 +369,8 @@ def _card(alignment: Alignment, k: int, maps: bool) -> str:
         per_token = math.exp(alignment.score / max(1, len(alignment.output_tokens)))
         score = (f" &middot; log-probability {alignment.score:.3f} "
                  f"(geometric mean per token {per_token:.3f})")  # fmt: skip
-    source = f"<p class='pred'>Source: <span lang='und'>{html.escape(alignment.source)}</span></p>"
-    translation = (f"<p class='pred'>Translation: <b lang='und'>{html.escape(alignment.translation)}</b>"
+    source = f"<p class='pred'>Source: <span lang='und'>{page_text(alignment.source)}</span></p>"
+    translation = (f"<p class='pred'>Translation: <b lang='und'>{page_text(alignment.translation)}</b>"
                    f"{score}</p>")  # fmt: skip
     return (
         f"<section class='card' id='alignment{k}' data-alignment='{k}'>{source}{translation}"
@@ -495,8 +495,8 @@ def alignment_html(
     blob = _script_json([to_json_dict(a) for a in alignments])
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}{_ALIGNMENT_STYLE}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p class='note'>Hover, focus (Tab) or click a translated token to light up"
+        f"<title>{page_text(title)}</title><style>{_STYLE}{_ALIGNMENT_STYLE}</style></head><body>"
+        f"<h1>{page_text(title)}</h1><p class='note'>Hover, focus (Tab) or click a translated token to light up"
         " the source tokens it attended to (darker orange = more weight; the small numbers are the weights);"
         " hover a source token to see which translated tokens attended to it. Click or Enter pins, Escape clears."
         " Blue shade of a translated token = the model's confidence in it. Without script, the table under each"

@@ -13,7 +13,6 @@ Chinese (and any CJK) text renders with a CJK font when one is installed (Debian
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attend.data.validation import page_text
 from attend.explain.methods import Explanation
 from attend.io import atomic_write_text
 from attend.jsonout import dumps_json
@@ -59,6 +59,9 @@ def _matplotlib():
         family = [name for name in CJK_FONTS if name in installed]
     plt.rcParams["font.family"] = ["DejaVu Sans", *family]
     plt.rcParams["axes.unicode_minus"] = False
+    # Tokens, labels and translations are the user's text: a "$" is a dollar, not maths markup
+    # (a token "$\foo$" failed the whole heatmap; "cost $5 and $6" was drawn garbled).
+    plt.rcParams["text.parse_math"] = False
     # A character no installed font has (an emoji) is drawn as a box; matplotlib warned once per
     # glyph and heatmap, hundreds of lines over the progress bar. The README says so instead.
     warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
@@ -144,8 +147,8 @@ def _shade(value: float, scale: float) -> str:
 def _token_html(token: str) -> str:
     # WordPiece continuation pieces attach to the previous piece; others start a new word.
     if token.startswith("##"):
-        return html.escape(token[2:])
-    return html.escape(token)
+        return page_text(token[2:])
+    return page_text(token)
 
 
 def _tokens_block(exp: Explanation) -> str:
@@ -158,7 +161,7 @@ def _tokens_block(exp: Explanation) -> str:
         background = "transparent" if special else _shade(value, scale)
         seen = "" if token == model_token else f" (the model saw {model_token})"
         spans.append(
-            f'<span class="{cls}{joined}" style="background:{background}" title="{html.escape(token + seen)}: '
+            f'<span class="{cls}{joined}" style="background:{background}" title="{page_text(token + seen)}: '
             f'{value:.4f}">{_token_html(token)}</span>'
         )
     return "".join(spans)
@@ -232,20 +235,20 @@ def render_html(
     cards = []
     shown = tqdm(explanations, desc="HTML report", unit="text", disable=not progress, file=sys.stderr)
     for i, exp in enumerate(shown):
-        note = f"<p class='note'>{html.escape(exp.note)}</p>" if exp.note else ""
+        note = f"<p class='note'>{page_text(exp.note)}</p>" if exp.note else ""
         truncated = "<p class='note'>The text was truncated to the model's maximum length.</p>" if exp.truncated else ""
-        target = f" (explaining <b>{html.escape(exp.target)}</b>)" if exp.target != exp.label else ""
+        target = f" (explaining <b>{page_text(exp.target)}</b>)" if exp.target != exp.label else ""
         cards.append(
             f"<section class='card' id='text{i}'>"
-            f"<p class='pred'>Prediction: <b>{html.escape(exp.label)}</b> with probability {exp.probability:.3f}"
-            f"{target} &middot; method <code>{html.escape(exp.method)}</code>{html.escape(_read(exp))}</p>"
+            f"<p class='pred'>Prediction: <b>{page_text(exp.label)}</b> with probability {exp.probability:.3f}"
+            f"{target} &middot; method <code>{page_text(exp.method)}</code>{page_text(_read(exp))}</p>"
             f"<div class='tokens' lang='und'>{_tokens_block(exp)}</div>{truncated}{note}"
             f"{_focus_table(exp)}{_maps_block(exp, layers)}</section>"
         )
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p class='note'>Darker = more important to the prediction"
+        f"<title>{page_text(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>{page_text(title)}</h1><p class='note'>Darker = more important to the prediction"
         " (blue supports it; red, for signed methods, argues against). Hover a token for its score.</p>"
         f"{''.join(cards)}</body></html>"
     )

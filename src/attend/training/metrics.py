@@ -106,7 +106,20 @@ def save_confusion_png(metrics: dict[str, Any], path: str | os.PathLike[str], *,
     counts = np.asarray(metrics["confusion_matrix"]["matrix"], dtype=float)
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     size = max(4.0, 0.45 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    # Labels are the user's text: "$" in one ("$$" price tiers) is not maths markup, which failed
+    # the whole training run at its last step (and "cost $5 and $6" was drawn garbled).
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    with plt.rc_context({"text.parse_math": False}):  # until drawn: ticks are made as the figure draws
+        fig, ax = plt.subplots(figsize=(size, size))
+        _draw_confusion(fig, ax, labels, counts, rates, title)
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _draw_confusion(fig: Any, ax: Any, labels: list[str], counts: np.ndarray, rates: np.ndarray, title: str) -> None:
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=8)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
@@ -120,12 +133,6 @@ def save_confusion_png(metrics: dict[str, Any], path: str | os.PathLike[str], *,
                     colour = "white" if rates[i, j] > 0.5 else "black"
                     ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=6, color=colour)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
 
 
 #: Character n-grams for the baseline when at least this share of the text is in an unspaced script.

@@ -70,10 +70,12 @@ def _read(source: str, fmt: str | None) -> Any:
 
 
 def _line(decision: Any) -> str:
+    from attend.data.validation import displayable
+
     reason = decision.reasons[0] if decision.reasons else ""
     # One line per message: an id holding a tab, a line break or another control character is escaped.
     shown = json.dumps(decision.id, ensure_ascii=False)[1:-1] if not decision.id.isprintable() else decision.id
-    return f"{decision.decision.upper():4}  {decision.score:.2f}  {shown}  {reason}"
+    return displayable(f"{decision.decision.upper():4}  {decision.score:.2f}  {shown}  {reason}")  # no ESC, no bidi
 
 
 def _cmd_triage(args: argparse.Namespace) -> int:

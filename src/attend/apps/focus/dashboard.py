@@ -17,12 +17,12 @@ Served alone by ``attend focus dashboard --db PATH`` (the page at ``/``, the API
 
 from __future__ import annotations
 
-import html
 import math
 from datetime import UTC, datetime
 from typing import Any
 
 from attend.apps.focus.service import FocusService
+from attend.data.validation import page_text
 
 __all__ = ["render_dashboard"]
 
@@ -53,7 +53,7 @@ mark{{color:#222;border-radius:3px;padding:0 3px;margin-right:3px}} .legend span
 
 def _e(value: Any) -> str:
     """HTML-escaped text of ``value`` (quotes too: safe in attributes)."""
-    return html.escape("" if value is None else str(value), quote=True)
+    return page_text("" if value is None else str(value), quote=True)
 
 
 def _parse(moment: str) -> datetime | None:

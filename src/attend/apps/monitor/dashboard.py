@@ -10,7 +10,6 @@ JSON behind it: ``GET /api/summary``, ``GET /api/series[?topic=T]``, ``GET /api/
 
 from __future__ import annotations
 
-import html
 import os
 import re
 from typing import Any
@@ -21,6 +20,7 @@ from fastapi.responses import HTMLResponse
 from attend.apps.monitor.detect import DetectionSettings, WindowStat, detect
 from attend.apps.monitor.events import format_time, format_window
 from attend.apps.monitor.store import MonitorStore, open_store
+from attend.data.validation import page_text
 
 __all__ = ["create_dashboard_app", "render_dashboard", "serve_dashboard"]
 
@@ -62,14 +62,14 @@ def _highlight(text: str, words: list[dict[str, Any]]) -> str:
     """The text, HTML-escaped, with the model's top words wrapped in ``<mark>``."""
     wanted = sorted({str(w["word"]) for w in words if str(w["word"]).strip()}, key=len, reverse=True)
     if not wanted:
-        return html.escape(text)
+        return page_text(text)
     pattern = re.compile("|".join(rf"(?<!\w){re.escape(w)}(?!\w)" for w in wanted), re.IGNORECASE)
     out, last = [], 0
     for match in pattern.finditer(text):
-        out.append(html.escape(text[last : match.start()]))
-        out.append(f"<mark>{html.escape(match.group(0))}</mark>")
+        out.append(page_text(text[last : match.start()]))
+        out.append(f"<mark>{page_text(match.group(0))}</mark>")
         last = match.end()
-    out.append(html.escape(text[last:]))
+    out.append(page_text(text[last:]))
     return "".join(out)
 
 
@@ -96,7 +96,7 @@ def _chart(topic: str, stats: list[WindowStat], t0: int, t1: int) -> str:
 
     top = max((s.volume for s in stats), default=1) or 1
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{_HEIGHT}" role="img" '
-             f'aria-label="{html.escape(topic)}: volume and negative share per window" class="chart">',
+             f'aria-label="{page_text(topic)}: volume and negative share per window" class="chart">',
              f'<rect x="{_PAD_L}" y="{_PAD_T}" width="{inner_w}" height="{inner_h}" fill="#fff" '
              'stroke="#ccc"/>']  # fmt: skip
     for frac in (0.25, 0.5, 0.75):
@@ -130,7 +130,7 @@ def _chart(topic: str, stats: list[WindowStat], t0: int, t1: int) -> str:
         if stat.surge:
             tip = (f"ALERT {format_time(stat.start)}: negative {stat.share:.0%} vs baseline {stat.baseline or 0:.0%}, "
                    f"z={stat.z or 0:.1f}, {stat.volume} events")  # fmt: skip
-            parts.append(f'<g class="alert-marker"><title>{html.escape(tip)}</title>'
+            parts.append(f'<g class="alert-marker"><title>{page_text(tip)}</title>'
                          f'<path d="M{px - 8:.1f},{_PAD_T - 18} L{px + 8:.1f},{_PAD_T - 18} L{px:.1f},{_PAD_T - 3} Z" '
                          f'fill="{_RED}"/><circle cx="{px:.1f}" cy="{y_share(stat.share):.1f}" r="5" '
                          f'fill="{_RED}"/></g>')  # fmt: skip
@@ -180,7 +180,7 @@ def render_dashboard(store: MonitorStore, *, window: int | None = None, title: s
     events = sum(s.volume for stats in series.values() for s in stats)
     other = store.count_alerts() - len(alerts)  # raised by runs with another --window: listed by `monitor alerts`
     others = f" (and {other} of other window lengths: `attend monitor alerts` lists them)" if other else ""
-    head = (f"<h1>{html.escape(title)}</h1><p class='muted'>{events} events, {len(series)} topic(s), "
+    head = (f"<h1>{page_text(title)}</h1><p class='muted'>{events} events, {len(series)} topic(s), "
             f"{len(alerts)} alert(s){others}; window {format_window(settings.window)}; surge when z ≥ {settings.z:g}, "
             f"volume ≥ {settings.min_volume}, after {settings.warmup} windows (EWMA α={settings.alpha:g}). "
             f"{('Data ' + _day(t0) + ' to ' + _day(t1)) if starts else 'No events yet.'}</p>"
@@ -191,12 +191,12 @@ def render_dashboard(store: MonitorStore, *, window: int | None = None, title: s
     for topic in order:
         topic_alerts = by_topic.get(topic, [])
         sections.append(
-            f"<section class='topic'><h2>{html.escape(topic)} <span class='muted'>"
+            f"<section class='topic'><h2>{page_text(topic)} <span class='muted'>"
             f"{sum(s.volume for s in series[topic])} events, {len(topic_alerts)} alert(s)</span></h2>"
             f"{_chart(topic, series[topic], t0, t1)}{_alerts_table(topic_alerts)}</section>"
         )
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta http-equiv='refresh' content='60'>"
-            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>{head}{''.join(sections)}"
+            f"<title>{page_text(title)}</title><style>{_STYLE}</style></head><body>{head}{''.join(sections)}"
             "</body></html>")  # fmt: skip
 
 

@@ -7,12 +7,12 @@ for the weight the model gave each when scoring that item.
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from attend.data.validation import page_text
 from attend.io import atomic_write_text
 
 __all__ = ["render_recommendations"]
@@ -37,14 +37,14 @@ def _name(item: str, names: Mapping[str, str]) -> str:
 
 def _card(heading: str, score: float | None, rows: Sequence[dict[str, Any]], names: Mapping[str, str]) -> str:
     peak = max((abs(r["weight"]) for r in rows), default=0.0) or 1.0
-    lines = [f'<div class="card"><h2>{html.escape(heading)}</h2>']
+    lines = [f'<div class="card"><h2>{page_text(heading)}</h2>']
     if score is not None:
         lines.append(f'<div class="note">score {score:.4f}</div>')
     for row in rows:
         width = int(120 * abs(row["weight"]) / peak)
         lines.append(
-            f'<div class="row"><span class="name" title="{html.escape(_name(row["item"], names))}">'
-            f"{html.escape(_name(row['item'], names))}</span>"
+            f'<div class="row"><span class="name" title="{page_text(_name(row["item"], names))}">'
+            f"{page_text(_name(row['item'], names))}</span>"
             f'<span class="bar" style="width:{width}px"></span><span class="w">{row["weight"]:.3f}</span></div>'
         )
     if not rows:
@@ -69,16 +69,16 @@ def render_recommendations(
         heading = f"{_name(answer['item'], names)}: rank {answer.get('rank')}"
         cards.append(_card(heading, answer.get("score"), answer.get("history", []), names))
     who = answer.get("user")
-    intro = f"user {html.escape(str(who))}" if who is not None else "the given history"
+    intro = f"user {page_text(str(who))}" if who is not None else "the given history"
     model = answer.get("model")
     how = {
         "din": "DIN's target-attention weight of each past item for the candidate",
         "sasrec": "SASRec's last-layer attention from the prediction position (heads averaged)",
     }.get(str(model), "")
     page = (
-        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-        f'<p class="note">For {intro}. Bars: {html.escape(how) or "the weight of each history item"}; '
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{page_text(title)}</title>'
+        f"<style>{_STYLE}</style></head><body><h1>{page_text(title)}</h1>"
+        f'<p class="note">For {intro}. Bars: {page_text(how) or "the weight of each history item"}; '
         "largest first.</p>"
         f'<div class="grid">{"".join(cards)}</div></body></html>\n'
     )
