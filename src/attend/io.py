@@ -40,11 +40,15 @@ __all__ = [
     "ArtifactWriter",
     "EnsembleMember",
     "ModelDirError",
+    "OutputLock",
     "atomic_write_json",
     "atomic_write_text",
     "dumps_json",
     "enclosing_ensemble",
     "finite_json",
+    "member_sources",
+    "output_path",
+    "refuse_ensemble",
     "save_tensors",
     "save_weights",
     "sha256_file",
@@ -105,7 +109,11 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike[str])
     path = Path(path)
     tmp = _temporary(path)
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
-    save_file(state, str(tmp), metadata={"format": "pt"})
+    try:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    except SafetensorError as exc:  # e.g. no space left on device: an OSError, said in one line, no half file
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"cannot write {path}: {exc}") from None
     _mode(tmp)
     digest = sha256_file(tmp)
     os.replace(tmp, path)
@@ -363,7 +371,7 @@ class ArtifactWriter:
     """
 
     def __init__(self, out: str | os.PathLike[str], *, source: Path | None = None, overwrite: bool = True) -> None:
-        self.out = Path(out).absolute()  # absolute: `--out .` has a parent to build beside
+        self.out = output_path(out)
         check_output_directory(self.out, source=source, overwrite=overwrite)
         self.path = self.out.with_name(f".{self.out.name}.staging{os.getpid()}")
         self.files: dict[str, str] = {}
@@ -414,6 +422,64 @@ class ArtifactWriter:
         atomic_write_json(self.path / "config.json", config)
         publish_directory(self.path, self.out)
         return self.out
+
+
+def output_path(out: str | os.PathLike[str]) -> Path:
+    """The directory a model is written to: ``out`` made absolute (``--out .`` has a parent to build
+    beside), and a symbolic link followed to its target. The new model replaces the target; before,
+    it replaced the link, and the target kept the old model."""
+    path = Path(out).absolute()
+    return path.resolve() if path.is_symlink() else path
+
+
+class OutputLock:
+    """An exclusive lock on writing the model directory ``out``: ``.NAME.lock`` beside it, held with
+    ``flock`` while a run writes ``out`` and removed by :meth:`release`. A second run writing the
+    same directory is refused at once; before, two collided in the training state, and the later
+    replaced the earlier's model. The lock dies with its process (a crash, torchrun's restart).
+
+    Raises:
+        ModelDirError: another process holds it.
+    """
+
+    def __init__(self, out: str | os.PathLike[str]) -> None:
+        out = output_path(out)
+        self.path = out.with_name(f".{out.name}.lock")
+        self.fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not a POSIX system: no lock
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip()
+                os.close(fd)
+                shown = f" (process {holder})" if holder.isdigit() else ""
+                raise ModelDirError(f"{out}: another attend run is writing it{shown}; wait for it to end, or choose "
+                                    "another output directory") from None  # fmt: skip
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the run that held it removed it as this one opened it: take the new one
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        """Remove the lock file and let go of it (removed first: a run that opens it after finds it gone)."""
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = None
 
 
 #: Where an ensemble's member directories live inside its own.

@@ -926,3 +926,16 @@ def test_an_on_time_stream_judges_no_alert_again_and_a_withdrawal_keeps_its_time
     monitor.ingest(hour(13, 20, 2, "b"))
     (alert,) = store.alerts(window=3600)
     assert alert["withdrawn"]["at"] == withdrawn_at and alert["withdrawn"]["volume"] == volume + 5
+
+
+def test_a_newer_schema_is_refused_by_the_readers_too(tmp_path: Path) -> None:
+    """`monitor alerts` and the dashboard read a newer attend's database as this one's (it said "no alerts")."""
+    import sqlite3
+
+    db = tmp_path / "m.db"
+    open_store(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE monitor_schema SET version = 99")
+    for create in (True, False):
+        with pytest.raises(ValueError, match=r"written by a newer attend \(schema version 99, this one reads up to"):
+            open_store(db, create=create)

@@ -80,3 +80,22 @@ def test_an_existing_model_needs_overwrite_and_other_folders_are_never_replaced(
         assert result.returncode == 2 and "is not empty and is not a model directory" in result.stderr
     assert sorted(p.name for p in project.iterdir()) == ["config.json", "notes.txt"]
     assert (project / "config.json").read_text() == '{"name": "my app"}'
+
+
+def test_a_full_disk_while_saving_weights_is_an_os_error_and_leaves_no_half_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """safetensors' own error (not an OSError) reached the command line as a traceback."""
+    import torch
+    from safetensors import SafetensorError
+
+    import attend.io
+
+    def full(state: dict, path: str, metadata: dict) -> None:
+        Path(path).write_bytes(b"half")
+        raise SafetensorError("Error while serializing: IoError(No space left on device (os error 28))")
+
+    monkeypatch.setattr(attend.io, "save_file", full)
+    with pytest.raises(OSError, match=r"cannot write .*w\.safetensors: .*No space left on device"):
+        attend.io.save_tensors({"w": torch.zeros(2)}, tmp_path / "w.safetensors")
+    assert list(tmp_path.iterdir()) == []

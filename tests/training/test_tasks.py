@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -189,6 +190,46 @@ def test_what_a_tasks_evaluate_must_return_is_said_and_a_split_less_task_is_scor
     task = NoHeldOut()
     result = Trainer(task, args).fit(tmp_path / "train_only")
     assert task.asked == ["train"] and result.metrics["split"] == "train"  # as Task.evaluate's docstring says
+
+
+def test_one_run_writes_a_directory_at_a_time_and_a_model_put_there_meanwhile_is_kept(
+    picker: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs into one --out collided in its training state; a model copied there during training was
+    replaced without --overwrite; --out a symbolic link replaced the link, not the model it pointed to."""
+    from attend.io import OutputLock
+
+    args = TrainingArgs(epochs=2, batch_size=20, progress=False)
+    out = tmp_path / "out"
+    held = OutputLock(out)  # another run writing `out`
+    with pytest.raises(ModelDirError, match=rf"{out}: another attend run is writing it \(process \d+\)"):
+        Trainer(Regression(), args).fit(out)
+    held.release()
+    assert not (tmp_path / ".out.lock").exists()
+    first = Trainer(Regression(), args).fit(out)
+    assert first.metrics["split"] == "test" and not (tmp_path / ".out.lock").exists()  # released, removed
+
+    fresh = tmp_path / "fresh"
+    copied = json.loads((out / "config.json").read_text())
+
+    def put_a_model_there(record: dict) -> None:  # as `cp -r out fresh` in another shell
+        if record["epoch"] == 1:
+            shutil.copytree(out, fresh)
+
+    with pytest.raises(ModelDirError, match=r"already holds a model.*It appeared while this run trained; the trained "
+                                            r"model is kept in .*: run the same command with --resume --overwrite"):
+        Trainer(Regression(), args, on_epoch=put_a_model_there).fit(fresh)
+    assert json.loads((fresh / "config.json").read_text()) == copied  # kept
+    assert (tmp_path / ".fresh.training" / "run.json").is_file()
+    resumed = Trainer(Regression(), args).fit(fresh, resume=True, overwrite=True)  # finishes, replacing it
+    assert resumed.metrics["loss"] == first.metrics["loss"] and not (tmp_path / ".fresh.training").exists()
+
+    target, link = tmp_path / "target", tmp_path / "link"
+    shutil.copytree(out, target)
+    link.symlink_to(target, target_is_directory=True)
+    Trainer(Regression(), dataclasses.replace(args, seed=7)).fit(link, overwrite=True)
+    assert link.is_symlink() and (target / "model.safetensors").read_bytes() != (out / "model.safetensors").read_bytes()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging or lock left
 
 
 def test_a_step_budget_caps_whole_epochs_and_the_schedule_spans_them(picker: None, tmp_path: Path) -> None:

@@ -38,7 +38,16 @@ from attend.config import check_positive, check_type, check_unit_interval, stric
 from attend.data.noise import parse_perturbations
 from attend.data.parallel import ParallelTexts
 from attend.data.readers import DataError
-from attend.io import ArtifactWriter, atomic_write_json, check_output_directory, save_tensors, save_weights
+from attend.io import (
+    ArtifactWriter,
+    ModelDirError,
+    OutputLock,
+    atomic_write_json,
+    check_output_directory,
+    output_path,
+    save_tensors,
+    save_weights,
+)
 from attend.jsonout import dumps_json
 from attend.models import auxiliary_loss, build
 from attend.training.adversarial import ADVERSARIAL, EmbeddingAdversary
@@ -835,14 +844,26 @@ class Trainer:
             out: The model directory to write.
             resume: Continue the interrupted run that was writing ``out`` (same options).
             overwrite: Replace a model already at ``out`` (else that is an error, found before
-                any training).
+                any training, and again before the model is written).
 
         Returns:
             The model directory, its test metrics (dev if there is no test split) and the history.
+
+        Raises:
+            ModelDirError: another run is writing ``out`` (:class:`~attend.io.OutputLock`), or a
+                model is there without ``overwrite``.
         """
+        self._lock: OutputLock | None = None
+        try:
+            return self._fit(out, resume=resume, overwrite=overwrite)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _fit(self, out: str | os.PathLike[str], *, resume: bool, overwrite: bool) -> TrainResult:
         task, args = self.task, self.args
         info = _init_distributed()
-        out = Path(out)
+        out = output_path(out) if Path(out).is_symlink() else Path(out)  # a link: its target is written
         work = state_directory(out)
         if not resume and _elastic_restart() and (work / "run.json").is_file():
             # torchrun --max-restarts started this worker group again after a worker was lost:
@@ -853,12 +874,14 @@ class Trainer:
             run = self._resumable_run(out)
             # The interrupted run's options (those given again must match), minus the interruption itself.
             args = dataclasses.replace(_resumed_args(out, run["training"], args, self.given), stop_after_steps=0)
-            overwrite = bool(run.get("overwrite", overwrite))
+            overwrite = overwrite or bool(run.get("overwrite"))  # given now: a model that appeared meanwhile goes
         elif not overwrite and (work / "run.json").is_file() and _has_checkpoint(work):
             raise DataError(f"{out}: an interrupted run was writing it (its checkpoint is in {work}): add --resume "
                             "(resume=True from Python) to continue it, or --overwrite (overwrite=True) to discard it "
                             "and start again")  # fmt: skip
         check_output_directory(out, overwrite=overwrite)
+        if info.main:  # before the training state is touched: a second run into `out` is refused here
+            self._lock = OutputLock(out)
         _check_features(task, args, resumed=resume)
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -1117,7 +1140,12 @@ class Trainer:
                 "same command with --resume (resume=True from Python) to finish"
             ) from None
         if info.main:
-            with ArtifactWriter(out, overwrite=True) as staged:
+            try:  # checked again: a model may have been put there while this one trained
+                writer = ArtifactWriter(out, overwrite=overwrite)
+            except ModelDirError as exc:
+                raise ModelDirError(f"{exc}. It appeared while this run trained; the trained model is kept in {work}: "
+                                    "run the same command with --resume --overwrite to replace it") from None
+            with writer as staged:
                 staged.save_weights(network)
                 entries = task.write(staged, network, metrics)
                 for name in ("train_log.jsonl", "runs"):

@@ -436,7 +436,10 @@ def open_store(db: str | os.PathLike[str], *, create: bool = True) -> MonitorSto
                 shown = ", ".join(sorted(tables)[:5]) or "none"
                 raise ValueError(f"--db {where}: not a monitor database (its tables: {shown}); give the one "
                                  "`attend monitor run` wrote")  # fmt: skip
-            store.schema_version()
+            version = store.schema_version()
+            if version > SCHEMA_VERSION:  # read as if it were this version's, it shows wrong figures or fails later
+                raise ValueError(f"--db {where}: written by a newer attend (schema version {version}, this one "
+                                 f"reads up to {SCHEMA_VERSION}); upgrade attend")  # fmt: skip
     except SQLAlchemyError as exc:
         engine.dispose()
         detail = str(exc).splitlines()[0]
