@@ -450,6 +450,9 @@ class OutputLock:
             import fcntl
         except ImportError:  # pragma: no cover - not a POSIX system: no lock
             return
+        blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+        if blocking is not None:  # as check_output_directory says it, for a run that locks first
+            raise ModelDirError(f"{blocking} is a file, so the output directory {out} cannot be made in it")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

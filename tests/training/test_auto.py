@@ -442,3 +442,22 @@ def test_cli_errors_are_one_line(tmp_path: Path, planted_csv: Path, extra: list[
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert message in done.stderr and done.stderr.startswith("error: ")
     assert not (tmp_path / "m").exists()
+
+
+def test_an_auto_run_holds_its_output_and_a_link_is_written_through(tmp_path: Path) -> None:
+    """A second auto run into one DIR wiped the first one's candidates mid-training; state beside a
+    symbolic link was looked for beside the link, so `--resume` found nothing to resume."""
+    from attend.io import OutputLock
+    from attend.training import state_directory
+    from attend.training.auto import _work_directory, train_auto
+
+    out = tmp_path / "out"
+    held = OutputLock(out)
+    with pytest.raises(ValueError, match=rf"{out}: another attend run is writing it"):
+        train_auto(tmp_path / "no_data_read_before_the_lock.csv", out)
+    held.release()
+    target, link = tmp_path / "target", tmp_path / "link"
+    target.mkdir()
+    link.symlink_to(target, target_is_directory=True)
+    assert state_directory(link) == state_directory(target) == tmp_path / ".target.training"
+    assert _work_directory(link) == tmp_path / ".target.auto"

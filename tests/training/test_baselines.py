@@ -247,3 +247,6 @@ def test_plots_draw_a_dollar_as_a_dollar(tmp_path: Path) -> None:
     assert path is not None and Image.open(path).size[0] > 100
     png = _heatmap_png(np.eye(3), ["$\\foo$", "$$", "x^$"], "title $\\bar$")  # translator and classifier maps
     assert png.startswith(b"\x89PNG")
+    import matplotlib
+
+    assert matplotlib.rcParams["text.parse_math"] is True  # for those charts only: the user's plots keep their maths

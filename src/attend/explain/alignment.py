@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from attend.data.validation import page_text
-from attend.explain.render import _STYLE, _matplotlib, _shade, _token_html
+from attend.explain.render import _STYLE, _matplotlib, _plain_text, _shade, _token_html
 from attend.io import atomic_write_text
 
 __all__ = ["LINK_RATIO", "Alignment", "alignment_html", "alignment_png", "save_alignment_pngs", "to_json_dict"]
@@ -191,6 +191,7 @@ def _default_title(alignment: Alignment) -> str:
     return title
 
 
+@_plain_text
 def _alignment_heatmap(matrix: np.ndarray, source: Sequence[str], output: Sequence[str], title: str, dpi: int) -> bytes:
     plt = _matplotlib()
     t_out, t_src = matrix.shape

@@ -13,12 +13,14 @@ Chinese (and any CJK) text renders with a CJK font when one is installed (Debian
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,15 +61,26 @@ def _matplotlib():
         family = [name for name in CJK_FONTS if name in installed]
     plt.rcParams["font.family"] = ["DejaVu Sans", *family]
     plt.rcParams["axes.unicode_minus"] = False
-    # Tokens, labels and translations are the user's text: a "$" is a dollar, not maths markup
-    # (a token "$\foo$" failed the whole heatmap; "cost $5 and $6" was drawn garbled).
-    plt.rcParams["text.parse_math"] = False
     # A character no installed font has (an emoji) is drawn as a box; matplotlib warned once per
     # glyph and heatmap, hundreds of lines over the progress bar. The README says so instead.
     warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
     return plt
 
 
+def _plain_text(draw: Callable[..., bytes]) -> Callable[..., bytes]:
+    """Run a chart function with its text drawn as written: tokens, labels and translations are the
+    user's text, and a "$" in them is a dollar, not maths markup (a token "$\\foo$" failed the whole
+    chart; "cost $5 and $6" was drawn garbled). For its own figure only, not the caller's plots."""
+
+    @functools.wraps(draw)
+    def plain(*args: Any, **kwargs: Any) -> bytes:
+        with _matplotlib().rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return plain
+
+
+@_plain_text
 def _heatmap_png(matrix: np.ndarray, tokens: Sequence[str], title: str, dpi: int = 80) -> bytes:
     tokens = [t.removeprefix("##") for t in tokens]
     plt = _matplotlib()
@@ -102,6 +115,7 @@ def _heading(exp: Explanation) -> str:
     return f"{exp.method}{_read(exp)}: {exp.label} ({exp.probability:.2f})"
 
 
+@_plain_text
 def _importance_png(exp: Explanation, dpi: int = 80) -> bytes:
     plt = _matplotlib()
     n = len(exp.tokens)

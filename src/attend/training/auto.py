@@ -70,8 +70,11 @@ from attend.data.readers import DataError, LabelledTexts, stratified_split
 from attend.data.splits import load_labelled
 from attend.io import (
     EnsembleMember,
+    ModelDirError,
+    OutputLock,
     atomic_write_json,
     check_output_directory,
+    output_path,
     publish_directory,
     update_metrics,
     write_ensemble,
@@ -313,7 +316,8 @@ def _identity_changes(then: dict[str, Any], now: dict[str, Any]) -> str:
 
 
 def _work_directory(out: Path) -> Path:
-    return out.absolute().with_name(f".{out.absolute().name}.auto")
+    out = output_path(out)  # a symbolic link: beside its target, which the run writes
+    return out.with_name(f".{out.name}.auto")
 
 
 def train_auto(
@@ -356,16 +360,38 @@ def train_auto(
         The winner's :class:`TrainResult`; its ``metrics["auto"]`` and ``report`` say what was
         picked and why.
     """
-    say = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    out = Path(out)
     if os.environ.get("WORLD_SIZE", "1") != "1":
         raise ValueError("--model auto times its candidates on this process alone; under torchrun name a --model")
     if not time_budget > 0:
         raise ValueError(f"time_budget={time_budget!r} must be > 0 minutes")
+    out = output_path(out) if Path(out).is_symlink() else Path(out)  # a link: its target is written
+    lock = OutputLock(out)  # one run writes `out` at a time, candidates and all
+    try:
+        return _train_auto(data, out, args=args, time_budget=time_budget, resume=resume, overwrite=overwrite,
+                           columns={"text_col": text_col, "label_col": label_col, "split_col": split_col,
+                                    "multi_label": multi_label, "label_sep": label_sep},
+                           candidates=candidates, ensemble=ensemble, on_epoch=on_epoch, log=log)  # fmt: skip
+    finally:
+        lock.release()
+
+
+def _train_auto(
+    data: str | os.PathLike[str] | LabelledTexts,
+    out: Path,
+    *,
+    args: TrainingArgs | dict[str, Any] | None,
+    time_budget: float,
+    resume: bool,
+    overwrite: bool,
+    columns: dict[str, Any],
+    candidates: list[str] | None,
+    ensemble: bool,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    log: Callable[[str], None] | None,
+) -> TrainResult:
+    say = log or (lambda message: print(message, file=sys.stderr, flush=True))
     explicit = _explicit(args)
     work = _work_directory(out)
-    columns = {"text_col": text_col, "label_col": label_col, "split_col": split_col, "multi_label": multi_label,
-               "label_sep": label_sep}  # fmt: skip
     # What makes a run the same run: not how it shows progress, its threads or where it was stopped.
     chosen = {key: value for key, value in explicit.items() if key not in RESUME_MAY_CHANGE}
     identity = {"explicit": chosen, "time_budget": time_budget, "candidates": candidates, "columns": columns,
@@ -380,7 +406,7 @@ def train_auto(
         if comparable(state.get("identity")) != comparable(now):
             raise DataError(f"{out}: --resume of a --model auto run takes the command line it was started with; "
                             f"this one differs: {_identity_changes(state.get('identity') or {}, now)}")  # fmt: skip
-        overwrite = bool(state.get("overwrite", overwrite))
+        overwrite = overwrite or bool(state.get("overwrite"))  # given now: a model that appeared meanwhile goes
         plan = [_Candidate(**c) for c in state["plan"]]
         for candidate in plan:  # this run's own progress, threads and stopping point
             candidate.args = {k: v for k, v in candidate.args.items() if k not in RESUME_MAY_CHANGE}
@@ -495,7 +521,11 @@ def train_auto(
         config["auto"] = record
         atomic_write_json(config_file, config)
         metrics = update_metrics(winner_dir, "auto", record)
-        check_output_directory(out.absolute(), overwrite=overwrite)
+        try:  # checked again: a model may have been put there while the candidates trained
+            check_output_directory(out.absolute(), overwrite=overwrite)
+        except ModelDirError as exc:
+            raise ModelDirError(f"{exc}. It appeared while this run trained; the trained candidates are kept in "
+                                f"{work}: run the same command with --resume --overwrite to replace it") from None
         publish_directory(winner_dir, out.absolute())
         report = results[winner]["report"] + "\n\n" + _table(record)
         history = outcomes[winner].history if winner in outcomes else []

@@ -252,8 +252,9 @@ class TrainResult:
 
 
 def state_directory(out: str | os.PathLike[str]) -> Path:
-    """Where a run writing the model directory ``out`` keeps its resumable state: a hidden sibling."""
-    out = Path(out).absolute()
+    """Where a run writing the model directory ``out`` keeps its resumable state: a hidden sibling
+    (of the directory a symbolic link ``out`` points to, which the run writes)."""
+    out = output_path(out)
     return out.with_name(f".{out.name}.training")
 
 
@@ -876,6 +877,8 @@ class Trainer:
             args = dataclasses.replace(_resumed_args(out, run["training"], args, self.given), stop_after_steps=0)
             overwrite = overwrite or bool(run.get("overwrite"))  # given now: a model that appeared meanwhile goes
         elif not overwrite and (work / "run.json").is_file() and _has_checkpoint(work):
+            if info.main:  # a run still going is said so (the lock's error), not called interrupted
+                OutputLock(out).release()
             raise DataError(f"{out}: an interrupted run was writing it (its checkpoint is in {work}): add --resume "
                             "(resume=True from Python) to continue it, or --overwrite (overwrite=True) to discard it "
                             "and start again")  # fmt: skip
