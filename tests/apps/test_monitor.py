@@ -939,3 +939,7 @@ def test_a_newer_schema_is_refused_by_the_readers_too(tmp_path: Path) -> None:
     for create in (True, False):
         with pytest.raises(ValueError, match=r"written by a newer attend \(schema version 99, this one reads up to"):
             open_store(db, create=create)
+    with sqlite3.connect(db) as conn:  # no version at all: a TypeError before
+        conn.execute("DELETE FROM monitor_schema")
+    with pytest.raises(ValueError, match="not a monitor database \\(it records no schema version\\)"):
+        open_store(db, create=False)

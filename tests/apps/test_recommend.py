@@ -540,3 +540,12 @@ def test_items_are_named_by_the_first_text_column_of_the_file(tmp_path: Path) ->
     assert list(features.text) == ["title", "poster"]
     assert item_names(features, ["", "a", "b"]) == {"a": "The Long Road", "b": "Short Cuts"}
     assert item_names(None, ["", "a"]) == {}
+
+
+def test_item_names_reach_the_terminal_without_escape_sequences() -> None:
+    """A title holding ESC or a right-to-left override was printed as it was."""
+    from attend.apps.recommend.cli import format_top
+
+    shown = format_top({"items": [{"item": "a", "score": 1.0, "history": [{"item": "b", "weight": 0.5}]}]},
+                       {"a": "Hat\u202e evil\x1b[2J", "b": "Cap\x07"})  # fmt: skip
+    assert "Hat evil\ufffd[2J" in shown and "Cap\ufffd 0.500" in shown and not {"\x1b", "\x07", "\u202e"} & set(shown)

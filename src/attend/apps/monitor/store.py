@@ -156,7 +156,8 @@ class MonitorStore:
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.max(schema_table.c.version))).scalar_one())
+            version = conn.execute(sa.select(sa.func.max(schema_table.c.version))).scalar_one()
+        return 0 if version is None else int(version)  # no row: none recorded
 
     def close(self) -> None:
         self.engine.dispose()
@@ -437,6 +438,9 @@ def open_store(db: str | os.PathLike[str], *, create: bool = True) -> MonitorSto
                 raise ValueError(f"--db {where}: not a monitor database (its tables: {shown}); give the one "
                                  "`attend monitor run` wrote")  # fmt: skip
             version = store.schema_version()
+            if not version:  # its schema table is empty: a run that failed as it set up, or another program's
+                raise ValueError(f"--db {where}: not a monitor database (it records no schema version); give the "
+                                 "one `attend monitor run` wrote")  # fmt: skip
             if version > SCHEMA_VERSION:  # read as if it were this version's, it shows wrong figures or fails later
                 raise ValueError(f"--db {where}: written by a newer attend (schema version {version}, this one "
                                  f"reads up to {SCHEMA_VERSION}); upgrade attend")  # fmt: skip

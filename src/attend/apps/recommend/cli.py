@@ -55,7 +55,9 @@ def format_top(answer: dict[str, Any], names: dict[str, str]) -> str:
         if row.get("history"):
             why = ", ".join(f"{names.get(h['item'], h['item'])} {h['weight']:.3f}" for h in row["history"][:3])
             lines.append(f"       because of: {why}")
-    return "\n".join(lines)
+    from attend.data.validation import displayable
+
+    return displayable("\n".join(lines))  # item names are the user's text: no ESC sequence, no bidi override
 
 
 def _names(runtime: Any) -> dict[str, str]:
@@ -166,9 +168,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
               f"{answer['ignored'][:10]}")  # fmt: skip
     names = _names(runtime)
     seen = " (already in the history)" if answer["in_history"] else " (already rated)" if answer["rated"] else ""
-    print(f"{names.get(answer['item'], answer['item'])}: score {answer['score']:.4f}, rank {answer['rank']}{seen}")
+    from attend.data.validation import displayable
+
+    print(displayable(f"{names.get(answer['item'], answer['item'])}: score {answer['score']:.4f}, rank "
+                      f"{answer['rank']}{seen}"))  # fmt: skip
     for row in answer["history"][:10]:
-        print(f"  {row['weight']:>8.4f}  {names.get(row['item'], row['item'])}")
+        print(displayable(f"  {row['weight']:>8.4f}  {names.get(row['item'], row['item'])}"))
     return 0
 
 
