@@ -57,10 +57,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from attend.data.datasets import cache_root
+from attend.io import save_tensors
 from attend.models.base import register_model
 from attend.models.checkpoints import complete, publish, wheel_members
 from attend.models.minilm import BertConfig, MiniLMClassifier, MiniLMConfig
@@ -460,7 +460,7 @@ def convert(data: bytes | memoryview, out_dir: str | os.PathLike[str], where: st
         raise E5FormatError(f"{where}: encoder shape {checkpoint.bert} is not multilingual-e5-small's {E5_BERT}")
 
     def write(staging: Path) -> None:
-        save_file(hf_state_dict(checkpoint), str(staging / "model.safetensors"), metadata={"format": "pt"})
+        save_tensors(hf_state_dict(checkpoint), staging / "model.safetensors")  # a full disk: one OSError line
         build_tokenizer(checkpoint).save(str(staging / "tokenizer.json"))
         config = _hf_config(checkpoint.bert, checkpoint.special_ids["pad"])
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

