@@ -18,10 +18,10 @@ import math
 import os
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from attend.data.validation import is_empty, is_missing_number, text_problem
 
@@ -55,9 +55,14 @@ _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".nd
 _FORMATS |= {".parquet": "parquet", ".pq": "parquet"}
 #: File names read as tables (any other is plain text where a verb also takes that).
 TABLE_SUFFIXES = frozenset(_FORMATS)
-#: A file compressed by gzip, bzip2 or xz is read through the standard library's decompressor; the
-#: suffix before it tells the format (``reviews.csv.gz`` is a CSV).
-_COMPRESSED = {".gz": gzip.GzipFile, ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
+#: A file compressed by gzip, bzip2 or xz is read through the standard library's decompressor (by
+#: suffix: the compression's name, and an opener of a binary file's decompressed bytes); the suffix
+#: before it tells the format (``reviews.csv.gz`` is a CSV).
+_COMPRESSED: dict[str, tuple[str, Callable[[BinaryIO], io.BufferedIOBase]]] = {
+    ".gz": ("gzip", lambda file: gzip.GzipFile(fileobj=file, mode="rb")),
+    ".bz2": ("bzip2", lambda file: bz2.BZ2File(file, "rb")),
+    ".xz": ("xz", lambda file: lzma.LZMAFile(file, "rb")),
+}
 #: What a damaged compressed file raises while it is read.
 _DECOMPRESSION_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error)
 
@@ -148,13 +153,21 @@ def is_compressed(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in _COMPRESSED
 
 
-_compressed = is_compressed
-
-
-def _decompressing(path: Path, file: io.BufferedReader) -> io.BufferedIOBase:
-    """A reader of the decompressed bytes of ``file``, opened from the compressed ``path``."""
-    opener = _COMPRESSED[path.suffix.lower()]
-    return opener(fileobj=file, mode="rb") if opener is gzip.GzipFile else opener(file, "rb")
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[tuple[BinaryIO, BinaryIO]]:
+    """The file's bytes to read (decompressed where its name says so) and the file itself (whose
+    position is what a progress bar over its size shows); damaged compressed data read inside the
+    block is a :class:`DataError` naming the file."""
+    with open(path, "rb") as file:
+        if not is_compressed(path):
+            yield file, file
+            return
+        name, opener = _COMPRESSED[path.suffix.lower()]
+        with opener(file) as handle:
+            try:
+                yield handle, file
+            except _DECOMPRESSION_ERRORS as exc:
+                raise _damaged(path, name, exc) from None
 
 
 def detect_format(path: Path, fmt: str | None) -> str:
@@ -165,12 +178,12 @@ def detect_format(path: Path, fmt: str | None) -> str:
         try:
             fmt = _FORMATS[data_suffix(path)]
         except KeyError:
-            shown = "".join(path.suffixes[-2:]) if _compressed(path) else path.suffix
+            shown = "".join(path.suffixes[-2:]) if is_compressed(path) else path.suffix
             raise DataError(
                 f"{path}: cannot tell the format from the extension {shown!r}; rename the file to end in "
                 f"{', '.join(sorted(_FORMATS))} (compressed: the same followed by {', '.join(_COMPRESSED)})"
             ) from None
-    if fmt == "parquet" and _compressed(path):
+    if fmt == "parquet" and is_compressed(path):
         raise DataError(f"{path}: a Parquet file is read as it is (Parquet compresses its own columns); decompress "
                         "it first")  # fmt: skip
     return fmt
@@ -190,22 +203,13 @@ def read_data_bytes(path: str | os.PathLike[str]) -> bytes:
 def open_data_bytes(path: str | os.PathLike[str]) -> Iterator[io.BufferedIOBase]:
     """A file opened to read its bytes, decompressed where its name ends in .gz, .bz2 or .xz; damaged
     compressed data read inside the block is a :class:`DataError` naming the file."""
-    path = Path(path)
-    if not _compressed(path):
-        with open(path, "rb") as handle:
-            yield handle
-        return
-    with open(path, "rb") as raw, _decompressing(path, raw) as handle:
-        try:
-            yield handle
-        except _DECOMPRESSION_ERRORS as exc:
-            raise _damaged(path, exc) from None
+    with _opened(Path(path)) as (handle, _):
+        yield handle
 
 
-def _damaged(path: Path, exc: BaseException) -> DataError:
+def _damaged(path: Path, kind: str, exc: BaseException) -> DataError:
     # The decompressor's own message may quote the file's first bytes (gzip does): not shown, as
     # the file may hold messages.
-    kind = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}[path.suffix.lower()]
     why = ("it ends before its compressed data does" if isinstance(exc, EOFError) else
            f"its bytes are not {kind}, or not all of them: bytes after the compressed data?")  # fmt: skip
     return DataError(f"{path}: not readable as {kind}-compressed data ({why}); check the file is whole and "
@@ -239,22 +243,10 @@ class _Lines:
         self.content = False  # anything but whitespace seen
 
     def __iter__(self) -> Iterator[str]:
-        with open(self.path, "rb") as file:
-            if not _compressed(self.path):
-                yield from self._decoded(file, file)
-                return
-            with _decompressing(self.path, file) as handle:
-                lines = self._decoded(handle, file)
-                while True:
-                    try:
-                        line = next(lines)
-                    except StopIteration:
-                        return
-                    except _DECOMPRESSION_ERRORS as exc:
-                        raise _damaged(self.path, exc) from None
-                    yield line
+        with _opened(self.path) as (handle, file):
+            yield from self._decoded(handle, file)
 
-    def _decoded(self, handle: Iterable[bytes], file: io.BufferedReader) -> Iterator[str]:
+    def _decoded(self, handle: BinaryIO, file: BinaryIO) -> Iterator[str]:
         offset = 0  # in the decompressed text, for error messages
         for number, raw in enumerate(handle, start=1):
             try:
@@ -535,9 +527,9 @@ def check_columns(path: str | os.PathLike[str], record: dict[str, Any], wanted: 
     column, the columns it has and, in ``hint``, the options that choose them."""
     missing = [column for column in wanted if column is not None and column not in record]
     if missing:
-        suffix = data_suffix(path)  # reviews.csv.gz: a CSV
-        separated = delimiter_hint(list(map(str, record)), "\t" if suffix == ".tsv" else ",") if suffix in (
-            ".csv", ".tsv") else ""  # fmt: skip
+        fmt = _FORMATS.get(data_suffix(path))  # reviews.csv.gz: a CSV; data.tab: a TSV
+        separated = delimiter_hint(list(map(str, record)), "\t" if fmt == "tsv" else ",") if fmt in (
+            "csv", "tsv") else ""  # fmt: skip
         spaced = next((str(c) for c in record if str(c) != missing[0] and str(c).strip() == missing[0]), None)
         if spaced is not None:  # an Excel header " text ": the column is there, its name padded
             separated += f"; the column {spaced!r} has spaces around its name: give it as written, or rename it"
