@@ -46,6 +46,7 @@ __all__ = [
     "dumps_json",
     "enclosing_ensemble",
     "finite_json",
+    "link_target",
     "member_sources",
     "output_path",
     "refuse_ensemble",
@@ -424,12 +425,17 @@ class ArtifactWriter:
         return self.out
 
 
-def output_path(out: str | os.PathLike[str]) -> Path:
-    """The directory a model is written to: ``out`` made absolute (``--out .`` has a parent to build
-    beside), and a symbolic link followed to its target. The new model replaces the target; before,
-    it replaced the link, and the target kept the old model."""
-    path = Path(out).absolute()
+def link_target(out: str | os.PathLike[str]) -> Path:
+    """``out`` as given, or, where it is a symbolic link, the directory it points to: a model written
+    to a link replaces the link's target (it had replaced the link, the target keeping the old model)."""
+    path = Path(out)
     return path.resolve() if path.is_symlink() else path
+
+
+def output_path(out: str | os.PathLike[str]) -> Path:
+    """The directory a model is written to: :func:`link_target`, made absolute (``--out .`` has a
+    parent to build beside)."""
+    return link_target(out).absolute()
 
 
 class OutputLock:

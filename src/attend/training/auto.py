@@ -74,6 +74,7 @@ from attend.io import (
     OutputLock,
     atomic_write_json,
     check_output_directory,
+    link_target,
     output_path,
     publish_directory,
     update_metrics,
@@ -90,6 +91,7 @@ from attend.training.trainer import (
     TrainingArgs,
     TrainingDiverged,
     TrainResult,
+    appeared_meanwhile,
     epoch_batches,
     explicit_options,
     nothing_to_resume,
@@ -364,7 +366,7 @@ def train_auto(
         raise ValueError("--model auto times its candidates on this process alone; under torchrun name a --model")
     if not time_budget > 0:
         raise ValueError(f"time_budget={time_budget!r} must be > 0 minutes")
-    out = output_path(out) if Path(out).is_symlink() else Path(out)  # a link: its target is written
+    out = link_target(out)  # a link: its target is written
     lock = OutputLock(out)  # one run writes `out` at a time, candidates and all
     try:
         return _train_auto(data, out, args=args, time_budget=time_budget, resume=resume, overwrite=overwrite,
@@ -524,8 +526,7 @@ def _train_auto(
         try:  # checked again: a model may have been put there while the candidates trained
             check_output_directory(out.absolute(), overwrite=overwrite)
         except ModelDirError as exc:
-            raise ModelDirError(f"{exc}. It appeared while this run trained; the trained candidates are kept in "
-                                f"{work}: run the same command with --resume --overwrite to replace it") from None
+            raise appeared_meanwhile(exc, f"the trained candidates are kept in {work}") from None
         publish_directory(winner_dir, out.absolute())
         report = results[winner]["report"] + "\n\n" + _table(record)
         history = outcomes[winner].history if winner in outcomes else []

@@ -44,6 +44,7 @@ from attend.io import (
     OutputLock,
     atomic_write_json,
     check_output_directory,
+    link_target,
     output_path,
     save_tensors,
     save_weights,
@@ -256,6 +257,13 @@ def state_directory(out: str | os.PathLike[str]) -> Path:
     (of the directory a symbolic link ``out`` points to, which the run writes)."""
     out = output_path(out)
     return out.with_name(f".{out.name}.training")
+
+
+def appeared_meanwhile(exc: ModelDirError, kept: str) -> ModelDirError:
+    """The error of a model found in the output at the end of a run, put there while it trained
+    (``overwrite`` was checked at the start too): ``kept`` says where the run's work waits."""
+    return ModelDirError(f"{exc}. It appeared while this run trained; {kept}: run the same command with --resume "
+                         "--overwrite to replace it")
 
 
 def nothing_to_resume(out: Path) -> DataError:
@@ -854,17 +862,19 @@ class Trainer:
             ModelDirError: another run is writing ``out`` (:class:`~attend.io.OutputLock`), or a
                 model is there without ``overwrite``.
         """
-        self._lock: OutputLock | None = None
-        try:
-            return self._fit(out, resume=resume, overwrite=overwrite)
-        finally:
-            if self._lock is not None:
-                self._lock.release()
-
-    def _fit(self, out: str | os.PathLike[str], *, resume: bool, overwrite: bool) -> TrainResult:
-        task, args = self.task, self.args
+        out = link_target(out)
         info = _init_distributed()
-        out = output_path(out) if Path(out).is_symlink() else Path(out)  # a link: its target is written
+        # One run writes `out` at a time: a second is refused here, before it reads or touches the
+        # first one's training state (it would be taken for an interrupted run's, then removed).
+        lock = OutputLock(out) if info.main else None
+        try:
+            return self._fit(out, info, resume=resume, overwrite=overwrite)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self, out: Path, info: _Dist, *, resume: bool, overwrite: bool) -> TrainResult:
+        task, args = self.task, self.args
         work = state_directory(out)
         if not resume and _elastic_restart() and (work / "run.json").is_file():
             # torchrun --max-restarts started this worker group again after a worker was lost:
@@ -877,14 +887,10 @@ class Trainer:
             args = dataclasses.replace(_resumed_args(out, run["training"], args, self.given), stop_after_steps=0)
             overwrite = overwrite or bool(run.get("overwrite"))  # given now: a model that appeared meanwhile goes
         elif not overwrite and (work / "run.json").is_file() and _has_checkpoint(work):
-            if info.main:  # a run still going is said so (the lock's error), not called interrupted
-                OutputLock(out).release()
             raise DataError(f"{out}: an interrupted run was writing it (its checkpoint is in {work}): add --resume "
                             "(resume=True from Python) to continue it, or --overwrite (overwrite=True) to discard it "
                             "and start again")  # fmt: skip
         check_output_directory(out, overwrite=overwrite)
-        if info.main:  # before the training state is touched: a second run into `out` is refused here
-            self._lock = OutputLock(out)
         _check_features(task, args, resumed=resume)
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -1146,8 +1152,7 @@ class Trainer:
             try:  # checked again: a model may have been put there while this one trained
                 writer = ArtifactWriter(out, overwrite=overwrite)
             except ModelDirError as exc:
-                raise ModelDirError(f"{exc}. It appeared while this run trained; the trained model is kept in {work}: "
-                                    "run the same command with --resume --overwrite to replace it") from None
+                raise appeared_meanwhile(exc, f"the trained model is kept in {work}") from None
             with writer as staged:
                 staged.save_weights(network)
                 entries = task.write(staged, network, metrics)
