@@ -361,11 +361,11 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
     if args.json:
         print(dumps_json([r.to_dict(maps=args.maps) for r in results]))
     else:
+        # The user's text as a terminal may show it: no bidi override, no ESC sequence (displayable).
+        from attend.data.validation import displayable
+
         for r in results:
             assert r.alignment is not None
-            # The user's text as a terminal may show it: no bidi override, no ESC sequence (displayable).
-            from attend.data.validation import displayable
-
             print(displayable(f"{r.source}\n  -> {r.translation}  (score {r.score:.3f})"))
             weights = r.alignment.weights
             links = [f"{out.strip() or out}<-{r.alignment.source_tokens[int(weights[i].argmax())].strip()}"
@@ -444,10 +444,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.json:
         print(to_json(explanations, maps=args.maps))
     else:
+        from attend.data.validation import displayable
+
         for exp in explanations:
             read = f" ({exp.reading()})" if exp.reading() else ""
-            from attend.data.validation import displayable
-
             print(displayable(f"{exp.text}\n  -> {exp.label} (p={exp.probability:.3f}), {exp.method}{read}"
                               + (f", explaining {exp.target}" if exp.target != exp.label else "")))  # fmt: skip
             print(displayable("  " + "  ".join(f"{token} {value:.3f}" for token, value in top_tokens(exp, args.top))))

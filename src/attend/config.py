@@ -173,14 +173,19 @@ def positive_int(value: str) -> int:
     return number
 
 
+#: Longest wait in milliseconds (`attend serve --max-wait-ms`): a request waits at most a minute for
+#: others to share its batch.
+MAX_WAIT_MS = 60_000
+
+
 def wait_ms(value: str) -> float:
-    """An ``argparse`` type: a wait in milliseconds, 0 to 60,000 (a minute)."""
+    """An ``argparse`` type: a wait in milliseconds, 0 to :data:`MAX_WAIT_MS`."""
     try:
         number = float(value)
     except ValueError:
         raise _argument_error(f"{value!r} is not a number of milliseconds") from None
-    if not 0 <= number <= 60_000:  # NaN fails too
-        raise _argument_error(f"{value} is not a wait in milliseconds (0 to 60,000)")
+    if not 0 <= number <= MAX_WAIT_MS:  # NaN fails too
+        raise _argument_error(f"{value} is not a wait in milliseconds (0 to {MAX_WAIT_MS:,})")
     return number
 
 

@@ -284,14 +284,34 @@ class ArtifactDir:
         return None
 
 
+def _config_json(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """A directory's ``config.json`` as a dict; ``{}`` where there is none, or none readable as one
+    (the checks that read it without loading the model)."""
+    try:
+        config = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _ensemble_of(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``ensemble`` entry of a directory's ``config.json``: None where it is no ensemble."""
+    spec = _config_json(directory).get("ensemble")
+    return spec if isinstance(spec, dict) else None
+
+
 def _is_model_directory(path: Path) -> bool:
     """Whether ``path`` holds something attend wrote (its config.json says so), so replacing it loses
     nothing of the user's."""
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and ("attend_version" in config or {"model", "labels"} <= set(config))
+    config = _config_json(path)
+    return "attend_version" in config or {"model", "labels"} <= set(config)
+
+
+def _refuse_a_file_above(out: Path) -> None:
+    """Refuse an output directory below a regular file, naming the file."""
+    blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise ModelDirError(f"{blocking} is a file, so the output directory {out} cannot be made in it")
 
 
 def check_output_directory(out: Path, *, source: Path | None = None, overwrite: bool = True) -> None:
@@ -308,9 +328,7 @@ def check_output_directory(out: Path, *, source: Path | None = None, overwrite: 
         raise ModelDirError(f"{out} is a member of the ensemble {ensemble}, whose recorded hashes writing into it "
                             "would break; choose another output directory")  # fmt: skip
     if not out.exists():
-        blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
-        if blocking is not None:
-            raise ModelDirError(f"{blocking} is a file, so the output directory {out} cannot be made in it")
+        _refuse_a_file_above(out)
         return
     if not out.is_dir():
         raise ModelDirError(f"{out} exists and is not a directory; choose another output directory")
@@ -456,9 +474,7 @@ class OutputLock:
             import fcntl
         except ImportError:  # pragma: no cover - not a POSIX system: no lock
             return
-        blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
-        if blocking is not None:  # as check_output_directory says it, for a run that locks first
-            raise ModelDirError(f"{blocking} is a file, so the output directory {out} cannot be made in it")
+        _refuse_a_file_above(out)  # as check_output_directory says it, for a run that locks first
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -503,11 +519,7 @@ def enclosing_ensemble(path: str | os.PathLike[str]) -> Path | None:
     members = Path(os.path.normpath(Path(path).absolute())).parent  # ens/members/00/../00 is the member too
     if members.name != ENSEMBLE_MEMBERS_DIR:
         return None
-    try:
-        config = json.loads((members.parent / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return members.parent if isinstance(config, dict) and isinstance(config.get("ensemble"), dict) else None
+    return members.parent if _ensemble_of(members.parent) is not None else None
 
 
 def member_sources(ensemble: str | os.PathLike[str], member: str | os.PathLike[str] | None = None) -> str:
@@ -515,11 +527,9 @@ def member_sources(ensemble: str | os.PathLike[str], member: str | os.PathLike[s
     or prune them: each member's recorded source directory where it still holds a model, else a
     copy of the member itself (``--model auto`` records ``auto:NAME``: its sources are gone)."""
     ensemble = Path(ensemble)
-    try:
-        entries = json.loads((ensemble / "config.json").read_text(encoding="utf-8"))["ensemble"]["members"]
-        entries = [e for e in entries if isinstance(e, dict) and isinstance(e.get("path"), str)]
-    except (OSError, ValueError, KeyError, TypeError):
-        entries = []
+    listed = (_ensemble_of(ensemble) or {}).get("members")
+    entries = [e for e in listed if isinstance(e, dict) and isinstance(e.get("path"), str)] if isinstance(
+        listed, list) else []  # fmt: skip
     if member is not None:
         name = Path(member).absolute().name
         entries = [e for e in entries if Path(e["path"]).name == name]
@@ -541,12 +551,9 @@ def member_sources(ensemble: str | os.PathLike[str], member: str | os.PathLike[s
 def refuse_ensemble(path: str | os.PathLike[str], verb: str) -> None:
     """Raise :class:`ModelDirError` where ``path`` is an ensemble, which has no network of its own to
     ``verb`` (export, quantise, prune): the message says which directories to run the verb on."""
-    try:
-        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # the verb's own loading reports a bad directory
-    if isinstance(config, dict) and isinstance(config.get("ensemble"), dict):
-        members = config["ensemble"].get("members")
+    spec = _ensemble_of(path)  # None for a bad directory too: the verb's own loading reports it
+    if spec is not None:
+        members = spec.get("members")
         count = f" of {len(members)} models" if isinstance(members, list) else ""
         raise ModelDirError(f"{path} is an ensemble{count}: it has no network of its own to {verb}; {verb} "
                             f"{member_sources(path)}")  # fmt: skip

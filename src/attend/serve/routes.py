@@ -16,11 +16,9 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from attend.config import MAX_WAIT_MS
+
 __all__ = ["RouterSpec", "Routes", "ServeSettings", "error_response"]
-
-
-#: Longest ``max_wait_ms``: a request waits at most a minute for others to share its batch.
-MAX_WAIT_MS = 60_000
 
 
 @dataclass
