@@ -137,6 +137,8 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
         (["train", "data.csv", "--out", "m", "--model", "gpt"], "unknown model 'gpt'"),
         (["train", "data.csv", "--out", "data.csv"], "data.csv exists and is not a directory"),
         (["train", "data.csv", "--out", "data.csv/m"], "data.csv is a file, so the output directory"),
+        (["train", "data.csv", "--out", "m" * 245, "--model", "encoder"],
+         "is 245 bytes; attend writes beside it under names up to 16"),  # failed at its staging, after training
         (["train", "data.csv", "--out", "m", "--config", "types.json"], "training option field epochs='3' must be an"),
         (["train", "data.csv", "--out", "m", "--config", "float.json"], "field epochs=1.5 must be an integer"),
         (["train", "data.csv", "--out", "m", "--model", "encoder", "--config", "wide.json"],

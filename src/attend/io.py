@@ -314,9 +314,30 @@ def _refuse_a_file_above(out: Path) -> None:
         raise ModelDirError(f"{blocking} is a file, so the output directory {out} cannot be made in it")
 
 
+#: The most bytes a hidden sibling's name adds to the output directory's: the staging directory
+#: ``.NAME.staging<pid>``, with a process id of up to 7 digits (Linux's largest ``pid_max``).
+_SIBLING_EXTRA_BYTES = len("..staging") + 7
+
+
+def _refuse_a_long_name(out: Path) -> None:
+    """Refuse an output directory whose name leaves no room for the hidden names written beside it
+    (so a run fails before its work, not when it publishes)."""
+    parent = next((p for p in out.absolute().parents if p.is_dir()), None)
+    try:
+        limit = os.pathconf(parent, "PC_NAME_MAX") if parent is not None else 255
+    except (OSError, ValueError):
+        limit = 255
+    size = len(os.fsencode(out.name))
+    if size + _SIBLING_EXTRA_BYTES > limit:
+        raise ModelDirError(f"output directory name {out.name[:40]}... is {size} bytes; attend writes beside it under "
+                            f"names up to {_SIBLING_EXTRA_BYTES} bytes longer, and this file system allows {limit}: "
+                            f"choose a name of at most {limit - _SIBLING_EXTRA_BYTES} bytes")  # fmt: skip
+
+
 def check_output_directory(out: Path, *, source: Path | None = None, overwrite: bool = True) -> None:
     """Refuse an output that would overwrite its source, an existing model without ``overwrite``,
-    or anything that is not a model directory."""
+    anything that is not a model directory, or a name too long for the hidden names beside it."""
+    _refuse_a_long_name(out)
     if source is not None:
         out_abs, source_abs = out.resolve(), source.resolve()
         if out_abs == source_abs or out_abs in source_abs.parents:
