@@ -469,6 +469,11 @@ def test_cli_triage_json_in_input_order(assistant: FocusAssistant, tmp_path: Pat
     # A task typed in bytes that are not UTF-8 (a traceback from the tokenizer, exit 1).
     assert main(["focus", "triage", "--task", "Plan \udcff offsite", "--messages", str(data)]) == 2
     assert "task contains an unpaired surrogate" in capsys.readouterr().err
+    # A file that is not all UTF-8 is triaged, and the replaced bytes are said (they were silent).
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"id,text\n1,Br\xfccke Umsatz\n")
+    assert main(["focus", "triage", "--task", TASK, "--messages", str(latin)]) == 0
+    assert f"1 line(s) of {latin} held bytes that are not UTF-8" in capsys.readouterr().err
     # an mbox, with a message that has no id (derived, stable) and an HTML body
     box = mailbox.mbox(tmp_path / "in.mbox")
     mail = EmailMessage()
@@ -610,10 +615,16 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
     app.include_router(focus_router(service))
     with TestClient(app, raise_server_exceptions=False) as client:
         body = {"messages": [{"id": "r1", "text": RELEVANT.text, "subject": RELEVANT.subject}]}
-        assert client.post("/v1/focus/messages", json=body).status_code == 409  # no session yet
+        early = client.post("/v1/focus/messages", json=body)  # no session yet
+        # The routes' errors name routes and fields, not the CLI's verbs and flags.
+        assert early.status_code == 409 and "POST /v1/focus/sessions" in early.text and "attend focus" not in early.text
+        late_end = client.post("/v1/focus/sessions", json={"task": TASK, "until": "tomorrow"})
+        assert late_end.status_code == 422 and "until 'tomorrow' is not an ISO time" in late_end.text
+        assert "--until" not in late_end.text
         started = client.post("/v1/focus/sessions", json={"task": TASK, "minutes": 30})
         assert started.status_code == 200 and started.json()["task"] == TASK
-        assert client.post("/v1/focus/sessions", json={"task": TASK}).status_code == 409
+        again = client.post("/v1/focus/sessions", json={"task": TASK})
+        assert again.status_code == 409 and "stop it first with POST /v1/focus/stop" in again.text
         got = client.post("/v1/focus/messages", json=body)
         assert got.status_code == 200 and got.json()["decisions"][0]["decision"] == "pass"
         no_id = client.post("/v1/focus/messages", json={"messages": [{"text": UNRELATED.text}]}).json()
@@ -655,7 +666,7 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         assert status["stats"]["passed"] + status["stats"]["held"] == 3
         assert client.get("/v1/focus/digest").status_code == 200
         assert client.post("/v1/focus/stop", json={"forget": "yes"}).status_code == 422  # erasing wants a real true
-        assert client.post("/v1/focus/stop", json={}).json()["stats"]["feedback"] == 1
+        assert client.post("/v1/focus/stop").json()["stats"]["feedback"] == 1  # no body: {"forget": false}
         assert client.post("/v1/focus/stop", json={}).status_code == 409
         # Not Unicode: refused before anything is stored (it was stored, then a 500 from every focus route).
         def raw(route: str, body: dict[str, Any]) -> int:  # "\ud800" escaped in the JSON, as a client sends it
@@ -814,6 +825,18 @@ def test_digest_sentences_do_not_end_inside_numbers_or_abbreviations(text: str, 
     from attend.apps.focus.digest import _sentences
 
     assert [text[a:b].strip() for a, b in _sentences(text)] == sentences
+
+
+def test_a_key_sentence_is_at_most_a_few_hundred_characters(assistant: FocusAssistant) -> None:
+    from attend.apps.focus.digest import MAX_SENTENCE_CHARS, _sentences, key_sentence
+
+    # No sentence end in 100,000 characters: the whole body had been the key sentence (and the group's title).
+    endless = "Umsatz im dritten Quartal " * 4000
+    key = key_sentence(assistant.reader, endless)
+    assert 0 < len(key) <= MAX_SENTENCE_CHARS and key in endless
+    assert {key.split()[0], key.split()[-1]} <= {"Umsatz", "im", "dritten", "Quartal"}  # cut at spaces
+    unspaced = "会议" * 400  # no space to cut at: cut at the limit
+    assert [b - a for a, b in _sentences(unspaced)] == [300, 300, 200]
 
 
 def _open_at_once(db: str, barrier: Any, errors: Any) -> None:

@@ -155,6 +155,11 @@ def test_bytes_that_are_not_utf8_are_replaced_not_fatal(tmp_path: Path) -> None:
     csv_path.write_bytes(b"text,sender\nna\xefve,B\xf6b\n")
     assert read_messages(jsonl)[0].text == "caf\ufffd ok"
     assert read_messages(csv_path)[0].text == "na\ufffdve"
+    # ... and counted, for the CLI to say so (the replacement had been silent).
+    assert read_messages_report(csv_path)[1]["not_utf8"] == 1
+    csv_path.write_bytes(b"text,sender\nnaive,Bob\n")
+    assert "not_utf8" not in read_messages_report(csv_path)[1]
+    assert read_messages_report(io.BytesIO(b'{"text": "caf\xe9"}\n{"text": "ok"}\n'))[1]["not_utf8"] == 1
 
 
 def test_duplicate_ids_are_an_error_naming_both_lines(tmp_path: Path) -> None:

@@ -462,24 +462,31 @@ def _check_max_chars(max_chars: int) -> None:
         raise ValueError(f"max_chars must be a positive integer, not {max_chars!r}")
 
 
-def _decoded(lines: Iterable[str | bytes]) -> Iterator[str]:
+def _decoded(lines: Iterable[str | bytes], stats: dict[str, int] | None = None) -> Iterator[str]:
     """Lines as text, a leading byte-order mark dropped and bytes that are not UTF-8 replaced.
 
     A byte that is not UTF-8 becomes U+FFFD rather than an error (unlike the strict readers of
     labelled data): an export with one mis-encoded character should still be triaged, and the
-    models read a replaced character fine.
+    models read a replaced character fine. Lines so read are counted in ``stats["not_utf8"]``,
+    for the caller to say so.
     """
     for number, line in enumerate(lines):
         if isinstance(line, bytes):
-            line = line.decode("utf-8-sig" if number == 0 else "utf-8", errors="replace")
+            encoding = "utf-8-sig" if number == 0 else "utf-8"
+            try:
+                line = line.decode(encoding)
+            except UnicodeDecodeError:
+                line = line.decode(encoding, errors="replace")
+                if stats is not None:
+                    stats["not_utf8"] = stats.get("not_utf8", 0) + 1
         elif number == 0:
             line = line.removeprefix("\ufeff")
         yield line
 
 
-def _file_lines(path: Path) -> Iterator[str]:
+def _file_lines(path: Path, stats: dict[str, int] | None = None) -> Iterator[str]:
     with open_data_bytes(path) as handle:  # a .jsonl.gz, .csv.bz2, ... decompressed as it is read
-        yield from _decoded(handle)
+        yield from _decoded(handle, stats)
 
 
 def _jsonl_records(name: str, lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -673,7 +680,7 @@ def _read(source: Any, fmt: str | None, max_chars: int, stats: dict[str, int]) -
         elif fmt == "mbox":
             reads = _read_mbox(path, max_chars, stats)
         else:
-            reads = _read_rows(name, _file_lines(path), fmt, max_chars)
+            reads = _read_rows(name, _file_lines(path, stats), fmt, max_chars)
     else:
         if isinstance(source, str | os.PathLike):  # "-"
             # Its bytes, so that input that is not UTF-8 is replaced as in a file, not fatal.
@@ -684,7 +691,7 @@ def _read(source: Any, fmt: str | None, max_chars: int, stats: dict[str, int]) -
         fmt = "jsonl" if fmt is None else _check_format(fmt)
         if fmt not in _STREAM_FORMATS:
             raise MessageError(f"{name}: a stream can be read as {', '.join(_STREAM_FORMATS)}, not {fmt}")
-        reads = _read_rows(name, _decoded(stream), fmt, max_chars)
+        reads = _read_rows(name, _decoded(stream, stats), fmt, max_chars)
     try:
         for read in reads:
             stats["truncated"] += read.message.truncated
@@ -728,7 +735,8 @@ def read_messages_report(
         neither a body nor a subject, left out), ``truncated`` (messages cut to ``max_chars``) and
         ``duplicates`` (mails an earlier mail of the mailbox repeats, same Message-ID and content:
         left out) and ``reused_ids`` (mails with an earlier mail's Message-ID but other content:
-        read under the id their content gives, :func:`message_id`).
+        read under the id their content gives, :func:`message_id`); ``not_utf8``, where a JSONL,
+        CSV or TSV source had lines with bytes that are not UTF-8 (each such byte read as U+FFFD).
 
     Raises:
         MessageError: as :func:`iter_messages`, or for two rows (JSONL/CSV) with the same id.

@@ -63,6 +63,10 @@ def _read(source: str, fmt: str | None) -> Any:
     if report.get("reused_ids"):
         print(f"note: {report['reused_ids']} mail(s) reuse an earlier mail's Message-ID with other content: each "
               "is read under an id derived from its content (m-...)", file=sys.stderr)  # fmt: skip
+    if report.get("not_utf8"):
+        where = "standard input" if source == "-" else source
+        print(f"note: {report['not_utf8']} line(s) of {where} held bytes that are not UTF-8, read as U+FFFD "
+              "(save the file as UTF-8 to keep those characters)", file=sys.stderr)  # fmt: skip
     if report.get("truncated"):
         print(f"note: {report['truncated']} message(s) longer than the limit were cut (flagged truncated)",
               file=sys.stderr)  # fmt: skip

@@ -12,6 +12,8 @@
   (the tokens the encoder keeps looking at). ``[CLS]``/``[SEP]`` and punctuation, which collect
   attention as no-op sinks (Clark et al. 2019), are left out; the sentence with the highest mean
   centrality per token, among sentences of at least three words when there are any, is the key sentence.
+  A run of over 300 characters without a sentence end is read as pieces of at most 300
+  (:data:`MAX_SENTENCE_CHARS`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ class DigestGroup:
         return {"title": self.title, "score": round(self.score, 4), "messages": self.messages}
 
 
+#: The longest key sentence, in characters: a longer run without a sentence end (a pasted log, a
+#: message with no punctuation) is read as pieces of at most this many, cut at a space where there is one.
+MAX_SENTENCE_CHARS = 300
+
+
 def _sentences(text: str) -> list[tuple[int, int]]:
     spans, start = [], 0
     for end in _SENTENCE_END.finditer(text):
@@ -62,7 +69,22 @@ def _sentences(text: str) -> list[tuple[int, int]]:
         start = end.end()
     if text[start:].strip():
         spans.append((start, len(text)))
-    return spans or [(0, len(text))]
+    return [piece for span in spans or [(0, len(text))] for piece in _pieces(text, *span)]
+
+
+def _pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """``text[start:end]`` as spans of at most :data:`MAX_SENTENCE_CHARS`, each cut after the last
+    space within the limit (or at the limit where there is none), blank pieces left out."""
+    pieces = []
+    while end - start > MAX_SENTENCE_CHARS:
+        cut = text.rfind(" ", start + 1, start + MAX_SENTENCE_CHARS + 1)
+        cut = cut if cut > start else start + MAX_SENTENCE_CHARS
+        if text[start:cut].strip():
+            pieces.append((start, cut))
+        start = cut
+    if text[start:end].strip():
+        pieces.append((start, end))
+    return pieces
 
 
 def _abbreviation(text: str, point: int) -> bool:

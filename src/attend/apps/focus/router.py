@@ -112,8 +112,31 @@ class FeedbackIn(BaseModel):
     label: str = Field(pattern="^(pass|hold)$")
 
 
-def _conflict(exc: SessionError) -> HTTPException:
+#: The service's errors name the CLI's verbs and flags; a client of these routes reads the routes and fields.
+_HTTP_WORDS = (
+    ("`attend focus start --task TEXT`", "POST /v1/focus/sessions"),
+    ("`attend focus start`", "POST /v1/focus/sessions"),
+    ("`attend focus stop`", "POST /v1/focus/stop"),
+    ("`focus stop --forget`", 'POST /v1/focus/stop {"forget": true}'),
+    ("`attend focus status`", "GET /v1/focus/status"),
+    ("--until ", "until "),
+)
+
+
+def _http_words(exc: Exception) -> str:
+    """``exc``'s message with the CLI's words for a step replaced by the route or field that takes it."""
     text = str(exc)
+    for cli, http in _HTTP_WORDS:
+        text = text.replace(cli, http)
+    return text
+
+
+def _invalid(exc: ValueError) -> HTTPException:
+    return HTTPException(status_code=422, detail=_http_words(exc))
+
+
+def _conflict(exc: SessionError) -> HTTPException:
+    text = _http_words(exc)
     return HTTPException(status_code=404 if text.startswith(("no message", "no session")) else 409, detail=text)
 
 
@@ -131,7 +154,7 @@ def focus_router(service: FocusService) -> APIRouter:
             except SessionError as exc:
                 raise _conflict(exc) from None
             except ValueError as exc:  # e.g. an id twice in the batch
-                raise HTTPException(status_code=422, detail=str(exc)) from None
+                raise _invalid(exc) from None
         return {"decisions": [d.to_dict() for d in decisions]}
 
     @router.post("/v1/focus/triage")
@@ -142,7 +165,7 @@ def focus_router(service: FocusService) -> APIRouter:
             messages = [m.to_message(f"messages[{i}]") for i, m in enumerate(body.messages)]
             check_unique_ids(messages)  # as the CLI's triage and /v1/focus/messages: an answer's id names one message
         except ValueError as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from None
+            raise _invalid(exc) from None
         decisions = service.assistant.triage(session, messages)
         return {"decisions": [d.to_dict() for d in decisions]}
 
@@ -160,14 +183,14 @@ def focus_router(service: FocusService) -> APIRouter:
             except SessionError as exc:
                 raise _conflict(exc) from None
             except ValueError as exc:
-                raise HTTPException(status_code=422, detail=str(exc)) from None
+                raise _invalid(exc) from None
 
     @router.post("/v1/focus/stop")
-    def stop_route(body: StopIn) -> Any:
-        """Stop the running session; returns it with its statistics."""
+    def stop_route(body: StopIn | None = None) -> Any:
+        """Stop the running session; returns it with its statistics. No body is ``{"forget": false}``."""
         with lock:
             try:
-                return service.stop(forget=body.forget)
+                return service.stop(forget=body.forget if body is not None else False)
             except SessionError as exc:
                 raise _conflict(exc) from None
 
