@@ -446,11 +446,19 @@ def test_lexical_only_indexes_and_a_faq_the_encoder_cannot_read(tmp_path: Path) 
     chinese.write_text("question,answer\n" + "\n".join(rows) + "\n", encoding="utf-8")
     built = build_index(chinese, tmp_path / "zh", intents=False)
     assert built["retrieval"]["dense_readable"] is False and built["retrieval"]["unknown_share"] > 0.25
+    labelled = tmp_path / "zh_intents.csv"  # intents learnt from embeddings of what the encoder cannot read: said
+    intents = ["setup", "setup", "legal"]
+    lines = [f"{row},{intent}\n" for row, intent in zip(rows, intents, strict=True)]
+    labelled.write_text("question,answer,intent\n" + "".join(lines), encoding="utf-8")
+    noted = build_index(labelled, tmp_path / "zh_intents")
+    assert "the encoder cannot read" in noted["intents"]["note"] and "--no-intents" in noted["intents"]["note"]
+    assert SupportIndex.load(tmp_path / "zh_intents").ask("怎样升级系统")["answers"][0]["intent"] == "setup"
     # The report says what ranks, as ask does (it gave only the "hybrid" asked for).
     assert built["ranking"]["mode"] == "bm25" and "cannot read this FAQ" in built["ranking"]["note"]
     zh = SupportIndex.load(tmp_path / "zh")
     reply = zh.ask("怎样升级系统")
     assert reply["answers"][0]["question"] == "如何升级系统？"
+    assert all("intent" in a and a["intent"] is None for a in reply["answers"])  # no intents: null, as over HTTP
     assert reply["retrieval"]["mode"] == "bm25" and "cannot read this FAQ" in reply["retrieval"]["note"]
     assert {w["word"] for w in reply["words"]} & {"升级", "系统"}
     with pytest.raises(ValueError, match="retrieval='dense': the encoder cannot read this FAQ"):

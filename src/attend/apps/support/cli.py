@@ -35,6 +35,8 @@ def format_build(report: dict[str, Any]) -> str:
         scored = f", {intents['cv_folds']}-fold accuracy {accuracy:.2f}" if accuracy is not None else ""
         lines.append(f"intents: {len(intents['labels'])} labels from {intents['examples']} questions{scored} "
                      f"({intents['method']})")  # fmt: skip
+        if intents.get("note"):
+            lines.append(f"note: {intents['note']}")
     else:
         lines.append("intents: none (no intent column)")
     rerank = report.get("rerank")

@@ -546,6 +546,10 @@ def build_index(
         if trained is not None:
             intent_tensors, intent_info = trained
             tensors |= intent_tensors
+            if not chosen.dense_readable:  # ranking fell back to BM25; the intents have no lexical side
+                intent_info["note"] = (f"the encoder cannot read {chosen.unknown_share:.1%} of this FAQ's word pieces, "
+                                       "and the intents are learnt from its embeddings: read their accuracy before "
+                                       "trusting them (or build with --no-intents)")  # fmt: skip
 
     config = {
         "task": INDEX_FORMAT,
@@ -733,10 +737,9 @@ class SupportIndex:
         for i in order[:k]:
             score = float(scores[i])
             entry = self.entries[i]
-            item = {"question": entry["question"], "answer": entry["answer"], "score": round(float(score), 4)}
-            if entry.get("intent") is not None:
-                item["intent"] = entry["intent"]
-            answers.append(item)
+            # intent null where the FAQ has none, as the HTTP answer says it: one shape for every caller
+            answers.append({"question": entry["question"], "answer": entry["answer"], "score": round(float(score), 4),
+                            "intent": entry.get("intent")})  # fmt: skip
         best = order[0]
         best_score = float(top.values[0])  # the threshold was calibrated on the first stage's best score
         threshold = self.threshold
