@@ -55,12 +55,14 @@ __all__ = [
     "Ratio",
     "Stopwatch",
     "Timing",
+    "add_model_arguments",
     "comma_choices",
     "comma_list",
     "describe_error",
     "existing_dir",
     "format_seconds",
     "interleave",
+    "model_dir_or_pretrained",
     "non_negative_float",
     "non_negative_int",
     "paired_ratio",
@@ -504,3 +506,25 @@ def existing_dir(text: str) -> str:
     if not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"no such directory: {text!r}")
     return text
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, what: str, rounds: int = 15) -> None:
+    """The model-timing scripts' shared flags: an optional ``model_dir`` (``what`` it may be; the
+    default is the pretrained MiniLM with an untrained head, :func:`model_dir_or_pretrained`),
+    ``--threads`` (default 1) and ``--rounds``."""
+    parser.add_argument("model_dir", nargs="?", type=existing_dir,
+                        help=f"{what} (default: pretrained MiniLM, untrained head)")  # fmt: skip
+    parser.add_argument("--threads", type=positive_int, default=1, help="intra-op threads (default 1)")
+    parser.add_argument("--rounds", type=positive_int, default=rounds, help=f"interleaved rounds (default {rounds})")
+
+
+def model_dir_or_pretrained(model_dir: str | None, name: str) -> Path:
+    """``model_dir``, or a new temporary directory ``attend-NAME-*`` holding the pretrained MiniLM
+    with an untrained head (``serve_load.minilm_dir``): speed does not depend on the head's weights."""
+    if model_dir:
+        return Path(model_dir)
+    import tempfile
+
+    from serve_load import minilm_dir
+
+    return minilm_dir(Path(tempfile.mkdtemp(prefix=f"attend-{name}-")) / "minilm")

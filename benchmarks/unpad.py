@@ -82,10 +82,7 @@ def _compare(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model_dir", nargs="?", type=harness.existing_dir, help="a MiniLM or encoder model "
-                        "directory (default: pretrained MiniLM, untrained head)")  # fmt: skip
-    parser.add_argument("--threads", type=harness.positive_int, default=1, help="intra-op threads (default 1)")
-    parser.add_argument("--rounds", type=harness.positive_int, default=15)
+    harness.add_model_arguments(parser, what="a MiniLM or encoder model directory")
     parser.add_argument("--texts", type=harness.positive_int, default=512, help="test texts sampled (default 512)")
     parser.add_argument("--onnx", action="store_true", help="also ONNX Runtime: padded vs --unpad graphs (fp32, int8)")
     parser.add_argument("--texts-from", help="a bundled dataset to take texts from (default: the model's own splits; "
@@ -93,12 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                         choices=[name for name, info in DATASETS.items() if info.task == "classification"])  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.model_dir:
-        model_dir = Path(args.model_dir)
-    else:
-        from serve_load import minilm_dir
-
-        model_dir = minilm_dir(Path(tempfile.mkdtemp(prefix="attend-unpad-")) / "minilm")
+    model_dir = harness.model_dir_or_pretrained(args.model_dir, "unpad")
     if args.texts_from or not args.model_dir:
         train_texts = test_texts = load_dataset(args.texts_from or "rotten_tomatoes").texts
     else:

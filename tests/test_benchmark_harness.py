@@ -279,6 +279,14 @@ def test_existing_dir(tmp_path):
         harness.existing_dir(str(tmp_path / "missing"))
 
 
+def test_the_model_scripts_shared_flags(tmp_path):
+    parser = argparse.ArgumentParser(prog="bench")
+    harness.add_model_arguments(parser, what="a model directory", rounds=7)
+    assert vars(parser.parse_args([])) == {"model_dir": None, "threads": 1, "rounds": 7}
+    given = parser.parse_args([str(tmp_path), "--threads", "2"])
+    assert harness.model_dir_or_pretrained(given.model_dir, "x") == tmp_path and given.threads == 2
+
+
 def test_argparse_turns_a_failed_check_into_a_one_line_error(capsys):
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--rounds", type=harness.positive_int, default=5)
@@ -297,6 +305,9 @@ def test_argparse_turns_a_failed_check_into_a_one_line_error(capsys):
         ("focus.py", ["--rounds", "0"], "argument --rounds: must be an integer >= 1, not '0'"),
         ("predict_stream.py", ["--sizes", "abc"], "argument --sizes: must be an integer >= 1, not 'abc'"),
         ("serve_load.py", ["/nonexistent/model"], "argument model_dir: no such directory: '/nonexistent/model'"),
+        ("batching.py", ["/nonexistent/model"], "argument model_dir: no such directory: '/nonexistent/model'"),
+        ("onnx_settings.py", ["--threads", "0"], "argument --threads: must be an integer >= 1, not '0'"),
+        ("unpad.py", ["--rounds", "-1"], "argument --rounds: must be an integer >= 1, not '-1'"),
     ],
 )
 def test_scripts_refuse_bad_flags_before_any_work(script, args, message):

@@ -50,10 +50,10 @@ INT8_FILE = "model.int8.onnx"
 INPUT_NAMES = ("input_ids", "attention_mask")
 
 #: ONNX Runtime graph rewrites left off. ``SkipLayerNormFusion`` merges the residual Add and the
-#: LayerNormalization into one ``SkipLayerNormalization``; on CPU (onnxruntime 1.31, one thread,
-#: AVX-512) that kernel is the slower of the two: 3.3 ms against 0.66 ms for Add + LayerNorm on
-#: a (32, 32, 384) input. In the int8 MiniLM graph, where the fusion fires after every
-#: quantised product, leaving it off took short texts in batches of 32 from 164 to 147 ms.
+#: LayerNormalization into one ``SkipLayerNormalization``; on CPU (onnxruntime 1.31, one thread)
+#: that kernel is the slower of the two: 1.83 ms against 0.35 ms for Add + LayerNorm on a
+#: (32, 32, 384) input. In the int8 MiniLM graph, where the fusion fires after every quantised
+#: product, it made batches of 32 short texts take 1.22x as long (``benchmarks/onnx_settings.py``).
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
@@ -111,7 +111,13 @@ def denormals_flushed() -> Iterator[bool]:
         yield kept and bool(torch.set_flush_denormal(True))
 
 
-def session_for(path: Path, *, threads: int | None = None, save_optimized: Path | None = None) -> ort.InferenceSession:
+def session_for(
+    path: Path,
+    *,
+    threads: int | None = None,
+    save_optimized: Path | None = None,
+    disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS,
+) -> ort.InferenceSession:
     """An ONNX Runtime CPU session for ``path``, every graph optimisation on but :data:`DISABLED_OPTIMIZERS`.
 
     Its pool threads flush denormals (see :func:`denormals_flushed`, which does the same for the
@@ -124,6 +130,8 @@ def session_for(path: Path, *, threads: int | None = None, save_optimized: Path 
             use the same share of the machine; ONNX Runtime's own default is every core.
         save_optimized: Also write the graph as ONNX Runtime will run it, after its rewrites, here
             (to inspect which fusions fired).
+        disabled_optimizers: ONNX Runtime rewrites left off (``benchmarks/onnx_settings.py``
+            compares the default with none left off).
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads if threads is not None else torch.get_num_threads())
@@ -138,7 +146,7 @@ def session_for(path: Path, *, threads: int | None = None, save_optimized: Path 
         # onnxruntime 1.31); the caller's own arithmetic is not ours to change.
         with _floating_point_environment_kept():
             return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"],
-                                        disabled_optimizers=list(DISABLED_OPTIMIZERS))  # fmt: skip
+                                        disabled_optimizers=list(disabled_optimizers))  # fmt: skip
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf types
         raise ModelDirError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {exc})") from None
 
