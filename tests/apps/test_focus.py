@@ -702,7 +702,11 @@ def test_serve_mounts_the_focus_routes(trained: dict[str, Path], assistant: Focu
     specs = serve_routers(Args())
     app = create_app(load_for_serving(model_dir, ServeSettings()), ServeSettings(), routers=specs)
     with caplog.at_level(logging.DEBUG), TestClient(app) as client:
+        late_end = client.post("/v1/focus/sessions", json={"task": TASK, "until": "tomorrow"})
+        # A route's own 422 has the schema's error type (it said "http"); other statuses keep theirs.
+        assert late_end.status_code == 422 and late_end.json()["error"]["type"] == "validation"
         assert client.post("/v1/focus/sessions", json={"task": TASK}).status_code == 200
+        assert client.post("/v1/focus/sessions", json={"task": TASK}).json()["error"]["type"] == "http"  # a 409
         decisions = client.post("/v1/focus/messages", json={"messages": [{"text": EMERGENCY.text}]}).json()
         assert decisions["decisions"][0]["decision"] == "pass"
         metrics_page = client.get("/metrics").text

@@ -311,7 +311,9 @@ def create_app(
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and "parsing the body" in str(exc.detail):  # e.g. JSON nested too deeply
             return error_response(422, "validation", "malformed JSON body (the parser gave up on it)")
-        return error_response(exc.status_code, "http", str(exc.detail))
+        # A route's own check of a request's content (an until that is no time, an id twice) is as much
+        # a validation error as the schema's: one type for every 422, whoever found it.
+        return error_response(exc.status_code, "validation" if exc.status_code == 422 else "http", str(exc.detail))
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:  # a bug: say so, keep serving
