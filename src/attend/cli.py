@@ -197,11 +197,10 @@ def _model_column(model_dir: str, given: str | None, name: str) -> str:
 def _source_column(model_dir: str) -> str:
     """The source column a translator was trained on (for an --input table with the user's own column
     names), else ``source``."""
+    from attend.data.splits import parallel_columns
     from attend.io import ArtifactDir
 
-    data = ArtifactDir.open(model_dir).config.get("data")
-    column = data.get("source_col") if isinstance(data, dict) else None
-    return column if isinstance(column, str) and column else "source"
+    return parallel_columns(ArtifactDir.open(model_dir).config)[0]
 
 
 def _translator(model_dir: str) -> Any:

@@ -300,6 +300,12 @@ def test_resume_alone_continues_an_interrupted_translator_with_its_columns(
     # Columns given are the columns read, even when they are the defaults' names (they read as left out).
     assert main(["evaluate", str(out), str(data), "--source-col", "source", "--target-col", "xx"]) == 2
     assert "--source-col source --target-col xx would score other pairs" in capsys.readouterr().err
+    # Another file with the same column names is read through them too, as translate reads an --input
+    # table (it was "has no column 'source'" unless both flags were given again).
+    fresh = write_csv(tmp_path / "fresh.csv", [{"en": r["source"], "xx": r["target"]} for r in reverse_pairs(8, seed=5)])
+    assert main(["evaluate", str(out), str(fresh), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["pairs_used"] == "all" and scored["sentences"] == 8
 
 
 def test_service_translates_micro_batched_with_alignments(translator_dir: Path) -> None:

@@ -49,6 +49,16 @@ def trained_columns(config: dict[str, Any], path: str | os.PathLike[str] | None 
     return {key: value for key, value in found[0].items() if all(columns.get(key) == value for columns in found)}
 
 
+def parallel_columns(config: dict[str, Any]) -> tuple[str, str]:
+    """The source and target columns a translator was trained on (``config.json``'s ``data``),
+    else ``source`` and ``target``: where its verbs read a table the user did not name columns of."""
+    data = config.get("data")
+    data = data if isinstance(data, dict) else {}
+    source, target = data.get("source_col"), data.get("target_col")
+    return (source if isinstance(source, str) and source else "source",
+            target if isinstance(target, str) and target else "target")  # fmt: skip
+
+
 #: The columns a classifier's data is read from when neither the user nor the model says otherwise.
 DEFAULT_COLUMNS = {"text_col": "text", "label_col": "label"}
 

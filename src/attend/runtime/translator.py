@@ -27,6 +27,7 @@ import torch
 from attend.attention import capture_attention
 from attend.data.parallel import ParallelTexts, group_split
 from attend.data.readers import DataError
+from attend.data.splits import parallel_columns
 from attend.data.tokenization import SubwordTokenizer
 from attend.data.validation import check_count, validate_texts
 from attend.explain.alignment import Alignment
@@ -306,15 +307,16 @@ class Translator(Runtime):
         SHA-256), only its test split is scored: the split column training read, or else the split
         rebuilt exactly as training made it, so the figure never includes sentences the model
         learned from. BLEU is counted with the model's tokenizer (chosen from its training targets). ``source_col`` and
-        ``target_col`` default to the columns training read there, else to ``source`` and ``target``.
+        ``target_col`` default to the columns training read, in any file (as ``translate`` reads an
+        ``--input`` table), else to ``source`` and ``target``.
         """
         recorded = self.config.get("data", {})
         same = (not isinstance(data, ParallelTexts)) and (
             recorded.get("dataset") == str(data)
             or (Path(data).is_file() and recorded.get("sha256") == sha256_file(data))
         )
-        trained = (recorded.get("source_col") or "source", recorded.get("target_col") or "target") if same else None
-        default = trained or ("source", "target")
+        default = parallel_columns(self.config)
+        trained = default if same else None
         columns = (source_col or default[0], target_col or default[1])
         if trained is not None and split_col is None and columns != trained:
             # Its split is rebuilt from the training columns: other columns would score other pairs
