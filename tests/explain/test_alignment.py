@@ -40,9 +40,10 @@ def test_json_shape_links_and_rounding() -> None:
     alignment = _cat()
     alignment.weights[0, 0] = 0.123456789
     data = to_json_dict(alignment)
-    assert list(data) == ["source", "translation", "score", "source_tokens", "output_tokens", "alignment", "links",
+    assert list(data) == ["source", "translation", "log_prob", "source_tokens", "output_tokens", "alignment", "links",
                           "faithfulness"]  # fmt: skip
-    assert data["score"] == -1.25 and data["output_tokens"][0] == "猫"
+    # The log-probability under its own name: "score" is the length-normalised one elsewhere (translate --json)
+    assert data["log_prob"] == -1.25 and "score" not in data and data["output_tokens"][0] == "猫"
     assert np.shape(data["alignment"]) == (4, 4) and data["alignment"][0][0] == 0.1235
     assert data["links"] == [
         {"output": 0, "source": 1, "weight": 0.8},
@@ -61,7 +62,7 @@ def test_json_shape_links_and_rounding() -> None:
 def test_json_of_edge_cases_stays_valid() -> None:
     empty_row = Alignment(["a", "b"], ["x", "y"], np.array([[0.0, 0.0], [0.5, 0.5]]), score=float("-inf"))
     data = to_json_dict(empty_row, maps=True)
-    assert data["score"] is None and data["maps"] == {}
+    assert data["log_prob"] is None and data["maps"] == {}
     assert data["links"] == [{"output": 1, "source": 0, "weight": 0.5}, {"output": 1, "source": 1, "weight": 0.5}]
     json.dumps(data, allow_nan=False)
     nothing = Alignment(["a"], [], np.zeros((0, 1)))

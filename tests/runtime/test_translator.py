@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -260,6 +261,7 @@ def test_cli_trains_a_translator_with_the_usual_options(tmp_path: Path) -> None:
                    "--label-smoothing", "0.1", "--time-budget", "20", "--no-progress")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "translation-memory floor" in done.stdout and "BLEU" in done.stdout
+    assert re.search(r"the model is \d+\.\d\d BLEU (above|BELOW) it", done.stdout)  # not "-59.02 below it"
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert saved["training"]["schedule"] == "inverse_sqrt" and saved["training"]["label_smoothing"] == 0.1
     assert saved["training"]["average_checkpoints"] == 5  # the translation defaults under the user's options

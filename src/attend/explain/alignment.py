@@ -140,7 +140,8 @@ def _plain(value: Any) -> Any:
 def to_json_dict(alignment: Alignment, *, maps: bool = False) -> dict[str, Any]:
     """A JSON-ready dict of one alignment.
 
-    Keys: ``source``, ``translation``, ``score`` (None when unknown or not finite),
+    Keys: ``source``, ``translation``, ``log_prob`` (the sequence log-probability, :attr:`Alignment.score`;
+    None when unknown or not finite: not ``translate --json``'s length-normalised ``score``),
     ``source_tokens``, ``output_tokens``, ``alignment`` (``[T_out][T_src]``, 4 decimals) and
     ``links`` (``{"output", "source", "weight"}``, by output token then falling weight); with
     ``maps=True`` also ``maps`` (name -> matrix). ``faithfulness`` and ``output_probabilities``
@@ -149,7 +150,7 @@ def to_json_dict(alignment: Alignment, *, maps: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "source": alignment.source,
         "translation": alignment.translation,
-        "score": _plain(None if alignment.score is None else float(alignment.score)),
+        "log_prob": _plain(None if alignment.score is None else float(alignment.score)),
         "source_tokens": list(alignment.source_tokens),
         "output_tokens": list(alignment.output_tokens),
         "alignment": _rounded(alignment.weights),

@@ -344,8 +344,8 @@ class TranslationTask(Task):
             gap = metrics["bleu"] - metrics["baseline_tm_bleu"]
             lines.append(
                 f"translation-memory floor (nearest training source's target): BLEU {metrics['baseline_tm_bleu']:.2f}"
-                f"   chrF {metrics['baseline_tm_chrf']:.2f}; the model is {gap:+.2f} BLEU "
-                f"{'above' if gap >= 0 else 'below'} it"
+                f"   chrF {metrics['baseline_tm_chrf']:.2f}; the model is {abs(gap):.2f} BLEU "
+                f"{'above' if gap >= 0 else 'BELOW'} it"  # as the classifier's report says it (not "-59.02 below")
             )
         if metrics.get("truncated_pairs"):
             lines.append(f"{metrics['truncated_pairs']} {split} pairs were cut to max_length={self.max_length} tokens")
