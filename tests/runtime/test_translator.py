@@ -304,7 +304,8 @@ def test_resume_alone_continues_an_interrupted_translator_with_its_columns(
     assert "--source-col source --target-col xx would score other pairs" in capsys.readouterr().err
     # Another file with the same column names is read through them too, as translate reads an --input
     # table (it was "has no column 'source'" unless both flags were given again).
-    fresh = write_csv(tmp_path / "fresh.csv", [{"en": r["source"], "xx": r["target"]} for r in reverse_pairs(8, seed=5)])
+    rows = [{"en": r["source"], "xx": r["target"]} for r in reverse_pairs(8, seed=5)]
+    fresh = write_csv(tmp_path / "fresh.csv", rows)
     assert main(["evaluate", str(out), str(fresh), "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["pairs_used"] == "all" and scored["sentences"] == 8

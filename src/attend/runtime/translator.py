@@ -81,7 +81,8 @@ class Translation:
             data["warning"] = self.warning
         if self.alignment is not None:
             aligned = to_json_dict(self.alignment, maps=maps)
-            data["alignment"] = {key: aligned[key] for key in aligned if key not in ("source", "translation", "log_prob")}
+            said = ("source", "translation", "log_prob")  # given above, beside the alignment
+            data["alignment"] = {key: aligned[key] for key in aligned if key not in said}
         return data
 
 
