@@ -72,6 +72,10 @@ def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: 
     explained = json.loads(capsys.readouterr().out)[0]
     assert explained["truncated"] and len(explained["text"]) < len(long)  # what the model read, not the whole text
     assert (tmp_path / "new" / "folder" / "why.html").is_file()
+    # --png naming a file (or a path below one) is refused before the work, naming the flag
+    assert main(["explain", str(out), "great", "--png", str(tmp_path / "new" / "folder" / "why.html" / "x")]) == 2
+    refused = capsys.readouterr().err
+    assert refused.startswith("error: --png ") and "why.html is a file; give a directory for the PNG files" in refused
 
 
 def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, capsys) -> None:  # type: ignore[no-untyped-def]

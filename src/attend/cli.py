@@ -382,6 +382,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise UsageError(f"--top {args.top}: must be at least 1")
+    if args.png:  # before any work, naming the flag (it was "afile/text0: Not a directory" at the end)
+        png = Path(args.png)
+        blocking = next((p for p in (png, *png.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise UsageError(f"--png {args.png}: {blocking} is a file; give a directory for the PNG files")
     if _task_of(args.model_dir) == "translation":
         options = (("--method", args.method, None), ("--layer", args.layer, "-1"), ("--head", args.head, None),
                    ("--target", args.target, None), ("--ig-steps", args.ig_steps, 32),
@@ -569,8 +574,8 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     from attend.data.readers import read_table
     from attend.explain import faithfulness, format_faithfulness
 
-    if args.limit < 1:
-        raise UsageError(f"--limit {args.limit}: must be at least 1")
+    if args.limit < 0:  # 0: every text, as robustness reads its --limit 0
+        raise UsageError(f"--limit {args.limit}: must be 0 (every text) or more")
     path = Path(args.data)
     if path.exists():
         text_col = _model_column(args.model_dir, args.text_col, "text_col")
@@ -582,7 +587,7 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
         if args.data not in DATASETS:
             raise UsageError(unknown_data(args.data))
         texts = load_dataset(args.data).texts
-    if len(texts) > args.limit:  # a seeded sample: files are often sorted by label
+    if 0 < args.limit < len(texts):  # a seeded sample: files are often sorted by label
         texts = [texts[i] for i in sorted(random.Random(args.seed).sample(range(len(texts)), args.limit))]
     predictor = _cli_predictor(args.model_dir, args.int8, explaining=True)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
@@ -974,7 +979,7 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("model_dir")
     fa.add_argument("data", help="file of texts (CSV/TSV/JSONL/Parquet) or a dataset name")
     fa.add_argument("--text-col", help="column holding the text (default: the model's training column, else text)")
-    fa.add_argument("--limit", type=int, default=200, help="texts to score, a seeded sample (default 200)")
+    fa.add_argument("--limit", type=int, default=200, help="texts to score, a seeded sample (default 200; 0: all)")
     fa.add_argument("--methods", help=f"comma-separated, from {','.join(EXPLAIN_METHODS)} (default: all)")
     fa.add_argument("--seed", type=seed_number, default=0,
                     help="seed of the sample and the random baseline (default 0)")  # fmt: skip

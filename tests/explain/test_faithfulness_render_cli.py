@@ -188,6 +188,11 @@ def test_cli_faithfulness_json(model_dir: Path, tmp_path: Path, capsys: pytest.C
     assert methods["rollout"]["comprehensiveness"] > methods["random"]["comprehensiveness"]
     assert main(["faithfulness", str(model_dir), str(data), "--methods", "rollout,random", "--limit", "5"]) == 0
     assert "rollout" in capsys.readouterr().out
+    # --limit 0 is every text, as robustness reads it (it was refused here)
+    assert main(["faithfulness", str(model_dir), str(data), "--methods", "random", "--limit", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["texts"] == 30
+    assert main(["faithfulness", str(model_dir), str(data), "--limit", "-1"]) == 2
+    assert "--limit -1: must be 0 (every text) or more" in capsys.readouterr().err
     assert main(["faithfulness", str(model_dir), "no_such_data"]) == 2
     assert "no_such_data: no such file, and no data set of that name (`attend datasets`" in capsys.readouterr().err
     assert main(["faithfulness", str(model_dir), "rotten_tomatos"]) == 2  # a typo: the name it is close to

@@ -223,7 +223,7 @@ def test_what_needs_one_network_says_so(ensemble_dir: Path) -> None:
     ensemble = load(ensemble_dir)
     assert ensemble.capabilities.maps is False and ensemble.capabilities.gradients is False
     with pytest.raises(ValueError, match="no tokenizer of its own"):
-        ensemble.tokenizer  # noqa: B018
+        ensemble.tokenizer
     with pytest.raises(ValueError, match="no attention maps of its own"):
         ensemble.attention_outputs({})
 
@@ -259,6 +259,35 @@ def test_explanations_average_the_members_on_words(ensemble_dir: Path, members: 
         explain(ensemble, TEXTS, maps=True)
     with pytest.raises(ValueError, match="target='meh' is not a label"):
         explain(ensemble, TEXTS, target="meh")
+
+
+def test_a_member_that_gives_the_words_nothing_is_left_out_of_the_mean(
+    ensemble_dir: Path, members: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A BiLSTM can put all of a method's weight on [SEP]: its words' share had been 0, so the
+    ensemble's importances summed to 2/3 of what the others said."""
+    import dataclasses
+
+    import attend.explain.methods as methods
+
+    ensemble = load(ensemble_dir)
+    quiet = ensemble.members[2]
+    real = methods.explain
+
+    def explain_quietly(runtime, texts, *args, **kwargs):
+        found = real(runtime, texts, *args, **kwargs)
+        if runtime is not quiet:
+            return found
+        return [dataclasses.replace(e, importance=[float(s) / sum(e.special) for s in e.special]) for e in found]
+
+    monkeypatch.setattr(methods, "explain", explain_quietly)
+    mine = explain(ensemble, TEXTS[:2], "grad_attention", target="pos")
+    others = [real(load(path), TEXTS[:2], "grad_attention", target="pos") for path in members[:2]]
+    for i, exp in enumerate(mine):
+        assert sum(exp.importance) == pytest.approx(1.0)
+        assert "member(s) [2] gave the words no importance" in exp.note
+        spread = [onto_words(word_spans(TEXTS[i]), o[i].spans, o[i].importance) for o in others]
+        np.testing.assert_allclose(exp.importance, np.mean([v / v.sum() for v in spread], axis=0), atol=1e-6)
 
 
 def test_signed_attributions_are_summed_onto_words(members: list[Path], tmp_path: Path) -> None:

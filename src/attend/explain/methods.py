@@ -811,7 +811,8 @@ def _explain_combined(
     ``method``, its token importances are moved onto the text's words by their character spans
     (:func:`attend.explain.words.onto_words`) and averaged there with the members' weights. A
     distribution (every method but signed ones) is renormalised over the words first, so each
-    member's special tokens (``[CLS]``, ``[SEP]``) do not shrink its share; signed attributions
+    member's special tokens (``[CLS]``, ``[SEP]``) do not shrink its share, and a member that gave
+    the words nothing at all is left out of that text's mean (a note says so); signed attributions
     (Integrated Gradients) are summed onto words as they are, so a word's value stays the sum of
     its pieces'. ``tokens`` of the result are the words, ``special`` is all False and ``spans``
     are the words' characters. There are no attention maps: members attend over different tokens.
@@ -854,17 +855,27 @@ def _explain_combined(
         read = max(own, key=lambda e: len(e.text)).text  # the most of the text any member read
         units = word_spans(read)
         combined = np.zeros(len(units), dtype=np.float64)
+        said, silent = 0.0, []
         for index, (exp, weight) in enumerate(zip(own, weights, strict=True)):
             if exp.spans is None:
                 raise ValueError(f"member {index} of the ensemble gave no character spans for text {i}")
             values = onto_words(units, exp.spans, exp.importance)
             total = values.sum()
-            if not method.signed and total > 0:
+            if not method.signed:
+                if total <= 0:  # all of it on [CLS]/[SEP]: nothing said about the words, so no share of them
+                    silent.append(index)
+                    continue
                 values = values / total
             combined += weight * values
+            said += weight
+        if said > 0:
+            combined /= said  # the members that said something about the words, weighted among themselves
         cut = [index for index, exp in enumerate(own) if exp.truncated]
         notes = [f"weighted mean over {len(members)} members of their {method.name} importance, moved onto the "
                  "words of the text by character spans"]  # fmt: skip
+        if silent:
+            notes.append(f"member(s) {silent} gave the words no importance (all of it on special tokens): "
+                         "left out of the mean")  # fmt: skip
         if cut:
             notes.append(f"member(s) {cut} read only the start of the text (later words get nothing from them)")
         # A member's own "predicts none" is of its probabilities and may name another label: the
