@@ -223,7 +223,7 @@ def test_what_needs_one_network_says_so(ensemble_dir: Path) -> None:
     ensemble = load(ensemble_dir)
     assert ensemble.capabilities.maps is False and ensemble.capabilities.gradients is False
     with pytest.raises(ValueError, match="no tokenizer of its own"):
-        ensemble.tokenizer
+        ensemble.tokenizer  # noqa: B018
     with pytest.raises(ValueError, match="no attention maps of its own"):
         ensemble.attention_outputs({})
 
