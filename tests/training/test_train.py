@@ -311,6 +311,12 @@ def test_caveats_name_small_splits_labels_missing_from_dev_and_conflicting_copie
     assert "2 label(s) have no dev example ('y', 'z')" in notes[1]
     assert notes[2].startswith("1 text(s) occur with different labels")  # "a" and "a " are one text
     assert len(notes) == 3  # an empty test split is no small one
+    # A split column that puts a training text in the test split: said (attend's own split cannot).
+    given = LabelledTexts(["a b", "c", "a  b", "d"], ["x", "y", "x", "y"], splits=["train", "train", "test", "dev"])
+    leaked = _caveats(given, {name: given.subset([i for i, s in enumerate(given.splits) if s == name])
+                              for name in ("train", "dev", "test")})  # fmt: skip
+    assert any(n.startswith("1 of the 1 test text(s) also occur in the training split") for n in leaked)
+    assert not any("dev text(s) also occur" in n for n in leaked)
     same = LabelledTexts(["good film", "good film"], [["pos", "movie"], ["movie", "pos"]])
     assert _caveats(same, {"train": same, "dev": same.subset([]), "test": same.subset([])}) == []  # one label set
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,14 @@ def trained_columns(config: dict[str, Any], path: str | os.PathLike[str] | None 
         found.append(trained_columns(member, where))
     # Each column the members agree on (one label separator apart, their text and label columns still hold).
     return {key: value for key, value in found[0].items() if all(columns.get(key) == value for columns in found)}
+
+
+def seen_in_training(training: Sequence[str], held_out: Sequence[str]) -> int:
+    """How many of ``held_out`` also occur (whitespace aside) in ``training``: a split column a user
+    gave may put copies on both sides (attend's own split keeps every copy of a text in one split),
+    and a held-out figure over them is not a held-out one."""
+    seen = {" ".join(text.split()) for text in training}
+    return sum(" ".join(text.split()) in seen for text in held_out)
 
 
 def parallel_columns(config: dict[str, Any]) -> tuple[str, str]:

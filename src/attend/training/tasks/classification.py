@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from attend.data.batching import length_batches
 from attend.data.noise import Augmenter
 from attend.data.readers import DataError, LabelledTexts, match_label, stratified_split
-from attend.data.splits import data_provenance, load_labelled
+from attend.data.splits import data_provenance, load_labelled, seen_in_training
 from attend.data.tokenization import TextTokenizer
 from attend.models import MODELS, MULTI_LABEL_THRESHOLD, ClassifierConfig, config_from_dict, probabilities
 from attend.training.metrics import classification_metrics, format_report, save_confusion_png, tfidf_baseline
@@ -91,6 +91,12 @@ def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts]) -> list[st
             use = "choosing the epoch (and, with --model auto, the model)" if name == "dev" else "the figures above"
             notes.append(f"the {name} split has {size} example(s): one of them is {100 / size:.1f} points of "
                          f"{use}; more labelled data makes them steadier")  # fmt: skip
+    for name in ("dev", "test"):
+        copies = seen_in_training(parts["train"].texts, parts[name].texts) if dataset.splits is not None else 0
+        if copies:  # only a given split column can do this: attend's own split keeps copies together
+            notes.append(f"{copies} of the {len(parts[name])} {name} text(s) also occur in the training split (as the "
+                         f"split column has it): {'the epoch is chosen on' if name == 'dev' else 'the figures above'} "
+                         "include texts the model learned from")  # fmt: skip
     if len(parts["dev"]):
         absent = sorted(set(parts["train"].label_names) - set(parts["dev"].label_names))
         if absent:

@@ -28,6 +28,7 @@ from attend.config import strict_from_dict
 from attend.data.batching import length_batches
 from attend.data.parallel import ParallelTexts, group_split, read_parallel
 from attend.data.readers import DataError
+from attend.data.splits import seen_in_training
 from attend.data.tokenization import SubwordTokenizer, pad_rows
 from attend.io import sha256_file
 from attend.models.generation import GenerationOptions, Hypothesis, generate
@@ -174,6 +175,9 @@ class TranslationTask(Task):
         if not len(self.parts["train"]):
             raise DataError(f"{self.origin}: no pairs in the train split")
         train = self.parts["train"]
+        # Sources of a held-out split the training split also has (only a given split column can put
+        # them there: group_split keeps every copy of a source in one split), said in the report.
+        self.seen = {name: seen_in_training(train.sources, self.parts[name].sources) for name in ("dev", "test")}
         if state is not None and (state / "tokenizer.json").exists():
             self.source_tokenizer = SubwordTokenizer.from_file(state / "tokenizer.json")
         elif state is not None and (state / "source_tokenizer.json").exists():
@@ -347,6 +351,11 @@ class TranslationTask(Task):
                 f"   chrF {metrics['baseline_tm_chrf']:.2f}; the model is {abs(gap):.2f} BLEU "
                 f"{'above' if gap >= 0 else 'BELOW'} it"  # as the classifier's report says it (not "-59.02 below")
             )
+        seen = getattr(self, "seen", {}).get(split)
+        if seen:
+            lines.append(f"{seen} of the {metrics['sentences']} {split} sources also occur in the training "
+                         "split (as the split column has it): the figures above include sentences the model learned "
+                         "from")  # fmt: skip
         if metrics.get("truncated_pairs"):
             lines.append(f"{metrics['truncated_pairs']} {split} pairs were cut to max_length={self.max_length} tokens")
         if metrics.get("truncated_training_pairs"):
