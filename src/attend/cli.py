@@ -500,8 +500,9 @@ def _text_lines(raw: bytes, name: str) -> list[str]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UsageError(f"{name}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-                         "convert it or give a CSV/JSONL") from None  # fmt: skip
+        line = raw.count(b"\n", 0, exc.start) + 1  # the line, as the table readers name it
+        raise UsageError(f"{name}: line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                         f"{exc.start}); re-save the file as UTF-8") from None  # fmt: skip
     return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
 
 

@@ -241,6 +241,9 @@ def test_bad_input_is_a_clear_error(translator_dir: Path, tmp_path: Path) -> Non
     plain.write_text("red cat\n", encoding="utf-8")
     done = _attend("translate", str(translator_dir), "--input", str(plain), "--source-col", "en")  # was ignored
     assert done.returncode == 2 and "--source-col en: " in done.stderr and "read as plain text" in done.stderr
+    plain.write_bytes(b"red cat\nblue \xff dog\n")  # the line is named, as the table readers name it
+    done = _attend("translate", str(translator_dir), "--input", str(plain))
+    assert done.returncode == 2 and "lines.txt: line 2 is not UTF-8 text (byte 0xff at offset 13)" in done.stderr
     done = _attend("train", str(bad), "--model", "seq2seq", "--out", str(tmp_path / "m"))
     assert done.returncode == 2 and "'source'" in done.stderr and "english" in done.stderr, done.stderr
     assert not (tmp_path / "m").exists()
