@@ -13,6 +13,7 @@ it is cheap).
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -470,7 +471,8 @@ def test_attend_explain_takes_an_onnx_directory(
     assert "not one" in capsys.readouterr().err
 
 
-def test_faithfulness_of_an_onnx_graph_matches_pytorch(exported: dict, trained: dict[str, Path]) -> None:
+def test_faithfulness_of_an_onnx_graph_matches_pytorch(exported: dict, trained: dict[str, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     from attend.explain import faithfulness
     from attend.explain.faithfulness import default_methods
 
@@ -488,3 +490,12 @@ def test_faithfulness_of_an_onnx_graph_matches_pytorch(exported: dict, trained: 
         assert ours["methods"]["random"][key] == pytest.approx(reference["methods"]["random"][key], abs=1e-5)
     with pytest.raises(ValueError, match="needs gradients"):
         faithfulness(onnx_predictor, texts[:2], ["integrated_gradients"])
+    # A method the graph cannot run is refused before any other method's work (it was refused after
+    # rollout had run, its progress bar drawn); a method named twice is scored once.
+    module = importlib.import_module("attend.explain.faithfulness")  # the package's name is the function
+
+    with monkeypatch.context() as patched:
+        patched.setattr(module, "explain", lambda *a, **k: pytest.fail("explained before refusing"))
+        with pytest.raises(ValueError, match="'grad_attention' needs gradients"):
+            faithfulness(onnx_predictor, texts[:2], ["rollout", "grad_attention"])
+    assert list(faithfulness(onnx_predictor, texts[:2], ["random", "random"])["methods"]) == ["random"]

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from attend.data.batching import length_batches
 from attend.data.validation import validate_texts
-from attend.explain.methods import METHODS, available_methods, ceil_fraction, explain
-from attend.explain.protocol import Explainable
+from attend.explain.methods import METHODS, available_methods, ceil_fraction, explain, refuse_unavailable
+from attend.explain.protocol import Combined, Explainable
 
 __all__ = ["THRESHOLDS", "default_methods", "faithfulness", "format_faithfulness"]
 
@@ -86,7 +86,7 @@ def faithfulness(
         raise ValueError(f"seed={seed} must be in [0, 2**32)")
     if isinstance(methods, str):  # one name would be read letter by letter ("method 'r'")
         raise ValueError(f"methods={methods!r} must be a list of method names, e.g. [{methods!r}]")
-    methods = list(methods) if methods is not None else default_methods(runtime)
+    methods = list(dict.fromkeys(methods)) if methods is not None else default_methods(runtime)  # a name once
     if not methods:
         raise ValueError(
             f"this {runtime.backend} model records no attention, so no explanation method can run on it: measure "
@@ -95,6 +95,8 @@ def faithfulness(
     for method in methods:
         if method not in METHODS:
             raise ValueError(f"method {method!r}; choose from {list(METHODS)}")
+        if not isinstance(runtime, Combined):  # before any work (it was refused after the progress bar started)
+            refuse_unavailable(runtime, METHODS[method])
     for q in thresholds:
         if not 0 < q <= 1:
             raise ValueError(f"threshold {q} must be in (0, 1]")

@@ -434,6 +434,27 @@ def register_method(
     return decorator
 
 
+def refuse_unavailable(runtime: Explainable, chosen: ExplainMethod) -> None:
+    """Raise a ValueError saying why ``chosen`` cannot explain ``runtime`` (no attention recorded,
+    no gradients, no attention pooling), if it cannot; the methods it can are named."""
+    capabilities = runtime.capabilities
+    if chosen.available(capabilities):
+        return
+    method = chosen.name
+    if not (capabilities.maps or capabilities.pooling) and chosen.requires != "gradients":
+        raise ValueError(
+            f"this {runtime.backend} model records no attention, so method {method!r} cannot explain it: "
+            "explain the PyTorch fp32 model, or an ONNX export made with --attentions"
+        )
+    if chosen.requires == "gradients":
+        others = available_methods(runtime)
+        raise ValueError(
+            f"method {method!r} needs gradients, which an ONNX graph (or an int8 model) does not give: use "
+            + (f"one of {others}, or " if others else "") + "the PyTorch fp32 model"
+        )
+    raise ValueError(f"{runtime.model_type} has no attention pooling; use one of {available_methods(runtime)}")
+
+
 def available_methods(runtime: Explainable | Combined) -> list[str]:
     """The methods (and baselines) this runtime can be explained with; none if it records no attention.
 
@@ -727,22 +748,8 @@ def explain(
     if isinstance(runtime, Combined):
         return _explain_combined(runtime, checked, chosen, layer=layer, head=head, target=target, maps=maps,
                                  batch_size=batch_size, ig_steps=ig_steps, seed=seed)  # fmt: skip
+    refuse_unavailable(runtime, chosen)
     capabilities = runtime.capabilities
-    if not chosen.available(capabilities):
-        if not (capabilities.maps or capabilities.pooling) and chosen.requires != "gradients":
-            raise ValueError(
-                f"this {runtime.backend} model records no attention, so method {method!r} cannot explain it: "
-                "explain the PyTorch fp32 model, or an ONNX export made with --attentions"
-            )
-        if chosen.requires == "gradients":
-            others = available_methods(runtime)
-            raise ValueError(
-                f"method {method!r} needs gradients, which an ONNX graph (or an int8 model) does not give: use "
-                + (f"one of {others}, or " if others else "") + "the PyTorch fp32 model"
-            )
-        raise ValueError(
-            f"{runtime.model_type} has no attention pooling; use one of {available_methods(runtime)}"
-        )
     generator = torch.Generator().manual_seed(seed)
     special_ids = runtime.tokenizer.special_ids
     # The layer method 'attention' read (as asked), recorded with its head; none without layers.
