@@ -234,7 +234,7 @@ def test_follow_reads_appended_lines_and_stops_cleanly_on_ctrl_c(model_dir: Path
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert "Traceback" not in err and "stopped (Ctrl-C)" in err
+    assert "Traceback" not in err and "stopped (Ctrl-C or SIGTERM)" in err
     assert "ALERT topic='billing' window 2024-05-01T08:00:00Z" in err  # the log line
     assert f"read {len(events)} events: {len(events)} stored" in out
 
@@ -335,7 +335,9 @@ def test_a_compressed_events_file_replays_as_the_file_inside(tmp_path: Path) -> 
         (["--webhook", "ftp://x"], "--webhook 'ftp://x': give an http:// or https:// URL"),
         (["--explain-method", "saliency"], "--explain-method 'saliency': choose one of ['attention'"),
         (["--threads", "-2"], "--threads -2: must be >= 0"),  # was a traceback
-        (["--poll", "-1"], "--poll -1.0: must be seconds >= 0"),  # was accepted, or failed after storing
+        (["--poll", "-1"], "--poll -1.0: must be seconds > 0"),  # was accepted, or failed after storing
+        (["--poll", "0"], "--poll 0.0: must be seconds > 0 (0 would look"),  # a busy loop
+        (["--webhook-timeout", "nan"], "--webhook-timeout nan: must be seconds in (0, 600]"),
         (["--max-rate", "0"], "--max-rate 0.0: must be events per second > 0"),  # the database was created first
         (["--max-rate", "nan"], "--max-rate nan: must be"),
     ],
@@ -400,9 +402,21 @@ def test_a_database_keeps_its_negative_label_and_the_service_its_settings(
     assert "its events were scored with the negative label 'neg', not 'pos'" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"^--monitor-db .*, or a new --monitor-db$"):  # the service's own flag
         served_monitor_router(load(model_dir), db=str(db), negative_label="pos")
-    served_monitor_router(load(model_dir), db=str(db))
+    routes = served_monitor_router(load(model_dir), db=str(db))
     saved = open_store(db, create=False).get_meta("settings")
     assert saved["detection"]["window"] == 86400 and saved["negative_label"] == "neg"
+    # A run with another window while the service runs: the service judges with it from its next
+    # request on, and says so (it had kept the window it started with and raised alerts of both).
+    assert main(["run", "--events", str(events), "--model", str(model_dir), "--db", str(db), "--window", "15m"]) == 0
+    capsys.readouterr()
+    app = FastAPI()
+    app.include_router(routes.router)
+    with TestClient(app) as client:
+        late = [{"id": "late-1", "text": "fine", "time": "2024-05-03T00:00:00Z"}]
+        sent = client.post("/v1/monitor/events", json=late)
+        assert sent.status_code == 200, sent.text
+    assert routes.info["apps"]["monitor"]["detection"]["window"] == 900
+    assert open_store(db, create=False).saved_detection()["window"] == 900
 
 
 def test_a_database_keeps_its_topic_model(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -594,6 +608,63 @@ def test_an_alert_whose_window_later_events_made_calm_is_withdrawn(
     assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db), "--z", "50"]) == 0
     capsys.readouterr()
     assert alerts_json(db, capsys)[0]["withdrawn"] is None
+
+
+def test_a_sent_alert_later_withdrawn_is_taken_back_at_the_webhook(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The receiver had paged on an alert that later events withdrew, and was never told."""
+    events = [e for e in planted_events() if e["topic"] == SURGE_TOPIC]
+    hour = (START + timedelta(hours=SURGE_HOUR)).isoformat().replace("+00:00", "Z")[:13]
+    burst = [e for e in events if e["time"].startswith(hour) and int(e["id"].rsplit("-", 1)[1]) < 12]
+    before = [e for e in events if e["time"][:13] < hour]
+    rng = random.Random(1)
+    calm = [{**burst[0], "id": f"calm-{i}", "text": _text(rng, False),
+             "time": (START + timedelta(hours=SURGE_HOUR, seconds=60 * i)).isoformat().replace("+00:00", "Z")}
+            for i in range(60)]  # fmt: skip
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Hook.received = []
+    hook = ["--webhook", f"http://127.0.0.1:{server.server_port}/hook", "--webhook-timeout", "10"]
+    db = tmp_path / "taken.db"
+    try:
+        for part in ([*before, *burst], calm):
+            path = write_jsonl(tmp_path / "part.jsonl", part)
+            assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db), *hook]) == 0
+    finally:
+        server.shutdown()
+    capsys.readouterr()
+    assert [body["type"] for body in Hook.received] == ["attend.monitor.alert", "attend.monitor.alert.withdrawn"]
+    sent, taken = (body["alert"] for body in Hook.received)
+    assert taken["window_start"] == sent["window_start"] == f"{hour}:00:00Z"
+    assert sent["withdrawn"] is None and taken["withdrawn"]["volume"] == 72
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(model_dir: Path, tmp_path: Path) -> None:
+    """systemd, Docker and Kubernetes stop a service with SIGTERM: it had killed a --follow run at
+    once (exit 143), without its summary; now the run stops at a batch's edge and reports."""
+    from attend.apps.monitor.events import read_events
+    from attend.apps.monitor.monitor import Monitor, MonitorSettings, run_events
+    from attend.apps.monitor.scoring import Scorer, find_negative_label
+    from attend.apps.monitor.store import open_store
+    from attend.runtime import load
+
+    sentiment = load(model_dir)
+    store = open_store(tmp_path / "term.db")
+    monitor = Monitor(store, Scorer(sentiment, find_negative_label(sentiment, None)), MonitorSettings())
+    events = read_events(write_jsonl(tmp_path / "e.jsonl", planted_events()[:40]))
+
+    def stream() -> Iterator[Any]:
+        yield from events[:20]
+        yield None  # idle: the 20 are committed
+        os.kill(os.getpid(), signal.SIGTERM)
+        yield from events[20:]
+
+    before = signal.getsignal(signal.SIGTERM)
+    summary = run_events(monitor, stream(), batch_size=8)
+    assert summary.interrupted and summary.stored == 20
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler put back
+    store.close()
 
 
 @pytest.mark.parametrize(("hour", "count"), [(SURGE_HOUR - 1, 40), (SURGE_HOUR, 5)])

@@ -60,13 +60,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Checked before anything is loaded or written (a refused --max-rate left an empty database).
     for flag, value, fine, rule in (
         ("--threads", args.threads, args.threads >= 0, ">= 0 (0: PyTorch's default)"),
-        ("--poll", args.poll, args.poll >= 0, "seconds >= 0"),
+        ("--poll", args.poll, args.poll > 0, "seconds > 0 (0 would look for new lines in a busy loop)"),
+        ("--webhook-timeout", args.webhook_timeout, 0 < args.webhook_timeout <= 600, "seconds in (0, 600]"),
         ("--max-rate", args.max_rate, args.max_rate is None or args.max_rate > 0, "events per second > 0"),
         ("--batch-size", args.batch_size, args.batch_size >= 1, ">= 1"),
     ):
         if not fine:  # NaN fails every comparison, so it lands here too
             raise ValueError(f"{flag} {value}: must be {rule}")
-    settings = MonitorSettings(detection=_detection(args), examples=args.examples, webhook=args.webhook)
+    settings = MonitorSettings(detection=_detection(args), examples=args.examples, webhook=args.webhook,
+                               webhook_timeout=args.webhook_timeout)  # fmt: skip
     if args.follow and args.events == "-":
         raise ValueError("--follow tails a file; stdin (--events -) is already read as it arrives")
     if args.threads:
@@ -104,7 +106,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"note: {summary.times_without_zone} event time(s) had no time zone and were taken as UTC "
               "(write them with Z or an offset such as +02:00)", file=sys.stderr)  # fmt: skip
     if summary.interrupted:
-        print("stopped (Ctrl-C); every committed batch is kept, rerun to continue", file=sys.stderr)
+        print("stopped (Ctrl-C or SIGTERM); every committed batch is kept, rerun to continue", file=sys.stderr)
         return 0 if args.follow else 130
     if summary.undelivered:
         print(f"error: {summary.undelivered} alert(s) could not be delivered to {args.webhook} (they are kept in "
@@ -175,7 +177,9 @@ def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
     run.add_argument("--alpha", type=float, default=0.2, help="EWMA weight of the newest window (0.2)")
     run.add_argument("--warmup", type=int, default=4, help="windows of history before judging any (4)")
     run.add_argument("--min-lift", type=float, default=0.0, help="smallest rise of the share over baseline (0)")
-    run.add_argument("--webhook", help="POST each new alert as JSON to this URL")
+    run.add_argument("--webhook", help="POST each new alert as JSON to this URL (and each sent one later withdrawn)")
+    run.add_argument("--webhook-timeout", type=float, default=5.0,
+                     help="seconds a webhook receiver has to answer before the POST counts as failed (5)")
     run.add_argument("--batch-size", type=int, default=64, help="events per transaction and model call (64)")
     run.add_argument("--max-rate", type=float, help="at most this many events per second (default: no cap)")
     run.add_argument("--explain-method", default="grad_attention",

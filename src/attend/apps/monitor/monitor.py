@@ -62,8 +62,8 @@ class MonitorSettings:
             raise ValueError(f"--examples {self.examples} must be >= 0")
         if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):
             raise ValueError(f"--webhook {self.webhook!r}: give an http:// or https:// URL")
-        if self.webhook_timeout <= 0:
-            raise ValueError(f"webhook_timeout={self.webhook_timeout} must be > 0")
+        if not self.webhook_timeout > 0:  # NaN too
+            raise ValueError(f"--webhook-timeout {self.webhook_timeout}: must be > 0 seconds")
         for name in ("webhook_attempts", "max_events", "max_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -107,15 +107,20 @@ class RunSummary:
     reinstated: int = 0
 
 
-def post_webhook(url: str, alert: dict[str, Any], *, timeout: float) -> bool:
-    """POST one alert as JSON; True on a 2xx answer. Never raises: a failure is logged and reported."""
+#: The ``type`` of a webhook POST: an alert raised, and one withdrawn after it was sent.
+ALERT_TYPE, WITHDRAWN_TYPE = "attend.monitor.alert", "attend.monitor.alert.withdrawn"
+
+
+def post_webhook(url: str, alert: dict[str, Any], *, timeout: float, kind: str = ALERT_TYPE) -> bool:
+    """POST one alert as JSON (``{"type": kind, "alert": ...}``); True on a 2xx answer. Never
+    raises: a failure is logged and reported."""
     try:
         import httpx  # a dev dependency of attend today; without it alerts are still stored and logged
     except ImportError:
         log.error("webhook %s: httpx is not installed (pip install httpx); alert kept undelivered", url)
         return False
     try:
-        response = httpx.post(url, json={"type": "attend.monitor.alert", "alert": alert}, timeout=timeout)
+        response = httpx.post(url, json={"type": kind, "alert": alert}, timeout=timeout)
     except httpx.HTTPError as exc:
         log.error("webhook %s failed for alert %s %s: %s", url, alert["topic"], alert["window_start"], exc)
         return False
@@ -306,6 +311,7 @@ class Monitor:
                 log.warning(describe(shown))
                 withdrawn.append(shown)
                 self.withdrawals += 1
+                self._take_back(shown)
             return
         self.store.restate(self._alert(stat))
         if was_withdrawn:
@@ -327,6 +333,16 @@ class Monitor:
             "examples": [e.summary() for e in examples if e.negative] or [e.summary() for e in examples[:1]],
         }  # fmt: skip
 
+    def _take_back(self, alert: dict[str, Any]) -> None:
+        """Tell the webhook that an alert it was sent is withdrawn (``type``
+        :data:`WITHDRAWN_TYPE`; the alert holds its ``withdrawn`` numbers). Best effort: tried up
+        to ``webhook_attempts`` times now, logged if it fails, not kept for a later run."""
+        if not self.settings.webhook or not alert.get("notified_at"):
+            return  # never sent: nothing to take back
+        for _ in range(self.settings.webhook_attempts):
+            if post_webhook(self.settings.webhook, alert, timeout=self.settings.webhook_timeout, kind=WITHDRAWN_TYPE):
+                return
+
     def _deliver(self) -> None:
         """POST every alert not yet delivered (at least once: a crash between storing and posting
         leaves the alert pending, and the next run delivers it)."""
@@ -341,9 +357,14 @@ class Monitor:
             self.store.mark_notified(alert, ok=ok)
 
 
+#: The signals that stop a run the way Ctrl-C does: SIGTERM is how systemd, Docker and Kubernetes
+#: stop a service (it had ended a --follow run at once, exit 143, without its summary).
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
+
+
 @contextlib.contextmanager
 def _ctrl_c_after() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block is done.
+    """Hold a Ctrl-C (SIGINT) or SIGTERM that arrives inside the block until the block is done.
 
     A batch's events and alerts are committed inside :meth:`Monitor.ingest`; a Ctrl-C between that
     commit and the summary's count left the run reporting fewer events stored than the database
@@ -353,13 +374,31 @@ def _ctrl_c_after() -> Iterator[None]:
         yield
         return
     held: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda number, _frame: held.append(number))
+    previous = {number: signal.signal(number, lambda got, _frame: held.append(got)) for number in _STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     if held:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _terminate_as_ctrl_c() -> Iterator[None]:
+    """Within the block (on the main thread), SIGTERM stops the run as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def stop(_number: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_events(
@@ -371,7 +410,7 @@ def run_events(
     finite: bool = True,
     on_batch: Callable[[IngestResult], None] | None = None,
 ) -> RunSummary:
-    """Feed a stream of events to the monitor in batches until it ends or Ctrl-C.
+    """Feed a stream of events to the monitor in batches until it ends, Ctrl-C or SIGTERM.
 
     Args:
         monitor: The monitor.
@@ -405,28 +444,29 @@ def run_events(
             on_batch(result)
 
     try:
-        try:
-            for event in events:
-                if event is None:
-                    flush()
-                    continue
-                batch.append(event)
-                summary.read += 1
-                if len(batch) >= batch_size:
-                    flush()
-                    if max_rate is not None:
-                        ahead = summary.read / max_rate - (time.monotonic() - started)
-                        if ahead > 0:
-                            time.sleep(ahead)
-        except DataError as exc:  # a bad line in a stream (a file is checked whole before this)
-            flush()  # the events before it are good: stored, and said so
-            if not summary.stored:
-                raise
-            raise DataError(f"{exc} (the {summary.stored} new event(s) before it are stored; a rerun of the "
-                            "fixed input skips them)") from None  # fmt: skip
-        flush()
-        if finite:
-            summary.alerts.extend(monitor.finish())
+        with _terminate_as_ctrl_c():
+            try:
+                for event in events:
+                    if event is None:
+                        flush()
+                        continue
+                    batch.append(event)
+                    summary.read += 1
+                    if len(batch) >= batch_size:
+                        flush()
+                        if max_rate is not None:
+                            ahead = summary.read / max_rate - (time.monotonic() - started)
+                            if ahead > 0:
+                                time.sleep(ahead)
+            except DataError as exc:  # a bad line in a stream (a file is checked whole before this)
+                flush()  # the events before it are good: stored, and said so
+                if not summary.stored:
+                    raise
+                raise DataError(f"{exc} (the {summary.stored} new event(s) before it are stored; a rerun of the "
+                                "fixed input skips them)") from None  # fmt: skip
+            flush()
+            if finite:
+                summary.alerts.extend(monitor.finish())
     except KeyboardInterrupt:
         # The batch in hand is dropped, not half-written: a rerun scores it again.
         summary.interrupted = True

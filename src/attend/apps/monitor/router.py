@@ -8,7 +8,9 @@ raised. HTTP input is never "finished", so a window is judged once a later event
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
@@ -100,17 +102,37 @@ def monitor_router(
     negative_label: str | None = None,
     explain_method: str = "grad_attention",
     words: int = 4,
+    detection_info: dict[str, Any] | None = None,
 ) -> APIRouter:
     """A router with ``POST /v1/monitor/events`` writing to ``db`` (path, URL or open store).
 
     The database is opened and the negative label checked here, so a misconfigured service fails
-    at start-up rather than on its first request.
+    at start-up rather than on its first request. Each request judges with the window and
+    thresholds the database was last run with: an ``attend monitor run`` with others since the
+    service started replaces them (they had been read once, at start-up, and the service went on
+    raising alerts of the old window beside the run's). ``detection_info``, if given, is kept
+    equal to them (``GET /v1/model`` shows it).
     """
     settings = settings or MonitorSettings()
     scorer = Scorer(sentiment, find_negative_label(sentiment, negative_label), topic_model=topic_model,
                     method=explain_method, words=words)  # fmt: skip
     store = db if isinstance(db, MonitorStore) else open_store(db)  # after the checks: no empty file on error
-    monitor = Monitor(store, scorer, settings)
+    current = {"monitor": Monitor(store, scorer, settings)}
+    swapping = threading.Lock()
+
+    def judging() -> Monitor:
+        """The monitor, judging with the detection settings the database holds now."""
+        saved = store.saved_detection()
+        with swapping:
+            monitor = current["monitor"]
+            if saved and saved != monitor.settings.detection.to_dict():
+                changed = dataclasses.replace(monitor.settings, detection=DetectionSettings(**saved))
+                monitor = current["monitor"] = Monitor(store, scorer, changed)
+                if detection_info is not None:
+                    detection_info.clear()
+                    detection_info.update(changed.detection.to_dict())
+            return monitor
+
     router = APIRouter(tags=["monitor"])
 
     @router.post("/v1/monitor/events", response_model=IngestResponse,
@@ -124,7 +146,7 @@ def monitor_router(
         for i, event in enumerate(events):
             if len(event.text) > settings.max_chars:
                 return _error(422, f"{i}.text: {len(event.text)} characters, over the limit of {settings.max_chars}")
-        result = await run_in_threadpool(monitor.ingest, [e.to_event() for e in events])
+        result = await run_in_threadpool(lambda: judging().ingest([e.to_event() for e in events]))
         return result.to_dict()
 
     return router
@@ -144,9 +166,10 @@ def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_l
     topics_from = load_topic_model(topic_model, "--monitor-topic-model") if topic_model is not None else None
     with named_as("--monitor-db"):
         settings = MonitorSettings(detection=_saved_detection(db))  # the service has no options of its own for them
-        router = monitor_router(db, runtime, settings, negative_label=negative_label, topic_model=topics_from)
+        judged = settings.detection.to_dict()  # the window and thresholds its alerts are judged with, kept current
+        router = monitor_router(db, runtime, settings, negative_label=negative_label, topic_model=topics_from,
+                                detection_info=judged)  # fmt: skip
     limits = {"max_events": settings.max_events, "max_chars": settings.max_chars}
-    judged = settings.detection.to_dict()  # the window and thresholds its alerts are judged with
     return Routes(router=router, info={"apps": {"monitor": {"db": os.fspath(db), "limits": limits,
                                                             "detection": judged}}})  # fmt: skip
 
