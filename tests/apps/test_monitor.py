@@ -567,12 +567,10 @@ def test_an_in_order_replay_judges_once_per_closed_window_not_per_batch(
     assert len(judged) <= len(windows) < len(events) // 20, (len(judged), len(windows))
 
 
-def test_an_alert_whose_window_later_events_made_calm_is_withdrawn(
-    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """An export replayed in two parts: the first ends inside the hour of a burst of negative texts,
-    which is alerted on its 12 events; the second brings that hour's other 60, all positive. Before,
-    the alert stayed as raised (12/12 negative), though the hour held 12 of 72."""
+def _burst_then_calm() -> tuple[list[dict[str, Any]], str, list[dict[str, Any]], list[dict[str, Any]],
+                                 list[dict[str, Any]]]:  # fmt: skip
+    """The surge topic's events, the surge hour (``YYYY-MM-DDTHH``), the events before it, a burst of
+    its 12 first (negative) events, and 60 positive events in the same hour that make it calm."""
     events = [e for e in planted_events() if e["topic"] == SURGE_TOPIC]
     hour = (START + timedelta(hours=SURGE_HOUR)).isoformat().replace("+00:00", "Z")[:13]
     burst = [e for e in events if e["time"].startswith(hour) and int(e["id"].rsplit("-", 1)[1]) < 12]
@@ -581,6 +579,17 @@ def test_an_alert_whose_window_later_events_made_calm_is_withdrawn(
     calm = [{**burst[0], "id": f"calm-{i}", "text": _text(rng, False),
              "time": (START + timedelta(hours=SURGE_HOUR, seconds=60 * i)).isoformat().replace("+00:00", "Z")}
             for i in range(60)]  # fmt: skip
+    return events, hour, before, burst, calm
+
+
+def test_an_alert_whose_window_later_events_made_calm_is_withdrawn(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export replayed in two parts: the first ends inside the hour of a burst of negative texts,
+    which is alerted on its 12 events; the second brings that hour's other 60, all positive. Before,
+    the alert stayed as raised (12/12 negative), though the hour held 12 of 72."""
+    events, hour, before, burst, calm = _burst_then_calm()
+    rng = random.Random(2)
     after = [e for e in events if e["time"][:13] > hour]
     db = tmp_path / "parts.db"
     gone = ", 1 withdrawn (their windows are no surge now)"
@@ -614,14 +623,7 @@ def test_a_sent_alert_later_withdrawn_is_taken_back_at_the_webhook(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The receiver had paged on an alert that later events withdrew, and was never told."""
-    events = [e for e in planted_events() if e["topic"] == SURGE_TOPIC]
-    hour = (START + timedelta(hours=SURGE_HOUR)).isoformat().replace("+00:00", "Z")[:13]
-    burst = [e for e in events if e["time"].startswith(hour) and int(e["id"].rsplit("-", 1)[1]) < 12]
-    before = [e for e in events if e["time"][:13] < hour]
-    rng = random.Random(1)
-    calm = [{**burst[0], "id": f"calm-{i}", "text": _text(rng, False),
-             "time": (START + timedelta(hours=SURGE_HOUR, seconds=60 * i)).isoformat().replace("+00:00", "Z")}
-            for i in range(60)]  # fmt: skip
+    _, hour, before, burst, calm = _burst_then_calm()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     Hook.received = []
