@@ -212,9 +212,9 @@ def test_a_character_no_font_has_is_drawn_without_a_warning_per_glyph(recwarn: p
     """Emoji in texts printed matplotlib's "Glyph ... missing from font(s)" for every heatmap."""
     import io
 
-    from attend.explain.render import _matplotlib
+    from attend.plotting import pyplot
 
-    plt = _matplotlib()
+    plt = pyplot()
     fig, ax = plt.subplots()
     ax.set_title("party 🎉 time")
     fig.savefig(io.BytesIO(), format="png")

@@ -250,3 +250,29 @@ def test_plots_draw_a_dollar_as_a_dollar(tmp_path: Path) -> None:
     import matplotlib
 
     assert matplotlib.rcParams["text.parse_math"] is True  # for those charts only: the user's plots keep their maths
+
+
+def test_the_confusion_matrix_draws_chinese_labels(tmp_path: Path) -> None:
+    """Chinese labels were boxes (the training report's chart did not fall back to the CJK font the
+    explanations use), with a missing-glyph warning per character on stderr."""
+    import matplotlib
+    from matplotlib import font_manager
+    from PIL import Image, ImageChops
+
+    from attend.plotting import CJK_FONTS, pyplot
+    from attend.training.metrics import save_confusion_png
+
+    pyplot()  # registers CJK fonts installed after matplotlib cached its list
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    cjk = [name for name in CJK_FONTS if name in installed]
+    assert cjk, "no CJK font installed (make install adds fonts-wqy-microhei)"
+    metrics = {"confusion_matrix": {"labels": ["正面评价", "负面评价"], "matrix": np.eye(2, dtype=int).tolist()}}
+    drawn = []
+    # The chart as a CJK font draws it, and as the report draws it in a process that drew nothing
+    # before (matplotlib's default fonts): the same picture.
+    for family in (["DejaVu Sans", *cjk], ["DejaVu Sans"]):
+        with matplotlib.rc_context({"font.family": family}):
+            path = save_confusion_png(metrics, tmp_path / f"{len(family)}.png")
+        assert path is not None
+        drawn.append(Image.open(path).convert("L"))
+    assert ImageChops.difference(*drawn).getbbox() is None

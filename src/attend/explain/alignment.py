@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from attend.data.validation import page_text
-from attend.explain.render import _STYLE, _matplotlib, _plain_text, _shade, _token_html
+from attend.explain.render import _STYLE, _shade, _token_html
 from attend.io import atomic_write_text
+from attend.plotting import plain_text, pyplot
 
 __all__ = ["LINK_RATIO", "Alignment", "alignment_html", "alignment_png", "save_alignment_pngs", "to_json_dict"]
 
@@ -192,9 +193,9 @@ def _default_title(alignment: Alignment) -> str:
     return title
 
 
-@_plain_text
+@plain_text
 def _alignment_heatmap(matrix: np.ndarray, source: Sequence[str], output: Sequence[str], title: str, dpi: int) -> bytes:
-    plt = _matplotlib()
+    plt = pyplot()
     t_out, t_src = matrix.shape
     width = max(4.0, min(16.0, 0.28 * min(t_src, MAX_TICKS) + 2.8))
     height = max(3.0, min(16.0, 0.28 * min(t_out, MAX_TICKS) + 1.8))

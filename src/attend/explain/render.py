@@ -13,14 +13,11 @@ Chinese (and any CJK) text renders with a CJK font when one is installed (Debian
 from __future__ import annotations
 
 import base64
-import functools
 import io
 import math
 import sys
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -28,62 +25,14 @@ from attend.data.validation import page_text
 from attend.explain.methods import Explanation
 from attend.io import atomic_write_text
 from attend.jsonout import dumps_json
+from attend.plotting import CJK_FONTS, plain_text, pyplot
 
 __all__ = ["render_html", "save_heatmaps", "to_json"]
 
-# Chinese fonts first (they also carry Japanese kana), then Japanese-only ones, so that translations
-# into or out of Japanese render where only a Japanese font is installed.
-CJK_FONTS = ("WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC",
-             "SimHei", "Microsoft YaHei", "PingFang SC",
-             "Noto Sans CJK JP", "Noto Sans JP", "IPAexGothic", "IPAGothic", "TakaoGothic", "Hiragino Sans",
-             "Yu Gothic")  # fmt: skip
-#: Substrings of the file names of those fonts, to register ones installed after matplotlib cached its list.
-CJK_FONT_FILES = ("wqy", "cjk", "sourcehan", "droidsansfallback", "ipafont", "ipaexfont", "takao")
-
-
-def _matplotlib():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib import font_manager
-
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    family = [name for name in CJK_FONTS if name in installed]
-    if not family:  # installed after matplotlib cached its font list: register CJK fonts directly
-        for path in font_manager.findSystemFonts():
-            if any(key in path.lower() for key in CJK_FONT_FILES):
-                try:
-                    font_manager.fontManager.addfont(path)
-                except (OSError, RuntimeError, ValueError):
-                    continue
-        installed = {f.name for f in font_manager.fontManager.ttflist}
-        family = [name for name in CJK_FONTS if name in installed]
-    plt.rcParams["font.family"] = ["DejaVu Sans", *family]
-    plt.rcParams["axes.unicode_minus"] = False
-    # A character no installed font has (an emoji) is drawn as a box; matplotlib warned once per
-    # glyph and heatmap, hundreds of lines over the progress bar. The README says so instead.
-    warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
-    return plt
-
-
-def _plain_text(draw: Callable[..., bytes]) -> Callable[..., bytes]:
-    """Run a chart function with its text drawn as written: tokens, labels and translations are the
-    user's text, and a "$" in them is a dollar, not maths markup (a token "$\\foo$" failed the whole
-    chart; "cost $5 and $6" was drawn garbled). For its own figure only, not the caller's plots."""
-
-    @functools.wraps(draw)
-    def plain(*args: Any, **kwargs: Any) -> bytes:
-        with _matplotlib().rc_context({"text.parse_math": False}):
-            return draw(*args, **kwargs)
-
-    return plain
-
-
-@_plain_text
+@plain_text
 def _heatmap_png(matrix: np.ndarray, tokens: Sequence[str], title: str, dpi: int = 80) -> bytes:
     tokens = [t.removeprefix("##") for t in tokens]
-    plt = _matplotlib()
+    plt = pyplot()
     n = len(tokens)
     size = max(3.0, min(14.0, 0.28 * n + 1.5))
     fig, ax = plt.subplots(figsize=(size, size))
@@ -115,9 +64,9 @@ def _heading(exp: Explanation) -> str:
     return f"{exp.method}{_read(exp)}: {exp.label} ({exp.probability:.2f})"
 
 
-@_plain_text
+@plain_text
 def _importance_png(exp: Explanation, dpi: int = 80) -> bytes:
-    plt = _matplotlib()
+    plt = pyplot()
     n = len(exp.tokens)
     fig, ax = plt.subplots(figsize=(max(4.0, min(20.0, 0.3 * n + 1.5)), 2.8))
     colours = ["#c0392b" if v < 0 else "#2e86c1" for v in exp.importance]

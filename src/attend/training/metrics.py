@@ -11,6 +11,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, precision_recall_fscore_support
 
 from attend.data.noise import unspaced_share
+from attend.plotting import pyplot
 
 __all__ = ["classification_metrics", "format_report", "headline_metrics", "save_confusion_png", "tfidf_baseline"]
 
@@ -97,11 +98,7 @@ def save_confusion_png(metrics: dict[str, Any], path: str | os.PathLike[str], *,
     """Draw the confusion matrix (row-normalised colours, raw counts) to a PNG; None if multi-label."""
     if "confusion_matrix" not in metrics:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()  # with a CJK font: Chinese labels were drawn as boxes, 16 warnings on stderr
     labels = metrics["confusion_matrix"]["labels"]
     counts = np.asarray(metrics["confusion_matrix"]["matrix"], dtype=float)
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
