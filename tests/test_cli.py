@@ -138,6 +138,7 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
         (["predict", "no_model"], "give texts to classify, or --input FILE"),
         (["train", "data.csv", "--out", "m", "--text-col", "body"], "has no column 'body'"),
         (["train", "data.csv", "--out", "m", "--config", "bad.json"], "bad.json is not valid JSON"),
+        (["train", "data.csv", "--out", "m", "--config", "top.json"], "top.json: unknown entry ['foo']; it takes"),
         (["train", "data.csv", "--out", "m", "--model", "gpt"], "unknown model 'gpt'"),
         (["train", "data.csv", "--out", "data.csv"], "data.csv exists and is not a directory"),
         (["train", "data.csv", "--out", "data.csv/m"], "data.csv is a file, so the output directory"),
@@ -176,6 +177,7 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], 
     (tmp_path / "data.csv").write_text("text,label\ngood,pos\nbad,neg\nfine,pos\nawful,neg\n", encoding="utf-8")
     (tmp_path / "one_label.csv").write_text("text,label\n" + "".join(f"text {i},pos\n" for i in range(30)))
     (tmp_path / "bad.json").write_text("{oops", encoding="utf-8")
+    (tmp_path / "top.json").write_text('{"foo": {}, "training": {"epochs": 1}}', encoding="utf-8")
     (tmp_path / "short.json").write_text('{"model": {"max_length": 16}}', encoding="utf-8")
     (tmp_path / "layers.json").write_text('{"model": {"num_layers": 1}}', encoding="utf-8")
     (tmp_path / "vocab.json").write_text('{"model": {"vocab_size": 64}}', encoding="utf-8")

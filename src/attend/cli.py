@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from attend.apps import APPS
-from attend.config import port_number, positive_int, read_run_config, seed_number, wait_ms
+from attend.config import minutes, port_number, positive_int, read_run_config, seed_number, wait_ms
 from attend.jsonout import dumps_json
 from attend.version import __version__
 
@@ -861,7 +861,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", default="auto",
                     help="auto | encoder | bilstm_attention | minilm | e5 | m3e, or seq2seq for a translator "
                          "(default auto: train the candidates within --time-budget and keep the best on dev)")
-    tr.add_argument("--time-budget", type=float, metavar="MINUTES",
+    tr.add_argument("--time-budget", type=minutes, metavar="MINUTES",
                     help="minutes of training: for --model auto, all candidates together (default 20); for a named "
                     "model or seq2seq, the epochs that fit (the last possibly cut), timed on this machine "
                     "(default: 30 for seq2seq, none for a named classifier)")
@@ -872,7 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--model auto: choose among these models only, comma-separated (e.g. encoder,e5); the "
                     "only way to let auto train a model whose weights restrict their use (m3e: non-commercial "
                     "research only)")
-    tr.add_argument("--max-train", type=int, metavar="N",
+    tr.add_argument("--max-train", type=positive_int, metavar="N",
                     help="classifiers: train on a proportional sample of at most N training examples (dev and test "
                     "unchanged)")
     tr.add_argument("--config", help='JSON file: {"model": {...model options}, "training": {...training options}}')

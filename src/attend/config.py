@@ -134,8 +134,13 @@ def read_run_config(path: str | None) -> dict[str, Any]:
         raise ValueError(f"--config {path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"--config {path} is not valid JSON ({exc})") from None
-    if not isinstance(config, dict) or set(config) - {"model", "training"}:
-        raise ValueError(f'--config {path} must be a JSON object with "model" and/or "training" entries')
+    if not isinstance(config, dict):
+        raise ValueError(f'--config {path} must be a JSON object with "model" and/or "training" entries, '
+                         f"not a {type(config).__name__}")  # fmt: skip
+    unknown = sorted(set(config) - {"model", "training"})
+    if unknown:
+        raise ValueError(f'--config {path}: unknown entr{"y" if len(unknown) == 1 else "ies"} {unknown}; it takes '
+                         '"model" and/or "training"')  # fmt: skip
     return config
 
 
@@ -186,6 +191,18 @@ def wait_ms(value: str) -> float:
         raise _argument_error(f"{value!r} is not a number of milliseconds") from None
     if not 0 <= number <= MAX_WAIT_MS:  # NaN fails too
         raise _argument_error(f"{value} is not a wait in milliseconds (0 to {MAX_WAIT_MS:,})")
+    return number
+
+
+def minutes(value: str) -> float:
+    """An ``argparse`` type: a positive, finite number of minutes (a time budget; leave the flag out
+    for none: 0 had meant none for a named model and was refused by ``--model auto``)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise _argument_error(f"{value!r} is not a number of minutes") from None
+    if not 0 < number < float("inf"):  # NaN fails too
+        raise _argument_error(f"{value} must be a number of minutes above 0 (leave the flag out for no budget)")
     return number
 
 

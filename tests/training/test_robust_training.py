@@ -269,6 +269,19 @@ def test_a_worse_average_is_not_kept(tmp_path: Path) -> None:
     assert all(torch.equal(model.state_dict()[k], v) for k, v in best.items())  # the best epoch's weights again
 
 
+def test_one_epoch_to_average_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--average-checkpoints 5 with --epochs 1 did nothing without a word."""
+    from safetensors.torch import save_file
+
+    from attend.training.trainer import TrainingArgs, _Dist, _State, _try_average
+
+    model = _Tiny()
+    save_file(dict(model.state_dict()), str(tmp_path / "epoch-1.safetensors"))
+    state = _State(best_score=0.9, best_loss=1.0, best_epoch=1)
+    assert _try_average(None, model, tmp_path, state, TrainingArgs(average_checkpoints=5), _Dist()) is None  # type: ignore[arg-type]
+    assert "checkpoint average: 1 epoch's weights kept, at least 2 are needed" in capsys.readouterr().err
+
+
 def test_checkpoint_averaging_runs_in_training_and_is_recorded(tmp_path: Path) -> None:
     args = TrainingArgs(**FAST, epochs=4, patience=0, average_checkpoints=3)
     result = Trainer(ClassificationTask(_planted(160), model_options=SMALL), args).fit(tmp_path / "m")

@@ -616,7 +616,9 @@ def _try_average(task: Task, network: nn.Module, directory: Path, state: _State,
     was compared (epochs, both dev scores and losses, whether the average was kept).
     """
     paths = sorted(directory.glob("epoch-*.safetensors"), key=lambda p: int(p.stem.split("-")[1]))
-    if len(paths) < 2:
+    if len(paths) < 2:  # one epoch run (or kept): nothing to average, said rather than skipped in silence
+        _log(f"checkpoint average: {len(paths)} epoch's weights kept, at least 2 are needed; the best epoch "
+             "stands", info)  # fmt: skip
         return None
     best = {k: v.detach().clone() for k, v in network.state_dict().items()}
     network.load_state_dict(average_weights(paths))
