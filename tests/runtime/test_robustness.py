@@ -201,6 +201,9 @@ def test_cli_json_and_table(trained: dict[str, Path], capsys: pytest.CaptureFixt
     assert main(args) == 0
     table = capsys.readouterr().out
     assert "clean" in table and all(name in table for name in PERTURBATIONS) and "success rate" in table
+    # No attack asked for is said so (it read "no correctly classified example attacked", like a result)
+    assert main([*args[:3], "--attack-examples", "0", "--limit", "20"]) == 0
+    assert "greedy word substitution: not run (--attack-examples 0)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -336,7 +336,8 @@ def robustness(
 
     Returns:
         ``{"clean", "perturbations": {name: accuracy}, "changed": {name: share of the texts the
-        perturbation changed}, "attack": {"success_rate", "attacked", "mean_words_changed", "budget"},
+        perturbation changed}, "attack": {"success_rate", "attacked", "mean_words_changed", "budget",
+        "examples" (``attack_examples``)},
         "examples", "rows"}``. ``success_rate`` is successes /
         attacked (None when nothing was attacked); ``mean_words_changed`` is over successes (None
         without any).
@@ -376,6 +377,7 @@ def robustness(
             "attacked": len(attacks),
             "mean_words_changed": float(np.mean([a.words_changed for a in successes])) if successes else None,
             "budget": attack_budget,
+            "examples": attack_examples,  # asked for: 0 is no attack, not an attack that found nothing to attack
         },
         "examples": len(texts),
         "rows": rows,
@@ -510,7 +512,9 @@ def format_robustness(report: dict[str, Any]) -> str:
                      "WordNet synonym: their accuracy is the clean one, not a measure of robustness)")  # fmt: skip
     attack = report["attack"]
     budget = f"at most {100 * attack['budget']:g}% of a text's words changed, and at least one"
-    if not attack["attacked"]:
+    if attack.get("examples") == 0:
+        lines.append("\ngreedy word substitution: not run (--attack-examples 0)")
+    elif not attack["attacked"]:
         lines.append(f"\ngreedy word substitution ({budget}): no correctly classified example attacked")
     else:
         words = attack["mean_words_changed"]
