@@ -629,6 +629,12 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         assert got.status_code == 200 and got.json()["decisions"][0]["decision"] == "pass"
         no_id = client.post("/v1/focus/messages", json={"messages": [{"text": UNRELATED.text}]}).json()
         assert no_id["decisions"][0]["id"].startswith("m-")
+        # A number as the id, as a file's row may give it (it was a 422 here only); true is no id.
+        numbered = client.post("/v1/focus/messages", json={"messages": [{"id": 5, "text": "Ticket five."}]})
+        assert numbered.status_code == 200 and numbered.json()["decisions"][0]["id"] == "5"
+        assert client.post("/v1/focus/messages", json={"messages": [{"id": True, "text": "x"}]}).status_code == 422
+        long_id = client.post("/v1/focus/messages", json={"messages": [{"id": "i" * 301, "text": "x"}]})
+        assert long_id.status_code == 422 and "an id of 301 characters, over 300" in long_id.text
         # Read as a file's row is: the same message gets the same id, and a bad time is refused.
         raw = {"text": "Dup check: revenue table\r\n", "sender": "ann@x.com "}
         row = read_messages(io.StringIO(json.dumps(raw) + "\n"), fmt="jsonl")[0]
@@ -663,7 +669,7 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         stateless = client.post("/v1/focus/triage", json={"task": TASK, "messages": [{"text": EMERGENCY.text}]})
         assert stateless.json()["decisions"][0]["decision"] == "pass"
         status = client.get("/v1/focus/status").json()
-        assert status["stats"]["passed"] + status["stats"]["held"] == 3
+        assert status["stats"]["passed"] + status["stats"]["held"] == 4  # with ticket 5
         assert client.get("/v1/focus/digest").status_code == 200
         assert client.post("/v1/focus/stop", json={"forget": "yes"}).status_code == 422  # erasing wants a real true
         assert client.post("/v1/focus/stop").json()["stats"]["feedback"] == 1  # no body: {"forget": false}

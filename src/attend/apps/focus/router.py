@@ -26,7 +26,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 from attend.apps.focus.assistant import MAX_TASK_CHARS, Session
 from attend.apps.focus.dashboard import render_dashboard
@@ -61,8 +61,8 @@ class MessageIn(BaseModel):
 
     # A longer body is cut to MAX_MESSAGE_CHARS and flagged ``truncated``, as a file's is.
     text: str = Field(min_length=1, description="The message body.")
-    id: str | None = Field(default=None, max_length=MAX_ID_CHARS,
-                           description="Stable id (derived from the fields if absent).")  # fmt: skip
+    # A number too, as a file's row may give it (a ticket number): read as its text, "5" for 5.
+    id: StrictStr | StrictInt | None = Field(default=None, description="Stable id (derived from the fields if absent).")
     sender: str = Field(default="", max_length=1000)
     subject: str = Field(default="", max_length=5000)
     time: str | None = Field(default=None, max_length=40)
