@@ -162,8 +162,12 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
         (["serve", "data.csv"], "data.csv is a file, not a model directory"),
         (["train", "data.csv", "--out", "m", "--model", "seq2seq", "--config", "layers.json"],
          "unknown 'seq2seq' model field(s) ['num_layers']; known: ['attention'"),  # was a TypeError traceback
-        (["train", "data.csv", "--out", "m", "--lr", "inf"], "lr=inf must be positive and finite"),  # trained to nan
-        (["train", "data.csv", "--out", "m", "--lr", "nan"], "lr=nan must be positive and finite"),  # torch's words
+        (["train", "data.csv", "--out", "m", "--lr", "inf"], "--lr inf: must be positive and finite"),  # trained to nan
+        (["train", "data.csv", "--out", "m", "--lr", "nan"], "--lr nan: must be positive and finite"),  # torch's words
+        (["train", "data.csv", "--out", "m", "--augment", "typos", "--augment-rate", "0"],
+         "--augment-rate 0.0: must be in (0, 1]"),  # a flag's value named as the flag (it said augment_rate=0.0)
+        (["train", "data.csv", "--out", "m", "--max-length", "1"], "--max-length 1: must be at least 3"),
+        (["train", "data.csv", "--out", "m", "--config", "rate.json"], "augment_rate=0.0 must be in (0, 1]"),
         (["train", "data.csv", "--out", "m", "--candidates", " , "], "--candidates ' , ' names no model"),  # was all
         (["train", "data.csv", "--out", "m", "--config", "types.json", "--epochs", "1"],
          "training option field epochs='3' must be an"),  # a flag over it hid the file's bad value
@@ -177,6 +181,7 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], 
     (tmp_path / "data.csv").write_text("text,label\ngood,pos\nbad,neg\nfine,pos\nawful,neg\n", encoding="utf-8")
     (tmp_path / "one_label.csv").write_text("text,label\n" + "".join(f"text {i},pos\n" for i in range(30)))
     (tmp_path / "bad.json").write_text("{oops", encoding="utf-8")
+    (tmp_path / "rate.json").write_text('{"training": {"augment": "typos", "augment_rate": 0.0}}', encoding="utf-8")
     (tmp_path / "top.json").write_text('{"foo": {}, "training": {"epochs": 1}}', encoding="utf-8")
     (tmp_path / "short.json").write_text('{"model": {"max_length": 16}}', encoding="utf-8")
     (tmp_path / "layers.json").write_text('{"model": {"num_layers": 1}}', encoding="utf-8")

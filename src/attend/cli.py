@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import importlib
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -99,6 +100,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             training[name] = value
+    flagged = {name for name in training if getattr(args, name, None) is not None}
+    try:  # the file's values passed above: a value refused now is a flag's, and is named as the flag
+        TrainingArgs.from_dict(dict(training))
+    except ValueError as exc:
+        found = re.match(r"(\w+)=(\S+) (.*)", str(exc), re.DOTALL)
+        if found is None or found[1] not in flagged:
+            raise
+        value = found[2][1:-1] if len(found[2]) > 1 and found[2][0] == found[2][-1] == "'" else found[2]  # as typed
+        raise UsageError(f"--{found[1].replace('_', '-')} {value}: {found[3]}") from None
     if args.no_progress:
         training["progress"] = False
     # A setting of an option that is off would be ignored without a word, even at its default value

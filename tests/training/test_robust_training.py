@@ -68,7 +68,7 @@ def test_augment_is_a_comma_separated_string_normalised() -> None:
 def test_cli_refuses_an_unknown_augmentation_without_a_traceback(tmp_path: Path, planted_csv: Path) -> None:
     done = _attend("train", str(planted_csv), "--out", str(tmp_path / "m"), "--augment", "typos,emoji", "--no-progress")
     assert done.returncode == 2
-    assert "augment='emoji'" in done.stderr and "Traceback" not in done.stderr
+    assert "--augment emoji: is not a perturbation" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "m").exists()
 
 

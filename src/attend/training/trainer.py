@@ -231,6 +231,8 @@ class TrainingArgs:
                 raise ValueError(f"{name}={value!r} must be >= 0 (0: {'off' if name != 'weight_decay' else 'none'})")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed={self.seed} must be in [0, 2**32) (numpy's seed range)")
+        if self.max_length < 3:  # checked here too, so a run stops before reading its data
+            raise ValueError(f"max_length={self.max_length} must be at least 3 ([CLS], a token, [SEP])")
         if self.max_length > MAX_LENGTH:
             raise ValueError(f"max_length={self.max_length} is more than {MAX_LENGTH:,} tokens; texts are truncated "
                              "to it, and attention over one text costs its square")  # fmt: skip
