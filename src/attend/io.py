@@ -325,7 +325,7 @@ def _refuse_a_long_name(out: Path) -> None:
     parent = next((p for p in out.absolute().parents if p.is_dir()), None)
     try:
         limit = os.pathconf(parent, "PC_NAME_MAX") if parent is not None else 255
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # AttributeError: no pathconf (Windows)
         limit = 255
     size = len(os.fsencode(out.name))
     if size + _SIBLING_EXTRA_BYTES > limit:

@@ -621,6 +621,8 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         late_end = client.post("/v1/focus/sessions", json={"task": TASK, "until": "tomorrow"})
         assert late_end.status_code == 422 and "until 'tomorrow' is not an ISO time" in late_end.text
         assert "--until" not in late_end.text
+        quoted = client.post("/v1/focus/sessions", json={"task": TASK, "until": "--until 5pm"})  # the user's words
+        assert "until '--until 5pm' is not an ISO time" in quoted.json()["detail"]  # kept as sent
         started = client.post("/v1/focus/sessions", json={"task": TASK, "minutes": 30})
         assert started.status_code == 200 and started.json()["task"] == TASK
         again = client.post("/v1/focus/sessions", json={"task": TASK})

@@ -624,22 +624,29 @@ def test_a_sent_alert_later_withdrawn_is_taken_back_at_the_webhook(
 ) -> None:
     """The receiver had paged on an alert that later events withdrew, and was never told."""
     _, hour, before, burst, calm = _burst_then_calm()
+    rng = random.Random(3)
+    angry = [{**burst[0], "id": f"angry-{i}", "text": _text(rng, True),
+              "time": (START + timedelta(hours=SURGE_HOUR, seconds=30 + 60 * i)).isoformat().replace("+00:00", "Z")}
+             for i in range(60)]  # fmt: skip
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     Hook.received = []
     hook = ["--webhook", f"http://127.0.0.1:{server.server_port}/hook", "--webhook-timeout", "10"]
     db = tmp_path / "taken.db"
     try:
-        for part in ([*before, *burst], calm):
+        for part in ([*before, *burst], calm, angry):  # raised, withdrawn, a surge again
             path = write_jsonl(tmp_path / "part.jsonl", part)
             assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db), *hook]) == 0
     finally:
         server.shutdown()
     capsys.readouterr()
-    assert [body["type"] for body in Hook.received] == ["attend.monitor.alert", "attend.monitor.alert.withdrawn"]
-    sent, taken = (body["alert"] for body in Hook.received)
-    assert taken["window_start"] == sent["window_start"] == f"{hour}:00:00Z"
+    # Reinstated, it is sent again: the receiver's last word on it had been "withdrawn".
+    assert [body["type"] for body in Hook.received] == ["attend.monitor.alert", "attend.monitor.alert.withdrawn",
+                                                        "attend.monitor.alert"]  # fmt: skip
+    sent, taken, again = (body["alert"] for body in Hook.received)
+    assert taken["window_start"] == sent["window_start"] == again["window_start"] == f"{hour}:00:00Z"
     assert sent["withdrawn"] is None and taken["withdrawn"]["volume"] == 72
+    assert again["withdrawn"] is None and again["volume"] == 132
 
 
 def test_sigterm_stops_a_run_as_ctrl_c_does(model_dir: Path, tmp_path: Path) -> None:

@@ -212,11 +212,11 @@ def test_a_character_no_font_has_is_drawn_without_a_warning_per_glyph(recwarn: p
     """Emoji in texts printed matplotlib's "Glyph ... missing from font(s)" for every heatmap."""
     import io
 
-    from attend.plotting import pyplot
+    from attend.plotting import chart_style
 
-    plt = pyplot()
-    fig, ax = plt.subplots()
-    ax.set_title("party 🎉 time")
-    fig.savefig(io.BytesIO(), format="png")
-    plt.close(fig)
+    with chart_style() as plt:
+        fig, ax = plt.subplots()
+        ax.set_title("party 🎉 time")
+        fig.savefig(io.BytesIO(), format="png")
+        plt.close(fig)
     assert not [w for w in recwarn if "missing from" in str(w.message)]

@@ -245,11 +245,17 @@ def test_plots_draw_a_dollar_as_a_dollar(tmp_path: Path) -> None:
     metrics = {"confusion_matrix": {"labels": labels, "matrix": np.eye(4, dtype=int).tolist()}}
     path = save_confusion_png(metrics, tmp_path / "cm.png", title="a $\\bar$ title")
     assert path is not None and Image.open(path).size[0] > 100
-    png = _heatmap_png(np.eye(3), ["$\\foo$", "$$", "x^$"], "title $\\bar$")  # translator and classifier maps
-    assert png.startswith(b"\x89PNG")
     import matplotlib
 
-    assert matplotlib.rcParams["text.parse_math"] is True  # for those charts only: the user's plots keep their maths
+    mine = {"font.family": ["serif"], "axes.unicode_minus": True}
+    with matplotlib.rc_context(mine):  # a notebook's own settings
+        png = _heatmap_png(np.eye(3), ["$\\foo$", "$$", "x^$"], "title $\\bar$")  # translator and classifier maps
+        save_confusion_png(metrics, tmp_path / "cm2.png")
+        # For those charts only: the user's plots keep their maths, fonts and minus sign (training had
+        # set the fonts and the minus sign for the whole process).
+        assert {key: matplotlib.rcParams[key] for key in mine} == mine
+    assert png.startswith(b"\x89PNG")
+    assert matplotlib.rcParams["text.parse_math"] is True
 
 
 def test_the_confusion_matrix_draws_chinese_labels(tmp_path: Path) -> None:

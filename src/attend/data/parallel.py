@@ -81,6 +81,12 @@ def normalise_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
+def source_key(text: str) -> str:
+    """What makes two sources copies of one sentence (:func:`group_split` keeps them in one split):
+    equal after :func:`normalise_whitespace` and ``str.casefold``."""
+    return normalise_whitespace(text).casefold()
+
+
 def _numbered(numbers: list[int], noun: str) -> str:
     """``"line 3"``, or ``"lines 3, 7, 9, ... (12 in all)"``."""
     if len(numbers) == 1:
@@ -223,7 +229,7 @@ def group_split(sources: Sequence[str], *, dev_fraction: float, test_fraction: f
         )
     group_of: dict[str, int] = {}
     row_groups = np.array(
-        [group_of.setdefault(normalise_whitespace(text).casefold(), len(group_of)) for text in sources], dtype=np.int64
+        [group_of.setdefault(source_key(text), len(group_of)) for text in sources], dtype=np.int64
     )
     n_groups = len(group_of)
     if n_groups == 0:

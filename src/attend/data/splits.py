@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from attend.data.parallel import normalise_whitespace
 from attend.data.readers import DataError, LabelledTexts, read_table, stratified_split
 from attend.io import ArtifactDir, ModelDirError, sha256_file
 
@@ -49,12 +50,14 @@ def trained_columns(config: dict[str, Any], path: str | os.PathLike[str] | None 
     return {key: value for key, value in found[0].items() if all(columns.get(key) == value for columns in found)}
 
 
-def seen_in_training(training: Sequence[str], held_out: Sequence[str]) -> int:
-    """How many of ``held_out`` also occur (whitespace aside) in ``training``: a split column a user
-    gave may put copies on both sides (attend's own split keeps every copy of a text in one split),
-    and a held-out figure over them is not a held-out one."""
-    seen = {" ".join(text.split()) for text in training}
-    return sum(" ".join(text.split()) in seen for text in held_out)
+def seen_in_training(training: Sequence[str], held_out: Sequence[str], key: Callable[[str], str] = normalise_whitespace
+                     ) -> int:  # fmt: skip
+    """How many of ``held_out`` are copies (the same ``key``: whitespace aside, as attend's own
+    split finds copies of a text) of one in ``training``: a split column a user gave may put copies
+    on both sides (attend's own split keeps every copy in one split), and a held-out figure over
+    them is not a held-out one."""
+    seen = {key(text) for text in training}
+    return sum(key(text) in seen for text in held_out)
 
 
 def parallel_columns(config: dict[str, Any]) -> tuple[str, str]:

@@ -95,7 +95,12 @@ def faithfulness(
     for method in methods:
         if method not in METHODS:
             raise ValueError(f"method {method!r}; choose from {list(METHODS)}")
-        if not isinstance(runtime, Combined):  # before any work (it was refused after the progress bar started)
+        # before any work (it was refused once the methods before it had run)
+        if isinstance(runtime, Combined):
+            if method not in available_methods(runtime):
+                raise ValueError(f"method {method!r}: not every member of the ensemble offers it; the ensemble "
+                                 f"offers {available_methods(runtime)}")  # fmt: skip
+        else:
             refuse_unavailable(runtime, METHODS[method])
     for q in thresholds:
         if not 0 < q <= 1:

@@ -29,6 +29,7 @@ from attend.plotting import CJK_FONTS, plain_text, pyplot
 
 __all__ = ["render_html", "save_heatmaps", "to_json"]
 
+
 @plain_text
 def _heatmap_png(matrix: np.ndarray, tokens: Sequence[str], title: str, dpi: int = 80) -> bytes:
     tokens = [t.removeprefix("##") for t in tokens]

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, precision_recall_fscore_support
 
 from attend.data.noise import unspaced_share
-from attend.plotting import pyplot
+from attend.plotting import chart_style
 
 __all__ = ["classification_metrics", "format_report", "headline_metrics", "save_confusion_png", "tfidf_baseline"]
 
@@ -98,16 +98,15 @@ def save_confusion_png(metrics: dict[str, Any], path: str | os.PathLike[str], *,
     """Draw the confusion matrix (row-normalised colours, raw counts) to a PNG; None if multi-label."""
     if "confusion_matrix" not in metrics:
         return None
-    plt = pyplot()  # with a CJK font: Chinese labels were drawn as boxes, 16 warnings on stderr
     labels = metrics["confusion_matrix"]["labels"]
     counts = np.asarray(metrics["confusion_matrix"]["matrix"], dtype=float)
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     size = max(4.0, 0.45 * len(labels) + 2)
     # Labels are the user's text: "$" in one ("$$" price tiers) is not maths markup, which failed
-    # the whole training run at its last step (and "cost $5 and $6" was drawn garbled).
+    # the whole training run at its last step; Chinese ones were boxes without the CJK font.
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.png")
-    with plt.rc_context({"text.parse_math": False}):  # until drawn: ticks are made as the figure draws
+    with chart_style() as plt:  # until drawn: ticks are made as the figure draws
         fig, ax = plt.subplots(figsize=(size, size))
         _draw_confusion(fig, ax, labels, counts, rates, title)
         fig.savefig(tmp, dpi=120)

@@ -20,6 +20,7 @@ messages are triaged in one batch through the encoder. Message text is never log
 from __future__ import annotations
 
 import os
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -123,12 +124,24 @@ _HTTP_WORDS = (
 )
 
 
+#: A value a message quotes (Python's repr of a string): the user's words, never reworded.
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"')
+
+
 def _http_words(exc: Exception) -> str:
-    """``exc``'s message with the CLI's words for a step replaced by the route or field that takes it."""
-    text = str(exc)
-    for cli, http in _HTTP_WORDS:
-        text = text.replace(cli, http)
-    return text
+    """``exc``'s message with the CLI's words for a step replaced by the route or field that takes
+    it, outside the values it quotes (an id "ticket --until friday" is the user's)."""
+
+    def reword(text: str) -> str:
+        for cli, http in _HTTP_WORDS:
+            text = text.replace(cli, http)
+        return text
+
+    message, out, at = str(exc), [], 0
+    for quoted in _QUOTED.finditer(message):
+        out += [reword(message[at : quoted.start()]), quoted.group()]
+        at = quoted.end()
+    return "".join([*out, reword(message[at:])])
 
 
 def _invalid(exc: ValueError) -> HTTPException:

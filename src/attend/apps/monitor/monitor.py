@@ -313,7 +313,7 @@ class Monitor:
                 self.withdrawals += 1
                 self._take_back(shown)
             return
-        self.store.restate(self._alert(stat))
+        self.store.restate(self._alert(stat), resend=was_withdrawn)  # a withdrawn one is news again
         if was_withdrawn:
             log.warning(f"REINSTATED (a surge again): {describe(self._stored(stat))}")
             self.reinstated += 1

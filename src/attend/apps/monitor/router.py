@@ -120,10 +120,12 @@ def monitor_router(
     current = {"monitor": Monitor(store, scorer, settings)}
     swapping = threading.Lock()
 
-    def judging() -> Monitor:
-        """The monitor, judging with the detection settings the database holds now."""
-        saved = store.saved_detection()
+    def ingest_now(events: list[Event]) -> Any:
+        """Ingest with the detection settings the database holds now. One batch at a time, as the
+        monitor's own lock has it: a request still on the old monitor and one on its replacement
+        (a lock of its own) would otherwise judge at once."""
         with swapping:
+            saved = store.saved_detection()
             monitor = current["monitor"]
             if saved and saved != monitor.settings.detection.to_dict():
                 changed = dataclasses.replace(monitor.settings, detection=DetectionSettings(**saved))
@@ -131,7 +133,7 @@ def monitor_router(
                 if detection_info is not None:
                     detection_info.clear()
                     detection_info.update(changed.detection.to_dict())
-            return monitor
+            return monitor.ingest(events)
 
     router = APIRouter(tags=["monitor"])
 
@@ -146,7 +148,7 @@ def monitor_router(
         for i, event in enumerate(events):
             if len(event.text) > settings.max_chars:
                 return _error(422, f"{i}.text: {len(event.text)} characters, over the limit of {settings.max_chars}")
-        result = await run_in_threadpool(lambda: judging().ingest([e.to_event() for e in events]))
+        result = await run_in_threadpool(ingest_now, [e.to_event() for e in events])
         return result.to_dict()
 
     return router

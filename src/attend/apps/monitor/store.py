@@ -379,16 +379,18 @@ class MonitorStore:
             conn.execute(withdrawals_table.insert().values(topic=topic, window_seconds=window, window_start=start,
                                                            withdrawn_at=_now(), **numbers))  # fmt: skip
 
-    def restate(self, alert: dict[str, Any]) -> None:
+    def restate(self, alert: dict[str, Any], *, resend: bool = False) -> None:
         """Give a stored alert its window's numbers and examples now (the counts grew, or the
-        baseline moved), reinstating it if it was withdrawn."""
+        baseline moved), reinstating it if it was withdrawn; ``resend``: mark it undelivered, so the
+        webhook, told of the withdrawal, hears of the alert again."""
         key = (alert["topic"], alert["window_seconds"], alert["window_start"])
         columns = ("score", "share", "baseline", "baseline_sd", "volume", "negatives")
         with self.engine.begin() as conn:
             conn.execute(withdrawals_table.delete().where(*_window(withdrawals_table, *key)))
             conn.execute(alerts_table.update().where(*_window(alerts_table, *key))
                          .values(**{c: alert[c] for c in columns},
-                                 examples=json.dumps(alert["examples"], ensure_ascii=False)))  # fmt: skip
+                                 examples=json.dumps(alert["examples"], ensure_ascii=False),
+                                 **({"notified_at": None} if resend else {})))  # fmt: skip
 
     def mark_notified(self, alert: dict[str, Any], *, ok: bool) -> None:
         """Record a webhook delivery attempt (``ok``: delivered, else one more failed attempt)."""

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from attend.config import strict_from_dict
 from attend.data.batching import length_batches
-from attend.data.parallel import ParallelTexts, group_split, read_parallel
+from attend.data.parallel import ParallelTexts, group_split, read_parallel, source_key
 from attend.data.readers import DataError
 from attend.data.splits import seen_in_training
 from attend.data.tokenization import SubwordTokenizer, pad_rows
@@ -177,7 +177,8 @@ class TranslationTask(Task):
         train = self.parts["train"]
         # Sources of a held-out split the training split also has (only a given split column can put
         # them there: group_split keeps every copy of a source in one split), said in the report.
-        self.seen = {name: seen_in_training(train.sources, self.parts[name].sources) for name in ("dev", "test")}
+        self.seen = {name: seen_in_training(train.sources, self.parts[name].sources, key=source_key)
+                     for name in ("dev", "test")}  # fmt: skip
         if state is not None and (state / "tokenizer.json").exists():
             self.source_tokenizer = SubwordTokenizer.from_file(state / "tokenizer.json")
         elif state is not None and (state / "source_tokenizer.json").exists():
