@@ -153,6 +153,8 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
         (["train", "data.csv", "--out", "stray"], "stray exists, is not empty and is not a model directory"),
         (["train", "one_label.csv", "--out", "m", "--model", "encoder"], "every example has the label 'pos'; a"),
         (["train", "one_label.csv", "--out", "m"], "a classifier needs at least two labels"),  # auto too
+        (["train", "one_label.csv", "--out", "m", "--model", "encoder", "--multi-label"],
+         "every example has the label 'pos'; a"),  # trained, with accuracy 1.0 and F1 0.0 side by side
         (["train", "data.csv", "--out", "m", "--model", "seq2seq", "--multi-label"],
          "--text-col, --label-col, --multi-label and --label-sep are for text classifiers"),
         (["train", "data.csv", "--out", "m", "--source-col", "en"], "--source-col and --target-col are for --model"),

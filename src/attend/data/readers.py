@@ -675,6 +675,8 @@ def read_table(
         raise DataError(f"{path} has a header but no rows")
     if training and multi_label and label_sep is None and not listed and all(len(row) == 1 for row in labels):
         _check_joined_labels(path, labels)
+    if training and multi_label:
+        _check_labels_of_labels(path, labels, lines, label_sep)
     return LabelledTexts(
         texts=texts,
         labels=labels if label_col is not None else [[] for _ in texts],
@@ -692,6 +694,28 @@ def _check_joined_labels(path: Path, labels: list[list[str]]) -> None:
         if joined is not None:
             raise DataError(f"{path}: --multi-label, yet every row has one label, and some hold {sep!r} (e.g. "
                             f"{joined!r}); give --label-sep '{sep}' to read several labels from one cell")  # fmt: skip
+
+
+#: Characters a file may join several labels with in one cell.
+_LABEL_SEPARATORS = ("|", ";", ",", "/")
+
+
+def _check_labels_of_labels(path: Path, labels: list[list[str]], lines: list[int], label_sep: str | None) -> None:
+    """Refuse a label that is other labels of the data joined by a separator (``billing|bug`` beside
+    ``billing`` and ``bug``): the cell was not split as meant (--label-sep names another separator,
+    or some JSON rows list their labels and others join them in a string), and the combinations
+    would be learned as classes of their own."""
+    known = {label for row in labels for label in row}
+    for row, line in zip(labels, lines, strict=False):
+        for label in row:
+            for sep in _LABEL_SEPARATORS:
+                parts = [part.strip() for part in label.split(sep)]
+                if sep == label_sep or len(parts) < 2 or not all(part in known for part in parts):
+                    continue
+                given = f"--label-sep is {label_sep!r}" if label_sep is not None else "no --label-sep was given"
+                raise DataError(f"{path}: line {line} has the label {label!r}, which is the labels {parts} joined by "
+                                f"{sep!r}, but {given}: give --label-sep '{sep}' (and one way of writing labels) so "
+                                "that it is read as those labels, not as a class of its own")  # fmt: skip
 
 
 def stratified_split(

@@ -237,9 +237,10 @@ WHOLE_NUMBER = re.compile(r"[+-]?(0|[1-9]\d*)(\.0+)?")
 
 
 def check_labels_to_learn(dataset: LabelledTexts, multi_label: bool) -> None:
-    """A single-label classifier needs two labels to choose between (multi-label tags may be one)."""
+    """A classifier needs two labels to choose between: with one, every example has it (a row with
+    no label is refused), so a multi-label one has nothing to learn either."""
     names = dataset.label_names
-    if not multi_label and len(names) < 2:
+    if len(names) < 2:
         said = f"every example has the label {names[0]!r}" if names else "no example has a label"
         raise DataError(f"{dataset.source}: {said}; a classifier needs at least two labels to learn to tell apart")
     # "1" and "1.0" in a CSV (a spreadsheet's float column): one class learned as two, each half of it.
