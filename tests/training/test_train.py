@@ -104,8 +104,10 @@ def test_class_weights_multi_label_and_bf16(tmp_path: Path) -> None:
     result = train(path, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=args, label_sep="|")
     assert torch.get_num_threads() == threads  # the run's thread setting does not leak
     assert "per_class" in result.metrics and "confusion_matrix" not in result.metrics
-    assert "baseline" not in result.metrics  # no single-label bag-of-words baseline for multi-label data
-    assert "multi-label: a text may have several labels" in result.report  # and the report says so, and why
+    # a baseline beside the figures, as for single-label data (there had been none: "it predicts one label")
+    assert result.metrics["baseline"]["method"] == "tfidf_logreg_one_vs_rest"
+    assert "baseline on the same test split (TF-IDF + logistic regression)" in result.report
+    assert "multi-label: a text may have several labels" in result.report  # and the report says what they mean
     predictor = load(tmp_path / "m")
     assert predictor.multi_label and all(isinstance(p, list) for p in predictor.predict(["alpha beta gamma"]))
     # Its own file evaluates, "a|b" read as two labels as training read it (it was "label 'a|b' unknown").

@@ -648,10 +648,12 @@ def _make_plan(
                         "none (its split column assigns no row to 'dev'); add dev rows or name a --model")  # fmt: skip
     bf16 = native_bf16()
     dev_baseline = None
-    if not any(len(labels) > 1 for labels in dataset.labels) and dev_idx:
-        texts, labels = dataset.texts, [row[0] for row in dataset.labels]
+    if dev_idx:  # one logistic regression per label for multi-label data, as the training report's
+        multi = any(len(labels) > 1 for labels in dataset.labels)
+        texts, labels = dataset.texts, dataset.labels if multi else [row[0] for row in dataset.labels]
         found = tfidf_baseline([texts[i] for i in train_idx], [labels[i] for i in train_idx],
-                               [texts[i] for i in dev_idx], [labels[i] for i in dev_idx])  # fmt: skip
+                               [texts[i] for i in dev_idx], [labels[i] for i in dev_idx],
+                               multi_label=multi)  # fmt: skip
         if found is not None:
             dev_baseline = {"dev_accuracy": found["accuracy"], "dev_macro_f1": found["macro_f1"]}
     rng = np.random.default_rng(base.seed)
