@@ -305,8 +305,9 @@ def test_a_label_that_is_other_labels_joined_is_refused_whatever_the_separator(t
     trained 'billing|bug' as a class of its own beside 'billing' and 'bug', without a word."""
     path = tmp_path / "tickets.csv"
     path.write_text("text,label\na,billing|bug\nb,billing\nc,bug\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"line 2 has the label 'billing\|bug', which is the labels \['billing', "
-                                        r"'bug'\] joined by '\|', but --label-sep is ';': give --label-sep '\|'"):
+    joined = (r"line 2 has the label 'billing\|bug', which is the labels \['billing', 'bug'\] joined by '\|', "
+              r"but --label-sep is ';', which no cell holds: give --label-sep '\|'")
+    with pytest.raises(DataError, match=joined):
         read_table(path, multi_label=True, label_sep=";", training=True)
     assert read_table(path, label_sep="|", training=True).labels == [["billing", "bug"], ["billing"], ["bug"]]
     mixed = tmp_path / "mixed.jsonl"
@@ -317,6 +318,14 @@ def test_a_label_that_is_other_labels_joined_is_refused_whatever_the_separator(t
     own = tmp_path / "own.jsonl"  # a name holding '|' whose parts are no labels of the data: the user's name
     own.write_text('{"text": "a", "label": ["R|D"]}\n{"text": "b", "label": ["QA"]}\n', encoding="utf-8")
     assert read_table(own, multi_label=True, training=True).labels == [["R|D"], ["QA"]]
+    # A label the given separator leaves whole, where it splits other cells, is a name: "CI/CD" beside
+    # "CI" and "CD" (and so is a list's element, "CI/CD" in a JSON list).
+    tech = tmp_path / "tech.csv"
+    tech.write_text("text,label\na,CI/CD|deploy\nb,CI\nc,CD|deploy\n", encoding="utf-8")
+    assert read_table(tech, label_sep="|", training=True).labels == [["CI/CD", "deploy"], ["CI"], ["CD", "deploy"]]
+    listed = tmp_path / "listed2.jsonl"
+    listed.write_text('{"text": "a", "label": ["CI/CD"]}\n{"text": "b", "label": ["CI", "CD"]}\n', encoding="utf-8")
+    assert read_table(listed, multi_label=True, training=True).labels == [["CI/CD"], ["CI", "CD"]]
 
 
 @pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
