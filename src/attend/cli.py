@@ -104,7 +104,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:  # the file's values passed above: a value refused now is a flag's, and is named as the flag
         TrainingArgs.from_dict(dict(training))
     except ValueError as exc:
-        found = re.match(r"(\w+)=(\S+) (.*)", str(exc), re.DOTALL)
+        found = re.match(r"(\w+)=('(?:[^'\\]|\\.)*'|\S+) (.*)", str(exc), re.DOTALL)
         if found is None or found[1] not in flagged:
             raise
         value = found[2][1:-1] if len(found[2]) > 1 and found[2][0] == found[2][-1] == "'" else found[2]  # as typed

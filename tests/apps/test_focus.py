@@ -634,6 +634,9 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         # A number as the id, as a file's row may give it (it was a 422 here only); true is no id.
         numbered = client.post("/v1/focus/messages", json={"messages": [{"id": 5, "text": "Ticket five."}]})
         assert numbered.status_code == 200 and numbered.json()["decisions"][0]["id"] == "5"
+        answered = client.post("/v1/focus/feedback", json={"id": 5, "label": "pass"})  # by the number it was sent as
+        assert answered.status_code == 200 and answered.json()["id"] == "5"
+        assert client.post("/v1/focus/feedback", json={"id": " ", "label": "pass"}).status_code == 422
         assert client.post("/v1/focus/messages", json={"messages": [{"id": True, "text": "x"}]}).status_code == 422
         long_id = client.post("/v1/focus/messages", json={"messages": [{"id": "i" * 301, "text": "x"}]})
         assert long_id.status_code == 422 and "an id of 301 characters, over 300" in long_id.text
@@ -674,7 +677,7 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         assert status["stats"]["passed"] + status["stats"]["held"] == 4  # with ticket 5
         assert client.get("/v1/focus/digest").status_code == 200
         assert client.post("/v1/focus/stop", json={"forget": "yes"}).status_code == 422  # erasing wants a real true
-        assert client.post("/v1/focus/stop").json()["stats"]["feedback"] == 1  # no body: {"forget": false}
+        assert client.post("/v1/focus/stop").json()["stats"]["feedback"] == 2  # r1, ticket 5; no body: forget false
         assert client.post("/v1/focus/stop", json={}).status_code == 409
         # Not Unicode: refused before anything is stored (it was stored, then a 500 from every focus route).
         def raw(route: str, body: dict[str, Any]) -> int:  # "\ud800" escaped in the JSON, as a client sends it

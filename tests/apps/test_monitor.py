@@ -649,6 +649,37 @@ def test_a_sent_alert_later_withdrawn_is_taken_back_at_the_webhook(
     assert again["withdrawn"] is None and again["volume"] == 132
 
 
+def test_a_reinstated_alert_is_sent_again_by_the_same_monitor(model_dir: Path, tmp_path: Path) -> None:
+    """The service and --follow keep one monitor: its per-run tries of an alert, spent, had kept the
+    reinstated alert from being sent again (a process per part, as in the test above, hid it)."""
+    from attend.apps.monitor.events import read_events
+    from attend.apps.monitor.monitor import Monitor, MonitorSettings, run_events
+    from attend.apps.monitor.scoring import Scorer, find_negative_label
+    from attend.apps.monitor.store import open_store
+    from attend.runtime import load
+
+    _, _, before, burst, calm = _burst_then_calm()
+    rng = random.Random(3)
+    angry = [{**burst[0], "id": f"angry-{i}", "text": _text(rng, True),
+              "time": (START + timedelta(hours=SURGE_HOUR, seconds=30 + 60 * i)).isoformat().replace("+00:00", "Z")}
+             for i in range(60)]  # fmt: skip
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Hook.received = []
+    sentiment = load(model_dir)
+    store = open_store(tmp_path / "one.db")
+    settings = MonitorSettings(webhook=f"http://127.0.0.1:{server.server_port}/hook", webhook_attempts=1)
+    monitor = Monitor(store, Scorer(sentiment, find_negative_label(sentiment, None)), settings)
+    try:
+        for i, part in enumerate(([*before, *burst], calm, angry)):
+            run_events(monitor, read_events(write_jsonl(tmp_path / f"p{i}.jsonl", part)))
+    finally:
+        server.shutdown()
+        store.close()
+    assert [body["type"] for body in Hook.received] == ["attend.monitor.alert", "attend.monitor.alert.withdrawn",
+                                                        "attend.monitor.alert"]  # fmt: skip
+
+
 def test_sigterm_stops_a_run_as_ctrl_c_does(model_dir: Path, tmp_path: Path) -> None:
     """systemd, Docker and Kubernetes stop a service with SIGTERM: it had killed a --follow run at
     once (exit 143), without its summary; now the run stops at a batch's edge and reports."""

@@ -300,34 +300,6 @@ def test_multi_label_cells_joined_without_label_sep_are_refused(tmp_path: Path) 
     assert read_table(listed, multi_label=True).labels == [["x|y"]]
 
 
-def test_a_label_that_is_other_labels_joined_is_refused_whatever_the_separator(tmp_path: Path) -> None:
-    """A --label-sep other than the file's, or JSON rows that list labels beside rows that join them,
-    trained 'billing|bug' as a class of its own beside 'billing' and 'bug', without a word."""
-    path = tmp_path / "tickets.csv"
-    path.write_text("text,label\na,billing|bug\nb,billing\nc,bug\n", encoding="utf-8")
-    joined = (r"line 2 has the label 'billing\|bug', which is the labels \['billing', 'bug'\] joined by '\|', "
-              r"but --label-sep is ';', which no cell holds: give --label-sep '\|'")
-    with pytest.raises(DataError, match=joined):
-        read_table(path, multi_label=True, label_sep=";", training=True)
-    assert read_table(path, label_sep="|", training=True).labels == [["billing", "bug"], ["billing"], ["bug"]]
-    mixed = tmp_path / "mixed.jsonl"
-    mixed.write_text('{"text": "a", "label": ["billing", "bug"]}\n{"text": "b", "label": "billing|bug"}\n',
-                     encoding="utf-8")  # fmt: skip
-    with pytest.raises(DataError, match=r"line 2 has the label 'billing\|bug'.*but no --label-sep was given"):
-        read_table(mixed, multi_label=True, training=True)
-    own = tmp_path / "own.jsonl"  # a name holding '|' whose parts are no labels of the data: the user's name
-    own.write_text('{"text": "a", "label": ["R|D"]}\n{"text": "b", "label": ["QA"]}\n', encoding="utf-8")
-    assert read_table(own, multi_label=True, training=True).labels == [["R|D"], ["QA"]]
-    # A label the given separator leaves whole, where it splits other cells, is a name: "CI/CD" beside
-    # "CI" and "CD" (and so is a list's element, "CI/CD" in a JSON list).
-    tech = tmp_path / "tech.csv"
-    tech.write_text("text,label\na,CI/CD|deploy\nb,CI\nc,CD|deploy\n", encoding="utf-8")
-    assert read_table(tech, label_sep="|", training=True).labels == [["CI/CD", "deploy"], ["CI"], ["CD", "deploy"]]
-    listed = tmp_path / "listed2.jsonl"
-    listed.write_text('{"text": "a", "label": ["CI/CD"]}\n{"text": "b", "label": ["CI", "CD"]}\n', encoding="utf-8")
-    assert read_table(listed, multi_label=True, training=True).labels == [["CI/CD"], ["CI", "CD"]]
-
-
 @pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
 def test_a_compressed_file_reads_as_the_file_inside(tmp_path: Path, fmt: str, suffix: str) -> None:

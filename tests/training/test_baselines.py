@@ -306,6 +306,8 @@ def test_the_multi_label_baseline_is_one_logistic_regression_per_label() -> None
         return texts, labels
 
     train_texts, train_labels = rows(200)
+    for row in train_labels[:6]:
+        row.append("escalated")  # a label no test text has (nor, from noise, is predicted): not averaged in
     texts, labels = rows(60)
     found = tfidf_baseline(train_texts, train_labels, texts, labels, multi_label=True)
     names = sorted({label for row in train_labels + labels for label in row})
@@ -315,12 +317,15 @@ def test_the_multi_label_baseline_is_one_logistic_regression_per_label() -> None
 
     vectoriser = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
     features = vectoriser.fit_transform(train_texts)
-    columns = [LogisticRegression(max_iter=1000, C=10, solver="saga").fit(features, column)
+    columns = [LogisticRegression(max_iter=1000, C=10, solver="liblinear").fit(features, column)
                if 0 < column.sum() < len(column) else None for column in matrix(train_labels).T]  # fmt: skip
     test = vectoriser.transform(texts)
     predicted = np.array([model.predict(test) if model is not None else np.ones(len(texts), dtype=int)
                           for model in columns]).T  # fmt: skip
     assert found is not None and found["method"] == "tfidf_logreg_one_vs_rest"
     assert found["accuracy"] == pytest.approx(accuracy_score(matrix(labels), predicted))
-    assert found["macro_f1"] == pytest.approx(f1_score(matrix(labels), predicted, average="macro", zero_division=0))
+    present = np.flatnonzero(matrix(labels).any(0) | predicted.any(0))  # as classification_metrics averages
+    assert "escalated" not in [names[i] for i in present]
+    assert found["macro_f1"] == pytest.approx(f1_score(matrix(labels)[:, present], predicted[:, present],
+                                                       average="macro", zero_division=0))  # fmt: skip
     assert found["accuracy"] > 0.9  # the tags follow the words

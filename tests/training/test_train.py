@@ -319,6 +319,15 @@ def test_caveats_name_small_splits_labels_missing_from_dev_and_conflicting_copie
                               for name in ("train", "dev", "test")})  # fmt: skip
     assert any(n.startswith("1 of the 1 test text(s) also occur in the training split") for n in leaked)
     assert not any("dev text(s) also occur" in n for n in leaked)
+    # A label that is other labels joined (a --label-sep other than the file's): said, not refused,
+    # since "CI/CD" beside "CI" and "CD" may be a name; it had trained as a class of its own in silence.
+    tickets = LabelledTexts(["a", "b", "c", "d"], [["billing|bug"], ["billing"], ["bug"], ["CI/CD"]])
+    parts = {name: tickets.subset([0, 1, 2, 3]) if name == "train" else tickets.subset([]) for name in
+             ("train", "dev", "test")}  # fmt: skip
+    said = [n for n in _caveats(tickets, parts) if "joined by" in n]
+    assert said == ["the label 'billing|bug' is other labels of the data joined by '|' (['billing', 'bug']), and is "
+                    "learned as a class of its own: if it means those labels, give --label-sep '|' (with "
+                    "--multi-label)"]  # fmt: skip
     same = LabelledTexts(["good film", "good film"], [["pos", "movie"], ["movie", "pos"]])
     assert _caveats(same, {"train": same, "dev": same.subset([]), "test": same.subset([])}) == []  # one label set
 

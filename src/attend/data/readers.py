@@ -643,7 +643,6 @@ def read_table(
     lines: list[int] = []
     checked_columns = False
     listed = False  # some row's labels are a JSON list
-    written: list[bool] = []  # per row: its labels were a string cell (not a list)
     for line, record in read_rows(path, fmt):
         if not checked_columns:
             check_columns(path, record, (text_col, label_col), columns_hint)
@@ -658,7 +657,6 @@ def read_table(
                 shown = "a missing value (NaN)" if isinstance(value, float) else f"an object {value!r:.60}"
                 raise DataError(f"{path}: line {line} has {shown} as its label in column {label_col!r}")
             listed = listed or isinstance(value, list | tuple)
-            written.append(not isinstance(value, list | tuple))
             row_labels = _split_labels(value, multi_label=multi_label, label_sep=label_sep)
             if not row_labels:
                 raise DataError(f"{path}: line {line} has no label in column {label_col!r}")
@@ -677,8 +675,6 @@ def read_table(
         raise DataError(f"{path} has a header but no rows")
     if training and multi_label and label_sep is None and not listed and all(len(row) == 1 for row in labels):
         _check_joined_labels(path, labels)
-    if training and multi_label:
-        _check_labels_of_labels(path, labels, lines, label_sep, written)
     return LabelledTexts(
         texts=texts,
         labels=labels if label_col is not None else [[] for _ in texts],
@@ -696,36 +692,6 @@ def _check_joined_labels(path: Path, labels: list[list[str]]) -> None:
         if joined is not None:
             raise DataError(f"{path}: --multi-label, yet every row has one label, and some hold {sep!r} (e.g. "
                             f"{joined!r}); give --label-sep '{sep}' to read several labels from one cell")  # fmt: skip
-
-
-#: Characters a file may join several labels with in one cell.
-_LABEL_SEPARATORS = ("|", ";", ",", "/")
-
-
-def _check_labels_of_labels(path: Path, labels: list[list[str]], lines: list[int], label_sep: str | None,
-                            written: list[bool]) -> None:  # fmt: skip
-    """Refuse a label of a string cell that is other labels of the data joined by a separator
-    (``billing|bug`` beside ``billing`` and ``bug``): the cell was not split as meant (--label-sep
-    names a separator no cell holds, or some JSON rows list their labels and others join them in a
-    string), and the combinations would be learned as classes of their own. A label of a list is
-    the user's own name; so is one of a cell the given --label-sep splits elsewhere ("CI/CD" beside
-    "CI" and "CD", with "|" between labels)."""
-    if label_sep is not None and any(len(row) > 1 for row, text in zip(labels, written, strict=False) if text):
-        return  # the separator given splits cells: what stays inside a label is part of its name
-    known = {label for row in labels for label in row}
-    for row, line, text in zip(labels, lines, written, strict=False):
-        if not text:
-            continue
-        for label in row:
-            for sep in _LABEL_SEPARATORS:
-                parts = [part.strip() for part in label.split(sep)]
-                if sep == label_sep or len(parts) < 2 or not all(part in known for part in parts):
-                    continue
-                given = (f"--label-sep is {label_sep!r}, which no cell holds" if label_sep is not None
-                         else "no --label-sep was given")  # fmt: skip
-                raise DataError(f"{path}: line {line} has the label {label!r}, which is the labels {parts} joined by "
-                                f"{sep!r}, but {given}: give --label-sep '{sep}' (and one way of writing labels) so "
-                                "that it is read as those labels, not as a class of its own")  # fmt: skip
 
 
 def stratified_split(

@@ -649,7 +649,8 @@ def _make_plan(
     bf16 = native_bf16()
     dev_baseline = None
     if dev_idx:  # one logistic regression per label for multi-label data, as the training report's
-        multi = any(len(labels) > 1 for labels in dataset.labels)
+        multi = bool(columns.get("multi_label")) or columns.get("label_sep") is not None or any(
+            len(labels) > 1 for labels in dataset.labels)  # as the candidates' task reads it
         texts, labels = dataset.texts, dataset.labels if multi else [row[0] for row in dataset.labels]
         found = tfidf_baseline([texts[i] for i in train_idx], [labels[i] for i in train_idx],
                                [texts[i] for i in dev_idx], [labels[i] for i in dev_idx],

@@ -109,8 +109,16 @@ class StopIn(BaseModel):
 class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    id: StrictStr | StrictInt = Field(description="A stored message's id (a number as the message gave it).")
     label: str = Field(pattern="^(pass|hold)$")
+
+    @field_validator("id")
+    @classmethod
+    def _an_id(cls, value: str | int) -> str:
+        text = str(value).strip()
+        if not text or len(text) > MAX_ID_CHARS:
+            raise ValueError(f"id must be 1 to {MAX_ID_CHARS} characters")
+        return text
 
 
 #: The service's errors name the CLI's verbs and flags; a client of these routes reads the routes and fields.

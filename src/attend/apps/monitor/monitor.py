@@ -315,6 +315,7 @@ class Monitor:
             return
         self.store.restate(self._alert(stat), resend=was_withdrawn)  # a withdrawn one is news again
         if was_withdrawn:
+            self._tries.pop((stat.topic, format_time(stat.start)), None)  # its tries start again, in this run too
             log.warning(f"REINSTATED (a surge again): {describe(self._stored(stat))}")
             self.reinstated += 1
 

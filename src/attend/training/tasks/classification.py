@@ -109,6 +109,13 @@ def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts]) -> list[st
     if conflicting:
         notes.append(f"{conflicting} text(s) occur with different labels in the data: no model can get every copy "
                      "right")  # fmt: skip
+    joined = _joined_labels(dataset.label_names)
+    if joined:
+        (label, sep, parts), more = joined[0], len(joined) - 1
+        others = f" and {more} more" if more else ""
+        notes.append(f"the label {label!r}{others} is other labels of the data joined by {sep!r} ({parts}), and is "
+                     f"learned as a class of its own: if it means those labels, give --label-sep '{sep}' (with "
+                     "--multi-label)")  # fmt: skip
     folded: dict[str, list[str]] = {}
     for name in dataset.label_names:
         folded.setdefault(name.casefold(), []).append(name)
@@ -118,6 +125,25 @@ def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts]) -> list[st
         notes.append(f"labels that differ only in letter case are learned as different classes ({shown}); if each "
                      "pair is one class, write it one way")  # fmt: skip
     return notes
+
+
+#: Characters a file may join several labels with in one cell.
+LABEL_SEPARATORS = ("|", ";", ",", "/")
+
+
+def _joined_labels(names: list[str]) -> list[tuple[str, str, list[str]]]:
+    """Labels that are other labels of the data joined by a separator (``billing|bug`` beside
+    ``billing`` and ``bug``), with the separator and the parts: a --label-sep other than the
+    file's, or JSON rows joining labels in a string beside rows listing them. Only said, not
+    refused: ``CI/CD`` beside ``CI`` and ``CD`` may well be a name."""
+    known, found = set(names), []
+    for name in names:
+        for sep in LABEL_SEPARATORS:
+            parts = [part.strip() for part in name.split(sep)]
+            if len(parts) > 1 and all(part in known and part != name for part in parts):
+                found.append((name, sep, parts))
+                break
+    return found
 
 
 def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> Tensor:
