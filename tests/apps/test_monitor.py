@@ -619,15 +619,20 @@ def test_an_alert_whose_window_later_events_made_calm_is_withdrawn(
     assert alerts_json(db, capsys)[0]["withdrawn"] is None
 
 
+def _angry(like: dict[str, Any]) -> list[dict[str, Any]]:
+    """60 negative events in the surge hour, ``like`` the burst's: they make a calmed window a surge again."""
+    rng = random.Random(3)
+    return [{**like, "id": f"angry-{i}", "text": _text(rng, True),
+             "time": (START + timedelta(hours=SURGE_HOUR, seconds=30 + 60 * i)).isoformat().replace("+00:00", "Z")}
+            for i in range(60)]  # fmt: skip
+
+
 def test_a_sent_alert_later_withdrawn_is_taken_back_at_the_webhook(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The receiver had paged on an alert that later events withdrew, and was never told."""
     _, hour, before, burst, calm = _burst_then_calm()
-    rng = random.Random(3)
-    angry = [{**burst[0], "id": f"angry-{i}", "text": _text(rng, True),
-              "time": (START + timedelta(hours=SURGE_HOUR, seconds=30 + 60 * i)).isoformat().replace("+00:00", "Z")}
-             for i in range(60)]  # fmt: skip
+    angry = _angry(burst[0])
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     Hook.received = []
@@ -659,10 +664,7 @@ def test_a_reinstated_alert_is_sent_again_by_the_same_monitor(model_dir: Path, t
     from attend.runtime import load
 
     _, _, before, burst, calm = _burst_then_calm()
-    rng = random.Random(3)
-    angry = [{**burst[0], "id": f"angry-{i}", "text": _text(rng, True),
-              "time": (START + timedelta(hours=SURGE_HOUR, seconds=30 + 60 * i)).isoformat().replace("+00:00", "Z")}
-             for i in range(60)]  # fmt: skip
+    angry = _angry(burst[0])
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     Hook.received = []
