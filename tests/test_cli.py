@@ -361,3 +361,27 @@ def test_a_seed_out_of_range_names_the_flag(capsys: pytest.CaptureFixture[str], 
         main([*argv, "--seed", "-3"])
     assert exit_info.value.code == 2
     assert "argument --seed: -3 is not a seed (0 to 4294967295)" in capsys.readouterr().err
+
+
+def test_sigterm_interrupts_a_verb_as_ctrl_c_does(trained: dict[str, Path], tmp_path: Path) -> None:
+    """`kill` (SIGTERM) had ended `attend predict` without a word, exit -15; Ctrl-C said
+    "interrupted" and exited 130, what was written kept for --resume. Both do the latter now."""
+    import signal
+    import time
+
+    fifo, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    os.mkfifo(fifo)  # an input that is still being written: the run is mid-way when the signal comes
+    proc = subprocess.Popen([sys.executable, "-m", "attend", "predict", str(trained["encoder"]), "--input", str(fifo),
+                             "--output", str(out), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    with open(fifo, "w", encoding="utf-8") as writer:
+        writer.write("".join(json.dumps({"text": f"a wonderful film number {i}"}) + "\n" for i in range(600)))
+        writer.flush()
+        deadline = time.monotonic() + 120
+        while (not out.exists() or not out.stat().st_size) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert out.exists() and out.stat().st_size, "no prediction was written"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, (proc.returncode, err)
+    assert all(json.loads(line)["label"] for line in out.read_text(encoding="utf-8").splitlines()[:-1])

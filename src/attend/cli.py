@@ -11,8 +11,10 @@ import dataclasses
 import importlib
 import os
 import re
+import signal
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1098,6 +1100,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate_as_interrupt() -> Callable[[], None]:
+    """SIGTERM (how a scheduler, systemd or ``kill`` stops a process) stops a verb as Ctrl-C does:
+    ``interrupted``, exit 130, what was written kept (``predict --resume`` continues it); it had
+    killed the process without a word. Verbs that handle it themselves (train, serve, monitor)
+    install their own handlers over this one. Returns what puts the previous handler back (nothing
+    to put back off the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return lambda: None
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, interrupt)
+    # getsignal gives None for a handler not set from Python: the default one is the nearest to it
+    return lambda: signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -1107,6 +1127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.texts = [*args.texts, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    restore = _terminate_as_interrupt()
     try:
         return int(args.func(args))
     except BrokenPipeError:
@@ -1137,6 +1158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _reports():
             print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        restore()
 
 
 def _reports(exc: BaseException | None = None) -> bool:
