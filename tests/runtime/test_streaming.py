@@ -181,6 +181,9 @@ def test_a_closed_pipe_ends_the_run_quietly(trained: dict[str, Path], texts: lis
         ("header.csv", b"text\nhello\n", "not a prediction CSV"),
         ("extra.csv", b"text,label_1,probability_1,score\n", "header is 'text,label_1,probability_1,score'"),
         ("partial.csv", b'[{"text": "a", "label": "pos"', "not a prediction CSV"),  # a JSON list, then --format csv
+        # A prediction file of the other format (a .csv name written with --format jsonl): said so (it read
+        # "not a prediction CSV", though it was one of this run's)
+        ("other.csv", b'{"text": "a", "label": "pos"}\n', "a prediction JSONL (written with --format jsonl), not CSV"),
     ],
 )
 def test_resuming_a_file_that_is_no_prediction_file_leaves_it_as_it_was(

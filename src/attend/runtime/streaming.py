@@ -180,6 +180,10 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
         data = handle.read()
     start = STARTS[fmt]
     if data and not (data.startswith(start) or start.startswith(data)):
+        other = next((name for name, begins in STARTS.items() if name != fmt and data.startswith(begins)), None)
+        if other is not None:  # the run that wrote it had another --format: said so, not "not a prediction"
+            raise DataError(f"{path}: a prediction {other.upper()} (written with --format {other}), not {fmt.upper()}; "
+                            f"resume it with --format {other}, or choose another --output")  # fmt: skip
         raise DataError(f"{path}: not a prediction {fmt.upper()} (it does not start as `attend predict --format {fmt}` "
                         "writes one); nothing in it was changed: choose another --output")  # fmt: skip
     if fmt == "jsonl":
