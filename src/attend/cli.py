@@ -7,6 +7,7 @@ non-zero exit code, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import os
@@ -301,6 +302,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         sys.stdout, ExistingOutput(Path("-")), True)  # fmt: skip
     done = existing.rows
     bar = None
+    failed = False
     if stream is not None and not args.no_progress:
         from tqdm import tqdm
 
@@ -323,11 +325,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 raise DataError(str(exc)) from None
             raise DataError(f"{exc}; the first {done + writer.rows} predictions are in {args.output}: mend that line "
                             "and run the same command with --resume to go on from there") from None
+        except OSError as exc:  # a full disk: named, with what is kept (it was "[Errno 28] ..." alone)
+            if not args.output or exc.filename is not None:
+                raise
+            failed = True  # closing the file fails the same way: the error said is this one
+            kept = ("; the predictions written before it are kept: --resume goes on from them once there is room"
+                    if args.format != "json" else "")  # fmt: skip
+            raise OSError(exc.errno, f"{exc.strerror} while writing it{kept}", args.output) from None
     finally:
         if bar is not None:
             bar.close()
         if sink is not sys.stdout:
-            sink.close()
+            with contextlib.suppress(OSError) if failed else contextlib.nullcontext():
+                sink.close()
     if args.output:
         resumed = f" after the {done} already there" if done else ""
         print(f"{written} predictions written to {args.output}{resumed}", file=sys.stderr)

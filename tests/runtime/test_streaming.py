@@ -351,3 +351,30 @@ def test_a_compressed_output_name_is_refused_before_anything_is_written(tmp_path
                                             r"interrupted run resumes from; name it .*p\.(csv|jsonl) and compress"):
             open_output(tmp_path / name, resume=False, fmt="csv")
         assert not (tmp_path / name).exists()
+
+
+def test_a_full_disk_names_the_output_and_what_is_kept(
+    trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A full disk mid-run was "error: [Errno 28] No space left on device", naming no file."""
+    import errno
+
+    from attend.cli import main
+    from attend.runtime.streaming import PredictionWriter
+
+    real = PredictionWriter.write
+    calls = []
+
+    def full_after_one(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PredictionWriter, "write", full_after_one)
+    data = write_csv(tmp_path / "in.csv", planted_rows(600))
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {out}: No space left on device while writing it; the predictions written before it are kept" in err
+    assert out.read_text(encoding="utf-8").count("\n") >= 1  # the first chunk's rows, for --resume
