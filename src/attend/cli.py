@@ -12,16 +12,15 @@ import dataclasses
 import importlib
 import os
 import re
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from attend.apps import APPS
 from attend.config import minutes, port_number, positive_int, read_run_config, seed_number, wait_ms
 from attend.jsonout import dumps_json
+from attend.stopping import sigterm_as_ctrl_c
 from attend.version import __version__
 
 #: ``attend explain --method`` choices: attend.explain's registry, spelled out so that building the
@@ -405,8 +404,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise UsageError(f"--top {args.top}: must be at least 1")
     if args.png:  # before any work, naming the flag (it was "afile/text0: Not a directory" at the end)
-        png = Path(args.png)
-        blocking = next((p for p in (png, *png.parents) if p.exists() and not p.is_dir()), None)
+        from attend.io import file_in_the_way
+
+        blocking = file_in_the_way(Path(args.png))
         if blocking is not None:
             raise UsageError(f"--png {args.png}: {blocking} is a file; give a directory for the PNG files")
     if _task_of(args.model_dir) == "translation":
@@ -1110,24 +1110,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate_as_interrupt() -> Callable[[], None]:
-    """SIGTERM (how a scheduler, systemd or ``kill`` stops a process) stops a verb as Ctrl-C does:
-    ``interrupted``, exit 130, what was written kept (``predict --resume`` continues it); it had
-    killed the process without a word. Verbs that handle it themselves (train, serve, monitor)
-    install their own handlers over this one. Returns what puts the previous handler back (nothing
-    to put back off the main thread, where signals cannot be handled)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
-        return lambda: None
-
-    def interrupt(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, interrupt)
-    # getsignal gives None for a handler not set from Python: the default one is the nearest to it
-    return lambda: signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -1137,39 +1119,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.texts = [*args.texts, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    restore = _terminate_as_interrupt()
-    try:
-        return int(args.func(args))
-    except BrokenPipeError:
-        # The reader of stdout went away (`attend predict ... | head`): stop quietly, as Unix tools
-        # do, with the exit status of a process that SIGPIPE ended; stdout goes nowhere from here,
-        # so the interpreter's last flush does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-    except (UsageError, ValueError, OSError) as exc:  # OSError: missing, unreadable or unwritable paths, full disk
-        plain = isinstance(exc, OSError) and exc.filename is not None and exc.strerror
-        if _reports(exc):
-            message = f"{exc.filename}: {exc.strerror}" if plain else str(exc)  # type: ignore[union-attr]
-            print(f"{_rank_prefix(exc)}error: {message}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        if type(exc).__name__ == "TrainingInterrupted":
-            if _reports():
-                print(f"stopped: {exc}", file=sys.stderr)
-            return 130
-        from attend.apps import database_problem  # torch-free, and only when something failed
-
-        problem = database_problem(exc)
-        if problem is not None:
-            print(f"error: {problem}", file=sys.stderr)
+    # SIGTERM stops a verb as Ctrl-C does: `interrupted`, exit 130, what was written kept (`predict
+    # --resume` continues it); train, serve and monitor install their own handling within.
+    with sigterm_as_ctrl_c():
+        try:
+            return int(args.func(args))
+        except BrokenPipeError:
+            # The reader of stdout went away (`attend predict ... | head`): stop quietly, as Unix tools
+            # do, with the exit status of a process that SIGPIPE ended; stdout goes nowhere from here,
+            # so the interpreter's last flush does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
+        except (UsageError, ValueError, OSError) as exc:  # OSError: missing, unreadable or unwritable paths, full disk
+            plain = isinstance(exc, OSError) and exc.filename is not None and exc.strerror
+            if _reports(exc):
+                message = f"{exc.filename}: {exc.strerror}" if plain else str(exc)  # type: ignore[union-attr]
+                print(f"{_rank_prefix(exc)}error: {message}", file=sys.stderr)
             return 2
-        raise
-    except KeyboardInterrupt:
-        if _reports():
-            print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        restore()
+        except Exception as exc:
+            if type(exc).__name__ == "TrainingInterrupted":
+                if _reports():
+                    print(f"stopped: {exc}", file=sys.stderr)
+                return 130
+            from attend.apps import database_problem  # torch-free, and only when something failed
+
+            problem = database_problem(exc)
+            if problem is not None:
+                print(f"error: {problem}", file=sys.stderr)
+                return 2
+            raise
+        except KeyboardInterrupt:
+            if _reports():
+                print("interrupted", file=sys.stderr)
+            return 130
 
 
 def _reports(exc: BaseException | None = None) -> bool:

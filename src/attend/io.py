@@ -45,6 +45,7 @@ __all__ = [
     "atomic_write_text",
     "dumps_json",
     "enclosing_ensemble",
+    "file_in_the_way",
     "finite_json",
     "link_target",
     "member_sources",
@@ -307,9 +308,15 @@ def _is_model_directory(path: Path) -> bool:
     return "attend_version" in config or {"model", "labels"} <= set(config)
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """``folder`` or the nearest of its parents that exists and is no directory (a file, where a
+    folder to write in is wanted), or None."""
+    return next((path for path in (folder, *folder.parents) if path.exists() and not path.is_dir()), None)
+
+
 def _refuse_a_file_above(out: Path) -> None:
     """Refuse an output directory below a regular file, naming the file."""
-    blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    blocking = file_in_the_way(out.parent)
     if blocking is not None:
         raise ModelDirError(f"{blocking} is a file, so the output directory {out} cannot be made in it")
 

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from attend.data.batching import length_batches
 from attend.data.validation import validate_texts
 from attend.explain.methods import METHODS, available_methods, ceil_fraction, explain, refuse_unavailable
-from attend.explain.protocol import Combined, Explainable
+from attend.explain.protocol import Explainable
 
 __all__ = ["THRESHOLDS", "default_methods", "faithfulness", "format_faithfulness"]
 
@@ -95,13 +95,7 @@ def faithfulness(
     for method in methods:
         if method not in METHODS:
             raise ValueError(f"method {method!r}; choose from {list(METHODS)}")
-        # before any work (it was refused once the methods before it had run)
-        if isinstance(runtime, Combined):
-            if method not in available_methods(runtime):
-                raise ValueError(f"method {method!r}: not every member of the ensemble offers it; the ensemble "
-                                 f"offers {available_methods(runtime)}")  # fmt: skip
-        else:
-            refuse_unavailable(runtime, METHODS[method])
+        refuse_unavailable(runtime, METHODS[method])  # before any work (it was refused once the others had run)
     for q in thresholds:
         if not 0 < q <= 1:
             raise ValueError(f"threshold {q} must be in (0, 1]")

@@ -434,9 +434,18 @@ def register_method(
     return decorator
 
 
-def refuse_unavailable(runtime: Explainable, chosen: ExplainMethod) -> None:
+def refuse_unavailable(runtime: Explainable | Combined, chosen: ExplainMethod) -> None:
     """Raise a ValueError saying why ``chosen`` cannot explain ``runtime`` (no attention recorded,
-    no gradients, no attention pooling), if it cannot; the methods it can are named."""
+    no gradients, no attention pooling; for an ensemble, the member that cannot), if it cannot; the
+    methods it can are named."""
+    if isinstance(runtime, Combined):
+        for index, member in enumerate(runtime.members):
+            if chosen.name not in available_methods(member):
+                raise ValueError(
+                    f"method {chosen.name!r}: member {index} of the ensemble ({getattr(member, 'name', 'model')}) "
+                    f"cannot be explained with it; the ensemble offers {available_methods(runtime)}"
+                )
+        return
     capabilities = runtime.capabilities
     if chosen.available(capabilities):
         return
@@ -831,12 +840,7 @@ def _explain_combined(
             "different tokens), so --maps and --png are unavailable: explain it without them (--json, or --html, "
             "which shades the words), or explain one member for its maps (the directories under members/)"
         )
-    for index, member in enumerate(members):
-        if method.name not in available_methods(member):
-            raise ValueError(
-                f"method {method.name!r}: member {index} of the ensemble ({getattr(member, 'name', 'model')}) cannot "
-                f"be explained with it; the ensemble offers {available_methods(runtime)}"
-            )
+    refuse_unavailable(runtime, method)
     labels = list(runtime.labels)
     probs = np.asarray(runtime.predict_proba(texts, batch_size=batch_size))
     best = probs.argmax(1)

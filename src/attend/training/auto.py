@@ -84,7 +84,12 @@ from attend.models import MODELS, build, config_from_dict, native_bf16
 from attend.models.base import ClassifierConfig
 from attend.training.metrics import tfidf_baseline
 from attend.training.tasks.base import comparable
-from attend.training.tasks.classification import ClassificationTask, classification_report, probability_metrics
+from attend.training.tasks.classification import (
+    ClassificationTask,
+    classification_report,
+    probability_metrics,
+    reads_multi_label,
+)
 from attend.training.trainer import (
     RESUME_MAY_CHANGE,
     Trainer,
@@ -649,8 +654,7 @@ def _make_plan(
     bf16 = native_bf16()
     dev_baseline = None
     if dev_idx:  # one logistic regression per label for multi-label data, as the training report's
-        multi = bool(columns.get("multi_label")) or columns.get("label_sep") is not None or any(
-            len(labels) > 1 for labels in dataset.labels)  # as the candidates' task reads it
+        multi = reads_multi_label(dataset, columns.get("multi_label", False), columns.get("label_sep"))
         texts, labels = dataset.texts, dataset.labels if multi else [row[0] for row in dataset.labels]
         found = tfidf_baseline([texts[i] for i in train_idx], [labels[i] for i in train_idx],
                                [texts[i] for i in dev_idx], [labels[i] for i in dev_idx],

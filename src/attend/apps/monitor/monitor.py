@@ -28,6 +28,7 @@ from attend.apps.monitor.events import Event, format_time
 from attend.apps.monitor.scoring import Scorer
 from attend.apps.monitor.store import MonitorStore
 from attend.data.readers import DataError
+from attend.stopping import sigterm_as_ctrl_c
 
 __all__ = ["IngestResult", "Monitor", "MonitorSettings", "RunSummary", "post_webhook", "run_events"]
 
@@ -385,23 +386,6 @@ def _ctrl_c_after() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-@contextlib.contextmanager
-def _terminate_as_ctrl_c() -> Iterator[None]:
-    """Within the block (on the main thread), SIGTERM stops the run as Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
-        yield
-        return
-
-    def stop(_number: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_events(
     monitor: Monitor,
     events: Iterable[Event | None],
@@ -445,7 +429,7 @@ def run_events(
             on_batch(result)
 
     try:
-        with _terminate_as_ctrl_c():
+        with sigterm_as_ctrl_c():  # how systemd, Docker and Kubernetes stop a --follow run
             try:
                 for event in events:
                     if event is None:

@@ -262,6 +262,12 @@ class _Encoded:
 WHOLE_NUMBER = re.compile(r"[+-]?(0|[1-9]\d*)(\.0+)?")
 
 
+def reads_multi_label(dataset: LabelledTexts, multi_label: bool, label_sep: str | None) -> bool:
+    """Whether a classifier of ``dataset`` is multi-label: asked for (``--multi-label``, or a
+    ``--label-sep`` to split cells with), or some example has several labels (a JSON list)."""
+    return bool(multi_label or label_sep is not None or any(len(labels) > 1 for labels in dataset.labels))
+
+
 def check_labels_to_learn(dataset: LabelledTexts, multi_label: bool) -> None:
     """A classifier needs two labels to choose between: with one, every example has it (a row with
     no label is refused), so a multi-label one has nothing to learn either."""
@@ -373,10 +379,7 @@ class ClassificationTask(Task):
         else:
             dataset = load_labelled(data, **self.columns, **self.reading, training=True)
         self.source = dataset.source
-        self.multi_label = bool(
-            self.reading["multi_label"] or self.reading["label_sep"] is not None
-            or any(len(labels) > 1 for labels in dataset.labels)
-        )  # fmt: skip
+        self.multi_label = reads_multi_label(dataset, self.reading["multi_label"], self.reading["label_sep"])
         check_labels_to_learn(dataset, self.multi_label)
         train_idx, dev_idx, test_idx = stratified_split(
             dataset, seed=args.seed, dev_fraction=args.dev_fraction, test_fraction=args.test_fraction
