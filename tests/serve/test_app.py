@@ -385,6 +385,44 @@ def test_graceful_shutdown_finishes_requests_in_flight(model_dir: Path) -> None:
             proc.kill()
 
 
+def test_workers_refuse_new_connections_once_they_stop_accepting(model_dir: Path) -> None:
+    # uvicorn's parent held the listening socket open through its workers' graceful shutdown, so new
+    # connections were accepted by the kernel, never read, and reset when it exited (about 90 requests
+    # under load); a refused connection tells the client its request never arrived.
+    proc, url = _start(model_dir, "--workers", "2")
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 90
+        while sum("Application startup complete" in line for line in list(lines)) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, lines
+            time.sleep(0.1)
+        host, port = url.removeprefix("http://").split(":")
+        body = json.dumps({"text": "wonderful"}).encode()
+        head = f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        with socket.create_connection((host, int(port)), timeout=60) as held:
+            held.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[:5])
+            time.sleep(1)  # the worker reads the headers: this request is in flight, its body still to come
+            proc.send_signal(signal.SIGTERM)
+            refused, deadline = False, time.monotonic() + 20
+            while not refused and time.monotonic() < deadline:
+                try:
+                    socket.create_connection((host, int(port)), timeout=1).close()
+                    time.sleep(0.1)
+                except ConnectionRefusedError:
+                    refused = True
+            held.sendall(body[5:])
+            answer = b""
+            while chunk := held.recv(65536):
+                answer += chunk
+        assert refused, "new connections were still accepted after the workers stopped accepting"
+        assert answer.startswith(b"HTTP/1.1 200") and b'"predictions"' in answer, answer[:300]
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def slow_router(runtime: object, seconds: float) -> object:
     """A router whose one route outlasts a short shutdown grace (for the test below)."""
     from fastapi import APIRouter

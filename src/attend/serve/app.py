@@ -451,5 +451,35 @@ def serve(
     os.environ[ENV_CONFIG] = json.dumps({"model_dir": None if model_dir is None else str(model_dir),
                                          "settings": asdict(settings),
                                          "routers": [spec.to_dict() for spec in routers]})  # fmt: skip
-    uvicorn.run("attend.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                timeout_graceful_shutdown=graceful_seconds, log_level="info")  # fmt: skip
+    config = uvicorn.Config("attend.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                            timeout_graceful_shutdown=graceful_seconds, log_level="info")  # fmt: skip
+    _run_workers(config)
+
+
+def _run_workers(config: Any) -> None:
+    """Run ``config.workers`` uvicorn worker processes on one listening socket, as ``uvicorn.run`` does,
+    except that the parent closes its copy of the socket before it asks the workers to stop.
+
+    uvicorn's parent keeps the socket open until every worker has finished its graceful shutdown. Once
+    the workers stop accepting, the kernel still completes the handshake of each new connection, the
+    client sends its request, and nobody reads it: when the parent exits, the connection is reset. The
+    client cannot tell whether that request was served. With the parent's copy closed, the port refuses
+    new connections as soon as the last worker stops accepting, as a single-process server does, and a
+    client or load balancer knows the request never arrived and can send it elsewhere.
+    """
+    import inspect
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    class Workers(Multiprocess):
+        def terminate_all(self) -> None:
+            for sock in self.sockets:
+                sock.close()
+            super().terminate_all()
+
+    sock = config.bind_socket()
+    if "target" in inspect.signature(Multiprocess.__init__).parameters:  # uvicorn before 0.52
+        Workers(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+    else:
+        Workers(config, sockets=[sock]).run()
