@@ -274,6 +274,7 @@ def _overlap_warning(found: dict[str, Any], total: int, what: str, *, ensemble: 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from attend.data.readers import DataError, TextStream
+    from attend.runtime import streaming
     from attend.runtime.streaming import ExistingOutput, PredictionWriter, format_for, open_output, predict_stream
 
     if bool(args.texts) == bool(args.input):
@@ -283,6 +284,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--top-k {args.top_k}: must be at least 1")
     if args.resume and not args.output:
         raise UsageError("--resume continues an --output file: give --output")
+    if args.keep_cols is not None and not args.input:
+        raise UsageError("--keep-cols copies columns of an --input file: give --input")
+    keep = streaming.check_kept_columns(args.keep_cols.split(",")) if args.keep_cols is not None else []
     if args.format is None:  # as the output's name says (o.csv: CSV); stdout and other names: a JSON list
         args.format = format_for(args.output)
     if args.resume and args.format == "json":  # refused before anything is read or written
@@ -291,7 +295,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.input and args.output and Path(args.output).resolve() == Path(args.input).resolve():
         raise UsageError(f"--output {args.output} is the --input file; choose another --output")
     text_col = _model_column(args.model_dir, args.text_col, "text_col")
-    stream = TextStream(args.input, text_col=text_col) if args.input else None
+    if text_col in keep:
+        raise UsageError(f"--keep-cols {text_col!r}: the text column is in every prediction as text already")
+    stream = TextStream(args.input, text_col=text_col, keep=keep) if args.input else None
     if args.output:  # before the model loads
         from attend.runtime.streaming import check_output_name
 
@@ -308,14 +314,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         unit = {"unit": "row"} if stream.fmt == "parquet" else {"unit": "B", "unit_scale": True}
         bar = tqdm(total=stream.size, desc="predict", file=sys.stderr, mininterval=1.0, **unit)
     try:
-        texts = _input_texts(stream) if stream is not None else iter(args.texts)
+        texts = _input_texts(stream, keep) if stream is not None else iter(args.texts)
 
         def advance(_count: int) -> None:
             if bar is not None and stream is not None:
                 bar.update(stream.position - bar.n)
 
-        writer = PredictionWriter(sink, args.format, header=fresh)
-        existing.check(predictor.labels, args.top_k, predictor.multi_label)
+        writer = PredictionWriter(sink, args.format, header=fresh, columns=keep)
+        existing.check(predictor.labels, args.top_k, predictor.multi_label, keep)
         existing.check_model(predictor)
         try:
             written = predict_stream(predictor, texts, writer, top_k=args.top_k, skip=existing, on_chunk=advance)
@@ -343,14 +349,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _input_texts(stream: Any) -> Iterator[str]:
-    """The texts of ``--input``, an error in the file raised as :class:`_BadInput` (not one about the
-    output: only a bad line is mended and resumed)."""
+def _input_texts(stream: Any, keep: Sequence[str] = ()) -> Iterator[Any]:
+    """The texts of ``--input`` (with ``keep``: ``(text, {column: value})`` pairs), an error in the
+    file raised as :class:`_BadInput` (not one about the output: only a bad line is mended and resumed)."""
     from attend.data.readers import DataError
 
     try:
-        for _, text in stream:
-            yield text
+        if keep:
+            for _, text, values in stream.with_columns():
+                yield text, values
+        else:
+            for _, text in stream:
+                yield text
     except DataError as exc:
         raise _BadInput(str(exc)) from None
 
@@ -952,6 +962,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--text-col", help="column holding the text in --input (default: the model's training column, "
                     "else text)")  # fmt: skip
     pr.add_argument("--top-k", type=int, default=3, help="labels to show per text (default 3)")
+    pr.add_argument("--keep-cols", metavar="C[,C...]", help="columns of --input copied into each prediction (an id "
+                    "to join them back on): a CSV's last columns, after text in JSON")  # fmt: skip
     pr.add_argument("--format", choices=["json", "csv", "jsonl"],
                     help="output format (default: as --output is named, .csv or .jsonl; else json, one list; "
                     "jsonl: one object per line; --resume needs csv or jsonl)")  # fmt: skip

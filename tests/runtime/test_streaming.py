@@ -378,3 +378,64 @@ def test_a_full_disk_names_the_output_and_what_is_kept(
     err = capsys.readouterr().err
     assert f"error: {out}: No space left on device while writing it; the predictions written before it are kept" in err
     assert out.read_text(encoding="utf-8").count("\n") >= 1  # the first chunk's rows, for --resume
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_kept_columns_ride_with_each_prediction_and_resume(
+    trained: dict[str, Path], tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture
+) -> None:
+    """--keep-cols: an id in every row, to join the predictions back on (the output had only the text)."""
+    from attend.cli import main
+
+    rows = [{"id": 10, "text": "a great film", "note": "x"}, {"id": 11, "text": "dull, long", "note": None},
+            {"text": "fine", "note": "z", "id": 12.5}]  # fmt: skip
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    model = str(trained["encoder"])
+    whole = tmp_path / f"whole.{fmt}"
+    argv = ["predict", model, "--input", str(data), "--keep-cols", "id,note", "--no-progress", "--top-k", "2"]
+    assert main([*argv, "--output", str(whole)]) == 0
+    full = whole.read_bytes()
+    if fmt == "csv":
+        read = list(csv.DictReader(io.StringIO(full.decode())))
+        assert list(read[0])[-2:] == ["id", "note"]
+        assert [(r["id"], r["note"]) for r in read] == [("10", "x"), ("11", ""), ("12.5", "z")]
+    else:
+        read = [json.loads(line) for line in full.decode().splitlines()]
+        assert list(read[0])[:3] == ["text", "id", "note"]
+        assert [(r["id"], r["note"]) for r in read] == [(10, "x"), (11, None), (12.5, "z")]  # JSON's own types
+    assert [r["text"] for r in read] == [r["text"] for r in rows]
+
+    partial = tmp_path / f"partial.{fmt}"
+    partial.write_bytes(full[: full.index(b"dull") + 2])  # interrupted in the second row
+    assert main([*argv, "--output", str(partial), "--resume"]) == 0
+    assert partial.read_bytes() == full
+    partial.write_bytes(full[: full.index(b"dull") + 2])
+    capsys.readouterr()
+    for keep, said in (("id", "written with --keep-cols id,note, this run has --keep-cols id"),
+                       (None, "this run has no --keep-cols")):  # fmt: skip
+        other = [*argv[:4], *(["--keep-cols", keep] if keep else []), *argv[6:]]
+        assert main([*other, "--output", str(partial), "--resume"]) == 2
+        assert said in capsys.readouterr().err
+    assert partial.read_bytes() == full[: full.index(b"dull") + 2]  # nothing appended, nothing cut
+
+
+@pytest.mark.parametrize(("keep", "error"), [
+    ("id,nope", "has no column 'nope' (columns: id, text); choose the columns to keep with --keep-cols"),
+    ("label", "--keep-cols 'label': the predictions have a 'label' of their own"),
+    ("probability_3", "--keep-cols 'probability_3': the predictions have"),
+    ("id,,x", "a column name is empty"),
+    ("id,id", "'id' is named twice"),
+])  # fmt: skip
+def test_kept_columns_are_refused_by_name(
+    trained: dict[str, Path], tmp_path: Path, keep: str, error: str, capsys: pytest.CaptureFixture
+) -> None:
+    from attend.cli import main
+
+    data = write_csv(tmp_path / "in.csv", [{"id": "1", "text": "a text"}])
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--keep-cols", keep, "--output",
+                 str(out), "--no-progress"]) == 2  # fmt: skip
+    assert error in capsys.readouterr().err
+    assert main(["predict", str(trained["encoder"]), "a text", "--keep-cols", "id"]) == 2
+    assert "--keep-cols copies columns of an --input file: give --input" in capsys.readouterr().err

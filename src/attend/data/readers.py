@@ -566,12 +566,15 @@ class TextStream:
     """The texts of a data file, read as they are used: constant memory on a file of any size.
 
     Iterating yields ``(line, text)`` with the checks of :func:`read_table`; ``position`` and
-    ``size`` are in bytes (rows for Parquet), for a progress bar.
+    ``size`` are in bytes (rows for Parquet), for a progress bar. :meth:`with_columns` yields each
+    text with the values of the ``keep`` columns (an id to join the predictions back on).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, text_col: str = "text", fmt: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, text_col: str = "text", fmt: str | None = None,
+                 keep: Sequence[str] = ()) -> None:  # fmt: skip
         self.path, self.fmt = open_data_file(path, fmt)
         self.text_col = text_col
+        self.keep = list(keep)
         self._lines = _Lines(self.path, self.fmt) if self.fmt != "parquet" else None
         self._rows = 0
         if self._lines is None:
@@ -589,15 +592,38 @@ class TextStream:
         return self._rows if self._lines is None else self._lines.position
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
+        for line, text, _ in self._records():
+            yield line, text
+
+    def with_columns(self) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        """``(line, text, {column: value})`` for the ``keep`` columns: a value as JSON holds it (a
+        CSV's are strings), None where a row lacks it or leaves it empty or NaN."""
+        for line, text, record in self._records():
+            yield line, text, {column: _kept_value(record.get(column)) for column in self.keep}
+
+    def _records(self) -> Iterator[tuple[int, str, dict[str, Any]]]:
         checked = False
         for line, record in read_rows(self.path, self.fmt, self._lines):
             if not checked:
                 check_columns(self.path, record, [self.text_col], "choose the column with --text-col")
+                check_columns(self.path, record, self.keep, "choose the columns to keep with --keep-cols")
                 checked = True
             self._rows += 1
-            yield line, _row_text(self.path, line, record, self.text_col)
+            yield line, _row_text(self.path, line, record, self.text_col), record
         if not checked:
             raise DataError(f"{self.path} has a header but no rows")
+
+
+def _kept_value(value: Any) -> Any:
+    """A kept column's value as JSON can hold it: None for a missing one (NaN, an empty cell), other
+    types (a Parquet date, bytes) as their text."""
+    if value is None or is_missing_number(value) or value == "":
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no infinity
+    if isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
 
 
 def read_table(

@@ -8,7 +8,8 @@ counted (a row cut off by the interruption is dropped first), the same number of
 skipped, and new rows are appended, so the finished file equals one written in a single run.
 
 Formats: ``csv`` (a header, then ``text, label_1, probability_1, ..., truncated``), ``json`` (one
-JSON list, written element by element; not resumable) and ``jsonl`` (one object per line).
+JSON list, written element by element; not resumable) and ``jsonl`` (one object per line). Columns
+of the input kept with ``--keep-cols`` (an id) end a CSV row and follow ``text`` in an object.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +28,8 @@ from typing import IO, Any
 from attend.data.readers import DataError, is_compressed
 from attend.runtime.classifier import TextClassifier
 
-__all__ = ["CHUNK", "FORMATS", "ExistingOutput", "PredictionWriter", "check_output_name", "completed_rows",
-           "format_for", "open_output", "predict_stream", "read_existing"]
+__all__ = ["CHUNK", "FORMATS", "ExistingOutput", "PredictionWriter", "check_kept_columns", "check_output_name",
+           "completed_rows", "format_for", "open_output", "predict_stream", "read_existing"]
 
 #: Texts read, classified and written at a time (the runtime plans its batches within a chunk).
 #: Larger chunks batch better but hold more at once. `benchmarks/predict_stream.py` (small encoder,
@@ -44,6 +46,27 @@ STARTS = {"csv": b"text,label_1,probability_1,", "jsonl": b'{"text": '}
 #: Largest difference between a probability the file holds (a CSV's six decimals) and the model's
 #: for the same text, for the file to count as this model's output (batching moves the last digits).
 SAME_MODEL_TOLERANCE = 1e-3
+#: Keys of a JSON prediction row: a kept input column may not take one of these names.
+ROW_KEYS = ("text", "label", "labels", "top", "truncated", "warning")
+
+
+def check_kept_columns(columns: Sequence[str]) -> list[str]:
+    """The ``--keep-cols`` names, refused where one is empty, given twice, or a name the output
+    itself uses (``text``, ``label``, ``label_2``, ...).
+
+    Raises:
+        DataError: naming the column.
+    """
+    names = [column.strip() for column in columns]
+    for name in names:
+        if not name:
+            raise DataError(f"--keep-cols {','.join(columns)!r}: a column name is empty")
+        if name in ROW_KEYS or re.fullmatch(r"(label|probability)_\d+", name):
+            raise DataError(f"--keep-cols {name!r}: the predictions have a {name!r} of their own; rename that "
+                            "column in the input to keep it")  # fmt: skip
+        if names.count(name) > 1:
+            raise DataError(f"--keep-cols: {name!r} is named twice")
+    return names
 
 
 @dataclass
@@ -60,6 +83,7 @@ class ExistingOutput:
             it skips the same way, so it continues only the input the file was written from.
         last: The last row's ``(label, probability)`` pairs: a resumed run predicts its text again
             and refuses a file another model wrote.
+        columns: The input columns its rows keep (``--keep-cols``), in order; None before a row is read.
     """
 
     path: Path
@@ -72,6 +96,7 @@ class ExistingOutput:
     kept: int = 0
     size: int = 0
     multi_label: bool | None = None
+    columns: list[str] | None = None
 
     def cut(self) -> None:
         """Truncate the file to its whole rows (a row cut off by the interruption goes): done only
@@ -93,9 +118,17 @@ class ExistingOutput:
         self.last = list(top)
         self.rows += 1
 
-    def check(self, labels: Sequence[str], top_k: int, multi_label: bool | None = None) -> None:
-        """Refuse to continue a file another model, or another ``--top-k``, wrote (``multi_label``:
-        the model's; its rows carry a ``labels`` column or key, a single-label model's none)."""
+    def check(self, labels: Sequence[str], top_k: int, multi_label: bool | None = None,
+              columns: Sequence[str] = ()) -> None:  # fmt: skip
+        """Refuse to continue a file another model, or another ``--top-k`` or ``--keep-cols``, wrote
+        (``multi_label``: the model's; its rows carry a ``labels`` column or key, a single-label
+        model's none)."""
+        if self.columns is not None and self.columns != list(columns):
+            def said(names: Sequence[str]) -> str:
+                return f"--keep-cols {','.join(names)}" if names else "no --keep-cols"
+
+            raise DataError(f"{self.path}: it was written with {said(self.columns)}, this run has {said(columns)}: "
+                            "resume with the columns it was written with")  # fmt: skip
         if multi_label is not None and self.multi_label is not None and self.multi_label != multi_label:
             kinds = ("a multi-label", "a single-label")
             raise DataError(f"{self.path}: {kinds[not self.multi_label]} model wrote it, this is "
@@ -147,17 +180,20 @@ def completed_rows(path: Path, fmt: str) -> int:
     return existing.rows
 
 
-def _csv_width(path: Path, header: list[str]) -> tuple[int, bool]:
-    """``(labels per row, whether the rows end with a labels column)`` of a prediction CSV's header.
+def _csv_width(path: Path, header: list[str]) -> tuple[int, bool, list[str]]:
+    """``(labels per row, whether the rows have a labels column, the input columns kept after it)``
+    of a prediction CSV's header.
 
     Raises:
         DataError: not the header :class:`PredictionWriter` writes.
     """
-    for extra in ([], ["labels"]):
-        k = (len(header) - 2 - len(extra)) // 2
-        names = [v for i in range(1, k + 1) for v in (f"label_{i}", f"probability_{i}")]
-        if k >= 1 and header == ["text", *names, "truncated", *extra]:
-            return k, bool(extra)
+    end = header.index("truncated") if "truncated" in header else -1
+    k = (end - 1) // 2
+    names = [v for i in range(1, k + 1) for v in (f"label_{i}", f"probability_{i}")]
+    if k >= 1 and header[:end] == ["text", *names]:
+        rest = header[end + 1:]
+        multi = rest[:1] == ["labels"]
+        return k, multi, rest[multi:]
     shown = ",".join(header[:6]) + (",..." if len(header) > 6 else "")
     raise DataError(f"{path}: not a prediction CSV (its header is {shown!r}, not text,label_1,probability_1,...,"
                     "truncated); nothing in it was changed: choose another --output")  # fmt: skip
@@ -194,6 +230,7 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
                 row = json.loads(line)
                 existing._add(row["text"], [(entry["label"], float(entry["probability"])) for entry in row["top"]])
                 existing.multi_label = "labels" in row
+                existing.columns = [key for key in row if key not in ROW_KEYS]
             except (ValueError, KeyError, TypeError):
                 raise DataError(
                     f"{path}: line {existing.rows + 1} is not a prediction row; is it another file? (nothing in "
@@ -215,7 +252,7 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
                 if not lines[reader.line_num - 1].endswith("\n"):
                     break
                 if record_number == 0:
-                    width, existing.multi_label = _csv_width(path, record)
+                    width, existing.multi_label, existing.columns = _csv_width(path, record)
                     existing.width = width
                     fields = len(record)
                 elif len(record) != fields:
@@ -242,27 +279,35 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
 class PredictionWriter:
     """Writes prediction rows to ``sink`` in one of :data:`FORMATS`, as they come."""
 
-    def __init__(self, sink: IO[str], fmt: str, *, header: bool = True) -> None:
+    def __init__(self, sink: IO[str], fmt: str, *, header: bool = True, columns: Sequence[str] = ()) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"format={fmt!r}; choose one of {', '.join(FORMATS)}")
         self.sink, self.fmt, self.header = sink, fmt, header
+        self.columns = list(columns)  # kept input columns, whose values each write() is given
         self.rows = 0
         self._csv = csv.writer(sink) if fmt == "csv" else None
 
     def write(self, texts: list[str], ranked: list[list[tuple[str, float]]], truncated: Iterable[bool],
-              warnings: Iterable[str | None], chosen: list[list[str]] | None = None) -> None:  # fmt: skip
-        """``chosen``: a multi-label model's labels per text (``labels`` in JSON; a CSV's last column,
-        joined by ``|``), which ``label``, the most probable, does not tell."""
+              warnings: Iterable[str | None], chosen: list[list[str]] | None = None,
+              kept: list[dict[str, Any]] | None = None) -> None:  # fmt: skip
+        """``chosen``: a multi-label model's labels per text (``labels`` in JSON; a CSV's ``labels``
+        column, joined by ``|``), which ``label``, the most probable, does not tell. ``kept``: each
+        text's values of the writer's ``columns`` (the last columns of a CSV, after ``text`` in JSON)."""
         picks: Iterable[list[str] | None] = chosen if chosen is not None else [None] * len(texts)
-        for text, top, cut, warning, labels in zip(texts, ranked, truncated, warnings, picks, strict=True):
+        values: Iterable[dict[str, Any]] = kept if kept is not None else [{}] * len(texts)
+        for text, top, cut, warning, labels, extra in zip(texts, ranked, truncated, warnings, picks, values,
+                                                          strict=True):  # fmt: skip
             if self._csv is not None:
                 if self.header and self.rows == 0:
                     names = [v for i in range(1, len(top) + 1) for v in (f"label_{i}", f"probability_{i}")]
-                    self._csv.writerow(["text", *names, "truncated", *(["labels"] if labels is not None else [])])
+                    self._csv.writerow(["text", *names, "truncated", *(["labels"] if labels is not None else []),
+                                        *self.columns])  # fmt: skip
                 self._csv.writerow([text, *[v for lab, p in top for v in (lab, f"{p:.6f}")], str(bool(cut)).lower(),
-                                    *(["|".join(labels)] if labels is not None else [])])  # fmt: skip
+                                    *(["|".join(labels)] if labels is not None else []),
+                                    *[_cell(extra.get(column)) for column in self.columns]])  # fmt: skip
             else:
-                row = {"text": text, "label": top[0][0], **({"labels": labels} if labels is not None else {}),
+                row = {"text": text, **{column: extra.get(column) for column in self.columns},
+                       "label": top[0][0], **({"labels": labels} if labels is not None else {}),
                        "top": [{"label": lab, "probability": p} for lab, p in top],
                        "truncated": bool(cut), **({"warning": warning} if warning else {})}  # fmt: skip
                 encoded = json.dumps(row, ensure_ascii=False)
@@ -277,6 +322,13 @@ class PredictionWriter:
         if self.fmt == "json":
             self.sink.write("[]\n" if self.rows == 0 else "]\n")
             self.sink.flush()
+
+
+def _cell(value: Any) -> str:
+    """A kept value in a CSV cell: as the input had it (True as true, as JSON writes it), None empty."""
+    if value is None:
+        return ""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 def _trimmer() -> Any:
@@ -306,8 +358,8 @@ def release_free_memory() -> None:
 _TRIM = _trimmer()
 
 
-def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
+def _chunks(texts: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
     for text in texts:
         chunk.append(text)
         if len(chunk) == size:
@@ -319,7 +371,7 @@ def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def predict_stream(
     predictor: TextClassifier,
-    texts: Iterable[str],
+    texts: Iterable[str] | Iterable[tuple[str, dict[str, Any]]],
     writer: PredictionWriter,
     *,
     top_k: int = 3,
@@ -330,6 +382,7 @@ def predict_stream(
     """Classify ``texts`` chunk by chunk and write each chunk's rows before reading on.
 
     Args:
+        texts: The texts, or ``(text, {column: value})`` pairs for a writer that keeps input columns.
         skip: Leading texts already predicted (a resumed run): read, not classified. Given as
             the :class:`ExistingOutput` of the file being continued, the input must hold at least
             its rows, and those texts must be the file's, every one (a running hash).
@@ -342,11 +395,11 @@ def predict_stream(
         DataError: the file being continued was written from another input.
     """
     written = 0
-    stream = iter(texts)
+    stream = (item if isinstance(item, tuple) else (item, {}) for item in texts)
     existing = skip if isinstance(skip, ExistingOutput) else None
     skipped = text_digest()
     for index in range(existing.rows if existing is not None else int(skip)):
-        text = next(stream, None)
+        text, _ = next(stream, (None, None))
         if text is None:
             if existing is not None:
                 raise DataError(f"{existing.path} already holds {existing.rows} rows but the input has only "
@@ -362,10 +415,11 @@ def predict_stream(
                         "from another input, or the input changed; choose another --output")  # fmt: skip
     if existing is not None:
         existing.cut()  # every check passed: the row cut off by the interruption goes, new rows follow
-    for part in _chunks(stream, chunk):
+    for pairs in _chunks(stream, chunk):
+        part = [text for text, _ in pairs]
         found = predictor.predictions(part)
         writer.write(part, predictor.ranked(found.probs, top_k), found.truncated, found.warnings(),
-                     predictor.chosen(found.probs))  # fmt: skip
+                     predictor.chosen(found.probs), [values for _, values in pairs])  # fmt: skip
         written += len(part)
         del found
         release_free_memory()
