@@ -131,3 +131,23 @@ def test_the_vocabulary_is_learned_from_what_the_model_reads_of_each_text() -> N
     vocab = tokenizer.tokenizer.get_vocab()
     assert "good" in vocab and "zebra" not in vocab
     assert "zebra" in TextTokenizer.train([long], vocab_size=200, max_length=512).tokenizer.get_vocab()
+
+
+def test_kana_keep_their_voicing_and_an_unknown_one_costs_only_itself() -> None:
+    """BERT's accent stripping made が of か and パ, バ of ハ; its pre-tokenizer took a run of kana for
+    one word, which one unknown character made a single [UNK] (10 of 13 characters lost)."""
+    tok = TextTokenizer.train(["パンとバンとハンが好き", "トウキョウのチームが勝った", "かけた"] * 3, vocab_size=200,
+                              min_frequency=1)  # fmt: skip
+    pieces = tok.tokenizer.encode("パンとバンとハン").tokens
+    assert pieces[1:-1] == ["パ", "ン", "と", "バ", "ン", "と", "ハ", "ン"]
+    assert tok.tokenizer.encode("が").tokens[1:-1] == ["が"]
+    unseen = tok.tokenizer.encode("トウキョウのチームがズ勝った").tokens[1:-1]  # ズ was never seen
+    assert unseen.count("[UNK]") == 1 and "チ" in unseen and "ム" in unseen
+
+
+def test_full_width_letters_are_their_ascii_and_latin_accents_still_go() -> None:
+    tok = TextTokenizer.train(["cpu 和 xp 系统", "cafe viet", "ελα"] * 3, vocab_size=200, min_frequency=1)
+    assert tok.tokenizer.encode("ＣＰＵ和ＸＰ").tokens[1:-1] == ["cpu", "和", "xp"]
+    assert tok.tokenizer.encode("Café Việt ἔλα").tokens[1:-1] == ["cafe", "viet", "ελα"]
+    assert tok.tokenizer.encode("हिन्दी").tokens[1:-1] == ["[UNK]"]  # unseen, but not stripped to another word
+    assert tok.tokenizer.normalizer.normalize_str("हिन्दी") == "हिन्दी"

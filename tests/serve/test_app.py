@@ -107,9 +107,11 @@ def test_a_lone_surrogate_is_a_422_naming_the_text(client: TestClient, route: st
 
 
 def test_a_text_the_model_cannot_read_is_answered_with_a_warning(client: TestClient) -> None:
-    body = client.post("/v1/predict", json={"texts": ["😀👍🎉", "a wonderful film"]}).json()
-    first, second = body["predictions"]
+    body = client.post("/v1/predict", json={"texts": ["😀👍🎉", "a wonderful film", "a 😀 👍 🎉 film"]}).json()
+    first, second, third = body["predictions"]
     assert "all [UNK]" in first["warning"] and second["warning"] is None
+    # Mostly unreadable: said too (only a text the model could read none of was, and 3 of 5 went unsaid).
+    assert third["warning"].startswith("60% of this text's pieces are not in the model's vocabulary ([UNK])")
 
 
 def test_a_body_nested_too_deeply_is_a_422(client: TestClient) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from torch import Tensor
 
 __all__ = ["SEQUENCE_SPECIAL_TOKENS", "SPECIAL_TOKENS", "SubwordTokenizer", "TextTokenizer", "pad_rows"]
@@ -99,6 +99,32 @@ def encode_start(tokenizer: Tokenizer, texts: Sequence[str], keep: int) -> list[
     return encodings
 
 
+#: Scripts written without spaces between words, besides the CJK ideographs BERT's normaliser
+#: already splits: each of their characters is a word of its own (BERT's pre-tokenizer took a run of
+#: kana, or a whole Thai sentence, for one word, which a single unknown character made one [UNK]).
+UNSPACED_SCRIPTS = r"[\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]"
+
+
+def _normalizer(lowercase: bool) -> Any:
+    """How a trained vocabulary's texts are normalised: NFKC (full-width ``ＣＰＵ`` is ``CPU``,
+    half-width ``ﾁｰﾑ`` is ``チーム``), BERT's cleaning and spacing of CJK ideographs, and with
+    ``lowercase`` lower case without the accents of Latin and Greek letters (``Café`` is ``cafe``).
+    BERT's own accent stripping removed every combining mark, whatever the script: Japanese
+    ``が`` became ``か``, Hindi and Thai lost their vowel signs."""
+    bert = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False,
+                                      lowercase=lowercase)  # fmt: skip
+    if not lowercase:
+        return normalizers.Sequence([normalizers.NFKC(), bert])
+    accents = normalizers.Replace(Regex(r"(?<=[\p{Latin}\p{Greek}])\p{Mn}+"), "")
+    return normalizers.Sequence([normalizers.NFKC(), bert, normalizers.NFD(), accents, normalizers.NFC()])
+
+
+def _pre_tokenizer() -> Any:
+    """BERT's split at spaces and punctuation, after one at each character of :data:`UNSPACED_SCRIPTS`."""
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(UNSPACED_SCRIPTS), behavior="isolated"),
+                                    pre_tokenizers.BertPreTokenizer()])  # fmt: skip
+
+
 def _start_of(text: str, keep: int) -> str:
     """The start of ``text`` that ``keep`` tokens could cover, cut between words (the text itself
     when it is no longer)."""
@@ -174,7 +200,7 @@ class TextTokenizer:
             kind: ``"wordpiece"`` (BERT-style ``##`` continuation pieces) or ``"bpe"``.
             vocab_size: Upper bound on the vocabulary, special tokens included.
             min_frequency: Pieces seen fewer times are not added.
-            lowercase: Lower-case (and strip accents) before tokenising.
+            lowercase: Lower-case (and strip the accents of Latin and Greek letters) before tokenising.
             max_length: Longest encoding; the vocabulary is learned from the start of each text
                 that many tokens can cover (what the model reads of it).
         """
@@ -182,9 +208,7 @@ class TextTokenizer:
             raise ValueError(f"unknown tokenizer kind {kind!r}; choose 'wordpiece' or 'bpe'")
         if vocab_size < len(SPECIAL_TOKENS) + 1:
             raise ValueError(f"vocab_size={vocab_size} is too small")
-        normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
-        )
+        normalizer = _normalizer(lowercase)
         # What the model reads of a text, its start (as encode_start cuts it): a 200 MB line was
         # learned from whole, 18.7 GB of memory for words no encoding would reach.
         texts = [_start_of(text, max_length) for text in texts]
@@ -193,7 +217,7 @@ class TextTokenizer:
         # merges chosen on count ties -- change from run to run (huggingface/tokenizers#1794).
         # Declaring every such piece up front, in sorted order, makes training deterministic; they
         # are then turned back into ordinary vocabulary entries.
-        splitter = pre_tokenizers.BertPreTokenizer()
+        splitter = _pre_tokenizer()
         inner: set[str] = set()  # characters met inside a word, after its first character
         for text in texts:
             for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)):
@@ -223,7 +247,7 @@ class TextTokenizer:
             )
             tokenizer.decoder = decoders.BPEDecoder(suffix="</w>")
         tokenizer.normalizer = normalizer
-        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.pre_tokenizer = splitter
         tokenizer.train_from_iterator(texts, trainer=trainer)
         tokenizer = _canonical_ids(tokenizer)
         cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
@@ -262,6 +286,15 @@ class TextTokenizer:
         """Per row of ids, whether all of it but the special tokens is ``[UNK]``: the model reads nothing."""
         special, unknown = self.special_ids, self.unknown_id
         return [unknown is not None and all(t == unknown for t in row if t not in special) for row in rows]
+
+    def unknown_shares(self, rows: Sequence[Sequence[int]]) -> list[float]:
+        """Per row of ids, the share of its own tokens (special tokens out) that are ``[UNK]``."""
+        special, unknown = self.special_ids, self.unknown_id
+        shares = []
+        for row in rows:
+            own = [t for t in row if t not in special]
+            shares.append(sum(t == unknown for t in own) / len(own) if own and unknown is not None else 0.0)
+        return shares
 
     def unknown_rate(self, texts: Sequence[str]) -> float | None:
         """Share of the text's own tokens (as the model reads them: special tokens out, truncated)

@@ -37,6 +37,7 @@ from attend.runtime.base import Runtime
 from attend.training import score_probabilities
 
 __all__ = [
+    "MOSTLY_UNKNOWN",
     "PLAN_WINDOW",
     "UNKNOWN_WARNING",
     "AttentionOutputs",
@@ -94,18 +95,34 @@ class Predictions:
         unknown: ``(N,)`` none of the text's pieces is in the model's vocabulary (every one is
             ``[UNK]``: emoji only, or a script the tokenizer never saw), so its probabilities say
             nothing about the text.
+        unknown_share: ``(N,)`` the share of the text's pieces (as the model reads them) that are
+            ``[UNK]``; None where not counted.
     """
 
     probs: np.ndarray
     truncated: np.ndarray
     unknown: np.ndarray
+    unknown_share: np.ndarray | None = None
 
     def warnings(self) -> list[str | None]:
-        return [UNKNOWN_WARNING if flag else None for flag in self.unknown]
+        """Per text, what its prediction rests on when the model cannot read it all: nothing (every
+        piece ``[UNK]``), or only part of it (at least :data:`MOSTLY_UNKNOWN` of its pieces)."""
+        shares = self.unknown_share if self.unknown_share is not None else np.zeros(len(self.unknown))
+        return [UNKNOWN_WARNING if flag else mostly_unknown(share) if share >= MOSTLY_UNKNOWN else None
+                for flag, share in zip(self.unknown, shares, strict=True)]  # fmt: skip
 
 
 #: What a prediction of a text the model cannot read carries.
 UNKNOWN_WARNING = "no piece of this text is in the model's vocabulary (all [UNK]): the prediction is a guess"
+#: The share of a text's pieces that are ``[UNK]`` from which its prediction says that it rests on
+#: the rest of the text only (a script or words the vocabulary never saw).
+MOSTLY_UNKNOWN = 0.5
+
+
+def mostly_unknown(share: float) -> str:
+    """The warning of a prediction that read only part of its text."""
+    return (f"{share:.0%} of this text's pieces are not in the model's vocabulary ([UNK]): the prediction rests "
+            "on the rest of it")  # fmt: skip
 
 
 def model_inputs(encoded: dict[str, Any]) -> dict[str, Tensor]:
@@ -224,16 +241,18 @@ class TextClassifier(Runtime):
         probs = np.zeros((len(checked), len(self.labels)), dtype=np.float32)
         truncated = np.zeros(len(checked), dtype=bool)
         unknown = np.zeros(len(checked), dtype=bool)
+        share = np.zeros(len(checked), dtype=np.float64)
         window = max(PLAN_WINDOW, batch_size)
         call_cost = CALL_COST_TOKENS / self.padding_cost
         for offset in range(0, len(checked), window):
             rows, cut = self.tokenizer.ids_truncated(checked[offset : offset + window])
             truncated[offset : offset + len(rows)] = cut
             unknown[offset : offset + len(rows)] = self.tokenizer.unreadable(rows)
+            share[offset : offset + len(rows)] = self.tokenizer.unknown_shares(rows)
             for batch in length_batches([len(row) for row in rows], batch_size, call_cost=call_cost):
                 index = [offset + i for i in batch]
                 probs[index] = self.probabilities(self.tokenizer.pad([rows[i] for i in batch]))
-        return Predictions(probs=probs, truncated=truncated, unknown=unknown)
+        return Predictions(probs=probs, truncated=truncated, unknown=unknown, unknown_share=share)
 
     def predict_proba_truncated(self, texts: Sequence[str], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities ``(N, num_labels)`` and, per text, whether it was cut to the model's ``max_length``."""

@@ -166,19 +166,23 @@ class EnsembleClassifier(TextClassifier):
 
     def predictions(self, texts: Sequence[str], *, batch_size: int = 64) -> Predictions:
         """The weighted mean of the members' probabilities (float64), with per text ``truncated`` when any
-        member cut it and ``unknown`` when every member found none of its pieces in its vocabulary."""
+        member cut it, ``unknown`` when every member found none of its pieces in its vocabulary, and
+        ``unknown_share`` the least any member found unknown."""
         checked = validate_texts(texts)
         batch_size = check_count("batch_size", batch_size)
         probs = np.zeros((len(checked), len(self.labels)), dtype=np.float64)
         truncated = np.zeros(len(checked), dtype=bool)
         unknown = np.ones(len(checked), dtype=bool)
+        share: np.ndarray | None = None
         for member, weight, order in zip(self.members, self.member_weights, self._orders, strict=True):
             found = member.predictions(checked, batch_size=batch_size)
             probs += weight * found.probs[:, order].astype(np.float64)
             truncated |= found.truncated
             unknown &= found.unknown
+            if found.unknown_share is not None:
+                share = found.unknown_share if share is None else np.minimum(share, found.unknown_share)
         probs /= sum(self.member_weights)
-        return Predictions(probs=probs, truncated=truncated, unknown=unknown)
+        return Predictions(probs=probs, truncated=truncated, unknown=unknown, unknown_share=share)
 
 
 def _label_order(member_labels: Sequence[str], labels: Sequence[str], where: str) -> list[int]:
