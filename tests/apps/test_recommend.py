@@ -323,6 +323,9 @@ def test_bad_logs_are_clear_errors(tmp_path: Path, movielens_sample: dict[str, P
     result = _attend("recommend", "train", str(missing), "--out", str(tmp_path / "cli"))
     assert result.returncode != 0 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
     assert not (tmp_path / "cli").exists()
+    # A DIN option given to SASRec: refused (it was ignored in silence).
+    result = _attend("recommend", "train", str(missing), "--out", str(tmp_path / "cli"), "--positive-threshold", "3")
+    assert result.returncode == 2 and "--positive-threshold 3 is for --model din" in result.stderr
 
 
 def test_torchrun_two_processes_train_a_recommender(movielens_sample: dict[str, Path], tmp_path: Path) -> None:
@@ -479,6 +482,36 @@ def test_explain_text_says_which_history_items_it_ignored(sasrec_dir: Path) -> N
     result = _attend("recommend", "explain", str(sasrec_dir), "--item", item, "--history", f"zzz,{known}")
     assert result.returncode == 0, result.stderr
     assert "warning: 1 unknown item(s) in the history were ignored: ['zzz']" in result.stdout
+    # A history longer than the ten lines shown says what it leaves out (the weights shown sum below 1).
+    history = ",".join(runtime.item_ids[5:17])
+    result = _attend("recommend", "explain", str(sasrec_dir), "--item", item, "--history", history)
+    assert result.returncode == 0, result.stderr
+    assert "... and 2 more history items of smaller weight (--json lists every one)" in result.stdout
+
+
+def test_fewer_items_than_asked_and_popularity_scores_are_said(sasrec_dir: Path) -> None:
+    runtime = load_recommender(sasrec_dir)
+    n = runtime.num_items
+    history = runtime.item_ids[1:4]
+    answer = runtime.top(history=history, k=n + 50)
+    assert len(answer.items) == n - 3  # a k past the catalogue had returned fewer in silence
+    assert answer.note == (f"{n - 3} items, not {n + 50}: the catalogue has {n}, and the other 3 are already rated or "
+                           "in the history")  # fmt: skip
+    popular = runtime.top("nobody", k=n + 1)
+    assert "score: the item's interactions in the training log, not the model's score" in (popular.note or "")
+    assert popular.note.endswith(f"; {n} items, not {n + 1}: the whole catalogue")  # type: ignore[union-attr]
+
+
+def test_top_takes_a_user_and_a_history_as_explain_and_the_route_do(sasrec_dir: Path) -> None:
+    runtime = load_recommender(sasrec_dir)
+    user, extra = runtime.user_ids[2], runtime.item_ids[1]
+    result = _attend("recommend", "top", str(sasrec_dir), "--user", user, "--history", extra, "--k", "5", "--json")
+    assert result.returncode == 0, result.stderr  # argparse refused the pair
+    answer = json.loads(result.stdout)
+    assert answer["source"] == "user" and [row["item"] for row in answer["items"]] == runtime.top(
+        user, [extra], k=5).items and extra not in {row["item"] for row in answer["items"]}  # fmt: skip
+    result = _attend("recommend", "top", str(sasrec_dir))
+    assert result.returncode == 2 and "give --user, --history or --history-file" in result.stderr
 
 
 def test_undefined_figures_are_null_in_the_written_json(tmp_path: Path) -> None:

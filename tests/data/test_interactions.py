@@ -130,7 +130,31 @@ def test_exact_duplicates_dropped_and_noted(tmp_path: Path) -> None:
     rows = [first, first, later, other_rating, first]
     data = read_interactions(write_log(tmp_path / "log.csv", rows), rating_col="rating")
     assert len(data) == 3  # a later time or another rating is a distinct event
-    assert data.notes == ["dropped 2 duplicate rows (same user, item, time and rating; first: line 3)"]
+    assert data.notes[0] == "dropped 2 duplicate rows (same user, item, time and rating; first: line 3)"
+    # The same event rated twice, differently: both kept, and said (they had been kept in silence).
+    assert data.notes[1] == ("1 row with another rating than an earlier row of the same user, item and time (first: "
+                             "line 5): kept, each as an event of its own")  # fmt: skip
+    # Without ratings they are one event (the note had said "and rating" of a rating never read).
+    unrated = read_interactions(tmp_path / "log.csv")
+    assert len(unrated) == 2 and unrated.notes == ["dropped 3 duplicate rows (same user, item and time; first: line 3)"]
+
+
+def test_a_column_of_image_paths_is_left_out_and_refused_when_chosen(tmp_path: Path) -> None:
+    """Read as text, the paths' words were the items' MiniLM "titles", and named them in explanations."""
+    from attend.training.tasks.recommendation import _select
+
+    path = tmp_path / "items.csv"
+    path.write_text("item,title,img\na,Alpha,/data/img/a.png\nb,Beta,https://x.org/b.JPG?s=2\nc,Gamma,\n",
+                    encoding="utf-8")  # fmt: skip
+    features = read_item_features(path, {"a": 1, "b": 2, "c": 3})
+    assert features.columns == {"title": "text"} and list(features.left_out) == ["img"]
+    assert any("column 'img' holds file paths ('/data/img/a.png', ...)" in note and note.endswith("left out")
+               for note in features.notes)  # fmt: skip
+    with pytest.raises(DataError, match=r"attend reads no image or audio from a path; .* --feature-types img=text"):
+        _select(features, ["title", "img"])
+    assert _select(features, ["title"]).columns == {"title": "text"}  # type: ignore[union-attr]
+    as_text = read_item_features(path, {"a": 1, "b": 2, "c": 3}, types={"img": "text"})
+    assert as_text.columns == {"title": "text", "img": "text"} and not as_text.left_out
 
 
 @pytest.mark.parametrize(
@@ -206,7 +230,7 @@ def test_item_features_inference_alignment_and_notes(tmp_path: Path) -> None:
     assert price.dtype == np.float32 and np.isnan(price[[0, 1, 3]]).all() and price[2] == 2.5
     assert features.missing == 1
     assert any("ignored rows of 1 item(s) that are not in the log" in note for note in features.notes)
-    assert any("repeated" in note for note in features.notes)
+    assert any("repeated" in note and "first repeat: line 5, item 'a'" in note for note in features.notes)
     assert any("1 item(s) of the log have no row in items.csv" in note for note in features.notes)
 
 

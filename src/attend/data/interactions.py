@@ -312,8 +312,10 @@ def make_interactions(
     # Exact repeats (an export run twice, a join that fanned out) would count one event twice and
     # could put the same event on both sides of a split.
     seen: set[tuple[str, str, float, float | None]] = set()
+    rated: dict[tuple[str, str, float], float] = {}  # an event's first rating, to find one rated twice
     keep = np.ones(n, dtype=bool)
     first_duplicate: int | None = None
+    conflicts, first_conflict = 0, None
     for row in range(n):
         rating = None if ratings_array is None else float(ratings_array[row])
         key = (users[row], items[row], float(times_array[row]), rating)
@@ -321,15 +323,23 @@ def make_interactions(
             keep[row] = False
             if first_duplicate is None:
                 first_duplicate = line_numbers[row]
-        else:
-            seen.add(key)
+            continue
+        seen.add(key)
+        if rating is not None:
+            earlier = rated.setdefault(key[:3], rating)
+            if earlier != rating and not (np.isnan(earlier) and np.isnan(rating)):
+                conflicts += 1
+                first_conflict = first_conflict or line_numbers[row]
     all_notes = list(notes)
     dropped = int(n - keep.sum())
     if dropped:
-        all_notes.append(
-            f"dropped {dropped} duplicate row{'s' if dropped != 1 else ''} (same user, item, time and rating; "
-            f"first: line {first_duplicate})"
-        )
+        same = "user, item, time and rating" if ratings_array is not None else "user, item and time"
+        all_notes.append(f"dropped {dropped} duplicate row{'s' if dropped != 1 else ''} (same {same}; first: line "
+                         f"{first_duplicate})")  # fmt: skip
+    if conflicts:
+        all_notes.append(f"{conflicts} row{'s' if conflicts != 1 else ''} with another rating than an earlier row of "
+                         f"the same user, item and time (first: line {first_conflict}): kept, each as an "
+                         "event of its own")  # fmt: skip
     kept = np.flatnonzero(keep)
     user_list = [users[row] for row in kept]
     item_list = [items[row] for row in kept]
@@ -457,6 +467,7 @@ class ItemFeatures:
         numeric: Column -> float32 per item index, NaN where missing.
         missing: How many items of the log have no row in the features file.
         notes: Things the user should know (ignored rows, missing items, repeated rows).
+        left_out: Column -> why it is not a feature (a column of image or audio file paths).
     """
 
     text: dict[str, list[str]] = field(default_factory=dict)
@@ -464,6 +475,7 @@ class ItemFeatures:
     numeric: dict[str, np.ndarray] = field(default_factory=dict)
     missing: int = 0
     notes: list[str] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def columns(self) -> dict[str, str]:
@@ -519,6 +531,19 @@ def _vector_width(values: Sequence[Any]) -> int | None:
     if not lists or 2 * len(lists) <= len(present):
         return None
     return max(len(value) for value in lists)
+
+
+#: Endings of the image, audio and video files a features column may name instead of holding them.
+MEDIA_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".svg", ".mp3",
+                  ".wav", ".flac", ".ogg", ".m4a", ".mp4", ".mov", ".avi", ".mkv", ".webm")  # fmt: skip
+
+
+def _media_paths(values: Sequence[Any]) -> str | None:
+    """An example, when most filled cells of a column name image, audio or video files (a path or
+    URL ending in one of :data:`MEDIA_SUFFIXES`); else None."""
+    present = [str(value).strip() for value in values if not _is_empty(value)]
+    paths = [value for value in present if value.lower().split("?")[0].endswith(MEDIA_SUFFIXES)]
+    return paths[0] if paths and 2 * len(paths) > len(present) else None
 
 
 #: A catalogue this small has few distinct values in every column: there, a category must repeat.
@@ -595,7 +620,7 @@ def read_item_features(
     rows: dict[int, tuple[int, dict[str, Any]]] = {}  # item index -> (line, record), first row wins
     columns: list[str] = []
     unknown_items: set[str] = set()
-    repeated = 0
+    repeated, first_repeat = 0, ""
     n_rows = 0
     for line, record in read_rows(path, fmt):
         if not n_rows:
@@ -617,6 +642,7 @@ def read_item_features(
             unknown_items.add(item)
         elif index in rows:
             repeated += 1
+            first_repeat = first_repeat or f"line {line}, item {item!r:.60}"
         else:
             rows[index] = (line, record)
     if not n_rows:
@@ -626,7 +652,8 @@ def read_item_features(
     if unknown_items:
         features.notes.append(f"ignored rows of {len(unknown_items)} item(s) that are not in the log")
     if repeated:
-        features.notes.append(f"{repeated} repeated row(s) of an item ignored (the first row of each item is used)")
+        features.notes.append(f"{repeated} repeated row(s) of an item ignored (the first row of each item is used; "
+                              f"first repeat: {first_repeat})")  # fmt: skip
     if features.missing:
         features.notes.append(
             f"{features.missing} item(s) of the log have no row in {path.name}: their features are empty"
@@ -644,6 +671,15 @@ def read_item_features(
                                 "one")  # fmt: skip
             _read_vector(features, column, width, ordered, values, n_slots, path)
             read_as.append(f"{column} a vector of {width} numbers ({column}[0] ... {column}[{width - 1}])")
+            continue
+        example = _media_paths(values) if column not in types else None
+        if example is not None:  # read as text, a path's words were the item's "title" and its name
+            features.left_out[column] = (
+                f"column {column!r} holds file paths ({example!r:.80}, ...): attend reads no image or audio from a "
+                f"path; give each item's embedding as a JSONL/Parquet column of number lists, or read the paths "
+                f"as text with --feature-types {column}=text"
+            )
+            features.notes.append(f"{features.left_out[column]}; left out")
             continue
         kind = types.get(column) or _infer_type(values)
         read_as.append(f"{column} {kind}")

@@ -218,6 +218,9 @@ class Recommender(Runtime):
                 items = [self.item_ids[j] for j in top.indices.tolist()]
                 source = "user" if index is not None else "history"
                 note = None if items else "every item of the catalogue is already rated or in the history: none left"
+                if items and len(items) < k:
+                    note = (f"{len(items)} items, not {k}: the catalogue has {self.num_items}, and the other "
+                            f"{self.num_items - len(items)} are already rated or in the history")  # fmt: skip
                 answers[i] = Recommendation(items, top.values.tolist(), user=requests[i].get("user"), source=source,
                                             note=note, ignored=ignored)  # fmt: skip
         for i, answer in enumerate(answers):
@@ -227,6 +230,9 @@ class Recommender(Runtime):
                 user = requests[i].get("user")
                 note = (f"unknown user {user!r} and no known history: the most popular items" if user is not None
                         else "no known history: the most popular items")  # fmt: skip
+                note += " (score: the item's interactions in the training log, not the model's score)"
+                if k > self.num_items:
+                    note += f"; {self.num_items} items, not {k}: the whole catalogue"
                 answers[i] = Recommendation([self.item_ids[j] for j in top.indices.tolist()], top.values.tolist(),
                                             user=user, source="popularity", note=note,
                                             ignored=resolved[i][2])  # fmt: skip

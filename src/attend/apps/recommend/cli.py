@@ -68,6 +68,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from attend.apps.recommend.pipeline import train_recommender
     from attend.config import read_run_config
 
+    if args.positive_threshold is not None and args.model != "din":
+        raise ValueError(f"--positive-threshold {args.positive_threshold:g} is for --model din (a rating at or above "
+                         "it is a like); sasrec learns the order of items, not ratings")  # fmt: skip
     config = read_run_config(args.config)
     training = dict(config.get("training", {}))
     for name in ("epochs", "seed", "threads", "batch_size", "lr"):
@@ -87,7 +90,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         feature_types=_types(args.feature_types), user_col=args.user_col,
         item_col=args.item_col, time_col=None if args.time_col == "none" else args.time_col,
         rating_col=args.rating_col,
-        positive_threshold=args.positive_threshold, features=features, model_options=model_options,
+        positive_threshold=4.0 if args.positive_threshold is None else args.positive_threshold,
+        features=features, model_options=model_options,
         training=training, resume=args.resume, overwrite=args.overwrite,
     )  # fmt: skip
     if not result.is_main:
@@ -138,6 +142,8 @@ def _history(args: argparse.Namespace) -> list[str] | None:
 def _cmd_top(args: argparse.Namespace) -> int:
     from attend.apps.recommend.pipeline import load_recommender
 
+    if args.user is None and args.history is None and args.history_file is None:
+        raise ValueError("give --user, --history or --history-file: whose recommendations?")
     runtime = load_recommender(args.model_dir)
     # The HTML page is "the explained recommendations": --html brings the explanations with it.
     explain = args.explain or bool(args.html)
@@ -174,6 +180,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                       f"{answer['rank']}{seen}"))  # fmt: skip
     for row in answer["history"][:10]:
         print(displayable(f"  {row['weight']:>8.4f}  {names.get(row['item'], row['item'])}"))
+    if len(answer["history"]) > 10:
+        print(f"  ... and {len(answer['history']) - 10} more history items of smaller weight (--json lists every one)")
     return 0
 
 
@@ -200,7 +208,7 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
                        help="epoch seconds or ISO-8601 times (default timestamp); 'none': the file's order is "
                        "the time order")  # fmt: skip
     train.add_argument("--rating-col", metavar="C", help="ratings (din needs them; default 'rating' for din)")
-    train.add_argument("--positive-threshold", type=float, default=4.0, metavar="X",
+    train.add_argument("--positive-threshold", type=float, metavar="X",
                        help="din: rating >= X is a like (default 4)")  # fmt: skip
     train.add_argument("--epochs", type=positive_int, help="default 200 (sasrec) / 30 (din), early-stopped on dev")
     train.add_argument("--batch-size", type=positive_int, help="default 128 (sasrec) / 256 (din)")
@@ -222,9 +230,10 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
 
     top = actions.add_parser("top", help="the k best items for a user or a history")
     top.add_argument("model_dir", metavar="DIR")
-    who = top.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user", help="a user id from the training log")
-    who.add_argument("--history", metavar="I1,I2,...", help="item ids, oldest first (a new user)")
+    top.add_argument("--user", help="a user id from the training log")
+    who = top.add_mutually_exclusive_group()
+    who.add_argument("--history", metavar="I1,I2,...",
+                     help="item ids, oldest first: a new user's, or with --user after that user's log")  # fmt: skip
     who.add_argument("--history-file", metavar="FILE", help="as --history, one item id per line (ids with commas)")
     top.add_argument("--k", type=positive_int, default=10, help="items to return (default 10)")
     top.add_argument("--explain", action="store_true", help="add the history items behind each recommendation")

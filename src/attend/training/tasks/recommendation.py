@@ -115,6 +115,9 @@ def _select(features: ItemFeatures | None, columns: list[str] | None) -> ItemFea
         return features
     # A vector column is read as numeric columns NAME[0], NAME[1], ...: NAME chooses them all.
     named = set(features.text) | set(features.categorical) | {vector_of(name) for name in features.numeric}
+    left_out = [c for c in columns if c in features.left_out]
+    if left_out:
+        raise DataError(f"features: {features.left_out[left_out[0]]}")
     unknown = [c for c in columns if c not in named and c not in features.numeric]
     if unknown:
         raise DataError(f"features: unknown column(s) {unknown}; the item features have {sorted(named)}")
