@@ -187,6 +187,9 @@ def test_jsonl_error_line_and_missing_file(tmp_path: Path) -> None:
     path.write_text('{"user": "a", "item": "x", "timestamp": 1}\n\n{"user": "a", "item": null, "timestamp": 2}\n')
     with pytest.raises(DataError, match=r"log\.jsonl: line 3 has an empty 'item'"):
         read_interactions(path)
+    path.write_text('{"user": "a", "item": "x", "timestamp": 1, "rating": null}\n')
+    with pytest.raises(DataError, match=r"line 1 has 'rating' null, which is not a number"):  # not Python's None
+        read_interactions(path, rating_col="rating")
     with pytest.raises(DataError, match="no such file"):
         read_interactions(tmp_path / "absent.csv")
     with pytest.raises(DataError, match="cannot tell the format"):

@@ -433,7 +433,8 @@ def read_interactions(
             raw = record.get(rating_col)
             rating = _parse_rating(raw)
             if rating is None:
-                raise DataError(f"{path}: line {line} has {rating_col!r} {raw!r:.60}, which is not a number")
+                shown = "null" if raw is None else f"{raw!r:.60}"  # JSON's null, as the user wrote it
+                raise DataError(f"{path}: line {line} has {rating_col!r} {shown}, which is not a number")
             ratings.append(rating)
         users.append(user)
         items.append(item)
