@@ -197,7 +197,8 @@ def test_a_ten_megabyte_message_is_read_quickly_and_cut(tmp_path: Path) -> None:
     assert len(messages[0].text) == MAX_MESSAGE_CHARS and messages[0].truncated
     assert messages[0].text == body[:MAX_MESSAGE_CHARS]
     assert not messages[1].truncated
-    assert report == {"read": 2, "skipped_empty": 0, "truncated": 1, "duplicates": 0, "reused_ids": 0}
+    assert report == {"read": 2, "skipped_empty": 0, "truncated": 1, "duplicates": 0, "reused_ids": 0,
+                      "headerless": 0, "first": {}}  # fmt: skip
     assert read_messages(path, max_chars=10)[0].text == "a line of "
     with pytest.raises(ValueError, match="max_chars must be a positive integer"):
         read_messages(path, max_chars=0)
@@ -269,7 +270,9 @@ def test_attachments_are_skipped(tmp_path: Path) -> None:
     mail.add_attachment(forwarded)  # message/rfc822, Content-Disposition: attachment
     mail.add_attachment("INLINE-FILE-SECRET", disposition="inline", filename="log.txt")  # as Apple Mail sends files
     (message,) = read_messages(_mbox(tmp_path / "in.mbox", mail))
-    assert message.text == "see the attached report"
+    # A mail forwarded as an attachment is no file but the content: read, under its From, Date and Subject.
+    assert message.text == ("see the attached report\n\nFrom: Ana Ruiz <ana@x.org>\nDate: Wed, 01 May 2024 09:30:00 "
+                            "+0200\nSubject: fwd\n\nFORWARDED-SECRET")  # fmt: skip
 
 
 def test_encoded_headers_are_decoded(tmp_path: Path) -> None:
@@ -313,7 +316,8 @@ def test_empty_mails_are_skipped_and_counted_and_a_subject_stands_for_no_body(tm
     path = _mbox(tmp_path / "in.mbox", empty, _mail("kept"), just_subject, blank_html)
     messages, report = read_messages_report(path)
     assert [m.text for m in messages] == ["kept", "Call me", "Hi"]
-    assert report == {"read": 3, "skipped_empty": 1, "truncated": 0, "duplicates": 0, "reused_ids": 0}
+    assert report == {"read": 3, "skipped_empty": 1, "truncated": 0, "duplicates": 0, "reused_ids": 0,
+                      "headerless": 0, "first": {"skipped_empty": "message 1"}}  # fmt: skip
     assert len(list(iter_messages(path))) == 3
     with pytest.raises(MessageError, match=r"mail 42 is empty: it has neither a text body nor a subject"):
         mail_to_message(empty, key="42")
@@ -329,6 +333,10 @@ def test_mails_without_message_id_get_derived_ids_and_repeated_ids_are_kept_once
     messages, report = read_messages_report(dup)  # the same mail delivered twice: one copy kept, counted
     assert [m.text for m in messages] == ["a", "b", "Dad is in hospital, call me"]
     assert report["duplicates"] == 1 and report["read"] == 3 and report["reused_ids"] == 1
+    # Which mails: the note names them (it gave counts alone, and the emergency's new id was untraceable).
+    other_id = message_id("Dad is in hospital, call me", messages[2].sender, messages[2].subject, messages[2].time)
+    assert report["first"] == {"duplicates": "message 3, a copy of message 1",
+                               "reused_ids": f"message 4, Message-ID 'same@x' of message 1, read as {other_id}"}
     # Another mail under a Message-ID already read is no copy (it was dropped): it gets its content's id.
     other = messages[2]
     assert messages[0].id == "same@x" and other.id == message_id(other.text, other.sender, other.subject, other.time)
@@ -407,3 +415,77 @@ def test_a_compressed_table_of_messages_reads_as_the_file_inside(tmp_path: Path)
     with pytest.raises(DataError, match=r"named\.jsonl\.gz: not readable as gzip-compressed data") as error:
         list(iter_messages(plain))
     assert "secret" not in str(error.value) and '{"' not in str(error.value)
+
+
+def test_a_reply_is_read_without_the_mail_it_quotes(tmp_path: Path) -> None:
+    """The quoted history decided the triage: "no action from me" above a quoted emergency read as urgent."""
+    top = ("Thanks, got it, no action from me.\n\nOn Mon, 3 Mar 2025, Ana wrote:\n> URGENT: the deck is due in 1 "
+           "hour\n> call me")  # fmt: skip
+    bottom = "Le lundi 3 mars, Ana a écrit :\n> long quoted\n>> older\n\nThe database is down. Call me now."
+    only = "> a quoted line\n> and another"
+    path = _mbox(tmp_path / "in.mbox", _mail(top), _mail(bottom), _mail(only))
+    assert [m.text for m in read_messages(path)] == ["Thanks, got it, no action from me.",
+                                                     "The database is down. Call me now.", only]  # fmt: skip
+
+
+def test_an_mbox_reads_a_from_line_in_a_body_as_a_maildir_does(tmp_path: Path) -> None:
+    """mbox writes a body line "From ..." as ">From ...": the two copies of one mail differed, and a
+    session refused the Maildir for holding "another text" under the same Message-ID."""
+    mail = _mail("Here is the quote:\nFrom the desk of the CEO\nthanks", msg_id="<q@x>")
+    inbox = _mbox(tmp_path / "in.mbox", mail)
+    assert b"\n>From the desk" in inbox.read_bytes()
+    box = mailbox.Maildir(tmp_path / "Mail", create=True)
+    box.add(mail)
+    assert read_messages(inbox) == read_messages(tmp_path / "Mail")
+    assert read_messages(inbox)[0].text == "Here is the quote:\nFrom the desk of the CEO\nthanks"
+
+
+def test_utf8_declared_latin1_forwarded_mail_html_preheader_and_invitations(tmp_path: Path) -> None:
+    mislabelled = MIMEText("x", "plain", "iso-8859-1")
+    mislabelled.set_payload("Réunion: le café coûte 3 €".encode())  # UTF-8 bytes under a Latin-1 label
+    del mislabelled["Content-Transfer-Encoding"]
+    mislabelled["Content-Transfer-Encoding"] = "8bit"
+    latin = MIMEText("x", "plain", "iso-8859-1")
+    latin.set_payload("café".encode("latin-1"))  # truly Latin-1: read as declared
+    del latin["Content-Transfer-Encoding"]
+    latin["Content-Transfer-Encoding"] = "8bit"
+    forward = MIMEMultipart("mixed")
+    forward["Subject"] = "Fwd: outage"
+    forward.attach(MIMEText("see below", "plain"))
+    inner = _mail("The cash slide must show runway", subject="Cash slide", sender="CEO <ceo@x.org>")
+    attached = MimeMessage()
+    attached["Content-Type"] = "message/rfc822"
+    attached["Content-Disposition"] = "attachment"  # as "forward as attachment" sends it
+    attached.set_payload([inner])
+    forward.attach(attached)
+    html = _mail()
+    html.set_content("<html><head><title>PORTAL TEMPLATE v2</title></head><body><div style='display: none'>"
+                     "Preheader: <b>50% off</b></div><p>Your password expires</p></body></html>", subtype="html")
+    invite = _mail("")
+    invite.set_content("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nDTSTART:20250305T100000Z\r\n"
+                       "SUMMARY:Board deck\r\n  review\r\nLOCATION:Room 4\\, floor 2\r\n"
+                       "DESCRIPTION:Bring the cash slide\\nand FX\r\nEND:VEVENT\r\n"
+                       "END:VCALENDAR\r\n", subtype="calendar")  # fmt: skip
+    messages = read_messages(_mbox(tmp_path / "in.mbox", mislabelled, latin, forward, html, invite))
+    texts = [m.text for m in messages]
+    assert texts[0] == "Réunion: le café coûte 3 €" and texts[1] == "café"
+    assert texts[2] == ("see below\n\nFrom: CEO <ceo@x.org>\nDate: Wed, 01 May 2024 09:30:00 +0200\nSubject: Cash slide"
+                        "\n\nThe cash slide must show runway")  # it was "see below" alone
+    assert texts[3] == "Your password expires"  # no <title>, no hidden preheader
+    assert texts[4] == ("Board deck review\nWhen: 2025-03-05 10:00 UTC\nWhere: Room 4, floor 2\nBring the cash slide"
+                        "\nand FX")  # fmt: skip
+
+
+def test_maildir_reads_in_delivery_order_and_a_damaged_mbox_is_said(tmp_path: Path) -> None:
+    mailbox.Maildir(tmp_path / "Mail", create=True)
+    for key, text in (("1700000000.M500000P1Q2.host", "second"), ("1700000000.M99999P1Q1.host", "first"),
+                      ("1700000001.M1P1Q3.host", "third")):  # fmt: skip
+        (tmp_path / "Mail" / "new" / key).write_bytes(_mail(text).as_bytes())
+    assert [m.text for m in read_messages(tmp_path / "Mail")] == ["first", "second", "third"]
+    # A mail cut short in its headers, binary junk: counted and named; control bytes are no text.
+    path = tmp_path / "cut.mbox"
+    path.write_bytes(_mbox(tmp_path / "ok.mbox", _mail("whole")).read_bytes() + b"From x Mon Jan 1 00:00:00 2024\n"
+                     b"\x00\x01junk \x7fafter\n")  # fmt: skip
+    messages, report = read_messages_report(path)
+    assert [m.text for m in messages] == ["whole", "junk after"]
+    assert report["headerless"] == 1 and report["first"]["headerless"] == "message 2"

@@ -204,14 +204,26 @@ def _text_codec(charset: str | None) -> str | None:
         return None
 
 
+#: Charsets that decode any bytes at all, so a wrong declaration of one never fails.
+_ANY_BYTES_CODECS = frozenset({"latin-1", "iso8859-1", "iso8859-15", "cp1252"})
+
+
 def _decode_bytes(data: bytes, charset: str | None) -> str:
     """Decode mail bytes, never failing: mail often declares a wrong or made-up charset.
 
     Tried in turn: the declared charset; UTF-8 (what most undeclared or mis-declared mail is); the
     declared charset again with bad bytes replaced (a mostly right mail keeps its characters); and
-    last Latin-1, which maps every byte to a character, so nothing is lost or raised.
+    last Latin-1, which maps every byte to a character, so nothing is lost or raised. A body
+    declared Latin-1 or Windows-1252 that is valid UTF-8 (and not ASCII) is read as UTF-8: those
+    charsets decode any bytes, so a client's wrong label would give ``cafÃ©``, while Latin-1 text
+    is almost never valid UTF-8 by chance.
     """
     codec = _text_codec(charset)
+    if codec in _ANY_BYTES_CODECS and not data.isascii():
+        try:
+            return data.decode("utf-8")
+        except ValueError:
+            pass
     if codec is not None:
         try:
             return data.decode(codec)
@@ -234,7 +246,9 @@ class _HTMLText(HTMLParser):
     of a mail template do not leave a column of blank lines.
     """
 
-    _SKIP = frozenset({"script", "style"})
+    _SKIP = frozenset({"script", "style", "title"})
+    #: Elements that hold no text (no end tag): one hidden this way hides nothing after it.
+    _VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"})
     _PARAGRAPHS = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "hr", "table"})
     _LINES = frozenset(
         {"div", "li", "ul", "ol", "dl", "dt", "dd", "tr", "section", "article", "header", "footer", "address"}
@@ -249,6 +263,7 @@ class _HTMLText(HTMLParser):
         self._newlines = 2  # line breaks ending the text so far (the start counts as a paragraph break)
         self._skip = 0  # inside <script> or <style>
         self._pre = 0  # inside <pre>: line breaks are kept (indentation is not)
+        self._hidden: list[str] = []  # open elements styled display:none (a mail's preheader), innermost last
 
     def _add(self, text: str) -> None:
         self.pieces.append(text)
@@ -263,6 +278,11 @@ class _HTMLText(HTMLParser):
             self._add("\n" * (lines - self._newlines))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in self._VOID and (self._hidden or any(
+                name == "style" and value and re.search(r"display\s*:\s*none", value, re.IGNORECASE)
+                for name, value in attrs)):  # fmt: skip
+            self._hidden.append(tag)  # inside a hidden element every element counts, to find its end
+            return
         if tag in self._SKIP:
             self._skip += 1
         elif tag == "br":
@@ -277,6 +297,10 @@ class _HTMLText(HTMLParser):
             self._pre += 1
 
     def handle_endtag(self, tag: str) -> None:
+        if self._hidden:
+            if tag in self._hidden:  # an unclosed element inside is closed with it, as browsers do
+                del self._hidden[len(self._hidden) - 1 - self._hidden[::-1].index(tag):]
+            return
         if tag in self._SKIP:
             self._skip = max(0, self._skip - 1)
         elif tag in self._PARAGRAPHS:
@@ -287,7 +311,7 @@ class _HTMLText(HTMLParser):
             self._pre = max(0, self._pre - 1)
 
     def handle_data(self, data: str) -> None:
-        if self._skip:
+        if self._skip or self._hidden:
             return
         # Outside <pre>, a run of whitespace (source line breaks included) shows as one space.
         self._add(data if self._pre else re.sub(r"\s+", " ", data))
@@ -362,7 +386,16 @@ def _part_text(part: email.message.Message, limit: int, depth: int = 0) -> tuple
     (mixed, related, a forwarded message) are all read, in order. Attachments, and parts that are
     neither text/plain nor text/html (images, calendars, PDFs), are not the body and are skipped.
     """
-    if depth > _MAX_DEPTH or _is_attachment(part, depth):
+    if depth > _MAX_DEPTH:
+        return "", False
+    if part.get_content_type() == "message/rfc822":  # a forwarded mail, attached or not: its text is the content
+        inner = next((child for child in part.get_payload() if isinstance(child, email.message.Message)), None)
+        if inner is None:
+            return "", False
+        head = "\n".join(f"{name}: {value}" for name in ("From", "Date", "Subject") if (value := _header(inner, name)))
+        text, plain = _part_text(inner, limit, depth + 1)
+        return "\n\n".join(piece.strip() for piece in (head, text) if not _is_blank(piece)), plain
+    if _is_attachment(part, depth):
         return "", False
     if part.is_multipart():
         children = [child for child in part.get_payload() if isinstance(child, email.message.Message)]
@@ -378,9 +411,9 @@ def _part_text(part: email.message.Message, limit: int, depth: int = 0) -> tuple
             return fallback, False
         texts = [_part_text(child, limit, depth + 1) for child in children]
         texts = [(text, plain) for text, plain in texts if not _is_blank(text)]
-        return "\n\n".join(text for text, _ in texts), any(plain for _, plain in texts)
+        return "\n\n".join(text.strip() for text, _ in texts), any(plain for _, plain in texts)
     content_type = part.get_content_type()
-    if content_type not in ("text/plain", "text/html"):
+    if content_type not in ("text/plain", "text/html", "text/calendar"):
         return "", False
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
@@ -388,13 +421,32 @@ def _part_text(part: email.message.Message, limit: int, depth: int = 0) -> tuple
     text = _decode_bytes(payload, part.get_content_charset())
     if content_type == "text/html":
         return _html_to_text(text, limit), False
+    if content_type == "text/calendar":
+        return _calendar_text(text), False
     return text, True
+
+
+def _calendar_text(ics: str) -> str:
+    """What an invitation says (iCalendar, RFC 5545): its summary, start, place and description."""
+    fields: dict[str, str] = {}
+    for line in re.sub(r"\r?\n[ \t]", "", ics).splitlines():  # folded lines unfolded first
+        name, sep, value = line.partition(":")
+        name = name.split(";")[0].strip().upper()
+        if sep and name in ("SUMMARY", "DTSTART", "LOCATION", "DESCRIPTION") and name not in fields:
+            fields[name] = re.sub(r"\\([,;\\])", r"\1", value.replace("\\n", "\n").replace("\\N", "\n")).strip()
+    start = fields.get("DTSTART", "")
+    if match := re.fullmatch(r"(\d{4})(\d{2})(\d{2})(?:T(\d{2})(\d{2})\d{2}(Z?))?", start):
+        year, month, day, hour, minute, utc = match.groups()
+        start = f"{year}-{month}-{day}" + (f" {hour}:{minute}{' UTC' if utc else ''}" if hour else "")
+    lines = [fields.get("SUMMARY", ""), f"When: {start}" if start else "",
+             f"Where: {fields['LOCATION']}" if fields.get("LOCATION") else "", fields.get("DESCRIPTION", "")]
+    return "\n".join(line for line in lines if line)
 
 
 def _mail_to_message(msg: email.message.Message, max_chars: int) -> tuple[Message, bool] | None:
     """The message of a mail and whether its id was derived; None for a mail with no body and no subject."""
     sender, subject, time = _header(msg, "From"), _header(msg, "Subject"), _mail_time(msg)
-    text = _normalise(_part_text(msg, max_chars)[0])
+    text = _own_text(_CONTROL.sub("", _normalise(_part_text(msg, max_chars)[0])))
     if _is_blank(text):
         text = subject  # a mail that is all subject ("Call me", "Server down") still says something
     if _is_blank(text):
@@ -405,6 +457,36 @@ def _mail_to_message(msg: email.message.Message, max_chars: int) -> tuple[Messag
     ident = given or message_id(text, sender, subject, time)
     message = Message(ident, text, sender, subject, time, channel=_mail_channel(msg), truncated=truncated)
     return message, not given
+
+
+#: Control characters (not tab or line break): binary junk in a damaged mailbox, never text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_QUOTED = re.compile(r"[ \t]*>")
+
+
+def _own_text(text: str) -> str:
+    """A reply's own text: the lines quoting earlier mail (``>``) left out, with the line that
+    introduces a quoted block (the last line before it, ending with ``:``, as "On Monday Ann wrote:"
+    does in any language). A mail that only quotes is kept whole, so a forward is not emptied.
+
+    Quoted history is what a reply repeats: read as the mail's text it decided the triage (a "thanks,
+    no action needed" above a quoted emergency passed as urgent) and pushed the new words below a long
+    quote past what the models read.
+    """
+    lines = text.split("\n")
+    quoted = [bool(_QUOTED.match(line)) for line in lines]
+    if not any(quoted):
+        return text
+    before_quote = [False] * len(lines)  # the next non-blank line is quoted
+    upcoming = False
+    for i in range(len(lines) - 1, -1, -1):
+        before_quote[i] = upcoming
+        if lines[i].strip():
+            upcoming = quoted[i]
+    own = [line for i, line in enumerate(lines)
+           if not quoted[i] and not (before_quote[i] and line.rstrip().endswith(":"))]  # fmt: skip
+    kept = re.sub(r"\n{3,}", "\n\n", "\n".join(own)).strip()
+    return text if _is_blank(kept) else kept
 
 
 def _mail_channel(msg: email.message.Message) -> str:
@@ -455,6 +537,17 @@ class _Read(NamedTuple):
     where: str  # "line 3", "message 2", "mail <key>"
     message: Message
     derived: bool  # the id was derived with message_id
+
+
+def _count(stats: dict[str, Any], what: str, where: str) -> None:
+    """Count one mail under ``what``, naming the first (``stats["first"][what]``) for the note."""
+    stats[what] += 1
+    stats["first"].setdefault(what, where)
+
+
+def _new_stats() -> dict[str, Any]:
+    return {"read": 0, "skipped_empty": 0, "truncated": 0, "duplicates": 0, "reused_ids": 0, "headerless": 0,
+            "first": {}}  # fmt: skip
 
 
 def _check_max_chars(max_chars: int) -> None:
@@ -629,33 +722,48 @@ def _check_mbox(path: Path) -> None:
 
 
 def _read_mail(
-    name: str, where: str, msg: email.message.Message, max_chars: int, stats: dict[str, int]
+    name: str, where: str, msg: email.message.Message, max_chars: int, stats: dict[str, Any]
 ) -> Iterator[_Read]:
+    if not any(msg.get(header) for header in ("From", "Subject", "Date", "Message-ID")):
+        _count(stats, "headerless", where)  # a cut mailbox, or a body line "From " split a mail in two
     result = _mail_to_message(msg, max_chars)
     if result is None:
-        stats["skipped_empty"] += 1
+        _count(stats, "skipped_empty", where)
         return
     yield _Read(name, where, result[0], result[1])
 
 
-def _read_mbox(path: Path, max_chars: int, stats: dict[str, int]) -> Iterator[_Read]:
+_FROM_ESCAPED = re.compile(rb"^>(>*From )", re.MULTILINE)
+
+
+def _read_mbox(path: Path, max_chars: int, stats: dict[str, Any]) -> Iterator[_Read]:
     _check_mbox(path)
     box = mailbox.mbox(path, factory=None, create=False)
     try:
         for number, key in enumerate(box.iterkeys(), start=1):  # in file order
-            yield from _read_mail(str(path), f"message {number}", box.get_message(key), max_chars, stats)
+            # A body line starting "From " is written ">From " in an mbox (and ">From " as ">>From "):
+            # unescaped, the mail reads as it was sent, and as the same mail does from a Maildir.
+            msg = email.message_from_bytes(_FROM_ESCAPED.sub(rb"\1", box.get_bytes(key)))
+            yield from _read_mail(str(path), f"message {number}", msg, max_chars, stats)
     finally:
         box.close()
 
 
-def _read_maildir(path: Path, max_chars: int, stats: dict[str, int]) -> Iterator[_Read]:
+def _delivery_order(key: str) -> tuple[int, int, int, str]:
+    """A Maildir key's place in delivery order (keys not starting with a time last, by name)."""
+    match = re.match(r"(\d+)(?:\.M(\d+))?", key)
+    return (0, int(match.group(1)), int(match.group(2) or 0), key) if match else (1, 0, 0, key)
+
+
+def _read_maildir(path: Path, max_chars: int, stats: dict[str, Any]) -> Iterator[_Read]:
     if not path.exists():
         raise MessageError(f"{path}: no such directory")
     if not _is_maildir(path):
         raise MessageError(f"{path} is not a Maildir: a Maildir is a folder holding cur/, new/ and tmp/ folders")
     box = mailbox.Maildir(path, factory=None, create=False)
-    # Sorted keys (they start with the delivery time) give the same order on every run and machine.
-    for key in sorted(box.keys()):
+    # In delivery order: a key starts with the delivery time in seconds, then (".M123") microseconds
+    # not padded with zeros, so keys sorted as strings put M500000 before M99999 of the same second.
+    for key in sorted(box.keys(), key=_delivery_order):
         if key.startswith("."):  # a file manager's .DS_Store or a client's dotfile: not a mail
             continue
         try:
@@ -665,7 +773,7 @@ def _read_maildir(path: Path, max_chars: int, stats: dict[str, int]) -> Iterator
         yield from _read_mail(str(path), f"mail {key}", msg, max_chars, stats)
 
 
-def _read(source: Any, fmt: str | None, max_chars: int, stats: dict[str, int]) -> Iterator[_Read]:
+def _read(source: Any, fmt: str | None, max_chars: int, stats: dict[str, Any]) -> Iterator[_Read]:
     """Every message of ``source`` with where it came from; skipped and cut mails are counted in ``stats``."""
     _check_max_chars(max_chars)
     if isinstance(source, str | os.PathLike) and os.fspath(source) != "-":
@@ -720,7 +828,7 @@ def iter_messages(
     Raises:
         MessageError: naming the file, line (or mail) and value of the first problem.
     """
-    stats = {"read": 0, "skipped_empty": 0, "truncated": 0}
+    stats = _new_stats()
     for read in _read(source, fmt, max_chars, stats):
         yield read.message
 
@@ -735,13 +843,16 @@ def read_messages_report(
         neither a body nor a subject, left out), ``truncated`` (messages cut to ``max_chars``) and
         ``duplicates`` (mails an earlier mail of the mailbox repeats, same Message-ID and content:
         left out) and ``reused_ids`` (mails with an earlier mail's Message-ID but other content:
-        read under the id their content gives, :func:`message_id`); ``not_utf8``, where a JSONL,
-        CSV or TSV source had lines with bytes that are not UTF-8 (each such byte read as U+FFFD).
+        read under the id their content gives, :func:`message_id`); ``headerless`` (mails with no
+        From, Subject, Date or Message-ID: a cut or damaged mailbox); ``not_utf8``, where a JSONL,
+        CSV or TSV source had lines with bytes that are not UTF-8 (each such byte read as U+FFFD);
+        and ``first``: for each count, where the first such mail is (``"message 3"``, with the
+        Message-ID and the id given for a reused one).
 
     Raises:
         MessageError: as :func:`iter_messages`, or for two rows (JSONL/CSV) with the same id.
     """
-    stats = {"read": 0, "skipped_empty": 0, "truncated": 0, "duplicates": 0, "reused_ids": 0}
+    stats = _new_stats()
     messages: list[Message] = []
     seen: dict[str, str] = {}
     contents: dict[str, tuple[str, str, str]] = {}  # a mailbox's Message-ID -> what that mail said
@@ -752,7 +863,7 @@ def read_messages_report(
             if contents.get(ident) == content or ident not in contents:
                 # The same mail twice in a mailbox (sent to yourself, or via two lists) is common: one
                 # copy is kept.
-                stats["duplicates"] += 1
+                _count(stats, "duplicates", f"{read.where}, a copy of {seen[ident]}")
                 stats["read"] -= 1
                 continue
             # Another mail under a Message-ID already read (a careless sender, or a forged one): it is
@@ -760,11 +871,12 @@ def read_messages_report(
             message = read.message
             ident = message_id(message.text, message.sender, message.subject, message.time)
             if ident in seen:
-                stats["duplicates"] += 1
+                _count(stats, "duplicates", f"{read.where}, a copy of {seen[ident]}")
                 stats["read"] -= 1
                 continue
             read = read._replace(message=replace(message, id=ident))
-            stats["reused_ids"] += 1
+            _count(stats, "reused_ids", f"{read.where}, Message-ID {message.id!r:.80} of {seen[message.id]}, "
+                                        f"read as {ident}")  # fmt: skip
         if not read.where.startswith("line "):
             contents[ident] = (read.message.text, read.message.sender, read.message.subject)
         if ident in seen:

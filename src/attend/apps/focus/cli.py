@@ -55,14 +55,23 @@ def _read(source: str, fmt: str | None) -> Any:
     messages, report = read_messages_report(source, fmt=fmt)
     if not messages:
         raise ValueError(f"--messages {source}: no messages in it")
+    first = report.get("first", {})
+
+    def where(what: str) -> str:
+        return f" (first: {first[what]})" if what in first else ""
+
     if report.get("skipped_empty"):
-        print(f"note: {report['skipped_empty']} empty mail(s) skipped", file=sys.stderr)
+        print(f"note: {report['skipped_empty']} empty mail(s) skipped{where('skipped_empty')}", file=sys.stderr)
     if report.get("duplicates"):
-        print(f"note: {report['duplicates']} repeated mail(s) (the same Message-ID, or the same content) read once",
-              file=sys.stderr)  # fmt: skip
+        print(f"note: {report['duplicates']} repeated mail(s) (the same Message-ID, or the same content) read "
+              f"once{where('duplicates')}", file=sys.stderr)  # fmt: skip
     if report.get("reused_ids"):
         print(f"note: {report['reused_ids']} mail(s) reuse an earlier mail's Message-ID with other content: each "
-              "is read under an id derived from its content (m-...)", file=sys.stderr)  # fmt: skip
+              f"is read under an id derived from its content{where('reused_ids')}", file=sys.stderr)  # fmt: skip
+    if report.get("headerless"):
+        print(f"note: {report['headerless']} mail(s) have no From, Subject, Date or Message-ID{where('headerless')}: "
+              "is the mailbox cut short or damaged, or does a body line start with an unescaped 'From '?",
+              file=sys.stderr)  # fmt: skip
     if report.get("not_utf8"):
         where = "standard input" if source == "-" else source
         print(f"note: {report['not_utf8']} line(s) of {where} held bytes that are not UTF-8, read as U+FFFD "
