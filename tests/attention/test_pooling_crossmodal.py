@@ -47,8 +47,23 @@ def test_pooling_rejects_bad_shapes() -> None:
     pool = AttentionPooling(8)
     with pytest.raises(ValueError, match=r"x has shape \(2, 8\)"):
         pool(torch.randn(2, 8))
-    with pytest.raises(ValueError, match="key_padding_mask must be bool"):
+    with pytest.raises(ValueError, match="key_padding_mask must be a bool tensor"):
         pool(torch.randn(2, 3, 8), torch.zeros(2, 3))
+
+
+def test_target_and_cross_modal_attention_check_their_padding_masks_by_name() -> None:
+    """TargetAttention broadcast a (B, 1) mask over the history (every weight 0) and passed an integer one
+    to masked_fill; CrossModalAttention named its context_padding_mask key_padding_mask."""
+    from attend.attention.target import TargetAttention
+
+    target, history, candidate = TargetAttention(8), torch.randn(2, 4, 8), torch.randn(2, 8)
+    with pytest.raises(ValueError, match=r"key_padding_mask has shape \(2, 1\), expected .* \(2, 4\)"):
+        target(history, candidate, torch.zeros(2, 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"got dtype torch.int64 \(an integer mask with 1 = keep is `mask == 0`\)"):
+        target(history, candidate, torch.ones(2, 4, dtype=torch.long))
+    fused = CrossModalAttention(8, 6, 2)
+    with pytest.raises(ValueError, match=r"context_padding_mask has shape \(2, 5\), expected .* \(2, 3\)"):
+        fused(torch.randn(2, 3, 8), torch.randn(2, 3, 6), context_padding_mask=torch.zeros(2, 5, dtype=torch.bool))
 
 
 def test_text_attends_to_image_patches_and_tabular_features() -> None:

@@ -248,3 +248,10 @@ def test_a_cache_is_refused_where_it_cannot_be_exact() -> None:
     local = MultiHeadAttention(16, 4, attention="local", window=2)
     with pytest.raises(ValueError, match="full attention"):
         local(torch.randn(1, 3, 16), cache=KeyValueCache())
+    # is_causal over a fixed memory: the fused step ignored it and the general path masked all but the
+    # first memory key, so need_weights changed the answer (by 0.22).
+    attention = MultiHeadAttention(16, 4).eval()
+    cross = KeyValueCache(static=True)
+    with pytest.raises(ValueError, match=r"is_causal with a static \(cross-attention\) cache"):
+        attention(torch.randn(1, 1, 16), torch.randn(1, 5, 16), is_causal=True, cache=cross)
+    assert not cross.filled  # refused before anything was cached

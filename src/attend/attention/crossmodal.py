@@ -14,6 +14,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from attend.attention.dropout import Dropout
+from attend.attention.masks import check_padding_mask
 from attend.attention.multihead import MultiHeadAttention
 
 __all__ = ["CrossModalAttention"]
@@ -71,6 +72,8 @@ class CrossModalAttention(nn.Module):
             raise ValueError(
                 f"context has shape {tuple(context.shape)}, expected (batch, context_len, kdim={self.attn.kdim})"
             )
+        if context_padding_mask is not None:
+            check_padding_mask(context_padding_mask, context.shape[0], context.shape[1], "context_padding_mask")
         ctx = self.norm_context(context)
         attended, weights = self.attn(
             self.norm_query(x), ctx, ctx, key_padding_mask=context_padding_mask, need_weights=need_weights

@@ -232,6 +232,12 @@ def linear_attention(
     feature_map = module.feature_map
     assert feature_map is not None
     padding = spec.key_padding_mask
+    dtype = q.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        # The kernel's sums run over the whole sequence: in float16 the normaliser passed its largest
+        # value (65504) from about a thousand keys, and the outputs came back as zeros; in bfloat16 the
+        # sums lose precision. They are taken in float32, as the softmax of full attention is.
+        q, k, v = q.float(), k.float(), v.float()
     phi_q = feature_map(q, is_query=True)
     phi_k = feature_map(k, is_query=False, key_padding_mask=padding)
     if padding is not None:
@@ -242,11 +248,11 @@ def linear_attention(
         kv = phi_k.transpose(-2, -1) @ v  # (B, H, F, dv)
         out = _safe_divide(phi_q @ kv, phi_q @ phi_k.sum(-2).unsqueeze(-1))
     if not need_weights:
-        return out, None
+        return out.to(dtype), None
     kernel = phi_q @ phi_k.transpose(-2, -1)  # (B, H, Lq, Lk)
     if spec.is_causal:
         kernel = kernel.tril()
     weights = _safe_divide(kernel, kernel.sum(-1, keepdim=True))
     if weights_grad:
         out = grad_through_weights(out, weights, v)
-    return out, weights
+    return out.to(dtype), weights.to(dtype)

@@ -28,11 +28,28 @@ __all__ = [
     "AttentionMask",
     "MaskSpec",
     "causal_mask",
+    "check_padding_mask",
     "masked_softmax",
     "neutralise_empty_rows",
     "positional_mask",
     "window_mask",
 ]
+
+
+def check_padding_mask(mask: Tensor, batch: int, length: int, name: str = "key_padding_mask") -> None:
+    """Refuse a padding mask that is not a bool ``(batch, length)`` tensor (True = padding), naming
+    the argument as the caller's signature does, its dtype or shape, and the expected shape.
+
+    A ``(B, 1)`` mask broadcast silently (one flag for a whole row), and an integer one (1 = keep,
+    as Hugging Face writes it) reached ``masked_fill`` as a raw PyTorch error.
+    """
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(mask).__name__} (torch.as_tensor converts it)")
+    if mask.dtype != torch.bool:
+        hint = " (an integer mask with 1 = keep is `mask == 0`)" if not mask.dtype.is_floating_point else ""
+        raise ValueError(f"{name} must be a bool tensor (True = padding), got dtype {mask.dtype}{hint}")
+    if tuple(mask.shape) != (batch, length):
+        raise ValueError(f"{name} has shape {tuple(mask.shape)}, expected (batch, key_len) = {(batch, length)}")
 
 
 def neutralise_empty_rows(bias: Tensor, empty: Tensor | None = None, *, always: bool = False
@@ -162,15 +179,7 @@ class MaskSpec:
                     f"{name} must be a torch.Tensor, got {type(mask).__name__} (torch.as_tensor converts it)"
                 )
         if key_padding_mask is not None:
-            if key_padding_mask.dtype != torch.bool:
-                raise ValueError(
-                    f"key_padding_mask must be a bool tensor (True = padding), got dtype {key_padding_mask.dtype}"
-                )
-            if tuple(key_padding_mask.shape) != (batch_size, k_len):
-                raise ValueError(
-                    f"key_padding_mask has shape {tuple(key_padding_mask.shape)}, "
-                    f"expected (batch, key_len) = {(batch_size, k_len)}"
-                )
+            check_padding_mask(key_padding_mask, batch_size, k_len)
         if attn_mask is not None:
             attn_mask = _normalise_attn_mask(attn_mask, batch_size, num_heads, q_len, k_len)
         if window is not None and window < 0:

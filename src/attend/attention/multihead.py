@@ -55,7 +55,13 @@ register_optimizer_step_post_hook(_count_optimiser_step)
 
 
 class MultiHeadAttention(Recordable, nn.Module):
-    """Multi-head attention, batch-first, interface-compatible with ``nn.MultiheadAttention``.
+    """Multi-head attention, batch-first, with ``nn.MultiheadAttention``'s arguments and numbers.
+
+    Not a drop-in replacement for it: inputs are always batch-first (``from_torch`` copies a
+    ``batch_first=False`` module's weights; transpose its inputs), ``key_padding_mask`` and
+    ``attn_mask`` are keywords and a boolean padding mask (or a float ``attn_mask``), weights are
+    returned only when ``need_weights=True`` and per head ``(B, H, Lq, Lk)`` (torch's default
+    averages them), and there is no ``average_attn_weights``: take ``weights.mean(1)``.
 
     Args:
         embed_dim: Model width ``E``; queries have this size and so does the output.
@@ -500,6 +506,11 @@ class MultiHeadAttention(Recordable, nn.Module):
             )
         if query.dim() != 3 or query.shape[-1] != self.embed_dim:
             raise ValueError(f"query has shape {tuple(query.shape)}, expected (batch, length, {self.embed_dim})")
+        if is_causal and cache.static:
+            # The fused one-token step let every memory key be seen, the general path masked all but
+            # the first: the same call answered two ways, as need_weights asked for maps or not.
+            raise ValueError("is_causal with a static (cross-attention) cache: the query attends over a fixed memory, "
+                             "which it does not follow in time; leave is_causal out")  # fmt: skip
         batch, q_len, _ = query.shape
         q = self._split_heads(self.q_proj(query))  # (B, H, Lq, d)
         if cache.static and cache.filled:

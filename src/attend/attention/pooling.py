@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from attend.attention.capture import Recordable
+from attend.attention.masks import check_padding_mask
 
 __all__ = ["AttentionPooling"]
 
@@ -47,11 +48,7 @@ class AttentionPooling(Recordable, nn.Module):
         scores = torch.tanh(self.proj(x)) @ self.context  # (B, L)
         empty = None
         if key_padding_mask is not None:
-            if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != tuple(x.shape[:2]):
-                raise ValueError(
-                    f"key_padding_mask must be bool with shape {tuple(x.shape[:2])}, "
-                    f"got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
-                )
+            check_padding_mask(key_padding_mask, x.shape[0], x.shape[1])
             empty = key_padding_mask.all(-1, keepdim=True)  # (B, 1)
             # Fully padded rows keep finite scores (then zeroed) so no NaN reaches the gradients.
             scores = scores.masked_fill(key_padding_mask & ~empty, float("-inf"))

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from attend.attention.capture import Recordable
+from attend.attention.masks import check_padding_mask
 
 __all__ = ["TargetAttention"]
 
@@ -70,6 +71,8 @@ class TargetAttention(Recordable, nn.Module):
         if candidate.shape != (history.shape[0], self.embed_dim):
             raise ValueError(f"candidate has shape {tuple(candidate.shape)}, expected ({history.shape[0]}, "
                              f"{self.embed_dim})")  # fmt: skip
+        if key_padding_mask is not None:
+            check_padding_mask(key_padding_mask, history.shape[0], history.shape[1])
         target = candidate.unsqueeze(1).expand_as(history)
         scores = self.unit(torch.cat([history, target, history - target, history * target], dim=-1)).squeeze(-1)
         if self.normalise:
