@@ -514,6 +514,16 @@ def test_top_takes_a_user_and_a_history_as_explain_and_the_route_do(sasrec_dir: 
     assert result.returncode == 2 and "give --user, --history or --history-file" in result.stderr
 
 
+def test_an_html_page_is_said_and_prints_no_unasked_explanations(sasrec_dir: Path, tmp_path: Path) -> None:
+    runtime = load_recommender(sasrec_dir)
+    page = tmp_path / "top.html"
+    result = _attend("recommend", "top", str(sasrec_dir), "--user", runtime.user_ids[2], "--html", str(page))
+    assert result.returncode == 0, result.stderr
+    assert f"HTML page: {page.resolve()}" in result.stderr and page.is_file()
+    assert "because of" not in result.stdout and "because of" in _attend(
+        "recommend", "top", str(sasrec_dir), "--user", runtime.user_ids[2], "--explain").stdout  # fmt: skip
+
+
 def test_undefined_figures_are_null_in_the_written_json(tmp_path: Path) -> None:
     """Every test event liked: AUC is undefined. metrics.json and train_log.jsonl held a bare NaN."""
     log = tmp_path / "log.csv"

@@ -153,6 +153,9 @@ def _cmd_top(args: argparse.Namespace) -> int:
         from attend.apps.recommend.render import render_recommendations
 
         render_recommendations(answer, args.html, names=_names(runtime))
+        print(f"HTML page: {Path(args.html).resolve()}", file=sys.stderr)
+        if not args.explain:  # the page explains; what is printed is what was asked for
+            answer["items"] = [{k: v for k, v in row.items() if k not in ("history",)} for row in answer["items"]]
     print(dumps_json(answer) if args.json else format_top(answer, _names(runtime)))
     return 0
 
@@ -166,6 +169,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         from attend.apps.recommend.render import render_recommendations
 
         render_recommendations(answer, args.html, names=_names(runtime), title=f"Why {args.item}")
+        print(f"HTML page: {Path(args.html).resolve()}", file=sys.stderr)
     if args.json:
         print(dumps_json(answer))
         return 0
