@@ -278,11 +278,11 @@ class _HTMLText(HTMLParser):
             self._add("\n" * (lines - self._newlines))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag not in self._VOID and (self._hidden or any(
-                name == "style" and value and re.search(r"display\s*:\s*none", value, re.IGNORECASE)
-                for name, value in attrs)):  # fmt: skip
-            self._hidden.append(tag)  # inside a hidden element every element counts, to find its end
-            return
+        if self._hidden or any(name == "style" and value and re.search(r"display\s*:\s*none", value, re.IGNORECASE)
+                               for name, value in attrs):  # fmt: skip
+            if tag not in self._VOID:  # inside a hidden element every element counts, to find its end
+                self._hidden.append(tag)
+            return  # nor does a hidden <br> break a line
         if tag in self._SKIP:
             self._skip += 1
         elif tag == "br":
@@ -383,8 +383,10 @@ def _part_text(part: email.message.Message, limit: int, depth: int = 0) -> tuple
 
     Parts of a multipart/alternative are the same content in several forms: the first that holds
     text/plain wins, else the first with any text (HTML converted). The parts of any other multipart
-    (mixed, related, a forwarded message) are all read, in order. Attachments, and parts that are
-    neither text/plain nor text/html (images, calendars, PDFs), are not the body and are skipped.
+    (mixed, related) are all read, in order. A forwarded mail (``message/rfc822``), attached or not,
+    is read under its From, Date and Subject; an invitation (``text/calendar``) as its summary,
+    start, place and description. Other attachments, and parts of other types (images, PDFs), are
+    not the body and are skipped.
     """
     if depth > _MAX_DEPTH:
         return "", False
