@@ -615,14 +615,16 @@ class TextStream:
 
 
 def _kept_value(value: Any) -> Any:
-    """A kept column's value as JSON can hold it: None for a missing one (NaN, an empty cell), other
-    types (a Parquet date, bytes) as their text."""
+    """A kept column's value as JSON can hold it: None for a missing one (NaN, an empty cell), a list
+    or object as JSON (a Parquet date inside as its text), other types (a date, bytes) as their text."""
     if value is None or is_missing_number(value) or value == "":
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no infinity
     if isinstance(value, str | int | float | bool):
         return value
+    if isinstance(value, list | dict):
+        return json.loads(json.dumps(value, default=str))
     return str(value)
 
 

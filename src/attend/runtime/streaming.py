@@ -325,10 +325,11 @@ class PredictionWriter:
 
 
 def _cell(value: Any) -> str:
-    """A kept value in a CSV cell: as the input had it (True as true, as JSON writes it), None empty."""
+    """A kept value in a CSV cell: as the input had it (True, a list or an object as JSON writes it),
+    None empty."""
     if value is None:
         return ""
-    return json.dumps(value) if isinstance(value, bool) else str(value)
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, bool | list | dict) else str(value)
 
 
 def _trimmer() -> Any:
