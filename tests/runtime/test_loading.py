@@ -93,3 +93,22 @@ def test_weights_that_do_not_fit_a_hand_edited_config_are_named_briefly(
     with pytest.raises(ModelDirError, match=fits) as refused:
         load(wide)
     assert "\n" not in str(refused.value)
+
+
+def test_the_library_refuses_what_it_would_answer_wrongly_and_leaves_the_global_rng(trained: dict[str, Path]) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    runtime = load(trained["encoder"])  # built with random weights first: it drew from the host's generator
+    assert torch.equal(torch.rand(3), expected)
+    # A dict's keys or a set's members were predicted, in an order no answer could be lined up with.
+    for texts in ({"a film": 1}, {"a film", "a book"}, b"a film"):
+        with pytest.raises(ValueError, match=rf"texts must be a list of strings, not {type(texts).__name__}"):
+            runtime.predict(texts)  # type: ignore[arg-type]
+    # threshold= chooses a multi-label model's labels: on a single-label one it did nothing, silently.
+    with pytest.raises(ValueError, match=r"threshold=0\.9 is for a multi-label model"):
+        runtime.predict(["a film"], threshold=0.9)
+    with pytest.raises(ValueError, match=r"threads='2' must be a whole number >= 0"):
+        load(trained["encoder"], threads="2")  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ import math
 import numbers
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 
 __all__ = ["displayable", "is_missing_number", "page_text", "text_problem", "validate_texts"]
 
@@ -67,7 +67,8 @@ def validate_texts(texts: Sequence[str] | str, *, field: str = "texts") -> list[
     """Check a batch of texts; errors name the field, the index and the value."""
     if isinstance(texts, str):
         raise ValueError(f"{field} must be a list of strings, not one string (wrap it in a list)")
-    if not isinstance(texts, Iterable):
+    if not isinstance(texts, Iterable) or isinstance(texts, Mapping | Set | bytes):
+        # A dict's keys or a set's members came back in an order nobody could line answers up with.
         raise ValueError(f"{field} must be a list of strings, not {type(texts).__name__}")
     checked = list(texts)
     if not checked:

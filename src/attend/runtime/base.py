@@ -44,8 +44,9 @@ class LoadOptions:
             raise ValueError(f"runtime={self.runtime!r}; choose 'auto', 'torch' or 'onnx'")
         if self.bf16 and (self.runtime == "onnx" or self.int8):
             raise ValueError("bf16 needs runtime='torch' and no int8 quantisation")
-        if self.threads is not None and self.threads < 0:
-            raise ValueError(f"threads={self.threads} must be >= 0")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 0):  # fmt: skip
+            raise ValueError(f"threads={self.threads!r} must be a whole number >= 0")
 
 
 class Runtime(ABC):
@@ -146,4 +147,9 @@ def load(
             f"{artifact.path / 'config.json'}: task {artifact.task!r} has no runtime in this version of attend "
             f"(known: {sorted(RUNTIMES)})"
         )
-    return RUNTIMES[artifact.task](artifact, options)
+    import torch
+
+    # Building a model draws its initial weights (then replaced by the stored ones) from torch's
+    # global generator: a host application's seeded results moved when it loaded a model.
+    with torch.random.fork_rng(devices=[]):
+        return RUNTIMES[artifact.task](artifact, options)

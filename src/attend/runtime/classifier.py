@@ -271,10 +271,18 @@ class TextClassifier(Runtime):
         return [[self.labels[j] for j in np.flatnonzero(row >= threshold)] for row in np.atleast_2d(probs)]
 
     def predict(self, texts: Sequence[str], *, batch_size: int = 64,
-                threshold: float = MULTI_LABEL_THRESHOLD) -> list[Any]:  # fmt: skip
-        """The top label per text (a list of labels above ``threshold`` when multi-label)."""
+                threshold: float | None = None) -> list[Any]:  # fmt: skip
+        """The top label per text; a multi-label model's labels at or above ``threshold`` (default
+        :data:`MULTI_LABEL_THRESHOLD`), a number in (0, 1] (a single-label model takes none: it was
+        accepted and had no effect)."""
+        if threshold is not None:
+            if not self.multi_label:
+                raise ValueError(f"threshold={threshold!r} is for a multi-label model; this one picks the most "
+                                 "probable label of each text (filter predict_proba's rows to hold back unsure ones)")
+            if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold <= 1:
+                raise ValueError(f"threshold={threshold!r} must be a number in (0, 1]")
         probs = self.predict_proba(texts, batch_size=batch_size)
-        chosen = self.chosen(probs, threshold)
+        chosen = self.chosen(probs, MULTI_LABEL_THRESHOLD if threshold is None else float(threshold))
         return chosen if chosen is not None else [self.labels[int(j)] for j in probs.argmax(1)]
 
     def top_k(self, texts: Sequence[str], k: int = 3, *, batch_size: int = 64) -> list[list[tuple[str, float]]]:
