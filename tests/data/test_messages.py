@@ -423,9 +423,12 @@ def test_a_reply_is_read_without_the_mail_it_quotes(tmp_path: Path) -> None:
            "hour\n> call me")  # fmt: skip
     bottom = "Le lundi 3 mars, Ana a écrit :\n> long quoted\n>> older\n\nThe database is down. Call me now."
     only = "> a quoted line\n> and another"
-    path = _mbox(tmp_path / "in.mbox", _mail(top), _mail(bottom), _mail(only))
+    cited = "Hi,\nthe deploy fails with:\n> ERROR disk full on db1\nPlease fix today."  # the sender's own citation
+    inline = "> can you fix db1?\nYes, today.\n> and db2?\nTomorrow."
+    path = _mbox(tmp_path / "in.mbox", _mail(top), _mail(bottom), _mail(only), _mail(cited), _mail(inline))
     assert [m.text for m in read_messages(path)] == ["Thanks, got it, no action from me.",
-                                                     "The database is down. Call me now.", only]  # fmt: skip
+                                                     "The database is down. Call me now.", only, cited,
+                                                     "Yes, today.\nTomorrow."]  # fmt: skip
 
 
 def test_an_mbox_reads_a_from_line_in_a_body_as_a_maildir_does(tmp_path: Path) -> None:
@@ -472,6 +475,18 @@ def test_utf8_declared_latin1_forwarded_mail_html_preheader_and_invitations(tmp_
     assert texts[2] == ("see below\n\nFrom: CEO <ceo@x.org>\nDate: Wed, 01 May 2024 09:30:00 +0200\nSubject: Cash slide"
                         "\n\nThe cash slide must show runway")  # it was "see below" alone
     assert texts[3] == "Your password expires"  # no <title>, no hidden preheader
+    from attend.data.messages import _calendar_text, _html_to_text
+
+    # A hidden element left open is closed as HTML closes it, or else not hidden (it hid the whole body).
+    assert _html_to_text("<p style='display:none'>preheader<p>Server is down, call me now</p>", 1000) == (
+        "Server is down, call me now")  # fmt: skip
+    assert _html_to_text("<table><tr><td style='display:none'>x<td>Real body</table>", 1000) == "Real body"
+    assert _html_to_text("<div style='display:none'>never <b>closed", 1000) == "never closed"
+    # The event's own start, with its zone: not the time-zone block's, nor a reminder's description.
+    zoned = ("BEGIN:VCALENDAR\r\nBEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\nBEGIN:DAYLIGHT\r\nDTSTART:19700329T020000"
+             "\r\nEND:DAYLIGHT\r\nEND:VTIMEZONE\r\nBEGIN:VEVENT\r\nDTSTART;TZID=Europe/Berlin:20241210T100000\r\n"
+             "SUMMARY:Review\r\nBEGIN:VALARM\r\nDESCRIPTION:Reminder\r\nEND:VALARM\r\nEND:VEVENT\r\nEND:VCALENDAR")
+    assert _calendar_text(zoned) == "Review\nWhen: 2024-12-10 10:00 Europe/Berlin"
     assert texts[4] == ("Board deck review\nWhen: 2025-03-05 10:00 UTC\nWhere: Room 4, floor 2\nBring the cash slide"
                         "\nand FX")  # fmt: skip
 

@@ -151,3 +151,6 @@ def test_full_width_letters_are_their_ascii_and_latin_accents_still_go() -> None
     assert tok.tokenizer.encode("Café Việt ἔλα").tokens[1:-1] == ["cafe", "viet", "ελα"]
     assert tok.tokenizer.encode("हिन्दी").tokens[1:-1] == ["[UNK]"]  # unseen, but not stripped to another word
     assert tok.tokenizer.normalizer.normalize_str("हिन्दी") == "हिन्दी"
+    # A Thai consonant keeps its vowel sign and tone mark: they are no words on their own.
+    thai = [word for word, _ in tok.tokenizer.pre_tokenizer.pre_tokenize_str("สวัสดีครับ")]
+    assert thai == ["ส", "วั", "ส", "ดี", "ค", "รั", "บ"]

@@ -420,6 +420,18 @@ def test_kept_columns_ride_with_each_prediction_and_resume(
     assert partial.read_bytes() == full[: full.index(b"dull") + 2]  # nothing appended, nothing cut
 
 
+def test_kept_values_are_json_whatever_the_input_holds(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text(json.dumps({"text": "a", "tags": [1, float("nan"), "x"], "meta": {"k": float("inf")}}) + "\n",
+                    encoding="utf-8")  # fmt: skip
+    ((_, text, values),) = list(TextStream(data, keep=["tags", "meta"]).with_columns())
+    assert text == "a" and values == {"tags": [1, None, "x"], "meta": {"k": "inf"}}  # NaN inside was bare NaN
+    table = pa.table({"text": ["b"], "raw": [b"caf\xc3\xa9 \xff"]})
+    pq.write_table(table, tmp_path / "in.parquet")
+    ((_, _, values),) = list(TextStream(tmp_path / "in.parquet", keep=["raw"]).with_columns())
+    assert values == {"raw": "café \ufffd"}  # bytes were written as Python's b'...'
+
+
 @pytest.mark.parametrize(("keep", "error"), [
     ("id,nope", "has no column 'nope' (columns: id, text); choose the columns to keep with --keep-cols"),
     ("label", "--keep-cols 'label': the predictions have a 'label' of their own"),

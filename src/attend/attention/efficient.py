@@ -22,7 +22,7 @@ Neither forms the ``L x L`` matrix unless weights are requested for explanation.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -231,13 +231,21 @@ def linear_attention(
         )
     feature_map = module.feature_map
     assert feature_map is not None
-    padding = spec.key_padding_mask
     dtype = q.dtype
-    if dtype in (torch.float16, torch.bfloat16):
-        # The kernel's sums run over the whole sequence: in float16 the normaliser passed its largest
-        # value (65504) from about a thousand keys, and the outputs came back as zeros; in bfloat16 the
-        # sums lose precision. They are taken in float32, as the softmax of full attention is.
-        q, k, v = q.float(), k.float(), v.float()
+    # The kernel's sums run over the whole sequence: in float16 the normaliser passed its largest
+    # value (65504) from about a thousand keys, and the outputs came back as zeros; in bfloat16 the
+    # sums lose precision. They are taken in float32, as the softmax of full attention is, autocast
+    # (which would run the products in half precision again) off.
+    wide = torch.promote_types(dtype, torch.float32)  # float64 stays float64
+    with torch.autocast(q.device.type, enabled=False):
+        out, weights = _linear_attention(module, q.to(wide), k.to(wide), v.to(wide), spec, feature_map,
+                                         need_weights=need_weights, weights_grad=weights_grad)  # fmt: skip
+    return out.to(dtype), (weights.to(dtype) if weights is not None else None)
+
+
+def _linear_attention(module: MultiHeadAttention, q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec, feature_map: Any,
+                      *, need_weights: bool, weights_grad: bool) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+    padding = spec.key_padding_mask
     phi_q = feature_map(q, is_query=True)
     phi_k = feature_map(k, is_query=False, key_padding_mask=padding)
     if padding is not None:
@@ -248,11 +256,11 @@ def linear_attention(
         kv = phi_k.transpose(-2, -1) @ v  # (B, H, F, dv)
         out = _safe_divide(phi_q @ kv, phi_q @ phi_k.sum(-2).unsqueeze(-1))
     if not need_weights:
-        return out.to(dtype), None
+        return out, None
     kernel = phi_q @ phi_k.transpose(-2, -1)  # (B, H, Lq, Lk)
     if spec.is_causal:
         kernel = kernel.tril()
     weights = _safe_divide(kernel, kernel.sum(-1, keepdim=True))
     if weights_grad:
         out = grad_through_weights(out, weights, v)
-    return out.to(dtype), weights.to(dtype)
+    return out, weights

@@ -255,9 +255,13 @@ class _HTMLText(HTMLParser):
         | {"center", "form", "main", "nav", "aside", "figure", "figcaption"}
     )
     _CELLS = frozenset({"td", "th"})
+    #: Elements whose end tag may be left out: the start tags that close one (HTML's own rules, in short).
+    _CLOSED_BY = {"p": ("p",), "li": ("li",), "dt": ("dt", "dd"), "dd": ("dt", "dd"), "td": ("td", "th"),
+                  "th": ("td", "th"), "tr": ("tr", "td", "th"), "option": ("option",)}  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, *, hide: bool = True) -> None:
         super().__init__(convert_charrefs=True)
+        self.hide = hide  # False: elements styled display:none are read too
         self.pieces: list[str] = []
         self.size = 0  # characters in pieces
         self._newlines = 2  # line breaks ending the text so far (the start counts as a paragraph break)
@@ -278,8 +282,14 @@ class _HTMLText(HTMLParser):
             self._add("\n" * (lines - self._newlines))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self._hidden or any(name == "style" and value and re.search(r"display\s*:\s*none", value, re.IGNORECASE)
-                               for name, value in attrs):  # fmt: skip
+        if self._hidden:  # a start tag that closes an open element (a <p> the next <p>, a <td> the next cell)
+            closes = self._CLOSED_BY.get(tag, ()) + (("p",) if tag in self._PARAGRAPHS | self._LINES else ())
+            open_ = [i for i, name in enumerate(self._hidden) if name in closes]
+            if open_:
+                del self._hidden[open_[-1]:]
+        if self._hidden or self.hide and any(
+                name == "style" and value and re.search(r"display\s*:\s*none", value, re.IGNORECASE)
+                for name, value in attrs):  # fmt: skip
             if tag not in self._VOID:  # inside a hidden element every element counts, to find its end
                 self._hidden.append(tag)
             return  # nor does a hidden <br> break a line
@@ -316,6 +326,11 @@ class _HTMLText(HTMLParser):
         # Outside <pre>, a run of whitespace (source line breaks included) shows as one space.
         self._add(data if self._pre else re.sub(r"\s+", " ", data))
 
+    @property
+    def hid_the_rest(self) -> bool:
+        """A hidden element was still open at the end: everything after its start was hidden."""
+        return bool(self._hidden)
+
     def text(self) -> str:
         lines = (line.strip() for line in "".join(self.pieces).split("\n"))
         return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
@@ -338,7 +353,14 @@ def _html_to_text(html: str, limit: int) -> str:
                 break
             check_at = 2 * parser.size
     parser.close()
-    return parser.text()
+    text = parser.text()
+    if parser.hid_the_rest and _is_blank(text):
+        # An element hidden and never closed hid everything after it: read it all rather than nothing.
+        parser = _HTMLText(hide=False)
+        parser.feed(html)
+        parser.close()
+        text = parser.text()
+    return text
 
 
 # --- Mail ------------------------------------------------------------------------------------------
@@ -429,17 +451,30 @@ def _part_text(part: email.message.Message, limit: int, depth: int = 0) -> tuple
 
 
 def _calendar_text(ics: str) -> str:
-    """What an invitation says (iCalendar, RFC 5545): its summary, start, place and description."""
+    """What an invitation says (iCalendar, RFC 5545): its first event's summary, start (with its time
+    zone), place and description; the time-zone definitions and reminders around it are not the event."""
     fields: dict[str, str] = {}
+    zone = ""
+    blocks: list[str] = []  # the components the line is in, innermost last
     for line in re.sub(r"\r?\n[ \t]", "", ics).splitlines():  # folded lines unfolded first
-        name, sep, value = line.partition(":")
-        name = name.split(";")[0].strip().upper()
-        if sep and name in ("SUMMARY", "DTSTART", "LOCATION", "DESCRIPTION") and name not in fields:
-            fields[name] = re.sub(r"\\([,;\\])", r"\1", value.replace("\\n", "\n").replace("\\N", "\n")).strip()
+        head, sep, value = line.partition(":")
+        name, *params = (part.strip() for part in head.split(";"))
+        name = name.upper()
+        if name == "BEGIN":
+            blocks.append(value.strip().upper())
+        elif name == "END":
+            if blocks and blocks.pop() == "VEVENT":
+                break  # the first event is read
+        elif sep and blocks[-1:] == ["VEVENT"] and name in ("SUMMARY", "DTSTART", "LOCATION", "DESCRIPTION"):
+            if name not in fields:
+                fields[name] = re.sub(r"\\([,;\\])", r"\1", value.replace("\\n", "\n").replace("\\N", "\n")).strip()
+                if name == "DTSTART":
+                    zone = next((p.partition("=")[2].strip('"') for p in params if p.upper().startswith("TZID=")), "")
     start = fields.get("DTSTART", "")
     if match := re.fullmatch(r"(\d{4})(\d{2})(\d{2})(?:T(\d{2})(\d{2})\d{2}(Z?))?", start):
         year, month, day, hour, minute, utc = match.groups()
-        start = f"{year}-{month}-{day}" + (f" {hour}:{minute}{' UTC' if utc else ''}" if hour else "")
+        where = " UTC" if utc else f" {zone}" if zone else ""
+        start = f"{year}-{month}-{day}" + (f" {hour}:{minute}{where}" if hour else "")
     lines = [fields.get("SUMMARY", ""), f"When: {start}" if start else "",
              f"Where: {fields['LOCATION']}" if fields.get("LOCATION") else "", fields.get("DESCRIPTION", "")]
     return "\n".join(line for line in lines if line)
@@ -464,12 +499,15 @@ def _mail_to_message(msg: email.message.Message, max_chars: int) -> tuple[Messag
 #: Control characters (not tab or line break): binary junk in a damaged mailbox, never text.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _QUOTED = re.compile(r"[ \t]*>")
+_ATTRIBUTION = re.compile(r"[0-9@]")  # a date, a time or an address: what a mail client's attribution line holds
 
 
 def _own_text(text: str) -> str:
-    """A reply's own text: the lines quoting earlier mail (``>``) left out, with the line that
-    introduces a quoted block (the last line before it, ending with ``:``, as "On Monday Ann wrote:"
-    does in any language). A mail that only quotes is kept whole, so a forward is not emptied.
+    """A reply's own text: the blocks of lines quoting earlier mail (``>``) left out, with the line
+    that introduces one when it reads as an attribution (it ends with ``:`` and holds a date or an
+    address, as "On 3 Mar 2025, Ann <ann@x.org> wrote:" does in any language). A block the sender
+    introduces with words of their own ("the deploy fails with:") is what they cite, and kept. A
+    mail that only quotes is kept whole, so a forward is not emptied.
 
     Quoted history is what a reply repeats: read as the mail's text it decided the triage (a "thanks,
     no action needed" above a quoted emergency passed as urgent) and pushed the new words below a long
@@ -479,15 +517,26 @@ def _own_text(text: str) -> str:
     quoted = [bool(_QUOTED.match(line)) for line in lines]
     if not any(quoted):
         return text
-    before_quote = [False] * len(lines)  # the next non-blank line is quoted
-    upcoming = False
-    for i in range(len(lines) - 1, -1, -1):
-        before_quote[i] = upcoming
-        if lines[i].strip():
-            upcoming = quoted[i]
-    own = [line for i, line in enumerate(lines)
-           if not quoted[i] and not (before_quote[i] and line.rstrip().endswith(":"))]  # fmt: skip
-    kept = re.sub(r"\n{3,}", "\n\n", "\n".join(own)).strip()
+    keep = [True] * len(lines)
+    start = 0
+    while start < len(lines):
+        if not quoted[start]:
+            start += 1
+            continue
+        end = start  # the block's last quoted line (blank lines between quoted ones belong to it)
+        for j in range(start, len(lines)):
+            if quoted[j]:
+                end = j
+            elif lines[j].strip():
+                break
+        lead = next((i for i in range(start - 1, -1, -1) if lines[i].strip()), None)
+        introduced = lead is not None and lines[lead].rstrip().endswith(":")
+        if not introduced or _ATTRIBUTION.search(lines[lead]):  # type: ignore[index]
+            keep[start : end + 1] = [False] * (end + 1 - start)
+            if introduced:
+                keep[lead] = False  # type: ignore[index]
+        start = end + 1
+    kept = re.sub(r"\n{3,}", "\n\n", "\n".join(line for line, kept in zip(lines, keep, strict=True) if kept)).strip()
     return text if _is_blank(kept) else kept
 
 

@@ -615,16 +615,21 @@ class TextStream:
 
 
 def _kept_value(value: Any) -> Any:
-    """A kept column's value as JSON can hold it: None for a missing one (NaN, an empty cell), a list
-    or object as JSON (a Parquet date inside as its text), other types (a date, bytes) as their text."""
+    """A kept column's value as JSON can hold it: None for a missing one (NaN, an empty cell), an
+    infinity as its text, bytes decoded (UTF-8, bad bytes replaced), lists and objects item by item
+    (a NaN inside is null), other types (a Parquet date) as their text."""
     if value is None or is_missing_number(value) or value == "":
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no infinity
     if isinstance(value, str | int | float | bool):
         return value
-    if isinstance(value, list | dict):
-        return json.loads(json.dumps(value, default=str))
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, list | tuple):
+        return [_kept_value(item) if item != "" else item for item in value]
+    if isinstance(value, dict):
+        return {str(key): _kept_value(item) if item != "" else item for key, item in value.items()}
     return str(value)
 
 

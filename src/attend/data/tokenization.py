@@ -100,9 +100,10 @@ def encode_start(tokenizer: Tokenizer, texts: Sequence[str], keep: int) -> list[
 
 
 #: Scripts written without spaces between words, besides the CJK ideographs BERT's normaliser
-#: already splits: each of their characters is a word of its own (BERT's pre-tokenizer took a run of
-#: kana, or a whole Thai sentence, for one word, which a single unknown character made one [UNK]).
-UNSPACED_SCRIPTS = r"[\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]"
+#: already splits: each of their characters, with the vowel signs and other marks that follow it, is
+#: a word of its own (BERT's pre-tokenizer took a run of kana, or a whole Thai sentence, for one
+#: word, which a single unknown character made one [UNK]).
+UNSPACED_SCRIPTS = r"[\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}][\p{Mn}\p{Mc}]*"
 
 
 def _normalizer(lowercase: bool) -> Any:
@@ -287,13 +288,14 @@ class TextTokenizer:
         special, unknown = self.special_ids, self.unknown_id
         return [unknown is not None and all(t == unknown for t in row if t not in special) for row in rows]
 
-    def unknown_shares(self, rows: Sequence[Sequence[int]]) -> list[float]:
-        """Per row of ids, the share of its own tokens (special tokens out) that are ``[UNK]``."""
+    def unknown_shares(self, rows: Sequence[Sequence[int]], *, empty: float = 0.0) -> list[float]:
+        """Per row of ids, the share of its own tokens (special tokens out) that are ``[UNK]``;
+        ``empty`` for a row with none."""
         special, unknown = self.special_ids, self.unknown_id
         shares = []
         for row in rows:
             own = [t for t in row if t not in special]
-            shares.append(sum(t == unknown for t in own) / len(own) if own and unknown is not None else 0.0)
+            shares.append((sum(t == unknown for t in own) / len(own) if unknown is not None else 0.0) if own else empty)
         return shares
 
     def unknown_rate(self, texts: Sequence[str]) -> float | None:

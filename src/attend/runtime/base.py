@@ -9,6 +9,7 @@ pickles refused, file hashes checked) and hands it to the loader of its ``task``
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -44,8 +45,9 @@ class LoadOptions:
             raise ValueError(f"runtime={self.runtime!r}; choose 'auto', 'torch' or 'onnx'")
         if self.bf16 and (self.runtime == "onnx" or self.int8):
             raise ValueError("bf16 needs runtime='torch' and no int8 quantisation")
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or self.threads < 0):  # fmt: skip
+        threads = self.threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
+                                    or threads < 0):  # fmt: skip
             raise ValueError(f"threads={self.threads!r} must be a whole number >= 0")
 
 

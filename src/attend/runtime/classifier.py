@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import numbers
 import os
 import warnings
 from abc import abstractmethod
@@ -279,7 +280,7 @@ class TextClassifier(Runtime):
             if not self.multi_label:
                 raise ValueError(f"threshold={threshold!r} is for a multi-label model; this one picks the most "
                                  "probable label of each text (filter predict_proba's rows to hold back unsure ones)")
-            if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold <= 1:
+            if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 < threshold <= 1:
                 raise ValueError(f"threshold={threshold!r} must be a number in (0, 1]")
         probs = self.predict_proba(texts, batch_size=batch_size)
         chosen = self.chosen(probs, MULTI_LABEL_THRESHOLD if threshold is None else float(threshold))

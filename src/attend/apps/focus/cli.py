@@ -73,8 +73,8 @@ def _read(source: str, fmt: str | None) -> Any:
               "is the mailbox cut short or damaged, or does a body line start with an unescaped 'From '?",
               file=sys.stderr)  # fmt: skip
     if report.get("not_utf8"):
-        where = "standard input" if source == "-" else source
-        print(f"note: {report['not_utf8']} line(s) of {where} held bytes that are not UTF-8, read as U+FFFD "
+        named = "standard input" if source == "-" else source
+        print(f"note: {report['not_utf8']} line(s) of {named} held bytes that are not UTF-8, read as U+FFFD "
               "(save the file as UTF-8 to keep those characters)", file=sys.stderr)  # fmt: skip
     if report.get("truncated"):
         print(f"note: {report['truncated']} message(s) longer than the limit were cut (flagged truncated)",

@@ -130,12 +130,7 @@ class SentenceEncoder:
     def unknown_share(self, texts: Sequence[str]) -> list[float]:
         """Per text, the share of its word pieces the encoder does not know (``[UNK]``): how much of it
         the encoder cannot read (1.0 for a text with no piece at all)."""
-        unknown, special = self.tokenizer.unknown_id, self.tokenizer.special_ids
-        shares = []
-        for row in self.tokenizer.ids(list(texts)):
-            pieces = [t for t in row if t not in special]
-            shares.append(sum(t == unknown for t in pieces) / len(pieces) if pieces else 1.0)
-        return shares
+        return self.tokenizer.unknown_shares(self.tokenizer.ids(list(texts)), empty=1.0)
 
     def passages(self, text: str, *, max_tokens: int = PASSAGE_TOKENS) -> list[str]:
         """Cut ``text`` into consecutive passages of at most ``max_tokens`` tokens, at sentence ends.
