@@ -31,7 +31,7 @@ from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, ClassVar, NamedTuple
 
 from attend.data.readers import DataError, LineTape, csv_records, data_suffix, is_compressed, open_data_bytes
 from attend.data.validation import is_empty, is_missing_number, text_problem
@@ -256,8 +256,9 @@ class _HTMLText(HTMLParser):
     )
     _CELLS = frozenset({"td", "th"})
     #: Elements whose end tag may be left out: the start tags that close one (HTML's own rules, in short).
-    _CLOSED_BY = {"p": ("p",), "li": ("li",), "dt": ("dt", "dd"), "dd": ("dt", "dd"), "td": ("td", "th"),
-                  "th": ("td", "th"), "tr": ("tr", "td", "th"), "option": ("option",)}  # fmt: skip
+    _CLOSED_BY: ClassVar[dict[str, tuple[str, ...]]] = {
+        "p": ("p",), "li": ("li",), "dt": ("dt", "dd"), "dd": ("dt", "dd"), "td": ("td", "th"), "th": ("td", "th"),
+        "tr": ("tr", "td", "th"), "option": ("option",)}  # fmt: skip
 
     def __init__(self, *, hide: bool = True) -> None:
         super().__init__(convert_charrefs=True)
@@ -287,9 +288,9 @@ class _HTMLText(HTMLParser):
             open_ = [i for i, name in enumerate(self._hidden) if name in closes]
             if open_:
                 del self._hidden[open_[-1]:]
-        if self._hidden or self.hide and any(
+        if self._hidden or (self.hide and any(
                 name == "style" and value and re.search(r"display\s*:\s*none", value, re.IGNORECASE)
-                for name, value in attrs):  # fmt: skip
+                for name, value in attrs)):  # fmt: skip
             if tag not in self._VOID:  # inside a hidden element every element counts, to find its end
                 self._hidden.append(tag)
             return  # nor does a hidden <br> break a line
