@@ -231,6 +231,38 @@ def test_one_run_writes_a_directory_at_a_time_and_a_model_put_there_meanwhile_is
     assert link.is_symlink() and (target / "model.safetensors").read_bytes() != (out / "model.safetensors").read_bytes()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging or lock left
 
+    # A folder of one's own put there meanwhile is never replaced: the advice is to move it (it said
+    # --resume --overwrite, which is refused), and once moved, --resume publishes the model.
+    notes = tmp_path / "notes"
+
+    def put_notes_there(record: dict) -> None:
+        if record["epoch"] == 1:
+            notes.mkdir()
+            (notes / "todo.txt").write_text("mine")
+
+    with pytest.raises(ModelDirError, match=r"is not a model directory.*It appeared while this run trained; the "
+                                            r"trained model is kept in .*: move it away, then run the same command "
+                                            r"with --resume$"):  # fmt: skip
+        Trainer(Regression(), args, on_epoch=put_notes_there).fit(notes)
+    notes.rename(tmp_path / "notes-moved")
+    assert Trainer(Regression(), args).fit(notes, resume=True).metrics["loss"] == first.metrics["loss"]
+
+
+def test_a_checkpoint_resumes_only_under_the_process_count_that_wrote_it(tmp_path: Path) -> None:
+    """Each process's random stream is saved; another count dropped or repeated them and the run matched
+    neither count's."""
+    from attend.data.readers import DataError
+    from attend.training.trainer import _load_state, _save_state, _State
+
+    model = nn.Linear(2, 1)
+    optimiser = torch.optim.AdamW(model.parameters())
+    rng = torch.get_rng_state()
+    _save_state(tmp_path / "run" / "checkpoint", model, optimiser, _State(epoch=1), [rng, rng.clone()])
+    with pytest.raises(DataError, match=r"the interrupted run trained with 2 processes, this one has 1 process: "
+                                        r"resume with the same count"):  # fmt: skip
+        _load_state(tmp_path / "run" / "checkpoint", model, optimiser, 0, 1)
+    assert _load_state(tmp_path / "run" / "checkpoint", model, optimiser, 1, 2).epoch == 1
+
 
 def test_a_step_budget_caps_whole_epochs_and_the_schedule_spans_them(picker: None, tmp_path: Path) -> None:
     # 400 examples in batches of 20: 20 steps an epoch; a budget of 45 steps allows 3 whole epochs of 10.
@@ -569,3 +601,34 @@ def test_a_resumed_run_may_name_its_files_another_way(tmp_path: Path, monkeypatc
     # Another file, a name that is not a file (a dataset's), and other values are compared as they are.
     assert comparable({"data": "../other.csv"}) != comparable({"data": str(tmp_path / "other.csv")})
     assert comparable(["movielens_100k", 3, None, "a\0b"]) == ["movielens_100k", 3, None, "a\0b"]
+
+
+def test_a_log_file_gets_a_few_progress_lines_with_the_epoch_records_on_their_own(
+    picker: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a terminal (a CI log): the bar was redrawn every step, and the epoch records sat on its lines."""
+    args = TrainingArgs(epochs=3, batch_size=5, progress=True, patience=0)
+    Trainer(Regression(), args).fit(tmp_path / "out")  # 80 steps an epoch
+    err = capsys.readouterr().err
+    lines = err.replace("\r", "\n").split("\n")
+    records = [line for line in lines if '"epoch"' in line]
+    assert len(records) == 3 and all(line.startswith("{") and json.loads(line) for line in records)
+    assert sum("batch/s" in line or "s/batch" in line for line in lines) <= 3 * 3  # a few per epoch, not 80
+
+
+def test_a_resumed_runs_tensorboard_drops_the_points_logged_after_the_checkpoint(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from attend.training.trainer import _tensorboard
+
+    first = _tensorboard(tmp_path)
+    for step in range(1, 11):  # killed at step 10; the last checkpoint was at step 6
+        first.add_scalar("train/loss", 1.0 / step, step)
+    first.close()
+    resumed = _tensorboard(tmp_path, purge_step=7)
+    for step in range(7, 13):
+        resumed.add_scalar("train/loss", 1.0 / step, step)
+    resumed.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == list(range(1, 13))  # 7-10 were there twice

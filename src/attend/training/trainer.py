@@ -262,10 +262,15 @@ def state_directory(out: str | os.PathLike[str]) -> Path:
 
 
 def appeared_meanwhile(exc: ModelDirError, kept: str) -> ModelDirError:
-    """The error of a model found in the output at the end of a run, put there while it trained
-    (``overwrite`` was checked at the start too): ``kept`` says where the run's work waits."""
-    return ModelDirError(f"{exc}. It appeared while this run trained; {kept}: run the same command with --resume "
-                         "--overwrite to replace it")
+    """The error of something found in the output at the end of a run, put there while it trained
+    (``overwrite`` was checked at the start too): ``kept`` says where the run's work waits, and the
+    advice is what can publish it (a model is replaced with --overwrite; a folder of anything else
+    never is, so it is moved away first: --overwrite alone was advised, and refused)."""
+    if "is not a model directory" in str(exc) or "is not a directory" in str(exc):
+        advice = "move it away, then run the same command with --resume"
+    else:
+        advice = "run the same command with --resume --overwrite to replace it"
+    return ModelDirError(f"{exc}. It appeared while this run trained; {kept}: {advice}")
 
 
 def nothing_to_resume(out: Path) -> DataError:
@@ -725,7 +730,8 @@ def _save_state(
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_state(directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer, rank: int = 0) -> _State:
+def _load_state(directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer, rank: int = 0,
+                world_size: int = 1) -> _State:  # fmt: skip
     if not directory.exists() and directory.with_name(directory.name + ".old").exists():
         directory = directory.with_name(directory.name + ".old")  # a crash between the two renames
     try:
@@ -743,6 +749,17 @@ def _load_state(directory: Path, model: nn.Module, optimiser: torch.optim.Optimi
     for key, value in payload["scalars"].items():
         index, slot = key.split(".", 1)
         slots.setdefault(int(index), {})[slot] = value
+    # One random stream per process was saved: another process count shares the batches out anew and
+    # drops or repeats streams, so the run would match neither count's (1 process resumed as 2: 0.780,
+    # against 0.767 with 2 and 0.787 with 1).
+    saved = 1 + sum(key.startswith("rng.torch.") for key in tensors)
+    if saved != world_size:
+        def procs(n: int) -> str:
+            return f"{n} process{'es' if n != 1 else ''}"
+
+        raise DataError(f"{directory.parent}: the interrupted run trained with {procs(saved)}, this one has "
+                        f"{procs(world_size)}: resume with the same count (torchrun --nproc-per-node and --nnodes, "
+                        "or a single process), or start again without --resume")  # fmt: skip
     optimiser.load_state_dict({"state": slots, "param_groups": payload["param_groups"]})
     torch.set_rng_state(tensors.get(f"rng.torch.{rank}", tensors["rng.torch"]))
     return state
@@ -751,12 +768,14 @@ def _load_state(directory: Path, model: nn.Module, optimiser: torch.optim.Optimi
 # --- run-time helpers -------------------------------------------------------------------------
 
 
-def _tensorboard(log_dir: Path) -> Any:
+def _tensorboard(log_dir: Path, purge_step: int | None = None) -> Any:
+    """A TensorBoard writer; ``purge_step``: a resumed run's first step, so the points the interrupted
+    run logged after its last checkpoint are dropped (they were shown twice)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # pragma: no cover - tensorboard is a dependency
         return None
-    return SummaryWriter(log_dir=str(log_dir))
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
 
 def _progress(iterable: range, total: int, initial: int, desc: str, enabled: bool) -> Iterator[int] | Any:
@@ -764,7 +783,12 @@ def _progress(iterable: range, total: int, initial: int, desc: str, enabled: boo
         return iterable
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, initial=initial, desc=desc, unit="batch", leave=False, file=sys.stderr)
+    # Where stderr is a file or a CI log, not a terminal, every redraw is kept: a bar redrawn each step
+    # made 57 kB of a 600-step run and put the epoch records on its lines. There it is drawn at most
+    # every 30 s and left as a line of its own when the epoch ends.
+    terminal = sys.stderr.isatty()
+    return tqdm(iterable, total=total, initial=initial, desc=desc, unit="batch", leave=not terminal,
+                mininterval=0.1 if terminal else 30.0, file=sys.stderr)  # fmt: skip
 
 
 #: Under torchrun a Ctrl-C reaches every worker twice: from the terminal, then forwarded by the
@@ -919,7 +943,7 @@ class Trainer:
         state = _State()
         checkpoint_dir, best_dir = work / "checkpoint", work / "best"
         if resume and _has_checkpoint(work):
-            state = _load_state(checkpoint_dir, network, optimiser, info.rank)
+            state = _load_state(checkpoint_dir, network, optimiser, info.rank, info.world_size)
             if not info.main:  # rank 0 holds the epoch's loss totals of every rank so far
                 state.loss_sum, state.loss_count = 0.0, 0
             _log(f"resuming from epoch {state.epoch + 1}, step {state.step_in_epoch}", info)
@@ -947,7 +971,8 @@ class Trainer:
         probe_at = min(BUDGET_PROBE_STEPS, steps_per_epoch) if args.time_budget else 0  # planned in epoch 1
         probe_start = None
         probe_seconds = 0.0  # the probe's dev evaluation, inside the first epoch but not part of its pace
-        writer = _tensorboard(work / "runs") if info.main else None
+        purge = state.global_step + 1 if resume else None
+        writer = _tensorboard(work / "runs", purge_step=purge) if info.main else None
         autocast = torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16,
                                   enabled=args.precision == "bf16")  # fmt: skip
         held_out = task.splits()
@@ -1024,8 +1049,8 @@ class Trainer:
                             planned_steps, probe_seconds = self._plan(network, trainable, state, probe_start,
                                                                       steps_per_epoch, epochs, args, info)  # fmt: skip
                             epochs, total_steps = state.planned_epochs, planned_steps
-                    if hasattr(bar, "set_postfix"):
-                        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+                    if hasattr(bar, "set_postfix"):  # shown at the bar's next redraw, not forcing one each step
+                        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
                     if writer is not None:
                         writer.add_scalar("train/loss", value, state.global_step)
                         if extra_value is not None:
@@ -1136,7 +1161,8 @@ class Trainer:
                 _barrier(info)  # every rank has read the epochs' weights before rank 0 tidies them away
             final_split = "test" if "test" in held_out else "dev" if "dev" in held_out else "train"
             metrics = _evaluate(task, network, final_split, args.eval_batch_size)
-            metrics |= {"split": final_split, "best_epoch": state.best_epoch, "epochs_run": state.epoch}
+            metrics |= {"split": final_split, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
+                        "processes": info.world_size}  # fmt: skip
             if state.planned_epochs:
                 metrics["planned_epochs"] = state.planned_epochs
                 metrics["planned_steps"] = planned_steps
