@@ -345,7 +345,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 sink.close()
     if args.output:
         resumed = f" after the {done} already there" if done else ""
-        print(f"{written} predictions written to {args.output}{resumed}", file=sys.stderr)
+        print(f"{written} prediction{'s' if written != 1 else ''} written to {args.output}{resumed}", file=sys.stderr)
     return 0
 
 
