@@ -609,8 +609,10 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
 
     if args.limit < 0:  # 0: every text, as robustness reads its --limit 0
         raise UsageError(f"--limit {args.limit}: must be 0 (every text) or more")
+    from attend.data.datasets import names_dataset
+
     path = Path(args.data)
-    if path.exists():
+    if path.exists() and not names_dataset(args.data):
         text_col = _model_column(args.model_dir, args.text_col, "text_col")
         texts = read_table(path, text_col=text_col, label_col=None,
                            columns_hint="choose the column with --text-col").texts  # fmt: skip

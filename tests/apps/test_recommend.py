@@ -548,6 +548,20 @@ def test_undefined_figures_are_null_in_the_written_json(tmp_path: Path) -> None:
     assert " n/a" in _attend("recommend", "evaluate", str(out)).stdout
 
 
+def test_a_model_of_movielens_says_it_holds_data_not_to_pass_on_and_a_folder_hides_no_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from attend.training.tasks.recommendation import LogSource, SequentialTask
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "movielens_100k").mkdir()  # e.g. a model trained with --out movielens_100k: no data file
+    task = SequentialTask(LogSource(data="movielens_100k"))
+    task._read()  # it was "no such file (nor a recommendation dataset name)"
+    assert task.data.n_users == 943
+    assert any("holds every user's history of movielens_100k" in note and "keep the directory to yourself" in note
+               for note in task.notes)  # fmt: skip
+
+
 def test_column_options_for_a_bundled_dataset_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"--item-col movie: movielens_100k is a bundled dataset that names its own"):
         train_recommender("movielens_100k", tmp_path / "m", item_col="movie", training=QUICK)

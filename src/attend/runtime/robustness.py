@@ -409,7 +409,7 @@ def _training_split(
     path = Path(data)
     config = dict(runtime.config)
     if source.startswith("dataset:"):
-        same = not path.exists() and str(data) == source.removeprefix("dataset:")
+        same = not path.is_file() and str(data) == source.removeprefix("dataset:")
     elif recorded.get("sha256"):
         same = path.is_file() and sha256_file(path) == recorded["sha256"]
     else:

@@ -1229,8 +1229,14 @@ class Trainer:
         planned = _shared(max(steps_per_epoch, fitting), info)  # at least one whole epoch
         _set_plan(state, planned, steps_per_epoch)
         cut = f", not {epochs}" if planned < epochs * steps_per_epoch else ""
-        _log(f"time budget {args.time_budget:g} min: {describe_steps(planned, steps_per_epoch)} fit{cut} "
-             f"({seconds_per_step:.3f} s per step, {dev_s:.1f} s per dev evaluation)", info)  # fmt: skip
+        pace = f"({seconds_per_step:.3f} s per step, {dev_s:.1f} s per dev evaluation)"
+        if fitting < steps_per_epoch:  # it said "1 epoch(s) fit" of an epoch three times the budget
+            needed = (steps_per_epoch * seconds_per_step + dev_s) / 60
+            _log(f"time budget {args.time_budget:g} min: not even one epoch fits; one whole epoch is the least a run "
+                 f"trains, about {needed:.1f} min {pace}", info)  # fmt: skip
+        else:
+            _log(f"time budget {args.time_budget:g} min: {describe_steps(planned, steps_per_epoch)} fit{cut} {pace}",
+                 info)  # fmt: skip
         return planned, dev_s
 
     def _replan(

@@ -88,7 +88,7 @@ def load_log(source: LogSource) -> tuple[Interactions, ItemFeatures | None]:
     path = Path(source.data)
     from attend.data.datasets import DATASETS, load_interactions
 
-    if not path.exists() and source.data in DATASETS:
+    if not path.is_file() and source.data in DATASETS:  # a folder of that name does not hide the data set
         data, features = load_interactions(source.data)
         if source.item_features is not None:
             features = read_item_features(source.item_features, data.item_index(), item_col=source.item_col,
@@ -274,6 +274,13 @@ class _RecommendationTask(Task):
     def _read(self) -> None:
         self.data, self.features = load_log(self.source)
         self.notes = list(self.data.notes) + (list(self.features.notes) if self.features is not None else [])
+        from attend.data.datasets import DATASETS
+
+        info = DATASETS.get(self.source.data) if not Path(self.source.data).is_file() else None
+        if info is not None and not info.redistributable:
+            self.notes.append(f"the model directory holds every user's history of {info.name} (histories.safetensors) "
+                              f"and its item ids and names (items.json), whose terms forbid passing the data on: "
+                              "keep the directory to yourself (see `attend datasets`)")  # fmt: skip
         fusion = str(self.model_options.get("fusion", "gated"))
         self.spec, self.tables, self.vocabularies = feature_tables(self.features, self.data.n_items, fusion)
 

@@ -87,9 +87,10 @@ def load_parallel_data(
     if isinstance(data, ParallelTexts):
         return data
     path = Path(data)
-    if path.exists():
+    from attend.data.datasets import DATASETS, load_parallel, names_dataset, unknown_data
+
+    if path.exists() and not names_dataset(data):
         return read_parallel(path, source_col=source_col, target_col=target_col, split_col=split_col)
-    from attend.data.datasets import DATASETS, load_parallel, unknown_data
 
     info = DATASETS.get(str(data))
     if info is not None:
@@ -375,7 +376,7 @@ class TranslationTask(Task):
         writer.save_training_texts(self.parts["train"].sources)
         writer.write_json("metrics.json", metrics)
         source: dict[str, Any] = {"origin": self.origin, **self.columns}
-        if not isinstance(self.data, ParallelTexts) and Path(self.data).exists():
+        if not isinstance(self.data, ParallelTexts) and Path(self.data).is_file():
             source |= {"path": str(Path(self.data).resolve()), "sha256": sha256_file(self.data)}
         elif not isinstance(self.data, ParallelTexts):
             source["dataset"] = str(self.data)
