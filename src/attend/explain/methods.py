@@ -837,8 +837,9 @@ def _explain_combined(
     if maps:
         raise ValueError(
             f"an ensemble of {len(members)} models has no attention maps of its own (its members attend over "
-            "different tokens), so --maps and --png are unavailable: explain it without them (--json, or --html, "
-            "which shades the words), or explain one member for its maps (the directories under members/)"
+            "different tokens), so maps are unavailable (maps=True; --maps and --png): explain it without them "
+            "(--json, or --html, which shades the words), or explain one member for its maps (the directories under "
+            "members/)"
         )
     refuse_unavailable(runtime, method)
     labels = list(runtime.labels)
