@@ -66,7 +66,12 @@ LEGACY_TASK = "classification"
 
 
 class ModelDirError(ValueError):
-    """A model directory is missing, incomplete, unsafe or corrupt."""
+    """A model directory is missing, incomplete, unsafe or corrupt.
+
+    ``replaceable``: what stands in the way is a model that ``--overwrite`` replaces.
+    """
+
+    replaceable: bool = False
 
 
 def _mode(path: Path) -> None:
@@ -365,8 +370,10 @@ def check_output_directory(out: Path, *, source: Path | None = None, overwrite: 
     if not _is_model_directory(out):
         raise ModelDirError(f"{out} exists, is not empty and is not a model directory; choose another output directory")
     if not overwrite:
-        raise ModelDirError(f"{out} already holds a model; pass --overwrite (overwrite=True from Python) to replace "
-                            "it, or choose another directory")  # fmt: skip
+        error = ModelDirError(f"{out} already holds a model; pass --overwrite (overwrite=True from Python) to "
+                              "replace it, or choose another directory")  # fmt: skip
+        error.replaceable = True  # what --overwrite replaces (nothing else in the way is ever replaced)
+        raise error
 
 
 _RENAME_EXCHANGE = 2

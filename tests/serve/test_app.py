@@ -648,3 +648,21 @@ def test_the_config_hash_is_the_served_models(model_dir: Path, tmp_path: Path) -
         answer = client.get("/v1/model")
     assert answer.status_code == 200 and answer.json()["version"]["config_sha256"] == expected
     assert answer.json()["metrics"] == json.loads(json.dumps(metrics))
+
+
+def test_model_info_gives_the_figures_of_the_precision_served() -> None:
+    from attend.serve.app import _served_metrics
+
+    stored = {"accuracy": 0.8, "quantized": {
+        "onnx": {"fp32": {"accuracy": 0.79}, "int8": {"accuracy": 0.82}, "accuracy_change": 0.03, "data": "d"},
+        "torch": {"fp32": {"accuracy": 0.8}, "int8": {"accuracy": 0.88}, "accuracy_change": 0.08, "data": "t"},
+        "bf16": {"fp32": {"accuracy": 0.8}, "bf16": {"accuracy": 0.81}, "accuracy_change": 0.01, "data": "b"}}}
+    assert _served_metrics(stored, "torch") is stored and _served_metrics(stored, "onnx") is stored
+    for backend, expected, same in (("onnx-int8", 0.82, 0.79), ("torch-int8", 0.88, 0.8), ("torch-bf16", 0.81, 0.8)):
+        served = _served_metrics(stored, backend)
+        assert served is not None and served["accuracy"] == expected and served["runtime"] == backend
+        assert served["fp32_same_data"] == {"accuracy": same} and served["fp32"] is stored
+    unscored = _served_metrics({"accuracy": 0.8}, "torch-int8")
+    assert unscored is not None and unscored["accuracy"] == 0.8 and "was not scored" in unscored["note"]
+    members = _served_metrics(stored, "ensemble:torch-int8,torch-int8")
+    assert members is not None and members["note"] == "the fp32 ensemble's figures: its members are served in int8"

@@ -248,20 +248,29 @@ def test_one_run_writes_a_directory_at_a_time_and_a_model_put_there_meanwhile_is
     assert Trainer(Regression(), args).fit(notes, resume=True).metrics["loss"] == first.metrics["loss"]
 
 
-def test_a_checkpoint_resumes_only_under_the_process_count_that_wrote_it(tmp_path: Path) -> None:
-    """Each process's random stream is saved; another count dropped or repeated them and the run matched
-    neither count's."""
+def test_a_checkpoint_resumes_under_another_process_count_only_where_that_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each process's dropout draws are its own: 1 process resumed as 2 matched neither run. Without
+    randomness, or on an elastic restart (refusing would use up the restarts), it goes on, said."""
     from attend.data.readers import DataError
-    from attend.training.trainer import _load_state, _save_state, _State
+    from attend.training.trainer import Trainer, _Dist, _load_state, _save_state, _State
 
     model = nn.Linear(2, 1)
     optimiser = torch.optim.AdamW(model.parameters())
-    rng = torch.get_rng_state()
-    _save_state(tmp_path / "run" / "checkpoint", model, optimiser, _State(epoch=1), [rng, rng.clone()])
-    with pytest.raises(DataError, match=r"the interrupted run trained with 2 processes, this one has 1 process: "
-                                        r"resume with the same count"):  # fmt: skip
-        _load_state(tmp_path / "run" / "checkpoint", model, optimiser, 0, 1)
-    assert _load_state(tmp_path / "run" / "checkpoint", model, optimiser, 1, 2).epoch == 1
+    _save_state(tmp_path / "checkpoint", model, optimiser, _State(epoch=1, world_size=2), [torch.get_rng_state()])
+    state = _load_state(tmp_path / "checkpoint", model, optimiser)
+    assert state.world_size == 2  # recorded with the checkpoint
+    args, one = TrainingArgs(), _Dist(rank=0, world_size=1)
+    dropping = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1))
+    with pytest.raises(DataError, match=r"the interrupted run trained with 2 processes, this one has 1 process, and "
+                                        r"its dropout draws differ by process count: resume with the same count"):
+        Trainer._check_process_count(state, dropping, args, tmp_path, one)
+    Trainer._check_process_count(state, model, args, tmp_path, one)  # no randomness: the same steps
+    Trainer._check_process_count(_State(world_size=0), dropping, args, tmp_path, one)  # an older checkpoint
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    Trainer._check_process_count(state, dropping, args, tmp_path, one)
+    assert "(an elastic restart): the figures will differ" in capsys.readouterr().err
 
 
 def test_a_step_budget_caps_whole_epochs_and_the_schedule_spans_them(picker: None, tmp_path: Path) -> None:
@@ -610,10 +619,10 @@ def test_a_log_file_gets_a_few_progress_lines_with_the_epoch_records_on_their_ow
     args = TrainingArgs(epochs=3, batch_size=5, progress=True, patience=0)
     Trainer(Regression(), args).fit(tmp_path / "out")  # 80 steps an epoch
     err = capsys.readouterr().err
-    lines = err.replace("\r", "\n").split("\n")
-    records = [line for line in lines if '"epoch"' in line]
-    assert len(records) == 3 and all(line.startswith("{") and json.loads(line) for line in records)
-    assert sum("batch/s" in line or "s/batch" in line for line in lines) <= 3 * 3  # a few per epoch, not 80
+    records = [line for line in err.split("\n") if '"epoch"' in line]  # lines as a log file shows them
+    assert len(records) == 3 and all(line.startswith("{") and json.loads(line) for line in records)  # not after a bar
+    redraws = err.replace("\r", "\n").split("\n")
+    assert sum("batch/s" in line or "s/batch" in line for line in redraws) <= 3 * 3  # a few per epoch, not 80
 
 
 def test_a_resumed_runs_tensorboard_drops_the_points_logged_after_the_checkpoint(tmp_path: Path) -> None:
@@ -639,7 +648,7 @@ def test_a_budget_below_one_epoch_says_the_epoch_runs_past_it(
 ) -> None:
     args = TrainingArgs(epochs=3, batch_size=5, progress=False, patience=0, time_budget=1e-6)
     result = Trainer(Regression(), args).fit(tmp_path / "out")
-    assert result.metrics["epochs_run"] == 1
+    assert result.metrics["epochs_run"] == 1 and result.metrics["processes"] == 1
     err = capsys.readouterr().err
     # It said "1 epoch(s) of 80 steps fit" of an epoch far past the budget.
     assert "time budget 1e-06 min: not even one epoch fits; one whole epoch is the least a run trains, about" in err

@@ -70,6 +70,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -404,7 +405,7 @@ def names_dataset(data: str | os.PathLike[str]) -> bool:
     """Whether ``data`` is read as the data set of that name: it names one and is no file here. A
     folder of that name (a model trained with ``--out rotten_tomatoes``) is no data file, and it hid
     the data set: every later use of the name failed as "a directory, expected a data file"."""
-    return str(data) in DATASETS and not Path(data).is_file()
+    return os.fspath(data) in DATASETS and not Path(data).is_file()
 
 
 def unknown_data(data: object) -> str:
@@ -627,7 +628,7 @@ def _fetch(name: str, archive: _Archive, cache: Path) -> Path:
                 text=True,
                 timeout=900,
                 check=False,
-                preexec_fn=_die_with_parent,  # one call before exec (prctl), safe after fork
+                preexec_fn=_die_with_parent_hook(),
             )
         except (OSError, subprocess.TimeoutExpired) as error:
             raise DatasetError(
@@ -667,16 +668,28 @@ def _remove_stale_staging(cache: Path) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def _die_with_parent() -> None:
-    """In the pip child, before it runs: ask Linux to kill it when this process dies (``kill -9``, the
-    OOM killer, a notebook kernel restart), which had left pip downloading into a folder nobody reads.
-    Elsewhere nothing is done."""
+def _die_with_parent_hook() -> Any:
+    """What the pip child runs before pip on Linux: ask the kernel to kill it when this process dies
+    (``kill -9``, the OOM killer, a notebook kernel restart had left pip downloading into a folder
+    nobody reads), and end at once if this process died before that. ``prctl`` is looked up here, in
+    the parent, so the child makes one call and loads nothing. None elsewhere (Windows has no
+    ``preexec_fn``)."""
+    if sys.platform != "linux":
+        return None
     try:
         import ctypes
 
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died between fork and prctl
+            os._exit(1)
+
+    return hook
 
 
 def _verify(name: str, archive: _Archive, path: Path) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from attend.data.datasets import names_dataset
 from attend.data.noise import PERTURBATIONS, join_words, perturb, split_words, synonym_variants
 from attend.data.readers import DataError, LabelledTexts, match_label
 from attend.data.splits import DEFAULT_COLUMNS, load_labelled, model_column, rebuild_split
@@ -409,7 +410,7 @@ def _training_split(
     path = Path(data)
     config = dict(runtime.config)
     if source.startswith("dataset:"):
-        same = not path.is_file() and str(data) == source.removeprefix("dataset:")
+        same = names_dataset(data) and str(data) == source.removeprefix("dataset:")
     elif recorded.get("sha256"):
         same = path.is_file() and sha256_file(path) == recorded["sha256"]
     else:

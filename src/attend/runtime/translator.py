@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from attend.attention import capture_attention
+from attend.data.datasets import names_dataset
 from attend.data.parallel import ParallelTexts, group_split
 from attend.data.readers import DataError
 from attend.data.splits import parallel_columns
@@ -313,7 +314,7 @@ class Translator(Runtime):
         """
         recorded = self.config.get("data", {})
         same = (not isinstance(data, ParallelTexts)) and (
-            recorded.get("dataset") == str(data)
+            (recorded.get("dataset") == str(data) and names_dataset(data))
             or (Path(data).is_file() and recorded.get("sha256") == sha256_file(data))
         )
         default = parallel_columns(self.config)

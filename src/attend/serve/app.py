@@ -212,16 +212,22 @@ def _served_metrics(stored: Any, backend: str) -> dict[str, Any] | None:
     where the int8 graph scored 0.82), for a dashboard to show as the served model's."""
     if not isinstance(stored, dict):
         return None
-    precision = next((p for p in ("int8", "bf16") if backend.endswith(f"-{p}")), None)
+    precision = next((p for p in ("int8", "bf16") if f"-{p}" in backend), None)
     if precision is None:
         return stored
+    if backend.startswith("ensemble"):  # quantize scores no ensemble: its members' figures are their own
+        return {**stored, "note": f"the fp32 ensemble's figures: its members are served in {precision}"}
     key = "bf16" if precision == "bf16" else backend.removesuffix("-int8")  # quantize's own keys
     measured = (stored.get("quantized") or {}).get(key)
     figures = measured.get(precision) if isinstance(measured, dict) else None
     if not isinstance(figures, dict):
         return {**stored, "note": f"the fp32 model's figures: the {precision} model served was not scored (attend "
                                   "quantize scores it)"}  # fmt: skip
-    return {**figures, "data": measured.get("data"), "runtime": backend, "fp32": stored}
+    # The data quantize was given may not be the test split: the fp32 figures on that same data, and
+    # the change, come with it; the fp32 model's own test record stays under fp32.
+    return {**figures, "data": measured.get("data"), "runtime": backend,
+            "fp32_same_data": measured.get("fp32"), "accuracy_change": measured.get("accuracy_change"),
+            "fp32": stored}  # fmt: skip
 
 
 def _public(key: str, value: Any) -> Any:

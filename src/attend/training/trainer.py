@@ -266,10 +266,10 @@ def appeared_meanwhile(exc: ModelDirError, kept: str) -> ModelDirError:
     (``overwrite`` was checked at the start too): ``kept`` says where the run's work waits, and the
     advice is what can publish it (a model is replaced with --overwrite; a folder of anything else
     never is, so it is moved away first: --overwrite alone was advised, and refused)."""
-    if "is not a model directory" in str(exc) or "is not a directory" in str(exc):
-        advice = "move it away, then run the same command with --resume"
-    else:
+    if getattr(exc, "replaceable", False):
         advice = "run the same command with --resume --overwrite to replace it"
+    else:
+        advice = "move it away, then run the same command with --resume"
     return ModelDirError(f"{exc}. It appeared while this run trained; {kept}: {advice}")
 
 
@@ -683,6 +683,7 @@ class _State:
     loss_count: int = 0
     epoch_seconds: float = 0.0  # this epoch's seconds before its last checkpoint, so a resumed epoch reports them all
     history: list[dict[str, Any]] = field(default_factory=list)
+    world_size: int = 0  # the processes that trained it (0: a checkpoint written before they were recorded)
 
 
 def _rng_states(info: _Dist) -> list[Tensor]:
@@ -730,8 +731,7 @@ def _save_state(
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_state(directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer, rank: int = 0,
-                world_size: int = 1) -> _State:  # fmt: skip
+def _load_state(directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer, rank: int = 0) -> _State:
     if not directory.exists() and directory.with_name(directory.name + ".old").exists():
         directory = directory.with_name(directory.name + ".old")  # a crash between the two renames
     try:
@@ -749,17 +749,6 @@ def _load_state(directory: Path, model: nn.Module, optimiser: torch.optim.Optimi
     for key, value in payload["scalars"].items():
         index, slot = key.split(".", 1)
         slots.setdefault(int(index), {})[slot] = value
-    # One random stream per process was saved: another process count shares the batches out anew and
-    # drops or repeats streams, so the run would match neither count's (1 process resumed as 2: 0.780,
-    # against 0.767 with 2 and 0.787 with 1).
-    saved = 1 + sum(key.startswith("rng.torch.") for key in tensors)
-    if saved != world_size:
-        def procs(n: int) -> str:
-            return f"{n} process{'es' if n != 1 else ''}"
-
-        raise DataError(f"{directory.parent}: the interrupted run trained with {procs(saved)}, this one has "
-                        f"{procs(world_size)}: resume with the same count (torchrun --nproc-per-node and --nnodes, "
-                        "or a single process), or start again without --resume")  # fmt: skip
     optimiser.load_state_dict({"state": slots, "param_groups": payload["param_groups"]})
     torch.set_rng_state(tensors.get(f"rng.torch.{rank}", tensors["rng.torch"]))
     return state
@@ -786,9 +775,11 @@ def _progress(iterable: range, total: int, initial: int, desc: str, enabled: boo
     # Where stderr is a file or a CI log, not a terminal, every redraw is kept: a bar redrawn each step
     # made 57 kB of a 600-step run and put the epoch records on its lines. There it is drawn at most
     # every 30 s and left as a line of its own when the epoch ends.
-    terminal = sys.stderr.isatty()
+    # A notebook's stderr is no terminal but redraws in place; TQDM_MININTERVAL, set, is the user's.
+    terminal = getattr(sys.stderr, "isatty", lambda: False)() or "ipykernel" in sys.modules
+    pace = {} if "TQDM_MININTERVAL" in os.environ else {"mininterval": 0.1 if terminal else 30.0}
     return tqdm(iterable, total=total, initial=initial, desc=desc, unit="batch", leave=not terminal,
-                mininterval=0.1 if terminal else 30.0, file=sys.stderr)  # fmt: skip
+                file=sys.stderr, **pace)  # fmt: skip
 
 
 #: Under torchrun a Ctrl-C reaches every worker twice: from the terminal, then forwarded by the
@@ -943,7 +934,8 @@ class Trainer:
         state = _State()
         checkpoint_dir, best_dir = work / "checkpoint", work / "best"
         if resume and _has_checkpoint(work):
-            state = _load_state(checkpoint_dir, network, optimiser, info.rank, info.world_size)
+            state = _load_state(checkpoint_dir, network, optimiser, info.rank)
+            self._check_process_count(state, network, args, work, info)
             if not info.main:  # rank 0 holds the epoch's loss totals of every rank so far
                 state.loss_sum, state.loss_count = 0.0, 0
             _log(f"resuming from epoch {state.epoch + 1}, step {state.step_in_epoch}", info)
@@ -954,6 +946,7 @@ class Trainer:
             identity = {"task": task.name, **task.identity()}
             atomic_write_json(work / "run.json", {**identity, "training": dataclasses.asdict(args),
                                                   "overwrite": overwrite, "data_sha256": data})  # fmt: skip
+        state.world_size = info.world_size  # recorded with every checkpoint from here on
         _barrier(info)
         trainable: nn.Module = network
         if info.world_size > 1:
@@ -1030,7 +1023,8 @@ class Trainer:
                         adversarial_loss = functools.partial(_autocast_loss, task, trainable, batch, autocast)
                         adversarial = adversary.step(adversarial_loss)
                         if writer is not None and adversarial is not None:
-                            writer.add_scalar("train/adversarial_loss", adversarial, state.global_step)
+                            # at the step it is part of (the increment comes after), as train/loss is
+                            writer.add_scalar("train/adversarial_loss", adversarial, state.global_step + 1)
                     if args.grad_clip > 0:
                         nn.utils.clip_grad_norm_(network.parameters(), args.grad_clip)
                     optimiser.step()
@@ -1238,6 +1232,32 @@ class Trainer:
             _log(f"time budget {args.time_budget:g} min: {describe_steps(planned, steps_per_epoch)} fit{cut} {pace}",
                  info)  # fmt: skip
         return planned, dev_s
+
+    @staticmethod
+    def _check_process_count(state: _State, network: nn.Module, args: TrainingArgs, work: Path, info: _Dist) -> None:
+        """Refuse to resume under another process count where that changes the run: each process
+        draws its own dropout masks (and augmentations), and its saved random stream goes on only
+        under the same count (1 process resumed as 2 matched neither run: 0.780, against 0.767 with
+        2 and 0.787 with 1). Without randomness N processes take one process's steps, so it goes on;
+        an elastic restart with fewer processes goes on too, said (refusing would use up the
+        restarts). A checkpoint that predates the record is not checked."""
+        saved = state.world_size
+        if not saved or saved == info.world_size:
+            return
+
+        def procs(n: int) -> str:
+            return f"{n} process{'es' if n != 1 else ''}"
+
+        said = f"the interrupted run trained with {procs(saved)}, this one has {procs(info.world_size)}"
+        if not (_has_dropout(network) or args.augment):
+            _log(f"note: {said}; the model draws no random numbers, so the steps are the same", info)
+        elif _elastic_restart():
+            _log(f"note: {said} (an elastic restart): the figures will differ from either count's, as another seed's",
+                 info)  # fmt: skip
+        else:
+            raise DataError(f"{work}: {said}, and its dropout draws differ by process count: resume with the same "
+                            "count (torchrun --nproc-per-node and --nnodes, or a single process), or start again "
+                            "without --resume")  # fmt: skip
 
     def _replan(
         self,

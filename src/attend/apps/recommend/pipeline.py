@@ -84,9 +84,9 @@ def train_recommender(
 
 
 def _is_dataset(data: str) -> bool:
-    from attend.data.datasets import DATASETS
+    from attend.data.datasets import names_dataset
 
-    return data in DATASETS
+    return names_dataset(data)
 
 
 def load_recommender(model_dir: str | os.PathLike[str]) -> Recommender:

@@ -86,9 +86,9 @@ class LogSource:
 def load_log(source: LogSource) -> tuple[Interactions, ItemFeatures | None]:
     """Read the log and its item features: a registered dataset name or files."""
     path = Path(source.data)
-    from attend.data.datasets import DATASETS, load_interactions
+    from attend.data.datasets import load_interactions, names_dataset
 
-    if not path.is_file() and source.data in DATASETS:  # a folder of that name does not hide the data set
+    if names_dataset(source.data):  # a folder of that name does not hide the data set
         data, features = load_interactions(source.data)
         if source.item_features is not None:
             features = read_item_features(source.item_features, data.item_index(), item_col=source.item_col,
@@ -274,9 +274,9 @@ class _RecommendationTask(Task):
     def _read(self) -> None:
         self.data, self.features = load_log(self.source)
         self.notes = list(self.data.notes) + (list(self.features.notes) if self.features is not None else [])
-        from attend.data.datasets import DATASETS
+        from attend.data.datasets import DATASETS, names_dataset
 
-        info = DATASETS.get(self.source.data) if not Path(self.source.data).is_file() else None
+        info = DATASETS.get(self.source.data) if names_dataset(self.source.data) else None
         if info is not None and not info.redistributable:
             self.notes.append(f"the model directory holds every user's history of {info.name} (histories.safetensors) "
                               f"and its item ids and names (items.json), whose terms forbid passing the data on: "
