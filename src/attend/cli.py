@@ -274,8 +274,15 @@ def _overlap_warning(found: dict[str, Any], total: int, what: str, *, ensemble: 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from attend.data.readers import DataError, TextStream
-    from attend.runtime import streaming
-    from attend.runtime.streaming import ExistingOutput, PredictionWriter, format_for, open_output, predict_stream
+    from attend.runtime.streaming import (
+        ExistingOutput,
+        PredictionWriter,
+        check_kept_columns,
+        check_output_name,
+        format_for,
+        open_output,
+        predict_stream,
+    )
 
     if bool(args.texts) == bool(args.input):
         said = "both were given" if args.texts else "neither was given"
@@ -286,7 +293,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError("--resume continues an --output file: give --output")
     if args.keep_cols is not None and not args.input:
         raise UsageError("--keep-cols copies columns of an --input file: give --input")
-    keep = streaming.check_kept_columns(args.keep_cols.split(",")) if args.keep_cols is not None else []
+    keep = check_kept_columns(args.keep_cols.split(",")) if args.keep_cols is not None else []
     if args.format is None:  # as the output's name says (o.csv: CSV); stdout and other names: a JSON list
         args.format = format_for(args.output)
     if args.resume and args.format == "json":  # refused before anything is read or written
@@ -299,8 +306,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--keep-cols {text_col!r}: the text column is in every prediction as text already")
     stream = TextStream(args.input, text_col=text_col, keep=keep) if args.input else None
     if args.output:  # before the model loads
-        from attend.runtime.streaming import check_output_name
-
         check_output_name(args.output)
     predictor = _cli_predictor(args.model_dir, args.int8)
     sink, existing, fresh = open_output(args.output, resume=args.resume, fmt=args.format) if args.output else (

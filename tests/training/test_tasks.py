@@ -264,7 +264,8 @@ def test_a_checkpoint_resumes_under_another_process_count_only_where_that_change
     args, one = TrainingArgs(), _Dist(rank=0, world_size=1)
     dropping = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1))
     with pytest.raises(DataError, match=r"the interrupted run trained with 2 processes, this one has 1 process, and "
-                                        r"its dropout draws differ by process count: resume with the same count"):
+                                        r"its random draws \(dropout, augmentation\) differ by process count: "
+                                        r"resume with the same count"):  # fmt: skip
         Trainer._check_process_count(state, dropping, args, tmp_path, one)
     Trainer._check_process_count(state, model, args, tmp_path, one)  # no randomness: the same steps
     Trainer._check_process_count(_State(world_size=0), dropping, args, tmp_path, one)  # an older checkpoint

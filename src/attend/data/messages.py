@@ -284,10 +284,7 @@ class _HTMLText(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if self._hidden:  # a start tag that closes an open element (a <p> the next <p>, a <td> the next cell)
-            closes = self._CLOSED_BY.get(tag, ()) + (("p",) if tag in self._PARAGRAPHS | self._LINES else ())
-            open_ = [i for i, name in enumerate(self._hidden) if name in closes]
-            if open_:
-                del self._hidden[open_[-1]:]
+            self._close_hidden(self._CLOSED_BY.get(tag, ()) + (("p",) if tag in self._PARAGRAPHS | self._LINES else ()))
         if self._hidden or (self.hide and any(
                 name == "style" and value and re.search(r"display\s*:\s*none", value, re.IGNORECASE)
                 for name, value in attrs)):  # fmt: skip
@@ -309,8 +306,7 @@ class _HTMLText(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         if self._hidden:
-            if tag in self._hidden:  # an unclosed element inside is closed with it, as browsers do
-                del self._hidden[len(self._hidden) - 1 - self._hidden[::-1].index(tag):]
+            self._close_hidden((tag,))  # an unclosed element inside is closed with it, as browsers do
             return
         if tag in self._SKIP:
             self._skip = max(0, self._skip - 1)
@@ -326,6 +322,12 @@ class _HTMLText(HTMLParser):
             return
         # Outside <pre>, a run of whitespace (source line breaks included) shows as one space.
         self._add(data if self._pre else re.sub(r"\s+", " ", data))
+
+    def _close_hidden(self, names: tuple[str, ...]) -> None:
+        """Close the innermost open hidden element named in ``names``, and every element inside it."""
+        found = [i for i, name in enumerate(self._hidden) if name in names]
+        if found:
+            del self._hidden[found[-1]:]
 
     @property
     def hid_the_rest(self) -> bool:
@@ -530,12 +532,12 @@ def _own_text(text: str) -> str:
                 end = j
             elif lines[j].strip():
                 break
-        lead = next((i for i in range(start - 1, -1, -1) if lines[i].strip()), None)
-        introduced = lead is not None and lines[lead].rstrip().endswith(":")
-        if not introduced or _ATTRIBUTION.search(lines[lead]):  # type: ignore[index]
+        lead = next((i for i in range(start - 1, -1, -1) if lines[i].strip()), -1)
+        introduced = lead >= 0 and lines[lead].rstrip().endswith(":")
+        if not introduced or _ATTRIBUTION.search(lines[lead]):
             keep[start : end + 1] = [False] * (end + 1 - start)
             if introduced:
-                keep[lead] = False  # type: ignore[index]
+                keep[lead] = False
         start = end + 1
     kept = re.sub(r"\n{3,}", "\n\n", "\n".join(line for line, kept in zip(lines, keep, strict=True) if kept)).strip()
     return text if _is_blank(kept) else kept

@@ -20,7 +20,8 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from torch import Tensor
 
-__all__ = ["SEQUENCE_SPECIAL_TOKENS", "SPECIAL_TOKENS", "SubwordTokenizer", "TextTokenizer", "pad_rows"]
+__all__ = ["SEQUENCE_SPECIAL_TOKENS", "SPECIAL_TOKENS", "SubwordTokenizer", "TextTokenizer", "check_max_length",
+           "pad_rows"]
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 #: A translator's special tokens, ids 0-3 in this order: padding, unknown, start and end of a sentence.
@@ -126,6 +127,12 @@ def _pre_tokenizer() -> Any:
                                     pre_tokenizers.BertPreTokenizer()])  # fmt: skip
 
 
+def check_max_length(max_length: int) -> None:
+    """Refuse an encoding too short to hold a text: ``[CLS]``, one token and ``[SEP]``."""
+    if max_length < 3:
+        raise ValueError(f"max_length={max_length} must be at least 3 ([CLS], a token, [SEP])")
+
+
 def _start_of(text: str, keep: int) -> str:
     """The start of ``text`` that ``keep`` tokens could cover, cut between words (the text itself
     when it is no longer)."""
@@ -170,8 +177,7 @@ class TextTokenizer:
     """
 
     def __init__(self, tokenizer: Tokenizer, max_length: int = 256) -> None:
-        if max_length < 3:
-            raise ValueError(f"max_length={max_length} must be at least 3 ([CLS], a token, [SEP])")
+        check_max_length(max_length)
         self.tokenizer = tokenizer
         self.max_length = max_length
         pad_id = tokenizer.token_to_id("[PAD]")
@@ -283,10 +289,12 @@ class TextTokenizer:
         """The id of ``[UNK]``, the piece a text's unreadable characters become (None if the vocabulary has none)."""
         return self.tokenizer.token_to_id("[UNK]")
 
-    def unreadable(self, rows: Sequence[Sequence[int]]) -> list[bool]:
-        """Per row of ids, whether all of it but the special tokens is ``[UNK]``: the model reads nothing."""
-        special, unknown = self.special_ids, self.unknown_id
-        return [unknown is not None and all(t == unknown for t in row if t not in special) for row in rows]
+    def unreadable(self, rows: Sequence[Sequence[int]], shares: Sequence[float] | None = None) -> list[bool]:
+        """Per row of ids, whether all of it but the special tokens is ``[UNK]``: the model reads nothing
+        (``shares``: the rows' :meth:`unknown_shares` with ``empty=1.0``, when already counted)."""
+        if self.unknown_id is None:
+            return [False] * len(rows)
+        return [share == 1.0 for share in (shares if shares is not None else self.unknown_shares(rows, empty=1.0))]
 
     def unknown_shares(self, rows: Sequence[Sequence[int]], *, empty: float = 0.0) -> list[float]:
         """Per row of ids, the share of its own tokens (special tokens out) that are ``[UNK]``;

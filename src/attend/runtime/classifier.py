@@ -248,8 +248,9 @@ class TextClassifier(Runtime):
         for offset in range(0, len(checked), window):
             rows, cut = self.tokenizer.ids_truncated(checked[offset : offset + window])
             truncated[offset : offset + len(rows)] = cut
-            unknown[offset : offset + len(rows)] = self.tokenizer.unreadable(rows)
-            share[offset : offset + len(rows)] = self.tokenizer.unknown_shares(rows)
+            shares = self.tokenizer.unknown_shares(rows, empty=1.0)  # a row of no piece of its own: nothing read
+            unknown[offset : offset + len(rows)] = self.tokenizer.unreadable(rows, shares)
+            share[offset : offset + len(rows)] = shares
             for batch in length_batches([len(row) for row in rows], batch_size, call_cost=call_cost):
                 index = [offset + i for i in batch]
                 probs[index] = self.probabilities(self.tokenizer.pad([rows[i] for i in batch]))

@@ -16,7 +16,17 @@ __all__ = [
     "PredictResponse",
     "Prediction",
     "TextsRequest",
+    "id_text",
 ]
+
+
+def id_text(value: str | int, limit: int) -> str:
+    """An id given over HTTP as a string or a whole number (a ticket number: ``5`` is ``"5"``), as its
+    text without surrounding spaces, 1 to ``limit`` characters (a ValueError naming ``id`` else)."""
+    text = str(value).strip()
+    if not text or len(text) > limit:
+        raise ValueError(f"id must be 1 to {limit} characters")
+    return text
 
 
 class TextsRequest(BaseModel):

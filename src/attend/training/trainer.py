@@ -38,6 +38,7 @@ from attend.config import check_positive, check_type, check_unit_interval, stric
 from attend.data.noise import parse_perturbations
 from attend.data.parallel import ParallelTexts
 from attend.data.readers import DataError
+from attend.data.tokenization import check_max_length
 from attend.io import (
     ArtifactWriter,
     ModelDirError,
@@ -231,8 +232,7 @@ class TrainingArgs:
                 raise ValueError(f"{name}={value!r} must be >= 0 (0: {'off' if name != 'weight_decay' else 'none'})")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed={self.seed} must be in [0, 2**32) (numpy's seed range)")
-        if self.max_length < 3:  # checked here too, so a run stops before reading its data
-            raise ValueError(f"max_length={self.max_length} must be at least 3 ([CLS], a token, [SEP])")
+        check_max_length(self.max_length)  # here too, so a run stops before reading its data
         if self.max_length > MAX_LENGTH:
             raise ValueError(f"max_length={self.max_length} is more than {MAX_LENGTH:,} tokens; texts are truncated "
                              "to it, and attention over one text costs its square")  # fmt: skip
@@ -1255,9 +1255,9 @@ class Trainer:
             _log(f"note: {said} (an elastic restart): the figures will differ from either count's, as another seed's",
                  info)  # fmt: skip
         else:
-            raise DataError(f"{work}: {said}, and its dropout draws differ by process count: resume with the same "
-                            "count (torchrun --nproc-per-node and --nnodes, or a single process), or start again "
-                            "without --resume")  # fmt: skip
+            raise DataError(f"{work}: {said}, and its random draws (dropout, augmentation) differ by process count: "
+                            "resume with the same count (torchrun --nproc-per-node and --nnodes, or a single "
+                            "process), or start again without --resume")  # fmt: skip
 
     def _replan(
         self,

@@ -37,6 +37,7 @@ from attend.apps.sqlstore import named_as
 from attend.data.messages import MAX_ID_CHARS, MAX_MESSAGE_CHARS, Message, record_message
 from attend.data.validation import text_problem
 from attend.serve import Routes
+from attend.serve.schemas import id_text
 
 __all__ = ["create_dashboard_app", "focus_router", "serve_dashboard", "served_focus_router"]
 
@@ -115,10 +116,7 @@ class FeedbackIn(BaseModel):
     @field_validator("id")
     @classmethod
     def _an_id(cls, value: str | int) -> str:
-        text = str(value).strip()
-        if not text or len(text) > MAX_ID_CHARS:
-            raise ValueError(f"id must be 1 to {MAX_ID_CHARS} characters")
-        return text
+        return id_text(value, MAX_ID_CHARS)
 
 
 #: The service's errors name the CLI's verbs and flags; a client of these routes reads the routes and fields.

@@ -27,6 +27,7 @@ from attend.apps.sqlstore import named_as
 from attend.data.validation import text_problem
 from attend.runtime import TextClassifier
 from attend.serve import Routes
+from attend.serve.schemas import id_text
 
 __all__ = ["EventIn", "IngestResponse", "monitor_router", "served_monitor_router"]
 
@@ -45,10 +46,7 @@ class EventIn(BaseModel):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str | int) -> str:
-        text = str(value).strip()
-        if not text or len(text) > MAX_KEY_CHARS:
-            raise ValueError(f"id must be 1 to {MAX_KEY_CHARS} characters")
-        return text
+        return id_text(value, MAX_KEY_CHARS)
 
     @field_validator("topic", "source")
     @classmethod

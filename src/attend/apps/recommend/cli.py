@@ -85,14 +85,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     features = None if args.features is None else [
         c.strip() for c in args.features.split(",") if c.strip() and c.strip() != "none"
     ]
+    given = {} if args.positive_threshold is None else {"positive_threshold": args.positive_threshold}  # else DIN's own
     result = train_recommender(
         args.data, args.out, model=args.model, item_features=args.item_features,
         feature_types=_types(args.feature_types), user_col=args.user_col,
         item_col=args.item_col, time_col=None if args.time_col == "none" else args.time_col,
-        rating_col=args.rating_col,
-        positive_threshold=4.0 if args.positive_threshold is None else args.positive_threshold,
-        features=features, model_options=model_options,
-        training=training, resume=args.resume, overwrite=args.overwrite,
+        rating_col=args.rating_col, features=features, model_options=model_options,
+        training=training, resume=args.resume, overwrite=args.overwrite, **given,
     )  # fmt: skip
     if not result.is_main:
         return 0
