@@ -833,11 +833,13 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
-    from attend.data.datasets import list_datasets
+    from attend.data.datasets import list_datasets, where_stored
 
     infos = list_datasets()
-    if args.json:
-        print(dumps_json([dataclasses.asdict(info) for info in infos]))
+    if args.json:  # with where each is read from: "bundled", "cached" (and its file) or "not fetched"
+        stored = [where_stored(info.name) for info in infos]
+        print(dumps_json([{**dataclasses.asdict(info), "stored": state, "path": None if path is None else str(path)}
+                          for info, (state, path) in zip(infos, stored, strict=True)]))  # fmt: skip
         return 0
     for info in infos:
         if info.task == "classification":
@@ -849,6 +851,13 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         print(f"    {info.description}")
         print(f"    licence: {info.licence}")
         print(f"    source:  {info.source}")
+        state, path = where_stored(info.name)
+        if path is None:
+            print("    stored:  bundled with attend")
+        elif state == "cached":
+            print(f"    stored:  fetched, {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        else:
+            print(f"    stored:  not fetched yet: the first use downloads {path.name} into {path.parent}")
     return 0
 
 

