@@ -77,6 +77,7 @@ def test_probabilities_are_exactly_the_mean_of_the_members(ensemble_dir: Path, m
     own = [load(path).predict_proba(TEXTS) for path in members]
     expected = np.mean(np.stack(own).astype(np.float64), axis=0)
     np.testing.assert_array_equal(ensemble.predict_proba(TEXTS), expected)
+    assert ensemble.predict([]) == [] and ensemble.explain([]) == []  # none: an empty answer, as a member gives
     assert ensemble.predict(TEXTS) == [ensemble.labels[j] for j in expected.argmax(1)]
     assert ensemble.top_k(TEXTS[:1], k=1)[0][0] == ("pos", pytest.approx(expected[0, 1]))
     # self-contained: every member is a copy that loads on its own

@@ -107,6 +107,11 @@ def test_the_library_refuses_what_it_would_answer_wrongly_and_leaves_the_global_
     for texts in ({"a film": 1}, {"a film", "a book"}, b"a film"):
         with pytest.raises(ValueError, match=rf"texts must be a list of strings, not {type(texts).__name__}"):
             runtime.predict(texts)  # type: ignore[arg-type]
+    # No texts is an empty answer, as translate() gives (it was "texts is empty", a ValueError).
+    assert runtime.predict([]) == [] and runtime.top_k(iter([])) == [] and runtime.explain([]) == []
+    assert runtime.predict_proba(()).shape == (0, len(runtime.labels))
+    with pytest.raises(ValueError, match="method='nope'"):  # the arguments are checked all the same
+        runtime.explain([], method="nope")
     # threshold= chooses a multi-label model's labels: on a single-label one it did nothing, silently.
     with pytest.raises(ValueError, match=r"threshold=0\.9 is for a multi-label model"):
         runtime.predict(["a film"], threshold=0.9)

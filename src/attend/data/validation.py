@@ -63,15 +63,16 @@ def is_empty(problem: str | None) -> bool:
     return problem is not None and problem.startswith("is an empty text")
 
 
-def validate_texts(texts: Sequence[str] | str, *, field: str = "texts") -> list[str]:
-    """Check a batch of texts; errors name the field, the index and the value."""
+def validate_texts(texts: Sequence[str] | str, *, field: str = "texts", allow_empty: bool = False) -> list[str]:
+    """Check a batch of texts; errors name the field, the index and the value. ``allow_empty``: no
+    texts is no error (a batch API answers an empty batch with an empty answer)."""
     if isinstance(texts, str):
         raise ValueError(f"{field} must be a list of strings, not one string (wrap it in a list)")
     if not isinstance(texts, Iterable) or isinstance(texts, Mapping | Set | bytes):
         # A dict's keys or a set's members came back in an order nobody could line answers up with.
         raise ValueError(f"{field} must be a list of strings, not {type(texts).__name__}")
     checked = list(texts)
-    if not checked:
+    if not checked and not allow_empty:
         raise ValueError(f"{field} is empty")
     for i, text in enumerate(checked):
         problem = text_problem(text)

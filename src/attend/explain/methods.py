@@ -753,7 +753,9 @@ def explain(
     chosen = _check_method(method)
     _check_arguments(chosen, list(runtime.labels), layer=layer, head=head, target=target, batch_size=batch_size,
                      ig_steps=ig_steps, seed=seed)  # fmt: skip
-    checked = validate_texts(texts)
+    checked = validate_texts(texts, allow_empty=True)
+    if not checked:  # nothing to explain (the arguments were checked all the same)
+        return []
     if isinstance(runtime, Combined):
         return _explain_combined(runtime, checked, chosen, layer=layer, head=head, target=target, maps=maps,
                                  batch_size=batch_size, ig_steps=ig_steps, seed=seed)  # fmt: skip

@@ -235,7 +235,7 @@ class TextClassifier(Runtime):
         ``batch_size`` texts each, cut where padding would cost more than another call), planned
         over windows of :data:`PLAN_WINDOW` texts so memory stays bounded on large inputs.
         """
-        checked = validate_texts(texts)
+        checked = validate_texts(texts, allow_empty=True)  # none: an empty answer, as translate() gives
         batch_size = check_count("batch_size", batch_size)
         if self.batch_dependent:
             batch_size = 1

@@ -168,7 +168,7 @@ class EnsembleClassifier(TextClassifier):
         """The weighted mean of the members' probabilities (float64), with per text ``truncated`` when any
         member cut it, ``unknown`` when every member found none of its pieces in its vocabulary, and
         ``unknown_share`` the least any member found unknown."""
-        checked = validate_texts(texts)
+        checked = validate_texts(texts, allow_empty=True)
         batch_size = check_count("batch_size", batch_size)
         probs = np.zeros((len(checked), len(self.labels)), dtype=np.float64)
         truncated = np.zeros(len(checked), dtype=bool)
