@@ -401,7 +401,7 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
 
         for r in results:
             assert r.alignment is not None
-            print(displayable(f"{r.source}\n  -> {r.translation}  (score {r.score:.3f})"))
+            print(displayable(f"{r.source}\n  -> {r.translation}  (score {round(r.score, 3) + 0.0:.3f})"))
             weights = r.alignment.weights
             links = [f"{out.strip() or out}<-{r.alignment.source_tokens[int(weights[i].argmax())].strip()}"
                      for i, out in enumerate(r.alignment.output_tokens)]  # fmt: skip
@@ -418,12 +418,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise UsageError(f"--top {args.top}: must be at least 1")
-    if args.png:  # before any work, naming the flag (it was "afile/text0: Not a directory" at the end)
-        from attend.io import file_in_the_way
+    # Where the pictures go, before any work, naming the flag (it was "afile/text0: Not a directory"
+    # at the end; --html DIR/model.safetensors replaced the weights, --html the input the input).
+    from attend.io import check_page_path, check_picture_folder
 
-        blocking = file_in_the_way(Path(args.png))
-        if blocking is not None:
-            raise UsageError(f"--png {args.png}: {blocking} is a file; give a directory for the PNG files")
+    if args.png:
+        check_picture_folder("--png", args.png, model_dir=args.model_dir)
+    if args.html:
+        check_page_path("--html", args.html, model_dir=args.model_dir)
     if _task_of(args.model_dir) == "translation":
         options = (("--method", args.method, None), ("--layer", args.layer, "-1"), ("--head", args.head, None),
                    ("--target", args.target, None), ("--ig-steps", args.ig_steps, 32),
@@ -456,8 +458,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError(f"--ig-steps {args.ig_steps}: for --method integrated_gradients only")
     if args.html_layers != "last" and not args.html:
         raise UsageError("--html-layers: chooses the heatmaps of the --html report; give --html FILE")
-    if args.html and Path(args.html).parent.exists() and not Path(args.html).parent.is_dir():
-        raise UsageError(f"--html {args.html}: {Path(args.html).parent} is a file, not a folder")
     ignored = [flag for flag, given in (("--layer", args.layer != "-1"), ("--head", args.head is not None)) if given]
     if ignored and not METHODS[method].layer_and_head:
         raise UsageError(f"{', '.join(ignored)}: for --method attention only ({method} does not read one chosen "

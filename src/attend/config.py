@@ -196,13 +196,15 @@ def wait_ms(value: str) -> float:
 
 def minutes(value: str) -> float:
     """An ``argparse`` type: a positive, finite number of minutes (a time budget; leave the flag out
-    for none: 0 had meant none for a named model and was refused by ``--model auto``)."""
+    for the default, which is none for a named classifier: 0 had meant none for a named model and
+    was refused by ``--model auto``)."""
     try:
         number = float(value)
     except ValueError:
         raise _argument_error(f"{value!r} is not a number of minutes") from None
     if not 0 < number < float("inf"):  # NaN fails too
-        raise _argument_error(f"{value} must be a number of minutes above 0 (leave the flag out for no budget)")
+        raise _argument_error(f"{value} must be a number of minutes above 0 (leave the flag out for the default: "
+                              "20 for --model auto, 30 for seq2seq, none for a named classifier)")
     return number
 
 

@@ -43,6 +43,8 @@ __all__ = [
     "OutputLock",
     "atomic_write_json",
     "atomic_write_text",
+    "check_page_path",
+    "check_picture_folder",
     "dumps_json",
     "enclosing_ensemble",
     "file_in_the_way",
@@ -317,6 +319,65 @@ def file_in_the_way(folder: Path) -> Path | None:
     """``folder`` or the nearest of its parents that exists and is no directory (a file, where a
     folder to write in is wanted), or None."""
     return next((path for path in (folder, *folder.parents) if path.exists() and not path.is_dir()), None)
+
+
+def _inside(path: Path, folder: str | os.PathLike[str] | None) -> bool:
+    if folder is None:
+        return False
+    folder = Path(folder).resolve()
+    return path.resolve() == folder or folder in path.resolve().parents
+
+
+def _is_html_page(path: Path) -> bool:
+    """Whether a file starts as an HTML page does (``<!doctype html`` or ``<html``, after a BOM or spaces)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        return False
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith((b"<!doctype html", b"<html"))
+
+
+def check_page_path(flag: str, path: str | os.PathLike[str], *,
+                    model_dir: str | os.PathLike[str] | None = None) -> Path:  # fmt: skip
+    """Where an HTML report (``--html FILE``) may be written, checked before any work: not in the
+    model directory (``explain DIR --html DIR/model.safetensors`` replaced the weights), and over
+    an existing file only if that is an HTML page (a report written before; an input file named by
+    mistake was replaced). Missing folders above it are made when it is written.
+
+    Raises:
+        ValueError: naming ``flag`` and the path.
+    """
+    page = Path(path)
+    if _inside(page, model_dir):
+        raise ValueError(f"{flag} {path}: that is in the model directory {model_dir}, whose files it could replace; "
+                         "write the page elsewhere")  # fmt: skip
+    if page.is_dir():
+        raise ValueError(f"{flag} {path}: is a folder; give a file name for the page")
+    blocking = file_in_the_way(page.parent)
+    if blocking is not None:
+        raise ValueError(f"{flag} {path}: {blocking} is a file, not a folder")
+    if page.exists() and not _is_html_page(page):
+        raise ValueError(f"{flag} {path}: exists and is no HTML page; a report replaces only an earlier page, so "
+                         "remove the file or choose another name")  # fmt: skip
+    return page
+
+
+def check_picture_folder(flag: str, folder: str | os.PathLike[str], *,
+                         model_dir: str | os.PathLike[str] | None = None) -> Path:  # fmt: skip
+    """Where PNG files (``--png DIR``) may be written, checked before any work: a folder (or one to
+    make) outside the model directory, below no file.
+
+    Raises:
+        ValueError: naming ``flag`` and the folder.
+    """
+    where = Path(folder)
+    if _inside(where, model_dir):
+        raise ValueError(f"{flag} {folder}: that is in the model directory {model_dir}; write the pictures elsewhere")
+    blocking = file_in_the_way(where)
+    if blocking is not None:
+        raise ValueError(f"{flag} {folder}: {blocking} is a file; give a directory for the PNG files")
+    return where
 
 
 def _refuse_a_file_above(out: Path) -> None:

@@ -214,7 +214,15 @@ def test_cli_verbs_end_to_end(sasrec_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"the history's items \['zzz'\] are unknown"):
         runtime.explain(item=item, history=["zzz"])
     bad = _attend("recommend", "top", str(sasrec_dir), "--user", user, "--html", str(tmp_path))
-    assert bad.returncode == 2 and f"error: {tmp_path}: is a directory" in bad.stderr, bad.stderr
+    assert bad.returncode == 2 and f"error: --html {tmp_path}: is a folder" in bad.stderr, bad.stderr
+    # Not over the model's own files (it replaced them), nor over a file that is no page.
+    for target, said in ((sasrec_dir / "config.json", "that is in the model directory"),
+                         (tmp_path / "notes.txt", "exists and is no HTML page")):  # fmt: skip
+        target.write_text(target.read_text() if target.exists() else "my notes", encoding="utf-8")
+        before = target.read_text()
+        bad = _attend("recommend", "explain", str(sasrec_dir), "--user", user, "--item", item, "--html", str(target))
+        assert bad.returncode == 2 and f"error: --html {target}: {said}" in bad.stderr, bad.stderr
+        assert target.read_text() == before
     # --html without --explain: the page still shows the history behind each item (it said "no history").
     page = _attend("recommend", "top", str(sasrec_dir), "--user", user, "--html", str(tmp_path / "p.html"))
     assert page.returncode == 0, page.stderr

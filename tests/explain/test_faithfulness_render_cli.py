@@ -139,6 +139,36 @@ def test_cli_explain_json_html_png(model_dir: Path, tmp_path: Path, capsys: pyte
     assert "what a wonderful film" in printed and "-> pos" in printed
 
 
+def test_cli_explain_writes_no_picture_over_what_it_would_destroy(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--html DIR/model.safetensors` replaced the weights and `--html input.txt` the input, exit 0; a
+    second `--png` run into a folder left the first run's pictures of other texts beside its own."""
+    weights = (model_dir / "model.safetensors").read_bytes()
+    rows = tmp_path / "rows.csv"
+    rows.write_text("text\nhello\n", encoding="utf-8")
+    for flag, target, message in (
+        ("--html", model_dir / "model.safetensors", "that is in the model directory"),
+        ("--png", model_dir / "pictures", "that is in the model directory"),
+        ("--html", rows, "exists and is no HTML page; a report replaces only an earlier page"),
+        ("--html", tmp_path, "is a folder; give a file name for the page"),
+    ):
+        assert main(["explain", str(model_dir), "--input", str(rows), flag, str(target)]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} {target}: {message}" in err and "Traceback" not in err
+    assert (model_dir / "model.safetensors").read_bytes() == weights and rows.read_text() == "text\nhello\n"
+    assert not (model_dir / "pictures").exists()
+    page, png = tmp_path / "report.html", tmp_path / "png"
+    page.write_text("\ufeff<!DOCTYPE html><html>an earlier report</html>", encoding="utf-8")
+    png.mkdir()
+    (png / "mine.png").write_bytes(b"a picture of the user's")
+    assert main(["explain", str(model_dir), "a", "b", "c", "--html", str(page), "--png", str(png)]) == 0
+    assert "an earlier report" not in page.read_text(encoding="utf-8")  # an HTML page is replaced
+    assert sorted(p.name for p in png.iterdir()) == ["mine.png", "text0", "text1", "text2"]
+    assert main(["explain", str(model_dir), "a", "--png", str(png)]) == 0
+    assert sorted(p.name for p in png.iterdir()) == ["mine.png", "text0"]  # the user's own file is kept
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

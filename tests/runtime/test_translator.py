@@ -200,7 +200,11 @@ def test_explain_writes_html_png_and_json(translator_dir: Path, tmp_path: Path,
     rows = json.loads(capsys.readouterr().out)
     assert [r["translation"] for r in rows] == ["sun cat red", "dog green"]
     assert all("links" in r["alignment"] for r in rows)
-    assert len(list(png.glob("alignment-*.png"))) >= 2
+    assert {p.name for p in png.glob("alignment-*.png")} >= {"alignment-000.png", "alignment-001.png"}
+    # Again with one sentence: the second sentence's pictures of the first run go (they had stayed).
+    assert main(["explain", str(translator_dir), "red cat sun", "--png", str(png), "--json"]) == 0
+    assert capsys.readouterr().out and not list(png.glob("alignment-001*.png"))
+    assert (png / "alignment-000.png").is_file()
     dom = _screenshot(html, tmp_path / "shot.png")
     for token in ("red", "cat", "sun", "green", "dog"):
         assert token in dom
@@ -426,6 +430,11 @@ def test_translate_from_python_takes_lists_and_generators_and_refuses_one_string
         translator.translate(["red cat", 5])  # type: ignore[list-item]
     with pytest.raises(ValueError, match=r"texts\[1\] is an empty text"):
         translator.translate(["red cat", "  "])
+    # A dict's keys or a set's members were translated, in an order no answer could be lined up with.
+    for texts in ({"red cat": 1}, {"red cat", "dog blue"}):
+        for call in (translator.translate, translator.faithfulness):
+            with pytest.raises(ValueError, match=rf"texts must be a list of strings, not {type(texts).__name__}"):
+                call(texts)  # type: ignore[arg-type]
 
 
 def test_the_classifier_explain_function_on_a_translator_says_what_to_use(translator_dir: Path) -> None:

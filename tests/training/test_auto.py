@@ -427,7 +427,8 @@ def test_max_train_samples_the_training_split_but_not_the_baseline(tmp_path: Pat
         (["--config", "{config}"], "model options ['dim'] need a named model"),
         # 0 had meant "no budget" for a named model and was refused for auto: refused for both, by the parser
         (["--time-budget", "0"], "argument --time-budget: 0 must be a number of minutes above 0"),
-        (["--model", "encoder", "--time-budget", "0"], "(leave the flag out for no budget)"),
+        (["--model", "encoder", "--time-budget", "0"],
+         "(leave the flag out for the default: 20 for --model auto, 30 for seq2seq, none for a named classifier)"),
         (["--model", "encoder", "--time-budget", "-1"], "argument --time-budget: -1 must be a number of minutes"),
         (["--model", "encoder", "--max-train", "0"], "argument --max-train: 0 must be at least 1"),  # trained on all
         (["--model", "seq2seq", "--max-train", "5"], "--max-train, --no-ensemble and --candidates are for text"),

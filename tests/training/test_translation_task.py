@@ -92,6 +92,7 @@ def test_separate_vocabularies_and_a_split_column(tmp_path: Path) -> None:
         row["part"] = "test" if i % 10 == 0 else "dev" if i % 10 == 1 else "train"
     # a test pair training also has, in other letter case: a copy as the split itself finds copies
     rows[10]["source"], rows[10]["target"] = rows[2]["source"].upper(), rows[2]["target"]
+    rows[21]["source"] = rows[3]["source"]  # and a dev source, which chooses the epoch
     data = write_csv(tmp_path / "pairs.csv", rows)
     result = train_translation(
         data, tmp_path / "m", model_options={**TOY_TRANSLATOR, "shared_vocabulary": False},
@@ -106,6 +107,10 @@ def test_separate_vocabularies_and_a_split_column(tmp_path: Path) -> None:
     train_sources = {r["source"].casefold() for r in rows if r["part"] == "train"}
     seen = sum(r["source"].casefold() in train_sources for r in rows if r["part"] == "test")
     assert seen >= 1 and f"{seen} of the 12 test sources also occur in the training split" in result.report
+    # ... and the dev split's too, which chose the epoch (only the scored split's was said).
+    dev_seen = sum(r["source"].casefold() in train_sources for r in rows if r["part"] == "dev")
+    assert dev_seen >= 1 and (f"{dev_seen} of the 12 dev sources also occur in the training split (as the split "
+                              "column has it): the epoch was chosen on" in result.report)  # fmt: skip
     translator = load(tmp_path / "m")
     assert isinstance(translator, Translator)
     assert translator.source_tokenizer is not translator.target_tokenizer

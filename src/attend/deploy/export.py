@@ -130,13 +130,22 @@ def synthetic_texts(predictor: TorchTextClassifier, lengths: Sequence[int], *, s
     return [" ".join(rng.choices(words, k=n)) for n in lengths]
 
 
-def _spread(texts: list[str], n: int) -> list[str]:
+def spread_by_length(texts: list[str], n: int) -> list[str]:
     """Up to ``n`` texts evenly spaced in length (shortest and longest included): plenty of padding."""
     if len(texts) <= n:
         return texts
     ordered = sorted(texts, key=len)
     picks = np.linspace(0, len(ordered) - 1, n).round().astype(int)
     return [ordered[i] for i in picks]
+
+
+def given_texts(texts: Sequence[str], n: int) -> tuple[list[str], str]:
+    """The caller's texts for a parity check, ``n`` of them at most, and how they are said: of more
+    than ``n``, which ones were checked (all were said to be)."""
+    checked = validate_texts(texts)
+    if len(checked) <= n:
+        return checked, "given texts"
+    return spread_by_length(checked, n), f"{n} of the {len(checked)} given texts, spread over their lengths"
 
 
 def parity_texts(
@@ -150,14 +159,14 @@ def parity_texts(
     exercised too).
     """
     if texts is not None:
-        return _spread(validate_texts(texts), n), "given texts"
+        return given_texts(texts, n)
     if predictor.path is not None:
         try:
             test = rebuild_split(predictor.config, "test")
         except DataError:
             test = None
         if test is not None and len(test):
-            return _spread(test.texts, n), f"test split of {predictor.config['data']['source']}"
+            return spread_by_length(test.texts, n), f"test split of {predictor.config['data']['source']}"
     lengths = [1, 3, 7, 12, 20, 33, 50, 80, 120, 200]
     return synthetic_texts(predictor, lengths, seed=1), "synthetic texts from the vocabulary"
 

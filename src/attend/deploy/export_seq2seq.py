@@ -53,7 +53,14 @@ from attend.data.batching import length_batches
 from attend.data.readers import DataError
 from attend.data.tokenization import SubwordTokenizer
 from attend.data.validation import validate_texts
-from attend.deploy.export import PARITY_TOLERANCE, ExportParityError, _quiet_exporter, check_opset
+from attend.deploy.export import (
+    PARITY_TOLERANCE,
+    ExportParityError,
+    _quiet_exporter,
+    check_opset,
+    given_texts,
+    spread_by_length,
+)
 from attend.io import ArtifactDir, ArtifactWriter, ModelDirError, sha256_file
 from attend.models.generation import GenerationOptions, Hypothesis
 from attend.models.seq2seq import Seq2Seq
@@ -538,14 +545,6 @@ def check_translator_parity(
     }
 
 
-def _spread(texts: list[str], n: int) -> list[str]:
-    """Up to ``n`` texts evenly spaced in length (shortest and longest included)."""
-    if len(texts) <= n:
-        return texts
-    ordered = sorted(texts, key=len)
-    return [ordered[int(i)] for i in np.linspace(0, len(ordered) - 1, n).round().astype(int)]
-
-
 def parity_sentences(
     translator: Translator, texts: Sequence[str] | None = None, n: int = PARITY_SENTENCES
 ) -> tuple[list[str], str]:
@@ -553,7 +552,7 @@ def parity_sentences(
     split of the training data, rebuilt as :meth:`Translator.evaluate` rebuilds it (when that data is
     still there, unchanged); else sentences of the source vocabulary's word pieces."""
     if texts is not None:
-        return _spread(validate_texts(texts), n), "given texts"
+        return given_texts(texts, n)
     data = translator.config.get("data") or {}
     location = data.get("dataset") or data.get("path")
     usable = location is not None and (
@@ -572,7 +571,7 @@ def parity_sentences(
         except (DataError, OSError, ValueError):
             test = []
         if test:
-            return _spread(test, n), f"test split of {pairs.origin or location}"
+            return spread_by_length(test, n), f"test split of {pairs.origin or location}"
     vocabulary = sorted(
         piece.removeprefix("▁") for piece in translator.source_tokenizer.tokenizer.get_vocab()
         if piece.removeprefix("▁").isalpha()

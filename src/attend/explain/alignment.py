@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from attend.data.validation import page_text
-from attend.explain.render import _STYLE, _shade, _token_html
+from attend.explain.render import _STYLE, _shade, _token_html, remove_stale_pictures
 from attend.io import atomic_write_text
 from attend.plotting import plain_text, pyplot
 
@@ -257,6 +257,7 @@ def save_alignment_pngs(alignments: Sequence[Alignment], directory: str | Path, 
         for name, matrix in (alignment.layers or {}).items() if maps else ():
             png = _alignment_heatmap(matrix, alignment.source_tokens, alignment.output_tokens, name, 80)
             written.append(_atomic_write_bytes(directory / f"alignment-{i:03d}-{_slug(name)}.png", png))
+    remove_stale_pictures(directory, "alignment-*.png", r"alignment-\d{3,}(-[\w.-]+)?\.png", written)
     return written
 
 

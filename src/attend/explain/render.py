@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,7 +100,23 @@ def save_heatmaps(explanations: Sequence[Explanation], directory: str | Path) ->
                 path = folder / f"layer{layer}_head{head}.png"
                 path.write_bytes(_heatmap_png(matrix, exp.display_tokens(), f"layer {layer}, head {head}"))
                 written.append(path)
+    remove_stale_pictures(directory, "text*/*.png", r"text\d+/(importance|layer\d+_head\d+)\.png", written)
     return written
+
+
+def remove_stale_pictures(directory: Path, glob: str, pattern: str, written: Sequence[Path]) -> None:
+    """Remove the files ``directory.glob(glob)`` finds whose path (relative, with ``/``) matches
+    ``pattern`` but this run did not write: an earlier run's pictures of more texts, or of layers a run without
+    maps leaves out, had stood beside the new ones as if they belonged to them. Nothing else is
+    touched; a folder of ours left empty goes too."""
+    fresh = {path.resolve() for path in written}
+    rule = re.compile(pattern)
+    for path in sorted(directory.glob(glob)):
+        relative = path.relative_to(directory).as_posix()
+        if rule.fullmatch(relative) and path.resolve() not in fresh:
+            path.unlink(missing_ok=True)
+            if path.parent != directory and not any(path.parent.iterdir()):
+                path.parent.rmdir()
 
 
 def _shade(value: float, scale: float) -> str:

@@ -75,8 +75,9 @@ class Translation:
     def to_dict(self, *, maps: bool = False) -> dict[str, Any]:
         from attend.explain.alignment import to_json_dict
 
+        # + 0.0: a near-zero negative rounds to -0.0, which JSON and people read as a sign
         data: dict[str, Any] = {"source": self.source, "translation": self.translation,
-                                "score": round(self.score, 5), "log_prob": round(self.log_prob, 5),
+                                "score": round(self.score, 5) + 0.0, "log_prob": round(self.log_prob, 5) + 0.0,
                                 "truncated": self.truncated, "finished": self.finished}  # fmt: skip
         if self.warning:
             data["warning"] = self.warning
@@ -390,5 +391,4 @@ def _sources(texts: Sequence[str] | str) -> list[str]:
     text that is empty or no string, named by its index as the classifiers name theirs."""
     if isinstance(texts, str):
         raise ValueError("texts must be a list of sentences, not one string (wrap it in a list)")
-    checked = list(texts)
-    return validate_texts(checked) if checked else []
+    return validate_texts(texts, allow_empty=True)  # a dict or a set is refused (their order is no one's)

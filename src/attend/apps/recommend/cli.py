@@ -143,6 +143,10 @@ def _cmd_top(args: argparse.Namespace) -> int:
 
     if args.user is None and args.history is None and args.history_file is None:
         raise ValueError("give --user, --history or --history-file: whose recommendations?")
+    if args.html:  # before any work: not over the model's files or a file that is no page
+        from attend.io import check_page_path
+
+        check_page_path("--html", args.html, model_dir=args.model_dir)
     runtime = load_recommender(args.model_dir)
     # The HTML page is "the explained recommendations": --html brings the explanations with it.
     explain = args.explain or bool(args.html)
@@ -162,6 +166,10 @@ def _cmd_top(args: argparse.Namespace) -> int:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from attend.apps.recommend.pipeline import load_recommender
 
+    if args.html:  # before any work: not over the model's files or a file that is no page
+        from attend.io import check_page_path
+
+        check_page_path("--html", args.html, model_dir=args.model_dir)
     runtime = load_recommender(args.model_dir)
     answer = runtime.explain(args.user, args.item.strip(), _history(args))
     if args.html:

@@ -353,11 +353,14 @@ class TranslationTask(Task):
                 f"   chrF {metrics['baseline_tm_chrf']:.2f}; the model is {abs(gap):.2f} BLEU "
                 f"{'above' if gap >= 0 else 'BELOW'} it"  # as the classifier's report says it (not "-59.02 below")
             )
-        seen = getattr(self, "seen", {}).get(split)
-        if seen:
-            lines.append(f"{seen} of the {metrics['sentences']} {split} sources also occur in the training "
+        seen = getattr(self, "seen", {})
+        if seen.get(split):
+            lines.append(f"{seen[split]} of the {metrics['sentences']} {split} sources also occur in the training "
                          "split (as the split column has it): the figures above include sentences the model learned "
                          "from")  # fmt: skip
+        if split != "dev" and seen.get("dev"):  # the dev split chose the epoch: said beside the figures too
+            lines.append(f"{seen['dev']} of the {len(self.parts['dev'])} dev sources also occur in the training split "
+                         "(as the split column has it): the epoch was chosen on sentences the model learned from")
         if metrics.get("truncated_pairs"):
             lines.append(f"{metrics['truncated_pairs']} {split} pairs were cut to max_length={self.max_length} tokens")
         if metrics.get("truncated_training_pairs"):
