@@ -13,6 +13,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -448,7 +449,7 @@ def test_a_database_keeps_its_topic_model(model_dir: Path, tmp_path: Path, capsy
         load_topic_model(str(translator_dir))
     assert main([*run[:-1], str(plain)]) == 0
     assert main([*run[:-1], str(plain), "--topic-model", str(model_dir)]) == 2
-    assert "were stored under 'all' (no topic model)" in capsys.readouterr().err
+    assert "it was run without a topic model (an event without a topic goes under 'all')" in capsys.readouterr().err
 
 
 def test_serving_a_model_of_another_task_with_a_monitor_db_is_one_clear_error(tmp_path: Path) -> None:
@@ -816,6 +817,55 @@ def test_dashboard_json_endpoints(planted: dict) -> None:
         assert (other["alerts"], other["alerts_other_windows"]) == (0, 1)
         assert "0 alert(s) (and 1 of other window lengths: `attend monitor alerts` lists them)" in \
             client.get("/").text
+
+
+def test_dashboard_markers_are_the_stored_alerts_whatever_the_last_runs_thresholds(
+    planted: dict, tmp_path: Path
+) -> None:
+    """The markers were detection run again with the last run's thresholds: after a run with a higher
+    --z the stored alert had no marker (still in the table), and markers showed other figures."""
+    import shutil
+
+    from attend.apps.monitor import open_store
+    from attend.apps.monitor.dashboard import render_dashboard
+
+    db = shutil.copy(planted["db"], tmp_path / "copy.db")
+    store = open_store(db, create=False)
+    settings = store.get_meta("settings")
+    settings["detection"] = {**settings["detection"], "z": 50.0}  # no window is a surge at this z
+    store.set_meta("settings", settings)
+    (alert,) = store.alerts()
+    page = render_dashboard(store)
+    assert page.count('class="alert-marker"') == 1 and page.count("class='alert-row'") == 1
+    assert f"ALERT {alert['window_start']}: negative {alert['share']:.0%} vs baseline {alert['baseline']:.0%}, " \
+           f"z={alert['score']:.1f}, {alert['negatives']}/{alert['volume']} events" in page
+    store.close()
+
+
+def test_alerts_preview_tries_thresholds_without_storing_or_changing_anything(
+    planted: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Trying a lower --z meant a run, whose new alerts stayed for good and whose thresholds the
+    service took up; an unknown --topic printed "no alerts" with exit 0."""
+    db = planted["db"]
+    before = (db.read_bytes(), count_rows(db, "monitor_alerts"))
+    assert main(["alerts", "--db", str(db), "--preview", "--z", "50", "--json"]) == 0
+    high = json.loads(capsys.readouterr().out)
+    assert high["settings"]["z"] == 50 and high["settings"]["window"] == 3600  # the rest: the last run's
+    assert high["surges"] == [] and high["stored_not_raised"] == [{"topic": "billing",
+                                                                   "window_start": "2024-05-01T08:00:00Z"}]  # fmt: skip
+    assert main(["alerts", "--db", str(db), "--preview", "--z", "0.5", "--min-volume", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"preview of {db} (nothing stored): window 1h, z >= 0.5, volume >= 1")
+    assert "stored topic='billing' 2024-05-01T08:00:00Z: negative 80%" in out
+    new = re.search(r"(\d+) surge\(s\) at these thresholds: (\d+) not stored", out)
+    assert new is not None and int(new.group(2)) >= 1 and out.count("\nNEW    topic=") == int(new.group(2))
+    assert (db.read_bytes(), count_rows(db, "monitor_alerts")) == before  # nothing written
+    for argv, said in ((["--z", "2"], "--z: thresholds to try, with --preview"),
+                       (["--topic", "nope"], "--topic 'nope': no event of that topic in"),
+                       (["--preview", "--z", "-1"], "--z=-1.0 must be a positive number")):  # fmt: skip
+        assert main(["alerts", "--db", str(db), *argv]) == 2
+        assert said in capsys.readouterr().err
 
 
 def test_dashboard_ports_are_checked_before_the_page_is_announced(

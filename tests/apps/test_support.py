@@ -586,6 +586,51 @@ def test_the_reranker_is_kept_where_it_wins_and_reorders_the_top(index_dir: Path
     assert (index.describe()["reranker"] is not None) is rerank["used"]
 
 
+def test_the_reranked_answer_keeps_the_stored_questions_evidence_and_is_the_one_judged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The re-ranker ordered the top answers by their answers-only score: a question asked word for
+    word fell out of the answers behind an entry with a wordier answer, and the hand-off was still
+    judged on the missing entry's score ("confident: best match score 0.74" beside a 0.59)."""
+    import torch
+
+    from attend.apps.support import index as index_module
+
+    faq = tmp_path / "faq.csv"
+    faq.write_text(
+        "question,answer\n"
+        'Does the app work offline?,"Everything you opened recently is cached on the device, and changes sync '
+        'the next time a connection is available."\n'
+        "Is the app available on iPhone?,Yes: the app works on iPhone and iPad; get it from the App Store.\n"
+        "How do I reset my password?,Choose Forgot password on the sign-in screen and follow the e-mail.\n",
+        encoding="utf-8",
+    )  # fmt: skip
+    build_index(faq, tmp_path / "idx", intents=False)
+    index = SupportIndex.load(tmp_path / "idx")
+    question = "Does the app work offline?"
+    answers_only, _ = index.ranker.scores([question], question_weight=0.0)
+    assert int(answers_only[0].argmax()) == 1  # by its answer alone, the iPhone entry matches best
+    # A re-ranker that adds nothing (interaction 0 everywhere) must leave the first stage's order.
+    tau, beta = 0.05, 1.0
+    index.reranker = (tau, beta)
+    size = len(index.entries)
+    monkeypatch.setitem(index.tensors, "rerank_states", torch.zeros(size, 1, 4))
+    monkeypatch.setitem(index.tensors, "rerank_mask", torch.ones(size, 1, dtype=torch.bool))
+    monkeypatch.setattr(index_module, "interaction", lambda q, states, mask, t: torch.zeros(len(states)))
+    reply = index.ask(question, k=3)
+    assert reply["retrieval"]["reranked"] is True
+    best = reply["answers"][0]
+    assert best["question"] == question  # asked word for word: first (it was missing from the answers)
+    assert [a["rerank_score"] for a in reply["answers"]] == sorted((a["rerank_score"] for a in reply["answers"]),
+                                                                   reverse=True)  # fmt: skip
+    assert f"best match score {best['score']:.2f}" in reply["reason"]  # the answer given is the one judged
+    # An interaction that favours another answer moves it up by (1 - w) * beta times what it adds.
+    monkeypatch.setattr(index_module, "interaction",
+                        lambda q, states, mask, t: torch.tensor([0.0, 1.0, 0.0][: len(states)]))  # fmt: skip
+    added = sorted(round(a["rerank_score"] - a["score"], 3) for a in index.ask(question, k=3)["answers"])
+    assert added == [0.0, 0.0, round((1 - index.ranker.question_weight) * beta, 3)]
+
+
 def test_a_hand_off_reason_shows_the_decimals_that_tell_score_and_threshold_apart() -> None:
     from attend.apps.support.index import _against_threshold
 

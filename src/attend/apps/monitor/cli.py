@@ -134,16 +134,70 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
     from attend.apps.monitor.monitor import describe
     from attend.apps.monitor.store import open_store
 
+    given = {name: getattr(args, name) for name in ("window", "z", "min_volume", "alpha", "warmup", "min_lift")}
+    if not args.preview and any(value is not None for value in given.values()):
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name, value in given.items() if value is not None)
+        raise ValueError(f"{flags}: thresholds to try, with --preview (the stored alerts are the ones runs raised)")
     store = open_store(args.db, create=False)
-    alerts = store.alerts(topic=args.topic)
-    store.close()
+    try:
+        topics = store.topics()
+        if args.topic is not None and args.topic not in topics:
+            shown = ", ".join(map(repr, topics[:10])) + (" ..." if len(topics) > 10 else "")
+            raise ValueError(f"--topic {args.topic!r}: no event of that topic in {args.db} (its topics: "
+                             f"{shown or 'none yet'})")  # fmt: skip
+        if args.preview:
+            return _preview(store, args, given)
+        alerts = store.alerts(topic=args.topic)
+    finally:
+        store.close()
     if args.json:
         print(dumps_json(alerts))
     elif not alerts:
-        print(f"no alerts in {args.db}")
+        print(f"no alerts in {args.db}" + (f" for topic {args.topic!r}" if args.topic is not None else ""))
     else:
         for alert in alerts:
             print(describe(alert))
+    return 0
+
+
+def _preview(store: Any, args: argparse.Namespace, given: dict[str, Any]) -> int:
+    """The surges the stored events hold at the thresholds given (the others: the database's), beside
+    the stored alerts; nothing is written, and the next run's thresholds are not changed."""
+    from attend.apps.monitor.detect import DetectionSettings, detect
+    from attend.apps.monitor.events import format_time, format_window, parse_window
+
+    if given["window"] is not None:
+        given["window"] = parse_window(given["window"])
+    try:
+        settings = DetectionSettings(**{**store.saved_detection(), **{k: v for k, v in given.items() if v is not None}})
+    except ValueError as exc:
+        raise ValueError(f"--{str(exc).replace('_', '-')}") from None
+    stored = store.alert_windows(settings.window)
+    series = detect(store.window_counts(settings.window), settings)
+    surges = [s for topic, stats in sorted(series.items()) for s in stats
+              if s.surge and args.topic in (None, topic)]  # fmt: skip
+    found = {(s.topic, s.start) for s in surges}
+    rows = [{**s.to_dict(), "window_start": format_time(s.start), "window_end": format_time(s.end),
+             "stored": (s.topic, s.start) in stored and not stored[(s.topic, s.start)][0]} for s in surges]  # fmt: skip
+    for row in rows:
+        del row["start"], row["end"], row["surge"]
+    kept = sorted((topic, start) for (topic, start), (withdrawn, _, _) in stored.items()
+                  if not withdrawn and (topic, start) not in found and args.topic in (None, topic))  # fmt: skip
+    not_raised = [{"topic": topic, "window_start": format_time(start)} for topic, start in kept]
+    if args.json:
+        print(dumps_json({"settings": settings.to_dict(), "surges": rows, "stored_not_raised": not_raised}))
+        return 0
+    print(f"preview of {args.db} (nothing stored): window {format_window(settings.window)}, z >= {settings.z:g}, "
+          f"volume >= {settings.min_volume}, min lift {settings.min_lift:g}, EWMA alpha {settings.alpha:g}, "
+          f"warmup {settings.warmup}")  # fmt: skip
+    for row in rows:
+        print(f"{'stored' if row['stored'] else 'NEW   '} topic={row['topic']!r} {row['window_start']}: negative "
+              f"{row['share']:.0%} vs baseline {row['baseline']:.0%}, z={row['z']:.1f}, "
+              f"{row['negatives']}/{row['volume']} events")  # fmt: skip
+    new = sum(not row["stored"] for row in rows)
+    print(f"{len(rows)} surge(s) at these thresholds: {new} not stored (a run with them would raise those), "
+          f"{len(rows) - new} stored already; {len(not_raised)} stored alert(s) these thresholds would not raise "
+          "(a run keeps them: it rewrites no stored alert)")  # fmt: skip
     return 0
 
 
@@ -194,6 +248,14 @@ def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
     alerts.add_argument("--db", required=True, help="SQLite file or SQLAlchemy URL")
     alerts.add_argument("--topic", help="only this topic's alerts")
     alerts.add_argument("--json", action="store_true", help="print a JSON list")
+    alerts.add_argument("--preview", action="store_true", help="list the surges the stored events hold at the "
+                        "thresholds below (the others: the last run's), beside the stored alerts; nothing is written")
+    alerts.add_argument("--window", help="with --preview: window length (default: the last run's)")
+    alerts.add_argument("--z", type=float, help="with --preview: z-score of a surge (default: the last run's)")
+    alerts.add_argument("--min-volume", type=int, help="with --preview: fewest events in a window judged")
+    alerts.add_argument("--alpha", type=float, help="with --preview: EWMA weight of the newest window")
+    alerts.add_argument("--warmup", type=int, help="with --preview: windows of history before judging any")
+    alerts.add_argument("--min-lift", type=float, help="with --preview: smallest rise of the share over baseline")
     alerts.set_defaults(func=_cmd_alerts)
 
     dash = sub.add_parser("dashboard", help="serve the monitor's dashboard page (FastAPI)")

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from attend.apps.monitor.detect import DetectionSettings, WindowStat, detect
-from attend.apps.monitor.events import format_time, format_window
+from attend.apps.monitor.events import format_time, format_window, parse_time
 from attend.apps.monitor.store import MonitorStore, open_store
 from attend.data.validation import page_text
 
@@ -83,8 +83,11 @@ def _tick(ts: int, span: int) -> str:
     return text[:10] if span > 3 * 86400 else f"{text[5:10]} {text[11:16]}"
 
 
-def _chart(topic: str, stats: list[WindowStat], t0: int, t1: int) -> str:
-    """Inline SVG: volume bars (left axis), negative share and baseline (right axis, 0-100 %), alert markers."""
+def _chart(topic: str, stats: list[WindowStat], alerts: list[dict[str, Any]], t0: int, t1: int) -> str:
+    """Inline SVG: volume bars (left axis), negative share and baseline (right axis, 0-100 %), and a
+    marker per stored alert, with the figures it was raised with (the alerts table's): markers
+    recomputed with the last run's thresholds had left out the strongest stored alert and shown
+    other numbers than the table. A withdrawn alert's marker is hollow."""
     inner_w, inner_h = _WIDTH - _PAD_L - _PAD_R, _HEIGHT - _PAD_T - _PAD_B
     span = max(t1 - t0, 1)
 
@@ -106,11 +109,13 @@ def _chart(topic: str, stats: list[WindowStat], t0: int, t1: int) -> str:
                      f"{frac:.0%}</text>")  # fmt: skip
     parts.append(f'<text x="{_PAD_L - 6}" y="{_PAD_T + 10}" font-size="11" text-anchor="end" fill="#557">{top}</text>')
     parts.append(f'<text x="{_PAD_L - 6}" y="{_PAD_T + inner_h}" font-size="11" text-anchor="end" fill="#557">0</text>')
-    for stat in stats:  # alert bands under everything else
-        if stat.surge:
-            band = max(x(stat.end) - x(stat.start), 2)
-            parts.append(f'<rect x="{x(stat.start):.1f}" y="{_PAD_T}" width="{band:.1f}" height="{inner_h}" '
-                         f'fill="{_RED}" fill-opacity="0.12"/>')  # fmt: skip
+    spans = [(int(parse_time(a["window_start"]).timestamp()), int(parse_time(a["window_end"]).timestamp()))
+             for a in alerts]  # fmt: skip
+    for alert, (start, end) in zip(alerts, spans, strict=True):  # alert bands under everything else
+        band = max(x(end) - x(start), 2)
+        opacity = 0.05 if alert.get("withdrawn") else 0.12
+        parts.append(f'<rect x="{x(start):.1f}" y="{_PAD_T}" width="{band:.1f}" height="{inner_h}" '
+                     f'fill="{_RED}" fill-opacity="{opacity}"/>')  # fmt: skip
     for stat in stats:
         bar_h = stat.volume / top * inner_h * 0.9
         width = max(x(stat.end) - x(stat.start) - 1, 1)
@@ -126,14 +131,17 @@ def _chart(topic: str, stats: list[WindowStat], t0: int, t1: int) -> str:
     if share_points:
         parts.append(f'<polyline points="{share_points}" fill="none" stroke="{_RED}" stroke-width="1.6" '
                      'stroke-opacity="0.8"/>')  # fmt: skip
-    for px, stat in mid:
-        if stat.surge:
-            tip = (f"ALERT {format_time(stat.start)}: negative {stat.share:.0%} vs baseline {stat.baseline or 0:.0%}, "
-                   f"z={stat.z or 0:.1f}, {stat.volume} events")  # fmt: skip
-            parts.append(f'<g class="alert-marker"><title>{page_text(tip)}</title>'
-                         f'<path d="M{px - 8:.1f},{_PAD_T - 18} L{px + 8:.1f},{_PAD_T - 18} L{px:.1f},{_PAD_T - 3} Z" '
-                         f'fill="{_RED}"/><circle cx="{px:.1f}" cy="{y_share(stat.share):.1f}" r="5" '
-                         f'fill="{_RED}"/></g>')  # fmt: skip
+    for alert, (start, end) in zip(alerts, spans, strict=True):
+        px = x((start + end) // 2)
+        withdrawn = alert.get("withdrawn")
+        tip = (f"ALERT {alert['window_start']}: negative {alert['share']:.0%} vs baseline {alert['baseline']:.0%}, "
+               f"z={alert['score']:.1f}, {alert['negatives']}/{alert['volume']} events"
+               + (f"; withdrawn {withdrawn['at']}" if withdrawn else ""))  # fmt: skip
+        fill = f'fill="none" stroke="{_RED}" stroke-width="1.5"' if withdrawn else f'fill="{_RED}"'
+        parts.append(f'<g class="alert-marker"><title>{page_text(tip)}</title>'
+                     f'<path d="M{px - 8:.1f},{_PAD_T - 18} L{px + 8:.1f},{_PAD_T - 18} L{px:.1f},{_PAD_T - 3} Z" '
+                     f'{fill}/><circle cx="{px:.1f}" cy="{y_share(alert["share"]):.1f}" r="5" '
+                     f"{fill}/></g>")  # fmt: skip
     ticks = 6
     for i in range(ticks + 1):
         ts = t0 + span * i // ticks
@@ -193,7 +201,7 @@ def render_dashboard(store: MonitorStore, *, window: int | None = None, title: s
         sections.append(
             f"<section class='topic'><h2>{page_text(topic)} <span class='muted'>"
             f"{sum(s.volume for s in series[topic])} events, {len(topic_alerts)} alert(s)</span></h2>"
-            f"{_chart(topic, series[topic], t0, t1)}{_alerts_table(topic_alerts)}</section>"
+            f"{_chart(topic, series[topic], topic_alerts, t0, t1)}{_alerts_table(topic_alerts)}</section>"
         )
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta http-equiv='refresh' content='60'>"
             f"<title>{page_text(title)}</title><style>{_STYLE}</style></head><body>{head}{''.join(sections)}"

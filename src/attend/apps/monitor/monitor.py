@@ -151,8 +151,8 @@ def describe(alert: dict[str, Any]) -> str:
 def _topic_change(then: list[str] | None, now: list[str] | None) -> str:
     """How this run would give topics to events that come without one, against how the database's were."""
     if then is None:
-        return ("its events without a topic were stored under 'all' (no topic model), and this run gives them "
-                "a topic model's topics")  # fmt: skip
+        return ("it was run without a topic model (an event without a topic goes under 'all'), and this run gives "
+                "such events a topic model's topics")  # fmt: skip
     had = f"a topic model's topics ({', '.join(then[:6])}{', ...' if len(then) > 6 else ''})"
     if now is None:
         return (f"its events without a topic were given {had}, and this run has no topic model (--topic-model; "

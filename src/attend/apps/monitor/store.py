@@ -245,6 +245,11 @@ class MonitorStore:
             value = conn.execute(sa.select(sa.func.max(events_table.c.ts))).scalar_one_or_none()
         return None if value is None else int(value)
 
+    def topics(self) -> list[str]:
+        """Every topic an event was stored under, sorted."""
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(sa.select(events_table.c.topic).distinct()).scalars())
+
     def window_counts(self, window: int) -> list[WindowCount]:
         """Volume and negatives per topic and window, computed in SQL."""
         # ts - ((ts - ORIGIN + k*window) % window): the added multiple of the window keeps the

@@ -70,7 +70,7 @@ from attend.apps.support.fusion import (
     question_queries,
 )
 from attend.apps.support.lexical import Lexical, Term, term_spans
-from attend.apps.support.rerank import DEPTH, LEAD_TOKENS, fit_reranker, interaction, reranked
+from attend.apps.support.rerank import DEPTH, LEAD_TOKENS, fit_reranker, interaction
 from attend.data.readers import DataError
 from attend.data.validation import text_problem
 from attend.io import ArtifactDir, ArtifactWriter, ModelDirError, atomic_write_json, save_tensors
@@ -731,17 +731,22 @@ class SupportIndex:
         top = torch.topk(scores, min(max(k, DEPTH if self.reranker is not None else k), len(self.entries)))
         order = top.indices.tolist()
         reranked = self.reranker is not None and bool(readable[0])
+        rerank_scores: dict[int, float] = {}
         if reranked:
-            order = self._rerank(question, vector, order) + order[DEPTH:]
+            rerank_scores = self._rerank(question, vector, fused[0], order[:DEPTH])
+            order = sorted(order[:DEPTH], key=lambda i: -rerank_scores[i]) + order[DEPTH:]  # stable: ties keep rank
         answers = []
         for i in order[:k]:
-            score = float(scores[i])
             entry = self.entries[i]
             # intent null where the FAQ has none, as the HTTP answer says it: one shape for every caller
-            answers.append({"question": entry["question"], "answer": entry["answer"], "score": round(float(score), 4),
-                            "intent": entry.get("intent")})  # fmt: skip
+            answers.append({"question": entry["question"], "answer": entry["answer"],
+                            "score": round(float(scores[i]), 4), "intent": entry.get("intent")})  # fmt: skip
+            if i in rerank_scores:  # what the answers are ordered by
+                answers[-1]["rerank_score"] = round(rerank_scores[i], 4)
         best = order[0]
-        best_score = float(top.values[0])  # the threshold was calibrated on the first stage's best score
+        # The answer given is judged: on its first-stage score, the scale the threshold was calibrated on
+        # (the first stage's best had been judged while the re-ranker gave another answer).
+        best_score = float(scores[best])
         threshold = self.threshold
         mode, note = self.retrieval.effective, self.retrieval.note()
         if mode == "hybrid" and not readable[0]:
@@ -783,16 +788,23 @@ class SupportIndex:
         }
 
     @torch.inference_mode()
-    def _rerank(self, question: str, vector: Tensor, candidates: list[int]) -> list[int]:
-        """The first :data:`~attend.apps.support.rerank.DEPTH` candidates in the re-ranker's order."""
+    def _rerank(self, question: str, vector: Tensor, fused: np.ndarray, head: list[int]) -> dict[int, float]:
+        """The re-ranker's score of each candidate in ``head``: its first-stage score plus the
+        answer's interaction with the question, weighted as fitted against the answer side.
+
+        The re-ranker was fitted on answers alone (``first + beta * interaction``, queries derived
+        from the stored questions). An entry's first-stage score is ``w * question + (1 - w) *
+        answer``, so the interaction enters as ``(1 - w) * beta``: beside the answer as fitted,
+        with the stored question's evidence kept (ordering by the answers-only score had put a
+        question asked word for word below other entries).
+        """
         assert self.reranker is not None
         tau, beta = self.reranker
-        head = candidates[:DEPTH]
-        first, _ = self.ranker.scores([question], vectors=vector, question_weight=0.0)  # as it was fitted
         states, mask = self.encoder.token_states([question], LEAD_TOKENS)
         tokens = torch.nn.functional.normalize(states[0][mask[0]], dim=-1)
         found = interaction(tokens, self.tensors["rerank_states"][head], self.tensors["rerank_mask"][head], tau)
-        return [head[i] for i in reranked(first[0, head], found.numpy(), beta)]
+        weight = (1.0 - self.ranker.question_weight) * beta
+        return {i: float(fused[i]) + weight * float(found[n]) for n, i in enumerate(head)}
 
     def _lexical_terms(self, question: str, entry: int) -> list[tuple[Term, float]]:
         """The question's terms with what each adds to the entry's (scaled) lexical score."""

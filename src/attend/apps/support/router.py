@@ -46,8 +46,11 @@ class AskRequest(BaseModel):
 class Answer(BaseModel):
     question: str
     answer: str
-    score: float
+    score: float = Field(description="The first-stage match score (the hand-off threshold's scale).")
     intent: str | None = None
+    rerank_score: float | None = Field(
+        default=None, description="Where the re-ranker ordered the answers: the score they are ordered by."
+    )
 
 
 class Intent(BaseModel):
