@@ -418,8 +418,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise UsageError(f"--top {args.top}: must be at least 1")
-    # Where the pictures go, before any work, naming the flag (it was "afile/text0: Not a directory"
-    # at the end; --html DIR/model.safetensors replaced the weights, --html the input the input).
+    # Where the pictures go, checked before any work, naming the flag (it was "afile/text0: Not a
+    # directory" at the end; --html DIR/model.safetensors replaced the weights, --html FILE the input).
     from attend.io import check_page_path, check_picture_folder
 
     if args.png:

@@ -106,9 +106,9 @@ def save_heatmaps(explanations: Sequence[Explanation], directory: str | Path) ->
 
 def remove_stale_pictures(directory: Path, glob: str, pattern: str, written: Sequence[Path]) -> None:
     """Remove the files ``directory.glob(glob)`` finds whose path (relative, with ``/``) matches
-    ``pattern`` but this run did not write: an earlier run's pictures of more texts, or of layers a run without
-    maps leaves out, had stood beside the new ones as if they belonged to them. Nothing else is
-    touched; a folder of ours left empty goes too."""
+    ``pattern`` but this run did not write: an earlier run's pictures of more texts, or of layers
+    a run without maps leaves out, had stood beside the new ones as if they belonged to them.
+    Nothing else is touched; a folder of ours left empty goes too."""
     fresh = {path.resolve() for path in written}
     rule = re.compile(pattern)
     for path in sorted(directory.glob(glob)):
