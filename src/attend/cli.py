@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from attend.apps import APPS
-from attend.config import minutes, port_number, positive_int, read_run_config, seed_number, wait_ms
+from attend.config import (
+    label_threshold,
+    minutes,
+    port_number,
+    positive_int,
+    read_run_config,
+    seed_number,
+    wait_ms,
+)
 from attend.jsonout import dumps_json
 from attend.stopping import sigterm_as_ctrl_c
 from attend.version import __version__
@@ -170,6 +178,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 LENGTH_PENALTY_HELP = ("translators: rank beams by log-probability / length ** this (default: the model's, 1; "
                        "0 favours short outputs, above 1 long ones; the best value depends on the language pair)")
 INT8_HELP = "the int8 model: an ONNX directory's int8 graph (attend quantize), or PyTorch dynamic int8 at load"
+THRESHOLD_HELP = ("multi-label models: the probability from which a label is chosen, in (0, 1] (default 0.5; "
+                  "lower it for rare labels the model is unsure of)")
 EXPLAIN_INT8_HELP = "MODEL_DIR is an ONNX directory (attend export --attentions): use its int8 graph"
 
 
@@ -234,6 +244,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if args.text_col is not None or args.label_col is not None:
             raise UsageError("--text-col and --label-col are for classifiers; a translator's columns are "
                              "--source-col and --target-col")  # fmt: skip
+        if args.threshold is not None or args.label_sep is not None:
+            raise UsageError("--threshold and --label-sep are for multi-label classifiers, not translators")
         found = _translator(args.model_dir).evaluate(
             args.data, split_col=args.split_col, beam=_beam(args), length_penalty=_length_penalty(args),
             source_col=args.source_col, target_col=args.target_col,  # None: the runtime's defaults
@@ -248,11 +260,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     if args.split_col:
         raise UsageError("--split-col chooses a translator's test rows; a classifier is scored on the whole of DATA")
+    if args.label_sep == "":
+        raise UsageError("--label-sep '': splits nothing; give the separator of the cells, e.g. '|'")
     if args.source_col or args.target_col:
         raise UsageError("--source-col and --target-col are a translator's columns; a classifier's are --text-col and "
                          "--label-col")  # fmt: skip
     predictor = _cli_predictor(args.model_dir, args.int8)
-    metrics = evaluate(predictor, args.data, text_col=args.text_col, label_col=args.label_col)
+    _check_threshold(predictor, args.threshold)
+    metrics = evaluate(predictor, args.data, text_col=args.text_col, label_col=args.label_col,
+                       label_sep=args.label_sep, threshold=args.threshold)  # fmt: skip
     if args.json:
         print(dumps_json(metrics))
     else:
@@ -260,6 +276,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     members = getattr(predictor, "members", None)
     _overlap_warning(metrics, metrics.get("examples", 0), "texts", ensemble=bool(members))
     return 0
+
+
+def _check_threshold(predictor: Any, threshold: float | None) -> None:
+    """``--threshold`` is a multi-label model's (on a single-label one it would change nothing)."""
+    if threshold is not None and not getattr(predictor, "multi_label", False):
+        raise UsageError(f"--threshold {threshold:g}: chooses a multi-label model's labels; this model gives each "
+                         "text its most probable label")  # fmt: skip
 
 
 def _overlap_warning(found: dict[str, Any], total: int, what: str, *, ensemble: bool = False) -> None:
@@ -305,14 +328,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if text_col in keep:
         raise UsageError(f"--keep-cols {text_col!r}: the text column is in every prediction as text already")
     stream = TextStream(args.input, text_col=text_col, keep=keep) if args.input else None
+    if stream is not None:  # before anything is written: a misnamed column left an empty --output behind
+        stream.check_header()
     if args.output:  # before the model loads
         check_output_name(args.output)
     predictor = _cli_predictor(args.model_dir, args.int8)
+    _check_threshold(predictor, args.threshold)
+    created = bool(args.output) and not Path(args.output).exists()
     sink, existing, fresh = open_output(args.output, resume=args.resume, fmt=args.format) if args.output else (
         sys.stdout, ExistingOutput(Path("-")), True)  # fmt: skip
     done = existing.rows
     bar = None
     failed = False
+    finished = False
     if stream is not None and not args.no_progress:
         from tqdm import tqdm
 
@@ -327,9 +355,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         writer = PredictionWriter(sink, args.format, header=fresh, columns=keep)
         existing.check(predictor.labels, args.top_k, predictor.multi_label, keep)
-        existing.check_model(predictor)
+        existing.check_model(predictor, args.threshold)
         try:
-            written = predict_stream(predictor, texts, writer, top_k=args.top_k, skip=existing, on_chunk=advance)
+            written = predict_stream(predictor, texts, writer, top_k=args.top_k, skip=existing, on_chunk=advance,
+                                     threshold=args.threshold)  # fmt: skip
         except _BadInput as exc:  # a bad row mid-file: what was predicted before it is kept, and resumable
             if not args.output or not done + writer.rows or args.format == "json":
                 raise DataError(str(exc)) from None
@@ -342,12 +371,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             kept = ("; the predictions written before it are kept: --resume goes on from them once there is room"
                     if args.format != "json" else "")  # fmt: skip
             raise OSError(exc.errno, f"{exc.strerror} while writing it{kept}", args.output) from None
+        finished = True
     finally:
         if bar is not None:
             bar.close()
         if sink is not sys.stdout:
             with contextlib.suppress(OSError) if failed else contextlib.nullcontext():
                 sink.close()
+            if created and not finished:  # a file this run made and wrote nothing into does not stay
+                with contextlib.suppress(OSError):  # to refuse the mended command ("exists; --resume ...")
+                    if Path(args.output).stat().st_size == 0:
+                        Path(args.output).unlink()
     if args.output:
         resumed = f" after the {done} already there" if done else ""
         print(f"{written} prediction{'s' if written != 1 else ''} written to {args.output}{resumed}", file=sys.stderr)
@@ -490,7 +524,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         for exp in explanations:
             read = f" ({exp.reading()})" if exp.reading() else ""
             print(displayable(f"{exp.text}\n  -> {exp.label} (p={exp.probability:.3f}), {exp.method}{read}"
-                              + (f", explaining {exp.target}" if exp.target != exp.label else "")))  # fmt: skip
+                              + (f", explaining {exp.target} (p={exp.explained_probability:.3f})"
+                                 if exp.target != exp.label else "")))  # fmt: skip
             print(displayable("  " + "  ".join(f"{token} {value:.3f}" for token, value in top_tokens(exp, args.top))))
             if exp.truncated:
                 print("  (truncated to the model's maximum length)")
@@ -967,6 +1002,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--beam", type=int, help="translators: beam size (default: the model's)")
     ev.add_argument("--length-penalty", type=float, help=LENGTH_PENALTY_HELP)
     ev.add_argument("--split-col", help="translators: score only the test (else dev) rows of this split column")
+    ev.add_argument("--label-sep", help="multi-label models: separator of several labels in one cell (default: the "
+                    "one the model trained with)")  # fmt: skip
+    ev.add_argument("--threshold", type=label_threshold, help=THRESHOLD_HELP)
     _add_data_columns(ev, from_model=True)
     _add_pair_columns(ev, given_only=True)
     ev.set_defaults(func=_cmd_evaluate)
@@ -987,6 +1025,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--resume", action="store_true", help="continue an interrupted --output file where it ends")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar for --input")
     pr.add_argument("--int8", action="store_true", help=INT8_HELP)
+    pr.add_argument("--threshold", type=label_threshold, help=THRESHOLD_HELP)
     pr.set_defaults(func=_cmd_predict)
 
     ex = verbs.add_parser("explain", help="show which tokens each prediction rested on")

@@ -208,6 +208,17 @@ def minutes(value: str) -> float:
     return number
 
 
+def label_threshold(value: str) -> float:
+    """An ``argparse`` type: a multi-label model's probability from which a label is chosen, in (0, 1]."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise _argument_error(f"{value!r} is not a probability") from None
+    if not 0 < number <= 1:  # NaN fails too
+        raise _argument_error(f"{value} must be a probability in (0, 1]")
+    return number
+
+
 def seed_number(value: str) -> int:
     """An ``argparse`` type: a random seed, 0 to 2**32 - 1 (the range numpy takes)."""
     number = _integer(value)

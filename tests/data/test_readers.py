@@ -125,6 +125,16 @@ def test_missing_values_and_objects_are_not_read_as_texts_or_labels(tmp_path: Pa
         read_table(path)
 
 
+def test_a_jsonl_whose_first_record_lacks_a_key_is_not_said_to_lack_the_column(tmp_path: Path) -> None:
+    """JSON lines have no header: the first record's keys were reported as the file's columns ("has no
+    column 'label' (columns: text)", choose another with --label-col), though the others had it."""
+    path = tmp_path / "some.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": "ok", "label": "a"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"some\.jsonl: its first record has no 'label' \(its keys: text\); every "
+                       r"record needs it, or choose"):  # fmt: skip
+        read_table(path)
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -371,4 +371,5 @@ def test_a_png_explaining_another_label_names_it() -> None:
     predictor = untrained_predictor("encoder_cls")
     other = next(label for label in predictor.labels if label != explain(predictor, ["a"], "grad_attention")[0].label)
     (exp,) = explain(predictor, ["a"], "grad_attention", target=other)
-    assert _heading(exp).startswith(f"grad_attention: explaining {other} (predicted {exp.label}, ")
+    assert _heading(exp).startswith(f"grad_attention: explaining {other} ({exp.explained_probability:.2f}; predicted "
+                                    f"{exp.label}, ")

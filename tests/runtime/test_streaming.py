@@ -342,6 +342,24 @@ def test_a_bad_row_mid_file_says_what_was_written_and_resumes_once_mended(
     assert "mend that line" not in capsys.readouterr().err
 
 
+def test_a_run_that_wrote_nothing_leaves_no_output_file(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A misnamed --text-col, or a bad first row, left an empty --output that refused the mended command."""
+    from attend.cli import main
+
+    out = tmp_path / "out.csv"
+    data = write_csv(tmp_path / "in.csv", [{"id": "1", "text": " "}, {"id": "2", "text": "fine"}])
+    for extra, said in ((["--text-col", "body"], "has no column 'body'"), ([], "line 2 has an empty text")):
+        assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(out),
+                     "--no-progress", *extra]) == 2  # fmt: skip
+        assert said in capsys.readouterr().err and not out.exists()
+    out.write_text("", encoding="utf-8")  # a file of the user's own is left as it was, empty or not
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--resume",
+                 "--no-progress"]) == 2  # fmt: skip
+    assert out.exists()
+
+
 def test_a_compressed_output_name_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     """`--output p.csv.gz` wrote a plain JSON list under that name."""
     from attend.runtime.streaming import open_output
@@ -449,5 +467,6 @@ def test_kept_columns_are_refused_by_name(
     assert main(["predict", str(trained["encoder"]), "--input", str(data), "--keep-cols", keep, "--output",
                  str(out), "--no-progress"]) == 2  # fmt: skip
     assert error in capsys.readouterr().err
+    assert not out.exists()  # an empty file had stayed, and refused the mended command ("exists; --resume")
     assert main(["predict", str(trained["encoder"]), "a text", "--keep-cols", "id"]) == 2
     assert "--keep-cols copies columns of an --input file: give --input" in capsys.readouterr().err

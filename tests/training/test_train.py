@@ -139,6 +139,24 @@ def test_class_weights_multi_label_and_bf16(tmp_path: Path) -> None:
     assert exp.note.count("predicts none") == 1
 
 
+def test_a_resume_reads_the_data_as_the_interrupted_run_did(tmp_path: Path) -> None:
+    """`--resume` alone failed on "no column 'label'" for a run started with --label-col, then asked for
+    --multi-label, then blamed the data for the --split-col left out."""
+    path = tmp_path / "tickets.csv"
+    path.write_text("body,tags,part\n" + "".join(
+        f"alpha {'beta' if i % 3 else ''} gamma {i % 7},{'a|b' if i % 3 else 'a'},{'test' if i % 5 == 0 else 'train'}\n"
+        for i in range(60)), encoding="utf-8")  # fmt: skip
+    columns = {"text_col": "body", "label_col": "tags", "split_col": "part", "label_sep": "|"}
+    stopped = TrainingArgs(**{**FAST, "epochs": 2, "stop_after_steps": 3})
+    with pytest.raises(TrainingInterrupted):
+        train(path, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=stopped, **columns)
+    with pytest.raises(DataError, match=r"--resume reads the data as the interrupted run did, which had "
+                       r"split_col='part', not 'other'; leave --split-col out"):  # fmt: skip
+        train(path, tmp_path / "m", resume=True, split_col="other")
+    result = train(path, tmp_path / "m", resume=True)  # nothing but the data: the rest is the interrupted run's
+    assert result.metrics["num_examples"] == 12 and load(tmp_path / "m").multi_label
+
+
 def test_model_directory_safety(tmp_path: Path, planted_csv: Path) -> None:
     out = tmp_path / "m"
     train(planted_csv, out, model="encoder", model_options=SMALL_ENCODER, args=TrainingArgs(**{**FAST, "epochs": 1}))

@@ -533,6 +533,10 @@ def check_columns(path: str | os.PathLike[str], record: dict[str, Any], wanted: 
         spaced = next((str(c) for c in record if str(c) != missing[0] and str(c).strip() == missing[0]), None)
         if spaced is not None:  # an Excel header " text ": the column is there, its name padded
             separated += f"; the column {spaced!r} has spaces around its name: give it as written, or rename it"
+        if fmt == "jsonl":  # no header: the first record's keys are not the file's (later lines may have it)
+            keys = ", ".join(map(str, record))
+            raise DataError(f"{path}: its first record has no {missing[0]!r} (its keys: {keys}); every record needs "
+                            f"it, or {hint}")  # fmt: skip
         raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, record))}); {hint}"
                         f"{separated}")
 
@@ -601,12 +605,27 @@ class TextStream:
         for line, text, record in self._records():
             yield line, text, {column: _kept_value(record.get(column)) for column in self.keep}
 
+    def check_header(self) -> None:
+        """Check the text and ``keep`` columns against the first record, reading nothing more: a
+        caller checks before it writes anything (a misnamed --text-col had left an empty output
+        file that refused the corrected command)."""
+        rows = read_rows(self.path, self.fmt)
+        try:
+            for _, record in rows:
+                self._check(record)
+                return
+        finally:
+            rows.close()
+
+    def _check(self, record: dict[str, Any]) -> None:
+        check_columns(self.path, record, [self.text_col], "choose the column with --text-col")
+        check_columns(self.path, record, self.keep, "choose the columns to keep with --keep-cols")
+
     def _records(self) -> Iterator[tuple[int, str, dict[str, Any]]]:
         checked = False
         for line, record in read_rows(self.path, self.fmt, self._lines):
             if not checked:
-                check_columns(self.path, record, [self.text_col], "choose the column with --text-col")
-                check_columns(self.path, record, self.keep, "choose the columns to keep with --keep-cols")
+                self._check(record)
                 checked = True
             self._rows += 1
             yield line, _row_text(self.path, line, record, self.text_col), record

@@ -76,6 +76,8 @@ class Explanation:
         layer: For ``attention``: the layer read, as asked (an index from 0, a negative one from the
             last, or ``"mean"``); else None.
         head: For ``attention``: the head read, or None (the mean of heads).
+        target_probability: The probability of ``target`` (of a multi-label model's other labels,
+            ``probability`` is the most probable one's, not the explained one's).
     """
 
     text: str
@@ -94,6 +96,12 @@ class Explanation:
     spans: list[tuple[int, int] | None] | None = None
     layer: int | str | None = None
     head: int | None = None
+    target_probability: float | None = None
+
+    @property
+    def explained_probability(self) -> float:
+        """The probability of the label explained (``target``)."""
+        return self.probability if self.target_probability is None else self.target_probability
 
     def display_tokens(self) -> list[str]:
         """Tokens as the text spells them (original case, characters the vocabulary lacks), for people."""
@@ -127,6 +135,7 @@ class Explanation:
             "label": self.label,
             "probability": self.probability,
             "target": self.target,
+            "target_probability": self.explained_probability,
             "method": self.method,
             "truncated": self.truncated,
             "focus": self.focus,
@@ -805,6 +814,7 @@ def explain(
                 note="; ".join(part for part in (_UNREADABLE if unreadable else "", own_note) if part),
                 spans=_with_marks(spans[row], text) if len(spans[row]) == n else None,
                 layer=read_layer, head=head if read_layer is not None else None,
+                target_probability=float(probs[row, int(targets[row])]),
             )
     return [r for r in results if r is not None]
 
@@ -904,7 +914,7 @@ def _explain_combined(
             text=read, tokens=[read[start:end] for start, end in units], importance=[float(v) for v in combined],
             special=[False] * len(units), label=labels[label], probability=float(probs[i, label]), target=targets[i],
             method=method.name, truncated=bool(cut), focus=distribution_focus(torch.from_numpy(np.abs(combined))),
-            note="; ".join(notes), spans=list(units),
+            note="; ".join(notes), spans=list(units), target_probability=float(probs[i, labels.index(targets[i])]),
         ))  # fmt: skip
     return results
 

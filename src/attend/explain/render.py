@@ -62,7 +62,8 @@ def _heading(exp: Explanation) -> str:
     """A chart's title: the method (and what it read), and the label it explains, which is not the
     prediction when a target was asked for (the title named the prediction over another label's bars)."""
     if exp.target != exp.label:
-        return f"{exp.method}{_read(exp)}: explaining {exp.target} (predicted {exp.label}, {exp.probability:.2f})"
+        return (f"{exp.method}{_read(exp)}: explaining {exp.target} ({exp.explained_probability:.2f}; "
+                f"predicted {exp.label}, {exp.probability:.2f})")
     return f"{exp.method}{_read(exp)}: {exp.label} ({exp.probability:.2f})"
 
 
@@ -218,7 +219,8 @@ def render_html(
     for i, exp in enumerate(shown):
         note = f"<p class='note'>{page_text(exp.note)}</p>" if exp.note else ""
         truncated = "<p class='note'>The text was truncated to the model's maximum length.</p>" if exp.truncated else ""
-        target = f" (explaining <b>{page_text(exp.target)}</b>)" if exp.target != exp.label else ""
+        target = (f" (explaining <b>{page_text(exp.target)}</b>, probability "
+                  f"{exp.explained_probability:.3f})" if exp.target != exp.label else "")  # fmt: skip
         cards.append(
             f"<section class='card' id='text{i}'>"
             f"<p class='pred'>Prediction: <b>{page_text(exp.label)}</b> with probability {exp.probability:.3f}"

@@ -265,26 +265,39 @@ class TextClassifier(Runtime):
         """Probabilities ``(N, num_labels)``: softmax, or independent sigmoids when multi-label."""
         return self.predict_proba_truncated(texts, batch_size=batch_size)[0]
 
-    def chosen(self, probs: np.ndarray, threshold: float = MULTI_LABEL_THRESHOLD) -> list[list[str]] | None:
-        """A multi-label model's labels per row of ``probs``: all at or above ``threshold`` (as
-        :meth:`predict` and evaluation count them); None for a single-label model."""
+    def checked_threshold(self, threshold: float | None) -> float:
+        """``threshold`` as a multi-label model chooses labels with it (None: :data:`MULTI_LABEL_THRESHOLD`).
+
+        Raises:
+            ValueError: a threshold given to a single-label model (it was accepted and had no
+                effect), or one that is not a number in (0, 1].
+        """
+        if threshold is None:
+            return MULTI_LABEL_THRESHOLD
+        if not self.multi_label:
+            raise ValueError(f"threshold={threshold!r} is for a multi-label model; this one picks the most "
+                             "probable label of each text (filter predict_proba's rows to hold back unsure ones)")
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 < threshold <= 1:
+            raise ValueError(f"threshold={threshold!r} must be a number in (0, 1]")
+        return float(threshold)
+
+    def chosen(self, probs: np.ndarray, threshold: float | None = None) -> list[list[str]] | None:
+        """A multi-label model's labels per row of ``probs``: all at or above ``threshold`` (default
+        :data:`MULTI_LABEL_THRESHOLD`; as :meth:`predict` and evaluation count them); None for a
+        single-label model."""
         if not self.multi_label:
             return None
-        return [[self.labels[j] for j in np.flatnonzero(row >= threshold)] for row in np.atleast_2d(probs)]
+        cut = self.checked_threshold(threshold)
+        return [[self.labels[j] for j in np.flatnonzero(row >= cut)] for row in np.atleast_2d(probs)]
 
     def predict(self, texts: Sequence[str], *, batch_size: int = 64,
                 threshold: float | None = None) -> list[Any]:  # fmt: skip
         """The top label per text; a multi-label model's labels at or above ``threshold`` (default
         :data:`MULTI_LABEL_THRESHOLD`), a number in (0, 1] (a single-label model takes none: it was
         accepted and had no effect)."""
-        if threshold is not None:
-            if not self.multi_label:
-                raise ValueError(f"threshold={threshold!r} is for a multi-label model; this one picks the most "
-                                 "probable label of each text (filter predict_proba's rows to hold back unsure ones)")
-            if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 < threshold <= 1:
-                raise ValueError(f"threshold={threshold!r} must be a number in (0, 1]")
+        self.checked_threshold(threshold)
         probs = self.predict_proba(texts, batch_size=batch_size)
-        chosen = self.chosen(probs, MULTI_LABEL_THRESHOLD if threshold is None else float(threshold))
+        chosen = self.chosen(probs, threshold)
         return chosen if chosen is not None else [self.labels[int(j)] for j in probs.argmax(1)]
 
     def top_k(self, texts: Sequence[str], k: int = 3, *, batch_size: int = 64) -> list[list[tuple[str, float]]]:
@@ -314,20 +327,32 @@ class TextClassifier(Runtime):
         text_col: str | None = None,
         label_col: str | None = None,
         batch_size: int = 128,
+        label_sep: str | None = None,
+        threshold: float | None = None,
     ) -> dict[str, Any]:
         """Accuracy, macro/micro F1 and the per-class report on labelled data (a file, a dataset name,
         or loaded texts); a label the model does not know is an error naming its line. Columns left
-        out are the ones the model trained on (else ``text`` and ``label``)."""
+        out are the ones the model trained on (else ``text`` and ``label``); a multi-label model
+        splits cells at ``label_sep`` (default: the separator it trained with) and chooses labels
+        from ``threshold`` (default 0.5)."""
         text_col = model_column(self.config, self.path, "text_col", text_col)
         label_col = model_column(self.config, self.path, "label_col", label_col)
-        # A multi-label model reads its labels' separator as training did ("a|b" is two labels).
-        label_sep = trained_columns(self.config, self.path).get("label_sep") if self.multi_label else None
+        cut = self.checked_threshold(threshold)
+        if label_sep is not None and not self.multi_label:
+            raise ValueError(f"label_sep={label_sep!r} splits a multi-label model's cells; this model has one label "
+                             "per text")  # fmt: skip
+        if label_sep == "":
+            raise ValueError("label_sep='' splits nothing; give the separator, e.g. '|'")
+        if label_sep is None and self.multi_label:  # as training read its labels ("a|b" is two labels)
+            label_sep = trained_columns(self.config, self.path).get("label_sep")
         dataset = data if isinstance(data, LabelledTexts) else load_labelled(
             data, text_col=text_col, label_col=label_col, multi_label=self.multi_label, label_sep=label_sep
         )  # fmt: skip
         probs = self.predict_proba(dataset.texts, batch_size=batch_size)
-        scores = score_probabilities(probs, dataset, self.labels, self.multi_label) | {"source": dataset.source,
-                                                                                       "examples": len(dataset)}
+        scores = score_probabilities(probs, dataset, self.labels, self.multi_label, threshold=cut) | {
+            "source": dataset.source, "examples": len(dataset)}  # fmt: skip
+        if threshold is not None:
+            scores["threshold"] = cut
         overlap = self.training_overlap(dataset.texts)
         return scores if overlap is None else scores | {"training_overlap": overlap}
 

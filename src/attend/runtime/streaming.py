@@ -97,6 +97,7 @@ class ExistingOutput:
     size: int = 0
     multi_label: bool | None = None
     columns: list[str] | None = None
+    last_labels: list[str] | None = None
 
     def cut(self) -> None:
         """Truncate the file to its whole rows (a row cut off by the interruption goes): done only
@@ -142,13 +143,19 @@ class ExistingOutput:
             raise DataError(f"{self.path}: its rows hold {self.width} labels each, but --top-k {top_k} writes "
                             f"{width}: resume with the --top-k it was written with")  # fmt: skip
 
-    def check_model(self, predictor: TextClassifier) -> None:
+    def check_model(self, predictor: TextClassifier, threshold: float | None = None) -> None:
         """Refuse a file whose last row this model does not reproduce: another model with the same
-        labels (or the same one with --int8 where the file was written without) wrote it."""
+        labels (or the same one with --int8 where the file was written without) wrote it, or, for a
+        multi-label model, another ``--threshold`` chose its labels."""
         if not self.rows:
             return
         text = self.texts[self.rows - 1]
         found = predictor.predictions([text])
+        chosen = predictor.chosen(found.probs, threshold)
+        if chosen is not None and self.last_labels is not None and sorted(chosen[0]) != sorted(self.last_labels):
+            raise DataError(f"{self.path}: its last row's labels are {self.last_labels}, this run's {chosen[0]} "
+                            f"(--threshold {predictor.checked_threshold(threshold):g}): resume with the --threshold "
+                            "it was written with")  # fmt: skip
         now = dict(predictor.ranked(found.probs, len(predictor.labels))[0])
         worst = max(abs(now[label] - p) for label, p in self.last)
         if worst > SAME_MODEL_TOLERANCE:
@@ -230,6 +237,7 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
                 row = json.loads(line)
                 existing._add(row["text"], [(entry["label"], float(entry["probability"])) for entry in row["top"]])
                 existing.multi_label = "labels" in row
+                existing.last_labels = list(row["labels"]) if existing.multi_label else None
                 existing.columns = [key for key in row if key not in ROW_KEYS]
             except (ValueError, KeyError, TypeError):
                 raise DataError(
@@ -265,6 +273,9 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
                         raise DataError(f"{path}: row {record_number} holds a probability that is not a number; is "
                                         "it another file? (nothing in it was changed)") from None  # fmt: skip
                     existing._add(record[0], top)
+                    if existing.multi_label:  # the labels column follows "truncated"
+                        chosen = record[2 + 2 * width]
+                        existing.last_labels = chosen.split("|") if chosen else []
                 kept = ends[reader.line_num]
         except csv.Error:
             # A quoted field cut off by the interruption raises once every line is read (the end of
@@ -379,6 +390,7 @@ def predict_stream(
     skip: int | ExistingOutput = 0,
     chunk: int = CHUNK,
     on_chunk: Any = None,
+    threshold: float | None = None,
 ) -> int:
     """Classify ``texts`` chunk by chunk and write each chunk's rows before reading on.
 
@@ -388,6 +400,7 @@ def predict_stream(
             the :class:`ExistingOutput` of the file being continued, the input must hold at least
             its rows, and those texts must be the file's, every one (a running hash).
         on_chunk: Called after each chunk with the number of texts it held (progress).
+        threshold: A multi-label model's probability from which a label is chosen (default 0.5).
 
     Returns:
         Rows written.
@@ -420,7 +433,7 @@ def predict_stream(
         part = [text for text, _ in pairs]
         found = predictor.predictions(part)
         writer.write(part, predictor.ranked(found.probs, top_k), found.truncated, found.warnings(),
-                     predictor.chosen(found.probs), [values for _, values in pairs])  # fmt: skip
+                     predictor.chosen(found.probs, threshold), [values for _, values in pairs])  # fmt: skip
         written += len(part)
         del found
         release_free_memory()

@@ -96,6 +96,9 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
         texts = body.items()
         if (bad := check_texts(texts, settings, single=body.text is not None)) is not None:
             return bad
+        if body.threshold is not None and not runtime.multi_label:
+            return error_response(422, "validation", "threshold: chooses a multi-label model's labels; this model "
+                                  "gives each text its most probable label")  # fmt: skip
         metrics.queued.set(batcher.queued())
         try:
             results = await batcher.submit(texts)
@@ -106,7 +109,7 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
         for probs, truncated, warning in results:
             order = np.argsort(-probs)[:k]
             top = [{"label": runtime.labels[j], "probability": float(probs[j])} for j in order]
-            chosen = runtime.chosen(probs)
+            chosen = runtime.chosen(probs, body.threshold)
             predictions.append(Prediction(label=top[0]["label"], labels=None if chosen is None else chosen[0],
                                           probability=top[0]["probability"], top=top, truncated=truncated,
                                           warning=warning))  # fmt: skip

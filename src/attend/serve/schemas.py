@@ -50,6 +50,11 @@ class TextsRequest(BaseModel):
 class PredictRequest(TextsRequest):
     top_k: int = Field(default=3, ge=1, le=1000, strict=True,
                        description="Labels to return per text, most probable first (an integer).")  # fmt: skip
+    threshold: float | None = Field(
+        default=None, gt=0, le=1,
+        description="A multi-label model's probability from which a label is chosen (default 0.5); refused for a "
+        "single-label model.",
+    )  # fmt: skip
 
 
 class LabelScore(BaseModel):
@@ -59,8 +64,11 @@ class LabelScore(BaseModel):
 
 class Prediction(BaseModel):
     label: str = Field(description="The most probable label.")
-    labels: list[str] | None = Field(default=None, description="A multi-label model's labels: all of probability "
-                                     ">= 0.5 (None for a single-label model).")  # fmt: skip
+    labels: list[str] | None = Field(
+        default=None,
+        description="A multi-label model's labels: all of probability >= the request's threshold, 0.5 by default "
+        "(None for a single-label model).",
+    )  # fmt: skip
     probability: float
     top: list[LabelScore]
     truncated: bool = Field(description="The text had more tokens than the model reads; its start was used.")

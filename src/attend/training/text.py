@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attend.data.readers import LabelledTexts
+from attend.data.readers import DataError, LabelledTexts
 from attend.training.auto import DEFAULT_TIME_BUDGET, _work_directory, train_auto
 from attend.training.tasks.classification import ClassificationTask
 from attend.training.trainer import Trainer, TrainingArgs, TrainResult, check_settings, run_record
@@ -68,6 +69,8 @@ def train(
     """
     columns = {"text_col": text_col, "label_col": label_col, "split_col": split_col, "multi_label": multi_label,
                "label_sep": label_sep}  # fmt: skip
+    if resume:  # how the data was read, where left at the defaults, is the interrupted run's
+        columns = _resumed_columns(out, columns)
     model_options = dict(model_options or {})
     named = model_options.pop("model_type", None)
     if named is not None:
@@ -112,6 +115,37 @@ def train(
         given = None if given is None else given | {"time_budget"}
     task = ClassificationTask(data, model=model, model_options=model_options, max_train=max_train, **columns)
     return Trainer(task, args, on_epoch=on_epoch, given=given).fit(out, resume=resume, overwrite=overwrite)
+
+
+#: How ``train`` reads a file when told nothing: what "left out" looks like on a resume.
+_READING_DEFAULTS = {"text_col": "text", "label_col": "label", "split_col": None, "multi_label": False,
+                     "label_sep": None}  # fmt: skip
+
+
+def _resumed_columns(out: str | os.PathLike[str], columns: dict[str, Any]) -> dict[str, Any]:
+    """``columns`` with each left at its default taken from the interrupted run writing ``out``
+    (``attend train DATA --out DIR --resume`` alone had failed on "no column 'label'" for a run
+    started with --label-col, and blamed the data for a --split-col left out); one given again
+    with another value is refused, naming it."""
+    auto = _work_directory(Path(out)) / "auto.json"
+    try:
+        recorded = (json.loads(auto.read_text(encoding="utf-8")).get("identity") or {}).get("columns") \
+            if auto.is_file() else run_record(out)  # fmt: skip
+    except (OSError, ValueError):
+        return columns
+    if not isinstance(recorded, dict):
+        return columns
+    merged = dict(columns)
+    for key, default in _READING_DEFAULTS.items():
+        if key not in recorded:  # a run from before the columns were recorded
+            continue
+        if columns[key] == default:
+            merged[key] = recorded[key]
+        elif columns[key] != recorded[key]:
+            raise DataError(f"{out}: --resume reads the data as the interrupted run did, which had "
+                            f"{key}={recorded[key]!r}, not {columns[key]!r}; leave --{key.replace('_', '-')} out "
+                            "(or give --overwrite to start again)")  # fmt: skip
+    return merged
 
 
 def _interrupted_run(out: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -1291,12 +1291,18 @@ class Trainer:
         run = run_record(out)
         if run is None:
             raise nothing_to_resume(out)
-        changed = _changes(run, {"task": self.task.name, **self.task.identity()})
+        now = {"task": self.task.name, **self.task.identity()}
+        # What a run from before a key was recorded did not record is not compared (the columns a
+        # classifier read, recorded since 2026-12-06); what makes the model is always compared.
+        changed = _changes(run, {key: value for key, value in now.items() if key in run or key in _ALWAYS_COMPARED})
         if changed:
             raise DataError(f"{out}: --resume must use the same model and data as the interrupted run; these differ: "
                             f"{'; '.join(changed)}")  # fmt: skip
         return run
 
+
+#: Identity keys compared on a resume even where the interrupted run's record lacks them.
+_ALWAYS_COMPARED = frozenset({"task", "model", "model_options", "max_train", "data"})
 
 #: Training options a resumed run may change: how it shows progress, its threads, where it stops.
 RESUME_MAY_CHANGE = frozenset({"progress", "threads", "stop_after_steps"})

@@ -173,9 +173,10 @@ def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> 
     return torch.tensor([index[row_labels[0]] for row_labels in data.labels], dtype=torch.long)
 
 
-def _metrics(probs: np.ndarray, targets: Tensor, labels: list[str], multi_label: bool) -> dict[str, Any]:
+def _metrics(probs: np.ndarray, targets: Tensor, labels: list[str], multi_label: bool,
+             threshold: float = MULTI_LABEL_THRESHOLD) -> dict[str, Any]:  # fmt: skip
     if multi_label:
-        return classification_metrics(targets.numpy().astype(int), (probs >= MULTI_LABEL_THRESHOLD).astype(int), labels)
+        return classification_metrics(targets.numpy().astype(int), (probs >= threshold).astype(int), labels)
     return classification_metrics(targets.numpy(), probs.argmax(1), labels)
 
 
@@ -212,14 +213,15 @@ def classification_report(metrics: dict[str, Any], split: str, source: str) -> s
 
 
 def score_probabilities(
-    probs: np.ndarray, data: LabelledTexts, labels: list[str], multi_label: bool
-) -> dict[str, Any]:
+    probs: np.ndarray, data: LabelledTexts, labels: list[str], multi_label: bool,
+    threshold: float = MULTI_LABEL_THRESHOLD,
+) -> dict[str, Any]:  # fmt: skip
     """Classification metrics of predicted probabilities ``(N, num_labels)`` against ``data``'s labels.
 
-    The same metrics as training uses (argmax, or a 0.5 threshold when multi-label), for
-    predictions made by any runtime (PyTorch, ONNX Runtime, a quantised model).
+    The same metrics as training uses (argmax, or when multi-label, each label from ``threshold``),
+    for predictions made by any runtime (PyTorch, ONNX Runtime, a quantised model).
     """
-    return _metrics(probs, label_targets(data, labels, multi_label), labels, multi_label)
+    return _metrics(probs, label_targets(data, labels, multi_label), labels, multi_label, threshold)
 
 
 def proportional_sample(data: LabelledTexts, indices: Sequence[int], size: int, *, seed: int) -> list[int]:
@@ -359,7 +361,8 @@ class ClassificationTask(Task):
         self._draft = config_from_dict({"model_type": model, **self.options})
 
     def identity(self) -> dict[str, Any]:
-        identity = {"model": self.model, "model_options": self.options}
+        # How the data was read, so that `--resume` alone reads it again the same way.
+        identity = {"model": self.model, "model_options": self.options, **self.columns, **self.reading}
         return identity | ({"max_train": self.max_train} if self.max_train else {})
 
     def default_lr(self) -> float:

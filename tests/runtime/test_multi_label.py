@@ -1,0 +1,126 @@
+"""A multi-label model's threshold and label separator, from the command line, HTTP and Python."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from attend.cli import main
+from attend.runtime import load
+from attend.serve.app import ServeSettings, create_app
+from attend.training import TrainingArgs, train
+
+WORDS = {"a": "alpha", "b": "beta", "c": "gamma"}
+
+
+def _rows(n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        labels = [label for j, label in enumerate(WORDS) if (i >> j) & 1] or ["a"]
+        rows.append({"text": " ".join([WORDS[label] for label in labels] + [f"w{i % 5}"]), "labels": labels})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A multi-label model trained on JSON lists (no separator of its own)."""
+    root = tmp_path_factory.mktemp("tagged")
+    data = root / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in _rows(160)), encoding="utf-8")
+    args = TrainingArgs(epochs=3, batch_size=16, lr=3e-3, progress=False, vocab_size=200)
+    train(data, root / "m", model="encoder", model_options={"dim": 32, "num_layers": 1, "num_heads": 2}, args=args,
+          label_col="labels", multi_label=True)  # fmt: skip
+    return root / "m"
+
+
+def test_evaluate_takes_a_separator_and_a_threshold(
+    tagged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], trained: dict[str, Path]
+) -> None:
+    """A model trained on JSON lists could not score a CSV of "a|b" cells (no --label-sep), and its
+    labels were chosen from 0.5 alone: a rare label it is unsure of was never predicted."""
+    scored = tmp_path / "scored.csv"
+    scored.write_text("text,labels\n" + "".join(f"{r['text']},{'|'.join(r['labels'])}\n" for r in _rows(40)),
+                      encoding="utf-8")  # fmt: skip
+    assert main(["evaluate", str(tagged), str(scored)]) == 2
+    assert "which the model was not trained on" in capsys.readouterr().err
+    assert main(["evaluate", str(tagged), str(scored), "--label-sep", "|", "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert default["examples"] == 40 and "threshold" not in default
+    assert main(["evaluate", str(tagged), str(scored), "--label-sep", "|", "--threshold", "0.999", "--json"]) == 0
+    strict = json.loads(capsys.readouterr().out)
+    assert strict["threshold"] == 0.999
+    runtime = load(tagged)
+    probs = runtime.predict_proba([r["text"] for r in _rows(40)])
+    truth = np.array([[label in r["labels"] for label in runtime.labels] for r in _rows(40)])
+    for found, cut in ((default, 0.5), (strict, 0.999)):  # each recall as the probabilities give it at its threshold
+        assert found["micro_recall"] == pytest.approx(((probs >= cut) & truth).sum() / truth.sum(), abs=1e-4)
+    for argv, said in ((["--label-sep", ""], "--label-sep '': splits nothing"),
+                       (["--threshold", "0"], "argument --threshold: 0 must be a probability in (0, 1]"),
+                       (["--threshold", "nan"], "argument --threshold: nan must be a probability")):  # fmt: skip
+        with pytest.raises(SystemExit) if argv[0] == "--threshold" else _nothing():
+            assert main(["evaluate", str(tagged), str(scored), *argv]) == 2
+        assert said in capsys.readouterr().err
+    single = trained["encoder"]  # a single-label model: the threshold would change nothing
+    assert main(["evaluate", str(single), str(trained["data"]), "--threshold", "0.3"]) == 2
+    assert "--threshold 0.3: chooses a multi-label model's labels" in capsys.readouterr().err
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return False
+
+
+def test_predict_chooses_labels_from_the_threshold_and_resumes_only_with_it(
+    tagged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    texts = tmp_path / "texts.csv"
+    texts.write_text("text\n" + "".join(f"{r['text']}\n" for r in _rows(12)), encoding="utf-8")
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", str(tagged), "--input", str(texts), "--output", str(out), "--threshold", "0.001",
+                 "--no-progress"]) == 0  # fmt: skip
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    probs = load(tagged).predict_proba([r["text"] for r in _rows(12)])
+    assert [row["labels"] for row in rows] == [[label for label, p in zip(load(tagged).labels, row, strict=True)
+                                                if p >= 0.001] for row in probs]  # fmt: skip
+    before = out.read_bytes()
+    # Another threshold would choose the last row's labels otherwise: the file mixes no two.
+    assert main(["predict", str(tagged), "--input", str(texts), "--output", str(out), "--resume", "--threshold",
+                 "1", "--no-progress"]) == 2  # fmt: skip
+    assert "resume with the --threshold it was written with" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert main(["predict", str(tagged), "--input", str(texts), "--output", str(out), "--resume", "--threshold",
+                 "0.001", "--no-progress"]) == 0  # fmt: skip
+
+
+def test_the_http_route_takes_a_threshold_for_a_multi_label_model(tagged: Path, trained: dict[str, Path]) -> None:
+    text = _rows(3)[2]["text"]
+    probs = load(tagged).predict_proba([text])[0]
+    with TestClient(create_app(load(tagged), ServeSettings())) as client:
+        for threshold in (0.001, 1.0):
+            reply = client.post("/v1/predict", json={"text": text, "threshold": threshold})
+            assert reply.status_code == 200, reply.text
+            expected = [label for label, p in zip(load(tagged).labels, probs, strict=True) if p >= threshold]
+            assert reply.json()["predictions"][0]["labels"] == expected
+        assert client.post("/v1/predict", json={"text": text, "threshold": 0}).status_code == 422
+    with TestClient(create_app(load(trained["encoder"]), ServeSettings())) as client:
+        refused = client.post("/v1/predict", json={"text": "a film", "threshold": 0.3})
+        assert refused.status_code == 422 and "chooses a multi-label model's labels" in refused.text
+
+
+def test_an_explanation_of_another_label_gives_that_labels_probability(tagged: Path) -> None:
+    """`probability` was the most probable label's, beside a `target` the user asked about."""
+    runtime = load(tagged)
+    text = _rows(2)[1]["text"]  # "beta w1": label b
+    probs = runtime.predict_proba([text])[0]
+    other = runtime.labels[int(np.argmin(probs))]
+    (found,) = runtime.explain([text], method="integrated_gradients", target=other, ig_steps=4)
+    assert found["target"] == other and found["label"] != other
+    assert found["target_probability"] == pytest.approx(float(probs[runtime.labels.index(other)]), abs=1e-5)
+    assert found["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
