@@ -169,6 +169,8 @@ def test_an_ensemble_of_ensembles_is_flattened(ensemble_dir: Path, members: list
     nested = make_ensemble([pair, members[2]], tmp_path / "nested", weights=[2, 1])
     assert [m["weight"] for m in nested["members"]] == pytest.approx([1 / 3] * 3)  # shares: they sum to 1
     assert [m["model_type"] for m in nested["members"]] == ["encoder", "encoder", "bilstm_attention"]
+    # Each member's source is the directory it came from, not its copy inside `pair` (gone with `pair`).
+    assert [m["source"] for m in nested["members"]] == [str(path.absolute()) for path in members]
     np.testing.assert_allclose(load(nested["out_dir"]).predict_proba(TEXTS), load(ensemble_dir).predict_proba(TEXTS),
                                rtol=0, atol=1e-12)  # fmt: skip
 

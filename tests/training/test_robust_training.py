@@ -52,6 +52,7 @@ def _planted(n: int = 200) -> LabelledTexts:
         ({"grad_clip": -1.0}, "grad_clip=-1.0 must be >= 0"),  # silently turned clipping off
         ({"seed": -1}, "seed=-1 must be in [0, 2**32)"),
         ({"max_length": 100_000_000}, "max_length=100000000 is more than 65,536 tokens"),  # an allocation traceback
+        ({"average_checkpoints": 1}, "average_checkpoints=1 must be 0 (off) or at least 2"),  # did nothing, silently
     ],
 )
 def test_bad_robustness_options_name_the_value(options: dict[str, object], named: str) -> None:
@@ -280,6 +281,18 @@ def test_one_epoch_to_average_is_said(tmp_path: Path, capsys: pytest.CaptureFixt
     state = _State(best_score=0.9, best_loss=1.0, best_epoch=1)
     assert _try_average(None, model, tmp_path, state, TrainingArgs(average_checkpoints=5), _Dist()) is None  # type: ignore[arg-type]
     assert "checkpoint average: 1 epoch's weights kept, at least 2 are needed" in capsys.readouterr().err
+    # Two of five asked for: averaged, and said (it read as the five).
+    save_file({k: v + 1 for k, v in model.state_dict().items()}, str(tmp_path / "epoch-2.safetensors"))
+
+    class Scored:
+        selection = "accuracy"
+
+        def evaluate(self, network: nn.Module, split: str, batch_size: int) -> dict[str, float]:
+            return {"accuracy": 0.5, "loss": 1.0}
+
+    found = _try_average(Scored(), model, tmp_path, state, TrainingArgs(average_checkpoints=5), _Dist())  # type: ignore[arg-type]
+    assert found is not None and found["epochs"] == [1, 2]
+    assert "checkpoint average of epochs [1, 2] (the last 5 were asked for; 2 ran)" in capsys.readouterr().err
 
 
 def test_checkpoint_averaging_runs_in_training_and_is_recorded(tmp_path: Path) -> None:
@@ -311,6 +324,14 @@ def test_a_setting_of_an_option_that_is_off_is_refused_not_ignored(
         ({"augment_rate": 0.3}, [], "augment_rate=0.3 has no effect without augment"),
         ({}, ["--adversarial", "fgm", "--adversarial-steps", "5"], "adversarial_steps=5 has no effect with "
          "adversarial='fgm'"),
+        # Given at the default value it passed (the check compared with the default, not what was set).
+        ({}, ["--adversarial", "fgm", "--adversarial-steps", "3"], "adversarial_steps=3 has no effect with "
+         "adversarial='fgm'"),
+        ({"adversarial": "pgd", "adversarial_steps": 3}, ["--adversarial", "fgm"], "adversarial_steps=3 has no "
+         "effect with adversarial='fgm'"),
+        # The encoder's tokenizer lowercases: its casing copies read as the clean text (bit-identical weights).
+        ({}, ["--augment", "typos,casing"], "augment='typos,casing': 'casing' changes only letter case, which the "
+         "tokenizer of 'encoder' lowercases away"),
         ({"augment_probability": 0.0}, ["--augment", "typos"], "augment_probability=0 perturbs no example"),
     ):  # fmt: skip
         config.write_text(json.dumps({"training": training}))

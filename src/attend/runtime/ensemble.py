@@ -219,6 +219,7 @@ class _Member:
     model_type: str
     given_as: str
     identity: str | None = None  # :func:`_identity` of its config.json
+    source: str | None = None  # where it came from: a nested ensemble's record, not its copy there
 
 
 def _weights(weights: Sequence[float] | None, count: int) -> list[float]:
@@ -237,8 +238,9 @@ def _weights(weights: Sequence[float] | None, count: int) -> list[float]:
     return [v / sum(scaled) for v in scaled]
 
 
-def _plain_members(path: Path, weight: float, given_as: str) -> list[_Member]:
-    """The plain models of one member directory: itself, or an ensemble's members (flattened)."""
+def _plain_members(path: Path, weight: float, given_as: str, source: str | None = None) -> list[_Member]:
+    """The plain models of one member directory: itself, or an ensemble's members (flattened, each
+    with the source its ensemble recorded: its copy inside that ensemble is not where it came from)."""
     artifact = ArtifactDir.open(path)
     if artifact.task != "classification":
         raise ModelDirError(f"{path} holds a {artifact.task} model; an ensemble combines text classifiers")
@@ -249,14 +251,16 @@ def _plain_members(path: Path, weight: float, given_as: str) -> list[_Member]:
         found = []
         for entry in inner:
             inner_path = path / entry["path"]
-            found += _plain_members(inner_path, weight * entry["weight"] / total, str(inner_path))
+            recorded = entry.get("source")
+            found += _plain_members(inner_path, weight * entry["weight"] / total, str(inner_path),
+                                    recorded if isinstance(recorded, str) else None)  # fmt: skip
         return found
     if not isinstance(artifact.config.get("model"), dict):
         raise ModelDirError(f"{path / 'config.json'} lacks the 'model' and 'labels' entries of an attend model")
     model = artifact.config["model"]
     return [_Member(path=path, weight=weight, labels=read_labels(artifact), multi_label=bool(model.get("multi_label")),
                     model_type=str(model.get("model_type", "model")), given_as=given_as,
-                    identity=_identity(artifact.config))]  # fmt: skip
+                    identity=_identity(artifact.config), source=source or str(path.absolute()))]  # fmt: skip
 
 
 def _check_compatible(members: list[_Member]) -> None:
@@ -321,7 +325,7 @@ def make_ensemble(
         load(member.path)  # a member that would not load (corrupt, incomplete) is refused now, not at serving
     published, entries = write_ensemble(
         [EnsembleMember(path=m.path, weight=m.weight, labels=m.labels, model_type=m.model_type,
-                        source=str(m.path.absolute())) for m in plain],
+                        source=m.source or str(m.path.absolute())) for m in plain],
         out_path, multi_label=plain[0].multi_label, overwrite=overwrite, config={"attend_version": __version__},
     )  # fmt: skip
     labels = plain[0].labels

@@ -92,7 +92,8 @@ def train(
         if max_train:
             raise ValueError("max_train is planned by --model auto itself; name a --model to set it")
         if not resume:  # before the candidates are planned (each loop would refuse it, after the probes)
-            check_settings(args if isinstance(args, TrainingArgs) else TrainingArgs.from_dict(dict(args or {})))
+            check_settings(args if isinstance(args, TrainingArgs) else TrainingArgs.from_dict(dict(args or {})),
+                           None if isinstance(args, TrainingArgs) else set(args or {}))  # fmt: skip
         if isinstance(args, dict) and "time_budget" in args:
             # The user's budget in the training options is auto's budget for all the candidates (the
             # argument, i.e. --time-budget, wins); each candidate's loop gets its share of it.

@@ -138,7 +138,7 @@ class TrainingArgs:
         average_checkpoints: Average the weights of the last this many epochs at the end
             (checkpoint averaging, as in Vaswani et al. 2017 and fairseq); the average is kept when
             its dev score beats the best epoch's or ties it at no higher dev loss, else the best
-            epoch is. 0 (or 1) disables it.
+            epoch is. 0 disables it (1 is refused: one epoch's weights average to themselves).
         group_by_length: Batch training examples of similar length together (within random
             pools of :data:`LENGTH_POOL_BATCHES` batches; the batch order stays random) where the
             task gives lengths, so less of each step is padding: random batches of reviews or
@@ -222,8 +222,9 @@ class TrainingArgs:
         check_positive(self, "adversarial_epsilon", "adversarial_steps")
         if not self.rdrop >= 0 or not math.isfinite(self.rdrop):  # also refuses NaN
             raise ValueError(f"rdrop={self.rdrop} must be a finite number >= 0")
-        if self.average_checkpoints < 0:
-            raise ValueError(f"average_checkpoints={self.average_checkpoints} must be >= 0")
+        if self.average_checkpoints < 0 or self.average_checkpoints == 1:
+            raise ValueError(f"average_checkpoints={self.average_checkpoints} must be 0 (off) or at least 2 (the "
+                             "epochs whose weights are averaged)")  # fmt: skip
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision={self.precision!r}; choose 'fp32' or 'bf16'")
         for name in ("patience", "weight_decay", "grad_clip"):
@@ -524,7 +525,8 @@ def epoch_batches(
     return shares
 
 
-def _check_features(task: Task, args: TrainingArgs, *, resumed: bool = False) -> None:
+def _check_features(task: Task, args: TrainingArgs, *, resumed: bool = False,
+                    given: frozenset[str] | None = None) -> None:  # fmt: skip
     """Refuse the optional training features the task does not implement, naming the option, and a
     setting that would be ignored without a word (:func:`check_settings`; on a resumed run's
     options, so repeating one of the interrupted run's is no error, and where the interrupted run
@@ -535,27 +537,33 @@ def _check_features(task: Task, args: TrainingArgs, *, resumed: bool = False) ->
             raise ValueError(f"{option}={getattr(args, option)!r}: the {task.name} task does not support it "
                              f"(it supports: {supported})")  # fmt: skip
     try:
-        check_settings(args)
+        check_settings(args, given)
     except ValueError as exc:
         if not resumed:
             raise
         print(f"warning: the interrupted run's options: {exc}", file=sys.stderr)
 
 
-def check_settings(args: TrainingArgs) -> None:
-    """Refuse a setting of an option that is off, or that the chosen option ignores.
+def check_settings(args: TrainingArgs, given: frozenset[str] | set[str] | None = None) -> None:
+    """Refuse a setting of an option that is off, or that the chosen option ignores. ``given``: the
+    options the user set (a setting at its default value counts too); None: those away from the
+    defaults.
 
     Raises:
         ValueError: naming the setting.
     """
     defaults = TrainingArgs()
+
+    def set_(name: str) -> bool:  # `--adversarial fgm --adversarial-steps 3` passed: 3 is the default
+        return name in given if given is not None else getattr(args, name) != getattr(defaults, name)
+
     for name, needs, choices in (("adversarial_epsilon", "adversarial", "fgm or pgd"),
                                  ("adversarial_steps", "adversarial", "pgd"),
                                  ("augment_rate", "augment", "e.g. typos,word_dropout"),
                                  ("augment_probability", "augment", "e.g. typos,word_dropout")):  # fmt: skip
-        if getattr(args, name) != getattr(defaults, name) and not getattr(args, needs):
+        if set_(name) and not getattr(args, needs):
             raise ValueError(f"{name}={getattr(args, name)!r} has no effect without {needs} ({choices})")
-    if args.adversarial == "fgm" and args.adversarial_steps != defaults.adversarial_steps:
+    if args.adversarial == "fgm" and set_("adversarial_steps"):
         raise ValueError(f"adversarial_steps={args.adversarial_steps} has no effect with adversarial='fgm', which "
                          "takes one step of adversarial_epsilon (the steps are pgd's)")  # fmt: skip
     if args.augment and args.augment_probability == 0:
@@ -640,7 +648,9 @@ def _try_average(task: Task, network: nn.Module, directory: Path, state: _State,
     tie = ""  # a tie is decided by the dev loss, as between epochs: say so, or "not kept" looks wrong
     if _ties(score, state.best_score):
         tie = f" (a tie: dev loss {loss:.4f} against {state.best_loss:.4f}, {'not higher' if kept else 'higher'})"
-    _log(f"checkpoint average of epochs {epochs}: dev {task.selection} {score:.4f} against the best epoch's "
+    fewer = (f" (the last {args.average_checkpoints} were asked for; {len(epochs)} ran)"
+             if len(epochs) < args.average_checkpoints else "")  # fmt: skip
+    _log(f"checkpoint average of epochs {epochs}{fewer}: dev {task.selection} {score:.4f} against the best epoch's "
          f"{state.best_score:.4f}{tie}; {'kept' if kept else 'not kept'}", info)  # fmt: skip
     def shown(value: float) -> float | None:  # an undefined score is null in metrics.json, not -Infinity
         return value if math.isfinite(value) else None
@@ -910,7 +920,7 @@ class Trainer:
                             "(resume=True from Python) to continue it, or --overwrite (overwrite=True) to discard it "
                             "and start again")  # fmt: skip
         check_output_directory(out, overwrite=overwrite)
-        _check_features(task, args, resumed=resume)
+        _check_features(task, args, resumed=resume, given=None if resume else self.given)
         if args.threads:
             torch.set_num_threads(args.threads)
         torch.manual_seed(args.seed)

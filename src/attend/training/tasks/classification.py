@@ -81,6 +81,12 @@ def symmetric_kl(first: Tensor, second: Tensor, *, multi_label: bool) -> Tensor:
 SMALL_SPLIT = 50
 
 
+def _ignores_case(tokenizer: TextTokenizer) -> bool:
+    """Whether the tokenizer reads a text in upper, title and lower case alike (it lowercases)."""
+    probe = "Attention Models Read This Text"
+    return len({tuple(row) for row in tokenizer.ids([probe, probe.upper(), probe.lower()])}) == 1
+
+
 def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts]) -> list[str]:
     """What makes this run's figures less reliable than they look: small held-out splits, labels
     with no dev example (the epoch is chosen without them), the same text under different labels."""
@@ -402,6 +408,11 @@ class ClassificationTask(Task):
         self.parts = parts
         self.caveats = _caveats(dataset, parts)
         self.tokenizer = self._tokenizer(parts["train"].texts, args, state)
+        if self.augmenter is not None and "casing" in self.augmenter.names and _ignores_case(self.tokenizer):
+            # Its copies read exactly as the clean text: the weights came out bit for bit the same,
+            # and in a mix the texts that drew it were trained on clean.
+            raise ValueError(f"augment='{args.augment}': 'casing' changes only letter case, which the tokenizer of "
+                             f"{self.model!r} lowercases away; leave it out (it is for cased tokenizers)")  # fmt: skip
         config = {"model_type": self.model, **self.options, "num_labels": len(self.labels),
                   "multi_label": self.multi_label}  # fmt: skip
         fields = self._draft.to_dict()
