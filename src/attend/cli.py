@@ -328,8 +328,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if text_col in keep:
         raise UsageError(f"--keep-cols {text_col!r}: the text column is in every prediction as text already")
     stream = TextStream(args.input, text_col=text_col, keep=keep) if args.input else None
-    if stream is not None:  # before anything is written: a misnamed column left an empty --output behind
-        stream.check_header()
+    if stream is not None and Path(args.input).is_file():  # before anything is written (a misnamed column left
+        stream.check_header()  # an empty --output behind); not a pipe, whose first record it would consume
     if args.output:  # before the model loads
         check_output_name(args.output)
     predictor = _cli_predictor(args.model_dir, args.int8)
