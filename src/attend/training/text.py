@@ -144,8 +144,8 @@ def _resumed_columns(out: str | os.PathLike[str], columns: dict[str, Any]) -> di
             merged[key] = recorded[key]
         elif columns[key] != recorded[key]:
             raise DataError(f"{out}: --resume reads the data as the interrupted run did, which had "
-                            f"{key}={recorded[key]!r}, not {columns[key]!r}; leave --{key.replace('_', '-')} out "
-                            "(or give --overwrite to start again)")  # fmt: skip
+                            f"{key}={recorded[key]!r}, not {columns[key]!r}; leave --{key.replace('_', '-')} out, "
+                            "or start again without --resume (--overwrite discards the interrupted run)")  # fmt: skip
     return merged
 
 
