@@ -218,6 +218,8 @@ def test_dashboard_renders_in_headless_chromium(dashboard_url: str, tmp_path: Pa
     assert dom.count('class="bar-pass"') == 2 and dom.count('class="bar-hold"') == 2
     assert "write the Q3 report" in dom and "<mark" in dom and "&lt;b&gt;x&lt;/b&gt;" in dom
     assert "<script" not in dom and "http://" not in dom.replace(dashboard_url, "") and "https://" not in dom
+    # A policy lets nothing but its own inline styles load or run (drawn as before under it, below).
+    assert "default-src 'none'; style-src 'unsafe-inline'" in dom
     image = np.asarray(Image.open(png).convert("RGB")).astype(int)
     assert image.shape[0] >= 800 and image.shape[1] >= 1000
     r, g, b = image[..., 0], image[..., 1], image[..., 2]

@@ -894,6 +894,7 @@ def test_dashboard_renders_in_headless_chromium(dashboard_url: str, tmp_path: Pa
     assert dom.count('class="alert-marker"') == 1 and dom.count("class=\"alert-row\"") == 1
     assert "<mark>" in dom and "2024-05-01T08:00:00Z" in dom
     assert "<script" not in dom and "https://" not in dom.replace("http://www.w3.org/2000/svg", "")
+    assert "default-src 'none'; style-src 'unsafe-inline'" in dom  # nothing loads or runs but its own styles
     image = np.asarray(Image.open(png).convert("RGB")).astype(int)
     assert image.shape[0] >= 800 and image.shape[1] >= 1000
     red = (image[..., 0] > 180) & (image[..., 1] < 90) & (image[..., 2] < 90)  # alert marker and share line

@@ -9,7 +9,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence, Set
 
-__all__ = ["displayable", "is_missing_number", "page_text", "text_problem", "validate_texts"]
+__all__ = ["PAGE_POLICY", "displayable", "is_missing_number", "page_text", "text_problem", "validate_texts"]
 
 #: Bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): shown in a page
 #: or a terminal, one reverses what follows it beyond the user's own text (numbers, labels, the
@@ -22,6 +22,12 @@ def displayable(text: str) -> str:
     """``text`` as it may be shown in a page or printed to a terminal: bidirectional controls
     dropped, other control characters shown as U+FFFD (the model still reads the text as given)."""
     return _UNSHOWABLE.sub(lambda m: "" if "\u202a" <= m.group(0) <= "\u2069" else "\ufffd", text)
+
+
+#: The policy of a script-free page (the dashboards): nothing loads or runs but its own inline
+#: styles and data: images, so text that escaped escaping could still neither run nor call out.
+PAGE_POLICY = ("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+               "img-src data:; form-action 'none'\">")
 
 
 def page_text(value: object, quote: bool = True) -> str:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from attend.apps.focus.service import FocusService
-from attend.data.validation import page_text
+from attend.data.validation import PAGE_POLICY, page_text
 
 __all__ = ["render_dashboard"]
 
@@ -300,7 +300,8 @@ def _held_box(messages: list[dict[str, Any]]) -> str:
 
 
 def _page(title: str, body: str) -> str:
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta http-equiv='refresh' content='30'>"
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"{PAGE_POLICY}<meta http-equiv='refresh' content='30'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{_e(title)}</title>"
             f"<style>{_STYLE}</style></head><body><h1>{_e(title)}</h1>{body}</body></html>")  # fmt: skip
 

@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse
 from attend.apps.monitor.detect import DetectionSettings, WindowStat, detect
 from attend.apps.monitor.events import format_time, format_window, parse_time
 from attend.apps.monitor.store import MonitorStore, open_store
-from attend.data.validation import page_text
+from attend.data.validation import PAGE_POLICY, page_text
 
 __all__ = ["create_dashboard_app", "render_dashboard", "serve_dashboard"]
 
@@ -203,7 +203,8 @@ def render_dashboard(store: MonitorStore, *, window: int | None = None, title: s
             f"{sum(s.volume for s in series[topic])} events, {len(topic_alerts)} alert(s)</span></h2>"
             f"{_chart(topic, series[topic], topic_alerts, t0, t1)}{_alerts_table(topic_alerts)}</section>"
         )
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta http-equiv='refresh' content='60'>"
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"{PAGE_POLICY}<meta http-equiv='refresh' content='60'>"
             f"<title>{page_text(title)}</title><style>{_STYLE}</style></head><body>{head}{''.join(sections)}"
             "</body></html>")  # fmt: skip
 
