@@ -609,6 +609,29 @@ def test_a_stored_id_arriving_with_another_message_is_refused(assistant: FocusAs
     service.close()
 
 
+def test_a_message_sent_again_gets_the_decision_it_was_given(assistant: FocusAssistant, tmp_path: Path) -> None:
+    """Sent again after feedback taught otherwise, it was decided again (PASS printed) while the
+    database, the statistics and later feedback kept the stored HOLD."""
+    service = FocusService(tmp_path / "again.db", assistant=assistant)
+    service.start("File my quarterly tax return")
+    message = Message(id="n1", sender="news@shop.example", text="Our spring sale starts Monday: 20% off shoes.")
+    (first,) = service.ingest([message])
+    taught = "pass" if first.decision == "hold" else "hold"
+    for _ in range(3):  # the person teaches the other answer, and the sender with it
+        service.feedback("n1", taught)
+        service.feedback("n1", first.decision)
+        service.feedback("n1", taught)
+    (again,) = service.ingest([message])
+    stored = service.store.message("n1")
+    assert again.to_dict() | {"highlights": stored["highlights"]} == {
+        "id": "n1", "decision": stored["decision"], "score": round(stored["score"], 4),
+        "components": stored["components"], "reasons": stored["reasons"], "highlights": stored["highlights"],
+        "truncated": stored["truncated"]}  # fmt: skip
+    assert again.decision == first.decision and again.reasons == first.reasons
+    assert [h.to_dict() for h in again.highlights] == [h.to_dict() for h in first.highlights]
+    service.close()
+
+
 def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
     service = FocusService(tmp_path / "h.db", assistant=assistant)
     app = FastAPI()

@@ -120,6 +120,9 @@ def test_derived_ids_are_stable_and_differ_with_the_text(tmp_path: Path) -> None
     [
         ("d.jsonl", '{"text": "ok"}\n{"body": "no text"}\n', r"d\.jsonl: line 2 has no field 'text' \(fields: body\)"),
         ("d.csv", "id,body\n1,hi\n", r"d\.csv: line 1: the header has no column 'text' \(columns: id, body\)"),
+        # A headerless file's first message is not shown as its columns (text never goes to stderr).
+        ("d.csv", "m1,Dr Lee,HIV test positive\n", r"d\.csv: line 1: the header has no column 'text' \(it does not "
+         r"look like a header and is not shown: it may be a message\)"),
         ("d.jsonl", '{"text": "ok"}\n{"text": "  \\n "}\n', r"d\.jsonl: line 2 is an empty message"),
         ("d.csv", "id,text\n1,ok\n2,   \n", r"d\.csv: line 3 is an empty message"),
         ("d.jsonl", '{"text": "\\u200b"}\n', r"line 1 is an empty message: .* \(only invisible characters\)"),

@@ -209,6 +209,14 @@ class Decision:
     embedding: Tensor | None = field(default=None, repr=False)
     relevance_logit: float = field(default=0.0, repr=False)  # before the person's shifts: what feedback corrects
 
+    @classmethod
+    def from_stored(cls, row: dict[str, Any]) -> Decision:
+        """The decision a stored message (:meth:`FocusStore.message`'s dict) was given, as it was
+        given (its highlights without their character offsets, which are not stored)."""
+        highlights = [Weighted(h["text"], -1, -1, float(h["weight"]), h.get("linked_to")) for h in row["highlights"]]
+        return cls(id=row["id"], decision=row["decision"], score=float(row["score"]), components=row["components"],
+                   reasons=list(row["reasons"]), highlights=highlights, truncated=bool(row["truncated"]))  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         # ``truncated`` always: a key that comes and goes is one a consumer forgets to look for.
         return {"id": self.id, "decision": self.decision, "score": round(self.score, 4),

@@ -108,10 +108,9 @@ class FocusService:
         pool = FeatureStats.from_dict(self.store.traffic(session["id"]))
         session_ = Session(session["task"], tuple(session["allow"]))
         decided = {d.id: d for d in self.assistant.triage(session_, fresh, person=person, pool=pool)}
-        if len(decided) < len(messages):  # repeats: decided again against the same traffic, not stored
-            for d in self.assistant.triage(session_, [m for m in messages if m.id not in decided], person=person,
-                                           pool=FeatureStats.from_dict(pool.to_dict())):  # fmt: skip
-                decided.setdefault(d.id, d)
+        # A message sent again gets the decision it was given, as stored, counted and taught: deciding it
+        # again had answered PASS for a message the database, the statistics and feedback held.
+        decided |= {row["id"]: Decision.from_stored(row) for row in self.store.session_messages(session["id"], known)}
         decisions = [decided[m.id] for m in messages]
         self.store.add_decisions(session["id"], messages, decisions, traffic=pool.to_dict())
         return decisions

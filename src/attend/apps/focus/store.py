@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -259,6 +259,16 @@ class FocusStore:
                     messages_table.c.session_id == session_id, messages_table.c.id.in_(chunk)
                 )
                 found |= {r[0]: (r[1], r[2]) for r in conn.execute(query)}
+        return found
+
+    def session_messages(self, session_id: int, ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The stored messages (:meth:`message`'s dicts) of session ``session_id`` with these ids."""
+        wanted, found = list(ids), []
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                query = sa.select(messages_table).where(messages_table.c.session_id == session_id,
+                                                        messages_table.c.id.in_(wanted[i : i + 500]))  # fmt: skip
+                found += [_message(row) for row in conn.execute(query)]
         return found
 
     def traffic(self, session_id: int) -> dict[str, Any] | None:
