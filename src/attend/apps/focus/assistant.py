@@ -625,7 +625,7 @@ class FocusAssistant:
         relevant_alone = relevance * c.relevant > (1 - relevance) * c.interrupt
         reasons: list[str] = []
         if allowed is not None:
-            reasons.append(f"{allowed!r} is on this session's allowlist, so it always gets through.")
+            reasons.append(f"{allowed!r} is on the allowlist, so it always gets through.")
             highlights = _allow_highlight(reading, allowed) or relevance_words
         elif unreadable:
             reasons.append(f"Unreadable: the encoder cannot read {lost} of its {letters} letters (a language or "
