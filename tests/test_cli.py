@@ -385,3 +385,12 @@ def test_sigterm_interrupts_a_verb_as_ctrl_c_does(trained: dict[str, Path], tmp_
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, (proc.returncode, err)
     assert all(json.loads(line)["label"] for line in out.read_text(encoding="utf-8").splitlines()[:-1])
+
+
+def test_a_ctrl_c_after_the_command_finished_breaks_nothing() -> None:
+    """A Ctrl-C just after `train` wrote its model broke the interpreter's shutdown: torch's atexit
+    traceback and exit 0, or death by the signal. Once a command returns, Ctrl-C is ignored."""
+    script = ("import os, signal, sys\nsys.argv = ['attend', 'datasets', '--json']\nfrom attend.cli import main\n"
+              "code = main()\nos.kill(os.getpid(), signal.SIGINT)\nprint('finished', code, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "finished 0" in done.stderr and "KeyboardInterrupt" not in done.stderr

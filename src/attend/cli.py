@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import os
 import re
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -696,7 +697,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes, runtime=args.runtime, quantized=args.int8, bf16=args.bf16,
         threads=args.threads,
     )  # fmt: skip
+    from attend.serve.routes import RouterSpec
+
     routers = [spec for app in _apps() for spec in app.serve_routers(args)]
+    if args.router:  # the user's own modules, from the folder serve runs in (as uvicorn finds an app)
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        routers += [RouterSpec(spec) for spec in args.router]
     if args.model_dir is None:
         model_options = [flag for flag, given in (("--int8", args.int8), ("--bf16", args.bf16),
                                                   (f"--runtime {args.runtime}", args.runtime != "auto")) if given]
@@ -1111,6 +1118,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--int8", action="store_true", help="serve the dynamically quantised int8 model")
     sv.add_argument("--bf16", action="store_true", help="serve the PyTorch model in bfloat16 (fast on AMX CPUs)")
     sv.add_argument("--threads", type=int, default=0, help="intra-op threads (default 0: the runtime's, one per core)")
+    sv.add_argument("--router", action="append", default=[], metavar="MODULE:FUNCTION",
+                    help="also mount your own routes: FUNCTION(runtime) in MODULE (importable from here) returns a "
+                    "FastAPI APIRouter or attend.serve.Routes; repeatable")  # fmt: skip
     for app in _apps():
         app.add_serve_options(sv)
     sv.set_defaults(func=_cmd_serve)
@@ -1178,6 +1188,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _main(argv)
+    if argv is None:  # the process ends next: a Ctrl-C now would only break the interpreter's shutdown
+        # (a model already written printed torch's atexit traceback and exited 0, or died by the signal)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse gives a `texts...` positional nothing once an option came before the texts

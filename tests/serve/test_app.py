@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import signal
 import socket
@@ -472,6 +473,80 @@ def test_a_request_cut_off_by_the_shutdown_grace_gets_a_503(caplog: pytest.LogCa
     (answer,) = answers
     assert answer.status_code == 503 and answer.json()["error"]["type"] == "shutting_down", answer.text
     assert "Exception in ASGI application" not in caplog.text
+
+
+def shadowing_router(runtime: object) -> object:
+    """A plugin that serves a path the model's routes serve already."""
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.post("/v1/predict")
+    async def mine() -> dict[str, str]:
+        return {"mine": "yes"}
+
+    return router
+
+
+def failing_router(runtime: object, result: str = "raise") -> object:
+    if result == "raise":
+        raise RuntimeError("the plugin's own failure")
+    return None
+
+
+def broken_router(runtime: object) -> object:
+    raise RuntimeError("secret-token-123")
+
+
+def test_your_own_routers_are_mounted_listed_and_refused_clearly(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`attend serve` had no way to mount a router of one's own; a bad one failed with its import's or
+    call's own traceback (a None only later, in FastAPI); one serving a taken path was shadowed in
+    silence; a plain APIRouter was missing from /v1/model; and a 500 sent the exception's words."""
+    from attend.cli import main
+
+    runtime = load(model_dir)
+    app = create_app(runtime, ServeSettings(), routers=[RouterSpec("tests.serve.test_app:slow_router",
+                                                                   {"seconds": 0})])  # fmt: skip
+    with TestClient(app) as client:
+        assert client.post("/v1/slow", json={}).json() == {"done": "yes"}
+        assert client.get("/v1/model").json()["apps"] == {"tests.serve.test_app:slow_router": {"paths": ["/v1/slow"]}}
+    for spec, said in (("tests.serve.nowhere:make", "cannot import 'tests.serve.nowhere' (ModuleNotFoundError"),
+                       ("tests.serve.test_app:nope", "module 'tests.serve.test_app' has no function 'nope'"),
+                       ("tests.serve.test_app:TestClient", "returned TestClient, not a FastAPI APIRouter"),
+                       ("tests.serve.test_app:failing_router", "failed: RuntimeError: the plugin's own failure"),
+                       ("tests.serve.test_app:shadowing_router", "POST /v1/predict is served already")):  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(f"{spec}") + ".*" + re.escape(said)):
+            create_app(runtime, ServeSettings(), routers=[RouterSpec(spec)])
+    with pytest.raises(ValueError, match=r"returned NoneType"):
+        create_app(runtime, ServeSettings(), routers=[RouterSpec("tests.serve.test_app:failing_router",
+                                                                 {"result": "none"})])  # fmt: skip
+    # From the command line: mounted from the folder serve runs in; refused before the port is bound.
+    (tmp_path / "myroutes.py").write_text("def make(runtime):\n    raise ValueError('no routes today')\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve", str(model_dir), "--router", "myroutes:make", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "router factory 'myroutes:make' failed: ValueError: no routes today" in err and "Traceback" not in err
+    # An error inside a route: the client is told there was one, not its words (they are in the log).
+    app = create_app(None, ServeSettings(), routers=[RouterSpec("tests.serve.test_app:error_router")])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        failed = client.get("/v1/fails")
+    assert failed.status_code == 500 and "secret-token-123" not in failed.text
+    assert failed.json()["error"] == {"type": "internal", "message": "an internal error (RuntimeError); the "
+                                                                    "server's log has it"}  # fmt: skip
+
+
+def error_router(runtime: object) -> object:
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.get("/v1/fails")
+    async def fails() -> dict[str, str]:
+        raise RuntimeError("secret-token-123")
+
+    return router
 
 
 def test_service_mounts_the_monitor_route(model_dir: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -46,6 +47,8 @@ from attend.version import __version__
 
 __all__ = ["TASK_ROUTES", "create_app", "load_for_serving", "serve"]
 
+log = logging.getLogger("attend.serve")
+
 ENV_CONFIG = "ATTEND_SERVE_CONFIG"
 
 #: The routes of each task's models, by task name.
@@ -58,7 +61,19 @@ TASK_ROUTES: dict[str, Callable[[Any, ServeSettings, ServiceMetrics], Routes]] =
 
 
 NOTHING_TO_SERVE = ("nothing to serve: give a model directory, or an app's option (e.g. --focus-db PATH, "
-                    "--support-index PATH)")
+                    "--support-index PATH, --router MODULE:FUNCTION)")
+
+
+def _endpoints(routes: Sequence[Any]) -> set[tuple[str, str]]:
+    """``(path, method)`` of every route, those of included routers too (FastAPI keeps an included
+    router as one entry, holding the router it was made from)."""
+    found: set[tuple[str, str]] = set()
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            found |= _endpoints(inner.routes)
+        found |= {(getattr(route, "path", ""), method) for method in getattr(route, "methods", None) or ()}
+    return found
 
 
 def load_for_serving(model_dir: str | os.PathLike[str] | None, settings: ServeSettings) -> Runtime | None:
@@ -291,10 +306,12 @@ def create_app(
         routes = TASK_ROUTES[runtime.task](runtime, settings, metrics)
     extra = [spec.build(runtime) if isinstance(spec, RouterSpec) else spec if isinstance(spec, Routes)
              else Routes(router=spec) for spec in routers]  # fmt: skip
+    names = [spec.factory if isinstance(spec, RouterSpec) else f"router {index}" for index, spec in enumerate(routers)]
     everything = [routes, *extra]
     apps: dict[str, Any] = {}
-    for part in extra:
-        apps |= part.info.get("apps", {})
+    for name, part in zip(names, extra, strict=True):
+        # A router that says nothing of itself is listed by its paths (a plain APIRouter had been invisible).
+        apps |= part.info.get("apps") or {name: {"paths": sorted({getattr(r, "path", "") for r in part.router.routes})}}
     state = {"ready": False}
 
     @contextlib.asynccontextmanager
@@ -342,7 +359,10 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:  # a bug: say so, keep serving
-        return error_response(500, "internal", f"{type(exc).__name__}: {exc}")
+        # The exception goes to the log, not to the client: its words may hold what a request or a
+        # plugin must not show (a message's text, a path, a secret).
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal", f"an internal error ({type(exc).__name__}); the server's log has it")
 
     app.include_router(routes.router)
 
@@ -403,7 +423,16 @@ def create_app(
             part.refresh()
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    for part in extra:
+    taken = _endpoints(app.routes)
+    for name, part in zip(names, extra, strict=True):
+        # A route served already would be shadowed without a word (the first one wins): refused.
+        mine = _endpoints(part.router.routes)
+        clash = sorted(mine & taken)
+        if clash:
+            path, method = clash[0]
+            raise ValueError(f"{name}: {method} {path} is served already (by the model's routes, the service or "
+                             "another router); give the route another path")  # fmt: skip
+        taken |= mine
         app.include_router(part.router)
     known_paths.update(getattr(route, "path", "") for route in app.routes)
     # Routers are included as one entry each, without their paths: the schema lists every path, so a

@@ -99,13 +99,35 @@ class RouterSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def build(self, runtime: Any) -> Routes:
-        """Call the factory; a plain ``APIRouter`` it returns becomes :class:`Routes` with no hooks."""
+        """Call the factory; a plain ``APIRouter`` it returns becomes :class:`Routes` with no hooks.
+
+        Raises:
+            ValueError: naming the factory, where it cannot be imported or called, raised, or
+                returned something else (each had surfaced as the import's or the call's own
+                exception, a traceback; a ``None`` only later, inside FastAPI).
+        """
         module, _, name = self.factory.partition(":")
         if not module or not name:
             raise ValueError(f"router factory {self.factory!r} must read 'package.module:function'")
-        function = getattr(importlib.import_module(module), name)
-        built = function(runtime, **self.options)
-        return built if isinstance(built, Routes) else Routes(router=built)
+        try:
+            found = importlib.import_module(module)
+        except Exception as exc:  # the module's own import errors too: they are the plugin's
+            raise ValueError(f"router factory {self.factory!r}: cannot import {module!r} ({type(exc).__name__}: "
+                             f"{exc}); is it on the Python path (the folder attend serve runs in is)?") from None
+        function = getattr(found, name, None)
+        if not callable(function):
+            what = "has no" if function is None else f"has a {type(function).__name__} as its"
+            raise ValueError(f"router factory {self.factory!r}: module {module!r} {what} function {name!r}")
+        try:
+            built = function(runtime, **self.options)
+        except Exception as exc:
+            raise ValueError(f"router factory {self.factory!r} failed: {type(exc).__name__}: {exc}") from exc
+        if isinstance(built, Routes):
+            return built
+        if not isinstance(built, APIRouter):
+            raise ValueError(f"router factory {self.factory!r} returned {type(built).__name__}, not a FastAPI "
+                             "APIRouter or attend.serve.Routes")  # fmt: skip
+        return Routes(router=built)
 
     def to_dict(self) -> dict[str, Any]:
         return {"factory": self.factory, "options": self.options}

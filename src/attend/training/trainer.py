@@ -408,6 +408,11 @@ def _agree(finite: bool, stop: bool) -> tuple[bool, bool]:
     return not nonfinite, bool(stop_any)
 
 
+def _span(seconds: float) -> str:
+    """A duration as a person reads it: seconds under a minute ("0.0 min" said nothing), else minutes."""
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
 def _log(message: str, info: _Dist) -> None:
     if info.main:
         print(message, file=sys.stderr, flush=True)
@@ -1235,9 +1240,9 @@ class Trainer:
         cut = f", not {epochs}" if planned < epochs * steps_per_epoch else ""
         pace = f"({seconds_per_step:.3f} s per step, {dev_s:.1f} s per dev evaluation)"
         if fitting < steps_per_epoch:  # it said "1 epoch(s) fit" of an epoch three times the budget
-            needed = (steps_per_epoch * seconds_per_step + dev_s) / 60
+            needed = steps_per_epoch * seconds_per_step + dev_s
             _log(f"time budget {args.time_budget:g} min: not even one epoch fits; one whole epoch is the least a run "
-                 f"trains, about {needed:.1f} min {pace}", info)  # fmt: skip
+                 f"trains, about {_span(needed)} {pace}", info)  # fmt: skip
         else:
             _log(f"time budget {args.time_budget:g} min: {describe_steps(planned, steps_per_epoch)} fit{cut} {pace}",
                  info)  # fmt: skip
@@ -1290,7 +1295,7 @@ class Trainer:
         new = _shared(min(planned, fitting), info)
         if new < planned:
             _log(f"time budget: epoch {state.epoch} ran at {seconds_per_step:.3f} s per step and {dev_s:.1f} s per "
-                 f"dev evaluation, so the {max(0.0, left_s) / 60:.1f} min left fit {new - done} more steps: "
+                 f"dev evaluation, so the {_span(max(0.0, left_s))} left fit {new - done} more steps: "
                  f"{describe_steps(new, steps_per_epoch)} in all, instead of "
                  f"{describe_steps(planned, steps_per_epoch)}", info)  # fmt: skip
             _set_plan(state, new, steps_per_epoch)

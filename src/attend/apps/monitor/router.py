@@ -136,13 +136,14 @@ def monitor_router(
     router = APIRouter(tags=["monitor"])
 
     @router.post("/v1/monitor/events", response_model=IngestResponse,
-                 responses={413: {"description": "too many events"}, 422: {"description": "invalid event"}})
+                 responses={422: {"description": "invalid event, or too many"}})
     async def ingest(events: Annotated[list[EventIn], Body()]) -> Any:
         """Score, store and judge a batch of events (a JSON list)."""
         if not events:
             return _error(422, "body: give at least one event")
         if len(events) > settings.max_events:
-            return _error(413, f"body: {len(events)} events, more than the limit of {settings.max_events}")
+            # 422, as too many texts or messages are elsewhere (413 is a body over the byte limit)
+            return _error(422, f"body: {len(events)} events, more than the limit of {settings.max_events}")
         for i, event in enumerate(events):
             if len(event.text) > settings.max_chars:
                 return _error(422, f"{i}.text: {len(event.text)} characters, over the limit of {settings.max_chars}")
