@@ -857,10 +857,26 @@ def test_alerts_preview_tries_thresholds_without_storing_or_changing_anything(
     assert main(["alerts", "--db", str(db), "--preview", "--z", "0.5", "--min-volume", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"preview of {db} (nothing stored): window 1h, z >= 0.5, volume >= 1")
-    assert "stored topic='billing' 2024-05-01T08:00:00Z: negative 80%" in out
+    assert re.search(r"\nstored +topic='billing' 2024-05-01T08:00:00Z: negative 80%", out)
     new = re.search(r"(\d+) surge\(s\) at these thresholds: (\d+) not stored", out)
-    assert new is not None and int(new.group(2)) >= 1 and out.count("\nNEW    topic=") == int(new.group(2))
+    assert new is not None and int(new.group(2)) >= 1 and len(re.findall(r"\nNEW +topic=", out)) == int(new.group(2))
     assert (db.read_bytes(), count_rows(db, "monitor_alerts")) == before  # nothing written
+    # A withdrawn alert is no NEW one: a run does not raise it again while its counts stay.
+    import shutil
+
+    from attend.apps.monitor import open_store
+
+    copy = Path(shutil.copy(db, db.parent / "withdrawn-copy.db"))
+    store = open_store(copy, create=False)
+    (alert,) = store.alerts()
+    start = int(datetime.fromisoformat(alert["window_start"].replace("Z", "+00:00")).timestamp())
+    store.withdraw("billing", 3600, start, {"volume": alert["volume"], "negatives": alert["negatives"],
+                                            "share": alert["share"], "score": alert["score"]})  # fmt: skip
+    store.close()
+    assert main(["alerts", "--db", str(copy), "--preview"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\nwithdrawn +topic='billing' 2024-05-01T08:00:00Z", out) and "\nNEW" not in out
+    assert "0 not stored (a run with them would raise those), 0 stored already, 1 stored and withdrawn" in out
     for argv, said in ((["--z", "2"], "--z: thresholds to try, with --preview"),
                        (["--topic", "nope"], "--topic 'nope': no event of that topic in"),
                        (["--preview", "--z", "-1"], "--z=-1.0 must be a positive number")):  # fmt: skip

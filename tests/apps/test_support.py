@@ -586,6 +586,15 @@ def test_the_reranker_is_kept_where_it_wins_and_reorders_the_top(index_dir: Path
     assert (index.describe()["reranker"] is not None) is rerank["used"]
 
 
+def _judged(reply: dict) -> float:
+    """The score a reply's hand-off reason judged ("best match score S ...")."""
+    import re
+
+    found = re.search(r"best match score (-?[\d.]+)", reply["reason"])
+    assert found is not None, reply["reason"]
+    return float(found.group(1))
+
+
 def test_the_reranked_answer_keeps_the_stored_questions_evidence_and_is_the_one_judged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -623,12 +632,17 @@ def test_the_reranked_answer_keeps_the_stored_questions_evidence_and_is_the_one_
     assert best["question"] == question  # asked word for word: first (it was missing from the answers)
     assert [a["rerank_score"] for a in reply["answers"]] == sorted((a["rerank_score"] for a in reply["answers"]),
                                                                    reverse=True)  # fmt: skip
-    assert f"best match score {best['score']:.2f}" in reply["reason"]  # the answer given is the one judged
-    # An interaction that favours another answer moves it up by (1 - w) * beta times what it adds.
+    assert _judged(reply) == pytest.approx(best["score"], abs=6e-3)  # the answer given is the one judged
+    # An interaction that favours another answer moves it up by (1 - w) * beta times what it adds; put
+    # first, that answer is the one the hand-off judges, on its own first-stage score.
     monkeypatch.setattr(index_module, "interaction",
-                        lambda q, states, mask, t: torch.tensor([0.0, 1.0, 0.0][: len(states)]))  # fmt: skip
-    added = sorted(round(a["rerank_score"] - a["score"], 3) for a in index.ask(question, k=3)["answers"])
-    assert added == [0.0, 0.0, round((1 - index.ranker.question_weight) * beta, 3)]
+                        lambda q, states, mask, t: torch.tensor([0.0, 4.0, 0.0][: len(states)]))  # fmt: skip
+    moved = index.ask(question, k=3)
+    added = sorted(round(a["rerank_score"] - a["score"], 3) for a in moved["answers"])
+    assert added == [0.0, 0.0, round((1 - index.ranker.question_weight) * beta * 4, 3)]
+    given = moved["answers"][0]
+    assert given["question"] != question and given["score"] < best["score"] - 0.02
+    assert _judged(moved) == pytest.approx(given["score"], abs=6e-3)  # the first stage's best had been judged
 
 
 def test_a_hand_off_reason_shows_the_decimals_that_tell_score_and_threshold_apart() -> None:

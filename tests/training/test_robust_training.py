@@ -339,6 +339,11 @@ def test_a_setting_of_an_option_that_is_off_is_refused_not_ignored(
                      str(config), "--no-progress", *flags]) == 2  # fmt: skip
         assert message in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+    # --model auto leaves such a candidate out (a cased one still learns from it), and says so.
+    assert main(["train", str(planted_csv), "--out", str(tmp_path / "m"), "--augment", "casing", "--candidates",
+                 "encoder", "--no-progress"]) == 2  # fmt: skip
+    assert ("no candidate model could be trained (encoder: its tokenizer lowercases, so --augment casing would "
+            "change nothing it reads)") in capsys.readouterr().err  # fmt: skip
 
 
 def test_a_resumed_run_keeps_the_interrupted_runs_threads_unless_given(tmp_path: Path) -> None:

@@ -83,6 +83,15 @@ def test_an_interrupted_run_resumes_to_a_working_model(tmp_path: Path, monkeypat
     with pytest.raises(ValueError, match=r"these differ: source_col='en' \(the interrupted run had 'source'\)"):
         train_translation(data, tmp_path / "n", model_options=dict(TOY_TRANSLATOR), args=TrainingArgs(**options),
                           resume=True, source_col="en")  # fmt: skip
+    # From Python as from the command line: the columns and the model options left out are the
+    # interrupted run's (the columns were "no column 'source'", the options "these differ").
+    renamed = write_csv(tmp_path / "renamed.csv", [{"en": r["source"], "xx": r["target"]} for r in reverse_pairs(200)])
+    with pytest.raises(TrainingInterrupted):
+        train_translation(renamed, tmp_path / "c", model_options=dict(TOY_TRANSLATOR),
+                          args=TrainingArgs(**options, stop_after_steps=5), source_col="en",
+                          target_col="xx")  # fmt: skip
+    done = train_translation(renamed, tmp_path / "c", args=TrainingArgs(**options), resume=True)
+    assert done.history[-1]["step"] == result.history[-1]["step"]
 
 
 def test_separate_vocabularies_and_a_split_column(tmp_path: Path) -> None:

@@ -85,6 +85,7 @@ from attend.models.base import ClassifierConfig
 from attend.training.metrics import tfidf_baseline
 from attend.training.tasks.base import comparable
 from attend.training.tasks.classification import (
+    CaseBlind,
     ClassificationTask,
     classification_report,
     probability_metrics,
@@ -684,6 +685,9 @@ def _make_plan(
                 task.prepare(TrainingArgs.from_dict(dict(candidate.args)), None)
             except (OSError, RuntimeError, ImportError) as exc:  # pretrained weights missing
                 candidate.excluded = f"cannot be built here: {exc}"
+                continue
+            except CaseBlind:  # a cased candidate can still learn from --augment casing
+                candidate.excluded = "its tokenizer lowercases, so --augment casing would change nothing it reads"
                 continue
             if pretrained:
                 candidate.unknown_rate = task.tokenizer.unknown_rate(sample)

@@ -1374,10 +1374,18 @@ def train_translation(
 
     ``args``: a :class:`~attend.training.TrainingArgs`, or a dict of only the options chosen
     (as ``attend train`` gives them), over :data:`TRANSLATION_DEFAULTS`; default: those defaults.
-    With ``resume``, the options chosen must be the interrupted run's.
+    With ``resume``, the options chosen must be the interrupted run's; the columns left at their
+    defaults and ``model_options`` left out are taken from it (as ``attend train --resume`` does).
     """
-    task = TranslationTask(data, model_options=model_options, source_col=source_col, target_col=target_col,
-                           split_col=split_col)  # fmt: skip
+    columns = {"source_col": source_col, "target_col": target_col, "split_col": split_col}
+    run = run_record(out) if resume else None
+    if run is not None and run.get("task") == "translation":
+        for key, default in (("source_col", "source"), ("target_col", "target"), ("split_col", None)):
+            if columns[key] == default and key in run:
+                columns[key] = run[key]
+        if model_options is None:
+            model_options = run.get("model_options") or None
+    task = TranslationTask(data, model_options=model_options, **columns)
     given: frozenset[str] | None = None
     if args is None or isinstance(args, dict):
         given = frozenset(args or {})

@@ -177,8 +177,11 @@ def _preview(store: Any, args: argparse.Namespace, given: dict[str, Any]) -> int
     surges = [s for topic, stats in sorted(series.items()) for s in stats
               if s.surge and args.topic in (None, topic)]  # fmt: skip
     found = {(s.topic, s.start) for s in surges}
+    # A withdrawn alert is not raised again by a run (its window is judged again only when its counts
+    # move): not NEW, and not a live alert either.
     rows = [{**s.to_dict(), "window_start": format_time(s.start), "window_end": format_time(s.end),
-             "stored": (s.topic, s.start) in stored and not stored[(s.topic, s.start)][0]} for s in surges]  # fmt: skip
+             "stored": (s.topic, s.start) in stored and not stored[(s.topic, s.start)][0],
+             "withdrawn": (s.topic, s.start) in stored and stored[(s.topic, s.start)][0]} for s in surges]  # fmt: skip
     for row in rows:
         del row["start"], row["end"], row["surge"]
     kept = sorted((topic, start) for (topic, start), (withdrawn, _, _) in stored.items()
@@ -191,13 +194,18 @@ def _preview(store: Any, args: argparse.Namespace, given: dict[str, Any]) -> int
           f"volume >= {settings.min_volume}, min lift {settings.min_lift:g}, EWMA alpha {settings.alpha:g}, "
           f"warmup {settings.warmup}")  # fmt: skip
     for row in rows:
-        print(f"{'stored' if row['stored'] else 'NEW   '} topic={row['topic']!r} {row['window_start']}: negative "
+        status = "stored" if row["stored"] else "withdrawn" if row["withdrawn"] else "NEW"
+        print(f"{status:<9} topic={row['topic']!r} {row['window_start']}: negative "
               f"{row['share']:.0%} vs baseline {row['baseline']:.0%}, z={row['z']:.1f}, "
               f"{row['negatives']}/{row['volume']} events")  # fmt: skip
-    new = sum(not row["stored"] for row in rows)
+    new = sum(not row["stored"] and not row["withdrawn"] for row in rows)
+    withdrawn = sum(row["withdrawn"] for row in rows)
+    other = store.count_alerts() - store.count_alerts(window=settings.window)
     print(f"{len(rows)} surge(s) at these thresholds: {new} not stored (a run with them would raise those), "
-          f"{len(rows) - new} stored already; {len(not_raised)} stored alert(s) these thresholds would not raise "
-          "(a run keeps them: it rewrites no stored alert)")  # fmt: skip
+          f"{len(rows) - new - withdrawn} stored already, {withdrawn} stored and withdrawn (a run raises them again "
+          f"only if their counts change); {len(not_raised)} stored alert(s) these thresholds would not raise (a run "
+          "keeps them: it rewrites no stored alert)" + (f"; {other} alert(s) of other window lengths not compared"
+                                                        if other else ""))  # fmt: skip
     return 0
 
 

@@ -730,7 +730,8 @@ class SupportIndex:
         scores = torch.from_numpy(fused[0])
         top = torch.topk(scores, min(max(k, DEPTH if self.reranker is not None else k), len(self.entries)))
         order = top.indices.tolist()
-        reranked = self.reranker is not None and bool(readable[0])
+        # (--question-weight 1 leaves the answers no say, the re-ranker's share with them: not re-ranked)
+        reranked = self.reranker is not None and bool(readable[0]) and self.ranker.question_weight < 1
         rerank_scores: dict[int, float] = {}
         if reranked:
             rerank_scores = self._rerank(question, vector, fused[0], order[:DEPTH])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,11 @@ def symmetric_kl(first: Tensor, second: Tensor, *, multi_label: bool) -> Tensor:
 
 #: Below this many examples a held-out split's figures move by whole points from one example.
 SMALL_SPLIT = 50
+
+
+class CaseBlind(ValueError):
+    """``--augment casing`` asked of a model whose tokenizer lowercases (``--model auto`` leaves
+    such a candidate out; a named model refuses it)."""
 
 
 def _ignores_case(tokenizer: TextTokenizer) -> bool:
@@ -410,9 +416,14 @@ class ClassificationTask(Task):
         self.tokenizer = self._tokenizer(parts["train"].texts, args, state)
         if self.augmenter is not None and "casing" in self.augmenter.names and _ignores_case(self.tokenizer):
             # Its copies read exactly as the clean text: the weights came out bit for bit the same,
-            # and in a mix the texts that drew it were trained on clean.
-            raise ValueError(f"augment='{args.augment}': 'casing' changes only letter case, which the tokenizer of "
-                             f"{self.model!r} lowercases away; leave it out (it is for cased tokenizers)")  # fmt: skip
+            # and in a mix the texts that drew it were trained on clean. A run started before this was
+            # refused trained that way: resumed, it is warned, not stopped.
+            if state is None:
+                raise CaseBlind(f"augment='{args.augment}': 'casing' changes only letter case, which the tokenizer "
+                                f"of {self.model!r} lowercases away; leave it out (it is for cased "
+                                "tokenizers)")  # fmt: skip
+            print(f"warning: the interrupted run's augment={args.augment!r}: 'casing' changes nothing the tokenizer "
+                  f"of {self.model!r} reads", file=sys.stderr)  # fmt: skip
         config = {"model_type": self.model, **self.options, "num_labels": len(self.labels),
                   "multi_label": self.multi_label}  # fmt: skip
         fields = self._draft.to_dict()
