@@ -267,7 +267,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError("--source-col and --target-col are a translator's columns; a classifier's are --text-col and "
                          "--label-col")  # fmt: skip
     predictor = _cli_predictor(args.model_dir, args.int8)
-    _check_threshold(predictor, args.threshold)
+    _check_threshold(predictor, args.threshold, args.label_sep)
     metrics = evaluate(predictor, args.data, text_col=args.text_col, label_col=args.label_col,
                        label_sep=args.label_sep, threshold=args.threshold)  # fmt: skip
     if args.json:
@@ -279,11 +279,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_threshold(predictor: Any, threshold: float | None) -> None:
-    """``--threshold`` is a multi-label model's (on a single-label one it would change nothing)."""
-    if threshold is not None and not getattr(predictor, "multi_label", False):
+def _check_threshold(predictor: Any, threshold: float | None, label_sep: str | None = None) -> None:
+    """``--threshold`` and ``--label-sep`` are a multi-label model's (on a single-label one they would
+    change nothing)."""
+    if getattr(predictor, "multi_label", False):
+        return
+    if threshold is not None:
         raise UsageError(f"--threshold {threshold:g}: chooses a multi-label model's labels; this model gives each "
                          "text its most probable label")  # fmt: skip
+    if label_sep is not None:
+        raise UsageError(f"--label-sep {label_sep!r}: splits a multi-label model's label cells; this model has one "
+                         "label per text")  # fmt: skip
 
 
 def _overlap_warning(found: dict[str, Any], total: int, what: str, *, ensemble: bool = False) -> None:

@@ -357,7 +357,7 @@ def check_page_path(flag: str, path: str | os.PathLike[str], *,
     blocking = file_in_the_way(page.parent)
     if blocking is not None:
         raise ValueError(f"{flag} {path}: {blocking} is a file, not a folder")
-    if page.exists() and not _is_html_page(page):
+    if page.is_file() and page.stat().st_size and not _is_html_page(page):  # an empty one: made for it (mktemp)
         raise ValueError(f"{flag} {path}: exists and is no HTML page; a report replaces only an earlier page, so "
                          "remove the file or choose another name")  # fmt: skip
     return page

@@ -123,6 +123,7 @@ def test_derived_ids_are_stable_and_differ_with_the_text(tmp_path: Path) -> None
         # A headerless file's first message is not shown as its columns (text never goes to stderr).
         ("d.csv", "m1,Dr Lee,HIV test positive\n", r"d\.csv: line 1: the header has no column 'text' \(it does not "
          r"look like a header and is not shown: it may be a message\)"),
+        ("d.csv", "ид,тело\n1,привет\n", r"the header has no column 'text' \(columns: ид, тело\)"),  # any letters
         ("d.jsonl", '{"text": "ok"}\n{"text": "  \\n "}\n', r"d\.jsonl: line 2 is an empty message"),
         ("d.csv", "id,text\n1,ok\n2,   \n", r"d\.csv: line 3 is an empty message"),
         ("d.jsonl", '{"text": "\\u200b"}\n', r"line 1 is an empty message: .* \(only invisible characters\)"),

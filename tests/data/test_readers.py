@@ -133,6 +133,9 @@ def test_a_jsonl_whose_first_record_lacks_a_key_is_not_said_to_lack_the_column(t
     with pytest.raises(DataError, match=r"some\.jsonl: its first record has no 'label' \(its keys: text\); every "
                        r"record needs it, or choose"):  # fmt: skip
         read_table(path)
+    path.write_text('{" text ": "fine", "label": "a"}\n', encoding="utf-8")  # a padded name keeps its hint
+    with pytest.raises(DataError, match=r"the column ' text ' has spaces around its name"):
+        read_table(path)
 
 
 @pytest.mark.parametrize(

@@ -158,6 +158,9 @@ def test_cli_explain_writes_no_picture_over_what_it_would_destroy(
         assert f"{flag} {target}: {message}" in err and "Traceback" not in err
     assert (model_dir / "model.safetensors").read_bytes() == weights and rows.read_text() == "text\nhello\n"
     assert not (model_dir / "pictures").exists()
+    made = tmp_path / "made.html"
+    made.write_bytes(b"")  # an empty file made for the page (mktemp --suffix .html) is written
+    assert main(["explain", str(model_dir), "a", "--html", str(made)]) == 0 and made.stat().st_size
     page, png = tmp_path / "report.html", tmp_path / "png"
     page.write_text("\ufeff<!DOCTYPE html><html>an earlier report</html>", encoding="utf-8")
     png.mkdir()

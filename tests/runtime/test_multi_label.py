@@ -67,6 +67,11 @@ def test_evaluate_takes_a_separator_and_a_threshold(
     single = trained["encoder"]  # a single-label model: the threshold would change nothing
     assert main(["evaluate", str(single), str(trained["data"]), "--threshold", "0.3"]) == 2
     assert "--threshold 0.3: chooses a multi-label model's labels" in capsys.readouterr().err
+    assert main(["evaluate", str(single), str(trained["data"]), "--label-sep", "|"]) == 2  # named as the flag
+    assert "--label-sep '|': splits a multi-label model's label cells" in capsys.readouterr().err
+    one = load(single)
+    with pytest.raises(ValueError, match=r"threshold=0\.3 is for a multi-label model"):
+        one.chosen(one.predict_proba(["a film"]), 0.3)  # it returned None, the threshold unseen
 
 
 class _nothing:
@@ -97,6 +102,16 @@ def test_predict_chooses_labels_from_the_threshold_and_resumes_only_with_it(
     assert out.read_bytes() == before
     assert main(["predict", str(tagged), "--input", str(texts), "--output", str(out), "--resume", "--threshold",
                  "0.001", "--no-progress"]) == 0  # fmt: skip
+    # Another model with the same labels is said to be another model, not another threshold.
+    other = tmp_path / "other"
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in _rows(160)), encoding="utf-8")
+    train(data, other, model="encoder", model_options={"dim": 32, "num_layers": 1, "num_heads": 2},
+          args=TrainingArgs(epochs=1, batch_size=16, lr=3e-3, progress=False, vocab_size=200, seed=5),
+          label_col="labels", multi_label=True)  # fmt: skip
+    assert main(["predict", str(other), "--input", str(texts), "--output", str(out), "--resume", "--threshold",
+                 "0.001", "--no-progress"]) == 2  # fmt: skip
+    assert "another model (or --int8 where it was written without" in capsys.readouterr().err
 
 
 def test_the_http_route_takes_a_threshold_for_a_multi_label_model(tagged: Path, trained: dict[str, Path]) -> None:
@@ -108,7 +123,8 @@ def test_the_http_route_takes_a_threshold_for_a_multi_label_model(tagged: Path, 
             assert reply.status_code == 200, reply.text
             expected = [label for label, p in zip(load(tagged).labels, probs, strict=True) if p >= threshold]
             assert reply.json()["predictions"][0]["labels"] == expected
-        assert client.post("/v1/predict", json={"text": text, "threshold": 0}).status_code == 422
+        for bad in (0, True, "0.3"):  # true had been read as 1.0, "0.3" as 0.3
+            assert client.post("/v1/predict", json={"text": text, "threshold": bad}).status_code == 422, bad
     with TestClient(create_app(load(trained["encoder"]), ServeSettings())) as client:
         refused = client.post("/v1/predict", json={"text": "a film", "threshold": 0.3})
         assert refused.status_code == 422 and "chooses a multi-label model's labels" in refused.text

@@ -528,6 +528,9 @@ def test_your_own_routers_are_mounted_listed_and_refused_clearly(
     assert main(["serve", str(model_dir), "--router", "myroutes:make", "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert "router factory 'myroutes:make' failed: ValueError: no routes today" in err and "Traceback" not in err
+    # attend's own apps name their bad input themselves (it was wrapped in their factory's name).
+    assert main(["serve", "--support-index", str(tmp_path / "nope"), "--port", "1"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'nope'}: no such support index")
     # An error inside a route: the client is told there was one, not its words (they are in the log).
     app = create_app(None, ServeSettings(), routers=[RouterSpec("tests.serve.test_app:error_router")])
     with TestClient(app, raise_server_exceptions=False) as client:

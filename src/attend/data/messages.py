@@ -672,7 +672,7 @@ def _csv_records(name: str, lines: Iterable[str], delimiter: str) -> Iterator[tu
         # Column names are single short words; a first line that is not is not shown (message text
         # never goes to stderr: "m1,Dr Lee,HIV test positive" had been printed as its columns).
         looks_like_a_header = len(reader.fieldnames) <= 30 and all(
-            re.fullmatch(r"[A-Za-z_][\w.-]{0,39}", field) for field in reader.fieldnames)  # fmt: skip
+            re.fullmatch(r"[^\W\d][\w.-]{0,39}", field) for field in reader.fieldnames)  # fmt: skip
         columns = (f"columns: {', '.join(reader.fieldnames) or 'none'}" if looks_like_a_header
                    else "it does not look like a header and is not shown: it may be a message")  # fmt: skip
         is_json = bool(fieldnames) and fieldnames[0].lstrip().startswith("{")

@@ -536,7 +536,7 @@ def check_columns(path: str | os.PathLike[str], record: dict[str, Any], wanted: 
         if fmt == "jsonl":  # no header: the first record's keys are not the file's (later lines may have it)
             keys = ", ".join(map(str, record))
             raise DataError(f"{path}: its first record has no {missing[0]!r} (its keys: {keys}); every record needs "
-                            f"it, or {hint}")  # fmt: skip
+                            f"it, or {hint}{separated}")  # fmt: skip
         raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, record))}); {hint}"
                         f"{separated}")
 

@@ -285,9 +285,9 @@ class TextClassifier(Runtime):
         """A multi-label model's labels per row of ``probs``: all at or above ``threshold`` (default
         :data:`MULTI_LABEL_THRESHOLD`; as :meth:`predict` and evaluation count them); None for a
         single-label model."""
+        cut = self.checked_threshold(threshold)  # a threshold given to a single-label model is refused
         if not self.multi_label:
             return None
-        cut = self.checked_threshold(threshold)
         return [[self.labels[j] for j in np.flatnonzero(row >= cut)] for row in np.atleast_2d(probs)]
 
     def predict(self, texts: Sequence[str], *, batch_size: int = 64,

@@ -151,11 +151,6 @@ class ExistingOutput:
             return
         text = self.texts[self.rows - 1]
         found = predictor.predictions([text])
-        chosen = predictor.chosen(found.probs, threshold)
-        if chosen is not None and self.last_labels is not None and sorted(chosen[0]) != sorted(self.last_labels):
-            raise DataError(f"{self.path}: its last row's labels are {self.last_labels}, this run's {chosen[0]} "
-                            f"(--threshold {predictor.checked_threshold(threshold):g}): resume with the --threshold "
-                            "it was written with")  # fmt: skip
         now = dict(predictor.ranked(found.probs, len(predictor.labels))[0])
         worst = max(abs(now[label] - p) for label, p in self.last)
         if worst > SAME_MODEL_TOLERANCE:
@@ -163,6 +158,12 @@ class ExistingOutput:
             raise DataError(f"{self.path}: its last row gives {label!r} probability {p:.6f}, this model "
                             f"{now[label]:.6f}: another model (or --int8 where it was written without, or the "
                             "reverse) wrote it; choose another --output")  # fmt: skip
+        # The same model (checked first): labels chosen otherwise are another threshold's.
+        chosen = predictor.chosen(found.probs, threshold)
+        if chosen is not None and self.last_labels is not None and sorted(chosen[0]) != sorted(self.last_labels):
+            raise DataError(f"{self.path}: its last row's labels are {self.last_labels}, this run's {chosen[0]} "
+                            f"(--threshold {predictor.checked_threshold(threshold):g}): resume with the --threshold "
+                            "it was written with")  # fmt: skip
 
 
 def text_digest() -> Any:

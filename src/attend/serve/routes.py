@@ -121,6 +121,8 @@ class RouterSpec:
         try:
             built = function(runtime, **self.options)
         except Exception as exc:
+            if module.split(".")[0] == "attend":  # attend's apps name their own bad input (--focus-db ...), and
+                raise  # a database's refusal is said as one by the CLI
             raise ValueError(f"router factory {self.factory!r} failed: {type(exc).__name__}: {exc}") from exc
         if isinstance(built, Routes):
             return built

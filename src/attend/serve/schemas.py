@@ -51,7 +51,7 @@ class PredictRequest(TextsRequest):
     top_k: int = Field(default=3, ge=1, le=1000, strict=True,
                        description="Labels to return per text, most probable first (an integer).")  # fmt: skip
     threshold: float | None = Field(
-        default=None, gt=0, le=1,
+        default=None, gt=0, le=1, strict=True,  # true or "0.3" is no threshold, as top_k takes no "3"
         description="A multi-label model's probability from which a label is chosen (default 0.5); refused for a "
         "single-label model.",
     )  # fmt: skip
