@@ -60,16 +60,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(seed=args.seed, out=args.out, limit=args.limit, epochs=args.epochs)
 
 
-#: `attend train`'s defaults of the translator's columns (what "not given" looks like on a resume).
-_TRAIN_DEFAULTS = {"source_col": "source", "target_col": "target", "split_col": None}
-
-
-def _interrupted_translation(out: str) -> dict | None:
-    """What an interrupted translator's run writing ``out`` recorded (columns, model options), or None."""
+def _interrupted_translation(out: str) -> bool:
+    """Whether the interrupted run writing ``out`` trains a translator (its columns and model options,
+    left out, are taken from its record by ``train_translation``)."""
     from attend.training.trainer import run_record
 
     run = run_record(out)
-    return run if run is not None and run.get("task") == "translation" else None
+    return run is not None and run.get("task") == "translation"
 
 
 def _candidates(value: str | None) -> list[str] | None:
@@ -96,13 +93,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # The file's values are checked as written, before any flag overrides one: a bad one is an error
     # whatever the command line says (with --epochs 1, "epochs": "3" passed unnoticed).
     TrainingArgs.from_dict(dict(config.get("training", {})))
-    interrupted = _interrupted_translation(args.out) if args.resume and args.model in ("auto", "seq2seq") else None
-    if interrupted is not None:  # `--resume` alone continues the run with its own options, as a classifier's
-        args.model = "seq2seq"
-        for column in ("source_col", "target_col", "split_col"):
-            if getattr(args, column) == _TRAIN_DEFAULTS[column] and column in interrupted:
-                setattr(args, column, interrupted[column])
-        config.setdefault("model", interrupted.get("model_options") or {})
+    if args.resume and args.model in ("auto", "seq2seq") and _interrupted_translation(args.out):
+        args.model = "seq2seq"  # `--resume` alone continues the run with its own options, as a classifier's
     translating = args.model == "seq2seq"
     training = dict(config.get("training", {}))  # the options chosen (a translator's defaults come from its task)
     for name in ("epochs", "seed", "batch_size", "lr", "max_length", "threads", "max_steps", "precision", "schedule",

@@ -1383,7 +1383,7 @@ def train_translation(
         for key, default in (("source_col", "source"), ("target_col", "target"), ("split_col", None)):
             if columns[key] == default and key in run:
                 columns[key] = run[key]
-        if model_options is None:
+        if not model_options:
             model_options = run.get("model_options") or None
     task = TranslationTask(data, model_options=model_options, **columns)
     given: frozenset[str] | None = None
