@@ -94,23 +94,23 @@ class FocusService:
 
     def _ingest(self, session: dict[str, Any], messages: Sequence[Message]) -> list[Decision]:
         person = self.store.person(self.assistant.reader.dim)
-        known = self.store.stored(session["id"], [m.id for m in messages])
+        stored = self.store.session_messages(session["id"], [m.id for m in messages])
         for m in messages:
-            if m.id in known and known[m.id] != (m.text, m.sender):
+            if m.id in stored and (stored[m.id]["text"], stored[m.id]["sender"]) != (m.text, m.sender):
                 # Another message under a stored one's id (a numbering per export starts again at 1):
                 # "stored once" would drop it unseen, and feedback on the id would teach the old one.
                 raise ValueError(
                     f"message id {m.id!r} is stored in this session already, for a message with another "
-                    f"{'text' if known[m.id][0] != m.text else 'sender'}: an id names one message; give this one "
+                    f"{'text' if stored[m.id]['text'] != m.text else 'sender'}: an id names one message; give this one "
                     "its own id, or leave ids out and each is derived from its message"
                 )
-        fresh = [m for m in messages if m.id not in known]  # a message seen before is not traffic twice
+        fresh = [m for m in messages if m.id not in stored]  # a message seen before is not traffic twice
         pool = FeatureStats.from_dict(self.store.traffic(session["id"]))
         session_ = Session(session["task"], tuple(session["allow"]))
         decided = {d.id: d for d in self.assistant.triage(session_, fresh, person=person, pool=pool)}
         # A message sent again gets the decision it was given, as stored, counted and taught: deciding it
         # again had answered PASS for a message the database, the statistics and feedback held.
-        decided |= {row["id"]: Decision.from_stored(row) for row in self.store.session_messages(session["id"], known)}
+        decided |= {message_id: Decision.from_stored(row) for message_id, row in stored.items()}
         decisions = [decided[m.id] for m in messages]
         self.store.add_decisions(session["id"], messages, decisions, traffic=pool.to_dict())
         return decisions

@@ -247,28 +247,17 @@ class FocusStore:
 
     def known_ids(self, session_id: int, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the session already holds."""
-        return set(self.stored(session_id, ids))
+        return set(self.session_messages(session_id, ids))
 
-    def stored(self, session_id: int, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-        """``id -> (text, sender)`` of the ``ids`` the session already holds."""
-        found: dict[str, tuple[str, str]] = {}
+    def session_messages(self, session_id: int, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """``id -> `` the stored message (:meth:`message`'s dict) of the ``ids`` session ``session_id`` holds."""
+        wanted, found = list(ids), {}
+        columns = [column for column in messages_table.c if column.name != "embedding"]  # not what is read here
         with self.engine.connect() as conn:
-            for i in range(0, len(ids), 500):
-                chunk = list(ids[i : i + 500])
-                query = sa.select(messages_table.c.id, messages_table.c.text, messages_table.c.sender).where(
-                    messages_table.c.session_id == session_id, messages_table.c.id.in_(chunk)
-                )
-                found |= {r[0]: (r[1], r[2]) for r in conn.execute(query)}
-        return found
-
-    def session_messages(self, session_id: int, ids: Iterable[str]) -> list[dict[str, Any]]:
-        """The stored messages (:meth:`message`'s dicts) of session ``session_id`` with these ids."""
-        wanted, found = list(ids), []
-        with self.engine.connect() as conn:
-            for i in range(0, len(wanted), 500):
-                query = sa.select(messages_table).where(messages_table.c.session_id == session_id,
-                                                        messages_table.c.id.in_(wanted[i : i + 500]))  # fmt: skip
-                found += [_message(row) for row in conn.execute(query)]
+            for i in range(0, len(wanted), 500):  # under every driver's bound-parameter limit
+                query = sa.select(*columns).where(messages_table.c.session_id == session_id,
+                                                  messages_table.c.id.in_(wanted[i : i + 500]))  # fmt: skip
+                found |= {row.id: _message(row) for row in conn.execute(query)}
         return found
 
     def traffic(self, session_id: int) -> dict[str, Any] | None:
