@@ -39,13 +39,18 @@ def _log_to_stderr(quiet: bool) -> Iterator[None]:
 
 
 def _detection(args: argparse.Namespace) -> Any:
-    from attend.apps.monitor.detect import DetectionSettings
     from attend.apps.monitor.events import parse_window
 
-    window = parse_window(args.window)
+    return _detection_settings({"window": parse_window(args.window), "z": args.z, "min_volume": args.min_volume,
+                                "alpha": args.alpha, "warmup": args.warmup, "min_lift": args.min_lift})  # fmt: skip
+
+
+def _detection_settings(values: dict[str, Any]) -> Any:
+    """``DetectionSettings(**values)``, a refused value named as its flag (``--z=-1.0 must be ...``)."""
+    from attend.apps.monitor.detect import DetectionSettings
+
     try:
-        return DetectionSettings(window=window, z=args.z, min_volume=args.min_volume, alpha=args.alpha,
-                                 warmup=args.warmup, min_lift=args.min_lift)  # fmt: skip
+        return DetectionSettings(**values)
     except ValueError as exc:
         raise ValueError(f"--{str(exc).replace('_', '-')}") from None
 
@@ -163,15 +168,12 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
 def _preview(store: Any, args: argparse.Namespace, given: dict[str, Any]) -> int:
     """The surges the stored events hold at the thresholds given (the others: the database's), beside
     the stored alerts; nothing is written, and the next run's thresholds are not changed."""
-    from attend.apps.monitor.detect import DetectionSettings, detect
+    from attend.apps.monitor.detect import detect
     from attend.apps.monitor.events import format_time, format_window, parse_window
 
     if given["window"] is not None:
         given["window"] = parse_window(given["window"])
-    try:
-        settings = DetectionSettings(**{**store.saved_detection(), **{k: v for k, v in given.items() if v is not None}})
-    except ValueError as exc:
-        raise ValueError(f"--{str(exc).replace('_', '-')}") from None
+    settings = _detection_settings({**store.saved_detection(), **{k: v for k, v in given.items() if v is not None}})
     stored = store.alert_windows(settings.window)
     series = detect(store.window_counts(settings.window), settings)
     surges = [s for topic, stats in sorted(series.items()) for s in stats
