@@ -309,9 +309,10 @@ def create_app(
     names = [spec.factory if isinstance(spec, RouterSpec) else f"router {index}" for index, spec in enumerate(routers)]
     everything = [routes, *extra]
     apps: dict[str, Any] = {}
-    for name, part in zip(names, extra, strict=True):
+    served = [_endpoints(part.router.routes) for part in extra]  # (path, method) of each router's routes
+    for name, part, endpoints in zip(names, extra, served, strict=True):
         # A router that says nothing of itself is listed by its paths (a plain APIRouter had been invisible).
-        apps |= part.info.get("apps") or {name: {"paths": sorted({getattr(r, "path", "") for r in part.router.routes})}}
+        apps |= part.info.get("apps") or {name: {"paths": sorted({path for path, _ in endpoints})}}
     state = {"ready": False}
 
     @contextlib.asynccontextmanager
@@ -424,9 +425,8 @@ def create_app(
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     taken = _endpoints(app.routes)
-    for name, part in zip(names, extra, strict=True):
+    for name, part, mine in zip(names, extra, served, strict=True):
         # A route served already would be shadowed without a word (the first one wins): refused.
-        mine = _endpoints(part.router.routes)
         clash = sorted(mine & taken)
         if clash:
             path, method = clash[0]
