@@ -739,6 +739,12 @@ def test_serve_mounts_the_focus_routes(trained: dict[str, Path], assistant: Focu
         late_end = client.post("/v1/focus/sessions", json={"task": TASK, "until": "tomorrow"})
         # A route's own 422 has the schema's error type (it said "http"); other statuses keep theirs.
         assert late_end.status_code == 422 and late_end.json()["error"]["type"] == "validation"
+        # ... and names its field in details, as the schema's 422 does (it had no details).
+        assert late_end.json()["error"]["details"][0]["field"] == "until"
+        late = client.post("/v1/focus/messages", json={"messages": [{"text": "hello", "time": "not a time"}]})
+        (detail,) = late.json()["error"]["details"]
+        assert late.status_code == 422 and detail["field"] == "messages.0" and detail["type"] == "value_error"
+        assert detail["message"].startswith("has time 'not a time', which is not an ISO")
         assert client.post("/v1/focus/sessions", json={"task": TASK}).status_code == 200
         assert client.post("/v1/focus/sessions", json={"task": TASK}).json()["error"]["type"] == "http"  # a 409
         decisions = client.post("/v1/focus/messages", json={"messages": [{"text": EMERGENCY.text}]}).json()

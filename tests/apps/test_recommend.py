@@ -277,6 +277,7 @@ def test_recommend_route_micro_batches_and_validates(sasrec_dir: Path) -> None:
     assert ok.status_code == 200 and [r["item"] for r in ok.json()["items"]] == runtime.top(user, k=4).items
     assert cold.status_code == 200 and cold.json()["source"] == "history" and "history" in cold.json()["items"][0]
     assert empty.status_code == 422 and "user" in empty.json()["error"]["message"]
+    assert empty.json()["error"]["details"][0]["field"] == "body"  # every 422 has details, a route's own check too
     assert bad_k.status_code == 422
     assert loose.status_code == 422 and "explain" in loose.json()["error"]["message"], loose.json()
     assert numeric.status_code == 200 and numeric.json()["items"] == ok.json()["items"]

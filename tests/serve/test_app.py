@@ -75,28 +75,32 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "message"),
+    ("body", "status", "message", "field"),
     [
-        ({"texts": []}, 422, "give at least one text"),
-        ({"texts": ["a"] * 6}, 422, "6 texts, more than the limit of 5"),
-        ({"text": "   "}, 422, "text is an empty text"),  # named as sent (was "texts[0]")
-        ({"texts": ["ok", ""]}, 422, "texts[1] is an empty text"),
-        ({"texts": ["ok", "\u200b\ufeff\x00"]}, 422, "texts[1] is an empty text (only invisible characters)"),
-        ({"text": "x" * 401}, 422, "text: 401 characters, over the limit of 400"),
-        ({"texts": [1, 2]}, 422, "texts.0: Input should be a valid string"),
-        ({"texts": "one string"}, 422, "texts: Input should be a valid list"),
-        ({}, 422, 'exactly one of "text" or "texts"'),
-        ({"text": "a", "texts": ["b"]}, 422, 'exactly one of "text" or "texts"'),
-        ({"text": "a", "top_k": 0}, 422, "top_k"),
-        ({"text": "a", "top_k": "2"}, 422, "top_k: Input should be a valid integer"),
-        ({"text": "a", "top_k": True}, 422, "top_k: Input should be a valid integer"),
-        ({"text": "a", "colour": "red"}, 422, "colour: Extra inputs are not permitted"),
-        ([1, 2], 422, "Input should be a valid dictionary"),
+        ({"texts": []}, 422, "give at least one text", "texts"),
+        ({"texts": ["a"] * 6}, 422, "6 texts, more than the limit of 5", "texts"),
+        ({"text": "   "}, 422, "text is an empty text", "text"),  # named as sent (was "texts[0]")
+        ({"texts": ["ok", ""]}, 422, "texts[1] is an empty text", "texts.1"),
+        ({"texts": ["ok", "\u200b\ufeff\x00"]}, 422, "texts[1] is an empty text (only invisible characters)",
+         "texts.1"),
+        ({"text": "x" * 401}, 422, "text: 401 characters, over the limit of 400", "text"),
+        ({"texts": [1, 2]}, 422, "texts.0: Input should be a valid string", "texts.0"),
+        ({"texts": "one string"}, 422, "texts: Input should be a valid list", "texts"),
+        ({}, 422, 'exactly one of "text" or "texts"', "body"),
+        ({"text": "a", "texts": ["b"]}, 422, 'exactly one of "text" or "texts"', "body"),
+        ({"text": "a", "top_k": 0}, 422, "top_k", "top_k"),
+        ({"text": "a", "top_k": "2"}, 422, "top_k: Input should be a valid integer", "top_k"),
+        ({"text": "a", "top_k": True}, 422, "top_k: Input should be a valid integer", "top_k"),
+        ({"text": "a", "colour": "red"}, 422, "colour: Extra inputs are not permitted", "colour"),
+        ([1, 2], 422, "Input should be a valid dictionary", "body"),
     ],
 )
-def test_bad_requests_are_clear_4xx(client: TestClient, body: object, status: int, message: str) -> None:
+def test_bad_requests_are_clear_4xx(client: TestClient, body: object, status: int, message: str, field: str) -> None:
     response = client.post("/v1/predict", json=body)
     assert response.status_code == status and message in response.json()["error"]["message"], response.json()
+    # Every 422 names its field in details, the schema's or the route's own check alike, in one syntax.
+    detail = response.json()["error"]["details"][0]
+    assert detail["field"] == field and detail["message"] and detail["message"] in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("route", ["/v1/predict", "/v1/explain"])

@@ -9,6 +9,7 @@ can build it, and the service never imports an app.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,6 +136,29 @@ class RouterSpec:
         return {"factory": self.factory, "options": self.options}
 
 
+# A route's own check names its field first, as the CLI does: "texts[1] is an empty text",
+# "history: 600 items, ...", "until 'tomorrow' is not an ISO time".
+_NAME = r"(?:[A-Za-z_]\w*|\d+)"
+_FIELD = re.compile(rf"({_NAME}(?:\[\d+\]|\.{_NAME})*)(?=: | (?:is|contains|has) | '[^']*' is )")
+
+
+def _field_of(message: str) -> tuple[str, str]:
+    """The request field a validation message starts with, in the schema's dotted form (``texts.1``
+    for ``texts[1]``), and the rest of the message; ``"body"`` and the whole message where it names
+    none (``give a user, a history of item ids, or both``)."""
+    found = _FIELD.match(message)
+    if found is None or found.group(1) == "body":
+        return "body", message.removeprefix("body: ")
+    return re.sub(r"\[(\d+)\]", r".\1", found.group(1)), message[found.end() :].removeprefix(": ").lstrip()
+
+
 def error_response(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
-    """The service's error body: ``{"error": {"type", "message", ...}}``."""
+    """The service's error body: ``{"error": {"type", "message", ...}}``.
+
+    Every 422 carries ``details``, a list of ``{"field", "message", "type"}``: the schema's findings
+    where it refused the request, else one entry for the field the route's own check names.
+    """
+    if status == 422 and "details" not in extra:
+        field, words = _field_of(message)
+        extra["details"] = [{"field": field, "message": words, "type": "value_error"}]
     return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message, **extra}})

@@ -27,6 +27,7 @@ from attend.apps.sqlstore import named_as
 from attend.data.validation import text_problem
 from attend.runtime import TextClassifier
 from attend.serve import Routes
+from attend.serve.routes import error_response
 from attend.serve.schemas import id_text
 
 __all__ = ["EventIn", "IngestResponse", "monitor_router", "served_monitor_router"]
@@ -88,7 +89,7 @@ class IngestResponse(BaseModel):
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"type": "validation", "message": message}})
+    return error_response(status, "validation", message)
 
 
 def monitor_router(
