@@ -112,6 +112,19 @@ def test_capture_is_scoped_to_its_model_and_thread() -> None:
     assert set(cap.by_name()) == {"layers.0", "layers.1", "pool"}
 
 
+def test_captures_left_out_of_order_each_stop() -> None:
+    model, x = TwoLayer().eval(), torch.randn(1, 4, E)
+    first, second = capture_attention(model), capture_attention(model)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    model(x)
+    assert first.records == [] and len(second.weights) == 2
+    second.__exit__(None, None, None)  # restored the tuple from before it: first, recording for ever
+    model(x)
+    assert first.records == [] and len(second.weights) == 2
+
+
 def test_capture_rejects_a_model_without_attention() -> None:
     with pytest.raises(ValueError, match="contains no attend attention modules"):
         capture_attention(nn.Linear(2, 2))

@@ -94,6 +94,8 @@ def test_bad_input_names_the_shapes(kwargs: dict, message: str) -> None:
     [
         ({"embed_dim": 10, "num_heads": 3}, "embed_dim=10 is not divisible by num_heads=3"),
         ({"embed_dim": 0, "num_heads": 1}, "must be positive"),
+        ({"num_heads": 2.0}, "num_heads=2.0 must be an integer"),  # it failed inside torch.empty
+        ({"head_dim": True}, "head_dim=True must be an integer"),
         ({"dropout": 1.5}, "dropout=1.5"),
         ({"attention": "sparse"}, "unknown attention='sparse'"),
         ({"attention": "local"}, "needs window="),

@@ -189,6 +189,29 @@ def test_dropout_only_in_training() -> None:
     assert not torch.allclose(a, c)
 
 
+def test_self_attention_runs_its_projection_modules_where_they_are_more_than_a_weight() -> None:
+    """The packed q/k/v product skipped the modules: a hook or an adapter worked on cross-attention only."""
+
+    class Adapter(nn.Linear):  # a LoRA-style subclass: its output is more than x @ W.T + b
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) + 1.0
+
+    attention, x = MultiHeadAttention(E, H).eval(), torch.randn(B, 5, E)
+    plain, _ = attention(x)
+    seen: list[str] = []
+    handle = attention.k_proj.register_forward_hook(lambda module, args, out: seen.append("k") or out * 2)
+    hooked, _ = attention(x)
+    assert seen == ["k"] and torch.allclose(hooked, attention(x, x.clone())[0], atol=1e-6)
+    assert not torch.allclose(hooked, plain, atol=1e-3)
+    handle.remove()
+    assert torch.equal(attention(x)[0], plain)  # back on the packed path
+    adapter = Adapter(E, E)
+    adapter.load_state_dict(attention.v_proj.state_dict())
+    attention.v_proj = adapter
+    adapted, _ = attention(x)
+    assert torch.allclose(adapted, attention(x, x.clone())[0], atol=1e-6) and not torch.allclose(adapted, plain)
+
+
 def test_packed_projection_cache_follows_weight_updates() -> None:
     """Inference caches the packed q/k/v weight; changing a parameter must invalidate it."""
     ours = MultiHeadAttention(E, H).eval()

@@ -255,3 +255,9 @@ def test_a_cache_is_refused_where_it_cannot_be_exact() -> None:
     with pytest.raises(ValueError, match=r"is_causal with a static \(cross-attention\) cache"):
         attention(torch.randn(1, 1, 16), torch.randn(1, 5, 16), is_causal=True, cache=cross)
     assert not cross.filled  # refused before anything was cached
+    # A self-attention cache of another batch: the module's own words (torch.cat's had come first).
+    appended = KeyValueCache()
+    attention(torch.randn(2, 3, 16), cache=appended, is_causal=True)
+    with pytest.raises(ValueError, match="the cache holds 2 rows but the query has batch 1; reorder it first"):
+        attention(torch.randn(1, 1, 16), cache=appended, is_causal=True)
+    assert appended.length == 3  # nothing appended by the refused call

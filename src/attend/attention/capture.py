@@ -139,7 +139,10 @@ class AttentionCapture:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._token is not None
-        _ACTIVE.reset(self._token)
+        # This capture alone stops, in whatever order captures are left: resetting the token would
+        # restore the tuple from before it was entered, with a capture left since then (enter a,
+        # enter b, exit a, exit b had kept a recording for ever).
+        _ACTIVE.set(tuple(c for c in _ACTIVE.get() if c is not self))
         self._token = None
 
 

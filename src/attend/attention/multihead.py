@@ -19,6 +19,7 @@ records the remaining heads rebuilds a pruned model.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -117,6 +118,9 @@ class MultiHeadAttention(Recordable, nn.Module):
         score_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        for name, value in (("embed_dim", embed_dim), ("num_heads", num_heads), ("head_dim", head_dim)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise ValueError(f"{name}={value!r} must be an integer")
         if embed_dim <= 0 or num_heads <= 0:
             raise ValueError(f"embed_dim={embed_dim} and num_heads={num_heads} must be positive")
         if head_dim is None and embed_dim % num_heads:
@@ -308,12 +312,20 @@ class MultiHeadAttention(Recordable, nn.Module):
         return weight, bias
 
     def _packable(self) -> bool:
-        """Whether the q/k/v projections are plain weight tensors that can be concatenated.
+        """Whether the q/k/v projections are plain ``nn.Linear`` layers whose weights can be concatenated.
 
-        Dynamically quantised projections (``torch.ao`` int8 ``Linear``) keep packed int8
-        weights behind a method instead; they run as three separate (quantised) products.
+        Anything that makes a projection more than its weight runs the three modules themselves,
+        as cross-attention does: a subclass (a LoRA-style adapter), a forward hook or pre-hook on
+        one of them or on every module (activation inspection, steering, ``torch.nn.utils.prune``).
+        Dynamically quantised projections (``torch.ao`` int8 ``Linear``) keep packed int8 weights
+        behind a method instead; they run as three separate (quantised) products.
         """
-        return all(isinstance(p.weight, Tensor) for p in (self.q_proj, self.k_proj, self.v_proj))
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        if any(type(p) is not nn.Linear or p._forward_hooks or p._forward_pre_hooks for p in projections):
+            return False
+        module_hooks = torch.nn.modules.module
+        return not (getattr(module_hooks, "_global_forward_hooks", None)
+                    or getattr(module_hooks, "_global_forward_pre_hooks", None))  # fmt: skip
 
     @torch.no_grad()
     def prune_heads(self, heads: Iterable[int]) -> None:
@@ -522,6 +534,9 @@ class MultiHeadAttention(Recordable, nn.Module):
             key = query if key is None else key
             value = key if value is None else value
             self._check_inputs(query, key, value)
+            if cache.key is not None and cache.key.shape[0] != batch:  # checked before torch.cat would fail on it
+                raise ValueError(f"the cache holds {cache.key.shape[0]} rows but the query has batch {batch}; "
+                                 "reorder it first")  # fmt: skip
             k, v = cache.update(self._split_heads(self.k_proj(key)), self._split_heads(self.v_proj(value)))
         if k.shape[0] != batch:
             raise ValueError(f"the cache holds {k.shape[0]} rows but the query has batch {batch}; reorder it first")
