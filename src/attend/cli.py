@@ -525,7 +525,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             print(displayable(f"{exp.text}\n  -> {exp.label} (p={exp.probability:.3f}), {exp.method}{read}"
                               + (f", explaining {exp.target} (p={exp.explained_probability:.3f})"
                                  if exp.target != exp.label else "")))  # fmt: skip
-            print(displayable("  " + "  ".join(f"{token} {value:.3f}" for token, value in top_tokens(exp, args.top))))
+            print(displayable("  " + "  ".join(f"{token} {value:.3f}" for token, value in
+                                           top_tokens(exp, args.top, mark_unknown=True))))
             if exp.truncated:
                 print("  (truncated to the model's maximum length)")
             if exp.note:  # what --json and --html say too (an unreadable text's guess, a model with no layers)

@@ -199,6 +199,10 @@ def test_tokens_are_shown_as_the_text_spells_them_combining_marks_included() -> 
     shown = {token for token, _ in top_tokens(exp, 20)}
     assert ("KETTLE" in shown or "##TLE" in " ".join(shown)) and "[UNK]" not in shown
     assert any("\u0301" in token for token in exp.display_tokens())
+    # Marked where asked (the CLI's text output): the text's characters, then what the model read instead.
+    (unread,) = explain(predictor, ["Great \u9f98 film"], "rollout")
+    marked = [token for token, _ in top_tokens(unread, 20, mark_unknown=True)]
+    assert "\u9f98[UNK]" in marked and "Great" in marked
 
 
 def test_a_text_the_model_cannot_read_says_its_explanation_is_a_guess() -> None:

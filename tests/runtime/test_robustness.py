@@ -134,6 +134,14 @@ def test_a_perturbation_that_changes_no_text_is_said_to(classifier: TextClassifi
     table = format_robustness(report)
     (note,) = [line for line in table.splitlines() if "changed no text here" in line]
     assert "casing" in note and "typos" in note and "swap" not in note
+    # Nor can the attack change a Chinese text: its 0% said "perfectly robust" beside no note.
+    labels = [classifier.predict([text])[0] for text in texts]
+    attacked = robustness(classifier, texts, labels, attack_examples=4)["attack"]
+    assert attacked["attacked"] == attacked["unattackable"] == 4 and attacked["success_rate"] == 0.0
+    assert "none of them had a word with a substitute" in format_robustness({**report, "attack": attacked})
+    mixed = robustness(classifier, [*texts, "a great film"], [*labels, "pos"], attack_examples=5)["attack"]
+    assert mixed["unattackable"] == 4 and "(4 of them had no word with a substitute" in format_robustness(
+        {**report, "attack": mixed})
 
 
 def test_noise_keeps_spacing_and_a_word_and_splits_cjk_by_character() -> None:

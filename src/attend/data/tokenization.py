@@ -348,6 +348,14 @@ class TextTokenizer:
             None if special else offset
             for special, offset in zip(encoding.special_tokens_mask, encoding.offsets, strict=True)
         ]
+        # SentencePiece's word-start mark as a piece of its own where no space precedes the word (a
+        # text's first word, a CJK text): tokenizers gives it the first character of the piece after
+        # it, which would show that character twice and credit it with the mark's importance. It
+        # covers no character of the text.
+        for i, token in enumerate(encoding.tokens[:-1]):
+            span, after = spans[i], spans[i + 1]
+            if token == "\u2581" and span is not None and after is not None and after[0] == span[0] < after[1]:
+                spans[i] = (span[0], span[0])
         return self._truncate(spans)  # type: ignore[arg-type]
 
     def _truncate(self, row: list[int]) -> list[int]:

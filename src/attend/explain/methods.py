@@ -919,10 +919,19 @@ def _explain_combined(
     return results
 
 
-def top_tokens(explanation: Explanation, k: int = 5) -> list[tuple[str, float]]:
+#: The unknown piece of WordPiece (BERT) and SentencePiece vocabularies, every registered text model's.
+_UNKNOWN_TOKENS = frozenset({"[UNK]", "<unk>"})
+
+
+def top_tokens(explanation: Explanation, k: int = 5, *, mark_unknown: bool = False) -> list[tuple[str, float]]:
     """The ``k`` most important text tokens with their scores, most important first, as the text
-    spells them (:meth:`Explanation.display_tokens`: original case, not ``[UNK]``)."""
+    spells them (:meth:`Explanation.display_tokens`: original case, not ``[UNK]``); with
+    ``mark_unknown``, the characters the model read as its unknown piece are followed by it
+    (``精[UNK]``): the text shows them, the model did not see them."""
     shown = explanation.display_tokens()
+    if mark_unknown:
+        shown = [f"{text}{token}" if token in _UNKNOWN_TOKENS and text != token else text
+                 for text, token in zip(shown, explanation.tokens, strict=True)]  # fmt: skip
     pairs = [(t, v) for t, v, s in zip(shown, explanation.importance, explanation.special, strict=True) if not s]
     return sorted(pairs, key=lambda p: -p[1])[: max(0, k)]
 

@@ -69,6 +69,8 @@ class Attack:
             ``success``.
         success: The predicted label changed within the budget.
         words_changed: Words substituted.
+        words_tried: Words that had a substitute to try (0: nothing could be attacked, e.g. a
+            Chinese text, whose characters have no WordNet synonym or keyboard typo).
         words: Words in ``text`` (as :func:`attend.data.noise.split_words` counts them).
         probability: The true label's probability on ``text``.
         adversarial_probability: The true label's probability on ``adversarial``.
@@ -81,6 +83,7 @@ class Attack:
     predicted: str
     success: bool
     words_changed: int
+    words_tried: int
     words: int
     probability: float
     adversarial_probability: float
@@ -99,6 +102,7 @@ class _InPlay:
     order: list[int] = field(default_factory=list)
     next: int = 0
     changed: int = 0
+    tried: int = 0
     predicted: int = -1
     done: bool = False
     success: bool = False
@@ -184,6 +188,7 @@ def _next_word(example: _InPlay, seed: int) -> tuple[int, list[str]] | None:
         j = example.order[example.next]
         options = _candidates(example.words[j], seed=seed, index=example.index, position=j)
         if options:
+            example.tried += 1
             return j, options
         example.next += 1
     example.done = True
@@ -255,6 +260,7 @@ def _attack(
             predicted=labels[example.predicted if example.changed else example.target],
             success=example.success,
             words_changed=example.changed,
+            words_tried=example.tried,
             words=len(example.words),
             probability=float(probs[example.index, example.target]),
             adversarial_probability=example.probability,
@@ -337,11 +343,12 @@ def robustness(
 
     Returns:
         ``{"clean", "perturbations": {name: accuracy}, "changed": {name: share of the texts the
-        perturbation changed}, "attack": {"success_rate", "attacked", "mean_words_changed", "budget",
-        "examples" (``attack_examples``)},
+        perturbation changed}, "attack": {"success_rate", "attacked", "unattackable", "mean_words_changed",
+        "budget", "examples" (``attack_examples``)},
         "examples", "rows"}``. ``success_rate`` is successes /
-        attacked (None when nothing was attacked); ``mean_words_changed`` is over successes (None
-        without any).
+        attacked (None when nothing was attacked); ``unattackable`` counts the attacked examples
+        with no word that has a substitute (a success rate over them says nothing of robustness);
+        ``mean_words_changed`` is over successes (None without any).
 
     Raises:
         ValueError: a multi-label or non-classifier model, no texts, texts and labels of
@@ -376,6 +383,7 @@ def robustness(
         "attack": {
             "success_rate": len(successes) / len(attacks) if attacks else None,
             "attacked": len(attacks),
+            "unattackable": sum(a.words_tried == 0 for a in attacks),
             "mean_words_changed": float(np.mean([a.words_changed for a in successes])) if successes else None,
             "budget": attack_budget,
             "examples": attack_examples,  # asked for: 0 is no attack, not an attack that found nothing to attack
@@ -522,4 +530,11 @@ def format_robustness(report: dict[str, Any]) -> str:
         changed = f", changing {words:.2f} words on average" if words is not None else ""
         lines.append(f"\ngreedy word substitution ({budget}):\n  success rate {100 * attack['success_rate']:.1f}% "
                      f"of {attack['attacked']} correctly classified examples{changed}")  # fmt: skip
+        why = "e.g. Chinese characters have no WordNet synonym or keyboard typo"
+        if (unattackable := attack.get("unattackable")) and unattackable == attack["attacked"]:
+            lines.append(f"  (none of them had a word with a substitute to try ({why}): nothing could be changed, "
+                         "so this rate is no measure of robustness)")  # fmt: skip
+        elif unattackable:
+            lines.append(f"  ({unattackable} of them had no word with a substitute to try ({why}) and count as "
+                         "not flipped)")  # fmt: skip
     return "\n".join(lines)
