@@ -388,6 +388,12 @@ def test_bm25_scores_and_term_contributions_match_rank_bm25() -> None:
     assert not lexical.scores("the of and").any()  # stop words only: no term, no score
     # A repeated word counts once: repeating a question cannot push its score past the hand-off threshold.
     np.testing.assert_allclose(lexical.scores("hold package " * 50), lexical.scores("hold package"))
+    # Full-width letters are the same term (a Chinese keyboard types them): "no word occurs" had been said.
+    wide = "用ＰａｙＰａｌ付款"
+    paid = Lexical(["PayPal付款多久到账", "付款失败怎么办"])
+    np.testing.assert_allclose(paid.scores(wide), paid.scores("用PayPal付款"))
+    first, _ = paid.contributions(wide, 0)[0]
+    assert (first.term, wide[first.start : first.end]) == ("paypal", "ＰａｙＰａｌ")
 
 
 def test_fusion_rules_and_the_weight_search() -> None:

@@ -164,6 +164,14 @@ def test_bytes_that_are_not_utf8_are_replaced_not_fatal(tmp_path: Path) -> None:
     csv_path.write_bytes(b"text,sender\nnaive,Bob\n")
     assert "not_utf8" not in read_messages_report(csv_path)[1]
     assert read_messages_report(io.BytesIO(b'{"text": "caf\xe9"}\n{"text": "ok"}\n'))[1]["not_utf8"] == 1
+    # UTF-16 (Excel's "Unicode text") is refused as the labelled-data readers refuse it: it had been
+    # "line 1 is not valid JSON", or a CSV header "with no column 'text'".
+    for wide in (tmp_path / "u16.jsonl", tmp_path / "u16.csv"):
+        wide.write_bytes(('{"text": "第三季度"}\n' if wide.suffix == ".jsonl" else "text\n第三季度\n").encode("utf-16"))
+        with pytest.raises(MessageError, match=rf"{wide.name} is UTF-16 text .*; re-save it as UTF-8"):
+            read_messages(wide)
+    with pytest.raises(MessageError, match=r"<stream> is UTF-16 text"):
+        read_messages(io.BytesIO('{"text": "x"}\n'.encode("utf-16")))
 
 
 def test_duplicate_ids_are_an_error_naming_both_lines(tmp_path: Path) -> None:

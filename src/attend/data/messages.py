@@ -609,15 +609,20 @@ def _check_max_chars(max_chars: int) -> None:
         raise ValueError(f"max_chars must be a positive integer, not {max_chars!r}")
 
 
-def _decoded(lines: Iterable[str | bytes], stats: dict[str, int] | None = None) -> Iterator[str]:
+def _decoded(
+    lines: Iterable[str | bytes], stats: dict[str, int] | None = None, name: str = "<stream>"
+) -> Iterator[str]:
     """Lines as text, a leading byte-order mark dropped and bytes that are not UTF-8 replaced.
 
     A byte that is not UTF-8 becomes U+FFFD rather than an error (unlike the strict readers of
     labelled data): an export with one mis-encoded character should still be triaged, and the
     models read a replaced character fine. Lines so read are counted in ``stats["not_utf8"]``,
-    for the caller to say so.
+    for the caller to say so. A UTF-16 file (Excel's "Unicode text") is refused, as the readers of
+    labelled data refuse it: every character of it would be read wrong, not one.
     """
     for number, line in enumerate(lines):
+        if isinstance(line, bytes) and number == 0 and line.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise MessageError(f"{name} is UTF-16 text (it starts with a UTF-16 byte-order mark); re-save it as UTF-8")
         if isinstance(line, bytes):
             encoding = "utf-8-sig" if number == 0 else "utf-8"
             try:
@@ -633,7 +638,7 @@ def _decoded(lines: Iterable[str | bytes], stats: dict[str, int] | None = None) 
 
 def _file_lines(path: Path, stats: dict[str, int] | None = None) -> Iterator[str]:
     with open_data_bytes(path) as handle:  # a .jsonl.gz, .csv.bz2, ... decompressed as it is read
-        yield from _decoded(handle, stats)
+        yield from _decoded(handle, stats, str(path))
 
 
 def _jsonl_records(name: str, lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -855,7 +860,7 @@ def _read(source: Any, fmt: str | None, max_chars: int, stats: dict[str, Any]) -
         fmt = "jsonl" if fmt is None else _check_format(fmt)
         if fmt not in _STREAM_FORMATS:
             raise MessageError(f"{name}: a stream can be read as {', '.join(_STREAM_FORMATS)}, not {fmt}")
-        reads = _read_rows(name, _decoded(stream, stats), fmt, max_chars)
+        reads = _read_rows(name, _decoded(stream, stats, name), fmt, max_chars)
     try:
         for read in reads:
             stats["truncated"] += read.message.truncated

@@ -2,7 +2,9 @@
 
 Terms are lower-cased words minus English stop words (scikit-learn's generic list) and, for CJK
 text, character unigrams and bigrams, since Chinese and Japanese have no spaces to split words at.
-Every term keeps its character span, so a match can be shown in the user's own text.
+Each term is NFKC-normalised, as the classifiers' tokenizers normalise text, so full-width
+``ＰａｙＰａｌ`` and ``PayPal`` (or a CJK compatibility ideograph and its unified form) are one
+term. Every term keeps its character span, so a match can be shown in the user's own text.
 
 BM25 is Okapi BM25 as ``rank_bm25`` implements it (k1=1.5, b=0.75). The index is rebuilt from
 the FAQ's texts when an index is opened (a few milliseconds for a thousand entries), so nothing but
@@ -12,6 +14,7 @@ JSON and safetensors is ever stored.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,13 +42,13 @@ def term_spans(text: str) -> list[Term]:
 
     found = []
     for match in _LATIN_WORD.finditer(text):
-        word = match.group().lower()
+        word = unicodedata.normalize("NFKC", match.group()).lower()
         if word not in ENGLISH_STOP_WORDS:
             found.append(Term(word, match.start(), match.end()))
     for run in _CJK_RUN.finditer(text):
-        start, chars = run.start(), run.group()
+        start, chars = run.start(), [unicodedata.normalize("NFKC", c) for c in run.group()]
         found.extend(Term(c, start + i, start + i + 1) for i, c in enumerate(chars))
-        found.extend(Term(chars[i : i + 2], start + i, start + i + 2) for i in range(len(chars) - 1))
+        found.extend(Term(chars[i] + chars[i + 1], start + i, start + i + 2) for i in range(len(chars) - 1))
     return sorted(found, key=lambda t: (t.start, t.end))
 
 
