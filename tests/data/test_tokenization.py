@@ -145,6 +145,15 @@ def test_kana_keep_their_voicing_and_an_unknown_one_costs_only_itself() -> None:
     assert unseen.count("[UNK]") == 1 and "チ" in unseen and "ム" in unseen
 
 
+def test_an_emoji_glued_to_a_word_is_a_word_of_its_own() -> None:
+    """``Wow😀`` was one pre-token, which WordPiece (no ``##😀``) made a single [UNK] though both were known."""
+    tok = TextTokenizer.train(["wow 😀 nice 👍🏽 ok ❤️"] * 3, vocab_size=200, min_frequency=1)
+    assert tok.tokenizer.encode("Wow😀nice👍🏽").tokens[1:-1] == tok.tokenizer.encode("wow 😀 nice 👍🏽").tokens[1:-1]
+    assert "[UNK]" not in tok.tokenizer.encode("ok❤️wow").tokens
+    words = [word for word, _ in tok.tokenizer.pre_tokenizer.pre_tokenize_str("fam👨\u200d👩\u200d👧!")]
+    assert words == ["fam", "👨\u200d👩\u200d👧", "!"]  # a joined family stays one emoji
+
+
 def test_full_width_letters_are_their_ascii_and_latin_accents_still_go() -> None:
     tok = TextTokenizer.train(["cpu 和 xp 系统", "cafe viet", "ελα"] * 3, vocab_size=200, min_frequency=1)
     assert tok.tokenizer.encode("ＣＰＵ和ＸＰ").tokens[1:-1] == ["cpu", "和", "xp"]

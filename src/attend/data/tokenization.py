@@ -106,6 +106,11 @@ def encode_start(tokenizer: Tokenizer, texts: Sequence[str], keep: int) -> list[
 #: word, which a single unknown character made one [UNK]).
 UNSPACED_SCRIPTS = r"[\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}][\p{Mn}\p{Mc}]*"
 
+#: An emoji with what joins it: a variation selector, a skin tone, more pictographs after a zero-width
+#: joiner. A word of its own wherever it stands: glued to a word (``Wow😀``), BERT's pre-tokenizer
+#: took both for one word, which WordPiece, finding no ``##😀``, made one [UNK].
+EMOJI = r"\p{Extended_Pictographic}(?:[\x{FE0F}\x{1F3FB}-\x{1F3FF}]|\x{200D}\p{Extended_Pictographic})*"
+
 
 def _normalizer(lowercase: bool) -> Any:
     """How a trained vocabulary's texts are normalised: NFKC (full-width ``ＣＰＵ`` is ``CPU``,
@@ -122,8 +127,10 @@ def _normalizer(lowercase: bool) -> Any:
 
 
 def _pre_tokenizer() -> Any:
-    """BERT's split at spaces and punctuation, after one at each character of :data:`UNSPACED_SCRIPTS`."""
+    """BERT's split at spaces and punctuation, after one at each character of :data:`UNSPACED_SCRIPTS`
+    and at each :data:`EMOJI`. A vocabulary keeps the splitter it was trained with (``tokenizer.json``)."""
     return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(UNSPACED_SCRIPTS), behavior="isolated"),
+                                    pre_tokenizers.Split(Regex(EMOJI), behavior="isolated"),
                                     pre_tokenizers.BertPreTokenizer()])  # fmt: skip
 
 
