@@ -262,6 +262,11 @@ def test_macro_averages_cover_the_labels_present_and_name_the_absent_ones() -> N
     assert wrong["averaged_labels"] == 3 and wrong["macro_f1"] == pytest.approx(1 / 3)
     multi = classification_metrics([[1, 0, 0], [1, 0, 0]], [[1, 0, 0], [1, 0, 0]], labels[:3])
     assert multi["macro_f1"] == 1.0 and multi["absent_labels"] == ["b", "c"]
+    # Chinese labels take two columns a character: the figures stay under their headings.
+    table = format_report(classification_metrics([0, 1, 2], [0, 1, 2], ["体育", "科技新闻", "x"])).splitlines()[1:]
+    from attend.data.validation import display_width
+
+    assert len({display_width(line) for line in table}) == 1, table  # each row as wide as the header
 
 
 @pytest.mark.parametrize(

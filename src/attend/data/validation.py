@@ -9,7 +9,16 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence, Set
 
-__all__ = ["PAGE_POLICY", "displayable", "is_missing_number", "page_text", "text_problem", "validate_texts"]
+__all__ = [
+    "PAGE_POLICY",
+    "display_width",
+    "displayable",
+    "is_missing_number",
+    "padded",
+    "page_text",
+    "text_problem",
+    "validate_texts",
+]
 
 #: Bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): shown in a page
 #: or a terminal, one reverses what follows it beyond the user's own text (numbers, labels, the
@@ -22,6 +31,23 @@ def displayable(text: str) -> str:
     """``text`` as it may be shown in a page or printed to a terminal: bidirectional controls
     dropped, other control characters shown as U+FFFD (the model still reads the text as given)."""
     return _UNSHOWABLE.sub(lambda m: "" if "\u202a" <= m.group(0) <= "\u2069" else "\ufffd", text)
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: two for a wide or full-width character (CJK, kana, hangul),
+    none for a combining mark or format character, one for the rest."""
+    def columns(c: str) -> int:
+        if unicodedata.combining(c) or unicodedata.category(c) == "Cf":
+            return 0
+        return 2 if unicodedata.east_asian_width(c) in "WF" else 1
+
+    return sum(columns(c) for c in text)
+
+
+def padded(text: str, width: int) -> str:
+    """``text`` followed by spaces up to ``width`` terminal columns (``f"{text:<{width}}"`` counts
+    characters, so a column of Chinese labels pushed the figures after it out of line)."""
+    return text + " " * max(0, width - display_width(text))
 
 
 #: The policy of a script-free page (the dashboards): nothing loads or runs but its own inline
