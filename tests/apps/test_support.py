@@ -530,6 +530,9 @@ def test_a_question_the_encoder_cannot_read_is_answered_lexically(index: Support
     reply = index.ask("dpkg 软件包 保持 hold")
     assert reply["retrieval"]["mode"] == "bm25" and "this question" in reply["retrieval"]["note"]
     assert reply["answers"][0]["question"] == "How do I put a package on hold?"
+    # No intent from embeddings of unknown pieces (a Chinese question's had contradicted its answer).
+    assert reply["intent"]["label"] is None and reply["intent"]["probability"] is None
+    assert "cannot read" in reply["intent"]["note"] and index.ask("dpkg hold")["intent"]["label"] is not None
 
 
 def test_faq_bad_input_duplicates_stop_words_and_long_questions(index: SupportIndex, tmp_path: Path) -> None:

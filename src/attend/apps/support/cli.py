@@ -32,7 +32,8 @@ def format_build(report: dict[str, Any]) -> str:
     intents = report.get("intents")
     if intents:
         accuracy = intents["cv_accuracy"]
-        scored = f", {intents['cv_folds']}-fold accuracy {accuracy:.2f}" if accuracy is not None else ""
+        single = ", no cross-validated accuracy (an intent has a single question: none can be held out)"
+        scored = f", {intents['cv_folds']}-fold accuracy {accuracy:.2f}" if accuracy is not None else single
         lines.append(f"intents: {len(intents['labels'])} labels from {intents['examples']} questions{scored} "
                      f"({intents['method']})")  # fmt: skip
         if intents.get("note"):
@@ -71,7 +72,9 @@ def format_answer(reply: dict[str, Any], *, width: int = 100) -> str:
     if len(answers) > 1:
         lines.append("other matches:")
         lines.extend(f"  {rank}. ({a['score']:.2f}) {a['question']}" for rank, a in enumerate(answers[1:], start=2))
-    if reply.get("intent"):
+    if reply.get("intent") and reply["intent"]["label"] is None:
+        lines.append(f"intent: none ({reply['intent']['note'].removeprefix('no intent: ')})")
+    elif reply.get("intent"):
         lines.append(f"intent: {reply['intent']['label']} (p={reply['intent']['probability']:.2f})")
     if reply.get("words"):
         shown = ", ".join(f"{w['word']} {w['weight']:.2f}" for w in reply["words"][:6])

@@ -549,7 +549,8 @@ def build_index(
             if not chosen.dense_readable:  # ranking fell back to BM25; the intents have no lexical side
                 intent_info["note"] = (f"the encoder cannot read {chosen.unknown_share:.1%} of this FAQ's word pieces, "
                                        "and the intents are learnt from its embeddings: read their accuracy before "
-                                       "trusting them (or build with --no-intents)")  # fmt: skip
+                                       "trusting them (or build with --no-intents); a question it cannot read is "
+                                       "given no intent")  # fmt: skip
 
     config = {
         "task": INDEX_FORMAT,
@@ -778,7 +779,7 @@ class SupportIndex:
         return {
             "question": question,
             "answers": answers,
-            "intent": self._intent(vector),
+            "intent": self._intent(vector, question),
             "words": words,
             "answer_words": answer_words,
             "retrieval": {"mode": mode, "note": note, "reranked": reranked},
@@ -847,10 +848,18 @@ class SupportIndex:
 
         return score
 
-    def _intent(self, vector: Tensor) -> dict[str, Any] | None:
+    def _intent(self, vector: Tensor, question: str) -> dict[str, Any] | None:
+        """The question's intent; None without intents; no label where the encoder cannot read the
+        question: the intents are learnt from its embeddings, which for such a question are noise
+        (a Chinese question had been given an intent that contradicted the answer beside it)."""
         labels = self.intent_labels
         if not labels:
             return None
+        unknown = self.encoder.unknown_share([question])[0]
+        if unknown > MAX_UNKNOWN:
+            return {"label": None, "probability": None,
+                    "note": f"no intent: the encoder cannot read {unknown:.0%} of this question's word pieces, and "
+                            "the intents are learnt from its embeddings"}  # fmt: skip
         probs = torch.softmax(vector @ self.tensors["intent_weight"].T + self.tensors["intent_bias"], -1)[0]
         best = int(probs.argmax())
         return {"label": labels[best], "probability": round(float(probs[best]), 4)}

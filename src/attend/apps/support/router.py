@@ -54,8 +54,9 @@ class Answer(BaseModel):
 
 
 class Intent(BaseModel):
-    label: str
-    probability: float
+    label: str | None = Field(description="None where the encoder cannot read the question (see note).")
+    probability: float | None
+    note: str | None = None
 
 
 class Word(BaseModel):
