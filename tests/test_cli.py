@@ -394,3 +394,15 @@ def test_a_ctrl_c_after_the_command_finished_breaks_nothing() -> None:
               "code = main()\nos.kill(os.getpid(), signal.SIGINT)\nprint('finished', code, file=sys.stderr)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "finished 0" in done.stderr and "KeyboardInterrupt" not in done.stderr
+
+
+def test_an_unrecognised_argument_is_shown_with_its_verbs_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    """`attend recommend evaluate DIR other.csv` had printed `usage: attend [-h] [--version] VERB ...`."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["recommend", "evaluate", "some_dir", "other.csv"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "usage: attend recommend evaluate" in err
+    assert "attend recommend evaluate: error: unrecognized arguments: other.csv" in err
+    with pytest.raises(SystemExit):
+        main(["datasets", "--bogus"])
+    assert "attend datasets: error: unrecognized arguments: --bogus" in capsys.readouterr().err

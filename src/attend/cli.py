@@ -1194,6 +1194,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _innermost(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The (sub)parser of the deepest verb named in ``argv``: ``attend recommend evaluate ...``'s."""
+    for token in argv:
+        verbs = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if verbs is not None and token in verbs.choices:
+            parser = verbs.choices[token]
+    return parser
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -1201,8 +1210,8 @@ def _main(argv: Sequence[str] | None) -> int:
     # (`attend explain DIR --method flow "some text"`): such leftovers are texts too.
     if extra and isinstance(getattr(args, "texts", None), list) and not any(e.startswith("-") for e in extra):
         args.texts = [*args.texts, *extra]
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    elif extra:  # with the usage of the verb given (`attend recommend evaluate`), not of `attend`
+        _innermost(parser, sys.argv[1:] if argv is None else argv).error(f"unrecognized arguments: {' '.join(extra)}")
     # SIGTERM stops a verb as Ctrl-C does: `interrupted`, exit 130, what was written kept (`predict
     # --resume` continues it); train, serve and monitor install their own handling within.
     with sigterm_as_ctrl_c():

@@ -105,6 +105,11 @@ def test_top_k_excludes_the_history_cold_start_and_popularity_fallback(sasrec_di
     assert "warning" in cold.to_dict()
     unknown = runtime.top("nobody", k=3)
     assert unknown.source == "popularity" and "most popular" in unknown.note
+    # A blank id is no user of any log (training refuses one): it had been answered as an unknown user.
+    with pytest.raises(ValueError, match=r"user ' ' is empty"):
+        runtime.top(" ", k=3)
+    with pytest.raises(ValueError, match=r"requests\[1\]: user '' is empty"):
+        runtime.top_many([{"user": user}, {"user": ""}])
     # A longer list starts with the shorter one, ties included (equally popular items in item order).
     assert runtime.top("nobody", k=len(runtime.item_ids)).items[:3] == unknown.items
     runtime.popularity = torch.ones_like(runtime.popularity)  # every item tied
@@ -270,6 +275,7 @@ def test_recommend_route_micro_batches_and_validates(sasrec_dir: Path) -> None:
         loose = client.post("/v1/recommend", json={"user": user, "explain": "yes"})  # was read as true
         numeric = client.post("/v1/recommend", json={"user": int(user), "k": 4})  # MovieLens ids are numbers
         nothing_yet = client.post("/v1/recommend", json={"history": [], "k": 3})  # as top(history=[]): popularity
+        blank = client.post("/v1/recommend", json={"user": "", "k": 2})  # was a 200 of popular items
         lone = [client.post("/v1/recommend", content=json.dumps(body), headers={"content-type": "application/json"})
                 for body in ({"user": "\ud800"}, {"history": [runtime.item_ids[10], "\udfff"], "explain": True})]
         info = client.get("/v1/model").json()
@@ -278,6 +284,7 @@ def test_recommend_route_micro_batches_and_validates(sasrec_dir: Path) -> None:
     assert cold.status_code == 200 and cold.json()["source"] == "history" and "history" in cold.json()["items"][0]
     assert empty.status_code == 422 and "user" in empty.json()["error"]["message"]
     assert empty.json()["error"]["details"][0]["field"] == "body"  # every 422 has details, a route's own check too
+    assert blank.status_code == 422 and blank.json()["error"]["details"][0]["field"] == "user"
     assert bad_k.status_code == 422
     assert loose.status_code == 422 and "explain" in loose.json()["error"]["message"], loose.json()
     assert numeric.status_code == 200 and numeric.json()["items"] == ok.json()["items"]
@@ -504,8 +511,11 @@ def test_fewer_items_than_asked_and_popularity_scores_are_said(sasrec_dir: Path)
     history = runtime.item_ids[1:4]
     answer = runtime.top(history=history, k=n + 50)
     assert len(answer.items) == n - 3  # a k past the catalogue had returned fewer in silence
-    assert answer.note == (f"{n - 3} items, not {n + 50}: the catalogue has {n}, and the other 3 are already rated or "
-                           "in the history")  # fmt: skip
+    # SASRec has no ratings: its note said "already rated", and explain gave a "rated" beside in_history.
+    assert answer.note == (f"{n - 3} items, not {n + 50}: the catalogue has {n}, and the other 3 are already in the "
+                           "log or history")  # fmt: skip
+    assert "rated" not in runtime.explain(history=history, item=history[0]) and "in_history" in runtime.explain(
+        history=history, item=history[0])
     popular = runtime.top("nobody", k=n + 1)
     assert "score: the item's interactions in the training log, not the model's score" in (popular.note or "")
     assert popular.note.endswith(f"; {n} items, not {n + 1}: the whole catalogue")  # type: ignore[union-attr]

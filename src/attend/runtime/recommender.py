@@ -193,12 +193,13 @@ class Recommender(Runtime):
         """Answer many ``{"user", "history", "k"}`` requests with one scoring pass.
 
         Raises:
-            ValueError: a ``k`` that is not a whole number of at least 1, or a history that is one
-                string (not a list of ids); naming the request.
+            ValueError: a ``k`` that is not a whole number of at least 1, a blank user id, or a
+                history that is one string (not a list of ids); naming the request.
         """
         for i, request in enumerate(requests):
             try:
                 check_count("k", request.get("k", 10))
+                _user_id(request.get("user"))
             except ValueError as exc:
                 raise ValueError(f"requests[{i}]: {exc}") from None
         requests = [{**r, "user": _user_id(r.get("user"))} for r in requests]
@@ -217,10 +218,11 @@ class Recommender(Runtime):
                 top = _top(values, min(k, int(torch.isfinite(values).sum())))
                 items = [self.item_ids[j] for j in top.indices.tolist()]
                 source = "user" if index is not None else "history"
-                note = None if items else "every item of the catalogue is already rated or in the history: none left"
+                had = "already rated or in the history" if self.kind == "din" else "already in the log or history"
+                note = None if items else f"every item of the catalogue is {had}: none left"
                 if items and len(items) < k:
                     note = (f"{len(items)} items, not {k}: the catalogue has {self.num_items}, and the other "
-                            f"{self.num_items - len(items)} are already rated or in the history")  # fmt: skip
+                            f"{self.num_items - len(items)} are {had}")  # fmt: skip
                 answers[i] = Recommendation(items, top.values.tolist(), user=requests[i].get("user"), source=source,
                                             note=note, ignored=ignored)  # fmt: skip
         for i, answer in enumerate(answers):
@@ -256,9 +258,11 @@ class Recommender(Runtime):
         """The ``k`` best items for a user and/or a history (see the module docstring).
 
         Raises:
-            ValueError: ``k`` is not a whole number of at least 1, or ``history`` is one string.
+            ValueError: ``k`` is not a whole number of at least 1, a blank ``user``, or ``history``
+                is one string.
         """
         check_count("k", k)  # named as this call names it, not as requests[0]
+        _user_id(user)
         return self.top_many([{"user": user, "history": history, "k": k}], explain=explain)[0]
 
     # --- explanations ---------------------------------------------------------------------------
@@ -323,8 +327,10 @@ class Recommender(Runtime):
         ahead = (values > values[target]) | ((values == values[target]) & (torch.arange(len(values)) < target))
         rank = int(ahead.sum()) + 1
         why = self.history_weights(index, full, item)
+        # "rated" is DIN's (a rating below the threshold is in no history); SASRec's log is its history.
+        was_rated = {"rated": bool((rated == target).any())} if self.kind == "din" else {}
         return {"user": user, "item": item, "score": float(scores[target]), "rank": rank,
-                "in_history": bool((full == target).any()), "rated": bool((rated == target).any()),
+                "in_history": bool((full == target).any()), **was_rated,
                 "model": self.kind, **why.to_dict(), **({"ignored": ignored} if ignored else {})}  # fmt: skip
 
     def erasure(self, *, users: int = 200, k: int = 3, seed: int = 0) -> dict[str, Any]:
@@ -402,8 +408,17 @@ def load_recommender(artifact: ArtifactDir, options: LoadOptions) -> Recommender
 
 def _user_id(user: Any) -> str | None:
     """A user id as the log's (``5`` and ``numpy.int64(5)`` are user ``"5"``): what answers echo,
-    so they stay JSON."""
-    return None if user is None else str(user).strip()
+    so they stay JSON.
+
+    Raises:
+        ValueError: a blank id, which no log has (training refuses one): it was answered as an
+            unknown user, with the popular items.
+    """
+    if user is None:
+        return None
+    if not str(user).strip():
+        raise ValueError(f"user {user!r} is empty: give a user id of the log, or no user")
+    return str(user).strip()
 
 
 def _top(values: Tensor, k: int) -> Any:

@@ -60,6 +60,8 @@ def recommendation_routes(runtime: Recommender, settings: ServeSettings, metrics
         """The k items the user is most likely to want next, never one already in their history."""
         if body.user is None and body.history is None:  # an empty history is a new user's: popularity, as top()
             return error_response(422, "validation", "give a user, a history of item ids, or both")
+        if isinstance(body.user, str) and not body.user.strip():  # no log has it: not an unknown user's popularity
+            return error_response(422, "validation", f"user: the id {body.user!r} is empty")
         ids = [("user", body.user), *((f"history.{i}", item) for i, item in enumerate(body.history or []))]
         for field, value in ids:  # echoed in the answer: a lone surrogate could not be written as JSON (a 500)
             if isinstance(value, str) and (problem := text_problem(value)) and "surrogate" in problem:

@@ -184,7 +184,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         print(f"warning: {len(answer['ignored'])} unknown item(s) in the history were ignored: "
               f"{answer['ignored'][:10]}")  # fmt: skip
     names = _names(runtime)
-    seen = " (already in the history)" if answer["in_history"] else " (already rated)" if answer["rated"] else ""
+    seen = " (already in the history)" if answer["in_history"] else " (already rated)" if answer.get("rated") else ""
     from attend.data.validation import displayable
 
     print(displayable(f"{names.get(answer['item'], answer['item'])}: score {answer['score']:.4f}, rank "
