@@ -309,10 +309,26 @@ def _ensemble_of(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def _is_model_directory(path: Path) -> bool:
-    """Whether ``path`` holds something attend wrote (its config.json says so), so replacing it loses
-    nothing of the user's."""
+    """Whether ``path`` holds something attend wrote (its config.json says so)."""
     config = _config_json(path)
     return "attend_version" in config or {"model", "labels"} <= set(config)
+
+
+#: What attend writes into a model directory beside the files its ``config.json`` lists: the run's
+#: log, TensorBoard events and figures, a recommender's ids, an int8 graph (``attend quantize``),
+#: the ONNX copy ``quantize --runtime both`` makes, an ensemble's members.
+MODEL_DIRECTORY_EXTRAS = frozenset({
+    "config.json", "metrics.json", "train_log.jsonl", "runs", "confusion_matrix.png", "items.json",
+    "model.int8.onnx", "onnx", "members",
+})  # fmt: skip
+
+
+def not_the_models(path: Path) -> list[str]:
+    """The entries of model directory ``path`` that attend did not write there (a user's notes, a
+    model exported into it): replacing the model replaces the whole directory, and them with it."""
+    listed = _config_json(path).get("files")
+    known = MODEL_DIRECTORY_EXTRAS | (set(listed) if isinstance(listed, dict) else set())
+    return sorted(entry.name + ("/" if entry.is_dir() else "") for entry in path.iterdir() if entry.name not in known)
 
 
 def file_in_the_way(folder: Path) -> Path | None:
@@ -435,6 +451,12 @@ def check_output_directory(out: Path, *, source: Path | None = None, overwrite: 
                               "replace it, or choose another directory")  # fmt: skip
         error.replaceable = True  # what --overwrite replaces (nothing else in the way is ever replaced)
         raise error
+    if others := not_the_models(out):  # they had gone with the model, in silence
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ModelDirError(
+            f"{out} holds {shown} beside its model, which attend did not write there: replacing the model replaces "
+            "the whole directory; move them out, or choose another directory"
+        )
 
 
 _RENAME_EXCHANGE = 2

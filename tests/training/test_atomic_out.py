@@ -81,6 +81,14 @@ def test_an_existing_model_needs_overwrite_and_other_folders_are_never_replaced(
     assert sorted(p.name for p in project.iterdir()) == ["config.json", "notes.txt"]
     assert (project / "config.json").read_text() == '{"name": "my app"}'
 
+    # A model directory holding a user's own files: --overwrite had replaced them with the model, in silence.
+    (out / "NOTES.md").write_text("mine")
+    copy_model(trained["encoder"], out, "pruned")  # a model the user wrote into it (attend prune --out DIR/pruned)
+    before = _fingerprint(out)
+    refused = _attend(*run_args, "--out", str(out), "--overwrite")
+    assert refused.returncode == 2 and f"{out} holds NOTES.md, pruned/ beside its model" in refused.stderr
+    assert _fingerprint(out) == before and not state_directory(out).exists()
+
 
 def test_a_full_disk_while_saving_weights_is_an_os_error_and_leaves_no_half_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

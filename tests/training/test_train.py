@@ -112,6 +112,11 @@ def test_class_weights_multi_label_and_bf16(tmp_path: Path) -> None:
     assert predictor.multi_label and all(isinstance(p, list) for p in predictor.predict(["alpha beta gamma"]))
     # Its own file evaluates, "a|b" read as two labels as training read it (it was "label 'a|b' unknown").
     assert predictor.evaluate(path)["examples"] == 60
+    # ... and so does the data quantize and prune judge on (held_out: "label 'a|b' not trained on").
+    from attend.data.splits import held_out
+
+    given, _ = held_out(tmp_path / "m", predictor.config, path, "test")
+    assert len(given) == 60 and ["a", "b"] in given.labels
     # `attend predict` gives the labels it predicts, not the most probable alone (which read as its answer).
     import io
 

@@ -216,10 +216,12 @@ def held_out(
         if isinstance(data, LabelledTexts):
             dataset = data
         else:
+            multi_label = bool(config["model"].get("multi_label", False))
             dataset = load_labelled(
                 data, text_col=model_column(config, model_dir, "text_col", text_col),
-                label_col=model_column(config, model_dir, "label_col", label_col),
-                multi_label=bool(config["model"].get("multi_label", False)),
+                label_col=model_column(config, model_dir, "label_col", label_col), multi_label=multi_label,
+                # a multi-label model's cells split as training split them ("a|b" had been one unknown label)
+                label_sep=trained_columns(config, model_dir).get("label_sep") if multi_label else None,
             )  # fmt: skip
         if not len(dataset):
             raise DataError(f"{dataset.source}: no examples to evaluate on")
