@@ -26,10 +26,18 @@ __all__ = [
     "check_unit_interval",
     "positive_int",
     "read_run_config",
+    "redefines",
     "strict_from_dict",
 ]
 
 T = TypeVar("T")
+
+
+def redefines(old: Any, new: Any) -> bool:
+    """Whether ``new`` is ``old`` defined again: the same module and qualified name (a notebook cell
+    run a second time), which a registry takes in its place rather than refusing the name."""
+    return all(getattr(old, key, None) is not None and getattr(old, key, None) == getattr(new, key, None)
+               for key in ("__module__", "__qualname__"))  # fmt: skip
 
 _NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
 

@@ -121,6 +121,84 @@ def picker() -> Iterator[None]:
     MODELS.pop("test_picker")
 
 
+class _Unnamed(Regression):
+    name = ""
+
+
+class _Unregistered(Regression):
+    name = "toy_regression_unregistered"
+
+
+class _Squatter(Regression):
+    name = "classification"
+
+
+class _NumpyMetrics(Regression):
+    """Metrics as numpy gives them, and no metrics.json of its own (the Trainer writes it)."""
+
+    name = "toy_regression_numpy"
+
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        import numpy as np
+
+        found = super().evaluate(model, split, batch_size)
+        return {key: np.float32(value) for key, value in found.items()} | {"per_dim": np.zeros(2, np.float32)}
+
+    def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"toy": True}
+
+
+class _Clobber(Regression):
+    name = "toy_regression_clobber"
+
+    def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"model": {"size": 3}}
+
+
+register_task(_NumpyMetrics)
+register_task(_Clobber)
+
+
+def test_a_task_of_ones_own_is_checked_where_it_would_fail_later(picker: None, tmp_path: Path) -> None:
+    """Each had trained, then written a directory that failed to load, or failed at its end."""
+    args = TrainingArgs(epochs=2, batch_size=40, progress=False)
+    with pytest.raises(ValueError, match=r"_Unnamed has no name: set its class attribute name"):
+        Trainer(_Unnamed(), args)
+    with pytest.raises(ValueError, match=r"'toy_regression_unregistered' is not registered: decorate"):
+        Trainer(_Unregistered(), args)
+    with pytest.raises(ValueError, match=r"task name 'classification' is ClassificationTask's"):
+        Trainer(_Squatter(), args)
+    # numpy numbers: "Object of type float32 is not JSON serializable" at the first epoch's log line
+    done = Trainer(_NumpyMetrics(), args).fit(tmp_path / "numpy")
+    written = json.loads((tmp_path / "numpy" / "metrics.json").read_text())
+    assert isinstance(done.metrics["loss"], float) and written["per_dim"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match=r"_Clobber.write returned \['model'\], config.json entries the Trainer"):
+        Trainer(_Clobber(), args).fit(tmp_path / "clobber")
+    assert not (tmp_path / "clobber").exists()
+
+    def stop(record: dict[str, Any]) -> None:  # a notebook's stop button; it was a bare KeyboardInterrupt
+        raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted, match=r"interrupted after epoch 1; training state saved"):
+        Trainer(Regression(), args, on_epoch=stop).fit(tmp_path / "stopped")
+    resumed = Trainer(Regression(), args).fit(tmp_path / "stopped", resume=True)
+    assert resumed.metrics["loss"] == Trainer(Regression(), args).fit(tmp_path / "whole").metrics["loss"]
+
+    def cell() -> type[Task]:  # a notebook cell that defines and registers a task, run twice
+        class Again(Regression):
+            name = "toy_regression_again"
+
+        return register_task(Again)
+
+    try:
+        first, second = cell(), cell()  # the second had been "already registered"
+        assert first is not second and TASKS["toy_regression_again"] is second
+        with pytest.raises(ValueError, match="already registered"):  # another class under its name is not
+            register_task(type("Other", (Regression,), {"name": "toy_regression_again"}))
+    finally:
+        TASKS.pop("toy_regression_again", None)
+
+
 def test_a_new_task_trains_resumes_and_writes_its_model_directory(picker: None, tmp_path: Path) -> None:
     assert TASKS["toy_regression"] is Regression
     args = TrainingArgs(epochs=4, batch_size=20, progress=False, checkpoint_every=5)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from attend.attention import capture_attention
-from attend.config import strict_from_dict
+from attend.config import redefines, strict_from_dict
 
 __all__ = [
     "MODELS",
@@ -122,7 +122,7 @@ def register_model(
     """Class/function decorator registering a builder for ``config_cls`` under ``name``."""
 
     def decorator(builder: Callable[[ConfigT], nn.Module]) -> Callable[[ConfigT], nn.Module]:
-        if name in MODELS:
+        if name in MODELS and not redefines(MODELS[name][1], builder):
             raise ValueError(f"model {name!r} is already registered")
         config_cls.model_type = name  # type: ignore[misc]
         MODELS[name] = (config_cls, builder)

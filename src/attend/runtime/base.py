@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from attend.config import redefines
 from attend.io import ArtifactDir, ModelDirError, count_seen
 
 __all__ = ["RUNTIMES", "LoadOptions", "Runtime", "load", "register_runtime"]
@@ -114,7 +115,7 @@ def register_runtime(task: str) -> Callable[[Loader], Loader]:
     """Decorator: register the loader of ``task``'s model directories."""
 
     def decorator(loader: Loader) -> Loader:
-        if task in RUNTIMES:
+        if task in RUNTIMES and not redefines(RUNTIMES[task], loader):
             raise ValueError(f"a runtime for task {task!r} is already registered")
         RUNTIMES[task] = loader
         return loader
@@ -147,7 +148,8 @@ def load(
     if artifact.task not in RUNTIMES:
         raise ModelDirError(
             f"{artifact.path / 'config.json'}: task {artifact.task!r} has no runtime in this version of attend "
-            f"(known: {sorted(RUNTIMES)})"
+            f"(known: {sorted(RUNTIMES)}; a task of your own is loaded by the runtime you register for it, "
+            "@attend.runtime.register_runtime, in the process that loads it)"
         )
     import torch
 

@@ -53,7 +53,7 @@ from attend.io import (
 from attend.jsonout import dumps_json
 from attend.models import auxiliary_loss, build
 from attend.training.adversarial import ADVERSARIAL, EmbeddingAdversary
-from attend.training.tasks.base import Task, comparable
+from attend.training.tasks.base import TASKS, Task, comparable
 from attend.training.tasks.seq2seq import TRANSLATION_DEFAULTS, TranslationTask
 from attend.version import __version__
 
@@ -345,12 +345,45 @@ def _ties(score: float, best: float) -> bool:
     return math.isclose(score, best, rel_tol=SCORE_TOLERANCE, abs_tol=SCORE_TOLERANCE)
 
 
+def _check_registered(task: Task) -> None:
+    """Refuse a task whose ``name`` is empty, unregistered or another task's: ``config.json``'s
+    ``task`` is its name, and a directory named for another task (or none) fails to load, after
+    the whole run, as that task's ("config.json lists no labels")."""
+    name, kind = getattr(task, "name", ""), type(task).__name__
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{kind} has no name: set its class attribute name (what config.json's task records, and "
+                         "what attend.load chooses the runtime by) and register it with @register_task")  # fmt: skip
+    registered = TASKS.get(name)
+    if registered is None:
+        raise ValueError(f"{kind}'s task name {name!r} is not registered: decorate the class with "
+                         f"@attend.training.register_task (registered: {sorted(TASKS)})")  # fmt: skip
+    if not isinstance(task, registered):
+        raise ValueError(f"{kind}'s task name {name!r} is {registered.__name__}'s: give it a name of its own "
+                         "(a model directory it wrote would load as the other task's)")  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    """Metrics as JSON takes them: a numpy number or a 0-d tensor becomes a Python number, an array
+    a list (a task's numpy float32 had passed the checks, then failed the epoch's log line)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray | torch.Tensor):
+        return value.tolist()
+    return value
+
+
 def _evaluate(task: Task, network: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
     """``task.evaluate``, checked for what the Trainer reads of it: the selection metric and ``loss``,
-    numbers (a task of one's own that leaves one out is told so, not a bare KeyError)."""
+    numbers (a task of one's own that leaves one out is told so, not a bare KeyError); numpy and
+    tensor values as Python's (:func:`_plain`)."""
     metrics = task.evaluate(network, split, batch_size)
     if not isinstance(metrics, dict):
         raise TypeError(f"{type(task).__name__}.evaluate returned {type(metrics).__name__}, expected a dict of metrics")
+    metrics = _plain(metrics)
     missing = [key for key in (task.selection, "loss") if not _is_number(metrics.get(key))]
     if missing:
         raise ValueError(
@@ -874,6 +907,7 @@ class Trainer:
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         given: Collection[str] | None = None,
     ) -> None:
+        _check_registered(task)
         self.task = task
         self.args = args or TrainingArgs()
         self.on_epoch = on_epoch
@@ -1142,7 +1176,13 @@ class Trainer:
                     _save_state(checkpoint_dir, network, optimiser, state, rng)
                 _barrier(info)
                 if self.on_epoch is not None:
-                    self.on_epoch(record)
+                    try:
+                        self.on_epoch(record)
+                    except KeyboardInterrupt:  # a notebook's stop button, or a callback that stops the run
+                        raise TrainingInterrupted(
+                            f"interrupted after epoch {state.epoch}; training state saved in {work}: run the same "
+                            "command with --resume (resume=True from Python) to continue"
+                        ) from None
                 if args.patience and state.bad_epochs >= args.patience:
                     _log(f"early stopping: dev {task.selection} has not improved for {args.patience} epochs", info)
                     break
@@ -1195,6 +1235,12 @@ class Trainer:
             with writer as staged:
                 staged.save_weights(network)
                 entries = task.write(staged, network, metrics)
+                own = {"task", "attend_version", "model", "training", "files", "weights_sha256"}
+                if taken := sorted(own & set(entries)):  # they had replaced the Trainer's, and loading failed
+                    raise ValueError(f"{type(task).__name__}.write returned {taken}, config.json entries the Trainer "
+                                     "writes itself; name the task's own entries otherwise")  # fmt: skip
+                if not (staged.path / "metrics.json").exists():  # what Runtime.metrics() reads
+                    staged.write_json("metrics.json", metrics)
                 for name in ("train_log.jsonl", "runs"):
                     if (work / name).exists():
                         os.replace(work / name, staged.path / name)

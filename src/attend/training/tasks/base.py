@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import numpy as np
 from torch import Tensor, nn
 
+from attend.config import redefines
+
 if TYPE_CHECKING:
     from attend.io import ArtifactWriter
     from attend.training.trainer import TrainingArgs
@@ -113,7 +115,14 @@ class Task(ABC):
 
     @abstractmethod
     def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
-        """Write the task's files into the new model directory; return its entries for ``config.json``."""
+        """Write the task's files into the new model directory; return its entries for ``config.json``.
+
+        Files the model needs to load are written into ``writer.path`` and recorded
+        (:meth:`~attend.io.ArtifactWriter.record`, or ``save_weights``/``save_training_texts``); the
+        Trainer has saved the weights already. ``metrics.json`` is the final ``metrics`` unless the
+        task writes its own. The entries may not be ``task``, ``attend_version``, ``model``,
+        ``training``, ``files`` or ``weights_sha256``, which the Trainer writes.
+        """
 
     def reference_metrics(self, split: str) -> dict[str, Any]:
         """Figures of simple baselines on the final ``split``, merged into the final metrics (and so
@@ -136,7 +145,7 @@ TASKS: dict[str, type[Task]] = {}
 
 def register_task(cls: TaskT) -> TaskT:
     """Class decorator: register a task under its ``name``."""
-    if not cls.name or cls.name in TASKS:
+    if not cls.name or (cls.name in TASKS and not redefines(TASKS[cls.name], cls)):
         raise ValueError(f"task name {cls.name!r} is empty or already registered")
     TASKS[cls.name] = cls
     return cls
