@@ -406,3 +406,23 @@ def test_an_unrecognised_argument_is_shown_with_its_verbs_usage(capsys: pytest.C
     with pytest.raises(SystemExit):
         main(["datasets", "--bogus"])
     assert "attend datasets: error: unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_an_os_error_in_a_working_file_names_the_folder(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`error: imm/.model.prepared12128.onnx: Operation not permitted` named a file the user never chose."""
+    import attend.cli as cli
+
+    def fail(args: object) -> int:
+        raise PermissionError(1, "Operation not permitted", "/data/imm/.model.prepared12128.onnx")
+
+    monkeypatch.setattr(cli, "_cmd_datasets", fail)
+    assert main(["datasets"]) == 2
+    assert capsys.readouterr().err == ("error: /data/imm (while writing its working file .model.prepared12128.onnx): "
+                                       "Operation not permitted\n")  # fmt: skip
+    def denied(args: object) -> int:
+        raise PermissionError(13, "Denied", "a.csv")
+
+    monkeypatch.setattr(cli, "_cmd_datasets", denied)  # a file the user named is named as given
+    assert main(["datasets"]) == 2 and capsys.readouterr().err == "error: a.csv: Denied\n"

@@ -1226,7 +1226,7 @@ def _main(argv: Sequence[str] | None) -> int:
         except (UsageError, ValueError, OSError) as exc:  # OSError: missing, unreadable or unwritable paths, full disk
             plain = isinstance(exc, OSError) and exc.filename is not None and exc.strerror
             if _reports(exc):
-                message = f"{exc.filename}: {exc.strerror}" if plain else str(exc)  # type: ignore[union-attr]
+                message = f"{_user_path(exc.filename)}: {exc.strerror}" if plain else str(exc)  # type: ignore[union-attr]
                 print(f"{_rank_prefix(exc)}error: {message}", file=sys.stderr)
             return 2
         except Exception as exc:
@@ -1245,6 +1245,20 @@ def _main(argv: Sequence[str] | None) -> int:
             if _reports():
                 print("interrupted", file=sys.stderr)
             return 130
+
+
+#: The hidden names attend writes beside or inside an output while it builds it.
+_WORKING_NAME = re.compile(r"\.[^/]*\.(?:staging|prepared|old|training|lock)\d*(?:\.\w+)?")
+
+
+def _user_path(filename: Any) -> str:
+    """An OSError's path as the user knows it: the folder, where the path is one of attend's own
+    hidden working files there (``imm/.model.prepared12128.onnx: Operation not permitted`` named a
+    file the user never chose)."""
+    path = Path(os.fsdecode(filename))
+    if _WORKING_NAME.fullmatch(path.name):
+        return f"{path.parent} (while writing its working file {path.name})"
+    return str(filename)
 
 
 def _reports(exc: BaseException | None = None) -> bool:
