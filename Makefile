@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-processes lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ lint: install
 # core beats two threads contending for it.
 test: install lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2
+
+# The tests that run attend in several processes (torchrun, elastic restarts, kill -9, Ctrl-C):
+# one at a time, each using both cores. CI runs them after `make test`.
+test-processes: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m processes
 
 bench: install
 	$(BIN)/python benchmarks/attention.py

@@ -239,6 +239,7 @@ def test_an_argument_whose_bytes_are_not_utf8_is_a_one_line_error(tmp_path: Path
     assert b"texts[0] contains an unpaired surrogate '\\udce9'" in result.stderr
 
 
+@pytest.mark.processes
 def test_torchrun_two_processes_train_to_the_same_quality(tmp_path: Path, planted_csv: Path, config_file: Path) -> None:
     common = ["train", str(planted_csv), "--model", "encoder", "--config", str(config_file), "--epochs", "4",
               "--no-progress"]
@@ -258,6 +259,7 @@ def test_torchrun_two_processes_train_to_the_same_quality(tmp_path: Path, plante
     assert two["accuracy"] > 0.8 and abs(two["accuracy"] - one["accuracy"]) <= 0.08, (one["accuracy"], two["accuracy"])
 
 
+@pytest.mark.processes
 def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, planted_csv: Path) -> None:
     """SIGKILL mid-epoch (no chance to clean up), then --resume: same metrics as a run left alone."""
     config = tmp_path / "config.json"

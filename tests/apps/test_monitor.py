@@ -191,6 +191,7 @@ def _run_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "attend.apps.monitor", "run", *args]
 
 
+@pytest.mark.processes
 def test_kill_9_mid_replay_then_rerun_loses_nothing_and_duplicates_nothing(model_dir: Path, tmp_path: Path) -> None:
     events = planted_events(seed=1)
     path, db = write_jsonl(tmp_path / "events.jsonl", events), tmp_path / "monitor.db"

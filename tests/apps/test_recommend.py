@@ -344,6 +344,7 @@ def test_bad_logs_are_clear_errors(tmp_path: Path, movielens_sample: dict[str, P
     assert result.returncode == 2 and "--positive-threshold 3 is for --model din" in result.stderr
 
 
+@pytest.mark.processes
 def test_torchrun_two_processes_train_a_recommender(movielens_sample: dict[str, Path], tmp_path: Path) -> None:
     """The same Trainer, so torchrun works for recommenders as for classifiers: one report, a loadable model
     of the same quality as one process's (the global batch is shared out, so the steps are the same)."""

@@ -60,6 +60,7 @@ def test_streamed_rows_equal_one_call_and_read_lazily(trained: dict[str, Path], 
         assert [t["probability"] for t in row["top"]] == pytest.approx([p for _, p in top], abs=1e-5)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_an_interrupted_output_resumes_to_the_file_of_one_run(
     trained: dict[str, Path], texts: list[str], tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture

@@ -365,6 +365,7 @@ def test_service_translates_micro_batched_with_alignments(translator_dir: Path) 
         assert found["score"] == pytest.approx(found["log_prob"] / length ** (i % 3), abs=1e-4), i
 
 
+@pytest.mark.processes
 def test_torchrun_two_processes_train_a_translator_as_one_does(tmp_path: Path) -> None:
     import os
 

@@ -40,6 +40,7 @@ def run_args(tmp_path: Path, trained: dict[str, Path]) -> list[str]:
             "--seed", "3", "--no-progress", "--threads", "1"]  # fmt: skip
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("point", ["checkpoint:0:4", "checkpoint:1:8", "staged", "published"])
 def test_a_run_killed_at_any_stage_leaves_the_old_model_or_the_new_one(
     point: str, run_args: list[str], trained: dict[str, Path], tmp_path: Path

@@ -23,6 +23,7 @@ CONFIG = {
     "training": {"lr": 0.003, "vocab_size": 500, "batch_size": 16, "checkpoint_every": 10},
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+pytestmark = pytest.mark.processes  # several processes each: CI runs them after the default run
 
 
 def _free_port() -> int:
