@@ -23,6 +23,9 @@ def test_demo_trains_evaluates_and_explains(tmp_path: Path, capsys: pytest.Captu
     assert f"explanation (tokens shaded by importance, per-head attention maps): {report.resolve()}" in printed
     page = report.read_text(encoding="utf-8")
     assert "Prediction: <b>noun." in page and page.count('<img alt="layer 1 head') == 4
+    from attend.io import check_output_directory
+
+    check_output_directory(out, overwrite=True)  # a second `make demo` replaces it: its page is attend's own
 
 
 def test_the_whole_dataset_is_trained_by_name_so_its_splits_rebuild(monkeypatch: pytest.MonkeyPatch) -> None:

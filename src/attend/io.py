@@ -316,10 +316,10 @@ def _is_model_directory(path: Path) -> bool:
 
 #: What attend writes into a model directory beside the files its ``config.json`` lists: the run's
 #: log, TensorBoard events and figures, a recommender's ids, an int8 graph (``attend quantize``),
-#: the ONNX copy ``quantize --runtime both`` makes, an ensemble's members.
+#: the ONNX copy ``quantize --runtime both`` makes, an ensemble's members, ``attend demo``'s page.
 MODEL_DIRECTORY_EXTRAS = frozenset({
     "config.json", "metrics.json", "train_log.jsonl", "runs", "confusion_matrix.png", "items.json",
-    "model.int8.onnx", "onnx", "members",
+    "model.int8.onnx", "onnx", "members", "explanation.html",
 })  # fmt: skip
 
 
