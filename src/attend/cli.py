@@ -1247,16 +1247,14 @@ def _main(argv: Sequence[str] | None) -> int:
             return 130
 
 
-#: The hidden names attend writes beside or inside an output while it builds it.
-_WORKING_NAME = re.compile(r"\.[^/]*\.(?:staging|prepared|old|training|lock)\d*(?:\.\w+)?")
-
-
 def _user_path(filename: Any) -> str:
     """An OSError's path as the user knows it: the folder, where the path is one of attend's own
     hidden working files there (``imm/.model.prepared12128.onnx: Operation not permitted`` named a
     file the user never chose)."""
+    from attend.io import WORKING_NAME  # torch with it: on this error path only
+
     path = Path(os.fsdecode(filename))
-    if _WORKING_NAME.fullmatch(path.name):
+    if WORKING_NAME.fullmatch(path.name):
         return f"{path.parent} (while writing its working file {path.name})"
     return str(filename)
 

@@ -20,6 +20,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -314,6 +315,11 @@ def _is_model_directory(path: Path) -> bool:
     return "attend_version" in config or {"model", "labels"} <= set(config)
 
 
+#: The hidden names attend gives the files and folders it works in while it writes an output
+#: (``.NAME.tmp<pid>``, ``.NAME.staging<pid>``, ``.model.prepared<pid>.onnx``, ``.int8-search<pid>.onnx``):
+#: a crash can leave one behind; they are attend's, not the user's.
+WORKING_NAME = re.compile(r"\.[^/]*?(?:\.(?:tmp|prepared|staging|old|training|lock)|int8-search)\d*(?:\.\w+)?")
+
 #: What attend writes into a model directory beside the files its ``config.json`` lists: the run's
 #: log, TensorBoard events and figures, a recommender's ids, an int8 graph (``attend quantize``),
 #: the ONNX copy ``quantize --runtime both`` makes, an ensemble's members, ``attend demo``'s page.
@@ -326,9 +332,10 @@ MODEL_DIRECTORY_EXTRAS = frozenset({
 def not_the_models(path: Path) -> list[str]:
     """The entries of model directory ``path`` that attend did not write there (a user's notes, a
     model exported into it): replacing the model replaces the whole directory, and them with it."""
-    listed = _config_json(path).get("files")
-    known = MODEL_DIRECTORY_EXTRAS | (set(listed) if isinstance(listed, dict) else set())
-    return sorted(entry.name + ("/" if entry.is_dir() else "") for entry in path.iterdir() if entry.name not in known)
+    # The files recorded, as a directory of any version records them (an older one: weights_sha256).
+    known = MODEL_DIRECTORY_EXTRAS | set(_recorded_hashes(_config_json(path))) | {"tokenizer.json", TRAINING_TEXTS}
+    return sorted(entry.name + ("/" if entry.is_dir() else "") for entry in path.iterdir()
+                  if entry.name not in known and not WORKING_NAME.fullmatch(entry.name))  # fmt: skip
 
 
 def file_in_the_way(folder: Path) -> Path | None:

@@ -26,6 +26,15 @@ def test_a_directory_written_before_the_task_and_files_entries_still_loads(
     _rewrite(old, {}, drop=("task", "files"))
     runtime = attend.load(old)
     assert isinstance(runtime, TorchTextClassifier) and runtime.task == "classification"
+    # --overwrite replaces it (its files are recorded the old way), a crash's leftover of attend's with it.
+    from attend.io import check_output_directory
+
+    (old / ".metrics.json.tmp4242").write_text("{}")
+    check_output_directory(old, overwrite=True)
+    (old / "NOTES.md").write_text("mine")
+    with pytest.raises(ModelDirError, match=r"holds NOTES.md beside its model, which attend did not write"):
+        check_output_directory(old, overwrite=True)
+    (old / "NOTES.md").unlink()
     assert runtime.predict(["the film was wonderful"]) == ["pos"]
     weights = (old / "model.safetensors").read_bytes()  # its weights hash is still checked
     (old / "model.safetensors").write_bytes(weights[:-4] + b"0000")

@@ -34,7 +34,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from attend.config import check_positive, check_type, check_unit_interval, strict_from_dict
+from attend.config import check_positive, check_type, check_unit_interval, redefines, strict_from_dict
 from attend.data.noise import parse_perturbations
 from attend.data.parallel import ParallelTexts
 from attend.data.readers import DataError
@@ -357,6 +357,9 @@ def _check_registered(task: Task) -> None:
     if registered is None:
         raise ValueError(f"{kind}'s task name {name!r} is not registered: decorate the class with "
                          f"@attend.training.register_task (registered: {sorted(TASKS)})")  # fmt: skip
+    if not isinstance(task, registered) and redefines(registered, type(task)):
+        raise ValueError(f"{kind} was defined and registered again after this task was made: make the task from "
+                         "the class as it is now")  # fmt: skip
     if not isinstance(task, registered):
         raise ValueError(f"{kind}'s task name {name!r} is {registered.__name__}'s: give it a name of its own "
                          "(a model directory it wrote would load as the other task's)")  # fmt: skip
