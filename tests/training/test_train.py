@@ -434,3 +434,25 @@ def test_one_number_written_two_ways_is_refused_and_labels_differing_in_case_are
                    args=TrainingArgs(**{**FAST, "epochs": 1}))  # fmt: skip
     assert "labels that differ only in letter case are learned as different classes ('Pos' and 'pos')" in \
         result.report
+
+
+def test_a_report_says_when_its_figures_are_not_held_out_and_when_no_baseline_fits(tmp_path: Path) -> None:
+    """Without test rows the dev figures stood as the result; an emoji-only set's baseline line was
+    left out; "NA" cells became a class; all without a word."""
+    rows = [{"text": f"good fine {i}" if i % 3 else f"bad poor {i}", "label": ["pos", "neg", "NA"][i % 3],
+             "split": "dev" if i % 5 == 0 else "train"} for i in range(60)]  # fmt: skip
+    path = write_csv(tmp_path / "no_test.csv", rows)
+    args = TrainingArgs(**{**FAST, "epochs": 1})
+    result = train(path, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=args, split_col="split")
+    assert result.metrics["split"] == "dev"
+    assert "the data has no test split, so these are the dev figures" in result.report
+    assert "the label(s) 'NA' read like an empty cell written out" in result.report and "(20 row(s))" in result.report
+    emoji = write_csv(tmp_path / "emoji.csv", [{"text": "😀" * (1 + i % 4) if i % 2 else "😡" * (1 + i % 3),
+                                                "label": ["pos", "neg"][i % 2]} for i in range(40)])  # fmt: skip
+    done = train(emoji, tmp_path / "e", model="encoder", model_options=SMALL_ENCODER, args=args)
+    assert "baseline" not in done.metrics and "(TF-IDF + logistic regression): not fitted" in done.report
+    from attend.data.readers import stratified_split
+
+    once = LabelledTexts(texts=["a b", "c d", "e f", "g h", "i j"], labels=[["x"], ["x"], ["y"], ["y"], ["null"]])
+    with pytest.raises(DataError, match=r"'null' reads like an empty cell written out"):
+        stratified_split(once, seed=0)

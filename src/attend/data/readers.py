@@ -49,6 +49,15 @@ __all__ = [
 ]
 
 #: Accepted values of a split column.
+#: How spreadsheets, pandas and R write an empty cell out: a label spelled so is most likely no label.
+MISSING_MARKERS = frozenset({"na", "n/a", "nan", "null", "nil", "#n/a"})  # not "none": a class of many label sets
+
+
+def looks_missing(label: str) -> bool:
+    """Whether ``label`` is a missing-value marker (``NA``, ``N/A``, ``null``, ...), not a class name."""
+    return label.strip().casefold() in MISSING_MARKERS
+
+
 SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
 
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
@@ -794,9 +803,11 @@ def _stratified_split(data: LabelledTexts, *, seed: int, dev_fraction: float, te
     if rare:
         where = data.lines[primary.index(rare[0])] if data.lines else primary.index(rare[0])
         copies = " (a text repeated in the file counts once: its copies stay in its split)" if repeats else ""
+        missing = f" ({rare[0]!r} reads like an empty cell written out: if that row has no label, remove it)" if (
+            looks_missing(rare[0])) else ""
         raise DataError(
             f"{data.source}: label {rare[0]!r} appears only once (line {where}){copies}; every label needs at least "
-            "2 examples to be split (add examples, drop the label, or give a split column)"
+            f"2 examples to be split (add examples, drop the label, or give a split column){missing}"
         )
     indices = list(range(len(data)))
     n_dev = max(1, round(len(data) * dev_fraction)) if dev_fraction else 0

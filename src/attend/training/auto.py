@@ -476,10 +476,11 @@ def _train_auto(
             _save_probabilities(task, directory, TrainingArgs.from_dict(candidate.args),
                                 work / f"{candidate.name}.probabilities.npz")  # fmt: skip
         figures = _best_dev(result, task.selection)
+        tested = result.metrics.get("split") == "test"  # without test rows these are the dev figures again
         results[candidate.name] = {
             **figures,
-            "test_accuracy": result.metrics.get("accuracy"),
-            "test_macro_f1": result.metrics.get("macro_f1"),
+            "test_accuracy": result.metrics.get("accuracy") if tested else None,
+            "test_macro_f1": result.metrics.get("macro_f1") if tested else None,
             "split": result.metrics.get("split"),
             "seconds": round(time.perf_counter() - begin, 1),
             "report": result.report,

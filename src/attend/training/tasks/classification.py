@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from attend.data.batching import length_batches
 from attend.data.noise import Augmenter
-from attend.data.readers import DataError, LabelledTexts, match_label, stratified_split
+from attend.data.readers import DataError, LabelledTexts, looks_missing, match_label, stratified_split
 from attend.data.splits import data_provenance, load_labelled, seen_in_training
 from attend.data.tokenization import TextTokenizer
 from attend.models import MODELS, MULTI_LABEL_THRESHOLD, ClassifierConfig, config_from_dict, probabilities
@@ -128,6 +128,11 @@ def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts]) -> list[st
         notes.append(f"the label {label!r}{others} is other labels of the data joined by {sep!r} ({parts}), and is "
                      f"learned as a class of its own: if it means those labels, give --label-sep '{sep}' (with "
                      "--multi-label)")  # fmt: skip
+    if missing := [name for name in dataset.label_names if looks_missing(name)]:
+        rows = sum(any(looks_missing(label) for label in labels) for labels in dataset.labels)
+        notes.append(f"the label(s) {', '.join(map(repr, missing))} read like an empty cell written out (a spreadsheet "
+                     f"or pandas export) and are learned as a class ({rows} row(s)): if those rows have no label, "
+                     "remove them")  # fmt: skip
     folded: dict[str, list[str]] = {}
     for name in dataset.label_names:
         folded.setdefault(name.casefold(), []).append(name)
@@ -212,7 +217,16 @@ def probability_metrics(probs: np.ndarray, targets: Tensor, labels: list[str], m
 def classification_report(metrics: dict[str, Any], split: str, source: str) -> str:
     """The training report of a classifier's figures on ``split``, with the TF-IDF baseline beside them."""
     text = format_report(metrics, title=f"{split} split of {source}")
+    if split == "dev":  # the data held out no test rows: these figures chose the epoch (and the model)
+        text += ("\nnote: the data has no test split, so these are the dev figures that chose the model: not a "
+                 "held-out figure (add test rows for one)")
+    elif split == "train":
+        text += ("\nnote: the data has no dev or test split, so these figures are on the texts the model trained "
+                 "on: they say nothing of new texts")
     baseline = metrics.get("baseline")
+    if not baseline:  # it was left out without a word
+        text += (f"\nbaseline on the same {split} split (TF-IDF + logistic regression): not fitted, no word or "
+                 "character n-gram occurs in two training texts (emoji, numbers or URLs alone)")
     if baseline:
         gap = metrics["accuracy"] - baseline["accuracy"]
         verdict = "above" if gap >= 0 else "BELOW"
