@@ -170,6 +170,9 @@ def test_unnamed_trailing_columns_of_a_spreadsheet_export_are_not_repeated_names
     path = tmp_path / "excel.csv"
     path.write_text("text,label,,\ngood movie,pos,,\nbad movie,neg,,\n", encoding="utf-8")
     assert read_table(path).texts == ["good movie", "bad movie"]
+    # The empty rows it writes below the last one are blank lines ("line 4 has an empty text" before).
+    path.write_bytes(b"\xef\xbb\xbftext,label\r\ngood movie,pos\r\nbad movie,neg\r\n,\r\n , \r\n")
+    assert read_table(path).texts == ["good movie", "bad movie"] and read_table(path).lines == [2, 3]
 
 
 def test_long_fields_numbers_and_line_separators_are_texts(tmp_path: Path) -> None:

@@ -397,7 +397,9 @@ def csv_records(
                 )
             elif len(body) == 1 and '"' in body[0] and _quote_runs_on(body, delimiter):
                 record = _literal_record(body[0], reader.fieldnames or [], delimiter, f"{name}: line {start}", error)
-            elif len(body) == 1 and not body[0].strip():  # a line of spaces is blank, as an empty one is
+            elif len(body) == 1 and not body[0].strip(f" \t\r\n{delimiter}"):
+                # A line of spaces is blank, as an empty one is; so is one of delimiters alone (",,,"), the
+                # rows a spreadsheet exports below its last one.
                 start = reader.line_num + 1
                 continue
             if None in record:
