@@ -318,7 +318,7 @@ def _is_model_directory(path: Path) -> bool:
 #: The hidden names attend gives the files and folders it works in while it writes an output
 #: (``.NAME.tmp<pid>``, ``.NAME.staging<pid>``, ``.model.prepared<pid>.onnx``, ``.int8-search<pid>.onnx``):
 #: a crash can leave one behind; they are attend's, not the user's.
-WORKING_NAME = re.compile(r"\.[^/]*?(?:\.(?:tmp|prepared|staging|old|training|lock)|int8-search)\d*(?:\.\w+)?")
+WORKING_NAME = re.compile(r"\.[^/]*?(?:\.(?:tmp|prepared|staging|old|training)|int8-search)\d+(?:\.onnx)?")
 
 #: What attend writes into a model directory beside the files its ``config.json`` lists: the run's
 #: log, TensorBoard events and figures, a recommender's ids, an int8 graph (``attend quantize``),
@@ -332,8 +332,14 @@ MODEL_DIRECTORY_EXTRAS = frozenset({
 def not_the_models(path: Path) -> list[str]:
     """The entries of model directory ``path`` that attend did not write there (a user's notes, a
     model exported into it): replacing the model replaces the whole directory, and them with it."""
-    # The files recorded, as a directory of any version records them (an older one: weights_sha256).
-    known = MODEL_DIRECTORY_EXTRAS | set(_recorded_hashes(_config_json(path))) | {"tokenizer.json", TRAINING_TEXTS}
+    # The files recorded, as a directory of any version records them (an older one: weights_sha256, and
+    # its tokenizer unrecorded); a files entry that is no mapping records nothing.
+    config = _config_json(path)
+    listed = config.get("files")
+    if listed is not None and not isinstance(listed, dict):
+        config = {key: value for key, value in config.items() if key != "files"}
+    legacy = {"tokenizer.json", TRAINING_TEXTS} if listed is None else set()
+    known = MODEL_DIRECTORY_EXTRAS | set(_recorded_hashes(config)) | legacy
     return sorted(entry.name + ("/" if entry.is_dir() else "") for entry in path.iterdir()
                   if entry.name not in known and not WORKING_NAME.fullmatch(entry.name))  # fmt: skip
 

@@ -173,6 +173,12 @@ def test_unnamed_trailing_columns_of_a_spreadsheet_export_are_not_repeated_names
     # The empty rows it writes below the last one are blank lines ("line 4 has an empty text" before).
     path.write_bytes(b"\xef\xbb\xbftext,label\r\ngood movie,pos\r\nbad movie,neg\r\n,\r\n , \r\n")
     assert read_table(path).texts == ["good movie", "bad movie"] and read_table(path).lines == [2, 3]
+    # ... in labelled data; unlabelled input keeps the row (translate's row N is output line N), and a
+    # line of other blanks (no-break spaces) is still a blank line.
+    kept = read_table(path, text_col="text", label_col=None, blank_texts=True)
+    assert kept.texts == ["good movie", "bad movie", "", " "] and kept.lines == [2, 3, 4, 5]
+    path.write_text("text,label\ngood movie,pos\n\u00a0\u3000\nbad movie,neg\n", encoding="utf-8")
+    assert read_table(path).texts == ["good movie", "bad movie"]
 
 
 def test_long_fields_numbers_and_line_separators_are_texts(tmp_path: Path) -> None:

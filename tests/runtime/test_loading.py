@@ -35,6 +35,19 @@ def test_a_directory_written_before_the_task_and_files_entries_still_loads(
     with pytest.raises(ModelDirError, match=r"holds NOTES.md beside its model, which attend did not write"):
         check_output_directory(old, overwrite=True)
     (old / "NOTES.md").unlink()
+    # A user's hidden file is no leftover of attend's (those carry a process id); a files entry that
+    # is no mapping records nothing, and is no crash.
+    (old / ".notes.old").write_text("mine")
+    with pytest.raises(ModelDirError, match=r"holds .notes.old beside its model"):
+        check_output_directory(old, overwrite=True)
+    (old / ".notes.old").unlink()
+    recorded = copy_model(trained["encoder"], tmp_path, "recorded")  # its files listed: another tokenizer.json is
+    _rewrite(recorded, {"files": {"model.safetensors": "0" * 64}})  # not one of them
+    with pytest.raises(ModelDirError, match=r"holds tokenizer.json, training_texts.safetensors beside its model"):
+        check_output_directory(recorded, overwrite=True)
+    _rewrite(recorded, {"files": ["model.safetensors"]})  # had been a bare "dictionary update sequence" error
+    with pytest.raises(ModelDirError, match=r"holds tokenizer.json, training_texts.safetensors"):
+        check_output_directory(recorded, overwrite=True)
     assert runtime.predict(["the film was wonderful"]) == ["pos"]
     weights = (old / "model.safetensors").read_bytes()  # its weights hash is still checked
     (old / "model.safetensors").write_bytes(weights[:-4] + b"0000")

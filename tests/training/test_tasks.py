@@ -193,7 +193,7 @@ def test_a_task_of_ones_own_is_checked_where_it_would_fail_later(picker: None, t
     try:
         first, second = cell(), cell()  # the second had been "already registered"
         assert first is not second and TASKS["toy_regression_again"] is second
-        with pytest.raises(ValueError, match=r"Again was defined and registered again after this task was made"):
+        with pytest.raises(ValueError, match=r"Again is registered as another definition of the same class"):
             Trainer(first(), args)  # a task made before the cell ran again
         with pytest.raises(ValueError, match="already registered"):  # another class under its name is not
             register_task(type("Other", (Regression,), {"name": "toy_regression_again"}))

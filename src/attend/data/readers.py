@@ -48,7 +48,6 @@ __all__ = [
     "stratified_split",
 ]
 
-#: Accepted values of a split column.
 #: How spreadsheets, pandas and R write an empty cell out: a label spelled so is most likely no label.
 MISSING_MARKERS = frozenset({"na", "n/a", "nan", "null", "nil", "#n/a"})  # not "none": a class of many label sets
 
@@ -58,6 +57,7 @@ def looks_missing(label: str) -> bool:
     return label.strip().casefold() in MISSING_MARKERS
 
 
+#: Accepted values of a split column.
 SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
 
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
@@ -397,9 +397,7 @@ def csv_records(
                 )
             elif len(body) == 1 and '"' in body[0] and _quote_runs_on(body, delimiter):
                 record = _literal_record(body[0], reader.fieldnames or [], delimiter, f"{name}: line {start}", error)
-            elif len(body) == 1 and not body[0].strip(f" \t\r\n{delimiter}"):
-                # A line of spaces is blank, as an empty one is; so is one of delimiters alone (",,,"), the
-                # rows a spreadsheet exports below its last one.
+            elif len(body) == 1 and not body[0].strip():  # a line of spaces is blank, as an empty one is
                 start = reader.line_num + 1
                 continue
             if None in record:
@@ -707,6 +705,11 @@ def read_table(
     checked_columns = False
     listed = False  # some row's labels are a JSON list
     for line, record in read_rows(path, fmt):
+        if label_col is not None and fmt in ("csv", "tsv") and not any(str(v or "").strip() for v in record.values()):
+            # Labelled data's row of delimiters alone (",,"): the empty rows a spreadsheet exports below its
+            # last one, as blank as a blank line. (Unlabelled input keeps every row: translate's row N is
+            # output line N.)
+            continue
         if not checked_columns:
             check_columns(path, record, (text_col, label_col), columns_hint)
             check_columns(path, record, (split_col,), "choose the column with --split-col")

@@ -133,8 +133,8 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
             start = time.perf_counter()
             try:
                 found = await run_in_threadpool(explain, runtime, texts, body.method, target=body.target)
-            except ValueError as exc:  # e.g. "pooling" on a model without attention pooling: the method's fault
-                return error_response(422, "validation", f"method: {exc}")
+            except ValueError as exc:  # e.g. "pooling" on a model without attention pooling
+                return error_response(422, "validation", str(exc))
         metrics.observe_batch("/v1/explain", len(texts), time.perf_counter() - start, batched=False)
         return ExplainResponse(model=runtime.name, explanations=[e.to_dict(maps=False) for e in found])
 

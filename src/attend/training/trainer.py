@@ -358,8 +358,9 @@ def _check_registered(task: Task) -> None:
         raise ValueError(f"{kind}'s task name {name!r} is not registered: decorate the class with "
                          f"@attend.training.register_task (registered: {sorted(TASKS)})")  # fmt: skip
     if not isinstance(task, registered) and redefines(registered, type(task)):
-        raise ValueError(f"{kind} was defined and registered again after this task was made: make the task from "
-                         "the class as it is now")  # fmt: skip
+        raise ValueError(f"{kind} is registered as another definition of the same class (its definition was run "
+                         "again): make the task from the class that is registered, or register the one it was made "
+                         "from")  # fmt: skip
     if not isinstance(task, registered):
         raise ValueError(f"{kind}'s task name {name!r} is {registered.__name__}'s: give it a name of its own "
                          "(a model directory it wrote would load as the other task's)")  # fmt: skip
