@@ -236,7 +236,7 @@ def test_an_argument_whose_bytes_are_not_utf8_is_a_one_line_error(tmp_path: Path
     result = subprocess.run([sys.executable.encode(), b"-m", b"attend", b"predict", str(out).encode(), b"caf\xe9"],
                             capture_output=True, timeout=300)  # fmt: skip
     assert result.returncode == 2 and b"Traceback" not in result.stderr
-    assert b"texts[0] contains an unpaired surrogate '\\udce9'" in result.stderr
+    assert b"text argument 1 contains an unpaired surrogate '\\udce9'" in result.stderr  # not texts[0]: a list index
 
 
 @pytest.mark.processes

@@ -294,6 +294,16 @@ def _overlap_warning(found: dict[str, Any], total: int, what: str, *, ensemble: 
               f"these figures are not held-out ones (those are in {held_out})", file=sys.stderr)
 
 
+def _check_text_arguments(texts: Sequence[str] | None) -> None:
+    """Texts given on the command line, named as the user typed them: "text argument 2", not the
+    runtime's ``texts[1]``, an index into a list the user never wrote."""
+    from attend.data.validation import text_problem
+
+    for number, text in enumerate(texts or [], start=1):
+        if (problem := text_problem(text)) is not None:
+            raise UsageError(f"text argument {number} {problem}")
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from attend.data.readers import DataError, TextStream
     from attend.runtime.streaming import (
@@ -311,6 +321,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"give texts to classify, or --input FILE ({said})")
     if args.top_k < 1:
         raise UsageError(f"--top-k {args.top_k}: must be at least 1")
+    _check_text_arguments(args.texts)
     if args.resume and not args.output:
         raise UsageError("--resume continues an --output file: give --output")
     if args.keep_cols is not None and not args.input:
@@ -451,6 +462,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise UsageError(f"--top {args.top}: must be at least 1")
+    if _task_of(args.model_dir) != "translation":  # a translator answers a blank sentence with a blank line
+        _check_text_arguments(args.texts)
     # Where the pictures go, checked before any work, naming the flag (it was "afile/text0: Not a
     # directory" at the end; --html DIR/model.safetensors replaced the weights, --html FILE the input).
     from attend.io import check_page_path, check_picture_folder
