@@ -789,6 +789,8 @@ def _print_int8(name: str, row: dict, precision: str = "int8") -> None:
 def _add_given_columns(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-col", metavar="C", help="text column of --data/--dev-data (default: the model's)")
     parser.add_argument("--label-col", metavar="C", help="label column of --data/--dev-data (default: the model's)")
+    parser.add_argument("--label-sep", metavar="S", help="a multi-label model's separator of the label cells of "
+                        "--data/--dev-data (default: the one it trained with)")  # fmt: skip
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
@@ -828,12 +830,12 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _data_columns(args: argparse.Namespace) -> dict[str, str | None]:
-    """``--text-col``/``--label-col`` of --data and --dev-data (None: the columns the model was trained from)."""
+    """``--text-col``/``--label-col``/``--label-sep`` of --data and --dev-data (None: as the model was trained)."""
     files = [given for given in (args.data, args.dev_data) if given and Path(given).is_file()]
-    if (args.text_col or args.label_col) and not files:
-        raise UsageError("--text-col and --label-col name the columns of a --data / --dev-data file; give one (the "
+    if (args.text_col or args.label_col or args.label_sep is not None) and not files:
+        raise UsageError("--text-col, --label-col and --label-sep read a --data / --dev-data file; give one (the "
                          "model's own splits, and a bundled dataset, have their own)")  # fmt: skip
-    return {"text_col": args.text_col, "label_col": args.label_col}
+    return {"text_col": args.text_col, "label_col": args.label_col, "label_sep": args.label_sep}
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:

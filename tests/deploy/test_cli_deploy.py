@@ -143,7 +143,7 @@ def test_quantize_says_what_to_do_with_a_folder_of_other_files_where_it_exports(
 
 def test_columns_without_a_data_file_are_refused(trained: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     assert main(["quantize", str(trained["encoder"]), "--runtime", "torch", "--text-col", "body"]) == 2
-    assert "--text-col and --label-col name the columns of a --data / --dev-data file" in capsys.readouterr().err
+    assert "--text-col, --label-col and --label-sep read a --data / --dev-data file" in capsys.readouterr().err
     assert main(["quantize", str(trained["encoder"]), "--runtime", "torch", "--data", "rotten_tomatoes",
                  "--text-col", "body"]) == 2  # fmt: skip
     assert "a bundled dataset, have their own" in capsys.readouterr().err

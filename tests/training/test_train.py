@@ -117,6 +117,9 @@ def test_class_weights_multi_label_and_bf16(tmp_path: Path) -> None:
 
     given, _ = held_out(tmp_path / "m", predictor.config, path, "test")
     assert len(given) == 60 and ["a", "b"] in given.labels
+    other = tmp_path / "semicolons.csv"  # another separator, given (attend quantize/prune --label-sep)
+    other.write_text(path.read_text(encoding="utf-8").replace("a|b", "a;b"), encoding="utf-8")
+    assert ["a", "b"] in held_out(tmp_path / "m", predictor.config, other, "test", label_sep=";")[0].labels
     # `attend predict` gives the labels it predicts, not the most probable alone (which read as its answer).
     import io
 

@@ -202,8 +202,12 @@ def held_out(
     hint: str = "data=, --data FILE",
     text_col: str | None = None,
     label_col: str | None = None,
+    label_sep: str | None = None,
 ) -> tuple[LabelledTexts, str]:
     """Labelled examples to judge a model on, and a description of them.
+
+    ``label_sep`` splits a multi-label model's label cells (default: the separator it trained with;
+    a single-label model refuses one).
 
     ``data`` wins when given (a file, a bundled dataset name, or loaded texts; ``text_col`` and
     ``label_col`` name a file's columns, by default the ones the model was trained from, and a
@@ -217,11 +221,17 @@ def held_out(
             dataset = data
         else:
             multi_label = bool(config["model"].get("multi_label", False))
+            if label_sep is not None and not multi_label:
+                raise DataError(f"label_sep={label_sep!r} splits a multi-label model's label cells; this model has "
+                                "one label per text")  # fmt: skip
+            if label_sep == "":
+                raise DataError("label_sep='' splits nothing; give the separator, e.g. '|'")
+            if label_sep is None and multi_label:  # its cells split as training split them ("a|b" had been unknown)
+                label_sep = trained_columns(config, model_dir).get("label_sep")
             dataset = load_labelled(
                 data, text_col=model_column(config, model_dir, "text_col", text_col),
                 label_col=model_column(config, model_dir, "label_col", label_col), multi_label=multi_label,
-                # a multi-label model's cells split as training split them ("a|b" had been one unknown label)
-                label_sep=trained_columns(config, model_dir).get("label_sep") if multi_label else None,
+                label_sep=label_sep,
             )  # fmt: skip
         if not len(dataset):
             raise DataError(f"{dataset.source}: no examples to evaluate on")

@@ -240,6 +240,7 @@ def prune(
     overwrite: bool = False,
     text_col: str | None = None,
     label_col: str | None = None,
+    label_sep: str | None = None,
 ) -> dict[str, Any]:
     """Remove the least important attention heads and write the smaller model; the body of ``attend prune``.
 
@@ -262,6 +263,8 @@ def prune(
             evaluation data: choosing heads on the test set would flatter the result.
         text_col, label_col: The columns of ``data`` and ``dev_data`` files (default: the ones the
             model was trained from).
+        label_sep: A multi-label model's separator of their label cells (default: the one it
+            trained with).
         batch_size: Texts per forward pass.
         overwrite: Replace a model directory already at ``out_dir`` (else that is an error,
             found before any work; ``attend prune`` asks for ``--overwrite``).
@@ -291,7 +294,7 @@ def prune(
     if importance not in IMPORTANCE_METHODS:
         raise ValueError(f"importance={importance!r}; choose one of {list(IMPORTANCE_METHODS)}")
 
-    columns = {"text_col": text_col, "label_col": label_col}  # of data and dev_data (None: the model's)
+    columns = {"text_col": text_col, "label_col": label_col, "label_sep": label_sep}  # of data and dev_data
     test, test_described = held_out(source, config, data, "test", **columns)
     chosen: dict[int, list[int]] = {}
     scores: list[Tensor] = []

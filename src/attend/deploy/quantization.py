@@ -299,6 +299,7 @@ def quantize(
     progress: bool = False,
     text_col: str | None = None,
     label_col: str | None = None,
+    label_sep: str | None = None,
 ) -> dict[str, Any]:
     """Dynamic int8 quantisation, measured against fp32 on held-out data; the body of ``attend quantize``.
 
@@ -316,6 +317,8 @@ def quantize(
         dev_data: Labelled data ``max_loss`` searches on (default: the model's own rebuilt dev split).
         text_col, label_col: The columns of ``data`` and ``dev_data`` files (default: the ones the
             model was trained from).
+        label_sep: A multi-label model's separator of their label cells (default: the one it
+            trained with).
         threads: ONNX Runtime intra-op threads (default: PyTorch's thread count).
         batch_size: Texts per inference call while measuring.
         max_loss: ONNX only: an accuracy budget in points, on the model's *dev* split. Layers
@@ -354,7 +357,7 @@ def quantize(
             f"{path} is an ONNX model directory: --runtime {runtime} measures the PyTorch model, so it needs the "
             f"PyTorch model directory it was exported from{f' ({source})' if source else ''}"
         )
-    columns = {"text_col": text_col, "label_col": label_col}  # of data and dev_data (None: the model's)
+    columns = {"text_col": text_col, "label_col": label_col, "label_sep": label_sep}  # of data and dev_data
     dataset, described = held_out(path, config, data, "test", **columns)
     report: dict[str, Any] = {"model_dir": str(path), "data": described}
     results: dict[str, Any] = {}
