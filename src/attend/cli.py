@@ -1218,15 +1218,31 @@ def _innermost(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
     return parser
 
 
+#: Options whose value may start with a minus sign, which argparse takes for an option of its own
+#: (`--weights -1,2`: "expected one argument"): the value is joined to the flag, and checked as given.
+_SIGNED_VALUES = ("--weights",)
+
+
+def _joined_signed_values(argv: Sequence[str]) -> list[str]:
+    joined: list[str] = []
+    for token in argv:
+        if joined and joined[-1] in _SIGNED_VALUES and re.fullmatch(r"-[\d.][\d.,\s-]*", token):
+            joined[-1] = f"{joined[-1]}={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
+    argv = _joined_signed_values(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     # argparse gives a `texts...` positional nothing once an option came before the texts
     # (`attend explain DIR --method flow "some text"`): such leftovers are texts too.
     if extra and isinstance(getattr(args, "texts", None), list) and not any(e.startswith("-") for e in extra):
         args.texts = [*args.texts, *extra]
     elif extra:  # with the usage of the verb given (`attend recommend evaluate`), not of `attend`
-        _innermost(parser, sys.argv[1:] if argv is None else argv).error(f"unrecognized arguments: {' '.join(extra)}")
+        _innermost(parser, argv).error(f"unrecognized arguments: {' '.join(extra)}")
     # SIGTERM stops a verb as Ctrl-C does: `interrupted`, exit 130, what was written kept (`predict
     # --resume` continues it); train, serve and monitor install their own handling within.
     with sigterm_as_ctrl_c():
