@@ -462,7 +462,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise UsageError(f"--top {args.top}: must be at least 1")
-    if _task_of(args.model_dir) != "translation":  # a translator answers a blank sentence with a blank line
+    translating = _task_of(args.model_dir) == "translation"
+    if not translating:  # a translator answers a blank sentence with a blank line
         _check_text_arguments(args.texts)
     # Where the pictures go, checked before any work, naming the flag (it was "afile/text0: Not a
     # directory" at the end; --html DIR/model.safetensors replaced the weights, --html FILE the input).
@@ -472,7 +473,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         check_picture_folder("--png", args.png, model_dir=args.model_dir)
     if args.html:
         check_page_path("--html", args.html, model_dir=args.model_dir)
-    if _task_of(args.model_dir) == "translation":
+    if translating:
         options = (("--method", args.method, None), ("--layer", args.layer, "-1"), ("--head", args.head, None),
                    ("--target", args.target, None), ("--ig-steps", args.ig_steps, 32),
                    ("--int8", args.int8, False))  # fmt: skip

@@ -524,6 +524,9 @@ class MultiHeadAttention(Recordable, nn.Module):
             raise ValueError("is_causal with a static (cross-attention) cache: the query attends over a fixed memory, "
                              "which it does not follow in time; leave is_causal out")  # fmt: skip
         batch, q_len, _ = query.shape
+        if cache.key is not None and cache.key.shape[0] != batch:  # before torch.cat would fail on an appending one
+            raise ValueError(f"the cache holds {cache.key.shape[0]} rows but the query has batch {batch}; "
+                             "reorder it first")  # fmt: skip
         q = self._split_heads(self.q_proj(query))  # (B, H, Lq, d)
         if cache.static and cache.filled:
             assert cache.key is not None and cache.value is not None
@@ -533,13 +536,8 @@ class MultiHeadAttention(Recordable, nn.Module):
                 raise ValueError("the first call with an empty static (cross-attention) cache needs key=")
             key = query if key is None else key
             value = key if value is None else value
-            self._check_inputs(query, key, value)
-            if cache.key is not None and cache.key.shape[0] != batch:  # checked before torch.cat would fail on it
-                raise ValueError(f"the cache holds {cache.key.shape[0]} rows but the query has batch {batch}; "
-                                 "reorder it first")  # fmt: skip
+            self._check_inputs(query, key, value)  # key's batch is the query's: an empty cache takes it
             k, v = cache.update(self._split_heads(self.k_proj(key)), self._split_heads(self.v_proj(value)))
-        if k.shape[0] != batch:
-            raise ValueError(f"the cache holds {k.shape[0]} rows but the query has batch {batch}; reorder it first")
         if (q_len == 1 and key_padding_mask is None and attn_mask is None and not need_weights
                 and not self.training and self.gate_proj is None and self.backend_name == "sdpa"
                 and not self._captures()):  # fmt: skip

@@ -74,6 +74,25 @@ def parallel_columns(config: dict[str, Any]) -> tuple[str, str]:
 DEFAULT_COLUMNS = {"text_col": "text", "label_col": "label"}
 
 
+def label_separator(config: dict[str, Any], path: str | os.PathLike[str] | None, label_sep: str | None) -> str | None:
+    """The separator of a classifier's label cells in data given to it: ``label_sep`` as given,
+    else the one a multi-label model trained with ("a|b" is two labels, as training read it); None
+    for a single-label model.
+
+    Raises:
+        DataError: a separator given to a single-label model, or an empty one.
+    """
+    multi_label = bool(config["model"].get("multi_label", False))
+    if label_sep is not None and not multi_label:
+        raise DataError(f"label_sep={label_sep!r} splits a multi-label model's label cells; this model has one "
+                        "label per text")  # fmt: skip
+    if label_sep == "":
+        raise DataError("label_sep='' splits nothing; give the separator, e.g. '|'")
+    if label_sep is None and multi_label:
+        return trained_columns(config, path).get("label_sep")
+    return label_sep
+
+
 def model_column(config: dict[str, Any], path: str | os.PathLike[str] | None, name: str, given: str | None) -> str:
     """Column ``name`` (``text_col`` or ``label_col``) of data given to a classifier: as ``given``,
     else the one it was trained on (:func:`trained_columns`), else ``text``/``label``."""
@@ -220,18 +239,11 @@ def held_out(
         if isinstance(data, LabelledTexts):
             dataset = data
         else:
-            multi_label = bool(config["model"].get("multi_label", False))
-            if label_sep is not None and not multi_label:
-                raise DataError(f"label_sep={label_sep!r} splits a multi-label model's label cells; this model has "
-                                "one label per text")  # fmt: skip
-            if label_sep == "":
-                raise DataError("label_sep='' splits nothing; give the separator, e.g. '|'")
-            if label_sep is None and multi_label:  # its cells split as training split them ("a|b" had been unknown)
-                label_sep = trained_columns(config, model_dir).get("label_sep")
             dataset = load_labelled(
                 data, text_col=model_column(config, model_dir, "text_col", text_col),
-                label_col=model_column(config, model_dir, "label_col", label_col), multi_label=multi_label,
-                label_sep=label_sep,
+                label_col=model_column(config, model_dir, "label_col", label_col),
+                multi_label=bool(config["model"].get("multi_label", False)),
+                label_sep=label_separator(config, model_dir, label_sep),
             )  # fmt: skip
         if not len(dataset):
             raise DataError(f"{dataset.source}: no examples to evaluate on")

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from attend.attention import capture_attention, recordable_names
 from attend.data.batching import CALL_COST_TOKENS, length_batches
 from attend.data.readers import LabelledTexts
-from attend.data.splits import load_labelled, model_column, trained_columns
+from attend.data.splits import label_separator, load_labelled, model_column
 from attend.data.tokenization import TextTokenizer
 from attend.data.validation import check_count, validate_texts
 from attend.io import ArtifactDir, ModelDirError, weights_mismatch
@@ -338,13 +338,7 @@ class TextClassifier(Runtime):
         text_col = model_column(self.config, self.path, "text_col", text_col)
         label_col = model_column(self.config, self.path, "label_col", label_col)
         cut = self.checked_threshold(threshold)
-        if label_sep is not None and not self.multi_label:
-            raise ValueError(f"label_sep={label_sep!r} splits a multi-label model's cells; this model has one label "
-                             "per text")  # fmt: skip
-        if label_sep == "":
-            raise ValueError("label_sep='' splits nothing; give the separator, e.g. '|'")
-        if label_sep is None and self.multi_label:  # as training read its labels ("a|b" is two labels)
-            label_sep = trained_columns(self.config, self.path).get("label_sep")
+        label_sep = label_separator(self.config, self.path, label_sep)
         dataset = data if isinstance(data, LabelledTexts) else load_labelled(
             data, text_col=text_col, label_col=label_col, multi_label=self.multi_label, label_sep=label_sep
         )  # fmt: skip
