@@ -110,7 +110,7 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
     assert len(capsys.readouterr().out.splitlines()) == 3
     # Members that differ in one column (a label separator) still agree on the others; a malformed
     # member entry (back into the directory itself) is no column at all, not a RecursionError.
-    from attend.runtime.classifier import trained_columns
+    from attend.data.splits import trained_columns
 
     for name, sep in (("a", ";"), ("b", "+")):
         (tmp_path / "fake" / "members" / name).mkdir(parents=True)
