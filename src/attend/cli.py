@@ -187,9 +187,19 @@ def _cli_predictor(model_dir: str, int8: bool, *, explaining: bool = False) -> A
         raise UsageError(f"--int8 explains with the int8 graph of an ONNX directory; {model_dir} is not one")
     predictor = load(model_dir, int8=int8)
     if not isinstance(predictor, TextClassifier):
-        verb = "attend translate" if predictor.task == "translation" else "attend recommend"
-        raise UsageError(f"{model_dir} holds a {predictor.task} model, not a text classifier: use `{verb}`")
+        raise UsageError(f"{model_dir} holds a {predictor.task} model, not a text classifier: "
+                         f"{_verbs_for(predictor.task)}")  # fmt: skip
     return predictor
+
+
+def _verbs_for(task: str) -> str:
+    """Where a model of ``task`` is run from, for an error that turns a user away from a classifier's verb."""
+    if task == "translation":
+        return "use `attend translate`"
+    if task.endswith("_recommendation"):
+        return "use `attend recommend`"
+    return ("its task comes from outside attend: `attend evaluate`, `attend serve` (with the routes its package "
+            "adds) and Python's attend.load(path) run it")  # fmt: skip
 
 
 def _task_of(model_dir: str) -> str:
@@ -227,11 +237,44 @@ def _translator(model_dir: str) -> Any:
     return runtime
 
 
+def _evaluate_own_task(args: argparse.Namespace) -> int:
+    """`attend evaluate` of a model whose task an installed package adds: its runtime's ``evaluate(DATA)``."""
+    from attend.runtime import load
+
+    given = [flag for flag, value in (("--text-col", args.text_col), ("--label-col", args.label_col),
+                                      ("--label-sep", args.label_sep), ("--threshold", args.threshold),
+                                      ("--source-col", args.source_col), ("--target-col", args.target_col),
+                                      ("--split-col", args.split_col), ("--beam", args.beam),
+                                      ("--length-penalty", args.length_penalty), ("--int8", args.int8 or None))
+             if value is not None]  # fmt: skip
+    runtime = load(args.model_dir)
+    if given:
+        raise UsageError(f"{', '.join(given)}: for attend's own classifiers and translators; {args.model_dir} holds "
+                         f"a {runtime.task} model, evaluated by its runtime on DATA alone")  # fmt: skip
+    try:
+        found = runtime.evaluate(args.data)
+    except (ValueError, OSError) as exc:  # the task's own words for data it cannot score
+        raise UsageError(f"{args.model_dir} ({runtime.task}) on {args.data}: {exc}") from exc
+    if not isinstance(found, dict):
+        raise UsageError(f"{args.model_dir}: its {runtime.task} runtime's evaluate() returned "
+                         f"{type(found).__name__}, not a dict of metrics")  # fmt: skip
+    if args.json:
+        print(dumps_json(found))
+    else:
+        print(f"{args.model_dir} ({runtime.task}) on {args.data}")
+        for key, value in found.items():
+            print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from attend.runtime import evaluate
     from attend.training import format_report
 
-    if _task_of(args.model_dir) == "translation":
+    task = _task_of(args.model_dir)
+    if task not in ("translation", "classification") and not task.endswith("_recommendation"):
+        return _evaluate_own_task(args)
+    if task == "translation":
         if args.int8:
             raise UsageError("--int8: translators run on PyTorch in float32 (int8 is for classifiers)")
         if args.text_col is not None or args.label_col is not None:

@@ -24,11 +24,17 @@ __all__ = [
     "check_positive",
     "check_type",
     "check_unit_interval",
+    "load_plugins",
     "positive_int",
     "read_run_config",
     "redefines",
     "strict_from_dict",
 ]
+
+#: The entry-point group through which an installed package adds tasks, models, runtimes or routes:
+#: each entry names a module, imported (once) when attend meets a name none of its registries holds.
+PLUGIN_GROUP = "attend.plugins"
+_PLUGINS_LOADED: list[str] = []
 
 T = TypeVar("T")
 
@@ -38,6 +44,31 @@ def redefines(old: Any, new: Any) -> bool:
     run a second time), which a registry takes in its place rather than refusing the name."""
     return all(getattr(old, key, None) is not None and getattr(old, key, None) == getattr(new, key, None)
                for key in ("__module__", "__qualname__"))  # fmt: skip
+
+
+def load_plugins() -> list[str]:
+    """Import the modules installed packages name under the ``attend.plugins`` entry points (once a
+    process), so that their decorators register what they add; returns the entries imported.
+
+    A plugin that fails to import is reported as a warning naming it and skipped: one broken package
+    must not stop attend's own models from loading.
+    """
+    if _PLUGINS_LOADED:
+        return list(_PLUGINS_LOADED[1:])
+    import importlib
+    import warnings
+    from importlib.metadata import entry_points
+
+    _PLUGINS_LOADED.append("")  # marks the search done, even where it finds nothing
+    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda found: found.name):
+        try:
+            importlib.import_module(entry.value.partition(":")[0].strip())
+        except Exception as exc:  # a plugin's own failure, reported and skipped
+            warnings.warn(f"attend plugin {entry.name!r} ({entry.value}) failed to load: "
+                          f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)  # fmt: skip
+        else:
+            _PLUGINS_LOADED.append(entry.name)
+    return list(_PLUGINS_LOADED[1:])
 
 _NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from attend.attention import capture_attention
-from attend.config import redefines, strict_from_dict
+from attend.config import load_plugins, redefines, strict_from_dict
 
 __all__ = [
     "MODELS",
@@ -136,6 +136,8 @@ def config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
     data = dict(data)
     name = data.pop("model_type", None)
     if name not in MODELS:
+        load_plugins()
+    if name not in MODELS:
         raise ValueError(f"unknown model_type {name!r}; choose one of {sorted(MODELS)}")
     config_cls, _ = MODELS[name]
     return strict_from_dict(config_cls, data, what=f"{name!r} model")
@@ -145,6 +147,8 @@ def build(config: ModelConfig | Mapping[str, Any]) -> nn.Module:
     """Build the model a config describes (a config object or its dict form)."""
     if not isinstance(config, ModelConfig):
         config = config_from_dict(config)
+    if config.model_type not in MODELS:
+        load_plugins()
     if config.model_type not in MODELS:
         raise ValueError(f"unknown model_type {config.model_type!r}; choose one of {sorted(MODELS)}")
     _, builder = MODELS[config.model_type]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from attend.config import redefines
+from attend.config import PLUGIN_GROUP, load_plugins, redefines
 from attend.io import ArtifactDir, ModelDirError, count_seen
 
 __all__ = ["RUNTIMES", "LoadOptions", "Runtime", "load", "register_runtime"]
@@ -146,10 +146,13 @@ def load(
     options = LoadOptions(runtime=runtime, int8=int8, bf16=bf16, threads=threads)
     artifact = ArtifactDir.open(path)
     if artifact.task not in RUNTIMES:
+        load_plugins()  # an installed package's task, registered as its module is imported
+    if artifact.task not in RUNTIMES:
         raise ModelDirError(
             f"{artifact.path / 'config.json'}: task {artifact.task!r} has no runtime in this version of attend "
             f"(known: {sorted(RUNTIMES)}; a task of your own is loaded by the runtime you register for it, "
-            "@attend.runtime.register_runtime, in the process that loads it)"
+            "@attend.runtime.register_runtime, in the process that loads it, or by an installed package that "
+            f"names the module registering it under the {PLUGIN_GROUP!r} entry points)"
         )
     import torch
 

@@ -35,6 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from attend.config import load_plugins
 from attend.io import ArtifactDir, sha256_file
 from attend.runtime import Runtime, load
 from attend.serve.classification import classification_routes
@@ -296,12 +297,20 @@ def create_app(
     """
     settings = settings or ServeSettings()
     metrics = ServiceMetrics()
+    if runtime is not None and runtime.task not in TASK_ROUTES:
+        load_plugins()  # an installed package's task may add its routes as its module is imported
     if runtime is None:
         if not routers:
             raise ValueError(NOTHING_TO_SERVE)
         routes = Routes(router=APIRouter())
     elif runtime.task not in TASK_ROUTES:
-        raise ValueError(f"attend serve has no routes for {runtime.task!r} models (known: {sorted(TASK_ROUTES)})")
+        if not routers:
+            raise ValueError(
+                f"attend serve has no routes for {runtime.task!r} models (known: {sorted(TASK_ROUTES)}): add them to "
+                "attend.serve.TASK_ROUTES where the task is registered, or give a router of your own (--router "
+                "MODULE:FUNCTION, called with the loaded model)"
+            )
+        routes = Routes(router=APIRouter())  # the routers given serve the model
     else:
         routes = TASK_ROUTES[runtime.task](runtime, settings, metrics)
     extra = [spec.build(runtime) if isinstance(spec, RouterSpec) else spec if isinstance(spec, Routes)

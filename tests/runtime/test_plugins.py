@@ -1,0 +1,263 @@
+"""A task from an installed package: its module, named under the ``attend.plugins`` entry points,
+is imported when attend meets its name, so a fresh process (the command line, ``attend serve``)
+loads, evaluates and serves its model directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+#: A package of one's own: a model, its task, its runtime and its routes, registered on import.
+PLUGIN = '''
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from fastapi import APIRouter
+from pydantic import BaseModel
+from torch import nn
+
+from attend.attention import AttentionPooling
+from attend.models import ModelOutput, build, config_from_dict
+from attend.models.base import ModelConfig, register_model
+from attend.runtime import Runtime, register_runtime
+from attend.serve import TASK_ROUTES, Routes
+from attend.training import Task, register_task
+
+
+@dataclass
+class PointerConfig(ModelConfig):
+    dim: int = 4
+
+
+@register_model("plugin_pointer", PointerConfig)
+class Pointer(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.pool = AttentionPooling(config.dim)
+        self.head = nn.Linear(config.dim, 1)
+
+    def forward(self, batch):
+        pooled, weights = self.pool(batch["x"])
+        return ModelOutput(logits=self.head(pooled).squeeze(-1), pooling_weights=weights)
+
+
+def rows(path):
+    return torch.tensor(json.loads(Path(path).read_text()), dtype=torch.float32)
+
+
+@register_task
+class PointerTask(Task):
+    name = "plugin_pointer_regression"
+    selection = "neg_mse"
+
+    def __init__(self, data):
+        self.path = data
+
+    def prepare(self, args, state):
+        x = rows(self.path)
+        self.data = {"train": x[:40], "dev": x[40:]}
+
+    def save_state(self, directory):
+        pass
+
+    def identity(self):
+        return {"data": str(self.path)}
+
+    def model_config(self):
+        return {"model_type": "plugin_pointer", "dim": 4}
+
+    def default_lr(self):
+        return 1e-2
+
+    @property
+    def train_size(self):
+        return 40
+
+    def splits(self):
+        return ["dev"]
+
+    def train_batch(self, indices):
+        x = self.data["train"][list(indices)]
+        return {"x": x, "y": x[:, 0, 0]}
+
+    def loss(self, model, batch):
+        return F.mse_loss(model(batch).logits, batch["y"])
+
+    @torch.no_grad()
+    def evaluate(self, model, split, batch_size):
+        x = self.data[split]
+        mse = float(self.loss(model.eval(), {"x": x, "y": x[:, 0, 0]}))
+        return {"neg_mse": -mse, "loss": mse}
+
+    def write(self, writer, model, metrics):
+        writer.write_json("metrics.json", metrics)
+        return {}
+
+
+class PointerRuntime(Runtime):
+    task = "plugin_pointer_regression"
+
+    def __init__(self, config, path, model):
+        super().__init__(config, path)
+        self.model = model.eval()
+
+    @property
+    def backend(self):
+        return "torch"
+
+    @torch.no_grad()
+    def predict(self, x):
+        return self.model({"x": x}).logits.tolist()
+
+    def evaluate(self, data, **options):
+        x = rows(data)
+        predicted = torch.tensor(self.predict(x))
+        return {"mse": float(F.mse_loss(predicted, x[:, 0, 0])), "rows": len(x)}
+
+
+@register_runtime("plugin_pointer_regression")
+def load_pointer(artifact, options):
+    model = build(config_from_dict(artifact.config["model"]))
+    model.load_state_dict(artifact.tensors("model.safetensors"))
+    return PointerRuntime(artifact.config, artifact.path, model)
+
+
+class Rows(BaseModel):
+    x: list[list[list[float]]]
+
+
+def pointer_routes(runtime, settings, metrics):
+    router = APIRouter()
+
+    @router.post("/v1/point")
+    def point(body: Rows):
+        return {"y": runtime.predict(torch.tensor(body.x))}
+
+    return Routes(router=router)
+
+
+TASK_ROUTES["plugin_pointer_regression"] = pointer_routes
+'''
+
+TRAIN = '''
+import sys
+from attend.training import Trainer, TrainingArgs
+from pointer_plugin import PointerTask
+Trainer(PointerTask(sys.argv[1]), TrainingArgs(epochs=3, batch_size=10, progress=False)).fit(sys.argv[2])
+'''
+
+SERVE = '''
+import sys
+from fastapi.testclient import TestClient
+from attend.serve import ServeSettings, create_app, load_for_serving
+settings = ServeSettings()
+app = create_app(load_for_serving(sys.argv[1], settings), settings)
+with TestClient(app) as client:
+    print(client.post("/v1/point", json={"x": [[[1.0, 0, 0, 0], [0, 0, 0, 0]]]}).status_code,
+          client.get("/v1/model").json()["task"])
+'''
+
+
+@pytest.fixture
+def installed(tmp_path: Path) -> Path:
+    """A site folder holding the plugin module and the dist-info that names it as an entry point."""
+    site = tmp_path / "site"
+    info = site / "pointer_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "pointer_plugin.py").write_text(textwrap.dedent(PLUGIN))
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pointer-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[attend.plugins]\npointer = pointer_plugin\n")
+    return site
+
+
+def _run(args: list[str], site: Path | None, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
+    if site is not None:
+        env["PYTHONPATH"] = str(site)
+    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def test_an_installed_packages_task_is_loaded_evaluated_and_served_by_a_fresh_process(
+    installed: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "rows.json"
+    rows = [[[(i % 7) / 7.0, 3.0, 0.0, 0.0], [0.5, 0.0, (i % 3) / 3.0, 1.0]] for i in range(60)]
+    data.write_text(json.dumps(rows))
+    model = tmp_path / "pointer"
+    trained = _run([sys.executable, "-c", TRAIN, str(data), str(model)], installed, tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads((model / "config.json").read_text())["task"] == "plugin_pointer_regression"
+
+    attend = str(Path(sys.executable).with_name("attend"))
+    scored = _run([attend, "evaluate", str(model), str(data), "--json"], installed, tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["rows"] == 60 and json.loads(scored.stdout)["mse"] >= 0
+
+    refused = _run([attend, "evaluate", str(model), str(data), "--label-col", "y"], installed, tmp_path)
+    assert refused.returncode == 2 and "--label-col" in refused.stderr and "Traceback" not in refused.stderr
+    classifier_verb = _run([attend, "predict", str(model), "some text"], installed, tmp_path)
+    assert classifier_verb.returncode == 2 and "attend recommend" not in classifier_verb.stderr
+    assert "not a text classifier" in classifier_verb.stderr and "comes from outside attend" in classifier_verb.stderr
+
+    served = _run([sys.executable, "-c", SERVE, str(model)], installed, tmp_path)
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.split() == ["200", "plugin_pointer_regression"]
+
+    # Without the package, the directory is refused by name, with the way to add a task.
+    missing = _run([attend, "evaluate", str(model), str(data)], None, tmp_path)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert "'plugin_pointer_regression' has no runtime" in missing.stderr and "attend.plugins" in missing.stderr
+
+
+def test_a_plugin_that_fails_to_import_is_named_and_attends_own_models_still_load(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    info = site / "broken_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "broken_plugin.py").write_text("raise ImportError('needs a library that is not installed')\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[attend.plugins]\nbroken = broken_plugin\n")
+    script = ("import warnings, attend.config as c\n"
+              "with warnings.catch_warnings(record=True) as caught:\n"
+              "    warnings.simplefilter('always')\n"
+              "    print(c.load_plugins(), c.load_plugins())\n"
+              "print(len(caught), caught[0].message)\n")  # fmt: skip
+    found = _run([sys.executable, "-c", script], site, tmp_path)
+    assert found.returncode == 0, found.stderr
+    first, second = found.stdout.splitlines()
+    assert first == "[] []"  # searched once: the second call does not import (or warn) again
+    assert second.startswith("1 attend plugin 'broken' (broken_plugin) failed to load: ImportError: needs a library")
+
+
+def test_a_model_whose_task_has_no_routes_is_served_by_the_router_given() -> None:
+    from fastapi import APIRouter
+    from fastapi.testclient import TestClient
+
+    from attend.runtime import Runtime
+    from attend.serve import ServeSettings, create_app
+
+    class Echo(Runtime):
+        task = "echo_of_ones_own"
+
+        @property
+        def backend(self) -> str:
+            return "torch"
+
+    runtime = Echo({"task": "echo_of_ones_own"})
+    with pytest.raises(ValueError, match=r"no routes for 'echo_of_ones_own'.*--router MODULE:FUNCTION"):
+        create_app(runtime, ServeSettings())
+    router = APIRouter()
+    router.add_api_route("/v1/echo", lambda: {"task": runtime.task})
+    with TestClient(create_app(runtime, ServeSettings(), routers=[router])) as client:
+        assert client.get("/v1/echo").json() == {"task": "echo_of_ones_own"}
+        assert client.get("/v1/model").json()["task"] == "echo_of_ones_own"
