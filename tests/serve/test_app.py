@@ -84,12 +84,14 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
         ({"texts": ["ok", "\u200b\ufeff\x00"]}, 422, "texts[1] is an empty text (only invisible characters)",
          "texts.1"),
         ({"text": "x" * 401}, 422, "text: 401 characters, over the limit of 400", "text"),
-        ({"texts": [1, 2]}, 422, "texts.0: Input should be a valid string", "texts.0"),
+        ({"texts": [1, 2]}, 422, "texts.0: Input should be a valid string, not 1", "texts.0"),  # the value, too
+        ({"text": ["a text"]}, 422, "text: Input should be a valid string, not a list", "text"),
         ({"texts": "one string"}, 422, "texts: Input should be a valid list", "texts"),
         ({}, 422, 'exactly one of "text" or "texts"', "body"),
         ({"text": "a", "texts": ["b"]}, 422, 'exactly one of "text" or "texts"', "body"),
         ({"text": "a", "top_k": 0}, 422, "top_k", "top_k"),
-        ({"text": "a", "top_k": "2"}, 422, "top_k: Input should be a valid integer", "top_k"),
+        ({"text": "a", "top_k": "2"}, 422, "top_k: Input should be a valid integer, not a string", "top_k"),
+        ({"text": "a", "top_k": 2.5}, 422, "top_k: Input should be a valid integer, not 2.5", "top_k"),
         ({"text": "a", "top_k": True}, 422, "top_k: Input should be a valid integer", "top_k"),
         ({"text": "a", "colour": "red"}, 422, "colour: Extra inputs are not permitted", "colour"),
         ([1, 2], 422, "Input should be a valid dictionary", "body"),
@@ -260,6 +262,27 @@ def test_micro_batcher_fails_only_the_faulty_request_and_drains_on_stop() -> Non
     assert calls[1] == ["t0", "t1", "boom", "t2", "t3"]  # they shared one batch, which failed
 
 
+def test_a_drained_batcher_runs_the_batch_waiting_to_fill_at_once() -> None:
+    """Shutdown has begun: no request can join, so the batch must not wait out max_wait_ms (an hour here)."""
+    calls: list[list[str]] = []
+
+    async def scenario() -> list[list[str]]:
+        batcher = MicroBatcher(lambda texts: calls.append(list(texts)) or texts, max_batch=8, max_wait_ms=3_600_000)
+        await batcher.start()
+        waiting = [asyncio.create_task(batcher.submit([f"t{i}"])) for i in range(3)]
+        while batcher.queued():
+            await asyncio.sleep(0.01)  # the worker takes them into its batch and waits for more
+
+        assert not calls and not any(task.done() for task in waiting)
+        batcher.drain()
+        answers = await asyncio.wait_for(asyncio.gather(*waiting), timeout=30)
+        await batcher.stop()
+        return answers
+
+    assert asyncio.run(scenario()) == [["t0"], ["t1"], ["t2"]]
+    assert calls == [["t0", "t1", "t2"]]  # one batch, run when drained
+
+
 def test_micro_batcher_answers_callers_on_another_event_loop() -> None:
     """A server's loop starts the batcher; a client on its own loop submits (TestClient + httpx do).
 
@@ -368,8 +391,9 @@ def _gauge(response: httpx.Response, name: str) -> float:
 
 
 def test_graceful_shutdown_finishes_requests_in_flight(model_dir: Path) -> None:
-    # The batch waits 5 s for more: long enough for all five requests to arrive on a loaded machine.
-    proc, url = _start(model_dir, "--max-batch", "64", "--max-wait-ms", "5000")
+    # The batch waits a minute for more (longer than the 30 s shutdown grace): it runs when SIGTERM
+    # comes, as no request can join it then. It had waited the minute out, and was cut off with a 503.
+    proc, url = _start(model_dir, "--max-batch", "64", "--max-wait-ms", "60000")
     try:
 
         async def in_flight() -> list[int]:
@@ -614,7 +638,14 @@ def test_a_busy_port_is_a_one_line_error(model_dir: Path) -> None:
         result = subprocess.run([sys.executable, "-m", "attend", "serve", str(model_dir), "--port", str(port)],
                                 capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "choose another --port" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_address_not_of_this_machine_is_blamed_on_host_not_on_the_port() -> None:
+    from attend.serve.app import check_port
+
+    with pytest.raises(ValueError, match=r"192\.0\.2\.1 is not an address of this machine; choose another --host"):
+        check_port("192.0.2.1", 18440)  # TEST-NET-1: documentation only, never a machine's own
 
 
 def test_serve_takes_the_monitor_options_and_a_bad_label_leaves_no_database(model_dir: Path, tmp_path: Path) -> None:

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict
@@ -90,12 +92,26 @@ def load_for_serving(model_dir: str | os.PathLike[str] | None, settings: ServeSe
                 threads=settings.threads or None)  # fmt: skip
 
 
+def _given(err: dict[str, Any]) -> str:
+    """``, not VALUE``: what a schema error refused, a number, true, false or null as sent, anything
+    else by its JSON type only: a string may be a message's text, which no answer or log repeats (a
+    missing field has no value; a JSON syntax error's "input" is the whole body)."""
+    if err.get("type") in ("missing", "json_invalid") or "input" not in err:
+        return ""
+    value = err["input"]
+    if value is None or isinstance(value, bool | int | float):
+        return f", not {json.dumps(value)}"
+    kinds = ((str, "a string"), (list | tuple, "a list"), (dict, "an object"))
+    return next((f", not {kind}" for python, kind in kinds if isinstance(value, python)), "")
+
+
 def _validation_details(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
     details = []
     for err in exc.errors():
         # A JSON syntax error's location is a character offset, not a field: the body is at fault.
         loc = [] if err.get("type") == "json_invalid" else [str(part) for part in err.get("loc", ()) if part != "body"]
-        details.append({"field": ".".join(loc) or "body", "message": str(err.get("msg", "")), "type": err.get("type")})
+        details.append({"field": ".".join(loc) or "body", "message": f"{err.get('msg', '')}{_given(err)}",
+                        "type": err.get("type")})  # fmt: skip
     if any(d["type"] == "json_invalid" for d in details):
         return "malformed JSON body", details
     first = details[0] if details else {"field": "body", "message": "invalid request"}
@@ -324,11 +340,18 @@ def create_app(
         apps |= part.info.get("apps") or {name: {"paths": sorted({path for path, _ in endpoints})}}
     state = {"ready": False}
 
+    def drain() -> None:  # from the signal handler: flags only
+        state["ready"] = False
+        for part in everything:
+            if part.drain is not None:
+                part.drain()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for part in everything:
             if part.start is not None:
                 await part.start()
+        _drain_on_shutdown_signals(drain)
         state["ready"] = True
         try:
             yield
@@ -463,10 +486,15 @@ def check_port(host: str, port: int) -> None:
         try:
             sock.bind(address)
         except OSError as exc:
-            raise ValueError(
-                f"cannot listen on {host}:{port} ({exc.strerror}): another server may be using it; "
-                "choose another --port"
-            ) from None
+            if exc.errno == errno.EADDRINUSE:
+                advice = "another server may be using it; choose another --port"
+            elif exc.errno == errno.EADDRNOTAVAIL:
+                advice = f"{host} is not an address of this machine; choose another --host (127.0.0.1, 0.0.0.0)"
+            elif exc.errno == errno.EACCES:
+                advice = "ports below 1024 need privileges; choose another --port"
+            else:
+                advice = "choose another --host or --port"
+            raise ValueError(f"cannot listen on {host}:{port} ({exc.strerror}): {advice}") from None
 
 
 def app_from_env() -> FastAPI:
@@ -475,6 +503,29 @@ def app_from_env() -> FastAPI:
     settings = ServeSettings(**config["settings"])
     routers = [RouterSpec(**spec) for spec in config.get("routers", [])]
     return create_app(load_for_serving(config["model_dir"], settings), settings, routers=routers)
+
+
+def _drain_on_shutdown_signals(drain: Callable[[], None]) -> None:
+    """Run ``drain`` the moment SIGINT or SIGTERM asks the server to stop, then the server's own handler.
+
+    uvicorn installs its handlers before the app starts (and puts back the ones it found when it
+    stops), then lets requests in flight finish before it tells the app anything: a request waiting
+    in a batch for others to join had waited out ``--max-wait-ms`` though none could come, and past
+    the shutdown grace it was cut off with a 503. Only the main thread can set handlers; elsewhere (a
+    test client) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> None:
+            drain()
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
 
 
 def serve(

@@ -92,6 +92,7 @@ class MicroBatcher:
         self._jobs: queue.Queue[_Pending | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._accepting = False
+        self._draining = False
 
     @property
     def running(self) -> bool:
@@ -105,6 +106,11 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._work, name="attend-batch", daemon=True)
         self._accepting = True
         self._thread.start()
+
+    def drain(self) -> None:
+        """Shutdown has begun: no request will join a waiting batch, so run it now rather than after
+        ``max_wait_ms``. Sets a flag only, so a signal handler may call it."""
+        self._draining = True
 
     async def stop(self) -> None:
         """Finish every queued request, then stop."""
@@ -136,6 +142,15 @@ class MicroBatcher:
         except queue.Empty:
             return False
 
+    def _next(self, since: float) -> _Pending | bool | None:
+        """The next queued item while a batch begun at ``since`` may still wait for one (False once it
+        may not). The wait is taken in slices of at most 50 ms, so that :meth:`drain` ends it."""
+        while True:
+            left = 0.0 if self._draining else self.max_wait - (time.perf_counter() - since)
+            item = self._take(min(left, 0.05))
+            if item is not False or left <= 0.05:
+                return item
+
     def _work(self) -> None:
         carry: _Pending | None = None
         stopping = False
@@ -146,7 +161,7 @@ class MicroBatcher:
                 break
             batch, size = [first], len(first.texts)
             while size < self.max_batch:
-                item = self._take(self.max_wait - (time.perf_counter() - first.arrived))
+                item = self._next(first.arrived)
                 if item is False:
                     break
                 if item is None:

@@ -145,6 +145,7 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
         router=router,
         start=batcher.start,
         stop=batcher.stop,
+        drain=batcher.drain,
         ready=lambda: batcher.running,
         refresh=refresh,
         info={

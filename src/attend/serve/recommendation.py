@@ -87,5 +87,5 @@ def recommendation_routes(runtime: Recommender, settings: ServeSettings, metrics
         metrics.queued.set(batcher.queued())
 
     limits = {"max_k": MAX_K, "max_history": MAX_HISTORY}  # this route's own (beside the service's text limits)
-    return Routes(router=router, start=batcher.start, stop=batcher.stop, ready=lambda: batcher.running,
-                  refresh=refresh, info={"limits": limits})  # fmt: skip
+    return Routes(router=router, start=batcher.start, stop=batcher.stop, drain=batcher.drain,
+                  ready=lambda: batcher.running, refresh=refresh, info={"limits": limits})  # fmt: skip

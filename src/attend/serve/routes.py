@@ -75,6 +75,9 @@ class Routes:
         stop: Awaited when it stops (after the port closed: requests already accepted finish).
         ready: Whether the routes can serve now (``GET /readyz``).
         refresh: Called before ``GET /metrics`` renders (to update gauges).
+        drain: Called from the signal handler the moment shutdown begins (before requests in flight
+            finish): work held back for more to come (a batch waiting to fill) runs now. It may
+            only set flags.
         info: Entries ``GET /v1/model`` adds (``limits`` are merged with the service's).
     """
 
@@ -83,6 +86,7 @@ class Routes:
     stop: Callable[[], Awaitable[None]] | None = None
     ready: Callable[[], bool] = lambda: True
     refresh: Callable[[], None] = lambda: None
+    drain: Callable[[], None] | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
 

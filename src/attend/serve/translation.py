@@ -85,5 +85,5 @@ def translation_routes(runtime: Translator, settings: ServeSettings, metrics: Se
         metrics.queued.set(batcher.queued())
 
     info = {"generation": runtime.options().__dict__, "limits": {"max_beam": MAX_BEAM}}
-    return Routes(router=router, start=batcher.start, stop=batcher.stop, ready=lambda: batcher.running,
-                  refresh=refresh, info=info)  # fmt: skip
+    return Routes(router=router, start=batcher.start, stop=batcher.stop, drain=batcher.drain,
+                  ready=lambda: batcher.running, refresh=refresh, info=info)  # fmt: skip
