@@ -10,6 +10,7 @@ import math
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -528,6 +529,11 @@ def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, cap
     assert again["repeated"] and again["updates"] == 1
     assert main(["focus", "feedback", "--db", db, "zzz", "pass"]) == 2
     assert "no message 'zzz'" in capsys.readouterr().err
+    # A stored id with another text is named by file and line (it had named neither), nothing stored.
+    other = _write_jsonl(tmp_path / "other.jsonl", [UNRELATED, replace(RELEVANT, text="Another text.")])
+    assert main(["focus", "ingest", "--db", db, "--messages", str(other)]) == 2
+    assert f"error: {other}: line 2: message id {RELEVANT.id!r} is stored in this session already" \
+        in capsys.readouterr().err
     for bad in (["--minutes", "inf"], ["--minutes", "0"], ["--until", "tomorrow"], ["--minutes", "1e-9"],
                 ["--until", "1999-01-01T00:00"]):  # fmt: skip
         assert main(["focus", "start", "--db", str(tmp_path / "other.db"), "--task", TASK, *bad]) == 2

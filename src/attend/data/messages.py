@@ -908,7 +908,8 @@ def read_messages_report(
         From, Subject, Date or Message-ID: a cut or damaged mailbox); ``not_utf8``, where a JSONL,
         CSV or TSV source had lines with bytes that are not UTF-8 (each such byte read as U+FFFD);
         and ``first``: for each count, where the first such mail is (``"message 3"``, with the
-        Message-ID and the id given for a reused one).
+        Message-ID and the id given for a reused one); ``where``: where each message returned was
+        read (``"line 4"``, ``"message 2"``), in order.
 
     Raises:
         MessageError: as :func:`iter_messages`, or for two rows (JSONL/CSV) with the same id.
@@ -951,6 +952,7 @@ def read_messages_report(
             )
         seen[ident] = read.where
         messages.append(read.message)
+        stats.setdefault("where", []).append(read.where)
     return messages, stats
 
 

@@ -49,10 +49,14 @@ def _costs(args: argparse.Namespace) -> Any:
         raise ValueError(f"--{str(exc).split(' cost')[0]}-cost: {exc}") from None
 
 
-def _read(source: str, fmt: str | None) -> Any:
+def _read(source: str, fmt: str | None, where: list[str] | None = None) -> Any:
+    """The messages of ``source``, with notes on stderr for what reading them did; ``where`` is
+    filled with where each was read (``line 4``, ``message 2``)."""
     from attend.data.messages import read_messages_report
 
     messages, report = read_messages_report(source, fmt=fmt)
+    if where is not None:
+        where.extend(report.get("where", []))
     if not messages:
         raise ValueError(f"--messages {source}: no messages in it")
     first = report.get("first", {})
@@ -160,11 +164,19 @@ def _cmd_start(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    messages = _read(args.messages, args.format)
+    from attend.apps.focus.service import StoredIdTaken
+
+    where: list[str] = []
+    messages = _read(args.messages, args.format, where)
     _threads(args.threads)
     service = _service(args, create=False)
-    decisions = service.ingest(messages)
-    service.close()
+    try:
+        decisions = service.ingest(messages)
+    except StoredIdTaken as exc:  # named where the user can find it, not by its place in the list read
+        named = "standard input" if args.messages == "-" else args.messages
+        raise ValueError(f"{named}: {where[exc.index]}: {exc.detail}") from None
+    finally:
+        service.close()
     if args.json:
         print(dumps_json([d.to_dict() for d in decisions]))
     else:

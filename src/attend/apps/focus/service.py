@@ -25,6 +25,14 @@ def triage(task: str, messages: Sequence[Message], *, allow: Sequence[str] = (),
     return assistant.triage(Session(task, allow), messages)
 
 
+class StoredIdTaken(ValueError):
+    """``messages[index]`` has the id of a message stored in the session with another text or sender."""
+
+    def __init__(self, index: int, detail: str) -> None:
+        super().__init__(f"messages[{index}]: {detail}")
+        self.index, self.detail = index, detail
+
+
 def check_unique_ids(messages: Sequence[Message]) -> None:
     """Refuse a batch in which two messages have one id (given, or derived from the same message):
     an answer's id names one message."""
@@ -95,15 +103,15 @@ class FocusService:
     def _ingest(self, session: dict[str, Any], messages: Sequence[Message]) -> list[Decision]:
         person = self.store.person(self.assistant.reader.dim)
         stored = self.store.session_messages(session["id"], [m.id for m in messages])
-        for m in messages:
+        for index, m in enumerate(messages):
             if m.id in stored and (stored[m.id]["text"], stored[m.id]["sender"]) != (m.text, m.sender):
                 # Another message under a stored one's id (a numbering per export starts again at 1):
                 # "stored once" would drop it unseen, and feedback on the id would teach the old one.
-                raise ValueError(
+                raise StoredIdTaken(index, (
                     f"message id {m.id!r} is stored in this session already, for a message with another "
                     f"{'text' if stored[m.id]['text'] != m.text else 'sender'}: an id names one message; give this one "
                     "its own id, or leave ids out and each is derived from its message"
-                )
+                ))  # fmt: skip
         fresh = [m for m in messages if m.id not in stored]  # a message seen before is not traffic twice
         pool = FeatureStats.from_dict(self.store.traffic(session["id"]))
         session_ = Session(session["task"], tuple(session["allow"]))
