@@ -217,6 +217,15 @@ def test_help_and_argument_errors_load_no_model_code() -> None:
     assert EXPLAIN_METHODS == tuple(METHODS)
 
 
+@pytest.mark.parametrize("verb", ["predict", "explain", "translate"])
+def test_a_verb_given_nothing_asks_for_the_model_only(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse had also required `texts`, which --input replaces."""
+    with pytest.raises(SystemExit) as stopped:
+        main([verb])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.endswith("error: the following arguments are required: model_dir\n")
+
+
 def test_app_packages_still_export_their_names() -> None:
     import attend.apps.focus as focus
     import attend.apps.monitor as monitor

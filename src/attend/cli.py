@@ -461,7 +461,8 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
     from attend.data.readers import read_table
 
     if bool(args.texts) == bool(args.input):
-        raise UsageError("give texts to explain, or --input FILE, but not both")
+        said = "both were given" if args.texts else "neither was given"
+        raise UsageError(f"give texts to explain, or --input FILE, but not both ({said})")
     text_col = _model_column(args.model_dir, args.text_col, "text_col")
     return args.texts or read_table(args.input, text_col=text_col, label_col=None,
                                     columns_hint="choose the column with --text-col").texts  # fmt: skip
@@ -1076,7 +1077,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = verbs.add_parser("predict", help="classify texts with a trained model")
     pr.add_argument("model_dir")
-    pr.add_argument("texts", nargs="*", help="texts to classify")
+    pr.add_argument("texts", nargs="*", default=[], help="texts to classify (or --input FILE)")
     pr.add_argument("--input", help="file of texts (CSV/TSV/JSONL/Parquet) instead")
     pr.add_argument("--text-col", help="column holding the text in --input (default: the model's training column, "
                     "else text)")  # fmt: skip
@@ -1095,7 +1096,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = verbs.add_parser("explain", help="show which tokens each prediction rested on")
     ex.add_argument("model_dir")
-    ex.add_argument("texts", nargs="*", help="texts to explain")
+    ex.add_argument("texts", nargs="*", default=[], help="texts to explain (or --input FILE)")
     ex.add_argument("--input", help="file of texts (CSV/TSV/JSONL/Parquet) instead")
     ex.add_argument("--text-col", help="column holding the text in --input (default: the model's training column, "
                     "else text; a translator's: source)")  # fmt: skip
@@ -1120,7 +1121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tl = verbs.add_parser("translate", help="translate sentences with a seq2seq model")
     tl.add_argument("model_dir")
-    tl.add_argument("texts", nargs="*", help="sentences to translate")
+    tl.add_argument("texts", nargs="*", default=[], help="sentences to translate (or --input FILE)")
     tl.add_argument("--input", help="a text file, one sentence per line ('-': stdin), or a CSV/TSV/JSONL/Parquet file")
     tl.add_argument("--source-col", help="column of --input holding the sentence (default: the one training read, "
                     "else source)")  # fmt: skip

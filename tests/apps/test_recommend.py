@@ -583,7 +583,7 @@ def test_a_model_of_movielens_says_it_holds_data_not_to_pass_on_and_a_folder_hid
 
 
 def test_column_options_for_a_bundled_dataset_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"--item-col movie: movielens_100k is a bundled dataset that names its own"):
+    with pytest.raises(ValueError, match=r"--item-col movie: movielens_100k is a registered dataset that names its"):
         train_recommender("movielens_100k", tmp_path / "m", item_col="movie", training=QUICK)
     with pytest.raises(ValueError, match=r"--time-col none: movielens_100k"):
         train_recommender("movielens_100k", tmp_path / "m", time_col=None, training=QUICK)

@@ -180,7 +180,7 @@ def test_cli_explain_writes_no_picture_over_what_it_would_destroy(
         (["--head", "7", "--method", "attention", "x"], "head=7; this model has 4 heads"),
         (["--target", "maybe", "x"], "target='maybe' is not a label"),
         ([""], "text argument 1 is an empty text"),  # it named texts[0], a list index
-        ([], "give texts to explain, or --input FILE"),
+        ([], "give texts to explain, or --input FILE, but not both (neither was given)"),
         # Accepted and ignored before:
         (["--layer", "5", "--head", "9", "x"], "--layer, --head: for --method attention only (rollout does not"),
         (["--maps", "x"], "--maps: adds the maps to --json output; give --json"),

@@ -226,7 +226,7 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     train.add_argument("--seed", type=seed_number, help="seed of every RNG (default 0)")
     train.add_argument("--threads", type=int, help="PyTorch threads (default: one per core)")
-    train.add_argument("--config", help="JSON/YAML with 'model' and 'training' sections")
+    train.add_argument("--config", help="JSON with 'model' and 'training' sections")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run writing --out")
     train.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")

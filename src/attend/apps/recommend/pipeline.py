@@ -66,7 +66,7 @@ def train_recommender(
         for flag, (value, default) in given.items():
             if value != default:
                 shown = "none" if value is None else value
-                raise ValueError(f"{flag} {shown}: {data} is a bundled dataset that names its own columns; the "
+                raise ValueError(f"{flag} {shown}: {data} is a registered dataset that names its own columns; the "
                                  "column options are for a log file")  # fmt: skip
     if rating_col is None and model == "din" and not _is_dataset(data):
         rating_col = "rating"
