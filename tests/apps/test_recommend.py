@@ -582,6 +582,18 @@ def test_a_model_of_movielens_says_it_holds_data_not_to_pass_on_and_a_folder_hid
                for note in task.notes)  # fmt: skip
 
 
+def test_a_training_option_the_recommenders_do_not_read_is_refused(tmp_path: Path) -> None:
+    """label_smoothing, max_length (the model option sets the sequence length), class_weights, ...
+    had been accepted from --config and changed nothing."""
+    log = tmp_path / "log.csv"
+    log.write_text("user,item,timestamp\n" + "".join(f"u{u},i{(u * 7 + t) % 9},{t}\n" for u in range(6)
+                                                     for t in range(5)), encoding="utf-8")  # fmt: skip
+    for option, value in (("label_smoothing", 0.1), ("max_length", 20), ("class_weights", True)):
+        with pytest.raises(ValueError, match=rf"{option}={value!r}: the sequential_recommendation task does not read"):
+            train_recommender(str(log), tmp_path / "m", training={**QUICK, option: value})
+    assert not (tmp_path / "m").exists()
+
+
 def test_column_options_for_a_bundled_dataset_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"--item-col movie: movielens_100k is a registered dataset that names its"):
         train_recommender("movielens_100k", tmp_path / "m", item_col="movie", training=QUICK)

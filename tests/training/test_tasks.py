@@ -175,6 +175,14 @@ def test_a_task_of_ones_own_is_checked_where_it_would_fail_later(picker: None, t
     with pytest.raises(ValueError, match=r"_Clobber.write returned \['model'\], config.json entries the Trainer"):
         Trainer(_Clobber(), args).fit(tmp_path / "clobber")
     assert not (tmp_path / "clobber").exists()
+    # An option only a task can apply, which this one does not read, had been accepted and changed nothing.
+    shortened = dataclasses.replace(args, max_length=16)
+    with pytest.raises(ValueError, match=r"max_length=16: the toy_regression task does not read this training option, "
+                                         r"so it would change nothing \(it reads none of class_weights, label_smooth"):
+        Trainer(Regression(), shortened).fit(tmp_path / "short")
+    with pytest.raises(ValueError, match=r"dev_fraction=0.1: the toy_regression task does not read"):
+        Trainer(Regression(), args, given={"dev_fraction"}).fit(tmp_path / "short")  # given, at its default
+    assert not (tmp_path / "short").exists()
 
     def stop(record: dict[str, Any]) -> None:  # a notebook's stop button; it was a bare KeyboardInterrupt
         raise KeyboardInterrupt

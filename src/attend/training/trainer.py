@@ -567,6 +567,11 @@ def epoch_batches(
     return shares
 
 
+#: TrainingArgs options that a task reads itself (its data, tokenizer and loss), where the Trainer
+#: cannot apply them: each task lists those it reads in ``Task.reads``.
+TASK_READ_OPTIONS = ("class_weights", "label_smoothing", "max_length", "vocab_size", "dev_fraction", "test_fraction")
+
+
 def _check_features(task: Task, args: TrainingArgs, *, resumed: bool = False,
                     given: frozenset[str] | None = None) -> None:  # fmt: skip
     """Refuse the optional training features the task does not implement, naming the option, and a
@@ -578,6 +583,17 @@ def _check_features(task: Task, args: TrainingArgs, *, resumed: bool = False,
             supported = ", ".join(sorted(task.features)) or "none of augment, adversarial, rdrop"
             raise ValueError(f"{option}={getattr(args, option)!r}: the {task.name} task does not support it "
                              f"(it supports: {supported})")  # fmt: skip
+    defaults = TrainingArgs()
+    for option in TASK_READ_OPTIONS:
+        set_ = option in given if given is not None else getattr(args, option) != getattr(defaults, option)
+        if set_ and option not in task.reads:
+            reads = (f"of these it reads {', '.join(sorted(task.reads))}" if task.reads
+                     else f"it reads none of {', '.join(TASK_READ_OPTIONS)}")
+            problem = (f"{option}={getattr(args, option)!r}: the {task.name} task does not read this training option, "
+                       f"so it would change nothing ({reads})")
+            if not resumed:
+                raise ValueError(problem)
+            print(f"warning: the interrupted run's options: {problem}", file=sys.stderr)
     try:
         check_settings(args, given)
     except ValueError as exc:

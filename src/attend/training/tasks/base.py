@@ -40,6 +40,10 @@ class Task(ABC):
     #: The optional TrainingArgs features the task implements, of ``"augment"``, ``"adversarial"``
     #: and ``"rdrop"``; the Trainer refuses the others with an error naming the option.
     features: ClassVar[frozenset[str]] = frozenset()
+    #: The TrainingArgs options on the data and the loss that the task reads itself, of
+    #: :data:`~attend.training.trainer.TASK_READ_OPTIONS` (``max_length``, ``label_smoothing``, ...);
+    #: the Trainer refuses a setting of the others, which would change nothing.
+    reads: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def prepare(self, args: TrainingArgs, state: Path | None) -> None:

@@ -346,6 +346,7 @@ class ClassificationTask(Task):
     name = "classification"
     selection = "macro_f1"
     features = frozenset({"augment", "adversarial", "rdrop"})
+    reads = frozenset({"class_weights", "label_smoothing", "max_length", "vocab_size", "dev_fraction", "test_fraction"})
 
     def __init__(
         self,

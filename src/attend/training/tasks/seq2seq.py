@@ -133,6 +133,7 @@ class TranslationTask(Task):
 
     name = "translation"
     selection = "bleu"
+    reads = frozenset({"label_smoothing", "max_length", "vocab_size", "dev_fraction", "test_fraction"})
 
     def __init__(
         self,
