@@ -469,7 +469,7 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
 
 def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
-    from attend.explain.alignment import alignment_html, save_alignment_pngs
+    from attend.explain.alignment import alignment_html, save_alignment_pngs, strongest_links
 
     translator = _translator(args.model_dir)
     results = translator.translate(texts, beam=args.beam, alignments=True, maps=bool(args.maps or args.png))
@@ -490,9 +490,7 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
         for r in results:
             assert r.alignment is not None
             print(displayable(f"{r.source}\n  -> {r.translation}  (score {round(r.score, 3) + 0.0:.3f})"))
-            weights = r.alignment.weights
-            links = [f"{out.strip() or out}<-{r.alignment.source_tokens[int(weights[i].argmax())].strip()}"
-                     for i, out in enumerate(r.alignment.output_tokens)]  # fmt: skip
+            links = strongest_links(r.alignment)
             print(displayable("  " + "  ".join(links[: args.top])))  # --top: the output tokens shown, with their source
             if r.warning:
                 print(f"  ({r.warning})")

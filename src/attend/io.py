@@ -48,6 +48,7 @@ __all__ = [
     "check_picture_folder",
     "dumps_json",
     "enclosing_ensemble",
+    "enclosing_model_directory",
     "file_in_the_way",
     "finite_json",
     "link_target",
@@ -60,6 +61,7 @@ __all__ = [
     "update_metrics",
     "weights_mismatch",
     "write_ensemble",
+    "write_page",
 ]
 
 #: Files that could execute code when loaded; a model directory holding one is refused.
@@ -390,6 +392,21 @@ def check_page_path(flag: str, path: str | os.PathLike[str], *,
         raise ValueError(f"{flag} {path}: exists and is no HTML page; a report replaces only an earlier page, so "
                          "remove the file or choose another name")  # fmt: skip
     return page
+
+
+def write_page(path: str | os.PathLike[str], page: str) -> Path:
+    """Write an HTML page atomically, making missing folders; refused over a file that is no HTML
+    page (a model's weights or config.json, a user's notes), as :func:`check_page_path` refuses it.
+    The library's renderers write through it: only the command line had checked."""
+    where = check_page_path("path", path)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(where, page)
+
+
+def enclosing_model_directory(path: str | os.PathLike[str]) -> Path | None:
+    """The model directory ``path`` is, or is inside, or None."""
+    here = Path(path).resolve()
+    return next((folder for folder in (here, *here.parents) if folder.is_dir() and _is_model_directory(folder)), None)
 
 
 def check_picture_folder(flag: str, folder: str | os.PathLike[str], *,

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from attend.explain import Alignment, alignment_html, alignment_png, save_alignment_pngs, to_json_dict
+from attend.explain.alignment import strongest_links
 from tests.explain.test_faithfulness_render_cli import _screenshot
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -34,6 +35,11 @@ def _cat() -> Alignment:
     faithfulness = {"comprehensiveness": 0.42, "random": {"comprehensiveness": 0.1}}
     return Alignment(source, output, weights, source="the cat sat", translation="猫が座った", score=-1.25,
                      layers=layers, faithfulness=faithfulness)  # fmt: skip
+
+
+def test_a_piece_of_spaces_is_shown_not_printed_as_nothing() -> None:
+    alignment = Alignment([" ", "cat", "</s>"], ["猫", " "], np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]))
+    assert strongest_links(alignment) == ["猫<-␣", "␣<-</s>"]  # `explain` printed "猫<-" and " <-</s>"
 
 
 def test_json_shape_links_and_rounding() -> None:

@@ -12,6 +12,7 @@ from PIL import Image
 from attend.cli import main
 from attend.explain import THRESHOLDS, explain, faithfulness, format_faithfulness, render_html, save_heatmaps, to_json
 from attend.io import sha256_file
+from attend.runtime import load
 from tests.conftest import chromium_page, copy_model, planted_rows, write_csv
 from tests.explain.conftest import untrained_predictor
 
@@ -112,6 +113,36 @@ def test_png_heatmaps_and_json(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def model_dir(trained: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_model(trained["encoder"], tmp_path_factory.mktemp("cli"))
+
+
+def test_the_library_writes_no_page_over_a_model_or_a_file_and_no_pictures_into_a_model(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """Only the command line had checked: render_html(exps, "model/config.json") replaced the config
+    (the model then failed to load), and save_heatmaps wrote into the model directory."""
+    from attend.explain import alignment_html, save_alignment_pngs
+    from attend.explain.alignment import Alignment
+
+    model_dir = copy_model(trained["encoder"], tmp_path, "model")
+    exps = explain(load(model_dir), ["a wonderful film"], "attention", maps=True)
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()}
+    (tmp_path / "notes.txt").write_text("mine\n", encoding="utf-8")
+    for target in (model_dir / "config.json", model_dir / "model.safetensors", tmp_path / "notes.txt"):
+        with pytest.raises(ValueError, match=r"exists and is no HTML page"):
+            render_html(exps, target)
+    alignment = Alignment(["a"], ["b"], np.ones((1, 1)))
+    with pytest.raises(ValueError, match=r"exists and is no HTML page"):
+        alignment_html([alignment], path=model_dir / "config.json")
+    for save, what in ((save_heatmaps, exps), (save_alignment_pngs, [alignment])):
+        for folder in (model_dir, model_dir / "pictures"):
+            with pytest.raises(ValueError, match=r"that is in the model directory"):
+                save(what, folder)
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()} == before
+    assert not (model_dir / "pictures").exists() and (tmp_path / "notes.txt").read_text() == "mine\n"
+    render_html(exps, model_dir / "why.html")  # a new page beside a model is fine (`attend demo` writes one)
+    render_html(exps, tmp_path / "new" / "page.html")
+    assert render_html(exps, tmp_path / "new" / "page.html")  # over its own earlier page
+    assert load(model_dir).predict(["a wonderful film"])
 
 
 def test_cli_explain_json_html_png(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

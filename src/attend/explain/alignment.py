@@ -35,10 +35,11 @@ import numpy as np
 
 from attend.data.validation import page_text
 from attend.explain.render import _STYLE, _shade, _token_html, remove_stale_pictures
-from attend.io import atomic_write_text
+from attend.io import check_picture_folder, enclosing_model_directory, write_page
 from attend.plotting import plain_text, pyplot
 
-__all__ = ["LINK_RATIO", "Alignment", "alignment_html", "alignment_png", "save_alignment_pngs", "to_json_dict"]
+__all__ = ["LINK_RATIO", "Alignment", "alignment_html", "alignment_png", "save_alignment_pngs", "shown_token",
+           "strongest_links", "to_json_dict"]
 
 #: A source token is linked to an output token when its weight is above this fraction of the row's peak.
 LINK_RATIO = 0.5
@@ -169,7 +170,20 @@ def to_json_dict(alignment: Alignment, *, maps: bool = False) -> dict[str, Any]:
 # --- PNG -----------------------------------------------------------------------------------------
 
 
+def shown_token(token: str) -> str:
+    """A token as text shows it: a piece of spaces alone (a word break) as ␣, which stripped is nothing."""
+    return token.strip() or "␣"
+
+
+def strongest_links(alignment: Alignment) -> list[str]:
+    """``output<-source`` for each output token and the source token it attends to most."""
+    return [f"{shown_token(out)}<-{shown_token(alignment.source_tokens[int(row.argmax())])}"
+            for out, row in zip(alignment.output_tokens, alignment.weights, strict=True)]  # fmt: skip
+
+
 def _label(token: str) -> str:
+    if not token.strip():
+        return "␣"
     token = token.removeprefix("##")
     return token if len(token) <= MAX_LABEL_CHARS else token[: MAX_LABEL_CHARS - 1] + "…"
 
@@ -249,7 +263,7 @@ def save_alignment_pngs(alignments: Sequence[Alignment], directory: str | Path, 
     With ``maps=True`` also each per-layer/head map as ``alignment-000-layer-0-head-2.png``.
     Returns the written paths.
     """
-    directory = Path(directory)
+    directory = check_picture_folder("directory", directory, model_dir=enclosing_model_directory(directory))
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for i, alignment in enumerate(alignments):
@@ -509,6 +523,5 @@ def alignment_html(
         f"<script>{_SCRIPT}</script></body></html>"
     )
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(path), page)
+        write_page(path, page)
     return page

@@ -24,7 +24,7 @@ import numpy as np
 
 from attend.data.validation import page_text
 from attend.explain.methods import Explanation
-from attend.io import atomic_write_text
+from attend.io import check_picture_folder, enclosing_model_directory, write_page
 from attend.jsonout import dumps_json
 from attend.plotting import CJK_FONTS, plain_text, pyplot
 
@@ -88,7 +88,7 @@ def save_heatmaps(explanations: Sequence[Explanation], directory: str | Path) ->
 
     Returns the written paths.
     """
-    directory = Path(directory)
+    directory = check_picture_folder("directory", directory, model_dir=enclosing_model_directory(directory))
     written: list[Path] = []
     for i, exp in enumerate(explanations):
         folder = directory / f"text{i}"
@@ -236,8 +236,7 @@ def render_html(
         f"{''.join(cards)}</body></html>"
     )
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)  # a report into a new folder: make it
-        atomic_write_text(Path(path), page)
+        write_page(path, page)  # a report into a new folder makes it; over a file that is no page, refused
     return page
 
 

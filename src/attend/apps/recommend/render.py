@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from attend.data.validation import page_text
-from attend.io import atomic_write_text
+from attend.io import write_page
 
 __all__ = ["render_recommendations"]
 
@@ -83,5 +82,5 @@ def render_recommendations(
         f'<div class="grid">{"".join(cards)}</div></body></html>\n'
     )
     if path is not None:
-        atomic_write_text(Path(path), page)
+        write_page(path, page)
     return page
