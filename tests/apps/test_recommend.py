@@ -591,6 +591,9 @@ def test_a_training_option_the_recommenders_do_not_read_is_refused(tmp_path: Pat
     for option, value in (("label_smoothing", 0.1), ("max_length", 20), ("class_weights", True)):
         with pytest.raises(ValueError, match=rf"{option}={value!r}: the sequential_recommendation task does not read"):
             train_recommender(str(log), tmp_path / "m", training={**QUICK, option: value})
+    # The task's item features had shadowed the list of training features it implements: a TypeError.
+    with pytest.raises(ValueError, match=r"augment='typos': the sequential_recommendation task does not support it"):
+        train_recommender(str(log), tmp_path / "m", training={**QUICK, "augment": "typos"})
     assert not (tmp_path / "m").exists()
 
 

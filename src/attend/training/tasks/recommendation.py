@@ -245,7 +245,7 @@ class _RecommendationTask(Task):
         self.source = source
         self.model_options = dict(model_options or {})
         self.data: Interactions
-        self.features: ItemFeatures | None = None
+        self.item_features: ItemFeatures | None = None
         self.spec: dict[str, Any] | None = None
         self.tables: dict[str, Tensor] = {}
         self.vocabularies: dict[str, Any] = {}
@@ -272,8 +272,8 @@ class _RecommendationTask(Task):
         check_model_fields(self.model_type, given, from_data=FROM_THE_DATA, task_options=TASK_OPTIONS)
 
     def _read(self) -> None:
-        self.data, self.features = load_log(self.source)
-        self.notes = list(self.data.notes) + (list(self.features.notes) if self.features is not None else [])
+        self.data, self.item_features = load_log(self.source)
+        self.notes = list(self.data.notes) + (list(self.item_features.notes) if self.item_features is not None else [])
         from attend.data.datasets import DATASETS, names_dataset
 
         info = DATASETS.get(self.source.data) if names_dataset(self.source.data) else None
@@ -282,7 +282,7 @@ class _RecommendationTask(Task):
                               f"and its item ids and names (items.json), whose terms forbid passing the data on: "
                               "keep the directory to yourself (see `attend datasets`)")  # fmt: skip
         fusion = str(self.model_options.get("fusion", "gated"))
-        self.spec, self.tables, self.vocabularies = feature_tables(self.features, self.data.n_items, fusion)
+        self.spec, self.tables, self.vocabularies = feature_tables(self.item_features, self.data.n_items, fusion)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -329,7 +329,7 @@ class _RecommendationTask(Task):
         counts = torch.from_numpy(item_counts(sequences, self.data.n_items).astype(np.float32))
         save_tensors(tensors | {"popularity": counts}, writer.path / "histories.safetensors")
         writer.record("histories.safetensors")
-        names = item_names(self.features, self.data.item_ids)
+        names = item_names(self.item_features, self.data.item_ids)
         writer.write_json("items.json", {"item_ids": self.data.item_ids, "user_ids": self.data.user_ids,
                                          "names": names, "features": self.vocabularies})  # fmt: skip
         writer.record("items.json")  # the id <-> index maps the weights were trained with: part of the model
