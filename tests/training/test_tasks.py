@@ -155,8 +155,16 @@ class _Clobber(Regression):
         return {"model": {"size": 3}}
 
 
+class _Shadowed(Regression):
+    name = "toy_regression_shadowed"
+
+    def __init__(self) -> None:
+        self.features = None  # its own data under the name of the training features it implements
+
+
 register_task(_NumpyMetrics)
 register_task(_Clobber)
+register_task(_Shadowed)
 
 
 def test_a_task_of_ones_own_is_checked_where_it_would_fail_later(picker: None, tmp_path: Path) -> None:
@@ -183,6 +191,8 @@ def test_a_task_of_ones_own_is_checked_where_it_would_fail_later(picker: None, t
     with pytest.raises(ValueError, match=r"dev_fraction=0.1: the toy_regression task does not read"):
         Trainer(Regression(), args, given={"dev_fraction"}).fit(tmp_path / "short")  # given, at its default
     assert not (tmp_path / "short").exists()
+    with pytest.raises(ValueError, match=r"_Shadowed.features is NoneType, not a set of training option names"):
+        Trainer(_Shadowed(), args).fit(tmp_path / "shadowed")  # a TypeError from deep in the Trainer
 
     def stop(record: dict[str, Any]) -> None:  # a notebook's stop button; it was a bare KeyboardInterrupt
         raise KeyboardInterrupt

@@ -578,6 +578,10 @@ def _check_features(task: Task, args: TrainingArgs, *, resumed: bool = False,
     setting that would be ignored without a word (:func:`check_settings`; on a resumed run's
     options, so repeating one of the interrupted run's is no error, and where the interrupted run
     itself had one, from before it was refused, a warning: it trained that way)."""
+    for attribute in ("features", "reads"):  # an instance attribute of the same name had shadowed one
+        if not isinstance(getattr(task, attribute), set | frozenset):
+            raise ValueError(f"{type(task).__name__}.{attribute} is {type(getattr(task, attribute)).__name__}, not a "
+                             "set of training option names (does the task use the name for something else?)")
     for option in ("augment", "adversarial", "rdrop"):
         if getattr(args, option) and option not in task.features:
             supported = ", ".join(sorted(task.features)) or "none of augment, adversarial, rdrop"
