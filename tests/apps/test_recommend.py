@@ -128,6 +128,15 @@ def test_explanations_weigh_the_history_and_erasure_reports_a_gap(sasrec_dir: Pa
     assert why["rank"] == 1 and len(why["history"]) == min(20, len(sasrec.histories[3]))
     assert sum(row["weight"] for row in why["history"]) == pytest.approx(1.0, abs=1e-4)  # softmax row
     assert all("rollout" in row for row in why["history"])
+    # Each weight's event is found by its position (two events of one item were told apart by nothing),
+    # and older events the model did not read are said to be so (they had gone unmentioned).
+    events = [sasrec.item_ids[i] for i in sasrec.histories[3]]
+    assert all(events[row["position"] - 1] == row["item"] for row in why["history"])
+    assert sorted(row["position"] for row in why["history"]) == list(range(len(events) - len(why["history"]) + 1,
+                                                                          len(events) + 1))  # fmt: skip
+    long = sasrec.explain(None, item, history=[*sasrec.item_ids[1:4] * 9, "no-such-item"])
+    assert long["history_not_read"] == 27 - 20 and "the 7 older ones were not read" in long["note"]
+    assert long["warning"] == "1 unknown item(s) in the history were ignored: ['no-such-item']"  # as top() has
     din = load_recommender(din_dir)
     user = din.user_ids[3]
     item = din.top(user, k=1).items[0]

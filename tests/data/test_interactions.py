@@ -523,6 +523,9 @@ def test_a_column_of_number_lists_is_a_vector_of_numeric_columns(tmp_path: Path)
     # (a bad element, a cell that is no list), or an inf was kept until the loss became non-finite.
     items = {name: i + 1 for i, name in enumerate("abcd")}
     for bad, message in (('[1, "0.5x"]', r"line 3 has '0\.5x' as img\[1\], which is not a number"),
+                         ("[1, 2, 3]", r"line 3 has 3 numbers in 'img' where other rows have 2"),  # named line 1
+                         ("[[1, 2], [3, 4]]", r"line 3 has a list as img\[0\], where the other rows hold lists of 2 "
+                                              r"numbers"),  # "has 2 numbers"
                          ('"not a list"', r"line 3 has 'img' 'not a list', where the other rows hold lists of 2 "
                                           r"numbers"),
                          ("[1, Infinity]", r"line 3 has inf as img\[1\], which is not a finite number")):  # fmt: skip

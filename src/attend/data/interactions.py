@@ -531,7 +531,9 @@ def _vector_width(values: Sequence[Any]) -> int | None:
     lists = [value for value in present if _number_list(value)]
     if not lists or 2 * len(lists) <= len(present):
         return None
-    return max(len(value) for value in lists)
+    # The most common length, so that a cell of another is the one named (the longest had named the
+    # first good row where one row was too long); a tie goes to the first length met.
+    return Counter(len(value) for value in lists).most_common(1)[0][0]
 
 
 #: Endings of the image, audio and video files a features column may name instead of holding them.
@@ -729,6 +731,10 @@ def _read_vector(features: ItemFeatures, column: str, width: int, ordered: list[
         if not isinstance(value, list | tuple):
             raise DataError(f"{path}: line {line} has {column!r} {value!r:.60}, where the other rows hold lists of "
                             f"{width} numbers (a vector, such as an image or audio embedding)")  # fmt: skip
+        nested = next((k for k, number in enumerate(value) if isinstance(number, list | tuple | dict)), None)
+        if nested is not None:  # counted as numbers, a list of lists had "2 numbers"
+            raise DataError(f"{path}: line {line} has a {type(value[nested]).__name__} as {column}[{nested}], where "
+                            f"the other rows hold lists of {width} numbers (a flat list per item)")  # fmt: skip
         if len(value) != width:
             raise DataError(f"{path}: line {line} has {len(value)} numbers in {column!r} where other rows have "
                             f"{width}")  # fmt: skip

@@ -49,22 +49,33 @@ class HistoryWeights:
         weights: One weight per item: DIN's raw target-attention weight, or SASRec's last-layer
             attention from the prediction position (heads averaged; sums to 1).
         rollout: SASRec only: attention rollout through every layer from the prediction position.
+        not_read: How many older items of the history the model did not read (it reads the last
+            ``max_length``).
     """
 
     items: list[str]
     weights: list[float]
     rollout: list[float] | None = None
+    not_read: int = 0
 
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
+        """The items by weight, largest first, each with its ``position`` in the whole history (1 =
+        the oldest), which tells apart two events of one item; ``history_not_read`` where older
+        items were not read."""
         order = sorted(range(len(self.items)), key=lambda i: -abs(self.weights[i]))
         order = order[:top] if top is not None else order
         rows = []
         for i in order:
-            row: dict[str, Any] = {"item": self.items[i], "weight": round(self.weights[i], 5)}
+            row: dict[str, Any] = {"item": self.items[i], "position": self.not_read + i + 1,
+                                   "weight": round(self.weights[i], 5)}  # fmt: skip
             if self.rollout is not None:
                 row["rollout"] = round(self.rollout[i], 5)
             rows.append(row)
-        return {"history": rows}
+        return {"history": rows, **({"history_not_read": self.not_read} if self.not_read else {})}
+
+
+def _ignored_warning(ignored: Sequence[str]) -> str:
+    return f"{len(ignored)} unknown item(s) in the history were ignored: {list(ignored[:10])}"
 
 
 @dataclass
@@ -91,7 +102,7 @@ class Recommendation:
         if self.note:
             data["note"] = self.note
         if self.ignored:
-            data["warning"] = f"{len(self.ignored)} unknown item(s) in the history were ignored: {self.ignored[:10]}"
+            data["warning"] = _ignored_warning(self.ignored)
             data["ignored"] = self.ignored
         return data
 
@@ -285,6 +296,7 @@ class Recommender(Runtime):
         names = [self.item_ids[i] for i in read]
         if not len(read):
             return HistoryWeights([], [])
+        not_read = len(history) - len(read)
         row = self._rows([read])
         with torch.inference_mode():
             if self.kind == "din":
@@ -292,13 +304,13 @@ class Recommender(Runtime):
                          "candidate": torch.tensor([self.item_index[item]]), "history": row}  # fmt: skip
                 weights = self.model(batch, output_attentions=True).pooling_weights  # type: ignore[union-attr]
                 assert weights is not None
-                return HistoryWeights(names, weights[0, -len(read) :].tolist())
+                return HistoryWeights(names, weights[0, -len(read) :].tolist(), not_read=not_read)
             with capture_attention(self.model) as capture:
                 self.model.score_last(row)  # type: ignore[operator]
             maps = [w.float() for w in capture.weights]
             last = maps[-1].mean(1)[0, -1, -len(read) :]
             flow = rollout(maps)[0, -1, -len(read) :]
-        return HistoryWeights(names, last.tolist(), flow.tolist())
+        return HistoryWeights(names, last.tolist(), flow.tolist(), not_read=not_read)
 
     def explain(self, user: str | None = None, item: str = "", history: Sequence[str] | None = None
                 ) -> dict[str, Any]:  # fmt: skip
@@ -329,9 +341,14 @@ class Recommender(Runtime):
         why = self.history_weights(index, full, item)
         # "rated" is DIN's (a rating below the threshold is in no history); SASRec's log is its history.
         was_rated = {"rated": bool((rated == target).any())} if self.kind == "din" else {}
-        return {"user": user, "item": item, "score": float(scores[target]), "rank": rank,
-                "in_history": bool((full == target).any()), **was_rated,
-                "model": self.kind, **why.to_dict(), **({"ignored": ignored} if ignored else {})}  # fmt: skip
+        answer = {"user": user, "item": item, "score": float(scores[target]), "rank": rank,
+                  "in_history": bool((full == target).any()), **was_rated, "model": self.kind, **why.to_dict()}
+        if why.not_read:
+            answer["note"] = (f"the model reads the last {self.max_length} items of a history: the {why.not_read} "
+                              "older ones were not read, and have no weight")  # fmt: skip
+        if ignored:  # as top() says it: the weights are over the known items only
+            answer |= {"warning": _ignored_warning(ignored), "ignored": ignored}
+        return answer
 
     def erasure(self, *, users: int = 200, k: int = 3, seed: int = 0) -> dict[str, Any]:
         """Faithfulness by erasure: for each of ``users`` sampled users, the score of their top item

@@ -180,9 +180,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps_json(answer))
         return 0
-    if answer.get("ignored"):  # as top says it: the weights are over the known items only
-        print(f"warning: {len(answer['ignored'])} unknown item(s) in the history were ignored: "
-              f"{answer['ignored'][:10]}")  # fmt: skip
+    if answer.get("warning"):  # as top says it: the weights are over the known items only
+        print(f"warning: {answer['warning']}")
     names = _names(runtime)
     seen = " (already in the history)" if answer["in_history"] else " (already rated)" if answer.get("rated") else ""
     from attend.data.validation import displayable
@@ -190,9 +189,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     print(displayable(f"{names.get(answer['item'], answer['item'])}: score {answer['score']:.4f}, rank "
                       f"{answer['rank']}{seen}"))  # fmt: skip
     for row in answer["history"][:10]:
-        print(displayable(f"  {row['weight']:>8.4f}  {names.get(row['item'], row['item'])}"))
+        print(displayable(f"  {row['weight']:>8.4f}  {names.get(row['item'], row['item'])}  (#{row['position']})"))
     if len(answer["history"]) > 10:
         print(f"  ... and {len(answer['history']) - 10} more history items of smaller weight (--json lists every one)")
+    if answer.get("note"):
+        print(f"note: {answer['note']}")
     return 0
 
 
