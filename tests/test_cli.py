@@ -139,6 +139,10 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
         (["train", "data.csv", "--out", "m", "--text-col", "body"], "has no column 'body'"),
         (["train", "data.csv", "--out", "m", "--config", "bad.json"], "bad.json is not valid JSON"),
         (["train", "data.csv", "--out", "m", "--config", "top.json"], "top.json: unknown entry ['foo']; it takes"),
+        (["train", "data.csv", "--out", "m", "--config", "null.json"], 'null.json: "training" must be a JSON object of '
+         'options ({"epochs": 3}), not null'),  # a TypeError traceback
+        (["train", "data.csv", "--out", "m", "--config", "text.json"], '"model" must be a JSON object of options '
+         '({"epochs": 3}), not str'),  # "dictionary update sequence element #0 has length 1"
         (["train", "data.csv", "--out", "m", "--model", "gpt"], "unknown model 'gpt'"),
         (["train", "data.csv", "--out", "data.csv"], "data.csv exists and is not a directory"),
         (["train", "data.csv", "--out", "data.csv/m"], "data.csv is a file, so the output directory"),
@@ -186,6 +190,8 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], 
     (tmp_path / "bad.json").write_text("{oops", encoding="utf-8")
     (tmp_path / "rate.json").write_text('{"training": {"augment": "typos", "augment_rate": 0.0}}', encoding="utf-8")
     (tmp_path / "top.json").write_text('{"foo": {}, "training": {"epochs": 1}}', encoding="utf-8")
+    (tmp_path / "null.json").write_text('{"training": null}', encoding="utf-8")
+    (tmp_path / "text.json").write_text('{"model": "x"}', encoding="utf-8")
     (tmp_path / "short.json").write_text('{"model": {"max_length": 16}}', encoding="utf-8")
     (tmp_path / "layers.json").write_text('{"model": {"num_layers": 1}}', encoding="utf-8")
     (tmp_path / "vocab.json").write_text('{"model": {"vocab_size": 64}}', encoding="utf-8")
@@ -437,6 +443,14 @@ def test_an_os_error_in_a_working_file_names_the_folder(
 
     monkeypatch.setattr(cli, "_cmd_datasets", denied)  # a file the user named is named as given
     assert main(["datasets"]) == 2 and capsys.readouterr().err == "error: a.csv: Denied\n"
+
+    def unlockable(args: object) -> int:  # `--out /sys/m`: the lock beside it cannot be made
+        raise PermissionError(13, "Permission denied", "/sys/.m.lock")
+
+    monkeypatch.setattr(cli, "_cmd_datasets", unlockable)
+    assert main(["datasets"]) == 2
+    said = capsys.readouterr().err
+    assert said == "error: /sys/m (while taking its lock file .m.lock beside it): Permission denied\n"
 
 
 def test_a_negative_weight_is_read_as_a_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1330,6 +1330,8 @@ def _user_path(filename: Any) -> str:
     path = Path(os.fsdecode(filename))
     if WORKING_NAME.fullmatch(path.name):
         return f"{path.parent} (while writing its working file {path.name})"
+    if path.name.startswith(".") and path.name.endswith(".lock") and len(path.name) > 6:  # an output's lock
+        return f"{path.parent / path.name[1:-5]} (while taking its lock file {path.name} beside it)"
     return str(filename)
 
 

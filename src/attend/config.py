@@ -180,6 +180,11 @@ def read_run_config(path: str | None) -> dict[str, Any]:
     if unknown:
         raise ValueError(f'--config {path}: unknown entr{"y" if len(unknown) == 1 else "ies"} {unknown}; it takes '
                          '"model" and/or "training"')  # fmt: skip
+    for entry, value in config.items():  # null, a list or a string had failed as a TypeError traceback
+        if not isinstance(value, dict):
+            shown = "null" if value is None else type(value).__name__
+            raise ValueError(f'--config {path}: "{entry}" must be a JSON object of options ({{"epochs": 3}}), '
+                             f"not {shown}")  # fmt: skip
     return config
 
 
