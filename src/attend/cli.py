@@ -1247,8 +1247,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     code = _main(argv)
     if argv is None:  # the process ends next: a Ctrl-C now would only break the interpreter's shutdown
-        # (a model already written printed torch's atexit traceback and exited 0, or died by the signal)
+        # (a model already written printed torch's atexit traceback and exited 0, or died by the signal;
+        # SIGTERM killed it, exit 143, the work done)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return code
 
 

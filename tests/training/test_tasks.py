@@ -697,6 +697,49 @@ def test_ctrl_c_while_scoring_the_trained_model_says_resume_finishes_it(picker: 
     assert len(whole.history) < 6 and len(resumed.history) == len(whole.history)
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError(28, "No space left on device")])
+def test_a_run_stopped_while_publishing_keeps_its_log_and_events_for_the_resume(
+    picker: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: BaseException
+) -> None:
+    """The log and TensorBoard events had been moved into the staging folder, which the writer removed
+    on the way out: the resumed model had no train_log.jsonl, and its runs/ no scalars."""
+    from attend.io import ArtifactWriter
+
+    args = TrainingArgs(epochs=3, batch_size=40, progress=False)
+    publish = ArtifactWriter.publish
+
+    def failing(self: ArtifactWriter, config: dict[str, Any]) -> Path:
+        raise stop
+
+    monkeypatch.setattr(ArtifactWriter, "publish", failing)
+    expected = TrainingInterrupted if stop is KeyboardInterrupt else OSError
+    with pytest.raises(expected, match=r"interrupted while writing the trained model; .* --resume" if
+                       expected is TrainingInterrupted else "No space left"):  # fmt: skip
+        Trainer(Regression(), args).fit(tmp_path / "m")
+    work = state_directory(tmp_path / "m")
+    assert (work / "train_log.jsonl").is_file() and (work / "runs").is_dir() and not (tmp_path / "m").exists()
+    monkeypatch.setattr(ArtifactWriter, "publish", publish)
+    Trainer(Regression(), args).fit(tmp_path / "m", resume=True)
+    assert len((tmp_path / "m" / "train_log.jsonl").read_text().splitlines()) == 3
+    assert list((tmp_path / "m" / "runs").rglob("events.out.tfevents.*")) and not work.exists()
+
+
+def test_progress_into_a_file_is_one_line_per_redraw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tqdm begins each redraw with a carriage return: in a log file the redraws had been one line."""
+    import io
+
+    from attend.training.trainer import _progress
+
+    log = io.StringIO()  # no terminal
+    monkeypatch.setattr("sys.stderr", log)
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # every step redrawn (the default here is every 30 s)
+    for _ in _progress(range(4), total=4, initial=0, desc="epoch 1/1", enabled=True):
+        pass
+    lines = log.getvalue().split("\n")
+    assert "\r" not in log.getvalue() and lines[-1] == "" and len(lines) - 1 >= 2
+    assert lines[0].startswith("epoch 1/1:   0%") and lines[-2].startswith("epoch 1/1: 100%")
+
+
 def test_a_resumed_run_may_name_its_files_another_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from attend.training.trainer import comparable
 

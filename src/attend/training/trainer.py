@@ -13,6 +13,7 @@ stops anywhere leaves the previous model whole, and an existing model is replace
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -848,10 +849,30 @@ def _progress(iterable: range, total: int, initial: int, desc: str, enabled: boo
     # made 57 kB of a 600-step run and put the epoch records on its lines. There it is drawn at most
     # every 30 s and left as a line of its own when the epoch ends.
     # A notebook's stderr is no terminal but redraws in place; TQDM_MININTERVAL, set, is the user's.
+    # Each redraw is then a line (tqdm starts each with a carriage return: the lines had been one, which
+    # `tail -f` and `wc -l` showed as its last state).
     terminal = getattr(sys.stderr, "isatty", lambda: False)() or "ipykernel" in sys.modules
     pace = {} if "TQDM_MININTERVAL" in os.environ else {"mininterval": 0.1 if terminal else 30.0}
     return tqdm(iterable, total=total, initial=initial, desc=desc, unit="batch", leave=not terminal,
-                file=sys.stderr, **pace)  # fmt: skip
+                file=sys.stderr if terminal else _Lines(sys.stderr), **pace)  # fmt: skip
+
+
+class _Lines:
+    """A stream for a progress bar that is not drawn on a terminal: each redraw a line of its own."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()  # the spaces that blank a longer earlier redraw, too
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, ... as the stream's
+        return getattr(self.stream, name)
 
 
 #: Under torchrun a Ctrl-C reaches every worker twice: from the terminal, then forwarded by the
@@ -1256,22 +1277,42 @@ class Trainer:
                 writer = ArtifactWriter(out, overwrite=overwrite)
             except ModelDirError as exc:
                 raise appeared_meanwhile(exc, f"the trained model is kept in {work}") from None
-            with writer as staged:
-                staged.save_weights(network)
-                entries = task.write(staged, network, metrics)
-                own = {"task", "attend_version", "model", "training", "files", "weights_sha256"}
-                if taken := sorted(own & set(entries)):  # they had replaced the Trainer's, and loading failed
-                    raise ValueError(f"{type(task).__name__}.write returned {taken}, config.json entries the Trainer "
-                                     "writes itself; name the task's own entries otherwise")  # fmt: skip
-                if not (staged.path / "metrics.json").exists():  # what Runtime.metrics() reads
-                    staged.write_json("metrics.json", metrics)
-                for name in ("train_log.jsonl", "runs"):
-                    if (work / name).exists():
-                        os.replace(work / name, staged.path / name)
-                config = {"task": task.name, "attend_version": __version__, "model": config_dict, **entries,
-                          "training": dataclasses.asdict(args)}  # fmt: skip
-                staged.publish(config)
-            shutil.rmtree(work, ignore_errors=True)
+            moved: list[str] = []
+            try:
+                with writer as staged:
+                    staged.save_weights(network)
+                    entries = task.write(staged, network, metrics)
+                    own = {"task", "attend_version", "model", "training", "files", "weights_sha256"}
+                    if taken := sorted(own & set(entries)):  # they had replaced the Trainer's, and loading failed
+                        raise ValueError(f"{type(task).__name__}.write returned {taken}, config.json entries the "
+                                         "Trainer writes itself; name the task's own entries otherwise")  # fmt: skip
+                    if not (staged.path / "metrics.json").exists():  # what Runtime.metrics() reads
+                        staged.write_json("metrics.json", metrics)
+                    for name in ("train_log.jsonl", "runs"):
+                        if (work / name).exists():
+                            os.replace(work / name, staged.path / name)
+                            moved.append(name)
+                    config = {"task": task.name, "attend_version": __version__, "model": config_dict, **entries,
+                              "training": dataclasses.asdict(args)}  # fmt: skip
+                    try:
+                        staged.publish(config)
+                    except BaseException:
+                        # Not published (Ctrl-C, a full disk): the run's log and TensorBoard events go back
+                        # to its state for --resume; leaving, the writer removes its staging folder, and
+                        # they had gone with it.
+                        for name in moved:
+                            with contextlib.suppress(OSError):
+                                os.replace(staged.path / name, work / name)
+                        raise
+            except KeyboardInterrupt:
+                raise TrainingInterrupted(
+                    f"interrupted while writing the trained model; its training state is saved in {work}: run the "
+                    "same command with --resume (resume=True from Python) to finish"
+                ) from None
+            try:
+                shutil.rmtree(work, ignore_errors=True)
+            except KeyboardInterrupt:  # the model is written: its state goes as after any run (a rerun was refused)
+                shutil.rmtree(work, ignore_errors=True)
         _barrier(info)
         return TrainResult(model_dir=out, metrics=metrics, history=state.history, report=report, is_main=info.main)
 
