@@ -336,6 +336,11 @@ def test_router_answers_and_rejects_bad_bodies(index: SupportIndex) -> None:
             assert response.status_code == 422, (bad, response.status_code)
         malformed = client.post("/v1/support/ask", content=b"{not json", headers={"content-type": "application/json"})
         assert 400 <= malformed.status_code < 500
+    from attend.serve import ServeSettings, create_app
+
+    with TestClient(create_app(None, ServeSettings(), routers=[support_router(index)])) as served:  # attend's 422s
+        said = served.post("/v1/support/ask", json={"question": ""}).json()["error"]["message"]
+        assert said == "question: String should have at least 1 character"  # had ", not a string" after it
     with pytest.raises(ModelDirError):
         support_router("/nonexistent/index")
 

@@ -86,6 +86,8 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
         ({"text": "x" * 401}, 422, "text: 401 characters, over the limit of 400", "text"),
         ({"texts": [1, 2]}, 422, "texts.0: Input should be a valid string, not 1", "texts.0"),  # the value, too
         ({"text": ["a text"]}, 422, "text: Input should be a valid string, not a list", "text"),
+        ({"text": "a", "top_k": 2, "threshold": "x" * 5}, 422, "threshold: Input should be a valid number, not a "
+         "string", "threshold"),
         ({"texts": "one string"}, 422, "texts: Input should be a valid list", "texts"),
         ({}, 422, 'exactly one of "text" or "texts"', "body"),
         ({"text": "a", "texts": ["b"]}, 422, 'exactly one of "text" or "texts"', "body"),

@@ -101,6 +101,8 @@ def _given(err: dict[str, Any]) -> str:
     value = err["input"]
     if value is None or isinstance(value, bool | int | float):
         return f", not {json.dumps(value)}"
+    if not str(err.get("type", "")).endswith(("_type", "_parsing")):  # a string too short is still a string
+        return ""
     kinds = ((str, "a string"), (list | tuple, "a list"), (dict, "an object"))
     return next((f", not {kind}" for python, kind in kinds if isinstance(value, python)), "")
 
