@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -166,11 +167,45 @@ def _markdown_sections(text: str) -> list[tuple[str, str, int]]:
     return [(q, "\n".join(body), level) for q, body, level in sections]
 
 
+_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
+
+
+def _link(match: re.Match[str]) -> str:
+    """A link as its text, with its address where that is a web or mail address the text does not
+    show (an answer's "see the [plugin guide](https://...)" had lost where the guide is)."""
+    text, address = match.group(1), match.group(2)
+    shown = re.match(r"(?:https?://|mailto:)\S+$", address) and address not in text
+    return f"{text} ({address.removeprefix('mailto:')})" if shown else text
+
+
+def _heads_a_part(heading: str, levels: Sequence[int], k: int) -> bool:
+    """Whether heading ``k`` titles a part of the page rather than asking: no question, above the
+    entries' level (the level most headings have, the deeper on a tie), over a deeper heading next:
+    the page's "# Bike shop FAQ", a section's "## Billing" over "### How do I pay?". Its text
+    introduces what follows and answers nothing (only the page's first heading had been left out).
+    A topic at the entries' level ("## Returns: 30 days.") is an entry, whatever follows it."""
+    if k + 1 >= len(levels) or levels[k + 1] <= levels[k] or _is_question(heading):
+        return False
+    entries = max(Counter(levels).items(), key=lambda level_count: (level_count[1], level_count[0]))[0]
+    return levels[k] < entries
+
+
 def _strip_markdown(text: str) -> str:
+    """Markdown as plain text: emphasis marks, backticks, image and link syntax go; what a code span
+    holds is kept as written (``plugins/__init__.py`` had become plugins/init.py, ``**bold**`` bold)."""
+    spans: list[str] = []
+
+    def keep(match: re.Match[str]) -> str:
+        spans.append(match.group(2).strip())
+        return f"\x00{len(spans) - 1}\x00"
+
+    text = _CODE_SPAN.sub(keep, text)
     text = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"\1", text)  # images -> alt text
-    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)  # links -> their text
-    text = re.sub(r"(\*\*|__|`)", "", text)
-    return text
+    text = re.sub(r"\[([^\]]+)\]\(\s*<?([^)\s>]*)>?[^)]*\)", _link, text)  # links -> their text (and address)
+    text = re.sub(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", r"\2", text)  # strong emphasis, in pairs
+    text = re.sub(r"(?<![\w*])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![\w*])", r"\1", text)  # *emphasis*
+    text = re.sub(r"(?<![\w_])_(?=[^\s_])([^_\n]+?)(?<=[^\s_])_(?![\w_])", r"\1", text)  # _emphasis_
+    return re.sub(r"\x00(\d+)\x00", lambda match: spans[int(match.group(1))], text)
 
 
 _ANSWER_MARK = re.compile(r"^\s*(?:[*_]+\s*)?(?:A|Answer)\s*[:：]\s*(?:[*_]+\s*)?", re.IGNORECASE)
@@ -179,11 +214,8 @@ _ANSWER_MARK = re.compile(r"^\s*(?:[*_]+\s*)?(?:A|Answer)\s*[:：]\s*(?:[*_]+\s*
 def parse_markdown(text: str) -> list[tuple[str, str]]:
     """Pairs from a Markdown FAQ: question headings with the text below, or ``Q:``/``A:`` lines."""
     sections = _markdown_sections(text)
-    # The page's title ("# Bike shop FAQ" and its welcome): its first heading, alone at the shallowest
-    # level, not a question, over deeper ones. Its text introduces the FAQ; it answers nothing.
     levels = [level for _, _, level in sections]
-    if len(sections) > 1 and levels[0] < min(levels[1:]) and not _is_question(sections[0][0]):
-        sections = sections[1:]
+    sections = [section for k, section in enumerate(sections) if not _heads_a_part(section[0], levels, k)]
     headed = [(q, _clean_answer(_ANSWER_MARK.sub("", _strip_markdown(body).strip(), count=1)))
               for q, body, _ in sections]  # fmt: skip
     return _choose([[(q, a) for q, a in headed if a], parse_qa_text(_strip_markdown(text))])
@@ -297,14 +329,18 @@ def _html_blocks(text: str) -> list[tuple[str, int, str]]:
 
 
 def _heading_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]:
-    """Every heading with the text up to the next heading (sub-headings end a section too)."""
+    """Every heading with the text up to the next heading (sub-headings end a section too); a heading
+    that titles a part of the page (:func:`_heads_a_part`) is none."""
     pairs: list[tuple[str, list[str]]] = []
-    for kind, _, text in blocks:
+    levels: list[int] = []
+    for kind, level, text in blocks:
         if kind == "heading":
             pairs.append((clean_question(text), []))
+            levels.append(level)
         elif pairs:
             pairs[-1][1].append(text)
-    return [(q, a) for q, body in pairs if (a := _clean_answer("\n".join(body))) and q]
+    return [(q, a) for k, (q, body) in enumerate(pairs)
+            if (a := _clean_answer("\n".join(body))) and q and not _heads_a_part(q, levels, k)]  # fmt: skip
 
 
 def _list_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]:
