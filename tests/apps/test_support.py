@@ -319,6 +319,14 @@ def test_cli_build_and_ask(index_dir: Path, tmp_path: Path, capsys: pytest.Captu
         missing.func(missing)
 
     out = tmp_path / "plain"
+    parser = argparse.ArgumentParser(prog="attend")
+    register_cli(parser.add_subparsers(dest="verb"))
+    fused = parser.parse_args(["support", "build", str(SAMPLE), "--out", str(out), "--retrieval", "dense", "--fusion",
+                               "rrf"])  # fmt: skip
+    with pytest.raises(ValueError, match=r"--fusion rrf: fuses the encoder's and BM25's rankings, for --retrieval "
+                                         r"hybrid; --retrieval dense ranks by one of them"):  # it changed nothing
+        fused.func(fused)
+    assert not out.exists()
     built = _run_cli(["support", "build", str(SAMPLE), "--out", str(out), "--no-intents"], capsys)
     assert "indexed 15 FAQ entries" in built and "intents: none" in built
     assert ask(out, "change the default paper size")["intent"] is None
@@ -354,6 +362,10 @@ def test_router_answers_and_rejects_bad_bodies(index: SupportIndex) -> None:
     with TestClient(create_app(None, ServeSettings(), routers=[support_router(index)])) as served:  # attend's 422s
         said = served.post("/v1/support/ask", json={"question": ""}).json()["error"]["message"]
         assert said == "question: String should have at least 1 character"  # had ", not a string" after it
+        # The same keys as `support ask --json` (the route had dropped retrieval.reranked and added nulls).
+        question = "change the default paper size to A4"
+        assert served.post("/v1/support/ask", json={"question": question, "k": 2}).json() == json.loads(
+            json.dumps(index.ask(question, k=2)))
     with pytest.raises(ModelDirError):
         support_router("/nonexistent/index")
 

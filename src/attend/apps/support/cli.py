@@ -94,6 +94,9 @@ def format_answer(reply: dict[str, Any], *, width: int = 100) -> str:
 def _cmd_build(args: argparse.Namespace) -> int:
     from attend.apps.support.index import build_index
 
+    if args.fusion is not None and args.retrieval != "hybrid":  # it had been accepted and changed nothing
+        raise ValueError(f"--fusion {args.fusion}: fuses the encoder's and BM25's rankings, for --retrieval hybrid; "
+                         f"--retrieval {args.retrieval} ranks by one of them")  # fmt: skip
     report = build_index(
         args.faq,
         args.out,
@@ -102,7 +105,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         question_weight=args.question_weight,
         target_precision=args.target_precision,
         retrieval=args.retrieval,
-        fusion=args.fusion,
+        fusion=args.fusion or "weighted",
         rerank=not args.no_rerank,
         seed=args.seed,
         progress=not args.json,
@@ -141,7 +144,7 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
                        help="calibrate the hand-off threshold for this precision instead of the best F1")  # fmt: skip
     build.add_argument("--retrieval", choices=["hybrid", "dense", "bm25"], default="hybrid",
                        help="rank by the encoder and BM25 fused (default), the encoder, or BM25")  # fmt: skip
-    build.add_argument("--fusion", choices=["weighted", "rrf"], default="weighted",
+    build.add_argument("--fusion", choices=["weighted", "rrf"],
                        help="hybrid: a weight chosen on the FAQ's questions (default), or reciprocal rank")  # fmt: skip
     build.add_argument("--no-rerank", action="store_true",
                        help="skip the cross-attention re-ranker (else it is kept where it wins on held-out questions)")

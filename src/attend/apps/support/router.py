@@ -75,6 +75,7 @@ class AnswerWord(BaseModel):
 class RetrievalUsed(BaseModel):
     mode: str = Field(description="What ranked this question: hybrid, dense (the encoder) or bm25.")
     note: str
+    reranked: bool = Field(description="Whether the re-ranker ordered the answers (each then has rerank_score).")
 
 
 class AskResponse(BaseModel):
@@ -99,7 +100,10 @@ def support_router(index_dir: str | os.PathLike[str] | SupportIndex, *, prefix: 
     index = index_dir if isinstance(index_dir, SupportIndex) else SupportIndex.load(index_dir)
     router = APIRouter(prefix=prefix, tags=["support"])
 
-    @router.post("/ask", response_model=AskResponse, responses={422: {"description": "invalid question or k"}})
+    # exclude_unset: the keys `attend support ask --json` has, no null for one it leaves out (rerank_score
+    # where nothing was re-ranked, an intent's note)
+    @router.post("/ask", response_model=AskResponse, response_model_exclude_unset=True,
+                 responses={422: {"description": "invalid question or k"}})  # fmt: skip
     def ask_route(body: AskRequest) -> Any:
         """Answer a question from the FAQ, with the words that drove the match; hand off when unsure."""
         try:
