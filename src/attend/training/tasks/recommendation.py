@@ -86,7 +86,7 @@ class LogSource:
 def load_log(source: LogSource) -> tuple[Interactions, ItemFeatures | None]:
     """Read the log and its item features: a registered dataset name or files."""
     path = Path(source.data)
-    from attend.data.datasets import load_interactions, names_dataset
+    from attend.data.datasets import close_dataset_names, load_interactions, names_dataset
 
     if names_dataset(source.data):  # a folder of that name does not hide the data set
         data, features = load_interactions(source.data)
@@ -95,7 +95,9 @@ def load_log(source: LogSource) -> tuple[Interactions, ItemFeatures | None]:
                                           types=source.feature_types)
         return data, _select(features, source.features)
     if not path.is_file():
-        raise DataError(f"{source.data}: no such file (nor a recommendation dataset name; see `attend datasets`)")
+        close = close_dataset_names(str(source.data))
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise DataError(f"{source.data}: no such file (nor a recommendation dataset name; {hint}see `attend datasets`)")
     data = read_interactions(path, user_col=source.user_col, item_col=source.item_col, time_col=source.time_col,
                              rating_col=source.rating_col)  # fmt: skip
     features = None
