@@ -301,6 +301,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.source_col or args.target_col:
         raise UsageError("--source-col and --target-col are a translator's columns; a classifier's are --text-col and "
                          "--label-col")  # fmt: skip
+    if args.beam is not None or args.length_penalty is not None:  # they had been dropped without a word
+        raise UsageError("--beam and --length-penalty: for translators only")
     predictor = _cli_predictor(args.model_dir, args.int8)
     _check_threshold(predictor, args.threshold, args.label_sep)
     metrics = evaluate(predictor, args.data, text_col=args.text_col, label_col=args.label_col,

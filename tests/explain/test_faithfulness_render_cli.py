@@ -162,6 +162,8 @@ def test_cli_explain_json_html_png(model_dir: Path, tmp_path: Path, capsys: pyte
     labelled = write_csv(tmp_path / "labelled.csv", [{"text": "what a wonderful film", "label": "pos", "part": "test"}])
     assert main(["evaluate", str(model_dir), str(labelled), "--split-col", "part"]) == 2  # it was ignored
     assert "a classifier is scored on the whole of DATA" in capsys.readouterr().err
+    assert main(["evaluate", str(model_dir), str(labelled), "--beam", "2", "--length-penalty", "3"]) == 2  # ignored
+    assert "--beam and --length-penalty: for translators only" in capsys.readouterr().err
 
     texts = tmp_path / "texts.csv"
     write_csv(texts, [{"text": "what a wonderful film"}])
