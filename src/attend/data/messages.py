@@ -896,7 +896,7 @@ def iter_messages(
 
 def read_messages_report(
     source: str | os.PathLike[str] | IO[Any], *, fmt: str | None = None, max_chars: int = MAX_MESSAGE_CHARS
-) -> tuple[list[Message], dict[str, int]]:
+) -> tuple[list[Message], dict[str, Any]]:
     """Every message of ``source`` (as :func:`read_messages`) and what reading them did.
 
     Returns:
