@@ -121,6 +121,11 @@ def test_length_penalty_ranks_beams_and_is_checked(translator_dir: Path, capsys:
         assert "Traceback" not in done.stderr
     with pytest.raises(ValueError, match=r"length_penalty=-0\.5"):
         GenerationOptions(length_penalty=-0.5)
+    translator = load(translator_dir)  # a TypeError had named GenerationOptions.__init__; maps alone was dropped
+    with pytest.raises(ValueError, match=r"nonsense: not a decoding option \(they are: .*length_penalty"):
+        translator.translate(["red"], nonsense=3)
+    with pytest.raises(ValueError, match=r"maps=True keeps each layer's and head's alignment map: give alignments"):
+        translator.translate(["red"], maps=True)
 
 
 def test_alignment_of_a_reversal_points_at_the_mirrored_word(translator_dir: Path) -> None:

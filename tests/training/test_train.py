@@ -397,6 +397,14 @@ def test_a_run_without_dev_rows_says_what_picks_its_epoch(tmp_path: Path, capsys
         ({"epochs": "3"}, "training option field epochs='3' must be an integer"),
         ({"batch_size": None}, "training option field batch_size=None must be an integer"),
         ({"epochs": 1.5}, "training option field epochs=1.5 must be an integer"),
+        # Refused when built, not once the data is read (or, for these two, never: -1 stopped the run
+        # after one step, and inf failed inside the time budget's plan).
+        ({"stop_after_steps": -1}, "stop_after_steps=-1 must be >= 0 (0: never)"),
+        ({"time_budget": float("inf")}, "time_budget=inf must be a finite number >= 0"),
+        ({"dev_fraction": 1.5}, "dev_fraction=1.5 must be in [0, 1)"),
+        ({"test_fraction": float("nan")}, "test_fraction=nan must be in [0, 1)"),
+        ({"dev_fraction": 0.5, "test_fraction": 0.5}, "dev_fraction + test_fraction = 1 leaves no training data"),
+        ({"vocab_size": 1}, "vocab_size=1 is too small: a tokenizer needs its special tokens and some pieces"),
     ],
 )
 def test_training_args_built_from_python_check_their_types(options: dict, message: str) -> None:

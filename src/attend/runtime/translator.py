@@ -126,7 +126,15 @@ class Translator(Runtime):
         return self.source_tokenizer.tokenizer.token_to_id("\u2581")
 
     def options(self, **overrides: Any) -> GenerationOptions:
-        """The directory's decoding options with ``overrides`` (None values ignored)."""
+        """The directory's decoding options with ``overrides`` (None values ignored).
+
+        Raises:
+            ValueError: an override that is no decoding option (named, with those there are).
+        """
+        known = {option.name for option in dataclasses.fields(self.generation)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:  # a TypeError had named GenerationOptions.__init__, an internal class
+            raise ValueError(f"{', '.join(unknown)}: not a decoding option (they are: {', '.join(sorted(known))})")
         given = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(self.generation, **given)
 
@@ -154,6 +162,8 @@ class Translator(Runtime):
             batch_size: Sources per decoding call, divided by the beam.
             options: Other :class:`~attend.models.generation.GenerationOptions` fields.
         """
+        if maps and not alignments:  # it had been dropped without a word
+            raise ValueError("maps=True keeps each layer's and head's alignment map: give alignments=True too")
         decoding = self.options(beam=beam, **options)
         batch_size = check_count("batch_size", batch_size)
         texts = _sources(texts)

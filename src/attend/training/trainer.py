@@ -80,6 +80,8 @@ class TrainingDiverged(ValueError):
     every_rank = True
 
 
+#: The smallest ``vocab_size`` accepted: the special tokens (5 at most) and a few pieces.
+MIN_VOCAB_SIZE = 8
 #: The longest ``max_length`` accepted: a position table and per-text attention of this size still fit.
 MAX_LENGTH = 65_536
 
@@ -207,8 +209,20 @@ class TrainingArgs:
             raise ValueError(f"threads={self.threads} must be >= 0")
         if self.max_steps < 0:
             raise ValueError(f"max_steps={self.max_steps} must be >= 0")
-        if not self.time_budget >= 0:  # also refuses NaN
-            raise ValueError(f"time_budget={self.time_budget:g} must be >= 0 (minutes; 0: none)")
+        if not self.time_budget >= 0 or math.isinf(self.time_budget):  # also refuses NaN; inf failed in the plan
+            raise ValueError(f"time_budget={self.time_budget:g} must be a finite number >= 0 (minutes; 0: none)")
+        if self.stop_after_steps < 0:  # -1 had stopped the run after its first step
+            raise ValueError(f"stop_after_steps={self.stop_after_steps} must be >= 0 (0: never)")
+        # Here, not only once the data is read: a config file holding them had been taken without a word.
+        for name in ("dev_fraction", "test_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:  # also refuses NaN
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
+        if self.dev_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"dev_fraction + test_fraction = {self.dev_fraction + self.test_fraction:g} leaves no "
+                             "training data; their sum must be below 1")  # fmt: skip
+        if self.vocab_size < MIN_VOCAB_SIZE:
+            raise ValueError(f"vocab_size={self.vocab_size} is too small: a tokenizer needs its special tokens and "
+                             f"some pieces; give at least {MIN_VOCAB_SIZE}")  # fmt: skip
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if not 0.0 <= self.label_smoothing < 1.0:
