@@ -96,19 +96,19 @@ def test_html_definition_lists_details_and_markdown_and_text() -> None:
     topics = ("# Help centre\n\nHi.\n\n## Shipping\n\nTwo days.\n\n## Returns\n\n30 days.\n\n"
               "### Can I return sale items?\n\nYes.\n\n## Payment\n\nBy card.\n")  # topics over a question stay
     assert [q for q, _ in parse_markdown(topics)] == ["Shipping", "Returns", "Can I return sale items?", "Payment"]
-    # A section's title over its questions is no entry either ("Billing" had answered "tell me about
-    # billing" with "This section covers billing questions."), in Markdown and HTML alike.
-    sections = ("# CloudNote FAQ\n\nWelcome.\n\n## Billing\n\nThis section covers billing.\n\n### How do I pay?\n\n"
-                "By card.\n\n### Can I get a refund?\n\nYes.\n\n## Sync\n\nAbout sync.\n\n### Is it fast?\n\nVery.\n")
-    assert [q for q, _ in parse_markdown(sections)] == ["How do I pay?", "Can I get a refund?", "Is it fast?"]
-    html = ("<h1>FAQ</h1><p>Intro.</p><h2>Billing</h2><p>About billing.</p><h3>How do I pay?</h3><p>By card.</p>"
-            "<h3>Refunds?</h3><p>Yes.</p>")  # fmt: skip
+    # Sections over sub-headings keep their answers, however many sub-headings there are; an HTML
+    # page's title is no entry, as a Markdown page's is not.
+    sections = ("## Opening hours\n\nWe are open 9-5 on weekdays.\n\n### Holidays\n\nClosed.\n\n### Weekends\n\n"
+                "10-2.\n\n## Delivery\n\nWithin 10 km.\n\n### Cost\n\nFree.\n")  # fmt: skip
+    assert [q for q, _ in parse_markdown(sections)] == ["Opening hours", "Holidays", "Weekends", "Delivery", "Cost"]
+    html = "<h1>FAQ</h1><p>Intro.</p><h2>How do I pay?</h2><p>By card.</p><h2>Refunds?</h2><p>Yes.</p>"
     assert [q for q, _ in parse_html(html)] == ["How do I pay?", "Refunds?"]
     # What a code span holds is kept as written, and a link keeps its web address.
     code = ("## Where do plugins go?\n\nIn `plugins/__init__.py`; set `MAX__SIZE=10`, type `**bold**`. See the "
-            "[plugin guide](https://x.example/plugins), **now**, *please*, my_var_name.\n")  # fmt: skip
+            "[plugin guide](https://x.example/plugins), **now**, *please*, my_var_name.\n\n```\npip install x\n```\n")
     assert parse_markdown(code) == [("Where do plugins go?", "In plugins/__init__.py; set MAX__SIZE=10, type **bold**. "
-                                     "See the plugin guide (https://x.example/plugins), now, please, my_var_name.")]
+                                     "See the plugin guide (https://x.example/plugins), now, please, my_var_name."
+                                     "\n\npip install x")]  # a fence is no code span: no stray backtick
     # HTML5 may leave </head> out; a footer is page furniture, not part of the last answer.
     page = ("<html><head><title>FAQ</title><body><h2>How do I pay?</h2><p>By card.</p>"
             "<h2>Can I return it?</h2><p>Yes.</p><footer>(c) us</footer></body></html>")  # fmt: skip

@@ -74,6 +74,11 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
     assert 'attend_request_seconds_bucket{le="0.001",method="GET",route="/healthz",status="200"}' in metrics
 
 
+def test_a_value_is_named_only_where_it_was_refused(client: TestClient) -> None:
+    said = client.post("/v1/predict", json={"text": "a", "topk": 3}).json()["error"]["message"]
+    assert said == "topk: Extra inputs are not permitted"  # a misspelt key: it had said ", not 3"
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message", "field"),
     [

@@ -724,6 +724,31 @@ def test_a_run_stopped_while_publishing_keeps_its_log_and_events_for_the_resume(
     assert list((tmp_path / "m" / "runs").rglob("events.out.tfevents.*")) and not work.exists()
 
 
+def test_ctrl_c_while_the_replaced_model_is_removed_leaves_the_new_one_whole(
+    picker: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the swap the staging folder holds the old model: its log had been taken for the new run's
+    (put into the state, then into the model by --resume), and the run called interrupted."""
+    import attend.io
+
+    args = TrainingArgs(epochs=2, batch_size=40, progress=False)
+    Trainer(Regression(), args).fit(tmp_path / "m")
+    (tmp_path / "m" / "train_log.jsonl").write_text("OLD MODEL LOG\n")
+    remove, calls = attend.io.shutil.rmtree, []
+
+    def cut_short(path: Any, *rest: Any, **options: Any) -> None:
+        calls.append(path)
+        if len(calls) == 1 and ".staging" in str(path):  # the old model, swapped out
+            raise KeyboardInterrupt
+        remove(path, *rest, **options)
+
+    monkeypatch.setattr(attend.io.shutil, "rmtree", cut_short)
+    result = Trainer(Regression(), args).fit(tmp_path / "m", overwrite=True)
+    log = (tmp_path / "m" / "train_log.jsonl").read_text()
+    assert "OLD MODEL LOG" not in log and len(log.splitlines()) == 2 and len(result.history) == 2
+    assert not state_directory(tmp_path / "m").exists() and calls
+
+
 def test_progress_into_a_file_is_one_line_per_redraw(monkeypatch: pytest.MonkeyPatch) -> None:
     """tqdm begins each redraw with a carriage return: in a log file the redraws had been one line."""
     import io

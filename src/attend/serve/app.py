@@ -98,10 +98,14 @@ def _given(err: dict[str, Any]) -> str:
     missing field has no value; a JSON syntax error's "input" is the whole body)."""
     if err.get("type") in ("missing", "json_invalid") or "input" not in err:
         return ""
-    value = err["input"]
+    value, kind = err["input"], str(err.get("type", ""))
+    about_the_type = kind.endswith(("_type", "_parsing")) or kind in ("int_from_float", "finite_number")
+    about_the_value = about_the_type or kind.startswith(("greater_than", "less_than")) or kind == "multiple_of"
+    if not about_the_value:  # `topk: Extra inputs are not permitted`: a misspelt key, not a refused 3
+        return ""
     if value is None or isinstance(value, bool | int | float):
         return f", not {json.dumps(value)}"
-    if not str(err.get("type", "")).endswith(("_type", "_parsing")):  # a string too short is still a string
+    if not about_the_type:  # a string too short is still a string
         return ""
     kinds = ((str, "a string"), (list | tuple, "a list"), (dict, "an object"))
     return next((f", not {kind}" for python, kind in kinds if isinstance(value, python)), "")

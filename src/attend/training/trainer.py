@@ -871,6 +871,14 @@ def _progress(iterable: range, total: int, initial: int, desc: str, enabled: boo
                 file=sys.stderr if terminal else _Lines(sys.stderr), **pace)  # fmt: skip
 
 
+def _inode(path: Path) -> int | None:
+    """The file's inode (which a rename keeps), or None where there is none."""
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
 class _Lines:
     """A stream for a progress bar that is not drawn on a terminal: each redraw a line of its own."""
 
@@ -1308,16 +1316,22 @@ class Trainer:
                             moved.append(name)
                     config = {"task": task.name, "attend_version": __version__, "model": config_dict, **entries,
                               "training": dataclasses.asdict(args)}  # fmt: skip
+                    ours = _inode(staged.path / "model.safetensors")
                     try:
                         staged.publish(config)
                     except BaseException:
-                        # Not published (Ctrl-C, a full disk): the run's log and TensorBoard events go back
-                        # to its state for --resume; leaving, the writer removes its staging folder, and
-                        # they had gone with it.
-                        for name in moved:
-                            with contextlib.suppress(OSError):
-                                os.replace(staged.path / name, work / name)
-                        raise
+                        if ours is not None and _inode(out / "model.safetensors") == ours:
+                            # Swapped in: the model is published, and what was cut short is removing the
+                            # old one (the staging folder holds it now, with the old run's log).
+                            pass
+                        else:
+                            # Not published (Ctrl-C, a full disk): the run's log and TensorBoard events go
+                            # back to its state for --resume; leaving, the writer removes its staging
+                            # folder, and they had gone with it.
+                            for name in moved:
+                                with contextlib.suppress(OSError):
+                                    os.replace(staged.path / name, work / name)
+                            raise
             except KeyboardInterrupt:
                 raise TrainingInterrupted(
                     f"interrupted while writing the trained model; its training state is saved in {work}: run the "

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -167,7 +166,7 @@ def _markdown_sections(text: str) -> list[tuple[str, str, int]]:
     return [(q, "\n".join(body), level) for q, body, level in sections]
 
 
-_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)([^`\n]+?)(?<!`)\1(?!`)")  # on one line: a fence is no span
 
 
 def _link(match: re.Match[str]) -> str:
@@ -178,16 +177,12 @@ def _link(match: re.Match[str]) -> str:
     return f"{text} ({address.removeprefix('mailto:')})" if shown else text
 
 
-def _heads_a_part(heading: str, levels: Sequence[int], k: int) -> bool:
-    """Whether heading ``k`` titles a part of the page rather than asking: no question, above the
-    entries' level (the level most headings have, the deeper on a tie), over a deeper heading next:
-    the page's "# Bike shop FAQ", a section's "## Billing" over "### How do I pay?". Its text
-    introduces what follows and answers nothing (only the page's first heading had been left out).
-    A topic at the entries' level ("## Returns: 30 days.") is an entry, whatever follows it."""
-    if k + 1 >= len(levels) or levels[k + 1] <= levels[k] or _is_question(heading):
-        return False
-    entries = max(Counter(levels).items(), key=lambda level_count: (level_count[1], level_count[0]))[0]
-    return levels[k] < entries
+def _is_page_title(heading: str, levels: Sequence[int], k: int) -> bool:
+    """Whether heading ``k`` is the page's title ("# Bike shop FAQ" and its welcome): its first
+    heading, alone at the shallowest level, not a question, over deeper ones. Its text introduces the
+    FAQ; it answers nothing. (A section's heading over questions may hold a real answer, "## Returns:
+    30 days.", as well as an introduction: it stays an entry.)"""
+    return k == 0 and len(levels) > 1 and levels[0] < min(levels[1:]) and not _is_question(heading)
 
 
 def _strip_markdown(text: str) -> str:
@@ -199,7 +194,7 @@ def _strip_markdown(text: str) -> str:
         spans.append(match.group(2).strip())
         return f"\x00{len(spans) - 1}\x00"
 
-    text = _CODE_SPAN.sub(keep, text)
+    text = _CODE_SPAN.sub(keep, text).replace("`", "")  # a fence's backticks, an unpaired one
     text = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"\1", text)  # images -> alt text
     text = re.sub(r"\[([^\]]+)\]\(\s*<?([^)\s>]*)>?[^)]*\)", _link, text)  # links -> their text (and address)
     text = re.sub(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", r"\2", text)  # strong emphasis, in pairs
@@ -215,7 +210,7 @@ def parse_markdown(text: str) -> list[tuple[str, str]]:
     """Pairs from a Markdown FAQ: question headings with the text below, or ``Q:``/``A:`` lines."""
     sections = _markdown_sections(text)
     levels = [level for _, _, level in sections]
-    sections = [section for k, section in enumerate(sections) if not _heads_a_part(section[0], levels, k)]
+    sections = [section for k, section in enumerate(sections) if not _is_page_title(section[0], levels, k)]
     headed = [(q, _clean_answer(_ANSWER_MARK.sub("", _strip_markdown(body).strip(), count=1)))
               for q, body, _ in sections]  # fmt: skip
     return _choose([[(q, a) for q, a in headed if a], parse_qa_text(_strip_markdown(text))])
@@ -330,7 +325,7 @@ def _html_blocks(text: str) -> list[tuple[str, int, str]]:
 
 def _heading_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]:
     """Every heading with the text up to the next heading (sub-headings end a section too); a heading
-    that titles a part of the page (:func:`_heads_a_part`) is none."""
+    that is the page's title (:func:`_is_page_title`) is none."""
     pairs: list[tuple[str, list[str]]] = []
     levels: list[int] = []
     for kind, level, text in blocks:
@@ -340,7 +335,7 @@ def _heading_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, st
         elif pairs:
             pairs[-1][1].append(text)
     return [(q, a) for k, (q, body) in enumerate(pairs)
-            if (a := _clean_answer("\n".join(body))) and q and not _heads_a_part(q, levels, k)]  # fmt: skip
+            if (a := _clean_answer("\n".join(body))) and q and not _is_page_title(q, levels, k)]  # fmt: skip
 
 
 def _list_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]:
