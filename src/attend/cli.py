@@ -1250,9 +1250,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = _main(argv)
     if argv is None:  # the process ends next: a Ctrl-C now would only break the interpreter's shutdown
         # (a model already written printed torch's atexit traceback and exited 0, or died by the signal;
-        # SIGTERM killed it, exit 143, the work done)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # SIGTERM killed it, exit 143, the work done). Ignoring them could leave a shutdown that hangs
+        # unstoppable: either ends the process at once, with the verb's status, what it printed flushed.
+        def finish(signum: int, frame: Any) -> None:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code)
+
+        signal.signal(signal.SIGINT, finish)
+        signal.signal(signal.SIGTERM, finish)
     return code
 
 

@@ -13,6 +13,7 @@ import inspect
 import json
 import math
 import numbers
+import threading
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ __all__ = [
 #: each entry names a module, imported (once) when attend meets a name none of its registries holds.
 PLUGIN_GROUP = "attend.plugins"
 _PLUGINS_LOADED: list[str] = []
+_PLUGINS_LOCK = threading.RLock()  # re-entrant: a plugin's import may itself call attend.load
 
 T = TypeVar("T")
 
@@ -53,22 +55,23 @@ def load_plugins() -> list[str]:
     A plugin that fails to import is reported as a warning naming it and skipped: one broken package
     must not stop attend's own models from loading.
     """
-    if _PLUGINS_LOADED:
-        return list(_PLUGINS_LOADED[1:])
-    import importlib
-    import warnings
-    from importlib.metadata import entry_points
+    with _PLUGINS_LOCK:  # another thread asking meanwhile waits for the imports, not an empty answer
+        if _PLUGINS_LOADED:
+            return list(_PLUGINS_LOADED[1:])
+        import importlib
+        import warnings
+        from importlib.metadata import entry_points
 
-    _PLUGINS_LOADED.append("")  # marks the search done, even where it finds nothing
-    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda found: found.name):
-        try:
-            importlib.import_module(entry.value.partition(":")[0].strip())
-        except Exception as exc:  # a plugin's own failure, reported and skipped
-            warnings.warn(f"attend plugin {entry.name!r} ({entry.value}) failed to load: "
-                          f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)  # fmt: skip
-        else:
-            _PLUGINS_LOADED.append(entry.name)
-    return list(_PLUGINS_LOADED[1:])
+        _PLUGINS_LOADED.append("")  # marks the search done, even where it finds nothing (and a plugin that asks)
+        for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda found: found.name):
+            try:
+                importlib.import_module(entry.module)  # `pkg.mod:attr [extra]` names module pkg.mod
+            except Exception as exc:  # a plugin's own failure, reported and skipped
+                warnings.warn(f"attend plugin {entry.name!r} ({entry.value}) failed to load: "
+                              f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)  # fmt: skip
+            else:
+                _PLUGINS_LOADED.append(entry.name)
+        return list(_PLUGINS_LOADED[1:])
 
 _NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
 

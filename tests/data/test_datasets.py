@@ -331,6 +331,7 @@ def test_a_name_near_a_data_sets_is_answered_with_it() -> None:
     assert close_dataset_names("wordnet") == ["wordnet_topics"]
     assert close_dataset_names("movielens") == ["movielens_100k"]
     assert close_dataset_names("rotten_tomatos") == ["rotten_tomatoes"] and close_dataset_names("zzz") == []
+    assert close_dataset_names("wordnet", task="recommendation") == []  # following it would fail next
     assert "(did you mean wordnet_topics? `attend datasets` lists them)" in unknown_data("wordnet")
 
 

@@ -155,6 +155,11 @@ class _Clobber(Regression):
         return {"model": {"size": 3}}
 
 
+class _Reads(Regression):
+    name = "toy_regression_reads"
+    reads = frozenset()  # it says: none of the task-read options
+
+
 class _Shadowed(Regression):
     name = "toy_regression_shadowed"
 
@@ -165,9 +170,11 @@ class _Shadowed(Regression):
 register_task(_NumpyMetrics)
 register_task(_Clobber)
 register_task(_Shadowed)
+register_task(_Reads)
 
 
-def test_a_task_of_ones_own_is_checked_where_it_would_fail_later(picker: None, tmp_path: Path) -> None:
+def test_a_task_of_ones_own_is_checked_where_it_would_fail_later(picker: None, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """Each had trained, then written a directory that failed to load, or failed at its end."""
     args = TrainingArgs(epochs=2, batch_size=40, progress=False)
     with pytest.raises(ValueError, match=r"_Unnamed has no name: set its class attribute name"):
@@ -185,12 +192,15 @@ def test_a_task_of_ones_own_is_checked_where_it_would_fail_later(picker: None, t
     assert not (tmp_path / "clobber").exists()
     # An option only a task can apply, which this one does not read, had been accepted and changed nothing.
     shortened = dataclasses.replace(args, max_length=16)
-    with pytest.raises(ValueError, match=r"max_length=16: the toy_regression task does not read this training option, "
-                                         r"so it would change nothing \(it reads none of class_weights, label_smooth"):
-        Trainer(Regression(), shortened).fit(tmp_path / "short")
-    with pytest.raises(ValueError, match=r"dev_fraction=0.1: the toy_regression task does not read"):
-        Trainer(Regression(), args, given={"dev_fraction"}).fit(tmp_path / "short")  # given, at its default
+    with pytest.raises(ValueError, match=r"max_length=16: the toy_regression_reads task does not read this training "
+                                         r"option, so it would change nothing \(it reads none of class_weights, label"):
+        Trainer(_Reads(), shortened).fit(tmp_path / "short")
+    with pytest.raises(ValueError, match=r"dev_fraction=0.1: the toy_regression_reads task does not read"):
+        Trainer(_Reads(), args, given={"dev_fraction"}).fit(tmp_path / "short")  # given, at its default
     assert not (tmp_path / "short").exists()
+    # A task that does not say what it reads (written before Task.reads) is warned of, not refused.
+    Trainer(Regression(), shortened).fit(tmp_path / "undeclared")
+    assert "does not say whether it reads this training option" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"_Shadowed.features is NoneType, not a set of training option names"):
         Trainer(_Shadowed(), args).fit(tmp_path / "shadowed")  # a TypeError from deep in the Trainer
 

@@ -436,21 +436,24 @@ def unknown_data(data: object) -> str:
     return f"{data}: no such file, and no data set of that name ({hint}`attend datasets` lists them)"
 
 
-def close_dataset_names(name: str) -> list[str]:
+def close_dataset_names(name: str, task: str | None = None) -> list[str]:
     """The registered data sets ``name`` may mean: the same words in another order (``tatoeba_de_en``:
     ``tatoeba_en_de``, the direction registered), those it begins (``wordnet``: ``wordnet_topics``),
-    else one spelled alike. difflib alone had offered ``tatoeba_ja_en`` for ``tatoeba_de_en``."""
+    else one spelled alike; of ``task``'s data sets only, where it is given (``recommend train
+    wordnet`` is not answered with a classification set). difflib alone had offered
+    ``tatoeba_ja_en`` for ``tatoeba_de_en``."""
     import difflib
 
+    names = [known for known, info in DATASETS.items() if task is None or info.task == task]
     key = name.strip().lower().replace("-", "_")
     words = sorted(key.split("_"))
-    reordered = [known for known in DATASETS if known != key and sorted(known.split("_")) == words]
+    reordered = [known for known in names if known != key and sorted(known.split("_")) == words]
     if reordered:
         return reordered
-    begun = [known for known in DATASETS if key and known.startswith(key) and known != key]
+    begun = [known for known in names if key and known.startswith(key) and known != key]
     if begun:
         return begun[:3]
-    return difflib.get_close_matches(key, DATASETS, n=1, cutoff=0.75)
+    return difflib.get_close_matches(key, names, n=1, cutoff=0.75)
 
 
 def load_dataset(name: str, *, cache_dir: str | os.PathLike[str] | None = None) -> Dataset:

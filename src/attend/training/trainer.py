@@ -594,7 +594,8 @@ def _check_features(task: Task, args: TrainingArgs, *, resumed: bool = False,
     options, so repeating one of the interrupted run's is no error, and where the interrupted run
     itself had one, from before it was refused, a warning: it trained that way)."""
     for attribute in ("features", "reads"):  # an instance attribute of the same name had shadowed one
-        if not isinstance(getattr(task, attribute), set | frozenset):
+        undeclared = attribute == "reads" and task.reads is None  # allowed: see below
+        if not isinstance(getattr(task, attribute), set | frozenset) and not undeclared:
             raise ValueError(f"{type(task).__name__}.{attribute} is {type(getattr(task, attribute)).__name__}, not a "
                              "set of training option names (does the task use the name for something else?)")
     for option in ("augment", "adversarial", "rdrop"):
@@ -605,7 +606,11 @@ def _check_features(task: Task, args: TrainingArgs, *, resumed: bool = False,
     defaults = TrainingArgs()
     for option in TASK_READ_OPTIONS:
         set_ = option in given if given is not None else getattr(args, option) != getattr(defaults, option)
-        if set_ and option not in task.reads:
+        if set_ and task.reads is None:  # a task that does not say what it reads: it may read this one
+            print(f"warning: {option}={getattr(args, option)!r}: the {task.name} task does not say whether it reads "
+                  "this training option (its class attribute reads); if it does not, it changes nothing",
+                  file=sys.stderr)  # fmt: skip
+        elif set_ and option not in task.reads:
             reads = (f"of these it reads {', '.join(sorted(task.reads))}" if task.reads
                      else f"it reads none of {', '.join(TASK_READ_OPTIONS)}")
             problem = (f"{option}={getattr(args, option)!r}: the {task.name} task does not read this training option, "

@@ -42,8 +42,9 @@ class Task(ABC):
     features: ClassVar[frozenset[str]] = frozenset()
     #: The TrainingArgs options on the data and the loss that the task reads itself, of
     #: :data:`~attend.training.trainer.TASK_READ_OPTIONS` (``max_length``, ``label_smoothing``, ...);
-    #: the Trainer refuses a setting of the others, which would change nothing.
-    reads: ClassVar[frozenset[str]] = frozenset()
+    #: the Trainer refuses a setting of the others, which would change nothing. None (a task that
+    #: does not say, as tasks written before it was asked): such a setting is a warning.
+    reads: ClassVar[frozenset[str] | None] = None
 
     @abstractmethod
     def prepare(self, args: TrainingArgs, state: Path | None) -> None:

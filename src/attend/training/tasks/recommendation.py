@@ -95,7 +95,7 @@ def load_log(source: LogSource) -> tuple[Interactions, ItemFeatures | None]:
                                           types=source.feature_types)
         return data, _select(features, source.features)
     if not path.is_file():
-        close = close_dataset_names(str(source.data))
+        close = close_dataset_names(str(source.data), task="recommendation")
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise DataError(f"{source.data}: no such file (nor a recommendation dataset name; {hint}see `attend datasets`)")
     data = read_interactions(path, user_col=source.user_col, item_col=source.item_col, time_col=source.time_col,
@@ -240,6 +240,8 @@ TASK_OPTIONS = ("fusion",)
 
 class _RecommendationTask(Task):
     """What both recommenders share: the log, the features, ids and histories written to the model."""
+
+    reads: frozenset[str] = frozenset()  # its sequence length is the model option max_length
 
     model_type = ""
 
