@@ -392,7 +392,7 @@ def test_auto_takes_no_model_options_and_a_positive_budget(tmp_path: Path, plant
         train(planted_csv, tmp_path / "m", model_options={"dim": 16})
     with pytest.raises(ValueError, match="time_budget=0"):
         train(planted_csv, tmp_path / "m", time_budget=0)
-    with pytest.raises(ValueError, match="time_budget=-1 must be >= 0"):
+    with pytest.raises(ValueError, match="time_budget=-1 must be a finite number >= 0"):
         train(planted_csv, tmp_path / "m", model="encoder", time_budget=-1)
     with pytest.raises(ValueError, match="model_type='encoder', but the model asked for is 'minilm'"):
         train(planted_csv, tmp_path / "m", model="minilm", model_options={"model_type": "encoder"})
