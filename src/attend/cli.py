@@ -1336,13 +1336,13 @@ def _user_path(filename: Any) -> str:
     """An OSError's path as the user knows it: the folder, where the path is one of attend's own
     hidden working files there (``imm/.model.prepared12128.onnx: Operation not permitted`` named a
     file the user never chose)."""
-    from attend.io import WORKING_NAME  # torch with it: on this error path only
+    from attend.io import WORKING_NAME, locked_target  # torch with it: on this error path only
 
     path = Path(os.fsdecode(filename))
     if WORKING_NAME.fullmatch(path.name):
         return f"{path.parent} (while writing its working file {path.name})"
-    if path.name.startswith(".") and path.name.endswith(".lock") and len(path.name) > 6:  # an output's lock
-        return f"{path.parent / path.name[1:-5]} (while taking its lock file {path.name} beside it)"
+    if (target := locked_target(path)) is not None:  # an output's lock
+        return f"{target} (while taking its lock file {path.name} beside it)"
     return str(filename)
 
 

@@ -52,6 +52,8 @@ __all__ = [
     "file_in_the_way",
     "finite_json",
     "link_target",
+    "lock_path",
+    "locked_target",
     "member_sources",
     "output_path",
     "refuse_ensemble",
@@ -321,6 +323,18 @@ def _is_model_directory(path: Path) -> bool:
 #: (``.NAME.tmp<pid>``, ``.NAME.staging<pid>``, ``.model.prepared<pid>.onnx``, ``.int8-search<pid>.onnx``):
 #: a crash can leave one behind; they are attend's, not the user's.
 WORKING_NAME = re.compile(r"\.[^/]*?(?:\.(?:tmp|prepared|staging|old|training)|int8-search)\d+(?:\.onnx)?")
+
+def lock_path(target: Path) -> Path:
+    """The lock file attend takes to write ``target`` (a model directory, a data set's archive):
+    ``.NAME.lock`` beside it."""
+    return target.with_name(f".{target.name}.lock")
+
+
+def locked_target(path: Path) -> Path | None:
+    """What the lock file ``path`` guards (:func:`lock_path`'s inverse), or None if it is none."""
+    found = re.fullmatch(r"\.(.+)\.lock", path.name)
+    return path.with_name(found.group(1)) if found else None
+
 
 #: What attend writes into a model directory beside the files its ``config.json`` lists: the run's
 #: log, TensorBoard events and figures, a recommender's ids, an int8 graph (``attend quantize``),
@@ -616,7 +630,7 @@ class OutputLock:
 
     def __init__(self, out: str | os.PathLike[str]) -> None:
         out = output_path(out)
-        self.path = out.with_name(f".{out.name}.lock")
+        self.path = lock_path(out)
         self.fd: int | None = None
         try:
             import fcntl

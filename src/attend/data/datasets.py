@@ -650,7 +650,9 @@ def _fetch(name: str, archive: _Archive, cache: Path) -> Path:
         cache.mkdir(parents=True, exist_ok=True)
         # One fetch at a time per file: processes started together (torchrun's workers, a notebook
         # and a terminal) had each downloaded it; the others wait, then read what the first saved.
-        lock = FileLock(cache / f".{archive.filename}.lock")
+        from attend.io import lock_path  # torch with it: only when fetching
+
+        lock = FileLock(lock_path(target))
         try:
             lock.acquire(timeout=0)
         except Timeout:
@@ -677,7 +679,9 @@ FETCH_WAIT_SECONDS = 1200
 
 
 def _unwritable(name: str, cache: Path, error: OSError) -> DatasetError:
-    blocking = next((path for path in (cache, *cache.parents) if path.exists() and not path.is_dir()), None)
+    from attend.io import file_in_the_way  # torch with it: on this error path only
+
+    blocking = file_in_the_way(cache)
     if blocking is not None:  # "make it writable" cannot help there
         where = "is a file" if blocking == cache else f"is below a file, {blocking}"
         return DatasetError(f"{name}: the cache folder {cache} {where}; remove it, or set ${CACHE_ENV} to a folder "
