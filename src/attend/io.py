@@ -556,12 +556,22 @@ class ArtifactWriter:
         check_output_directory(self.out, source=source, overwrite=overwrite)
         self.path = self.out.with_name(f".{self.out.name}.staging{os.getpid()}")
         self.files: dict[str, str] = {}
+        self._staged: int | None = None  # the staging directory's inode, which the swap into place keeps
 
     def __enter__(self) -> ArtifactWriter:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.path, ignore_errors=True)
         self.path.mkdir()
+        self._staged = self.path.stat().st_ino
         return self
+
+    def in_place(self) -> bool:
+        """Whether what was staged is now at ``out``: :meth:`publish` swapped it in, even where it was
+        then cut short removing the directory it replaced (which :attr:`path` then holds)."""
+        try:
+            return self._staged is not None and self.out.stat().st_ino == self._staged
+        except OSError:
+            return False
 
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

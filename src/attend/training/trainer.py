@@ -876,14 +876,6 @@ def _progress(iterable: range, total: int, initial: int, desc: str, enabled: boo
                 file=sys.stderr if terminal else _Lines(sys.stderr), **pace)  # fmt: skip
 
 
-def _inode(path: Path) -> int | None:
-    """The file's inode (which a rename keeps), or None where there is none."""
-    try:
-        return path.stat().st_ino
-    except OSError:
-        return None
-
-
 class _Lines:
     """A stream for a progress bar that is not drawn on a terminal: each redraw a line of its own."""
 
@@ -1321,11 +1313,10 @@ class Trainer:
                             moved.append(name)
                     config = {"task": task.name, "attend_version": __version__, "model": config_dict, **entries,
                               "training": dataclasses.asdict(args)}  # fmt: skip
-                    ours = _inode(staged.path / "model.safetensors")
                     try:
                         staged.publish(config)
                     except BaseException:
-                        if ours is not None and _inode(out / "model.safetensors") == ours:
+                        if staged.in_place():
                             # Swapped in: the model is published, and what was cut short is removing the
                             # old one (the staging folder holds it now, with the old run's log).
                             pass
