@@ -61,8 +61,7 @@ class HistoryWeights:
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
         """The items by weight, largest first, each with its ``position`` in the whole history of
         known items (1 = the oldest; unknown ids are left out before counting), which tells apart two
-        events of one item; ``history_not_read`` where older
-        items were not read."""
+        events of one item; ``history_not_read`` where older items were not read."""
         order = sorted(range(len(self.items)), key=lambda i: -abs(self.weights[i]))
         order = order[:top] if top is not None else order
         rows = []

@@ -177,12 +177,12 @@ def _link(match: re.Match[str]) -> str:
     return f"{text} ({address.removeprefix('mailto:')})" if shown else text
 
 
-def _is_page_title(heading: str, levels: Sequence[int], k: int) -> bool:
-    """Whether heading ``k`` is the page's title ("# Bike shop FAQ" and its welcome): its first
-    heading, alone at the shallowest level, not a question, over deeper ones. Its text introduces the
-    FAQ; it answers nothing. (A section's heading over questions may hold a real answer, "## Returns:
-    30 days.", as well as an introduction: it stays an entry.)"""
-    return k == 0 and len(levels) > 1 and levels[0] < min(levels[1:]) and not _is_question(heading)
+def _titled(headings: Sequence[str], levels: Sequence[int]) -> bool:
+    """Whether the page's first heading is its title ("# Bike shop FAQ" and its welcome): alone at
+    the shallowest level, not a question, over deeper ones. Its text introduces the FAQ; it answers
+    nothing. (A section's heading over questions may hold a real answer, "## Returns: 30 days.", as
+    well as an introduction: it stays an entry.)"""
+    return len(levels) > 1 and levels[0] < min(levels[1:]) and not _is_question(headings[0])
 
 
 def _strip_markdown(text: str) -> str:
@@ -209,8 +209,8 @@ _ANSWER_MARK = re.compile(r"^\s*(?:[*_]+\s*)?(?:A|Answer)\s*[:：]\s*(?:[*_]+\s*
 def parse_markdown(text: str) -> list[tuple[str, str]]:
     """Pairs from a Markdown FAQ: question headings with the text below, or ``Q:``/``A:`` lines."""
     sections = _markdown_sections(text)
-    levels = [level for _, _, level in sections]
-    sections = [section for k, section in enumerate(sections) if not _is_page_title(section[0], levels, k)]
+    if _titled([heading for heading, _, _ in sections], [level for _, _, level in sections]):
+        sections = sections[1:]
     headed = [(q, _clean_answer(_ANSWER_MARK.sub("", _strip_markdown(body).strip(), count=1)))
               for q, body, _ in sections]  # fmt: skip
     return _choose([[(q, a) for q, a in headed if a], parse_qa_text(_strip_markdown(text))])
@@ -325,7 +325,7 @@ def _html_blocks(text: str) -> list[tuple[str, int, str]]:
 
 def _heading_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]:
     """Every heading with the text up to the next heading (sub-headings end a section too); a heading
-    that is the page's title (:func:`_is_page_title`) is none."""
+    that is the page's title (:func:`_titled`) is none."""
     pairs: list[tuple[str, list[str]]] = []
     levels: list[int] = []
     for kind, level, text in blocks:
@@ -334,8 +334,9 @@ def _heading_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, st
             levels.append(level)
         elif pairs:
             pairs[-1][1].append(text)
-    return [(q, a) for k, (q, body) in enumerate(pairs)
-            if (a := _clean_answer("\n".join(body))) and q and not _is_page_title(q, levels, k)]  # fmt: skip
+    if _titled([q for q, _ in pairs], levels):
+        pairs = pairs[1:]
+    return [(q, a) for q, body in pairs if (a := _clean_answer("\n".join(body))) and q]
 
 
 def _list_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]:
