@@ -113,6 +113,13 @@ def test_html_definition_lists_details_and_markdown_and_text() -> None:
     page = ("<html><head><title>FAQ</title><body><h2>How do I pay?</h2><p>By card.</p>"
             "<h2>Can I return it?</h2><p>Yes.</p><footer>(c) us</footer></body></html>")  # fmt: skip
     assert parse_html(page) == [("How do I pay?", "By card."), ("Can I return it?", "Yes.")]
+    # An HTML link keeps its web or mail address, as a Markdown one does; a relative one, or one its
+    # text already shows, is its text.
+    linked = ('<h2>Where is the guide?</h2><p>See the <a href="https://x.example/g">plugin guide</a>, mail '
+              '<a href="mailto:help@x.example">us</a> or <a href="https://x.example">https://x.example</a>; '
+              '<a href="/faq#pay">paying</a>.</p><h2>How?</h2><p>By card.</p>')  # fmt: skip
+    assert parse_html(linked)[0] == ("Where is the guide?", "See the plugin guide (https://x.example/g), mail us "
+                                     "(help@x.example) or https://x.example; paying.")
 
 
 def test_real_debian_faq_chapter() -> None:

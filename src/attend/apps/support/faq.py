@@ -169,12 +169,15 @@ def _markdown_sections(text: str) -> list[tuple[str, str, int]]:
 _CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)([^`\n]+?)(?<!`)\1(?!`)")  # on one line: a fence is no span
 
 
-def _link(match: re.Match[str]) -> str:
+def _with_address(text: str, address: str) -> str:
     """A link as its text, with its address where that is a web or mail address the text does not
     show (an answer's "see the [plugin guide](https://...)" had lost where the guide is)."""
-    text, address = match.group(1), match.group(2)
-    shown = re.match(r"(?:https?://|mailto:)\S+$", address) and address not in text
+    shown = re.match(r"(?:https?://|mailto:)\S+$", address) and address.removeprefix("mailto:") not in text
     return f"{text} ({address.removeprefix('mailto:')})" if shown else text
+
+
+def _link(match: re.Match[str]) -> str:
+    return _with_address(match.group(1), match.group(2))
 
 
 def _titled(headings: Sequence[str], levels: Sequence[int]) -> bool:
@@ -245,10 +248,12 @@ class _FaqHTML(HTMLParser):
         self._buffer: list[str] = []
         self._kind: list[tuple[str, int]] = [("text", 0)]
         self._pre = 0
+        self._anchors: list[tuple[str, int]] = []  # an open <a>: its address, where its text starts
 
     def _flush(self) -> None:
         text = "".join(self._buffer)
         self._buffer.clear()
+        self._anchors = [(address, 0) for address, _ in self._anchors]
         if not text.strip():
             return
         kind, level = self._kind[-1]
@@ -280,6 +285,8 @@ class _FaqHTML(HTMLParser):
             self._buffer.append("\n\n" if tag in ("p", "pre", "blockquote", "table", "ul", "ol", "dl") else "\n")
         if tag == "pre":
             self._pre += 1
+        if tag == "a":
+            self._anchors.append((dict(attrs).get("href") or "", len(self._buffer)))
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _VOID:
@@ -305,6 +312,11 @@ class _FaqHTML(HTMLParser):
                 self._buffer.append("\n\n" if open_tag in ("p", "pre", "blockquote", "table") else "\n")
             if open_tag == "pre":
                 self._pre -= 1
+            if open_tag == "a" and self._anchors:
+                address, start = self._anchors.pop()
+                text = "".join(self._buffer[start:])
+                if text.strip() and _with_address(text, address) != text:
+                    self._buffer.append(_with_address(text, address)[len(text):])  # " (address)", as in Markdown
 
     def handle_data(self, data: str) -> None:
         if self._skip_depth:
