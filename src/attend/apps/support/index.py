@@ -49,6 +49,7 @@ import os
 import random
 import re
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -584,6 +585,11 @@ def build_index(
 # --------------------------------------------------------------------------------------------
 
 
+def _as_asked(question: str) -> str:
+    """A question as compared with the FAQ's own: case, spacing and punctuation aside."""
+    return " ".join(re.sub(r"[^\w]+", " ", unicodedata.normalize("NFKC", question).casefold()).split())
+
+
 def _against_threshold(score: float, threshold: float) -> str:
     """``best match score S below threshold T`` with as many decimals as it takes for the two to
     differ where they do (0.5254 against 0.5335 read "0.53 below 0.53")."""
@@ -618,6 +624,10 @@ class SupportIndex:
                              float(self.config["question_weight"]))  # fmt: skip
         rerank = self.config.get("rerank") or {}
         self.reranker = (float(rerank["tau"]), float(rerank["beta"])) if rerank.get("used") else None
+        self._asked: dict[str, list[int]] = {}  # each stored question as asked: its entries
+        for i, stored in enumerate(questions):
+            if _as_asked(stored):
+                self._asked.setdefault(_as_asked(stored), []).append(i)
 
     @property
     def retrieval(self) -> Retrieval:
@@ -737,6 +747,11 @@ class SupportIndex:
         if reranked:
             rerank_scores = self._rerank(question, vector, fused[0], order[:DEPTH])
             order = sorted(order[:DEPTH], key=lambda i: -rerank_scores[i]) + order[DEPTH:]  # stable: ties keep rank
+        # A question asked as the FAQ asks it is answered by that entry (by the best of them, where the
+        # FAQ asks it twice): a near-duplicate whose longer answer repeats the question's words had
+        # outscored it ("How do I reset my password?" answered by "... on the mobile app?").
+        own = sorted(self._asked.get(_as_asked(question), []), key=lambda i: -rerank_scores.get(i, float(scores[i])))
+        order = own + [i for i in order if i not in own]
         answers = []
         for i in order[:k]:
             entry = self.entries[i]
@@ -759,8 +774,10 @@ class SupportIndex:
                 best_score, threshold = float(bm25[best]), float(lexical_threshold)
                 for item, i in zip(answers, order[:k], strict=False):
                     item["score"] = round(float(bm25[i]), 4)
-        handoff = best_score < threshold
+        handoff = best_score < threshold and not own
         reason = _against_threshold(best_score, threshold)
+        if own:
+            reason = f"the FAQ's own question (case, spacing and punctuation aside); {reason}"
         if mode == "bm25" and not fused[0].any():
             reason += "; no word of the question occurs in the FAQ"
         words: list[dict[str, Any]] = []
