@@ -173,6 +173,10 @@ def test_a_column_of_image_paths_is_left_out_and_refused_when_chosen(tmp_path: P
         ("user,item,timestamp,rating\na,x,1,4\na,y,2,five\n", {"rating_col": "rating"},
          r"log\.csv: line 3 has 'rating' 'five', which is not a number"),
         ("user,item,timestamp,rating\na,x,1,\n", {"rating_col": "rating"}, r"line 2 has 'rating' ''"),
+        # Every unusable row in one error (each had taken a run of its own).
+        ("user,item,timestamp,rating\na,x,1,4\n,y,2,5\na,z,soon,5\nb,x,3,five\n", {"rating_col": "rating"},
+         r"log\.csv: 3 rows cannot be used \(mend or remove them\): line 3 has an empty 'user'; line 4 has "
+         r"'timestamp' 'soon', which is neither .*; line 5 has 'rating' 'five', which is not a number$"),
     ],
 )
 def test_errors_name_file_line_and_value(tmp_path: Path, content: str, kwargs: dict, message: str) -> None:

@@ -266,6 +266,31 @@ def test_a_label_seen_once_is_an_error_naming_it() -> None:
     data = LabelledTexts(texts=["a", "b", "c"], labels=[["x"], ["x"], ["lonely"]], lines=[2, 3, 4], source="f.csv")
     with pytest.raises(DataError, match=r"label 'lonely' appears only once \(line 4\)"):
         stratified_split(data)
+    # Several: all named in one error (each had taken a run of its own to find).
+    data = LabelledTexts(texts=list("abcde"), labels=[["x"], ["x"], ["7"], ["NA"], ["y"]], lines=[2, 3, 4, 5, 6],
+                         source="f.csv")  # fmt: skip
+    with pytest.raises(DataError, match=r"f\.csv: 3 labels appear only once: '7' \(line 4\), 'NA' \(line 5\), 'y' "
+                                        r"\(line 6\); .* \('NA' reads like an empty cell"):  # fmt: skip
+        stratified_split(data)
+
+
+def test_every_row_that_cannot_be_used_is_found_in_one_read(tmp_path: Path) -> None:
+    """A file with an empty text, a row without a label and a bad split took three runs to mend."""
+    path = tmp_path / "messy.csv"
+    path.write_text("text,label,part\nfine,a,train\n ,b,train\nok,,dev\nfine too,a,holdout\ngood,b,test\n",
+                    encoding="utf-8")  # fmt: skip
+    with pytest.raises(DataError) as raised:
+        read_table(path, split_col="part")
+    assert str(raised.value) == (
+        f"{path}: 3 rows cannot be used (mend or remove them): line 3 has an empty text in column 'text'; line 4 "
+        "has no label in column 'label'; line 5 has split 'holdout' in column 'part'; expected one of "
+        "['dev', 'test', 'train', 'val', 'valid', 'validation']"
+    )
+    many = tmp_path / "many.csv"
+    many.write_text("text,label\n" + "".join(f"t{i},\n" for i in range(8)) + "last,a\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"8 rows cannot be used .*: line 2 has no label .*; line 6 has no label in "
+                                        r"column 'label'; and 3 more$"):  # fmt: skip
+        read_table(many)
 
 
 def test_a_short_row_with_a_field_quoted_over_lines_is_read(tmp_path: Path) -> None:

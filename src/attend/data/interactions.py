@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from attend.data.readers import DataError, check_columns, open_data_file, read_rows
+from attend.data.readers import DataError, RowProblems, check_columns, open_data_file, read_rows
 from attend.data.validation import is_missing_number
 
 __all__ = [
@@ -406,41 +406,52 @@ def read_interactions(
     spaced: set[str] = set()  # ids written with spaces around them
     wanted = (user_col, item_col, time_col, rating_col)  # rating_col None: not asked for
     hint = "choose the columns with --user-col / --item-col / --time-col / --rating-col"
+    problems = RowProblems(path)  # every unusable row found in one read
+    checked = False
     for line, record in read_rows(path, fmt):
-        if not lines:
+        if not checked:
             if time_col is not None and time_col not in record and user_col in record and item_col in record:
                 hint += " (--time-col none: a log without times, its rows in time order)"
             check_columns(path, record, wanted, hint)
-        user, item = _cell_id(record, user_col, path, line), _cell_id(record, item_col, path, line)
+            checked = True
+        try:
+            user, item = _cell_id(record, user_col, path, line), _cell_id(record, item_col, path, line)
+            raw = None
+            if time_col is None:
+                when, kind = float(len(lines)), "number"
+            else:
+                if time_col not in record:
+                    raise DataError(f"{path}: line {line} has no {time_col!r}")
+                raw = record[time_col]
+                parsed = _parse_time(raw)
+                if parsed is None:
+                    raise DataError(
+                        f"{path}: line {line} has {time_col!r} {raw!r:.60}, which is neither a number of seconds "
+                        "nor an ISO-8601 date/time"
+                    )
+                when, kind = parsed
+            if rating_col is not None:
+                rated = record.get(rating_col)
+                rating = _parse_rating(rated)
+                if rating is None:
+                    shown = "null" if rated is None else f"{rated!r:.60}"  # JSON's null, as the user wrote it
+                    raise DataError(f"{path}: line {line} has {rating_col!r} {shown}, which is not a number")
+        except DataError as problem:
+            problems.add(problem)
+            continue
         for column, ident in ((user_col, user), (item_col, item)):
             if isinstance(record[column], str) and record[column] != ident:
                 spaced.add(record[column])
-        if time_col is None:
-            when, kind = float(len(lines)), "number"
-        else:
-            if time_col not in record:
-                raise DataError(f"{path}: line {line} has no {time_col!r}")
-            raw = record[time_col]
-            parsed = _parse_time(raw)
-            if parsed is None:
-                raise DataError(
-                    f"{path}: line {line} has {time_col!r} {raw!r:.60}, which is neither a number of seconds nor "
-                    "an ISO-8601 date/time"
-                )
-            when, kind = parsed
+        if time_col is not None:
             raw_times.append(raw)
         if rating_col is not None:
-            raw = record.get(rating_col)
-            rating = _parse_rating(raw)
-            if rating is None:
-                shown = "null" if raw is None else f"{raw!r:.60}"  # JSON's null, as the user wrote it
-                raise DataError(f"{path}: line {line} has {rating_col!r} {shown}, which is not a number")
             ratings.append(rating)
         users.append(user)
         items.append(item)
         times.append(when)
         kinds.append(kind)
         lines.append(line)
+    problems.raise_any()
     if not lines:
         raise DataError(f"{path} has a header but no rows")
     notes: list[str] = []

@@ -704,6 +704,7 @@ def read_table(
     lines: list[int] = []
     checked_columns = False
     listed = False  # some row's labels are a JSON list
+    problems = RowProblems(path)
     for line, record in read_rows(path, fmt):
         if label_col is not None and fmt in ("csv", "tsv") and not any(str(v or "").strip() for v in record.values()):
             # Labelled data's row of delimiters alone (",,"): the empty rows a spreadsheet exports below its
@@ -714,29 +715,39 @@ def read_table(
             check_columns(path, record, (text_col, label_col), columns_hint)
             check_columns(path, record, (split_col,), "choose the column with --split-col")
             checked_columns = True
-        text = _row_text(path, line, record, text_col, blank=blank_texts and label_col is None)
+        try:  # every row's problem is found in one read (a file mended one line per run took four runs)
+            text = _row_text(path, line, record, text_col, blank=blank_texts and label_col is None)
+            row_labels: list[str] = []
+            if label_col is not None:
+                value = record.get(label_col)
+                if isinstance(value, dict) or is_missing_number(value):
+                    shown = "a missing value (NaN)" if isinstance(value, float) else f"an object {value!r:.60}"
+                    raise DataError(f"{path}: line {line} has {shown} as its label in column {label_col!r}")
+                listed = listed or isinstance(value, list | tuple)
+                row_labels = _split_labels(value, multi_label=multi_label, label_sep=label_sep)
+                if not row_labels:
+                    raise DataError(f"{path}: line {line} has no label in column {label_col!r}")
+                if len(row_labels) > 1 and not multi_label:
+                    raise DataError(f"{path}: line {line} has several labels {row_labels}; pass --multi-label")
+            split = ""
+            if split_col is not None:
+                raw = str(record.get(split_col) or "").strip().lower()
+                if raw not in SPLIT_NAMES:
+                    raise DataError(
+                        f"{path}: line {line} has split {record.get(split_col)!r} in column {split_col!r}; "
+                        f"expected one of {sorted(set(SPLIT_NAMES))}"
+                    )
+                split = SPLIT_NAMES[raw]
+        except DataError as problem:
+            problems.add(problem)
+            continue
         texts.append(text)
         lines.append(line)
         if label_col is not None:
-            value = record.get(label_col)
-            if isinstance(value, dict) or is_missing_number(value):
-                shown = "a missing value (NaN)" if isinstance(value, float) else f"an object {value!r:.60}"
-                raise DataError(f"{path}: line {line} has {shown} as its label in column {label_col!r}")
-            listed = listed or isinstance(value, list | tuple)
-            row_labels = _split_labels(value, multi_label=multi_label, label_sep=label_sep)
-            if not row_labels:
-                raise DataError(f"{path}: line {line} has no label in column {label_col!r}")
-            if len(row_labels) > 1 and not multi_label:
-                raise DataError(f"{path}: line {line} has several labels {row_labels}; pass --multi-label")
             labels.append(row_labels)
         if split_col is not None:
-            raw = str(record.get(split_col) or "").strip().lower()
-            if raw not in SPLIT_NAMES:
-                raise DataError(
-                    f"{path}: line {line} has split {record.get(split_col)!r} in column {split_col!r}; "
-                    f"expected one of {sorted(set(SPLIT_NAMES))}"
-                )
-            splits.append(SPLIT_NAMES[raw])
+            splits.append(split)
+    problems.raise_any()
     if not texts:
         raise DataError(f"{path} has a header but no rows")
     if training and multi_label and label_sep is None and not listed and all(len(row) == 1 for row in labels):
@@ -748,6 +759,31 @@ def read_table(
         lines=lines,
         source=str(path),
     )
+
+
+class RowProblems:
+    """The rows of a file that cannot be used, gathered over one read: one is raised as it was found;
+    several as one error that counts them and names the first :attr:`SHOWN`, each with its line."""
+
+    SHOWN = 5
+
+    def __init__(self, path: Path) -> None:
+        self.prefix = f"{path}: "
+        self.found: list[str] = []
+        self.count = 0
+
+    def add(self, problem: DataError) -> None:
+        self.count += 1
+        if len(self.found) < self.SHOWN:
+            self.found.append(str(problem))
+
+    def raise_any(self) -> None:
+        if self.count == 1:
+            raise DataError(self.found[0])
+        if self.count:
+            shown = "; ".join(problem.removeprefix(self.prefix) for problem in self.found)
+            more = f"; and {self.count - len(self.found)} more" if self.count > len(self.found) else ""
+            raise DataError(f"{self.prefix}{self.count} rows cannot be used (mend or remove them): {shown}{more}")
 
 
 def _check_joined_labels(path: Path, labels: list[list[str]]) -> None:
@@ -806,13 +842,18 @@ def _stratified_split(data: LabelledTexts, *, seed: int, dev_fraction: float, te
     counts = Counter(primary)
     rare = [label for label, count in counts.items() if count < 2]
     if rare:
-        where = data.lines[primary.index(rare[0])] if data.lines else primary.index(rare[0])
+        where = [data.lines[primary.index(label)] if data.lines else primary.index(label) for label in rare]
         copies = " (a text repeated in the file counts once: its copies stay in its split)" if repeats else ""
-        missing = f" ({rare[0]!r} reads like an empty cell written out: if that row has no label, remove it)" if (
-            looks_missing(rare[0])) else ""
+        blank = next((label for label in rare if looks_missing(label)), None)
+        missing = f" ({blank!r} reads like an empty cell written out: if that row has no label, remove it)" if (
+            blank is not None) else ""
+        shown = f"label {rare[0]!r} appears only once (line {where[0]})"
+        if len(rare) > 1:  # all of them: a file mended one label per run took a run per label
+            listed = ", ".join(f"{label!r} (line {line})" for label, line in zip(rare[:10], where, strict=False))
+            shown = f"{len(rare)} labels appear only once: {listed}{', ...' if len(rare) > 10 else ''}"
         raise DataError(
-            f"{data.source}: label {rare[0]!r} appears only once (line {where}){copies}; every label needs at least "
-            f"2 examples to be split (add examples, drop the label, or give a split column){missing}"
+            f"{data.source}: {shown}{copies}; every label needs at least 2 examples to be split (add examples, drop "
+            f"the label, or give a split column){missing}"
         )
     indices = list(range(len(data)))
     n_dev = max(1, round(len(data) * dev_fraction)) if dev_fraction else 0
