@@ -391,7 +391,8 @@ def test_layers_run_on_real_tokens_only_and_match_the_padded_layout(
     assert unpadded.attentions is not None and padded.attentions is not None
     for ours, reference in zip(unpadded.attentions, padded.attentions, strict=True):
         real_queries = real[:, None, :, None].expand_as(ours)
-        torch.testing.assert_close(ours[real_queries], reference[real_queries], atol=1e-6, rtol=0)
+        # probabilities in [0, 1] summed in another order: float32 rounding reaches 1.01e-6 on some CPUs
+        torch.testing.assert_close(ours[real_queries], reference[real_queries], atol=5e-6, rtol=0)
 
 
 def test_a_batch_with_little_padding_keeps_the_padded_layout() -> None:

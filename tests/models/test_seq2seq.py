@@ -158,6 +158,39 @@ def test_a_wider_beam_finds_outputs_at_least_as_likely_as_greedy() -> None:
     assert any(w.log_prob > g.log_prob + 1e-3 for g, w in zip(greedy, wide, strict=True))
 
 
+def test_beam_search_keeps_going_while_an_open_prefix_beats_the_endings_it_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unlikely short beams that end at once had filled the K finished places, and the source was
+    declared done before its likeliest output (already far ahead) could end: beam 4 translated a toy
+    model's "dog cat dog cat" as "cat dog cat" (score -1.8) where greedy found "cat dog cat dog" (-0.004)."""
+    from attend.models import generation
+
+    model = _model()
+    eos, junk = model.config.eos_id, 7
+    good = {model.config.bos_id: 10, 10: 11, 11: 12, 12: 13, 13: eos}  # the likely output: 10 11 12 13
+    vocab = model.config.output_vocab_size
+
+    def scripted(self: generation._Stepper) -> torch.Tensor:  # the next token's log-probs from the last one
+        logits = torch.full((self.prefix.shape[0], vocab), -20.0)
+        for row, last in enumerate(self.prefix[:, -1].tolist()):
+            if last == junk:
+                logits[row, eos] = 0.0  # a junk token ends the output at once
+            else:
+                logits[row, good.get(last, eos)] = 5.0
+                logits[row, junk] = 2.0
+        return torch.log_softmax(logits, dim=-1)
+
+    monkeypatch.setattr(generation._Stepper, "log_probs", scripted)
+    ids, mask = torch.tensor([[5, 6, 7, 8]]), torch.ones(1, 4, dtype=torch.long)
+    options = {"max_length_a": 0.0, "max_length_b": 12}
+    greedy = beam_search(model, ids, mask, GenerationOptions(beam=1, **options))[0]
+    assert greedy.tokens == [10, 11, 12, 13]
+    for beam in (2, 3, 4):
+        found = beam_search(model, ids, mask, GenerationOptions(beam=beam, **options))[0]
+        assert found.tokens == greedy.tokens and found.score == pytest.approx(greedy.score), (beam, found)
+
+
 def test_no_repeat_ngram_forbids_repeated_bigrams() -> None:
     model = _model()
     ids, mask = _sources()

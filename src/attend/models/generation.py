@@ -9,8 +9,11 @@ only the cost differs (``benchmarks/seq2seq.py`` measures it).
 Beam search follows the common recipe (fairseq, Hugging Face ``generate``): the ``K`` best
 prefixes per source; at each step the ``2K`` best extensions, of which those ending in ``</s>``
 are set aside as finished if they rank among the ``K`` best (scored by their log-probability
-divided by ``length ** length_penalty``) and the best ``K`` others continue. A source is done when
-it has ``K`` finished hypotheses, or at its length limit ``max_length_a * source_length +
+divided by ``length ** length_penalty``; once ``K`` are set aside, a better one replaces the worst)
+and the best ``K`` others continue. A source is done when it has ``K`` finished hypotheses and its
+best open prefix, were it to end now, would not score above the worst of them (Hugging Face's
+rule; fairseq's stop at ``K`` finished had dropped a prefix far likelier than every ending kept,
+when unlikely short beams ended first), or at its length limit ``max_length_a * source_length +
 max_length_b`` (and the model's ``max_length``), where unfinished beams are finished as they stand.
 Done sources leave the batch, so a long sentence does not keep short ones' beams running. ``no_repeat_ngram``
 forbids any n-gram from occurring twice in one output. With ``beam=1`` beam search makes
@@ -134,6 +137,16 @@ class _Stepper:
             self.cache.reorder(index)
 
 
+def _offer(finished: list[Hypothesis], hypothesis: Hypothesis, k: int) -> None:
+    """Keep ``hypothesis`` among a source's ``k`` best finished ones (replacing the worst when full)."""
+    if len(finished) < k:
+        finished.append(hypothesis)
+        return
+    worst = min(range(len(finished)), key=lambda i: finished[i].score)
+    if hypothesis.score > finished[worst].score:
+        finished[worst] = hypothesis
+
+
 def _ban_repeats(log_probs: Tensor, prefix: Tensor, n: int) -> None:
     """Set to -inf every token that would complete an n-gram already in its row's prefix (``<s>`` excluded)."""
     if n <= 0 or prefix.shape[1] - 1 < n - 1:
@@ -213,23 +226,30 @@ def beam_search(
                 if token == config.eos_id:
                     # An ending counts only among the K best extensions (else with K = 1 an unlikely
                     # </s> ranked second would end the search: greedy would not be greedy).
-                    if rank < k and len(finished[source]) < k:
+                    if rank < k:
                         tokens = stepper.prefix[a * k + beam, 1:].tolist()
                         length = len(tokens) + 1
-                        finished[source].append(Hypothesis(tokens, score, score / length**options.length_penalty, True))
+                        _offer(finished[source], Hypothesis(tokens, score, score / length**options.length_penalty,
+                                                            True), k)  # fmt: skip
                     continue
                 if len(chosen) < k:
                     chosen.append((beam, token, score))
-                if len(chosen) == k and len(finished[source]) >= k:
-                    break
+                if len(chosen) == k:
+                    break  # an ending further down ranks below the K best: it would not count
             if at_limit:  # the unfinished beams end here as they stand
                 for beam, token, score in chosen:
                     tokens = [*stepper.prefix[a * k + beam, 1:].tolist(), token]
                     finished[source].append(Hypothesis(tokens, score, score / len(tokens) ** options.length_penalty,
                                                        False))  # fmt: skip
                 continue
-            if len(finished[source]) >= k or not chosen:
+            if not chosen:
                 continue
+            if len(finished[source]) >= k:
+                # The best open prefix (chosen[0]: the extensions come best first), ended at the next
+                # step, against the worst ending kept: if it cannot beat that, the source is done.
+                worst = min(h.score for h in finished[source])
+                if chosen[0][2] / (step + 1) ** options.length_penalty <= worst:
+                    continue
             while len(chosen) < k:  # fewer live extensions than beams: pad with dead copies
                 chosen.append((chosen[0][0], chosen[0][1], float("-inf")))
             still.append(source)
