@@ -74,6 +74,34 @@ def test_evaluate_takes_a_separator_and_a_threshold(
         one.chosen(one.predict_proba(["a film"]), 0.3)  # it returned None, the threshold unseen
 
 
+def test_every_row_of_a_file_bounds_the_threshold_a_resumed_run_must_use(tmp_path: Path) -> None:
+    """Only the last row was checked: a file written at 0.3 whose last row read the same at 0.5 was
+    continued at 0.5, its rows chosen by two thresholds (an auditor's 22 of 200 rows)."""
+    from attend.data.readers import DataError
+    from attend.runtime.streaming import read_existing
+
+    def row(text: str, top: list[tuple[str, float]], labels: list[str]) -> str:
+        return json.dumps({"text": text, "label": top[0][0], "labels": labels, "truncated": False,
+                           "top": [{"label": lab, "probability": p} for lab, p in top]}) + "\n"  # fmt: skip
+
+    out = tmp_path / "p.jsonl"
+    out.write_text(row("a", [("food", 0.9), ("travel", 0.41)], ["food", "travel"])  # 0.41 chosen: at most 0.41
+                   + row("b", [("travel", 0.8), ("food", 0.2)], ["travel"])  # 0.2 left out: above 0.2
+                   + row("c", [("food", 0.95), ("travel", 0.05)], ["food"]), encoding="utf-8")  # fmt: skip
+    existing = read_existing(out, "jsonl")
+    for threshold in (0.21, 0.3, 0.41):
+        existing._check_threshold(threshold)
+    for threshold in (0.5, 0.19, 0.1):  # (0.2 itself passes: the bounds allow for rounding)
+        with pytest.raises(DataError, match=r"written with a --threshold above 0\.200000 \(row 2 left out a label "
+                                            r"of that probability\) and at most 0\.410000 \(row 1 chose"):  # fmt: skip
+            existing._check_threshold(threshold)
+    with out.open("a", encoding="utf-8") as f:  # a row chosen at 0.5 after them: no one threshold fits
+        f.write(row("d", [("food", 0.7), ("travel", 0.45)], ["food"]))
+    with pytest.raises(DataError, match=r"no one --threshold chose its rows' labels \(row 1 chose a label of "
+                                        r"probability 0\.410000, row 4 left out one of 0\.450000\)"):  # fmt: skip
+        read_existing(out, "jsonl")._check_threshold(0.41)
+
+
 class _nothing:
     def __enter__(self) -> None:
         return None

@@ -46,6 +46,9 @@ STARTS = {"csv": b"text,label_1,probability_1,", "jsonl": b'{"text": '}
 #: Largest difference between a probability the file holds (a CSV's six decimals) and the model's
 #: for the same text, for the file to count as this model's output (batching moves the last digits).
 SAME_MODEL_TOLERANCE = 1e-3
+#: Slack of the threshold a multi-label file's rows bound (:meth:`ExistingOutput.choose`): a CSV's six
+#: decimals, and the last digits batching moves.
+THRESHOLD_SLACK = 1e-5
 #: Keys of a JSON prediction row: a kept input column may not take one of these names.
 ROW_KEYS = ("text", "label", "labels", "top", "truncated", "warning")
 
@@ -84,6 +87,11 @@ class ExistingOutput:
         last: The last row's ``(label, probability)`` pairs: a resumed run predicts its text again
             and refuses a file another model wrote.
         columns: The input columns its rows keep (``--keep-cols``), in order; None before a row is read.
+        last_labels: A multi-label file's last row's chosen labels.
+        above, at_most: What every multi-label row says of the threshold that chose its labels: above
+            the highest probability of a top-k label left out, at most the lowest of one chosen
+            (``(probability, row)``; the last row alone had been checked, so a file written with
+            --threshold 0.3 was continued at 0.5 whenever its last row read the same at both).
     """
 
     path: Path
@@ -98,6 +106,17 @@ class ExistingOutput:
     multi_label: bool | None = None
     columns: list[str] | None = None
     last_labels: list[str] | None = None
+    above: tuple[float, int] = (0.0, 0)
+    at_most: tuple[float, int] = (1.0, 0)
+
+    def choose(self, labels: list[str]) -> None:
+        """The labels the last row read chose: they bound the threshold that chose them."""
+        self.last_labels = labels
+        for label, p in self.last:
+            if label in labels and p < self.at_most[0]:
+                self.at_most = (p, self.rows)
+            elif label not in labels and p > self.above[0]:
+                self.above = (p, self.rows)
 
     def cut(self) -> None:
         """Truncate the file to its whole rows (a row cut off by the interruption goes): done only
@@ -160,10 +179,26 @@ class ExistingOutput:
                             "reverse) wrote it; choose another --output")  # fmt: skip
         # The same model (checked first): labels chosen otherwise are another threshold's.
         chosen = predictor.chosen(found.probs, threshold)
+        if chosen is not None and self.last_labels is not None:
+            self._check_threshold(predictor.checked_threshold(threshold))
         if chosen is not None and self.last_labels is not None and sorted(chosen[0]) != sorted(self.last_labels):
             raise DataError(f"{self.path}: its last row's labels are {self.last_labels}, this run's {chosen[0]} "
                             f"(--threshold {predictor.checked_threshold(threshold):g}): resume with the --threshold "
                             "it was written with")  # fmt: skip
+
+
+    def _check_threshold(self, threshold: float) -> None:
+        (above, row_above), (at_most, row_at_most) = self.above, self.at_most
+        if above >= at_most + THRESHOLD_SLACK:
+            raise DataError(f"{self.path}: no one --threshold chose its rows' labels (row {row_at_most} chose a "
+                            f"label of probability {at_most:.6f}, row {row_above} left out one of {above:.6f}): it "
+                            "was continued with another --threshold; choose another --output")  # fmt: skip
+        if not above - THRESHOLD_SLACK < threshold <= at_most + THRESHOLD_SLACK:
+            bounds = [f"above {above:.6f} (row {row_above} left out a label of that probability)"] if row_above else []
+            bounds += [f"at most {at_most:.6f} (row {row_at_most} chose a label of that probability)"] if (
+                row_at_most) else []  # fmt: skip
+            raise DataError(f"{self.path}: its rows were written with a --threshold {' and '.join(bounds)}, this "
+                            f"run's is {threshold:g}: resume with the --threshold it was written with")  # fmt: skip
 
 
 def text_digest() -> Any:
@@ -238,7 +273,8 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
                 row = json.loads(line)
                 existing._add(row["text"], [(entry["label"], float(entry["probability"])) for entry in row["top"]])
                 existing.multi_label = "labels" in row
-                existing.last_labels = list(row["labels"]) if existing.multi_label else None
+                if existing.multi_label:
+                    existing.choose(list(row["labels"]))
                 existing.columns = [key for key in row if key not in ROW_KEYS]
             except (ValueError, KeyError, TypeError):
                 raise DataError(
@@ -276,7 +312,7 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
                     existing._add(record[0], top)
                     if existing.multi_label:  # the labels column follows "truncated"
                         chosen = record[2 + 2 * width]
-                        existing.last_labels = chosen.split("|") if chosen else []
+                        existing.choose(chosen.split("|") if chosen else [])
                 kept = ends[reader.line_num]
         except csv.Error:
             # A quoted field cut off by the interruption raises once every line is read (the end of
