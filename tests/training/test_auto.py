@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -317,6 +318,8 @@ def test_a_loop_trains_past_a_plan_whose_timing_was_too_pessimistic(tmp_path: Pa
     assert config["auto"]["candidates"]["encoder"]["epochs"] == 1  # the plan
     assert config["training"]["epochs"] == 3 and epochs == [1, 2, 3]
     assert any("1 epoch(s) (up to 3, if its loop finds the time)" in line for line in lines)
+    assert re.fullmatch(r"auto: picked encoder \([\d.]+ min of training this run; the candidates' [\d.]+ min against "
+                        r"a budget of 0\.667\)", lines[-1]), lines[-1]  # under the budget: no overrun said
 
 
 def test_a_time_budget_in_the_training_options_is_autos_budget(tmp_path: Path, planted_csv: Path,
@@ -356,6 +359,11 @@ def test_an_interrupted_auto_run_resumes_to_the_same_model(tmp_path: Path, monke
     with pytest.raises(DataError, match=r"epochs left out \(the interrupted run had epochs=3\)"):
         train_auto(data, tmp_path / "cut", args={k: v for k, v in options.items() if k != "epochs"},
                    candidates=["encoder"], resume=True, log=lambda _: None)  # fmt: skip
+    # The minutes before the interruption count with the resumed ones (they had been dropped).
+    saved = tmp_path / ".cut.auto" / "auto.json"
+    state = json.loads(saved.read_text())
+    assert state["interrupted_seconds"]["encoder"] > 0
+    saved.write_text(json.dumps({**state, "interrupted_seconds": {"encoder": 1000.0}}))  # as if it had run 1,000 s
     # Resumed without the stopping point (and with other threads): the same run, now to the end. The
     # data is the same file named another way (the run was refused as "data='planted.csv'" differing).
     monkeypatch.chdir(tmp_path)
@@ -364,6 +372,8 @@ def test_an_interrupted_auto_run_resumes_to_the_same_model(tmp_path: Path, monke
     assert resumed.metrics["accuracy"] == whole.metrics["accuracy"]
     assert resumed.metrics["macro_f1"] == whole.metrics["macro_f1"]
     assert not (tmp_path / ".cut.auto").exists()
+    timed = json.loads((tmp_path / "cut" / "metrics.json").read_text())["auto"]
+    assert 1000 < timed["candidates"]["encoder"]["seconds"] < 1300 and timed["seconds"] >= 1000
 
 
 def test_auto_needs_a_dev_split_to_compare_on(tmp_path: Path) -> None:

@@ -96,6 +96,7 @@ from attend.training.trainer import (
     Trainer,
     TrainingArgs,
     TrainingDiverged,
+    TrainingInterrupted,
     TrainResult,
     appeared_meanwhile,
     epoch_batches,
@@ -460,10 +461,18 @@ def _train_auto(
         if on_epoch is not None:
             callback = functools.partial(_tagged, on_epoch, candidate.name)
         begin = time.perf_counter()
+        # What the candidate spent before an interruption counts with what it spends after --resume
+        # (its minutes in the report and metrics.json had been the resumed part's alone).
+        spent = state.setdefault("interrupted_seconds", {})
+        before = float(spent.get(candidate.name, 0.0)) if resuming else 0.0
         try:
             result = Trainer(task, TrainingArgs.from_dict(candidate.args), on_epoch=callback).fit(
                 directory, resume=resuming, overwrite=True
             )
+        except TrainingInterrupted:
+            spent[candidate.name] = round(before + time.perf_counter() - begin, 1)
+            atomic_write_json(work / "auto.json", state)
+            raise
         except TrainingDiverged as exc:  # the other candidates can still give a model
             candidate.excluded = f"its training diverged: {exc}"
             say(f"auto: {candidate.name} left out: {candidate.excluded}")
@@ -482,7 +491,7 @@ def _train_auto(
             "test_accuracy": result.metrics.get("accuracy") if tested else None,
             "test_macro_f1": result.metrics.get("macro_f1") if tested else None,
             "split": result.metrics.get("split"),
-            "seconds": round(time.perf_counter() - begin, 1),
+            "seconds": round(before + time.perf_counter() - begin, 1),
             "report": result.report,
         }
         atomic_write_json(work / "auto.json", state)
@@ -539,7 +548,11 @@ def _train_auto(
         history = outcomes[winner].history if winner in outcomes else []
     shutil.rmtree(work, ignore_errors=True)
     # The reason opens the report's table (stdout): here only what it cost, not the paragraph again.
-    say(f"auto: picked {winner} ({(time.perf_counter() - started) / 60:.1f} min of training this run)")
+    # ... and against the budget, so an overrun is said (a candidate trains at least one epoch).
+    total = sum(float(r.get("seconds") or 0.0) for r in results.values()) / 60
+    over = f": over by {total - time_budget:.1f}" if total - time_budget >= 0.05 else ""
+    say(f"auto: picked {winner} ({(time.perf_counter() - started) / 60:.1f} min of training this run; the "
+        f"candidates' {total:.1f} min against a budget of {time_budget:.3g}{over})")
     return TrainResult(model_dir=out, metrics=metrics, history=history, report=report)
 
 
