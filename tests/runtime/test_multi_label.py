@@ -46,7 +46,9 @@ def test_evaluate_takes_a_separator_and_a_threshold(
     scored.write_text("text,labels\n" + "".join(f"{r['text']},{'|'.join(r['labels'])}\n" for r in _rows(40)),
                       encoding="utf-8")  # fmt: skip
     assert main(["evaluate", str(tagged), str(scored)]) == 2
-    assert "which the model was not trained on" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "which the model was not trained on" in err
+    assert "with '|': give --label-sep '|' (label_sep='|') to read such cells as several labels" in err, err
     assert main(["evaluate", str(tagged), str(scored), "--label-sep", "|", "--json"]) == 0
     default = json.loads(capsys.readouterr().out)
     assert default["examples"] == 40 and "threshold" not in default
@@ -100,6 +102,25 @@ def test_every_row_of_a_file_bounds_the_threshold_a_resumed_run_must_use(tmp_pat
     with pytest.raises(DataError, match=r"no one --threshold chose its rows' labels \(row 1 chose a label of "
                                         r"probability 0\.410000, row 4 left out one of 0\.450000\)"):  # fmt: skip
         read_existing(out, "jsonl")._check_threshold(0.41)
+
+
+def test_an_ensemble_of_a_json_list_member_and_a_separator_member_reads_cells_at_that_separator(
+    tagged: Path, tmp_path: Path
+) -> None:
+    """The members did not agree on a separator (the JSON-list one has none), so the ensemble had none,
+    and a CSV of "a|b" cells, which its '|' member reads by itself, was refused as unknown labels."""
+    from attend.runtime import make_ensemble
+
+    piped_csv = tmp_path / "piped.csv"
+    piped_csv.write_text("text,labels\n" + "".join(f"{r['text']},{'|'.join(r['labels'])}\n" for r in _rows(160)),
+                         encoding="utf-8")  # fmt: skip
+    train(piped_csv, tmp_path / "piped", model="encoder", model_options={"dim": 32, "num_layers": 1, "num_heads": 2},
+          args=TrainingArgs(epochs=1, batch_size=16, lr=3e-3, progress=False, vocab_size=200), label_col="labels",
+          label_sep="|")  # fmt: skip
+    make_ensemble([tagged, tmp_path / "piped"], tmp_path / "both")
+    both = load(tmp_path / "both")
+    scored = both.evaluate(piped_csv)
+    assert scored["examples"] == 160
 
 
 class _nothing:

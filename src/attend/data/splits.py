@@ -47,7 +47,13 @@ def trained_columns(config: dict[str, Any], path: str | os.PathLike[str] | None 
             return {}
         found.append(trained_columns(member, where))
     # Each column the members agree on (one label separator apart, their text and label columns still hold).
-    return {key: value for key, value in found[0].items() if all(columns.get(key) == value for columns in found)}
+    agreed = {key: value for key, value in found[0].items() if all(columns.get(key) == value for columns in found)}
+    # A member trained on JSON lists of labels has no separator: the others' one holds (a CSV of "a|b"
+    # cells was read as unknown labels "a|b" by an ensemble of a '|' member and a JSON-list one).
+    separators = {columns["label_sep"] for columns in found if "label_sep" in columns}
+    if len(separators) == 1:
+        agreed["label_sep"] = separators.pop()
+    return agreed
 
 
 def seen_in_training(training: Sequence[str], held_out: Sequence[str], key: Callable[[str], str] = normalise_whitespace

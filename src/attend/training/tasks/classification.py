@@ -177,10 +177,17 @@ def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> 
                 index[label] = index[spelled]
             if label not in index:
                 where = f"line {data.lines[row]}" if data.lines else f"row {row + 1}"
+                joined = next((j for j in _joined_labels([*labels, label]) if j[0] == label), None) if (
+                    multi_label) else None  # fmt: skip
+                hint = ""
+                if joined is not None:  # known labels in one cell: a separator not given
+                    _, sep, parts = joined
+                    hint = (f"; it joins the model's labels {' and '.join(map(repr, parts))} with {sep!r}: give "
+                            f"--label-sep {sep!r} (label_sep={sep!r}) to read such cells as several labels")
                 raise DataError(
                     f"{data.source or 'the texts given'}: {where} has label {label!r}, which the model was not "
                     "trained on "
-                    f"(known: {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''})"
+                    f"(known: {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''}){hint}"
                 )
     if multi_label:
         targets = torch.zeros(len(data.labels), len(labels))
