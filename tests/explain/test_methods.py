@@ -321,6 +321,16 @@ def test_spans_show_the_users_characters() -> None:
     assert exp.tokens == ["[CLS]", "great", "[UNK]", "[UNK]", "[SEP]"]
     assert exp.display_tokens() == ["[CLS]", "Great", "服", "务", "[SEP]"]
     assert exp.to_dict()["spans"] == [None, [0, 5], [6, 7], [7, 8], None]
+    # SentencePiece's word-start mark as a piece of its own, over the space before a word (e5 on
+    # "股票 市场"): listed as the mark, as where it covers nothing; it had been a blank entry.
+    from attend.explain.methods import Explanation, top_tokens
+
+    pieces = Explanation(text="股票 市场", tokens=["[CLS]", "▁股票", "▁", "市场", "[SEP]"],
+                         importance=[0.0, 0.2, 0.5, 0.3, 0.0], special=[True, False, False, False, True], label="a",
+                         probability=1.0, target="a", method="attention", truncated=False, focus={},
+                         spans=[None, (0, 2), (2, 3), (3, 5), None])  # fmt: skip
+    assert pieces.display_tokens() == ["[CLS]", "股票", "▁", "市场", "[SEP]"]
+    assert top_tokens(pieces, 1) == [("▁", 0.5)]
 
 
 def test_an_integrated_gradients_note_gives_its_own_texts_completeness_error() -> None:

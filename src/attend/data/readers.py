@@ -842,7 +842,10 @@ def _stratified_split(data: LabelledTexts, *, seed: int, dev_fraction: float, te
     counts = Counter(primary)
     rare = [label for label, count in counts.items() if count < 2]
     if rare:
-        where = [data.lines[primary.index(label)] if data.lines else primary.index(label) for label in rare]
+        first: dict[str, int] = {}
+        for i, label in enumerate(primary):  # one pass: a column of ids taken for labels has a rare label per row
+            first.setdefault(label, i)
+        where = [data.lines[first[label]] if data.lines else first[label] for label in rare[:10]]
         copies = " (a text repeated in the file counts once: its copies stay in its split)" if repeats else ""
         blank = next((label for label in rare if looks_missing(label)), None)
         missing = f" ({blank!r} reads like an empty cell written out: if that row has no label, remove it)" if (

@@ -110,7 +110,9 @@ class Explanation:
         shown = []
         # With the combining marks after a token that no token holds ("e" + U+0301: "é").
         for token, span in zip(self.tokens, _with_marks(self.spans, self.text), strict=True):
-            if span is None or span[1] <= span[0]:
+            # SentencePiece's word-start mark as a piece of its own covers nothing, or the space before
+            # a word: shown as the model has it (the space had been listed as a blank token).
+            if span is None or span[1] <= span[0] or not self.text[span[0] : span[1]].strip():
                 shown.append(token)
             else:
                 piece = self.text[span[0] : span[1]]

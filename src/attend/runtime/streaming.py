@@ -186,7 +186,6 @@ class ExistingOutput:
                             f"(--threshold {predictor.checked_threshold(threshold):g}): resume with the --threshold "
                             "it was written with")  # fmt: skip
 
-
     def _check_threshold(self, threshold: float) -> None:
         (above, row_above), (at_most, row_at_most) = self.above, self.at_most
         if above >= at_most + THRESHOLD_SLACK:
