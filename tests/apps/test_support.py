@@ -722,6 +722,21 @@ def test_a_question_asked_as_the_faq_asks_it_gets_that_entry_first(tmp_path: Pat
     other = index.ask("How do I reset my password on the mobile app?")
     assert other["answers"][0]["question"] == "How do I reset my password on the mobile app?"
     assert not index.ask("How can I reset my password?")["reason"].startswith("the FAQ's own")  # reworded: scores
+    from attend.apps.support.index import _as_asked
+
+    assert _as_asked("Is C++ supported?") != _as_asked("Is C# supported?")  # only the closing punctuation goes
+    assert _as_asked("  Wie geht das？ ") == _as_asked("wie geht das")
+
+
+def test_an_html_link_in_a_question_keeps_no_address() -> None:
+    """The address went into the question ("How do I reset my password? (https://...)"), which no
+    customer asks, and the exact-question match could not find it."""
+    page = ('<h3><a href="https://shop.example/faq#reset">How do I reset my password?</a></h3><p>See the '
+            '<a href="https://shop.example/reset">reset page</a>.</p><h3>Refunds?</h3><p>Yes.</p>')  # fmt: skip
+    assert parse_html(page)[0] == ("How do I reset my password?", "See the reset page (https://shop.example/reset).")
+    listed = ('<dl><dt><a href="https://x.example/r">Refunds?</a></dt><dd>Within <a href="https://x.example/d">30 '
+              "days</a>.</dd><dt>Returns?</dt><dd>Yes.</dd></dl>")  # fmt: skip
+    assert parse_html(listed)[0] == ("Refunds?", "Within 30 days (https://x.example/d).")
 
 
 def test_a_word_in_half_the_answers_carries_no_weight_and_breaks_nothing(tmp_path: Path) -> None:

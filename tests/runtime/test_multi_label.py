@@ -102,6 +102,14 @@ def test_every_row_of_a_file_bounds_the_threshold_a_resumed_run_must_use(tmp_pat
     with pytest.raises(DataError, match=r"no one --threshold chose its rows' labels \(row 1 chose a label of "
                                         r"probability 0\.410000, row 4 left out one of 0\.450000\)"):  # fmt: skip
         read_existing(out, "jsonl")._check_threshold(0.41)
+    # A CSV joins the chosen labels with '|': a label holding '|' itself is found whole in the cell.
+    table = tmp_path / "p.csv"
+    table.write_text("text,label_1,probability_1,label_2,probability_2,truncated,labels\n"
+                     "a,a|b,0.900000,c,0.800000,false,a|b|c\nb,c,0.700000,a|b,0.100000,false,c\n",
+                     encoding="utf-8")  # fmt: skip
+    existing = read_existing(table, "csv")
+    assert (existing.above, existing.at_most) == ((0.1, 2), (0.7, 2))
+    existing._check_threshold(0.5)
 
 
 def test_an_ensemble_of_a_json_list_member_and_a_separator_member_reads_cells_at_that_separator(

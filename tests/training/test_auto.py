@@ -319,7 +319,7 @@ def test_a_loop_trains_past_a_plan_whose_timing_was_too_pessimistic(tmp_path: Pa
     assert config["training"]["epochs"] == 3 and epochs == [1, 2, 3]
     assert any("1 epoch(s) (up to 3, if its loop finds the time)" in line for line in lines)
     assert re.fullmatch(r"auto: picked encoder \([\d.]+ min of training this run; the candidates' [\d.]+ min against "
-                        r"a budget of 0\.667\)", lines[-1]), lines[-1]  # under the budget: no overrun said
+                        r"a budget of 0\.67\)", lines[-1]), lines[-1]  # under the budget: no overrun said
 
 
 def test_a_time_budget_in_the_training_options_is_autos_budget(tmp_path: Path, planted_csv: Path,

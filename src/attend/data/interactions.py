@@ -451,7 +451,7 @@ def read_interactions(
         times.append(when)
         kinds.append(kind)
         lines.append(line)
-    problems.raise_any()
+    problems.raise_any(len(lines))
     if not lines:
         raise DataError(f"{path} has a header but no rows")
     notes: list[str] = []

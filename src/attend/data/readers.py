@@ -727,8 +727,8 @@ def read_table(
                 row_labels = _split_labels(value, multi_label=multi_label, label_sep=label_sep)
                 if not row_labels:
                     raise DataError(f"{path}: line {line} has no label in column {label_col!r}")
-                if len(row_labels) > 1 and not multi_label:
-                    raise DataError(f"{path}: line {line} has several labels {row_labels}; pass --multi-label")
+                if len(row_labels) > 1 and not multi_label:  # an option to give, not a row to mend: said at once
+                    raise _SaidAtOnce(f"{path}: line {line} has several labels {row_labels}; pass --multi-label")
             split = ""
             if split_col is not None:
                 raw = str(record.get(split_col) or "").strip().lower()
@@ -738,6 +738,8 @@ def read_table(
                         f"expected one of {sorted(set(SPLIT_NAMES))}"
                     )
                 split = SPLIT_NAMES[raw]
+        except _SaidAtOnce:
+            raise
         except DataError as problem:
             problems.add(problem)
             continue
@@ -747,7 +749,7 @@ def read_table(
             labels.append(row_labels)
         if split_col is not None:
             splits.append(split)
-    problems.raise_any()
+    problems.raise_any(len(texts))
     if not texts:
         raise DataError(f"{path} has a header but no rows")
     if training and multi_label and label_sep is None and not listed and all(len(row) == 1 for row in labels):
@@ -761,29 +763,44 @@ def read_table(
     )
 
 
+class _SaidAtOnce(DataError):
+    """A row's problem that an option fixes for the whole file (``--multi-label``): raised at the
+    first row, not gathered with the rows to mend."""
+
+
 class RowProblems:
     """The rows of a file that cannot be used, gathered over one read: one is raised as it was found;
-    several as one error that counts them and names the first :attr:`SHOWN`, each with its line."""
+    several as one error that counts them and names the first :attr:`SHOWN`, each with its line. The
+    read stops at :attr:`LIMIT` of them (a wrong column had failed at once; the whole file was read)."""
 
     SHOWN = 5
+    LIMIT = 1000
 
     def __init__(self, path: Path) -> None:
         self.prefix = f"{path}: "
         self.found: list[str] = []
         self.count = 0
 
+    def _listed(self) -> str:
+        return "; ".join(problem.removeprefix(self.prefix) for problem in self.found)
+
     def add(self, problem: DataError) -> None:
         self.count += 1
         if len(self.found) < self.SHOWN:
             self.found.append(str(problem))
+        if self.count >= self.LIMIT:
+            raise DataError(f"{self.prefix}{self.count} rows and more cannot be used (the file was read no further; "
+                            f"is it the right column?): {self._listed()}; ...")  # fmt: skip
 
-    def raise_any(self) -> None:
+    def raise_any(self, good: int) -> None:
+        """Raise what was gathered, if anything; ``good``: the rows that could be used."""
         if self.count == 1:
             raise DataError(self.found[0])
         if self.count:
-            shown = "; ".join(problem.removeprefix(self.prefix) for problem in self.found)
             more = f"; and {self.count - len(self.found)} more" if self.count > len(self.found) else ""
-            raise DataError(f"{self.prefix}{self.count} rows cannot be used (mend or remove them): {shown}{more}")
+            what = (f"none of its {self.count} rows can be used (is it the right column?)" if not good
+                    else f"{self.count} rows cannot be used (mend or remove them)")  # fmt: skip
+            raise DataError(f"{self.prefix}{what}: {self._listed()}{more}")
 
 
 def _check_joined_labels(path: Path, labels: list[list[str]]) -> None:

@@ -245,8 +245,10 @@ def beam_search(
             if not chosen:
                 continue
             if len(finished[source]) >= k:
-                # The best open prefix (chosen[0]: the extensions come best first), ended at the next
-                # step, against the worst ending kept: if it cannot beat that, the source is done.
+                # The best open prefix (chosen[0]: the extensions come best first), were it to end at the
+                # next step, against the worst ending kept: if that would not beat it, the source is done
+                # (a bound at length_penalty 0; above 0 a longer ending could still score higher, the
+                # rule Hugging Face's generate uses too).
                 worst = min(h.score for h in finished[source])
                 if chosen[0][2] / (step + 1) ** options.length_penalty <= worst:
                     continue

@@ -109,13 +109,16 @@ class ExistingOutput:
     above: tuple[float, int] = (0.0, 0)
     at_most: tuple[float, int] = (1.0, 0)
 
-    def choose(self, labels: list[str]) -> None:
-        """The labels the last row read chose: they bound the threshold that chose them."""
+    def choose(self, labels: list[str], cell: str | None = None) -> None:
+        """The labels the last row read chose: they bound the threshold that chose them. ``cell``: a
+        CSV's ``labels`` cell as written, labels joined by ``|``, where a label holding ``|`` itself
+        (``a|b``, of a model trained with another separator) is found whole."""
         self.last_labels = labels
         for label, p in self.last:
-            if label in labels and p < self.at_most[0]:
+            chosen = label in labels or (cell is not None and f"|{label}|" in f"|{cell}|")
+            if chosen and p < self.at_most[0]:
                 self.at_most = (p, self.rows)
-            elif label not in labels and p > self.above[0]:
+            elif not chosen and p > self.above[0]:
                 self.above = (p, self.rows)
 
     def cut(self) -> None:
@@ -311,7 +314,7 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
                     existing._add(record[0], top)
                     if existing.multi_label:  # the labels column follows "truncated"
                         chosen = record[2 + 2 * width]
-                        existing.choose(chosen.split("|") if chosen else [])
+                        existing.choose(chosen.split("|") if chosen else [], chosen)
                 kept = ends[reader.line_num]
         except csv.Error:
             # A quoted field cut off by the interruption raises once every line is read (the end of

@@ -476,7 +476,7 @@ def _train_auto(
         except TrainingDiverged as exc:  # the other candidates can still give a model
             candidate.excluded = f"its training diverged: {exc}"
             say(f"auto: {candidate.name} left out: {candidate.excluded}")
-            state["lost_seconds"] = float(state.get("lost_seconds", 0.0)) + time.perf_counter() - begin
+            state["lost_seconds"] = float(state.get("lost_seconds", 0.0)) + before + time.perf_counter() - begin
             state["plan"] = [dataclasses.asdict(c) for c in plan]
             atomic_write_json(work / "auto.json", state)
             continue
@@ -549,10 +549,10 @@ def _train_auto(
     shutil.rmtree(work, ignore_errors=True)
     # The reason opens the report's table (stdout): here only what it cost, not the paragraph again.
     # ... and against the budget, so an overrun is said (a candidate trains at least one epoch).
-    total = sum(float(r.get("seconds") or 0.0) for r in results.values()) / 60
-    over = f": over by {total - time_budget:.1f}" if total - time_budget >= 0.05 else ""
+    total = (sum(float(r.get("seconds") or 0.0) for r in results.values()) + float(state.get("lost_seconds", 0.0))) / 60
+    over = f": over by {total - time_budget:.1f} min" if total - time_budget >= 0.05 else ""
     say(f"auto: picked {winner} ({(time.perf_counter() - started) / 60:.1f} min of training this run; the "
-        f"candidates' {total:.1f} min against a budget of {time_budget:.3g}{over})")
+        f"candidates' {total:.1f} min against a budget of {round(time_budget, 2):g}{over})")
     return TrainResult(model_dir=out, metrics=metrics, history=history, report=report)
 
 

@@ -315,7 +315,8 @@ class _FaqHTML(HTMLParser):
             if open_tag == "a" and self._anchors:
                 address, start = self._anchors.pop()
                 text = "".join(self._buffer[start:])
-                if text.strip() and _with_address(text, address) != text:
+                # In an answer only: a question (a heading, <dt>, <summary>) is what a customer asks
+                if self._kind[-1][0] in ("text", "dd") and text.strip() and _with_address(text, address) != text:
                     self._buffer.append(_with_address(text, address)[len(text):])  # " (address)", as in Markdown
 
     def handle_data(self, data: str) -> None:

@@ -586,8 +586,10 @@ def build_index(
 
 
 def _as_asked(question: str) -> str:
-    """A question as compared with the FAQ's own: case, spacing and punctuation aside."""
-    return " ".join(re.sub(r"[^\w]+", " ", unicodedata.normalize("NFKC", question).casefold()).split())
+    """A question as compared with the FAQ's own: case, spacing and the closing punctuation aside
+    (only that: "C++?" and "C#?" are other questions, as are "e-mail" and "email")."""
+    folded = " ".join(unicodedata.normalize("NFKC", question).casefold().split())
+    return re.sub(r"[\s?!.。？！…]+$", "", folded)
 
 
 def _against_threshold(score: float, threshold: float) -> str:
@@ -777,7 +779,7 @@ class SupportIndex:
         handoff = best_score < threshold and not own
         reason = _against_threshold(best_score, threshold)
         if own:
-            reason = f"the FAQ's own question (case, spacing and punctuation aside); {reason}"
+            reason = f"the FAQ's own question (case, spacing and closing punctuation aside); {reason}"
         if mode == "bm25" and not fused[0].any():
             reason += "; no word of the question occurs in the FAQ"
         words: list[dict[str, Any]] = []
