@@ -136,7 +136,11 @@ def test_exact_duplicates_dropped_and_noted(tmp_path: Path) -> None:
                              "line 5): kept, each as an event of its own")  # fmt: skip
     # Without ratings they are one event (the note had said "and rating" of a rating never read).
     unrated = read_interactions(tmp_path / "log.csv")
-    assert len(unrated) == 2 and unrated.notes == ["dropped 3 duplicate rows (same user, item and time; first: line 3)"]
+    assert len(unrated) == 2 and unrated.notes == [
+        "its 'rating' column is not read (no rating column was asked for: --rating-col reads one, for a model that "
+        "uses ratings)",  # its values, whatever they hold, are not checked either: said, not dropped in silence
+        "dropped 3 duplicate rows (same user, item and time; first: line 3)",
+    ]
 
 
 def test_a_column_of_image_paths_is_left_out_and_refused_when_chosen(tmp_path: Path) -> None:

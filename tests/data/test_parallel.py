@@ -87,6 +87,9 @@ def test_empty_sentences_are_counted_and_located(tmp_path: Path) -> None:
     assert "8 empty sources in column 'source' (lines 3, 5, 7, 8, 9, ... (8 in all))" in message
     assert "1 empty target in column 'target' (line 4)" in message
     assert "remove those lines" in message
+    notes = write(tmp_path / "n.csv", ["source", "notes"], [["a", ""], ["b", " "], ["c", ""]])
+    with pytest.raises(DataError, match=r"column 'notes' is empty in every line \(3\): is it the right column\?"):
+        read_parallel(notes, target_col="notes")  # a wrong column, not three lines to remove
 
 
 def test_empty_sentence_in_parquet_is_a_row(tmp_path: Path) -> None:

@@ -289,13 +289,15 @@ def test_every_row_that_cannot_be_used_is_found_in_one_read(tmp_path: Path) -> N
     # Every row unusable: a column to check, not rows to mend; an option to give is said at once.
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("text,label,notes\nfine,a,\nok,b,\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"none of its 2 rows can be used \(is it the right column\?\): line 2 has no "
-                                        r"label in column 'notes'"):  # fmt: skip
+    with pytest.raises(DataError, match=r"none of its 2 rows can be used \(a wrong column or separator\?\): line 2 "
+                                        r"has no label in column 'notes'"):  # fmt: skip
         read_table(wrong, label_col="notes")
     listed = tmp_path / "listed.jsonl"
     listed.write_text('{"text": "x", "label": ""}\n{"text": "y", "label": ["a", "b"]}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"line 2 has several labels \['a', 'b'\]; pass --multi-label$"):
-        read_table(listed)
+        read_table(listed, training=True)
+    with pytest.raises(DataError, match=r"line 2 has several labels \['a', 'b'\]; the model gives one label per text"):
+        read_table(listed)  # scoring a single-label model, which has no --multi-label to pass
     many = tmp_path / "many.csv"
     many.write_text("text,label\n" + "".join(f"t{i},\n" for i in range(8)) + "last,a\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"8 rows cannot be used .*: line 2 has no label .*; line 6 has no label in "
@@ -303,9 +305,15 @@ def test_every_row_that_cannot_be_used_is_found_in_one_read(tmp_path: Path) -> N
         read_table(many)
     endless = tmp_path / "endless.csv"  # the read stops at RowProblems.LIMIT problems
     endless.write_text("text,label\nfine,a\n" + ",b\n" * 1500, encoding="utf-8")
-    with pytest.raises(DataError, match=r"1000 rows and more cannot be used \(the file was read no further; is it the "
-                                        r"right column\?\): line 3 has an empty text"):  # fmt: skip
+    with pytest.raises(DataError, match=r"1000 rows and more cannot be used \(the file was read no further\): line 3 "
+                                        r"has an empty text"):  # fmt: skip
         read_table(endless)
+    # A row with more fields than the header, or the header again, is one of them, not the only one said.
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("text,label\nfine,a\n,b\nx,a,extra\ntext,label\nok,\ngood,b\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"4 rows cannot be used .*: line 3 has an empty text .*; line 4 has more "
+                                        r"fields than the header; line 5 repeats the header .*; line 6 has no label"):
+        read_table(mixed)
 
 
 def test_a_short_row_with_a_field_quoted_over_lines_is_read(tmp_path: Path) -> None:

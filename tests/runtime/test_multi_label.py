@@ -47,8 +47,9 @@ def test_evaluate_takes_a_separator_and_a_threshold(
                       encoding="utf-8")  # fmt: skip
     assert main(["evaluate", str(tagged), str(scored)]) == 2
     err = capsys.readouterr().err
-    assert "which the model was not trained on" in err
+    assert "the model was not trained on" in err
     assert "with '|': give --label-sep '|' (label_sep='|') to read such cells as several labels" in err, err
+    assert "labels the model was not trained on: " in err  # every one, in one error
     assert main(["evaluate", str(tagged), str(scored), "--label-sep", "|", "--json"]) == 0
     default = json.loads(capsys.readouterr().out)
     assert default["examples"] == 40 and "threshold" not in default

@@ -197,6 +197,10 @@ def test_unknown_labels_and_bad_options_are_clear_errors(tmp_path: Path, planted
     other.write_text("text,label\nfine words,pos\nstrange words,meh\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"line 3 has label 'meh', which the model was not trained on"):
         evaluate(out, other)
+    with other.open("a", encoding="utf-8") as f:  # more: every one named in one error (it had stopped at the first)
+        f.write("odd words,huh\nmore,meh\n")
+    with pytest.raises(DataError, match=r"2 labels the model was not trained on: 'meh' \(line 3\), 'huh' \(line 4\)"):
+        evaluate(out, other)
     with pytest.raises(ValueError, match="unknown model 'gpt'"):
         train(planted_csv, tmp_path / "x", model="gpt")
     with pytest.raises(ValueError, match=r"not a text classifier: 'din'.*attend recommend train"):

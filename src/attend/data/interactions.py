@@ -408,12 +408,14 @@ def read_interactions(
     hint = "choose the columns with --user-col / --item-col / --time-col / --rating-col"
     problems = RowProblems(path)  # every unusable row found in one read
     checked = False
-    for line, record in read_rows(path, fmt):
+    unread_rating = False
+    for line, record in read_rows(path, fmt, problems=problems):
         if not checked:
             if time_col is not None and time_col not in record and user_col in record and item_col in record:
                 hint += " (--time-col none: a log without times, its rows in time order)"
             check_columns(path, record, wanted, hint)
             checked = True
+            unread_rating = rating_col is None and "rating" in record
         try:
             user, item = _cell_id(record, user_col, path, line), _cell_id(record, item_col, path, line)
             raw = None
@@ -446,12 +448,13 @@ def read_interactions(
             raw_times.append(raw)
         if rating_col is not None:
             ratings.append(rating)
+        problems.good += 1
         users.append(user)
         items.append(item)
         times.append(when)
         kinds.append(kind)
         lines.append(line)
-    problems.raise_any(len(lines))
+    problems.raise_any()
     if not lines:
         raise DataError(f"{path} has a header but no rows")
     notes: list[str] = []
@@ -461,6 +464,9 @@ def read_interactions(
         example = sorted(spaced)[0]
         notes.append(f"{len(spaced)} id(s) had spaces around them, removed (e.g. {example!r} read as "
                      f"{example.strip()!r})")  # fmt: skip
+    if unread_rating:  # said: a log's ratings, whatever they hold, had been dropped without a word
+        notes.append("its 'rating' column is not read (no rating column was asked for: --rating-col reads one, for "
+                     "a model that uses ratings)")  # fmt: skip
     return make_interactions(
         users, items, times, ratings if rating_col is not None else None, lines=lines, source=str(path), notes=notes
     )

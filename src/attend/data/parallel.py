@@ -163,6 +163,10 @@ def read_parallel(
             for column, lines in empty.items()
             if lines
         ]
+        column = next((c for c, lines in empty.items() if len(lines) == len(sources)), None)
+        if column is not None:  # every row: a wrong column, not rows to remove
+            raise DataError(f"{path}: column {column!r} is empty in every {noun} ({len(sources)}): is it the right "
+                            "column? Choose the columns with --source-col / --target-col")  # fmt: skip
         raise DataError(f"{path}: {' and '.join(parts)}; remove those {noun}s, a pair needs both sentences")
     if bad_splits:
         values = ", ".join(f"{value} ({noun} {first})" for value, first in list(bad_splits.items())[:_SHOWN])

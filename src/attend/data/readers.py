@@ -277,10 +277,13 @@ class _Lines:
             yield line
 
 
-def read_rows(path: Path, fmt: str, lines: _Lines | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_rows(path: Path, fmt: str, lines: _Lines | None = None,
+              problems: RowProblems | None = None) -> Iterator[tuple[int, dict[str, Any]]]:  # fmt: skip
     """Yield ``(line_or_row_number, record)`` pairs, reading the file as it goes (constant memory).
 
     ``lines``: the :class:`_Lines` to read a text format through (to follow its ``position``).
+    ``problems``: where a CSV row's own fault (more fields than the header, the header repeated) is
+    gathered, the row left out, instead of raised (the caller raises what was gathered).
     """
     if fmt == "parquet":
         try:
@@ -326,7 +329,7 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None) -> Iterator[tup
             raise DataError(f"{path} is empty")
     except csv.Error as exc:
         raise DataError(f"{path}: line 1: {_csv_problem(exc)}") from None
-    yield from csv_records(reader, tape, str(path))
+    yield from csv_records(reader, tape, str(path), problems=problems)
 
 
 def _json_lines_hint(line: str) -> str:
@@ -367,11 +370,13 @@ class LineTape:
 
 
 def csv_records(
-    reader: csv.DictReader, tape: LineTape, name: str, error: type[DataError] = DataError
-) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader: csv.DictReader, tape: LineTape, name: str, error: type[DataError] = DataError,
+    problems: RowProblems | None = None,
+) -> Iterator[tuple[int, dict[str, Any]]]:  # fmt: skip
     """``(line, record)`` of each row of a CSV/TSV whose header ``reader`` has read from ``tape``, the
     line being where the record starts (a quoted field may span lines); a row with more fields than
-    the header, a quote never closed, or a CSV error raises ``error`` naming ``name`` and the line."""
+    the header, a quote never closed, or a CSV error raises ``error`` naming ``name`` and the line
+    (the first two, a row's own faults, go to ``problems`` instead where it is given)."""
     columns = [column for column in reader.fieldnames or [] if column.strip()]  # unnamed columns (Excel's ",,") aside
     repeated = sorted({column for column in columns if columns.count(column) > 1})
     if repeated:  # DictReader would keep the last column of each name and silently drop the others
@@ -400,13 +405,21 @@ def csv_records(
             elif len(body) == 1 and not body[0].strip():  # a line of spaces is blank, as an empty one is
                 start = reader.line_num + 1
                 continue
+            fault = None
             if None in record:
-                raise error(f"{name}: line {start} has more fields than the header{delimiter_hint(columns, delimiter)}")
-            if _repeats_header(record, columns):
+                fault = error(f"{name}: line {start} has more fields than the header"
+                              f"{delimiter_hint(columns, delimiter)}")  # fmt: skip
+            elif _repeats_header(record, columns):
                 # A sheet exported twice into one file, or files joined: read as a row, the header
                 # was a text labelled "label" (and predicted, one more output row than input).
-                raise error(f"{name}: line {start} repeats the header ({delimiter.join(columns)}): were files "
-                            "joined? Remove the line")  # fmt: skip
+                fault = error(f"{name}: line {start} repeats the header ({delimiter.join(columns)}): were files "
+                              "joined? Remove the line")  # fmt: skip
+            if fault is not None:
+                if problems is None:
+                    raise fault
+                problems.add(fault)
+                start = reader.line_num + 1
+                continue
             yield start, record
             start = reader.line_num + 1
     except csv.Error as exc:
@@ -705,7 +718,7 @@ def read_table(
     checked_columns = False
     listed = False  # some row's labels are a JSON list
     problems = RowProblems(path)
-    for line, record in read_rows(path, fmt):
+    for line, record in read_rows(path, fmt, problems=problems):
         if label_col is not None and fmt in ("csv", "tsv") and not any(str(v or "").strip() for v in record.values()):
             # Labelled data's row of delimiters alone (",,"): the empty rows a spreadsheet exports below its
             # last one, as blank as a blank line. (Unlabelled input keeps every row: translate's row N is
@@ -728,7 +741,9 @@ def read_table(
                 if not row_labels:
                     raise DataError(f"{path}: line {line} has no label in column {label_col!r}")
                 if len(row_labels) > 1 and not multi_label:  # an option to give, not a row to mend: said at once
-                    raise _SaidAtOnce(f"{path}: line {line} has several labels {row_labels}; pass --multi-label")
+                    fix = ("pass --multi-label" if training else "the model gives one label per text, so it is "
+                           "scored on rows of one label")  # fmt: skip
+                    raise _SaidAtOnce(f"{path}: line {line} has several labels {row_labels}; {fix}")
             split = ""
             if split_col is not None:
                 raw = str(record.get(split_col) or "").strip().lower()
@@ -745,11 +760,12 @@ def read_table(
             continue
         texts.append(text)
         lines.append(line)
+        problems.good += 1
         if label_col is not None:
             labels.append(row_labels)
         if split_col is not None:
             splits.append(split)
-    problems.raise_any(len(texts))
+    problems.raise_any()
     if not texts:
         raise DataError(f"{path} has a header but no rows")
     if training and multi_label and label_sep is None and not listed and all(len(row) == 1 for row in labels):
@@ -780,6 +796,7 @@ class RowProblems:
         self.prefix = f"{path}: "
         self.found: list[str] = []
         self.count = 0
+        self.good = 0  # rows read that could be used (the caller counts them)
 
     def _listed(self) -> str:
         return "; ".join(problem.removeprefix(self.prefix) for problem in self.found)
@@ -789,16 +806,17 @@ class RowProblems:
         if len(self.found) < self.SHOWN:
             self.found.append(str(problem))
         if self.count >= self.LIMIT:
-            raise DataError(f"{self.prefix}{self.count} rows and more cannot be used (the file was read no further; "
-                            f"is it the right column?): {self._listed()}; ...")  # fmt: skip
+            asked = ", and none before them could be used: a wrong column or separator?" if not self.good else ""
+            raise DataError(f"{self.prefix}{self.count} rows and more cannot be used (the file was read no further"
+                            f"{asked}): {self._listed()}; ...")  # fmt: skip
 
-    def raise_any(self, good: int) -> None:
-        """Raise what was gathered, if anything; ``good``: the rows that could be used."""
+    def raise_any(self) -> None:
+        """Raise what was gathered, if anything."""
         if self.count == 1:
             raise DataError(self.found[0])
         if self.count:
             more = f"; and {self.count - len(self.found)} more" if self.count > len(self.found) else ""
-            what = (f"none of its {self.count} rows can be used (is it the right column?)" if not good
+            what = (f"none of its {self.count} rows can be used (a wrong column or separator?)" if not self.good
                     else f"{self.count} rows cannot be used (mend or remove them)")  # fmt: skip
             raise DataError(f"{self.prefix}{what}: {self._listed()}{more}")
 

@@ -170,25 +170,31 @@ def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> 
         DataError: a label the model does not know, naming the line it is on.
     """
     index = {name: i for i, name in enumerate(labels)}
+    unknown: dict[str, str] = {}  # label -> where it first is: every one named in one error
     for row, row_labels in enumerate(data.labels):
         for label in row_labels:
             spelled = match_label(label, labels) if label not in index else None
             if spelled is not None:  # 1 for a model that knows 1.0 (a JSON or Parquet number written either way)
                 index[label] = index[spelled]
-            if label not in index:
-                where = f"line {data.lines[row]}" if data.lines else f"row {row + 1}"
-                joined = next((j for j in _joined_labels([*labels, label]) if j[0] == label), None) if (
-                    multi_label) else None  # fmt: skip
-                hint = ""
-                if joined is not None:  # known labels in one cell: a separator not given
-                    _, sep, parts = joined
-                    hint = (f"; it joins the model's labels {' and '.join(map(repr, parts))} with {sep!r}: give "
-                            f"--label-sep {sep!r} (label_sep={sep!r}) to read such cells as several labels")
-                raise DataError(
-                    f"{data.source or 'the texts given'}: {where} has label {label!r}, which the model was not "
-                    "trained on "
-                    f"(known: {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''}){hint}"
-                )
+            if label not in index and label not in unknown:
+                unknown[label] = f"line {data.lines[row]}" if data.lines else f"row {row + 1}"
+    if unknown:
+        known = f"(known: {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''})"
+        joined = next((j for j in _joined_labels([*labels, *unknown]) if j[0] in unknown), None) if (
+            multi_label) else None  # fmt: skip
+        hint = ""
+        if joined is not None:  # known labels in one cell: a separator not given
+            name, sep, parts = joined
+            hint = (f"; {name!r} joins the model's labels {' and '.join(map(repr, parts))} with {sep!r}: give "
+                    f"--label-sep {sep!r} (label_sep={sep!r}) to read such cells as several labels")
+        if len(unknown) > 1:
+            shown = ", ".join(f"{label!r} ({where})" for label, where in list(unknown.items())[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise DataError(f"{data.source or 'the texts given'}: {len(unknown)} labels the model was not trained on: "
+                            f"{shown}{more} {known}{hint}")  # fmt: skip
+        label, where = next(iter(unknown.items()))
+        raise DataError(f"{data.source or 'the texts given'}: {where} has label {label!r}, which the model was not "
+                        f"trained on {known}{hint}")  # fmt: skip
     if multi_label:
         targets = torch.zeros(len(data.labels), len(labels))
         for row, row_labels in enumerate(data.labels):
