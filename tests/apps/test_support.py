@@ -109,6 +109,14 @@ def test_html_definition_lists_details_and_markdown_and_text() -> None:
     assert parse_markdown(code) == [("Where do plugins go?", "In plugins/__init__.py; set MAX__SIZE=10, type **bold**. "
                                      "See the plugin guide (https://x.example/plugins), now, please, my_var_name."
                                      "\n\npip install x")]  # a fence is no code span: no stray backtick
+    # A heading is a question as asked: no link syntax, address or backticks; a fenced block is kept
+    # as written (its __init__ had lost its underscores), and an autolink is its address.
+    marked = ("## How do I use [the CLI](https://x.example/cli)?\n\nSee <https://x.example/a_b> or <help@x.example>."
+              "\n\n```sh\nx hook add __init__ --path ./*.py\n```\n\n## How do I run `x sync`?\n\nRun **it**.\n")
+    assert parse_markdown(marked) == [
+        ("How do I use the CLI?", "See https://x.example/a_b or help@x.example.\n\nx hook add __init__ --path ./*.py"),
+        ("How do I run x sync?", "Run it."),
+    ]
     # HTML5 may leave </head> out; a footer is page furniture, not part of the last answer.
     page = ("<html><head><title>FAQ</title><body><h2>How do I pay?</h2><p>By card.</p>"
             "<h2>Can I return it?</h2><p>Yes.</p><footer>(c) us</footer></body></html>")  # fmt: skip
@@ -595,6 +603,12 @@ def test_an_index_built_before_hybrid_retrieval_still_ranks_with_the_encoder(ind
     reply = SupportIndex.load(old).ask("change the default paper size to A4", k=1)
     assert reply["retrieval"]["mode"] == "dense"
     assert reply["answers"][0]["question"] == "How can I ensure that all programs use the same paper size?"
+    # A format_version this code did not write (a newer attend's, or not a number) is refused, not guessed at.
+    for version in (3, "2", None):
+        (old / "config.json").write_text(json.dumps({**config, "format_version": version}))
+        with pytest.raises(ModelDirError, match=rf"index format_version {version!r} is not one this attend reads "
+                                                r"\(1 to 2\); build it again with --overwrite"):  # fmt: skip
+            SupportIndex.load(old)
 
 
 def test_cross_attention_interaction_and_the_rule_that_keeps_the_reranker() -> None:

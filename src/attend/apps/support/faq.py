@@ -188,18 +188,26 @@ def _titled(headings: Sequence[str], levels: Sequence[int]) -> bool:
     return len(levels) > 1 and levels[0] < min(levels[1:]) and not _is_question(headings[0])
 
 
-def _strip_markdown(text: str) -> str:
+_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.MULTILINE | re.DOTALL)
+_AUTOLINK = re.compile(r"<((?:https?://|mailto:)[^\s<>]+|[^\s<>@]+@[^\s<>@]+\.[^\s<>@]+)>")
+
+
+def _strip_markdown(text: str, *, addresses: bool = True) -> str:
     """Markdown as plain text: emphasis marks, backticks, image and link syntax go; what a code span
-    holds is kept as written (``plugins/__init__.py`` had become plugins/init.py, ``**bold**`` bold)."""
+    or a fenced block holds is kept as written (``plugins/__init__.py`` had become plugins/init.py,
+    ``**bold**`` bold); an autolink ``<https://...>`` is its address. ``addresses``: a link keeps
+    its web or mail address (an answer's; a question's is its text alone)."""
     spans: list[str] = []
 
-    def keep(match: re.Match[str]) -> str:
-        spans.append(match.group(2).strip())
+    def kept(content: str) -> str:
+        spans.append(content)
         return f"\x00{len(spans) - 1}\x00"
 
-    text = _CODE_SPAN.sub(keep, text).replace("`", "")  # a fence's backticks, an unpaired one
+    text = _FENCE.sub(lambda match: kept(match.group(2).rstrip("\n")), text)
+    text = _CODE_SPAN.sub(lambda match: kept(match.group(2).strip()), text).replace("`", "")  # unpaired ones
+    text = _AUTOLINK.sub(lambda match: kept(match.group(1).removeprefix("mailto:")), text)
     text = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"\1", text)  # images -> alt text
-    text = re.sub(r"\[([^\]]+)\]\(\s*<?([^)\s>]*)>?[^)]*\)", _link, text)  # links -> their text (and address)
+    text = re.sub(r"\[([^\]]+)\]\(\s*<?([^)\s>]*)>?[^)]*\)", _link if addresses else r"\1", text)  # links -> text
     text = re.sub(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", r"\2", text)  # strong emphasis, in pairs
     text = re.sub(r"(?<![\w*])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![\w*])", r"\1", text)  # *emphasis*
     text = re.sub(r"(?<![\w_])_(?=[^\s_])([^_\n]+?)(?<=[^\s_])_(?![\w_])", r"\1", text)  # _emphasis_
@@ -211,7 +219,8 @@ _ANSWER_MARK = re.compile(r"^\s*(?:[*_]+\s*)?(?:A|Answer)\s*[:：]\s*(?:[*_]+\s*
 
 def parse_markdown(text: str) -> list[tuple[str, str]]:
     """Pairs from a Markdown FAQ: question headings with the text below, or ``Q:``/``A:`` lines."""
-    sections = _markdown_sections(text)
+    sections = [(clean_question(_strip_markdown(q, addresses=False)), body, level)
+                for q, body, level in _markdown_sections(text)]  # fmt: skip
     if _titled([heading for heading, _, _ in sections], [level for _, _, level in sections]):
         sections = sections[1:]
     headed = [(q, _clean_answer(_ANSWER_MARK.sub("", _strip_markdown(body).strip(), count=1)))

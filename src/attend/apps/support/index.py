@@ -95,6 +95,8 @@ __all__ = [
 
 #: ``config.json`` "format" of a support index.
 INDEX_FORMAT = "attend-support-index"
+#: The layout of an index directory this code writes; it reads this one and every one before it.
+INDEX_FORMAT_VERSION = 2
 _FILES = ("config.json", "entries.json", "embeddings.safetensors")
 #: Share of a question's words deleted to make an answerable calibration query.
 DROP_FRACTION = 1 / 3
@@ -556,7 +558,7 @@ def build_index(
     config = {
         "task": INDEX_FORMAT,
         "format": INDEX_FORMAT,
-        "format_version": 2,
+        "format_version": INDEX_FORMAT_VERSION,
         "attend_version": __version__,
         "faq": str(faq_path),
         "entries": len(entries),
@@ -671,6 +673,10 @@ class SupportIndex:
         config = artifact.config
         if config.get("format") != INDEX_FORMAT:
             raise ModelDirError(f"{path / 'config.json'} is not a support index config (format != {INDEX_FORMAT!r})")
+        version = config.get("format_version", 1)  # an index written before the field was, version 1, still loads
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= INDEX_FORMAT_VERSION:
+            raise ModelDirError(f"{path}: index format_version {version!r} is not one this attend reads (1 to "
+                                f"{INDEX_FORMAT_VERSION}); build it again with --overwrite")  # fmt: skip
         try:
             entries = _read_json(artifact.file("entries.json"))
             tensors = artifact.tensors("embeddings.safetensors")
