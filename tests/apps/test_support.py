@@ -117,6 +117,14 @@ def test_html_definition_lists_details_and_markdown_and_text() -> None:
         ("How do I use the CLI?", "See https://x.example/a_b or help@x.example.\n\nx hook add __init__ --path ./*.py"),
         ("How do I run x sync?", "Run it."),
     ]
+    # Numbered once, __ inside a word kept (as Markdown reads it), an image alone as written, a fence
+    # closed by a longer one or by the end, and a line of inline code no fence.
+    odd = ("## 1. 2 factor auth?\n\nYes.\n\n## Is my__var__name ok?\n\nPackages.\n\n## ![](logo.png)\n\nA logo."
+           "\n\n## Where?\n\n```x``` is inline, __a_b__ too.\n\n## Code?\n\n```\nrun __main__\n````\n\n## Open?"
+           "\n\n~~~\nx __y__\n")  # fmt: skip
+    assert parse_markdown(odd) == [("2 factor auth?", "Yes."), ("Is my__var__name ok?", "Packages."),
+                                   ("![](logo.png)", "A logo."), ("Where?", "x is inline, a_b too."),
+                                   ("Code?", "run __main__"), ("Open?", "x __y__")]  # fmt: skip
     # HTML5 may leave </head> out; a footer is page furniture, not part of the last answer.
     page = ("<html><head><title>FAQ</title><body><h2>How do I pay?</h2><p>By card.</p>"
             "<h2>Can I return it?</h2><p>Yes.</p><footer>(c) us</footer></body></html>")  # fmt: skip

@@ -90,6 +90,11 @@ def test_empty_sentences_are_counted_and_located(tmp_path: Path) -> None:
     notes = write(tmp_path / "n.csv", ["source", "notes"], [["a", ""], ["b", " "], ["c", ""]])
     with pytest.raises(DataError, match=r"column 'notes' is empty in every line \(3\): is it the right column\?"):
         read_parallel(notes, target_col="notes")  # a wrong column, not three lines to remove
+    extra = tmp_path / "x.csv"  # a row's extra fields no longer hide the other rows' faults
+    extra.write_text("source,target\na,b\nc,d,e\nf,g\nsource,target\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"2 rows cannot be used .*: line 3 has more fields than the header; line 5 "
+                                        r"repeats the header"):  # fmt: skip
+        read_parallel(extra)
 
 
 def test_empty_sentence_in_parquet_is_a_row(tmp_path: Path) -> None:

@@ -314,6 +314,11 @@ def test_every_row_that_cannot_be_used_is_found_in_one_read(tmp_path: Path) -> N
     with pytest.raises(DataError, match=r"4 rows cannot be used .*: line 3 has an empty text .*; line 4 has more "
                                         r"fields than the header; line 5 repeats the header .*; line 6 has no label"):
         read_table(mixed)
+    semis = tmp_path / "semis.csv"  # the separator's hint is given once, with the first row it explains
+    semis.write_text("text;label\nhello, world;pos\nbye, now;neg\n", encoding="utf-8")
+    with pytest.raises(DataError) as raised:
+        read_table(semis)
+    assert str(raised.value).count("is the file separated by ';'?") == 1
 
 
 def test_a_short_row_with_a_field_quoted_over_lines_is_read(tmp_path: Path) -> None:

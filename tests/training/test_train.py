@@ -201,6 +201,19 @@ def test_unknown_labels_and_bad_options_are_clear_errors(tmp_path: Path, planted
         f.write("odd words,huh\nmore,meh\n")
     with pytest.raises(DataError, match=r"2 labels the model was not trained on: 'meh' \(line 3\), 'huh' \(line 4\)"):
         evaluate(out, other)
+    # The --label-sep hint only for a cell joining the model's own labels (not another unknown one's).
+    from attend.data.readers import LabelledTexts
+    from attend.training.tasks.classification import label_targets
+
+    cells = LabelledTexts(texts=["x", "y", "z"], labels=[["spam"], ["spam|bug"], ["bug|billing"]], lines=[2, 3, 4],
+                          source="f.csv")  # fmt: skip
+    with pytest.raises(DataError) as raised:
+        label_targets(cells, ["bug", "billing"], multi_label=True)
+    assert "'bug|billing' joins the model's labels 'bug' and 'billing' with '|'" in str(raised.value)
+    with pytest.raises(DataError) as raised:
+        label_targets(LabelledTexts(texts=["x"], labels=[["spam|bug"]], lines=[2], source="f.csv"), ["bug", "billing"],
+                      multi_label=True)  # fmt: skip
+    assert "--label-sep" not in str(raised.value)
     with pytest.raises(ValueError, match="unknown model 'gpt'"):
         train(planted_csv, tmp_path / "x", model="gpt")
     with pytest.raises(ValueError, match=r"not a text classifier: 'din'.*attend recommend train"):

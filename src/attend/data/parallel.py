@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attend.data.readers import SPLIT_NAMES, DataError, check_columns, check_strings, open_data_file, read_rows
+from attend.data.readers import (
+    SPLIT_NAMES,
+    DataError,
+    RowProblems,
+    check_columns,
+    check_strings,
+    open_data_file,
+    read_rows,
+)
 from attend.data.validation import is_empty, text_problem
 
 __all__ = ["ParallelTexts", "group_split", "normalise_whitespace", "read_parallel"]
@@ -133,7 +141,9 @@ def read_parallel(
     empty: dict[str, list[int]] = {source_col: [], target_col: []}
     bad_splits: dict[str, int] = {}  # value -> first line holding it
     checked_columns = False
-    for line, record in read_rows(path, fmt):
+    problems = RowProblems(path)  # a CSV row's own faults (extra fields, the header again), all said at once
+    for line, record in read_rows(path, fmt, problems=problems):
+        problems.good += 1
         if not checked_columns:
             check_columns(path, record, (source_col, target_col, split_col),
                           "choose the columns with --source-col / --target-col / --split-col")
@@ -154,6 +164,7 @@ def read_parallel(
                 # As the file writes it: 'tst', or JSON's null, true, 3 (not Python's None, True)
                 bad_splits.setdefault(repr(raw) if isinstance(raw, str) else json.dumps(raw, default=str), line)
             splits.append(split or "")
+    problems.raise_any()
     if not checked_columns or not sources:
         raise DataError(f"{path} has a header but no rows" if fmt != "parquet" else f"{path} has no rows")
     if empty[source_col] or empty[target_col]:
@@ -163,7 +174,7 @@ def read_parallel(
             for column, lines in empty.items()
             if lines
         ]
-        column = next((c for c, lines in empty.items() if len(lines) == len(sources)), None)
+        column = next((c for c, lines in empty.items() if len(lines) == len(sources) > 1), None)
         if column is not None:  # every row: a wrong column, not rows to remove
             raise DataError(f"{path}: column {column!r} is empty in every {noun} ({len(sources)}): is it the right "
                             "column? Choose the columns with --source-col / --target-col")  # fmt: skip

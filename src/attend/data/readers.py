@@ -384,6 +384,7 @@ def csv_records(
     start = reader.line_num + 1
     tape.take()  # the header
     delimiter = reader.reader.dialect.delimiter
+    hint = delimiter_hint(columns, delimiter)  # given with the first row it explains, not with every one
     try:
         for record in reader:
             body = tape.take()
@@ -407,8 +408,8 @@ def csv_records(
                 continue
             fault = None
             if None in record:
-                fault = error(f"{name}: line {start} has more fields than the header"
-                              f"{delimiter_hint(columns, delimiter)}")  # fmt: skip
+                fault = error(f"{name}: line {start} has more fields than the header{hint}")
+                hint = ""
             elif _repeats_header(record, columns):
                 # A sheet exported twice into one file, or files joined: read as a row, the header
                 # was a text labelled "label" (and predicted, one more output row than input).

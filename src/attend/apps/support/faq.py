@@ -138,14 +138,14 @@ _BOLD_LINE = re.compile(r"^\s*(\*\*|__)(.+?)\1\s*$")
 
 def _markdown_sections(text: str) -> list[tuple[str, str, int]]:
     """``(heading, body, level)`` for every ATX/setext heading (``#`` is level 1, a setext ``===`` 1,
-    ``---`` 2), and for whole-line bold questions (level 7, below any heading)."""
+    ``---`` 2), and for whole-line bold questions (level 7, below any heading); headings as written."""
     lines = text.splitlines()
     sections: list[tuple[str, list[str], int]] = []
     in_code = False
     i = 0
     while i < len(lines):
         line = lines[i]
-        if line.lstrip().startswith(("```", "~~~")):
+        if _FENCE_LINE.match(line):
             in_code = not in_code
         heading, level = None, 7
         if not in_code:
@@ -159,7 +159,7 @@ def _markdown_sections(text: str) -> list[tuple[str, str, int]]:
             elif bold and _is_question(bold.group(2)):
                 heading = bold.group(2)
         if heading is not None:
-            sections.append((clean_question(heading), [], level))
+            sections.append((heading, [], level))  # as written: parse_markdown strips and cleans it once
         elif sections:
             sections[-1][1].append(line)
         i += 1
@@ -188,7 +188,11 @@ def _titled(headings: Sequence[str], levels: Sequence[int]) -> bool:
     return len(levels) > 1 and levels[0] < min(levels[1:]) and not _is_question(headings[0])
 
 
-_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.MULTILINE | re.DOTALL)
+# A fence: ``` (no backtick after it on its line: ```x``` is inline code) or ~~~, closed by one at
+# least as long, or by the end of the text.
+_FENCE = re.compile(r"^[ \t]*(`{3,}(?=[^`\n]*$)|~{3,})[^\n]*\n(.*?)(?:^[ \t]*\1[`~]*[ \t]*$|\Z)",
+                    re.MULTILINE | re.DOTALL)  # fmt: skip
+_FENCE_LINE = re.compile(r"^[ \t]*(`{3,}(?!.*`)|~{3,})")
 _AUTOLINK = re.compile(r"<((?:https?://|mailto:)[^\s<>]+|[^\s<>@]+@[^\s<>@]+\.[^\s<>@]+)>")
 
 
@@ -208,7 +212,8 @@ def _strip_markdown(text: str, *, addresses: bool = True) -> str:
     text = _AUTOLINK.sub(lambda match: kept(match.group(1).removeprefix("mailto:")), text)
     text = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"\1", text)  # images -> alt text
     text = re.sub(r"\[([^\]]+)\]\(\s*<?([^)\s>]*)>?[^)]*\)", _link if addresses else r"\1", text)  # links -> text
-    text = re.sub(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", r"\2", text)  # strong emphasis, in pairs
+    text = re.sub(r"\*\*(?=\S)(.+?)(?<=\S)\*\*", r"\1", text)  # strong emphasis, in pairs
+    text = re.sub(r"(?<!\w)__(?=\S)(.+?)(?<=\S)__(?!\w)", r"\1", text)  # not inside a word: __init__.py
     text = re.sub(r"(?<![\w*])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![\w*])", r"\1", text)  # *emphasis*
     text = re.sub(r"(?<![\w_])_(?=[^\s_])([^_\n]+?)(?<=[^\s_])_(?![\w_])", r"\1", text)  # _emphasis_
     return re.sub(r"\x00(\d+)\x00", lambda match: spans[int(match.group(1))], text)
@@ -219,7 +224,8 @@ _ANSWER_MARK = re.compile(r"^\s*(?:[*_]+\s*)?(?:A|Answer)\s*[:：]\s*(?:[*_]+\s*
 
 def parse_markdown(text: str) -> list[tuple[str, str]]:
     """Pairs from a Markdown FAQ: question headings with the text below, or ``Q:``/``A:`` lines."""
-    sections = [(clean_question(_strip_markdown(q, addresses=False)), body, level)
+    # A heading as asked (a heading of an image alone, which strips to nothing, as written)
+    sections = [(clean_question(_strip_markdown(q, addresses=False)) or clean_question(q), body, level)
                 for q, body, level in _markdown_sections(text)]  # fmt: skip
     if _titled([heading for heading, _, _ in sections], [level for _, _, level in sections]):
         sections = sections[1:]

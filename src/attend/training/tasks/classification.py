@@ -180,7 +180,8 @@ def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> 
                 unknown[label] = f"line {data.lines[row]}" if data.lines else f"row {row + 1}"
     if unknown:
         known = f"(known: {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''})"
-        joined = next((j for j in _joined_labels([*labels, *unknown]) if j[0] in unknown), None) if (
+        # Each unknown label against the model's own labels only (another unknown one is no part)
+        joined = next((j for name in unknown for j in _joined_labels([*labels, name]) if j[0] == name), None) if (
             multi_label) else None  # fmt: skip
         hint = ""
         if joined is not None:  # known labels in one cell: a separator not given
