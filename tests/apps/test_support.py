@@ -125,6 +125,12 @@ def test_html_definition_lists_details_and_markdown_and_text() -> None:
     assert parse_markdown(odd) == [("2 factor auth?", "Yes."), ("Is my__var__name ok?", "Packages."),
                                    ("![](logo.png)", "A logo."), ("Where?", "x is inline, a_b too."),
                                    ("Code?", "run __main__"), ("Open?", "x __y__")]  # fmt: skip
+    # A section of Q:/A: pairs is those questions (it had been one entry, "Billing", answering with them all).
+    mixed = ("## How do I pay?\n\nBy card.\n\n## Billing\n\nMonthly.\n\nQ: Do you offer refunds?\nA: Yes.\n\n"
+             "Q: An invoice?\nA: From your account.\n\n## Where are you?\n\nBerlin.\n")  # fmt: skip
+    assert parse_markdown(mixed) == [("How do I pay?", "By card."), ("Billing", "Monthly."),
+                                     ("Do you offer refunds?", "Yes."), ("An invoice?", "From your account."),
+                                     ("Where are you?", "Berlin.")]  # fmt: skip
     # HTML5 may leave </head> out; a footer is page furniture, not part of the last answer.
     page = ("<html><head><title>FAQ</title><body><h2>How do I pay?</h2><p>By card.</p>"
             "<h2>Can I return it?</h2><p>Yes.</p><footer>(c) us</footer></body></html>")  # fmt: skip

@@ -229,8 +229,18 @@ def parse_markdown(text: str) -> list[tuple[str, str]]:
                 for q, body, level in _markdown_sections(text)]  # fmt: skip
     if _titled([heading for heading, _, _ in sections], [level for _, _, level in sections]):
         sections = sections[1:]
-    headed = [(q, _clean_answer(_ANSWER_MARK.sub("", _strip_markdown(body).strip(), count=1)))
-              for q, body, _ in sections]  # fmt: skip
+    headed: list[tuple[str, str]] = []
+    for q, body, _ in sections:
+        plain = _strip_markdown(body)
+        inner = parse_qa_text(plain)
+        if len(inner) > 1 or (inner and not _is_question(q)):
+            # A section of Q:/A: pairs ("## Billing" over two of them) is those questions, not one entry
+            # answering "Billing" with them all; its text before the first Q:, if any, stays its own.
+            lead = _clean_answer(plain[: _QA_MARK.search(plain).start()])  # type: ignore[union-attr]
+            headed += [(q, lead)] if lead else []
+            headed += inner
+        else:
+            headed.append((q, _clean_answer(_ANSWER_MARK.sub("", plain.strip(), count=1))))
     return _choose([[(q, a) for q, a in headed if a], parse_qa_text(_strip_markdown(text))])
 
 
