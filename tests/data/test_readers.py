@@ -92,8 +92,9 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
         (b"text,label\ngood,pos\ntext,label\nbad,neg\n", {"label_col": None}, r"line 3 repeats the header"),
         ("\ufefftext,label\ngood,pos\n\ufefftext,label\nbad,neg\n".encode(), {}, r"line 3 repeats the header"),
         # An Excel CSV of a ';' locale: the errors named no separator.
-        (b"text;label\nfine, really;pos\n", {}, r"line 2 has more fields than the header; its header reads as one "
-                                               r"column, 'text;label': is the file separated by ';'\?"),
+        # (every row gathered, the header is still checked: its column and its separator are what is said)
+        (b"text;label\nfine, really;pos\n", {}, r"has no column 'text' \(columns: text;label\); .*its header reads as "
+                                               r"one column, 'text;label': is the file separated by ';'\?"),
         (b"text;label\nfine;pos\n", {}, r"has no column 'text' \(columns: text;label\); .* separated by ';'\?"),
         (b" text , label \nfine,pos\n", {}, r"has no column 'text' .*; the column ' text ' has spaces around its name"),
         ("text\tlabel\nfine\tpos\n".encode("utf-16"), {}, r"is UTF-16 text \(it starts with a UTF-16 byte-order"),
@@ -314,6 +315,10 @@ def test_every_row_that_cannot_be_used_is_found_in_one_read(tmp_path: Path) -> N
     with pytest.raises(DataError, match=r"4 rows cannot be used .*: line 3 has an empty text .*; line 4 has more "
                                         r"fields than the header; line 5 repeats the header .*; line 6 has no label"):
         read_table(mixed)
+    allbad = tmp_path / "allbad.csv"  # every row gathered: the missing column is still what is said
+    allbad.write_text("txt,label\na,b,c\nd,e,f\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"has no column 'text' \(columns: txt, label\)"):
+        read_table(allbad)
     semis = tmp_path / "semis.csv"  # the separator's hint is given once, with the first row it explains
     semis.write_text("text;label\nhello, world;pos\nbye, now;neg\n", encoding="utf-8")
     with pytest.raises(DataError) as raised:

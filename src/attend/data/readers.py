@@ -385,6 +385,8 @@ def csv_records(
     tape.take()  # the header
     delimiter = reader.reader.dialect.delimiter
     hint = delimiter_hint(columns, delimiter)  # given with the first row it explains, not with every one
+    if problems is not None:
+        problems.columns = list(reader.fieldnames or [])
     try:
         for record in reader:
             body = tape.take()
@@ -766,6 +768,8 @@ def read_table(
             labels.append(row_labels)
         if split_col is not None:
             splits.append(split)
+    if not checked_columns and problems.columns is not None:  # every row gathered: the header is still checked
+        check_columns(path, dict.fromkeys(problems.columns, ""), (text_col, label_col), columns_hint)
     problems.raise_any()
     if not texts:
         raise DataError(f"{path} has a header but no rows")
@@ -798,6 +802,7 @@ class RowProblems:
         self.found: list[str] = []
         self.count = 0
         self.good = 0  # rows read that could be used (the caller counts them)
+        self.columns: list[str] | None = None  # a CSV's header, where every row may have been gathered
 
     def _listed(self) -> str:
         return "; ".join(problem.removeprefix(self.prefix) for problem in self.found)
