@@ -105,6 +105,13 @@ def test_top_k_excludes_the_history_cold_start_and_popularity_fallback(sasrec_di
     assert "warning" in cold.to_dict()
     unknown = runtime.top("nobody", k=3)
     assert unknown.source == "popularity" and "most popular" in unknown.note
+    # An unknown user with a history is said to be one (a mistyped id had looked like that user's answer).
+    typed = runtime.top("nobody", history=history, k=5)
+    assert typed.source == "history" and typed.items == runtime.top(history=history, k=5).items
+    assert typed.to_dict()["note"] == "unknown user 'nobody': only the history given was read"
+    assert runtime.top(user, history=history, k=5).note is None
+    long = runtime.top(history=[runtime.item_ids[i] for i in range(1, 16)], k=1, explain=True).to_dict()
+    assert len(long["items"][0]["history"]) == 10 and long["items"][0]["history_not_listed"] == 5  # the cut, said
     # A blank id is no user of any log (training refuses one): it had been answered as an unknown user.
     with pytest.raises(ValueError, match=r"user ' ' is empty"):
         runtime.top(" ", k=3)

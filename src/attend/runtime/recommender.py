@@ -61,8 +61,10 @@ class HistoryWeights:
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
         """The items by weight, largest first, each with its ``position`` in the whole history of
         known items (1 = the oldest; unknown ids are left out before counting), which tells apart two
-        events of one item; ``history_not_read`` where older items were not read."""
+        events of one item; ``history_not_read`` where older items were not read, and
+        ``history_not_listed`` where ``top`` left out the weakest of those it read."""
         order = sorted(range(len(self.items)), key=lambda i: -abs(self.weights[i]))
+        unlisted = max(0, len(order) - top) if top is not None else 0
         order = order[:top] if top is not None else order
         rows = []
         for i in order:
@@ -71,7 +73,8 @@ class HistoryWeights:
             if self.rollout is not None:
                 row["rollout"] = round(self.rollout[i], 5)
             rows.append(row)
-        return {"history": rows, **({"history_not_read": self.not_read} if self.not_read else {})}
+        return {"history": rows, **({"history_not_read": self.not_read} if self.not_read else {}),
+                **({"history_not_listed": unlisted} if unlisted else {})}  # fmt: skip
 
 
 def _ignored_warning(ignored: Sequence[str]) -> str:
@@ -234,6 +237,10 @@ class Recommender(Runtime):
                 if items and len(items) < k:
                     note = (f"{len(items)} items, not {k}: the catalogue has {self.num_items}, and the other "
                             f"{self.num_items - len(items)} are {had}")  # fmt: skip
+                user = requests[i].get("user")
+                if index is None and user is not None:  # a mistyped id had looked like that user's own answer
+                    unknown = f"unknown user {user!r}: only the history given was read"
+                    note = unknown if note is None else f"{unknown}; {note}"
                 answers[i] = Recommendation(items, top.values.tolist(), user=requests[i].get("user"), source=source,
                                             note=note, ignored=ignored)  # fmt: skip
         for i, answer in enumerate(answers):
