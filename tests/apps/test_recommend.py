@@ -112,6 +112,11 @@ def test_top_k_excludes_the_history_cold_start_and_popularity_fallback(sasrec_di
     assert runtime.top(user, history=history, k=5).note is None
     long = runtime.top(history=[runtime.item_ids[i] for i in range(1, 16)], k=1, explain=True).to_dict()
     assert len(long["items"][0]["history"]) == 10 and long["items"][0]["history_not_listed"] == 5  # the cut, said
+    from attend.apps.recommend.render import render_recommendations
+
+    page = render_recommendations(runtime.top("nobody", history=history, k=1, explain=True).to_dict())
+    assert "unknown user &#x27;nobody&#x27;: only the history given was read" in page  # the note, on the page too
+    assert "and 5 more history item(s) of smaller weight" in render_recommendations(long)
     # A blank id is no user of any log (training refuses one): it had been answered as an unknown user.
     with pytest.raises(ValueError, match=r"user ' ' is empty"):
         runtime.top(" ", k=3)

@@ -131,6 +131,13 @@ def test_html_definition_lists_details_and_markdown_and_text() -> None:
     assert parse_markdown(mixed) == [("How do I pay?", "By card."), ("Billing", "Monthly."),
                                      ("Do you offer refunds?", "Yes."), ("An invoice?", "From your account."),
                                      ("Where are you?", "Berlin.")]  # fmt: skip
+    # ... but not Q:/A: lines shown in a fenced block, nor a page title's welcome; a fence closes
+    # only with its own character.
+    assert parse_markdown("## Example transcript\n\n```\nQ: hi\nA: hello\n```\n") == [
+        ("Example transcript", "Q: hi\nA: hello")]
+    assert parse_markdown("# Shop FAQ\n\nWelcome.\n\nQ: Refunds?\nA: Yes.") == [("Refunds?", "Yes.")]
+    assert parse_markdown("## One?\n\n```\n~~~\n```\n\n## Two?\n\nAnswer two.") == [("One?", "~~~"),
+                                                                                    ("Two?", "Answer two.")]
     # HTML5 may leave </head> out; a footer is page furniture, not part of the last answer.
     page = ("<html><head><title>FAQ</title><body><h2>How do I pay?</h2><p>By card.</p>"
             "<h2>Can I return it?</h2><p>Yes.</p><footer>(c) us</footer></body></html>")  # fmt: skip

@@ -158,7 +158,9 @@ def _cmd_top(args: argparse.Namespace) -> int:
         render_recommendations(answer, args.html, names=_names(runtime))
         print(f"HTML page: {Path(args.html).resolve()}", file=sys.stderr)
         if not args.explain:  # the page explains; what is printed is what was asked for
-            answer["items"] = [{k: v for k, v in row.items() if k not in ("history",)} for row in answer["items"]]
+            answer["items"] = [{k: v for k, v in row.items() if k not in ("history", "history_not_read",
+                                                                         "history_not_listed")}
+                               for row in answer["items"]]  # fmt: skip
     print(dumps_json(answer) if args.json else format_top(answer, _names(runtime)))
     return 0
 

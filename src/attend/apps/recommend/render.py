@@ -34,7 +34,8 @@ def _name(item: str, names: Mapping[str, str]) -> str:
     return f"{title} ({item})" if title else item
 
 
-def _card(heading: str, score: float | None, rows: Sequence[dict[str, Any]], names: Mapping[str, str]) -> str:
+def _card(heading: str, score: float | None, rows: Sequence[dict[str, Any]], names: Mapping[str, str],
+          unlisted: int = 0) -> str:  # fmt: skip
     peak = max((abs(r["weight"]) for r in rows), default=0.0) or 1.0
     lines = [f'<div class="card"><h2>{page_text(heading)}</h2>']
     if score is not None:
@@ -48,6 +49,8 @@ def _card(heading: str, score: float | None, rows: Sequence[dict[str, Any]], nam
         )
     if not rows:
         lines.append('<div class="note">no history to weigh</div>')
+    if unlisted:
+        lines.append(f'<div class="note">and {unlisted} more history item(s) of smaller weight</div>')
     lines.append("</div>")
     return "\n".join(lines)
 
@@ -63,7 +66,7 @@ def render_recommendations(
     if "items" in answer:
         for row in answer["items"]:
             cards.append(_card(f"recommended: {_name(row['item'], names)}", row.get("score"), row.get("history", []),
-                               names))  # fmt: skip
+                               names, row.get("history_not_listed", 0)))  # fmt: skip
     else:
         heading = f"{_name(answer['item'], names)}: rank {answer.get('rank')}"
         cards.append(_card(heading, answer.get("score"), answer.get("history", []), names))
@@ -79,7 +82,8 @@ def render_recommendations(
         f"<style>{_STYLE}</style></head><body><h1>{page_text(title)}</h1>"
         f'<p class="note">For {intro}. Bars: {page_text(how) or "the weight of each history item"}; '
         "largest first.</p>"
-        f'<div class="grid">{"".join(cards)}</div></body></html>\n'
+        + "".join(f'<p class="note">{page_text(str(answer[k]))}</p>' for k in ("note", "warning") if answer.get(k))
+        + f'<div class="grid">{"".join(cards)}</div></body></html>\n'
     )
     if path is not None:
         write_page(path, page)

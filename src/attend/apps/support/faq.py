@@ -142,11 +142,16 @@ def _markdown_sections(text: str) -> list[tuple[str, str, int]]:
     lines = text.splitlines()
     sections: list[tuple[str, list[str], int]] = []
     in_code = False
+    fence = ""  # the open fence: closed by one of its character, at least as long
     i = 0
     while i < len(lines):
         line = lines[i]
-        if _FENCE_LINE.match(line):
-            in_code = not in_code
+        mark = _FENCE_LINE.match(line)
+        if mark and not fence:
+            fence = mark.group(1)
+        elif mark and mark.group(1)[0] == fence[0] and len(mark.group(1)) >= len(fence):
+            fence = ""
+        in_code = bool(fence) or bool(mark)
         heading, level = None, 7
         if not in_code:
             atx = _ATX.match(line)
@@ -230,14 +235,18 @@ def parse_markdown(text: str) -> list[tuple[str, str]]:
     if _titled([heading for heading, _, _ in sections], [level for _, _, level in sections]):
         sections = sections[1:]
     headed: list[tuple[str, str]] = []
-    for q, body, _ in sections:
+    levels = [level for _, _, level in sections]
+    for n, (q, body, level) in enumerate(sections):
         plain = _strip_markdown(body)
-        inner = parse_qa_text(plain)
-        if len(inner) > 1 or (inner and not _is_question(q)):
-            # A section of Q:/A: pairs ("## Billing" over two of them) is those questions, not one entry
-            # answering "Billing" with them all; its text before the first Q:, if any, stays its own.
+        # Q:/A: lines of the section's own text (not of a fenced block: a transcript shown as code)
+        inner = parse_qa_text(plain) if parse_qa_text(_strip_markdown(_FENCE.sub("", body))) else []
+        if inner and not _is_question(q):
+            # A topic's section of Q:/A: pairs ("## Billing" over them) is those questions, not one entry
+            # answering "Billing" with them all; its text before the first Q: stays its own, unless the
+            # heading is the page's title (its first, alone at the shallowest level: a welcome).
             lead = _clean_answer(plain[: _QA_MARK.search(plain).start()])  # type: ignore[union-attr]
-            headed += [(q, lead)] if lead else []
+            title = n == 0 and level == min(levels) and levels.count(level) == 1
+            headed += [(q, lead)] if lead and not title else []
             headed += inner
         else:
             headed.append((q, _clean_answer(_ANSWER_MARK.sub("", plain.strip(), count=1))))
