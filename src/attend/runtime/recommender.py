@@ -350,9 +350,13 @@ class Recommender(Runtime):
         was_rated = {"rated": bool((rated == target).any())} if self.kind == "din" else {}
         answer = {"user": user, "item": item, "score": float(scores[target]), "rank": rank,
                   "in_history": bool((full == target).any()), **was_rated, "model": self.kind, **why.to_dict()}
+        unknown_user = index is None and user is not None  # said, as top() says it
+        notes = [f"unknown user {user!r}: only the history given was read"] if unknown_user else []
         if why.not_read:
-            answer["note"] = (f"the model reads the last {self.max_length} items of a history: the {why.not_read} "
-                              "older ones were not read, and have no weight")  # fmt: skip
+            notes.append(f"the model reads the last {self.max_length} items of a history: the {why.not_read} older "
+                         "ones were not read, and have no weight")  # fmt: skip
+        if notes:
+            answer["note"] = "; ".join(notes)
         if ignored:  # as top() says it: the weights are over the known items only
             answer |= {"warning": _ignored_warning(ignored), "ignored": ignored}
         return answer
