@@ -625,10 +625,10 @@ def test_an_index_built_before_hybrid_retrieval_still_ranks_with_the_encoder(ind
     assert reply["retrieval"]["mode"] == "dense"
     assert reply["answers"][0]["question"] == "How can I ensure that all programs use the same paper size?"
     # A format_version this code did not write (a newer attend's, or not a number) is refused, not guessed at.
-    for version in (3, "2", None):
+    for version in (3, "2", None, 2.0):
         (old / "config.json").write_text(json.dumps({**config, "format_version": version}))
-        with pytest.raises(ModelDirError, match=rf"index format_version {version!r} is not one this attend reads "
-                                                r"\(1 to 2\); build it again with --overwrite"):  # fmt: skip
+        said = rf"index format_version {version!r} is not one this attend reads \(a whole number, 1 to 2\); build it"
+        with pytest.raises(ModelDirError, match=said):
             SupportIndex.load(old)
 
 

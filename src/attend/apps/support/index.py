@@ -675,8 +675,8 @@ class SupportIndex:
             raise ModelDirError(f"{path / 'config.json'} is not a support index config (format != {INDEX_FORMAT!r})")
         version = config.get("format_version", 1)  # an index written before the field was, version 1, still loads
         if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= INDEX_FORMAT_VERSION:
-            raise ModelDirError(f"{path}: index format_version {version!r} is not one this attend reads (1 to "
-                                f"{INDEX_FORMAT_VERSION}); build it again with --overwrite")  # fmt: skip
+            raise ModelDirError(f"{path}: index format_version {version!r} is not one this attend reads (a whole "
+                                f"number, 1 to {INDEX_FORMAT_VERSION}); build it again with --overwrite")  # fmt: skip
         try:
             entries = _read_json(artifact.file("entries.json"))
             tensors = artifact.tensors("embeddings.safetensors")
