@@ -153,14 +153,17 @@ def _joined_labels(names: list[str]) -> list[tuple[str, str, list[str]]]:
     ``billing`` and ``bug``), with the separator and the parts: a --label-sep other than the
     file's, or JSON rows joining labels in a string beside rows listing them. Only said, not
     refused: ``CI/CD`` beside ``CI`` and ``CD`` may well be a name."""
-    known, found = set(names), []
-    for name in names:
-        for sep in LABEL_SEPARATORS:
-            parts = [part.strip() for part in name.split(sep)]
-            if len(parts) > 1 and all(part in known and part != name for part in parts):
-                found.append((name, sep, parts))
-                break
-    return found
+    known = set(names)
+    return [(name, *joined) for name in names if (joined := _joined_at(name, known)) is not None]
+
+
+def _joined_at(name: str, known: set[str]) -> tuple[str, list[str]] | None:
+    """``(separator, parts)`` where ``name`` is labels of ``known`` joined by a separator, else None."""
+    for sep in LABEL_SEPARATORS:
+        parts = [part.strip() for part in name.split(sep)]
+        if len(parts) > 1 and all(part in known and part != name for part in parts):
+            return sep, parts
+    return None
 
 
 def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> Tensor:
@@ -181,7 +184,8 @@ def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> 
     if unknown:
         known = f"(known: {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''})"
         # Each unknown label against the model's own labels only (another unknown one is no part)
-        joined = next((j for name in unknown for j in _joined_labels([*labels, name]) if j[0] == name), None) if (
+        own = set(labels)
+        joined = next(((name, *found) for name in unknown if (found := _joined_at(name, own)) is not None), None) if (
             multi_label) else None  # fmt: skip
         hint = ""
         if joined is not None:  # known labels in one cell: a separator not given
