@@ -182,9 +182,10 @@ class ExistingOutput:
                             "reverse) wrote it; choose another --output")  # fmt: skip
         # The same model (checked first): labels chosen otherwise are another threshold's.
         chosen = predictor.chosen(found.probs, threshold)
-        if chosen is not None and self.last_labels is not None:
-            self._check_threshold(predictor.checked_threshold(threshold))
-        if chosen is not None and self.last_labels is not None and sorted(chosen[0]) != sorted(self.last_labels):
+        if chosen is None or self.last_labels is None:
+            return
+        self._check_threshold(predictor.checked_threshold(threshold))
+        if sorted(chosen[0]) != sorted(self.last_labels):
             raise DataError(f"{self.path}: its last row's labels are {self.last_labels}, this run's {chosen[0]} "
                             f"(--threshold {predictor.checked_threshold(threshold):g}): resume with the --threshold "
                             "it was written with")  # fmt: skip

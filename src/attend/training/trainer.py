@@ -1316,14 +1316,12 @@ class Trainer:
                     try:
                         staged.publish(config)
                     except BaseException:
-                        if staged.in_place():
-                            # Swapped in: the model is published, and what was cut short is removing the
-                            # old one (the staging folder holds it now, with the old run's log).
-                            pass
-                        else:
-                            # Not published (Ctrl-C, a full disk): the run's log and TensorBoard events go
-                            # back to its state for --resume; leaving, the writer removes its staging
-                            # folder, and they had gone with it.
+                        # Swapped in, the model is published: what was cut short is removing the old
+                        # one (the staging folder holds it now, with the old run's log), and the run is
+                        # done. Not published (Ctrl-C, a full disk): the run's log and TensorBoard events
+                        # go back to its state for --resume; leaving, the writer removes its staging
+                        # folder, and they had gone with it.
+                        if not staged.in_place():
                             for name in moved:
                                 with contextlib.suppress(OSError):
                                     os.replace(staged.path / name, work / name)
