@@ -77,6 +77,11 @@ class HistoryWeights:
                 **({"history_not_listed": unlisted} if unlisted else {})}  # fmt: skip
 
 
+def _unknown_user_note(user: str) -> str:
+    """What ``top`` and ``explain`` say of an unknown user given with a history."""
+    return f"unknown user {user!r}: only the history given was read"
+
+
 def _ignored_warning(ignored: Sequence[str]) -> str:
     return f"{len(ignored)} unknown item(s) in the history were ignored: {list(ignored[:10])}"
 
@@ -239,8 +244,7 @@ class Recommender(Runtime):
                             f"{self.num_items - len(items)} are {had}")  # fmt: skip
                 user = requests[i].get("user")
                 if index is None and user is not None:  # a mistyped id had looked like that user's own answer
-                    unknown = f"unknown user {user!r}: only the history given was read"
-                    note = unknown if note is None else f"{unknown}; {note}"
+                    note = _unknown_user_note(user) if note is None else f"{_unknown_user_note(user)}; {note}"
                 answers[i] = Recommendation(items, top.values.tolist(), user=requests[i].get("user"), source=source,
                                             note=note, ignored=ignored)  # fmt: skip
         for i, answer in enumerate(answers):
@@ -351,7 +355,7 @@ class Recommender(Runtime):
         answer = {"user": user, "item": item, "score": float(scores[target]), "rank": rank,
                   "in_history": bool((full == target).any()), **was_rated, "model": self.kind, **why.to_dict()}
         unknown_user = index is None and user is not None  # said, as top() says it
-        notes = [f"unknown user {user!r}: only the history given was read"] if unknown_user else []
+        notes = [_unknown_user_note(user)] if unknown_user else []
         if why.not_read:
             notes.append(f"the model reads the last {self.max_length} items of a history: the {why.not_read} older "
                          "ones were not read, and have no weight")  # fmt: skip

@@ -630,8 +630,8 @@ class SupportIndex:
         self.reranker = (float(rerank["tau"]), float(rerank["beta"])) if rerank.get("used") else None
         self._asked: dict[str, list[int]] = {}  # each stored question as asked: its entries
         for i, stored in enumerate(questions):
-            if _as_asked(stored):
-                self._asked.setdefault(_as_asked(stored), []).append(i)
+            if asked := _as_asked(stored):
+                self._asked.setdefault(asked, []).append(i)
 
     @property
     def retrieval(self) -> Retrieval:
