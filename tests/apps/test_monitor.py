@@ -8,6 +8,7 @@ detection thresholds are the defaults throughout.
 
 from __future__ import annotations
 
+import csv
 import http.server
 import io
 import json
@@ -411,6 +412,11 @@ def test_a_database_keeps_its_negative_label_and_the_service_its_settings(
     # request on, and says so (it had kept the window it started with and raised alerts of both).
     assert main(["run", "--events", str(events), "--model", str(model_dir), "--db", str(db), "--window", "15m"]) == 0
     capsys.readouterr()
+    # GET /v1/model refreshes the routes first: it shows the new window before any request (it had
+    # shown the old one until the next POST).
+    assert routes.info["apps"]["monitor"]["detection"]["window"] == 86400
+    routes.refresh()
+    assert routes.info["apps"]["monitor"]["detection"]["window"] == 900
     app = FastAPI()
     app.include_router(routes.router)
     with TestClient(app) as client:
@@ -964,6 +970,15 @@ def test_csv_events_with_quoted_newlines_and_naive_times(tmp_path: Path) -> None
     huge.write_text(json.dumps({"id": "h", "time": "2024-05-01T00:00:00Z", "text": "terrible " * 50_000}) + "\n")
     (event,) = read_events(huge)
     assert len(event.text) == MAX_EVENT_CHARS and event.text.startswith("terrible terrible")
+    # In a CSV too: a field over the csv module's 128 KiB had been a _csv.Error traceback.
+    huge_csv = tmp_path / "huge.csv"
+    huge_csv.write_text(f"id,time,text\nh,2024-05-01T00:00:00Z,{'z' * 140_000}\n", encoding="utf-8")
+    default = csv.field_size_limit(131_072)  # as a fresh process has it (another reader may have lifted it)
+    try:
+        (event,) = read_events(huge_csv)
+    finally:
+        csv.field_size_limit(default)
+    assert event.text == "z" * MAX_EVENT_CHARS
     # An inch mark inside an unquoted field is a character: before, it held lines until a second one
     # and kept only the first event of them (4 events read as 2, silently).
     inches = tmp_path / "inches.csv"

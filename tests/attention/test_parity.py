@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from attend.attention import MultiHeadAttention, causal_mask
+from attend.attention import MultiHeadAttention, capture_attention, causal_mask
 
 from .conftest import padding_mask
 
@@ -175,6 +175,13 @@ def test_from_torch_without_bias_and_unsupported_options() -> None:
         MultiHeadAttention.from_torch(nn.MultiheadAttention(E, H, add_bias_kv=True))
     with pytest.raises(ValueError, match="add_zero_attn"):
         MultiHeadAttention.from_torch(nn.MultiheadAttention(E, H, add_zero_attn=True))
+    # Inputs that are not floating-point tensors are named (they had failed inside a matmul or on .dim()).
+    with pytest.raises(ValueError, match=r"^query has dtype torch.int64: .*embedding first"):
+        ours(torch.ones(2, 4, E, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"^key must be a torch.Tensor, got ndarray"):
+        ours(x, x.numpy())
+    with pytest.raises(TypeError, match=r"^model must be a torch.nn.Module, got str"):
+        capture_attention("model")  # type: ignore[arg-type]
 
 
 def test_dropout_only_in_training() -> None:

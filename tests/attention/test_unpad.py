@@ -64,6 +64,9 @@ def test_layout_errors_name_the_shapes() -> None:
         layout.unpack(torch.zeros(4, 8))
     with pytest.raises(ValueError, match=r"key_padding_mask has shape \(2,\)"):
         TokenLayout.from_padding_mask(torch.zeros(2, dtype=torch.bool))
+    # Hugging Face's 1 = keep integer mask would have kept the padding and dropped every real token.
+    with pytest.raises(ValueError, match=r"must be a bool tensor .*got dtype torch.int64 .*`mask == 0`"):
+        TokenLayout.from_padding_mask(torch.tensor([[1, 1, 0]]))
 
 
 def _compare(module: MultiHeadAttention, lengths: list[int]) -> None:

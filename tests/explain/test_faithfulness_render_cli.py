@@ -130,6 +130,12 @@ def test_the_library_writes_no_page_over_a_model_or_a_file_and_no_pictures_into_
     for target in (model_dir / "config.json", model_dir / "model.safetensors", tmp_path / "notes.txt"):
         with pytest.raises(ValueError, match=r"exists and is no HTML page"):
             render_html(exps, target)
+    # The predictor's JSON dicts and a path for a model are named (they had been AttributeErrors).
+    with pytest.raises(TypeError, match=r"got a dict: predictor.explain\(\) returns their JSON form"):
+        render_html(load(model_dir).explain(["a wonderful film"]), tmp_path / "page.html")
+    with pytest.raises(TypeError, match=r"is a path: explain\(\) takes a loaded model"):
+        explain(model_dir, ["a wonderful film"])
+    assert not (tmp_path / "page.html").exists()
     alignment = Alignment(["a"], ["b"], np.ones((1, 1)))
     with pytest.raises(ValueError, match=r"exists and is no HTML page"):
         alignment_html([alignment], path=model_dir / "config.json")

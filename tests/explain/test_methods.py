@@ -331,6 +331,11 @@ def test_spans_show_the_users_characters() -> None:
                          spans=[None, (0, 2), (2, 3), (3, 5), None])  # fmt: skip
     assert pieces.display_tokens() == ["[CLS]", "股票", "▁", "市场", "[SEP]"]
     assert top_tokens(pieces, 1) == [("▁", 0.5)]
+    # One unknown "word" of 100,000 letters is listed by its start (the monitor had stored it whole
+    # as a highlighted word).
+    giant = explain(predictor, ["x" * 100_000], "attention")[0]
+    (shown,) = [t for t, s in zip(giant.display_tokens(), giant.special, strict=True) if not s]
+    assert shown == "x" * 63 + "…"
 
 
 def test_an_integrated_gradients_note_gives_its_own_texts_completeness_error() -> None:

@@ -139,3 +139,5 @@ def test_the_library_refuses_what_it_would_answer_wrongly_and_leaves_the_global_
         runtime.predict(["a film"], threshold=0.9)
     with pytest.raises(ValueError, match=r"threads='2' must be a whole number >= 0"):
         load(trained["encoder"], threads="2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"int8='yes' must be True or False"):  # it had loaded the int8 model
+        load(trained["encoder"], int8="yes")  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attend.apps.monitor.cli import main as monitor_main
 from attend.io import ModelDirError
 from attend.runtime import load
 from attend.serve import RouterSpec
@@ -598,6 +599,12 @@ def test_service_mounts_the_monitor_route(model_dir: Path, tmp_path: Path) -> No
         bad = test_client.post("/v1/monitor/events", json=[{"id": 9, "text": "no time"}])
         assert "/v1/monitor/events" in test_client.get("/openapi.json").json()["paths"]
         info = test_client.get("/v1/model").json()
+        # A run with another window while the service runs: GET /v1/model shows it at once (it had
+        # shown the old one until the next POST).
+        (tmp_path / "e.jsonl").write_text(json.dumps(events[0] | {"id": "run-1"}) + "\n")
+        run = ["run", "--events", str(tmp_path / "e.jsonl"), "--model", str(model_dir), "--db", str(db)]
+        assert monitor_main([*run, "--window", "15m"]) == 0
+        assert test_client.get("/v1/model").json()["apps"]["monitor"]["detection"]["window"] == 900
     # The app and its own limits are listed (the service's --max-texts/--max-chars bound the model's routes).
     assert info["apps"]["monitor"] | {"detection": None} == {"db": str(db), "detection": None,
                                                              "limits": {"max_events": 1000, "max_chars": 20_000}}

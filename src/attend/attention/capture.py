@@ -148,6 +148,8 @@ class AttentionCapture:
 
 def capture_attention(model: nn.Module, *, grad: bool = False, names: Iterable[str] | None = None) -> AttentionCapture:
     """Watch every attend attention module in ``model`` (or those ``names``); ``with capture_attention(m) as cap``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return AttentionCapture(model, grad=grad, names=frozenset(names) if names is not None else None)
 
 

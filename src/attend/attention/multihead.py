@@ -55,6 +55,16 @@ def _count_optimiser_step(optimiser: torch.optim.Optimizer, args: Any, kwargs: A
 register_optimizer_step_post_hook(_count_optimiser_step)
 
 
+def _check_features(name: str, given: object) -> None:
+    """Refuse what is not a floating-point tensor of features, naming the argument: a numpy array or
+    token ids had failed deep inside (``'ndarray' object has no attribute 'dim'``, a matmul's dtypes)."""
+    if not isinstance(given, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(given).__name__} (torch.as_tensor converts it)")
+    if not given.is_floating_point():
+        raise ValueError(f"{name} has dtype {given.dtype}: attention reads floating-point features (token ids "
+                         "go through an embedding first)")  # fmt: skip
+
+
 class MultiHeadAttention(Recordable, nn.Module):
     """Multi-head attention, batch-first, with ``nn.MultiheadAttention``'s arguments and numbers.
 
@@ -373,6 +383,8 @@ class MultiHeadAttention(Recordable, nn.Module):
         self._packed_cache = None
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
+        for name, given in (("query", query), ("key", key), ("value", value)):
+            _check_features(name, given)
         if query.dim() != 3 or query.shape[-1] != self.embed_dim:
             raise ValueError(
                 f"query has shape {tuple(query.shape)}, expected (batch, query_len, embed_dim={self.embed_dim})"
@@ -428,6 +440,7 @@ class MultiHeadAttention(Recordable, nn.Module):
         if layout is not None:
             if key is not None or value is not None or key_padding_mask is not None:
                 raise ValueError("layout= is for self-attention and carries the padding mask: pass only the query")
+            _check_features("query", query)
             if query.dim() != 2 or tuple(query.shape) != (layout.tokens, self.embed_dim):
                 raise ValueError(
                     f"query has shape {tuple(query.shape)}, expected the packed (tokens={layout.tokens}, "

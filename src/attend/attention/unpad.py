@@ -23,6 +23,8 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from .masks import check_padding_mask
+
 __all__ = ["UNPAD_MIN_PADDING", "TokenLayout", "unpadding_modules"]
 
 #: Least share of padding positions for which :meth:`TokenLayout.when_worth_it` unpads.
@@ -52,9 +54,11 @@ class TokenLayout:
     @classmethod
     def from_padding_mask(cls, key_padding_mask: Tensor) -> TokenLayout:
         """The layout of a batch whose padding is True in ``key_padding_mask (B, L)``."""
-        if key_padding_mask.dim() != 2:
+        if isinstance(key_padding_mask, Tensor) and key_padding_mask.dim() != 2:
             raise ValueError(f"key_padding_mask has shape {tuple(key_padding_mask.shape)}, expected (batch, length)")
-        mask = key_padding_mask.bool()
+        # an integer mask (1 = keep, as Hugging Face writes it) would have been inverted silently
+        check_padding_mask(key_padding_mask, *getattr(key_padding_mask, "shape", (0, 0)))
+        mask = key_padding_mask
         index = torch.nonzero(~mask.reshape(-1), as_tuple=False).squeeze(1)  # (T,)
         batch, length = mask.shape
         return cls(index=index, batch=batch, length=length, key_padding_mask=mask)

@@ -33,7 +33,15 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, Any, ClassVar, NamedTuple
 
-from attend.data.readers import DataError, LineTape, csv_records, data_suffix, is_compressed, open_data_bytes
+from attend.data.readers import (
+    DataError,
+    LineTape,
+    allow_long_fields,
+    csv_records,
+    data_suffix,
+    is_compressed,
+    open_data_bytes,
+)
 from attend.data.validation import is_empty, is_missing_number, text_problem
 
 __all__ = [
@@ -662,8 +670,7 @@ def _jsonl_records(name: str, lines: Iterable[str]) -> Iterator[tuple[int, dict[
 
 
 def _csv_records(name: str, lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    # A long message is legitimate: lift the csv module's 128 KiB cap on one field.
-    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    allow_long_fields()
     tape = LineTape(lines)
     reader = csv.DictReader(tape, delimiter=delimiter)
     try:

@@ -33,6 +33,7 @@ __all__ = [
     "LabelledTexts",
     "LineTape",
     "TextStream",
+    "allow_long_fields",
     "check_columns",
     "check_strings",
     "csv_records",
@@ -50,6 +51,12 @@ __all__ = [
 
 #: How spreadsheets, pandas and R write an empty cell out: a label spelled so is most likely no label.
 MISSING_MARKERS = frozenset({"na", "n/a", "nan", "null", "nil", "#n/a"})  # not "none": a class of many label sets
+
+
+def allow_long_fields() -> None:
+    """Lift the csv module's 128 KiB cap on one field: a long text is legitimate (it had been a
+    ``_csv.Error`` traceback), and what is kept of it is the reader's to decide."""
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 
 def looks_missing(label: str) -> bool:
@@ -320,8 +327,7 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None,
         if not source.content:
             raise DataError(f"{path} is empty")
         return
-    # Long texts are legitimate: lift the csv module's 128 KiB cap on one field.
-    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    allow_long_fields()
     tape = LineTape(source)
     reader = csv.DictReader(tape, delimiter="\t" if fmt == "tsv" else ",")
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ __all__ = [
     "register_method",
     "rollout",
 ]
+
+#: Characters of the text one listed token shows at most (:meth:`Explanation.display_tokens`).
+LONGEST_SHOWN = 64
 
 
 @dataclass
@@ -104,7 +108,9 @@ class Explanation:
         return self.probability if self.target_probability is None else self.target_probability
 
     def display_tokens(self) -> list[str]:
-        """Tokens as the text spells them (original case, characters the vocabulary lacks), for people."""
+        """Tokens as the text spells them (original case, characters the vocabulary lacks), for people;
+        one that covers more than :data:`LONGEST_SHOWN` characters (a giant unknown "word") is cut
+        there, ending in "…" (a 100,000-character line of one letter had been a single listed word)."""
         if self.spans is None:
             return list(self.tokens)
         shown = []
@@ -116,6 +122,8 @@ class Explanation:
                 shown.append(token)
             else:
                 piece = self.text[span[0] : span[1]]
+                if len(piece) > LONGEST_SHOWN:
+                    piece = f"{piece[: LONGEST_SHOWN - 1]}…"
                 shown.append(f"##{piece}" if token.startswith("##") else piece)
         return shown
 
@@ -757,6 +765,9 @@ def explain(
 
     An ensemble (:class:`Combined`) is explained by its members: see :func:`_explain_combined`.
     """
+    if isinstance(runtime, (str, os.PathLike)):
+        raise TypeError(f"runtime={os.fspath(runtime)!r} is a path: explain() takes a loaded model, "
+                        "explain(attend.load(path), texts)")  # fmt: skip
     task = getattr(runtime, "task", "classification")
     if task != "classification":
         how = {"translation": "its translate(texts, alignments=True)"}.get(task, "its own explain()")

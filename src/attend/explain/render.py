@@ -212,6 +212,12 @@ def render_html(
     """
     if layers not in ("last", "all"):
         raise ValueError(f"layers={layers!r}; choose 'last' or 'all'")
+    explanations = list(explanations)
+    wrong = next((e for e in explanations if not isinstance(e, Explanation)), None)
+    if wrong is not None:  # predictor.explain()'s JSON dicts had failed on a missing attribute
+        given = type(wrong).__name__
+        raise TypeError(f"render_html draws Explanation objects (attend.explain.explain(model, texts)), got a {given}"
+                        + (": predictor.explain() returns their JSON form" if isinstance(wrong, dict) else ""))
     from tqdm import tqdm
 
     cards = []

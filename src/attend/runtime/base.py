@@ -44,6 +44,9 @@ class LoadOptions:
     def __post_init__(self) -> None:
         if self.runtime not in ("auto", "torch", "onnx"):
             raise ValueError(f"runtime={self.runtime!r}; choose 'auto', 'torch' or 'onnx'")
+        for name in ("int8", "bf16"):  # int8="yes" (or "false") had been read as True
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.bf16 and (self.runtime == "onnx" or self.int8):
             raise ValueError("bf16 needs runtime='torch' and no int8 quantisation")
         threads = self.threads

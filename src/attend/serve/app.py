@@ -416,6 +416,8 @@ def create_app(
     @app.get("/v1/model", response_model=ModelInfo)
     async def model_info() -> ModelInfo:
         """The model: name, task, runtime, config, versions, test metrics, limits (and the apps mounted)."""
+        for part in everything:
+            part.refresh()
         info = dict(routes.info)
         limits = {k: v for k, v in asdict(settings).items() if k.startswith("max_")} | info.pop("limits", {})
         if runtime is None:  # apps only

@@ -74,7 +74,7 @@ class Routes:
         start: Awaited when the service starts (before it reports ready).
         stop: Awaited when it stops (after the port closed: requests already accepted finish).
         ready: Whether the routes can serve now (``GET /readyz``).
-        refresh: Called before ``GET /metrics`` renders (to update gauges).
+        refresh: Called before ``GET /metrics`` and ``GET /v1/model`` render (to update gauges and ``info``).
         drain: Called from the signal handler the moment shutdown begins (before requests in flight
             finish): work held back for more to come (a batch waiting to fill) runs now. It may
             only set flags.

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from attend.data.readers import DataError, data_suffix, is_compressed, read_data_bytes
+from attend.data.readers import DataError, allow_long_fields, data_suffix, is_compressed, read_data_bytes
 from attend.data.validation import text_problem
 
 __all__ = [
@@ -267,6 +267,7 @@ class _Parser:
         if _inside_quotes(joined):  # inside a quoted field: wait for the rest of the record
             return None
         self.pending = []
+        allow_long_fields()  # a text over 128 KiB is cut to the stored length, not a csv.Error
         rows = list(csv.reader(io.StringIO(joined, newline="")))
         if len(rows) != 1:  # a sign the quotes were misread: refuse rather than keep the first record only
             raise DataError(f"{self.name}: line {self.pending_line}: a quote runs on to line {line_number}; quote "

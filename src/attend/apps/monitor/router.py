@@ -172,7 +172,11 @@ def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_l
         router = monitor_router(db, runtime, settings, negative_label=negative_label, topic_model=topics_from,
                                 detection_info=judged)  # fmt: skip
     limits = {"max_events": settings.max_events, "max_chars": settings.max_chars}
-    return Routes(router=router, info={"apps": {"monitor": {"db": os.fspath(db), "limits": limits,
+
+    def refresh() -> None:  # a run since the last request changed them: GET /v1/model shows them at once
+        judged.update(_saved_detection(db).to_dict())
+
+    return Routes(router=router, refresh=refresh, info={"apps": {"monitor": {"db": os.fspath(db), "limits": limits,
                                                             "detection": judged}}})  # fmt: skip
 
 
