@@ -694,10 +694,13 @@ def enclosing_ensemble(path: str | os.PathLike[str]) -> Path | None:
     return members.parent if _ensemble_of(members.parent) is not None else None
 
 
-def member_sources(ensemble: str | os.PathLike[str], member: str | os.PathLike[str] | None = None) -> str:
+def member_sources(ensemble: str | os.PathLike[str], member: str | os.PathLike[str] | None = None, *,
+                   verb: str | None = None) -> str:  # fmt: skip
     """How to reach the networks of an ensemble's members (or of one ``member``) to export, quantise
     or prune them: each member's recorded source directory where it still holds a model, else a
-    copy of the member itself (``--model auto`` records ``auto:NAME``: its sources are gone)."""
+    copy of the member itself (``--model auto`` records ``auto:NAME``: its sources are gone). For
+    ``verb="export"``, a member that is an ONNX directory already is said to be one (it had been
+    listed among those to export, which refuse an ONNX directory)."""
     ensemble = Path(ensemble)
     listed = (_ensemble_of(ensemble) or {}).get("members")
     entries = [e for e in listed if isinstance(e, dict) and isinstance(e.get("path"), str)] if isinstance(
@@ -705,10 +708,12 @@ def member_sources(ensemble: str | os.PathLike[str], member: str | os.PathLike[s
     if member is not None:
         name = Path(member).absolute().name
         entries = [e for e in entries if Path(e["path"]).name == name]
-    sources, copies = [], []
+    sources, copies, exported = [], [], []
     for entry in entries:
         source = entry.get("source")
-        if isinstance(source, str) and (Path(source) / "config.json").is_file():
+        if verb == "export" and isinstance(_config_json(ensemble / entry["path"]).get("onnx"), dict):
+            exported.append(source if isinstance(source, str) else str(ensemble / entry["path"]))
+        elif isinstance(source, str) and (Path(source) / "config.json").is_file():
             sources.append(source)
         else:
             copies.append(str(ensemble / entry["path"]))
@@ -717,6 +722,11 @@ def member_sources(ensemble: str | os.PathLike[str], member: str | os.PathLike[s
         parts.append(f"a copy of {'each of ' if len(copies) > 1 else ''}{', '.join(copies)}, whose source is gone "
                      f"(cp -r {copies[0]} DIR)")  # fmt: skip
     where = " and ".join(parts) or f"the members' source directories (see {ensemble / 'config.json'})"
+    if exported:
+        already = f"{', '.join(exported)} {'is an ONNX directory' if len(exported) == 1 else 'are ONNX directories'}"
+        if not parts:
+            return f"nothing: {already} already, which the ensemble runs with ONNX Runtime as it is"
+        where = f"{where} ({already} already: keep as is)"
     return f"{where}; then build the ensemble again from the results (attend ensemble ... --overwrite)"
 
 
@@ -728,7 +738,7 @@ def refuse_ensemble(path: str | os.PathLike[str], verb: str) -> None:
         members = spec.get("members")
         count = f" of {len(members)} models" if isinstance(members, list) else ""
         raise ModelDirError(f"{path} is an ensemble{count}: it has no network of its own to {verb}; {verb} "
-                            f"{member_sources(path)}")  # fmt: skip
+                            f"{member_sources(path, verb=verb)}")  # fmt: skip
 
 
 @dataclass(frozen=True)

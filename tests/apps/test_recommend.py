@@ -299,6 +299,7 @@ def test_recommend_route_micro_batches_and_validates(sasrec_dir: Path) -> None:
         numeric = client.post("/v1/recommend", json={"user": int(user), "k": 4})  # MovieLens ids are numbers
         nothing_yet = client.post("/v1/recommend", json={"history": [], "k": 3})  # as top(history=[]): popularity
         blank = client.post("/v1/recommend", json={"user": "", "k": 2})  # was a 200 of popular items
+        flag = client.post("/v1/recommend", json={"history": [True]})  # an id is a string or a number
         lone = [client.post("/v1/recommend", content=json.dumps(body), headers={"content-type": "application/json"})
                 for body in ({"user": "\ud800"}, {"history": [runtime.item_ids[10], "\udfff"], "explain": True})]
         info = client.get("/v1/model").json()
@@ -308,6 +309,10 @@ def test_recommend_route_micro_batches_and_validates(sasrec_dir: Path) -> None:
     assert empty.status_code == 422 and "user" in empty.json()["error"]["message"]
     assert empty.json()["error"]["details"][0]["field"] == "body"  # every 422 has details, a route's own check too
     assert blank.status_code == 422 and blank.json()["error"]["details"][0]["field"] == "user"
+    # One entry at the value's own field, not one per member of the union (history.0.str, history.0.int).
+    assert flag.status_code == 422 and flag.json()["error"]["details"] == [
+        {"field": "history.0", "message": "Input should be a valid string or a valid integer, not true",
+         "type": "string_type"}]
     assert bad_k.status_code == 422
     assert loose.status_code == 422 and "explain" in loose.json()["error"]["message"], loose.json()
     assert numeric.status_code == 200 and numeric.json()["items"] == ok.json()["items"]

@@ -371,6 +371,11 @@ def test_prune_errors_are_clear(encoder_dir: Path, loaded_bilstm_dir: Path, root
 
     assert main(["prune", str(encoder_dir), "--out", str(other), "--heads", "1"]) == 2
     assert sorted(p.name for p in other.iterdir()) == files
+    # A bad value is said first: it had waited until --overwrite was given, one fix at a time.
+    with pytest.raises(ValueError, match=r"heads=-1 must be a non-negative integer"):
+        prune(encoder_dir, other, heads=-1)
+    with pytest.raises(ValueError, match=r"importance='random'"):
+        prune(encoder_dir, other, heads=1, importance="random")
     with pytest.raises(ValueError, match=r"'bilstm_attention' has no multi-head attention layers.*'e5', 'm3e'"):
         prune(loaded_bilstm_dir, root / "bad", heads=1)
     assert not (root / "bad").exists()

@@ -14,6 +14,7 @@ it is cheap).
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -26,7 +27,7 @@ from attend.attention import capture_attention
 from attend.attention.unpad import unpadding_modules
 from attend.data.tokenization import TextTokenizer
 from attend.deploy import export as export_module
-from attend.deploy.export import INT8_FILE, ONNX_FILE, ExportParityError, export_onnx
+from attend.deploy.export import INT8_FILE, ONNX_FILE, ExportParityError, export_failure, export_onnx
 from attend.io import ModelDirError
 from attend.models import build
 from attend.models.minilm import tokenizer_path
@@ -401,6 +402,12 @@ def test_a_graph_with_attention_outputs_explains_like_pytorch(
                 np.testing.assert_allclose(ours_map, reference_map, atol=ATOL, rtol=0)
     with pytest.raises(ValueError, match=r"'grad_attention' needs gradients.*or the PyTorch fp32 model"):
         explain(onnx_predictor, NEW_TEXTS[:1], "grad_attention")
+    # Another label's explanation: the hint had named grad_attention, which this runtime then refused.
+    with pytest.raises(ValueError, match=r"another one; none of this model's methods does \(they need gradients: "
+                                         r"explain its PyTorch model directory"):  # fmt: skip
+        explain(onnx_predictor, NEW_TEXTS[:1], "attention", target=onnx_predictor.labels[0])
+    with pytest.raises(ValueError, match=r"another one; use grad_attention or integrated_gradients$"):
+        explain(torch_predictor, NEW_TEXTS[:1], "attention", target=torch_predictor.labels[0])
     if not pooled:
         with pytest.raises(ValueError, match="minilm has no attention pooling"):
             explain(onnx_predictor, NEW_TEXTS[:1], "pooling")
@@ -498,3 +505,22 @@ def test_faithfulness_of_an_onnx_graph_matches_pytorch(exported: dict, trained: 
         with pytest.raises(ValueError, match="'grad_attention' needs gradients"):
             faithfulness(onnx_predictor, texts[:2], ["rollout", "grad_attention"])
     assert list(faithfulness(onnx_predictor, texts[:2], ["random", "random"])["methods"]) == ["random"]
+
+
+def test_an_export_that_ran_out_of_disk_is_one_line_and_another_failure_keeps_the_exporters_steps() -> None:
+    """A full disk had printed the exporter's eight lines of progress after the error line."""
+    log = io.StringIO("[torch.onnx] Obtain model graph ...\n[torch.onnx] Translate the graph ...\n")
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as disk:
+            raise RuntimeError("serialising the model failed") from disk
+    except RuntimeError as exc:
+        full = export_failure("EncoderClassifier", exc, log)
+    assert str(full) == "ONNX export of EncoderClassifier failed: serialising the model failed"
+    unsupported = export_failure("EncoderClassifier", RuntimeError("no symbolic for aten::foo"), log)
+    assert str(unsupported).splitlines() == [
+        "ONNX export of EncoderClassifier failed: no symbolic for aten::foo",
+        "[torch.onnx] Obtain model graph ...",
+        "[torch.onnx] Translate the graph ...",
+    ]

@@ -4,6 +4,7 @@ and every verb (predict, evaluate, explain, serve) on an ensemble directory."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -319,6 +320,12 @@ def test_an_onnx_member_joins_a_torch_member(members: list[Path], tmp_path: Path
     assert len(explain(ensemble, TEXTS, "rollout")) == len(TEXTS)
     with pytest.raises(ModelDirError, match=r"member members/01 \(from .*onnx\) has no int8 model: quantise that"):
         load(tmp_path / "ens", int8=True)
+    # Exporting the ensemble names the member already exported as such (it had been among those to
+    # export, which refuse an ONNX directory).
+    with pytest.raises(ModelDirError, match=rf"export the source directory {re.escape(str(members[0].absolute()))} "
+                                            rf"\({re.escape(str(onnx_dir.absolute()))} is an ONNX directory already: "
+                                            r"keep as is\); then build"):  # fmt: skip
+        export_onnx(tmp_path / "ens", tmp_path / "again")
 
 
 # --- serving and the command line -------------------------------------------------------------

@@ -154,6 +154,7 @@ def test_malformed_json_content_type_size_and_explain_errors(client: TestClient)
     assert pooling.status_code == 200  # the encoder has attention pooling
     other = client.post("/v1/explain", json={"text": "a", "method": "pooling", "target": "pos"})  # it reads no label
     assert other.status_code == 422 and "does not depend on the label" in other.json()["error"]["message"]
+    assert other.json()["error"]["details"][0]["field"] == "target"  # it had been "body"
     target = client.post("/v1/explain", json={"text": "a", "target": "maybe"})
     assert target.status_code == 422 and "not a label" in target.json()["error"]["message"]
     assert client.get("/nowhere").status_code == 404

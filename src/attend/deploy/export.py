@@ -233,6 +233,19 @@ def _traced_unpadding(model: nn.Module, enabled: bool) -> Iterator[None]:
             module.unpad, module.unpad_traced = unpad, traced
 
 
+def export_failure(what: str, exc: BaseException, log: io.StringIO) -> ValueError:
+    """The error for an export of ``what`` that raised ``exc``: with the exporter's captured output
+    (the steps it got through, what a graph it could not build needs), except where the disk or
+    file system failed (``No space left on device``: its steps are noise after the one line)."""
+    cause: BaseException | None = exc
+    seen: set[int] = set()
+    while cause is not None and not isinstance(cause, OSError) and id(cause) not in seen:
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    steps = "" if isinstance(cause, OSError) else f"\n{log.getvalue()[-2000:]}"
+    return ValueError(f"ONNX export of {what} failed: {exc}{steps}")
+
+
 def _export_graph(
     predictor: TorchTextClassifier, path: Path, *, attentions: bool, opset: int | None, unpad: bool = False
 ) -> list[str]:
@@ -259,9 +272,7 @@ def _export_graph(
                 external_data=False,  # one self-contained file (fine below ONNX's 2 GB protobuf limit)
             )
         except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
-            raise ValueError(
-                f"ONNX export of {type(model).__name__} failed: {exc}\n{log.getvalue()[-2000:]}"
-            ) from exc
+            raise export_failure(type(model).__name__, exc, log) from exc
     _annotate(path, names, predictor)
     return names
 

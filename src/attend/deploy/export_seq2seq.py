@@ -58,6 +58,7 @@ from attend.deploy.export import (
     ExportParityError,
     _quiet_exporter,
     check_opset,
+    export_failure,
     given_texts,
     spread_by_length,
 )
@@ -281,9 +282,7 @@ def _export_graphs(model: Seq2Seq, directory: Path, *, opset: int | None) -> int
                     opset_version=opset, external_data=False,
                 )  # fmt: skip
             except Exception as exc:  # the exporter raises many types; all mean "this graph did not export"
-                raise ValueError(
-                    f"ONNX export of the translator's {name} failed: {exc}\n{log.getvalue()[-2000:]}"
-                ) from exc
+                raise export_failure(f"the translator's {name}", exc, log) from exc
         used = _annotate(directory / name)
     return used
 

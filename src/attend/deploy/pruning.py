@@ -210,17 +210,17 @@ def _bert_models() -> list[str]:
     return sorted(name for name, (config_cls, _) in MODELS.items() if issubclass(config_cls, MiniLMConfig))
 
 
-def _heads_to_prune(heads: int | None, fraction: float | None, total: int) -> int:
+def _check_amount(heads: int | None, fraction: float | None, importance: str) -> None:
+    """Refuse a bad ``heads``, ``fraction`` or ``importance`` (before the output is looked at: a bad
+    value had been said only after an existing output was dealt with)."""
     if (heads is None) == (fraction is None):
         raise ValueError("give exactly one of heads= (a number of heads) or fraction= (a share of all heads)")
-    if heads is not None:
-        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 0:
-            raise ValueError(f"heads={heads!r} must be a non-negative integer")
-        return heads
-    assert fraction is not None
-    if not 0.0 <= fraction < 1.0:
+    if heads is not None and (isinstance(heads, bool) or not isinstance(heads, int) or heads < 0):
+        raise ValueError(f"heads={heads!r} must be a non-negative integer")
+    if fraction is not None and not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction={fraction!r} must be in [0, 1)")
-    return round(fraction * total)
+    if importance not in IMPORTANCE_METHODS:
+        raise ValueError(f"importance={importance!r}; choose one of {list(IMPORTANCE_METHODS)}")
 
 
 def _count_parameters(model: nn.Module) -> int:
@@ -281,6 +281,7 @@ def prune(
     started = time.perf_counter()
     source = Path(model_dir)
     out = Path(out_dir)
+    _check_amount(heads, fraction, importance)
     staged = ArtifactWriter(out, source=source, overwrite=overwrite)  # checks the output before any work
     refuse_ensemble(source, "prune")
     predictor = load(source, runtime="torch")
@@ -290,9 +291,7 @@ def prune(
     holder, original_heads = _head_fields(config["model"], source)
     layers = attention_layers(predictor.model)
     total = sum(layer.num_heads for layer in layers)
-    count = _heads_to_prune(heads, fraction, total)
-    if importance not in IMPORTANCE_METHODS:
-        raise ValueError(f"importance={importance!r}; choose one of {list(IMPORTANCE_METHODS)}")
+    count = heads if heads is not None else round((fraction or 0.0) * total)
 
     columns = {"text_col": text_col, "label_col": label_col, "label_sep": label_sep}  # of data and dev_data
     test, test_described = held_out(source, config, data, "test", **columns)

@@ -700,9 +700,10 @@ def _layer_and_head_chosen(layer: Any, head: Any) -> str:
 
 
 def _check_arguments(chosen: ExplainMethod, labels: Sequence[str], *, layer: Any, head: Any, target: Any,
-                     batch_size: Any, ig_steps: Any, seed: Any) -> None:  # fmt: skip
+                     batch_size: Any, ig_steps: Any, seed: Any, offered: Sequence[str]) -> None:  # fmt: skip
     """Refuse arguments of the wrong type or range, naming them (they raised numpy, torch or Captum
-    errors from inside), and a ``target`` for a method that does not depend on the label."""
+    errors from inside), and a ``target`` for a method that does not depend on the label, naming
+    those of the model's methods (``offered``) that do."""
 
     def integer(value: Any) -> bool:
         return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -723,10 +724,13 @@ def _check_arguments(chosen: ExplainMethod, labels: Sequence[str], *, layer: Any
     if target is not None and target not in labels:
         raise ValueError(f"target={target!r} is not a label of this model; labels are {list(labels)}")
     if target is not None and chosen.requires != "gradients":
+        by_label = [name for name in offered if METHODS[name].requires == "gradients"]
+        # An ONNX graph offers none: the hint had named methods its runtime then refused.
+        use = (f"use {' or '.join(by_label)}" if by_label else "none of this model's methods does (they need "
+               "gradients: explain its PyTorch model directory with grad_attention or integrated_gradients)")
         raise ValueError(
             f"target={target!r}: method {chosen.name!r} does not depend on the label (its importance is the same "
-            "whatever label is asked about), so it cannot explain another one; use grad_attention or "
-            "integrated_gradients"
+            f"whatever label is asked about), so it cannot explain another one; {use}"
         )
 
 
@@ -774,7 +778,7 @@ def explain(
         raise ValueError(f"explain() explains a text classifier's predictions; this is a {task} model: use {how}")
     chosen = _check_method(method)
     _check_arguments(chosen, list(runtime.labels), layer=layer, head=head, target=target, batch_size=batch_size,
-                     ig_steps=ig_steps, seed=seed)  # fmt: skip
+                     ig_steps=ig_steps, seed=seed, offered=available_methods(runtime))  # fmt: skip
     checked = validate_texts(texts, allow_empty=True)
     if not checked:  # nothing to explain (the arguments were checked all the same)
         return []

@@ -23,6 +23,7 @@ import errno
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -111,9 +112,31 @@ def _given(err: dict[str, Any]) -> str:
     return next((f", not {kind}" for python, kind in kinds if isinstance(value, python)), "")
 
 
+#: The last part of a location that names a member of a union (``str``, ``int``, ``list[str]``,
+#: ``function-after[...]``), not a field of the request.
+_UNION_MEMBER = re.compile(r"^(?:str|int|float|bool|bytes|none|list|dict)$|[\[\-]")
+
+
+def _union_merged(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Pydantic's errors with those of one value against each member of a union made one, at the
+    value's own location: ``history.0: Input should be a valid string or a valid integer`` (they had
+    been two entries, at ``history.0.str`` and ``history.0.int``)."""
+    merged: list[dict[str, Any]] = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if not (len(loc) > 1 and isinstance(loc[-1], str) and _UNION_MEMBER.search(loc[-1])):
+            merged.append(dict(err))
+            continue
+        if merged and merged[-1].get("union") and merged[-1]["loc"] == loc[:-1]:
+            merged[-1]["msg"] = f"{merged[-1]['msg']} or {str(err.get('msg', '')).removeprefix('Input should be ')}"
+        else:
+            merged.append({**err, "loc": loc[:-1], "union": True})
+    return merged
+
+
 def _validation_details(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
     details = []
-    for err in exc.errors():
+    for err in _union_merged(exc.errors()):
         # A JSON syntax error's location is a character offset, not a field: the body is at fault.
         loc = [] if err.get("type") == "json_invalid" else [str(part) for part in err.get("loc", ()) if part != "body"]
         details.append({"field": ".".join(loc) or "body", "message": f"{err.get('msg', '')}{_given(err)}",

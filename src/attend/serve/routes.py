@@ -141,9 +141,10 @@ class RouterSpec:
 
 
 # A route's own check names its field first, as the CLI does: "texts[1] is an empty text",
-# "history: 600 items, ...", "until 'tomorrow' is not an ISO time".
+# "history: 600 items, ...", "until 'tomorrow' is not an ISO time", "target='x': ..." (a library's
+# argument, named as the request names it).
 _NAME = r"(?:[A-Za-z_]\w*|\d+)"
-_FIELD = re.compile(rf"({_NAME}(?:\[\d+\]|\.{_NAME})*)(?=: | (?:is|contains|has) | '[^']*' is )")
+_FIELD = re.compile(rf"({_NAME}(?:\[\d+\]|\.{_NAME})*)(?=: | (?:is|contains|has) | '[^']*' is |=\S)")
 
 
 def _field_of(message: str) -> tuple[str, str]:
