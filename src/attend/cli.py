@@ -208,6 +208,14 @@ def _task_of(model_dir: str) -> str:
     return ArtifactDir.open(model_dir).task
 
 
+def _classifier_only(model_dir: str) -> None:
+    """Refuse, by its task, a model directory that is no text classifier, before a verb reads its
+    input (a recommender's or a package's model had been told its --input lacked a 'text' column)."""
+    task = _task_of(model_dir)
+    if task != "classification":
+        raise UsageError(f"{model_dir} holds a {task} model, not a text classifier: {_verbs_for(task)}")
+
+
 def _model_column(model_dir: str, given: str | None, name: str) -> str:
     """A classifier's column option: as given, else the column the model trained on (for a file with
     the user's own column names), else ``text``/``label``."""
@@ -255,6 +263,10 @@ def _evaluate_own_task(args: argparse.Namespace) -> int:
         found = runtime.evaluate(args.data)
     except (ValueError, OSError) as exc:  # the task's own words for data it cannot score
         raise UsageError(f"{args.model_dir} ({runtime.task}) on {args.data}: {exc}") from exc
+    except Exception as exc:  # the package's own code failed (a KeyError): named, as a --router factory's is
+        raise UsageError(f"{args.model_dir} ({runtime.task}) on {args.data}: its runtime's evaluate() failed: "
+                         f"{type(exc).__name__}: {exc} (attend.load(...).evaluate(DATA) in Python shows where)"
+                         ) from exc  # fmt: skip
     if not isinstance(found, dict):
         raise UsageError(f"{args.model_dir}: its {runtime.task} runtime's evaluate() returned "
                          f"{type(found).__name__}, not a dict of metrics")  # fmt: skip
@@ -364,6 +376,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if bool(args.texts) == bool(args.input):
         said = "both were given" if args.texts else "neither was given"
         raise UsageError(f"give texts to classify, or --input FILE ({said})")
+    _classifier_only(args.model_dir)
     if args.top_k < 1:
         raise UsageError(f"--top-k {args.top_k}: must be at least 1")
     _check_text_arguments(args.texts)
@@ -508,6 +521,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError(f"--top {args.top}: must be at least 1")
     translating = _task_of(args.model_dir) == "translation"
     if not translating:  # a translator answers a blank sentence with a blank line
+        _classifier_only(args.model_dir)
         _check_text_arguments(args.texts)
     # Where the pictures go, checked before any work, naming the flag (it was "afile/text0: Not a
     # directory" at the end; --html DIR/model.safetensors replaced the weights, --html FILE the input).
@@ -529,14 +543,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         # explain's --text-col names the source column too: messages name the flag the user gave.
         args.column_flag = "--text-col" if args.source_col is None and args.text_col is not None else "--source-col"
         args.source_col = args.source_col or args.text_col
-        texts, _ = _translate_inputs(args)
+        texts, _ = _translate_inputs(args)  # a file with no sentence is refused there
         _check_typed_sentences(args.texts, "explain")
         if not args.texts:  # a file's blank lines explain nothing (translate leaves them blank)
             from attend.data.validation import text_problem
 
             texts = [text for text in texts if text_problem(text) is None]
-            if not texts:
-                raise UsageError(f"{args.input}: no sentence to explain (every line is blank)")
         return _explain_translations(args, texts)
     # Options another method would ignore are refused (before the model loads), as a translator
     # refuses the classifier's, and as explain() does for a method that reads no layer or head.
@@ -596,7 +608,26 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 def _translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """TEXT arguments, or --input: a plain text file (one sentence per line) or a table's --source-col;
-    with where each came from, for messages ("text 2", "line 3": the file's own line)."""
+    with where each came from, for messages ("text 2", "line 3": the file's own line). An input with
+    no sentence at all (empty, every line blank, a column empty in every row) is refused: it had
+    given blank lines, or nothing, and exit 0."""
+    lines, places = _read_translate_inputs(args)
+    if args.input:
+        from attend.data.validation import text_problem
+
+        if not any(text_problem(line) is None for line in lines):
+            flag = getattr(args, "column_flag", "--source-col")
+            column = getattr(args, "read_column", None)
+            if column is not None and lines:
+                said = f"column {column!r} is empty in every row ({len(lines)}): is it the right column? (choose it " \
+                       f"with {flag})"
+            else:
+                said = f"no sentence in it ({'every line is blank' if lines else 'it is empty'})"
+            raise UsageError(f"{args.input}: {said}")
+    return lines, places
+
+
+def _read_translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     if args.texts and args.input:
         raise UsageError("give sentences to translate, or --input FILE, but not both")
     if not args.texts and not args.input:
@@ -613,7 +644,8 @@ def _translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     if args.input != "-" and data_suffix(path) in TABLE_SUFFIXES:
         # An empty cell is answered with a blank, as a blank line of a text file is: row N's
         # translation stays output line N's.
-        table = read_table(path, text_col=args.source_col or _source_column(args.model_dir), label_col=None,
+        args.read_column = args.source_col or _source_column(args.model_dir)
+        table = read_table(path, text_col=args.read_column, label_col=None,
                            columns_hint=f"choose the column with {flag}", blank_texts=True)  # fmt: skip
         return table.texts, [f"line {line}" for line in table.lines]
     if args.source_col not in (None, "source") or flag == "--text-col":  # read as plain text: a column is ignored
@@ -707,6 +739,7 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
 
     if args.limit < 0:  # 0: every text, as robustness reads its --limit 0
         raise UsageError(f"--limit {args.limit}: must be 0 (every text) or more")
+    _classifier_only(args.model_dir)
     from attend.data.datasets import names_dataset
 
     path = Path(args.data)
@@ -775,6 +808,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     texts = None
     translating = _task_of(args.model_dir) == "translation"
+    if not translating:
+        _classifier_only(args.model_dir)
     if args.texts_file:
         from attend.data.readers import data_suffix, read_data_bytes, read_table
 
@@ -843,6 +878,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
     if args.dev_data and args.max_loss is None:
         raise UsageError("--dev-data is the data --max-loss searches on; give --max-loss too")
+    _classifier_only(args.model_dir)
     report = quantize(args.model_dir, runtime=args.runtime, data=args.data, dev_data=args.dev_data,
                       max_loss=args.max_loss, progress=True, **_data_columns(args))  # fmt: skip
     if args.json:
@@ -888,6 +924,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
     if (args.heads is None) == (args.fraction is None):
         raise UsageError("give --heads N or --fraction F (not both)")
+    _classifier_only(args.model_dir)
     report = prune(args.model_dir, args.out, heads=args.heads, fraction=args.fraction, importance=args.importance,
                    data=args.data, dev_data=args.dev_data, overwrite=args.overwrite, **_data_columns(args))  # fmt: skip
     removed = sum(len(heads) for heads in report["removed"].values())
@@ -1250,6 +1287,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the process is attend's: a plugin's failure is one line, not Python's file:line form
+        _plugin_warnings_in_one_line()
     code = _main(argv)
     if argv is None:  # the process ends next: a Ctrl-C now would only break the interpreter's shutdown
         # (a model already written printed torch's atexit traceback and exited 0, or died by the signal;
@@ -1264,6 +1303,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGINT, finish)
         signal.signal(signal.SIGTERM, finish)
     return code
+
+
+def _plugin_warnings_in_one_line() -> None:
+    import warnings
+
+    from attend.config import PluginWarning
+
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, PluginWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
 
 
 def _innermost(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union
 
 __all__ = [
+    "PluginWarning",
     "check_arguments",
     "check_positive",
     "check_type",
@@ -48,6 +49,11 @@ def redefines(old: Any, new: Any) -> bool:
                for key in ("__module__", "__qualname__"))  # fmt: skip
 
 
+class PluginWarning(RuntimeWarning):
+    """An installed package's ``attend.plugins`` module failed to import (``attend`` shows it as one
+    ``warning:`` line)."""
+
+
 def load_plugins() -> list[str]:
     """Import the modules installed packages name under the ``attend.plugins`` entry points (once a
     process), so that their decorators register what they add; returns the entries imported.
@@ -68,7 +74,7 @@ def load_plugins() -> list[str]:
                 importlib.import_module(entry.module)  # `pkg.mod:attr [extra]` names module pkg.mod
             except Exception as exc:  # a plugin's own failure, reported and skipped
                 warnings.warn(f"attend plugin {entry.name!r} ({entry.value}) failed to load: "
-                              f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)  # fmt: skip
+                              f"{type(exc).__name__}: {exc}", PluginWarning, stacklevel=2)  # fmt: skip
             else:
                 _PLUGINS_LOADED.append(entry.name)
         return list(_PLUGINS_LOADED[1:])

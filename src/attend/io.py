@@ -165,14 +165,15 @@ def weights_mismatch(path: Path, exc: Exception, shown: int = 3) -> ModelDirErro
                          f"({'; '.join(problems[:shown])}{more})")  # fmt: skip
 
 
-def refuse_pickles(path: Path) -> None:
-    """Raise if ``path`` (or a folder in it) holds a file format that can run code when loaded."""
+def refuse_pickles(path: Path, *, shown_as: Path | None = None, doing: str = "load") -> None:
+    """Raise if ``path`` (or a folder in it) holds a file format that can run code when loaded; the
+    error names ``shown_as`` (a directory being written: the one it will be) and what is refused."""
     unsafe = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
     if unsafe:
         more = f" and {len(unsafe) - 5} more" if len(unsafe) > 5 else ""
         raise ModelDirError(
-            f"{path} contains pickle-format file(s) {unsafe[:5]}{more}: refusing to load a model directory that could "
-            "run code; attend models are safetensors, ONNX and JSON only"
+            f"{shown_as or path} contains pickle-format file(s) {unsafe[:5]}{more}: refusing to {doing} a model "
+            "directory that could run code; attend models are safetensors, ONNX and JSON only"
         )
 
 
@@ -605,7 +606,10 @@ class ArtifactWriter:
         return atomic_write_json(self.path / name, finite_json(data))
 
     def publish(self, config: dict[str, Any]) -> Path:
-        """Write ``config.json`` (with ``files``) last, then swap the directory into place."""
+        """Write ``config.json`` (with ``files``) last, then swap the directory into place. A pickle-format
+        file written into it (a Task's ``write``) is refused first: ``attend.load`` would refuse the
+        published model, and its training state was gone."""
+        refuse_pickles(self.path, shown_as=self.out, doing="publish")
         config = dict(config)
         config["files"] = {**dict(config.get("files") or {}), **self.files}
         if "model.safetensors" in self.files:

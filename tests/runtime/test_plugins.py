@@ -204,6 +204,11 @@ def test_an_installed_packages_task_is_loaded_evaluated_and_served_by_a_fresh_pr
     assert scored.returncode == 0, scored.stderr
     assert json.loads(scored.stdout)["rows"] == 60 and json.loads(scored.stdout)["mse"] >= 0
 
+    # The package's own code failing on data it cannot read (a TypeError): one line, not a traceback.
+    (tmp_path / "odd.json").write_text('{"a": 1}')
+    odd = _run([attend, "evaluate", str(model), str(tmp_path / "odd.json")], installed, tmp_path)
+    assert odd.returncode == 2 and "Traceback" not in odd.stderr, odd.stderr
+    assert "its runtime's evaluate() failed: TypeError: must be real number, not dict" in odd.stderr
     refused = _run([attend, "evaluate", str(model), str(data), "--label-col", "y"], installed, tmp_path)
     assert refused.returncode == 2 and "--label-col" in refused.stderr and "Traceback" not in refused.stderr
     classifier_verb = _run([attend, "predict", str(model), "some text"], installed, tmp_path)
@@ -237,6 +242,16 @@ def test_a_plugin_that_fails_to_import_is_named_and_attends_own_models_still_loa
     first, second = found.stdout.splitlines()
     assert first == "[] []"  # searched once: the second call does not import (or warn) again
     assert second.startswith("1 attend plugin 'broken' (broken_plugin) failed to load: ImportError: needs a library")
+    # The command line says it in one line of its own (it was Python's "file:line: RuntimeWarning:" and
+    # the source line that warned).
+    model = tmp_path / "theirs"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"task": "a_task_of_theirs", "attend_version": "0"}))
+    attend = str(Path(sys.executable).with_name("attend"))
+    said = _run([attend, "evaluate", str(model), str(tmp_path / "rows.json")], site, tmp_path)
+    assert said.returncode == 2 and "RuntimeWarning" not in said.stderr and "Traceback" not in said.stderr
+    assert "warning: attend plugin 'broken' (broken_plugin) failed to load: ImportError: needs a library that is " \
+           "not installed\n" in said.stderr, said.stderr
 
 
 def test_a_model_whose_task_has_no_routes_is_served_by_the_router_given() -> None:

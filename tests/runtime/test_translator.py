@@ -257,7 +257,10 @@ def test_bad_input_is_a_clear_error(translator_dir: Path, tmp_path: Path) -> Non
     assert done.returncode == 2 and "'source'" in done.stderr and "english" in done.stderr, done.stderr
     assert not (tmp_path / "m").exists()
     labelled = write_csv(tmp_path / "labelled.csv", [{"text": "red cat", "label": "a"}])
-    for verb in (["predict", str(translator_dir), "red cat"], ["faithfulness", str(translator_dir), str(labelled)]):
+    # Before its input is read too (it had been told the input lacked a 'text' column).
+    for verb in (["predict", str(translator_dir), "red cat"], ["faithfulness", str(translator_dir), str(labelled)],
+                 ["predict", str(translator_dir), "--input", str(bad)], ["quantize", str(translator_dir)],
+                 ["prune", str(translator_dir), "--out", str(tmp_path / "p"), "--heads", "1"]):
         done = _attend(*verb)  # a classifier's verb: a one-line error, not an AttributeError
         assert done.returncode == 2 and "holds a translation model, not a text classifier: use `attend translate`" \
             in done.stderr and "Traceback" not in done.stderr, done.stderr
@@ -492,6 +495,18 @@ def test_an_empty_cell_of_a_table_translates_to_a_blank_line(translator_dir: Pat
     assert "--text-col s: " in capsys.readouterr().err
     assert main(["explain", str(translator_dir), "--input", str(table), "--text-col", "nope"]) == 2
     assert "choose the column with --text-col" in capsys.readouterr().err
+    # An input with no sentence at all: blank lines, or nothing, and exit 0, had been the answer.
+    (tmp_path / "other.csv").write_text("s,t\n,a\n,b\n", encoding="utf-8")
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    (tmp_path / "blank.txt").write_text("\n \n", encoding="utf-8")
+    for verb in ("translate", "explain"):
+        assert main([verb, str(translator_dir), "--input", str(tmp_path / "other.csv"), "--source-col", "s"]) == 2
+        assert capsys.readouterr().err == (f"error: {tmp_path / 'other.csv'}: column 's' is empty in every row (2): "
+                                           "is it the right column? (choose it with --source-col)\n")
+        assert main([verb, str(translator_dir), "--input", str(tmp_path / "empty.txt"), "--json"]) == 2
+        assert capsys.readouterr().err.endswith("empty.txt: no sentence in it (it is empty)\n")
+        assert main([verb, str(translator_dir), "--input", str(tmp_path / "blank.txt")]) == 2
+        assert capsys.readouterr().err.endswith("blank.txt: no sentence in it (every line is blank)\n")
 
 
 def test_explain_numbers_a_bad_typed_sentence_as_translate_does(translator_dir: Path) -> None:

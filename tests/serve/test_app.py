@@ -535,6 +535,65 @@ def broken_router(runtime: object) -> object:
     raise RuntimeError("secret-token-123")
 
 
+def unstartable_router(runtime: object) -> object:
+    """Routes whose start hook fails (a database it cannot reach, say)."""
+    from fastapi import APIRouter
+
+    from attend.serve import Routes
+
+    async def start() -> None:
+        raise RuntimeError("the queue is unreachable")
+
+    return Routes(router=APIRouter(), start=start)
+
+
+def test_a_start_hook_that_fails_is_one_line_and_exit_2(
+    model_dir: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """uvicorn printed its 26-line traceback, "Application startup failed", and exited 3."""
+    from attend.cli import main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sigterm = signal.getsignal(signal.SIGTERM)  # serve() sets its own
+    try:
+        code = main(["serve", str(model_dir), "--router", "tests.serve.test_app:unstartable_router",
+                     "--port", str(port)])  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    err = capsys.readouterr().err
+    assert code == 2 and err.splitlines()[-1] == ("error: router factory 'tests.serve.test_app:unstartable_router' "
+                                                  "failed to start: RuntimeError: the queue is unreachable")
+    assert "Traceback" not in caplog.text + err and "Application startup failed" not in caplog.text + err
+
+
+def test_a_tasks_own_info_is_shown_and_one_the_service_sets_is_refused(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task's info entry other than the schema's was dropped from GET /v1/model; one it sets itself
+    made every GET /v1/model a 500 ("got multiple values for keyword argument 'name'")."""
+    from attend.serve import app as app_module
+
+    own = app_module.TASK_ROUTES["classification"]
+
+    def with_info(extra: dict[str, object]) -> object:
+        def routes(runtime: object, settings: ServeSettings, metrics: object) -> object:
+            made = own(runtime, settings, metrics)
+            made.info.update(extra)
+            return made
+
+        return routes
+
+    runtime = load(model_dir)
+    monkeypatch.setitem(app_module.TASK_ROUTES, "classification", with_info({"feature_count": 12}))
+    with TestClient(create_app(runtime, ServeSettings())) as client:
+        assert client.get("/v1/model").json()["feature_count"] == 12
+    monkeypatch.setitem(app_module.TASK_ROUTES, "classification", with_info({"name": "mine"}))
+    with pytest.raises(ValueError, match=r"routes' info sets \['name'\], which GET /v1/model gives itself"):
+        create_app(runtime, ServeSettings())
+
+
 def test_your_own_routers_are_mounted_listed_and_refused_clearly(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -167,7 +167,29 @@ class _Shadowed(Regression):
         self.features = None  # its own data under the name of the training features it implements
 
 
+class _Pickler(Regression):
+    name = "toy_regression_pickler"
+
+    def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
+        torch.save({"extra": 1}, writer.path / "extra.pt")
+        return {}
+
+
+class _Spy(Regression):
+    """Records the mode and grad state each evaluate runs in, without setting them itself."""
+
+    name = "toy_regression_spy"
+    seen: ClassVar[list[tuple[bool, bool]]] = []
+
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        self.seen.append((model.training, torch.is_grad_enabled()))
+        mse = float(self.loss(model, self._batch(self.data[split])))
+        return {"neg_mse": -mse, "loss": mse}
+
+
 register_task(_NumpyMetrics)
+register_task(_Pickler)
+register_task(_Spy)
 register_task(_Clobber)
 register_task(_Shadowed)
 register_task(_Reads)
@@ -190,6 +212,16 @@ def test_a_task_of_ones_own_is_checked_where_it_would_fail_later(picker: None, t
     with pytest.raises(ValueError, match=r"_Clobber.write returned \['model'\], config.json entries the Trainer"):
         Trainer(_Clobber(), args).fit(tmp_path / "clobber")
     assert not (tmp_path / "clobber").exists()
+    # A pickle written by the task: the model had been published, its training state removed, and
+    # attend.load then refused it.
+    with pytest.raises(ModelDirError, match=r"pickles contains pickle-format file\(s\) \['extra.pt'\]: refusing to "
+                                            r"publish"):  # fmt: skip
+        Trainer(_Pickler(), args).fit(tmp_path / "pickles")
+    assert not (tmp_path / "pickles").exists() and (tmp_path / ".pickles.training").is_dir()
+    # evaluate runs in eval mode with gradients off, whether or not the task sets them (dropout had
+    # noised the figures an epoch was chosen by).
+    Trainer(_Spy(), args).fit(tmp_path / "spy")
+    assert _Spy.seen and set(_Spy.seen) == {(False, False)}
     # An option only a task can apply, which this one does not read, had been accepted and changed nothing.
     shortened = dataclasses.replace(args, max_length=16)
     with pytest.raises(ValueError, match=r"max_length=16: the toy_regression_reads task does not read this training "

@@ -329,6 +329,14 @@ def _is_path(value: str) -> bool:
         return False
 
 
+#: What ``GET /v1/model`` sets itself: a task's ``Routes.info`` may add any other entry.
+_SET_BY_SERVICE = frozenset({"name", "task", "runtime", "config", "version", "metrics", "apps"})
+
+
+class StartFailure(RuntimeError):
+    """A ``Routes.start`` hook raised while the service started (``app.state.start_failure`` says which)."""
+
+
 def create_app(
     runtime: Runtime | None,
     settings: ServeSettings | None = None,
@@ -358,6 +366,10 @@ def create_app(
         routes = Routes(router=APIRouter())  # the routers given serve the model
     else:
         routes = TASK_ROUTES[runtime.task](runtime, settings, metrics)
+        taken = sorted(set(routes.info) & _SET_BY_SERVICE)
+        if taken:  # every GET /v1/model had been a 500 ("got multiple values for keyword argument")
+            raise ValueError(f"the {runtime.task!r} routes' info sets {taken}, which GET /v1/model gives itself; "
+                             "name the entries otherwise")  # fmt: skip
     extra = [spec.build(runtime) if isinstance(spec, RouterSpec) else spec if isinstance(spec, Routes)
              else Routes(router=spec) for spec in routers]  # fmt: skip
     names = [spec.factory if isinstance(spec, RouterSpec) else f"router {index}" for index, spec in enumerate(routers)]
@@ -368,6 +380,7 @@ def create_app(
         # A router that says nothing of itself is listed by its paths (a plain APIRouter had been invisible).
         apps |= part.info.get("apps") or {name: {"paths": sorted({path for path, _ in endpoints})}}
     state = {"ready": False}
+    starting = ["the served model's routes", *(f"router factory {name!r}" for name in names)]
 
     def drain() -> None:  # from the signal handler: flags only
         state["ready"] = False
@@ -377,9 +390,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for part in everything:
+        for name, part in zip(starting, everything, strict=True):
             if part.start is not None:
-                await part.start()
+                try:
+                    await part.start()
+                except Exception as exc:  # said by serve() in one line, not uvicorn's traceback and exit 3
+                    app.state.start_failure = f"{name} failed to start: {type(exc).__name__}: {exc}"
+                    raise StartFailure(app.state.start_failure) from exc
         _drain_on_shutdown_signals(drain)
         state["ready"] = True
         try:
@@ -591,7 +608,17 @@ def serve(
     # 143; a handler that does nothing lets a clean, requested shutdown exit 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     if workers == 1:
-        uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=graceful_seconds, log_level="info")
+        quiet = _QuietStartFailure(app)
+        logging.getLogger("uvicorn.error").addFilter(quiet)
+        try:
+            uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=graceful_seconds, log_level="info")
+        except SystemExit:
+            failure = getattr(app.state, "start_failure", None)
+            if failure is not None:  # uvicorn's exit 3 after its traceback: one line, exit 2, from the caller
+                raise ValueError(failure) from None
+            raise
+        finally:
+            logging.getLogger("uvicorn.error").removeFilter(quiet)
         return
     os.environ[ENV_CONFIG] = json.dumps({"model_dir": None if model_dir is None else str(model_dir),
                                          "settings": asdict(settings),
@@ -599,6 +626,18 @@ def serve(
     config = uvicorn.Config("attend.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                             timeout_graceful_shutdown=graceful_seconds, log_level="info")  # fmt: skip
     _run_workers(config)
+
+
+class _QuietStartFailure(logging.Filter):
+    """Drops uvicorn's traceback and "Application startup failed" lines once a ``Routes.start`` hook
+    failed (``app.state.start_failure``): :func:`serve` says it in one line instead."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__()
+        self.app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(self.app.state, "start_failure", None) is None or record.levelno < logging.ERROR
 
 
 def _run_workers(config: Any) -> None:

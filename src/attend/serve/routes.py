@@ -71,14 +71,17 @@ class Routes:
 
     Attributes:
         router: The routes.
-        start: Awaited when the service starts (before it reports ready).
+        start: Awaited when the service starts (before it reports ready); one that raises stops the
+            service, which says so in one line naming it (``attend serve``: exit 2).
         stop: Awaited when it stops (after the port closed: requests already accepted finish).
         ready: Whether the routes can serve now (``GET /readyz``).
         refresh: Called before ``GET /metrics`` and ``GET /v1/model`` render (to update gauges and ``info``).
         drain: Called from the signal handler the moment shutdown begins (before requests in flight
             finish): work held back for more to come (a batch waiting to fill) runs now. It may
             only set flags.
-        info: Entries ``GET /v1/model`` adds (``limits`` are merged with the service's).
+        info: Entries ``GET /v1/model`` adds: a task's routes, any but those it sets itself (``name``,
+            ``task``, ``runtime``, ``config``, ``version``, ``metrics``, ``apps``: refused at start-up);
+            ``limits`` are merged with the service's; a ``--router``'s, its ``apps`` entry.
     """
 
     router: APIRouter

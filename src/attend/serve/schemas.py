@@ -94,6 +94,8 @@ class ExplainResponse(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")  # a task's own entries (its Routes.info) are shown too
+
     name: str | None = Field(description="The model's name; null when only apps are served.")
     task: str | None
     runtime: str | None

@@ -398,8 +398,16 @@ def _plain(value: Any) -> Any:
 def _evaluate(task: Task, network: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
     """``task.evaluate``, checked for what the Trainer reads of it: the selection metric and ``loss``,
     numbers (a task of one's own that leaves one out is told so, not a bare KeyError); numpy and
-    tensor values as Python's (:func:`_plain`)."""
-    metrics = task.evaluate(network, split, batch_size)
+    tensor values as Python's (:func:`_plain`). The network is in eval mode with gradients off while it
+    runs (a task that did not set them itself had selected epochs on dropout-noised figures), and
+    back in the mode it was in after."""
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            metrics = task.evaluate(network, split, batch_size)
+    finally:
+        network.train(was_training)
     if not isinstance(metrics, dict):
         raise TypeError(f"{type(task).__name__}.evaluate returned {type(metrics).__name__}, expected a dict of metrics")
     metrics = _plain(metrics)
@@ -1364,7 +1372,7 @@ class Trainer:
         if "dev" in task.splits():
             with torch.random.fork_rng(devices=[]):
                 clock = time.perf_counter()
-                task.evaluate(network, "dev", args.eval_batch_size)
+                _evaluate(task, network, "dev", args.eval_batch_size)
                 dev_s = time.perf_counter() - clock
             trainable.train()
         fitting = steps_in_budget(args.time_budget * 60 - dev_s, seconds_per_step, dev_s, steps_per_epoch, epochs)

@@ -113,6 +113,7 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
         """Metrics of ``model`` on ``split``; they include :attr:`selection` and ``"loss"`` (numbers).
+        The Trainer calls it with the model in eval mode and gradients off.
 
         ``split`` is ``"dev"`` after each epoch and, at the end, ``"test"``, else ``"dev"``, else
         ``"train"`` for a task with no held-out split (its figures are then training figures, and
