@@ -300,8 +300,9 @@ def test_signed_attributions_are_summed_onto_words(members: list[Path], tmp_path
     mine = explain(ensemble, TEXTS[:2], "integrated_gradients", ig_steps=8)
     theirs = explain(member, TEXTS[:2], "integrated_gradients", ig_steps=8)
     for exp, ref in zip(mine, theirs, strict=True):
+        # float32 attributions of a few units: relative too (3.1e-6 apart at 2.86 was seen on this CPU)
         np.testing.assert_allclose(exp.importance, onto_words(word_spans(ref.text), ref.spans, ref.importance),
-                                   atol=1e-6)  # fmt: skip
+                                   atol=1e-6, rtol=1e-5)  # fmt: skip
 
 
 def test_an_onnx_member_joins_a_torch_member(members: list[Path], tmp_path: Path) -> None:
