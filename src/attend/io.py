@@ -729,7 +729,7 @@ def member_sources(ensemble: str | os.PathLike[str], member: str | os.PathLike[s
     if exported:
         already = f"{', '.join(exported)} {'is an ONNX directory' if len(exported) == 1 else 'are ONNX directories'}"
         if not parts:
-            return f"nothing: {already} already, which the ensemble runs with ONNX Runtime as it is"
+            return f"none of them: {already} already, which the ensemble runs with ONNX Runtime as it is"
         where = f"{where} ({already} already: keep as is)"
     return f"{where}; then build the ensemble again from the results (attend ensemble ... --overwrite)"
 

@@ -853,3 +853,22 @@ def test_model_info_gives_the_figures_of_the_precision_served() -> None:
     assert unscored is not None and unscored["accuracy"] == 0.8 and "was not scored" in unscored["note"]
     members = _served_metrics(stored, "ensemble:torch-int8,torch-int8")
     assert members is not None and members["note"] == "the fp32 ensemble's figures: its members are served in int8"
+
+
+def test_only_a_union_members_errors_are_merged_and_other_locations_stay_whole() -> None:
+    """Every location ending in a part with '-' had lost it: a header's x-token, a dict key."""
+    from attend.serve.app import _union_merged
+
+    def err(*loc: object, msg: str = "Field required") -> dict[str, object]:
+        return {"loc": loc, "msg": msg, "type": "missing"}
+
+    kept = [err("header", "x-token"), err("header", "x-other"), err("body", "tags", "a-b"), err("body", "n", "int")]
+    assert [e["loc"] for e in _union_merged(kept)] == [e["loc"] for e in kept]  # a lone "int" too
+    union = [err("body", "history", 0, "str", msg="Input should be a valid string"),
+             err("body", "history", 0, "int", msg="Input should be a valid integer"),
+             err("body", "user", "constrained-str", msg="String should have at least 1 character"),
+             err("body", "user", "function-after[check(), int]", msg="Input should be a valid integer")]  # fmt: skip
+    assert [(e["loc"], e["msg"]) for e in _union_merged(union)] == [
+        (("body", "history", 0), "Input should be a valid string or a valid integer"),
+        (("body", "user"), "String should have at least 1 character or a valid integer"),
+    ]

@@ -26,6 +26,7 @@ on held-out texts, at a batch size and lengths unlike the example it was exporte
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -233,16 +234,23 @@ def _traced_unpadding(model: nn.Module, enabled: bool) -> Iterator[None]:
             module.unpad, module.unpad_traced = unpad, traced
 
 
+#: What a full, read-only or failing disk raises.
+_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+
+
 def export_failure(what: str, exc: BaseException, log: io.StringIO) -> ValueError:
     """The error for an export of ``what`` that raised ``exc``: with the exporter's captured output
     (the steps it got through, what a graph it could not build needs), except where the disk or
-    file system failed (``No space left on device``: its steps are noise after the one line)."""
+    file system failed (``No space left on device``: its steps are noise after the one line). Other
+    OS errors (the tracer's "could not get source code") keep the steps."""
     cause: BaseException | None = exc
     seen: set[int] = set()
-    while cause is not None and not isinstance(cause, OSError) and id(cause) not in seen:
+    disk = False
+    while cause is not None and id(cause) not in seen and not disk:
+        disk = isinstance(cause, OSError) and cause.errno in _DISK_ERRORS
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
-    steps = "" if isinstance(cause, OSError) else f"\n{log.getvalue()[-2000:]}"
+    steps = "" if disk else f"\n{log.getvalue()[-2000:]}"
     return ValueError(f"ONNX export of {what} failed: {exc}{steps}")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import json
 import logging
 import os
@@ -112,25 +113,29 @@ def _given(err: dict[str, Any]) -> str:
     return next((f", not {kind}" for python, kind in kinds if isinstance(value, python)), "")
 
 
-#: The last part of a location that names a member of a union (``str``, ``int``, ``list[str]``,
-#: ``function-after[...]``), not a field of the request.
-_UNION_MEMBER = re.compile(r"^(?:str|int|float|bool|bytes|none|list|dict)$|[\[\-]")
+#: The last part of a location that names a member of a union, as pydantic tags them (``str``,
+#: ``int``, ``list[str]``, ``constrained-str``, ``function-after[...]``), not a field of the request
+#: (a header's ``x-token``, a dict key).
+_UNION_MEMBER = re.compile(r"^(?:str|int|float|bool|bytes|none|list|dict|constrained-\w+|[\w-]+\[.*\])$")
 
 
 def _union_merged(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """Pydantic's errors with those of one value against each member of a union made one, at the
     value's own location: ``history.0: Input should be a valid string or a valid integer`` (they had
-    been two entries, at ``history.0.str`` and ``history.0.int``)."""
-    merged: list[dict[str, Any]] = []
-    for err in errors:
+    been two entries, at ``history.0.str`` and ``history.0.int``). Only a run of two or more such
+    errors at one location is merged: a single one keeps its location whole."""
+    def member_of(err: Any) -> tuple[Any, ...] | None:  # the value's location, where err is a member's
         loc = tuple(err.get("loc", ()))
-        if not (len(loc) > 1 and isinstance(loc[-1], str) and _UNION_MEMBER.search(loc[-1])):
-            merged.append(dict(err))
+        return loc[:-1] if len(loc) > 1 and isinstance(loc[-1], str) and _UNION_MEMBER.match(loc[-1]) else None
+
+    merged: list[dict[str, Any]] = []
+    for place, run in itertools.groupby(errors, key=member_of):
+        found = [dict(err) for err in run]
+        if place is None or len(found) < 2:
+            merged.extend(found)
             continue
-        if merged and merged[-1].get("union") and merged[-1]["loc"] == loc[:-1]:
-            merged[-1]["msg"] = f"{merged[-1]['msg']} or {str(err.get('msg', '')).removeprefix('Input should be ')}"
-        else:
-            merged.append({**err, "loc": loc[:-1], "union": True})
+        tails = (str(err.get("msg", "")).removeprefix("Input should be ") for err in found[1:])
+        merged.append({**found[0], "loc": place, "msg": " or ".join([str(found[0].get("msg", "")), *tails])})
     return merged
 
 
@@ -390,13 +395,20 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started: list[Routes] = []
         for name, part in zip(starting, everything, strict=True):
-            if part.start is not None:
-                try:
-                    await part.start()
-                except Exception as exc:  # said by serve() in one line, not uvicorn's traceback and exit 3
-                    app.state.start_failure = f"{name} failed to start: {type(exc).__name__}: {exc}"
-                    raise StartFailure(app.state.start_failure) from exc
+            if part.start is None:
+                continue
+            try:
+                await part.start()
+            except Exception as exc:  # said by serve() in one line, not uvicorn's traceback and exit 3
+                app.state.start_failure = f"{name} failed to start: {type(exc).__name__}: {exc}"
+                for done in reversed(started):  # what had started stops again (a batcher's thread)
+                    if done.stop is not None:
+                        with contextlib.suppress(Exception):
+                            await done.stop()
+                raise StartFailure(app.state.start_failure) from exc
+            started.append(part)
         _drain_on_shutdown_signals(drain)
         state["ready"] = True
         try:

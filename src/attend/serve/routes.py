@@ -72,7 +72,8 @@ class Routes:
     Attributes:
         router: The routes.
         start: Awaited when the service starts (before it reports ready); one that raises stops the
-            service, which says so in one line naming it (``attend serve``: exit 2).
+            service, which says so in one line naming it (``attend serve`` with one worker: exit 2;
+            each of several workers logs its own failure), after the parts started before it stop.
         stop: Awaited when it stops (after the port closed: requests already accepted finish).
         ready: Whether the routes can serve now (``GET /readyz``).
         refresh: Called before ``GET /metrics`` and ``GET /v1/model`` render (to update gauges and ``info``).

@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from sqlalchemy.exc import SQLAlchemyError
 
 from attend.apps.monitor.detect import DetectionSettings
 from attend.apps.monitor.events import MAX_KEY_CHARS, Event, has_zone, parse_time
@@ -112,6 +114,23 @@ def monitor_router(
     raising alerts of the old window beside the run's). ``detection_info``, if given, is kept
     equal to them (``GET /v1/model`` shows it).
     """
+    return _monitor_routes(db, sentiment, settings, topic_model=topic_model, negative_label=negative_label,
+                           explain_method=explain_method, words=words, detection_info=detection_info)[0]
+
+
+def _monitor_routes(
+    db: str | os.PathLike[str] | MonitorStore,
+    sentiment: TextClassifier,
+    settings: MonitorSettings | None,
+    *,
+    topic_model: TextClassifier | None,
+    negative_label: str | None,
+    detection_info: dict[str, Any] | None,
+    explain_method: str = "grad_attention",
+    words: int = 4,
+) -> tuple[APIRouter, Callable[[], None]]:
+    """:func:`monitor_router`, and a function that sets ``detection_info`` to what the database holds
+    now (on the store the routes use; as it was where the database cannot be read)."""
     settings = settings or MonitorSettings()
     scorer = Scorer(sentiment, find_negative_label(sentiment, negative_label), topic_model=topic_model,
                     method=explain_method, words=words)  # fmt: skip
@@ -151,7 +170,17 @@ def monitor_router(
         result = await run_in_threadpool(ingest_now, [e.to_event() for e in events])
         return result.to_dict()
 
-    return router
+    def refresh() -> None:  # a run since the last request changed them: GET /v1/model shows them at once
+        if detection_info is None:
+            return
+        try:
+            saved = store.saved_detection()
+        except SQLAlchemyError:  # unreadable for now: the figures it was last read with stand
+            return
+        if saved:
+            detection_info.update(DetectionSettings(**saved).to_dict())
+
+    return router, refresh
 
 
 def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_label: str | None = None,
@@ -169,13 +198,9 @@ def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_l
     with named_as("--monitor-db"):
         settings = MonitorSettings(detection=_saved_detection(db))  # the service has no options of its own for them
         judged = settings.detection.to_dict()  # the window and thresholds its alerts are judged with, kept current
-        router = monitor_router(db, runtime, settings, negative_label=negative_label, topic_model=topics_from,
-                                detection_info=judged)  # fmt: skip
+        router, refresh = _monitor_routes(db, runtime, settings, negative_label=negative_label,
+                                          topic_model=topics_from, detection_info=judged)  # fmt: skip
     limits = {"max_events": settings.max_events, "max_chars": settings.max_chars}
-
-    def refresh() -> None:  # a run since the last request changed them: GET /v1/model shows them at once
-        judged.update(_saved_detection(db).to_dict())
-
     return Routes(router=router, refresh=refresh, info={"apps": {"monitor": {"db": os.fspath(db), "limits": limits,
                                                             "detection": judged}}})  # fmt: skip
 
