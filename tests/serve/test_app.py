@@ -20,6 +20,7 @@ import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from attend.apps.monitor.cli import main as monitor_main
 from attend.io import ModelDirError
@@ -872,3 +873,34 @@ def test_only_a_union_members_errors_are_merged_and_other_locations_stay_whole()
         (("body", "history", 0), "Input should be a valid string or a valid integer"),
         (("body", "user"), "String should have at least 1 character or a valid integer"),
     ]
+
+
+class StopOptions(BaseModel):
+    forget: bool = False
+
+
+def optional_body_router(runtime: object) -> object:
+    """A route whose body may be left out (as POST /v1/focus/stop's)."""
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.post("/v1/stop")
+    async def stop(body: StopOptions | None = None) -> dict[str, bool]:
+        return {"forget": bool(body and body.forget)}
+
+    return router
+
+
+def test_a_post_without_a_body_is_not_refused_for_its_content_type() -> None:
+    """`curl -X POST URL` sends no body and no Content-Type: it was a 415 "send JSON"."""
+    app = create_app(None, ServeSettings(), routers=[RouterSpec("tests.serve.test_app:optional_body_router")])
+    with TestClient(app) as client:
+        bare = client.build_request("POST", "/v1/stop")
+        del bare.headers["content-length"]  # as curl sends it
+        assert client.send(bare).json() == {"forget": False}
+        assert client.post("/v1/stop").json() == {"forget": False}  # Content-Length: 0
+        assert client.post("/v1/stop", json={"forget": True}).json() == {"forget": True}
+        text = client.post("/v1/stop", content=b"forget", headers={"content-type": "text/plain"})
+        untyped = client.post("/v1/stop", content=b'{"forget": true}')  # a body: its type must be JSON
+    assert text.status_code == untyped.status_code == 415

@@ -212,7 +212,8 @@ class _GuardAndMeasure:
     def _refusal(self, scope: dict[str, Any]) -> JSONResponse | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         media = headers.get("content-type", "").split(";")[0].strip().lower()
-        if media != "application/json":
+        bodyless = headers.get("content-length", "0" if "transfer-encoding" not in headers else None) == "0"
+        if media != "application/json" and not (bodyless and not media):  # `curl -X POST URL` sends no body
             got = media or "no content type"
             message = f"send JSON (Content-Type: application/json), not {got!r}"
             return error_response(415, "unsupported_media_type", message)
