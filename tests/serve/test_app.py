@@ -842,7 +842,8 @@ def test_model_info_gives_the_figures_of_the_precision_served() -> None:
     from attend.serve.app import _served_metrics
 
     stored = {"accuracy": 0.8, "quantized": {
-        "onnx": {"fp32": {"accuracy": 0.79}, "int8": {"accuracy": 0.82}, "accuracy_change": 0.03, "data": "d"},
+        "onnx": {"fp32": {"accuracy": 0.79}, "int8": {"accuracy": 0.82}, "accuracy_change": 0.03,
+                 "data": "test split of /srv/private/reviews.csv (30 examples)"},
         "torch": {"fp32": {"accuracy": 0.8}, "int8": {"accuracy": 0.88}, "accuracy_change": 0.08, "data": "t"},
         "bf16": {"fp32": {"accuracy": 0.8}, "bf16": {"accuracy": 0.81}, "accuracy_change": 0.01, "data": "b"}}}
     assert _served_metrics(stored, "torch") is stored and _served_metrics(stored, "onnx") is stored
@@ -850,6 +851,8 @@ def test_model_info_gives_the_figures_of_the_precision_served() -> None:
         served = _served_metrics(stored, backend)
         assert served is not None and served["accuracy"] == expected and served["runtime"] == backend
         assert served["fp32_same_data"] == {"accuracy": same} and served["fp32"] is stored
+    # The data quantize measured on, named by its file as config is (its folders had been shown).
+    assert _served_metrics(stored, "onnx-int8")["data"] == "test split of reviews.csv (30 examples)"  # type: ignore[index]
     unscored = _served_metrics({"accuracy": 0.8}, "torch-int8")
     assert unscored is not None and unscored["accuracy"] == 0.8 and "was not scored" in unscored["note"]
     members = _served_metrics(stored, "ensemble:torch-int8,torch-int8")

@@ -292,7 +292,7 @@ def _served_metrics(stored: Any, backend: str) -> dict[str, Any] | None:
                                   "quantize scores it)"}  # fmt: skip
     # The data quantize was given may not be the test split: the fp32 figures on that same data, and
     # the change, come with it; the fp32 model's own test record stays under fp32.
-    return {**figures, "data": measured.get("data"), "runtime": backend,
+    return {**figures, "data": _folders_dropped(measured.get("data")), "runtime": backend,
             "fp32_same_data": measured.get("fp32"), "accuracy_change": measured.get("accuracy_change"),
             "fp32": stored}  # fmt: skip
 
@@ -309,6 +309,16 @@ def _public(key: str, value: Any) -> Any:
                    for m in value["members"]]  # fmt: skip  (each member's "path" is inside the directory)
         return {**value, "members": members}
     return value
+
+
+#: An absolute path inside a sentence ("test split of /srv/data/reviews.csv (30 examples)").
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s/()]+/)*([^\s/()]+)")
+
+
+def _folders_dropped(value: Any) -> Any:
+    """A description naming a file by its absolute path, with the file's name instead: the server's
+    folders stay on the server (``attend quantize``'s ``data`` had shown them under ``--int8``)."""
+    return _ABSOLUTE_PATH.sub(r"\1", value) if isinstance(value, str) else value
 
 
 #: The config keys whose string values name a data file (at any depth of the ``data`` entry).

@@ -115,8 +115,9 @@ class TrainingArgs:
             ``"inverse_sqrt"`` (the rate falls as ``1 / sqrt(step)`` from the end of warm-up, as in
             Vaswani et al. 2017 and fairseq; it never reaches zero, so it suits open-ended runs).
         grad_clip: Clip the gradient norm to this (0 disables).
-        patience: Stop after this many epochs without a better selection metric (0 disables); the
-            epoch kept is the one with the best dev metric, ties going to the lower dev loss.
+        patience: Stop after this many epochs without a better epoch to keep (0 disables): the epoch
+            kept is the one with the best dev metric, ties going to the lower dev loss, so a tie
+            with a lower loss is better too.
         class_weights: Weight the loss by inverse class frequency, for imbalanced labels.
         label_smoothing: Spread this share of each target's probability over the other classes
             (or vocabulary tokens) in the cross-entropy (Szegedy et al. 2016); 0 disables it.
