@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
@@ -452,8 +453,13 @@ def predict_stream(
     stream = (item if isinstance(item, tuple) else (item, {}) for item in texts)
     existing = skip if isinstance(skip, ExistingOutput) else None
     skipped = text_digest()
-    for index in range(existing.rows if existing is not None else int(skip)):
-        text, _ = next(stream, (None, None))
+    rows = existing.rows if existing is not None else int(skip)
+    # The skipped texts of the chunk a resumed run starts in are classified again with the rest of it:
+    # its batches are then the uninterrupted run's, and so are the last digits of every probability
+    # (chunks that began at the cut had batched other texts together: 0.78 read 0.77 somewhere).
+    again: list[tuple[str, dict[str, Any]]] = []
+    for index in range(rows):
+        text, values = next(stream, (None, None))
         if text is None:
             if existing is not None:
                 raise DataError(f"{existing.path} already holds {existing.rows} rows but the input has only "
@@ -463,17 +469,23 @@ def predict_stream(
             raise DataError(f"{existing.path}: row {index + 1} is not the prediction of input text {index + 1}: "
                             "it was written from another input; choose another --output")  # fmt: skip
         add_text(skipped, text)
+        if index >= rows - rows % chunk:
+            again.append((text, values))
     if existing is not None and existing.rows and skipped.digest() != existing.digest.digest():
         raise DataError(f"{existing.path}: its {existing.rows} rows are not the predictions of the input's first "
                         f"{existing.rows} texts (some text between the first and the last differs): it was written "
                         "from another input, or the input changed; choose another --output")  # fmt: skip
     if existing is not None:
         existing.cut()  # every check passed: the row cut off by the interruption goes, new rows follow
-    for pairs in _chunks(stream, chunk):
-        part = [text for text, _ in pairs]
-        found = predictor.predictions(part)
-        writer.write(part, predictor.ranked(found.probs, top_k), found.truncated, found.warnings(),
-                     predictor.chosen(found.probs, threshold), [values for _, values in pairs])  # fmt: skip
+    for pairs in _chunks(itertools.chain(again, stream), chunk):
+        lead, again = len(again), []  # the first chunk's texts already written: classified, not written
+        if lead == len(pairs):  # the input ends where the file does
+            break
+        found = predictor.predictions([text for text, _ in pairs])
+        chosen = predictor.chosen(found.probs[lead:], threshold)
+        part = [text for text, _ in pairs[lead:]]
+        writer.write(part, predictor.ranked(found.probs[lead:], top_k), found.truncated[lead:],
+                     found.warnings()[lead:], chosen, [values for _, values in pairs[lead:]])  # fmt: skip
         written += len(part)
         del found
         release_free_memory()
