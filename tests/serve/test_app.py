@@ -853,6 +853,8 @@ def test_model_info_gives_the_figures_of_the_precision_served() -> None:
         assert served["fp32_same_data"] == {"accuracy": same} and served["fp32"] is stored
     # The data quantize measured on, named by its file as config is (its folders had been shown).
     assert _served_metrics(stored, "onnx-int8")["data"] == "test split of reviews.csv (30 examples)"  # type: ignore[index]
+    stored["quantized"]["onnx"]["data"] = "test split of data/private/r.csv (3 examples)"  # relative: the same
+    assert _served_metrics(stored, "onnx-int8")["data"] == "test split of r.csv (3 examples)"  # type: ignore[index]
     unscored = _served_metrics({"accuracy": 0.8}, "torch-int8")
     assert unscored is not None and unscored["accuracy"] == 0.8 and "was not scored" in unscored["note"]
     members = _served_metrics(stored, "ensemble:torch-int8,torch-int8")
@@ -907,3 +909,10 @@ def test_a_post_without_a_body_is_not_refused_for_its_content_type() -> None:
         text = client.post("/v1/stop", content=b"forget", headers={"content-type": "text/plain"})
         untyped = client.post("/v1/stop", content=b'{"forget": true}')  # a body: its type must be JSON
     assert text.status_code == untyped.status_code == 415
+    # A chunked body is a body whatever Content-Length says (Transfer-Encoding overrides it).
+    from attend.serve.app import _GuardAndMeasure
+
+    guard = object.__new__(_GuardAndMeasure)
+    guard.settings = ServeSettings()
+    chunked = guard._refusal({"headers": [(b"content-length", b"0"), (b"transfer-encoding", b"chunked")]})
+    assert chunked is not None and chunked.status_code == 415

@@ -437,10 +437,12 @@ def predict_stream(
 
     Args:
         texts: The texts, or ``(text, {column: value})`` pairs for a writer that keeps input columns.
-        skip: Leading texts already predicted (a resumed run): read, not classified. Given as
+        skip: Leading texts already predicted (a resumed run): read, not written; those of the
+            chunk the run starts in are classified again with the rest of it, so its batches are an
+            uninterrupted run's (at most ``chunk - 1`` texts, held meanwhile). Given as
             the :class:`ExistingOutput` of the file being continued, the input must hold at least
             its rows, and those texts must be the file's, every one (a running hash).
-        on_chunk: Called after each chunk with the number of texts it held (progress).
+        on_chunk: Called after each chunk with the number of rows it wrote (progress).
         threshold: A multi-label model's probability from which a label is chosen (default 0.5).
 
     Returns:

@@ -212,7 +212,8 @@ class _GuardAndMeasure:
     def _refusal(self, scope: dict[str, Any]) -> JSONResponse | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         media = headers.get("content-type", "").split(";")[0].strip().lower()
-        bodyless = headers.get("content-length", "0" if "transfer-encoding" not in headers else None) == "0"
+        # Transfer-Encoding overrides Content-Length (a chunked body with "Content-Length: 0" has one)
+        bodyless = "transfer-encoding" not in headers and headers.get("content-length", "0") == "0"
         if media != "application/json" and not (bodyless and not media):  # `curl -X POST URL` sends no body
             got = media or "no content type"
             message = f"send JSON (Content-Type: application/json), not {got!r}"
@@ -311,14 +312,15 @@ def _public(key: str, value: Any) -> Any:
     return value
 
 
-#: An absolute path inside a sentence ("test split of /srv/data/reviews.csv (30 examples)").
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s/()]+/)*([^\s/()]+)")
+#: A path with folders inside a sentence ("test split of /srv/data/reviews.csv (30 examples)",
+#: "~/data/r.csv", "data/private/r.csv"): a word holding "/", and the name after its last one.
+_FOLDERED_PATH = re.compile(r"(?<!\S)[^\s()]*/([^\s/()]+)")
 
 
 def _folders_dropped(value: Any) -> Any:
-    """A description naming a file by its absolute path, with the file's name instead: the server's
-    folders stay on the server (``attend quantize``'s ``data`` had shown them under ``--int8``)."""
-    return _ABSOLUTE_PATH.sub(r"\1", value) if isinstance(value, str) else value
+    """A description naming a file by a path, with the file's name instead: the server's folders stay
+    on the server (``attend quantize``'s ``data`` had shown them under ``--int8``)."""
+    return _FOLDERED_PATH.sub(r"\1", value) if isinstance(value, str) else value
 
 
 #: The config keys whose string values name a data file (at any depth of the ``data`` entry).
