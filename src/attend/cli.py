@@ -187,9 +187,12 @@ def _cli_predictor(model_dir: str, int8: bool, *, explaining: bool = False) -> A
         raise UsageError(f"--int8 explains with the int8 graph of an ONNX directory; {model_dir} is not one")
     predictor = load(model_dir, int8=int8)
     if not isinstance(predictor, TextClassifier):
-        raise UsageError(f"{model_dir} holds a {predictor.task} model, not a text classifier: "
-                         f"{_verbs_for(predictor.task)}")  # fmt: skip
+        raise _not_a_classifier(model_dir, predictor.task)
     return predictor
+
+
+def _not_a_classifier(model_dir: str, task: str) -> UsageError:
+    return UsageError(f"{model_dir} holds a {task} model, not a text classifier: {_verbs_for(task)}")
 
 
 def _verbs_for(task: str) -> str:
@@ -213,7 +216,7 @@ def _classifier_only(model_dir: str) -> None:
     input (a recommender's or a package's model had been told its --input lacked a 'text' column)."""
     task = _task_of(model_dir)
     if task != "classification":
-        raise UsageError(f"{model_dir} holds a {task} model, not a text classifier: {_verbs_for(task)}")
+        raise _not_a_classifier(model_dir, task)
 
 
 def _model_column(model_dir: str, given: str | None, name: str) -> str:
