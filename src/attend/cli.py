@@ -211,12 +211,14 @@ def _task_of(model_dir: str) -> str:
     return ArtifactDir.open(model_dir).task
 
 
-def _classifier_only(model_dir: str) -> None:
-    """Refuse, by its task, a model directory that is no text classifier, before a verb reads its
-    input (a recommender's or a package's model had been told its --input lacked a 'text' column)."""
+def _classifier_only(model_dir: str, *, translators: bool = False) -> str:
+    """The task of ``model_dir``, refused where it is no text classifier (nor, with ``translators``, a
+    translator), before a verb reads its input (a recommender's or a package's model had been told
+    its --input lacked a 'text' column)."""
     task = _task_of(model_dir)
-    if task != "classification":
+    if task != "classification" and not (translators and task == "translation"):
         raise _not_a_classifier(model_dir, task)
+    return task
 
 
 def _model_column(model_dir: str, given: str | None, name: str) -> str:
@@ -522,9 +524,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise UsageError(f"--top {args.top}: must be at least 1")
-    translating = _task_of(args.model_dir) == "translation"
+    translating = _classifier_only(args.model_dir, translators=True) == "translation"
     if not translating:  # a translator answers a blank sentence with a blank line
-        _classifier_only(args.model_dir)
         _check_text_arguments(args.texts)
     # Where the pictures go, checked before any work, naming the flag (it was "afile/text0: Not a
     # directory" at the end; --html DIR/model.safetensors replaced the weights, --html FILE the input).
@@ -810,9 +811,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from attend.deploy.export import export_onnx
 
     texts = None
-    translating = _task_of(args.model_dir) == "translation"
-    if not translating:
-        _classifier_only(args.model_dir)
+    translating = _classifier_only(args.model_dir, translators=True) == "translation"
     if args.texts_file:
         from attend.data.readers import data_suffix, read_data_bytes, read_table
 
