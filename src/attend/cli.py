@@ -114,6 +114,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--{found[1].replace('_', '-')} {value}: {found[3]}") from None
     if args.no_progress:
         training["progress"] = False
+    if args.augment is not None and not args.augment.replace(",", " ").strip():  # it had trained with none, unsaid
+        raise UsageError(f"--augment {args.augment!r} names no perturbation; give e.g. typos,word_dropout (leave the "
+                         "flag out for none)")  # fmt: skip
     # A setting of an option that is off would be ignored without a word, even at its default value
     # (the Trainer refuses other values, on a resumed run once the interrupted run's options are in).
     for flag, name, needs in (("--adversarial-epsilon", "adversarial_epsilon", "adversarial"),

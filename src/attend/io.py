@@ -764,14 +764,16 @@ def write_ensemble(
     overwrite: bool = False,
     config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    logs: bool = False,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Write an ensemble model directory (the one format ``attend ensemble`` and ``--model auto`` write):
     each member copied whole to ``members/00``, ``members/01``, ... and a ``config.json`` with
     ``task: classification`` and an ``ensemble`` entry listing them; the labels are the first member's.
 
     ``config`` adds entries to ``config.json`` (the writer's ``attend_version`` among them),
-    ``metrics`` is written as ``metrics.json``. The
-    caller checks that the members belong together. Returns the directory and the member entries.
+    ``metrics`` is written as ``metrics.json``; ``logs``: each member keeps its TensorBoard ``runs/``
+    (``--model auto``'s members, trained by this run; ``attend ensemble`` leaves them with the models
+    it was given). The caller checks that the members belong together. Returns the directory and the member entries.
     """
     labels = members[0].labels
     entries = []
@@ -779,7 +781,8 @@ def write_ensemble(
         (writer.path / ENSEMBLE_MEMBERS_DIR).mkdir()
         for index, member in enumerate(members):
             name = f"{ENSEMBLE_MEMBERS_DIR}/{index:02d}"
-            shutil.copytree(member.path, writer.path / name, ignore=shutil.ignore_patterns(".*", "runs"))
+            ignored = (".*",) if logs else (".*", "runs")
+            shutil.copytree(member.path, writer.path / name, ignore=shutil.ignore_patterns(*ignored))
             writer.record(f"{name}/config.json")
             entries.append({"path": name, "source": member.source, "model_type": member.model_type,
                             "weight": member.weight, "labels": member.labels})  # fmt: skip

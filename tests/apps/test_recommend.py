@@ -239,6 +239,8 @@ def test_cli_verbs_end_to_end(sasrec_dir: Path, tmp_path: Path) -> None:
     # Nothing to explain from, or only unknown items: said so; an --html path names itself, not a temporary file.
     with pytest.raises(ValueError, match=r"give a user \(--user\) or a history"):
         runtime.explain(item=item)
+    with pytest.raises(ValueError, match=rf"no item to explain \({item!r} was taken as the user\): give explain\(user"):
+        runtime.explain(item)  # it had said "unknown item ''"
     with pytest.raises(ValueError, match=r"the history's items \['zzz'\] are unknown"):
         runtime.explain(item=item, history=["zzz"])
     bad = _attend("recommend", "top", str(sasrec_dir), "--user", user, "--html", str(tmp_path))
@@ -450,6 +452,37 @@ def test_a_log_without_times_trains_in_file_order_from_the_cli(tmp_path: Path) -
     assert all(runtime.item_ids[runtime.histories[runtime.user_index[u]][-1]] == i for u, i in last.items())
 
 
+@pytest.mark.parametrize("model", ["sasrec", "din"])
+def test_items_only_in_the_held_out_events_are_noted(model: str, tmp_path: Path) -> None:
+    """An item bought once, as a user's last event, was ranked from its untrained vector without a word."""
+    rows = [(f"u{u}", f"i{(u + e) % 6}", e, 1 + (u + e) % 5) for u in range(20) for e in range(6)]
+    rows[5] = ("u0", "NEWONLY", 5, 5)  # u0's last event: a test target, in no training event
+    log = tmp_path / "log.csv"
+    log.write_text("user,item,timestamp,rating\n" + "".join(f"{u},{i},{t},{r}\n" for u, i, t, r in rows),
+                   encoding="utf-8")  # fmt: skip
+    train_recommender(str(log), tmp_path / "m", model=model, model_options={"dim": 8}, training=QUICK)
+    notes = json.loads((tmp_path / "m" / "config.json").read_text(encoding="utf-8"))["data"]["notes"]
+    assert any(note.startswith("1 item(s) occur only in the held-out dev/test events (e.g. 'NEWONLY'): no training "
+                               "step read them") for note in notes), notes  # fmt: skip
+
+
+def test_a_datasets_column_options_are_refused_even_at_a_logs_defaults(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--user-col user with movielens_100k was taken (the log's default) and trained in full without a word;
+    one column for two roles had trained to a perfect score."""
+    from attend.cli import main
+
+    assert main(["recommend", "train", "movielens_100k", "--out", str(tmp_path / "m"), "--user-col", "user"]) == 2
+    assert "error: --user-col user: movielens_100k is a registered dataset that names its own columns" in \
+        capsys.readouterr().err
+    log = tmp_path / "log.csv"
+    log.write_text("user,item,timestamp\nu,a,1\nu,b,2\nv,a,3\n", encoding="utf-8")
+    assert main(["recommend", "train", str(log), "--out", str(tmp_path / "m"), "--user-col", "item"]) == 2
+    assert "error: user_col and item_col are both 'item': each names a column of its own" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 def test_a_history_given_as_one_string_or_a_k_below_one_is_refused(sasrec_dir: Path) -> None:
     """Before: history "56" was the items 5 and 6, and top_many with k=-1 returned the padding item."""
     runtime = load_recommender(sasrec_dir)
@@ -482,6 +515,8 @@ def test_evaluating_a_recommender_on_labelled_data_says_where_its_figures_are(sa
         ("sasrec", {"items": {}}, r"model field\(s\) \['items'\] are set from the log"),
         ("din", {"offsets": "false"}, r"'din' model field offsets='false' must be true or false"),
         ("sasrec", {"fusion": "mean"}, r"fusion='mean'; choose one of \['gated', 'attention'\]"),
+        ("din", {"fusion": "gated"}, r"fusion='gated' fuses each item's id with its features, and this model reads "
+                                     r"ids only: give --item-features FILE"),  # it had been ignored in silence
         ("sasrec", {"model_type": "din"}, r"model_type='din' in the options of a 'sasrec' recommender"),
         ("sasrec", {"depth": 2}, r"unknown 'sasrec' model field\(s\) \['depth'\]; known: \[.*'num_layers'.*'fusion'\]"),
     ],

@@ -161,6 +161,30 @@ def test_a_column_of_image_paths_is_left_out_and_refused_when_chosen(tmp_path: P
     assert as_text.columns == {"title": "text", "img": "text"} and not as_text.left_out
 
 
+def test_the_notes_say_which_read_columns_features_leaves_unused(tmp_path: Path) -> None:
+    """"feature columns read as" named title and price beside the chosen genre, as if all fed the model."""
+    from attend.training.tasks.recommendation import _select
+
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps({"item": i, "title": f"T {i}", "genre": "g" if i % 2 else "h", "price": i,
+                                        "emb": [0.1 * i, 0.2]}) + "\n" for i in range(1, 4)),
+                    encoding="utf-8")  # fmt: skip
+    chosen = _select(read_item_features(path, {"1": 1, "2": 2, "3": 3}), ["genre"])
+    assert chosen is not None and list(chosen.columns) == ["genre"]
+    assert chosen.notes[-1] == "feature columns not used (not in --features): emb, price, title"
+    everything = _select(read_item_features(path, {"1": 1, "2": 2, "3": 3}), ["genre", "title", "price", "emb"])
+    assert everything is not None and not any("not used" in note for note in everything.notes)
+
+
+def test_one_column_named_for_two_roles_is_refused(tmp_path: Path) -> None:
+    """--user-col item --item-col item trained on and scored HR@10 = 1.0 on the ids themselves."""
+    (tmp_path / "log.csv").write_text("user,item,timestamp\nu,a,1\nu,b,2\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"user_col and item_col are both 'item': each names a column of its own"):
+        read_interactions(tmp_path / "log.csv", user_col="item", item_col="item")
+    with pytest.raises(DataError, match=r"time_col and rating_col are both 'timestamp'"):
+        read_interactions(tmp_path / "log.csv", rating_col="timestamp")
+
+
 @pytest.mark.parametrize(
     ("content", "kwargs", "message"),
     [

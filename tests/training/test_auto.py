@@ -277,6 +277,8 @@ def test_the_candidates_ensemble_enters_the_dev_comparison(tmp_path: Path, monke
     assert sorted(record["candidates"]["ensemble"]["members"]) == ["encoder", "minilm"]
     model = load(tmp_path / "m")
     assert isinstance(model, EnsembleClassifier) and len(model.members) == 2
+    for member in ("00", "01"):  # the members' TensorBoard logs had been dropped
+        assert list((tmp_path / "m" / "members" / member / "runs").glob("events.out.tfevents.*"))
     assert model.predict(["good film"])[0] in {"pos", "neg"}
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert metrics["auto"]["picked"] == "ensemble" and "baseline" in metrics
@@ -295,11 +297,12 @@ def test_each_candidates_loop_keeps_the_epochs_that_fit_its_share_of_the_budget(
     monkeypatch.setattr(auto, "_probe", lambda task, args, network: 1e-9)
     data = write_csv(tmp_path / "planted.csv", planted_rows(300))
     epochs: list[int] = []
-    train_auto(data, tmp_path / "m", args={**FAST, "epochs": 3}, candidates=["encoder"], time_budget=1e-4,
-               on_epoch=lambda r: epochs.append(r["epoch"]), log=lambda _: None)  # fmt: skip
+    result = train_auto(data, tmp_path / "m", args={**FAST, "epochs": 3}, candidates=["encoder"], time_budget=1e-4,
+                        on_epoch=lambda r: epochs.append(r["epoch"]), log=lambda _: None)  # fmt: skip
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["auto"]["candidates"]["encoder"]["epochs"] == 3  # what the three timed steps planned
-    assert epochs == [1]
+    assert epochs == [1] and config["auto"]["candidates"]["encoder"]["epochs_run"] == 1
+    assert "1 epoch(s) run of 3 epoch(s) planned" in result.report  # the table had said "3 epoch(s)" alone
     assert 0 < config["training"]["time_budget"] <= 1e-4
 
 

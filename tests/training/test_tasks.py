@@ -739,6 +739,35 @@ def test_ctrl_c_while_scoring_the_trained_model_says_resume_finishes_it(picker: 
     assert len(whole.history) < 6 and len(resumed.history) == len(whole.history)
 
 
+class StoppedMidStep(Regression):
+    """A KeyboardInterrupt inside a step (a second Ctrl-C, a notebook's stop button) at global step ``at``."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.steps = at, 0
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        self.steps += 1
+        if self.steps == self.at:
+            raise KeyboardInterrupt
+        return super().loss(model, batch)
+
+
+def test_a_stop_mid_step_says_what_resume_continues_from(
+    picker: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was a bare "interrupted"; stopped before any checkpoint, --resume then started again in silence."""
+    args = TrainingArgs(epochs=2, batch_size=40, progress=False)  # 10 steps an epoch
+    with pytest.raises(TrainingInterrupted, match=r"mid-step, before any training state was saved"):
+        Trainer(StoppedMidStep(3), args).fit(tmp_path / "m")
+    Trainer(Regression(), args).fit(tmp_path / "m", resume=True)
+    assert "stopped before it saved any training state: this one starts from the beginning" in capsys.readouterr().err
+    with pytest.raises(TrainingInterrupted, match=r"mid-step: the steps since the last saved state are lost; .*resume"):
+        Trainer(StoppedMidStep(14), args).fit(tmp_path / "later", overwrite=True)  # in epoch 2
+    result = Trainer(Regression(), args).fit(tmp_path / "later", resume=True)
+    assert "resuming from epoch 2, step 0" in capsys.readouterr().err and len(result.history) == 2
+
+
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError(28, "No space left on device")])
 def test_a_run_stopped_while_publishing_keeps_its_log_and_events_for_the_resume(
     picker: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: BaseException
@@ -850,6 +879,18 @@ def test_a_resumed_runs_tensorboard_drops_the_points_logged_after_the_checkpoint
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     assert [event.step for event in events.Scalars("train/loss")] == list(range(1, 13))  # 7-10 were there twice
+
+
+def test_dev_figures_are_logged_on_the_training_steps_axis(picker: None, tmp_path: Path) -> None:
+    """TensorBoard plots every scalar against its step: dev figures logged at epoch 1, 2, 3 sat in the
+    corner of the first training steps, beside train/loss at steps 1..240."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    Trainer(Regression(), TrainingArgs(epochs=3, batch_size=5, progress=False, patience=0)).fit(tmp_path / "m")
+    events = EventAccumulator(str(tmp_path / "m" / "runs"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("dev/loss")] == [80, 160, 240]  # 80 steps an epoch
+    assert events.Scalars("train/loss")[-1].step == 240
 
 
 def test_a_budget_below_one_epoch_says_the_epoch_runs_past_it(

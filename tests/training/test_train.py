@@ -378,6 +378,11 @@ def test_caveats_name_small_splits_labels_missing_from_dev_and_conflicting_copie
                     "--multi-label)"]  # fmt: skip
     same = LabelledTexts(["good film", "good film"], [["pos", "movie"], ["movie", "pos"]])
     assert _caveats(same, {"train": same, "dev": same.subset([]), "test": same.subset([])}) == []  # one label set
+    # Four labels written in two cases: three named and the fourth counted (it had been left out unsaid).
+    cased = LabelledTexts([f"t{i}" for i in range(8)], ["A", "a", "B", "b", "C", "c", "D", "d"])
+    said = [n for n in _caveats(cased, {"train": cased, "dev": cased.subset([]), "test": cased.subset([])})
+            if "letter case" in n]  # fmt: skip
+    assert said and "('A' and 'a'; 'B' and 'b'; 'C' and 'c'; and 1 more)" in said[0]
 
 
 

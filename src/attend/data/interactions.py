@@ -395,6 +395,13 @@ def read_interactions(
             an empty file, an empty user or item, a time that is neither a number nor ISO-8601, a
             rating that is not a number.
     """
+    named = {"user_col": user_col, "item_col": item_col, "time_col": time_col, "rating_col": rating_col}
+    shared = [(a, b) for i, a in enumerate(named) for b in list(named)[i + 1 :] if named[a] is not None and
+              named[a] == named[b]]  # fmt: skip
+    if shared:  # user = item had scored a perfect HR@10 on its own ids, without a word
+        first, second = shared[0]
+        raise DataError(f"{first} and {second} are both {named[first]!r}: each names a column of its own (--"
+                        f"{first.replace('_', '-')} / --{second.replace('_', '-')})")  # fmt: skip
     path, fmt = open_data_file(path, fmt)
     users: list[str] = []
     items: list[str] = []

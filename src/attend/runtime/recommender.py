@@ -323,13 +323,17 @@ class Recommender(Runtime):
             flow = rollout(maps)[0, -1, -len(read) :]
         return HistoryWeights(names, last.tolist(), flow.tolist(), not_read=not_read)
 
-    def explain(self, user: str | None = None, item: str = "", history: Sequence[str] | None = None
+    def explain(self, user: str | None = None, item: str | None = None, history: Sequence[str] | None = None
                 ) -> dict[str, Any]:  # fmt: skip
-        """The score and rank of ``item`` for the user/history, with the history weights behind it.
+        """The score and rank of ``item`` for the user/history, with the history weights behind it:
+        ``explain(user, item)``, or ``explain(item=..., history=[...])``.
 
         Raises:
-            ValueError: an unknown item, or neither a known user nor a history with a known item.
+            ValueError: no item, an unknown item, or neither a known user nor a history with a known item.
         """
+        if item is None:  # explain("i7") took "i7" as the user and said "unknown item ''"
+            taken = f" ({user!r} was taken as the user)" if user is not None else ""
+            raise ValueError(f"no item to explain{taken}: give explain(user, item) or explain(item=..., history=[...])")
         item = self._item(item)
         user = _user_id(user)
         index, full, ignored = self.resolve(user, history)

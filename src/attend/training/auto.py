@@ -491,6 +491,7 @@ def _train_auto(
             "test_accuracy": result.metrics.get("accuracy") if tested else None,
             "test_macro_f1": result.metrics.get("macro_f1") if tested else None,
             "split": result.metrics.get("split"),
+            "epochs_run": result.metrics.get("epochs_run"),  # the plan's, less early stopping and re-plans
             "seconds": round(before + time.perf_counter() - begin, 1),
             "report": result.report,
         }
@@ -637,7 +638,7 @@ def _publish_ensemble(members: list[str], work: Path, out: Path, figures: dict[s
                                       model_type=str(config["model"].get("model_type", name)),
                                       source=f"auto:{name}"))  # fmt: skip
     write_ensemble(entries, out.absolute(), multi_label=figures["multi_label"], overwrite=overwrite,
-                   config={"attend_version": __version__, "auto": record}, metrics=metrics)  # fmt: skip
+                   config={"attend_version": __version__, "auto": record}, metrics=metrics, logs=True)  # fmt: skip
     return metrics
 
 
@@ -842,6 +843,9 @@ def _table(record: dict[str, Any]) -> str:
         else:
             minutes = f"{(row.get('seconds') or 0) / 60:.1f}"
             plan = f"{row['epochs']} epoch(s)" + (f", {row['max_train']}-example sample" if row["max_train"] else "")
+            run = row.get("epochs_run")
+            if isinstance(run, int) and run != row["epochs"]:  # the table had given the first plan as what trained
+                plan = f"{run} epoch(s) run of {plan} planned"
         dev_f1, dev_acc, test_acc = (row.get(k) for k in ("dev_macro_f1", "dev_accuracy", "test_accuracy"))
         lines.append(f"{name:<18} {_fmt(dev_f1):>12}  {_fmt(dev_acc):>7}  {_fmt(test_acc):>8}  {minutes:>7}  {plan}")
     return "\n".join(lines)

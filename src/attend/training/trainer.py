@@ -1062,6 +1062,9 @@ class Trainer:
                 state.loss_sum, state.loss_count = 0.0, 0
             _log(f"resuming from epoch {state.epoch + 1}, step {state.step_in_epoch}", info)
         elif info.main:
+            if resume:
+                _log("note: the interrupted run stopped before it saved any training state: this one starts from the "
+                     "beginning", info)  # fmt: skip
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
             task.save_state(work)
@@ -1242,8 +1245,9 @@ class Trainer:
                         log.write(line + "\n")
                     if writer is not None:
                         for key, value in record.items():
-                            if key.startswith("dev_") and isinstance(value, int | float):
-                                writer.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
+                            if key.startswith("dev_") and isinstance(value, int | float):  # at the epoch's last step,
+                                # on the train curves' axis (at epoch + 1 they had sat in the first steps' corner)
+                                writer.add_scalar(key.replace("_", "/", 1), value, state.global_step)
                     if args.average_checkpoints > 1:
                         _keep_epoch_weights(work / "epochs", network, epoch + 1, args.average_checkpoints)
                     _save_state(checkpoint_dir, network, optimiser, state, rng)
@@ -1265,6 +1269,16 @@ class Trainer:
             if info.world_size > 1 and not getattr(exc, "every_rank", False):
                 exc.one_rank = True  # type: ignore[union-attr]  # met by this rank alone: it says so (the CLI)
             raise
+        except KeyboardInterrupt:  # a second Ctrl-C, or a notebook's stop button, mid-step: said what --resume has
+            if _has_checkpoint(work):
+                raise TrainingInterrupted(
+                    f"mid-step: the steps since the last saved state are lost; that state is in {work}: run "
+                    "the same command with --resume (resume=True from Python) to continue from it"
+                ) from None
+            raise TrainingInterrupted(  # it had said "interrupted", and --resume started again without a word
+                "mid-step, before any training state was saved (the first is saved when epoch 1 ends, or "
+                "after the step a single Ctrl-C lets finish): run the command again to start over"
+            ) from None
         finally:
             for number, handler in previous_handlers.items():
                 signal.signal(number, handler)
@@ -1383,10 +1397,10 @@ class Trainer:
         pace = f"({seconds_per_step:.3f} s per step, {dev_s:.1f} s per dev evaluation)"
         if fitting < steps_per_epoch:  # it said "1 epoch(s) fit" of an epoch three times the budget
             needed = steps_per_epoch * seconds_per_step + dev_s
-            _log(f"time budget {args.time_budget:g} min: not even one epoch fits; one whole epoch is the least a run "
+            _log(f"time budget {args.time_budget:.3g} min: not even one epoch fits; one whole epoch is the least a run "
                  f"trains, about {_span(needed)} {pace}", info)  # fmt: skip
         else:
-            _log(f"time budget {args.time_budget:g} min: {describe_steps(planned, steps_per_epoch)} fit{cut} {pace}",
+            _log(f"time budget {args.time_budget:.3g} min: {describe_steps(planned, steps_per_epoch)} fit{cut} {pace}",
                  info)  # fmt: skip
         return planned, dev_s
 

@@ -65,9 +65,15 @@ def _names(runtime: Any) -> dict[str, str]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from attend.apps.recommend.pipeline import train_recommender
+    from attend.apps.recommend.pipeline import _is_dataset, train_recommender
     from attend.config import read_run_config
 
+    columns = {"--user-col": args.user_col, "--item-col": args.item_col, "--time-col": args.time_col,
+               "--rating-col": args.rating_col}  # fmt: skip
+    named = [(flag, value) for flag, value in columns.items() if value is not None]
+    if named and _is_dataset(args.data):  # even at a log's default value: it had trained on without a word
+        raise ValueError(f"{named[0][0]} {named[0][1]}: {args.data} is a registered dataset that names its own "
+                         "columns; the column options are for a log file")  # fmt: skip
     if args.positive_threshold is not None and args.model != "din":
         raise ValueError(f"--positive-threshold {args.positive_threshold:g} is for --model din (a rating at or above "
                          "it is a like); sasrec learns the order of items, not ratings")  # fmt: skip
@@ -88,8 +94,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     given = {} if args.positive_threshold is None else {"positive_threshold": args.positive_threshold}  # else DIN's own
     result = train_recommender(
         args.data, args.out, model=args.model, item_features=args.item_features,
-        feature_types=_types(args.feature_types), user_col=args.user_col,
-        item_col=args.item_col, time_col=None if args.time_col == "none" else args.time_col,
+        feature_types=_types(args.feature_types), user_col="user" if args.user_col is None else args.user_col,
+        item_col="item" if args.item_col is None else args.item_col,
+        time_col="timestamp" if args.time_col is None else None if args.time_col == "none" else args.time_col,
         rating_col=args.rating_col, features=features, model_options=model_options,
         training=training, resume=args.resume, overwrite=args.overwrite, **given,
     )  # fmt: skip
@@ -216,9 +223,9 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
     train.add_argument("--feature-types", metavar="COL=TYPE,...",
                        help="override the inferred type of feature columns: text, categorical or numeric")  # fmt: skip
     train.add_argument("--fusion", choices=["gated", "attention"], help="how item modalities fuse (default gated)")
-    train.add_argument("--user-col", default="user", metavar="C", help="default user")
-    train.add_argument("--item-col", default="item", metavar="C", help="default item")
-    train.add_argument("--time-col", default="timestamp", metavar="C",
+    train.add_argument("--user-col", metavar="C", help="default user")
+    train.add_argument("--item-col", metavar="C", help="default item")
+    train.add_argument("--time-col", metavar="C",
                        help="epoch seconds or ISO-8601 times (default timestamp); 'none': the file's order is "
                        "the time order")  # fmt: skip
     train.add_argument("--rating-col", metavar="C", help="ratings (din needs them; default 'rating' for din)")

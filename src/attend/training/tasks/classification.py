@@ -139,6 +139,8 @@ def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts]) -> list[st
     cased = [spellings for spellings in folded.values() if len(spellings) > 1]
     if cased:
         shown = "; ".join(" and ".join(map(repr, spellings)) for spellings in cased[:3])
+        if len(cased) > 3:
+            shown += f"; and {len(cased) - 3} more"
         notes.append(f"labels that differ only in letter case are learned as different classes ({shown}); if each "
                      "pair is one class, write it one way")  # fmt: skip
     return notes

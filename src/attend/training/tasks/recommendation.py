@@ -127,8 +127,14 @@ def _select(features: ItemFeatures | None, columns: list[str] | None) -> ItemFea
     def chosen(name: str) -> bool:
         return name in columns or vector_of(name) in columns
 
+    unused = sorted({name for name in (*features.text, *features.categorical) if name not in columns} |
+                    {vector_of(name) for name in features.numeric if not chosen(name)})  # fmt: skip
+    notes = list(features.notes)
+    if unused:  # "read as" names every column of the file: it had read as if all of them fed the model
+        notes.append(f"feature columns not used (not in --features): {', '.join(unused)}")
     return dataclasses.replace(
         features,
+        notes=notes,
         text={k: v for k, v in features.text.items() if k in columns},
         categorical={k: v for k, v in features.categorical.items() if k in columns},
         numeric={k: v for k, v in features.numeric.items() if chosen(k)},
@@ -269,11 +275,28 @@ class _RecommendationTask(Task):
         fusion = self.model_options.get("fusion", "gated")
         if fusion not in FUSIONS:
             raise ValueError(f"fusion={fusion!r}; choose one of {list(FUSIONS)}")
+        if "fusion" in self.model_options and (self.source.item_features is None or self.source.features == []):
+            raise ValueError(f"fusion={fusion!r} fuses each item's id with its features, and this model reads ids "
+                             "only: give --item-features FILE (and no --features none), or leave --fusion "
+                             "out")  # fmt: skip
         given = {k: v for k, v in self.model_options.items() if k not in TASK_OPTIONS}
         if given.pop("model_type", self.model_type) != self.model_type:
             raise ValueError(f"model_type={self.model_options['model_type']!r} in the options of a "
                              f"{self.model_type!r} recommender; choose the model with --model")  # fmt: skip
         check_model_fields(self.model_type, given, from_data=FROM_THE_DATA, task_options=TASK_OPTIONS)
+
+    def _note_unseen(self, trained: list[np.ndarray], held_out: list[np.ndarray]) -> None:
+        """Say how many items occur only in the held-out events: no training step read them (an item
+        bought once, as a user's last event, was recommended from its untrained vector without a word)."""
+        seen = np.zeros(self.data.n_items + 1, dtype=bool)
+        for items in trained:
+            seen[items] = True
+        unseen = sorted(set(np.concatenate(held_out).tolist()) - {0} - set(np.flatnonzero(seen).tolist()))
+        if unseen:
+            how = "their features and an untrained id vector" if self.spec else "an untrained id vector"
+            self.notes.append(f"{len(unseen)} item(s) occur only in the held-out dev/test events (e.g. "
+                              f"{self.data.item_ids[unseen[0]]!r:.60}): no training step read them, so they are scored "
+                              f"by {how}, and `recommend top` may still return them")  # fmt: skip
 
     def _read(self) -> None:
         self.data, self.item_features = load_log(self.source)
@@ -356,6 +379,7 @@ class SequentialTask(_RecommendationTask):
     def prepare(self, args: TrainingArgs, state: Path | None) -> None:
         self._read()
         self.split: SequentialSplit = sequential_split(self.data)
+        self._note_unseen([*self.split.train], [self.split.dev_target, self.split.test_target])
         self.max_length = int(self.model_options.get("max_length", 50))
         self.loss_kind = str(self.model_options.get("loss", "softmax"))
         self.negatives = int(self.model_options.get("negatives", 100))
@@ -488,6 +512,7 @@ class CtrTask(_RecommendationTask):
         self.max_history = int(self.model_options.get("max_history", 50))
         if len(self.split.train.users) == 0:
             raise DataError(f"{self.source.data}: no training events")
+        self._note_unseen([self.split.train.items], [self.split.dev.items, self.split.test.items])
         try:
             self.baselines = ctr_baselines(self.split, self.data.n_users, self.data.n_items)
         except ValueError as exc:
