@@ -71,11 +71,15 @@ def _interrupted_translation(out: str) -> bool:
 
 def _candidates(value: str | None) -> list[str] | None:
     """``--candidates A,B``: the names; given with none (``""``), an error rather than every model."""
-    if value is None:
-        return None
+    return None if value is None else _named("--candidates", value, "no model; give registered models, e.g. "
+                                             "encoder,minilm")  # fmt: skip
+
+
+def _named(flag: str, value: str, none: str) -> list[str]:
+    """The comma-separated names of a flag's value; a value naming none is an error (``none`` says what)."""
     names = [name.strip() for name in value.split(",") if name.strip()]
     if not names:
-        raise UsageError(f"--candidates {value!r} names no model; give registered models, e.g. encoder,minilm")
+        raise UsageError(f"{flag} {value!r} names {none}")
     return names
 
 
@@ -114,9 +118,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--{found[1].replace('_', '-')} {value}: {found[3]}") from None
     if args.no_progress:
         training["progress"] = False
-    if args.augment is not None and not args.augment.replace(",", " ").strip():  # it had trained with none, unsaid
-        raise UsageError(f"--augment {args.augment!r} names no perturbation; give e.g. typos,word_dropout (leave the "
-                         "flag out for none)")  # fmt: skip
+    if args.augment is not None and not config.get("training", {}).get("augment"):  # '' turns off only a file's
+        _named("--augment", args.augment, "no perturbation; give e.g. typos,word_dropout (leave the flag out for "
+               "none)")  # it had trained with none, unsaid  # fmt: skip
     # A setting of an option that is off would be ignored without a word, even at its default value
     # (the Trainer refuses other values, on a resumed run once the interrupted run's options are in).
     for flag, name, needs in (("--adversarial-epsilon", "adversarial_epsilon", "adversarial"),

@@ -466,6 +466,23 @@ def test_items_only_in_the_held_out_events_are_noted(model: str, tmp_path: Path)
                                "step read them") for note in notes), notes  # fmt: skip
 
 
+def test_fusion_over_features_the_model_cannot_read_is_refused(tmp_path: Path) -> None:
+    """A features file of image paths only: every column left out, and --fusion dropped without a word."""
+    log = tmp_path / "log.csv"
+    log.write_text("user,item,timestamp\n" + "".join(f"u{u},i{(u + e) % 6},{e}\n" for u in range(8) for e in range(4)),
+                   encoding="utf-8")  # fmt: skip
+    items = tmp_path / "items.csv"
+    items.write_text("item,poster\n" + "".join(f"i{i},/img/{i}.png\n" for i in range(6)), encoding="utf-8")
+    with pytest.raises(DataError, match=r"fusion='attention' fuses each item's id with its features, but .*items.csv "
+                                        r"has no feature column the model reads"):  # fmt: skip
+        train_recommender(str(log), tmp_path / "m", item_features=str(items), model_options={"fusion": "attention"},
+                          training=QUICK)  # fmt: skip
+    with pytest.raises(ValueError, match=r"fusion='gated' fuses .* \(and no --features none\)"):
+        train_recommender(str(log), tmp_path / "m", item_features=str(items), features=[],
+                          model_options={"fusion": "gated"}, training=QUICK)  # fmt: skip
+    assert not (tmp_path / "m").exists()
+
+
 def test_a_datasets_column_options_are_refused_even_at_a_logs_defaults(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

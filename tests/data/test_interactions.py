@@ -172,6 +172,8 @@ def test_the_notes_say_which_read_columns_features_leaves_unused(tmp_path: Path)
     chosen = _select(read_item_features(path, {"1": 1, "2": 2, "3": 3}), ["genre"])
     assert chosen is not None and list(chosen.columns) == ["genre"]
     assert chosen.notes[-1] == "feature columns not used (not in --features): emb, price, title"
+    element = _select(read_item_features(path, {"1": 1, "2": 2, "3": 3}), ["emb[0]"])
+    assert element is not None and element.notes[-1].endswith(": emb[1], genre, price, title")  # not all of emb
     everything = _select(read_item_features(path, {"1": 1, "2": 2, "3": 3}), ["genre", "title", "price", "emb"])
     assert everything is not None and not any("not used" in note for note in everything.notes)
 

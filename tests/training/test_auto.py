@@ -302,7 +302,7 @@ def test_each_candidates_loop_keeps_the_epochs_that_fit_its_share_of_the_budget(
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["auto"]["candidates"]["encoder"]["epochs"] == 3  # what the three timed steps planned
     assert epochs == [1] and config["auto"]["candidates"]["encoder"]["epochs_run"] == 1
-    assert "1 epoch(s) run of 3 epoch(s) planned" in result.report  # the table had said "3 epoch(s)" alone
+    assert "1 of 3 planned epoch(s) run" in result.report  # the table had said "3 epoch(s)" alone
     assert 0 < config["training"]["time_budget"] <= 1e-4
 
 

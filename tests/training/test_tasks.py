@@ -758,14 +758,20 @@ def test_a_stop_mid_step_says_what_resume_continues_from(
 ) -> None:
     """It was a bare "interrupted"; stopped before any checkpoint, --resume then started again in silence."""
     args = TrainingArgs(epochs=2, batch_size=40, progress=False)  # 10 steps an epoch
-    with pytest.raises(TrainingInterrupted, match=r"mid-step, before any training state was saved"):
+    said = r"at once, before any training state was saved \(one is saved every 200 steps"
+    with pytest.raises(TrainingInterrupted, match=said):
         Trainer(StoppedMidStep(3), args).fit(tmp_path / "m")
     Trainer(Regression(), args).fit(tmp_path / "m", resume=True)
     assert "stopped before it saved any training state: this one starts from the beginning" in capsys.readouterr().err
-    with pytest.raises(TrainingInterrupted, match=r"mid-step: the steps since the last saved state are lost; .*resume"):
+    with pytest.raises(TrainingInterrupted, match=r"at once: the steps since the last saved state are lost; .*resume"):
         Trainer(StoppedMidStep(14), args).fit(tmp_path / "later", overwrite=True)  # in epoch 2
     result = Trainer(Regression(), args).fit(tmp_path / "later", resume=True)
     assert "resuming from epoch 2, step 0" in capsys.readouterr().err and len(result.history) == 2
+    often = dataclasses.replace(args, checkpoint_every=4)  # a state saved at step 4 of epoch 1
+    with pytest.raises(TrainingInterrupted, match=r"at once: the steps since the last saved state are lost"):
+        Trainer(StoppedMidStep(6), often).fit(tmp_path / "early")
+    Trainer(Regression(), often).fit(tmp_path / "early", resume=True)
+    assert "resuming from epoch 1, step 4" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError(28, "No space left on device")])
@@ -879,6 +885,13 @@ def test_a_resumed_runs_tensorboard_drops_the_points_logged_after_the_checkpoint
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     assert [event.step for event in events.Scalars("train/loss")] == list(range(1, 13))  # 7-10 were there twice
+
+
+def test_a_budget_is_logged_in_minutes_people_read() -> None:
+    from attend.training.trainer import _minutes
+
+    # "0.220844" had six digits of a figure known to two; 1440 must not become "1.44e+03".
+    assert [_minutes(m) for m in (0.220844, 1e-06, 30, 45.678, 1440)] == ["0.221", "1e-06", "30", "45.7", "1440"]
 
 
 def test_dev_figures_are_logged_on_the_training_steps_axis(picker: None, tmp_path: Path) -> None:

@@ -842,10 +842,10 @@ def _table(record: dict[str, Any]) -> str:
             minutes, plan = "", f"mean of {' + '.join(row['members'])}"
         else:
             minutes = f"{(row.get('seconds') or 0) / 60:.1f}"
-            plan = f"{row['epochs']} epoch(s)" + (f", {row['max_train']}-example sample" if row["max_train"] else "")
-            run = row.get("epochs_run")
-            if isinstance(run, int) and run != row["epochs"]:  # the table had given the first plan as what trained
-                plan = f"{run} epoch(s) run of {plan} planned"
+            run = row.get("epochs_run")  # the table had given the first plan as what trained
+            plan = f"{run} of {row['epochs']} planned epoch(s) run" if isinstance(run, int) and run != row["epochs"] \
+                else f"{row['epochs']} epoch(s)"
+            plan += f", {row['max_train']}-example sample" if row["max_train"] else ""
         dev_f1, dev_acc, test_acc = (row.get(k) for k in ("dev_macro_f1", "dev_accuracy", "test_accuracy"))
         lines.append(f"{name:<18} {_fmt(dev_f1):>12}  {_fmt(dev_acc):>7}  {_fmt(test_acc):>8}  {minutes:>7}  {plan}")
     return "\n".join(lines)

@@ -527,6 +527,12 @@ def steps_in_budget(
     return steps
 
 
+def _minutes(value: float) -> str:
+    """A budget in minutes as a log line gives it: three digits (``0.221``, ``45.7``, ``1e-06``), whole
+    from 100 up (``1440``, not ``1.44e+03``)."""
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
 def describe_steps(steps: int, steps_per_epoch: int) -> str:
     """``3 epoch(s) of 482 steps``, or ``2 epoch(s) of 482 steps and 300 of one more``."""
     whole, cut = divmod(steps, steps_per_epoch)
@@ -922,9 +928,12 @@ def _install_stop_signals(flag: dict[str, Any], info: _Dist) -> dict[int, Any]:
 
     def handler(signum: int, frame: Any) -> None:
         now = time.monotonic()
+        if flag.get("stopped"):  # the stop is under way: a repeat (torchrun forwards each Ctrl-C) would cut its message
+            return
         if flag["flag"]:
             if info.world_size > 1 and now - flag["at"] < FORWARDED_SIGINT_SECONDS:
                 return
+            flag["stopped"] = True
             raise KeyboardInterrupt
         flag["flag"], flag["at"] = True, now
         if info.main:
@@ -1269,15 +1278,16 @@ class Trainer:
             if info.world_size > 1 and not getattr(exc, "every_rank", False):
                 exc.one_rank = True  # type: ignore[union-attr]  # met by this rank alone: it says so (the CLI)
             raise
-        except KeyboardInterrupt:  # a second Ctrl-C, or a notebook's stop button, mid-step: said what --resume has
+        except KeyboardInterrupt:  # a second Ctrl-C, or a notebook's stop button: said what --resume has
             if _has_checkpoint(work):
                 raise TrainingInterrupted(
-                    f"mid-step: the steps since the last saved state are lost; that state is in {work}: run "
-                    "the same command with --resume (resume=True from Python) to continue from it"
+                    f"at once: the steps since the last saved state are lost; that state is in {work}: run the same "
+                    "command with --resume (resume=True from Python) to continue from it"
                 ) from None
             raise TrainingInterrupted(  # it had said "interrupted", and --resume started again without a word
-                "mid-step, before any training state was saved (the first is saved when epoch 1 ends, or "
-                "after the step a single Ctrl-C lets finish): run the command again to start over"
+                f"at once, before any training state was saved (one is saved every {args.checkpoint_every} steps, at "
+                "each epoch's end, and after the step a single Ctrl-C lets finish): run the command again to start "
+                "over"
             ) from None
         finally:
             for number, handler in previous_handlers.items():
@@ -1397,11 +1407,11 @@ class Trainer:
         pace = f"({seconds_per_step:.3f} s per step, {dev_s:.1f} s per dev evaluation)"
         if fitting < steps_per_epoch:  # it said "1 epoch(s) fit" of an epoch three times the budget
             needed = steps_per_epoch * seconds_per_step + dev_s
-            _log(f"time budget {args.time_budget:.3g} min: not even one epoch fits; one whole epoch is the least a run "
-                 f"trains, about {_span(needed)} {pace}", info)  # fmt: skip
+            _log(f"time budget {_minutes(args.time_budget)} min: not even one epoch fits; one whole epoch is the least "
+                 f"a run trains, about {_span(needed)} {pace}", info)  # fmt: skip
         else:
-            _log(f"time budget {args.time_budget:.3g} min: {describe_steps(planned, steps_per_epoch)} fit{cut} {pace}",
-                 info)  # fmt: skip
+            _log(f"time budget {_minutes(args.time_budget)} min: {describe_steps(planned, steps_per_epoch)} fit{cut} "
+                 f"{pace}", info)  # fmt: skip
         return planned, dev_s
 
     @staticmethod

@@ -65,15 +65,14 @@ def _names(runtime: Any) -> dict[str, str]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from attend.apps.recommend.pipeline import _is_dataset, train_recommender
+    from attend.apps.recommend.pipeline import _is_dataset, dataset_columns_error, train_recommender
     from attend.config import read_run_config
 
     columns = {"--user-col": args.user_col, "--item-col": args.item_col, "--time-col": args.time_col,
                "--rating-col": args.rating_col}  # fmt: skip
     named = [(flag, value) for flag, value in columns.items() if value is not None]
-    if named and _is_dataset(args.data):  # even at a log's default value: it had trained on without a word
-        raise ValueError(f"{named[0][0]} {named[0][1]}: {args.data} is a registered dataset that names its own "
-                         "columns; the column options are for a log file")  # fmt: skip
+    if named and _is_dataset(args.data):  # even at a log's default value (the API's check cannot tell them apart)
+        raise dataset_columns_error(*named[0], args.data)
     if args.positive_threshold is not None and args.model != "din":
         raise ValueError(f"--positive-threshold {args.positive_threshold:g} is for --model din (a rating at or above "
                          "it is a like); sasrec learns the order of items, not ratings")  # fmt: skip

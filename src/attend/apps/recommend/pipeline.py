@@ -65,9 +65,7 @@ def train_recommender(
                  "--time-col": (time_col, "timestamp"), "--rating-col": (rating_col, None)}  # fmt: skip
         for flag, (value, default) in given.items():
             if value != default:
-                shown = "none" if value is None else value
-                raise ValueError(f"{flag} {shown}: {data} is a registered dataset that names its own columns; the "
-                                 "column options are for a log file")  # fmt: skip
+                raise dataset_columns_error(flag, "none" if value is None else value, data)
     if rating_col is None and model == "din" and not _is_dataset(data):
         rating_col = "rating"
     source = LogSource(
@@ -81,6 +79,13 @@ def train_recommender(
         task = CtrTask(source, model_options=model_options, positive_threshold=positive_threshold)
     args = TrainingArgs.from_dict({**RECOMMEND_DEFAULTS[model], **(training or {})})
     return Trainer(task, args).fit(out, resume=resume, overwrite=overwrite)
+
+
+def dataset_columns_error(flag: str, value: str, data: str) -> ValueError:
+    """The error for a column option given with a registered dataset, whose columns are its own."""
+    shown = value if value and value.strip() == value else repr(value)
+    return ValueError(f"{flag} {shown}: {data} is a registered dataset that names its own columns; the column options "
+                      "are for a log file")  # fmt: skip
 
 
 def _is_dataset(data: str) -> bool:

@@ -127,8 +127,10 @@ def _select(features: ItemFeatures | None, columns: list[str] | None) -> ItemFea
     def chosen(name: str) -> bool:
         return name in columns or vector_of(name) in columns
 
+    picked = {vector_of(name) for name in features.numeric if chosen(name)}  # a vector some element of is chosen
     unused = sorted({name for name in (*features.text, *features.categorical) if name not in columns} |
-                    {vector_of(name) for name in features.numeric if not chosen(name)})  # fmt: skip
+                    {name if vector_of(name) in picked else vector_of(name) for name in features.numeric
+                     if not chosen(name)})  # fmt: skip
     notes = list(features.notes)
     if unused:  # "read as" names every column of the file: it had read as if all of them fed the model
         notes.append(f"feature columns not used (not in --features): {', '.join(unused)}")
@@ -310,6 +312,11 @@ class _RecommendationTask(Task):
                               "keep the directory to yourself (see `attend datasets`)")  # fmt: skip
         fusion = str(self.model_options.get("fusion", "gated"))
         self.spec, self.tables, self.vocabularies = feature_tables(self.item_features, self.data.n_items, fusion)
+        if "fusion" in self.model_options and self.spec is None:  # every column left out: ignored in silence
+            raise DataError(f"fusion={fusion!r} fuses each item's id with its features, but "
+                            f"{self.source.item_features} has no feature column the model reads (only the item column, "
+                            "or columns left out, such as file paths): give features it can read, or leave --fusion "
+                            "out")  # fmt: skip
 
     def identity(self) -> dict[str, Any]:
         return {
