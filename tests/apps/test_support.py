@@ -7,6 +7,7 @@ licence beside it) with the pretrained MiniLM; one index is built per module (a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -196,6 +197,14 @@ def test_bad_faq_files_are_clear_errors(tmp_path: Path) -> None:
     headless.write_text("Just some prose, no questions here.\n")
     with pytest.raises(DataError, match="no question/answer pairs"):
         read_faq(headless)
+    # A question heading with nothing below it had been left out of the index without a word; a
+    # heading over deeper question headings is a topic, not a question without an answer.
+    headless.write_text("# FAQ\n\n## Is there a trial?\n\n## How do I pay?\n\nBy card.\n\n## Ship abroad?\n\nYes.\n")
+    with pytest.raises(DataError, match=r"faq\.md: the question heading 'Is there a trial\?' has no answer below it"):
+        read_faq(headless)
+    headless.write_text("# FAQ\n\n## Where is billing?\n\n### How do I pay?\n\nBy card.\n\n### Refunds?\n\nIn 14 "
+                        "days.\n")  # fmt: skip
+    assert [e.question for e in read_faq(headless)] == ["How do I pay?", "Refunds?"]
     with pytest.raises(DataError, match="no such FAQ file"):
         build_index(tmp_path / "missing.csv", tmp_path / "out")
     with pytest.raises(DataError, match="is a directory"):
@@ -469,7 +478,10 @@ def test_fusion_rules_and_the_weight_search() -> None:
     lexical = np.array([[0.0, 2.0, 1.0], [1.0, 0.0, 0.0]])
     weighted = Retrieval(alpha=0.75)
     np.testing.assert_allclose(fuse(dense, lexical, weighted), 0.75 * dense + 0.25 * lexical)
-    np.testing.assert_allclose(fuse(dense, lexical, weighted, np.array([True, False]))[1], 0.25 * lexical[1])
+    np.testing.assert_allclose(fuse(dense, lexical, weighted, np.array([True, False]))[1], lexical[1])  # BM25 alone
+    # At alpha 1 an unreadable query's BM25 side had been dropped with the encoder's: every entry scored 0.
+    np.testing.assert_allclose(fuse(dense, lexical, Retrieval(alpha=1.0), np.array([True, False])),
+                               [dense[0], lexical[1]])  # fmt: skip
     rrf = fuse(dense, lexical, Retrieval(fusion="rrf"))
     assert rrf[0].argmax() == 1 and rrf[0, 1] == pytest.approx(1 / 62 + 1 / 61)  # 2nd by the encoder, 1st by BM25
     assert (fuse(dense, lexical, Retrieval(dense_readable=False)) == lexical).all()  # hybrid falls back to BM25
@@ -548,6 +560,8 @@ def test_a_mostly_english_faq_answers_its_chinese_entry_on_bm25s_own_threshold(t
     faq.write_text("question,answer\n" + "\n".join(rows) + "\n", encoding="utf-8")
     built = build_index(faq, tmp_path / "idx", intents=False, rerank=False)
     assert built["retrieval"]["mode"] == "hybrid" and "lexical_threshold" in built["handoff"]
+    # --question-weight 1 leaves the answers, and so the re-ranker, no say: it had been fitted and reported used.
+    assert build_index(faq, tmp_path / "w1", intents=False, question_weight=1.0)["rerank"] is None
     one = tmp_path / "one.csv"  # too small to split for the re-ranker's check: no figure, valid JSON (no NaN)
     one.write_text("question,answer\n" + rows[0] + "\n", encoding="utf-8")
     report = build_index(one, tmp_path / "one", intents=False)
@@ -562,6 +576,18 @@ def test_a_mostly_english_faq_answers_its_chinese_entry_on_bm25s_own_threshold(t
     assert asked["retrieval"]["mode"] == "bm25" and asked["answers"][0]["question"] == "如何重置密码？"
     assert not asked["handoff"] and asked["threshold"] == pytest.approx(built["handoff"]["lexical_threshold"], abs=1e-4)
     assert index.ask("今天天气怎么样")["handoff"]  # nothing of it in the FAQ
+    # At a dense weight of 1 (an FAQ whose paraphrases the encoder ranks best) BM25's side had been
+    # dropped for such a question with the encoder's: every entry scored 0, in no order.
+    index.ranker.retrieval = dataclasses.replace(index.ranker.retrieval, alpha=1.0)
+    reworded = index.ask("重置密码")
+    assert reworded["retrieval"]["mode"] == "bm25" and reworded["answers"][0]["question"] == "如何重置密码？"
+    assert reworded["answers"][0]["score"] > 0 and "no word of the question" not in reworded["reason"]
+    # One entry: BM25's scores are 0 or below (every word is in every entry), so its threshold is too,
+    # and a question with no word of the FAQ, scoring 0, had been answered.
+    alone = SupportIndex.load(tmp_path / "one")
+    assert alone.config["handoff"]["lexical_threshold"] <= 0
+    unmatched = alone.ask("今天天气怎么样")
+    assert unmatched["handoff"] and unmatched["reason"].endswith("no word of the question occurs in the FAQ")
 
 
 def test_a_left_out_entry_scores_minus_infinity_at_every_fusion_weight(index: SupportIndex) -> None:

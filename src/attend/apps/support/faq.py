@@ -235,6 +235,7 @@ def parse_markdown(text: str) -> list[tuple[str, str]]:
     if _titled([heading for heading, _, _ in sections], [level for _, _, level in sections]):
         sections = sections[1:]
     headed: list[tuple[str, str]] = []
+    unanswered: list[str] = []
     levels = [level for _, _, level in sections]
     for n, (q, body, level) in enumerate(sections):
         plain = _strip_markdown(body)
@@ -249,8 +250,17 @@ def parse_markdown(text: str) -> list[tuple[str, str]]:
             headed += [(q, lead)] if lead and not title else []
             headed += inner
         else:
-            headed.append((q, _clean_answer(_ANSWER_MARK.sub("", plain.strip(), count=1))))
-    return _choose([[(q, a) for q, a in headed if a], parse_qa_text(_strip_markdown(text))])
+            answer = _clean_answer(_ANSWER_MARK.sub("", plain.strip(), count=1))
+            if not answer and _is_question(q) and (n + 1 == len(sections) or levels[n + 1] <= level):
+                unanswered.append(q)  # a question with no answer, not a heading over deeper ones
+            headed.append((q, answer))
+    answered = [(q, a) for q, a in headed if a]
+    chosen = _choose([answered, parse_qa_text(_strip_markdown(text))])
+    if chosen is answered and unanswered:  # it had been left out of the index without a word
+        more = f" (and {len(unanswered) - 1} more)" if len(unanswered) > 1 else ""
+        raise DataError(f"the question heading {unanswered[0]!r}{more} has no answer below it: an empty answer is an "
+                        "error; write its answer, or remove the heading")  # fmt: skip
+    return chosen
 
 
 # --------------------------------------------------------------------------------------------
@@ -497,7 +507,10 @@ def read_faq(path: str | os.PathLike[str]) -> list[FaqEntry]:
         if kind == "html":
             pairs = parse_html(text)
         elif kind == "markdown":
-            pairs = parse_markdown(text)
+            try:
+                pairs = parse_markdown(text)
+            except DataError as exc:
+                raise DataError(f"{path}: {exc}") from None
         else:
             pairs = parse_qa_text(text)
         entries = [FaqEntry(q, a, None, f"{path}#{i + 1}") for i, (q, a) in enumerate(pairs)]

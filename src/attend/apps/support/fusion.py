@@ -180,7 +180,10 @@ def fuse(dense: np.ndarray | None, lexical: np.ndarray, retrieval: Retrieval, re
     # a calibration trial) would give 0 * -inf = NaN.
     alpha = retrieval.alpha
     dense_part = np.where(keep[:, None], alpha * dense, 0.0) if alpha > 0 else np.zeros_like(lexical)
-    return dense_part + ((1.0 - alpha) * lexical if alpha < 1 else 0.0)
+    fused = dense_part + ((1.0 - alpha) * lexical if alpha < 1 else 0.0)
+    # A query the encoder cannot read is ranked by BM25 alone: at alpha 1 its lexical side had been
+    # dropped with the dense one, and every entry scored 0 (a Chinese question in a random order).
+    return np.where(keep[:, None], fused, lexical)
 
 
 def lexical_scale(raw: np.ndarray) -> float:

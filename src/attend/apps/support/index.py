@@ -540,7 +540,7 @@ def build_index(
         trials = self_retrieval(lexical_only, entries, seed)[:2]
         handoff["lexical_threshold"] = calibrate_threshold(*trials, target_precision=target_precision)["threshold"]
     rerank_info = None
-    if rerank and chosen.effective != "bm25":
+    if rerank and chosen.effective != "bm25" and question_weight < 1:  # at 1 the answers have no say: never used
         stored, rerank_info = fit_rerank(ranker, entries, seed)
         tensors |= stored or {}
     intent_info = None
@@ -782,11 +782,14 @@ class SupportIndex:
                 best_score, threshold = float(bm25[best]), float(lexical_threshold)
                 for item, i in zip(answers, order[:k], strict=False):
                     item["score"] = round(float(bm25[i]), 4)
-        handoff = best_score < threshold and not own
+        # BM25 alone with no word of the question in the FAQ has nothing to go on, whatever the threshold
+        # (a one-entry FAQ's BM25 scores are negative, and the 0 of no match had been answered).
+        unmatched = mode == "bm25" and not fused[0].any()
+        handoff = (best_score < threshold or unmatched) and not own
         reason = _against_threshold(best_score, threshold)
         if own:
             reason = f"the FAQ's own question (case, spacing and closing punctuation aside); {reason}"
-        if mode == "bm25" and not fused[0].any():
+        if unmatched:
             reason += "; no word of the question occurs in the FAQ"
         words: list[dict[str, Any]] = []
         answer_words: list[dict[str, Any]] = []
