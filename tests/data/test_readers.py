@@ -275,6 +275,31 @@ def test_a_label_seen_once_is_an_error_naming_it() -> None:
         stratified_split(data)
 
 
+def test_a_multi_label_row_may_have_none_of_the_labels(tmp_path: Path) -> None:
+    """An empty cell or [] of multi-label data (most toxic comments carry no tag) had been refused as
+    a row with no label; single-label data still needs one."""
+    from attend.data.readers import NO_LABELS
+    from attend.training.tasks.classification import _caveats
+
+    path = tmp_path / "tags.csv"
+    path.write_text("text,label\n" + "".join(f"t{i},{'a|b' if i % 3 == 0 else 'b' if i % 3 == 1 else ''}\n"
+                                             for i in range(30)), encoding="utf-8")  # fmt: skip
+    data = read_table(path, multi_label=True, label_sep="|", training=True)
+    assert data.labels[:3] == [["a", "b"], ["b"], []] and data.label_names == ["a", "b"]
+    train, dev, test = stratified_split(data, seed=0, dev_fraction=0.2, test_fraction=0.2)
+    assert all(any(not data.labels[i] for i in part) for part in (train, dev, test))  # stratified with the others
+    assert NO_LABELS == "(none of the labels)"
+    said = [n for n in _caveats(data, {"train": data, "dev": data.subset([]), "test": data.subset([])})
+            if "none of the labels" in n]  # fmt: skip
+    assert said == ["10 row(s) have none of the labels (an empty label cell, or []): learned as texts that have none "
+                    "of them; if a label is missing there, fill it in"]  # fmt: skip
+    listed = tmp_path / "tags.jsonl"
+    listed.write_text('{"text": "x", "label": []}\n{"text": "y", "label": ["a", "b"]}\n', encoding="utf-8")
+    assert read_table(listed, multi_label=True).labels == [[], ["a", "b"]]
+    with pytest.raises(DataError, match=r"10 rows cannot be used .*: line 4 has no label in column 'label'"):
+        read_table(path)  # single-label: a row needs its label
+
+
 def test_every_row_that_cannot_be_used_is_found_in_one_read(tmp_path: Path) -> None:
     """A file with an empty text, a row without a label and a bad split took three runs to mend."""
     path = tmp_path / "messy.csv"

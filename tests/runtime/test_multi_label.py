@@ -198,3 +198,18 @@ def test_an_explanation_of_another_label_gives_that_labels_probability(tagged: P
     assert found["target"] == other and found["label"] != other
     assert found["target_probability"] == pytest.approx(float(probs[runtime.labels.index(other)]), abs=1e-5)
     assert found["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
+
+
+def test_texts_with_none_of_the_labels_train_and_score(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Most toxic comments carry no tag: an empty cell of multi-label data had been "no label", refused."""
+    rows = [{"text": f"w{i % 7} plain words", "labels": []} if i % 4 == 0 else row for i, row in enumerate(_rows(160))]
+    data = tmp_path / "tags.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    args = TrainingArgs(epochs=2, batch_size=16, lr=3e-3, progress=False, vocab_size=200)
+    result = train(data, tmp_path / "m", model="encoder", model_options={"dim": 32, "num_layers": 1, "num_heads": 2},
+                   args=args, label_col="labels", multi_label=True)  # fmt: skip
+    assert "40 row(s) have none of the labels" in result.report
+    scored = tmp_path / "scored.csv"
+    scored.write_text("text,labels\nw3 plain words,\nalpha beta w1,a|b\n", encoding="utf-8")
+    assert main(["evaluate", str(tmp_path / "m"), str(scored), "--label-sep", "|", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_examples"] == 2

@@ -38,7 +38,7 @@ def noisy_csv(tmp_path: Path) -> Path:
 
 def test_clean_accuracy_is_what_evaluate_gives_on_the_same_rows(classifier: TextClassifier, noisy_csv: Path) -> None:
     rows, described = robustness_rows(classifier, noisy_csv, limit=0)
-    assert len(rows) == 90 and "90 rows of" in described and "not the data the model was trained on" in described
+    assert len(rows) == 90 and "90 rows of" in described and "not the file the model was trained from" in described
     report = robustness(classifier, rows.texts, [labels[0] for labels in rows.labels], attack_examples=0)
     expected = evaluate(classifier, noisy_csv)["accuracy"]
     assert 0.5 < expected < 0.8  # a real check, not 1.0 == 1.0
@@ -90,7 +90,9 @@ def test_rows_of_other_data_leave_out_the_texts_the_model_trained_on(
     write_csv(mixed, rows + [{"text": t, "label": labels[0]} for t, labels in zip(unseen.texts, unseen.labels,
                                                                                    strict=True)])  # fmt: skip
     found, described = robustness_rows(classifier, mixed, limit=0)
-    assert len(found) == 90 and "30 of them, texts the model trained on, left out" in described, described
+    assert len(found) == 90 and "90 of the 120 rows of" in described, described  # not "the 120 rows" of 90 measured
+    assert "(not the file the model was trained from): the other 30 are texts the model trained on, left out" in \
+        described
     assert not set(found.texts) & set(train.texts)
     only_training = write_csv(tmp_path / "seen.csv", rows)
     with pytest.raises(DataError, match="every row is a text the model trained on"):
@@ -185,7 +187,7 @@ def test_a_successful_attack_really_changes_the_prediction(classifier: TextClass
     assert flipped.words_changed > 1 and classifier.predict([flipped.adversarial]) == [flipped.predicted]
     report = robustness(classifier, rows.texts, labels, attack_examples=25)
     assert report["attack"]["attacked"] == 25 and report["attack"]["success_rate"] == len(successes) / 25
-    assert report["attack"]["budget"] == 0.2
+    assert report["attack"]["budget"] == 0.2 and report["attack"]["requested"] == 25  # not "examples": a budget
 
 
 def test_multi_label_models_are_refused_clearly(classifier: TextClassifier) -> None:

@@ -747,7 +747,7 @@ def read_table(
                     raise DataError(f"{path}: line {line} has {shown} as its label in column {label_col!r}")
                 listed = listed or isinstance(value, list | tuple)
                 row_labels = _split_labels(value, multi_label=multi_label, label_sep=label_sep)
-                if not row_labels:
+                if not row_labels and not multi_label:  # multi-label: an empty cell or [] is none of the labels
                     raise DataError(f"{path}: line {line} has no label in column {label_col!r}")
                 if len(row_labels) > 1 and not multi_label:  # an option to give, not a row to mend: said at once
                     fix = ("pass --multi-label" if training else "the model gives one label per text, so it is "
@@ -779,7 +779,7 @@ def read_table(
     problems.raise_any()
     if not texts:
         raise DataError(f"{path} has a header but no rows")
-    if training and multi_label and label_sep is None and not listed and all(len(row) == 1 for row in labels):
+    if training and multi_label and label_sep is None and not listed and all(len(row) <= 1 for row in labels):
         _check_joined_labels(path, labels)
     return LabelledTexts(
         texts=texts,
@@ -837,10 +837,14 @@ def _check_joined_labels(path: Path, labels: list[list[str]]) -> None:
     """Multi-label data with one label per row, some holding a separator: labels joined in one cell
     (``pos|movie``) that --label-sep was not given to split, which would train on the combinations."""
     for sep in ("|", ";"):
-        joined = next((row[0] for row in labels if sep in row[0]), None)
+        joined = next((row[0] for row in labels if row and sep in row[0]), None)
         if joined is not None:
             raise DataError(f"{path}: --multi-label, yet every row has one label, and some hold {sep!r} (e.g. "
                             f"{joined!r}); give --label-sep '{sep}' to read several labels from one cell")  # fmt: skip
+
+
+#: The stratum of a multi-label row with none of the labels (an empty cell, or ``[]``).
+NO_LABELS = "(none of the labels)"
 
 
 def stratified_split(
@@ -885,7 +889,7 @@ def _stratified_split(data: LabelledTexts, *, seed: int, dev_fraction: float, te
             raise DataError(f"{name}={value} must be in [0, 1)")
     if dev_fraction + test_fraction >= 1.0:
         raise DataError(f"dev_fraction + test_fraction = {dev_fraction + test_fraction} leaves no training data")
-    primary = [labels[0] for labels in data.labels]
+    primary = [labels[0] if labels else NO_LABELS for labels in data.labels]  # multi-label: none of them
     counts = Counter(primary)
     rare = [label for label, count in counts.items() if count < 2]
     if rare:

@@ -344,7 +344,7 @@ def robustness(
     Returns:
         ``{"clean", "perturbations": {name: accuracy}, "changed": {name: share of the texts the
         perturbation changed}, "attack": {"success_rate", "attacked", "unattackable", "mean_words_changed",
-        "budget", "examples" (``attack_examples``)},
+        "budget", "requested" (``attack_examples``)},
         "examples", "rows"}``. ``success_rate`` is successes /
         attacked (None when nothing was attacked); ``unattackable`` counts the attacked examples
         with no word that has a substitute (a success rate over them says nothing of robustness);
@@ -386,7 +386,9 @@ def robustness(
             "unattackable": sum(a.words_tried == 0 for a in attacks),
             "mean_words_changed": float(np.mean([a.words_changed for a in successes])) if successes else None,
             "budget": attack_budget,
-            "examples": attack_examples,  # asked for: 0 is no attack, not an attack that found nothing to attack
+            # asked for (--attack-examples; 0 is no attack, not one that found nothing to attack): named so it is
+            # not read as a count of texts beside the report's own "examples" (it had been "examples" too)
+            "requested": attack_examples,
         },
         "examples": len(texts),
         "rows": rows,
@@ -424,7 +426,7 @@ def _training_split(
     else:
         same = path.is_file() and str(path.resolve()) == str(recorded.get("path"))
     if not same:
-        return None, "not the data the model was trained on"
+        return None, "not the file the model was trained from"
     given = {"text_col": text_col, "label_col": label_col}
     if any(value is not None and value != recorded.get(name, DEFAULT_COLUMNS[name]) for name, value in given.items()):
         return None, "the model's training data, read with other columns than training read it"
@@ -470,12 +472,14 @@ def robustness_rows(
     else:
         dataset = load_labelled(data, text_col=model_column(classifier.config, classifier.path, "text_col", text_col),
                                 label_col=model_column(classifier.config, classifier.path, "label_col", label_col))
-        described = f"{len(dataset)} rows of {dataset.source} ({note})"
+        total = len(dataset)
+        described = f"{total} rows of {dataset.source} ({note})"
         dataset, left_out = _held_out(classifier, dataset)
         if left_out is None:
             described += "; the model directory does not say which texts it trained on"
-        elif left_out:
-            described += f"; {left_out} of them, texts the model trained on, left out"
+        elif left_out:  # it had said "the 40 rows ... 32 of them, texts the model trained on, left out" of 8 measured
+            described = (f"{len(dataset)} of the {total} rows of {dataset.source} ({note}): the other {left_out} are "
+                         "texts the model trained on, left out")  # fmt: skip
             if not len(dataset):
                 raise DataError(f"{dataset.source}: every row is a text the model trained on: nothing held out to "
                                 "measure on")  # fmt: skip
@@ -521,7 +525,7 @@ def format_robustness(report: dict[str, Any]) -> str:
                      "WordNet synonym: their accuracy is the clean one, not a measure of robustness)")  # fmt: skip
     attack = report["attack"]
     budget = f"at most {100 * attack['budget']:g}% of a text's words changed, and at least one"
-    if attack.get("examples") == 0:
+    if attack.get("requested", attack.get("examples")) == 0:  # "examples" in a report of an earlier attend
         lines.append("\ngreedy word substitution: not run (--attack-examples 0)")
     elif not attack["attacked"]:
         lines.append(f"\ngreedy word substitution ({budget}): no correctly classified example attacked")

@@ -117,6 +117,9 @@ def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts]) -> list[st
     seen: dict[str, set[str]] = {}
     for text, labels in zip(dataset.texts, dataset.labels, strict=True):
         seen.setdefault(" ".join(text.split()), set()).add("|".join(sorted(set(labels))))
+    if none := sum(not labels for labels in dataset.labels):  # multi-label only: single-label rows need one
+        notes.append(f"{none} row(s) have none of the labels (an empty label cell, or []): learned as texts that "
+                     "have none of them; if a label is missing there, fill it in")  # fmt: skip
     conflicting = sum(len(labels) > 1 for labels in seen.values())
     if conflicting:
         notes.append(f"{conflicting} text(s) occur with different labels in the data: no model can get every copy "
