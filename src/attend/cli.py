@@ -603,7 +603,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
         for exp in explanations:
             read = f" ({exp.reading()})" if exp.reading() else ""
-            print(displayable(f"{exp.text}\n  -> {exp.label} (p={exp.probability:.3f}), {exp.method}{read}"
+            chosen = f", labels: {', '.join(exp.labels) or 'none'}" if exp.labels is not None else ""
+            print(displayable(f"{exp.text}\n  -> {exp.label} (p={exp.probability:.3f}){chosen}, {exp.method}{read}"
                               + (f", explaining {exp.target} (p={exp.explained_probability:.3f})"
                                  if exp.target != exp.label else "")))  # fmt: skip
             print(displayable("  " + "  ".join(f"{token} {value:.3f}" for token, value in

@@ -560,6 +560,9 @@ def test_a_mostly_english_faq_answers_its_chinese_entry_on_bm25s_own_threshold(t
     faq.write_text("question,answer\n" + "\n".join(rows) + "\n", encoding="utf-8")
     built = build_index(faq, tmp_path / "idx", intents=False, rerank=False)
     assert built["retrieval"]["mode"] == "hybrid" and "lexical_threshold" in built["handoff"]
+    # The fused threshold is of the questions the encoder reads: the Chinese one, judged on BM25's own
+    # threshold, had been among its trials with a score on BM25's scale.
+    assert built["handoff"]["answerable_trials"] == built["handoff"]["unanswerable_trials"] == 5
     # --question-weight 1 leaves the answers, and so the re-ranker, no say: it had been fitted and reported used.
     assert build_index(faq, tmp_path / "w1", intents=False, question_weight=1.0)["rerank"] is None
     one = tmp_path / "one.csv"  # too small to split for the re-ranker's check: no figure, valid JSON (no NaN)
@@ -587,7 +590,15 @@ def test_a_mostly_english_faq_answers_its_chinese_entry_on_bm25s_own_threshold(t
     alone = SupportIndex.load(tmp_path / "one")
     assert alone.config["handoff"]["lexical_threshold"] <= 0
     unmatched = alone.ask("今天天气怎么样")
-    assert unmatched["handoff"] and unmatched["reason"].endswith("no word of the question occurs in the FAQ")
+    assert unmatched["handoff"] and unmatched["reason"].startswith("no word of the question occurs in the FAQ")
+    alone.ranker.retrieval = dataclasses.replace(alone.ranker.retrieval, fusion="rrf")  # RRF's scores are never 0
+    assert alone.ask("今天天气怎么样")["handoff"]
+    # Two entries: a word in one of them weighs 0 in BM25 (half the entries), yet it is a word of the FAQ.
+    two = tmp_path / "two.csv"
+    two.write_text("question,answer\n" + "\n".join(rows[:2]) + "\n", encoding="utf-8")
+    build_index(two, tmp_path / "two", intents=False, rerank=False, retrieval="bm25")
+    matched = SupportIndex.load(tmp_path / "two").ask("password")
+    assert not matched["reason"].startswith("no word") and "no word" not in matched["reason"]
 
 
 def test_a_left_out_entry_scores_minus_infinity_at_every_fusion_weight(index: SupportIndex) -> None:

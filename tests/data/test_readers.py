@@ -289,6 +289,17 @@ def test_a_multi_label_row_may_have_none_of_the_labels(tmp_path: Path) -> None:
     train, dev, test = stratified_split(data, seed=0, dev_fraction=0.2, test_fraction=0.2)
     assert all(any(not data.labels[i] for i in part) for part in (train, dev, test))  # stratified with the others
     assert NO_LABELS == "(none of the labels)"
+    # One text with none of the labels is split with the most common label (it had been "label '(none of the
+    # labels)' appears only once: ... drop the label"); proportional samples take such rows too.
+    lone = LabelledTexts([f"t{i}" for i in range(21)], [["a"]] * 10 + [["b"]] * 10 + [[]])
+    parts = stratified_split(lone, seed=0, dev_fraction=0.2, test_fraction=0.2)
+    assert sorted(i for part in parts for i in part) == list(range(21))
+    from attend.training.tasks.classification import check_labels_to_learn, proportional_sample
+
+    assert 20 in proportional_sample(lone, range(21), 21, seed=0)  # it had been an IndexError
+    with pytest.raises(DataError, match=r"one label, 'a', on 10 example\(s\), and none on 11: that is telling 'a' "
+                                        r"from its absence"):  # not "every example has the label 'a'"
+        check_labels_to_learn(LabelledTexts([f"t{i}" for i in range(21)], [["a"]] * 10 + [[]] * 11), True)
     said = [n for n in _caveats(data, {"train": data, "dev": data.subset([]), "test": data.subset([])})
             if "none of the labels" in n]  # fmt: skip
     assert said == ["10 row(s) have none of the labels (an empty label cell, or []): learned as texts that have none "

@@ -200,7 +200,9 @@ def test_an_explanation_of_another_label_gives_that_labels_probability(tagged: P
     assert found["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
 
 
-def test_texts_with_none_of_the_labels_train_and_score(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_texts_with_none_of_the_labels_train_and_score(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], trained: dict[str, Path]
+) -> None:
     """Most toxic comments carry no tag: an empty cell of multi-label data had been "no label", refused."""
     rows = [{"text": f"w{i % 7} plain words", "labels": []} if i % 4 == 0 else row for i, row in enumerate(_rows(160))]
     data = tmp_path / "tags.jsonl"
@@ -213,3 +215,10 @@ def test_texts_with_none_of_the_labels_train_and_score(tmp_path: Path, capsys: p
     scored.write_text("text,labels\nw3 plain words,\nalpha beta w1,a|b\n", encoding="utf-8")
     assert main(["evaluate", str(tmp_path / "m"), str(scored), "--label-sep", "|", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["num_examples"] == 2
+    # explain names the set predict chooses (it had shown the top label alone); a single-label model has none.
+    model = load(tmp_path / "m")
+    (explained,) = model.explain(["alpha beta w1"])
+    probs = model.predict_proba(["alpha beta w1"])[0]
+    chosen = [label for label, p in zip(model.labels, probs, strict=True) if p >= 0.5]
+    assert explained["labels"] == chosen == model.predict(["alpha beta w1"], threshold=0.5)[0]
+    assert "labels" not in load(trained["encoder"]).explain(["a good film"])[0]

@@ -47,7 +47,7 @@ def test_clean_accuracy_is_what_evaluate_gives_on_the_same_rows(classifier: Text
     assert set(report["changed"]) == set(PERTURBATIONS) and all(0 < share <= 1 for share in report["changed"].values())
 
     sampled, described = robustness_rows(classifier, noisy_csv, limit=40, seed=3)
-    assert len(sampled) == 40 and "a seeded sample of 40" in described
+    assert len(sampled) == 40 and described.endswith("; measured on a seeded sample of 40 of them")
     assert sampled.texts == robustness_rows(classifier, noisy_csv, limit=40, seed=3)[0].texts
     assert sampled.texts != robustness_rows(classifier, noisy_csv, limit=40, seed=4)[0].texts
 

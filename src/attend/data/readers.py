@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 from attend.data.validation import is_empty, is_missing_number, text_problem
 
 __all__ = [
+    "NO_LABELS",
     "SPLIT_NAMES",
     "TABLE_SUFFIXES",
     "TEXT_COLUMNS_HINT",
@@ -47,6 +48,7 @@ __all__ = [
     "read_rows",
     "read_table",
     "stratified_split",
+    "stratum",
 ]
 
 #: How spreadsheets, pandas and R write an empty cell out: a label spelled so is most likely no label.
@@ -847,6 +849,11 @@ def _check_joined_labels(path: Path, labels: list[list[str]]) -> None:
 NO_LABELS = "(none of the labels)"
 
 
+def stratum(labels: Sequence[str]) -> str:
+    """The label a row is stratified (split, sampled) by: its first, or :data:`NO_LABELS`."""
+    return labels[0] if labels else NO_LABELS
+
+
 def stratified_split(
     data: LabelledTexts, *, seed: int = 0, dev_fraction: float = 0.1, test_fraction: float = 0.1
 ) -> tuple[list[int], list[int], list[int]]:
@@ -889,8 +896,12 @@ def _stratified_split(data: LabelledTexts, *, seed: int, dev_fraction: float, te
             raise DataError(f"{name}={value} must be in [0, 1)")
     if dev_fraction + test_fraction >= 1.0:
         raise DataError(f"dev_fraction + test_fraction = {dev_fraction + test_fraction} leaves no training data")
-    primary = [labels[0] if labels else NO_LABELS for labels in data.labels]  # multi-label: none of them
+    primary = [stratum(labels) for labels in data.labels]
     counts = Counter(primary)
+    if counts.get(NO_LABELS) == 1 and len(counts) > 1:  # one text with none of the labels: split with the most common
+        common = max((label for label in counts if label != NO_LABELS), key=lambda label: (counts[label], label))
+        primary = [common if label == NO_LABELS else label for label in primary]
+        counts = Counter(primary)
     rare = [label for label, count in counts.items() if count < 2]
     if rare:
         first: dict[str, int] = {}

@@ -82,6 +82,8 @@ class Explanation:
         head: For ``attention``: the head read, or None (the mean of heads).
         target_probability: The probability of ``target`` (of a multi-label model's other labels,
             ``probability`` is the most probable one's, not the explained one's).
+        labels: A multi-label model's labels of probability at least 0.5 (possibly none), what
+            ``predict`` gives; None for a single-label model.
     """
 
     text: str
@@ -101,6 +103,7 @@ class Explanation:
     layer: int | str | None = None
     head: int | None = None
     target_probability: float | None = None
+    labels: list[str] | None = None
 
     @property
     def explained_probability(self) -> float:
@@ -150,6 +153,8 @@ class Explanation:
             "truncated": self.truncated,
             "focus": self.focus,
         }
+        if self.labels is not None:  # a multi-label model's chosen set: explain had shown only its top label
+            data["labels"] = self.labels
         if self.pooling is not None:
             data["pooling"] = self.pooling
         if self.note:
@@ -822,6 +827,7 @@ def explain(
                 special=special,
                 label=runtime.labels[best],
                 probability=float(probs[row, best]),
+                labels=_chosen(probs[row], runtime.labels) if runtime.multi_label else None,
                 target=runtime.labels[int(targets[row])],
                 method=method,
                 truncated=truncated,
@@ -932,8 +938,14 @@ def _explain_combined(
             special=[False] * len(units), label=labels[label], probability=float(probs[i, label]), target=targets[i],
             method=method.name, truncated=bool(cut), focus=distribution_focus(torch.from_numpy(np.abs(combined))),
             note="; ".join(notes), spans=list(units), target_probability=float(probs[i, labels.index(targets[i])]),
+            labels=_chosen(probs[i], labels) if getattr(runtime, "multi_label", False) else None,
         ))  # fmt: skip
     return results
+
+
+def _chosen(probabilities: Any, labels: Sequence[str]) -> list[str]:
+    """A multi-label model's labels of probability at least :data:`MULTI_LABEL_THRESHOLD`, as predict chooses them."""
+    return [label for label, p in zip(labels, probabilities, strict=True) if float(p) >= MULTI_LABEL_THRESHOLD]
 
 
 #: The unknown piece of WordPiece (BERT) and SentencePiece vocabularies, every registered text model's.

@@ -494,7 +494,7 @@ def robustness_rows(
                             f"({', '.join(classifier.labels)})")  # fmt: skip
     if limit and len(dataset) > limit:
         dataset = dataset.subset(sorted(random.Random(seed).sample(range(len(dataset)), limit)))
-        described += f", a seeded sample of {limit}"
+        described += f"; measured on a seeded sample of {limit} of them"
     return dataset, described
 
 

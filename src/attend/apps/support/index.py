@@ -190,6 +190,11 @@ class Ranker:
         questions = np.stack([self.lexical_questions.scores(t) for t in texts]) / self.retrieval.question_scale
         return weight * questions + (1.0 - weight) * answers
 
+    def matches(self, text: str) -> bool:
+        """Whether a word of ``text`` occurs in what BM25 reads: the answers, and the stored questions
+        where they carry weight."""
+        return self.lexical_answers.matches(text) or (self.question_weight > 0 and self.lexical_questions.matches(text))
+
     def scores(
         self,
         texts: Sequence[str],
@@ -302,23 +307,31 @@ def calibrate_threshold(
 def self_retrieval(
     ranker: Ranker, entries: Sequence[FaqEntry], seed: int
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """``(scores, correct, counts)`` of the answerable and unanswerable calibration trials."""
+    """``(scores, correct, counts)`` of the answerable and unanswerable calibration trials.
+
+    A hybrid ranker's trials are those of questions the encoder can read: one it cannot read is
+    ranked by BM25 alone and judged on the threshold calibrated on BM25's scale
+    (``handoff.lexical_threshold``), so its score, on that other scale, would move this one."""
     n = len(entries)
     rng = random.Random(seed)
     reworded = [drop_words(e.question, rng) for e in entries]
-    answerable, _ = ranker.scores(reworded)
+    answerable, read = ranker.scores(reworded)
     scores = [answerable.max(1)]
     correct = [answerable.argmax(1) == np.arange(n)]
-    unanswerable = 0
+    kept = [read]
     if n > 1:
         questions = [e.question for e in entries]
         # Leave-one-out: each question searched with the entry that answers it gone.
-        own, _ = ranker.scores(questions, vectors=ranker.tensors["questions"], exclude=range(n))
+        own, read_own = ranker.scores(questions, vectors=ranker.tensors["questions"], exclude=range(n))
         scores.append(own.max(1))
         correct.append(np.zeros(n, dtype=bool))
-        unanswerable = n
-    counts = {"answerable_trials": n, "answerable_correct": int(correct[0].sum()), "unanswerable_trials": unanswerable}
-    return np.concatenate(scores), np.concatenate(correct), counts
+        kept.append(read_own)
+    keep = np.concatenate(kept) if ranker.retrieval.effective == "hybrid" else np.ones(sum(map(len, kept)), bool)
+    if not keep.any():  # no trial the encoder reads (a hybrid index is mostly readable): every trial
+        keep[:] = True
+    counts = {"answerable_trials": int(keep[:n].sum()), "answerable_correct": int((correct[0] & keep[:n]).sum()),
+              "unanswerable_trials": int(keep[n:].sum())}  # fmt: skip
+    return np.concatenate(scores)[keep], np.concatenate(correct)[keep], counts
 
 
 def choose_retrieval(
@@ -783,14 +796,14 @@ class SupportIndex:
                 for item, i in zip(answers, order[:k], strict=False):
                     item["score"] = round(float(bm25[i]), 4)
         # BM25 alone with no word of the question in the FAQ has nothing to go on, whatever the threshold
-        # (a one-entry FAQ's BM25 scores are negative, and the 0 of no match had been answered).
-        unmatched = mode == "bm25" and not fused[0].any()
+        # (a one-entry FAQ's BM25 scores are 0 or below, and the 0 of no match had been answered).
+        unmatched = mode == "bm25" and not self.ranker.matches(question)
         handoff = (best_score < threshold or unmatched) and not own
         reason = _against_threshold(best_score, threshold)
         if own:
             reason = f"the FAQ's own question (case, spacing and closing punctuation aside); {reason}"
-        if unmatched:
-            reason += "; no word of the question occurs in the FAQ"
+        elif unmatched:  # said for what it is, not as a score "at or above" a threshold it was handed off at
+            reason = "no word of the question occurs in the FAQ, and BM25 alone ranks it: nothing to answer from"
         words: list[dict[str, Any]] = []
         answer_words: list[dict[str, Any]] = []
         truncated = False

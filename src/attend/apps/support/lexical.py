@@ -81,6 +81,11 @@ class Lexical:
         words = list(dict.fromkeys(terms(query)))
         return np.asarray(self.bm25.get_scores(words), dtype=np.float64) if words else np.zeros(self.size)
 
+    def matches(self, query: str) -> bool:
+        """Whether some term of ``query`` occurs in the documents. Not ``scores(query).any()``: a term in
+        half the documents (every term of a two-entry FAQ's) weighs 0, and RRF's scores are never 0."""
+        return any(term in self.bm25.idf for term in terms(query))
+
     def contributions(self, text: str, document: int) -> list[tuple[Term, float]]:
         """Each term of ``text`` with what it adds to the BM25 score of ``document`` (matching terms only)."""
         bm25 = self.bm25

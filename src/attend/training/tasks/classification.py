@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from attend.data.batching import length_batches
 from attend.data.noise import Augmenter
-from attend.data.readers import DataError, LabelledTexts, looks_missing, match_label, stratified_split
+from attend.data.readers import DataError, LabelledTexts, looks_missing, match_label, stratified_split, stratum
 from attend.data.splits import data_provenance, load_labelled, seen_in_training
 from attend.data.tokenization import TextTokenizer
 from attend.models import MODELS, MULTI_LABEL_THRESHOLD, ClassifierConfig, config_from_dict, probabilities
@@ -279,7 +279,7 @@ def proportional_sample(data: LabelledTexts, indices: Sequence[int], size: int, 
     rng = np.random.default_rng([seed, size])
     groups: dict[str, list[int]] = {}
     for i in indices:
-        groups.setdefault(data.labels[i][0], []).append(int(i))
+        groups.setdefault(stratum(data.labels[i]), []).append(int(i))  # a multi-label row may have none
     total = len(indices)
     chosen: list[int] = []
     for label in sorted(groups):
@@ -320,9 +320,15 @@ def reads_multi_label(dataset: LabelledTexts, multi_label: bool, label_sep: str 
 
 
 def check_labels_to_learn(dataset: LabelledTexts, multi_label: bool) -> None:
-    """A classifier needs two labels to choose between: with one, every example has it (a row with
-    no label is refused), so a multi-label one has nothing to learn either."""
+    """A classifier needs two labels to choose between: with one, every example has it (a single-label
+    row with no label is refused), so a multi-label one has nothing to learn either; multi-label data
+    of one label and rows with none is a single-label task of that label and its absence."""
     names = dataset.label_names
+    none = sum(not labels for labels in dataset.labels)
+    if len(names) == 1 and none:  # it had said "every example has the label", of data where some have none
+        raise DataError(f"{dataset.source}: one label, {names[0]!r}, on {len(dataset) - none} example(s), and none on "
+                        f"{none}: that is telling {names[0]!r} from its absence; give each row a label ({names[0]!r} "
+                        "or another, e.g. 'none') and train without --multi-label")  # fmt: skip
     if len(names) < 2:
         said = f"every example has the label {names[0]!r}" if names else "no example has a label"
         raise DataError(f"{dataset.source}: {said}; a classifier needs at least two labels to learn to tell apart")
