@@ -230,10 +230,16 @@ def _cmd_feedback(args: argparse.Namespace) -> int:
     service = _service(args, create=False)
     result = service.feedback(args.message_id, args.label)
     service.close()
-    verdict = "agreed with" if result["agreed"] else "corrected"
+    # "you corrected the decision (hold)" of a held message passed had read as corrected to hold
+    had = f"the assistant had {'passed' if result['decision'] == 'pass' else 'held'} it"
+    if result.get("changed_from"):
+        said = f"you changed your answer from {result['changed_from']} to {result['feedback']} ({had})"
+    elif result["agreed"]:
+        said = f"you agreed: {had}"
+    else:
+        said = f"you corrected it to {result['feedback']}: {had}"
     learnt = "already recorded, nothing new learnt" if result.get("repeated") else "learnt"
-    _print(args, result, f"{args.message_id}: you {verdict} the decision ({result['decision']}); {learnt} "
-                         f"({result['updates']} answer(s) learnt so far)")  # fmt: skip
+    _print(args, result, f"{args.message_id}: {said}; {learnt} ({result['updates']} answer(s) learnt so far)")
     return 0
 
 

@@ -143,8 +143,11 @@ class FocusService:
             person.retract_sender(message["sender"], message["feedback"] == "pass")
         person.update(message["sender"], embedding, float(message["components"]["relevance_logit"]), label == "pass")
         stored = self.store.record_feedback(message_id, label, person)
-        return {"id": message_id, "decision": stored["decision"], "feedback": label,
-                "agreed": stored["decision"] == label, "updates": person.updates}  # fmt: skip
+        answer = {"id": message_id, "decision": stored["decision"], "feedback": label,
+                  "agreed": stored["decision"] == label, "updates": person.updates}  # fmt: skip
+        if message["feedback"] is not None:
+            answer["changed_from"] = message["feedback"]  # the person's earlier answer, now replaced
+        return answer
 
     def digest(self, *, session_id: int | None = None, limit: int | None = None) -> dict[str, Any]:
         session = self.store.session(session_id) if session_id is not None else (
