@@ -527,12 +527,6 @@ def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, cap
     assert main(["focus", "feedback", "--db", db, "u1", "pass", "--json"]) == 0  # said again: nothing new
     again = json.loads(capsys.readouterr().out)
     assert again["repeated"] and again["updates"] == 1
-    # Said in words: "you corrected the decision (hold)" had read as corrected to hold.
-    assert main(["focus", "feedback", "--db", db, "u1", "hold"]) == 0
-    assert "u1: you changed your answer from pass to hold (the assistant had held it); learnt" in \
-        capsys.readouterr().out
-    assert main(["focus", "feedback", "--db", db, RELEVANT.id, "hold"]) == 0
-    assert f"{RELEVANT.id}: you corrected it to hold: the assistant had passed it; learnt" in capsys.readouterr().out
     assert main(["focus", "feedback", "--db", db, "zzz", "pass"]) == 2
     assert "no message 'zzz'" in capsys.readouterr().err
     # A stored id with another text is named by file and line (it had named neither), nothing stored.
@@ -566,6 +560,12 @@ def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, cap
     assert store.person(assistant.reader.dim).updates == 1  # the correction was persisted
     assert store.traffic(store.last_session()["id"])["count"] == 3  # the session's traffic, for relevance
     store.close()
+    # Said in words: "you corrected the decision (hold)" had read as corrected to hold.
+    assert main(["focus", "feedback", "--db", db, "u1", "hold"]) == 0
+    assert "u1: you changed your answer from pass to hold (the assistant had held it); learnt" in \
+        capsys.readouterr().out
+    assert main(["focus", "feedback", "--db", db, RELEVANT.id, "hold"]) == 0
+    assert f"{RELEVANT.id}: you corrected it to hold: the assistant had passed it; learnt" in capsys.readouterr().out
 
 
 def test_digest_groups_held_messages_with_key_sentences(assistant: FocusAssistant, tmp_path: Path) -> None:
