@@ -23,6 +23,7 @@ from typing import Any, TypeVar, Union
 __all__ = [
     "PluginWarning",
     "check_arguments",
+    "check_pad_id",
     "check_positive",
     "check_type",
     "check_unit_interval",
@@ -158,6 +159,14 @@ def check_positive(config: object, *names: str) -> None:
         value = getattr(config, name)
         if not value > 0 or (not isinstance(value, numbers.Integral) and not math.isfinite(value)):
             raise ValueError(f"{name}={value!r} must be positive and finite")
+
+
+def check_pad_id(config: object) -> None:
+    """Raise ``ValueError`` unless ``config.pad_id`` is a row of its ``vocab_size`` embedding table (-1
+    had frozen the last row as padding; the size itself, a bare AssertionError from torch)."""
+    pad_id, size = config.pad_id, config.vocab_size  # type: ignore[attr-defined]
+    if not 0 <= pad_id < size:
+        raise ValueError(f"pad_id={pad_id!r} must be in [0, vocab_size={size})")
 
 
 def check_unit_interval(config: object, *names: str) -> None:

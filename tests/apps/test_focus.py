@@ -549,6 +549,9 @@ def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, cap
     assert main(["focus", "digest", "--db", db, "--json"]) == 0
     digest = json.loads(capsys.readouterr().out)
     assert digest["held"] == 0  # the only held message was corrected to pass
+    assert digest["passed_by_feedback"] == 1 and digest["held_by_feedback"] == 0  # why it differs from status
+    assert main(["focus", "digest", "--db", db]) == 0
+    assert "0 held message(s) (your answers win: 1 you passed that it held)" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # an OverflowError traceback from SQLite before
         main(["focus", "digest", "--db", db, "--session", "99999999999999999999"])
     assert "argument --session: 99999999999999999999 is not an id" in capsys.readouterr().err
@@ -566,6 +569,8 @@ def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, cap
         capsys.readouterr().out
     assert main(["focus", "feedback", "--db", db, RELEVANT.id, "hold"]) == 0
     assert f"{RELEVANT.id}: you corrected it to hold: the assistant had passed it; learnt" in capsys.readouterr().out
+    assert main(["focus", "feedback", "--db", db, RELEVANT.id, "pass", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed_from"] == "hold"
 
 
 def test_digest_groups_held_messages_with_key_sentences(assistant: FocusAssistant, tmp_path: Path) -> None:

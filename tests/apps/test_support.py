@@ -599,6 +599,14 @@ def test_a_mostly_english_faq_answers_its_chinese_entry_on_bm25s_own_threshold(t
     build_index(two, tmp_path / "two", intents=False, rerank=False, retrieval="bm25")
     matched = SupportIndex.load(tmp_path / "two").ask("password")
     assert not matched["reason"].startswith("no word") and "no word" not in matched["reason"]
+    # At --question-weight 1 BM25 reads the stored questions alone: a word of the answer only is no match.
+    build_index(one, tmp_path / "q1", intents=False, rerank=False, retrieval="bm25", question_weight=1.0)
+    questions_only = SupportIndex.load(tmp_path / "q1")
+    answer_words = questions_only.ask("email link")
+    assert answer_words["handoff"] and answer_words["reason"].startswith("no word of the question occurs in the "
+                                                                         "FAQ's questions")  # fmt: skip
+    common = questions_only.ask("how do I")  # words BM25 does not count, though the FAQ has them
+    assert common["handoff"] and common["reason"].startswith("the question has only words too common for BM25")
 
 
 def test_a_left_out_entry_scores_minus_infinity_at_every_fusion_weight(index: SupportIndex) -> None:

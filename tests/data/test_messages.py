@@ -105,6 +105,18 @@ def test_an_email_body_over_many_lines_with_commas_is_one_message(tmp_path: Path
     assert [m.text for m in read_messages(path)] == [body, "short"]  # before: "a quote ... is never closed"
 
 
+def test_a_row_of_subject_alone_is_read_from_its_subject_as_a_mail_is(tmp_path: Path) -> None:
+    """An alert of subject alone in JSONL had stopped the whole batch as "an empty message"."""
+    path = tmp_path / "alerts.jsonl"
+    path.write_text('{"id": "x1", "text": "", "subject": "Tax forms due today"}\n{"text": " ", "subject": " "}\n',
+                    encoding="utf-8")  # fmt: skip
+    with pytest.raises(MessageError, match=r"line 2 is an empty message: its 'text' is blank, and it has no subject"):
+        read_messages(path)
+    path.write_text('{"id": "x1", "text": "", "subject": "Tax forms due today"}\n', encoding="utf-8")
+    (message,) = read_messages(path)
+    assert (message.text, message.subject) == ("Tax forms due today", "Tax forms due today")
+
+
 def test_derived_ids_are_stable_and_differ_with_the_text(tmp_path: Path) -> None:
     path = _jsonl(tmp_path / "d.jsonl", [{"text": "hello"}, {"text": "hello", "sender": "Bo"}, {"text": "bye"}])
     first, second = read_messages(path), read_messages(path)

@@ -91,6 +91,7 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
         (b"text,label\ngood,pos\ntext,label\nbad,neg\n", {}, r"line 3 repeats the header \(text,label\): were files"),
         (b"text,label\ngood,pos\ntext,label\nbad,neg\n", {"label_col": None}, r"line 3 repeats the header"),
         ("\ufefftext,label\ngood,pos\n\ufefftext,label\nbad,neg\n".encode(), {}, r"line 3 repeats the header"),
+        (b"text,label\ngood,pos\nText,Label\nbad,neg\n", {}, r"line 3 repeats the header"),  # a class 'Label' before
         # An Excel CSV of a ';' locale: the errors named no separator.
         # (every row gathered, the header is still checked: its column and its separator are what is said)
         (b"text;label\nfine, really;pos\n", {}, r"has no column 'text' \(columns: text;label\); .*its header reads as "
@@ -275,6 +276,25 @@ def test_a_label_seen_once_is_an_error_naming_it() -> None:
         stratified_split(data)
 
 
+def test_a_gzip_file_without_its_name_is_said_to_be_one(tmp_path: Path) -> None:
+    import gzip
+
+    (tmp_path / "data.csv").write_bytes(gzip.compress(b"text,label\na,b\n"))  # "re-save the file as UTF-8" before
+    with pytest.raises(DataError, match=r"data\.csv: it is gzip-compressed: name it with \.gz \(data\.csv\.gz\)"):
+        read_table(tmp_path / "data.csv")
+    (tmp_path / "twice.csv.gz").write_bytes(gzip.compress(gzip.compress(b"text,label\na,b\n")))
+    with pytest.raises(DataError, match=r"twice\.csv\.gz: it is gzip-compressed twice: decompress it once"):
+        read_table(tmp_path / "twice.csv.gz")
+
+
+def test_split_names_from_python_are_read_as_a_file_s_are() -> None:
+    texts = [f"t{i}" for i in range(20)]
+    given = LabelledTexts(texts, [["a"], ["b"]] * 10, splits=["Train"] * 16 + ["validation"] * 4)
+    assert [len(part) for part in stratified_split(given)] == [16, 4, 0]  # it had been KeyError: 'validation'
+    with pytest.raises(DataError, match=r"row 19 has split 'holdout'; expected one of \['dev', 'test', 'train'"):
+        stratified_split(LabelledTexts(texts, [["a"], ["b"]] * 10, splits=["train"] * 19 + ["holdout"]))
+
+
 def test_a_multi_label_row_may_have_none_of_the_labels(tmp_path: Path) -> None:
     """An empty cell or [] of multi-label data (most toxic comments carry no tag) had been refused as
     a row with no label; single-label data still needs one."""
@@ -294,6 +314,9 @@ def test_a_multi_label_row_may_have_none_of_the_labels(tmp_path: Path) -> None:
     lone = LabelledTexts([f"t{i}" for i in range(21)], [["a"]] * 10 + [["b"]] * 10 + [[]])
     parts = stratified_split(lone, seed=0, dev_fraction=0.2, test_fraction=0.2)
     assert sorted(i for part in parts for i in part) == list(range(21))
+    spelled = LabelledTexts([f"t{i}" for i in range(21)], [["a"]] * 10 + [["b"]] * 10 + [[NO_LABELS]])
+    with pytest.raises(DataError, match=r"label '\(none of the labels\)' appears only once"):  # a label so named
+        stratified_split(spelled, seed=0, dev_fraction=0.2, test_fraction=0.2)
     from attend.training.tasks.classification import check_labels_to_learn, proportional_sample
 
     assert 20 in proportional_sample(lone, range(21), 21, seed=0)  # it had been an IndexError

@@ -81,3 +81,18 @@ def test_config_round_trips_through_json_and_rebuilds_the_same_model(name: str) 
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(_batch()).logits, model(_batch()).logits)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"model_type": "encoder", "ffn_dim": -5}, r"ffn_dim=-5 must be positive and finite"),  # a torch traceback
+        ({"model_type": "encoder", "ffn_dim": 0}, r"ffn_dim=0 must be positive and finite"),  # 4 * dim in silence
+        ({"model_type": "bilstm_attention", "attention_dim": 0}, r"attention_dim=0 must be positive"),
+        ({"model_type": "encoder", "pad_id": -1}, r"pad_id=-1 must be in \[0, vocab_size=20\)"),  # froze the last row
+        ({"model_type": "bilstm_attention", "pad_id": 20}, r"pad_id=20 must be in \[0, vocab_size=20\)"),
+    ],
+)
+def test_widths_and_the_padding_row_are_checked(config: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build({**config, "num_labels": 2, "vocab_size": 20})

@@ -748,9 +748,11 @@ def record_message(where: str, record: dict[str, Any], max_chars: int = MAX_MESS
         )
     text = _normalise(text)
     problem = text_problem(text)
+    if is_empty(problem) and not is_empty(text_problem(subject := _field(where, record, "subject"))):
+        text, problem = subject, None  # all subject ("Tax forms due today"), as a mail with no body is read
     if is_empty(problem):
         invisible = " (only invisible characters)" if text else ""
-        raise MessageError(f"{where} is an empty message: its 'text' is blank{invisible}")
+        raise MessageError(f"{where} is an empty message: its 'text' is blank{invisible}, and it has no subject")
     if problem is not None:
         raise MessageError(f"{where}: the text {problem}")
     sender, subject, channel = (_field(where, record, key) for key in ("sender", "subject", "channel"))

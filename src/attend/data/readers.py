@@ -273,6 +273,10 @@ class _Lines:
                 if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text"
                     raise DataError(f"{self.path} is UTF-16 text (it starts with a UTF-16 byte-order mark); "
                                     "re-save it as UTF-8") from None  # fmt: skip
+                if number == 1 and raw.startswith(b"\x1f\x8b"):  # "re-save as UTF-8" had been the advice
+                    fix = ("it is gzip-compressed twice: decompress it once (gunzip), keeping a .gz name" if
+                           handle is not file else f"it is gzip-compressed: name it with .gz (data.{self.fmt}.gz)")
+                    raise DataError(f"{self.path}: {fix} (its bytes start 1f 8b, gzip's mark)") from None
                 raise DataError(
                     f"{self.path}: line {number} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
                     f"{offset + exc.start}); re-save the file as UTF-8"
@@ -443,7 +447,9 @@ def _repeats_header(record: dict[str, Any], columns: Sequence[str]) -> bool:
     data may hold them)."""
     if len(columns) < 2 or all(_as_number(column) is not None for column in columns):
         return False
-    return all(str(record.get(column) or "").lstrip("\ufeff").strip() == column.strip() for column in columns)
+    # In any letter case: a file whose header reads "Text,Label" joined to one whose reads "text,label"
+    return all(str(record.get(column) or "").lstrip("\ufeff").strip().casefold() == column.strip().casefold()
+               for column in columns)  # fmt: skip
 
 
 def delimiter_hint(columns: Sequence[str], delimiter: str) -> str:
@@ -868,7 +874,11 @@ def stratified_split(
     if data.splits is not None:
         by_split: dict[str, list[int]] = {"train": [], "dev": [], "test": []}
         for i, split in enumerate(data.splits):
-            by_split[split].append(i)
+            name = SPLIT_NAMES.get(str(split).strip().lower())  # LabelledTexts from Python: "validation", "Train"
+            if name is None:  # it had been a KeyError
+                raise DataError(f"{data.source or 'the data'}: row {i} has split {split!r}; expected one of "
+                                f"{sorted(set(SPLIT_NAMES))}")  # fmt: skip
+            by_split[name].append(i)
         if not by_split["train"]:
             raise DataError(f"{data.source}: the split column assigns no row to 'train'")
         return by_split["train"], by_split["dev"], by_split["test"]
@@ -898,9 +908,10 @@ def _stratified_split(data: LabelledTexts, *, seed: int, dev_fraction: float, te
         raise DataError(f"dev_fraction + test_fraction = {dev_fraction + test_fraction} leaves no training data")
     primary = [stratum(labels) for labels in data.labels]
     counts = Counter(primary)
-    if counts.get(NO_LABELS) == 1 and len(counts) > 1:  # one text with none of the labels: split with the most common
+    unlabelled = [i for i, labels in enumerate(data.labels) if not labels]
+    if len(unlabelled) == 1 and len(counts) > 1:  # one text with none of the labels: split with the most common
         common = max((label for label in counts if label != NO_LABELS), key=lambda label: (counts[label], label))
-        primary = [common if label == NO_LABELS else label for label in primary]
+        primary[unlabelled[0]] = common  # (that row only: a label spelled "(none of the labels)" is a label)
         counts = Counter(primary)
     rare = [label for label, count in counts.items() if count < 2]
     if rare:

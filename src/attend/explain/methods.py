@@ -827,7 +827,7 @@ def explain(
                 special=special,
                 label=runtime.labels[best],
                 probability=float(probs[row, best]),
-                labels=_chosen(probs[row], runtime.labels) if runtime.multi_label else None,
+                labels=runtime.chosen(probs[row].float().numpy())[0] if runtime.multi_label else None,
                 target=runtime.labels[int(targets[row])],
                 method=method,
                 truncated=truncated,
@@ -938,14 +938,9 @@ def _explain_combined(
             special=[False] * len(units), label=labels[label], probability=float(probs[i, label]), target=targets[i],
             method=method.name, truncated=bool(cut), focus=distribution_focus(torch.from_numpy(np.abs(combined))),
             note="; ".join(notes), spans=list(units), target_probability=float(probs[i, labels.index(targets[i])]),
-            labels=_chosen(probs[i], labels) if getattr(runtime, "multi_label", False) else None,
+            labels=runtime.chosen(np.asarray(probs[i]))[0] if getattr(runtime, "multi_label", False) else None,
         ))  # fmt: skip
     return results
-
-
-def _chosen(probabilities: Any, labels: Sequence[str]) -> list[str]:
-    """A multi-label model's labels of probability at least :data:`MULTI_LABEL_THRESHOLD`, as predict chooses them."""
-    return [label for label, p in zip(labels, probabilities, strict=True) if float(p) >= MULTI_LABEL_THRESHOLD]
 
 
 #: The unknown piece of WordPiece (BERT) and SentencePiece vocabularies, every registered text model's.

@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attend.attention import AttentionPooling
 from attend.attention.dropout import Dropout, dropout
-from attend.config import check_positive, check_unit_interval
+from attend.config import check_pad_id, check_positive, check_unit_interval
 from attend.models.base import ClassifierConfig, ModelOutput, forward_with_attentions, register_model
 
 __all__ = ["BiLSTMAttentionClassifier", "BiLSTMAttentionConfig"]
@@ -52,6 +52,9 @@ class BiLSTMAttentionConfig(ClassifierConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive(self, "vocab_size", "embed_dim", "hidden_dim", "num_layers")
+        if self.attention_dim is not None:  # 0 had been the default width in silence, -2 a traceback from torch
+            check_positive(self, "attention_dim")
+        check_pad_id(self)
         check_unit_interval(self, "dropout")
 
 

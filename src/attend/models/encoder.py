@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from attend.attention import AttentionPooling, MultiHeadAttention
 from attend.attention.dropout import Dropout
 from attend.attention.unpad import TokenLayout
-from attend.config import check_arguments, check_positive, check_unit_interval
+from attend.config import check_arguments, check_pad_id, check_positive, check_unit_interval
 from attend.models.base import (
     ClassifierConfig,
     ModelOutput,
@@ -84,6 +84,9 @@ class EncoderConfig(ClassifierConfig):
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling={self.pooling!r}; choose one of {list(POOLINGS)}")
         check_positive(self, "vocab_size", "dim", "num_layers", "num_heads", "max_length")
+        if self.ffn_dim is not None:  # 0 had been the default width in silence, -5 a traceback from torch
+            check_positive(self, "ffn_dim")
+        check_pad_id(self)
         check_unit_interval(self, "dropout", "attention_dropout")
         reserved = {"dropout", "kdim", "vdim", "bias", "head_dim"} & set(self.attention)
         if reserved:

@@ -675,8 +675,9 @@ class FocusAssistant:
             direction = "raised" if preference > 0 else "lowered"
             # Not "on similar messages": sentence embeddings of unrelated texts still point alike, so what
             # was learnt from one kind of message moves every other a little too (a known limit).
-            reasons.append(f"What your feedback taught {direction} its relevance (log-odds {preference:+.1f}; it "
-                           "moves messages that read like the ones you answered most).")  # fmt: skip
+            reasons.append(f"What your feedback taught {direction} its relevance (log-odds {preference:+.1f}; learnt "
+                           "from all your answers, it moves every message a little, and those that read like the ones "
+                           "you answered most).")  # fmt: skip
         if abs(channel_shift) >= 0.5:
             direction = "raised" if channel_shift > 0 else "lowered"
             reasons.append(f"Coming as {channel_name(message.channel)!r} {direction} its relevance (log-odds "

@@ -254,7 +254,11 @@ def _cmd_digest(args: argparse.Namespace) -> int:
         print(dumps_json(digest))
         return 0
     session = digest["session"]
-    print(f"digest of session {session['id']} ({session['task']}): {digest['held']} held message(s)")
+    corrected = [f"{digest[key]} you {verb}" for key, verb in (("held_by_feedback", "held that it passed"),
+                                                                ("passed_by_feedback", "passed that it held"))
+                 if digest.get(key)]  # fmt: skip
+    said = f" (your answers win: {', '.join(corrected)})" if corrected else ""
+    print(f"digest of session {session['id']} ({session['task']}): {digest['held']} held message(s){said}")
     for group in digest["groups"]:
         print(f"\n## {group['title']}  ({len(group['messages'])}, top score {group['score']:.2f})")
         for m in group["messages"]:

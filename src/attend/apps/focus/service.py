@@ -157,4 +157,10 @@ class FocusService:
         held = [m for m in self.store.messages(session_id=session["id"]) if (m["feedback"] or m["decision"]) == "hold"]
         embeddings = [self.store.embedding(m["id"], session["id"]) for m in held]
         groups = build_digest(self.assistant.reader, held, embeddings, limit=limit)
-        return {"session": session, "held": len(held), "groups": [g.to_dict() for g in groups]}
+        # The person's answer wins over the assistant's decision: `status` counts the decisions, so the two
+        # counts differ by the corrections, which are said (they had read as a disagreement).
+        by_feedback = sum(m["feedback"] == "hold" and m["decision"] != "hold" for m in held)
+        return {"session": session, "held": len(held), "held_by_feedback": by_feedback,
+                "passed_by_feedback": sum(m["feedback"] == "pass" and m["decision"] == "hold"
+                                          for m in self.store.messages(session_id=session["id"])),
+                "groups": [g.to_dict() for g in groups]}  # fmt: skip

@@ -26,7 +26,8 @@ def format_build(report: dict[str, Any]) -> str:
         f"indexed {report['entries']} FAQ entries ({report['passages']} answer passages) from {report['faq']}",
         f"encoder: {report['encoder']['model']} (weights {report['encoder']['weights_sha256'][:12]}…)",
         f"hand-off threshold {handoff['threshold']:.3f} ({handoff['method']} on {handoff['answerable_trials']} "
-        f"reworded FAQ questions + {handoff['unanswerable_trials']} left-out ones: "
+        f"reworded FAQ questions + {handoff['unanswerable_trials']} left-out ones"
+        f"{' the encoder reads' if 'lexical_threshold' in handoff else ''}: "
         f"precision {handoff['precision']:.2f}, recall {handoff['recall']:.2f}, F1 {handoff['f1']:.2f})",
     ]
     intents = report.get("intents")

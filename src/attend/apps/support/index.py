@@ -70,7 +70,7 @@ from attend.apps.support.fusion import (
     lexical_scale,
     question_queries,
 )
-from attend.apps.support.lexical import Lexical, Term, term_spans
+from attend.apps.support.lexical import Lexical, Term, term_spans, terms
 from attend.apps.support.rerank import DEPTH, LEAD_TOKENS, fit_reranker, interaction
 from attend.data.readers import DataError
 from attend.data.validation import text_problem
@@ -191,9 +191,16 @@ class Ranker:
         return weight * questions + (1.0 - weight) * answers
 
     def matches(self, text: str) -> bool:
-        """Whether a word of ``text`` occurs in what BM25 reads: the answers, and the stored questions
-        where they carry weight."""
-        return self.lexical_answers.matches(text) or (self.question_weight > 0 and self.lexical_questions.matches(text))
+        """Whether a word of ``text`` occurs in what BM25 reads: the answers and the stored questions,
+        each where it carries weight (at ``question_weight`` 1 the answers count for nothing)."""
+        weight = self.question_weight
+        answers, questions = self.lexical_answers, self.lexical_questions
+        return (weight < 1 and answers.matches(text)) or (weight > 0 and questions.matches(text))
+
+    def searched(self) -> str:
+        """What :meth:`matches` searches, in words."""
+        weight = self.question_weight
+        return "the FAQ's answers" if weight == 0 else "the FAQ's questions" if weight == 1 else "the FAQ"
 
     def scores(
         self,
@@ -803,7 +810,9 @@ class SupportIndex:
         if own:
             reason = f"the FAQ's own question (case, spacing and closing punctuation aside); {reason}"
         elif unmatched:  # said for what it is, not as a score "at or above" a threshold it was handed off at
-            reason = "no word of the question occurs in the FAQ, and BM25 alone ranks it: nothing to answer from"
+            counted = "no word of the question occurs in " + self.ranker.searched() if terms(question) else (
+                "the question has only words too common for BM25 to count (such as 'how', 'do')")  # fmt: skip
+            reason = f"{counted}, and BM25 alone ranks it: nothing to answer from"
         words: list[dict[str, Any]] = []
         answer_words: list[dict[str, Any]] = []
         truncated = False

@@ -328,7 +328,7 @@ def check_labels_to_learn(dataset: LabelledTexts, multi_label: bool) -> None:
     if len(names) == 1 and none:  # it had said "every example has the label", of data where some have none
         raise DataError(f"{dataset.source}: one label, {names[0]!r}, on {len(dataset) - none} example(s), and none on "
                         f"{none}: that is telling {names[0]!r} from its absence; give each row a label ({names[0]!r} "
-                        "or another, e.g. 'none') and train without --multi-label")  # fmt: skip
+                        "or another, e.g. 'none') and train without --multi-label or --label-sep")  # fmt: skip
     if len(names) < 2:
         said = f"every example has the label {names[0]!r}" if names else "no example has a label"
         raise DataError(f"{dataset.source}: {said}; a classifier needs at least two labels to learn to tell apart")
