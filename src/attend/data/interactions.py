@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from itertools import combinations
 from os import PathLike
 from typing import Any
 
@@ -396,8 +397,7 @@ def read_interactions(
             rating that is not a number.
     """
     named = {"user_col": user_col, "item_col": item_col, "time_col": time_col, "rating_col": rating_col}
-    shared = [(a, b) for i, a in enumerate(named) for b in list(named)[i + 1 :] if named[a] is not None and
-              named[a] == named[b]]  # fmt: skip
+    shared = [(a, b) for a, b in combinations(named, 2) if named[a] is not None and named[a] == named[b]]
     if shared:  # user = item had scored a perfect HR@10 on its own ids, without a word
         first, second = shared[0]
         raise DataError(f"{first} and {second} are both {named[first]!r}: each names a column of its own (--"

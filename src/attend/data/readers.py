@@ -69,6 +69,11 @@ def looks_missing(label: str) -> bool:
 #: Accepted values of a split column.
 SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
 
+
+def _split_name(value: Any) -> str | None:
+    """The split a split column's cell names, in any case and spacing (``" Validation"`` is dev); else None."""
+    return SPLIT_NAMES.get(str(value or "").strip().lower())
+
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 _FORMATS |= {".parquet": "parquet", ".pq": "parquet"}
 #: File names read as tables (any other is plain text where a verb also takes that).
@@ -763,13 +768,13 @@ def read_table(
                     raise _SaidAtOnce(f"{path}: line {line} has several labels {row_labels}; {fix}")
             split = ""
             if split_col is not None:
-                raw = str(record.get(split_col) or "").strip().lower()
-                if raw not in SPLIT_NAMES:
+                named = _split_name(record.get(split_col))
+                if named is None:
                     raise DataError(
                         f"{path}: line {line} has split {record.get(split_col)!r} in column {split_col!r}; "
                         f"expected one of {sorted(set(SPLIT_NAMES))}"
                     )
-                split = SPLIT_NAMES[raw]
+                split = named
         except _SaidAtOnce:
             raise
         except DataError as problem:
@@ -874,7 +879,7 @@ def stratified_split(
     if data.splits is not None:
         by_split: dict[str, list[int]] = {"train": [], "dev": [], "test": []}
         for i, split in enumerate(data.splits):
-            name = SPLIT_NAMES.get(str(split).strip().lower())  # LabelledTexts from Python: "validation", "Train"
+            name = _split_name(split)  # LabelledTexts from Python: "validation", "Train"
             if name is None:  # it had been a KeyError
                 raise DataError(f"{data.source or 'the data'}: row {i} has split {split!r}; expected one of "
                                 f"{sorted(set(SPLIT_NAMES))}")  # fmt: skip

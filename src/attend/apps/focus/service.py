@@ -154,13 +154,13 @@ class FocusService:
             self.store.active_session() or self.store.last_session())  # fmt: skip
         if session is None:
             raise SessionError("no focus session in this database yet: start one with `attend focus start`")
-        held = [m for m in self.store.messages(session_id=session["id"]) if (m["feedback"] or m["decision"]) == "hold"]
+        messages = self.store.messages(session_id=session["id"])
+        held = [m for m in messages if (m["feedback"] or m["decision"]) == "hold"]
         embeddings = [self.store.embedding(m["id"], session["id"]) for m in held]
         groups = build_digest(self.assistant.reader, held, embeddings, limit=limit)
         # The person's answer wins over the assistant's decision: `status` counts the decisions, so the two
         # counts differ by the corrections, which are said (they had read as a disagreement).
         by_feedback = sum(m["feedback"] == "hold" and m["decision"] != "hold" for m in held)
         return {"session": session, "held": len(held), "held_by_feedback": by_feedback,
-                "passed_by_feedback": sum(m["feedback"] == "pass" and m["decision"] == "hold"
-                                          for m in self.store.messages(session_id=session["id"])),
+                "passed_by_feedback": sum(m["feedback"] == "pass" and m["decision"] == "hold" for m in messages),
                 "groups": [g.to_dict() for g in groups]}  # fmt: skip

@@ -68,11 +68,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from attend.apps.recommend.pipeline import _is_dataset, dataset_columns_error, train_recommender
     from attend.config import read_run_config
 
-    columns = {"--user-col": args.user_col, "--item-col": args.item_col, "--time-col": args.time_col,
-               "--rating-col": args.rating_col}  # fmt: skip
-    named = [(flag, value) for flag, value in columns.items() if value is not None]
+    columns = {"user_col": args.user_col, "item_col": args.item_col, "time_col": args.time_col,
+               "rating_col": args.rating_col}  # fmt: skip
+    named: dict[str, str | None] = {k: v for k, v in columns.items() if v is not None}  # the rest: the API's defaults
     if named and _is_dataset(args.data):  # even at a log's default value (the API's check cannot tell them apart)
-        raise dataset_columns_error(*named[0], args.data)
+        name, value = next(iter(named.items()))
+        raise dataset_columns_error(f"--{name.replace('_', '-')}", value, args.data)
+    if named.get("time_col") == "none":
+        named["time_col"] = None
     if args.positive_threshold is not None and args.model != "din":
         raise ValueError(f"--positive-threshold {args.positive_threshold:g} is for --model din (a rating at or above "
                          "it is a like); sasrec learns the order of items, not ratings")  # fmt: skip
@@ -93,11 +96,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     given = {} if args.positive_threshold is None else {"positive_threshold": args.positive_threshold}  # else DIN's own
     result = train_recommender(
         args.data, args.out, model=args.model, item_features=args.item_features,
-        feature_types=_types(args.feature_types), user_col="user" if args.user_col is None else args.user_col,
-        item_col="item" if args.item_col is None else args.item_col,
-        time_col="timestamp" if args.time_col is None else None if args.time_col == "none" else args.time_col,
-        rating_col=args.rating_col, features=features, model_options=model_options,
-        training=training, resume=args.resume, overwrite=args.overwrite, **given,
+        feature_types=_types(args.feature_types), features=features, model_options=model_options,
+        training=training, resume=args.resume, overwrite=args.overwrite, **named, **given,
     )  # fmt: skip
     if not result.is_main:
         return 0

@@ -293,8 +293,9 @@ class _RecommendationTask(Task):
         seen = np.zeros(self.data.n_items + 1, dtype=bool)
         for items in trained:
             seen[items] = True
-        unseen = sorted(set(np.concatenate(held_out).tolist()) - {0} - set(np.flatnonzero(seen).tolist()))
-        if unseen:
+        held = np.unique(np.concatenate(held_out))  # sorted item indices; 0 is "no target"
+        unseen = held[(held > 0) & ~seen[held]]
+        if len(unseen):
             how = "their features and an untrained id vector" if self.spec else "an untrained id vector"
             self.notes.append(f"{len(unseen)} item(s) occur only in the held-out dev/test events (e.g. "
                               f"{self.data.item_ids[unseen[0]]!r:.60}): no training step read them, so they are scored "
