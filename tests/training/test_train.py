@@ -93,6 +93,20 @@ def test_same_seed_same_metrics_and_resume_matches_an_uninterrupted_run(tmp_path
         train(planted_csv, tmp_path / "resumed", resume=True)
 
 
+def test_class_weights_against_imbalance() -> None:
+    from attend.training.tasks.classification import class_weights
+
+    # single-label: inverse frequency, balanced classes weigh 1
+    weights = class_weights(torch.tensor([0, 0, 0, 1]), 3, multi_label=False)
+    assert torch.allclose(weights, torch.tensor([4 / 9, 4 / 3, 4 / 3]))  # an absent class counts as one row
+    # multi-label: negatives over positives per label. Two labels each on 1 row of 10 had weighed 1 (equally
+    # rare among the labels), so the loss still pushed both towards "never".
+    targets = torch.zeros(10, 3)
+    targets[0, 0] = targets[1, 1] = 1
+    targets[:, 2] = 1  # on every row: no negative, counted as one
+    assert torch.allclose(class_weights(targets, 3, multi_label=True), torch.tensor([9.0, 9.0, 0.1]))
+
+
 def test_class_weights_multi_label_and_bf16(tmp_path: Path) -> None:
     rows = [
         {"text": f"alpha {'beta' if i % 3 else ''} gamma {i % 7}", "label": "a|b" if i % 3 else "a"} for i in range(60)

@@ -118,7 +118,8 @@ class TrainingArgs:
         patience: Stop after this many epochs without a better epoch to keep (0 disables): the epoch
             kept is the one with the best dev metric, ties going to the lower dev loss, so a tie
             with a lower loss is better too.
-        class_weights: Weight the loss by inverse class frequency, for imbalanced labels.
+        class_weights: Weight the loss by inverse class frequency, for imbalanced labels (multi-label:
+            each label's positives by its negatives over its positives).
         label_smoothing: Spread this share of each target's probability over the other classes
             (or vocabulary tokens) in the cross-entropy (Szegedy et al. 2016); 0 disables it.
         augment: Comma-separated perturbations of :mod:`attend.data.noise` (``typos``,

@@ -64,6 +64,19 @@ def classification_loss(
     return F.cross_entropy(logits.float(), targets, weight=weight, reduction=reduction, label_smoothing=label_smoothing)
 
 
+def class_weights(targets: Tensor, n_labels: int, *, multi_label: bool) -> Tensor:
+    """Loss weights against imbalance: each class's inverse frequency, scaled so that balanced
+    classes weigh 1; for multi-label, each label's negatives over its positives (``pos_weight``:
+    a label on 1 row in 10 weighs its positives 9, so its rows count as much as the 9 without it;
+    an inverse frequency among the labels had left labels that are each rare but equally so
+    unweighted). A label no training row has, or every row has, counts as one such row."""
+    if multi_label:
+        positives = targets.float().sum(0)
+        return ((len(targets) - positives).clamp_min(1.0) / positives.clamp_min(1.0)).float()
+    counts = torch.bincount(targets, minlength=n_labels).float()
+    return (counts.sum() / (n_labels * counts.clamp_min(1.0))).float()
+
+
 def symmetric_kl(first: Tensor, second: Tensor, *, multi_label: bool) -> Tensor:
     """``(KL(p1 || p2) + KL(p2 || p1)) / 2`` between two predictions' logits, averaged over the batch
     (per label Bernoulli distributions, summed over labels, when multi-label)."""
@@ -499,9 +512,7 @@ class ClassificationTask(Task):
         return TextTokenizer.train(texts, vocab_size=args.vocab_size, max_length=args.max_length)
 
     def _class_weights(self) -> Tensor:
-        targets = self.encoded["train"].targets
-        counts = targets.sum(0) if self.multi_label else torch.bincount(targets, minlength=len(self.labels)).float()
-        return (counts.sum() / (len(self.labels) * counts.clamp_min(1.0))).float()
+        return class_weights(self.encoded["train"].targets, len(self.labels), multi_label=self.multi_label)
 
     def save_state(self, directory: Path) -> None:
         self.tokenizer.save(directory / "tokenizer.json")
