@@ -208,7 +208,7 @@ def test_streams_and_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("id,text\n1,from stdin\n"))
     assert read_messages("-", fmt="csv") == [Message("1", "from stdin")]
     monkeypatch.setattr(sys, "stdin", io.StringIO('{"text": "ok"}\n{"text": ""}\n'))
-    with pytest.raises(MessageError, match=r"<stdin>: line 2 is an empty message"):
+    with pytest.raises(MessageError, match=r"standard input: line 2 is an empty message"):
         read_messages("-")
     with pytest.raises(MessageError, match=r"a stream can be read as jsonl, csv, tsv, not mbox"):
         read_messages(io.StringIO("From x\n"), fmt="mbox")

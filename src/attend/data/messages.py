@@ -862,7 +862,7 @@ def _read(source: Any, fmt: str | None, max_chars: int, stats: dict[str, Any]) -
     else:
         if isinstance(source, str | os.PathLike):  # "-"
             # Its bytes, so that input that is not UTF-8 is replaced as in a file, not fatal.
-            stream, name = getattr(sys.stdin, "buffer", sys.stdin), "<stdin>"
+            stream, name = getattr(sys.stdin, "buffer", sys.stdin), "standard input"
         else:
             stream, name = source, getattr(source, "name", None)
             name = name if isinstance(name, str) else "<stream>"

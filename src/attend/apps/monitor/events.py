@@ -403,7 +403,7 @@ def _raw_lines(stream: TextIO | BinaryIO, poll: float) -> Iterator[bytes | None]
         yield buffer.rstrip(b"\r")
 
 
-def stream_events(stream: TextIO | BinaryIO, *, name: str = "<stdin>", fmt: str | None = None,
+def stream_events(stream: TextIO | BinaryIO, *, name: str = "standard input", fmt: str | None = None,
                   poll: float = 0.5) -> Iterator[Event | None]:  # fmt: skip
     """Events from a stream (stdin) as they arrive, until end of input.
 
