@@ -419,6 +419,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         sys.stdout, ExistingOutput(Path("-")), True)  # fmt: skip
     done = existing.rows
     bar = None
+    writer: PredictionWriter | None = None
     failed = False
     finished = False
     if stream is not None and not args.no_progress:
@@ -452,6 +453,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                     if args.format != "json" else "")  # fmt: skip
             raise OSError(exc.errno, f"{exc.strerror} while writing it{kept}", args.output) from None
         finished = True
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what is kept, and how to go on (it had said "interrupted")
+        if not args.output:
+            raise
+        rows = done + (writer.rows if writer is not None else 0)
+        how = ("run the same command with --resume to go on from there" if args.format != "json" else
+               "a JSON list cut short, which cannot be resumed: write --format csv or jsonl to resume")  # fmt: skip
+        if _reports():
+            print(f"interrupted: {rows} prediction{'s' if rows != 1 else ''} in {args.output}; {how}" if rows else
+                  "interrupted before the first prediction was written", file=sys.stderr)  # fmt: skip
+        return 130
     finally:
         if bar is not None:
             bar.close()

@@ -15,7 +15,7 @@ import pytest
 
 from attend.data.readers import DataError, TextStream
 from attend.runtime import load
-from attend.runtime.streaming import PredictionWriter, completed_rows, predict_stream
+from attend.runtime.streaming import PredictionWriter, completed_rows, open_output, predict_stream
 from tests.conftest import planted_rows, write_csv
 
 
@@ -106,8 +106,16 @@ def test_existing_output_is_never_overwritten_and_json_lists_do_not_resume(
     out = tmp_path / "out.csv"
     out.write_text("precious\n")
     done = _attend("predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--format", "csv")
-    assert done.returncode == 2 and "exists; --resume" in done.stderr and "Traceback" not in done.stderr
+    # not a prediction file, said at once (it had advised --resume, which then refused it)
+    assert done.returncode == 2 and "exists and is not a prediction file" in done.stderr, done.stderr
+    assert "--resume" not in done.stderr and "Traceback" not in done.stderr
     assert out.read_text() == "precious\n"
+    for name, start in (("p.csv", "text,label_1,probability_1,truncated\n"), ("p.jsonl", '{"text": "a"'),
+                        ("p.json", "[]\n"), ("empty.csv", "")):  # fmt: skip
+        (tmp_path / name).write_text(start)
+        with pytest.raises(DataError, match=r"exists; --resume continues it"):
+            open_output(tmp_path / name, resume=False, fmt="csv")
+        assert (tmp_path / name).read_text() == start
     refused = _attend("predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--resume",
                       "--format", "csv")  # fmt: skip
     assert refused.returncode == 2 and "not a prediction CSV" in refused.stderr
@@ -437,6 +445,12 @@ def test_kept_columns_ride_with_each_prediction_and_resume(
         assert main([*other, "--output", str(partial), "--resume"]) == 2
         assert said in capsys.readouterr().err
     assert partial.read_bytes() == full[: full.index(b"dull") + 2]  # nothing appended, nothing cut
+    # The same texts under another id: the file would join two inputs' ids (it had been continued).
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text("".join(json.dumps({**r, "id": 99 if r["id"] == 10 else r["id"]}) + "\n" for r in rows))
+    assert main([*argv[:3], str(changed), *argv[4:], "--output", str(partial), "--resume"]) == 2
+    assert "some text, or --keep-cols value, between the first and the last differs" in capsys.readouterr().err
+    assert partial.read_bytes() == full[: full.index(b"dull") + 2]
 
 
 def test_kept_values_are_json_whatever_the_input_holds(tmp_path: Path) -> None:

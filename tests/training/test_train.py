@@ -204,7 +204,9 @@ def test_model_directory_safety(tmp_path: Path, planted_csv: Path) -> None:
         load(tmp_path / "nowhere")
 
 
-def test_unknown_labels_and_bad_options_are_clear_errors(tmp_path: Path, planted_csv: Path) -> None:
+def test_unknown_labels_and_bad_options_are_clear_errors(
+    tmp_path: Path, planted_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "m"
     train(planted_csv, out, model="encoder", model_options=SMALL_ENCODER, args=TrainingArgs(**{**FAST, "epochs": 1}))
     other = tmp_path / "other.csv"
@@ -245,6 +247,10 @@ def test_unknown_labels_and_bad_options_are_clear_errors(tmp_path: Path, planted
         evaluate(out, [("great", "pos")])  # failed deep in pathlib
     with pytest.raises(ValueError, match="schedule='steep'"):
         TrainingArgs(schedule="steep")
+    with pytest.raises(DataError, match="nothing to resume"):
+        train(planted_csv, tmp_path / "fresh", resume=True)
+    # ... under torchrun too: it had been told that --model auto runs on one process, to name a --model
+    monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(DataError, match="nothing to resume"):
         train(planted_csv, tmp_path / "fresh", resume=True)
 

@@ -83,8 +83,9 @@ class ExistingOutput:
         width: Labels per row (the ``--top-k`` it was written with, at most the label count).
         labels: Every label its rows name.
         texts: Row number (0-based) -> text, for the first and the last row (the error names them).
-        digest: A running hash of every row's text, in order: a resumed run hashes the input texts
-            it skips the same way, so it continues only the input the file was written from.
+        digest: A running hash of every row's text and kept column values, in order: a resumed run
+            hashes the input rows it skips the same way, so it continues only the input the file was
+            written from (ids kept to join on included).
         last: The last row's ``(label, probability)`` pairs: a resumed run predicts its text again
             and refuses a file another model wrote.
         columns: The input columns its rows keep (``--keep-cols``), in order; None before a row is read.
@@ -130,7 +131,7 @@ class ExistingOutput:
                 handle.truncate(self.kept)
             self.size = self.kept
 
-    def _add(self, text: str, top: Sequence[tuple[str, float]]) -> None:
+    def _add(self, text: str, top: Sequence[tuple[str, float]], kept: Sequence[str] = ()) -> None:
         if self.width is None:
             self.width = len(top)
         elif len(top) != self.width:
@@ -138,7 +139,7 @@ class ExistingOutput:
                             f"{self.width}; is it another file?")  # fmt: skip
         self.labels.update(label for label, _ in top)
         self.texts = {0: self.texts.get(0, text), self.rows: text}
-        add_text(self.digest, text)
+        add_row(self.digest, text, kept)
         self.last = list(top)
         self.rows += 1
 
@@ -215,6 +216,14 @@ def add_text(digest: Any, text: str) -> None:
     digest.update(len(data).to_bytes(8, "little") + data)  # length first: "ab","c" is not "a","bc"
 
 
+def add_row(digest: Any, text: str, kept: Sequence[str] = ()) -> None:
+    """A row's text and its ``--keep-cols`` values as a CSV cell holds them (:func:`_cell`), in
+    order: a changed id had been continued, so the ids joined back on were two inputs'."""
+    add_text(digest, text)
+    for value in kept:
+        add_text(digest, value)
+
+
 def completed_rows(path: Path, fmt: str) -> int:
     """Rows of a prediction file written whole; a row cut off at the end is truncated away.
 
@@ -275,11 +284,12 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
                 break
             try:
                 row = json.loads(line)
-                existing._add(row["text"], [(entry["label"], float(entry["probability"])) for entry in row["top"]])
+                existing.columns = [key for key in row if key not in ROW_KEYS]
+                existing._add(row["text"], [(entry["label"], float(entry["probability"])) for entry in row["top"]],
+                              [_cell(row[key]) for key in existing.columns])  # fmt: skip
                 existing.multi_label = "labels" in row
                 if existing.multi_label:
                     existing.choose(list(row["labels"]))
-                existing.columns = [key for key in row if key not in ROW_KEYS]
             except (ValueError, KeyError, TypeError):
                 raise DataError(
                     f"{path}: line {existing.rows + 1} is not a prediction row; is it another file? (nothing in "
@@ -313,7 +323,7 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
                     except ValueError:
                         raise DataError(f"{path}: row {record_number} holds a probability that is not a number; is "
                                         "it another file? (nothing in it was changed)") from None  # fmt: skip
-                    existing._add(record[0], top)
+                    existing._add(record[0], top, record[2 + 2 * width + existing.multi_label:])
                     if existing.multi_label:  # the labels column follows "truncated"
                         chosen = record[2 + 2 * width]
                         existing.choose(chosen.split("|") if chosen else [], chosen)
@@ -470,13 +480,14 @@ def predict_stream(
         if existing is not None and existing.texts.get(index, text) != text:
             raise DataError(f"{existing.path}: row {index + 1} is not the prediction of input text {index + 1}: "
                             "it was written from another input; choose another --output")  # fmt: skip
-        add_text(skipped, text)
+        add_row(skipped, text, [_cell(values.get(column)) for column in writer.columns])
         if index >= rows - rows % chunk:
             again.append((text, values))
     if existing is not None and existing.rows and skipped.digest() != existing.digest.digest():
         raise DataError(f"{existing.path}: its {existing.rows} rows are not the predictions of the input's first "
-                        f"{existing.rows} texts (some text between the first and the last differs): it was written "
-                        "from another input, or the input changed; choose another --output")  # fmt: skip
+                        f"{existing.rows} texts (some text{', or --keep-cols value,' if writer.columns else ''} "
+                        "between the first and the last differs): it was written from another input, or the input "
+                        "changed; choose another --output")
     if existing is not None:
         existing.cut()  # every check passed: the row cut off by the interruption goes, new rows follow
     for pairs in _chunks(itertools.chain(again, stream), chunk):
@@ -522,14 +533,26 @@ def open_output(path: str | os.PathLike[str], *, resume: bool, fmt: str) -> tupl
     """
     path = Path(path)
     check_output_name(path)
-    if path.exists() and not resume:
-        raise DataError(f"{path} exists; --resume continues it, or choose another --output")
     if path.exists() and not path.is_file():
         raise DataError(f"--output {path} is not a file")
+    if path.exists() and not resume:
+        if not _begins_as_predictions(path):  # "--resume continues it" had been said of any file, then refused
+            raise DataError(f"--output {path} exists and is not a prediction file (it does not start as `attend "
+                            "predict` writes one); nothing in it was changed: choose another --output")  # fmt: skip
+        raise DataError(f"{path} exists; --resume continues it, or choose another --output (or remove it to "
+                        "predict from the start)")  # fmt: skip
     existing = read_existing(path, fmt) if resume and path.exists() else ExistingOutput(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a", encoding="utf-8", newline="")
     return _CutFirst(handle, existing), existing, existing.kept == 0
+
+
+def _begins_as_predictions(path: Path) -> bool:
+    """Whether ``path`` is empty or begins as a prediction file of any format (a JSON list included)."""
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    starts = (*STARTS.values(), b'[{"text": ', b"[]\n")
+    return any(begins.startswith(head) or head.startswith(begins) for begins in starts)
 
 
 class _CutFirst(io.TextIOBase):

@@ -369,6 +369,9 @@ def train_auto(
         The winner's :class:`TrainResult`; its ``metrics["auto"]`` and ``report`` say what was
         picked and why.
     """
+    if resume and not (_work_directory(link_target(out)) / "auto.json").is_file():
+        # said first: under torchrun, `--resume` of a finished or absent run had been told to name a --model
+        raise nothing_to_resume(link_target(out))
     if os.environ.get("WORLD_SIZE", "1") != "1":
         raise ValueError("--model auto times its candidates on this process alone; under torchrun name a --model")
     if not time_budget > 0:
