@@ -218,12 +218,17 @@ def _task_of(model_dir: str) -> str:
     return ArtifactDir.open(model_dir).task
 
 
-def _classifier_only(model_dir: str, *, translators: bool = False) -> str:
+def _classifier_only(model_dir: str, *, translators: bool = False, verb: str | None = None) -> str:
     """The task of ``model_dir``, refused where it is no text classifier (nor, with ``translators``, a
     translator), before a verb reads its input (a recommender's or a package's model had been told
-    its --input lacked a 'text' column)."""
+    its --input lacked a 'text' column). ``verb``: one that only classifiers have (quantize, prune),
+    said so rather than pointing to the verbs that run the model (`attend translate` prunes nothing)."""
     task = _task_of(model_dir)
     if task != "classification" and not (translators and task == "translation"):
+        if verb is not None:
+            only = (" (translators run on PyTorch in float32; `attend export` writes their ONNX encoder and decoder)"
+                    if task == "translation" else "")  # fmt: skip
+            raise UsageError(f"{model_dir} holds a {task} model: `attend {verb}` is for text classifiers only{only}")
         raise _not_a_classifier(model_dir, task)
     return task
 
@@ -899,7 +904,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
     if args.dev_data and args.max_loss is None:
         raise UsageError("--dev-data is the data --max-loss searches on; give --max-loss too")
-    _classifier_only(args.model_dir)
+    _classifier_only(args.model_dir, verb="quantize")
     report = quantize(args.model_dir, runtime=args.runtime, data=args.data, dev_data=args.dev_data,
                       max_loss=args.max_loss, progress=True, **_data_columns(args))  # fmt: skip
     if args.json:
@@ -918,7 +923,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     if budget:
         kept = budget["fp32_groups"]
         which = f" (number{'s' if len(kept) > 1 else ''} {', '.join(map(str, kept))})" if kept else ""
-        over = "" if budget["within_budget"] else " (over budget with every one kept)"
+        over = "" if budget["within_budget"] else " (over budget in every trial: the one that lost least is kept)"
         print(f"  budget {budget['max_loss_points']:g} points on the {budget['dev_data']}: "
               f"{len(kept)} of {budget['group_count']} {budget['groups']}s kept fp32{which}; dev loss "
               f"{budget['dev_loss_points']:+.2f} points{over}")  # fmt: skip
@@ -945,7 +950,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
     if (args.heads is None) == (args.fraction is None):
         raise UsageError("give --heads N or --fraction F (not both)")
-    _classifier_only(args.model_dir)
+    _classifier_only(args.model_dir, verb="prune")
     report = prune(args.model_dir, args.out, heads=args.heads, fraction=args.fraction, importance=args.importance,
                    data=args.data, dev_data=args.dev_data, overwrite=args.overwrite, **_data_columns(args))  # fmt: skip
     removed = sum(len(heads) for heads in report["removed"].values())

@@ -135,6 +135,11 @@ def test_alignment_of_a_reversal_points_at_the_mirrored_word(translator_dir: Pat
     assert result.alignment is not None and result.alignment.layers
     top = result.alignment.weights[:4, :4].argmax(1).tolist()  # output word i came from source word 3 - i
     assert top == [3, 2, 1, 0], result.alignment.weights.round(2)
+    # Stopped at the length limit: no </s> row (it had ended in a </s> the model never wrote).
+    (cut,) = translator.translate(["red cat sun dog"], alignments=True, max_length_a=0.0, max_length_b=2)
+    assert cut.finished is False and cut.alignment is not None
+    assert cut.alignment.output_tokens == [" dog", " sun"] and cut.alignment.weights.shape[0] == 2
+    assert len(cut.alignment.output_probabilities) == 2
 
 
 def test_faithfulness_gap_is_positive_on_the_reversal(translator_dir: Path) -> None:
@@ -259,11 +264,16 @@ def test_bad_input_is_a_clear_error(translator_dir: Path, tmp_path: Path) -> Non
     labelled = write_csv(tmp_path / "labelled.csv", [{"text": "red cat", "label": "a"}])
     # Before its input is read too (it had been told the input lacked a 'text' column).
     for verb in (["predict", str(translator_dir), "red cat"], ["faithfulness", str(translator_dir), str(labelled)],
-                 ["predict", str(translator_dir), "--input", str(bad)], ["quantize", str(translator_dir)],
-                 ["prune", str(translator_dir), "--out", str(tmp_path / "p"), "--heads", "1"]):
+                 ["predict", str(translator_dir), "--input", str(bad)]):  # fmt: skip
         done = _attend(*verb)  # a classifier's verb: a one-line error, not an AttributeError
         assert done.returncode == 2 and "holds a translation model, not a text classifier: use `attend translate`" \
             in done.stderr and "Traceback" not in done.stderr, done.stderr
+    # Verbs only classifiers have: said so (they had pointed to `attend translate`, which neither quantizes nor prunes)
+    for verb in (["quantize", str(translator_dir)], ["prune", str(translator_dir), "--out", str(tmp_path / "p"),
+                                                    "--heads", "1"]):  # fmt: skip
+        done = _attend(*verb)
+        assert done.returncode == 2 and f"holds a translation model: `attend {verb[0]}` is for text classifiers only " \
+            "(translators run on PyTorch in float32" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def test_cli_trains_a_translator_with_the_usual_options(tmp_path: Path) -> None:

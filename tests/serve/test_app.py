@@ -861,6 +861,26 @@ def test_model_info_gives_the_figures_of_the_precision_served() -> None:
     assert members is not None and members["note"] == "the fp32 ensemble's figures: its members are served in int8"
 
 
+def test_model_info_names_files_not_the_servers_folders_at_any_depth() -> None:
+    """quantize's nested records (under fp32.quantized, and accuracy_budget.dev_data) and prune's
+    had shown the server's folders in /v1/model."""
+    from attend.serve.app import _paths_named
+
+    stored = {"accuracy": 0.8, "per_class": {"a/b": {"f1": 1.0}}, "labels": ["a/b"], "quantized": {"onnx": {
+        "onnx_dir": "/srv/models/m/onnx", "data": "test split of /srv/private/reviews.csv (30 examples)",
+        "accuracy_budget": {"dev_data": "dev split of /srv/private/reviews.csv (30 examples)", "search": []}}},
+        "pruning": {"model_dir": "/srv/models/m", "out_dir": "runs/pruned", "importance_data": "dev split of x/y.csv"}}
+    shown = _paths_named({"accuracy": 0.82, "fp32": stored})
+    assert "/srv" not in json.dumps(shown) and "runs/" not in json.dumps(shown) and "x/y" not in json.dumps(shown)
+    onnx = shown["fp32"]["quantized"]["onnx"]
+    assert onnx["onnx_dir"] == "onnx"
+    assert onnx["accuracy_budget"]["dev_data"] == "dev split of reviews.csv (30 examples)"
+    pruning = shown["fp32"]["pruning"]
+    assert pruning["model_dir"] == "m" and pruning["importance_data"] == "dev split of y.csv"
+    # a label holding "/" is a label, not a path
+    assert shown["fp32"]["per_class"] == {"a/b": {"f1": 1.0}} and shown["fp32"]["labels"] == ["a/b"]
+
+
 def test_only_a_union_members_errors_are_merged_and_other_locations_stay_whole() -> None:
     """Every location ending in a part with '-' had lost it: a header's x-token, a dict key."""
     from attend.serve.app import _union_merged

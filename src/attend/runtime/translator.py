@@ -185,7 +185,8 @@ class Translator(Runtime):
             results.append(Translation(text, self.target_tokenizer.decode(hyp.tokens), hyp.score, hyp.log_prob,
                                        was_cut, hyp.finished, warning, output_ids=list(hyp.tokens)))  # fmt: skip
         if alignments and results:
-            for result, alignment in zip(results, self.align(ids, [h.tokens for h in hyps], maps=maps), strict=True):
+            found = self.align(ids, [h.tokens for h in hyps], maps=maps, finished=[h.finished for h in hyps])
+            for result, alignment in zip(results, found, strict=True):
                 alignment.source, alignment.translation = result.source, result.translation
                 alignment.score = result.log_prob  # what the picture calls it: not the length-normalised score
                 result.alignment = alignment
@@ -209,21 +210,26 @@ class Translator(Runtime):
         return torch.log_softmax(logits.float(), -1), cap.weights, targets, mask
 
     def align(
-        self, source_ids: Sequence[Sequence[int]], outputs: Sequence[Sequence[int]], *, maps: bool = False
+        self, source_ids: Sequence[Sequence[int]], outputs: Sequence[Sequence[int]], *, maps: bool = False,
+        finished: Sequence[bool] | None = None,
     ) -> list[Alignment]:
         """Cross-attention alignments of outputs (token ids, no ``</s>``) to their encoded sources.
 
-        Rows are output tokens (``</s>`` last), columns source tokens (``</s>`` last); ``weights`` is
-        the mean over decoder layers and heads, each row summing to 1.
+        Rows are output tokens (``</s>`` last, where the output ended with it: ``finished``, by
+        default every one; an output stopped at the length limit had been shown ending in a
+        ``</s>`` it never wrote), columns source tokens (``</s>`` last); ``weights`` is the mean
+        over decoder layers and heads, each row summing to 1.
         """
+        ended = [True] * len(outputs) if finished is None else list(finished)
         found: list[Alignment] = []
         for start in range(0, len(outputs), 32):
             src_chunk, out_chunk = source_ids[start : start + 32], outputs[start : start + 32]
             log_probs, layers, targets, _ = self._teacher_forced(src_chunk, out_chunk, capture=True)
             assert layers is not None
             stacked = torch.stack(layers, 1)  # (B, layers, H, T, S)
-            for b, (src, out) in enumerate(zip(src_chunk, out_chunk, strict=True)):
-                t_len, s_len = len(out) + 1, len(src)
+            for b, (src, out, end) in enumerate(zip(src_chunk, out_chunk, ended[start : start + 32], strict=True)):
+                end = end or not out
+                t_len, s_len = len(out) + end, len(src)
                 per = stacked[b, :, :, :t_len, :s_len].numpy().astype(np.float64)
                 probs = log_probs[b, torch.arange(t_len), targets[b, :t_len]].exp().tolist()
                 named = None
@@ -232,7 +238,7 @@ class Translator(Runtime):
                     named |= {f"layer {i} mean": per[i].mean(0) for i in range(per.shape[0])}
                 found.append(Alignment(
                     source_tokens=self.source_tokenizer.pieces(src),
-                    output_tokens=[*self.target_tokenizer.pieces(out), "</s>"],
+                    output_tokens=[*self.target_tokenizer.pieces(out), *(["</s>"] if end else [])],
                     weights=per.mean((0, 1)), layers=named, output_probabilities=probs,
                 ))  # fmt: skip
         return found
@@ -252,7 +258,7 @@ class Translator(Runtime):
         results = self.translate(texts, beam=beam)
         ids, _ = self._encode(texts)
         outputs = [r.output_ids for r in results]
-        alignments = self.align(ids, outputs)
+        alignments = self.align(ids, outputs, finished=[r.finished for r in results])
         drops_top: list[float] = []
         drops_random: list[float] = []
         for src, out, alignment in zip(ids, outputs, alignments, strict=True):
@@ -261,7 +267,7 @@ class Translator(Runtime):
                 continue
             base, _, targets, _ = self._teacher_forced([src], [out], capture=False)
             variants, rows = [], []
-            for t in range(len(out) + 1):
+            for t in range(len(alignment.output_tokens)):  # </s> where the output ended with it
                 top = int(np.argmax(alignment.weights[t, :words]))
                 other = rng.choice([j for j in range(words) if j != top])
                 variants += [top, other]

@@ -323,6 +323,24 @@ def _folders_dropped(value: Any) -> Any:
     return _FOLDERED_PATH.sub(r"\1", value) if isinstance(value, str) else value
 
 
+#: The metrics keys whose string values name a file or folder, or describe data by one ("test split
+#: of /srv/data/r.csv (30 examples)"): quantize's, prune's and export's records among them.
+METRICS_PATH_KEYS = frozenset({"data", "dev_data", "importance_data", "split", "model_dir", "out_dir", "onnx_dir",
+                               "onnx_file", "source"})  # fmt: skip
+
+
+def _paths_named(value: Any) -> Any:
+    """The metrics as ``/v1/model`` shows them: every path under :data:`METRICS_PATH_KEYS`, at any
+    depth, by its last name (quantize's ``data`` and ``accuracy_budget.dev_data`` had shown the
+    server's folders, nested under ``fp32.quantized``)."""
+    if isinstance(value, dict):
+        return {k: _folders_dropped(v) if k in METRICS_PATH_KEYS and isinstance(v, str) else _paths_named(v)
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list):
+        return [_paths_named(v) for v in value]
+    return value
+
+
 #: The config keys whose string values name a data file (at any depth of the ``data`` entry).
 FILE_KEYS = ("source", "origin", "data", "item_features")
 
@@ -501,7 +519,7 @@ def create_app(
                 # config.json records every file's hash (an ensemble's members too): one id for all of it
                 "config_sha256": config_hash,
             },
-            metrics=_served_metrics(stored, runtime.backend),
+            metrics=_paths_named(_served_metrics(stored, runtime.backend)),
             limits=limits,
             apps=apps or None,
             **info,
