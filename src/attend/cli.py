@@ -428,10 +428,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     failed = False
     finished = False
     if stream is not None and not args.no_progress:
-        from tqdm import tqdm
+        from attend.progress import progress_bar
 
         unit = {"unit": "row"} if stream.fmt == "parquet" else {"unit": "B", "unit_scale": True}
-        bar = tqdm(total=stream.size, desc="predict", file=sys.stderr, mininterval=1.0, **unit)
+        bar = progress_bar(total=stream.size, desc="predict", mininterval=1.0, **unit)
     try:
         texts = _input_texts(stream, keep) if stream is not None else iter(args.texts)
 

@@ -226,6 +226,10 @@ def test_bad_jsonl_and_unknown_extension(tmp_path: Path) -> None:
     path.write_text('{"text": "a",\n', encoding="utf-8")  # a record cut short: no word of commas between records
     with pytest.raises(DataError, match=r"line 1 is not valid JSON \([^)]*\)$"):
         read_table(path)
+    # A string cut short: said so (it was "Invalid control character at, at character 18": the line's end)
+    path.write_text('{"text": "a", "label": "x"}\n{"id": 7, "text": "broken\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 2 is not valid JSON \(Unterminated string starting at character 19\)$"):
+        read_table(path)
     path.write_text('[{"text": "a", "label": "x"}, {"text": "b", "label": "y"}]\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"line 1 is a JSON list, expected an object \(JSON Lines has one object per"):
         read_table(path)

@@ -485,3 +485,18 @@ def test_kept_columns_are_refused_by_name(
     assert not out.exists()  # an empty file had stayed, and refused the mended command ("exists; --resume")
     assert main(["predict", str(trained["encoder"]), "a text", "--keep-cols", "id"]) == 2
     assert "--keep-cols copies columns of an --input file: give --input" in capsys.readouterr().err
+
+
+def test_progress_into_a_log_file_is_a_line_per_redraw(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`attend predict --input` into a log (no terminal) had redrawn its bar with carriage returns every
+    second, one line of every redraw; it is paced and lined as training's bar is."""
+    from attend.cli import main
+
+    data = write_csv(tmp_path / "in.csv", planted_rows(600))
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # every chunk redrawn (the default without a terminal: 30 s)
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(tmp_path / "o.csv")]) == 0
+    err = capsys.readouterr().err
+    bars = [line for line in err.splitlines() if line.startswith("predict:")]
+    assert "\r" not in err and len(bars) >= 2 and bars[-1].startswith("predict: 100%"), err

@@ -40,6 +40,7 @@ from attend.data.readers import (
     csv_records,
     data_suffix,
     is_compressed,
+    json_problem,
     open_data_bytes,
 )
 from attend.data.validation import is_empty, is_missing_number, text_problem
@@ -656,9 +657,9 @@ def _jsonl_records(name: str, lines: Iterable[str]) -> Iterator[tuple[int, dict[
             continue
         content = True
         try:
-            record = json.loads(line)
+            record = json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
-            raise MessageError(f"{name}: line {number} is not valid JSON ({exc.msg}, column {exc.colno})") from None
+            raise MessageError(f"{name}: line {number} is not valid JSON ({json_problem(exc)})") from None
         if not isinstance(record, dict):
             raise MessageError(
                 f"{name}: line {number} is a JSON {type(record).__name__}, expected one object per line "

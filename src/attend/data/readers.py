@@ -326,9 +326,9 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None,
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {line_number} is not valid JSON ({exc.msg}, at character {exc.pos + 1})"
+                raise DataError(f"{path}: line {line_number} is not valid JSON ({json_problem(exc)})"
                                 f"{_json_lines_hint(line)}") from None
             if not isinstance(record, dict):
                 listed = " (JSON Lines has one object per line, not a list of them)" if isinstance(record, list) else ""
@@ -347,6 +347,13 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None,
     except csv.Error as exc:
         raise DataError(f"{path}: line 1: {_csv_problem(exc)}") from None
     yield from csv_records(reader, tape, str(path), problems=problems)
+
+
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """What is wrong with a JSON line and where: "Unterminated string starting at character 19"
+    (the parser's message ends in "at" for some problems: "...starting at, at character 19" had
+    been said, and a line's own end read as a control character inside a string cut short)."""
+    return f"{exc.msg}{'' if exc.msg.endswith(' at') else ', at'} character {exc.pos + 1}"
 
 
 def _json_lines_hint(line: str) -> str:

@@ -878,36 +878,9 @@ def _tensorboard(log_dir: Path, purge_step: int | None = None) -> Any:
 def _progress(iterable: range, total: int, initial: int, desc: str, enabled: bool) -> Iterator[int] | Any:
     if not enabled:
         return iterable
-    from tqdm import tqdm
+    from attend.progress import progress_bar
 
-    # Where stderr is a file or a CI log, not a terminal, every redraw is kept: a bar redrawn each step
-    # made 57 kB of a 600-step run and put the epoch records on its lines. There it is drawn at most
-    # every 30 s and left as a line of its own when the epoch ends.
-    # A notebook's stderr is no terminal but redraws in place; TQDM_MININTERVAL, set, is the user's.
-    # Each redraw is then a line (tqdm starts each with a carriage return: the lines had been one, which
-    # `tail -f` and `wc -l` showed as its last state).
-    terminal = getattr(sys.stderr, "isatty", lambda: False)() or "ipykernel" in sys.modules
-    pace = {} if "TQDM_MININTERVAL" in os.environ else {"mininterval": 0.1 if terminal else 30.0}
-    return tqdm(iterable, total=total, initial=initial, desc=desc, unit="batch", leave=not terminal,
-                file=sys.stderr if terminal else _Lines(sys.stderr), **pace)  # fmt: skip
-
-
-class _Lines:
-    """A stream for a progress bar that is not drawn on a terminal: each redraw a line of its own."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-
-    def write(self, text: str) -> None:
-        line = text.replace("\r", "").rstrip()  # the spaces that blank a longer earlier redraw, too
-        if line:
-            self.stream.write(line + "\n")
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def __getattr__(self, name: str) -> Any:  # encoding, isatty, ... as the stream's
-        return getattr(self.stream, name)
+    return progress_bar(iterable, total=total, initial=initial, desc=desc, unit="batch")
 
 
 #: Under torchrun a Ctrl-C reaches every worker twice: from the terminal, then forwarded by the

@@ -29,7 +29,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from attend.data.readers import DataError, allow_long_fields, data_suffix, is_compressed, read_data_bytes
+from attend.data.readers import (
+    DataError,
+    allow_long_fields,
+    data_suffix,
+    is_compressed,
+    json_problem,
+    read_data_bytes,
+)
 from attend.data.validation import text_problem
 
 __all__ = [
@@ -254,9 +261,9 @@ class _Parser:
                 return None
             where = f"{self.name}: line {line_number}"
             try:
-                record = json.loads(line)
+                record = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
-                raise DataError(f"{where} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+                raise DataError(f"{where} is not valid JSON ({json_problem(exc)})") from None
             return parse_event(record, where)
         if not self.pending:
             if not line.strip():
