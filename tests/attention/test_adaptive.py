@@ -150,3 +150,20 @@ def test_gate_scales_head_outputs() -> None:
         torch.testing.assert_close(gated(x)[0], plain(x)[0], atol=1e-5, rtol=0)
         gated.gate_proj.bias.fill_(-50.0)  # gate shut: only the output bias remains
         torch.testing.assert_close(gated(x)[0], gated.out_proj.bias.expand(2, 6, E), atol=1e-5, rtol=0)
+
+
+def test_a_span_pushed_past_its_ends_is_clamped_back_and_learns_again() -> None:
+    """Past 0 (or 1) the clamp in ``spans`` gives the fraction no gradient: without clamp_ after the
+    step, a head stayed at span 0 for good (the paper's code clamps after each step)."""
+    from attend.attention import clamp_spans
+
+    module = MultiHeadAttention(8, 2, adaptive_span=4, span_ramp=2)
+    with torch.no_grad():
+        module.span.span_fraction.copy_(torch.tensor([-0.09, 1.3]))
+    module.span_penalty().backward()
+    assert torch.equal(module.span.span_fraction.grad, torch.zeros(2))  # stuck, as it was
+    clamp_spans(module)
+    assert torch.equal(module.span.span_fraction.detach(), torch.tensor([0.0, 1.0]))
+    module.zero_grad()
+    module.span_penalty().backward()
+    assert (module.span.span_fraction.grad > 0).all()  # a gradient again, at the ends

@@ -97,6 +97,29 @@ def test_capture_with_grad_on_efficient_backends(options: dict) -> None:
     assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in cap.weights)
 
 
+@pytest.mark.parametrize("options", [{}, {"attention": "local", "window": 3}])
+def test_capture_with_grad_under_dropout_gives_the_outputs_gradient(options: dict) -> None:
+    """Training with dropout: the output used dropped weights, but its gradient had been taken from
+    the undropped ones (SDPA and local), so every gradient was another model's. A finite difference
+    of the same dropout draws is the truth."""
+    module = MultiHeadAttention(8, 2, dropout=0.5, **options).double().train()
+    x = torch.randn(2, 12, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    direction = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def loss(z: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(1)  # the same dropout draws each call
+        with capture_attention(module, grad=True) as cap:
+            out = module(z, z, z)[0]
+        return (out * torch.linspace(-1, 1, out.shape[-1], dtype=torch.float64)).sum(), cap
+
+    z = x.clone().requires_grad_(True)
+    value, cap = loss(z)
+    value.backward()
+    numeric = (loss(x + 1e-6 * direction)[0] - loss(x - 1e-6 * direction)[0]) / 2e-6
+    torch.testing.assert_close((z.grad * direction).sum(), numeric, rtol=1e-6, atol=1e-8)
+    assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in cap.weights)  # d loss / d weights, still
+
+
 def test_capture_is_scoped_to_its_model_and_thread() -> None:
     watched, other = TwoLayer().eval(), TwoLayer().eval()
     x = torch.randn(1, 4, E)

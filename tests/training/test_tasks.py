@@ -447,6 +447,13 @@ def test_adaptive_span_penalty_shrinks_spans_during_training(tmp_path: Path, pla
         model = load(tmp_path / str(weight)).model
         spans[weight] = float(torch.cat([block.attn.span.spans.detach() for block in model.blocks]).mean())
     assert spans[0.0] == 32.0 and spans[1.0] < 31.0, spans
+    # Pushed past 0 by a large step, a span is clamped back after each step (its fraction had gone
+    # negative, where neither the task nor the penalty gives it a gradient again).
+    options = {"dim": 32, "num_layers": 1, "num_heads": 2, "attention": {"adaptive_span": 32, "span_loss": 10.0}}
+    args = TrainingArgs(epochs=1, batch_size=16, lr=0.2, progress=False, vocab_size=500, grad_clip=0.0)
+    train(planted_csv, tmp_path / "steep", model="encoder", model_options=options, args=args)
+    fractions = torch.cat([block.attn.span.span_fraction.detach() for block in load(tmp_path / "steep").model.blocks])
+    assert fractions.min() >= 0.0 and fractions.max() <= 1.0 and fractions.min() < 0.5, fractions
 
 
 def test_classification_batches_texts_of_similar_length_unless_told_not_to(

@@ -4,7 +4,7 @@ Public contract (see DESIGN.md): :class:`MultiHeadAttention`, :data:`SCORES`, th
 :class:`AttentionPooling`, :class:`TargetAttention`, :class:`CrossModalAttention` and :func:`capture_attention`.
 """
 
-from attend.attention.adaptive import AdaptiveSpan
+from attend.attention.adaptive import AdaptiveSpan, clamp_spans
 from attend.attention.backends import BACKENDS
 from attend.attention.cache import KeyValueCache, cached_causal_mask
 from attend.attention.capture import (
@@ -49,6 +49,7 @@ __all__ = [
     "cached_causal_mask",
     "capture_attention",
     "causal_mask",
+    "clamp_spans",
     "positional_mask",
     "recordable_names",
     "unpadding_modules",

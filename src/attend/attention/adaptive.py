@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AdaptiveSpan"]
+__all__ = ["AdaptiveSpan", "clamp_spans"]
 
 
 class AdaptiveSpan(nn.Module):
@@ -63,9 +63,26 @@ class AdaptiveSpan(nn.Module):
         safe_log = torch.log(torch.where(visible, ramp_value, torch.ones_like(ramp_value)))
         return torch.where(visible, safe_log, torch.full_like(ramp_value, float("-inf")))
 
+    def clamp_(self) -> AdaptiveSpan:
+        """Bring each span back into ``[0, max_span]``: call it after every optimiser step (the paper's
+        code does; :class:`~attend.training.Trainer` does). Past either end the clamp in
+        :attr:`spans` gives the span no gradient, from the task or the penalty, so a head that one
+        step pushed below 0 or above 1 had stayed there for the rest of training."""
+        with torch.no_grad():
+            self.span_fraction.clamp_(0.0, 1.0)
+        return self
+
     def penalty(self) -> Tensor:
         """The paper's span loss, ``max_span * mean(z / max_span)``: add ``coef * penalty()`` to the loss."""
         return self.spans.mean()
 
     def extra_repr(self) -> str:
         return f"num_heads={self.span_fraction.numel()}, max_span={self.max_span}, ramp={self.ramp}"
+
+
+def clamp_spans(model: nn.Module) -> None:
+    """:meth:`AdaptiveSpan.clamp_` every adaptive span of ``model``: after each optimiser step of a
+    training loop of one's own."""
+    for module in model.modules():
+        if isinstance(module, AdaptiveSpan):
+            module.clamp_()

@@ -118,6 +118,10 @@ def sdpa_attention(
         bias, _, empty_rows = _dense_bias(module, spec, q, fold_causal=True)
         weights = masked_softmax((q2 * scale) @ k2.transpose(-2, -1), bias, empty_rows)
         return weights @ v, weights
+    if weights_grad and dropout_p > 0.0:
+        # SDPA's dropout mask cannot be had: the explicit path, whose output and gradients use the
+        # same dropped weights (the output had been SDPA's, its gradient the undropped weights').
+        return eager_attention(module, q, k, v, spec, dropout_p=dropout_p, need_weights=True, weights_grad=True)
     bias, is_causal, empty_rows = _dense_bias(module, spec, q, fold_causal=False)
     out = F.scaled_dot_product_attention(
         q2, k2, v, attn_mask=bias, dropout_p=dropout_p, is_causal=is_causal, scale=scale

@@ -101,16 +101,25 @@ def local_attention(
     bias, empty_rows = neutralise_empty_rows(bias)
 
     weights = masked_softmax(module.score(q_blocks, k_blocks), bias, empty_rows)  # (B, H, nb, b, span)
-    dropped = dropout(weights, dropout_p)
+    # With the weights' gradient asked for, the dropout mask is kept apart (the same draws, the
+    # same values), for the gradient path below to drop what the output dropped.
+    keep = dropout(torch.ones_like(weights), dropout_p) if weights_grad and dropout_p > 0 else None
+    dropped = dropout(weights, dropout_p) if keep is None else weights * keep
     out = (dropped @ v_blocks).reshape(batch, heads, num_blocks * block, -1)[:, :, :length]
     if not need_weights:
         return out, None
     index = (k_pos + left).expand(weights.shape)
     width = num_blocks * block + left + right
-    dense = weights.new_zeros(*weights.shape[:-1], width).scatter(-1, index, weights)
-    dense = dense.view(batch, heads, num_blocks * block, width)[:, :, :length, left : left + length]
+
+    def dense_of(blocked: Tensor) -> Tensor:  # (B, H, nb, b, span) -> (B, H, L, L)
+        dense = blocked.new_zeros(*blocked.shape[:-1], width).scatter(-1, index, blocked)
+        return dense.view(batch, heads, num_blocks * block, width)[:, :, :length, left : left + length]
+
+    dense = dense_of(weights)
     if weights_grad:
-        out = grad_through_weights(out, dense, v)
+        # The output's gradient through the weights it used: dropped ones (the undropped weights'
+        # had been taken, so every gradient of a training step with dropout was another model's).
+        out = grad_through_weights(out, dense if keep is None else dense * dense_of(keep), v)
     return out, dense
 
 
