@@ -288,6 +288,11 @@ GOOD = {"id": "a1", "time": "2024-05-01T10:00:00Z", "text": "a terrible film"}
         ("noid.jsonl", json.dumps({"time": GOOD["time"], "text": "x"}) + "\n",
          'noid.jsonl: line 1: field "id" is missing or empty'),
         ("list.jsonl", "[1, 2]\n", "list.jsonl: line 1 is a JSON list, expected an object"),
+        # a lone surrogate in a key field: it had failed in the database, unlocated ("'utf-8' codec can't encode")
+        ("surrogate.jsonl", json.dumps(GOOD) + "\n" + json.dumps({**GOOD, "id": "s", "topic": "a\udc80"}) + "\n",
+         'surrogate.jsonl: line 2: field "topic" contains an unpaired surrogate'),
+        ("twice.csv", "id,id,time,text\n1,2,2024-05-01,hello\n",  # the second id had been stored, in silence
+         "twice.csv: line 1: the CSV header names 'id' more than once"),
         ("nocol.csv", "id,when,text\n1,2024-05-01,hello\n", "nocol.csv: line 1: the CSV header ['id', 'when', 'text'] "
          "lacks column(s) ['time']"),
         ("badrow.csv", 'id,time,text\n1,2024-05-01,"hello"\n2,yesterday,bye\n',
@@ -761,6 +766,20 @@ def test_other_thresholds_withdraw_nothing_and_older_databases_list_their_alerts
     argv = [a for a in argv if a != "--webhook"]
     assert main([*argv, "--z", "20"]) == 0
     assert "0 new alert(s), 1 in" in capsys.readouterr().out
+    # --z left out: the database's 20 is kept, and said (the default 3 had come back in silence)
+    from attend.apps.monitor.store import open_store
+
+    assert main(argv) == 0
+    assert f"note: --z 20: {db}'s, from its last run (give a flag to change it)" in capsys.readouterr().err
+    store = open_store(db, create=False)
+    assert store.saved_detection()["z"] == 20.0
+    # another sentiment model than the last run's: allowed, and said (it had not been recorded)
+    settings = store.get_meta("settings")
+    store.set_meta("settings", {**settings, "sentiment_weights": "f" * 64})
+    store.close()
+    assert main(argv) == 0
+    assert "its events so far were scored by another sentiment model (weights ffffffffffff, now " in \
+        capsys.readouterr().err
     assert main([*[a if a != "1h" else "2h" for a in argv], "--z", "20"]) == 0  # another window length
     assert "0 new alert(s), 0 in " + str(db) + " (and 1 of other window lengths)" in capsys.readouterr().out
     (alert,) = alerts_json(db, capsys)
@@ -1040,6 +1059,46 @@ def test_follow_events_tails_a_csv_and_flushes_when_idle(tmp_path: Path) -> None
     assert [e.text for e in events] == ['a "quoted" text', "partial line", "two\nlines"]
 
 
+@pytest.mark.parametrize("rotation", ["rename", "copytruncate"])
+def test_follow_events_reads_a_rotated_log_whole(tmp_path: Path, rotation: str) -> None:
+    """logrotate renames the log and a new one starts (or copies and truncates it, and the writer
+    refills it between two polls): the new file had been read from the old one's offset, its first
+    events lost without a word (or a line read from its middle)."""
+    from attend.apps.monitor import follow_events
+
+    path = tmp_path / "live.jsonl"
+
+    def lines(prefix: str, count: int) -> str:
+        return "".join(json.dumps({**GOOD, "id": f"{prefix}{i}", "text": f"text {prefix} {i}"}) + "\n"
+                       for i in range(count))  # fmt: skip
+
+    path.write_text(lines("a", 5), encoding="utf-8")
+    seen: list[Any] = []
+    expected = 5 + 3 + 8 if rotation == "rename" else 5 + 8
+    def done() -> bool:  # every event, or a few seconds with nothing new (an event lost)
+        return len([e for e in seen if e is not None]) >= expected or seen.count(None) > 300
+
+    for item in follow_events(path, poll=0.01, stop=done):
+        seen.append(item)
+        if item is None and seen.count(None) == 1:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(lines("b", 3)[:-1])  # the old file's last line lacks its newline
+            if rotation == "rename":
+                path.rename(tmp_path / "live.jsonl.1")
+                path.write_text(lines("c", 8), encoding="utf-8")  # as long as what was read, and more
+            else:
+                old = path.read_text(encoding="utf-8")
+                (tmp_path / "live.jsonl.1").write_text(old, encoding="utf-8")
+                with open(path, "r+", encoding="utf-8") as handle:  # truncated in place, then refilled
+                    handle.truncate(0)
+                    handle.write(lines("c", 8))
+    ids = [e.id for e in seen if e is not None]
+    if rotation == "rename":  # the old file read to its end, its last line too, then the new one from its start
+        assert ids == [*(f"a{i}" for i in range(5)), *(f"b{i}" for i in range(3)), *(f"c{i}" for i in range(8))]
+    else:  # what was appended before the copy is in the copy, not followed; the refilled file from its start
+        assert ids == [*(f"a{i}" for i in range(5)), *(f"c{i}" for i in range(8))], ids
+
+
 def test_topic_model_fills_missing_topics_only(model_dir: Path) -> None:
     from attend.apps.monitor import Event, Scorer
     from attend.runtime import load
@@ -1065,6 +1124,22 @@ def test_a_replay_reports_changed_texts_and_times_without_a_zone(
     assert "2 stored, 1 already stored (1 with a different text: the first kept)" in out.out
     assert "event id 'a' was seen again with a different text" in out.err
     assert "1 event time(s) had no time zone and were taken as UTC" in out.err
+
+
+def test_a_repeated_id_keeps_its_first_line_in_a_file_as_on_stdin(tmp_path: Path) -> None:
+    """A file's events are replayed in time order: a repeat with an earlier time had been kept over
+    the first line, where stdin and the service keep the first."""
+    from attend.apps.monitor.events import read_events, stream_events
+
+    events = [{**GOOD, "id": "c1", "time": "2024-05-01T11:00:00Z", "text": "first"},
+              {**GOOD, "id": "c0", "time": "2024-05-01T10:30:00Z", "text": "other"},
+              {**GOOD, "id": "c1", "time": "2024-05-01T10:00:00Z", "text": "second"}]  # fmt: skip
+    path = write_jsonl(tmp_path / "d.jsonl", events)
+    read = read_events(path)
+    assert [(e.id, e.text) for e in read] == [("c0", "other"), ("c1", "first"), ("c1", "second")]
+    streamed = [e for e in stream_events(io.StringIO(path.read_text(encoding="utf-8"))) if e is not None]
+    first = {e.id: e.text for e in reversed(streamed)}  # the first of each id, as the store keeps it
+    assert first == {e.id: e.text for e in reversed(read)} == {"c1": "first", "c0": "other"}
 
 
 def test_times_in_utc_may_end_in_a_lower_case_z() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import sys
 from collections.abc import Iterator, Sequence
@@ -38,11 +39,20 @@ def _log_to_stderr(quiet: bool) -> Iterator[None]:
         logger.setLevel(previous)
 
 
-def _detection(args: argparse.Namespace) -> Any:
+#: ``monitor run``'s detection flags where neither they nor the database (its last run) say otherwise.
+RUN_DEFAULTS = {"window": "1h", "z": 3.0, "min_volume": 10, "alpha": 0.2, "warmup": 4, "min_lift": 0.0}
+
+
+def _detection(args: argparse.Namespace, saved: dict[str, Any] | None = None) -> Any:
+    """The run's detection settings: the flags given, else the database's (``saved``: what its last
+    run used; a rerun without ``--z`` had put the default back in silence), else :data:`RUN_DEFAULTS`."""
     from attend.apps.monitor.events import parse_window
 
-    return _detection_settings({"window": parse_window(args.window), "z": args.z, "min_volume": args.min_volume,
-                                "alpha": args.alpha, "warmup": args.warmup, "min_lift": args.min_lift})  # fmt: skip
+    given = {name: getattr(args, name) for name in RUN_DEFAULTS if getattr(args, name) is not None}
+    if "window" in given:
+        given["window"] = parse_window(given["window"])
+    defaults = {**RUN_DEFAULTS, "window": parse_window(RUN_DEFAULTS["window"])}
+    return _detection_settings({**defaults, **(saved or {}), **given})
 
 
 def _detection_settings(values: dict[str, Any]) -> Any:
@@ -72,6 +82,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     ):
         if not fine:  # NaN fails every comparison, so it lands here too
             raise ValueError(f"{flag} {value}: must be {rule}")
+    # Checked before anything is loaded or written (the database's thresholds come in once it is open).
     settings = MonitorSettings(detection=_detection(args), examples=args.examples, webhook=args.webhook,
                                webhook_timeout=args.webhook_timeout)  # fmt: skip
     if args.follow and args.events == "-":
@@ -93,8 +104,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         events = read_events(args.events, fmt=args.format)  # validated whole before anything is written
         total = len(events)
     store = open_store(args.db)
-    monitor = Monitor(store, scorer, settings)
+    saved = store.saved_detection()
+    defaults = settings.detection.to_dict()
+    settings = dataclasses.replace(settings, detection=_detection(args, saved))
+    kept = [name for name in RUN_DEFAULTS if getattr(args, name) is None and saved.get(name, defaults[name]) !=
+            defaults[name]]  # fmt: skip
+    if kept:
+        from attend.apps.monitor.events import format_window
+
+        values = settings.detection.to_dict()
+        values["window"] = format_window(values["window"])
+        shown = ", ".join(f"--{name.replace('_', '-')} {values[name]:g}" if name != "window" else
+                          f"--window {values[name]}" for name in kept)  # fmt: skip
+        print(f"note: {shown}: {args.db}'s, from its last run (give a flag to change it)", file=sys.stderr)
     with _log_to_stderr(args.quiet), _progress(total, args.quiet) as on_batch:
+        monitor = Monitor(store, scorer, settings)  # its notes (another sentiment model) on stderr too
         summary = run_events(monitor, events, batch_size=args.batch_size, max_rate=args.max_rate,
                              finite=not args.follow, on_batch=on_batch)  # fmt: skip
     stored_alerts = store.count_alerts(window=settings.detection.window)
@@ -233,14 +257,16 @@ def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
     run.add_argument("--negative-label", help="its negative label (default: the one named negative/neg/rotten/bad)")
     run.add_argument("--topic-model", help="model directory assigning topics to events without one")
     run.add_argument("--db", required=True, help="SQLite file, or a SQLAlchemy URL such as postgresql://...")
-    run.add_argument("--window", default="1h", help="window length: 15m, 1h, 1d, 1w ... (default 1h)")
+    run.add_argument("--window", help="window length: 15m, 1h, 1d, 1w ... (default: the database's, else 1h)")
     run.add_argument("--follow", action="store_true", help="keep reading lines appended to the file (Ctrl-C stops)")
     run.add_argument("--poll", type=float, default=0.5, help="seconds between looks for new lines (0.5)")
-    run.add_argument("--z", type=float, default=3.0, help="z-score of the negative share that is a surge (3)")
-    run.add_argument("--min-volume", type=int, default=10, help="fewest events in a window to judge it (10)")
-    run.add_argument("--alpha", type=float, default=0.2, help="EWMA weight of the newest window (0.2)")
-    run.add_argument("--warmup", type=int, default=4, help="windows of history before judging any (4)")
-    run.add_argument("--min-lift", type=float, default=0.0, help="smallest rise of the share over baseline (0)")
+    run.add_argument("--z", type=float, help="z-score of the negative share that is a surge (default: the "
+                     "database's, else 3)")
+    run.add_argument("--min-volume", type=int, help="fewest events in a window to judge it (the database's, else 10)")
+    run.add_argument("--alpha", type=float, help="EWMA weight of the newest window (the database's, else 0.2)")
+    run.add_argument("--warmup", type=int, help="windows of history before judging any (the database's, else 4)")
+    run.add_argument("--min-lift", type=float, help="smallest rise of the share over baseline (the database's, "
+                     "else 0)")
     run.add_argument("--webhook", help="POST each new alert as JSON to this URL (and each sent one later withdrawn)")
     run.add_argument("--webhook-timeout", type=float, default=5.0,
                      help="seconds a webhook receiver has to answer before the POST counts as failed (5)")

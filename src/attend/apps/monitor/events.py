@@ -37,7 +37,7 @@ from attend.data.readers import (
     json_problem,
     read_data_bytes,
 )
-from attend.data.validation import text_problem
+from attend.data.validation import is_empty, text_problem
 
 __all__ = [
     "MAX_EVENT_CHARS",
@@ -161,6 +161,9 @@ def _key(record: dict[str, Any], name: str, where: str, *, required: bool) -> st
     text = str(value).strip()
     if len(text) > MAX_KEY_CHARS:
         raise DataError(f'{where}: field "{name}" is {len(text)} characters long, over {MAX_KEY_CHARS}')
+    problem = text_problem(text)  # a lone surrogate: it had failed in the database, unlocated
+    if problem is not None and not is_empty(problem):
+        raise DataError(f'{where}: field "{name}" {problem}')
     return text
 
 
@@ -286,6 +289,10 @@ class _Parser:
             if missing:
                 raise DataError(f"{self.name}: line {line_number}: the CSV header {self.header} lacks column(s) "
                                 f"{missing}")  # fmt: skip
+            twice = sorted({c for c in self.header if c and self.header.count(c) > 1})
+            if twice:  # which of the two is the event's? (the last had been taken, in silence)
+                raise DataError(f"{self.name}: line {line_number}: the CSV header names {', '.join(map(repr, twice))} "
+                                "more than once; keep one column of each name")  # fmt: skip
             return None
         where = f"{self.name}: line {self.pending_line}"
         if len(row) > len(self.header):
@@ -306,7 +313,8 @@ def _decode(name: str, raw: bytes, line_offset: int = 0) -> str:
 
 
 def read_events(path: str | os.PathLike[str], *, fmt: str | None = None) -> list[Event]:
-    """Every event of a JSONL or CSV file, validated, in time order (stable for equal times).
+    """Every event of a JSONL or CSV file, validated, in time order (stable for equal times; a
+    repeated id's first line comes before its repeats, which are kept for the store to skip).
 
     The whole file is checked before anything is returned, so a bad line stops a replay before it
     writes a single event.
@@ -326,8 +334,11 @@ def read_events(path: str | os.PathLike[str], *, fmt: str | None = None) -> list
         if event is not None:
             events.append(event)
     parser.finish()
-    events.sort(key=lambda e: e.time)
-    return events
+    # In time order, but an id's first line before its repeats, whatever their times: the first
+    # text is the one kept, as stdin and the service keep it (the earliest time's had been, here).
+    first: dict[str, Any] = {}
+    keys = [(max(event.time, first.setdefault(event.id, event.time)), index) for index, event in enumerate(events)]
+    return [events[index] for _, index in sorted(keys)]
 
 
 def follow_events(
@@ -341,7 +352,11 @@ def follow_events(
 
     Yields ``None`` whenever a poll finds nothing new, so the caller can flush its batch. A line
     is only parsed once its newline has been written, so a writer caught mid-line is never misread.
-    A file that shrinks (truncated or rotated by copy) is read again from its start.
+    A file rotated away (renamed, as logrotate does by default, or removed) is read to its end and
+    the new file at the path from its start; one truncated (copytruncate), whether it shrank or was
+    refilled past where reading stood, is read again from its start (ids already stored are skipped
+    downstream). A new file had been read from the old one's offset: its first events were lost,
+    or a line read from its middle.
     """
     path = Path(path)
     if not path.is_file():
@@ -349,28 +364,66 @@ def follow_events(
     if is_compressed(path):
         raise DataError(f"{path} is compressed: a file being appended to is followed as plain text; replay a "
                         "compressed file without --follow")  # fmt: skip
-    parser = _Parser(str(path), _format_of(path.name, fmt))
-    offset, line_number, buffer = 0, 0, b""
-    while not stop():
-        size = path.stat().st_size if path.exists() else 0
-        if size < offset:  # truncated: start over; ids already stored are skipped downstream
-            offset, line_number, buffer = 0, 0, b""
-            parser = _Parser(str(path), _format_of(path.name, fmt))
-        if size > offset:
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read(size - offset)
-            offset += len(chunk)
-            buffer += chunk
-            *complete, buffer = buffer.split(b"\n")
-            for raw in complete:
-                line_number += 1
-                event = parser.feed(_decode(str(path), raw, line_number - 1).rstrip("\r"), line_number)
-                if event is not None:
-                    yield event
-            continue
-        yield None
-        time.sleep(poll)
+    name, kind = str(path), _format_of(path.name, fmt)
+    tail = _Tail(name, kind)
+    handle: BinaryIO | None = None
+    try:
+        while not stop():
+            try:
+                status: os.stat_result | None = path.stat()
+            except OSError:
+                status = None  # rotated away, the new file not made yet
+            if handle is not None and (status is None or not os.path.samestat(status, os.fstat(handle.fileno()))):
+                yield from tail.feed(handle.read(), end=True)  # what the old file got before it was rotated
+                handle.close()
+                handle, tail = None, _Tail(name, kind)
+            if handle is None:
+                if status is None:
+                    yield None
+                    time.sleep(poll)
+                    continue
+                handle = open(path, "rb")
+            size = os.fstat(handle.fileno()).st_size
+            if size < tail.offset or tail.head_changed(handle):  # truncated in place: start over
+                tail = _Tail(name, kind)
+            if size > tail.offset:
+                handle.seek(tail.offset)
+                yield from tail.feed(handle.read(size - tail.offset))
+                continue
+            yield None
+            time.sleep(poll)
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+class _Tail:
+    """Where reading one followed file stands: its offset, line count, unfinished line and the bytes
+    it began with (a file truncated and refilled past the offset between two polls begins otherwise)."""
+
+    HEAD = 256
+
+    def __init__(self, name: str, fmt: str) -> None:
+        self.name, self.parser = name, _Parser(name, fmt)
+        self.offset, self.line_number, self.buffer, self.head = 0, 0, b"", b""
+
+    def head_changed(self, handle: BinaryIO) -> bool:
+        return bool(self.head) and os.pread(handle.fileno(), len(self.head), 0) != self.head
+
+    def feed(self, chunk: bytes, *, end: bool = False) -> Iterator[Event]:
+        """The events of ``chunk`` read on from the offset; ``end``: the file will not grow again
+        (rotated away), so a last line without its newline is read too."""
+        if len(self.head) < self.HEAD:
+            self.head += chunk[: self.HEAD - len(self.head)]
+        self.offset += len(chunk)
+        *complete, self.buffer = (self.buffer + chunk).split(b"\n")
+        if end and self.buffer:
+            complete, self.buffer = [*complete, self.buffer], b""
+        for raw in complete:
+            self.line_number += 1
+            event = self.parser.feed(_decode(self.name, raw, self.line_number - 1).rstrip("\r"), self.line_number)
+            if event is not None:
+                yield event
 
 
 def _fileno(stream: TextIO | BinaryIO) -> int | None:

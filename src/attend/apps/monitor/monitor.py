@@ -195,9 +195,21 @@ class Monitor:
             raise ValueError(f"--db {store.where}: {_topic_change(saved['topic_model'], topics)}, so one topic's "
                              "events would be split between the two and judged apart; give the same topic model, "
                              "or a new --db")  # fmt: skip
+        # Another sentiment model than the last run's (retrained, say): its scores join the same
+        # baselines, which is allowed, and said (it had gone unrecorded).
+        sentiment = getattr(scorer, "sentiment", None)
+        weights = (getattr(sentiment, "config", None) or {}).get("weights_sha256")
+        #: What changed in the sentiment model since the database's last run, in words, or None.
+        self.model_changed: str | None = None
+        if weights is not None and saved.get("sentiment_weights") not in (None, weights):
+            self.model_changed = (f"--db {store.where}: its events so far were scored by another sentiment model "
+                                  f"(weights {saved['sentiment_weights'][:12]}, now {weights[:12]}); the new scores "
+                                  "join the same baselines: a new --db keeps the two models apart")  # fmt: skip
+            log.warning("%s", self.model_changed)
         store.set_meta("settings", {"detection": self.settings.detection.to_dict(),
                                     "negative_label": scorer.negative_label, "method": scorer.method,
-                                    "topic_model": topics})  # fmt: skip
+                                    "topic_model": topics,
+                                    "sentiment_weights": weights or saved.get("sentiment_weights")})  # fmt: skip
 
     def ingest(self, events: Sequence[Event]) -> IngestResult:
         """Score and store a batch (one transaction), then judge any window the batch closed."""
