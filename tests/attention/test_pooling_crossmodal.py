@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
-from attend.attention import AttentionPooling, CrossModalAttention
+from attend.attention import AttentionPooling, CrossModalAttention, MultiHeadAttention
 
 
 def test_pooling_is_the_weighted_sum_of_its_weights() -> None:
@@ -81,3 +83,35 @@ def test_text_attends_to_image_patches_and_tabular_features() -> None:
         torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 5))
     with pytest.raises(ValueError, match="kdim=48"):
         CrossModalAttention(32, 48, num_heads=4)(text, tabular)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        # accepted and read otherwise, or failed inside torch
+        (lambda: MultiHeadAttention(8, 2, window=2.5), r"window=2\.5 must be an integer"),
+        (lambda: MultiHeadAttention(8, 2, attention="local", window=True), r"window=True must be an integer"),
+        (lambda: MultiHeadAttention(8, 2, kdim=3.5), r"kdim=3\.5 must be an integer"),
+        (lambda: MultiHeadAttention(8, 2, attention="performer", score="dot"), r"cannot be combined with score='dot'"),
+        (lambda: AttentionPooling(6, hidden_dim=0), r"hidden_dim=0 must be positive"),
+        (lambda: MultiHeadAttention(8, 2, score="additive", score_options={"hidden_dim": 0}),
+         r"hidden_dim=0 must be positive"),
+        (lambda: CrossModalAttention(8, 5, 2, attention_options={"kdim": 5}),
+         r"attention_options \['kdim'\]: CrossModalAttention sets them itself"),
+        (lambda: CrossModalAttention(8, 5, 2, attention_options={"attention": "local", "window": 2}),
+         r"attention='local' needs a query and a context of one length"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_are_refused_by_name(build: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_bad_call_arguments_are_refused_by_name() -> None:
+    module = MultiHeadAttention(8, 2)
+    x = torch.randn(1, 3, 8)
+    with pytest.raises(ValueError, match=r"is_causal='no' must be True or False"):  # it had run causal attention
+        module(x, is_causal="no")  # type: ignore[arg-type]
+    fusion = CrossModalAttention(8, 5, 2)
+    with pytest.raises(ValueError, match=r"context has dtype torch.int64: attention reads floating-point features"):
+        fusion(x, torch.ones(1, 4, 5, dtype=torch.long))  # it had failed inside LayerNorm ("mixed dtype")

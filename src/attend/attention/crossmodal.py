@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from attend.attention.dropout import Dropout
 from attend.attention.masks import check_padding_mask
-from attend.attention.multihead import MultiHeadAttention
+from attend.attention.multihead import MultiHeadAttention, _check_features
 
 __all__ = ["CrossModalAttention"]
 
@@ -43,11 +43,19 @@ class CrossModalAttention(nn.Module):
         attention_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        options = dict(attention_options or {})
+        given_here = sorted({"kdim", "vdim", "dropout"} & options.keys())
+        if given_here:  # a raw "got multiple values for keyword argument" TypeError had said it
+            raise ValueError(f"attention_options {given_here}: CrossModalAttention sets them itself (kdim and vdim "
+                             "from context_dim, dropout from its own argument)")  # fmt: skip
+        if options.get("attention") == "local":  # accepted, then refused on any context of another length
+            raise ValueError("attention_options attention='local' needs a query and a context of one length (its band "
+                             "is positions apart); cross-modal attention attends across lengths: use 'full', "
+                             "'linear' or 'performer'")  # fmt: skip
         self.norm_query = nn.LayerNorm(embed_dim)
         self.norm_context = nn.LayerNorm(context_dim)
-        self.attn = MultiHeadAttention(
-            embed_dim, num_heads, kdim=context_dim, vdim=context_dim, dropout=dropout, **(attention_options or {})
-        )
+        self.attn = MultiHeadAttention(embed_dim, num_heads, kdim=context_dim, vdim=context_dim, dropout=dropout,
+                                       **options)  # fmt: skip
         hidden = 4 * embed_dim if ffn_dim is None else ffn_dim
         self.ffn: nn.Module | None = None
         if hidden:
@@ -66,6 +74,8 @@ class CrossModalAttention(nn.Module):
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Return ``(fused (B, Lq, E), weights (B, H, Lq, Lc) | None)``."""
+        _check_features("x", x)
+        _check_features("context", context)  # integer features had failed inside LayerNorm ("mixed dtype")
         if x.dim() != 3 or x.shape[-1] != self.attn.embed_dim:
             raise ValueError(f"x has shape {tuple(x.shape)}, expected (batch, length, embed_dim={self.attn.embed_dim})")
         if context.dim() != 3 or context.shape[-1] != self.attn.kdim:

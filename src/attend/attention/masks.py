@@ -19,6 +19,7 @@ NaN is ever produced, in the values or in the gradients.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -182,8 +183,12 @@ class MaskSpec:
             check_padding_mask(key_padding_mask, batch_size, k_len)
         if attn_mask is not None:
             attn_mask = _normalise_attn_mask(attn_mask, batch_size, num_heads, q_len, k_len)
+        if window is not None and (isinstance(window, bool) or not isinstance(window, numbers.Integral)):
+            raise ValueError(f"window={window!r} must be a whole number of positions")
         if window is not None and window < 0:
             raise ValueError(f"window={window} must be >= 0")
+        if not isinstance(is_causal, bool):  # "no" had been read as True
+            raise ValueError(f"is_causal={is_causal!r} must be True or False")
         return cls(batch_size, num_heads, q_len, k_len, key_padding_mask, attn_mask, bool(is_causal), window)
 
     @property

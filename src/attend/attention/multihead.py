@@ -128,7 +128,10 @@ class MultiHeadAttention(Recordable, nn.Module):
         score_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("embed_dim", embed_dim), ("num_heads", num_heads), ("head_dim", head_dim)):
+        for name, value in (("embed_dim", embed_dim), ("num_heads", num_heads), ("head_dim", head_dim),
+                            ("kdim", kdim), ("vdim", vdim), ("window", window), ("adaptive_span", adaptive_span),
+                            ("span_ramp", span_ramp), ("num_features", num_features), ("chunk_size", chunk_size)):
+            # window=2.5 had acted as 2 (and failed inside F.pad under attention='local')
             if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
                 raise ValueError(f"{name}={value!r} must be an integer")
         if embed_dim <= 0 or num_heads <= 0:
@@ -177,7 +180,8 @@ class MultiHeadAttention(Recordable, nn.Module):
 
         if attention in ("linear", "performer"):
             conflicts = {
-                "score": score if score not in ("scaled_dot", "dot") else None,
+                # its kernel stands for the scaled dot product: "dot" (unscaled) had been taken for it
+                "score": score if score != "scaled_dot" else None,
                 "window": window,
                 "adaptive_span": adaptive_span,
                 "learn_temperature": learn_temperature or None,

@@ -31,7 +31,9 @@ class AttentionPooling(Recordable, nn.Module):
         super().__init__()
         if embed_dim <= 0:
             raise ValueError(f"embed_dim={embed_dim} must be positive")
-        hidden = hidden_dim or embed_dim
+        if hidden_dim is not None and hidden_dim <= 0:  # 0 had been read as "the default"
+            raise ValueError(f"hidden_dim={hidden_dim} must be positive (None: embed_dim)")
+        hidden = embed_dim if hidden_dim is None else hidden_dim
         self.embed_dim = embed_dim
         self.proj = nn.Linear(embed_dim, hidden)
         self.context = nn.Parameter(torch.empty(hidden).normal_(0.0, hidden**-0.5))

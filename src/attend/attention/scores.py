@@ -169,7 +169,9 @@ class AdditiveScore(Score):
         hidden_dim: int | None = None,
     ) -> None:
         super().__init__(head_dim, num_heads, learn_temperature=learn_temperature)
-        hidden = hidden_dim or head_dim
+        if hidden_dim is not None and hidden_dim <= 0:  # 0 had been read as "the default"
+            raise ValueError(f"hidden_dim={hidden_dim} must be positive (None: head_dim)")
+        hidden = head_dim if hidden_dim is None else hidden_dim
         bound = 1.0 / math.sqrt(head_dim)
         self.w_query = nn.Parameter(torch.empty(num_heads, head_dim, hidden).uniform_(-bound, bound))
         self.w_key = nn.Parameter(torch.empty(num_heads, head_dim, hidden).uniform_(-bound, bound))
