@@ -132,6 +132,14 @@ def test_cell_that_is_not_text(tmp_path: Path) -> None:
     path.write_text(json.dumps({"source": ["a", "b"], "target": "x"}) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"line 1 has list \['a', 'b'\] in column 'source', expected text"):
         read_parallel(path)
+    # Every unusable row in one error, the empty ones too (the last type error alone had been said)
+    rows = [{"source": "ok", "target": "fine"}, {"source": "a", "target": None}, {"source": ["a"], "target": "x"},
+            {"source": "b", "target": True}]  # fmt: skip
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 3 has list \['a'\] in column 'source', expected text; line 4 has bool "
+                                        r"True in column 'target', expected text; and 1 empty target in column "
+                                        r"'target' \(line 2\)$"):  # fmt: skip
+        read_parallel(path)
 
 
 def test_same_column_twice_is_refused(tmp_path: Path) -> None:

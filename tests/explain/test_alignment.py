@@ -33,7 +33,7 @@ def _cat() -> Alignment:
     )
     layers = {"layer 0 head 0": weights[:, ::-1].copy(), "layer 1 mean": weights.copy()}
     faithfulness = {"comprehensiveness": 0.42, "random": {"comprehensiveness": 0.1}}
-    return Alignment(source, output, weights, source="the cat sat", translation="猫が座った", score=-1.25,
+    return Alignment(source, output, weights, source="the cat sat", translation="猫が座った", log_prob=-1.25,
                      layers=layers, faithfulness=faithfulness)  # fmt: skip
 
 
@@ -66,7 +66,7 @@ def test_json_shape_links_and_rounding() -> None:
 
 
 def test_json_of_edge_cases_stays_valid() -> None:
-    empty_row = Alignment(["a", "b"], ["x", "y"], np.array([[0.0, 0.0], [0.5, 0.5]]), score=float("-inf"))
+    empty_row = Alignment(["a", "b"], ["x", "y"], np.array([[0.0, 0.0], [0.5, 0.5]]), log_prob=float("-inf"))
     data = to_json_dict(empty_row, maps=True)
     assert data["log_prob"] is None and data["maps"] == {}
     assert data["links"] == [{"output": 1, "source": 0, "weight": 0.5}, {"output": 1, "source": 1, "weight": 0.5}]

@@ -547,8 +547,14 @@ def test_the_training_file_is_scored_on_the_split_column_training_read(translato
     assert found["sentences"] == 3 and found["pairs_used"] == "test split (split column 'split')"
     assert found["bleu_tokenize"] == runtime.config["data"]["bleu_tokenize"] == "13a"  # the model's own
     everything_train = write_csv(tmp_path / "train_only.csv", [{**row, "split": "train"} for row in rows])
-    with pytest.raises(ValueError, match="split column 'split' marks every pair 'train': no test or dev"):
+    with pytest.raises(ValueError, match=r"split column 'split' marks every pair 'train': no test or dev pairs to "
+                                         r"evaluate on \(leave --split-col out to score every pair\)"):  # fmt: skip
         runtime.evaluate(everything_train, split_col="split")
+    # The training file itself, every pair 'train': leaving --split-col out (advised) had changed nothing.
+    runtime.config["data"] = {**runtime.config["data"], "sha256": sha256_file(everything_train)}
+    with pytest.raises(ValueError, match=r"\(it is the model's training data, every pair of it learned from: "
+                                         r"evaluate on another file\)"):  # fmt: skip
+        runtime.evaluate(everything_train)
 
 
 def test_an_alignment_carries_the_log_probability_its_pictures_call_it(translator_dir: Path, tmp_path: Path) -> None:
@@ -556,5 +562,5 @@ def test_an_alignment_carries_the_log_probability_its_pictures_call_it(translato
     from attend.explain import alignment_html
 
     (result,) = load(translator_dir).translate(["red cat sun"], alignments=True, length_penalty=1.0)
-    assert result.alignment is not None and result.alignment.score == result.log_prob != result.score
+    assert result.alignment is not None and result.alignment.log_prob == result.log_prob != result.score
     assert f"log-probability {result.log_prob:.3f}" in alignment_html([result.alignment])

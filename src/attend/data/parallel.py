@@ -142,6 +142,7 @@ def read_parallel(
     bad_splits: dict[str, int] = {}  # value -> first line holding it
     checked_columns = False
     problems = RowProblems(path)  # a CSV row's own faults (extra fields, the header again), all said at once
+    unusable: list[str] = []  # cells that are no text (a list, a lone surrogate), as their errors say them
     for line, record in read_rows(path, fmt, problems=problems):
         problems.good += 1
         if not checked_columns:
@@ -150,7 +151,11 @@ def read_parallel(
             checked_columns = True
         pair = []
         for column in (source_col, target_col):
-            text = _cell_text(path, noun, line, column, record.get(column))
+            try:
+                text = _cell_text(path, noun, line, column, record.get(column))
+            except DataError as exc:  # said with the empty cells, every one counted (the first alone had been)
+                unusable.append(str(exc).removeprefix(f"{path}: "))
+                text = ""
             if text is None:
                 empty[column].append(line)
             pair.append(text or "")
@@ -167,13 +172,17 @@ def read_parallel(
     problems.raise_any()
     if not checked_columns or not sources:
         raise DataError(f"{path} has a header but no rows" if fmt != "parquet" else f"{path} has no rows")
-    if empty[source_col] or empty[target_col]:
-        parts = [
-            f"{len(lines)} empty {'source' if column == source_col else 'target'}"
-            f"{'s' if len(lines) > 1 else ''} in column {column!r} ({_numbered(lines, noun)})"
-            for column, lines in empty.items()
-            if lines
-        ]
+    parts = [
+        f"{len(lines)} empty {'source' if column == source_col else 'target'}"
+        f"{'s' if len(lines) > 1 else ''} in column {column!r} ({_numbered(lines, noun)})"
+        for column, lines in empty.items()
+        if lines
+    ]
+    if unusable:
+        more = f" (and {len(unusable) - _SHOWN} more)" if len(unusable) > _SHOWN else ""
+        also = f"; and {' and '.join(parts)}" if parts else ""
+        raise DataError(f"{path}: {'; '.join(unusable[:_SHOWN])}{more}{also}")
+    if parts:
         column = next((c for c, lines in empty.items() if len(lines) == len(sources) > 1), None)
         if column is not None:  # every row: a wrong column, not rows to remove
             raise DataError(f"{path}: column {column!r} is empty in every {noun} ({len(sources)}): is it the right "

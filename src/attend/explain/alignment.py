@@ -60,7 +60,8 @@ class Alignment:
             averaged over layers and heads, so each row sums to about 1 (a row of zeros shows nothing).
         source: The source sentence as the user wrote it.
         translation: The translation as text.
-        score: The sequence log-probability, if known.
+        log_prob: The sequence log-probability, if known (a translation's ``log_prob``; its
+            ``score`` is that divided by a length penalty).
         layers: Optional per-layer / per-head maps by name (``"layer 0 head 2"``, ``"layer 1 mean"``),
             each ``(T_out, T_src)``.
         faithfulness: Optional results of an erasure test of this alignment (rendered as a table).
@@ -73,7 +74,7 @@ class Alignment:
     weights: np.ndarray
     source: str = ""
     translation: str = ""
-    score: float | None = None
+    log_prob: float | None = None
     layers: dict[str, np.ndarray] | None = None
     faithfulness: dict[str, Any] | None = None
     output_probabilities: list[float] | None = None
@@ -142,7 +143,7 @@ def _plain(value: Any) -> Any:
 def to_json_dict(alignment: Alignment, *, maps: bool = False) -> dict[str, Any]:
     """A JSON-ready dict of one alignment.
 
-    Keys: ``source``, ``translation``, ``log_prob`` (the sequence log-probability, :attr:`Alignment.score`;
+    Keys: ``source``, ``translation``, ``log_prob`` (the sequence log-probability, :attr:`Alignment.log_prob`;
     None when unknown or not finite: not ``translate --json``'s length-normalised ``score``),
     ``source_tokens``, ``output_tokens``, ``alignment`` (``[T_out][T_src]``, 4 decimals) and
     ``links`` (``{"output", "source", "weight"}``, by output token then falling weight); with
@@ -152,7 +153,7 @@ def to_json_dict(alignment: Alignment, *, maps: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "source": alignment.source,
         "translation": alignment.translation,
-        "log_prob": _plain(None if alignment.score is None else float(alignment.score)),
+        "log_prob": _plain(None if alignment.log_prob is None else float(alignment.log_prob)),
         "source_tokens": list(alignment.source_tokens),
         "output_tokens": list(alignment.output_tokens),
         "alignment": _rounded(alignment.weights),
@@ -202,8 +203,8 @@ def _short(text: str, limit: int = 90) -> str:
 
 def _default_title(alignment: Alignment) -> str:
     title = _short(alignment.translation) if alignment.translation else "cross-attention alignment"
-    if alignment.score is not None and math.isfinite(alignment.score):
-        title += f"  (log p = {alignment.score:.2f})"
+    if alignment.log_prob is not None and math.isfinite(alignment.log_prob):
+        title += f"  (log p = {alignment.log_prob:.2f})"
     return title
 
 
@@ -383,9 +384,9 @@ def _maps_grid(alignment: Alignment) -> str:
 def _card(alignment: Alignment, k: int, maps: bool) -> str:
     links = _links(alignment.weights)
     score = ""
-    if alignment.score is not None and math.isfinite(alignment.score):
-        per_token = math.exp(alignment.score / max(1, len(alignment.output_tokens)))
-        score = (f" &middot; log-probability {alignment.score:.3f} "
+    if alignment.log_prob is not None and math.isfinite(alignment.log_prob):
+        per_token = math.exp(alignment.log_prob / max(1, len(alignment.output_tokens)))
+        score = (f" &middot; log-probability {alignment.log_prob:.3f} "
                  f"(geometric mean per token {per_token:.3f})")  # fmt: skip
     source = f"<p class='pred'>Source: <span lang='und'>{page_text(alignment.source)}</span></p>"
     translation = (f"<p class='pred'>Translation: <b lang='und'>{page_text(alignment.translation)}</b>"

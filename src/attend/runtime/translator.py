@@ -188,7 +188,7 @@ class Translator(Runtime):
             found = self.align(ids, [h.tokens for h in hyps], maps=maps, finished=[h.finished for h in hyps])
             for result, alignment in zip(results, found, strict=True):
                 alignment.source, alignment.translation = result.source, result.translation
-                alignment.score = result.log_prob  # what the picture calls it: not the length-normalised score
+                alignment.log_prob = result.log_prob  # not the length-normalised score
                 result.alignment = alignment
         return results
 
@@ -345,6 +345,7 @@ class Translator(Runtime):
                 f"--source-col {columns[0]} --target-col {columns[1]} would score other pairs as its test split: "
                 "leave the columns out, or evaluate on another file"
             )
+        trained_split = same and split_col is None and recorded.get("split_col") is not None
         if same and split_col is None:
             split_col = recorded.get("split_col")  # training's own split, as training read it
         pairs = load_parallel_data(data, source_col=columns[0], target_col=columns[1], split_col=split_col)
@@ -354,8 +355,11 @@ class Translator(Runtime):
             used = "test split (rebuilt as in training)"
         elif pairs.splits is not None:
             if "test" not in pairs.splits and "dev" not in pairs.splits:
+                # Training's own split column: leaving --split-col out changes nothing (it had been advised).
+                advice = ("it is the model's training data, every pair of it learned from: evaluate on another file"
+                          if trained_split else "leave --split-col out to score every pair")  # fmt: skip
                 raise DataError(f"{data}: its split column {split_col!r} marks every pair 'train': no test or dev "
-                                "pairs to evaluate on (leave --split-col out to score every pair)")  # fmt: skip
+                                f"pairs to evaluate on ({advice})")  # fmt: skip
             wanted = "test" if "test" in pairs.splits else "dev"
             pairs = pairs.subset([i for i, s in enumerate(pairs.splits) if s == wanted])
             used = f"{wanted} split (split column {split_col!r})"
