@@ -92,6 +92,16 @@ def test_an_interrupted_run_resumes_to_a_working_model(tmp_path: Path, monkeypat
                           target_col="xx")  # fmt: skip
     done = train_translation(renamed, tmp_path / "c", args=TrainingArgs(**options), resume=True)
     assert done.history[-1]["step"] == result.history[-1]["step"]
+    # The same rows at another path (moved to scratch storage) resume; other rows there do not.
+    moved = tmp_path / "scratch.csv"
+    moved.write_bytes(data.read_bytes())
+    other = write_csv(tmp_path / "other.csv", reverse_pairs(200, seed=9))
+    with pytest.raises(ValueError, match="--resume must read the same data as the interrupted run"):
+        train_translation(other, tmp_path / "n", model_options=dict(TOY_TRANSLATOR), args=TrainingArgs(**options),
+                          resume=True)  # fmt: skip
+    again = train_translation(moved, tmp_path / "n", model_options=dict(TOY_TRANSLATOR), args=TrainingArgs(**options),
+                              resume=True)  # fmt: skip  (it was refused: "these differ: data=...")
+    assert again.history[-1]["step"] == result.history[-1]["step"]
 
 
 def test_separate_vocabularies_and_a_split_column(tmp_path: Path) -> None:

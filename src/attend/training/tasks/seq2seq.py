@@ -118,6 +118,13 @@ def translate_batches(
     return [h for h in out if h is not None]
 
 
+def _is_file(name: str) -> bool:
+    try:
+        return bool(name) and Path(name).is_file()
+    except (OSError, ValueError):  # a name too long or with a NUL: not a file
+        return False
+
+
 @register_task
 class TranslationTask(Task):
     """Sentence pairs -> :class:`~attend.models.seq2seq.Seq2Seq`; dev BLEU picks the epoch.
@@ -234,8 +241,11 @@ class TranslationTask(Task):
 
     def identity(self) -> dict[str, Any]:
         data = self.data.origin if isinstance(self.data, ParallelTexts) else str(self.data)
-        # A file by its resolved path: a resume from another directory names it another way.
-        return {"model": "seq2seq", "model_options": self.original_options, "data": comparable(data), **self.columns}
+        # A bundled dataset by its name; a file by what it holds alone (the data's digest, checked
+        # on a resume), as a classifier's: the same rows moved to another path (scratch storage on a
+        # cluster, a copy) had been refused ("these differ: data=...").
+        named = {} if _is_file(data) else {"data": comparable(data)}
+        return {"model": "seq2seq", "model_options": self.original_options, **named, **self.columns}
 
     def model_config(self) -> dict[str, Any]:
         fields = {k: v for k, v in self.model_options.items() if k != "model_type"}
