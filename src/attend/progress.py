@@ -39,7 +39,7 @@ def progress_bar(iterable: Any = None, **options: Any) -> Any:
     from tqdm import tqdm
 
     terminal = getattr(sys.stderr, "isatty", lambda: False)() or "ipykernel" in sys.modules
-    pace = {} if "TQDM_MININTERVAL" in os.environ else {"mininterval": options.pop("mininterval", 0.1) if terminal
-                                                        else 30.0}  # fmt: skip
+    asked = options.pop("mininterval", 0.1)  # on a terminal; a log gets a line at most every 30 s
+    pace = {} if "TQDM_MININTERVAL" in os.environ else {"mininterval": asked if terminal else 30.0}
     options.setdefault("leave", not terminal)
     return tqdm(iterable, file=sys.stderr if terminal else _Lines(sys.stderr), **pace, **options)
