@@ -688,6 +688,15 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         late = {"messages": [{"text": "hello", "time": "not a time"}]}
         refused = client.post("/v1/focus/messages", json=late)
         assert refused.status_code == 422 and "messages[0] has time 'not a time'" in refused.text
+        # A message of subject alone is read from its subject, as the CLI reads a row (it was a 422 here only).
+        alone = client.post("/v1/focus/triage", json={"task": TASK, "messages": [
+            {"id": "s1", "text": "", "subject": EMERGENCY.text}, {"id": "s2", "subject": EMERGENCY.text}]})  # fmt: skip
+        assert alone.status_code == 200, alone.text
+        rows = [{"id": f"s{i}", "text": "", "subject": EMERGENCY.text} for i in (1, 2)]
+        read = read_messages(io.StringIO("".join(json.dumps(row) + "\n" for row in rows)), fmt="jsonl")
+        assert alone.json()["decisions"] == [d.to_dict() for d in service.assistant.triage(Session(TASK), read)]
+        nothing = client.post("/v1/focus/messages", json={"messages": [{"id": "e", "text": " ", "subject": ""}]})
+        assert nothing.status_code == 422 and "is an empty message" in nothing.text
         twice = {"messages": [{"id": "z", "text": "Team lunch on Friday."}, {"id": "z", "text": "The server is down!"}]}
         invisible = {"messages": [{"text": "\u200b\u200b"}]}  # only invisible characters, as the CLI refuses
         for bad in ({"messages": []}, {"messages": [{"text": "  "}]}, {"messages": [{"text": "x", "extra": 1}]}, twice,
@@ -760,7 +769,7 @@ def test_serve_mounts_the_focus_routes(trained: dict[str, Path], assistant: Focu
         assert late_end.json()["error"]["details"][0]["field"] == "until"
         late = client.post("/v1/focus/messages", json={"messages": [{"text": "hello", "time": "not a time"}]})
         (detail,) = late.json()["error"]["details"]
-        assert late.status_code == 422 and detail["field"] == "messages.0" and detail["type"] == "value_error"
+        assert late.status_code == 422 and detail["field"] == "messages.0.time" and detail["type"] == "value_error"
         assert detail["message"].startswith("has time 'not a time', which is not an ISO")
         assert client.post("/v1/focus/sessions", json={"task": TASK}).status_code == 200
         assert client.post("/v1/focus/sessions", json={"task": TASK}).json()["error"]["type"] == "http"  # a 409
@@ -789,7 +798,12 @@ def test_serve_the_focus_assistant_without_a_model(assistant: FocusAssistant, tm
     with TestClient(create_app(None, ServeSettings(), routers=serve_routers(Args()))) as client:
         info = client.get("/v1/model").json()
         assert info["name"] is None and info["task"] is None and info["version"]["attend"]
+        # no model: no config, and only the body limit (max_texts and the like are for a /v1/predict not served)
+        assert info["config"] is None and set(info["limits"]) == {"max_body_bytes"}
         assert client.post("/v1/predict", json={"texts": ["hi"]}).status_code == 404
+        # the digest of a database with no session is not found (it was a 409, as a conflict)
+        assert client.get("/v1/focus/digest").status_code == 404
+        assert client.head("/focus").status_code == 200  # an uptime probe's HEAD (it was a 405)
         assert client.post("/v1/focus/sessions", json={"task": TASK}).status_code == 200
         decisions = client.post("/v1/focus/messages", json={"messages": [{"text": EMERGENCY.text}]}).json()
         assert decisions["decisions"][0]["decision"] == "pass"

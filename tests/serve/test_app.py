@@ -936,3 +936,20 @@ def test_a_post_without_a_body_is_not_refused_for_its_content_type() -> None:
     guard.settings = ServeSettings()
     chunked = guard._refusal({"headers": [(b"content-length", b"0"), (b"transfer-encoding", b"chunked")]})
     assert chunked is not None and chunked.status_code == 415
+
+
+@pytest.mark.parametrize(("message", "field"), [
+    ("texts[1] is an empty text", "texts.1"),
+    ("messages[0] has time 'x', which is not an ISO 8601 date", "messages.0.time"),  # it had been messages.0
+    ("messages[0]: field 'id' contains an unpaired surrogate", "messages.0.id"),
+    ("messages[2] has an id of 301 characters, over 300", "messages.2.id"),
+    ("messages[1] has the id 'z' of messages[0]", "messages.1.id"),
+    ("messages[0]: the text contains an unpaired surrogate", "messages.0.text"),
+    ("allow entry '@' is no address: give name@domain", "allow"),  # it had been body
+    ("until 'tomorrow' is not an ISO time", "until"),
+    ("give a user, a history of item ids, or both", "body"),
+])  # fmt: skip
+def test_a_routes_own_error_names_its_field(message: str, field: str) -> None:
+    from attend.serve.routes import _field_of
+
+    assert _field_of(message)[0] == field

@@ -503,9 +503,11 @@ def create_app(
             part.refresh()
         info = dict(routes.info)
         limits = {k: v for k, v in asdict(settings).items() if k.startswith("max_")} | info.pop("limits", {})
-        if runtime is None:  # apps only
-            return ModelInfo(name=None, task=None, runtime=None, config={}, version={"attend": __version__},
-                             metrics=None, limits=limits, apps=apps or None)  # fmt: skip
+        if runtime is None:  # apps only: no model, and only the body limit of the model's routes applies
+            # (max_texts, max_batch, ... had been given for a /v1/predict that is not served)
+            return ModelInfo(name=None, task=None, runtime=None, config=None, version={"attend": __version__},
+                             metrics=None, limits={"max_body_bytes": limits["max_body_bytes"]},
+                             apps=apps or None)  # fmt: skip
         config = runtime.config
         return ModelInfo(
             name=runtime.name,

@@ -148,17 +148,27 @@ class RouterSpec:
 # "history: 600 items, ...", "until 'tomorrow' is not an ISO time", "target='x': ..." (a library's
 # argument, named as the request names it).
 _NAME = r"(?:[A-Za-z_]\w*|\d+)"
-_FIELD = re.compile(rf"({_NAME}(?:\[\d+\]|\.{_NAME})*)(?=: | (?:is|contains|has) | '[^']*' is |=\S)")
+_FIELD = re.compile(rf"({_NAME}(?:\[\d+\]|\.{_NAME})*)"
+                    r"(?=: | (?:is|contains|has) | (?:entry )?'[^']*' (?:is|contains) |=\S)")
+# ... and an item's own field where the words name it: "messages[0] has time '...'", "messages[0]: field
+# 'id' contains ...", "messages[0]: the text ..." (the item alone had been named).
+_SUBFIELD = re.compile(r"(?:field ['\"](\w+)['\"]|has (?:an? |the )?(time|id)\b|the (text)\b"
+                       r"|has an? \w+ in field ['\"](\w+)['\"])")
 
 
 def _field_of(message: str) -> tuple[str, str]:
     """The request field a validation message starts with, in the schema's dotted form (``texts.1``
-    for ``texts[1]``), and the rest of the message; ``"body"`` and the whole message where it names
-    none (``give a user, a history of item ids, or both``)."""
+    for ``texts[1]``, ``messages.0.time`` for "messages[0] has time ..."), and the rest of the
+    message; ``"body"`` and the whole message where it names none (``give a user, a history of
+    item ids, or both``)."""
     found = _FIELD.match(message)
     if found is None or found.group(1) == "body":
         return "body", message.removeprefix("body: ")
-    return re.sub(r"\[(\d+)\]", r".\1", found.group(1)), message[found.end() :].removeprefix(": ").lstrip()
+    field, rest = re.sub(r"\[(\d+)\]", r".\1", found.group(1)), message[found.end() :].removeprefix(": ").lstrip()
+    inner = _SUBFIELD.match(rest) if re.search(r"\.\d+$", field) else None
+    if inner is not None:
+        field += "." + next(group for group in inner.groups() if group)
+    return field, rest
 
 
 def error_response(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:

@@ -99,7 +99,7 @@ class ModelInfo(BaseModel):
     name: str | None = Field(description="The model's name; null when only apps are served.")
     task: str | None
     runtime: str | None
-    config: dict[str, Any]
+    config: dict[str, Any] | None
     version: dict[str, Any]
     metrics: dict[str, Any] | None
     limits: dict[str, Any]

@@ -61,19 +61,16 @@ Task = Annotated[str, Field(min_length=1, max_length=MAX_TASK_CHARS, description
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # A longer body is cut to MAX_MESSAGE_CHARS and flagged ``truncated``, as a file's is.
-    text: str = Field(min_length=1, description="The message body.")
+    # A longer body is cut to MAX_MESSAGE_CHARS and flagged ``truncated``, as a file's is. Blank or
+    # left out, the message is read from its subject, as a file's row and a mail with no body are (a
+    # notification of subject alone had been a 422 here only); with no subject either, a 422.
+    text: str = Field(default="", description="The message body (blank: the message is its subject).")
     # A number too, as a file's row may give it (a ticket number): read as its text, "5" for 5.
     id: StrictStr | StrictInt | None = Field(default=None, description="Stable id (derived from the fields if absent).")
     sender: str = Field(default="", max_length=1000)
     subject: str = Field(default="", max_length=5000)
     time: str | None = Field(default=None, max_length=40)
     channel: str = Field(default="", max_length=100)
-
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        return _visible(value, "text")
 
     def to_message(self, where: str = "message") -> Message:
         """The message as a file's row gives it (the same id for the same message, the time checked)."""
@@ -156,7 +153,10 @@ def _invalid(exc: ValueError) -> HTTPException:
 
 def _conflict(exc: SessionError) -> HTTPException:
     text = _http_words(exc)
-    return HTTPException(status_code=404 if text.startswith(("no message", "no session")) else 409, detail=text)
+    # Not found: a message or session asked for, or a digest of a database with none (409 is for a
+    # state the request conflicts with, such as messages with no session running).
+    found = text.startswith(("no message", "no session", "no focus session in this database"))
+    return HTTPException(status_code=404 if found else 409, detail=text)
 
 
 def focus_router(service: FocusService) -> APIRouter:
@@ -192,7 +192,7 @@ def focus_router(service: FocusService) -> APIRouter:
     def start_route(body: SessionIn) -> Any:
         """Start a focus session."""
         if body.until and body.minutes:
-            raise HTTPException(status_code=422, detail="give until or minutes, not both")
+            raise HTTPException(status_code=422, detail="minutes: give until or minutes, not both")
         until = body.until
         if body.minutes:
             until = (datetime.now(UTC) + timedelta(minutes=body.minutes)).isoformat(timespec="seconds")
@@ -238,7 +238,7 @@ def focus_router(service: FocusService) -> APIRouter:
         except SessionError as exc:
             raise _conflict(exc) from None
 
-    @router.get("/focus", response_class=HTMLResponse)
+    @router.api_route("/focus", methods=["GET", "HEAD"], response_class=HTMLResponse)  # HEAD: uptime probes
     def dashboard_route() -> Any:
         """The dashboard page."""
         return HTMLResponse(render_dashboard(service))
