@@ -787,7 +787,8 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
     if methods == []:
         raise UsageError(f"--methods {args.methods!r} names no method; leave it out for all of them")
-    report = faithfulness(predictor, texts, methods, seed=args.seed, progress=not args.json, ig_steps=args.ig_steps)
+    report = faithfulness(predictor, texts, methods, seed=args.seed, progress=not (args.json or args.no_progress),
+                          ig_steps=args.ig_steps)  # fmt: skip
     print(dumps_json(report) if args.json else format_faithfulness(report))
     return 0
 
@@ -1088,8 +1089,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "only way to let auto train a model whose weights restrict their use (m3e: non-commercial "
                     "research only)")
     tr.add_argument("--max-train", type=positive_int, metavar="N",
-                    help="classifiers: train on a proportional sample of at most N training examples (dev and test "
-                    "unchanged)")
+                    help="classifiers: train on a proportional sample of about N training examples (each label's "
+                    "share rounded, every label kept at least once; dev and test unchanged)")
     tr.add_argument("--config", help='JSON file: {"model": {...model options}, "training": {...training options}}')
     tr.add_argument("--epochs", type=int,
                     help="maximum epochs (default: a named classifier 5, seq2seq 30; auto fits them)")  # fmt: skip
@@ -1207,6 +1208,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seed of the sample and the random baseline (default 0)")  # fmt: skip
     fa.add_argument("--ig-steps", type=int, default=32, help="integration steps for integrated_gradients (32)")
     fa.add_argument("--json", action="store_true", help="print one JSON object")
+    fa.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     fa.add_argument("--int8", action="store_true", help=EXPLAIN_INT8_HELP)
     fa.set_defaults(func=_cmd_faithfulness)
 

@@ -258,6 +258,20 @@ def test_cli_explain_text_output_prints_the_note_and_what_was_read(
     assert "a fine film\ufffd[31m evil\ufffd" in shown and not {"\x1b", "\x07", "\u202e"} & set(shown)
 
 
+def test_cli_faithfulness_progress_in_a_log_is_lined_and_can_be_turned_off(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Into a log (no terminal) it had written a carriage-return redraw a second, and had no --no-progress."""
+    data = write_csv(tmp_path / "eval.csv", planted_rows(10, seed=5))
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # every method redrawn
+    argv = ["faithfulness", str(model_dir), str(data), "--methods", "rollout,random", "--limit", "5"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and len([line for line in err.splitlines() if line.startswith("faithfulness:")]) >= 2, err
+    assert main([*argv, "--no-progress"]) == 0
+    assert "faithfulness:" not in capsys.readouterr().err
+
+
 def test_cli_faithfulness_json(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_csv(tmp_path / "eval.csv", planted_rows(30, seed=5))
     assert main(["faithfulness", str(model_dir), str(data), "--limit", "20", "--json"]) == 0

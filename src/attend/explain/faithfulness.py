@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from attend.data.batching import length_batches
 from attend.data.validation import validate_texts
 from attend.explain.methods import METHODS, available_methods, ceil_fraction, explain, refuse_unavailable
 from attend.explain.protocol import Explainable
+from attend.progress import progress_bar
 
 __all__ = ["THRESHOLDS", "default_methods", "faithfulness", "format_faithfulness"]
 
@@ -103,7 +103,8 @@ def faithfulness(
     full_rows = runtime.tokenizer.ids(checked)
     base = _probabilities(runtime, full_rows, batch_size)
     results: dict[str, Any] = {}
-    bar = tqdm(methods, desc="faithfulness", unit="method", disable=not progress, leave=False)
+    # paced and lined in a log as training's bar (it had written a carriage-return redraw a second)
+    bar = progress_bar(methods, desc="faithfulness", unit="method", disable=not progress, leave=False)
     for method in bar:
         bar.set_postfix_str(method)
         # Each method's draws depend on its name, not on which other methods were asked for: the

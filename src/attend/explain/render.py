@@ -16,7 +16,6 @@ import base64
 import io
 import math
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -218,10 +217,10 @@ def render_html(
         given = type(wrong).__name__
         raise TypeError(f"render_html draws Explanation objects (attend.explain.explain(model, texts)), got a {given}"
                         + (": predictor.explain() returns their JSON form" if isinstance(wrong, dict) else ""))
-    from tqdm import tqdm
+    from attend.progress import progress_bar
 
     cards = []
-    shown = tqdm(explanations, desc="HTML report", unit="text", disable=not progress, file=sys.stderr)
+    shown = progress_bar(explanations, desc="HTML report", unit="text", disable=not progress)
     for i, exp in enumerate(shown):
         note = f"<p class='note'>{page_text(exp.note)}</p>" if exp.note else ""
         truncated = "<p class='note'>The text was truncated to the model's maximum length.</p>" if exp.truncated else ""
