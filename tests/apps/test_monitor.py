@@ -771,6 +771,8 @@ def test_other_thresholds_withdraw_nothing_and_older_databases_list_their_alerts
 
     assert main(argv) == 0
     assert f"note: --z 20: {db}'s, from its last run (give a flag to change it)" in capsys.readouterr().err
+    assert main([*argv, "--quiet"]) == 0
+    assert "note:" not in capsys.readouterr().err  # --quiet: alert lines only
     store = open_store(db, create=False)
     assert store.saved_detection()["z"] == 20.0
     # another sentiment model than the last run's: allowed, and said (it had not been recorded)
@@ -1060,41 +1062,53 @@ def test_follow_events_tails_a_csv_and_flushes_when_idle(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("rotation", ["rename", "copytruncate"])
-def test_follow_events_reads_a_rotated_log_whole(tmp_path: Path, rotation: str) -> None:
+def test_follow_events_reads_a_rotated_log_whole(
+    tmp_path: Path, rotation: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """logrotate renames the log and a new one starts (or copies and truncates it, and the writer
     refills it between two polls): the new file had been read from the old one's offset, its first
-    events lost without a word (or a line read from its middle)."""
+    events lost without a word (or a line read from its middle). After a rename the writer goes on
+    appending to the old file until it reopens the path: those lines are read too."""
     from attend.apps.monitor import follow_events
 
     path = tmp_path / "live.jsonl"
 
-    def lines(prefix: str, count: int) -> str:
+    def lines(prefix: str, count: int, start: int = 0) -> str:
         return "".join(json.dumps({**GOOD, "id": f"{prefix}{i}", "text": f"text {prefix} {i}"}) + "\n"
-                       for i in range(count))  # fmt: skip
+                       for i in range(start, count))  # fmt: skip
 
     path.write_text(lines("a", 5), encoding="utf-8")
     seen: list[Any] = []
-    expected = 5 + 3 + 8 if rotation == "rename" else 5 + 8
+    expected = 5 + 4 + 8 if rotation == "rename" else 5 + 8
+
     def done() -> bool:  # every event, or a few seconds with nothing new (an event lost)
         return len([e for e in seen if e is not None]) >= expected or seen.count(None) > 300
 
+    writer = open(path, "a", encoding="utf-8")  # the application's own handle, kept across the rename
     for item in follow_events(path, poll=0.01, stop=done):
         seen.append(item)
         if item is None and seen.count(None) == 1:
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write(lines("b", 3)[:-1])  # the old file's last line lacks its newline
+            b = lines("b", 4)
+            writer.write(b[: len(lines("b", 2)) + 20])  # b0, b1 and the start of b2: the writer is mid-line
+            writer.flush()
             if rotation == "rename":
                 path.rename(tmp_path / "live.jsonl.1")
                 path.write_text(lines("c", 8), encoding="utf-8")  # as long as what was read, and more
+                # before its HUP the writer finishes b2 and writes b3 into the rotated file, then a line it
+                # never finishes
+                writer.write(b[len(lines("b", 2)) + 20 :] + '{"id": "b4", "ti')
+                writer.flush()
             else:
                 old = path.read_text(encoding="utf-8")
                 (tmp_path / "live.jsonl.1").write_text(old, encoding="utf-8")
                 with open(path, "r+", encoding="utf-8") as handle:  # truncated in place, then refilled
                     handle.truncate(0)
                     handle.write(lines("c", 8))
+    writer.close()
     ids = [e.id for e in seen if e is not None]
-    if rotation == "rename":  # the old file read to its end, its last line too, then the new one from its start
-        assert ids == [*(f"a{i}" for i in range(5)), *(f"b{i}" for i in range(3)), *(f"c{i}" for i in range(8))]
+    if rotation == "rename":  # the old file read while its writer wrote on, then the new one from its start
+        assert ids == [*(f"a{i}" for i in range(5)), *(f"b{i}" for i in range(4)), *(f"c{i}" for i in range(8))]
+        assert "the file rotated away ends in an unfinished line (16 bytes, after line 9): skipped" in caplog.text
     else:  # what was appended before the copy is in the copy, not followed; the refilled file from its start
         assert ids == [*(f"a{i}" for i in range(5)), *(f"c{i}" for i in range(8))], ids
 

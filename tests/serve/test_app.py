@@ -877,8 +877,10 @@ def test_model_info_names_files_not_the_servers_folders_at_any_depth() -> None:
     assert onnx["accuracy_budget"]["dev_data"] == "dev split of reviews.csv (30 examples)"
     pruning = shown["fp32"]["pruning"]
     assert pruning["model_dir"] == "m" and pruning["importance_data"] == "dev split of y.csv"
-    # a label holding "/" is a label, not a path
+    # a label holding "/" is a label, not a path; nor is a translator's sample sentence (it had been cut there)
     assert shown["fp32"]["per_class"] == {"a/b": {"f1": 1.0}} and shown["fp32"]["labels"] == ["a/b"]
+    samples = [{"source": "Er kam um 10/11 Uhr, ja/nein?", "reference": "a/b", "translation": "c/d"}]
+    assert _paths_named({"test": {"samples": samples}}) == {"test": {"samples": samples}}
 
 
 def test_only_a_union_members_errors_are_merged_and_other_locations_stay_whole() -> None:

@@ -327,6 +327,8 @@ def _folders_dropped(value: Any) -> Any:
 #: of /srv/data/r.csv (30 examples)"): quantize's, prune's and export's records among them.
 METRICS_PATH_KEYS = frozenset({"data", "dev_data", "importance_data", "split", "model_dir", "out_dir", "onnx_dir",
                                "onnx_file", "source"})  # fmt: skip
+#: The metrics keys that hold the user's own texts, never paths (a translator's sample translations).
+METRICS_TEXT_KEYS = frozenset({"samples", "examples"})
 
 
 def _paths_named(value: Any) -> Any:
@@ -334,8 +336,9 @@ def _paths_named(value: Any) -> Any:
     depth, by its last name (quantize's ``data`` and ``accuracy_budget.dev_data`` had shown the
     server's folders, nested under ``fp32.quantized``)."""
     if isinstance(value, dict):
-        return {k: _folders_dropped(v) if k in METRICS_PATH_KEYS and isinstance(v, str) else _paths_named(v)
-                for k, v in value.items()}  # fmt: skip
+        # a translator's samples are sentences ("source": "um 10/11 Uhr" is no path), kept as they are
+        return {k: v if k in METRICS_TEXT_KEYS else _folders_dropped(v) if k in METRICS_PATH_KEYS and isinstance(
+                    v, str) else _paths_named(v) for k, v in value.items()}  # fmt: skip
     if isinstance(value, list):
         return [_paths_named(v) for v in value]
     return value

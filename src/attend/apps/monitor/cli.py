@@ -109,7 +109,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, detection=_detection(args, saved))
     kept = [name for name in RUN_DEFAULTS if getattr(args, name) is None and saved.get(name, defaults[name]) !=
             defaults[name]]  # fmt: skip
-    if kept:
+    if kept and not args.quiet:  # --quiet: only alert lines on stderr
         from attend.apps.monitor.events import format_window
 
         values = settings.detection.to_dict()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import re
 import select
@@ -38,6 +39,8 @@ from attend.data.readers import (
     read_data_bytes,
 )
 from attend.data.validation import is_empty, text_problem
+
+log = logging.getLogger("attend.monitor")
 
 __all__ = [
     "MAX_EVENT_CHARS",
@@ -352,11 +355,13 @@ def follow_events(
 
     Yields ``None`` whenever a poll finds nothing new, so the caller can flush its batch. A line
     is only parsed once its newline has been written, so a writer caught mid-line is never misread.
-    A file rotated away (renamed, as logrotate does by default, or removed) is read to its end and
-    the new file at the path from its start; one truncated (copytruncate), whether it shrank or was
-    refilled past where reading stood, is read again from its start (ids already stored are skipped
-    downstream). A new file had been read from the old one's offset: its first events were lost,
-    or a line read from its middle.
+    A file rotated away (renamed, as logrotate does by default, or removed) is read on while its
+    writer still appends to it (until it reopens the path: two polls with nothing new, once a new
+    file is there), then the new file from its start; a last line the writer never finished is
+    skipped with a warning, not read as a broken event. One truncated (copytruncate), whether it
+    shrank or was refilled past where reading stood, is read again from its start (ids already
+    stored are skipped downstream). A new file had been read from the old one's offset: its first
+    events were lost, or a line read from its middle.
     """
     path = Path(path)
     if not path.is_file():
@@ -367,6 +372,7 @@ def follow_events(
     name, kind = str(path), _format_of(path.name, fmt)
     tail = _Tail(name, kind)
     handle: BinaryIO | None = None
+    quiet = 0  # polls in a row with nothing new in a rotated file
     try:
         while not stop():
             try:
@@ -374,15 +380,24 @@ def follow_events(
             except OSError:
                 status = None  # rotated away, the new file not made yet
             if handle is not None and (status is None or not os.path.samestat(status, os.fstat(handle.fileno()))):
-                yield from tail.feed(handle.read(), end=True)  # what the old file got before it was rotated
+                # Rotated: its writer appends to it until it reopens the path (logrotate's HUP).
+                handle.seek(tail.offset)
+                chunk = handle.read() or b""
+                quiet = 0 if chunk else quiet + 1
+                yield from tail.feed(chunk)
+                if status is None or quiet < 2:
+                    yield None
+                    time.sleep(poll)
+                    continue
+                tail.finish()
                 handle.close()
-                handle, tail = None, _Tail(name, kind)
+                handle, tail, quiet = None, _Tail(name, kind), 0
             if handle is None:
                 if status is None:
                     yield None
                     time.sleep(poll)
                     continue
-                handle = open(path, "rb")
+                handle = open(path, "rb", buffering=0)  # unbuffered: a rewritten start is read as it is now
             size = os.fstat(handle.fileno()).st_size
             if size < tail.offset or tail.head_changed(handle):  # truncated in place: start over
                 tail = _Tail(name, kind)
@@ -408,17 +423,25 @@ class _Tail:
         self.offset, self.line_number, self.buffer, self.head = 0, 0, b"", b""
 
     def head_changed(self, handle: BinaryIO) -> bool:
-        return bool(self.head) and os.pread(handle.fileno(), len(self.head), 0) != self.head
+        if not self.head:
+            return False
+        handle.seek(0)  # the caller seeks to where it reads next
+        return handle.read(len(self.head)) != self.head
 
-    def feed(self, chunk: bytes, *, end: bool = False) -> Iterator[Event]:
-        """The events of ``chunk`` read on from the offset; ``end``: the file will not grow again
-        (rotated away), so a last line without its newline is read too."""
+    def finish(self) -> None:
+        """The file is done with (rotated away, its writer gone to the new one): what it left
+        unfinished, a line without its end or a quoted CSV record never closed, is said and skipped."""
+        unfinished = len(self.buffer) + sum(len(line) for line in self.parser.pending)
+        if unfinished:
+            log.warning("%s: the file rotated away ends in an unfinished line (%d bytes, after line %d): skipped",
+                        self.name, unfinished, self.line_number)  # fmt: skip
+
+    def feed(self, chunk: bytes) -> Iterator[Event]:
+        """The events of the complete lines of ``chunk``, read on from the offset."""
         if len(self.head) < self.HEAD:
             self.head += chunk[: self.HEAD - len(self.head)]
         self.offset += len(chunk)
         *complete, self.buffer = (self.buffer + chunk).split(b"\n")
-        if end and self.buffer:
-            complete, self.buffer = [*complete, self.buffer], b""
         for raw in complete:
             self.line_number += 1
             event = self.parser.feed(_decode(self.name, raw, self.line_number - 1).rstrip("\r"), self.line_number)

@@ -205,7 +205,7 @@ class Monitor:
             self.model_changed = (f"--db {store.where}: its events so far were scored by another sentiment model "
                                   f"(weights {saved['sentiment_weights'][:12]}, now {weights[:12]}); the new scores "
                                   "join the same baselines: a new --db keeps the two models apart")  # fmt: skip
-            log.warning("%s", self.model_changed)
+            log.info("%s", self.model_changed)  # a note: shown unless --quiet (alert lines only)
         store.set_meta("settings", {"detection": self.settings.detection.to_dict(),
                                     "negative_label": scorer.negative_label, "method": scorer.method,
                                     "topic_model": topics,
