@@ -441,6 +441,12 @@ def test_multi_label_cells_joined_without_label_sep_are_refused(tmp_path: Path) 
     listed = tmp_path / "listed.jsonl"  # labels given as lists are the user's own: a '|' in one is a name
     listed.write_text('{"text": "a", "label": ["x|y"]}\n', encoding="utf-8")
     assert read_table(listed, multi_label=True).labels == [["x|y"]]
+    # Lists written as text in a CSV cell (a list column exported): each had been learned as one label
+    exported = tmp_path / "exported.csv"
+    exported.write_text('text,label\ngood film,"[""food"", ""sport""]"\nbad,"[\'tech\']"\n', encoding="utf-8")
+    said = r"some are lists written as text \(e\.g\. '\[\"food\", \"sport\"\]'\): a CSV cell is text; join the labels"
+    with pytest.raises(DataError, match=said + r" with '\|' and give --label-sep '\|'"):
+        read_table(exported, multi_label=True, training=True)
 
 
 @pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])

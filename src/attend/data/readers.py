@@ -16,6 +16,7 @@ import json
 import lzma
 import math
 import os
+import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -855,7 +856,14 @@ class RowProblems:
 
 def _check_joined_labels(path: Path, labels: list[list[str]]) -> None:
     """Multi-label data with one label per row, some holding a separator: labels joined in one cell
-    (``pos|movie``) that --label-sep was not given to split, which would train on the combinations."""
+    (``pos|movie``) that --label-sep was not given to split, which would train on the combinations;
+    or lists written as text (``["food", "sport"]``: a list column a CSV export wrote), each of
+    which had been learned as one label."""
+    listed = next((row[0] for row in labels if row and re.fullmatch(r"\[.*\]", row[0].strip(), re.DOTALL)), None)
+    if listed is not None:
+        raise DataError(f"{path}: --multi-label, yet every row has one label, and some are lists written as text "
+                        f"(e.g. {listed!r:.80}): a CSV cell is text; join the labels with '|' and give --label-sep "
+                        "'|', or write the file as JSON Lines with a list of labels")  # fmt: skip
     for sep in ("|", ";"):
         joined = next((row[0] for row in labels if row and sep in row[0]), None)
         if joined is not None:
