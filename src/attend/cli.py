@@ -202,11 +202,16 @@ def _not_a_classifier(model_dir: str, task: str) -> UsageError:
     return UsageError(f"{model_dir} holds a {task} model, not a text classifier: {_verbs_for(task)}")
 
 
+#: attend's own recommendation tasks (`attend recommend` runs them). A package's task is told apart by
+#: name, not by its suffix: a plugin's "session_recommendation" had been sent to attend's paths.
+RECOMMENDATION_TASKS = ("sequential_recommendation", "ctr_recommendation")
+
+
 def _verbs_for(task: str) -> str:
     """Where a model of ``task`` is run from, for an error that turns a user away from a classifier's verb."""
     if task == "translation":
         return "use `attend translate`"
-    if task.endswith("_recommendation"):
+    if task in RECOMMENDATION_TASKS:
         return "use `attend recommend`"
     return ("its task comes from outside attend: `attend evaluate`, `attend serve` (with the routes its package "
             "adds) and Python's attend.load(path) run it")  # fmt: skip
@@ -301,7 +306,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from attend.training import format_report
 
     task = _task_of(args.model_dir)
-    if task not in ("translation", "classification") and not task.endswith("_recommendation"):
+    if task not in ("translation", "classification", *RECOMMENDATION_TASKS):  # a package's own task: its runtime
         return _evaluate_own_task(args)
     if task == "translation":
         if args.int8:

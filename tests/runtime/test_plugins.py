@@ -276,3 +276,61 @@ def test_a_model_whose_task_has_no_routes_is_served_by_the_router_given() -> Non
     with TestClient(create_app(runtime, ServeSettings(), routers=[router])) as client:
         assert client.get("/v1/echo").json() == {"task": "echo_of_ones_own"}
         assert client.get("/v1/model").json()["task"] == "echo_of_ones_own"
+
+
+def test_registrations_that_would_half_work_are_refused() -> None:
+    """One config class under two names (the first name's directories had built the second builder's
+    network), a task that is no Task or names no selection metric (it failed after an epoch), a runtime
+    for no task name: each is refused when registered."""
+    from dataclasses import dataclass
+
+    from torch import nn
+
+    from attend.models.base import MODELS, ModelConfig, register_model
+    from attend.runtime import register_runtime
+    from attend.training import Task, register_task
+
+    @dataclass
+    class OwnConfig(ModelConfig):
+        dim: int = 2
+
+    register_model("half_work_first", OwnConfig)(lambda config: nn.Linear(config.dim, 1))
+    try:
+        with pytest.raises(ValueError, match=r"model 'half_work_alias': its config class OwnConfig is model "
+                                             r"'half_work_first''s already"):  # fmt: skip
+            register_model("half_work_alias", OwnConfig)(lambda config: nn.Linear(1, 1))
+        assert OwnConfig.model_type == "half_work_first" and "half_work_alias" not in MODELS
+    finally:
+        MODELS.pop("half_work_first", None)
+    with pytest.raises(TypeError, match=r"register_task takes a subclass of attend\.training\.Task"):
+        register_task(dict)  # type: ignore[type-var]
+
+    class NoSelection(Task):  # type: ignore[misc]
+        name = "half_work_task"
+
+    with pytest.raises(ValueError, match="task 'half_work_task': name its selection metric"):
+        register_task(NoSelection)
+    with pytest.raises(ValueError, match=r"register_runtime\(None\): name the task"):
+        register_runtime(None)  # type: ignore[arg-type]
+
+
+def test_a_runtime_of_another_task_is_refused_and_own_tasks_evaluate_by_their_runtime(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loader returning another task's runtime had been accepted (errors then named the wrong task);
+    a package's task named "..._recommendation" had been sent to attend's own paths by `evaluate`."""
+    import types
+
+    import attend.cli as cli
+    from attend.io import ModelDirError
+    from attend.runtime import load
+    from attend.runtime.base import RUNTIMES
+
+    monkeypatch.setitem(RUNTIMES, "classification", lambda artifact, options: types.SimpleNamespace(task="other"))
+    with pytest.raises(ModelDirError, match="a 'classification' model, but the runtime registered for that task "
+                                            "returned a SimpleNamespace of task 'other'"):  # fmt: skip
+        load(trained["encoder"])
+    called = []
+    monkeypatch.setattr(cli, "_task_of", lambda model_dir: "session_recommendation")
+    monkeypatch.setattr(cli, "_evaluate_own_task", lambda args: called.append(args.model_dir) or 0)
+    assert cli.main(["evaluate", "own_model", "data.csv"]) == 0 and called == ["own_model"]

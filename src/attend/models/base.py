@@ -124,6 +124,12 @@ def register_model(
     def decorator(builder: Callable[[ConfigT], nn.Module]) -> Callable[[ConfigT], nn.Module]:
         if name in MODELS and not redefines(MODELS[name][1], builder):
             raise ValueError(f"model {name!r} is already registered")
+        # One config class names one model: a second name had taken the class's model_type, so the
+        # first name's saved directories built the second builder's network without a word.
+        other = next((known for known, (cls, _) in MODELS.items() if cls is config_cls and known != name), None)
+        if other is not None:
+            raise ValueError(f"model {name!r}: its config class {config_cls.__name__} is model {other!r}'s already; "
+                             "give each model a config class of its own (a subclass will do)")  # fmt: skip
         config_cls.model_type = name  # type: ignore[misc]
         MODELS[name] = (config_cls, builder)
         return builder

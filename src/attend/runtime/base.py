@@ -117,6 +117,9 @@ RUNTIMES: dict[str, Loader] = {}
 def register_runtime(task: str) -> Callable[[Loader], Loader]:
     """Decorator: register the loader of ``task``'s model directories."""
 
+    if not isinstance(task, str) or not task:  # register_runtime(None) had been taken
+        raise ValueError(f"register_runtime({task!r}): name the task, as its Task's name")
+
     def decorator(loader: Loader) -> Loader:
         if task in RUNTIMES and not redefines(RUNTIMES[task], loader):
             raise ValueError(f"a runtime for task {task!r} is already registered")
@@ -162,4 +165,9 @@ def load(
     # Building a model draws its initial weights (then replaced by the stored ones) from torch's
     # global generator: a host application's seeded results moved when it loaded a model.
     with torch.random.fork_rng(devices=[]):
-        return RUNTIMES[artifact.task](artifact, options)
+        loaded = RUNTIMES[artifact.task](artifact, options)
+    served = getattr(loaded, "task", artifact.task)
+    if served != artifact.task:  # errors would have named the wrong task from here on
+        raise ModelDirError(f"{artifact.path}: a {artifact.task!r} model, but the runtime registered for that task "
+                            f"returned a {type(loaded).__name__} of task {served!r}")  # fmt: skip
+    return loaded

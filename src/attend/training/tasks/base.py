@@ -151,8 +151,13 @@ TASKS: dict[str, type[Task]] = {}
 
 def register_task(cls: TaskT) -> TaskT:
     """Class decorator: register a task under its ``name``."""
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TypeError(f"register_task takes a subclass of attend.training.Task, not {cls!r}")
     if not cls.name or (cls.name in TASKS and not redefines(TASKS[cls.name], cls)):
         raise ValueError(f"task name {cls.name!r} is empty or already registered")
+    if not cls.selection:  # it had failed after the first epoch ("returned no number under ''")
+        raise ValueError(f"task {cls.name!r}: name its selection metric (the dev metric that picks the best epoch, "
+                         "higher is better)")  # fmt: skip
     TASKS[cls.name] = cls
     return cls
 
