@@ -336,12 +336,18 @@ def _paths_named(value: Any) -> Any:
     depth, by its last name (quantize's ``data`` and ``accuracy_budget.dev_data`` had shown the
     server's folders, nested under ``fp32.quantized``)."""
     if isinstance(value, dict):
-        # a translator's samples are sentences ("source": "um 10/11 Uhr" is no path), kept as they are
-        return {k: v if k in METRICS_TEXT_KEYS else _folders_dropped(v) if k in METRICS_PATH_KEYS and isinstance(
-                    v, str) else _paths_named(v) for k, v in value.items()}  # fmt: skip
+        return {key: _entry_named(key, entry) for key, entry in value.items()}
     if isinstance(value, list):
-        return [_paths_named(v) for v in value]
+        return [_paths_named(entry) for entry in value]
     return value
+
+
+def _entry_named(key: str, value: Any) -> Any:
+    if key in METRICS_TEXT_KEYS:  # a translator's samples are sentences: "um 10/11 Uhr" is no path
+        return value
+    if key in METRICS_PATH_KEYS and isinstance(value, str):
+        return _folders_dropped(value)
+    return _paths_named(value)
 
 
 #: The config keys whose string values name a data file (at any depth of the ``data`` entry).

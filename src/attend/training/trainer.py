@@ -35,7 +35,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from attend.attention import AdaptiveSpan
+from attend.attention import clamp_spans
 from attend.config import check_positive, check_type, check_unit_interval, redefines, strict_from_dict
 from attend.data.noise import parse_perturbations
 from attend.data.parallel import ParallelTexts
@@ -1037,7 +1037,6 @@ class Trainer:
             raise ValueError(f"rdrop={args.rdrop:g} compares two passes with different dropout, but every dropout of "
                              "this model is 0; set a model dropout (--config), or leave --rdrop out")  # fmt: skip
         optimiser = _optimiser(network, args)
-        spans = [module for module in network.modules() if isinstance(module, AdaptiveSpan)]
         state = _State()
         checkpoint_dir, best_dir = work / "checkpoint", work / "best"
         if resume and _has_checkpoint(work):
@@ -1138,8 +1137,7 @@ class Trainer:
                     if args.grad_clip > 0:
                         nn.utils.clip_grad_norm_(network.parameters(), args.grad_clip)
                     optimiser.step()
-                    for span in spans:  # back into [0, max_span], where the span has a gradient again
-                        span.clamp_()
+                    clamp_spans(network)  # back into [0, max_span], where a span has a gradient again
                     losses.append(value)
                     state.loss_sum, state.loss_count = state.loss_sum + value, state.loss_count + 1
                     state.step_in_epoch = b + 1

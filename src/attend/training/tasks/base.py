@@ -199,11 +199,14 @@ def comparable(value: Any) -> Any:
         return {key: comparable(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [comparable(item) for item in value]
-    if isinstance(value, str) and value:
-        try:
-            path = Path(value)
-            if path.is_file():
-                return str(path.resolve())
-        except (OSError, ValueError):  # a name too long or with a NUL: not a file
-            pass
+    if isinstance(value, str) and names_file(value):
+        return str(Path(value).resolve())
     return value
+
+
+def names_file(value: str) -> bool:
+    """Whether ``value`` names an existing file (a name too long, or with a NUL, names none)."""
+    try:
+        return bool(value) and Path(value).is_file()
+    except (OSError, ValueError):
+        return False

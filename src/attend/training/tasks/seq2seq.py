@@ -33,7 +33,7 @@ from attend.data.tokenization import SubwordTokenizer, pad_rows
 from attend.io import sha256_file
 from attend.models.generation import GenerationOptions, Hypothesis, generate
 from attend.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from attend.training.tasks.base import Task, check_model_fields, comparable, fingerprint, register_task
+from attend.training.tasks.base import Task, check_model_fields, fingerprint, names_file, register_task
 from attend.training.translation import bleu_tokenizer, translation_baselines, translation_scores
 
 if TYPE_CHECKING:
@@ -116,13 +116,6 @@ def translate_batches(
         for i, hyp in zip(batch, generate(model, ids, mask, options), strict=True):
             out[i] = hyp
     return [h for h in out if h is not None]
-
-
-def _is_file(name: str) -> bool:
-    try:
-        return bool(name) and Path(name).is_file()
-    except (OSError, ValueError):  # a name too long or with a NUL: not a file
-        return False
 
 
 @register_task
@@ -244,7 +237,7 @@ class TranslationTask(Task):
         # A bundled dataset by its name; a file by what it holds alone (the data's digest, checked
         # on a resume), as a classifier's: the same rows moved to another path (scratch storage on a
         # cluster, a copy) had been refused ("these differ: data=...").
-        named = {} if _is_file(data) else {"data": comparable(data)}
+        named = {} if names_file(data) else {"data": data}  # (a name that is no file compares as it is)
         return {"model": "seq2seq", "model_options": self.original_options, **named, **self.columns}
 
     def model_config(self) -> dict[str, Any]:
