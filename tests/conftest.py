@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,30 +78,122 @@ TRAINED = {
 }
 
 
+#: Test modules whose tests share module fixtures that take many seconds to build (a fitted focus
+#: assistant, exported graphs, trained recommenders): xdist sends each whole to one worker, which
+#: builds them once. Split between the two workers, each had built them.
+WHOLE_MODULES = frozenset(f"tests/{m}.py" for m in (
+    "apps/test_focus", "apps/test_monitor", "apps/test_recommend", "deploy/test_compress", "deploy/test_export",
+    "deploy/test_export_seq2seq", "models/test_e5", "models/test_m3e", "models/test_minilm"))  # fmt: skip
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's load scheduling, a test at a time, except that each of :data:`WHOLE_MODULES` goes
+    to one worker (xdist's own ``--dist loadgroup`` marks no group under pytest 9.2: it renames
+    tests by an attribute pytest no longer reads)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    if missing := sorted(m for m in WHOLE_MODULES if not (config.rootpath / m).is_file()):
+        raise pytest.UsageError(f"WHOLE_MODULES names no such test module: {missing} (renamed?)")
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in WHOLE_MODULES else nodeid
+
+    return Scheduling(config, log)
+
+
+def shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every xdist worker of this run shares (the run's own base folder without xdist)."""
+    import os
+
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """The folder ``name`` that ``build(folder)`` fills once for the whole run: the first worker to
+    ask builds it, one asking meanwhile waits for it, and later ones find it built. For a session
+    fixture's training, which each worker had repeated."""
+    import shutil
+
+    from filelock import FileLock
+
+    root = shared_folder(tmp_path_factory) / name
+    with FileLock(f"{root}.lock"):
+        if not (root / ".built").is_file():
+            shutil.rmtree(root, ignore_errors=True)  # a build that failed part-way
+            root.mkdir(parents=True)
+            build(root)
+            (root / ".built").touch()
+    return root
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Model directories trained once per test session on the planted-word task, by :data:`TRAINED`
+    """Model directories trained once per test run on the planted-word task, by :data:`TRAINED`
     name, and ``"data"``: the CSV they learned from (600 rows: 480 train, 60 dev, 60 test).
 
     Shared: a test that changes a directory works on a copy (:func:`copy_model`).
     """
-    from attend.training import TrainingArgs, train
 
-    root = Path(tmp_path_factory.mktemp("trained"))
-    data = write_csv(root / "planted.csv", planted_rows(600, seed=1))
-    dirs = {"data": data}
-    for name, (model, options, lr) in TRAINED.items():
-        # Random batches, as when the explanation tests' figures were measured: on 480 texts the
-        # batch order decides how a model routes the planted word, and length-grouped batches give
-        # other models (raw last-layer attention of the 2-layer encoder hit 0.08, 0.65 and 0.68 of
-        # the texts over seeds 0-2 against 0.48, 0.52 and 0.45; rollout 0.97, 0.70 and 1.0 against
-        # 0.97, 0.88 and 1.0). These tests check the explanation methods, not the batching.
-        args = TrainingArgs(epochs=5, batch_size=16, lr=lr, progress=False, vocab_size=500, seed=0,
-                            group_by_length=False)  # fmt: skip
-        result = train(data, root / name, model=model, model_options=options, args=args)
-        assert result.metrics["accuracy"] > 0.9, (name, result.report)
-        dirs[name] = root / name
-    return dirs
+    def build(root: Path) -> None:
+        from attend.training import TrainingArgs, train
+
+        data = write_csv(root / "planted.csv", planted_rows(600, seed=1))
+        for name, (model, options, lr) in TRAINED.items():
+            # Random batches, as when the explanation tests' figures were measured: on 480 texts the
+            # batch order decides how a model routes the planted word, and length-grouped batches give
+            # other models (raw last-layer attention of the 2-layer encoder hit 0.08, 0.65 and 0.68 of
+            # the texts over seeds 0-2 against 0.48, 0.52 and 0.45; rollout 0.97, 0.70 and 1.0 against
+            # 0.97, 0.88 and 1.0). These tests check the explanation methods, not the batching.
+            args = TrainingArgs(epochs=5, batch_size=16, lr=lr, progress=False, vocab_size=500, seed=0,
+                                group_by_length=False)  # fmt: skip
+            result = train(data, root / name, model=model, model_options=options, args=args)
+            assert result.metrics["accuracy"] > 0.9, (name, result.report)
+
+    root = built_once(tmp_path_factory, "trained", build)
+    return {"data": root / "planted.csv", **{name: root / name for name in TRAINED}}
+
+
+def run_cli(*args: str, stdin: str | bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``attend ARGS`` run by :func:`attend.cli.main` in this process, answered as ``subprocess.run``
+    answers (``returncode``, ``stdout``, ``stderr``; argparse's refusals exit 2 as they do), without
+    the seconds a fresh Python takes to import torch again. Standard input and output are pipes,
+    not terminals, and the process's thread count is restored after. Tests of the process itself
+    (signals, plugin warnings, a closed pipe, arguments that are not UTF-8) start a real one."""
+    import io
+    import os
+
+    import torch
+
+    from attend.cli import main
+
+    def stream(data: bytes = b"") -> io.TextIOWrapper:
+        return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="", write_through=True)
+
+    raw = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
+    streams = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin, sys.stdout, sys.stderr = stream(raw), stream(), stream()
+    threads, here = torch.get_num_threads(), Path.cwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        try:
+            code = main(list(args))
+        except SystemExit as stop:  # argparse's refusal, or --help
+            code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
+        out, err = (s.buffer.getvalue().decode("utf-8", "replace") for s in (sys.stdout, sys.stderr))  # type: ignore[attr-defined]
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = streams
+        os.chdir(here)
+        torch.set_num_threads(threads)
+
+    def text(s: str) -> str:  # universal newlines, as subprocess.run(text=True) reads them
+        return s.replace("\r\n", "\n").replace("\r", "\n")
+
+    return subprocess.CompletedProcess(["attend", *args], code, text(out), text(err))
 
 
 def copy_model(source: Path, parent: Path, name: str | None = None) -> Path:
@@ -189,14 +281,16 @@ TOY_TRANSLATION_ARGS = {"epochs": 15, "batch_size": 32, "vocab_size": 60, "max_l
 
 @pytest.fixture(scope="session")
 def translator_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A translator trained once per session on :func:`reverse_pairs` (2,000 rows, from ``pairs.csv`` beside it)."""
-    from attend.training import TrainingArgs, train_translation
+    """A translator trained once per run on :func:`reverse_pairs` (2,000 rows, from ``pairs.csv`` beside it)."""
 
-    root = Path(tmp_path_factory.mktemp("translator"))
-    data = write_csv(root / "pairs.csv", reverse_pairs(2000))
-    train_translation(data, root / "model", model_options=dict(TOY_TRANSLATOR),
-                      args=TrainingArgs(**TOY_TRANSLATION_ARGS))  # fmt: skip
-    return root / "model"
+    def build(root: Path) -> None:
+        from attend.training import TrainingArgs, train_translation
+
+        data = write_csv(root / "pairs.csv", reverse_pairs(2000))
+        train_translation(data, root / "model", model_options=dict(TOY_TRANSLATOR),
+                          args=TrainingArgs(**TOY_TRANSLATION_ARGS))  # fmt: skip
+
+    return built_once(tmp_path_factory, "translator", build) / "model"
 
 
 def chromium_page(url: str, png: Path) -> str:

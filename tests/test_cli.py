@@ -13,18 +13,13 @@ from pathlib import Path
 import pytest
 
 from attend.cli import main
-from tests.conftest import kill_at, planted_rows, write_csv
+from tests.conftest import kill_at, planted_rows, run_cli, write_csv
 
 CONFIG = {
     "model": {"dim": 32, "num_layers": 1, "num_heads": 2},
     "training": {"lr": 0.003, "vocab_size": 500, "batch_size": 16},
 }
 
-
-def _attend(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "attend", *args], capture_output=True, text=True, cwd=cwd, timeout=300, check=False
-    )
 
 
 @pytest.fixture
@@ -205,11 +200,19 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], 
     (tmp_path / "bool.json").write_text('{"model": {"num_layers": true}}', encoding="utf-8")
     (tmp_path / "stray").mkdir()
     (tmp_path / "stray" / "old.pkl").write_bytes(b"\x80\x04.")
-    result = _attend(*args, cwd=tmp_path)
+    result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert message in result.stderr and result.stderr.startswith("error: ")
     assert not (tmp_path / "m" / "config.json").exists()
+
+
+def test_an_error_ends_a_real_process_with_one_line_and_status_2(tmp_path: Path) -> None:
+    """As the cases above say it in-process: nothing else on stderr when the interpreter ends."""
+    result = subprocess.run([sys.executable, "-m", "attend", "train", "missing.csv", "--out", "m"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    said = "error: missing.csv: no such file, and no data set of that name (`attend datasets` lists them)\n"
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", said)
 
 
 def test_help_and_argument_errors_load_no_model_code() -> None:
@@ -217,9 +220,12 @@ def test_help_and_argument_errors_load_no_model_code() -> None:
     the app packages and the explain methods' registry were imported for it), and the method names
     spelled out for the parser are attend.explain's registry."""
     probe = ("import sys; from attend.cli import build_parser; build_parser(); "
-             "print(sorted(m for m in ('torch', 'numpy', 'fastapi', 'sklearn') if m in sys.modules))")  # fmt: skip
+             "print(sorted(m for m in ('torch', 'numpy', 'fastapi', 'sklearn') if m in sys.modules)); "
+             "import attend.runtime, attend.serve.app; print('sklearn' in sys.modules)")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
-    assert result.stdout.strip() == "[]"
+    # Nor does loading a model to predict, translate or serve import scikit-learn (1.5 s of each
+    # command): only scoring does.
+    assert result.stdout.split() == ["[]", "False"]
     from attend.cli import EXPLAIN_METHODS
     from attend.explain import METHODS
 
@@ -249,7 +255,7 @@ def test_app_packages_still_export_their_names() -> None:
 
 def test_an_argument_whose_bytes_are_not_utf8_is_a_one_line_error(tmp_path: Path, planted_csv: Path) -> None:
     out = tmp_path / "m"
-    assert _attend("train", str(planted_csv), "--model", "encoder", "--out", str(out), "--epochs", "1",
+    assert run_cli("train", str(planted_csv), "--model", "encoder", "--out", str(out), "--epochs", "1",
                    "--no-progress").returncode == 0
     result = subprocess.run([sys.executable.encode(), b"-m", b"attend", b"predict", str(out).encode(), b"caf\xe9"],
                             capture_output=True, timeout=300)  # fmt: skip
@@ -261,7 +267,7 @@ def test_an_argument_whose_bytes_are_not_utf8_is_a_one_line_error(tmp_path: Path
 def test_torchrun_two_processes_train_to_the_same_quality(tmp_path: Path, planted_csv: Path, config_file: Path) -> None:
     common = ["train", str(planted_csv), "--model", "encoder", "--config", str(config_file), "--epochs", "4",
               "--no-progress"]
-    single = _attend(*common, "--out", str(tmp_path / "single"))
+    single = run_cli(*common, "--out", str(tmp_path / "single"))
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # --standalone: torchrun binds a free port itself, so no other test can take it in between.
@@ -284,13 +290,13 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, planted_csv: Pa
     config.write_text(json.dumps({**CONFIG, "training": {**CONFIG["training"], "checkpoint_every": 3}}))
     common = ["train", str(planted_csv), "--model", "encoder", "--config", str(config), "--epochs", "2",
               "--no-progress"]
-    whole = _attend(*common, "--out", str(tmp_path / "whole"))
+    whole = run_cli(*common, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
 
     out = tmp_path / "killed"
     kill_at(tmp_path, "checkpoint:1:3", *common, "--out", str(out))  # a checkpoint part-way through epoch 2
     assert not (out / "config.json").exists()  # it really died before finishing
-    resumed = _attend(*common, "--out", str(out), "--resume")
+    resumed = run_cli(*common, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from epoch 2" in resumed.stderr
     first = json.loads((tmp_path / "whole" / "metrics.json").read_text())

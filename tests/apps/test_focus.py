@@ -41,6 +41,7 @@ from attend.apps.focus.store import SessionError, open_focus_store
 from attend.cli import main
 from attend.data.messages import Message, read_messages
 from attend.data.readers import DataError
+from tests.conftest import shared_folder
 
 TASK = "Grade the year 10 essays on Macbeth and enter the marks before Friday's moderation meeting"
 RELEVANT = Message(id="r1", sender="Priya Shah <priya@school.org>", subject="10B marks",
@@ -54,8 +55,9 @@ EMERGENCY = Message(id="e1", sender="Dad", text="Mum fell in the garden and we'r
 
 @pytest.fixture(scope="module")
 def assistant(tmp_path_factory: pytest.TempPathFactory) -> FocusAssistant:
-    """The real assistant (package MiniLM, heads fitted from the bundled data into a private cache)."""
-    return FocusAssistant(cache_dir=tmp_path_factory.mktemp("focus-cache"))
+    """The real assistant (package MiniLM, heads fitted from the bundled data into a cache of this
+    run's, once for all its workers: the cache's lock holds the others until the first has saved them)."""
+    return FocusAssistant(cache_dir=shared_folder(tmp_path_factory) / "focus-cache")
 
 
 # --- components ------------------------------------------------------------------------------
@@ -126,6 +128,37 @@ def test_the_channel_is_read_against_the_average_message(assistant: FocusAssista
     # saved and loaded with the heads
     heads.save(tmp_path / "heads.safetensors")
     assert torch.equal(Heads.load(tmp_path / "heads.safetensors").channel_mean, heads.channel_mean)
+
+
+def test_assistants_started_together_fit_the_heads_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache's lock: the second waits for the first's heads (each had read every example itself)."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    fits: list[int] = []
+    started = threading.Barrier(2)
+
+    def fit(cls: type[Heads], reader: object) -> Heads:
+        fits.append(1)
+        time.sleep(0.5)  # long enough for the other to look for the cached heads meanwhile
+        return Heads(torch.ones(4), 0.5, torch.ones(3), -0.5, torch.zeros(4), torch.ones(4))
+
+    def start() -> Heads:
+        started.wait()
+        return FocusAssistant(reader, cache_dir=tmp_path).heads  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Heads, "fit", classmethod(fit))
+    reader = SimpleNamespace(encoder=SimpleNamespace(weights_sha256="0" * 64))
+    results: list[Heads] = []
+    threads = [threading.Thread(target=lambda: results.append(start())) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(fits) == 1 and len(results) == 2
+    assert all(torch.equal(r.urgency_weight, torch.ones(4)) and r.relevance_bias == -0.5 for r in results)
+    assert len(list((tmp_path / "focus").glob("heads-*.safetensors"))) == 1
 
 
 def test_the_cost_flags_default_to_the_costs_defaults(capsys: pytest.CaptureFixture) -> None:

@@ -27,6 +27,7 @@ from attend.apps.recommend.pipeline import evaluate_recommender, load_recommende
 from attend.data.readers import DataError
 from attend.io import ModelDirError
 from attend.training import TrainingInterrupted
+from tests.conftest import run_cli
 
 QUICK = {"epochs": 2, "progress": False, "threads": 1, "checkpoint_every": 1000}
 
@@ -73,7 +74,7 @@ def din_dir(movielens_sample: dict[str, Path]) -> Path:
     return out
 
 
-def _attend(*args: str) -> subprocess.CompletedProcess[str]:
+def _process(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "attend", *args], capture_output=True, text=True, timeout=300,
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})  # fmt: skip
 
@@ -204,7 +205,7 @@ def test_din_trains_on_a_log_of_short_histories(tmp_path: Path) -> None:
     assert set(result.metrics) >= {"auc", "gauc", "logloss"}
     # The CLI says how the log was read (here: a repeated row dropped), not only config.json.
     log.write_text(log.read_text(encoding="utf-8") + rows[0] + "\n", encoding="utf-8")
-    done = _attend("recommend", "train", str(log), "--model", "din", "--out", str(tmp_path / "cli"), "--epochs", "1",
+    done = run_cli("recommend", "train", str(log), "--model", "din", "--out", str(tmp_path / "cli"), "--epochs", "1",
                    "--no-progress")  # fmt: skip
     assert done.returncode == 0 and "note: dropped 1 duplicate row" in done.stderr, done.stderr
 
@@ -220,20 +221,20 @@ def test_a_feature_type_can_be_overridden(movielens_sample: dict[str, Path], tmp
 def test_cli_verbs_end_to_end(sasrec_dir: Path, tmp_path: Path) -> None:
     runtime = load_recommender(sasrec_dir)
     user = runtime.user_ids[0]
-    result = _attend("recommend", "evaluate", str(sasrec_dir), "--json")
+    result = _process("recommend", "evaluate", str(sasrec_dir), "--json")  # through a real process once
     assert result.returncode == 0, result.stderr
     assert set(json.loads(result.stdout)) >= {"protocol", "metrics", "baselines"}
-    result = _attend("recommend", "top", str(sasrec_dir), "--user", user, "--k", "5", "--explain", "--json",
+    result = run_cli("recommend", "top", str(sasrec_dir), "--user", user, "--k", "5", "--explain", "--json",
                      "--html", str(tmp_path / "top.html"))  # fmt: skip
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert len(answer["items"]) == 5 and all("history" in row for row in answer["items"])
     item = answer["items"][0]["item"]
-    result = _attend("recommend", "explain", str(sasrec_dir), "--user", user, "--item", item, "--html",
+    result = run_cli("recommend", "explain", str(sasrec_dir), "--user", user, "--item", item, "--html",
                      str(tmp_path / "why.html"))  # fmt: skip
     assert result.returncode == 0 and "rank 1" in result.stdout, result.stderr
     assert "<script" not in (tmp_path / "why.html").read_text()
-    bad = _attend("recommend", "explain", str(sasrec_dir), "--user", user, "--item", "no-such-item")
+    bad = run_cli("recommend", "explain", str(sasrec_dir), "--user", user, "--item", "no-such-item")
     assert bad.returncode != 0 and bad.stderr.startswith("error:") and "no-such-item" in bad.stderr
     assert "Traceback" not in bad.stderr
     # Nothing to explain from, or only unknown items: said so; an --html path names itself, not a temporary file.
@@ -243,18 +244,18 @@ def test_cli_verbs_end_to_end(sasrec_dir: Path, tmp_path: Path) -> None:
         runtime.explain(item)  # it had said "unknown item ''"
     with pytest.raises(ValueError, match=r"the history's items \['zzz'\] are unknown"):
         runtime.explain(item=item, history=["zzz"])
-    bad = _attend("recommend", "top", str(sasrec_dir), "--user", user, "--html", str(tmp_path))
+    bad = run_cli("recommend", "top", str(sasrec_dir), "--user", user, "--html", str(tmp_path))
     assert bad.returncode == 2 and f"error: --html {tmp_path}: is a folder" in bad.stderr, bad.stderr
     # Not over the model's own files (it replaced them), nor over a file that is no page.
     for target, said in ((sasrec_dir / "config.json", "that is in the model directory"),
                          (tmp_path / "notes.txt", "exists and is no HTML page")):  # fmt: skip
         target.write_text(target.read_text() if target.exists() else "my notes", encoding="utf-8")
         before = target.read_text()
-        bad = _attend("recommend", "explain", str(sasrec_dir), "--user", user, "--item", item, "--html", str(target))
+        bad = run_cli("recommend", "explain", str(sasrec_dir), "--user", user, "--item", item, "--html", str(target))
         assert bad.returncode == 2 and f"error: --html {target}: {said}" in bad.stderr, bad.stderr
         assert target.read_text() == before
     # --html without --explain: the page still shows the history behind each item (it said "no history").
-    page = _attend("recommend", "top", str(sasrec_dir), "--user", user, "--html", str(tmp_path / "p.html"))
+    page = run_cli("recommend", "top", str(sasrec_dir), "--user", user, "--html", str(tmp_path / "p.html"))
     assert page.returncode == 0, page.stderr
     assert "no history to weigh" not in (tmp_path / "p.html").read_text()
 
@@ -360,17 +361,17 @@ def test_bad_logs_are_clear_errors(tmp_path: Path, movielens_sample: dict[str, P
     no_ratings.write_text("user,item,timestamp\n1,2,3\n1,3,4\n1,4,5\n")
     with pytest.raises(DataError, match="--rating-col"):  # names the flag that picks the column
         train_recommender(str(no_ratings), tmp_path / "m", model="din", training=QUICK)
-    result = _attend("recommend", "train", str(movielens_sample["log"]), "--out", str(tmp_path / "cli"),
+    result = run_cli("recommend", "train", str(movielens_sample["log"]), "--out", str(tmp_path / "cli"),
                      "--item-features", str(movielens_sample["items"]), "--feature-types", "year")  # fmt: skip
     assert result.returncode != 0 and "'year' is not COLUMN=TYPE" in result.stderr
-    result = _attend("recommend", "train", str(movielens_sample["log"]), "--out", str(tmp_path / "cli"),
+    result = run_cli("recommend", "train", str(movielens_sample["log"]), "--out", str(tmp_path / "cli"),
                      "--item-features", str(movielens_sample["items"]), "--feature-types", "year=colour")  # fmt: skip
     assert result.returncode != 0 and "unknown type 'colour'" in result.stderr
-    result = _attend("recommend", "train", str(missing), "--out", str(tmp_path / "cli"))
+    result = run_cli("recommend", "train", str(missing), "--out", str(tmp_path / "cli"))
     assert result.returncode != 0 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
     assert not (tmp_path / "cli").exists()
     # A DIN option given to SASRec: refused (it was ignored in silence).
-    result = _attend("recommend", "train", str(missing), "--out", str(tmp_path / "cli"), "--positive-threshold", "3")
+    result = run_cli("recommend", "train", str(missing), "--out", str(tmp_path / "cli"), "--positive-threshold", "3")
     assert result.returncode == 2 and "--positive-threshold 3 is for --model din" in result.stderr
 
 
@@ -380,7 +381,7 @@ def test_torchrun_two_processes_train_a_recommender(movielens_sample: dict[str, 
     of the same quality as one process's (the global batch is shared out, so the steps are the same)."""
     common = ["recommend", "train", str(movielens_sample["log"]), "--model", "din", "--epochs", "2", "--no-progress",
               "--threads", "1"]  # fmt: skip
-    single = _attend(*common, "--out", str(tmp_path / "single"))
+    single = run_cli(*common, "--out", str(tmp_path / "single"))
     assert single.returncode == 0, single.stderr
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
                 "attend"]  # fmt: skip
@@ -409,7 +410,7 @@ def test_targets_already_in_the_history_are_said_with_the_hit_rate_top_k_can_rea
     items.write_text("".join(json.dumps({"item": f"i,{k}", "img": [k / 9, 1 - k / 9, 0.5]}) + "\n" for k in range(9)),
                      encoding="utf-8")  # fmt: skip
     out = tmp_path / "sasrec"
-    done = _attend("recommend", "train", str(log), "--out", str(out), "--item-features", str(items), "--features",
+    done = run_cli("recommend", "train", str(log), "--out", str(out), "--item-features", str(items), "--features",
                    "img", "--epochs", "1", "--no-progress")  # fmt: skip
     assert done.returncode == 0, done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
@@ -419,11 +420,11 @@ def test_targets_already_in_the_history_are_said_with_the_hit_rate_top_k_can_rea
     spec = json.loads((out / "config.json").read_text())["items"]["features"]
     assert spec["numeric"] == ["img[0]", "img[1]", "img[2]"]
     assert "img a vector of 3 numbers" in done.stderr, done.stderr
-    report = _attend("recommend", "evaluate", str(out))
+    report = run_cli("recommend", "evaluate", str(out))
     assert "were already in the user's history" in report.stdout, report.stdout
     history = tmp_path / "history.txt"
     history.write_text("\ufeffi,1\ni,2\n", encoding="utf-8")  # as Notepad saves it: a BOM first
-    top = _attend("recommend", "top", str(out), "--history-file", str(history), "--k", "9", "--json")
+    top = run_cli("recommend", "top", str(out), "--history-file", str(history), "--k", "9", "--json")
     assert top.returncode == 0, top.stderr
     answer = json.loads(top.stdout)
     recommended = {row["item"] for row in answer["items"]}
@@ -435,7 +436,7 @@ def test_din_explain_says_when_the_item_is_already_rated(din_dir: Path) -> None:
     user = next(u for u in range(len(din.user_ids)) if len(din.seen[u]) > len(din.histories[u]))
     liked = set(din.histories[user].tolist())
     disliked = next(i for i in din.seen[user].tolist() if i not in liked)
-    done = _attend("recommend", "explain", str(din_dir), "--user", din.user_ids[user], "--item", din.item_ids[disliked])
+    done = run_cli("recommend", "explain", str(din_dir), "--user", din.user_ids[user], "--item", din.item_ids[disliked])
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].endswith("(already rated)"), done.stdout
 
@@ -444,7 +445,7 @@ def test_a_log_without_times_trains_in_file_order_from_the_cli(tmp_path: Path) -
     log = tmp_path / "log.csv"
     log.write_text("user,item\n" + "".join(f"u{u},i{(u + e) % 7}\n" for u in range(12) for e in range(4)),
                    encoding="utf-8")  # fmt: skip
-    done = _attend("recommend", "train", str(log), "--time-col", "none", "--out", str(tmp_path / "m"), "--epochs", "1",
+    done = run_cli("recommend", "train", str(log), "--time-col", "none", "--out", str(tmp_path / "m"), "--epochs", "1",
                    "--no-progress")  # fmt: skip
     assert done.returncode == 0, done.stderr
     last = {f"u{u}": f"i{(u + 3) % 7}" for u in range(12)}  # each user's last row is their test target
@@ -576,12 +577,12 @@ def test_the_library_takes_ids_as_numbers_as_the_log_had_them(sasrec_dir: Path) 
 def test_explain_text_says_which_history_items_it_ignored(sasrec_dir: Path) -> None:
     runtime = load_recommender(sasrec_dir)
     item, known = runtime.item_ids[4], runtime.item_ids[5]
-    result = _attend("recommend", "explain", str(sasrec_dir), "--item", item, "--history", f"zzz,{known}")
+    result = run_cli("recommend", "explain", str(sasrec_dir), "--item", item, "--history", f"zzz,{known}")
     assert result.returncode == 0, result.stderr
     assert "warning: 1 unknown item(s) in the history were ignored: ['zzz']" in result.stdout
     # A history longer than the ten lines shown says what it leaves out (the weights shown sum below 1).
     history = ",".join(runtime.item_ids[5:17])
-    result = _attend("recommend", "explain", str(sasrec_dir), "--item", item, "--history", history)
+    result = run_cli("recommend", "explain", str(sasrec_dir), "--item", item, "--history", history)
     assert result.returncode == 0, result.stderr
     assert "... and 2 more history items of smaller weight (--json lists every one)" in result.stdout
 
@@ -605,22 +606,22 @@ def test_fewer_items_than_asked_and_popularity_scores_are_said(sasrec_dir: Path)
 def test_top_takes_a_user_and_a_history_as_explain_and_the_route_do(sasrec_dir: Path) -> None:
     runtime = load_recommender(sasrec_dir)
     user, extra = runtime.user_ids[2], runtime.item_ids[1]
-    result = _attend("recommend", "top", str(sasrec_dir), "--user", user, "--history", extra, "--k", "5", "--json")
+    result = run_cli("recommend", "top", str(sasrec_dir), "--user", user, "--history", extra, "--k", "5", "--json")
     assert result.returncode == 0, result.stderr  # argparse refused the pair
     answer = json.loads(result.stdout)
     assert answer["source"] == "user" and [row["item"] for row in answer["items"]] == runtime.top(
         user, [extra], k=5).items and extra not in {row["item"] for row in answer["items"]}  # fmt: skip
-    result = _attend("recommend", "top", str(sasrec_dir))
+    result = run_cli("recommend", "top", str(sasrec_dir))
     assert result.returncode == 2 and "give --user, --history or --history-file" in result.stderr
 
 
 def test_an_html_page_is_said_and_prints_no_unasked_explanations(sasrec_dir: Path, tmp_path: Path) -> None:
     runtime = load_recommender(sasrec_dir)
     page = tmp_path / "top.html"
-    result = _attend("recommend", "top", str(sasrec_dir), "--user", runtime.user_ids[2], "--html", str(page))
+    result = run_cli("recommend", "top", str(sasrec_dir), "--user", runtime.user_ids[2], "--html", str(page))
     assert result.returncode == 0, result.stderr
     assert f"HTML page: {page.resolve()}" in result.stderr and page.is_file()
-    assert "because of" not in result.stdout and "because of" in _attend(
+    assert "because of" not in result.stdout and "because of" in run_cli(
         "recommend", "top", str(sasrec_dir), "--user", runtime.user_ids[2], "--explain").stdout  # fmt: skip
 
 
@@ -645,7 +646,7 @@ def test_undefined_figures_are_null_in_the_written_json(tmp_path: Path) -> None:
     for line in (out / "train_log.jsonl").read_text(encoding="utf-8").splitlines():
         json.loads(line, parse_constant=refuse)
     assert "n/a" in result.report  # the table says so instead of nan
-    assert " n/a" in _attend("recommend", "evaluate", str(out)).stdout
+    assert " n/a" in run_cli("recommend", "evaluate", str(out)).stdout
 
 
 def test_a_model_of_movielens_says_it_holds_data_not_to_pass_on_and_a_folder_hides_no_dataset(

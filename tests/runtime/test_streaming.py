@@ -16,12 +16,7 @@ import pytest
 from attend.data.readers import DataError, TextStream
 from attend.runtime import load
 from attend.runtime.streaming import PredictionWriter, completed_rows, open_output, predict_stream
-from tests.conftest import planted_rows, write_csv
-
-
-def _attend(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "attend", *args], capture_output=True, text=True, timeout=300,
-                          check=False)  # fmt: skip
+from tests.conftest import planted_rows, run_cli, write_csv
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +63,7 @@ def test_an_interrupted_output_resumes_to_the_file_of_one_run(
     data = write_csv(tmp_path / "in.csv", [{"text": t} for t in texts])
     model = str(trained["encoder"])
     whole = tmp_path / f"whole.{fmt}"
-    done = _attend("predict", model, "--input", str(data), "--format", fmt, "--output", str(whole), "--top-k", "2")
+    done = run_cli("predict", model, "--input", str(data), "--format", fmt, "--output", str(whole), "--top-k", "2")
     assert done.returncode == 0, done.stderr
     assert f"{len(texts)} predictions written" in done.stderr
     full = whole.read_bytes()
@@ -76,7 +71,7 @@ def test_an_interrupted_output_resumes_to_the_file_of_one_run(
     cut = full.index(b"line break") if fmt == "csv" else full.index(b'"text"', len(full) // 2) + 3
     partial = tmp_path / f"partial.{fmt}"
     partial.write_bytes(full[:cut])
-    again = _attend("predict", model, "--input", str(data), "--format", fmt, "--output", str(partial), "--top-k", "2",
+    again = run_cli("predict", model, "--input", str(data), "--format", fmt, "--output", str(partial), "--top-k", "2",
                     "--resume", "--no-progress")  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert "after the" in again.stderr
@@ -105,7 +100,7 @@ def test_existing_output_is_never_overwritten_and_json_lists_do_not_resume(
     data = write_csv(tmp_path / "in.csv", planted_rows(20))
     out = tmp_path / "out.csv"
     out.write_text("precious\n")
-    done = _attend("predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--format", "csv")
+    done = run_cli("predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--format", "csv")
     # not a prediction file, said at once (it had advised --resume, which then refused it)
     assert done.returncode == 2 and "exists and is not a prediction file" in done.stderr, done.stderr
     assert "--resume" not in done.stderr and "Traceback" not in done.stderr
@@ -116,19 +111,19 @@ def test_existing_output_is_never_overwritten_and_json_lists_do_not_resume(
         with pytest.raises(DataError, match=r"exists; --resume continues it"):
             open_output(tmp_path / name, resume=False, fmt="csv")
         assert (tmp_path / name).read_text() == start
-    refused = _attend("predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--resume",
+    refused = run_cli("predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--resume",
                       "--format", "csv")  # fmt: skip
     assert refused.returncode == 2 and "not a prediction CSV" in refused.stderr
     assert out.read_text() == "precious\n"
     listing = tmp_path / "out.json"
     listing.write_text("[]\n")
-    bad = _attend("predict", str(trained["encoder"]), "--input", str(data), "--output", str(listing), "--resume")
+    bad = run_cli("predict", str(trained["encoder"]), "--input", str(data), "--output", str(listing), "--resume")
     assert bad.returncode == 2 and "cannot be resumed" in bad.stderr
 
 
 def test_json_output_is_still_one_list(trained: dict[str, Path], tmp_path: Path) -> None:
     data = write_csv(tmp_path / "in.csv", planted_rows(30))
-    done = _attend("predict", str(trained["encoder"]), "--input", str(data), "--no-progress")
+    done = run_cli("predict", str(trained["encoder"]), "--input", str(data), "--no-progress")
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert isinstance(rows, list) and len(rows) == 30 and {"text", "label", "top", "truncated"} <= set(rows[0])
@@ -201,7 +196,7 @@ def test_resuming_a_file_that_is_no_prediction_file_leaves_it_as_it_was(
     data = write_csv(tmp_path / "in.csv", planted_rows(20))
     out = tmp_path / name
     out.write_bytes(content)
-    done = _attend("predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--resume",
+    done = run_cli("predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--resume",
                    "--no-progress")  # fmt: skip
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert out.read_bytes() == content

@@ -20,29 +20,29 @@ from attend.data.readers import DataError, read_table
 from attend.models.generation import GenerationOptions
 from attend.runtime import Translator, load
 from attend.serve.app import ServeSettings, create_app
-from tests.conftest import TOY_TRANSLATION_ARGS, TOY_TRANSLATOR, reverse_pairs, write_csv
+from tests.conftest import TOY_TRANSLATION_ARGS, TOY_TRANSLATOR, reverse_pairs, run_cli, write_csv
 from tests.explain.test_faithfulness_render_cli import _screenshot
 
 
-def _attend(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "attend", *args], capture_output=True, text=True, input=stdin,
-                          timeout=300, check=False)  # fmt: skip
+def _process(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "attend", *args], capture_output=True, text=True, timeout=300,
+                          check=False)  # fmt: skip
 
 
 def test_translate_prints_one_line_per_input_line_and_nothing_else(translator_dir: Path, tmp_path: Path) -> None:
-    done = _attend("translate", str(translator_dir), "red cat sun", "dog blue")
+    done = _process("translate", str(translator_dir), "red cat sun", "dog blue")  # a real stdout: nothing else on it
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["sun cat red", "blue dog"]
     lines = tmp_path / "in.txt"
     lines.write_text("green dog\n\n  \nsun sun red\n", encoding="utf-8")
-    done = _attend("translate", str(translator_dir), "--input", str(lines), "--beam", "1")
+    done = run_cli("translate", str(translator_dir), "--input", str(lines), "--beam", "1")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n") == ["dog green", "", "", "red sun sun", ""]
-    piped = _attend("translate", str(translator_dir), "--input", "-", stdin="cat red\n")
+    piped = run_cli("translate", str(translator_dir), "--input", "-", stdin="cat red\n")
     assert piped.stdout == "red cat\n"
     # Lines end at "\n" (and "\r\n") only: a U+2028 or form feed inside a line does not split it.
     lines.write_bytes("red cat\r\nsun\u2028dog\x0cblue\ngreen dog\n".encode())
-    done = _attend("translate", str(translator_dir), "--input", str(lines), "--beam", "1")
+    done = run_cli("translate", str(translator_dir), "--input", str(lines), "--beam", "1")
     assert done.returncode == 0 and len(done.stdout.splitlines()) == 3, done.stdout
     assert done.stdout.split("\n")[0] == "cat red" and done.stdout.split("\n")[2] == "dog green"
 
@@ -116,7 +116,7 @@ def test_length_penalty_ranks_beams_and_is_checked(translator_dir: Path, capsys:
     found = json.loads(capsys.readouterr().out)
     assert found["decoding"] == "beam 4, length penalty 0.5" and found["length_penalty"] == 0.5
     for value in ("-1", "nan", "1000"):  # 1000: length ** 1000 would overflow
-        done = _attend("translate", str(translator_dir), "red", "--length-penalty", value)
+        done = run_cli("translate", str(translator_dir), "red", "--length-penalty", value)
         assert done.returncode == 2 and f"--length-penalty {value}" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
     with pytest.raises(ValueError, match=r"length_penalty=-0\.5"):
@@ -245,33 +245,33 @@ def test_bad_input_is_a_clear_error(translator_dir: Path, tmp_path: Path) -> Non
         (["translate", str(translator_dir), "red", "--beam", "0"], "--beam 0"),
         (["translate", str(translator_dir), "   "], "text 1 is an empty text"),
     ]:
-        done = _attend(*args)
+        done = run_cli(*args)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
     bad = tmp_path / "bad.csv"
     bad.write_text("english,german\nhello,hallo\n", encoding="utf-8")
-    done = _attend("translate", str(translator_dir), "--input", str(bad))
+    done = run_cli("translate", str(translator_dir), "--input", str(bad))
     assert done.returncode == 2 and "choose the column with --source-col" in done.stderr, done.stderr
     plain = tmp_path / "lines.txt"
     plain.write_text("red cat\n", encoding="utf-8")
-    done = _attend("translate", str(translator_dir), "--input", str(plain), "--source-col", "en")  # was ignored
+    done = run_cli("translate", str(translator_dir), "--input", str(plain), "--source-col", "en")  # was ignored
     assert done.returncode == 2 and "--source-col en: " in done.stderr and "read as plain text" in done.stderr
     plain.write_bytes(b"red cat\nblue \xff dog\n")  # the line is named, as the table readers name it
-    done = _attend("translate", str(translator_dir), "--input", str(plain))
+    done = run_cli("translate", str(translator_dir), "--input", str(plain))
     assert done.returncode == 2 and "lines.txt: line 2 is not UTF-8 text (byte 0xff at offset 13)" in done.stderr
-    done = _attend("train", str(bad), "--model", "seq2seq", "--out", str(tmp_path / "m"))
+    done = run_cli("train", str(bad), "--model", "seq2seq", "--out", str(tmp_path / "m"))
     assert done.returncode == 2 and "'source'" in done.stderr and "english" in done.stderr, done.stderr
     assert not (tmp_path / "m").exists()
     labelled = write_csv(tmp_path / "labelled.csv", [{"text": "red cat", "label": "a"}])
     # Before its input is read too (it had been told the input lacked a 'text' column).
     for verb in (["predict", str(translator_dir), "red cat"], ["faithfulness", str(translator_dir), str(labelled)],
                  ["predict", str(translator_dir), "--input", str(bad)]):  # fmt: skip
-        done = _attend(*verb)  # a classifier's verb: a one-line error, not an AttributeError
+        done = run_cli(*verb)  # a classifier's verb: a one-line error, not an AttributeError
         assert done.returncode == 2 and "holds a translation model, not a text classifier: use `attend translate`" \
             in done.stderr and "Traceback" not in done.stderr, done.stderr
     # Verbs only classifiers have: said so (they had pointed to `attend translate`, which neither quantizes nor prunes)
     for verb in (["quantize", str(translator_dir)], ["prune", str(translator_dir), "--out", str(tmp_path / "p"),
                                                     "--heads", "1"]):  # fmt: skip
-        done = _attend(*verb)
+        done = run_cli(*verb)
         assert done.returncode == 2 and f"holds a translation model: `attend {verb[0]}` is for text classifiers only " \
             "(translators run on PyTorch in float32" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
@@ -281,7 +281,7 @@ def test_cli_trains_a_translator_with_the_usual_options(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     training = {k: v for k, v in TOY_TRANSLATION_ARGS.items() if k not in ("progress", "epochs")}
     config.write_text(json.dumps({"model": TOY_TRANSLATOR, "training": training}), encoding="utf-8")
-    done = _attend("train", str(data), "--model", "seq2seq", "--out", str(tmp_path / "m"), "--config", str(config),
+    done = run_cli("train", str(data), "--model", "seq2seq", "--out", str(tmp_path / "m"), "--config", str(config),
                    "--epochs", "1", "--source-col", "en", "--target-col", "xx", "--schedule", "inverse_sqrt",
                    "--label-smoothing", "0.1", "--time-budget", "20", "--no-progress")  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -392,7 +392,7 @@ def test_torchrun_two_processes_train_a_translator_as_one_does(tmp_path: Path) -
     training = {k: v for k, v in TOY_TRANSLATION_ARGS.items() if k not in ("progress", "epochs")}
     config.write_text(json.dumps({"model": TOY_TRANSLATOR, "training": training}), encoding="utf-8")
     common = ["train", str(data), "--model", "seq2seq", "--config", str(config), "--epochs", "6", "--no-progress"]
-    single = _attend(*common, "--out", str(tmp_path / "single"))
+    single = run_cli(*common, "--out", str(tmp_path / "single"))
     assert single.returncode == 0, single.stderr
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
                 "attend"]  # fmt: skip
@@ -469,7 +469,7 @@ def test_a_line_of_invisible_characters_translates_to_a_blank_line(translator_di
     """A zero-width space passed the blank-line filter, then failed the whole file (naming the wrong line)."""
     lines = tmp_path / "in.txt"
     lines.write_text("red cat sun\n\ndog blue\n\u200b\nsun\n", encoding="utf-8")
-    done = _attend("translate", str(translator_dir), "--input", str(lines), "--beam", "1")
+    done = run_cli("translate", str(translator_dir), "--input", str(lines), "--beam", "1")
     assert done.returncode == 0, done.stderr
     out = done.stdout.split("\n")
     assert len(out) == 6 and out[1] == out[3] == "" and all(out[i] for i in (0, 2, 4)), out
@@ -520,7 +520,7 @@ def test_an_empty_cell_of_a_table_translates_to_a_blank_line(translator_dir: Pat
 
 
 def test_explain_numbers_a_bad_typed_sentence_as_translate_does(translator_dir: Path) -> None:
-    done = _attend("explain", str(translator_dir), "red cat", "  ")
+    done = run_cli("explain", str(translator_dir), "red cat", "  ")
     assert done.returncode == 2 and "text 2 is an empty text" in done.stderr, done.stderr
 
 

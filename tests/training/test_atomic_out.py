@@ -5,22 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from attend.runtime import load
 from attend.training import state_directory
-from tests.conftest import copy_model, kill_at
+from tests.conftest import copy_model, kill_at, run_cli
 
 TEXT = "the film was wonderful"
 
-
-def _attend(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "attend", *args], capture_output=True, text=True, timeout=300,
-                          cwd=cwd)  # fmt: skip
 
 
 def _fingerprint(directory: Path) -> dict[str, str]:
@@ -57,7 +51,7 @@ def test_a_run_killed_at_any_stage_leaves_the_old_model_or_the_new_one(
     else:  # killed before the switch: the old model, byte for byte
         assert _fingerprint(out) == before
         assert (model.predict_proba([TEXT]) == answer).all()
-    rerun = _attend(*run_args, "--out", str(out), "--overwrite")  # a stale run's leftovers never get in the way
+    rerun = run_cli(*run_args, "--out", str(out), "--overwrite")  # a stale run's leftovers never get in the way
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads((out / "config.json").read_text())["model"]["dim"] == 16
     assert not state_directory(out).exists()
@@ -68,7 +62,7 @@ def test_an_existing_model_needs_overwrite_and_other_folders_are_never_replaced(
 ) -> None:
     out = copy_model(trained["encoder"], tmp_path, "model")
     before = _fingerprint(out)
-    refused = _attend(*run_args, "--out", str(out))
+    refused = run_cli(*run_args, "--out", str(out))
     assert refused.returncode == 2 and "already holds a model; pass --overwrite" in refused.stderr
     assert "Traceback" not in refused.stderr and _fingerprint(out) == before and not state_directory(out).exists()
 
@@ -77,7 +71,7 @@ def test_an_existing_model_needs_overwrite_and_other_folders_are_never_replaced(
     (project / "config.json").write_text('{"name": "my app"}')
     (project / "notes.txt").write_text("mine")
     for args in (["--out", "."], ["--out", ".", "--overwrite"]):
-        result = _attend(*run_args, *args, cwd=project)
+        result = run_cli(*run_args, *args, cwd=project)
         assert result.returncode == 2 and "is not empty and is not a model directory" in result.stderr
     assert sorted(p.name for p in project.iterdir()) == ["config.json", "notes.txt"]
     assert (project / "config.json").read_text() == '{"name": "my app"}'
@@ -86,7 +80,7 @@ def test_an_existing_model_needs_overwrite_and_other_folders_are_never_replaced(
     (out / "NOTES.md").write_text("mine")
     copy_model(trained["encoder"], out, "pruned")  # a model the user wrote into it (attend prune --out DIR/pruned)
     before = _fingerprint(out)
-    refused = _attend(*run_args, "--out", str(out), "--overwrite")
+    refused = run_cli(*run_args, "--out", str(out), "--overwrite")
     assert refused.returncode == 2 and f"{out} holds NOTES.md, pruned/ beside its model" in refused.stderr
     assert _fingerprint(out) == before and not state_directory(out).exists()
 

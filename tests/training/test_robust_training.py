@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,15 +20,11 @@ from attend.training.adversarial import EmbeddingAdversary
 from attend.training.tasks.classification import ClassificationTask, symmetric_kl
 from attend.training.tasks.seq2seq import TranslationTask
 from attend.training.trainer import Trainer
-from tests.conftest import kill_at, planted_rows
+from tests.conftest import kill_at, planted_rows, run_cli
 
 SMALL = {"dim": 32, "num_layers": 1, "num_heads": 2, "dropout": 0.1}
 FAST = {"lr": 0.003, "vocab_size": 300, "batch_size": 16, "progress": False}
 
-
-def _attend(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "attend", *args], capture_output=True, text=True, timeout=300,
-                          check=False)  # fmt: skip
 
 
 def _planted(n: int = 200) -> LabelledTexts:
@@ -67,7 +61,7 @@ def test_augment_is_a_comma_separated_string_normalised() -> None:
 
 
 def test_cli_refuses_an_unknown_augmentation_without_a_traceback(tmp_path: Path, planted_csv: Path) -> None:
-    done = _attend("train", str(planted_csv), "--out", str(tmp_path / "m"), "--augment", "typos,emoji", "--no-progress")
+    done = run_cli("train", str(planted_csv), "--out", str(tmp_path / "m"), "--augment", "typos,emoji", "--no-progress")
     assert done.returncode == 2
     assert "--augment emoji: is not a perturbation" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "m").exists()
@@ -214,7 +208,7 @@ def test_robust_options_train_record_and_resume_to_the_same_result(tmp_path: Pat
     common = ["train", str(planted_csv), "--model", "encoder", "--config", str(config), "--epochs", "6",
               "--no-progress", "--augment", "typos,word_dropout,synonyms", "--adversarial", "pgd",
               "--adversarial-steps", "2", "--rdrop", "0.5"]  # fmt: skip
-    whole = _attend(*common, "--out", str(tmp_path / "whole"))
+    whole = run_cli(*common, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
     metrics = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     assert metrics["accuracy"] > 0.8
@@ -226,7 +220,7 @@ def test_robust_options_train_record_and_resume_to_the_same_result(tmp_path: Pat
     kill_at(tmp_path, "checkpoint:1:3", *common, "--out", str(out))  # part-way through epoch 2
     # --resume with one of the run's options given again, and the others left out: it was refused as
     # "--adversarial-steps 2 has no effect without --adversarial" (checked before the run's options were in).
-    resumed = _attend("train", str(planted_csv), "--model", "encoder", "--config", str(config), "--no-progress",
+    resumed = run_cli("train", str(planted_csv), "--model", "encoder", "--config", str(config), "--no-progress",
                       "--adversarial-steps", "2", "--out", str(out), "--resume")  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     again = json.loads((out / "metrics.json").read_text())

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, precision_recall_fscore_support
 
 from attend.data.noise import unspaced_share
 from attend.data.validation import display_width, padded
@@ -31,6 +30,10 @@ def classification_metrics(
     data that lacks some labels. ``averaged_labels`` says how many were averaged, and
     ``absent_labels`` lists the model's labels that have no example in the data.
     """
+    # scikit-learn is imported here, not with the module: it costs a second and a half of every
+    # `attend` command that only loads a model (translate, predict, serve)
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, precision_recall_fscore_support
+
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     _check_indices(y_true, y_pred, len(labels))
@@ -154,7 +157,7 @@ def tfidf_baseline(
     cannot be fitted (one class, or no term seen twice)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
+    from sklearn.metrics import accuracy_score, f1_score
 
     names = {label for row in train_labels for label in row} if multi_label else set(train_labels)
     if len(names) < 2 or not len(texts):

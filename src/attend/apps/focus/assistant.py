@@ -34,13 +34,14 @@ their training files and of the encoder's weights.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,37 @@ def _logit(p: float) -> float:
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def _cached(path: Path) -> Heads | None:
+    """The heads saved at ``path``, or None; a damaged file is removed, to be refitted, never trusted."""
+    if path.is_file():
+        try:
+            return Heads.load(path)
+        except Exception:
+            path.unlink(missing_ok=True)
+    return None
+
+
+@contextlib.contextmanager
+def _fit_lock(path: Path) -> Iterator[None]:
+    """The cache's lock for fitting the heads saved at ``path``; without one (a read-only cache),
+    each process fits its own."""
+    from filelock import FileLock
+
+    from attend.io import lock_path
+
+    lock: FileLock | None = FileLock(lock_path(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()  # type: ignore[union-attr]
+    except OSError:
+        lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _sha256(paths: Iterable[Path], extra: str) -> str:
@@ -534,20 +566,22 @@ class FocusAssistant:
         files = [URGENCY_TRAIN, SCENARIOS_DIR / "tasks.jsonl", SCENARIOS_DIR / "messages.jsonl"]
         key = _sha256(files, f"{HEADS_VERSION}:{self.reader.encoder.weights_sha256}")[:16]
         path = cache_root(cache_dir) / "focus" / f"heads-{key}.safetensors"
-        if path.is_file():
+        if (heads := _cached(path)) is not None:
+            return heads
+        # One fit at a time per cache: processes started together (serve's workers, a triage beside
+        # them) had each read every example; the others wait, then load what the first saved.
+        with _fit_lock(path):
+            if (heads := _cached(path)) is not None:
+                return heads
+            started = time.perf_counter()
+            _log.info("focus: fitting the urgency and relevance heads on the bundled examples (first use only); "
+                      "cached in %s", path.parent)  # fmt: skip
+            heads = Heads.fit(self.reader)
+            _log.info("focus: heads fitted in %.0f s", time.perf_counter() - started)
             try:
-                return Heads.load(path)
-            except Exception:  # a damaged cache file is refitted, never trusted
-                path.unlink(missing_ok=True)
-        started = time.perf_counter()
-        _log.info("focus: fitting the urgency and relevance heads (first use, a few seconds); cached in %s",
-                  path.parent)  # fmt: skip
-        heads = Heads.fit(self.reader)
-        _log.info("focus: heads fitted in %.0f s", time.perf_counter() - started)
-        try:
-            heads.save(path)
-        except OSError:  # a read-only cache only costs the refit next time
-            pass
+                heads.save(path)
+            except OSError:  # a read-only cache only costs the refit next time
+                pass
         return heads
 
     def task_reading(self, task: str) -> Reading:
