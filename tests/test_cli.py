@@ -145,12 +145,12 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
         (["train", "data.csv", "--out", "data.csv/m"], "data.csv is a file, so the output directory"),
         (["train", "data.csv", "--out", "m" * 245, "--model", "encoder"],
          "is 245 bytes; attend writes beside it under names up to 16"),  # failed at its staging, after training
-        (["train", "data.csv", "--out", "m", "--config", "types.json"], "training option field epochs='3' must be an"),
+        (["train", "data.csv", "--out", "m", "--config", "types.json"], 'training option field epochs="3" must be an'),
         (["train", "data.csv", "--out", "m", "--config", "float.json"], "field epochs=1.5 must be an integer"),
         (["train", "data.csv", "--out", "m", "--model", "encoder", "--config", "wide.json"],
-         "model field dim='wide' must be an integer"),
+         'model field dim="wide" must be an integer'),
         (["train", "data.csv", "--out", "m", "--model", "encoder", "--config", "bool.json"],
-         "field num_layers=True must be an integer"),
+         "field num_layers=true must be an integer"),
         (["train", "data.csv", "--out", "stray"], "stray exists, is not empty and is not a model directory"),
         (["train", "one_label.csv", "--out", "m", "--model", "encoder"], "every example has the label 'pos'; a"),
         (["train", "one_label.csv", "--out", "m"], "a classifier needs at least two labels"),  # auto too
@@ -175,7 +175,7 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
         (["train", "data.csv", "--out", "m", "--config", "rate.json"], "augment_rate=0.0 must be in (0, 1]"),
         (["train", "data.csv", "--out", "m", "--candidates", " , "], "--candidates ' , ' names no model"),  # was all
         (["train", "data.csv", "--out", "m", "--config", "types.json", "--epochs", "1"],
-         "training option field epochs='3' must be an"),  # a flag over it hid the file's bad value
+         'training option field epochs="3" must be an'),  # a flag over it hid the file's bad value
         (["train", "data.csv", "--out", "m", "--model", "encoder", "--config", "labels.json"],
          "model field(s) ['num_labels'] are set from the data"),  # was overwritten without a word
         (["train", "data.csv", "--out", "m", "--model", "seq2seq", "--config", "vocab.json"],

@@ -125,7 +125,16 @@ def _describe(hint: Any) -> str:
 def check_type(name: str, value: Any, hint: Any, *, what: str) -> None:
     """Raise ``ValueError`` naming ``what``'s field ``name`` if ``value`` does not fit the annotation."""
     if not _matches(value, hint):
-        raise ValueError(f"{what} field {name}={value!r} must be {_describe(hint)}")
+        raise ValueError(f"{what} field {name}={_as_written(value)} must be {_describe(hint)}")
+
+
+def _as_written(value: Any) -> str:
+    """``value`` as a config file writes it (``true``, ``null``, ``"3"``), not as Python shows it:
+    the options come from JSON (``--config``, ``config.json``)."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def strict_from_dict(cls: type[T], data: Mapping[str, Any], *, what: str) -> T:

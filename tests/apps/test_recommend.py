@@ -527,11 +527,11 @@ def test_evaluating_a_recommender_on_labelled_data_says_where_its_figures_are(sa
         # max_length 0 looped until memory ran out; num_items replaced the catalogue's size.
         ("sasrec", {"max_length": 0}, r"max_length=0 must be >= 1"),
         ("sasrec", {"max_length": -1}, r"max_length=-1 must be >= 1"),
-        ("sasrec", {"max_length": "abc"}, r"'sasrec' model field max_length='abc' must be an integer"),
+        ("sasrec", {"max_length": "abc"}, r'\'sasrec\' model field max_length="abc" must be an integer'),
         ("sasrec", {"num_items": 3000}, r"model field\(s\) \['num_items'\] are set from the log"),
         ("din", {"num_users": 3}, r"model field\(s\) \['num_users'\] are set from the log"),
         ("sasrec", {"items": {}}, r"model field\(s\) \['items'\] are set from the log"),
-        ("din", {"offsets": "false"}, r"'din' model field offsets='false' must be true or false"),
+        ("din", {"offsets": "false"}, r'\'din\' model field offsets="false" must be true or false'),
         ("sasrec", {"fusion": "mean"}, r"fusion='mean'; choose one of \['gated', 'attention'\]"),
         ("din", {"fusion": "gated"}, r"fusion='gated' fuses each item's id with its features, and this model reads "
                                      r"ids only: give --item-features FILE"),  # it had been ignored in silence

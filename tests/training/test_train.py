@@ -436,8 +436,8 @@ def test_a_run_without_dev_rows_says_what_picks_its_epoch(tmp_path: Path, capsys
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"epochs": "3"}, "training option field epochs='3' must be an integer"),
-        ({"batch_size": None}, "training option field batch_size=None must be an integer"),
+        ({"epochs": "3"}, 'training option field epochs="3" must be an integer'),
+        ({"batch_size": None}, "training option field batch_size=null must be an integer"),
         ({"epochs": 1.5}, "training option field epochs=1.5 must be an integer"),
         # Refused when built, not once the data is read (or, for these two, never: -1 stopped the run
         # after one step, and inf failed inside the time budget's plan).
