@@ -155,6 +155,20 @@ class _Clobber(Regression):
         return {"model": {"size": 3}}
 
 
+class _PathEntry(Regression):
+    name = "toy_regression_path_entry"
+
+    def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"toy": {"source": Path("data.csv")}}
+
+
+class _SetMetric(Regression):
+    name = "toy_regression_set_metric"
+
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        return super().evaluate(model, split, batch_size) | {"seen": {"a", "b"}}
+
+
 class _Reads(Regression):
     name = "toy_regression_reads"
     reads = frozenset()  # it says: none of the task-read options
@@ -191,6 +205,8 @@ register_task(_NumpyMetrics)
 register_task(_Pickler)
 register_task(_Spy)
 register_task(_Clobber)
+register_task(_PathEntry)
+register_task(_SetMetric)
 register_task(_Shadowed)
 register_task(_Reads)
 
@@ -212,6 +228,14 @@ def test_a_task_of_ones_own_is_checked_where_it_would_fail_later(picker: None, t
     with pytest.raises(ValueError, match=r"_Clobber.write returned \['model'\], config.json entries the Trainer"):
         Trainer(_Clobber(), args).fit(tmp_path / "clobber")
     assert not (tmp_path / "clobber").exists()
+    # What JSON cannot hold: said with its place, where json.dumps had raised a bare TypeError
+    with pytest.raises(ValueError, match=r"_PathEntry.write returned an entry config.json cannot hold: toy.source is "
+                                         r"a pathlib.PosixPath, which JSON cannot hold"):  # fmt: skip
+        Trainer(_PathEntry(), args).fit(tmp_path / "path_entry")
+    assert not (tmp_path / "path_entry").exists()
+    with pytest.raises(ValueError, match=r"_SetMetric.evaluate\('dev'\) returned a metric JSON cannot hold: seen is "
+                                         r"a builtins.set"):  # fmt: skip
+        Trainer(_SetMetric(), args).fit(tmp_path / "set_metric")
     # A pickle written by the task: the model had been published, its training state removed, and
     # attend.load then refused it.
     with pytest.raises(ModelDirError, match=r"pickles contains pickle-format file\(s\) \['extra.pt'\]: refusing to "

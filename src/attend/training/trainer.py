@@ -52,7 +52,7 @@ from attend.io import (
     save_tensors,
     save_weights,
 )
-from attend.jsonout import dumps_json
+from attend.jsonout import dumps_json, finite_json
 from attend.models import auxiliary_loss, build
 from attend.training.adversarial import ADVERSARIAL, EmbeddingAdversary
 from attend.training.tasks.base import TASKS, Task, comparable
@@ -414,6 +414,11 @@ def _evaluate(task: Task, network: nn.Module, split: str, batch_size: int) -> di
     if not isinstance(metrics, dict):
         raise TypeError(f"{type(task).__name__}.evaluate returned {type(metrics).__name__}, expected a dict of metrics")
     metrics = _plain(metrics)
+    try:  # checked at the first evaluation: it had failed the epoch's log line, or the end's metrics.json
+        finite_json(metrics)
+    except ValueError as error:
+        raise ValueError(f"{type(task).__name__}.evaluate({split!r}) returned a metric JSON cannot hold: {error}"
+                         ) from None  # fmt: skip
     missing = [key for key in (task.selection, "loss") if not _is_number(metrics.get(key))]
     if missing:
         raise ValueError(
@@ -1314,6 +1319,11 @@ class Trainer:
                     if taken := sorted(own & set(entries)):  # they had replaced the Trainer's, and loading failed
                         raise ValueError(f"{type(task).__name__}.write returned {taken}, config.json entries the "
                                          "Trainer writes itself; name the task's own entries otherwise")  # fmt: skip
+                    try:  # a Path or a set had failed config.json's writing with a bare TypeError
+                        finite_json(entries)
+                    except ValueError as error:
+                        raise ValueError(f"{type(task).__name__}.write returned an entry config.json cannot hold: "
+                                         f"{error}") from None  # fmt: skip
                     if not (staged.path / "metrics.json").exists():  # what Runtime.metrics() reads
                         staged.write_json("metrics.json", metrics)
                     for name in ("train_log.jsonl", "runs"):
