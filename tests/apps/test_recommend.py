@@ -373,6 +373,9 @@ def test_bad_logs_are_clear_errors(tmp_path: Path, movielens_sample: dict[str, P
     # A DIN option given to SASRec: refused (it was ignored in silence).
     result = run_cli("recommend", "train", str(missing), "--out", str(tmp_path / "cli"), "--positive-threshold", "3")
     assert result.returncode == 2 and "--positive-threshold 3 is for --model din" in result.stderr
+    result = run_cli("recommend", "train", str(no_ratings), "--out", str(tmp_path / "cli"), "--rating-col", "clicked")
+    assert result.returncode == 2 and "--rating-col clicked is for --model din" in result.stderr  # read, then unused
+    assert not (tmp_path / "cli").exists()
 
 
 @pytest.mark.processes

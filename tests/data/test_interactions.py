@@ -266,7 +266,7 @@ def test_item_features_inference_alignment_and_notes(tmp_path: Path) -> None:
     price = features.numeric["price"]
     assert price.dtype == np.float32 and np.isnan(price[[0, 1, 3]]).all() and price[2] == 2.5
     assert features.missing == 1
-    assert any("ignored rows of 1 item(s) that are not in the log" in note for note in features.notes)
+    assert any("ignored rows of 1 item(s) that are not in the log (e.g. 'zz')" in note for note in features.notes)
     assert any("repeated" in note and "first repeat: line 5, item 'a'" in note for note in features.notes)
     assert any("1 item(s) of the log have no row in items.csv" in note for note in features.notes)
 
@@ -304,6 +304,36 @@ def test_one_title_with_a_bar_leaves_titles_text_and_genres_stay_categorical(tmp
     assert features.columns == {"title": "text", "genres": "categorical"}
     assert features.text["title"][7] == "Album number 7 | Remastered"
     assert features.categorical["genres"][2] == ["pop", "folk"]
+
+
+def test_header_names_are_read_without_the_spaces_around_them(tmp_path: Path) -> None:
+    """" genre " had been read as such, while --features and --feature-types, which strip what is
+    typed, had no spelling that reached it."""
+    from attend.training.tasks.recommendation import _select
+
+    path = tmp_path / "items.csv"
+    path.write_text(" item , genre ,price\na,rock,3\nb,pop,4\nc,rock,5\n", encoding="utf-8")
+    features = read_item_features(path, {"a": 1, "b": 2, "c": 3}, item_col=" item", types={"genre": "categorical"})
+    assert features.columns == {"genre": "categorical", "price": "numeric"}
+    assert features.categorical["genre"][2] == ["pop"]
+    assert _select(features, ["genre"]).columns == {"genre": "categorical"}  # type: ignore[union-attr]
+    assert any("2 column name(s) had spaces around them, removed (e.g. ' item ' read as 'item')" in note
+               for note in features.notes)  # fmt: skip
+    path.write_text("item,genre, genre\na,rock,pop\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"columns 'genre' and ' genre' are one name once the spaces around it are"):
+        read_item_features(path, {"a": 1})
+
+
+def test_a_column_of_numbers_with_a_few_others_is_said_when_it_becomes_text(tmp_path: Path) -> None:
+    """A price written "1,000" among plain ones had turned the column into text without a word."""
+    path = tmp_path / "items.csv"
+    path.write_text('item,price,title\na,3,Alpha\nb,"1,000",Beta\nc,5,Gamma\nd,7,Delta\n', encoding="utf-8")
+    features = read_item_features(path, {"a": 1, "b": 2, "c": 3, "d": 4})
+    assert features.columns["price"] == "text"
+    assert any("column 'price' is read as text, though most of its values are numbers: line 3 has '1,000', which "
+               "is not one; write such values as plain numbers and give --feature-types price=numeric" in note
+               for note in features.notes)  # fmt: skip
+    assert not any("'title' is read as" in note for note in features.notes)  # titles: no number among them
 
 
 @pytest.mark.parametrize(

@@ -577,6 +577,14 @@ def _media_paths(values: Sequence[Any]) -> str | None:
 SMALL_CATALOGUE = 100
 
 
+def _mostly_numbers(ordered: list[tuple[int, tuple[int, Any]]], values: Sequence[Any]) -> tuple[int, Any] | None:
+    """The line and value of the first cell that is not a number, where at least half of the filled
+    cells are numbers; else None."""
+    present = [(line, value) for (_, (line, _)), value in zip(ordered, values, strict=True) if not _is_empty(value)]
+    odd = [(line, value) for line, value in present if not _is_number(value)]
+    return odd[0] if odd and len(odd) <= len(present) / 2 else None
+
+
 def _infer_type(values: Sequence[Any]) -> str:
     """numeric if every non-empty value is a number; categorical if cells hold lists, or ``|``-joined
     values that repeat (at most half as many distinct parts as parts) or fill at least half the
@@ -649,7 +657,20 @@ def read_item_features(
     unknown_items: set[str] = set()
     repeated, first_repeat = 0, ""
     n_rows = 0
+    # Header names are read without the spaces around them (" genre " is genre): --features and
+    # --feature-types, which take the names as typed, had no spelling that reached them.
+    names: dict[Any, str] = {}
+    rename = False
     for line, record in read_rows(path, fmt):
+        if not n_rows:
+            names = {key: str(key).strip() for key in record}
+            if len(set(names.values())) < len(names):
+                twins = [key for key in names if list(names.values()).count(names[key]) > 1]  # in the file's order
+                raise DataError(f"{path}: columns {' and '.join(map(repr, twins[:2]))} are one name once the spaces "
+                                "around it are removed; rename one")  # fmt: skip
+            item_col, rename = item_col.strip(), any(str(key) != name for key, name in names.items())
+        if rename:
+            record = {names.get(key, key): value for key, value in record.items()}
         if not n_rows:
             if item_col not in record and "item" in record:
                 item_col = "item"  # the log's item column has another name; a features file's own default
@@ -676,8 +697,12 @@ def read_item_features(
         raise DataError(f"{path} has a header but no rows")
 
     features = ItemFeatures(missing=len(items) - len(rows))
+    if spaced := [key for key, name in names.items() if str(key) != name]:
+        features.notes.append(f"{len(spaced)} column name(s) had spaces around them, removed (e.g. {spaced[0]!r} read "
+                              f"as {names[spaced[0]]!r})")  # fmt: skip
     if unknown_items:
-        features.notes.append(f"ignored rows of {len(unknown_items)} item(s) that are not in the log")
+        features.notes.append(f"ignored rows of {len(unknown_items)} item(s) that are not in the log (e.g. "
+                              f"{min(unknown_items)!r:.60})")  # fmt: skip
     if repeated:
         features.notes.append(f"{repeated} repeated row(s) of an item ignored (the first row of each item is used; "
                               f"first repeat: {first_repeat})")  # fmt: skip
@@ -710,6 +735,11 @@ def read_item_features(
             continue
         kind = types.get(column) or _infer_type(values)
         read_as.append(f"{column} {kind}")
+        if column not in types and kind != "numeric" and (odd := _mostly_numbers(ordered, values)) is not None:
+            line, value = odd  # "1,000" or "$3" among numbers: a price column had become text in silence
+            features.notes.append(f"column {column!r} is read as {kind}, though most of its values are numbers: "
+                                  f"line {line} has {value!r:.40}, which is not one; write such values as plain "
+                                  f"numbers and give --feature-types {column}=numeric")  # fmt: skip
         if kind == "numeric":
             array = np.full(n_slots, np.nan, dtype=np.float32)
             for (index, (line, _)), value in zip(ordered, values, strict=True):

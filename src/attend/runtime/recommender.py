@@ -240,8 +240,8 @@ class Recommender(Runtime):
                 had = "already rated or in the history" if self.kind == "din" else "already in the log or history"
                 note = None if items else f"every item of the catalogue is {had}: none left"
                 if items and len(items) < k:
-                    note = (f"{len(items)} items, not {k}: the catalogue has {self.num_items}, and the other "
-                            f"{self.num_items - len(items)} are {had}")  # fmt: skip
+                    note = (f"{len(items)} item{'s' * (len(items) != 1)}, not {k}: the catalogue has "
+                            f"{self.num_items}, and the other {self.num_items - len(items)} are {had}")  # fmt: skip
                 user = requests[i].get("user")
                 if index is None and user is not None:  # a mistyped id had looked like that user's own answer
                     note = _unknown_user_note(user) if note is None else f"{_unknown_user_note(user)}; {note}"

@@ -66,6 +66,10 @@ def train_recommender(
         for flag, (value, default) in given.items():
             if value != default:
                 raise dataset_columns_error(flag, "none" if value is None else value, data)
+    if rating_col is not None and model == "sasrec":  # it had been read, then left unused: a 0 click trained as one
+        raise ValueError(f"--rating-col {rating_col} is for --model din (a rating at or above --positive-threshold is "
+                         "a like); sasrec learns from the order of every event in the log, whatever its rating: keep "
+                         "only the events to learn from in the file")  # fmt: skip
     if rating_col is None and model == "din" and not _is_dataset(data):
         rating_col = "rating"
     source = LogSource(
