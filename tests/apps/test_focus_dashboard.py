@@ -181,6 +181,10 @@ def test_app_serves_the_page_and_the_focus_api(focus_db: Path) -> None:
         assert post({}, "text/plain").status_code == 415
         assert post({"messages": [{"text": "x" * 5_000_000}]}).status_code == 413
         assert "/v1/focus/messages" in client.get("/metrics").text
+        # One operationId per operation (GET and HEAD /focus had shared one, which client generators refuse)
+        schema = client.get("/openapi.json").json()
+        ids = [op["operationId"] for methods in schema["paths"].values() for op in methods.values()]
+        assert len(ids) == len(set(ids)) and client.head("/focus").status_code == 200
 
 
 def test_a_dashboard_port_in_use_is_a_clear_error_before_the_page_is_announced(
