@@ -83,6 +83,12 @@ def test_merge_words_joins_pieces_and_renormalises() -> None:
     assert sum(w.weight for w in merged) == pytest.approx(1.0)
     assert {w.text for w in merged} == {"Unbelievably", "quick", "moderation"}
     assert merged[0].text == "Unbelievably"  # several pieces: the most weight
+    # A word said again is one highlight, its weights summed (a long mail had listed one word 7 times of 8)
+    (reading,) = reader.read(["Reimbursement form: the reimbursement is late, reimbursement please"])
+    merged = merge_words(reading, [1.0] * len(reading.pieces))
+    texts = [w.text.casefold() for w in merged]
+    assert len(texts) == len(set(texts)) and texts[0] == "reimbursement" and merged[0].text == "Reimbursement"
+    assert sum(w.weight for w in merged) == pytest.approx(1.0)
 
 
 def test_urgency_contributions_add_up_to_the_max_pooled_logit(assistant: FocusAssistant) -> None:
@@ -177,6 +183,17 @@ def test_the_cost_flags_default_to_the_costs_defaults(capsys: pytest.CaptureFixt
 
 
 # --- the rule --------------------------------------------------------------------------------
+
+
+def test_relevance_lifted_by_the_channel_alone_names_the_channel(assistant: FocusAssistant,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Stateless, nothing taught: the reason had said "by what you have taught the assistant"."""
+    monkeypatch.setattr(assistant.heads, "channel_term", lambda channel: 6.0)
+    (held_words,) = assistant.triage(Session(TASK), [replace(UNRELATED, channel="chat")])
+    reason = next(r for r in held_words.reasons if r.startswith("Bears on the task"))
+    assert re.fullmatch(r"Bears on the task \(0\.\d\d\) through its channel \('chat', log-odds \+6\.0\); its words "
+                        r"alone give 0\.\d\d\.", reason), reason  # fmt: skip
+    assert "taught" not in reason
 
 
 def test_the_cost_rule_and_its_reasons(assistant: FocusAssistant) -> None:
@@ -508,6 +525,11 @@ def test_cli_triage_json_in_input_order(assistant: FocusAssistant, tmp_path: Pat
     latin.write_bytes(b"id,text\n1,Br\xfccke Umsatz\n")
     assert main(["focus", "triage", "--task", TASK, "--messages", str(latin)]) == 0
     assert f"1 line(s) of {latin} held bytes that are not UTF-8" in capsys.readouterr().err
+    misspelt = tmp_path / "misspelt.jsonl"
+    misspelt.write_text('{"id": "x1", "text": "hello", "chanel": "sms"}\n', encoding="utf-8")
+    assert main(["focus", "triage", "--task", TASK, "--messages", str(misspelt)]) == 0
+    assert "note: field(s) not read: 'chanel' (first: line 1); a message's fields are id, text, sender, subject, " \
+        "time, channel" in capsys.readouterr().err  # fmt: skip
     # an mbox, with a message that has no id (derived, stable) and an HTML body
     box = mailbox.mbox(tmp_path / "in.mbox")
     mail = EmailMessage()
@@ -606,7 +628,9 @@ def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, cap
     assert json.loads(capsys.readouterr().out)["changed_from"] == "hold"
 
 
-def test_digest_groups_held_messages_with_key_sentences(assistant: FocusAssistant, tmp_path: Path) -> None:
+def test_digest_groups_held_messages_with_key_sentences(assistant: FocusAssistant, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     service = FocusService(tmp_path / "d.db", assistant=assistant)
     service.start("Write the chapter on river ecology for my thesis")
     held = [
@@ -625,6 +649,12 @@ def test_digest_groups_held_messages_with_key_sentences(assistant: FocusAssistan
     assert digest["held"] == 3
     groups = {tuple(sorted(m["id"] for m in g["messages"])) for g in digest["groups"]}
     assert ("g1", "g2") in groups and ("b1",) in groups
+    # What a limit leaves out is said (the header had still counted every held message, in silence)
+    assert digest["group_count"] == len(digest["groups"]) == 2
+    assert [len(service.digest(limit=1)["groups"]), service.digest(limit=1)["group_count"]] == [1, 2]
+    monkeypatch.setattr("attend.apps.focus.assistant.FocusAssistant._cached_heads", lambda self, _: assistant.heads)
+    assert main(["focus", "digest", "--db", str(tmp_path / "d.db"), "--limit", "1"]) == 0
+    assert "3 held message(s); the first 1 of 2 groups (--limit)" in capsys.readouterr().out.splitlines()[0]
     for group in digest["groups"]:
         scores = [m["score"] for m in group["messages"]]
         assert scores == sorted(scores, reverse=True)

@@ -98,6 +98,18 @@ def test_csv_and_tsv_round_trip(tmp_path: Path, sep: str) -> None:
     assert detect_message_format(path) == ("csv" if sep == "," else "tsv")
 
 
+def test_fields_a_message_does_not_have_are_reported_with_their_first_line(tmp_path: Path) -> None:
+    """Read, not refused (an export's other columns), but said: a misspelt "chanel" had gone unseen."""
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"id": "1", "text": "hi", "chanel": "sms"}\n{"id": "2", "text": "yo", "to": "me", "chanel": '
+                    '"x"}\n', encoding="utf-8")  # fmt: skip
+    messages, report = read_messages_report(path)
+    assert [m.channel for m in messages] == ["", ""] and report["unread_fields"] == {"chanel": "line 1", "to": "line 2"}
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("id,text,channel\n1,hi,sms\n", encoding="utf-8")
+    assert "unread_fields" not in read_messages_report(csv_path)[1]
+
+
 def test_an_email_body_over_many_lines_with_commas_is_one_message(tmp_path: Path) -> None:
     path = tmp_path / "mail.csv"
     body = "Hi Ana,\nthe boiler, again\nis leaking, badly\nthanks, Bo"

@@ -767,11 +767,21 @@ def record_message(where: str, record: dict[str, Any], max_chars: int = MAX_MESS
     return Message(ident, text, sender, subject, time, channel, truncated), not given
 
 
-def _read_rows(name: str, lines: Iterable[str], fmt: str, max_chars: int) -> Iterator[_Read]:
+#: The fields of a message in a JSONL/CSV/TSV row or an HTTP body; a row's others are not read.
+MESSAGE_FIELDS = ("id", "text", "sender", "subject", "time", "channel")
+
+
+def _read_rows(name: str, lines: Iterable[str], fmt: str, max_chars: int,
+               stats: dict[str, Any] | None = None) -> Iterator[_Read]:  # fmt: skip
     records = (
         _jsonl_records(name, lines) if fmt == "jsonl" else _csv_records(name, lines, "\t" if fmt == "tsv" else ",")
     )
+    unread: dict[str, str] = {}
     for number, record in records:
+        for key in record:  # said, not refused: an export's other columns; but "chanel" had gone unseen
+            if key not in MESSAGE_FIELDS and key not in unread and len(unread) < 20 and stats is not None:
+                unread[str(key)] = f"line {number}"
+                stats["unread_fields"] = unread
         message, derived = _row_message(name, number, record, max_chars)
         yield _Read(name, f"line {number}", message, derived)
 
@@ -859,7 +869,7 @@ def _read(source: Any, fmt: str | None, max_chars: int, stats: dict[str, Any]) -
         elif fmt == "mbox":
             reads = _read_mbox(path, max_chars, stats)
         else:
-            reads = _read_rows(name, _file_lines(path, stats), fmt, max_chars)
+            reads = _read_rows(name, _file_lines(path, stats), fmt, max_chars, stats)
     else:
         if isinstance(source, str | os.PathLike):  # "-"
             # Its bytes, so that input that is not UTF-8 is replaced as in a file, not fatal.
@@ -870,7 +880,7 @@ def _read(source: Any, fmt: str | None, max_chars: int, stats: dict[str, Any]) -
         fmt = "jsonl" if fmt is None else _check_format(fmt)
         if fmt not in _STREAM_FORMATS:
             raise MessageError(f"{name}: a stream can be read as {', '.join(_STREAM_FORMATS)}, not {fmt}")
-        reads = _read_rows(name, _decoded(stream, stats, name), fmt, max_chars)
+        reads = _read_rows(name, _decoded(stream, stats, name), fmt, max_chars, stats)
     try:
         for read in reads:
             stats["truncated"] += read.message.truncated

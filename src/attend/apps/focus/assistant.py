@@ -691,9 +691,13 @@ class FocusAssistant:
         if relevant_alone and by_words * c.relevant > (1 - by_words) * c.interrupt:
             relevant_reason = f"Bears on the task ({relevance:.2f}): " + (
                 f"{related} link it to the task." if related else "its meaning is close to the task's.")  # fmt: skip
-        elif relevant_alone:
-            relevant_reason = (f"Bears on the task ({relevance:.2f}) by what you have taught the assistant (your "
-                               f"feedback, the sender's record, its channel){words_note}.")  # fmt: skip
+        elif relevant_alone:  # what lifted it, largest first: "what you have taught" had been said of a channel alone
+            lifted = sorted([(channel_shift, f"its channel ({channel_name(message.channel)!r}"),
+                             (sender_shift, "the sender's record (you answered their messages before"),
+                             (preference, "your feedback (what your answers taught")], reverse=True)  # fmt: skip
+            through = " and ".join(f"{text}, log-odds {shift:+.1f})" for shift, text in lifted if shift >= 0.05)
+            through = through or "what it learnt beside its words"
+            relevant_reason = f"Bears on the task ({relevance:.2f}) through {through}{words_note}."
         else:
             relevant_reason = f"Little bearing on the task on its own ({relevance:.2f}{words_note})" + (
                 f"; the closest words were {related}." if related else ".")  # fmt: skip

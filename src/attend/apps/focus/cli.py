@@ -83,6 +83,12 @@ def _read(source: str, fmt: str | None, where: list[str] | None = None) -> Any:
     if report.get("truncated"):
         print(f"note: {report['truncated']} message(s) longer than the limit were cut (flagged truncated)",
               file=sys.stderr)  # fmt: skip
+    if unread := report.get("unread_fields"):
+        from attend.data.messages import MESSAGE_FIELDS
+
+        named = ", ".join(f"{key!r} (first: {line})" for key, line in unread.items())
+        print(f"note: field(s) not read: {named}; a message's fields are {', '.join(MESSAGE_FIELDS)}",
+              file=sys.stderr)  # fmt: skip
     return messages
 
 
@@ -258,7 +264,9 @@ def _cmd_digest(args: argparse.Namespace) -> int:
                                                                 ("passed_by_feedback", "passed that it held"))
                  if digest.get(key)]  # fmt: skip
     said = f" (your answers win: {', '.join(corrected)})" if corrected else ""
-    print(f"digest of session {session['id']} ({session['task']}): {digest['held']} held message(s){said}")
+    shown = len(digest["groups"])
+    cut = f"; the first {shown} of {digest['group_count']} groups (--limit)" if shown < digest["group_count"] else ""
+    print(f"digest of session {session['id']} ({session['task']}): {digest['held']} held message(s){said}{cut}")
     for group in digest["groups"]:
         print(f"\n## {group['title']}  ({len(group['messages'])}, top score {group['score']:.2f})")
         for m in group["messages"]:

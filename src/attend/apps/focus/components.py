@@ -253,7 +253,8 @@ def merge_words(reading: Reading, token_weights: Sequence[float], *, links: Sequ
                 top: int = 8) -> list[Weighted]:  # fmt: skip
     """Sum token weights into the words of ``reading.text`` (``##`` pieces join their word), keep
     words with a letter or digit and some weight, renormalise to sum 1 and return the ``top``
-    heaviest, heaviest first.
+    heaviest, heaviest first. A word that occurs several times is one highlight (its occurrences'
+    weights summed, at its heaviest occurrence): a long mail had listed one word seven times.
 
     Negative weights count as 0 (a highlight shows what pushed *towards* the decision).
     """
@@ -273,7 +274,14 @@ def merge_words(reading: Reading, token_weights: Sequence[float], *, links: Sequ
     total = sum(w[2] for w in kept)
     if total <= 0 or not math.isfinite(total):
         return []
-    ranked = sorted(kept, key=lambda w: -w[2])[:top]
+    by_word: dict[str, list] = {}
+    for word in sorted(kept, key=lambda w: -w[2]):  # heaviest occurrence first: its place and link are kept
+        key = text[word[0] : word[1]].casefold()
+        if key in by_word:
+            by_word[key][2] += word[2]
+        else:
+            by_word[key] = list(word)
+    ranked = sorted(by_word.values(), key=lambda w: -w[2])[:top]
     return [Weighted(_shown(text[a:b]), a, b, weight / total, link) for a, b, weight, link, _ in ranked]
 
 

@@ -157,10 +157,11 @@ class FocusService:
         messages = self.store.messages(session_id=session["id"])
         held = [m for m in messages if (m["feedback"] or m["decision"]) == "hold"]
         embeddings = [self.store.embedding(m["id"], session["id"]) for m in held]
-        groups = build_digest(self.assistant.reader, held, embeddings, limit=limit)
+        groups = build_digest(self.assistant.reader, held, embeddings)
         # The person's answer wins over the assistant's decision: `status` counts the decisions, so the two
         # counts differ by the corrections, which are said (they had read as a disagreement).
         by_feedback = sum(m["feedback"] == "hold" and m["decision"] != "hold" for m in held)
         return {"session": session, "held": len(held), "held_by_feedback": by_feedback,
                 "passed_by_feedback": sum(m["feedback"] == "pass" and m["decision"] == "hold" for m in messages),
-                "groups": [g.to_dict() for g in groups]}  # fmt: skip
+                "group_count": len(groups),  # before the limit: what `limit` left out is said
+                "groups": [g.to_dict() for g in (groups[:limit] if limit else groups)]}  # fmt: skip
