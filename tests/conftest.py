@@ -90,7 +90,9 @@ WHOLE_MODULES = frozenset(f"tests/{m}.py" for m in (
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """xdist's load scheduling, a test at a time, except that each of :data:`WHOLE_MODULES` goes
     to one worker (xdist's own ``--dist loadgroup`` marks no group under pytest 9.2: it renames
-    tests by an attribute pytest no longer reads)."""
+    tests by an attribute pytest no longer reads). Another ``--dist`` mode, asked for, is xdist's."""
+    if config.getvalue("dist") != "load":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     if missing := sorted(m for m in WHOLE_MODULES if not (config.rootpath / m).is_file()):
@@ -182,8 +184,10 @@ def run_cli(*args: str, stdin: str | bytes | None = None, cwd: Path | None = Non
             os.chdir(cwd)
         try:
             code = main(list(args))
-        except SystemExit as stop:  # argparse's refusal, or --help
+        except SystemExit as stop:  # argparse's refusal, or --help; a message is said as Python says it
             code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
+            if not isinstance(stop.code, int | None):
+                print(stop.code, file=sys.stderr)
         out, err = (s.buffer.getvalue().decode("utf-8", "replace") for s in (sys.stdout, sys.stderr))  # type: ignore[attr-defined]
     finally:
         sys.stdin, sys.stdout, sys.stderr = streams

@@ -331,6 +331,21 @@ def lock_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.lock")
 
 
+def acquire_or_wait(lock: Any, waiting: str, timeout: float) -> None:
+    """Take ``lock`` (a ``filelock.FileLock``), saying ``waiting`` on stderr first when another process
+    holds it, then waiting up to ``timeout`` seconds (``filelock.Timeout`` after): processes started
+    together (torchrun's workers, serve's) wait for the first's work, and say so, rather than seem hung."""
+    import sys
+
+    from filelock import Timeout
+
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(waiting, file=sys.stderr, flush=True)
+        lock.acquire(timeout=timeout)
+
+
 def locked_target(path: Path) -> Path | None:
     """What the lock file ``path`` guards (:func:`lock_path`'s inverse), or None if it is none."""
     found = re.fullmatch(r"\.(.+)\.lock", path.name)

@@ -10,24 +10,64 @@ from typing import Any
 __all__ = ["dumps_json", "finite_json"]
 
 
+#: What ``json.dumps`` takes as an object's key (it writes each as text).
+_KEYS = (str, int, float, bool, type(None))
+
+
+class _NotJson(Exception):
+    pass
+
+
 def finite_json(data: Any, where: str = "") -> Any:
     """``data`` with every NaN or infinite float replaced by None: JSON has no NaN (``json.dumps``
     writes a bare ``NaN`` that strict parsers refuse), and "no figure" is what they mean here.
 
-    Anything else JSON cannot hold raises ``ValueError`` naming its place in ``data`` (``where``
-    names ``data`` itself), where ``json.dumps`` had raised a bare ``TypeError``.
+    Anything else JSON cannot hold (a value or a key) raises ``ValueError`` naming its place in
+    ``data`` (``where`` names ``data`` itself), where ``json.dumps`` had raised a bare ``TypeError``.
     """
+    try:
+        return _finite(data)
+    except _NotJson:  # the place is found only now: spelling it for every value had cost 6x the walk
+        raise ValueError(f"{_first_not_json(data, where)}, which JSON cannot hold (text, numbers, true/false, null, "
+                         "lists and objects with text keys only)") from None  # fmt: skip
+
+
+def _finite(data: Any) -> Any:
     if data is None or isinstance(data, str | bool | int):
         return data
     if isinstance(data, float):
         return data if math.isfinite(data) else None
     if isinstance(data, dict):
-        return {key: finite_json(value, f"{where}.{key}" if where else str(key)) for key, value in data.items()}
+        if not all(isinstance(key, _KEYS) for key in data):
+            raise _NotJson
+        return {key: _finite(value) for key, value in data.items()}
     if isinstance(data, list | tuple):
-        return [finite_json(value, f"{where}[{i}]") for i, value in enumerate(data)]
-    kind = type(data)
-    raise ValueError(f"{where or 'the value'} is a {kind.__module__}.{kind.__qualname__}, which JSON cannot hold "
-                     "(text, numbers, true/false, null, lists and objects only)")  # fmt: skip
+        return [_finite(value) for value in data]
+    raise _NotJson
+
+
+def _first_not_json(data: Any, where: str) -> str | None:
+    """Where the first value or key that JSON cannot hold is in ``data``, and what it is."""
+
+    def kind(value: Any) -> str:
+        return f"{type(value).__module__}.{type(value).__qualname__}"
+
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, _KEYS):
+                return f"{where or 'the object'} has a key that is a {kind(key)}"
+            place = f"{where}.{key}" if where else str(key)
+            if (found := _first_not_json(value, place)) is not None:
+                return found
+        return None
+    if isinstance(data, list | tuple):
+        for i, value in enumerate(data):
+            if (found := _first_not_json(value, f"{where}[{i}]")) is not None:
+                return found
+        return None
+    if data is None or isinstance(data, str | int | float):
+        return None
+    return f"{where or 'the value'} is a {kind(data)}"
 
 
 def dumps_json(data: Any) -> str:

@@ -136,7 +136,8 @@ def test_the_channel_is_read_against_the_average_message(assistant: FocusAssista
     assert torch.equal(Heads.load(tmp_path / "heads.safetensors").channel_mean, heads.channel_mean)
 
 
-def test_assistants_started_together_fit_the_heads_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_assistants_started_together_fit_the_heads_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """The cache's lock: the second waits for the first's heads (each had read every example itself)."""
     import threading
     import time
@@ -165,6 +166,8 @@ def test_assistants_started_together_fit_the_heads_once(tmp_path: Path, monkeypa
     assert len(fits) == 1 and len(results) == 2
     assert all(torch.equal(r.urgency_weight, torch.ones(4)) and r.relevance_bias == -0.5 for r in results)
     assert len(list((tmp_path / "focus").glob("heads-*.safetensors"))) == 1
+    assert f"focus: another process is fitting the heads into {tmp_path / 'focus'}; waiting for it" in \
+        capsys.readouterr().err  # said, rather than seem hung
 
 
 def test_the_cost_flags_default_to_the_costs_defaults(capsys: pytest.CaptureFixture) -> None:

@@ -319,6 +319,8 @@ def test_header_names_are_read_without_the_spaces_around_them(tmp_path: Path) ->
     assert _select(features, ["genre"]).columns == {"genre": "categorical"}  # type: ignore[union-attr]
     assert any("2 column name(s) had spaces around them, removed (e.g. ' item ' read as 'item')" in note
                for note in features.notes)  # fmt: skip
+    path.write_text("item,genre,,  ,price\na,rock,,,3\n", encoding="utf-8")  # Excel's unnamed columns: left out
+    assert set(read_item_features(path, {"a": 1}).columns) == {"genre", "price"}
     path.write_text("item,genre, genre\na,rock,pop\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"columns 'genre' and ' genre' are one name once the spaces around it are"):
         read_item_features(path, {"a": 1})

@@ -106,7 +106,7 @@ def test_fields_a_message_does_not_have_are_reported_with_their_first_line(tmp_p
     messages, report = read_messages_report(path)
     assert [m.channel for m in messages] == ["", ""] and report["unread_fields"] == {"chanel": "line 1", "to": "line 2"}
     csv_path = tmp_path / "m.csv"
-    csv_path.write_text("id,text,channel\n1,hi,sms\n", encoding="utf-8")
+    csv_path.write_text("id,text,channel,\n1,hi,sms,\n", encoding="utf-8")  # an unnamed column: nothing to name
     assert "unread_fields" not in read_messages_report(csv_path)[1]
 
 

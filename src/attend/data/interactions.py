@@ -663,9 +663,10 @@ def read_item_features(
     rename = False
     for line, record in read_rows(path, fmt):
         if not n_rows:
-            names = {key: str(key).strip() for key in record}
-            if len(set(names.values())) < len(names):
-                twins = [key for key in names if list(names.values()).count(names[key]) > 1]  # in the file's order
+            names = {key: str(key).strip() or key for key in record}  # an unnamed column keeps its key
+            named = [name for name in names.values() if str(name).strip()]
+            if len(set(named)) < len(named):
+                twins = [key for key in names if named.count(names[key]) > 1]  # in the file's order
                 raise DataError(f"{path}: columns {' and '.join(map(repr, twins[:2]))} are one name once the spaces "
                                 "around it are removed; rename one")  # fmt: skip
             item_col, rename = item_col.strip(), any(str(key) != name for key, name in names.items())
@@ -676,7 +677,8 @@ def read_item_features(
                 item_col = "item"  # the log's item column has another name; a features file's own default
             other = "" if wanted_item_col == "item" else " or 'item'"
             check_columns(path, record, [item_col], f"name its item column as the log's ({wanted_item_col!r}){other}")
-            columns = [str(column) for column in record if column != item_col]
+            # unnamed columns (Excel's ",,") aside, as the table readers leave them
+            columns = [str(column) for column in record if column != item_col and str(column).strip()]
             absent = [column for column in types if column not in columns]
             if absent:
                 raise DataError(

@@ -778,8 +778,11 @@ def _read_rows(name: str, lines: Iterable[str], fmt: str, max_chars: int,
     )
     unread: dict[str, str] = {}
     for number, record in records:
-        for key in record:  # said, not refused: an export's other columns; but "chanel" had gone unseen
-            if key not in MESSAGE_FIELDS and key not in unread and len(unread) < 20 and stats is not None:
+        # Said, not refused: an export's other columns; but "chanel" had gone unseen. An unnamed column
+        # (a header's trailing comma) has no name to say.
+        for key in record:
+            if (key not in MESSAGE_FIELDS and key not in unread and len(unread) < 20 and stats is not None
+                    and key is not None and str(key).strip()):  # fmt: skip
                 unread[str(key)] = f"line {number}"
                 stats["unread_fields"] = unread
         message, derived = _row_message(name, number, record, max_chars)

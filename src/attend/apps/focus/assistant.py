@@ -249,19 +249,25 @@ def _cached(path: Path) -> Heads | None:
     return None
 
 
+#: How long an assistant waits for another process fitting the heads into the same cache (a fit
+#: takes about 30 s on one core) before fitting its own.
+FIT_WAIT_SECONDS = 600
+
+
 @contextlib.contextmanager
 def _fit_lock(path: Path) -> Iterator[None]:
-    """The cache's lock for fitting the heads saved at ``path``; without one (a read-only cache),
-    each process fits its own."""
-    from filelock import FileLock
+    """The cache's lock for fitting the heads saved at ``path``; without one (a read-only cache, or
+    another process fitting for over :data:`FIT_WAIT_SECONDS`), each process fits its own."""
+    from filelock import FileLock, Timeout
 
-    from attend.io import lock_path
+    from attend.io import acquire_or_wait, lock_path
 
     lock: FileLock | None = FileLock(lock_path(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock.acquire()  # type: ignore[union-attr]
-    except OSError:
+        acquire_or_wait(lock, f"focus: another process is fitting the heads into {path.parent}; waiting for it",
+                        FIT_WAIT_SECONDS)  # fmt: skip
+    except (OSError, Timeout):
         lock = None
     try:
         yield
@@ -671,11 +677,9 @@ class FocusAssistant:
         else:
             highlights = relevance_words
         urgent_terms = ", ".join(f"'{w.text}'" for w in urgency_words[:3])
-        seen: set[str] = set()
         linked = []
-        for w in relevance_words:
-            if w.weight > 0 and w.text.lower() not in seen and len(linked) < 3:  # stop words weigh 0: no reason
-                seen.add(w.text.lower())
+        for w in relevance_words:  # one per word already (merge_words)
+            if w.weight > 0 and len(linked) < 3:  # stop words weigh 0: no reason
                 linked.append(
                     f"'{w.text}' ({w.link})" if w.link and w.link.lower() != w.text.lower() else f"'{w.text}'"
                 )

@@ -124,9 +124,10 @@ def key_sentence(reader: TextReader, text: str) -> str:
     return text[best[0] : best[1]].strip()
 
 
-def build_digest(reader: TextReader, messages: Sequence[dict[str, Any]], embeddings: Sequence[Sequence[float]],
-                 *, limit: int | None = None) -> list[DigestGroup]:  # fmt: skip
-    """Group, rank and summarise held messages (rows of the focus store, with their embeddings)."""
+def build_digest(reader: TextReader, messages: Sequence[dict[str, Any]],
+                 embeddings: Sequence[Sequence[float]]) -> list[DigestGroup]:  # fmt: skip
+    """Group, rank and summarise held messages (rows of the focus store, with their embeddings):
+    every group, best first (a limit is the caller's, which says how many there were)."""
     if not messages:
         return []
     items = []
@@ -160,4 +161,4 @@ def build_digest(reader: TextReader, messages: Sequence[dict[str, Any]], embeddi
         title = title if len(title) <= 80 else title[:77].rstrip() + "..."
         digest.append(DigestGroup(title=title, score=items[members[0]]["score"], messages=[items[i] for i in members]))
     digest.sort(key=lambda g: -g.score)
-    return digest[:limit] if limit else digest
+    return digest
