@@ -20,12 +20,14 @@ from typing import Any
 
 from attend.apps import APPS
 from attend.config import (
+    count,
     label_threshold,
     minutes,
     port_number,
     positive_int,
     read_run_config,
     seed_number,
+    share,
     wait_ms,
 )
 from attend.jsonout import dumps_json
@@ -1207,7 +1209,7 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("model_dir")
     fa.add_argument("data", help="file of texts (CSV/TSV/JSONL/Parquet) or a dataset name")
     fa.add_argument("--text-col", help="column holding the text (default: the model's training column, else text)")
-    fa.add_argument("--limit", type=int, default=200, help="texts to score, a seeded sample (default 200; 0: all)")
+    fa.add_argument("--limit", type=count, default=200, help="texts to score, a seeded sample (default 200; 0: all)")
     fa.add_argument("--methods", help=f"comma-separated, from {','.join(EXPLAIN_METHODS)} (default: all)")
     fa.add_argument("--seed", type=seed_number, default=0,
                     help="seed of the sample and the random baseline (default 0)")  # fmt: skip
@@ -1222,11 +1224,11 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("data", help="labelled file or dataset name (the model's own data: its test split only)")
     ro.add_argument("--text-col", help="column holding the text (default: the model's training column, else text)")
     ro.add_argument("--label-col", help="column holding the label (default: the model's training column, else label)")
-    ro.add_argument("--limit", type=int, default=2000, help="rows to measure, a seeded sample (default 2000; 0: all)")
+    ro.add_argument("--limit", type=count, default=2000, help="rows to measure, a seeded sample (default 2000; 0: all)")
     ro.add_argument("--seed", type=seed_number, default=0,
                     help="seed of the sample, the perturbations and the attack (0)")  # fmt: skip
-    ro.add_argument("--rate", type=float, default=0.1, help="share of each text's words perturbed, in (0, 1] (0.1)")
-    ro.add_argument("--attack-examples", type=int, default=200,
+    ro.add_argument("--rate", type=share, default=0.1, help="share of each text's words perturbed, in (0, 1] (0.1)")
+    ro.add_argument("--attack-examples", type=count, default=200,
                     help="correctly classified texts to attack (default 200; 0: no attack)")  # fmt: skip
     ro.add_argument("--json", action="store_true", help="print one JSON object")
     ro.set_defaults(func=_cmd_robustness)

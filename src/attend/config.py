@@ -166,8 +166,9 @@ def check_positive(config: object, *names: str) -> None:
     (``nan`` and ``inf`` passed ``<= 0``: a learning rate of inf trained until the loss was nan)."""
     for name in names:
         value = getattr(config, name)
-        if not value > 0 or (not isinstance(value, numbers.Integral) and not math.isfinite(value)):
-            raise ValueError(f"{name}={value!r} must be positive and finite")
+        whole = isinstance(value, numbers.Integral)
+        if not value > 0 or (not whole and not math.isfinite(value)):
+            raise ValueError(f"{name}={value!r} must be {'at least 1' if whole else 'positive and finite'}")
 
 
 def check_pad_id(config: object) -> None:
@@ -239,6 +240,25 @@ def _positive_up_to(value: str, highest: int, noun: str) -> int:
 def port_number(value: str) -> int:
     """An ``argparse`` type: a TCP port, 1 to 65535."""
     return _positive_up_to(value, 65535, "a port")
+
+
+def count(value: str) -> int:
+    """An ``argparse`` type: a whole number of at least 0 (a count where 0 means none or all)."""
+    number = _integer(value)
+    if number < 0:
+        raise _argument_error(f"{value} must be at least 0")
+    return number
+
+
+def share(value: str) -> float:
+    """An ``argparse`` type: a share of a whole, in (0, 1]."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise _argument_error(f"{value!r} is not a number") from None
+    if not 0 < number <= 1:  # NaN fails too
+        raise _argument_error(f"{value} must be in (0, 1]")
+    return number
 
 
 def positive_int(value: str) -> int:

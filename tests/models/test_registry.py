@@ -86,9 +86,9 @@ def test_config_round_trips_through_json_and_rebuilds_the_same_model(name: str) 
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"model_type": "encoder", "ffn_dim": -5}, r"ffn_dim=-5 must be positive and finite"),  # a torch traceback
-        ({"model_type": "encoder", "ffn_dim": 0}, r"ffn_dim=0 must be positive and finite"),  # 4 * dim in silence
-        ({"model_type": "bilstm_attention", "attention_dim": 0}, r"attention_dim=0 must be positive"),
+        ({"model_type": "encoder", "ffn_dim": -5}, r"ffn_dim=-5 must be at least 1"),  # a torch traceback
+        ({"model_type": "encoder", "ffn_dim": 0}, r"ffn_dim=0 must be at least 1"),  # 4 * dim in silence
+        ({"model_type": "bilstm_attention", "attention_dim": 0}, r"attention_dim=0 must be at least 1"),
         ({"model_type": "encoder", "pad_id": -1}, r"pad_id=-1 must be in \[0, vocab_size=20\)"),  # froze the last row
         ({"model_type": "bilstm_attention", "pad_id": 20}, r"pad_id=20 must be in \[0, vocab_size=20\)"),
     ],
