@@ -252,12 +252,17 @@ def count(value: str) -> int:
 
 def share(value: str) -> float:
     """An ``argparse`` type: a share of a whole, in (0, 1]."""
+    return _in_unit_interval(value, "a number")
+
+
+def _in_unit_interval(value: str, noun: str) -> float:
+    """A number in (0, 1]; otherwise "VALUE must be NOUN in (0, 1]"."""
     try:
         number = float(value)
     except ValueError:
-        raise _argument_error(f"{value!r} is not a number") from None
+        raise _argument_error(f"{value!r} is not {noun}") from None
     if not 0 < number <= 1:  # NaN fails too
-        raise _argument_error(f"{value} must be in (0, 1]")
+        raise _argument_error(f"{value} must be {noun} in (0, 1]")
     return number
 
 
@@ -301,13 +306,7 @@ def minutes(value: str) -> float:
 
 def label_threshold(value: str) -> float:
     """An ``argparse`` type: a multi-label model's probability from which a label is chosen, in (0, 1]."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise _argument_error(f"{value!r} is not a probability") from None
-    if not 0 < number <= 1:  # NaN fails too
-        raise _argument_error(f"{value} must be a probability in (0, 1]")
-    return number
+    return _in_unit_interval(value, "a probability")
 
 
 def seed_number(value: str) -> int:

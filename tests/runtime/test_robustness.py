@@ -226,10 +226,6 @@ def test_cli_json_and_table(trained: dict[str, Path], capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(
     ("extra", "named"),
     [
-        (["--limit", "-1"], "limit=-1"),
-        (["--rate", "0"], "rate=0.0"),
-        (["--rate", "1.5"], "rate=1.5"),
-        (["--attack-examples", "-3"], "attack_examples=-3"),
         (["--text-col", "review"], "'review'"),
         (["--label-col", "stars"], "'stars'"),
     ],
@@ -267,11 +263,12 @@ def test_a_model_whose_labels_were_read_as_1_0_takes_1_in_new_data(trained: dict
     assert {labels[0] for labels in found.labels} == {"0.0", "1.0"}
 
 
-@pytest.mark.parametrize(("flag", "value", "said"), [("--rate", "0", "argument --rate: 0 must be in (0, 1]"),
-                                                     ("--attack-examples", "-1", "argument --attack-examples: -1 must "
-                                                      "be at least 0"),
-                                                     ("--limit", "-1", "argument --limit: -1 must be at least 0")])
+@pytest.mark.parametrize(("flag", "value", "said"), [
+    ("--rate", "0", "argument --rate: 0 must be a number in (0, 1]"),
+    ("--rate", "1.5", "argument --rate: 1.5 must be a number in (0, 1]"),
+    ("--attack-examples", "-3", "argument --attack-examples: -3 must be at least 0"),
+    ("--limit", "-1", "argument --limit: -1 must be at least 0")])  # fmt: skip
 def test_bad_values_are_named_by_their_flag(flag: str, value: str, said: str) -> None:
     """As train names them (they had been named as the function's parameters: rate=0.0, limit=-1)."""
     done = run_cli("robustness", "model", "data.csv", flag, value)
-    assert done.returncode == 2 and said in done.stderr
+    assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr
