@@ -1209,7 +1209,7 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("model_dir")
     fa.add_argument("data", help="file of texts (CSV/TSV/JSONL/Parquet) or a dataset name")
     fa.add_argument("--text-col", help="column holding the text (default: the model's training column, else text)")
-    fa.add_argument("--limit", type=count, default=200, help="texts to score, a seeded sample (default 200; 0: all)")
+    fa.add_argument("--limit", type=int, default=200, help="texts to score, a seeded sample (default 200; 0: all)")
     fa.add_argument("--methods", help=f"comma-separated, from {','.join(EXPLAIN_METHODS)} (default: all)")
     fa.add_argument("--seed", type=seed_number, default=0,
                     help="seed of the sample and the random baseline (default 0)")  # fmt: skip
