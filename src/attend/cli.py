@@ -550,7 +550,7 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from attend.explain import METHODS, explain, render_html, save_heatmaps, to_json, top_tokens
+    from attend.explain import METHODS, HtmlReport, explain, save_heatmaps, to_json
 
     if args.top < 1:
         raise UsageError(f"--top {args.top}: must be at least 1")
@@ -566,7 +566,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.html:
         check_page_path("--html", args.html, model_dir=args.model_dir)
     if translating:
-        options = (("--method", args.method, None), ("--layer", args.layer, "-1"), ("--head", args.head, None),
+        options = (("--method", args.method, None), ("--layer", args.layer, None), ("--head", args.head, None),
                    ("--target", args.target, None), ("--ig-steps", args.ig_steps, 32),
                    ("--int8", args.int8, False))  # fmt: skip
         given = [flag for flag, value, default in options if value != default]
@@ -595,7 +595,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError(f"--ig-steps {args.ig_steps}: for --method integrated_gradients only")
     if args.html_layers != "last" and not args.html:
         raise UsageError("--html-layers: chooses the heatmaps of the --html report; give --html FILE")
-    ignored = [flag for flag, given in (("--layer", args.layer != "-1"), ("--head", args.head is not None)) if given]
+    ignored = [flag for flag, value in (("--layer", args.layer), ("--head", args.head)) if value is not None]
     if ignored and not METHODS[method].layer_and_head:
         raise UsageError(f"{', '.join(ignored)}: for --method attention only ({method} does not read one chosen "
                          "layer or head)")  # fmt: skip
@@ -603,42 +603,83 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError("--maps: adds the maps to --json output; give --json (or --png/--html for pictures)")
     texts = _read_texts(args)
     predictor = _cli_predictor(args.model_dir, args.int8, explaining=True)
-    layer: int | str = args.layer if args.layer == "mean" else _int_option("--layer", args.layer)
+    layer: int | str = -1 if args.layer is None else args.layer if args.layer == "mean" else \
+        _int_option("--layer", args.layer)
     # The HTML report embeds per-head heatmaps when the model has attention maps (an ensemble has
     # none of its own: its report shades the words alone); PNG heatmaps and --maps need them.
     has_maps = bool(getattr(getattr(predictor, "capabilities", None), "maps", True))
     want_maps = bool(args.png or args.maps or (args.html and has_maps))
-    explanations = explain(
-        predictor, texts, method, layer=layer, head=args.head, target=args.target, maps=want_maps,
-        ig_steps=args.ig_steps,
-    )  # fmt: skip
+    # Explained a chunk at a time: plain results are printed as they come and the page grows with
+    # them, so a long --input shows its work, keeps only pages in memory, and an interrupted run
+    # writes the page of the texts it had done (it had drawn nothing until every text was explained,
+    # and lost it all to Ctrl-C). --json (one list) and --png (one folder) are written at the end.
+    report = HtmlReport(layers=args.html_layers) if args.html else None
+    kept: list[Any] = []
+    bar = None
+    if len(texts) > EXPLAIN_CHUNK and not args.no_progress:
+        from attend.progress import progress_bar
+
+        bar = progress_bar(total=len(texts), desc="explain", unit="text")
+    try:
+        for start in range(0, len(texts), EXPLAIN_CHUNK):
+            # seed: the `random` baseline draws anew for each chunk (deterministic for the same input)
+            part = explain(predictor, texts[start : start + EXPLAIN_CHUNK], method, layer=layer, head=args.head,
+                           target=args.target, maps=want_maps, ig_steps=args.ig_steps, seed=start)  # fmt: skip
+            if report is not None:
+                report.add(part)
+            if args.json or args.png:
+                kept.extend(part)
+            else:
+                _print_explanations(part, args.top)
+            if bar is not None:
+                bar.update(len(part))
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        if report is None or not len(report):
+            raise
+        report.write(args.html, note=f"Interrupted: the first {len(report)} of {len(texts)} texts.")
+        print(f"interrupted: the HTML report of the first {len(report)} of {len(texts)} texts is "
+              f"{Path(args.html).resolve()}", file=sys.stderr)  # fmt: skip
+        return 130
+    if bar is not None:
+        bar.close()
     written = []
-    if args.html:
-        render_html(explanations, args.html, layers=args.html_layers, progress=len(explanations) > 20)
+    if report is not None:
+        report.write(args.html)
         written.append(f"HTML report: {Path(args.html).resolve()}")
     if args.png:
-        paths = save_heatmaps(explanations, args.png)
+        paths = save_heatmaps(kept, args.png)
         written.append(f"{len(paths)} PNG files under {Path(args.png).resolve()}")
     if args.json:
-        print(to_json(explanations, maps=args.maps))
-    else:
-        from attend.data.validation import displayable
-
-        for exp in explanations:
-            read = f" ({exp.reading()})" if exp.reading() else ""
-            chosen = f", labels: {', '.join(exp.labels) or 'none'}" if exp.labels is not None else ""
-            print(displayable(f"{exp.text}\n  -> {exp.label} (p={exp.probability:.3f}){chosen}, {exp.method}{read}"
-                              + (f", explaining {exp.target} (p={exp.explained_probability:.3f})"
-                                 if exp.target != exp.label else "")))  # fmt: skip
-            print(displayable("  " + "  ".join(f"{token} {value:.3f}" for token, value in
-                                           top_tokens(exp, args.top, mark_unknown=True))))
-            if exp.truncated:
-                print("  (truncated to the model's maximum length)")
-            if exp.note:  # what --json and --html say too (an unreadable text's guess, a model with no layers)
-                print(f"  note: {exp.note}")
+        print(to_json(kept, maps=args.maps))
+    elif args.png:
+        _print_explanations(kept, args.top)
     for line in written:
         print(line, file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+EXPLAIN_CHUNK = 64  # texts `attend explain` explains, prints and adds to its page at a time
+
+
+def _print_explanations(explanations: Sequence[Any], top: int) -> None:
+    from attend.data.validation import displayable
+    from attend.explain import top_tokens
+
+    for exp in explanations:
+        read = f" ({exp.reading()})" if exp.reading() else ""
+        chosen = f", labels: {', '.join(exp.labels) or 'none'}" if exp.labels is not None else ""
+        print(displayable(f"{exp.text}\n  -> {exp.label} (p={exp.probability:.3f}){chosen}, {exp.method}{read}"
+                          + (f", explaining {exp.target} (p={exp.explained_probability:.3f})"
+                             if exp.target != exp.label else "")))  # fmt: skip
+        print(displayable("  " + "  ".join(f"{token} {value:.3f}" for token, value in
+                                       top_tokens(exp, top, mark_unknown=True))))
+        if exp.truncated:
+            print("  (truncated to the model's maximum length)")
+        if exp.note:  # what --json and --html say too (an unreadable text's guess, a model with no layers)
+            print(f"  note: {exp.note}")
+    sys.stdout.flush()
 
 
 def _translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -1175,7 +1216,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--text-col", help="column holding the text in --input (default: the model's training column, "
                     "else text; a translator's: source)")  # fmt: skip
     ex.add_argument("--method", choices=EXPLAIN_METHODS, help="(default: rollout)")
-    ex.add_argument("--layer", default="-1", help="for --method attention: layer index or 'mean' (default -1, last)")
+    ex.add_argument("--layer", help="for --method attention: layer index or 'mean' (default -1, last)")
     ex.add_argument("--head", type=int, help="for --method attention: one head instead of the mean of heads")
     ex.add_argument("--target", help="explain this label instead of the predicted one (grad_attention, "
                     "integrated_gradients: the methods that read the label)")
@@ -1188,6 +1229,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--top", type=int, default=8, help="tokens to print per text without --json (default 8; "
                     "translators: output tokens, each with its most attended source token)")
     ex.add_argument("--int8", action="store_true", help=EXPLAIN_INT8_HELP)
+    ex.add_argument("--no-progress", action="store_true", help="no progress bar for a long --input")
     ex.add_argument("--beam", type=int, help="translators: beam size (default: the model's)")
     ex.add_argument("--source-col", help="translators: column holding the source in an --input table (default: the "
                     "one training read, else source)")  # fmt: skip

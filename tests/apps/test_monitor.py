@@ -753,6 +753,22 @@ def test_late_events_leave_the_alerts_one_run_over_all_events_gives(
     assert expected and standing("parts.db") == expected
 
 
+def test_a_replay_into_a_log_shows_its_progress_a_line_at_a_time(
+    planted: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With stderr no terminal (cron, CI, `2> log`) a replay had said nothing until its summary."""
+    events = len(planted["events"].read_text(encoding="utf-8").splitlines())
+    argv = ["run", "--events", str(planted["events"]), "--model", str(planted["argv"][4]), "--db",
+            str(tmp_path / "log.db"), "--window", "1h"]  # fmt: skip
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    bar = [line for line in err.splitlines() if line.startswith("monitor:")]
+    assert len(bar) >= 2 and "\r" not in err and f"{events}/{events}" in bar[-1], err
+    assert main([*argv, "--quiet"]) == 0
+    assert "monitor:" not in capsys.readouterr().err
+
+
 def test_other_thresholds_withdraw_nothing_and_older_databases_list_their_alerts(
     planted: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -772,7 +788,8 @@ def test_other_thresholds_withdraw_nothing_and_older_databases_list_their_alerts
     assert main(argv) == 0
     assert f"note: --z 20: {db}'s, from its last run (give a flag to change it)" in capsys.readouterr().err
     assert main([*argv, "--quiet"]) == 0
-    assert "note:" not in capsys.readouterr().err  # --quiet: alert lines only
+    err = capsys.readouterr().err
+    assert "note:" not in err and "monitor:" not in err  # --quiet: alert lines only
     store = open_store(db, create=False)
     assert store.saved_detection()["z"] == 20.0
     # another sentiment model than the last run's: allowed, and said (it had not been recorded)

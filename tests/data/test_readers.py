@@ -430,6 +430,30 @@ def test_a_whole_number_label_is_one_label_however_json_writes_it(tmp_path: Path
     assert read_table(path, multi_label=True).labels == [["1"], ["1"], ["0"], ["0"], ["2.5"], ["3"]]
 
 
+def test_a_boolean_label_is_spelt_as_the_file_and_a_csv_spell_it(tmp_path: Path) -> None:
+    """Before: JSON true was the label 'True', which the same data as CSV ('true') did not match, and
+    messages named a spelling the file does not have ("label 'True' appears only once")."""
+    from attend.data.readers import match_label
+
+    path = tmp_path / "flags.jsonl"
+    path.write_text('{"text": "a", "label": true}\n{"text": "b", "label": false}\n{"text": "c", "label": [true]}\n',
+                    encoding="utf-8")  # fmt: skip
+    assert read_table(path, multi_label=True).labels == [["true"], ["false"], ["true"]]
+    parquet = tmp_path / "flags.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["a", "b"], "label": [True, False]}), parquet)
+    assert read_table(parquet).labels == [["true"], ["false"]]
+    lonely = tmp_path / "lonely.jsonl"
+    lonely.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "x"}\n{"text": "c", "label": true}\n',
+                      encoding="utf-8")  # fmt: skip
+    with pytest.raises(DataError, match=r"label 'true' appears only once \(line 3\)"):
+        stratified_split(read_table(lonely, training=True))
+    assert match_label("true", ["False", "True"]) == "True"  # a model trained when they were read so
+    assert match_label("false", ["no", "yes"]) is None
+
+
 def test_multi_label_cells_joined_without_label_sep_are_refused(tmp_path: Path) -> None:
     """Before: --multi-label without --label-sep trained on the combinations ('pos|movie') silently."""
     path = tmp_path / "joined.csv"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +225,7 @@ def test_cli_explain_writes_no_picture_over_what_it_would_destroy(
         ([], "give texts to explain, or --input FILE, but not both (neither was given)"),
         # Accepted and ignored before:
         (["--layer", "5", "--head", "9", "x"], "--layer, --head: for --method attention only (rollout does not"),
+        (["--layer", "-1", "x"], "--layer: for --method attention only"),  # the default's own value was taken
         (["--maps", "x"], "--maps: adds the maps to --json output; give --json"),
         (["--top", "0", "x"], "--top 0: must be at least 1"),
         (["--beam", "3", "x"], "--beam: for translators only"),
@@ -256,6 +260,80 @@ def test_cli_explain_text_output_prints_the_note_and_what_was_read(
     assert main(["explain", str(model_dir), "a fine film\x1b[31m \u202eevil\x07"]) == 0  # ESC reached the terminal
     shown = capsys.readouterr().out
     assert "a fine film\ufffd[31m evil\ufffd" in shown and not {"\x1b", "\x07", "\u202e"} & set(shown)
+
+
+def test_cli_explain_prints_each_chunk_as_it_comes_and_an_interrupted_page_holds_what_was_done(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It had explained every text, then drawn the page, then printed: 700 texts with --html showed
+    nothing for a quarter of an hour, and a Ctrl-C lost it all (no page, nothing on stdout)."""
+    import attend.cli
+    import attend.explain
+
+    monkeypatch.setattr(attend.cli, "EXPLAIN_CHUNK", 2)
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    real, calls = attend.explain.explain, []
+
+    def stopped_at_the_third_chunk(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(args[1]))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(attend.explain, "explain", stopped_at_the_third_chunk)
+    rows = write_csv(tmp_path / "rows.csv", [{"text": f"review {i} was fine"} for i in range(5)])
+    page = tmp_path / "page.html"
+    assert main(["explain", str(model_dir), "--input", str(rows), "--html", str(page)]) == 130
+    out, err = capsys.readouterr()
+    assert calls == [2, 2, 1]
+    assert [line for line in out.splitlines() if line.startswith("review")] == [f"review {i} was fine" for i in
+                                                                                range(4)]  # fmt: skip
+    assert f"interrupted: the HTML report of the first 4 of 5 texts is {page.resolve()}" in err
+    assert "explain:" in err and "\r" not in err  # the bar, a line at a time in a log
+    html = page.read_text(encoding="utf-8")
+    assert "Interrupted: the first 4 of 5 texts." in html and html.count("<section class='card'") == 4
+
+    monkeypatch.setattr(attend.explain, "explain", real)
+    assert main(["explain", str(model_dir), "--input", str(rows), "--html", str(page), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    html = page.read_text(encoding="utf-8")
+    assert "Interrupted" not in html and html.count("<section class='card'") == 5 and "explain:" not in err
+    assert [line for line in out.splitlines() if line.startswith("review")] == [f"review {i} was fine" for i in
+                                                                                range(5)]  # fmt: skip
+
+
+def test_the_pages_maps_are_drawn_by_the_browser_not_as_charts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each head had been a matplotlib chart, about 0.3 s apiece: a report of a few hundred texts took
+    a quarter of an hour and weighed 45 MB. Now a pixel per cell, labelled by the page."""
+    import attend.explain.render as render
+
+    exps = explain(untrained_predictor("encoder_cls"), ["the film was wonderful", "a <b>bold</b> plot"], "attention",
+                   maps=True)  # fmt: skip
+
+    def no_charts() -> None:
+        raise AssertionError("a chart was drawn")
+
+    monkeypatch.setattr(render, "pyplot", no_charts)
+    page = render_html(exps, tmp_path / "maps.html", layers="all")
+    drawn = r'<img alt="(layer \d head \d)" src="data:image/png;base64,([^"]+)" style=\'width:(\d+)px'
+    images = re.findall(drawn, page)
+    assert len(images) == 2 * 2 * 4  # texts x layers x heads
+    n = len(exps[0].tokens)
+    with Image.open(io.BytesIO(base64.b64decode(images[0][1]))) as picture:
+        assert picture.size == (n, n)  # one pixel per cell, scaled up by the page
+        pixels = np.asarray(picture.convert("RGB")).astype(int)
+    matrix = np.asarray(exps[0].maps[0][0])
+    darkest, lightest = np.unravel_index(matrix.argmax(), matrix.shape), np.unravel_index(matrix.argmin(), matrix.shape)
+    assert pixels[darkest].sum() < pixels[lightest].sum()  # darker = more attention
+    assert int(images[0][2]) == 16 * n  # a token's row and column: 16 pixels
+    first = exps[0].display_tokens()
+    assert f"<span title='query 0: {first[0]}'>{first[0]}</span>" in page
+    assert f"<span title='key {n - 1}: {first[-1]}'>{first[-1]}</span>" in page
+    assert ": &lt;'>&lt;</span>" in page and "bold</b>" not in page  # the tokens of "<b>" are text in the page
+
+    wide = np.random.default_rng(0).random((120, 120))
+    figure = render.map_figure(wide, [f"t{i}" for i in range(120)], [f"t{i}" for i in range(120)], "a", "b")
+    assert "class='rows'" not in figure and "width:640px" in figure  # too many tokens to label: scaled to fit
 
 
 def test_cli_faithfulness_progress_in_a_log_is_lined_and_can_be_turned_off(

@@ -247,6 +247,13 @@ def test_resume_needs_a_resumable_format_and_another_file_than_the_input(
                  "--format", "csv"]) == 2  # fmt: skip
     assert "is the --input file" in capsys.readouterr().err
     assert data.read_text(encoding="utf-8").startswith("text,label")
+    # Into a model directory (any: this one or another): a file beside the model had stopped
+    # `attend train --overwrite` from replacing it ("holds p.csv ..., which attend did not write").
+    inside = trained["encoder"] / "p.csv"
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(inside)]) == 2
+    err = capsys.readouterr().err
+    assert f"--output {inside}: that is in the model directory {trained['encoder'].resolve()}" in err
+    assert not inside.exists()
 
 
 def test_a_multi_label_csv_resumes(tmp_path: Path) -> None:

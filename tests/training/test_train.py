@@ -387,6 +387,11 @@ def test_caveats_name_small_splits_labels_missing_from_dev_and_conflicting_copie
                               for name in ("train", "dev", "test")})  # fmt: skip
     assert any(n.startswith("1 of the 1 test text(s) also occur in the training split") for n in leaked)
     assert not any("dev text(s) also occur" in n for n in leaked)
+    given = LabelledTexts(["a b", "c", "a  b", "d"], ["x", "y", "x", "y"], splits=["train", "train", "dev", "test"])
+    leaked = _caveats(given, {name: given.subset([i for i, s in enumerate(given.splits) if s == name])
+                              for name in ("train", "dev", "test")})  # fmt: skip
+    assert ("1 of the 1 dev text(s) also occur in the training split (as the split column has it): the epoch is "
+            "chosen on texts the model learned from") in leaked  # it was "chosen on include texts"
     # A label that is other labels joined (a --label-sep other than the file's): said, not refused,
     # since "CI/CD" beside "CI" and "CD" may be a name; it had trained as a class of its own in silence.
     tickets = LabelledTexts(["a", "b", "c", "d"], [["billing|bug"], ["billing"], ["bug"], ["CI/CD"]])

@@ -535,7 +535,11 @@ def _quote_runs_on(lines: list[str], delimiter: str) -> bool:
 
 def _label_text(value: Any) -> str:
     """A label as text: a whole number is the same label written ``1`` or ``1.0`` (JSON and Parquet
-    keep the difference; 1 and 1.0 were two classes, each half of one)."""
+    keep the difference; 1 and 1.0 were two classes, each half of one). A JSON or Parquet boolean is
+    ``true`` or ``false``, as a CSV of the same data spells it (it was Python's ``True``, a label no
+    CSV matched and messages named in a spelling the file does not have)."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":  # numpy's, from Parquet
+        return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value).strip()
@@ -543,9 +547,13 @@ def _label_text(value: Any) -> str:
 
 def match_label(label: str, known: Sequence[str]) -> str | None:
     """The model's spelling of ``label``: itself if known, else the one known label that is the same
-    finite number (a model trained on ``1.0`` before whole numbers were read alike takes ``1``), else None."""
+    finite number (a model trained on ``1.0`` before whole numbers were read alike takes ``1``), or the
+    same boolean (one trained on JSON booleans, read as ``True`` before, takes ``true``), else None."""
     if label in known:
         return label
+    if label in ("true", "false"):
+        same = [name for name in known if name == label.capitalize()]
+        return same[0] if same else None
     value = _as_number(label)
     same = [name for name in known if value is not None and _as_number(name) == value]
     return same[0] if len(same) == 1 else None

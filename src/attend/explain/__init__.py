@@ -26,7 +26,7 @@ from attend.explain.methods import (
     top_tokens,
 )
 from attend.explain.protocol import Explainable
-from attend.explain.render import render_html, save_heatmaps, to_json
+from attend.explain.render import HtmlReport, render_html, save_heatmaps, to_json
 
 __all__ = [
     "BASELINES",
@@ -37,6 +37,7 @@ __all__ = [
     "ExplainMethod",
     "Explainable",
     "Explanation",
+    "HtmlReport",
     "alignment_html",
     "alignment_png",
     "attention_flow",

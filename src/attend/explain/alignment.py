@@ -20,7 +20,6 @@ CLI all hand it the same thing.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import math
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from attend.data.validation import page_text
-from attend.explain.render import _STYLE, _shade, _token_html, remove_stale_pictures
+from attend.explain.render import _STYLE, _shade, _token_html, map_figure, remove_stale_pictures
 from attend.io import check_picture_folder, enclosing_model_directory, write_page
 from attend.plotting import plain_text, pyplot
 
@@ -373,12 +372,11 @@ def _faithfulness_table(faithfulness: Mapping[str, Any] | None) -> str:
 
 def _maps_grid(alignment: Alignment) -> str:
     named = {"average": alignment.weights, **(alignment.layers or {})}
-    images = []
-    for name, matrix in named.items():
-        png = _alignment_heatmap(matrix, alignment.source_tokens, alignment.output_tokens, name, 60)
-        data = base64.b64encode(png).decode()
-        images.append(f'<img alt="{page_text(name)}" src="data:image/png;base64,{data}">')
-    return f"<h4>Cross-attention per layer and head</h4><div class='heads'>{''.join(images)}</div>"
+    source = [token.removeprefix("##") for token in alignment.source_tokens]
+    output = [token.removeprefix("##") for token in alignment.output_tokens]
+    figures = [map_figure(np.asarray(matrix), output, source, name, name) for name, matrix in named.items()]
+    return ("<h4>Cross-attention per layer and head <small class='note'>(rows: each output token; columns: the "
+            f"source tokens it attended to)</small></h4><div class='heads'>{''.join(figures)}</div>")
 
 
 def _card(alignment: Alignment, k: int, maps: bool) -> str:

@@ -27,7 +27,7 @@ from attend.io import check_picture_folder, enclosing_model_directory, write_pag
 from attend.jsonout import dumps_json
 from attend.plotting import CJK_FONTS, plain_text, pyplot
 
-__all__ = ["render_html", "save_heatmaps", "to_json"]
+__all__ = ["HtmlReport", "render_html", "save_heatmaps", "to_json"]
 
 
 @plain_text
@@ -161,19 +161,79 @@ def _focus_table(exp: Explanation) -> str:
     )
 
 
+def _matrix_png(matrix: np.ndarray) -> bytes:
+    """The matrix as a picture, one pixel per cell, shaded as the PNG heatmaps are (Blues, from 0 to
+    its largest value); the page scales it up without smoothing."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    values = np.nan_to_num(np.asarray(matrix, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    top = max(float(values.max()) if values.size else 0.0, 1e-9)
+    rgba = colormaps["Blues"](np.clip(values / top, 0.0, 1.0), bytes=True)
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgba[..., :3])).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _labels(kind: str, tokens: Sequence[str]) -> str:
+    return "".join(f"<span title='{kind} {i}: {page_text(token)}'>{page_text(token)}</span>"
+                   for i, token in enumerate(tokens))  # fmt: skip
+
+
+def map_figure(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], alt: str, caption: str) -> str:
+    """One attention map in a page: the matrix as an image, its row tokens (queries) beside it and
+    its column tokens (keys) under it, each labelled up to ``MAP_LABELS`` tokens.
+
+    Drawn by the browser, not by matplotlib: a text's heads took a second each to draw as charts,
+    which made a report of a few hundred texts a quarter of an hour's work (PNG files, from
+    :func:`save_heatmaps`, are still charts)."""
+    n_rows, n_columns = matrix.shape
+    longest = max(n_rows, n_columns, 1)
+    labelled = longest <= MAP_LABELS
+    cell = 16.0 if longest <= 24 else 11.0 if labelled else max(1.0, min(11.0, 640.0 / longest))
+    data = base64.b64encode(_matrix_png(matrix)).decode()
+    image = (f'<img alt="{page_text(alt)}" src="data:image/png;base64,{data}" '
+             f"style='width:{n_columns * cell:g}px;height:{n_rows * cell:g}px'>")  # fmt: skip
+    if not labelled:
+        return f"<figure class='map'><figcaption>{page_text(caption)}</figcaption>{image}</figure>"
+    font = 11 if cell >= 16 else 9
+    return (f"<figure class='map'><figcaption>{page_text(caption)}</figcaption>"
+            f"<div class='grid' style='--cell:{cell:g}px;--font:{font}px' lang='und'>"
+            f"<div class='rows'>{_labels('query', rows)}</div>{image}<div></div>"
+            f"<div class='cols'>{_labels('key', columns)}</div></div></figure>")  # fmt: skip
+
+
+MAP_LABELS = 80
+# The maps' layout, shared with the translation page's.
+MAP_STYLE = """
+.heads { display: flex; flex-wrap: wrap; align-items: flex-start; gap: 0.4em 1.2em; }
+figure.map { margin: 0 0 0.6em 0; }
+figure.map figcaption { font-size: 0.8em; color: #555; text-align: center; }
+figure.map img { image-rendering: pixelated; outline: 1px solid #ccc; display: block; }
+.grid { display: grid; grid-template-columns: auto auto; justify-content: start; align-items: start; }
+.grid .rows, .grid .cols { font-size: var(--font); color: #444; line-height: var(--cell); }
+.grid .rows span { display: block; height: var(--cell); text-align: right; padding-right: 4px; white-space: nowrap;
+                   max-width: 9em; overflow: hidden; text-overflow: ellipsis; }
+.grid .cols { display: flex; }
+.grid .cols span { width: var(--cell); writing-mode: vertical-rl; transform: rotate(180deg); text-align: end;
+                   white-space: nowrap; max-height: 9em; overflow: hidden; text-overflow: ellipsis;
+                   padding-bottom: 4px; }
+"""
+
+
 def _maps_block(exp: Explanation, layers: str) -> str:
     if not exp.maps:
         return ""
     # The layer the importance read (method 'attention' with --layer), else the last.
     last = exp.layer % len(exp.maps) if isinstance(exp.layer, int) else len(exp.maps) - 1
     chosen = range(len(exp.maps)) if layers == "all" else [last]
+    tokens = [token.removeprefix("##") for token in exp.display_tokens()]
     parts = []
     for layer in chosen:
-        images = []
-        for head, matrix in enumerate(exp.maps[layer]):
-            data = base64.b64encode(_heatmap_png(matrix, exp.display_tokens(), f"layer {layer}, head {head}", dpi=60))
-            images.append(f'<img alt="layer {layer} head {head}" src="data:image/png;base64,{data.decode()}">')
-        parts.append(f"<h4>Layer {layer}: attention per head</h4><div class='heads'>{''.join(images)}</div>")
+        figures = [map_figure(np.asarray(matrix), tokens, tokens, f"layer {layer} head {head}", f"head {head}")
+                   for head, matrix in enumerate(exp.maps[layer])]  # fmt: skip
+        parts.append(f"<h4>Layer {layer}: attention per head <small class='note'>(rows: each token as query; "
+                     f"columns: the tokens it attends to)</small></h4><div class='heads'>{''.join(figures)}</div>")
     return "".join(parts)
 
 
@@ -188,9 +248,8 @@ body {{ font-family: system-ui, "DejaVu Sans", {", ".join(f'"{f}"' for f in CJK_
 .tok.special {{ color: #999; font-size: 0.8em; }}
 table.focus {{ border-collapse: collapse; margin: 0.8em 0; }}
 table.focus td, table.focus th {{ border: 1px solid #ddd; padding: 0.2em 0.6em; font-size: 0.9em; }}
-.heads img {{ margin: 0.2em; border: 1px solid #eee; max-width: 32%; }}
 .note {{ color: #666; font-size: 0.9em; }}
-"""
+{MAP_STYLE}"""
 
 
 def render_html(
@@ -209,8 +268,7 @@ def render_html(
         progress: Show a progress bar with an ETA on stderr (each text's heatmaps are drawn
             images: a few hundred texts take minutes).
     """
-    if layers not in ("last", "all"):
-        raise ValueError(f"layers={layers!r}; choose 'last' or 'all'")
+    report = HtmlReport(title=title, layers=layers)  # an unknown `layers` is refused there
     explanations = list(explanations)
     wrong = next((e for e in explanations if not isinstance(e, Explanation)), None)
     if wrong is not None:  # predictor.explain()'s JSON dicts had failed on a missing attribute
@@ -219,30 +277,60 @@ def render_html(
                         + (": predictor.explain() returns their JSON form" if isinstance(wrong, dict) else ""))
     from attend.progress import progress_bar
 
-    cards = []
-    shown = progress_bar(explanations, desc="HTML report", unit="text", disable=not progress)
-    for i, exp in enumerate(shown):
-        note = f"<p class='note'>{page_text(exp.note)}</p>" if exp.note else ""
-        truncated = "<p class='note'>The text was truncated to the model's maximum length.</p>" if exp.truncated else ""
-        target = (f" (explaining <b>{page_text(exp.target)}</b>, probability "
-                  f"{exp.explained_probability:.3f})" if exp.target != exp.label else "")  # fmt: skip
-        cards.append(
-            f"<section class='card' id='text{i}'>"
-            f"<p class='pred'>Prediction: <b>{page_text(exp.label)}</b> with probability {exp.probability:.3f}"
-            f"{target} &middot; method <code>{page_text(exp.method)}</code>{page_text(_read(exp))}</p>"
-            f"<div class='tokens' lang='und'>{_tokens_block(exp)}</div>{truncated}{note}"
-            f"{_focus_table(exp)}{_maps_block(exp, layers)}</section>"
+    for exp in progress_bar(explanations, desc="HTML report", unit="text", disable=not progress):
+        report.add([exp])
+    return report.write(path) if path is not None else report.page()
+
+
+class HtmlReport:
+    """The page :func:`render_html` writes, built as explanations come: ``add`` draws their cards,
+    ``page`` and ``write`` give the page of those added so far (with a note on top, such as why it
+    holds fewer texts than asked). ``attend explain --input`` adds each chunk as it is explained, so
+    an interrupted run writes the texts it had done."""
+
+    def __init__(self, *, title: str = "attend explanation", layers: str = "last") -> None:
+        if layers not in ("last", "all"):
+            raise ValueError(f"layers={layers!r}; choose 'last' or 'all'")
+        self.title, self.layers = title, layers
+        self._cards: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self._cards)
+
+    def add(self, explanations: Sequence[Explanation]) -> None:
+        """Draw these explanations' cards (all or, interrupted, none of them)."""
+        start = len(self._cards)
+        self._cards.extend([_card(start + i, exp, self.layers) for i, exp in enumerate(explanations)])
+
+    def page(self, note: str | None = None) -> str:
+        said = f"<p class='note'><b>{page_text(note)}</b></p>" if note else ""
+        return (
+            "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            f"<title>{page_text(self.title)}</title><style>{_STYLE}</style></head><body>"
+            f"<h1>{page_text(self.title)}</h1>{said}<p class='note'>Darker = more important to the prediction"
+            " (blue supports it; red, for signed methods, argues against). Hover a token for its score.</p>"
+            f"{''.join(self._cards)}</body></html>"
         )
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>{page_text(title)}</title><style>{_STYLE}</style></head><body>"
-        f"<h1>{page_text(title)}</h1><p class='note'>Darker = more important to the prediction"
-        " (blue supports it; red, for signed methods, argues against). Hover a token for its score.</p>"
-        f"{''.join(cards)}</body></html>"
+
+    def write(self, path: str | Path, note: str | None = None) -> str:
+        """Write the page atomically (a new folder is made; a file that is no page is refused)."""
+        page = self.page(note)
+        write_page(path, page)
+        return page
+
+
+def _card(i: int, exp: Explanation, layers: str) -> str:
+    note = f"<p class='note'>{page_text(exp.note)}</p>" if exp.note else ""
+    truncated = "<p class='note'>The text was truncated to the model's maximum length.</p>" if exp.truncated else ""
+    target = (f" (explaining <b>{page_text(exp.target)}</b>, probability "
+              f"{exp.explained_probability:.3f})" if exp.target != exp.label else "")  # fmt: skip
+    return (
+        f"<section class='card' id='text{i}'>"
+        f"<p class='pred'>Prediction: <b>{page_text(exp.label)}</b> with probability {exp.probability:.3f}"
+        f"{target} &middot; method <code>{page_text(exp.method)}</code>{page_text(_read(exp))}</p>"
+        f"<div class='tokens' lang='und'>{_tokens_block(exp)}</div>{truncated}{note}"
+        f"{_focus_table(exp)}{_maps_block(exp, layers)}</section>"
     )
-    if path is not None:
-        write_page(path, page)  # a report into a new folder makes it; over a file that is no page, refused
-    return page
 
 
 def to_json(explanations: Sequence[Explanation], *, maps: bool = False) -> str:

@@ -517,7 +517,14 @@ def format_for(output: str | os.PathLike[str] | None) -> str:
 
 def check_output_name(path: str | os.PathLike[str]) -> None:
     """Refuse a compressed ``--output`` name (it was written as plain JSON under it): output is
-    plain text, which an interrupted run resumes from."""
+    plain text, which an interrupted run resumes from. And one in a model directory: a file attend
+    did not write there stops ``attend train --overwrite`` from replacing the model (it was taken)."""
+    from attend.io import enclosing_model_directory
+
+    model_dir = enclosing_model_directory(Path(path).parent)
+    if model_dir is not None:
+        raise DataError(f"--output {path}: that is in the model directory {model_dir}, which holds only what attend "
+                        "writes there; write the predictions elsewhere")  # fmt: skip
     if is_compressed(path):
         raise DataError(f"--output {path}: predictions are written as plain text, which an interrupted run resumes "
                         f"from; name it {Path(path).with_suffix('')} and compress it afterwards")  # fmt: skip

@@ -146,14 +146,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _progress(total: int | None, quiet: bool) -> Iterator[Any]:
-    """A tqdm bar for a replay of known length on a terminal; otherwise nothing."""
-    if total is None or quiet or not sys.stderr.isatty():
+    """A progress bar for a replay of known length: redrawn on a terminal, a line at most every 30 s
+    in a log (a replay under cron or CI had said nothing until its summary); none for --follow."""
+    if total is None or quiet:
         yield None
         return
-    from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    with tqdm(total=total, unit="event", desc="monitor") as bar, logging_redirect_tqdm(
+    from attend.progress import progress_bar
+
+    with progress_bar(total=total, unit="event", desc="monitor") as bar, logging_redirect_tqdm(
         loggers=[logging.getLogger("attend.monitor")]
     ):
         yield lambda result: bar.update(result.received)

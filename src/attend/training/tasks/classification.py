@@ -119,9 +119,10 @@ def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts]) -> list[st
     for name in ("dev", "test"):
         copies = seen_in_training(parts["train"].texts, parts[name].texts) if dataset.splits is not None else 0
         if copies:  # only a given split column can do this: attend's own split keeps copies together
+            said = ("the epoch is chosen on texts the model learned from" if name == "dev" else
+                    "the figures above include texts the model learned from")  # fmt: skip
             notes.append(f"{copies} of the {len(parts[name])} {name} text(s) also occur in the training split (as the "
-                         f"split column has it): {'the epoch is chosen on' if name == 'dev' else 'the figures above'} "
-                         "include texts the model learned from")  # fmt: skip
+                         f"split column has it): {said}")  # fmt: skip
     if len(parts["dev"]):
         absent = sorted(set(parts["train"].label_names) - set(parts["dev"].label_names))
         if absent:
