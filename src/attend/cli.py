@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -519,34 +519,78 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
 
 def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
-    from attend.explain.alignment import alignment_html, save_alignment_pngs, strongest_links
+    from attend.explain.alignment import AlignmentReport, save_alignment_pngs, strongest_links
 
     translator = _translator(args.model_dir)
-    results = translator.translate(texts, beam=args.beam, alignments=True, maps=bool(args.maps or args.png))
-    written = []
-    if args.html:
-        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
-        alignment_html([r.alignment for r in results], maps=args.html_layers == "all", path=args.html)
-        written.append(f"HTML report: {Path(args.html).resolve()}")
-    if args.png:
-        paths = save_alignment_pngs([r.alignment for r in results], args.png, maps=True)
-        written.append(f"{len(paths)} PNG files under {Path(args.png).resolve()}")
-    if args.json:
-        print(dumps_json([r.to_dict(maps=args.maps) for r in results]))
-    else:
+    report = AlignmentReport(maps=args.html_layers == "all") if args.html else None
+
+    def show(results: Sequence[Any]) -> None:
         # The user's text as a terminal may show it: no bidi override, no ESC sequence (displayable).
         from attend.data.validation import displayable
 
         for r in results:
-            assert r.alignment is not None
             print(displayable(f"{r.source}\n  -> {r.translation}  (score {round(r.score, 3) + 0.0:.3f})"))
             links = strongest_links(r.alignment)
             print(displayable("  " + "  ".join(links[: args.top])))  # --top: the output tokens shown, with their source
             if r.warning:
                 print(f"  ({r.warning})")
-    for line in written:
-        print(line, file=sys.stderr if args.json else sys.stdout)
+
+    kept = _explain_in_chunks(
+        args, texts, lambda part, _: translator.translate(part, beam=args.beam, alignments=True,
+                                                          maps=bool(args.maps or args.png)),
+        report, lambda results: [r.alignment for r in results], show,
+    )  # fmt: skip
+    if kept is None:
+        return 130
+    if args.png:
+        paths = save_alignment_pngs([r.alignment for r in kept], args.png, maps=True)
+        print(f"{len(paths)} PNG files under {Path(args.png).resolve()}", file=sys.stderr)
+    if args.json:
+        print(dumps_json([r.to_dict(maps=args.maps) for r in kept]))
     return 0
+
+
+def _explain_in_chunks(args: argparse.Namespace, texts: list[str], work: Callable[[list[str], int], list[Any]],
+                       report: Any, drawn: Callable[[list[Any]], list[Any]],
+                       show: Callable[[Sequence[Any]], None]) -> list[Any] | None:  # fmt: skip
+    """``work`` over the texts EXPLAIN_CHUNK at a time (its second argument: the chunk's first text's
+    place): each chunk is added to the --html ``report`` (``drawn`` gives what it draws) and shown
+    as it comes (but for --json, one list); what --json and --png write whole at the end is returned.
+    The page is written at the end, or on Ctrl-C/SIGTERM with the texts done so far (None is then
+    returned: it had drawn nothing until every text was explained, and lost it all to Ctrl-C)."""
+    kept: list[Any] = []
+    bar = None
+    if len(texts) > EXPLAIN_CHUNK and not args.no_progress:
+        from attend.progress import progress_bar
+
+        bar = progress_bar(total=len(texts), desc="explain", unit="text")
+    try:
+        for start in range(0, len(texts), EXPLAIN_CHUNK):
+            part = work(texts[start : start + EXPLAIN_CHUNK], start)
+            if report is not None:
+                report.add(drawn(part))
+            if args.json or args.png:
+                kept.extend(part)
+            if not args.json:
+                show(part)
+                sys.stdout.flush()
+            if bar is not None:
+                bar.update(len(part))
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        if report is None or not len(report):
+            raise
+        report.write(args.html, note=f"Interrupted: the first {len(report)} of {len(texts)} texts.")
+        print(f"interrupted: the HTML report of the first {len(report)} of {len(texts)} texts is "
+              f"{Path(args.html).resolve()}", file=sys.stderr)  # fmt: skip
+        return None
+    if bar is not None:
+        bar.close()
+    if report is not None:  # said on stderr, as every status line: stdout holds the explanations
+        report.write(args.html)
+        print(f"HTML report: {Path(args.html).resolve()}", file=sys.stderr)
+    return kept
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -609,54 +653,21 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     # none of its own: its report shades the words alone); PNG heatmaps and --maps need them.
     has_maps = bool(getattr(getattr(predictor, "capabilities", None), "maps", True))
     want_maps = bool(args.png or args.maps or (args.html and has_maps))
-    # Explained a chunk at a time: plain results are printed as they come and the page grows with
-    # them, so a long --input shows its work, keeps only pages in memory, and an interrupted run
-    # writes the page of the texts it had done (it had drawn nothing until every text was explained,
-    # and lost it all to Ctrl-C). --json (one list) and --png (one folder) are written at the end.
-    report = HtmlReport(layers=args.html_layers) if args.html else None
-    kept: list[Any] = []
-    bar = None
-    if len(texts) > EXPLAIN_CHUNK and not args.no_progress:
-        from attend.progress import progress_bar
-
-        bar = progress_bar(total=len(texts), desc="explain", unit="text")
-    try:
-        for start in range(0, len(texts), EXPLAIN_CHUNK):
-            # seed: the `random` baseline draws anew for each chunk (deterministic for the same input)
-            part = explain(predictor, texts[start : start + EXPLAIN_CHUNK], method, layer=layer, head=args.head,
-                           target=args.target, maps=want_maps, ig_steps=args.ig_steps, seed=start)  # fmt: skip
-            if report is not None:
-                report.add(part)
-            if args.json or args.png:
-                kept.extend(part)
-            else:
-                _print_explanations(part, args.top)
-            if bar is not None:
-                bar.update(len(part))
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        if report is None or not len(report):
-            raise
-        report.write(args.html, note=f"Interrupted: the first {len(report)} of {len(texts)} texts.")
-        print(f"interrupted: the HTML report of the first {len(report)} of {len(texts)} texts is "
-              f"{Path(args.html).resolve()}", file=sys.stderr)  # fmt: skip
+    # seed: the `random` baseline draws anew for each chunk (deterministic for the same input)
+    kept = _explain_in_chunks(
+        args, texts, lambda part, start: explain(predictor, part, method, layer=layer, head=args.head,
+                                                 target=args.target, maps=want_maps, ig_steps=args.ig_steps,
+                                                 seed=start),
+        HtmlReport(layers=args.html_layers) if args.html else None, lambda part: part,
+        lambda part: _print_explanations(part, args.top),
+    )  # fmt: skip
+    if kept is None:
         return 130
-    if bar is not None:
-        bar.close()
-    written = []
-    if report is not None:
-        report.write(args.html)
-        written.append(f"HTML report: {Path(args.html).resolve()}")
     if args.png:
         paths = save_heatmaps(kept, args.png)
-        written.append(f"{len(paths)} PNG files under {Path(args.png).resolve()}")
+        print(f"{len(paths)} PNG files under {Path(args.png).resolve()}", file=sys.stderr)
     if args.json:
         print(to_json(kept, maps=args.maps))
-    elif args.png:
-        _print_explanations(kept, args.top)
-    for line in written:
-        print(line, file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -679,7 +690,6 @@ def _print_explanations(explanations: Sequence[Any], top: int) -> None:
             print("  (truncated to the model's maximum length)")
         if exp.note:  # what --json and --html say too (an unreadable text's guess, a model with no layers)
             print(f"  note: {exp.note}")
-    sys.stdout.flush()
 
 
 def _translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -729,7 +739,21 @@ def _read_translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[st
                          f"line; columns are read from {', '.join(sorted(TABLE_SUFFIXES))} files")  # fmt: skip
     raw = sys.stdin.buffer.read() if args.input == "-" else read_data_bytes(path)
     lines = _text_lines(raw, args.input)
+    first = next((line.strip() for line in lines if line.strip()), "")
+    if first.startswith("{") and _json_object(first):  # translated as the text of JSON, in silence
+        where = "standard input" if args.input == "-" else args.input
+        print(f"note: {where} is read as plain text, one sentence per line, and its lines are JSON objects; to "
+              "translate a field of each, give them as a .jsonl file with --source-col", file=sys.stderr)  # fmt: skip
     return lines, [f"line {i + 1}" for i in range(len(lines))]
+
+
+def _json_object(line: str) -> bool:
+    import json
+
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def _text_lines(raw: bytes, name: str) -> list[str]:

@@ -427,8 +427,12 @@ def check_page_path(flag: str, path: str | os.PathLike[str], *,
 def write_page(path: str | os.PathLike[str], page: str) -> Path:
     """Write an HTML page atomically, making missing folders; refused over a file that is no HTML
     page (a model's weights or config.json, a user's notes), as :func:`check_page_path` refuses it.
-    The library's renderers write through it: only the command line had checked."""
-    where = check_page_path("path", path)
+    The library's renderers write through it: only the command line had checked. Nor into a model
+    directory, but for ``attend demo``'s own page there: a page beside the model stopped ``attend
+    train --overwrite`` from replacing it (``attend explain --html`` refuses it too)."""
+    owner = enclosing_model_directory(Path(path).parent)
+    ours = owner is not None and Path(path).name in MODEL_DIRECTORY_EXTRAS and Path(path).resolve().parent == owner
+    where = check_page_path("path", path, model_dir=None if ours else owner)
     where.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(where, page)
 

@@ -587,6 +587,9 @@ def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, cap
     assert again["repeated"] and again["updates"] == 1
     assert main(["focus", "feedback", "--db", db, "zzz", "pass"]) == 2
     assert "no message 'zzz'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:  # argparse's: it had named the value "argument label"
+        main(["focus", "feedback", "--db", db, "u1", "maybe"])
+    assert stopped.value.code == 2 and "argument decision: invalid choice: 'maybe'" in capsys.readouterr().err
     # A stored id with another text is named by file and line (it had named neither), nothing stored.
     other = _write_jsonl(tmp_path / "other.jsonl", [UNRELATED, replace(RELEVANT, text="Another text.")])
     assert main(["focus", "ingest", "--db", db, "--messages", str(other)]) == 2

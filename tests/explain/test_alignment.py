@@ -137,6 +137,31 @@ def test_html_reads_without_script() -> None:
         "average", "layer 0 head 0", "layer 1 mean"]  # fmt: skip
 
 
+def test_a_long_title_is_wrapped_to_the_picture_not_cut_at_both_ends() -> None:
+    from attend.explain.alignment import _wrapped_title
+
+    score = "(log\u00a0p\u00a0=\u00a0-12.30)"  # as _default_title writes it: one word to wrap
+    title = f"al viejo profesor le gusta la pelota por la mañana y por la tarde también mucho  {score}"
+    lines = _wrapped_title(title, 4.5).split("\n")
+    assert len(lines) == 3 and all(len(line) <= 49 for line in lines)  # 11 characters an inch at 9 points
+    assert lines[0].startswith("al viejo") and lines[-1].endswith(score)  # both ends readable
+    many = _wrapped_title(" ".join(["palabra"] * 60), 4.0).split("\n")
+    assert len(many) == 3 and many[-1].endswith("…") and all(len(line) <= 44 for line in many)
+
+
+def test_alignment_report_grows_and_says_when_it_was_cut_short(tmp_path: Path) -> None:
+    from attend.explain import AlignmentReport
+
+    report = AlignmentReport()
+    report.add([_cat()])
+    report.add([_cat()])
+    page = report.write(tmp_path / "a.html", note="Interrupted: the first 2 of 5 texts.")
+    assert len(report) == 2 and page.count("<section class='card'") == 2 and "id='alignment1'" in page
+    assert "Interrupted: the first 2 of 5 texts." in page and len(json.loads(
+        re.search(r"id='attend-alignments'>(.*?)</script>", page).group(1))) == 2  # fmt: skip
+    assert alignment_html([_cat(), _cat()]) == report.page()  # the same page, built at once
+
+
 def test_html_script_wires_hover_focus_and_pinning() -> None:
     """The interactive parts that a headless screenshot cannot hover: the listeners are in the page."""
     page = alignment_html([_cat()])

@@ -130,8 +130,13 @@ def test_the_library_writes_no_page_over_a_model_or_a_file_and_no_pictures_into_
     exps = explain(load(model_dir), ["a wonderful film"], "attention", maps=True)
     before = {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()}
     (tmp_path / "notes.txt").write_text("mine\n", encoding="utf-8")
-    for target in (model_dir / "config.json", model_dir / "model.safetensors", tmp_path / "notes.txt"):
+    for target in (model_dir / "config.json", tmp_path / "notes.txt"):
         with pytest.raises(ValueError, match=r"exists and is no HTML page"):
+            render_html(exps, target)
+    for target in (model_dir / "model.safetensors", model_dir / "why.html", model_dir / "runs" / "why.html"):
+        # a new page beside the model had been written: `attend train --overwrite` then refused the
+        # directory ("holds why.html ..., which attend did not write there")
+        with pytest.raises(ValueError, match=r"that is in the model directory .*write the page elsewhere"):
             render_html(exps, target)
     # The predictor's JSON dicts and a path for a model are named (they had been AttributeErrors).
     with pytest.raises(TypeError, match=r"got a dict: predictor.explain\(\) returns their JSON form"):
@@ -148,7 +153,7 @@ def test_the_library_writes_no_page_over_a_model_or_a_file_and_no_pictures_into_
                 save(what, folder)
     assert {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()} == before
     assert not (model_dir / "pictures").exists() and (tmp_path / "notes.txt").read_text() == "mine\n"
-    render_html(exps, model_dir / "why.html")  # a new page beside a model is fine (`attend demo` writes one)
+    render_html(exps, model_dir / "explanation.html")  # `attend demo`'s own page there is fine
     render_html(exps, tmp_path / "new" / "page.html")
     assert render_html(exps, tmp_path / "new" / "page.html")  # over its own earlier page
     assert load(model_dir).predict(["a wonderful film"])

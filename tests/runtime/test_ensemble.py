@@ -434,4 +434,4 @@ def test_cli_refuses_mismatched_labels_export_and_maps(members: list[Path], ense
     # The HTML report needs no maps: it shades the words by the members' averaged importance.
     assert main(["explain", str(ensemble_dir), TEXTS[0], "--html", str(tmp_path / "x.html")]) == 0
     page = (tmp_path / "x.html").read_text(encoding="utf-8")
-    assert "HTML report" in capsys.readouterr().out and TEXTS[0].split()[0] in page and "<img" not in page
+    assert "HTML report" in capsys.readouterr().err and TEXTS[0].split()[0] in page and "<img" not in page

@@ -39,7 +39,12 @@ def test_translate_prints_one_line_per_input_line_and_nothing_else(translator_di
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n") == ["dog green", "", "", "red sun sun", ""]
     piped = run_cli("translate", str(translator_dir), "--input", "-", stdin="cat red\n")
-    assert piped.stdout == "red cat\n"
+    assert piped.stdout == "red cat\n" and "note:" not in piped.stderr
+    # A JSONL table on stdin is plain text: translated as it stands, and said (it had been in silence).
+    piped = run_cli("translate", str(translator_dir), "--input", "-", stdin='{"source": "cat red"}\n')
+    assert piped.returncode == 0 and len(piped.stdout.splitlines()) == 1
+    assert ("note: standard input is read as plain text, one sentence per line, and its lines are JSON objects; "
+            "to translate a field of each, give them as a .jsonl file with --source-col") in piped.stderr
     # Lines end at "\n" (and "\r\n") only: a U+2028 or form feed inside a line does not split it.
     lines.write_bytes("red cat\r\nsun\u2028dog\x0cblue\ngreen dog\n".encode())
     done = run_cli("translate", str(translator_dir), "--input", str(lines), "--beam", "1")
@@ -517,6 +522,43 @@ def test_an_empty_cell_of_a_table_translates_to_a_blank_line(translator_dir: Pat
         assert capsys.readouterr().err.endswith("empty.txt: no sentence in it (it is empty)\n")
         assert main([verb, str(translator_dir), "--input", str(tmp_path / "blank.txt")]) == 2
         assert capsys.readouterr().err.endswith("blank.txt: no sentence in it (every line is blank)\n")
+
+
+def test_explain_on_a_translator_prints_each_chunk_as_it_comes_and_an_interrupted_page_holds_what_was_done(
+    translator_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It had translated every sentence, then drawn, then printed: no bar, nothing on stdout till the
+    end, and Ctrl-C left no page; the page's path was printed among the explanations on stdout."""
+    import attend.cli
+    from attend.runtime.translator import Translator
+
+    monkeypatch.setattr(attend.cli, "EXPLAIN_CHUNK", 2)
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    real, calls = Translator.translate, []
+
+    def stopped_at_the_third_chunk(self, texts, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(Translator, "translate", stopped_at_the_third_chunk)
+    lines = tmp_path / "in.txt"
+    lines.write_text("red cat\nsun dog\ngreen sun\ncat cat\nblue red\n", encoding="utf-8")
+    page = tmp_path / "page.html"
+    done = run_cli("explain", str(translator_dir), "--input", str(lines), "--html", str(page))
+    assert done.returncode == 130 and calls == [2, 2, 1], done.stderr
+    assert [line for line in done.stdout.splitlines() if not line.startswith(" ")] == [
+        "red cat", "sun dog", "green sun", "cat cat"]  # fmt: skip
+    assert f"interrupted: the HTML report of the first 4 of 5 texts is {page.resolve()}" in done.stderr
+    assert "explain:" in done.stderr
+    html = page.read_text(encoding="utf-8")
+    assert "Interrupted: the first 4 of 5 texts." in html and html.count("<section class='card'") == 4
+    monkeypatch.setattr(Translator, "translate", real)
+    done = run_cli("explain", str(translator_dir), "--input", str(lines), "--html", str(page), "--no-progress")
+    assert done.returncode == 0 and "explain:" not in done.stderr
+    assert f"HTML report: {page.resolve()}" in done.stderr and "HTML report" not in done.stdout  # status: stderr
+    assert page.read_text(encoding="utf-8").count("<section class='card'") == 5
 
 
 def test_explain_numbers_a_bad_typed_sentence_as_translate_does(translator_dir: Path) -> None:

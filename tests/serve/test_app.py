@@ -69,7 +69,15 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
     assert info["limits"]["max_texts"] == 5 and "rollout" in info["explain_methods"]
     assert client.get("/healthz").json() == {"status": "ok"} and client.get("/readyz").status_code == 200
     assert client.head("/healthz").status_code == 200 and client.head("/readyz").status_code == 200  # were 405
-    assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/v1/predict" in paths
+    # Each route's own error answers (every route had listed 413, 415 and 422, and none 500 or 503).
+    answers = {(path, method): sorted(operation["responses"]) for path, operations in paths.items()
+               for method, operation in operations.items()}  # fmt: skip
+    assert answers[("/v1/predict", "post")] == ["200", "413", "415", "422", "500", "503"]
+    assert answers[("/v1/explain", "post")] == ["200", "400", "413", "415", "422", "500", "503"]
+    assert answers[("/readyz", "get")] == ["200", "503"]
+    assert answers[("/healthz", "get")] == answers[("/metrics", "get")] == answers[("/v1/model", "get")] == ["200"]
     metrics = client.get("/metrics").text
     assert 'attend_requests_total{method="POST",route="/v1/predict",status="200"}' in metrics
     assert "attend_batch_size_count" in metrics and "attend_inference_seconds_bucket" in metrics
@@ -955,3 +963,86 @@ def test_a_routes_own_error_names_its_field(message: str, field: str) -> None:
     from attend.serve.routes import _field_of
 
     assert _field_of(message)[0] == field
+
+
+def test_a_name_value_error_is_said_whole() -> None:
+    from attend.serve.routes import _field_of
+
+    message = "target='pos': method rollout does not read a label"
+    assert _field_of(message) == ("target", message)  # the words had begun "='pos': method ..."
+
+
+async def _asgi_post(app, path: str, body: dict, gone: asyncio.Event) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
+    """POST as a client that may hang up: once ``gone`` is set, the server's next look finds it gone."""
+    raw, sent, answer = json.dumps(body).encode(), False, {"status": 0, "body": b""}
+
+    async def receive() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+        elif message["type"] == "http.response.body":
+            answer["body"] += message.get("body", b"")
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}  # fmt: skip
+    await app(scope, receive, send)
+    return answer["status"], answer["body"]
+
+
+def test_an_explanation_whose_client_went_away_is_dropped_and_counted_so(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Explanations run one at a time: a queue of them whose clients had timed out still ran, ahead of
+    every request behind them, each counted a 200; one running went on to its last text."""
+    import attend.serve.classification as classification
+
+    real, explained, gate = classification.explain, [], threading.Event()
+
+    def held(runtime, texts, method, **options):  # type: ignore[no-untyped-def]
+        explained.append(list(texts))
+        if texts[0].startswith("held"):
+            assert gate.wait(30)
+        return real(runtime, texts, method, **options)
+
+    monkeypatch.setattr(classification, "explain", held)
+    monkeypatch.setattr(classification, "WATCH_SECONDS", 0.01)
+    app = create_app(load(model_dir), ServeSettings())
+
+    async def scenario() -> list[tuple[int, bytes]]:
+        stays, left, leaves = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        first = asyncio.create_task(_asgi_post(app, "/v1/explain", {"texts": ["held one"]}, stays))
+        while not explained:
+            await asyncio.sleep(0.01)
+        queued = asyncio.create_task(_asgi_post(app, "/v1/explain", {"texts": ["queued"]}, left))
+        await asyncio.sleep(0.05)
+        left.set()  # its client hangs up while it waits its turn
+        gate.set()
+        answers = [await first, await queued]
+        gate.clear()
+        long = asyncio.create_task(_asgi_post(app, "/v1/explain", {"texts": [f"held {i}" for i in range(20)]},
+                                              leaves))  # fmt: skip
+        while len(explained) < 2:
+            await asyncio.sleep(0.01)
+        leaves.set()  # hangs up during its first chunk of 8
+        await asyncio.sleep(0.3)
+        gate.set()
+        answers.append(await long)
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert [status for status, _ in answers] == [200, 499, 499]
+    assert json.loads(answers[1][1])["error"]["type"] == "client_closed"
+    assert explained == [["held one"], [f"held {i}" for i in range(8)]]  # neither the queued one nor the rest
+    with TestClient(app) as client:
+        counted = client.get("/metrics").text
+    assert 'attend_requests_total{method="POST",route="/v1/explain",status="499"} 2.0' in counted, counted
+    assert 'attend_requests_total{method="POST",route="/v1/explain",status="200"} 1.0' in counted, counted

@@ -196,6 +196,12 @@ def test_model_directory_safety(tmp_path: Path, planted_csv: Path) -> None:
     (folder / "deep" / "old.pkl").write_bytes(b"\x80\x04pickle")
     with pytest.raises(ModelDirError, match=r"not-a-model is not a model directory: config.json is missing$"):
         load(folder)
+    # The path itself named: "" had been read as "." and None failed in os.fspath, naming no argument.
+    with pytest.raises(ModelDirError, match=r"^path='': give the path of a model directory$"):
+        load("")
+    for wrong, said in ((None, "path=None"), (3, "path=3"), (b"model", "path=b'model'")):
+        with pytest.raises(TypeError, match=rf"^{re.escape(said)}: load\(\) takes the path of a model directory"):
+            load(wrong)  # type: ignore[arg-type]
     weights = (out / "model.safetensors").read_bytes()
     (out / "model.safetensors").write_bytes(weights[:-10] + b"0123456789")
     with pytest.raises(ModelDirError, match="does not match the hash"):

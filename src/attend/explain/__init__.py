@@ -7,7 +7,14 @@
 >>> render_html(explanations, "explanation.html")
 """
 
-from attend.explain.alignment import Alignment, alignment_html, alignment_png, save_alignment_pngs, to_json_dict
+from attend.explain.alignment import (
+    Alignment,
+    AlignmentReport,
+    alignment_html,
+    alignment_png,
+    save_alignment_pngs,
+    to_json_dict,
+)
 from attend.explain.faithfulness import THRESHOLDS, default_methods, faithfulness, format_faithfulness
 from attend.explain.focus import distribution_focus, focus, map_focus
 from attend.explain.methods import (
@@ -33,6 +40,7 @@ __all__ = [
     "METHODS",
     "THRESHOLDS",
     "Alignment",
+    "AlignmentReport",
     "Evidence",
     "ExplainMethod",
     "Explainable",

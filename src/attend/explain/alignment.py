@@ -25,6 +25,7 @@ import json
 import math
 import os
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +34,12 @@ from typing import Any
 import numpy as np
 
 from attend.data.validation import page_text
-from attend.explain.render import _STYLE, _shade, _token_html, map_figure, remove_stale_pictures
-from attend.io import check_picture_folder, enclosing_model_directory, write_page
+from attend.explain.render import _Report, _shade, _token_html, map_figure, remove_stale_pictures
+from attend.io import check_picture_folder, enclosing_model_directory
 from attend.plotting import plain_text, pyplot
 
-__all__ = ["LINK_RATIO", "Alignment", "alignment_html", "alignment_png", "save_alignment_pngs", "shown_token",
-           "strongest_links", "to_json_dict"]
+__all__ = ["LINK_RATIO", "Alignment", "AlignmentReport", "alignment_html", "alignment_png", "save_alignment_pngs",
+           "shown_token", "strongest_links", "to_json_dict"]
 
 #: A source token is linked to an output token when its weight is above this fraction of the row's peak.
 LINK_RATIO = 0.5
@@ -203,7 +204,7 @@ def _short(text: str, limit: int = 90) -> str:
 def _default_title(alignment: Alignment) -> str:
     title = _short(alignment.translation) if alignment.translation else "cross-attention alignment"
     if alignment.log_prob is not None and math.isfinite(alignment.log_prob):
-        title += f"  (log p = {alignment.log_prob:.2f})"
+        title += f"  (log\u00a0p\u00a0=\u00a0{alignment.log_prob:.2f})"  # no break: wrapped whole
     return title
 
 
@@ -224,7 +225,7 @@ def _alignment_heatmap(matrix: np.ndarray, source: Sequence[str], output: Sequen
             ax.text(0.5, 0.5, "empty alignment", ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([])
             ax.set_yticks([])
-        ax.set_title(title, fontsize=9)
+        ax.set_title(_wrapped_title(title, width), fontsize=9)
         ax.set_xlabel("source token (attended to)", fontsize=8)
         ax.set_ylabel("output token", fontsize=8)
         fig.tight_layout()
@@ -233,6 +234,16 @@ def _alignment_heatmap(matrix: np.ndarray, source: Sequence[str], output: Sequen
     finally:
         plt.close(fig)
     return buffer.getvalue()
+
+
+def _wrapped_title(title: str, width: float) -> str:
+    """A chart title wrapped to a figure ``width`` inches wide at 9 points (a long translation's title
+    had run off both sides, its start and its score unreadable); past three lines, shortened."""
+    chars = max(20, int(width * 11))
+    lines = textwrap.wrap(title, chars) or [""]
+    if len(lines) > 3:
+        lines = [*lines[:2], textwrap.shorten(" ".join(lines[2:]), chars, placeholder=" …")]
+    return "\n".join(lines)
 
 
 def alignment_png(alignment: Alignment, *, dpi: int = 80, title: str | None = None) -> bytes:
@@ -505,22 +516,36 @@ def alignment_html(
     if given. Returns the HTML.
 
     Args:
-        maps: Also embed a heatmap of the average and of each per-layer/head map (slower: one
-            matplotlib figure per map).
+        maps: Also embed a map of the average and of each per-layer/head map.
     """
-    cards = "".join(_card(alignment, k, maps) for k, alignment in enumerate(alignments))
-    blob = _script_json([to_json_dict(a) for a in alignments])
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>{page_text(title)}</title><style>{_STYLE}{_ALIGNMENT_STYLE}</style></head><body>"
-        f"<h1>{page_text(title)}</h1><p class='note'>Hover, focus (Tab) or click a translated token to light up"
-        " the source tokens it attended to (darker orange = more weight; the small numbers are the weights);"
-        " hover a source token to see which translated tokens attended to it. Click or Enter pins, Escape clears."
-        " Blue shade of a translated token = the model's confidence in it. Without script, the table under each"
-        " translation lists the alignment.</p>"
-        f"{cards}<script type='application/json' id='attend-alignments'>{blob}</script>"
-        f"<script>{_SCRIPT}</script></body></html>"
-    )
-    if path is not None:
-        write_page(path, page)
-    return page
+    report = AlignmentReport(title=title, maps=maps)
+    report.add(alignments)
+    return report.write(path) if path is not None else report.page()
+
+
+class AlignmentReport(_Report):
+    """The page :func:`alignment_html` writes, built as alignments come (``attend explain --input``
+    on a translator adds each chunk as it is explained, so an interrupted run writes those done)."""
+
+    guide = ("Hover, focus (Tab) or click a translated token to light up the source tokens it attended to (darker "
+             "orange = more weight; the small numbers are the weights); hover a source token to see which translated"
+             " tokens attended to it. Click or Enter pins, Escape clears. Blue shade of a translated token = the "
+             "model's confidence in it. Without script, the table under each translation lists the alignment.")
+    style = _ALIGNMENT_STYLE
+
+    def __init__(self, *, title: str = "Translation alignments", maps: bool = False) -> None:
+        super().__init__(title)
+        self.maps = maps
+        self._data: list[dict[str, Any]] = []
+
+    def add(self, alignments: Sequence[Alignment]) -> None:
+        """Draw these alignments' cards (all or, interrupted, none of them)."""
+        start = len(self._cards)
+        cards = [_card(alignment, start + k, self.maps) for k, alignment in enumerate(alignments)]
+        data = [to_json_dict(alignment) for alignment in alignments]
+        self._cards.extend(cards)
+        self._data.extend(data)
+
+    def _after_cards(self) -> str:
+        return (f"<script type='application/json' id='attend-alignments'>{_script_json(self._data)}</script>"
+                f"<script>{_SCRIPT}</script>")  # fmt: skip

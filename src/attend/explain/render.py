@@ -282,34 +282,31 @@ def render_html(
     return report.write(path) if path is not None else report.page()
 
 
-class HtmlReport:
-    """The page :func:`render_html` writes, built as explanations come: ``add`` draws their cards,
-    ``page`` and ``write`` give the page of those added so far (with a note on top, such as why it
-    holds fewer texts than asked). ``attend explain --input`` adds each chunk as it is explained, so
-    an interrupted run writes the texts it had done."""
+class _Report:
+    """A page of cards, built as they come: ``len`` is the cards drawn so far, ``page`` and ``write``
+    give the page of them (with a note on top, such as why it holds fewer than asked). A kind of
+    page says how to read it (``guide``), adds its own ``style`` and what follows the cards."""
 
-    def __init__(self, *, title: str = "attend explanation", layers: str = "last") -> None:
-        if layers not in ("last", "all"):
-            raise ValueError(f"layers={layers!r}; choose 'last' or 'all'")
-        self.title, self.layers = title, layers
+    guide = ""
+    style = ""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
         self._cards: list[str] = []
 
     def __len__(self) -> int:
         return len(self._cards)
 
-    def add(self, explanations: Sequence[Explanation]) -> None:
-        """Draw these explanations' cards (all or, interrupted, none of them)."""
-        start = len(self._cards)
-        self._cards.extend([_card(start + i, exp, self.layers) for i, exp in enumerate(explanations)])
+    def _after_cards(self) -> str:
+        return ""
 
     def page(self, note: str | None = None) -> str:
         said = f"<p class='note'><b>{page_text(note)}</b></p>" if note else ""
         return (
             "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-            f"<title>{page_text(self.title)}</title><style>{_STYLE}</style></head><body>"
-            f"<h1>{page_text(self.title)}</h1>{said}<p class='note'>Darker = more important to the prediction"
-            " (blue supports it; red, for signed methods, argues against). Hover a token for its score.</p>"
-            f"{''.join(self._cards)}</body></html>"
+            f"<title>{page_text(self.title)}</title><style>{_STYLE}{self.style}</style></head><body>"
+            f"<h1>{page_text(self.title)}</h1>{said}<p class='note'>{self.guide}</p>"
+            f"{''.join(self._cards)}{self._after_cards()}</body></html>"
         )
 
     def write(self, path: str | Path, note: str | None = None) -> str:
@@ -317,6 +314,27 @@ class HtmlReport:
         page = self.page(note)
         write_page(path, page)
         return page
+
+
+class HtmlReport(_Report):
+    """The page :func:`render_html` writes, built as explanations come: ``add`` draws their cards,
+    ``page`` and ``write`` give the page of those added so far (with a note on top, such as why it
+    holds fewer texts than asked). ``attend explain --input`` adds each chunk as it is explained, so
+    an interrupted run writes the texts it had done."""
+
+    guide = ("Darker = more important to the prediction (blue supports it; red, for signed methods, argues "
+             "against). Hover a token for its score.")  # fmt: skip
+
+    def __init__(self, *, title: str = "attend explanation", layers: str = "last") -> None:
+        if layers not in ("last", "all"):
+            raise ValueError(f"layers={layers!r}; choose 'last' or 'all'")
+        super().__init__(title)
+        self.layers = layers
+
+    def add(self, explanations: Sequence[Explanation]) -> None:
+        """Draw these explanations' cards (all or, interrupted, none of them)."""
+        start = len(self._cards)
+        self._cards.extend([_card(start + i, exp, self.layers) for i, exp in enumerate(explanations)])
 
 
 def _card(i: int, exp: Explanation, layers: str) -> str:

@@ -149,6 +149,11 @@ def load(
             not suit the runtime asked for (the message says what to run).
         ValueError: incompatible options.
     """
+    if not isinstance(path, str | os.PathLike):  # None had failed in os.fspath, naming no argument
+        shown = f"={path!r}" if len(repr(path)) <= 60 else f": a {type(path).__name__}"
+        raise TypeError(f"path{shown}: load() takes the path of a model directory (a str or os.PathLike)")
+    if not os.fspath(path):  # it had been read as "." (". is not a model directory")
+        raise ModelDirError("path='': give the path of a model directory")
     options = LoadOptions(runtime=runtime, int8=int8, bf16=bf16, threads=threads)
     artifact = ArtifactDir.open(path)
     if artifact.task not in RUNTIMES:

@@ -464,7 +464,6 @@ def create_app(
         version=__version__,
         description="Attention models that show where they focus: predictions and explanations.",
         lifespan=lifespan,
-        responses={413: {"model": ErrorBody}, 415: {"model": ErrorBody}, 422: {"model": ErrorBody}},
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -569,12 +568,38 @@ def create_app(
         taken |= mine
         app.include_router(part.router)
     known_paths.update(getattr(route, "path", "") for route in app.routes)
+    _document_errors(app.routes)
     # Routers are included as one entry each, without their paths: the schema lists every path, so a
     # request refused before routing (415, 413) is still counted under its route.
     schema_paths = app.openapi().get("paths", {})
     known_paths.update(schema_paths)
     post_paths.update(path for path, operations in schema_paths.items() if "post" in operations)
     return app
+
+
+#: The error answers a route may give, as the schema lists them: a POST's body is checked (413, 415,
+#: 422) and it is answered 503 once the server is shutting down; /readyz is 503 until it is ready.
+POST_ERRORS = {413: "Request body too large", 415: "Not JSON", 422: "Validation error",
+               500: "Internal error", 503: "Shutting down or unavailable"}  # fmt: skip
+
+
+def _document_errors(routes: Sequence[Any]) -> None:
+    """Each route's error answers in the schema (every route had listed 413, 415 and 422, /metrics and
+    /healthz too, and none its 500 or 503), those of included routers too."""
+    from fastapi.routing import APIRoute
+
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            _document_errors(inner.routes)
+        if not isinstance(route, APIRoute):
+            continue
+        documented: dict[int | str, dict[str, Any]] = {}
+        if "POST" in route.methods:
+            documented = {code: {"model": ErrorBody, "description": said} for code, said in POST_ERRORS.items()}
+        elif route.path == "/readyz":
+            documented = {503: {"description": 'Not ready (starting or stopping): {"status": "not ready"}'}}
+        route.responses = {**documented, **route.responses}  # a route's own entry wins
 
 
 def check_port(host: str, port: int) -> None:

@@ -10,12 +10,13 @@ error: it is truncated to the model's ``max_length`` (its start is kept) and fla
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -25,7 +26,14 @@ from attend.runtime import EnsembleClassifier, TextClassifier
 from attend.serve.batching import MicroBatcher
 from attend.serve.metrics import ServiceMetrics
 from attend.serve.routes import Routes, ServeSettings, error_response
-from attend.serve.schemas import ExplainRequest, ExplainResponse, Prediction, PredictRequest, PredictResponse
+from attend.serve.schemas import (
+    ErrorBody,
+    ExplainRequest,
+    ExplainResponse,
+    Prediction,
+    PredictRequest,
+    PredictResponse,
+)
 
 __all__ = ["classification_routes"]
 
@@ -70,6 +78,50 @@ def check_texts(texts: Sequence[str], settings: ServeSettings, *, single: bool =
             return error_response(422, "validation", f"{name}: {len(text)} characters, over the limit of "
                                   f"{settings.max_chars}")  # fmt: skip
     return None
+
+
+#: The status an explanation whose client went away is counted under in /metrics (nginx's "client
+#: closed request"; nobody reads it).
+CLIENT_GONE = 499
+#: Texts an explanation request is explained in at a time: between them the work stops for a client
+#: that went away or a server whose shutdown grace ended.
+EXPLAIN_CHUNK = 8
+
+
+async def _unless_abandoned(request: Request, work: Callable[[list[str], int], list[Any]],
+                            texts: list[str]) -> list[Any] | None:  # fmt: skip
+    """``work`` over ``texts`` in a worker thread, EXPLAIN_CHUNK texts at a time, or None once the
+    client has gone. An explanation can take seconds a text: a queue of them whose clients had timed
+    out still ran, one after another, ahead of every request behind them (and counted as answered),
+    and one running when the shutdown grace ended kept the process up till it was done. The
+    ``random`` baseline draws anew per chunk (``seed``: the chunk's first text)."""
+    if await request.is_disconnected():  # went while it queued: nothing is started
+        return None
+    stop = threading.Event()
+
+    def run() -> list[Any] | None:
+        found: list[Any] = []
+        for first in range(0, len(texts), EXPLAIN_CHUNK):
+            if stop.is_set():
+                return None
+            found.extend(work(texts[first : first + EXPLAIN_CHUNK], first))
+        return found
+
+    async def watch() -> None:
+        while not stop.is_set():
+            if await request.is_disconnected():
+                stop.set()
+            await asyncio.sleep(WATCH_SECONDS)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await run_in_threadpool(run)
+    finally:  # also when cancelled (the shutdown grace ended): the thread stops after its chunk
+        stop.set()
+        watcher.cancel()
+
+
+WATCH_SECONDS = 0.25  # how often a running explanation looks whether its client is still there
 
 
 def classification_routes(runtime: TextClassifier, settings: ServeSettings, metrics: ServiceMetrics) -> Routes:
@@ -117,8 +169,9 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
 
     one_explanation = asyncio.Semaphore(1)
 
-    @router.post("/v1/explain", response_model=ExplainResponse)
-    async def explain_route(body: ExplainRequest) -> Any:
+    @router.post("/v1/explain", response_model=ExplainResponse,
+                 responses={400: {"model": ErrorBody, "description": "This model cannot be explained"}})
+    async def explain_route(body: ExplainRequest, request: Request) -> Any:
         """Per text: tokens and their importance to the prediction (the `attend explain --json` objects)."""
         texts = body.items()
         if (bad := check_texts(texts, settings, single=body.text is not None)) is not None:
@@ -132,9 +185,12 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
         async with one_explanation:  # queued, not run side by side: each would slow all the others
             start = time.perf_counter()
             try:
-                found = await run_in_threadpool(explain, runtime, texts, body.method, target=body.target)
+                found = await _unless_abandoned(request, lambda part, seed: explain(
+                    runtime, part, body.method, target=body.target, seed=seed), texts)  # fmt: skip
             except ValueError as exc:  # e.g. "pooling" on a model without attention pooling
                 return error_response(422, "validation", str(exc))
+            if found is None:
+                return error_response(CLIENT_GONE, "client_closed", "the client went away before its explanation")
         metrics.observe_batch("/v1/explain", len(texts), time.perf_counter() - start, batched=False)
         return ExplainResponse(model=runtime.name, explanations=[e.to_dict(maps=False) for e in found])
 

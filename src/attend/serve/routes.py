@@ -165,6 +165,8 @@ def _field_of(message: str) -> tuple[str, str]:
     if found is None or found.group(1) == "body":
         return "body", message.removeprefix("body: ")
     field, rest = re.sub(r"\[(\d+)\]", r".\1", found.group(1)), message[found.end() :].removeprefix(": ").lstrip()
+    if rest.startswith("="):  # "target='pos': method ..." is said whole (it had been "='pos': method ...")
+        rest = message
     inner = _SUBFIELD.match(rest) if re.search(r"\.\d+$", field) else None
     if inner is not None:
         field += "." + next(group for group in inner.groups() if group)

@@ -234,7 +234,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_feedback(args: argparse.Namespace) -> int:
     service = _service(args, create=False)
-    result = service.feedback(args.message_id, args.label)
+    result = service.feedback(args.message_id, args.decision)
     service.close()
     # "you corrected the decision (hold)" of a held message passed had read as corrected to hold
     had = f"the assistant had {'passed' if result['decision'] == 'pass' else 'held'} it"
@@ -358,7 +358,7 @@ def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
     fb = sub.add_parser("feedback", help="tell the assistant a message should have been passed or held")
     fb.add_argument("--db", required=True, help="the focus database")
     fb.add_argument("message_id", help="the message's id (from triage/ingest/status output)")
-    fb.add_argument("label", choices=["pass", "hold"], help="what you wanted")
+    fb.add_argument("decision", choices=["pass", "hold"], help="what you wanted")  # named so in its errors
     fb.add_argument("--json", action="store_true", help="print JSON")
     fb.set_defaults(func=_cmd_feedback)
 
