@@ -172,6 +172,9 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
         (["train", "data.csv", "--out", "m", "--max-length", "1"], "--max-length 1: must be at least 3"),
         (["train", "data.csv", "--out", "m", "--augment", "word drop"], "--augment word drop: is not a perturbation"),
         (["train", "data.csv", "--out", "m", "--augment", " , "], "--augment ' , ' names no perturbation"),  # was none
+        (["train", "data.csv", "--out", "m", "--augment", "typos,swap,typos"],
+         "--augment typos,swap,typos: names 'typos' twice; each perturbation named is picked with the same chance"),
+        # ^ it had been dropped in silence, as if naming it twice weighed typos more
         (["train", "data.csv", "--out", "m", "--config", "rate.json"], "augment_rate=0.0 must be in (0, 1]"),
         (["train", "data.csv", "--out", "m", "--candidates", " , "], "--candidates ' , ' names no model"),  # was all
         (["train", "data.csv", "--out", "m", "--config", "types.json", "--epochs", "1"],

@@ -74,7 +74,11 @@ def parse_perturbations(value: str | Iterable[str], *, field: str = "augment") -
     unknown = [n for n in names if n not in PERTURBATIONS]
     if unknown:
         raise ValueError(f"{field}={unknown[0]!r} is not a perturbation; choose from {', '.join(PERTURBATIONS)}")
-    return tuple(dict.fromkeys(names))
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:  # it had been dropped without a word, read as if it weighed that perturbation more
+        raise ValueError(f"{field}={','.join(names)!r} names {twice!r} twice; each perturbation named is picked "
+                         "with the same chance, so name each once")  # fmt: skip
+    return tuple(names)
 
 
 def split_words(text: str) -> tuple[list[str], list[str]]:
