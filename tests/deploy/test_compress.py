@@ -214,6 +214,27 @@ def test_quantize_errors_are_clear(encoder_dir: Path, loaded_bilstm_dir: Path, q
         quantize(loaded_bilstm_dir, runtime="torch")
 
 
+def test_quantize_checks_the_graph_before_it_writes_anything(
+    encoder_dir: Path, quantized: tuple[dict, dict], tmp_path: Path
+) -> None:
+    """A model.onnx not the one recorded had been quantised, its int8 graph's hash recorded, and only
+    then refused: put back, the directory passed every check and served another export's int8
+    graph. A truncated one failed in protobuf with a traceback."""
+    import shutil
+
+    copy = tmp_path / "onnx"
+    shutil.copytree(encoder_dir / "onnx", copy)
+    kept = {name: (copy / name).read_bytes() for name in ("config.json", "model.int8.onnx")}
+    graph = (copy / "model.onnx").read_bytes()
+    for wrong in (graph[:10_000], b"", graph + b"\0"):
+        (copy / "model.onnx").write_bytes(wrong)
+        with pytest.raises(ModelDirError, match=r"model.onnx does not match the hash"):
+            quantize(copy, runtime="onnx")
+        assert {name: (copy / name).read_bytes() for name in kept} == kept
+    (copy / "model.onnx").write_bytes(graph)
+    assert load(copy, runtime="onnx", int8=True).predict(["a fine film"])  # as it was: still its own int8 graph
+
+
 # --- pruning ---------------------------------------------------------------------------------------
 
 

@@ -362,6 +362,13 @@ def test_an_interrupted_auto_run_resumes_to_the_same_model(tmp_path: Path, monke
     with pytest.raises(DataError, match=r"epochs left out \(the interrupted run had epochs=3\)"):
         train_auto(data, tmp_path / "cut", args={k: v for k, v in options.items() if k != "epochs"},
                    candidates=["encoder"], resume=True, log=lambda _: None)  # fmt: skip
+    # The budget is always set: a resume without --time-budget had been said to give 20.0.
+    from attend.training.auto import _identity_changes
+
+    assert _identity_changes({"time_budget": 1.5}, {"time_budget": 20.0}) == (
+        "time_budget=20.0, the default when --time-budget is left out, (the interrupted run had 1.5)")
+    assert _identity_changes({"time_budget": 20.0}, {"time_budget": 1.5}) == (
+        "time_budget=1.5 (the interrupted run had 20.0)")
     # The minutes before the interruption count with the resumed ones (they had been dropped).
     saved = tmp_path / ".cut.auto" / "auto.json"
     state = json.loads(saved.read_text())

@@ -946,3 +946,29 @@ def test_a_budget_below_one_epoch_says_the_epoch_runs_past_it(
     err = capsys.readouterr().err
     # It said "1 epoch(s) of 80 steps fit" of an epoch far past the budget.
     assert "time budget 1e-06 min: not even one epoch fits; one whole epoch is the least a run trains, about" in err
+
+
+class _NeverBetter(Regression):
+    """A dev score that never improves after the first epoch."""
+
+    name = "toy_never_better"
+
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        return {"neg_mse": -1.0, "loss": 1.0}
+
+
+register_task(_NeverBetter)
+
+
+def test_a_run_that_ends_on_its_last_planned_epoch_is_not_said_to_stop_early(
+    picker: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its last epoch was also the patience-th without improvement: the log ended "early stopping: dev
+    ... has not improved for 2 epochs" though the run had simply ended as planned."""
+    args = TrainingArgs(epochs=3, batch_size=100, progress=False, patience=2)
+    Trainer(_NeverBetter(), args).fit(tmp_path / "planned")
+    assert "early stopping" not in capsys.readouterr().err
+    Trainer(_NeverBetter(), dataclasses.replace(args, epochs=5)).fit(tmp_path / "early")
+    err = capsys.readouterr().err
+    assert "early stopping: dev neg_mse has not improved for 2 epochs" in err  # after epoch 3 of 5
+    assert len([line for line in err.splitlines() if line.startswith('{"epoch"')]) == 3

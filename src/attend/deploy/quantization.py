@@ -395,6 +395,10 @@ def quantize(
                                     "quantize that directory")  # fmt: skip
             exported = export_onnx(path, onnx_dir, threads=threads, overwrite=True)  # its own stale export
         onnx_config = ArtifactDir.open(onnx_dir, require=("model", "labels")).config
+        # The graph and tokenizer checked against their recorded hashes before anything is written: a
+        # mismatched model.onnx had been quantised and its int8 graph's hash recorded, then refused,
+        # and a truncated one failed in protobuf with a traceback.
+        fp32_onnx = load_onnx(onnx_dir, threads=threads)
         budget = None
         if max_loss is None:
             quantize_onnx_file(onnx_dir / ONNX_FILE, onnx_dir / INT8_FILE)
@@ -412,7 +416,6 @@ def quantize(
             **({"fp32_groups": budget["fp32_groups"], "groups": budget["groups"]} if budget else {}),
         }
         atomic_write_json(onnx_dir / "config.json", onnx_config)
-        fp32_onnx = load_onnx(onnx_dir, threads=threads)
         int8_onnx = load_onnx(onnx_dir, quantized=True, threads=threads)
         results["onnx"] = {
             "method": "onnxruntime quantize_dynamic, QInt8 weights",

@@ -1250,10 +1250,10 @@ class Trainer:
                             f"interrupted after epoch {state.epoch}; training state saved in {work}: run the same "
                             "command with --resume (resume=True from Python) to continue"
                         ) from None
+                if state.epoch >= epochs:  # the last planned (the time budget's plan may end the run before
+                    break  # args.epochs): no "early stopping" said of a run that ended on plan
                 if args.patience and state.bad_epochs >= args.patience:
                     _log(f"early stopping: dev {task.selection} has not improved for {args.patience} epochs", info)
-                    break
-                if state.epoch >= epochs:  # the time budget's plan may end the run before args.epochs
                     break
         except (ValueError, OSError) as exc:
             if info.world_size > 1 and not getattr(exc, "every_rank", False):
