@@ -55,7 +55,9 @@ def test_bad_robustness_options_name_the_value(options: dict[str, object], named
 
 
 def test_augment_is_a_comma_separated_string_normalised() -> None:
-    assert TrainingArgs.from_dict({"augment": "swap, typos,swap"}).augment == "swap,typos"
+    assert TrainingArgs.from_dict({"augment": " swap, typos,"}).augment == "swap,typos"
+    with pytest.raises(ValueError, match=r"augment='swap,typos,swap' names 'swap' twice"):  # was dropped unsaid
+        TrainingArgs.from_dict({"augment": "swap, typos,swap"})
     with pytest.raises(ValueError, match="augment"):
         TrainingArgs.from_dict({"augment": ["swap"]})
 
