@@ -536,8 +536,8 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
                 print(f"  ({r.warning})")
 
     kept = _explain_in_chunks(
-        args, texts, lambda part, _: translator.translate(part, beam=args.beam, alignments=True,
-                                                          maps=bool(args.maps or args.png)),
+        args, texts, lambda part: translator.translate(part, beam=args.beam, alignments=True,
+                                                       maps=bool(args.maps or args.png)),
         report, lambda results: [r.alignment for r in results], show,
     )  # fmt: skip
     if kept is None:
@@ -550,14 +550,14 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
     return 0
 
 
-def _explain_in_chunks(args: argparse.Namespace, texts: list[str], work: Callable[[list[str], int], list[Any]],
+def _explain_in_chunks(args: argparse.Namespace, texts: list[str], work: Callable[[list[str]], list[Any]],
                        report: Any, drawn: Callable[[list[Any]], list[Any]],
                        show: Callable[[Sequence[Any]], None]) -> list[Any] | None:  # fmt: skip
-    """``work`` over the texts EXPLAIN_CHUNK at a time (its second argument: the chunk's first text's
-    place): each chunk is added to the --html ``report`` (``drawn`` gives what it draws) and shown
-    as it comes (but for --json, one list); what --json and --png write whole at the end is returned.
-    The page is written at the end, or on Ctrl-C/SIGTERM with the texts done so far (None is then
-    returned: it had drawn nothing until every text was explained, and lost it all to Ctrl-C)."""
+    """``work`` over the texts EXPLAIN_CHUNK at a time: each chunk is added to the --html ``report``
+    (``drawn`` gives what it draws) and shown as it comes (but for --json, one list); what --json
+    and --png write whole at the end is returned. The page is written at the end, or on
+    Ctrl-C/SIGTERM with the texts done so far (None is then returned: it had drawn nothing until
+    every text was explained, and lost it all to Ctrl-C)."""
     kept: list[Any] = []
     bar = None
     if len(texts) > EXPLAIN_CHUNK and not args.no_progress:
@@ -566,27 +566,29 @@ def _explain_in_chunks(args: argparse.Namespace, texts: list[str], work: Callabl
         bar = progress_bar(total=len(texts), desc="explain", unit="text")
     try:
         for start in range(0, len(texts), EXPLAIN_CHUNK):
-            part = work(texts[start : start + EXPLAIN_CHUNK], start)
+            part = work(texts[start : start + EXPLAIN_CHUNK])
             if report is not None:
                 report.add(drawn(part))
             if args.json or args.png:
                 kept.extend(part)
-            if not args.json:
-                show(part)
-                sys.stdout.flush()
+            if not args.json:  # the bar cleared first: on one terminal a chunk's first line had joined it
+                with bar.external_write_mode() if bar is not None else contextlib.nullcontext():
+                    show(part)
+                    sys.stdout.flush()
             if bar is not None:
                 bar.update(len(part))
     except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
         if report is None or not len(report):
             raise
+        if bar is not None:
+            bar.close()
         report.write(args.html, note=f"Interrupted: the first {len(report)} of {len(texts)} texts.")
         print(f"interrupted: the HTML report of the first {len(report)} of {len(texts)} texts is "
               f"{Path(args.html).resolve()}", file=sys.stderr)  # fmt: skip
         return None
-    if bar is not None:
-        bar.close()
+    finally:
+        if bar is not None:
+            bar.close()
     if report is not None:  # said on stderr, as every status line: stdout holds the explanations
         report.write(args.html)
         print(f"HTML report: {Path(args.html).resolve()}", file=sys.stderr)
@@ -653,11 +655,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     # none of its own: its report shades the words alone); PNG heatmaps and --maps need them.
     has_maps = bool(getattr(getattr(predictor, "capabilities", None), "maps", True))
     want_maps = bool(args.png or args.maps or (args.html and has_maps))
-    # seed: the `random` baseline draws anew for each chunk (deterministic for the same input)
     kept = _explain_in_chunks(
-        args, texts, lambda part, start: explain(predictor, part, method, layer=layer, head=args.head,
-                                                 target=args.target, maps=want_maps, ig_steps=args.ig_steps,
-                                                 seed=start),
+        args, texts, lambda part: explain(predictor, part, method, layer=layer, head=args.head, target=args.target,
+                                          maps=want_maps, ig_steps=args.ig_steps),
         HtmlReport(layers=args.html_layers) if args.html else None, lambda part: part,
         lambda part: _print_explanations(part, args.top),
     )  # fmt: skip
@@ -680,7 +680,8 @@ def _print_explanations(explanations: Sequence[Any], top: int) -> None:
 
     for exp in explanations:
         read = f" ({exp.reading()})" if exp.reading() else ""
-        chosen = f", labels: {', '.join(exp.labels) or 'none'}" if exp.labels is not None else ""
+        # in brackets: the method after them had read as one more label ("labels: billing, bug, rollout")
+        chosen = f" [labels: {', '.join(exp.labels) or 'none'}]" if exp.labels is not None else ""
         print(displayable(f"{exp.text}\n  -> {exp.label} (p={exp.probability:.3f}){chosen}, {exp.method}{read}"
                           + (f", explaining {exp.target} (p={exp.explained_probability:.3f})"
                              if exp.target != exp.label else "")))  # fmt: skip

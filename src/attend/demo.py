@@ -16,6 +16,7 @@ from typing import Any
 
 from attend.data.datasets import load_dataset
 from attend.data.readers import LabelledTexts, stratified_split
+from attend.io import DEMO_PAGE
 from attend.runtime import TextClassifier, load
 from attend.training import TrainingArgs, TrainingInterrupted, train
 
@@ -91,7 +92,7 @@ def main(*, seed: int = 0, out: str = "runs/demo", limit: int | None = None, epo
     assert isinstance(predictor, TextClassifier)
     _, _, test_idx = stratified_split(data, seed=seed)
     example = min(test_idx[:200], key=lambda i: abs(len(texts[i].split()) - 10))
-    show_explanation(predictor, texts[example], labels[example], Path(out) / "explanation.html")
+    show_explanation(predictor, texts[example], labels[example], Path(out) / DEMO_PAGE)
     print(f"\nmodel directory: {Path(out).resolve()}")
     print(f'try: attend predict {out} "a small furry animal that hunts mice"')
     return 0

@@ -359,6 +359,8 @@ MODEL_DIRECTORY_EXTRAS = frozenset({
     "config.json", "metrics.json", "train_log.jsonl", "runs", "confusion_matrix.png", "items.json",
     "model.int8.onnx", "onnx", "members", "explanation.html",
 })  # fmt: skip
+#: The one page attend writes into a model directory (``attend demo``'s; in the set above).
+DEMO_PAGE = "explanation.html"
 
 
 def not_the_models(path: Path) -> list[str]:
@@ -431,7 +433,7 @@ def write_page(path: str | os.PathLike[str], page: str) -> Path:
     directory, but for ``attend demo``'s own page there: a page beside the model stopped ``attend
     train --overwrite`` from replacing it (``attend explain --html`` refuses it too)."""
     owner = enclosing_model_directory(Path(path).parent)
-    ours = owner is not None and Path(path).name in MODEL_DIRECTORY_EXTRAS and Path(path).resolve().parent == owner
+    ours = owner is not None and Path(path).name == DEMO_PAGE and Path(path).resolve().parent == owner
     where = check_page_path("path", path, model_dir=None if ours else owner)
     where.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(where, page)

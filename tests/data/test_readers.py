@@ -451,6 +451,7 @@ def test_a_boolean_label_is_spelt_as_the_file_and_a_csv_spell_it(tmp_path: Path)
     with pytest.raises(DataError, match=r"label 'true' appears only once \(line 3\)"):
         stratified_split(read_table(lonely, training=True))
     assert match_label("true", ["False", "True"]) == "True"  # a model trained when they were read so
+    assert match_label("True", ["false", "true"]) == "true"  # what pandas and the csv module write
     assert match_label("false", ["no", "yes"]) is None
 
 
@@ -458,8 +459,12 @@ def test_multi_label_cells_joined_without_label_sep_are_refused(tmp_path: Path) 
     """Before: --multi-label without --label-sep trained on the combinations ('pos|movie') silently."""
     path = tmp_path / "joined.csv"
     path.write_text("text,label\ngood film,pos|movie\nbad,neg\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"some hold '\|' \(e\.g\. 'pos\|movie'\); give --label-sep '\|'"):
+    with pytest.raises(DataError, match=r"yet every row has one label, and some hold '\|' \(e\.g\. 'pos\|movie'\); "
+                                        r"give --label-sep '\|'"):  # fmt: skip
         read_table(path, multi_label=True, training=True)
+    path.with_name("blank.csv").write_text("text,label\ngood film,pos|movie\nbad,\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"yet no row has more than one label, and some hold"):  # one has none
+        read_table(path.with_name("blank.csv"), multi_label=True, training=True)
     assert read_table(path, multi_label=True).labels[0] == ["pos|movie"]  # a model trained so is still scored
     assert read_table(path, label_sep="|").labels == [["pos", "movie"], ["neg"]]
     listed = tmp_path / "listed.jsonl"  # labels given as lists are the user's own: a '|' in one is a name

@@ -147,6 +147,10 @@ def test_a_long_title_is_wrapped_to_the_picture_not_cut_at_both_ends() -> None:
     assert lines[0].startswith("al viejo") and lines[-1].endswith(score)  # both ends readable
     many = _wrapped_title(" ".join(["palabra"] * 60), 4.0).split("\n")
     assert len(many) == 3 and many[-1].endswith("…") and all(len(line) <= 44 for line in many)
+    long = _wrapped_title(f"{' '.join(['palabra'] * 60)}  {score}", 4.0).split("\n")
+    assert len(long) == 3 and long[-1].endswith(f"… {score}") and all(len(line) <= 44 for line in long)
+    chinese = _wrapped_title("老人早上喜欢在公园里打球然后回家吃饭睡觉看书写字画画唱歌跳舞", 4.0).split("\n")
+    assert all(len(line) <= 22 for line in chinese)  # a wide character counts as two
 
 
 def test_alignment_report_grows_and_says_when_it_was_cut_short(tmp_path: Path) -> None:
@@ -160,6 +164,10 @@ def test_alignment_report_grows_and_says_when_it_was_cut_short(tmp_path: Path) -
     assert "Interrupted: the first 2 of 5 texts." in page and len(json.loads(
         re.search(r"id='attend-alignments'>(.*?)</script>", page).group(1))) == 2  # fmt: skip
     assert alignment_html([_cat(), _cat()]) == report.page()  # the same page, built at once
+    empty = alignment_html([Alignment(["a", "b"], [], np.zeros((0, 2)))], maps=True)  # PIL refused an empty image
+    assert "<figcaption>average: empty</figcaption>" in empty and "<img" not in empty
+    spaced = alignment_html([Alignment(["a", " "], ["##b"], np.ones((1, 2)))], maps=True)
+    assert "<span title='key 1:  '>␣</span>" in spaced and "<span title='query 0: ##b'>b</span>" in spaced
 
 
 def test_html_script_wires_hover_focus_and_pinning() -> None:

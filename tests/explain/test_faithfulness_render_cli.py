@@ -130,10 +130,10 @@ def test_the_library_writes_no_page_over_a_model_or_a_file_and_no_pictures_into_
     exps = explain(load(model_dir), ["a wonderful film"], "attention", maps=True)
     before = {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()}
     (tmp_path / "notes.txt").write_text("mine\n", encoding="utf-8")
-    for target in (model_dir / "config.json", tmp_path / "notes.txt"):
-        with pytest.raises(ValueError, match=r"exists and is no HTML page"):
-            render_html(exps, target)
-    for target in (model_dir / "model.safetensors", model_dir / "why.html", model_dir / "runs" / "why.html"):
+    with pytest.raises(ValueError, match=r"exists and is no HTML page"):
+        render_html(exps, tmp_path / "notes.txt")
+    for target in (model_dir / "config.json", model_dir / "model.safetensors", model_dir / "why.html",
+                   model_dir / "runs" / "why.html", model_dir / "items.json"):  # fmt: skip
         # a new page beside the model had been written: `attend train --overwrite` then refused the
         # directory ("holds why.html ..., which attend did not write there")
         with pytest.raises(ValueError, match=r"that is in the model directory .*write the page elsewhere"):
@@ -145,7 +145,7 @@ def test_the_library_writes_no_page_over_a_model_or_a_file_and_no_pictures_into_
         explain(model_dir, ["a wonderful film"])
     assert not (tmp_path / "page.html").exists()
     alignment = Alignment(["a"], ["b"], np.ones((1, 1)))
-    with pytest.raises(ValueError, match=r"exists and is no HTML page"):
+    with pytest.raises(ValueError, match=r"that is in the model directory"):
         alignment_html([alignment], path=model_dir / "config.json")
     for save, what in ((save_heatmaps, exps), (save_alignment_pngs, [alignment])):
         for folder in (model_dir, model_dir / "pictures"):

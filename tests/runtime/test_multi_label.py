@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,28 @@ def test_every_row_of_a_file_bounds_the_threshold_a_resumed_run_must_use(tmp_pat
     existing._check_threshold(0.5)
 
 
+def test_the_rows_classified_again_on_resume_must_choose_the_labels_the_file_has(tmp_path: Path) -> None:
+    """With --top-k 1 a chosen label outside the top-k bounds no threshold: a file written at 0.5 went
+    on at 0.95, row 1 reading 'billing|bug' and its copy further down 'bug'. The rows of the chunk a
+    resumed run starts in are classified again: their labels must be the file's. And a label holding
+    '|' ('CI|CD') had failed the last row's check as two labels, at the same threshold."""
+    from types import SimpleNamespace
+
+    from attend.data.readers import DataError
+    from attend.runtime.streaming import _check_chosen_again, read_existing
+
+    table = tmp_path / "p.csv"
+    table.write_text("text,label_1,probability_1,truncated,labels\n"
+                     "a,bug,0.960000,false,billing|bug\nb,CI|CD,0.900000,false,CI|CD\n", encoding="utf-8")  # fmt: skip
+    existing = read_existing(table, "csv")
+    assert existing.chosen_cells == {0: "billing|bug", 1: "CI|CD"}
+    model = SimpleNamespace(checked_threshold=lambda threshold: threshold)
+    _check_chosen_again(existing, [["billing", "bug"], ["CI|CD"]], 0.5, model)  # the same: goes on
+    with pytest.raises(DataError, match=r"row 1's labels are 'billing\|bug', this run's 'bug' \(--threshold 0\.95\): "
+                                        "resume with the --threshold it was written with"):  # fmt: skip
+        _check_chosen_again(existing, [["bug"], ["CI|CD"]], 0.95, model)
+
+
 def test_an_ensemble_of_a_json_list_member_and_a_separator_member_reads_cells_at_that_separator(
     tagged: Path, tmp_path: Path
 ) -> None:
@@ -198,6 +221,13 @@ def test_an_explanation_of_another_label_gives_that_labels_probability(tagged: P
     assert found["target"] == other and found["label"] != other
     assert found["target_probability"] == pytest.approx(float(probs[runtime.labels.index(other)]), abs=1e-5)
     assert found["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
+
+
+def test_plain_explain_sets_the_labels_apart_from_the_method(tagged: Path, capsys: pytest.CaptureFixture) -> None:
+    """It printed "labels: billing, bug, rollout": the method read as one more label."""
+    assert main(["explain", str(tagged), _rows(2)[1]["text"]]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert re.search(r"\) \[labels: [^\]]*\], rollout$", line), line
 
 
 def test_texts_with_none_of_the_labels_train_and_score(

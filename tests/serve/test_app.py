@@ -78,6 +78,22 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
     assert answers[("/v1/explain", "post")] == ["200", "400", "413", "415", "422", "500", "503"]
     assert answers[("/readyz", "get")] == ["200", "503"]
     assert answers[("/healthz", "get")] == answers[("/metrics", "get")] == answers[("/v1/model", "get")] == ["200"]
+    refused = paths["/v1/predict"]["post"]["responses"]["422"]["content"]["application/json"]["schema"]
+    assert refused["$ref"].endswith("/ErrorBody")  # the body the service answers, not FastAPI's own
+    # A GET with a query: its 422 is ours too (FastAPI's HTTPValidationError had been listed for it).
+    from fastapi import FastAPI
+
+    from attend.serve.app import _document_errors
+
+    queried = FastAPI()
+
+    @queried.get("/digest")
+    async def digest(limit: int = 10) -> dict:
+        return {"limit": limit}
+
+    _document_errors(queried.routes)
+    listed = queried.openapi()["paths"]["/digest"]["get"]["responses"]
+    assert listed["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     metrics = client.get("/metrics").text
     assert 'attend_requests_total{method="POST",route="/v1/predict",status="200"}' in metrics
     assert "attend_batch_size_count" in metrics and "attend_inference_seconds_bucket" in metrics

@@ -366,7 +366,7 @@ def test_an_interrupted_auto_run_resumes_to_the_same_model(tmp_path: Path, monke
     from attend.training.auto import _identity_changes
 
     assert _identity_changes({"time_budget": 1.5}, {"time_budget": 20.0}) == (
-        "time_budget=20.0, the default when --time-budget is left out, (the interrupted run had 1.5)")
+        "time_budget=20.0 (the default; the interrupted run had 1.5)")
     assert _identity_changes({"time_budget": 20.0}, {"time_budget": 1.5}) == (
         "time_budget=1.5 (the interrupted run had 20.0)")
     # The minutes before the interruption count with the resumed ones (they had been dropped).

@@ -538,7 +538,7 @@ def _label_text(value: Any) -> str:
     keep the difference; 1 and 1.0 were two classes, each half of one). A JSON or Parquet boolean is
     ``true`` or ``false``, as a CSV of the same data spells it (it was Python's ``True``, a label no
     CSV matched and messages named in a spelling the file does not have)."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":  # numpy's, from Parquet
+    if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):  # numpy's too (named bool in 2.x)
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -548,12 +548,14 @@ def _label_text(value: Any) -> str:
 def match_label(label: str, known: Sequence[str]) -> str | None:
     """The model's spelling of ``label``: itself if known, else the one known label that is the same
     finite number (a model trained on ``1.0`` before whole numbers were read alike takes ``1``), or the
-    same boolean (one trained on JSON booleans, read as ``True`` before, takes ``true``), else None."""
+    same boolean in another case (one trained on JSON booleans, read as ``True`` before, takes
+    ``true``; one trained on them now takes the ``True`` that Python's csv module and pandas
+    write), else None."""
     if label in known:
         return label
-    if label in ("true", "false"):
-        same = [name for name in known if name == label.capitalize()]
-        return same[0] if same else None
+    if label.casefold() in ("true", "false"):
+        same = [name for name in known if name.casefold() == label.casefold()]
+        return same[0] if len(same) == 1 else None
     value = _as_number(label)
     same = [name for name in known if value is not None and _as_number(name) == value]
     return same[0] if len(same) == 1 else None
@@ -868,14 +870,16 @@ def _check_joined_labels(path: Path, labels: list[list[str]]) -> None:
     or lists written as text (``["food", "sport"]``: a list column a CSV export wrote), each of
     which had been learned as one label."""
     listed = next((row[0] for row in labels if row and re.fullmatch(r"\[.*\]", row[0].strip(), re.DOTALL)), None)
+    # "every row has one label" was said of data with empty rows too
+    one = "every row has one label" if all(labels) else "no row has more than one label"
     if listed is not None:
-        raise DataError(f"{path}: --multi-label, yet every row has one label, and some are lists written as text "
+        raise DataError(f"{path}: --multi-label, yet {one}, and some are lists written as text "
                         f"(e.g. {listed!r:.80}): a CSV cell is text; join the labels with '|' and give --label-sep "
                         "'|', or write the file as JSON Lines with a list of labels")  # fmt: skip
     for sep in ("|", ";"):
         joined = next((row[0] for row in labels if row and sep in row[0]), None)
         if joined is not None:
-            raise DataError(f"{path}: --multi-label, yet every row has one label, and some hold {sep!r} (e.g. "
+            raise DataError(f"{path}: --multi-label, yet {one}, and some hold {sep!r} (e.g. "
                             f"{joined!r}); give --label-sep '{sep}' to read several labels from one cell")  # fmt: skip
 
 

@@ -26,6 +26,7 @@ import math
 import os
 import re
 import textwrap
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from attend.data.validation import page_text
-from attend.explain.render import _Report, _shade, _token_html, map_figure, remove_stale_pictures
+from attend.explain.render import _Report, _shade, _token_html, map_figure, remove_stale_pictures, token_label
 from attend.io import check_picture_folder, enclosing_model_directory
 from attend.plotting import plain_text, pyplot
 
@@ -183,9 +184,7 @@ def strongest_links(alignment: Alignment) -> list[str]:
 
 
 def _label(token: str) -> str:
-    if not token.strip():
-        return "␣"
-    token = token.removeprefix("##")
+    token = token_label(token)
     return token if len(token) <= MAX_LABEL_CHARS else token[: MAX_LABEL_CHARS - 1] + "…"
 
 
@@ -238,11 +237,18 @@ def _alignment_heatmap(matrix: np.ndarray, source: Sequence[str], output: Sequen
 
 def _wrapped_title(title: str, width: float) -> str:
     """A chart title wrapped to a figure ``width`` inches wide at 9 points (a long translation's title
-    had run off both sides, its start and its score unreadable); past three lines, shortened."""
-    chars = max(20, int(width * 11))
+    had run off both sides, its start and its score unreadable); past three lines, shortened, its
+    last word (the score, joined by no-break spaces) kept. A wide character (Chinese, Japanese)
+    counts as two."""
+    wide = sum(unicodedata.east_asian_width(char) in "WF" for char in title)
+    chars = max(10, int(width * 11 / (1 + wide / max(1, len(title)))))
     lines = textwrap.wrap(title, chars) or [""]
     if len(lines) > 3:
-        lines = [*lines[:2], textwrap.shorten(" ".join(lines[2:]), chars, placeholder=" …")]
+        words = [word for word in title.split(" ") if word]  # not split(): it splits at no-break spaces too
+        kept = words[-1] if "\u00a0" in words[-1] else ""
+        rest = textwrap.wrap(" ".join(words[:-1]) if kept else title, chars)
+        third = textwrap.shorten(" ".join(rest[2:]), max(5, chars - len(kept) - 1), placeholder=" …")
+        lines = [*rest[:2], f"{third} {kept}".strip()]
     return "\n".join(lines)
 
 
@@ -383,9 +389,8 @@ def _faithfulness_table(faithfulness: Mapping[str, Any] | None) -> str:
 
 def _maps_grid(alignment: Alignment) -> str:
     named = {"average": alignment.weights, **(alignment.layers or {})}
-    source = [token.removeprefix("##") for token in alignment.source_tokens]
-    output = [token.removeprefix("##") for token in alignment.output_tokens]
-    figures = [map_figure(np.asarray(matrix), output, source, name, name) for name, matrix in named.items()]
+    figures = [map_figure(np.asarray(matrix), alignment.output_tokens, alignment.source_tokens, name, name)
+               for name, matrix in named.items()]  # fmt: skip
     return ("<h4>Cross-attention per layer and head <small class='note'>(rows: each output token; columns: the "
             f"source tokens it attended to)</small></h4><div class='heads'>{''.join(figures)}</div>")
 
@@ -536,16 +541,14 @@ class AlignmentReport(_Report):
     def __init__(self, *, title: str = "Translation alignments", maps: bool = False) -> None:
         super().__init__(title)
         self.maps = maps
-        self._data: list[dict[str, Any]] = []
 
     def add(self, alignments: Sequence[Alignment]) -> None:
-        """Draw these alignments' cards (all or, interrupted, none of them)."""
+        """Draw these alignments' cards (all or, interrupted, none of them), each with its JSON."""
         start = len(self._cards)
-        cards = [_card(alignment, start + k, self.maps) for k, alignment in enumerate(alignments)]
-        data = [to_json_dict(alignment) for alignment in alignments]
-        self._cards.extend(cards)
-        self._data.extend(data)
+        self._cards.extend([(_card(alignment, start + k, self.maps), to_json_dict(alignment))
+                            for k, alignment in enumerate(alignments)])  # fmt: skip
 
     def _after_cards(self) -> str:
-        return (f"<script type='application/json' id='attend-alignments'>{_script_json(self._data)}</script>"
+        data = [entry for _, entry in self._cards]
+        return (f"<script type='application/json' id='attend-alignments'>{_script_json(data)}</script>"
                 f"<script>{_SCRIPT}</script>")  # fmt: skip

@@ -23,6 +23,7 @@ import math
 import numbers
 import os
 import unicodedata
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -375,9 +376,11 @@ class Evidence:
         head: One head, or None for the mean of heads.
         ig_steps: Integration steps of Integrated Gradients.
         generator: Seeded randomness for the batch.
-        seeds: One seed per text of the batch, from the call's seed and the text's place in the
-            call: the ``random`` baseline draws each text's scores from its own, so they do not
-            depend on how texts were batched (ONNX Runtime and PyTorch plan batches differently).
+        seeds: One seed per text of the batch, from the call's seed and the text itself: the
+            ``random`` baseline draws each text's scores from its own, so they do not depend on how
+            texts were batched (ONNX Runtime and PyTorch plan batches differently) nor on the other
+            texts of the call (``attend explain --input`` and ``POST /v1/explain`` explain a long
+            list in parts, and had drawn otherwise than one call for the whole list).
     """
 
     runtime: Explainable
@@ -801,7 +804,7 @@ def explain(
         batch = runtime.tokenizer.encode([checked[i] for i in indices], offsets=True)
         evidence = _evidence(runtime, batch, chosen, layer=layer, target=target, want_maps=maps)
         evidence.head, evidence.ig_steps, evidence.generator = head, ig_steps, generator
-        evidence.seeds = [(seed * 1_000_003 + i) % 2**63 for i in indices]
+        evidence.seeds = [(seed * 1_000_003 + zlib.crc32(checked[i].encode())) % 2**63 for i in indices]
         importance, note = chosen.compute(evidence)
         probs, targets = evidence.probs, evidence.targets
         tokens = runtime.tokenizer.tokens_of(batch["input_ids"], batch["attention_mask"])

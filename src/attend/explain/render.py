@@ -2,7 +2,9 @@
 
 - :func:`render_html`: one self-contained page (no external files or scripts): each text's
   tokens shaded by importance (blue = supports the label; red = against it, for signed
-  methods), the prediction, focus metrics, and per-head heatmaps as embedded PNG images.
+  methods), the prediction, focus metrics, and per-head attention maps (:func:`map_figure`: a
+  pixel per token pair, scaled and labelled by the page). :class:`HtmlReport` builds the same page
+  as explanations come.
 - :func:`save_heatmaps`: one PNG per layer and head (matplotlib), plus a token-importance bar chart.
 - :func:`to_json`: the explanations as JSON.
 
@@ -18,6 +20,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +32,9 @@ from attend.plotting import CJK_FONTS, plain_text, pyplot
 
 __all__ = ["HtmlReport", "render_html", "save_heatmaps", "to_json"]
 
+#: Up to this many tokens, a map's rows and columns are labelled with them (past it, too small to read).
+MAP_LABELS = 80
+
 
 @plain_text
 def _heatmap_png(matrix: np.ndarray, tokens: Sequence[str], title: str, dpi: int = 80) -> bytes:
@@ -39,7 +45,7 @@ def _heatmap_png(matrix: np.ndarray, tokens: Sequence[str], title: str, dpi: int
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=max(float(matrix.max()), 1e-9))
     ax.set_title(title, fontsize=9)
-    if n <= 80:
+    if n <= MAP_LABELS:
         ax.set_xticks(range(n), tokens, rotation=90, fontsize=7)
         ax.set_yticks(range(n), tokens, fontsize=7)
     ax.set_xlabel("key (attended to)", fontsize=8)
@@ -175,8 +181,14 @@ def _matrix_png(matrix: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def token_label(token: str) -> str:
+    """A token as a map labels it: a WordPiece continuation without its ``##``, a piece of spaces
+    alone (a word break) as ``␣`` (stripped, it is nothing)."""
+    return token.removeprefix("##").strip() or "␣"
+
+
 def _labels(kind: str, tokens: Sequence[str]) -> str:
-    return "".join(f"<span title='{kind} {i}: {page_text(token)}'>{page_text(token)}</span>"
+    return "".join(f"<span title='{kind} {i}: {page_text(token)}'>{page_text(token_label(token))}</span>"
                    for i, token in enumerate(tokens))  # fmt: skip
 
 
@@ -188,6 +200,8 @@ def map_figure(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], 
     which made a report of a few hundred texts a quarter of an hour's work (PNG files, from
     :func:`save_heatmaps`, are still charts)."""
     n_rows, n_columns = matrix.shape
+    if not matrix.size:  # an empty translation: no picture to draw (PIL refuses an empty image)
+        return f"<figure class='map'><figcaption>{page_text(caption)}: empty</figcaption></figure>"
     longest = max(n_rows, n_columns, 1)
     labelled = longest <= MAP_LABELS
     cell = 16.0 if longest <= 24 else 11.0 if labelled else max(1.0, min(11.0, 640.0 / longest))
@@ -203,7 +217,6 @@ def map_figure(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], 
             f"<div class='cols'>{_labels('key', columns)}</div></div></figure>")  # fmt: skip
 
 
-MAP_LABELS = 80
 # The maps' layout, shared with the translation page's.
 MAP_STYLE = """
 .heads { display: flex; flex-wrap: wrap; align-items: flex-start; gap: 0.4em 1.2em; }
@@ -227,7 +240,7 @@ def _maps_block(exp: Explanation, layers: str) -> str:
     # The layer the importance read (method 'attention' with --layer), else the last.
     last = exp.layer % len(exp.maps) if isinstance(exp.layer, int) else len(exp.maps) - 1
     chosen = range(len(exp.maps)) if layers == "all" else [last]
-    tokens = [token.removeprefix("##") for token in exp.display_tokens()]
+    tokens = exp.display_tokens()
     parts = []
     for layer in chosen:
         figures = [map_figure(np.asarray(matrix), tokens, tokens, f"layer {layer} head {head}", f"head {head}")
@@ -292,7 +305,7 @@ class _Report:
 
     def __init__(self, title: str) -> None:
         self.title = title
-        self._cards: list[str] = []
+        self._cards: list[tuple[str, Any]] = []  # each card's HTML, with what the page's script reads of it
 
     def __len__(self) -> int:
         return len(self._cards)
@@ -306,7 +319,7 @@ class _Report:
             "<!DOCTYPE html><html><head><meta charset='utf-8'>"
             f"<title>{page_text(self.title)}</title><style>{_STYLE}{self.style}</style></head><body>"
             f"<h1>{page_text(self.title)}</h1>{said}<p class='note'>{self.guide}</p>"
-            f"{''.join(self._cards)}{self._after_cards()}</body></html>"
+            f"{''.join(card for card, _ in self._cards)}{self._after_cards()}</body></html>"
         )
 
     def write(self, path: str | Path, note: str | None = None) -> str:
@@ -334,7 +347,7 @@ class HtmlReport(_Report):
     def add(self, explanations: Sequence[Explanation]) -> None:
         """Draw these explanations' cards (all or, interrupted, none of them)."""
         start = len(self._cards)
-        self._cards.extend([_card(start + i, exp, self.layers) for i, exp in enumerate(explanations)])
+        self._cards.extend([(_card(start + i, exp, self.layers), None) for i, exp in enumerate(explanations)])
 
 
 def _card(i: int, exp: Explanation, layers: str) -> str:

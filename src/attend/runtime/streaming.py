@@ -108,6 +108,7 @@ class ExistingOutput:
     multi_label: bool | None = None
     columns: list[str] | None = None
     last_labels: list[str] | None = None
+    chosen_cells: dict[int, str] = field(default_factory=dict)
     above: tuple[float, int] = (0.0, 0)
     at_most: tuple[float, int] = (1.0, 0)
 
@@ -116,6 +117,11 @@ class ExistingOutput:
         CSV's ``labels`` cell as written, labels joined by ``|``, where a label holding ``|`` itself
         (``a|b``, of a model trained with another separator) is found whole."""
         self.last_labels = labels
+        # The labels as one cell ("a|b", whichever the format): the rows of the chunk a resumed run
+        # starts in are classified again, and must choose the same (a label left out of the top-k
+        # bounds no threshold: --top-k 1 had let a file go on with another --threshold).
+        self.chosen_cells[self.rows - 1] = cell if cell is not None else "|".join(labels)
+        self.chosen_cells.pop(self.rows - 1 - CHUNK, None)
         for label, p in self.last:
             chosen = label in labels or (cell is not None and f"|{label}|" in f"|{cell}|")
             if chosen and p < self.at_most[0]:
@@ -187,7 +193,7 @@ class ExistingOutput:
         if chosen is None or self.last_labels is None:
             return
         self._check_threshold(predictor.checked_threshold(threshold))
-        if sorted(chosen[0]) != sorted(self.last_labels):
+        if "|".join(chosen[0]) != self.chosen_cells.get(self.rows - 1, "|".join(self.last_labels)):
             raise DataError(f"{self.path}: its last row's labels are {self.last_labels}, this run's {chosen[0]} "
                             f"(--threshold {predictor.checked_threshold(threshold):g}): resume with the --threshold "
                             "it was written with")  # fmt: skip
@@ -488,13 +494,17 @@ def predict_stream(
                         f"{existing.rows} texts (some text{', or --keep-cols value,' if writer.columns else ''} "
                         "between the first and the last differs): it was written from another input, or the input "
                         "changed; choose another --output")
-    if existing is not None:
-        existing.cut()  # every check passed: the row cut off by the interruption goes, new rows follow
+    uncut = existing
     for pairs in _chunks(itertools.chain(again, stream), chunk):
         lead, again = len(again), []  # the first chunk's texts already written: classified, not written
         if lead == len(pairs):  # the input ends where the file does
             break
         found = predictor.predictions([text for text, _ in pairs])
+        if lead and existing is not None and existing.chosen_cells:
+            _check_chosen_again(existing, predictor.chosen(found.probs[:lead], threshold), threshold, predictor)
+        if uncut is not None:  # every check passed: the row cut off by the interruption goes, new rows follow
+            uncut.cut()
+            uncut = None
         chosen = predictor.chosen(found.probs[lead:], threshold)
         part = [text for text, _ in pairs[lead:]]
         writer.write(part, predictor.ranked(found.probs[lead:], top_k), found.truncated[lead:],
@@ -504,8 +514,26 @@ def predict_stream(
         release_free_memory()
         if on_chunk is not None:
             on_chunk(len(part))
+    if uncut is not None:
+        uncut.cut()
     writer.close()
     return written
+
+
+def _check_chosen_again(existing: ExistingOutput, chosen: Any, threshold: float | None,
+                        predictor: TextClassifier) -> None:  # fmt: skip
+    """The labels this run chooses for the written rows of the chunk it starts in, which it
+    classified again, against the file's: another --threshold is refused before anything is written."""
+    if chosen is None:
+        return
+    first = existing.rows - len(chosen)
+    for offset, labels in enumerate(chosen):
+        row = first + offset
+        written = existing.chosen_cells.get(row)
+        if written is not None and "|".join(labels) != written:
+            raise DataError(f"{existing.path}: row {row + 1}'s labels are {written!r}, this run's {'|'.join(labels)!r} "
+                            f"(--threshold {predictor.checked_threshold(threshold):g}): resume with the --threshold "
+                            "it was written with")  # fmt: skip
 
 
 def format_for(output: str | os.PathLike[str] | None) -> str:

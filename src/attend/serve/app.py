@@ -578,7 +578,8 @@ def create_app(
 
 
 #: The error answers a route may give, as the schema lists them: a POST's body is checked (413, 415,
-#: 422) and it is answered 503 once the server is shutting down; /readyz is 503 until it is ready.
+#: 422) and it is answered 503 once the server is shutting down; a GET's query (422); /readyz is 503
+#: until it is ready. Each 4xx and 5xx body is an ErrorBody (FastAPI's own 422 schema is not ours).
 POST_ERRORS = {413: "Request body too large", 415: "Not JSON", 422: "Validation error",
                500: "Internal error", 503: "Shutting down or unavailable"}  # fmt: skip
 
@@ -587,6 +588,7 @@ def _document_errors(routes: Sequence[Any]) -> None:
     """Each route's error answers in the schema (every route had listed 413, 415 and 422, /metrics and
     /healthz too, and none its 500 or 503), those of included routers too."""
     from fastapi.routing import APIRoute
+    from fastapi.utils import create_model_field
 
     for route in routes:
         inner = getattr(route, "original_router", None)
@@ -597,9 +599,15 @@ def _document_errors(routes: Sequence[Any]) -> None:
         documented: dict[int | str, dict[str, Any]] = {}
         if "POST" in route.methods:
             documented = {code: {"model": ErrorBody, "description": said} for code, said in POST_ERRORS.items()}
+        elif route.dependant.query_params or route.dependant.path_params:  # GET /v1/focus/digest?limit=0
+            documented = {422: {"model": ErrorBody, "description": POST_ERRORS[422]}}
         elif route.path == "/readyz":
             documented = {503: {"description": 'Not ready (starting or stopping): {"status": "not ready"}'}}
         route.responses = {**documented, **route.responses}  # a route's own entry wins
+        for code, entry in route.responses.items():  # the models' fields, as the route made them for its own
+            if entry.get("model") is not None and code not in route.response_fields:
+                route.response_fields[code] = create_model_field(name=f"Response_{code}_{route.unique_id}",
+                                                                 type_=entry["model"], mode="serialization")
 
 
 def check_port(host: str, port: int) -> None:

@@ -83,28 +83,27 @@ def check_texts(texts: Sequence[str], settings: ServeSettings, *, single: bool =
 #: The status an explanation whose client went away is counted under in /metrics (nginx's "client
 #: closed request"; nobody reads it).
 CLIENT_GONE = 499
-#: Texts an explanation request is explained in at a time: between them the work stops for a client
+#: Texts of an explanation request explained at a time: between them the work stops for a client
 #: that went away or a server whose shutdown grace ended.
-EXPLAIN_CHUNK = 8
+REQUEST_CHUNK = 8
 
 
-async def _unless_abandoned(request: Request, work: Callable[[list[str], int], list[Any]],
+async def _unless_abandoned(request: Request, work: Callable[[list[str]], list[Any]],
                             texts: list[str]) -> list[Any] | None:  # fmt: skip
-    """``work`` over ``texts`` in a worker thread, EXPLAIN_CHUNK texts at a time, or None once the
+    """``work`` over ``texts`` in a worker thread, REQUEST_CHUNK texts at a time, or None once the
     client has gone. An explanation can take seconds a text: a queue of them whose clients had timed
     out still ran, one after another, ahead of every request behind them (and counted as answered),
-    and one running when the shutdown grace ended kept the process up till it was done. The
-    ``random`` baseline draws anew per chunk (``seed``: the chunk's first text)."""
+    and one running when the shutdown grace ended kept the process up till it was done."""
     if await request.is_disconnected():  # went while it queued: nothing is started
         return None
     stop = threading.Event()
 
     def run() -> list[Any] | None:
         found: list[Any] = []
-        for first in range(0, len(texts), EXPLAIN_CHUNK):
+        for first in range(0, len(texts), REQUEST_CHUNK):
             if stop.is_set():
                 return None
-            found.extend(work(texts[first : first + EXPLAIN_CHUNK], first))
+            found.extend(work(texts[first : first + REQUEST_CHUNK]))
         return found
 
     async def watch() -> None:
@@ -185,8 +184,8 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
         async with one_explanation:  # queued, not run side by side: each would slow all the others
             start = time.perf_counter()
             try:
-                found = await _unless_abandoned(request, lambda part, seed: explain(
-                    runtime, part, body.method, target=body.target, seed=seed), texts)  # fmt: skip
+                found = await _unless_abandoned(
+                    request, lambda part: explain(runtime, part, body.method, target=body.target), texts)
             except ValueError as exc:  # e.g. "pooling" on a model without attention pooling
                 return error_response(422, "validation", str(exc))
             if found is None:

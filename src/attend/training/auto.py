@@ -321,9 +321,8 @@ def _identity_changes(then: dict[str, Any], now: dict[str, Any]) -> str:
             changes.append(f"{key}={flat_now[key]!r} (not given to the interrupted run)")
         elif comparable(flat_then[key]) != comparable(flat_now[key]):
             # the budget is always set: a command without --time-budget had been said to give 20.0
-            default = ", the default when --time-budget is left out," if (
-                key == "time_budget" and flat_now[key] == DEFAULT_TIME_BUDGET) else ""
-            changes.append(f"{key}={flat_now[key]!r}{default} (the interrupted run had {flat_then[key]!r})")
+            default = "the default; " if key == "time_budget" and flat_now[key] == DEFAULT_TIME_BUDGET else ""
+            changes.append(f"{key}={flat_now[key]!r} ({default}the interrupted run had {flat_then[key]!r})")
     return "; ".join(changes)
 
 
