@@ -392,3 +392,15 @@ def test_a_png_explaining_another_label_names_it() -> None:
     (exp,) = explain(predictor, ["a"], "grad_attention", target=other)
     assert _heading(exp).startswith(f"grad_attention: explaining {other} ({exp.explained_probability:.2f}; predicted "
                                     f"{exp.label}, ")
+
+
+def test_the_random_baseline_of_a_text_does_not_depend_on_the_texts_explained_with_it() -> None:
+    """Its seeds were the texts' places in the call: `attend explain --input` (64 at a time) and
+    POST /v1/explain (8 at a time) drew otherwise than one call over the whole list."""
+    predictor = untrained_predictor("encoder_cls")
+    texts = [f"the film number {i} was {'wonderful' if i % 2 else 'dull'}" for i in range(10)]
+    whole = [exp.importance for exp in explain(predictor, texts, "random")]
+    parts = [exp.importance for part in (texts[:3], texts[3:8], texts[8:]) for exp in explain(predictor, part, "random")]
+    assert parts == whole
+    assert whole[0] != whole[2]  # texts of the same length draw apart
+    assert [e.importance for e in explain(predictor, texts[:2], "random", seed=1)] != whole[:2]
