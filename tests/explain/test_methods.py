@@ -400,7 +400,8 @@ def test_the_random_baseline_of_a_text_does_not_depend_on_the_texts_explained_wi
     predictor = untrained_predictor("encoder_cls")
     texts = [f"the film number {i} was {'wonderful' if i % 2 else 'dull'}" for i in range(10)]
     whole = [exp.importance for exp in explain(predictor, texts, "random")]
-    parts = [exp.importance for part in (texts[:3], texts[3:8], texts[8:]) for exp in explain(predictor, part, "random")]
+    parts = [exp.importance for part in (texts[:3], texts[3:8], texts[8:])
+             for exp in explain(predictor, part, "random")]  # fmt: skip
     assert parts == whole
     assert whole[0] != whole[2]  # texts of the same length draw apart
     assert [e.importance for e in explain(predictor, texts[:2], "random", seed=1)] != whole[:2]
