@@ -972,3 +972,15 @@ def test_a_run_that_ends_on_its_last_planned_epoch_is_not_said_to_stop_early(
     err = capsys.readouterr().err
     assert "early stopping: dev neg_mse has not improved for 2 epochs" in err  # after epoch 3 of 5
     assert len([line for line in err.splitlines() if line.startswith('{"epoch"')]) == 3
+
+
+def test_the_bar_names_the_epochs_the_budget_planned(
+    picker: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planned in epoch 1, after its first 50 steps: the bar had gone on reading "epoch 1/4" of a run
+    of one epoch (a log's last bar line is the bar as it ended)."""
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    args = TrainingArgs(epochs=4, batch_size=4, progress=True, patience=0, time_budget=1e-7, checkpoint_every=1000)
+    Trainer(Regression(), args).fit(tmp_path / "cut")
+    bar = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch ")]
+    assert bar and bar[0].startswith("epoch 1/4") and bar[-1].startswith("epoch 1/1"), bar

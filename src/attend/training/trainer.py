@@ -1158,6 +1158,8 @@ class Trainer:
                             planned_steps, probe_seconds = self._plan(network, trainable, state, probe_start,
                                                                       steps_per_epoch, epochs, args, info)  # fmt: skip
                             epochs, total_steps = state.planned_epochs, planned_steps
+                            if hasattr(bar, "set_description"):  # it had read "epoch 1/5" with 2 planned
+                                bar.set_description(f"epoch {epoch + 1}/{epochs}", refresh=False)
                     if hasattr(bar, "set_postfix"):  # shown at the bar's next redraw, not forcing one each step
                         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
                     if writer is not None:
