@@ -649,8 +649,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError("--maps: adds the maps to --json output; give --json (or --png/--html for pictures)")
     texts = _read_texts(args)
     predictor = _cli_predictor(args.model_dir, args.int8, explaining=True)
-    layer: int | str = -1 if args.layer is None else args.layer if args.layer == "mean" else \
-        _int_option("--layer", args.layer)
+    given = "-1" if args.layer is None else args.layer  # not given: the last layer
+    layer: int | str = given if given == "mean" else _int_option("--layer", given)
     # The HTML report embeds per-head heatmaps when the model has attention maps (an ensemble has
     # none of its own: its report shades the words alone); PNG heatmaps and --maps need them.
     has_maps = bool(getattr(getattr(predictor, "capabilities", None), "maps", True))

@@ -432,8 +432,9 @@ def write_page(path: str | os.PathLike[str], page: str) -> Path:
     The library's renderers write through it: only the command line had checked. Nor into a model
     directory, but for ``attend demo``'s own page there: a page beside the model stopped ``attend
     train --overwrite`` from replacing it (``attend explain --html`` refuses it too)."""
-    owner = enclosing_model_directory(Path(path).parent)
-    ours = owner is not None and Path(path).name == DEMO_PAGE and Path(path).resolve().parent == owner
+    target = Path(path)
+    owner = enclosing_model_directory(target.parent)
+    ours = owner is not None and target.name == DEMO_PAGE and target.resolve().parent == owner
     where = check_page_path("path", path, model_dir=None if ours else owner)
     where.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(where, page)

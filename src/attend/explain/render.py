@@ -196,9 +196,9 @@ def map_figure(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], 
     """One attention map in a page: the matrix as an image, its row tokens (queries) beside it and
     its column tokens (keys) under it, each labelled up to ``MAP_LABELS`` tokens.
 
-    Drawn by the browser, not by matplotlib: a text's heads took a second each to draw as charts,
-    which made a report of a few hundred texts a quarter of an hour's work (PNG files, from
-    :func:`save_heatmaps`, are still charts)."""
+    Drawn by the browser, not by matplotlib: each head took about 0.3 s to draw as a chart, which
+    made a report of a few hundred texts minutes of work (PNG files, from :func:`save_heatmaps`,
+    are still charts)."""
     n_rows, n_columns = matrix.shape
     if not matrix.size:  # an empty translation: no picture to draw (PIL refuses an empty image)
         return f"<figure class='map'><figcaption>{page_text(caption)}: empty</figcaption></figure>"
@@ -278,8 +278,7 @@ def render_html(
     Args:
         layers: Which layers' per-head heatmaps to embed (when maps were requested):
             ``"last"`` or ``"all"``.
-        progress: Show a progress bar with an ETA on stderr (each text's heatmaps are drawn
-            images: a few hundred texts take minutes).
+        progress: Show a progress bar with an ETA on stderr.
     """
     report = HtmlReport(title=title, layers=layers)  # an unknown `layers` is refused there
     explanations = list(explanations)

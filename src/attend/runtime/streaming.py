@@ -193,7 +193,7 @@ class ExistingOutput:
         if chosen is None or self.last_labels is None:
             return
         self._check_threshold(predictor.checked_threshold(threshold))
-        if "|".join(chosen[0]) != self.chosen_cells.get(self.rows - 1, "|".join(self.last_labels)):
+        if "|".join(chosen[0]) != self.chosen_cells[self.rows - 1]:  # set with last_labels, by choose()
             raise DataError(f"{self.path}: its last row's labels are {self.last_labels}, this run's {chosen[0]} "
                             f"(--threshold {predictor.checked_threshold(threshold):g}): resume with the --threshold "
                             "it was written with")  # fmt: skip
