@@ -100,6 +100,17 @@ def test_text_attends_to_image_patches_and_tabular_features() -> None:
          r"attention_options \['kdim'\]: CrossModalAttention sets them itself"),
         (lambda: CrossModalAttention(8, 5, 2, attention_options={"attention": "local", "window": 2}),
          r"attention='local' needs a query and a context of one length"),
+        # nan had made every training loss NaN; strings had been read as True; 0 had been named max_span
+        (lambda: MultiHeadAttention(8, 2, adaptive_span=3, span_loss=float("nan")),
+         r"span_loss=nan must be a finite number >= 0"),
+        (lambda: MultiHeadAttention(8, 2, gate="no"), r"gate='no' must be True or False"),
+        (lambda: MultiHeadAttention(8, 2, bias="false"), r"bias='false' must be True or False"),
+        (lambda: MultiHeadAttention(8, 2, learn_temperature="yes"), r"learn_temperature='yes' must be True or False"),
+        (lambda: MultiHeadAttention(8, 2, dropout="0.1"), r"dropout='0.1' must be in \[0, 1\)"),
+        (lambda: MultiHeadAttention(8, 2, adaptive_span=0), r"adaptive_span=0 must be positive"),
+        (lambda: CrossModalAttention(8, 5, 2, ffn_dim=-1), r"ffn_dim=-1 must be a whole number >= 0"),
+        (lambda: CrossModalAttention(8, 5, 2, attention_options={"num_heads": 4}),
+         r"attention_options \['num_heads'\]: CrossModalAttention sets them itself"),
     ],
 )  # fmt: skip
 def test_bad_arguments_are_refused_by_name(build: Any, message: str) -> None:
@@ -115,3 +126,18 @@ def test_bad_call_arguments_are_refused_by_name() -> None:
     fusion = CrossModalAttention(8, 5, 2)
     with pytest.raises(ValueError, match=r"context has dtype torch.int64: attention reads floating-point features"):
         fusion(x, torch.ones(1, 4, 5, dtype=torch.long))  # it had failed inside LayerNorm ("mixed dtype")
+    with pytest.raises(ValueError, match=r"need_weights='no' must be True or False"):  # the weights had come back
+        module(x, need_weights="no")  # type: ignore[arg-type]
+    # float64 features met float32 weights inside a matmul ("mat1 and mat2 must have the same dtype")
+    with pytest.raises(ValueError, match=r"query has dtype torch.float64 and the module's weights torch.float32"):
+        module(x.double())
+    with pytest.raises(ValueError, match=r"x has dtype torch.float64 and the module's weights torch.float32"):
+        fusion(x.double(), torch.randn(1, 4, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast converts them: not refused
+        assert module(x.bfloat16())[0].shape == (1, 3, 8)
+    assert module.double()(x.double())[0].dtype == torch.float64
+    pooling = AttentionPooling(8)
+    with pytest.raises(TypeError, match=r"x must be a torch.Tensor, got ndarray"):  # it had failed on x.dim()
+        pooling(x.numpy())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"x has dtype torch.int64: attention reads floating-point features"):
+        pooling(torch.ones(1, 3, 8, dtype=torch.long))

@@ -555,3 +555,12 @@ def test_a_folder_named_as_a_dataset_does_not_hide_it(tmp_path: Path, monkeypatc
     (tmp_path / "chinese_reviews").write_text("text,label\na,x\nb,y\n", encoding="utf-8")
     with pytest.raises(DataError, match="cannot tell the format"):  # the file, not the data set
         load_labelled("chinese_reviews")
+
+
+def test_labels_that_are_no_strings_are_refused_by_index() -> None:
+    # [1] had been kept as the label 1, and label_names failed sorting it beside "x"
+    with pytest.raises(DataError, match=r"LabelledTexts: labels\[1\] holds int 1; a label is a string"):
+        LabelledTexts(texts=["a", "b"], labels=[["x"], [1]])
+    with pytest.raises(DataError, match=r"labels\[0\] holds NoneType None"):
+        LabelledTexts(texts=["a"], labels=[("x", None)])
+    assert LabelledTexts(texts=["a"], labels=[("x", "y")]).labels == [["x", "y"]]

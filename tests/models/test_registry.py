@@ -96,3 +96,30 @@ def test_config_round_trips_through_json_and_rebuilds_the_same_model(name: str) 
 def test_widths_and_the_padding_row_are_checked(config: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build({**config, "num_labels": 2, "vocab_size": 20})
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        # "got multiple values for argument 'num_heads'" had come from inside the model
+        ({"model_type": "encoder", "attention": {"num_heads": 2}},
+         r"attention options \['num_heads'\] are set by the encoder itself"),
+        ({"model_type": "seq2seq", "attention": {"embed_dim": 8}},
+         r"attention options \['embed_dim'\] are set by the model itself"),
+        # the errors had named dropout= and max_span=, which the config does not have
+        ({"model_type": "encoder", "attention": {"attention": "linear"}, "attention_dropout": 0.1},
+         r"attention_dropout=0.1 cannot be combined with attention 'linear'"),
+        ({"model_type": "encoder", "attention": {"adaptive_span": 0}}, r"adaptive_span=0 must be positive"),
+        # a softmax over one label, which answered it always
+        ({"model_type": "encoder", "num_labels": 1}, r"num_labels=1: a single-label classifier needs at least two"),
+    ],
+)  # fmt: skip
+def test_attention_options_are_refused_under_the_configs_own_names(config: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build(config)
+
+
+def test_one_label_is_a_multi_label_model() -> None:
+    model = build({"model_type": "encoder", "vocab_size": 20, "dim": 8, "num_heads": 2, "num_layers": 1,
+                   "num_labels": 1, "multi_label": True})  # fmt: skip
+    assert model.config.num_labels == 1

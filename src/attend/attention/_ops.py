@@ -8,6 +8,10 @@ of extra dims; these helpers do that reshaping in one place.
 
 from __future__ import annotations
 
+import math
+import numbers
+
+import torch
 from torch import Tensor
 
 
@@ -42,3 +46,35 @@ def grad_through_weights(out: Tensor, weights: Tensor, v: Tensor) -> Tensor:
     """
     mixed = weights @ v
     return out.detach() + (mixed - mixed.detach())
+
+
+def check_features(name: str, given: object, dtype: torch.dtype | None = None) -> None:
+    """Refuse what is not a floating-point tensor of features, naming the argument: a numpy array or
+    token ids had failed deep inside (``'ndarray' object has no attribute 'dim'``, a matmul's dtypes).
+
+    With ``dtype`` (the module's weights'), a tensor of another dtype is refused too, unless autocast
+    is on for its device (it converts them): float64 features had met float32 weights inside a matmul.
+    """
+    if not isinstance(given, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(given).__name__} (torch.as_tensor converts it)")
+    if not given.is_floating_point():
+        raise ValueError(f"{name} has dtype {given.dtype}: attention reads floating-point features (token ids "
+                         "go through an embedding first)")  # fmt: skip
+    if dtype is not None and given.dtype != dtype and not torch.is_autocast_enabled(given.device.type):
+        raise ValueError(f"{name} has dtype {given.dtype} and the module's weights {dtype}: convert one to the other "
+                         f"({name}.to({dtype}) or module.to({given.dtype}))")  # fmt: skip
+
+
+def check_flag(name: str, value: object) -> None:
+    """Refuse a flag that is not True or False, naming it: ``gate='no'`` had been read as True."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be True or False")
+
+
+def check_rate(name: str, value: object, *, upper: float | None = None) -> None:
+    """Refuse what is not a finite real number in ``[0, upper)`` (``[0, inf)`` without ``upper``), naming it:
+    ``span_loss=nan`` had made every training loss NaN, ``dropout='0.1'`` failed on a comparison."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0 or (
+            upper is not None and value >= upper):  # fmt: skip
+        bound = f"in [0, {upper:g})" if upper is not None else "a finite number >= 0"
+        raise ValueError(f"{name}={value!r} must be {bound}")

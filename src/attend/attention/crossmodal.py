@@ -13,9 +13,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from attend.attention._ops import check_features
 from attend.attention.dropout import Dropout
 from attend.attention.masks import check_padding_mask
-from attend.attention.multihead import MultiHeadAttention, _check_features
+from attend.attention.multihead import MultiHeadAttention
 
 __all__ = ["CrossModalAttention"]
 
@@ -44,10 +45,14 @@ class CrossModalAttention(nn.Module):
     ) -> None:
         super().__init__()
         options = dict(attention_options or {})
-        given_here = sorted({"kdim", "vdim", "dropout"} & options.keys())
+        given_here = sorted({"embed_dim", "num_heads", "kdim", "vdim", "dropout"} & options.keys())
         if given_here:  # a raw "got multiple values for keyword argument" TypeError had said it
-            raise ValueError(f"attention_options {given_here}: CrossModalAttention sets them itself (kdim and vdim "
-                             "from context_dim, dropout from its own argument)")  # fmt: skip
+            raise ValueError(f"attention_options {given_here}: CrossModalAttention sets them itself (embed_dim and "
+                             "num_heads from its own arguments, kdim and vdim from context_dim, dropout from its own "
+                             "argument)")  # fmt: skip
+        if ffn_dim is not None and (isinstance(ffn_dim, bool) or not isinstance(ffn_dim, int) or ffn_dim < 0):
+            raise ValueError(f"ffn_dim={ffn_dim!r} must be a whole number >= 0 (0: no feed-forward block; None: "
+                             "4 * embed_dim)")  # fmt: skip
         if options.get("attention") == "local":  # accepted, then refused on any context of another length
             raise ValueError("attention_options attention='local' needs a query and a context of one length (its band "
                              "is positions apart); cross-modal attention attends across lengths: use 'full', "
@@ -74,8 +79,9 @@ class CrossModalAttention(nn.Module):
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Return ``(fused (B, Lq, E), weights (B, H, Lq, Lc) | None)``."""
-        _check_features("x", x)
-        _check_features("context", context)  # integer features had failed inside LayerNorm ("mixed dtype")
+        check_features("x", x, self.norm_query.weight.dtype)
+        # integer features had failed inside LayerNorm ("mixed dtype")
+        check_features("context", context, self.norm_context.weight.dtype)
         if x.dim() != 3 or x.shape[-1] != self.attn.embed_dim:
             raise ValueError(f"x has shape {tuple(x.shape)}, expected (batch, length, embed_dim={self.attn.embed_dim})")
         if context.dim() != 3 or context.shape[-1] != self.attn.kdim:

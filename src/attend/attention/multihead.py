@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from attend.attention._ops import check_features, check_flag, check_rate
 from attend.attention.adaptive import AdaptiveSpan
 from attend.attention.backends import get_backend
 from attend.attention.cache import KeyValueCache, cached_causal_mask
@@ -53,16 +54,6 @@ def _count_optimiser_step(optimiser: torch.optim.Optimizer, args: Any, kwargs: A
 
 
 register_optimizer_step_post_hook(_count_optimiser_step)
-
-
-def _check_features(name: str, given: object) -> None:
-    """Refuse what is not a floating-point tensor of features, naming the argument: a numpy array or
-    token ids had failed deep inside (``'ndarray' object has no attribute 'dim'``, a matmul's dtypes)."""
-    if not isinstance(given, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(given).__name__} (torch.as_tensor converts it)")
-    if not given.is_floating_point():
-        raise ValueError(f"{name} has dtype {given.dtype}: attention reads floating-point features (token ids "
-                         "go through an embedding first)")  # fmt: skip
 
 
 class MultiHeadAttention(Recordable, nn.Module):
@@ -140,16 +131,18 @@ class MultiHeadAttention(Recordable, nn.Module):
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         if head_dim is not None and head_dim <= 0:
             raise ValueError(f"head_dim={head_dim} must be positive")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout={dropout} must be in [0, 1)")
+        check_rate("dropout", dropout, upper=1.0)
+        for name, flag in (("bias", bias), ("learn_temperature", learn_temperature), ("gate", gate)):
+            check_flag(name, flag)  # gate='no' had turned the gate on
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"unknown attention={attention!r}; choose one of {list(ATTENTION_KINDS)}")
         if window is not None and window < 0:
             raise ValueError(f"window={window} must be >= 0")
         if chunk_size <= 0:
             raise ValueError(f"chunk_size={chunk_size} must be positive")
-        if span_loss < 0:
-            raise ValueError(f"span_loss={span_loss} must be >= 0")
+        check_rate("span_loss", span_loss)  # nan had made every training loss NaN
+        if adaptive_span is not None and adaptive_span <= 0:  # AdaptiveSpan had named it max_span
+            raise ValueError(f"adaptive_span={adaptive_span} must be positive (None: no adaptive span)")
         for name, size in (("kdim", kdim), ("vdim", vdim)):
             if size is not None and size <= 0:
                 raise ValueError(f"{name}={size} must be positive")
@@ -386,9 +379,15 @@ class MultiHeadAttention(Recordable, nn.Module):
         self.inner_dim = self.num_heads * self.head_dim
         self._packed_cache = None
 
+    def _weights_dtype(self) -> torch.dtype | None:
+        """The dtype inputs must have: the projections' (None under int8, whose ``weight`` is a method
+        and whose inputs are float32 anyway, as torch's dynamic quantisation checks)."""
+        weight = self.out_proj.weight
+        return weight.dtype if isinstance(weight, Tensor) else None
+
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
         for name, given in (("query", query), ("key", key), ("value", value)):
-            _check_features(name, given)
+            check_features(name, given, self._weights_dtype())
         if query.dim() != 3 or query.shape[-1] != self.embed_dim:
             raise ValueError(
                 f"query has shape {tuple(query.shape)}, expected (batch, query_len, embed_dim={self.embed_dim})"
@@ -436,6 +435,7 @@ class MultiHeadAttention(Recordable, nn.Module):
         ones included. A static cache (cross-attention) is filled from ``key``/``value`` on the
         first call; later calls may pass ``key=None`` and ``value=None``.
         """
+        check_flag("need_weights", need_weights)  # 'no' had returned the weights
         if cache is not None:
             return self._forward_cached(
                 query, key, value, cache, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
@@ -444,7 +444,7 @@ class MultiHeadAttention(Recordable, nn.Module):
         if layout is not None:
             if key is not None or value is not None or key_padding_mask is not None:
                 raise ValueError("layout= is for self-attention and carries the padding mask: pass only the query")
-            _check_features("query", query)
+            check_features("query", query, self._weights_dtype())
             if query.dim() != 2 or tuple(query.shape) != (layout.tokens, self.embed_dim):
                 raise ValueError(
                     f"query has shape {tuple(query.shape)}, expected the packed (tokens={layout.tokens}, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from attend.attention._ops import check_features
 from attend.attention.capture import Recordable
 from attend.attention.masks import check_padding_mask
 
@@ -45,6 +46,7 @@ class AttentionPooling(Recordable, nn.Module):
             x: Sequence ``(B, L, E)``.
             key_padding_mask: Bool ``(B, L)``, True = padding (never attended).
         """
+        check_features("x", x, self.context.dtype)  # a numpy array had failed on x.dim()
         if x.dim() != 3 or x.shape[-1] != self.embed_dim:
             raise ValueError(f"x has shape {tuple(x.shape)}, expected (batch, length, embed_dim={self.embed_dim})")
         scores = torch.tanh(self.proj(x)) @ self.context  # (B, L)

@@ -158,8 +158,14 @@ def _label_list(labels: Any, index: int, where: str) -> list[str]:
     """One example's labels as a list: a string is one label; a list, tuple or array its labels."""
     if isinstance(labels, str):
         return [labels]
-    if isinstance(labels, Iterable):
-        return list(labels)
+    if isinstance(labels, Iterable):  # [1] had been kept as the label 1, and sorting it beside "x" failed
+        listed = list(labels)
+        at = next((i for i, label in enumerate(listed) if not isinstance(label, str)), None)
+        if at is None:
+            return listed
+        wrong = listed[at]
+        raise DataError(f"{where}: labels[{index}] holds {type(wrong).__name__} {wrong!r:.40}; a label is a string "
+                        f"(str({wrong!r:.20}) is the label {str(wrong)!r:.20})")  # fmt: skip
     raise DataError(f"{where}: labels[{index}] is {type(labels).__name__} {labels!r:.40}; a label is a string (a "
                     "list of strings for several)")  # fmt: skip
 

@@ -107,6 +107,9 @@ class ClassifierConfig(ModelConfig):
     def __post_init__(self) -> None:
         if self.num_labels < 1:
             raise ValueError(f"num_labels={self.num_labels} must be >= 1")
+        if self.num_labels == 1 and not self.multi_label:  # a softmax over one label answers it always
+            raise ValueError("num_labels=1: a single-label classifier needs at least two labels (one label alone is "
+                             "multi_label=True, a yes/no of that label)")  # fmt: skip
 
 
 ConfigT = TypeVar("ConfigT", bound=ModelConfig)

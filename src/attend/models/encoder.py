@@ -88,10 +88,15 @@ class EncoderConfig(ClassifierConfig):
             check_positive(self, "ffn_dim")
         check_pad_id(self)
         check_unit_interval(self, "dropout", "attention_dropout")
-        reserved = {"dropout", "kdim", "vdim", "bias", "head_dim"} & set(self.attention)
-        if reserved:
-            raise ValueError(f"attention options {sorted(reserved)} are set by the encoder itself")
+        reserved = {"embed_dim", "num_heads", "dropout", "kdim", "vdim", "bias", "head_dim"} & set(self.attention)
+        if reserved:  # embed_dim and num_heads had failed on "got multiple values for argument"
+            raise ValueError(f"attention options {sorted(reserved)} are set by the encoder itself (embed_dim is dim, "
+                             "num_heads and dropout are its num_heads and attention_dropout)")  # fmt: skip
         check_arguments(MultiHeadAttention.__init__, self.attention, what="attention")
+        kernel = self.attention.get("attention")
+        if kernel in ("linear", "performer") and self.attention_dropout:  # the error had named dropout
+            raise ValueError(f"attention_dropout={self.attention_dropout} cannot be combined with attention "
+                             f"{kernel!r} (it has no softmax weights to drop): set it to 0")  # fmt: skip
         if self.dim % self.num_heads:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
         self.pruned_heads = normalise_pruned_heads(

@@ -86,10 +86,13 @@ class Seq2SeqConfig(ModelConfig):
         check_unit_interval(self, "dropout", "attention_dropout")
         if self.dim % self.num_heads:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
-        reserved = {"dropout", "kdim", "vdim", "bias", "head_dim", "attention", "window", "adaptive_span"}
-        bad = reserved & set(self.attention)
-        if bad:
-            raise ValueError(f"attention options {sorted(bad)} cannot be set for seq2seq (the decoder caches keys)")
+        own = {"embed_dim", "num_heads", "dropout", "kdim", "vdim", "bias", "head_dim"} & set(self.attention)
+        if own:  # embed_dim and num_heads had failed on "got multiple values for argument"
+            raise ValueError(f"attention options {sorted(own)} are set by the model itself (embed_dim is dim, "
+                             "num_heads and dropout are its num_heads and attention_dropout)")  # fmt: skip
+        cached = {"attention", "window", "adaptive_span"} & set(self.attention)
+        if cached:
+            raise ValueError(f"attention options {sorted(cached)} cannot be set for seq2seq (the decoder caches keys)")
         check_arguments(MultiHeadAttention.__init__, self.attention, what="attention")
         for name in ("pad_id", "bos_id", "eos_id"):
             value = getattr(self, name)
