@@ -249,3 +249,24 @@ def test_serving_a_file_that_is_no_database_names_the_serve_option(tmp_path: Pat
     notes.write_text("not a database\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"^--focus-db .*notes.txt: not a focus database"):
         served_focus_router(None, db=notes)
+
+
+def _on_disk(path: Path) -> bytes:
+    """The database's bytes and its write-ahead log's, as a disk holds them."""
+    return b"".join(p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+
+
+def test_forgotten_texts_leave_the_disk_while_a_service_holds_the_database(focus_db: Path) -> None:
+    # They had stayed in <db>-wal (the rows read as erased) while the service ran, and after it exited.
+    store = open_focus_store(focus_db)
+    add(store, 2, [("w1", "x@x.org", "FORGETSUBJECT", "hold", 0.2, [("FORGETWORD", 1.0)])])
+    store.close()
+    with TestClient(create_dashboard_app(focus_db)) as client:
+        assert client.get("/v1/focus/status").status_code == 200  # the service's connection is open
+        assert b"FORGETSUBJECT" in _on_disk(focus_db)
+        assert client.post("/v1/focus/stop", json={"forget": True}).status_code == 200
+        assert b"FORGETSUBJECT" not in _on_disk(focus_db) and b"FORGETWORD" not in _on_disk(focus_db)
+        assert client.post("/v1/focus/sessions", json={"task": "next thing"}).status_code == 200
+        assert focus_db.with_name("f.db-wal").exists()
+    assert not focus_db.with_name("f.db-wal").exists()  # the service closed it: its log folded into the file
+    assert b"next thing" in focus_db.read_bytes()

@@ -256,7 +256,12 @@ def served_focus_router(runtime: Any, *, db: str | os.PathLike[str]) -> Routes:
         service = FocusService(db)
     service.assistant  # noqa: B018 - load the encoder and heads before the port opens
     limits = {"max_messages": MAX_MESSAGES, "max_chars": MAX_MESSAGE_CHARS}
-    return Routes(router=focus_router(service), info={"apps": {"focus": {"db": os.fspath(db), "limits": limits}}})
+
+    async def stop() -> None:  # the last connection closed folds the write-ahead log into the file and removes it
+        service.close()
+
+    return Routes(router=focus_router(service), stop=stop,
+                  info={"apps": {"focus": {"db": os.fspath(db), "limits": limits}}})  # fmt: skip
 
 
 def create_dashboard_app(db: str | os.PathLike[str] | FocusService) -> FastAPI:
@@ -265,7 +270,8 @@ def create_dashboard_app(db: str | os.PathLike[str] | FocusService) -> FastAPI:
     type check and metrics), plus the page."""
     from attend.serve.app import create_app
 
-    service = db if isinstance(db, FocusService) else FocusService(db, create=False)
+    owned = not isinstance(db, FocusService)
+    service = FocusService(db, create=False) if owned else db
     router = APIRouter()
 
     @router.get("/", response_class=HTMLResponse)
@@ -276,7 +282,12 @@ def create_dashboard_app(db: str | os.PathLike[str] | FocusService) -> FastAPI:
     router.include_router(focus_router(service))
     limits = {"max_messages": MAX_MESSAGES, "max_chars": MAX_MESSAGE_CHARS}
     where = service.store.where
-    return create_app(None, routers=[Routes(router=router, info={"apps": {"focus": {"db": where, "limits": limits}}})])
+
+    async def stop() -> None:  # as served_focus_router's: one this app opened, it closes
+        service.close()
+
+    return create_app(None, routers=[Routes(router=router, stop=stop if owned else None,
+                                            info={"apps": {"focus": {"db": where, "limits": limits}}})])  # fmt: skip
 
 
 def serve_dashboard(db: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8060) -> None:

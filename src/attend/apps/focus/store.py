@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,8 @@ from attend.apps.focus.person import PersonModel
 from attend.apps.sqlstore import create_engine, create_tables
 from attend.apps.sqlstore import schema_table as schema_table_of
 from attend.data.messages import Message
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["MAX_SESSION", "SCHEMA_VERSION", "FocusStore", "SessionError", "now_iso", "open_focus_store"]
 
@@ -225,7 +228,21 @@ class FocusStore:
             if forget:
                 conn.execute(messages_table.update().where(messages_table.c.session_id == target["id"])
                              .values(text="", subject="", embedding="[]", highlights="[]", reasons="[]"))  # fmt: skip
+        if forget:
+            self._clear_journal()
         return self.session(target["id"])
+
+    def _clear_journal(self) -> None:
+        """Write the write-ahead log into the database file and empty it: the erased texts' earlier
+        versions had stayed in ``<db>-wal`` for as long as a service held the database open, and past
+        its exit. Its overwritten pages are zeroed (``secure_delete``, set on every connection)."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        with self.engine.connect() as conn:  # waits for readers (busy_timeout); busy if one outlasts it
+            busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+        if busy is not None and busy[0]:
+            logger.warning("focus: the erased texts stay in %s-wal until the next checkpoint (a reader held the "
+                           "database past the busy timeout)", self.where)  # fmt: skip
 
     def session(self, session_id: int) -> dict[str, Any]:
         with self.engine.connect() as conn:
