@@ -185,6 +185,21 @@ def test_app_serves_the_page_and_the_focus_api(focus_db: Path) -> None:
         schema = client.get("/openapi.json").json()
         ids = [op["operationId"] for methods in schema["paths"].values() for op in methods.values()]
         assert len(ids) == len(set(ids)) and client.head("/focus").status_code == 200
+        # Each route's 404 and 409 in the schema, and its answer's fields (they had been missing: a title alone)
+        answers = {(path, method): sorted(operation["responses"]) for path, operations in schema["paths"].items()
+                   for method, operation in operations.items()}  # fmt: skip
+        assert answers[("/v1/focus/digest", "get")] == ["200", "404", "422"]
+        assert answers[("/v1/focus/feedback", "post")] == ["200", "404", "409", "413", "415", "422", "500", "503"]
+        for path in ("/v1/focus/messages", "/v1/focus/sessions", "/v1/focus/stop"):
+            assert "409" in answers[(path, "post")]
+        assert client.get("/v1/focus/digest?session=99").status_code == 404
+        invisible = client.post("/v1/focus/sessions", json={"task": "\u200b"})  # pydantic's "Value error, " had stayed
+        assert invisible.json()["error"]["message"] == "task: task is an empty text (only invisible characters)"
+        models = schema["components"]["schemas"]
+        fields = set(models["DecisionOut"]["properties"])
+        assert {"id", "decision", "score", "components", "reasons", "highlights"} <= fields
+        ok = schema["paths"]["/v1/focus/messages"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok["$ref"].endswith("/DecisionsOut")
 
 
 def test_a_dashboard_port_in_use_is_a_clear_error_before_the_page_is_announced(

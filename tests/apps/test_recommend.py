@@ -303,6 +303,8 @@ def test_recommend_route_micro_batches_and_validates(sasrec_dir: Path) -> None:
         nothing_yet = client.post("/v1/recommend", json={"history": [], "k": 3})  # as top(history=[]): popularity
         blank = client.post("/v1/recommend", json={"user": "", "k": 2})  # was a 200 of popular items
         flag = client.post("/v1/recommend", json={"history": [True]})  # an id is a string or a number
+        blank_item = client.post("/v1/recommend", json={"history": [runtime.item_ids[10], " "]})  # was 200, "unknown"
+        schema = client.get("/openapi.json").json()
         lone = [client.post("/v1/recommend", content=json.dumps(body), headers={"content-type": "application/json"})
                 for body in ({"user": "\ud800"}, {"history": [runtime.item_ids[10], "\udfff"], "explain": True})]
         info = client.get("/v1/model").json()
@@ -317,6 +319,13 @@ def test_recommend_route_micro_batches_and_validates(sasrec_dir: Path) -> None:
         {"field": "history.0", "message": "Input should be a valid string or a valid integer, not true",
          "type": "string_type"}]
     assert bad_k.status_code == 422
+    assert blank_item.status_code == 422 and blank_item.json()["error"]["details"][0]["field"] == "history.1"
+    # The answer's fields in the schema (it had been a title alone)
+    ok_schema = schema["paths"]["/v1/recommend"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok_schema["$ref"].endswith("/RecommendResponse")
+    fields = set(schema["components"]["schemas"]["RecommendResponse"]["properties"])
+    assert {"model", "user", "source", "items"} <= fields
+    assert "warning" not in ok.json() and "note" not in ok.json()  # only the fields an answer has
     assert loose.status_code == 422 and "explain" in loose.json()["error"]["message"], loose.json()
     assert numeric.status_code == 200 and numeric.json()["items"] == ok.json()["items"]
     assert nothing_yet.status_code == 200 and nothing_yet.json()["source"] == runtime.top(history=[], k=3).source

@@ -407,6 +407,11 @@ def test_router_answers_and_rejects_bad_bodies(index: SupportIndex) -> None:
     with TestClient(create_app(None, ServeSettings(), routers=[support_router(index)])) as served:  # attend's 422s
         said = served.post("/v1/support/ask", json={"question": ""}).json()["error"]["message"]
         assert said == "question: String should have at least 1 character"  # had ", not a string" after it
+        # A blank or invisible question: one field and the validator's own words (they had read "question: Value
+        # error, question is blank" and, with no field, "question is empty")
+        for blank, words in (("   ", "is an empty text"), ("\u200b", "is an empty text (only invisible characters)")):
+            error = served.post("/v1/support/ask", json={"question": blank}).json()["error"]
+            assert error["message"] == f"question: question {words}" and error["details"][0]["field"] == "question"
         # The same keys as `support ask --json` (the route had dropped retrieval.reranked and added nulls).
         question = "change the default paper size to A4"
         assert served.post("/v1/support/ask", json={"question": question, "k": 2}).json() == json.loads(
@@ -606,7 +611,11 @@ def test_a_mostly_english_faq_answers_its_chinese_entry_on_bm25s_own_threshold(t
     assert answer_words["handoff"] and answer_words["reason"].startswith("no word of the question occurs in the "
                                                                          "FAQ's questions")  # fmt: skip
     common = questions_only.ask("how do I")  # words BM25 does not count, though the FAQ has them
-    assert common["handoff"] and common["reason"].startswith("the question has only words too common for BM25")
+    assert common["handoff"] and common["reason"].startswith("the question has only words too common for BM25 to "
+                                                             "count ('how', 'do', 'i')")  # fmt: skip
+    # No word at all: it had been said to hold only common words "(such as 'how', 'do')"
+    emoji = questions_only.ask("😀😀 ?!")
+    assert emoji["handoff"] and emoji["reason"].startswith("the question has no word BM25 can count (only symbols")
 
 
 def test_a_left_out_entry_scores_minus_infinity_at_every_fusion_weight(index: SupportIndex) -> None:

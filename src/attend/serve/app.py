@@ -144,7 +144,10 @@ def _validation_details(exc: RequestValidationError) -> tuple[str, list[dict[str
     for err in _union_merged(exc.errors()):
         # A JSON syntax error's location is a character offset, not a field: the body is at fault.
         loc = [] if err.get("type") == "json_invalid" else [str(part) for part in err.get("loc", ()) if part != "body"]
-        details.append({"field": ".".join(loc) or "body", "message": f"{err.get('msg', '')}{_given(err)}",
+        said = str(err.get("msg", ""))
+        if err.get("type") == "value_error":  # a validator's own words: "task is blank", not "Value error, task ..."
+            said = said.removeprefix("Value error, ")
+        details.append({"field": ".".join(loc) or "body", "message": f"{said}{_given(err)}",
                         "type": err.get("type")})  # fmt: skip
     if any(d["type"] == "json_invalid" for d in details):
         return "malformed JSON body", details

@@ -21,7 +21,7 @@ from attend.serve.batching import MicroBatcher
 from attend.serve.metrics import ServiceMetrics
 from attend.serve.routes import Routes, ServeSettings, error_response
 
-__all__ = ["RecommendRequest", "recommendation_routes"]
+__all__ = ["RecommendRequest", "RecommendResponse", "recommendation_routes"]
 
 #: Longest history a request may give.
 MAX_HISTORY = 10_000
@@ -43,6 +43,33 @@ class RecommendRequest(BaseModel):
                           description="Add the history items that drove each recommendation (true or false).")
 
 
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="allow")  # documented fields; any others pass through as they are
+
+
+class HistoryWeight(_Answer):
+    item: str
+    position: int = Field(description="The history item's place in the whole history read (1 = the oldest).")
+    weight: float = Field(description="How much this history item drove the recommendation.")
+
+
+class RecommendedItem(_Answer):
+    item: str
+    score: float
+    history: list[HistoryWeight] | None = Field(default=None, description="With explain: the history items "
+                                                "that drove it, strongest first.")  # fmt: skip
+
+
+class RecommendResponse(_Answer):
+    model: str = Field(description="The served model's name.")
+    user: str | None
+    source: str = Field(description="What was read: the user's log, the history given, both, or popularity.")
+    items: list[RecommendedItem] = Field(description="Most likely first; never an item of the history.")
+    note: str | None = Field(default=None, description="Set when the user was unknown, or the like.")
+    warning: str | None = Field(default=None, description="Set when history items were unknown (and ignored).")
+    ignored: list[str] | None = Field(default=None, description="The unknown history items.")
+
+
 def recommendation_routes(runtime: Recommender, settings: ServeSettings, metrics: ServiceMetrics) -> Routes:
     """``/v1/recommend`` for a SASRec or DIN directory."""
     router = APIRouter(tags=["recommendation"])
@@ -55,7 +82,7 @@ def recommendation_routes(runtime: Recommender, settings: ServeSettings, metrics
 
     batcher = MicroBatcher(run, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, on_batch=observe)
 
-    @router.post("/v1/recommend")
+    @router.post("/v1/recommend", response_model=RecommendResponse, response_model_exclude_unset=True)
     async def recommend(body: RecommendRequest) -> Any:
         """The k items the user is most likely to want next, never one already in their history."""
         if body.user is None and body.history is None:  # an empty history is a new user's: popularity, as top()
@@ -66,6 +93,8 @@ def recommendation_routes(runtime: Recommender, settings: ServeSettings, metrics
         for field, value in ids:  # echoed in the answer: a lone surrogate could not be written as JSON (a 500)
             if isinstance(value, str) and (problem := text_problem(value)) and "surrogate" in problem:
                 return error_response(422, "validation", f"{field}: the id {problem}")
+            if field != "user" and isinstance(value, str) and not value.strip():  # as the user's: no log has it
+                return error_response(422, "validation", f"{field}: the id {value!r} is empty")
         if body.history is not None and len(body.history) > MAX_HISTORY:
             return error_response(422, "validation", f"history: {len(body.history)} items, over the limit of "
                                   f"{MAX_HISTORY}")  # fmt: skip

@@ -37,7 +37,7 @@ from attend.apps.sqlstore import named_as
 from attend.data.messages import MAX_ID_CHARS, MAX_MESSAGE_CHARS, Message, record_message
 from attend.data.validation import text_problem
 from attend.serve import Routes
-from attend.serve.schemas import id_text
+from attend.serve.schemas import ErrorBody, id_text
 
 __all__ = ["create_dashboard_app", "focus_router", "serve_dashboard", "served_focus_router"]
 
@@ -116,6 +116,71 @@ class FeedbackIn(BaseModel):
         return id_text(value, MAX_ID_CHARS)
 
 
+class _Answer(BaseModel):
+    """An answer's documented fields; any others the service adds pass through as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class HighlightOut(_Answer):
+    text: str
+    weight: float
+
+
+class DecisionOut(_Answer):
+    id: str
+    decision: str = Field(description="pass (interrupt now) or hold (into the digest).")
+    score: float = Field(description="How much the message deserves to interrupt, 0 to 1.")
+    components: dict[str, Any] = Field(description="Each component's value behind the decision.")
+    reasons: list[str] = Field(description="Sentences naming the components that decided it.")
+    highlights: list[HighlightOut] = Field(description="The message's words with their weights.")
+    truncated: bool = Field(description="The message was longer than the assistant reads; its start was used.")
+
+
+class DecisionsOut(_Answer):
+    decisions: list[DecisionOut] = Field(description="One per message, in the request's order.")
+
+
+class SessionOut(_Answer):
+    id: int
+    task: str
+    allow: list[str]
+    started_at: str
+    ends_at: str | None
+    stopped_at: str | None
+
+
+class StoppedOut(_Answer):
+    session: SessionOut
+    stats: dict[str, Any] = Field(description="Passed, held, minutes in focus, interruptions per focus hour, ...")
+
+
+class StatusOut(_Answer):
+    running: bool
+    session: SessionOut | None = Field(description="The running (or last) session; null in a new database.")
+
+
+class FeedbackOut(_Answer):
+    id: str
+    decision: str = Field(description="The assistant's decision on the message.")
+    feedback: str = Field(description="The person's answer: pass or hold.")
+    agreed: bool
+    updates: int = Field(description="Corrections the person's model has learnt from.")
+
+
+class DigestOut(_Answer):
+    session: SessionOut
+    held: int
+    group_count: int = Field(description="Topic groups before `limit`.")
+    groups: list[dict[str, Any]] = Field(description="Held messages by topic, ranked, each with its key sentence.")
+
+
+def _errors(**said: str) -> dict[int | str, dict[str, Any]]:
+    """A route's own error answers for the schema (``not_found=``: 404, ``conflict=``: 409)."""
+    codes = {"not_found": 404, "conflict": 409}
+    return {codes[kind]: {"model": ErrorBody, "description": text} for kind, text in said.items()}
+
+
 #: The service's errors name the CLI's verbs and flags; a client of these routes reads the routes and fields.
 _HTTP_WORDS = (
     ("`attend focus start --task TEXT`", "POST /v1/focus/sessions"),
@@ -164,7 +229,8 @@ def focus_router(service: FocusService) -> APIRouter:
     router = APIRouter(tags=["focus"])
     lock = threading.Lock()
 
-    @router.post("/v1/focus/messages")
+    @router.post("/v1/focus/messages", response_model=DecisionsOut, response_model_exclude_unset=True,
+                 responses=_errors(conflict="No focus session is running"))  # fmt: skip
     def messages_route(body: MessagesIn) -> Any:
         """Triage messages in the running session; the decisions are stored and returned in order."""
         with lock:
@@ -176,7 +242,7 @@ def focus_router(service: FocusService) -> APIRouter:
                 raise _invalid(exc) from None
         return {"decisions": [d.to_dict() for d in decisions]}
 
-    @router.post("/v1/focus/triage")
+    @router.post("/v1/focus/triage", response_model=DecisionsOut, response_model_exclude_unset=True)
     def triage_route(body: TriageIn) -> Any:
         """Stateless triage against a task (nothing stored, nothing learnt)."""
         try:
@@ -188,7 +254,8 @@ def focus_router(service: FocusService) -> APIRouter:
         decisions = service.assistant.triage(session, messages)
         return {"decisions": [d.to_dict() for d in decisions]}
 
-    @router.post("/v1/focus/sessions")
+    @router.post("/v1/focus/sessions", response_model=SessionOut, response_model_exclude_unset=True,
+                 responses=_errors(conflict="A focus session is running already"))  # fmt: skip
     def start_route(body: SessionIn) -> Any:
         """Start a focus session."""
         if body.until and body.minutes:
@@ -204,7 +271,8 @@ def focus_router(service: FocusService) -> APIRouter:
             except ValueError as exc:
                 raise _invalid(exc) from None
 
-    @router.post("/v1/focus/stop")
+    @router.post("/v1/focus/stop", response_model=StoppedOut, response_model_exclude_unset=True,
+                 responses=_errors(conflict="No focus session is running (nor, to forget, any)"))  # fmt: skip
     def stop_route(body: StopIn | None = None) -> Any:
         """Stop the running session; returns it with its statistics. No body is ``{"forget": false}``."""
         with lock:
@@ -213,12 +281,14 @@ def focus_router(service: FocusService) -> APIRouter:
             except SessionError as exc:
                 raise _conflict(exc) from None
 
-    @router.get("/v1/focus/status")
+    @router.get("/v1/focus/status", response_model=StatusOut, response_model_exclude_unset=True)
     def status_route() -> Any:
         """The running (or last) session and its statistics."""
         return service.status()
 
-    @router.post("/v1/focus/feedback")
+    @router.post("/v1/focus/feedback", response_model=FeedbackOut, response_model_exclude_unset=True,
+                 responses=_errors(not_found="No stored message has this id",
+                                   conflict="The message was forgotten: nothing to learn from"))  # fmt: skip
     def feedback_route(body: FeedbackIn) -> Any:
         """Learn that a stored message should have been passed or held."""
         with lock:
@@ -227,7 +297,8 @@ def focus_router(service: FocusService) -> APIRouter:
             except SessionError as exc:
                 raise _conflict(exc) from None
 
-    @router.get("/v1/focus/digest")
+    @router.get("/v1/focus/digest", response_model=DigestOut, response_model_exclude_unset=True,
+                responses=_errors(not_found="No such session, or no session in this database yet"))  # fmt: skip
     def digest_route(
         session: int | None = Query(default=None, ge=1, le=2**63 - 1),
         limit: int | None = Query(default=None, ge=1, le=10**6),

@@ -614,6 +614,15 @@ def _as_asked(question: str) -> str:
     return re.sub(r"[\s?!.。？！…]+$", "", folded)
 
 
+def _no_terms(question: str) -> str:
+    """Why a question gives BM25 no term: its own words, all too common, or none at all (emoji, symbols;
+    they had been said to be "only words too common for BM25 to count (such as 'how', 'do')")."""
+    words = list(dict.fromkeys(re.findall(r"[^\W_]+", question.lower())))
+    if not words:
+        return "the question has no word BM25 can count (only symbols or emoji)"
+    return f"the question has only words too common for BM25 to count ({', '.join(map(repr, words[:4]))})"
+
+
 def _against_threshold(score: float, threshold: float) -> str:
     """``best match score S below threshold T`` with as many decimals as it takes for the two to
     differ where they do (0.5254 against 0.5335 read "0.53 below 0.53")."""
@@ -811,7 +820,7 @@ class SupportIndex:
             reason = f"the FAQ's own question (case, spacing and closing punctuation aside); {reason}"
         elif unmatched:  # said for what it is, not as a score "at or above" a threshold it was handed off at
             counted = "no word of the question occurs in " + self.ranker.searched() if terms(question) else (
-                "the question has only words too common for BM25 to count (such as 'how', 'do')")  # fmt: skip
+                _no_terms(question))
             reason = f"{counted}, and BM25 alone ranks it: nothing to answer from"
         words: list[dict[str, Any]] = []
         answer_words: list[dict[str, Any]] = []

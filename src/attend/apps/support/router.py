@@ -17,6 +17,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from attend.apps.support.index import SupportIndex
+from attend.data.validation import text_problem
 from attend.serve import Routes
 
 __all__ = ["AskRequest", "AskResponse", "served_support_router", "support_router"]
@@ -38,8 +39,9 @@ class AskRequest(BaseModel):
     @field_validator("question")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("question is blank")
+        problem = text_problem(value)  # invisible characters only had been the route's own 422, with no field
+        if problem is not None:
+            raise ValueError(f"question {problem}")
         return value
 
 
