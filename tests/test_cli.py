@@ -477,3 +477,21 @@ def test_a_negative_weight_is_read_as_a_value(tmp_path: Path, capsys: pytest.Cap
     """`--weights -1,2` was argparse's "expected one argument": the value read as an option."""
     assert main(["ensemble", "a", "b", "--out", str(tmp_path / "e"), "--weights", "-1,2"]) == 2
     assert capsys.readouterr().err == "error: weights=[-1.0, 2.0]: weight -1.0 must be a positive number\n"
+
+
+def test_a_mount_point_as_the_output_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It had trained to the end, then failed to swap the model in ("Device or resource busy"), leaving
+    # .vol.training behind and the next run told to --resume into the same failure.
+    import attend.io
+
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    real = os.path.ismount
+    monkeypatch.setattr(attend.io.os.path, "ismount", lambda path: Path(path) == volume or real(path))
+    data = write_csv(tmp_path / "data.csv", planted_rows(40))
+    assert main(["train", str(data), "--out", str(volume), "--model", "encoder", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{volume} is a mount point" in err and str(volume / "model") in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "vol"]

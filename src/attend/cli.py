@@ -400,6 +400,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if bool(args.texts) == bool(args.input):
         said = "both were given" if args.texts else "neither was given"
         raise UsageError(f"give texts to classify, or --input FILE ({said})")
+    _check_not_a_data_set(args.input)
     _classifier_only(args.model_dir)
     if args.top_k < 1:
         raise UsageError(f"--top-k {args.top_k}: must be at least 1")
@@ -507,12 +508,25 @@ def _input_texts(stream: Any, keep: Sequence[str] = ()) -> Iterator[Any]:
         raise _BadInput(str(exc)) from None
 
 
+def _check_not_a_data_set(given: str | None) -> None:
+    """Refuse ``--input NAME`` where NAME is no file but a data set's name, saying which verbs read one:
+    ``predict --input rotten_tomatoes`` had said "no such file" alone, where train and evaluate take it."""
+    if not given or given == "-" or Path(given).exists():
+        return
+    from attend.data.datasets import DATASETS
+
+    if given in DATASETS:
+        raise UsageError(f"--input {given}: no such file; {given} is the name of a data set, which --input does not "
+                         f"read (the DATA of `attend evaluate MODEL_DIR {given}` and `attend train {given}` is one)")
+
+
 def _read_texts(args: argparse.Namespace) -> list[str]:
     from attend.data.readers import read_table
 
     if bool(args.texts) == bool(args.input):
         said = "both were given" if args.texts else "neither was given"
         raise UsageError(f"give texts to explain, or --input FILE, but not both ({said})")
+    _check_not_a_data_set(args.input)
     text_col = _model_column(args.model_dir, args.text_col, "text_col")
     return args.texts or read_table(args.input, text_col=text_col, label_col=None,
                                     columns_hint="choose the column with --text-col").texts  # fmt: skip
@@ -719,6 +733,7 @@ def _read_translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[st
         raise UsageError("give sentences to translate, or --input FILE, but not both")
     if not args.texts and not args.input:
         raise UsageError("give sentences to translate, or --input FILE (--input - reads standard input)")
+    _check_not_a_data_set(args.input)
     flag = getattr(args, "column_flag", "--source-col")
     if args.texts:
         if args.source_col not in (None, "source") or flag == "--text-col":

@@ -509,6 +509,9 @@ def check_output_directory(out: Path, *, source: Path | None = None, overwrite: 
         return
     if not out.is_dir():
         raise ModelDirError(f"{out} exists and is not a directory; choose another output directory")
+    if os.path.ismount(out):  # found only once the model was trained: "Device or resource busy", and debris
+        raise ModelDirError(f"{out} is a mount point: a model is built beside its directory and swapped in "
+                            f"whole, which a mount point cannot be; give a folder inside it (e.g. {out / 'model'})")
     if not any(out.iterdir()):
         return
     if not _is_model_directory(out):

