@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -520,3 +521,20 @@ def test_a_report_says_when_its_figures_are_not_held_out_and_when_no_baseline_fi
     once = LabelledTexts(texts=["a b", "c d", "e f", "g h", "i j"], labels=[["x"], ["x"], ["y"], ["y"], ["null"]])
     with pytest.raises(DataError, match=r"'null' reads like an empty cell written out"):
         stratified_split(once, seed=0)
+
+
+@pytest.mark.parametrize(("signum", "said"), [(signal.SIGINT, "Ctrl-C: stopping after this step (Ctrl-C to stop now)"),
+                                              (signal.SIGTERM, "terminated: stopping after this step (a second SIGTERM "
+                                                               "to stop now)")])  # fmt: skip
+def test_the_first_stop_signal_says_how_to_stop_at_once(signum: int, said: str, capsys: pytest.CaptureFixture) -> None:
+    # A SIGTERM (kill, a scheduler) had been answered "Ctrl-C again to stop now", which no one there can press.
+    from attend.training.trainer import _Dist, _install_stop_signals
+
+    flag: dict[str, object] = {"flag": False, "at": 0.0}
+    previous = _install_stop_signals(flag, _Dist())
+    try:
+        signal.getsignal(signum)(signum, None)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    assert flag["flag"] is True and said in capsys.readouterr().err

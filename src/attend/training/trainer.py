@@ -917,8 +917,8 @@ def _install_stop_signals(flag: dict[str, Any], info: _Dist) -> dict[int, Any]:
             raise KeyboardInterrupt
         flag["flag"], flag["at"] = True, now
         if info.main:
-            what = "Ctrl-C" if signum == signal.SIGINT else "terminated"
-            print(f"\n{what}: stopping after this step (Ctrl-C again to stop now)...", file=sys.stderr, flush=True)
+            what, again = ("Ctrl-C", "Ctrl-C") if signum == signal.SIGINT else ("terminated", "a second SIGTERM")
+            print(f"\n{what}: stopping after this step ({again} to stop now)...", file=sys.stderr, flush=True)
 
     for name in ("SIGINT", "SIGTERM"):
         number = getattr(signal, name, None)
