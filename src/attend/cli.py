@@ -920,6 +920,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_exporting(model_dir: str, what: str) -> None:
+    """One line on stderr before the export's silent seconds to minutes (tracing, then the parity check)."""
+    print(f"exporting {what} of {model_dir} to ONNX, then checking it against PyTorch (seconds for a small model, "
+          "a minute or more for MiniLM)...", file=sys.stderr, flush=True)  # fmt: skip
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from attend.deploy.export import export_onnx
 
@@ -944,6 +950,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if args.attentions or args.unpad:
             raise ValueError("--attentions and --unpad are for classifiers; a translator exports its encoder and "
                              "cached decoder step")  # fmt: skip
+        _say_exporting(args.model_dir, "its encoder and cached decoder step")
         report = export_translator(args.model_dir, args.onnx, opset=args.opset, texts=texts, overwrite=args.overwrite)
         if args.json:
             print(dumps_json(report))
@@ -957,6 +964,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
               f"{parity['steps_compared']} decoder steps")  # fmt: skip
         print("decode it greedily with attend.deploy.export_seq2seq.OnnxTranslator (ONNX Runtime)")
         return 0
+    _say_exporting(args.model_dir, "the classifier")
     report = export_onnx(args.model_dir, args.onnx, attentions=args.attentions, opset=args.opset, texts=texts,
                          unpad=args.unpad, overwrite=args.overwrite)  # fmt: skip
     if args.json:

@@ -22,7 +22,10 @@ def model_dir(trained: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     onnx_dir = tmp_path / "onnx"
     assert main(["export", str(model_dir), "--onnx", str(onnx_dir), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    # said before the silent tracing and parity check (nothing had been said until it was done)
+    assert captured.err.startswith(f"exporting the classifier of {model_dir} to ONNX, then checking it against")
     assert report["parity"]["max_abs_diff_logits"] < 1e-4 and (onnx_dir / "model.onnx").is_file()
 
     assert main(["quantize", str(onnx_dir)]) == 0
