@@ -922,8 +922,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _say_exporting(model_dir: str, what: str) -> None:
     """One line on stderr before the export's silent seconds to minutes (tracing, then the parity check)."""
-    print(f"exporting {what} of {model_dir} to ONNX, then checking it against PyTorch (seconds for a small model, "
-          "a minute or more for MiniLM)...", file=sys.stderr, flush=True)  # fmt: skip
+    print(f"exporting {what} of {model_dir} to ONNX, then checking it against PyTorch (seconds to minutes, by the "
+          "model's size)...", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
