@@ -165,6 +165,10 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
         (["serve", "data.csv"], "data.csv is a file, not a model directory"),
         (["train", "data.csv", "--out", "m", "--model", "seq2seq", "--config", "layers.json"],
          "unknown 'seq2seq' model field(s) ['num_layers']; known: ['attention'"),  # was a TypeError traceback
+        (["train", "data.csv", "--out", "m", "--config", "typo.json"],  # the near name first, before the long list
+         "unknown training option field(s) ['epochz'] (did you mean 'epochs'?); known: ['adversarial'"),
+        (["train", "data.csv", "--out", "m", "--model", "encoder", "--config", "typos.json"],
+         "unknown attention option(s) ['gatee', 'windw'] (did you mean 'gate' for 'gatee', 'window' for 'windw'?)"),
         (["train", "data.csv", "--out", "m", "--lr", "inf"], "--lr inf: must be positive and finite"),  # trained to nan
         (["train", "data.csv", "--out", "m", "--lr", "nan"], "--lr nan: must be positive and finite"),  # torch's words
         (["train", "data.csv", "--out", "m", "--augment", "typos", "--augment-rate", "0"],
@@ -195,6 +199,8 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], 
     (tmp_path / "text.json").write_text('{"model": "x"}', encoding="utf-8")
     (tmp_path / "short.json").write_text('{"model": {"max_length": 16}}', encoding="utf-8")
     (tmp_path / "layers.json").write_text('{"model": {"num_layers": 1}}', encoding="utf-8")
+    (tmp_path / "typo.json").write_text('{"training": {"epochz": 1}}', encoding="utf-8")
+    (tmp_path / "typos.json").write_text('{"model": {"attention": {"gatee": true, "windw": 2}}}', encoding="utf-8")
     (tmp_path / "vocab.json").write_text('{"model": {"vocab_size": 64}}', encoding="utf-8")
     (tmp_path / "labels.json").write_text('{"model": {"num_labels": 5}}', encoding="utf-8")
     (tmp_path / "types.json").write_text('{"training": {"epochs": "3"}}', encoding="utf-8")

@@ -9,6 +9,7 @@ silent coercion or a traceback deep inside training.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import json
 import math
@@ -16,7 +17,7 @@ import numbers
 import threading
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
@@ -137,12 +138,23 @@ def _as_written(value: Any) -> str:
         return repr(value)
 
 
+def unknown_names(kind: str, unknown: Sequence[str], known: Iterable[str]) -> str:
+    """``unknown KIND ['epochz'] (did you mean 'epochs'?); known: [...]``: the near names first, which
+    a reader of a long list of known ones had to find for themselves."""
+    known = list(known)
+    near = {name: difflib.get_close_matches(name, known, n=1, cutoff=0.75) for name in unknown}
+    guesses = [f"{found[0]!r} for {name!r}" if len(unknown) > 1 else repr(found[0]) for name, found in near.items()
+               if found]  # fmt: skip
+    hint = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
+    return f"unknown {kind} {sorted(unknown)}{hint}; known: {known}"
+
+
 def strict_from_dict(cls: type[T], data: Mapping[str, Any], *, what: str) -> T:
     """Build dataclass ``cls`` from ``data``; unknown keys and values of the wrong type raise."""
     known = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown {what} field(s) {unknown}; known: {sorted(known)}")
+        raise ValueError(unknown_names(f"{what} field(s)", unknown, sorted(known)))
     hints = typing.get_type_hints(cls)
     for name, value in data.items():
         check_type(name, value, hints.get(name, Any), what=what)
@@ -156,7 +168,7 @@ def check_arguments(function: Callable[..., Any], options: Mapping[str, Any], *,
     keywords = {name for name, p in parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
     unknown = sorted(set(options) - keywords)
     if unknown:
-        raise ValueError(f"unknown {what} option(s) {unknown}; known: {sorted(keywords - {'self'})}")
+        raise ValueError(unknown_names(f"{what} option(s)", unknown, sorted(keywords - {"self"})))
     for name, value in options.items():
         check_type(name, value, hints.get(name, Any), what=what)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import numpy as np
 from torch import Tensor, nn
 
-from attend.config import redefines
+from attend.config import redefines, unknown_names
 
 if TYPE_CHECKING:
     from attend.io import ArtifactWriter
@@ -186,8 +186,8 @@ def check_model_fields(model_type: str, given: dict[str, Any], *, from_data: Seq
     fields = {f.name for f in dataclasses.fields(MODELS[model_type][0])}
     unknown = sorted(set(given) - fields)
     if unknown:
-        raise ValueError(f"unknown {model_type!r} model field(s) {unknown}; known: "
-                         f"{sorted(fields - set(from_data)) + list(task_options)}")  # fmt: skip
+        raise ValueError(unknown_names(f"{model_type!r} model field(s)", unknown,
+                                       sorted(fields - set(from_data)) + list(task_options)))
     config_from_dict({**given, "model_type": model_type})
 
 
