@@ -501,3 +501,38 @@ def test_a_mount_point_as_the_output_is_refused_before_training(
     err = capsys.readouterr().err
     assert f"{volume} is a mount point" in err and str(volume / "model") in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "vol"]
+
+
+def test_under_torchrun_rank_0_alone_says_a_usage_error_and_the_others_wait_for_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Each rank had printed the usage; a rank leaving at once had had torchrun stop rank 0 before it said
+    # the error ("interrupted" alone).
+    import attend.cli
+
+    waited: list[float] = []
+    monkeypatch.setattr(attend.cli.time, "sleep", waited.append)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "data.csv", "--bogus", "3"])
+    assert exited.value.code == 2 and capsys.readouterr().err == "" and waited == [attend.cli.QUIET_RANK_GRACE]
+    assert main(["train", "missing.csv", "--out", "m"]) == 2 and capsys.readouterr().err == ""
+    assert len(waited) == 2
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SystemExit):
+        main(["train", "data.csv", "--bogus", "3"])
+    assert "error: the following arguments are required: --out" in capsys.readouterr().err and len(waited) == 2
+
+
+def test_a_stop_under_torchrun_with_restarts_left_says_the_group_may_resume_by_itself(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from attend.cli import _elastic_note
+
+    assert _elastic_note() == ""  # not under torchrun
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "2")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert "it restarts the group, which resumes this run itself" in _elastic_note()
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")  # none left: the advice to resume stands alone
+    assert _elastic_note() == ""

@@ -14,9 +14,10 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from attend.apps import APPS
 from attend.config import (
@@ -1153,8 +1154,24 @@ def _apps() -> list[Any]:
     return [importlib.import_module(name) for name in APPS]
 
 
+#: Seconds a torchrun rank that does not report an error waits before it exits: torchrun stops the
+#: other workers the moment one exits with an error, and rank 0, stopped before it printed, had said
+#: "interrupted" where the error was meant to be said.
+QUIET_RANK_GRACE = 2.0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error said once under torchrun (each rank had printed it), by rank 0."""
+
+    def error(self, message: str) -> NoReturn:
+        if not _reports():
+            time.sleep(QUIET_RANK_GRACE)
+            sys.exit(2)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attend", description="Attention models that show where they focus.")
+    parser = _Parser(prog="attend", description="Attention models that show where they focus.")
     parser.add_argument("--version", action="version", version=f"attend {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
@@ -1496,11 +1513,13 @@ def _main(argv: Sequence[str] | None) -> int:
             if _reports(exc):
                 message = f"{_user_path(exc.filename)}: {exc.strerror}" if plain else str(exc)  # type: ignore[union-attr]
                 print(f"{_rank_prefix(exc)}error: {message}", file=sys.stderr)
+            else:  # rank 0 meets the same error and says it: not stopped by torchrun before it can
+                time.sleep(QUIET_RANK_GRACE)
             return 2
         except Exception as exc:
             if type(exc).__name__ == "TrainingInterrupted":
                 if _reports():
-                    print(f"stopped: {exc}", file=sys.stderr)
+                    print(f"stopped: {exc}{_elastic_note()}", file=sys.stderr)
                 return 130
             from attend.apps import database_problem  # torch-free, and only when something failed
 
@@ -1537,6 +1556,17 @@ def _reports(exc: BaseException | None = None) -> bool:
     world = os.environ.get("WORLD_SIZE", "1").strip()
     distributed = world.isdigit() and int(world) > 1
     return not distributed or os.environ.get("RANK", "0") == "0" or getattr(exc, "one_rank", False)
+
+
+def _elastic_note() -> str:
+    """Under torchrun with restarts left, what may happen next: rank 0 stopped by the agent after a worker
+    was lost had told the person to resume, just before the restarted group resumed by itself."""
+    restarts = os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0").strip()
+    done = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0").strip()
+    if not (restarts.isdigit() and done.isdigit()) or int(done) >= int(restarts):
+        return ""
+    return (" (if torchrun stopped it because a worker was lost, it restarts the group, which resumes this run "
+            "itself: nothing to run)")
 
 
 def _rank_prefix(exc: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import signal
@@ -538,3 +539,55 @@ def test_the_first_stop_signal_says_how_to_stop_at_once(signum: int, said: str, 
         for number, handler in previous.items():
             signal.signal(number, handler)
     assert flag["flag"] is True and said in capsys.readouterr().err
+
+
+def test_a_resumed_epochs_loss_weighs_every_step_alike_with_another_process_count(
+    tmp_path: Path, planted_csv: Path
+) -> None:
+    # A checkpoint of 2 processes (every rank counting every step) resumed by 1 had weighed its steps twice
+    # in the epoch's train_loss (0.20 or 0.08 where an uninterrupted run said 0.12).
+    options = {**SMALL_ENCODER, "dropout": 0.0, "attention_dropout": 0.0}  # no draws: another count may resume
+    args = {**FAST, "epochs": 2, "checkpoint_every": 7}
+
+    def epoch_losses(name: str) -> list[float]:
+        lines = (tmp_path / name / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
+        return [json.loads(line)["train_loss"] for line in lines]
+
+    train(planted_csv, tmp_path / "whole", model="encoder", model_options=options, args=TrainingArgs(**args))
+    with pytest.raises(TrainingInterrupted):  # mid-epoch 2 (20 steps per epoch)
+        train(planted_csv, tmp_path / "cut", model="encoder", model_options=options,
+              args=TrainingArgs(**args, stop_after_steps=27))  # fmt: skip
+    saved = state_directory(tmp_path / "cut") / "checkpoint" / "state.json"
+    payload = json.loads(saved.read_text(encoding="utf-8"))
+    state = payload["state"]
+    assert state["world_size"] == 1 and state["loss_count"] == 7
+    # what two processes with these losses would have saved: each rank's sum and count, added up
+    state |= {"world_size": 2, "loss_sum": 2 * state["loss_sum"], "loss_count": 2 * state["loss_count"]}
+    saved.write_text(json.dumps(payload), encoding="utf-8")
+    train(planted_csv, tmp_path / "cut", resume=True)
+    assert epoch_losses("cut") == pytest.approx(epoch_losses("whole"), rel=1e-5)
+
+
+def test_a_restarted_worker_group_resumes_its_own_jobs_run_only(
+    tmp_path: Path, planted_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    # torchrun --max-restarts: a first attempt refused for an earlier run's checkpoint had been followed by a
+    # restart that resumed that run, with its options, and exit 0.
+    args = TrainingArgs(**{**FAST, "epochs": 1, "checkpoint_every": 5})
+    with pytest.raises(TrainingInterrupted):  # an earlier run, outside torchrun
+        train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER,
+              args=dataclasses.replace(args, stop_after_steps=6))  # fmt: skip
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job1")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # a restarted group of another job
+    with pytest.raises(DataError, match="an interrupted run was writing it"):
+        train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=args)
+    assert "restart 1 of the worker group: the interrupted run in" in capsys.readouterr().err
+    # this job's own run, interrupted in attempt 0, is resumed by the restarted group
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    with pytest.raises(TrainingInterrupted):
+        train(planted_csv, tmp_path / "own", model="encoder", model_options=SMALL_ENCODER,
+              args=dataclasses.replace(args, stop_after_steps=6))  # fmt: skip
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    train(planted_csv, tmp_path / "own", model="encoder", model_options=SMALL_ENCODER, args=args)
+    said = capsys.readouterr().err
+    assert "restart 1 of the worker group: resuming" in said and "resuming from epoch 1, step 6" in said

@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 import typing
@@ -347,6 +348,17 @@ def _init_distributed() -> _Dist:
 def _elastic_restart() -> bool:
     """True in a worker group that torchrun restarted (``--max-restarts``) after a failure."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+
+
+def _elastic_job() -> str | None:
+    """This torchrun job as rank 0 names it (its rendezvous id, and the agent that launched it: torchrun's
+    own process, which outlives the restarts of its worker group), recorded in ``run.json``; None outside
+    torchrun. A restarted group resumes the run of its own job only: it had resumed any interrupted
+    run it found, so a first attempt refused for another run's checkpoint was followed by a restart that
+    continued it, with that run's options."""
+    if "TORCHELASTIC_RESTART_COUNT" not in os.environ:
+        return None
+    return f"{os.environ.get('TORCHELASTIC_RUN_ID', '')}@{socket.gethostname()}:{os.getppid()}"
 
 
 def _barrier(info: _Dist) -> None:
@@ -1008,9 +1020,13 @@ class Trainer:
         work = state_directory(out)
         if not resume and _elastic_restart() and (work / "run.json").is_file():
             # torchrun --max-restarts started this worker group again after a worker was lost:
-            # continue the run from its last checkpoint rather than from scratch.
-            _log(f"restart {os.environ['TORCHELASTIC_RESTART_COUNT']} of the worker group: resuming", info)
-            resume = True
+            # continue the run from its last checkpoint rather than from scratch (this job's run only).
+            restart = f"restart {os.environ['TORCHELASTIC_RESTART_COUNT']} of the worker group"
+            if (run_record(out) or {}).get("job") == _elastic_job():
+                _log(f"{restart}: resuming", info)
+                resume = True
+            else:
+                _log(f"{restart}: the interrupted run in {work} is another job's, not resumed", info)
         if resume:
             run = self._resumable_run(out)
             # The interrupted run's options (those given again must match), minus the interruption itself.
@@ -1049,6 +1065,12 @@ class Trainer:
             self._check_process_count(state, network, args, work, info)
             if not info.main:  # rank 0 holds the epoch's loss totals of every rank so far
                 state.loss_sum, state.loss_count = 0.0, 0
+            elif state.world_size and state.world_size != info.world_size:
+                # Every rank counted every step: the saved steps weigh as many ranks as now count each step
+                # (a resumed epoch's mean had weighed them by the old count: 0.20 or 0.08 for 0.12)
+                steps = state.loss_count // state.world_size
+                state.loss_sum *= info.world_size / state.world_size
+                state.loss_count = steps * info.world_size
             _log(f"resuming from epoch {state.epoch + 1}, step {state.step_in_epoch}", info)
         elif info.main:
             if resume:
@@ -1059,7 +1081,8 @@ class Trainer:
             task.save_state(work)
             identity = {"task": task.name, **task.identity()}
             atomic_write_json(work / "run.json", {**identity, "training": dataclasses.asdict(args),
-                                                  "overwrite": overwrite, "data_sha256": data})  # fmt: skip
+                                                  "overwrite": overwrite, "data_sha256": data,
+                                                  "job": _elastic_job()})  # fmt: skip
         state.world_size = info.world_size  # recorded with every checkpoint from here on
         _barrier(info)
         trainable: nn.Module = network
