@@ -536,3 +536,18 @@ def test_a_stop_under_torchrun_with_restarts_left_says_the_group_may_resume_by_i
     assert "it restarts the group, which resumes this run itself" in _elastic_note()
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")  # none left: the advice to resume stands alone
     assert _elastic_note() == ""
+
+
+def test_verbs_that_do_not_train_are_refused_under_torchrun(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `evaluate` had printed its report once per process; `predict --output` had one rank write the file
+    # and the other fail on it (exit 1 with a whole file)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(["evaluate", "m", "data.csv"]) == 2
+    assert "error: attend evaluate runs in one process; torchrun is for training" in capsys.readouterr().err
+    assert main(["recommend", "top", "m", "--user", "1"]) == 2
+    assert "attend recommend top runs in one process" in capsys.readouterr().err
+    assert main(["train", "missing.csv", "--out", "m"]) == 2  # train goes on, to its own error
+    assert "under torchrun name a --model" in capsys.readouterr().err

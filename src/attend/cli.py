@@ -1501,6 +1501,7 @@ def _main(argv: Sequence[str] | None) -> int:
     # --resume` continues it); train, serve and monitor install their own handling within.
     with sigterm_as_ctrl_c():
         try:
+            _check_distributed_verb(args)
             return int(args.func(args))
         except BrokenPipeError:
             # The reader of stdout went away (`attend predict ... | head`): stop quietly, as Unix tools
@@ -1556,6 +1557,24 @@ def _reports(exc: BaseException | None = None) -> bool:
     world = os.environ.get("WORLD_SIZE", "1").strip()
     distributed = world.isdigit() and int(world) > 1
     return not distributed or os.environ.get("RANK", "0") == "0" or getattr(exc, "one_rank", False)
+
+
+#: The verbs torchrun runs as one job of several processes (data-parallel training); any other ran once
+#: per process: `evaluate` printed its report N times, `predict --output` had one rank write the file and
+#: the others fail on it.
+DISTRIBUTED_VERBS = (("train",), ("recommend", "train"))
+
+
+def _check_distributed_verb(args: argparse.Namespace) -> None:
+    world = os.environ.get("WORLD_SIZE", "1").strip()
+    if not world.isdigit() or int(world) <= 1:
+        return
+    named = (args.verb, getattr(args, "recommend_action", None))
+    if any(named[: len(verb)] == verb for verb in DISTRIBUTED_VERBS):
+        return
+    verb = " ".join(part for part in named if part)
+    raise UsageError(f"attend {verb} runs in one process; torchrun is for training (attend train, attend recommend "
+                     f"train): run it without torchrun")
 
 
 def _elastic_note() -> str:
