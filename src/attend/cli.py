@@ -178,8 +178,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-LENGTH_PENALTY_HELP = ("translators: rank beams by log-probability / length ** this (default: the model's, 1; "
-                       "0 favours short outputs, above 1 long ones; the best value depends on the language pair)")
+LENGTH_PENALTY_HELP = ("rank beams by log-probability / length ** this, in [0, 10] (default: the model's, 1; 0 "
+                       "favours short outputs, above 1 long ones; the best value depends on the language pair)")
 INT8_HELP = "the int8 model: an ONNX directory's int8 graph (attend quantize), or PyTorch dynamic int8 at load"
 THRESHOLD_HELP = ("multi-label models: the probability from which a label is chosen, in (0, 1] (default 0.5; "
                   "lower it for rare labels the model is unsure of)")
@@ -1047,7 +1047,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     from attend.deploy.pruning import prune
 
     if (args.heads is None) == (args.fraction is None):
-        raise UsageError("give --heads N or --fraction F (not both)")
+        raise UsageError("give --heads N or --fraction F" + (" (not both)" if args.heads is not None else ""))
     _classifier_only(args.model_dir, verb="prune")
     report = prune(args.model_dir, args.out, heads=args.heads, fraction=args.fraction, importance=args.importance,
                    data=args.data, dev_data=args.dev_data, overwrite=args.overwrite, **_data_columns(args))  # fmt: skip
@@ -1184,7 +1184,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--attention", action="store_true", help="instead, the toy attention-core demonstration")
     demo.set_defaults(func=_cmd_demo)
 
-    tr = verbs.add_parser("train", help="train an attention classifier on labelled text")
+    tr = verbs.add_parser("train", help="train an attention classifier on labelled text, or a translator on pairs")
     tr.add_argument("data", help="CSV/TSV/JSONL/Parquet file, or a dataset name from `attend datasets`")
     tr.add_argument("--out", required=True, help="model directory to write")
     tr.add_argument("--model", default="auto",
@@ -1208,9 +1208,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=int,
                     help="maximum epochs (default: a named classifier 5, seq2seq 30; auto fits them)")  # fmt: skip
     tr.add_argument("--seed", type=seed_number, help="seed for every RNG (default 0)")
-    tr.add_argument("--batch-size", type=int, help="examples per step (default 32)")
-    tr.add_argument("--lr", type=float, help="peak learning rate")
-    tr.add_argument("--max-length", type=int, help="longest input in tokens (default 128)")
+    tr.add_argument("--batch-size", type=int, help="examples per step (default 32; seq2seq 64)")
+    tr.add_argument("--lr", type=float, help="peak learning rate (default 1e-3; 5e-5 fine-tuning minilm, e5 or m3e)")
+    tr.add_argument("--max-length", type=int, help="longest input in tokens (default 128; seq2seq 64)")
     tr.add_argument(
         "--threads", type=int,
         help="PyTorch threads (default or 0: one per core; 1 is often faster for small models)",
@@ -1235,7 +1235,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--adversarial-steps", type=int, help="PGD steps (default 3)")
     tr.add_argument("--rdrop", type=float, metavar="ALPHA", help="R-Drop: weight of the KL between two dropout passes")
     tr.add_argument("--average-checkpoints", type=int, metavar="N",
-                    help="average the last N epochs' weights at the end; kept if not worse on dev")
+                    help="average the last N epochs' weights at the end; kept if not worse on dev (default: none; "
+                    "seq2seq 5)")
     _add_data_columns(tr)
     _add_pair_columns(tr)
     tr.set_defaults(func=_cmd_train)
@@ -1246,7 +1247,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--int8", action="store_true", help=INT8_HELP)
     ev.add_argument("--beam", type=int, help="translators: beam size (default: the model's)")
-    ev.add_argument("--length-penalty", type=float, help=LENGTH_PENALTY_HELP)
+    ev.add_argument("--length-penalty", type=float, help=f"translators: {LENGTH_PENALTY_HELP}")
     ev.add_argument("--split-col", help="translators: score only the test (else dev) rows of this split column")
     ev.add_argument("--label-sep", help="multi-label models: separator of several labels in one cell (default: the "
                     "one the model trained with)")  # fmt: skip
@@ -1279,15 +1280,16 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("texts", nargs="*", default=[], help="texts to explain (or --input FILE)")
     ex.add_argument("--input", help="file of texts (CSV/TSV/JSONL/Parquet) instead")
     ex.add_argument("--text-col", help="column holding the text in --input (default: the model's training column, "
-                    "else text; a translator's: source)")  # fmt: skip
-    ex.add_argument("--method", choices=EXPLAIN_METHODS, help="(default: rollout)")
+                    "else text; a translator's: the source column it trained on, else source)")  # fmt: skip
+    ex.add_argument("--method", choices=EXPLAIN_METHODS, help="how token importance is computed (default: rollout)")
     ex.add_argument("--layer", help="for --method attention: layer index or 'mean' (default -1, last)")
     ex.add_argument("--head", type=int, help="for --method attention: one head instead of the mean of heads")
     ex.add_argument("--target", help="explain this label instead of the predicted one (grad_attention, "
                     "integrated_gradients: the methods that read the label)")
     ex.add_argument("--ig-steps", type=int, default=32, help="integration steps for integrated_gradients (32)")
     ex.add_argument("--html", help="write a self-contained HTML report here")
-    ex.add_argument("--html-layers", choices=["last", "all"], default="last", help="heatmaps in the HTML report")
+    ex.add_argument("--html-layers", choices=["last", "all"], default="last",
+                    help="the HTML report's heatmaps: the last layer's heads, or every layer's (default last)")
     ex.add_argument("--png", help="write PNG heatmaps (per text, layer and head) under this directory")
     ex.add_argument("--json", action="store_true", help="print a JSON list, one object per text")
     ex.add_argument("--maps", action="store_true", help="with --json: include every layer's per-head maps")
@@ -1317,7 +1319,9 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("data", help="file of texts (CSV/TSV/JSONL/Parquet) or a dataset name")
     fa.add_argument("--text-col", help="column holding the text (default: the model's training column, else text)")
     fa.add_argument("--limit", type=int, default=200, help="texts to score, a seeded sample (default 200; 0: all)")
-    fa.add_argument("--methods", help=f"comma-separated, from {','.join(EXPLAIN_METHODS)} (default: all)")
+    fa.add_argument("--methods", help=f"comma-separated, from {','.join(EXPLAIN_METHODS)} (default: every method "
+                    "that says something of its own for this model: one the model makes the same as another is "
+                    "left out)")
     fa.add_argument("--seed", type=seed_number, default=0,
                     help="seed of the sample and the random baseline (default 0)")  # fmt: skip
     fa.add_argument("--ig-steps", type=int, default=32, help="integration steps for integrated_gradients (32)")
@@ -1342,14 +1346,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = verbs.add_parser("serve", help="serve a model over HTTP (FastAPI): predict, explain, metrics")
     sv.add_argument("model_dir", nargs="?", help="a model directory or an `attend export` directory; optional when "
-                    "an app's option (--focus-db, --support-index) gives something to serve")
+                    "an app's option (--focus-db, --support-index) or a --router gives something to serve")
     sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
     sv.add_argument("--workers", type=positive_int, default=1,
                     help="worker processes, each with its own model (default 1)")  # fmt: skip
     sv.add_argument("--max-batch", type=positive_int, default=32,
                     help="most texts per model call; 1 disables batching (32)")  # fmt: skip
-    sv.add_argument("--max-wait-ms", type=wait_ms, default=5.0, help="longest a request waits for a batch (5 ms)")
+    sv.add_argument("--max-wait-ms", type=wait_ms, default=5.0,
+                    help="longest a request waits for a batch, 0 to 60000 (default 5 ms)")
     sv.add_argument("--max-texts", type=positive_int, default=64, help="most texts per request (64)")
     sv.add_argument("--max-chars", type=positive_int, default=20000, help="longest text in characters (20000)")
     sv.add_argument("--max-body-bytes", type=positive_int, default=4_000_000,
@@ -1377,7 +1382,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--texts-file", help="texts for the parity check: a table, or a .txt of one per line (default: "
                      "the model's test split)")
     exp.add_argument("--text-col", help="column of --texts-file holding the text (default: the model's training "
-                     "column, else text; a translator's: source)")
+                     "column, else text; a translator's: the source column it trained on, else source)")
     exp.add_argument("--overwrite", action="store_true", help="replace a model already in the --onnx directory")
     exp.add_argument("--json", action="store_true", help="print the report as JSON")
     exp.set_defaults(func=_cmd_export)

@@ -103,7 +103,9 @@ def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, c
     ("argv", "message"),
     [
         (["export", "{missing}", "--onnx", "{tmp}/o"], "no such model directory"),
-        (["prune", "{model}", "--out", "{tmp}/p"], "give --heads N or --fraction F"),
+        (["prune", "{model}", "--out", "{tmp}/p"], "give --heads N or --fraction F\n"),  # "(not both)" of neither
+        (["prune", "{model}", "--out", "{tmp}/p", "--heads", "1", "--fraction", "0.5"],
+         "give --heads N or --fraction F (not both)"),
         (["prune", "{model}", "--out", "{tmp}/p", "--heads", "7"], "head"),
         (["quantize", "{missing}"], "no such"),
         (["serve", "{model}", "--runtime", "onnx", "--port", "1"], "model.onnx"),
