@@ -433,12 +433,18 @@ def test_a_named_models_time_budget_bounds_its_epochs(tmp_path: Path, planted_cs
     assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["time_budget"] == 1e-7
 
 
-def test_max_train_samples_the_training_split_but_not_the_baseline(tmp_path: Path, planted_csv: Path) -> None:
+def test_max_train_samples_the_training_split_but_not_the_baseline(tmp_path: Path, planted_csv: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:  # fmt: skip
     result = train(planted_csv, tmp_path / "m", model="encoder", max_train=100,
                    model_options={"dim": 32, "num_layers": 1, "num_heads": 2}, args=TrainingArgs(**FAST))  # fmt: skip
     data = json.loads((tmp_path / "m" / "config.json").read_text())["data"]
     assert data["max_train"] == 100 and data["train_used"] == 100 and data["sizes"]["train"] == 320
-    assert "baseline" in result.metrics
+    assert "baseline" in result.metrics and "is more than" not in capsys.readouterr().err
+    # more than there are: all are used, and said (it had gone by without a word)
+    train(planted_csv, tmp_path / "all", model="encoder", max_train=10_000,
+          model_options={"dim": 32, "num_layers": 1, "num_heads": 2}, args=TrainingArgs(**{**FAST, "epochs": 1}))
+    said = capsys.readouterr().err
+    assert "note: max_train=10000 is more than the 320 training examples: all of them are used" in said
 
 
 @pytest.mark.parametrize(

@@ -461,6 +461,9 @@ class ClassificationTask(Task):
         self.baseline_train = dataset.subset(train_idx)
         if self.max_train and len(train_idx) > self.max_train:
             train_idx = proportional_sample(dataset, train_idx, self.max_train, seed=args.seed)
+        elif self.max_train > len(train_idx) and os.environ.get("RANK", "0") == "0":  # had gone by without a word
+            print(f"note: max_train={self.max_train} is more than the {len(train_idx)} training examples: all of them "
+                  "are used", file=sys.stderr)  # fmt: skip
         parts = {"train": dataset.subset(train_idx), "dev": dataset.subset(dev_idx), "test": dataset.subset(test_idx)}
         self.labels = parts["train"].label_names
         missing = sorted(set(dataset.label_names) - set(self.labels))
