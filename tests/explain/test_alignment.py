@@ -138,18 +138,18 @@ def test_html_reads_without_script() -> None:
 
 
 def test_a_long_title_is_wrapped_to_the_picture_not_cut_at_both_ends() -> None:
-    from attend.explain.alignment import _wrapped_title
+    from attend.explain.render import wrapped_title
 
     score = "(log\u00a0p\u00a0=\u00a0-12.30)"  # as _default_title writes it: one word to wrap
     title = f"al viejo profesor le gusta la pelota por la mañana y por la tarde también mucho  {score}"
-    lines = _wrapped_title(title, 4.5).split("\n")
+    lines = wrapped_title(title, 4.5).split("\n")
     assert len(lines) == 3 and all(len(line) <= 49 for line in lines)  # 11 characters an inch at 9 points
     assert lines[0].startswith("al viejo") and lines[-1].endswith(score)  # both ends readable
-    many = _wrapped_title(" ".join(["palabra"] * 60), 4.0).split("\n")
+    many = wrapped_title(" ".join(["palabra"] * 60), 4.0).split("\n")
     assert len(many) == 3 and many[-1].endswith("…") and all(len(line) <= 44 for line in many)
-    long = _wrapped_title(f"{' '.join(['palabra'] * 60)}  {score}", 4.0).split("\n")
+    long = wrapped_title(f"{' '.join(['palabra'] * 60)}  {score}", 4.0).split("\n")
     assert len(long) == 3 and long[-1].endswith(f"… {score}") and all(len(line) <= 44 for line in long)
-    chinese = _wrapped_title("老人早上喜欢在公园里打球然后回家吃饭睡觉看书写字画画唱歌跳舞", 4.0).split("\n")
+    chinese = wrapped_title("老人早上喜欢在公园里打球然后回家吃饭睡觉看书写字画画唱歌跳舞", 4.0).split("\n")
     assert all(len(line) <= 22 for line in chinese)  # a wide character counts as two
 
 

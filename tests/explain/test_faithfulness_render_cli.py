@@ -400,3 +400,21 @@ def test_a_character_no_font_has_is_drawn_without_a_warning_per_glyph(recwarn: p
         fig.savefig(io.BytesIO(), format="png")
         plt.close(fig)
     assert not [w for w in recwarn if "missing from" in str(w.message)]
+
+
+def test_an_importance_charts_long_heading_is_wrapped_to_the_picture(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "integrated_gradients: explaining pos (0.00; predicted neg, 1.00)" had been cut at both ends
+    import attend.explain.render as render
+
+    predictor = untrained_predictor("encoder_cls")
+    (predicted,) = explain(predictor, ["a b c"], "rollout")
+    other = next(label for label in predictor.labels if label != predicted.label)
+    (exp,) = explain(predictor, ["a b c"], "integrated_gradients", target=other, ig_steps=4)
+    titles: list[tuple[str, float]] = []
+    real = render.wrapped_title
+    monkeypatch.setattr(render, "wrapped_title",
+                        lambda title, width: titles.append((title, width)) or real(title, width))  # fmt: skip
+    Image.open(io.BytesIO(render._importance_png(exp))).verify()
+    ((title, width),) = titles
+    assert title.startswith("integrated_gradients") and "explaining" in title
+    assert "\n" in real(title, width)  # too long for the chart's width of a 5-token text: wrapped

@@ -24,6 +24,7 @@ from attend.explain import (
     rollout,
     top_tokens,
 )
+from attend.explain.methods import NO_POSITIVE_POOLING
 from attend.runtime import TorchTextClassifier, quantize_torch_model
 from tests.conftest import NEGATIVE, POSITIVE, planted_rows
 from tests.explain.conftest import MODEL_CONFIGS, TEXTS, untrained_predictor
@@ -405,3 +406,24 @@ def test_the_random_baseline_of_a_text_does_not_depend_on_the_texts_explained_wi
     assert parts == whole
     assert whole[0] != whole[2]  # texts of the same length draw apart
     assert [e.importance for e in explain(predictor, texts[:2], "random", seed=1)] != whole[:2]
+
+
+@pytest.mark.parametrize("model", ["encoder", "bilstm_attention"])
+def test_grad_attention_says_when_no_token_raises_the_explained_label(
+    planted_models: dict[str, TorchTextClassifier], model: str
+) -> None:
+    # A label the text argues against: no pooling weight times its gradient is positive. The map had been
+    # the pooling weights alone (label-independent: 'zebra drives neg') or, without self-attention, uniform
+    # over every token, each given as that label's evidence without a word.
+    predictor = planted_models[model]
+    texts = [row["text"] for row in planted_rows(30, seed=7)]
+    predicted = explain(predictor, texts, "grad_attention")
+    others = [next(label for label in predictor.labels if label != e.label) for e in predicted]
+    flagged = 0
+    for text, other, mine in zip(texts, others, predicted, strict=True):
+        (theirs,) = explain(predictor, [text], "grad_attention", target=other)
+        if NO_POSITIVE_POOLING in theirs.note:
+            flagged += 1
+            assert "not evidence" in theirs.note or "do not depend on the label" in theirs.note
+        assert NO_POSITIVE_POOLING not in mine.note  # the predicted label's own evidence is there
+    assert flagged > 0  # the planted words argue against the other label in many of these texts

@@ -25,8 +25,6 @@ import json
 import math
 import os
 import re
-import textwrap
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +33,15 @@ from typing import Any
 import numpy as np
 
 from attend.data.validation import page_text
-from attend.explain.render import _Report, _shade, _token_html, map_figure, remove_stale_pictures, token_label
+from attend.explain.render import (
+    _Report,
+    _shade,
+    _token_html,
+    map_figure,
+    remove_stale_pictures,
+    token_label,
+    wrapped_title,
+)
 from attend.io import check_picture_folder, enclosing_model_directory
 from attend.plotting import plain_text, pyplot
 
@@ -224,7 +230,7 @@ def _alignment_heatmap(matrix: np.ndarray, source: Sequence[str], output: Sequen
             ax.text(0.5, 0.5, "empty alignment", ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([])
             ax.set_yticks([])
-        ax.set_title(_wrapped_title(title, width), fontsize=9)
+        ax.set_title(wrapped_title(title, width), fontsize=9)
         ax.set_xlabel("source token (attended to)", fontsize=8)
         ax.set_ylabel("output token", fontsize=8)
         fig.tight_layout()
@@ -235,21 +241,6 @@ def _alignment_heatmap(matrix: np.ndarray, source: Sequence[str], output: Sequen
     return buffer.getvalue()
 
 
-def _wrapped_title(title: str, width: float) -> str:
-    """A chart title wrapped to a figure ``width`` inches wide at 9 points (a long translation's title
-    had run off both sides, its start and its score unreadable); past three lines, shortened, its
-    last word (the score, joined by no-break spaces) kept. A wide character (Chinese, Japanese)
-    counts as two."""
-    wide = sum(unicodedata.east_asian_width(char) in "WF" for char in title)
-    chars = max(10, int(width * 11 / (1 + wide / max(1, len(title)))))
-    lines = textwrap.wrap(title, chars) or [""]
-    if len(lines) > 3:
-        words = [word for word in title.split(" ") if word]  # not split(): it splits at no-break spaces too
-        kept = words[-1] if "\u00a0" in words[-1] else ""
-        rest = textwrap.wrap(" ".join(words[:-1]) if kept else title, chars)
-        third = textwrap.shorten(" ".join(rest[2:]), max(5, chars - len(kept) - 1), placeholder=" …")
-        lines = [*rest[:2], f"{third} {kept}".strip()]
-    return "\n".join(lines)
 
 
 def alignment_png(alignment: Alignment, *, dpi: int = 80, title: str | None = None) -> bytes:

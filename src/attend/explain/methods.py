@@ -313,6 +313,12 @@ def readout(pooling: str, attention_mask: Tensor, pooling_weights: Tensor | None
     return mask / mask.sum(1, keepdim=True).clamp_min(1.0)
 
 
+#: grad_attention's note where no pooling weight times its gradient is positive: every token lowers the
+#: explained label's score through the pooling (typically a label other than the predicted one).
+NO_POSITIVE_POOLING = ("no token raises this label's score through the pooling (its weights times their gradients "
+                       "are all <= 0)")
+
+
 def _normalise(importance: Tensor, mask: Tensor) -> Tensor:
     importance = importance.clamp_min(0) * mask
     total = importance.sum(-1, keepdim=True)
@@ -558,13 +564,22 @@ def _grad_attention(evidence: Evidence) -> tuple[Tensor, str]:
     r, pooling, pooling_grad = evidence.readout, evidence.pooling, evidence.pooling_grad
     if not evidence.maps:
         if pooling is not None and pooling_grad is not None:
-            weighted = _normalise(pooling.float() * pooling_grad.float(), evidence.mask)
-            return weighted, "no self-attention layers: pooling weights times their gradient"
+            raw = pooling.float() * pooling_grad.float() * evidence.mask
+            said = "no self-attention layers: pooling weights times their gradient"
+            # none positive (a label the text argues against): _normalise's uniform map had been given as evidence
+            notes = [f"{said}; {NO_POSITIVE_POOLING}: the importance is uniform, not evidence" if none else said
+                     for none in (raw.clamp_min(0).sum(1) <= 0).tolist()]  # fmt: skip
+            return _normalise(raw, evidence.mask), notes
         return _normalise(r, evidence.mask), NO_LAYERS
+    notes: str | list[str] = ""
     if pooling is not None and pooling_grad is not None:
-        weighted = (pooling.float() * pooling_grad.float()).clamp_min(0)
-        r = torch.where(weighted.sum(1, keepdim=True) > 0, weighted, r)
-    return _normalise((r[:, None, :] @ grad_rollout(evidence.maps, evidence.grads)).squeeze(1), evidence.mask), ""
+        weighted = (pooling.float() * pooling_grad.float() * evidence.mask).clamp_min(0)
+        positive = weighted.sum(1, keepdim=True) > 0
+        r = torch.where(positive, weighted, r)
+        # said: the pooling weights alone do not depend on the label (they had been given without a word)
+        notes = [f"{NO_POSITIVE_POOLING}: read out through the pooling weights alone, which do not depend on the "
+                 "label" if not kept else "" for kept in positive.squeeze(1).tolist()]  # fmt: skip
+    return _normalise((r[:, None, :] @ grad_rollout(evidence.maps, evidence.grads)).squeeze(1), evidence.mask), notes
 
 
 @register_method("integrated_gradients", requires="gradients", signed=True)

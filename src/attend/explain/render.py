@@ -18,6 +18,8 @@ import base64
 import io
 import math
 import re
+import textwrap
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,15 +74,33 @@ def _heading(exp: Explanation) -> str:
     return f"{exp.method}{_read(exp)}: {exp.label} ({exp.probability:.2f})"
 
 
+def wrapped_title(title: str, width: float) -> str:
+    """A chart title wrapped to a figure ``width`` inches wide at 9 points (a long translation's title
+    had run off both sides, its start and its score unreadable); past three lines, shortened, its
+    last word (the score, joined by no-break spaces) kept. A wide character (Chinese, Japanese)
+    counts as two."""
+    wide = sum(unicodedata.east_asian_width(char) in "WF" for char in title)
+    chars = max(10, int(width * 11 / (1 + wide / max(1, len(title)))))
+    lines = textwrap.wrap(title, chars) or [""]
+    if len(lines) > 3:
+        words = [word for word in title.split(" ") if word]  # not split(): it splits at no-break spaces too
+        kept = words[-1] if "\u00a0" in words[-1] else ""
+        rest = textwrap.wrap(" ".join(words[:-1]) if kept else title, chars)
+        third = textwrap.shorten(" ".join(rest[2:]), max(5, chars - len(kept) - 1), placeholder=" …")
+        lines = [*rest[:2], f"{third} {kept}".strip()]
+    return "\n".join(lines)
+
+
 @plain_text
 def _importance_png(exp: Explanation, dpi: int = 80) -> bytes:
     plt = pyplot()
     n = len(exp.tokens)
-    fig, ax = plt.subplots(figsize=(max(4.0, min(20.0, 0.3 * n + 1.5)), 2.8))
+    width = max(4.0, min(20.0, 0.3 * n + 1.5))
+    fig, ax = plt.subplots(figsize=(width, 2.8))
     colours = ["#c0392b" if v < 0 else "#2e86c1" for v in exp.importance]
     ax.bar(range(n), exp.importance, color=colours)
     ax.set_xticks(range(n), exp.display_tokens(), rotation=90, fontsize=7)
-    ax.set_title(_heading(exp), fontsize=9)
+    ax.set_title(wrapped_title(_heading(exp), width), fontsize=9)  # a --target heading had been cut at both ends
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
