@@ -288,7 +288,7 @@ def test_registrations_that_would_half_work_are_refused() -> None:
 
     from attend.models.base import MODELS, ModelConfig, register_model
     from attend.runtime import register_runtime
-    from attend.training import Task, register_task
+    from attend.training import ClassificationTask, Task, register_task
 
     @dataclass
     class OwnConfig(ModelConfig):
@@ -310,6 +310,20 @@ def test_registrations_that_would_half_work_are_refused() -> None:
 
     with pytest.raises(ValueError, match="task 'half_work_task': name its selection metric"):
         register_task(NoSelection)
+
+    class Unfinished(Task):  # type: ignore[misc]
+        name, selection = "half_work_task", "accuracy"
+
+    # it had claimed the name, and failed only when created
+    with pytest.raises(TypeError, match=r"task 'half_work_task' \(.*Unfinished\) does not define default_lr, "
+                                        r".*write: a Task"):  # fmt: skip
+        register_task(Unfinished)
+    # a recommender's name, taken before its module registered it, had broken attend's own recommender
+    with pytest.raises(ValueError, match=r"task name 'sequential_recommendation' is attend's own \(attend\.training"):
+        register_task(type("Hijack", (ClassificationTask,), {"name": "sequential_recommendation"}))
+    with pytest.raises(ValueError, match=r"task name 'classification' is registered already, by attend\.training\."
+                                         r"tasks\.classification\.ClassificationTask"):  # fmt: skip
+        register_task(type("Mine", (ClassificationTask,), {"name": "classification"}))
     with pytest.raises(ValueError, match=r"register_runtime\(None\): name the task"):
         register_runtime(None)  # type: ignore[arg-type]
 

@@ -619,6 +619,40 @@ def test_a_tasks_own_info_is_shown_and_one_the_service_sets_is_refused(
         create_app(runtime, ServeSettings())
 
 
+def test_a_tasks_routes_that_fail_or_take_a_service_path_are_refused_in_one_line(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin's routes factory that raised had ended `attend serve` in a traceback; one serving GET /metrics
+    had answered in the service's place (no Prometheus output, without a word)."""
+    from fastapi import APIRouter
+
+    from attend.serve import Routes
+    from attend.serve import app as app_module
+
+    runtime = load(model_dir)
+
+    def exploding(runtime: object, settings: ServeSettings, metrics: object) -> Routes:
+        raise RuntimeError("routes factory exploded")
+
+    monkeypatch.setitem(app_module.TASK_ROUTES, "classification", exploding)
+    with pytest.raises(ValueError, match=r"the 'classification' routes \(tests\.serve\.test_app\..*exploding\) failed: "
+                                         r"RuntimeError: routes factory exploded"):  # fmt: skip
+        create_app(runtime, ServeSettings())
+
+    def with_metrics(runtime: object, settings: ServeSettings, metrics: object) -> Routes:
+        router = APIRouter()
+
+        @router.get("/metrics")
+        def mine() -> dict[str, int]:
+            return {"mine": 1}
+
+        return Routes(router=router)
+
+    monkeypatch.setitem(app_module.TASK_ROUTES, "classification", with_metrics)
+    with pytest.raises(ValueError, match=r"the 'classification' routes: GET /metrics is the service's own"):
+        create_app(runtime, ServeSettings())
+
+
 def test_your_own_routers_are_mounted_listed_and_refused_clearly(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

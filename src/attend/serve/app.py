@@ -413,7 +413,15 @@ def create_app(
             )
         routes = Routes(router=APIRouter())  # the routers given serve the model
     else:
-        routes = TASK_ROUTES[runtime.task](runtime, settings, metrics)
+        factory = TASK_ROUTES[runtime.task]
+        try:
+            routes = factory(runtime, settings, metrics)
+        except Exception as exc:  # a plugin's: said in one line, as a --router factory's (it had been a traceback)
+            if getattr(factory, "__module__", "").split(".")[0] == "attend":
+                raise
+            raise ValueError(f"the {runtime.task!r} routes ({getattr(factory, '__module__', '?')}."
+                             f"{getattr(factory, '__qualname__', factory)!s}) failed: {type(exc).__name__}: "
+                             f"{exc}") from exc  # fmt: skip
         taken = sorted(set(routes.info) & _SET_BY_SERVICE)
         if taken:  # every GET /v1/model had been a 500 ("got multiple values for keyword argument")
             raise ValueError(f"the {runtime.task!r} routes' info sets {taken}, which GET /v1/model gives itself; "
@@ -560,6 +568,15 @@ def create_app(
             part.refresh()
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    # The model's routes are included first, so one at a path of the service's own had answered in its place
+    # (a task's GET /metrics: no Prometheus output, without a word): refused, as a --router's clash is.
+    own = [route for route in app.routes if getattr(route, "original_router", None) is not routes.router]
+    service = _endpoints(own)
+    clash = sorted(_endpoints(routes.router.routes) & service)
+    if clash:
+        path, method = clash[0]
+        raise ValueError(f"the {getattr(runtime, 'task', None)!r} routes: {method} {path} is the service's own; give "
+                         "the route another path")  # fmt: skip
     taken = _endpoints(app.routes)
     for name, part, mine in zip(names, extra, served, strict=True):
         # A route served already would be shadowed without a word (the first one wins): refused.

@@ -147,17 +147,36 @@ class Task(ABC):
 TaskT = TypeVar("TaskT", bound=type[Task])
 #: Registered tasks by name.
 TASKS: dict[str, type[Task]] = {}
+#: attend's own task names, with the module that registers each (some only once it is imported: a
+#: plugin's task had been able to take a recommender's name, which then failed to register).
+BUILT_IN_TASKS = {
+    "classification": "attend.training.tasks.classification",
+    "translation": "attend.training.tasks.seq2seq",
+    "sequential_recommendation": "attend.training.tasks.recommendation",
+    "ctr_recommendation": "attend.training.tasks.recommendation",
+}
 
 
 def register_task(cls: TaskT) -> TaskT:
     """Class decorator: register a task under its ``name``."""
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise TypeError(f"register_task takes a subclass of attend.training.Task, not {cls!r}")
-    if not cls.name or (cls.name in TASKS and not redefines(TASKS[cls.name], cls)):
-        raise ValueError(f"task name {cls.name!r} is empty or already registered")
+    if not cls.name or not isinstance(cls.name, str):
+        raise ValueError(f"{cls.__qualname__}: give the task a name (a non-empty string), not {cls.name!r}")
+    holder = TASKS.get(cls.name)
+    if holder is not None and not redefines(holder, cls):
+        raise ValueError(f"task name {cls.name!r} is registered already, by {holder.__module__}.{holder.__qualname__}; "
+                         "choose another")  # fmt: skip
+    home = BUILT_IN_TASKS.get(cls.name)
+    if holder is None and home is not None and cls.__module__ != home:
+        raise ValueError(f"task name {cls.name!r} is attend's own ({home}); choose another")
     if not cls.selection:  # it had failed after the first epoch ("returned no number under ''")
         raise ValueError(f"task {cls.name!r}: name its selection metric (the dev metric that picks the best epoch, "
                          "higher is better)")  # fmt: skip
+    abstract = sorted(getattr(cls, "__abstractmethods__", ()))
+    if abstract:  # it had claimed the name, and failed only when created (a TypeError)
+        raise TypeError(f"task {cls.name!r} ({cls.__qualname__}) does not define {', '.join(abstract)}: a Task "
+                        "subclass must, before it is registered")  # fmt: skip
     TASKS[cls.name] = cls
     return cls
 
