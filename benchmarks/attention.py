@@ -21,7 +21,7 @@ both sides of a comparison alike. Sections:
 
 Usage::
 
-    python benchmarks/attention.py            # full run, about 6 minutes on 2 cores
+    python benchmarks/attention.py            # full run, a few minutes on 2 cores (see the README)
     python benchmarks/attention.py --quick    # smoke run, under 30 s on an idle 2-core machine
     python benchmarks/attention.py --threads 1 --sections 5   # scaling, robust to a busy machine
     python benchmarks/attention.py --json results.json --sections 2,3

@@ -522,7 +522,7 @@ def goals(settings: Sequence[Setting]) -> list[Goal]:
             )
             out.append(
                 Goal(
-                    s.name, f"attend explain {method} / HF output_attentions", over_hf, ATTEND_OVER_HF_GOAL, strict=True
+                    s.name, f"attend explain {method} / {theirs}", over_hf, ATTEND_OVER_HF_GOAL, strict=True
                 )
             )
     return out

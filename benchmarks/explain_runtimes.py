@@ -99,7 +99,7 @@ def speed(runtimes: dict[str, Any], texts: list[str], rounds: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model_dir", type=harness.existing_dir,
+    parser.add_argument("model_dir", type=harness.model_directory,
                         help="a trained model directory with self-attention layers")  # fmt: skip
     parser.add_argument("--threads", type=harness.positive_int, default=1)
     parser.add_argument("--texts", type=harness.positive_int, default=256, help="short test texts (default 256)")

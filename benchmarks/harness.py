@@ -63,6 +63,7 @@ __all__ = [
     "format_seconds",
     "interleave",
     "model_dir_or_pretrained",
+    "model_directory",
     "non_negative_float",
     "non_negative_int",
     "paired_ratio",
@@ -70,6 +71,7 @@ __all__ = [
     "positive_int",
     "print_table",
     "quantile",
+    "run_name",
     "torch_threads",
 ]
 
@@ -508,11 +510,27 @@ def existing_dir(text: str) -> str:
     return text
 
 
+def model_directory(text: str) -> str:
+    """A model directory (one holding ``config.json``): returned as given. serve.py had copied whatever
+    directory it was given (a 12 GB ``/tmp``) before finding it was none."""
+    existing_dir(text)
+    if not (Path(text) / "config.json").is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a model directory (it has no config.json)")
+    return text
+
+
+def run_name(data: str) -> str:
+    """The folder name of a run on ``data``: a data set's name as it is, a file by its stem (an absolute
+    path had replaced the output folder itself: ``out / "/abs/file.csv"`` is ``/abs/file.csv``)."""
+    path = Path(data)
+    return path.stem if path.suffix or len(path.parts) > 1 else data
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, *, what: str, rounds: int = 15) -> None:
     """The model-timing scripts' shared flags: an optional ``model_dir`` (``what`` it may be; the
     default is the pretrained MiniLM with an untrained head, :func:`model_dir_or_pretrained`),
     ``--threads`` (default 1) and ``--rounds``."""
-    parser.add_argument("model_dir", nargs="?", type=existing_dir,
+    parser.add_argument("model_dir", nargs="?", type=model_directory,
                         help=f"{what} (default: pretrained MiniLM, untrained head)")  # fmt: skip
     parser.add_argument("--threads", type=positive_int, default=1, help="intra-op threads (default 1)")
     parser.add_argument("--rounds", type=positive_int, default=rounds, help=f"interleaved rounds (default {rounds})")
@@ -523,8 +541,12 @@ def model_dir_or_pretrained(model_dir: str | None, name: str) -> Path:
     with an untrained head (``serve_load.minilm_dir``): speed does not depend on the head's weights."""
     if model_dir:
         return Path(model_dir)
+    import atexit
+    import shutil
     import tempfile
 
     from serve_load import minilm_dir
 
-    return minilm_dir(Path(tempfile.mkdtemp(prefix=f"attend-{name}-")) / "minilm")
+    folder = Path(tempfile.mkdtemp(prefix=f"attend-{name}-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # a MiniLM copy had been left behind each run
+    return minilm_dir(folder / "minilm")

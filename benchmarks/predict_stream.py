@@ -62,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=harness.comma_list(harness.positive_int), default="10000,100000,1000000",
                         help="lines per input file")  # fmt: skip
-    parser.add_argument("--model", type=harness.existing_dir,
+    parser.add_argument("--model", type=harness.model_directory,
                         help="a text classifier directory (default: train a small one)")  # fmt: skip
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args()

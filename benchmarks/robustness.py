@@ -51,7 +51,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def _trained(data: str, variant: str, out_dir: Path, threads: int) -> tuple[Path, float | None]:
     """The model directory of ``variant`` on ``data``: reused when its options match, else trained."""
-    out = out_dir / data / variant
+    out = out_dir / harness.run_name(data) / variant
     options = VARIANTS[variant]
     config = out / "config.json"
     if config.is_file():

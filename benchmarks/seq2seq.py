@@ -95,7 +95,7 @@ def quality_section(args: argparse.Namespace) -> dict[str, Any]:
 
     report, rows = {}, []
     for name in args.datasets:
-        out = Path(args.out_dir) / name
+        out = Path(args.out_dir) / harness.run_name(name)
         start = time.perf_counter()
         result = train_translation(name, out, args=TrainingArgs.from_dict({**TRANSLATION_DEFAULTS, "progress": False}),
                                    overwrite=True)  # fmt: skip
@@ -209,7 +209,7 @@ def decoding_section(args: argparse.Namespace) -> dict[str, Any]:
 
     report, rows = {}, []
     for name in args.datasets:
-        translator = load(Path(args.out_dir) / name)
+        translator = load(Path(args.out_dir) / harness.run_name(name))
         assert isinstance(translator, Translator)
         dev = translator.training_split(load_parallel_data(name), "dev")
         sources, references = dev.sources, dev.targets

@@ -205,7 +205,7 @@ def _copy(model_dir: Path, target: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model_dir", type=harness.existing_dir,
+    parser.add_argument("model_dir", type=harness.model_directory,
                         help="a trained model directory (its test split is rebuilt for accuracy)")  # fmt: skip
     parser.add_argument("--threads", type=harness.positive_int, default=1)
     parser.add_argument("--texts", type=harness.positive_int, default=256, help="short texts per pass (default 256)")
@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                              "--threads", str(args.threads), "--json", str(served),
                              *(["--bf16"] if dtype == "bf16" else [])])  # fmt: skip
             results["served"][dtype] = json.loads(served.read_text())
+            shutil.rmtree(served.parent, ignore_errors=True)
     print(f"\nload average at end {os.getloadavg()[0]:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=float))

@@ -279,10 +279,22 @@ def test_existing_dir(tmp_path):
         harness.existing_dir(str(tmp_path / "missing"))
 
 
+def test_a_model_directory_is_checked_before_any_work_and_runs_are_named_by_their_data(tmp_path):
+    # serve.py had copied whatever directory it was given (a 12 GB /tmp) before finding it was no model
+    with pytest.raises(argparse.ArgumentTypeError, match=r"is not a model directory \(it has no config\.json\)"):
+        harness.model_directory(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    assert harness.model_directory(str(tmp_path)) == str(tmp_path)
+    # an absolute file path had replaced the output folder itself (out / "/abs/file.csv" is /abs/file.csv)
+    assert harness.run_name("/data/reviews.csv") == "reviews" and harness.run_name("tatoeba_en_de") == "tatoeba_en_de"
+    assert harness.run_name("mine.csv") == "mine" and harness.run_name("sub/mine") == "mine"
+
+
 def test_the_model_scripts_shared_flags(tmp_path):
     parser = argparse.ArgumentParser(prog="bench")
     harness.add_model_arguments(parser, what="a model directory", rounds=7)
     assert vars(parser.parse_args([])) == {"model_dir": None, "threads": 1, "rounds": 7}
+    (tmp_path / "config.json").write_text("{}")
     given = parser.parse_args([str(tmp_path), "--threads", "2"])
     assert harness.model_dir_or_pretrained(given.model_dir, "x") == tmp_path and given.threads == 2
 
