@@ -520,10 +520,15 @@ def model_directory(text: str) -> str:
 
 
 def run_name(data: str) -> str:
-    """The folder name of a run on ``data``: a data set's name as it is, a file by its stem (an absolute
-    path had replaced the output folder itself: ``out / "/abs/file.csv"`` is ``/abs/file.csv``)."""
+    """The folder name of a run on ``data``: a data set's name as it is, a file by its stem and a hash of
+    its resolved path, so two ``train.csv`` of other folders do not share a run (an absolute path had
+    replaced the output folder itself: ``out / "/abs/file.csv"`` is ``/abs/file.csv``)."""
     path = Path(data)
-    return path.stem if path.suffix or len(path.parts) > 1 else data
+    if not (path.suffix or len(path.parts) > 1):
+        return data
+    import hashlib
+
+    return f"{path.stem}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, what: str, rounds: int = 15) -> None:

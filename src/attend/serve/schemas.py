@@ -12,6 +12,7 @@ __all__ = [
     "ExplainResponse",
     "LabelScore",
     "ModelInfo",
+    "OpenAnswer",
     "PredictRequest",
     "PredictResponse",
     "Prediction",
@@ -109,6 +110,13 @@ class ModelInfo(BaseModel):
     generation: dict[str, Any] | None = Field(
         default=None, description="A translator's decoding defaults (beam, length_penalty, ...), which "
         "POST /v1/translate applies where a request leaves them out.")  # fmt: skip
+
+
+class OpenAnswer(BaseModel):
+    """An answer's documented fields (a subclass names them); any others a route adds pass through as
+    they are, so the schema types an answer without dropping what the CLI's JSON has beside them."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 class ErrorBody(BaseModel):

@@ -351,14 +351,26 @@ def _elastic_restart() -> bool:
 
 
 def _elastic_job() -> str | None:
-    """This torchrun job as rank 0 names it (its rendezvous id, and the agent that launched it: torchrun's
-    own process, which outlives the restarts of its worker group), recorded in ``run.json``; None outside
-    torchrun. A restarted group resumes the run of its own job only: it had resumed any interrupted
-    run it found, so a first attempt refused for another run's checkpoint was followed by a restart that
-    continued it, with that run's options."""
+    """This torchrun job as this machine's agent names it, recorded in ``run.json`` by rank 0; None outside
+    torchrun. It is the rendezvous id and the agent's own log folder (made once per torchrun process, kept
+    through the restarts of its worker group, and passed to each worker inside the path of its error
+    file; where there is none, the worker's parent process). A restarted group resumes the run of its own
+    job only: it had resumed any interrupted run it found, so a first attempt refused for another run's
+    checkpoint was followed by a restart that continued it, with that run's options."""
     if "TORCHELASTIC_RESTART_COUNT" not in os.environ:
         return None
-    return f"{os.environ.get('TORCHELASTIC_RUN_ID', '')}@{socket.gethostname()}:{os.getppid()}"
+    error_file, mark = os.environ.get("TORCHELASTIC_ERROR_FILE", ""), f"{os.sep}attempt_"
+    agent = error_file.split(mark)[0] if mark in error_file else f"process {os.getppid()}"
+    return f"{os.environ.get('TORCHELASTIC_RUN_ID', '')}@{socket.gethostname()}:{agent}"
+
+
+def _rank_0s(value: Any, info: _Dist) -> Any:
+    """Rank 0's ``value``, on every rank (a collective: every rank calls it)."""
+    if info.world_size == 1:
+        return value
+    shared = [value]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
 
 
 def _barrier(info: _Dist) -> None:
@@ -1018,14 +1030,17 @@ class Trainer:
     def _fit(self, out: Path, info: _Dist, *, resume: bool, overwrite: bool) -> TrainResult:
         task, args = self.task, self.args
         work = state_directory(out)
-        if not resume and _elastic_restart() and (work / "run.json").is_file():
-            # torchrun --max-restarts started this worker group again after a worker was lost:
-            # continue the run from its last checkpoint rather than from scratch (this job's run only).
+        if not resume and _elastic_restart():
+            # torchrun --max-restarts started this worker group again after a worker was lost: continue
+            # the run from its last checkpoint rather than from scratch (this job's run only). Rank 0
+            # decides for every rank: the others' machines name the job otherwise.
+            run = run_record(out) if info.main else None
+            found = _rank_0s(None if run is None else run.get("job") == _elastic_job(), info)
             restart = f"restart {os.environ['TORCHELASTIC_RESTART_COUNT']} of the worker group"
-            if (run_record(out) or {}).get("job") == _elastic_job():
+            if found:
                 _log(f"{restart}: resuming", info)
                 resume = True
-            else:
+            elif found is not None:
                 _log(f"{restart}: the interrupted run in {work} is another job's, not resumed", info)
         if resume:
             run = self._resumable_run(out)

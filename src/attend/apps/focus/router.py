@@ -37,7 +37,7 @@ from attend.apps.sqlstore import named_as
 from attend.data.messages import MAX_ID_CHARS, MAX_MESSAGE_CHARS, Message, record_message
 from attend.data.validation import text_problem
 from attend.serve import Routes
-from attend.serve.schemas import ErrorBody, id_text
+from attend.serve.schemas import ErrorBody, OpenAnswer, id_text
 
 __all__ = ["create_dashboard_app", "focus_router", "serve_dashboard", "served_focus_router"]
 
@@ -116,18 +116,12 @@ class FeedbackIn(BaseModel):
         return id_text(value, MAX_ID_CHARS)
 
 
-class _Answer(BaseModel):
-    """An answer's documented fields; any others the service adds pass through as they are."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-class HighlightOut(_Answer):
+class HighlightOut(OpenAnswer):
     text: str
     weight: float
 
 
-class DecisionOut(_Answer):
+class DecisionOut(OpenAnswer):
     id: str
     decision: str = Field(description="pass (interrupt now) or hold (into the digest).")
     score: float = Field(description="How much the message deserves to interrupt, 0 to 1.")
@@ -137,11 +131,11 @@ class DecisionOut(_Answer):
     truncated: bool = Field(description="The message was longer than the assistant reads; its start was used.")
 
 
-class DecisionsOut(_Answer):
+class DecisionsOut(OpenAnswer):
     decisions: list[DecisionOut] = Field(description="One per message, in the request's order.")
 
 
-class SessionOut(_Answer):
+class SessionOut(OpenAnswer):
     id: int
     task: str
     allow: list[str]
@@ -150,17 +144,17 @@ class SessionOut(_Answer):
     stopped_at: str | None
 
 
-class StoppedOut(_Answer):
+class StoppedOut(OpenAnswer):
     session: SessionOut
     stats: dict[str, Any] = Field(description="Passed, held, minutes in focus, interruptions per focus hour, ...")
 
 
-class StatusOut(_Answer):
+class StatusOut(OpenAnswer):
     running: bool
     session: SessionOut | None = Field(description="The running (or last) session; null in a new database.")
 
 
-class FeedbackOut(_Answer):
+class FeedbackOut(OpenAnswer):
     id: str
     decision: str = Field(description="The assistant's decision on the message.")
     feedback: str = Field(description="The person's answer: pass or hold.")
@@ -168,7 +162,7 @@ class FeedbackOut(_Answer):
     updates: int = Field(description="Corrections the person's model has learnt from.")
 
 
-class DigestOut(_Answer):
+class DigestOut(OpenAnswer):
     session: SessionOut
     held: int
     group_count: int = Field(description="Topic groups before `limit`.")
