@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from attend.attention._ops import check_flag
+
 __all__ = [
     "AttentionMask",
     "MaskSpec",
@@ -187,8 +189,7 @@ class MaskSpec:
             raise ValueError(f"window={window!r} must be a whole number of positions")
         if window is not None and window < 0:
             raise ValueError(f"window={window} must be >= 0")
-        if not isinstance(is_causal, bool):  # "no" had been read as True
-            raise ValueError(f"is_causal={is_causal!r} must be True or False")
+        check_flag("is_causal", is_causal)  # "no" had been read as True
         return cls(batch_size, num_heads, q_len, k_len, key_padding_mask, attn_mask, bool(is_causal), window)
 
     @property
