@@ -28,7 +28,7 @@ import typing
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -364,15 +364,6 @@ def _elastic_job() -> str | None:
     return f"{os.environ.get('TORCHELASTIC_RUN_ID', '')}@{socket.gethostname()}:{agent}"
 
 
-def _rank_0s(value: Any, info: _Dist) -> Any:
-    """Rank 0's ``value``, on every rank (a collective: every rank calls it)."""
-    if info.world_size == 1:
-        return value
-    shared = [value]
-    dist.broadcast_object_list(shared, src=0)
-    return shared[0]
-
-
 def _barrier(info: _Dist) -> None:
     if info.world_size > 1:
         dist.barrier()
@@ -580,13 +571,17 @@ def _set_plan(state: _State, steps: int, steps_per_epoch: int) -> None:
     state.planned_steps, state.planned_epochs = steps, math.ceil(steps / steps_per_epoch)
 
 
-def _shared(value: int, info: _Dist) -> int:
-    """Rank 0's ``value`` on every rank (torchrun); the value itself in a single process."""
+_T = TypeVar("_T")
+
+
+def _shared(value: _T, info: _Dist) -> _T:
+    """Rank 0's ``value`` on every rank (torchrun; a collective: every rank calls it); the value itself in
+    a single process."""
     if info.world_size == 1:
         return value
     shared = [value]
     dist.broadcast_object_list(shared, src=0)
-    return int(shared[0])
+    return shared[0]
 
 
 #: Batches per pool when a task gives lengths: examples are sorted by length within pools of
@@ -1035,7 +1030,7 @@ class Trainer:
             # the run from its last checkpoint rather than from scratch (this job's run only). Rank 0
             # decides for every rank: the others' machines name the job otherwise.
             run = run_record(out) if info.main else None
-            found = _rank_0s(None if run is None else run.get("job") == _elastic_job(), info)
+            found = _shared(None if run is None else run.get("job") == _elastic_job(), info)
             restart = f"restart {os.environ['TORCHELASTIC_RESTART_COUNT']} of the worker group"
             if found:
                 _log(f"{restart}: resuming", info)
