@@ -537,7 +537,8 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
     from attend.explain.alignment import AlignmentReport, save_alignment_pngs, strongest_links
 
     translator = _translator(args.model_dir)
-    report = AlignmentReport(maps=args.html_layers == "all") if args.html else None
+    # The page's heatmaps: the average and the last layer's heads, or every layer's (--html-layers).
+    report = AlignmentReport(maps=True, layers=args.html_layers) if args.html else None
 
     def show(results: Sequence[Any]) -> None:
         # The user's text as a terminal may show it: no bidi override, no ESC sequence (displayable).
@@ -547,14 +548,21 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
             print(displayable(f"{r.source}\n  -> {r.translation}  (score {round(r.score, 3) + 0.0:.3f})"))
             links = strongest_links(r.alignment)
             print(displayable("  " + "  ".join(links[: args.top])))  # --top: the output tokens shown, with their source
+            if (faithful := r.alignment.faithfulness) and faithful["gap"] is not None:
+                print(f"  faithfulness: hiding each output token's top-aligned source token lowers its probability "
+                      f"by {faithful['drop_top']:.3f}, a random one by {faithful['drop_random']:.3f} (gap "
+                      f"{faithful['gap']:+.3f})")  # fmt: skip
             if r.warning:
                 print(f"  ({r.warning})")
 
-    kept = _explain_in_chunks(
-        args, texts, lambda part: translator.translate(part, beam=args.beam, alignments=True,
-                                                       maps=bool(args.maps or args.png)),
-        report, lambda results: [r.alignment for r in results], show,
-    )  # fmt: skip
+    def work(part: list[str]) -> list[Any]:
+        results = translator.translate(part, beam=args.beam, alignments=True, maps=bool(args.maps or args.png or
+                                                                                        args.html))  # fmt: skip
+        for r in results:  # each alignment's own erasure test, shown under it (and in --json and --html)
+            r.alignment.faithfulness = translator.sentence_faithfulness(r)
+        return results
+
+    kept = _explain_in_chunks(args, texts, work, report, lambda results: [r.alignment for r in results], show)
     if kept is None:
         return 130
     if args.png:
@@ -626,6 +634,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         check_picture_folder("--png", args.png, model_dir=args.model_dir)
     if args.html:
         check_page_path("--html", args.html, model_dir=args.model_dir)
+    if args.html_layers != "last" and not args.html:
+        raise UsageError("--html-layers: chooses the heatmaps of the --html report; give --html FILE")
+    if args.maps and not args.json:
+        raise UsageError("--maps: adds the maps to --json output; give --json (or --png/--html for pictures)")
     if translating:
         options = (("--method", args.method, None), ("--layer", args.layer, None), ("--head", args.head, None),
                    ("--target", args.target, None), ("--ig-steps", args.ig_steps, 32),
@@ -636,6 +648,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                              "cross-attention alignment of each output word (--maps: every layer's and head's)")
         # Sentences as `attend translate` reads them: a .txt file is one sentence per line.
         # explain's --text-col names the source column too: messages name the flag the user gave.
+        if args.source_col is not None and args.text_col is not None:
+            raise UsageError(f"--source-col {args.source_col} and --text-col {args.text_col}: each names the "
+                             "translator's source column; give one")  # fmt: skip
         args.column_flag = "--text-col" if args.source_col is None and args.text_col is not None else "--source-col"
         args.source_col = args.source_col or args.text_col
         texts, _ = _translate_inputs(args)  # a file with no sentence is refused there
@@ -654,14 +669,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError(f"{', '.join(unused)}: for translators only (a classifier's column is --text-col)")
     if args.ig_steps != 32 and method != "integrated_gradients":
         raise UsageError(f"--ig-steps {args.ig_steps}: for --method integrated_gradients only")
-    if args.html_layers != "last" and not args.html:
-        raise UsageError("--html-layers: chooses the heatmaps of the --html report; give --html FILE")
     ignored = [flag for flag, value in (("--layer", args.layer), ("--head", args.head)) if value is not None]
     if ignored and not METHODS[method].layer_and_head:
         raise UsageError(f"{', '.join(ignored)}: for --method attention only ({method} does not read one chosen "
                          "layer or head)")  # fmt: skip
-    if args.maps and not args.json:
-        raise UsageError("--maps: adds the maps to --json output; give --json (or --png/--html for pictures)")
     texts = _read_texts(args)
     predictor = _cli_predictor(args.model_dir, args.int8, explaining=True)
     given = "-1" if args.layer is None else args.layer  # not given: the last layer
@@ -856,7 +867,11 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
 
     if args.limit < 0:  # 0: every text, as robustness reads its --limit 0
         raise UsageError(f"--limit {args.limit}: must be 0 (every text) or more")
-    _classifier_only(args.model_dir)
+    if _classifier_only(args.model_dir, translators=True) == "translation":
+        return _translator_faithfulness(args)
+    given = [flag for flag, value in (("--source-col", args.source_col), ("--beam", args.beam)) if value is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)}: for translators only (a classifier's column is --text-col)")
     from attend.data.datasets import names_dataset
 
     path = Path(args.data)
@@ -879,6 +894,50 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     report = faithfulness(predictor, texts, methods, seed=args.seed, progress=not (args.json or args.no_progress),
                           ig_steps=args.ig_steps)  # fmt: skip
     print(dumps_json(report) if args.json else format_faithfulness(report))
+    return 0
+
+
+def _translator_faithfulness(args: argparse.Namespace) -> int:
+    """`attend faithfulness` of a translator: the erasure test of its alignments
+    (:meth:`~attend.runtime.Translator.faithfulness`) over DATA's sources, a seeded sample of --limit."""
+    import random
+
+    options = (("--methods", args.methods, None), ("--ig-steps", args.ig_steps, 32), ("--int8", args.int8, False),
+               ("--text-col", args.text_col, None))  # fmt: skip
+    given = [flag for flag, value, default in options if value != default]
+    if given:
+        raise UsageError(f"{', '.join(given)}: for classifiers only; a translator's faithfulness is that of its "
+                         "cross-attention alignment (choose the column with --source-col)")  # fmt: skip
+    beam = _beam(args)
+    from attend.data.datasets import load_parallel, names_dataset
+    from attend.data.validation import text_problem
+
+    if names_dataset(args.data):
+        if args.source_col is not None:
+            raise UsageError(f"--source-col {args.source_col}: reads a column of a file; {args.data} is a data set")
+        sources = load_parallel(args.data).sources
+    else:  # as `attend translate --input` reads it: a table's source column, else a sentence a line
+        sources, _ = _read_translate_inputs(argparse.Namespace(
+            texts=None, input=args.data, source_col=args.source_col, model_dir=args.model_dir))  # fmt: skip
+        sources = [s for s in sources if text_problem(s) is None]
+        if not sources:
+            raise UsageError(f"{args.data}: no sentence in it")
+    if 0 < args.limit < len(sources):  # a seeded sample, as a classifier's texts are
+        sources = [sources[i] for i in sorted(random.Random(args.seed).sample(range(len(sources)), args.limit))]
+    report = _translator(args.model_dir).faithfulness(sources, seed=args.seed, beam=beam,
+                                                      progress=not (args.json or args.no_progress))  # fmt: skip
+    report |= {"texts": len(sources)}
+    if args.json:
+        print(dumps_json(report))
+    elif report["gap"] is None:
+        print(f"alignment faithfulness over {len(sources)} sentences: none had two source tokens and an output "
+              "token to compare")  # fmt: skip
+    else:
+        print(f"alignment faithfulness over {report['sentences']} of {len(sources)} sentences, {report['tokens']} "
+              f"output tokens: hiding the source token each attends to most lowers its probability by "
+              f"{report['drop_top']:.3f} on average, hiding a random source token by {report['drop_random']:.3f}: "
+              f"gap {report['gap']:+.3f} (the top-aligned token's drop is larger for {report['top_beats_random']:.0%}"
+              " of tokens; a gap above 0 says the alignment points at what the output depends on)")
     return 0
 
 
@@ -1141,7 +1200,7 @@ def _add_data_columns(parser: argparse.ArgumentParser, *, from_model: bool = Fal
 def _add_pair_columns(parser: argparse.ArgumentParser, *, given_only: bool = False) -> None:
     """``--source-col``/``--target-col``; ``given_only``: None when left out (the verb picks the default)."""
     if given_only:
-        left_out = "the columns training read, for its training data; else"
+        left_out = "the one training read, in any file; else"
         parser.add_argument("--source-col", help=f"translators: column of the source (default: {left_out} source)")
         parser.add_argument("--target-col", help=f"translators: column of the target (default: {left_out} target)")
         return
@@ -1293,7 +1352,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--ig-steps", type=int, default=32, help="integration steps for integrated_gradients (32)")
     ex.add_argument("--html", help="write a self-contained HTML report here")
     ex.add_argument("--html-layers", choices=["last", "all"], default="last",
-                    help="the HTML report's heatmaps: the last layer's heads, or every layer's (default last)")
+                    help="the HTML report's heatmaps: the last layer's heads, or every layer's (default last; a "
+                    "translator's page shows its average alignment beside them)")
     ex.add_argument("--png", help="write PNG heatmaps (per text, layer and head) under this directory")
     ex.add_argument("--json", action="store_true", help="print a JSON list, one object per text")
     ex.add_argument("--maps", action="store_true", help="with --json: include every layer's per-head maps")
@@ -1332,6 +1392,9 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("--json", action="store_true", help="print one JSON object")
     fa.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     fa.add_argument("--int8", action="store_true", help=EXPLAIN_INT8_HELP)
+    fa.add_argument("--source-col", help="translators: column holding the source in a DATA table (default: the one "
+                    "training read, else source); a text file is read a sentence a line")  # fmt: skip
+    fa.add_argument("--beam", type=int, help="translators: beam size of the translations tested (default: the model's)")
     fa.set_defaults(func=_cmd_faithfulness)
 
     ro = verbs.add_parser("robustness", help="accuracy under seeded text perturbations, and a greedy word attack")

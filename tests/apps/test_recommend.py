@@ -172,6 +172,34 @@ def test_explanations_weigh_the_history_and_erasure_reports_a_gap(sasrec_dir: Pa
     assert faith["gap"] == pytest.approx(faith["drop_top_k"] - faith["drop_random_k"])
 
 
+def test_sasrec_with_attention_fusion_explains_by_its_sequence_layers(movielens_sample: dict[str, Path],
+                                                                    tmp_path: Path) -> None:  # fmt: skip
+    # The item encoder's fusion attention (a map over each item's features) had been recorded beside the
+    # sequence layers': every explanation, the erasure test and /v1/recommend's explain failed on it.
+    out = tmp_path / "fused"
+    train_recommender(str(movielens_sample["log"]), out, model="sasrec", item_features=str(movielens_sample["items"]),
+                      features=["genres"], model_options={"dim": 8, "max_length": 10, "fusion": "attention"},
+                      training=QUICK | {"epochs": 1})  # fmt: skip
+    sasrec = load_recommender(out)
+    user = sasrec.user_ids[3]
+    why = sasrec.explain(user, sasrec.top(user, k=1).items[0])
+    assert len(why["history"]) == 10 and sum(row["weight"] for row in why["history"]) == pytest.approx(1.0, abs=1e-4)
+    assert math.isfinite(sasrec.erasure(users=5, k=2, seed=0)["gap"])
+    output = sasrec.model({"items": torch.tensor([[1, 2, 3]])}, output_attentions=True)
+    assert [tuple(a.shape) for a in output.attentions] == [(1, 2, 3, 3)] * len(sasrec.model.blocks)
+
+
+def test_an_erasure_that_raises_the_score_says_so() -> None:
+    """A negative mean drop had been said as "lowers the top item's score by -0.0004"."""
+    from attend.apps.recommend.cli import format_evaluation
+
+    faith = {"users": 9, "k": 2, "drop_top_k": -0.0004, "drop_random_k": 0.0001, "gap": -0.0005,
+             "top_k_beats_random": 0.25}  # fmt: skip
+    said = format_evaluation({"model": "din", "metrics": {"auc": 0.7}, "baselines": {}, "faithfulness": faith})
+    assert "removing the top-2 weighted history items raises the top item's score by 0.0004, removing 2 random " \
+        "ones lowers it by 0.0001 (gap -0.0005;" in said, said
+
+
 def test_din_reports_auc_gauc_logloss_beside_its_baselines(din_dir: Path) -> None:
     report = evaluate_recommender(din_dir)
     assert set(report["metrics"]) == {"auc", "gauc", "logloss"}
@@ -513,7 +541,7 @@ def test_a_datasets_column_options_are_refused_even_at_a_logs_defaults(
     assert not (tmp_path / "m").exists()
 
 
-def test_a_history_given_as_one_string_or_a_k_below_one_is_refused(sasrec_dir: Path) -> None:
+def test_a_history_given_as_one_string_or_a_k_below_one_is_refused(sasrec_dir: Path, tmp_path: Path) -> None:
     """Before: history "56" was the items 5 and 6, and top_many with k=-1 returned the padding item."""
     runtime = load_recommender(sasrec_dir)
     item = runtime.item_ids[5]
@@ -524,6 +552,17 @@ def test_a_history_given_as_one_string_or_a_k_below_one_is_refused(sasrec_dir: P
     with pytest.raises(ValueError, match=r"k=2.5 must be a whole number"):
         runtime.top(runtime.user_ids[0], k=2.5)  # type: ignore[arg-type]
     assert runtime.top(history=(i for i in [item])).items == runtime.top(history=[item]).items
+    # A blank id is refused by its place, as /v1/recommend's 422 does (Python had warned of an unknown '',
+    # and the CLI dropped it in silence); a --history-file's blank lines hold no id and are skipped.
+    for call in (runtime.top, lambda **given: runtime.explain(item=item, **given)):
+        with pytest.raises(ValueError, match=r"^history\[1\]: the id ' ' is empty$"):
+            call(history=[item, " "])
+    done = run_cli("recommend", "top", str(sasrec_dir), "--history", f"{item}, ,{item}")
+    assert done.returncode == 2 and f"--history '{item}, ,{item}': item 2 of 3 is empty" in done.stderr, done.stderr
+    listed = tmp_path / "history.txt"
+    listed.write_text(f"{item}\n\n", encoding="utf-8")
+    done = run_cli("recommend", "top", str(sasrec_dir), "--history-file", str(listed), "--json")
+    assert done.returncode == 0 and "warning" not in json.loads(done.stdout), done.stderr
 
 
 def test_evaluating_a_recommender_on_labelled_data_says_where_its_figures_are(sasrec_dir: Path) -> None:
@@ -725,6 +764,18 @@ def test_items_are_named_by_the_first_text_column_of_the_file(tmp_path: Path) ->
     assert list(features.text) == ["title", "poster"]
     assert item_names(features, ["", "a", "b"]) == {"a": "The Long Road", "b": "Short Cuts"}
     assert item_names(None, ["", "a"]) == {}
+
+
+def test_a_bad_feature_value_is_named_at_its_first_line_in_the_file(tmp_path: Path) -> None:
+    """Values were read in the order of item ids: item "b" (line 2) came after "a" (line 3)."""
+    from attend.data.interactions import read_item_features
+
+    path = tmp_path / "items.csv"
+    path.write_text("item,price\nb,abc\na,xyz\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 2 has 'price' 'abc', which is not a number"):
+        read_item_features(path, {"a": 1, "b": 2}, types={"price": "numeric"})
+    path.write_text("item,price\nb,2.5\na,4\n", encoding="utf-8")  # each value still in its item's slot
+    assert read_item_features(path, {"a": 1, "b": 2}).numeric["price"][1:].tolist() == [4.0, 2.5]
 
 
 def test_item_names_reach_the_terminal_without_escape_sequences() -> None:

@@ -97,6 +97,17 @@ def test_empty_sentences_are_counted_and_located(tmp_path: Path) -> None:
         read_parallel(extra)
 
 
+def test_a_row_of_delimiters_alone_is_skipped_as_in_labelled_data(tmp_path: Path) -> None:
+    """A spreadsheet's empty rows below the last (",") had been two empty sentences to remove."""
+    path = tmp_path / "sheet.csv"
+    path.write_bytes("\ufeffsource,target\ncat dog,TAC GOD\n,\n , \nsun,NUS\n,\n".encode())
+    pairs = read_parallel(path)
+    assert pairs.sources == ["cat dog", "sun"] and pairs.rows == [2, 5]
+    tsv = tmp_path / "sheet.tsv"
+    tsv.write_text("source\ttarget\tpart\na\tb\ttest\n\t\t\n", encoding="utf-8")
+    assert read_parallel(tsv, split_col="part").splits == ["test"]
+
+
 def test_empty_sentence_in_parquet_is_a_row(tmp_path: Path) -> None:
     path = write(tmp_path / "p.parquet", ["source", "target"], [["a", "b"], ["c", None]])
     with pytest.raises(DataError, match=r"1 empty target in column 'target' \(row 2\); remove those rows"):

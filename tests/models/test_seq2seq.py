@@ -294,3 +294,14 @@ def test_a_cache_is_refused_where_it_cannot_be_exact() -> None:
     with pytest.raises(ValueError, match="the cache holds 2 rows but the query has batch 1; reorder it first"):
         attention(torch.randn(1, 1, 16), cache=appended, is_causal=True)
     assert appended.length == 3  # nothing appended by the refused call
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"max_length_a": 0.0, "max_length_b": 0}, r"^max_length_b=0 must be >= 1$"),  # it had blamed max_length_a too
+     ({"max_length_a": -1.0}, r"^max_length_a=-1.0 must be a number >= 0$"),
+     ({"max_length_a": float("nan")}, r"^max_length_a=nan must be a number >= 0$")],
+)
+def test_generation_length_options_name_the_one_at_fault(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        GenerationOptions(**options)

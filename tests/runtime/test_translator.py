@@ -153,6 +153,53 @@ def test_faithfulness_gap_is_positive_on_the_reversal(translator_dir: Path) -> N
     report = translator.faithfulness([r["source"] for r in reverse_pairs(30, seed=7)], seed=0)
     assert report["tokens"] > 60
     assert report["gap"] > 0.1 and report["top_beats_random"] > 0.5, report
+    assert report["sentences"] == 30
+
+
+def test_faithfulness_verb_and_explain_give_a_translators_gap(translator_dir: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # `attend faithfulness` had refused a translator ("use attend translate", which gives no gap), and
+    # explain filled no alignment's faithfulness: the check was reachable from Python alone.
+    translator = load(translator_dir)
+    assert isinstance(translator, Translator)
+    sources = [r["source"] for r in reverse_pairs(12, seed=3)]
+    data = write_csv(tmp_path / "own.csv", [{"en": s, "xx": "-"} for s in sources])
+    assert main(["faithfulness", str(translator_dir), str(data), "--source-col", "en", "--limit", "0", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found == pytest.approx(translator.faithfulness(sources, seed=0) | {"texts": 12})
+    assert found["gap"] > 0.1 and found["sentences"] == 12
+    lines = tmp_path / "lines.txt"
+    lines.write_text("\n".join(sources[:5]) + "\n\n", encoding="utf-8")  # a sentence a line; the blank one skipped
+    assert main(["faithfulness", str(translator_dir), str(lines), "--limit", "3", "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("alignment faithfulness over 3 of 3 sentences") and "gap +" in said, said
+    for extra, message in [(["--methods", "attention"], "--methods: for classifiers only"),
+                           (["--text-col", "en"], "--text-col: for classifiers only"),
+                           (["--beam", "0"], "--beam 0: must be at least 1")]:  # fmt: skip
+        assert main(["faithfulness", str(translator_dir), str(lines), *extra]) == 2
+        assert message in capsys.readouterr().err
+    # explain: each sentence's own test, printed, in --json and on the page.
+    html = tmp_path / "page.html"
+    assert main(["explain", str(translator_dir), sources[0], "--json", "--html", str(html)]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    (result,) = translator.translate([sources[0]], alignments=True)
+    assert row["alignment"]["faithfulness"] == pytest.approx(translator.sentence_faithfulness(result))
+    assert "Faithfulness</h4>" in html.read_text(encoding="utf-8")
+    assert main(["explain", str(translator_dir), sources[0]]) == 0
+    assert "faithfulness: hiding each output token's top-aligned source token" in capsys.readouterr().out
+
+
+def test_the_alignment_page_draws_the_heatmaps_its_layers_option_names(translator_dir: Path, tmp_path: Path) -> None:
+    # The default page had drawn no heatmap, and --html-layers all only the average (its maps were not computed).
+    heads = TOY_TRANSLATOR["num_heads"]
+    last = TOY_TRANSLATOR["decoder_layers"] - 1
+    for layers, expected in [("last", 1 + heads + 1), ("all", 1 + (heads + 1) * (last + 1))]:
+        page = tmp_path / f"{layers}.html"
+        assert main(["explain", str(translator_dir), "red cat sun", "--html", str(page), "--html-layers", layers]) == 0
+        captions = re.findall(r"<figcaption>([^<]*)", page.read_text(encoding="utf-8"))
+        assert len(captions) == expected and captions[0] == "average", captions
+        if layers == "last":
+            assert all(c == "average" or c.startswith(f"layer {last} ") for c in captions), captions
 
 
 def test_evaluate_scores_only_the_held_out_split_of_the_training_file(translator_dir: Path, tmp_path: Path,
@@ -267,9 +314,10 @@ def test_bad_input_is_a_clear_error(translator_dir: Path, tmp_path: Path) -> Non
     assert done.returncode == 2 and "'source'" in done.stderr and "english" in done.stderr, done.stderr
     assert not (tmp_path / "m").exists()
     labelled = write_csv(tmp_path / "labelled.csv", [{"text": "red cat", "label": "a"}])
+    done = run_cli("faithfulness", str(translator_dir), str(labelled))  # a translator's, on a table of no source
+    assert done.returncode == 2 and "choose the column with --source-col" in done.stderr, done.stderr
     # Before its input is read too (it had been told the input lacked a 'text' column).
-    for verb in (["predict", str(translator_dir), "red cat"], ["faithfulness", str(translator_dir), str(labelled)],
-                 ["predict", str(translator_dir), "--input", str(bad)]):  # fmt: skip
+    for verb in (["predict", str(translator_dir), "red cat"], ["predict", str(translator_dir), "--input", str(bad)]):
         done = run_cli(*verb)  # a classifier's verb: a one-line error, not an AttributeError
         assert done.returncode == 2 and "holds a translation model, not a text classifier: use `attend translate`" \
             in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -712,7 +712,9 @@ def read_item_features(
         features.notes.append(
             f"{features.missing} item(s) of the log have no row in {path.name}: their features are empty"
         )
-    ordered = sorted(rows.items())
+    # In the file's order, so a bad value is named at its first line (item-id order had named a later
+    # one); each value still goes to its item's slot.
+    ordered = sorted(rows.items(), key=lambda entry: entry[1][0])
     read_as: list[str] = []
     for column in columns:
         values = [record.get(column) for _, (_, record) in ordered]

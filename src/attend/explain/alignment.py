@@ -374,19 +374,42 @@ def _faithfulness_table(faithfulness: Mapping[str, Any] | None) -> str:
             return f"{value:.3f}"
         return "–" if value is None else page_text(str(value))
 
-    rows = "".join(f"<tr><th>{page_text(k)}</th><td>{fmt(v)}</td></tr>" for k, v in _flat(faithfulness))
+    rows = "".join(f"<tr><th>{page_text(_FAITHFULNESS_LABELS.get(k, k))}</th><td>{fmt(v)}</td></tr>"
+                   for k, v in _flat(faithfulness))  # fmt: skip
     return f"<h4>Faithfulness</h4><table class='focus faithfulness'>{rows}</table>"
 
 
-def _maps_grid(alignment: Alignment) -> str:
-    named = {"average": alignment.weights, **(alignment.layers or {})}
+#: The words of the page's faithfulness table for the keys of ``Translator.faithfulness``'s results
+#: (other keys are shown as they are).
+_FAITHFULNESS_LABELS = {
+    "tokens": "output tokens tested",
+    "drop_top": "probability drop, top-aligned source token hidden",
+    "drop_random": "probability drop, a random source token hidden",
+    "gap": "gap (above 0: the alignment points at what the output depends on)",
+    "top_beats_random": "share of tokens where the top-aligned drop is larger",
+}
+
+
+def _last_layer(layers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The maps of the last layer, by their names (``"layer 5 head 2"``, ``"layer 5 mean"``); every
+    map where the names number no layer."""
+    numbered = {name: int(found.group(1)) for name in layers if (found := re.match(r"layer (\d+)\b", name))}
+    if not numbered:
+        return layers
+    last = max(numbered.values())
+    return {name: matrix for name, matrix in layers.items() if numbered.get(name) == last}
+
+
+def _maps_grid(alignment: Alignment, layers: str = "all") -> str:
+    shown = alignment.layers or {}
+    named = {"average": alignment.weights, **(_last_layer(shown) if layers == "last" else shown)}
     figures = [map_figure(np.asarray(matrix), alignment.output_tokens, alignment.source_tokens, name, name)
                for name, matrix in named.items()]  # fmt: skip
     return ("<h4>Cross-attention per layer and head <small class='note'>(rows: each output token; columns: the "
             f"source tokens it attended to)</small></h4><div class='heads'>{''.join(figures)}</div>")
 
 
-def _card(alignment: Alignment, k: int, maps: bool) -> str:
+def _card(alignment: Alignment, k: int, maps: bool, layers: str = "all") -> str:
     links = _links(alignment.weights)
     score = ""
     if alignment.log_prob is not None and math.isfinite(alignment.log_prob):
@@ -400,7 +423,7 @@ def _card(alignment: Alignment, k: int, maps: bool) -> str:
         f"<section class='card' id='alignment{k}' data-alignment='{k}'>{source}{translation}"
         f"{_tokens_rows(alignment, k, links)}<p class='status' aria-live='polite'></p>"
         f"{_links_table(alignment, links)}{_faithfulness_table(alignment.faithfulness)}"
-        f"{_maps_grid(alignment) if maps else ''}</section>"
+        f"{_maps_grid(alignment, layers) if maps else ''}</section>"
     )
 
 
@@ -506,15 +529,17 @@ def alignment_html(
     *,
     title: str = "Translation alignments",
     maps: bool = False,
+    layers: str = "all",
     path: str | Path | None = None,
 ) -> str:
     """One self-contained HTML page (nothing fetched) of the alignments; written atomically to ``path``
     if given. Returns the HTML.
 
     Args:
-        maps: Also embed a map of the average and of each per-layer/head map.
+        maps: Also embed a map of the average and of the per-layer/head maps.
+        layers: With ``maps``, which of those: ``"all"``, or ``"last"`` (the last layer's).
     """
-    report = AlignmentReport(title=title, maps=maps)
+    report = AlignmentReport(title=title, maps=maps, layers=layers)
     report.add(alignments)
     return report.write(path) if path is not None else report.page()
 
@@ -529,14 +554,17 @@ class AlignmentReport(_Report):
              "model's confidence in it. Without script, the table under each translation lists the alignment.")
     style = _ALIGNMENT_STYLE
 
-    def __init__(self, *, title: str = "Translation alignments", maps: bool = False) -> None:
+    def __init__(self, *, title: str = "Translation alignments", maps: bool = False, layers: str = "all") -> None:
+        if layers not in ("all", "last"):
+            raise ValueError(f"layers={layers!r}: 'all' or 'last'")
         super().__init__(title)
         self.maps = maps
+        self.layers = layers
 
     def add(self, alignments: Sequence[Alignment]) -> None:
         """Draw these alignments' cards (all or, interrupted, none of them), each with its JSON."""
         start = len(self._cards)
-        self._cards.extend([(_card(alignment, start + k, self.maps), to_json_dict(alignment))
+        self._cards.extend([(_card(alignment, start + k, self.maps, self.layers), to_json_dict(alignment))
                             for k, alignment in enumerate(alignments)])  # fmt: skip
 
     def _after_cards(self) -> str:

@@ -16,7 +16,7 @@ every task), e.g. :class:`~attend.attention.MultiHeadAttention`'s adaptive-span 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -164,15 +164,17 @@ def build(config: ModelConfig | Mapping[str, Any]) -> nn.Module:
     return builder(config)
 
 
-def forward_with_attentions(model: nn.Module, run: Callable[[], ModelOutput], output_attentions: bool) -> ModelOutput:
-    """Run ``run()``; on request, fill ``attentions``/``pooling_weights`` from a capture.
+def forward_with_attentions(model: nn.Module, run: Callable[[], ModelOutput], output_attentions: bool,
+                            names: Iterable[str] | None = None) -> ModelOutput:  # fmt: skip
+    """Run ``run()``; on request, fill ``attentions``/``pooling_weights`` from a capture (of the
+    attention modules ``names``, default all).
 
     Models call this rather than threading flags through their layers: the capture API
     records weights while every layer stays on its fast path.
     """
     if not output_attentions:
         return run()
-    with capture_attention(model) as cap:
+    with capture_attention(model, names=names) as cap:
         output = run()
     output.attentions = cap.weights
     if cap.pooling_weights and output.pooling_weights is None:

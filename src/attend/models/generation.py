@@ -72,8 +72,11 @@ class GenerationOptions:
         if not (isinstance(self.length_penalty, int | float) and math.isfinite(self.length_penalty)
                 and 0 <= self.length_penalty <= MAX_LENGTH_PENALTY):  # fmt: skip
             raise ValueError(f"length_penalty={self.length_penalty!r} must be a number in [0, {MAX_LENGTH_PENALTY:g}]")
-        if self.max_length_a < 0 or self.max_length_b < 1:
-            raise ValueError(f"max_length_a={self.max_length_a} must be >= 0 and max_length_b={self.max_length_b} >= 1")
+        if not (isinstance(self.max_length_a, int | float) and math.isfinite(self.max_length_a)
+                and self.max_length_a >= 0):  # fmt: skip
+            raise ValueError(f"max_length_a={self.max_length_a!r} must be a number >= 0")
+        if self.max_length_b < 1:  # each said alone: "a=0.0 must be >= 0 and b=0 >= 1" had blamed both
+            raise ValueError(f"max_length_b={self.max_length_b} must be >= 1")
         if self.no_repeat_ngram < 0:
             raise ValueError(f"no_repeat_ngram={self.no_repeat_ngram} must be >= 0")
         if self.min_length < 0:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attend.attention import MultiHeadAttention
+from attend.attention import MultiHeadAttention, recordable_names
 from attend.attention.dropout import Dropout
 from attend.models.base import ModelConfig, ModelOutput, forward_with_attentions, register_model
 from attend.models.items import ItemEncoder, check_item_spec
@@ -139,7 +139,12 @@ class SASRec(nn.Module):
                 logits = hidden @ table.T
             return ModelOutput(logits=logits, hidden_states=hidden)
 
-        return forward_with_attentions(self, run, output_attentions)
+        return forward_with_attentions(self, run, output_attentions, names=self.sequence_attention_names())
+
+    def sequence_attention_names(self) -> list[str]:
+        """The attention modules of the sequence layers, by qualified name, first layer first: not an
+        item encoder's feature fusion (``--fusion attention``), whose maps are over an item's features."""
+        return [name for name in recordable_names(self) if name.startswith("blocks.")]
 
     def score_last(self, items: Tensor, table: Tensor | None = None) -> Tensor:
         """Scores ``(B, num_items + 1)`` of every item as the next one after each sequence (one matmul)."""

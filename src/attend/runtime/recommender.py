@@ -166,12 +166,20 @@ class Recommender(Runtime):
 
         A known user's stored history comes first; a given history is appended to it (a new user
         has only the given one). Unknown item ids are ignored and returned.
+
+        Raises:
+            ValueError: ``history`` is one string, or holds a blank id (named by its place, as
+                ``/v1/recommend``'s 422 names it; it had been "unknown" in a warning, as ``''``).
         """
         if isinstance(history, str | bytes):
             raise ValueError("history must be a list of item ids, not one string (wrap it in a list)")
+        given_ids = [str(i) for i in history] if history is not None else []  # once: it may be a generator
+        for place, raw in enumerate(given_ids):
+            if not raw.strip():
+                raise ValueError(f"history[{place}]: the id {raw!r} is empty")
         index = self.user_index.get(str(user).strip()) if user is not None else None  # ids are stripped when read
         known = self.histories[index] if index is not None else np.zeros(0, dtype=np.int64)
-        ids = [str(i).strip() for i in (list(history) if history is not None else [])]
+        ids = [i.strip() for i in given_ids]
         ignored = [i for i in ids if i not in self.item_index]
         given = np.asarray([self.item_index[i] for i in ids if i in self.item_index], dtype=np.int64)
         return index, np.concatenate([known, given]).astype(np.int64), ignored
@@ -316,7 +324,10 @@ class Recommender(Runtime):
                 weights = self.model(batch, output_attentions=True).pooling_weights  # type: ignore[union-attr]
                 assert weights is not None
                 return HistoryWeights(names, weights[0, -len(read) :].tolist(), not_read=not_read)
-            with capture_attention(self.model) as capture:
+            # The sequence layers' attention alone: an item encoder's fusion attention (--fusion
+            # attention), a map over an item's features, had been recorded too, and the rollout failed on it.
+            layers = self.model.sequence_attention_names()  # type: ignore[operator]
+            with capture_attention(self.model, names=layers) as capture:
                 self.model.score_last(row)  # type: ignore[operator]
             maps = [w.float() for w in capture.weights]
             last = maps[-1].mean(1)[0, -1, -len(read) :]

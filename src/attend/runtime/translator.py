@@ -36,6 +36,7 @@ from attend.io import ArtifactDir, ModelDirError, sha256_file, weights_mismatch
 from attend.models import build, config_from_dict
 from attend.models.generation import GenerationOptions
 from attend.models.seq2seq import Seq2Seq
+from attend.progress import progress_bar
 from attend.runtime.base import LoadOptions, Runtime, register_runtime
 from attend.training.tasks.seq2seq import load_parallel_data, translate_batches
 from attend.training.translation import bleu_tokenizer, translation_scores
@@ -243,7 +244,8 @@ class Translator(Runtime):
                 ))  # fmt: skip
         return found
 
-    def faithfulness(self, texts: Sequence[str], *, seed: int = 0, beam: int | None = None) -> dict[str, Any]:
+    def faithfulness(self, texts: Sequence[str], *, seed: int = 0, beam: int | None = None,
+                     progress: bool = False) -> dict[str, Any]:  # fmt: skip
         """Does the alignment point at the source tokens an output token depends on?
 
         For every output token of every translation, the source token it attends to most (mean
@@ -251,42 +253,53 @@ class Translator(Runtime):
         layer), and separately a random other source token is; each time the drop in that output
         token's probability, teacher-forced, is measured. A faithful alignment gives a larger drop
         for the top-aligned token: ``gap`` = mean(top drop) - mean(random drop) > 0, and
-        ``top_beats_random`` the share of tokens where it is larger.
+        ``top_beats_random`` the share of tokens where it is larger. ``sentences``: those scored (a
+        source of one token, or an empty output, has nothing to compare). ``progress``: a bar on
+        stderr, by sentence.
         """
-        rng = random.Random(seed)
         texts = _sources(texts)
-        results = self.translate(texts, beam=beam)
-        ids, _ = self._encode(texts)
-        outputs = [r.output_ids for r in results]
-        alignments = self.align(ids, outputs, finished=[r.finished for r in results])
-        drops_top: list[float] = []
-        drops_random: list[float] = []
-        for src, out, alignment in zip(ids, outputs, alignments, strict=True):
-            words = len(src) - 1  # source tokens without </s>
-            if words < 2 or not out:
-                continue
-            base, _, targets, _ = self._teacher_forced([src], [out], capture=False)
-            variants, rows = [], []
-            for t in range(len(alignment.output_tokens)):  # </s> where the output ended with it
-                top = int(np.argmax(alignment.weights[t, :words]))
-                other = rng.choice([j for j in range(words) if j != top])
-                variants += [top, other]
-                rows.append(t)
-            masks = torch.ones(len(variants), len(src), dtype=torch.long)
-            masks[torch.arange(len(variants)), torch.tensor(variants)] = 0
-            hidden = self._masked_log_probs(src, out, masks)
-            positions = torch.tensor(rows).repeat_interleave(2)
-            token_ids = targets[0, positions]
-            p_base = base[0, positions, token_ids].exp()
-            p_hidden = hidden[torch.arange(len(variants)), positions, token_ids].exp()
-            drop = (p_base - p_hidden).view(-1, 2)
-            drops_top += drop[:, 0].tolist()
-            drops_random += drop[:, 1].tolist()
-        if not drops_top:
-            return {"tokens": 0, "gap": None, "drop_top": None, "drop_random": None, "top_beats_random": None}
-        top, other = np.asarray(drops_top), np.asarray(drops_random)
-        return {"tokens": len(top), "drop_top": float(top.mean()), "drop_random": float(other.mean()),
-                "gap": float(top.mean() - other.mean()), "top_beats_random": float(np.mean(top > other))}  # fmt: skip
+        results = self.translate(texts, beam=beam, alignments=True)
+        rng = random.Random(seed)
+        drops: list[tuple[float, float]] = []
+        scored = 0
+        for result in progress_bar(results, desc="faithfulness", unit="sentence", disable=not progress, leave=False):
+            found = self._erasure_drops(result, rng)
+            scored += bool(found)
+            drops += found
+        return _drops_report(drops) | {"sentences": scored}
+
+    def sentence_faithfulness(self, result: Translation, *, seed: int = 0) -> dict[str, Any]:
+        """:meth:`faithfulness` of one translation (one with its ``alignment``, from ``translate(...,
+        alignments=True)``), its random tokens seeded by ``seed`` and the source: what ``attend
+        explain`` shows under each translation."""
+        if result.alignment is None:
+            raise ValueError("sentence_faithfulness needs the translation's alignment: translate(..., alignments=True)")
+        return _drops_report(self._erasure_drops(result, random.Random(f"{seed}:{result.source}")))
+
+    def _erasure_drops(self, result: Translation, rng: random.Random) -> list[tuple[float, float]]:
+        """(top-aligned drop, random drop) for each output token of ``result`` (none where its
+        source has under two tokens or its output none)."""
+        src = self._encode([result.source])[0][0]
+        out, alignment = result.output_ids, result.alignment
+        words = len(src) - 1  # source tokens without </s>
+        if words < 2 or not out or alignment is None:
+            return []
+        base, _, targets, _ = self._teacher_forced([src], [out], capture=False)
+        variants, rows = [], []
+        for t in range(len(alignment.output_tokens)):  # </s> where the output ended with it
+            top = int(np.argmax(alignment.weights[t, :words]))
+            other = rng.choice([j for j in range(words) if j != top])
+            variants += [top, other]
+            rows.append(t)
+        masks = torch.ones(len(variants), len(src), dtype=torch.long)
+        masks[torch.arange(len(variants)), torch.tensor(variants)] = 0
+        hidden = self._masked_log_probs(src, out, masks)
+        positions = torch.tensor(rows).repeat_interleave(2)
+        token_ids = targets[0, positions]
+        p_base = base[0, positions, token_ids].exp()
+        p_hidden = hidden[torch.arange(len(variants)), positions, token_ids].exp()
+        drop = (p_base - p_hidden).view(-1, 2)
+        return [(float(a), float(b)) for a, b in drop.tolist()]
 
     @torch.no_grad()
     def _masked_log_probs(self, src: Sequence[int], out: Sequence[int], masks: torch.Tensor) -> torch.Tensor:
@@ -403,6 +416,14 @@ def load_translator(artifact: ArtifactDir, options: LoadOptions) -> Translator:
         raise ModelDirError(f"{path}: {exc}") from None
     assert isinstance(model, Seq2Seq)
     return Translator(model, artifact.config, tokenizers[0], tokenizers[-1], path)
+
+
+def _drops_report(drops: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    if not drops:
+        return {"tokens": 0, "gap": None, "drop_top": None, "drop_random": None, "top_beats_random": None}
+    top, other = np.asarray(drops).T
+    return {"tokens": len(top), "drop_top": float(top.mean()), "drop_random": float(other.mean()),
+            "gap": float(top.mean() - other.mean()), "top_beats_random": float(np.mean(top > other))}  # fmt: skip
 
 
 def _sources(texts: Sequence[str] | str) -> list[str]:

@@ -45,7 +45,7 @@ from attend.runtime import Runtime, load
 from attend.serve.classification import classification_routes
 from attend.serve.metrics import ServiceMetrics
 from attend.serve.recommendation import recommendation_routes
-from attend.serve.routes import RouterSpec, Routes, ServeSettings, error_response
+from attend.serve.routes import RouterSpec, Routes, ServeSettings, call_factory, error_response
 from attend.serve.schemas import ErrorBody, ModelInfo
 from attend.serve.translation import translation_routes
 from attend.version import __version__
@@ -414,14 +414,8 @@ def create_app(
         routes = Routes(router=APIRouter())  # the routers given serve the model
     else:
         factory = TASK_ROUTES[runtime.task]
-        try:
-            routes = factory(runtime, settings, metrics)
-        except Exception as exc:  # a plugin's: said in one line, as a --router factory's (it had been a traceback)
-            if getattr(factory, "__module__", "").split(".")[0] == "attend":
-                raise
-            raise ValueError(f"the {runtime.task!r} routes ({getattr(factory, '__module__', '?')}."
-                             f"{getattr(factory, '__qualname__', factory)!s}) failed: {type(exc).__name__}: "
-                             f"{exc}") from exc  # fmt: skip
+        named = f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', factory)!s}"
+        routes = call_factory(f"the {runtime.task!r} routes ({named})", factory, runtime, settings, metrics)
         taken = sorted(set(routes.info) & _SET_BY_SERVICE)
         if taken:  # every GET /v1/model had been a 500 ("got multiple values for keyword argument")
             raise ValueError(f"the {runtime.task!r} routes' info sets {taken}, which GET /v1/model gives itself; "

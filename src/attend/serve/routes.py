@@ -127,12 +127,7 @@ class RouterSpec:
         if not callable(function):
             what = "has no" if function is None else f"has a {type(function).__name__} as its"
             raise ValueError(f"router factory {self.factory!r}: module {module!r} {what} function {name!r}")
-        try:
-            built = function(runtime, **self.options)
-        except Exception as exc:
-            if module.split(".")[0] == "attend":  # attend's apps name their own bad input (--focus-db ...), and
-                raise  # a database's refusal is said as one by the CLI
-            raise ValueError(f"router factory {self.factory!r} failed: {type(exc).__name__}: {exc}") from exc
+        built = call_factory(f"router factory {self.factory!r}", function, runtime, **self.options)
         if isinstance(built, Routes):
             return built
         if not isinstance(built, APIRouter):
@@ -142,6 +137,19 @@ class RouterSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"factory": self.factory, "options": self.options}
+
+
+def call_factory(label: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``factory(*args, **kwargs)``; a plugin's factory that raises is a ``ValueError`` saying
+    ``"{label} failed: {type}: {message}"``, one line for the CLI (it had been a traceback).
+    attend's own factories raise as they are: its apps name their own bad input (``--focus-db``
+    ...), and a database's refusal is said as one by the CLI."""
+    try:
+        return factory(*args, **kwargs)
+    except Exception as exc:
+        if getattr(factory, "__module__", "").split(".")[0] == "attend":
+            raise
+        raise ValueError(f"{label} failed: {type(exc).__name__}: {exc}") from exc
 
 
 # A route's own check names its field first, as the CLI does: "texts[1] is an empty text",

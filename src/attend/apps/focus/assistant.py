@@ -234,7 +234,8 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines file the project ships (the scenario suite, the urgency data)."""
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
@@ -382,11 +383,11 @@ def urgency_examples(reader: TextReader, *, suite_tasks: Sequence[str] | None = 
     """The urgency head's training examples: the urgency data set and the suite's dev messages
     (``suite_tasks``: only those dev tasks' messages). Features, labels and a group per example
     (``"urgency"`` or the task id)."""
-    rows = _read_jsonl(URGENCY_TRAIN)
+    rows = read_jsonl(URGENCY_TRAIN)
     messages = [Message(id=str(r["id"]), text=r["text"], subject=r.get("subject") or "") for r in rows]
     labels, groups = [bool(r["urgent"]) for r in rows], ["urgency"] * len(rows)
-    dev_tasks = {t["task_id"] for t in _read_jsonl(SCENARIOS_DIR / "tasks.jsonl") if t["split"] == "dev"}
-    for m in _read_jsonl(SCENARIOS_DIR / "messages.jsonl"):
+    dev_tasks = {t["task_id"] for t in read_jsonl(SCENARIOS_DIR / "tasks.jsonl") if t["split"] == "dev"}
+    for m in read_jsonl(SCENARIOS_DIR / "messages.jsonl"):
         if m["task_id"] in dev_tasks and (suite_tasks is None or m["task_id"] in suite_tasks):
             messages.append(_suite_message(m))
             labels.append(bool(m["urgent"]))
@@ -405,8 +406,8 @@ def relevance_examples(reader: TextReader, split: str = "dev"
     of the examples (they pass whatever their relevance, so their label says nothing about it), not
     out of the traffic.
     """
-    tasks = {t["task_id"]: t for t in _read_jsonl(SCENARIOS_DIR / "tasks.jsonl") if t["split"] == split}
-    messages = [m for m in _read_jsonl(SCENARIOS_DIR / "messages.jsonl") if m["task_id"] in tasks]
+    tasks = {t["task_id"]: t for t in read_jsonl(SCENARIOS_DIR / "tasks.jsonl") if t["split"] == split}
+    messages = [m for m in read_jsonl(SCENARIOS_DIR / "messages.jsonl") if m["task_id"] in tasks]
     task_readings = dict(zip(tasks, reader.read([t["task"] for t in tasks.values()]), strict=True))
     readings = reader.read([message_input(_suite_message(m)) for m in messages])
     tasks_of = [task_readings[m["task_id"]] for m in messages]

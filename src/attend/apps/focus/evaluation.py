@@ -26,7 +26,6 @@ interruptions per 100 messages, and for the assistant the calibration of its sco
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from attend.apps.focus.assistant import (
     Session,
     allow_match,
     channel_name,
+    read_jsonl,
 )
 from attend.apps.focus.person import PersonModel
 from attend.data.messages import Message
@@ -77,20 +77,15 @@ class Labelled:
     urgent: bool
 
 
-def _jsonl(path: Any) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def load_suite(split: str | None = None) -> tuple[dict[str, SuiteTask], list[Labelled]]:
     """The suite's tasks and labelled messages (of one split, or all)."""
     tasks = {t["task_id"]: SuiteTask(t["task_id"], t["task"], tuple(t.get("allow") or ()), t["split"])
-             for t in _jsonl(SCENARIOS_DIR / "tasks.jsonl") if split is None or t["split"] == split}  # fmt: skip
+             for t in read_jsonl(SCENARIOS_DIR / "tasks.jsonl") if split is None or t["split"] == split}  # fmt: skip
     rows = [
         Labelled(r["task_id"], Message(id=str(r["id"]), text=r["text"], sender=r.get("sender") or "",
                  subject=r.get("subject") or "", time=r.get("time"), channel=r.get("channel") or ""),
                  bool(r["pass"]), bool(r["urgent"]))
-        for r in _jsonl(SCENARIOS_DIR / "messages.jsonl") if r["task_id"] in tasks
+        for r in read_jsonl(SCENARIOS_DIR / "messages.jsonl") if r["task_id"] in tasks
     ]  # fmt: skip
     return tasks, rows
 

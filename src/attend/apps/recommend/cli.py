@@ -35,11 +35,16 @@ def format_evaluation(report: dict[str, Any]) -> str:
         lines += ["", f"erasure: {faith['note']}"]
     elif faith:
         lines.append("")
+        top, random = _moves(faith["drop_top_k"], "the top item's score"), _moves(faith["drop_random_k"], "it")
         lines.append(f"erasure ({faith['users']} users, k={faith['k']}): removing the top-{faith['k']} weighted "
-                     f"history items lowers the top item's score by {faith['drop_top_k']:.4f}, {faith['k']} random "
-                     f"ones by {faith['drop_random_k']:.4f} (gap {faith['gap']:+.4f}; top-k lowers it more for "
-                     f"{faith['top_k_beats_random']:.0%} of users)")  # fmt: skip
+                     f"history items {top}, removing {faith['k']} random ones {random} (gap {faith['gap']:+.4f}; "
+                     f"top-k lowers it more for {faith['top_k_beats_random']:.0%} of users)")  # fmt: skip
     return "\n".join(lines)
+
+
+def _moves(drop: float, what: str) -> str:
+    """A mean drop in words: "lowers ... by -0.0004" had been said where the score rose."""
+    return f"lowers {what} by {drop:.4f}" if drop >= 0 else f"raises {what} by {-drop:.4f}"
 
 
 def format_top(answer: dict[str, Any], names: dict[str, str]) -> str:
@@ -141,7 +146,13 @@ def _history(args: argparse.Namespace) -> list[str] | None:
             raise DataError(f"--history-file {args.history_file}: cannot read it ({exc})") from None
         return [line.strip() for line in lines if line.strip()]
     value = args.history
-    return None if value is None else [item.strip() for item in value.split(",") if item.strip()]
+    if value is None:
+        return None
+    items = [item.strip() for item in value.split(",")]
+    if blank := [place for place, item in enumerate(items, start=1) if not item]:  # dropped in silence, it had been
+        raise ValueError(f"--history {value!r}: item {blank[0]} of {len(items)} is empty (ids are separated by "
+                         "commas; give an id that holds one in --history-file, one per line)")  # fmt: skip
+    return items
 
 
 def _cmd_top(args: argparse.Namespace) -> int:
@@ -254,7 +265,8 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
     who = top.add_mutually_exclusive_group()
     who.add_argument("--history", metavar="I1,I2,...",
                      help="item ids, oldest first: a new user's, or with --user after that user's log")  # fmt: skip
-    who.add_argument("--history-file", metavar="FILE", help="as --history, one item id per line (ids with commas)")
+    who.add_argument("--history-file", metavar="FILE",
+                     help="as --history, one item id per line (ids with commas; blank lines skipped)")
     top.add_argument("--k", type=positive_int, default=10, help="items to return (default 10)")
     top.add_argument("--explain", action="store_true", help="add the history items behind each recommendation")
     top.add_argument("--html", metavar="FILE", help="write the explained recommendations as an HTML page")

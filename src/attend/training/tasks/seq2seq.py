@@ -357,6 +357,10 @@ class TranslationTask(Task):
                 f"   chrF {metrics['baseline_tm_chrf']:.2f}; the model is {abs(gap):.2f} BLEU "
                 f"{'above' if gap >= 0 else 'BELOW'} it"  # as the classifier's report says it (not "-59.02 below")
             )
+        if split == "train":  # no dev or test pairs: said beside the figures, which had stood as test figures
+            lines.append("no dev or test pairs: the figures above are on the training split, which the model learned "
+                         "from, and there the floor finds each source itself (near-perfect by construction); hold "
+                         "pairs out (--split-col, or leave it out for a seeded split) to measure translation")
         seen = getattr(self, "seen", {})
         if seen.get(split):
             lines.append(f"{seen[split]} of the {metrics['sentences']} {split} sources also occur in the training "
