@@ -860,8 +860,6 @@ def _int_option(name: str, value: str) -> int:
 
 
 def _cmd_faithfulness(args: argparse.Namespace) -> int:
-    import random
-
     from attend.data.readers import read_table
     from attend.explain import faithfulness, format_faithfulness
 
@@ -885,8 +883,7 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
         if args.data not in DATASETS:
             raise UsageError(unknown_data(args.data))
         texts = load_dataset(args.data).texts
-    if 0 < args.limit < len(texts):  # a seeded sample: files are often sorted by label
-        texts = [texts[i] for i in sorted(random.Random(args.seed).sample(range(len(texts)), args.limit))]
+    texts = _seeded_sample(texts, args.limit, args.seed)
     predictor = _cli_predictor(args.model_dir, args.int8, explaining=True)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
     if methods == []:
@@ -897,11 +894,19 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeded_sample(items: list[str], limit: int, seed: int) -> list[str]:
+    """``limit`` of ``items`` (all for 0 or more than there are), a seeded sample in their order:
+    files are often sorted by label."""
+    import random
+
+    if 0 < limit < len(items):
+        return [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), limit))]
+    return items
+
+
 def _translator_faithfulness(args: argparse.Namespace) -> int:
     """`attend faithfulness` of a translator: the erasure test of its alignments
     (:meth:`~attend.runtime.Translator.faithfulness`) over DATA's sources, a seeded sample of --limit."""
-    import random
-
     options = (("--methods", args.methods, None), ("--ig-steps", args.ig_steps, 32), ("--int8", args.int8, False),
                ("--text-col", args.text_col, None))  # fmt: skip
     given = [flag for flag, value, default in options if value != default]
@@ -917,13 +922,10 @@ def _translator_faithfulness(args: argparse.Namespace) -> int:
             raise UsageError(f"--source-col {args.source_col}: reads a column of a file; {args.data} is a data set")
         sources = load_parallel(args.data).sources
     else:  # as `attend translate --input` reads it: a table's source column, else a sentence a line
-        sources, _ = _read_translate_inputs(argparse.Namespace(
-            texts=None, input=args.data, source_col=args.source_col, model_dir=args.model_dir))  # fmt: skip
-        sources = [s for s in sources if text_problem(s) is None]
-        if not sources:
-            raise UsageError(f"{args.data}: no sentence in it")
-    if 0 < args.limit < len(sources):  # a seeded sample, as a classifier's texts are
-        sources = [sources[i] for i in sorted(random.Random(args.seed).sample(range(len(sources)), args.limit))]
+        lines, _ = _translate_inputs(argparse.Namespace(texts=None, input=args.data, source_col=args.source_col,
+                                                         model_dir=args.model_dir))  # fmt: skip
+        sources = [line for line in lines if text_problem(line) is None]
+    sources = _seeded_sample(sources, args.limit, args.seed)
     report = _translator(args.model_dir).faithfulness(sources, seed=args.seed, beam=beam,
                                                       progress=not (args.json or args.no_progress))  # fmt: skip
     report |= {"texts": len(sources)}
