@@ -83,3 +83,32 @@ def test_an_interrupted_demo_says_how_to_start_again(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(attend.demo, "train", interrupted)
     with pytest.raises(TrainingInterrupted, match=r"^the demo was interrupted before writing x; `attend demo` starts"):
         main(out="x", limit=300)
+
+
+def test_the_demo_replaces_only_a_demos_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`attend demo --out runs/prod` had replaced a model of the user's own, in silence."""
+    import attend.demo
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(*args: object, **kwargs: object) -> None:
+        raise Stop
+
+    monkeypatch.setattr(attend.demo, "train", fake_train)
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(ValueError, match=r"--out .*own: holds files the demo did not write \(a model of your own\?\)"):
+        main(out=str(own), limit=300)
+    assert (own / "model.safetensors").read_bytes() == b"weights"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"holds a file the demo did not write"):
+        main(out=str(tmp_path / "file"), limit=300)
+    earlier = tmp_path / "earlier"  # an earlier demo's (its page), and an empty folder: trained into
+    earlier.mkdir()
+    (earlier / "explanation.html").write_text("<html></html>")
+    (tmp_path / "empty").mkdir()
+    for out in (earlier, tmp_path / "empty", tmp_path / "new"):
+        with pytest.raises(Stop):
+            main(out=str(out), limit=300)

@@ -1143,6 +1143,10 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     if len(report["members"]) == 1:
         print(f"warning: an ensemble of one model predicts as {args.model_dirs[0]} does; give two models or more "
               "to average them", file=sys.stderr)  # fmt: skip
+    if unexplained := report["unexplainable_members"]:
+        print(f"warning: {', '.join(unexplained)} records no attention (an ONNX graph exported without --attentions, "
+              "or an int8 one): the ensemble predicts, but `attend explain` and /v1/explain cannot explain it; make "
+              "the ensemble of the PyTorch model or of an export made with --attentions", file=sys.stderr)  # fmt: skip
     if args.json:
         print(dumps_json(report))
         return 0

@@ -49,6 +49,12 @@ def show_explanation(predictor: TextClassifier, text: str, truth: str, html_path
 
 
 def main(*, seed: int = 0, out: str = "runs/demo", limit: int | None = None, epochs: int | None = None) -> int:
+    # It replaces its --out as a re-run should, but only a demo's (one with its page): a model of the
+    # user's own given as --out had been replaced in silence.
+    folder = Path(out)
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / DEMO_PAGE).is_file())):
+        raise ValueError(f"--out {out}: holds {'a file' if not folder.is_dir() else 'files'} the demo did not write "
+                         "(a model of your own?); the demo replaces its --out, so give another one, or remove it first")
     print("attend demo: an attention model trained, evaluated and explained on real data\n")
     dataset = load_dataset("wordnet_topics")
     texts, labels = dataset.texts, dataset.labels

@@ -63,6 +63,8 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
         (b"text,label\n", {}, r"has a header but no rows"),
         (b"body,label\nx,a\n", {}, r"has no column 'text' \(columns: body, label\)"),
         (b"text,label\nok,a\n  ,b\n", {}, r"line 3 has an empty text in column 'text'"),
+        (b"id,text\n1,ok\n7\n", {"label_col": None}, r"line 3 has no value in column 'text' \(a null or missing value, "
+         r"or a row of fewer fields than the header\)"),  # it had said "an empty text": no field is empty there
         (b"text,label\nok,\n", {}, r"line 2 has no label"),
         (b"text,label\nok,a\n\xff\xfe bad,b\n", {}, r"line 3 is not valid UTF-8 \(byte 0xff"),
         (b"text,label\nok,a,extra\n", {}, r"line 2 has more fields than the header"),
@@ -114,7 +116,8 @@ def test_bad_files_get_errors_naming_file_line_and_value(
 @pytest.mark.parametrize(
     ("second", "message"),
     [
-        ('{"text": NaN, "label": "b"}', "line 2 has an empty text"),  # as pandas writes a missing text: not "nan"
+        ('{"text": NaN, "label": "b"}', r"line 2 has no value in column 'text' \(a null or missing value"),  # not "nan"
+        ('{"text": null, "label": "b"}', r"line 2 has no value in column 'text' \(a null"),
         ('{"text": "ok", "label": {"name": "b"}}', r"line 2 has an object \{'name': 'b'\} as its label"),
         ('{"text": "ok", "label": NaN}', r"line 2 has a missing value \(NaN\) as its label"),
         ('{"label": "b"}', r"line 2 has no 'text'$"),  # the key left out (was "an empty text")

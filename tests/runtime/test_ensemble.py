@@ -310,13 +310,16 @@ def test_an_onnx_member_joins_a_torch_member(members: list[Path], tmp_path: Path
 
     onnx_dir = tmp_path / "onnx"
     export_onnx(members[1], onnx_dir, attentions=True, texts=TEXTS)
-    ensemble = load(make_ensemble([members[0], onnx_dir], tmp_path / "ens")["out_dir"])
+    report = make_ensemble([members[0], onnx_dir], tmp_path / "ens")
+    assert report["unexplainable_members"] == []
+    ensemble = load(report["out_dir"])
     assert ensemble.backend == "ensemble:torch,onnx"
     own = [load(members[0]).predict_proba(TEXTS), load(onnx_dir).predict_proba(TEXTS)]
     np.testing.assert_array_equal(ensemble.predict_proba(TEXTS), np.mean(np.stack(own).astype(np.float64), axis=0))
     methods = available_methods(ensemble)
     assert "rollout" in methods and "grad_attention" not in methods  # the ONNX member gives no gradients
-    with pytest.raises(ValueError, match=r"member 1 of the ensemble .* cannot be explained with it"):
+    with pytest.raises(ValueError, match=r"member 1 of the ensemble .* cannot be explained with it \(method "
+                                         r"'grad_attention' needs gradients, which an ONNX graph"):  # its reason, too
         explain(ensemble, TEXTS, "grad_attention")
     assert len(explain(ensemble, TEXTS, "rollout")) == len(TEXTS)
     with pytest.raises(ModelDirError, match=r"member members/01 \(from .*onnx\) has no int8 model: quantise that"):
@@ -327,6 +330,26 @@ def test_an_onnx_member_joins_a_torch_member(members: list[Path], tmp_path: Path
                                             rf"\({re.escape(str(onnx_dir.absolute()))} is an ONNX directory already: "
                                             r"keep as is\); then build"):  # fmt: skip
         export_onnx(tmp_path / "ens", tmp_path / "again")
+
+
+def test_a_member_that_records_no_attention_is_said_when_the_ensemble_is_made(
+        members: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """An export without --attentions joined in silence, and explain then said "the ensemble offers []" alone."""
+    from attend.deploy.export import export_onnx
+
+    plain = tmp_path / "plain"
+    export_onnx(members[1], plain, texts=TEXTS)
+    assert main(["ensemble", str(members[0]), str(plain), "--out", str(tmp_path / "ens")]) == 0
+    assert f"warning: {plain} records no attention (an ONNX graph exported without --attentions" \
+        in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"member 1 of the ensemble .* \(this onnx model records no attention, so "
+                                         r"method 'rollout' cannot explain it: .*--attentions\); the ensemble "
+                                         r"offers \[\]"):  # fmt: skip
+        explain(load(tmp_path / "ens"), TEXTS, "rollout")
+    app = create_app(load(tmp_path / "ens"), ServeSettings())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        said = client.post("/v1/explain", json={"text": TEXTS[0]}).json()
+    assert "make the ensemble of the PyTorch model" in json.dumps(said) and "--runtime torch" not in json.dumps(said)
 
 
 # --- serving and the command line -------------------------------------------------------------

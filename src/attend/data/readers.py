@@ -626,7 +626,10 @@ def _row_text(path: Path, line: int, record: dict[str, Any], text_col: str, blan
     if is_empty(problem) and blank:
         return text or ""
     if is_empty(problem):
-        invisible = " (only invisible characters)" if text and text.strip() else ""
+        if text is None:  # no cell at all: "empty" had sent people looking for a blank field
+            raise DataError(f"{path}: line {line} has no value in column {text_col!r} (a null or missing value, or "
+                            "a row of fewer fields than the header)")  # fmt: skip
+        invisible = " (only invisible characters)" if text.strip() else ""
         raise DataError(f"{path}: line {line} has an empty text{invisible} in column {text_col!r}")
     if problem is not None:
         raise DataError(f"{path}: line {line}: the text in column {text_col!r} {problem}")

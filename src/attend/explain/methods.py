@@ -473,11 +473,13 @@ def refuse_unavailable(runtime: Explainable | Combined, chosen: ExplainMethod) -
     methods it can are named."""
     if isinstance(runtime, Combined):
         for index, member in enumerate(runtime.members):
-            if chosen.name not in available_methods(member):
+            try:
+                refuse_unavailable(member, chosen)
+            except ValueError as why:  # the member's own reason (it had been "the ensemble offers []" alone)
                 raise ValueError(
                     f"method {chosen.name!r}: member {index} of the ensemble ({getattr(member, 'name', 'model')}) "
-                    f"cannot be explained with it; the ensemble offers {available_methods(runtime)}"
-                )
+                    f"cannot be explained with it ({why}); the ensemble offers {available_methods(runtime)}"
+                ) from None
         return
     capabilities = runtime.capabilities
     if chosen.available(capabilities):

@@ -51,6 +51,7 @@ from torch import Tensor
 
 from attend.data.tokenization import TextTokenizer
 from attend.data.validation import check_count, validate_texts
+from attend.explain.methods import available_methods
 from attend.io import (
     ENSEMBLE_MEMBERS_DIR,
     ArtifactDir,
@@ -294,8 +295,10 @@ def make_ensemble(
         overwrite: Replace a model directory already at ``out``.
 
     Returns:
-        A JSON-ready report: ``out_dir``, ``labels``, ``multi_label`` and per member its ``path``
-        inside ``out``, ``source``, ``model_type`` and ``weight``.
+        A JSON-ready report: ``out_dir``, ``labels``, ``multi_label``, per member its ``path``
+        inside ``out``, ``source``, ``model_type`` and ``weight``, and ``unexplainable_members``:
+        the sources of members no explanation method can read (an ONNX graph exported without
+        ``--attentions``, an int8 one), which leave the ensemble nothing to explain with.
 
     Raises:
         ModelDirError: a member is not a loadable classifier directory, the members' labels or
@@ -318,18 +321,22 @@ def make_ensemble(
                              "weighs one more than another)")  # fmt: skip
         seen[key] = member.path
     _check_compatible(plain)
+    unexplained = []  # members no explanation method can read: the ensemble predicts, and explains nothing
     for member in plain:
         check_output_directory(out_path.absolute(), source=member.path, overwrite=overwrite)
         if member.path.resolve() in out_path.resolve().parents:  # the member's copy would hold the ensemble
             raise ModelDirError(f"{out} is inside the member {member.path}; choose an output outside every member")
-        load(member.path)  # a member that would not load (corrupt, incomplete) is refused now, not at serving
+        # A member that would not load (corrupt, incomplete) is refused now, not at serving.
+        if not available_methods(load(member.path)):
+            unexplained.append(member.source or str(member.path))
     published, entries = write_ensemble(
         [EnsembleMember(path=m.path, weight=m.weight, labels=m.labels, model_type=m.model_type,
                         source=m.source or str(m.path.absolute())) for m in plain],
         out_path, multi_label=plain[0].multi_label, overwrite=overwrite, config={"attend_version": __version__},
     )  # fmt: skip
     labels = plain[0].labels
-    return {"out_dir": str(published), "labels": labels, "multi_label": plain[0].multi_label, "members": entries}
+    return {"out_dir": str(published), "labels": labels, "multi_label": plain[0].multi_label, "members": entries,
+            "unexplainable_members": unexplained}  # fmt: skip
 
 
 def _identity(config: dict[str, Any]) -> str | None:

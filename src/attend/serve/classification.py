@@ -38,9 +38,10 @@ from attend.serve.schemas import (
 __all__ = ["classification_routes"]
 
 
-def _cannot_explain(runtime: TextClassifier) -> str:
+def _cannot_explain(runtime: TextClassifier, *, member_of_ensemble: bool = False) -> str:
     if isinstance(runtime, EnsembleClassifier):
-        blocked = [_cannot_explain(member) for member in runtime.members if not available_methods(member)]
+        blocked = [_cannot_explain(member, member_of_ensemble=True) for member in runtime.members
+                   if not available_methods(member)]  # fmt: skip
         why = f" ({blocked[0]})" if blocked else ""  # e.g. --int8: every member quantised, none explainable
         return (
             "an ensemble offers the explanation methods every member offers, and these members share none: "
@@ -50,8 +51,10 @@ def _cannot_explain(runtime: TextClassifier) -> str:
     if runtime.backend.startswith("onnx"):
         return (
             "this ONNX graph has no attention outputs: export it with `attend export MODEL_DIR --onnx OUT "
-            "--attentions` to explain with ONNX Runtime, or serve the PyTorch model (--runtime torch)"
-        )
+            "--attentions` to explain with ONNX Runtime, or "
+            + ("make the ensemble of the PyTorch model" if member_of_ensemble else "serve the PyTorch model (--runtime "
+               "torch)")
+        )  # fmt: skip
     return "explanations need the PyTorch fp32 or bf16 model (serve without --int8)"
 
 
