@@ -199,6 +199,18 @@ def test_relevance_lifted_by_the_channel_alone_names_the_channel(assistant: Focu
     assert "taught" not in reason
 
 
+def test_a_message_whose_words_bear_on_the_task_held_by_what_was_taught_says_so(
+        assistant: FocusAssistant, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Held by feedback, its first reason said "Little bearing on the task on its own (0.27; its words
+    alone give 0.70)": what decided was what the person taught."""
+    monkeypatch.setattr(assistant.heads, "channel_term", lambda channel: -6.0)
+    (held,) = assistant.triage(Session(TASK), [replace(RELEVANT, channel="newsletter")])
+    assert held.decision == "hold" and held.components["urgency"] < 0.2
+    assert re.fullmatch(r"Its words alone bear on the task \(0\.\d\d\), but its channel \('newsletter', log-odds "
+                        r"-6\.0\) brings its relevance to 0\.\d\d, too little to interrupt you for; the words that "
+                        r"linked it: '.+\.", held.reasons[0]), held.reasons  # fmt: skip
+
+
 def test_the_cost_rule_and_its_reasons(assistant: FocusAssistant) -> None:
     session = Session(TASK)
     relevant, unrelated, emergency = assistant.triage(session, [RELEVANT, UNRELATED, EMERGENCY])

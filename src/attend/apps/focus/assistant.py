@@ -693,16 +693,27 @@ class FocusAssistant:
         # words' own share is named where that moved it.
         by_words = _sigmoid(base_logit - channel_shift)  # the channel is taught too: not the words' (it was in)
         words_note = f"; its words alone give {by_words:.2f}" if abs(relevance - by_words) >= 0.01 else ""
-        if relevant_alone and by_words * c.relevant > (1 - by_words) * c.interrupt:
+        words_relevant = by_words * c.relevant > (1 - by_words) * c.interrupt
+        # What the person taught, by how far it moved the relevance ("what you have taught" had been said
+        # of a channel alone): (log-odds, opening of its words, closed by ", log-odds ...)").
+        taught = [(channel_shift, f"its channel ({channel_name(message.channel)!r}"),
+                  (sender_shift, "the sender's record (you answered their messages before"),
+                  (preference, "your feedback (what your answers taught")]  # fmt: skip
+        if relevant_alone and words_relevant:
             relevant_reason = f"Bears on the task ({relevance:.2f}): " + (
                 f"{related} link it to the task." if related else "its meaning is close to the task's.")  # fmt: skip
-        elif relevant_alone:  # what lifted it, largest first: "what you have taught" had been said of a channel alone
-            lifted = sorted([(channel_shift, f"its channel ({channel_name(message.channel)!r}"),
-                             (sender_shift, "the sender's record (you answered their messages before"),
-                             (preference, "your feedback (what your answers taught")], reverse=True)  # fmt: skip
-            through = " and ".join(f"{text}, log-odds {shift:+.1f})" for shift, text in lifted if shift >= 0.05)
+        elif relevant_alone:  # what lifted it, largest first
+            through = " and ".join(f"{text}, log-odds {shift:+.1f})" for shift, text in sorted(taught, reverse=True)
+                                   if shift >= 0.05)  # fmt: skip
             through = through or "what it learnt beside its words"
             relevant_reason = f"Bears on the task ({relevance:.2f}) through {through}{words_note}."
+        elif words_relevant:  # its words would pass it: what was taught held it, and decided (it was "little bearing")
+            lowered = [f"{text}, log-odds {shift:+.1f})" for shift, text in sorted(taught) if shift <= -0.05]
+            through = " and ".join(lowered) or "what it learnt beside its words"
+            relevant_reason = (f"Its words alone bear on the task ({by_words:.2f}), but {through} "
+                               f"{'bring' if len(lowered) > 1 else 'brings'} its relevance to {relevance:.2f}, too "
+                               "little to interrupt you for" + (f"; the words that linked it: {related}." if related
+                                                                  else "."))  # fmt: skip
         else:
             relevant_reason = f"Little bearing on the task on its own ({relevance:.2f}{words_note})" + (
                 f"; the closest words were {related}." if related else ".")  # fmt: skip
