@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
-from attend.demo import main
+from attend.demo import DEMO_MODEL, main
 
 
 def test_demo_trains_evaluates_and_explains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -99,6 +100,7 @@ def test_the_demo_replaces_only_a_demos_folder(tmp_path: Path, monkeypatch: pyte
     own = tmp_path / "own"
     own.mkdir()
     (own / "model.safetensors").write_bytes(b"weights")
+    (own / "config.json").write_text(json.dumps({"model": {**DEMO_MODEL, "dim": 64}, "data": {"source": "x.csv"}}))
     with pytest.raises(ValueError, match=r"--out .*own: holds files the demo did not write \(a model of your own\?\)"):
         main(out=str(own), limit=300)
     assert (own / "model.safetensors").read_bytes() == b"weights"
@@ -109,6 +111,12 @@ def test_the_demo_replaces_only_a_demos_folder(tmp_path: Path, monkeypatch: pyte
     earlier.mkdir()
     (earlier / "explanation.html").write_text("<html></html>")
     (tmp_path / "empty").mkdir()
-    for out in (earlier, tmp_path / "empty", tmp_path / "new"):
+    # A demo stopped after training, before its page: its model says it is the demo's (it had been refused
+    # for good, as "a model of your own").
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    (stopped / "config.json").write_text(json.dumps({"model": {**DEMO_MODEL, "model_type": "encoder"},
+                                                     "data": {"source": "dataset:wordnet_topics"}}))  # fmt: skip
+    for out in (earlier, tmp_path / "empty", tmp_path / "new", stopped):
         with pytest.raises(Stop):
             main(out=str(out), limit=300)

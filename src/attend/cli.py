@@ -907,23 +907,27 @@ def _seeded_sample(items: list[str], limit: int, seed: int) -> list[str]:
 def _translator_faithfulness(args: argparse.Namespace) -> int:
     """`attend faithfulness` of a translator: the erasure test of its alignments
     (:meth:`~attend.runtime.Translator.faithfulness`) over DATA's sources, a seeded sample of --limit."""
-    options = (("--methods", args.methods, None), ("--ig-steps", args.ig_steps, 32), ("--int8", args.int8, False),
-               ("--text-col", args.text_col, None))  # fmt: skip
+    options = (("--methods", args.methods, None), ("--ig-steps", args.ig_steps, 32), ("--int8", args.int8, False))
     given = [flag for flag, value, default in options if value != default]
     if given:
         raise UsageError(f"{', '.join(given)}: for classifiers only; a translator's faithfulness is that of its "
-                         "cross-attention alignment (choose the column with --source-col)")  # fmt: skip
+                         "cross-attention alignment")  # fmt: skip
+    if args.source_col is not None and args.text_col is not None:  # --text-col names the source, as in explain
+        raise UsageError(f"--source-col {args.source_col} and --text-col {args.text_col}: each names the "
+                         "translator's source column; give one")  # fmt: skip
+    column = args.source_col or args.text_col
     beam = _beam(args)
     from attend.data.datasets import load_parallel, names_dataset
     from attend.data.validation import text_problem
 
     if names_dataset(args.data):
-        if args.source_col is not None:
-            raise UsageError(f"--source-col {args.source_col}: reads a column of a file; {args.data} is a data set")
+        if column is not None:
+            raise UsageError(f"--source-col {column}: reads a column of a file; {args.data} is a data set")
         sources = load_parallel(args.data).sources
     else:  # as `attend translate --input` reads it: a table's source column, else a sentence a line
-        lines, _ = _translate_inputs(argparse.Namespace(texts=None, input=args.data, source_col=args.source_col,
-                                                         model_dir=args.model_dir))  # fmt: skip
+        flag = "--text-col" if args.text_col is not None else "--source-col"
+        lines, _ = _translate_inputs(argparse.Namespace(texts=None, input=args.data, source_col=column,
+                                                         model_dir=args.model_dir, column_flag=flag))  # fmt: skip
         sources = [line for line in lines if text_problem(line) is None]
     sources = _seeded_sample(sources, args.limit, args.seed)
     report = _translator(args.model_dir).faithfulness(sources, seed=args.seed, beam=beam,
@@ -1384,10 +1388,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print a JSON list: source, translation, score and the cross-attention alignment")
     tl.set_defaults(func=_cmd_translate)
 
-    fa = verbs.add_parser("faithfulness", help="ERASER comprehensiveness/sufficiency of each explanation method")
+    fa = verbs.add_parser("faithfulness", help="ERASER comprehensiveness/sufficiency of each explanation method (a "
+                          "translator's: the erasure test of its alignments)")  # fmt: skip
     fa.add_argument("model_dir")
-    fa.add_argument("data", help="file of texts (CSV/TSV/JSONL/Parquet) or a dataset name")
-    fa.add_argument("--text-col", help="column holding the text (default: the model's training column, else text)")
+    fa.add_argument("data", help="file of texts (CSV/TSV/JSONL/Parquet; a translator's also a text file, a sentence "
+                    "a line) or a dataset name")  # fmt: skip
+    fa.add_argument("--text-col", help="column holding the text (default: the model's training column, else text; a "
+                    "translator's source column, as --source-col)")  # fmt: skip
     fa.add_argument("--limit", type=int, default=200, help="texts to score, a seeded sample (default 200; 0: all)")
     fa.add_argument("--methods", help=f"comma-separated, from {','.join(EXPLAIN_METHODS)} (default: every method "
                     "that says something of its own for this model: one the model makes the same as another is "

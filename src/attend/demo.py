@@ -8,6 +8,7 @@ which words one test prediction rested on. A few minutes on two CPU cores.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import Counter
@@ -48,11 +49,25 @@ def show_explanation(predictor: TextClassifier, text: str, truth: str, html_path
     return explanation.to_dict(maps=False)
 
 
+def _written_by_a_demo(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier demo's output: its page, or (a demo stopped before it
+    wrote the page) its model of WordNet topics."""
+    if (folder / DEMO_PAGE).is_file():
+        return True
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    model, data = config.get("model"), config.get("data")
+    return (isinstance(model, dict) and isinstance(data, dict) and data.get("source") == "dataset:wordnet_topics"
+            and all(model.get(key) == value for key, value in DEMO_MODEL.items()))  # fmt: skip
+
+
 def main(*, seed: int = 0, out: str = "runs/demo", limit: int | None = None, epochs: int | None = None) -> int:
-    # It replaces its --out as a re-run should, but only a demo's (one with its page): a model of the
-    # user's own given as --out had been replaced in silence.
+    # It replaces its --out as a re-run should, but only a demo's: a model of the user's own given as
+    # --out had been replaced in silence.
     folder = Path(out)
-    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / DEMO_PAGE).is_file())):
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not _written_by_a_demo(folder))):
         raise ValueError(f"--out {out}: holds {'a file' if not folder.is_dir() else 'files'} the demo did not write "
                          "(a model of your own?); the demo replaces its --out, so give another one, or remove it first")
     print("attend demo: an attention model trained, evaluated and explained on real data\n")

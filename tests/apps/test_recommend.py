@@ -557,8 +557,12 @@ def test_a_history_given_as_one_string_or_a_k_below_one_is_refused(sasrec_dir: P
     for call in (runtime.top, lambda **given: runtime.explain(item=item, **given)):
         with pytest.raises(ValueError, match=r"^history\[1\]: the id ' ' is empty$"):
             call(history=[item, " "])
+    with pytest.raises(ValueError, match=r"^requests\[1\]: history\[0\]: the id '' is empty$"):  # names the request
+        runtime.top_many([{"history": [item]}, {"history": [""]}])
     done = run_cli("recommend", "top", str(sasrec_dir), "--history", f"{item}, ,{item}")
     assert done.returncode == 2 and f"--history '{item}, ,{item}': item 2 of 3 is empty" in done.stderr, done.stderr
+    done = run_cli("recommend", "top", str(sasrec_dir), "--history", "", "--json")  # no history, as it had been
+    assert done.returncode == 0 and json.loads(done.stdout)["source"] == "popularity", done.stderr
     listed = tmp_path / "history.txt"
     listed.write_text(f"{item}\n\n", encoding="utf-8")
     done = run_cli("recommend", "top", str(sasrec_dir), "--history-file", str(listed), "--json")

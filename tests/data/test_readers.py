@@ -117,7 +117,7 @@ def test_bad_files_get_errors_naming_file_line_and_value(
     ("second", "message"),
     [
         ('{"text": NaN, "label": "b"}', r"line 2 has no value in column 'text' \(a null or missing value"),  # not "nan"
-        ('{"text": null, "label": "b"}', r"line 2 has no value in column 'text' \(a null"),
+        ('{"text": null, "label": "b"}', r"line 2 has no value in column 'text' \(a null or missing value\)$"),
         ('{"text": "ok", "label": {"name": "b"}}', r"line 2 has an object \{'name': 'b'\} as its label"),
         ('{"text": "ok", "label": NaN}', r"line 2 has a missing value \(NaN\) as its label"),
         ('{"label": "b"}', r"line 2 has no 'text'$"),  # the key left out (was "an empty text")

@@ -216,3 +216,20 @@ def test_page_opens_in_headless_chromium_with_an_output_token_pinned(tmp_path: P
     shaded = (blue > red + 40) & (blue > 150)  # confidence shading of the output tokens
     assert orange.sum() > 200, "the pinned output token's source is not lit in the screenshot"
     assert shaded.sum() > 1000 and (image.sum(-1) < 200).sum() > 500  # shading and text glyphs
+
+
+def test_the_page_draws_the_last_layers_maps_or_every_map() -> None:
+    """``layers="last"``: the average and the last numbered layer's maps; maps whose names number no
+    layer are all drawn."""
+
+    def captions(alignment: Alignment, layers: str) -> list[str]:
+        return re.findall(r"<figcaption>([^<]*)", alignment_html([alignment], maps=True, layers=layers))
+
+    cat = _cat()
+    assert captions(cat, "last") == ["average", "layer 1 mean"]
+    assert captions(cat, "all") == ["average", "layer 0 head 0", "layer 1 mean"]
+    named = Alignment(cat.source_tokens, cat.output_tokens, cat.weights, layers={"encoder": cat.weights,
+                                                                                  "decoder": cat.weights})  # fmt: skip
+    assert captions(named, "last") == ["average", "encoder", "decoder"]
+    with pytest.raises(ValueError, match=r"layers='first': 'all' or 'last'"):
+        alignment_html([cat], maps=True, layers="first")

@@ -167,6 +167,8 @@ def test_faithfulness_verb_and_explain_give_a_translators_gap(translator_dir: Pa
     assert main(["faithfulness", str(translator_dir), str(data), "--source-col", "en", "--limit", "0", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert found == pytest.approx(translator.faithfulness(sources, seed=0) | {"texts": 12})
+    assert main(["faithfulness", str(translator_dir), str(data), "--text-col", "en", "--limit", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == found  # --text-col names the source, as explain reads it
     assert found["gap"] > 0.1 and found["sentences"] == 12
     lines = tmp_path / "lines.txt"
     lines.write_text("\n".join(sources[:5]) + "\n\n", encoding="utf-8")  # a sentence a line; the blank one skipped
@@ -174,7 +176,8 @@ def test_faithfulness_verb_and_explain_give_a_translators_gap(translator_dir: Pa
     said = capsys.readouterr().out
     assert said.startswith("alignment faithfulness over 3 of 3 sentences") and "gap +" in said, said
     for extra, message in [(["--methods", "attention"], "--methods: for classifiers only"),
-                           (["--text-col", "en"], "--text-col: for classifiers only"),
+                           (["--text-col", "en", "--source-col", "en"], "each names the translator's source column"),
+                           (["--text-col", "en"], "--text-col en: "),  # a text file has no columns
                            (["--beam", "0"], "--beam 0: must be at least 1")]:  # fmt: skip
         assert main(["faithfulness", str(translator_dir), str(lines), *extra]) == 2
         assert message in capsys.readouterr().err

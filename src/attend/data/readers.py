@@ -627,8 +627,9 @@ def _row_text(path: Path, line: int, record: dict[str, Any], text_col: str, blan
         return text or ""
     if is_empty(problem):
         if text is None:  # no cell at all: "empty" had sent people looking for a blank field
-            raise DataError(f"{path}: line {line} has no value in column {text_col!r} (a null or missing value, or "
-                            "a row of fewer fields than the header)")  # fmt: skip
+            short = ", or a row of fewer fields than the header" if data_suffix(path) in (".csv", ".tsv") else ""
+            raise DataError(f"{path}: line {line} has no value in column {text_col!r} (a null or missing "
+                            f"value{short})")  # fmt: skip
         invisible = " (only invisible characters)" if text.strip() else ""
         raise DataError(f"{path}: line {line} has an empty text{invisible} in column {text_col!r}")
     if problem is not None:

@@ -221,16 +221,16 @@ class Recommender(Runtime):
 
         Raises:
             ValueError: a ``k`` that is not a whole number of at least 1, a blank user id, or a
-                history that is one string (not a list of ids); naming the request.
+                history that is one string (not a list of ids) or holds a blank id; naming the request.
         """
+        resolved = []
         for i, request in enumerate(requests):
             try:
                 check_count("k", request.get("k", 10))
-                _user_id(request.get("user"))
+                resolved.append(self.resolve(_user_id(request.get("user")), request.get("history")))
             except ValueError as exc:
                 raise ValueError(f"requests[{i}]: {exc}") from None
         requests = [{**r, "user": _user_id(r.get("user"))} for r in requests]
-        resolved = [self.resolve(r["user"], r.get("history")) for r in requests]
         answers: list[Recommendation | None] = [None] * len(requests)
         scored = [i for i, (index, history, _) in enumerate(resolved) if index is not None or len(history)]
         if scored:
@@ -289,10 +289,12 @@ class Recommender(Runtime):
 
         Raises:
             ValueError: ``k`` is not a whole number of at least 1, a blank ``user``, or ``history``
-                is one string.
+                is one string or holds a blank id.
         """
         check_count("k", k)  # named as this call names it, not as requests[0]
-        _user_id(user)
+        if history is not None and not isinstance(history, str | bytes):
+            history = list(history)  # read once: it may be a generator, and it is checked first
+        self.resolve(_user_id(user), history)
         return self.top_many([{"user": user, "history": history, "k": k}], explain=explain)[0]
 
     # --- explanations ---------------------------------------------------------------------------

@@ -710,10 +710,10 @@ class FocusAssistant:
         elif words_relevant:  # its words would pass it: what was taught held it, and decided (it was "little bearing")
             lowered = [f"{text}, log-odds {shift:+.1f})" for shift, text in sorted(taught) if shift <= -0.05]
             through = " and ".join(lowered) or "what it learnt beside its words"
+            too_little = "too little to interrupt you for" if decision == "hold" else "too little on its own"
             relevant_reason = (f"Its words alone bear on the task ({by_words:.2f}), but {through} "
-                               f"{'bring' if len(lowered) > 1 else 'brings'} its relevance to {relevance:.2f}, too "
-                               "little to interrupt you for" + (f"; the words that linked it: {related}." if related
-                                                                  else "."))  # fmt: skip
+                               f"{'bring' if len(lowered) > 1 else 'brings'} its relevance to {relevance:.2f}, "
+                               f"{too_little}" + (f"; the words that linked it: {related}." if related else "."))
         else:
             relevant_reason = f"Little bearing on the task on its own ({relevance:.2f}{words_note})" + (
                 f"; the closest words were {related}." if related else ".")  # fmt: skip

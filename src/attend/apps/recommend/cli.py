@@ -148,6 +148,8 @@ def _history(args: argparse.Namespace) -> list[str] | None:
     value = args.history
     if value is None:
         return None
+    if not value.strip():  # --history "": no history (a new user's popularity ranking), as it had been
+        return []
     items = [item.strip() for item in value.split(",")]
     if blank := [place for place, item in enumerate(items, start=1) if not item]:  # dropped in silence, it had been
         raise ValueError(f"--history {value!r}: item {blank[0]} of {len(items)} is empty (ids are separated by "
