@@ -118,6 +118,14 @@ def test_html_definition_lists_details_and_markdown_and_text() -> None:
         ("How do I use the CLI?", "See https://x.example/a_b or help@x.example.\n\nx hook add __init__ --path ./*.py"),
         ("How do I run x sync?", "Run it."),
     ]
+    # So is a Q: line's question (it had kept the address: "the CLI (https://x.example) or pedal_cli?"),
+    # in a section of Q:/A: lines too; its answer keeps the addresses.
+    lines = ("Q: How do I pay?\nA: With a card.\n\nQ: How do I use [the CLI](https://x.example) or `pedal_cli`?\n"
+             "A: Run [it](https://y.example).\n\nQ: Where?\nA: Here.\n")  # fmt: skip
+    expected = [("How do I pay?", "With a card."), ("How do I use the CLI or pedal_cli?", "Run it (https://y.example)."),
+                ("Where?", "Here.")]  # fmt: skip
+    assert parse_markdown(lines) == expected
+    assert parse_markdown(f"## Billing\n\n{lines}")[-3:] == expected
     # Numbered once, __ inside a word kept (as Markdown reads it), an image alone as written, a fence
     # closed by a longer one or by the end, and a line of inline code no fence.
     odd = ("## 1. 2 factor auth?\n\nYes.\n\n## Is my__var__name ok?\n\nPackages.\n\n## ![](logo.png)\n\nA logo."

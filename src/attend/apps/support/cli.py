@@ -134,7 +134,8 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
     actions.required = True
 
     build = actions.add_parser("build", help="index an FAQ (CSV/JSONL with question,answer[,intent]; Markdown; HTML)")
-    build.add_argument("faq", metavar="FAQ_FILE", help="the FAQ: .csv/.tsv/.jsonl/.parquet, .md or .html")
+    build.add_argument("faq", metavar="FAQ_FILE", help="the FAQ: .csv/.tsv/.jsonl/.parquet, .md, .html or .txt (Q:/A: "
+                       "lines)")  # fmt: skip
     build.add_argument("--out", required=True, metavar="INDEX_DIR", help="index directory to write")
     build.add_argument("--model", default="minilm",
                        help="'minilm' (pretrained, default) or a fine-tuned attend minilm model directory")  # fmt: skip

@@ -227,6 +227,16 @@ def _strip_markdown(text: str, *, addresses: bool = True) -> str:
 _ANSWER_MARK = re.compile(r"^\s*(?:[*_]+\s*)?(?:A|Answer)\s*[:：]\s*(?:[*_]+\s*)?", re.IGNORECASE)
 
 
+def _markdown_qa(text: str) -> list[tuple[str, str]]:
+    """The ``Q:``/``A:`` pairs of Markdown: each question's links as their text alone, as a question
+    heading's are (they had kept their address: "the CLI (https://...)"), each answer's with theirs."""
+    pairs = parse_qa_text(_strip_markdown(text))
+    asked = parse_qa_text(_strip_markdown(text, addresses=False))
+    if len(asked) != len(pairs):  # an answer of a link alone, empty without its address: as they are
+        return pairs
+    return [(question, answer) for (question, _), (_, answer) in zip(asked, pairs, strict=True)]
+
+
 def parse_markdown(text: str) -> list[tuple[str, str]]:
     """Pairs from a Markdown FAQ: question headings with the text below, or ``Q:``/``A:`` lines."""
     # A heading as asked (a heading of an image alone, which strips to nothing, as written)
@@ -240,7 +250,7 @@ def parse_markdown(text: str) -> list[tuple[str, str]]:
     for n, (q, body, level) in enumerate(sections):
         plain = _strip_markdown(body)
         # Q:/A: lines of the section's own text (not of a fenced block: a transcript shown as code)
-        inner = parse_qa_text(plain) if parse_qa_text(_strip_markdown(_FENCE.sub("", body))) else []
+        inner = _markdown_qa(body) if parse_qa_text(_strip_markdown(_FENCE.sub("", body))) else []
         if inner and not _is_question(q):
             # A topic's section of Q:/A: pairs ("## Billing" over them) is those questions, not one entry
             # answering "Billing" with them all; its text before the first Q: stays its own, unless the
@@ -255,7 +265,7 @@ def parse_markdown(text: str) -> list[tuple[str, str]]:
                 unanswered.append(q)  # a question with no answer, not a heading over deeper ones
             headed.append((q, answer))
     answered = [(q, a) for q, a in headed if a]
-    chosen = _choose([answered, parse_qa_text(_strip_markdown(text))])
+    chosen = _choose([answered, _markdown_qa(text)])
     if chosen is answered and unanswered:  # it had been left out of the index without a word
         more = f" (and {len(unanswered) - 1} more)" if len(unanswered) > 1 else ""
         raise DataError(f"the question heading {unanswered[0]!r}{more} has no answer below it: an empty answer is an "
