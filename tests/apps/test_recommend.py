@@ -372,8 +372,16 @@ def test_an_interrupted_recommender_run_resumes_to_the_same_result(movielens_sam
     with pytest.raises(TrainingInterrupted):
         train_recommender(str(movielens_sample["log"]), tmp_path / "cut", model="sasrec", features=[],
                           model_options=options, training={**QUICK, "epochs": 2, "stop_after_steps": 3})  # fmt: skip
-    resumed = train_recommender(str(movielens_sample["log"]), tmp_path / "cut", model="sasrec", features=[],
-                                model_options=options, training={**QUICK, "epochs": 2}, resume=True)  # fmt: skip
+    # What is left out is the interrupted run's, and a copy of the log elsewhere is the same data: a plain
+    # resume had been refused, the defaults compared with the run's options ("epochs=200 (... had 2)"),
+    # and a copied log for its path. What is given again otherwise is refused by its own name.
+    copy = tmp_path / "copy.csv"
+    shutil.copy(movielens_sample["log"], copy)
+    with pytest.raises(DataError, match=r"these differ: user_col='u' \(the interrupted run had 'user'\)$"):
+        train_recommender(str(copy), tmp_path / "cut", user_col="u", resume=True)
+    with pytest.raises(DataError, match=r"these differ: lr=0\.5 \(the interrupted run had "):
+        train_recommender(str(copy), tmp_path / "cut", training={"lr": 0.5}, resume=True)
+    resumed = train_recommender(str(copy), tmp_path / "cut", training={"progress": False}, resume=True)
     assert resumed.metrics["ndcg@10"] == pytest.approx(whole.metrics["ndcg@10"], abs=1e-6)
     assert torch.equal(torch.tensor(resumed.metrics["hr@10"]), torch.tensor(whole.metrics["hr@10"]))
 

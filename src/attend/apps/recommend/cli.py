@@ -81,9 +81,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise dataset_columns_error(f"--{name.replace('_', '-')}", value, args.data)
     if named.get("time_col") == "none":
         named["time_col"] = None
-    if args.positive_threshold is not None and args.model != "din":
-        raise ValueError(f"--positive-threshold {args.positive_threshold:g} is for --model din (a rating at or above "
-                         "it is a like); sasrec learns the order of items, not ratings")  # fmt: skip
     config = read_run_config(args.config)
     training = dict(config.get("training", {}))
     for name in ("epochs", "seed", "threads", "batch_size", "lr"):
@@ -98,11 +95,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     features = None if args.features is None else [
         c.strip() for c in args.features.split(",") if c.strip() and c.strip() != "none"
     ]
-    given = {} if args.positive_threshold is None else {"positive_threshold": args.positive_threshold}  # else DIN's own
     result = train_recommender(
         args.data, args.out, model=args.model, item_features=args.item_features,
         feature_types=_types(args.feature_types), features=features, model_options=model_options,
-        training=training, resume=args.resume, overwrite=args.overwrite, **named, **given,
+        training=training, resume=args.resume, overwrite=args.overwrite, positive_threshold=args.positive_threshold,
+        **named,
     )  # fmt: skip
     if not result.is_main:
         return 0
@@ -228,7 +225,8 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
     train.add_argument("data", metavar="DATA", help="log file (.csv/.tsv/.jsonl/.parquet) or a dataset name "
                        "(movielens_100k)")  # fmt: skip
     train.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
-    train.add_argument("--model", choices=["sasrec", "din"], default="sasrec", help="default sasrec")
+    train.add_argument("--model", choices=["sasrec", "din"],
+                       help="default sasrec (with --resume, the interrupted run's)")  # fmt: skip
     train.add_argument("--item-features", metavar="FILE", help="item,... file of text/categorical/numeric features")
     train.add_argument("--features", metavar="COLS",
                        help="feature columns to use, comma-separated ('none': ids only; default all)")  # fmt: skip

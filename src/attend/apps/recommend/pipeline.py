@@ -7,6 +7,7 @@ the epoch kept being the one with the best dev NDCG@10 (SASRec) or AUC (DIN).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -30,13 +31,13 @@ def train_recommender(
     data: str,
     out: str | os.PathLike[str],
     *,
-    model: str = "sasrec",
+    model: str | None = None,
     item_features: str | None = None,
     user_col: str = "user",
     item_col: str = "item",
     time_col: str | None = "timestamp",
     rating_col: str | None = None,
-    positive_threshold: float = 4.0,
+    positive_threshold: float | None = None,
     features: list[str] | None = None,
     feature_types: dict[str, str] | None = None,
     model_options: dict[str, Any] | None = None,
@@ -44,8 +45,8 @@ def train_recommender(
     resume: bool = False,
     overwrite: bool = False,
 ) -> TrainResult:
-    """Train SASRec (``model="sasrec"``) or DIN (``"din"``) on an interaction log; the body of
-    ``attend recommend train``.
+    """Train SASRec (``model="sasrec"``, the default) or DIN (``"din"``) on an interaction log; the
+    body of ``attend recommend train``.
 
     Args:
         data: A log file (CSV/TSV/JSONL/Parquet) or a dataset name (``movielens_100k``).
@@ -53,11 +54,37 @@ def train_recommender(
         item_features: A file of item features (``item`` plus text/categorical/numeric columns).
         features: Feature columns to use (None: all; ``[]``: item ids only).
         feature_types: Column -> ``text``/``categorical``/``numeric``, overriding inference.
+        positive_threshold: DIN: a rating at or above it is a like (default 4).
         model_options: Model config fields (``dim``, ``num_layers``, ``loss``, ``fusion``, ...).
-        training: :class:`~attend.training.TrainingArgs` fields over :data:`RECOMMEND_DEFAULTS`.
+        training: :class:`~attend.training.TrainingArgs` fields over :data:`RECOMMEND_DEFAULTS`;
+            only those given are options chosen.
+        resume: Continue the interrupted run writing ``out``. What is left out (the model, its
+            options, the columns and item features, the training options) is the interrupted run's,
+            as ``attend train --resume`` takes it; what is given must be the same.
     """
     from attend.training.tasks.recommendation import CtrTask, LogSource, SequentialTask
+    from attend.training.trainer import run_record
 
+    reading: dict[str, Any] = {"item_features": item_features, "user_col": user_col, "item_col": item_col,
+                               "time_col": time_col, "rating_col": rating_col, "feature_types": feature_types,
+                               "features": features}  # fmt: skip
+    run = run_record(out) if resume else None
+    if run is not None and run.get("task") in (SequentialTask.name, CtrTask.name):
+        # Left out is the interrupted run's (a plain --resume had been refused, its defaults compared
+        # with the run's options as if given).
+        recorded = {**(run.get("source") or {}), **run}  # a run recorded before the keys were flattened
+        defaults = {field.name: field.default for field in dataclasses.fields(LogSource) if field.name in reading}
+        reading |= {key: recorded[key] for key, default in defaults.items()
+                    if reading[key] == default and key in recorded}  # fmt: skip
+        model = model or run.get("model")
+        model_options = model_options or run.get("model_options") or None
+        if positive_threshold is None and isinstance(run.get("positive_threshold"), int | float):
+            positive_threshold = float(run["positive_threshold"])
+    model = model or "sasrec"
+    item_features, user_col, item_col, time_col, rating_col, feature_types, features = reading.values()
+    if positive_threshold is not None and model != "din":
+        raise ValueError(f"--positive-threshold {positive_threshold:g} is for --model din (a rating at or above it "
+                         "is a like); sasrec learns the order of items, not ratings")  # fmt: skip
     if model not in RECOMMEND_DEFAULTS:
         raise ValueError(f"model={model!r}; choose one of {sorted(RECOMMEND_DEFAULTS)}")
     if _is_dataset(data):  # its columns are the dataset's own: an option naming others would be ignored
@@ -80,9 +107,10 @@ def train_recommender(
     if model == "sasrec":
         task = SequentialTask(source, model_options=model_options)
     else:
-        task = CtrTask(source, model_options=model_options, positive_threshold=positive_threshold)
+        task = CtrTask(source, model_options=model_options,
+                       positive_threshold=4.0 if positive_threshold is None else positive_threshold)  # fmt: skip
     args = TrainingArgs.from_dict({**RECOMMEND_DEFAULTS[model], **(training or {})})
-    return Trainer(task, args).fit(out, resume=resume, overwrite=overwrite)
+    return Trainer(task, args, given=frozenset(training or {})).fit(out, resume=resume, overwrite=overwrite)
 
 
 def dataset_columns_error(flag: str, value: str, data: str) -> ValueError:

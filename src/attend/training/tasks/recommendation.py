@@ -45,7 +45,14 @@ from attend.data.readers import DataError
 from attend.io import save_tensors
 from attend.training.baselines import bias_offsets, ctr_baselines, sequential_baselines
 from attend.training.ranking import ctr_metrics, ranking_metrics, target_ranks
-from attend.training.tasks.base import Task, check_model_fields, comparable, fingerprint, register_task
+from attend.training.tasks.base import (
+    Task,
+    check_model_fields,
+    comparable,
+    fingerprint,
+    names_file,
+    register_task,
+)
 
 if TYPE_CHECKING:
     from attend.io import ArtifactWriter
@@ -320,12 +327,13 @@ class _RecommendationTask(Task):
                             "out")  # fmt: skip
 
     def identity(self) -> dict[str, Any]:
-        return {
-            "model": self.model_type,
-            "model_options": self.model_options,
-            "source": {**dataclasses.asdict(self.source), "data": comparable(self.source.data),
-                       "item_features": comparable(self.source.item_features)},
-        }
+        # Each way of reading the log by its own name (a changed one is named alone; the whole source
+        # had been shown twice), and a log file by what it holds (the data's digest, checked on a
+        # resume), as a classifier's and a translator's: a copy or a moved file had been refused.
+        reading = {key: value for key, value in dataclasses.asdict(self.source).items() if key != "data"}
+        data = self.source.data
+        return {"model": self.model_type, "model_options": self.model_options, **({} if names_file(data) else
+                {"data": data}), **reading, "item_features": comparable(self.source.item_features)}  # fmt: skip
 
     def save_state(self, directory: Path) -> None:
         """Nothing to keep: the log is re-read and re-split identically (the split is deterministic)."""
