@@ -648,11 +648,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                              "cross-attention alignment of each output word (--maps: every layer's and head's)")
         # Sentences as `attend translate` reads them: a .txt file is one sentence per line.
         # explain's --text-col names the source column too: messages name the flag the user gave.
-        if args.source_col is not None and args.text_col is not None:
-            raise UsageError(f"--source-col {args.source_col} and --text-col {args.text_col}: each names the "
-                             "translator's source column; give one")  # fmt: skip
-        args.column_flag = "--text-col" if args.source_col is None and args.text_col is not None else "--source-col"
-        args.source_col = args.source_col or args.text_col
+        args.source_col, args.column_flag = _given_source_column(args)
         texts, _ = _translate_inputs(args)  # a file with no sentence is refused there
         _check_typed_sentences(args.texts, "explain")
         if not args.texts:  # a file's blank lines explain nothing (translate leaves them blank)
@@ -894,6 +890,17 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given_source_column(args: argparse.Namespace) -> tuple[str | None, str]:
+    """A translator's source column as ``explain`` and ``faithfulness`` take it (``--source-col``, or
+    their ``--text-col``), and the flag that gave it, for messages; both given is refused."""
+    if args.source_col is not None and args.text_col is not None:
+        raise UsageError(f"--source-col {args.source_col} and --text-col {args.text_col}: each names the "
+                         "translator's source column; give one")  # fmt: skip
+    if args.text_col is not None:
+        return args.text_col, "--text-col"
+    return args.source_col, "--source-col"
+
+
 def _seeded_sample(items: list[str], limit: int, seed: int) -> list[str]:
     """``limit`` of ``items`` (all for 0 or more than there are), a seeded sample in their order:
     files are often sorted by label."""
@@ -912,20 +919,16 @@ def _translator_faithfulness(args: argparse.Namespace) -> int:
     if given:
         raise UsageError(f"{', '.join(given)}: for classifiers only; a translator's faithfulness is that of its "
                          "cross-attention alignment")  # fmt: skip
-    if args.source_col is not None and args.text_col is not None:  # --text-col names the source, as in explain
-        raise UsageError(f"--source-col {args.source_col} and --text-col {args.text_col}: each names the "
-                         "translator's source column; give one")  # fmt: skip
-    column = args.source_col or args.text_col
+    column, flag = _given_source_column(args)  # --text-col names the source, as in explain
     beam = _beam(args)
     from attend.data.datasets import load_parallel, names_dataset
     from attend.data.validation import text_problem
 
     if names_dataset(args.data):
         if column is not None:
-            raise UsageError(f"--source-col {column}: reads a column of a file; {args.data} is a data set")
+            raise UsageError(f"{flag} {column}: reads a column of a file; {args.data} is a data set")
         sources = load_parallel(args.data).sources
     else:  # as `attend translate --input` reads it: a table's source column, else a sentence a line
-        flag = "--text-col" if args.text_col is not None else "--source-col"
         lines, _ = _translate_inputs(argparse.Namespace(texts=None, input=args.data, source_col=column,
                                                          model_dir=args.model_dir, column_flag=flag))  # fmt: skip
         sources = [line for line in lines if text_problem(line) is None]

@@ -26,6 +26,7 @@ from attend.data.readers import (
     RowProblems,
     check_columns,
     check_strings,
+    delimiters_alone,
     open_data_file,
     read_rows,
 )
@@ -144,8 +145,8 @@ def read_parallel(
     problems = RowProblems(path)  # a CSV row's own faults (extra fields, the header again), all said at once
     unusable: list[str] = []  # cells that are no text (a list, a lone surrogate), as their errors say them
     for line, record in read_rows(path, fmt, problems=problems):
-        if fmt in ("csv", "tsv") and not any(str(v or "").strip() for v in record.values()):
-            continue  # a row of delimiters alone (",,"), as read_table skips in labelled data: no pair
+        if delimiters_alone(fmt, record):
+            continue  # no pair, as read_table skips it in labelled data
         problems.good += 1
         if not checked_columns:
             check_columns(path, record, (source_col, target_col, split_col),

@@ -302,6 +302,12 @@ class _Lines:
             yield line
 
 
+def delimiters_alone(fmt: str, record: dict[str, Any]) -> bool:
+    """Whether a CSV/TSV row holds delimiters alone (",,"): the empty rows a spreadsheet exports
+    below its last one. Data to learn from skips them (labelled texts, sentence pairs)."""
+    return fmt in ("csv", "tsv") and not any(str(value or "").strip() for value in record.values())
+
+
 def read_rows(path: Path, fmt: str, lines: _Lines | None = None,
               problems: RowProblems | None = None) -> Iterator[tuple[int, dict[str, Any]]]:  # fmt: skip
     """Yield ``(line_or_row_number, record)`` pairs, reading the file as it goes (constant memory).
@@ -769,10 +775,9 @@ def read_table(
     listed = False  # some row's labels are a JSON list
     problems = RowProblems(path)
     for line, record in read_rows(path, fmt, problems=problems):
-        if label_col is not None and fmt in ("csv", "tsv") and not any(str(v or "").strip() for v in record.values()):
-            # Labelled data's row of delimiters alone (",,"): the empty rows a spreadsheet exports below its
-            # last one, as blank as a blank line. (Unlabelled input keeps every row: translate's row N is
-            # output line N.)
+        if label_col is not None and delimiters_alone(fmt, record):
+            # Labelled data's row of delimiters alone: as blank as a blank line. (Unlabelled input keeps
+            # every row: translate's row N is output line N.)
             continue
         if not checked_columns:
             check_columns(path, record, (text_col, label_col), columns_hint)
