@@ -402,6 +402,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         said = "both were given" if args.texts else "neither was given"
         raise UsageError(f"give texts to classify, or --input FILE ({said})")
     _check_not_a_data_set(args.input)
+    _check_plain_text_input(args)
     _classifier_only(args.model_dir)
     if args.top_k < 1:
         raise UsageError(f"--top-k {args.top_k}: must be at least 1")
@@ -522,15 +523,27 @@ def _check_not_a_data_set(given: str | None) -> None:
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:
-    from attend.data.readers import read_table
+    from attend.data.readers import TextStream, is_plain_text, read_table
 
     if bool(args.texts) == bool(args.input):
         said = "both were given" if args.texts else "neither was given"
         raise UsageError(f"give texts to explain, or --input FILE, but not both ({said})")
     _check_not_a_data_set(args.input)
+    _check_plain_text_input(args)
+    if args.input and is_plain_text(args.input):  # one text per line, as predict reads it
+        return [text for _, text in TextStream(args.input)]
     text_col = _model_column(args.model_dir, args.text_col, "text_col")
     return args.texts or read_table(args.input, text_col=text_col, label_col=None,
                                     columns_hint="choose the column with --text-col").texts  # fmt: skip
+
+
+def _check_plain_text_input(args: argparse.Namespace) -> None:
+    """Refuse --text-col beside an --input .txt file: it has no columns (one text per line)."""
+    from attend.data.readers import is_plain_text
+
+    if args.input and args.text_col is not None and is_plain_text(args.input):
+        raise UsageError(f"--text-col {args.text_col}: {args.input} is a .txt file, one text per line, with no "
+                         "columns; give --text-col with a CSV/TSV/JSONL/Parquet file")  # fmt: skip
 
 
 def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
@@ -1335,7 +1348,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = verbs.add_parser("predict", help="classify texts with a trained model")
     pr.add_argument("model_dir")
     pr.add_argument("texts", nargs="*", default=[], help="texts to classify (or --input FILE)")
-    pr.add_argument("--input", help="file of texts (CSV/TSV/JSONL/Parquet) instead")
+    pr.add_argument("--input", help="file of texts instead: CSV/TSV/JSONL/Parquet, or .txt of one text per line")
     pr.add_argument("--text-col", help="column holding the text in --input (default: the model's training column, "
                     "else text)")  # fmt: skip
     pr.add_argument("--top-k", type=int, default=3, help="labels to show per text (default 3)")
@@ -1354,7 +1367,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = verbs.add_parser("explain", help="show which tokens each prediction rested on")
     ex.add_argument("model_dir")
     ex.add_argument("texts", nargs="*", default=[], help="texts to explain (or --input FILE)")
-    ex.add_argument("--input", help="file of texts (CSV/TSV/JSONL/Parquet) instead")
+    ex.add_argument("--input", help="file of texts instead: CSV/TSV/JSONL/Parquet, or .txt of one text per line")
     ex.add_argument("--text-col", help="column holding the text in --input (default: the model's training column, "
                     "else text; a translator's: the source column it trained on, else source)")  # fmt: skip
     ex.add_argument("--method", choices=EXPLAIN_METHODS, help="how token importance is computed (default: rollout)")

@@ -511,3 +511,39 @@ def test_a_data_set_name_given_as_input_says_what_reads_it(trained: dict[str, Pa
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert "--input rotten_tomatoes: no such file; rotten_tomatoes is the name of a data set" in done.stderr
         assert "`attend evaluate MODEL_DIR rotten_tomatoes`" in done.stderr
+
+
+def test_a_txt_input_is_one_text_per_line(trained: dict[str, Path], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """predict and explain read a .txt file as translate does, one text per line (it had been refused:
+    "cannot tell the format from the extension '.txt'"); blank lines are skipped, and --text-col and
+    --keep-cols, which name columns it has not, are refused."""
+    import gzip
+
+    from attend.cli import main
+
+    model = str(trained["encoder"])
+    lines = ["a great film", "", "  ", 'dull, "long", and slow\r', "电影 很好"]
+    data = tmp_path / "in.txt"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert [(n, t) for n, t in TextStream(data)] == [(1, "a great film"), (4, 'dull, "long", and slow'),
+                                                      (5, "电影 很好")]  # fmt: skip
+    packed = tmp_path / "in.txt.gz"
+    packed.write_bytes(gzip.compress(data.read_bytes()))
+    for given in (data, packed):
+        assert main(["predict", model, "--input", str(given), "--no-progress", "--top-k", "1"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert [r["text"] for r in rows] == ["a great film", 'dull, "long", and slow', "电影 很好"]
+    assert main(["explain", model, "--input", str(data), "--json", "--no-progress"]) == 0
+    assert [r["text"] for r in json.loads(capsys.readouterr().out)] == [r["text"] for r in rows]
+    for verb in ("predict", "explain"):
+        assert main([verb, model, "--input", str(data), "--text-col", "body"]) == 2
+        assert f"--text-col body: {data} is a .txt file, one text per line, with no columns" in capsys.readouterr().err
+    out = tmp_path / "out.csv"
+    assert main(["predict", model, "--input", str(data), "--keep-cols", "id", "--output", str(out)]) == 2
+    assert "a .txt file is one text per line, with no columns to keep (id)" in capsys.readouterr().err
+    assert not out.exists()
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n \n", encoding="utf-8")
+    assert main(["predict", model, "--input", str(blank)]) == 2
+    assert f"{blank}: no text in it (every line is blank)" in capsys.readouterr().err

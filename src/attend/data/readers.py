@@ -79,6 +79,8 @@ _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".nd
 _FORMATS |= {".parquet": "parquet", ".pq": "parquet"}
 #: File names read as tables (any other is plain text where a verb also takes that).
 TABLE_SUFFIXES = frozenset(_FORMATS)
+#: The format of a .txt file where texts alone are read (:class:`TextStream`): one text per line.
+PLAIN_TEXT = "text"
 #: A file compressed by gzip, bzip2 or xz is read through the standard library's decompressor (by
 #: suffix: the compression's name, and an opener of a binary file's decompressed bytes); the suffix
 #: before it tells the format (``reviews.csv.gz`` is a CSV).
@@ -176,6 +178,11 @@ def data_suffix(path: str | os.PathLike[str]) -> str:
     path = Path(path)
     suffix = path.suffix.lower()
     return Path(path.stem).suffix.lower() if suffix in _COMPRESSED else suffix
+
+
+def is_plain_text(path: str | os.PathLike[str]) -> bool:
+    """Whether a file's name says it is plain text, one text per line (``.txt``, also compressed)."""
+    return data_suffix(path) == ".txt"
 
 
 def is_compressed(path: str | os.PathLike[str]) -> bool:
@@ -316,6 +323,13 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None,
     ``problems``: where a CSV row's own fault (more fields than the header, the header repeated) is
     gathered, the row left out, instead of raised (the caller raises what was gathered).
     """
+    if fmt == PLAIN_TEXT:  # one text per line, its "\n" (or "\r\n") aside; blank lines skipped
+        source = lines if lines is not None else _Lines(path, fmt)
+        for line_number, line in enumerate(source, start=1):
+            text = line.removesuffix("\n").removesuffix("\r")
+            if text.strip():
+                yield line_number, {"text": text}
+        return
     if fmt == "parquet":
         try:
             import pyarrow.parquet as pq
@@ -650,11 +664,21 @@ class TextStream:
     Iterating yields ``(line, text)`` with the checks of :func:`read_table`; ``position`` and
     ``size`` are in bytes (rows for Parquet), for a progress bar. :meth:`with_columns` yields each
     text with the values of the ``keep`` columns (an id to join the predictions back on).
+
+    A ``.txt`` file (also compressed: ``texts.txt.gz``) is one text per line, its blank lines
+    skipped; it has no columns, so ``text_col`` does not apply and ``keep`` is refused.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, text_col: str = "text", fmt: str | None = None,
                  keep: Sequence[str] = ()) -> None:  # fmt: skip
-        self.path, self.fmt = open_data_file(path, fmt)
+        if fmt is None and is_plain_text(path):
+            self.path, _ = open_data_file(path, "csv")  # checked as any data file (exists, not empty)
+            self.fmt, text_col = PLAIN_TEXT, "text"
+            if keep:
+                raise DataError(f"{self.path}: a .txt file is one text per line, with no columns to keep "
+                                f"({', '.join(keep)}); give a CSV/TSV/JSONL/Parquet file to keep columns")  # fmt: skip
+        else:
+            self.path, self.fmt = open_data_file(path, fmt)
         self.text_col = text_col
         self.keep = list(keep)
         self._lines = _Lines(self.path, self.fmt) if self.fmt != "parquet" else None
@@ -708,7 +732,8 @@ class TextStream:
             self._rows += 1
             yield line, _row_text(self.path, line, record, self.text_col), record
         if not checked:
-            raise DataError(f"{self.path} has a header but no rows")
+            raise DataError(f"{self.path}: no text in it (every line is blank)" if self.fmt == PLAIN_TEXT else
+                            f"{self.path} has a header but no rows")  # fmt: skip
 
 
 def _kept_value(value: Any) -> Any:
