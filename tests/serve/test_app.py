@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import shutil
 import signal
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -294,6 +296,107 @@ def test_micro_batcher_fails_only_the_faulty_request_and_drains_on_stop() -> Non
 
     asyncio.run(scenario())
     assert calls[1] == ["t0", "t1", "boom", "t2", "t3"]  # they shared one batch, which failed
+
+
+def test_a_failed_batchs_requests_fail_each_on_its_own_and_every_part_is_read() -> None:
+    """Each request of a failed batch is run again alone, outside the batch's except block: its
+    error had carried the batch's (another client's exception and text) as its cause. A request
+    split into parts reads every part's outcome: a failed first part had left the others'
+    exceptions unread ("Future exception was never retrieved")."""
+    import gc
+
+    def run(texts: list[str]) -> list[str]:
+        bad = [t for t in texts if t.startswith("boom")]
+        if bad:
+            raise ValueError(f"bad text {bad[0]}")
+        return texts
+
+    unread: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: unread.append(context))
+        batcher = MicroBatcher(run, max_batch=2, max_wait_ms=200)
+        await batcher.start()
+        a, b = (asyncio.create_task(batcher.submit([t])) for t in ("boom-a", "boom-b"))
+        failed = await asyncio.gather(a, b, return_exceptions=True)
+        assert [str(e) for e in failed] == ["bad text boom-a", "bad text boom-b"]
+        assert all(e.__context__ is None and e.__cause__ is None for e in failed)  # not chained to the batch's
+        with pytest.raises(ValueError, match="bad text boom1"):
+            await batcher.submit(["boom1", "x", "y", "boom2"])  # two parts of max_batch=2, both failing
+        await batcher.stop()
+        gc.collect()
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert not unread
+
+
+def test_a_model_that_fails_is_a_500_without_its_words_and_is_logged(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PyTorch raises RuntimeError for a failing model (out of memory, a shape error): the route had
+    caught it as the batcher's "not running" and answered a 503 "unavailable" with its words (which
+    quoted the request's text), logging nothing."""
+    runtime = load(model_dir)
+    predictions = runtime.predictions
+
+    def failing(texts: list[str], **options: Any) -> Any:
+        if any("poison" in t for t in texts):
+            raise RuntimeError(f"out of memory on {texts}")
+        return predictions(texts, **options)
+
+    runtime.predictions = failing  # type: ignore[method-assign]
+    app = create_app(runtime, ServeSettings(max_batch=8, max_wait_ms=2))
+    with caplog.at_level(logging.ERROR), TestClient(app, raise_server_exceptions=False) as client:
+        bad = client.post("/v1/predict", json={"text": "poison my private words"})
+        good = client.post("/v1/predict", json={"text": "a good text"})
+    assert bad.status_code == 500 and "private" not in bad.text, bad.text
+    assert bad.json()["error"]["type"] == "internal"
+    assert good.status_code == 200
+    assert "POST /v1/predict failed" in caplog.text
+
+
+@pytest.mark.parametrize("drain", [True, False])
+def test_connections_queued_on_the_port_are_accepted_before_it_closes(drain: bool) -> None:
+    """A client whose handshake the kernel completed and whose request was sent is answered at
+    shutdown: closing the listening socket with it still queued reset it (SIGTERM under load: 25 of 30
+    sent requests reset with one worker). Without accept_backlog, the same clients are reset: the
+    test sees the failure it guards against."""
+    from attend.serve.app import accept_backlog
+
+    class Answer(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(b"answer to " + data)  # type: ignore[attr-defined]
+            self.transport.close()
+
+    async def scenario() -> list[bytes | str]:
+        server = await asyncio.get_running_loop().create_server(Answer, "127.0.0.1", 0, backlog=64)
+        port = server.sockets[0].getsockname()[1]
+        # The event loop does not run meanwhile: the kernel completes each handshake and queues it.
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(20)]
+        for i, client in enumerate(clients):
+            client.sendall(f"request {i}".encode())
+        if drain:
+            await accept_backlog([server])
+        server.close()  # what uvicorn's shutdown does first
+        await server.wait_closed()
+        got: list[bytes | str] = []
+        for client in clients:
+            try:
+                got.append(await asyncio.to_thread(client.recv, 100))
+            except ConnectionResetError:
+                got.append("reset")
+            client.close()
+        return got
+
+    got = asyncio.run(scenario())
+    if drain:
+        assert got == [f"answer to request {i}".encode() for i in range(20)]
+    else:
+        assert got == ["reset"] * 20
 
 
 def test_a_drained_batcher_runs_the_batch_waiting_to_fill_at_once() -> None:

@@ -29,7 +29,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MicroBatcher"]
+__all__ = ["BatcherStopped", "MicroBatcher"]
+
+
+class BatcherStopped(RuntimeError):
+    """The batcher takes no more requests (the service is shutting down): a 503, not a fault.
+
+    A class of its own: the routes had caught ``RuntimeError`` for it, which is also what PyTorch
+    raises for a failing model (out of memory, a shape error), so such a fault was answered as
+    "unavailable" with the exception's words, which may quote the request's text, and not logged.
+    """
 
 
 @dataclass
@@ -123,16 +132,21 @@ class MicroBatcher:
     async def submit(self, texts: list[str]) -> list[Any]:
         """Results for ``texts``, in order; requests over ``max_batch`` texts are split."""
         if not self.running:
-            raise RuntimeError("the batcher is not running")
+            raise BatcherStopped("the batcher is not running")
         loop = asyncio.get_running_loop()
         futures = []
         for i in range(0, len(texts), self.max_batch):
             pending = _Pending(texts[i : i + self.max_batch], loop.create_future())
             self._jobs.put(pending)
             futures.append(pending.future)
+        # Every part is awaited, a failed one too: awaited in turn, the parts after a failure went
+        # unread ("Future exception was never retrieved" in the log).
+        parts = await asyncio.gather(*futures, return_exceptions=True)
         results: list[Any] = []
-        for future in futures:
-            results.extend(await future)
+        for part in parts:
+            if isinstance(part, BaseException):
+                raise part
+            results.extend(part)
         return results
 
     def _take(self, timeout: float) -> _Pending | bool | None:
@@ -188,11 +202,18 @@ class MicroBatcher:
         try:
             results = self.run(texts)
         except Exception as exc:
+            failure: Exception | None = exc
+        else:
+            failure = None
+        if failure is not None:
             if len(batch) > 1:  # one request's fault must not fail its neighbours: run each alone
+                # (outside the except block: each request's own error had been chained to the batch's,
+                # and one client's log entry showed another's exception and text as its cause)
+                failure = None
                 for pending in batch:
                     self._execute([pending])
                 return
-            _resolve(batch, None, exc)  # the batcher lives on
+            _resolve(batch, None, failure)  # the batcher lives on
             return
         if self.on_batch is not None:
             self.on_batch(len(texts), time.perf_counter() - start)

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from attend.data.validation import text_problem
 from attend.explain import available_methods, explain
 from attend.runtime import EnsembleClassifier, TextClassifier
-from attend.serve.batching import MicroBatcher
+from attend.serve.batching import BatcherStopped, MicroBatcher
 from attend.serve.metrics import ServiceMetrics
 from attend.serve.routes import Routes, ServeSettings, error_response
 from attend.serve.schemas import (
@@ -156,7 +156,7 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
         metrics.queued.set(batcher.queued())
         try:
             results = await batcher.submit(texts)
-        except RuntimeError as exc:  # shutting down
+        except BatcherStopped as exc:  # shutting down
             return error_response(503, "unavailable", str(exc))
         k = min(body.top_k, len(runtime.labels))
         predictions = []

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from attend.data.validation import text_problem
 from attend.runtime.recommender import Recommender
-from attend.serve.batching import MicroBatcher
+from attend.serve.batching import BatcherStopped, MicroBatcher
 from attend.serve.metrics import ServiceMetrics
 from attend.serve.routes import Routes, ServeSettings, error_response
 from attend.serve.schemas import OpenAnswer
@@ -105,7 +105,7 @@ def recommendation_routes(runtime: Recommender, settings: ServeSettings, metrics
         metrics.queued.set(batcher.queued())
         try:
             (answer,) = await batcher.submit([request])
-        except RuntimeError as exc:  # shutting down
+        except BatcherStopped as exc:  # shutting down
             return error_response(503, "unavailable", str(exc))
         return {"model": runtime.name, **answer}
 

@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Field
 
 from attend.models.generation import MAX_LENGTH_PENALTY
 from attend.runtime.translator import Translator
-from attend.serve.batching import MicroBatcher
+from attend.serve.batching import BatcherStopped, MicroBatcher
 from attend.serve.classification import check_texts
 from attend.serve.metrics import ServiceMetrics
 from attend.serve.routes import Routes, ServeSettings, error_response
@@ -77,7 +77,7 @@ def translation_routes(runtime: Translator, settings: ServeSettings, metrics: Se
         try:
             found = await batcher.submit([(text, beam, penalty, body.alignment)  # type: ignore[list-item]
                                           for text in texts])  # fmt: skip
-        except RuntimeError as exc:  # shutting down
+        except BatcherStopped as exc:  # shutting down
             return error_response(503, "unavailable", str(exc))
         return {"model": runtime.name, "translations": found}
 
