@@ -142,3 +142,35 @@ def test_masks_that_are_not_tensors_and_inputs_of_the_wrong_width_are_named() ->
     fusion = CrossModalAttention(16, 10, 4)
     with pytest.raises(ValueError, match=r"x has shape \(2, 5, 17\), expected \(batch, length, embed_dim=16\)"):
         fusion(torch.randn(2, 5, 17), torch.randn(2, 4, 10))
+
+
+@pytest.mark.parametrize("options", [{"backend": "eager"}, {"backend": "sdpa", "weights": True},
+                                     {"score": "additive"}])  # fmt: skip
+def test_a_learned_bias_gets_its_gradient_with_the_projections_frozen(options: dict) -> None:
+    """A learned relative-position bias trained beside frozen projections: the in-place softmax,
+    chosen because the scores needed no gradient, had refused autograd (``_softmax(): functions with
+    out=... arguments don't support automatic differentiation``)."""
+    options = dict(options)
+    weights = options.pop("weights", False)
+    torch.manual_seed(0)
+    module = MultiHeadAttention(8, 2, **options).requires_grad_(False)
+    bias = torch.nn.Parameter(torch.randn(1, 2, 5, 5) * 0.1)
+    x = torch.randn(2, 5, 8)
+    out = module(x, attn_mask=bias, need_weights=weights)[0]
+    out.pow(2).sum().backward()
+    assert bias.grad is not None and bias.grad.abs().sum() > 0
+    # The gradient is the one autograd gives with the projections trainable (the tracked path throughout).
+    twin = MultiHeadAttention(8, 2, **options)
+    twin.load_state_dict(module.state_dict())
+    other = torch.nn.Parameter(bias.detach().clone())
+    twin(x, attn_mask=other, need_weights=weights)[0].pow(2).sum().backward()
+    torch.testing.assert_close(bias.grad, other.grad)
+
+
+def test_an_adaptive_span_trains_with_the_projections_frozen() -> None:
+    module = MultiHeadAttention(8, 2, attention="local", window=4, adaptive_span=4)
+    for name, parameter in module.named_parameters():
+        parameter.requires_grad_(name.startswith("span."))
+    module(torch.randn(2, 6, 8))[0].pow(2).sum().backward()
+    spans = [p for name, p in module.named_parameters() if name.startswith("span.")]
+    assert spans and all(p.grad is not None and torch.isfinite(p.grad).all() for p in spans)

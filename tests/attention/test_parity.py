@@ -233,6 +233,40 @@ def test_packed_projection_cache_follows_weight_updates() -> None:
     assert not torch.allclose(before, after)
 
 
+def test_from_torch_copies_the_mode_and_takes_overrides() -> None:
+    """A module in eval mode had been copied into one in training mode (its dropout then on: outputs
+    0.59 apart), and ``dropout=0.0`` clashed with the copied dropout (a TypeError)."""
+    ref = nn.MultiheadAttention(E, H, dropout=0.3, batch_first=True).eval()
+    ours = MultiHeadAttention.from_torch(ref)
+    assert not ours.training and MultiHeadAttention.from_torch(ref.train()).training
+    x = torch.randn(2, 5, E)
+    ref.eval()
+    ours = MultiHeadAttention.from_torch(ref)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[0], ref(x, x, x)[0], atol=1e-5, rtol=0)
+    plain = MultiHeadAttention.from_torch(ref.train(), dropout=0.0)
+    assert plain.dropout == 0.0 and plain.training
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x)[0], ref.eval()(x, x, x)[0], atol=1e-5, rtol=0)
+
+
+def test_a_copy_packed_under_inference_mode_is_not_used_for_gradients() -> None:
+    """Predict under inference_mode, then explain by gradients on the frozen module: the packed
+    projection cached under inference_mode had been reused, and backward refused it."""
+    torch.manual_seed(0)
+    ours = MultiHeadAttention(E, H).eval().requires_grad_(False)
+    x = torch.randn(2, 5, E)
+    with torch.inference_mode():
+        served = ours(x)[0]
+    given = x.clone().requires_grad_(True)
+    out = ours(given)[0]
+    out.sum().backward()
+    assert given.grad is not None and given.grad.abs().sum() > 0
+    torch.testing.assert_close(out.detach(), served)
+    with torch.inference_mode():  # the copy packed for gradients serves inference too
+        torch.testing.assert_close(ours(x)[0], served)
+
+
 def test_packed_projection_cache_follows_a_fused_optimiser_step() -> None:
     """``AdamW(fused=True)`` changes the weights without moving their version counters, so the
     cache is dropped whenever the mode switches: evaluation after training steps (the Trainer's dev

@@ -63,6 +63,11 @@ def test_target_and_cross_modal_attention_check_their_padding_masks_by_name() ->
         target(history, candidate, torch.zeros(2, 1, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"got dtype torch.int64 \(an integer mask with 1 = keep is `mask == 0`\)"):
         target(history, candidate, torch.ones(2, 4, dtype=torch.long))
+    # Its inputs are named too, as AttentionPooling's are (a float64 candidate failed inside a matmul).
+    with pytest.raises(ValueError, match=r"^candidate has dtype torch.float64 and the module's weights torch.float32"):
+        target(history, candidate.double())
+    with pytest.raises(TypeError, match=r"^history must be a torch.Tensor, got ndarray"):
+        target(history.numpy(), candidate)
     fused = CrossModalAttention(8, 6, 2)
     with pytest.raises(ValueError, match=r"context_padding_mask has shape \(2, 5\), expected .* \(2, 3\)"):
         fused(torch.randn(2, 3, 8), torch.randn(2, 3, 6), context_padding_mask=torch.zeros(2, 5, dtype=torch.bool))

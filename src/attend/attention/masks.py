@@ -261,7 +261,9 @@ def masked_softmax(scores: Tensor, bias: Tensor | None, empty_rows: Tensor | Non
     enough that a new allocation (and its page faults) costs more than the softmax itself:
     on this path, in place is about 3x faster. Half-precision scores are normalised in float32.
     """
-    tracked = torch.is_grad_enabled() and scores.requires_grad
+    # A bias may be what needs the gradient (a learned position bias, an adaptive span) with the
+    # scores' projections frozen: the in-place softmax had refused autograd then.
+    tracked = torch.is_grad_enabled() and (scores.requires_grad or (bias is not None and bias.requires_grad))
     if bias is not None:
         fits = scores.shape == torch.broadcast_shapes(scores.shape, bias.shape)
         scores = scores.add_(bias) if fits else scores + bias

@@ -211,24 +211,20 @@ class MultiHeadAttention(Recordable, nn.Module):
 
     @classmethod
     def from_torch(cls, module: nn.MultiheadAttention, **options: Any) -> MultiHeadAttention:
-        """Copy an ``nn.MultiheadAttention``'s weights; outputs then match it to float tolerance.
+        """Copy an ``nn.MultiheadAttention``'s weights and its train/eval mode; outputs then match it
+        to float tolerance.
 
         Our module is always batch-first; transpose inputs of a ``batch_first=False`` original.
+        ``options`` are this class's own (``score="cosine"``), or override what is copied
+        (``dropout=0.0``).
         """
         if module.bias_k is not None or module.bias_v is not None:
             raise ValueError("nn.MultiheadAttention with add_bias_kv=True has no equivalent here")
         if module.add_zero_attn:
             raise ValueError("nn.MultiheadAttention with add_zero_attn=True has no equivalent here")
         has_bias = module.in_proj_bias is not None
-        ours = cls(
-            module.embed_dim,
-            module.num_heads,
-            dropout=module.dropout,
-            bias=has_bias,
-            kdim=module.kdim,
-            vdim=module.vdim,
-            **options,
-        )
+        copied = {"dropout": module.dropout, "bias": has_bias, "kdim": module.kdim, "vdim": module.vdim}
+        ours = cls(module.embed_dim, module.num_heads, **(copied | options))
         with torch.no_grad():
             if module.in_proj_weight is not None:  # packed when kdim == vdim == embed_dim
                 w_q, w_k, w_v = module.in_proj_weight.chunk(3)
@@ -244,7 +240,8 @@ class MultiHeadAttention(Recordable, nn.Module):
                 ours.k_proj.bias.copy_(b_k)
                 ours.v_proj.bias.copy_(b_v)
                 ours.out_proj.bias.copy_(module.out_proj.bias)
-        return ours.to(device=module.out_proj.weight.device, dtype=module.out_proj.weight.dtype)
+        # The original's mode too: a module in eval mode had been copied into one that trains (dropout on).
+        return ours.to(device=module.out_proj.weight.device, dtype=module.out_proj.weight.dtype).train(module.training)
 
     def span_penalty(self) -> Tensor:
         """Adaptive-span loss term (zero when adaptive span is off): add ``coef * this`` to the loss."""
@@ -310,8 +307,12 @@ class MultiHeadAttention(Recordable, nn.Module):
         cacheable = not self.training and not (torch.is_grad_enabled() and any(p.requires_grad for p in params))
         present = [p for p in params + biases if p is not None]
         key = (_optimiser_steps, *((p.data_ptr(), p._version, p.dtype) for p in present))
-        if cacheable and self._packed_cache is not None and self._packed_cache[0] == key:
-            return self._packed_cache[1], self._packed_cache[2]
+        cached = self._packed_cache
+        # A copy packed under inference_mode serves only there: autograd cannot save it for a later
+        # backward (predict, then explain by gradients on the frozen model, had raised).
+        if cacheable and cached is not None and cached[0] == key and (
+                torch.is_inference_mode_enabled() or not cached[1].is_inference()):  # fmt: skip
+            return cached[1], cached[2]
         weight = torch.cat(params)  # (3D, E)
         bias = None if biases[0] is None else torch.cat(biases)  # type: ignore[arg-type]
         if cacheable:

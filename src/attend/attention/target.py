@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from attend.attention._ops import check_features
 from attend.attention.capture import Recordable
 from attend.attention.masks import check_padding_mask
 
@@ -64,6 +65,9 @@ class TargetAttention(Recordable, nn.Module):
             candidate: The item being scored ``(B, E)``.
             key_padding_mask: Bool ``(B, L)``, True = padding.
         """
+        weights_dtype = next(self.unit.parameters()).dtype
+        check_features("history", history, weights_dtype)  # a numpy array had failed on history.dim()
+        check_features("candidate", candidate, weights_dtype)  # float64 had failed in a matmul, unnamed
         if history.dim() != 3 or history.shape[-1] != self.embed_dim:
             raise ValueError(
                 f"history has shape {tuple(history.shape)}, expected (batch, length, embed_dim={self.embed_dim})"
