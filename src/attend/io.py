@@ -374,8 +374,38 @@ def not_the_models(path: Path) -> list[str]:
         config = {key: value for key, value in config.items() if key != "files"}
     legacy = {"tokenizer.json", TRAINING_TEXTS} if listed is None else set()
     known = MODEL_DIRECTORY_EXTRAS | set(_recorded_hashes(config)) | legacy
-    return sorted(entry.name + ("/" if entry.is_dir() else "") for entry in path.iterdir()
-                  if entry.name not in known and not WORKING_NAME.fullmatch(entry.name))  # fmt: skip
+    found: list[str] = []
+    for entry in sorted(path.iterdir()):
+        if WORKING_NAME.fullmatch(entry.name):
+            continue
+        if entry.name not in known:
+            found.append(entry.name + ("/" if entry.is_dir() else ""))
+        elif entry.is_dir():  # attend's folder, with what a user put inside it: "onnx/notes.txt" had gone too
+            found += [f"{entry.name}/{inner}" for inner in _not_attends_inside(entry)]
+    return found
+
+
+def _not_attends_inside(folder: Path) -> list[str]:
+    """The entries of one of attend's folders in a model directory that attend did not write: an
+    ``onnx/`` or ``members/NN/`` model directory's (as :func:`not_the_models` finds them), and in
+    ``runs/`` whatever is no TensorBoard event file."""
+    def marked(entry: Path) -> str:
+        return entry.name + ("/" if entry.is_dir() else "")
+
+    if folder.name == "runs":
+        return sorted(marked(entry) for entry in folder.iterdir()
+                      if not (entry.is_file() and entry.name.startswith("events.out.tfevents.")))  # fmt: skip
+    if folder.name == "members":
+        found: list[str] = []
+        for member in sorted(folder.iterdir()):
+            if member.is_dir() and _is_model_directory(member):
+                found += [f"{member.name}/{inner}" for inner in not_the_models(member)]
+            elif not WORKING_NAME.fullmatch(member.name):
+                found.append(marked(member))
+        return found
+    if _is_model_directory(folder):  # onnx/: an export's directory
+        return not_the_models(folder)
+    return sorted(marked(entry) for entry in folder.iterdir() if not WORKING_NAME.fullmatch(entry.name))
 
 
 def file_in_the_way(folder: Path) -> Path | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,33 @@ def test_a_directory_written_before_the_task_and_files_entries_still_loads(
     (old / "model.safetensors").write_bytes(weights[:-4] + b"0000")
     with pytest.raises(ModelDirError, match="does not match the hash"):
         load(old)
+
+
+def test_a_users_file_inside_attends_own_folders_is_not_replaced(trained: dict[str, Path], tmp_path: Path) -> None:
+    """--overwrite looked at a model directory's top level only: a user's file inside its onnx/,
+    runs/ or members/NN/ went with the model, in silence (train, prune and export --overwrite)."""
+    from attend.deploy.export import export_onnx
+    from attend.io import check_output_directory
+
+    model = copy_model(trained["encoder"], tmp_path)
+    export_onnx(model, model / "onnx")
+    (model / "runs").mkdir(exist_ok=True)
+    (model / "runs" / "events.out.tfevents.1765000000.host.42.0").write_bytes(b"\0")
+    shutil.copytree(trained["encoder"], model / "members" / "00")
+    check_output_directory(model, overwrite=True)  # everything in it is attend's
+    for mine, shown in ((model / "onnx" / "notes.txt", "onnx/notes.txt"),
+                        (model / "runs" / "mine" / "important.txt", "runs/mine/"),
+                        (model / "members" / "00" / "NOTES.md", "members/00/NOTES.md"),
+                        (model / "members" / "readme.txt", "members/readme.txt")):  # fmt: skip
+        mine.parent.mkdir(exist_ok=True)
+        mine.write_text("mine")
+        with pytest.raises(ModelDirError, match=rf"holds {re.escape(shown)} beside its model, which attend did not"):
+            check_output_directory(model, overwrite=True)
+        shutil.rmtree(mine.parent) if shown.endswith("/") else mine.unlink()
+    check_output_directory(model, overwrite=True)
+    (model / "onnx" / "config.json").unlink()  # no longer attend's export: all of it is the user's
+    with pytest.raises(ModelDirError, match=r"holds onnx/metrics.json, onnx/model.onnx, onnx/tokenizer.json"):
+        check_output_directory(model, overwrite=True)
 
 
 def test_every_file_the_model_needs_is_checked(trained: dict[str, Path], tmp_path: Path) -> None:
