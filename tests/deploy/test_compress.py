@@ -378,8 +378,10 @@ def test_every_bert_classifier_can_be_pruned(kind: str, root: Path) -> None:
 def test_prune_errors_are_clear(encoder_dir: Path, loaded_bilstm_dir: Path, root: Path) -> None:
     with pytest.raises(ValueError, match="exactly one of heads="):
         prune(encoder_dir, root / "bad", heads=1, fraction=0.5)
-    with pytest.raises(ValueError, match="at most 6 can go"):
+    with pytest.raises(ValueError, match=r"^heads=7: every layer keeps at least one head, so at most 6 of the 8 "):
         prune(encoder_dir, root / "bad", heads=7)
+    with pytest.raises(ValueError, match=r"^fraction=0.99 \(8 of 8 heads\): .* at most 6 .*; give fraction=0.750 "):
+        prune(encoder_dir, root / "bad", fraction=0.99)
     with pytest.raises(ValueError, match=r"importance='random'"):
         prune(encoder_dir, root / "bad", heads=1, importance="random")
     with pytest.raises(ValueError, match="would overwrite the model"):

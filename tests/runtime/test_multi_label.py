@@ -230,6 +230,24 @@ def test_plain_explain_sets_the_labels_apart_from_the_method(tagged: Path, capsy
     assert re.search(r"\) \[labels: [^\]]*\], rollout$", line), line
 
 
+def test_the_html_page_names_the_labels_predicted(tagged: Path, tmp_path: Path) -> None:
+    """The page showed a multi-label model's top label as "Prediction", also where it predicts none
+    or several."""
+    from attend.explain import HtmlReport, explain
+
+    runtime = load(tagged)
+    texts = [row["text"] for row in _rows(12)] + ["zzz qqq"]
+    found = explain(runtime, texts, "rollout")
+    report = HtmlReport()
+    report.add(found)
+    page = report.page()
+    assert "Prediction: " not in page
+    for exp in found:
+        chosen = ", ".join(f"<b>{label}</b>" for label in exp.labels) or "<b>none</b>"
+        assert f"Predicted labels: {chosen} &middot; most probable <b>{exp.label}</b>" in page
+    assert len({len(exp.labels) for exp in found}) > 1  # sets of different sizes were drawn
+
+
 def test_texts_with_none_of_the_labels_train_and_score(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], trained: dict[str, Path]
 ) -> None:

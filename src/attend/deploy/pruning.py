@@ -292,6 +292,12 @@ def prune(
     layers = attention_layers(predictor.model)
     total = sum(layer.num_heads for layer in layers)
     count = heads if heads is not None else round((fraction or 0.0) * total)
+    available = sum(layer.num_heads - 1 for layer in layers)
+    if count > available:  # said before any work, naming the value given (it had named a count of heads alone)
+        given = f"heads={heads}" if heads is not None else f"fraction={fraction:g} ({count} of {total} heads)"
+        most = f"heads={available}" if heads is not None else f"fraction={available / total:.3f} at most"
+        raise ValueError(f"{given}: every layer keeps at least one head, so at most {available} of the {total} heads "
+                         f"in {len(layers)} layers can go; give {most}")  # fmt: skip
 
     columns = {"text_col": text_col, "label_col": label_col, "label_sep": label_sep}  # of data and dev_data
     test, test_described = held_out(source, config, data, "test", **columns)

@@ -374,9 +374,15 @@ def _card(i: int, exp: Explanation, layers: str) -> str:
     truncated = "<p class='note'>The text was truncated to the model's maximum length.</p>" if exp.truncated else ""
     target = (f" (explaining <b>{page_text(exp.target)}</b>, probability "
               f"{exp.explained_probability:.3f})" if exp.target != exp.label else "")  # fmt: skip
+    if exp.labels is not None:  # a multi-label model's chosen set (the page had shown its top label alone)
+        chosen = ", ".join(f"<b>{page_text(label)}</b>" for label in exp.labels) or "<b>none</b>"
+        lead = (f"Predicted labels: {chosen} &middot; most probable <b>{page_text(exp.label)}</b> with probability "
+                f"{exp.probability:.3f}")  # fmt: skip
+    else:
+        lead = f"Prediction: <b>{page_text(exp.label)}</b> with probability {exp.probability:.3f}"
     return (
         f"<section class='card' id='text{i}'>"
-        f"<p class='pred'>Prediction: <b>{page_text(exp.label)}</b> with probability {exp.probability:.3f}"
+        f"<p class='pred'>{lead}"
         f"{target} &middot; method <code>{page_text(exp.method)}</code>{page_text(_read(exp))}</p>"
         f"<div class='tokens' lang='und'>{_tokens_block(exp)}</div>{truncated}{note}"
         f"{_focus_table(exp)}{_maps_block(exp, layers)}</section>"
