@@ -361,12 +361,16 @@ def test_bad_options_are_clear_errors(model_dir: Path, tmp_path: Path, capsys: p
     assert not (tmp_path / "m.db").exists()  # refused before the store is created
 
 
-def test_unknown_model_dir_and_missing_db_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_model_dir_and_missing_db_are_clear_errors(model_dir: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     path = write_jsonl(tmp_path / "e.jsonl", [GOOD])
     missing = tmp_path / "no-such-model"
     assert main(["run", "--events", str(path), "--model", str(missing), "--db", str(tmp_path / "m.db")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and str(missing) in err
+    assert err.startswith(f"error: --model {missing}: ")  # named by its flag: --topic-model's said the same
+    assert main(["run", "--events", str(path), "--model", str(model_dir), "--topic-model", str(missing),
+                 "--db", str(tmp_path / "m.db")]) == 2  # fmt: skip
+    assert capsys.readouterr().err.startswith(f"error: --topic-model {missing}: ")
     assert main(["alerts", "--db", str(tmp_path / "nothing.db")]) == 2
     assert "no monitor database there" in capsys.readouterr().err
     for name, content in (("empty.db", b""), ("notes.txt", b"my notes\n")):
@@ -713,12 +717,14 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(model_dir: Path, tmp_path: Path) -> 
     def stream() -> Iterator[Any]:
         yield from events[:20]
         yield None  # idle: the 20 are committed
+        yield from events[20:25]  # read, in a batch not yet full
         os.kill(os.getpid(), signal.SIGTERM)
-        yield from events[20:]
+        yield from events[25:]
 
     before = signal.getsignal(signal.SIGTERM)
     summary = run_events(monitor, stream(), batch_size=8)
-    assert summary.interrupted and summary.stored == 20
+    # The 5 read after the last commit are stored too (dropped, stdin could not have given them again).
+    assert summary.interrupted and summary.read == summary.stored == 25
     assert signal.getsignal(signal.SIGTERM) is before  # the handler put back
     store.close()
 
@@ -807,6 +813,88 @@ def test_other_thresholds_withdraw_nothing_and_older_databases_list_their_alerts
         conn.execute("DROP TABLE monitor_withdrawals")
     (older,) = alerts_json(db, capsys)
     assert older["withdrawn"] is None and older["window_start"] == alert["window_start"]
+
+
+def test_a_refused_alert_is_tried_again_after_a_backoff_in_the_same_run(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --follow run (or the service) keeps one monitor for days: an alert refused webhook_attempts
+    times had never been posted again by it, however long the receiver had been back."""
+    from attend.apps.monitor import monitor as monitor_module
+    from attend.apps.monitor.events import read_events
+    from attend.apps.monitor.monitor import WEBHOOK_BACKOFF, Monitor, MonitorSettings, run_events
+    from attend.apps.monitor.scoring import Scorer, find_negative_label
+    from attend.apps.monitor.store import open_store
+    from attend.runtime import load
+
+    posts: list[bool] = []
+    receiver_up = [False]
+
+    def post(url: str, alert: dict[str, Any], **options: Any) -> bool:
+        posts.append(receiver_up[0])
+        return receiver_up[0]
+
+    monkeypatch.setattr(monitor_module, "post_webhook", post)
+    sentiment = load(model_dir)
+    store = open_store(tmp_path / "retry.db")
+    settings = MonitorSettings(webhook="http://127.0.0.1:9/hook", webhook_attempts=2)
+    monitor = Monitor(store, Scorer(sentiment, find_negative_label(sentiment, None)), settings)
+    now = [1000.0]
+    monitor.clock = lambda: now[0]
+    events = [e for e in planted_events(seed=5) if e["topic"] == SURGE_TOPIC]
+    run_events(monitor, read_events(write_jsonl(tmp_path / "e.jsonl", events)), batch_size=8)
+    for _ in range(3):  # later detections within the backoff: no post
+        monitor.finish()
+    assert posts == [False, False] and monitor.undelivered() == 1
+    receiver_up[0] = True
+    monitor.finish()
+    assert len(posts) == 2  # back, but the backoff has not passed
+    now[0] += WEBHOOK_BACKOFF
+    monitor.finish()
+    assert posts == [False, False, True] and monitor.undelivered() == 0
+    store.close()
+
+
+def test_a_stopped_stream_stores_what_it_read_and_says_what_is_undelivered(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stdin stopped: the events read and not yet stored had been dropped (stdin cannot give them
+    again), with exit 130 and "rerun to continue"; a stop also hid an alert the webhook had refused
+    (exit 0 for --follow, nothing said)."""
+    from attend.apps.monitor import events as events_module
+
+    surge = [e for e in planted_events(seed=5) if e["topic"] == SURGE_TOPIC]
+    parsed = events_module.read_events(write_jsonl(tmp_path / "e.jsonl", surge))
+
+    def stopped(stream: Any, **options: Any) -> Iterator[Any]:
+        yield from parsed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(events_module, "stream_events", stopped)
+    db = tmp_path / "m.db"
+    argv = ["run", "--events", "-", "--model", str(model_dir), "--db", str(db), "--explain-method", "rollout",
+            "--batch-size", str(len(parsed) + 1)]  # fmt: skip
+    assert main(argv) == 0  # a stream asked to stop that stops
+    out = capsys.readouterr()
+    assert f"read {len(parsed)} events: {len(parsed)} stored" in out.out and "rerun to continue" not in out.err
+    assert count_rows(db) == len(parsed)
+    assert main([*argv[:-4], "--db", str(tmp_path / "hooked.db"), "--webhook", "http://127.0.0.1:9/unreachable",
+                 "--explain-method", "rollout", "--batch-size", "8"]) == 1  # fmt: skip
+    assert "error: 1 alert(s) could not be delivered to http://127.0.0.1:9/unreachable" in capsys.readouterr().err
+
+
+def test_a_run_that_reads_no_event_leaves_the_databases_thresholds(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that failed on its first line had made its --window and --z the database's."""
+    path, db = write_jsonl(tmp_path / "e.jsonl", planted_events()[:30]), tmp_path / "m.db"
+    base = ["run", "--model", str(model_dir), "--db", str(db), "--explain-method", "rollout"]
+    assert main([*base, "--events", str(path)]) == 0
+    before = open_store(db).saved_detection()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("not json\n"))
+    assert main([*base, "--events", "-", "--format", "jsonl", "--z", "1.5", "--window", "2h"]) == 2
+    assert open_store(db).saved_detection() == before and before["z"] != 1.5
+    capsys.readouterr()
 
 
 def test_failing_webhook_is_logged_does_not_stop_the_run_and_fails_the_command(

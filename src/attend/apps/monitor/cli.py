@@ -55,6 +55,18 @@ def _detection(args: argparse.Namespace, saved: dict[str, Any] | None = None) ->
     return _detection_settings({**defaults, **(saved or {}), **given})
 
 
+def _flagged(flag: str, path: str, loader: Any) -> Any:
+    """``loader(path)``, a refused directory named with the flag that gave it (``--topic-model nodir:
+    no such model directory``; two model options had given the same bare message)."""
+    from attend.io import ModelDirError
+
+    try:
+        return loader(path)
+    except ModelDirError as exc:
+        said = str(exc)
+        raise ModelDirError(f"{flag} {said}" if said.startswith(f"{path}:") else f"{flag} {path}: {said}") from None
+
+
 def _detection_settings(values: dict[str, Any]) -> Any:
     """``DetectionSettings(**values)``, a refused value named as its flag (``--z=-1.0 must be ...``)."""
     from attend.apps.monitor.detect import DetectionSettings
@@ -91,9 +103,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    sentiment = load(args.model)
+    sentiment = _flagged("--model", args.model, load)
     scorer = Scorer(sentiment, find_negative_label(sentiment, args.negative_label),
-                    topic_model=load_topic_model(args.topic_model) if args.topic_model else None,
+                    topic_model=_flagged("--topic-model", args.topic_model, load_topic_model) if args.topic_model
+                    else None,
                     method=args.explain_method, words=args.top_words, batch_size=args.batch_size)  # fmt: skip
     total: int | None = None
     if args.events == "-":
@@ -131,17 +144,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"{len(summary.alerts)} new alert(s){withdrawn}{reinstated}, {stored_alerts} in {args.db}"
           f"{other_windows}")  # fmt: skip
     store.close()
-    if summary.times_without_zone:
+    if summary.times_without_zone:  # a warning about the data, kept with --quiet as the log's warnings are
         print(f"note: {summary.times_without_zone} event time(s) had no time zone and were taken as UTC "
               "(write them with Z or an offset such as +02:00)", file=sys.stderr)  # fmt: skip
-    if summary.interrupted:
-        print("stopped (Ctrl-C or SIGTERM); every committed batch is kept, rerun to continue", file=sys.stderr)
-        return 0 if args.follow else 130
-    if summary.undelivered:
+    streamed = args.follow or args.events == "-"
+    if summary.interrupted:  # a stream asked to stop that stops is no failure; a replay of a file stopped is
+        rerun = "" if streamed else ", rerun to continue"
+        print(f"stopped (Ctrl-C or SIGTERM); every event read is stored{rerun}", file=sys.stderr)
+    if summary.undelivered:  # said on a stop too (a --follow run had exited 0 with an alert undelivered)
         print(f"error: {summary.undelivered} alert(s) could not be delivered to {args.webhook} (they are kept in "
               f"{args.db}; the next run tries again)", file=sys.stderr)  # fmt: skip
         return 1
-    return 0
+    return 130 if summary.interrupted and not streamed else 0
 
 
 @contextlib.contextmanager

@@ -44,8 +44,10 @@ class MonitorSettings:
         examples: Most negative texts kept with each alert.
         webhook: URL to POST each new alert to (JSON), or None.
         webhook_timeout: Seconds before a webhook call is given up.
-        webhook_attempts: Deliveries tried per alert in one run (once per detection) before this run
-            gives up on it; the next run tries again.
+        webhook_attempts: Deliveries tried per alert at consecutive detections; after that, a run
+            tries it again at a later detection once :data:`WEBHOOK_BACKOFF` seconds have passed
+            (doubling after each refusal, up to :data:`WEBHOOK_BACKOFF_MAX`), and the next run
+            tries again at once.
         max_events: Most events in one HTTP request.
         max_chars: Longest text accepted over HTTP.
     """
@@ -177,6 +179,8 @@ class Monitor:
         #: window from there on has new counts or a new baseline (the EWMA runs through it).
         self._moved_from: dict[str, int] = {}
         self._tries: Counter[tuple[str, str]] = Counter()  # webhook deliveries tried in this run, per alert
+        self._retry_at: dict[tuple[str, str], float] = {}  # when an alert tried webhook_attempts times may go again
+        self.clock: Callable[[], float] = time.monotonic
         #: Alerts withdrawn by this monitor so far: later events made their windows calm.
         self.withdrawals = 0
         #: Withdrawn alerts this monitor reinstated: later events made their windows a surge again.
@@ -206,14 +210,20 @@ class Monitor:
                                   f"(weights {saved['sentiment_weights'][:12]}, now {weights[:12]}); the new scores "
                                   "join the same baselines: a new --db keeps the two models apart")  # fmt: skip
             log.info("%s", self.model_changed)  # a note: shown unless --quiet (alert lines only)
-        store.set_meta("settings", {"detection": self.settings.detection.to_dict(),
-                                    "negative_label": scorer.negative_label, "method": scorer.method,
-                                    "topic_model": topics,
-                                    "sentiment_weights": weights or saved.get("sentiment_weights")})  # fmt: skip
+        # Written with the first batch, not here: a run that failed before reading an event (a bad
+        # header) had made its --window and --z the database's, which later runs and the service use.
+        self._meta: dict[str, Any] | None = {
+            "detection": self.settings.detection.to_dict(), "negative_label": scorer.negative_label,
+            "method": scorer.method, "topic_model": topics,
+            "sentiment_weights": weights or saved.get("sentiment_weights"),
+        }  # fmt: skip
 
     def ingest(self, events: Sequence[Event]) -> IngestResult:
         """Score and store a batch (one transaction), then judge any window the batch closed."""
         with self._lock:
+            if self._meta is not None and events:  # this run's thresholds become the database's
+                self.store.set_meta("settings", self._meta)
+                self._meta = None
             result = IngestResult(received=len(events), times_without_zone=sum(not e.zoned for e in events))
             unique: dict[str, Event] = {}
             for event in events:
@@ -328,7 +338,9 @@ class Monitor:
             return
         self.store.restate(self._alert(stat), resend=was_withdrawn)  # a withdrawn one is news again
         if was_withdrawn:
-            self._tries.pop((stat.topic, format_time(stat.start)), None)  # its tries start again, in this run too
+            key = (stat.topic, format_time(stat.start))
+            self._tries.pop(key, None)  # its tries start again, in this run too
+            self._retry_at.pop(key, None)
             log.warning(f"REINSTATED (a surge again): {describe(self._stored(stat))}")
             self.reinstated += 1
 
@@ -364,12 +376,28 @@ class Monitor:
             return
         for alert in self.store.alerts(pending_only=True, window=self.settings.detection.window):
             key = (alert["topic"], alert["window_start"])
-            if self._tries[key] >= self.settings.webhook_attempts:
-                continue  # given up on in this run (the count is per run: a later run tries again)
+            # Past its attempts, an alert waits out a backoff: a replay closing window after window
+            # does not post it at each, and a --follow run of days still delivers it once the
+            # receiver is back (it had been given up on until the process restarted).
+            if self._tries[key] >= self.settings.webhook_attempts and self.clock() < self._retry_at.get(key, 0.0):
+                continue
             self._tries[key] += 1
             ok = post_webhook(self.settings.webhook, alert, timeout=self.settings.webhook_timeout)
             self.store.mark_notified(alert, ok=ok)
+            beyond = self._tries[key] - self.settings.webhook_attempts
+            if not ok and beyond >= 0:
+                wait = min(WEBHOOK_BACKOFF * 2**beyond, WEBHOOK_BACKOFF_MAX)
+                self._retry_at[key] = self.clock() + wait
+                if beyond == 0:
+                    log.error("webhook %s refused the alert of %s %s %d times; it is tried again at a later "
+                              "detection after %d s", self.settings.webhook, alert["topic"], alert["window_start"],
+                              self._tries[key], wait)  # fmt: skip
 
+
+#: Seconds an alert the webhook refused ``webhook_attempts`` times waits before the next try (then
+#: doubling at each refusal, up to :data:`WEBHOOK_BACKOFF_MAX`).
+WEBHOOK_BACKOFF = 60.0
+WEBHOOK_BACKOFF_MAX = 3600.0
 
 #: The signals that stop a run the way Ctrl-C does: SIGTERM is how systemd, Docker and Kubernetes
 #: stop a service (it had ended a --follow run at once, exit 143, without its summary).
@@ -465,8 +493,12 @@ def run_events(
             if finite:
                 summary.alerts.extend(monitor.finish())
     except KeyboardInterrupt:
-        # The batch in hand is dropped, not half-written: a rerun scores it again.
+        # The events read and not yet stored are stored now: stdin cannot give them again (they had
+        # been dropped, and "rerun to continue" could not bring them back). A second stop while they
+        # are scored is held until they are committed (_ctrl_c_after), then ends the run.
         summary.interrupted = True
+        with contextlib.suppress(KeyboardInterrupt):
+            flush()
     summary.undelivered = monitor.undelivered()
     summary.withdrawn = monitor.withdrawals
     summary.reinstated = monitor.reinstated
