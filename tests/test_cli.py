@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,6 +128,32 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
     assert "has no column 'Body'" in err and "--text-col" in err and "--label-col" not in err
 
 
+def test_an_empty_augment_turns_off_a_files_augment_with_its_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--augment ''` turns off a --config file's augment: the file's augment_rate had then been
+    refused ("has no effect without augment"), a flag the user never typed."""
+    import attend.training
+    from attend.cli import main
+
+    seen: list[dict] = []
+
+    def train(*args: object, **options: Any) -> object:
+        seen.append(dict(options["args"]))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(attend.training, "train", train)
+    config = tmp_path / "aug.json"
+    config.write_text('{"training": {"augment": "typos", "augment_rate": 0.3}}', encoding="utf-8")
+    with pytest.raises(SystemExit):
+        main(["train", "data.csv", "--out", str(tmp_path / "m"), "--config", str(config), "--augment", ""])
+    assert seen[-1]["augment"] == "" and "augment_rate" not in seen[-1]
+    # A rate given as a flag beside it is still refused.
+    assert main(["train", "data.csv", "--out", str(tmp_path / "m"), "--config", str(config), "--augment", "",
+                 "--augment-rate", "0.2"]) == 2  # fmt: skip
+    assert len(seen) == 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -139,7 +166,11 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
         (["train", "data.csv", "--out", "m", "--config", "null.json"], 'null.json: "training" must be a JSON object of '
          'options ({"epochs": 3}), not null'),  # a TypeError traceback
         (["train", "data.csv", "--out", "m", "--config", "text.json"], '"model" must be a JSON object of options '
-         '({"epochs": 3}), not str'),  # "dictionary update sequence element #0 has length 1"
+         '({"dim": 64}), not str'),  # "dictionary update sequence element #0 has length 1"
+        # A byte-order mark is read past (it had been "Unexpected UTF-8 BOM"); a key given twice is refused
+        # (the last had won in silence).
+        (["train", "data.csv", "--out", "m", "--config", "twice.json"],
+         "twice.json: the key 'training' is given twice in one object; keep one"),
         (["train", "data.csv", "--out", "m", "--model", "gpt"], "unknown model 'gpt'"),
         (["train", "data.csv", "--out", "data.csv"], "data.csv exists and is not a directory"),
         (["train", "data.csv", "--out", "data.csv/m"], "data.csv is a file, so the output directory"),
@@ -197,6 +228,7 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], 
     (tmp_path / "top.json").write_text('{"foo": {}, "training": {"epochs": 1}}', encoding="utf-8")
     (tmp_path / "null.json").write_text('{"training": null}', encoding="utf-8")
     (tmp_path / "text.json").write_text('{"model": "x"}', encoding="utf-8")
+    (tmp_path / "twice.json").write_text('\ufeff{"training": {"epochs": 1}, "training": {"lr": 0.1}}', encoding="utf-8")
     (tmp_path / "short.json").write_text('{"model": {"max_length": 16}}', encoding="utf-8")
     (tmp_path / "layers.json").write_text('{"model": {"num_layers": 1}}', encoding="utf-8")
     (tmp_path / "typo.json").write_text('{"training": {"epochz": 1}}', encoding="utf-8")

@@ -111,6 +111,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if value is not None:
             training[name] = value
     flagged = {name for name in training if getattr(args, name, None) is not None}
+    if args.augment == "":  # turns off a file's augment, and with it the file's settings of it (they were refused)
+        for name in ("augment_rate", "augment_probability"):
+            if name not in flagged:
+                training.pop(name, None)
     try:  # the file's values passed above: a value refused now is a flag's, and is named as the flag
         TrainingArgs.from_dict(dict(training))
     except ValueError as exc:

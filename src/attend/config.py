@@ -207,8 +207,17 @@ def read_run_config(path: str | None) -> dict[str, Any]:
     """
     if path is None:
         return {}
-    try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
+
+    def once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:  # a key given twice: the last had won, unsaid
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise ValueError(f"--config {path}: the key {key!r} is given twice in one object; keep one")
+            seen[key] = value
+        return seen
+
+    try:  # utf-8-sig: a byte-order mark (Windows Notepad's) is no error, as in data files
+        config = json.loads(Path(path).read_text(encoding="utf-8-sig"), object_pairs_hook=once)
     except FileNotFoundError:
         raise ValueError(f"--config {path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -223,7 +232,8 @@ def read_run_config(path: str | None) -> dict[str, Any]:
     for entry, value in config.items():  # null, a list or a string had failed as a TypeError traceback
         if not isinstance(value, dict):
             shown = "null" if value is None else type(value).__name__
-            raise ValueError(f'--config {path}: "{entry}" must be a JSON object of options ({{"epochs": 3}}), '
+            example = '{"epochs": 3}' if entry == "training" else '{"dim": 64}'
+            raise ValueError(f'--config {path}: "{entry}" must be a JSON object of options ({example}), '
                              f"not {shown}")  # fmt: skip
     return config
 

@@ -5,6 +5,7 @@ part of every run's loss."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import shutil
 import time
@@ -579,6 +580,29 @@ def test_a_time_budget_cuts_the_epochs_the_schedule_spans_and_a_resumed_run_keep
 
     roomy = Trainer(Regression(), dataclasses.replace(args, time_budget=1e4)).fit(tmp_path / "roomy")
     assert roomy.metrics["epochs_run"] == roomy.metrics["planned_epochs"] == 4
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "inverse_sqrt", "constant"])
+@pytest.mark.parametrize("planned", [300, 1500])
+def test_a_plan_made_mid_warm_up_joins_the_schedule_without_a_jump(schedule: str, planned: int) -> None:
+    """The first 50 steps warm up over the unplanned run (3,000 steps here); the plan had then put
+    the new warm-up's factor in at once (the rate doubled, or went from 0.02 to 0.97, in one step)."""
+    from attend.training.trainer import _join_plan, _lr_factor, _scheduled_lr, _State
+
+    args = TrainingArgs(warmup_ratio=0.1, schedule=schedule)
+    state = _State(global_step=50)
+    _join_plan(state, 3000, args)
+    factors = [_scheduled_lr(step, 3000, args, _State()) for step in range(50)]
+    factors += [_scheduled_lr(step, planned, args, state) for step in range(50, planned)]
+    assert factors[49] == _lr_factor(49, 3000, args)
+    steps = [abs(b - a) for a, b in itertools.pairwise(factors)]
+    warmup = int(0.1 * planned)
+    span = warmup - 50 if warmup > 50 else planned - 50  # the new warm-up left, else the steps left
+    assert max(steps) <= 1.5 / span  # no jump: the rise or fall spread over them
+    if warmup > 50:  # the new warm-up still running: it reaches the peak where it ends, then follows the plan
+        assert factors[warmup - 1] == pytest.approx(1.0)
+        assert factors[warmup:] == [_lr_factor(step, planned, args) for step in range(warmup, planned)]
+    assert factors[-1] == pytest.approx(_lr_factor(planned - 1, planned, args))  # the plan's last factor
 
 
 def test_an_epoch_of_one_step_times_that_step_for_the_budget(

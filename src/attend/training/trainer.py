@@ -519,6 +519,32 @@ def _lr_factor(step: int, total: int, args: TrainingArgs) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _scheduled_lr(step: int, total: int, args: TrainingArgs, state: _State) -> float:
+    """:func:`_lr_factor` at ``step``, joined without a jump to the factor the run had when a time
+    budget last changed its plan (``state.lr_from``, at ``state.lr_from_step``): the warm-up of the
+    steps before the plan followed the longer, unplanned run, and the new plan's factor had been
+    taken at once (the rate doubled in one step). While the new warm-up runs, the rate rises in a
+    straight line from where it was to the peak where that warm-up ends; when the new plan's warm-up
+    is already over, it moves from where it was towards the new plan's decay over the steps left,
+    and ends with it (a rise then a decay)."""
+    target = _lr_factor(step, total, args)
+    start, was = state.lr_from_step, state.lr_from
+    if was < 0 or step < start:
+        return target
+    warmup = int(args.warmup_ratio * total)
+    if warmup > start:
+        return was + (1.0 - was) * (step - start + 1) / (warmup - start) if step < warmup else target
+    return was + (target - was) * min(1.0, (step - start + 1) / max(1, total - start))
+
+
+def _join_plan(state: _State, old_total: int, args: TrainingArgs) -> None:
+    """The plan changes after ``state.global_step`` steps: the schedule goes on from the factor of the
+    last step taken (see :func:`_scheduled_lr`)."""
+    if state.global_step:
+        state.lr_from = _scheduled_lr(state.global_step - 1, old_total, args, state)
+        state.lr_from_step = state.global_step
+
+
 #: Steps timed before :attr:`TrainingArgs.time_budget` plans the run (the first is not timed:
 #: it pays for one-off allocations).
 BUDGET_PROBE_STEPS = 50
@@ -817,6 +843,8 @@ class _State:
     epoch_seconds: float = 0.0  # this epoch's seconds before its last checkpoint, so a resumed epoch reports them all
     history: list[dict[str, Any]] = field(default_factory=list)
     world_size: int = 0  # the processes that trained it (0: a checkpoint written before they were recorded)
+    lr_from: float = -1.0  # the learning-rate factor when the time budget last changed the plan (-1: never)
+    lr_from_step: int = 0  # the step from which the schedule joins the new plan's (_scheduled_lr)
 
 
 def _rng_states(info: _Dist) -> list[Tensor]:
@@ -1142,7 +1170,7 @@ class Trainer:
                     step_clock = time.perf_counter()
                     batch = task.train_batch(batches[b])
                     for group in optimiser.param_groups:
-                        group["lr"] = args.lr * _lr_factor(state.global_step, total_steps, args)
+                        group["lr"] = args.lr * _scheduled_lr(state.global_step, total_steps, args, state)
                     with autocast:
                         loss = task.loss(trainable, batch)
                     extra = auxiliary_loss(network)
@@ -1190,6 +1218,8 @@ class Trainer:
                         if state.global_step >= probe_at:
                             planned_steps, probe_seconds = self._plan(network, trainable, state, probe_start,
                                                                       steps_per_epoch, epochs, args, info)  # fmt: skip
+                            if planned_steps != total_steps:
+                                _join_plan(state, total_steps, args)
                             epochs, total_steps = state.planned_epochs, planned_steps
                             if hasattr(bar, "set_description"):  # it had read "epoch 1/5" with 2 planned
                                 bar.set_description(f"epoch {epoch + 1}/{epochs}", refresh=False)
@@ -1260,6 +1290,8 @@ class Trainer:
                 if state.planned_epochs and args.time_budget and whole_epoch and state.epoch < epochs:
                     planned_steps = self._replan(state, (epoch_seconds - dev_s - probe_seconds) / len(batches),
                                                  dev_s, steps_per_epoch, args, info)  # fmt: skip
+                    if planned_steps != total_steps:
+                        _join_plan(state, total_steps, args)
                     epochs, total_steps = state.planned_epochs, planned_steps
                 probe_seconds = 0.0
                 rng = _rng_states(info)
