@@ -525,8 +525,8 @@ def _scheduled_lr(step: int, total: int, args: TrainingArgs, state: _State) -> f
     steps before the plan followed the longer, unplanned run, and the new plan's factor had been
     taken at once (the rate doubled in one step). While the new warm-up runs, the rate rises in a
     straight line from where it was to the peak where that warm-up ends; when the new plan's warm-up
-    is already over, it moves from where it was towards the new plan's decay over the steps left,
-    and ends with it (a rise then a decay)."""
+    is already over, it moves from where it was to the new plan's factor over as many steps as that
+    warm-up has (at once without one), then follows the plan."""
     target = _lr_factor(step, total, args)
     start, was = state.lr_from_step, state.lr_from
     if was < 0 or step < start:
@@ -534,7 +534,8 @@ def _scheduled_lr(step: int, total: int, args: TrainingArgs, state: _State) -> f
     warmup = int(args.warmup_ratio * total)
     if warmup > start:
         return was + (1.0 - was) * (step - start + 1) / (warmup - start) if step < warmup else target
-    return was + (target - was) * min(1.0, (step - start + 1) / max(1, total - start))
+    reach = (step - start + 1) / max(1, warmup)
+    return target if reach >= 1.0 else was + (target - was) * reach
 
 
 def _join_plan(state: _State, old_total: int, args: TrainingArgs) -> None:
