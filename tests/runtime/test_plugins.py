@@ -332,7 +332,7 @@ def test_registrations_that_would_half_work_are_refused(monkeypatch: pytest.Monk
 
 
 def test_a_runtime_of_another_task_is_refused_and_own_tasks_evaluate_by_their_runtime(
-    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A loader returning another task's runtime had been accepted (errors then named the wrong task);
     a package's task named "..._recommendation" had been sent to attend's own paths by `evaluate`."""
@@ -347,7 +347,62 @@ def test_a_runtime_of_another_task_is_refused_and_own_tasks_evaluate_by_their_ru
     with pytest.raises(ModelDirError, match="a 'classification' model, but the runtime registered for that task "
                                             "returned a SimpleNamespace of task 'other'"):  # fmt: skip
         load(trained["encoder"])
+    # A loader that returns no runtime, or fails on its own: one line naming it (None had been returned
+    # as the model; a KeyError had been a traceback on the command line).
+    monkeypatch.setitem(RUNTIMES, "classification", lambda artifact, options: None)
+    with pytest.raises(ModelDirError, match=r"the runtime registered for task 'classification' \(.*<lambda>\) "
+                                            r"returned NoneType, not an attend.runtime.Runtime"):  # fmt: skip
+        load(trained["encoder"])
+
+    def failing(artifact: object, options: object) -> object:
+        return {}["model"]
+
+    monkeypatch.setitem(RUNTIMES, "classification", failing)
+    with pytest.raises(ModelDirError, match=r"\(tests.runtime.test_plugins.*failing\) failed to load it: KeyError: "
+                                            r"'model'"):  # fmt: skip
+        load(trained["encoder"])
+    capsys.readouterr()
+    assert cli.main(["predict", str(trained["encoder"]), "a text"]) == 2
+    assert "failed to load it: KeyError: 'model'" in capsys.readouterr().err
     called = []
     monkeypatch.setattr(cli, "_task_of", lambda model_dir: "session_recommendation")
     monkeypatch.setattr(cli, "_evaluate_own_task", lambda args: called.append(args.model_dir) or 0)
     assert cli.main(["evaluate", "own_model", "data.csv"]) == 0 and called == ["own_model"]
+
+
+def test_an_installed_packages_text_model_trains_by_name(
+    planted_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training looked the model's name up before any plugin was imported: `attend train --model
+    theirs` was "unknown model" (and an interrupted run of it could not resume), where `attend.load`
+    of the same directory imported the plugin and worked."""
+    from dataclasses import dataclass
+
+    import attend.training.auto as auto
+    import attend.training.tasks.classification as classification
+    from attend.models import MODELS
+    from attend.models.base import register_model
+    from attend.models.encoder import EncoderClassifier, EncoderConfig
+
+    @dataclass
+    class TheirsConfig(EncoderConfig):
+        pass
+
+    imported: list[str] = []
+
+    def plugins() -> list[str]:  # what importing the package's module does: register its model
+        if "plugin_theirs" not in MODELS:
+            register_model("plugin_theirs", TheirsConfig)(EncoderClassifier)
+        imported.append("theirs")
+        return ["theirs"]
+
+    monkeypatch.setattr(classification, "load_plugins", plugins)
+    monkeypatch.setattr(auto, "load_plugins", plugins)
+    try:
+        task = classification.ClassificationTask(planted_csv, model="plugin_theirs")
+        assert task.model == "plugin_theirs" and imported
+        before = len(imported)
+        auto.candidate_models()  # a package's pretrained text model is a candidate: its module is imported first
+        assert len(imported) == before + 1
+    finally:
+        MODELS.pop("plugin_theirs", None)

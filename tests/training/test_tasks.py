@@ -156,6 +156,20 @@ class _Clobber(Regression):
         return {"model": {"size": 3}}
 
 
+class _NoEntries(Regression):
+    name = "toy_regression_no_entries"
+
+    def write(self, writer: ArtifactWriter, model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
+        writer.write_json("extra.json", {})  # and no `return {}`
+
+
+class _FloatLoss(Regression):
+    name = "toy_regression_float_loss"
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        return float(super().loss(model, batch))  # type: ignore[return-value]
+
+
 class _PathEntry(Regression):
     name = "toy_regression_path_entry"
 
@@ -206,6 +220,8 @@ register_task(_NumpyMetrics)
 register_task(_Pickler)
 register_task(_Spy)
 register_task(_Clobber)
+register_task(_NoEntries)
+register_task(_FloatLoss)
 register_task(_PathEntry)
 register_task(_SetMetric)
 register_task(_Shadowed)
@@ -229,6 +245,12 @@ def test_a_task_of_ones_own_is_checked_where_it_would_fail_later(picker: None, t
     with pytest.raises(ValueError, match=r"_Clobber.write returned \['model'\], config.json entries the Trainer"):
         Trainer(_Clobber(), args).fit(tmp_path / "clobber")
     assert not (tmp_path / "clobber").exists()
+    # A forgotten `return {}` and a loss as a float had been a bare TypeError / AttributeError.
+    with pytest.raises(TypeError, match=r"_NoEntries.write returned NoneType, expected a dict of config.json entries"):
+        Trainer(_NoEntries(), args).fit(tmp_path / "no_entries")
+    assert not (tmp_path / "no_entries").exists()
+    with pytest.raises(TypeError, match=r"_FloatLoss.loss returned float; it returns the batch's loss as a one-"):
+        Trainer(_FloatLoss(), args).fit(tmp_path / "float_loss")
     # What JSON cannot hold: said with its place, where json.dumps had raised a bare TypeError
     with pytest.raises(ValueError, match=r"_PathEntry.write returned an entry config.json cannot hold: toy.source is "
                                          r"a pathlib.PosixPath, which JSON cannot hold"):  # fmt: skip

@@ -169,10 +169,21 @@ def load(
 
     # Building a model draws its initial weights (then replaced by the stored ones) from torch's
     # global generator: a host application's seeded results moved when it loaded a model.
-    with torch.random.fork_rng(devices=[]):
-        loaded = RUNTIMES[artifact.task](artifact, options)
+    loader = RUNTIMES[artifact.task]
+    named = f"{getattr(loader, '__module__', '?')}.{getattr(loader, '__qualname__', repr(loader))}"
+    try:
+        with torch.random.fork_rng(devices=[]):
+            loaded = loader(artifact, options)
+    except (ValueError, OSError):  # a refused directory or option (ModelDirError too), said as it is
+        raise
+    except Exception as exc:  # a loader's own fault (a plugin's KeyError had been a traceback): one line
+        raise ModelDirError(f"{artifact.path}: the runtime registered for task {artifact.task!r} ({named}) failed "
+                            f"to load it: {type(exc).__name__}: {exc}") from exc  # fmt: skip
     served = getattr(loaded, "task", artifact.task)
     if served != artifact.task:  # errors would have named the wrong task from here on
         raise ModelDirError(f"{artifact.path}: a {artifact.task!r} model, but the runtime registered for that task "
                             f"returned a {type(loaded).__name__} of task {served!r}")  # fmt: skip
+    if not isinstance(loaded, Runtime):  # None had been returned as the model, to fail at its first use
+        raise ModelDirError(f"{artifact.path}: the runtime registered for task {artifact.task!r} ({named}) returned "
+                            f"{type(loaded).__name__}, not an attend.runtime.Runtime")  # fmt: skip
     return loaded

@@ -66,6 +66,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from attend.config import load_plugins
 from attend.data.readers import DataError, LabelledTexts, stratified_split
 from attend.data.splits import load_labelled
 from attend.io import (
@@ -174,6 +175,7 @@ class _Candidate:
 def candidate_models() -> list[tuple[str, bool]]:
     """Registered text classifiers that ``auto`` may pick: ``(name, pretrained)``, the model
     trained from scratch first. The BiLSTM is left out: it trails the encoder on every bundled set."""
+    load_plugins()  # installed packages' text models are candidates too
     found = [(SCRATCH_MODEL, False)]
     for name, (config_cls, _) in sorted(MODELS.items()):
         if name == SCRATCH_MODEL or not issubclass(config_cls, ClassifierConfig):

@@ -1174,6 +1174,11 @@ class Trainer:
                         group["lr"] = args.lr * _scheduled_lr(state.global_step, total_steps, args, state)
                     with autocast:
                         loss = task.loss(trainable, batch)
+                    if not isinstance(loss, Tensor) or loss.numel() != 1:  # a float had failed on .item(), unnamed
+                        shown = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(
+                            loss).__name__  # fmt: skip
+                        raise TypeError(f"{type(task).__name__}.loss returned {shown}; it returns the batch's loss as "
+                                        "a one-element tensor that backward() can follow")  # fmt: skip
                     extra = auxiliary_loss(network)
                     total = loss if extra is None else loss + extra
                     value, extra_value = (loss.item(), None) if extra is None else torch.stack(
@@ -1383,6 +1388,9 @@ class Trainer:
                 with writer as staged:
                     staged.save_weights(network)
                     entries = task.write(staged, network, metrics)
+                    if not isinstance(entries, dict):  # a forgotten `return {}` had been "'NoneType' object is
+                        raise TypeError(f"{type(task).__name__}.write returned {type(entries).__name__}, expected "
+                                        "a dict of config.json entries ({} for none)")  # not iterable"  # fmt: skip
                     own = {"task", "attend_version", "model", "training", "files", "weights_sha256"}
                     if taken := sorted(own & set(entries)):  # they had replaced the Trainer's, and loading failed
                         raise ValueError(f"{type(task).__name__}.write returned {taken}, config.json entries the "

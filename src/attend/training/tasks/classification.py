@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attend.config import load_plugins
 from attend.data.batching import length_batches
 from attend.data.noise import Augmenter
 from attend.data.readers import DataError, LabelledTexts, looks_missing, match_label, stratified_split, stratum
@@ -404,6 +405,8 @@ class ClassificationTask(Task):
         label_sep: str | None = None,
         max_train: int = 0,
     ) -> None:
+        if model not in MODELS:
+            load_plugins()  # an installed package's model, registered as its module is imported (load had done it)
         classifiers = sorted(name for name, (config, _) in MODELS.items() if issubclass(config, ClassifierConfig))
         if model not in classifiers:
             what = "unknown model" if model not in MODELS else "not a text classifier:"
