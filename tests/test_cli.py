@@ -267,10 +267,14 @@ def test_help_and_argument_errors_load_no_model_code() -> None:
     # Nor does loading a model to predict, translate or serve import scikit-learn (1.5 s of each
     # command): only scoring does.
     assert result.stdout.split() == ["[]", "False"]
-    from attend.cli import EXPLAIN_METHODS
-    from attend.explain import METHODS
+    import inspect
+
+    from attend.cli import EXPLAIN_METHODS, IG_STEPS
+    from attend.explain import METHODS, explain, faithfulness
 
     assert EXPLAIN_METHODS == tuple(METHODS)
+    assert IG_STEPS == inspect.signature(explain).parameters["ig_steps"].default
+    assert IG_STEPS == inspect.signature(faithfulness).parameters["ig_steps"].default
 
 
 @pytest.mark.parametrize("verb", ["predict", "explain", "translate"])

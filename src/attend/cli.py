@@ -15,7 +15,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -39,6 +39,8 @@ from attend.version import __version__
 #: parser (``attend --help``) does not import torch; a test keeps the two equal.
 EXPLAIN_METHODS = ("attention", "pooling", "rollout", "flow", "grad_attention", "integrated_gradients", "random",
                    "uniform")  # fmt: skip
+#: integrated_gradients' steps where ``--ig-steps`` is not given: attend.explain's default (a test keeps them equal).
+IG_STEPS = 32
 
 
 class _BadInput(Exception):
@@ -76,6 +78,16 @@ def _candidates(value: str | None) -> list[str] | None:
     """``--candidates A,B``: the names; given with none (``""``), an error rather than every model."""
     return None if value is None else _named("--candidates", value, "no model; give registered models, e.g. "
                                              "encoder,minilm")  # fmt: skip
+
+
+def _as_flag(exc: ValueError, names: Collection[str]) -> ValueError:
+    """A Python argument's refusal (``layer=5; this model has 2 layers``) said as the flag that gave
+    it (``--layer 5: this model has 2 layers``) where it names one of ``names``; else ``exc`` itself."""
+    found = re.match(r"(\w+)=('(?:[^'\\]|\\.)*'|[^\s;:]+)[;:]? (.*)", str(exc), re.DOTALL)
+    if found is None or found[1] not in names:
+        return exc
+    value = found[2][1:-1] if len(found[2]) > 1 and found[2][0] == found[2][-1] == "'" else found[2]  # as typed
+    return UsageError(f"--{found[1].replace('_', '-')} {value}: {found[3]}")
 
 
 def _named(flag: str, value: str, none: str) -> list[str]:
@@ -118,11 +130,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:  # the file's values passed above: a value refused now is a flag's, and is named as the flag
         TrainingArgs.from_dict(dict(training))
     except ValueError as exc:
-        found = re.match(r"(\w+)=('(?:[^'\\]|\\.)*'|\S+) (.*)", str(exc), re.DOTALL)
-        if found is None or found[1] not in flagged:
-            raise
-        value = found[2][1:-1] if len(found[2]) > 1 and found[2][0] == found[2][-1] == "'" else found[2]  # as typed
-        raise UsageError(f"--{found[1].replace('_', '-')} {value}: {found[3]}") from None
+        raise _as_flag(exc, flagged) from None
     if args.no_progress:
         training["progress"] = False
     if args.augment is not None and not config.get("training", {}).get("augment"):  # '' turns off only a file's
@@ -657,7 +665,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError("--maps: adds the maps to --json output; give --json (or --png/--html for pictures)")
     if translating:
         options = (("--method", args.method, None), ("--layer", args.layer, None), ("--head", args.head, None),
-                   ("--target", args.target, None), ("--ig-steps", args.ig_steps, 32),
+                   ("--target", args.target, None), ("--ig-steps", args.ig_steps, None),
                    ("--int8", args.int8, False))  # fmt: skip
         given = [flag for flag, value, default in options if value != default]
         if given:
@@ -680,7 +688,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
               if given]  # fmt: skip
     if unused:
         raise UsageError(f"{', '.join(unused)}: for translators only (a classifier's column is --text-col)")
-    if args.ig_steps != 32 and method != "integrated_gradients":
+    if args.ig_steps is not None and method != "integrated_gradients":  # given at all (32 had passed)
         raise UsageError(f"--ig-steps {args.ig_steps}: for --method integrated_gradients only")
     ignored = [flag for flag, value in (("--layer", args.layer), ("--head", args.head)) if value is not None]
     if ignored and not METHODS[method].layer_and_head:
@@ -694,9 +702,17 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     # none of its own: its report shades the words alone); PNG heatmaps and --maps need them.
     has_maps = bool(getattr(getattr(predictor, "capabilities", None), "maps", True))
     want_maps = bool(args.png or args.maps or (args.html and has_maps))
+    ig_steps = IG_STEPS if args.ig_steps is None else args.ig_steps
+
+    def explained(part: list[str]) -> Any:
+        try:
+            return explain(predictor, part, method, layer=layer, head=args.head, target=args.target, maps=want_maps,
+                           ig_steps=ig_steps)  # fmt: skip
+        except ValueError as exc:  # "layer=5; ..." named as the flag given: "--layer 5: ..."
+            raise _as_flag(exc, {"layer", "head", "target", "ig_steps"}) from None
+
     kept = _explain_in_chunks(
-        args, texts, lambda part: explain(predictor, part, method, layer=layer, head=args.head, target=args.target,
-                                          maps=want_maps, ig_steps=args.ig_steps),
+        args, texts, explained,
         HtmlReport(layers=args.html_layers) if args.html else None, lambda part: part,
         lambda part: _print_explanations(part, args.top),
     )  # fmt: skip
@@ -901,8 +917,11 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
     if methods == []:
         raise UsageError(f"--methods {args.methods!r} names no method; leave it out for all of them")
-    report = faithfulness(predictor, texts, methods, seed=args.seed, progress=not (args.json or args.no_progress),
-                          ig_steps=args.ig_steps)  # fmt: skip
+    try:
+        report = faithfulness(predictor, texts, methods, seed=args.seed, progress=not (args.json or args.no_progress),
+                              ig_steps=IG_STEPS if args.ig_steps is None else args.ig_steps)  # fmt: skip
+    except ValueError as exc:
+        raise _as_flag(exc, {"ig_steps", "seed"}) from None
     print(dumps_json(report) if args.json else format_faithfulness(report))
     return 0
 
@@ -931,7 +950,7 @@ def _seeded_sample(items: list[str], limit: int, seed: int) -> list[str]:
 def _translator_faithfulness(args: argparse.Namespace) -> int:
     """`attend faithfulness` of a translator: the erasure test of its alignments
     (:meth:`~attend.runtime.Translator.faithfulness`) over DATA's sources, a seeded sample of --limit."""
-    options = (("--methods", args.methods, None), ("--ig-steps", args.ig_steps, 32), ("--int8", args.int8, False))
+    options = (("--methods", args.methods, None), ("--ig-steps", args.ig_steps, None), ("--int8", args.int8, False))
     given = [flag for flag, value, default in options if value != default]
     if given:
         raise UsageError(f"{', '.join(given)}: for classifiers only; a translator's faithfulness is that of its "
@@ -1379,7 +1398,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--head", type=int, help="for --method attention: one head instead of the mean of heads")
     ex.add_argument("--target", help="explain this label instead of the predicted one (grad_attention, "
                     "integrated_gradients: the methods that read the label)")
-    ex.add_argument("--ig-steps", type=int, default=32, help="integration steps for integrated_gradients (32)")
+    ex.add_argument("--ig-steps", type=int, help=f"integration steps for integrated_gradients ({IG_STEPS})")
     ex.add_argument("--html", help="write a self-contained HTML report here")
     ex.add_argument("--html-layers", choices=["last", "all"], default="last",
                     help="the HTML report's heatmaps: the last layer's heads, or every layer's (default last; a "
@@ -1421,7 +1440,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "left out)")
     fa.add_argument("--seed", type=seed_number, default=0,
                     help="seed of the sample and the random baseline (default 0)")  # fmt: skip
-    fa.add_argument("--ig-steps", type=int, default=32, help="integration steps for integrated_gradients (32)")
+    fa.add_argument("--ig-steps", type=int, help=f"integration steps for integrated_gradients ({IG_STEPS})")
     fa.add_argument("--json", action="store_true", help="print one JSON object")
     fa.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     fa.add_argument("--int8", action="store_true", help=EXPLAIN_INT8_HELP)

@@ -224,8 +224,11 @@ def test_cli_explain_writes_no_picture_over_what_it_would_destroy(
     [
         (["--method", "nope", "x"], "invalid choice"),
         (["--layer", "two", "--method", "attention", "x"], "--layer 'two': expected an integer or 'mean'"),
-        (["--head", "7", "--method", "attention", "x"], "head=7; this model has 4 heads"),
-        (["--target", "maybe", "x"], "target='maybe' is not a label"),
+        # Named as the flags given (they had been the Python arguments: "head=7; ...", "target='maybe' ...").
+        (["--head", "7", "--method", "attention", "x"], "error: --head 7: this model has 4 heads"),
+        (["--layer", "5", "--method", "attention", "x"], "error: --layer 5: this model has 2 layers"),
+        (["--target", "maybe", "x"], "error: --target maybe: is not a label"),
+        (["--method", "integrated_gradients", "--ig-steps", "0", "x"], "error: --ig-steps 0: must be an integer >= 2"),
         ([""], "text argument 1 is an empty text"),  # it named texts[0], a list index
         ([], "give texts to explain, or --input FILE, but not both (neither was given)"),
         # Accepted and ignored before:
@@ -236,6 +239,7 @@ def test_cli_explain_writes_no_picture_over_what_it_would_destroy(
         (["--beam", "3", "x"], "--beam: for translators only"),
         (["--source-col", "en", "x"], "--source-col: for translators only"),
         (["--ig-steps", "5", "x"], "--ig-steps 5: for --method integrated_gradients only"),
+        (["--ig-steps", "32", "x"], "--ig-steps 32: for --method integrated_gradients only"),  # its default had passed
         (["--html-layers", "all", "x"], "--html-layers: chooses the heatmaps of the --html report; give --html"),
         (["--html", "setup.cfg/x.html", "x"], "setup.cfg is a file, not a folder"),  # "File exists" before
         (["--input", "rows.csv", "--text-col", "nope"], "choose the column with --text-col"),  # named --label-col
