@@ -550,12 +550,15 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
 
 def _check_plain_text_input(args: argparse.Namespace) -> None:
-    """Refuse --text-col beside an --input .txt file: it has no columns (one text per line)."""
+    """Refuse --text-col and --keep-cols beside an --input .txt file: it has no columns (one text per line)."""
     from attend.data.readers import is_plain_text
 
-    if args.input and args.text_col is not None and is_plain_text(args.input):
-        raise UsageError(f"--text-col {args.text_col}: {args.input} is a .txt file, one text per line, with no "
-                         "columns; give --text-col with a CSV/TSV/JSONL/Parquet file")  # fmt: skip
+    if not args.input or not is_plain_text(args.input):
+        return
+    for flag, value in (("--text-col", args.text_col), ("--keep-cols", getattr(args, "keep_cols", None))):
+        if value is not None:
+            raise UsageError(f"{flag} {value}: {args.input} is a .txt file, one text per line, with no columns; "
+                             f"give {flag} with a CSV/TSV/JSONL/Parquet file")  # fmt: skip
 
 
 def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
@@ -1037,13 +1040,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     texts = None
     translating = _classifier_only(args.model_dir, translators=True) == "translation"
     if args.texts_file:
-        from attend.data.readers import data_suffix, read_data_bytes, read_table
+        from attend.data.readers import TextStream, is_plain_text, read_table
 
-        if data_suffix(args.texts_file) == ".txt":  # one text per line, as `attend translate` reads it
-            lines = _text_lines(read_data_bytes(args.texts_file), f"--texts-file {args.texts_file}")
-            texts = [line for line in lines if line.strip()]
-            if not texts:
-                raise UsageError(f"--texts-file {args.texts_file}: no text in it (every line is blank)")
+        if is_plain_text(args.texts_file):  # one text per line, blank lines skipped, as predict --input reads it
+            texts = [text for _, text in TextStream(args.texts_file)]
         else:  # a translator's sources are in its `source` column, a classifier's texts in its training column
             column = args.text_col or (_source_column(args.model_dir) if translating else
                                        _model_column(args.model_dir, None, "text_col"))  # fmt: skip

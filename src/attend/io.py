@@ -380,7 +380,8 @@ def not_the_models(path: Path) -> list[str]:
             continue
         if entry.name not in known:
             found.append(entry.name + ("/" if entry.is_dir() else ""))
-        elif entry.is_dir():  # attend's folder, with what a user put inside it: "onnx/notes.txt" had gone too
+        elif entry.is_dir() and not entry.is_symlink():  # attend's folder, with what a user put inside it:
+            # "onnx/notes.txt" had gone too (a link is removed, not what it points to: nothing to look into)
             found += [f"{entry.name}/{inner}" for inner in _not_attends_inside(entry)]
     return found
 
@@ -398,6 +399,8 @@ def _not_attends_inside(folder: Path) -> list[str]:
     if folder.name == "members":
         found: list[str] = []
         for member in sorted(folder.iterdir()):
+            if member.is_symlink():  # removed with the directory, not what it points to; never followed
+                continue
             if member.is_dir() and _is_model_directory(member):
                 found += [f"{member.name}/{inner}" for inner in not_the_models(member)]
             elif not WORKING_NAME.fullmatch(member.name):
@@ -837,7 +840,15 @@ def write_ensemble(
         for index, member in enumerate(members):
             name = f"{ENSEMBLE_MEMBERS_DIR}/{index:02d}"
             ignored = (".*",) if logs else (".*", "runs")
-            shutil.copytree(member.path, writer.path / name, ignore=shutil.ignore_patterns(*ignored))
+            # attend's files alone: a user's notes beside a member's model had been copied in, and the
+            # ensemble's --overwrite then refused them as not attend's
+            theirs = {member.path / found.rstrip("/") for found in not_the_models(member.path)}
+            hidden = shutil.ignore_patterns(*ignored)
+
+            def left_out(folder: str, names: list[str], theirs: set[Path] = theirs, hidden: Any = hidden) -> set[str]:
+                return set(hidden(folder, names)) | {n for n in names if Path(folder) / n in theirs}
+
+            shutil.copytree(member.path, writer.path / name, ignore=left_out)
             writer.record(f"{name}/config.json")
             entries.append({"path": name, "source": member.source, "model_type": member.model_type,
                             "weight": member.weight, "labels": member.labels})  # fmt: skip

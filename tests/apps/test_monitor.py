@@ -881,6 +881,17 @@ def test_a_stopped_stream_stores_what_it_read_and_says_what_is_undelivered(
     assert main([*argv[:-4], "--db", str(tmp_path / "hooked.db"), "--webhook", "http://127.0.0.1:9/unreachable",
                  "--explain-method", "rollout", "--batch-size", "8"]) == 1  # fmt: skip
     assert "error: 1 alert(s) could not be delivered to http://127.0.0.1:9/unreachable" in capsys.readouterr().err
+    # A replay of a file stopped so exits 130, as other verbs do, saying what is undelivered too.
+    class Stopped(list):  # a file's events, read whole first; the run is stopped after the last
+        def __iter__(self) -> Iterator[Any]:
+            return stopped(None)
+
+    monkeypatch.setattr(events_module, "read_events", lambda path, **options: Stopped(parsed))
+    replay = ["run", "--events", str(tmp_path / "e.jsonl"), "--model", str(model_dir), "--db", str(tmp_path / "f.db"),
+              "--webhook", "http://127.0.0.1:9/unreachable", "--explain-method", "rollout", "--batch-size", "8"]
+    assert main(replay) == 130
+    err = capsys.readouterr().err
+    assert "rerun to continue" in err and "error: 1 alert(s) could not be delivered" in err
 
 
 def test_a_run_that_reads_no_event_leaves_the_databases_thresholds(

@@ -146,3 +146,21 @@ def test_bad_call_arguments_are_refused_by_name() -> None:
         pooling(x.numpy())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"x has dtype torch.int64: attention reads floating-point features"):
         pooling(torch.ones(1, 3, 8, dtype=torch.long))
+
+
+def test_target_attention_runs_after_dynamic_int8() -> None:
+    """Its input check read its unit's first parameter for the dtype: dynamic int8 leaves the unit
+    none (a StopIteration)."""
+    import copy
+
+    from torch import nn
+
+    from attend.attention.target import TargetAttention
+
+    torch.manual_seed(0)
+    plain = TargetAttention(8, activation="relu").eval()
+    quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(plain), {nn.Linear}, dtype=torch.qint8)
+    history, candidate = torch.randn(2, 5, 8), torch.randn(2, 8)
+    summary, weights = quantized(history, candidate)
+    assert summary.shape == (2, 8) and weights.shape == (2, 5)
+    torch.testing.assert_close(weights, plain(history, candidate)[1], atol=0.05, rtol=0)

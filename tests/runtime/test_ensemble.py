@@ -458,3 +458,21 @@ def test_cli_refuses_mismatched_labels_export_and_maps(members: list[Path], ense
     assert main(["explain", str(ensemble_dir), TEXTS[0], "--html", str(tmp_path / "x.html")]) == 0
     page = (tmp_path / "x.html").read_text(encoding="utf-8")
     assert "HTML report" in capsys.readouterr().err and TEXTS[0].split()[0] in page and "<img" not in page
+
+
+def test_a_members_own_files_are_not_copied_and_the_ensemble_is_replaced_again(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """A user's notes beside a member's model had been copied into members/NN, and --overwrite of the
+    ensemble then refused them as files attend did not write."""
+    member = copy_model(trained["encoder"], tmp_path / "members", "noted")
+    (member / "NOTES.md").write_text("mine")
+    (member / "pruned").mkdir()
+    (member / "pruned" / "x.txt").write_text("mine")
+    out = tmp_path / "ens"
+    make_ensemble([member], out)
+    copied = out / "members" / "00"
+    assert (copied / "config.json").is_file() and not (copied / "NOTES.md").exists()
+    assert not (copied / "pruned").exists()
+    make_ensemble([member], out, overwrite=True)  # had been refused: "holds members/00/NOTES.md"
+    assert load(out).predict(TEXTS) == load(member).predict(TEXTS)

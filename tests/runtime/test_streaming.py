@@ -540,9 +540,12 @@ def test_a_txt_input_is_one_text_per_line(trained: dict[str, Path], tmp_path: Pa
         assert main([verb, model, "--input", str(data), "--text-col", "body"]) == 2
         assert f"--text-col body: {data} is a .txt file, one text per line, with no columns" in capsys.readouterr().err
     out = tmp_path / "out.csv"
-    assert main(["predict", model, "--input", str(data), "--keep-cols", "id", "--output", str(out)]) == 2
-    assert "a .txt file is one text per line, with no columns to keep (id)" in capsys.readouterr().err
+    for kept in ("id", "text"):  # the model's own text column too (it had been "in every prediction already")
+        assert main(["predict", model, "--input", str(data), "--keep-cols", kept, "--output", str(out)]) == 2
+        assert f"--keep-cols {kept}: {data} is a .txt file" in capsys.readouterr().err
     assert not out.exists()
+    with pytest.raises(DataError, match=r"a \.txt file is one text per line, with no columns to keep \(id\)"):
+        TextStream(data, keep=["id"])
     blank = tmp_path / "blank.txt"
     blank.write_text("\n \n", encoding="utf-8")
     assert main(["predict", model, "--input", str(blank)]) == 2

@@ -362,7 +362,7 @@ def test_connections_queued_on_the_port_are_accepted_before_it_closes(drain: boo
     shutdown: closing the listening socket with it still queued reset it (SIGTERM under load: 25 of 30
     sent requests reset with one worker). Without accept_backlog, the same clients are reset: the
     test sees the failure it guards against."""
-    from attend.serve.app import accept_backlog
+    from attend.serve.servers import accept_backlog
 
     class Answer(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -397,6 +397,26 @@ def test_connections_queued_on_the_port_are_accepted_before_it_closes(drain: boo
         assert got == [f"answer to request {i}".encode() for i in range(20)]
     else:
         assert got == ["reset"] * 20
+
+
+def test_every_worker_process_takes_its_ports_queue_before_closing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --workers, uvicorn builds each worker's Server in its own Process class: the draining
+    server had been used by a single process only, and the workers reset their queued connections."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess, multiprocess
+
+    from attend.serve import app as app_module
+    from attend.serve.servers import DrainingServer, DrainingWorker
+
+    config = uvicorn.Config("attend.serve.app:app_from_env", factory=True, workers=2)
+    worker = DrainingWorker(config, sockets=[])
+    assert isinstance(worker.server, DrainingServer)
+    seen: list[type] = []
+    monkeypatch.setattr(Multiprocess, "run", lambda self: seen.append(multiprocess.Process))
+    monkeypatch.setattr(uvicorn.Config, "bind_socket", lambda self: socket.socket())
+    made = multiprocess.Process
+    app_module._run_workers(config)
+    assert seen == [DrainingWorker] and multiprocess.Process is made  # for the run only
 
 
 def test_a_drained_batcher_runs_the_batch_waiting_to_fill_at_once() -> None:

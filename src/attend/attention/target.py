@@ -65,7 +65,8 @@ class TargetAttention(Recordable, nn.Module):
             candidate: The item being scored ``(B, E)``.
             key_padding_mask: Bool ``(B, L)``, True = padding.
         """
-        weights_dtype = next(self.unit.parameters()).dtype
+        # None where the unit has no parameters left (dynamic int8 keeps its Linear weights packed)
+        weights_dtype = next((p.dtype for p in self.unit.parameters()), None)
         check_features("history", history, weights_dtype)  # a numpy array had failed on history.dim()
         check_features("candidate", candidate, weights_dtype)  # float64 had failed in a matmul, unnamed
         if history.dim() != 3 or history.shape[-1] != self.embed_dim:

@@ -294,15 +294,15 @@ class _Lines:
                                     "re-save it as UTF-8") from None  # fmt: skip
                 if number == 1 and raw.startswith(b"\x1f\x8b"):  # "re-save as UTF-8" had been the advice
                     fix = ("it is gzip-compressed twice: decompress it once (gunzip), keeping a .gz name" if
-                           handle is not file else f"it is gzip-compressed: name it with .gz (data.{self.fmt}.gz)")
+                           handle is not file else f"it is gzip-compressed: name it with .gz ({self.path.name}.gz)")
                     raise DataError(f"{self.path}: {fix} (its bytes start 1f 8b, gzip's mark)") from None
                 raise DataError(
                     f"{self.path}: line {number} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
                     f"{offset + exc.start}); re-save the file as UTF-8"
                 ) from None
             if "\x00" in line:
-                raise DataError(f"{self.path}: line {number} holds NUL bytes: this is a binary file, not "
-                                f"{self.fmt.upper()} text")  # fmt: skip
+                what = "text" if self.fmt == PLAIN_TEXT else f"{self.fmt.upper()} text"  # "TEXT text" had been said
+                raise DataError(f"{self.path}: line {number} holds NUL bytes: this is a binary file, not {what}")
             offset += len(raw)
             self.position = offset if handle is file else file.tell()
             self.content = self.content or bool(line.strip())

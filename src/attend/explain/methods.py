@@ -336,8 +336,8 @@ def _raw(maps: list[Tensor], r: Tensor, layer: int | str, head: int | None, *, p
         if head is None:
             return (r[:, None, :] @ torch.stack([m.float().mean(1) for m in maps]).mean(0)).squeeze(1)
         if len(counts) > 1:
-            raise ValueError(f"head={head} with layer='mean': this model's layers have {' or '.join(map(str, counts))} "
-                             "heads (pruned), so a head index is no head of every layer; choose a layer")  # fmt: skip
+            raise ValueError(f"head={head}; with layer='mean' it would be a head of every layer, and this model's "
+                             f"layers have {' or '.join(map(str, counts))} heads (pruned): choose a layer")  # fmt: skip
         chosen = torch.stack([m.float() for m in maps]).mean(0)
     else:
         if not isinstance(layer, int) or not -len(maps) <= layer < len(maps):

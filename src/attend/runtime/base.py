@@ -176,7 +176,9 @@ def load(
             loaded = loader(artifact, options)
     except (ValueError, OSError):  # a refused directory or option (ModelDirError too), said as it is
         raise
-    except Exception as exc:  # a loader's own fault (a plugin's KeyError had been a traceback): one line
+    except Exception as exc:  # a package's loader's own fault (its KeyError had been a traceback): one line
+        if str(getattr(loader, "__module__", "")).startswith("attend."):
+            raise  # attend's own (out of memory, a missing onnxruntime) keep their type and traceback
         raise ModelDirError(f"{artifact.path}: the runtime registered for task {artifact.task!r} ({named}) failed "
                             f"to load it: {type(exc).__name__}: {exc}") from exc  # fmt: skip
     served = getattr(loaded, "task", artifact.task)

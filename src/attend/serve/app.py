@@ -711,8 +711,10 @@ def serve(
     if workers == 1:
         quiet = _QuietStartFailure(app)
         logging.getLogger("uvicorn.error").addFilter(quiet)
-        server = _server_class()(uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=graceful_seconds,
-                                                log_level="info"))  # fmt: skip
+        from attend.serve.servers import DrainingServer
+
+        server = DrainingServer(uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=graceful_seconds,
+                                               log_level="info"))  # fmt: skip
         try:
             with contextlib.suppress(KeyboardInterrupt):
                 server.run()
@@ -732,45 +734,6 @@ def serve(
     config = uvicorn.Config("attend.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                             timeout_graceful_shutdown=graceful_seconds, log_level="info")  # fmt: skip
     _run_workers(config)
-
-
-async def accept_backlog(servers: Sequence[asyncio.AbstractServer], *, limit: float = 1.0,
-                         read: float = 0.05) -> None:  # fmt: skip
-    """Accept the connections already queued on ``servers``' listening sockets before they close.
-
-    The kernel completes a client's handshake before the server accepts it, and the client sends its
-    request. Closing a listening socket resets every connection still queued there: on SIGTERM under
-    load, a client whose request was sent whole got a reset, neither an answer nor a refusal, and
-    could not tell whether it was served (25 of 30 in one audit). Waits while a listening socket has
-    a connection to accept (up to ``limit`` seconds: under steady load the queue never empties), then
-    ``read`` seconds more, so the last ones accepted have read their requests before uvicorn asks
-    idle connections to close; those requests are then in flight, and answered.
-    """
-    import select
-
-    listeners = [sock for server in servers for sock in (server.sockets or ())]  # type: ignore[attr-defined]
-    if not listeners:
-        return
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while loop.time() < deadline:
-        queued, _, _ = select.select(listeners, [], [], 0)
-        if not queued:
-            break
-        await asyncio.sleep(0.005)  # the event loop accepts them
-    await asyncio.sleep(read)
-
-
-def _server_class() -> type:
-    """uvicorn's ``Server`` that accepts the connections queued on its port before it closes it."""
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            await accept_backlog(getattr(self, "servers", []))
-            await super().shutdown(sockets)
-
-    return Server
 
 
 class _QuietStartFailure(logging.Filter):
@@ -798,7 +761,9 @@ def _run_workers(config: Any) -> None:
     """
     import inspect
 
-    from uvicorn.supervisors import Multiprocess
+    from uvicorn.supervisors import Multiprocess, multiprocess
+
+    from attend.serve.servers import DrainingServer, DrainingWorker
 
     class Workers(Multiprocess):
         def terminate_all(self) -> None:
@@ -808,6 +773,13 @@ def _run_workers(config: Any) -> None:
 
     sock = config.bind_socket()
     if "target" in inspect.signature(Multiprocess.__init__).parameters:  # uvicorn before 0.52
-        Workers(config, target=_server_class()(config).run, sockets=[sock]).run()
-    else:
+        Workers(config, target=DrainingServer(config).run, sockets=[sock]).run()
+        return
+    # Each worker process runs its own Server, which uvicorn builds in its Process class: that class
+    # is the supervisor's for this run, so the workers accept their port's queue before closing it too.
+    made = multiprocess.Process
+    multiprocess.Process = DrainingWorker  # type: ignore[misc]
+    try:
         Workers(config, sockets=[sock]).run()
+    finally:
+        multiprocess.Process = made  # type: ignore[misc]

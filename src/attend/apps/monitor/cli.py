@@ -150,12 +150,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     streamed = args.follow or args.events == "-"
     if summary.interrupted:  # a stream asked to stop that stops is no failure; a replay of a file stopped is
         rerun = "" if streamed else ", rerun to continue"
-        print(f"stopped (Ctrl-C or SIGTERM); every event read is stored{rerun}", file=sys.stderr)
+        kept = (f"{summary.unstored} event(s) read were not stored (stopped again while they were)"
+                if summary.unstored else "every event read is stored")  # fmt: skip
+        print(f"stopped (Ctrl-C or SIGTERM); {kept}{rerun}", file=sys.stderr)
     if summary.undelivered:  # said on a stop too (a --follow run had exited 0 with an alert undelivered)
         print(f"error: {summary.undelivered} alert(s) could not be delivered to {args.webhook} (they are kept in "
               f"{args.db}; the next run tries again)", file=sys.stderr)  # fmt: skip
-        return 1
-    return 130 if summary.interrupted and not streamed else 0
+    if summary.interrupted and not streamed:  # a replay stopped: 130, as other verbs, whatever else it says
+        return 130
+    return 1 if summary.undelivered else 0
 
 
 @contextlib.contextmanager

@@ -104,6 +104,8 @@ class RunSummary:
     times_without_zone: int = 0
     #: Alerts the webhook could not take after every attempt (kept in the database).
     undelivered: int = 0
+    #: Events read but not stored: a second stop came while the batch in hand was being stored.
+    unstored: int = 0
     #: Alerts withdrawn in the run (their windows, judged again, are no surge now).
     withdrawn: int = 0
     #: Withdrawn alerts reinstated in the run (their windows, judged again, are a surge again).
@@ -499,6 +501,7 @@ def run_events(
         summary.interrupted = True
         with contextlib.suppress(KeyboardInterrupt):
             flush()
+        summary.unstored = len(batch)  # a second stop before the batch's commit began: not stored
     summary.undelivered = monitor.undelivered()
     summary.withdrawn = monitor.withdrawals
     summary.reinstated = monitor.reinstated
