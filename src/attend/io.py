@@ -235,8 +235,14 @@ class ArtifactDir:
             config = json.loads(file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelDirError(f"{file} is not valid JSON ({exc})") from None
+        except RecursionError:  # lists nested thousands deep: a traceback had been all it said
+            raise ModelDirError(f"{file} is not the config of an attend model: its JSON is nested too deeply to "
+                                "read") from None  # fmt: skip
         if not isinstance(config, dict):
             raise ModelDirError(f"{file} does not hold a JSON object")
+        if config.get("files") is not None and not isinstance(config["files"], dict):  # "files": 5 had been a TypeError
+            raise ModelDirError(f"{file}: its files entry is a {type(config['files']).__name__}, not the mapping of "
+                                "file names to SHA-256 hashes attend writes")  # fmt: skip
         missing = [key for key in require if key not in config]
         task = config.get("task")
         if missing and "labels" in require and isinstance(task, str) and task != LEGACY_TASK:
@@ -303,7 +309,7 @@ def _config_json(directory: str | os.PathLike[str]) -> dict[str, Any]:
     (the checks that read it without loading the model)."""
     try:
         config = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return config if isinstance(config, dict) else {}
 

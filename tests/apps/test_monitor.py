@@ -987,6 +987,29 @@ def test_dashboard_markers_are_the_stored_alerts_whatever_the_last_runs_threshol
     store.close()
 
 
+def test_the_dashboard_escapes_what_a_handed_over_database_holds(planted: dict, tmp_path: Path) -> None:
+    """A database is a file anyone may hand over: a withdrawal's time had gone into the page as markup,
+    and an example's words given as strings had failed the page (a TypeError)."""
+    import json as json_module
+    import shutil
+
+    from attend.apps.monitor import open_store
+    from attend.apps.monitor.dashboard import render_dashboard
+
+    db = shutil.copy(planted["db"], tmp_path / "handed.db")
+    (alert,) = open_store(db, create=False).alerts()
+    with sqlite3.connect(db) as conn:
+        conn.execute("insert into monitor_withdrawals values (?,?,?,?,?,?,?,?)",
+                     (alert["topic"], alert["window_seconds"], int(datetime.fromisoformat(
+                         alert["window_start"].replace("Z", "+00:00")).timestamp()),
+                      "<img src=x onerror=alert(1)>", 20, 1, 0.05, 0.0))  # fmt: skip
+        examples = [{"text": "slow <b>service</b>", "words": ["slow"], "negative_prob": 0.9}]
+        conn.execute("update monitor_alerts set examples = ?", (json_module.dumps(examples),))
+    page = render_dashboard(open_store(db, create=False))
+    assert "<img src=x" not in page and "withdrawn &lt;img src=x onerror=alert(1)&gt;" in page
+    assert "<mark>slow</mark> &lt;b&gt;service&lt;/b&gt;" in page
+
+
 def test_alerts_preview_tries_thresholds_without_storing_or_changing_anything(
     planted: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -84,6 +84,22 @@ def test_a_users_file_inside_attends_own_folders_is_not_replaced(trained: dict[s
         check_output_directory(model, overwrite=True)
 
 
+def test_a_config_nested_too_deeply_or_with_files_of_another_shape_is_one_error(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A RecursionError and a TypeError had been tracebacks (exit 1) on the command line."""
+    from attend.cli import main
+
+    deep = copy_model(trained["encoder"], tmp_path, "deep")
+    (deep / "config.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ModelDirError, match=r"config.json is not the config of an attend model: its JSON is nested"):
+        load(deep)
+    odd = copy_model(trained["encoder"], tmp_path, "odd")
+    _rewrite(odd, {"files": 5})
+    assert main(["predict", str(odd), "good"]) == 2
+    assert "its files entry is a int, not the mapping of file names to SHA-256" in capsys.readouterr().err
+
+
 def test_every_file_the_model_needs_is_checked(trained: dict[str, Path], tmp_path: Path) -> None:
     mixed = copy_model(trained["encoder"], tmp_path)
     (mixed / "tokenizer.json").write_text((trained["encoder_cls"] / "tokenizer.json").read_text().replace(" ", "  "))

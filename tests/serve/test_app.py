@@ -419,6 +419,40 @@ def test_every_worker_process_takes_its_ports_queue_before_closing_it(monkeypatc
     assert seen == [DrainingWorker] and multiprocess.Process is made  # for the run only
 
 
+def test_a_body_that_stops_arriving_is_a_408_not_a_connection_held_for_good(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers saying 100 bytes and 8 of them sent: the request had waited, its connection open, for ever."""
+    from attend.serve import app as app_module
+
+    monkeypatch.setattr(app_module, "BODY_SECONDS", 0.2)
+    app = create_app(load(model_dir), ServeSettings())
+    sent: list[dict[str, Any]] = []
+    parts = [{"type": "http.request", "body": b'{"text":', "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        if parts:
+            return parts.pop()
+        await asyncio.sleep(3600)  # the rest never comes
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/predict", "raw_path": b"/v1/predict", "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")], "http_version": "1.1",
+             "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000), "root_path": ""}  # fmt: skip
+
+    async def scenario() -> None:
+        await asyncio.wait_for(app(scope, receive, send), 30)
+
+    asyncio.run(scenario())
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+    assert start["status"] == 408 and body["error"]["type"] == "request_timeout"
+    assert "did not arrive whole within 0.2 s (8 bytes came)" in body["error"]["message"]
+
+
 def test_a_drained_batcher_runs_the_batch_waiting_to_fill_at_once() -> None:
     """Shutdown has begun: no request can join, so the batch must not wait out max_wait_ms (an hour here)."""
     calls: list[list[str]] = []

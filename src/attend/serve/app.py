@@ -155,6 +155,10 @@ def _validation_details(exc: RequestValidationError) -> tuple[str, list[dict[str
     return f"{first['field']}: {first['message']}", details
 
 
+#: Seconds a request's whole body may take to arrive (a 4 MB body at 140 kB/s).
+BODY_SECONDS = 30.0
+
+
 class _GuardAndMeasure:
     """Pure ASGI middleware: refuses non-JSON and oversized POST bodies, records request metrics.
 
@@ -230,10 +234,19 @@ class _GuardAndMeasure:
         return error_response(413, "too_large", f"request body over {self.settings.max_body_bytes} bytes")
 
     async def _read_body(self, receive: Any) -> tuple[bytes, JSONResponse | None]:
-        """The request body, read up to the limit; past it, a 413 and nothing more is read."""
+        """The request body, read up to the limit; past it, a 413 and nothing more is read. A body
+        not whole within :data:`BODY_SECONDS` is a 408: one that stopped arriving had held its
+        connection open for good (a client that died mid-upload; many of them, a way to exhaust the
+        server)."""
         body = bytearray()
+        deadline = asyncio.get_running_loop().time() + BODY_SECONDS
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                return b"", error_response(408, "request_timeout", f"the request body did not arrive whole within "
+                                           f"{BODY_SECONDS:g} s ({len(body)} bytes came); send it again")  # fmt: skip
             if message["type"] != "http.request":  # the client went away
                 return bytes(body), None
             body += message.get("body", b"")

@@ -60,7 +60,8 @@ def _stat_json(stat: WindowStat) -> dict[str, Any]:
 
 def _highlight(text: str, words: list[dict[str, Any]]) -> str:
     """The text, HTML-escaped, with the model's top words wrapped in ``<mark>``."""
-    wanted = sorted({str(w["word"]) for w in words if str(w["word"]).strip()}, key=len, reverse=True)
+    named = [w.get("word", "") if isinstance(w, dict) else w for w in words]  # a word alone, in a hand-made database
+    wanted = sorted({str(w) for w in named if str(w).strip()}, key=len, reverse=True)
     if not wanted:
         return page_text(text)
     pattern = re.compile("|".join(rf"(?<!\w){re.escape(w)}(?!\w)" for w in wanted), re.IGNORECASE)
@@ -161,12 +162,15 @@ def _alerts_table(alerts: list[dict[str, Any]]) -> str:
             for e in alert["examples"]
         )
         withdrawn = alert.get("withdrawn")
-        note = (f"<br><span class='muted'>withdrawn {withdrawn['at']}: {withdrawn['negatives']}/"
-                f"{withdrawn['volume']} now, no surge</span>" if withdrawn else "")  # fmt: skip
+        # Every stored value escaped: a database is a file anyone may hand over (a withdrawal's time had
+        # gone into the page as markup).
+        note = (f"<br><span class='muted'>withdrawn {page_text(withdrawn['at'])}: {page_text(withdrawn['negatives'])}/"
+                f"{page_text(withdrawn['volume'])} now, no surge</span>" if withdrawn else "")  # fmt: skip
         rows.append(
-            f"<tr class='alert-row'><td class='nowrap'>{alert['window_start']}<br>{alert['window_end']}{note}</td>"
+            f"<tr class='alert-row'><td class='nowrap'>{page_text(alert['window_start'])}<br>"
+            f"{page_text(alert['window_end'])}{note}</td>"
             f"<td>{alert['score']:.1f}</td><td>{alert['share']:.0%} vs {alert['baseline']:.0%} "
-            f"({alert['lift']:+.0%})</td><td>{alert['negatives']}/{alert['volume']}</td>"
+            f"({alert['lift']:+.0%})</td><td>{page_text(alert['negatives'])}/{page_text(alert['volume'])}</td>"
             f"<td><ul class='examples'>{examples}</ul></td></tr>"
         )
     return ("<table><tr><th>window (UTC)</th><th>z</th><th>negative share vs baseline</th><th>negative/volume</th>"
