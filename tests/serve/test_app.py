@@ -440,8 +440,9 @@ def test_a_body_that_stops_arriving_is_a_408_not_a_connection_held_for_good(
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/v1/predict", "raw_path": b"/v1/predict", "query_string": b"",
-             "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")], "http_version": "1.1",
-             "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000), "root_path": ""}  # fmt: skip
+             "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+             "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000),
+             "root_path": ""}  # fmt: skip
 
     async def scenario() -> None:
         await asyncio.wait_for(app(scope, receive, send), 30)
