@@ -811,7 +811,9 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         huge = client.post("/v1/focus/triage", json={"task": TASK, "messages": [{"text": "word " * 30_000}]})
         assert huge.status_code == 200 and huge.json()["decisions"][0]["truncated"] is True
         assert client.post("/v1/focus/feedback", json={"id": "r1", "label": "maybe"}).status_code == 422
-        assert client.post("/v1/focus/feedback", json={"id": "nope", "label": "hold"}).status_code == 404
+        missing = client.post("/v1/focus/feedback", json={"id": "nope", "label": "hold"})
+        assert missing.status_code == 404 and "no message 'nope' in the service's database" in missing.text
+        assert str(tmp_path) not in missing.text  # where the server keeps its database is not the client's to know
         assert client.post("/v1/focus/feedback", json={"id": "r1", "label": "hold"}).json()["agreed"] is False
         stateless = client.post("/v1/focus/triage", json={"task": TASK, "messages": [{"text": EMERGENCY.text}]})
         assert stateless.json()["decisions"][0]["decision"] == "pass"

@@ -206,12 +206,17 @@ def _http_words(exc: Exception) -> str:
     return "".join([*out, reword(message[at:])])
 
 
-def _invalid(exc: ValueError) -> HTTPException:
-    return HTTPException(status_code=422, detail=_http_words(exc))
+def _invalid(exc: ValueError, where: str = "") -> HTTPException:
+    return HTTPException(status_code=422, detail=_unplaced(_http_words(exc), where))
 
 
-def _conflict(exc: SessionError) -> HTTPException:
-    text = _http_words(exc)
+def _unplaced(text: str, where: str) -> str:
+    """``text`` without the server's database path ``where`` (a client is not told where it lives)."""
+    return text.replace(where, "the service's database") if where else text
+
+
+def _conflict(exc: SessionError, where: str = "") -> HTTPException:
+    text = _unplaced(_http_words(exc), where)
     # Not found: a message or session asked for, or a digest of a database with none (409 is for a
     # state the request conflicts with, such as messages with no session running).
     found = text.startswith(("no message", "no session", "no focus session in this database"))
@@ -221,6 +226,7 @@ def _conflict(exc: SessionError) -> HTTPException:
 def focus_router(service: FocusService) -> APIRouter:
     """The focus routes over ``service`` (see the module docstring)."""
     router = APIRouter(tags=["focus"])
+    where = str(service.store.where)  # said to a client as "the service's database"
     lock = threading.Lock()
 
     @router.post("/v1/focus/messages", response_model=DecisionsOut, response_model_exclude_unset=True,
@@ -231,9 +237,9 @@ def focus_router(service: FocusService) -> APIRouter:
             try:
                 decisions = service.ingest([m.to_message(f"messages[{i}]") for i, m in enumerate(body.messages)])
             except SessionError as exc:
-                raise _conflict(exc) from None
+                raise _conflict(exc, where) from None
             except ValueError as exc:  # e.g. an id twice in the batch
-                raise _invalid(exc) from None
+                raise _invalid(exc, where) from None
         return {"decisions": [d.to_dict() for d in decisions]}
 
     @router.post("/v1/focus/triage", response_model=DecisionsOut, response_model_exclude_unset=True)
@@ -244,7 +250,7 @@ def focus_router(service: FocusService) -> APIRouter:
             messages = [m.to_message(f"messages[{i}]") for i, m in enumerate(body.messages)]
             check_unique_ids(messages)  # as the CLI's triage and /v1/focus/messages: an answer's id names one message
         except ValueError as exc:
-            raise _invalid(exc) from None
+            raise _invalid(exc, where) from None
         decisions = service.assistant.triage(session, messages)
         return {"decisions": [d.to_dict() for d in decisions]}
 
@@ -261,9 +267,9 @@ def focus_router(service: FocusService) -> APIRouter:
             try:
                 return service.start(body.task, allow=body.allow, until=until)
             except SessionError as exc:
-                raise _conflict(exc) from None
+                raise _conflict(exc, where) from None
             except ValueError as exc:
-                raise _invalid(exc) from None
+                raise _invalid(exc, where) from None
 
     @router.post("/v1/focus/stop", response_model=StoppedOut, response_model_exclude_unset=True,
                  responses=_errors(conflict="No focus session is running (nor, to forget, any)"))  # fmt: skip
@@ -273,7 +279,7 @@ def focus_router(service: FocusService) -> APIRouter:
             try:
                 return service.stop(forget=body.forget if body is not None else False)
             except SessionError as exc:
-                raise _conflict(exc) from None
+                raise _conflict(exc, where) from None
 
     @router.get("/v1/focus/status", response_model=StatusOut, response_model_exclude_unset=True)
     def status_route() -> Any:
@@ -289,7 +295,7 @@ def focus_router(service: FocusService) -> APIRouter:
             try:
                 return service.feedback(body.id, body.label)
             except SessionError as exc:
-                raise _conflict(exc) from None
+                raise _conflict(exc, where) from None
 
     @router.get("/v1/focus/digest", response_model=DigestOut, response_model_exclude_unset=True,
                 responses=_errors(not_found="No such session, or no session in this database yet"))  # fmt: skip
@@ -301,7 +307,7 @@ def focus_router(service: FocusService) -> APIRouter:
         try:
             return service.digest(session_id=session, limit=limit)
         except SessionError as exc:
-            raise _conflict(exc) from None
+            raise _conflict(exc, where) from None
 
     # HEAD for uptime probes, left out of the OpenAPI schema: one route for both had given the two
     # operations one operationId, which client generators refuse
