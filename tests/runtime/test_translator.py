@@ -473,6 +473,11 @@ def test_a_source_of_unknown_letters_is_all_unknown(translator_dir: Path) -> Non
         assert result.warning is not None and result.warning.startswith("100% of the source's pieces are unknown")
     (known,) = translator.translate(["red cat"], beam=1)
     assert known.warning is None
+    # Both said where both hold: the cut had gone unsaid beside the unknown pieces.
+    (both,) = translator.translate(["🐱 " * 40], beam=1)
+    assert both.truncated and both.warning is not None
+    assert both.warning.startswith("100% of the source's pieces are unknown")
+    assert both.warning.endswith(f"; the source was cut to its first {translator.max_length} tokens")
 
 
 def test_warnings_name_the_files_own_line_and_explain_skips_blank_lines(

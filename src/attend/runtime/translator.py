@@ -174,15 +174,16 @@ class Translator(Runtime):
         hyps = translate_batches(self.model, ids, decoding, batch_size)
         results = []
         for text, row, was_cut, hyp in zip(texts, ids, cut, hyps, strict=True):
-            warning = None
+            said = []
             # Of the pieces that carry text: not </s>, nor a bare word mark before an unknown piece.
             pieces = [i for i in row if i != SubwordTokenizer.EOS and i != self._word_mark]
             unknown = pieces.count(SubwordTokenizer.UNK) / max(1, len(pieces))
             if unknown > UNKNOWN_WARNING:
-                warning = (f"{unknown:.0%} of the source's pieces are unknown to the model's vocabulary: is it in the "
-                           "language the model was trained on?")  # fmt: skip
-            elif was_cut:
-                warning = f"the source was cut to its first {self.max_length} tokens"
+                said.append(f"{unknown:.0%} of the source's pieces are unknown to the model's vocabulary: is it in "
+                            "the language the model was trained on?")  # fmt: skip
+            if was_cut:  # both said: the cut had gone unsaid beside the unknown pieces
+                said.append(f"the source was cut to its first {self.max_length} tokens")
+            warning = "; ".join(said) or None
             results.append(Translation(text, self.target_tokenizer.decode(hyp.tokens), hyp.score, hyp.log_prob,
                                        was_cut, hyp.finished, warning, output_ids=list(hyp.tokens)))  # fmt: skip
         if alignments and results:
