@@ -148,6 +148,7 @@ def test_bad_call_arguments_are_refused_by_name() -> None:
         pooling(torch.ones(1, 3, 8, dtype=torch.long))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")  # torch.ao's own, as at load
 def test_target_attention_runs_after_dynamic_int8() -> None:
     """Its input check read its unit's first parameter for the dtype: dynamic int8 leaves the unit
     none (a StopIteration)."""
