@@ -613,7 +613,7 @@ def test_a_plan_made_mid_warm_up_joins_the_schedule_without_a_jump(schedule: str
 
     args = TrainingArgs(warmup_ratio=0.1, schedule=schedule)
     state = _State(global_step=50)
-    _join_plan(state, 3000, args)
+    _join_plan(state, 3000, planned, args)
     factors = [_scheduled_lr(step, 3000, args, _State()) for step in range(50)]
     factors += [_scheduled_lr(step, planned, args, state) for step in range(50, planned)]
     assert factors[49] == _lr_factor(49, 3000, args)

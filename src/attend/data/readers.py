@@ -253,8 +253,10 @@ def _damaged(path: Path, kind: str, exc: BaseException) -> DataError:
                      f"that its name says how it was compressed")  # fmt: skip
 
 
-def open_data_file(path: str | os.PathLike[str], fmt: str | None) -> tuple[Path, str]:
-    """The data file at ``path`` and its format, after checking it exists, is a file and is not empty."""
+def open_data_file(path: str | os.PathLike[str], fmt: str | None, *,
+                   plain_text: bool = False) -> tuple[Path, str]:  # fmt: skip
+    """The data file at ``path`` and its format, after checking it exists, is a file and is not empty.
+    ``plain_text``: a ``.txt`` name is :data:`PLAIN_TEXT` (where texts alone are read)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
@@ -262,6 +264,8 @@ def open_data_file(path: str | os.PathLike[str], fmt: str | None) -> tuple[Path,
         raise DataError(f"{path} is a directory, expected a data file")
     if path.is_file() and path.stat().st_size == 0:  # a pipe (<(...), a FIFO) has no size to check
         raise DataError(f"{path} is empty")
+    if plain_text and fmt is None and is_plain_text(path):
+        return path, PLAIN_TEXT
     return path, detect_format(path, fmt)
 
 
@@ -671,14 +675,12 @@ class TextStream:
 
     def __init__(self, path: str | os.PathLike[str], *, text_col: str = "text", fmt: str | None = None,
                  keep: Sequence[str] = ()) -> None:  # fmt: skip
-        if fmt is None and is_plain_text(path):
-            self.path, _ = open_data_file(path, "csv")  # checked as any data file (exists, not empty)
-            self.fmt, text_col = PLAIN_TEXT, "text"
+        self.path, self.fmt = open_data_file(path, fmt, plain_text=True)
+        if self.fmt == PLAIN_TEXT:
+            text_col = "text"
             if keep:
                 raise DataError(f"{self.path}: a .txt file is one text per line, with no columns to keep "
                                 f"({', '.join(keep)}); give a CSV/TSV/JSONL/Parquet file to keep columns")  # fmt: skip
-        else:
-            self.path, self.fmt = open_data_file(path, fmt)
         self.text_col = text_col
         self.keep = list(keep)
         self._lines = _Lines(self.path, self.fmt) if self.fmt != "parquet" else None

@@ -170,14 +170,15 @@ def load(
     # Building a model draws its initial weights (then replaced by the stored ones) from torch's
     # global generator: a host application's seeded results moved when it loaded a model.
     loader = RUNTIMES[artifact.task]
-    named = f"{getattr(loader, '__module__', '?')}.{getattr(loader, '__qualname__', repr(loader))}"
+    module = str(getattr(loader, "__module__", ""))
+    named = f"{module or '?'}.{getattr(loader, '__qualname__', repr(loader))}"
     try:
         with torch.random.fork_rng(devices=[]):
             loaded = loader(artifact, options)
     except (ValueError, OSError):  # a refused directory or option (ModelDirError too), said as it is
         raise
     except Exception as exc:  # a package's loader's own fault (its KeyError had been a traceback): one line
-        if str(getattr(loader, "__module__", "")).startswith("attend."):
+        if module.startswith("attend."):
             raise  # attend's own (out of memory, a missing onnxruntime) keep their type and traceback
         raise ModelDirError(f"{artifact.path}: the runtime registered for task {artifact.task!r} ({named}) failed "
                             f"to load it: {type(exc).__name__}: {exc}") from exc  # fmt: skip

@@ -202,19 +202,16 @@ class MicroBatcher:
         try:
             results = self.run(texts)
         except Exception as exc:
-            failure: Exception | None = exc
-        else:
-            failure = None
-        if failure is not None:
-            if len(batch) > 1:  # one request's fault must not fail its neighbours: run each alone
-                # (outside the except block: each request's own error had been chained to the batch's,
-                # and one client's log entry showed another's exception and text as its cause)
-                failure = None
-                for pending in batch:
-                    self._execute([pending])
+            if len(batch) == 1:
+                _resolve(batch, None, exc)  # the batcher lives on
                 return
-            _resolve(batch, None, failure)  # the batcher lives on
+        else:
+            if self.on_batch is not None:
+                self.on_batch(len(texts), time.perf_counter() - start)
+            _resolve(batch, results, None)
             return
-        if self.on_batch is not None:
-            self.on_batch(len(texts), time.perf_counter() - start)
-        _resolve(batch, results, None)
+        # One request's fault must not fail its neighbours: each is run again alone, outside the except
+        # block (each request's own error had been chained to the batch's, and one client's log entry
+        # showed another's exception and text as its cause).
+        for pending in batch:
+            self._execute([pending])

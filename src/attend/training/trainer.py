@@ -538,10 +538,11 @@ def _scheduled_lr(step: int, total: int, args: TrainingArgs, state: _State) -> f
     return target if reach >= 1.0 else was + (target - was) * reach
 
 
-def _join_plan(state: _State, old_total: int, args: TrainingArgs) -> None:
-    """The plan changes after ``state.global_step`` steps: the schedule goes on from the factor of the
-    last step taken (see :func:`_scheduled_lr`)."""
-    if state.global_step:
+def _join_plan(state: _State, old_total: int, new_total: int, args: TrainingArgs) -> None:
+    """The plan goes from ``old_total`` steps to ``new_total`` after ``state.global_step``: the schedule
+    goes on from the factor of the last step taken (see :func:`_scheduled_lr`); nothing where the
+    total is unchanged."""
+    if state.global_step and new_total != old_total:
         state.lr_from = _scheduled_lr(state.global_step - 1, old_total, args, state)
         state.lr_from_step = state.global_step
 
@@ -1224,8 +1225,7 @@ class Trainer:
                         if state.global_step >= probe_at:
                             planned_steps, probe_seconds = self._plan(network, trainable, state, probe_start,
                                                                       steps_per_epoch, epochs, args, info)  # fmt: skip
-                            if planned_steps != total_steps:
-                                _join_plan(state, total_steps, args)
+                            _join_plan(state, total_steps, planned_steps, args)
                             epochs, total_steps = state.planned_epochs, planned_steps
                             if hasattr(bar, "set_description"):  # it had read "epoch 1/5" with 2 planned
                                 bar.set_description(f"epoch {epoch + 1}/{epochs}", refresh=False)
@@ -1296,8 +1296,7 @@ class Trainer:
                 if state.planned_epochs and args.time_budget and whole_epoch and state.epoch < epochs:
                     planned_steps = self._replan(state, (epoch_seconds - dev_s - probe_seconds) / len(batches),
                                                  dev_s, steps_per_epoch, args, info)  # fmt: skip
-                    if planned_steps != total_steps:
-                        _join_plan(state, total_steps, args)
+                    _join_plan(state, total_steps, planned_steps, args)
                     epochs, total_steps = state.planned_epochs, planned_steps
                 probe_seconds = 0.0
                 rng = _rng_states(info)
