@@ -71,9 +71,9 @@ def test_onnx_greedy_equals_pytorch(exported: tuple[Path, dict], translator_dir:
     onnx = OnnxTranslator(out, threads=1)
     torch_translator = load(translator_dir, runtime="torch")
     expected = [t.translation for t in torch_translator.translate(SENTENCES, beam=1)]
-    assert onnx.translate(SENTENCES) == expected
-    assert onnx.translate(SENTENCES, batch_size=1) == expected  # batch 1, caches of other sizes
-    assert onnx.translate(["red cat"]) == ["cat red"]  # and the model learned the task
+    assert [t.translation for t in onnx.translate(SENTENCES)] == expected
+    assert [t.translation for t in onnx.translate(SENTENCES, batch_size=1)] == expected  # caches of other sizes
+    assert onnx.translate(["red cat"])[0].translation == "cat red"  # and the model learned the task
 
     # Teacher-forced, every step of every sentence, batched and alone, against Seq2Seq.step.
     ids = onnx.encode(SENTENCES)
@@ -83,6 +83,23 @@ def test_onnx_greedy_equals_pytorch(exported: tuple[Path, dict], translator_dir:
     for ours, theirs, out_tokens in zip(got, reference, outputs, strict=True):
         assert ours.shape == theirs.shape == (len(out_tokens) + 1, onnx.target_tokenizer.vocab_size)
         np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+
+
+def test_onnx_translations_say_what_pytorch_says(exported: tuple[Path, dict], translator_dir: Path) -> None:
+    """A cut source and one of unknown letters are flagged as the PyTorch translator flags them (the
+    ONNX one had answered bare strings), and no sentences is no translation (it had raised)."""
+    onnx = OnnxTranslator(exported[0], threads=1)
+    texts = ["red cat", "\U0001f431 " * 40, "blue " * 40, "\U0001f431"]
+    got = onnx.translate(texts)
+    expected = load(translator_dir, runtime="torch").translate(texts, beam=1)
+    assert [(t.translation, t.truncated, t.finished, t.warning) for t in got] == [
+        (t.translation, t.truncated, t.finished, t.warning) for t in expected]
+    assert got[1].truncated and got[2].truncated and not got[0].truncated and got[0].warning is None
+    assert got[3].warning is not None and got[3].warning.startswith("100% of the source's pieces are unknown")
+    np.testing.assert_allclose([t.log_prob for t in got], [t.log_prob for t in expected], atol=1e-4)
+    assert onnx.translate([]) == []
+    with pytest.raises(ValueError, match="not one string"):
+        onnx.translate("red cat")
 
 
 def test_decoder_step_rows_at_different_positions(exported: tuple[Path, dict], translator_dir: Path) -> None:

@@ -67,7 +67,7 @@ from attend.models.generation import GenerationOptions, Hypothesis
 from attend.models.seq2seq import Seq2Seq
 from attend.runtime import load
 from attend.runtime.onnx import denormals_flushed, session_for
-from attend.runtime.translator import Translator
+from attend.runtime.translator import Translation, Translator, translation_sources, translations
 from attend.training.tasks.seq2seq import load_parallel_data, translate_batches
 from attend.version import __version__
 
@@ -346,12 +346,21 @@ class OnnxTranslator:
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of ``texts`` (``</s>`` appended, cut to the directory's ``max_length``)."""
-        checked = validate_texts(texts)
-        return self.source_tokenizer.encode_ids([" ".join(t.split()) for t in checked], self.source_max_length)[0]
+        return self._encode(validate_texts(texts))[0]
 
-    def translate(self, texts: Sequence[str], *, batch_size: int = 64) -> list[str]:
-        """Greedy translations of ``texts``, in order."""
-        return [self.target_tokenizer.decode(h.tokens) for h in self.greedy(self.encode(texts), batch_size=batch_size)]
+    def _encode(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
+        return self.source_tokenizer.encode_ids([" ".join(t.split()) for t in texts], self.source_max_length)
+
+    def translate(self, texts: Sequence[str], *, batch_size: int = 64) -> list[Translation]:
+        """Greedy translations of ``texts``, in order, as :meth:`Translator.translate` answers them
+        (``truncated``, ``finished`` and ``warning`` included; no alignment). None is none."""
+        texts = translation_sources(texts)
+        if not texts:
+            return []
+        ids, cut = self._encode(texts)
+        hyps = self.greedy(ids, batch_size=batch_size)
+        return translations(texts, ids, cut, hyps, self.source_tokenizer, self.target_tokenizer,
+                            self.source_max_length)  # fmt: skip
 
     def greedy(self, source_ids: Sequence[Sequence[int]], *, batch_size: int = 64) -> list[Hypothesis]:
         """Greedy hypotheses of encoded sources in length-sorted batches (as the PyTorch runtime batches)."""

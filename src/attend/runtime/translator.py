@@ -13,7 +13,6 @@ lower that token's probability more than hiding a random source token.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import random
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from attend.data.validation import check_count, validate_texts
 from attend.explain.alignment import Alignment
 from attend.io import ArtifactDir, ModelDirError, sha256_file, weights_mismatch
 from attend.models import build, config_from_dict
-from attend.models.generation import GenerationOptions
+from attend.models.generation import GenerationOptions, Hypothesis
 from attend.models.seq2seq import Seq2Seq
 from attend.progress import progress_bar
 from attend.runtime.base import LoadOptions, Runtime, register_runtime
@@ -121,11 +120,6 @@ class Translator(Runtime):
     def backend(self) -> str:
         return "torch"
 
-    @functools.cached_property
-    def _word_mark(self) -> int | None:
-        """Id of the bare word-mark piece, which a word of unknown letters begins with (or None)."""
-        return self.source_tokenizer.tokenizer.token_to_id("\u2581")
-
     def options(self, **overrides: Any) -> GenerationOptions:
         """The directory's decoding options with ``overrides`` (None values ignored).
 
@@ -140,7 +134,8 @@ class Translator(Runtime):
         return dataclasses.replace(self.generation, **given)
 
     def _encode(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
-        """Token ids of checked sources (:func:`_sources`) and whether each was cut to ``max_length``."""
+        """Token ids of checked sources (:func:`translation_sources`), and whether each was cut to
+        ``max_length``."""
         return self.source_tokenizer.encode_ids([" ".join(t.split()) for t in texts], self.max_length)
 
     def translate(
@@ -167,25 +162,12 @@ class Translator(Runtime):
             raise ValueError("maps=True keeps each layer's and head's alignment map: give alignments=True too")
         decoding = self.options(beam=beam, **options)
         batch_size = check_count("batch_size", batch_size)
-        texts = _sources(texts)
+        texts = translation_sources(texts)
         if not texts:
             return []
         ids, cut = self._encode(texts)
         hyps = translate_batches(self.model, ids, decoding, batch_size)
-        results = []
-        for text, row, was_cut, hyp in zip(texts, ids, cut, hyps, strict=True):
-            said = []
-            # Of the pieces that carry text: not </s>, nor a bare word mark before an unknown piece.
-            pieces = [i for i in row if i != SubwordTokenizer.EOS and i != self._word_mark]
-            unknown = pieces.count(SubwordTokenizer.UNK) / max(1, len(pieces))
-            if unknown > UNKNOWN_WARNING:
-                said.append(f"{unknown:.0%} of the source's pieces are unknown to the model's vocabulary: is it in "
-                            "the language the model was trained on?")  # fmt: skip
-            if was_cut:  # both said: the cut had gone unsaid beside the unknown pieces
-                said.append(f"the source was cut to its first {self.max_length} tokens")
-            warning = "; ".join(said) or None
-            results.append(Translation(text, self.target_tokenizer.decode(hyp.tokens), hyp.score, hyp.log_prob,
-                                       was_cut, hyp.finished, warning, output_ids=list(hyp.tokens)))  # fmt: skip
+        results = translations(texts, ids, cut, hyps, self.source_tokenizer, self.target_tokenizer, self.max_length)
         if alignments and results:
             found = self.align(ids, [h.tokens for h in hyps], maps=maps, finished=[h.finished for h in hyps])
             for result, alignment in zip(results, found, strict=True):
@@ -258,7 +240,7 @@ class Translator(Runtime):
         source of one token, or an empty output, has nothing to compare). ``progress``: a bar on
         stderr, by sentence.
         """
-        texts = _sources(texts)
+        texts = translation_sources(texts)
         results = self.translate(texts, beam=beam, alignments=True)
         rng = random.Random(seed)
         drops: list[tuple[float, float]] = []
@@ -427,7 +409,31 @@ def _drops_report(drops: Sequence[tuple[float, float]]) -> dict[str, Any]:
             "gap": float(top.mean() - other.mean()), "top_beats_random": float(np.mean(top > other))}  # fmt: skip
 
 
-def _sources(texts: Sequence[str] | str) -> list[str]:
+def translations(
+    texts: Sequence[str], ids: Sequence[Sequence[int]], cut: Sequence[bool], hyps: Sequence[Hypothesis],
+    source_tokenizer: SubwordTokenizer, target_tokenizer: SubwordTokenizer, max_length: int,
+) -> list[Translation]:  # fmt: skip
+    """Each source's :class:`Translation` from its encoded ``ids`` (cut to ``max_length`` where ``cut``)
+    and its hypothesis, with the warning a reader needs: a cut source, or one mostly of unknown pieces.
+    The PyTorch and the ONNX Runtime translator both answer with these."""
+    # Of the pieces that carry text: not </s>, nor the bare word mark a word of unknown letters begins with.
+    no_text = {SubwordTokenizer.EOS, source_tokenizer.tokenizer.token_to_id("\u2581")}
+    results = []
+    for text, row, was_cut, hyp in zip(texts, ids, cut, hyps, strict=True):
+        said = []
+        pieces = [i for i in row if i not in no_text]
+        unknown = pieces.count(SubwordTokenizer.UNK) / max(1, len(pieces))
+        if unknown > UNKNOWN_WARNING:
+            said.append(f"{unknown:.0%} of the source's pieces are unknown to the model's vocabulary: is it in "
+                        "the language the model was trained on?")  # fmt: skip
+        if was_cut:  # both said: the cut had gone unsaid beside the unknown pieces
+            said.append(f"the source was cut to its first {max_length} tokens")
+        results.append(Translation(text, target_tokenizer.decode(hyp.tokens), hyp.score, hyp.log_prob, was_cut,
+                                   hyp.finished, "; ".join(said) or None, output_ids=list(hyp.tokens)))  # fmt: skip
+    return results
+
+
+def translation_sources(texts: Sequence[str] | str) -> list[str]:
     """Sentences to translate, as a list (a generator is read once); none is no error (nothing to
     translate), a bare string is (it would be read as one sentence per character), and so is a
     text that is empty or no string, named by its index as the classifiers name theirs."""
