@@ -567,6 +567,13 @@ def test_cli_triage_json_in_input_order(assistant: FocusAssistant, tmp_path: Pat
     assert main(["focus", "triage", "--task", TASK, "--messages", str(tmp_path / "in.mbox"), "--json"]) == 0
     (mailed,) = json.loads(capsys.readouterr().out)
     assert mailed["id"].startswith("m-") and mailed["decision"] == "pass"
+    # A mailbox of attachments only says what it skipped before it says there is nothing to triage.
+    box = mailbox.mbox(tmp_path / "files.mbox")
+    box.add(b"From: a@x.org\nContent-Type: application/pdf\nContent-Disposition: attachment; filename=a.pdf\n\nJVBE\n")
+    box.flush()
+    assert main(["focus", "triage", "--task", TASK, "--messages", str(tmp_path / "files.mbox")]) == 2
+    err = capsys.readouterr().err
+    assert "note: 1 empty mail(s) skipped (first: message 1)" in err and "no messages in it" in err
     assert main(["focus", "triage", "--task", " ", "--messages", str(data)]) == 2
     assert "task is empty" in capsys.readouterr().err
     (tmp_path / "bad.jsonl").write_text('{"id": "a"}\n')
@@ -588,6 +595,28 @@ def test_cli_triage_json_in_input_order(assistant: FocusAssistant, tmp_path: Pat
     (decision,) = json.loads(capsys.readouterr().out)
     assert decision["id"] == "a\tb\nc" and all(len(h["text"]) <= 60 for h in decision["highlights"])
     assert any(h["text"].endswith("…") for h in decision["highlights"]), decision["highlights"]
+
+
+def test_stored_values_reach_the_terminal_without_escape_sequences(
+    assistant: FocusAssistant, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """start, status and digest print a task, an id, a sender and a subject as triage prints its lines:
+    a message's escape sequence (a window title, a cleared screen) is shown, never run; an id of two
+    lines is escaped onto one."""
+    monkeypatch.setattr("attend.apps.focus.assistant.FocusAssistant._cached_heads", lambda self, _: assistant.heads)
+    db = str(tmp_path / "focus.db")
+    escape = "\x1b]0;owned\x07\x1b[2J\u202e"
+    held = replace(UNRELATED, id="u\n1", sender=f"Bob{escape}", subject=f"Delivered{escape}")
+    data = _write_jsonl(tmp_path / "m.jsonl", [held, EMERGENCY])
+    assert main(["focus", "start", "--db", db, "--task", f"{TASK}\x1b[5m"]) == 0
+    assert main(["focus", "ingest", "--db", db, "--messages", str(data)]) == 0
+    assert main(["focus", "status", "--db", db]) == 0
+    assert main(["focus", "digest", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "Bob" in out and "u\\n1" in out and "Delivered" in out  # the held message is in the digest
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert main(["focus", "status", "--db", db, "--json"]) == 0  # JSON keeps the values as stored
+    assert json.loads(capsys.readouterr().out)["session"]["task"] == f"{TASK}\x1b[5m"
 
 
 def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, capsys: pytest.CaptureFixture,
@@ -780,7 +809,8 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         assert sent["id"] == row.id
         late = {"messages": [{"text": "hello", "time": "not a time"}]}
         refused = client.post("/v1/focus/messages", json=late)
-        assert refused.status_code == 422 and "messages[0] has time 'not a time'" in refused.text
+        assert refused.status_code == 422 and "messages[0] has a time that is not an ISO 8601" in refused.text
+        assert "not a time" not in refused.text  # the value may be a piece of a message
         # A message of subject alone is read from its subject, as the CLI reads a row (it was a 422 here only).
         alone = client.post("/v1/focus/triage", json={"task": TASK, "messages": [
             {"id": "s1", "text": "", "subject": EMERGENCY.text}, {"id": "s2", "subject": EMERGENCY.text}]})  # fmt: skip
@@ -865,7 +895,7 @@ def test_serve_mounts_the_focus_routes(trained: dict[str, Path], assistant: Focu
         late = client.post("/v1/focus/messages", json={"messages": [{"text": "hello", "time": "not a time"}]})
         (detail,) = late.json()["error"]["details"]
         assert late.status_code == 422 and detail["field"] == "messages.0.time" and detail["type"] == "value_error"
-        assert detail["message"].startswith("has time 'not a time', which is not an ISO")
+        assert detail["message"].startswith("has a time that is not an ISO")
         assert client.post("/v1/focus/sessions", json={"task": TASK}).status_code == 200
         assert client.post("/v1/focus/sessions", json={"task": TASK}).json()["error"]["type"] == "http"  # a 409
         decisions = client.post("/v1/focus/messages", json={"messages": [{"text": EMERGENCY.text}]}).json()

@@ -154,7 +154,11 @@ def test_derived_ids_are_stable_and_differ_with_the_text(tmp_path: Path) -> None
         ("d.jsonl", '{"text": "ok"}\n\n{not json}\n', r"d\.jsonl: line 3 is not valid JSON"),
         ("d.jsonl", '["a list"]\n', r"line 1 is a JSON list, expected one object per line"),
         ("d.jsonl", '{"text": {"a": 1}}\n', r"line 1 has a dict in field 'text', expected text \(the value is not"),
-        ("d.jsonl", '{"text": "ok", "time": "yesterday"}\n', r"line 1 has time 'yesterday', which is not an ISO 8601"),
+        # The time is not shown: a CSV's unquoted comma shifts a piece of the message into it.
+        ("d.jsonl", '{"text": "ok", "time": "yesterday"}\n', r"line 1 has a time that is not an ISO 8601 date and "
+         r"time \(e\.g\. .*; the value is not shown"),
+        ("d.jsonl", '{"id": true, "text": "ok"}\n', r"line 1 has a bool in field 'id', expected text"),
+        ("d.jsonl", '{"text": 1e400}\n', r"line 1 has inf in field 'text', expected text"),
         ("d.csv", "text\nok,extra\n", r"line 2 has more fields than the header"),
         ("d.jsonl", "\n  \n", r"d\.jsonl is empty"),
         ("d.txt", "text\nhello\n", r"d\.txt: cannot tell the message format; give one of jsonl, csv, tsv, mbox"),
@@ -234,7 +238,7 @@ def test_a_ten_megabyte_message_is_read_quickly_and_cut(tmp_path: Path) -> None:
     assert messages[0].text == body[:MAX_MESSAGE_CHARS]
     assert not messages[1].truncated
     assert report == {"read": 2, "skipped_empty": 0, "truncated": 1, "duplicates": 0, "reused_ids": 0,
-                      "headerless": 0, "first": {}, "where": ["line 1", "line 2"]}  # fmt: skip
+                      "headerless": 0, "too_deep": 0, "first": {}, "where": ["line 1", "line 2"]}  # fmt: skip
     assert read_messages(path, max_chars=10)[0].text == "a line of "
     with pytest.raises(ValueError, match="max_chars must be a positive integer"):
         read_messages(path, max_chars=0)
@@ -343,6 +347,34 @@ def test_bad_charsets_and_headers_do_not_crash(tmp_path: Path) -> None:
     assert undeclared.text == "no charset, utf-8 bytes: ✓"
 
 
+def test_hostile_mails_are_read_safely(tmp_path: Path) -> None:
+    """A mail nested a thousand parts deep is skipped and counted (the parser's RecursionError had
+    ended the mailbox's run); a terminal's escape sequences and C1 controls in headers and bodies are
+    dropped; a multipart without a boundary is read as its text (it had been emptied); a <template>'s
+    content, never shown, is not text."""
+    deep = (b"From: a@b\nSubject: deep\n"
+            + b"".join(b"Content-Type: multipart/mixed; boundary=B%d\n\n--B%d\n" % (i, i) for i in range(1000))
+            + b"\nx\n")  # fmt: skip
+    escapes = (b"From: =?utf-8?q?Bob_=1B]0;owned=07=1B[2J?= <b@x.org>\nSubject: =?utf-8?q?weekly_=1B[31mpromo?=\n"
+               b"Content-Type: text/plain; charset=latin-1\n\nbody \x1b[2J with \x85 C1\n")  # fmt: skip
+    no_boundary = b"From: c@x.org\nSubject: s\nContent-Type: multipart/mixed\n\nno boundary param body\n"
+    template = (b"From: d@x.org\nSubject: t\nContent-Type: text/html\n\n"
+                b"<p>Real text</p><template>SECRET TEMPLATE</template>\n")  # fmt: skip
+    box = _mbox(tmp_path / "in.mbox", deep, escapes, no_boundary, template)
+    messages, report = read_messages_report(box)
+    assert report["too_deep"] == 1 and report["first"]["too_deep"] == "message 1"
+    shown, plain, html = messages
+    assert (shown.sender, shown.subject) == ("Bob ]0;owned[2J <b@x.org>", "weekly [31mpromo")
+    assert shown.text == "body [2J with  C1" and "\x1b" not in shown.text
+    assert plain.text == "no boundary param body"
+    assert html.text == "Real text"
+    maildir = mailbox.Maildir(tmp_path / "md")
+    maildir.add(deep)
+    maildir.add(_mail("still read"))
+    messages, report = read_messages_report(tmp_path / "md")
+    assert [m.text for m in messages] == ["still read"] and report["too_deep"] == 1
+
+
 def test_empty_mails_are_skipped_and_counted_and_a_subject_stands_for_no_body(tmp_path: Path) -> None:
     empty = MimeMessage()
     empty["From"] = "a@x.org"
@@ -353,7 +385,7 @@ def test_empty_mails_are_skipped_and_counted_and_a_subject_stands_for_no_body(tm
     messages, report = read_messages_report(path)
     assert [m.text for m in messages] == ["kept", "Call me", "Hi"]
     assert report == {"read": 3, "skipped_empty": 1, "truncated": 0, "duplicates": 0, "reused_ids": 0,
-                      "headerless": 0, "first": {"skipped_empty": "message 1"},
+                      "headerless": 0, "too_deep": 0, "first": {"skipped_empty": "message 1"},
                       "where": ["message 2", "message 3", "message 4"]}  # fmt: skip
     assert len(list(iter_messages(path))) == 3
     with pytest.raises(MessageError, match=r"mail 42 is empty: it has neither a text body nor a subject"):

@@ -1158,7 +1158,7 @@ def test_a_post_without_a_body_is_not_refused_for_its_content_type() -> None:
 
 @pytest.mark.parametrize(("message", "field"), [
     ("texts[1] is an empty text", "texts.1"),
-    ("messages[0] has time 'x', which is not an ISO 8601 date", "messages.0.time"),  # it had been messages.0
+    ("messages[0] has a time that is not an ISO 8601 date", "messages.0.time"),  # it had been messages.0
     ("messages[0]: field 'id' contains an unpaired surrogate", "messages.0.id"),
     ("messages[2] has an id of 301 characters, over 300", "messages.2.id"),
     ("messages[1] has the id 'z' of messages[0]", "messages.1.id"),

@@ -20,15 +20,17 @@ import email.message
 import hashlib
 import json
 import mailbox
+import math
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
+from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, Any, ClassVar, NamedTuple
@@ -255,7 +257,7 @@ class _HTMLText(HTMLParser):
     of a mail template do not leave a column of blank lines.
     """
 
-    _SKIP = frozenset({"script", "style", "title"})
+    _SKIP = frozenset({"script", "style", "title", "template"})  # a template's content is never shown
     #: Elements that hold no text (no end tag): one hidden this way hides nothing after it.
     _VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"})
     _PARAGRAPHS = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "hr", "table"})
@@ -386,7 +388,7 @@ def _header(msg: email.message.Message, name: str) -> str:
     try:
         chunks = decode_header(value)
     except (HeaderParseError, LookupError, ValueError):
-        return " ".join(str(value).split())
+        return " ".join(_CONTROL.sub("", str(value)).split())
     decoded: list[tuple[str, str | None]] = []
     for chunk, charset in chunks:
         if isinstance(chunk, str) and re.search("[\udc80-\udcff]", chunk):
@@ -394,7 +396,7 @@ def _header(msg: email.message.Message, name: str) -> str:
         text = _decode_bytes(chunk, charset) if isinstance(chunk, bytes) else chunk
         # Already decoded: the charset now only tells make_header where encoded words were (for spacing).
         decoded.append((text, "utf-8" if charset else None))
-    return " ".join(str(make_header(decoded)).split())
+    return " ".join(_CONTROL.sub("", str(make_header(decoded))).split())
 
 
 def _mail_time(msg: email.message.Message) -> str | None:
@@ -449,6 +451,8 @@ def _part_text(part: email.message.Message, limit: int, depth: int = 0) -> tuple
         texts = [(text, plain) for text, plain in texts if not _is_blank(text)]
         return "\n\n".join(text.strip() for text, _ in texts), any(plain for _, plain in texts)
     content_type = part.get_content_type()
+    if part.get_content_maintype() == "multipart":  # no boundary= to split it by: the parser kept its body whole
+        content_type = "text/plain"
     if content_type not in ("text/plain", "text/html", "text/calendar"):
         return "", False
     payload = part.get_payload(decode=True)
@@ -508,8 +512,9 @@ def _mail_to_message(msg: email.message.Message, max_chars: int) -> tuple[Messag
     return message, not given
 
 
-#: Control characters (not tab or line break): binary junk in a damaged mailbox, never text.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: Control characters (not tab or line break; C1 too, which bytes read as Latin-1 give): binary junk
+#: in a damaged mailbox or a terminal's escape sequence in a crafted one, never text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _QUOTED = re.compile(r"[ \t]*>")
 _ATTRIBUTION = re.compile(r"[0-9@]")  # a date, a time or an address: what a mail client's attribution line holds
 
@@ -610,7 +615,7 @@ def _count(stats: dict[str, Any], what: str, where: str) -> None:
 
 def _new_stats() -> dict[str, Any]:
     return {"read": 0, "skipped_empty": 0, "truncated": 0, "duplicates": 0, "reused_ids": 0, "headerless": 0,
-            "first": {}}  # fmt: skip
+            "too_deep": 0, "first": {}}  # fmt: skip
 
 
 def _check_max_chars(max_chars: int) -> None:
@@ -701,7 +706,9 @@ def _field(where: str, record: dict[str, Any], key: str) -> str:
     value = record.get(key)
     if value is None:
         return ""
-    if isinstance(value, str | int | float):  # an id or a sender may be a number in JSON
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MessageError(f"{where} has {value} in field {key!r}, expected text")  # JSON's 1e400 is inf
+    if isinstance(value, str | int | float) and not isinstance(value, bool):  # a JSON id may be a number
         text = str(value).strip()
         problem = text_problem(text) if text else None
         if problem is not None and not is_empty(problem):  # bytes that were not UTF-8
@@ -718,8 +725,10 @@ def _row_time(where: str, record: dict[str, Any]) -> str | None:
     try:
         datetime.fromisoformat(value[:-1] + "+00:00" if value[-1] in "Zz" else value)
     except ValueError:
+        # The value is not shown: a CSV row's unquoted comma shifts a piece of the message into it.
         raise MessageError(
-            f"{where} has time {value!r}, which is not an ISO 8601 date and time (e.g. 2024-05-01T09:30:00+02:00)"
+            f"{where} has a time that is not an ISO 8601 date and time (e.g. 2024-05-01T09:30:00+02:00; the value "
+            "is not shown, it may be a piece of a message)"
         ) from None
     return value
 
@@ -740,7 +749,7 @@ def record_message(where: str, record: dict[str, Any], max_chars: int = MAX_MESS
     if is_missing_number(text):
         text = None  # a missing value, not the text "nan"
     if isinstance(text, int | float) and not isinstance(text, bool):
-        text = str(text)  # "42" is a message too
+        text = _field(where, record, "text")  # "42" is a message too; 1e400 (inf) is not
     if text is None:
         text = ""
     if not isinstance(text, str):
@@ -806,8 +815,16 @@ def _check_mbox(path: Path) -> None:
 
 
 def _read_mail(
-    name: str, where: str, msg: email.message.Message, max_chars: int, stats: dict[str, Any]
+    name: str, where: str, parse: Callable[[], email.message.Message], max_chars: int, stats: dict[str, Any]
 ) -> Iterator[_Read]:
+    """The message of one mail, ``parse()`` giving it; a mail nested too deep to parse is skipped
+    and counted (``too_deep``): the standard library's parser recurses once per level, and a crafted
+    45 kB mail of a thousand had ended the whole mailbox's run with a RecursionError."""
+    try:
+        msg = parse()
+    except RecursionError:
+        _count(stats, "too_deep", where)
+        return
     if not any(msg.get(header) for header in ("From", "Subject", "Date", "Message-ID")):
         _count(stats, "headerless", where)  # a cut mailbox, or a body line "From " split a mail in two
     result = _mail_to_message(msg, max_chars)
@@ -827,8 +844,9 @@ def _read_mbox(path: Path, max_chars: int, stats: dict[str, Any]) -> Iterator[_R
         for number, key in enumerate(box.iterkeys(), start=1):  # in file order
             # A body line starting "From " is written ">From " in an mbox (and ">From " as ">>From "):
             # unescaped, the mail reads as it was sent, and as the same mail does from a Maildir.
-            msg = email.message_from_bytes(_FROM_ESCAPED.sub(rb"\1", box.get_bytes(key)))
-            yield from _read_mail(str(path), f"message {number}", msg, max_chars, stats)
+            raw = _FROM_ESCAPED.sub(rb"\1", box.get_bytes(key))
+            yield from _read_mail(str(path), f"message {number}", partial(email.message_from_bytes, raw), max_chars,
+                                  stats)  # fmt: skip
     finally:
         box.close()
 
@@ -851,10 +869,11 @@ def _read_maildir(path: Path, max_chars: int, stats: dict[str, Any]) -> Iterator
         if key.startswith("."):  # a file manager's .DS_Store or a client's dotfile: not a mail
             continue
         try:
-            msg = box.get_message(key)
+            raw = box.get_bytes(key)
         except (KeyError, FileNotFoundError):
             continue  # deleted by a mail client while we read: no longer there to triage
-        yield from _read_mail(str(path), f"mail {key}", msg, max_chars, stats)
+        yield from _read_mail(str(path), f"mail {key}", partial(email.message_from_bytes, raw), max_chars,
+                              stats)  # fmt: skip
 
 
 def _read(source: Any, fmt: str | None, max_chars: int, stats: dict[str, Any]) -> Iterator[_Read]:
@@ -928,7 +947,8 @@ def read_messages_report(
         ``duplicates`` (mails an earlier mail of the mailbox repeats, same Message-ID and content:
         left out) and ``reused_ids`` (mails with an earlier mail's Message-ID but other content:
         read under the id their content gives, :func:`message_id`); ``headerless`` (mails with no
-        From, Subject, Date or Message-ID: a cut or damaged mailbox); ``not_utf8``, where a JSONL,
+        From, Subject, Date or Message-ID: a cut or damaged mailbox); ``too_deep`` (mails of parts
+        nested too deep to parse, left out); ``not_utf8``, where a JSONL,
         CSV or TSV source had lines with bytes that are not UTF-8 (each such byte read as U+FFFD);
         and ``first``: for each count, where the first such mail is (``"message 3"``, with the
         Message-ID and the id given for a reused one); ``where``: where each message returned was

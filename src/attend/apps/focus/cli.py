@@ -57,8 +57,6 @@ def _read(source: str, fmt: str | None, where: list[str] | None = None) -> Any:
     messages, report = read_messages_report(source, fmt=fmt)
     if where is not None:
         where.extend(report.get("where", []))
-    if not messages:
-        raise ValueError(f"--messages {source}: no messages in it")
     first = report.get("first", {})
 
     def where(what: str) -> str:
@@ -66,6 +64,9 @@ def _read(source: str, fmt: str | None, where: list[str] | None = None) -> Any:
 
     if report.get("skipped_empty"):
         print(f"note: {report['skipped_empty']} empty mail(s) skipped{where('skipped_empty')}", file=sys.stderr)
+    if report.get("too_deep"):
+        print(f"note: {report['too_deep']} mail(s) of parts nested too deep to read skipped{where('too_deep')}",
+              file=sys.stderr)  # fmt: skip
     if report.get("duplicates"):
         print(f"note: {report['duplicates']} repeated mail(s) (the same Message-ID, or the same content) read "
               f"once{where('duplicates')}", file=sys.stderr)  # fmt: skip
@@ -89,6 +90,8 @@ def _read(source: str, fmt: str | None, where: list[str] | None = None) -> Any:
         named = ", ".join(f"{key!r} (first: {line})" for key, line in unread.items())
         print(f"note: field(s) not read: {named}; a message's fields are {', '.join(MESSAGE_FIELDS)}",
               file=sys.stderr)  # fmt: skip
+    if not messages:  # after the notes: a mailbox of attachments only says what was skipped
+        raise ValueError(f"--messages {source}: no messages in it")
     return messages
 
 
@@ -96,9 +99,12 @@ def _line(decision: Any) -> str:
     from attend.data.validation import displayable
 
     reason = decision.reasons[0] if decision.reasons else ""
-    # One line per message: an id holding a tab, a line break or another control character is escaped.
-    shown = json.dumps(decision.id, ensure_ascii=False)[1:-1] if not decision.id.isprintable() else decision.id
-    return displayable(f"{decision.decision.upper():4}  {decision.score:.2f}  {shown}  {reason}")  # no ESC, no bidi
+    return displayable(f"{decision.decision.upper():4}  {decision.score:.2f}  {_shown_id(decision.id)}  {reason}")
+
+
+def _shown_id(ident: str) -> str:
+    """An id on one line: one holding a tab, a line break or another control character is escaped."""
+    return json.dumps(ident, ensure_ascii=False)[1:-1] if not ident.isprintable() else ident
 
 
 def _cmd_triage(args: argparse.Namespace) -> int:
@@ -149,7 +155,18 @@ def _service(args: argparse.Namespace, *, create: bool = True) -> Any:
 
 
 def _print(args: argparse.Namespace, value: Any, text: str) -> None:
-    print(dumps_json(value) if args.json else text)
+    if args.json:
+        print(dumps_json(value))
+    else:
+        _say(text)
+
+
+def _say(text: str) -> None:
+    """Print a line that holds stored values (a task, an id, a sender, a subject): a mail's escape
+    sequence is shown as U+FFFD, never run by the terminal, as triage's lines are."""
+    from attend.data.validation import displayable
+
+    print(displayable(text))
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
@@ -211,22 +228,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 0
     session = status["session"]
     if session is None:
-        print(f"no focus session in {args.db} yet (start one with `attend focus start`)")
+        _say(f"no focus session in {args.db} yet (start one with `attend focus start`)")
         return 0
     s = status["stats"]
     state = "running" if status["running"] else f"stopped at {session['stopped_at']}"
-    print(f"session {session['id']} ({state}): {session['task']}")
+    _say(f"session {session['id']} ({state}): {session['task']}")
     per_hour = (
         f", {s['passed_per_focus_hour']} interruptions per focus hour" if s["passed_per_focus_hour"] is not None else ""
     )
-    print(f"  {s['minutes_in_focus']} min in focus; {s['passed']} passed, {s['held']} held{per_hour}")
+    _say(f"  {s['minutes_in_focus']} min in focus; {s['passed']} passed, {s['held']} held{per_hour}")
     if s["feedback"]:
-        print(f"  feedback: {s['feedback']} ({s['feedback_agreed']} agreed, {s['feedback_corrected']} corrected)")
+        _say(f"  feedback: {s['feedback']} ({s['feedback_agreed']} agreed, {s['feedback_corrected']} corrected)")
     for m in status.get("recent", []):
         fb = f" (you: {m['feedback']})" if m["feedback"] else ""
-        print(f"  {m['decision']:4} {m['score']:.2f}  {m['id']}  {m['sender']}{fb}")
+        _say(f"  {m['decision']:4} {m['score']:.2f}  {_shown_id(m['id'])}  {m['sender']}{fb}")
     a = status["all_sessions"]
-    print(
+    _say(
         f"all sessions: {a['sessions']}, {a['minutes_in_focus']} min in focus, {a['passed']} passed, {a['held']} held"
     )
     return 0
@@ -266,12 +283,12 @@ def _cmd_digest(args: argparse.Namespace) -> int:
     said = f" (your answers win: {', '.join(corrected)})" if corrected else ""
     shown = len(digest["groups"])
     cut = f"; the first {shown} of {digest['group_count']} groups (--limit)" if shown < digest["group_count"] else ""
-    print(f"digest of session {session['id']} ({session['task']}): {digest['held']} held message(s){said}{cut}")
+    _say(f"digest of session {session['id']} ({session['task']}): {digest['held']} held message(s){said}{cut}")
     for group in digest["groups"]:
-        print(f"\n## {group['title']}  ({len(group['messages'])}, top score {group['score']:.2f})")
+        _say(f"\n## {group['title']}  ({len(group['messages'])}, top score {group['score']:.2f})")
         for m in group["messages"]:
             who = f"{m['sender']}: " if m["sender"] else ""
-            print(f"  - [{m['id']}] {who}{m['key_sentence']}")
+            _say(f"  - [{_shown_id(m['id'])}] {who}{m['key_sentence']}")
     return 0
 
 
