@@ -158,6 +158,15 @@ def test_html_definition_lists_details_and_markdown_and_text() -> None:
               '<a href="/faq#pay">paying</a>.</p><h2>How?</h2><p>By card.</p>')  # fmt: skip
     assert parse_html(linked)[0] == ("Where is the guide?", "See the plugin guide (https://x.example/g), mail us "
                                      "(help@x.example) or https://x.example; paying.")
+    # Raw HTML in Markdown is read as an HTML FAQ's is: tags go, their text stays, a script is no text
+    # (it had been kept as markup, for a page that shows the answers to run); a placeholder that is
+    # no HTML element, and HTML in a code span, stay. A link's address may hold parentheses.
+    raw = ("## How do I copy?\n\nPress <kbd>Ctrl</kbd>+<kbd>C</kbd>.<br>Then paste.<!-- note -->\n\n"
+           "## How <script>alert(1)</script> do I pay?\n\nUse <b onmouseover=x>pay</b>: `<div>` or attend train "
+           "<DATA>.\n\n## Link?\n\nClick [here](javascript:alert(1)) or [bikes](https://w.example/Bike_(x)).\n")
+    assert parse_markdown(raw) == [("How do I copy?", "Press Ctrl+C.\nThen paste."),
+                                   ("How do I pay?", "Use pay: <div> or attend train <DATA>."),
+                                   ("Link?", "Click here or bikes (https://w.example/Bike_(x)).")]  # fmt: skip
 
 
 def test_real_debian_faq_chapter() -> None:
@@ -208,8 +217,22 @@ def test_bad_faq_files_are_clear_errors(tmp_path: Path) -> None:
     # A question heading with nothing below it had been left out of the index without a word; a
     # heading over deeper question headings is a topic, not a question without an answer.
     headless.write_text("# FAQ\n\n## Is there a trial?\n\n## How do I pay?\n\nBy card.\n\n## Ship abroad?\n\nYes.\n")
-    with pytest.raises(DataError, match=r"faq\.md: the question heading 'Is there a trial\?' has no answer below it"):
+    with pytest.raises(DataError, match=r"faq\.md: the question 'Is there a trial\?' has no answer: an empty answer"):
         read_faq(headless)
+    # ... nor in the other shapes of a document, which had dropped it too: Q:/A: text (in Markdown or
+    # not), HTML headings and <dl>; and a blank Q: had dropped its answer.
+    for name, text in [("e.txt", "Q: How do I get a refund?\nA:\nQ: What are your hours?\nA: Nine to five.\n"),
+                       ("e.md", "# FAQ\n\nQ: How do I get a refund?\nA:\n\nQ: What are your hours?\nA: 9 to 5.\n"),
+                       ("e.html", "<h2>How do I get a refund?</h2>\n<h2>What are your hours?</h2><p>Nine.</p>"),
+                       ("dl.html", "<dl><dt>How do I get a refund?</dt><dd></dd><dt>Hours?</dt><dd>Nine.</dd></dl>")]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=r"the question 'How do I get a refund\?' has no answer"):
+            read_faq(tmp_path / name)
+    (tmp_path / "nameless.txt").write_text("Q:\nA: An answer.\nQ: Hours?\nA: Nine.\n")
+    with pytest.raises(DataError, match=r"the answer of pair 1 has an empty question before it"):
+        read_faq(tmp_path / "nameless.txt")
+    (tmp_path / "topics.html").write_text("<h1>FAQ</h1><h2>Billing</h2><h3>How do I pay?</h3><p>Card.</p>")
+    assert [e.question for e in read_faq(tmp_path / "topics.html")] == ["How do I pay?"]  # a topic is no question
     headless.write_text("# FAQ\n\n## Where is billing?\n\n### How do I pay?\n\nBy card.\n\n### Refunds?\n\nIn 14 "
                         "days.\n")  # fmt: skip
     assert [e.question for e in read_faq(headless)] == ["How do I pay?", "Refunds?"]
@@ -229,6 +252,9 @@ def test_bad_faq_files_are_clear_errors(tmp_path: Path) -> None:
         read_faq(numbers)
     numbers.write_text('{"question": "How many days?", "answer": NaN}\n', encoding="utf-8")  # pandas' missing cell
     with pytest.raises(DataError, match=r"line 1 has an empty answer \(answer=None\)"):  # not "a float"
+        read_faq(numbers)
+    numbers.write_text('{"question": "How?", "answer": "So.", "intent": true}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 1 has intent=True; expected a label"):  # it had been the label 'True'
         read_faq(numbers)
     numbers.write_text('{"question": "How?", "answer": "So."}\n{"question": "Why?"}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"numbers\.jsonl: line 2 has no 'answer'$"):  # it was "an empty answer"

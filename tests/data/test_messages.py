@@ -158,6 +158,7 @@ def test_derived_ids_are_stable_and_differ_with_the_text(tmp_path: Path) -> None
         ("d.jsonl", '{"text": "ok", "time": "yesterday"}\n', r"line 1 has a time that is not an ISO 8601 date and "
          r"time \(e\.g\. .*; the value is not shown"),
         ("d.jsonl", '{"id": true, "text": "ok"}\n', r"line 1 has a bool in field 'id', expected text"),
+        ("d.jsonl", '{"text": "ok", "text": "x"}\n', r'line 1 is not valid JSON \(the key "text" is given twice'),
         ("d.jsonl", '{"text": 1e400}\n', r"line 1 has inf in field 'text', expected text"),
         ("d.csv", "text\nok,extra\n", r"line 2 has more fields than the header"),
         ("d.jsonl", "\n  \n", r"d\.jsonl is empty"),

@@ -70,6 +70,11 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
         (b"text,label\nok,a,extra\n", {}, r"line 2 has more fields than the header"),
         (b"text,label,s\nok,a,holdout\n", {"split_col": "s"}, r"line 2 has split 'holdout'"),
         (b"\x00" * 40, {}, r"line 1 holds NUL bytes: this is a binary file, not CSV text"),
+        # A workbook and UTF-16 without a byte-order mark had been told to re-save as UTF-8 and "a binary file".
+        (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\x87", {}, r"is a ZIP archive \(an Excel \.xlsx workbook "
+         r"is one\), not CSV text: export the sheet as CSV UTF-8"),
+        ("text,label\nok,a\n".encode("utf-16-le"), {}, r"looks like UTF-16 text without a byte-order mark"),
+        ("text,label\nok,a\n".encode("utf-16-be"), {}, r"looks like UTF-16 text without a byte-order mark"),
         (b'text,label\nok,a\n"never closed,b\nmore,c\nlast,d\n', {}, r"line 3: a quote opened on this line is never"),
         ("text,label\nok,a\n\u200b\ufeff,b\n".encode(), {}, r"line 3 has an empty text \(only invisible characters\)"),
         (b"text,label,text\ngood,a,x\n", {}, r"line 1: the header names the column\(s\) \['text'\] more than once"),
@@ -121,6 +126,9 @@ def test_bad_files_get_errors_naming_file_line_and_value(
         ('{"text": "ok", "label": {"name": "b"}}', r"line 2 has an object \{'name': 'b'\} as its label"),
         ('{"text": "ok", "label": NaN}', r"line 2 has a missing value \(NaN\) as its label"),
         ('{"label": "b"}', r"line 2 has no 'text'$"),  # the key left out (was "an empty text")
+        # A key given twice: the last had been read in silence (a row predicted on its second text).
+        ('{"text": "ok", "text": "bad", "label": "b"}', r'line 2 is not valid JSON \(the key "text" is given twice, '
+         r"at character 16\)"),
     ],
 )
 def test_missing_values_and_objects_are_not_read_as_texts_or_labels(tmp_path: Path, second: str, message: str) -> None:

@@ -42,6 +42,7 @@ from attend.data.readers import (
     csv_records,
     data_suffix,
     is_compressed,
+    json_line,
     json_problem,
     open_data_bytes,
 )
@@ -662,7 +663,7 @@ def _jsonl_records(name: str, lines: Iterable[str]) -> Iterator[tuple[int, dict[
             continue
         content = True
         try:
-            record = json.loads(line.rstrip("\r\n"))
+            record = json_line(line.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
             raise MessageError(f"{name}: line {number} is not valid JSON ({json_problem(exc)})") from None
         if not isinstance(record, dict):

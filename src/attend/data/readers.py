@@ -42,6 +42,7 @@ __all__ = [
     "data_suffix",
     "detect_format",
     "is_compressed",
+    "json_line",
     "match_label",
     "open_data_bytes",
     "open_data_file",
@@ -300,17 +301,29 @@ class _Lines:
                     fix = ("it is gzip-compressed twice: decompress it once (gunzip), keeping a .gz name" if
                            handle is not file else f"it is gzip-compressed: name it with .gz ({self.path.name}.gz)")
                     raise DataError(f"{self.path}: {fix} (its bytes start 1f 8b, gzip's mark)") from None
+                if number == 1 and raw.startswith(b"PK\x03\x04"):  # "re-save as UTF-8" said of a workbook
+                    raise DataError(f"{self.path} is a ZIP archive (an Excel .xlsx workbook is one), not "
+                                    f"{self.fmt.upper()} text: export the sheet as CSV UTF-8") from None  # fmt: skip
                 raise DataError(
                     f"{self.path}: line {number} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
                     f"{offset + exc.start}); re-save the file as UTF-8"
                 ) from None
             if "\x00" in line:
                 what = "text" if self.fmt == PLAIN_TEXT else f"{self.fmt.upper()} text"  # "TEXT text" had been said
+                if number == 1 and _every_other_nul(line.rstrip("\r\n")):  # Latin letters in UTF-16
+                    raise DataError(f"{self.path} looks like UTF-16 text without a byte-order mark (every other byte "
+                                    "of its first line is NUL); re-save it as UTF-8")  # fmt: skip
                 raise DataError(f"{self.path}: line {number} holds NUL bytes: this is a binary file, not {what}")
             offset += len(raw)
             self.position = offset if handle is file else file.tell()
             self.content = self.content or bool(line.strip())
             yield line
+
+
+def _every_other_nul(line: str) -> bool:
+    """Whether every other character of ``line`` is NUL and no other is, as ASCII reads in UTF-16."""
+    halves = (set(line[0::2]), set(line[1::2]))
+    return any(nul == {"\x00"} and "\x00" not in other for nul, other in (halves, halves[::-1]))
 
 
 def delimiters_alone(fmt: str, record: dict[str, Any]) -> bool:
@@ -357,7 +370,7 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None,
             if not line.strip():
                 continue
             try:
-                record = json.loads(line.rstrip("\r\n"))
+                record = json_line(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}: line {line_number} is not valid JSON ({json_problem(exc)})"
                                 f"{_json_lines_hint(line)}") from None
@@ -378,6 +391,34 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None,
     except csv.Error as exc:
         raise DataError(f"{path}: line 1: {_csv_problem(exc)}") from None
     yield from csv_records(reader, tape, str(path), problems=problems)
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return record
+
+
+def json_line(line: str) -> Any:
+    """One line of JSON Lines, parsed. An object that gives a key twice is a
+    :class:`json.JSONDecodeError` (the last value had won in silence: a row's "text" given twice
+    was predicted on its second)."""
+    try:
+        return json.loads(line, object_pairs_hook=_unique_keys)
+    except _RepeatedKey as exc:
+        key = str(exc.args[0])
+        quoted = json.dumps(key, ensure_ascii=False)
+        second = line.find(quoted, line.find(quoted) + 1)
+        raise json.JSONDecodeError(f"the key {quoted} is given twice", line, max(second, 0)) from None
 
 
 def json_problem(exc: json.JSONDecodeError) -> str:

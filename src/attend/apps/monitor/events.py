@@ -35,6 +35,7 @@ from attend.data.readers import (
     allow_long_fields,
     data_suffix,
     is_compressed,
+    json_line,
     json_problem,
     read_data_bytes,
 )
@@ -267,7 +268,7 @@ class _Parser:
                 return None
             where = f"{self.name}: line {line_number}"
             try:
-                record = json.loads(line.rstrip("\r\n"))
+                record = json_line(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 raise DataError(f"{where} is not valid JSON ({json_problem(exc)})") from None
             return parse_event(record, where)

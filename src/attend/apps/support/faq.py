@@ -109,7 +109,9 @@ def parse_qa_text(text: str) -> list[tuple[str, str]]:
     """Pairs from lines starting ``Q:`` and ``A:`` (``Question:``/``Answer:``, Markdown emphasis allowed).
 
     A question runs until its ``A:``; the answer until the next ``Q:``. An ``A:`` without a
-    ``Q:`` before it is ignored (it answers nothing we can name).
+    ``Q:`` before it is ignored (it answers nothing we can name). A blank ``A:`` gives its
+    question an empty answer, and an answer under a blank ``Q:`` an empty question: the caller
+    refuses them (:func:`read_faq` does), where they had been left out without a word.
     """
     pairs: list[tuple[str, str]] = []
     marks = list(_QA_MARK.finditer(text))
@@ -119,10 +121,8 @@ def parse_qa_text(text: str) -> list[tuple[str, str]]:
         body = text[mark.end() : end].strip().strip("*_").strip()
         if mark.group(1).lower().startswith("q"):
             question = clean_question(body)
-        elif question:
-            answer = _clean_answer(body)
-            if answer:
-                pairs.append((question, answer))
+        elif question is not None:
+            pairs.append((question, _clean_answer(body)))
             question = None
     return pairs
 
@@ -201,6 +201,33 @@ _FENCE_LINE = re.compile(r"^[ \t]*(`{3,}(?!.*`)|~{3,})")
 _AUTOLINK = re.compile(r"<((?:https?://|mailto:)[^\s<>]+|[^\s<>@]+@[^\s<>@]+\.[^\s<>@]+)>")
 
 
+# A link's address, one level of parentheses in it ("javascript:alert(1)" had left its ")" in the text).
+_ADDRESS = r"(?:[^()\s>]|\([^()\s]*\))*"
+# Raw HTML in Markdown: an element whose content no reader sees, a comment, a line break, or the tag
+# of another HTML element (its content stays). Only HTML's own element names: "attend train <DATA>"
+# keeps its placeholder.
+_UNSEEN_HTML = re.compile(
+    r"<(script|style|template|iframe|object|noscript)\b[^>]*>.*?(?:</\1\s*>|\Z)|<!--.*?(?:-->|\Z)",
+    re.IGNORECASE | re.DOTALL,
+)
+_HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_HTML_TAG = re.compile(
+    r"</?(?:a|abbr|article|aside|audio|b|bdi|bdo|big|blink|blockquote|button|center|cite|code|dd|del|details|dfn|div"
+    r"|dl|dt|em|embed|figcaption|figure|font|form|h[1-6]|hr|i|img|input|ins|kbd|label|li|link|mark|marquee|meta"
+    r"|object|ol|p|picture|pre|q|s|samp|section|select|small|source|span|strike|strong|sub|summary|sup|svg|table"
+    r"|tbody|td|textarea|tfoot|th|thead|time|tr|tt|u|ul|var|video|wbr)(?:\s[^<>]*)?/?>",
+    re.IGNORECASE,
+)
+
+
+def _inline_html(text: str) -> str:
+    """Raw HTML of a Markdown FAQ as its text, as an HTML FAQ is read: the tags of inline elements
+    go (their text stays), ``<br>`` is a line break, a script, style or comment is no text at all.
+    Kept, it had been served as markup to whatever shows the answers."""
+    text = _UNSEEN_HTML.sub("", text)
+    return _HTML_TAG.sub("", _HTML_BREAK.sub("\n", text))
+
+
 def _strip_markdown(text: str, *, addresses: bool = True) -> str:
     """Markdown as plain text: emphasis marks, backticks, image and link syntax go; what a code span
     or a fenced block holds is kept as written (``plugins/__init__.py`` had become plugins/init.py,
@@ -215,8 +242,9 @@ def _strip_markdown(text: str, *, addresses: bool = True) -> str:
     text = _FENCE.sub(lambda match: kept(match.group(2).rstrip("\n")), text)
     text = _CODE_SPAN.sub(lambda match: kept(match.group(2).strip()), text).replace("`", "")  # unpaired ones
     text = _AUTOLINK.sub(lambda match: kept(match.group(1).removeprefix("mailto:")), text)
-    text = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"\1", text)  # images -> alt text
-    text = re.sub(r"\[([^\]]+)\]\(\s*<?([^)\s>]*)>?[^)]*\)", _link if addresses else r"\1", text)  # links -> text
+    text = _inline_html(text)
+    text = re.sub(rf"!\[([^\]]*)\]\({_ADDRESS}[^)]*\)", r"\1", text)  # images -> alt text
+    text = re.sub(rf"\[([^\]]+)\]\(\s*<?({_ADDRESS})>?[^)]*\)", _link if addresses else r"\1", text)  # links -> text
     text = re.sub(r"\*\*(?=\S)(.+?)(?<=\S)\*\*", r"\1", text)  # strong emphasis, in pairs
     text = re.sub(r"(?<!\w)__(?=\S)(.+?)(?<=\S)__(?!\w)", r"\1", text)  # not inside a word: __init__.py
     text = re.sub(r"(?<![\w*])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![\w*])", r"\1", text)  # *emphasis*
@@ -238,7 +266,8 @@ def _markdown_qa(text: str) -> list[tuple[str, str]]:
 
 
 def parse_markdown(text: str) -> list[tuple[str, str]]:
-    """Pairs from a Markdown FAQ: question headings with the text below, or ``Q:``/``A:`` lines."""
+    """Pairs from a Markdown FAQ: question headings with the text below, or ``Q:``/``A:`` lines (a
+    question with nothing below it, that is no heading over deeper ones, with an empty answer)."""
     # A heading as asked (a heading of an image alone, which strips to nothing, as written)
     sections = [(clean_question(_strip_markdown(q, addresses=False)) or clean_question(q), body, level)
                 for q, body, level in _markdown_sections(text)]  # fmt: skip
@@ -259,6 +288,7 @@ def parse_markdown(text: str) -> list[tuple[str, str]]:
             title = n == 0 and level == min(levels) and levels.count(level) == 1
             headed += [(q, lead)] if lead and not title else []
             headed += inner
+            unanswered += [question for question, answer in inner if question and not answer]
         else:
             answer = _clean_answer(_ANSWER_MARK.sub("", plain.strip(), count=1))
             if not answer and _is_question(q) and (n + 1 == len(sections) or levels[n + 1] <= level):
@@ -266,11 +296,9 @@ def parse_markdown(text: str) -> list[tuple[str, str]]:
             headed.append((q, answer))
     answered = [(q, a) for q, a in headed if a]
     chosen = _choose([answered, _markdown_qa(text)])
-    if chosen is answered and unanswered:  # it had been left out of the index without a word
-        more = f" (and {len(unanswered) - 1} more)" if len(unanswered) > 1 else ""
-        raise DataError(f"the question heading {unanswered[0]!r}{more} has no answer below it: an empty answer is an "
-                        "error; write its answer, or remove the heading")  # fmt: skip
-    return chosen
+    # A question with no answer (not a heading over deeper ones) stays, for read_faq to refuse: it had
+    # been left out of the index without a word.
+    return [*chosen, *((q, "") for q in unanswered)] if chosen is answered else chosen
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,7 +420,8 @@ def _html_blocks(text: str) -> list[tuple[str, int, str]]:
 
 def _heading_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]:
     """Every heading with the text up to the next heading (sub-headings end a section too); a heading
-    that is the page's title (:func:`_titled`) is none."""
+    that is the page's title (:func:`_titled`) is none. A question heading with no text under it,
+    and no deeper heading, is a question with an empty answer (a heading over deeper ones is none)."""
     pairs: list[tuple[str, list[str]]] = []
     levels: list[int] = []
     for kind, level, text in blocks:
@@ -402,8 +431,14 @@ def _heading_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, st
         elif pairs:
             pairs[-1][1].append(text)
     if _titled([q for q, _ in pairs], levels):
-        pairs = pairs[1:]
-    return [(q, a) for q, body in pairs if (a := _clean_answer("\n".join(body))) and q]
+        pairs, levels = pairs[1:], levels[1:]
+    found = []
+    for n, (q, body) in enumerate(pairs):
+        answer = _clean_answer("\n".join(body))
+        unanswered = _is_question(q) and (n + 1 == len(pairs) or levels[n + 1] <= levels[n])
+        if q and (answer or unanswered):
+            found.append((q, answer))
+    return found
 
 
 def _list_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]:
@@ -418,7 +453,7 @@ def _list_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]
             pairs[-1][1].append(text)
         elif kind == "heading":
             open_answer = False
-    return [(q, a) for q, body in pairs if (a := _clean_answer("\n".join(body))) and q]
+    return [(q, _clean_answer("\n".join(body))) for q, body in pairs if q]  # an empty <dd> is an empty answer
 
 
 def parse_html(text: str) -> list[tuple[str, str]]:
@@ -429,8 +464,13 @@ def parse_html(text: str) -> list[tuple[str, str]]:
 
 
 def _choose(candidates: list[list[tuple[str, str]]]) -> list[tuple[str, str]]:
-    """The candidate split with the most question-like pairs (then the most pairs; earlier wins ties)."""
-    return max(candidates, key=lambda pairs: (sum(_is_question(q) for q, _ in pairs), len(pairs)), default=[])
+    """The candidate split with the most question-like answered pairs (then the most answered pairs;
+    earlier wins ties). Its unanswered ones stay in it, for :func:`read_faq` to refuse."""
+
+    def answered(pairs: list[tuple[str, str]]) -> tuple[int, int]:
+        return sum(bool(a) and _is_question(q) for q, a in pairs), sum(bool(a and q) for q, a in pairs)
+
+    return max(candidates, key=answered, default=[])
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,7 +513,7 @@ def _read_table(path: Path) -> list[FaqEntry]:
         intent = None
         if has_intent:
             raw = record.get("intent")
-            if raw is not None and not isinstance(raw, str | int):
+            if raw is not None and (not isinstance(raw, str | int) or isinstance(raw, bool)):
                 raise DataError(f"{path}: line {line} has intent={raw!r}; expected a label (text)")
             intent = str(raw).strip() if raw is not None and str(raw).strip() else None
         entries.append(FaqEntry(values["question"], values["answer"], intent, f"{path}:{line}"))
@@ -517,12 +557,10 @@ def read_faq(path: str | os.PathLike[str]) -> list[FaqEntry]:
         if kind == "html":
             pairs = parse_html(text)
         elif kind == "markdown":
-            try:
-                pairs = parse_markdown(text)
-            except DataError as exc:
-                raise DataError(f"{path}: {exc}") from None
+            pairs = parse_markdown(text)
         else:
             pairs = parse_qa_text(text)
+        _refuse_unanswered(path, pairs)
         entries = [FaqEntry(q, a, None, f"{path}#{i + 1}") for i, (q, a) in enumerate(pairs)]
         if not entries:
             hint = {
@@ -540,6 +578,20 @@ def read_faq(path: str | os.PathLike[str]) -> list[FaqEntry]:
         raise DataError(f"{path} has a header but no rows")
     _refuse_duplicates(entries)
     return entries
+
+
+def _refuse_unanswered(path: Path, pairs: list[tuple[str, str]]) -> None:
+    """A document's question with an empty answer, or an answer under an empty question, is an error
+    (as a table's empty cell is): left out, the question had gone missing from the index in silence."""
+    empty = [q for q, a in pairs if q and not a]
+    if empty:
+        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise DataError(f"{path}: the question {empty[0]!r}{more} has no answer: an empty answer is an error; write "
+                        "its answer, or remove the question")  # fmt: skip
+    nameless = next((i for i, (q, _) in enumerate(pairs) if not q), None)
+    if nameless is not None:
+        raise DataError(f"{path}: the answer of pair {nameless + 1} has an empty question before it (a blank Q:); "
+                        "write its question, or remove the answer")  # fmt: skip
 
 
 def _refuse_duplicates(entries: list[FaqEntry]) -> None:
