@@ -418,6 +418,9 @@ def test_bad_logs_are_clear_errors(tmp_path: Path, movielens_sample: dict[str, P
     # A DIN option given to SASRec: refused (it was ignored in silence).
     result = run_cli("recommend", "train", str(missing), "--out", str(tmp_path / "cli"), "--positive-threshold", "3")
     assert result.returncode == 2 and "--positive-threshold 3 is for --model din" in result.stderr
+    result = run_cli("recommend", "train", str(missing), "--out", str(tmp_path / "cli"), "--model", "din",
+                     "--positive-threshold", "nan")  # fmt: skip
+    assert result.returncode == 2 and "--positive-threshold nan: give a finite rating" in result.stderr  # not the data
     result = run_cli("recommend", "train", str(no_ratings), "--out", str(tmp_path / "cli"), "--rating-col", "clicked")
     assert result.returncode == 2 and "--rating-col clicked is for --model din" in result.stderr  # read, then unused
     assert not (tmp_path / "cli").exists()
@@ -635,6 +638,8 @@ def test_the_library_takes_ids_as_numbers_as_the_log_had_them(sasrec_dir: Path) 
     assert json.loads(json.dumps(answer))["user"] == user  # an np.int64 user made it unserialisable
     with pytest.raises(ValueError, match=r"unknown item 'no-such-item'"):  # was KeyError
         runtime.explain(user, "no-such-item")
+    with pytest.raises(ValueError, match=r"item ' ' is empty: give an item id of the log"):  # was "unknown item"
+        runtime.explain(user, " ")
 
 
 def test_explain_text_says_which_history_items_it_ignored(sasrec_dir: Path) -> None:
@@ -794,6 +799,9 @@ def test_item_names_reach_the_terminal_without_escape_sequences() -> None:
     """A title holding ESC or a right-to-left override was printed as it was."""
     from attend.apps.recommend.cli import format_top
 
-    shown = format_top({"items": [{"item": "a", "score": 1.0, "history": [{"item": "b", "weight": 0.5}]}]},
+    history = [{"item": "b", "weight": 0.5, "position": 3}, {"item": "b", "weight": 0.25, "position": 1}]
+    shown = format_top({"items": [{"item": "a", "score": 1.0, "history": history}]},
                        {"a": "Hat\u202e evil\x1b[2J", "b": "Cap\x07"})  # fmt: skip
-    assert "Hat evil\ufffd[2J" in shown and "Cap\ufffd 0.500" in shown and not {"\x1b", "\x07", "\u202e"} & set(shown)
+    assert "Hat evil\ufffd[2J" in shown and not {"\x1b", "\x07", "\u202e"} & set(shown)
+    # An item seen twice is told apart by its place, as explain's lines tell it (it had been named twice).
+    assert "because of: Cap\ufffd (#3) 0.500, Cap\ufffd (#1) 0.250" in shown

@@ -106,6 +106,9 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
         (b"text;label\nfine;pos\n", {}, r"has no column 'text' \(columns: text;label\); .* separated by ';'\?"),
         (b" text , label \nfine,pos\n", {}, r"has no column 'text' .*; the column ' text ' has spaces around its name"),
         ("text\tlabel\nfine\tpos\n".encode("utf-16"), {}, r"is UTF-16 text \(it starts with a UTF-16 byte-order"),
+        # One column named for two roles: every text had been called a label the model does not know.
+        (b"text,label\nok,a\n", {"label_col": "text"}, r"text_col and label_col are both 'text'; the label needs"),
+        (b"text,label\nok,a\n", {"split_col": "label"}, r"split_col 'label' is also the text or label column"),
     ],
 )
 def test_bad_files_get_errors_naming_file_line_and_value(

@@ -834,6 +834,10 @@ def read_table(
     """
     path, fmt = open_data_file(path, fmt)
     multi_label = multi_label or label_sep is not None
+    if label_col is not None and label_col == text_col:  # every text had been called an unknown label
+        raise DataError(f"{path}: text_col and label_col are both {text_col!r}; the label needs a column of its own")
+    if split_col is not None and split_col in (text_col, label_col):
+        raise DataError(f"{path}: split_col {split_col!r} is also the text or label column; it needs one of its own")
 
     texts: list[str] = []
     labels: list[list[str]] = []

@@ -306,6 +306,8 @@ class Recommender(Runtime):
             ValueError: no such item.
         """
         key = str(item).strip()
+        if not key:  # as a blank user and a blank history id are named (it had been "unknown item ''")
+            raise ValueError(f"item {item!r} is empty: give an item id of the log")
         if key not in self.item_index:
             raise ValueError(f"unknown item {item!r}")
         return key

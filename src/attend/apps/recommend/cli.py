@@ -58,7 +58,9 @@ def format_top(answer: dict[str, Any], names: dict[str, str]) -> str:
         title = names.get(row["item"])
         lines.append(f"{rank:>3}. {row['item']}{f'  {title}' if title else ''}  (score {row['score']:.4f})")
         if row.get("history"):
-            why = ", ".join(f"{names.get(h['item'], h['item'])} {h['weight']:.3f}" for h in row["history"][:3])
+            # with each one's place in the history, as explain says it: an item seen twice had been named twice
+            why = ", ".join(f"{names.get(h['item'], h['item'])} (#{h['position']}) {h['weight']:.3f}"
+                            for h in row["history"][:3])  # fmt: skip
             lines.append(f"       because of: {why}")
     from attend.data.validation import displayable
 

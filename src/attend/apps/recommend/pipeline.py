@@ -8,6 +8,7 @@ the epoch kept being the one with the best dev NDCG@10 (SASRec) or AUC (DIN).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any
 
@@ -82,6 +83,9 @@ def train_recommender(
             positive_threshold = float(run["positive_threshold"])
     model = model or "sasrec"
     item_features, user_col, item_col, time_col, rating_col, feature_types, features = reading.values()
+    if positive_threshold is not None and not math.isfinite(positive_threshold):  # every label the same, said of the data
+        raise ValueError(f"--positive-threshold {positive_threshold}: give a finite rating (a rating at or above it is "
+                         "a like)")  # fmt: skip
     if positive_threshold is not None and model != "din":
         raise ValueError(f"--positive-threshold {positive_threshold:g} is for --model din (a rating at or above it "
                          "is a like); sasrec learns the order of items, not ratings")  # fmt: skip
