@@ -83,7 +83,7 @@ def train_recommender(
             positive_threshold = float(run["positive_threshold"])
     model = model or "sasrec"
     item_features, user_col, item_col, time_col, rating_col, feature_types, features = reading.values()
-    if positive_threshold is not None and not math.isfinite(positive_threshold):  # every label the same, said of the data
+    if positive_threshold is not None and not math.isfinite(positive_threshold):  # had been blamed on the data
         raise ValueError(f"--positive-threshold {positive_threshold}: give a finite rating (a rating at or above it is "
                          "a like)")  # fmt: skip
     if positive_threshold is not None and model != "din":
