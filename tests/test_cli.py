@@ -59,7 +59,7 @@ def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: 
 
     assert main(["predict", str(out), "--input", str(planted_csv), "--format", "csv", "--top-k", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "text,label_1,probability_1,truncated" and len(lines) == 401
+    assert lines[0] == "text,label_1,probability_1,truncated,warning" and len(lines) == 401
 
     long = "wonderful " + "a " * 300  # more tokens than the model reads
     assert main(["predict", str(out), long, "great", "😀👍", "--top-k", "1"]) == 0
@@ -121,7 +121,12 @@ def test_verbs_read_the_model_s_own_columns(tmp_path: Path, config_file: Path, c
     assert main(["robustness", str(tmp_path / "ens"), str(fresh), "--attack-examples", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["examples"] == 4
     # Given, a column is read as given; a file without the model's columns says which option chooses one.
-    assert main(["evaluate", str(out), str(data), "--text-col", "Tag", "--json"]) == 0
+    renamed = write_csv(tmp_path / "renamed.csv", [{"Words": row["Body"], "Tag": row["Tag"]} for row in rows])
+    assert main(["evaluate", str(out), str(renamed), "--text-col", "Words", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 120
+    # One column for both (every text had been called an unknown label)
+    assert main(["evaluate", str(out), str(data), "--text-col", "Tag", "--json"]) == 2
+    assert "text_col and label_col are both 'Tag'" in capsys.readouterr().err
     other = write_csv(tmp_path / "other.csv", [{"text": "a", "label": "pos"}])
     assert main(["faithfulness", str(out), str(other)]) == 2
     err = capsys.readouterr().err

@@ -453,7 +453,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from attend.progress import progress_bar
 
         unit = {"unit": "row"} if stream.fmt == "parquet" else {"unit": "B", "unit_scale": True}
-        bar = progress_bar(total=stream.size, desc="predict", mininterval=1.0, **unit)
+        # drawn after a second: a file refused at its first read (every line blank) had drawn a bar first
+        bar = progress_bar(total=stream.size, desc="predict", mininterval=1.0, delay=1.0, **unit)
     try:
         texts = _input_texts(stream, keep) if stream is not None else iter(args.texts)
 
@@ -740,7 +741,8 @@ def _print_explanations(explanations: Sequence[Any], top: int) -> None:
         read = f" ({exp.reading()})" if exp.reading() else ""
         # in brackets: the method after them had read as one more label ("labels: billing, bug, rollout")
         chosen = f" [labels: {', '.join(exp.labels) or 'none'}]" if exp.labels is not None else ""
-        print(displayable(f"{exp.text}\n  -> {exp.label} (p={exp.probability:.3f}){chosen}, {exp.method}{read}"
+        text = " ".join(exp.text.splitlines())  # one line a text, as the model reads a line break: a space
+        print(displayable(f"{text}\n  -> {exp.label} (p={exp.probability:.3f}){chosen}, {exp.method}{read}"
                           + (f", explaining {exp.target} (p={exp.explained_probability:.3f})"
                              if exp.target != exp.label else "")))  # fmt: skip
         print(displayable("  " + "  ".join(f"{token} {value:.3f}" for token, value in
@@ -838,8 +840,10 @@ def _check_typed_sentences(texts: Sequence[str] | None, verb: str) -> None:
 
 
 def _beam(args: argparse.Namespace) -> int | None:
-    if args.beam is not None and args.beam < 1:
-        raise UsageError(f"--beam {args.beam}: must be at least 1")
+    from attend.models.generation import MAX_BEAM
+
+    if args.beam is not None and not 1 <= args.beam <= MAX_BEAM:  # a typed 50000 had run for many minutes
+        raise UsageError(f"--beam {args.beam}: must be from 1 to {MAX_BEAM}")
     return args.beam
 
 
@@ -894,6 +898,7 @@ def _int_option(name: str, value: str) -> int:
 def _cmd_faithfulness(args: argparse.Namespace) -> int:
     from attend.data.readers import read_table
     from attend.explain import faithfulness, format_faithfulness
+    from attend.explain.faithfulness import default_methods
 
     if args.limit < 0:  # 0: every text, as robustness reads its --limit 0
         raise UsageError(f"--limit {args.limit}: must be 0 (every text) or more")
@@ -920,11 +925,14 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
     if methods == []:
         raise UsageError(f"--methods {args.methods!r} names no method; leave it out for all of them")
+    if args.ig_steps is not None and "integrated_gradients" not in (methods or default_methods(predictor)):
+        raise UsageError(f"--ig-steps {args.ig_steps}: for the integrated_gradients method only, which this run does "
+                         "not measure")  # fmt: skip
     try:
         report = faithfulness(predictor, texts, methods, seed=args.seed, progress=not (args.json or args.no_progress),
                               ig_steps=IG_STEPS if args.ig_steps is None else args.ig_steps)  # fmt: skip
     except ValueError as exc:
-        raise _as_flag(exc, {"ig_steps", "seed"}) from None
+        raise _as_flag(exc, {"ig_steps", "seed", "methods"}) from None
     print(dumps_json(report) if args.json else format_faithfulness(report))
     return 0
 

@@ -34,11 +34,13 @@ def progress_bar(iterable: Any = None, **options: Any) -> Any:
     left one line of 26 redraws for 28 s. There it is drawn at most every 30 s, each redraw a line of
     its own (tqdm starts each with a carriage return: the lines had been one, which `tail -f` and
     `wc -l` showed as its last state), and left as a line when it ends. A notebook's stderr is no
-    terminal but redraws in place; TQDM_MININTERVAL, set, is the user's.
+    terminal but redraws in place; TQDM_MININTERVAL and TQDM_DELAY, set, are the user's.
     """
     from tqdm import tqdm
 
     terminal = getattr(sys.stderr, "isatty", lambda: False)() or "ipykernel" in sys.modules
+    if "TQDM_DELAY" in os.environ:  # the user's, as TQDM_MININTERVAL is
+        options.pop("delay", None)
     asked = options.pop("mininterval", 0.1)  # on a terminal; a log gets a line at most every 30 s
     pace = {} if "TQDM_MININTERVAL" in os.environ else {"mininterval": asked if terminal else 30.0}
     options.setdefault("leave", not terminal)

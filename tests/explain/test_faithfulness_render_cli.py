@@ -269,6 +269,8 @@ def test_cli_explain_text_output_prints_the_note_and_what_was_read(
     assert main(["explain", str(model_dir), "a fine film\x1b[31m \u202eevil\x07"]) == 0  # ESC reached the terminal
     shown = capsys.readouterr().out
     assert "a fine film\ufffd[31m evil\ufffd" in shown and not {"\x1b", "\x07", "\u202e"} & set(shown)
+    assert main(["explain", str(model_dir), "a fine\nfilm"]) == 0  # "film" had been a line of its own
+    assert capsys.readouterr().out.startswith("a fine film\n  -> ")
 
 
 def test_cli_explain_prints_each_chunk_as_it_comes_and_an_interrupted_page_holds_what_was_done(
@@ -382,7 +384,10 @@ def test_cli_faithfulness_json(model_dir: Path, tmp_path: Path, capsys: pytest.C
     assert main(["faithfulness", str(model_dir), "rotten_tomatos"]) == 2  # a typo: the name it is close to
     assert "no data set of that name (did you mean rotten_tomatoes? `attend datasets`" in capsys.readouterr().err
     assert main(["faithfulness", str(model_dir), str(data), "--methods", "rollout,bogus"]) == 2
-    assert "method 'bogus'" in capsys.readouterr().err
+    assert "error: --methods bogus: no such method; choose from" in capsys.readouterr().err  # the flag named
+    # --ig-steps where integrated gradients is not measured (explain refused it; this ignored it).
+    assert main(["faithfulness", str(model_dir), str(data), "--methods", "rollout", "--ig-steps", "4"]) == 2
+    assert "--ig-steps 4: for the integrated_gradients method only" in capsys.readouterr().err
     assert main(["faithfulness", str(model_dir), str(data), "--methods", " , "]) == 2  # it ran every method
     assert "names no method" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # refused by the parser, naming the flag

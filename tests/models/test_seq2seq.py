@@ -214,6 +214,8 @@ def test_outputs_respect_the_length_limit() -> None:
 def test_bad_options_and_configs_name_the_field() -> None:
     with pytest.raises(ValueError, match="beam=0"):
         GenerationOptions(beam=0)
+    with pytest.raises(ValueError, match=r"beam=101 must be from 1 to 100"):  # a beam of 100,000 ran for minutes
+        GenerationOptions(beam=101)
     with pytest.raises(ValueError, match="no_repeat_ngram"):
         GenerationOptions(no_repeat_ngram=-1)
     with pytest.raises(ValueError, match="dim=30 is not divisible by num_heads=4"):

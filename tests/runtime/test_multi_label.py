@@ -106,8 +106,8 @@ def test_every_row_of_a_file_bounds_the_threshold_a_resumed_run_must_use(tmp_pat
         read_existing(out, "jsonl")._check_threshold(0.41)
     # A CSV joins the chosen labels with '|': a label holding '|' itself is found whole in the cell.
     table = tmp_path / "p.csv"
-    table.write_text("text,label_1,probability_1,label_2,probability_2,truncated,labels\n"
-                     "a,a|b,0.900000,c,0.800000,false,a|b|c\nb,c,0.700000,a|b,0.100000,false,c\n",
+    table.write_text("text,label_1,probability_1,label_2,probability_2,truncated,warning,labels\n"
+                     "a,a|b,0.900000,c,0.800000,false,,a|b|c\nb,c,0.700000,a|b,0.100000,false,,c\n",
                      encoding="utf-8")  # fmt: skip
     existing = read_existing(table, "csv")
     assert (existing.above, existing.at_most) == ((0.1, 2), (0.7, 2))
@@ -125,8 +125,9 @@ def test_the_rows_classified_again_on_resume_must_choose_the_labels_the_file_has
     from attend.runtime.streaming import _check_chosen_again, read_existing
 
     table = tmp_path / "p.csv"
-    table.write_text("text,label_1,probability_1,truncated,labels\n"
-                     "a,bug,0.960000,false,billing|bug\nb,CI|CD,0.900000,false,CI|CD\n", encoding="utf-8")  # fmt: skip
+    table.write_text("text,label_1,probability_1,truncated,warning,labels\n"
+                     "a,bug,0.960000,false,,billing|bug\nb,CI|CD,0.900000,false,,CI|CD\n",
+                     encoding="utf-8")  # fmt: skip
     existing = read_existing(table, "csv")
     assert existing.chosen_cells == {0: "billing|bug", 1: "CI|CD"}
     model = SimpleNamespace(checked_threshold=lambda threshold: threshold)

@@ -105,7 +105,7 @@ def test_existing_output_is_never_overwritten_and_json_lists_do_not_resume(
     assert done.returncode == 2 and "exists and is not a prediction file" in done.stderr, done.stderr
     assert "--resume" not in done.stderr and "Traceback" not in done.stderr
     assert out.read_text() == "precious\n"
-    for name, start in (("p.csv", "text,label_1,probability_1,truncated\n"), ("p.jsonl", '{"text": "a"'),
+    for name, start in (("p.csv", "text,label_1,probability_1,truncated,warning\n"), ("p.jsonl", '{"text": "a"'),
                         ("p.json", "[]\n"), ("empty.csv", "")):  # fmt: skip
         (tmp_path / name).write_text(start)
         with pytest.raises(DataError, match=r"exists; --resume continues it"):
@@ -133,9 +133,9 @@ def test_completed_rows_drops_a_cut_row(tmp_path: Path) -> None:
     path = tmp_path / "p.csv"
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["text", "label_1", "probability_1", "truncated"])
-        writer.writerow(["one", "pos", "0.9", "false"])
-        writer.writerow(["two\nlines", "neg", "0.8", "false"])
+        writer.writerow(["text", "label_1", "probability_1", "truncated", "warning"])
+        writer.writerow(["one", "pos", "0.9", "false", ""])
+        writer.writerow(["two\nlines", "neg", "0.8", "false", ""])
     whole = path.read_bytes()
     assert completed_rows(path, "csv") == 2 and path.read_bytes() == whole
     path.write_bytes(whole[:-8])
@@ -202,6 +202,27 @@ def test_resuming_a_file_that_is_no_prediction_file_leaves_it_as_it_was(
     assert out.read_bytes() == content
 
 
+def test_a_csv_carries_each_texts_warning_and_an_older_csv_is_not_continued(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The warning JSON gives a text the model reads none of had no place in a CSV (the README
+    promised it per text); a CSV written before that column is not continued with rows of another shape."""
+    from attend.cli import main
+
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(trained["encoder"]), "\u2603\u2603 \u2603", "great film", "--output", str(out),
+                 "--no-progress"]) == 0  # fmt: skip
+    rows = list(csv.DictReader(out.open(encoding="utf-8", newline="")))
+    assert rows[0]["warning"].startswith("no piece of this text is in the model's vocabulary")
+    assert rows[1]["warning"] == ""
+    old = tmp_path / "old.csv"
+    old.write_bytes(b"text,label_1,probability_1,label_2,probability_2,truncated\r\none,neg,0.9,pos,0.1,false\r\n")
+    data = write_csv(tmp_path / "in.csv", planted_rows(4))
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(old), "--resume",
+                 "--no-progress"]) == 2  # fmt: skip
+    assert "written by an attend before 2026-12-07, without the warning column" in capsys.readouterr().err
+
+
 def test_a_resume_continues_only_the_same_input_and_the_same_model(
     trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -213,7 +234,7 @@ def test_a_resume_continues_only_the_same_input_and_the_same_model(
     assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(whole), "--top-k", "1",
                  "--no-progress"]) == 0  # fmt: skip
     full = whole.read_bytes()
-    assert full.startswith(b"text,label_1,probability_1,truncated\r\n")
+    assert full.startswith(b"text,label_1,probability_1,truncated,warning\r\n")
     partial = tmp_path / "partial.csv"
     partial.write_bytes(full[: full.index(rows[30]["text"].encode())] + b'"half a r')  # 30 rows and a cut one
     before = partial.read_bytes()
@@ -296,7 +317,7 @@ def test_a_single_label_model_does_not_continue_a_multi_label_file(tmp_path: Pat
     from attend.runtime.streaming import read_existing
 
     path = tmp_path / "p.csv"
-    path.write_bytes(b"text,label_1,probability_1,truncated,labels\r\n")  # interrupted before its first row
+    path.write_bytes(b"text,label_1,probability_1,truncated,warning,labels\r\n")  # interrupted before its first row
     existing = read_existing(path, "csv")
     with pytest.raises(DataError, match=r"a multi-label model wrote it, this is a single-label one"):
         existing.check(["a", "b"], 1, multi_label=False)
@@ -312,19 +333,19 @@ def test_a_malformed_row_in_the_middle_is_refused_not_cut(trained: dict[str, Pat
     from attend.runtime.streaming import open_output, read_existing
 
     path = tmp_path / "p.csv"
-    path.write_bytes(b'text,label_1,probability_1,truncated\r\none,a,0.5,false\r\n"two" x,a,0.5,false\r\n'
-                     b"three,a,0.5,false\r\n")  # fmt: skip
+    path.write_bytes(b'text,label_1,probability_1,truncated,warning\r\none,a,0.5,false,\r\n"two" x,a,0.5,false,\r\n'
+                     b"three,a,0.5,false,\r\n")  # fmt: skip
     before = path.read_bytes()
     with pytest.raises(DataError, match=r"row 2 is not a CSV row attend writes"):
         read_existing(path, "csv")
     assert path.read_bytes() == before
     # The file open_output gives is a text file: `with`, writelines and print cut the interrupted row first.
-    path.write_bytes(b"text,label_1,probability_1,truncated\r\none,a,0.5,false\r\ntw")
+    path.write_bytes(b"text,label_1,probability_1,truncated,warning\r\none,a,0.5,false,\r\ntw")
     with open_output(path, resume=True, fmt="csv")[0] as sink:
-        sink.writelines(["two,a,0.5,false\r\n"])
-        print("three,a,0.5,false", end="\r\n", file=sink)
-    assert path.read_bytes() == b"text,label_1,probability_1,truncated\r\none,a,0.5,false\r\ntwo,a,0.5,false\r\n" \
-        b"three,a,0.5,false\r\n"
+        sink.writelines(["two,a,0.5,false,\r\n"])
+        print("three,a,0.5,false,", end="\r\n", file=sink)
+    assert path.read_bytes() == (b"text,label_1,probability_1,truncated,warning\r\none,a,0.5,false,\r\n"
+                                 b"two,a,0.5,false,\r\nthree,a,0.5,false,\r\n")
 
 
 def test_a_bad_row_mid_file_says_what_was_written_and_resumes_once_mended(
@@ -489,6 +510,14 @@ def test_kept_columns_are_refused_by_name(
     assert "--keep-cols copies columns of an --input file: give --input" in capsys.readouterr().err
 
 
+def test_a_file_refused_at_its_first_read_draws_no_bar(trained: dict[str, Path], tmp_path: Path) -> None:
+    """Two bar lines had come before the one-line error of a file of blank lines."""
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n\n  \n")
+    done = run_cli("predict", str(trained["encoder"]), "--input", str(blank))
+    assert done.returncode == 2 and done.stderr == f"error: {blank}: no text in it (every line is blank)\n"
+
+
 def test_progress_into_a_log_file_is_a_line_per_redraw(
     trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -498,6 +527,7 @@ def test_progress_into_a_log_file_is_a_line_per_redraw(
 
     data = write_csv(tmp_path / "in.csv", planted_rows(600))
     monkeypatch.setenv("TQDM_MININTERVAL", "0")  # every chunk redrawn (the default without a terminal: 30 s)
+    monkeypatch.setenv("TQDM_DELAY", "0")  # drawn from the start (the default: after a second)
     assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(tmp_path / "o.csv")]) == 0
     err = capsys.readouterr().err
     bars = [line for line in err.splitlines() if line.startswith("predict:")]

@@ -178,7 +178,8 @@ def test_faithfulness_verb_and_explain_give_a_translators_gap(translator_dir: Pa
     for extra, message in [(["--methods", "attention"], "--methods: for classifiers only"),
                            (["--text-col", "en", "--source-col", "en"], "each names the translator's source column"),
                            (["--text-col", "en"], "--text-col en: "),  # a text file has no columns
-                           (["--beam", "0"], "--beam 0: must be at least 1")]:  # fmt: skip
+                           (["--beam", "0"], "--beam 0: must be from 1 to 100"),
+                           (["--beam", "100000"], "--beam 100000: must be from 1 to 100")]:  # fmt: skip
         assert main(["faithfulness", str(translator_dir), str(lines), *extra]) == 2
         assert message in capsys.readouterr().err
     # explain: each sentence's own test, printed, in --json and on the page.

@@ -94,7 +94,7 @@ def faithfulness(
         )
     for method in methods:
         if method not in METHODS:
-            raise ValueError(f"method {method!r}; choose from {list(METHODS)}")
+            raise ValueError(f"methods={method!r}: no such method; choose from {list(METHODS)}")
         refuse_unavailable(runtime, METHODS[method])  # before any work (it was refused once the others had run)
     for q in thresholds:
         if not 0 < q <= 1:

@@ -32,11 +32,16 @@ from torch import Tensor
 
 from attend.models.seq2seq import DecoderCache, Seq2Seq
 
-__all__ = ["MAX_LENGTH_PENALTY", "GenerationOptions", "Hypothesis", "beam_search", "generate", "greedy"]
+__all__ = ["MAX_BEAM", "MAX_LENGTH_PENALTY", "GenerationOptions", "Hypothesis", "beam_search", "generate", "greedy"]
 
 #: The largest length penalty: ``length ** alpha`` overflows a float beyond a few hundred, and
 #: past 2-3 the ranking already favours the longest output whatever its log-probability.
 MAX_LENGTH_PENALTY = 10.0
+
+#: The widest beam: time and memory grow with the beam (a beam of 100,000 on a two-word source ran
+#: for over ten minutes), and a beam this wide already ranks no better (wide beams favour short
+#: outputs; translators search with 4 to 10).
+MAX_BEAM = 100
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,8 @@ class GenerationOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise ValueError(f"{name}={value!r} must be a whole number")
-        if self.beam < 1:
-            raise ValueError(f"beam={self.beam} must be at least 1")
+        if not 1 <= self.beam <= MAX_BEAM:
+            raise ValueError(f"beam={self.beam} must be from 1 to {MAX_BEAM}")
         if not (isinstance(self.length_penalty, int | float) and math.isfinite(self.length_penalty)
                 and 0 <= self.length_penalty <= MAX_LENGTH_PENALTY):  # fmt: skip
             raise ValueError(f"length_penalty={self.length_penalty!r} must be a number in [0, {MAX_LENGTH_PENALTY:g}]")

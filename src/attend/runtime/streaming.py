@@ -7,7 +7,7 @@ FILE --resume`` an interrupted run continues where its output ends: the rows alr
 counted (a row cut off by the interruption is dropped first), the same number of input texts is
 skipped, and new rows are appended, so the finished file equals one written in a single run.
 
-Formats: ``csv`` (a header, then ``text, label_1, probability_1, ..., truncated``), ``json`` (one
+Formats: ``csv`` (a header, then ``text, label_1, probability_1, ..., truncated, warning``), ``json`` (one
 JSON list, written element by element; not resumable) and ``jsonl`` (one object per line). Columns
 of the input kept with ``--keep-cols`` (an id) end a CSV row and follow ``text`` in an object.
 """
@@ -253,12 +253,15 @@ def _csv_width(path: Path, header: list[str]) -> tuple[int, bool, list[str]]:
     k = (end - 1) // 2
     names = [v for i in range(1, k + 1) for v in (f"label_{i}", f"probability_{i}")]
     if k >= 1 and header[:end] == ["text", *names]:
-        rest = header[end + 1:]
+        if header[end + 1 : end + 2] != ["warning"]:  # the rows this run writes would not be the file's
+            raise DataError(f"{path}: a prediction CSV written by an attend before 2026-12-07, without the warning "
+                            "column this one writes; nothing in it was changed: choose another --output")  # fmt: skip
+        rest = header[end + 2:]
         multi = rest[:1] == ["labels"]
         return k, multi, rest[multi:]
     shown = ",".join(header[:6]) + (",..." if len(header) > 6 else "")
     raise DataError(f"{path}: not a prediction CSV (its header is {shown!r}, not text,label_1,probability_1,...,"
-                    "truncated); nothing in it was changed: choose another --output")  # fmt: skip
+                    "truncated,warning); nothing in it was changed: choose another --output")  # fmt: skip
 
 
 def read_existing(path: Path, fmt: str) -> ExistingOutput:
@@ -329,9 +332,9 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
                     except ValueError:
                         raise DataError(f"{path}: row {record_number} holds a probability that is not a number; is "
                                         "it another file? (nothing in it was changed)") from None  # fmt: skip
-                    existing._add(record[0], top, record[2 + 2 * width + existing.multi_label:])
-                    if existing.multi_label:  # the labels column follows "truncated"
-                        chosen = record[2 + 2 * width]
+                    existing._add(record[0], top, record[3 + 2 * width + existing.multi_label:])
+                    if existing.multi_label:  # the labels column follows "truncated" and "warning"
+                        chosen = record[3 + 2 * width]
                         existing.choose(chosen.split("|") if chosen else [], chosen)
                 kept = ends[reader.line_num]
         except csv.Error:
@@ -368,10 +371,10 @@ class PredictionWriter:
             if self._csv is not None:
                 if self.header and self.rows == 0:
                     names = [v for i in range(1, len(top) + 1) for v in (f"label_{i}", f"probability_{i}")]
-                    self._csv.writerow(["text", *names, "truncated", *(["labels"] if labels is not None else []),
-                                        *self.columns])  # fmt: skip
+                    self._csv.writerow(["text", *names, "truncated", "warning",
+                                        *(["labels"] if labels is not None else []), *self.columns])  # fmt: skip
                 self._csv.writerow([text, *[v for lab, p in top for v in (lab, f"{p:.6f}")], str(bool(cut)).lower(),
-                                    *(["|".join(labels)] if labels is not None else []),
+                                    warning or "", *(["|".join(labels)] if labels is not None else []),
                                     *[_cell(extra.get(column)) for column in self.columns]])  # fmt: skip
             else:
                 row = {"text": text, **{column: extra.get(column) for column in self.columns},
