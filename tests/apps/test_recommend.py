@@ -118,6 +118,8 @@ def test_top_k_excludes_the_history_cold_start_and_popularity_fallback(sasrec_di
     page = render_recommendations(runtime.top("nobody", history=history, k=1, explain=True).to_dict())
     assert "unknown user &#x27;nobody&#x27;: only the history given was read" in page  # the note, on the page too
     assert "and 5 more history item(s) of smaller weight" in render_recommendations(long)
+    first = long["items"][0]["history"][0]  # each row with its place in the history, as the terminal names it
+    assert f"{first['item']} #{first['position']}</span>" in render_recommendations(long)
     explained = runtime.explain("nobody", typed.items[0], history)
     assert explained["note"] == "unknown user 'nobody': only the history given was read"
     # A blank id is no user of any log (training refuses one): it had been answered as an unknown user.

@@ -42,9 +42,11 @@ def _card(heading: str, score: float | None, rows: Sequence[dict[str, Any]], nam
         lines.append(f'<div class="note">score {score:.4f}</div>')
     for row in rows:
         width = int(120 * abs(row["weight"]) / peak)
+        # with its place in the history, as the terminal says it: an item seen twice had been two equal rows
+        place = f" #{row['position']}" if "position" in row else ""
         lines.append(
             f'<div class="row"><span class="name" title="{page_text(_name(row["item"], names))}">'
-            f"{page_text(_name(row['item'], names))}</span>"
+            f"{page_text(_name(row['item'], names))}{place}</span>"
             f'<span class="bar" style="width:{width}px"></span><span class="w">{row["weight"]:.3f}</span></div>'
         )
     if not rows:
