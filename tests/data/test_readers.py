@@ -278,8 +278,23 @@ def test_copies_of_a_text_stay_in_one_split() -> None:
     assert stratified_split(unique, seed=3) == _stratified_split(unique, seed=3, dev_fraction=0.1, test_fraction=0.1)
     twice = LabelledTexts(texts=["x", "x", "y", "z"], labels=[["p"], ["p"], ["q"], ["q"]], lines=[2, 3, 4, 5],
                           source="f.csv")  # fmt: skip
-    with pytest.raises(DataError, match=r"label 'p' appears only once \(line 2\) \(a text repeated in the file"):
+    with pytest.raises(DataError, match=r"label 'p' appears only once \(line 2\) \(the file has 3 distinct "
+                                        r"text\(s\) in its 4 rows: a text repeated counts once, with its first row's"):
         stratified_split(twice)
+    # One text in every row, labelled a and b: 'b' had gone unsaid and 'a' been said to appear once.
+    same = LabelledTexts(texts=["same"] * 40, labels=[["ab"[i % 2]] for i in range(40)], source="f.csv")
+    with pytest.raises(DataError, match=r"the file has 1 distinct text\(s\) in its 40 rows"):
+        stratified_split(same)
+
+
+def test_fewer_held_out_than_labels_still_trains_on_every_label() -> None:
+    """300 labels of 2 texts each: 120 held out, too few to stratify, were drawn at random and took
+    every example of 15 labels, which training then refused; one of each label stays in training."""
+    data = LabelledTexts(texts=[f"text {i}" for i in range(600)], labels=[[f"c{i // 2}"] for i in range(600)])
+    train, dev, test = stratified_split(data, seed=0)
+    assert {data.labels[i][0] for i in train} == {f"c{i}" for i in range(300)}
+    assert (len(train), len(dev), len(test)) == (480, 60, 60) and sorted(train + dev + test) == list(range(600))
+    assert stratified_split(data, seed=0) == (train, dev, test) != stratified_split(data, seed=1)  # seeded
 
 
 def test_a_label_seen_once_is_an_error_naming_it() -> None:

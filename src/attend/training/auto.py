@@ -698,6 +698,14 @@ def _make_plan(
             candidate.args = _candidate_args(candidate, explicit, sizes["train"], bf16)
             candidate.epochs = candidate.wanted_epochs = int(candidate.args["epochs"])
             plan.append(candidate)
+        # Pretrained ones smallest first: one that could at best tie a smaller one that reads every
+        # token is left out before its weights are fetched (e5's 91 MB had been fetched, and on a
+        # machine offline retried for seconds, for English data, to be left out for MiniLM).
+        for candidate in sorted(plan, key=lambda c: (c.pretrained, _estimated_weights(c.name) or 0)):
+            name, pretrained = candidate.name, candidate.pretrained
+            if pretrained and (reason := _no_better_reader(plan, candidate.name)):
+                candidate.excluded = reason
+                continue
             terms = MODELS[name][0].use_terms
             if terms and names is None:  # the user must choose restricted weights, never auto alone
                 candidate.excluded = f"{terms}; name it in --candidates to let auto train it"
@@ -794,6 +802,34 @@ def _weights_per_token(network: torch.nn.Module) -> int:
     """Weights a token passes through (the parameters outside embedding tables): what a step costs."""
     embedded = sum(p.numel() for m in network.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters())
     return int(sum(p.numel() for p in network.parameters()) - embedded)
+
+
+def _estimated_weights(name: str) -> int | None:
+    """Weights per token of a pretrained BERT candidate from its checkpoint's shape, fetching nothing
+    (its attention and feed-forward matrices: biases and norms left out); None where it has no shape."""
+    try:
+        bert = getattr(config_from_dict({"model_type": name}), "checkpoint_bert_config", lambda: None)()
+    except (ValueError, OSError):
+        return None
+    if bert is None:
+        return None
+    return bert.num_layers * (4 * bert.hidden_size**2 + 2 * bert.hidden_size * bert.intermediate_size)
+
+
+def _no_better_reader(plan: list[_Candidate], name: str) -> str | None:
+    """Why pretrained candidate ``name`` need not be built: a smaller pretrained one already reads every
+    training token (0% unknown, to the nearest percent), so ``name`` could at best tie it on that and
+    lose on size (as :func:`_keep_one_pretrained` would decide once it were built); else None."""
+    estimate = _estimated_weights(name)
+    if estimate is None:
+        return None
+    for best in plan:
+        if (best.pretrained and not best.excluded and best.weights and best.unknown_rate is not None
+                and round(best.unknown_rate, 2) == 0 and best.weights <= estimate):  # fmt: skip
+            return (f"{best.name} reads every token of the data ({best.unknown_rate:.1%} unknown) with "
+                    f"{best.weights / 1e6:.1f}M weights per token against about {estimate / 1e6:.1f}M, so it was not "
+                    f"built; name it with --model, or without {best.name} in --candidates, to train it")  # fmt: skip
+    return None
 
 
 def _keep_one_pretrained(plan: list[_Candidate]) -> None:

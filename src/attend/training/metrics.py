@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -171,8 +172,6 @@ def tfidf_baseline(
         return None
     described = {"method": "tfidf_logreg", "features": "char 1-3-grams" if characters else "word 1-2-grams"}
     if multi_label:
-        import warnings
-
         from sklearn.multiclass import OneVsRestClassifier
         from sklearn.preprocessing import MultiLabelBinarizer
 
@@ -189,7 +188,9 @@ def tfidf_baseline(
                  if len(present) else 0.0)  # fmt: skip
         return {**described, "method": "tfidf_logreg_one_vs_rest", "accuracy": float(accuracy_score(truth, predicted)),
                 "macro_f1": float(macro)}  # fmt: skip
-    classifier = LogisticRegression(max_iter=1000, C=10, solver="saga").fit(features, list(train_labels))
+    with warnings.catch_warnings():  # many labels of few texts each: "could represent a regression problem"
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        classifier = LogisticRegression(max_iter=1000, C=10, solver="saga").fit(features, list(train_labels))
     predicted = classifier.predict(vectoriser.transform(list(texts)))
     return {**described, "accuracy": float(accuracy_score(labels, predicted)),
             "macro_f1": float(f1_score(labels, predicted, average="macro"))}  # fmt: skip
