@@ -441,6 +441,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         check_output_name(args.output)
     predictor = _cli_predictor(args.model_dir, args.int8)
     _check_threshold(predictor, args.threshold)
+    joined = [label for label in predictor.labels if "|" in label] if predictor.multi_label else []
+    if joined and args.format == "csv" and _reports():  # the labels cell joins labels with '|'
+        print(f"note: the model's label {joined[0]!r} holds '|', which also joins the labels of a CSV's labels "
+              "cell: split that cell by the model's labels, or write --format jsonl (a list)", file=sys.stderr)
     created = bool(args.output) and not Path(args.output).exists()
     sink, existing, fresh = open_output(args.output, resume=args.resume, fmt=args.format) if args.output else (
         sys.stdout, ExistingOutput(Path("-")), True)  # fmt: skip

@@ -271,3 +271,22 @@ def test_texts_with_none_of_the_labels_train_and_score(
     chosen = [label for label, p in zip(model.labels, probs, strict=True) if p >= 0.5]
     assert explained["labels"] == chosen == model.predict(["alpha beta w1"], threshold=0.5)[0]
     assert "labels" not in load(trained["encoder"]).explain(["a good film"])[0]
+
+
+def test_a_label_holding_the_csv_joiner_is_said_when_predicting_to_csv(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CSV's labels cell joins labels with '|': a model's label 'CI|CD' made the cell 'CI|CD|bug'
+    read as three labels, with nothing said."""
+    rows = [{"text": row["text"], "labels": ["CI|CD" if label == "a" else label for label in row["labels"]]}
+            for row in _rows(40)]  # fmt: skip
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    train(data, tmp_path / "m", model="encoder", model_options={"dim": 16, "num_layers": 1, "num_heads": 2},
+          args=TrainingArgs(epochs=1, batch_size=16, progress=False, vocab_size=100), label_col="labels",
+          multi_label=True)  # fmt: skip
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "m"), "alpha beta", "--format", "csv"]) == 0
+    assert "note: the model's label 'CI|CD' holds '|', which also joins the labels" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "m"), "alpha beta", "--format", "jsonl"]) == 0  # a list: nothing to say
+    assert "note:" not in capsys.readouterr().err
