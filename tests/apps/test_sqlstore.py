@@ -74,3 +74,21 @@ def test_reading_a_missing_database_by_url_or_a_folder_is_refused_and_creates_no
     assert database_url("sqlite://", create=False, kind="focus", missing_hint="") == "sqlite://"  # in memory
     with pytest.raises(ValueError, match=r"is a directory; give the database's file path"):
         database_url(tmp_path, create=True, kind="focus", missing_hint="")
+
+
+def test_another_programs_database_is_refused_unchanged(tmp_path: Path) -> None:
+    """Opening it switched its journal to WAL (its header changed) before the refusal."""
+    path = tmp_path / "theirs.db"
+    theirs = sqlite3.connect(path)
+    theirs.execute("CREATE TABLE focus_sessions (x INTEGER)")
+    theirs.commit()
+    theirs.close()
+    before = path.read_bytes()
+    metadata, schema = _tables()
+    engine = create_engine(path, create=True, kind="demo", missing_hint="")
+    with pytest.raises(ValueError, match="holds tables attend did not write"):
+        create_tables(engine, metadata, schema, 1, str(path))
+    engine.dispose()
+    assert path.read_bytes() == before
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"

@@ -145,7 +145,13 @@ def _sqlite_file(url: str) -> Path | None:
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL may wait for another process
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # WAL for a new database or attend's own (a *_schema table): another program's, which opening
+    # refuses, is left as it was (its journal mode had been switched before the refusal).
+    cursor.execute("SELECT count(*), count(CASE WHEN name LIKE '%\\_schema' ESCAPE '\\' THEN 1 END) FROM sqlite_master "
+                   "WHERE type = 'table'")  # fmt: skip
+    tables, ours = cursor.fetchone()
+    if not tables or ours:
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA secure_delete=ON")  # what is erased is overwritten (most builds' default; not all)
     cursor.close()
