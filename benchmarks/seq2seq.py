@@ -231,10 +231,10 @@ def _grid(text: str) -> str:
     for setting in text.split(","):
         beam, _, penalty = setting.partition(":")
         try:
-            harness.positive_int(beam)
-            float(penalty)
+            GenerationOptions(beam=harness.positive_int(beam), length_penalty=float(penalty))  # its limits, at once
         except (argparse.ArgumentTypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"{setting!r}: expected beam:penalty, e.g. 4:1.0") from None
+            raise argparse.ArgumentTypeError(f"{setting!r}: expected beam:penalty within the decoding limits, e.g. "
+                                             "4:1.0") from None
     return text
 
 

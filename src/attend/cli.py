@@ -682,6 +682,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         # Sentences as `attend translate` reads them: a .txt file is one sentence per line.
         # explain's --text-col names the source column too: messages name the flag the user gave.
         args.source_col, args.column_flag = _given_source_column(args)
+        _beam(args)  # before the file is read and the model loads, as translate checks it
         texts, _ = _translate_inputs(args)  # a file with no sentence is refused there
         _check_typed_sentences(args.texts, "explain")
         if not args.texts:  # a file's blank lines explain nothing (translate leaves them blank)

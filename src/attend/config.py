@@ -23,6 +23,7 @@ from typing import Any, TypeVar, Union
 
 __all__ = [
     "PluginWarning",
+    "RepeatedKey",
     "check_arguments",
     "check_pad_id",
     "check_positive",
@@ -33,6 +34,7 @@ __all__ = [
     "read_run_config",
     "redefines",
     "strict_from_dict",
+    "unique_keys",
 ]
 
 #: The entry-point group through which an installed package adds tasks, models, runtimes or routes:
@@ -199,6 +201,24 @@ def check_unit_interval(config: object, *names: str) -> None:
             raise ValueError(f"{name}={value!r} must be in [0, 1)")
 
 
+class RepeatedKey(ValueError):
+    """A JSON object that gives one key twice: read as is, the last value would win in silence."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` of :func:`json.loads`: the object, or :class:`RepeatedKey` for a key given twice."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise RepeatedKey(key)
+        seen[key] = value
+    return seen
+
+
 def read_run_config(path: str | None) -> dict[str, Any]:
     """A ``--config`` file: a JSON object with ``model`` and/or ``training`` entries (``{}`` for no file).
 
@@ -207,17 +227,10 @@ def read_run_config(path: str | None) -> dict[str, Any]:
     """
     if path is None:
         return {}
-
-    def once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:  # a key given twice: the last had won, unsaid
-        seen: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in seen:
-                raise ValueError(f"--config {path}: the key {key!r} is given twice in one object; keep one")
-            seen[key] = value
-        return seen
-
     try:  # utf-8-sig: a byte-order mark (Windows Notepad's) is no error, as in data files
-        config = json.loads(Path(path).read_text(encoding="utf-8-sig"), object_pairs_hook=once)
+        config = json.loads(Path(path).read_text(encoding="utf-8-sig"), object_pairs_hook=unique_keys)
+    except RepeatedKey as exc:  # the last had won, unsaid
+        raise ValueError(f"--config {path}: the key {exc.key!r} is given twice in one object; keep one") from None
     except FileNotFoundError:
         raise ValueError(f"--config {path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

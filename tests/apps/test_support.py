@@ -164,6 +164,10 @@ def test_html_definition_lists_details_and_markdown_and_text() -> None:
     raw = ("## How do I copy?\n\nPress <kbd>Ctrl</kbd>+<kbd>C</kbd>.<br>Then paste.<!-- note -->\n\n"
            "## How <script>alert(1)</script> do I pay?\n\nUse <b onmouseover=x>pay</b>: `<div>` or attend train "
            "<DATA>.\n\n## Link?\n\nClick [here](javascript:alert(1)) or [bikes](https://w.example/Bike_(x)).\n")
+    # An unclosed "<template>" or "<!--" is text, as CommonMark reads it: it had eaten every later question.
+    unclosed = "Q: How do I start?\nA: Run x <template> in a shell.\n\nQ: How do I stop?\nA: Write <!-- to.\n"
+    assert parse_markdown(unclosed) == [("How do I start?", "Run x <template> in a shell."),
+                                        ("How do I stop?", "Write <!-- to.")]  # fmt: skip
     assert parse_markdown(raw) == [("How do I copy?", "Press Ctrl+C.\nThen paste."),
                                    ("How do I pay?", "Use pay: <div> or attend train <DATA>."),
                                    ("Link?", "Click here or bikes (https://w.example/Bike_(x)).")]  # fmt: skip
@@ -220,10 +224,9 @@ def test_bad_faq_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"faq\.md: the question 'Is there a trial\?' has no answer: an empty answer"):
         read_faq(headless)
     # ... nor in the other shapes of a document, which had dropped it too: Q:/A: text (in Markdown or
-    # not), HTML headings and <dl>; and a blank Q: had dropped its answer.
+    # not) and <dl>; and a blank Q: had dropped its answer.
     for name, text in [("e.txt", "Q: How do I get a refund?\nA:\nQ: What are your hours?\nA: Nine to five.\n"),
                        ("e.md", "# FAQ\n\nQ: How do I get a refund?\nA:\n\nQ: What are your hours?\nA: 9 to 5.\n"),
-                       ("e.html", "<h2>How do I get a refund?</h2>\n<h2>What are your hours?</h2><p>Nine.</p>"),
                        ("dl.html", "<dl><dt>How do I get a refund?</dt><dd></dd><dt>Hours?</dt><dd>Nine.</dd></dl>")]:
         (tmp_path / name).write_text(text)
         with pytest.raises(DataError, match=r"the question 'How do I get a refund\?' has no answer"):
@@ -231,8 +234,16 @@ def test_bad_faq_files_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "nameless.txt").write_text("Q:\nA: An answer.\nQ: Hours?\nA: Nine.\n")
     with pytest.raises(DataError, match=r"the answer of pair 1 has an empty question before it"):
         read_faq(tmp_path / "nameless.txt")
-    (tmp_path / "topics.html").write_text("<h1>FAQ</h1><h2>Billing</h2><h3>How do I pay?</h3><p>Card.</p>")
-    assert [e.question for e in read_faq(tmp_path / "topics.html")] == ["How do I pay?"]  # a topic is no question
+    # A web page's heading over a button or a picture alone is furniture, not a question left empty;
+    # terms in a row share the <dd> after them, as HTML has it.
+    (tmp_path / "page.html").write_text("<h1>FAQ</h1><h2>Billing</h2><h3>How do I pay?</h3><p>Card.</p><h3>Refund?"
+                                        "</h3><p>Yes.</p><h2>Still have questions?</h2><button>Contact us</button>")
+    assert [(e.question, e.answer) for e in read_faq(tmp_path / "page.html")] == [
+        ("How do I pay?", "Card."), ("Refund?", "Yes.")]
+    (tmp_path / "terms.html").write_text("<dl><dt>Cash?</dt><dt>Cheque?</dt><dd>Both fine.</dd><dt>Card?</dt><dd>Yes."
+                                         "</dd></dl>")  # fmt: skip
+    assert [(e.question, e.answer) for e in read_faq(tmp_path / "terms.html")] == [
+        ("Cash?", "Both fine."), ("Cheque?", "Both fine."), ("Card?", "Yes.")]
     headless.write_text("# FAQ\n\n## Where is billing?\n\n### How do I pay?\n\nBy card.\n\n### Refunds?\n\nIn 14 "
                         "days.\n")  # fmt: skip
     assert [e.question for e in read_faq(headless)] == ["How do I pay?", "Refunds?"]

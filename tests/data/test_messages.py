@@ -357,7 +357,7 @@ def test_hostile_mails_are_read_safely(tmp_path: Path) -> None:
             + b"".join(b"Content-Type: multipart/mixed; boundary=B%d\n\n--B%d\n" % (i, i) for i in range(1000))
             + b"\nx\n")  # fmt: skip
     escapes = (b"From: =?utf-8?q?Bob_=1B]0;owned=07=1B[2J?= <b@x.org>\nSubject: =?utf-8?q?weekly_=1B[31mpromo?=\n"
-               b"Content-Type: text/plain; charset=latin-1\n\nbody \x1b[2J with \x85 C1\n")  # fmt: skip
+               b"Content-Type: text/plain; charset=utf-8\n\nbody \x1b[2J with \xc2\x85 C1\n")  # fmt: skip
     no_boundary = b"From: c@x.org\nSubject: s\nContent-Type: multipart/mixed\n\nno boundary param body\n"
     template = (b"From: d@x.org\nSubject: t\nContent-Type: text/html\n\n"
                 b"<p>Real text</p><template>SECRET TEMPLATE</template>\n")  # fmt: skip
@@ -367,6 +367,12 @@ def test_hostile_mails_are_read_safely(tmp_path: Path) -> None:
     shown, plain, html = messages
     assert (shown.sender, shown.subject) == ("Bob ]0;owned[2J <b@x.org>", "weekly [31mpromo")
     assert shown.text == "body [2J with  C1" and "\x1b" not in shown.text
+    # A Latin-1 label is read as Windows-1252, as mail clients read it: 0x80-0x9F are punctuation there,
+    # which the control characters' removal had taken out ("It costs 50  dont wait").
+    latin = (b"From: e@x.org\nSubject: p\nContent-Type: text/plain; charset=iso-8859-1\n\n"
+             b"It costs \x8050 \x96 don\x92t\n")
+    (priced,) = read_messages(_mbox(tmp_path / "latin.mbox", latin))
+    assert priced.text == "It costs \u20ac50 \u2013 don\u2019t"
     assert plain.text == "no boundary param body"
     assert html.text == "Real text"
     maildir = mailbox.Maildir(tmp_path / "md")

@@ -132,6 +132,7 @@ def test_bad_files_get_errors_naming_file_line_and_value(
         # A key given twice: the last had been read in silence (a row predicted on its second text).
         ('{"text": "ok", "text": "bad", "label": "b"}', r'line 2 is not valid JSON \(the key "text" is given twice, '
          r"at character 16\)"),
+        ('{"label": "text", "text": "ok", "text": "b"}', r'the key "text" is given twice, at character 33\)'),  # a key
     ],
 )
 def test_missing_values_and_objects_are_not_read_as_texts_or_labels(tmp_path: Path, second: str, message: str) -> None:
@@ -295,6 +296,13 @@ def test_fewer_held_out_than_labels_still_trains_on_every_label() -> None:
     assert {data.labels[i][0] for i in train} == {f"c{i}" for i in range(300)}
     assert (len(train), len(dev), len(test)) == (480, 60, 60) and sorted(train + dev + test) == list(range(600))
     assert stratified_split(data, seed=0) == (train, dev, test) != stratified_split(data, seed=1)  # seeded
+    # A random draw that kept every label is the one made before, so a model trained on it rebuilds its split.
+    from sklearn.model_selection import train_test_split
+
+    four = LabelledTexts(texts=[f"text {i}" for i in range(600)], labels=[[f"c{i // 4}"] for i in range(600)])
+    drawn = train_test_split(list(range(600)), test_size=120, random_state=1)[0]
+    assert len({four.labels[i][0] for i in drawn}) == 150  # (this draw keeps them all)
+    assert stratified_split(four, seed=1)[0] == sorted(drawn)
 
 
 def test_a_label_seen_once_is_an_error_naming_it() -> None:

@@ -464,6 +464,23 @@ def test_torchrun_two_processes_train_a_translator_as_one_does(tmp_path: Path) -
     assert abs(two["chrf"] - one["chrf"]) < 5 and abs(two["bleu"] - one["bleu"]) < 8, (one, two)
 
 
+def test_the_beam_limit_is_checked_before_work_and_a_wider_saved_beam_still_loads(
+    translator_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """explain took any --beam (translate refused it); a directory saved with a beam over the limit,
+    valid before it, loads decoding at the limit."""
+    from tests.conftest import copy_model
+
+    assert main(["explain", str(translator_dir), "red cat", "--beam", "101"]) == 2
+    assert "--beam 101: must be from 1 to 100" in capsys.readouterr().err
+    wide = copy_model(translator_dir, tmp_path)
+    config = json.loads((wide / "config.json").read_text())
+    config["generation"] = {**config.get("generation", {}), "beam": 500}
+    (wide / "config.json").write_text(json.dumps(config))
+    translator = load(wide)
+    assert isinstance(translator, Translator) and translator.generation.beam == 100
+
+
 def test_a_source_of_unknown_letters_is_all_unknown(translator_dir: Path) -> None:
     """The bare word mark that begins a word of unknown letters, and </s>, are not pieces of the
     text: "🐱🐶🐭" read 75 % unknown, "🐱" 50 %."""

@@ -225,12 +225,16 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
 
     Tried in turn: the declared charset; UTF-8 (what most undeclared or mis-declared mail is); the
     declared charset again with bad bytes replaced (a mostly right mail keeps its characters); and
-    last Latin-1, which maps every byte to a character, so nothing is lost or raised. A body
+    last Windows-1252, which gives nearly every byte a character, so nothing is raised. A Latin-1
+    label is read as Windows-1252, as mail clients read it: its bytes 0x80-0x9F (€, –, ’) had been
+    C1 controls, which the text drops. A body
     declared Latin-1 or Windows-1252 that is valid UTF-8 (and not ASCII) is read as UTF-8: those
     charsets decode any bytes, so a client's wrong label would give ``cafÃ©``, while Latin-1 text
     is almost never valid UTF-8 by chance.
     """
     codec = _text_codec(charset)
+    if codec == "iso8859-1":  # read as Windows-1252, as mail clients and browsers read the label (WHATWG)
+        codec = "cp1252"
     if codec in _ANY_BYTES_CODECS and not data.isascii():
         try:
             return data.decode("utf-8")
@@ -245,9 +249,12 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
         return data.decode("utf-8")
     except ValueError:
         pass
+    if codec == "cp1252":  # its five unassigned bytes: C1 controls to WHATWG, which the text drops
+        return data.decode(codec, errors="ignore")
     if codec is not None and codec != "ascii":
         return data.decode(codec, errors="replace")
-    return data.decode("latin-1", errors="replace")
+    # Windows-1252, not Latin-1: 0x80-0x9F are its € – ’ “ ”, where Latin-1 reads C1 controls
+    return data.decode("cp1252", errors="ignore")
 
 
 class _HTMLText(HTMLParser):

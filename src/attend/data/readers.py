@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from attend.config import RepeatedKey, unique_keys
 from attend.data.validation import is_empty, is_missing_number, text_problem
 
 __all__ = [
@@ -394,32 +395,16 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None,
     yield from csv_records(reader, tape, str(path), problems=problems)
 
 
-class _RepeatedKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    record = dict(pairs)
-    if len(record) < len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _RepeatedKey(key)
-            seen.add(key)
-    return record
-
-
 def json_line(line: str) -> Any:
     """One line of JSON Lines, parsed. An object that gives a key twice is a
     :class:`json.JSONDecodeError` (the last value had won in silence: a row's "text" given twice
     was predicted on its second)."""
     try:
-        return json.loads(line, object_pairs_hook=_unique_keys)
-    except _RepeatedKey as exc:
-        key = str(exc.args[0])
-        quoted = json.dumps(key, ensure_ascii=False)
-        second = line.find(quoted, line.find(quoted) + 1)
-        raise json.JSONDecodeError(f"the key {quoted} is given twice", line, max(second, 0)) from None
+        return json.loads(line, object_pairs_hook=unique_keys)
+    except RepeatedKey as exc:
+        quoted = json.dumps(exc.key, ensure_ascii=False)
+        keys = [found.start() for found in re.finditer(re.escape(quoted) + r"\s*:", line)]  # as a key, not a value
+        raise json.JSONDecodeError(f"the key {quoted} is given twice", line, keys[1] if len(keys) > 1 else 0) from None
 
 
 def json_problem(exc: json.JSONDecodeError) -> str:
@@ -1072,18 +1057,19 @@ def _stratified_split(data: LabelledTexts, *, seed: int, dev_fraction: float, te
         # Stratify when every class can appear on both sides; tiny held-out sets cannot.
         can_stratify = size >= len(set(labels)) and len(pool) - size >= len(set(labels))
         can_stratify = can_stratify and min(Counter(labels).values()) >= 2
-        if not can_stratify and keep_every_label:
-            # Fewer held out than there are labels: a random draw had taken every example of some
-            # (300 labels of 2 examples each lost 15 from training). One of each, drawn, stays.
+        kept, held = train_test_split(
+            pool, test_size=size, random_state=seed, stratify=labels if can_stratify else None
+        )
+        if not can_stratify and keep_every_label and {primary[i] for i in kept} != set(labels):
+            # Fewer held out than there are labels, and the random draw took every example of some (300
+            # labels of 2 examples each lost 15 from training, which then refused them): one of each,
+            # drawn, stays. (A draw that kept them all is kept: models trained on it rebuild their split.)
             order = list(pool)
             random.Random(seed).shuffle(order)
             anchors = set({primary[i]: i for i in reversed(order)}.values())
             held = [i for i in order if i not in anchors][:size]
             taken = set(held)
             return [i for i in pool if i not in taken], held
-        kept, held = train_test_split(
-            pool, test_size=size, random_state=seed, stratify=labels if can_stratify else None
-        )
         return kept, held
 
     train, rest = split(indices, n_dev + n_test, keep_every_label=True)

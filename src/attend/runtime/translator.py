@@ -33,7 +33,7 @@ from attend.data.validation import check_count, validate_texts
 from attend.explain.alignment import Alignment
 from attend.io import ArtifactDir, ModelDirError, sha256_file, weights_mismatch
 from attend.models import build, config_from_dict
-from attend.models.generation import GenerationOptions, Hypothesis
+from attend.models.generation import MAX_BEAM, GenerationOptions, Hypothesis
 from attend.models.seq2seq import Seq2Seq
 from attend.progress import progress_bar
 from attend.runtime.base import LoadOptions, Runtime, register_runtime
@@ -114,7 +114,10 @@ class Translator(Runtime):
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
         self.max_length = int(config.get("tokenizer", {}).get("max_length", model.config.max_length))
-        self.generation = GenerationOptions(**dict(config.get("generation") or {}))
+        saved = dict(config.get("generation") or {})
+        if isinstance(saved.get("beam"), int) and saved["beam"] > MAX_BEAM:  # saved before the limit: decoded at it
+            saved["beam"] = MAX_BEAM
+        self.generation = GenerationOptions(**saved)
 
     @property
     def backend(self) -> str:

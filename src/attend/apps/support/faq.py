@@ -204,18 +204,17 @@ _AUTOLINK = re.compile(r"<((?:https?://|mailto:)[^\s<>]+|[^\s<>@]+@[^\s<>@]+\.[^
 # A link's address, one level of parentheses in it ("javascript:alert(1)" had left its ")" in the text).
 _ADDRESS = r"(?:[^()\s>]|\([^()\s]*\))*"
 # Raw HTML in Markdown: an element whose content no reader sees, a comment, a line break, or the tag
-# of another HTML element (its content stays). Only HTML's own element names: "attend train <DATA>"
-# keeps its placeholder.
-_UNSEEN_HTML = re.compile(
-    r"<(script|style|template|iframe|object|noscript)\b[^>]*>.*?(?:</\1\s*>|\Z)|<!--.*?(?:-->|\Z)",
-    re.IGNORECASE | re.DOTALL,
+# of another HTML element (its content stays). Only HTML's own element names, and not those a command's
+# placeholder is spelt as: "attend train <DATA>" and "<input>" stay.
+_UNSEEN_HTML = re.compile(  # closed ones only: an unclosed "<template>" or "<!--" is text, as CommonMark reads it
+    r"<(script|style|template|iframe|object|noscript)\b[^>]*>.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL
 )
 _HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _HTML_TAG = re.compile(
     r"</?(?:a|abbr|article|aside|audio|b|bdi|bdo|big|blink|blockquote|button|center|cite|code|dd|del|details|dfn|div"
-    r"|dl|dt|em|embed|figcaption|figure|font|form|h[1-6]|hr|i|img|input|ins|kbd|label|li|link|mark|marquee|meta"
-    r"|object|ol|p|picture|pre|q|s|samp|section|select|small|source|span|strike|strong|sub|summary|sup|svg|table"
-    r"|tbody|td|textarea|tfoot|th|thead|time|tr|tt|u|ul|var|video|wbr)(?:\s[^<>]*)?/?>",
+    r"|dl|dt|em|embed|figcaption|figure|font|form|h[1-6]|hr|i|img|ins|kbd|li|link|mark|marquee|meta"
+    r"|object|ol|p|picture|pre|q|s|samp|section|small|span|strike|strong|sub|summary|sup|svg|table"
+    r"|tbody|td|textarea|tfoot|th|thead|tr|tt|u|ul|video|wbr)(?:\s[^<>]*)?/?>",
     re.IGNORECASE,
 )
 
@@ -358,6 +357,8 @@ class _FaqHTML(HTMLParser):
             return
         if tag in _HEADINGS or tag in ("dt", "dd", "summary"):
             self._flush()
+            if tag == "dd":  # where one starts, empty or not: terms before an empty <dd> share no later one
+                self.events.append(("dd", 0, ""))
             kind = "heading" if tag in _HEADINGS else tag
             self._kind.append((kind, int(tag[1]) if tag in _HEADINGS else 0))
         elif tag == "details":
@@ -420,8 +421,8 @@ def _html_blocks(text: str) -> list[tuple[str, int, str]]:
 
 def _heading_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]:
     """Every heading with the text up to the next heading (sub-headings end a section too); a heading
-    that is the page's title (:func:`_titled`) is none. A question heading with no text under it,
-    and no deeper heading, is a question with an empty answer (a heading over deeper ones is none)."""
+    that is the page's title (:func:`_titled`) is none, and so is one with no text under it: a web
+    page's heading over a button, a form or a picture alone ("Still have questions?") is furniture."""
     pairs: list[tuple[str, list[str]]] = []
     levels: list[int] = []
     for kind, level, text in blocks:
@@ -431,28 +432,29 @@ def _heading_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, st
         elif pairs:
             pairs[-1][1].append(text)
     if _titled([q for q, _ in pairs], levels):
-        pairs, levels = pairs[1:], levels[1:]
-    found = []
-    for n, (q, body) in enumerate(pairs):
-        answer = _clean_answer("\n".join(body))
-        unanswered = _is_question(q) and (n + 1 == len(pairs) or levels[n + 1] <= levels[n])
-        if q and (answer or unanswered):
-            found.append((q, answer))
-    return found
+        pairs = pairs[1:]
+    return [(q, a) for q, body in pairs if (a := _clean_answer("\n".join(body))) and q]
 
 
 def _list_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]:
     """``<dt>``/``<summary>`` questions with the ``<dd>``/``<details>`` text that follows them."""
     pairs: list[tuple[str, list[str]]] = []
-    open_answer = False
+    asked: list[int] = []  # the questions the next <dd> answers: terms in a row share it, as HTML has it
+    answered = False  # a <dd> came since the last question
+    last = ""
     for kind, _, text in blocks:
         if kind in ("dt", "summary"):
+            if answered or "summary" in (kind, last):  # a <details> is one question alone
+                asked = []
+            answered, last = False, kind
             pairs.append((clean_question(text), []))
-            open_answer = True
-        elif kind == "dd" and pairs and open_answer:
-            pairs[-1][1].append(text)
+            asked.append(len(pairs) - 1)
+        elif kind == "dd" and asked:
+            for i in asked:
+                pairs[i][1].append(text)
+            answered = True
         elif kind == "heading":
-            open_answer = False
+            asked, answered = [], False
     return [(q, _clean_answer("\n".join(body))) for q, body in pairs if q]  # an empty <dd> is an empty answer
 
 
