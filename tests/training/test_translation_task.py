@@ -159,6 +159,17 @@ def test_bad_pairs_are_named_before_any_training(tmp_path: Path) -> None:
         train_translation(data, tmp_path / "m", source_col="english", args=TrainingArgs(**TOY_TRANSLATION_ARGS))
     with pytest.raises(ValueError, match="tokenizer="):
         train_translation(ParallelTexts(["a b"], ["b a"]), tmp_path / "m", model_options={"tokenizer": "words"})
+    # Options of the wrong type are named: "false" had shared the vocabulary, a string "generation"
+    # gave Python's "dictionary update sequence" message.
+    for options, said in (({"shared_vocabulary": "false"}, r"shared_vocabulary='false' must be true or false"),
+                          ({"generation": "beam 4"}, r"generation='beam 4' must be an object of decoding options")):
+        with pytest.raises(ValueError, match=said):
+            train_translation(ParallelTexts(["a b"], ["b a"]), tmp_path / "m", model_options=options)
+    # A model shorter than what training cuts sentences to: it had trained, then failed on translate.
+    with pytest.raises(ValueError, match=r"max_length=12 \(the model's longest sequence\) is shorter than the "
+                                         r"training max_length=16 \(--max-length\)"):  # fmt: skip
+        train_translation(data, tmp_path / "m", model_options={**TOY_TRANSLATOR, "max_length": 12},
+                          args=TrainingArgs(**TOY_TRANSLATION_ARGS))  # fmt: skip
     assert not (tmp_path / "m").exists()
 
 

@@ -150,9 +150,13 @@ class TranslationTask(Task):
         self.kind = str(options.get("tokenizer", "bpe"))
         if self.kind not in ("unigram", "bpe"):
             raise ValueError(f"tokenizer={self.kind!r}; choose 'unigram' or 'bpe'")
-        self.shared = bool(options.get("shared_vocabulary", True))
-        self.generation = strict_from_dict(GenerationOptions, dict(options.get("generation") or {}),
-                                           what="generation")  # fmt: skip
+        self.shared = options.get("shared_vocabulary", True)
+        if not isinstance(self.shared, bool):  # bool("false") had shared the vocabulary asked to be separate
+            raise ValueError(f"shared_vocabulary={self.shared!r} must be true or false")
+        generation = options.get("generation") or {}
+        if not isinstance(generation, dict):
+            raise ValueError(f'generation={generation!r} must be an object of decoding options, e.g. {{"beam": 4}}')
+        self.generation = strict_from_dict(GenerationOptions, dict(generation), what="generation")
         self.model_options = {k: v for k, v in options.items() if k not in TASK_OPTIONS}
         # Checked now, before any data is read: a bad field fails at once, naming the known ones.
         from_data = sorted(set(self.model_options) & set(FROM_THE_DATA))
@@ -166,6 +170,11 @@ class TranslationTask(Task):
     # --- data ------------------------------------------------------------------------------------
 
     def prepare(self, args: TrainingArgs, state: Path | None) -> None:
+        given = self.model_options.get("max_length")
+        if isinstance(given, int) and given < args.max_length:  # it failed mid-epoch, or later on translate
+            raise ValueError(f"max_length={given} (the model's longest sequence) is shorter than the training "
+                             f"max_length={args.max_length} (--max-length) sentences are cut to: give the model "
+                             f"at least {args.max_length}, or a smaller --max-length")  # fmt: skip
         pairs = load_parallel_data(self.data, **self.columns)
         self.origin = pairs.origin or str(self.data)
         splits = pairs.splits or group_split(
