@@ -24,7 +24,7 @@ from attend.training import trainer
 
 
 def _pause(flag: str) -> None:
-    if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+    if trainer._elastic_restart():
         return  # under torchrun, only the first worker group stops at the point: its restart runs on
     Path(flag).write_text(str(os.getpid()), encoding="utf-8")
     time.sleep(3600)

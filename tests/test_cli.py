@@ -566,6 +566,22 @@ def test_under_torchrun_rank_0_alone_says_a_usage_error_and_the_others_wait_for_
     assert "error: the following arguments are required: --out" in capsys.readouterr().err and len(waited) == 2
 
 
+def test_a_quiet_rank_stopped_by_torchrun_while_it_waits_exits_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """torchrun's SIGTERM, once rank 0 had said the error and exited, came as Ctrl-C into the other
+    ranks' wait inside the error handler: 40 lines of traceback after rank 0's one line."""
+    import attend.cli
+
+    def stopped(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(attend.cli.time, "sleep", stopped)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train", "missing.csv", "--out", "m"]) == 2 and capsys.readouterr().err == ""
+
+
 def test_a_stop_under_torchrun_with_restarts_left_says_the_group_may_resume_by_itself(
     monkeypatch: pytest.MonkeyPatch
 ) -> None:

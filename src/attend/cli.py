@@ -1282,7 +1282,12 @@ QUIET_RANK_GRACE = 2.0
 
 
 def _wait_for_rank_0() -> None:
-    time.sleep(QUIET_RANK_GRACE)
+    """Wait for rank 0 to say the error; torchrun's SIGTERM, once rank 0 has exited, ends the wait
+    quietly (read as Ctrl-C inside an except block, it had printed a traceback of 40 lines)."""
+    try:
+        time.sleep(QUIET_RANK_GRACE)
+    except KeyboardInterrupt:
+        pass
 
 
 class _Parser(argparse.ArgumentParser):

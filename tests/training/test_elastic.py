@@ -132,6 +132,40 @@ def test_a_lost_worker_restarts_the_group_which_resumes_to_the_same_metrics(tmp_
     assert _train_losses(out) == pytest.approx(_train_losses(tmp_path / "whole"), rel=1e-6)
 
 
+def test_a_worker_lost_on_one_of_two_nodes_restarts_both_which_resume_to_the_same_metrics(tmp_path: Path) -> None:
+    """Each node's agent counts its own restarts: the node that lost its worker 1, the other 0. Their
+    workers had met under different store prefixes (and one read the lost worker's address), and
+    waited for good; the group count is agreed in the store now."""
+    train = _setup(tmp_path, 1600, dropout=0.0)  # no dropout: two processes take one process's steps
+    single = subprocess.run([sys.executable, *train, "--out", str(tmp_path / "one")],
+                            capture_output=True, text=True, env=ENV, timeout=300, check=False)  # fmt: skip
+    assert single.returncode == 0, single.stderr
+    port, out, flag = _free_port(), tmp_path / "two", tmp_path / "paused"
+    entry = [str(Path(__file__).parents[1] / "paused.py"), "checkpoint:1:20", str(flag)]
+    nodes = []
+    for is_host in (1, 0):
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                    "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "lost-node",
+                    "--rdzv-conf", f"is_host={is_host}", "--max-restarts", "1", "--monitor-interval", "0.5"]
+        nodes.append(subprocess.Popen([*launcher, *entry, *train[2:], "--out", str(out)], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env=ENV))  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (flag.exists() and flag.read_text(encoding="utf-8")) and all(n.poll() is None for n in nodes):
+        assert time.monotonic() < deadline, "the run did not reach the checkpoint in 4 minutes"
+        time.sleep(0.05)
+    assert flag.exists(), "the run ended before it reached the checkpoint"
+    os.kill(int(flag.read_text(encoding="utf-8")), signal.SIGKILL)  # rank 0, on the node that hosts the store
+    try:
+        outputs = [node.communicate(timeout=300) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], [err[-3000:] for _, err in outputs]
+    said = "".join(err for _, err in outputs)
+    assert "of the worker group: resuming" in said and "resuming from epoch 2" in said, said[-3000:]
+    assert _metrics(out) == _metrics(tmp_path / "one")
+
+
 def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_with_the_state_saved(tmp_path: Path) -> None:
     """A terminal's Ctrl-C reaches the launcher and every worker, and the launcher forwards it once
     more. Every rank stops after the same step, the state of that step is saved, one line says so,

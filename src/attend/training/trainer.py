@@ -329,25 +329,42 @@ def _init_distributed() -> _Dist:
     if world_size <= 1:
         return _Dist()
     if not dist.is_initialized():
+        global _GROUP
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if _elastic_restart() and "MASTER_ADDR" in os.environ:
+        if "TORCHELASTIC_RESTART_COUNT" in os.environ and "MASTER_ADDR" in os.environ:
             # A restarted worker group meets in the same rendezvous store as the group it replaces,
             # where the lost workers' addresses are still written: a fast worker could read one and
-            # fail to connect (seen under load with gloo). A key prefix per restart keeps them apart.
+            # fail to connect (seen under load with gloo). A key prefix per group keeps them apart. The
+            # group is counted in the store, as each worker joins: each machine's agent counts only its
+            # own restarts (the machine that lost a worker 1, the others 0), and workers that took
+            # their own agent's count met under different prefixes and waited for good.
             rank = int(os.environ["RANK"])
             agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
             store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
                                   is_master=not agent_store and rank == 0)  # fmt: skip
-            prefixed = dist.PrefixStore(f"attend/restart-{os.environ['TORCHELASTIC_RESTART_COUNT']}", store)
+            _GROUP = (int(store.add("attend/joined", 1)) - 1) // world_size
+            prefixed = dist.PrefixStore(f"attend/group-{_GROUP}", store)
             dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world_size)
         else:
             dist.init_process_group(backend)
     return _Dist(rank=dist.get_rank(), world_size=dist.get_world_size())
 
 
+#: This worker group's place among the groups of its torchrun job (0: the first), as the job's store
+#: counts them when it joins (:func:`_init_distributed`).
+_GROUP = 0
+
+
+def _restarts() -> int:
+    """How many times torchrun (``--max-restarts``) started this job's worker group again: the store's
+    count, the same on every machine (or, where the store was started anew with the group, the
+    agent's own count)."""
+    return max(_GROUP, int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0))
+
+
 def _elastic_restart() -> bool:
     """True in a worker group that torchrun restarted (``--max-restarts``) after a failure."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+    return _restarts() > 0
 
 
 def _elastic_job() -> str | None:
@@ -1061,7 +1078,7 @@ class Trainer:
             # decides for every rank: the others' machines name the job otherwise.
             run = run_record(out) if info.main else None
             found = _shared(None if run is None else run.get("job") == _elastic_job(), info)
-            restart = f"restart {os.environ['TORCHELASTIC_RESTART_COUNT']} of the worker group"
+            restart = f"restart {_restarts()} of the worker group"
             if found:
                 _log(f"{restart}: resuming", info)
                 resume = True
