@@ -162,7 +162,8 @@ def test_bad_pairs_are_named_before_any_training(tmp_path: Path) -> None:
     # Options of the wrong type are named: "false" had shared the vocabulary, a string "generation"
     # gave Python's "dictionary update sequence" message.
     for options, said in (({"shared_vocabulary": "false"}, r"shared_vocabulary='false' must be true or false"),
-                          ({"generation": "beam 4"}, r"generation='beam 4' must be an object of decoding options")):
+                          ({"generation": "beam 4"}, r"generation='beam 4' must be an object of decoding options"),
+                          ({"generation": []}, r"generation=\[\] must be an object")):
         with pytest.raises(ValueError, match=said):
             train_translation(ParallelTexts(["a b"], ["b a"]), tmp_path / "m", model_options=options)
     # A model shorter than what training cuts sentences to: it had trained, then failed on translate.

@@ -337,13 +337,17 @@ def _init_distributed() -> _Dist:
             # fail to connect (seen under load with gloo). A key prefix per group keeps them apart. The
             # group is counted in the store, as each worker joins: each machine's agent counts only its
             # own restarts (the machine that lost a worker 1, the others 0), and workers that took
-            # their own agent's count met under different prefixes and waited for good.
+            # their own agent's count met under different prefixes and waited for good. Counted per
+            # world size: a group of another size (an elastic job's nodes came or went) starts its own
+            # count, under its own prefix. (A worker that died before it joined leaves its group's count
+            # short: the groups after it would split. The README says so.)
             rank = int(os.environ["RANK"])
             agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
             store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
-                                  is_master=not agent_store and rank == 0)  # fmt: skip
-            _GROUP = (int(store.add("attend/joined", 1)) - 1) // world_size
-            prefixed = dist.PrefixStore(f"attend/group-{_GROUP}", store)
+                                  is_master=not agent_store and rank == 0,
+                                  timeout=dist.default_pg_timeout)  # as init_process_group's own store: 30 min
+            _GROUP = (int(store.add(f"attend/joined-{world_size}", 1)) - 1) // world_size
+            prefixed = dist.PrefixStore(f"attend/size-{world_size}/group-{_GROUP}", store)
             dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world_size)
         else:
             dist.init_process_group(backend)

@@ -153,8 +153,9 @@ class TranslationTask(Task):
         self.shared = options.get("shared_vocabulary", True)
         if not isinstance(self.shared, bool):  # bool("false") had shared the vocabulary asked to be separate
             raise ValueError(f"shared_vocabulary={self.shared!r} must be true or false")
-        generation = options.get("generation") or {}
-        if not isinstance(generation, dict):
+        generation = options.get("generation")
+        generation = {} if generation is None else generation
+        if not isinstance(generation, dict):  # [], false and "" too: they had passed as the defaults
             raise ValueError(f'generation={generation!r} must be an object of decoding options, e.g. {{"beam": 4}}')
         self.generation = strict_from_dict(GenerationOptions, dict(generation), what="generation")
         self.model_options = {k: v for k, v in options.items() if k not in TASK_OPTIONS}
