@@ -164,7 +164,11 @@ def test_html_definition_lists_details_and_markdown_and_text() -> None:
     raw = ("## How do I copy?\n\nPress <kbd>Ctrl</kbd>+<kbd>C</kbd>.<br>Then paste.<!-- note -->\n\n"
            "## How <script>alert(1)</script> do I pay?\n\nUse <b onmouseover=x>pay</b>: `<div>` or attend train "
            "<DATA>.\n\n## Link?\n\nClick [here](javascript:alert(1)) or [bikes](https://w.example/Bike_(x)).\n")
-    # An unclosed "<template>" or "<!--" is text, as CommonMark reads it: it had eaten every later question.
+    # A name a placeholder may have is a tag only with attributes or as a closing tag.
+    assert parse_markdown('## When?\n\nOn <time datetime="2024-01-01">1 Jan</time>: run x <input>.') == [
+        ("When?", "On 1 Jan: run x <input>.")]
+    # An unclosed "<template>" or "<!--" inside a line is text, as CommonMark reads it: it had eaten every later
+    # question.
     unclosed = "Q: How do I start?\nA: Run x <template> in a shell.\n\nQ: How do I stop?\nA: Write <!-- to.\n"
     assert parse_markdown(unclosed) == [("How do I start?", "Run x <template> in a shell."),
                                         ("How do I stop?", "Write <!-- to.")]  # fmt: skip

@@ -206,7 +206,9 @@ _ADDRESS = r"(?:[^()\s>]|\([^()\s]*\))*"
 # Raw HTML in Markdown: an element whose content no reader sees, a comment, a line break, or the tag
 # of another HTML element (its content stays). Only HTML's own element names, and not those a command's
 # placeholder is spelt as: "attend train <DATA>" and "<input>" stay.
-_UNSEEN_HTML = re.compile(  # closed ones only: an unclosed "<template>" or "<!--" is text, as CommonMark reads it
+# Closed ones only: an unclosed "<template>" or "<!--" is kept as text (inside a line CommonMark reads it so;
+# at a line's start it would hide the rest of the page, and here every later question with it).
+_UNSEEN_HTML = re.compile(
     r"<(script|style|template|iframe|object|noscript)\b[^>]*>.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL
 )
 _HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
@@ -214,7 +216,9 @@ _HTML_TAG = re.compile(
     r"</?(?:a|abbr|article|aside|audio|b|bdi|bdo|big|blink|blockquote|button|center|cite|code|dd|del|details|dfn|div"
     r"|dl|dt|em|embed|figcaption|figure|font|form|h[1-6]|hr|i|img|ins|kbd|li|link|mark|marquee|meta"
     r"|object|ol|p|picture|pre|q|s|samp|section|small|span|strike|strong|sub|summary|sup|svg|table"
-    r"|tbody|td|textarea|tfoot|th|thead|tr|tt|u|ul|video|wbr)(?:\s[^<>]*)?/?>",
+    r"|tbody|td|textarea|tfoot|th|thead|tr|tt|u|ul|video|wbr)(?:\s[^<>]*)?/?>"
+    # names a placeholder may have: a tag only with attributes (<time datetime=...>) or as a closing tag
+    r"|</(?:input|label|select|source|time|var)\s*>|<(?:input|label|select|source|time|var)\s[^<>]*>",
     re.IGNORECASE,
 )
 
