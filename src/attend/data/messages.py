@@ -520,8 +520,8 @@ def _mail_to_message(msg: email.message.Message, max_chars: int) -> tuple[Messag
     return message, not given
 
 
-#: Control characters (not tab or line break; C1 too, which bytes read as Latin-1 give): binary junk
-#: in a damaged mailbox or a terminal's escape sequence in a crafted one, never text.
+#: Control characters (not tab or line break; C1 too, as UTF-8 or a stray charset may spell them):
+#: binary junk in a damaged mailbox or a terminal's escape sequence in a crafted one, never text.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _QUOTED = re.compile(r"[ \t]*>")
 _ATTRIBUTION = re.compile(r"[0-9@]")  # a date, a time or an address: what a mail client's attribution line holds
