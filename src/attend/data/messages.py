@@ -24,13 +24,12 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
-from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, Any, ClassVar, NamedTuple
@@ -823,13 +822,13 @@ def _check_mbox(path: Path) -> None:
 
 
 def _read_mail(
-    name: str, where: str, parse: Callable[[], email.message.Message], max_chars: int, stats: dict[str, Any]
+    name: str, where: str, raw: bytes, max_chars: int, stats: dict[str, Any]
 ) -> Iterator[_Read]:
-    """The message of one mail, ``parse()`` giving it; a mail nested too deep to parse is skipped
-    and counted (``too_deep``): the standard library's parser recurses once per level, and a crafted
-    45 kB mail of a thousand had ended the whole mailbox's run with a RecursionError."""
+    """The message of one mail's bytes; a mail nested too deep to parse is skipped and counted
+    (``too_deep``): the standard library's parser recurses once per level, and a crafted 45 kB mail
+    of a thousand had ended the whole mailbox's run with a RecursionError."""
     try:
-        msg = parse()
+        msg = email.message_from_bytes(raw)
     except RecursionError:
         _count(stats, "too_deep", where)
         return
@@ -853,8 +852,7 @@ def _read_mbox(path: Path, max_chars: int, stats: dict[str, Any]) -> Iterator[_R
             # A body line starting "From " is written ">From " in an mbox (and ">From " as ">>From "):
             # unescaped, the mail reads as it was sent, and as the same mail does from a Maildir.
             raw = _FROM_ESCAPED.sub(rb"\1", box.get_bytes(key))
-            yield from _read_mail(str(path), f"message {number}", partial(email.message_from_bytes, raw), max_chars,
-                                  stats)  # fmt: skip
+            yield from _read_mail(str(path), f"message {number}", raw, max_chars, stats)
     finally:
         box.close()
 
@@ -880,8 +878,7 @@ def _read_maildir(path: Path, max_chars: int, stats: dict[str, Any]) -> Iterator
             raw = box.get_bytes(key)
         except (KeyError, FileNotFoundError):
             continue  # deleted by a mail client while we read: no longer there to triage
-        yield from _read_mail(str(path), f"mail {key}", partial(email.message_from_bytes, raw), max_chars,
-                              stats)  # fmt: skip
+        yield from _read_mail(str(path), f"mail {key}", raw, max_chars, stats)
 
 
 def _read(source: Any, fmt: str | None, max_chars: int, stats: dict[str, Any]) -> Iterator[_Read]:
