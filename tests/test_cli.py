@@ -608,3 +608,22 @@ def test_verbs_that_do_not_train_are_refused_under_torchrun(
     assert "attend recommend top runs in one process" in capsys.readouterr().err
     assert main(["train", "missing.csv", "--out", "m"]) == 2  # train goes on, to its own error
     assert "under torchrun name a --model" in capsys.readouterr().err
+
+
+def test_a_failed_exchange_under_torchrun_is_one_line_from_the_rank_that_met_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import attend.training
+    from attend.training import ExchangeFailed
+
+    def lost(*args: object, **kwargs: object) -> None:
+        raise ExchangeFailed("an exchange with the other torchrun processes failed (Connection closed by peer)")
+
+    monkeypatch.setattr(attend.training, "train", lost)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")  # not rank 0: it says so all the same, as the others may be gone
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\na,x\n", encoding="utf-8")
+    assert main(["train", str(data), "--out", str(tmp_path / "m"), "--model", "encoder"]) == 1
+    assert capsys.readouterr().err == ("[rank 1] error: an exchange with the other torchrun processes failed "
+                                       "(Connection closed by peer)\n")  # fmt: skip

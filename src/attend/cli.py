@@ -1664,6 +1664,9 @@ def _main(argv: Sequence[str] | None) -> int:
                 if _reports():
                     print(f"stopped: {exc}{_elastic_note()}", file=sys.stderr)
                 return 130
+            if type(exc).__name__ == "ExchangeFailed":  # under torchrun: each process that met it says so
+                print(f"{_rank_prefix(exc)}error: {exc}", file=sys.stderr)
+                return 1
             from attend.apps import database_problem  # torch-free, and only when something failed
 
             problem = database_problem(exc)

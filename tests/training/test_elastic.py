@@ -224,6 +224,32 @@ def test_an_error_one_rank_meets_alone_is_said_by_that_rank(tmp_path: Path) -> N
     assert not (tmp_path / "fault").exists()
 
 
+def test_a_lost_peer_is_said_in_one_line_with_the_resume_that_then_continues(tmp_path: Path) -> None:
+    """Without --max-restarts, the process left waiting on a killed peer had printed gloo's traceback."""
+    train = _setup(tmp_path, 400)
+    out, flag = tmp_path / "lost", tmp_path / "paused"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "--monitor-interval", "5"]  # the agent stops rank 1 only after it has met the loss  # fmt: skip
+    paused = str(Path(__file__).parents[1] / "paused.py")
+    run = subprocess.Popen([*launcher, paused, "checkpoint:1:10", str(flag), *train[2:], "--out", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (flag.exists() and flag.read_text(encoding="utf-8")) and run.poll() is None:
+        assert time.monotonic() < deadline, "the run did not reach the checkpoint in 4 minutes"
+        time.sleep(0.05)
+    os.kill(int(flag.read_text(encoding="utf-8")), signal.SIGKILL)  # rank 0, rank 1 waiting for it
+    _, err = run.communicate(timeout=300)
+    assert run.returncode != 0
+    said = [line for line in err.splitlines() if line.startswith("[rank 1] error: ")]
+    assert len(said) == 1 and "exchange with the other torchrun processes failed" in said[0], err[-3000:]
+    assert "run the same torchrun command with --resume" in said[0] and ".lost.training" in said[0], said
+    assert "[rank1]: Traceback" not in err, err[-3000:]
+    resumed = subprocess.run([*launcher, *train, "--out", str(out), "--resume"], capture_output=True, text=True,
+                             env=ENV, timeout=300, check=False)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from epoch 2" in resumed.stderr and (out / "metrics.json").is_file(), resumed.stderr[-3000:]
+
+
 def test_sigterm_finishes_the_step_saves_it_and_resume_continues(tmp_path: Path) -> None:
     """What a scheduler sends before it reclaims a machine, and torchrun's launcher its workers when
     it stops: the run stopped at once with nothing of the epoch saved since the last checkpoint."""

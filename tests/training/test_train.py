@@ -622,3 +622,35 @@ def test_the_elastic_job_is_named_by_the_agents_log_folder_through_restarts(monk
     assert _elastic_job() == first and first is not None and first.endswith(":/tmp/torchelastic_x/myrun_ab12")
     monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", "/tmp/torchelastic_y/myrun_cd34/attempt_1/0/error.json")
     assert _elastic_job() != first  # another torchrun: another job
+
+
+def test_a_failed_exchange_with_torchrun_peers_says_what_comes_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The processes test (test_elastic.py) kills a peer; here, each thing the one line can say.
+    import torch.distributed as dist
+
+    from attend.training.trainer import _exchange_failure, _raised_in_exchange
+
+    with pytest.raises(Exception) as raised:  # its type is PyTorch's to choose
+        dist.barrier()  # no process group: raised inside torch.distributed, as a peer's loss is
+    assert _raised_in_exchange(raised.value)
+    assert _raised_in_exchange(dist.DistNetworkError("x"))
+    try:
+        raise RuntimeError("a bug of our own")
+    except RuntimeError as exc:
+        assert not _raised_in_exchange(exc)
+    gloo = RuntimeError("[/x/gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:24485. This is "
+                        "typically caused by a remote worker crashing. GLHF!")  # fmt: skip
+    work = tmp_path / ".m.training"
+    said = _exchange_failure(gloo, work)
+    assert "(Connection closed by peer [127.0.0.1]:24485)" in said and "pair.cc" not in said
+    assert "no training state was saved yet: run the same torchrun command again" in said
+    (work / "checkpoint").mkdir(parents=True)
+    assert f"the state saved last is in {work}: run the same torchrun command with --resume" in _exchange_failure(
+        gloo, work)
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "2")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert "torchrun restarts the group (--max-restarts), which resumes" in _exchange_failure(gloo, work)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")  # none left
+    assert "with --resume" in _exchange_failure(gloo, work)

@@ -13,6 +13,7 @@ from attend.training.tasks import (
 from attend.training.tasks.base import fingerprint
 from attend.training.text import train
 from attend.training.trainer import (
+    ExchangeFailed,
     Trainer,
     TrainingArgs,
     TrainingDiverged,
@@ -25,6 +26,7 @@ from attend.training.trainer import (
 __all__ = [
     "TASKS",
     "ClassificationTask",
+    "ExchangeFailed",
     "Task",
     "TrainResult",
     "Trainer",

@@ -19,6 +19,7 @@ import functools
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -73,6 +74,14 @@ __all__ = [
 
 class TrainingInterrupted(Exception):
     """Training stopped early (Ctrl-C, or ``stop_after_steps``); its state is saved for ``resume``."""
+
+
+class ExchangeFailed(RuntimeError):
+    """Under torchrun, an exchange with the other processes (a gradient all-reduce, a barrier) failed:
+    typically another process stopped. Each process that met it says so (``one_rank``), with where the
+    state saved last waits for ``resume``."""
+
+    one_rank = True
 
 
 class TrainingDiverged(ValueError):
@@ -1069,6 +1078,10 @@ class Trainer:
         lock = OutputLock(out) if info.main else None
         try:
             return self._fit(out, info, resume=resume, overwrite=overwrite)
+        except RuntimeError as exc:
+            if info.world_size > 1 and _raised_in_exchange(exc):  # a peer's loss had shown each survivor's
+                raise ExchangeFailed(_exchange_failure(exc, state_directory(out))) from exc  # gloo traceback
+            raise
         finally:
             if lock is not None:
                 lock.release()
@@ -1598,6 +1611,33 @@ def _resumed_args(out: Path, recorded: dict[str, Any], given: TrainingArgs,
     # What may change changes only when given: --threads left out keeps the interrupted run's.
     kept = {key: now[key] for key in RESUME_MAY_CHANGE if key in options}
     return TrainingArgs.from_dict({**recorded, **kept})
+
+
+def _raised_in_exchange(exc: BaseException) -> bool:
+    """Whether ``exc`` came from ``torch.distributed`` (a collective, the process group's store)."""
+    if isinstance(exc, dist.DistError):
+        return True
+    frame, tb = "", exc.__traceback__
+    while tb is not None:
+        frame, tb = tb.tb_frame.f_code.co_filename, tb.tb_next
+    return f"{os.sep}torch{os.sep}distributed{os.sep}" in frame
+
+
+def _exchange_failure(exc: BaseException, work: Path) -> str:
+    """What an :class:`ExchangeFailed` says: the backend's own words (gloo's first sentence, without
+    its source location) and what comes next, a restart by torchrun or ``--resume``."""
+    said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    said = re.sub(r"^\[[^\]]*\]\s*", "", said).split(". ")[0].rstrip(".")
+    restarts = os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0").strip()
+    left = restarts.isdigit() and int(restarts) > _restarts()
+    if left:
+        after = "torchrun restarts the group (--max-restarts), which resumes from the state saved last by itself"
+    elif _has_checkpoint(work):
+        after = f"the state saved last is in {work}: run the same torchrun command with --resume to continue from it"
+    else:
+        after = "no training state was saved yet: run the same torchrun command again to start over"
+    return (f"an exchange with the other torchrun processes failed ({said}): typically another process stopped, and "
+            f"its log says why; {after}")
 
 
 def _has_checkpoint(work: Path) -> bool:
