@@ -92,3 +92,20 @@ def test_another_programs_database_is_refused_unchanged(tmp_path: Path) -> None:
     assert path.read_bytes() == before
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_a_failed_statement_keeps_its_values_out_of_the_error(tmp_path: Path) -> None:
+    """The error goes to the server's log (`attend serve`'s 500): SQLAlchemy had quoted a message's text
+    in its parameters."""
+    from sqlalchemy.exc import IntegrityError
+
+    metadata, schema = _tables()
+    engine = create_engine(tmp_path / "d.db", create=True, kind="demo", missing_hint="")
+    create_tables(engine, metadata, schema, 1, str(tmp_path / "d.db"))
+    items = metadata.tables["demo_items"]
+    with engine.begin() as conn:
+        conn.execute(items.insert(), {"id": 1, "text": "first"})
+    with pytest.raises(IntegrityError) as failed, engine.begin() as conn:
+        conn.execute(items.insert(), {"id": 1, "text": "a private message"})
+    assert "private" not in str(failed.value) and "parameters hidden" in str(failed.value)
+    engine.dispose()

@@ -165,7 +165,9 @@ def create_engine(db: str | os.PathLike[str], *, create: bool, kind: str, missin
     """
     url = database_url(db, create=create, kind=kind, missing_hint=missing_hint)
     try:
-        engine = sa.create_engine(url)
+        # A failed statement's parameters (a message's text, its highlighted words) stay out of the
+        # error, which goes to the server's log: SQLAlchemy had put them in its words.
+        engine = sa.create_engine(url, hide_parameters=True)
     except (ArgumentError, ImportError, SQLAlchemyError) as exc:
         raise ValueError(f"--db {os.fspath(db)}: cannot use this database ({type(exc).__name__}: {exc})") from None
     if engine.dialect.name == "sqlite":
