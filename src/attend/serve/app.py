@@ -209,6 +209,15 @@ class _GuardAndMeasure:
                 task.uncancel()
             await error_response(503, "shutting_down", "the server shut down before this request finished; "
                                  "send it again")(scope, receive, send_and_note)  # fmt: skip
+        except Exception as exc:  # a bug (a failing model, a plugin's route): say so, keep serving
+            if status["started"]:
+                raise
+            # The exception goes to the log, once, not to the client: its words may hold what a request
+            # or a plugin must not show (a message's text, a path, a secret). Answered here, it no
+            # longer reaches Starlette's outermost layer, which re-raised it for uvicorn to log again.
+            log.error("%s %s failed", scope["method"], scope["path"], exc_info=exc)
+            await error_response(500, "internal", f"an internal error ({type(exc).__name__}); the server's log has "
+                                 "it")(scope, receive, send_and_note)  # fmt: skip
         finally:
             self.metrics.in_flight.dec()
             path = getattr(scope.get("route"), "path", None)
@@ -504,13 +513,6 @@ def create_app(
         # A route's own check of a request's content (an until that is no time, an id twice) is as much
         # a validation error as the schema's: one type for every 422, whoever found it.
         return error_response(exc.status_code, "validation" if exc.status_code == 422 else "http", str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:  # a bug: say so, keep serving
-        # The exception goes to the log, not to the client: its words may hold what a request or a
-        # plugin must not show (a message's text, a path, a secret).
-        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "internal", f"an internal error ({type(exc).__name__}); the server's log has it")
 
     app.include_router(routes.router)
 
