@@ -459,10 +459,17 @@ def test_a_database_keeps_its_topic_model(model_dir: Path, tmp_path: Path, capsy
     assert {e.topic for e in open_store(db, create=False).events()} == {"neg", "pos"}  # none under "all"
     plain = tmp_path / "plain.db"
     # Another kind of model as the topic model is refused by the CLI as by the service.
-    from attend.apps.monitor.scoring import load_topic_model
+    from attend.apps.monitor.scoring import find_negative_label, load_text_classifier
 
     with pytest.raises(ValueError, match=r"--topic-model .*: a translation model, not a text classifier"):
-        load_topic_model(str(translator_dir))
+        load_text_classifier(str(translator_dir))
+    # So is one as the sentiment model: it had failed on the model's missing labels, with a traceback.
+    capsys.readouterr()
+    assert main(["run", "--events", str(events), "--model", str(translator_dir), "--db", str(plain)]) == 2
+    assert capsys.readouterr().err == f"error: --model {translator_dir}: a translation model, not a text classifier\n"
+    assert not plain.exists()
+    with pytest.raises(ValueError, match=r"^the monitor scores sentiment with a text classifier, not a translation"):
+        find_negative_label(load(translator_dir))  # from Python
     assert main([*run[:-1], str(plain)]) == 0
     assert main([*run[:-1], str(plain), "--topic-model", str(model_dir)]) == 2
     assert "it was run without a topic model (an event without a topic goes under 'all')" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import logging
 import sys
 from collections.abc import Iterator, Sequence
@@ -80,9 +81,8 @@ def _detection_settings(values: dict[str, Any]) -> Any:
 def _cmd_run(args: argparse.Namespace) -> int:
     from attend.apps.monitor.events import follow_events, read_events, stream_events
     from attend.apps.monitor.monitor import Monitor, MonitorSettings, run_events
-    from attend.apps.monitor.scoring import Scorer, find_negative_label, load_topic_model
+    from attend.apps.monitor.scoring import Scorer, find_negative_label, load_text_classifier
     from attend.apps.monitor.store import open_store
-    from attend.runtime import load
 
     # Checked before anything is loaded or written (a refused --max-rate left an empty database).
     for flag, value, fine, rule in (
@@ -103,9 +103,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    sentiment = _flagged("--model", args.model, load)
+    sentiment = _flagged("--model", args.model, functools.partial(load_text_classifier, flag="--model"))
     scorer = Scorer(sentiment, find_negative_label(sentiment, args.negative_label),
-                    topic_model=_flagged("--topic-model", args.topic_model, load_topic_model) if args.topic_model
+                    topic_model=_flagged("--topic-model", args.topic_model, load_text_classifier) if args.topic_model
                     else None,
                     method=args.explain_method, words=args.top_words, batch_size=args.batch_size)  # fmt: skip
     total: int | None = None

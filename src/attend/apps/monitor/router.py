@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from attend.apps.monitor.detect import DetectionSettings
 from attend.apps.monitor.events import MAX_KEY_CHARS, Event, has_zone, parse_time
 from attend.apps.monitor.monitor import Monitor, MonitorSettings
-from attend.apps.monitor.scoring import Scorer, find_negative_label, load_topic_model
+from attend.apps.monitor.scoring import Scorer, find_negative_label, load_text_classifier
 from attend.apps.monitor.store import MonitorStore, open_store
 from attend.apps.sqlstore import named_as
 from attend.data.validation import text_problem
@@ -194,7 +194,7 @@ def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_l
         where = f" ({runtime.path})" if getattr(runtime, "path", None) else ""
         raise ValueError(f"--monitor-db scores events with a text classifier; the served model{where} is a "
                          f"{getattr(runtime, 'task', 'other')} model")  # fmt: skip
-    topics_from = load_topic_model(topic_model, "--monitor-topic-model") if topic_model is not None else None
+    topics_from = load_text_classifier(topic_model, "--monitor-topic-model") if topic_model is not None else None
     with named_as("--monitor-db"):
         settings = MonitorSettings(detection=_saved_detection(db))  # the service has no options of its own for them
         judged = settings.detection.to_dict()  # the window and thresholds its alerts are judged with, kept current

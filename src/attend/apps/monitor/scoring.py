@@ -33,6 +33,9 @@ def find_negative_label(predictor: TextClassifier, given: str | None = None) -> 
     Raises:
         ValueError: ``given`` is not a label, or no single label looks negative (lists the labels).
     """
+    if not isinstance(predictor, TextClassifier):  # a recommender had failed on its missing .labels
+        kind = getattr(predictor, "task", None) or type(predictor).__name__
+        raise ValueError(f"the monitor scores sentiment with a text classifier, not a {kind} model")
     where = f"the model {predictor.path}" if predictor.path else "the model"
     if given is not None:
         if given not in predictor.labels:
@@ -136,9 +139,9 @@ class Scorer:
         ]
 
 
-def load_topic_model(path: str, flag: str = "--topic-model") -> TextClassifier:
-    """The text classifier at ``path`` that gives topics to events without one (named by ``flag``
-    in errors): another kind of model is refused, not run on the events."""
+def load_text_classifier(path: str, flag: str = "--topic-model") -> TextClassifier:
+    """The text classifier at ``path`` (the sentiment model, or the one that gives topics to events
+    without one), named by ``flag`` in errors: another kind of model is refused, not run on the events."""
     from attend.runtime import load
 
     model = load(path)
