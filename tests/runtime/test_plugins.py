@@ -318,6 +318,15 @@ def test_registrations_that_would_half_work_are_refused(monkeypatch: pytest.Monk
     with pytest.raises(TypeError, match=r"task 'half_work_task' \(.*Unfinished\) does not define default_lr, "
                                         r".*write: a Task"):  # fmt: skip
         register_task(Unfinished)
+    # train_size written without @property had failed in the Trainer: a method divided by the batch size
+    methods = {name: getattr(ClassificationTask, name) for name in Task.__abstractmethods__ if name != "train_size"}
+    with pytest.raises(TypeError, match=r"task 'half_work_task' \(Sized\) defines train_size as a method; Task's "
+                                        r"train_size is a property: decorate it with @property"):  # fmt: skip
+        register_task(type("Sized", (Task,), {**methods, "name": "half_work_task", "selection": "accuracy",
+                                              "train_size": lambda self: 160}))  # fmt: skip
+    from attend.training.tasks.base import TASKS as registered
+
+    assert "half_work_task" not in registered
     # a recommender's name, taken before its module registered it, had broken attend's own recommender
     from attend.training.tasks.base import TASKS
 

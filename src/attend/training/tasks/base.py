@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -177,6 +178,12 @@ def register_task(cls: TaskT) -> TaskT:
     if abstract:  # it had claimed the name, and failed only when created (a TypeError)
         raise TypeError(f"task {cls.name!r} ({cls.__qualname__}) does not define {', '.join(abstract)}: a Task "
                         "subclass must, before it is registered")  # fmt: skip
+    # `def train_size(self)` without @property passed the check above, then failed in the Trainer
+    # (a bound method divided by the batch size).
+    for name, member in vars(Task).items():
+        if isinstance(member, property) and callable(inspect.getattr_static(cls, name)):
+            raise TypeError(f"task {cls.name!r} ({cls.__qualname__}) defines {name} as a method; Task's {name} is a "
+                            "property: decorate it with @property")  # fmt: skip
     TASKS[cls.name] = cls
     return cls
 
