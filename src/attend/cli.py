@@ -31,7 +31,7 @@ from attend.config import (
     share,
     wait_ms,
 )
-from attend.jsonout import dumps_json
+from attend.jsonout import dumps_json, python_values
 from attend.stopping import sigterm_as_ctrl_c
 from attend.version import __version__
 
@@ -307,6 +307,7 @@ def _evaluate_own_task(args: argparse.Namespace) -> int:
     if not isinstance(found, dict):
         raise UsageError(f"{args.model_dir}: its {runtime.task} runtime's evaluate() returned "
                          f"{type(found).__name__}, not a dict of metrics")  # fmt: skip
+    found = python_values(found)  # numpy's or PyTorch's numbers, as the Trainer takes them (--json had refused them)
     if args.json:
         print(dumps_json(found))
     else:

@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-__all__ = ["dumps_json", "finite_json"]
+__all__ = ["dumps_json", "finite_json", "python_values"]
 
 
 #: What ``json.dumps`` takes as an object's key (it writes each as text).
@@ -68,6 +68,19 @@ def _first_not_json(data: Any, where: str) -> str | None:
     if data is None or isinstance(data, str | int | float):
         return None
     return f"{where or 'the value'} is a {kind(data)}"
+
+
+def python_values(data: Any) -> Any:
+    """``data`` with numpy's and PyTorch's numbers as Python's: a numpy scalar or a 0-d tensor becomes
+    a number, an array a list (each has ``tolist()``: nothing is imported for them). What a task or a
+    plugin's runtime returns as metrics may hold them (they print, and JSON had refused them)."""
+    if isinstance(data, dict):
+        return {key: python_values(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [python_values(value) for value in data]
+    if not isinstance(data, str | bytes) and callable(getattr(data, "tolist", None)):
+        return data.tolist()
+    return data
 
 
 def dumps_json(data: Any) -> str:

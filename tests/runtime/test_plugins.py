@@ -379,6 +379,35 @@ def test_a_runtime_of_another_task_is_refused_and_own_tasks_evaluate_by_their_ru
     assert cli.main(["evaluate", "own_model", "data.csv"]) == 0 and called == ["own_model"]
 
 
+def test_a_plugin_runtimes_numpy_and_tensor_metrics_are_printed_as_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Trainer takes a task's numpy or tensor numbers; `attend evaluate --json` had refused them
+    ("mean is a numpy.float32, which JSON cannot hold") where the plain report printed them."""
+    import json
+
+    import numpy as np
+    import torch
+
+    import attend.cli as cli
+    import attend.runtime
+
+    class Own:
+        task = "own_metrics"
+
+        def evaluate(self, data: str) -> dict[str, object]:
+            return {"mean": np.float32(0.5), "count": np.int64(3), "loss": torch.tensor(0.25),
+                    "per_class": np.array([1.0, 0.0]), "name": "x"}  # fmt: skip
+
+    monkeypatch.setattr(cli, "_task_of", lambda model_dir: "own_metrics")
+    monkeypatch.setattr(attend.runtime, "load", lambda path: Own())
+    assert cli.main(["evaluate", "own_model", "data.csv", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"mean": 0.5, "count": 3, "loss": 0.25, "per_class": [1.0, 0.0],
+                                                   "name": "x"}  # fmt: skip
+    assert cli.main(["evaluate", "own_model", "data.csv"]) == 0
+    assert "  mean: 0.5000\n  count: 3\n  loss: 0.2500\n" in capsys.readouterr().out
+
+
 def test_an_installed_packages_text_model_trains_by_name(
     planted_csv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -43,6 +43,7 @@ from attend.explain.render import (
     wrapped_title,
 )
 from attend.io import check_picture_folder, enclosing_model_directory
+from attend.jsonout import finite_json, python_values
 from attend.plotting import plain_text, pyplot
 
 __all__ = ["LINK_RATIO", "Alignment", "AlignmentReport", "alignment_html", "alignment_png", "save_alignment_pngs",
@@ -134,17 +135,7 @@ def _links(weights: np.ndarray) -> list[dict[str, Any]]:
 
 def _plain(value: Any) -> Any:
     """JSON-safe: numpy scalars and arrays to Python, non-finite floats to None."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return finite_json(python_values(value))
 
 
 def to_json_dict(alignment: Alignment, *, maps: bool = False) -> dict[str, Any]:

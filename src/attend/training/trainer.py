@@ -54,7 +54,7 @@ from attend.io import (
     save_tensors,
     save_weights,
 )
-from attend.jsonout import dumps_json, finite_json
+from attend.jsonout import dumps_json, finite_json, python_values
 from attend.models import auxiliary_loss, build
 from attend.training.adversarial import ADVERSARIAL, EmbeddingAdversary
 from attend.training.tasks.base import TASKS, Task, comparable
@@ -429,24 +429,11 @@ def _check_registered(task: Task) -> None:
                          "(a model directory it wrote would load as the other task's)")  # fmt: skip
 
 
-def _plain(value: Any) -> Any:
-    """Metrics as JSON takes them: a numpy number or a 0-d tensor becomes a Python number, an array
-    a list (a task's numpy float32 had passed the checks, then failed the epoch's log line)."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray | torch.Tensor):
-        return value.tolist()
-    return value
-
-
 def _evaluate(task: Task, network: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
     """``task.evaluate``, checked for what the Trainer reads of it: the selection metric and ``loss``,
     numbers (a task of one's own that leaves one out is told so, not a bare KeyError); numpy and
-    tensor values as Python's (:func:`_plain`). The network is in eval mode with gradients off while it
+    tensor values as Python's (:func:`~attend.jsonout.python_values`; a task's numpy float32 had passed the
+    checks, then failed the epoch's log line). The network is in eval mode with gradients off while it
     runs (a task that did not set them itself had selected epochs on dropout-noised figures), and
     back in the mode it was in after."""
     was_training = network.training
@@ -458,7 +445,7 @@ def _evaluate(task: Task, network: nn.Module, split: str, batch_size: int) -> di
         network.train(was_training)
     if not isinstance(metrics, dict):
         raise TypeError(f"{type(task).__name__}.evaluate returned {type(metrics).__name__}, expected a dict of metrics")
-    metrics = _plain(metrics)
+    metrics = python_values(metrics)
     try:  # checked at the first evaluation: it had failed the epoch's log line, or the end's metrics.json
         finite_json(metrics)
     except ValueError as error:
