@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import importlib
 import os
 import re
@@ -1042,10 +1043,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say_exporting(model_dir: str, what: str) -> None:
-    """One line on stderr before the export's silent seconds to minutes (tracing, then the parity check)."""
-    print(f"exporting {what} of {model_dir} to ONNX, then checking it against PyTorch (seconds to minutes, by the "
-          "model's size)...", file=sys.stderr, flush=True)  # fmt: skip
+def _say_exporting(model_dir: str, what: str) -> Callable[[], None]:
+    """What says, on stderr, what the export's silent seconds to minutes are (tracing, then the parity
+    check), once its checks have passed."""
+    return functools.partial(print, f"exporting {what} of {model_dir} to ONNX, then checking it against PyTorch "
+                             "(seconds to minutes, by the model's size)...", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -1069,8 +1071,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if args.attentions or args.unpad:
             raise ValueError("--attentions and --unpad are for classifiers; a translator exports its encoder and "
                              "cached decoder step")  # fmt: skip
-        _say_exporting(args.model_dir, "its encoder and cached decoder step")
-        report = export_translator(args.model_dir, args.onnx, opset=args.opset, texts=texts, overwrite=args.overwrite)
+        report = export_translator(args.model_dir, args.onnx, opset=args.opset, texts=texts, overwrite=args.overwrite,
+                                   on_start=_say_exporting(args.model_dir, "its encoder and cached decoder step"))
         if args.json:
             print(dumps_json(report))
             return 0
@@ -1083,9 +1085,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
               f"{parity['steps_compared']} decoder steps")  # fmt: skip
         print("decode it greedily with attend.deploy.export_seq2seq.OnnxTranslator (ONNX Runtime)")
         return 0
-    _say_exporting(args.model_dir, "the classifier")
     report = export_onnx(args.model_dir, args.onnx, attentions=args.attentions, opset=args.opset, texts=texts,
-                         unpad=args.unpad, overwrite=args.overwrite)  # fmt: skip
+                         unpad=args.unpad, overwrite=args.overwrite,
+                         on_start=_say_exporting(args.model_dir, "the classifier"))  # fmt: skip
     if args.json:
         print(dumps_json(report))
         return 0

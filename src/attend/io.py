@@ -361,6 +361,8 @@ def locked_target(path: Path) -> Path | None:
 #: What attend writes into a model directory beside the files its ``config.json`` lists: the run's
 #: log, TensorBoard events and figures, a recommender's ids, an int8 graph (``attend quantize``),
 #: the ONNX copy ``quantize --runtime both`` makes, an ensemble's members, ``attend demo``'s page.
+#: The folder of a model directory where ``attend quantize`` exports its ONNX model directory.
+ONNX_FOLDER = "onnx"
 MODEL_DIRECTORY_EXTRAS = frozenset({
     "config.json", "metrics.json", "train_log.jsonl", "runs", "confusion_matrix.png", "items.json",
     "model.int8.onnx", "onnx", "members", "explanation.html",
@@ -531,7 +533,8 @@ def _refuse_a_long_name(out: Path) -> None:
 
 def check_output_directory(out: Path, *, source: Path | None = None, overwrite: bool = True) -> None:
     """Refuse an output that would overwrite its source, an existing model without ``overwrite``,
-    anything that is not a model directory, or a name too long for the hidden names beside it."""
+    anything that is not a model directory, one inside another model directory (but its ``onnx/``),
+    or a name too long for the hidden names beside it."""
     _refuse_a_long_name(out)
     if source is not None:
         out_abs, source_abs = out.resolve(), source.resolve()
@@ -543,6 +546,12 @@ def check_output_directory(out: Path, *, source: Path | None = None, overwrite: 
     if ensemble is not None:
         raise ModelDirError(f"{out} is a member of the ensemble {ensemble}, whose recorded hashes writing into it "
                             "would break; choose another output directory")  # fmt: skip
+    owner = enclosing_model_directory(out.parent)
+    if owner is not None and out.resolve().relative_to(owner).parts != (ONNX_FOLDER,):
+        # A folder attend did not write there stops `attend train --overwrite` from replacing that model;
+        # `onnx/` is attend's own (where `attend quantize` exports).
+        raise ModelDirError(f"{out} is inside the model directory {owner}, where it would stop `attend train "
+                            "--overwrite` from replacing that model; choose a directory outside it")  # fmt: skip
     if not out.exists():
         _refuse_a_file_above(out)
         return

@@ -156,3 +156,27 @@ def test_columns_without_a_data_file_are_refused(trained: dict[str, Path], capsy
     assert main(["quantize", str(trained["encoder"]), "--runtime", "torch", "--data", "rotten_tomatoes",
                  "--text-col", "body"]) == 2  # fmt: skip
     assert "a bundled dataset, have their own" in capsys.readouterr().err
+
+
+def test_an_output_inside_a_model_directory_is_refused_before_anything_is_said(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], planted_csv: Path
+) -> None:
+    """`export --onnx MODEL/sub` (or prune, ensemble, train into one) had written a folder that then
+    stopped `attend train --overwrite` of that model; export said "exporting ..." before refusing."""
+    model = copy_model(trained["encoder"], tmp_path)
+    for argv in (["export", str(model), "--onnx", str(model / "sub")],
+                 ["export", str(trained["encoder_cls"]), "--onnx", str(model / "sub" / "deeper")],
+                 ["prune", str(model), "--out", str(model / "pruned"), "--heads", "1"],
+                 ["ensemble", str(model), str(trained["encoder_cls"]), "--out", str(model / "ens")],
+                 ["train", str(planted_csv), "--model", "encoder", "--out", str(model / "again")]):  # fmt: skip
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        inside = "is inside the member" if argv[0] == "ensemble" else "is inside the model directory"
+        assert err.startswith("error: ") and inside in err and "exporting" not in err, err
+        assert sorted(p.name for p in model.iterdir()) == sorted(p.name for p in trained["encoder"].iterdir())
+    # attend's own onnx/ folder is where quantize exports, and train --overwrite replaces it with the model
+    assert main(["export", str(model), "--onnx", str(model / "onnx"), "--json"]) == 0
+    assert (model / "onnx" / "model.onnx").is_file()
+    capsys.readouterr()
+    assert main(["export", str(model), "--onnx", str(model), "--overwrite"]) == 2  # its source: said before work
+    assert "exporting" not in capsys.readouterr().err

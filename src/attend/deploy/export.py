@@ -34,7 +34,7 @@ import random
 import shutil
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -428,6 +428,7 @@ def export_onnx(
     threads: int | None = None,
     unpad: bool = False,
     overwrite: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Export a model directory to an ONNX model directory, verified against PyTorch.
 
@@ -450,6 +451,8 @@ def export_onnx(
             benchmarks/unpad.py).
         overwrite: Replace a model directory already at ``out_dir`` (else that is an error,
             found before the export; ``attend export`` asks for ``--overwrite``).
+        on_start: Called once every check has passed, as the export begins (``attend export``
+            says what it is doing: it had said so before refusing a bad input).
 
     Returns:
         A JSON-ready report: paths, inputs/outputs, opset, file size, the parity numbers.
@@ -466,6 +469,8 @@ def export_onnx(
     out = Path(out_dir)
     staged = ArtifactWriter(out, source=source, overwrite=overwrite)  # checks the output before any work
     check_texts, texts_source = parity_texts(predictor, texts)
+    if on_start is not None:
+        on_start()
     with staged as writer:
         staging = writer.path
         onnx_path = staging / ONNX_FILE

@@ -40,7 +40,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -610,6 +610,7 @@ def export_translator(
     tolerance: float = PARITY_TOLERANCE,
     threads: int | None = None,
     overwrite: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Export a translation directory to an ONNX directory (encoder, cross keys/values, cached
     decoder step), verified against PyTorch; the body of ``attend export MODEL_DIR --onnx OUT``
@@ -624,6 +625,7 @@ def export_translator(
         threads: ONNX Runtime intra-op threads for the check (default: PyTorch's thread count).
         overwrite: Replace a model directory already at ``out_dir`` (else that is an error,
             found before the export).
+        on_start: Called once every check has passed, as the export begins.
 
     Returns:
         A JSON-ready report: paths, file sizes, opset, the parity figures.
@@ -640,6 +642,8 @@ def export_translator(
     out = Path(out_dir)
     staged = ArtifactWriter(out, source=source, overwrite=overwrite)  # checks the output before any work
     check_texts, texts_source = parity_sentences(translator, texts)
+    if on_start is not None:
+        on_start()
     with staged as writer:
         staging = writer.path
         opset_used = _export_graphs(translator.model, staging, opset=opset)

@@ -322,10 +322,11 @@ def make_ensemble(
         seen[key] = member.path
     _check_compatible(plain)
     unexplained = []  # members no explanation method can read: the ensemble predicts, and explains nothing
+    for member in plain:  # the member's copy would hold the ensemble: said so before any other check of out
+        if member.path.resolve() in out_path.resolve().parents:
+            raise ModelDirError(f"{out} is inside the member {member.path}; choose an output outside every member")
     for member in plain:
         check_output_directory(out_path.absolute(), source=member.path, overwrite=overwrite)
-        if member.path.resolve() in out_path.resolve().parents:  # the member's copy would hold the ensemble
-            raise ModelDirError(f"{out} is inside the member {member.path}; choose an output outside every member")
         # A member that would not load (corrupt, incomplete) is refused now, not at serving.
         if not available_methods(load(member.path)):
             unexplained.append(member.source or str(member.path))
