@@ -3,25 +3,27 @@
 Models with different tokenizers cut one text into different tokens (``un`` ``##watch`` ``##able``
 against ``unwatchable``), so their token importances cannot be averaged position by position.
 Every token knows the characters it covers (``TextTokenizer`` offsets), so each model's
-importance is moved onto the same units of the text itself and compared there. A unit is a run
-of letters and digits, one CJK character or kana (WordPiece splits those one by one, so a run of
-them is not a word), or one other non-space character (punctuation, an emoji). A token's value
-is shared among the units its characters overlap, in proportion to the overlap; special tokens
-(no characters) contribute nothing.
+importance is moved onto the same units of the text itself and compared there. A unit is made of
+whole grapheme clusters (a letter with its combining marks, an emoji with its skin tone or
+zero-width joins): a run of them that start with a letter or digit, one CJK character or kana
+(WordPiece splits those one by one, so a run of them is not a word), or one other non-space
+cluster (punctuation, an emoji). A Hindi vowel sign, a Thai one or an NFD accent had been a unit
+of its own, and a family emoji three. A token's value is shared among the units its characters
+overlap, in proportion to the overlap; special tokens (no characters) contribute nothing.
 """
 
 from __future__ import annotations
 
 import bisect
-import re
 from collections.abc import Sequence
 
 import numpy as np
+import regex
 
 __all__ = ["onto_words", "word_spans"]
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_UNIT = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
+_UNIT = regex.compile(rf"(?:(?=[^\W{_CJK}])\X)+|(?=[{_CJK}])\X|(?=[^\w\s])\X")
 
 
 def word_spans(text: str) -> list[tuple[int, int]]:
