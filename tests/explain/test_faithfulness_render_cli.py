@@ -101,6 +101,28 @@ def test_html_report_opens_in_headless_chromium_and_shows_the_tokens(tmp_path: P
     assert dark.sum() > 500
 
 
+def test_tokens_that_share_their_characters_are_shown_once_on_the_page() -> None:
+    """A ligature read as three pieces, a Hangul syllable as its jamo (MiniLM): each piece had printed
+    the characters again ("ﬃﬃﬃ", "정정정말말말"), so the page's text was not the user's."""
+    from attend.explain.methods import Explanation
+    from attend.explain.render import _tokens_block
+
+    shared = Explanation(text="정말 ﬃ", tokens=["[CLS]", "ᄌ", "##ᅥ", "##ᆼ", "말", "ffi", "[SEP]"],
+                         importance=[0.0, 0.1, 0.2, 0.3, 0.1, 0.3, 0.0],
+                         special=[True, False, False, False, False, False, True], label="a", probability=1.0,
+                         target="a", method="attention", truncated=False, focus={},
+                         spans=[None, (0, 1), (0, 1), (0, 1), (1, 2), (3, 4), None])  # fmt: skip
+    block = _tokens_block(shared)
+    shown = re.findall(r">([^<]*)</span>", block)
+    assert shown == ["[CLS]", "정", "말", "ﬃ", "[SEP]"], block
+    # One cell holds the three pieces, shaded by their sum, each named in its title.
+    assert 'title="정 (the model saw ᄌ): 0.1000; ##정 (the model saw ##ᅥ): 0.2000; ##정 (the model saw ##ᆼ): ' in block
+    page = render_html([shared])
+    assert "정정" not in page and "ﬃﬃ" not in page
+    real = explain(untrained_predictor("minilm"), ["정말 good ﬁne"], "attention")[0]
+    assert "".join(re.findall(r">([^<]*)</span>", _tokens_block(real))).replace("##", "") == "[CLS]정말goodﬁne[SEP]"
+
+
 def test_png_heatmaps_and_json(tmp_path: Path) -> None:
     predictor = untrained_predictor("encoder_cls")
     exps = explain(predictor, ["the film was wonderful", "a boring story"], "attention", maps=True)

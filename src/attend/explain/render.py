@@ -159,19 +159,31 @@ def _token_html(token: str) -> str:
 
 
 def _tokens_block(exp: Explanation) -> str:
-    scale = max((abs(v) for v, s in zip(exp.importance, exp.special, strict=True) if not s), default=0.0)
-    spans = []
-    rows = zip(exp.display_tokens(), exp.tokens, exp.importance, exp.special, strict=True)
-    for token, model_token, value, special in rows:
-        cls = "tok special" if special else "tok"
-        joined = " joined" if token.startswith("##") else ""
-        background = "transparent" if special else _shade(value, scale)
+    # A token whose characters an earlier token showed (a ligature read as three pieces, a Hangul
+    # syllable as its jamo, "½" as "1⁄2") joins that token's cell, with its value added: each had
+    # printed its characters again ("ﬃﬃﬃ", "정정정말말말").
+    cells: list[dict[str, Any]] = []
+    shown_end = 0
+    spans = exp.spans or [None] * len(exp.tokens)
+    rows = zip(exp.display_tokens(), exp.tokens, exp.importance, exp.special, spans, strict=True)
+    for token, model_token, value, special, span in rows:
         seen = "" if token == model_token else f" (the model saw {model_token})"
-        spans.append(
-            f'<span class="{cls}{joined}" style="background:{background}" title="{page_text(token + seen)}: '
-            f'{value:.4f}">{_token_html(token)}</span>'
-        )
-    return "".join(spans)
+        title = f"{token + seen}: {value:.4f}"
+        covers = span is not None and span[1] > span[0]
+        if covers and span[1] <= shown_end and cells and not special and not cells[-1]["special"]:
+            cells[-1]["value"] += value
+            cells[-1]["titles"].append(title)
+            continue
+        if covers:
+            shown_end = max(shown_end, span[1])
+        cells.append({"token": token, "value": value, "special": special, "titles": [title]})
+    scale = max((abs(c["value"]) for c in cells if not c["special"]), default=0.0)
+    return "".join(
+        f'<span class="{"tok special" if c["special"] else "tok"}{" joined" if c["token"].startswith("##") else ""}" '
+        f'style="background:{"transparent" if c["special"] else _shade(c["value"], scale)}" '
+        f'title="{page_text("; ".join(c["titles"]))}">{_token_html(c["token"])}</span>'
+        for c in cells
+    )
 
 
 def _focus_table(exp: Explanation) -> str:
