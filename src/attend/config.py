@@ -178,9 +178,14 @@ def check_arguments(function: Callable[..., Any], options: Mapping[str, Any], *,
 def check_positive(config: object, *names: str) -> None:
     """Raise ``ValueError`` naming the first of ``names`` whose value is not a finite number > 0
     (``nan`` and ``inf`` passed ``<= 0``: a learning rate of inf trained until the loss was nan)."""
+    try:  # the field's declared type: lr=0 is a float option given as a whole number ("at least 1" was wrong)
+        hints = typing.get_type_hints(type(config))
+    except (NameError, TypeError):
+        hints = {}
     for name in names:
         value = getattr(config, name)
-        whole = isinstance(value, numbers.Integral)
+        declared = hints.get(name)
+        whole = isinstance(value, numbers.Integral) and not (declared is float or float in typing.get_args(declared))
         if not value > 0 or (not whole and not math.isfinite(value)):
             raise ValueError(f"{name}={value!r} must be {'at least 1' if whole else 'positive and finite'}")
 

@@ -654,3 +654,41 @@ def test_a_failed_exchange_with_torchrun_peers_says_what_comes_next(
     assert "torchrun restarts the group (--max-restarts), which resumes" in _exchange_failure(gloo, work)
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")  # none left
     assert "with --resume" in _exchange_failure(gloo, work)
+
+
+def test_the_trainer_takes_options_as_train_does_and_checks_them_as_the_run_starts(
+    planted_csv: Path, tmp_path: Path
+) -> None:
+    """From a notebook: a dict of options had failed on `.augment`, a field set after TrainingArgs
+    was made (lr = 0.0, batch_size = 0) trained at that value or failed on a ZeroDivisionError, and a
+    callback that changed its record changed the run's history (or failed the run after it)."""
+    from attend.training import Trainer
+
+    def task() -> ClassificationTask:
+        return ClassificationTask(planted_csv, model="encoder", model_options=SMALL_ENCODER)
+
+    with pytest.raises(TypeError, match=r"args must be a TrainingArgs or a dict of training options, not str"):
+        Trainer(task(), "epochs=1")  # type: ignore[arg-type]
+    args = TrainingArgs(**{**FAST, "epochs": 1})
+    for field, value, said in (("lr", 0.0, "lr=0.0 must be positive and finite"),
+                               ("batch_size", 0, "batch_size=0 must be at least 1"),
+                               ("epochs", "x", "epochs")):  # fmt: skip
+        changed = dataclasses.replace(args)
+        setattr(changed, field, value)
+        with pytest.raises(ValueError, match=said):
+            Trainer(task(), changed).fit(tmp_path / field)
+        assert not (tmp_path / field).exists()
+    # A float option given as a whole number is told the float's rule ("at least 1" was wrong for lr).
+    with pytest.raises(ValueError, match=r"^lr=0 must be positive and finite$"):
+        TrainingArgs(lr=0)
+
+    def meddle(record: dict) -> None:
+        record["dev_macro_f1"] = 999.0
+        record.pop("seconds")
+        record["when"] = object()
+
+    result = Trainer(task(), {**FAST, "epochs": 2}, on_epoch=meddle).fit(tmp_path / "m")
+    logged = [json.loads(line) for line in (tmp_path / "m" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["dev_macro_f1"] for r in result.history] == [r["dev_macro_f1"] for r in logged] != [999.0, 999.0]
+    assert all("seconds" in r and "when" not in r for r in result.history)
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["epochs"] == 2

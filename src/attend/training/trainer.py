@@ -14,6 +14,7 @@ stops anywhere leaves the previous model whole, and an existing model is replace
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import json
@@ -26,7 +27,7 @@ import socket
 import sys
 import time
 import typing
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -1030,12 +1031,17 @@ class Trainer:
     def __init__(
         self,
         task: Task,
-        args: TrainingArgs | None = None,
+        args: TrainingArgs | Mapping[str, Any] | None = None,
         *,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         given: Collection[str] | None = None,
     ) -> None:
         _check_registered(task)
+        if isinstance(args, Mapping):  # as train() takes them: the options chosen (a dict had failed on .augment)
+            given = set(args) if given is None else given
+            args = TrainingArgs.from_dict(dict(args))
+        elif args is not None and not isinstance(args, TrainingArgs):
+            raise TypeError(f"args must be a TrainingArgs or a dict of training options, not {type(args).__name__}")
         self.task = task
         self.args = args or TrainingArgs()
         self.on_epoch = on_epoch
@@ -1058,6 +1064,9 @@ class Trainer:
             ModelDirError: another run is writing ``out`` (:class:`~attend.io.OutputLock`), or a
                 model is there without ``overwrite``.
         """
+        # Checked again as the run starts: a field set after TrainingArgs was made (args.lr = 0.0,
+        # args.batch_size = 0) had trained at that value, or failed on a bare ZeroDivisionError.
+        self.args = dataclasses.replace(self.args)
         out = link_target(out)
         info = _init_distributed()
         # One run writes `out` at a time: a second is refused here, before it reads or touches the
@@ -1337,7 +1346,8 @@ class Trainer:
                 _barrier(info)
                 if self.on_epoch is not None:
                     try:
-                        self.on_epoch(record)
+                        self.on_epoch(copy.deepcopy(record))  # a copy: a change to it had changed the run's
+                        # history, and a value JSON cannot hold or a key removed failed the run after it
                     except KeyboardInterrupt:  # a notebook's stop button, or a callback that stops the run
                         raise TrainingInterrupted(
                             f"interrupted after epoch {state.epoch}; training state saved in {work}: run the same "
