@@ -152,6 +152,13 @@ def test_an_emoji_glued_to_a_word_is_a_word_of_its_own() -> None:
     assert "[UNK]" not in tok.tokenizer.encode("ok❤️wow").tokens
     words = [word for word, _ in tok.tokenizer.pre_tokenizer.pre_tokenize_str("fam👨\u200d👩\u200d👧!")]
     assert words == ["fam", "👨\u200d👩\u200d👧", "!"]  # a joined family stays one emoji
+    # ... through the whole tokenizer: BERT's cleaning had dropped its joiners first, making it three.
+    family = "👨\u200d👩\u200d👧"
+    tok = TextTokenizer.train([f"fam {family} ok", "wow 👩 ok"] * 3, vocab_size=200, min_frequency=1)
+    encoded = tok.tokenizer.encode(f"Fam{family}!")
+    assert encoded.tokens[1:-1] == ["fam", family, "[UNK]"] and encoded.offsets[2] == (3, 3 + len(family))
+    # A joiner elsewhere, and the other invisible characters, are still cleaned away as BERT's cleaning did.
+    assert tok.tokenizer.normalizer.normalize_str("o\u200dk\u200b\ufeff\u00ad 👩\u200d\tx\x00") == "ok 👩 x"
 
 
 def test_full_width_letters_are_their_ascii_and_latin_accents_still_go() -> None:

@@ -112,18 +112,29 @@ UNSPACED_SCRIPTS = r"[\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar
 EMOJI = r"\p{Extended_Pictographic}(?:[\x{FE0F}\x{1F3FB}-\x{1F3FF}]|\x{200D}\p{Extended_Pictographic})*"
 
 
+#: A zero-width joiner inside an emoji sequence (``👨‍👩‍👧``), kept by :func:`_normalizer`'s cleaning.
+_EMOJI_JOINER = r"(?<=[\p{Extended_Pictographic}\x{FE0F}\x{1F3FB}-\x{1F3FF}])\x{200D}(?=\p{Extended_Pictographic})"
+
+
 def _normalizer(lowercase: bool) -> Any:
     """How a trained vocabulary's texts are normalised: NFKC (full-width ``ＣＰＵ`` is ``CPU``,
     half-width ``ﾁｰﾑ`` is ``チーム``), BERT's cleaning and spacing of CJK ideographs, and with
     ``lowercase`` lower case without the accents of Latin and Greek letters (``Café`` is ``cafe``).
     BERT's own accent stripping removed every combining mark, whatever the script: Japanese
-    ``が`` became ``か``, Hindi and Thai lost their vowel signs."""
-    bert = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False,
+    ``が`` became ``か``, Hindi and Thai lost their vowel signs.
+
+    The cleaning is BERT's (control, format and private-use characters dropped, NUL and U+FFFD
+    too, each space character a space) but for the zero-width joiners of an emoji sequence: BERT's
+    dropped them, so the family ``👨‍👩‍👧`` was three emoji where :data:`EMOJI` keeps it one."""
+    clean = [normalizers.Replace(Regex(rf"(?!{_EMOJI_JOINER})(?:[\x00\x{{FFFD}}]|(?![\t\n\r])[\p{{Cc}}\p{{Cf}}\p{{Co}}])"),
+                                 ""),
+             normalizers.Replace(Regex(r"[\t\n\r\p{White_Space}]"), " ")]  # fmt: skip
+    bert = normalizers.BertNormalizer(clean_text=False, handle_chinese_chars=True, strip_accents=False,
                                       lowercase=lowercase)  # fmt: skip
     if not lowercase:
-        return normalizers.Sequence([normalizers.NFKC(), bert])
+        return normalizers.Sequence([normalizers.NFKC(), *clean, bert])
     accents = normalizers.Replace(Regex(r"(?<=[\p{Latin}\p{Greek}])\p{Mn}+"), "")
-    return normalizers.Sequence([normalizers.NFKC(), bert, normalizers.NFD(), accents, normalizers.NFC()])
+    return normalizers.Sequence([normalizers.NFKC(), *clean, bert, normalizers.NFD(), accents, normalizers.NFC()])
 
 
 def _pre_tokenizer() -> Any:
