@@ -126,9 +126,8 @@ def _normalizer(lowercase: bool) -> Any:
     The cleaning is BERT's (control, format and private-use characters dropped, NUL and U+FFFD
     too, each space character a space) but for the zero-width joiners of an emoji sequence: BERT's
     dropped them, so the family ``👨‍👩‍👧`` was three emoji where :data:`EMOJI` keeps it one."""
-    clean = [normalizers.Replace(Regex(rf"(?!{_EMOJI_JOINER})(?:[\x00\x{{FFFD}}]|(?![\t\n\r])[\p{{Cc}}\p{{Cf}}\p{{Co}}])"),
-                                 ""),
-             normalizers.Replace(Regex(r"[\t\n\r\p{White_Space}]"), " ")]  # fmt: skip
+    dropped = rf"(?!{_EMOJI_JOINER})(?:[\x00\x{{FFFD}}]|(?![\t\n\r])[\p{{Cc}}\p{{Cf}}\p{{Co}}])"
+    clean = [normalizers.Replace(Regex(dropped), ""), normalizers.Replace(Regex(r"[\t\n\r\p{White_Space}]"), " ")]
     bert = normalizers.BertNormalizer(clean_text=False, handle_chinese_chars=True, strip_accents=False,
                                       lowercase=lowercase)  # fmt: skip
     if not lowercase:
