@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,15 +153,21 @@ def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts]) -> list[st
                      f"or pandas export) and are learned as a class ({rows} row(s)): if those rows have no label, "
                      "remove them")  # fmt: skip
     folded: dict[str, list[str]] = {}
-    for name in dataset.label_names:
-        folded.setdefault(name.casefold(), []).append(name)
+    for name in dataset.label_names:  # NFKC too: "café" composed and decomposed (or full-width) look the same
+        folded.setdefault(unicodedata.normalize("NFKC", name).casefold(), []).append(name)
     cased = [spellings for spellings in folded.values() if len(spellings) > 1]
     if cased:
-        shown = "; ".join(" and ".join(map(repr, spellings)) for spellings in cased[:3])
+
+        def spelt(spellings: list[str]) -> str:  # escaped where they would print alike
+            alike = len({unicodedata.normalize("NFC", s) for s in spellings}) < len(spellings)
+            return " and ".join(map(ascii if alike else repr, spellings))
+
+        shown = "; ".join(spelt(spellings) for spellings in cased[:3])
         if len(cased) > 3:
             shown += f"; and {len(cased) - 3} more"
-        notes.append(f"labels that differ only in letter case are learned as different classes ({shown}); if each "
-                     "pair is one class, write it one way")  # fmt: skip
+        notes.append(f"labels that differ only in letter case or Unicode form (composed or decomposed accents, "
+                     f"full-width letters) are learned as different classes ({shown}); if each pair is one class, "
+                     "write it one way")  # fmt: skip
     return notes
 
 
