@@ -89,6 +89,20 @@ def test_bad_input_names_the_shapes(kwargs: dict, message: str) -> None:
         M(query, **kwargs)
 
 
+def test_the_callers_own_names_are_in_the_shape_errors() -> None:
+    """Cross-modal attention's batch error had named the inner attention's query, key and value; a
+    value left out for a key of another width had been blamed on the value never given."""
+    from attend.attention import CrossModalAttention
+
+    with pytest.raises(ValueError, match=r"^batch sizes differ: x \(2, 5, 16\), context \(3, 6, 10\)$"):
+        CrossModalAttention(16, 10, 4)(torch.randn(2, 5, 16), torch.randn(3, 6, 10))
+    with pytest.raises(ValueError, match=r"vdim=16\) \(value=None reuses key: pass value, or make the module with "
+                                         r"vdim=kdim\)"):  # fmt: skip
+        MultiHeadAttention(16, 4, kdim=6)(torch.randn(2, 6, 16), torch.randn(2, 3, 6))
+    out, _ = MultiHeadAttention(16, 4, kdim=6, vdim=6)(torch.randn(2, 6, 16), torch.randn(2, 3, 6))
+    assert out.shape == (2, 6, 16)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

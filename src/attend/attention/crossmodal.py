@@ -88,6 +88,8 @@ class CrossModalAttention(nn.Module):
             raise ValueError(
                 f"context has shape {tuple(context.shape)}, expected (batch, context_len, kdim={self.attn.kdim})"
             )
+        if x.shape[0] != context.shape[0]:  # said by the attention inside, it had named query, key and value
+            raise ValueError(f"batch sizes differ: x {tuple(x.shape)}, context {tuple(context.shape)}")
         if context_padding_mask is not None:
             check_padding_mask(context_padding_mask, context.shape[0], context.shape[1], "context_padding_mask")
         ctx = self.norm_context(context)

@@ -396,7 +396,10 @@ class MultiHeadAttention(Recordable, nn.Module):
         if key.dim() != 3 or key.shape[-1] != self.kdim:
             raise ValueError(f"key has shape {tuple(key.shape)}, expected (batch, key_len, kdim={self.kdim})")
         if value.dim() != 3 or value.shape[-1] != self.vdim:
-            raise ValueError(f"value has shape {tuple(value.shape)}, expected (batch, key_len, vdim={self.vdim})")
+            reused = (" (value=None reuses key: pass value, or make the module with vdim=kdim)"
+                      if value is key else "")  # fmt: skip
+            raise ValueError(f"value has shape {tuple(value.shape)}, expected (batch, key_len, vdim={self.vdim})"
+                             f"{reused}")  # fmt: skip
         if not (query.shape[0] == key.shape[0] == value.shape[0]):
             raise ValueError(
                 f"batch sizes differ: query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
@@ -419,7 +422,8 @@ class MultiHeadAttention(Recordable, nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query (B, Lq, E)`` to ``key (B, Lk, kdim)`` / ``value (B, Lk, vdim)``.
 
-        ``key=None`` is self-attention; ``value=None`` reuses ``key``. Masks follow
+        ``key=None`` is self-attention; ``value=None`` reuses ``key`` (so ``vdim`` must equal
+        ``kdim``: ``vdim`` defaults to ``embed_dim``, as in :class:`torch.nn.MultiheadAttention`). Masks follow
         :mod:`attend.attention.masks`. Returns ``(output (B, Lq, E), weights (B, H, Lq, Lk) | None)``;
         weights are post-softmax (pre-dropout) and rows of fully masked queries are zeros.
 
