@@ -700,3 +700,17 @@ def test_the_trainer_takes_options_as_train_does_and_checks_them_as_the_run_star
     assert [r["dev_macro_f1"] for r in result.history] == [r["dev_macro_f1"] for r in logged] != [999.0, 999.0]
     assert all("seconds" in r and "when" not in r for r in result.history)
     assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["epochs"] == 2
+
+
+def test_training_leaves_the_callers_random_state_as_it_was(planted_csv: Path, tmp_path: Path) -> None:
+    """The run seeds PyTorch and numpy for itself; a notebook's seeded draws had come out otherwise after it."""
+    import numpy as np
+
+    torch.manual_seed(7)
+    np.random.seed(7)
+    expected = (torch.rand(3), np.random.rand(3))
+    torch.manual_seed(7)
+    np.random.seed(7)
+    train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER,
+          args=TrainingArgs(**{**FAST, "epochs": 1}))  # fmt: skip
+    assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])

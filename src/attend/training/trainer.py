@@ -999,6 +999,18 @@ def _install_stop_signals(flag: dict[str, Any], info: _Dist) -> dict[int, Any]:
     return previous
 
 
+@contextlib.contextmanager
+def _global_random_kept() -> Iterator[None]:
+    """PyTorch's and numpy's global random states as they were, after a run that seeds them: a
+    notebook's own seeded draws had come out otherwise after training (``attend.load`` keeps them too)."""
+    state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+            yield
+    finally:
+        np.random.set_state(state)
+
+
 def _keeps_thread_count(function: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
     """``TrainingArgs.threads`` changes a process-wide setting: put it back afterwards."""
 
@@ -1073,7 +1085,8 @@ class Trainer:
         # first one's training state (it would be taken for an interrupted run's, then removed).
         lock = OutputLock(out) if info.main else None
         try:
-            return self._fit(out, info, resume=resume, overwrite=overwrite)
+            with _global_random_kept():
+                return self._fit(out, info, resume=resume, overwrite=overwrite)
         except RuntimeError as exc:
             if info.world_size > 1 and _raised_in_exchange(exc):  # a peer's loss had shown each survivor's
                 raise ExchangeFailed(_exchange_failure(exc, state_directory(out))) from exc  # gloo traceback
