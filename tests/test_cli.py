@@ -627,3 +627,20 @@ def test_a_failed_exchange_under_torchrun_is_one_line_from_the_rank_that_met_it(
     assert main(["train", str(data), "--out", str(tmp_path / "m"), "--model", "encoder"]) == 1
     assert capsys.readouterr().err == ("[rank 1] error: an exchange with the other torchrun processes failed "
                                        "(Connection closed by peer)\n")  # fmt: skip
+
+
+def test_a_loop_of_symbolic_links_as_an_output_is_one_line(
+    trained: dict[str, Path], planted_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Path.resolve() raises RuntimeError on a loop (Python 3.11): every writing verb had ended in its traceback."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    model = str(trained["encoder"])
+    for argv in (["train", str(planted_csv), "--model", "encoder", "--out", str(loop)],
+                 ["predict", model, "a text", "--output", str(loop)],
+                 ["explain", model, "a text", "--html", str(loop)],
+                 ["export", model, "--onnx", str(loop)]):  # fmt: skip
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err  # or the system's own words, where an open() met the loop first
+        assert err in (f"error: {loop}: a loop of symbolic links (it leads back to itself)\n",
+                       f"error: {loop}: Too many levels of symbolic links\n"), (argv, err)  # fmt: skip

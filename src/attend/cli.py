@@ -1672,6 +1672,10 @@ def _main(argv: Sequence[str] | None) -> int:
             if type(exc).__name__ == "ExchangeFailed":  # under torchrun: each process that met it says so
                 print(f"{_rank_prefix(exc)}error: {exc}", file=sys.stderr)
                 return 1
+            loop = re.fullmatch(r"Symlink loop from '(.*)'", str(exc)) if isinstance(exc, RuntimeError) else None
+            if loop is not None:  # Path.resolve()'s (Python 3.11; OSError ELOOP from 3.13), in any verb's paths
+                print(f"error: {loop.group(1)}: a loop of symbolic links (it leads back to itself)", file=sys.stderr)
+                return 2
             from attend.apps import database_problem  # torch-free, and only when something failed
 
             problem = database_problem(exc)
