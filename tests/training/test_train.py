@@ -714,3 +714,15 @@ def test_training_leaves_the_callers_random_state_as_it_was(planted_csv: Path, t
     train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER,
           args=TrainingArgs(**{**FAST, "epochs": 1}))  # fmt: skip
     assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
+
+
+def test_a_damaged_checkpoint_weight_file_is_refused_in_words(planted_csv: Path, tmp_path: Path) -> None:
+    """A weight file cut short (a power loss after the rename) had ended --resume in safetensors' traceback."""
+    args = TrainingArgs(**{**FAST, "epochs": 1, "checkpoint_every": 3})
+    with pytest.raises(TrainingInterrupted):
+        train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER,
+              args=dataclasses.replace(args, stop_after_steps=3))  # fmt: skip
+    weights = state_directory(tmp_path / "m") / "checkpoint" / "optimiser.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(DataError, match=r"checkpoint: cannot resume, the checkpoint is unreadable \("):
+        train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=args, resume=True)

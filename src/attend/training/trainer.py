@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
@@ -920,8 +921,8 @@ def _load_state(directory: Path, model: nn.Module, optimiser: torch.optim.Optimi
         model.load_state_dict(load_file(str(directory / "model.safetensors")))
         tensors = load_file(str(directory / "optimiser.safetensors"))
         state = _State(**payload["state"])
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
-        raise DataError(f"{directory}: cannot resume, the checkpoint is unreadable ({exc})") from None
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as exc:  # a weight file cut
+        raise DataError(f"{directory}: cannot resume, the checkpoint is unreadable ({exc})") from None  # short
     slots: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optimiser."):
