@@ -99,7 +99,11 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     if not path.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such folder for it", str(path))
     tmp = _temporary(path)
-    tmp.write_text(text, encoding="utf-8")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+    except OSError as exc:  # a full disk: the half-written file had stayed, and the error named no file
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.replace(tmp, path)
     return path
 
@@ -742,8 +746,14 @@ class OutputLock:
             if same:
                 break
             os.close(fd)  # the run that held it removed it as this one opened it: take the new one
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:  # a full disk: the empty lock file had stayed, and the error named no file
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            os.close(fd)
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
         self.fd = fd
 
     def release(self) -> None:

@@ -1030,3 +1030,34 @@ def test_the_bar_names_the_epochs_the_budget_planned(
     Trainer(Regression(), args).fit(tmp_path / "cut")
     bar = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch ")]
     assert bar and bar[0].startswith("epoch 1/4") and bar[-1].startswith("epoch 1/1"), bar
+
+
+def test_a_full_disk_leaves_no_empty_lock_or_half_file_and_names_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk the lock's and a page's writes failed with a bare "[Errno 28]", leaving a 0-byte
+    .NAME.lock (or .NAME.tmpPID) behind."""
+    import errno
+    import os
+
+    import attend.io as io
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(io.os, "write", full)
+    with pytest.raises(OSError) as raised:
+        io.OutputLock(tmp_path / "out")
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(tmp_path / ".out.lock")
+    monkeypatch.undo()
+
+    def half(self: Path, text: str, encoding: str | None = None) -> int:
+        with open(self, "w", encoding=encoding) as handle:
+            handle.write(text[:3])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(io.Path, "write_text", half)
+    with pytest.raises(OSError) as raised:
+        io.atomic_write_text(tmp_path / "page.html", "<html>a page</html>")
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(tmp_path / "page.html")
+    assert list(tmp_path.iterdir()) == []
