@@ -544,6 +544,38 @@ def test_the_classifier_explain_function_on_a_translator_says_what_to_use(transl
         explain(load(translator_dir), ["red cat"])
 
 
+def test_translate_prints_each_chunk_as_it_is_done_with_a_bar_and_stops_keeping_them(
+    translator_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file had been translated in one call and printed at the end: minutes of silence on a large
+    one, every translation lost to a Ctrl-C."""
+    import attend.cli as cli
+    from attend.runtime.translator import Translator as Loaded
+
+    lines = tmp_path / "in.txt"
+    lines.write_text("red cat\n\ndog blue\nsun\n\n\ngreen dog\nsun red\n\n", encoding="utf-8")
+    whole = run_cli("translate", str(translator_dir), "--input", str(lines), "--beam", "1")
+    monkeypatch.setattr(cli, "TRANSLATE_CHUNK", 2)
+    printed: list[str] = []
+    translate = Loaded.translate
+
+    def noting(self: Loaded, sources: list[str], **options: object) -> list:
+        printed.append(capsys.readouterr().out)  # what was on stdout as this call began
+        if len(printed) == 3:  # the last of 3 chunks (5 sentences, 2 a call)
+            raise KeyboardInterrupt
+        return translate(self, sources, **options)
+
+    monkeypatch.setattr(Loaded, "translate", noting)
+    assert cli.main(["translate", str(translator_dir), "--input", str(lines), "--beam", "1"]) == 130
+    out = whole.stdout.split("\n")
+    # Line by line in order, blank lines in their places, each chunk flushed before the next began.
+    assert printed == ["", "\n".join(out[:3]) + "\n", "\n".join(out[3:7]) + "\n"]
+    assert capsys.readouterr().err == "interrupted\n"
+    monkeypatch.setattr(Loaded, "translate", translate)
+    assert cli.main(["translate", str(translator_dir), "--input", str(lines), "--beam", "1", "--no-progress"]) == 0
+    assert capsys.readouterr().out == whole.stdout  # the chunks' lines are the whole file's
+
+
 def test_a_line_of_invisible_characters_translates_to_a_blank_line(translator_dir: Path, tmp_path: Path) -> None:
     """A zero-width space passed the blank-line filter, then failed the whole file (naming the wrong line)."""
     lines = tmp_path / "in.txt"
