@@ -379,6 +379,9 @@ def test_cli_faithfulness_progress_in_a_log_is_lined_and_can_be_turned_off(
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "\r" not in err and len([line for line in err.splitlines() if line.startswith("faithfulness:")]) >= 2, err
+    # The count moves, and the last line stays: every line had read 0/2, and none was left at the end.
+    assert [line[:21] for line in err.splitlines() if line.startswith("faithfulness:")][-1] == "faithfulness: 100%|██"
+    assert "2/2" in err.splitlines()[-1], err
     assert main([*argv, "--no-progress"]) == 0
     assert "faithfulness:" not in capsys.readouterr().err
 

@@ -104,9 +104,11 @@ def faithfulness(
     base = _probabilities(runtime, full_rows, batch_size)
     results: dict[str, Any] = {}
     # paced and lined in a log as training's bar (it had written a carriage-return redraw a second)
-    bar = progress_bar(methods, desc="faithfulness", unit="method", disable=not progress, leave=False)
-    for method in bar:
-        bar.set_postfix_str(method)
+    # Counted by hand: an iterated bar's count is shown only at its redraws, so a log (a redraw at most
+    # every 30 s) had read 0/8 on every line; and its last line is kept, as training's is.
+    bar = progress_bar(total=len(methods), desc="faithfulness", unit="method", disable=not progress)
+    for method in methods:
+        bar.set_postfix_str(method, refresh=False)
         # Each method's draws depend on its name, not on which other methods were asked for: the
         # random and uniform baselines are the same whether measured alone or beside six methods.
         offset = zlib.crc32(method.encode()) % 1_000_003
@@ -142,6 +144,8 @@ def faithfulness(
                 for qi, q in enumerate(thresholds)
             },
         }
+        bar.update(1)
+    bar.close()
     scored = len({t for t, _ in owners})
     return {"methods": results, "texts": len(checked), "texts_scored": scored,
             "thresholds": [float(q) for q in thresholds]}  # fmt: skip

@@ -449,10 +449,10 @@ def embed_entries(
         passages.extend(pieces)
         owners.extend([i] * len(pieces))
     bar = None
-    if progress:
-        from tqdm import tqdm
+    if progress:  # paced and lined in a log as every bar (raw tqdm had written ten redraws a second to one line)
+        from attend.progress import progress_bar
 
-        bar = tqdm(total=2 * len(entries) + len(passages), desc="embedding FAQ", unit="text")
+        bar = progress_bar(total=2 * len(entries) + len(passages), desc="embedding FAQ", unit="text")
     step = bar.update if bar is not None else None
     try:
         return {
