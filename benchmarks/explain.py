@@ -550,7 +550,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (< 1 min): fewer texts, shorter budgets")
     parser.add_argument("--threads", type=harness.positive_int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results to this JSON file")
+    parser.add_argument("--json", type=lambda text: Path(harness.output_file(text, make_folder=True)), default=None,
+                        metavar="PATH", help="write results to this JSON file")  # fmt: skip
     parser.add_argument("--texts", type=harness.positive_int, default=None,
                         help="texts in the short setting (default 64, quick 16)")  # fmt: skip
     parser.add_argument("--long-texts", type=harness.positive_int, default=None,

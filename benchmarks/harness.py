@@ -28,14 +28,16 @@ on ``sys.path`` and ``import harness``. Only the standard library is imported at
 generator, can use it too.
 
 It also holds the scripts' argparse ``type=`` checks (:func:`positive_int`, :func:`comma_choices`,
-...), so a bad flag stops a script at once with argparse's one-line ``error:`` (exit 2), not a
-traceback minutes in, nor a run that silently does nothing.
+:func:`output_file`, ...), so a bad flag stops a script at once with argparse's one-line ``error:``
+(exit 2), not a traceback minutes in, nor a run that silently does nothing; and :func:`temp_dir`, the
+one way a script makes a temporary folder, which goes away when the script ends, however it ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -66,12 +68,15 @@ __all__ = [
     "model_directory",
     "non_negative_float",
     "non_negative_int",
+    "output_dir",
+    "output_file",
     "paired_ratio",
     "positive_float",
     "positive_int",
     "print_table",
     "quantile",
     "run_name",
+    "temp_dir",
     "torch_threads",
 ]
 
@@ -519,6 +524,46 @@ def model_directory(text: str) -> str:
     return text
 
 
+def _writable_folder(path: Path, text: str, *, make: bool) -> None:
+    """The folder ``path`` is (or, with ``make``, would be made) in exists, is a directory, and may be written."""
+    folder = path.parent
+    while make and not folder.exists() and folder != folder.parent:  # the folder the script would make it in
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: {str(folder)!r} is a file, not a directory")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: no such directory: {str(folder)!r}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot write in {str(folder)!r} (permission denied)")
+
+
+def output_file(text: str, *, make_folder: bool = False) -> str:
+    """A file a script writes when it is done (``--json PATH``): not a directory, in a folder that exists and
+    may be written (``make_folder=True``, for a script that makes the folder: one that can be made). Returned
+    as given, a ``str``. A bad path had been found only after the whole run, as a traceback, the results lost."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a file's path, not an empty string")
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory; give a file's path")
+    _writable_folder(path, text, make=make_folder)
+    return text
+
+
+def output_dir(text: str) -> str:
+    """A folder a script writes into and makes if needed (``--out-dir``, ``--keep``): a directory, or a path
+    that can be made one (not an existing file, nor under one). Returned as given, a ``str``. A file given had
+    stopped the script with a FileExistsError traceback, some after minutes of work."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a directory's path, not an empty string")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a directory")
+    if not path.is_dir():
+        _writable_folder(path, text, make=True)
+    return text
+
+
 def run_name(data: str) -> str:
     """The folder name of a run on ``data``: a data set's name as it is, a file by its stem and a hash of
     its resolved path, so two ``train.csv`` of other folders do not share a run (an absolute path had
@@ -542,16 +587,38 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, what: str, rounds: i
 
 
 def model_dir_or_pretrained(model_dir: str | None, name: str) -> Path:
-    """``model_dir``, or a new temporary directory ``attend-NAME-*`` holding the pretrained MiniLM
-    with an untrained head (``serve_load.minilm_dir``): speed does not depend on the head's weights."""
+    """``model_dir``, or a new temporary directory ``attend-NAME-*`` (:func:`temp_dir`) holding the pretrained
+    MiniLM with an untrained head (``serve_load.minilm_dir``): speed does not depend on the head's weights."""
     if model_dir:
         return Path(model_dir)
-    import atexit
-    import shutil
-    import tempfile
-
     from serve_load import minilm_dir
 
+    return minilm_dir(temp_dir(name) / "minilm")
+
+
+def temp_dir(name: str) -> Path:
+    """A new temporary directory ``attend-NAME-*``, removed when the process ends: normally, on an error, on
+    Ctrl-C, or on SIGTERM (which then ends the script as an exception would, its ``finally`` blocks run, exit
+    status 143). Only SIGKILL leaves it. ``tempfile.mkdtemp`` alone had left a folder behind every run (an
+    87 MB MiniLM copy in /tmp from each ``serve_load.py``). A forked child that exits does not remove it."""
+    import atexit
+    import shutil
+    import signal
+    import tempfile
+    import threading
+
     folder = Path(tempfile.mkdtemp(prefix=f"attend-{name}-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # a MiniLM copy had been left behind each run
-    return minilm_dir(folder / "minilm")
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(remove)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_on_signal)  # SIGTERM's default ends the process with no atexit
+    return folder
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    sys.exit(128 + signum)

@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import random
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     harness.add_model_arguments(parser, what="a MiniLM or encoder directory")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="attend-onnx-settings-"))
+    work = harness.temp_dir("onnx-settings")
     model_dir = harness.model_dir_or_pretrained(args.model_dir, "onnx-settings")
     print(f"ONNX Runtime, {args.threads} thread(s), {args.rounds} interleaved rounds, medians; "
           "ratio = the alternative's time / attend's")  # fmt: skip

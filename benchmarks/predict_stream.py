@@ -64,7 +64,7 @@ def main() -> None:
                         help="lines per input file")  # fmt: skip
     parser.add_argument("--model", type=harness.model_directory,
                         help="a text classifier directory (default: train a small one)")  # fmt: skip
-    parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--json", type=harness.output_file, help="also write every figure to this JSON file")
     args = parser.parse_args()
     sizes = args.sizes
     texts = list(load_dataset("rotten_tomatoes").texts)

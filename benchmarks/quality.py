@@ -58,7 +58,6 @@ import platform
 import random
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -519,8 +518,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--time-budget", type=harness.positive_float, metavar="MINUTES",
                         help="auto: minutes for all its candidates (default: attend train's own default)")
-    parser.add_argument("--json", type=Path, help="write every result here")
-    parser.add_argument("--out-dir", type=Path, help="model directories go here (default: a temporary folder, removed)")
+    parser.add_argument("--json", type=lambda text: Path(harness.output_file(text, make_folder=True)),
+                        help="write every result here")  # fmt: skip
+    parser.add_argument("--out-dir", type=lambda text: Path(harness.output_dir(text)),
+                        help="model directories go here (default: a temporary folder, removed)")  # fmt: skip
     parser.add_argument("--progress", action="store_true", help="show the trainer's progress bars")
     parser.add_argument(
         "--threads",
@@ -539,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(SEED)
     random.seed(SEED)
     temporary = options.out_dir is None
-    out_dir = Path(tempfile.mkdtemp(prefix="attend-quality-")) if temporary else options.out_dir
+    out_dir = harness.temp_dir("quality") if temporary else options.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     environment = {

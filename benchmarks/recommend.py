@@ -740,7 +740,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="shrink everything: does the script run? (1-2 minutes)")
     parser.add_argument("--threads", type=harness.positive_int, default=1,
                         help="PyTorch threads of every process (default 1)")  # fmt: skip
-    parser.add_argument("--json", help="also write every result here")
+    parser.add_argument("--json", type=harness.output_file, help="also write every result here")
     parser.add_argument("--epochs", type=harness.positive_int, help="epochs of goals/ablation (default: the library's)")
     parser.add_argument("--erasure-users", type=harness.positive_int, default=200,
                         help="users of the erasure test (default 200)")  # fmt: skip
@@ -752,7 +752,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="requests per server per round (default 2000)")  # fmt: skip
     parser.add_argument("--rounds", type=harness.positive_int, default=3, help="rounds of the load test (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic logs (default 0)")
-    parser.add_argument("--keep", help="write data and models here instead of a temporary directory")
+    parser.add_argument("--keep", type=harness.output_dir,
+                        help="write data and models here instead of a temporary directory")  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="show the trainer's per-epoch lines")
     parser.add_argument("--child", choices=("train", "topk"), help=argparse.SUPPRESS)
     parser.add_argument("--child-data", help=argparse.SUPPRESS)

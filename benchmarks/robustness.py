@@ -82,13 +82,14 @@ def main() -> None:
                         default="rotten_tomatoes,wordnet_topics")  # fmt: skip
     parser.add_argument("--variants", type=harness.comma_choices(VARIANTS), default=",".join(VARIANTS),
                         help=f"of {', '.join(VARIANTS)}")  # fmt: skip
-    parser.add_argument("--out-dir", default="runs/bench-robust", help="where the models go (reused when there)")
+    parser.add_argument("--out-dir", type=harness.output_dir, default="runs/bench-robust",
+                        help="where the models go (reused when there)")  # fmt: skip
     parser.add_argument("--limit", type=harness.non_negative_int, default=2000,
                         help="test rows measured (seeded sample; 0: all)")  # fmt: skip
     parser.add_argument("--rate", type=_rate, default=0.1, help="share of words each perturbation changes")
     parser.add_argument("--attack-examples", type=harness.non_negative_int, default=200)
     parser.add_argument("--threads", type=harness.positive_int, default=1)
-    parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--json", type=harness.output_file, help="also write every figure to this JSON file")
     args = parser.parse_args()
     variants = args.variants
     results: dict[str, dict[str, Any]] = {}

@@ -53,12 +53,19 @@ def main() -> None:
     parser.add_argument("--data", default="rotten_tomatoes")
     parser.add_argument("--batch-size", type=harness.positive_int, default=32)
     parser.add_argument("--rounds", type=harness.positive_int, default=2)
-    parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--json", type=harness.output_file, help="also write every figure to this JSON file")
     args = parser.parse_args()
     from attend.data.datasets import DATASETS, unknown_data
 
     if args.data not in DATASETS and not Path(args.data).is_file():
         parser.error(f"--data {unknown_data(args.data)}")
+    if Path(args.data).is_file():  # a file attend train cannot read had failed in every child process
+        from attend.data.readers import DataError, open_data_file
+
+        try:
+            open_data_file(args.data, None)
+        except DataError as exc:
+            parser.error(f"--data {exc}")
     # The encoder, named: --model auto (the default) times its candidates on one process and is
     # refused under torchrun.
     train = ["-m", "attend", "train", args.data, "--model", "encoder", "--epochs", "1", "--threads", "1",

@@ -254,11 +254,18 @@ def main() -> None:
     translation = [name for name, info in DATASETS.items() if info.task == "translation"]
     parser.add_argument("--datasets", type=harness.comma_choices(translation, files=True),
                         default="tatoeba_en_de,tatoeba_ja_en")  # fmt: skip
-    parser.add_argument("--out-dir", default="runs/bench-seq2seq", help="where the trained models go")
+    parser.add_argument("--out-dir", type=harness.output_dir, default="runs/bench-seq2seq",
+                        help="where the trained models go")  # fmt: skip
     parser.add_argument("--faithfulness", type=harness.positive_int, default=200,
                         help="test sentences for the faithfulness gap")  # fmt: skip
-    parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--json", type=harness.output_file, help="also write every figure to this JSON file")
     args = parser.parse_args()
+    if "decoding" in args.sections and "quality" not in args.sections:  # quality runs first, and trains them
+        missing = [str(Path(args.out_dir) / harness.run_name(name)) for name in args.datasets
+                   if not (Path(args.out_dir) / harness.run_name(name) / "config.json").is_file()]  # fmt: skip
+        if missing:
+            parser.error(f"--sections decoding: no trained model in {', '.join(missing)}; run `--sections quality` "
+                         "first (with the same --out-dir)")  # fmt: skip
     report: dict[str, Any] = {}
     with harness.torch_threads(args.threads or None):
         sections = args.sections

@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="measured seconds per served setting")  # fmt: skip
     parser.add_argument("--skip-served", action="store_true")
     parser.add_argument("--skip-offline", action="store_true")
-    parser.add_argument("--json")
+    parser.add_argument("--json", type=harness.output_file, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     model_dir = Path(args.model_dir)
     print(f"attend deployment benchmark: {model_dir}; torch {torch.__version__}, {os.cpu_count()} CPUs, "
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         results["served"] = {}
         for dtype in ("fp32", "bf16"):
             print(f"\n== served, PyTorch {dtype} (attend serve on 127.0.0.1, load from a second process)")
-            served = Path(tempfile.mkdtemp(prefix="attend-serve-load-")) / "served.json"
+            served = harness.temp_dir("serve-load") / "served.json"
             serve_load.main([str(model_dir), "--clients", str(args.clients), "--seconds", str(args.seconds),
                              "--threads", str(args.threads), "--json", str(served),
                              *(["--bf16"] if dtype == "bf16" else [])])  # fmt: skip

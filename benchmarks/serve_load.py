@@ -204,16 +204,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--int8", action="store_true", help="serve the int8 model (attend serve --int8)")
     parser.add_argument("--texts-from", default="wordnet_topics", help="dataset of request texts",
                         choices=[name for name, info in DATASETS.items() if info.task == "classification"])
-    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--json", type=harness.output_file, help="write the results here")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client:
         return _run_client(args)
+    # Conflicts `attend serve` would report only once the server starts (after a MiniLM copy was built).
+    if args.runtime == "onnx" and not args.model_dir:
+        parser.error("--runtime onnx needs MODEL_DIR, a directory made by `attend export` (the default model is "
+                     "a PyTorch one)")  # fmt: skip
+    if args.bf16 and (args.runtime == "onnx" or args.int8):
+        parser.error("--bf16 goes with neither --runtime onnx nor --int8 (it serves the PyTorch model in bfloat16)")
     if not args.model_dir:
-        import tempfile
-
-        args.model_dir = str(minilm_dir(Path(tempfile.mkdtemp(prefix="attend-serve-")) / "minilm"))
+        args.model_dir = str(minilm_dir(harness.temp_dir("serve") / "minilm"))
     print(f"serve load test: {args.model_dir}, {args.clients} concurrent clients, {args.seconds:.0f} s measured "
           f"after {args.warmup:.0f} s warm-up, server threads {args.threads}, runtime {args.runtime}"
           f"{', bf16' if args.bf16 else ''}{', int8' if args.int8 else ''}, "

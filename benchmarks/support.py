@@ -265,8 +265,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated: en, zh-cn (default both)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of calibration, folds and CV (default 0)")
     parser.add_argument("--threads", type=harness.positive_int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--keep", help="write the JSONL files and indexes here instead of a temporary directory")
+    parser.add_argument("--json", type=harness.output_file, help="also write the results here")
+    parser.add_argument("--keep", type=harness.output_dir,
+                        help="write the JSONL files and indexes here instead of a temporary directory")  # fmt: skip
     args = parser.parse_args(argv)
     import torch
 

@@ -34,7 +34,6 @@ import argparse
 import random
 import statistics
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -170,7 +169,7 @@ def _onnx(predictor: TorchTextClassifier, sample: list[str], served: list[list[s
     from attend.runtime.onnx import denormals_flushed, session_for
 
     tokenizer = predictor.tokenizer
-    work = Path(tempfile.mkdtemp(prefix="attend-unpad-onnx-"))
+    work = harness.temp_dir("unpad-onnx")
     for unpad in (False, True):
         export_onnx(predictor, work / str(unpad), unpad=unpad, threads=args.threads)
         quantize_onnx_file(work / str(unpad) / ONNX_FILE, work / str(unpad) / INT8_FILE)

@@ -330,3 +330,154 @@ def test_scripts_refuse_bad_flags_before_any_work(script, args, message):
     assert done.stdout == ""
     assert done.stderr.splitlines()[-1].endswith(f"error: {message}")
     assert "Traceback" not in done.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Output paths, temporary folders, and the scripts' checks of them (an audit's findings)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_output_file_is_checked_before_any_work(tmp_path):
+    (tmp_path / "plain").write_text("")
+    assert harness.output_file(str(tmp_path / "out.json")) == str(tmp_path / "out.json")
+    (tmp_path / "old.json").write_text("{}")
+    assert harness.output_file(str(tmp_path / "old.json")) == str(tmp_path / "old.json")  # replaced at the end
+    for text, message in [
+        (str(tmp_path), "is a directory; give a file's path"),
+        (str(tmp_path / "missing" / "out.json"), "no such directory"),
+        (str(tmp_path / "plain" / "out.json"), "is a file, not a directory"),
+        ("", "not an empty string"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            harness.output_file(text)
+    # a script that makes the folder: one that can be made is enough, but not one under a file
+    assert harness.output_file(str(tmp_path / "new" / "deeper" / "out.json"), make_folder=True)
+    with pytest.raises(argparse.ArgumentTypeError, match="is a file, not a directory"):
+        harness.output_file(str(tmp_path / "plain" / "sub" / "out.json"), make_folder=True)
+    assert not (tmp_path / "new").exists()  # checking makes nothing
+
+
+def test_output_dir_refuses_a_file(tmp_path):
+    (tmp_path / "plain").write_text("")
+    assert harness.output_dir(str(tmp_path)) == str(tmp_path)
+    assert harness.output_dir(str(tmp_path / "new" / "runs")) == str(tmp_path / "new" / "runs")
+    with pytest.raises(argparse.ArgumentTypeError, match="is a file, not a directory"):
+        harness.output_dir(str(tmp_path / "plain"))
+    with pytest.raises(argparse.ArgumentTypeError, match="is a file, not a directory"):
+        harness.output_dir(str(tmp_path / "plain" / "runs"))
+    assert not (tmp_path / "new").exists()
+
+
+_TEMP_DIR_SCRIPT = """
+import sys
+sys.path.insert(0, {benchmarks!r})
+import harness
+folder = harness.temp_dir("test")
+(folder / "model.bin").write_bytes(b"x" * 1000)
+print(folder, flush=True)
+sys.stdin.readline()  # the test has seen the folder; a SIGTERM comes while it waits here
+if sys.argv[1] == "error":
+    raise RuntimeError("boom")
+"""
+
+
+@pytest.mark.parametrize(("how", "status"), [("normal", 0), ("error", 1), ("wait", 143)])
+def test_temp_dir_is_removed_however_the_script_ends(how, status):
+    """serve_load.py, onnx_settings.py and unpad.py --onnx had left a folder (87 MB of MiniLM) in /tmp each run."""
+    code = _TEMP_DIR_SCRIPT.format(benchmarks=str(HARNESS_PATH.parent))
+    with subprocess.Popen([sys.executable, "-c", code, how], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:  # fmt: skip
+        folder = Path(proc.stdout.readline().strip())
+        assert folder.name.startswith("attend-test-") and (folder / "model.bin").is_file()
+        if how == "wait":
+            proc.terminate()  # SIGTERM, as a job runner or `kill` ends a run
+        else:
+            proc.stdin.write("go on\n")
+            proc.stdin.flush()
+        proc.wait(timeout=60)
+    assert proc.returncode == status
+    assert not folder.exists()
+
+
+def test_no_script_makes_a_temporary_folder_that_outlives_it():
+    """Every temporary folder is made by harness.temp_dir (removed at exit) or a ``with`` block."""
+    for script in sorted(HARNESS_PATH.parent.glob("*.py")):
+        if script != HARNESS_PATH:
+            assert "mkdtemp(" not in script.read_text(encoding="utf-8"), script.name
+
+
+def _load_attention_benchmark():
+    spec = importlib.util.spec_from_file_location("bench_attention", HARNESS_PATH.parent / "attention.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_attention"] = module  # its dataclasses look their module up, as harness's do
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_mean_time_growth_is_a_median_of_per_round_ratios_like_the_last_doubling():
+    """Table 5s: "time (mean)" had been the ratio of the medians and "last doubling" the median of per-round
+    ratios, so over one doubling (--quick) they disagreed (x2.39 vs x2.61)."""
+    attention = _load_attention_benchmark()
+    short = harness.Timing("short", samples=[1.0, 1.0, 2.0])
+    long = harness.Timing("long", samples=[2.6, 2.6, 2.2])  # per round 2.6, 2.6, 1.1; medians 2.6 / 1.0
+    longer = harness.Timing("longer", samples=[9.0, 8.0, 6.0])  # per round 9, 8, 3 against the shortest
+    one = attention.time_growth_per_doubling({128: short, 256: long})
+    assert one == pytest.approx(harness.paired_ratio(long, short).median) == pytest.approx(2.6)
+    assert harness.paired_ratio(long, short).of_medians == pytest.approx(2.6)  # not what tells them apart here
+    skewed = harness.Timing("long", samples=[2.6, 2.0, 4.0])  # per round 2.6, 2.0, 2.0; ratio of medians 2.6
+    assert attention.time_growth_per_doubling({128: short, 256: skewed}) == pytest.approx(2.0)
+    assert attention.time_growth_per_doubling({128: short, 256: long, 512: longer}) == pytest.approx(8.0**0.5)
+    failed = harness.Timing("failed", error="skipped")
+    assert attention.time_growth_per_doubling({128: short, 256: long, 512: failed}) == pytest.approx(2.6)
+    assert math.isnan(attention.time_growth_per_doubling({128: short, 256: failed}))
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("attention.py", ["--json", "{missing}/out.json"], "argument --json: '{missing}/out.json': no such directory"),
+        ("robustness.py", ["--json", "{dir}"], "argument --json: '{dir}' is a directory; give a file's path"),
+        ("seq2seq.py", ["--json", "{missing}/o.json"], "argument --json: '{missing}/o.json': no such directory"),
+        ("serve.py", ["{model}", "--json", "{dir}"], "argument --json: '{dir}' is a directory; give a file's path"),
+        ("serve_load.py", ["--json", "{dir}"], "argument --json: '{dir}' is a directory; give a file's path"),
+        ("predict_stream.py", ["--json", "{missing}/o.json"], "argument --json: '{missing}/o.json': no such directory"),
+        ("scaling.py", ["--json", "{dir}"], "argument --json: '{dir}' is a directory; give a file's path"),
+        ("recommend.py", ["--json", "{dir}"], "argument --json: '{dir}' is a directory; give a file's path"),
+        ("support.py", ["--json", "{file}/o.json"], "argument --json: '{file}/o.json': '{file}' is a file, not a "
+                                                    "directory"),
+        ("quality.py", ["--json", "{dir}"], "argument --json: '{dir}' is a directory; give a file's path"),
+        ("explain.py", ["--json", "{dir}"], "argument --json: '{dir}' is a directory; give a file's path"),
+        ("quality.py", ["--out-dir", "{file}"], "argument --out-dir: '{file}' is a file, not a directory"),
+        ("support.py", ["--keep", "{file}"], "argument --keep: '{file}' is a file, not a directory"),
+        ("recommend.py", ["--keep", "{file}"], "argument --keep: '{file}' is a file, not a directory"),
+        ("robustness.py", ["--out-dir", "{file}"], "argument --out-dir: '{file}' is a file, not a directory"),
+        ("seq2seq.py", ["--out-dir", "{file}"], "argument --out-dir: '{file}' is a file, not a directory"),
+        ("scaling.py", ["--data", "{file}"], "--data {file}: cannot tell the format from the extension ''"),
+        ("seq2seq.py", ["--sections", "decoding", "--datasets", "tatoeba_en_de", "--out-dir", "{dir}"],
+         "--sections decoding: no trained model in {dir}/tatoeba_en_de; run `--sections quality` first (with the "
+         "same --out-dir)"),
+        ("serve_load.py", ["--runtime", "onnx"], "--runtime onnx needs MODEL_DIR, a directory made by `attend "
+                                                 "export` (the default model is a PyTorch one)"),
+        ("serve_load.py", ["{model}", "--bf16", "--runtime", "onnx"], "--bf16 goes with neither --runtime onnx nor "
+                                                                      "--int8"),
+    ],
+)
+def test_scripts_refuse_bad_output_paths_and_conflicts_before_any_work(tmp_path, script, args, message):
+    """Each had been found only after the run (the results lost), or after child processes or a server ran."""
+    paths = {"dir": tmp_path / "dir", "file": tmp_path / "data", "missing": tmp_path / "missing",
+             "model": tmp_path / "model"}  # fmt: skip
+    paths["dir"].mkdir()
+    paths["file"].write_text("text,label\na,b\n")  # a table without an extension
+    paths["model"].mkdir()
+    (paths["model"] / "config.json").write_text("{}")
+    names = {key: str(path) for key, path in paths.items()}
+    command = [sys.executable, str(HARNESS_PATH.parent / script), *(arg.format(**names) for arg in args)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    last = done.stderr.splitlines()[-1]
+    assert f"error: {message.format(**names)}" in last, last
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "missing").exists()
