@@ -331,9 +331,9 @@ def _is_model_directory(path: Path) -> bool:
 
 
 #: The hidden names attend gives the files and folders it works in while it writes an output
-#: (``.NAME.tmp<pid>``, ``.NAME.staging<pid>``, ``.model.prepared<pid>.onnx``, ``.int8-search<pid>.onnx``):
-#: a crash can leave one behind; they are attend's, not the user's.
-WORKING_NAME = re.compile(r"\.[^/]*?(?:\.(?:tmp|prepared|staging|old|training)|int8-search)\d+(?:\.onnx)?")
+#: (``.NAME.tmp<pid>``, ``.NAME.staging<pid>``, ``.model.prepared<pid>.onnx``, ``.int8-search<pid>.onnx``), or
+#: serves from (``.NAME.serving<pid>``): a crash can leave one behind; they are attend's, not the user's.
+WORKING_NAME = re.compile(r"\.[^/]*?(?:\.(?:tmp|prepared|staging|old|training|serving)|int8-search)\d+(?:\.onnx)?")
 
 def lock_path(target: Path) -> Path:
     """The lock file attend takes to write ``target`` (a model directory, a data set's archive):

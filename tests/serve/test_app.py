@@ -1256,3 +1256,40 @@ def test_an_explanation_whose_client_went_away_is_dropped_and_counted_so(
         counted = client.get("/metrics").text
     assert 'attend_requests_total{method="POST",route="/v1/explain",status="499"} 2.0' in counted, counted
     assert 'attend_requests_total{method="POST",route="/v1/explain",status="200"} 1.0' in counted, counted
+
+
+def test_workers_load_the_model_the_server_started_with_whatever_the_folder_holds_later(
+    trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --workers, uvicorn starts a worker again after a crash, which loaded the directory as it
+    then was: a model trained over it since answered beside the others under the same name, and a
+    removed one failed each restart with a traceback."""
+    import os
+
+    import attend.serve.app as app_module
+
+    model = copy_model(trained["encoder"], tmp_path)
+    seen: list[Path] = []
+
+    def workers(config: Any) -> None:  # what each worker would load, checked while "serving"
+        loaded = Path(json.loads(os.environ[app_module.ENV_CONFIG])["model_dir"])
+        seen.append(loaded)
+        assert loaded.name == model.name and loaded.parent.name == f".{model.name}.serving{os.getpid()}"
+        assert os.stat(loaded / "config.json").st_ino == os.stat(model / "config.json").st_ino  # linked, not copied
+        before = load(loaded).predict_proba(["a wonderful film"])
+        shutil.rmtree(model)  # trained over while serving
+        shutil.copytree(trained["encoder_cls"], model)
+        assert load(loaded).predict_proba(["a wonderful film"]).tolist() == before.tolist()
+        assert load(model).predict_proba(["a wonderful film"]).tolist() != before.tolist()
+
+    monkeypatch.setattr(app_module, "_run_workers", workers)
+    monkeypatch.setattr(app_module, "check_port", lambda host, port: None)
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)
+    app_module.serve(model, workers=2)
+    assert len(seen) == 1 and not seen[0].parent.exists()  # gone with the server
+    # Where links cannot be made (another file system), a copy in the temporary folder.
+    monkeypatch.setattr(os, "link", lambda *args, **kwargs: (_ for _ in ()).throw(OSError(18, "cross-device")))
+    copy = app_module.served_snapshot(model)
+    assert copy.name == model.name and not copy.parent.name.startswith(".") and (copy / "config.json").is_file()
+    shutil.rmtree(copy.parent)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [model.name]  # nothing left beside the model

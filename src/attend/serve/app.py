@@ -18,6 +18,7 @@ malformed JSON (422).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import errno
 import itertools
@@ -25,6 +26,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import threading
@@ -719,6 +721,11 @@ def serve(
     if not 0 < port < 65536:
         raise ValueError(f"port={port} must be in 1..65535")
     check_port(host, port)
+    snapshot = None
+    if workers > 1 and model_dir is not None:  # what every worker loads, whenever uvicorn (re)starts it
+        snapshot = served_snapshot(model_dir)
+        atexit.register(shutil.rmtree, snapshot.parent, ignore_errors=True)
+        model_dir = snapshot
     app = create_app(load_for_serving(model_dir, settings), settings, routers=routers)  # fail before binding
     # uvicorn re-raises SIGTERM after its graceful shutdown, which would end the process with status
     # 143; a handler that does nothing lets a clean, requested shutdown exit 0.
@@ -748,7 +755,37 @@ def serve(
                                          "routers": [spec.to_dict() for spec in routers]})  # fmt: skip
     config = uvicorn.Config("attend.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                             timeout_graceful_shutdown=graceful_seconds, log_level="info")  # fmt: skip
-    _run_workers(config)
+    try:
+        _run_workers(config)
+    finally:
+        if snapshot is not None:
+            shutil.rmtree(snapshot.parent, ignore_errors=True)
+
+
+def served_snapshot(model_dir: str | os.PathLike[str]) -> Path:
+    """A copy of the model directory that the workers of ``attend serve --workers N`` load, under the
+    same name (``/v1/model`` names the model by it): each worker loads when uvicorn starts it, and one
+    restarted after a crash had loaded whatever the directory then held (a model trained over it
+    since, answering beside the others under the same name), or failed on its absence with a traceback.
+
+    Hard links beside the directory (``.NAME.servingPID/NAME``), so nothing is copied; where they
+    cannot be made (another file system, links refused), a copy in the temporary folder, without the
+    TensorBoard logs (``runs/``). The caller removes the returned path's parent when the server ends.
+    """
+    import tempfile
+
+    source = Path(model_dir).resolve()
+    if not source.is_dir():  # said as loading says it
+        return Path(model_dir)
+    try:
+        root = source.with_name(f".{source.name}.serving{os.getpid()}")
+        shutil.rmtree(root, ignore_errors=True)  # a server of the same pid, killed before it tidied
+        shutil.copytree(source, root / source.name, copy_function=os.link)
+    except OSError:
+        shutil.rmtree(root, ignore_errors=True)
+        root = Path(tempfile.mkdtemp(prefix="attend-serve-"))
+        shutil.copytree(source, root / source.name, ignore=shutil.ignore_patterns("runs"))
+    return root / source.name
 
 
 class _QuietStartFailure(logging.Filter):
