@@ -601,7 +601,10 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
     if kept is None:
         return 130
     if args.png:
-        paths = save_alignment_pngs([r.alignment for r in kept], args.png, maps=True)
+        paths = _drawing_pngs(args, len(kept), lambda step: save_alignment_pngs([r.alignment for r in kept], args.png,
+                                                                                maps=True, progress=step))
+        if paths is None:
+            return 130
         print(f"{len(paths)} PNG files under {Path(args.png).resolve()}", file=sys.stderr)
     if args.json:
         print(dumps_json([r.to_dict(maps=args.maps) for r in kept]))
@@ -730,11 +733,38 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if kept is None:
         return 130
     if args.png:
-        paths = save_heatmaps(kept, args.png)
+        paths = _drawing_pngs(args, len(kept), lambda step: save_heatmaps(kept, args.png, progress=step))
+        if paths is None:
+            return 130
         print(f"{len(paths)} PNG files under {Path(args.png).resolve()}", file=sys.stderr)
     if args.json:
         print(to_json(kept, maps=args.maps))
     return 0
+
+
+def _drawing_pngs(args: argparse.Namespace, count: int, draw: Callable[[Callable[[int], object]], list[Path]]
+                  ) -> list[Path] | None:  # fmt: skip
+    """``draw(step)`` with a bar of the ``count`` texts whose pictures it writes (seconds each with every
+    head's map: after the explanations' bar had said 100%, minutes of silence), or None after a Ctrl-C,
+    said with how many texts' pictures were written."""
+    from attend.progress import progress_bar
+
+    done = 0
+    with progress_bar(total=count, desc="png", unit="text", mininterval=1.0, delay=1.0,
+                      disable=args.no_progress) as bar:  # fmt: skip
+
+        def step(texts: int) -> None:
+            nonlocal done
+            done += texts
+            bar.update(texts)
+
+        try:
+            return draw(step)
+        except KeyboardInterrupt:
+            pass
+    print(f"interrupted: the pictures of {done} of {count} texts are under {Path(args.png).resolve()}",
+          file=sys.stderr)  # fmt: skip
+    return None
 
 
 EXPLAIN_CHUNK = 64  # texts `attend explain` explains, prints and adds to its page at a time

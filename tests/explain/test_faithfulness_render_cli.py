@@ -195,6 +195,34 @@ def test_cli_explain_json_html_png(model_dir: Path, tmp_path: Path, capsys: pyte
     assert html_path.is_file() and (png / "text1" / "importance.png").is_file()
     assert "HTML report" in out.err  # paths go to stderr so stdout stays one JSON document
 
+
+def test_cli_explain_png_has_a_bar_and_a_ctrl_c_there_says_what_was_drawn(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pictures came after the explanations' bar said 100%: a minute of silence for 100 texts, and a
+    Ctrl-C there left 133 files without a word."""
+    import attend.explain.render as render
+
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    monkeypatch.setenv("TQDM_DELAY", "0")
+    png = tmp_path / "png"
+    assert main(["explain", str(model_dir), "a", "b", "c", "--png", str(png)]) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("png:")][-1].startswith("png: 100%|"), err
+    drawn = render._importance_png
+
+    def stopping(exp: object) -> bytes:
+        if (png / "text1").exists():
+            raise KeyboardInterrupt
+        return drawn(exp)
+
+    monkeypatch.setattr(render, "_importance_png", stopping)
+    png = tmp_path / "again"
+    assert main(["explain", str(model_dir), "a", "b", "c", "--png", str(png), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"interrupted: the pictures of 1 of 3 texts are under {png.resolve()}", err
+    assert "png:" not in err
+
     labelled = write_csv(tmp_path / "labelled.csv", [{"text": "what a wonderful film", "label": "pos", "part": "test"}])
     assert main(["evaluate", str(model_dir), str(labelled), "--split-col", "part"]) == 2  # it was ignored
     assert "a classifier is scored on the whole of DATA" in capsys.readouterr().err

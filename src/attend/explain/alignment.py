@@ -25,7 +25,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -256,11 +256,12 @@ def _atomic_write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
-def save_alignment_pngs(alignments: Sequence[Alignment], directory: str | Path, *, maps: bool = False) -> list[Path]:
+def save_alignment_pngs(alignments: Sequence[Alignment], directory: str | Path, *, maps: bool = False,
+                        progress: Callable[[int], object] | None = None) -> list[Path]:  # fmt: skip
     """Write ``alignment-000.png``, ``alignment-001.png``, … (each atomically) into ``directory``.
 
-    With ``maps=True`` also each per-layer/head map as ``alignment-000-layer-0-head-2.png``.
-    Returns the written paths.
+    With ``maps=True`` also each per-layer/head map as ``alignment-000-layer-0-head-2.png``;
+    ``progress(1)`` is called as each sentence's are written. Returns the written paths.
     """
     directory = check_picture_folder("directory", directory, model_dir=enclosing_model_directory(directory))
     directory.mkdir(parents=True, exist_ok=True)
@@ -270,6 +271,8 @@ def save_alignment_pngs(alignments: Sequence[Alignment], directory: str | Path, 
         for name, matrix in (alignment.layers or {}).items() if maps else ():
             png = _alignment_heatmap(matrix, alignment.source_tokens, alignment.output_tokens, name, 80)
             written.append(_atomic_write_bytes(directory / f"alignment-{i:03d}-{_slug(name)}.png", png))
+        if progress is not None:
+            progress(1)
     remove_stale_pictures(directory, "alignment-*.png", r"alignment-\d{3,}(-[\w.-]+)?\.png", written)
     return written
 

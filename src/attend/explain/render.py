@@ -20,7 +20,7 @@ import math
 import re
 import textwrap
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +108,10 @@ def _importance_png(exp: Explanation, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
-def save_heatmaps(explanations: Sequence[Explanation], directory: str | Path) -> list[Path]:
-    """Write ``text{i}/layer{l}_head{h}.png`` (when maps were requested) and ``text{i}/importance.png``.
+def save_heatmaps(explanations: Sequence[Explanation], directory: str | Path, *,
+                  progress: Callable[[int], object] | None = None) -> list[Path]:  # fmt: skip
+    """Write ``text{i}/layer{l}_head{h}.png`` (when maps were requested) and ``text{i}/importance.png``;
+    ``progress(1)`` is called as each text's are written.
 
     Returns the written paths.
     """
@@ -126,6 +128,8 @@ def save_heatmaps(explanations: Sequence[Explanation], directory: str | Path) ->
                 path = folder / f"layer{layer}_head{head}.png"
                 path.write_bytes(_heatmap_png(matrix, exp.display_tokens(), f"layer {layer}, head {head}"))
                 written.append(path)
+        if progress is not None:
+            progress(1)
     remove_stale_pictures(directory, "text*/*.png", r"text\d+/(importance|layer\d+_head\d+)\.png", written)
     return written
 
