@@ -726,3 +726,14 @@ def test_a_damaged_checkpoint_weight_file_is_refused_in_words(planted_csv: Path,
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(DataError, match=r"checkpoint: cannot resume, the checkpoint is unreadable \("):
         train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=args, resume=True)
+
+
+def test_a_file_where_the_training_state_goes_is_named_before_any_work(planted_csv: Path, tmp_path: Path) -> None:
+    """It had failed at the first save with a bare "File exists", --overwrite or not."""
+    work = state_directory(tmp_path / "m")
+    work.write_text("mine\n", encoding="utf-8")
+    for overwrite in (False, True):
+        with pytest.raises(ModelDirError, match=rf"^{re.escape(str(work))} is a file, where a run writing "):
+            train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER,
+                  args=TrainingArgs(**{**FAST, "epochs": 1}), overwrite=overwrite)  # fmt: skip
+    assert work.read_text(encoding="utf-8") == "mine\n" and not (tmp_path / "m").exists()

@@ -1121,6 +1121,9 @@ class Trainer:
                             "(resume=True from Python) to continue it, or --overwrite (overwrite=True) to discard it "
                             "and start again")  # fmt: skip
         check_output_directory(out, overwrite=overwrite)
+        if work.exists() and not work.is_dir():  # it had failed at the first save: "File exists"
+            raise ModelDirError(f"{work} is a file, where a run writing {out} keeps its training state (a hidden "
+                                "folder beside it): move it away, then run the command again")  # fmt: skip
         _check_features(task, args, resumed=resume, given=None if resume else self.given)
         if args.threads:
             torch.set_num_threads(args.threads)
