@@ -74,6 +74,12 @@ def test_reading_a_missing_database_by_url_or_a_folder_is_refused_and_creates_no
     assert database_url("sqlite://", create=False, kind="focus", missing_hint="") == "sqlite://"  # in memory
     with pytest.raises(ValueError, match=r"is a directory; give the database's file path"):
         database_url(tmp_path, create=True, kind="focus", missing_hint="")
+    # A file where its folder goes is named so ("the folder ... does not exist" had been said of it).
+    (tmp_path / "d.csv").write_text("a,b\n")
+    with pytest.raises(ValueError, match=rf"^--db {tmp_path}/d.csv/f.db: {tmp_path}/d.csv is a file, not a folder$"):
+        database_url(tmp_path / "d.csv" / "f.db", create=True, kind="focus", missing_hint="")
+    with pytest.raises(ValueError, match=r"the folder .*/none does not exist$"):
+        database_url(tmp_path / "none" / "f.db", create=True, kind="focus", missing_hint="")
 
 
 def test_another_programs_database_is_refused_unchanged(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -361,6 +362,17 @@ def test_build_option_errors(tmp_path: Path) -> None:
     (crowded / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="already holds other files"):
         build_index(SAMPLE, crowded)
+    # Found before the FAQ is embedded (it had been after the whole build).
+    import attend.apps.support.index as index_module
+
+    def no_encoder(model: str) -> None:
+        raise AssertionError("the encoder was loaded before --out was checked")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(index_module, "load_encoder", no_encoder)
+        said = rf"--out {re.escape(str(crowded))}/notes.txt/index: .*notes.txt is a file"
+        with pytest.raises(ValueError, match=said):
+            build_index(SAMPLE, crowded / "notes.txt" / "index")
     with pytest.raises(ModelDirError, match="no such model directory"):
         build_index(SAMPLE, tmp_path / "out", model=str(tmp_path / "no_model"))
     with pytest.raises(ValueError, match="question_weight"):

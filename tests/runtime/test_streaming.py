@@ -275,6 +275,9 @@ def test_resume_needs_a_resumable_format_and_another_file_than_the_input(
     err = capsys.readouterr().err
     assert f"--output {inside}: that is in the model directory {trained['encoder'].resolve()}" in err
     assert not inside.exists()
+    # Below a file: named so (it had been "in.csv: File exists").
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(data / "p.jsonl")]) == 2
+    assert capsys.readouterr().err == f"error: --output {data / 'p.jsonl'}: {data} is a file, not a folder\n"
 
 
 def test_a_multi_label_csv_resumes(tmp_path: Path) -> None:

@@ -550,8 +550,11 @@ def check_output_name(path: str | os.PathLike[str]) -> None:
     """Refuse a compressed ``--output`` name (it was written as plain JSON under it): output is
     plain text, which an interrupted run resumes from. And one in a model directory: a file attend
     did not write there stops ``attend train --overwrite`` from replacing the model (it was taken)."""
-    from attend.io import enclosing_model_directory
+    from attend.io import enclosing_model_directory, file_in_the_way
 
+    blocking = file_in_the_way(Path(path).parent)  # said as "d.csv: File exists" when its folder was made
+    if blocking is not None:
+        raise DataError(f"--output {path}: {blocking} is a file, not a folder")
     model_dir = enclosing_model_directory(Path(path).parent)
     if model_dir is not None:
         raise DataError(f"--output {path}: that is in the model directory {model_dir}, which holds only what attend "

@@ -467,9 +467,16 @@ def embed_entries(
 
 
 def _check_out(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` the index cannot be written to, before the FAQ is embedded (a file above it,
+    or a read-only folder, had been found after the whole build)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} is a file; --out must be a directory for the index")
     if not out_dir.exists():
+        above = next(folder for folder in out_dir.absolute().parents if folder.exists())
+        if not above.is_dir():
+            raise ValueError(f"--out {out_dir}: {above} is a file, not a folder")
+        if not os.access(above, os.W_OK | os.X_OK):
+            raise ValueError(f"--out {out_dir}: cannot write in {above} (read-only, or no permission)")
         return
     names = [p.name for p in out_dir.iterdir() if not p.name.startswith(".")]
     foreign = sorted(name for name in names if name not in _FILES)
