@@ -644,3 +644,21 @@ def test_a_loop_of_symbolic_links_as_an_output_is_one_line(
         err = capsys.readouterr().err  # or the system's own words, where an open() met the loop first
         assert err in (f"error: {loop}: a loop of symbolic links (it leads back to itself)\n",
                        f"error: {loop}: Too many levels of symbolic links\n"), (argv, err)  # fmt: skip
+
+
+def test_a_failed_copy_is_said_by_its_first_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An ensemble copying its members onto a full disk had printed the list of every failed file."""
+    import shutil
+
+    import attend.runtime.ensemble as ensemble
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise shutil.Error([(f"m1/{name}", f"ens/members/00/{name}", "[Errno 28] No space left on device")
+                            for name in ("config.json", "model.safetensors", "tokenizer.json")])  # fmt: skip
+
+    monkeypatch.setattr(ensemble, "make_ensemble", full)
+    assert main(["ensemble", "m1", "m2", "--out", str(tmp_path / "ens")]) == 2
+    assert capsys.readouterr().err == ("error: ens/members/00/config.json: [Errno 28] No space left on device (and 2 "
+                                       "more file(s))\n")  # fmt: skip

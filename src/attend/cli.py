@@ -1708,7 +1708,7 @@ def _main(argv: Sequence[str] | None) -> int:
         except (UsageError, ValueError, OSError) as exc:  # OSError: missing, unreadable or unwritable paths, full disk
             plain = isinstance(exc, OSError) and exc.filename is not None and exc.strerror
             if _reports(exc):
-                message = f"{_user_path(exc.filename)}: {exc.strerror}" if plain else str(exc)  # type: ignore[union-attr]
+                message = f"{_user_path(exc.filename)}: {exc.strerror}" if plain else _copy_failure(exc) or str(exc)  # type: ignore[union-attr]
                 print(f"{_rank_prefix(exc)}error: {message}", file=sys.stderr)
             else:  # rank 0 meets the same error and says it: not stopped by torchrun before it can
                 _wait_for_rank_0()
@@ -1736,6 +1736,17 @@ def _main(argv: Sequence[str] | None) -> int:
             if _reports():
                 print("interrupted", file=sys.stderr)
             return 130
+
+
+def _copy_failure(exc: BaseException) -> str | None:
+    """A failed ``shutil.copytree``'s error (a full disk while an ensemble copies its members) as its
+    first file and why, with how many more failed: its words had been the list of every failure."""
+    failures = exc.args[0] if type(exc).__name__ == "Error" and exc.args and isinstance(exc.args[0], list) else None
+    if not failures or not all(isinstance(item, tuple) and len(item) == 3 for item in failures):
+        return None
+    _, target, why = failures[0]
+    more = f" (and {len(failures) - 1} more file(s))" if len(failures) > 1 else ""
+    return f"{target}: {why}{more}"
 
 
 def _user_path(filename: Any) -> str:
