@@ -181,6 +181,8 @@ def test_an_empty_augment_turns_off_a_files_augment_with_its_settings(
         (["train", "data.csv", "--out", "data.csv/m"], "data.csv is a file, so the output directory"),
         (["train", "data.csv", "--out", "m" * 245, "--model", "encoder"],
          "is 245 bytes; attend writes beside it under names up to 16"),  # failed at its staging, after training
+        (["train", "data.csv", "--out", "m" * 250, "--model", "encoder"],
+         "is 250 bytes; attend writes beside it under names up to 16"),  # its lock file had been blamed
         (["train", "data.csv", "--out", "m", "--config", "types.json"], 'training option field epochs="3" must be an'),
         (["train", "data.csv", "--out", "m", "--config", "float.json"], "field epochs=1.5 must be an integer"),
         (["train", "data.csv", "--out", "m", "--model", "encoder", "--config", "wide.json"],

@@ -727,7 +727,8 @@ class OutputLock:
             import fcntl
         except ImportError:  # pragma: no cover - not a POSIX system: no lock
             return
-        _refuse_a_file_above(out)  # as check_output_directory says it, for a run that locks first
+        _refuse_a_file_above(out)  # as check_output_directory says them, for a run that locks first
+        _refuse_a_long_name(out)  # (the lock's own name had been blamed: "File name too long")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
