@@ -331,9 +331,9 @@ def _is_model_directory(path: Path) -> bool:
 
 
 #: The hidden names attend gives the files and folders it works in while it writes an output
-#: (``.NAME.tmp<pid>``, ``.NAME.staging<pid>``, ``.model.prepared<pid>.onnx``, ``.int8-search<pid>.onnx``), or
-#: serves from (``.NAME.serving<pid>``): a crash can leave one behind; they are attend's, not the user's.
-WORKING_NAME = re.compile(r"\.[^/]*?(?:\.(?:tmp|prepared|staging|old|training|serving)|int8-search)\d+(?:\.onnx)?")
+#: (``.NAME.tmp<pid>``, ``.NAME.staging<pid>``, ``.model.prepared<pid>.onnx``, ``.int8-search<pid>.onnx``):
+#: a crash can leave one behind; they are attend's, not the user's.
+WORKING_NAME = re.compile(r"\.[^/]*?(?:\.(?:tmp|prepared|staging|old|training)|int8-search)\d+(?:\.onnx)?")
 
 def lock_path(target: Path) -> Path:
     """The lock file attend takes to write ``target`` (a model directory, a data set's archive):
@@ -550,8 +550,9 @@ def check_output_directory(out: Path, *, source: Path | None = None, overwrite: 
     if ensemble is not None:
         raise ModelDirError(f"{out} is a member of the ensemble {ensemble}, whose recorded hashes writing into it "
                             "would break; choose another output directory")  # fmt: skip
-    owner = enclosing_model_directory(out.parent)
-    if owner is not None and out.resolve().relative_to(owner).parts != (ONNX_FOLDER,):
+    target = out.resolve()  # where a link leads: the folder written (a link's own place had met a bare ValueError)
+    owner = enclosing_model_directory(target.parent)
+    if owner is not None and target.relative_to(owner).parts != (ONNX_FOLDER,):
         # A folder attend did not write there stops `attend train --overwrite` from replacing that model;
         # `onnx/` is attend's own (where `attend quantize` exports).
         raise ModelDirError(f"{out} is inside the model directory {owner}, where it would stop `attend train "

@@ -1274,7 +1274,8 @@ def test_workers_load_the_model_the_server_started_with_whatever_the_folder_hold
     def workers(config: Any) -> None:  # what each worker would load, checked while "serving"
         loaded = Path(json.loads(os.environ[app_module.ENV_CONFIG])["model_dir"])
         seen.append(loaded)
-        assert loaded.name == model.name and loaded.parent.name == f".{model.name}.serving{os.getpid()}"
+        assert loaded.name == model.name and loaded.parent.name.startswith(f".{model.name}.serving")
+        assert loaded.parent.parent == model.parent
         assert os.stat(loaded / "config.json").st_ino == os.stat(model / "config.json").st_ino  # linked, not copied
         before = load(loaded).predict_proba(["a wonderful film"])
         shutil.rmtree(model)  # trained over while serving
@@ -1293,3 +1294,41 @@ def test_workers_load_the_model_the_server_started_with_whatever_the_folder_hold
     assert copy.name == model.name and not copy.parent.name.startswith(".") and (copy / "config.json").is_file()
     shutil.rmtree(copy.parent)
     assert sorted(p.name for p in tmp_path.iterdir()) == [model.name]  # nothing left beside the model
+    monkeypatch.undo()
+
+
+def test_a_served_snapshot_is_made_only_of_a_directory_and_keeps_its_name_and_its_links_targets(
+    trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review of the snapshot: a mistyped MODEL_DIR had had its parent folder removed as the
+    snapshot's; a relative link inside the model was linked as a link, dangling; a link to the
+    model named it by its target; MODEL/onnx's snapshot sat inside MODEL, for its train --overwrite
+    to take."""
+
+    import attend.serve.app as app_module
+
+    keep = tmp_path / "models"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine\n")
+    monkeypatch.chdir(keep)
+    monkeypatch.setattr(app_module, "check_port", lambda host, port: None)
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)
+    with pytest.raises(ModelDirError, match="no such model directory"):
+        app_module.serve("typo_model", workers=2)
+    assert (keep / "notes.txt").read_text() == "mine\n" and app_module.served_snapshot("typo_model") is None
+    model = copy_model(trained["encoder"], keep)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (model / "tokenizer.json").rename(shared / "tokenizer.json")
+    (model / "tokenizer.json").symlink_to(Path("..") / ".." / "shared" / "tokenizer.json")
+    (keep / "current").symlink_to(model.name)
+    snap = app_module.served_snapshot(keep / "current")
+    assert snap is not None and snap.name == "current" and snap.parent.parent == keep
+    assert not (snap / "tokenizer.json").is_symlink() and load(snap).predict(["a wonderful film"])
+    shutil.rmtree(snap.parent)
+    (model / "onnx").mkdir()
+    shutil.copy(model / "config.json", model / "onnx" / "config.json")
+    inner = app_module.served_snapshot(model / "onnx")
+    assert inner is not None and inner.parent.parent == keep
+    assert not any(p.name.startswith(".") for p in model.iterdir())
+    shutil.rmtree(inner.parent)

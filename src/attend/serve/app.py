@@ -721,9 +721,8 @@ def serve(
     if not 0 < port < 65536:
         raise ValueError(f"port={port} must be in 1..65535")
     check_port(host, port)
-    snapshot = None
-    if workers > 1 and model_dir is not None:  # what every worker loads, whenever uvicorn (re)starts it
-        snapshot = served_snapshot(model_dir)
+    snapshot = served_snapshot(model_dir) if workers > 1 and model_dir is not None else None
+    if snapshot is not None:  # what every worker loads, whenever uvicorn (re)starts it
         atexit.register(shutil.rmtree, snapshot.parent, ignore_errors=True)
         model_dir = snapshot
     app = create_app(load_for_serving(model_dir, settings), settings, routers=routers)  # fail before binding
@@ -762,30 +761,42 @@ def serve(
             shutil.rmtree(snapshot.parent, ignore_errors=True)
 
 
-def served_snapshot(model_dir: str | os.PathLike[str]) -> Path:
+def served_snapshot(model_dir: str | os.PathLike[str]) -> Path | None:
     """A copy of the model directory that the workers of ``attend serve --workers N`` load, under the
-    same name (``/v1/model`` names the model by it): each worker loads when uvicorn starts it, and one
-    restarted after a crash had loaded whatever the directory then held (a model trained over it
-    since, answering beside the others under the same name), or failed on its absence with a traceback.
+    name it was given by (``/v1/model`` names the model by it), or None where ``model_dir`` is no
+    directory (loading then says so). Each worker loads when uvicorn starts it, and one restarted
+    after a crash had loaded whatever the directory then held (a model trained over it since,
+    answering beside the others under the same name), or failed on its absence with a traceback.
 
-    Hard links beside the directory (``.NAME.servingPID/NAME``), so nothing is copied; where they
-    cannot be made (another file system, links refused), a copy in the temporary folder, without the
-    TensorBoard logs (``runs/``). The caller removes the returned path's parent when the server ends.
+    Hard links of the files (a link's target's) in a new hidden folder ``.NAME.serving…`` beside
+    the directory, or beside the model directory it is inside (``MODEL/onnx``: its ``train
+    --overwrite`` would take the folder with it), so nothing is copied; where they cannot be made
+    (another file system, links refused), a copy in the temporary folder, without the TensorBoard
+    logs (``runs/``). The caller removes the returned path's parent, and only it, when the server ends.
     """
     import tempfile
 
-    source = Path(model_dir).resolve()
-    if not source.is_dir():  # said as loading says it
-        return Path(model_dir)
+    from attend.io import enclosing_model_directory
+
+    given = Path(model_dir)
+    if not given.is_dir():
+        return None
+    source, name = given.resolve(), given.absolute().name
+    beside = enclosing_model_directory(source.parent) or source
+    root = None
     try:
-        root = source.with_name(f".{source.name}.serving{os.getpid()}")
-        shutil.rmtree(root, ignore_errors=True)  # a server of the same pid, killed before it tidied
-        shutil.copytree(source, root / source.name, copy_function=os.link)
+        root = Path(tempfile.mkdtemp(dir=beside.parent, prefix=f".{name}.serving"))
+        shutil.copytree(source, root / name, copy_function=lambda src, dst: os.link(os.path.realpath(src), dst))
     except OSError:
-        shutil.rmtree(root, ignore_errors=True)
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
         root = Path(tempfile.mkdtemp(prefix="attend-serve-"))
-        shutil.copytree(source, root / source.name, ignore=shutil.ignore_patterns("runs"))
-    return root / source.name
+        try:
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("runs"))
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+    return root / name
 
 
 class _QuietStartFailure(logging.Filter):
