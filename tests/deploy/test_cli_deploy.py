@@ -174,6 +174,15 @@ def test_an_output_inside_a_model_directory_is_refused_before_anything_is_said(
         inside = "is inside the member" if argv[0] == "ensemble" else "is inside the model directory"
         assert err.startswith("error: ") and inside in err and "exporting" not in err, err
         assert sorted(p.name for p in model.iterdir()) == sorted(p.name for p in trained["encoder"].iterdir())
+    # A link is judged by where it leads, as it is written through (its own place had met a bare ValueError).
+    from attend.io import ModelDirError, check_output_directory
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link_out").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "link_in").symlink_to(model / "sub")
+    check_output_directory(tmp_path / "link_out")
+    with pytest.raises(ModelDirError, match="is inside the model directory"):
+        check_output_directory(tmp_path / "link_in")
     # attend's own onnx/ folder is where quantize exports, and train --overwrite replaces it with the model
     assert main(["export", str(model), "--onnx", str(model / "onnx"), "--json"]) == 0
     assert (model / "onnx" / "model.onnx").is_file()

@@ -56,8 +56,8 @@ def test_words_are_runs_of_letters_cjk_characters_and_punctuation() -> None:
     assert [text[a:b] for a, b in word_spans(text)] == words
     # Marks stay with their letter and an emoji sequence is one unit: a Hindi vowel sign, a Thai one, an
     # NFD accent and each person of a family emoji had been units of their own, ranked as words.
-    text = "बहुत अच्छा ดีมาก cafe\u0301 👨\u200d👩\u200d👧 👍🏽 می\u200cخواهم"
-    words = ["बहुत", "अच्छा", "ดีมาก", "cafe\u0301", "👨\u200d👩\u200d👧", "👍🏽", "می\u200cخواهم"]
+    text = "बहुत अच्छा ดีมาก cafe\u0301 👨\u200d👩\u200d👧 👍🏽 می\u200cخواهم x² H₂O"
+    words = ["बहुत", "अच्छा", "ดีมาก", "cafe\u0301", "👨\u200d👩\u200d👧", "👍🏽", "می\u200cخواهم", "x²", "H₂O"]
     assert [text[a:b] for a, b in word_spans(text)] == words
 
 

@@ -644,6 +644,7 @@ def test_a_failed_exchange_with_torchrun_peers_says_what_comes_next(
         dist.barrier()  # no process group: raised inside torch.distributed, as a peer's loss is
     assert _raised_in_exchange(raised.value)
     assert _raised_in_exchange(dist.DistNetworkError("x"))
+    assert not _raised_in_exchange(torch.OutOfMemoryError("CUDA out of memory"))  # no peer's doing
     try:
         raise RuntimeError("a bug of our own")
     except RuntimeError as exc:

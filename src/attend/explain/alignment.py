@@ -43,7 +43,7 @@ from attend.explain.render import (
     wrapped_title,
 )
 from attend.io import check_picture_folder, enclosing_model_directory
-from attend.jsonout import finite_json, python_values
+from attend.jsonout import python_values
 from attend.plotting import plain_text, pyplot
 
 __all__ = ["LINK_RATIO", "Alignment", "AlignmentReport", "alignment_html", "alignment_png", "save_alignment_pngs",
@@ -134,8 +134,18 @@ def _links(weights: np.ndarray) -> list[dict[str, Any]]:
 
 
 def _plain(value: Any) -> Any:
-    """JSON-safe: numpy scalars and arrays to Python, non-finite floats to None."""
-    return finite_json(python_values(value))
+    """JSON-safe and printable: numpy scalars and arrays to Python, keys to text, non-finite floats
+    to None; anything else as it is (the page prints it as text)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    value = python_values(value)
+    if isinstance(value, list):  # an array's
+        return _plain(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def to_json_dict(alignment: Alignment, *, maps: bool = False) -> dict[str, Any]:

@@ -23,7 +23,9 @@ import regex
 __all__ = ["onto_words", "word_spans"]
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_UNIT = regex.compile(rf"(?:(?=[^\W{_CJK}])\X)+|(?=[{_CJK}])\X|(?=[^\w\s])\X")
+#: (``\p{No}`` with the word characters: the regex module's ``\w`` leaves out ``²`` and ``₂``, which
+#: Python's keeps, and ``x²`` and ``H₂O`` had been cut in pieces.)
+_UNIT = regex.compile(rf"(?:(?=[^\W{_CJK}]|\p{{No}})\X)+|(?=[{_CJK}])\X|(?=[^\w\s\p{{No}}])\X")
 
 
 def word_spans(text: str) -> list[tuple[int, int]]:

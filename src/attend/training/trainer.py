@@ -1005,8 +1005,10 @@ def _global_random_kept() -> Iterator[None]:
     """PyTorch's and numpy's global random states as they were, after a run that seeds them: a
     notebook's own seeded draws had come out otherwise after training (``attend.load`` keeps them too)."""
     state = np.random.get_state()
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)  # this rank's GPU only (forking all had set up every one)
+    devices = [local] if torch.cuda.is_available() and local < torch.cuda.device_count() else []
     try:
-        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+        with torch.random.fork_rng(devices=devices):
             yield
     finally:
         np.random.set_state(state)
@@ -1628,7 +1630,10 @@ def _resumed_args(out: Path, recorded: dict[str, Any], given: TrainingArgs,
 
 
 def _raised_in_exchange(exc: BaseException) -> bool:
-    """Whether ``exc`` came from ``torch.distributed`` (a collective, the process group's store)."""
+    """Whether ``exc`` came from ``torch.distributed`` (a collective, the process group's store); not
+    a GPU out of memory inside an all-reduce, which is no peer's doing."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return False
     if isinstance(exc, dist.DistError):
         return True
     frame, tb = "", exc.__traceback__
