@@ -128,6 +128,10 @@ def test_bad_files_get_errors_naming_file_line_and_value(
         ('{"text": null, "label": "b"}', r"line 2 has no value in column 'text' \(a null or missing value\)$"),
         ('{"text": "ok", "label": {"name": "b"}}', r"line 2 has an object \{'name': 'b'\} as its label"),
         ('{"text": "ok", "label": NaN}', r"line 2 has a missing value \(NaN\) as its label"),
+        # An odd item of a list of labels had been learned as its text: a class 'None', or "['c']".
+        ('{"text": "ok", "label": ["b", null]}', r"line 2 has null in its list of labels in column 'label'; give "),
+        ('{"text": "ok", "label": ["b", ["c"]]}', r"line 2 has a list \['c'\] in its list of labels"),
+        ('{"text": "ok", "label": [{"c": 1}]}', r"line 2 has an object \{'c': 1\} in its list of labels"),
         ('{"label": "b"}', r"line 2 has no 'text'$"),  # the key left out (was "an empty text")
         # A key given twice: the last had been read in silence (a row predicted on its second text).
         ('{"text": "ok", "text": "bad", "label": "b"}', r'line 2 is not valid JSON \(the key "text" is given twice, '
@@ -314,6 +318,13 @@ def test_a_label_seen_once_is_an_error_naming_it() -> None:
                          source="f.csv")  # fmt: skip
     with pytest.raises(DataError, match=r"f\.csv: 3 labels appear only once: '7' \(line 4\), 'NA' \(line 5\), 'y' "
                                         r"\(line 6\); .* \('NA' reads like an empty cell"):  # fmt: skip
+        stratified_split(data)
+    # One that is other labels joined (a JSON string beside lists) says the --label-sep that splits it, as
+    # the report says of one that is not rare (the error had left it unsaid).
+    data = LabelledTexts(texts=list("abcde"), labels=[["food"], ["food"], ["sport"], ["sport"], ["food|sport"]],
+                         lines=[2, 3, 4, 5, 6], source="f.jsonl")  # fmt: skip
+    with pytest.raises(DataError, match=r"\('food\|sport' is other labels of the data joined by '\|', \['food', "
+                                        r"'sport'\]: if it means those labels, give --label-sep '\|' with --multi-"):
         stratified_split(data)
 
 

@@ -495,6 +495,9 @@ def test_kept_values_are_json_whatever_the_input_holds(tmp_path: Path) -> None:
     ("id,nope", "has no column 'nope' (columns: id, text); choose the columns to keep with --keep-cols"),
     ("label", "--keep-cols 'label': the predictions have a 'label' of their own"),
     ("probability_3", "--keep-cols 'probability_3': the predictions have"),
+    # Of a single-label model too, said so (its predictions have none, and the refusal read as wrong).
+    ("labels", "--keep-cols 'labels': a multi-label model's predictions have a 'labels' of their own, and the name "
+     "is kept for them whatever the model; rename"),
     ("id,,x", "a column name is empty"),
     ("id,id", "'id' is named twice"),
 ])  # fmt: skip

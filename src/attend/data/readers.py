@@ -602,6 +602,28 @@ def _label_text(value: Any) -> str:
     return str(value).strip()
 
 
+#: Characters a file may join several labels with in one cell.
+LABEL_SEPARATORS = ("|", ";", ",", "/")
+
+
+def joined_labels(names: list[str]) -> list[tuple[str, str, list[str]]]:
+    """Labels that are other labels of the data joined by a separator (``billing|bug`` beside
+    ``billing`` and ``bug``), with the separator and the parts: a --label-sep other than the
+    file's, or JSON rows joining labels in a string beside rows listing them. Only said, not
+    refused: ``CI/CD`` beside ``CI`` and ``CD`` may well be a name."""
+    known = set(names)
+    return [(name, *joined) for name in names if (joined := joined_at(name, known)) is not None]
+
+
+def joined_at(name: str, known: set[str]) -> tuple[str, list[str]] | None:
+    """``(separator, parts)`` where ``name`` is labels of ``known`` joined by a separator, else None."""
+    for sep in LABEL_SEPARATORS:
+        parts = [part.strip() for part in name.split(sep)]
+        if len(parts) > 1 and all(part in known and part != name for part in parts):
+            return sep, parts
+    return None
+
+
 def match_label(label: str, known: Sequence[str]) -> str | None:
     """The model's spelling of ``label``: itself if known, else the one known label that is the same
     finite number (a model trained on ``1.0`` before whole numbers were read alike takes ``1``), or the
@@ -849,6 +871,14 @@ def read_table(
                 if isinstance(value, dict) or is_missing_number(value):
                     shown = "a missing value (NaN)" if isinstance(value, float) else f"an object {value!r:.60}"
                     raise DataError(f"{path}: line {line} has {shown} as its label in column {label_col!r}")
+                if isinstance(value, list | tuple):  # a list's item had been learned as its text: 'None', "['b']"
+                    odd = next((v for v in value if v is None or isinstance(v, list | tuple | dict)
+                                or is_missing_number(v)), "")  # fmt: skip
+                    if odd != "":
+                        kind = ("null" if odd is None else "a missing value (NaN)" if isinstance(odd, float) else
+                                f"{'a list' if isinstance(odd, list | tuple) else 'an object'} {odd!r:.60}")
+                        raise DataError(f"{path}: line {line} has {kind} in its list of labels in column "
+                                        f"{label_col!r}; give each label as a string")  # fmt: skip
                 listed = listed or isinstance(value, list | tuple)
                 row_labels = _split_labels(value, multi_label=multi_label, label_sep=label_sep)
                 if not row_labels and not multi_label:  # multi-label: an empty cell or [] is none of the labels
@@ -1032,6 +1062,12 @@ def _stratified_split(data: LabelledTexts, *, seed: int, dev_fraction: float, te
         blank = next((label for label in rare if looks_missing(label)), None)
         missing = f" ({blank!r} reads like an empty cell written out: if that row has no label, remove it)" if (
             blank is not None) else ""
+        every = {label for labels in data.labels for label in labels}
+        joined = next(((label, *found) for label in rare if (found := joined_at(label, every)) is not None), None)
+        if joined is not None:  # as the report notes a joined label that is not rare (it had been left unsaid here)
+            label, sep, parts = joined
+            missing += (f" ({label!r} is other labels of the data joined by {sep!r}, {parts}: if it means those "
+                        f"labels, give --label-sep '{sep}' with --multi-label)")  # fmt: skip
         shown = f"label {rare[0]!r} appears only once (line {where[0]})"
         if len(rare) > 1:  # all of them: a file mended one label per run took a run per label
             listed = ", ".join(f"{label!r} (line {line})" for label, line in zip(rare[:10], where, strict=False))

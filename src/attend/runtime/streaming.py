@@ -66,8 +66,10 @@ def check_kept_columns(columns: Sequence[str]) -> list[str]:
         if not name:
             raise DataError(f"--keep-cols {','.join(columns)!r}: a column name is empty")
         if name in ROW_KEYS or re.fullmatch(r"(label|probability)_\d+", name):
-            raise DataError(f"--keep-cols {name!r}: the predictions have a {name!r} of their own; rename that "
-                            "column in the input to keep it")  # fmt: skip
+            whose = ("a multi-label model's predictions have a 'labels' of their own, and the name is kept for "
+                     "them whatever the model" if name == "labels" else f"the predictions have a {name!r} of their "
+                     "own")  # fmt: skip
+            raise DataError(f"--keep-cols {name!r}: {whose}; rename that column in the input to keep it")
         if names.count(name) > 1:
             raise DataError(f"--keep-cols: {name!r} is named twice")
     return names

@@ -24,7 +24,16 @@ from torch import Tensor, nn
 from attend.config import load_plugins
 from attend.data.batching import length_batches
 from attend.data.noise import Augmenter
-from attend.data.readers import DataError, LabelledTexts, looks_missing, match_label, stratified_split, stratum
+from attend.data.readers import (
+    DataError,
+    LabelledTexts,
+    joined_at,
+    joined_labels,
+    looks_missing,
+    match_label,
+    stratified_split,
+    stratum,
+)
 from attend.data.splits import data_provenance, load_labelled, seen_in_training
 from attend.data.tokenization import TextTokenizer
 from attend.models import MODELS, MULTI_LABEL_THRESHOLD, ClassifierConfig, config_from_dict, probabilities
@@ -140,7 +149,7 @@ def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts]) -> list[st
     if conflicting:
         notes.append(f"{conflicting} text(s) occur with different labels in the data: no model can get every copy "
                      "right")  # fmt: skip
-    joined = _joined_labels(dataset.label_names)
+    joined = joined_labels(dataset.label_names)
     if joined:
         (label, sep, parts), more = joined[0], len(joined) - 1
         others = f" and {more} more" if more else ""
@@ -171,28 +180,6 @@ def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts]) -> list[st
     return notes
 
 
-#: Characters a file may join several labels with in one cell.
-LABEL_SEPARATORS = ("|", ";", ",", "/")
-
-
-def _joined_labels(names: list[str]) -> list[tuple[str, str, list[str]]]:
-    """Labels that are other labels of the data joined by a separator (``billing|bug`` beside
-    ``billing`` and ``bug``), with the separator and the parts: a --label-sep other than the
-    file's, or JSON rows joining labels in a string beside rows listing them. Only said, not
-    refused: ``CI/CD`` beside ``CI`` and ``CD`` may well be a name."""
-    known = set(names)
-    return [(name, *joined) for name in names if (joined := _joined_at(name, known)) is not None]
-
-
-def _joined_at(name: str, known: set[str]) -> tuple[str, list[str]] | None:
-    """``(separator, parts)`` where ``name`` is labels of ``known`` joined by a separator, else None."""
-    for sep in LABEL_SEPARATORS:
-        parts = [part.strip() for part in name.split(sep)]
-        if len(parts) > 1 and all(part in known and part != name for part in parts):
-            return sep, parts
-    return None
-
-
 def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> Tensor:
     """Training targets for ``data``: class indices ``(N,)``, or a 0/1 matrix ``(N, num_labels)`` when multi-label.
 
@@ -212,7 +199,7 @@ def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> 
         known = f"(known: {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''})"
         # Each unknown label against the model's own labels only (another unknown one is no part)
         own = set(labels)
-        joined = next(((name, *found) for name in unknown if (found := _joined_at(name, own)) is not None), None) if (
+        joined = next(((name, *found) for name in unknown if (found := joined_at(name, own)) is not None), None) if (
             multi_label) else None  # fmt: skip
         hint = ""
         if joined is not None:  # known labels in one cell: a separator not given
