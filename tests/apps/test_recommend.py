@@ -383,6 +383,9 @@ def test_an_interrupted_recommender_run_resumes_to_the_same_result(movielens_sam
         train_recommender(str(copy), tmp_path / "cut", user_col="u", resume=True)
     with pytest.raises(DataError, match=r"these differ: lr=0\.5 \(the interrupted run had "):
         train_recommender(str(copy), tmp_path / "cut", training={"lr": 0.5}, resume=True)
+    # Another model is named as such (a din run's threshold had been blamed on a sasrec resume, never given).
+    with pytest.raises(ValueError, match=r"of --model sasrec, but this run asks for --model din: give the same model"):
+        train_recommender(str(copy), tmp_path / "cut", model="din", resume=True)
     resumed = train_recommender(str(copy), tmp_path / "cut", training={"progress": False}, resume=True)
     assert resumed.metrics["ndcg@10"] == pytest.approx(whole.metrics["ndcg@10"], abs=1e-6)
     assert torch.equal(torch.tensor(resumed.metrics["hr@10"]), torch.tensor(whole.metrics["hr@10"]))
@@ -638,6 +641,12 @@ def test_the_library_takes_ids_as_numbers_as_the_log_had_them(sasrec_dir: Path) 
     assert by_number["user"] == user
     answer = runtime.top(np.int64(user), k=2).to_dict()
     assert json.loads(json.dumps(answer))["user"] == user  # an np.int64 user made it unserialisable
+    # A float of a whole number (a dataframe's int column with a gap) is the id training read: it had
+    # been "5.0", an unknown user answered with the popular items.
+    floated = runtime.top(float(user), k=2, history=[float(item)])
+    assert floated.to_dict()["user"] == user and not floated.note and floated.items == runtime.top(
+        user, k=2, history=[item]).items
+    assert runtime.explain(np.float64(user), float(item))["rank"] == by_text["rank"]
     with pytest.raises(ValueError, match=r"unknown item 'no-such-item'"):  # was KeyError
         runtime.explain(user, "no-such-item")
     with pytest.raises(ValueError, match=r"item ' ' is empty: give an item id of the log"):  # was "unknown item"

@@ -17,6 +17,7 @@ batched pass over every candidate (DIN); excluding the history is a mask, not a 
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,7 +60,8 @@ class HistoryWeights:
     not_read: int = 0
 
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
-        """The items by weight, largest first, each with its ``position`` in the whole history of
+        """The items by the size of their weight, largest first (a DIN weight may be negative: it
+        counts against the item), each with its ``position`` in the whole history of
         known items (1 = the oldest; unknown ids are left out before counting), which tells apart two
         events of one item; ``history_not_read`` where older items were not read, and
         ``history_not_listed`` where ``top`` left out the weakest of those it read."""
@@ -173,11 +175,11 @@ class Recommender(Runtime):
         """
         if isinstance(history, str | bytes):
             raise ValueError("history must be a list of item ids, not one string (wrap it in a list)")
-        given_ids = [str(i) for i in history] if history is not None else []  # once: it may be a generator
+        given_ids = [_as_id(i) for i in history] if history is not None else []  # once: it may be a generator
         for place, raw in enumerate(given_ids):
             if not raw.strip():
                 raise ValueError(f"history[{place}]: the id {raw!r} is empty")
-        index = self.user_index.get(str(user).strip()) if user is not None else None  # ids are stripped when read
+        index = self.user_index.get(_as_id(user).strip()) if user is not None else None  # stripped when read
         known = self.histories[index] if index is not None else np.zeros(0, dtype=np.int64)
         ids = [i.strip() for i in given_ids]
         ignored = [i for i in ids if i not in self.item_index]
@@ -305,7 +307,7 @@ class Recommender(Runtime):
         Raises:
             ValueError: no such item.
         """
-        key = str(item).strip()
+        key = _as_id(item).strip()
         if not key:  # as a blank user and a blank history id are named (it had been "unknown item ''")
             raise ValueError(f"item {item!r} is empty: give an item id of the log")
         if key not in self.item_index:
@@ -467,9 +469,18 @@ def _user_id(user: Any) -> str | None:
     """
     if user is None:
         return None
-    if not str(user).strip():
+    if not _as_id(user).strip():
         raise ValueError(f"user {user!r} is empty: give a user id of the log, or no user")
-    return str(user).strip()
+    return _as_id(user).strip()
+
+
+def _as_id(value: Any) -> str:
+    """An id given from Python as the log's reader spells it: ``5.0`` (a float a dataframe made of an int
+    column) is ``"5"``, as training read it (it had been ``"5.0"``, an unknown user); anything else as
+    ``str`` spells it."""
+    if isinstance(value, float | np.floating) and math.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _top(values: Tensor, k: int) -> Any:

@@ -77,6 +77,10 @@ def train_recommender(
         defaults = {field.name: field.default for field in dataclasses.fields(LogSource) if field.name in reading}
         reading |= {key: recorded[key] for key, default in defaults.items()
                     if reading[key] == default and key in recorded}  # fmt: skip
+        if model is not None and run.get("model") not in (None, model):  # its din threshold had been blamed on it
+            raise ValueError(f"--resume continues the interrupted run writing {out}, of --model {run.get('model')}, "
+                             f"but this run asks for --model {model}: give the same model (or none), or train "
+                             "again without --resume (--overwrite discards that run)")  # fmt: skip
         model = model or run.get("model")
         model_options = model_options or run.get("model_options") or None
         if positive_threshold is None and isinstance(run.get("positive_threshold"), int | float):

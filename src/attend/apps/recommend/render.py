@@ -83,7 +83,7 @@ def render_recommendations(
         f'<!doctype html><html><head><meta charset="utf-8"><title>{page_text(title)}</title>'
         f"<style>{_STYLE}</style></head><body><h1>{page_text(title)}</h1>"
         f'<p class="note">For {intro}. Bars: {page_text(how) or "the weight of each history item"}; '
-        "largest first.</p>"
+        "largest in size first (a negative weight, DIN's, counts against the item).</p>"
         + "".join(f'<p class="note">{page_text(str(answer[k]))}</p>' for k in ("note", "warning") if answer.get(k))
         + f'<div class="grid">{"".join(cards)}</div></body></html>\n'
     )
