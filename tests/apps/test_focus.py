@@ -318,6 +318,12 @@ def test_allowlist_senders_and_keywords() -> None:
     assert allow_match(("node.js",), mention) == "node.js" and allow_match(("v2.0",), mention) is None
     local = Message(id="l", sender="X <corp.example.billing@phish.example>", text="pay")  # no word of it
     assert allow_match(("corp.example",), local) is None
+    # A word of the address before its @, or all of it (an entry matched no part of an address: marta's own
+    # mail was held while a display name "Marta" passed).
+    for sender in ("marta@corp.example", "<marta.lopez@corp.example>", "Ops <ops-alerts@corp.example>"):
+        assert allow_match(("Marta", "ops-alerts"), Message(id="m", sender=sender, text="hi")), sender
+    assert allow_match(("marta",), Message(id="m", sender="x@marta.example", text="hi")) is None  # not the domain
+    assert allow_match(("art",), Message(id="m", sender="marta@corp.example", text="hi")) is None  # whole words
     with pytest.raises(ValueError, match="task is empty"):
         Session("   ")
     for entry in ("@", "ana@", "a@b@c"):  # accepted before, and matched nothing

@@ -531,10 +531,14 @@ def allow_match(allow: Sequence[str], message: Message) -> str | None:
     address at that domain or one under it; a bare domain (``example.com``, its last label letters)
     matches those addresses too, and, like any other entry, the words (``node.js`` is a keyword as
     well: ``@example.com`` is the way to match addresses only). Any other
-    entry is a whole word or phrase of the sender's name or address, the subject or the text
-    (case-insensitive: ``Tom`` is not ``Tomasz``).
+    entry is a whole word or phrase of the sender's name, the subject or the text, or the part of
+    the sender's address before its ``@`` or a word of it (``marta`` and ``marta.lopez`` in
+    ``marta.lopez@corp.example``, ``ops-alerts``; not the domain's labels), case-insensitive:
+    ``Tom`` is not ``Tomasz``.
     """
     key = sender_key(message.sender)
+    local = key.split("@", 1)[0] if "@" in key else ""
+    local_words = {local, *re.split(r"[._+-]+", local)} - {""}  # the address had matched no entry of its own
     everything = f"{message.sender}\n{message.subject}\n{message.text}".lower()
     for entry in allow:
         low = entry.lower().strip()
@@ -546,8 +550,8 @@ def allow_match(allow: Sequence[str], message: Message) -> str | None:
                 return entry
         elif _DOMAIN.fullmatch(low) and (key.endswith(f"@{low}") or key.endswith(f".{low}")):
             return entry  # a bare domain (stmarys.example): any address at it, as @stmarys.example
-        elif re.search(rf"(?<![\w.@-]){re.escape(low)}(?![\w@-]|\.\w)", everything):  # not "corp.example.x"
-            return entry
+        elif low in local_words or re.search(rf"(?<![\w.@-]){re.escape(low)}(?![\w@-]|\.\w)", everything):
+            return entry  # (the pattern: not "corp" of "corp.example")
     return None
 
 
