@@ -82,6 +82,8 @@ class PersonModel:
         weights: Preference weights, one per embedding dimension.
         bias: Preference bias.
         updates: Corrections learnt so far.
+        steps: ``message id -> step``: how far each answered message moved the preferences along its
+            embedding, for :meth:`retract` to take back when the person changes that answer.
     """
 
     dim: int
@@ -89,6 +91,7 @@ class PersonModel:
     weights: list[float] = field(default_factory=list)
     bias: float = 0.0
     updates: int = 0
+    steps: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.weights:
@@ -104,7 +107,8 @@ class PersonModel:
     def preference_shift(self, embedding: Sequence[float]) -> float:
         return self.bias + sum(w * e for w, e in zip(self.weights, embedding, strict=True))
 
-    def update(self, sender: str, embedding: Sequence[float], relevance_logit: float, passed: bool) -> None:
+    def update(self, sender: str, embedding: Sequence[float], relevance_logit: float, passed: bool,
+               message_id: str | None = None) -> None:  # fmt: skip
         """Learn one correction: the person wanted this message ``passed`` (True) or held (False).
 
         Args:
@@ -112,36 +116,51 @@ class PersonModel:
             embedding: Its sentence embedding (unit vector).
             relevance_logit: The log-odds of relevance the components gave it (before any shift).
             passed: The person's answer.
+            message_id: The message's id, under which the step is kept for :meth:`retract`.
         """
         if len(embedding) != self.dim:
             raise ValueError(f"embedding has {len(embedding)} values; expected {self.dim}")
         target = 1.0 if passed else 0.0
         sender_shift = self.sender_shift(sender)[0]
         emb = [float(e) for e in embedding]
+        step = 0.0
         for _ in range(STEPS):
             logit = relevance_logit + sender_shift + self.preference_shift(emb)
             error = target - _sigmoid(logit)
             self.weights = [w * (1 - LEARNING_RATE * DECAY) + LEARNING_RATE * error * e
                             for w, e in zip(self.weights, emb, strict=True)]  # fmt: skip
             self.bias += LEARNING_RATE * error * 0.1
+            step += LEARNING_RATE * error
         key = sender_key(sender)
         if key:
             counts = self.senders.setdefault(key, [0, 0])
             counts[0 if passed else 1] += 1
+        if message_id is not None:
+            self.steps[message_id] = step
         self.updates += 1
 
-    def retract_sender(self, sender: str, passed: bool) -> None:
-        """Take back one earlier pass (or hold) of ``sender``: the person changed their answer."""
+    def retract(self, message_id: str, sender: str, embedding: Sequence[float], passed: bool) -> None:
+        """Take back the earlier answer ``passed`` to message ``message_id`` (the person changed it): its
+        sender's count, and its step along the embedding (the decay of the weights since is not undone).
+        Only the count had been taken back, so each changed answer left the earlier one's push: a
+        message answered pass, then hold, taught pass (+1.9 log-odds to the next mail like it)."""
         counts = self.senders.get(sender_key(sender))
         if counts is not None:
             counts[0 if passed else 1] = max(0, counts[0 if passed else 1] - 1)
+        step = self.steps.pop(message_id, None)
+        if step is None:  # answered before steps were kept: the count alone
+            return
+        self.weights = [w - step * float(e) for w, e in zip(self.weights, embedding, strict=True)]
+        self.bias -= step * 0.1
+        self.updates = max(0, self.updates - 1)
 
     def to_dict(self) -> dict[str, Any]:
         return {"dim": self.dim, "senders": self.senders, "weights": [round(w, 6) for w in self.weights],
-                "bias": self.bias, "updates": self.updates}  # fmt: skip
+                "bias": self.bias, "updates": self.updates, "steps": self.steps}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PersonModel:
         return cls(dim=int(data["dim"]), senders={k: [int(a), int(b)] for k, (a, b) in data["senders"].items()},
                    weights=[float(w) for w in data["weights"]], bias=float(data["bias"]),
-                   updates=int(data["updates"]))  # fmt: skip
+                   updates=int(data["updates"]),
+                   steps={str(k): float(v) for k, v in (data.get("steps") or {}).items()})  # fmt: skip

@@ -139,9 +139,10 @@ class FocusService:
         if message["feedback"] == label:  # said before: nothing new to learn
             return {"id": message_id, "decision": message["decision"], "feedback": label,
                     "agreed": message["decision"] == label, "updates": person.updates, "repeated": True}  # fmt: skip
-        if message["feedback"] is not None:  # a changed answer: the sender's earlier count is taken back
-            person.retract_sender(message["sender"], message["feedback"] == "pass")
-        person.update(message["sender"], embedding, float(message["components"]["relevance_logit"]), label == "pass")
+        if message["feedback"] is not None:  # a changed answer: what the earlier one taught is taken back
+            person.retract(message_id, message["sender"], embedding, message["feedback"] == "pass")
+        person.update(message["sender"], embedding, float(message["components"]["relevance_logit"]), label == "pass",
+                      message_id=message_id)  # fmt: skip
         stored = self.store.record_feedback(message_id, label, person)
         answer = {"id": message_id, "decision": stored["decision"], "feedback": label,
                   "agreed": stored["decision"] == label, "updates": person.updates}  # fmt: skip
