@@ -324,7 +324,8 @@ def test_a_label_seen_once_is_an_error_naming_it() -> None:
     data = LabelledTexts(texts=list("abcde"), labels=[["food"], ["food"], ["sport"], ["sport"], ["food|sport"]],
                          lines=[2, 3, 4, 5, 6], source="f.jsonl")  # fmt: skip
     with pytest.raises(DataError, match=r"\('food\|sport' is other labels of the data joined by '\|', \['food', "
-                                        r"'sport'\]: if it means those labels, give --label-sep '\|' with --multi-"):
+                                        r"'sport'\]: if it means those labels, give --label-sep '\|' with --multi-"
+                                        r"label where it is a cell's or a JSON string's, or make it a list's items"):
         stratified_split(data)
 
 

@@ -1332,3 +1332,15 @@ def test_a_served_snapshot_is_made_only_of_a_directory_and_keeps_its_name_and_it
     assert inner is not None and inner.parent.parent == keep
     assert not any(p.name.startswith(".") for p in model.iterdir())
     shutil.rmtree(inner.parent)
+    # Beside the outermost (an ensemble's member's onnx/ is inside the member and the ensemble), and `..`
+    # named as its folder (it had failed on a copy named '..').
+    (model / "members" / "00").mkdir(parents=True)
+    shutil.copytree(model / "onnx", model / "members" / "00" / "onnx")
+    shutil.copy(model / "config.json", model / "members" / "00" / "config.json")
+    deep = app_module.served_snapshot(model / "members" / "00" / "onnx")
+    assert deep is not None and deep.parent.parent == keep
+    shutil.rmtree(deep.parent)
+    monkeypatch.chdir(model / "onnx")
+    up = app_module.served_snapshot("..")
+    assert up is not None and up.name == model.name and up.parent.parent == keep
+    shutil.rmtree(up.parent)

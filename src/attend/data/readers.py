@@ -1067,7 +1067,8 @@ def _stratified_split(data: LabelledTexts, *, seed: int, dev_fraction: float, te
         if joined is not None:  # as the report notes a joined label that is not rare (it had been left unsaid here)
             label, sep, parts = joined
             missing += (f" ({label!r} is other labels of the data joined by {sep!r}, {parts}: if it means those "
-                        f"labels, give --label-sep '{sep}' with --multi-label)")  # fmt: skip
+                        f"labels, give --label-sep '{sep}' with --multi-label where it is a cell's or a JSON string's, "
+                        "or make it a list's items where it is one item of a JSON list)")  # fmt: skip
         shown = f"label {rare[0]!r} appears only once (line {where[0]})"
         if len(rare) > 1:  # all of them: a file mended one label per run took a run per label
             listed = ", ".join(f"{label!r} (line {line})" for label, line in zip(rare[:10], where, strict=False))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,11 +175,11 @@ class Recommender(Runtime):
         """
         if isinstance(history, str | bytes):
             raise ValueError("history must be a list of item ids, not one string (wrap it in a list)")
-        given_ids = [_as_id(i) for i in history] if history is not None else []  # once: it may be a generator
+        given_ids = [_as_id(i, self.item_index) for i in history] if history is not None else []  # once: a generator
         for place, raw in enumerate(given_ids):
             if not raw.strip():
                 raise ValueError(f"history[{place}]: the id {raw!r} is empty")
-        index = self.user_index.get(_as_id(user).strip()) if user is not None else None  # stripped when read
+        index = self.user_index.get(_as_id(user, self.user_index).strip()) if user is not None else None
         known = self.histories[index] if index is not None else np.zeros(0, dtype=np.int64)
         ids = [i.strip() for i in given_ids]
         ignored = [i for i in ids if i not in self.item_index]
@@ -229,10 +229,10 @@ class Recommender(Runtime):
         for i, request in enumerate(requests):
             try:
                 check_count("k", request.get("k", 10))
-                resolved.append(self.resolve(_user_id(request.get("user")), request.get("history")))
+                resolved.append(self.resolve(_user_id(request.get("user"), self.user_index), request.get("history")))
             except ValueError as exc:
                 raise ValueError(f"requests[{i}]: {exc}") from None
-        requests = [{**r, "user": _user_id(r.get("user"))} for r in requests]
+        requests = [{**r, "user": _user_id(r.get("user"), self.user_index)} for r in requests]
         answers: list[Recommendation | None] = [None] * len(requests)
         scored = [i for i, (index, history, _) in enumerate(resolved) if index is not None or len(history)]
         if scored:
@@ -296,7 +296,7 @@ class Recommender(Runtime):
         check_count("k", k)  # named as this call names it, not as requests[0]
         if history is not None and not isinstance(history, str | bytes):
             history = list(history)  # read once: it may be a generator, and it is checked first
-        self.resolve(_user_id(user), history)
+        self.resolve(_user_id(user, self.user_index), history)
         return self.top_many([{"user": user, "history": history, "k": k}], explain=explain)[0]
 
     # --- explanations ---------------------------------------------------------------------------
@@ -307,7 +307,7 @@ class Recommender(Runtime):
         Raises:
             ValueError: no such item.
         """
-        key = _as_id(item).strip()
+        key = _as_id(item, self.item_index).strip()
         if not key:  # as a blank user and a blank history id are named (it had been "unknown item ''")
             raise ValueError(f"item {item!r} is empty: give an item id of the log")
         if key not in self.item_index:
@@ -352,7 +352,7 @@ class Recommender(Runtime):
             taken = f" ({user!r} was taken as the user)" if user is not None else ""
             raise ValueError(f"no item to explain{taken}: give explain(user, item) or explain(item=..., history=[...])")
         item = self._item(item)
-        user = _user_id(user)
+        user = _user_id(user, self.user_index)
         index, full, ignored = self.resolve(user, history)
         if index is None and not len(full):
             if user is None and not history:
@@ -459,7 +459,7 @@ def load_recommender(artifact: ArtifactDir, options: LoadOptions) -> Recommender
     return runtime
 
 
-def _user_id(user: Any) -> str | None:
+def _user_id(user: Any, known: Mapping[str, int] | None = None) -> str | None:
     """A user id as the log's (``5`` and ``numpy.int64(5)`` are user ``"5"``): what answers echo,
     so they stay JSON.
 
@@ -469,18 +469,22 @@ def _user_id(user: Any) -> str | None:
     """
     if user is None:
         return None
-    if not _as_id(user).strip():
+    if not str(user).strip():
         raise ValueError(f"user {user!r} is empty: give a user id of the log, or no user")
-    return _as_id(user).strip()
+    return _as_id(user, known).strip()
 
 
-def _as_id(value: Any) -> str:
-    """An id given from Python as the log's reader spells it: ``5.0`` (a float a dataframe made of an int
-    column) is ``"5"``, as training read it (it had been ``"5.0"``, an unknown user); anything else as
-    ``str`` spells it."""
+def _as_id(value: Any, known: Mapping[str, int] | None = None) -> str:
+    """An id given from Python as the log spells it: ``str(value)``, or for a whole-number float
+    (``5.0``: a dataframe made it of an int column) ``"5"`` where ``known`` has that spelling and not
+    the other (a JSON or Parquet log's ``5.0`` was read as ``"5"``: it had been an unknown user; a CSV
+    log's cell ``5.0`` stays ``"5.0"``)."""
+    text = str(value)
     if isinstance(value, float | np.floating) and math.isfinite(value) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
+        whole = str(int(value))
+        if known is None or (whole in known and text.strip() not in known):
+            return whole
+    return text
 
 
 def _top(values: Tensor, k: int) -> Any:

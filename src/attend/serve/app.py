@@ -781,15 +781,20 @@ def served_snapshot(model_dir: str | os.PathLike[str]) -> Path | None:
     given = Path(model_dir)
     if not given.is_dir():
         return None
-    source, name = given.resolve(), given.absolute().name
-    beside = enclosing_model_directory(source.parent) or source
+    source = given.resolve()
+    name = Path(os.path.abspath(given)).name or source.name or "model"  # `..` is its folder's name
+    beside = source
+    while (outer := enclosing_model_directory(beside.parent)) is not None and outer != beside:  # the outermost
+        beside = outer
     root = None
     try:
         root = Path(tempfile.mkdtemp(dir=beside.parent, prefix=f".{name}.serving"))
         shutil.copytree(source, root / name, copy_function=lambda src, dst: os.link(os.path.realpath(src), dst))
-    except OSError:
+    except BaseException as exc:  # a Ctrl-C midway too: nothing of it is left beside the model
         if root is not None:
             shutil.rmtree(root, ignore_errors=True)
+        if not isinstance(exc, OSError):
+            raise
         root = Path(tempfile.mkdtemp(prefix="attend-serve-"))
         try:
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("runs"))
