@@ -577,6 +577,11 @@ def test_cli_triage_json_in_input_order(assistant: FocusAssistant, tmp_path: Pat
     # A task typed in bytes that are not UTF-8 (a traceback from the tokenizer, exit 1).
     assert main(["focus", "triage", "--task", "Plan \udcff offsite", "--messages", str(data)]) == 2
     assert "task contains an unpaired surrogate" in capsys.readouterr().err
+    # An --allow of no entry is said (it had been an empty allowlist, without a word).
+    for empty in (",", " ", ", ,"):
+        assert main(["focus", "triage", "--task", TASK, "--messages", str(data), "--allow", empty]) == 2
+        assert capsys.readouterr().err == f"error: --allow {empty!r}: no entry in it; give people or keywords " \
+                                          "separated by commas, or leave --allow out\n"
     # A file that is not all UTF-8 is triaged, and the replaced bytes are said (they were silent).
     latin = tmp_path / "latin.csv"
     latin.write_bytes(b"id,text\n1,Br\xfccke Umsatz\n")

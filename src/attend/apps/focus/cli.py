@@ -36,7 +36,11 @@ def _notes_to_stderr() -> None:
 
 
 def _allow(value: str | None) -> list[str]:
-    return [a.strip() for a in (value or "").split(",") if a.strip()]
+    entries = [a.strip() for a in (value or "").split(",") if a.strip()]
+    if value is not None and not entries:  # `--allow ","` had been an empty allowlist, without a word
+        raise ValueError(f"--allow {value!r}: no entry in it; give people or keywords separated by commas, or "
+                         "leave --allow out")  # fmt: skip
+    return entries
 
 
 def _costs(args: argparse.Namespace) -> Any:
