@@ -1708,7 +1708,9 @@ def _main(argv: Sequence[str] | None) -> int:
         except (UsageError, ValueError, OSError) as exc:  # OSError: missing, unreadable or unwritable paths, full disk
             plain = isinstance(exc, OSError) and exc.filename is not None and exc.strerror
             if _reports(exc):
-                message = f"{_user_path(exc.filename)}: {exc.strerror}" if plain else _copy_failure(exc) or str(exc)  # type: ignore[union-attr]
+                message = _copy_failure(exc) or str(exc)
+                if plain:
+                    message = f"{_user_path(exc.filename)}: {exc.strerror}"  # type: ignore[union-attr]
                 print(f"{_rank_prefix(exc)}error: {message}", file=sys.stderr)
             else:  # rank 0 meets the same error and says it: not stopped by torchrun before it can
                 _wait_for_rank_0()
@@ -1741,7 +1743,9 @@ def _main(argv: Sequence[str] | None) -> int:
 def _copy_failure(exc: BaseException) -> str | None:
     """A failed ``shutil.copytree``'s error (a full disk while an ensemble copies its members) as its
     first file and why, with how many more failed: its words had been the list of every failure."""
-    failures = exc.args[0] if type(exc).__name__ == "Error" and exc.args and isinstance(exc.args[0], list) else None
+    import shutil
+
+    failures = exc.args[0] if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) else None
     if not failures or not all(isinstance(item, tuple) and len(item) == 3 for item in failures):
         return None
     _, target, why = failures[0]
@@ -1794,9 +1798,9 @@ def _check_distributed_verb(args: argparse.Namespace) -> None:
 def _elastic_note() -> str:
     """Under torchrun with restarts left, what may happen next: rank 0 stopped by the agent after a worker
     was lost had told the person to resume, just before the restarted group resumed by itself."""
-    restarts = os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0").strip()
-    done = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0").strip()
-    if not (restarts.isdigit() and done.isdigit()) or int(done) >= int(restarts):
+    from attend.training.trainer import restarts_left  # on this path the Trainer has run: torch is loaded
+
+    if not restarts_left():  # counted as the job's store counts them, the same on every machine
         return ""
     return (" (if torchrun stopped it because a worker was lost, it restarts the group, which resumes this run "
             "itself: nothing to run)")

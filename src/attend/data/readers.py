@@ -872,11 +872,11 @@ def read_table(
                     shown = "a missing value (NaN)" if isinstance(value, float) else f"an object {value!r:.60}"
                     raise DataError(f"{path}: line {line} has {shown} as its label in column {label_col!r}")
                 if isinstance(value, list | tuple):  # a list's item had been learned as its text: 'None', "['b']"
-                    odd = next((v for v in value if v is None or isinstance(v, list | tuple | dict)
-                                or is_missing_number(v)), "")  # fmt: skip
-                    if odd != "":
-                        kind = ("null" if odd is None else "a missing value (NaN)" if isinstance(odd, float) else
-                                f"{'a list' if isinstance(odd, list | tuple) else 'an object'} {odd!r:.60}")
+                    odd = [v for v in value if v is None or isinstance(v, list | tuple | dict) or is_missing_number(v)]
+                    if odd:
+                        first = odd[0]
+                        kind = ("null" if first is None else "a missing value (NaN)" if isinstance(first, float) else
+                                f"{'a list' if isinstance(first, list | tuple) else 'an object'} {first!r:.60}")
                         raise DataError(f"{path}: line {line} has {kind} in its list of labels in column "
                                         f"{label_col!r}; give each label as a string")  # fmt: skip
                 listed = listed or isinstance(value, list | tuple)

@@ -769,10 +769,11 @@ def served_snapshot(model_dir: str | os.PathLike[str]) -> Path | None:
     answering beside the others under the same name), or failed on its absence with a traceback.
 
     Hard links of the files (a link's target's) in a new hidden folder ``.NAME.serving…`` beside
-    the directory, or beside the model directory it is inside (``MODEL/onnx``: its ``train
-    --overwrite`` would take the folder with it), so nothing is copied; where they cannot be made
-    (another file system, links refused), a copy in the temporary folder, without the TensorBoard
-    logs (``runs/``). The caller removes the returned path's parent, and only it, when the server ends.
+    the directory, or beside the outermost model directory it is inside (``MODEL/onnx``, an
+    ensemble member's: that one's ``train --overwrite`` would take the folder with it), so nothing
+    is copied; where they cannot be made (another file system, links refused), a copy in the
+    temporary folder, without the TensorBoard logs (``runs/``). The caller removes the returned
+    path's parent, and only it, when the server ends.
     """
     import tempfile
 

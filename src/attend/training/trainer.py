@@ -377,6 +377,12 @@ def _restarts() -> int:
     return max(_GROUP, int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0))
 
 
+def restarts_left() -> bool:
+    """Whether torchrun (``--max-restarts``) would start this job's worker group again after a loss."""
+    restarts = os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0").strip()
+    return restarts.isdigit() and int(restarts) > _restarts()
+
+
 def _elastic_restart() -> bool:
     """True in a worker group that torchrun restarted (``--max-restarts``) after a failure."""
     return _restarts() > 0
@@ -1647,9 +1653,7 @@ def _exchange_failure(exc: BaseException, work: Path) -> str:
     its source location) and what comes next, a restart by torchrun or ``--resume``."""
     said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     said = re.sub(r"^\[[^\]]*\]\s*", "", said).split(". ")[0].rstrip(".")
-    restarts = os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0").strip()
-    left = restarts.isdigit() and int(restarts) > _restarts()
-    if left:
+    if restarts_left():
         after = "torchrun restarts the group (--max-restarts), which resumes from the state saved last by itself"
     elif _has_checkpoint(work):
         after = f"the state saved last is in {work}: run the same torchrun command with --resume to continue from it"
