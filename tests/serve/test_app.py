@@ -864,7 +864,27 @@ def error_router(runtime: object) -> object:
     async def fails() -> dict[str, str]:
         raise RuntimeError("secret-token-123")
 
+    @router.get("/v1/locked")
+    async def locked() -> dict[str, str]:  # what an app's store raises past SQLite's busy timeout
+        import sqlite3
+
+        from sqlalchemy.exc import OperationalError
+
+        raise OperationalError("INSERT INTO m VALUES (?)", ("a secret text",), sqlite3.OperationalError(
+            "database is locked"))
+
     return router
+
+
+def test_a_database_held_locked_by_another_process_is_a_503_to_send_again(caplog: pytest.LogCaptureFixture) -> None:
+    """The focus and monitor routes had answered a 500 "internal" for a lock another process held."""
+    app = create_app(None, ServeSettings(), routers=[RouterSpec("tests.serve.test_app:error_router")])
+    with caplog.at_level(logging.WARNING), TestClient(app) as client:
+        busy = client.get("/v1/locked")
+        failed = client.get("/v1/fails")
+    assert busy.status_code == 503 and busy.json()["error"]["type"] == "unavailable"
+    assert "send the request again" in busy.json()["error"]["message"] and failed.status_code == 500
+    assert "a secret text" not in caplog.text and "the database stayed locked" in caplog.text
 
 
 def test_service_mounts_the_monitor_route(model_dir: Path, tmp_path: Path) -> None:

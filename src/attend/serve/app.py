@@ -161,6 +161,12 @@ def _validation_details(exc: RequestValidationError) -> tuple[str, list[dict[str
 BODY_SECONDS = 30.0
 
 
+def _database_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLAlchemy's for an SQLite database another process held locked past its
+    busy timeout (the focus and monitor apps' stores): a 503 to send again, not a 500 of the service."""
+    return type(exc).__module__.startswith("sqlalchemy") and "database is locked" in str(getattr(exc, "orig", ""))
+
+
 class _GuardAndMeasure:
     """Pure ASGI middleware: refuses non-JSON and oversized POST bodies, records request metrics.
 
@@ -214,6 +220,11 @@ class _GuardAndMeasure:
         except Exception as exc:  # a bug (a failing model, a plugin's route): say so, keep serving
             if status["started"]:
                 raise
+            if _database_busy(exc):  # an app's SQLite held past its busy timeout: a condition that passes
+                log.warning("%s %s: the database stayed locked by another process", scope["method"], scope["path"])
+                await error_response(503, "unavailable", "the database is busy (another process holds it); send the "
+                                     "request again")(scope, receive, send_and_note)  # fmt: skip
+                return
             # The exception goes to the log, once, not to the client: its words may hold what a request
             # or a plugin must not show (a message's text, a path, a secret). Answered here, it no
             # longer reaches Starlette's outermost layer, which re-raised it for uvicorn to log again.
