@@ -127,8 +127,9 @@ def database_url(db: str | os.PathLike[str], *, create: bool, kind: str, missing
     if (size and not _is_sqlite(path)) or (size == 0 and not create):
         raise ValueError(f"--db {text}: not a {kind} database (not an SQLite file); choose another path")
     if create and not path.parent.is_dir():
-        # "does not exist" had been said of a file that does (attend.io's file_in_the_way brings torch)
-        blocking = next((folder for folder in path.parents if folder.exists() and not folder.is_dir()), None)
+        from attend.io import file_in_the_way  # torch with it: on this error path only
+
+        blocking = file_in_the_way(path.parent)  # "does not exist" had been said of a file that does
         if blocking is not None:
             raise ValueError(f"--db {text}: {blocking} is a file, not a folder")
         raise ValueError(f"--db {text}: the folder {path.parent} does not exist")
