@@ -654,6 +654,38 @@ def test_stored_values_reach_the_terminal_without_escape_sequences(
     assert json.loads(capsys.readouterr().out)["session"]["task"] == f"{TASK}\x1b[5m"
 
 
+def test_triage_and_ingest_draw_a_bar_over_the_messages_read(
+    assistant: FocusAssistant, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10,000 messages had been minutes with nothing on stderr. The bar counts every message once: a
+    message stored in the session before is done without reading it again."""
+    monkeypatch.setattr("attend.apps.focus.assistant.FocusAssistant._cached_heads", lambda self, _: assistant.heads)
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    monkeypatch.setenv("TQDM_DELAY", "0")
+    messages = [replace(UNRELATED, id=f"u{i}", text=f"{UNRELATED.text} ({i})") for i in range(40)]
+    data = _write_jsonl(tmp_path / "m.jsonl", [*messages, RELEVANT, EMERGENCY])
+    counted: list[int] = []
+    assert len(triage(TASK, messages, assistant=assistant, progress=counted.append)) == 40
+    assert sum(counted) == 40 and len(counted) >= 2  # a call per batch of 32
+    assert main(["focus", "triage", "--task", TASK, "--messages", str(data)]) == 0
+    err = capsys.readouterr().err
+    assert "triage: 100%" in err and "42/42" in err
+    assert main(["focus", "triage", "--task", TASK, "--messages", str(data), "--no-progress"]) == 0
+    assert "triage:" not in capsys.readouterr().err
+    db = str(tmp_path / "focus.db")
+    assert main(["focus", "start", "--db", db, "--task", TASK]) == 0
+    assert main(["focus", "ingest", "--db", db, "--messages", str(_write_jsonl(tmp_path / "a.jsonl", messages))]) == 0
+    capsys.readouterr()
+    service = FocusService(db, assistant=assistant)
+    counted.clear()
+    service.ingest([*messages, RELEVANT], progress=counted.append)  # 40 stored before, 1 read
+    service.close()
+    assert counted == [40, 1]
+    assert main(["focus", "ingest", "--db", db, "--messages", str(data)]) == 0
+    err = capsys.readouterr().err
+    assert "triage: 100%" in err and "42/42" in err
+
+
 def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, capsys: pytest.CaptureFixture,
                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.setattr("attend.apps.focus.assistant.FocusAssistant._cached_heads", lambda self, _: assistant.heads)

@@ -41,7 +41,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -613,13 +613,15 @@ class FocusAssistant:
                     "was not trained on), so relevance to it is a guess; urgency and the allowlist still apply")
         return None
 
-    def read(self, messages: Sequence[Message], *, batch_size: int = 32) -> list[Reading]:
-        """The encoder's reading of each message (what :meth:`triage` decides from)."""
-        return self.reader.read([message_input(m) for m in messages], batch_size=batch_size)
+    def read(self, messages: Sequence[Message], *, batch_size: int = 32,
+             progress: Callable[[int], None] | None = None) -> list[Reading]:  # fmt: skip
+        """The encoder's reading of each message (what :meth:`triage` decides from); ``progress`` is
+        called with the number of messages each batch read."""
+        return self.reader.read([message_input(m) for m in messages], batch_size=batch_size, progress=progress)
 
     def triage(self, session: Session, messages: Sequence[Message], *, person: PersonModel | None = None,
                readings: Sequence[Reading] | None = None, pool: FeatureStats | None = None,
-               batch_size: int = 32) -> list[Decision]:  # fmt: skip
+               batch_size: int = 32, progress: Callable[[int], None] | None = None) -> list[Decision]:  # fmt: skip
         """One decision per message, in order.
 
         Args:
@@ -629,9 +631,10 @@ class FocusAssistant:
             readings: From :meth:`read`, to reuse them.
             pool: The session's traffic so far; the batch is added to it first (updated in place).
                 None: the batch alone (with the prior) is the traffic.
+            progress: Called with the number of messages each batch read (the encoder's work, most of it).
         """
         task = self.task_reading(session.task)
-        readings = readings if readings is not None else self.read(messages, batch_size=batch_size)
+        readings = readings if readings is not None else self.read(messages, batch_size=batch_size, progress=progress)
         attentions = [cross_attention(task, r) for r in readings]
         raw = [similarity_features(task, r, a) for r, a in zip(readings, attentions, strict=True)]
         pool = pool if pool is not None else FeatureStats()

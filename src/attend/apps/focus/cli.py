@@ -121,7 +121,8 @@ def _cmd_triage(args: argparse.Namespace) -> int:
     assistant = FocusAssistant(costs=_costs(args))
     if warning := assistant.task_warning(args.task):
         print(f"warning: {warning}", file=sys.stderr)
-    decisions = triage(args.task, messages, allow=_allow(args.allow), assistant=assistant)
+    with _reading_bar(args, len(messages)) as bar:
+        decisions = triage(args.task, messages, allow=_allow(args.allow), assistant=assistant, progress=bar.update)
     if args.json:
         print(dumps_json([d.to_dict() for d in decisions]))
     else:
@@ -130,6 +131,15 @@ def _cmd_triage(args: argparse.Namespace) -> int:
         passed = sum(d.decision == "pass" for d in decisions)
         print(f"{passed} passed, {len(decisions) - passed} held", file=sys.stderr)
     return 0
+
+
+def _reading_bar(args: argparse.Namespace, total: int) -> Any:
+    """A bar on stderr over the messages the encoder reads (most of the time; 10,000 messages had been
+    minutes of silence), after its first second."""
+    from attend.progress import progress_bar
+
+    return progress_bar(total=total, desc="triage", unit="message", mininterval=1.0, delay=1.0,
+                        disable=args.no_progress)  # fmt: skip
 
 
 def _threads(n: int) -> None:
@@ -198,7 +208,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     _threads(args.threads)
     service = _service(args, create=False)
     try:
-        decisions = service.ingest(messages)
+        with _reading_bar(args, len(messages)) as bar:
+            decisions = service.ingest(messages, progress=bar.update)
     except StoredIdTaken as exc:  # named where the user can find it, not by its place in the list read
         named = "standard input" if args.messages == "-" else args.messages
         raise ValueError(f"{named}: {where[exc.index]}: {exc.detail}") from None
@@ -332,6 +343,7 @@ def _message_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=["jsonl", "csv", "tsv", "mbox", "maildir"],
                         help="messages format (default: from the path)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="PyTorch threads (default: PyTorch's)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
 def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:

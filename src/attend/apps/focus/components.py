@@ -21,7 +21,7 @@ flagged ``truncated``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -110,7 +110,9 @@ class TextReader:
         return self.encoder.dim
 
     @torch.inference_mode()
-    def read(self, texts: Sequence[str], *, batch_size: int = 32) -> list[Reading]:
+    def read(self, texts: Sequence[str], *, batch_size: int = 32,
+             progress: Callable[[int], None] | None = None) -> list[Reading]:  # fmt: skip
+        """Each text's reading, in order; ``progress`` is called with the number of texts each batch read."""
         encodings = self.tokenizer.tokenizer.encode_batch(list(texts))
         out: list[Reading | None] = [None] * len(texts)
         rows = []
@@ -143,6 +145,8 @@ class TextReader:
                     truncated=truncated,
                     content=_content_mask(texts[i], pieces, spans),  # type: ignore[arg-type]
                 )
+            if progress is not None:
+                progress(len(chunk))
         return out  # type: ignore[return-value]
 
 

@@ -7,7 +7,7 @@ thin shells over these.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from attend.apps.focus.assistant import Costs, Decision, FeatureStats, FocusAssistant, Session
@@ -19,10 +19,12 @@ __all__ = ["FocusService", "check_unique_ids", "triage"]
 
 
 def triage(task: str, messages: Sequence[Message], *, allow: Sequence[str] = (), costs: Costs | None = None,
-           assistant: FocusAssistant | None = None) -> list[Decision]:  # fmt: skip
-    """Stateless triage: one decision per message, in order (no session, no learning)."""
+           assistant: FocusAssistant | None = None,
+           progress: Callable[[int], None] | None = None) -> list[Decision]:  # fmt: skip
+    """Stateless triage: one decision per message, in order (no session, no learning); ``progress`` is
+    called with the number of messages each batch read."""
     assistant = assistant if assistant is not None else FocusAssistant(costs=costs)
-    return assistant.triage(Session(task, allow), messages)
+    return assistant.triage(Session(task, allow), messages, progress=progress)
 
 
 class StoredIdTaken(ValueError):
@@ -90,17 +92,19 @@ class FocusService:
                              for m in recent]  # fmt: skip
         return out
 
-    def ingest(self, messages: Sequence[Message]) -> list[Decision]:
-        """Triage ``messages`` in the running session and store the decisions (one transaction)."""
+    def ingest(self, messages: Sequence[Message], *, progress: Callable[[int], None] | None = None) -> list[Decision]:
+        """Triage ``messages`` in the running session and store the decisions (one transaction);
+        ``progress`` is called with the number of messages done: those stored before, then each batch read."""
         session = self.store.active_session()
         if session is None:
             raise SessionError("no focus session is running: start one with `attend focus start --task TEXT`")
         check_unique_ids(messages)
         self.assistant  # noqa: B018 - load the encoder before taking the lock
         with self.store.updating():
-            return self._ingest(session, messages)
+            return self._ingest(session, messages, progress)
 
-    def _ingest(self, session: dict[str, Any], messages: Sequence[Message]) -> list[Decision]:
+    def _ingest(self, session: dict[str, Any], messages: Sequence[Message],
+                progress: Callable[[int], None] | None) -> list[Decision]:  # fmt: skip
         person = self.store.person(self.assistant.reader.dim)
         stored = self.store.session_messages(session["id"], [m.id for m in messages])
         for index, m in enumerate(messages):
@@ -113,9 +117,12 @@ class FocusService:
                     "its own id, or leave ids out and each is derived from its message"
                 ))  # fmt: skip
         fresh = [m for m in messages if m.id not in stored]  # a message seen before is not traffic twice
+        if progress is not None and len(fresh) < len(messages):
+            progress(len(messages) - len(fresh))  # stored before: done, with nothing to read
         pool = FeatureStats.from_dict(self.store.traffic(session["id"]))
         session_ = Session(session["task"], tuple(session["allow"]))
-        decided = {d.id: d for d in self.assistant.triage(session_, fresh, person=person, pool=pool)}
+        decided = {d.id: d for d in self.assistant.triage(session_, fresh, person=person, pool=pool,
+                                                                progress=progress)}
         # A message sent again gets the decision it was given, as stored, counted and taught: deciding it
         # again had answered PASS for a message the database, the statistics and feedback held.
         decided |= {message_id: Decision.from_stored(row) for message_id, row in stored.items()}
