@@ -30,6 +30,32 @@ def config_file(tmp_path: Path) -> Path:
     return path
 
 
+def test_evaluate_draws_a_bar_over_the_texts_and_scores_them_as_in_one_piece(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fine-tuned MiniLM scores about 100 texts a second here: 10,000 had been minutes of silence."""
+    import attend.runtime.base
+    from attend.runtime import TextClassifier, load
+
+    whole = load(trained["encoder"]).evaluate(trained["data"])
+    monkeypatch.setattr(attend.runtime.base, "EVALUATE_CHUNK", 64)
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    monkeypatch.setenv("TQDM_DELAY", "0")
+    real, sizes = TextClassifier.predict_proba, []
+
+    def counted(self, texts, **options):  # type: ignore[no-untyped-def]
+        sizes.append(len(texts))
+        return real(self, texts, **options)
+
+    monkeypatch.setattr(TextClassifier, "predict_proba", counted)
+    done = run_cli("evaluate", str(trained["encoder"]), str(trained["data"]), "--json")
+    assert done.returncode == 0 and json.loads(done.stdout) == whole  # in chunks of 64, the same figures
+    assert sizes == [64] * 9 + [24]
+    assert "evaluate: 100%" in done.stderr and "600/600" in done.stderr
+    done = run_cli("evaluate", str(trained["encoder"]), str(trained["data"]), "--no-progress")
+    assert done.returncode == 0 and "evaluate:" not in done.stderr
+
+
 def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "model"
     code = main(["train", str(planted_csv), "--model", "encoder", "--out", str(out), "--config", str(config_file),

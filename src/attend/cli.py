@@ -336,6 +336,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         found = _translator(args.model_dir).evaluate(
             args.data, split_col=args.split_col, beam=_beam(args), length_penalty=_length_penalty(args),
             source_col=args.source_col, target_col=args.target_col,  # None: the runtime's defaults
+            progress=not args.no_progress,
         )  # fmt: skip
         if args.json:
             print(dumps_json(found))
@@ -357,7 +358,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     predictor = _cli_predictor(args.model_dir, args.int8)
     _check_threshold(predictor, args.threshold, args.label_sep)
     metrics = evaluate(predictor, args.data, text_col=args.text_col, label_col=args.label_col,
-                       label_sep=args.label_sep, threshold=args.threshold)  # fmt: skip
+                       label_sep=args.label_sep, threshold=args.threshold, progress=not args.no_progress)  # fmt: skip
     if args.json:
         print(dumps_json(metrics))
     else:
@@ -1435,6 +1436,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--label-sep", help="multi-label models: separator of several labels in one cell (default: the "
                     "one the model trained with)")  # fmt: skip
     ev.add_argument("--threshold", type=label_threshold, help=THRESHOLD_HELP)
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_data_columns(ev, from_model=True)
     _add_pair_columns(ev, given_only=True)
     ev.set_defaults(func=_cmd_evaluate)

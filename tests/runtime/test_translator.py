@@ -206,6 +206,33 @@ def test_the_alignment_page_draws_the_heatmaps_its_layers_option_names(translato
             assert all(c == "average" or c.startswith(f"layer {last} ") for c in captions), captions
 
 
+def test_evaluate_draws_a_bar_over_the_sentences_and_scores_them_as_in_one_piece(
+    translator_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test split of 4,000 sentences is minutes of beam search here; it had been minutes of silence."""
+    import attend.runtime.base
+
+    data = write_csv(tmp_path / "pairs.csv", reverse_pairs(30))
+    whole = load(translator_dir).evaluate(data, beam=2)
+    monkeypatch.setattr(attend.runtime.base, "EVALUATE_CHUNK", 8)
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    monkeypatch.setenv("TQDM_DELAY", "0")
+    real, sizes = Translator.translate, []
+
+    def counted(self, texts, **options):  # type: ignore[no-untyped-def]
+        sizes.append(len(texts))
+        return real(self, texts, **options)
+
+    monkeypatch.setattr(Translator, "translate", counted)
+    done = run_cli("evaluate", str(translator_dir), str(data), "--beam", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == pytest.approx(whole)  # in chunks of 8, the same figures
+    assert sizes == [8, 8, 8, 6] and whole["sentences"] == 30
+    assert f"evaluate: 100%|██████████| {whole['sentences']}/{whole['sentences']}" in done.stderr
+    done = run_cli("evaluate", str(translator_dir), str(data), "--beam", "2", "--no-progress")
+    assert done.returncode == 0 and "evaluate:" not in done.stderr
+
+
 def test_evaluate_scores_only_the_held_out_split_of_the_training_file(translator_dir: Path, tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     data = translator_dir.parent / "pairs.csv"

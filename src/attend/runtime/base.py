@@ -12,15 +12,33 @@ import contextlib
 import numbers
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from attend.config import PLUGIN_GROUP, load_plugins, redefines
 from attend.io import ArtifactDir, ModelDirError, count_seen
 
 __all__ = ["RUNTIMES", "LoadOptions", "Runtime", "load", "register_runtime"]
+
+_T = TypeVar("_T")
+
+EVALUATE_CHUNK = 512  # texts or sentences between redraws of evaluation's bar
+
+
+def evaluation_chunks(items: Sequence[_T], *, progress: bool, unit: str) -> Iterator[Sequence[_T]]:
+    """``items`` in chunks of :data:`EVALUATE_CHUNK`, under an ``evaluate`` bar on stderr when
+    ``progress`` (drawn once the work takes over a second; the chunk's results count when the next is
+    asked for)."""
+    from attend.progress import progress_bar
+
+    with progress_bar(total=len(items), desc="evaluate", unit=unit, mininterval=1.0, delay=1.0,
+                      disable=not progress) as bar:  # fmt: skip
+        for start in range(0, len(items), EVALUATE_CHUNK):
+            part = items[start : start + EVALUATE_CHUNK]
+            yield part
+            bar.update(len(part))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from attend.data.tokenization import TextTokenizer
 from attend.data.validation import check_count, validate_texts
 from attend.io import ArtifactDir, ModelDirError, weights_mismatch
 from attend.models import MULTI_LABEL_THRESHOLD, build, config_from_dict, native_bf16, probabilities
-from attend.runtime.base import Runtime
+from attend.runtime.base import Runtime, evaluation_chunks
 from attend.training import score_probabilities
 
 __all__ = [
@@ -329,12 +329,13 @@ class TextClassifier(Runtime):
         batch_size: int = 128,
         label_sep: str | None = None,
         threshold: float | None = None,
+        progress: bool = False,
     ) -> dict[str, Any]:
         """Accuracy, macro/micro F1 and the per-class report on labelled data (a file, a dataset name,
         or loaded texts); a label the model does not know is an error naming its line. Columns left
         out are the ones the model trained on (else ``text`` and ``label``); a multi-label model
         splits cells at ``label_sep`` (default: the separator it trained with) and chooses labels
-        from ``threshold`` (default 0.5)."""
+        from ``threshold`` (default 0.5). ``progress``: a bar on stderr over the texts."""
         text_col = model_column(self.config, self.path, "text_col", text_col)
         label_col = model_column(self.config, self.path, "label_col", label_col)
         cut = self.checked_threshold(threshold)
@@ -342,7 +343,9 @@ class TextClassifier(Runtime):
         dataset = data if isinstance(data, LabelledTexts) else load_labelled(
             data, text_col=text_col, label_col=label_col, multi_label=self.multi_label, label_sep=label_sep
         )  # fmt: skip
-        probs = self.predict_proba(dataset.texts, batch_size=batch_size)
+        parts = [self.predict_proba(part, batch_size=batch_size)
+                 for part in evaluation_chunks(dataset.texts, progress=progress, unit="text")]  # fmt: skip
+        probs = np.concatenate(parts) if parts else self.predict_proba([], batch_size=batch_size)
         scores = score_probabilities(probs, dataset, self.labels, self.multi_label, threshold=cut) | {
             "source": dataset.source, "examples": len(dataset)}  # fmt: skip
         if threshold is not None:

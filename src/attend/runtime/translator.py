@@ -36,7 +36,7 @@ from attend.models import build, config_from_dict
 from attend.models.generation import MAX_BEAM, GenerationOptions, Hypothesis
 from attend.models.seq2seq import Seq2Seq
 from attend.progress import progress_bar
-from attend.runtime.base import LoadOptions, Runtime, register_runtime
+from attend.runtime.base import LoadOptions, Runtime, evaluation_chunks, register_runtime
 from attend.training.tasks.seq2seq import load_parallel_data, translate_batches
 from attend.training.translation import bleu_tokenizer, translation_scores
 
@@ -317,6 +317,7 @@ class Translator(Runtime):
         beam: int | None = None,
         length_penalty: float | None = None,
         batch_size: int = 64,
+        progress: bool = False,
         **_: Any,
     ) -> dict[str, Any]:
         """BLEU and chrF (``sacrebleu``) of the translations of ``data``'s sources against its targets.
@@ -326,7 +327,8 @@ class Translator(Runtime):
         rebuilt exactly as training made it, so the figure never includes sentences the model
         learned from. BLEU is counted with the model's tokenizer (chosen from its training targets). ``source_col`` and
         ``target_col`` default to the columns training read, in any file (as ``translate`` reads an
-        ``--input`` table), else to ``source`` and ``target``.
+        ``--input`` table), else to ``source`` and ``target``. ``progress``: a bar on stderr over the
+        sentences.
         """
         recorded = self.config.get("data", {})
         same = (not isinstance(data, ParallelTexts)) and (
@@ -366,8 +368,9 @@ class Translator(Runtime):
             raise DataError(f"{data}: no sentence pairs to evaluate on")
         overlap = self.training_overlap(pairs.sources)
         decoding = self.options(beam=beam, length_penalty=length_penalty)
-        results = self.translate(pairs.sources, beam=decoding.beam, batch_size=batch_size,
-                                 length_penalty=decoding.length_penalty)  # fmt: skip
+        results = [result for part in evaluation_chunks(pairs.sources, progress=progress, unit="sentence")
+                   for result in self.translate(part, beam=decoding.beam, batch_size=batch_size,
+                                                length_penalty=decoding.length_penalty)]  # fmt: skip
         outputs = [r.translation for r in results]
         tokenize = recorded.get("bleu_tokenize") or bleu_tokenizer(pairs.targets)  # the model's, as training counted
         scores = translation_scores(outputs, pairs.targets, tokenize=tokenize)
