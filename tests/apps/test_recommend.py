@@ -151,9 +151,11 @@ def test_explanations_weigh_the_history_and_erasure_reports_a_gap(sasrec_dir: Pa
     assert all(events[row["position"] - 1] == row["item"] for row in why["history"])
     assert sorted(row["position"] for row in why["history"]) == list(range(len(events) - len(why["history"]) + 1,
                                                                           len(events) + 1))  # fmt: skip
-    long = sasrec.explain(None, item, history=[*sasrec.item_ids[1:4] * 9, "no-such-item"])
+    long = sasrec.explain(None, item, history=[*sasrec.item_ids[1:4] * 9, "no-such-item", "zz", "no-such-item"])
     assert long["history_not_read"] == 27 - 20 and "the 7 older ones were not read" in long["note"]
-    assert long["warning"] == "1 unknown item(s) in the history were ignored: ['no-such-item']"  # as top() has
+    # as top() has; an id given twice is listed once (a played-again unknown track had been counted each time)
+    assert long["warning"] == "2 unknown item(s) in the history were ignored: ['no-such-item', 'zz']"
+    assert sasrec.top(None, [sasrec.item_ids[1], "zz", "zz", "zz"]).ignored == ["zz"]
     din = load_recommender(din_dir)
     user = din.user_ids[3]
     item = din.top(user, k=1).items[0]

@@ -167,7 +167,7 @@ class Recommender(Runtime):
         """``(user index or None, history item indices, ignored unknown item ids)``.
 
         A known user's stored history comes first; a given history is appended to it (a new user
-        has only the given one). Unknown item ids are ignored and returned.
+        has only the given one). Unknown item ids are ignored and returned, each once.
 
         Raises:
             ValueError: ``history`` is one string, or holds a blank id (named by its place, as
@@ -182,7 +182,7 @@ class Recommender(Runtime):
         index = self.user_index.get(_as_id(user, self.user_index).strip()) if user is not None else None
         known = self.histories[index] if index is not None else np.zeros(0, dtype=np.int64)
         ids = [i.strip() for i in given_ids]
-        ignored = [i for i in ids if i not in self.item_index]
+        ignored = list(dict.fromkeys(i for i in ids if i not in self.item_index))  # each once, as first given
         given = np.asarray([self.item_index[i] for i in ids if i in self.item_index], dtype=np.int64)
         return index, np.concatenate([known, given]).astype(np.int64), ignored
 
