@@ -508,7 +508,8 @@ def test_faithfulness_of_an_onnx_graph_matches_pytorch(exported: dict, trained: 
 
 
 def test_an_export_that_ran_out_of_disk_is_one_line_and_another_failure_keeps_the_exporters_steps() -> None:
-    """A full disk had printed the exporter's eight lines of progress after the error line."""
+    """A full disk had printed the exporter's eight lines of progress after the error line, and not
+    said that the disk was full, nor where."""
     log = io.StringIO("[torch.onnx] Obtain model graph ...\n[torch.onnx] Translate the graph ...\n")
     try:
         try:
@@ -516,8 +517,9 @@ def test_an_export_that_ran_out_of_disk_is_one_line_and_another_failure_keeps_th
         except OSError as disk:
             raise RuntimeError("serialising the model failed") from disk
     except RuntimeError as exc:
-        full = export_failure("EncoderClassifier", exc, log)
-    assert str(full) == "ONNX export of EncoderClassifier failed: serialising the model failed"
+        full = export_failure("EncoderClassifier", exc, log, Path("/big/.out.tmp1/model.onnx"))
+    assert str(full) == "ONNX export of EncoderClassifier failed: serialising the model failed (No space left on " \
+        "device writing /big/.out.tmp1/model.onnx)"  # fmt: skip
     try:
         try:
             raise OSError("could not get source code")  # the tracer's, caught inside the exporter

@@ -238,20 +238,21 @@ def _traced_unpadding(model: nn.Module, enabled: bool) -> Iterator[None]:
 _DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
 
-def export_failure(what: str, exc: BaseException, log: io.StringIO) -> ValueError:
-    """The error for an export of ``what`` that raised ``exc``: with the exporter's captured output
-    (the steps it got through, what a graph it could not build needs), except where the disk or
-    file system failed (``No space left on device``: its steps are noise after the one line). Other
-    OS errors (the tracer's "could not get source code") keep the steps."""
+def export_failure(what: str, exc: BaseException, log: io.StringIO, path: Path | None = None) -> ValueError:
+    """The error for an export of ``what`` to the file ``path`` that raised ``exc``: with the
+    exporter's captured output (the steps it got through, what a graph it could not build needs),
+    except where the disk or file system failed: then its reason and the file (``No space left on
+    device``, which the exporter's own error had not said, nor where; its steps are noise after the
+    one line). Other OS errors (the tracer's "could not get source code") keep the steps."""
     cause: BaseException | None = exc
     seen: set[int] = set()
-    disk = False
-    while cause is not None and id(cause) not in seen and not disk:
-        disk = isinstance(cause, OSError) and cause.errno in _DISK_ERRORS
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and cause.errno in _DISK_ERRORS:
+            where = f" writing {path}" if path is not None else ""
+            return ValueError(f"ONNX export of {what} failed: {exc} ({cause.strerror or cause}{where})")
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
-    steps = "" if disk else f"\n{log.getvalue()[-2000:]}"
-    return ValueError(f"ONNX export of {what} failed: {exc}{steps}")
+    return ValueError(f"ONNX export of {what} failed: {exc}\n{log.getvalue()[-2000:]}")
 
 
 def _export_graph(
@@ -280,7 +281,7 @@ def _export_graph(
                 external_data=False,  # one self-contained file (fine below ONNX's 2 GB protobuf limit)
             )
         except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
-            raise export_failure(type(model).__name__, exc, log) from exc
+            raise export_failure(type(model).__name__, exc, log, path) from exc
     _annotate(path, names, predictor)
     return names
 

@@ -282,7 +282,7 @@ def _export_graphs(model: Seq2Seq, directory: Path, *, opset: int | None) -> int
                     opset_version=opset, external_data=False,
                 )  # fmt: skip
             except Exception as exc:  # the exporter raises many types; all mean "this graph did not export"
-                raise export_failure(f"the translator's {name}", exc, log) from exc
+                raise export_failure(f"the translator's {name}", exc, log, directory / name) from exc
         used = _annotate(directory / name)
     return used
 
