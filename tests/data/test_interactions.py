@@ -326,6 +326,17 @@ def test_header_names_are_read_without_the_spaces_around_them(tmp_path: Path) ->
         read_item_features(path, {"a": 1})
 
 
+@pytest.mark.parametrize("cell", [[[0.1, 0.2], [0.3, 0.4]], {"r": 1, "g": 2}, ["rock", ["pop"]]])
+def test_a_jsonl_cell_of_nested_lists_or_an_object_is_refused_at_its_line(tmp_path: Path, cell: Any) -> None:
+    """Patch embeddings as a list of lists had become categories named "[0.1, 0.2]", in silence."""
+    path = tmp_path / "items.jsonl"
+    path.write_text(json.dumps({"item": "a", "emb": [0.5, 0.5]}) + "\n" + json.dumps({"item": "b", "emb": cell}) + "\n",
+                    encoding="utf-8")  # fmt: skip
+    with pytest.raises(DataError, match=r"items\.jsonl: line 2 has 'emb' .*, a nested list or an object; a feature "
+                                        r"cell holds a value, a list of categories, or a flat list of numbers"):
+        read_item_features(path, {"a": 1, "b": 2})
+
+
 def test_a_column_of_numbers_with_a_few_others_is_said_when_it_becomes_text(tmp_path: Path) -> None:
     """A price written "1,000" among plain ones had turned the column into text without a word."""
     path = tmp_path / "items.csv"

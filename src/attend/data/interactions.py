@@ -611,6 +611,13 @@ def _infer_type(values: Sequence[Any]) -> str:
     return "categorical" if few and repeated else "text"
 
 
+def _nested(value: Any) -> bool:
+    """An object, or a list holding a list or an object (a JSONL/Parquet cell)."""
+    if isinstance(value, dict):
+        return True
+    return isinstance(value, list | tuple) and any(isinstance(part, list | tuple | dict) for part in value)
+
+
 def _categories(value: Any) -> list[str]:
     if _is_empty(value):
         return []
@@ -728,6 +735,11 @@ def read_item_features(
             _read_vector(features, column, width, ordered, values, n_slots, path)
             read_as.append(f"{column} a vector of {width} numbers ({column}[0] ... {column}[{width - 1}])")
             continue
+        for (_, (line, _)), value in zip(ordered, values, strict=True):
+            if _nested(value):  # it had been read as categories named "[0.1, 0.2]" or "{'r': 1}"
+                raise DataError(f"{path}: line {line} has {column!r} {value!r:.60}, a nested list or an object; a "
+                                "feature cell holds a value, a list of categories, or a flat list of numbers (an "
+                                "embedding): flatten it, or give each part a column of its own")  # fmt: skip
         example = _media_paths(values) if column not in types else None
         if example is not None:  # read as text, a path's words were the item's "title" and its name
             features.left_out[column] = (
