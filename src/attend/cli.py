@@ -865,7 +865,12 @@ def _text_lines(raw: bytes, name: str) -> list[str]:
         line = raw.count(b"\n", 0, exc.start) + 1  # the line, as the table readers name it
         raise UsageError(f"{name}: line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
                          f"{exc.start}); re-save the file as UTF-8") from None  # fmt: skip
-    return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
+    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
+    if (cut := next((i for i, line in enumerate(lines) if "\r" in line), None)) is not None:
+        from attend.data.readers import BARE_CARRIAGE_RETURN  # its sentences had been one, translated as one
+
+        raise UsageError(f"{name}: line {cut + 1}: {BARE_CARRIAGE_RETURN}")
+    return lines
 
 
 def _check_typed_sentences(texts: Sequence[str] | None, verb: str) -> None:

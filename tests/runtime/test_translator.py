@@ -50,6 +50,12 @@ def test_translate_prints_one_line_per_input_line_and_nothing_else(translator_di
     done = run_cli("translate", str(translator_dir), "--input", str(lines), "--beam", "1")
     assert done.returncode == 0 and len(done.stdout.splitlines()) == 3, done.stdout
     assert done.stdout.split("\n")[0] == "cat red" and done.stdout.split("\n")[2] == "dog green"
+    # An old Mac file's lines end in a bare "\r": its sentences had been one, translated as one.
+    lines.write_bytes(b"red cat\nsun dog\rblue\r")
+    done = run_cli("translate", str(translator_dir), "--input", str(lines))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"error: {lines}: line 2: its lines end in a bare carriage return (an old Mac format); " \
+                          "re-save it with \\n line endings\n"  # fmt: skip
 
 
 def test_translate_reads_compressed_input(translator_dir: Path, tmp_path: Path,

@@ -346,6 +346,8 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None,
         source = lines if lines is not None else _Lines(path, fmt)
         for line_number, line in enumerate(source, start=1):
             text = line.removesuffix("\n").removesuffix("\r")
+            if "\r" in text:  # its texts had been one, answered as one
+                raise DataError(f"{path}: line {line_number}: {BARE_CARRIAGE_RETURN}")
             if text.strip():
                 yield line_number, {"text": text}
         return
@@ -535,11 +537,15 @@ def delimiter_hint(columns: Sequence[str], delimiter: str) -> str:
             "is read with commas and a .tsv file with tabs: re-save it so")
 
 
+#: What a file whose lines end in a bare carriage return is told.
+BARE_CARRIAGE_RETURN = "its lines end in a bare carriage return (an old Mac format); re-save it with \\n line endings"
+
+
 def _csv_problem(exc: csv.Error) -> str:
     """The csv module's complaint, in terms a user can act on."""
     text = str(exc)
     if "new-line character seen in unquoted field" in text:
-        return "its lines end in a bare carriage return (an old Mac format); re-save it with \\n line endings"
+        return BARE_CARRIAGE_RETURN
     return text
 
 
