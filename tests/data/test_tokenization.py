@@ -25,6 +25,24 @@ def test_train_encode_and_round_trip(tmp_path: Path, kind: str) -> None:
     assert again.tokenize("the dog sat") == tokenizer.tokenize("the dog sat")
 
 
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_a_translation_vocabulary_gives_back_each_characters_own_form(kind: str) -> None:
+    """NFKC had written Chinese with ASCII punctuation (，！ as ,!), "…" as "...", full-width digits as
+    ASCII: what a translator wrote matched no reference. A decomposed accent comes back composed."""
+    import unicodedata
+
+    from attend.data.tokenization import SubwordTokenizer
+
+    texts = ["孩子玩，狗跑！", "你好吗？我很好。", "Wait… the ﬁle costs ５００ yen", "Le café est fermé."] * 10
+    pieces = SubwordTokenizer.train(texts, kind=kind, vocab_size=120)
+    (ids,), _ = pieces.encode_ids(["孩子玩，狗跑！你好吗？"], 64)
+    assert pieces.decode(ids) == "孩子玩，狗跑！你好吗？"
+    (ids,), _ = pieces.encode_ids(["Wait… the ﬁle costs ５００ yen"], 64)
+    assert pieces.decode(ids) == "Wait… the ﬁle costs ５００ yen"
+    (ids,), _ = pieces.encode_ids([unicodedata.normalize("NFD", "Le café est fermé.")], 64)
+    assert pieces.decode(ids) == "Le café est fermé."  # composed, as NFC writes it
+
+
 def test_special_tokens_typed_in_a_text_are_read_as_text(tmp_path: Path) -> None:
     """A literal "[SEP]" or "[PAD]" became the special token: predictions changed, and explanations hid
     the user's own characters as structure."""

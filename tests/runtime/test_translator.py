@@ -181,6 +181,9 @@ def test_faithfulness_verb_and_explain_give_a_translators_gap(translator_dir: Pa
     assert main(["faithfulness", str(translator_dir), str(lines), "--limit", "3", "--no-progress"]) == 0
     said = capsys.readouterr().out
     assert said.startswith("alignment faithfulness over 3 of 3 sentences") and "gap +" in said, said
+    # In a log the bar's last line stays: it had been its first, "0%", alone, though every sentence was scored.
+    assert main(["faithfulness", str(translator_dir), str(lines), "--limit", "3"]) == 0
+    assert "faithfulness: 100%|██████████| 3/3" in capsys.readouterr().err
     for extra, message in [(["--methods", "attention"], "--methods: for classifiers only"),
                            (["--text-col", "en", "--source-col", "en"], "each names the translator's source column"),
                            (["--text-col", "en"], "--text-col en: "),  # a text file has no columns

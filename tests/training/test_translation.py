@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 import pytest
 from scipy import sparse
@@ -101,10 +103,21 @@ def test_score_errors() -> None:
         (["猫が好き。"], "en", "13a"),
         (["x"], "zh-TW", "zh"),
         (["x"], "JPN", "char"),
+        (["ฉันชอบแมว", "สถานีรถไฟอยู่ที่ไหน"], None, "char"),  # Thai: no spaces between words (13a gave BLEU 0)
+        (["ខ្ញុំចូលចិត្តឆ្មា"], None, "char"),  # Khmer
+        (["x"], "th", "char"),
+        (["x"], "my", "char"),
     ],
 )
 def test_bleu_tokenizer(references: list[str], language: str | None, expected: str) -> None:
     assert bleu_tokenizer(references, target_language=language) == expected
+
+
+def test_an_accent_composed_or_decomposed_scores_as_one() -> None:
+    """A reference saved decomposed (macOS file names, some editors) had not matched its composed output."""
+    composed, decomposed = "Le café est fermé.", unicodedata.normalize("NFD", "Le café est fermé.")
+    assert composed != decomposed
+    assert translation_scores([composed], [decomposed]) == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0)}
 
 
 def test_japanese_bleu_is_per_character() -> None:

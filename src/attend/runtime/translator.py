@@ -248,7 +248,7 @@ class Translator(Runtime):
         rng = random.Random(seed)
         drops: list[tuple[float, float]] = []
         scored = 0
-        for result in progress_bar(results, desc="faithfulness", unit="sentence", disable=not progress, leave=False):
+        for result in progress_bar(results, desc="faithfulness", unit="sentence", disable=not progress):
             found = self._erasure_drops(result, rng)
             scored += bool(found)
             drops += found

@@ -17,6 +17,7 @@ different tokenizers are not comparable.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -53,6 +54,16 @@ def _is_han(char: str) -> bool:
     return "\u4e00" <= char <= "\u9fff" or "\u3400" <= char <= "\u4dbf" or "\uf900" <= char <= "\ufaff"
 
 
+def _is_unspaced(char: str) -> bool:
+    # Thai, Lao, Myanmar, Khmer (and Khmer symbols): scripts written without spaces between words.
+    return ("\u0e00" <= char <= "\u0eff" or "\u1000" <= char <= "\u109f" or "\u1780" <= char <= "\u17ff"
+            or "\u19e0" <= char <= "\u19ff")  # fmt: skip
+
+
+#: ISO 639 codes of the languages :func:`_is_unspaced` finds by script.
+_UNSPACED_LANGUAGES = frozenset({"th", "tha", "lo", "lao", "my", "mya", "bur", "km", "khm"})
+
+
 def bleu_tokenizer(references: Sequence[str], *, target_language: str | None = None) -> str:
     """The sacrebleu tokenizer BLEU should use for ``references``: ``"zh"``, ``"char"`` or ``"13a"``.
 
@@ -62,12 +73,15 @@ def bleu_tokenizer(references: Sequence[str], *, target_language: str | None = N
     ``ja-mecab`` in WMT, but that needs MeCab and a dictionary installed; it gets ``char`` instead
     (every character a token), which needs nothing and is exact, but scores are higher than
     word-level BLEU (character n-grams match more easily) and not comparable to published
-    ``ja-mecab`` figures. Everything else gets ``13a``, sacrebleu's default.
+    ``ja-mecab`` figures. Thai, Lao, Khmer and Burmese, also written without spaces between
+    words, get ``char`` too (with ``13a`` every sentence was one word, and BLEU 0 whatever the
+    output). Everything else gets ``13a``, sacrebleu's default.
 
     Args:
         references: The reference translations; their script decides when ``target_language`` is
             None: Chinese-like when most of their letters are Han characters or kana, and Japanese
-            among those when at least 5% of those characters are kana (Chinese has none).
+            among those when at least 5% of those characters are kana (Chinese has none); else
+            unspaced when most of their letters are Thai, Lao, Khmer or Myanmar.
         target_language: An ISO 639 code (``"ja"``, ``"zh"``, ``"zh-TW"``, ``"jpn"``, ...), which
             wins over the script.
 
@@ -78,16 +92,19 @@ def bleu_tokenizer(references: Sequence[str], *, target_language: str | None = N
         language = target_language.lower().replace("_", "-").split("-")[0]
         if language in {"zh", "zho", "chi", "cmn", "yue"}:
             return "zh"
-        if language in {"ja", "jpn"}:
+        if language in {"ja", "jpn"} or language in _UNSPACED_LANGUAGES:
             return "char"
         return "13a"
-    letters = han = kana = 0
+    letters = han = kana = unspaced = 0
     for text in references:
         for char in text:
             if char.isalpha():
                 letters += 1
                 han += _is_han(char)
                 kana += _is_kana(char)
+                unspaced += _is_unspaced(char)
+    if letters and unspaced > letters / 2:
+        return "char"
     if letters == 0 or han + kana <= letters / 2:
         return "13a"
     return "char" if kana >= 0.05 * (han + kana) else "zh"
@@ -113,7 +130,8 @@ def translation_scores(
     target_language: str | None = None,
     tokenize: str | None = None,
 ) -> dict[str, float]:
-    """Corpus BLEU and chrF (0-100) of ``hypotheses`` against one reference each.
+    """Corpus BLEU and chrF (0-100) of ``hypotheses`` against one reference each, both sides
+    NFC-normalised first (an accent composed or decomposed is one character to a reader).
 
     Args:
         hypotheses: The system's translations.
@@ -132,7 +150,9 @@ def translation_scores(
     from sacrebleu.metrics import BLEU, CHRF
 
     _check_pairs(hypotheses, references)
-    hypotheses, references = list(hypotheses), list(references)
+    # Composed and decomposed accents are one text to a reader: counted so ("café" had not matched "café").
+    hypotheses = [unicodedata.normalize("NFC", text) for text in hypotheses]
+    references = [unicodedata.normalize("NFC", text) for text in references]
     tokenize = tokenize or bleu_tokenizer(references, target_language=target_language)
     bleu = BLEU(tokenize=tokenize).corpus_score(hypotheses, [references])
     chrf = CHRF().corpus_score(hypotheses, [references])
