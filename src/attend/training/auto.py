@@ -703,12 +703,13 @@ def _make_plan(
         # machine offline retried for seconds, for English data, to be left out for MiniLM).
         for candidate in sorted(plan, key=lambda c: (c.pretrained, _estimated_weights(c.name) or 0)):
             name, pretrained = candidate.name, candidate.pretrained
-            if pretrained and (reason := _no_better_reader(plan, candidate.name)):
-                candidate.excluded = reason
-                continue
             terms = MODELS[name][0].use_terms
             if terms and names is None:  # the user must choose restricted weights, never auto alone
+                # said first: a smaller reader's coverage had been given as the reason on English data
                 candidate.excluded = f"{terms}; name it in --candidates to let auto train it"
+                continue
+            if pretrained and (reason := _no_better_reader(plan, candidate.name)):
+                candidate.excluded = reason
                 continue
             task = ClassificationTask(dataset, model=name, **columns)
             try:

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,16 +118,30 @@ def _ignores_case(tokenizer: TextTokenizer) -> bool:
     return len({tuple(row) for row in tokenizer.ids([probe, probe.upper(), probe.lower()])}) == 1
 
 
-def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts]) -> list[str]:
-    """What makes this run's figures less reliable than they look: small held-out splits, labels
-    with no dev example (the epoch is chosen without them), the same text under different labels."""
+#: What a held-out split's figures decide.
+_USE = {"dev": "choosing the epoch (and, with --model auto, the model)", "test": "the figures above"}
+
+
+def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts],
+             fractions: dict[str, float] | None = None) -> list[str]:  # fmt: skip
+    """What makes this run's figures less reliable than they look: small held-out splits, a split
+    that repeated texts pulled far from the share asked (``fractions``), labels with no dev example
+    (the epoch is chosen without them), the same text under different labels."""
     notes = []
+    for name, asked in (fractions or {}).items():
+        size = len(parts[name]) if dataset.splits is None else 0  # a given split column is the user's own
+        share = size / max(len(dataset), 1)
+        if asked > 0 and size and (share > 2 * asked + 0.02 or share < asked / 2 - 0.02):
+            counts = Counter(" ".join(text.split()) for text in parts[name].texts)
+            text, most = counts.most_common(1)[0]
+            notes.append(f"the {name} split is {share:.0%} of the rows, not the {asked:.0%} asked: every copy of a "
+                         f"text stays in one split, and it holds {len(counts)} distinct text(s) in {size} rows (the "
+                         f"most repeated, {most} times: {text!r:.40}); {_USE[name]} rests on them")  # fmt: skip
     for name in ("dev", "test"):
         size = len(parts[name])
         if 0 < size < SMALL_SPLIT:
-            use = "choosing the epoch (and, with --model auto, the model)" if name == "dev" else "the figures above"
             notes.append(f"the {name} split has {size} example(s): one of them is {100 / size:.1f} points of "
-                         f"{use}; more labelled data makes them steadier")  # fmt: skip
+                         f"{_USE[name]}; more labelled data makes them steadier")  # fmt: skip
     for name in ("dev", "test"):
         copies = seen_in_training(parts["train"].texts, parts[name].texts) if dataset.splits is not None else 0
         if copies:  # only a given split column can do this: attend's own split keeps copies together
@@ -470,7 +485,7 @@ class ClassificationTask(Task):
         self.sizes = {name: len(part) for name, part in parts.items()} | {"train": len(self.baseline_train)}
         self.train_used = len(parts["train"])
         self.parts = parts
-        self.caveats = _caveats(dataset, parts)
+        self.caveats = _caveats(dataset, parts, {"dev": args.dev_fraction, "test": args.test_fraction})
         self.tokenizer = self._tokenizer(parts["train"].texts, args, state)
         if self.augmenter is not None and "casing" in self.augmenter.names and _ignores_case(self.tokenizer):
             # Its copies read exactly as the clean text: the weights came out bit for bit the same,
