@@ -105,6 +105,15 @@ def test_html_definition_lists_details_and_markdown_and_text() -> None:
     assert [q for q, _ in parse_markdown(sections)] == ["Opening hours", "Holidays", "Weekends", "Delivery", "Cost"]
     html = "<h1>FAQ</h1><p>Intro.</p><h2>How do I pay?</h2><p>By card.</p><h2>Refunds?</h2><p>Yes.</p>"
     assert [q for q, _ in parse_html(html)] == ["How do I pay?", "Refunds?"]
+    # A definition list's question under a heading is an entry of its own (it had been printed inside
+    # the answer above it); terms in a row share their <dd>; a glossary's terms stay in the answer.
+    mixed = ("<h2>What are your hours?</h2><p>9 to 5.</p><dl><dt>Is there an app?</dt><dd>Yes, for iOS.</dd>"
+             "<dt>Can I pay by phone?</dt><dt>Can I pay by card?</dt><dd>Both, yes.</dd></dl>"
+             "<h2>What do the terms mean?</h2><dl><dt>SLA</dt><dd>Service level.</dd></dl>")  # fmt: skip
+    assert parse_html(mixed) == [("What are your hours?", "9 to 5."), ("Is there an app?", "Yes, for iOS."),
+                                 ("Can I pay by phone?", "Both, yes."), ("Can I pay by card?", "Both, yes."),
+                                 ("What do the terms mean?", "SLA\n\nService level.")]  # fmt: skip
+    assert ("Is there an app?", "") in parse_html(mixed.replace("Yes, for iOS.", ""))  # for read_faq to refuse
     # What a code span holds is kept as written, and a link keeps its web address.
     code = ("## Where do plugins go?\n\nIn `plugins/__init__.py`; set `MAX__SIZE=10`, type `**bold**`. See the "
             "[plugin guide](https://x.example/plugins), **now**, *please*, my_var_name.\n\n```\npip install x\n```\n")
@@ -197,6 +206,13 @@ def test_a_compressed_faq_reads_as_the_file_inside(tmp_path: Path) -> None:
     document = tmp_path / "faq.md.gz"
     document.write_bytes(gzip.compress(b"# How do I pay?\n\nBy card.\n"))
     assert [(e.question, e.answer) for e in read_faq(document)] == [("How do I pay?", "By card.")]
+
+
+def test_a_windows_faq_tables_answers_keep_no_carriage_return(tmp_path: Path) -> None:
+    """A BOM and CRLF file's multi-line answer had kept its "\r\n" (a plain file's has "\n")."""
+    windows = tmp_path / "faq.csv"
+    windows.write_bytes("\ufeffquestion,answer\r\nWhen are you open?,\"9 to 5,\r\nMonday to Friday.\"\r\n".encode())
+    assert [(e.question, e.answer) for e in read_faq(windows)] == [("When are you open?", "9 to 5,\nMonday to Friday.")]
 
 
 def test_bad_faq_files_are_clear_errors(tmp_path: Path) -> None:

@@ -429,15 +429,29 @@ def _heading_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, st
     page's heading over a button, a form or a picture alone ("Still have questions?") is furniture."""
     pairs: list[tuple[str, list[str]]] = []
     levels: list[int] = []
+    listed: set[int] = set()  # the questions of a definition list under a heading
+    sharing: list[int] = []  # those the next <dd> answers: terms in a row share it, as HTML has it
     for kind, level, text in blocks:
         if kind == "heading":
             pairs.append((clean_question(text), []))
             levels.append(level)
+            sharing = []
+        elif kind == "dt" and pairs and _is_question(text):
+            # An entry of its own (a glossary's terms stay part of the answer): "Is there an app?" had
+            # been printed inside the answer above it, to every customer who asked that question.
+            if sharing and pairs[sharing[-1]][1]:  # its <dd> has begun: this term starts a new group
+                sharing = []
+            pairs.append((clean_question(text), []))
+            levels.append(len(_HEADINGS) + 1)  # below every heading: it is no page title
+            listed.add(len(pairs) - 1)
+            sharing.append(len(pairs) - 1)
         elif pairs:
-            pairs[-1][1].append(text)
-    if _titled([q for q, _ in pairs], levels):
-        pairs = pairs[1:]
-    return [(q, a) for q, body in pairs if (a := _clean_answer("\n".join(body))) and q]
+            for i in sharing or [len(pairs) - 1]:
+                pairs[i][1].append(text)
+    first = 1 if _titled([q for q, _ in pairs], levels) else 0
+    found = [(i, q, _clean_answer("\n".join(body))) for i, (q, body) in enumerate(pairs) if i >= first and q]
+    # An empty <dd> stays, for read_faq to refuse, as a definition list's does.
+    return [(q, a) for i, q, a in found if a or i in listed]
 
 
 def _list_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]:
@@ -515,7 +529,7 @@ def _read_table(path: Path) -> list[FaqEntry]:
                 raise DataError(f"{path}: line {line} has an empty {column} ({column}={value!r})")
             if problem is not None:
                 raise DataError(f"{path}: line {line}: the {column} {problem}")
-            values[column] = value.strip()
+            values[column] = value.replace("\r\n", "\n").strip()  # a Windows file's answers as a Unix file's
         intent = None
         if has_intent:
             raw = record.get("intent")
