@@ -548,6 +548,22 @@ def test_warnings_name_the_files_own_line_and_explain_skips_blank_lines(
     assert [r["source"] for r in json.loads(capsys.readouterr().out)] == ["red cat", "green dog"]
 
 
+def test_an_empty_output_is_warned_of(translator_dir: Path) -> None:
+    """English given to a model that translates from another language came back empty, with no
+    warning: it looked like the blank line a blank input gives."""
+    from attend.models.generation import Hypothesis
+    from attend.runtime.translator import translations
+
+    translator = load(translator_dir)
+    ids, cut = translator._encode(["red cat", "sun dog"])
+    hyps = [Hypothesis([], -0.1, -0.1, True), Hypothesis(ids[1][:-1], -0.2, -0.1, True)]
+    empty, written = translations(["red cat", "sun dog"], ids, cut, hyps, translator.source_tokenizer,
+                                  translator.target_tokenizer, translator.max_length)  # fmt: skip
+    assert empty.translation == "" and empty.warning == (
+        "the model wrote nothing for it: is it in the language the model translates from?")  # fmt: skip
+    assert written.translation == "sun dog" and written.warning is None
+
+
 def test_translate_from_python_takes_lists_and_generators_and_refuses_one_string(translator_dir: Path) -> None:
     """Before: one string was translated character by character (a space among them: 'text 2 is
     empty'), a generator gave [] and a number was called 'empty', counted from 1."""

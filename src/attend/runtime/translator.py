@@ -420,7 +420,8 @@ def translations(
     source_tokenizer: SubwordTokenizer, target_tokenizer: SubwordTokenizer, max_length: int,
 ) -> list[Translation]:  # fmt: skip
     """Each source's :class:`Translation` from its encoded ``ids`` (cut to ``max_length`` where ``cut``)
-    and its hypothesis, with the warning a reader needs: a cut source, or one mostly of unknown pieces.
+    and its hypothesis, with the warning a reader needs: a cut source, one mostly of unknown pieces, or
+    an empty output.
     The PyTorch and the ONNX Runtime translator both answer with these."""
     # Of the pieces that carry text: not </s>, nor the bare word mark a word of unknown letters begins with.
     no_text = {SubwordTokenizer.EOS, source_tokenizer.tokenizer.token_to_id("\u2581")}
@@ -434,7 +435,10 @@ def translations(
                         "the language the model was trained on?")  # fmt: skip
         if was_cut:  # both said: the cut had gone unsaid beside the unknown pieces
             said.append(f"the source was cut to its first {max_length} tokens")
-        results.append(Translation(text, target_tokenizer.decode(hyp.tokens), hyp.score, hyp.log_prob, was_cut,
+        output = target_tokenizer.decode(hyp.tokens)
+        if not output.strip() and not said:  # it had looked like the blank line a blank input gives
+            said.append("the model wrote nothing for it: is it in the language the model translates from?")
+        results.append(Translation(text, output, hyp.score, hyp.log_prob, was_cut,
                                    hyp.finished, "; ".join(said) or None, output_ids=list(hyp.tokens)))  # fmt: skip
     return results
 
