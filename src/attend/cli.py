@@ -581,7 +581,8 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
         from attend.data.validation import displayable
 
         for r in results:
-            print(displayable(f"{r.source}\n  -> {r.translation}  (score {round(r.score, 3) + 0.0:.3f})"))
+            source = " ".join(r.source.splitlines())  # one line, as the model reads a line break: a space
+            print(displayable(f"{source}\n  -> {r.translation}  (score {round(r.score, 3) + 0.0:.3f})"))
             links = strongest_links(r.alignment)
             print(displayable("  " + "  ".join(links[: args.top])))  # --top: the output tokens shown, with their source
             if (faithful := r.alignment.faithfulness) and faithful["gap"] is not None:

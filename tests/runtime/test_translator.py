@@ -546,6 +546,10 @@ def test_warnings_name_the_files_own_line_and_explain_skips_blank_lines(
     lines.write_text("red cat\n\n   \ngreen dog\n", encoding="utf-8")
     assert main(["explain", str(translator_dir), "--input", str(lines), "--json"]) == 0  # was "text 2 is empty"
     assert [r["source"] for r in json.loads(capsys.readouterr().out)] == ["red cat", "green dog"]
+    # A table's cell of two lines is shown on one, as the model reads it (its block's layout had broken).
+    two = write_csv(tmp_path / "two.csv", [{"source": "red cat\nsun dog"}])
+    assert main(["explain", str(translator_dir), "--input", str(two)]) == 0
+    assert capsys.readouterr().out.startswith("red cat sun dog\n  -> ")
 
 
 def test_an_empty_output_is_warned_of(translator_dir: Path) -> None:
