@@ -116,4 +116,8 @@ def main(*, seed: int = 0, out: str = "runs/demo", limit: int | None = None, epo
     show_explanation(predictor, texts[example], labels[example], Path(out) / DEMO_PAGE)
     print(f"\nmodel directory: {Path(out).resolve()}")
     print(f'try: attend predict {out} "a small furry animal that hunts mice"')
+    if not whole:  # they had failed, each with "its training data was passed in already loaded"
+        print(f"note: this model learned from a sample (--limit {limit}), which is no file: quantize and prune, "
+              "which measure on its test split rebuilt from its data, need --data FILE (labelled texts of its "
+              "topics); run `attend demo` without --limit for a model they take as it is")  # fmt: skip
     return 0
