@@ -331,6 +331,10 @@ def test_each_candidates_loop_keeps_the_epochs_that_fit_its_share_of_the_budget(
     assert epochs == [1] and config["auto"]["candidates"]["encoder"]["epochs_run"] == 1
     assert "1 of 3 planned epoch(s) run" in result.report  # the table had said "3 epoch(s)" alone
     assert 0 < config["training"]["time_budget"] <= 1e-4
+    # A loop that ran past its plan's whole epochs (it had read "5 of 3 planned epoch(s) run").
+    row = {"epochs": 3, "epochs_run": 5, "max_train": None, "seconds": 60.0}
+    table = auto._table({"why": "the encoder scored best", "candidates": {"encoder": row}})
+    assert table.splitlines()[-1].endswith("5 epoch(s) run, 3 planned (its loop found the time)")
 
 
 def test_a_loop_trains_past_a_plan_whose_timing_was_too_pessimistic(tmp_path: Path,

@@ -887,8 +887,11 @@ def _table(record: dict[str, Any]) -> str:
         else:
             minutes = f"{(row.get('seconds') or 0) / 60:.1f}"
             run = row.get("epochs_run")  # the table had given the first plan as what trained
-            plan = f"{run} of {row['epochs']} planned epoch(s) run" if isinstance(run, int) and run != row["epochs"] \
-                else f"{row['epochs']} epoch(s)"
+            if isinstance(run, int) and run != row["epochs"]:  # a loop may run past the plan's whole epochs
+                plan = (f"{run} of {row['epochs']} planned epoch(s) run" if run < row["epochs"] else
+                        f"{run} epoch(s) run, {row['epochs']} planned (its loop found the time)")  # fmt: skip
+            else:
+                plan = f"{row['epochs']} epoch(s)"
             plan += f", {row['max_train']}-example sample" if row["max_train"] else ""
         dev_f1, dev_acc, test_acc = (row.get(k) for k in ("dev_macro_f1", "dev_accuracy", "test_accuracy"))
         lines.append(f"{name:<18} {_fmt(dev_f1):>12}  {_fmt(dev_acc):>7}  {_fmt(test_acc):>8}  {minutes:>7}  {plan}")
