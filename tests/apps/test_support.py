@@ -659,6 +659,8 @@ def test_a_mostly_english_faq_answers_its_chinese_entry_on_bm25s_own_threshold(t
     index = SupportIndex.load(tmp_path / "idx")
     asked = index.ask("如何重置密码？")  # the encoder cannot read it: BM25 alone, on BM25's calibrated threshold
     assert asked["retrieval"]["mode"] == "bm25" and asked["answers"][0]["question"] == "如何重置密码？"
+    assert asked["retrieval"]["note"] == ("lexical only (BM25) for this question: more than 25% of its pieces are "
+                                          "unknown to the encoder")  # fmt: skip
     assert not asked["handoff"] and asked["threshold"] == pytest.approx(built["handoff"]["lexical_threshold"], abs=1e-4)
     assert index.ask("今天天气怎么样")["handoff"]  # nothing of it in the FAQ
     # At a dense weight of 1 (an FAQ whose paraphrases the encoder ranks best) BM25's side had been

@@ -811,7 +811,8 @@ class SupportIndex:
         threshold = self.threshold
         mode, note = self.retrieval.effective, self.retrieval.note()
         if mode == "hybrid" and not readable[0]:
-            mode, note = "bm25", "lexical only (BM25) for this question: most of its pieces are unknown to the encoder"
+            mode, note = "bm25", (f"lexical only (BM25) for this question: more than {MAX_UNKNOWN:.0%} of its pieces "
+                                  "are unknown to the encoder")  # it had said "most" of 27 %
             lexical_threshold = self.config["handoff"].get("lexical_threshold")
             if lexical_threshold is not None:  # BM25's own scale, and the threshold calibrated on it
                 bm25 = self.ranker.lexical([question])[0]
