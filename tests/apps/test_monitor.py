@@ -1036,6 +1036,11 @@ def test_alerts_preview_tries_thresholds_without_storing_or_changing_anything(
     new = re.search(r"(\d+) surge\(s\) at these thresholds: (\d+) not stored", out)
     assert new is not None and int(new.group(2)) >= 1 and len(re.findall(r"\nNEW +topic=", out)) == int(new.group(2))
     assert (db.read_bytes(), count_rows(db, "monitor_alerts")) == before  # nothing written
+    assert main(["alerts", "--db", str(db), "--preview", "--z", "0.5", "--min-volume", "1", "--json"]) == 0
+    surges = json.loads(capsys.readouterr().out)["surges"]  # named as a stored alert's (it had been "z")
+    assert surges and all("score" in s and "z" not in s for s in surges)
+    assert main(["alerts", "--db", str(db), "--json"]) == 0
+    assert "score" in json.loads(capsys.readouterr().out)[0]
     # A withdrawn alert is no NEW one: a run does not raise it again while its counts stay.
     import shutil
 

@@ -229,6 +229,7 @@ def _preview(store: Any, args: argparse.Namespace, given: dict[str, Any]) -> int
              "withdrawn": (s.topic, s.start) in stored and stored[(s.topic, s.start)][0]} for s in surges]  # fmt: skip
     for row in rows:
         del row["start"], row["end"], row["surge"]
+        row["score"] = row.pop("z")  # as a stored alert and the webhook name it
     kept = sorted((topic, start) for (topic, start), (withdrawn, _, _) in stored.items()
                   if not withdrawn and (topic, start) not in found and args.topic in (None, topic))  # fmt: skip
     not_raised = [{"topic": topic, "window_start": format_time(start)} for topic, start in kept]
@@ -241,7 +242,7 @@ def _preview(store: Any, args: argparse.Namespace, given: dict[str, Any]) -> int
     for row in rows:
         status = "stored" if row["stored"] else "withdrawn" if row["withdrawn"] else "NEW"
         print(f"{status:<9} topic={row['topic']!r} {row['window_start']}: negative "
-              f"{row['share']:.0%} vs baseline {row['baseline']:.0%}, z={row['z']:.1f}, "
+              f"{row['share']:.0%} vs baseline {row['baseline']:.0%}, z={row['score']:.1f}, "
               f"{row['negatives']}/{row['volume']} events")  # fmt: skip
     new = sum(not row["stored"] and not row["withdrawn"] for row in rows)
     withdrawn = sum(row["withdrawn"] for row in rows)
