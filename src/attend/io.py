@@ -210,7 +210,11 @@ class ArtifactDir:
     def __init__(self, path: Path, config: dict[str, Any]) -> None:
         self.path = path
         self.config = config
-        self.task = str(config.get("task") or LEGACY_TASK)
+        task = config.get("task", LEGACY_TASK)  # only a missing key is an older classifier's
+        if not isinstance(task, str) or not task.strip():  # null had been read as a classifier, 5 as task '5'
+            raise ModelDirError(f"{path / 'config.json'}: \"task\" is {json.dumps(task)}; it names the task that "
+                                "wrote the directory (e.g. \"classification\")")  # fmt: skip
+        self.task = task
         self._hashes = _recorded_hashes(config)
         self._verified: set[str] = set()
 

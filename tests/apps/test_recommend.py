@@ -127,6 +127,18 @@ def test_top_k_excludes_the_history_cold_start_and_popularity_fallback(sasrec_di
         runtime.top(" ", k=3)
     with pytest.raises(ValueError, match=r"requests\[1\]: user '' is empty"):
         runtime.top_many([{"user": user}, {"user": ""}])
+    # A misspelt key had answered with the popular items (or no history), a dict or a list of ids had
+    # been an AttributeError, and explain="no" had explained.
+    for requests, message in (([{"usr": user, "k": 2}], r"requests\[0\]: unknown key\(s\) 'usr'; a request's keys are"),
+                              ([{"user": user, "histroy": ["x"]}], r"unknown key\(s\) 'histroy'"),
+                              ({"user": user}, r"requests must be a list of .* dicts, not one dict"),
+                              ([user], r"requests\[0\] is a str, not a")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            runtime.top_many(requests)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"explain='no' must be True or False"):
+        runtime.top(user, k=2, explain="no")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"users=\['u1'\] must be a whole number of at least 1"):
+        runtime.erasure(users=["u1"])  # type: ignore[arg-type]
     # A longer list starts with the shorter one, ties included (equally popular items in item order).
     assert runtime.top("nobody", k=len(runtime.item_ids)).items[:3] == unknown.items
     runtime.popularity = torch.ones_like(runtime.popularity)  # every item tied

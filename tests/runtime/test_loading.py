@@ -112,6 +112,10 @@ def test_unknown_tasks_and_mismatched_labels_are_refused(trained: dict[str, Path
     _rewrite(other, {"task": "telepathy"})
     with pytest.raises(ModelDirError, match="task 'telepathy' has no runtime"):
         load(other)
+    for value, shown in ((None, "null"), ("", '""'), (5, "5")):  # null had been a classifier, 5 task '5'
+        _rewrite(other, {"task": value})
+        with pytest.raises(ModelDirError, match=re.escape(f'config.json: "task" is {shown}; it names the task')):
+            load(other)
     short = copy_model(trained["encoder"], tmp_path, "short")
     _rewrite(short, {"labels": ["pos"]})
     with pytest.raises(ModelDirError, match="lists 1 labels, but its model has num_labels=2"):

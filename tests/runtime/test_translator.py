@@ -576,6 +576,10 @@ def test_translate_from_python_takes_lists_and_generators_and_refuses_one_string
     translator = load(translator_dir)
     sentences = ["red cat sun", "dog blue"]
     expected = [t.translation for t in translator.translate(sentences, beam=1)]
+    with pytest.raises(ValueError, match=r"alignments='no' must be True or False"):  # it had aligned
+        translator.translate(sentences, alignments="no")
+    with pytest.raises(TypeError, match="beem"):  # a misspelt option had been scored at the defaults
+        translator.evaluate(translator_dir.parent / "pairs.csv", beem=1)
     assert [t.translation for t in translator.translate((s for s in sentences), beam=1)] == expected
     assert translator.translate([]) == []
     with pytest.raises(ValueError, match=r"not one string \(wrap it in a list\)"):

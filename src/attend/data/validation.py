@@ -113,6 +113,14 @@ def validate_texts(texts: Sequence[str] | str, *, field: str = "texts", allow_em
     return checked
 
 
+def check_flag(name: str, value: object) -> bool:
+    """``value`` if it is True or False, else a ValueError naming ``name`` ("no" and "false" had been
+    read as True)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be True or False")
+    return bool(value)
+
+
 def check_count(name: str, value: object) -> int:
     """``value`` as a whole number of at least 1, or a ValueError naming ``name`` (a float, None or a
     bool slipped into a count failed deep inside: an IndexError, a comparison of None)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from attend.config import PLUGIN_GROUP, load_plugins, redefines
+from attend.data.validation import check_flag
 from attend.io import ArtifactDir, ModelDirError, count_seen
 
 __all__ = ["RUNTIMES", "LoadOptions", "Runtime", "load", "register_runtime"]
@@ -63,8 +64,7 @@ class LoadOptions:
         if self.runtime not in ("auto", "torch", "onnx"):
             raise ValueError(f"runtime={self.runtime!r}; choose 'auto', 'torch' or 'onnx'")
         for name in ("int8", "bf16"):  # int8="yes" (or "false") had been read as True
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
+            check_flag(name, getattr(self, name))
         if self.bf16 and (self.runtime == "onnx" or self.int8):
             raise ValueError("bf16 needs runtime='torch' and no int8 quantisation")
         threads = self.threads

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from attend.attention import capture_attention
-from attend.data.validation import check_count
+from attend.data.validation import check_count, check_flag
 from attend.explain.methods import rollout
 from attend.io import ArtifactDir, ModelDirError, weights_mismatch
 from attend.models import build, config_from_dict
@@ -77,6 +77,10 @@ class HistoryWeights:
             rows.append(row)
         return {"history": rows, **({"history_not_read": self.not_read} if self.not_read else {}),
                 **({"history_not_listed": unlisted} if unlisted else {})}  # fmt: skip
+
+
+#: The keys of one :meth:`Recommender.top_many` request.
+REQUEST_KEYS = frozenset({"user", "history", "k"})
 
 
 def _unknown_user_note(user: str) -> str:
@@ -222,11 +226,22 @@ class Recommender(Runtime):
         """Answer many ``{"user", "history", "k"}`` requests with one scoring pass.
 
         Raises:
-            ValueError: a ``k`` that is not a whole number of at least 1, a blank user id, or a
-                history that is one string (not a list of ids) or holds a blank id; naming the request.
+            ValueError: ``requests`` is not a list of dicts, a request has a key of another name, a
+                ``k`` that is not a whole number of at least 1, a blank user id, or a history that is
+                one string (not a list of ids) or holds a blank id; naming the request.
         """
+        if isinstance(requests, dict | str | bytes):
+            raise ValueError("requests must be a list of {'user', 'history', 'k'} dicts, not one "
+                             f"{type(requests).__name__} (wrap it in a list)")  # fmt: skip
+        requests = list(requests)
+        check_flag("explain", explain)
         resolved = []
         for i, request in enumerate(requests):
+            if not isinstance(request, dict):  # it had been "'str' object has no attribute 'get'"
+                raise ValueError(f"requests[{i}] is a {type(request).__name__}, not a {{'user', 'history', 'k'}} dict")
+            if unknown := sorted(map(str, set(request) - REQUEST_KEYS)):  # "usr" had answered with popular items
+                raise ValueError(f"requests[{i}]: unknown key(s) {', '.join(map(repr, unknown))}; a request's keys "
+                                 "are 'user', 'history' and 'k'")  # fmt: skip
             try:
                 check_count("k", request.get("k", 10))
                 resolved.append(self.resolve(_user_id(request.get("user"), self.user_index), request.get("history")))
@@ -393,6 +408,8 @@ class Recommender(Runtime):
         A faithful explanation names the items the score rests on, so removing them should lower it
         more than removing random items. Returns the mean drops and the gap (top-k minus random).
         """
+        check_count("users", users)  # a list of users had failed inside ("'<' not supported")
+        check_count("k", k)
         rng = random.Random(seed)
         candidates = [u for u, h in enumerate(self.histories) if len(h) > k]
         chosen = rng.sample(candidates, min(users, len(candidates)))

@@ -29,7 +29,7 @@ from attend.data.parallel import ParallelTexts, group_split
 from attend.data.readers import DataError
 from attend.data.splits import parallel_columns
 from attend.data.tokenization import SubwordTokenizer
-from attend.data.validation import check_count, validate_texts
+from attend.data.validation import check_count, check_flag, validate_texts
 from attend.explain.alignment import Alignment
 from attend.io import ArtifactDir, ModelDirError, sha256_file, weights_mismatch
 from attend.models import build, config_from_dict
@@ -161,6 +161,8 @@ class Translator(Runtime):
             batch_size: Sources per decoding call, divided by the beam.
             options: Other :class:`~attend.models.generation.GenerationOptions` fields.
         """
+        check_flag("alignments", alignments)  # "no" had been read as True
+        check_flag("maps", maps)
         if maps and not alignments:  # it had been dropped without a word
             raise ValueError("maps=True keeps each layer's and head's alignment map: give alignments=True too")
         decoding = self.options(beam=beam, **options)
@@ -318,7 +320,6 @@ class Translator(Runtime):
         length_penalty: float | None = None,
         batch_size: int = 64,
         progress: bool = False,
-        **_: Any,
     ) -> dict[str, Any]:
         """BLEU and chrF (``sacrebleu``) of the translations of ``data``'s sources against its targets.
 
