@@ -34,11 +34,16 @@ def test_evaluate_draws_a_bar_over_the_texts_and_scores_them_as_in_one_piece(
     trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fine-tuned MiniLM scores about 100 texts a second here: 10,000 had been minutes of silence."""
-    import attend.runtime.base
+    import attend.runtime.classifier
+    from attend.data.readers import LabelledTexts
     from attend.runtime import TextClassifier, load
 
-    whole = load(trained["encoder"]).evaluate(trained["data"])
-    monkeypatch.setattr(attend.runtime.base, "EVALUATE_CHUNK", 64)
+    model = load(trained["encoder"])
+    whole = model.evaluate(trained["data"])
+    # The chunks are the windows predictions() plans its batches over: the same batches.
+    monkeypatch.setattr(attend.runtime.classifier, "PLAN_WINDOW", 64)
+    with pytest.raises(ValueError, match=r"texts\[600\] is an empty text"):  # its place in the whole (was 88)
+        model.evaluate(LabelledTexts(["a wonderful film"] * 600 + [""], ["pos"] * 601), progress=True)
     monkeypatch.setenv("TQDM_MININTERVAL", "0")
     monkeypatch.setenv("TQDM_DELAY", "0")
     real, sizes = TextClassifier.predict_proba, []
@@ -49,8 +54,8 @@ def test_evaluate_draws_a_bar_over_the_texts_and_scores_them_as_in_one_piece(
 
     monkeypatch.setattr(TextClassifier, "predict_proba", counted)
     done = run_cli("evaluate", str(trained["encoder"]), str(trained["data"]), "--json")
-    assert done.returncode == 0 and json.loads(done.stdout) == whole  # in chunks of 64, the same figures
-    assert sizes == [64] * 9 + [24]
+    assert done.returncode == 0 and json.loads(done.stdout) == whole  # in chunks, the same figures
+    assert sizes == [128] * 4 + [88]  # evaluate's batches are 128 texts, so its windows are 128 at least
     assert "evaluate: 100%" in done.stderr and "600/600" in done.stderr
     done = run_cli("evaluate", str(trained["encoder"]), str(trained["data"]), "--no-progress")
     assert done.returncode == 0 and "evaluate:" not in done.stderr

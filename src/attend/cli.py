@@ -581,7 +581,7 @@ def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
         from attend.data.validation import displayable
 
         for r in results:
-            source = " ".join(r.source.splitlines())  # one line, as the model reads a line break: a space
+            source = " ".join(r.source.split())  # on one line, spaced as the model reads it
             print(displayable(f"{source}\n  -> {r.translation}  (score {round(r.score, 3) + 0.0:.3f})"))
             links = strongest_links(r.alignment)
             print(displayable("  " + "  ".join(links[: args.top])))  # --top: the output tokens shown, with their source
@@ -866,12 +866,10 @@ def _text_lines(raw: bytes, name: str) -> list[str]:
         line = raw.count(b"\n", 0, exc.start) + 1  # the line, as the table readers name it
         raise UsageError(f"{name}: line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
                          f"{exc.start}); re-save the file as UTF-8") from None  # fmt: skip
-    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
-    if (cut := next((i for i, line in enumerate(lines) if "\r" in line), None)) is not None:
-        from attend.data.readers import BARE_CARRIAGE_RETURN  # its sentences had been one, translated as one
+    from attend.data.readers import plain_line
 
-        raise UsageError(f"{name}: line {cut + 1}: {BARE_CARRIAGE_RETURN}")
-    return lines
+    return [plain_line(line, name, i + 1) for i, line in enumerate(text.removesuffix("\n").split("\n"))] if text \
+        else []  # fmt: skip
 
 
 def _check_typed_sentences(texts: Sequence[str] | None, verb: str) -> None:

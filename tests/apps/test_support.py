@@ -114,6 +114,12 @@ def test_html_definition_lists_details_and_markdown_and_text() -> None:
                                  ("Can I pay by phone?", "Both, yes."), ("Can I pay by card?", "Both, yes."),
                                  ("What do the terms mean?", "SLA\n\nService level.")]  # fmt: skip
     assert ("Is there an app?", "") in parse_html(mixed.replace("Yes, for iOS.", ""))  # for read_faq to refuse
+    # Where the list ends, the text is the heading's answer again, and the heading is no page title.
+    after = "<h2>What are your hours?</h2><dl><dt>Open on weekends?</dt><dd>No.</dd></dl><p>Call us to book.</p>"
+    assert parse_html(after) == [("What are your hours?", "Call us to book."), ("Open on weekends?", "No.")]
+    glossary = "<h2>Payments</h2><p>By card.</p><dl><dt>Can I pay?</dt><dd>Yes.</dd><dt>Refund policy</dt>" \
+               "<dd>30 days.</dd></dl>"  # fmt: skip
+    assert parse_html(glossary) == [("Payments", "By card.\n\nRefund policy\n\n30 days."), ("Can I pay?", "Yes.")]
     # What a code span holds is kept as written, and a link keeps its web address.
     code = ("## Where do plugins go?\n\nIn `plugins/__init__.py`; set `MAX__SIZE=10`, type `**bold**`. See the "
             "[plugin guide](https://x.example/plugins), **now**, *please*, my_var_name.\n\n```\npip install x\n```\n")

@@ -586,9 +586,13 @@ def test_a_txt_input_is_one_text_per_line(trained: dict[str, Path], tmp_path: Pa
     blank.write_text("\n \n", encoding="utf-8")
     assert main(["predict", model, "--input", str(blank)]) == 2
     assert f"{blank}: no text in it (every line is blank)" in capsys.readouterr().err
+    doubled = tmp_path / "doubled.txt"  # "\r\n" written in text mode on Windows: lines, not an old Mac file
+    doubled.write_bytes(b"a great film\r\r\ndull and slow\r\r\n")
+    assert [t for _, t in TextStream(doubled)] == ["a great film", "dull and slow"]
     mac = tmp_path / "mac.txt"  # an old Mac file's texts had been one text, answered as one
     mac.write_bytes(b"a great film\rdull and slow\r")
     for verb in ("predict", "explain"):
         assert main([verb, model, "--input", str(mac), "--no-progress"]) == 2
-        assert capsys.readouterr().err == f"error: {mac}: line 1: its lines end in a bare carriage return (an old " \
-                                          "Mac format); re-save it with \\n line endings\n"
+        assert capsys.readouterr().err == f"error: {mac}: line 1 has a carriage return inside it: its lines end " \
+                                          "in a bare carriage return (an old Mac format); re-save it with \\n line " \
+                                          "endings\n"

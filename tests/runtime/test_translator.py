@@ -54,8 +54,8 @@ def test_translate_prints_one_line_per_input_line_and_nothing_else(translator_di
     lines.write_bytes(b"red cat\nsun dog\rblue\r")
     done = run_cli("translate", str(translator_dir), "--input", str(lines))
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr == f"error: {lines}: line 2: its lines end in a bare carriage return (an old Mac format); " \
-                          "re-save it with \\n line endings\n"  # fmt: skip
+    assert done.stderr == f"error: {lines}: line 2 has a carriage return inside it: its lines end in a bare " \
+                          "carriage return (an old Mac format); re-save it with \\n line endings\n"  # fmt: skip
 
 
 def test_translate_reads_compressed_input(translator_dir: Path, tmp_path: Path,

@@ -345,9 +345,7 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None,
     if fmt == PLAIN_TEXT:  # one text per line, its "\n" (or "\r\n") aside; blank lines skipped
         source = lines if lines is not None else _Lines(path, fmt)
         for line_number, line in enumerate(source, start=1):
-            text = line.removesuffix("\n").removesuffix("\r")
-            if "\r" in text:  # its texts had been one, answered as one
-                raise DataError(f"{path}: line {line_number}: {BARE_CARRIAGE_RETURN}")
+            text = plain_line(line.removesuffix("\n"), path, line_number)
             if text.strip():
                 yield line_number, {"text": text}
         return
@@ -539,6 +537,16 @@ def delimiter_hint(columns: Sequence[str], delimiter: str) -> str:
 
 #: What a file whose lines end in a bare carriage return is told.
 BARE_CARRIAGE_RETURN = "its lines end in a bare carriage return (an old Mac format); re-save it with \\n line endings"
+
+
+def plain_line(line: str, where: object, number: int) -> str:
+    """Line ``number`` of a plain text file (its ``\\n`` taken off): every carriage return before its
+    end aside too (a Windows file written in text mode ends its lines in ``\\r\\r\\n``); one left
+    inside is a line end of an old Mac file, refused: its texts had been one, answered as one."""
+    text = line.rstrip("\r")
+    if "\r" in text:
+        raise DataError(f"{where}: line {number} has a carriage return inside it: {BARE_CARRIAGE_RETURN}")
+    return text
 
 
 def _csv_problem(exc: csv.Error) -> str:

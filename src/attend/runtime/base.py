@@ -25,19 +25,20 @@ __all__ = ["RUNTIMES", "LoadOptions", "Runtime", "load", "register_runtime"]
 
 _T = TypeVar("_T")
 
-EVALUATE_CHUNK = 512  # texts or sentences between redraws of evaluation's bar
+EVALUATE_CHUNK = 512  # sentences a translator's evaluation decodes between redraws of its bar
 
 
-def evaluation_chunks(items: Sequence[_T], *, progress: bool, unit: str) -> Iterator[Sequence[_T]]:
-    """``items`` in chunks of :data:`EVALUATE_CHUNK`, under an ``evaluate`` bar on stderr when
-    ``progress`` (drawn once the work takes over a second; the chunk's results count when the next is
-    asked for)."""
+def evaluation_chunks(items: Sequence[_T], *, progress: bool, unit: str, size: int = 0) -> Iterator[Sequence[_T]]:
+    """``items`` in chunks of ``size`` (0: :data:`EVALUATE_CHUNK`), under an ``evaluate`` bar on
+    stderr when ``progress`` (drawn once the work takes over a second; the chunk's results count when
+    the next is asked for). Check the items whole first: an error names its place in the chunk."""
     from attend.progress import progress_bar
 
+    size = size or EVALUATE_CHUNK
     with progress_bar(total=len(items), desc="evaluate", unit=unit, mininterval=1.0, delay=1.0,
                       disable=not progress) as bar:  # fmt: skip
-        for start in range(0, len(items), EVALUATE_CHUNK):
-            part = items[start : start + EVALUATE_CHUNK]
+        for start in range(0, len(items), size):
+            part = items[start : start + size]
             yield part
             bar.update(len(part))
 

@@ -343,8 +343,11 @@ class TextClassifier(Runtime):
         dataset = data if isinstance(data, LabelledTexts) else load_labelled(
             data, text_col=text_col, label_col=label_col, multi_label=self.multi_label, label_sep=label_sep
         )  # fmt: skip
+        texts = validate_texts(dataset.texts, allow_empty=True)  # named by their place in the whole, not a chunk's
+        # Chunks of the windows predictions() plans its batches over: the same batches, the same figures.
+        size = max(PLAN_WINDOW, check_count("batch_size", batch_size))
         parts = [self.predict_proba(part, batch_size=batch_size)
-                 for part in evaluation_chunks(dataset.texts, progress=progress, unit="text")]  # fmt: skip
+                 for part in evaluation_chunks(texts, progress=progress, unit="text", size=size)]  # fmt: skip
         probs = np.concatenate(parts) if parts else self.predict_proba([], batch_size=batch_size)
         scores = score_probabilities(probs, dataset, self.labels, self.multi_label, threshold=cut) | {
             "source": dataset.source, "examples": len(dataset)}  # fmt: skip

@@ -369,7 +369,8 @@ class Translator(Runtime):
             raise DataError(f"{data}: no sentence pairs to evaluate on")
         overlap = self.training_overlap(pairs.sources)
         decoding = self.options(beam=beam, length_penalty=length_penalty)
-        results = [result for part in evaluation_chunks(pairs.sources, progress=progress, unit="sentence")
+        sources = translation_sources(pairs.sources)  # named by their place in the whole, not a chunk's
+        results = [result for part in evaluation_chunks(sources, progress=progress, unit="sentence")
                    for result in self.translate(part, beam=decoding.beam, batch_size=batch_size,
                                                 length_penalty=decoding.length_penalty)]  # fmt: skip
         outputs = [r.translation for r in results]

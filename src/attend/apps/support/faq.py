@@ -395,6 +395,9 @@ class _FaqHTML(HTMLParser):
                 self._flush()
                 if len(self._kind) > 1:
                     self._kind.pop()
+            elif open_tag == "dl":  # where a list's terms stop answering what follows
+                self._flush()
+                self.events.append(("dl_end", 0, ""))
             elif open_tag in _BLOCK_TAGS:
                 self._buffer.append("\n\n" if open_tag in ("p", "pre", "blockquote", "table") else "\n")
             if open_tag == "pre":
@@ -431,24 +434,29 @@ def _heading_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, st
     levels: list[int] = []
     listed: set[int] = set()  # the questions of a definition list under a heading
     sharing: list[int] = []  # those the next <dd> answers: terms in a row share it, as HTML has it
+    section = -1  # the heading whose answer the text outside such questions is
     for kind, level, text in blocks:
         if kind == "heading":
             pairs.append((clean_question(text), []))
             levels.append(level)
-            sharing = []
+            section, sharing = len(pairs) - 1, []
         elif kind == "dt" and pairs and _is_question(text):
             # An entry of its own (a glossary's terms stay part of the answer): "Is there an app?" had
             # been printed inside the answer above it, to every customer who asked that question.
             if sharing and pairs[sharing[-1]][1]:  # its <dd> has begun: this term starts a new group
                 sharing = []
             pairs.append((clean_question(text), []))
-            levels.append(len(_HEADINGS) + 1)  # below every heading: it is no page title
             listed.add(len(pairs) - 1)
             sharing.append(len(pairs) - 1)
+        elif kind in ("dl_end", "dt"):  # the list ends, or a term that is no question: the heading's again
+            sharing = []
+            if kind == "dt" and pairs:
+                pairs[section][1].append(text)
         elif pairs:
-            for i in sharing or [len(pairs) - 1]:
+            for i in sharing or [section]:
                 pairs[i][1].append(text)
-    first = 1 if _titled([q for q, _ in pairs], levels) else 0
+    # A title is told among the headings alone: a list's questions below one are not deeper headings.
+    first = 1 if _titled([q for i, (q, _) in enumerate(pairs) if i not in listed], levels) else 0
     found = [(i, q, _clean_answer("\n".join(body))) for i, (q, body) in enumerate(pairs) if i >= first and q]
     # An empty <dd> stays, for read_faq to refuse, as a definition list's does.
     return [(q, a) for i, q, a in found if a or i in listed]
