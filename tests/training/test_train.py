@@ -400,6 +400,9 @@ def test_caveats_name_small_splits_labels_missing_from_dev_and_conflicting_copie
                         "and it holds 11 distinct text(s) in 70 rows (the most repeated, 60 times: 'y'); choosing the "
                         "epoch (and, with --model auto, the model) rests on them")  # fmt: skip
     assert not any("test split is" in note for note in notes)  # 6% of the rows against 10%: near enough
+    four = LabelledTexts(["a", "b", "c", "d"], ["x", "y", "x", "y"])  # one dev row of four is 25%: no copies, no note
+    parts = {"train": four.subset([0, 1]), "dev": four.subset([2]), "test": four.subset([3])}
+    assert not any("split is" in note for note in _caveats(four, parts, {"dev": 0.1, "test": 0.1}))
     # A split column that puts a training text in the test split: said (attend's own split cannot).
     given = LabelledTexts(["a b", "c", "a  b", "d"], ["x", "y", "x", "y"], splits=["train", "train", "test", "dev"])
     leaked = _caveats(given, {name: given.subset([i for i, s in enumerate(given.splits) if s == name])
