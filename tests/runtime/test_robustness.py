@@ -150,9 +150,15 @@ def test_a_perturbation_that_changes_no_text_is_said_to(classifier: TextClassifi
     labels = [classifier.predict([text])[0] for text in texts]
     attacked = robustness(classifier, texts, labels, attack_examples=4)["attack"]
     assert attacked["attacked"] == attacked["unattackable"] == 4 and attacked["success_rate"] == 0.0
+    assert attacked["success_rate_attackable"] is None  # no text had a word to change
     assert "none of them had a word with a substitute" in format_robustness({**report, "attack": attacked})
     mixed = robustness(classifier, [*texts, "a great film"], [*labels, "pos"], attack_examples=5)["attack"]
     assert mixed["unattackable"] == 4 and "(4 of them had no word with a substitute" in format_robustness(
+        {**report, "attack": mixed})
+    # The rate over the one text that could be changed, beside the rate over all five (it had been alone).
+    flipped = mixed["success_rate"] * 5
+    assert mixed["success_rate_attackable"] == pytest.approx(flipped / 1)
+    assert f"over the 1 that had one, the success rate is {100 * flipped:.1f}%" in format_robustness(
         {**report, "attack": mixed})
 
 
@@ -170,6 +176,13 @@ def test_noise_keeps_spacing_and_a_word_and_splits_cjk_by_character() -> None:
     assert synonym_variants("...") == [] and synonym_variants("很") == []
     for seed in range(10):  # the synonyms perturbation picks among exactly these variants
         assert perturb("Good,", "synonyms", random.Random(seed), 1.0) in variants
+    # Korean is spaced: its words are runs of syllables (swap had traded syllables across words).
+    assert split_words("정말 좋아요!") == (["정말", "좋아요!"], ["", " ", ""])
+    assert perturb("안녕하세요 친구들", "swap", random.Random(0), 1.0) == "친구들 안녕하세요"
+    # Stop words and words of two letters keep their meaning ("no" had become "nobelium", "in" "inch").
+    for word in ("no", "No,", "he", "at", "in", "me", "or", "va"):
+        assert synonym_variants(word) == [], word
+    assert perturb("no good", "synonyms", random.Random(0), 1.0).startswith("no ")
 
 
 def test_a_successful_attack_really_changes_the_prediction(classifier: TextClassifier, noisy_csv: Path) -> None:

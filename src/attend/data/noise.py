@@ -11,8 +11,11 @@ words with a caller's :class:`random.Random`, so the same seed gives the same no
 * ``synonyms``: chosen words become a WordNet synonym (English; words without one are left);
 * ``casing``: chosen words change case (upper, lower or title).
 
-Words are runs of non-space characters, except that each Chinese, Japanese or Korean character
-is a word of its own (those scripts do not put spaces between words). Spacing is kept: only the
+Words are runs of non-space characters, except that each Chinese or Japanese character is a word
+of its own (those scripts do not put spaces between words; Korean does, and its words are runs of
+syllables). ``synonyms`` leaves English stop words ("no", "he", "in") and words of one or two
+letters alone: their WordNet synonyms are other senses ("nobelium", "helium", "inch"), and a lost
+"no" turns a sentence's meaning. Spacing is kept: only the
 chosen words change. ``k = max(1, round(rate * eligible words))`` words change, so a short text
 always gets at least one edit when it has a word the perturbation applies to, and none when it
 has not (``typos`` on Chinese text, ``synonyms`` on words WordNet does not know).
@@ -39,10 +42,12 @@ __all__ = [
 #: Every perturbation :func:`perturb` knows, in a fixed order.
 PERTURBATIONS = ("typos", "char_drop", "word_dropout", "swap", "synonyms", "casing")
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+#: Scripts written without spaces between words: kana and CJK ideographs. Hangul is spaced: a Korean
+#: word is a run of syllables, as a Latin one is of letters (each syllable had been a word, and swap
+#: had traded syllables across words).
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
-#: Scripts written without spaces between words: kana and CJK ideographs (Hangul is spaced).
-_UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_UNSPACED = re.compile(f"[{_CJK}]")
 
 
 def unspaced_share(texts: Sequence[str], *, sample: int = 2000) -> float:
@@ -128,7 +133,7 @@ def synonym_variants(word: str) -> list[str]:
     from attend.data.synonyms import synonyms
 
     match = _CORE.match(word)
-    if match is None:
+    if match is None or not _swappable(match.group(2)):
         return []
     head, core, tail = match.groups()
     variants = []
@@ -149,7 +154,14 @@ def _has_synonym(word: str) -> bool:
     from attend.data.synonyms import synonyms
 
     match = _CORE.match(word)
-    return match is not None and bool(synonyms(match.group(2)))
+    return match is not None and _swappable(match.group(2)) and bool(synonyms(match.group(2)))
+
+
+def _swappable(core: str) -> bool:
+    """Whether a word may become a synonym: not an English stop word, and of three letters or more."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return len(core) > 2 and core.lower() not in ENGLISH_STOP_WORDS
 
 
 def perturb(text: str, name: str, rng: random.Random, rate: float = 0.1) -> str:

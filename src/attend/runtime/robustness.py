@@ -367,7 +367,8 @@ def robustness(
         "budget", "requested" (``attack_examples``)},
         "examples", "rows"}``. ``success_rate`` is successes /
         attacked (None when nothing was attacked); ``unattackable`` counts the attacked examples
-        with no word that has a substitute (a success rate over them says nothing of robustness);
+        with no word that has a substitute (a success rate over them says nothing of robustness),
+        and ``success_rate_attackable`` is successes / the others (None when there are none);
         ``mean_words_changed`` is over successes (None without any).
 
     Raises:
@@ -397,6 +398,7 @@ def robustness(
     attacks = _attack(classifier, texts, targets, probs, seed=seed, examples=attack_examples, budget=attack_budget,
                       batch_size=batch_size, progress=progress)  # fmt: skip
     successes = [a for a in attacks if a.success]
+    attackable = sum(a.words_tried > 0 for a in attacks)
     return {
         "clean": _accuracy(probs, targets),
         "perturbations": perturbed,
@@ -404,7 +406,9 @@ def robustness(
         "attack": {
             "success_rate": len(successes) / len(attacks) if attacks else None,
             "attacked": len(attacks),
-            "unattackable": sum(a.words_tried == 0 for a in attacks),
+            "unattackable": len(attacks) - attackable,
+            # over the texts that had a word to change: a mixed-language set had halved the rate above
+            "success_rate_attackable": len(successes) / attackable if attackable else None,
             "mean_words_changed": float(np.mean([a.words_changed for a in successes])) if successes else None,
             "budget": attack_budget,
             # asked for (--attack-examples; 0 is no attack, not one that found nothing to attack): named so it is
@@ -562,5 +566,6 @@ def format_robustness(report: dict[str, Any]) -> str:
                          "so this rate is no measure of robustness)")  # fmt: skip
         elif unattackable:
             lines.append(f"  ({unattackable} of them had no word with a substitute to try ({why}) and count as "
-                         "not flipped)")  # fmt: skip
+                         f"not flipped; over the {attack['attacked'] - unattackable} that had one, the success rate "
+                         f"is {100 * attack['success_rate_attackable']:.1f}%)")  # fmt: skip
     return "\n".join(lines)
