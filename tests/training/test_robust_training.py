@@ -20,7 +20,7 @@ from attend.training.adversarial import EmbeddingAdversary
 from attend.training.tasks.classification import ClassificationTask, symmetric_kl
 from attend.training.tasks.seq2seq import TranslationTask
 from attend.training.trainer import Trainer
-from tests.conftest import kill_at, planted_rows, run_cli
+from tests.conftest import kill_at, planted_rows, run_cli, write_csv
 
 SMALL = {"dim": 32, "num_layers": 1, "num_heads": 2, "dropout": 0.1}
 FAST = {"lr": 0.003, "vocab_size": 300, "batch_size": 16, "progress": False}
@@ -47,6 +47,8 @@ def _planted(n: int = 200) -> LabelledTexts:
         ({"seed": -1}, "seed=-1 must be in [0, 2**32)"),
         ({"max_length": 100_000_000}, "max_length=100000000 is more than 65,536 tokens"),  # an allocation traceback
         ({"average_checkpoints": 1}, "average_checkpoints=1 must be 0 (off) or at least 2"),  # did nothing, silently
+        # a million ran for minutes, printing nothing, never ending an epoch
+        ({"adversarial": "pgd", "adversarial_steps": 1_000_000}, "adversarial_steps=1000000 is more than 100"),
     ],
 )
 def test_bad_robustness_options_name_the_value(options: dict[str, object], named: str) -> None:
@@ -334,6 +336,16 @@ def test_a_setting_of_an_option_that_is_off_is_refused_not_ignored(
         assert main(["train", str(planted_csv), "--model", "encoder", "--out", str(tmp_path / "m"), "--config",
                      str(config), "--no-progress", *flags]) == 2  # fmt: skip
         assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+    # A perturbation that changes no training text: Chinese data had trained bit for bit as without it.
+    rows = [{"text": f"这部电影{'很好看' if i % 2 else '太无聊'}{i}", "label": "ab"[i % 2]} for i in range(40)]
+    chinese = write_csv(tmp_path / "zh.csv", rows)
+    assert main(["train", str(chinese), "--model", "encoder", "--out", str(tmp_path / "m"), "--augment",
+                 "synonyms,swap,typos", "--no-progress"]) == 2  # fmt: skip
+    assert capsys.readouterr().err == ("error: augment='synonyms,swap,typos': 'synonyms' and 'typos' change none of "
+                                       "the training texts tried (typos needs letters of a QWERTY keyboard, synonyms "
+                                       "English words WordNet knows, casing letters with case, char_drop words of "
+                                       "two letters or digits); leave it out\n")  # fmt: skip
     assert not (tmp_path / "m").exists()
     # --model auto leaves such a candidate out (a cased one still learns from it), and says so.
     assert main(["train", str(planted_csv), "--out", str(tmp_path / "m"), "--augment", "casing", "--candidates",

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 __all__ = [
     "PERTURBATIONS",
     "Augmenter",
+    "idle_perturbations",
     "join_words",
     "parse_perturbations",
     "perturb",
@@ -201,6 +202,18 @@ def perturb(text: str, name: str, rng: random.Random, rate: float = 0.1) -> str:
     for i in rng.sample(candidates, _count(rate, len(candidates))):
         words[i] = edit(words[i], rng)
     return join_words(words, gaps)
+
+
+def idle_perturbations(names: Sequence[str], texts: Sequence[str], *, rate: float = 0.1, seed: int = 0,
+                       sample: int = 500) -> list[str]:  # fmt: skip
+    """Those of ``names`` that change none of (a seeded sample of ``sample``) ``texts``: ``typos`` and
+    ``casing`` on Chinese, ``synonyms`` on words WordNet does not know. Augmenting with one trains on
+    clean copies, though the run records it."""
+    rng = random.Random(seed)
+    tried = rng.sample(list(texts), sample) if len(texts) > sample else list(texts)
+    return [name for name in names
+            if not any(perturb(text, name, random.Random(f"{seed}:{name}:{i}"), rate) != text
+                       for i, text in enumerate(tried))]  # fmt: skip
 
 
 @dataclass(frozen=True)

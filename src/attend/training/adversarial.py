@@ -25,6 +25,8 @@ __all__ = ["ADVERSARIAL", "EmbeddingAdversary"]
 
 #: Accepted values of ``TrainingArgs.adversarial`` ("" is off).
 ADVERSARIAL = ("", "fgm", "pgd")
+#: The most PGD steps a run may take (a million had run for minutes in silence, never ending an epoch).
+MAX_ADVERSARIAL_STEPS = 100
 
 
 class EmbeddingAdversary:

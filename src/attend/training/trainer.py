@@ -58,7 +58,7 @@ from attend.io import (
 )
 from attend.jsonout import dumps_json, finite_json, python_values
 from attend.models import auxiliary_loss, build
-from attend.training.adversarial import ADVERSARIAL, EmbeddingAdversary
+from attend.training.adversarial import ADVERSARIAL, MAX_ADVERSARIAL_STEPS, EmbeddingAdversary
 from attend.training.tasks.base import TASKS, Task, comparable
 from attend.training.tasks.seq2seq import TRANSLATION_DEFAULTS, TranslationTask
 from attend.version import __version__
@@ -250,6 +250,10 @@ class TrainingArgs:
         if self.adversarial not in ADVERSARIAL:
             raise ValueError(f"adversarial={self.adversarial!r}; choose 'fgm' or 'pgd' (or '' for none)")
         check_positive(self, "adversarial_epsilon", "adversarial_steps")
+        if self.adversarial_steps > MAX_ADVERSARIAL_STEPS:  # each is a forward and backward pass per batch
+            raise ValueError(f"adversarial_steps={self.adversarial_steps} is more than {MAX_ADVERSARIAL_STEPS}: each "
+                             "step is one more forward and backward pass of every batch (PGD is usually run with 3 "
+                             "to 10)")  # fmt: skip
         if not self.rdrop >= 0 or not math.isfinite(self.rdrop):  # also refuses NaN
             raise ValueError(f"rdrop={self.rdrop} must be a finite number >= 0")
         if self.average_checkpoints < 0 or self.average_checkpoints == 1:

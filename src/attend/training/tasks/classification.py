@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from attend.config import load_plugins
 from attend.data.batching import length_batches
-from attend.data.noise import Augmenter
+from attend.data.noise import Augmenter, idle_perturbations
 from attend.data.readers import (
     DataError,
     LabelledTexts,
@@ -489,6 +489,17 @@ class ClassificationTask(Task):
         self.parts = parts
         self.caveats = _caveats(dataset, parts, {"dev": args.dev_fraction, "test": args.test_fraction})
         self.tokenizer = self._tokenizer(parts["train"].texts, args, state)
+        if self.augmenter is not None and (idle := idle_perturbations(self.augmenter.names, parts["train"].texts,
+                                                                      rate=self.augmenter.rate, seed=args.seed)):
+            # Its copies are the clean texts, while config.json records it: Chinese data had trained
+            # bit for bit as without --augment synonyms,typos.
+            said = (f"augment='{args.augment}': {' and '.join(map(repr, idle))} "
+                    f"change{'s' * (len(idle) == 1)} none of the training texts tried "
+                    "(typos needs letters of a QWERTY keyboard, synonyms English words WordNet knows, casing letters "
+                    "with case, char_drop words of two letters or digits)")  # fmt: skip
+            if state is None:
+                raise ValueError(f"{said}; leave it out")
+            print(f"warning: the interrupted run's {said}", file=sys.stderr)
         if self.augmenter is not None and "casing" in self.augmenter.names and _ignores_case(self.tokenizer):
             # Its copies read exactly as the clean text: the weights came out bit for bit the same,
             # and in a mix the texts that drew it were trained on clean. A run started before this was
