@@ -988,6 +988,8 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     if args.ig_steps is not None and "integrated_gradients" not in (methods or default_methods(predictor)):
         raise UsageError(f"--ig-steps {args.ig_steps}: for the integrated_gradients method only, which this run does "
                          "not measure")  # fmt: skip
+    if args.ig_steps is not None and args.ig_steps < 2:  # before the bar: it had been said after the first method
+        raise UsageError(f"--ig-steps {args.ig_steps}: must be an integer >= 2")
     try:
         report = faithfulness(predictor, texts, methods, seed=args.seed, progress=not (args.json or args.no_progress),
                               ig_steps=IG_STEPS if args.ig_steps is None else args.ig_steps)  # fmt: skip

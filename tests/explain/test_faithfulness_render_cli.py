@@ -414,7 +414,8 @@ def test_cli_faithfulness_progress_in_a_log_is_lined_and_can_be_turned_off(
     assert "faithfulness:" not in capsys.readouterr().err
 
 
-def test_cli_faithfulness_json(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_faithfulness_json(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     data = write_csv(tmp_path / "eval.csv", planted_rows(30, seed=5))
     assert main(["faithfulness", str(model_dir), str(data), "--limit", "20", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -441,6 +442,11 @@ def test_cli_faithfulness_json(model_dir: Path, tmp_path: Path, capsys: pytest.C
     # --ig-steps where integrated gradients is not measured (explain refused it; this ignored it).
     assert main(["faithfulness", str(model_dir), str(data), "--methods", "rollout", "--ig-steps", "4"]) == 2
     assert "--ig-steps 4: for the integrated_gradients method only" in capsys.readouterr().err
+    # Said before the bar starts and the first method is measured (it had come after them).
+    monkeypatch.setenv("TQDM_DELAY", "0")  # the bar drawn from its start, as a slow run's is
+    assert main(["faithfulness", str(model_dir), str(data), "--methods", "rollout,integrated_gradients",
+                 "--ig-steps", "1"]) == 2  # fmt: skip
+    assert capsys.readouterr().err == "error: --ig-steps 1: must be an integer >= 2\n"
     assert main(["faithfulness", str(model_dir), str(data), "--methods", " , "]) == 2  # it ran every method
     assert "names no method" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # refused by the parser, naming the flag
