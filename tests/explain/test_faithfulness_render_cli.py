@@ -119,6 +119,10 @@ def test_tokens_that_share_their_characters_are_shown_once_on_the_page() -> None
     assert 'title="정 (the model saw ᄌ): 0.1000; ##정 (the model saw ##ᅥ): 0.2000; ##정 (the model saw ##ᆼ): ' in block
     page = render_html([shared])
     assert "정정" not in page and "ﬃﬃ" not in page
+    # The plain output's top tokens too (the ligature's pieces had been listed three times).
+    from attend.explain import top_tokens
+
+    assert top_tokens(shared, 5) == [("정", pytest.approx(0.6)), ("ﬃ", 0.3), ("말", 0.1)]
     real = explain(untrained_predictor("minilm"), ["정말 good ﬁne"], "attention")[0]
     assert "".join(re.findall(r">([^<]*)</span>", _tokens_block(real))).replace("##", "") == "[CLS]정말goodﬁne[SEP]"
 

@@ -967,16 +967,37 @@ def _explain_combined(
 _UNKNOWN_TOKENS = frozenset({"[UNK]", "<unk>"})
 
 
+def character_groups(explanation: Explanation) -> list[list[int]]:
+    """The token indices of ``explanation`` in groups that show the text once: a token whose
+    characters an earlier token showed (a ligature read as three pieces, a Hangul syllable as its
+    jamo, "½" as "1⁄2") joins that token's group; special tokens stand alone."""
+    groups: list[list[int]] = []
+    shown_end = 0
+    spans = explanation.spans or [None] * len(explanation.tokens)
+    for i, (special, span) in enumerate(zip(explanation.special, spans, strict=True)):
+        covers = span is not None and span[1] > span[0]
+        if covers and span[1] <= shown_end and groups and not special and not explanation.special[groups[-1][0]]:
+            groups[-1].append(i)
+            continue
+        if covers:
+            shown_end = max(shown_end, span[1])
+        groups.append([i])
+    return groups
+
+
 def top_tokens(explanation: Explanation, k: int = 5, *, mark_unknown: bool = False) -> list[tuple[str, float]]:
     """The ``k`` most important text tokens with their scores, most important first, as the text
     spells them (:meth:`Explanation.display_tokens`: original case, not ``[UNK]``); with
     ``mark_unknown``, the characters the model read as its unknown piece are followed by it
-    (``精[UNK]``): the text shows them, the model did not see them."""
+    (``精[UNK]``): the text shows them, the model did not see them. Tokens that share their
+    characters (:func:`character_groups`) are one, with their scores added: a ligature read as three
+    pieces had been listed three times."""
     shown = explanation.display_tokens()
     if mark_unknown:
         shown = [f"{text}{token}" if token in _UNKNOWN_TOKENS and text != token else text
                  for text, token in zip(shown, explanation.tokens, strict=True)]  # fmt: skip
-    pairs = [(t, v) for t, v, s in zip(shown, explanation.importance, explanation.special, strict=True) if not s]
+    pairs = [(shown[group[0]], float(sum(explanation.importance[i] for i in group)))
+             for group in character_groups(explanation) if not explanation.special[group[0]]]  # fmt: skip
     return sorted(pairs, key=lambda p: -p[1])[: max(0, k)]
 
 

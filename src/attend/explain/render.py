@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from attend.data.validation import page_text
-from attend.explain.methods import Explanation
+from attend.explain.methods import Explanation, character_groups
 from attend.io import check_picture_folder, enclosing_model_directory, write_page
 from attend.jsonout import dumps_json
 from attend.plotting import CJK_FONTS, plain_text, pyplot
@@ -167,20 +167,12 @@ def _tokens_block(exp: Explanation) -> str:
     # syllable as its jamo, "½" as "1⁄2") joins that token's cell, with its value added: each had
     # printed its characters again ("ﬃﬃﬃ", "정정정말말말").
     cells: list[dict[str, Any]] = []
-    shown_end = 0
-    spans = exp.spans or [None] * len(exp.tokens)
-    rows = zip(exp.display_tokens(), exp.tokens, exp.importance, exp.special, spans, strict=True)
-    for token, model_token, value, special, span in rows:
-        seen = "" if token == model_token else f" (the model saw {model_token})"
-        title = f"{token + seen}: {value:.4f}"
-        covers = span is not None and span[1] > span[0]
-        if covers and span[1] <= shown_end and cells and not special and not cells[-1]["special"]:
-            cells[-1]["value"] += value
-            cells[-1]["titles"].append(title)
-            continue
-        if covers:
-            shown_end = max(shown_end, span[1])
-        cells.append({"token": token, "value": value, "special": special, "titles": [title]})
+    shown = exp.display_tokens()
+    for group in character_groups(exp):
+        titles = [f"{shown[i]}{'' if shown[i] == exp.tokens[i] else f' (the model saw {exp.tokens[i]})'}: "
+                  f"{exp.importance[i]:.4f}" for i in group]  # fmt: skip
+        cells.append({"token": shown[group[0]], "value": sum(exp.importance[i] for i in group),
+                      "special": exp.special[group[0]], "titles": titles})  # fmt: skip
     scale = max((abs(c["value"]) for c in cells if not c["special"]), default=0.0)
     return "".join(
         f'<span class="{"tok special" if c["special"] else "tok"}{" joined" if c["token"].startswith("##") else ""}" '
