@@ -250,6 +250,27 @@ def test_the_cost_rule_and_its_reasons(assistant: FocusAssistant) -> None:
         Costs(interrupt=0)
 
 
+def test_an_urgent_message_leads_with_urgency_where_only_its_channel_made_it_relevant(
+    assistant: FocusAssistant,
+) -> None:
+    """A duty call at urgency 0.91, sent as chat, had led with "Bears on the task through its channel
+    ('chat', log-odds +1.9); its words alone give 0.25": the channel was credited with what urgency did."""
+    task = ("Writing the Section 7 welfare report on the Hartley children (Jordan, 9, and Ellie, 6) for Friday's "
+            "hearing at Leeds Family Court - finishing the analysis and recommendation, and getting the school's "
+            "and school nurse's views in.")  # fmt: skip
+    call = Message(id="d1", sender="Sam Okoro", channel="chat", text=(
+        "Are you free? Duty call on the Wilson family: mum says there's no food in the house and the little ones "
+        "haven't eaten since yesterday. I'm stuck in court all afternoon - can you do the visit?"))  # fmt: skip
+    (decided,) = assistant.triage(Session(task), [call])
+    c = decided.components
+    costs = assistant.costs
+    words = 1 / (1 + math.exp(c["channel"] - c["relevance_logit"]))  # its words alone: the channel taken off
+    assert decided.decision == "pass" and c["urgency"] * costs.urgent > (1 - c["urgency"]) * costs.interrupt
+    assert c["channel"] > 0 and words * costs.relevant <= (1 - words) * costs.interrupt  # the channel lifted it
+    assert decided.reasons[0].startswith("Urgent: the urgency classifier gives"), decided.reasons
+    assert decided.highlights and decided.highlights[0].text in decided.reasons[0]  # urgency's words first
+
+
 def test_a_pass_that_neither_component_decides_alone_leads_with_what_did(assistant: FocusAssistant) -> None:
     """Its first reason read "Little bearing on the task on its own" above a PASS; and stop words, which
     weigh nothing, were named among "the closest words" and listed as highlights of weight 0."""

@@ -671,6 +671,15 @@ class FocusAssistant:
         # (as if not urgent). The reasons lead with the one that decided.
         urgent_alone = urgency * c.urgent > (1 - urgency) * c.interrupt
         relevant_alone = relevance * c.relevant > (1 - relevance) * c.interrupt
+        # Relevance with what the person taught it (feedback, the sender's record, the channel); the
+        # words' own share is named where that moved it.
+        by_words = _sigmoid(base_logit - channel_shift)  # the channel is taught too: not the words' (it was in)
+        words_relevant = by_words * c.relevant > (1 - by_words) * c.interrupt
+        # Where both would pass it alone, urgency leads when relevance rests on what was taught rather
+        # than on the words (a duty call at urgency 0.91 had led with its chat channel's +1.9), or
+        # when its cost of holding is the larger.
+        urgent_first = urgent_alone and (not relevant_alone or not words_relevant
+                                         or urgency * c.urgent >= relevance * c.relevant)  # fmt: skip
         reasons: list[str] = []
         if allowed is not None:
             reasons.append(f"{allowed!r} is on the allowlist, so it always gets through.")
@@ -680,7 +689,7 @@ class FocusAssistant:
                            "script it was not trained on), so its urgency and relevance cannot be judged; it "
                            "passes rather than risk holding something urgent.")  # fmt: skip
             highlights = []
-        elif decision == "pass" and urgent_alone and not relevant_alone:
+        elif decision == "pass" and urgent_first:
             highlights = urgency_words
         else:
             highlights = relevance_words
@@ -696,11 +705,7 @@ class FocusAssistant:
         urgent_reason = (f"Urgent: the urgency classifier gives {urgency:.2f}{on}; holding an urgent message costs "
                          f"{c.urgent:g} interruptions." if urgent_alone
                          else f"Not urgent on its own: the urgency classifier gives {urgency:.2f}.")  # fmt: skip
-        # Relevance with what the person taught it (feedback, the sender's record, the channel); the
-        # words' own share is named where that moved it.
-        by_words = _sigmoid(base_logit - channel_shift)  # the channel is taught too: not the words' (it was in)
         words_note = f"; its words alone give {by_words:.2f}" if abs(relevance - by_words) >= 0.01 else ""
-        words_relevant = by_words * c.relevant > (1 - by_words) * c.interrupt
         # What the person taught, by how far it moved the relevance ("what you have taught" had been said
         # of a channel alone): (log-odds, opening of its words, closed by ", log-odds ...)").
         taught = [(channel_shift, f"its channel ({channel_name(message.channel)!r}"),
@@ -724,7 +729,6 @@ class FocusAssistant:
         else:
             relevant_reason = f"Little bearing on the task on its own ({relevance:.2f}{words_note})" + (
                 f"; the closest words were {related}." if related else ".")  # fmt: skip
-        urgent_first = urgent_alone and not relevant_alone
         together = decision == "pass" and allowed is None and not unreadable and not (urgent_alone or relevant_alone)
         if together:  # neither would pass it alone: lead with what did, not a reason to hold it
             reasons.append(f"Passes on urgency and relevance together: neither would pass it alone, but holding it "
