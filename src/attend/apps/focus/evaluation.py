@@ -251,6 +251,8 @@ def evaluate_suite(split: str = "test", *, assistant: FocusAssistant | None = No
         "split": split,
         "tasks": len(tasks),
         "messages": len(rows),
+        # the dev tasks are what the heads and the costs were fitted on: their figures are not held out
+        "held_out": split == "test",
         "assistant": metrics([d.decision == "pass" for d in ordered], truth, urgent, [d.score for d in ordered]),
         "baselines": {
             name: metrics(decide(tasks, rows), truth, urgent) for name, decide in _baselines(dev_tasks, dev).items()
@@ -318,7 +320,9 @@ def _urgency_report(probabilities: Sequence[float], urgent: Sequence[bool], cost
 def format_report(report: dict[str, Any]) -> str:
     """The suite report as a table."""
     lines = [
-        f"scenario suite, {report['split']} tasks: {report['tasks']} tasks, {report['messages']} messages",
+        f"scenario suite, {report['split']} tasks: {report['tasks']} tasks, {report['messages']} messages"
+        + ("" if report.get("held_out", True) else " (the tasks the assistant's heads and costs were fitted on: "
+           "not held-out figures; see --split test, and the README's leave-one-task-out figure)"),
         f"{'method':12} {'bal.acc':>8} {'pass rec':>8} {'hold rec':>8} {'urg.held':>8} {'int/100':>8}",
     ]
     rows = [("assistant", report["assistant"]), *report["baselines"].items()]
