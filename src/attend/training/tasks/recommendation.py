@@ -16,6 +16,7 @@ unknown user), and the item feature tables inside the model's own weights.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -384,6 +385,11 @@ class _RecommendationTask(Task):
         }  # fmt: skip
 
 
+def _draw_seed(seed: int, epoch: int, example: int) -> int:
+    """A seed for one example's draws in one epoch of a run seeded ``seed`` (distinct for each)."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{epoch}:{example}".encode(), digest_size=8).digest(), "big") >> 1
+
+
 @register_task
 class SequentialTask(_RecommendationTask):
     """Next-item prediction with SASRec; the dev split's NDCG@10 picks the epoch."""
@@ -414,7 +420,7 @@ class SequentialTask(_RecommendationTask):
             raise DataError(f"{self.source.data}: no user has two training interactions; nothing to learn from")
         self.inputs = right_aligned(inputs, self.max_length)
         self.targets = right_aligned(targets, self.max_length)
-        self.generator = torch.Generator().manual_seed(args.seed)
+        self.seed, self.epoch = args.seed, 0
         self.baselines = {}
         if self.data.n_items <= DENSE_BASELINE_ITEMS:
             try:
@@ -435,13 +441,22 @@ class SequentialTask(_RecommendationTask):
     def splits(self) -> list[str]:
         return [s for s, t in (("dev", self.split.dev_target), ("test", self.split.test_target)) if (t > 0).any()]
 
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def train_batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
         index = torch.as_tensor(list(indices), dtype=torch.long)
         batch = {"items": self.inputs[index], "targets": self.targets[index]}
         if self.loss_kind != "softmax":
             count = 1 if self.loss_kind == "bce" else self.negatives
-            shape = (*batch["targets"].shape, count)
-            negatives = torch.randint(1, self.data.n_items + 1, shape, generator=self.generator)
+            # Each example's negatives from (seed, epoch, example): a resumed run draws what the
+            # uninterrupted one drew, and N processes what one did (one stream from the seed had
+            # started again on resume, and been split by rank under torchrun).
+            negatives = torch.stack([
+                torch.randint(1, self.data.n_items + 1, (self.max_length, count),
+                              generator=torch.Generator().manual_seed(_draw_seed(self.seed, self.epoch, int(i))))
+                for i in index
+            ]) if len(index) else torch.zeros((0, self.max_length, count), dtype=torch.long)  # fmt: skip
             batch["candidates"] = torch.cat([batch["targets"].unsqueeze(-1), negatives], dim=-1)
         return batch
 
