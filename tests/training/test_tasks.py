@@ -983,6 +983,33 @@ def test_dev_figures_are_logged_on_the_training_steps_axis(picker: None, tmp_pat
     assert events.Scalars("train/loss")[-1].step == 240
 
 
+class _Undefined(Regression):
+    """A dev figure undefined on its split (DIN's GAUC on a dev split of one label)."""
+
+    name = "toy_undefined_figure"
+
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        return {**super().evaluate(model, split, batch_size), "spread": float("nan")}
+
+    def epoch_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {**super().epoch_record(metrics), "dev_spread": metrics["spread"]}
+
+
+register_task(_Undefined)
+
+
+def test_an_undefined_dev_figure_is_left_out_of_tensorboard(picker: None, tmp_path: Path) -> None:
+    """It had been drawn as NaN at every epoch, where the log says null."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    Trainer(_Undefined(), TrainingArgs(epochs=2, batch_size=5, progress=False, patience=0)).fit(tmp_path / "m")
+    events = EventAccumulator(str(tmp_path / "m" / "runs"))
+    events.Reload()
+    assert "dev/loss" in events.Tags()["scalars"] and "dev/spread" not in events.Tags()["scalars"]
+    logged = [json.loads(line) for line in (tmp_path / "m" / "train_log.jsonl").read_text().splitlines()]
+    assert logged and all(record["dev_spread"] is None for record in logged)
+
+
 def test_a_budget_below_one_epoch_says_the_epoch_runs_past_it(
     picker: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

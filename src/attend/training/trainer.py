@@ -1366,8 +1366,10 @@ class Trainer:
                         log.write(line + "\n")
                     if writer is not None:
                         for key, value in record.items():
-                            if key.startswith("dev_") and isinstance(value, int | float):  # at the epoch's last step,
-                                # on the train curves' axis (at epoch + 1 they had sat in the first steps' corner)
+                            # at the epoch's last step, on the train curves' axis (at epoch + 1 they had sat in the
+                            # first steps' corner); an undefined figure (NaN: a dev split of one label's GAUC) is
+                            # left out, as the log has it null, not drawn as NaN
+                            if key.startswith("dev_") and isinstance(value, int | float) and math.isfinite(value):
                                 writer.add_scalar(key.replace("_", "/", 1), value, state.global_step)
                     if args.average_checkpoints > 1:
                         _keep_epoch_weights(work / "epochs", network, epoch + 1, args.average_checkpoints)
