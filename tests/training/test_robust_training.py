@@ -344,8 +344,9 @@ def test_a_setting_of_an_option_that_is_off_is_refused_not_ignored(
                  "synonyms,swap,typos", "--no-progress"]) == 2  # fmt: skip
     assert capsys.readouterr().err == ("error: augment='synonyms,swap,typos': 'synonyms' and 'typos' change none of "
                                        "the training texts tried (typos needs letters of a QWERTY keyboard, synonyms "
-                                       "English words WordNet knows, casing letters with case, char_drop words of "
-                                       "two letters or digits); leave it out\n")  # fmt: skip
+                                       "English content words WordNet knows, casing letters with case, char_drop "
+                                       "words of two letters or digits, swap and word_dropout two words or more); "
+                                       "leave it out\n")  # fmt: skip
     assert not (tmp_path / "m").exists()
     # --model auto leaves such a candidate out (a cased one still learns from it), and says so.
     assert main(["train", str(planted_csv), "--out", str(tmp_path / "m"), "--augment", "casing", "--candidates",

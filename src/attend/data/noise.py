@@ -13,10 +13,10 @@ words with a caller's :class:`random.Random`, so the same seed gives the same no
 
 Words are runs of non-space characters, except that each Chinese or Japanese character is a word
 of its own (those scripts do not put spaces between words; Korean does, and its words are runs of
-syllables). ``synonyms`` leaves English stop words ("no", "he", "in") and words of one or two
-letters alone: their WordNet synonyms are other senses ("nobelium", "helium", "inch"), and a lost
-"no" turns a sentence's meaning. Spacing is kept: only the
-chosen words change. ``k = max(1, round(rate * eligible words))`` words change, so a short text
+syllables). ``synonyms`` leaves English function words (:data:`FUNCTION_WORDS`: "no", "he", "in")
+and words of one or two letters alone: their WordNet synonyms are other senses ("nobelium",
+"helium", "inch"), and a lost "no" turns a sentence's meaning. Spacing is kept: only the chosen
+words change. ``k = max(1, round(rate * eligible words))`` words change, so a short text
 always gets at least one edit when it has a word the perturbation applies to, and none when it
 has not (``typos`` on Chinese text, ``synonyms`` on words WordNet does not know).
 """
@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "FUNCTION_WORDS",
     "PERTURBATIONS",
     "Augmenter",
     "idle_perturbations",
@@ -158,11 +159,24 @@ def _has_synonym(word: str) -> bool:
     return match is not None and _swappable(match.group(2)) and bool(synonyms(match.group(2)))
 
 
-def _swappable(core: str) -> bool:
-    """Whether a word may become a synonym: not an English stop word, and of three letters or more."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+#: English function words: pronouns, articles, determiners, prepositions, conjunctions, auxiliaries
+#: and negations. WordNet's "synonyms" of them are other senses ("no" -> "nobelium", "he" -> "helium",
+#: "can" -> "tin"), and a lost "not" turns a sentence's meaning. (A general list: scikit-learn's also
+#: holds content words such as "serious", "empty" and "fire".)
+FUNCTION_WORDS = frozenset(
+    "a about above after again against all am an and any are as at be been before being below between both but "
+    "by can could did do does doing down during each either few for from further had has have having he her here "
+    "hers herself him himself his how i if in into is it its itself just me might more most must my myself neither "
+    "no nor not of off on once only or other ought our ours ourselves out over own same shall she should so some "
+    "such than that the their theirs them themselves then there these they this those through to too under until "
+    "up upon us very was we were what when where whether which while who whom whose why will with within without "
+    "would yet you your yours yourself yourselves".split()
+)
 
-    return len(core) > 2 and core.lower() not in ENGLISH_STOP_WORDS
+
+def _swappable(core: str) -> bool:
+    """Whether a word may become a synonym: no English function word, and of three letters or more."""
+    return len(core) > 2 and core.lower() not in FUNCTION_WORDS
 
 
 def perturb(text: str, name: str, rng: random.Random, rate: float = 0.1) -> str:

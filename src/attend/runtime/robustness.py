@@ -565,7 +565,9 @@ def format_robustness(report: dict[str, Any]) -> str:
             lines.append(f"  (none of them had a word with a substitute to try ({why}): nothing could be changed, "
                          "so this rate is no measure of robustness)")  # fmt: skip
         elif unattackable:
+            rate = attack.get("success_rate_attackable")  # not in a report of an earlier attend
+            over = "" if rate is None else (f"; over the {attack['attacked'] - unattackable} that had one, the success "
+                                            f"rate is {100 * rate:.1f}%")  # fmt: skip
             lines.append(f"  ({unattackable} of them had no word with a substitute to try ({why}) and count as "
-                         f"not flipped; over the {attack['attacked'] - unattackable} that had one, the success rate "
-                         f"is {100 * attack['success_rate_attackable']:.1f}%)")  # fmt: skip
+                         f"not flipped{over})")  # fmt: skip
     return "\n".join(lines)

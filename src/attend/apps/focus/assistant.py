@@ -677,9 +677,9 @@ class FocusAssistant:
         words_relevant = by_words * c.relevant > (1 - by_words) * c.interrupt
         # Where both would pass it alone, urgency leads when relevance rests on what was taught rather
         # than on the words (a duty call at urgency 0.91 had led with its chat channel's +1.9), or
-        # when its cost of holding is the larger.
+        # when its cost of holding is larger than the words' own.
         urgent_first = urgent_alone and (not relevant_alone or not words_relevant
-                                         or urgency * c.urgent >= relevance * c.relevant)  # fmt: skip
+                                         or urgency * c.urgent >= by_words * c.relevant)  # fmt: skip
         reasons: list[str] = []
         if allowed is not None:
             reasons.append(f"{allowed!r} is on the allowlist, so it always gets through.")

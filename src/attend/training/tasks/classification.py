@@ -488,18 +488,19 @@ class ClassificationTask(Task):
         self.train_used = len(parts["train"])
         self.parts = parts
         self.caveats = _caveats(dataset, parts, {"dev": args.dev_fraction, "test": args.test_fraction})
-        self.tokenizer = self._tokenizer(parts["train"].texts, args, state)
         if self.augmenter is not None and (idle := idle_perturbations(self.augmenter.names, parts["train"].texts,
                                                                       rate=self.augmenter.rate, seed=args.seed)):
             # Its copies are the clean texts, while config.json records it: Chinese data had trained
-            # bit for bit as without --augment synonyms,typos.
+            # bit for bit as without --augment synonyms,typos. Checked before the tokenizer is trained.
             said = (f"augment='{args.augment}': {' and '.join(map(repr, idle))} "
                     f"change{'s' * (len(idle) == 1)} none of the training texts tried "
-                    "(typos needs letters of a QWERTY keyboard, synonyms English words WordNet knows, casing letters "
-                    "with case, char_drop words of two letters or digits)")  # fmt: skip
+                    "(typos needs letters of a QWERTY keyboard, synonyms English content words WordNet knows, casing "
+                    "letters with case, char_drop words of two letters or digits, swap and word_dropout two words or "
+                    "more)")  # fmt: skip
             if state is None:
                 raise ValueError(f"{said}; leave it out")
             print(f"warning: the interrupted run's {said}", file=sys.stderr)
+        self.tokenizer = self._tokenizer(parts["train"].texts, args, state)
         if self.augmenter is not None and "casing" in self.augmenter.names and _ignores_case(self.tokenizer):
             # Its copies read exactly as the clean text: the weights came out bit for bit the same,
             # and in a mix the texts that drew it were trained on clean. A run started before this was
