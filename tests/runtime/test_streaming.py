@@ -586,6 +586,14 @@ def test_a_txt_input_is_one_text_per_line(trained: dict[str, Path], tmp_path: Pa
     blank.write_text("\n \n", encoding="utf-8")
     assert main(["predict", model, "--input", str(blank)]) == 2
     assert f"{blank}: no text in it (every line is blank)" in capsys.readouterr().err
+    # A spreadsheet's export ends in rows of delimiters alone: training and evaluate skipped them, predict
+    # and explain stopped at them ("line 4 has an empty text").
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes("\ufefftext,id\r\na great film,1\r\ndull and slow,2\r\n,\r\n,\r\n".encode())
+    assert main(["predict", model, "--input", str(excel), "--no-progress", "--keep-cols", "id"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == ["1", "2"]
+    assert main(["explain", model, "--input", str(excel), "--json", "--no-progress"]) == 0
+    assert [r["text"] for r in json.loads(capsys.readouterr().out)] == ["a great film", "dull and slow"]
     doubled = tmp_path / "doubled.txt"  # "\r\n" written in text mode on Windows: lines, not an old Mac file
     doubled.write_bytes(b"a great film\r\r\ndull and slow\r\r\n")
     assert [t for _, t in TextStream(doubled)] == ["a great film", "dull and slow"]

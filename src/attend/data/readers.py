@@ -330,7 +330,9 @@ def _every_other_nul(line: str) -> bool:
 
 def delimiters_alone(fmt: str, record: dict[str, Any]) -> bool:
     """Whether a CSV/TSV row holds delimiters alone (",,"): the empty rows a spreadsheet exports
-    below its last one. Data to learn from skips them (labelled texts, sentence pairs)."""
+    below its last one. Data to learn from skips them (labelled texts, sentence pairs), and so do
+    texts to classify or explain (the same export had trained, then stopped predict); a translator's
+    input keeps them (its row N is output line N, a blank one for such a row)."""
     return fmt in ("csv", "tsv") and not any(str(value or "").strip() for value in record.values())
 
 
@@ -794,6 +796,8 @@ class TextStream:
             if not checked:
                 self._check(record)
                 checked = True
+            if delimiters_alone(self.fmt, record):  # a spreadsheet's empty rows below its last: no text to answer
+                continue
             self._rows += 1
             yield line, _row_text(self.path, line, record, self.text_col), record
         if not checked:
@@ -869,9 +873,9 @@ def read_table(
     listed = False  # some row's labels are a JSON list
     problems = RowProblems(path)
     for line, record in read_rows(path, fmt, problems=problems):
-        if label_col is not None and delimiters_alone(fmt, record):
-            # Labelled data's row of delimiters alone: as blank as a blank line. (Unlabelled input keeps
-            # every row: translate's row N is output line N.)
+        if (label_col is not None or not blank_texts) and delimiters_alone(fmt, record):
+            # A row of delimiters alone: as blank as a blank line. (Input whose blank rows are answered,
+            # translate's, keeps every row: its row N is output line N.)
             continue
         if not checked_columns:
             check_columns(path, record, (text_col, label_col), columns_hint)
