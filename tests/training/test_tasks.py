@@ -940,6 +940,8 @@ def test_a_log_file_gets_a_few_progress_lines_with_the_epoch_records_on_their_ow
     args = TrainingArgs(epochs=3, batch_size=5, progress=True, patience=0)
     Trainer(Regression(), args).fit(tmp_path / "out")  # 80 steps an epoch
     err = capsys.readouterr().err
+    # Said before the task reads its data (a 50 MB file had been a minute of silence before the first bar).
+    assert err.startswith("preparing the data (toy_regression: reading, splitting and encoding it)\n")
     records = [line for line in err.split("\n") if '"epoch"' in line]  # lines as a log file shows them
     assert len(records) == 3 and all(line.startswith("{") and json.loads(line) for line in records)  # not after a bar
     redraws = err.replace("\r", "\n").split("\n")

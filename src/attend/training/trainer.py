@@ -1141,7 +1141,12 @@ class Trainer:
             torch.set_num_threads(args.threads)
         torch.manual_seed(args.seed)
         np.random.seed(args.seed)
+        if args.progress:  # a 50 MB file had been a minute of silence before the first bar
+            _log(f"preparing the data ({task.name}: reading, splitting and encoding it)", info)
+        begun = time.perf_counter()
         task.prepare(args, work if resume else None)
+        if args.progress and (took := time.perf_counter() - begun) >= 1.0:
+            _log(f"prepared in {took:.1f} s", info)
         data = task.data_fingerprint()
         if resume and data is not None and run.get("data_sha256") not in (None, data):
             raise DataError(f"{out}: --resume must read the same data as the interrupted run, but this data (its "
