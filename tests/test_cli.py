@@ -481,8 +481,8 @@ def test_sigterm_interrupts_a_verb_as_ctrl_c_does(trained: dict[str, Path], tmp_
     fifo, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     os.mkfifo(fifo)  # an input that is still being written: the run is mid-way when the signal comes
     proc = subprocess.Popen([sys.executable, "-m", "attend", "predict", str(trained["encoder"]), "--input", str(fifo),
-                             "--output", str(out), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+                             "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DELAY": "0"})  # fmt: skip
     with open(fifo, "w", encoding="utf-8") as writer:
         writer.write("".join(json.dumps({"text": f"a wonderful film number {i}"}) + "\n" for i in range(600)))
         writer.flush()
@@ -498,6 +498,7 @@ def test_sigterm_interrupts_a_verb_as_ctrl_c_does(trained: dict[str, Path], tmp_
     # what is kept and how to go on (it had said "interrupted" alone)
     said = re.search(r"interrupted: (\d+) predictions? in (.*); run the same command with --resume", err)
     assert said and said.group(2) == str(out) and int(said.group(1)) in (len(rows) - 1, len(rows)), err
+    assert err.splitlines()[-1].startswith("interrupted: ") and "predict:" in err  # the bar's last line before it
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

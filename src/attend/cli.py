@@ -494,6 +494,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         rows = done + (writer.rows if writer is not None else 0)
         how = ("run the same command with --resume to go on from there" if args.format != "json" else
                "a JSON list cut short, which cannot be resumed: write --format csv or jsonl to resume")  # fmt: skip
+        if bar is not None:  # its last line first: it had come after the message, in a log
+            bar.close()
+            bar = None
         if _reports():
             print(f"interrupted: {rows} prediction{'s' if rows != 1 else ''} in {args.output}; {how}" if rows else
                   "interrupted before the first prediction was written", file=sys.stderr)  # fmt: skip
