@@ -105,6 +105,8 @@ def test_chinese_text_and_bom(tmp_path: Path) -> None:
                                                r"one column, 'text;label': is the file separated by ';'\?"),
         (b"text;label\nfine;pos\n", {}, r"has no column 'text' \(columns: text;label\); .* separated by ';'\?"),
         (b" text , label \nfine,pos\n", {}, r"has no column 'text' .*; the column ' text ' has spaces around its name"),
+        # Saved twice with a byte-order mark: the second is in the first column's name, invisible.
+        ("\ufeff\ufefftext,label\nfine,pos\n".encode(), {}, r"the column '\\ufefftext' begins with a byte-order mark"),
         ("text\tlabel\nfine\tpos\n".encode("utf-16"), {}, r"is UTF-16 text \(it starts with a UTF-16 byte-order"),
         # One column named for two roles: every text had been called a label the model does not know.
         (b"text,label\nok,a\n", {"label_col": "text"}, r"text_col and label_col are both 'text'; the label needs"),

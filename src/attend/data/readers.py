@@ -688,8 +688,12 @@ def check_columns(path: str | os.PathLike[str], record: dict[str, Any], wanted: 
         separated = delimiter_hint(list(map(str, record)), "\t" if fmt == "tsv" else ",") if fmt in (
             "csv", "tsv") else ""  # fmt: skip
         spaced = next((str(c) for c in record if str(c) != missing[0] and str(c).strip() == missing[0]), None)
+        marked = next((str(c) for c in record if str(c).lstrip("\ufeff") == missing[0] and str(c) != missing[0]), None)
         if spaced is not None:  # an Excel header " text ": the column is there, its name padded
             separated += f"; the column {spaced!r} has spaces around its name: give it as written, or rename it"
+        elif marked is not None:  # a file saved with a BOM, then again with one: the second is in the name
+            separated += (f"; the column {marked!a} begins with a byte-order mark (U+FEFF), which a file saved "
+                          "twice with one keeps in its first name: save it once more as UTF-8 without it")
         if fmt == "jsonl":  # no header: the first record's keys are not the file's (later lines may have it)
             keys = ", ".join(map(str, record))
             raise DataError(f"{path}: its first record has no {missing[0]!r} (its keys: {keys}); every record needs "
