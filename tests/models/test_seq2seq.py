@@ -191,6 +191,16 @@ def test_beam_search_keeps_going_while_an_open_prefix_beats_the_endings_it_holds
         assert found.tokens == greedy.tokens and found.score == pytest.approx(greedy.score), (beam, found)
 
 
+def test_a_search_whose_every_token_is_banned_answers_an_empty_output() -> None:
+    """no_repeat_ngram=1 on a vocabulary of 7 (3 words and <unk> beside the specials) runs out of
+    tokens while min_length still forbids </s>: max() of no hypothesis had raised a ValueError."""
+    model = _model(vocab_size=7)
+    ids, mask = torch.tensor([[4, 5, 3]]), torch.ones(1, 3, dtype=torch.long)
+    for beam in (1, 3):
+        (found,) = beam_search(model, ids, mask, GenerationOptions(beam=beam, no_repeat_ngram=1, min_length=8))
+        assert found.tokens == [] and found.score == float("-inf") and not found.finished
+
+
 def test_no_repeat_ngram_forbids_repeated_bigrams() -> None:
     model = _model()
     ids, mask = _sources()

@@ -250,7 +250,9 @@ def beam_search(
                     finished[source].append(Hypothesis(tokens, score, score / len(tokens) ** options.length_penalty,
                                                        False))  # fmt: skip
                 continue
-            if not chosen:
+            if not chosen:  # every token banned (no_repeat_ngram on a small vocabulary, </s> before min_length)
+                if not finished[source]:  # nothing to answer with: an empty output, as ONNX Runtime's decoder gives
+                    finished[source].append(Hypothesis([], float("-inf"), float("-inf"), False))
                 continue
             if len(finished[source]) >= k:
                 # The best open prefix (chosen[0]: the extensions come best first), were it to end at the
