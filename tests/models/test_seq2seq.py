@@ -201,6 +201,16 @@ def test_a_search_whose_every_token_is_banned_answers_an_empty_output() -> None:
         assert found.tokens == [] and found.score == float("-inf") and not found.finished
 
 
+def test_an_output_may_take_every_position_of_the_decoder() -> None:
+    """The limit had been one token under the model's max_length: such an output was cut a token early
+    (training feeds targets of max_length tokens, </s> included)."""
+    model = _model(max_length=8)
+    ids, mask = torch.tensor([[4, 5, 6]]), torch.ones(1, 3, dtype=torch.long)
+    (found,) = beam_search(model, ids, mask, GenerationOptions(beam=1, max_length_a=0.0, max_length_b=100,
+                                                               min_length=100))  # never ends by itself
+    assert len(found.tokens) == 8 and not found.finished
+
+
 def test_no_repeat_ngram_forbids_repeated_bigrams() -> None:
     model = _model()
     ids, mask = _sources()

@@ -292,9 +292,9 @@ def _export_graphs(model: Seq2Seq, directory: Path, *, opset: int | None) -> int
 
 def _output_limits(lengths: np.ndarray, options: GenerationOptions, max_length: int) -> np.ndarray:
     """Per source, the most output tokens (``</s>`` included): as :mod:`attend.models.generation`
-    computes them (in float32, then truncated), clamped to ``[1, max_length - 1]``."""
+    computes them (in float32, then truncated), clamped to ``[1, max_length]``."""
     limit = np.float32(options.max_length_a) * lengths.astype(np.float32) + np.float32(options.max_length_b)
-    return np.clip(limit.astype(np.int64), 1, max_length - 1)
+    return np.clip(limit.astype(np.int64), 1, max_length)
 
 
 def _ban_repeats(log_probs: np.ndarray, prefixes: Sequence[Sequence[int]], n: int) -> None:

@@ -107,10 +107,12 @@ class Hypothesis:
 
 
 def _limits(model: Seq2Seq, attention_mask: Tensor, options: GenerationOptions) -> Tensor:
-    """Per source, the most output tokens (``</s>`` included) it may produce."""
+    """Per source, the most output tokens (``</s>`` included) it may produce: at most the model's
+    ``max_length``, the decoder's positions (``<s>`` and all but the last token read; training feeds
+    targets that long; one fewer had cut such an output a token early)."""
     source_lengths = attention_mask.sum(1).float()
     limit = (options.max_length_a * source_lengths + options.max_length_b).long()
-    return limit.clamp(1, model.config.max_length - 1)
+    return limit.clamp(1, model.config.max_length)
 
 
 class _Stepper:
