@@ -1364,3 +1364,20 @@ def test_a_served_snapshot_is_made_only_of_a_directory_and_keeps_its_name_and_it
     up = app_module.served_snapshot("..")
     assert up is not None and up.name == model.name and up.parent.parent == keep
     shutil.rmtree(up.parent)
+
+
+def test_the_access_log_keeps_no_query_string(caplog: pytest.LogCaptureFixture) -> None:
+    """`GET /v1/translate?text=...` (a 405) had written the user's text into uvicorn's access log."""
+    import logging
+
+    from attend.serve.app import _hide_query_strings
+
+    _hide_query_strings()
+    _hide_query_strings()  # once per process: a second app adds no second filter
+    access = logging.getLogger("uvicorn.access")
+    assert sum(type(f).__name__ == "_NoQueryString" for f in access.filters) == 1
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/v1/translate?text=MY+SECRET", "1.1", 405)
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "POST", "/v1/translate", "1.1", 200)
+    assert [r.getMessage() for r in caplog.records] == ['127.0.0.1:5 - "GET /v1/translate?… HTTP/1.1" 405',
+                                                        '127.0.0.1:5 - "POST /v1/translate HTTP/1.1" 200']

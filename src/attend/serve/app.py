@@ -420,6 +420,25 @@ class StartFailure(RuntimeError):
     """A ``Routes.start`` hook raised while the service started (``app.state.start_failure`` says which)."""
 
 
+class _NoQueryString(logging.Filter):
+    """uvicorn's access log line without the URL's query string: ``GET /v1/translate?text=...`` (a
+    405) had written the user's text into the log, which never holds a request's text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?…", *args[3:])
+        return True
+
+
+def _hide_query_strings() -> None:
+    """Add :class:`_NoQueryString` to uvicorn's access logger, once per process (each worker builds
+    its app)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _NoQueryString) for f in access.filters):
+        access.addFilter(_NoQueryString())
+
+
 def create_app(
     runtime: Runtime | None,
     settings: ServeSettings | None = None,
@@ -433,6 +452,7 @@ def create_app(
     """
     settings = settings or ServeSettings()
     metrics = ServiceMetrics()
+    _hide_query_strings()
     if runtime is not None and runtime.task not in TASK_ROUTES:
         load_plugins()  # an installed package's task may add its routes as its module is imported
     if runtime is None:
