@@ -428,12 +428,28 @@ def test_an_app_run_as_a_module_reports_a_database_error_the_same_way(capsys: py
     assert capsys.readouterr().err == "error: the database refused: disk I/O error\n"
 
 
+@pytest.mark.parametrize("verb", [["train", "data.csv", "--out", "m"], ["focus", "triage", "--task", "t", "--messages",
+                                  "m.jsonl"], ["monitor", "run", "--events", "e.jsonl", "--model", "m", "--db", "d.db"],
+                                  ["recommend", "train", "log.csv", "--out", "m"]])  # fmt: skip
+def test_every_threads_flag_takes_a_thread_count(capsys: pytest.CaptureFixture[str], verb: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*verb, "--threads", "99999999999999999999"])
+    assert exit_info.value.code == 2 and "--threads: 99999999999999999999 is not a thread count (0 to 1024" in \
+        capsys.readouterr().err  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--port", "70000"], "argument --port: 70000 is not a port (1 to 65535)"),
         (["--max-batch", "0"], "argument --max-batch: 0 must be at least 1"),
         (["--workers", "-1"], "argument --workers: -1 must be at least 1"),
+        # a huge number had started processes until the machine choked, and left its snapshot behind
+        (["--workers", "99999999999999999999"], "argument --workers: 99999999999999999999 is not a number of worker "
+         "processes (1 to 64)"),
+        # "Overflow when unpacking long long", naming no flag
+        (["--threads", "99999999999999999999"], "argument --threads: 99999999999999999999 is not a thread count (0 to "
+         "1024; 0: the runtime's default)"),
         (["--max-chars", "0"], "argument --max-chars: 0 must be at least 1"),
         # inf was taken, then overflowed the batch thread's timeout at the first request (which hung)
         (["--max-wait-ms", "inf"], "argument --max-wait-ms: inf is not a wait in milliseconds (0 to 60,000)"),

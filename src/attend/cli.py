@@ -30,7 +30,9 @@ from attend.config import (
     read_run_config,
     seed_number,
     share,
+    thread_count,
     wait_ms,
+    worker_count,
 )
 from attend.jsonout import dumps_json, python_values
 from attend.stopping import sigterm_as_ctrl_c
@@ -991,8 +993,10 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     if args.ig_steps is not None and "integrated_gradients" not in (methods or default_methods(predictor)):
         raise UsageError(f"--ig-steps {args.ig_steps}: for the integrated_gradients method only, which this run does "
                          "not measure")  # fmt: skip
-    if args.ig_steps is not None and args.ig_steps < 2:  # before the bar: it had been said after the first method
-        raise UsageError(f"--ig-steps {args.ig_steps}: must be an integer >= 2")
+    from attend.explain.methods import MAX_IG_STEPS
+
+    if args.ig_steps is not None and not 2 <= args.ig_steps <= MAX_IG_STEPS:  # before the bar, not after a method
+        raise UsageError(f"--ig-steps {args.ig_steps}: must be an integer from 2 to {MAX_IG_STEPS}")
     try:
         report = faithfulness(predictor, texts, methods, seed=args.seed, progress=not (args.json or args.no_progress),
                               ig_steps=IG_STEPS if args.ig_steps is None else args.ig_steps)  # fmt: skip
@@ -1405,7 +1409,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, help="peak learning rate (default 1e-3; 5e-5 fine-tuning minilm, e5 or m3e)")
     tr.add_argument("--max-length", type=int, help="longest input in tokens (default 128; seq2seq 64)")
     tr.add_argument(
-        "--threads", type=int,
+        "--threads", type=thread_count,
         help="PyTorch threads (default or 0: one per core; 1 is often faster for small models)",
     )
     tr.add_argument("--resume", action="store_true", help="continue the interrupted run that was writing --out")
@@ -1551,8 +1555,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "an app's option (--focus-db, --support-index) or a --router gives something to serve")
     sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
-    sv.add_argument("--workers", type=positive_int, default=1,
-                    help="worker processes, each with its own model (default 1)")  # fmt: skip
+    sv.add_argument("--workers", type=worker_count, default=1,
+                    help="worker processes, each with its own model (default 1; at most 64)")  # fmt: skip
     sv.add_argument("--max-batch", type=positive_int, default=32,
                     help="most texts per model call; 1 disables batching (32)")  # fmt: skip
     sv.add_argument("--max-wait-ms", type=wait_ms, default=5.0,
@@ -1565,7 +1569,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="inference runtime (auto: ONNX Runtime for an `attend export` directory, else PyTorch)")
     sv.add_argument("--int8", action="store_true", help="serve the dynamically quantised int8 model")
     sv.add_argument("--bf16", action="store_true", help="serve the PyTorch model in bfloat16 (fast on AMX CPUs)")
-    sv.add_argument("--threads", type=int, default=0, help="intra-op threads (default 0: the runtime's, one per core)")
+    sv.add_argument("--threads", type=thread_count, default=0,
+                    help="intra-op threads (default 0: the runtime's, one per core)")  # fmt: skip
     sv.add_argument("--router", action="append", default=[], metavar="MODULE:FUNCTION",
                     help="also mount your own routes: FUNCTION(runtime) in MODULE (importable from here) returns a "
                     "FastAPI APIRouter or attend.serve.Routes; repeatable")  # fmt: skip

@@ -277,6 +277,26 @@ def _positive_up_to(value: str, highest: int, noun: str) -> int:
     return number
 
 
+#: Most intra-op threads a flag takes (a huge one had failed with "Overflow when unpacking long long").
+MAX_THREADS = 1024
+#: Most `attend serve --workers` (each a process holding its own model: a huge number had started
+#: processes until the machine choked).
+MAX_WORKERS = 64
+
+
+def thread_count(value: str) -> int:
+    """An ``argparse`` type: threads, 0 (the runtime's default) to :data:`MAX_THREADS`."""
+    number = _integer(value)
+    if not 0 <= number <= MAX_THREADS:
+        raise _argument_error(f"{value} is not a thread count (0 to {MAX_THREADS}; 0: the runtime's default)")
+    return number
+
+
+def worker_count(value: str) -> int:
+    """An ``argparse`` type: worker processes, 1 to :data:`MAX_WORKERS`."""
+    return _positive_up_to(value, MAX_WORKERS, "a number of worker processes")
+
+
 def port_number(value: str) -> int:
     """An ``argparse`` type: a TCP port, 1 to 65535."""
     return _positive_up_to(value, 65535, "a port")

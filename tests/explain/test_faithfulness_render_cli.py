@@ -282,7 +282,8 @@ def test_cli_explain_writes_no_picture_over_what_it_would_destroy(
         (["--head", "7", "--method", "attention", "x"], "error: --head 7: this model has 4 heads"),
         (["--layer", "5", "--method", "attention", "x"], "error: --layer 5: this model has 2 layers"),
         (["--target", "maybe", "x"], "error: --target maybe: is not a label"),
-        (["--method", "integrated_gradients", "--ig-steps", "0", "x"], "error: --ig-steps 0: must be an integer >= 2"),
+        (["--method", "integrated_gradients", "--ig-steps", "0", "x"],
+         "error: --ig-steps 0: must be an integer from 2 to 1000"),
         ([""], "text argument 1 is an empty text"),  # it named texts[0], a list index
         ([], "give texts to explain, or --input FILE, but not both (neither was given)"),
         # Accepted and ignored before:
@@ -450,7 +451,10 @@ def test_cli_faithfulness_json(model_dir: Path, tmp_path: Path, capsys: pytest.C
     monkeypatch.setenv("TQDM_DELAY", "0")  # the bar drawn from its start, as a slow run's is
     assert main(["faithfulness", str(model_dir), str(data), "--methods", "rollout,integrated_gradients",
                  "--ig-steps", "1"]) == 2  # fmt: skip
-    assert capsys.readouterr().err == "error: --ig-steps 1: must be an integer >= 2\n"
+    assert capsys.readouterr().err == "error: --ig-steps 1: must be an integer from 2 to 1000\n"
+    assert main(["faithfulness", str(model_dir), str(data), "--methods", "integrated_gradients",
+                 "--ig-steps", "99999999999999999999"]) == 2  # an OverflowError traceback, exit 1  # fmt: skip
+    assert capsys.readouterr().err == "error: --ig-steps 99999999999999999999: must be an integer from 2 to 1000\n"
     assert main(["faithfulness", str(model_dir), str(data), "--methods", " , "]) == 2  # it ran every method
     assert "names no method" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # refused by the parser, naming the flag

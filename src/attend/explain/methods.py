@@ -38,6 +38,9 @@ from attend.explain.protocol import Capable, Combined, Explainable
 from attend.explain.words import onto_words, word_spans
 from attend.models import MULTI_LABEL_THRESHOLD, probabilities
 
+#: Most integrated-gradients steps (each one more forward and backward pass of the text).
+MAX_IG_STEPS = 1000
+
 __all__ = [
     "BASELINES",
     "METHODS",
@@ -738,8 +741,8 @@ def _check_arguments(chosen: ExplainMethod, labels: Sequence[str], *, layer: Any
     if head is not None and not integer(head):
         raise ValueError(f"head={head!r} must be a head index (an integer) or None (the mean of heads)")
     check_count("batch_size", batch_size)
-    if not integer(ig_steps) or ig_steps < 2:
-        raise ValueError(f"ig_steps={ig_steps!r} must be an integer >= 2")
+    if not integer(ig_steps) or not 2 <= ig_steps <= MAX_IG_STEPS:  # a huge one had been an OverflowError
+        raise ValueError(f"ig_steps={ig_steps!r} must be an integer from 2 to {MAX_IG_STEPS}")
     if not integer(seed) or not 0 <= seed < 2**32:
         raise ValueError(f"seed={seed!r} must be an integer in [0, 2**32)")
     ignored = _layer_and_head_chosen(layer, head)

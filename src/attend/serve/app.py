@@ -41,7 +41,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from attend.config import load_plugins
+from attend.config import MAX_WORKERS, load_plugins
 from attend.io import ArtifactDir, sha256_file
 from attend.runtime import Runtime, load
 from attend.serve.classification import classification_routes
@@ -747,8 +747,8 @@ def serve(
     settings = settings or ServeSettings()
     if model_dir is None and not routers:
         raise ValueError(NOTHING_TO_SERVE)
-    if workers < 1:
-        raise ValueError(f"workers={workers} must be >= 1")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"workers={workers} must be from 1 to {MAX_WORKERS}")
     if not 0 < port < 65536:
         raise ValueError(f"port={port} must be in 1..65535")
     check_port(host, port)

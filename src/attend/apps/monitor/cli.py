@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from attend.config import port_number
+from attend.config import port_number, thread_count
 from attend.jsonout import dumps_json
 
 __all__ = ["add_serve_options", "main", "register_cli", "serve_routers"]
@@ -296,7 +296,7 @@ def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
                      help="how the highlighted words are found: an `attend explain --method` (grad_attention)")
     run.add_argument("--top-words", type=int, default=4, help="highlighted words kept per event (4)")
     run.add_argument("--examples", type=int, default=3, help="most negative texts kept per alert (3)")
-    run.add_argument("--threads", type=int, default=0, help="PyTorch threads (default: PyTorch's)")
+    run.add_argument("--threads", type=thread_count, default=0, help="PyTorch threads (default: PyTorch's)")
     run.add_argument("--quiet", action="store_true", help="only alert lines on stderr, no progress")
     run.set_defaults(func=_cmd_run)
 

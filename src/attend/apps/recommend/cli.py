@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from attend.config import positive_int, seed_number
+from attend.config import positive_int, seed_number, thread_count
 from attend.jsonout import dumps_json
 
 __all__ = ["add_serve_options", "format_evaluation", "format_top", "register_cli", "serve_routers"]
@@ -247,7 +247,7 @@ def register_cli(verbs: Any) -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=positive_int, help="default 128 (sasrec) / 256 (din)")
     train.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     train.add_argument("--seed", type=seed_number, help="seed of every RNG (default 0)")
-    train.add_argument("--threads", type=int, help="PyTorch threads (default: one per core)")
+    train.add_argument("--threads", type=thread_count, help="PyTorch threads (default: one per core)")
     train.add_argument("--config", help="JSON with 'model' and 'training' sections")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run writing --out")
     train.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
