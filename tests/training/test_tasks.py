@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -940,8 +941,7 @@ def test_a_log_file_gets_a_few_progress_lines_with_the_epoch_records_on_their_ow
     args = TrainingArgs(epochs=3, batch_size=5, progress=True, patience=0)
     Trainer(Regression(), args).fit(tmp_path / "out")  # 80 steps an epoch
     err = capsys.readouterr().err
-    # Said before the task reads its data (a 50 MB file had been a minute of silence before the first bar).
-    assert err.startswith("preparing the data (toy_regression: reading, splitting and encoding it)\n")
+    assert not err.startswith("preparing the data")  # a quick preparation says nothing (an error stays one line)
     records = [line for line in err.split("\n") if '"epoch"' in line]  # lines as a log file shows them
     assert len(records) == 3 and all(line.startswith("{") and json.loads(line) for line in records)  # not after a bar
     redraws = err.replace("\r", "\n").split("\n")
@@ -983,6 +983,30 @@ def test_dev_figures_are_logged_on_the_training_steps_axis(picker: None, tmp_pat
     events.Reload()
     assert [event.step for event in events.Scalars("dev/loss")] == [80, 160, 240]  # 80 steps an epoch
     assert events.Scalars("train/loss")[-1].step == 240
+
+
+class _SlowToPrepare(Regression):
+    """A task whose data takes a while to read (a 50 MB file had been a minute of silence)."""
+
+    name = "toy_slow_to_prepare"
+
+    def prepare(self, args: TrainingArgs, state: Path | None) -> None:
+        time.sleep(0.5)
+        super().prepare(args, state)
+
+
+register_task(_SlowToPrepare)
+
+
+def test_a_long_preparation_is_said(picker: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import attend.training.trainer
+
+    monkeypatch.setattr(attend.training.trainer, "PREPARING_NOTE_S", 0.1)
+    Trainer(_SlowToPrepare(), TrainingArgs(epochs=1, batch_size=5, progress=True)).fit(tmp_path / "m")
+    err = capsys.readouterr().err
+    assert err.startswith("preparing the data (toy_slow_to_prepare: reading, splitting and encoding it)\n")
+    assert re.search(r"\nprepared in 0\.[5-9] s\n", err), err
 
 
 class _Undefined(Regression):

@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 import typing
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -529,6 +530,9 @@ def _log(message: str, info: _Dist) -> None:
     if info.main:
         print(message, file=sys.stderr, flush=True)
 
+
+#: Seconds a task's preparation runs before the Trainer says it is preparing the data.
+PREPARING_NOTE_S = 3.0
 
 # --- optimisation -----------------------------------------------------------------------------
 
@@ -1141,11 +1145,19 @@ class Trainer:
             torch.set_num_threads(args.threads)
         torch.manual_seed(args.seed)
         np.random.seed(args.seed)
-        if args.progress:  # a 50 MB file had been a minute of silence before the first bar
-            _log(f"preparing the data ({task.name}: reading, splitting and encoding it)", info)
+        # Said once preparing takes PREPARING_NOTE_S (a 50 MB file had been a minute of silence before
+        # the first bar); a quick refusal stays one line.
+        note = threading.Timer(PREPARING_NOTE_S, _log, (f"preparing the data ({task.name}: reading, splitting and "
+                                                        "encoding it)", info))  # fmt: skip
+        note.daemon = True
         begun = time.perf_counter()
-        task.prepare(args, work if resume else None)
-        if args.progress and (took := time.perf_counter() - begun) >= 1.0:
+        if args.progress:
+            note.start()
+        try:
+            task.prepare(args, work if resume else None)
+        finally:
+            note.cancel()
+        if args.progress and (took := time.perf_counter() - begun) >= PREPARING_NOTE_S:
             _log(f"prepared in {took:.1f} s", info)
         data = task.data_fingerprint()
         if resume and data is not None and run.get("data_sha256") not in (None, data):
