@@ -370,6 +370,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _translators_only(flags: Sequence[str]) -> UsageError:
+    """The error for translator flags given with a classifier (the column hint where --source-col is one:
+    it had been said of --beam alone too)."""
+    hint = " (a classifier's column is --text-col)" if "--source-col" in flags else ""
+    return UsageError(f"{', '.join(flags)}: for translators only{hint}")
+
+
 def _check_threshold(predictor: Any, threshold: float | None, label_sep: str | None = None) -> None:
     """``--threshold`` and ``--label-sep`` are a multi-label model's (on a single-label one they would
     change nothing)."""
@@ -708,7 +715,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     unused = [flag for flag, given in (("--beam", args.beam is not None), ("--source-col", args.source_col))
               if given]  # fmt: skip
     if unused:
-        raise UsageError(f"{', '.join(unused)}: for translators only (a classifier's column is --text-col)")
+        raise _translators_only(unused)
     if args.ig_steps is not None and method != "integrated_gradients":  # given at all (32 had passed)
         raise UsageError(f"--ig-steps {args.ig_steps}: for --method integrated_gradients only")
     ignored = [flag for flag, value in (("--layer", args.layer), ("--head", args.head)) if value is not None]
@@ -971,7 +978,7 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
         return _translator_faithfulness(args)
     given = [flag for flag, value in (("--source-col", args.source_col), ("--beam", args.beam)) if value is not None]
     if given:
-        raise UsageError(f"{', '.join(given)}: for translators only (a classifier's column is --text-col)")
+        raise _translators_only(given)
     from attend.data.datasets import names_dataset
 
     path = Path(args.data)

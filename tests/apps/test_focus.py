@@ -742,8 +742,9 @@ def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, cap
         err = capsys.readouterr().err
         assert err.startswith(f"error: {bad[0]}"), err  # 1e-9 minutes blamed an --until never given
         assert not list(tmp_path.glob("other.db*"))  # a refused start made an empty database ("no session yet")
-    assert main(["focus", "triage", "--task", TASK, "--messages", str(data), "--threads", "-1"]) == 2
-    assert "--threads -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # the parser's (a thread count, 0 to 1024)
+        main(["focus", "triage", "--task", TASK, "--messages", str(data), "--threads", "-1"])
+    assert refused.value.code == 2 and "argument --threads: -1 is not a thread count" in capsys.readouterr().err
     assert main(["focus", "status", "--db", db, "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["running"] and status["stats"]["passed"] == 2 and status["stats"]["held"] == 1

@@ -291,8 +291,8 @@ def test_cli_explain_writes_no_picture_over_what_it_would_destroy(
         (["--layer", "-1", "x"], "--layer: for --method attention only"),  # the default's own value was taken
         (["--maps", "x"], "--maps: adds the maps to --json output; give --json"),
         (["--top", "0", "x"], "--top 0: must be at least 1"),
-        (["--beam", "3", "x"], "--beam: for translators only"),
-        (["--source-col", "en", "x"], "--source-col: for translators only"),
+        (["--beam", "3", "x"], "--beam: for translators only\n"),  # not "(a classifier's column is --text-col)"
+        (["--source-col", "en", "x"], "--source-col: for translators only (a classifier's column is --text-col)"),
         (["--ig-steps", "5", "x"], "--ig-steps 5: for --method integrated_gradients only"),
         (["--ig-steps", "32", "x"], "--ig-steps 32: for --method integrated_gradients only"),  # its default had passed
         (["--html-layers", "all", "x"], "--html-layers: chooses the heatmaps of the --html report; give --html"),

@@ -50,6 +50,11 @@ def test_translate_prints_one_line_per_input_line_and_nothing_else(translator_di
     done = run_cli("translate", str(translator_dir), "--input", str(lines), "--beam", "1")
     assert done.returncode == 0 and len(done.stdout.splitlines()) == 3, done.stdout
     assert done.stdout.split("\n")[0] == "cat red" and done.stdout.split("\n")[2] == "dog green"
+    # A missing file or a folder: said as every verb says it (it had been the OS's "[Errno 2] ...").
+    done = run_cli("translate", str(translator_dir), "--input", str(tmp_path / "nope.txt"))
+    assert done.returncode == 2 and done.stderr == f"error: {tmp_path / 'nope.txt'}: no such file\n"
+    done = run_cli("translate", str(translator_dir), "--input", str(tmp_path))
+    assert done.returncode == 2 and done.stderr == f"error: {tmp_path} is a directory, expected a data file\n"
     # An old Mac file's lines end in a bare "\r": its sentences had been one, translated as one.
     lines.write_bytes(b"red cat\nsun dog\rblue\r")
     done = run_cli("translate", str(translator_dir), "--input", str(lines))

@@ -235,6 +235,7 @@ def read_data_bytes(path: str | os.PathLike[str]) -> bytes:
     Raises:
         DataError: the compressed data is damaged or is not in the format its name says.
     """
+    _check_is_a_file(Path(path))  # it had been the OS's "[Errno 2] No such file or directory"
     with open_data_bytes(path) as handle:
         return handle.read()
 
@@ -256,15 +257,19 @@ def _damaged(path: Path, kind: str, exc: BaseException) -> DataError:
                      f"that its name says how it was compressed")  # fmt: skip
 
 
+def _check_is_a_file(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, expected a data file")
+
+
 def open_data_file(path: str | os.PathLike[str], fmt: str | None, *,
                    plain_text: bool = False) -> tuple[Path, str]:  # fmt: skip
     """The data file at ``path`` and its format, after checking it exists, is a file and is not empty.
     ``plain_text``: a ``.txt`` name is :data:`PLAIN_TEXT` (where texts alone are read)."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.is_dir():
-        raise DataError(f"{path} is a directory, expected a data file")
+    _check_is_a_file(path)
     if path.is_file() and path.stat().st_size == 0:  # a pipe (<(...), a FIFO) has no size to check
         raise DataError(f"{path} is empty")
     if plain_text and fmt is None and is_plain_text(path):
