@@ -436,8 +436,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.keep_cols is not None and not args.input:
         raise UsageError("--keep-cols copies columns of an --input file: give --input")
     keep = check_kept_columns(args.keep_cols.split(",")) if args.keep_cols is not None else []
+    named = format_for(args.output)
     if args.format is None:  # as the output's name says (o.csv: CSV); stdout and other names: a JSON list
-        args.format = format_for(args.output)
+        args.format = named
+    elif args.output and named != "json" and named != args.format:  # CSV had been written under f.jsonl
+        raise UsageError(f"--format {args.format}: --output {args.output} is named as {named.upper()}; name it as "
+                         f"{args.format.upper()}, or leave --format out")  # fmt: skip
     if args.resume and args.format == "json":  # refused before anything is read or written
         raise UsageError("--resume: a --format json list cannot be resumed; write --format csv or jsonl (or an "
                          "--output named .csv or .jsonl) to resume")  # fmt: skip

@@ -268,6 +268,13 @@ def test_resume_needs_a_resumable_format_and_another_file_than_the_input(
                  "--format", "csv"]) == 2  # fmt: skip
     assert "is the --input file" in capsys.readouterr().err
     assert data.read_text(encoding="utf-8").startswith("text,label")
+    # A --format its --output's name contradicts: CSV had been written under f.jsonl without a word.
+    named = tmp_path / "f.jsonl"
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(named),
+                 "--format", "csv"]) == 2  # fmt: skip
+    assert capsys.readouterr().err == f"error: --format csv: --output {named} is named as JSONL; name it as CSV, or " \
+                                      "leave --format out\n"  # fmt: skip
+    assert not named.exists()
     # Into a model directory (any: this one or another): a file beside the model had stopped
     # `attend train --overwrite` from replacing it ("holds p.csv ..., which attend did not write").
     inside = trained["encoder"] / "p.csv"
