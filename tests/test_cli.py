@@ -198,6 +198,7 @@ def test_an_empty_augment_turns_off_a_files_augment_with_its_settings(
         (["predict", "no_model"], "give texts to classify, or --input FILE"),
         (["train", "data.csv", "--out", "m", "--text-col", "body"], "has no column 'body'"),
         (["train", "data.csv", "--out", "m", "--config", "bad.json"], "bad.json is not valid JSON"),
+        (["train", "data.csv", "--out", "m", "--config", "stray"], "--config stray is a directory; give a JSON file"),
         (["train", "data.csv", "--out", "m", "--config", "top.json"], "top.json: unknown entry ['foo']; it takes"),
         (["train", "data.csv", "--out", "m", "--config", "null.json"], 'null.json: "training" must be a JSON object of '
          'options ({"epochs": 3}), not null'),  # a TypeError traceback

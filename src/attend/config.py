@@ -238,6 +238,8 @@ def read_run_config(path: str | None) -> dict[str, Any]:
         raise ValueError(f"--config {path}: the key {exc.key!r} is given twice in one object; keep one") from None
     except FileNotFoundError:
         raise ValueError(f"--config {path}: no such file") from None
+    except IsADirectoryError:  # it had been "DIR: Is a directory", naming no flag
+        raise ValueError(f"--config {path} is a directory; give a JSON file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"--config {path} is not valid JSON ({exc})") from None
     if not isinstance(config, dict):
