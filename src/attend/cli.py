@@ -1004,10 +1004,13 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     if args.ig_steps is not None and "integrated_gradients" not in (methods or default_methods(predictor)):
         raise UsageError(f"--ig-steps {args.ig_steps}: for the integrated_gradients method only, which this run does "
                          "not measure")  # fmt: skip
-    from attend.explain.methods import MAX_IG_STEPS
+    from attend.explain.methods import check_ig_steps
 
-    if args.ig_steps is not None and not 2 <= args.ig_steps <= MAX_IG_STEPS:  # before the bar, not after a method
-        raise UsageError(f"--ig-steps {args.ig_steps}: must be an integer from 2 to {MAX_IG_STEPS}")
+    if args.ig_steps is not None:  # before the bar, not after the first method
+        try:
+            check_ig_steps(args.ig_steps)
+        except ValueError as exc:
+            raise _as_flag(exc, {"ig_steps"}) from None
     try:
         report = faithfulness(predictor, texts, methods, seed=args.seed, progress=not (args.json or args.no_progress),
                               ig_steps=IG_STEPS if args.ig_steps is None else args.ig_steps)  # fmt: skip
@@ -1735,9 +1738,8 @@ def _main(argv: Sequence[str] | None) -> int:
         except (UsageError, ValueError, OSError) as exc:  # OSError: missing, unreadable or unwritable paths, full disk
             plain = isinstance(exc, OSError) and exc.filename is not None and exc.strerror
             if _reports(exc):
-                message = _copy_failure(exc) or str(exc)
-                if plain:
-                    message = f"{_user_path(exc.filename)}: {exc.strerror}"  # type: ignore[union-attr]
+                message = (f"{_user_path(exc.filename)}: {exc.strerror}" if plain  # type: ignore[union-attr]
+                           else _copy_failure(exc) or str(exc))
                 print(f"{_rank_prefix(exc)}error: {message}", file=sys.stderr)
             else:  # rank 0 meets the same error and says it: not stopped by torchrun before it can
                 _wait_for_rank_0()

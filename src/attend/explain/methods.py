@@ -741,8 +741,7 @@ def _check_arguments(chosen: ExplainMethod, labels: Sequence[str], *, layer: Any
     if head is not None and not integer(head):
         raise ValueError(f"head={head!r} must be a head index (an integer) or None (the mean of heads)")
     check_count("batch_size", batch_size)
-    if not integer(ig_steps) or not 2 <= ig_steps <= MAX_IG_STEPS:  # a huge one had been an OverflowError
-        raise ValueError(f"ig_steps={ig_steps!r} must be an integer from 2 to {MAX_IG_STEPS}")
+    check_ig_steps(ig_steps)
     if not integer(seed) or not 0 <= seed < 2**32:
         raise ValueError(f"seed={seed!r} must be an integer in [0, 2**32)")
     ignored = _layer_and_head_chosen(layer, head)
@@ -986,6 +985,13 @@ def character_groups(explanation: Explanation) -> list[list[int]]:
             shown_end = max(shown_end, span[1])
         groups.append([i])
     return groups
+
+
+def check_ig_steps(ig_steps: Any) -> None:
+    """Refuse integrated gradients' ``ig_steps`` unless a whole number from 2 to :data:`MAX_IG_STEPS`
+    (a huge one had been an OverflowError)."""
+    if isinstance(ig_steps, bool) or not isinstance(ig_steps, numbers.Integral) or not 2 <= ig_steps <= MAX_IG_STEPS:
+        raise ValueError(f"ig_steps={ig_steps!r} must be an integer from 2 to {MAX_IG_STEPS}")
 
 
 def top_tokens(explanation: Explanation, k: int = 5, *, mark_unknown: bool = False) -> list[tuple[str, float]]:
