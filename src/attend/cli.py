@@ -16,12 +16,13 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from attend.apps import APPS
 from attend.config import (
+    as_flag,
     count,
     label_threshold,
     minutes,
@@ -83,16 +84,6 @@ def _candidates(value: str | None) -> list[str] | None:
                                              "encoder,minilm")  # fmt: skip
 
 
-def _as_flag(exc: ValueError, names: Collection[str]) -> ValueError:
-    """A Python argument's refusal (``layer=5; this model has 2 layers``) said as the flag that gave
-    it (``--layer 5: this model has 2 layers``) where it names one of ``names``; else ``exc`` itself."""
-    found = re.match(r"(\w+)=('(?:[^'\\]|\\.)*'|[^\s;:]+)[;:]? (.*)", str(exc), re.DOTALL)
-    if found is None or found[1] not in names:
-        return exc
-    value = found[2][1:-1] if len(found[2]) > 1 and found[2][0] == found[2][-1] == "'" else found[2]  # as typed
-    return UsageError(f"--{found[1].replace('_', '-')} {value}: {found[3]}")
-
-
 def _named(flag: str, value: str, none: str) -> list[str]:
     """The comma-separated names of a flag's value; a value naming none is an error (``none`` says what)."""
     names = [name.strip() for name in value.split(",") if name.strip()]
@@ -133,7 +124,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:  # the file's values passed above: a value refused now is a flag's, and is named as the flag
         TrainingArgs.from_dict(dict(training))
     except ValueError as exc:
-        raise _as_flag(exc, flagged) from None
+        raise as_flag(exc, flagged) from None
     if args.no_progress:
         training["progress"] = False
     if args.augment is not None and not config.get("training", {}).get("augment"):  # '' turns off only a file's
@@ -741,7 +732,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             return explain(predictor, part, method, layer=layer, head=args.head, target=args.target, maps=want_maps,
                            ig_steps=ig_steps)  # fmt: skip
         except ValueError as exc:  # "layer=5; ..." named as the flag given: "--layer 5: ..."
-            raise _as_flag(exc, {"layer", "head", "target", "ig_steps"}) from None
+            raise as_flag(exc, {"layer", "head", "target", "ig_steps"}) from None
 
     kept = _explain_in_chunks(
         args, texts, explained,
@@ -1010,12 +1001,12 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
         try:
             check_ig_steps(args.ig_steps)
         except ValueError as exc:
-            raise _as_flag(exc, {"ig_steps"}) from None
+            raise as_flag(exc, {"ig_steps"}) from None
     try:
         report = faithfulness(predictor, texts, methods, seed=args.seed, progress=not (args.json or args.no_progress),
                               ig_steps=IG_STEPS if args.ig_steps is None else args.ig_steps)  # fmt: skip
     except ValueError as exc:
-        raise _as_flag(exc, {"ig_steps", "seed", "methods"}) from None
+        raise as_flag(exc, {"ig_steps", "seed", "methods"}) from None
     print(dumps_json(report) if args.json else format_faithfulness(report))
     return 0
 
@@ -1147,8 +1138,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if args.attentions or args.unpad:
             raise ValueError("--attentions and --unpad are for classifiers; a translator exports its encoder and "
                              "cached decoder step")  # fmt: skip
-        report = export_translator(args.model_dir, args.onnx, opset=args.opset, texts=texts, overwrite=args.overwrite,
-                                   on_start=_say_exporting(args.model_dir, "its encoder and cached decoder step"))
+        try:
+            report = export_translator(args.model_dir, args.onnx, opset=args.opset, texts=texts,
+                                       overwrite=args.overwrite,
+                                       on_start=_say_exporting(args.model_dir, "its encoder and cached decoder step"))
+        except ValueError as exc:
+            raise as_flag(exc, {"opset"}) from None
         if args.json:
             print(dumps_json(report))
             return 0
@@ -1161,9 +1156,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
               f"{parity['steps_compared']} decoder steps")  # fmt: skip
         print("decode it greedily with attend.deploy.export_seq2seq.OnnxTranslator (ONNX Runtime)")
         return 0
-    report = export_onnx(args.model_dir, args.onnx, attentions=args.attentions, opset=args.opset, texts=texts,
-                         unpad=args.unpad, overwrite=args.overwrite,
-                         on_start=_say_exporting(args.model_dir, "the classifier"))  # fmt: skip
+    try:
+        report = export_onnx(args.model_dir, args.onnx, attentions=args.attentions, opset=args.opset, texts=texts,
+                             unpad=args.unpad, overwrite=args.overwrite,
+                             on_start=_say_exporting(args.model_dir, "the classifier"))  # fmt: skip
+    except ValueError as exc:
+        raise as_flag(exc, {"opset"}) from None
     if args.json:
         print(dumps_json(report))
         return 0
@@ -1199,8 +1197,11 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     if args.dev_data and args.max_loss is None:
         raise UsageError("--dev-data is the data --max-loss searches on; give --max-loss too")
     _classifier_only(args.model_dir, verb="quantize")
-    report = quantize(args.model_dir, runtime=args.runtime, data=args.data, dev_data=args.dev_data,
-                      max_loss=args.max_loss, progress=True, **_data_columns(args))  # fmt: skip
+    try:
+        report = quantize(args.model_dir, runtime=args.runtime, data=args.data, dev_data=args.dev_data,
+                          max_loss=args.max_loss, progress=True, **_data_columns(args))  # fmt: skip
+    except ValueError as exc:
+        raise as_flag(exc, {"max_loss", "runtime"}) from None
     if args.json:
         print(dumps_json(report))
         return 0
@@ -1245,8 +1246,12 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if (args.heads is None) == (args.fraction is None):
         raise UsageError("give --heads N or --fraction F" + (" (not both)" if args.heads is not None else ""))
     _classifier_only(args.model_dir, verb="prune")
-    report = prune(args.model_dir, args.out, heads=args.heads, fraction=args.fraction, importance=args.importance,
-                   data=args.data, dev_data=args.dev_data, overwrite=args.overwrite, **_data_columns(args))  # fmt: skip
+    try:
+        report = prune(args.model_dir, args.out, heads=args.heads, fraction=args.fraction,
+                       importance=args.importance, data=args.data, dev_data=args.dev_data, overwrite=args.overwrite,
+                       **_data_columns(args))  # fmt: skip
+    except ValueError as exc:
+        raise as_flag(exc, {"heads", "fraction", "importance"}) from None
     removed = sum(len(heads) for heads in report["removed"].values())
     if not removed:
         asked = f"--heads {args.heads}" if args.heads is not None else f"--fraction {args.fraction:g}"

@@ -14,10 +14,11 @@ import inspect
 import json
 import math
 import numbers
+import re
 import threading
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
@@ -256,6 +257,16 @@ def read_run_config(path: str | None) -> dict[str, Any]:
             raise ValueError(f'--config {path}: "{entry}" must be a JSON object of options ({example}), '
                              f"not {shown}")  # fmt: skip
     return config
+
+
+def as_flag(exc: ValueError, names: Collection[str]) -> ValueError:
+    """A Python argument's refusal (``layer=5; this model has 2 layers``) said as the flag that gave
+    it (``--layer 5: this model has 2 layers``) where it names one of ``names``; else ``exc`` itself."""
+    found = re.match(r"(\w+)=('(?:[^'\\]|\\.)*'|[^\s;:]+)[;:]? (.*)", str(exc), re.DOTALL)
+    if found is None or found[1] not in names:
+        return exc
+    value = found[2][1:-1] if len(found[2]) > 1 and found[2][0] == found[2][-1] == "'" else found[2]  # as typed
+    return ValueError(f"--{found[1].replace('_', '-')} {value}: {found[3]}")
 
 
 def _argument_error(message: str) -> Exception:

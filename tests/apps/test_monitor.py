@@ -1058,7 +1058,7 @@ def test_alerts_preview_tries_thresholds_without_storing_or_changing_anything(
     assert "0 not stored (a run with them would raise those), 0 stored already, 1 stored and withdrawn" in out
     for argv, said in ((["--z", "2"], "--z: thresholds to try, with --preview"),
                        (["--topic", "nope"], "--topic 'nope': no event of that topic in"),
-                       (["--preview", "--z", "-1"], "--z=-1.0 must be a positive number")):  # fmt: skip
+                       (["--preview", "--z", "-1"], "--z -1.0: must be a positive number")):  # fmt: skip
         assert main(["alerts", "--db", str(db), *argv]) == 2
         assert said in capsys.readouterr().err
 

@@ -601,6 +601,22 @@ def test_a_datasets_column_options_are_refused_even_at_a_logs_defaults(
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize(("flag", "value", "said"), [("--lr", "-1", "--lr -1.0: must be positive and finite"),
+                                                     ("--positive-threshold", "nan", "--positive-threshold nan: ")])
+def test_a_training_value_the_api_refuses_is_named_as_its_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, said: str
+) -> None:
+    """It had been the Python parameter's name ("lr=-1.0 must be positive and finite")."""
+    from attend.cli import main
+
+    log = tmp_path / "log.csv"
+    log.write_text("user,item,timestamp\nu,a,1\nu,b,2\nv,a,3\n", encoding="utf-8")
+    assert main(["recommend", "train", str(log), "--out", str(tmp_path / "m"), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {said}") and err.count("\n") == 1, err
+    assert not (tmp_path / "m").exists()
+
+
 def test_a_history_given_as_one_string_or_a_k_below_one_is_refused(sasrec_dir: Path, tmp_path: Path) -> None:
     """Before: history "56" was the items 5 and 6, and top_many with k=-1 returned the padding item."""
     runtime = load_recommender(sasrec_dir)

@@ -108,6 +108,12 @@ def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, c
          "give --heads N or --fraction F (not both)"),
         (["prune", "{model}", "--out", "{tmp}/p", "--heads", "7"], "head"),
         (["quantize", "{missing}"], "no such"),
+        # A value the API refuses is named as the flag that gave it (it had been "heads=-1 must be ...").
+        (["prune", "{model}", "--out", "{tmp}/p", "--heads", "-1"], "error: --heads -1: must be a non-negative"),
+        (["prune", "{model}", "--out", "{tmp}/p", "--fraction", "2"], "error: --fraction 2.0: must be in [0, 1)"),
+        (["export", "{model}", "--onnx", "{tmp}/o", "--opset", "3"], "error: --opset 3: choose one of 18-"),
+        (["quantize", "{model}", "--max-loss", "-1"], "error: --max-loss -1.0: an accuracy budget is in points"),
+        (["quantize", "{model}", "--max-loss", "nan"], "error: --max-loss nan: an accuracy budget is in points"),
         (["serve", "{model}", "--runtime", "onnx", "--port", "1"], "model.onnx"),
     ],
 )

@@ -344,8 +344,11 @@ def quantize(
     """
     if runtime not in QUANTIZE_RUNTIMES:
         raise ValueError(f"runtime={runtime!r}; choose one of {list(QUANTIZE_RUNTIMES)}")
-    if max_loss is not None and (runtime not in ("onnx", "both") or not 0 <= max_loss < 100):
-        raise ValueError(f"max_loss={max_loss}: an accuracy budget in points (0-100) for the ONNX runtime only")
+    if max_loss is not None and not 0 <= max_loss < 100:  # also refuses NaN
+        raise ValueError(f"max_loss={max_loss}: an accuracy budget is in points, at least 0 and under 100")
+    if max_loss is not None and runtime not in ("onnx", "both"):
+        raise ValueError(f"max_loss={max_loss}: an accuracy budget is searched with the ONNX runtime only "
+                         f"('onnx' or 'both', not {runtime!r})")  # fmt: skip
     path = Path(model_dir)
     ensemble = enclosing_ensemble(path)
     if ensemble is not None:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from attend.config import port_number, thread_count
+from attend.config import as_flag, port_number, thread_count
 from attend.jsonout import dumps_json
 
 __all__ = ["add_serve_options", "main", "register_cli", "serve_routers"]
@@ -69,13 +69,14 @@ def _flagged(flag: str, path: str, loader: Any) -> Any:
 
 
 def _detection_settings(values: dict[str, Any]) -> Any:
-    """``DetectionSettings(**values)``, a refused value named as its flag (``--z=-1.0 must be ...``)."""
+    """``DetectionSettings(**values)``, a refused value named as its flag (``--z -1.0: must be ...``, as
+    every verb names one)."""
     from attend.apps.monitor.detect import DetectionSettings
 
     try:
         return DetectionSettings(**values)
     except ValueError as exc:
-        raise ValueError(f"--{str(exc).replace('_', '-')}") from None
+        raise as_flag(exc, values) from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
