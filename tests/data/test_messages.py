@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import mailbox
@@ -326,6 +327,22 @@ def test_encoded_headers_are_decoded(tmp_path: Path) -> None:
     first, second = read_messages(path)
     assert (first.sender, first.subject) == ("José Pérez <jose@x.org>", "会議の件 — café")
     assert (second.sender, second.subject) == ("José <jose@x.org>", "会議の件 today")
+
+
+def test_raw_8bit_headers_and_gb2312_are_read_as_mail_clients_read_them(tmp_path: Path) -> None:
+    """An unencoded GBK subject had been read as Windows-1252 (``½ô¼±``), and ``gb2312``, which mail
+    means as GBK, had turned 镕 (outside GB2312) into U+FFFD, in a subject and a body alike."""
+    gbk_subject = ("Subject: 紧急：服务器宕机\nFrom: 运维 <ops@x.cn>\n".encode("gbk")
+                   + b"Content-Type: text/plain; charset=gbk\nContent-Transfer-Encoding: 8bit\n\n"
+                   + "请立即处理".encode("gbk") + b"\n")  # fmt: skip
+    utf8_subject = ("Subject: Réunion – 会议\nFrom: a@x.org\n".encode()
+                    + b"Content-Type: text/plain; charset=gbk\n\nok\n")  # UTF-8 is read first, whatever the body says
+    gb2312 = (b"Subject: =?gb2312?B?" + base64.b64encode("朱镕基".encode("gbk"))
+              + b"?=\nFrom: b@x.cn\nContent-Type: text/plain; charset=gb2312\n\n" + "朱镕基".encode("gbk") + b"\n")
+    first, second, third = read_messages(_mbox(tmp_path / "in.mbox", gbk_subject, utf8_subject, gb2312))
+    assert (first.subject, first.sender, first.text) == ("紧急：服务器宕机", "运维 <ops@x.cn>", "请立即处理")
+    assert second.subject == "Réunion – 会议"
+    assert (third.subject, third.text) == ("朱镕基", "朱镕基")
 
 
 def test_bad_charsets_and_headers_do_not_crash(tmp_path: Path) -> None:

@@ -199,10 +199,20 @@ def _cut(text: str, max_chars: int) -> tuple[str, bool]:
     return (text[:max_chars], True) if len(text) > max_chars else (text, False)
 
 
+#: East Asian charsets read by the superset mail clients decode them with (the WHATWG Encoding
+#: Standard's decoders): mail labelled ``gb2312`` is GBK in practice, and Python's own GB2312 and GBK
+#: codecs turned common characters outside them (镕) into U+FFFD.
+_SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "euc_kr": "cp949",
+              "shift_jis": "cp932", "big5": "big5hkscs"}  # fmt: skip
+
+
 def _text_codec(charset: str | None) -> str | None:
-    """The Python codec of a declared charset, or None if it is absent, unknown or not a text encoding."""
+    """The Python codec of a declared charset (an East Asian one's superset, :data:`_SUPERSETS`), or
+    None if it is absent, unknown or not a text encoding."""
     if not charset:
         return None
+    if charset.strip().lower() in _SUPERSETS:  # a label Python does not know (x-gbk)
+        return _SUPERSETS[charset.strip().lower()]
     try:
         b"x".decode(charset)  # LookupError for an unknown name or a bytes codec such as 'hex'
     except LookupError:
@@ -210,9 +220,10 @@ def _text_codec(charset: str | None) -> str | None:
     except ValueError:
         pass  # a text codec that cannot decode b"x" alone (UTF-16): it is still a text codec
     try:
-        return codecs.lookup(charset).name
+        name = codecs.lookup(charset).name
     except (LookupError, ValueError):  # ValueError: a NUL in the name
         return None
+    return _SUPERSETS.get(name, name)
 
 
 #: Charsets that decode any bytes at all, so a wrong declaration of one never fails.
@@ -387,6 +398,15 @@ def _html_to_text(html: str, limit: int) -> str:
 # --- Mail ------------------------------------------------------------------------------------------
 
 
+def _declared_charset(msg: email.message.Message) -> str | None:
+    """The first charset the mail declares for a part of its text, if any."""
+    for part in msg.walk():
+        charset = part.get_content_charset()
+        if charset and _text_codec(charset) not in (None, "ascii"):
+            return charset
+    return None
+
+
 def _header(msg: email.message.Message, name: str) -> str:
     """A header decoded (RFC 2047 encoded words, any charset, bad ones included) on one line."""
     value = msg.get(name)
@@ -398,8 +418,19 @@ def _header(msg: email.message.Message, name: str) -> str:
         return " ".join(_CONTROL.sub("", str(value)).split())
     decoded: list[tuple[str, str | None]] = []
     for chunk, charset in chunks:
+        raw = None  # the bytes of an unencoded 8-bit header, as the email package gives them either way
         if isinstance(chunk, str) and re.search("[\udc80-\udcff]", chunk):
-            chunk = chunk.encode("utf-8", "surrogateescape")  # raw 8-bit bytes of an unencoded header
+            raw = chunk.encode("utf-8", "surrogateescape")
+        elif isinstance(chunk, bytes) and charset == "unknown-8bit":
+            raw = chunk
+        if raw is not None:
+            # Raw 8-bit bytes of an unencoded header: UTF-8 if they are, else the charset the mail
+            # declares for its text (GBK mail often writes its subject so; it had been read as
+            # Windows-1252, mojibake).
+            try:
+                chunk = raw.decode("utf-8")
+            except ValueError:
+                chunk = _decode_bytes(raw, _declared_charset(msg))
         text = _decode_bytes(chunk, charset) if isinstance(chunk, bytes) else chunk
         # Already decoded: the charset now only tells make_header where encoded words were (for spacing).
         decoded.append((text, "utf-8" if charset else None))
