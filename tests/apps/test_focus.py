@@ -707,6 +707,35 @@ def test_triage_and_ingest_draw_a_bar_over_the_messages_read(
     assert "triage: 100%" in err and "42/42" in err
 
 
+def test_a_mail_reusing_a_stored_mails_message_id_is_read_under_its_contents_id(
+    assistant: FocusAssistant, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mail cannot be given its own id: one reusing a stored mail's Message-ID (a list's footer added)
+    is read under its content's id, and the rest of the mailbox is triaged (every later ingest had failed)."""
+    monkeypatch.setattr("attend.apps.focus.assistant.FocusAssistant._cached_heads", lambda self, _: assistant.heads)
+    db = str(tmp_path / "focus.db")
+    assert main(["focus", "start", "--db", db, "--task", TASK]) == 0
+    capsys.readouterr()
+    first, later = mailbox.mbox(tmp_path / "first.mbox"), mailbox.mbox(tmp_path / "later.mbox")
+    for box, bodies in ((first, ["Tonight we mark the 10B Macbeth essays."]),
+                        (later, ["A new note.", "Tonight we mark the 10B Macbeth essays.\n--\nYou are subscribed."])):
+        for body in bodies:
+            mail = EmailMessage()
+            mail["From"], mail["Message-ID"] = "head@school.org", "<new@x>" if body == "A new note." else "<rel@x>"
+            mail.set_content(body)
+            box.add(mail)
+        box.flush()
+    assert main(["focus", "ingest", "--db", db, "--messages", str(tmp_path / "first.mbox"), "--json"]) == 0
+    assert [d["id"] for d in json.loads(capsys.readouterr().out)] == ["rel@x"]
+    for _ in range(2):  # the same on a second reading: the mail is the one stored under its content's id
+        assert main(["focus", "ingest", "--db", db, "--messages", str(tmp_path / "later.mbox"), "--json"]) == 0
+        captured = capsys.readouterr()
+        ids = [d["id"] for d in json.loads(captured.out)]
+        assert ids[0] == "new@x" and ids[1].startswith("m-"), ids
+        assert f"note: 1 mail(s) of {tmp_path / 'later.mbox'} reuse the Message-ID of a stored mail" in captured.err
+        assert f"(first: message 2, Message-ID 'rel@x' read as {ids[1]})" in captured.err
+
+
 def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, capsys: pytest.CaptureFixture,
                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.setattr("attend.apps.focus.assistant.FocusAssistant._cached_heads", lambda self, _: assistant.heads)

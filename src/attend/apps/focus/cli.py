@@ -202,19 +202,28 @@ def _cmd_start(args: argparse.Namespace) -> int:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from attend.apps.focus.service import StoredIdTaken
+    from attend.data.messages import detect_message_format
 
     where: list[str] = []
     messages = _read(args.messages, args.format, where)
+    # Mails' ids are their Message-IDs, which the person cannot change: one a stored mail reused is read
+    # under the id its content gives (a list footer added to a mail had refused the rest of its mailbox).
+    mail = args.messages != "-" and (args.format or detect_message_format(args.messages)) in ("mbox", "maildir")
     _threads(args.threads)
     service = _service(args, create=False)
+    named = "standard input" if args.messages == "-" else args.messages
     try:
         with _reading_bar(args, len(messages)) as bar:
-            decisions = service.ingest(messages, progress=bar.update)
+            decisions = service.ingest(messages, progress=bar.update, mail=mail)
     except StoredIdTaken as exc:  # named where the user can find it, not by its place in the list read
-        named = "standard input" if args.messages == "-" else args.messages
         raise ValueError(f"{named}: {where[exc.index]}: {exc.detail}") from None
     finally:
         service.close()
+    if reread := [(place, m.id, d.id) for place, m, d in zip(where, messages, decisions, strict=True) if d.id != m.id]:
+        place, given, derived = reread[0]
+        print(f"note: {len(reread)} mail(s) of {named} reuse the Message-ID of a stored mail with another text or "
+              f"sender: each is read under an id derived from its content (first: {place}, Message-ID {given!r:.80} "
+              f"read as {derived})", file=sys.stderr)  # fmt: skip
     if args.json:
         print(dumps_json([d.to_dict() for d in decisions]))
     else:

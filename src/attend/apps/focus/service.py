@@ -7,13 +7,14 @@ thin shells over these.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from attend.apps.focus.assistant import Costs, Decision, FeatureStats, FocusAssistant, Session
 from attend.apps.focus.digest import build_digest
 from attend.apps.focus.store import FocusStore, SessionError, open_focus_store
-from attend.data.messages import Message
+from attend.data.messages import Message, message_id
 
 __all__ = ["FocusService", "check_unique_ids", "triage"]
 
@@ -92,23 +93,39 @@ class FocusService:
                              for m in recent]  # fmt: skip
         return out
 
-    def ingest(self, messages: Sequence[Message], *, progress: Callable[[int], None] | None = None) -> list[Decision]:
+    def ingest(self, messages: Sequence[Message], *, progress: Callable[[int], None] | None = None,
+               mail: bool = False) -> list[Decision]:  # fmt: skip
         """Triage ``messages`` in the running session and store the decisions (one transaction);
-        ``progress`` is called with the number of messages done: those stored before, then each batch read."""
+        ``progress`` is called with the number of messages done: those stored before, then each batch read.
+
+        A message under a stored message's id with another text or sender is refused (:class:`StoredIdTaken`),
+        unless ``mail``: the messages are mails, whose ids are Message-IDs their reader cannot change, and
+        such a mail is triaged under the id its content gives (:func:`~attend.data.messages.message_id`),
+        as reading one mailbox treats a reused Message-ID. A list's footer added to a mail had refused every
+        later ingest of its mailbox."""
         session = self.store.active_session()
         if session is None:
             raise SessionError("no focus session is running: start one with `attend focus start --task TEXT`")
         check_unique_ids(messages)
         self.assistant  # noqa: B018 - load the encoder before taking the lock
         with self.store.updating():
-            return self._ingest(session, messages, progress)
+            return self._ingest(session, messages, progress, mail)
 
     def _ingest(self, session: dict[str, Any], messages: Sequence[Message],
-                progress: Callable[[int], None] | None) -> list[Decision]:  # fmt: skip
+                progress: Callable[[int], None] | None, mail: bool) -> list[Decision]:  # fmt: skip
         person = self.store.person(self.assistant.reader.dim)
         stored = self.store.session_messages(session["id"], [m.id for m in messages])
+
+        def taken(m: Message) -> bool:
+            return m.id in stored and (stored[m.id]["text"], stored[m.id]["sender"]) != (m.text, m.sender)
+
+        if mail and any(taken(m) for m in messages):
+            messages = [replace(m, id=message_id(m.text, m.sender, m.subject, m.time)) if taken(m) else m
+                        for m in messages]  # fmt: skip
+            check_unique_ids(messages)
+            stored = self.store.session_messages(session["id"], [m.id for m in messages])
         for index, m in enumerate(messages):
-            if m.id in stored and (stored[m.id]["text"], stored[m.id]["sender"]) != (m.text, m.sender):
+            if taken(m):
                 # Another message under a stored one's id (a numbering per export starts again at 1):
                 # "stored once" would drop it unseen, and feedback on the id would teach the old one.
                 raise StoredIdTaken(index, (
