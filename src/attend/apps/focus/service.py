@@ -7,8 +7,8 @@ thin shells over these.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from attend.apps.focus.assistant import Costs, Decision, FeatureStats, FocusAssistant, Session
