@@ -337,10 +337,13 @@ def test_a_compressed_events_file_replays_as_the_file_inside(tmp_path: Path) -> 
     [
         (["--window", "1x"], "--window '1x': give a positive whole number and a unit s, m, h, d or w"),
         (["--window", "0h"], "--window '0h'"),
-        (["--alpha", "1.5"], "--alpha=1.5 must be in (0, 1]"),
-        (["--min-volume", "0"], "--min-volume=0 must be >= 1"),
+        (["--alpha", "1.5"], "--alpha 1.5: must be in (0, 1]"),
+        (["--min-volume", "0"], "--min-volume 0: must be >= 1"),
         (["--negative-label", "angry"], "--negative-label 'angry' is not a label of the model"),
         (["--webhook", "ftp://x"], "--webhook 'ftp://x': give an http:// or https:// URL"),
+        # a URL without a host had been taken, the whole stream scored, then every delivery failed
+        (["--webhook", "http://"], "--webhook 'http://': no host in it"),
+        (["--webhook", "http://localhost:99999/h"], "--webhook 'http://localhost:99999/h': not a URL (Port out of"),
         (["--explain-method", "saliency"], "--explain-method 'saliency': choose one of ['attention'"),
         (["--poll", "-1"], "--poll -1.0: must be seconds > 0"),  # was accepted, or failed after storing
         (["--poll", "0"], "--poll 0.0: must be seconds > 0 (0 would look"),  # a busy loop
@@ -1209,6 +1212,22 @@ def test_follow_events_tails_a_csv_and_flushes_when_idle(tmp_path: Path) -> None
     events = [e for e in seen if e is not None]
     assert [e.id for e in events] == ["1", "2", "3"]
     assert [e.text for e in events] == ['a "quoted" text', "partial line", "two\nlines"]
+
+
+def test_a_last_line_unfinished_when_following_stops_is_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """It had been dropped without a word, the summary saying every event read was stored."""
+    from attend.apps.monitor import follow_events
+
+    path = write_jsonl(tmp_path / "live.jsonl", [GOOD])
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({**GOOD, "id": "nonl"}))  # no line end yet
+    seen: list[Any] = []
+    with caplog.at_level("WARNING"):
+        for item in follow_events(path, poll=0.01, stop=lambda: None in seen):
+            seen.append(item)
+    assert [e.id for e in seen if e is not None] == [GOOD["id"]]
+    assert f"{path}: stopped before its last line was finished (" in caplog.text
+    assert "after line 1, no line end yet): not read; a rerun reads it" in caplog.text
 
 
 @pytest.mark.parametrize("rotation", ["rename", "copytruncate"])

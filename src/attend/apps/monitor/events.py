@@ -411,6 +411,7 @@ def follow_events(
     finally:
         if handle is not None:
             handle.close()
+            tail.finish(stopped=True)
 
 
 class _Tail:
@@ -429,11 +430,16 @@ class _Tail:
         handle.seek(0)  # the caller seeks to where it reads next
         return handle.read(len(self.head)) != self.head
 
-    def finish(self) -> None:
-        """The file is done with (rotated away, its writer gone to the new one): what it left
-        unfinished, a line without its end or a quoted CSV record never closed, is said and skipped."""
+    def finish(self, stopped: bool = False) -> None:
+        """The file is done with (rotated away, its writer gone to the new one; or, ``stopped``, the
+        reading stopped): what it left unfinished, a line without its end or a quoted CSV record never
+        closed, is said and skipped (on a stop it had been dropped without a word)."""
         unfinished = len(self.buffer) + sum(len(line) for line in self.parser.pending)
-        if unfinished:
+        if unfinished and stopped:
+            log.warning("%s: stopped before its last line was finished (%d bytes after line %d, no line end yet): "
+                        "not read; a rerun reads it once its line end is written", self.name, unfinished,
+                        self.line_number)  # fmt: skip
+        elif unfinished:
             log.warning("%s: the file rotated away ends in an unfinished line (%d bytes, after line %d): skipped",
                         self.name, unfinished, self.line_number)  # fmt: skip
 

@@ -63,8 +63,8 @@ class MonitorSettings:
     def __post_init__(self) -> None:
         if self.examples < 0:
             raise ValueError(f"--examples {self.examples} must be >= 0")
-        if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):
-            raise ValueError(f"--webhook {self.webhook!r}: give an http:// or https:// URL")
+        if self.webhook is not None and _url_problem(self.webhook):
+            raise ValueError(f"--webhook {self.webhook!r}: {_url_problem(self.webhook)}")
         if not self.webhook_timeout > 0:  # NaN too
             raise ValueError(f"--webhook-timeout {self.webhook_timeout}: must be > 0 seconds")
         for name in ("webhook_attempts", "max_events", "max_chars"):
@@ -110,6 +110,23 @@ class RunSummary:
     withdrawn: int = 0
     #: Withdrawn alerts reinstated in the run (their windows, judged again, are a surge again).
     reinstated: int = 0
+
+
+def _url_problem(url: str) -> str | None:
+    """What makes ``url`` no address to POST to (no host: ``http://`` had been taken, then failed at
+    each alert after the whole stream was scored), or None."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "give an http:// or https:// URL"
+    if not parts.hostname:
+        return "no host in it; give e.g. http://localhost:8080/hook"
+    return None
 
 
 #: The ``type`` of a webhook POST: an alert raised, and one withdrawn after it was sent.
