@@ -77,7 +77,8 @@ def load_plugins() -> list[str]:
         for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda found: found.name):
             try:
                 importlib.import_module(entry.module)  # `pkg.mod:attr [extra]` names module pkg.mod
-            except Exception as exc:  # a plugin's own failure, reported and skipped
+            except (Exception, SystemExit) as exc:  # a plugin's own failure, reported and skipped (a sys.exit()
+                # in it had ended every command, with exit 0 and no word)
                 warnings.warn(f"attend plugin {entry.name!r} ({entry.value}) failed to load: "
                               f"{type(exc).__name__}: {exc}", PluginWarning, stacklevel=2)  # fmt: skip
             else:

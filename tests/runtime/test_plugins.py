@@ -231,17 +231,20 @@ def test_a_plugin_that_fails_to_import_is_named_and_attends_own_models_still_loa
     info.mkdir(parents=True)
     (site / "broken_plugin.py").write_text("raise ImportError('needs a library that is not installed')\n")
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[attend.plugins]\nbroken = broken_plugin\n")
+    (site / "exiting_plugin.py").write_text("import sys\nsys.exit(0)\n")  # it had ended every command, exit 0
+    (info / "entry_points.txt").write_text("[attend.plugins]\nbroken = broken_plugin\nexits = exiting_plugin\n")
     script = ("import warnings, attend.config as c\n"
               "with warnings.catch_warnings(record=True) as caught:\n"
               "    warnings.simplefilter('always')\n"
               "    print(c.load_plugins(), c.load_plugins())\n"
-              "print(len(caught), caught[0].message)\n")  # fmt: skip
+              "print(len(caught), caught[0].message)\n"
+              "print(caught[1].message)\n")  # fmt: skip
     found = _run([sys.executable, "-c", script], site, tmp_path)
     assert found.returncode == 0, found.stderr
-    first, second = found.stdout.splitlines()
+    first, second, third = found.stdout.splitlines()
     assert first == "[] []"  # searched once: the second call does not import (or warn) again
-    assert second.startswith("1 attend plugin 'broken' (broken_plugin) failed to load: ImportError: needs a library")
+    assert second.startswith("2 attend plugin 'broken' (broken_plugin) failed to load: ImportError: needs a library")
+    assert third == "attend plugin 'exits' (exiting_plugin) failed to load: SystemExit: 0"
     # The command line says it in one line of its own (it was Python's "file:line: RuntimeWarning:" and
     # the source line that warned).
     model = tmp_path / "theirs"

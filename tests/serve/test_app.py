@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from attend.apps.monitor.cli import main as monitor_main
 from attend.io import ModelDirError
 from attend.runtime import load
-from attend.serve import RouterSpec
+from attend.serve import RouterSpec, Routes
 from attend.serve.app import ServeSettings, create_app, load_for_serving
 from attend.serve.batching import MicroBatcher
 from tests.conftest import copy_model, planted_rows, start_server
@@ -853,6 +853,58 @@ def test_your_own_routers_are_mounted_listed_and_refused_clearly(
     assert failed.status_code == 500 and "secret-token-123" not in failed.text
     assert failed.json()["error"] == {"type": "internal", "message": "an internal error (RuntimeError); the "
                                                                     "server's log has it"}  # fmt: skip
+
+
+def info_router(runtime: object, info: dict, mount: str = "") -> object:
+    """A router that says something of itself in ``info`` (and mounts an app at ``mount``)."""
+    from fastapi import APIRouter, FastAPI
+
+    router = APIRouter()
+
+    @router.get("/v1/mine")
+    async def mine() -> dict[str, str]:
+        return {"mine": "yes"}
+
+    if mount:
+        router.mount(mount, FastAPI())
+    return Routes(router=router, info=info)
+
+
+def exiting_router(runtime: object) -> object:
+    raise SystemExit(0)
+
+
+def test_a_routers_info_is_shown_and_one_it_cannot_show_is_refused(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --router's info other than 'apps' had been dropped in silence, a second router's 'apps' entry had
+    replaced the first's, a mount at "/" had been FastAPI's traceback, and a sys.exit() in a factory or
+    at a module's import had ended `attend serve` with exit 0 and no word."""
+    from attend.cli import main
+
+    runtime = load(model_dir)
+    spec = "tests.serve.test_app:info_router"
+    app = create_app(runtime, ServeSettings(), routers=[
+        RouterSpec(spec, {"info": {"custom": 1, "limits": {"max_rows": 5}}, "mount": "/sub"}),
+        RouterSpec(spec.replace("info_router", "slow_router"), {"seconds": 0})])  # fmt: skip
+    with TestClient(app) as client:
+        shown = client.get("/v1/model").json()["apps"]
+    assert shown[spec] == {"paths": ["/sub", "/v1/mine"], "custom": 1, "limits": {"max_rows": 5}}
+    assert shown["tests.serve.test_app:slow_router"] == {"paths": ["/v1/slow"]}
+    for info, said in (({"apps": {spec: {}}}, f"its apps entry {spec!r} is {spec}'s already"),
+                       ({"apps": [1]}, "its info's 'apps' is a list"),
+                       ({"apps": {"x": {}}, "name": "evil"}, "its info has 'apps' and ['name'], which would not")):
+        with pytest.raises(ValueError, match=re.escape(said)):
+            create_app(runtime, ServeSettings(),
+                       routers=[RouterSpec(spec, {"info": {}}), RouterSpec(spec, {"info": info})])
+    with pytest.raises(ValueError, match=re.escape(f"{spec}: its router cannot be served: FastAPIError: Prefix")):
+        create_app(runtime, ServeSettings(), routers=[RouterSpec(spec, {"info": {}, "mount": "/"})])
+    with pytest.raises(ValueError, match=r"exiting_router' failed: SystemExit: 0"):
+        create_app(runtime, ServeSettings(), routers=[RouterSpec("tests.serve.test_app:exiting_router")])
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(0)\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve", str(model_dir), "--router", "exits:make", "--port", "1"]) == 2
+    assert "error: router factory 'exits:make': cannot import 'exits' (SystemExit: 0)" in capsys.readouterr().err
 
 
 def error_router(runtime: object) -> object:

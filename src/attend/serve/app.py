@@ -40,6 +40,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Mount
 
 from attend.config import MAX_WORKERS, load_plugins
 from attend.io import ArtifactDir, sha256_file
@@ -439,6 +440,33 @@ def _hide_query_strings() -> None:
         access.addFilter(_NoQueryString())
 
 
+def _router_apps(name: str, part: Routes, paths: list[str]) -> dict[str, Any]:
+    """What ``GET /v1/model`` shows of a router under ``apps``: its info's own ``apps`` entries (an
+    app's), else an entry under its name with its paths and whatever else its info holds (a plain
+    APIRouter had been invisible, and a ``--router``'s info other than ``apps`` dropped in silence)."""
+    if "apps" in part.info:
+        return part.info["apps"]
+    return {name: {"paths": paths, **part.info}}
+
+
+def _check_router_info(names: Sequence[str], parts: Sequence[Routes], listed: Sequence[list[str]]) -> None:
+    """Refuse a router's info that ``GET /v1/model`` cannot show as given: ``apps`` beside other keys,
+    ``apps`` not an object, or an ``apps`` entry another router has (the later had replaced the earlier)."""
+    owner: dict[str, str] = {}
+    for name, part, paths in zip(names, parts, listed, strict=True):
+        if "apps" in part.info and not isinstance(part.info["apps"], dict):
+            raise ValueError(f"{name}: its info's 'apps' is a {type(part.info['apps']).__name__}; give an object of "
+                             "entries, each shown under apps by its key")  # fmt: skip
+        if "apps" in part.info and len(part.info) > 1:
+            raise ValueError(f"{name}: its info has 'apps' and {sorted(set(part.info) - {'apps'})}, which would not be "
+                             "shown; put them in info['apps'], or leave 'apps' out and its info is shown under its "
+                             "name")  # fmt: skip
+        for key in _router_apps(name, part, paths):
+            if key in owner:
+                raise ValueError(f"{name}: its apps entry {key!r} is {owner[key]}'s already; name it otherwise")
+            owner[key] = name
+
+
 def create_app(
     runtime: Runtime | None,
     settings: ServeSettings | None = None,
@@ -479,11 +507,16 @@ def create_app(
              else Routes(router=spec) for spec in routers]  # fmt: skip
     names = [spec.factory if isinstance(spec, RouterSpec) else f"router {index}" for index, spec in enumerate(routers)]
     everything = [routes, *extra]
-    apps: dict[str, Any] = {}
     served = [_endpoints(part.router.routes) for part in extra]  # (path, method) of each router's routes
-    for name, part, endpoints in zip(names, extra, served, strict=True):
-        # A router that says nothing of itself is listed by its paths (a plain APIRouter had been invisible).
-        apps |= part.info.get("apps") or {name: {"paths": sorted({path for path, _ in endpoints})}}
+    listed = [sorted({path for path, _ in endpoints} | {route.path for route in part.router.routes
+                                                        if isinstance(route, Mount)})  # a mounted app's prefix
+              for part, endpoints in zip(extra, served, strict=True)]  # fmt: skip
+    _check_router_info(names, extra, listed)
+
+    def apps() -> dict[str, Any]:  # as each router's info reads now (its refresh may have changed it)
+        return {key: entry for name, part, paths in zip(names, extra, listed, strict=True)
+                for key, entry in _router_apps(name, part, paths).items()}  # fmt: skip
+
     state = {"ready": False}
     starting = ["the served model's routes", *(f"router factory {name!r}" for name in names)]
 
@@ -568,7 +601,7 @@ def create_app(
             # (max_texts, max_batch, ... had been given for a /v1/predict that is not served)
             return ModelInfo(name=None, task=None, runtime=None, config=None, version={"attend": __version__},
                              metrics=None, limits={"max_body_bytes": limits["max_body_bytes"]},
-                             apps=apps or None)  # fmt: skip
+                             apps=apps() or None)  # fmt: skip
         config = runtime.config
         return ModelInfo(
             name=runtime.name,
@@ -584,7 +617,7 @@ def create_app(
             },
             metrics=_paths_named(_served_metrics(stored, runtime.backend)),
             limits=limits,
-            apps=apps or None,
+            apps=apps() or None,
             **info,
         )
 
@@ -628,7 +661,10 @@ def create_app(
             raise ValueError(f"{name}: {method} {path} is served already (by the model's routes, the service or "
                              "another router); give the route another path")  # fmt: skip
         taken |= mine
-        app.include_router(part.router)
+        try:
+            app.include_router(part.router)
+        except Exception as exc:  # FastAPI's own refusal (an app mounted at "/"): it had been a traceback
+            raise ValueError(f"{name}: its router cannot be served: {type(exc).__name__}: {exc}") from None
     known_paths.update(getattr(route, "path", "") for route in app.routes)
     _document_errors(app.routes)
     # Routers are included as one entry each, without their paths: the schema lists every path, so a

@@ -120,7 +120,8 @@ class RouterSpec:
             raise ValueError(f"router factory {self.factory!r} must read 'package.module:function'")
         try:
             found = importlib.import_module(module)
-        except Exception as exc:  # the module's own import errors too: they are the plugin's
+        except (Exception, SystemExit) as exc:  # the module's own import errors (and a sys.exit(): it had
+            # stopped `attend serve` with exit 0 and no word) too: they are the plugin's
             raise ValueError(f"router factory {self.factory!r}: cannot import {module!r} ({type(exc).__name__}: "
                              f"{exc}); is it on the Python path (the folder attend serve runs in is)?") from None
         function = getattr(found, name, None)
@@ -146,7 +147,7 @@ def call_factory(label: str, factory: Callable[..., Any], *args: Any, **kwargs: 
     ...), and a database's refusal is said as one by the CLI."""
     try:
         return factory(*args, **kwargs)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a sys.exit() in a plugin's factory had ended serve with exit 0
         if getattr(factory, "__module__", "").split(".")[0] == "attend":
             raise
         raise ValueError(f"{label} failed: {type(exc).__name__}: {exc}") from exc
