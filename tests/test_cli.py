@@ -61,6 +61,21 @@ def test_evaluate_draws_a_bar_over_the_texts_and_scores_them_as_in_one_piece(
     assert done.returncode == 0 and "evaluate:" not in done.stderr
 
 
+@pytest.mark.parametrize("argv", [["evaluate", "{model}", "rotten_tomatoes", "--label-col", "foo"],
+                                  ["robustness", "{model}", "chinese_reviews", "--text-col", "foo"],
+                                  ["faithfulness", "{model}", "chinese_reviews", "--text-col", "foo"]])
+def test_a_column_option_with_a_registered_dataset_is_refused(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """It had been ignored: the dataset's own columns scored, exit 0."""
+    from attend.cli import main
+
+    assert main([a.format(model=trained["encoder"]) for a in argv]) == 2
+    flag, value = argv[-2:]
+    assert capsys.readouterr().err == (f"error: {flag} {value}: {argv[2]} is a registered dataset that names its own "
+                                       "columns; the column options are for a data file\n")
+
+
 def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "model"
     code = main(["train", str(planted_csv), "--model", "encoder", "--out", str(out), "--config", str(config_file),
@@ -257,6 +272,12 @@ def test_an_empty_augment_turns_off_a_files_augment_with_its_settings(
          "model field(s) ['num_labels'] are set from the data"),  # was overwritten without a word
         (["train", "data.csv", "--out", "m", "--model", "seq2seq", "--config", "vocab.json"],
          "model field(s) ['vocab_size'] are set from the tokenizer trained on the data"),  # was a TypeError traceback
+        # A registered dataset's columns are its own: the options had been ignored, and it trained in full.
+        (["train", "rotten_tomatoes", "--out", "m", "--text-col", "foo"],
+         "--text-col foo: rotten_tomatoes is a registered dataset that names its own columns"),
+        (["train", "chinese_reviews", "--out", "m", "--split-col", "part"], "--split-col part: chinese_reviews is a"),
+        (["train", "tatoeba_en_de", "--out", "m", "--model", "seq2seq", "--target-col", "de"],
+         "--target-col de: tatoeba_en_de is a registered dataset"),
     ],
 )
 def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
@@ -529,6 +550,21 @@ def test_a_signal_after_the_command_finished_ends_it_with_its_status(signum: int
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "not reached" not in done.stderr and "Traceback" not in done.stderr
     assert json.loads(done.stdout)  # what the command printed, whole
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_in_the_interpreters_last_teardown_leaves_the_commands_status(signum: int) -> None:
+    """After atexit the interpreter puts the default handlers back while it frees torch's and ONNX
+    Runtime's objects (a second after `export` printed its last line): a Ctrl-C then had killed the
+    finished command by the signal, without a word. Here the signal comes from an object freed in
+    that teardown."""
+    script = ("import os, signal, sys\nsys.argv = ['attend', 'datasets', '--json']\nfrom attend.cli import main\n"
+              "class Late:\n    def __del__(self):\n"
+              f"        os.kill(os.getpid(), {int(signum)})\n        os.write(2, b'survived')\n"
+              "late = Late()\nsys.exit(main())\n")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr.endswith("survived"), (done.returncode, done.stderr)
+    assert json.loads(done.stdout)
 
 
 def test_an_unrecognised_argument_is_shown_with_its_verbs_usage(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,6 +7,7 @@ non-zero exit code, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
 import functools
@@ -84,6 +85,17 @@ def _candidates(value: str | None) -> list[str] | None:
                                              "encoder,minilm")  # fmt: skip
 
 
+def _no_columns_of_a_dataset(data: str, given: Sequence[tuple[str, str | None]]) -> None:
+    """Refuse the first column option of ``given`` (``(flag, value)``, None where not given) when
+    ``data`` names a registered dataset: its columns are its own, and the option had been ignored
+    without a word (``--text-col foo`` trained and scored the dataset's texts)."""
+    from attend.data.datasets import dataset_columns_error, names_dataset
+
+    flag, value = next(((flag, value) for flag, value in given if value is not None), (None, None))
+    if flag is not None and value is not None and names_dataset(data):
+        raise dataset_columns_error(flag, value, data)
+
+
 def _named(flag: str, value: str, none: str) -> list[str]:
     """The comma-separated names of a flag's value; a value naming none is an error (``none`` says what)."""
     names = [name.strip() for name in value.split(",") if name.strip()]
@@ -146,6 +158,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not translating and (args.source_col != "source" or args.target_col != "target"):
         raise UsageError("--source-col and --target-col are for --model seq2seq (a classifier's columns: --text-col, "
                          "--label-col)")  # fmt: skip
+    _no_columns_of_a_dataset(args.data, [("--source-col", None if args.source_col == "source" else args.source_col),
+                                         ("--target-col", None if args.target_col == "target" else args.target_col),
+                                         ("--text-col", None if args.text_col == "text" else args.text_col),
+                                         ("--label-col", None if args.label_col == "label" else args.label_col),
+                                         ("--label-sep", args.label_sep), ("--split-col", args.split_col)])
     if translating and args.time_budget is not None:
         training["time_budget"] = args.time_budget
     if translating:
@@ -318,6 +335,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     task = _task_of(args.model_dir)
     if task not in ("translation", "classification", *RECOMMENDATION_TASKS):  # a package's own task: its runtime
         return _evaluate_own_task(args)
+    _no_columns_of_a_dataset(args.data, [("--text-col", args.text_col), ("--label-col", args.label_col),
+                                         ("--source-col", args.source_col), ("--target-col", args.target_col),
+                                         ("--split-col", args.split_col)])
     if task == "translation":
         if args.int8:
             raise UsageError("--int8: translators run on PyTorch in float32 (int8 is for classifiers)")
@@ -976,6 +996,7 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
         raise _translators_only(given)
     from attend.data.datasets import names_dataset
 
+    _no_columns_of_a_dataset(args.data, [("--text-col", args.text_col)])
     path = Path(args.data)
     if path.exists() and not names_dataset(args.data):
         text_col = _model_column(args.model_dir, args.text_col, "text_col")
@@ -1074,6 +1095,7 @@ def _translator_faithfulness(args: argparse.Namespace) -> int:
 def _cmd_robustness(args: argparse.Namespace) -> int:
     from attend.runtime.robustness import format_robustness, robustness, robustness_rows
 
+    _no_columns_of_a_dataset(args.data, [("--text-col", args.text_col), ("--label-col", args.label_col)])
     predictor = _cli_predictor(args.model_dir, False)
     rows, described = robustness_rows(predictor, args.data, text_col=args.text_col, label_col=args.label_col,
                                       limit=args.limit, seed=args.seed)  # fmt: skip
@@ -1659,11 +1681,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Set once the process's own command (``main()`` without ``argv``) has returned.
+_FINISHED: list[bool] = []
+
+
+def _ignore_signals_in_teardown() -> None:
+    """At the very end of ``atexit`` (registered when this module is imported, before torch's, so
+    run after them): the interpreter's teardown that follows, a second of freeing torch's and ONNX
+    Runtime's objects, puts the default signal handlers back, and a Ctrl-C then killed a finished
+    command by the signal (exit 130, its work written, without a word). From here both are ignored;
+    an ignored signal is left so by that teardown."""
+    if _FINISHED:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+atexit.register(_ignore_signals_in_teardown)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the process is attend's: a plugin's failure is one line, not Python's file:line form
         _plugin_warnings_in_one_line()
     code = _main(argv)
-    if argv is None:  # the process ends next: a Ctrl-C now would only break the interpreter's shutdown
+    if argv is None:
+        _FINISHED.append(True)  # the process ends next: a Ctrl-C now would only break the interpreter's shutdown
         # (a model already written printed torch's atexit traceback and exited 0, or died by the signal;
         # SIGTERM killed it, exit 143, the work done). Ignoring them could leave a shutdown that hangs
         # unstoppable: either ends the process at once, with the verb's status, what it printed flushed.

@@ -455,6 +455,14 @@ def package_index() -> str:
     return f"the package index {index}" if index else "PyPI"
 
 
+def dataset_columns_error(flag: str, value: str, data: str, files: str = "a data file") -> ValueError:
+    """The error for a column option given with a registered dataset, whose columns are its own (the
+    option had been ignored without a word); ``files``: what the options are for."""
+    shown = value if value and value.strip() == value else repr(value)
+    return ValueError(f"{flag} {shown}: {data} is a registered dataset that names its own columns; the column options "
+                      f"are for {files}")  # fmt: skip
+
+
 def names_dataset(data: str | os.PathLike[str]) -> bool:
     """Whether ``data`` is read as the data set of that name: it names one and is no file here. A
     folder of that name (a model trained with ``--out rotten_tomatoes``) is no data file, and it hid

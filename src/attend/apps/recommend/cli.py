@@ -72,15 +72,16 @@ def _names(runtime: Any) -> dict[str, str]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from attend.apps.recommend.pipeline import _is_dataset, dataset_columns_error, train_recommender
+    from attend.apps.recommend.pipeline import _is_dataset, train_recommender
     from attend.config import read_run_config
+    from attend.data.datasets import dataset_columns_error
 
     columns = {"user_col": args.user_col, "item_col": args.item_col, "time_col": args.time_col,
                "rating_col": args.rating_col}  # fmt: skip
     named: dict[str, str | None] = {k: v for k, v in columns.items() if v is not None}  # the rest: the API's defaults
     if named and _is_dataset(args.data):  # even at a log's default value (the API's check cannot tell them apart)
         name, value = next(iter(named.items()))
-        raise dataset_columns_error(f"--{name.replace('_', '-')}", value, args.data)
+        raise dataset_columns_error(f"--{name.replace('_', '-')}", value, args.data, "a log file")
     if named.get("time_col") == "none":
         named["time_col"] = None
     config = read_run_config(args.config)

@@ -12,6 +12,7 @@ import math
 import os
 from typing import Any
 
+from attend.data.datasets import dataset_columns_error
 from attend.runtime import Recommender, load
 from attend.training import Trainer, TrainingArgs, TrainResult
 
@@ -100,7 +101,7 @@ def train_recommender(
                  "--time-col": (time_col, "timestamp"), "--rating-col": (rating_col, None)}  # fmt: skip
         for flag, (value, default) in given.items():
             if value != default:
-                raise dataset_columns_error(flag, "none" if value is None else value, data)
+                raise dataset_columns_error(flag, "none" if value is None else value, data, "a log file")
     if rating_col is not None and model == "sasrec":  # it had been read, then left unused: a 0 click trained as one
         raise ValueError(f"--rating-col {rating_col} is for --model din (a rating at or above --positive-threshold is "
                          "a like); sasrec learns from the order of every event in the log, whatever its rating: keep "
@@ -119,13 +120,6 @@ def train_recommender(
                        positive_threshold=4.0 if positive_threshold is None else positive_threshold)  # fmt: skip
     args = TrainingArgs.from_dict({**RECOMMEND_DEFAULTS[model], **(training or {})})
     return Trainer(task, args, given=frozenset(training or {})).fit(out, resume=resume, overwrite=overwrite)
-
-
-def dataset_columns_error(flag: str, value: str, data: str) -> ValueError:
-    """The error for a column option given with a registered dataset, whose columns are its own."""
-    shown = value if value and value.strip() == value else repr(value)
-    return ValueError(f"{flag} {shown}: {data} is a registered dataset that names its own columns; the column options "
-                      "are for a log file")  # fmt: skip
 
 
 def _is_dataset(data: str) -> bool:
