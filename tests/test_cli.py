@@ -610,7 +610,7 @@ def test_an_os_error_in_a_working_file_names_the_folder(
 def test_a_negative_weight_is_read_as_a_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`--weights -1,2` was argparse's "expected one argument": the value read as an option."""
     assert main(["ensemble", "a", "b", "--out", str(tmp_path / "e"), "--weights", "-1,2"]) == 2
-    assert capsys.readouterr().err == "error: weights=[-1.0, 2.0]: weight -1.0 must be a positive number\n"
+    assert capsys.readouterr().err == "error: --weights -1,2: weight -1.0 must be a positive number\n"
 
 
 def test_a_mount_point_as_the_output_is_refused_before_training(

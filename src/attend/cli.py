@@ -1301,7 +1301,12 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
             weights = [float(value) for value in args.weights.split(",")]
         except ValueError:
             raise UsageError(f"--weights {args.weights!r}: expected numbers separated by commas, e.g. 1,1,2") from None
-    report = make_ensemble(args.model_dirs, args.out, weights=weights, overwrite=args.overwrite)
+    try:
+        report = make_ensemble(args.model_dirs, args.out, weights=weights, overwrite=args.overwrite)
+    except ValueError as exc:  # "weights=[1.0, 0.0]: weight 0.0 must be ..." named as the flag, as typed
+        if args.weights is None or not str(exc).startswith("weights=["):
+            raise
+        raise UsageError(f"--weights {args.weights}: {str(exc).split(': ', 1)[1]}") from None
     if len(report["members"]) == 1:
         print(f"warning: an ensemble of one model predicts as {args.model_dirs[0]} does; give two models or more "
               "to average them", file=sys.stderr)  # fmt: skip

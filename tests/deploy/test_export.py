@@ -373,9 +373,11 @@ def test_unpadded_export_runs_on_real_tokens_and_matches_pytorch(
 def test_unpadded_export_of_a_model_that_cannot_skip_padding_is_refused(
     trained: dict[str, Path], tmp_path: Path
 ) -> None:
+    started: list[bool] = []
     with pytest.raises(ValueError, match="BiLSTMAttentionClassifier cannot skip padding"):
-        export_onnx(trained["bilstm_attention"], tmp_path / "onnx", unpad=True)
+        export_onnx(trained["bilstm_attention"], tmp_path / "onnx", unpad=True, on_start=lambda: started.append(True))
     assert not (tmp_path / "onnx").exists()
+    assert not started  # `attend export` had said the export was beginning, then refused it
 
 
 @pytest.mark.parametrize("name", ["encoder", "bilstm_attention", "minilm"])

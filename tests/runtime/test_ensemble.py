@@ -401,8 +401,9 @@ def test_cli_builds_and_uses_an_ensemble(members: list[Path], trained: dict[str,
     ("args", "message"),
     [
         (["--weights", "1,x"], "--weights '1,x': expected numbers"),
-        (["--weights", "1,-2"], "weight -2.0 must be a positive number"),
-        (["--weights", "1"], "1 weights for 2 members"),
+        # named as the flag, as typed (it had been "weights=[1.0, -2.0]: ...", the Python argument)
+        (["--weights", "1,-2"], "error: --weights 1,-2: weight -2.0 must be a positive number"),
+        (["--weights", "1"], "error: --weights 1: 1 weights for 2 members"),
     ],
 )
 def test_cli_errors_are_one_line_and_exit_2(members: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],

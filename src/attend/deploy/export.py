@@ -218,12 +218,18 @@ def _quiet_exporter() -> Iterator[io.StringIO]:
                 logger.setLevel(level)
 
 
-@contextlib.contextmanager
-def _traced_unpadding(model: nn.Module, enabled: bool) -> Iterator[None]:
-    """While exporting with ``unpad``, let the model's layers unpad in the traced graph."""
+def _unpadding(model: nn.Module, enabled: bool) -> list[nn.Module]:
+    """The layers that unpad in a graph exported with ``unpad`` (``enabled``); a model with none is refused."""
     modules = unpadding_modules(model) if enabled else []
     if enabled and not modules:
         raise ValueError(f"{type(model).__name__} cannot skip padding (no unpadded graph): export it without --unpad")
+    return modules
+
+
+@contextlib.contextmanager
+def _traced_unpadding(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """While exporting with ``unpad``, let the model's layers unpad in the traced graph."""
+    modules = _unpadding(model, enabled)
     saved = [(module.unpad, module.unpad_traced) for module in modules]
     for module in modules:
         module.unpad = module.unpad_traced = True
@@ -470,6 +476,7 @@ def export_onnx(
     out = Path(out_dir)
     staged = ArtifactWriter(out, source=source, overwrite=overwrite)  # checks the output before any work
     check_texts, texts_source = parity_texts(predictor, texts)
+    _unpadding(predictor.model, unpad)  # a model that cannot is refused before the export is said to begin
     if on_start is not None:
         on_start()
     with staged as writer:
