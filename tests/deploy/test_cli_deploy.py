@@ -142,6 +142,12 @@ def test_quantize_and_prune_say_when_their_data_was_trained_on_and_take_its_colu
                  "--dev-data", str(renamed), "--text-col", "body", "--label-col", "topic", "--json"]) == 0  # fmt: skip
     report = json.loads(capsys.readouterr().out)
     assert "renamed.csv (30 examples" in json.dumps(report)
+    # The pruned directory's own figures stay those of its rebuilt test split, the baseline beside them (the
+    # --data file's had replaced them, served as its accuracy); the file's are under "pruning".
+    stored = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    original = json.loads((model / "metrics.json").read_text())
+    assert stored["split"].startswith("test split of ") and stored["num_examples"] == original["num_examples"]
+    assert stored["baseline"] == original["baseline"] and "renamed.csv (30 examples" in stored["pruning"]["data"]
 
 
 def test_quantize_says_what_to_do_with_a_folder_of_other_files_where_it_exports(

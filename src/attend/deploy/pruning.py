@@ -24,7 +24,7 @@ from attend.attention import MultiHeadAttention
 from attend.data.readers import DataError, LabelledTexts
 from attend.data.splits import held_out
 from attend.explain.focus import map_focus
-from attend.io import ArtifactWriter, refuse_ensemble
+from attend.io import ArtifactDir, ArtifactWriter, refuse_ensemble
 from attend.models import MODELS, build, config_from_dict
 from attend.models.base import kept_heads
 from attend.models.minilm import MiniLMConfig
@@ -227,6 +227,24 @@ def _count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _own_split_metrics(source: Path, config: Mapping[str, Any], pruned: TorchTextClassifier,
+                       after: dict[str, Any], described: str, *, given: bool) -> dict[str, Any]:
+    """The pruned model's ``metrics.json`` figures: on the test split it was trained with (rebuilt), as
+    every model directory's are, with the source's baseline on that split beside them; ``after`` (on
+    ``described``) where they are that split's already, or where it cannot be rebuilt. A ``--data``
+    file's figures had replaced them (one the model trained on among them, served as its accuracy),
+    the baseline dropped: those are in ``pruning`` alone now."""
+    if given:
+        try:
+            own, own_described = held_out(source, config, None, "test")
+        except (DataError, OSError):  # the training data is gone or changed: the given data's figures
+            return after | {"split": described}
+        after = score_probabilities(pruned.predict_proba(own.texts), own, pruned.labels, pruned.multi_label)
+        described = own_described
+    baseline = ArtifactDir(source, config).read_json("metrics.json").get("baseline")
+    return after | {"split": described} | ({"baseline": baseline} if baseline is not None else {})
+
+
 def prune(
     model_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -373,11 +391,12 @@ def prune(
         "source": str(source),
         "source_weights_sha256": predictor.config.get("weights_sha256"),
     }
+    metrics = _own_split_metrics(source, predictor.config, pruned, after, test_described, given=data is not None)
     with staged as writer:
         writer.save_weights(rebuilt)
         predictor.tokenizer.save(writer.path / "tokenizer.json")
         writer.record("tokenizer.json")
-        writer.write_json("metrics.json", after | {"split": test_described, "pruning": report})
+        writer.write_json("metrics.json", metrics | {"pruning": report})
         writer.copy_training_texts(source)
         writer.publish(config)
     report["seconds"] = round(time.perf_counter() - started, 2)
