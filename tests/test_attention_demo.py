@@ -27,3 +27,12 @@ def test_cli_rejects_unknown_verbs_without_a_traceback(capsys: pytest.CaptureFix
         main(["frobnicate"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("options", "said"), [({"steps": -1}, "steps=-1 must be a whole number of at least 1"),
+                                               ({"length": 0}, "length=0 must be a whole number of at least 1"),
+                                               ({"steps": 2.5}, "steps=2.5 must be a whole number")])
+def test_a_bad_argument_is_named(options: dict[str, object], said: str) -> None:
+    """steps=-1 had trained nothing and reported chance accuracy; length=0 failed inside torch.randint."""
+    with pytest.raises(ValueError, match=said):
+        run_demo(**options)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attend.attention import AttentionPooling, MultiHeadAttention, capture_attention
+from attend.data.validation import check_count
 
 VOCAB = [f"w{i:02d}" for i in range(30)] + ["ALPHA", "OMEGA"]
 MARKERS = (len(VOCAB) - 2, len(VOCAB) - 1)
@@ -55,7 +56,14 @@ class DemoResult:
 
 
 def run_demo(seed: int = 0, steps: int = 300, length: int = 12) -> DemoResult:
-    """Train the toy model and return what it learned and where it looks."""
+    """Train the toy model and return what it learned and where it looks.
+
+    Raises:
+        ValueError: ``steps`` or ``length`` is not a whole number of at least 1 (``steps=-1`` had
+            trained nothing and reported chance accuracy; ``length=0`` failed inside torch.randint).
+    """
+    check_count("steps", steps)
+    check_count("length", length)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = _TinyClassifier()
