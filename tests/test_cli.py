@@ -76,6 +76,25 @@ def test_a_column_option_with_a_registered_dataset_is_refused(
                                        "columns; the column options are for a data file\n")
 
 
+@pytest.mark.parametrize(("argv", "said"), [(["explain", "{model}", "great", "--html", ""], "--html ''"),
+                                             (["explain", "{model}", "x", "--png", " "], "--png ' '"),
+                                             (["predict", "{model}", "great", "--output", ""], "--output ''"),
+                                             (["train", "{data}", "--out", ""], "--out ''"),
+                                             (["focus", "triage", "--task", "x", "--messages", ""], "--messages ''"),
+                                             (["evaluate", "", "{data}"], "MODEL_DIR ''")])
+def test_an_empty_path_is_refused_by_its_flag(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    argv: list[str], said: str,
+) -> None:
+    """`--html "$OUT"` with OUT unset had written no page and exited 0; `--out ''` was the current folder."""
+    from attend.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main([a.format(model=trained["encoder"], data=trained["data"]) for a in argv]) == 2
+    assert capsys.readouterr().err == f"error: {said}: an empty path; give a file or folder name\n"
+    assert not list(tmp_path.iterdir())
+
+
 def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "model"
     code = main(["train", str(planted_csv), "--model", "encoder", "--out", str(out), "--config", str(config_file),

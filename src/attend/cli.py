@@ -1749,6 +1749,23 @@ def _innermost(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
     return parser
 
 
+#: The arguments that name a file or folder: an empty one (`--html "$OUT"` with OUT unset) is refused.
+#: It had been read as no flag (no page, exit 0) or as the current folder (`--out ''`, `--messages ''`).
+_PATH_DESTS = frozenset({"config", "data", "db", "dev_data", "events", "faq", "focus_db", "history_file", "html",
+                         "index_dir", "input", "item_features", "messages", "model_dir", "model_dirs", "monitor_db",
+                         "monitor_topic_model", "onnx", "out", "output", "png", "support_index", "texts_file",
+                         "topic_model"})  # fmt: skip
+
+
+def _refuse_empty_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for action in parser._actions:
+        values = getattr(args, action.dest, None) if action.dest in _PATH_DESTS else None
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str) and not value.strip():
+                named = action.option_strings[0] if action.option_strings else (action.metavar or action.dest.upper())
+                raise UsageError(f"{named} {value!r}: an empty path; give a file or folder name")
+
+
 #: Options whose value may start with a minus sign, which argparse takes for an option of its own
 #: (`--weights -1,2`: "expected one argument"): the value is joined to the flag, and checked as given.
 _SIGNED_VALUES = ("--weights",)
@@ -1778,6 +1795,7 @@ def _main(argv: Sequence[str] | None) -> int:
     # --resume` continues it); train, serve and monitor install their own handling within.
     with sigterm_as_ctrl_c():
         try:
+            _refuse_empty_paths(_innermost(parser, argv), args)
             _check_distributed_verb(args)
             return int(args.func(args))
         except BrokenPipeError:
