@@ -115,6 +115,8 @@ def test_tokens_that_share_their_characters_are_shown_once_on_the_page() -> None
     block = _tokens_block(shared)
     shown = re.findall(r">([^<]*)</span>", block)
     assert shown == ["[CLS]", "정", "말", "ﬃ", "[SEP]"], block
+    # A cell whose characters follow the last one's in the text is drawn against it (each had a gap).
+    assert re.findall(r'class="(tok[^"]*)"', block) == ["tok special", "tok", "tok joined", "tok", "tok special"]
     # One cell holds the three pieces, shaded by their sum, each named in its title.
     assert 'title="정 (the model saw ᄌ): 0.1000; ##정 (the model saw ##ᅥ): 0.2000; ##정 (the model saw ##ᆼ): ' in block
     page = render_html([shared])

@@ -100,6 +100,32 @@ def test_an_input_table_is_read_in_the_source_column_the_model_trained_on(
     assert "has no column 'src'" in capsys.readouterr().err
 
 
+def test_an_unknown_source_character_is_shown_as_itself(translator_dir: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Characters the vocabulary lacks had all been shown as `<unk>`, none told from another."""
+    source = "red  猫 cat\tsun"
+    assert main(["translate", str(translator_dir), source, "--json"]) == 0
+    alignment = json.loads(capsys.readouterr().out)[0]["alignment"]
+    tokens, spans = alignment["source_tokens"], alignment["source_spans"]
+    assert len(spans) == len(tokens) and tokens[-1] == "</s>" and spans[-1] is None
+    assert [source[a:b] for (a, b), token in zip(spans[:-1], tokens, strict=False) if token == "<unk>"] == ["猫"]
+    words = [(source[a:b], token) for (a, b), token in zip(spans[:-1], tokens, strict=False)
+             if token.strip() not in ("", "<unk>")]  # fmt: skip
+    # every other piece spells its own characters (a word's first with the space before it, as given)
+    assert words == [("red", " red"), (" cat", " cat"), ("\tsun", " sun")]
+    page = tmp_path / "page.html"
+    assert main(["explain", str(translator_dir), source, "--html", str(page)]) == 0
+    cells = re.findall(r'<span class="(tok src[^"]*)" data-j="\d+" tabindex="0"[^>]*>([^<]*)<', page.read_text("utf-8"))
+    # shown as it is spelt, the model's token named in its title; a piece that goes on with a word drawn
+    # against what it continues (each had stood apart, "y o u"), one that starts a word apart
+    assert 'title="猫 (the model saw &lt;unk&gt;)">猫</span>' in page.read_text(encoding="utf-8")
+    assert [cell for cell in cells if cell[1].strip()] == [("tok src", " red"), ("tok src joined", "猫"),
+                                                           ("tok src", " cat"), ("tok src", " sun"),
+                                                           ("tok src", "&lt;/s&gt;")]
+    assert main(["explain", str(translator_dir), source, "--top", "20"]) == 0
+    assert "<unk>" not in capsys.readouterr().out
+
+
 def test_translate_json_has_scores_and_alignments(translator_dir: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     assert main(["translate", str(translator_dir), "red cat sun", "--json"]) == 0

@@ -495,6 +495,14 @@ class SubwordTokenizer:
         return [[*row[: max_length - 1], self.EOS] if not c or end_cut else row[:max_length]
                 for row, c in zip(rows, cut, strict=True)], cut  # fmt: skip
 
+    def spans(self, texts: Sequence[str], max_length: int) -> list[list[tuple[int, int] | None]]:
+        """Per text, the characters (``(start, end)`` in the text) of each id :meth:`encode_ids` gives
+        it, None for ``</s>`` and for a piece of no characters (the word-start mark put before the
+        first word, given that word's first character): where an ``<unk>`` came from."""
+        return [[(start, end) if end > start and (token.strip("\u2581") or not text[start:end].strip()) else None
+                 for token, (start, end) in zip(e.tokens[: max_length - 1], e.offsets[: max_length - 1], strict=True)]
+                + [None] for text, e in zip(texts, encode_start(self.tokenizer, texts, max_length), strict=True)]
+
     def unknown_rate(self, texts: Sequence[str]) -> float:
         """Share of pieces that are ``<unk>``: how much of ``texts`` this vocabulary cannot read."""
         rows = [e.ids for e in self.tokenizer.encode_batch(list(texts))]

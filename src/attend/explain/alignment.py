@@ -57,6 +57,10 @@ MAX_TICKS = 60
 MAX_LABEL_CHARS = 14
 
 
+#: What an unknown token is written as (a translator's SentencePiece vocabulary, WordPiece's).
+UNKNOWN_TOKENS = frozenset({"<unk>", "[UNK]"})
+
+
 @dataclass
 class Alignment:
     """The cross-attention alignment of one translation.
@@ -75,6 +79,8 @@ class Alignment:
         faithfulness: Optional results of an erasure test of this alignment (rendered as a table).
         output_probabilities: Optional probability the model gave each output token; the HTML
             shades output tokens by it (by the peak alignment weight when it is absent).
+        source_spans: Optional characters of ``source`` (``(start, end)``) each source token stands
+            for, None for ``</s>``: an ``<unk>`` is shown as the characters it replaced.
     """
 
     source_tokens: list[str]
@@ -86,11 +92,21 @@ class Alignment:
     layers: dict[str, np.ndarray] | None = None
     faithfulness: dict[str, Any] | None = None
     output_probabilities: list[float] | None = None
+    source_spans: list[tuple[int, int] | None] | None = None
+
+    def shown_source_tokens(self) -> list[str]:
+        """The source tokens as people read them: an unknown one (``<unk>``) as the characters of
+        ``source`` it replaced (six Chinese characters had been six ``<unk>``, none told from another)."""
+        spans = self.source_spans or [None] * len(self.source_tokens)
+        return [self.source[span[0] : span[1]] if token in UNKNOWN_TOKENS and span is not None else token
+                for token, span in zip(self.source_tokens, spans, strict=True)]  # fmt: skip
 
     def __post_init__(self) -> None:
         self.source_tokens = [str(t) for t in self.source_tokens]
         self.output_tokens = [str(t) for t in self.output_tokens]
         shape = (len(self.output_tokens), len(self.source_tokens))
+        if self.source_spans is not None and len(self.source_spans) != shape[1]:
+            raise ValueError(f"source_spans has {len(self.source_spans)} spans for {shape[1]} source tokens")
         self.weights = _checked_map("weights", self.weights, shape)
         if self.layers is not None:
             self.layers = {str(name): _checked_map(f"layers[{name!r}]", m, shape) for name, m in self.layers.items()}
@@ -164,6 +180,8 @@ def to_json_dict(alignment: Alignment, *, maps: bool = False) -> dict[str, Any]:
         "log_prob": _plain(None if alignment.log_prob is None else float(alignment.log_prob)),
         "source_tokens": list(alignment.source_tokens),
         "output_tokens": list(alignment.output_tokens),
+        **({"source_spans": [None if s is None else list(s) for s in alignment.source_spans]}
+           if alignment.source_spans is not None else {}),
         "alignment": _rounded(alignment.weights),
         "links": _links(alignment.weights),
     }
@@ -186,7 +204,8 @@ def shown_token(token: str) -> str:
 
 def strongest_links(alignment: Alignment) -> list[str]:
     """``output<-source`` for each output token and the source token it attends to most."""
-    return [f"{shown_token(out)}<-{shown_token(alignment.source_tokens[int(row.argmax())])}"
+    shown = alignment.shown_source_tokens()
+    return [f"{shown_token(out)}<-{shown_token(shown[int(row.argmax())])}"
             for out, row in zip(alignment.output_tokens, alignment.weights, strict=True)]  # fmt: skip
 
 
@@ -250,7 +269,7 @@ def alignment_png(alignment: Alignment, *, dpi: int = 80, title: str | None = No
     Sentences longer than ``MAX_TICKS`` tokens label every n-th token; long labels are cut.
     """
     return _alignment_heatmap(
-        alignment.weights, alignment.source_tokens, alignment.output_tokens,
+        alignment.weights, alignment.shown_source_tokens(), alignment.output_tokens,
         _default_title(alignment) if title is None else title, dpi,
     )  # fmt: skip
 
@@ -279,7 +298,7 @@ def save_alignment_pngs(alignments: Sequence[Alignment], directory: str | Path, 
     for i, alignment in enumerate(alignments):
         written.append(_atomic_write_bytes(directory / f"alignment-{i:03d}.png", alignment_png(alignment)))
         for name, matrix in (alignment.layers or {}).items() if maps else ():
-            png = _alignment_heatmap(matrix, alignment.source_tokens, alignment.output_tokens, name, 80)
+            png = _alignment_heatmap(matrix, alignment.shown_source_tokens(), alignment.output_tokens, name, 80)
             written.append(_atomic_write_bytes(directory / f"alignment-{i:03d}-{_slug(name)}.png", png))
         if progress is not None:
             progress(1)
@@ -300,8 +319,20 @@ def _script_json(data: Any) -> str:
     return text
 
 
-def _joined(token: str) -> str:
-    return " joined" if token.startswith("##") else ""
+def _joined(tokens: Sequence[str], index: int) -> str:
+    """A piece that continues the word before it is drawn against it, as the text has it: a
+    WordPiece ``##`` piece, or, among SentencePiece pieces (some start with the word-start space, as
+    a translator's do), one without it (words had been drawn as spaced letters, "y o u")."""
+    token = tokens[index]
+    pieces = any(t.startswith(" ") for t in tokens)
+    continues = token.startswith("##") or (pieces and index > 0 and not token.startswith(" ") and token != "</s>")
+    return " joined" if continues else ""
+
+
+def _source_cell(tokens: Sequence[str], j: int, shown: str) -> str:
+    """A source token's cell: as the text spells it, the model's own token in its title where they differ."""
+    note = "" if shown == tokens[j] else f' title="{page_text(f"{shown} (the model saw {tokens[j]})")}"'
+    return f'<span class="tok src{_joined(tokens, j)}" data-j="{j}" tabindex="0"{note}>{_token_html(shown)}</span>'
 
 
 def _confidence(alignment: Alignment) -> tuple[list[float], str]:
@@ -315,19 +346,17 @@ def _tokens_rows(alignment: Alignment, k: int, links: list[dict[str, Any]]) -> s
     by_output: dict[int, list[dict[str, Any]]] = {}
     for link in links:
         by_output.setdefault(link["output"], []).append(link)
-    source_spans = [
-        f'<span class="tok src{_joined(t)}" data-j="{j}" tabindex="0">{_token_html(t)}</span>'
-        for j, t in enumerate(alignment.source_tokens)
-    ]
+    shown = alignment.shown_source_tokens()
+    source_spans = [_source_cell(alignment.source_tokens, j, shown[j]) for j in range(len(shown))]
     confidence, measure = _confidence(alignment)
     output_spans = []
     for i, token in enumerate(alignment.output_tokens):
         shade = _shade(confidence[i], 1.0)
-        attended = ", ".join(f"{alignment.source_tokens[x['source']]} {x['weight']:.2f}" for x in by_output.get(i, []))
+        attended = ", ".join(f"{shown[x['source']]} {x['weight']:.2f}" for x in by_output.get(i, []))
         tip = f"{token} ({measure} {confidence[i]:.2f}) ← {attended or 'nothing'}"
         output_spans.append(
-            f'<span class="tok out{_joined(token)}" data-i="{i}" tabindex="0" data-shade="{shade}" '
-            f'style="background:{shade}" title="{page_text(tip)}">{_token_html(token)}</span>'
+            f'<span class="tok out{_joined(alignment.output_tokens, i)}" data-i="{i}" tabindex="0" '
+            f'data-shade="{shade}" style="background:{shade}" title="{page_text(tip)}">{_token_html(token)}</span>'
         )
     return (
         f"<div class='pair' id='alignment{k}-tokens'>"
@@ -342,9 +371,10 @@ def _links_table(alignment: Alignment, links: list[dict[str, Any]]) -> str:
     for link in links:
         by_output.setdefault(link["output"], []).append(link)
     rows = []
+    shown = alignment.shown_source_tokens()
     for i, token in enumerate(alignment.output_tokens):
         attended = ", ".join(
-            f"{page_text(alignment.source_tokens[x['source']])}&nbsp;<small>{x['weight']:.2f}</small>"
+            f"{page_text(shown[x['source']])}&nbsp;<small>{x['weight']:.2f}</small>"
             for x in by_output.get(i, [])
         )
         rows.append(
@@ -407,7 +437,7 @@ def _last_layer(layers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _maps_grid(alignment: Alignment, layers: str = "all") -> str:
     shown = alignment.layers or {}
     named = {"average": alignment.weights, **(_last_layer(shown) if layers == "last" else shown)}
-    figures = [map_figure(np.asarray(matrix), alignment.output_tokens, alignment.source_tokens, name, name)
+    figures = [map_figure(np.asarray(matrix), alignment.output_tokens, alignment.shown_source_tokens(), name, name)
                for name, matrix in named.items()]  # fmt: skip
     return ("<h4>Cross-attention per layer and head <small class='note'>(rows: each output token; columns: the "
             f"source tokens it attended to)</small></h4><div class='heads'>{''.join(figures)}</div>")

@@ -168,14 +168,22 @@ def _tokens_block(exp: Explanation) -> str:
     # printed its characters again ("ﬃﬃﬃ", "정정정말말말").
     cells: list[dict[str, Any]] = []
     shown = exp.display_tokens()
+    spans = exp.spans or [None] * len(exp.tokens)
+    end = None  # where the previous cell's characters end in the text
     for group in character_groups(exp):
         titles = [f"{shown[i]}{'' if shown[i] == exp.tokens[i] else f' (the model saw {exp.tokens[i]})'}: "
                   f"{exp.importance[i]:.4f}" for i in group]  # fmt: skip
+        first = spans[group[0]]
+        # A cell whose characters follow the previous one's in the text is drawn against it, as the
+        # text has it (Chinese characters, `">` had been drawn apart, as if words).
+        joined = shown[group[0]].startswith("##") or (first is not None and first[0] == end and first[1] > first[0])
         cells.append({"token": shown[group[0]], "value": sum(exp.importance[i] for i in group),
-                      "special": exp.special[group[0]], "titles": titles})  # fmt: skip
+                      "special": exp.special[group[0]], "titles": titles, "joined": joined})  # fmt: skip
+        ends = [spans[i][1] for i in group if spans[i] is not None]
+        end = max(ends) if ends else None
     scale = max((abs(c["value"]) for c in cells if not c["special"]), default=0.0)
     return "".join(
-        f'<span class="{"tok special" if c["special"] else "tok"}{" joined" if c["token"].startswith("##") else ""}" '
+        f'<span class="{"tok special" if c["special"] else "tok"}{" joined" if c["joined"] else ""}" '
         f'style="background:{"transparent" if c["special"] else _shade(c["value"], scale)}" '
         f'title="{page_text("; ".join(c["titles"]))}">{_token_html(c["token"])}</span>'
         for c in cells

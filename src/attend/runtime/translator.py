@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,21 @@ class Translator(Runtime):
         ``max_length``."""
         return self.source_tokenizer.encode_ids([" ".join(t.split()) for t in texts], self.max_length)
 
+    def _source_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int] | None]]:
+        """The characters of each text (as given, before its runs of spaces are made one) that each
+        token :meth:`_encode` gives it stands for."""
+        found = []
+        for text, spans in zip(texts, self.source_tokenizer.spans([" ".join(t.split()) for t in texts],
+                                                                  self.max_length), strict=True):  # fmt: skip
+            positions: list[int] = []  # each character of the one-space form -> its position in the text
+            for match in re.finditer(r"\S+", text):
+                if positions:
+                    positions.append(match.start() - 1)  # the one space: the last of the run before the word
+                positions.extend(range(match.start(), match.end()))
+            found.append([None if span is None or span[1] > len(positions) else
+                          (positions[span[0]], positions[span[1] - 1] + 1) for span in spans])  # fmt: skip
+        return found
+
     def translate(
         self,
         texts: Sequence[str],
@@ -175,8 +191,9 @@ class Translator(Runtime):
         results = translations(texts, ids, cut, hyps, self.source_tokenizer, self.target_tokenizer, self.max_length)
         if alignments and results:
             found = self.align(ids, [h.tokens for h in hyps], maps=maps, finished=[h.finished for h in hyps])
-            for result, alignment in zip(results, found, strict=True):
+            for result, alignment, spans in zip(results, found, self._source_spans(texts), strict=True):
                 alignment.source, alignment.translation = result.source, result.translation
+                alignment.source_spans = spans
                 alignment.log_prob = result.log_prob  # not the length-normalised score
                 result.alignment = alignment
         return results
