@@ -162,6 +162,22 @@ def test_a_column_of_image_paths_is_left_out_and_refused_when_chosen(tmp_path: P
     assert as_text.columns == {"title": "text", "img": "text"} and not as_text.left_out
 
 
+@pytest.mark.parametrize("types", [None, {"notes": "numeric"}, {"notes": "categorical"}])
+def test_a_column_empty_in_every_row_is_left_out_and_refused_when_chosen(tmp_path: Path, types: dict | None) -> None:
+    """Before the titles, it had named every item by its empty cell; chosen alone, the model had trained
+    on nothing; a type given to it had been taken (numeric: mean 0, std 1)."""
+    from attend.training.tasks.recommendation import _select, item_names
+
+    path = tmp_path / "items.csv"
+    path.write_text("item,notes,title\na,,Alpha\nb, ,Beta\nc,,Gamma\n", encoding="utf-8")
+    features = read_item_features(path, {"a": 1, "b": 2, "c": 3}, types=types)
+    assert features.columns == {"title": "text"} and list(features.left_out) == ["notes"]
+    assert "column 'notes' of items.csv is empty in every row; left out" in features.notes
+    assert item_names(features, ["<pad>", "a", "b", "c"]) == {"a": "Alpha", "b": "Beta", "c": "Gamma"}
+    with pytest.raises(DataError, match="features: column 'notes' of items.csv is empty in every row"):
+        _select(features, ["notes"])
+
+
 def test_the_notes_say_which_read_columns_features_leaves_unused(tmp_path: Path) -> None:
     """"feature columns read as" named title and price beside the chosen genre, as if all fed the model."""
     from attend.training.tasks.recommendation import _select

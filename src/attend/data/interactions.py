@@ -492,7 +492,8 @@ class ItemFeatures:
         numeric: Column -> float32 per item index, NaN where missing.
         missing: How many items of the log have no row in the features file.
         notes: Things the user should know (ignored rows, missing items, repeated rows).
-        left_out: Column -> why it is not a feature (a column of image or audio file paths).
+        left_out: Column -> why it is not a feature (a column of image or audio file paths, or of
+            no value in any row).
     """
 
     text: dict[str, list[str]] = field(default_factory=dict)
@@ -740,6 +741,11 @@ def read_item_features(
                 raise DataError(f"{path}: line {line} has {column!r} {value!r:.60}, a nested list or an object; a "
                                 "feature cell holds a value, a list of categories, or a flat list of numbers (an "
                                 "embedding): flatten it, or give each part a column of its own")  # fmt: skip
+        if all(_is_empty(value) for value in values):  # it tells no item from another: a feature of nothing
+            # (one before the titles had named every item by its empty cell, and fed the model alone)
+            features.left_out[column] = f"column {column!r} of {path.name} is empty in every row"
+            features.notes.append(f"{features.left_out[column]}; left out")
+            continue
         example = _media_paths(values) if column not in types else None
         if example is not None:  # read as text, a path's words were the item's "title" and its name
             features.left_out[column] = (
