@@ -174,7 +174,7 @@ def test_a_column_empty_in_every_row_is_left_out_and_refused_when_chosen(tmp_pat
     assert features.columns == {"title": "text"} and list(features.left_out) == ["notes"]
     assert "column 'notes' of items.csv is empty in every row; left out" in features.notes
     assert item_names(features, ["<pad>", "a", "b", "c"]) == {"a": "Alpha", "b": "Beta", "c": "Gamma"}
-    with pytest.raises(DataError, match="features: column 'notes' of items.csv is empty in every row"):
+    with pytest.raises(DataError, match=r"features: column 'notes' of items\.csv is empty in every row"):
         _select(features, ["notes"])
 
 
