@@ -442,6 +442,8 @@ def test_bad_logs_are_clear_errors(tmp_path: Path, movielens_sample: dict[str, P
         train_recommender(str(missing), tmp_path / "m", training=QUICK)
     with pytest.raises(DataError, match="no such file"):
         train_recommender(str(tmp_path / "nope.csv"), tmp_path / "m", training=QUICK)
+    with pytest.raises(DataError, match=r"is a directory; give the interaction log's file"):  # "no such file"
+        train_recommender(str(tmp_path), tmp_path / "m", training=QUICK)
     with pytest.raises(DataError, match="unknown column"):
         train_recommender(str(movielens_sample["log"]), tmp_path / "m", item_features=str(movielens_sample["items"]),
                           features=["colour"], training=QUICK)  # fmt: skip

@@ -102,6 +102,8 @@ def load_log(source: LogSource) -> tuple[Interactions, ItemFeatures | None]:
             features = read_item_features(source.item_features, data.item_index(), item_col=source.item_col,
                                           types=source.feature_types)
         return data, _select(features, source.features)
+    if path.is_dir():  # it had been "no such file"
+        raise DataError(f"{source.data} is a directory; give the interaction log's file (CSV, TSV, JSONL or Parquet)")
     if not path.is_file():
         close = close_dataset_names(str(source.data), task="recommendation")
         hint = f"did you mean {' or '.join(close)}? " if close else ""
