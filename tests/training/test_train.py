@@ -752,3 +752,18 @@ def test_a_file_where_the_training_state_goes_is_named_before_any_work(planted_c
             train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER,
                   args=TrainingArgs(**{**FAST, "epochs": 1}), overwrite=overwrite)  # fmt: skip
     assert work.read_text(encoding="utf-8") == "mine\n" and not (tmp_path / "m").exists()
+
+
+def test_a_separator_that_splits_no_label_cell_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A stray --label-sep on a single-label file had trained a multi-label model without a word."""
+    rows = [{"text": f"alpha {'beta' if i % 2 else 'delta'} gamma {i % 7}", "label": "b" if i % 2 else "d"}
+            for i in range(60)]  # fmt: skip
+    path = tmp_path / "single.csv"
+    path.write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows), encoding="utf-8")
+    args = TrainingArgs(**{**FAST, "epochs": 1})
+    train(path, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=args, label_sep="|")
+    assert f"note: --label-sep '|' (label_sep='|') splits no label cell of {path}: every text has one label; it " \
+        "trains a multi-label model" in capsys.readouterr().err
+    train(path, tmp_path / "m2", model="encoder", model_options=SMALL_ENCODER, args=args, label_sep="|",
+          multi_label=True)  # asked for in so many words: nothing to say
+    assert "splits no label cell" not in capsys.readouterr().err
