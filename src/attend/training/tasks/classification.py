@@ -473,7 +473,8 @@ class ClassificationTask(Task):
             # a multi-label model of a single-label file, without a word, had been the result of a stray flag
             print(f"note: --label-sep {sep!r} (label_sep={sep!r}) splits no label cell of {dataset.source}: every "
                   "text has one label; it trains a multi-label model, as the separator asks (each label from a "
-                  "probability of its own; leave the separator out for a single-label one)", file=sys.stderr)  # fmt: skip
+                  "probability of its own; leave the separator out for a single-label one)",
+                  file=sys.stderr)  # fmt: skip
         check_labels_to_learn(dataset, self.multi_label)
         train_idx, dev_idx, test_idx = stratified_split(
             dataset, seed=args.seed, dev_fraction=args.dev_fraction, test_fraction=args.test_fraction
