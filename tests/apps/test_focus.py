@@ -350,6 +350,11 @@ def test_allowlist_senders_and_keywords() -> None:
     for entry in ("@", "ana@", "a@b@c"):  # accepted before, and matched nothing
         with pytest.raises(ValueError, match=f"allow entry '{entry}' is no address"):
             Session("write", (entry,))
+    # A contact as a mail client copies it is its address (taken whole, it had matched no one).
+    contacts = Session("write", ("Mom <Mom@Family.example>", "<dad@family.example>", "Ana Ruiz", "a<b"))
+    assert contacts.allow == ("mom@family.example", "dad@family.example", "Ana Ruiz", "a<b")
+    assert allow_match(contacts.allow, Message(id="m", sender="mom@family.example", text="call me")) == \
+        "mom@family.example"
 
 
 def test_an_allowlisted_sender_passes_whatever_the_components(assistant: FocusAssistant) -> None:

@@ -190,7 +190,9 @@ class Session:
             if problem is not None and not is_empty(problem):
                 raise ValueError(f"allow entry {entry!r} {problem}")
         # A blank entry (spaces, or invisible characters alone) allows nothing: dropped, as an empty one.
-        object.__setattr__(self, "allow", tuple(a.strip() for a in allow if text_problem(a) is None))
+        # One written as a mail client copies a contact ("Mom <mom@x.org>", "<mom@x.org>") is its address:
+        # read whole, it had matched no sender, the family emergency it was to let through held with it.
+        object.__setattr__(self, "allow", tuple(_contact_address(a.strip()) for a in allow if text_problem(a) is None))
         for entry in self.allow:
             if entry == "@" or entry.endswith("@") or entry.count("@") > 1:
                 raise ValueError(f"allow entry {entry!r} is no address: give name@domain, @domain, or a word")
@@ -518,6 +520,11 @@ def _suite_message(row: dict[str, Any]) -> Message:
     return Message(id=str(row["id"]), text=row["text"], sender=row.get("sender") or "",
                    subject=row.get("subject") or "", time=row.get("time"),
                    channel=row.get("channel") or "")  # fmt: skip
+
+
+def _contact_address(entry: str) -> str:
+    """An allowlist entry with an address in angle brackets as that address; any other as it is."""
+    return sender_key(entry) if "<" in entry and "@" in sender_key(entry) else entry
 
 
 #: A bare domain in an allowlist: labels joined by points, no spaces, the last of letters.
