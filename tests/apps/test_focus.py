@@ -969,6 +969,9 @@ def test_http_routes(assistant: FocusAssistant, tmp_path: Path) -> None:
         missing = client.post("/v1/focus/feedback", json={"id": "nope", "label": "hold"})
         assert missing.status_code == 404 and "no message 'nope' in the service's database" in missing.text
         assert str(tmp_path) not in missing.text  # where the server keeps its database is not the client's to know
+        # An id that is not valid Unicode: refused naming it (it had been the database's codec error).
+        with pytest.raises(ValueError, match="message id '\\\\udcff' contains an unpaired surrogate"):
+            FocusService(str(tmp_path / "focus.db"), assistant=assistant).feedback("\udcff", "pass")
         assert client.post("/v1/focus/feedback", json={"id": "r1", "label": "hold"}).json()["agreed"] is False
         stateless = client.post("/v1/focus/triage", json={"task": TASK, "messages": [{"text": EMERGENCY.text}]})
         assert stateless.json()["decisions"][0]["decision"] == "pass"
@@ -1058,6 +1061,10 @@ def test_serve_the_focus_assistant_without_a_model(assistant: FocusAssistant, tm
         decisions = client.post("/v1/focus/messages", json={"messages": [{"text": EMERGENCY.text}]}).json()
         assert decisions["decisions"][0]["decision"] == "pass"
         assert client.get("/readyz").status_code == 200
+        # An id that is not valid Unicode: a 422 naming it (it had been a 500 from the database's codec).
+        broken = client.post("/v1/focus/feedback", content=b'{"id": "\\ud800", "label": "hold"}',
+                             headers={"content-type": "application/json"})  # fmt: skip
+        assert broken.status_code == 422 and "id contains an unpaired surrogate" in broken.text
     with pytest.raises(ValueError, match="nothing to serve: give a model directory"):
         create_app(None, ServeSettings())
     monitor = RouterSpec("attend.apps.monitor.router:served_monitor_router", {"db": str(tmp_path / "m.db")})

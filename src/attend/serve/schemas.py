@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from attend.data.validation import text_problem
+
 __all__ = [
     "ErrorBody",
     "ExplainRequest",
@@ -27,6 +29,8 @@ def id_text(value: str | int, limit: int) -> str:
     text = str(value).strip()
     if not text or len(text) > limit:
         raise ValueError(f"id must be 1 to {limit} characters")
+    if (problem := text_problem(text)) is not None and "surrogate" in problem:  # a 500 at the database had been
+        raise ValueError(f"id {problem}")
     return text
 
 

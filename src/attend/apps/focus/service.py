@@ -15,6 +15,7 @@ from attend.apps.focus.assistant import Costs, Decision, FeatureStats, FocusAssi
 from attend.apps.focus.digest import build_digest
 from attend.apps.focus.store import FocusStore, SessionError, open_focus_store
 from attend.data.messages import Message, message_id
+from attend.data.validation import text_problem
 
 __all__ = ["FocusService", "check_unique_ids", "triage"]
 
@@ -151,6 +152,9 @@ class FocusService:
         """Learn the person's ``pass``/``hold`` for a stored message, online, and persist it."""
         if label not in ("pass", "hold"):
             raise SessionError(f"feedback {label!r}: say pass or hold")
+        if (problem := text_problem(message_id)) is not None and "surrogate" in problem:
+            # bytes that were not UTF-8 on a command line: the database's codec error had been the message
+            raise ValueError(f"message id {message_id!r} {problem}")
         with self.store.updating():
             return self._feedback(message_id, label)
 
