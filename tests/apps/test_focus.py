@@ -200,6 +200,18 @@ def test_relevance_lifted_by_the_channel_alone_names_the_channel(assistant: Focu
     assert "taught" not in reason
 
 
+def test_a_pass_on_its_words_says_what_its_channel_made_of_them(assistant: FocusAssistant,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Words and channel both passing it, the reason gave the relevance alone ("Bears on the task (0.79)"
+    of words giving 0.91), where every other branch says what the words alone give."""
+    monkeypatch.setattr(assistant.heads, "channel_term", lambda channel: -1.0)
+    (passed,) = assistant.triage(Session(TASK), [replace(RELEVANT, channel="notification")])
+    c = passed.components
+    assert passed.decision == "pass" and c["relevance"] > 1 / 3, passed.reasons
+    reason = next(r for r in passed.reasons if r.startswith("Bears on the task"))
+    assert re.match(r"Bears on the task \(0\.\d\d; its words alone give 0\.\d\d\): ", reason), reason
+
+
 def test_a_message_whose_words_bear_on_the_task_held_by_what_was_taught_says_so(
         assistant: FocusAssistant, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """Held by feedback, its first reason said "Little bearing on the task on its own (0.27; its words
@@ -248,6 +260,9 @@ def test_the_cost_rule_and_its_reasons(assistant: FocusAssistant) -> None:
     assert lenient.triage(session, [RELEVANT])[0].decision == "pass"
     with pytest.raises(ValueError, match="interrupt cost=0"):
         Costs(interrupt=0)
+    # The reason counts interruptions at their own cost (it said 10 where holding costs 10 units of 2).
+    dear = FocusAssistant(assistant.reader, assistant.heads, Costs(urgent=10, interrupt=2)).triage(session, [EMERGENCY])
+    assert any("holding an urgent message costs 5 interruptions." in reason for reason in dear[0].reasons), dear
 
 
 def test_an_urgent_message_leads_with_urgency_where_only_its_channel_made_it_relevant(

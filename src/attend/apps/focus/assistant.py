@@ -710,7 +710,7 @@ class FocusAssistant:
         related = ", ".join(linked)
         on = f", on {urgent_terms}" if urgent_terms else ""
         urgent_reason = (f"Urgent: the urgency classifier gives {urgency:.2f}{on}; holding an urgent message costs "
-                         f"{c.urgent:g} interruptions." if urgent_alone
+                         f"{c.urgent / c.interrupt:g} interruptions." if urgent_alone
                          else f"Not urgent on its own: the urgency classifier gives {urgency:.2f}.")  # fmt: skip
         words_note = f"; its words alone give {by_words:.2f}" if abs(relevance - by_words) >= 0.01 else ""
         # What the person taught, by how far it moved the relevance ("what you have taught" had been said
@@ -718,8 +718,8 @@ class FocusAssistant:
         taught = [(channel_shift, f"its channel ({channel_name(message.channel)!r}"),
                   (sender_shift, "the sender's record (you answered their messages before"),
                   (preference, "your feedback (what your answers taught")]  # fmt: skip
-        if relevant_alone and words_relevant:
-            relevant_reason = f"Bears on the task ({relevance:.2f}): " + (
+        if relevant_alone and words_relevant:  # what the channel, sender or feedback moved said too, as elsewhere
+            relevant_reason = f"Bears on the task ({relevance:.2f}{words_note}): " + (
                 f"{related} link it to the task." if related else "its meaning is close to the task's.")  # fmt: skip
         elif relevant_alone:  # what lifted it, largest first
             through = " and ".join(f"{text}, log-odds {shift:+.1f})" for shift, text in sorted(taught, reverse=True)
