@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,16 @@ def test_malformed_json_content_type_size_and_explain_errors(client: TestClient)
     assert {d["field"] for d in bad.json()["error"]["details"]} == {"body"}  # not a character offset
     form = client.post("/v1/predict", content=b"text=hi", headers={"content-type": "text/plain"})
     assert form.status_code == 415 and "application/json" in form.json()["error"]["message"]
+    # A coding the service does not read: a gzip body had been a 422 "not UTF-8", a plain body labelled gzip read.
+    import gzip
+
+    for body in (gzip.compress(b'{"text": "hi"}'), b'{"text": "hi"}'):
+        coded = client.post("/v1/predict", content=body, headers={"content-type": "application/json",
+                                                                   "content-encoding": "gzip"})  # fmt: skip
+        assert coded.status_code == 415 and "Content-Encoding 'gzip'" in coded.json()["error"]["message"]
+    plain = client.post("/v1/predict", content=b'{"text": "hi"}', headers={"content-type": "application/json",
+                                                                           "content-encoding": "identity"})  # fmt: skip
+    assert plain.status_code == 200
     huge = client.post("/v1/predict", content=b"{}", headers={"content-type": "application/json",
                                                               "content-length": "999999999"})  # fmt: skip
     assert huge.status_code == 413
@@ -184,6 +195,9 @@ def test_malformed_json_content_type_size_and_explain_errors(client: TestClient)
     assert other.json()["error"]["details"][0]["field"] == "target"  # it had been "body"
     target = client.post("/v1/explain", json={"text": "a", "target": "maybe"})
     assert target.status_code == 422 and "not a label" in target.json()["error"]["message"]
+    for field in ("method", "target"):  # a long value is not repeated whole (10 kB of it had come back, twice)
+        long = client.post("/v1/explain", json={"text": "a", field: "x" * 5000})
+        assert long.status_code == 422 and len(long.text) < 600, len(long.text)
     assert client.get("/nowhere").status_code == 404
     # A POST where no route takes one is the router's answer, not a complaint about its content type.
     assert client.post("/metrics").status_code == 405 and client.post("/nowhere", content=b"x").status_code == 404
@@ -192,6 +206,26 @@ def test_malformed_json_content_type_size_and_explain_errors(client: TestClient)
     counted = client.get("/metrics").text
     for status in ("413", "415"):
         assert f'attend_requests_total{{method="POST",route="/v1/predict",status="{status}"}}' in counted, counted
+
+
+def test_a_body_cut_short_by_its_client_going_away_is_counted_as_abandoned(client: TestClient) -> None:
+    """Its cut JSON had been parsed, a 422 counted against the client's data."""
+    sent: list[dict[str, Any]] = []
+    messages = iter([{"type": "http.request", "body": b'{"te', "more_body": True}, {"type": "http.disconnect"}])
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/predict", "raw_path": b"/v1/predict", "query_string": b"",
+             "root_path": "", "scheme": "http", "server": ("test", 80), "client": ("test", 1), "http_version": "1.1",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")]}  # fmt: skip
+    asyncio.run(client.app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == 499
+    counted = client.get("/metrics").text
+    assert 'attend_requests_total{method="POST",route="/v1/predict",status="499"} 1.0' in counted, counted
 
 
 JSON = st.recursive(
@@ -223,25 +257,39 @@ def test_fuzzed_bodies_never_get_a_5xx(client: TestClient, body: object, route: 
 # --- micro-batching --------------------------------------------------------------------------
 
 
+class _HeldModel:
+    """A model whose first call holds until ``release`` is set, so that requests queue behind it
+    whatever the timing; ``answer`` maps each call's texts to its results."""
+
+    def __init__(self, answer: Callable[[list[str]], list[str]] = list) -> None:
+        self.calls: list[list[str]] = []
+        self.busy, self.release, self.answer = threading.Event(), threading.Event(), answer
+
+    def __call__(self, texts: list[str]) -> list[str]:
+        self.calls.append(list(texts))
+        if len(self.calls) == 1:
+            self.busy.set()
+            self.release.wait(30)
+        return self.answer(texts)
+
+    async def held(self, **options: Any) -> tuple[MicroBatcher, asyncio.Task[list[str] | None]]:
+        """A started batcher on this model, busy with a first request ``["warm"]`` (its task)."""
+        batcher = MicroBatcher(self, **options)
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit(["warm"]))
+        await asyncio.to_thread(self.busy.wait, 30)  # the model is now busy with the first request
+        return batcher, first
+
+
 def test_micro_batcher_groups_concurrent_requests_and_keeps_order() -> None:
     """Requests that queue while the model is busy share the next calls: batches of up to max_batch
     texts, in arrival order, a request never split unless it alone exceeds max_batch. The model's
     first call holds until every request is queued, so the grouping does not depend on timing."""
-    calls: list[list[str]] = []
-    busy, release = threading.Event(), threading.Event()
-
-    def run(texts: list[str]) -> list[str]:
-        calls.append(list(texts))
-        if len(calls) == 1:
-            busy.set()
-            release.wait(30)
-        return [t.upper() for t in texts]
+    run = _HeldModel(lambda texts: [t.upper() for t in texts])
+    calls, release = run.calls, run.release
 
     async def scenario(max_batch: int) -> None:
-        batcher = MicroBatcher(run, max_batch=max_batch, max_wait_ms=50)
-        await batcher.start()
-        first = asyncio.create_task(batcher.submit(["warm"]))
-        await asyncio.to_thread(busy.wait, 30)  # the model is now busy with the first request
+        batcher, first = await run.held(max_batch=max_batch, max_wait_ms=50)
         requests = [[f"r{i}a", f"r{i}b"] for i in range(10)] + [[f"big{j}" for j in range(7)]]
         pending = [asyncio.create_task(batcher.submit(r)) for r in requests]
         while batcher.queued() < len(requests):
@@ -255,31 +303,61 @@ def test_micro_batcher_groups_concurrent_requests_and_keeps_order() -> None:
     texts = [t for i in range(10) for t in (f"r{i}a", f"r{i}b")]
     assert calls == [["warm"], texts[:8], texts[8:16], texts[16:], [f"big{j}" for j in range(7)]]
     calls.clear()
-    busy.clear()
+    run.busy.clear()
     release.clear()
     asyncio.run(scenario(max_batch=1))  # no batching: one text per call, a request split into single texts
     assert len(calls) == 28 and all(len(c) == 1 for c in calls)
 
 
+def test_the_queued_gauge_counts_requests_and_a_gone_callers_parts_are_not_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """queued() had been the queue's length: parts of at most max_batch texts (1,845 for 30 requests),
+    and none for a request held while its batch filled. A request whose client went away had still
+    been run, and counted as answered."""
+    from attend.serve import batching
+
+    monkeypatch.setattr(batching, "WATCH_SECONDS", 0.01)
+    run = _HeldModel()
+    calls, release = run.calls, run.release
+
+    async def scenario() -> None:
+        batcher, first = await run.held(max_batch=2, max_wait_ms=0)
+        assert batcher.queued() == 0  # running, not waiting
+        left = asyncio.Event()
+
+        async def gone() -> bool:
+            return left.is_set()
+
+        kept = asyncio.create_task(batcher.submit([f"k{i}" for i in range(5)]))  # three parts: one request
+        dropped = asyncio.create_task(batcher.submit(["d0", "d1", "d2"], gone=gone))
+        while batcher.queued() < 2:
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
+        assert batcher.queued() == 2
+        left.set()
+        assert await dropped is None
+        release.set()
+        assert await first == ["warm"] and await kept == [f"k{i}" for i in range(5)]
+        await batcher.stop()
+        assert batcher.queued() == 0
+
+    asyncio.run(scenario())
+    assert calls == [["warm"], ["k0", "k1"], ["k2", "k3"], ["k4"]]  # d0-d2 never ran
+
+
 def test_micro_batcher_fails_only_the_faulty_request_and_drains_on_stop() -> None:
     """A batch that raises is run again request by request: only the request at fault gets the error."""
-    calls: list[list[str]] = []
-    busy, release = threading.Event(), threading.Event()
 
-    def run(texts: list[str]) -> list[str]:
-        calls.append(list(texts))
-        if len(calls) == 1:
-            busy.set()
-            release.wait(30)
+    def answer(texts: list[str]) -> list[str]:
         if "boom" in texts:
             raise ValueError("bad text")
         return texts
 
+    run = _HeldModel(answer)
+    calls, release = run.calls, run.release
+
     async def scenario() -> None:
-        batcher = MicroBatcher(run, max_batch=8, max_wait_ms=50)
-        await batcher.start()
-        first = asyncio.create_task(batcher.submit(["warm"]))
-        await asyncio.to_thread(busy.wait, 30)
+        batcher, first = await run.held(max_batch=8, max_wait_ms=50)
         requests = [["t0"], ["t1", "boom"], ["t2"], ["t3"]]
         pending = [asyncio.create_task(batcher.submit(r)) for r in requests]
         while batcher.queued() < len(requests):

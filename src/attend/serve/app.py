@@ -48,7 +48,7 @@ from attend.runtime import Runtime, load
 from attend.serve.classification import classification_routes
 from attend.serve.metrics import ServiceMetrics
 from attend.serve.recommendation import recommendation_routes
-from attend.serve.routes import RouterSpec, Routes, ServeSettings, call_factory, error_response
+from attend.serve.routes import CLIENT_GONE, RouterSpec, Routes, ServeSettings, call_factory, error_response
 from attend.serve.schemas import ErrorBody, ModelInfo
 from attend.serve.translation import translation_routes
 from attend.version import __version__
@@ -248,6 +248,11 @@ class _GuardAndMeasure:
             got = media or "no content type"
             message = f"send JSON (Content-Type: application/json), not {got!r}"
             return error_response(415, "unsupported_media_type", message)
+        coding = headers.get("content-encoding", "").strip().lower()
+        if coding not in ("", "identity"):  # RFC 9110's 415 for a coding not read: a gzip body had been a 422
+            # "not UTF-8", sending the client to its JSON, and a plain body labelled gzip was read
+            return error_response(415, "unsupported_media_type", f"Content-Encoding {coding!r}: the service reads "
+                                  "bodies as sent (identity); send the JSON uncompressed")  # fmt: skip
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.settings.max_body_bytes):
             return self._too_large()
@@ -270,8 +275,10 @@ class _GuardAndMeasure:
             except TimeoutError:
                 return b"", error_response(408, "request_timeout", f"the request body did not arrive whole within "
                                            f"{BODY_SECONDS:g} s ({len(body)} bytes came); send it again")  # fmt: skip
-            if message["type"] != "http.request":  # the client went away
-                return bytes(body), None
+            if message["type"] != "http.request":  # the client went away before its body was whole: not
+                # a request to read (its cut JSON had been a 422), counted as one it abandoned
+                return b"", error_response(CLIENT_GONE, "client_closed", "the client went away before its request "
+                                           "body arrived whole")  # fmt: skip
             body += message.get("body", b"")
             if len(body) > self.settings.max_body_bytes:
                 return b"", self._too_large()

@@ -22,14 +22,19 @@ run again alone, so only the request at fault gets the error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["BatcherStopped", "MicroBatcher"]
+
+
+#: How often a request waiting on its batch asks whether its client is still there.
+WATCH_SECONDS = 0.25
 
 
 class BatcherStopped(RuntimeError):
@@ -42,10 +47,19 @@ class BatcherStopped(RuntimeError):
 
 
 @dataclass
+class _Request:
+    """One caller's request: waiting (for :meth:`MicroBatcher.queued`) until each of its parts has started."""
+
+    parts: int
+
+
+@dataclass
 class _Pending:
     texts: list[str]
     future: asyncio.Future[list[Any]]
+    request: _Request
     arrived: float = field(default_factory=time.perf_counter)
+    started: bool = False
 
 
 def _resolve(pending: list[_Pending], results: Sequence[Any] | None, error: BaseException | None) -> None:
@@ -99,6 +113,8 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000.0
         self.on_batch = on_batch
         self._jobs: queue.Queue[_Pending | None] = queue.Queue()
+        self._waiting = 0  # requests with a part not started yet
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._accepting = False
         self._draining = False
@@ -108,8 +124,20 @@ class MicroBatcher:
         return self._accepting and self._thread is not None and self._thread.is_alive()
 
     def queued(self) -> int:
-        """Requests waiting for a batch."""
-        return self._jobs.qsize()
+        """Requests waiting for a batch: with a part not started yet, one held while its batch fills
+        among them (the queue's length had counted parts of at most ``max_batch`` texts, 1,845 for 30
+        requests, and none of a batch filling)."""
+        return self._waiting
+
+    def _start(self, pending: _Pending) -> None:
+        """``pending`` runs now (or never: its caller went away): its request waits no more once it was its last."""
+        if pending.started:  # run again alone after its batch failed
+            return
+        pending.started = True
+        with self._lock:
+            pending.request.parts -= 1
+            if pending.request.parts == 0:
+                self._waiting -= 1
 
     async def start(self) -> None:
         self._thread = threading.Thread(target=self._work, name="attend-batch", daemon=True)
@@ -129,19 +157,34 @@ class MicroBatcher:
         self._jobs.put(None)  # after every accepted request: the queue is FIFO
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
-    async def submit(self, texts: list[str]) -> list[Any]:
-        """Results for ``texts``, in order; requests over ``max_batch`` texts are split."""
+    async def submit(self, texts: list[str], *, gone: Callable[[], Awaitable[bool]] | None = None
+                     ) -> list[Any] | None:  # fmt: skip
+        """Results for ``texts``, in order; requests over ``max_batch`` texts are split.
+
+        ``gone``: asked every :data:`WATCH_SECONDS` while the results are awaited (a quick request is
+        never asked); once it says the caller went away, the parts not started are dropped and None
+        is returned. Requests whose clients had timed out were run, and counted as answered."""
         if not self.running:
             raise BatcherStopped("the batcher is not running")
         loop = asyncio.get_running_loop()
         futures = []
+        request = _Request(parts=len(range(0, len(texts), self.max_batch)))
+        with self._lock:
+            self._waiting += 1
         for i in range(0, len(texts), self.max_batch):
-            pending = _Pending(texts[i : i + self.max_batch], loop.create_future())
+            pending = _Pending(texts[i : i + self.max_batch], loop.create_future(), request)
             self._jobs.put(pending)
             futures.append(pending.future)
         # Every part is awaited, a failed one too: awaited in turn, the parts after a failure went
         # unread ("Future exception was never retrieved" in the log).
-        parts = await asyncio.gather(*futures, return_exceptions=True)
+        gathered = asyncio.gather(*futures, return_exceptions=True)
+        while gone is not None and not (await asyncio.wait({gathered}, timeout=WATCH_SECONDS))[0]:
+            if await gone():
+                gathered.cancel()  # and with it every part: the worker skips those not started
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gathered
+                return None
+        parts = await gathered
         results: list[Any] = []
         for part in parts:
             if isinstance(part, BaseException):
@@ -197,6 +240,11 @@ class MicroBatcher:
             self._execute([item])
 
     def _execute(self, batch: list[_Pending]) -> None:
+        for pending in batch:
+            self._start(pending)
+        batch = [pending for pending in batch if not pending.future.cancelled()]  # callers that went away
+        if not batch:
+            return
         texts = [t for p in batch for t in p.texts]
         start = time.perf_counter()
         try:

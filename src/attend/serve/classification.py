@@ -23,9 +23,9 @@ from fastapi.responses import JSONResponse
 from attend.data.validation import text_problem
 from attend.explain import available_methods, explain
 from attend.runtime import EnsembleClassifier, TextClassifier
-from attend.serve.batching import BatcherStopped, MicroBatcher
+from attend.serve.batching import WATCH_SECONDS, BatcherStopped, MicroBatcher
 from attend.serve.metrics import ServiceMetrics
-from attend.serve.routes import Routes, ServeSettings, error_response
+from attend.serve.routes import CLIENT_GONE, Routes, ServeSettings, error_response
 from attend.serve.schemas import (
     ErrorBody,
     ExplainRequest,
@@ -82,10 +82,6 @@ def check_texts(texts: Sequence[str], settings: ServeSettings, *, single: bool =
                                   f"{settings.max_chars}")  # fmt: skip
     return None
 
-
-#: The status an explanation whose client went away is counted under in /metrics (nginx's "client
-#: closed request"; nobody reads it).
-CLIENT_GONE = 499
 #: Texts of an explanation request explained at a time: between them the work stops for a client
 #: that went away or a server whose shutdown grace ended.
 REQUEST_CHUNK = 8
@@ -123,9 +119,6 @@ async def _unless_abandoned(request: Request, work: Callable[[list[str]], list[A
         watcher.cancel()
 
 
-WATCH_SECONDS = 0.25  # how often a running explanation looks whether its client is still there
-
-
 def classification_routes(runtime: TextClassifier, settings: ServeSettings, metrics: ServiceMetrics) -> Routes:
     """``/v1/predict`` and ``/v1/explain`` for a text classifier (PyTorch or ONNX Runtime)."""
     methods = available_methods(runtime)
@@ -145,7 +138,7 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
     )
 
     @router.post("/v1/predict", response_model=PredictResponse)
-    async def predict(body: PredictRequest) -> Any:
+    async def predict(body: PredictRequest, request: Request) -> Any:
         """Top-k labels with probabilities for each text (micro-batched with concurrent requests)."""
         texts = body.items()
         if (bad := check_texts(texts, settings, single=body.text is not None)) is not None:
@@ -155,9 +148,11 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
                                   "gives each text its most probable label")  # fmt: skip
         metrics.queued.set(batcher.queued())
         try:
-            results = await batcher.submit(texts)
+            results = await batcher.submit(texts, gone=request.is_disconnected)
         except BatcherStopped as exc:  # shutting down
             return error_response(503, "unavailable", str(exc))
+        if results is None:
+            return error_response(CLIENT_GONE, "client_closed", "the client went away before its predictions")
         k = min(body.top_k, len(runtime.labels))
         predictions = []
         for probs, truncated, warning in results:
@@ -181,9 +176,9 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
         if not methods:
             return error_response(400, "unsupported", _cannot_explain(runtime))
         if body.method not in methods:
-            return error_response(422, "validation", f"method: {body.method!r} is not one of {methods}")
+            return error_response(422, "validation", f"method: {body.method!r:.60} is not one of {methods}")
         if body.target is not None and body.target not in runtime.labels:
-            return error_response(422, "validation", f"target: {body.target!r} is not a label of this model")
+            return error_response(422, "validation", f"target: {body.target!r:.60} is not a label of this model")
         async with one_explanation:  # queued, not run side by side: each would slow all the others
             start = time.perf_counter()
             try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
@@ -19,7 +19,7 @@ from attend.data.validation import text_problem
 from attend.runtime.recommender import Recommender
 from attend.serve.batching import BatcherStopped, MicroBatcher
 from attend.serve.metrics import ServiceMetrics
-from attend.serve.routes import Routes, ServeSettings, error_response
+from attend.serve.routes import CLIENT_GONE, Routes, ServeSettings, error_response
 from attend.serve.schemas import OpenAnswer
 
 __all__ = ["RecommendRequest", "RecommendResponse", "recommendation_routes"]
@@ -80,7 +80,7 @@ def recommendation_routes(runtime: Recommender, settings: ServeSettings, metrics
     batcher = MicroBatcher(run, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, on_batch=observe)
 
     @router.post("/v1/recommend", response_model=RecommendResponse, response_model_exclude_unset=True)
-    async def recommend(body: RecommendRequest) -> Any:
+    async def recommend(body: RecommendRequest, http: Request) -> Any:
         """The k items the user is most likely to want next, never one already in their history."""
         if body.user is None and body.history is None:  # an empty history is a new user's: popularity, as top()
             return error_response(422, "validation", "give a user, a history of item ids, or both")
@@ -104,9 +104,12 @@ def recommendation_routes(runtime: Recommender, settings: ServeSettings, metrics
             return {"model": runtime.name, **answer}
         metrics.queued.set(batcher.queued())
         try:
-            (answer,) = await batcher.submit([request])
+            answers = await batcher.submit([request], gone=http.is_disconnected)
         except BatcherStopped as exc:  # shutting down
             return error_response(503, "unavailable", str(exc))
+        if answers is None:
+            return error_response(CLIENT_GONE, "client_closed", "the client went away before its recommendations")
+        (answer,) = answers
         return {"model": runtime.name, **answer}
 
     def refresh() -> None:

@@ -65,6 +65,11 @@ class ServeSettings:
                              "nor --int8)")  # fmt: skip
 
 
+#: The status a request whose client went away is counted under in /metrics (nginx's "client
+#: closed request"; nobody reads it).
+CLIENT_GONE = 499
+
+
 @dataclass
 class Routes:
     """A task's routes and their lifecycle.

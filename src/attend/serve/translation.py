@@ -11,7 +11,7 @@ from __future__ import annotations
 from itertools import groupby
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import ConfigDict, Field
 
 from attend.models.generation import MAX_LENGTH_PENALTY
@@ -19,7 +19,7 @@ from attend.runtime.translator import Translator
 from attend.serve.batching import BatcherStopped, MicroBatcher
 from attend.serve.classification import check_texts
 from attend.serve.metrics import ServiceMetrics
-from attend.serve.routes import Routes, ServeSettings, error_response
+from attend.serve.routes import CLIENT_GONE, Routes, ServeSettings, error_response
 from attend.serve.schemas import TextsRequest
 
 __all__ = ["TranslateRequest", "translation_routes"]
@@ -65,7 +65,7 @@ def translation_routes(runtime: Translator, settings: ServeSettings, metrics: Se
     batcher = MicroBatcher(run, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, on_batch=observe)
 
     @router.post("/v1/translate")
-    async def translate(body: TranslateRequest) -> Any:
+    async def translate(body: TranslateRequest, request: Request) -> Any:
         """Translate each text; with ``alignment``, show which source tokens each output token attended to."""
         texts = body.items()
         problem = check_texts(texts, settings, single=body.text is not None)
@@ -76,9 +76,11 @@ def translation_routes(runtime: Translator, settings: ServeSettings, metrics: Se
         metrics.queued.set(batcher.queued())
         try:
             found = await batcher.submit([(text, beam, penalty, body.alignment)  # type: ignore[list-item]
-                                          for text in texts])  # fmt: skip
+                                          for text in texts], gone=request.is_disconnected)  # fmt: skip
         except BatcherStopped as exc:  # shutting down
             return error_response(503, "unavailable", str(exc))
+        if found is None:  # its sentences not started are not decoded (a timed-out client's had been)
+            return error_response(CLIENT_GONE, "client_closed", "the client went away before its translations")
         return {"model": runtime.name, "translations": found}
 
     def refresh() -> None:
