@@ -22,12 +22,14 @@ __all__ = ["add_serve_options", "format_answer", "format_build", "register_cli",
 def format_build(report: dict[str, Any]) -> str:
     """The build report for people."""
     handoff = report["handoff"]
+    # a left-out question that finds another entry with its answer is answered right, not a miss
+    shared = f"; {handoff['shared_answers']} entries share an answer" if handoff.get("shared_answers") else ""
     lines = [
         f"indexed {report['entries']} FAQ entries ({report['passages']} answer passages) from {report['faq']}",
         f"encoder: {report['encoder']['model']} (weights {report['encoder']['weights_sha256'][:12]}…)",
         f"hand-off threshold {handoff['threshold']:.3f} ({handoff['method']} on {handoff['answerable_trials']} "
         f"reworded FAQ questions + {handoff['unanswerable_trials']} left-out ones"
-        f"{' the encoder reads' if 'lexical_threshold' in handoff else ''}: "
+        f"{' the encoder reads' if 'lexical_threshold' in handoff else ''}{shared}: "
         f"precision {handoff['precision']:.2f}, recall {handoff['recall']:.2f}, F1 {handoff['f1']:.2f})",
     ]
     intents = report.get("intents")
@@ -49,6 +51,7 @@ def format_build(report: dict[str, Any]) -> str:
                            else "none (too few entries)" for h in rerank["halves"])  # fmt: skip
         verdict = "kept" if rerank["used"] else "not kept (it did not win on both halves)"
         lines.append(f"re-ranker: held-out MRR {halves}: {verdict}")
+    lines.extend(f"note: {note}" for note in report.get("notes", []))
     retrieval = report.get("retrieval")
     if retrieval:
         from attend.apps.support.fusion import Retrieval
@@ -69,7 +72,11 @@ def format_answer(reply: dict[str, Any], *, width: int = 100) -> str:
     lines.append(f"{heading} (score {best['score']:.2f}): {best['question']}")
     body = best["answer"] if len(best["answer"]) <= 1200 else best["answer"][:1200].rsplit(" ", 1)[0] + " …"
     for paragraph in body.split("\n\n"):
-        lines.extend(textwrap.wrap(paragraph, width=width, initial_indent="    ", subsequent_indent="    ") or [""])
+        # line by line, each with its indentation: wrapped whole, a code block's lines had run together
+        for line in paragraph.split("\n"):
+            indent = " " * (4 + len(line) - len(line.lstrip(" ")))
+            lines.extend(textwrap.wrap(line.strip(), width=width, initial_indent=indent, subsequent_indent=indent)
+                         or [""])  # fmt: skip
     if len(answers) > 1:
         lines.append("other matches:")
         lines.extend(f"  {rank}. ({a['score']:.2f}) {a['question']}" for rank, a in enumerate(answers[1:], start=2))

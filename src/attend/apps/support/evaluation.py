@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from attend.apps.support.encoder import SentenceEncoder
-from attend.apps.support.faq import FaqEntry
+from attend.apps.support.faq import FaqEntry, answer_key
 from attend.apps.support.fusion import choose_alpha, fuse, question_queries, ranks, reword_question
 from attend.apps.support.index import Ranker, best_passage_scores, calibrate_threshold, choose_retrieval, self_retrieval
 from attend.apps.support.lexical import terms
@@ -216,12 +216,17 @@ def evaluate_handoff(
             asked = [(pos, queries[i][slot]) for pos, i in enumerate(inside) if i in queries]
             if not asked:
                 continue
-            found = ranker.scores([t for _, t in asked])[0]
-            for (pos, _), value, index in zip(asked, found.max(1), found.argmax(1), strict=True):
-                tallies[form].append((bool(value >= threshold), int(index) == pos))
+            # judged as the build calibrates: the score the hand-off judges of the entry ranked first
+            # (under RRF not the rank sum), right when that entry gives the question's answer
+            found, judged, _ = ranker.ranked([t for _, t in asked])
+            for (pos, _), index, value in zip(asked, found.argmax(1), judged[np.arange(len(asked)), found.argmax(1)],
+                                              strict=True):  # fmt: skip
+                right = answer_key(part_entries[int(index)].answer) == answer_key(part_entries[pos].answer)
+                tallies[form].append((bool(value >= threshold), right))
         foreign = [queries[i][0] for i in outside if i in queries]
         if foreign:
-            best = ranker.scores(foreign)[0].max(1)
+            found, judged, _ = ranker.ranked(foreign)
+            best = judged[np.arange(len(foreign)), found.argmax(1)]
             tallies["unanswerable"].extend((bool(value >= threshold), False) for value in best)
 
     def summary(rows: list[tuple[bool, bool]]) -> dict[str, Any]:

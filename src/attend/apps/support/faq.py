@@ -33,6 +33,7 @@ from attend.data.validation import is_empty, is_missing_number, text_problem
 __all__ = [
     "DOCUMENT_SUFFIXES",
     "FaqEntry",
+    "answer_key",
     "clean_question",
     "parse_html",
     "parse_markdown",
@@ -82,7 +83,7 @@ _QUESTION_END = re.compile(r"[?？]\W*$")
 
 def clean_question(text: str) -> str:
     """Collapse whitespace and drop leading section numbers or a ``Q:`` prefix."""
-    text = re.sub(r"\s+", " ", text).strip()
+    text = re.sub(r"\s+", " ", text.replace(_CODE_OPEN, " ").replace(_CODE_CLOSE, " ")).strip()
     stripped = _NUMBERING.sub("", text, count=1).strip()
     return stripped or text
 
@@ -91,9 +92,36 @@ def _is_question(text: str) -> bool:
     return bool(_QUESTION_END.search(text.strip()))
 
 
+# A code block (Markdown's fenced or indented one, HTML's <pre>) travels to _clean_answer between these
+# two control characters, which no FAQ writes (read_faq removes them from a document as it reads it).
+_CODE_OPEN, _CODE_CLOSE = "\x02", "\x03"
+_CODE = re.compile(f"{_CODE_OPEN}(.*?){_CODE_CLOSE}", re.DOTALL)
+
+
+def _unmarked(text: str) -> str:
+    """A document without the characters that mark code blocks (no FAQ means them: they would be read as marks)."""
+    return text.replace(_CODE_OPEN, "").replace(_CODE_CLOSE, "")
+
+
+def _code(text: str) -> str:
+    """``text`` marked as a code block, for :func:`_clean_answer` to keep as written."""
+    return f"{_CODE_OPEN}{text}{_CODE_CLOSE}"
+
+
 def _clean_answer(text: str) -> str:
-    paragraphs = (re.sub(r"[ \t\r\f\v]+", " ", p).strip() for p in re.split(r"\n\s*\n", text))
-    return "\n\n".join(p for p in paragraphs if p)
+    """Paragraphs with runs of spaces made one space, separated by one blank line; a code block kept
+    as written, its own paragraph (its lines and indentation had been collapsed too: a YAML or Python
+    answer changed its meaning, where the same answer from a CSV kept it)."""
+    paragraphs: list[str] = []
+    for n, piece in enumerate(_CODE.split(text)):
+        if n % 2:  # a code block: without the blank lines around it
+            code = re.sub(r"^(?:[ \t]*\n)+", "", piece.replace("\r\n", "\n")).rstrip()
+            paragraphs += [code] if code else []
+            continue
+        piece = _unmarked(piece)  # a mark whose pair went elsewhere (a <pre> cut by a <dd>): no code, no mark
+        prose = (re.sub(r"[ \t\r\f\v]+", " ", p).strip() for p in re.split(r"\n\s*\n", piece))
+        paragraphs += [p for p in prose if p]
+    return "\n\n".join(paragraphs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,26 +133,56 @@ _QA_MARK = re.compile(
 )
 
 
+def _qa_body(text: str, marks: Sequence[re.Match[str]], i: int) -> tuple[str, str]:
+    """The text of mark ``i`` (up to the next mark), and the spacing after it: a blank line or one break."""
+    end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+    # (the next mark's match may begin with the blank line before it: its letter is where it begins)
+    after = text[marks[i].end() : marks[i + 1].start(1) if i + 1 < len(marks) else len(text)]
+    gap = "\n\n" if re.search(r"\n[ \t]*\n[\s*_#>-]*$", after) else "\n"
+    return text[marks[i].end() : end].strip().strip("*_").strip(), gap
+
+
 def parse_qa_text(text: str) -> list[tuple[str, str]]:
     """Pairs from lines starting ``Q:`` and ``A:`` (``Question:``/``Answer:``, Markdown emphasis allowed).
 
-    A question runs until its ``A:``; the answer until the next ``Q:``. An ``A:`` without a
-    ``Q:`` before it is ignored (it answers nothing we can name). A blank ``A:`` gives its
-    question an empty answer, and an answer under a blank ``Q:`` an empty question: the caller
-    refuses them (:func:`read_faq` does), where they had been left out without a word.
+    A question runs until its ``A:``; the answer until the next ``Q:``. ``Q:`` lines in a row are
+    questions of the ``A:`` after them, as ``<dt>`` terms in a row share their ``<dd>``, and ``A:``
+    lines in a row are one answer (before, each ``Q:`` but the last, and each ``A:`` but the first,
+    had been dropped without a word). An ``A:`` without a ``Q:`` before it is left to the caller
+    (:func:`read_faq` refuses it in a ``.txt``; in Markdown it is a heading's
+    answer). A blank ``A:``, or ``Q:`` lines with no ``A:`` after them, give their questions an empty
+    answer, and an answer under a blank ``Q:`` an empty question: the caller refuses them
+    (:func:`read_faq` does), where they had been left out without a word.
     """
     pairs: list[tuple[str, str]] = []
     marks = list(_QA_MARK.finditer(text))
-    question: str | None = None
+    asked: list[str] = []  # the questions the next answer answers
+    parts: list[str] = []  # that answer's A: lines so far, each with the spacing after it
     for i, mark in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
-        body = text[mark.end() : end].strip().strip("*_").strip()
+        body, gap = _qa_body(text, marks, i)
         if mark.group(1).lower().startswith("q"):
-            question = clean_question(body)
-        elif question is not None:
-            pairs.append((question, _clean_answer(body)))
-            question = None
+            if parts:  # a Q: after an answer starts the next pair
+                pairs += [(question, _clean_answer("".join(parts))) for question in asked]
+                asked, parts = [], []
+            asked.append(clean_question(body))
+        elif asked:
+            parts.append(body + gap)
+    pairs += [(question, _clean_answer("".join(parts))) for question in asked]
     return pairs
+
+
+def _answers_something(text: str) -> bool:
+    """Whether ``text`` has an ``A:`` line after a ``Q:`` line (Q:/A: structure, not a stray ``Q:``)."""
+    kinds = [mark.group(1).lower()[0] for mark in _QA_MARK.finditer(text)]
+    return "q" in kinds and "a" in kinds[kinds.index("q") :]
+
+
+def _orphan_answer_line(text: str) -> int | None:
+    """The line of an ``A:`` before any ``Q:`` in ``text`` (1-based), or None."""
+    first = _QA_MARK.search(text)
+    if first is None or first.group(1).lower().startswith("q"):
+        return None
+    return text.count("\n", 0, first.start(1)) + 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,6 +269,7 @@ _ADDRESS = r"(?:[^()\s>]|\([^()\s]*\))*"
 _UNSEEN_HTML = re.compile(
     r"<(script|style|template|iframe|object|noscript)\b[^>]*>.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL
 )
+_HTML_PRE = re.compile(r"<pre\b[^>]*>(.*?)</pre\s*>", re.IGNORECASE | re.DOTALL)
 _HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _HTML_TAG = re.compile(
     r"</?(?:a|abbr|article|aside|audio|b|bdi|bdo|big|blink|blockquote|button|center|cite|code|dd|del|details|dfn|div"
@@ -231,6 +290,34 @@ def _inline_html(text: str) -> str:
     return _HTML_TAG.sub("", _HTML_BREAK.sub("\n", text))
 
 
+_INDENTED = re.compile(r"^(?: {4}|\t)")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s|^ {2}")  # an item, or a line of one (indented by two)
+
+
+def _indented_code(text: str, kept: Any) -> str:
+    """Markdown's indented code blocks (lines indented by four spaces or a tab, after a blank line,
+    not inside a list item) as code, less those four spaces: they had been read as prose, their
+    indentation collapsed. ``kept`` stores a block and gives the placeholder that stands for it."""
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        before = next((line for line in reversed(out) if line.strip()), "")
+        if (_INDENTED.match(lines[i]) and lines[i].strip() and (not out or not out[-1].strip())
+                and not _LIST_ITEM.match(before)):  # fmt: skip
+            end = i
+            while end < len(lines) and (_INDENTED.match(lines[end]) or not lines[end].strip()):
+                end += 1
+            while not lines[end - 1].strip():  # the blank lines after the block are not in it
+                end -= 1
+            out.append(kept(_code("\n".join(_INDENTED.sub("", line) for line in lines[i:end]))))
+            i = end
+            continue
+        out.append(lines[i])
+        i += 1
+    return "\n".join(out)
+
+
 def _strip_markdown(text: str, *, addresses: bool = True) -> str:
     """Markdown as plain text: emphasis marks, backticks, image and link syntax go; what a code span
     or a fenced block holds is kept as written (``plugins/__init__.py`` had become plugins/init.py,
@@ -242,7 +329,9 @@ def _strip_markdown(text: str, *, addresses: bool = True) -> str:
         spans.append(content)
         return f"\x00{len(spans) - 1}\x00"
 
-    text = _FENCE.sub(lambda match: kept(match.group(2).rstrip("\n")), text)
+    text = _FENCE.sub(lambda match: kept(_code(match.group(2))), text)
+    text = _indented_code(text, kept)
+    text = _HTML_PRE.sub(lambda match: kept(_code(_HTML_TAG.sub("", match.group(1)))), text)  # raw HTML's own
     text = _CODE_SPAN.sub(lambda match: kept(match.group(2).strip()), text).replace("`", "")  # unpaired ones
     text = _AUTOLINK.sub(lambda match: kept(match.group(1).removeprefix("mailto:")), text)
     text = _inline_html(text)
@@ -271,6 +360,7 @@ def _markdown_qa(text: str) -> list[tuple[str, str]]:
 def parse_markdown(text: str) -> list[tuple[str, str]]:
     """Pairs from a Markdown FAQ: question headings with the text below, or ``Q:``/``A:`` lines (a
     question with nothing below it, that is no heading over deeper ones, with an empty answer)."""
+    text = _unmarked(text)
     # A heading as asked (a heading of an image alone, which strips to nothing, as written)
     sections = [(clean_question(_strip_markdown(q, addresses=False)) or clean_question(q), body, level)
                 for q, body, level in _markdown_sections(text)]  # fmt: skip
@@ -282,7 +372,7 @@ def parse_markdown(text: str) -> list[tuple[str, str]]:
     for n, (q, body, level) in enumerate(sections):
         plain = _strip_markdown(body)
         # Q:/A: lines of the section's own text (not of a fenced block: a transcript shown as code)
-        inner = _markdown_qa(body) if parse_qa_text(_strip_markdown(_FENCE.sub("", body))) else []
+        inner = _markdown_qa(body) if _answers_something(_strip_markdown(_FENCE.sub("", body))) else []
         if inner and not _is_question(q):
             # A topic's section of Q:/A: pairs ("## Billing" over them) is those questions, not one entry
             # answering "Billing" with them all; its text before the first Q: stays its own, unless the
@@ -372,6 +462,7 @@ class _FaqHTML(HTMLParser):
             self._buffer.append("\n\n" if tag in ("p", "pre", "blockquote", "table", "ul", "ol", "dl") else "\n")
         if tag == "pre":
             self._pre += 1
+            self._buffer.append(_CODE_OPEN if self._pre == 1 else "")  # kept as written, to the last space
         if tag == "a":
             self._anchors.append((dict(attrs).get("href") or "", len(self._buffer)))
 
@@ -391,6 +482,9 @@ class _FaqHTML(HTMLParser):
                 continue
             if self._skip_depth:
                 continue
+            if open_tag == "pre":
+                self._pre -= 1
+                self._buffer.append(_CODE_CLOSE if not self._pre else "")
             if open_tag in _HEADINGS or open_tag in ("dt", "dd", "summary", "details"):
                 self._flush()
                 if len(self._kind) > 1:
@@ -400,8 +494,6 @@ class _FaqHTML(HTMLParser):
                 self.events.append(("dl_end", 0, ""))
             elif open_tag in _BLOCK_TAGS:
                 self._buffer.append("\n\n" if open_tag in ("p", "pre", "blockquote", "table") else "\n")
-            if open_tag == "pre":
-                self._pre -= 1
             if open_tag == "a" and self._anchors:
                 address, start = self._anchors.pop()
                 text = "".join(self._buffer[start:])
@@ -486,7 +578,7 @@ def _list_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]
 
 def parse_html(text: str) -> list[tuple[str, str]]:
     """Pairs from an HTML FAQ page: question headings, ``<dt>``/``<dd>``, ``<details>`` or ``Q:``/``A:``."""
-    blocks = _html_blocks(text)
+    blocks = _html_blocks(_unmarked(text))
     plain = "\n".join(t for _, _, t in blocks)
     return _choose([_heading_pairs(blocks), _list_pairs(blocks), parse_qa_text(plain)])
 
@@ -587,6 +679,12 @@ def read_faq(path: str | os.PathLike[str]) -> list[FaqEntry]:
         elif kind == "markdown":
             pairs = parse_markdown(text)
         else:
+            text = _unmarked(text)
+            orphan = _orphan_answer_line(text)
+            if orphan is not None:  # it had been left out without a word
+                said = text.split("\n")[orphan - 1].strip()
+                raise DataError(f"{path}: line {orphan}: the answer {said!r} has no Q: line before it; write its "
+                                "question above it, or remove it")  # fmt: skip
             pairs = parse_qa_text(text)
         _refuse_unanswered(path, pairs)
         entries = [FaqEntry(q, a, None, f"{path}#{i + 1}") for i, (q, a) in enumerate(pairs)]
@@ -622,13 +720,19 @@ def _refuse_unanswered(path: Path, pairs: list[tuple[str, str]]) -> None:
                         "write its question, or remove the answer")  # fmt: skip
 
 
+def answer_key(answer: str) -> str:
+    """An answer as answers are compared (case and spacing aside): two entries with the same key give
+    the same answer."""
+    return " ".join(answer.lower().split())
+
+
 def _refuse_duplicates(entries: list[FaqEntry]) -> None:
     """An entry repeated word for word (question and answer, case and spacing aside) is a mistake in
     the file: say where both copies are. A question asked twice with *different* answers stays (real
     FAQs repeat a heading such as "aptitude" in two chapters); the answers tell the entries apart."""
     seen: dict[tuple[str, str], FaqEntry] = {}
     for entry in entries:
-        key = (" ".join(entry.question.lower().split()), " ".join(entry.answer.lower().split()))
+        key = (" ".join(entry.question.lower().split()), answer_key(entry.answer))
         if key in seen:
             raise DataError(
                 f"{entry.source}: the entry {entry.question!r} repeats {seen[key].source} word for word; "

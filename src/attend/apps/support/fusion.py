@@ -17,7 +17,9 @@ read Chinese (more than half of the Debian FAQ's Chinese word pieces are ``[UNK]
 * **Reciprocal-rank fusion** (``fusion="rrf"``): ``1 / (60 + rank_dense) + 1 / (60 + rank_bm25)``
   (Cormack et al. 2009). Parameter-free, but a rank sum pulls a strong ranker towards a weak one:
   on the English Debian FAQ it scored MRR 0.60 where the encoder alone scored 0.65, so it is not
-  the default.
+  the default. Its scores are ranks only (the first entry scores about ``2 / 61`` whatever the
+  question), so they order the entries but the hand-off judges the two sides' own scores of the
+  entry ranked first (:meth:`attend.apps.support.index.Ranker.judged`).
 
 Where the encoder cannot read the text, the lexical side answers alone, and says so: when more
 than :data:`MAX_UNKNOWN` of the FAQ's word pieces are unknown to the encoder, the index is built

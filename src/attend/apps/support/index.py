@@ -23,14 +23,17 @@ Hand-off threshold, calibrated on the FAQ itself (no user queries needed) by hel
 self-retrieval:
 
 * *answerable* trials: each question with a seeded third of its words deleted (at least one
-  word kept), searched against the whole index; correct when its own entry ranks first;
+  word kept), searched against the whole index; correct when the entry ranked first gives its
+  answer (its own, or another row with the same answer, case and spacing aside);
 * *unanswerable* trials: each question searched against the index *without its own entry*
-  (leave-one-out): an on-topic question this FAQ cannot answer, the hard case for hand-off.
+  (leave-one-out): an on-topic question this FAQ cannot answer, the hard case for hand-off
+  (unless another row gives the same answer: found, that one is right).
 
 The threshold maximises F1 of "answered and correct" over all trials (or, with
 ``target_precision``, is the lowest one whose answered trials are at least that precise), and
 sits midway between the last answered score and the next one below it. The trial counts,
-precision, recall and F1 at the threshold are stored in ``config.json`` with it.
+precision, recall and F1 at the threshold are stored in ``config.json`` with it. Under
+reciprocal-rank fusion the score judged is not the rank sum (:meth:`Ranker.judged`).
 
 Intents. With an ``intent`` column, a multinomial logistic regression on the same frozen
 MiniLM question embeddings: FAQ intents have a handful of questions each, too few to fine-tune
@@ -61,7 +64,7 @@ import torch
 from torch import Tensor
 
 from attend.apps.support.encoder import PACKAGE_MODEL, SentenceEncoder, Word, load_encoder
-from attend.apps.support.faq import FaqEntry, read_faq
+from attend.apps.support.faq import FaqEntry, answer_key, read_faq
 from attend.apps.support.fusion import (
     MAX_UNKNOWN,
     Retrieval,
@@ -86,6 +89,7 @@ __all__ = [
     "build_index",
     "calibrate_threshold",
     "choose_retrieval",
+    "conflicting_questions",
     "drop_words",
     "embed_entries",
     "entry_scores",
@@ -96,7 +100,7 @@ __all__ = [
 #: ``config.json`` "format" of a support index.
 INDEX_FORMAT = "attend-support-index"
 #: The layout of an index directory this code writes; it reads this one and every one before it.
-INDEX_FORMAT_VERSION = 2
+INDEX_FORMAT_VERSION = 3  # 3: a reciprocal-rank-fusion index's threshold is on its judged scores
 _FILES = ("config.json", "entries.json", "embeddings.safetensors")
 #: Share of a question's words deleted to make an answerable calibration query.
 DROP_FRACTION = 1 / 3
@@ -218,23 +222,53 @@ class Ranker:
             exclude: Per query, an entry to leave out (scored ``-inf`` before fusing).
             question_weight: Override the index's (0: answers only, the evaluation protocol).
         """
+        fused, _, readable = self.ranked(texts, vectors=vectors, exclude=exclude, question_weight=question_weight)
+        return fused, readable
+
+    def ranked(
+        self,
+        texts: Sequence[str],
+        *,
+        vectors: Tensor | None = None,
+        exclude: Sequence[int] | None = None,
+        question_weight: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(fused (M, N), judged (M, N), readable (M,))``: the scores that rank, and those the hand-off
+        judges (the same array but under reciprocal-rank fusion, :meth:`judged`). Arguments as :meth:`scores`."""
         lexical = self.lexical(texts, question_weight)
         dense = None
         readable = np.ones(len(texts), dtype=bool)
         if self.retrieval.effective != "bm25":
             readable = self.readable(texts)
             dense = self.dense(self.encoder.embed(texts) if vectors is None else vectors, question_weight)
-        if exclude is None:
-            return fuse(dense, lexical, self.retrieval, readable), readable
-        rows, left_out = np.arange(len(texts)), np.asarray(exclude)
-        lexical[rows, left_out] = -np.inf  # out of the rankings RRF fuses too
-        if dense is not None:
-            dense[rows, left_out] = -np.inf
+        if exclude is not None:
+            rows, left_out = np.arange(len(texts)), np.asarray(exclude)
+            lexical[rows, left_out] = -np.inf  # out of the rankings RRF fuses too
+            if dense is not None:
+                dense[rows, left_out] = -np.inf
         fused = fuse(dense, lexical, self.retrieval, readable)
-        # ... and out of the fused scores: a side weighted 0 (alpha 0 or 1) made 0 * -inf = NaN there,
-        # and a NaN best score made the calibrated hand-off threshold NaN, so nothing was handed off.
-        fused[rows, left_out] = -np.inf
-        return fused, readable
+        judged = self.judged(dense, lexical, readable) if self.rank_fused else fused
+        if exclude is not None:
+            # ... and out of the fused scores: a side weighted 0 (alpha 0 or 1) made 0 * -inf = NaN there,
+            # and a NaN best score made the calibrated hand-off threshold NaN, so nothing was handed off.
+            fused[rows, left_out] = -np.inf
+            judged[rows, left_out] = -np.inf
+        return fused, judged, readable
+
+    @property
+    def rank_fused(self) -> bool:
+        """Whether entries are ranked by reciprocal-rank fusion (whose scores say nothing of confidence)."""
+        return self.retrieval.effective == "hybrid" and self.retrieval.fusion == "rrf"
+
+    def judged(self, dense: np.ndarray | None, lexical: np.ndarray, readable: np.ndarray) -> np.ndarray:
+        """The scores the hand-off judges under reciprocal-rank fusion: the two sides' own scores, weighted
+        equally as RRF weighs their votes (a question the encoder cannot read: BM25's alone).
+
+        An RRF score depends on ranks alone: every question's best entry scores about ``2 / 61``, an
+        off-topic question's as a clear one's, so a threshold on it could not tell them apart (7 of
+        12 clear paraphrases of a 12-entry FAQ were handed off). What the two rankers score the
+        entry RRF put first does say it."""
+        return fuse(dense, lexical, dataclasses.replace(self.retrieval, fusion="weighted", alpha=0.5), readable)
 
 
 def drop_words(text: str, rng: random.Random, fraction: float = DROP_FRACTION) -> str:
@@ -314,31 +348,44 @@ def calibrate_threshold(
 def self_retrieval(
     ranker: Ranker, entries: Sequence[FaqEntry], seed: int
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """``(scores, correct, counts)`` of the answerable and unanswerable calibration trials.
+    """``(scores, correct, counts)`` of the answerable and unanswerable calibration trials: each trial's
+    judged score of the entry ranked first, and whether that entry gives the trial's answer; ``counts``
+    says how many trials there are, and how many entries share their answer with another
+    (``shared_answers``).
 
     A hybrid ranker's trials are those of questions the encoder can read: one it cannot read is
     ranked by BM25 alone and judged on the threshold calibrated on BM25's scale
     (``handoff.lexical_threshold``), so its score, on that other scale, would move this one."""
     n = len(entries)
     rng = random.Random(seed)
+    # An entry found is right when it gives the trial's answer: an FAQ that lists other wordings of a
+    # question as rows of their own, with the same answer, had its left-out questions counted wrong when
+    # they found their twin: the precision it reported fell (0.56 for 0.91), and a target precision's
+    # threshold rose until clear rewordings were handed off.
+    answers = np.asarray([answer_key(e.answer) for e in entries], dtype=object)
+    rows = np.arange(n)
     reworded = [drop_words(e.question, rng) for e in entries]
-    answerable, read = ranker.scores(reworded)
-    scores = [answerable.max(1)]
-    correct = [answerable.argmax(1) == np.arange(n)]
+    answerable, judged, read = ranker.ranked(reworded)
+    found = answerable.argmax(1)
+    scores = [judged[rows, found]]  # what the hand-off judges of the entry ranked first
+    correct = [answers[found] == answers]
     kept = [read]
+    twins = 0
     if n > 1:
         questions = [e.question for e in entries]
         # Leave-one-out: each question searched with the entry that answers it gone.
-        own, read_own = ranker.scores(questions, vectors=ranker.tensors["questions"], exclude=range(n))
-        scores.append(own.max(1))
-        correct.append(np.zeros(n, dtype=bool))
+        own, judged, read_own = ranker.ranked(questions, vectors=ranker.tensors["questions"], exclude=range(n))
+        found = own.argmax(1)
+        scores.append(judged[rows, found])
+        correct.append(answers[found] == answers)  # unanswerable unless another entry gives its answer
         kept.append(read_own)
+        twins = int(sum((answers == answers[i]).sum() > 1 for i in range(n)))
     keep = np.concatenate(kept) if ranker.retrieval.effective == "hybrid" else np.ones(sum(map(len, kept)), bool)
     if not keep.any():  # no trial the encoder reads (a hybrid index is mostly readable): every trial
         keep[:] = True
     counts = {"answerable_trials": int(keep[:n].sum()), "answerable_correct": int((correct[0] & keep[:n]).sum()),
-              "unanswerable_trials": int(keep[n:].sum())}  # fmt: skip
-    return np.concatenate(scores)[keep], np.concatenate(correct)[keep], counts
+              "unanswerable_trials": int(keep[n:].sum()), "shared_answers": twins}  # fmt: skip
+    return np.concatenate(scores)[keep], np.concatenate(correct).astype(bool)[keep], counts
 
 
 def choose_retrieval(
@@ -566,6 +613,12 @@ def build_index(
         lexical_only.retrieval = dataclasses.replace(chosen, mode="bm25")
         trials = self_retrieval(lexical_only, entries, seed)[:2]
         handoff["lexical_threshold"] = calibrate_threshold(*trials, target_precision=target_precision)["threshold"]
+    # The same question with different answers: which one a customer means, the index cannot say (asked
+    # as written, it hands off); said at build, where it had been accepted without a word.
+    conflicts = conflicting_questions([e.question for e in entries], [e.answer for e in entries]).values()
+    notes = [f"the question {entries[group[0]].question!r} is asked at {' and '.join(entries[i].source for i in group)}"
+             " with different answers: asked as written, it is handed off to a person (give it one answer, or word "
+             "the questions apart)" for group in conflicts]  # fmt: skip
     rerank_info = None
     if rerank and chosen.effective != "bm25" and question_weight < 1:  # at 1 the answers have no say: never used
         stored, rerank_info = fit_rerank(ranker, entries, seed)
@@ -606,7 +659,7 @@ def build_index(
     # What ranks, beside what was asked: "hybrid" is lexical only where the encoder cannot read the FAQ.
     ranking = {"mode": chosen.effective, "note": chosen.note()}
     return {"index_dir": str(out), **{k: v for k, v in config.items() if k != "task"}, "ranking": ranking,
-            "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+            "notes": notes, "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -619,6 +672,16 @@ def _as_asked(question: str) -> str:
     (only that: "C++?" and "C#?" are other questions, as are "e-mail" and "email")."""
     folded = " ".join(unicodedata.normalize("NFKC", question).casefold().split())
     return re.sub(r"[\s?!.。？！…]+$", "", folded)
+
+
+def conflicting_questions(questions: Sequence[str], answers: Sequence[str]) -> dict[str, list[int]]:
+    """The questions asked more than once (as :func:`_as_asked` compares them) with different answers
+    (as :func:`~attend.apps.support.faq.answer_key` compares them): each with its entries."""
+    groups: dict[str, list[int]] = {}
+    for i, question in enumerate(questions):
+        groups.setdefault(_as_asked(question), []).append(i)
+    return {asked: group for asked, group in groups.items()
+            if asked and len({answer_key(answers[i]) for i in group}) > 1}  # fmt: skip
 
 
 def _no_terms(question: str) -> str:
@@ -668,6 +731,9 @@ class SupportIndex:
         for i, stored in enumerate(questions):
             if asked := _as_asked(stored):
                 self._asked.setdefault(asked, []).append(i)
+        # each question asked with different answers: where (entries.json keeps each entry's source)
+        self._conflicting = {asked: [self.entries[i].get("source") or f"entry {i + 1}" for i in group]
+                             for asked, group in conflicting_questions(questions, answers).items()}  # fmt: skip
 
     @property
     def retrieval(self) -> Retrieval:
@@ -729,6 +795,10 @@ class SupportIndex:
                 f"{path} was built with encoder weights {recorded['weights_sha256'][:12]}… but {encoder.source} now "
                 f"has {encoder.weights_sha256[:12]}…; rebuild the index with the current encoder"
             )
+        if version < 3 and (config.get("retrieval") or {}).get("fusion") == "rrf":
+            raise ModelDirError(f"{path}: its hand-off threshold was calibrated on reciprocal-rank scores, which say "
+                                "nothing of confidence (an index built before 2026-12-07); build it again with "
+                                "--overwrite")  # fmt: skip
         threshold = (config.get("handoff") or {}).get("threshold")
         if not isinstance(threshold, int | float) or not math.isfinite(threshold):
             raise ModelDirError(
@@ -781,7 +851,7 @@ class SupportIndex:
             vector, explainer = self.encoder.explainable(question)
         else:
             vector = self.encoder.embed([question])  # (1, E): intents and the dense side
-        fused, readable = self.ranker.scores([question], vectors=vector)
+        fused, judged, readable = self.ranker.ranked([question], vectors=vector)
         scores = torch.from_numpy(fused[0])
         top = torch.topk(scores, min(max(k, DEPTH if self.reranker is not None else k), len(self.entries)))
         order = top.indices.tolist()
@@ -794,20 +864,23 @@ class SupportIndex:
         # A question asked as the FAQ asks it is answered by that entry (by the best of them, where the
         # FAQ asks it twice): a near-duplicate whose longer answer repeats the question's words had
         # outscored it ("How do I reset my password?" answered by "... on the mobile app?").
-        own = sorted(self._asked.get(_as_asked(question), []), key=lambda i: -rerank_scores.get(i, float(scores[i])))
+        asked = _as_asked(question)
+        own = sorted(self._asked.get(asked, []), key=lambda i: -rerank_scores.get(i, float(scores[i])))
         order = own + [i for i in order if i not in own]
         answers = []
         for i in order[:k]:
             entry = self.entries[i]
             # intent null where the FAQ has none, as the HTTP answer says it: one shape for every caller
             answers.append({"question": entry["question"], "answer": entry["answer"],
-                            "score": round(float(scores[i]), 4), "intent": entry.get("intent")})  # fmt: skip
+                            "score": round(float(judged[0, i]), 4), "intent": entry.get("intent")})  # fmt: skip
+            if self.ranker.rank_fused:  # what the answers are ordered by; ``score`` is what is judged
+                answers[-1]["rrf_score"] = round(float(scores[i]), 6)
             if i in rerank_scores:  # what the answers are ordered by
                 answers[-1]["rerank_score"] = round(rerank_scores[i], 4)
         best = order[0]
         # The answer given is judged: on its first-stage score, the scale the threshold was calibrated on
         # (the first stage's best had been judged while the re-ranker gave another answer).
-        best_score = float(scores[best])
+        best_score = float(judged[0, best])
         threshold = self.threshold
         mode, note = self.retrieval.effective, self.retrieval.note()
         if mode == "hybrid" and not readable[0]:
@@ -822,9 +895,15 @@ class SupportIndex:
         # BM25 alone with no word of the question in the FAQ has nothing to go on, whatever the threshold
         # (a one-entry FAQ's BM25 scores are 0 or below, and the 0 of no match had been answered).
         unmatched = mode == "bm25" and not self.ranker.matches(question)
-        handoff = (best_score < threshold or unmatched) and not own
+        # The FAQ asks this question more than once with different answers: which one is meant, it
+        # cannot say. Before, the better-scored was given as certain, the other one left unsaid.
+        conflicting = self._conflicting.get(asked) if own else None
+        handoff = bool(conflicting) or (not own and (best_score < threshold or unmatched))
         reason = _against_threshold(best_score, threshold)
-        if own:
+        if conflicting:
+            reason = (f"the FAQ asks this question {len(conflicting)} times with different answers "
+                      f"({', '.join(conflicting)}): a person should say which applies; {reason}")  # fmt: skip
+        elif own:
             reason = f"the FAQ's own question (case, spacing and closing punctuation aside); {reason}"
         elif unmatched:  # said for what it is, not as a score "at or above" a threshold it was handed off at
             counted = "no word of the question occurs in " + self.ranker.searched() if terms(question) else (

@@ -53,6 +53,11 @@ class Answer(BaseModel):
     rerank_score: float | None = Field(
         default=None, description="Where the re-ranker ordered the answers: the score they are ordered by."
     )
+    # (left out of the model, the HTTP answer had dropped it: pydantic ignores keys it does not name)
+    rrf_score: float | None = Field(
+        default=None, description="Under reciprocal-rank fusion: the rank-based score the answers are ordered by "
+        "(score is what the hand-off judges)."
+    )
 
 
 class Intent(BaseModel):
