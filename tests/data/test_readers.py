@@ -269,6 +269,42 @@ def test_stratified_split_is_seeded_and_keeps_class_balance() -> None:
     assert sum(data.labels[i] == ["b"] for i in test) == 5  # 25% of the test split, like the whole
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_label_of_one_held_out_row_leaves_the_others_stratified(seed: int) -> None:
+    """One label with a single row among the held-out ones had turned stratifying off for dev and test
+    alike: 'billing' went 23/28 where 25/26 was due. A model split the first way rebuilds it so."""
+    counts = {"billing": 255, "delivery": 256, "other": 84, "login": 5}
+    labels = [[label] for label, n in counts.items() for _ in range(n)]
+    data = LabelledTexts(texts=[f"text {i}" for i in range(len(labels))], labels=labels)
+    train, dev, test = stratified_split(data, seed=seed)
+    assert sum(data.labels[i] == ["login"] for i in dev + test) == 1  # the lone one, in one of them
+    for label in ("billing", "delivery", "other"):
+        shares = [sum(data.labels[i] == [label] for i in part) for part in (dev, test)]
+        assert abs(shares[0] - shares[1]) <= 1, (label, shares)
+    assert stratified_split(data, seed=seed, scheme=1)[0] == train  # training rows the same either way
+    assert stratified_split(data, seed=seed, scheme=1) != (train, dev, test)  # dev and test drawn at random
+    with pytest.raises(ValueError, match="scheme=3: a split scheme is 1 or 2"):
+        stratified_split(data, scheme=3)
+
+
+def test_a_model_split_before_schemes_were_recorded_rebuilds_its_own_split(tmp_path: Path) -> None:
+    from attend.data.splits import data_provenance, rebuild_split
+
+    rows = [(f"{label} {i}", label) for label, n in (("a", 255), ("b", 256), ("c", 84), ("d", 5)) for i in range(n)]
+    path = _write_csv(tmp_path / "d.csv", rows)
+    data = read_table(path)
+    config = {"data": data_provenance(str(path), split_col=None, multi_label=False, label_sep=None) | {
+        "source": str(path)}, "training": {"seed": 1}}  # fmt: skip
+    assert config["data"]["split_scheme"] == 2  # recorded with the model
+    assert stratified_split(data, seed=1, scheme=1)[2] != stratified_split(data, seed=1, scheme=2)[2]
+    for scheme in (1, 2):
+        recorded = {**config, "data": {**config["data"], "split_scheme": scheme}}
+        expected = [data.texts[i] for i in stratified_split(data, seed=1, scheme=scheme)[2]]
+        assert rebuild_split(recorded, "test").texts == expected
+    del config["data"]["split_scheme"]  # a config of before: the first scheme, as it was split
+    assert rebuild_split(config, "test").texts == [data.texts[i] for i in stratified_split(data, seed=1, scheme=1)[2]]
+
+
 def test_copies_of_a_text_stay_in_one_split() -> None:
     """Repeated rows were split one by one: 69 of 99 test texts of an audit's file were training texts,
     and its test accuracy read 0.909 for 0.700 on the texts the model had not seen."""

@@ -1022,8 +1022,17 @@ def stratum(labels: Sequence[str]) -> str:
     return labels[0] if labels else NO_LABELS
 
 
+#: The way :func:`stratified_split` divides data, recorded with a model (``data.split_scheme``) so that
+#: its split is rebuilt as it was made: 2 (2026-12-07) divides the held-out rows into dev and test
+#: stratified on the labels with two rows or more there, the labels with one lumped together; 1
+#: divided them at random whenever one label had a single row there (every label's dev/test shares
+#: drifted: 23/28 where 25/26 was due).
+SPLIT_SCHEME = 2
+
+
 def stratified_split(
-    data: LabelledTexts, *, seed: int = 0, dev_fraction: float = 0.1, test_fraction: float = 0.1
+    data: LabelledTexts, *, seed: int = 0, dev_fraction: float = 0.1, test_fraction: float = 0.1,
+    scheme: int = SPLIT_SCHEME,
 ) -> tuple[list[int], list[int], list[int]]:
     """Seeded train/dev/test indices, stratified on the (first) label.
 
@@ -1031,8 +1040,11 @@ def stratified_split(
     least two examples, or it could not appear on both sides of a split. A text that occurs more
     than once (the same words) is split once, at its first row, and its copies follow it: a copy
     in the training split would make its test copy a question the model has seen (data without
-    repeats splits as before).
+    repeats splits as before). ``scheme``: :data:`SPLIT_SCHEME`, or an earlier one a model was
+    split with.
     """
+    if scheme not in (1, 2):
+        raise ValueError(f"scheme={scheme!r}: a split scheme is 1 or 2")
     if data.splits is not None:
         by_split: dict[str, list[int]] = {"train": [], "dev": [], "test": []}
         for i, split in enumerate(data.splits):
@@ -1047,10 +1059,11 @@ def stratified_split(
     first: dict[str, int] = {}
     owner = [first.setdefault(" ".join(text.split()), i) for i, text in enumerate(data.texts)]
     if len(first) == len(data):
-        return _stratified_split(data, seed=seed, dev_fraction=dev_fraction, test_fraction=test_fraction)
+        return _stratified_split(data, seed=seed, dev_fraction=dev_fraction, test_fraction=test_fraction,
+                                 scheme=scheme)  # fmt: skip
     unique = sorted(first.values())
     parts = _stratified_split(data.subset(unique), seed=seed, dev_fraction=dev_fraction, test_fraction=test_fraction,
-                              rows=len(data))  # fmt: skip
+                              rows=len(data), scheme=scheme)  # fmt: skip
     where = {unique[j]: name for name, part in zip(("train", "dev", "test"), parts, strict=True) for j in part}
     split_of: dict[str, list[int]] = {"train": [], "dev": [], "test": []}
     for i, row in enumerate(owner):
@@ -1058,8 +1071,25 @@ def stratified_split(
     return split_of["train"], split_of["dev"], split_of["test"]
 
 
-def _stratified_split(data: LabelledTexts, *, seed: int, dev_fraction: float, test_fraction: float,
-                      rows: int | None = None) -> tuple[list[int], list[int], list[int]]:  # fmt: skip
+#: The stratum of the labels that have one row in a pool being divided (no label's name: a NUL leads it).
+_LONE = "\x00labels of one row"
+
+
+def _lumped(labels: list[str]) -> list[str]:
+    """``labels`` with those that occur once lumped into one stratum (with the most common label where
+    only one does): sklearn stratifies only strata of two rows or more."""
+    counts = Counter(labels)
+    lone = [label for label in labels if counts[label] == 1]
+    if not lone:
+        return labels
+    lump = _LONE if len(lone) > 1 else counts.most_common(1)[0][0]
+    return [lump if counts[label] == 1 else label for label in labels]
+
+
+def _stratified_split(
+    data: LabelledTexts, *, seed: int, dev_fraction: float, test_fraction: float, rows: int | None = None,
+    scheme: int = SPLIT_SCHEME,
+) -> tuple[list[int], list[int], list[int]]:
     """:func:`stratified_split` of texts that occur once each (``rows``: those of the file, whose
     copies of a text were set aside)."""
     from sklearn.model_selection import train_test_split
@@ -1118,6 +1148,9 @@ def _stratified_split(data: LabelledTexts, *, seed: int, dev_fraction: float, te
 
     def split(pool: list[int], size: int, *, keep_every_label: bool = False) -> tuple[list[int], list[int]]:
         labels = [primary[i] for i in pool]
+        if scheme >= 2 and not keep_every_label:  # dev from test: a label of one row here is lumped with the
+            # others of one, not the end of stratifying (training keeps every label its own way, below)
+            labels = _lumped(labels)
         # Stratify when every class can appear on both sides; tiny held-out sets cannot.
         can_stratify = size >= len(set(labels)) and len(pool) - size >= len(set(labels))
         can_stratify = can_stratify and min(Counter(labels).values()) >= 2

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from attend.data.parallel import normalise_whitespace
-from attend.data.readers import DataError, LabelledTexts, read_table, stratified_split
+from attend.data.readers import SPLIT_SCHEME, DataError, LabelledTexts, read_table, stratified_split
 from attend.io import ArtifactDir, ModelDirError, sha256_file
 
 __all__ = ["data_provenance", "held_out", "load_labelled", "rebuild_split"]
@@ -148,7 +148,8 @@ def data_provenance(
     same bytes. Texts handed over already loaded may be a subsample of their ``source``, so
     they are marked as not rebuildable rather than silently re-split from the whole file.
     """
-    record: dict[str, Any] = {"split_col": split_col, "multi_label": multi_label, "label_sep": label_sep}
+    record: dict[str, Any] = {"split_col": split_col, "multi_label": multi_label, "label_sep": label_sep,
+                              "split_scheme": SPLIT_SCHEME}  # fmt: skip
     if isinstance(data, LabelledTexts):
         return record | {"rebuildable": False}
     path = Path(data)
@@ -207,6 +208,7 @@ def rebuild_split(model: str | os.PathLike[str] | Mapping[str, Any], split: str 
     indices = stratified_split(
         dataset, seed=int(training.get("seed", 0)), dev_fraction=float(training.get("dev_fraction", 0.1)),
         test_fraction=float(training.get("test_fraction", 0.1)),
+        scheme=int(data.get("split_scheme", 1)),  # a model split before schemes were recorded: the first
     )  # fmt: skip
     sizes = {name: len(idx) for name, idx in zip(("train", "dev", "test"), indices, strict=True)}
     recorded = data.get("sizes")
