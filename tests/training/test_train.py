@@ -181,6 +181,21 @@ def test_a_resume_reads_the_data_as_the_interrupted_run_did(tmp_path: Path) -> N
     assert result.metrics["num_examples"] == 12 and load(tmp_path / "m").multi_label
 
 
+def test_a_run_interrupted_under_the_earlier_split_is_not_resumed_under_the_new_one(
+    tmp_path: Path, planted_csv: Path
+) -> None:
+    """Its dev and test rows could differ: the checkpoint would have trained on some of the new test rows."""
+    stopped = TrainingArgs(**{**FAST, "epochs": 2, "stop_after_steps": 3})
+    with pytest.raises(TrainingInterrupted):
+        train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER, args=stopped)
+    record = state_directory(tmp_path / "m") / "run.json"
+    run = json.loads(record.read_text(encoding="utf-8"))
+    assert run.pop("split_scheme") == 2
+    record.write_text(json.dumps(run), encoding="utf-8")  # as a run started before the scheme was recorded
+    with pytest.raises(DataError, match=r"these differ: split_scheme=2 \(the interrupted run had None\)"):
+        train(planted_csv, tmp_path / "m", resume=True)
+
+
 def test_model_directory_safety(tmp_path: Path, planted_csv: Path) -> None:
     out = tmp_path / "m"
     train(planted_csv, out, model="encoder", model_options=SMALL_ENCODER, args=TrainingArgs(**{**FAST, "epochs": 1}))

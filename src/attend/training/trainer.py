@@ -1623,7 +1623,7 @@ class Trainer:
 
 
 #: Identity keys compared on a resume even where the interrupted run's record lacks them.
-_ALWAYS_COMPARED = frozenset({"task", "model", "model_options", "max_train", "data"})
+_ALWAYS_COMPARED = frozenset({"task", "model", "model_options", "max_train", "data", "split_scheme"})
 
 #: Training options a resumed run may change: how it shows progress, its threads, where it stops.
 RESUME_MAY_CHANGE = frozenset({"progress", "threads", "stop_after_steps"})

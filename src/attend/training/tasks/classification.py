@@ -26,6 +26,7 @@ from attend.config import load_plugins
 from attend.data.batching import length_batches
 from attend.data.noise import Augmenter, idle_perturbations
 from attend.data.readers import (
+    SPLIT_SCHEME,
     DataError,
     LabelledTexts,
     joined_at,
@@ -446,7 +447,8 @@ class ClassificationTask(Task):
 
     def identity(self) -> dict[str, Any]:
         # How the data was read, so that `--resume` alone reads it again the same way.
-        identity = {"model": self.model, "model_options": self.options, **self.columns, **self.reading}
+        identity = {"model": self.model, "model_options": self.options, **self.columns, **self.reading,
+                    "split_scheme": SPLIT_SCHEME}  # fmt: skip
         return identity | ({"max_train": self.max_train} if self.max_train else {})
 
     def default_lr(self) -> float:
