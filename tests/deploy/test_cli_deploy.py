@@ -150,6 +150,18 @@ def test_quantize_and_prune_say_when_their_data_was_trained_on_and_take_its_colu
     assert stored["baseline"] == original["baseline"] and "renamed.csv (30 examples" in stored["pruning"]["data"]
 
 
+def test_quantize_says_what_it_does_before_its_silent_seconds(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A PyTorch directory is exported first, then quantized and measured: 48 s of e5 had passed without a word."""
+    model = copy_model(trained["encoder"], tmp_path)
+    assert main(["quantize", str(model)]) == 0
+    err = capsys.readouterr().err
+    assert f"exporting {model} to ONNX in {model / 'onnx'} first, then checking it against PyTorch" in err
+    assert f"quantizing {model / 'onnx' / 'model.onnx'} to int8, then measuring both on the test split of " in err
+    assert err.index("exporting") < err.index("quantizing")
+
+
 def test_quantize_says_what_to_do_with_a_folder_of_other_files_where_it_exports(
     trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

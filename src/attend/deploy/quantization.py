@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import math
 import os
@@ -396,13 +397,20 @@ def quantize(
                 raise ModelDirError(f"{onnx_dir} holds files attend did not write; quantize exports the model there "
                                     "first: move them away, or export elsewhere (attend export --onnx DIR) and "
                                     "quantize that directory")  # fmt: skip
-            exported = export_onnx(path, onnx_dir, threads=threads, overwrite=True)  # its own stale export
+            # said before its seconds to minutes of tracing and checking (48 s of silence for e5 here)
+            said = functools.partial(print, f"exporting {path} to ONNX in {onnx_dir} first, then checking it against "
+                                     "PyTorch (seconds to minutes, by the model's size)...", file=sys.stderr,
+                                     flush=True) if progress else None  # fmt: skip
+            exported = export_onnx(path, onnx_dir, threads=threads, overwrite=True, on_start=said)  # its stale export
         onnx_config = ArtifactDir.open(onnx_dir, require=("model", "labels")).config
         # The graph and tokenizer checked against their recorded hashes before anything is written: a
         # mismatched model.onnx had been quantised and its int8 graph's hash recorded, then refused,
         # and a truncated one failed in protobuf with a traceback.
         fp32_onnx = load_onnx(onnx_dir, threads=threads)
         budget = None
+        if progress:
+            print(f"quantizing {onnx_dir / ONNX_FILE} to int8, then measuring both on the {described}...",
+                  file=sys.stderr, flush=True)  # fmt: skip
         if max_loss is None:
             quantize_onnx_file(onnx_dir / ONNX_FILE, onnx_dir / INT8_FILE)
         else:
