@@ -480,14 +480,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     writer: PredictionWriter | None = None
     failed = False
     finished = False
-    if stream is not None and not args.no_progress:
-        from attend.progress import progress_bar
-
-        unit = {"unit": "row"} if stream.fmt == "parquet" else {"unit": "B", "unit_scale": True}
-        # drawn after a second: a file refused at its first read (every line blank) had drawn a bar first
-        bar = progress_bar(total=stream.size, desc="predict", mininterval=1.0, delay=1.0, **unit)
     try:
         texts = _input_texts(stream, keep) if stream is not None else iter(args.texts)
+
+        def start_bar() -> None:  # once the rows a resumed run skips are read past: they are no progress of
+            # this run's (counted as such, the bar's rate and ETA had been 20 times too fast)
+            nonlocal bar
+            if stream is not None and not args.no_progress:
+                from attend.progress import progress_bar
+
+                unit = {"unit": "row"} if stream.fmt == "parquet" else {"unit": "B", "unit_scale": True}
+                # drawn after a second: a file refused at its first read (every line blank) had drawn a bar first
+                bar = progress_bar(total=stream.size, initial=stream.position, desc="predict", mininterval=1.0,
+                                   delay=1.0, **unit)  # fmt: skip
 
         def advance(_count: int) -> None:
             if bar is not None and stream is not None:
@@ -498,7 +503,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         existing.check_model(predictor, args.threshold)
         try:
             written = predict_stream(predictor, texts, writer, top_k=args.top_k, skip=existing, on_chunk=advance,
-                                     threshold=args.threshold)  # fmt: skip
+                                     threshold=args.threshold, on_skipped=start_bar)  # fmt: skip
         except _BadInput as exc:  # a bad row mid-file: what was predicted before it is kept, and resumable
             if not args.output or not done + writer.rows or args.format == "json":
                 raise DataError(str(exc)) from None

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -253,6 +254,51 @@ def test_a_resume_continues_only_the_same_input_and_the_same_model(
     assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(partial), "--top-k", "1",
                  "--resume", "--no-progress"]) == 0  # fmt: skip
     assert partial.read_bytes() == full
+
+
+def test_a_resume_predicts_the_files_last_rows_again_not_its_last_alone(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """int8 stays within the tolerance of fp32 on about half the rows: comparing the last row alone had
+    let a file written without --int8 go on with int8 rows (or another model's close to it)."""
+    from attend.cli import main
+
+    data = write_csv(tmp_path / "in.csv", planted_rows(200))
+    out = tmp_path / "o.csv"
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--top-k", "1",
+                 "--no-progress"]) == 0  # fmt: skip
+    lines = out.read_bytes().splitlines(keepends=True)[:101]  # the header and 100 rows
+    row = lines[70].decode().split(",")  # a row 31 before the last one kept: its probability moved by 0.01
+    row[2] = f"{float(row[2]) - 0.01:.6f}"
+    lines[70] = ",".join(row).encode()
+    out.write_bytes(b"".join(lines))
+    before = out.read_bytes()
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--top-k", "1",
+                 "--resume", "--no-progress"]) == 2  # fmt: skip
+    assert "its row 70 gives" in capsys.readouterr().err and out.read_bytes() == before
+
+
+def test_reading_a_file_to_continue_holds_a_few_rows_not_the_file(tmp_path: Path) -> None:
+    """It had read the whole output, about 5.7 times its size: a million rows' resume needed gigabytes."""
+    import tracemalloc
+
+    from attend.runtime.streaming import read_existing
+
+    for fmt in ("csv", "jsonl"):
+        path = tmp_path / f"big.{fmt}"
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            if fmt == "csv":
+                handle.write("text,label_1,probability_1,truncated,warning\r\n")
+                handle.writelines(f"text number {i} of many,pos,0.912345,False,\r\n" for i in range(40_000))
+            else:
+                handle.writelines(json.dumps({"text": f"text number {i} of many", "label": "pos", "top": [
+                    {"label": "pos", "probability": 0.912345}], "truncated": False}) + "\n" for i in range(40_000))
+        tracemalloc.start()
+        existing = read_existing(path, fmt)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert existing.rows == 40_000 and existing.kept == path.stat().st_size
+        assert peak < path.stat().st_size / 4, (fmt, peak, path.stat().st_size)
 
 
 def test_resume_needs_a_resumable_format_and_another_file_than_the_input(
@@ -545,6 +591,28 @@ def test_progress_into_a_log_file_is_a_line_per_redraw(
     err = capsys.readouterr().err
     bars = [line for line in err.splitlines() if line.startswith("predict:")]
     assert "\r" not in err and len(bars) >= 2 and bars[-1].startswith("predict: 100%"), err
+
+
+def test_a_resumed_runs_bar_starts_where_the_file_left_off(
+    trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bytes a resumed run read past had been counted as its progress: its rate and ETA 20 times too fast."""
+    import attend.progress
+    from attend.cli import main
+
+    data = write_csv(tmp_path / "in.csv", planted_rows(600))
+    out = tmp_path / "o.csv"
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--no-progress"]) == 0
+    whole = out.read_bytes()
+    out.write_bytes(whole[: whole.index(b"\n", len(whole) // 2) + 1])  # the first half of the rows
+    started: list[dict[str, Any]] = []
+    real = attend.progress.progress_bar
+    monkeypatch.setattr(attend.progress, "progress_bar", lambda *a, **options: started.append(options) or real(
+        *a, **options))  # fmt: skip
+    assert main(["predict", str(trained["encoder"]), "--input", str(data), "--output", str(out), "--resume"]) == 0
+    assert out.read_bytes() == whole
+    (options,) = started
+    assert 0.4 < options["initial"] / options["total"] < 0.6, options  # where the input is read to, not 0
 
 
 def test_a_data_set_name_given_as_input_says_what_reads_it(trained: dict[str, Path], tmp_path: Path) -> None:

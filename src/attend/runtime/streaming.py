@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,10 @@ STARTS = {"csv": b"text,label_1,probability_1,", "jsonl": b'{"text": '}
 #: Largest difference between a probability the file holds (a CSV's six decimals) and the model's
 #: for the same text, for the file to count as this model's output (batching moves the last digits).
 SAME_MODEL_TOLERANCE = 1e-3
+#: Last rows of a file to be continued that a resumed run predicts again, each within
+#: :data:`SAME_MODEL_TOLERANCE`: int8 stays that close to fp32 on about half the rows (ONNX's on
+#: three quarters), so the last row alone had let one model's file go on with the other's rows.
+RECHECKED_ROWS = 64
 #: Slack of the threshold a multi-label file's rows bound (:meth:`ExistingOutput.choose`): a CSV's six
 #: decimals, and the last digits batching moves.
 THRESHOLD_SLACK = 1e-5
@@ -88,8 +93,9 @@ class ExistingOutput:
         digest: A running hash of every row's text and kept column values, in order: a resumed run
             hashes the input rows it skips the same way, so it continues only the input the file was
             written from (ids kept to join on included).
-        last: The last row's ``(label, probability)`` pairs: a resumed run predicts its text again
-            and refuses a file another model wrote.
+        last: The last row's ``(label, probability)`` pairs.
+        recent: The last :data:`RECHECKED_ROWS` rows' texts and pairs: a resumed run predicts them
+            again and refuses a file another model wrote.
         columns: The input columns its rows keep (``--keep-cols``), in order; None before a row is read.
         last_labels: A multi-label file's last row's chosen labels.
         above, at_most: What every multi-label row says of the threshold that chose its labels: above
@@ -105,6 +111,7 @@ class ExistingOutput:
     texts: dict[int, str] = field(default_factory=dict)
     digest: Any = field(default_factory=lambda: text_digest())
     last: list[tuple[str, float]] = field(default_factory=list)
+    recent: deque[tuple[str, list[tuple[str, float]]]] = field(default_factory=lambda: deque(maxlen=RECHECKED_ROWS))
     kept: int = 0
     size: int = 0
     multi_label: bool | None = None
@@ -149,6 +156,7 @@ class ExistingOutput:
         self.texts = {0: self.texts.get(0, text), self.rows: text}
         add_row(self.digest, text, kept)
         self.last = list(top)
+        self.recent.append((text, self.last))
         self.rows += 1
 
     def check(self, labels: Sequence[str], top_k: int, multi_label: bool | None = None,
@@ -176,22 +184,23 @@ class ExistingOutput:
                             f"{width}: resume with the --top-k it was written with")  # fmt: skip
 
     def check_model(self, predictor: TextClassifier, threshold: float | None = None) -> None:
-        """Refuse a file whose last row this model does not reproduce: another model with the same
-        labels (or the same one with --int8 where the file was written without) wrote it, or, for a
-        multi-label model, another ``--threshold`` chose its labels."""
+        """Refuse a file whose last rows (:data:`RECHECKED_ROWS`) this model does not reproduce:
+        another model with the same labels (or the same one with --int8 where the file was written
+        without) wrote it, or, for a multi-label model, another ``--threshold`` chose its labels."""
         if not self.rows:
             return
-        text = self.texts[self.rows - 1]
-        found = predictor.predictions([text])
-        now = dict(predictor.ranked(found.probs, len(predictor.labels))[0])
-        worst = max(abs(now[label] - p) for label, p in self.last)
-        if worst > SAME_MODEL_TOLERANCE:
-            label, p = self.last[0]
-            raise DataError(f"{self.path}: its last row gives {label!r} probability {p:.6f}, this model "
-                            f"{now[label]:.6f}: another model (or --int8 where it was written without, or the "
-                            "reverse) wrote it; choose another --output")  # fmt: skip
+        found = predictor.predictions([text for text, _ in self.recent])
+        first = self.rows - len(self.recent)
+        for offset, (now, (_, then)) in enumerate(zip(predictor.ranked(found.probs, len(predictor.labels)),
+                                                      self.recent, strict=True)):  # fmt: skip
+            now = dict(now)
+            label, p = max(then, key=lambda pair: abs(now[pair[0]] - pair[1]))
+            if abs(now[label] - p) > SAME_MODEL_TOLERANCE:
+                raise DataError(f"{self.path}: its row {first + offset + 1} gives {label!r} probability {p:.6f}, this "
+                                f"model {now[label]:.6f}: another model (or --int8 where it was written without, or "
+                                "the reverse) wrote it; choose another --output")  # fmt: skip
         # The same model (checked first): labels chosen otherwise are another threshold's.
-        chosen = predictor.chosen(found.probs, threshold)
+        chosen = predictor.chosen(found.probs[-1:], threshold)
         if chosen is None or self.last_labels is None:
             return
         self._check_threshold(predictor.checked_threshold(threshold))
@@ -278,75 +287,96 @@ def read_existing(path: Path, fmt: str) -> ExistingOutput:
     if fmt == "json":
         raise DataError(f"{path}: a --format json list cannot be resumed; use --format csv or jsonl")
     existing = ExistingOutput(Path(path))
-    kept = 0
-    with open(path, "rb") as handle:
-        data = handle.read()
+    with open(path, "rb") as handle:  # read as a stream: the whole file had been held, 5.7 times its size
+        head = handle.read(max(map(len, STARTS.values())))
+        existing.size = os.fstat(handle.fileno()).st_size
+        _check_start(path, fmt, head, whole=existing.size == len(head))
+        handle.seek(0)
+        existing.kept = (_read_jsonl_rows if fmt == "jsonl" else _read_csv_rows)(path, handle, existing)
+    return existing
+
+
+def _check_start(path: Path, fmt: str, head: bytes, *, whole: bool) -> None:
+    """Refuse a file that does not begin as a prediction file of ``fmt`` (``head``: its first bytes,
+    ``whole`` where they are all of it)."""
     start = STARTS[fmt]
-    if data and not (data.startswith(start) or start.startswith(data)):
-        other = next((name for name, begins in STARTS.items() if name != fmt and data.startswith(begins)), None)
+    if head and not (head.startswith(start) or (whole and start.startswith(head))):
+        other = next((name for name, begins in STARTS.items() if name != fmt and head.startswith(begins)), None)
         if other is not None:  # the run that wrote it had another --format: said so, not "not a prediction"
             raise DataError(f"{path}: a prediction {other.upper()} (written with --format {other}), not {fmt.upper()}; "
                             f"resume it with --format {other}, or choose another --output")  # fmt: skip
         raise DataError(f"{path}: not a prediction {fmt.upper()} (it does not start as `attend predict --format {fmt}` "
                         "writes one); nothing in it was changed: choose another --output")  # fmt: skip
-    if fmt == "jsonl":
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                row = json.loads(line)
-                existing.columns = [key for key in row if key not in ROW_KEYS]
-                existing._add(row["text"], [(entry["label"], float(entry["probability"])) for entry in row["top"]],
-                              [_cell(row[key]) for key in existing.columns])  # fmt: skip
-                existing.multi_label = "labels" in row
-                if existing.multi_label:
-                    existing.choose(list(row["labels"]))
-            except (ValueError, KeyError, TypeError):
-                raise DataError(
-                    f"{path}: line {existing.rows + 1} is not a prediction row; is it another file? (nothing in "
-                    "it was changed)"
-                ) from None
-            kept += len(line)
-    else:
-        # Split on "\n" only (csv.writer quotes any field holding a line break, and ends rows with
-        # "\r\n"), keeping the ends, so that a record is whole exactly when its last line ends in "\n".
-        parts = data.split(b"\n")
-        pieces = [part + b"\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
-        lines = [piece.decode("utf-8", errors="replace") for piece in pieces]
-        ends = [0]
-        for piece in pieces:
-            ends.append(ends[-1] + len(piece))
-        reader = csv.reader(iter(lines), strict=True)  # strict: a quoted field cut off raises, not a short row
+
+
+def _read_jsonl_rows(path: Path, handle: IO[bytes], existing: ExistingOutput) -> int:
+    """Read a prediction JSONL's whole rows into ``existing``, a line at a time; the bytes they take."""
+    kept = 0
+    for line in handle:
+        if not line.endswith(b"\n"):
+            break
         try:
-            for record_number, record in enumerate(reader):
-                if not lines[reader.line_num - 1].endswith("\n"):
-                    break
-                if record_number == 0:
-                    width, existing.multi_label, existing.columns = _csv_width(path, record)
-                    existing.width = width
-                    fields = len(record)
-                elif len(record) != fields:
-                    raise DataError(f"{path}: row {record_number} has {len(record)} fields where the header has "
-                                    f"{fields}; is it another file? (nothing in it was changed)")  # fmt: skip
-                else:
-                    try:
-                        top = [(record[1 + 2 * i], float(record[2 + 2 * i])) for i in range(width)]
-                    except ValueError:
-                        raise DataError(f"{path}: row {record_number} holds a probability that is not a number; is "
-                                        "it another file? (nothing in it was changed)") from None  # fmt: skip
-                    existing._add(record[0], top, record[3 + 2 * width + existing.multi_label:])
-                    if existing.multi_label:  # the labels column follows "truncated" and "warning"
-                        chosen = record[3 + 2 * width]
-                        existing.choose(chosen.split("|") if chosen else [], chosen)
-                kept = ends[reader.line_num]
-        except csv.Error:
-            # A quoted field cut off by the interruption raises once every line is read (the end of
-            # data); before that the row is malformed, and cutting there would drop the rows after it.
-            if reader.line_num < len(lines):
-                raise DataError(f"{path}: row {existing.rows + 1} is not a CSV row attend writes; is it another "
-                                "file? (nothing in it was changed)") from None  # fmt: skip
-    existing.kept, existing.size = kept, len(data)
-    return existing
+            row = json.loads(line)
+            existing.columns = [key for key in row if key not in ROW_KEYS]
+            existing._add(row["text"], [(entry["label"], float(entry["probability"])) for entry in row["top"]],
+                          [_cell(row[key]) for key in existing.columns])  # fmt: skip
+            existing.multi_label = "labels" in row
+            if existing.multi_label:
+                existing.choose(list(row["labels"]))
+        except (ValueError, KeyError, TypeError):
+            raise DataError(
+                f"{path}: line {existing.rows + 1} is not a prediction row; is it another file? (nothing in it was "
+                "changed)"
+            ) from None
+        kept += len(line)
+    return kept
+
+
+def _read_csv_rows(path: Path, handle: IO[bytes], existing: ExistingOutput) -> int:
+    """Read a prediction CSV's whole records into ``existing``, a line at a time; the bytes they take.
+
+    Lines end at "\n" only (csv.writer quotes any field holding a line break, and ends rows with
+    "\r\n"), ends kept, so that a record is whole exactly when its last line ends in "\n"."""
+    read = {"bytes": 0, "last": b""}  # through the last line the reader took, and that line
+
+    def lines() -> Iterator[str]:
+        for piece in handle:
+            read["bytes"] += len(piece)
+            read["last"] = piece
+            yield piece.decode("utf-8", errors="replace")
+
+    source = lines()
+    reader = csv.reader(source, strict=True)  # strict: a quoted field cut off raises, not a short row
+    kept = 0
+    try:
+        for record_number, record in enumerate(reader):
+            if not read["last"].endswith(b"\n"):
+                break
+            if record_number == 0:
+                width, existing.multi_label, existing.columns = _csv_width(path, record)
+                existing.width = width
+                fields = len(record)
+            elif len(record) != fields:
+                raise DataError(f"{path}: row {record_number} has {len(record)} fields where the header has "
+                                f"{fields}; is it another file? (nothing in it was changed)")  # fmt: skip
+            else:
+                try:
+                    top = [(record[1 + 2 * i], float(record[2 + 2 * i])) for i in range(width)]
+                except ValueError:
+                    raise DataError(f"{path}: row {record_number} holds a probability that is not a number; is "
+                                    "it another file? (nothing in it was changed)") from None  # fmt: skip
+                existing._add(record[0], top, record[3 + 2 * width + existing.multi_label:])
+                if existing.multi_label:  # the labels column follows "truncated" and "warning"
+                    chosen = record[3 + 2 * width]
+                    existing.choose(chosen.split("|") if chosen else [], chosen)
+            kept = read["bytes"]
+    except csv.Error:
+        # A quoted field cut off by the interruption raises once every line is read (the end of
+        # data); before that the row is malformed, and cutting there would drop the rows after it.
+        if next(source, None) is not None:
+            raise DataError(f"{path}: row {existing.rows + 1} is not a CSV row attend writes; is it another "
+                            "file? (nothing in it was changed)") from None  # fmt: skip
+    return kept
 
 
 class PredictionWriter:
@@ -453,6 +483,7 @@ def predict_stream(
     chunk: int = CHUNK,
     on_chunk: Any = None,
     threshold: float | None = None,
+    on_skipped: Any = None,
 ) -> int:
     """Classify ``texts`` chunk by chunk and write each chunk's rows before reading on.
 
@@ -464,6 +495,7 @@ def predict_stream(
             the :class:`ExistingOutput` of the file being continued, the input must hold at least
             its rows, and those texts must be the file's, every one (a running hash).
         on_chunk: Called after each chunk with the number of rows it wrote (progress).
+        on_skipped: Called once the texts already predicted are read past (where progress starts).
         threshold: A multi-label model's probability from which a label is chosen (default 0.5).
 
     Returns:
@@ -499,6 +531,8 @@ def predict_stream(
                         f"{existing.rows} texts (some text{', or --keep-cols value,' if writer.columns else ''} "
                         "between the first and the last differs): it was written from another input, or the input "
                         "changed; choose another --output")
+    if on_skipped is not None:
+        on_skipped()
     uncut = existing
     for pairs in _chunks(itertools.chain(again, stream), chunk):
         lead, again = len(again), []  # the first chunk's texts already written: classified, not written
