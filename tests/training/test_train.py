@@ -415,6 +415,16 @@ def test_caveats_name_small_splits_labels_missing_from_dev_and_conflicting_copie
                         "and it holds 11 distinct text(s) in 70 rows (the most repeated, 60 times: 'y'); choosing the "
                         "epoch (and, with --model auto, the model) rests on them")  # fmt: skip
     assert not any("test split is" in note for note in notes)  # 6% of the rows against 10%: near enough
+    assert not any("dev split's" in note for note in notes)  # its copies said once, with its share
+    # Copies within a held-out split of its asked share are counted one by one in its figures: said.
+    parts = {"train": copied.subset(range(80)), "dev": copied.subset(range(80, 90)),
+             "test": copied.subset([*range(90, 100), *range(100, 105)])}  # fmt: skip
+    assert ("the test split's 15 rows hold 11 distinct text(s) (the most repeated, 5 times: 'y'): each copy counts in "
+            "the figures above") in _caveats(copied, parts)
+    # One test example of a label: its F1 is 0 or 1 (a macro-F1 of 0.71 beside accuracy 0.97 had been one).
+    parts = {"train": data.subset([0, 1, 2]), "dev": data.subset([]), "test": data.subset([3, 4])}
+    assert "2 label(s) have one test example ('x', 'z'): each one's F1 is that example's, 0 or 1, and macro-F1 " \
+        "weighs it as much as any label's" in _caveats(data, parts)
     four = LabelledTexts(["a", "b", "c", "d"], ["x", "y", "x", "y"])  # one dev row of four is 25%: no copies, no note
     parts = {"train": four.subset([0, 1]), "dev": four.subset([2]), "test": four.subset([3])}
     assert not any("split is" in note for note in _caveats(four, parts, {"dev": 0.1, "test": 0.1}))

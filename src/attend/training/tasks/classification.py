@@ -129,6 +129,7 @@ def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts],
     that repeated texts pulled far from the share asked (``fractions``), labels with no dev example
     (the epoch is chosen without them), the same text under different labels."""
     notes = []
+    skewed = set()  # the splits whose copies are said with their share
     for name, asked in (fractions or {}).items():
         size = len(parts[name]) if dataset.splits is None else 0  # a given split column is the user's own
         share = size / max(len(dataset), 1)
@@ -137,9 +138,25 @@ def _caveats(dataset: LabelledTexts, parts: dict[str, LabelledTexts],
             text, most = counts.most_common(1)[0]
             if most == 1:  # no copies in it: a split of a few rows is off by a row, and said as small below
                 continue
+            skewed.add(name)
             notes.append(f"the {name} split is {share:.0%} of the rows, not the {asked:.0%} asked: every copy of a "
                          f"text stays in one split, and it holds {len(counts)} distinct text(s) in {size} rows (the "
                          f"most repeated, {most} times: {text!r:.40}); {_USE[name]} rests on them")  # fmt: skip
+    for name in ("dev", "test"):
+        counts = Counter(" ".join(text.split()) for text in parts[name].texts)
+        if name not in skewed and len(counts) < len(parts[name]):
+            # Copies are counted one by one: 15 copies of one text in 71 test rows had been 21 points of
+            # accuracy on one answer, in a report that said nothing of them.
+            text, most = counts.most_common(1)[0]
+            notes.append(f"the {name} split's {len(parts[name])} rows hold {len(counts)} distinct text(s) (the most "
+                         f"repeated, {most} times: {text!r:.40}): each copy counts in {_USE[name]}")  # fmt: skip
+    # A label's F1 on one example is 0 or 1: a macro-F1 of 0.71 beside accuracy 0.97 had been one such label.
+    once = sorted(label for label, n in Counter(label for labels in parts["test"].labels for label in labels).items()
+                  if n == 1)  # fmt: skip
+    if once:
+        shown = ", ".join(map(repr, once[:5])) + (" ..." if len(once) > 5 else "")
+        notes.append(f"{len(once)} label(s) have one test example ({shown}): each one's F1 is that example's, 0 or 1, "
+                     "and macro-F1 weighs it as much as any label's")  # fmt: skip
     for name in ("dev", "test"):
         size = len(parts[name])
         if 0 < size < SMALL_SPLIT:
