@@ -267,7 +267,9 @@ def as_flag(exc: ValueError, names: Collection[str]) -> ValueError:
     if found is None or found[1] not in names:
         return exc
     value = found[2][1:-1] if len(found[2]) > 1 and found[2][0] == found[2][-1] == "'" else found[2]  # as typed
-    return ValueError(f"--{found[1].replace('_', '-')} {value}: {found[3]}")
+    # the names of ``names`` in its advice too ("give fraction=0.500 at most": "give --fraction 0.500 at most")
+    rest = re.sub(rf"\b({'|'.join(map(re.escape, names))})=", lambda m: f"--{m[1].replace('_', '-')} ", found[3])
+    return ValueError(f"--{found[1].replace('_', '-')} {value}: {rest}")
 
 
 def _argument_error(message: str) -> Exception:

@@ -43,7 +43,9 @@ def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, c
     assert found, captured.out
     assert "int8 search: fp32 sub-layers none of 5: dev loss" in captured.err
     assert main(["quantize", str(model_dir), "--runtime", "torch", "--max-loss", "0.5"]) == 2
-    assert "ONNX runtime only" in capsys.readouterr().err
+    # the conflict named by both flags, the advice as flags too (it had blamed --max-loss alone)
+    assert "error: --max-loss 0.5: an accuracy budget is searched with the ONNX runtime, not --runtime 'torch'; give " \
+        "--runtime 'onnx' or 'both'" in capsys.readouterr().err
 
     assert main(["quantize", str(model_dir), "--runtime", "bf16"]) == 0  # what `serve --bf16` would lose
     printed = capsys.readouterr().out
@@ -111,6 +113,7 @@ def test_export_quantize_prune_and_serve_onnx(model_dir: Path, tmp_path: Path, c
         # A value the API refuses is named as the flag that gave it (it had been "heads=-1 must be ...").
         (["prune", "{model}", "--out", "{tmp}/p", "--heads", "-1"], "error: --heads -1: must be a non-negative"),
         (["prune", "{model}", "--out", "{tmp}/p", "--fraction", "2"], "error: --fraction 2.0: must be in [0, 1)"),
+        (["prune", "{model}", "--out", "{tmp}/p", "--fraction", "0.99"], "layers can go; give --fraction 0."),
         (["export", "{model}", "--onnx", "{tmp}/o", "--opset", "3"], "error: --opset 3: choose one of 18-"),
         (["quantize", "{model}", "--max-loss", "-1"], "error: --max-loss -1.0: an accuracy budget is in points"),
         (["quantize", "{model}", "--max-loss", "nan"], "error: --max-loss nan: an accuracy budget is in points"),
@@ -148,6 +151,9 @@ def test_quantize_and_prune_say_when_their_data_was_trained_on_and_take_its_colu
     original = json.loads((model / "metrics.json").read_text())
     assert stored["split"].startswith("test split of ") and stored["num_examples"] == original["num_examples"]
     assert stored["baseline"] == original["baseline"] and "renamed.csv (30 examples" in stored["pruning"]["data"]
+    (model / "metrics.json").unlink()  # a source without metrics (or unreadable ones) prunes all the same
+    assert main(["prune", str(model), "--out", str(tmp_path / "p2"), "--heads", "1"]) == 0
+    assert "baseline" not in json.loads((tmp_path / "p2" / "metrics.json").read_text())
 
 
 def test_quantize_says_what_it_does_before_its_silent_seconds(

@@ -345,6 +345,34 @@ def test_the_queued_gauge_counts_requests_and_a_gone_callers_parts_are_not_run(
     assert calls == [["warm"], ["k0", "k1"], ["k2", "k3"], ["k4"]]  # d0-d2 never ran
 
 
+def test_a_request_cancelled_while_it_watches_its_client_drops_its_parts() -> None:
+    """The shutdown grace ending cancels the routes' handlers: with a client watcher, asyncio.wait had
+    cancelled nothing, so their parts still ran and stop() waited for them. An empty request had been
+    counted as waiting for good."""
+    run = _HeldModel()
+
+    async def scenario() -> None:
+        batcher, first = await run.held(max_batch=1, max_wait_ms=0)
+
+        async def here() -> bool:
+            return False
+
+        assert await batcher.submit([], gone=here) == [] and batcher.queued() == 0
+        waiting = asyncio.create_task(batcher.submit(["y"], gone=here))
+        while batcher.queued() < 1:
+            await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        run.release.set()
+        await first
+        await batcher.stop()
+        assert batcher.queued() == 0
+
+    asyncio.run(scenario())
+    assert run.calls == [["warm"]]  # "y" never ran
+
+
 def test_micro_batcher_fails_only_the_faulty_request_and_drains_on_stop() -> None:
     """A batch that raises is run again request by request: only the request at fault gets the error."""
 
@@ -948,6 +976,19 @@ def info_router(runtime: object, info: dict, mount: str = "") -> object:
     return Routes(router=router, info=info)
 
 
+def prefixed_router(runtime: object, prefix: str) -> object:
+    """A plain router whose route's path starts with ``prefix``."""
+    from fastapi import APIRouter
+
+    router = APIRouter(prefix=prefix)
+
+    @router.get("/ping")
+    async def ping() -> dict[str, str]:
+        return {"at": prefix}
+
+    return router
+
+
 def exiting_router(runtime: object) -> object:
     raise SystemExit(0)
 
@@ -975,6 +1016,14 @@ def test_a_routers_info_is_shown_and_one_it_cannot_show_is_refused(
         with pytest.raises(ValueError, match=re.escape(said)):
             create_app(runtime, ServeSettings(),
                        routers=[RouterSpec(spec, {"info": {}}), RouterSpec(spec, {"info": info})])
+    # One factory given twice with other options is two routers, each listed (the second had been refused).
+    twice = "tests.serve.test_app:prefixed_router"
+    app = create_app(runtime, ServeSettings(), routers=[RouterSpec(twice, {"prefix": "/a"}),
+                                                        RouterSpec(twice, {"prefix": "/b"})])  # fmt: skip
+    with TestClient(app) as client:
+        assert client.get("/b/ping").json() == {"at": "/b"}
+        assert client.get("/v1/model").json()["apps"] == {twice: {"paths": ["/a/ping"]},
+                                                          f"{twice} #2": {"paths": ["/b/ping"]}}  # fmt: skip
     with pytest.raises(ValueError, match=re.escape(f"{spec}: its router cannot be served: FastAPIError: Prefix")):
         create_app(runtime, ServeSettings(), routers=[RouterSpec(spec, {"info": {}, "mount": "/"})])
     with pytest.raises(ValueError, match=r"exiting_router' failed: SystemExit: 0"):

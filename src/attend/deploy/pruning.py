@@ -241,7 +241,8 @@ def _own_split_metrics(source: Path, config: Mapping[str, Any], pruned: TorchTex
             return after | {"split": described}
         after = score_probabilities(pruned.predict_proba(own.texts), own, pruned.labels, pruned.multi_label)
         described = own_described
-    baseline = ArtifactDir(source, config).read_json("metrics.json").get("baseline")
+    stored = ArtifactDir(source, config).read_json("metrics.json")  # None: absent or unreadable
+    baseline = stored.get("baseline") if isinstance(stored, dict) else None
     return after | {"split": described} | ({"baseline": baseline} if baseline is not None else {})
 
 
@@ -312,10 +313,11 @@ def prune(
     count = heads if heads is not None else round((fraction or 0.0) * total)
     available = sum(layer.num_heads - 1 for layer in layers)
     if count > available:  # said before any work, naming the value given (it had named a count of heads alone)
-        given = f"heads={heads}" if heads is not None else f"fraction={fraction:g} ({count} of {total} heads)"
+        given = (f"heads={heads}: " if heads is not None else
+                 f"fraction={fraction:g}: {count} of the {total} heads, but ")  # fmt: skip
         most = f"heads={available}" if heads is not None else f"fraction={available / total:.3f} at most"
-        raise ValueError(f"{given}: every layer keeps at least one head, so at most {available} of the {total} heads "
-                         f"in {len(layers)} layers can go; give {most}")  # fmt: skip
+        raise ValueError(f"{given}every layer keeps at least one head, so at most {available} of the {total} heads in "
+                         f"{len(layers)} layers can go; give {most}")  # fmt: skip
 
     columns = {"text_col": text_col, "label_col": label_col, "label_sep": label_sep}  # of data and dev_data
     test, test_described = held_out(source, config, data, "test", **columns)

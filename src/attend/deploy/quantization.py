@@ -348,8 +348,8 @@ def quantize(
     if max_loss is not None and not 0 <= max_loss < 100:  # also refuses NaN
         raise ValueError(f"max_loss={max_loss}: an accuracy budget is in points, at least 0 and under 100")
     if max_loss is not None and runtime not in ("onnx", "both"):
-        raise ValueError(f"max_loss={max_loss}: an accuracy budget is searched with the ONNX runtime only "
-                         f"('onnx' or 'both', not {runtime!r})")  # fmt: skip
+        raise ValueError(f"max_loss={max_loss}: an accuracy budget is searched with the ONNX runtime, not "
+                         f"runtime={runtime!r}; give runtime='onnx' or 'both'")  # fmt: skip
     path = Path(model_dir)
     ensemble = enclosing_ensemble(path)
     if ensemble is not None:

@@ -513,6 +513,9 @@ def create_app(
     extra = [spec.build(runtime) if isinstance(spec, RouterSpec) else spec if isinstance(spec, Routes)
              else Routes(router=spec) for spec in routers]  # fmt: skip
     names = [spec.factory if isinstance(spec, RouterSpec) else f"router {index}" for index, spec in enumerate(routers)]
+    # one factory given twice (with other options) is two routers: each its own name, "f", "f #2"
+    names = [name if names[:index].count(name) == 0 else f"{name} #{names[:index].count(name) + 1}"
+             for index, name in enumerate(names)]  # fmt: skip
     everything = [routes, *extra]
     served = [_endpoints(part.router.routes) for part in extra]  # (path, method) of each router's routes
     listed = [sorted({path for path, _ in endpoints} | {route.path for route in part.router.routes

@@ -166,6 +166,8 @@ class MicroBatcher:
         is returned. Requests whose clients had timed out were run, and counted as answered."""
         if not self.running:
             raise BatcherStopped("the batcher is not running")
+        if not texts:  # no part to run: nothing waits (counted, it had waited for good)
+            return []
         loop = asyncio.get_running_loop()
         futures = []
         request = _Request(parts=len(range(0, len(texts), self.max_batch)))
@@ -178,12 +180,16 @@ class MicroBatcher:
         # Every part is awaited, a failed one too: awaited in turn, the parts after a failure went
         # unread ("Future exception was never retrieved" in the log).
         gathered = asyncio.gather(*futures, return_exceptions=True)
-        while gone is not None and not (await asyncio.wait({gathered}, timeout=WATCH_SECONDS))[0]:
-            if await gone():
-                gathered.cancel()  # and with it every part: the worker skips those not started
-                with contextlib.suppress(asyncio.CancelledError):
-                    await gathered
-                return None
+        try:
+            while gone is not None and not (await asyncio.wait({gathered}, timeout=WATCH_SECONDS))[0]:
+                if await gone():
+                    gathered.cancel()  # and with it every part: the worker skips those not started
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await gathered
+                    return None
+        except BaseException:  # cancelled while watching (the shutdown grace ended): its parts go too, as an
+            gathered.cancel()  # awaited gather's would (asyncio.wait cancels nothing it waits on)
+            raise
         parts = await gathered
         results: list[Any] = []
         for part in parts:
