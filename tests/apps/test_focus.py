@@ -754,6 +754,20 @@ def test_a_mail_reusing_a_stored_mails_message_id_is_read_under_its_contents_id(
         assert ids[0] == "new@x" and ids[1].startswith("m-"), ids
         assert f"note: 1 mail(s) of {tmp_path / 'later.mbox'} reuse the Message-ID of a stored mail" in captured.err
         assert f"(first: message 2, Message-ID 'rel@x' read as {ids[1]})" in captured.err
+    # The stored mail second in a mailbox whose first mail holds its Message-ID (its reader gave it its
+    # content's id): it is the stored one, not triaged again (a third row had been stored for two mails).
+    swapped = mailbox.mbox(tmp_path / "swapped.mbox")
+    for body in ("Another text under the same id.", "Tonight we mark the 10B Macbeth essays."):
+        mail = EmailMessage()
+        mail["From"], mail["Message-ID"] = "head@school.org", "<rel@x>"
+        mail.set_content(body)
+        swapped.add(mail)
+    swapped.flush()
+    assert main(["focus", "ingest", "--db", db, "--messages", str(tmp_path / "swapped.mbox"), "--json"]) == 0
+    assert [d["id"] for d in json.loads(capsys.readouterr().out)][1] == "rel@x"
+    assert main(["focus", "status", "--db", db, "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)["stats"]
+    assert stats["passed"] + stats["held"] == 4  # rel@x, new@x, the footer's copy, and the other text
 
 
 def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, capsys: pytest.CaptureFixture,

@@ -955,6 +955,12 @@ def test_q_and_a_lines_in_a_row_keep_every_question_and_every_answer_line(tmp_pa
     faq.write_text("Q: How do I pay?\nA: By card.\nQ: Can I get a refund?\nQ: Ship abroad?\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"faq\.txt: the question 'Can I get a refund\?' \(and 1 more\) has no answer"):
         read_faq(faq)
+    # A Q: with an answer under it not marked A: had been glued to its text and given the next Q:'s answer.
+    faq.write_text("Q: How do I reset my password?\nGo to Settings > Security.\n\nQ: Why is the app slow?\n"
+                   "A: Our servers are busy.\n", encoding="utf-8")  # fmt: skip
+    with pytest.raises(DataError, match=r"the question 'How do I reset my password\? Go to Settings > Security\.' "
+                       r"has no answer"):  # fmt: skip
+        read_faq(faq)
     faq.write_text("Intro.\nA: By card.\nQ: How do I pay?\nA: Cash.\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"faq\.txt: line 2: the answer 'A: By card\.' has no Q: line before it"):
         read_faq(faq)
@@ -990,6 +996,8 @@ def test_code_blocks_keep_their_lines_and_indentation_in_every_format(tmp_path: 
     reply = {"handoff": False, "reason": "r", "answers": [{"question": "Q?", "answer": f"Put this:\n\n{yaml}",
                                                             "score": 0.9}]}  # fmt: skip
     assert "\n    server:\n      port: 8080\n      tls:\n        enabled: true\n" in format_answer(reply)
+    tabbed = {**reply, "answers": [{**reply["answers"][0], "answer": "Run:\n\nall:\n\techo hi\n\t\ty"}]}
+    assert "\n    all:\n    \techo hi\n    \t\ty" in format_answer(tabbed)  # tab-indented lines had lost them
 
 
 def test_a_question_asked_twice_with_different_answers_is_noted_and_handed_off(

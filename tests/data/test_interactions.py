@@ -176,6 +176,8 @@ def test_a_column_empty_in_every_row_is_left_out_and_refused_when_chosen(tmp_pat
     assert item_names(features, ["<pad>", "a", "b", "c"]) == {"a": "Alpha", "b": "Beta", "c": "Gamma"}
     with pytest.raises(DataError, match=r"features: column 'notes' of items\.csv is empty in every row"):
         _select(features, ["notes"])
+    # a file of other ids: no column is called empty for it (the caller says no row names a log item)
+    assert not read_item_features(path, {"x": 1, "y": 2}, types=types).left_out
 
 
 def test_the_notes_say_which_read_columns_features_leaves_unused(tmp_path: Path) -> None:

@@ -339,10 +339,13 @@ def test_raw_8bit_headers_and_gb2312_are_read_as_mail_clients_read_them(tmp_path
                     + b"Content-Type: text/plain; charset=gbk\n\nok\n")  # UTF-8 is read first, whatever the body says
     gb2312 = (b"Subject: =?gb2312?B?" + base64.b64encode("朱镕基".encode("gbk"))
               + b"?=\nFrom: b@x.cn\nContent-Type: text/plain; charset=gb2312\n\n" + "朱镕基".encode("gbk") + b"\n")
-    first, second, third = read_messages(_mbox(tmp_path / "in.mbox", gbk_subject, utf8_subject, gb2312))
+    latin = ("Subject: café réunion\nFrom: c@x.org\n".encode("latin-1")
+             + b"Content-Type: text/plain; charset=utf-8\n\nok\n")  # fmt: skip
+    first, second, third, fourth = read_messages(_mbox(tmp_path / "in.mbox", gbk_subject, utf8_subject, gb2312, latin))
     assert (first.subject, first.sender, first.text) == ("紧急：服务器宕机", "运维 <ops@x.cn>", "请立即处理")
     assert second.subject == "Réunion – 会议"
     assert (third.subject, third.text) == ("朱镕基", "朱镕基")
+    assert fourth.subject == "café réunion"  # not the declared UTF-8 with U+FFFD: Windows-1252, as before
 
 
 def test_bad_charsets_and_headers_do_not_crash(tmp_path: Path) -> None:

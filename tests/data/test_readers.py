@@ -301,6 +301,8 @@ def test_a_model_split_before_schemes_were_recorded_rebuilds_its_own_split(tmp_p
         recorded = {**config, "data": {**config["data"], "split_scheme": scheme}}
         expected = [data.texts[i] for i in stratified_split(data, seed=1, scheme=scheme)[2]]
         assert rebuild_split(recorded, "test").texts == expected
+    with pytest.raises(DataError, match=r"its split scheme 3 is none this attend knows \(1 to 2: a newer attend's\?\)"):
+        rebuild_split({**config, "data": {**config["data"], "split_scheme": 3}}, "test")
     del config["data"]["split_scheme"]  # a config of before: the first scheme, as it was split
     assert rebuild_split(config, "test").texts == [data.texts[i] for i in stratified_split(data, seed=1, scheme=1)[2]]
 

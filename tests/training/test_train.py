@@ -421,9 +421,12 @@ def test_caveats_name_small_splits_labels_missing_from_dev_and_conflicting_copie
              "test": copied.subset([*range(90, 100), *range(100, 105)])}  # fmt: skip
     assert ("the test split's 15 rows hold 11 distinct text(s) (the most repeated, 5 times: 'y'): each copy counts in "
             "the figures above") in _caveats(copied, parts)
+    pair = LabelledTexts([f"text {i}" for i in range(99)] + ["text 0"], ["x", "z"] * 50)  # one pair among 100
+    parts = {"train": pair.subset([]), "dev": pair.subset([]), "test": pair.subset(range(100))}
+    assert not any("distinct text" in note for note in _caveats(pair, parts))  # moves little: not said
     # One test example of a label: its F1 is 0 or 1 (a macro-F1 of 0.71 beside accuracy 0.97 had been one).
     parts = {"train": data.subset([0, 1, 2]), "dev": data.subset([]), "test": data.subset([3, 4])}
-    assert "2 label(s) have one test example ('x', 'z'): each one's F1 is that example's, 0 or 1, and macro-F1 " \
+    assert "2 label(s) have one test example ('x', 'z'): each one's F1 rests on that example, and macro-F1 " \
         "weighs it as much as any label's" in _caveats(data, parts)
     four = LabelledTexts(["a", "b", "c", "d"], ["x", "y", "x", "y"])  # one dev row of four is 25%: no copies, no note
     parts = {"train": four.subset([0, 1]), "dev": four.subset([2]), "test": four.subset([3])}

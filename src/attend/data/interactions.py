@@ -741,7 +741,8 @@ def read_item_features(
                 raise DataError(f"{path}: line {line} has {column!r} {value!r:.60}, a nested list or an object; a "
                                 "feature cell holds a value, a list of categories, or a flat list of numbers (an "
                                 "embedding): flatten it, or give each part a column of its own")  # fmt: skip
-        if all(_is_empty(value) for value in values):  # it tells no item from another: a feature of nothing
+        if ordered and all(_is_empty(value) for value in values):  # it tells no item from another: a feature of
+            # nothing (with no row of the log's items at all, the caller says that instead)
             # (one before the titles had named every item by its empty cell, and fed the model alone)
             features.left_out[column] = f"column {column!r} of {path.name} is empty in every row"
             features.notes.append(f"{features.left_out[column]}; left out")

@@ -407,6 +407,18 @@ def _declared_charset(msg: email.message.Message) -> str | None:
     return None
 
 
+def _raw_header_text(raw: bytes, declared: str | None) -> str:
+    """Unencoded 8-bit header bytes: UTF-8 if they are, else the mail's declared text charset if they
+    are that, else Windows-1252 (a Latin-1 subject in a mail declaring UTF-8 had come out as U+FFFD)."""
+    for codec in ("utf-8", _text_codec(declared)):
+        if codec is not None:
+            try:
+                return raw.decode(codec)
+            except ValueError:
+                pass
+    return _decode_bytes(raw, None)
+
+
 def _header(msg: email.message.Message, name: str) -> str:
     """A header decoded (RFC 2047 encoded words, any charset, bad ones included) on one line."""
     value = msg.get(name)
@@ -427,10 +439,7 @@ def _header(msg: email.message.Message, name: str) -> str:
             # Raw 8-bit bytes of an unencoded header: UTF-8 if they are, else the charset the mail
             # declares for its text (GBK mail often writes its subject so; it had been read as
             # Windows-1252, mojibake).
-            try:
-                chunk = raw.decode("utf-8")
-            except ValueError:
-                chunk = _decode_bytes(raw, _declared_charset(msg))
+            chunk = _raw_header_text(raw, _declared_charset(msg))
         text = _decode_bytes(chunk, charset) if isinstance(chunk, bytes) else chunk
         # Already decoded: the charset now only tells make_header where encoded words were (for spacing).
         decoded.append((text, "utf-8" if charset else None))

@@ -158,6 +158,15 @@ def data_provenance(
     return record | {"rebuildable": True}
 
 
+def _split_scheme(where: str, data: Mapping[str, Any]) -> int:
+    """The split scheme a model records (a model split before schemes were recorded: the first)."""
+    scheme = data.get("split_scheme", 1)
+    if scheme not in (1, SPLIT_SCHEME) or isinstance(scheme, bool):
+        raise DataError(f"{where}: its split scheme {scheme!r} is none this attend knows (1 to {SPLIT_SCHEME}: a newer "
+                        "attend's?); upgrade attend, or pass labelled data explicitly")  # fmt: skip
+    return int(scheme)
+
+
 def rebuild_split(model: str | os.PathLike[str] | Mapping[str, Any], split: str = "test") -> LabelledTexts:
     """One split (``"train"``, ``"dev"`` or ``"test"``) of the data a saved model was trained on.
 
@@ -208,7 +217,7 @@ def rebuild_split(model: str | os.PathLike[str] | Mapping[str, Any], split: str 
     indices = stratified_split(
         dataset, seed=int(training.get("seed", 0)), dev_fraction=float(training.get("dev_fraction", 0.1)),
         test_fraction=float(training.get("test_fraction", 0.1)),
-        scheme=int(data.get("split_scheme", 1)),  # a model split before schemes were recorded: the first
+        scheme=_split_scheme(where, data),
     )  # fmt: skip
     sizes = {name: len(idx) for name, idx in zip(("train", "dev", "test"), indices, strict=True)}
     recorded = data.get("sizes")

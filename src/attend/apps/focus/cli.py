@@ -202,7 +202,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from attend.apps.focus.service import StoredIdTaken
-    from attend.data.messages import detect_message_format
+    from attend.data.messages import detect_message_format, message_id
 
     where: list[str] = []
     messages = _read(args.messages, args.format, where)
@@ -219,7 +219,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         raise ValueError(f"{named}: {where[exc.index]}: {exc.detail}") from None
     finally:
         service.close()
-    if reread := [(place, m.id, d.id) for place, m, d in zip(where, messages, decisions, strict=True) if d.id != m.id]:
+    if reread := [(place, m.id, d.id) for place, m, d in zip(where, messages, decisions, strict=True)
+                  if d.id != m.id and d.id == message_id(m.text, m.sender, m.subject, m.time)]:  # fmt: skip
         place, given, derived = reread[0]
         print(f"note: {len(reread)} mail(s) of {named} reuse the Message-ID of a stored mail with another text or "
               f"sender: each is read under an id derived from its content (first: {place}, Message-ID {given!r:.80} "

@@ -121,7 +121,16 @@ class FocusService:
             return m.id in stored and (stored[m.id]["text"], stored[m.id]["sender"]) != (m.text, m.sender)
 
         if mail and any(taken(m) for m in messages):
-            messages = [replace(m, id=message_id(m.text, m.sender, m.subject, m.time)) if taken(m) else m
+            # The stored mail is itself wherever it is in the batch (its reader may have given it its content's
+            # id, another mail there holding its Message-ID first: it had been triaged a second time); any
+            # other mail under a stored Message-ID gets its content's id.
+            same = {(row["text"], row["sender"]): key for key, row in stored.items()}
+
+            def derived(m: Message) -> bool:  # the id its reader gave it from its content, not a Message-ID
+                return m.id == message_id(m.text, m.sender, m.subject, m.time)
+
+            messages = [replace(m, id=same[(m.text, m.sender)]) if derived(m) and (m.text, m.sender) in same else
+                        replace(m, id=message_id(m.text, m.sender, m.subject, m.time)) if taken(m) else m
                         for m in messages]  # fmt: skip
             check_unique_ids(messages)
             stored = self.store.session_messages(session["id"], [m.id for m in messages])

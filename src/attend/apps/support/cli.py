@@ -74,7 +74,7 @@ def format_answer(reply: dict[str, Any], *, width: int = 100) -> str:
     for paragraph in body.split("\n\n"):
         # line by line, each with its indentation: wrapped whole, a code block's lines had run together
         for line in paragraph.split("\n"):
-            indent = " " * (4 + len(line) - len(line.lstrip(" ")))
+            indent = "    " + line[: len(line) - len(line.lstrip())]  # tabs too (a Makefile's had gone)
             lines.extend(textwrap.wrap(line.strip(), width=width, initial_indent=indent, subsequent_indent=indent)
                          or [""])  # fmt: skip
     if len(answers) > 1:

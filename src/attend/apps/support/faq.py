@@ -158,13 +158,19 @@ def parse_qa_text(text: str) -> list[tuple[str, str]]:
     marks = list(_QA_MARK.finditer(text))
     asked: list[str] = []  # the questions the next answer answers
     parts: list[str] = []  # that answer's A: lines so far, each with the spacing after it
+    runs_on = False  # the last Q:'s text ran on past its line
     for i, mark in enumerate(marks):
         body, gap = _qa_body(text, marks, i)
         if mark.group(1).lower().startswith("q"):
             if parts:  # a Q: after an answer starts the next pair
                 pairs += [(question, _clean_answer("".join(parts))) for question in asked]
                 asked, parts = [], []
+            elif asked and runs_on:  # a Q: with lines under it and no A: is no question of the next A: (its
+                # lines, an answer not marked A:, had been glued to it and the next answer given to it)
+                pairs += [(question, "") for question in asked]  # refused by the caller: no answer
+                asked = []
             asked.append(clean_question(body))
+            runs_on = "\n" in body
         elif asked:
             parts.append(body + gap)
     pairs += [(question, _clean_answer("".join(parts))) for question in asked]
