@@ -95,6 +95,21 @@ def test_an_empty_path_is_refused_by_its_flag(
     assert not list(tmp_path.iterdir())
 
 
+def test_figures_on_few_examples_say_what_one_is_worth(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """evaluate on 3 rows printed full P/R/F1 tables, and robustness on one row -100.00 points, without a word."""
+    from attend.cli import main
+
+    few = write_csv(tmp_path / "few.csv", planted_rows(3, seed=11))
+    for argv in (["evaluate", str(trained["encoder"]), str(few)], ["robustness", str(trained["encoder"]), str(few)]):
+        assert main(argv) == 0
+        assert "note: 3 example(s) scored: one of them is 33.3 points of these figures" in capsys.readouterr().err
+    assert main(["evaluate", str(trained["encoder"]), str(write_csv(tmp_path / "many.csv", planted_rows(60, seed=11)))
+                 ]) == 0  # fmt: skip
+    assert "example(s) scored" not in capsys.readouterr().err
+
+
 def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "model"
     code = main(["train", str(planted_csv), "--model", "encoder", "--out", str(out), "--config", str(config_file),

@@ -378,6 +378,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(format_report(metrics, title=f"{args.model_dir} on {metrics['source']}"))
     members = getattr(predictor, "members", None)
     _overlap_warning(metrics, metrics.get("examples", 0), "texts", ensemble=bool(members))
+    _few_examples_note(metrics.get("examples", 0))
     return 0
 
 
@@ -409,6 +410,19 @@ def _overlap_warning(found: dict[str, Any], total: int, what: str, *, ensemble: 
         held_out = "its members' metrics.json files" if ensemble else "the model's metrics.json"
         print(f"warning: {overlap}{of} examples scored are {what} of the model's training split (the same words): "
               f"these figures are not held-out ones (those are in {held_out})", file=sys.stderr)
+
+
+#: Fewest examples scored for a figure to go by without a note of what one of them is worth (as the
+#: training report says of a small held-out split).
+FEW_EXAMPLES = 50
+
+
+def _few_examples_note(count: int) -> None:
+    """Say on stderr what one example is worth where figures rest on few (1 to 3 rows had printed
+    full P/R/F1 tables, and a robustness run of one row -100.00 points, without a word)."""
+    if 0 < count < FEW_EXAMPLES:
+        print(f"note: {count} example(s) scored: one of them is {100 / count:.1f} points of these figures; more "
+              "labelled data makes them steadier", file=sys.stderr)  # fmt: skip
 
 
 def _check_text_arguments(texts: Sequence[str] | None) -> None:
@@ -1110,6 +1124,7 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
         progress=None if args.json else (lambda line: print(line, file=sys.stderr, flush=True)),
     )  # fmt: skip
     print(dumps_json(report) if args.json else format_robustness(report))
+    _few_examples_note(report["examples"])
     return 0
 
 
