@@ -236,6 +236,10 @@ def test_unknown_labels_and_bad_options_are_clear_errors(
     other.write_text("text,label\nfine words,pos\nstrange words,meh\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"line 3 has label 'meh', which the model was not trained on"):
         evaluate(out, other)
+    cased = tmp_path / "cased.csv"  # said, not matched: "A" and "a" may be two labels of someone's data
+    cased.write_text("text,label\nfine words,POS\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"'POS' differs from the model's 'pos' only in letter case"):
+        evaluate(out, cased)
     with other.open("a", encoding="utf-8") as f:  # more: every one named in one error (it had stopped at the first)
         f.write("odd words,huh\nmore,meh\n")
     with pytest.raises(DataError, match=r"2 labels the model was not trained on: 'meh' \(line 3\), 'huh' \(line 4\)"):

@@ -239,6 +239,9 @@ def label_targets(data: LabelledTexts, labels: list[str], multi_label: bool) -> 
         joined = next(((name, *found) for name in unknown if (found := joined_at(name, own)) is not None), None) if (
             multi_label) else None  # fmt: skip
         hint = ""
+        folded = {label.casefold(): label for label in labels}
+        if cased := next(((name, folded[name.casefold()]) for name in unknown if name.casefold() in folded), None):
+            hint = f"; {cased[0]!r} differs from the model's {cased[1]!r} only in letter case"  # it had not said so
         if joined is not None:  # known labels in one cell: a separator not given
             name, sep, parts = joined
             hint = (f"; {name!r} joins the model's labels {' and '.join(map(repr, parts))} with {sep!r}: give "
