@@ -175,24 +175,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(result.report)
             print(f"\nmodel written to {result.model_dir}; try: attend translate {result.model_dir} \"A sentence.\"")
         return 0
-    result = train(
-        args.data,
-        args.out,
-        model=args.model,
-        model_options=config.get("model", {}),
-        args=training,  # only what was chosen: --model auto fits the rest to the data
-        resume=args.resume,
-        overwrite=args.overwrite,
-        text_col=args.text_col,
-        label_col=args.label_col,
-        split_col=args.split_col,
-        multi_label=args.multi_label,
-        label_sep=args.label_sep,
-        max_train=args.max_train or 0,
-        time_budget=args.time_budget,
-        ensemble=False if args.no_ensemble else None,
-        candidates=_candidates(args.candidates),
-    )
+    try:
+        result = train(
+            args.data,
+            args.out,
+            model=args.model,
+            model_options=config.get("model", {}),
+            args=training,  # only what was chosen: --model auto fits the rest to the data
+            resume=args.resume,
+            overwrite=args.overwrite,
+            text_col=args.text_col,
+            label_col=args.label_col,
+            split_col=args.split_col,
+            multi_label=args.multi_label,
+            label_sep=args.label_sep,
+            max_train=args.max_train or 0,
+            time_budget=args.time_budget,
+            ensemble=False if args.no_ensemble else None,
+            candidates=_candidates(args.candidates),
+        )
+    except ValueError as exc:  # a flag's value the task refuses, named as the flag ("--augment casing: ...")
+        raise as_flag(exc, flagged) from None
     if not result.is_main:
         return 0
     print(result.report)
@@ -1485,7 +1488,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--multi-label", action="store_true", help="rows may carry several labels")
     tr.add_argument("--label-sep", help="separator of several labels in one cell, e.g. '|'")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
-    tr.add_argument("--max-steps", type=int, help="a budget of optimiser steps: fewer epochs on large data")
+    tr.add_argument("--max-steps", type=int, help="a budget of optimiser steps in whole epochs (the last rounded up): "
+                    "fewer epochs on large data")
     tr.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast mixed precision (default fp32)")
     tr.add_argument("--schedule", choices=["cosine", "linear", "constant", "inverse_sqrt"],
                     help="learning-rate decay after warm-up (default cosine)")

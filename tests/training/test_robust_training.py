@@ -320,15 +320,15 @@ def test_a_setting_of_an_option_that_is_off_is_refused_not_ignored(
     for training, flags, message in (
         ({"adversarial_epsilon": 2.0}, [], "adversarial_epsilon=2.0 has no effect without adversarial"),
         ({"augment_rate": 0.3}, [], "augment_rate=0.3 has no effect without augment"),
-        ({}, ["--adversarial", "fgm", "--adversarial-steps", "5"], "adversarial_steps=5 has no effect with "
-         "adversarial='fgm'"),
+        ({}, ["--adversarial", "fgm", "--adversarial-steps", "5"], "--adversarial-steps 5: has no effect with "
+         "--adversarial 'fgm'"),  # named as the flags given (it had been the fields)
         # Given at the default value it passed (the check compared with the default, not what was set).
-        ({}, ["--adversarial", "fgm", "--adversarial-steps", "3"], "adversarial_steps=3 has no effect with "
-         "adversarial='fgm'"),
+        ({}, ["--adversarial", "fgm", "--adversarial-steps", "3"], "--adversarial-steps 3: has no effect with "
+         "--adversarial 'fgm'"),
         ({"adversarial": "pgd", "adversarial_steps": 3}, ["--adversarial", "fgm"], "adversarial_steps=3 has no "
          "effect with adversarial='fgm'"),
         # The encoder's tokenizer lowercases: its casing copies read as the clean text (bit-identical weights).
-        ({}, ["--augment", "typos,casing"], "augment='typos,casing': 'casing' changes only letter case, which the "
+        ({}, ["--augment", "typos,casing"], "--augment typos,casing: 'casing' changes only letter case, which the "
          "tokenizer of 'encoder' lowercases away"),
         ({"augment_probability": 0.0}, ["--augment", "typos"], "augment_probability=0 perturbs no example"),
     ):  # fmt: skip
@@ -342,7 +342,7 @@ def test_a_setting_of_an_option_that_is_off_is_refused_not_ignored(
     chinese = write_csv(tmp_path / "zh.csv", rows)
     assert main(["train", str(chinese), "--model", "encoder", "--out", str(tmp_path / "m"), "--augment",
                  "synonyms,swap,typos", "--no-progress"]) == 2  # fmt: skip
-    assert capsys.readouterr().err == ("error: augment='synonyms,swap,typos': 'synonyms' and 'typos' change none of "
+    assert capsys.readouterr().err == ("error: --augment synonyms,swap,typos: 'synonyms' and 'typos' change none of "
                                        "the training texts tried (typos needs letters of a QWERTY keyboard, synonyms "
                                        "English content words WordNet knows, casing letters with case, char_drop "
                                        "words of two letters or digits, swap and word_dropout two words or more); "
