@@ -283,7 +283,7 @@ def test_a_label_of_one_held_out_row_leaves_the_others_stratified(seed: int) -> 
         assert abs(shares[0] - shares[1]) <= 1, (label, shares)
     assert stratified_split(data, seed=seed, scheme=1)[0] == train  # training rows the same either way
     assert stratified_split(data, seed=seed, scheme=1) != (train, dev, test)  # dev and test drawn at random
-    with pytest.raises(ValueError, match="scheme=3: a split scheme is 1 or 2"):
+    with pytest.raises(ValueError, match="scheme=3: a split scheme is 1 to 2"):
         stratified_split(data, scheme=3)
 
 

@@ -1043,8 +1043,8 @@ def stratified_split(
     repeats splits as before). ``scheme``: :data:`SPLIT_SCHEME`, or an earlier one a model was
     split with.
     """
-    if scheme not in (1, 2):
-        raise ValueError(f"scheme={scheme!r}: a split scheme is 1 or 2")
+    if scheme not in range(1, SPLIT_SCHEME + 1) or isinstance(scheme, bool):
+        raise ValueError(f"scheme={scheme!r}: a split scheme is 1 to {SPLIT_SCHEME}")
     if data.splits is not None:
         by_split: dict[str, list[int]] = {"train": [], "dev": [], "test": []}
         for i, split in enumerate(data.splits):

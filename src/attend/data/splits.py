@@ -161,7 +161,7 @@ def data_provenance(
 def _split_scheme(where: str, data: Mapping[str, Any]) -> int:
     """The split scheme a model records (a model split before schemes were recorded: the first)."""
     scheme = data.get("split_scheme", 1)
-    if scheme not in (1, SPLIT_SCHEME) or isinstance(scheme, bool):
+    if scheme not in range(1, SPLIT_SCHEME + 1) or isinstance(scheme, bool):
         raise DataError(f"{where}: its split scheme {scheme!r} is none this attend knows (1 to {SPLIT_SCHEME}: a newer "
                         "attend's?); upgrade attend, or pass labelled data explicitly")  # fmt: skip
     return int(scheme)
