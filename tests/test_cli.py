@@ -46,13 +46,13 @@ def test_evaluate_draws_a_bar_over_the_texts_and_scores_them_as_in_one_piece(
         model.evaluate(LabelledTexts(["a wonderful film"] * 600 + [""], ["pos"] * 601), progress=True)
     monkeypatch.setenv("TQDM_MININTERVAL", "0")
     monkeypatch.setenv("TQDM_DELAY", "0")
-    real, sizes = TextClassifier.predict_proba, []
+    real, sizes = TextClassifier.predictions, []
 
     def counted(self, texts, **options):  # type: ignore[no-untyped-def]
         sizes.append(len(texts))
         return real(self, texts, **options)
 
-    monkeypatch.setattr(TextClassifier, "predict_proba", counted)
+    monkeypatch.setattr(TextClassifier, "predictions", counted)
     done = run_cli("evaluate", str(trained["encoder"]), str(trained["data"]), "--json")
     assert done.returncode == 0 and json.loads(done.stdout) == whole  # in chunks, the same figures
     assert sizes == [128] * 4 + [88]  # evaluate's batches are 128 texts, so its windows are 128 at least
@@ -108,6 +108,14 @@ def test_figures_on_few_examples_say_what_one_is_worth(
     assert main(["evaluate", str(trained["encoder"]), str(write_csv(tmp_path / "many.csv", planted_rows(60, seed=11)))
                  ]) == 0  # fmt: skip
     assert "example(s) scored" not in capsys.readouterr().err
+    # Texts cut to the model's length, or that it cannot read at all, are counted and said, as predict marks each.
+    odd = write_csv(tmp_path / "odd.csv", [*planted_rows(3, seed=12), {"text": "wonderful " * 400, "label": "pos"},
+                                           {"text": "😀😀😀", "label": "neg"}])  # fmt: skip
+    assert main(["evaluate", str(trained["encoder"]), str(odd), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert (json.loads(captured.out)["truncated"], json.loads(captured.out)["unreadable"]) == (1, 1)
+    assert "note: 1 of the 5 texts are longer than the model reads: it read their start only" in captured.err
+    assert "note: 1 text(s) have no piece in the model's vocabulary (all [UNK])" in captured.err
 
 
 def test_train_evaluate_predict(tmp_path: Path, planted_csv: Path, config_file: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -382,6 +382,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     members = getattr(predictor, "members", None)
     _overlap_warning(metrics, metrics.get("examples", 0), "texts", ensemble=bool(members))
     _few_examples_note(metrics.get("examples", 0))
+    if metrics.get("truncated"):  # as predict says it per text
+        print(f"note: {metrics['truncated']} of the {metrics['examples']} texts are longer than the model reads: it "
+              "read their start only (`attend predict` marks each one truncated)", file=sys.stderr)  # fmt: skip
+    if metrics.get("unreadable"):
+        print(f"note: {metrics['unreadable']} text(s) have no piece in the model's vocabulary (all [UNK]): their "
+              "predictions are guesses", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -346,11 +346,17 @@ class TextClassifier(Runtime):
         texts = validate_texts(dataset.texts, allow_empty=True)  # named by their place in the whole, not a chunk's
         # Chunks of the windows predictions() plans its batches over: the same batches, the same figures.
         size = max(PLAN_WINDOW, check_count("batch_size", batch_size))
-        parts = [self.predict_proba(part, batch_size=batch_size)
+        parts = [self.predictions(part, batch_size=batch_size)
                  for part in evaluation_chunks(texts, progress=progress, unit="text", size=size)]  # fmt: skip
-        probs = np.concatenate(parts) if parts else self.predict_proba([], batch_size=batch_size)
+        probs = (np.concatenate([part.probs for part in parts]) if parts else
+                 self.predict_proba([], batch_size=batch_size))  # fmt: skip
+        # what the figures rest on, as predict says it per text: cut texts, and texts it cannot read at all
+        # (scored without a word, a text cut to its first half had counted as one the model read)
+        cut_texts = int(sum(int(part.truncated.sum()) for part in parts))
+        unreadable = int(sum(int(part.unknown.sum()) for part in parts))
         scores = score_probabilities(probs, dataset, self.labels, self.multi_label, threshold=cut) | {
-            "source": dataset.source, "examples": len(dataset)}  # fmt: skip
+            "source": dataset.source, "examples": len(dataset), "truncated": cut_texts,
+            "unreadable": unreadable}  # fmt: skip
         if threshold is not None:
             scores["threshold"] = cut
         overlap = self.training_overlap(dataset.texts)
