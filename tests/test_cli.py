@@ -791,3 +791,17 @@ def test_a_failed_copy_is_said_by_its_first_file(
     assert main(["ensemble", "m1", "m2", "--out", str(tmp_path / "ens")]) == 2
     assert capsys.readouterr().err == ("error: ens/members/00/config.json: [Errno 28] No space left on device (and 2 "
                                        "more file(s))\n")  # fmt: skip
+
+
+def test_a_refused_argument_is_said_as_its_flag_whatever_its_value() -> None:
+    from attend.config import as_flag, flags_named
+
+    said = as_flag(ValueError("weights=[1.0, 0.0]: weight 0.0 must be a positive number"), {"weights"})
+    assert str(said) == "--weights [1.0, 0.0]: weight 0.0 must be a positive number"  # a list value whole
+    typed = as_flag(ValueError("weights=[1.0, 0.0]: weight 0.0 must be ..."), {"weights"}, {"weights": "1,0"})
+    assert str(typed) == "--weights 1,0: weight 0.0 must be ..."  # as the flag was typed
+    other = ValueError("seed=3: taken")
+    assert as_flag(other, {"weights"}) is other  # not a flag given: as it was
+    with pytest.raises(ValueError, match=r"^--fraction 0\.99: give --fraction 0\.5 at most$"):
+        with flags_named({"fraction"}):
+            raise ValueError("fraction=0.99: give fraction=0.5 at most")

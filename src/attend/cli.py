@@ -23,8 +23,8 @@ from typing import Any, NoReturn
 
 from attend.apps import APPS
 from attend.config import (
-    as_flag,
     count,
+    flags_named,
     label_threshold,
     minutes,
     port_number,
@@ -133,10 +133,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         for name in ("augment_rate", "augment_probability"):
             if name not in flagged:
                 training.pop(name, None)
-    try:  # the file's values passed above: a value refused now is a flag's, and is named as the flag
+    with flags_named(flagged):  # the file's values passed above: a value refused now is a flag's
         TrainingArgs.from_dict(dict(training))
-    except ValueError as exc:
-        raise as_flag(exc, flagged) from None
     if args.no_progress:
         training["progress"] = False
     if args.augment is not None and not config.get("training", {}).get("augment"):  # '' turns off only a file's
@@ -175,7 +173,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(result.report)
             print(f"\nmodel written to {result.model_dir}; try: attend translate {result.model_dir} \"A sentence.\"")
         return 0
-    try:
+    with flags_named(flagged):  # a flag's value the task refuses, named as the flag ("--augment casing: ...")
         result = train(
             args.data,
             args.out,
@@ -194,8 +192,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             ensemble=False if args.no_ensemble else None,
             candidates=_candidates(args.candidates),
         )
-    except ValueError as exc:  # a flag's value the task refuses, named as the flag ("--augment casing: ...")
-        raise as_flag(exc, flagged) from None
     if not result.is_main:
         return 0
     print(result.report)
@@ -776,11 +772,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     ig_steps = IG_STEPS if args.ig_steps is None else args.ig_steps
 
     def explained(part: list[str]) -> Any:
-        try:
+        with flags_named({"layer", "head", "target", "ig_steps"}):  # "layer=5; ...": "--layer 5: ..."
             return explain(predictor, part, method, layer=layer, head=args.head, target=args.target, maps=want_maps,
                            ig_steps=ig_steps)  # fmt: skip
-        except ValueError as exc:  # "layer=5; ..." named as the flag given: "--layer 5: ..."
-            raise as_flag(exc, {"layer", "head", "target", "ig_steps"}) from None
 
     kept = _explain_in_chunks(
         args, texts, explained,
@@ -1047,15 +1041,11 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     from attend.explain.methods import check_ig_steps
 
     if args.ig_steps is not None:  # before the bar, not after the first method
-        try:
+        with flags_named({"ig_steps"}):
             check_ig_steps(args.ig_steps)
-        except ValueError as exc:
-            raise as_flag(exc, {"ig_steps"}) from None
-    try:
+    with flags_named({"ig_steps", "seed", "methods"}):
         report = faithfulness(predictor, texts, methods, seed=args.seed, progress=not (args.json or args.no_progress),
                               ig_steps=IG_STEPS if args.ig_steps is None else args.ig_steps)  # fmt: skip
-    except ValueError as exc:
-        raise as_flag(exc, {"ig_steps", "seed", "methods"}) from None
     print(dumps_json(report) if args.json else format_faithfulness(report))
     return 0
 
@@ -1189,12 +1179,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if args.attentions or args.unpad:
             raise ValueError("--attentions and --unpad are for classifiers; a translator exports its encoder and "
                              "cached decoder step")  # fmt: skip
-        try:
+        with flags_named({"opset"}):
             report = export_translator(args.model_dir, args.onnx, opset=args.opset, texts=texts,
                                        overwrite=args.overwrite,
                                        on_start=_say_exporting(args.model_dir, "its encoder and cached decoder step"))
-        except ValueError as exc:
-            raise as_flag(exc, {"opset"}) from None
         if args.json:
             print(dumps_json(report))
             return 0
@@ -1207,12 +1195,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
               f"{parity['steps_compared']} decoder steps")  # fmt: skip
         print("decode it greedily with attend.deploy.export_seq2seq.OnnxTranslator (ONNX Runtime)")
         return 0
-    try:
+    with flags_named({"opset"}):
         report = export_onnx(args.model_dir, args.onnx, attentions=args.attentions, opset=args.opset, texts=texts,
                              unpad=args.unpad, overwrite=args.overwrite,
                              on_start=_say_exporting(args.model_dir, "the classifier"))  # fmt: skip
-    except ValueError as exc:
-        raise as_flag(exc, {"opset"}) from None
     if args.json:
         print(dumps_json(report))
         return 0
@@ -1248,11 +1234,9 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     if args.dev_data and args.max_loss is None:
         raise UsageError("--dev-data is the data --max-loss searches on; give --max-loss too")
     _classifier_only(args.model_dir, verb="quantize")
-    try:
+    with flags_named({"max_loss", "runtime"}):
         report = quantize(args.model_dir, runtime=args.runtime, data=args.data, dev_data=args.dev_data,
                           max_loss=args.max_loss, progress=True, **_data_columns(args))  # fmt: skip
-    except ValueError as exc:
-        raise as_flag(exc, {"max_loss", "runtime"}) from None
     if args.json:
         print(dumps_json(report))
         return 0
@@ -1297,12 +1281,10 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if (args.heads is None) == (args.fraction is None):
         raise UsageError("give --heads N or --fraction F" + (" (not both)" if args.heads is not None else ""))
     _classifier_only(args.model_dir, verb="prune")
-    try:
+    with flags_named({"heads", "fraction", "importance"}):
         report = prune(args.model_dir, args.out, heads=args.heads, fraction=args.fraction,
                        importance=args.importance, data=args.data, dev_data=args.dev_data, overwrite=args.overwrite,
                        **_data_columns(args))  # fmt: skip
-    except ValueError as exc:
-        raise as_flag(exc, {"heads", "fraction", "importance"}) from None
     removed = sum(len(heads) for heads in report["removed"].values())
     if not removed:
         asked = f"--heads {args.heads}" if args.heads is not None else f"--fraction {args.fraction:g}"
@@ -1330,12 +1312,9 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
             weights = [float(value) for value in args.weights.split(",")]
         except ValueError:
             raise UsageError(f"--weights {args.weights!r}: expected numbers separated by commas, e.g. 1,1,2") from None
-    try:
+    # "weights=[1.0, 0.0]: weight 0.0 must be ...", named as the flag, as typed
+    with flags_named({"weights"} if args.weights is not None else (), typed={"weights": args.weights or ""}):
         report = make_ensemble(args.model_dirs, args.out, weights=weights, overwrite=args.overwrite)
-    except ValueError as exc:  # "weights=[1.0, 0.0]: weight 0.0 must be ..." named as the flag, as typed
-        if args.weights is None or not str(exc).startswith("weights=["):
-            raise
-        raise UsageError(f"--weights {args.weights}: {str(exc).split(': ', 1)[1]}") from None
     if len(report["members"]) == 1:
         print(f"warning: an ensemble of one model predicts as {args.model_dirs[0]} does; give two models or more "
               "to average them", file=sys.stderr)  # fmt: skip

@@ -8,6 +8,7 @@ silent coercion or a traceback deep inside training.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import inspect
@@ -18,7 +19,7 @@ import re
 import threading
 import types
 import typing
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
@@ -260,16 +261,28 @@ def read_run_config(path: str | None) -> dict[str, Any]:
     return config
 
 
-def as_flag(exc: ValueError, names: Collection[str]) -> ValueError:
+def as_flag(exc: ValueError, names: Collection[str], typed: Mapping[str, str] | None = None) -> ValueError:
     """A Python argument's refusal (``layer=5; this model has 2 layers``) said as the flag that gave
-    it (``--layer 5: this model has 2 layers``) where it names one of ``names``; else ``exc`` itself."""
-    found = re.match(r"(\w+)=('(?:[^'\\]|\\.)*'|[^\s;:]+)[;:]? (.*)", str(exc), re.DOTALL)
+    it (``--layer 5: this model has 2 layers``) where it names one of ``names``; else ``exc`` itself.
+    ``typed``: a value as the flag was typed, where the argument's differs (``--weights 1,0`` for
+    ``weights=[1.0, 0.0]``)."""
+    found = re.match(r"(\w+)=(\[[^\]]*\]|'(?:[^'\\]|\\.)*'|[^\s;:]+)[;:]? (.*)", str(exc), re.DOTALL)
     if found is None or found[1] not in names:
         return exc
     value = found[2][1:-1] if len(found[2]) > 1 and found[2][0] == found[2][-1] == "'" else found[2]  # as typed
+    value = (typed or {}).get(found[1], value)
     # the names of ``names`` in its advice too ("give fraction=0.500 at most": "give --fraction 0.500 at most")
     rest = re.sub(rf"\b({'|'.join(map(re.escape, names))})=", lambda m: f"--{m[1].replace('_', '-')} ", found[3])
     return ValueError(f"--{found[1].replace('_', '-')} {value}: {rest}")
+
+
+@contextlib.contextmanager
+def flags_named(names: Collection[str], typed: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Run the block, a ValueError it raises said as the flag that gave the value (:func:`as_flag`)."""
+    try:
+        yield
+    except ValueError as exc:
+        raise as_flag(exc, names, typed) from None
 
 
 def _argument_error(message: str) -> Exception:

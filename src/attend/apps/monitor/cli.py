@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from attend.config import as_flag, port_number, thread_count
+from attend.config import flags_named, port_number, thread_count
 from attend.jsonout import dumps_json
 
 __all__ = ["add_serve_options", "main", "register_cli", "serve_routers"]
@@ -73,10 +73,8 @@ def _detection_settings(values: dict[str, Any]) -> Any:
     every verb names one)."""
     from attend.apps.monitor.detect import DetectionSettings
 
-    try:
+    with flags_named(values):
         return DetectionSettings(**values)
-    except ValueError as exc:
-        raise as_flag(exc, values) from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from attend.config import as_flag, positive_int, seed_number, thread_count
+from attend.config import flags_named, positive_int, seed_number, thread_count
 from attend.jsonout import dumps_json
 
 __all__ = ["add_serve_options", "format_evaluation", "format_top", "register_cli", "serve_routers"]
@@ -100,15 +100,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     features = None if args.features is None else [
         c.strip() for c in args.features.split(",") if c.strip() and c.strip() != "none"
     ]
-    try:
+    with flags_named(flagged):  # a flag's value refused by the API is named as the flag (``--lr -1.0: ...``)
         result = train_recommender(
             args.data, args.out, model=args.model, item_features=args.item_features,
             feature_types=_types(args.feature_types), features=features, model_options=model_options,
             training=training, resume=args.resume, overwrite=args.overwrite,
             positive_threshold=args.positive_threshold, **named,
         )  # fmt: skip
-    except ValueError as exc:  # a flag's value refused by the API is named as the flag (``--lr -1.0: ...``)
-        raise as_flag(exc, flagged) from None
     if not result.is_main:
         return 0
     print(result.report)
