@@ -48,7 +48,7 @@ from attend.runtime import Runtime, load
 from attend.serve.classification import classification_routes
 from attend.serve.metrics import ServiceMetrics
 from attend.serve.recommendation import recommendation_routes
-from attend.serve.routes import CLIENT_GONE, RouterSpec, Routes, ServeSettings, call_factory, error_response
+from attend.serve.routes import RouterSpec, Routes, ServeSettings, call_factory, client_gone, error_response
 from attend.serve.schemas import ErrorBody, ModelInfo
 from attend.serve.translation import translation_routes
 from attend.version import __version__
@@ -277,8 +277,7 @@ class _GuardAndMeasure:
                                            f"{BODY_SECONDS:g} s ({len(body)} bytes came); send it again")  # fmt: skip
             if message["type"] != "http.request":  # the client went away before its body was whole: not
                 # a request to read (its cut JSON had been a 422), counted as one it abandoned
-                return b"", error_response(CLIENT_GONE, "client_closed", "the client went away before its request "
-                                           "body arrived whole")  # fmt: skip
+                return b"", client_gone("its request body arrived whole")
             body += message.get("body", b"")
             if len(body) > self.settings.max_body_bytes:
                 return b"", self._too_large()

@@ -170,11 +170,12 @@ class MicroBatcher:
             return []
         loop = asyncio.get_running_loop()
         futures = []
-        request = _Request(parts=len(range(0, len(texts), self.max_batch)))
+        chunks = [texts[i : i + self.max_batch] for i in range(0, len(texts), self.max_batch)]
+        request = _Request(parts=len(chunks))
         with self._lock:
             self._waiting += 1
-        for i in range(0, len(texts), self.max_batch):
-            pending = _Pending(texts[i : i + self.max_batch], loop.create_future(), request)
+        for chunk in chunks:
+            pending = _Pending(chunk, loop.create_future(), request)
             self._jobs.put(pending)
             futures.append(pending.future)
         # Every part is awaited, a failed one too: awaited in turn, the parts after a failure went

@@ -25,7 +25,7 @@ from attend.explain import available_methods, explain
 from attend.runtime import EnsembleClassifier, TextClassifier
 from attend.serve.batching import WATCH_SECONDS, BatcherStopped, MicroBatcher
 from attend.serve.metrics import ServiceMetrics
-from attend.serve.routes import CLIENT_GONE, Routes, ServeSettings, error_response
+from attend.serve.routes import Routes, ServeSettings, client_gone, error_response
 from attend.serve.schemas import (
     ErrorBody,
     ExplainRequest,
@@ -152,7 +152,7 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
         except BatcherStopped as exc:  # shutting down
             return error_response(503, "unavailable", str(exc))
         if results is None:
-            return error_response(CLIENT_GONE, "client_closed", "the client went away before its predictions")
+            return client_gone("its predictions")
         k = min(body.top_k, len(runtime.labels))
         predictions = []
         for probs, truncated, warning in results:
@@ -187,7 +187,7 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
             except ValueError as exc:  # e.g. "pooling" on a model without attention pooling
                 return error_response(422, "validation", str(exc))
             if found is None:
-                return error_response(CLIENT_GONE, "client_closed", "the client went away before its explanation")
+                return client_gone("its explanation")
         metrics.observe_batch("/v1/explain", len(texts), time.perf_counter() - start, batched=False)
         return ExplainResponse(model=runtime.name, explanations=[e.to_dict(maps=False) for e in found])
 

@@ -19,7 +19,7 @@ from attend.data.validation import text_problem
 from attend.runtime.recommender import Recommender
 from attend.serve.batching import BatcherStopped, MicroBatcher
 from attend.serve.metrics import ServiceMetrics
-from attend.serve.routes import CLIENT_GONE, Routes, ServeSettings, error_response
+from attend.serve.routes import Routes, ServeSettings, client_gone, error_response
 from attend.serve.schemas import OpenAnswer
 
 __all__ = ["RecommendRequest", "RecommendResponse", "recommendation_routes"]
@@ -108,7 +108,7 @@ def recommendation_routes(runtime: Recommender, settings: ServeSettings, metrics
         except BatcherStopped as exc:  # shutting down
             return error_response(503, "unavailable", str(exc))
         if answers is None:
-            return error_response(CLIENT_GONE, "client_closed", "the client went away before its recommendations")
+            return client_gone("its recommendations")
         (answer,) = answers
         return {"model": runtime.name, **answer}
 

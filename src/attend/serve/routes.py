@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from attend.config import MAX_WAIT_MS
 
-__all__ = ["RouterSpec", "Routes", "ServeSettings", "error_response"]
+__all__ = ["RouterSpec", "Routes", "ServeSettings", "client_gone", "error_response"]
 
 
 @dataclass
@@ -197,3 +197,9 @@ def error_response(status: int, kind: str, message: str, **extra: Any) -> JSONRe
         field, words = _field_of(message)
         extra["details"] = [{"field": field, "message": words, "type": "value_error"}]
     return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message, **extra}})
+
+
+def client_gone(what: str) -> JSONResponse:
+    """The answer, counted in /metrics as :data:`CLIENT_GONE`, to a request whose client went away
+    before ``what`` ("its predictions"): nobody reads it."""
+    return error_response(CLIENT_GONE, "client_closed", f"the client went away before {what}")

@@ -19,7 +19,7 @@ from attend.runtime.translator import Translator
 from attend.serve.batching import BatcherStopped, MicroBatcher
 from attend.serve.classification import check_texts
 from attend.serve.metrics import ServiceMetrics
-from attend.serve.routes import CLIENT_GONE, Routes, ServeSettings, error_response
+from attend.serve.routes import Routes, ServeSettings, client_gone, error_response
 from attend.serve.schemas import TextsRequest
 
 __all__ = ["TranslateRequest", "translation_routes"]
@@ -80,7 +80,7 @@ def translation_routes(runtime: Translator, settings: ServeSettings, metrics: Se
         except BatcherStopped as exc:  # shutting down
             return error_response(503, "unavailable", str(exc))
         if found is None:  # its sentences not started are not decoded (a timed-out client's had been)
-            return error_response(CLIENT_GONE, "client_closed", "the client went away before its translations")
+            return client_gone("its translations")
         return {"model": runtime.name, "translations": found}
 
     def refresh() -> None:
