@@ -93,9 +93,8 @@ class ExistingOutput:
         digest: A running hash of every row's text and kept column values, in order: a resumed run
             hashes the input rows it skips the same way, so it continues only the input the file was
             written from (ids kept to join on included).
-        last: The last row's ``(label, probability)`` pairs.
-        recent: The last :data:`RECHECKED_ROWS` rows' texts and pairs: a resumed run predicts them
-            again and refuses a file another model wrote.
+        recent: The last :data:`RECHECKED_ROWS` rows' texts and ``(label, probability)`` pairs: a
+            resumed run predicts them again and refuses a file another model wrote.
         columns: The input columns its rows keep (``--keep-cols``), in order; None before a row is read.
         last_labels: A multi-label file's last row's chosen labels.
         above, at_most: What every multi-label row says of the threshold that chose its labels: above
@@ -110,7 +109,6 @@ class ExistingOutput:
     labels: set[str] = field(default_factory=set)
     texts: dict[int, str] = field(default_factory=dict)
     digest: Any = field(default_factory=lambda: text_digest())
-    last: list[tuple[str, float]] = field(default_factory=list)
     recent: deque[tuple[str, list[tuple[str, float]]]] = field(default_factory=lambda: deque(maxlen=RECHECKED_ROWS))
     kept: int = 0
     size: int = 0
@@ -120,6 +118,11 @@ class ExistingOutput:
     chosen_cells: dict[int, str] = field(default_factory=dict)
     above: tuple[float, int] = (0.0, 0)
     at_most: tuple[float, int] = (1.0, 0)
+
+    @property
+    def last(self) -> list[tuple[str, float]]:
+        """The last row's ``(label, probability)`` pairs."""
+        return self.recent[-1][1] if self.recent else []
 
     def choose(self, labels: list[str], cell: str | None = None) -> None:
         """The labels the last row read chose: they bound the threshold that chose them. ``cell``: a
@@ -155,8 +158,7 @@ class ExistingOutput:
         self.labels.update(label for label, _ in top)
         self.texts = {0: self.texts.get(0, text), self.rows: text}
         add_row(self.digest, text, kept)
-        self.last = list(top)
-        self.recent.append((text, self.last))
+        self.recent.append((text, list(top)))
         self.rows += 1
 
     def check(self, labels: Sequence[str], top_k: int, multi_label: bool | None = None,
