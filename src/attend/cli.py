@@ -441,7 +441,7 @@ def _check_text_arguments(texts: Sequence[str] | None) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from attend.data.readers import DataError, TextStream
+    from attend.data.readers import DataError
     from attend.runtime.streaming import (
         ExistingOutput,
         PredictionWriter,
@@ -480,9 +480,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     text_col = _model_column(args.model_dir, args.text_col, "text_col")
     if text_col in keep:
         raise UsageError(f"--keep-cols {text_col!r}: the text column is in every prediction as text already")
-    stream = TextStream(args.input, text_col=text_col, keep=keep) if args.input else None
-    if stream is not None and Path(args.input).is_file():  # before anything is written (a misnamed column left
-        stream.check_header()  # an empty --output behind); not a pipe, whose first record it would consume
+    stream = _text_stream(args.input, text_col=text_col, keep=keep) if args.input else None
+    if stream is not None and args.input != "-" and stream.path.is_file():  # before anything is written (a misnamed
+        stream.check_header()  # column left an empty --output behind); not a pipe, whose first record it would consume
     if args.output:  # before the model loads
         check_output_name(args.output)
     predictor = _cli_predictor(args.model_dir, args.int8)
@@ -510,7 +510,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
                 unit = {"unit": "row"} if stream.fmt == "parquet" else {"unit": "B", "unit_scale": True}
                 # drawn after a second: a file refused at its first read (every line blank) had drawn a bar first
-                bar = progress_bar(total=stream.size, initial=stream.position, desc="predict", mininterval=1.0,
+                bar = progress_bar(total=stream.size or None, initial=stream.position, desc="predict", mininterval=1.0,
                                    delay=1.0, **unit)  # fmt: skip
 
         def advance(_count: int) -> None:
@@ -594,30 +594,39 @@ def _check_not_a_data_set(given: str | None) -> None:
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:
-    from attend.data.readers import TextStream, is_plain_text, read_table
+    from attend.data.readers import is_plain_text, read_table
 
     if bool(args.texts) == bool(args.input):
         said = "both were given" if args.texts else "neither was given"
         raise UsageError(f"give texts to explain, or --input FILE, but not both ({said})")
     _check_not_a_data_set(args.input)
     _check_plain_text_input(args)
-    if args.input and is_plain_text(args.input):  # one text per line, as predict reads it
-        return [text for _, text in TextStream(args.input)]
+    if args.input == "-" or (args.input and is_plain_text(args.input)):  # one text per line, as predict reads it
+        return [text for _, text in _text_stream(args.input)]
     text_col = _model_column(args.model_dir, args.text_col, "text_col")
     return args.texts or read_table(args.input, text_col=text_col, label_col=None,
                                     columns_hint="choose the column with --text-col").texts  # fmt: skip
 
 
 def _check_plain_text_input(args: argparse.Namespace) -> None:
-    """Refuse --text-col and --keep-cols beside an --input .txt file: it has no columns (one text per line)."""
+    """Refuse --text-col and --keep-cols beside an --input .txt file or standard input: one text per
+    line, no columns."""
     from attend.data.readers import is_plain_text
 
-    if not args.input or not is_plain_text(args.input):
+    if not args.input or not (args.input == "-" or is_plain_text(args.input)):
         return
+    what = "standard input is read as text" if args.input == "-" else f"{args.input} is a .txt file"
     for flag, value in (("--text-col", args.text_col), ("--keep-cols", getattr(args, "keep_cols", None))):
         if value is not None:
-            raise UsageError(f"{flag} {value}: {args.input} is a .txt file, one text per line, with no columns; "
+            raise UsageError(f"{flag} {value}: {what}, one text per line, with no columns; "
                              f"give {flag} with a CSV/TSV/JSONL/Parquet file")  # fmt: skip
+
+
+def _text_stream(given: str, **options: Any) -> Any:
+    """The texts of ``--input``: ``-`` is standard input, one text per line (as a .txt file)."""
+    from attend.data.readers import STDIN, TextStream
+
+    return TextStream(STDIN if given == "-" else given, **options)
 
 
 def _explain_translations(args: argparse.Namespace, texts: list[str]) -> int:
@@ -1512,7 +1521,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = verbs.add_parser("predict", help="classify texts with a trained model")
     pr.add_argument("model_dir")
     pr.add_argument("texts", nargs="*", default=[], help="texts to classify (or --input FILE)")
-    pr.add_argument("--input", help="file of texts instead: CSV/TSV/JSONL/Parquet, or .txt of one text per line")
+    pr.add_argument("--input", help="file of texts instead: CSV/TSV/JSONL/Parquet, or .txt of one text per line "
+                    "('-': standard input, one text per line)")
     pr.add_argument("--text-col", help="column holding the text in --input (default: the model's training column, "
                     "else text)")  # fmt: skip
     pr.add_argument("--top-k", type=int, default=3, help="labels to show per text (default 3)")
@@ -1531,7 +1541,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = verbs.add_parser("explain", help="show which tokens each prediction rested on")
     ex.add_argument("model_dir")
     ex.add_argument("texts", nargs="*", default=[], help="texts to explain (or --input FILE)")
-    ex.add_argument("--input", help="file of texts instead: CSV/TSV/JSONL/Parquet, or .txt of one text per line")
+    ex.add_argument("--input", help="file of texts instead: CSV/TSV/JSONL/Parquet, or .txt of one text per line "
+                    "('-': standard input, one text per line)")
     ex.add_argument("--text-col", help="column holding the text in --input (default: the model's training column, "
                     "else text; a translator's: the source column it trained on, else source)")  # fmt: skip
     ex.add_argument("--method", choices=EXPLAIN_METHODS, help="how token importance is computed (default: rollout)")

@@ -679,3 +679,29 @@ def test_a_txt_input_is_one_text_per_line(trained: dict[str, Path], tmp_path: Pa
         assert capsys.readouterr().err == f"error: {mac}: line 1 has a carriage return inside it: its lines end " \
                                           "in a bare carriage return (an old Mac format); re-save it with \\n line " \
                                           "endings\n"
+
+
+def test_input_dash_reads_standard_input(trained: dict[str, Path], tmp_path: Path) -> None:
+    """``--input -`` is standard input, one text per line, as translate reads it (it had been "-: no such
+    file"): predict streams it (to a resumable --output too) and explain reads it; columns are refused."""
+    model = str(trained["encoder"])
+    piped = "a great film\n\ndull and slow\n"
+    done = run_cli("predict", model, "--input", "-", "--top-k", "1", stdin=piped)
+    assert done.returncode == 0, done.stderr
+    assert [r["text"] for r in json.loads(done.stdout)] == ["a great film", "dull and slow"]
+    given = run_cli("predict", model, "a great film", "dull and slow", "--top-k", "1")
+    assert json.loads(done.stdout) == json.loads(given.stdout)
+    out = tmp_path / "out.csv"
+    assert run_cli("predict", model, "--input", "-", "--output", str(out), stdin=piped).returncode == 0
+    written = out.read_text(encoding="utf-8")
+    again = run_cli("predict", model, "--input", "-", "--output", str(out), "--resume", stdin=piped)
+    assert again.returncode == 0 and "0 predictions written" in again.stderr
+    assert out.read_text(encoding="utf-8") == written and len(written.splitlines()) == 3
+    explained = run_cli("explain", model, "--input", "-", "--json", stdin=piped)
+    assert [r["text"] for r in json.loads(explained.stdout)] == ["a great film", "dull and slow"]
+    for verb, flag in (("predict", "--text-col"), ("explain", "--text-col"), ("predict", "--keep-cols")):
+        refused = run_cli(verb, model, "--input", "-", flag, "id", stdin=piped)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert f"{flag} id: standard input is read as text, one text per line, with no columns" in refused.stderr
+    blank = run_cli("predict", model, "--input", "-", stdin="\n \n")
+    assert blank.returncode == 2 and "no text in it (every line is blank)" in blank.stderr

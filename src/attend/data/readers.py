@@ -18,6 +18,7 @@ import math
 import os
 import random
 import re
+import sys
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -84,6 +85,8 @@ _FORMATS |= {".parquet": "parquet", ".pq": "parquet"}
 TABLE_SUFFIXES = frozenset(_FORMATS)
 #: The format of a .txt file where texts alone are read (:class:`TextStream`): one text per line.
 PLAIN_TEXT = "text"
+#: Standard input as a :class:`TextStream` path (``--input -``): read from ``sys.stdin``, once, as it comes.
+STDIN = Path("/dev/stdin")
 #: A file compressed by gzip, bzip2 or xz is read through the standard library's decompressor (by
 #: suffix: the compression's name, and an opener of a binary file's decompressed bytes); the suffix
 #: before it tells the format (``reviews.csv.gz`` is a CSV).
@@ -198,6 +201,9 @@ def _opened(path: Path) -> Iterator[tuple[BinaryIO, BinaryIO]]:
     """The file's bytes to read (decompressed where its name says so) and the file itself (whose
     position is what a progress bar over its size shows); damaged compressed data read inside the
     block is a :class:`DataError` naming the file."""
+    if path == STDIN:  # sys.stdin's (a caller may have replaced it), left open
+        yield sys.stdin.buffer, sys.stdin.buffer
+        return
     with open(path, "rb") as file:
         if not is_compressed(path):
             yield file, file
@@ -267,8 +273,11 @@ def _check_is_a_file(path: Path) -> None:
 def open_data_file(path: str | os.PathLike[str], fmt: str | None, *,
                    plain_text: bool = False) -> tuple[Path, str]:  # fmt: skip
     """The data file at ``path`` and its format, after checking it exists, is a file and is not empty.
-    ``plain_text``: a ``.txt`` name is :data:`PLAIN_TEXT` (where texts alone are read)."""
+    ``plain_text``: a ``.txt`` name is :data:`PLAIN_TEXT` (where texts alone are read), and so is
+    :data:`STDIN`."""
     path = Path(path)
+    if plain_text and path == STDIN:
+        return path, PLAIN_TEXT
     _check_is_a_file(path)
     if path.is_file() and path.stat().st_size == 0:  # a pipe (<(...), a FIFO) has no size to check
         raise DataError(f"{path} is empty")
@@ -767,7 +776,7 @@ class TextStream:
             except Exception as exc:  # pyarrow raises several types for a corrupt file
                 raise DataError(f"{self.path}: not a readable Parquet file ({exc})") from None
         else:
-            self.size = self.path.stat().st_size
+            self.size = 0 if self.path == STDIN else self.path.stat().st_size
 
     @property
     def position(self) -> int:
