@@ -370,6 +370,14 @@ def test_allowlist_senders_and_keywords() -> None:
     assert contacts.allow == ("mom@family.example", "dad@family.example", "Ana Ruiz", "a<b")
     assert allow_match(contacts.allow, Message(id="m", sender="mom@family.example", text="call me")) == \
         "mom@family.example"
+    # --allow splits at commas outside double quotes: a copied contact "Last, First" <address> had been
+    # two entries, "Ruiz and Ana" <ana@x.org>, neither of which matched Ana's mail.
+    from attend.apps.focus.cli import _allow
+
+    given = _allow('"Ruiz, Ana" <Ana@X.org>, Mom,"on call, now"')
+    assert given == ['"Ruiz, Ana" <Ana@X.org>', "Mom", "on call, now"]
+    assert Session("write", tuple(given)).allow == ("ana@x.org", "Mom", "on call, now")
+    assert allow_match(Session("write", tuple(given)).allow, Message(id="m", sender="ana@x.org", text="hi"))
 
 
 def test_an_allowlisted_sender_passes_whatever_the_components(assistant: FocusAssistant) -> None:
