@@ -152,6 +152,9 @@ def test_members_with_other_labels_are_refused_naming_them(members: list[Path], 
     with pytest.raises(ModelDirError, match=r"\['one_star'\] only in .*stars.*\['neg'\] only in .*encoder"):
         make_ensemble([members[0], other], tmp_path / "mixed")
     assert not (tmp_path / "mixed").exists()
+    for one in (str(members[0]), members[0]):  # a str's letters had been read as directories ("m: no such ...")
+        with pytest.raises(ValueError, match=r"members: a list of model directories, not one path"):
+            make_ensemble(one, tmp_path / "one")  # type: ignore[arg-type]
 
 
 def test_the_same_labels_in_another_order_are_reordered(members: list[Path], tmp_path: Path) -> None:

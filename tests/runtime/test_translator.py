@@ -627,12 +627,23 @@ def test_translate_from_python_takes_lists_and_generators_and_refuses_one_string
 
 
 def test_the_classifier_explain_function_on_a_translator_says_what_to_use(translator_dir: Path) -> None:
-    """Before: AttributeError: 'Translator' object has no attribute 'labels'."""
-    from attend.explain import explain
+    """Before: AttributeError: 'Translator' object has no attribute 'labels' (focus: 'plan'; faithfulness
+    and available_methods: 'capabilities'; the monitor's Scorer: 'labels')."""
+    from attend.apps.monitor import Scorer
+    from attend.explain import available_methods, explain, faithfulness, focus
     from attend.runtime import load
 
-    with pytest.raises(ValueError, match=r"this is a translation model: use its translate\(texts, alignments=True\)"):
-        explain(load(translator_dir), ["red cat"])
+    translator = load(translator_dir)
+    for doing, call in (("explain()", lambda: explain(translator, ["red cat"])),
+                        ("focus()", lambda: focus(translator, ["red cat"])),
+                        ("faithfulness()", lambda: faithfulness(translator, ["red cat"])),
+                        ("available_methods()", lambda: available_methods(translator)),
+                        ("Scorer(sentiment=...)", lambda: Scorer(translator, "neg"))):  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=rf"^{re.escape(doing)} reads a text classifier's predictions; this is a "
+                                             r"translation model: use its translate\(texts, alignments=True\)"):
+            call()
+    with pytest.raises(TypeError, match=r"is a path: focus\(\) takes a loaded model, attend.load\("):
+        focus(str(translator_dir), ["red cat"])  # type: ignore[arg-type]
 
 
 def test_translate_prints_each_chunk_as_it_is_done_with_a_bar_and_stops_keeping_them(

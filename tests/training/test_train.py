@@ -750,17 +750,23 @@ def test_the_trainer_takes_options_as_train_does_and_checks_them_as_the_run_star
 
 
 def test_training_leaves_the_callers_random_state_as_it_was(planted_csv: Path, tmp_path: Path) -> None:
-    """The run seeds PyTorch and numpy for itself; a notebook's seeded draws had come out otherwise after it."""
+    """The run seeds PyTorch and numpy for itself; a notebook's seeded draws had come out otherwise after it
+    (after ``auto``, the default, too: its plan seeds and probes before any candidate's loop)."""
     import numpy as np
 
     torch.manual_seed(7)
     np.random.seed(7)
     expected = (torch.rand(3), np.random.rand(3))
-    torch.manual_seed(7)
-    np.random.seed(7)
-    train(planted_csv, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER,
-          args=TrainingArgs(**{**FAST, "epochs": 1}))  # fmt: skip
-    assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
+    for model, options in (("encoder", {"model_options": SMALL_ENCODER}), ("auto", {"candidates": ["encoder"]})):
+        torch.manual_seed(7)
+        np.random.seed(7)
+        train(planted_csv, tmp_path / model, model=model, args={**FAST, "epochs": 1}, **options)
+        assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1]), model
+    with pytest.raises(ValueError, match=r"candidates: a list of model names, not one string \('encoder'"):
+        train(planted_csv, tmp_path / "one", candidates="encoder")  # type: ignore[arg-type]
+    for model in ("auto", "encoder"):  # None had failed in pathlib, frames deep, naming nothing
+        with pytest.raises(TypeError, match=r"^out: the model directory to write, a path \(not None\)"):
+            train(planted_csv, None, model=model)  # type: ignore[arg-type]
 
 
 def test_a_damaged_checkpoint_weight_file_is_refused_in_words(planted_csv: Path, tmp_path: Path) -> None:

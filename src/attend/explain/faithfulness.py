@@ -23,8 +23,14 @@ import torch
 
 from attend.data.batching import length_batches
 from attend.data.validation import validate_texts
-from attend.explain.methods import METHODS, available_methods, ceil_fraction, explain, refuse_unavailable
-from attend.explain.protocol import Explainable
+from attend.explain.methods import (
+    METHODS,
+    available_methods,
+    ceil_fraction,
+    explain,
+    refuse_unavailable,
+)
+from attend.explain.protocol import Explainable, check_classifier
 from attend.progress import progress_bar
 
 __all__ = ["THRESHOLDS", "default_methods", "faithfulness", "format_faithfulness"]
@@ -81,6 +87,7 @@ def faithfulness(
     "texts": n, "thresholds": [...]}``; ``comprehensiveness``/``sufficiency`` are the AOPC (mean over
     thresholds) averaged over texts.
     """
+    check_classifier(runtime, "faithfulness()")
     checked = validate_texts(texts)
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed={seed} must be in [0, 2**32)")

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from attend.data.validation import validate_texts
-from attend.explain.protocol import Explainable
+from attend.explain.protocol import Explainable, check_classifier
 
 __all__ = ["distribution_focus", "focus", "map_focus"]
 
@@ -83,6 +83,7 @@ def focus(runtime: Explainable, texts: Sequence[str], *, k: int = 3, batch_size:
     ``pooling`` (the same metrics for the attention pooling, if the model has one), ``texts``
     (how many) and ``k``.
     """
+    check_classifier(runtime, "focus()")
     checked = validate_texts(texts)
     if k < 1:
         raise ValueError(f"k={k} must be >= 1")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import unicodedata
 import zlib
 from collections.abc import Callable, Sequence
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 
 from attend.data.validation import check_count, validate_texts
 from attend.explain.focus import distribution_focus
-from attend.explain.protocol import Capable, Combined, Explainable
+from attend.explain.protocol import Capable, Combined, Explainable, check_classifier
 from attend.explain.words import onto_words, word_spans
 from attend.models import MULTI_LABEL_THRESHOLD, probabilities
 
@@ -507,6 +506,7 @@ def available_methods(runtime: Explainable | Combined) -> list[str]:
 
     An ensemble (:class:`Combined`) offers the methods every one of its members offers.
     """
+    check_classifier(runtime, "available_methods()")
     if isinstance(runtime, Combined):
         offered = [set(available_methods(member)) for member in runtime.members]
         return [name for name in METHODS if all(name in names for names in offered)]
@@ -796,13 +796,7 @@ def explain(
 
     An ensemble (:class:`Combined`) is explained by its members: see :func:`_explain_combined`.
     """
-    if isinstance(runtime, (str, os.PathLike)):
-        raise TypeError(f"runtime={os.fspath(runtime)!r} is a path: explain() takes a loaded model, "
-                        "explain(attend.load(path), texts)")  # fmt: skip
-    task = getattr(runtime, "task", "classification")
-    if task != "classification":
-        how = {"translation": "its translate(texts, alignments=True)"}.get(task, "its own explain()")
-        raise ValueError(f"explain() explains a text classifier's predictions; this is a {task} model: use {how}")
+    check_classifier(runtime, "explain()")
     chosen = _check_method(method)
     _check_arguments(chosen, list(runtime.labels), layer=layer, head=head, target=target, batch_size=batch_size,
                      ig_steps=ig_steps, seed=seed, offered=available_methods(runtime))  # fmt: skip

@@ -6,6 +6,7 @@ package states the interface it relies on instead of importing the runtime.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -14,7 +15,7 @@ from torch import Tensor
 
 from attend.data.tokenization import TextTokenizer
 
-__all__ = ["Capable", "Combined", "Explainable", "Recorded"]
+__all__ = ["Capable", "Combined", "Explainable", "Recorded", "check_classifier"]
 
 
 class Recorded(Protocol):
@@ -83,3 +84,16 @@ class Combined(Protocol):
     def multi_label(self) -> bool: ...
 
     def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray: ...
+
+
+def check_classifier(runtime: Any, doing: str) -> None:
+    """Refuse what is not a loaded text classifier where ``doing`` (``"explain()"``) reads one: a path
+    (a TypeError), or a translator or recommender :func:`attend.load` gave (a ValueError naming its
+    task; they had failed on a bare AttributeError, ``'Translator' object has no attribute 'plan'``)."""
+    if isinstance(runtime, (str, os.PathLike)):
+        path = os.fspath(runtime)
+        raise TypeError(f"runtime={path!r} is a path: {doing} takes a loaded model, attend.load({path!r})")
+    task = getattr(runtime, "task", "classification")
+    if task != "classification":
+        how = {"translation": "its translate(texts, alignments=True)"}.get(task, "its own explain()")
+        raise ValueError(f"{doing} reads a text classifier's predictions; this is a {task} model: use {how}")

@@ -306,6 +306,8 @@ def make_ensemble(
             ``out`` exists without ``overwrite``, is not a model directory, or is a member.
         ValueError: no members, or bad weights.
     """
+    if isinstance(members, str | os.PathLike):  # its letters had been read as directories ("m: no such ...")
+        raise ValueError(f"members: a list of model directories, not one path ({os.fspath(members)!r})")
     if not members:
         raise ValueError("an ensemble needs at least one member directory")
     given = _weights(weights, len(members))

@@ -12,7 +12,15 @@ from typing import Any
 from attend.data.readers import DataError, LabelledTexts
 from attend.training.auto import DEFAULT_TIME_BUDGET, _work_directory, train_auto
 from attend.training.tasks.classification import ClassificationTask
-from attend.training.trainer import Trainer, TrainingArgs, TrainResult, check_settings, run_record
+from attend.training.trainer import (
+    Trainer,
+    TrainingArgs,
+    TrainResult,
+    check_out,
+    check_settings,
+    global_random_kept,
+    run_record,
+)
 
 __all__ = ["train"]
 
@@ -67,6 +75,9 @@ def train(
     Returns:
         The model directory, its test metrics (dev if there is no test split) and the history.
     """
+    check_out(out)
+    if isinstance(candidates, str):  # its letters had been refused as models ("candidates ['c', 'd', 'e', ...]")
+        raise ValueError(f"candidates: a list of model names, not one string ({candidates!r}: [{candidates!r}])")
     columns = {"text_col": text_col, "label_col": label_col, "split_col": split_col, "multi_label": multi_label,
                "label_sep": label_sep}  # fmt: skip
     if resume:  # how the data was read, where left at the defaults, is the interrupted run's
@@ -100,9 +111,11 @@ def train(
             args = dict(args)
             given = args.pop("time_budget")
             time_budget = given if time_budget is None else time_budget
-        return train_auto(data, out, args=args, time_budget=DEFAULT_TIME_BUDGET if time_budget is None else time_budget,
-                          resume=resume, overwrite=overwrite, on_epoch=on_epoch, candidates=candidates,
-                          ensemble=True if ensemble is None else ensemble, **columns)  # fmt: skip
+        with global_random_kept():  # the plan seeds and probes before any candidate's loop (which keeps them)
+            return train_auto(data, out, args=args,
+                              time_budget=DEFAULT_TIME_BUDGET if time_budget is None else time_budget,
+                              resume=resume, overwrite=overwrite, on_epoch=on_epoch, candidates=candidates,
+                              ensemble=True if ensemble is None else ensemble, **columns)  # fmt: skip
     if ensemble is not None:
         raise ValueError(f"ensemble (--no-ensemble) is for --model auto, not --model {model}")
     if candidates is not None:

@@ -1014,8 +1014,16 @@ def _install_stop_signals(flag: dict[str, Any], info: _Dist) -> dict[int, Any]:
     return previous
 
 
+def check_out(out: Any) -> None:
+    """Refuse an ``out`` that is no path (None had failed in pathlib, frames deep, naming nothing)."""
+    if not isinstance(out, str | os.PathLike):
+        raise TypeError(f"out: the model directory to write, a path (not {out!r})")
+    if not os.fspath(out):
+        raise ValueError("out: the model directory to write is an empty path")
+
+
 @contextlib.contextmanager
-def _global_random_kept() -> Iterator[None]:
+def global_random_kept() -> Iterator[None]:
     """PyTorch's and numpy's global random states as they were, after a run that seeds them: a
     notebook's own seeded draws had come out otherwise after training (``attend.load`` keeps them too)."""
     state = np.random.get_state()
@@ -1093,6 +1101,7 @@ class Trainer:
             ModelDirError: another run is writing ``out`` (:class:`~attend.io.OutputLock`), or a
                 model is there without ``overwrite``.
         """
+        check_out(out)
         # Checked again as the run starts: a field set after TrainingArgs was made (args.lr = 0.0,
         # args.batch_size = 0) had trained at that value, or failed on a bare ZeroDivisionError.
         self.args = dataclasses.replace(self.args)
@@ -1102,7 +1111,7 @@ class Trainer:
         # first one's training state (it would be taken for an interrupted run's, then removed).
         lock = OutputLock(out) if info.main else None
         try:
-            with _global_random_kept():
+            with global_random_kept():
                 return self._fit(out, info, resume=resume, overwrite=overwrite)
         except RuntimeError as exc:
             if info.world_size > 1 and _raised_in_exchange(exc):  # a peer's loss had shown each survivor's

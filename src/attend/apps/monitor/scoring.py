@@ -16,6 +16,7 @@ import numpy as np
 from attend.apps.monitor.events import Event, format_time
 from attend.apps.monitor.store import StoredEvent
 from attend.explain import METHODS, Explanation, explain
+from attend.explain.protocol import check_classifier
 from attend.runtime import TextClassifier
 
 __all__ = ["NEGATIVE_NAMES", "Scorer", "find_negative_label", "top_words"]
@@ -96,6 +97,9 @@ class Scorer:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
+        check_classifier(self.sentiment, "Scorer(sentiment=...)")
+        if self.topic_model is not None:
+            check_classifier(self.topic_model, "Scorer(topic_model=...)")
         if self.negative_label not in self.sentiment.labels:
             raise ValueError(f"negative_label {self.negative_label!r} is not one of {self.sentiment.labels}")
         if self.method not in METHODS:
