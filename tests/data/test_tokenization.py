@@ -43,6 +43,27 @@ def test_a_translation_vocabulary_gives_back_each_characters_own_form(kind: str)
     assert pieces.decode(ids) == "Le café est fermé."  # composed, as NFC writes it
 
 
+def test_a_pieces_span_covers_the_characters_composed_into_it() -> None:
+    """An accent typed after its letter, or Korean typed as jamo, is one character to the tokenizer,
+    whose offsets gave its first code point alone: an ``<unk>`` had been shown as ``e`` or ``ᄒ``, and
+    the rest was in no piece's span. Characters that do not compose stay apart."""
+    import unicodedata
+
+    from attend.data.tokenization import SubwordTokenizer
+
+    pieces = SubwordTokenizer.train(["one two three"] * 10, kind="bpe", vocab_size=40)
+    text = "one caf" + "e\u0301" + " two " + unicodedata.normalize("NFD", "한") + " 가가 x\u0301y"
+    (ids,), _ = pieces.encode_ids([text], 64)
+    (spans,) = pieces.spans([text], 64)
+    unknown = [text[a:b] for i, span in zip(ids, spans, strict=True) if span is not None and i == pieces.UNK
+               for a, b in [span]]  # fmt: skip
+    assert [u for u in unknown if not u.isascii()] == ["e\u0301", unicodedata.normalize("NFD", "한"), "가", "가",
+                                                       "\u0301"]  # fmt: skip
+    covered = sorted(i for span in spans if span is not None for i in range(*span))
+    assert covered == sorted(set(covered)) and set(range(len(text))) - set(covered) <= {
+        i for i, ch in enumerate(text) if ch == " "}
+
+
 def test_special_tokens_typed_in_a_text_are_read_as_text(tmp_path: Path) -> None:
     """A literal "[SEP]" or "[PAD]" became the special token: predictions changed, and explanations hid
     the user's own characters as structure."""

@@ -413,6 +413,15 @@ class TextTokenizer:
         ]
 
 
+def _composed_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """``(start, end)`` with ``end`` moved past the characters that NFC composes into ``text[end - 1]``
+    (``e`` + U+0301 is one ``é``, three jamo one ``한``: the tokenizer's offsets gave the first alone)."""
+    last = end - 1
+    while end < len(text) and not text[end].isspace() and len(unicodedata.normalize("NFC", text[last : end + 1])) == 1:
+        end += 1
+    return start, end
+
+
 class SubwordTokenizer:
     """A lossless subword tokenizer for text that is generated, not only read (translation).
 
@@ -498,8 +507,11 @@ class SubwordTokenizer:
     def spans(self, texts: Sequence[str], max_length: int) -> list[list[tuple[int, int] | None]]:
         """Per text, the characters (``(start, end)`` in the text) of each id :meth:`encode_ids` gives
         it, None for ``</s>`` and for a piece of no characters (the word-start mark put before the
-        first word, given that word's first character): where an ``<unk>`` came from."""
-        return [[(start, end) if end > start and (token.strip("\u2581") or not text[start:end].strip()) else None
+        first word, given that word's first character): where an ``<unk>`` came from. A piece ends
+        after the characters NFC composes into its last one (an accent typed after its letter,
+        Korean written as jamo), which the tokenizer's offsets leave out of every piece."""
+        return [[_composed_span(text, start, end) if end > start and (token.strip("\u2581") or
+                                                                      not text[start:end].strip()) else None
                  for token, (start, end) in zip(e.tokens[: max_length - 1], e.offsets[: max_length - 1], strict=True)]
                 + [None] for text, e in zip(texts, encode_start(self.tokenizer, texts, max_length), strict=True)]
 
