@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from attend.cli import main
+from attend.data.parallel import ParallelTexts, group_split
 from attend.data.readers import DataError, read_table
+from attend.io import ModelDirError
 from attend.models.generation import GenerationOptions
 from attend.runtime import Translator, load
 from attend.serve.app import ServeSettings, create_app
@@ -322,6 +325,21 @@ def test_training_split_rebuilds_the_splits_training_made(translator_dir: Path, 
             {"source": "sun dog", "target": "dog sun", "part": "train"}]  # fmt: skip
     marked = load_parallel_data(write_csv(tmp_path / "marked.csv", rows), split_col="part")
     assert translator.training_split(marked, "test").sources == ["red cat"]
+    # The split scheme training recorded is the one rebuilt: a model from before it was recorded (1)
+    # keeps the split it made of sources in two Unicode forms; one from a newer attend is refused.
+    assert translator.config["data"]["split_scheme"] == 2
+    twins = [text for i in range(40) for text in (f"café {i}", unicodedata.normalize("NFD", f"café {i}"))]
+    pairs = ParallelTexts(sources=twins, targets=twins)
+    training = translator.config["training"]
+    fractions = {"dev_fraction": training["dev_fraction"], "test_fraction": training["test_fraction"]}
+    for scheme in (1, 2):
+        translator.config["data"]["split_scheme"] = scheme
+        test = translator.training_split(pairs, "test").sources
+        made = group_split(twins, **fractions, seed=training["seed"], scheme=scheme)
+        assert test == [twins[i] for i, part in enumerate(made) if part == "test"]
+    translator.config["data"]["split_scheme"] = 3
+    with pytest.raises(ModelDirError, match=r"its split scheme 3 is none this attend knows \(1 to 2"):
+        translator.training_split(pairs, "test")
 
 
 def test_explain_writes_html_png_and_json(translator_dir: Path, tmp_path: Path,

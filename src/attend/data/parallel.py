@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,7 +33,7 @@ from attend.data.readers import (
 )
 from attend.data.validation import is_empty, text_problem
 
-__all__ = ["ParallelTexts", "group_split", "normalise_whitespace", "read_parallel"]
+__all__ = ["PAIR_SPLIT_SCHEME", "ParallelTexts", "group_split", "normalise_whitespace", "read_parallel"]
 
 #: How many line numbers an error lists before it just counts the rest.
 _SHOWN = 5
@@ -90,10 +91,19 @@ def normalise_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
-def source_key(text: str) -> str:
-    """What makes two sources copies of one sentence (:func:`group_split` keeps them in one split):
-    equal after :func:`normalise_whitespace` and ``str.casefold``."""
-    return normalise_whitespace(text).casefold()
+#: How :func:`group_split` finds copies of a source, recorded with a translator
+#: (``data.split_scheme``) so that its split is rebuilt as it was made: 1, equal after
+#: :func:`normalise_whitespace` and ``str.casefold``; 2 (since 2026-12-07), and in one Unicode form
+#: (NFC, as the translator's tokenizer reads them: a decomposed ``fünf``, as macOS and some scraped
+#: text write it, had been another sentence, which could be in training while its twin was tested).
+PAIR_SPLIT_SCHEME = 2
+
+
+def source_key(text: str, scheme: int = PAIR_SPLIT_SCHEME) -> str:
+    """What makes two sources copies of one sentence (:func:`group_split` keeps them in one split),
+    by :data:`PAIR_SPLIT_SCHEME` ``scheme``."""
+    key = normalise_whitespace(text).casefold()
+    return unicodedata.normalize("NFC", key) if scheme >= 2 else key
 
 
 def _numbered(numbers: list[int], noun: str) -> str:
@@ -224,15 +234,16 @@ def _cell_text(path: os.PathLike[str], noun: str, line: int, column: str, value:
     return normalise_whitespace(value)
 
 
-def group_split(sources: Sequence[str], *, dev_fraction: float, test_fraction: float, seed: int) -> list[str]:
+def group_split(sources: Sequence[str], *, dev_fraction: float, test_fraction: float, seed: int,
+                scheme: int = PAIR_SPLIT_SCHEME) -> list[str]:  # fmt: skip
     """A seeded train/dev/test assignment per row that keeps every copy of a source sentence together.
 
-    Copies are found by comparing sources after :func:`normalise_whitespace` and ``str.casefold``,
-    so "I see." and "i  see." are one group. Groups are shuffled with ``seed`` and laid end to end;
-    a group goes to test, dev or train by where the middle of its rows falls, so the fractions hold
-    by number of rows to within about one group. Small data gets a minimum: train always gets at
-    least one group, and with at least three distinct sources, so do dev and test when their
-    fraction is above 0.
+    Copies are found by comparing sources by :func:`source_key` (``scheme``: a translator's recorded
+    :data:`PAIR_SPLIT_SCHEME`), so "I see." and "i  see." are one group. Groups are shuffled with
+    ``seed`` and laid end to end; a group goes to test, dev or train by where the middle of its rows
+    falls, so the fractions hold by number of rows to within about one group. Small data gets a
+    minimum: train always gets at least one group, and with at least three distinct sources, so do
+    dev and test when their fraction is above 0.
 
     Args:
         sources: The source sentence of each row.
@@ -246,6 +257,8 @@ def group_split(sources: Sequence[str], *, dev_fraction: float, test_fraction: f
     Raises:
         ValueError: A fraction is outside [0, 1), or the two leave nothing to train on.
     """
+    if scheme not in range(1, PAIR_SPLIT_SCHEME + 1) or isinstance(scheme, bool):
+        raise ValueError(f"scheme={scheme!r}: a split scheme is 1 to {PAIR_SPLIT_SCHEME} (a newer attend's model?)")
     for name, value in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name}={value} must be in [0, 1)")
@@ -256,7 +269,7 @@ def group_split(sources: Sequence[str], *, dev_fraction: float, test_fraction: f
         )
     group_of: dict[str, int] = {}
     row_groups = np.array(
-        [group_of.setdefault(source_key(text), len(group_of)) for text in sources], dtype=np.int64
+        [group_of.setdefault(source_key(text, scheme), len(group_of)) for text in sources], dtype=np.int64
     )
     n_groups = len(group_of)
     if n_groups == 0:

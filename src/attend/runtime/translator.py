@@ -26,7 +26,7 @@ import torch
 
 from attend.attention import capture_attention
 from attend.data.datasets import names_dataset
-from attend.data.parallel import ParallelTexts, group_split
+from attend.data.parallel import PAIR_SPLIT_SCHEME, ParallelTexts, group_split
 from attend.data.readers import DataError
 from attend.data.splits import parallel_columns
 from attend.data.tokenization import SubwordTokenizer
@@ -321,9 +321,13 @@ class Translator(Runtime):
         the data it was trained on: by its split column if it has one, else with the fractions and
         seed read from ``config.json``, so every copy of a source sentence lands where it did then."""
         training = self.config.get("training", {})
+        scheme = (self.config.get("data") or {}).get("split_scheme", 1)  # a model made before it was recorded: 1
+        if scheme not in range(1, PAIR_SPLIT_SCHEME + 1) or isinstance(scheme, bool):
+            raise ModelDirError(f"{self.path}: its split scheme {scheme!r} is none this attend knows (1 to "
+                                f"{PAIR_SPLIT_SCHEME}: a newer attend's model?); upgrade attend")  # fmt: skip
         splits = pairs.splits or group_split(pairs.sources, dev_fraction=float(training.get("dev_fraction", 0.1)),
                                              test_fraction=float(training.get("test_fraction", 0.1)),
-                                             seed=int(training.get("seed", 0)))  # fmt: skip
+                                             seed=int(training.get("seed", 0)), scheme=scheme)  # fmt: skip
         return pairs.subset([i for i, part in enumerate(splits) if part == split])
 
     def evaluate(  # type: ignore[override]

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from attend.config import strict_from_dict
 from attend.data.batching import length_batches
-from attend.data.parallel import ParallelTexts, group_split, read_parallel, source_key
+from attend.data.parallel import PAIR_SPLIT_SCHEME, ParallelTexts, group_split, read_parallel, source_key
 from attend.data.readers import DataError
 from attend.data.splits import seen_in_training
 from attend.data.tokenization import SubwordTokenizer, pad_rows
@@ -248,7 +248,8 @@ class TranslationTask(Task):
         # on a resume), as a classifier's: the same rows moved to another path (scratch storage on a
         # cluster, a copy) had been refused ("these differ: data=...").
         named = {} if names_file(data) else {"data": data}  # (a name that is no file compares as it is)
-        return {"model": "seq2seq", "model_options": self.original_options, **named, **self.columns}
+        return {"model": "seq2seq", "model_options": self.original_options, **named, **self.columns,
+                "split_scheme": PAIR_SPLIT_SCHEME}  # fmt: skip
 
     def model_config(self) -> dict[str, Any]:
         fields = {k: v for k, v in self.model_options.items() if k != "model_type"}
@@ -405,5 +406,6 @@ class TranslationTask(Task):
             "tokenizer": {"kind": self.kind, "shared": self.shared, "files": files, "max_length": self.max_length},
             "generation": dataclasses.asdict(self.generation),
             "data": {**source, "pairs": {name: len(part) for name, part in self.parts.items()},
+                     "split_scheme": PAIR_SPLIT_SCHEME,
                      "target_unknown_rate": round(self.unknown_rate, 5), "bleu_tokenize": self.bleu_tokenize},
         }  # fmt: skip
