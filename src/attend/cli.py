@@ -897,7 +897,7 @@ def _read_translate_inputs(args: argparse.Namespace) -> tuple[list[str], list[st
         raise UsageError(f"{flag} {args.source_col}: {args.input} is read as plain text, one sentence per "
                          f"line; columns are read from {', '.join(sorted(TABLE_SUFFIXES))} files")  # fmt: skip
     raw = sys.stdin.buffer.read() if args.input == "-" else read_data_bytes(path)
-    lines = _text_lines(raw, args.input)
+    lines = _text_lines(raw, "standard input" if args.input == "-" else args.input)
     first = next((line.strip() for line in lines if line.strip()), "")
     if first.startswith("{") and _json_object(first):  # translated as the text of JSON, in silence
         where = "standard input" if args.input == "-" else args.input
@@ -924,6 +924,9 @@ def _text_lines(raw: bytes, name: str) -> list[str]:
         line = raw.count(b"\n", 0, exc.start) + 1  # the line, as the table readers name it
         raise UsageError(f"{name}: line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
                          f"{exc.start}); re-save the file as UTF-8") from None  # fmt: skip
+    if "\x00" in text:  # translated as if the NUL were not there, where predict refuses the file
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise UsageError(f"{name}: line {line} holds NUL bytes: this is a binary file, not text")
     from attend.data.readers import plain_line
 
     return [plain_line(line, name, i + 1) for i, line in enumerate(text.removesuffix("\n").split("\n"))] if text \

@@ -399,6 +399,11 @@ def test_bad_input_is_a_clear_error(translator_dir: Path, tmp_path: Path) -> Non
     plain.write_bytes(b"red cat\nblue \xff dog\n")  # the line is named, as the table readers name it
     done = run_cli("translate", str(translator_dir), "--input", str(plain))
     assert done.returncode == 2 and "lines.txt: line 2 is not UTF-8 text (byte 0xff at offset 13)" in done.stderr
+    for given, name in ((str(plain), str(plain)), ("-", "standard input")):  # translated as if it were not there
+        plain.write_bytes(b"red cat\nblue \x00 dog\n")
+        done = run_cli("translate", str(translator_dir), "--input", given, stdin=plain.read_bytes())
+        assert done.returncode == 2 and done.stdout == ""
+        assert f"error: {name}: line 2 holds NUL bytes: this is a binary file, not text" in done.stderr
     done = run_cli("train", str(bad), "--model", "seq2seq", "--out", str(tmp_path / "m"))
     assert done.returncode == 2 and "'source'" in done.stderr and "english" in done.stderr, done.stderr
     assert not (tmp_path / "m").exists()
