@@ -175,7 +175,7 @@ def test_replaying_the_same_events_stores_them_once(planted: dict, capsys: pytes
     assert len(alerts_json(planted["db"], capsys)) == 1
     with sqlite3.connect(planted["db"]) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM monitor_schema").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM monitor_schema").fetchall() == [(2,)]
 
 
 def test_alerts_text_output(planted: dict, capsys: pytest.CaptureFixture[str]) -> None:
@@ -504,7 +504,8 @@ def test_router_validates_with_4xx_and_is_idempotent(model_dir: Path, tmp_path: 
         first = client.post("/v1/monitor/events", json=events)
         assert first.status_code == 200, first.text
         assert first.json() | {"alerts": []} == {"received": 40, "stored": 40, "duplicates": 0, "conflicts": 0,
-                                                 "times_without_zone": 0, "alerts": [], "withdrawn": []}  # fmt: skip
+                                                 "times_without_zone": 0, "unreadable": 0, "future": 0,
+                                                 "alerts": [], "withdrawn": []}  # fmt: skip
         again = client.post("/v1/monitor/events", json=events[:10])
         assert again.json()["stored"] == 0 and again.json()["duplicates"] == 10 and again.json()["conflicts"] == 0
         changed = [{**events[0], "text": "an entirely different text"},
@@ -555,8 +556,9 @@ def test_the_route_trims_topics_and_sources_as_a_file_does(model_dir: Path, tmp_
 
 
 def test_an_event_dated_far_ahead_does_not_stop_the_surge_being_raised(model_dir: Path, tmp_path: Path) -> None:
-    """The watermark jumps to the future event's window; later batches are still judged (before, no
-    window was judged again until a restart, and the planted surge was never raised)."""
+    """Later batches are still judged (before, the watermark jumped to the future event's window and
+    no window was judged again until a restart, and the planted surge was never raised; now such an
+    event moves no watermark at all)."""
     from attend.apps.monitor import MonitorSettings, monitor_router
     from attend.runtime import load
 
@@ -1398,3 +1400,207 @@ def test_a_newer_schema_is_refused_by_the_readers_too(tmp_path: Path) -> None:
         conn.execute("DELETE FROM monitor_schema")
     with pytest.raises(ValueError, match="not a monitor database \\(it records no schema version\\)"):
         open_store(db, create=False)
+
+
+# --- texts the model cannot read, and events dated far ahead ---------------------------------------
+
+#: Complaints in a script the planted-word model's vocabulary lacks: every piece of them is [UNK].
+UNREADABLE = ["太糟糕了，完全不能用", "服务太差了，非常失望", "客服态度恶劣，再也不买了", "质量很差，退款！"]
+
+
+def _unreadable(hour: int, count: int, tag: str) -> list[dict[str, Any]]:
+    return [{"id": f"{tag}-{i}", "text": UNREADABLE[i % len(UNREADABLE)], "topic": SURGE_TOPIC, "source": "test",
+             "time": (START + timedelta(hours=hour, seconds=30 * i + 11)).isoformat().replace("+00:00", "Z")}
+            for i in range(count)]  # fmt: skip
+
+
+def test_texts_the_model_cannot_read_are_stored_but_counted_in_no_window(
+    planted: dict, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """100 complaints the model cannot read (all [UNK]) in the surge's hour had counted as confident
+    guesses, and the surge was gone (or its counts wrong). Now they are stored and flagged, and left
+    out of the windows' counts, the alert's examples and the dashboard's series: a window of them
+    only has no row. A text the model reads part of counts, as before."""
+    from attend.apps.monitor import MonitorSettings, create_dashboard_app, monitor_router
+    from attend.runtime import load
+
+    assert load(model_dir).predictions(UNREADABLE).unknown.all()  # the premise
+    surge_time = (START + timedelta(hours=SURGE_HOUR, minutes=59)).isoformat().replace("+00:00", "Z")
+    mixed = {"id": "mixed", "time": surge_time, "topic": SURGE_TOPIC, "text": f"{UNREADABLE[0]} {NEGATIVE[0]}"}
+    unreadable = [*_unreadable(SURGE_HOUR, 100, "zh"), *_unreadable(HOURS + 2, 12, "zh-only")]
+    path = write_jsonl(tmp_path / "zh.jsonl", [*planted_events(), *unreadable, mixed])
+    db = tmp_path / "zh.db"
+    assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db), "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert f"{2 * HOURS * PER_WINDOW + 113} stored" in out.out
+    assert "note: 112 event(s) stored unreadable (the first: id 'zh-0'): no piece of their text" in out.err
+    (expected,) = alerts_json(planted["db"], capsys)  # the planted surge, without them
+    (alert,) = alerts_json(db, capsys)
+    assert (alert["topic"], alert["window_start"]) == (expected["topic"], expected["window_start"])
+    assert alert["volume"] == expected["volume"] + 1  # the mixed text
+    assert not [e["id"] for e in alert["examples"] if e["id"].startswith("zh")]
+    store = open_store(db, create=False)
+    try:
+        assert store.count_unreadable() == 112 and store.count_events() == 2 * HOURS * PER_WINDOW + 113
+        flagged = {e.id for e in store.events(topic=SURGE_TOPIC) if e.unreadable}
+        assert flagged == {e["id"] for e in unreadable}  # "mixed" is read: not flagged
+        starts = {c.start for c in store.window_counts(3600) if c.topic == SURGE_TOPIC}
+        assert int((START + timedelta(hours=HOURS + 2)).timestamp()) not in starts and len(starts) == HOURS
+        with TestClient(create_dashboard_app(store)) as client:
+            summary = client.get("/api/summary").json()
+            series = client.get("/api/series").json()
+            page = client.get("/").text
+    finally:
+        store.close()
+    assert (summary["events"], summary["unreadable"]) == (2 * HOURS * PER_WINDOW + 113, 112)
+    assert sum(w["volume"] for windows in series.values() for w in windows) == 2 * HOURS * PER_WINDOW + 1
+    assert f"{2 * HOURS * PER_WINDOW + 1} events (and 112 the model cannot read, counted in no window)" in page
+    # The HTTP route stores them too, and says how many.
+    app = FastAPI()
+    app.include_router(monitor_router(tmp_path / "http.db", load(model_dir), MonitorSettings()))
+    with TestClient(app) as client:
+        said = client.post("/v1/monitor/events", json=[GOOD, *unreadable[:3]]).json()
+    assert (said["stored"], said["unreadable"]) == (4, 3)
+
+
+def test_a_version_1_database_is_read_as_it_is_and_migrated_by_a_run(
+    planted: dict, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Version 2 adds monitor_events.unreadable. A database written before (version 1) is read as it
+    is (`monitor alerts`, the dashboard: every event counted, as then, nothing written), and a run
+    adds the column in place (ALTER TABLE ... ADD COLUMN ... DEFAULT 0) and goes on."""
+    import shutil
+
+    db = tmp_path / "v1.db"
+    shutil.copy(planted["db"], db)
+    with sqlite3.connect(db) as conn:  # back to version 1: the table as it had it
+        conn.execute("ALTER TABLE monitor_events DROP COLUMN unreadable")
+        conn.execute("UPDATE monitor_schema SET version = 1")
+
+    def columns() -> list[str]:
+        with sqlite3.connect(db) as conn:
+            return [row[1] for row in conn.execute("PRAGMA table_info(monitor_events)")]
+
+    def versions() -> list[int]:
+        with sqlite3.connect(db) as conn:
+            return sorted(row[0] for row in conn.execute("SELECT version FROM monitor_schema"))
+
+    assert "unreadable" not in columns()
+    store = open_store(planted["db"], create=False)
+    expected = store.window_counts(3600)
+    store.close()
+    (alert,) = alerts_json(db, capsys)
+    assert alert["withdrawn"] is None and alert["topic"] == SURGE_TOPIC
+    store = open_store(db, create=False)
+    try:
+        assert store.window_counts(3600) == expected and store.count_unreadable() == 0
+        assert len(store.events()) == 2 * HOURS * PER_WINDOW
+        assert len(store.most_negative(SURGE_TOPIC, 0, 2**40, 3)) == 3
+    finally:
+        store.close()
+    assert versions() == [1] and "unreadable" not in columns()  # reading wrote nothing
+    path = write_jsonl(tmp_path / "zh.jsonl", _unreadable(SURGE_HOUR, 20, "zh"))
+    assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db), "--quiet"]) == 0
+    assert "note: 20 event(s) stored unreadable" in capsys.readouterr().err
+    assert versions() == [1, 2] and "unreadable" in columns()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT unreadable, count(*) FROM monitor_events GROUP BY 1").fetchall() == [
+            (0, 2 * HOURS * PER_WINDOW), (1, 20)]  # fmt: skip
+    store = open_store(db)  # opened again: migrated once
+    try:
+        assert store.window_counts(3600) == expected and store.schema_version() == 2
+    finally:
+        store.close()
+    assert versions() == [1, 2]
+    (again,) = alerts_json(db, capsys)
+    assert (again["volume"], again["negatives"]) == (alert["volume"], alert["negatives"])
+
+
+def _typo_stream(typo: datetime | None) -> list[dict[str, Any] | None]:
+    """Billing at 20 % negative for 8 hours, then an hour whose first 15 events hold 11 negative
+    and whose last 15 none (11/30 in all: no surge), in batches (``None``: a flush); ``typo``: an
+    event dated then, in a batch of its own after the 8 hours."""
+    rng = random.Random(5)
+
+    def event(tag: str, hour: int, i: int, negative: bool) -> dict[str, Any]:
+        moment = START + timedelta(hours=hour, seconds=60 * i + 5)
+        return {"id": f"{tag}-{hour}-{i}", "time": moment.isoformat().replace("+00:00", "Z"),
+                "text": _text(rng, negative), "topic": SURGE_TOPIC}  # fmt: skip
+
+    calm = [event("calm", hour, i, i % 5 == 0) for hour in range(8) for i in range(15)]
+    first = [event("first", 8, i, i < 11) for i in range(15)]
+    rest = [event("rest", 8, 15 + i, False) for i in range(15)]
+    ahead = [] if typo is None else [None, {"id": "typo", "time": typo.isoformat().replace("+00:00", "Z"),
+                                            "text": f"a {POSITIVE[0]} order", "topic": "shipping"}]  # fmt: skip
+    return [*calm, *ahead, None, *first, None, *rest]
+
+
+def test_an_event_dated_far_ahead_of_the_clock_closes_no_window(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped year had moved the watermark past every window of every topic: the hour still
+    filling was judged on its first 15 events (11 negative), its alert posted to the webhook, then
+    withdrawn; and every later batch counted as late, judging every window again. Now the event is
+    stored and counted in its own window but closes none, and the run says so. The wall clock is
+    the monitor's, set here: nothing depends on today's date."""
+    from attend.apps.monitor.events import parse_event
+    from attend.apps.monitor.monitor import FUTURE_TOLERANCE, Monitor, MonitorSettings, run_events
+    from attend.apps.monitor.scoring import Scorer, find_negative_label
+    from attend.runtime import load
+
+    judged: list[int | None] = []
+    judge = Monitor._judge
+    monkeypatch.setattr(Monitor, "_judge", lambda self, closed: judged.append(closed) or judge(self, closed))
+    now = START + timedelta(hours=9)
+    typo = now + timedelta(days=30)
+    sentiment = load(model_dir)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    seen = {}
+    try:
+        for name, when in (("without", None), ("with", typo)):
+            Hook.received, judged[:] = [], []
+            store = open_store(tmp_path / f"{name}.db")
+            settings = MonitorSettings(webhook=f"http://127.0.0.1:{server.server_port}/hook")
+            monitor = Monitor(store, Scorer(sentiment, find_negative_label(sentiment, None)), settings)
+            monitor.now = now.timestamp
+            stream = [None if e is None else parse_event(e, "test") for e in _typo_stream(when)]
+            summary = run_events(monitor, stream)
+            seen[name] = (list(Hook.received), len(judged), store.alerts(), summary, store.window_counts(3600))
+            store.close()
+    finally:
+        server.shutdown()
+    hooks, judgements, alerts, summary, counts = seen["with"]
+    assert hooks == [] and alerts == []  # no alert raised early, none taken back
+    assert judgements == seen["without"][1]  # as incremental as without it
+    assert (summary.future, summary.first_future) == (1, ("typo", typo.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    assert seen["without"][3].future == 0
+    typo_window = window_start(int(typo.timestamp()), 3600)
+    assert [c for c in counts if c.topic == "shipping"] == [WindowCount("shipping", typo_window, 1, 0)]
+    assert [c for c in counts if c.topic != "shipping"] == seen["without"][4]
+    assert FUTURE_TOLERANCE == 86_400
+
+
+def test_a_run_and_the_route_say_how_many_events_were_dated_far_ahead(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Dated against today's clock: a year ahead is beyond any tolerance, whenever the test runs."""
+    from attend.apps.monitor import MonitorSettings, monitor_router
+    from attend.apps.monitor.events import format_time
+    from attend.runtime import load
+
+    ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(days=365)
+    typo = {**GOOD, "id": "typo", "time": ahead.isoformat().replace("+00:00", "Z")}
+    path = write_jsonl(tmp_path / "ahead.jsonl", [*planted_events()[:40], typo])
+    db = tmp_path / "ahead.db"
+    assert main(["run", "--events", str(path), "--model", str(model_dir), "--db", str(db), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert (f"note: 1 event(s) dated more than 24 h after now (the first: id 'typo', time {format_time(ahead)}; "
+            "a mistyped date?) are stored and counted in their windows, but close no window") in err
+    app = FastAPI()
+    app.include_router(monitor_router(tmp_path / "http.db", load(model_dir), MonitorSettings()))
+    soon = datetime.now(UTC) + timedelta(hours=1)  # within the tolerance: a clock a little ahead
+    near = {**GOOD, "id": "near", "time": soon.isoformat().replace("+00:00", "Z")}
+    with TestClient(app) as client:
+        said = client.post("/v1/monitor/events", json=[GOOD, typo, near]).json()
+    assert (said["stored"], said["future"]) == (3, 1)

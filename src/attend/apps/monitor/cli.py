@@ -79,7 +79,7 @@ def _detection_settings(values: dict[str, Any]) -> Any:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from attend.apps.monitor.events import follow_events, read_events, stream_events
-    from attend.apps.monitor.monitor import Monitor, MonitorSettings, run_events
+    from attend.apps.monitor.monitor import FUTURE_TOLERANCE, Monitor, MonitorSettings, run_events
     from attend.apps.monitor.scoring import Scorer, find_negative_label, load_text_classifier
     from attend.apps.monitor.store import open_store
 
@@ -146,6 +146,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if summary.times_without_zone:  # a warning about the data, kept with --quiet as the log's warnings are
         print(f"note: {summary.times_without_zone} event time(s) had no time zone and were taken as UTC "
               "(write them with Z or an offset such as +02:00)", file=sys.stderr)  # fmt: skip
+    if summary.unreadable:
+        print(f"note: {summary.unreadable} event(s) stored unreadable (the first: id {summary.first_unreadable!r}): "
+              "no piece of their text is in the sentiment model's vocabulary (all [UNK]: another language or "
+              "script?), so their scores are a guess; they are kept, flagged, and counted in no window's volume "
+              "or negatives", file=sys.stderr)  # fmt: skip
+    if summary.future:
+        future_id, future_time = summary.first_future or ("?", "?")
+        print(f"note: {summary.future} event(s) dated more than {FUTURE_TOLERANCE // 3600} h after now (the first: "
+              f"id {future_id!r}, time {future_time}; a mistyped date?) are stored and counted in their windows, "
+              "but close no window: the others are judged as the rest of the stream closes them",
+              file=sys.stderr)  # fmt: skip
     streamed = args.follow or args.events == "-"
     if summary.interrupted:  # a stream asked to stop that stops is no failure; a replay of a file stopped is
         rerun = "" if streamed else ", rerun to continue"

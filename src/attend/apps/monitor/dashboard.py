@@ -192,7 +192,9 @@ def render_dashboard(store: MonitorStore, *, window: int | None = None, title: s
     events = sum(s.volume for stats in series.values() for s in stats)
     other = store.count_alerts() - len(alerts)  # raised by runs with another --window: listed by `monitor alerts`
     others = f" (and {other} of other window lengths: `attend monitor alerts` lists them)" if other else ""
-    head = (f"<h1>{page_text(title)}</h1><p class='muted'>{events} events, {len(series)} topic(s), "
+    unreadable = store.count_unreadable()
+    unread = f" (and {unreadable} the model cannot read, counted in no window)" if unreadable else ""
+    head = (f"<h1>{page_text(title)}</h1><p class='muted'>{events} events{unread}, {len(series)} topic(s), "
             f"{len(alerts)} alert(s){others}; window {format_window(settings.window)}; surge when z ≥ {settings.z:g}, "
             f"volume ≥ {settings.min_volume}, after {settings.warmup} windows (EWMA α={settings.alpha:g}). "
             f"{('Data ' + _day(t0) + ' to ' + _day(t1)) if starts else 'No events yet.'}</p>"
@@ -225,10 +227,12 @@ def create_dashboard_app(db: str | os.PathLike[str] | MonitorStore, *, window: i
 
     @app.get("/api/summary")
     def summary() -> dict[str, Any]:
-        """Counts and the detection settings in use."""
+        """Counts (``unreadable``: events the model cannot read, in ``events`` but in no window) and the
+        detection settings in use."""
         settings = _settings(store, window)
         shown = store.count_alerts(window=settings.window)
-        return {"events": store.count_events(), "topics": sorted(_series(store, settings)), "alerts": shown,
+        return {"events": store.count_events(), "unreadable": store.count_unreadable(),
+                "topics": sorted(_series(store, settings)), "alerts": shown,
                 "alerts_other_windows": store.count_alerts() - shown, "settings": settings.to_dict()}  # fmt: skip
 
     @app.get("/api/series")

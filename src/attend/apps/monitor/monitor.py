@@ -8,7 +8,12 @@ announced) once.
 
 A window is judged once it is *closed*: once an event at or after its end has been stored (the
 stream's watermark), or, for a finite input, when the input ends. Late events still count: the next
-detection sees them, and a window that only then becomes a surge is alerted then.
+detection sees them, and a window that only then becomes a surge is alerted then. An event dated
+more than :data:`FUTURE_TOLERANCE` after the wall clock counts in its own window but moves no
+watermark: one mistyped year had closed every window of every topic at once.
+
+Events whose text the sentiment model cannot read (every piece ``[UNK]``) are stored, flagged, and
+counted in no window (see :meth:`MonitorStore.window_counts`).
 """
 
 from __future__ import annotations
@@ -26,13 +31,20 @@ from typing import Any
 from attend.apps.monitor.detect import DetectionSettings, WindowStat, detect, window_start
 from attend.apps.monitor.events import Event, format_time
 from attend.apps.monitor.scoring import Scorer
-from attend.apps.monitor.store import MonitorStore
+from attend.apps.monitor.store import MonitorStore, StoredEvent
 from attend.data.readers import DataError
 from attend.stopping import sigterm_as_ctrl_c
 
-__all__ = ["IngestResult", "Monitor", "MonitorSettings", "RunSummary", "post_webhook", "run_events"]
+__all__ = ["FUTURE_TOLERANCE", "IngestResult", "Monitor", "MonitorSettings", "RunSummary", "post_webhook", "run_events"]
 
 log = logging.getLogger("attend.monitor")
+
+#: Seconds an event may be dated after the wall clock and still close windows (move the watermark).
+#: A day: more than a skewed clock or a local time taken as UTC (at most 14 h) puts an event ahead,
+#: less than a mistyped year, month or (mostly) day does. An event further ahead is stored and
+#: counted in its window, but closes none: it had made every window of every topic count as closed,
+#: so a window still filling was judged (and alerted) early, and every later batch counted as late.
+FUTURE_TOLERANCE = 86_400
 
 
 @dataclass(frozen=True)
@@ -84,10 +96,17 @@ class IngestResult:
     times_without_zone: int = 0
     #: Alerts this batch withdrew: their windows, judged again with its events, are no surge now.
     withdrawn: list[dict[str, Any]] = field(default_factory=list)
+    #: Events stored whose text the sentiment model cannot read (all ``[UNK]``): counted in no window.
+    unreadable: int = 0
+    first_unreadable: str | None = None  # its id
+    #: Events stored dated more than :data:`FUTURE_TOLERANCE` after the clock: they close no window.
+    future: int = 0
+    first_future: tuple[str, str] | None = None  # its id and time
 
     def to_dict(self) -> dict[str, Any]:
         return {"received": self.received, "stored": self.stored, "duplicates": self.duplicates,
                 "conflicts": self.conflicts, "times_without_zone": self.times_without_zone,
+                "unreadable": self.unreadable, "future": self.future,
                 "alerts": self.alerts, "withdrawn": self.withdrawn}  # fmt: skip
 
 
@@ -110,6 +129,13 @@ class RunSummary:
     withdrawn: int = 0
     #: Withdrawn alerts reinstated in the run (their windows, judged again, are a surge again).
     reinstated: int = 0
+    #: Events stored that the sentiment model cannot read (kept, counted in no window), and the first's id.
+    unreadable: int = 0
+    first_unreadable: str | None = None
+    #: Events stored dated more than :data:`FUTURE_TOLERANCE` after the clock (they close no window),
+    #: and the first's id and time.
+    future: int = 0
+    first_future: tuple[str, str] | None = None
 
 
 def _url_problem(url: str) -> str | None:
@@ -200,6 +226,8 @@ class Monitor:
         self._tries: Counter[tuple[str, str]] = Counter()  # webhook deliveries tried in this run, per alert
         self._retry_at: dict[tuple[str, str], float] = {}  # when an alert tried webhook_attempts times may go again
         self.clock: Callable[[], float] = time.monotonic
+        #: The wall clock (epoch seconds) that tells an event dated far ahead (:data:`FUTURE_TOLERANCE`).
+        self.now: Callable[[], float] = time.time
         #: Alerts withdrawn by this monitor so far: later events made their windows calm.
         self.withdrawals = 0
         #: Withdrawn alerts this monitor reinstated: later events made their windows a surge again.
@@ -253,15 +281,24 @@ class Monitor:
                 result.conflicts += self._conflict(unique[event_id], text)
             present = set(stored)
             fresh = [e for i, e in unique.items() if i not in present]
+            # Events dated beyond this are counted in their windows but close none (FUTURE_TOLERANCE).
+            until = int(self.now()) + FUTURE_TOLERANCE
+            counted: list[StoredEvent] = []  # the new events the windows count: those the model could read
             if fresh:
                 scored = self.scorer.score(fresh)
                 result.stored = self.store.add_events(scored)
+                counted = [e for e in scored if not e.unreadable]
+                unreadable = [e for e in scored if e.unreadable]
+                future = [e for e in scored if e.ts > until]
+                result.unreadable, result.future = len(unreadable), len(future)
+                result.first_unreadable = unreadable[0].id if unreadable else None
+                result.first_future = (future[0].id, future[0].time) if future else None
                 window = self.settings.detection.window
-                for event in scored:
+                for event in counted:  # an unreadable event changes no window's counts
                     start = window_start(event.ts, window)
                     self._moved_from[event.topic] = min(start, self._moved_from.get(event.topic, start))
             result.duplicates = result.received - result.stored
-            watermark = self.store.watermark()
+            watermark = self.store.watermark(until=until)
             if watermark is not None:
                 closed_before = window_start(watermark, self.settings.detection.window)
                 # Judged again when time moves on, and when a stored event is late: it changes a window
@@ -269,7 +306,7 @@ class Monitor:
                 # window was judged again until a restart). Not after every batch: each judgement
                 # reads every window, which made a replay's ingest quadratic.
                 late = bool(result.stored) and self._judged_until is not None and any(
-                    e.ts < self._judged_until for e in fresh
+                    e.ts < self._judged_until for e in counted
                 )
                 if self._judged_until is None or closed_before > self._judged_until or late:
                     result.alerts, result.withdrawn = self._judge(closed_before)
@@ -482,6 +519,10 @@ def run_events(
             summary.duplicates += result.duplicates
             summary.conflicts += result.conflicts
             summary.times_without_zone += result.times_without_zone
+            summary.unreadable += result.unreadable
+            summary.first_unreadable = summary.first_unreadable or result.first_unreadable
+            summary.future += result.future
+            summary.first_future = summary.first_future or result.first_future
             summary.alerts.extend(result.alerts)
             batch.clear()
         if on_batch is not None:

@@ -3,7 +3,8 @@
 The body is a JSON list of events (``id``, ``time``, ``text``, optional ``topic`` / ``source``),
 validated by pydantic: a bad event is a 422 naming its index and field, never a 5xx. The answer
 says how many were new, how many were duplicates (already stored ids), and the alerts the batch
-raised. HTTP input is never "finished", so a window is judged once a later event closes it.
+raised, and how many were unreadable or dated far ahead. HTTP input is never "finished", so a
+window is judged once a later event closes it.
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ class IngestResponse(BaseModel):
     duplicates: int
     conflicts: int = Field(description="Ids seen again with a different text (the first text is kept).")
     times_without_zone: int = Field(description="Event times without a zone, taken as UTC.")
+    unreadable: int = Field(description="Events stored whose text the sentiment model cannot read (every piece "
+                            "[UNK]): kept, flagged, and counted in no window (their scores are a guess).")
+    future: int = Field(description="Events stored dated more than a day after the server's clock (a mistyped "
+                        "date?): counted in their windows, but they close none.")
     alerts: list[dict[str, Any]]
     withdrawn: list[dict[str, Any]] = Field(
         default_factory=list, description="Alerts withdrawn: this batch's events made their windows calm."

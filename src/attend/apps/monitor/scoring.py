@@ -110,11 +110,14 @@ class Scorer:
             raise ValueError(f"--batch-size {self.batch_size} must be >= 1")
 
     def score(self, events: Sequence[Event]) -> list[StoredEvent]:
-        """Score a batch; one model call per model (batched inside), in the order given."""
+        """Score a batch; one model call per model (batched inside), in the order given. A text the
+        sentiment model cannot read at all (every piece ``[UNK]``: another script, emoji only) is
+        marked ``unreadable``, as ``attend predict`` flags it: its scores are the model's guess."""
         if not events:
             return []
         texts = [e.text for e in events]
-        probs = self.sentiment.predict_proba(texts, batch_size=self.batch_size)
+        found = self.sentiment.predictions(texts, batch_size=self.batch_size)
+        probs = found.probs
         neg = self.sentiment.labels.index(self.negative_label)
         if self.sentiment.multi_label:
             negative = probs[:, neg] >= 0.5
@@ -138,6 +141,7 @@ class Scorer:
                 scores={label: round(float(p), 6) for label, p in zip(labels, probs[i], strict=True)},
                 topic_prob=topic_probs[i],
                 words=top_words(explained[i], self.words) if explained is not None else [],
+                unreadable=bool(found.unknown[i]),
             )
             for i, event in enumerate(events)
         ]

@@ -12,6 +12,11 @@ Only SQLite is tested here; PostgreSQL is expected to work but has not been run.
 Crash safety: a batch of events is written in one transaction, so a killed process leaves every
 batch either fully stored or not at all; a rerun skips the ids already stored. Alerts are keyed by
 (topic, window length, window start), so re-detecting a window never stores it twice.
+
+Schema versions: 1, the first; 2 adds ``monitor_events.unreadable`` (texts the sentiment model
+cannot read, kept but left out of the window counts). Opening a version-1 database to write
+migrates it in place (one ``ALTER TABLE ... ADD COLUMN``); opening one to read leaves it as it is
+and counts all its events, as version 1 did.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, NoSuchTableError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from attend.apps.monitor.detect import ORIGIN, WindowCount
 from attend.apps.sqlstore import create_engine, create_tables
@@ -34,8 +39,8 @@ from attend.apps.sqlstore import schema_table as schema_table_of
 
 __all__ = ["SCHEMA_VERSION", "MonitorStore", "StoredEvent", "open_store"]
 
-#: Version of the tables below; bumped on any change, checked on open.
-SCHEMA_VERSION = 1
+#: Version of the tables below; bumped on any change, checked on open (see the module docstring).
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -64,6 +69,9 @@ events_table = sa.Table(
     sa.Column("topic_prob", sa.Float),  # when a topic model chose the topic
     sa.Column("words", sa.Text, nullable=False),  # JSON [[word, weight], ...], most important first
     sa.Column("ingested_at", sa.String(32), nullable=False),
+    # 0/1 (version 2): the sentiment model read no piece of the text (all [UNK]), so its scores are a
+    # guess; such an event is kept but counted in no window (it would lower a surge's share).
+    sa.Column("unreadable", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Index("ix_monitor_events_topic_ts", "topic", "ts"),
     sa.Index("ix_monitor_events_ts", "ts"),
 )
@@ -120,6 +128,8 @@ class StoredEvent:
     scores: dict[str, float]
     topic_prob: float | None
     words: list[tuple[str, float]]
+    #: The sentiment model read no piece of the text (every one ``[UNK]``): its scores say nothing.
+    unreadable: bool = False
 
     def to_row(self, ingested_at: str) -> dict[str, Any]:
         return {
@@ -127,7 +137,7 @@ class StoredEvent:
             "source": self.source, "label": self.label, "negative": int(self.negative),
             "negative_prob": float(self.negative_prob), "scores": json.dumps(self.scores, ensure_ascii=False),
             "topic_prob": self.topic_prob, "words": json.dumps(self.words, ensure_ascii=False),
-            "ingested_at": ingested_at,
+            "ingested_at": ingested_at, "unreadable": int(self.unreadable),
         }  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
@@ -148,11 +158,46 @@ class MonitorStore:
         self.engine = engine
         self.where = where
         self._has_withdrawals: bool | None = None  # found on first use (a database may predate the table)
+        self._has_unreadable: bool | None = None  # found on first use (a version-1 database opened to read has none)
 
     # --- set-up ---------------------------------------------------------------------------
 
     def _create(self) -> None:
+        self._migrate()
         create_tables(self.engine, metadata, schema_table, SCHEMA_VERSION, self.where)
+        self._has_unreadable = True
+
+    def _migrate(self) -> None:
+        """Bring a version-1 database to this schema in place (its events all counted, as before), so
+        an existing ``--db`` keeps working. Another process migrating it at the same moment makes
+        one of the two fail (a column or version row already there): it looks again."""
+        for attempt in range(5):
+            try:
+                self._migrate_once()
+                return
+            except (OperationalError, ProgrammingError, IntegrityError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _migrate_once(self) -> None:
+        inspector = sa.inspect(self.engine)
+        if not {schema_table.name, events_table.name} <= set(inspector.get_table_names()):
+            return  # a new database (create_tables makes it), or not the monitor's (create_tables refuses it)
+        if self.schema_version() != 1:
+            return  # up to date, or newer (create_tables refuses it)
+        column = events_table.c.unreadable
+        if column.name not in {c["name"] for c in inspector.get_columns(events_table.name)}:
+            # Core has no "add column" construct; this DDL is standard SQL (SQLite, PostgreSQL, MySQL
+            # alike), with the names quoted and the type spelled by the database's own dialect.
+            quote = self.engine.dialect.identifier_preparer
+            ddl = (f"ALTER TABLE {quote.format_table(events_table)} ADD COLUMN {quote.format_column(column)} "
+                   f"{column.type.compile(dialect=self.engine.dialect)} NOT NULL DEFAULT 0")  # fmt: skip
+            with self.engine.begin() as conn:
+                conn.execute(sa.text(ddl))
+        # Recorded after the column exists: a crash between the two leaves version 1, migrated again.
+        with self.engine.begin() as conn:
+            conn.execute(schema_table.insert().values(version=SCHEMA_VERSION, created_at=_now()))
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
@@ -230,6 +275,35 @@ class MonitorStore:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(events_table)).scalar_one())
 
+    def count_unreadable(self) -> int:
+        """How many stored events the sentiment model could not read (kept, counted in no window)."""
+        if not self._has_flag():
+            return 0
+        query = sa.select(sa.func.count()).select_from(events_table).where(events_table.c.unreadable != 0)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def _has_flag(self) -> bool:
+        """Whether ``monitor_events`` has its ``unreadable`` column: a version-1 database opened only to
+        read (``monitor alerts``, the dashboard) has not, and its events all count, as they did."""
+        if not self._has_unreadable:  # looked for again until found: another process may migrate it
+            try:
+                columns = sa.inspect(self.engine).get_columns(events_table.name)
+            except NoSuchTableError:
+                return False
+            self._has_unreadable = any(c["name"] == events_table.c.unreadable.name for c in columns)
+        return self._has_unreadable
+
+    def _counted(self) -> Any:
+        """The WHERE term keeping the events that windows count: those the model could read."""
+        return events_table.c.unreadable == 0 if self._has_flag() else sa.true()
+
+    def _select_events(self) -> Any:
+        """``SELECT`` of the events' columns this database has (see :meth:`_has_flag`)."""
+        if self._has_flag():
+            return sa.select(events_table)
+        return sa.select(*(c for c in events_table.columns if c.name != events_table.c.unreadable.name))
+
     def count_alerts(self, *, window: int | None = None) -> int:
         """How many alerts are stored (of ``window``-long windows only, when given), withdrawn ones
         included, as :meth:`alerts` lists them."""
@@ -239,10 +313,15 @@ class MonitorStore:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def watermark(self) -> int | None:
-        """The latest event time stored (epoch seconds): windows ending by then are closed."""
+    def watermark(self, *, until: int | None = None) -> int | None:
+        """The latest event time stored (epoch seconds), of those at or before ``until`` when given:
+        windows ending by then are closed. ``until`` keeps an event dated far ahead (a mistyped
+        year) from closing every window at once."""
+        query = sa.select(sa.func.max(events_table.c.ts))
+        if until is not None:
+            query = query.where(events_table.c.ts <= until)
         with self.engine.connect() as conn:
-            value = conn.execute(sa.select(sa.func.max(events_table.c.ts))).scalar_one_or_none()
+            value = conn.execute(query).scalar_one_or_none()
         return None if value is None else int(value)
 
     def topics(self) -> list[str]:
@@ -251,7 +330,9 @@ class MonitorStore:
             return sorted(conn.execute(sa.select(events_table.c.topic).distinct()).scalars())
 
     def window_counts(self, window: int) -> list[WindowCount]:
-        """Volume and negatives per topic and window, computed in SQL."""
+        """Volume and negatives per topic and window, computed in SQL, of the events the model could
+        read: an unreadable one would count as a confident guess (a burst of them lowered a surge's
+        share). A window with only unreadable events has no row."""
         # ts - ((ts - ORIGIN + k*window) % window): the added multiple of the window keeps the
         # left operand of % positive for any time after year -1200, where SQL's % and Python's agree.
         # The constants are inlined as SQL literals (they are ints we computed), not bound: PostgreSQL
@@ -262,6 +343,7 @@ class MonitorStore:
         query = (
             sa.select(events_table.c.topic, start, sa.func.count().label("volume"),
                       sa.func.sum(events_table.c.negative).label("negatives"))
+            .where(self._counted())
             .group_by(events_table.c.topic, start)
             .order_by(events_table.c.topic, start)
         )  # fmt: skip
@@ -271,10 +353,11 @@ class MonitorStore:
                 for r in rows]  # fmt: skip
 
     def most_negative(self, topic: str, start: int, end: int, limit: int) -> list[StoredEvent]:
-        """The ``limit`` most negative events of a topic in ``[start, end)``."""
+        """The ``limit`` most negative events of a topic in ``[start, end)``, of those the window counts."""
         query = (
-            sa.select(events_table)
-            .where(events_table.c.topic == topic, events_table.c.ts >= start, events_table.c.ts < end)
+            self._select_events()
+            .where(events_table.c.topic == topic, events_table.c.ts >= start, events_table.c.ts < end,
+                   self._counted())
             .order_by(events_table.c.negative_prob.desc(), events_table.c.id)
             .limit(limit)
         )
@@ -282,8 +365,8 @@ class MonitorStore:
             return [_event(row) for row in conn.execute(query).mappings()]
 
     def events(self, *, topic: str | None = None, limit: int | None = None) -> list[StoredEvent]:
-        """Stored events in time order (optionally one topic's, the first ``limit``)."""
-        query = sa.select(events_table).order_by(events_table.c.ts, events_table.c.id)
+        """Stored events in time order (optionally one topic's, the first ``limit``), unreadable ones too."""
+        query = self._select_events().order_by(events_table.c.ts, events_table.c.id)
         if topic is not None:
             query = query.where(events_table.c.topic == topic)
         if limit is not None:
@@ -421,7 +504,7 @@ def _event(row: Any) -> StoredEvent:
         id=row["id"], topic=row["topic"], ts=int(row["ts"]), time=row["time"], text=row["text"], source=row["source"],
         label=row["label"], negative=bool(row["negative"]), negative_prob=float(row["negative_prob"]),
         scores=json.loads(row["scores"]), topic_prob=row["topic_prob"],
-        words=[(str(w), float(v)) for w, v in json.loads(row["words"])],
+        words=[(str(w), float(v)) for w, v in json.loads(row["words"])], unreadable=bool(row.get("unreadable", 0)),
     )  # fmt: skip
 
 
