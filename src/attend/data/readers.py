@@ -1027,23 +1027,39 @@ NO_LABELS = "(none of the labels)"
 
 
 def stratum(labels: Sequence[str]) -> str:
-    """The label a row is stratified (split, sampled) by: its first, or :data:`NO_LABELS`."""
+    """The label a row is sampled by (and split by, before split scheme 3): its first, or :data:`NO_LABELS`."""
     return labels[0] if labels else NO_LABELS
 
 
+def rarest_strata(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Per row, the label it is split by (split scheme 3): its rarest label in ``rows`` (ties by name),
+    or :data:`NO_LABELS`; a row of one label is split by it, as by :func:`stratum`."""
+    counts = Counter(label for labels in rows for label in set(labels))
+    return [min(labels, key=lambda label: (counts[label], label)) if labels else NO_LABELS for labels in rows]
+
+
 #: The way :func:`stratified_split` divides data, recorded with a model (``data.split_scheme``) so that
-#: its split is rebuilt as it was made: 2 (2026-12-07) divides the held-out rows into dev and test
-#: stratified on the labels with two rows or more there, the labels with one lumped together; 1
-#: divided them at random whenever one label had a single row there (every label's dev/test shares
-#: drifted: 23/28 where 25/26 was due).
-SPLIT_SCHEME = 2
+#: its split is rebuilt as it was made: 3 (2026-12-07) splits a row of several labels by its rarest
+#: (it had been its first: the same label sets listed in another order split otherwise, a label
+#: never listed first was not stratified, could be held out whole, and was not checked for a
+#: second example), with every label of the data in the training split; 2 (2026-12-07) divides the
+#: held-out rows into dev and test stratified on the labels with two rows or more there, the labels
+#: with one lumped together; 1 divided them at random whenever one label had a single row there
+#: (every label's dev/test shares drifted: 23/28 where 25/26 was due).
+SPLIT_SCHEME = 3
+
+
+def split_scheme(multi_label: bool) -> int:
+    """The :data:`SPLIT_SCHEME` a model records: 3 and 2 split data of one label per row alike, so a
+    single-label model records 2 (and a run interrupted before 3 existed resumes)."""
+    return SPLIT_SCHEME if multi_label else 2
 
 
 def stratified_split(
     data: LabelledTexts, *, seed: int = 0, dev_fraction: float = 0.1, test_fraction: float = 0.1,
     scheme: int = SPLIT_SCHEME,
 ) -> tuple[list[int], list[int], list[int]]:
-    """Seeded train/dev/test indices, stratified on the (first) label.
+    """Seeded train/dev/test indices, stratified on the label (a row of several: its rarest, :func:`rarest_strata`).
 
     A given split column wins: its assignment is used as is. Otherwise every label needs at
     least two examples, or it could not appear on both sides of a split. A text that occurs more
@@ -1095,6 +1111,23 @@ def _lumped(labels: list[str]) -> list[str]:
     return [lump if counts[label] == 1 else label for label in labels]
 
 
+def _every_label_trained(rows: Sequence[Sequence[str]], train: list[int], rest: list[int],
+                         seed: int) -> tuple[list[int], list[int]]:  # fmt: skip
+    """``train`` and ``rest`` with, for each label of ``rows`` that only held-out rows have, one of
+    those rows (a seeded draw) moved into training."""
+    trained = {label for i in train for label in rows[i]}
+    order = sorted(rest)
+    random.Random(seed).shuffle(order)
+    moved: set[int] = set()
+    for i in order:
+        if any(label not in trained for label in rows[i]):
+            moved.add(i)
+            trained.update(rows[i])
+    if not moved:
+        return train, rest
+    return [*train, *moved], [i for i in rest if i not in moved]
+
+
 def _stratified_split(
     data: LabelledTexts, *, seed: int, dev_fraction: float, test_fraction: float, rows: int | None = None,
     scheme: int = SPLIT_SCHEME,
@@ -1108,18 +1141,22 @@ def _stratified_split(
             raise DataError(f"{name}={value} must be in [0, 1)")
     if dev_fraction + test_fraction >= 1.0:
         raise DataError(f"dev_fraction + test_fraction = {dev_fraction + test_fraction} leaves no training data")
-    primary = [stratum(labels) for labels in data.labels]
+    several = scheme >= 3 and any(len(labels) > 1 for labels in data.labels)  # else split as by scheme 2
+    primary = rarest_strata(data.labels) if several else [stratum(labels) for labels in data.labels]
     counts = Counter(primary)
     unlabelled = [i for i, labels in enumerate(data.labels) if not labels]
     if len(unlabelled) == 1 and len(counts) > 1:  # one text with none of the labels: split with the most common
         common = max((label for label in counts if label != NO_LABELS), key=lambda label: (counts[label], label))
         primary[unlabelled[0]] = common  # (that row only: a label spelled "(none of the labels)" is a label)
         counts = Counter(primary)
-    rare = [label for label, count in counts.items() if count < 2]
+    # Of several labels a row, any of them (one listed second had been learned from its one example).
+    occurring = Counter(label for labels in data.labels for label in set(labels)) if several else counts
+    rare = [label for label, count in occurring.items() if count < 2]
     if rare:
         first: dict[str, int] = {}
         for i, label in enumerate(primary):  # one pass: a column of ids taken for labels has a rare label per row
-            first.setdefault(label, i)
+            for each in data.labels[i] if several else [label]:
+                first.setdefault(each, i)
         where = [data.lines[first[label]] if data.lines else first[label] for label in rare[:10]]
         # the texts counted: a file of one text in 40 rows, labelled a and b, had been told 'a' appears once
         copies = "" if rows is None else (f" (the file has {len(data)} distinct text(s) in its {rows} rows: a text "
@@ -1157,8 +1194,9 @@ def _stratified_split(
 
     def split(pool: list[int], size: int, *, keep_every_label: bool = False) -> tuple[list[int], list[int]]:
         labels = [primary[i] for i in pool]
-        if scheme >= 2 and not keep_every_label:  # dev from test: a label of one row here is lumped with the
-            # others of one, not the end of stratifying (training keeps every label its own way, below)
+        if several or (scheme >= 2 and not keep_every_label):  # dev from test: a label of one row here is lumped
+            # with the others of one, not the end of stratifying (training keeps every label its own way, below);
+            # of several labels a row, a label may be the rarest of one row alone (it has others)
             labels = _lumped(labels)
         # Stratify when every class can appear on both sides; tiny held-out sets cannot.
         can_stratify = size >= len(set(labels)) and len(pool) - size >= len(set(labels))
@@ -1179,6 +1217,8 @@ def _stratified_split(
         return kept, held
 
     train, rest = split(indices, n_dev + n_test, keep_every_label=True)
+    if several:  # a label every held-out row of which it is not the rarest label of: one such row trains
+        train, rest = _every_label_trained(data.labels, train, rest, seed)
     if not n_test:
         return sorted(train), sorted(rest), []
     if not n_dev:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from attend.data.parallel import normalise_whitespace
-from attend.data.readers import SPLIT_SCHEME, DataError, LabelledTexts, read_table, stratified_split
+from attend.data.readers import SPLIT_SCHEME, DataError, LabelledTexts, read_table, split_scheme, stratified_split
 from attend.io import ArtifactDir, ModelDirError, sha256_file
 
 __all__ = ["data_provenance", "held_out", "load_labelled", "rebuild_split"]
@@ -149,7 +149,7 @@ def data_provenance(
     they are marked as not rebuildable rather than silently re-split from the whole file.
     """
     record: dict[str, Any] = {"split_col": split_col, "multi_label": multi_label, "label_sep": label_sep,
-                              "split_scheme": SPLIT_SCHEME}  # fmt: skip
+                              "split_scheme": split_scheme(multi_label or label_sep is not None)}  # fmt: skip
     if isinstance(data, LabelledTexts):
         return record | {"rebuildable": False}
     path = Path(data)

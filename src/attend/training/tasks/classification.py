@@ -26,13 +26,13 @@ from attend.config import load_plugins
 from attend.data.batching import length_batches
 from attend.data.noise import Augmenter, idle_perturbations
 from attend.data.readers import (
-    SPLIT_SCHEME,
     DataError,
     LabelledTexts,
     joined_at,
     joined_labels,
     looks_missing,
     match_label,
+    split_scheme,
     stratified_split,
     stratum,
 )
@@ -469,8 +469,9 @@ class ClassificationTask(Task):
 
     def identity(self) -> dict[str, Any]:
         # How the data was read, so that `--resume` alone reads it again the same way.
+        several = bool(self.reading["multi_label"] or self.reading["label_sep"] is not None)
         identity = {"model": self.model, "model_options": self.options, **self.columns, **self.reading,
-                    "split_scheme": SPLIT_SCHEME}  # fmt: skip
+                    "split_scheme": split_scheme(several)}  # fmt: skip
         return identity | ({"max_train": self.max_train} if self.max_train else {})
 
     def default_lr(self) -> float:
