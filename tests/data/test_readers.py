@@ -583,6 +583,11 @@ def test_a_boolean_label_is_spelt_as_the_file_and_a_csv_spell_it(tmp_path: Path)
     assert match_label("true", ["False", "True"]) == "True"  # a model trained when they were read so
     assert match_label("True", ["false", "true"]) == "true"  # what pandas and the csv module write
     assert match_label("false", ["no", "yes"]) is None
+    # The same characters in another Unicode form (a decomposed accent) are the model's label: refused, it
+    # had printed as the model's own ("label 'café', which the model was not trained on (known: ..., café)").
+    decomposed = "cafe\u0301"
+    assert match_label(decomposed, ["bug", "café"]) == "café" and match_label("café", ["bug", decomposed]) == decomposed
+    assert match_label(decomposed, ["café", decomposed]) == decomposed and match_label("cafe", ["café"]) is None
 
 
 def test_multi_label_cells_joined_without_label_sep_are_refused(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import os
 import random
 import re
 import sys
+import unicodedata
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -659,9 +660,15 @@ def match_label(label: str, known: Sequence[str]) -> str | None:
     finite number (a model trained on ``1.0`` before whole numbers were read alike takes ``1``), or the
     same boolean in another case (one trained on JSON booleans, read as ``True`` before, takes
     ``true``; one trained on them now takes the ``True`` that Python's csv module and pandas
-    write), else None."""
+    write), or the same characters in another Unicode form (a decomposed ``café``: it printed as
+    the model's label in the error refusing it), else None."""
     if label in known:
         return label
+    composed = unicodedata.normalize("NFC", label)
+    if composed != label or any(unicodedata.normalize("NFC", name) != name for name in known):
+        same = [name for name in known if unicodedata.normalize("NFC", name) == composed]
+        if len(same) == 1:
+            return same[0]
     if label.casefold() in ("true", "false"):
         same = [name for name in known if name.casefold() == label.casefold()]
         return same[0] if len(same) == 1 else None
