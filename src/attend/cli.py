@@ -150,6 +150,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if translating and (args.max_train or args.no_ensemble or args.candidates):
         raise UsageError("--max-train, --no-ensemble and --candidates are for text classifiers, not --model seq2seq")
     classifying = args.text_col != "text" or args.label_col != "label" or args.multi_label or args.label_sep is not None
+    _check_label_sep(args.label_sep)  # it had trained on whole cells, refused as labels given once ('café|bug')
     if translating and classifying:
         raise UsageError("--text-col, --label-col, --multi-label and --label-sep are for text classifiers, not "
                          "--model seq2seq (its columns: --source-col, --target-col)")  # fmt: skip
@@ -360,8 +361,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     if args.split_col:
         raise UsageError("--split-col chooses a translator's test rows; a classifier is scored on the whole of DATA")
-    if args.label_sep == "":
-        raise UsageError("--label-sep '': splits nothing; give the separator of the cells, e.g. '|'")
+    _check_label_sep(args.label_sep)
     if args.source_col or args.target_col:
         raise UsageError("--source-col and --target-col are a translator's columns; a classifier's are --text-col and "
                          "--label-col")  # fmt: skip
@@ -392,6 +392,11 @@ def _translators_only(flags: Sequence[str]) -> UsageError:
     it had been said of --beam alone too)."""
     hint = " (a classifier's column is --text-col)" if "--source-col" in flags else ""
     return UsageError(f"{', '.join(flags)}: for translators only{hint}")
+
+
+def _check_label_sep(label_sep: str | None) -> None:
+    if label_sep == "":
+        raise UsageError("--label-sep '': splits nothing; give the separator of the cells, e.g. '|'")
 
 
 def _check_threshold(predictor: Any, threshold: float | None, label_sep: str | None = None) -> None:

@@ -68,6 +68,9 @@ def test_evaluate_takes_a_separator_and_a_threshold(
         with pytest.raises(SystemExit) if argv[0] == "--threshold" else _nothing():
             assert main(["evaluate", str(tagged), str(scored), *argv]) == 2
         assert said in capsys.readouterr().err
+    # train too (its cells had been read whole: "label 'a|b' appears only once")
+    assert main(["train", str(scored), "--multi-label", "--label-sep", "", "--out", str(tmp_path / "none")]) == 2
+    assert "--label-sep '': splits nothing" in capsys.readouterr().err and not (tmp_path / "none").exists()
     single = trained["encoder"]  # a single-label model: the threshold would change nothing
     assert main(["evaluate", str(single), str(trained["data"]), "--threshold", "0.3"]) == 2
     assert "--threshold 0.3: chooses a multi-label model's labels" in capsys.readouterr().err
