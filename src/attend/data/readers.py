@@ -1132,7 +1132,7 @@ def _every_label_trained(rows: Sequence[Sequence[str]], train: list[int], rest: 
             trained.update(rows[i])
     if not moved:
         return train, rest
-    return [*train, *moved], [i for i in rest if i not in moved]
+    return [*train, *sorted(moved)], [i for i in rest if i not in moved]
 
 
 def _stratified_split(
