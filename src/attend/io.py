@@ -339,6 +339,32 @@ def _is_model_directory(path: Path) -> bool:
 #: a crash can leave one behind; they are attend's, not the user's.
 WORKING_NAME = re.compile(r"\.[^/]*?(?:\.(?:tmp|prepared|staging|old|training)|int8-search)\d+(?:\.onnx)?")
 
+def remove_orphans(out: Path) -> list[Path]:
+    """Remove the copies of a model that writing ``out`` left beside it when its process was killed
+    (``.NAME.staging<pid>``, ``.NAME.old<pid>`` of a process that is no more: a ``kill -9`` while a
+    model was written had left a whole copy there for good); return them. A live process's are its own."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(?:staging|old)(\d+)")
+    removed = []
+    with contextlib.suppress(OSError):
+        for sibling in out.parent.iterdir():
+            found = pattern.fullmatch(sibling.name)
+            if found and int(found.group(1)) != os.getpid() and not _alive(int(found.group(1))) and sibling.is_dir():
+                shutil.rmtree(sibling, ignore_errors=True)
+                removed.append(sibling)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one of another user's counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's (PermissionError), or no pid at all: left alone
+        return True
+    return True
+
+
 def lock_path(target: Path) -> Path:
     """The lock file attend takes to write ``target`` (a model directory, a data set's archive):
     ``.NAME.lock`` beside it."""
@@ -644,6 +670,7 @@ class ArtifactWriter:
     def __enter__(self) -> ArtifactWriter:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.path, ignore_errors=True)
+        remove_orphans(self.out)
         self.path.mkdir()
         self._staged = self.path.stat().st_ino
         return self

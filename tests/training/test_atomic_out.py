@@ -55,6 +55,30 @@ def test_a_run_killed_at_any_stage_leaves_the_old_model_or_the_new_one(
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads((out / "config.json").read_text())["model"]["dim"] == 16
     assert not state_directory(out).exists()
+    # nor a copy of a model the killed run was writing (".model.staging<pid>" had stayed for good)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".model.staging", ".model.old"))]
+
+
+def test_copies_a_killed_writer_left_are_removed_by_the_next_and_a_live_ones_kept(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from attend.io import ArtifactWriter
+
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()  # a process that is no more
+    out = tmp_path / "model"
+    dead, old, live, other = (tmp_path / f".model.staging{done.pid}", tmp_path / f".model.old{done.pid}",
+                              tmp_path / f".model.staging{os.getppid()}", tmp_path / f".other.staging{done.pid}")
+    for folder in (dead, old, live, other):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x" * 10)
+    with ArtifactWriter(out) as writer:
+        writer.write_json("metrics.json", {})
+        writer.publish({"model": {}, "labels": []})
+    assert out.is_dir() and not dead.exists() and not old.exists()
+    assert live.exists() and other.exists()  # a running process's, and another output's
 
 
 def test_an_existing_model_needs_overwrite_and_other_folders_are_never_replaced(
