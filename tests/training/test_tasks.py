@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -815,6 +817,38 @@ def test_ctrl_c_while_scoring_the_trained_model_says_resume_finishes_it(picker: 
         Trainer(CtrlCWhileScoring(), stalled).fit(tmp_path / "early")
     resumed = Trainer(Regression(), stalled).fit(tmp_path / "early", resume=True)
     assert len(whole.history) < 6 and len(resumed.history) == len(whole.history)
+
+
+class SignalledAtLastDev(Regression):
+    """A Ctrl-C (SIGINT to this process) while the last epoch's dev split is scored."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs, self.dev_runs = epochs, 0
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, Any]:
+        if split == "dev":
+            self.dev_runs += 1
+            if self.dev_runs == self.epochs:
+                os.kill(os.getpid(), signal.SIGINT)
+        return super().evaluate(model, split, batch_size)
+
+
+def test_ctrl_c_as_the_last_epoch_ends_stops_there_and_resume_scores_and_writes(
+    picker: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "stopping after this step", then scored the test split and wrote the model (exit 0): minutes of
+    beam search for a translator, past a scheduler's grace. A stop in an earlier epoch's end stops too."""
+    args = TrainingArgs(epochs=2, batch_size=40, progress=False)
+    for epochs in (2, 1):
+        with pytest.raises(TrainingInterrupted, match=rf"interrupted after epoch {epochs}; training state saved"):
+            Trainer(SignalledAtLastDev(epochs), args).fit(tmp_path / f"m{epochs}")
+        assert not (tmp_path / f"m{epochs}").exists() and "stopping after this step" in capsys.readouterr().err
+        result = Trainer(Regression(), args).fit(tmp_path / f"m{epochs}", resume=True)
+        assert len(result.history) == 2 and result.metrics["split"] == "test"
+    with pytest.raises(TrainingInterrupted, match=r"--resume \(resume=True from Python\) to score and write the model"):
+        Trainer(SignalledAtLastDev(2), args).fit(tmp_path / "again")
 
 
 class StoppedMidStep(Regression):

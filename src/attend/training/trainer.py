@@ -1410,6 +1410,18 @@ class Trainer:
                             f"interrupted after epoch {state.epoch}; training state saved in {work}: run the same "
                             "command with --resume (resume=True from Python) to continue"
                         ) from None
+                # A stop asked while the epoch ended (its dev evaluation) stops here, its state saved: after the
+                # last epoch it had been said ("stopping after this step") and then ignored, the test split
+                # scored (minutes of beam search for a translator) and the model written past a scheduler's grace.
+                asked_to_stop = bool(interrupted["flag"])
+                if info.world_size > 1:
+                    _, asked_to_stop = _agree(True, asked_to_stop)
+                if asked_to_stop:
+                    then = "to score and write the model" if state.epoch >= epochs else "to continue"
+                    raise TrainingInterrupted(
+                        f"interrupted after epoch {state.epoch}; training state saved in {work}: run the same "
+                        f"command with --resume (resume=True from Python) {then}"
+                    )
                 if state.epoch >= epochs:  # the last planned (the time budget's plan may end the run before
                     break  # args.epochs): no "early stopping" said of a run that ended on plan
                 if args.patience and state.bad_epochs >= args.patience:
