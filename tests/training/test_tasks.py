@@ -279,6 +279,10 @@ def test_a_task_of_ones_own_is_checked_where_it_would_fail_later(picker: None, t
         Trainer(_Reads(), shortened).fit(tmp_path / "short")
     with pytest.raises(ValueError, match=r"dev_fraction=0.1: the toy_regression_reads task does not read"):
         Trainer(_Reads(), args, given={"dev_fraction"}).fit(tmp_path / "short")  # given, at its default
+    # Batching by length needs the task's lengths(): without them it had been recorded and changed nothing.
+    with pytest.raises(ValueError, match=r"group_by_length=False: the toy_regression_reads task gives no example "
+                                         r"lengths, so its batches are plain random draws either way"):  # fmt: skip
+        Trainer(_Reads(), dataclasses.replace(args, group_by_length=False)).fit(tmp_path / "short")
     assert not (tmp_path / "short").exists()
     # A task that does not say what it reads (written before Task.reads) is warned of, not refused.
     Trainer(Regression(), shortened).fit(tmp_path / "undeclared")

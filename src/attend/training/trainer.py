@@ -706,6 +706,15 @@ def _check_features(task: Task, args: TrainingArgs, *, resumed: bool = False,
             raise ValueError(f"{option}={getattr(args, option)!r}: the {task.name} task does not support it "
                              f"(it supports: {supported})")  # fmt: skip
     defaults = TrainingArgs()
+    # Batching by length is the Trainer's, from the task's lengths(): a task without them (a recommender)
+    # had recorded group_by_length=false and trained as it would have anyway.
+    chosen = "group_by_length" in given if given is not None else not args.group_by_length
+    if chosen and type(task).lengths is Task.lengths:
+        problem = (f"group_by_length={args.group_by_length!r}: the {task.name} task gives no example lengths, so its "
+                   "batches are plain random draws either way and the option would change nothing")  # fmt: skip
+        if not resumed:
+            raise ValueError(problem)
+        print(f"warning: the interrupted run's options: {problem}", file=sys.stderr)
     for option in TASK_READ_OPTIONS:
         set_ = option in given if given is not None else getattr(args, option) != getattr(defaults, option)
         if set_ and task.reads is None:  # a task that does not say what it reads: it may read this one
