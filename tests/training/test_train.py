@@ -192,7 +192,8 @@ def test_a_run_interrupted_under_the_earlier_split_is_not_resumed_under_the_new_
     run = json.loads(record.read_text(encoding="utf-8"))
     assert run.pop("split_scheme") == 2
     record.write_text(json.dumps(run), encoding="utf-8")  # as a run started before the scheme was recorded
-    with pytest.raises(DataError, match=r"these differ: split_scheme=2 \(the interrupted run had None\)"):
+    with pytest.raises(DataError, match=r"split its data by an earlier rule of attend's \(split scheme 1; this attend "
+                                        r"splits by 2\), .* cannot be resumed; start again with --overwrite"):
         train(planted_csv, tmp_path / "m", resume=True)
 
 

@@ -1645,7 +1645,14 @@ class Trainer:
         now = {"task": self.task.name, **self.task.identity()}
         # What a run from before a key was recorded did not record is not compared (the columns a
         # classifier read, recorded since 2026-12-06); what makes the model is always compared.
-        changed = _changes(run, {key: value for key, value in now.items() if key in run or key in _ALWAYS_COMPARED})
+        compared = {key: value for key, value in now.items() if key in run or key in _ALWAYS_COMPARED}
+        if "split_scheme" in now and comparable(run.get("split_scheme")) != comparable(now["split_scheme"]):
+            # attend's own rule changed, not the user's command: "these differ: split_scheme=3" had said no more
+            raise DataError(f"{out}: the interrupted run split its data by an earlier rule of attend's (split scheme "
+                            f"{run.get('split_scheme') or 1}; this attend splits by {now['split_scheme']}), so its "
+                            "training rows could be this run's dev or test rows: it cannot be resumed; start again "
+                            "with --overwrite (overwrite=True from Python)")  # fmt: skip
+        changed = _changes(run, compared)
         if changed:
             raise DataError(f"{out}: --resume must use the same model and data as the interrupted run; these differ: "
                             f"{'; '.join(changed)}")  # fmt: skip
