@@ -306,10 +306,11 @@ def test_an_empty_augment_turns_off_a_files_augment_with_its_settings(
         (["train", "data.csv", "--out", "m", "--augment", "typos,swap,typos"],
          "--augment typos,swap,typos: names 'typos' twice; each perturbation named is picked with the same chance"),
         # ^ it had been dropped in silence, as if naming it twice weighed typos more
-        (["train", "data.csv", "--out", "m", "--config", "rate.json"], "augment_rate=0.0 must be in (0, 1]"),
+        (["train", "data.csv", "--out", "m", "--config", "rate.json"],
+         "--config rate.json: augment_rate=0.0 must be in (0, 1]"),  # the file named, as a flag is
         (["train", "data.csv", "--out", "m", "--candidates", " , "], "--candidates ' , ' names no model"),  # was all
         (["train", "data.csv", "--out", "m", "--config", "types.json", "--epochs", "1"],
-         'training option field epochs="3" must be an'),  # a flag over it hid the file's bad value
+         '--config types.json: training option field epochs="3" must be an'),  # a flag over it hid the file's bad value
         (["train", "data.csv", "--out", "m", "--model", "encoder", "--config", "labels.json"],
          "model field(s) ['num_labels'] are set from the data"),  # was overwritten without a word
         (["train", "data.csv", "--out", "m", "--model", "seq2seq", "--config", "vocab.json"],

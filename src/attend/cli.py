@@ -116,8 +116,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = _read_config(args.config)
     # The file's values are checked as written, before any flag overrides one: a bad one is an error
-    # whatever the command line says (with --epochs 1, "epochs": "3" passed unnoticed).
-    TrainingArgs.from_dict(dict(config.get("training", {})))
+    # whatever the command line says (with --epochs 1, "epochs": "3" passed unnoticed), said as the file's.
+    try:
+        TrainingArgs.from_dict(dict(config.get("training", {})))
+    except ValueError as exc:  # "batch_size=0 must be at least 1" had named no file, where a flag is named
+        raise UsageError(f"--config {args.config}: {exc}") from None
     if args.resume and args.model in ("auto", "seq2seq") and _interrupted_translation(args.out):
         args.model = "seq2seq"  # `--resume` alone continues the run with its own options, as a classifier's
     translating = args.model == "seq2seq"
