@@ -58,7 +58,7 @@ from attend.io import (
     save_weights,
 )
 from attend.jsonout import dumps_json, finite_json, python_values
-from attend.models import auxiliary_loss, build, config_from_dict
+from attend.models import auxiliary_loss, build
 from attend.training.adversarial import ADVERSARIAL, MAX_ADVERSARIAL_STEPS, EmbeddingAdversary
 from attend.training.tasks.base import TASKS, Task, comparable
 from attend.training.tasks.seq2seq import TRANSLATION_DEFAULTS, TranslationTask
@@ -1646,9 +1646,6 @@ class Trainer:
         # What a run from before a key was recorded did not record is not compared (the columns a
         # classifier read, recorded since 2026-12-06); what makes the model is always compared.
         compared = {key: value for key, value in now.items() if key in run or key in _ALWAYS_COMPARED}
-        if "model_options" in compared and _same_model(run.get("model"), run.get("model_options"),
-                                                        compared["model_options"]):  # fmt: skip
-            compared["model_options"] = run.get("model_options")  # {"dim": 128} given at its default is the run's
         if "split_scheme" in now and comparable(run.get("split_scheme")) != comparable(now["split_scheme"]):
             # attend's own rule changed, not the user's command: "these differ: split_scheme=3" had said no more
             raise DataError(f"{out}: the interrupted run split its data by an earlier rule of attend's (split scheme "
@@ -1660,18 +1657,6 @@ class Trainer:
             raise DataError(f"{out}: --resume must use the same model and data as the interrupted run; these differ: "
                             f"{'; '.join(changed)}")  # fmt: skip
         return run
-
-
-def _same_model(model: Any, then: Any, now: Any) -> bool:
-    """Whether two model options of ``model`` build the same model (an option given at its default,
-    ``{"dim": 128}`` where the interrupted run gave none, had been refused as another model)."""
-    if not isinstance(model, str) or not isinstance(then, dict) or not isinstance(now, dict):
-        return False
-    try:
-        return config_from_dict({**then, "model_type": model}).to_dict() == \
-            config_from_dict({**now, "model_type": model}).to_dict()  # fmt: skip
-    except (ValueError, TypeError):
-        return False
 
 
 #: Identity keys compared on a resume even where the interrupted run's record lacks them.
