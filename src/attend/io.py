@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,16 +340,34 @@ def _is_model_directory(path: Path) -> bool:
 #: a crash can leave one behind; they are attend's, not the user's.
 WORKING_NAME = re.compile(r"\.[^/]*?(?:\.(?:tmp|prepared|staging|old|training)|int8-search)\d+(?:\.onnx)?")
 
+#: The file an :class:`ArtifactWriter` marks its staging directory with (this machine's name and its
+#: process id), removed as the directory is published: what :func:`remove_orphans` may remove.
+STAGING_MARK = ".attend-staging"
+
+
+def _staging_owner() -> str:
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
 def remove_orphans(out: Path) -> list[Path]:
-    """Remove the copies of a model that writing ``out`` left beside it when its process was killed
-    (``.NAME.staging<pid>``, ``.NAME.old<pid>`` of a process that is no more: a ``kill -9`` while a
-    model was written had left a whole copy there for good); return them. A live process's are its own."""
-    pattern = re.compile(rf"\.{re.escape(out.name)}\.(?:staging|old)(\d+)")
+    """Remove the staging directories (``.NAME.staging<pid>``) that writing ``out`` left beside it
+    when its process was killed (a ``kill -9`` while a model was written had left a whole copy
+    there for good); return them. Only a directory marked as a writer's of this machine
+    (:data:`STAGING_MARK`) whose process is no more: not a live writer's, another machine's on a
+    shared folder, nor a folder of the user's that happens to be named so."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.staging(\d+)")
+    here = socket.gethostname()
     removed = []
     with contextlib.suppress(OSError):
         for sibling in out.parent.iterdir():
             found = pattern.fullmatch(sibling.name)
-            if found and int(found.group(1)) != os.getpid() and not _alive(int(found.group(1))) and sibling.is_dir():
+            if found is None or int(found.group(1)) == os.getpid():
+                continue
+            try:
+                owner = (sibling / STAGING_MARK).read_text(encoding="utf-8").split()
+            except (OSError, UnicodeDecodeError):
+                continue
+            if owner == [here, found.group(1)] and not _alive(int(found.group(1))):
                 shutil.rmtree(sibling, ignore_errors=True)
                 removed.append(sibling)
     return removed
@@ -672,6 +691,7 @@ class ArtifactWriter:
         shutil.rmtree(self.path, ignore_errors=True)
         remove_orphans(self.out)
         self.path.mkdir()
+        (self.path / STAGING_MARK).write_text(_staging_owner() + "\n", encoding="utf-8")
         self._staged = self.path.stat().st_ino
         return self
 
@@ -724,6 +744,7 @@ class ArtifactWriter:
         if "model.safetensors" in self.files:
             config["weights_sha256"] = self.files["model.safetensors"]
         atomic_write_json(self.path / "config.json", config)
+        (self.path / STAGING_MARK).unlink(missing_ok=True)  # the model's folder is no staging one
         publish_directory(self.path, self.out)
         return self.out
 

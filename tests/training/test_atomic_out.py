@@ -56,29 +56,39 @@ def test_a_run_killed_at_any_stage_leaves_the_old_model_or_the_new_one(
     assert json.loads((out / "config.json").read_text())["model"]["dim"] == 16
     assert not state_directory(out).exists()
     # nor a copy of a model the killed run was writing (".model.staging<pid>" had stayed for good)
-    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".model.staging", ".model.old"))]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".model.staging")]
 
 
-def test_copies_a_killed_writer_left_are_removed_by_the_next_and_a_live_ones_kept(tmp_path: Path) -> None:
+def test_a_staging_copy_a_killed_writer_left_is_removed_by_the_next_and_nothing_else(tmp_path: Path) -> None:
     import os
+    import socket
     import subprocess
     import sys
 
-    from attend.io import ArtifactWriter
+    from attend.io import STAGING_MARK, ArtifactWriter
 
     done = subprocess.Popen([sys.executable, "-c", "pass"])
     done.wait()  # a process that is no more
+    here = socket.gethostname()
     out = tmp_path / "model"
-    dead, old, live, other = (tmp_path / f".model.staging{done.pid}", tmp_path / f".model.old{done.pid}",
-                              tmp_path / f".model.staging{os.getppid()}", tmp_path / f".other.staging{done.pid}")
-    for folder in (dead, old, live, other):
-        folder.mkdir()
-        (folder / "model.safetensors").write_bytes(b"x" * 10)
+    folders = {  # name: what its mark says (None: no mark)
+        f".model.staging{done.pid}": f"{here} {done.pid}",  # a killed writer's of this machine: removed
+        f".model.staging{os.getppid()}": f"{here} {os.getppid()}",  # a live writer's
+        f".model.staging{done.pid + 1}": f"elsewhere.example {done.pid + 1}",  # another machine's, shared folder
+        ".model.staging20240101": None,  # the user's own, named alike
+        f".model.old{done.pid}": None,  # a model moved aside (the only copy, where the swap was cut short)
+        f".other.staging{done.pid}": f"{here} {done.pid}",  # another output's
+    }
+    for name, mark in folders.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"x" * 10)
+        if mark is not None:
+            (tmp_path / name / STAGING_MARK).write_text(mark + "\n", encoding="utf-8")
     with ArtifactWriter(out) as writer:
         writer.write_json("metrics.json", {})
         writer.publish({"model": {}, "labels": []})
-    assert out.is_dir() and not dead.exists() and not old.exists()
-    assert live.exists() and other.exists()  # a running process's, and another output's
+    assert out.is_dir() and not (out / STAGING_MARK).exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name in folders) == sorted(list(folders)[1:])
 
 
 def test_an_existing_model_needs_overwrite_and_other_folders_are_never_replaced(
