@@ -346,6 +346,13 @@ def test_a_row_of_several_labels_is_split_by_its_rarest_whatever_their_order(tmp
         assert rebuild_split(recorded, "test").texts == [data.texts[i] for i in stratified_split(data, seed=1,
                                                                                                   scheme=scheme)[2]]
     assert data_provenance(str(path), split_col=None, multi_label=False, label_sep=None)["split_scheme"] == 2
+    # Rows moved into training for their labels can leave too few to hold out: said, not sklearn's error
+    # ("test_size=1 should be either positive and smaller than the number of samples 1").
+    few = LabelledTexts(texts=[f"t{i}" for i in range(6)], source="few.csv",
+                        labels=[["l2", "x0", "x1"], ["l0"], ["l2", "x2"], ["l1"], ["l0", "x1"], ["l1", "x2", "x0"]])
+    with pytest.raises(DataError, match=r"few.csv: 6 examples are too few to hold out 1 for dev and 1 for test and "
+                                        r"still train on every one of the 6 labels"):  # fmt: skip
+        stratified_split(few)
 
 
 def test_copies_of_a_text_stay_in_one_split() -> None:

@@ -1226,9 +1226,13 @@ def _stratified_split(
     train, rest = split(indices, n_dev + n_test, keep_every_label=True)
     if several:  # a label every held-out row of which it is not the rarest label of: one such row trains
         train, rest = _every_label_trained(data.labels, train, rest, seed)
+        if len(rest) < bool(n_dev) + bool(n_test):  # sklearn's own error had been said ("test_size=1 should be ...")
+            raise DataError(f"{data.source}: {len(data)} examples are too few to hold out {n_dev} for dev and "
+                            f"{n_test} for test and still train on every one of the {len(occurring)} labels; add "
+                            "examples or give a split column")  # fmt: skip
     if not n_test:
         return sorted(train), sorted(rest), []
     if not n_dev:
         return sorted(train), [], sorted(rest)
-    dev, test = split(rest, n_test)
+    dev, test = split(rest, min(n_test, len(rest) - 1))  # (fewer than planned only where rows were moved)
     return sorted(train), sorted(dev), sorted(test)
