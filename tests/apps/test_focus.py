@@ -378,6 +378,7 @@ def test_allowlist_senders_and_keywords() -> None:
     assert given == ['"Ruiz, Ana" <Ana@X.org>', "Mom", "on call, now"]
     assert Session("write", tuple(given)).allow == ("ana@x.org", "Mom", "on call, now")
     assert allow_match(Session("write", tuple(given)).allow, Message(id="m", sender="ana@x.org", text="hi"))
+    assert _allow('alice, 12" pizza, bob') == ["alice", '12" pizza', "bob"]  # an unpaired quote: every comma
 
 
 def test_an_allowlisted_sender_passes_whatever_the_components(assistant: FocusAssistant) -> None:

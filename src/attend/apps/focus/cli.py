@@ -38,12 +38,15 @@ def _notes_to_stderr() -> None:
 
 #: A comma of ``--allow`` between entries: not one inside double quotes (``"Ruiz, Ana" <ana@x.org>``,
 #: a contact as a mail client copies it, had been split into ``"Ruiz`` and ``Ana" <ana@x.org>``; a
-#: phrase ``"on call, now"`` is a keyword, its quotes aside).
+#: phrase ``"on call, now"`` is a keyword, its quotes aside). With a quote unpaired (``12" pizza``),
+#: every comma splits, as before.
 _ENTRY_COMMA = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*$)')
 
 
 def _allow(value: str | None) -> list[str]:
-    entries = [a.strip() for a in _ENTRY_COMMA.split(value or "") if a.strip()]
+    given = value or ""
+    parts = _ENTRY_COMMA.split(given) if given.count('"') % 2 == 0 else given.split(",")
+    entries = [a.strip() for a in parts if a.strip()]
     entries = [a[1:-1].strip() if len(a) > 2 and a[0] == a[-1] == '"' else a for a in entries]
     if value is not None and not entries:  # `--allow ","` had been an empty allowlist, without a word
         raise ValueError(f"--allow {value!r}: no entry in it; give people or keywords separated by commas, or "
