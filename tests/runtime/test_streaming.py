@@ -704,4 +704,6 @@ def test_input_dash_reads_standard_input(trained: dict[str, Path], tmp_path: Pat
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
         assert f"{flag} id: standard input is read as text, one text per line, with no columns" in refused.stderr
     blank = run_cli("predict", model, "--input", "-", stdin="\n \n")
-    assert blank.returncode == 2 and "no text in it (every line is blank)" in blank.stderr
+    assert blank.returncode == 2 and "error: standard input: no text in it (every line is blank)" in blank.stderr
+    bad = run_cli("explain", model, "--input", "-", stdin=b"good\n\xff\n")  # named so, not /dev/stdin
+    assert bad.returncode == 2 and "error: standard input: line 2 is not valid UTF-8" in bad.stderr

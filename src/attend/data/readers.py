@@ -86,8 +86,18 @@ _FORMATS |= {".parquet": "parquet", ".pq": "parquet"}
 TABLE_SUFFIXES = frozenset(_FORMATS)
 #: The format of a .txt file where texts alone are read (:class:`TextStream`): one text per line.
 PLAIN_TEXT = "text"
+class _StandardInput(type(Path())):  # type: ignore[misc]
+    """``/dev/stdin``, named "standard input" in messages (they had said ``/dev/stdin: line 2 ...``)."""
+
+    def __str__(self) -> str:
+        return "standard input"
+
+    def __fspath__(self) -> str:
+        return "/dev/stdin"
+
+
 #: Standard input as a :class:`TextStream` path (``--input -``): read from ``sys.stdin``, once, as it comes.
-STDIN = Path("/dev/stdin")
+STDIN = _StandardInput("/dev/stdin")
 #: A file compressed by gzip, bzip2 or xz is read through the standard library's decompressor (by
 #: suffix: the compression's name, and an opener of a binary file's decompressed bytes); the suffix
 #: before it tells the format (``reviews.csv.gz`` is a CSV).
@@ -278,7 +288,7 @@ def open_data_file(path: str | os.PathLike[str], fmt: str | None, *,
     :data:`STDIN`."""
     path = Path(path)
     if plain_text and path == STDIN:
-        return path, PLAIN_TEXT
+        return STDIN, PLAIN_TEXT
     _check_is_a_file(path)
     if path.is_file() and path.stat().st_size == 0:  # a pipe (<(...), a FIFO) has no size to check
         raise DataError(f"{path} is empty")
