@@ -1205,7 +1205,10 @@ class Trainer:
                 steps = state.loss_count // state.world_size
                 state.loss_sum *= info.world_size / state.world_size
                 state.loss_count = steps * info.world_size
-            _log(f"resuming from epoch {state.epoch + 1}, step {state.step_in_epoch}", info)
+            trained = state.step_in_epoch == 0 and (state.epoch >= (state.planned_epochs or args.epochs) or bool(
+                args.patience and state.bad_epochs >= args.patience))  # stopped as its last epoch ended
+            _log("resuming: its epochs are trained; scoring and writing the model" if trained else
+                 f"resuming from epoch {state.epoch + 1}, step {state.step_in_epoch}", info)  # fmt: skip
         elif info.main:
             if resume:
                 _log("note: the interrupted run stopped before it saved any training state: this one starts from the "
@@ -1426,7 +1429,8 @@ class Trainer:
                 if info.world_size > 1:
                     _, asked_to_stop = _agree(True, asked_to_stop)
                 if asked_to_stop:
-                    then = "to score and write the model" if state.epoch >= epochs else "to continue"
+                    done = state.epoch >= epochs or bool(args.patience and state.bad_epochs >= args.patience)
+                    then = "to score and write the model" if done else "to continue"
                     raise TrainingInterrupted(
                         f"interrupted after epoch {state.epoch}; training state saved in {work}: run the same "
                         f"command with --resume (resume=True from Python) {then}"
