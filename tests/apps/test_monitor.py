@@ -438,6 +438,31 @@ def test_a_database_keeps_its_negative_label_and_the_service_its_settings(
     assert open_store(db, create=False).saved_detection()["window"] == 900
 
 
+def test_a_served_model_without_gradients_highlights_with_what_it_offers(model_dir: Path, tmp_path: Path) -> None:
+    """`attend serve MODEL --int8 --monitor-db DB` (or an ONNX export) started, then answered every event
+    with a 500: grad_attention needs gradients. The service takes the first method the model offers
+    (none here: no highlighted words), says which, and `monitor run` refuses the method up front."""
+    from attend.apps.monitor.router import served_monitor_router
+    from attend.apps.monitor.scoring import Scorer
+    from attend.runtime import load
+
+    quantised = load(model_dir, int8=True)
+    routes = served_monitor_router(quantised, db=str(tmp_path / "m.db"))
+    assert routes.info["apps"]["monitor"]["explain_method"] is None
+    assert served_monitor_router(load(model_dir), db=str(tmp_path / "f.db")).info["apps"]["monitor"][
+        "explain_method"] == "grad_attention"  # fmt: skip
+    app = FastAPI()
+    app.include_router(routes.router)
+    with TestClient(app) as client:
+        sent = client.post("/v1/monitor/events", json=[{"id": "e1", "text": "awful", "time": "2024-05-03T00:00:00Z"}])
+        assert sent.status_code == 200 and sent.json()["stored"] == 1, sent.text
+    assert open_store(tmp_path / "m.db", create=False).events()[0].words == []
+    with pytest.raises(ValueError, match=r"--explain-method grad_attention: the model cannot be explained with it \("
+                                         r"it records no attention: --top-words 0"):  # fmt: skip
+        Scorer(quantised, "neg")
+    assert Scorer(quantised, "neg", words=0).words == 0
+
+
 def test_a_database_keeps_its_topic_model(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           translator_dir: Path) -> None:  # fmt: skip
     """A run without the topic model a database was built with stored topicless events under "all",

@@ -1085,7 +1085,8 @@ def test_service_mounts_the_monitor_route(model_dir: Path, tmp_path: Path) -> No
         assert test_client.get("/v1/model").json()["apps"]["monitor"]["detection"]["window"] == 900
     # The app and its own limits are listed (the service's --max-texts/--max-chars bound the model's routes).
     assert info["apps"]["monitor"] | {"detection": None} == {"db": str(db), "detection": None,
-                                                             "limits": {"max_events": 1000, "max_chars": 20_000}}
+                                                             "limits": {"max_events": 1000, "max_chars": 20_000},
+                                                             "explain_method": "grad_attention"}  # fmt: skip
     assert info["apps"]["monitor"]["detection"]["window"] == 3600  # what its alerts are judged with
     assert first.status_code == 200 and first.json()["stored"] == 3
     assert again.json()["stored"] == 0 and again.json()["duplicates"] == 3

@@ -28,6 +28,7 @@ from attend.apps.monitor.scoring import Scorer, find_negative_label, load_text_c
 from attend.apps.monitor.store import MonitorStore, open_store
 from attend.apps.sqlstore import named_as
 from attend.data.validation import text_problem
+from attend.explain import available_methods
 from attend.runtime import TextClassifier
 from attend.serve import Routes
 from attend.serve.routes import error_response
@@ -188,6 +189,10 @@ def _monitor_routes(
     return router, refresh
 
 
+#: The explanation methods the service highlights an event's words with, the first the model offers.
+SERVED_METHODS = ("grad_attention", "rollout", "attention")
+
+
 def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_label: str | None = None,
                           topic_model: str | None = None) -> Routes:  # fmt: skip
     """The routes ``attend serve MODEL --monitor-db DB`` mounts: the served model scores the events.
@@ -203,11 +208,17 @@ def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_l
     with named_as("--monitor-db"):
         settings = MonitorSettings(detection=_saved_detection(db))  # the service has no options of its own for them
         judged = settings.detection.to_dict()  # the window and thresholds its alerts are judged with, kept current
+        # The highlighted words come from the first method the served model offers (an ONNX or int8
+        # model has no gradients: grad_attention had made every event a 500); none, no words.
+        offered = available_methods(runtime)
+        method = next((name for name in SERVED_METHODS if name in offered), None)
         router, refresh = _monitor_routes(db, runtime, settings, negative_label=negative_label,
-                                          topic_model=topics_from, detection_info=judged)  # fmt: skip
+                                          topic_model=topics_from, detection_info=judged,
+                                          explain_method=method or SERVED_METHODS[0],
+                                          words=4 if method else 0)  # fmt: skip
     limits = {"max_events": settings.max_events, "max_chars": settings.max_chars}
     return Routes(router=router, refresh=refresh, info={"apps": {"monitor": {"db": os.fspath(db), "limits": limits,
-                                                            "detection": judged}}})  # fmt: skip
+                                                            "detection": judged, "explain_method": method}}})
 
 
 def _saved_detection(db: str) -> DetectionSettings:

@@ -15,7 +15,7 @@ import numpy as np
 
 from attend.apps.monitor.events import Event, format_time
 from attend.apps.monitor.store import StoredEvent
-from attend.explain import METHODS, Explanation, explain
+from attend.explain import METHODS, Explanation, available_methods, explain
 from attend.explain.protocol import check_classifier
 from attend.runtime import TextClassifier
 
@@ -104,6 +104,11 @@ class Scorer:
             raise ValueError(f"negative_label {self.negative_label!r} is not one of {self.sentiment.labels}")
         if self.method not in METHODS:
             raise ValueError(f"--explain-method {self.method!r}: choose one of {list(METHODS)}")
+        offered = available_methods(self.sentiment)
+        if self.words and self.method not in offered:  # found at the first batch, and over HTTP a 500 each
+            choose = f"choose one of {', '.join(offered)}, or" if offered else "it records no attention:"
+            raise ValueError(f"--explain-method {self.method}: the model cannot be explained with it ({choose} "
+                             "--top-words 0 for no highlighted words)")  # fmt: skip
         if self.words < 0:
             raise ValueError(f"--top-words {self.words} must be >= 0")
         if self.batch_size < 1:
