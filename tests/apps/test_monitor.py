@@ -456,6 +456,10 @@ def test_a_served_model_without_gradients_highlights_with_what_it_offers(model_d
     with TestClient(app) as client:
         sent = client.post("/v1/monitor/events", json=[{"id": "e1", "text": "awful", "time": "2024-05-03T00:00:00Z"}])
         assert sent.status_code == 200 and sent.json()["stored"] == 1, sent.text
+        assert sent.json()["ignored_fields"] == []
+        # a field not read is named (a misspelt topic had filed the event under "all" without a word)
+        typo = [{"id": "e2", "text": "awful", "time": "2024-05-03T00:01:00Z", "topc": "billing", "host": {"a": 1}}]
+        assert client.post("/v1/monitor/events", json=typo).json()["ignored_fields"] == ["host", "topc"]
     assert open_store(tmp_path / "m.db", create=False).events()[0].words == []
     with pytest.raises(ValueError, match=r"--explain-method grad_attention: the model cannot be explained with it \("
                                          r"it records no attention: --top-words 0"):  # fmt: skip

@@ -40,7 +40,9 @@ __all__ = ["EventIn", "IngestResponse", "monitor_router", "served_monitor_router
 class EventIn(BaseModel):
     """One event of the stream."""
 
-    model_config = ConfigDict(extra="ignore")
+    # Other fields (a log shipper's) are not read, as a file's are not, and the answer names them
+    # (ignored_fields): a misspelt "topc" had filed the event under "all" without a word.
+    model_config = ConfigDict(extra="allow")
 
     id: StrictStr | StrictInt = Field(description="Unique id; an id already stored is skipped (idempotent).")
     time: str = Field(description='ISO 8601, e.g. "2020-03-01T14:30:00Z"; no zone means UTC (and is counted).')
@@ -93,6 +95,9 @@ class IngestResponse(BaseModel):
     alerts: list[dict[str, Any]]
     withdrawn: list[dict[str, Any]] = Field(
         default_factory=list, description="Alerts withdrawn: this batch's events made their windows calm."
+    )
+    ignored_fields: list[str] = Field(
+        default_factory=list, description="Fields of the events that are not read (a misspelt topic is one)."
     )
 
 
@@ -174,7 +179,7 @@ def _monitor_routes(
             if len(event.text) > settings.max_chars:
                 return _error(422, f"{i}.text: {len(event.text)} characters, over the limit of {settings.max_chars}")
         result = await run_in_threadpool(ingest_now, [e.to_event() for e in events])
-        return result.to_dict()
+        return result.to_dict() | {"ignored_fields": sorted({key for e in events for key in e.model_extra or {}})}
 
     def refresh() -> None:  # a run since the last request changed them: GET /v1/model shows them at once
         if detection_info is None:
