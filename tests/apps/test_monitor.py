@@ -534,7 +534,7 @@ def test_router_validates_with_4xx_and_is_idempotent(model_dir: Path, tmp_path: 
         assert first.status_code == 200, first.text
         assert first.json() | {"alerts": []} == {"received": 40, "stored": 40, "duplicates": 0, "conflicts": 0,
                                                  "times_without_zone": 0, "unreadable": 0, "future": 0,
-                                                 "alerts": [], "withdrawn": []}  # fmt: skip
+                                                 "alerts": [], "withdrawn": [], "ignored_fields": []}  # fmt: skip
         again = client.post("/v1/monitor/events", json=events[:10])
         assert again.json()["stored"] == 0 and again.json()["duplicates"] == 10 and again.json()["conflicts"] == 0
         changed = [{**events[0], "text": "an entirely different text"},
