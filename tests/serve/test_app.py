@@ -81,6 +81,7 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
     assert answers[("/v1/explain", "post")] == ["200", "400", "413", "415", "422", "500", "503"]
     assert answers[("/readyz", "get")] == ["200", "503"]
     assert answers[("/healthz", "get")] == answers[("/metrics", "get")] == answers[("/v1/model", "get")] == ["200"]
+    assert list(paths["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]  # it said JSON
     refused = paths["/v1/predict"]["post"]["responses"]["422"]["content"]["application/json"]["schema"]
     assert refused["$ref"].endswith("/ErrorBody")  # the body the service answers, not FastAPI's own
     # A GET with a query: its 422 is ours too (FastAPI's HTTPValidationError had been listed for it).
