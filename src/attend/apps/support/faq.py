@@ -7,7 +7,8 @@ Documents have to be *split* into pairs, and FAQs are written in a few recurring
   (Markdown ``#`` or setext headings, HTML ``<h1>``..``<h6>``; the Debian FAQ's DocBook HTML is
   this shape, one ``<h2>``/``<h3>`` per question);
 * definition lists ``<dt>`` question / ``<dd>`` answer, or ``<details><summary>``;
-* ``Q:`` / ``A:`` prefixed paragraphs (also ``Question:`` / ``Answer:``), in any of the above.
+* ``Q:`` / ``A:`` prefixed paragraphs (also ``Question:`` / ``Answer:``, and full-width ``Ｑ：`` /
+  ``Ａ：``), in any of the above.
 
 Each document is parsed in every shape and the one that yields the most *question-like*
 pairs (ending in ``?``) wins, so a page whose answers contain definition lists, or whose
@@ -27,7 +28,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from attend.data.readers import DataError, data_suffix, read_data_bytes
+from attend.data.readers import DataError, data_suffix, plain_line, read_data_bytes
 from attend.data.validation import is_empty, is_missing_number, text_problem
 
 __all__ = [
@@ -45,6 +46,8 @@ __all__ = [
 DOCUMENT_SUFFIXES = {".html": "html", ".htm": "html", ".xhtml": "html", ".md": "markdown", ".markdown": "markdown",
                      ".txt": "text"}  # fmt: skip
 _TABLE_SUFFIXES = {".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".json", ".parquet", ".pq"}
+#: A question, its answer, and the file's line the question is on (None where it cannot be told).
+_Pair = tuple[str, str, int | None]
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,9 @@ class FaqEntry:
 # Text helpers
 # --------------------------------------------------------------------------------------------
 
-# "1.2. ", "3.1.10 ", "Q3: ", "Q: " before a question: numbering, not content.
-_NUMBERING = re.compile(r"^\s*(?:(?:\d+[.)])+\d*\s*|\d+\s+(?=\D)|(?:Q(?:uestion)?\s*\d*\s*[:.)-])\s*)", re.IGNORECASE)
+# "1.2. ", "3.1.10 ", "Q3: ", "Q: " (or full-width "Ｑ：") before a question: numbering, not content.
+_NUMBERING = re.compile(r"^\s*(?:(?:\d+[.)])+\d*\s*|\d+\s+(?=\D)|(?:[QＱ](?:uestion)?\s*\d*\s*[:.)\-：])\s*)",
+                        re.IGNORECASE)  # fmt: skip
 _QUESTION_END = re.compile(r"[?？]\W*$")
 
 
@@ -128,9 +132,32 @@ def _clean_answer(text: str) -> str:
 # Q: / A: paragraphs (plain text, and inside Markdown or HTML text)
 # --------------------------------------------------------------------------------------------
 
-_QA_MARK = re.compile(
-    r"^\s*(?:[*_#>-]+\s*)*(Q|A|Question|Answer)\s*[:：]\s*(?:[*_]+\s*)?", re.IGNORECASE | re.MULTILINE
-)
+# Full-width "Ｑ："/"Ａ：" as Japanese FAQs write them too (they had found no pair at all).
+_MARK = r"(?:[*_#>-]+\s*)*(Q|A|Question|Answer|Ｑ|Ａ)\s*[:：]\s*(?:[*_]+\s*)?"
+_QA_MARK = re.compile(rf"^\s*{_MARK}", re.IGNORECASE | re.MULTILINE)
+# The same marks where an HTML page writes them: at a line's start or after a tag ("<p>Q: ...").
+_HTML_QA_MARK = re.compile(rf"(?:^|>)\s*{_MARK}", re.IGNORECASE | re.MULTILINE)
+
+
+def _asks(mark: re.Match[str]) -> bool:
+    """Whether a ``Q:``/``A:`` mark is a question's (``Q``, ``Question``, ``Ｑ``)."""
+    return mark.group(1)[0] in "QqＱｑ"
+
+
+def _question_lines(written: str, read: str, offsets: Sequence[int], *, html: bool = False) -> list[int | None]:
+    """The line of ``written`` (the file's text) of each ``Q:`` mark at ``offsets`` in ``read`` (the text
+    the marks were found in, as the FAQ reads: Markdown stripped, an HTML page's text): the n-th ``Q:``
+    of one is the n-th of the other. None where they do not have as many (a ``Q:`` line inside an
+    HTML comment, or after a ``<br>``): better no line than a wrong one."""
+    marks = [m.start(1) for m in _QA_MARK.finditer(read) if _asks(m)]
+    found = [m.start(1) for m in (_HTML_QA_MARK if html else _QA_MARK).finditer(written) if _asks(m)]
+    if len(marks) != len(found):
+        return [None] * len(offsets)
+    lines, line, last = {}, 1, 0
+    for mark, where in zip(marks, found, strict=True):
+        line, last = line + written.count("\n", last, where), where
+        lines[mark] = line
+    return [lines.get(offset) for offset in offsets]
 
 
 def _qa_body(text: str, marks: Sequence[re.Match[str]], i: int) -> tuple[str, str]:
@@ -143,7 +170,8 @@ def _qa_body(text: str, marks: Sequence[re.Match[str]], i: int) -> tuple[str, st
 
 
 def parse_qa_text(text: str) -> list[tuple[str, str]]:
-    """Pairs from lines starting ``Q:`` and ``A:`` (``Question:``/``Answer:``, Markdown emphasis allowed).
+    """Pairs from lines starting ``Q:`` and ``A:`` (``Question:``/``Answer:``, full-width ``Ｑ：``/``Ａ：``,
+    Markdown emphasis allowed).
 
     A question runs until its ``A:``; the answer until the next ``Q:``. ``Q:`` lines in a row are
     questions of the ``A:`` after them, as ``<dt>`` terms in a row share their ``<dd>``, and ``A:``
@@ -154,39 +182,44 @@ def parse_qa_text(text: str) -> list[tuple[str, str]]:
     answer, and an answer under a blank ``Q:`` an empty question: the caller refuses them
     (:func:`read_faq` does), where they had been left out without a word.
     """
-    pairs: list[tuple[str, str]] = []
+    return [(question, answer) for question, answer, _ in _qa_pairs(text)]
+
+
+def _qa_pairs(text: str) -> list[tuple[str, str, int]]:
+    """:func:`parse_qa_text`'s pairs, each with where its ``Q:`` mark is in ``text`` (for messages)."""
+    pairs: list[tuple[str, str, int]] = []
     marks = list(_QA_MARK.finditer(text))
-    asked: list[str] = []  # the questions the next answer answers
+    asked: list[tuple[str, int]] = []  # the questions the next answer answers, with where each is
     parts: list[str] = []  # that answer's A: lines so far, each with the spacing after it
     runs_on = False  # the last Q:'s text ran on past its line
     for i, mark in enumerate(marks):
         body, gap = _qa_body(text, marks, i)
-        if mark.group(1).lower().startswith("q"):
+        if _asks(mark):
             if parts:  # a Q: after an answer starts the next pair
-                pairs += [(question, _clean_answer("".join(parts))) for question in asked]
+                pairs += [(question, _clean_answer("".join(parts)), at) for question, at in asked]
                 asked, parts = [], []
             elif asked and runs_on:  # a Q: with lines under it and no A: is no question of the next A: (its
                 # lines, an answer not marked A:, had been glued to it and the next answer given to it)
-                pairs += [(question, "") for question in asked]  # refused by the caller: no answer
+                pairs += [(question, "", at) for question, at in asked]  # refused by the caller: no answer
                 asked = []
-            asked.append(clean_question(body))
+            asked.append((clean_question(body), mark.start(1)))
             runs_on = "\n" in body
         elif asked:
             parts.append(body + gap)
-    pairs += [(question, _clean_answer("".join(parts))) for question in asked]
+    pairs += [(question, _clean_answer("".join(parts)), at) for question, at in asked]
     return pairs
 
 
 def _answers_something(text: str) -> bool:
     """Whether ``text`` has an ``A:`` line after a ``Q:`` line (Q:/A: structure, not a stray ``Q:``)."""
-    kinds = [mark.group(1).lower()[0] for mark in _QA_MARK.finditer(text)]
-    return "q" in kinds and "a" in kinds[kinds.index("q") :]
+    asks = [_asks(mark) for mark in _QA_MARK.finditer(text)]
+    return True in asks and False in asks[asks.index(True) :]
 
 
 def _orphan_answer_line(text: str) -> int | None:
     """The line of an ``A:`` before any ``Q:`` in ``text`` (1-based), or None."""
     first = _QA_MARK.search(text)
-    if first is None or first.group(1).lower().startswith("q"):
+    if first is None or _asks(first):
         return None
     return text.count("\n", 0, first.start(1)) + 1
 
@@ -200,16 +233,20 @@ _SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
 _BOLD_LINE = re.compile(r"^\s*(\*\*|__)(.+?)\1\s*$")
 
 
-def _markdown_sections(text: str) -> list[tuple[str, str, int]]:
-    """``(heading, body, level)`` for every ATX/setext heading (``#`` is level 1, a setext ``===`` 1,
-    ``---`` 2), and for whole-line bold questions (level 7, below any heading); headings as written."""
+def _markdown_sections(text: str) -> list[tuple[str, str, int, int, list[int]]]:
+    """``(heading, body, level, line, body_lines)`` for every ATX/setext heading (``#`` is level 1, a
+    setext ``===`` 1, ``---`` 2), and for whole-line bold questions (level 7, below any heading);
+    headings as written; ``line`` is the heading's line in the file, ``body_lines`` each body line's."""
     lines = text.splitlines()
-    sections: list[tuple[str, list[str], int]] = []
+    numbers = [1]  # each one's line in the file, as messages count them: by \n (a form feed ends none)
+    for chunk in text.splitlines(keepends=True)[:-1]:
+        numbers.append(numbers[-1] + chunk.endswith("\n"))
+    sections: list[tuple[str, list[str], int, int, list[int]]] = []
     in_code = False
     fence = ""  # the open fence: closed by one of its character, at least as long
     i = 0
     while i < len(lines):
-        line = lines[i]
+        line, at = lines[i], numbers[i]
         mark = _FENCE_LINE.match(line)
         if mark and not fence:
             fence = mark.group(1)
@@ -227,12 +264,13 @@ def _markdown_sections(text: str) -> list[tuple[str, str, int]]:
                 i += 1  # the underline
             elif bold and _is_question(bold.group(2)):
                 heading = bold.group(2)
-        if heading is not None:
-            sections.append((heading, [], level))  # as written: parse_markdown strips and cleans it once
+        if heading is not None:  # as written: parse_markdown strips and cleans it once
+            sections.append((heading, [], level, at, []))
         elif sections:
             sections[-1][1].append(line)
+            sections[-1][4].append(numbers[i])
         i += 1
-    return [(q, "\n".join(body), level) for q, body, level in sections]
+    return [(q, "\n".join(body), level, at, body_lines) for q, body, level, at, body_lines in sections]
 
 
 _CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)([^`\n]+?)(?<!`)\1(?!`)")  # on one line: a fence is no span
@@ -350,54 +388,66 @@ def _strip_markdown(text: str, *, addresses: bool = True) -> str:
     return re.sub(r"\x00(\d+)\x00", lambda match: spans[int(match.group(1))], text)
 
 
-_ANSWER_MARK = re.compile(r"^\s*(?:[*_]+\s*)?(?:A|Answer)\s*[:：]\s*(?:[*_]+\s*)?", re.IGNORECASE)
+_ANSWER_MARK = re.compile(r"^\s*(?:[*_]+\s*)?(?:A|Answer|Ａ)\s*[:：]\s*(?:[*_]+\s*)?", re.IGNORECASE)
 
 
-def _markdown_qa(text: str) -> list[tuple[str, str]]:
+def _markdown_qa(text: str) -> list[_Pair]:
     """The ``Q:``/``A:`` pairs of Markdown: each question's links as their text alone, as a question
-    heading's are (they had kept their address: "the CLI (https://...)"), each answer's with theirs."""
-    pairs = parse_qa_text(_strip_markdown(text))
+    heading's are (they had kept their address: "the CLI (https://...)"), each answer's with theirs;
+    each pair with its question's line in ``text`` (None where it cannot be told)."""
+    read = _strip_markdown(text)
+    pairs = _qa_pairs(read)
+    lines = _question_lines(text, read, [at for _, _, at in pairs])
     asked = parse_qa_text(_strip_markdown(text, addresses=False))
     if len(asked) != len(pairs):  # an answer of a link alone, empty without its address: as they are
-        return pairs
-    return [(question, answer) for (question, _), (_, answer) in zip(asked, pairs, strict=True)]
+        return [(question, answer, line) for (question, answer, _), line in zip(pairs, lines, strict=True)]
+    return [(question, answer, line)
+            for (question, _), (_, answer, _), line in zip(asked, pairs, lines, strict=True)]  # fmt: skip
 
 
 def parse_markdown(text: str) -> list[tuple[str, str]]:
     """Pairs from a Markdown FAQ: question headings with the text below, or ``Q:``/``A:`` lines (a
     question with nothing below it, that is no heading over deeper ones, with an empty answer)."""
-    text = _unmarked(text)
+    return [(question, answer) for question, answer, _ in _markdown_pairs(text)]
+
+
+def _markdown_pairs(text: str) -> list[_Pair]:
+    """:func:`parse_markdown`'s pairs, each with its question's line (None where it cannot be told)."""
+    # A bare carriage return ends a line, as CommonMark has it: only headings had seen it so, and a Q:
+    # line had taken the A: line after it into its question.
+    text = re.sub(r"\r(?!\n)", "\n", _unmarked(text))
     # A heading as asked (a heading of an image alone, which strips to nothing, as written)
-    sections = [(clean_question(_strip_markdown(q, addresses=False)) or clean_question(q), body, level)
-                for q, body, level in _markdown_sections(text)]  # fmt: skip
-    if _titled([heading for heading, _, _ in sections], [level for _, _, level in sections]):
+    sections = [(clean_question(_strip_markdown(q, addresses=False)) or clean_question(q), body, level, line, lines)
+                for q, body, level, line, lines in _markdown_sections(text)]  # fmt: skip
+    if _titled([section[0] for section in sections], [section[2] for section in sections]):
         sections = sections[1:]
-    headed: list[tuple[str, str]] = []
-    unanswered: list[str] = []
-    levels = [level for _, _, level in sections]
-    for n, (q, body, level) in enumerate(sections):
+    headed: list[_Pair] = []
+    unanswered: list[tuple[str, int | None]] = []
+    levels = [section[2] for section in sections]
+    for n, (q, body, level, line, body_lines) in enumerate(sections):
         plain = _strip_markdown(body)
         # Q:/A: lines of the section's own text (not of a fenced block: a transcript shown as code)
         inner = _markdown_qa(body) if _answers_something(_strip_markdown(_FENCE.sub("", body))) else []
+        inner = [(question, answer, None if at is None else body_lines[at - 1]) for question, answer, at in inner]
         if inner and not _is_question(q):
             # A topic's section of Q:/A: pairs ("## Billing" over them) is those questions, not one entry
             # answering "Billing" with them all; its text before the first Q: stays its own, unless the
             # heading is the page's title (its first, alone at the shallowest level: a welcome).
             lead = _clean_answer(plain[: _QA_MARK.search(plain).start()])  # type: ignore[union-attr]
             title = n == 0 and level == min(levels) and levels.count(level) == 1
-            headed += [(q, lead)] if lead and not title else []
+            headed += [(q, lead, line)] if lead and not title else []
             headed += inner
-            unanswered += [question for question, answer in inner if question and not answer]
+            unanswered += [(question, at) for question, answer, at in inner if question and not answer]
         else:
             answer = _clean_answer(_ANSWER_MARK.sub("", plain.strip(), count=1))
             if not answer and _is_question(q) and (n + 1 == len(sections) or levels[n + 1] <= level):
-                unanswered.append(q)  # a question with no answer, not a heading over deeper ones
-            headed.append((q, answer))
-    answered = [(q, a) for q, a in headed if a]
+                unanswered.append((q, line))  # a question with no answer, not a heading over deeper ones
+            headed.append((q, answer, line))
+    answered = [pair for pair in headed if pair[1]]
     chosen = _choose([answered, _markdown_qa(text)])
     # A question with no answer (not a heading over deeper ones) stays, for read_faq to refuse: it had
     # been left out of the index without a word.
-    return [*chosen, *((q, "") for q in unanswered)] if chosen is answered else chosen
+    return [*chosen, *((q, "", line) for q, line in unanswered)] if chosen is answered else chosen
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,15 +465,17 @@ _VOID = {"br", "hr", "img", "meta", "link", "input", "area", "base", "col", "emb
 
 
 class _FaqHTML(HTMLParser):
-    """Flattens HTML into a list of blocks: ``("heading", level, text)``, ``("text", text)``, ...
+    """Flattens HTML into a list of blocks: ``("heading", level, text, line)``, ``("text", 0, text,
+    line)``, ... with the line each starts on.
 
-    ``("dt", text)``/``("dd", text)`` mark definition-list items and ``<details><summary>``
+    ``("dt", ...)``/``("dd", ...)`` mark definition-list items and ``<details><summary>``
     (the summary is the question, the rest of the details the answer).
     """
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.events: list[tuple[str, int, str]] = []  # (kind, level, text)
+        self.events: list[tuple[str, int, str, int]] = []  # (kind, level, text, line)
+        self._line = 1  # where the text being gathered starts
         self._stack: list[tuple[str, bool]] = []  # (tag, skipped)
         self._skip_depth = 0
         self._buffer: list[str] = []
@@ -435,10 +487,11 @@ class _FaqHTML(HTMLParser):
         text = "".join(self._buffer)
         self._buffer.clear()
         self._anchors = [(address, 0) for address, _ in self._anchors]
+        line, self._line = self._line, self.getpos()[0]  # the next block starts at the tag that ends this one
         if not text.strip():
             return
         kind, level = self._kind[-1]
-        self.events.append((kind, level, text))
+        self.events.append((kind, level, text, line))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _VOID:
@@ -458,7 +511,7 @@ class _FaqHTML(HTMLParser):
         if tag in _HEADINGS or tag in ("dt", "dd", "summary"):
             self._flush()
             if tag == "dd":  # where one starts, empty or not: terms before an empty <dd> share no later one
-                self.events.append(("dd", 0, ""))
+                self.events.append(("dd", 0, "", self._line))
             kind = "heading" if tag in _HEADINGS else tag
             self._kind.append((kind, int(tag[1]) if tag in _HEADINGS else 0))
         elif tag == "details":
@@ -497,7 +550,7 @@ class _FaqHTML(HTMLParser):
                     self._kind.pop()
             elif open_tag == "dl":  # where a list's terms stop answering what follows
                 self._flush()
-                self.events.append(("dl_end", 0, ""))
+                self.events.append(("dl_end", 0, "", self._line))
             elif open_tag in _BLOCK_TAGS:
                 self._buffer.append("\n\n" if open_tag in ("p", "pre", "blockquote", "table") else "\n")
             if open_tag == "a" and self._anchors:
@@ -517,25 +570,25 @@ class _FaqHTML(HTMLParser):
         self._flush()
 
 
-def _html_blocks(text: str) -> list[tuple[str, int, str]]:
+def _html_blocks(text: str) -> list[tuple[str, int, str, int]]:
     parser = _FaqHTML()
     parser.feed(text)
     parser.close()
     return parser.events
 
 
-def _heading_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]:
+def _heading_pairs(blocks: Iterable[tuple[str, int, str, int]]) -> list[_Pair]:
     """Every heading with the text up to the next heading (sub-headings end a section too); a heading
     that is the page's title (:func:`_titled`) is none, and so is one with no text under it: a web
     page's heading over a button, a form or a picture alone ("Still have questions?") is furniture."""
-    pairs: list[tuple[str, list[str]]] = []
+    pairs: list[tuple[str, list[str], int]] = []  # (question, its text, its line)
     levels: list[int] = []
     listed: set[int] = set()  # the questions of a definition list under a heading
     sharing: list[int] = []  # those the next <dd> answers: terms in a row share it, as HTML has it
     section = -1  # the heading whose answer the text outside such questions is
-    for kind, level, text in blocks:
+    for kind, level, text, line in blocks:
         if kind == "heading":
-            pairs.append((clean_question(text), []))
+            pairs.append((clean_question(text), [], line))
             levels.append(level)
             section, sharing = len(pairs) - 1, []
         elif kind == "dt" and pairs and _is_question(text):
@@ -543,7 +596,7 @@ def _heading_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, st
             # been printed inside the answer above it, to every customer who asked that question.
             if sharing and pairs[sharing[-1]][1]:  # its <dd> has begun: this term starts a new group
                 sharing = []
-            pairs.append((clean_question(text), []))
+            pairs.append((clean_question(text), [], line))
             listed.add(len(pairs) - 1)
             sharing.append(len(pairs) - 1)
         elif kind in ("dl_end", "dt"):  # the list ends, or a term that is no question: the heading's again
@@ -554,24 +607,25 @@ def _heading_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, st
             for i in sharing or [section]:
                 pairs[i][1].append(text)
     # A title is told among the headings alone: a list's questions below one are not deeper headings.
-    first = 1 if _titled([q for i, (q, _) in enumerate(pairs) if i not in listed], levels) else 0
-    found = [(i, q, _clean_answer("\n".join(body))) for i, (q, body) in enumerate(pairs) if i >= first and q]
+    first = 1 if _titled([q for i, (q, _, _) in enumerate(pairs) if i not in listed], levels) else 0
+    found = [(i, q, _clean_answer("\n".join(body)), line) for i, (q, body, line) in enumerate(pairs)
+             if i >= first and q]  # fmt: skip
     # An empty <dd> stays, for read_faq to refuse, as a definition list's does.
-    return [(q, a) for i, q, a in found if a or i in listed]
+    return [(q, a, line) for i, q, a, line in found if a or i in listed]
 
 
-def _list_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]:
+def _list_pairs(blocks: Iterable[tuple[str, int, str, int]]) -> list[_Pair]:
     """``<dt>``/``<summary>`` questions with the ``<dd>``/``<details>`` text that follows them."""
-    pairs: list[tuple[str, list[str]]] = []
+    pairs: list[tuple[str, list[str], int]] = []  # (question, its text, its line)
     asked: list[int] = []  # the questions the next <dd> answers: terms in a row share it, as HTML has it
     answered = False  # a <dd> came since the last question
     last = ""
-    for kind, _, text in blocks:
+    for kind, _, text, line in blocks:
         if kind in ("dt", "summary"):
             if answered or "summary" in (kind, last):  # a <details> is one question alone
                 asked = []
             answered, last = False, kind
-            pairs.append((clean_question(text), []))
+            pairs.append((clean_question(text), [], line))
             asked.append(len(pairs) - 1)
         elif kind == "dd" and asked:
             for i in asked:
@@ -579,22 +633,31 @@ def _list_pairs(blocks: Iterable[tuple[str, int, str]]) -> list[tuple[str, str]]
             answered = True
         elif kind == "heading":
             asked, answered = [], False
-    return [(q, _clean_answer("\n".join(body))) for q, body in pairs if q]  # an empty <dd> is an empty answer
+    # an empty <dd> is an empty answer
+    return [(q, _clean_answer("\n".join(body)), line) for q, body, line in pairs if q]
 
 
 def parse_html(text: str) -> list[tuple[str, str]]:
     """Pairs from an HTML FAQ page: question headings, ``<dt>``/``<dd>``, ``<details>`` or ``Q:``/``A:``."""
+    return [(question, answer) for question, answer, _ in _html_pairs(text)]
+
+
+def _html_pairs(text: str) -> list[_Pair]:
+    """:func:`parse_html`'s pairs, each with its question's line (None where it cannot be told)."""
     blocks = _html_blocks(_unmarked(text))
-    plain = "\n".join(t for _, _, t in blocks)
-    return _choose([_heading_pairs(blocks), _list_pairs(blocks), parse_qa_text(plain)])
+    plain = "\n".join(block[2] for block in blocks)
+    marked = _qa_pairs(plain)
+    lines = _question_lines(text, plain, [at for _, _, at in marked], html=True)
+    qa = [(question, answer, line) for (question, answer, _), line in zip(marked, lines, strict=True)]
+    return _choose([_heading_pairs(blocks), _list_pairs(blocks), qa])
 
 
-def _choose(candidates: list[list[tuple[str, str]]]) -> list[tuple[str, str]]:
+def _choose(candidates: list[list[_Pair]]) -> list[_Pair]:
     """The candidate split with the most question-like answered pairs (then the most answered pairs;
     earlier wins ties). Its unanswered ones stay in it, for :func:`read_faq` to refuse."""
 
-    def answered(pairs: list[tuple[str, str]]) -> tuple[int, int]:
-        return sum(bool(a) and _is_question(q) for q, a in pairs), sum(bool(a and q) for q, a in pairs)
+    def answered(pairs: list[_Pair]) -> tuple[int, int]:
+        return sum(bool(a) and _is_question(q) for q, a, _ in pairs), sum(bool(a and q) for q, a, _ in pairs)
 
     return max(candidates, key=answered, default=[])
 
@@ -680,20 +743,27 @@ def read_faq(path: str | os.PathLike[str]) -> list[FaqEntry]:
             line = raw[: exc.start].count(b"\n") + 1
             raise DataError(f"{path}: line {line} is not valid UTF-8; re-save the file as UTF-8") from None
         kind = DOCUMENT_SUFFIXES[suffix]
+        pairs: list[_Pair]
         if kind == "html":
-            pairs = parse_html(text)
+            pairs = _html_pairs(text)
         elif kind == "markdown":
-            pairs = parse_markdown(text)
+            pairs = _markdown_pairs(text)
         else:
             text = _unmarked(text)
+            # A bare carriage return is refused, naming its line, as a CSV file's is: it had glued an A:
+            # line to the Q: before it, and that question took the next one's answer without a word.
+            for number, line in enumerate(text.split("\n"), 1):
+                plain_line(line, path, number)
             orphan = _orphan_answer_line(text)
             if orphan is not None:  # it had been left out without a word
                 said = text.split("\n")[orphan - 1].strip()
                 raise DataError(f"{path}: line {orphan}: the answer {said!r} has no Q: line before it; write its "
                                 "question above it, or remove it")  # fmt: skip
-            pairs = parse_qa_text(text)
+            marked = _qa_pairs(text)
+            lines = _question_lines(text, text, [at for _, _, at in marked])
+            pairs = [(question, answer, line) for (question, answer, _), line in zip(marked, lines, strict=True)]
         _refuse_unanswered(path, pairs)
-        entries = [FaqEntry(q, a, None, f"{path}#{i + 1}") for i, (q, a) in enumerate(pairs)]
+        entries = [FaqEntry(q, a, None, f"{path}#{i + 1}") for i, (q, a, _) in enumerate(pairs)]
         if not entries:
             hint = {
                 "html": "question headings, <dt>/<dd> pairs or Q:/A: paragraphs",
@@ -712,18 +782,25 @@ def read_faq(path: str | os.PathLike[str]) -> list[FaqEntry]:
     return entries
 
 
-def _refuse_unanswered(path: Path, pairs: list[tuple[str, str]]) -> None:
+def _refuse_unanswered(path: Path, pairs: list[_Pair]) -> None:
     """A document's question with an empty answer, or an answer under an empty question, is an error
-    (as a table's empty cell is): left out, the question had gone missing from the index in silence."""
-    empty = [q for q, a in pairs if q and not a]
+    (as a table's empty cell is), naming the question's line as a table's error names the row's:
+    left out, the question had gone missing from the index in silence."""
+    empty = [(q, line) for q, a, line in pairs if q and not a]
     if empty:
+        question, line = empty[0]
         more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
-        raise DataError(f"{path}: the question {empty[0]!r}{more} has no answer: an empty answer is an error; write "
-                        "its answer, or remove the question")  # fmt: skip
-    nameless = next((i for i, (q, _) in enumerate(pairs) if not q), None)
+        raise DataError(f"{path}: {_at(line)}the question {question!r}{more} has no answer: an empty answer is an "
+                        "error; write its answer, or remove the question")  # fmt: skip
+    nameless = next((i for i, (q, _, _) in enumerate(pairs) if not q), None)
     if nameless is not None:
-        raise DataError(f"{path}: the answer of pair {nameless + 1} has an empty question before it (a blank Q:); "
-                        "write its question, or remove the answer")  # fmt: skip
+        raise DataError(f"{path}: {_at(pairs[nameless][2])}the answer of pair {nameless + 1} has an empty question "
+                        "before it (a blank Q:); write its question, or remove the answer")  # fmt: skip
+
+
+def _at(line: int | None) -> str:
+    """``"line N: "`` where the line is known, for a message that goes on after it."""
+    return "" if line is None else f"line {line}: "
 
 
 def answer_key(answer: str) -> str:

@@ -22,7 +22,9 @@ read Chinese (more than half of the Debian FAQ's Chinese word pieces are ``[UNK]
   entry ranked first (:meth:`attend.apps.support.index.Ranker.judged`).
 
 Where the encoder cannot read the text, the lexical side answers alone, and says so: when more
-than :data:`MAX_UNKNOWN` of the FAQ's word pieces are unknown to the encoder, the index is built
+than :data:`MAX_UNKNOWN` of the FAQ's word pieces are unreadable to the encoder (unknown to it, or
+letters of a script it has no words for, as it spells out Korean:
+:meth:`~attend.apps.support.encoder.SentenceEncoder.unreadable_share`), the index is built
 lexical-only; when they are in a question, that question is answered lexically.
 """
 
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from attend.apps.support.faq import FaqEntry, _is_question
+from attend.apps.support.lexical import CJK, CJK_CHAR
 
 __all__ = [
     "FUSIONS",
@@ -53,15 +56,18 @@ __all__ = [
 
 RETRIEVALS = ("hybrid", "dense", "bm25")
 FUSIONS = ("weighted", "rrf")
-#: Share of a text's word pieces the encoder may not know (``[UNK]``) and still be trusted to read it.
+#: Share of a text's word pieces the encoder may not read (``[UNK]``, or a letter of a script it has no
+#: words for) and still be trusted to read it.
 MAX_UNKNOWN = 0.25
 #: The constant of reciprocal-rank fusion (Cormack et al. 2009's).
 RRF_K = 60
 #: The weights of the dense side that the build tries.
 ALPHAS = tuple(round(a, 2) for a in np.linspace(0.0, 1.0, 21))
 
-_CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-_WORD_OR_CJK = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
+#: What an unreadable word piece is, in words.
+_UNREADABLE = "unknown to it, or letters of a script it has no words for"
+# A CJK character is a word (as NFKC reads it: half-width ``ﾊﾟ`` is one character, not part of a word)
+_WORD_OR_CJK = re.compile(rf"{CJK_CHAR}|[^\W_{CJK}]+")
 
 
 @dataclass
@@ -75,7 +81,8 @@ class Retrieval:
         question_scale: BM25 score of stored questions that counts as 1.
         answer_scale: BM25 score of answers that counts as 1.
         dense_readable: Whether the encoder can read the FAQ (else ``hybrid`` is lexical only).
-        unknown_share: Share of the FAQ's word pieces unknown to the encoder.
+        unknown_share: Share of the FAQ's word pieces the encoder cannot read (``[UNK]`` to it, or letters
+            of a script it has no words for; until 2026-12-07, ``[UNK]`` alone).
         search: Mean reciprocal rank of each ``alpha`` tried at build, for the record.
     """
 
@@ -96,7 +103,7 @@ class Retrieval:
         if self.mode == "dense" and not self.dense_readable:
             raise ValueError(
                 f"retrieval='dense': the encoder cannot read this FAQ ({self.unknown_share:.1%} of its word pieces are "
-                "unknown to it); use 'bm25' or 'hybrid'"
+                f"{_UNREADABLE}); use 'bm25' or 'hybrid'"
             )
 
     @property
@@ -108,7 +115,7 @@ class Retrieval:
         """One sentence on how this index ranks, for people."""
         if self.effective == "bm25" and self.mode == "hybrid":
             return (f"lexical only (BM25): the encoder cannot read this FAQ ({self.unknown_share:.1%} of its word "
-                    "pieces are unknown to it)")  # fmt: skip
+                    f"pieces are {_UNREADABLE})")  # fmt: skip
         if self.effective == "bm25":
             return "lexical only (BM25)"
         if self.effective == "dense":

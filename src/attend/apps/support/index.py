@@ -73,7 +73,7 @@ from attend.apps.support.fusion import (
     lexical_scale,
     question_queries,
 )
-from attend.apps.support.lexical import Lexical, Term, term_spans, terms
+from attend.apps.support.lexical import CJK, CJK_CHAR, Lexical, Term, term_spans, terms
 from attend.apps.support.rerank import DEPTH, LEAD_TOKENS, fit_reranker, interaction
 from attend.data.readers import DataError
 from attend.data.validation import text_problem
@@ -109,8 +109,8 @@ DROP_FRACTION = 1 / 3
 #: probability near uniform.
 INTENT_C = 10.0
 
-_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|[^\s\u3040-\u30ff"
-                    r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")  # fmt: skip
+# A word, or one CJK character (as NFKC reads it: half-width ``ﾊﾟ`` is one character, not part of a word)
+_TOKEN = re.compile(rf"{CJK_CHAR}|[^\s{CJK}]+")
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,8 +177,9 @@ class Ranker:
         self.lexical_answers = Lexical(answers)
 
     def readable(self, texts: Sequence[str]) -> np.ndarray:
-        """Per text, whether the encoder can read it (at most :data:`MAX_UNKNOWN` unknown pieces)."""
-        return np.asarray([share <= MAX_UNKNOWN for share in self.encoder.unknown_share(texts)], dtype=bool)
+        """Per text, whether the encoder can read it (at most :data:`MAX_UNKNOWN` of its pieces unreadable:
+        :meth:`~attend.apps.support.encoder.SentenceEncoder.unreadable_share`)."""
+        return np.asarray([share <= MAX_UNKNOWN for share in self.encoder.unreadable_share(texts)], dtype=bool)
 
     def dense(self, vectors: Tensor, question_weight: float | None = None) -> np.ndarray:
         """``(M, N)`` encoder scores of query vectors (:func:`entry_scores`)."""
@@ -395,7 +396,7 @@ def choose_retrieval(
     weighted hybrid retrieval, the dense weight with the best MRR on the FAQ's own questions (as
     written and reworded, searched against the answers alone: no stored question to find them)."""
     texts = [e.question for e in entries] + [e.answer for e in entries]
-    shares = encoder.unknown_share(texts)
+    shares = encoder.unreadable_share(texts)  # [UNK] alone had passed Korean: it is spelled out letter by letter
     unknown = float(np.mean(shares))
     retrieval = Retrieval(mode=mode, fusion=fusion, unknown_share=round(unknown, 4),
                           dense_readable=unknown <= MAX_UNKNOWN)  # fmt: skip
@@ -884,8 +885,9 @@ class SupportIndex:
         threshold = self.threshold
         mode, note = self.retrieval.effective, self.retrieval.note()
         if mode == "hybrid" and not readable[0]:
+            # "more than 25 %", not "most" (it had said "most" of 27 %)
             mode, note = "bm25", (f"lexical only (BM25) for this question: more than {MAX_UNKNOWN:.0%} of its pieces "
-                                  "are unknown to the encoder")  # it had said "most" of 27 %
+                                  "are unknown to the encoder, or letters of a script it has no words for")
             lexical_threshold = self.config["handoff"].get("lexical_threshold")
             if lexical_threshold is not None:  # BM25's own scale, and the threshold calibrated on it
                 bm25 = self.ranker.lexical([question])[0]
@@ -1001,7 +1003,7 @@ class SupportIndex:
         labels = self.intent_labels
         if not labels:
             return None
-        unknown = self.encoder.unknown_share([question])[0]
+        unknown = self.encoder.unreadable_share([question])[0]
         if unknown > MAX_UNKNOWN:
             return {"label": None, "probability": None,
                     "note": f"no intent: the encoder cannot read {unknown:.0%} of this question's word pieces, and "
