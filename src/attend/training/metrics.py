@@ -98,13 +98,27 @@ def format_report(metrics: dict[str, Any], *, title: str = "") -> str:
     return "\n".join(lines)
 
 
+#: Most labels the confusion picture draws: past them, those most confused. Its size and memory grow
+#: with the square of the labels (300 took 49 s and 12 GB, and 800 were killed for memory after
+#: training, no model written); every label's counts are in ``metrics.json``.
+CONFUSION_PNG_LABELS = 40
+
+
 def save_confusion_png(metrics: dict[str, Any], path: str | os.PathLike[str], *, title: str = "") -> Path | None:
-    """Draw the confusion matrix (row-normalised colours, raw counts) to a PNG; None if multi-label."""
+    """Draw the confusion matrix (row-normalised colours, raw counts) to a PNG; None if multi-label.
+    Of more than :data:`CONFUSION_PNG_LABELS` labels, the ones with the most errors (as the true label
+    or the predicted one), in their order, the title saying so."""
     if "confusion_matrix" not in metrics:
         return None
     labels = metrics["confusion_matrix"]["labels"]
     counts = np.asarray(metrics["confusion_matrix"]["matrix"], dtype=float)
-    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)  # of each true label's examples, all of them
+    if len(labels) > CONFUSION_PNG_LABELS:
+        errors = counts.sum(0) + counts.sum(1) - 2 * np.diag(counts)
+        keep = np.sort(np.argsort(-errors, kind="stable")[:CONFUSION_PNG_LABELS])
+        title = (f"{title or 'confusion matrix'}\nthe {CONFUSION_PNG_LABELS} of {len(labels)} labels most confused "
+                 "(all in metrics.json)")  # fmt: skip
+        labels, counts, rates = [labels[i] for i in keep], counts[np.ix_(keep, keep)], rates[np.ix_(keep, keep)]
     size = max(4.0, 0.45 * len(labels) + 2)
     # Labels are the user's text: "$" in one ("$$" price tiers) is not maths markup, which failed
     # the whole training run at its last step; Chinese ones were boxes without the CJK font.
