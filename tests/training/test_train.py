@@ -197,6 +197,23 @@ def test_a_run_interrupted_under_the_earlier_split_is_not_resumed_under_the_new_
         train(planted_csv, tmp_path / "m", resume=True)
 
 
+def test_the_report_says_how_many_texts_were_longer_than_the_model_reads(tmp_path: Path) -> None:
+    """Documents read to their first tokens had been scored far under the baseline without a word."""
+    rows = [{"text": f"text {i} " + " ".join(["filler"] * (40 if i % 2 else 3)) + (" good" if i % 4 < 2 else " bad"),
+             "label": "pos" if i % 4 < 2 else "neg"} for i in range(120)]  # fmt: skip
+    data = write_csv(tmp_path / "long.csv", rows)
+    result = train(data, tmp_path / "m", model="encoder", model_options=SMALL_ENCODER,
+                   args={**FAST, "epochs": 1, "max_length": 16})  # fmt: skip
+    found = re.search(r"note: (\d+) of (\d+) train texts \(\d+%\), (\d+) of (\d+) dev texts .* are longer than "
+                      r"the model reads \(16 tokens with \[CLS\] and \[SEP\]\): it learns from and is scored on",
+                      result.report)  # fmt: skip
+    assert found is not None, result.report
+    assert 0 < int(found[1]) < int(found[2]) and int(found[4]) > 0  # the long ones, about half
+    short = train(data, tmp_path / "short", model="encoder", model_options=SMALL_ENCODER,
+                  args={**FAST, "epochs": 1, "max_length": 64})  # fmt: skip
+    assert "longer than the model reads" not in short.report
+
+
 def test_model_directory_safety(tmp_path: Path, planted_csv: Path) -> None:
     out = tmp_path / "m"
     train(planted_csv, out, model="encoder", model_options=SMALL_ENCODER, args=TrainingArgs(**{**FAST, "epochs": 1}))
