@@ -214,6 +214,19 @@ def test_the_report_says_how_many_texts_were_longer_than_the_model_reads(tmp_pat
     assert "longer than the model reads" not in short.report
 
 
+def test_the_report_names_labels_never_predicted_right(tmp_path: Path) -> None:
+    """A 99:1 model that always answered the common label read 0.99 accuracy, level with the baseline;
+    its rare label's recall of 0 was in the table alone."""
+    rows = [{"text": f"item {i} x y z", "label": "rare" if i % 15 == 0 else "common"} for i in range(900)]
+    result = train(write_csv(tmp_path / "imb.csv", rows), tmp_path / "m", model="encoder",
+                   model_options=SMALL_ENCODER, args={**FAST, "epochs": 1})  # fmt: skip
+    assert result.metrics["per_class"]["rare"]["recall"] == 0  # (nothing tells it apart)
+    support = result.metrics["per_class"]["rare"]["support"]
+    assert (f"note: 1 label(s) of the test split are never predicted right ('rare' ({support} examples)): the model "
+            "does no better on them than never answering them") in result.report
+    assert '{"training": {"class_weights": true}}' in result.report
+
+
 def test_model_directory_safety(tmp_path: Path, planted_csv: Path) -> None:
     out = tmp_path / "m"
     train(planted_csv, out, model="encoder", model_options=SMALL_ENCODER, args=TrainingArgs(**{**FAST, "epochs": 1}))

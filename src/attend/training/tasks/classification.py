@@ -363,6 +363,21 @@ class _Encoded:
 WHOLE_NUMBER = re.compile(r"[+-]?(0|[1-9]\d*)(\.0+)?")
 
 
+def _never_right(metrics: dict[str, Any], split: str) -> list[str]:
+    """The labels of the evaluated split the model never got right (recall 0, with 3 examples or more):
+    a 99:1 model that always answered the common label had read 0.99 accuracy, level with the
+    baseline, its rare label's 0 only in the table."""
+    missed = [(label, row["support"]) for label, row in metrics.get("per_class", {}).items()
+              if row["support"] >= 3 and row["recall"] == 0]  # fmt: skip
+    if not missed:
+        return []
+    shown = ", ".join(f"{label!r} ({support} examples)" for label, support in missed[:5])
+    more = f" and {len(missed) - 5} more" if len(missed) > 5 else ""
+    return [f"{len(missed)} label(s) of the {split} split are never predicted right ({shown}{more}): the model does "
+            "no better on them than never answering them, which accuracy hides and macro-F1 counts; "
+            '{"training": {"class_weights": true}} in --config weighs rare labels up']
+
+
 def _cut_note(encoded: dict[str, _Encoded], max_length: int) -> str | None:
     """What the report says of texts longer than the model reads: 300 documents of thousands of words,
     each read to its first 128 tokens, had been scored 30 points under the baseline without a word."""
@@ -671,7 +686,7 @@ class ClassificationTask(Task):
 
     def report(self, metrics: dict[str, Any], split: str) -> str:
         report = classification_report(metrics, split, self.source)
-        for caveat in getattr(self, "caveats", []):
+        for caveat in [*getattr(self, "caveats", []), *_never_right(metrics, split)]:
             report += f"\nnote: {caveat}"
         if self.multi_label:  # what its figures mean, and why no bag-of-words line follows them
             report += ("\nmulti-label: a text may have several labels (each predicted from probability 0.5); "
