@@ -378,13 +378,18 @@ def _never_right(metrics: dict[str, Any], split: str) -> list[str]:
             '{"training": {"class_weights": true}} in --config weighs rare labels up']
 
 
+def _share(share: float) -> str:
+    """A share as a percentage, "under 1%" where it rounds to 0 ("44 of 65180 (0%)" had been said)."""
+    return f"{share:.0%}" if share >= 0.01 else "under 1%"
+
+
 def _cut_note(encoded: dict[str, _Encoded], max_length: int) -> str | None:
     """What the report says of texts longer than the model reads: 300 documents of thousands of words,
     each read to its first 128 tokens, had been scored 30 points under the baseline without a word."""
     counts = [(name, part.cut, len(part)) for name, part in encoded.items() if part.cut]
     if not counts:
         return None
-    said = ", ".join(f"{cut} of {total} {name} texts ({cut / total:.0%})" for name, cut, total in counts)
+    said = ", ".join(f"{cut} of {total} {name} texts ({_share(cut / total)})" for name, cut, total in counts)
     return (f"{said} are longer than the model reads ({max_length} tokens with [CLS] and [SEP]): it learns from "
             "and is scored on their start alone; --max-length reads more of them (up to the model's limit), "
             "at a cost in time and memory")
