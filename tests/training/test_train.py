@@ -227,6 +227,19 @@ def test_the_report_names_labels_never_predicted_right(tmp_path: Path) -> None:
     assert '{"training": {"class_weights": true}}' in result.report
 
 
+def test_the_baseline_that_stops_at_its_iteration_limit_says_nothing_to_the_user(tmp_path: Path) -> None:
+    """Texts nothing tells apart: sklearn's two-line ConvergenceWarning had been printed amid the report."""
+    import warnings
+
+    from attend.training.metrics import tfidf_baseline
+
+    texts = [f"item {i} x y z" for i in range(900)]
+    labels = ["rare" if i % 15 == 0 else "common" for i in range(900)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tfidf_baseline(texts, labels, texts, labels) is not None
+
+
 def test_model_directory_safety(tmp_path: Path, planted_csv: Path) -> None:
     out = tmp_path / "m"
     train(planted_csv, out, model="encoder", model_options=SMALL_ENCODER, args=TrainingArgs(**{**FAST, "epochs": 1}))

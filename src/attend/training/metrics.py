@@ -170,6 +170,7 @@ def tfidf_baseline(
     share of texts with every label right and ``macro_f1`` the mean over the labels present in the
     answers or the predictions, as :func:`classification_metrics` scores the models. None when it
     cannot be fitted (one class, or no term seen twice)."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
@@ -192,6 +193,7 @@ def tfidf_baseline(
         binarizer = MultiLabelBinarizer(classes=sorted(names | {label for row in labels for label in row}))
         with warnings.catch_warnings():  # a label every (or no) training text has: a constant, said by sklearn
             warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", ConvergenceWarning)  # as below
             binarizer.fit([])
             # liblinear: each label is a yes/no problem, where it is many times faster than saga
             classifier = OneVsRestClassifier(LogisticRegression(max_iter=1000, C=10, solver="liblinear"))
@@ -204,6 +206,9 @@ def tfidf_baseline(
                 "macro_f1": float(macro)}  # fmt: skip
     with warnings.catch_warnings():  # many labels of few texts each: "could represent a regression problem"
         warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        # texts nothing tells apart: the fit stops at max_iter, a reference as good as it gets (sklearn's
+        # two-line warning had been said to the user in the middle of the report's output)
+        warnings.simplefilter("ignore", ConvergenceWarning)
         classifier = LogisticRegression(max_iter=1000, C=10, solver="saga").fit(features, list(train_labels))
     predicted = classifier.predict(vectoriser.transform(list(texts)))
     return {**described, "accuracy": float(accuracy_score(labels, predicted)),
