@@ -311,6 +311,8 @@ def test_the_candidates_ensemble_enters_the_dev_comparison(tmp_path: Path, monke
     assert metrics["auto"]["picked"] == "ensemble" and "baseline" in metrics
     assert metrics["accuracy"] == record["candidates"]["ensemble"]["test_accuracy"] == result.metrics["accuracy"]
     assert "picked the ensemble of" in result.report and "TF-IDF + logistic regression" in result.report
+    # the data's notes, as its members' reports gave them (an ensemble's report had had none)
+    assert result.report.count("note: the test split has 30 example(s)") == 1
     assert not (tmp_path / ".m.auto").exists()
 
 

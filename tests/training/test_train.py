@@ -225,6 +225,10 @@ def test_the_report_names_labels_never_predicted_right(tmp_path: Path) -> None:
     assert (f"note: 1 label(s) of the test split are never predicted right ('rare' ({support} examples)): the model "
             "does no better on them than never answering them") in result.report
     assert '{"training": {"class_weights": true}}' in result.report
+    from attend.training.tasks.classification import never_right
+
+    weighted = never_right(result.metrics, "test", weighted=True)  # it had advised what the run already did
+    assert len(weighted) == 1 and weighted[0].endswith("macro-F1 counts; even with class_weights")
 
 
 def test_the_baseline_that_stops_at_its_iteration_limit_says_nothing_to_the_user(tmp_path: Path) -> None:

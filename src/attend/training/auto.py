@@ -89,6 +89,7 @@ from attend.training.tasks.classification import (
     CaseBlind,
     ClassificationTask,
     classification_report,
+    never_right,
     probability_metrics,
     reads_multi_label,
 )
@@ -538,7 +539,13 @@ def _train_auto(
         assert together is not None
         metrics = _publish_ensemble(ranked, work, out, together, record, overwrite=overwrite)
         source = data.source if isinstance(data, LabelledTexts) else str(data)  # as given (identity's is resolved)
-        report = classification_report(metrics, metrics["split"], source) + "\n\n" + _table(record)
+        # The notes of the data (small splits, copies, texts cut) as the best member's report gave them,
+        # and the ensemble's own labels never predicted right (they had all been left out)
+        notes = [line for line in str(results[ranked[0]].get("report", "")).splitlines()
+                 if line.startswith("note: ") and "never predicted right" not in line]  # fmt: skip
+        notes += [f"note: {line}" for line in never_right(metrics, metrics["split"])]
+        report = "\n".join([classification_report(metrics, metrics["split"], source), *notes]) + "\n\n" + \
+            _table(record)  # fmt: skip
         history: list[dict[str, Any]] = []
     else:
         winner_dir = work / winner

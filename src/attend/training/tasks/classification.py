@@ -363,7 +363,7 @@ class _Encoded:
 WHOLE_NUMBER = re.compile(r"[+-]?(0|[1-9]\d*)(\.0+)?")
 
 
-def _never_right(metrics: dict[str, Any], split: str) -> list[str]:
+def never_right(metrics: dict[str, Any], split: str, weighted: bool = False) -> list[str]:
     """The labels of the evaluated split the model never got right (recall 0, with 3 examples or more):
     a 99:1 model that always answered the common label had read 0.99 accuracy, level with the
     baseline, its rare label's 0 only in the table."""
@@ -373,9 +373,10 @@ def _never_right(metrics: dict[str, Any], split: str) -> list[str]:
         return []
     shown = ", ".join(f"{label!r} ({support} examples)" for label, support in missed[:5])
     more = f" and {len(missed) - 5} more" if len(missed) > 5 else ""
+    advice = ("even with class_weights" if weighted else
+              '{"training": {"class_weights": true}} in --config weighs rare labels up')  # fmt: skip
     return [f"{len(missed)} label(s) of the {split} split are never predicted right ({shown}{more}): the model does "
-            "no better on them than never answering them, which accuracy hides and macro-F1 counts; "
-            '{"training": {"class_weights": true}} in --config weighs rare labels up']
+            f"no better on them than never answering them, which accuracy hides and macro-F1 counts; {advice}"]
 
 
 def _share(share: float) -> str:
@@ -600,6 +601,7 @@ class ClassificationTask(Task):
         if cut := _cut_note(self.encoded, args.max_length):
             self.caveats.append(cut)
         self.class_weights = self._class_weights() if args.class_weights else None
+        self.weighted = bool(args.class_weights)
 
     def _tokenizer(self, texts: list[str], args: TrainingArgs, state: Path | None) -> TextTokenizer:
         if state is not None and (state / "tokenizer.json").is_file():
@@ -691,7 +693,7 @@ class ClassificationTask(Task):
 
     def report(self, metrics: dict[str, Any], split: str) -> str:
         report = classification_report(metrics, split, self.source)
-        for caveat in [*getattr(self, "caveats", []), *_never_right(metrics, split)]:
+        for caveat in [*getattr(self, "caveats", []), *never_right(metrics, split, getattr(self, "weighted", False))]:
             report += f"\nnote: {caveat}"
         if self.multi_label:  # what its figures mean, and why no bag-of-words line follows them
             report += ("\nmulti-label: a text may have several labels (each predicted from probability 0.5); "
