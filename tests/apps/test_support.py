@@ -730,6 +730,10 @@ def test_a_script_the_encoder_spells_out_letter_by_letter_is_unreadable_to_it(in
     assert index.encoder.unknown_share([korean])[0] < 0.25  # what had been judged
     shares = index.encoder.unreadable_share([korean, "パスワードを忘れました", "Как сбросить пароль?", english])
     assert all(share > 0.25 for share in shares[:3]) and shares[3] == 0.0
+    # Latin letters are of words it reads, and Greek ones mostly maths (ß had made German 10 % unreadable)
+    assert not any(spells_a_letter(p) for p in ("##ß", "æ", "ø", "ł", "ı", "σ", "##μ"))
+    assert index.encoder.unreadable_share(["Was heißt Maß?", "Hvordan får jeg ændret min kode?", "σ or σ²?"]) == [
+        0.0, 0.0, 0.0]  # fmt: skip
     assert index.ranker.readable([korean, english]).tolist() == [False, True]  # answered by BM25 alone
     faq = tmp_path / "ko.csv"
     faq.write_text("question,answer\n비밀번호를 잊어버렸어요,비밀번호 찾기를 누르세요.\n배송비는 얼마인가요?,"
