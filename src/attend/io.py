@@ -655,7 +655,11 @@ def publish_directory(staging: Path, out: Path) -> None:
     """
     if out.exists():
         if _exchange(staging, out):
-            shutil.rmtree(staging, ignore_errors=True)  # it now holds the old directory
+            # it now holds the old directory: marked as a writer's, a kill while it is removed leaves it
+            # to the next writer (remove_orphans), as one before the swap is
+            with contextlib.suppress(OSError):
+                (staging / STAGING_MARK).write_text(_staging_owner() + "\n", encoding="utf-8")
+            shutil.rmtree(staging, ignore_errors=True)
             return
         old = out.with_name(f".{out.name}.old{os.getpid()}")
         os.replace(out, old)

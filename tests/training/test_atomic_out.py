@@ -136,3 +136,36 @@ def test_a_full_disk_while_saving_weights_is_an_os_error_and_leaves_no_half_file
     with pytest.raises(OSError, match=r"cannot write .*w\.safetensors: .*No space left on device"):
         attend.io.save_tensors({"w": torch.zeros(2)}, tmp_path / "w.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_writer_killed_while_it_removes_the_replaced_model_leaves_it_to_the_next(tmp_path: Path) -> None:
+    """After the swap, the staging folder holds the old model: a kill while it was removed left it there
+    for good (unmarked, no later writer took it for a leftover)."""
+    import subprocess
+    import sys
+
+    from attend.io import ArtifactWriter
+
+    child = (
+        "import os, shutil, sys\n"
+        "import attend.io as io\n"
+        "real = shutil.rmtree\n"
+        "def killed(path, *args, **kwargs):  # after the swap, while it removes the old model\n"
+        "    if os.path.exists(os.path.join(path, 'config.json')):\n"
+        "        os._exit(9)\n"
+        "    real(path, *args, **kwargs)\n"
+        "for version in (1, 2):\n"
+        "    if version == 2:\n"
+        "        shutil.rmtree = killed\n"
+        "    with io.ArtifactWriter(sys.argv[1]) as w:\n"
+        "        w.write_json('metrics.json', {'v': version})\n"
+        "        w.publish({'model': {}, 'labels': []})\n"
+    )
+    out = tmp_path / "model"
+    assert subprocess.run([sys.executable, "-c", child, str(out)], check=False).returncode == 9
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".model.staging")]
+    assert len(left) == 1 and json.loads((out / "metrics.json").read_text()) == {"v": 2}
+    with ArtifactWriter(out) as writer:
+        writer.write_json("metrics.json", {"v": 3})
+        writer.publish({"model": {}, "labels": []})
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".model.lock")) == ["model"]
