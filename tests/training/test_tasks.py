@@ -855,6 +855,12 @@ def test_ctrl_c_as_the_last_epoch_ends_stops_there_and_resume_scores_and_writes(
         assert said in capsys.readouterr().err  # (it had said "resuming from epoch 3" of a run of 2)
     with pytest.raises(TrainingInterrupted, match=r"--resume \(resume=True from Python\) to score and write the model"):
         Trainer(SignalledAtLastDev(2), args).fit(tmp_path / "again")
+    capped = dataclasses.replace(args, epochs=3, max_steps=1)  # a step budget of one epoch: its last is the first
+    with pytest.raises(TrainingInterrupted, match=r"to score and write the model"):
+        Trainer(SignalledAtLastDev(1), capped).fit(tmp_path / "capped")
+    capsys.readouterr()
+    assert len(Trainer(Regression(), capped).fit(tmp_path / "capped", resume=True).history) == 1
+    assert "resuming: its epochs are trained" in capsys.readouterr().err  # it had said "from epoch 2"
 
 
 class StoppedMidStep(Regression):

@@ -1194,6 +1194,7 @@ class Trainer:
         optimiser = _optimiser(network, args)
         state = _State()
         checkpoint_dir, best_dir = work / "checkpoint", work / "best"
+        resumed = False
         if resume and _has_checkpoint(work):
             state = _load_state(checkpoint_dir, network, optimiser, info.rank)
             self._check_process_count(state, network, args, work, info)
@@ -1205,10 +1206,7 @@ class Trainer:
                 steps = state.loss_count // state.world_size
                 state.loss_sum *= info.world_size / state.world_size
                 state.loss_count = steps * info.world_size
-            trained = state.step_in_epoch == 0 and (state.epoch >= (state.planned_epochs or args.epochs) or bool(
-                args.patience and state.bad_epochs >= args.patience))  # stopped as its last epoch ended
-            _log("resuming: its epochs are trained; scoring and writing the model" if trained else
-                 f"resuming from epoch {state.epoch + 1}, step {state.step_in_epoch}", info)  # fmt: skip
+            resumed = True  # said once the epochs are known (below)
         elif info.main:
             if resume:
                 _log("note: the interrupted run stopped before it saved any training state: this one starts from the "
@@ -1233,6 +1231,11 @@ class Trainer:
             epochs = max(1, min(epochs, math.ceil(args.max_steps / steps_per_epoch)))
         if state.planned_epochs:  # a resumed run keeps the plan its time budget made
             epochs = state.planned_epochs
+        if resumed:
+            trained = state.step_in_epoch == 0 and (state.epoch >= epochs or bool(
+                args.patience and state.bad_epochs >= args.patience))  # stopped as its last epoch ended
+            _log("resuming: its epochs are trained; scoring and writing the model" if trained else
+                 f"resuming from epoch {state.epoch + 1}, step {state.step_in_epoch}", info)  # fmt: skip
         planned_steps = _planned_steps(state, steps_per_epoch)
         total_steps = planned_steps or steps_per_epoch * epochs
         probe_at = min(BUDGET_PROBE_STEPS, steps_per_epoch) if args.time_budget else 0  # planned in epoch 1
