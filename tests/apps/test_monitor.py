@@ -438,7 +438,9 @@ def test_a_database_keeps_its_negative_label_and_the_service_its_settings(
     assert open_store(db, create=False).saved_detection()["window"] == 900
 
 
-def test_a_served_model_without_gradients_highlights_with_what_it_offers(model_dir: Path, tmp_path: Path) -> None:
+def test_a_served_model_without_gradients_highlights_with_what_it_offers(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`attend serve MODEL --int8 --monitor-db DB` (or an ONNX export) started, then answered every event
     with a 500: grad_attention needs gradients. The service takes the first method the model offers
     (none here: no highlighted words), says which, and `monitor run` refuses the method up front."""
@@ -465,6 +467,18 @@ def test_a_served_model_without_gradients_highlights_with_what_it_offers(model_d
                                          r"it records no attention: --top-words 0"):  # fmt: skip
         Scorer(quantised, "neg")
     assert Scorer(quantised, "neg", words=0).words == 0
+    # `monitor run` refuses it up front, saying the method is the default where none was given
+    from attend.apps.monitor import scoring
+
+    monkeypatch.setattr(scoring, "load_text_classifier", lambda path, flag="--model": quantised)
+    events = write_jsonl(tmp_path / "e.jsonl", planted_events()[:5])
+    run = ["run", "--events", str(events), "--model", str(model_dir), "--db", str(tmp_path / "r.db")]
+    assert main(run) == 2
+    assert "error: --explain-method grad_attention (the default): the model cannot be explained with it" in \
+        capsys.readouterr().err  # fmt: skip
+    assert main([*run, "--explain-method", "rollout"]) == 2
+    assert "error: --explain-method rollout: the model cannot be explained" in capsys.readouterr().err
+    assert main([*run, "--top-words", "0"]) == 0
 
 
 def test_a_database_keeps_its_topic_model(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],

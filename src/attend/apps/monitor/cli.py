@@ -77,6 +77,10 @@ def _detection_settings(values: dict[str, Any]) -> Any:
         return DetectionSettings(**values)
 
 
+#: How the highlighted words are found when --explain-method is not given.
+DEFAULT_EXPLAIN_METHOD = "grad_attention"
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from attend.apps.monitor.events import follow_events, read_events, stream_events
     from attend.apps.monitor.monitor import FUTURE_TOLERANCE, Monitor, MonitorSettings, run_events
@@ -103,10 +107,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     sentiment = _flagged("--model", args.model, functools.partial(load_text_classifier, flag="--model"))
-    scorer = Scorer(sentiment, find_negative_label(sentiment, args.negative_label),
-                    topic_model=_flagged("--topic-model", args.topic_model, load_text_classifier) if args.topic_model
-                    else None,
-                    method=args.explain_method, words=args.top_words, batch_size=args.batch_size)  # fmt: skip
+    method = args.explain_method or DEFAULT_EXPLAIN_METHOD
+    try:
+        scorer = Scorer(sentiment, find_negative_label(sentiment, args.negative_label),
+                        topic_model=_flagged("--topic-model", args.topic_model, load_text_classifier) if
+                        args.topic_model else None,
+                        method=method, words=args.top_words, batch_size=args.batch_size)  # fmt: skip
+    except ValueError as exc:  # the method refused is the default, not one the user gave
+        said = f"--explain-method {method}:"
+        if args.explain_method is not None or not str(exc).startswith(said):
+            raise
+        raise ValueError(f"--explain-method {method} (the default):{str(exc)[len(said):]}") from None
     total: int | None = None
     if args.events == "-":
         events: Any = stream_events(sys.stdin, fmt=args.format, poll=args.poll)
@@ -302,7 +313,7 @@ def register_cli(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
                      help="seconds a webhook receiver has to answer before the POST counts as failed (5)")
     run.add_argument("--batch-size", type=int, default=64, help="events per transaction and model call (64)")
     run.add_argument("--max-rate", type=float, help="at most this many events per second (default: no cap)")
-    run.add_argument("--explain-method", default="grad_attention",
+    run.add_argument("--explain-method",
                      help="how the highlighted words are found: an `attend explain --method` (grad_attention)")
     run.add_argument("--top-words", type=int, default=4, help="highlighted words kept per event (4)")
     run.add_argument("--examples", type=int, default=3, help="most negative texts kept per alert (3)")
