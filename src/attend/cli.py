@@ -567,6 +567,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 with contextlib.suppress(OSError):  # to refuse the mended command ("exists; --resume ...")
                     if Path(args.output).stat().st_size == 0:
                         Path(args.output).unlink()
+    if stream is not None and stream.skipped and _reports():  # rows had gone without a prediction, unsaid
+        rows = f"{stream.skipped} rows" if stream.skipped != 1 else "1 row"
+        print(f"note: {rows} of {args.input} held no text (a spreadsheet's empty rows, or an empty cell of a "
+              "one-column file) and got no prediction: join predictions to rows by --keep-cols, not by position",
+              file=sys.stderr)  # fmt: skip
     if args.output:
         resumed = f" after the {done} already there" if done else ""
         print(f"{written} prediction{'s' if written != 1 else ''} written to {args.output}{resumed}", file=sys.stderr)

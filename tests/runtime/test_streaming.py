@@ -666,7 +666,10 @@ def test_a_txt_input_is_one_text_per_line(trained: dict[str, Path], tmp_path: Pa
     excel = tmp_path / "excel.csv"
     excel.write_bytes("\ufefftext,id\r\na great film,1\r\ndull and slow,2\r\n,\r\n,\r\n".encode())
     assert main(["predict", model, "--input", str(excel), "--no-progress", "--keep-cols", "id"]) == 0
-    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == ["1", "2"]
+    said = capsys.readouterr()
+    assert [r["id"] for r in json.loads(said.out)] == ["1", "2"]
+    # said, as rows that got no prediction (an empty cell of a one-column file had gone unsaid)
+    assert f"note: 2 rows of {excel} held no text" in said.err and "join predictions to rows by --keep-cols" in said.err
     assert main(["explain", model, "--input", str(excel), "--json", "--no-progress"]) == 0
     assert [r["text"] for r in json.loads(capsys.readouterr().out)] == ["a great film", "dull and slow"]
     doubled = tmp_path / "doubled.txt"  # "\r\n" written in text mode on Windows: lines, not an old Mac file

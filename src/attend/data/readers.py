@@ -783,6 +783,7 @@ class TextStream:
                                 f"({', '.join(keep)}); give a CSV/TSV/JSONL/Parquet file to keep columns")  # fmt: skip
         self.text_col = text_col
         self.keep = list(keep)
+        self.skipped = 0  #: rows of delimiters alone (:func:`delimiters_alone`) passed over, with no text
         self._lines = _Lines(self.path, self.fmt) if self.fmt != "parquet" else None
         self._rows = 0
         if self._lines is None:
@@ -832,6 +833,7 @@ class TextStream:
                 self._check(record)
                 checked = True
             if delimiters_alone(self.fmt, record):  # a spreadsheet's empty rows below its last: no text to answer
+                self.skipped += 1
                 continue
             self._rows += 1
             yield line, _row_text(self.path, line, record, self.text_col), record
