@@ -822,7 +822,7 @@ def test_a_left_out_entry_scores_minus_infinity_at_every_fusion_weight(index: Su
     try:
         for alpha in (0.0, 0.5, 1.0):
             ranker.retrieval = dataclasses.replace(kept, alpha=alpha)
-            fused, _ = ranker.scores(questions, exclude=[0, 1, 2, 3])
+            fused = ranker.ranked(questions, exclude=[0, 1, 2, 3])[0]
             assert not np.isnan(fused).any() and (fused[np.arange(4), np.arange(4)] == -np.inf).all()
     finally:
         ranker.retrieval = kept  # the module's index, as the other tests expect it
@@ -950,7 +950,7 @@ def test_the_reranked_answer_keeps_the_stored_questions_evidence_and_is_the_one_
     build_index(faq, tmp_path / "idx", intents=False)
     index = SupportIndex.load(tmp_path / "idx")
     question = "Does the app work when offline?"  # not word for word: the ranking, not the exact match, decides
-    answers_only, _ = index.ranker.scores([question], question_weight=0.0)
+    answers_only = index.ranker.ranked([question], question_weight=0.0)[0]
     assert int(answers_only[0].argmax()) == 1  # by its answer alone, the iPhone entry matches best
     # A re-ranker that adds nothing (interaction 0 everywhere) must leave the first stage's order.
     tau, beta = 0.05, 1.0

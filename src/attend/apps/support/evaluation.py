@@ -155,7 +155,7 @@ def evaluate_rerank(
     gold = [i for i, _, _ in queries]
     results: dict[str, Any] = {"report": report}
     for form, texts in (("original", [q for _, q, _ in queries]), ("reworded", [r for _, _, r in queries])):
-        first, _ = ranker.scores(texts, question_weight=0.0)
+        first = ranker.ranked(texts, question_weight=0.0)[0]
         states, mask = encoder.token_states(texts, LEAD_TOKENS)
         found = []
         for row, right in enumerate(gold):

@@ -207,25 +207,6 @@ class Ranker:
         weight = self.question_weight
         return "the FAQ's answers" if weight == 0 else "the FAQ's questions" if weight == 1 else "the FAQ"
 
-    def scores(
-        self,
-        texts: Sequence[str],
-        *,
-        vectors: Tensor | None = None,
-        exclude: Sequence[int] | None = None,
-        question_weight: float | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(fused (M, N), readable (M,))`` for these query texts.
-
-        Args:
-            texts: The queries.
-            vectors: Their embeddings, if already computed.
-            exclude: Per query, an entry to leave out (scored ``-inf`` before fusing).
-            question_weight: Override the index's (0: answers only, the evaluation protocol).
-        """
-        fused, _, readable = self.ranked(texts, vectors=vectors, exclude=exclude, question_weight=question_weight)
-        return fused, readable
-
     def ranked(
         self,
         texts: Sequence[str],
@@ -234,8 +215,15 @@ class Ranker:
         exclude: Sequence[int] | None = None,
         question_weight: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(fused (M, N), judged (M, N), readable (M,))``: the scores that rank, and those the hand-off
-        judges (the same array but under reciprocal-rank fusion, :meth:`judged`). Arguments as :meth:`scores`."""
+        """``(fused (M, N), judged (M, N), readable (M,))`` for these query texts: the scores that rank, and
+        those the hand-off judges (the same array but under reciprocal-rank fusion, :meth:`judged`).
+
+        Args:
+            texts: The queries.
+            vectors: Their embeddings, if already computed.
+            exclude: Per query, an entry to leave out (scored ``-inf`` before fusing).
+            question_weight: Override the index's (0: answers only, the evaluation protocol).
+        """
         lexical = self.lexical(texts, question_weight)
         dense = None
         readable = np.ones(len(texts), dtype=bool)
@@ -429,7 +417,7 @@ def fit_rerank(ranker: Ranker, entries: Sequence[FaqEntry], seed: int) -> tuple[
         forms = {question, reworded, drop_words(question, rng), drop_words(question, rng)}
         queries.extend(sorted(forms))
         gold.extend([entry] * len(forms))
-    first, _ = ranker.scores(queries, question_weight=0.0)
+    first = ranker.ranked(queries, question_weight=0.0)[0]
     return fit_reranker(ranker.encoder.token_states, [e.answer for e in entries], queries, gold, first, seed=seed)
 
 
@@ -819,7 +807,7 @@ class SupportIndex:
 
     def scores(self, questions: Sequence[str]) -> np.ndarray:
         """``(M, N)`` fused entry scores of questions (see :class:`Ranker`)."""
-        return self.ranker.scores(questions)[0]
+        return self.ranker.ranked(questions)[0]
 
     def ask(self, question: str, *, k: int = 3, explain: bool = True) -> dict[str, Any]:
         """Answer one question: ranked answers, intent, the words that drove the match, hand-off.
