@@ -893,3 +893,46 @@ def test_item_names_reach_the_terminal_without_escape_sequences() -> None:
     assert "Hat evil\ufffd[2J" in shown and not {"\x1b", "\x07", "\u202e"} & set(shown)
     # An item seen twice is told apart by its place, as explain's lines tell it (it had been named twice).
     assert "because of: Cap\ufffd (#3) 0.500, Cap\ufffd (#1) 0.250" in shown
+
+
+def test_a_resume_checks_the_features_file_and_takes_the_default_fusion_as_given(
+        movielens_sample: dict[str, Path], tmp_path: Path) -> None:  # fmt: skip
+    """An edited features file had resumed over the old file's tables (a changed categorical blamed the
+    checkpoint, "size mismatch"); ``--fusion gated``, the default, had been refused as a change, and
+    it had replaced the run's other model options."""
+    items = tmp_path / "items.csv"
+    shutil.copy(movielens_sample["items"], items)
+    kwargs = {"model": "sasrec", "item_features": str(items), "features": ["genres"]}
+    with pytest.raises(TrainingInterrupted):
+        train_recommender(str(movielens_sample["log"]), tmp_path / "cut", **kwargs,
+                          model_options={"dim": 8, "max_length": 10},
+                          training={**QUICK, "epochs": 1, "stop_after_steps": 2})  # fmt: skip
+    original = items.read_bytes()
+    lines = original.splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines[1:], 1) if b"Comedy" in line)
+    items.write_bytes(b"".join([*lines[:first], lines[first].replace(b"Comedy", b"Western"), *lines[first + 1 :]]))
+    with pytest.raises(DataError, match=r"these differ: item_features_sha256='[0-9a-f]{64}' \(the interrupted run "
+                                        r"had '[0-9a-f]{64}'\)"):  # fmt: skip
+        train_recommender(str(movielens_sample["log"]), tmp_path / "cut", resume=True)
+    items.write_bytes(original)
+    resumed = train_recommender(str(movielens_sample["log"]), tmp_path / "cut", model_options={"fusion": "gated"},
+                                training={"progress": False}, resume=True)  # fmt: skip
+    config = json.loads((tmp_path / "cut" / "config.json").read_text(encoding="utf-8"))["model"]
+    assert config["dim"] == 8 and config["max_length"] == 10 and "ndcg@10" in resumed.metrics
+
+
+def test_item_texts_the_encoder_cannot_read_are_counted_in_a_note(tmp_path: Path) -> None:
+    """Chinese titles had become runs of [UNK], one near-equal vector for every title, without a word."""
+    from attend.data.interactions import read_item_features
+    from attend.training.tasks.recommendation import feature_tables
+
+    path = tmp_path / "items.csv"
+    path.write_text("item,title\na,科幻电影 星际穿越\nb,爱情喜剧 罗马假日\nc,Interstellar: a space epic\n"
+                    "d,Roman Holiday in the city\n", encoding="utf-8")  # fmt: skip
+    features = read_item_features(path, {"a": 1, "b": 2, "c": 3, "d": 4}, types={"title": "text"})
+    _, tables, _, notes = feature_tables(features, 4)
+    assert tables["text"].shape == (5, 384)
+    assert len(notes) == 1 and notes[0].startswith("2 of 4 items' text (title) is mostly pieces MiniLM"), notes
+    assert "'科幻电影 星际穿越'" in notes[0]
+    features = read_item_features(path, {"c": 1, "d": 2}, types={"title": "text"})
+    assert feature_tables(features, 2)[3] == []

@@ -371,6 +371,10 @@ def test_a_column_of_numbers_with_a_few_others_is_said_when_it_becomes_text(tmp_
 @pytest.mark.parametrize(
     ("content", "types", "message"),
     [
+        # float32 had made 1e40 infinite and its column's statistics NaN: training stopped blaming the lr
+        ("item,price\na,1\nb,1e40\n", None, r"line 3 has 'price' '1e40', beyond the range of the model's 32-bit"),
+        ('{"item": "a", "img": [1, 2]}\n{"item": "b", "img": [1e39, 2]}\n', None,
+         r"line 2 has 1e\+39 as img\[0\], beyond the range"),
         ("item,title\na,x\n", {"title": "image"}, r"feature column 'title': unknown type 'image'; choose one of text"),
         ("item,title\na,x\n", {"genre": "categorical"}, r"column 'genre' .* no such column \(columns: item, title\)"),
         ("id,title\na,x\n", None, r"items\.csv has no column 'item' \(columns: id, title\)"),
@@ -380,7 +384,7 @@ def test_a_column_of_numbers_with_a_few_others_is_said_when_it_becomes_text(tmp_
     ],
 )
 def test_item_feature_errors(tmp_path: Path, content: str, types: dict | None, message: str) -> None:
-    path = tmp_path / "items.csv"
+    path = tmp_path / ("items.jsonl" if content.startswith("{") else "items.csv")
     path.write_text(content, encoding="utf-8")
     with pytest.raises(DataError, match=message):
         read_item_features(path, {"a": 1, "b": 2}, types=types)
@@ -571,6 +575,10 @@ def test_a_number_column_of_yyyymmdd_dates_reads_as_dates(tmp_path: Path) -> Non
         (["1704412800", "20240102"], r"mixes YYYYMMDD dates \(line 3: '20240102'\) and epoch seconds \(line 2"),
         (["20240102", "1704412800000"], r"mixes what look like epoch milliseconds \(line 3.*and dates \(line 2: "
                                         r"'20240102'\)"),
+        # a spreadsheet's day number and a row counter among dates had sorted first in silence
+        (["2021-01-01T00:00:00", "44198"], r"mixes dates \(line 2: '2021-01-01T00:00:00'\) and numbers that are no "
+                                           r"time after 1973 \(line 3: '44198': a counter"),
+        (["1704412800", "7"], r"mixes epoch seconds \(line 2: '1704412800'\) and numbers that are no time"),
     ],
 )
 def test_a_time_column_mixing_units_is_refused(tmp_path: Path, times: list[str], message: str) -> None:

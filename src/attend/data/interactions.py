@@ -224,7 +224,8 @@ def _check_times(times: list[float], kinds: list[str], raws: list[Any], lines: l
     """The times, read consistently, and notes. Numbers are epoch seconds and strings ISO-8601 dates,
     except: a column whose every number is a whole ``YYYYMMDD`` date reads them as those dates (said in
     a note); and a column mixing units is refused (milliseconds with seconds or dates, ``YYYYMMDD``
-    numbers with epoch seconds), since sorting it would misorder the rows between the two."""
+    numbers with epoch seconds, numbers before 1973 as epoch seconds with any time: a counter or a
+    spreadsheet's day number), since sorting it would misorder the rows between the two."""
 
     def first(where: Iterable[bool]) -> str:
         row = next(row for row, hit in enumerate(where) if hit)
@@ -248,6 +249,14 @@ def _check_times(times: list[float], kinds: list[str], raws: list[Any], lines: l
         raise DataError(f"{path}: {column!r} mixes YYYYMMDD dates ({first(as_dates)}) and epoch seconds "
                         f"({first(in_seconds)}); write every time the same way")  # fmt: skip
     dated = dated | as_dates  # YYYYMMDD numbers are dates beside milliseconds too
+    small = is_number & ~as_dates & (values < _SECONDS[0])
+    if small.any() and (dated | in_seconds | in_milliseconds).any():
+        # 44198 (a spreadsheet's day number) or a row counter among dates had sorted first in silence
+        other = f"dates ({first(dated)})" if dated.any() else \
+            f"epoch {'seconds' if in_seconds.any() else 'milliseconds'} ({first(in_seconds | in_milliseconds)})"
+        raise DataError(f"{path}: {column!r} mixes {other} and numbers that are no time after 1973 "
+                        f"({first(small)}: a counter, or a spreadsheet's day number?); write every time the same "
+                        "way")  # fmt: skip
     if in_milliseconds.any() and (in_seconds.any() or dated.any()):
         other = f"epoch seconds ({first(in_seconds)})" if in_seconds.any() else f"dates ({first(dated)})"
         raise DataError(f"{path}: {column!r} mixes what look like epoch milliseconds ({first(in_milliseconds)}) "
@@ -771,6 +780,7 @@ def read_item_features(
                 number = _parse_rating(value)
                 if number is None:
                     raise DataError(f"{path}: line {line} has {column!r} {value!r:.60}, which is not a number")
+                _check_single(number, f"{path}: line {line} has {column!r} {value!r:.60}")
                 array[index] = number
             features.numeric[column] = array
         elif kind == "categorical":
@@ -786,6 +796,18 @@ def read_item_features(
     if read_as:
         features.notes.append(f"feature columns read as: {', '.join(read_as)} (change with --feature-types)")
     return features
+
+
+#: The largest magnitude a feature value may have: the tables are float32, where a larger one is infinite.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_single(number: float, where: str) -> None:
+    """Refuse a finite number that float32 cannot hold (1e40 became infinite, and its column's
+    statistics NaN: training stopped at its first step, blaming the learning rate)."""
+    if abs(number) > _FLOAT32_MAX:
+        raise DataError(f"{where}, beyond the range of the model's 32-bit numbers (±{_FLOAT32_MAX:.1e}): rescale "
+                        "the column (a log, or other units)")  # fmt: skip
 
 
 def vector_element(column: str, k: int) -> str:
@@ -822,6 +844,7 @@ def _read_vector(features: ItemFeatures, column: str, width: int, ordered: list[
             if parsed is None or math.isinf(parsed):  # NaN, however written, is a missing element
                 what = "a number" if parsed is None else "a finite number"
                 raise DataError(f"{path}: line {line} has {number!r:.40} as {column}[{k}], which is not {what}")
+            _check_single(parsed, f"{path}: line {line} has {number!r:.40} as {column}[{k}]")
             array[k, index] = parsed
     for k in range(width):
         features.numeric[vector_element(column, k)] = array[k]

@@ -83,7 +83,8 @@ def train_recommender(
                              f"but this run asks for --model {model}: give the same model (or none), or train "
                              "again without --resume (--overwrite discards that run)")  # fmt: skip
         model = model or run.get("model")
-        model_options = model_options or run.get("model_options") or None
+        # what is given over what the run had: one option given (--fusion) had replaced the others
+        model_options = {**(run.get("model_options") or {}), **(model_options or {})} or None
         if positive_threshold is None and isinstance(run.get("positive_threshold"), int | float):
             positive_threshold = float(run["positive_threshold"])
     model = model or "sasrec"

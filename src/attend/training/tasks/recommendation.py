@@ -43,7 +43,7 @@ from attend.data.interactions import (
     vector_of,
 )
 from attend.data.readers import DataError
-from attend.io import save_tensors
+from attend.io import save_tensors, sha256_file
 from attend.training.baselines import bias_offsets, ctr_baselines, sequential_baselines
 from attend.training.ranking import ctr_metrics, ranking_metrics, target_ranks
 from attend.training.tasks.base import (
@@ -162,8 +162,13 @@ def item_names(features: ItemFeatures | None, item_ids: Sequence[str]) -> dict[s
     return {item_ids[i]: column[i] for i in range(1, len(item_ids)) if column[i]}
 
 
-def embed_item_texts(texts: Sequence[str], *, batch_size: int = 64) -> Tensor:
-    """Frozen MiniLM sentence vectors ``(N, 384)`` of item texts (zeros for an empty text)."""
+#: The share of an item text's pieces that are ``[UNK]`` from which MiniLM's vector of it says little.
+MOSTLY_UNKNOWN_TEXT = 0.5
+
+
+def embed_item_texts(texts: Sequence[str], *, batch_size: int = 64) -> tuple[Tensor, list[float]]:
+    """Frozen MiniLM sentence vectors ``(N, 384)`` of item texts (zeros for an empty text), and the
+    share of each text's pieces MiniLM's vocabulary lacks (``[UNK]``; 0 for an empty text)."""
     from attend.data.batching import length_batches
     from attend.data.tokenization import TextTokenizer
     from attend.models import build
@@ -178,20 +183,22 @@ def embed_item_texts(texts: Sequence[str], *, batch_size: int = 64) -> Tensor:
             out[chunk] = model.encode(tokenizer.pad([rows[i] for i in chunk])).float()  # type: ignore[operator]
     empty = torch.tensor([not t.strip() for t in texts])
     out[empty] = 0.0
-    return out
+    return out, tokenizer.unknown_shares(rows)
 
 
 def feature_tables(features: ItemFeatures | None, num_items: int, fusion: str = "gated"
-                   ) -> tuple[dict[str, Any] | None, dict[str, Tensor], dict[str, Any]]:  # fmt: skip
-    """The model's item feature spec, the tables that fill its buffers, and the vocabularies to record.
+                   ) -> tuple[dict[str, Any] | None, dict[str, Tensor], dict[str, Any], list[str]]:  # fmt: skip
+    """The model's item feature spec, the tables that fill its buffers, the vocabularies to record,
+    and notes (item texts MiniLM cannot read).
 
     Categorical values are indexed by frequency (1 = most common; 0 is padding); numeric columns are
     standardised over the items that have a value (NaN: missing flag); text columns are joined per
     item and embedded once by MiniLM.
     """
     if features is None or not (features.text or features.categorical or features.numeric):
-        return None, {}, {}
+        return None, {}, {}, []
     spec: dict[str, Any] = {"fusion": fusion}
+    notes: list[str] = []
     tables: dict[str, Tensor] = {}
     vocabularies: dict[str, Any] = {}
     if features.categorical:
@@ -236,8 +243,14 @@ def feature_tables(features: ItemFeatures | None, num_items: int, fusion: str = 
         texts[0] = ""
         spec["text_dim"] = 384
         spec["text_columns"] = columns
-        tables["text"] = embed_item_texts(texts)
-    return spec, tables, vocabularies
+        tables["text"], shares = embed_item_texts(texts)
+        unread = [item for item, share in enumerate(shares) if share >= MOSTLY_UNKNOWN_TEXT]
+        if unread:  # Chinese titles had become [UNK] runs, one near-equal vector for every title, in silence
+            notes.append(f"{len(unread)} of {sum(bool(t) for t in texts)} items' text ({', '.join(columns)}) is "
+                         f"mostly pieces MiniLM's vocabulary lacks (half or more [UNK], e.g. {texts[unread[0]]!r:.60}: "
+                         "a script it does not read, such as Chinese): their text vectors say little of them, and "
+                         "they are told apart by their other features and ids")  # fmt: skip
+    return spec, tables, vocabularies, notes
 
 
 def right_aligned(rows: Sequence[np.ndarray | Sequence[int]], length: int) -> Tensor:
@@ -322,7 +335,9 @@ class _RecommendationTask(Task):
                               f"and its item ids and names (items.json), whose terms forbid passing the data on: "
                               "keep the directory to yourself (see `attend datasets`)")  # fmt: skip
         fusion = str(self.model_options.get("fusion", "gated"))
-        self.spec, self.tables, self.vocabularies = feature_tables(self.item_features, self.data.n_items, fusion)
+        self.spec, self.tables, self.vocabularies, notes = feature_tables(self.item_features, self.data.n_items,
+                                                                          fusion)  # fmt: skip
+        self.notes.extend(notes)
         if "fusion" in self.model_options and self.spec is None:  # every column left out: ignored in silence
             raise DataError(f"fusion={fusion!r} fuses each item's id with its features, but "
                             f"{self.source.item_features} has no feature column the model reads (only the item column, "
@@ -335,8 +350,14 @@ class _RecommendationTask(Task):
         # resume), as a classifier's and a translator's: a copy or a moved file had been refused.
         reading = {key: value for key, value in dataclasses.asdict(self.source).items() if key != "data"}
         data = self.source.data
-        return {"model": self.model_type, "model_options": self.model_options, **({} if names_file(data) else
-                {"data": data}), **reading, "item_features": comparable(self.source.item_features)}  # fmt: skip
+        # The default fusion given or left out is one model (--resume --fusion gated had been refused).
+        options = {k: v for k, v in self.model_options.items() if (k, v) != ("fusion", "gated")}
+        features = self.source.item_features
+        # An edited features file by what it holds: a changed categorical had blamed the checkpoint ("size
+        # mismatch"), and changed titles had resumed over the old titles' vectors in silence.
+        held = {"item_features_sha256": sha256_file(features)} if features and Path(features).is_file() else {}
+        return {"model": self.model_type, "model_options": options, **({} if names_file(data) else
+                {"data": data}), **reading, "item_features": comparable(features), **held}  # fmt: skip
 
     def save_state(self, directory: Path) -> None:
         """Nothing to keep: the log is re-read and re-split identically (the split is deterministic)."""
