@@ -425,12 +425,36 @@ def test_a_changed_answer_takes_back_what_the_earlier_one_taught() -> None:
             changed.retract("n1", "deals@shoes.example", embedding, passed=not answer)
         changed.update("deals@shoes.example", embedding, relevance_logit=-2.0, passed=answer, message_id="n1")
     like = [0.5, 0.8, 0.33]
-    assert changed.preference_shift(like) < 0.1 and changed.preference_shift(like) == pytest.approx(
-        held.preference_shift(like), abs=0.1)
+    assert changed.preference_shift(like) < 0.1
+    # Exactly hold alone: the weight decay of each taken-back answer had stayed (a norm of 0.053 away,
+    # more than the answer's own 0.032), and the bias step was taken as a tenth of the weight step.
+    assert changed.weights == pytest.approx(held.weights, abs=1e-12) and changed.bias == pytest.approx(held.bias)
     assert changed.updates == held.updates == 1 and changed.senders == held.senders == {"deals@shoes.example": [0, 1]}
+    # Flipping one answer back and forth wears down nothing else learnt (another sender's preference
+    # had fallen from +5.2 to +3.3 log-odds after 20 flips).
+    other = [0.0, 0.0, 1.0]
+    person = PersonModel(dim=3)
+    for k in range(3):
+        person.update("ana@x.org", other, relevance_logit=-3.0, passed=True, message_id=f"a{k}")
+    before = person.preference_shift(other)
+    for answer in [True, False] * 10:
+        if "n1" in person.steps:
+            person.retract("n1", "deals@shoes.example", embedding, passed=not answer)
+        person.update("deals@shoes.example", embedding, relevance_logit=-2.0, passed=answer, message_id="n1")
+    person.retract("n1", "deals@shoes.example", embedding, passed=False)
+    assert person.preference_shift(other) == pytest.approx(before, abs=1e-9)
+    # An earlier answer changed after later ones: its step as they decayed it is taken back.
+    person.retract("a0", "ana@x.org", other, passed=True)
+    assert 0 < person.preference_shift(other) < before
     # Kept in the stored form; a person stored before steps were kept loads, and retracts the count alone.
     again = PersonModel.from_dict(json.loads(json.dumps(changed.to_dict())))
-    assert again.steps == pytest.approx(changed.steps)
+    assert again.steps == changed.steps and again.decayed == changed.decayed
+    # A step stored as one number (before 2026-12-08) is taken back as it was then: weights and a tenth on the bias.
+    legacy = {**held.to_dict(), "steps": {"n1": 0.5}}
+    legacy.pop("decayed")
+    oldest = PersonModel.from_dict(legacy)
+    oldest.retract("n1", "deals@shoes.example", embedding, passed=False)
+    assert oldest.bias == pytest.approx(held.bias - 0.05) and oldest.weights[0] == pytest.approx(held.weights[0] - 0.3)
     old = {k: v for k, v in held.to_dict().items() if k != "steps"}
     older = PersonModel.from_dict(old)
     older.retract("n1", "deals@shoes.example", embedding, passed=False)
@@ -455,6 +479,25 @@ def test_feedback_learns_a_preference_but_never_holds_an_emergency(assistant: Fo
         d = assistant.triage(session, [EMERGENCY], person=person)[0]
         person.update(EMERGENCY.sender, d.embedding.tolist(), d.relevance_logit, passed=False)
     assert assistant.triage(session, [EMERGENCY], person=person)[0].decision == "pass"
+
+
+def test_a_message_passed_by_what_was_taught_says_so_first(assistant: FocusAssistant) -> None:
+    """Where urgency and relevance passed a message together only because feedback raised its relevance
+    (its words and urgency would hold it), the first reason had been "urgency and relevance together"."""
+    session = Session(TASK)
+    plain = assistant.triage(session, [UNRELATED])[0]
+    u, c = plain.components["urgency"], assistant.costs
+    # the relevance from which urgency and relevance together pass it, and 1/3, from which relevance alone does
+    lowest = (c.interrupt * (1 - u) - c.urgent * u) / ((1 - u) * (c.relevant + c.interrupt))
+    target = (lowest + c.interrupt / (c.relevant + c.interrupt)) / 2
+    assert plain.decision == "hold" and 0 < lowest < target
+    person = PersonModel(dim=assistant.reader.dim, updates=1)
+    person.bias = math.log(target / (1 - target)) - plain.relevance_logit  # what feedback taught, in the bias
+    taught = assistant.triage(session, [UNRELATED], person=person)[0]
+    assert taught.decision == "pass" and taught.components["relevance"] == pytest.approx(target, abs=1e-3)
+    assert taught.reasons[0].startswith("Passes on what was taught: its words and urgency alone would hold it "
+                                        "(relevance "), taught.reasons  # fmt: skip
+    assert "your feedback (what your answers taught, log-odds +" in taught.reasons[0]
 
 
 def test_relevance_is_read_against_the_session_traffic(assistant: FocusAssistant) -> None:
@@ -850,6 +893,26 @@ def test_session_verbs_end_to_end(assistant: FocusAssistant, tmp_path: Path, cap
     assert changed["changed_from"] == "hold" and changed["updates"] == 2
 
 
+def test_a_hold_that_cannot_hold_messages_like_it_says_why(assistant: FocusAssistant, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """Answering hold to a message passed on the allowlist or as unreadable said "learnt", and the
+    sender's next such message passed as before."""
+    service = FocusService(tmp_path / "n.db", assistant=assistant)
+    service.start(TASK, allow=["deliveries@parcel.example"])
+    unreadable = Message(id="z1", sender="wang@x.example", text="请把第三季度的报告发给我，谢谢。")
+    decisions = service.ingest([UNRELATED, unreadable, RELEVANT])
+    assert [d.decision for d in decisions] == ["pass", "pass", "pass"]
+    assert decisions[1].reasons[0].startswith("Unreadable:")
+    allowed = service.feedback(UNRELATED.id, "hold")
+    assert allowed["note"].startswith("it passed on the allowlist ('deliveries@parcel.example'), which always gets")
+    assert service.feedback("z1", "hold")["note"].startswith("it passed as unreadable")
+    assert "note" not in service.feedback(RELEVANT.id, "hold")  # what was learnt can hold one like it
+    assert "note" not in service.feedback("z1", "pass")  # an answer that agrees needs none
+    service.close()
+    assert main(["focus", "feedback", "--db", str(tmp_path / "n.db"), "z1", "hold"]) == 0
+    assert "learnt (3 answer(s) learnt so far)\nnote: it passed as unreadable" in capsys.readouterr().out
+
+
 def test_digest_groups_held_messages_with_key_sentences(assistant: FocusAssistant, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
@@ -1212,6 +1275,17 @@ def test_a_key_sentence_is_at_most_a_few_hundred_characters(assistant: FocusAssi
     assert {key.split()[0], key.split()[-1]} <= {"Umsatz", "im", "dritten", "Quartal"}  # cut at spaces
     unspaced = "会议" * 400  # no space to cut at: cut at the limit
     assert [b - a for a, b in _sentences(unspaced)] == [300, 300, 200]
+
+
+def test_a_chinese_sentence_can_be_the_key_sentence_beside_english_ones() -> None:
+    """Words were counted by spaces: a whole Chinese sentence was one, never a candidate beside an
+    English sentence of three words."""
+    from attend.apps.focus.digest import _long_enough, _sentences
+
+    text = "Meeting moved to 3pm. 请大家准时参加，会议很重要。 OK."
+    spans = _sentences(text)
+    chosen = [text[a:b].strip() for a, b in _long_enough(text, spans)]
+    assert chosen == ["Meeting moved to 3pm.", "请大家准时参加，会议很重要。"]
 
 
 def _open_at_once(db: str, barrier: Any, errors: Any) -> None:

@@ -66,6 +66,7 @@ from attend.data.validation import is_empty, text_problem
 
 __all__ = [
     "SCENARIOS_DIR",
+    "UNREADABLE_REASON",
     "URGENCY_TRAIN",
     "Costs",
     "Decision",
@@ -108,6 +109,9 @@ URGENCY_C = 1.0
 #: mbox and Maildir mail is ``email``, or ``newsletter`` when it carries a mailing-list or bulk
 #: header (:mod:`attend.data.messages`).
 CHANNELS = ("email", "chat", "sms", "notification", "calendar", "newsletter")
+
+#: How the reason of a message passed because the encoder cannot read it begins.
+UNREADABLE_REASON = "Unreadable:"
 
 
 def channel_name(channel: str) -> str | None:
@@ -692,8 +696,8 @@ class FocusAssistant:
             reasons.append(f"{allowed!r} is on the allowlist, so it always gets through.")
             highlights = _allow_highlight(reading, allowed) or relevance_words
         elif unreadable:
-            reasons.append(f"Unreadable: the encoder cannot read {lost} of its {letters} letters (a language or "
-                           "script it was not trained on), so its urgency and relevance cannot be judged; it "
+            reasons.append(f"{UNREADABLE_REASON} the encoder cannot read {lost} of its {letters} letters (a language "
+                           "or script it was not trained on), so its urgency and relevance cannot be judged; it "
                            "passes rather than risk holding something urgent.")  # fmt: skip
             highlights = []
         elif decision == "pass" and urgent_first:
@@ -737,7 +741,18 @@ class FocusAssistant:
             relevant_reason = f"Little bearing on the task on its own ({relevance:.2f}{words_note})" + (
                 f"; the closest words were {related}." if related else ".")  # fmt: skip
         together = decision == "pass" and allowed is None and not unreadable and not (urgent_alone or relevant_alone)
-        if together:  # neither would pass it alone: lead with what did, not a reason to hold it
+        # What was taught passed it where the words would have held it, urgency with them (a CI notice at
+        # relevance 0.03 by its words, passed after one "pass" answer, had led with "urgency and relevance").
+        words_hold = urgency * c.urgent + (1 - urgency) * by_words * c.relevant
+        taught_passed = together and words_hold <= (1 - urgency) * (1 - by_words) * c.interrupt
+        if taught_passed:
+            raised = " and ".join(f"{text}, log-odds {shift:+.1f})" for shift, text in sorted(taught, reverse=True)
+                                  if shift >= 0.05) or "what it learnt beside its words"  # fmt: skip
+            reasons.append(f"Passes on what was taught: its words and urgency alone would hold it (relevance "
+                           f"{by_words:.2f} by its words), but {raised} bring its relevance to {relevance:.2f}, and "
+                           f"holding it would cost {hold_cost:.2f} against interrupting you "
+                           f"{interrupt_cost:.2f}.")  # fmt: skip
+        elif together:  # neither would pass it alone: lead with what did, not a reason to hold it
             reasons.append(f"Passes on urgency and relevance together: neither would pass it alone, but holding it "
                            f"would cost {hold_cost:.2f} against interrupting you {interrupt_cost:.2f}.")  # fmt: skip
         reasons += [urgent_reason, relevant_reason] if urgent_first else [relevant_reason, urgent_reason]

@@ -298,7 +298,8 @@ def _cmd_feedback(args: argparse.Namespace) -> int:
     else:
         said = f"you corrected it to {result['feedback']}: {had}"
     learnt = "already recorded, nothing new learnt" if result.get("repeated") else "learnt"
-    _print(args, result, f"{args.message_id}: {said}; {learnt} ({result['updates']} answer(s) learnt so far)")
+    note = f"\nnote: {result['note']}" if result.get("note") else ""
+    _print(args, result, f"{args.message_id}: {said}; {learnt} ({result['updates']} answer(s) learnt so far){note}")
     return 0
 
 

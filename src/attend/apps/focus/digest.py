@@ -27,6 +27,7 @@ import torch
 
 from attend.apps.focus.components import TextReader
 from attend.attention import capture_attention
+from attend.data.noise import split_words
 
 __all__ = ["GROUP_DISTANCE", "DigestGroup", "build_digest", "key_sentence"]
 
@@ -99,6 +100,13 @@ def _abbreviation(text: str, point: int) -> bool:
     return _ABBREVIATION.fullmatch(word) is not None or initial
 
 
+def _long_enough(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The sentences of at least 3 words, the candidates for the key sentence (all, if none is): words
+    as perturbations count them, a Chinese or Japanese character one (a whole Chinese sentence had been
+    one word, so never a candidate beside an English "Meeting moved to 3pm.")."""
+    return [s for s in spans if len(split_words(text[s[0] : s[1]])[0]) >= 3] or spans
+
+
 @torch.inference_mode()
 def key_sentence(reader: TextReader, text: str) -> str:
     """The sentence of ``text`` the encoder attends to most (see the module docstring)."""
@@ -113,8 +121,7 @@ def key_sentence(reader: TextReader, text: str) -> str:
     received = maps.mean(0).sum(0)  # (L,): attention each token receives
     offsets = encoding["offsets"][0]
     best, best_score = spans[0], -1.0
-    long_enough = [s for s in spans if len(text[s[0] : s[1]].split()) >= 3] or spans
-    for start, end in long_enough:
+    for start, end in _long_enough(text, spans):
         weights = [float(received[t]) for t, span in enumerate(offsets) if span is not None
                    and start <= span[0] < end and any(c.isalnum() for c in text[span[0] : span[1]])]  # fmt: skip
         if weights:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from attend.apps.focus.assistant import Costs, Decision, FeatureStats, FocusAssistant, Session
+from attend.apps.focus.assistant import UNREADABLE_REASON, Costs, Decision, FeatureStats, FocusAssistant, Session
 from attend.apps.focus.digest import build_digest
 from attend.apps.focus.store import FocusStore, SessionError, open_focus_store
 from attend.data.messages import Message, message_id
@@ -27,6 +27,22 @@ def triage(task: str, messages: Sequence[Message], *, allow: Sequence[str] = (),
     called with the number of messages each batch read."""
     assistant = assistant if assistant is not None else FocusAssistant(costs=costs)
     return assistant.triage(Session(task, allow), messages, progress=progress)
+
+
+def _passes_whatever_taught(message: dict[str, Any]) -> str | None:
+    """Why answering ``hold`` to ``message`` cannot hold messages like it, if it cannot: it passed on
+    the allowlist, or because the encoder cannot read it."""
+    components, reasons = message["components"], message["reasons"] or [""]
+    if message["decision"] != "pass":
+        return None
+    if components.get("allowlist") is not None:
+        return (f"it passed on the allowlist ({components['allowlist']!r}), which always gets through, whatever is "
+                "taught: start a session without that entry to have such messages held")  # fmt: skip
+    if reasons[0].startswith(UNREADABLE_REASON):
+        return ("it passed as unreadable (a language or script the encoder was not trained on), and such messages "
+                "always pass, whatever is taught: the answer counts in its sender's record, which weighs their "
+                "messages the encoder can read")  # fmt: skip
+    return None
 
 
 class StoredIdTaken(ValueError):
@@ -185,6 +201,8 @@ class FocusService:
                   "agreed": stored["decision"] == label, "updates": person.updates}  # fmt: skip
         if message["feedback"] is not None:
             answer["changed_from"] = message["feedback"]  # the person's earlier answer, now replaced
+        if label == "hold" and (note := _passes_whatever_taught(message)):
+            answer["note"] = note  # "learnt" alone, and the sender's next such message passed as before
         return answer
 
     def digest(self, *, session_id: int | None = None, limit: int | None = None) -> dict[str, Any]:
