@@ -238,8 +238,9 @@ RECOMMENDATION_TASKS = ("sequential_recommendation", "ctr_recommendation")
 
 def _verbs_for(task: str) -> str:
     """Where a model of ``task`` is run from, for an error that turns a user away from a classifier's verb."""
-    if task == "translation":
-        return "use `attend translate`"
+    if task == "translation":  # which takes the trained directory; an export's runs in Python
+        return ("use `attend translate` on the trained directory (an `attend export` directory runs in Python: "
+                "attend.deploy.export_seq2seq.OnnxTranslator)")
     if task in RECOMMENDATION_TASKS:
         return "use `attend recommend`"
     return ("its task comes from outside attend: `attend evaluate`, `attend serve` (with the routes its package "

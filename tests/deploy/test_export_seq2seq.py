@@ -83,6 +83,14 @@ def test_onnx_greedy_equals_pytorch(exported: tuple[Path, dict], translator_dir:
     for ours, theirs, out_tokens in zip(got, reference, outputs, strict=True):
         assert ours.shape == theirs.shape == (len(out_tokens) + 1, onnx.target_tokenizer.vocab_size)
         np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+    # An output stopped at the model's length limit has no </s> step: one step more had failed the
+    # export's parity check inside ONNX Runtime ("GatherND ... invalid index found, index = 16").
+    full = [[outputs[0][0]] * onnx.max_length, outputs[1]]
+    got = onnx.teacher_forced(ids[:2], full)
+    reference = export_seq2seq.torch_teacher_forced(torch_translator.model, ids[:2], full)
+    assert [g.shape[0] for g in got] == [r.shape[0] for r in reference] == [onnx.max_length, len(outputs[1]) + 1]
+    for ours, theirs in zip(got, reference, strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
 
 
 def test_onnx_translations_say_what_pytorch_says(exported: tuple[Path, dict], translator_dir: Path) -> None:
@@ -100,6 +108,9 @@ def test_onnx_translations_say_what_pytorch_says(exported: tuple[Path, dict], tr
     assert onnx.translate([]) == []
     with pytest.raises(ValueError, match="not one string"):
         onnx.translate("red cat")
+    for bad in (0, -1, "8"):  # 0 and -1 had run as 1, "8" failed inside a comparison, as the PyTorch one refuses
+        with pytest.raises(ValueError, match=f"batch_size={bad!r} must be a whole number of at least 1"):
+            onnx.translate(["red cat"], batch_size=bad)
 
 
 def test_decoder_step_rows_at_different_positions(exported: tuple[Path, dict], translator_dir: Path) -> None:

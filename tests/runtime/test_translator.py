@@ -187,6 +187,21 @@ def test_alignment_of_a_reversal_points_at_the_mirrored_word(translator_dir: Pat
     assert len(cut.alignment.output_probabilities) == 2
 
 
+def test_an_output_stopped_at_the_models_length_limit_is_aligned(translator_dir: Path) -> None:
+    """An output of ``max_length`` tokens (stopped there, no ``</s>``) had been teacher-forced one
+    position past the decoder's table: "the output has 17 tokens, more than max_length=16", for
+    ``--json``, ``explain``, ``faithfulness`` and a served alignment, the whole batch lost."""
+    translator = load(translator_dir, runtime="torch")
+    limit = translator.model.config.max_length
+    runaway, normal = translator.translate(["red cat blue", "sun dog"], alignments=True, min_length=limit,
+                                           max_length_b=limit)  # fmt: skip
+    assert not runaway.finished and len(runaway.output_ids) == limit
+    assert runaway.alignment.weights.shape[0] == limit and "</s>" not in runaway.alignment.output_tokens
+    assert normal.alignment is not None and normal.alignment.weights.shape[0] == len(normal.output_ids) + 1 - (
+        not normal.finished)
+    assert translator.sentence_faithfulness(runaway)["tokens"] == limit
+
+
 def test_faithfulness_gap_is_positive_on_the_reversal(translator_dir: Path) -> None:
     translator = load(translator_dir)
     assert isinstance(translator, Translator)
@@ -569,6 +584,16 @@ def test_the_beam_limit_is_checked_before_work_and_a_wider_saved_beam_still_load
     (wide / "config.json").write_text(json.dumps(config))
     translator = load(wide)
     assert isinstance(translator, Translator) and translator.generation.beam == 100
+    # Served, its default is the widest beam a request may ask for (it had decoded at 100, shown beside
+    # max_beam 16, and a client asking for that beam got a 422).
+    seen: list[int] = []
+    real = translator.translate
+    translator.translate = lambda texts, **kw: seen.append(kw["beam"]) or real(texts, **kw)  # type: ignore[method-assign]
+    with TestClient(create_app(translator, ServeSettings(max_texts=4, max_wait_ms=5))) as client:
+        info = client.get("/v1/model").json()
+        assert info["generation"]["beam"] == info["limits"]["max_beam"] == 16
+        assert client.post("/v1/translate", json={"text": "red cat"}).status_code == 200
+    assert seen == [16]
 
 
 def test_a_source_of_unknown_letters_is_all_unknown(translator_dir: Path) -> None:

@@ -52,7 +52,7 @@ from attend.attention import BACKENDS, MaskSpec, MultiHeadAttention
 from attend.data.batching import length_batches
 from attend.data.readers import DataError
 from attend.data.tokenization import SubwordTokenizer
-from attend.data.validation import validate_texts
+from attend.data.validation import check_count, validate_texts
 from attend.deploy.export import (
     PARITY_TOLERANCE,
     ExportParityError,
@@ -354,6 +354,7 @@ class OnnxTranslator:
     def translate(self, texts: Sequence[str], *, batch_size: int = 64) -> list[Translation]:
         """Greedy translations of ``texts``, in order, as :meth:`Translator.translate` answers them
         (``truncated``, ``finished`` and ``warning`` included; no alignment). None is none."""
+        batch_size = check_count("batch_size", batch_size)  # 0 had run as 1, "8" failed inside a comparison
         texts = translation_sources(texts)
         if not texts:
             return []
@@ -457,16 +458,25 @@ class OnnxTranslator:
 
     def teacher_forced(self, source_ids: Sequence[Sequence[int]], outputs: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """Per source, the log-prob vectors ``(len(output) + 1, V)`` of the steps that read ``<s>``
-        then each output token, in one padded batch (rows past their output read ``</s>``)."""
-        steps = max(len(o) for o in outputs) + 1
+        then each output token, in one padded batch (rows past their output read ``</s>``); at most
+        ``max_length`` steps (:func:`teacher_steps`)."""
+        steps = teacher_steps(outputs, self.max_length)
         inputs = np.full((len(outputs), steps), self.eos_id, dtype=np.int64)
         inputs[:, 0] = self.bos_id
         for i, out in enumerate(outputs):
-            inputs[i, 1 : len(out) + 1] = out
+            read = list(out[: steps - 1])
+            inputs[i, 1 : len(read) + 1] = read
         with denormals_flushed():
             state = self._start(source_ids, steps)
             found = np.stack([self._step(state, inputs[:, t], t) for t in range(steps)], axis=1)  # (B, T, V)
         return [found[i, : len(out) + 1] for i, out in enumerate(outputs)]
+
+
+def teacher_steps(outputs: Sequence[Sequence[int]], max_length: int) -> int:
+    """The decoder steps that read ``<s>`` and each output token: one more than the longest output,
+    but at most ``max_length``, the decoder's positions. An output stopped at that limit has no
+    ``</s>`` step to check, and its one more step had failed the export in ONNX Runtime."""
+    return min(max(len(o) for o in outputs) + 1, max_length)
 
 
 def _fixed_cache_dims(shape: Sequence[Any]) -> tuple[int, int, int]:
@@ -487,11 +497,12 @@ def torch_teacher_forced(
 ) -> list[np.ndarray]:
     """:meth:`OnnxTranslator.teacher_forced` in PyTorch: :meth:`Seq2Seq.step` with its growing cache."""
     config = model.config
-    steps = max(len(o) for o in outputs) + 1
+    steps = teacher_steps(outputs, config.max_length)
     inputs = torch.full((len(outputs), steps), config.eos_id, dtype=torch.long)
     inputs[:, 0] = config.bos_id
     for i, out in enumerate(outputs):
-        inputs[i, 1 : len(out) + 1] = torch.tensor(out, dtype=torch.long)
+        read = list(out[: steps - 1])
+        inputs[i, 1 : len(read) + 1] = torch.tensor(read, dtype=torch.long)
     width = max(len(r) for r in source_ids)
     input_ids = torch.full((len(source_ids), width), config.pad_id, dtype=torch.long)
     mask = torch.zeros_like(input_ids)

@@ -198,6 +198,16 @@ class Translator(Runtime):
                 result.alignment = alignment
         return results
 
+    def _teacher_inputs(self, outputs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The padded targets (each output and ``</s>``) and the decoder's inputs (``<s>`` and each output),
+        at most the decoder's ``max_length`` positions: an output stopped at that limit has no ``</s>``
+        to score, and its one more position had failed every alignment of its batch ("the output has
+        17 tokens, more than max_length=16")."""
+        targets, _ = self.target_tokenizer.pad([[*o, SubwordTokenizer.EOS] for o in outputs])
+        decoder_input = torch.cat([torch.full((len(outputs), 1), SubwordTokenizer.BOS), targets[:, :-1]], dim=1)
+        decoder_input[decoder_input == SubwordTokenizer.EOS] = SubwordTokenizer.PAD
+        return targets, decoder_input[:, : self.model.config.max_length]
+
     @torch.no_grad()
     def _teacher_forced(
         self, source_ids: Sequence[Sequence[int]], outputs: Sequence[Sequence[int]], *, capture: bool
@@ -205,9 +215,7 @@ class Translator(Runtime):
         """Log-probs ``(B, T, V)`` of each output (``</s>`` appended) and, with ``capture``, each decoder
         layer's cross-attention ``(B, H, T, S)``; also the padded output ids and source mask."""
         input_ids, mask = self.source_tokenizer.pad(source_ids)
-        targets, _ = self.target_tokenizer.pad([[*o, SubwordTokenizer.EOS] for o in outputs])
-        decoder_input = torch.cat([torch.full((len(outputs), 1), SubwordTokenizer.BOS), targets[:, :-1]], dim=1)
-        decoder_input[decoder_input == SubwordTokenizer.EOS] = SubwordTokenizer.PAD
+        targets, decoder_input = self._teacher_inputs(outputs)
         batch = {"input_ids": input_ids, "attention_mask": mask, "decoder_input_ids": decoder_input}
         if not capture:
             return torch.log_softmax(self.model(batch).logits.float(), -1), None, targets, mask
@@ -311,8 +319,7 @@ class Translator(Runtime):
         """Teacher-forced log-probs ``(N, T, V)`` of one output with N source masks (0 = hidden token)."""
         n = masks.shape[0]
         input_ids = torch.tensor([list(src)] * n)
-        target = torch.tensor([*out, SubwordTokenizer.EOS])
-        decoder_input = torch.cat([torch.tensor([SubwordTokenizer.BOS]), target[:-1]]).expand(n, -1)
+        decoder_input = self._teacher_inputs([out])[1].expand(n, -1)
         batch = {"input_ids": input_ids, "attention_mask": masks, "decoder_input_ids": decoder_input}
         return torch.log_softmax(self.model(batch).logits.float(), -1)
 

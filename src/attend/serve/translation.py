@@ -45,6 +45,9 @@ class TranslateRequest(TextsRequest):
 def translation_routes(runtime: Translator, settings: ServeSettings, metrics: ServiceMetrics) -> Routes:
     """``/v1/translate`` for a seq2seq directory."""
     router = APIRouter(tags=["translation"])
+    # The model's beam, at most what a request may ask for: a directory's 32 had been every request's
+    # default, while a client asking for it got a 422 (GET /v1/model gives the one served).
+    default_beam = min(runtime.generation.beam, MAX_BEAM)
 
     def run(items: list[Any]) -> list[Any]:
         # items: (text, beam, length penalty, alignment); translate each run of equal options together,
@@ -71,7 +74,7 @@ def translation_routes(runtime: Translator, settings: ServeSettings, metrics: Se
         problem = check_texts(texts, settings, single=body.text is not None)
         if problem is not None:
             return problem
-        beam = body.beam or runtime.generation.beam
+        beam = body.beam or default_beam
         penalty = body.length_penalty if body.length_penalty is not None else runtime.generation.length_penalty
         metrics.queued.set(batcher.queued())
         try:
@@ -86,6 +89,6 @@ def translation_routes(runtime: Translator, settings: ServeSettings, metrics: Se
     def refresh() -> None:
         metrics.queued.set(batcher.queued())
 
-    info = {"generation": runtime.options().__dict__, "limits": {"max_beam": MAX_BEAM}}
+    info = {"generation": {**runtime.options().__dict__, "beam": default_beam}, "limits": {"max_beam": MAX_BEAM}}
     return Routes(router=router, start=batcher.start, stop=batcher.stop, drain=batcher.drain,
                   ready=lambda: batcher.running, refresh=refresh, info=info)  # fmt: skip
