@@ -52,6 +52,23 @@ def test_cosine_with_temperature() -> None:
     q, k, expected = _loop_scores(lambda qi, kj, h: taus[h] * (qi @ kj) / (qi.norm() * kj.norm()))
     torch.testing.assert_close(score(q, k), expected)
     assert score(q, k).abs().max() <= 7.0 + 1e-9  # bounded by the temperature
+    for bad in (0.0, -1.0, math.inf, math.nan):  # inf and NaN had given NaN rows
+        with pytest.raises(ValueError, match=r"init_tau=.* must be a positive finite number"):
+            build_score("cosine", D, H, init_tau=bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_maps_beside_the_fused_output_are_finite(dtype: torch.dtype) -> None:
+    """The maps were scored in the inputs' dtype: float16 logits past 65504 made them NaN, while
+    SDPA's output, accumulated in float32, stayed finite."""
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(16, 2, score="dot").eval()
+    x = torch.randn(2, 5, 16) * 1e3
+    with torch.no_grad():
+        out, weights = attention.to(dtype)(x.to(dtype), need_weights=True)
+        _, reference = attention.float()(x, need_weights=True)
+    assert weights.dtype == dtype and torch.isfinite(out).all() and torch.isfinite(weights).all()
+    torch.testing.assert_close(weights.float(), reference, atol=2e-2, rtol=0)
 
 
 def test_bilinear() -> None:

@@ -279,6 +279,25 @@ def test_a_model_whose_task_has_no_routes_is_served_by_the_router_given() -> Non
     with TestClient(create_app(runtime, ServeSettings(), routers=[router])) as client:
         assert client.get("/v1/echo").json() == {"task": "echo_of_ones_own"}
         assert client.get("/v1/model").json()["task"] == "echo_of_ones_own"
+    # A task's routes factory returning a plain APIRouter is served as one (it had been an AttributeError
+    # traceback), and one returning anything else is named; so are routers given wrongly from Python.
+    from attend.serve import TASK_ROUTES
+    from attend.serve.routes import RouterSpec
+
+    TASK_ROUTES["echo_of_ones_own"] = lambda rt, settings, metrics: router
+    try:
+        with TestClient(create_app(runtime, ServeSettings())) as client:
+            assert client.get("/v1/echo").json() == {"task": "echo_of_ones_own"}
+        TASK_ROUTES["echo_of_ones_own"] = lambda rt, settings, metrics: None
+        with pytest.raises(ValueError, match=r"the 'echo_of_ones_own' routes \(.*\) returned NoneType, not a FastAPI "
+                                             r"APIRouter or attend\.serve\.Routes"):  # fmt: skip
+            create_app(runtime, ServeSettings())
+    finally:
+        TASK_ROUTES.pop("echo_of_ones_own")
+    with pytest.raises(TypeError, match=r"routers='mod:fn': give a list of APIRouter, RouterSpec"):
+        create_app(runtime, ServeSettings(), routers="mod:fn")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"RouterSpec factory=None: give 'package\.module:function'"):
+        RouterSpec(None)  # type: ignore[arg-type]
 
 
 def test_registrations_that_would_half_work_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -341,6 +360,29 @@ def test_registrations_that_would_half_work_are_refused(monkeypatch: pytest.Monk
         register_task(type("Mine", (ClassificationTask,), {"name": "classification"}))
     with pytest.raises(ValueError, match=r"register_runtime\(None\): name the task"):
         register_runtime(None)  # type: ignore[arg-type]
+    # Each of these had been taken, and failed only when a model was built or loaded, naming no model.
+    with pytest.raises(TypeError, match=r"register_runtime\('half_work_task'\) decorates the function that loads"):
+        register_runtime("half_work_task")(5)  # type: ignore[arg-type]
+    for name in ("", 5):
+        with pytest.raises(ValueError, match=r"register_model\(.*, \.\.\.\): name the model, a non-empty string"):
+            register_model(name, OwnConfig)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"the config must be a subclass of attend\.models\.ModelConfig"):
+        register_model("half_work_dict", dict)  # type: ignore[type-var]
+
+    class Undecorated(ModelConfig):  # a dataclass's subclass without @dataclass: "known: []" at build
+        dim: int = 2
+
+    with pytest.raises(TypeError, match=r"register_model\('half_work_plain', Undecorated\): its fields \['dim'\] are "
+                                        r"no dataclass fields: decorate the config class with @dataclass"):  # fmt: skip
+        register_model("half_work_plain", Undecorated)
+
+    @dataclass
+    class Other(ModelConfig):
+        dim: int = 2
+
+    with pytest.raises(TypeError, match=r"decorates the function that builds the model from its config, not 5"):
+        register_model("half_work_builder", Other)(5)  # type: ignore[arg-type]
+    assert not {"half_work_plain", "half_work_builder", "half_work_dict"} & set(MODELS)
 
 
 def test_a_runtime_of_another_task_is_refused_and_own_tasks_evaluate_by_their_runtime(

@@ -219,6 +219,37 @@ class _Spy(Regression):
         return {"neg_mse": -mse, "loss": mse}
 
 
+class _Empty(Regression):
+    name = "toy_regression_empty"
+
+    @property
+    def train_size(self) -> int:
+        return 0
+
+
+class _Misnamed(Regression):
+    name = "toy_regression_misnamed"
+
+    def splits(self) -> list[str]:
+        return ["validation"]
+
+
+class _Mixup(Regression):
+    name = "toy_regression_mixup"
+    features = frozenset({"augment", "mixup"})
+
+
+class _PathIdentity(Regression):
+    name = "toy_regression_path_identity"
+
+    def identity(self) -> dict[str, Any]:
+        return {"data": Path("x.csv")}
+
+
+register_task(_Empty)
+register_task(_Misnamed)
+register_task(_Mixup)
+register_task(_PathIdentity)
 register_task(_NumpyMetrics)
 register_task(_Pickler)
 register_task(_Spy)
@@ -289,6 +320,20 @@ def test_a_task_of_ones_own_is_checked_where_it_would_fail_later(picker: None, t
     assert "does not say whether it reads this training option" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"_Shadowed.features is NoneType, not a set of training option names"):
         Trainer(_Shadowed(), args).fit(tmp_path / "shadowed")  # a TypeError from deep in the Trainer
+    # No training example had trained nothing and published the model; an unknown split name was ignored,
+    # and training figures became the model's; a feature no Trainer reads was taken; a Path identity
+    # failed run.json's writing with a bare TypeError.
+    with pytest.raises(ValueError, match=r"_Empty.train_size is 0: the number of training examples, at least 1"):
+        Trainer(_Empty(), args).fit(tmp_path / "empty")
+    with pytest.raises(ValueError, match=r"_Misnamed.splits\(\) returned \['validation'\]: list the held-out splits"):
+        Trainer(_Misnamed(), args).fit(tmp_path / "misnamed")
+    with pytest.raises(ValueError, match=r"_Mixup.features names 'mixup': the Trainer's optional features are augment"):
+        Trainer(_Mixup(), args).fit(tmp_path / "mixup")
+    with pytest.raises(ValueError, match=r"_PathIdentity.identity\(\) returned data is a pathlib.PosixPath, which "
+                                         r"JSON cannot hold"):  # fmt: skip
+        Trainer(_PathIdentity(), args).fit(tmp_path / "path_identity")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".empty", ".misnamed", ".mixup", ".path_id"))]
+    assert not {"empty", "misnamed", "mixup", "path_identity"} & {p.name for p in tmp_path.iterdir()}
 
     def stop(record: dict[str, Any]) -> None:  # a notebook's stop button; it was a bare KeyboardInterrupt
         raise KeyboardInterrupt

@@ -99,6 +99,15 @@ def _dense_bias(
     return bias, False, empty_rows
 
 
+def _map_weights(q2: Tensor, k2: Tensor, scale: float, bias: Tensor | None, empty_rows: Tensor | None) -> Tensor:
+    """The attention maps beside SDPA's output: ``softmax((q * scale) k^T + bias)``, half-precision
+    inputs scored in float32, as SDPA accumulates them (fp16's range ends at 65504: logits past it
+    had made the maps NaN while the output stayed finite), and returned in the inputs' dtype."""
+    if q2.dtype in (torch.float16, torch.bfloat16):
+        return masked_softmax((q2.float() * scale) @ k2.float().transpose(-2, -1), bias, empty_rows).to(q2.dtype)
+    return masked_softmax((q2 * scale) @ k2.transpose(-2, -1), bias, empty_rows)
+
+
 def sdpa_attention(
     module: MultiHeadAttention,
     q: Tensor,
@@ -116,7 +125,7 @@ def sdpa_attention(
         # them once and apply them, rather than SDPA plus a second softmax for the maps. Eager
         # PyTorch keeps the fused SDPA call below, whose output predict_proba's equals bit for bit.
         bias, _, empty_rows = _dense_bias(module, spec, q, fold_causal=True)
-        weights = masked_softmax((q2 * scale) @ k2.transpose(-2, -1), bias, empty_rows)
+        weights = _map_weights(q2, k2, scale, bias, empty_rows)
         return weights @ v, weights
     if weights_grad and dropout_p > 0.0:
         # SDPA's dropout mask cannot be had: the explicit path, whose output and gradients use the
@@ -132,7 +141,7 @@ def sdpa_attention(
         return out, None
     if is_causal:
         bias, _, _ = _dense_bias(module, spec, q, fold_causal=True)
-    weights = masked_softmax((q2 * scale) @ k2.transpose(-2, -1), bias, empty_rows)
+    weights = _map_weights(q2, k2, scale, bias, empty_rows)
     if weights_grad:
         out = grad_through_weights(out, weights, v)
     return out, weights

@@ -122,8 +122,8 @@ class CosineScore(Score):
         eps: float = 1e-6,
     ) -> None:
         super().__init__(head_dim, num_heads, learn_temperature=learn_temperature)
-        if init_tau <= 0:
-            raise ValueError(f"init_tau={init_tau} must be positive")
+        if not math.isfinite(init_tau) or init_tau <= 0:  # inf or NaN had given NaN rows
+            raise ValueError(f"init_tau={init_tau} must be a positive finite number")
         self.log_tau = nn.Parameter(torch.full((num_heads,), math.log(init_tau)))
         self.eps = eps
 

@@ -123,8 +123,12 @@ def register_model(
     name: str, config_cls: type[ConfigT]
 ) -> Callable[[Callable[[ConfigT], nn.Module]], Callable[[ConfigT], nn.Module]]:
     """Class/function decorator registering a builder for ``config_cls`` under ``name``."""
+    _check_registration(name, config_cls)
 
     def decorator(builder: Callable[[ConfigT], nn.Module]) -> Callable[[ConfigT], nn.Module]:
+        if not callable(builder):  # register_model(...)(5) had been taken, and failed when a model was built
+            raise TypeError(f"register_model({name!r}, ...) decorates the function that builds the model from its "
+                            f"config, not {builder!r}")  # fmt: skip
         if name in MODELS and not redefines(MODELS[name][1], builder):
             raise ValueError(f"model {name!r} is already registered")
         # One config class names one model: a second name had taken the class's model_type, so the
@@ -138,6 +142,22 @@ def register_model(
         return builder
 
     return decorator
+
+
+def _check_registration(name: object, config_cls: object) -> None:
+    """Refuse a model registration that would fail only when a model is built, naming what is wrong
+    (a config class without ``@dataclass`` had been "unknown model field(s) ['dim']; known: []")."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"register_model({name!r}, ...): name the model, a non-empty string")
+    if not (isinstance(config_cls, type) and issubclass(config_cls, ModelConfig)):
+        raise TypeError(f"register_model({name!r}, {config_cls!r}): the config must be a subclass of "
+                        "attend.models.ModelConfig")  # fmt: skip
+    fields = {field.name for field in dataclasses.fields(config_cls)}
+    own = [key for key, kind in vars(config_cls).get("__annotations__", {}).items()
+           if "ClassVar" not in str(kind) and key not in fields]  # fmt: skip
+    if own:
+        raise TypeError(f"register_model({name!r}, {config_cls.__name__}): its fields {own} are no dataclass fields: "
+                        "decorate the config class with @dataclass")  # fmt: skip
 
 
 def config_from_dict(data: Mapping[str, Any]) -> ModelConfig:

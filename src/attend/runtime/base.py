@@ -140,6 +140,9 @@ def register_runtime(task: str) -> Callable[[Loader], Loader]:
         raise ValueError(f"register_runtime({task!r}): name the task, as its Task's name")
 
     def decorator(loader: Loader) -> Loader:
+        if not callable(loader):  # register_runtime("t")(5) had been taken, and failed at the first load
+            raise TypeError(f"register_runtime({task!r}) decorates the function that loads the task's model "
+                            f"directories, not {loader!r}")  # fmt: skip
         if task in RUNTIMES and not redefines(RUNTIMES[task], loader):
             raise ValueError(f"a runtime for task {task!r} is already registered")
         RUNTIMES[task] = loader

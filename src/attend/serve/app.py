@@ -48,7 +48,15 @@ from attend.runtime import Runtime, load
 from attend.serve.classification import classification_routes
 from attend.serve.metrics import ServiceMetrics
 from attend.serve.recommendation import recommendation_routes
-from attend.serve.routes import RouterSpec, Routes, ServeSettings, call_factory, client_gone, error_response
+from attend.serve.routes import (
+    RouterSpec,
+    Routes,
+    ServeSettings,
+    as_routes,
+    call_factory,
+    client_gone,
+    error_response,
+)
 from attend.serve.schemas import ErrorBody, ModelInfo
 from attend.serve.translation import translation_routes
 from attend.version import __version__
@@ -484,6 +492,10 @@ def create_app(
     ``runtime=None`` serves the apps' routers alone (e.g. the focus assistant, which reads with
     its own encoder): there must be at least one, and ``GET /v1/model`` then names no model.
     """
+    if isinstance(routers, str | bytes) or not all(isinstance(r, APIRouter | RouterSpec | Routes) for r in routers):
+        # "mod:fn" had failed as "'str' object has no attribute 'routes'"
+        raise TypeError(f"routers={routers!r}: give a list of APIRouter, RouterSpec('package.module:function') or "
+                        "Routes objects")  # fmt: skip
     settings = settings or ServeSettings()
     metrics = ServiceMetrics()
     _hide_query_strings()
@@ -504,7 +516,8 @@ def create_app(
     else:
         factory = TASK_ROUTES[runtime.task]
         named = f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', factory)!s}"
-        routes = call_factory(f"the {runtime.task!r} routes ({named})", factory, runtime, settings, metrics)
+        label = f"the {runtime.task!r} routes ({named})"
+        routes = as_routes(label, call_factory(label, factory, runtime, settings, metrics))
         taken = sorted(set(routes.info) & _SET_BY_SERVICE)
         if taken:  # every GET /v1/model had been a 500 ("got multiple values for keyword argument")
             raise ValueError(f"the {runtime.task!r} routes' info sets {taken}, which GET /v1/model gives itself; "

@@ -112,6 +112,12 @@ class RouterSpec:
     factory: str
     options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.factory, str):  # None had failed in str.partition, naming neither
+            raise TypeError(f"RouterSpec factory={self.factory!r}: give 'package.module:function', a string")
+        if not isinstance(self.options, dict):
+            raise TypeError(f"RouterSpec options={self.options!r}: give a dict of keyword arguments")
+
     def build(self, runtime: Any) -> Routes:
         """Call the factory; a plain ``APIRouter`` it returns becomes :class:`Routes` with no hooks.
 
@@ -133,16 +139,22 @@ class RouterSpec:
         if not callable(function):
             what = "has no" if function is None else f"has a {type(function).__name__} as its"
             raise ValueError(f"router factory {self.factory!r}: module {module!r} {what} function {name!r}")
-        built = call_factory(f"router factory {self.factory!r}", function, runtime, **self.options)
-        if isinstance(built, Routes):
-            return built
-        if not isinstance(built, APIRouter):
-            raise ValueError(f"router factory {self.factory!r} returned {type(built).__name__}, not a FastAPI "
-                             "APIRouter or attend.serve.Routes")  # fmt: skip
-        return Routes(router=built)
+        label = f"router factory {self.factory!r}"
+        return as_routes(label, call_factory(label, function, runtime, **self.options))
 
     def to_dict(self) -> dict[str, Any]:
         return {"factory": self.factory, "options": self.options}
+
+
+def as_routes(label: str, built: Any) -> Routes:
+    """What a router factory (``label``) returned, as :class:`Routes`: a plain ``APIRouter`` gets no
+    hooks; anything else is a ``ValueError`` naming the factory (a ``TASK_ROUTES`` factory's
+    ``APIRouter`` or ``None`` had been an AttributeError traceback)."""
+    if isinstance(built, Routes):
+        return built
+    if isinstance(built, APIRouter):
+        return Routes(router=built)
+    raise ValueError(f"{label} returned {type(built).__name__}, not a FastAPI APIRouter or attend.serve.Routes")
 
 
 def call_factory(label: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

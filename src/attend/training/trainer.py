@@ -689,6 +689,33 @@ def epoch_batches(
 TASK_READ_OPTIONS = ("class_weights", "label_smoothing", "max_length", "vocab_size", "dev_fraction", "test_fraction")
 
 
+#: The optional training features a task may implement (``Task.features``), each a TrainingArgs option.
+OPTIONAL_FEATURES = ("augment", "adversarial", "rdrop")
+
+
+def _check_prepared(task: Task) -> None:
+    """Refuse, naming the task, a prepared task whose size or splits the Trainer cannot use: no
+    training example had trained nothing and published the model with a test score; an unknown
+    split name ("validation") was ignored, and training figures became the model's headline."""
+    size, splits = task.train_size, task.splits()
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{type(task).__name__}.train_size is {size!r}: the number of training examples, at least 1")
+    listed = isinstance(splits, list | tuple)
+    if not listed or any(split not in ("dev", "test") for split in splits):
+        raise ValueError(f"{type(task).__name__}.splits() returned {splits!r}: list the held-out splits that have "
+                         "examples, of 'dev' and 'test'")  # fmt: skip
+
+
+def _identity(task: Task) -> dict[str, Any]:
+    """``task.identity()`` with its name, checked to be JSON (a Path had failed run.json's writing with a
+    bare TypeError, naming neither the task nor the entry)."""
+    identity = {"task": task.name, **task.identity()}
+    try:
+        return finite_json(identity)
+    except ValueError as error:
+        raise ValueError(f"{type(task).__name__}.identity() returned {error}") from None
+
+
 def _check_features(task: Task, args: TrainingArgs, *, resumed: bool = False,
                     given: frozenset[str] | None = None) -> None:  # fmt: skip
     """Refuse the optional training features the task does not implement, naming the option, and a
@@ -700,7 +727,11 @@ def _check_features(task: Task, args: TrainingArgs, *, resumed: bool = False,
         if not isinstance(getattr(task, attribute), set | frozenset) and not undeclared:
             raise ValueError(f"{type(task).__name__}.{attribute} is {type(getattr(task, attribute)).__name__}, not a "
                              "set of training option names (does the task use the name for something else?)")
-    for option in ("augment", "adversarial", "rdrop"):
+    unknown = sorted(map(str, set(task.features) - set(OPTIONAL_FEATURES)))
+    if unknown:  # {"mixup"} had been accepted, and nothing read it
+        raise ValueError(f"{type(task).__name__}.features names {', '.join(map(repr, unknown))}: the Trainer's "
+                         f"optional features are {', '.join(OPTIONAL_FEATURES)}")  # fmt: skip
+    for option in OPTIONAL_FEATURES:
         if getattr(args, option) and option not in task.features:
             supported = ", ".join(sorted(task.features)) or "none of augment, adversarial, rdrop"
             raise ValueError(f"{option}={getattr(args, option)!r}: the {task.name} task does not support it "
@@ -1177,6 +1208,8 @@ class Trainer:
             note.cancel()
         if args.progress and (took := time.perf_counter() - begun) >= PREPARING_NOTE_S:
             _log(f"prepared in {took:.1f} s", info)
+        _check_prepared(task)
+        identity = _identity(task)
         data = task.data_fingerprint()
         if resume and data is not None and run.get("data_sha256") not in (None, data):
             raise DataError(f"{out}: --resume must read the same data as the interrupted run, but this data (its "
@@ -1214,7 +1247,6 @@ class Trainer:
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
             task.save_state(work)
-            identity = {"task": task.name, **task.identity()}
             atomic_write_json(work / "run.json", {**identity, "training": dataclasses.asdict(args),
                                                   "overwrite": overwrite, "data_sha256": data,
                                                   "job": _elastic_job()})  # fmt: skip
@@ -1649,7 +1681,7 @@ class Trainer:
         run = run_record(out)
         if run is None:
             raise nothing_to_resume(out)
-        now = {"task": self.task.name, **self.task.identity()}
+        now = _identity(self.task)
         # What a run from before a key was recorded did not record is not compared (the columns a
         # classifier read, recorded since 2026-12-06); what makes the model is always compared.
         compared = {key: value for key, value in now.items() if key in run or key in _ALWAYS_COMPARED}
