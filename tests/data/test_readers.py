@@ -706,3 +706,83 @@ def test_labels_that_are_no_strings_are_refused_by_index() -> None:
     with pytest.raises(DataError, match=r"labels\[0\] holds NoneType None"):
         LabelledTexts(texts=["a"], labels=[("x", None)])
     assert LabelledTexts(texts=["a"], labels=[("x", "y")]).labels == [["x", "y"]]
+
+
+def test_numbers_as_labels_match_in_their_other_forms_only() -> None:
+    """``01`` had been matched to a model's ``1`` (training keeps them apart), and ``1_0`` to ``10``."""
+    from attend.data.readers import match_label
+
+    assert match_label("1.0", ["0", "1"]) == "1" and match_label("1", ["0.0", "1.0"]) == "1.0"
+    assert match_label("1e0", ["0", "1"]) == "1"
+    for other in ("01", "00", "1_0", " 01"):
+        assert match_label(other, ["0", "1", "10"]) is None, other
+
+
+def test_a_decimal_label_column_is_read_as_its_whole_numbers(tmp_path: Path) -> None:
+    """A Parquet DECIMAL column (DuckDB, Spark) had trained the classes '0.00' and '1.00'."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    labels = pa.array([decimal.Decimal("1.00"), decimal.Decimal("0.00"), decimal.Decimal("2.50")], pa.decimal128(5, 2))
+    pq.write_table(pa.table({"text": ["a", "b", "c"], "label": labels}), path)
+    assert read_table(path).labels == [["1"], ["0"], ["2.50"]]
+
+
+def test_a_parquet_file_naming_a_column_twice_is_refused(tmp_path: Path) -> None:
+    """The last column of a name had been read, the others dropped in silence."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from attend.data.readers import TextStream
+
+    path = tmp_path / "dup.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(["1", "2"]), pa.array(["great", "awful"]), pa.array(["x", "y"])],
+                                        names=["id", "text", "text"]), path)  # fmt: skip
+    with pytest.raises(DataError, match=r"dup\.parquet: its schema names the column\(s\) \['text'\] more than once"):
+        read_table(path, label_col=None)
+    with pytest.raises(DataError, match="more than once"):
+        list(TextStream(path))
+
+
+@pytest.mark.parametrize(("name", "said"), [("book.xlsx", "export the sheet as CSV UTF-8"),
+                                            ("data.zip", "an archive is not read: unpack it")])  # fmt: skip
+def test_a_workbook_or_an_archive_is_told_what_to_do(tmp_path: Path, name: str, said: str) -> None:
+    """"rename the file to end in .csv" had been the advice: renamed, a workbook is still none."""
+    path = tmp_path / name
+    path.write_bytes(b"PK\x03\x04")
+    with pytest.raises(DataError, match=said):
+        read_table(path)
+
+
+def test_a_jsonl_key_kept_may_be_left_out_of_the_first_records(tmp_path: Path) -> None:
+    """A key missing from the first record refused the file ("every record needs it"), while one
+    missing later was read as null: the order of the records decided."""
+    from attend.data.readers import KEEP_SCAN, TextStream
+
+    path = tmp_path / "k.jsonl"
+    path.write_text('{"text": "a"}\n{"text": "b", "id": 7}\n', encoding="utf-8")
+    stream = TextStream(path, keep=["id"])
+    stream.check_header()
+    assert [kept for _, _, kept in stream.with_columns()] == [{"id": None}, {"id": 7}]
+    typo = TextStream(path, keep=["idd"])
+    with pytest.raises(DataError, match=r"none of its first 2 records has 'idd' \(a JSON Lines record may leave"):
+        typo.check_header()
+    with pytest.raises(DataError, match="none of its first 2 records has 'idd'"):
+        list(TextStream(path, keep=["idd"]).with_columns())
+    many = tmp_path / "many.jsonl"
+    many.write_text("".join(json.dumps({"text": f"t{i}"}) + "\n" for i in range(KEEP_SCAN + 5)), encoding="utf-8")
+    with pytest.raises(DataError, match=f"none of its first {KEEP_SCAN} records has 'id'"):
+        TextStream(many, keep=["id"]).check_header()
+
+
+def test_a_file_of_empty_rows_is_refused_as_a_header_alone_is(tmp_path: Path) -> None:
+    """Rows of separators alone had given "0 predictions written", exit 0, and an empty output."""
+    from attend.data.readers import TextStream
+
+    path = tmp_path / "commas.csv"
+    path.write_bytes(b"\xef\xbb\xbftext,label\r\n,\r\n,\r\n")
+    with pytest.raises(DataError, match=r"commas\.csv: none of its 2 rows holds anything \(each is its separators"):
+        list(TextStream(path))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bz2
 import contextlib
 import csv
+import decimal
 import gzip
 import io
 import json
@@ -82,6 +83,11 @@ def _split_name(value: Any) -> str | None:
 
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 _FORMATS |= {".parquet": "parquet", ".pq": "parquet"}
+#: What a file that no renaming makes readable is told, by its extension.
+_CONVERT = {suffix: "a spreadsheet is not read as it is: export the sheet as CSV UTF-8 (or save it as Parquet)"
+            for suffix in (".xlsx", ".xls", ".xlsm", ".ods", ".numbers")}  # fmt: skip
+_CONVERT |= {suffix: "an archive is not read: unpack it, or compress the file alone with gzip, bzip2 or xz "
+             "(data.csv.gz)" for suffix in (".zip", ".7z", ".rar", ".tar", ".tgz")}  # fmt: skip
 #: File names read as tables (any other is plain text where a verb also takes that).
 TABLE_SUFFIXES = frozenset(_FORMATS)
 #: The format of a .txt file where texts alone are read (:class:`TextStream`): one text per line.
@@ -236,6 +242,8 @@ def detect_format(path: Path, fmt: str | None) -> str:
             fmt = _FORMATS[data_suffix(path)]
         except KeyError:
             shown = "".join(path.suffixes[-2:]) if is_compressed(path) else path.suffix
+            if path.suffix.lower() in _CONVERT:  # "rename the file" had been the advice: a renamed workbook is none
+                raise DataError(f"{path}: {_CONVERT[path.suffix.lower()]}") from None
             raise DataError(
                 f"{path}: cannot tell the format from the extension {shown!r}; rename the file to end in "
                 f"{', '.join(sorted(_FORMATS))} (compressed: the same followed by {', '.join(_COMPRESSED)})"
@@ -382,7 +390,12 @@ def read_rows(path: Path, fmt: str, lines: _Lines | None = None,
         except ImportError as exc:  # pragma: no cover - pyarrow is a dependency
             raise DataError("reading Parquet needs pyarrow: pip install pyarrow") from exc
         try:
-            batches = pq.ParquetFile(path).iter_batches(batch_size=4096)
+            parquet = pq.ParquetFile(path)
+            names = parquet.schema_arrow.names
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:  # a record keeps the last column of each name: the others had been dropped in silence
+                raise DataError(f"{path}: its schema names the column(s) {repeated} more than once; rename them")
+            batches = parquet.iter_batches(batch_size=4096)
             row_number = 0
             for batch in batches:
                 for record in batch.to_pylist():
@@ -640,6 +653,8 @@ def _label_text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, decimal.Decimal) and value.is_finite() and value == value.to_integral_value():
+        return str(int(value))  # a DECIMAL column (DuckDB, Spark) had trained classes '0.00' and '1.00'
     return str(value).strip()
 
 
@@ -682,9 +697,19 @@ def match_label(label: str, known: Sequence[str]) -> str | None:
     if label.casefold() in ("true", "false"):
         same = [name for name in known if name.casefold() == label.casefold()]
         return same[0] if len(same) == 1 else None
-    value = _as_number(label)
-    same = [name for name in known if value is not None and _as_number(name) == value]
+    value = _numeral(label)
+    same = [name for name in known if value is not None and _numeral(name) == value]
     return same[0] if len(same) == 1 else None
+
+
+#: A number as a label may be written in another form of: digits, a point and digits, an exponent. Not
+#: with a leading zero (``01`` and ``1``, which training keeps apart, had been matched) or underscores.
+_NUMERAL = re.compile(r"[+-]?(?:0|[1-9]\d*)(?:\.\d*)?(?:[eE][+-]?\d+)?")
+
+
+def _numeral(label: str) -> float | None:
+    """The finite number ``label`` spells as :data:`_NUMERAL` reads numbers, else None."""
+    return _as_number(label) if _NUMERAL.fullmatch(label.strip()) else None
 
 
 def _as_number(label: str | None) -> float | None:
@@ -811,35 +836,71 @@ class TextStream:
             yield line, text, {column: _kept_value(record.get(column)) for column in self.keep}
 
     def check_header(self) -> None:
-        """Check the text and ``keep`` columns against the first record, reading nothing more: a
-        caller checks before it writes anything (a misnamed --text-col had left an empty output
-        file that refused the corrected command)."""
+        """Check the text and ``keep`` columns against the first record (a JSON Lines file's ``keep``
+        keys against its first :data:`KEEP_SCAN` records), reading nothing more: a caller checks
+        before it writes anything (a misnamed --text-col had left an empty output file that refused
+        the corrected command)."""
         rows = read_rows(self.path, self.fmt)
         try:
-            for _, record in rows:
-                self._check(record)
-                return
+            seen: set[str] = set()
+            count = 0
+            for count, (_, record) in enumerate(rows, 1):
+                if count == 1:
+                    self._check(record)
+                if self.fmt != "jsonl" or not self._seen_keys(seen, record, count):
+                    return
+            self._check_kept(seen, count)
         finally:
             rows.close()
 
+    def _seen_keys(self, seen: set[str], record: dict[str, Any], count: int) -> bool:
+        """Add the ``keep`` keys ``record`` has to ``seen``; whether to look at more records (some key
+        not seen yet, within :data:`KEEP_SCAN`); at the last, refuse a key none of them had."""
+        seen.update(key for key in self.keep if key in record)
+        if len(seen) == len(self.keep):
+            return False
+        if count >= KEEP_SCAN:
+            self._check_kept(seen, count)
+            return False
+        return True
+
+    def _check_kept(self, seen: set[str], count: int) -> None:
+        missing = [key for key in self.keep if key not in seen]
+        if missing and count:
+            raise DataError(f"{self.path}: none of its first {count} records has {missing[0]!r} (a JSON Lines "
+                            "record may leave a key out, not every one); choose the columns to keep with "
+                            "--keep-cols")  # fmt: skip
+
     def _check(self, record: dict[str, Any]) -> None:
         check_columns(self.path, record, [self.text_col], "choose the column with --text-col")
-        check_columns(self.path, record, self.keep, "choose the columns to keep with --keep-cols")
+        if self.fmt != "jsonl":  # a JSON Lines record may leave a key out: its first one had refused the file
+            check_columns(self.path, record, self.keep, "choose the columns to keep with --keep-cols")
 
     def _records(self) -> Iterator[tuple[int, str, dict[str, Any]]]:
-        checked = False
+        count, seen, scanning = 0, set[str](), self.fmt == "jsonl" and bool(self.keep)
         for line, record in read_rows(self.path, self.fmt, self._lines):
-            if not checked:
+            count += 1
+            if count == 1:
                 self._check(record)
-                checked = True
+            if scanning:
+                scanning = self._seen_keys(seen, record, count)
             if delimiters_alone(self.fmt, record):  # a spreadsheet's empty rows below its last: no text to answer
                 self.skipped += 1
                 continue
             self._rows += 1
             yield line, _row_text(self.path, line, record, self.text_col), record
-        if not checked:
+        if scanning:  # fewer records than KEEP_SCAN
+            self._check_kept(seen, count)
+        if not count:
             raise DataError(f"{self.path}: no text in it (every line is blank)" if self.fmt == PLAIN_TEXT else
                             f"{self.path} has a header but no rows")  # fmt: skip
+        if not self._rows:  # rows of delimiters alone: "0 predictions written", exit 0, had been the answer
+            raise DataError(f"{self.path}: none of its {count} rows holds anything (each is its separators alone: a "
+                            "spreadsheet's empty rows?)")  # fmt: skip
+
+
+#: JSON Lines records looked through for a ``--keep-cols`` key before it is refused as no record's.
+KEEP_SCAN = 1000
 
 
 def _kept_value(value: Any) -> Any:
