@@ -100,6 +100,9 @@ def test_weights_weigh_the_mean(members: list[Path], tmp_path: Path) -> None:
     ensemble = load(make_ensemble(members[:2], tmp_path / "weighted", weights=[1, 3])["out_dir"])
     first, second = (load(path).predict_proba(TEXTS).astype(np.float64) for path in members[:2])
     np.testing.assert_allclose(ensemble.predict_proba(TEXTS), (first + 3 * second) / 4, rtol=0, atol=1e-12)
+    # numpy numbers, as a script computes weights: np.int64(1) had been "must be a positive number"
+    again = load(make_ensemble(members[:2], tmp_path / "numpy", weights=np.array([1, 3]))["out_dir"])
+    np.testing.assert_array_equal(again.predict_proba(TEXTS), ensemble.predict_proba(TEXTS))
     huge = load(make_ensemble(members[:2], tmp_path / "huge", weights=[1e308, 3e307])["out_dir"])
     np.testing.assert_allclose(huge.predict_proba(TEXTS), (first + 0.3 * second) / 1.3, rtol=0, atol=1e-12)
     for weights, message in (([1.0], "1 weights for 2 members"), ([1.0, 0.0], "weight 0.0 must be a positive"),

@@ -271,7 +271,7 @@ def test_a_model_whose_labels_were_read_as_1_0_takes_1_in_new_data(trained: dict
 
     from attend.data.readers import match_label
 
-    assert match_label("1", ["0.0", "1.0"]) == "1.0" and match_label("1", ["1.0", "01"]) is None
+    assert match_label("1", ["0.0", "1.0"]) == "1.0" and match_label("1", ["1.0", "1e0"]) is None
     assert match_label("pos", ["neg", "pos"]) == "pos" and match_label("2", ["0.0", "1.0"]) is None
     older = copy.copy(load(trained["encoder"]))
     older.labels = ["0.0", "1.0"]  # as an older model of numeric labels would know them

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,14 @@ def test_every_perturbation_keeps_spacing_and_handles_cjk_and_empty_text() -> No
     swapped = perturb("a b c d", "swap", random.Random(0), rate=0.5)
     assert sorted(swapped.split()) == ["a", "b", "c", "d"] and swapped != "a b c d"
     assert perturb("Good film", "synonyms", random.Random(0), rate=1.0).split()[0][0].isupper()
+    # A decomposed accent (macOS, PDF copies) stays on its letter: "caf\u0301" had been left, and "ŕ" typed.
+    decomposed = "e\u0301te\u0301 cafe\u0301"
+    for seed in range(20):
+        dropped = perturb(decomposed, "char_drop", random.Random(seed), rate=1.0)
+        typed = perturb(decomposed, "typos", random.Random(seed), rate=1.0)
+        for out in (dropped, typed):
+            assert all(not unicodedata.combining(ch) or out[i - 1] == "e" for i, ch in enumerate(out)), (seed, out)
+        assert unicodedata.normalize("NFC", typed).count("é") == 3  # only the plain letters are typed over
 
 
 class _Tiny(nn.Module):
@@ -304,6 +313,18 @@ def test_checkpoint_averaging_runs_in_training_and_is_recorded(tmp_path: Path) -
     saved = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert saved["checkpoint_average"] == found
     assert not (tmp_path / ".m.training").exists()  # the epochs' weights went with the training state
+
+
+def test_averaging_without_dev_rows_is_refused(tmp_path: Path) -> None:
+    """The average is kept only where it scores better on dev: without dev rows every epoch's weights
+    had been kept, never averaged, and the option recorded as if it had run."""
+    planted = _planted(160)
+    planted.splits = ["test" if i % 5 == 0 else "train" for i in range(len(planted.texts))]
+    args = TrainingArgs(**FAST, epochs=2, patience=0, average_checkpoints=2)
+    with pytest.raises(ValueError, match=r"average_checkpoints=2: the average is kept only where it scores better "
+                                         r"on dev, and this data has no dev rows; give the data dev rows"):  # fmt: skip
+        Trainer(ClassificationTask(planted, model_options=SMALL), args).fit(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_setting_of_an_option_that_is_off_is_refused_not_ignored(

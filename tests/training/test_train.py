@@ -585,7 +585,7 @@ def test_a_model_that_learned_labels_written_1_0_takes_1_in_new_data() -> None:
     data = LabelledTexts(["a", "b", "c"], ["1", "2.0", "2"], source="new.jsonl")
     assert label_targets(data, ["1.0", "2.0"], False).tolist() == [0, 1, 1]
     with pytest.raises(DataError, match=r"row 1 has label '1', which the model was not trained on"):  # two are 1
-        label_targets(LabelledTexts(["a"], ["1"], source="x"), ["1.0", "01"], False)
+        label_targets(LabelledTexts(["a"], ["1"], source="x"), ["1.0", "1e0"], False)
 
 
 def test_one_number_written_two_ways_is_refused_and_labels_differing_in_case_are_noted(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -111,9 +112,23 @@ def _count(rate: float, eligible: int) -> int:
     return min(eligible, max(1, round(rate * eligible)))
 
 
+def _marks_end(word: str, i: int) -> int:
+    """Where the letter at ``i`` ends: after the combining marks that follow it (a decomposed ``é`` is
+    ``e`` and U+0301, one letter as a reader sees it)."""
+    end = i + 1
+    while end < len(word) and unicodedata.combining(word[end]):
+        end += 1
+    return end
+
+
+def _typo_spots(word: str) -> list[int]:
+    """The letters of ``word`` a typo may replace: a keyboard's plain letters, not one carrying a mark
+    (a decomposed ``é``'s ``e`` had become ``ŕ``, as a composed ``é`` never does)."""
+    return [i for i, ch in enumerate(word) if ch.lower() in _NEIGHBOURS and _marks_end(word, i) == i + 1]
+
+
 def _typo(word: str, rng: random.Random) -> str:
-    spots = [i for i, ch in enumerate(word) if ch.lower() in _NEIGHBOURS]
-    i = rng.choice(spots)
+    i = rng.choice(_typo_spots(word))
     new = rng.choice(_NEIGHBOURS[word[i].lower()])
     return word[:i] + (new.upper() if word[i].isupper() else new) + word[i + 1 :]
 
@@ -121,7 +136,7 @@ def _typo(word: str, rng: random.Random) -> str:
 def _drop_char(word: str, rng: random.Random) -> str:
     spots = [i for i, ch in enumerate(word) if ch.isalnum()]
     i = rng.choice(spots)
-    return word[:i] + word[i + 1 :]
+    return word[:i] + word[_marks_end(word, i) :]  # with its marks: one had been left on the letter before
 
 
 def _recase(word: str, rng: random.Random) -> str:
@@ -205,7 +220,7 @@ def perturb(text: str, name: str, rng: random.Random, rate: float = 0.1) -> str:
             words[i], words[i + 1] = words[i + 1], words[i]
         return join_words(words, gaps)
     edit, eligible = {
-        "typos": (_typo, lambda w: any(ch.lower() in _NEIGHBOURS for ch in w)),
+        "typos": (_typo, lambda w: bool(_typo_spots(w))),
         "char_drop": (_drop_char, lambda w: sum(ch.isalnum() for ch in w) >= 2),
         "synonyms": (_synonym, _has_synonym),
         "casing": (_recase, lambda w: w.upper() != w.lower()),

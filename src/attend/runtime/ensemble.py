@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -230,7 +231,8 @@ def _weights(weights: Sequence[float] | None, count: int) -> list[float]:
     if len(values) != count:
         raise ValueError(f"weights={values}: {len(values)} weights for {count} members (give one per member)")
     for value in values:
-        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        # numbers.Real: numpy's np.int64(1) had been refused as "must be a positive number"
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"weights={values}: weight {value!r} must be a positive number")
     # Shares that sum to 1, scaled by the largest first: weights near the float limit (1e308, 1e308)
     # would otherwise sum to infinity and turn every probability into 0.

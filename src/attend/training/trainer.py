@@ -693,10 +693,12 @@ TASK_READ_OPTIONS = ("class_weights", "label_smoothing", "max_length", "vocab_si
 OPTIONAL_FEATURES = ("augment", "adversarial", "rdrop")
 
 
-def _check_prepared(task: Task) -> None:
+def _check_prepared(task: Task, args: TrainingArgs, info: _Dist, *, resumed: bool) -> None:
     """Refuse, naming the task, a prepared task whose size or splits the Trainer cannot use: no
     training example had trained nothing and published the model with a test score; an unknown
-    split name ("validation") was ignored, and training figures became the model's headline."""
+    split name ("validation") was ignored, and training figures became the model's headline. And
+    an option the data leaves nothing to do (a resumed run's, started before it was refused, is
+    warned of)."""
     size, splits = task.train_size, task.splits()
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"{type(task).__name__}.train_size is {size!r}: the number of training examples, at least 1")
@@ -704,6 +706,12 @@ def _check_prepared(task: Task) -> None:
     if not listed or any(split not in ("dev", "test") for split in splits):
         raise ValueError(f"{type(task).__name__}.splits() returned {splits!r}: list the held-out splits that have "
                          "examples, of 'dev' and 'test'")  # fmt: skip
+    if args.average_checkpoints > 1 and "dev" not in splits:  # every epoch's weights kept, then never averaged
+        said = (f"average_checkpoints={args.average_checkpoints}: the average is kept only where it scores better "
+                "on dev, and this data has no dev rows")  # fmt: skip
+        if not resumed:
+            raise ValueError(f"{said}; give the data dev rows, or leave the option out")
+        _log(f"warning: {said}: the interrupted run's option does nothing", info)
 
 
 def _identity(task: Task) -> dict[str, Any]:
@@ -1208,7 +1216,7 @@ class Trainer:
             note.cancel()
         if args.progress and (took := time.perf_counter() - begun) >= PREPARING_NOTE_S:
             _log(f"prepared in {took:.1f} s", info)
-        _check_prepared(task)
+        _check_prepared(task, args, info, resumed=resume)
         identity = _identity(task)
         data = task.data_fingerprint()
         if resume and data is not None and run.get("data_sha256") not in (None, data):
@@ -1444,7 +1452,7 @@ class Trainer:
                             # left out, as the log has it null, not drawn as NaN
                             if key.startswith("dev_") and isinstance(value, int | float) and math.isfinite(value):
                                 writer.add_scalar(key.replace("_", "/", 1), value, state.global_step)
-                    if args.average_checkpoints > 1:
+                    if args.average_checkpoints > 1 and "dev" in held_out:
                         _keep_epoch_weights(work / "epochs", network, epoch + 1, args.average_checkpoints)
                     _save_state(checkpoint_dir, network, optimiser, state, rng)
                 _barrier(info)
