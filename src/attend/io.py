@@ -584,10 +584,12 @@ def _refuse_a_long_name(out: Path) -> None:
                             f"choose a name of at most {limit - _SIBLING_EXTRA_BYTES} bytes")  # fmt: skip
 
 
-def check_output_directory(out: Path, *, source: Path | None = None, overwrite: bool = True) -> None:
+def check_output_directory(out: Path, *, source: Path | None = None, overwrite: bool = True,
+                           onnx_folder: bool = False) -> None:  # fmt: skip
     """Refuse an output that would overwrite its source, an existing model without ``overwrite``,
-    anything that is not a model directory, one inside another model directory (but its ``onnx/``),
-    or a name too long for the hidden names beside it."""
+    anything that is not a model directory, one inside another model directory (but its ``onnx/``
+    for an export, ``onnx_folder``: where `attend quantize` exports, replacing what is there), or a
+    name too long for the hidden names beside it."""
     _refuse_a_long_name(out)
     if source is not None:
         out_abs, source_abs = out.resolve(), source.resolve()
@@ -601,7 +603,8 @@ def check_output_directory(out: Path, *, source: Path | None = None, overwrite: 
                             "would break; choose another output directory")  # fmt: skip
     target = out.resolve()  # where a link leads: the folder written (a link's own place had met a bare ValueError)
     owner = enclosing_model_directory(target.parent)
-    if owner is not None and target.relative_to(owner).parts != (ONNX_FOLDER,):
+    if owner is not None and not (onnx_folder and target.relative_to(owner).parts == (ONNX_FOLDER,)):
+        # Only an export: a pruned or trained model put there had been replaced by the next quantize.
         # A folder attend did not write there stops `attend train --overwrite` from replacing that model;
         # `onnx/` is attend's own (where `attend quantize` exports).
         raise ModelDirError(f"{out} is inside the model directory {owner}, where it would stop `attend train "
@@ -681,11 +684,13 @@ class ArtifactWriter:
         out: The model directory to write.
         source: A model it is derived from (export, pruning), which it must not overwrite.
         overwrite: Replace a model directory already at ``out`` (else that is an error).
+        onnx_folder: ``out`` may be a model directory's ``onnx/`` (an export's place).
     """
 
-    def __init__(self, out: str | os.PathLike[str], *, source: Path | None = None, overwrite: bool = True) -> None:
+    def __init__(self, out: str | os.PathLike[str], *, source: Path | None = None, overwrite: bool = True,
+                 onnx_folder: bool = False) -> None:  # fmt: skip
         self.out = output_path(out)
-        check_output_directory(self.out, source=source, overwrite=overwrite)
+        check_output_directory(self.out, source=source, overwrite=overwrite, onnx_folder=onnx_folder)
         self.path = self.out.with_name(f".{self.out.name}.staging{os.getpid()}")
         self.files: dict[str, str] = {}
         self._staged: int | None = None  # the staging directory's inode, which the swap into place keeps

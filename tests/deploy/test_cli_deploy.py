@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -198,7 +199,10 @@ def test_an_output_inside_a_model_directory_is_refused_before_anything_is_said(
                  ["export", str(trained["encoder_cls"]), "--onnx", str(model / "sub" / "deeper")],
                  ["prune", str(model), "--out", str(model / "pruned"), "--heads", "1"],
                  ["ensemble", str(model), str(trained["encoder_cls"]), "--out", str(model / "ens")],
-                 ["train", str(planted_csv), "--model", "encoder", "--out", str(model / "again")]):  # fmt: skip
+                 ["train", str(planted_csv), "--model", "encoder", "--out", str(model / "again")],
+                 # onnx/ is an export's alone: a pruned or trained model there was replaced by the next quantize
+                 ["prune", str(model), "--out", str(model / "onnx"), "--heads", "1"],
+                 ["train", str(planted_csv), "--model", "encoder", "--out", str(model / "onnx")]):  # fmt: skip
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         inside = "is inside the member" if argv[0] == "ensemble" else "is inside the model directory"
@@ -213,6 +217,12 @@ def test_an_output_inside_a_model_directory_is_refused_before_anything_is_said(
     check_output_directory(tmp_path / "link_out")
     with pytest.raises(ModelDirError, match="is inside the model directory"):
         check_output_directory(tmp_path / "link_in")
+    # A model put in onnx/ another way (by hand, or an earlier attend) is not replaced by quantize's export.
+    shutil.copytree(trained["encoder_cls"], model / "onnx")
+    assert main(["quantize", str(model), "--runtime", "onnx"]) == 2
+    assert "holds a model that is no ONNX export, where quantize exports the model first" in capsys.readouterr().err
+    assert (model / "onnx" / "model.safetensors").is_file()
+    shutil.rmtree(model / "onnx")
     # attend's own onnx/ folder is where quantize exports, and train --overwrite replaces it with the model
     assert main(["export", str(model), "--onnx", str(model / "onnx"), "--json"]) == 0
     assert (model / "onnx" / "model.onnx").is_file()

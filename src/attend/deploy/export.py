@@ -474,7 +474,7 @@ def export_onnx(
     predictor = model_dir if isinstance(model_dir, TorchTextClassifier) else _torch_model(model_dir)
     source = predictor.path
     out = Path(out_dir)
-    staged = ArtifactWriter(out, source=source, overwrite=overwrite)  # checks the output before any work
+    staged = ArtifactWriter(out, source=source, overwrite=overwrite, onnx_folder=True)  # checks it before any work
     check_texts, texts_source = parity_texts(predictor, texts)
     _unpadding(predictor.model, unpad)  # a model that cannot is refused before the export is said to begin
     if on_start is not None:

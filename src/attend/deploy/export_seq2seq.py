@@ -651,7 +651,7 @@ def export_translator(
     translator = _torch_translator(model_dir)
     source = translator.path
     out = Path(out_dir)
-    staged = ArtifactWriter(out, source=source, overwrite=overwrite)  # checks the output before any work
+    staged = ArtifactWriter(out, source=source, overwrite=overwrite, onnx_folder=True)  # checks it before any work
     check_texts, texts_source = parity_sentences(translator, texts)
     if on_start is not None:
         on_start()

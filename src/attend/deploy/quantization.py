@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import json
 import logging
 import math
 import os
@@ -288,6 +289,16 @@ def _fresh_export(onnx_dir: Path, config: Mapping[str, Any]) -> bool:
     return bool(source_hash) and source_hash == config.get("weights_sha256")
 
 
+def _is_export(directory: Path) -> bool:
+    """Whether ``directory``'s ``config.json`` is an ONNX export's (it has an ``onnx`` entry); an
+    unreadable one counts as one, the export replacing it."""
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return not isinstance(config, dict) or isinstance(config.get("onnx"), dict)
+
+
 def _torch_model(path: Path) -> TorchTextClassifier:
     model = load(path, runtime="torch")
     assert isinstance(model, TorchTextClassifier)
@@ -397,6 +408,11 @@ def quantize(
                 raise ModelDirError(f"{onnx_dir} holds files attend did not write; quantize exports the model there "
                                     "first: move them away, or export elsewhere (attend export --onnx DIR) and "
                                     "quantize that directory")  # fmt: skip
+            if (onnx_dir / "config.json").is_file() and not _is_export(onnx_dir):
+                # a model put there by hand (or by an earlier attend) had been replaced by the export
+                raise ModelDirError(f"{onnx_dir} holds a model that is no ONNX export, where quantize exports the "
+                                    f"model first: move it away, or quantize an export made elsewhere (attend export "
+                                    f"{path} --onnx DIR)")  # fmt: skip
             # said before its seconds to minutes of tracing and checking (48 s of silence for e5 here)
             said = functools.partial(print, f"exporting {path} to ONNX in {onnx_dir} first, then checking it against "
                                      "PyTorch (seconds to minutes, by the model's size)...", file=sys.stderr,
