@@ -425,6 +425,13 @@ def test_prune_scores_heads_on_dev_data_given_when_the_training_file_is_gone(
                  files["dev"], "--json"]) == 0  # fmt: skip
     report = json.loads(capsys.readouterr().out)
     assert report["importance_data"].startswith(files["dev"]) and sum(map(len, report["removed"].values())) == 1
+    assert "scored on" not in report["importance_data"]
+    # Heads chosen on the texts they are judged on: the figure had been reported as a held-out one.
+    assert main(["prune", str(moved), "--out", out, "--heads", "1", "--data", files["test"], "--dev-data",
+                 files["test"], "--json", "--overwrite"]) == 0  # fmt: skip
+    said = json.loads(capsys.readouterr().out)["importance_data"]
+    count = len(rebuild_split(encoder_dir, "test"))
+    assert f"; {count} of them are texts of the data the result is scored on: the heads were chosen on them" in said
     assert main(["quantize", str(moved), "--dev-data", files["dev"]]) == 2
     assert "--dev-data is the data --max-loss searches on" in capsys.readouterr().err
 

@@ -316,6 +316,15 @@ def test_onnx_loading_refuses_pickles_and_tampered_graphs(exported: dict, tmp_pa
         handle.write(b"\0")
     with pytest.raises(ModelDirError, match="does not match the hash"):
         load_onnx(copy)
+    # config.json's labels reordered by hand: every prediction had been flipped without a word
+    swapped = tmp_path / "swapped"
+    shutil.copytree(onnx_dir, swapped)
+    config = json.loads((swapped / "config.json").read_text(encoding="utf-8"))
+    config["labels"] = config["labels"][::-1]
+    (swapped / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(ModelDirError, match=r"lists the labels \['pos', 'neg'\], but model.onnx was exported with "
+                                            r"'neg,pos'"):  # fmt: skip
+        load_onnx(swapped)
 
 
 def test_load_runtime_picks_the_runtime_and_explains_mismatches(exported: dict, trained: dict[str, Path]) -> None:

@@ -19,7 +19,7 @@ from attend.data.parallel import normalise_whitespace
 from attend.data.readers import SPLIT_SCHEME, DataError, LabelledTexts, read_table, split_scheme, stratified_split
 from attend.io import ArtifactDir, ModelDirError, sha256_file
 
-__all__ = ["data_provenance", "held_out", "load_labelled", "rebuild_split"]
+__all__ = ["data_provenance", "held_out", "judged_overlap", "load_labelled", "rebuild_split"]
 
 
 def trained_columns(config: dict[str, Any], path: str | os.PathLike[str] | None = None) -> dict[str, str]:
@@ -227,6 +227,16 @@ def rebuild_split(model: str | os.PathLike[str] | Mapping[str, Any], split: str 
             f"the data or its reading options differ; {fix}"
         )
     return dataset.subset(indices[("train", "dev", "test").index(split)])
+
+
+def judged_overlap(chosen: LabelledTexts, judged: LabelledTexts, what: str) -> str:
+    """``"; N of them are texts of ..."`` where texts ``chosen`` picked something (heads to prune, an
+    int8 plan) are among the ``judged`` texts the result is scored on, else ``""``: chosen on the
+    test split, the figure had been reported as a held-out one without a word."""
+    judged_texts = {text.strip() for text in judged.texts}
+    shared = sum(text.strip() in judged_texts for text in chosen.texts)
+    return (f"; {shared} of them are texts of the data the result is scored on: the {what} chosen on them, so "
+            "its figure is not a held-out one" if shared else "")  # fmt: skip
 
 
 def held_out(

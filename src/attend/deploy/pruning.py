@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from attend.attention import MultiHeadAttention
 from attend.data.readers import DataError, LabelledTexts
-from attend.data.splits import held_out
+from attend.data.splits import held_out, judged_overlap
 from attend.explain.focus import map_focus
 from attend.io import ArtifactDir, ArtifactWriter, refuse_ensemble
 from attend.models import MODELS, build, config_from_dict
@@ -326,6 +326,7 @@ def prune(
     dev_described = None
     if count:
         dev, dev_described = held_out(source, config, dev_data, "dev", hint="dev_data=, --dev-data FILE", **columns)
+        dev_described += judged_overlap(dev, test, "heads were")
         scores = head_importance(predictor, dev, method=importance, batch_size=batch_size)
         chosen = select_heads(scores, count)
 

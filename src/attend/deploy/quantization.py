@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from attend.data.readers import LabelledTexts
-from attend.data.splits import held_out
+from attend.data.splits import held_out, judged_overlap
 from attend.deploy.export import export_onnx
 from attend.io import (
     ArtifactDir,
@@ -432,6 +432,7 @@ def quantize(
         else:
             hint = "--max-loss searches on the dev split: dev_data=, --dev-data FILE"
             dev, dev_described = held_out(onnx_dir, onnx_config, dev_data, "dev", hint=hint, **columns)
+            dev_described += judged_overlap(dev, dataset, "fp32 sub-layers were")
             budget = _budgeted_int8(onnx_dir, dev, max_loss, threads, batch_size, progress)
             budget["dev_data"] = dev_described  # says when --dev-data holds texts the model trained on
         int8_hash = sha256_file(onnx_dir / INT8_FILE)

@@ -280,4 +280,9 @@ def load_onnx(
             f"{file} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; an attend graph takes "
             f"{list(INPUT_NAMES)} and returns 'logits'"
         )
+    recorded = session.get_modelmeta().custom_metadata_map.get("labels")
+    if recorded is not None and recorded != ",".join(labels):  # config.json has no hash: an edit had flipped labels
+        raise ModelDirError(f"{path / 'config.json'} lists the labels {labels}, but {file.name} was exported with "
+                            f"{recorded!r} (joined by commas), in its metadata: config.json was edited; export the "
+                            "model again")  # fmt: skip
     return OnnxTextClassifier(session, read_tokenizer(artifact), labels, config, path, quantized=quantized)
