@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import shutil
 import signal
@@ -102,6 +103,8 @@ def test_predict_explain_model_health_metrics(client: TestClient) -> None:
     assert 'attend_requests_total{method="POST",route="/v1/predict",status="200"}' in metrics
     assert "attend_batch_size_count" in metrics and "attend_inference_seconds_bucket" in metrics
     assert 'attend_request_seconds_bucket{le="0.001",method="GET",route="/healthz",status="200"}' in metrics
+    # Which worker answered (under --workers N a scrape reads one): nothing had told them apart.
+    assert f'attend_worker_start_time_seconds{{pid="{os.getpid()}"}}' in metrics
 
 
 def test_a_value_is_named_only_where_it_was_refused(client: TestClient) -> None:
@@ -187,7 +190,11 @@ def test_malformed_json_content_type_size_and_explain_errors(client: TestClient)
     assert plain.status_code == 200
     huge = client.post("/v1/predict", content=b"{}", headers={"content-type": "application/json",
                                                               "content-length": "999999999"})  # fmt: skip
-    assert huge.status_code == 413
+    assert huge.status_code == 413 and huge.json()["error"]["limit"] == "max_body_bytes"  # it had named none
+    assert "(max_body_bytes, --max-body-bytes)" in huge.json()["error"]["message"]
+    # An emoji newer than Python's Unicode tables (U+1FA77) is a text: it had been "only invisible characters".
+    newer = client.post("/v1/predict", json={"texts": ["love it \U0001fa77", "\U0001fa77\U0001fa77"]})
+    assert newer.status_code == 200, newer.text
     assert client.post("/v1/explain", json={"text": "a", "method": "magic"}).status_code == 422
     pooling = client.post("/v1/explain", json={"text": "a", "method": "pooling"})
     assert pooling.status_code == 200  # the encoder has attention pooling
@@ -1202,9 +1209,12 @@ def test_the_model_route_names_the_graph_served_and_the_whole_directory(
     quantize(onnx_dir)  # on the model's own test split
     for directory, int8, expected in ((onnx_dir, False, sha256_file(onnx_dir / "model.onnx")),
                                       (onnx_dir, True, sha256_file(onnx_dir / "model.int8.onnx"))):  # fmt: skip
-        app = create_app(load(directory, int8=int8), ServeSettings())
+        app = create_app(load(directory, int8=int8), ServeSettings(max_batch=8, max_wait_ms=50))
         with TestClient(app) as client:
-            version = client.get("/v1/model").json()["version"]
+            info = client.get("/v1/model").json()
+            version = info["version"]
+        # The batching applied: int8 answers each text alone (the settings given had been shown)
+        assert (info["limits"]["max_batch"], info["limits"]["max_wait_ms"]) == ((1, 0.0) if int8 else (8, 50.0))
         assert version["weights_sha256"] == expected and version["config_sha256"] == sha256_file(
             directory / "config.json")
     ensemble = make_ensemble([trained["encoder_cls"], onnx_dir], tmp_path / "ens")["out_dir"]

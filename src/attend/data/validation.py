@@ -68,6 +68,12 @@ def is_missing_number(value: object) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+#: Unicode categories of characters that show nothing: controls, format characters (zero-width space,
+#: byte-order mark), separators. Not unassigned ones (Cn) nor private use (Co): an emoji newer than
+#: Python's Unicode tables (U+1FA77, 🩷, is Cn to Python 3.11) had made a text "empty".
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+
+
 def text_problem(text: object) -> str | None:
     """What makes ``text`` unusable as a model's input, in words, or None if it is fine.
 
@@ -84,7 +90,7 @@ def text_problem(text: object) -> str | None:
             f"contains an unpaired surrogate {bad.group()!a} at character {bad.start()}, which is not valid "
             "Unicode (bytes that are not UTF-8?)"
         )
-    if all(character.isspace() or unicodedata.category(character)[0] in "CZ" for character in text):
+    if all(character.isspace() or unicodedata.category(character) in _INVISIBLE for character in text):
         return "is an empty text" if not text.strip() else "is an empty text (only invisible characters)"
     return None
 

@@ -267,7 +267,9 @@ class _GuardAndMeasure:
         return None
 
     def _too_large(self) -> JSONResponse:
-        return error_response(413, "too_large", f"request body over {self.settings.max_body_bytes} bytes")
+        limit = self.settings.max_body_bytes  # named as GET /v1/model's limits name it (the body had named none)
+        return error_response(413, "too_large", f"request body over {limit} bytes (max_body_bytes, --max-body-bytes)",
+                              limit="max_body_bytes")
 
     async def _read_body(self, receive: Any) -> tuple[bytes, JSONResponse | None]:
         """The request body, read up to the limit; past it, a 413 and nothing more is read. A body

@@ -204,6 +204,8 @@ def classification_routes(runtime: TextClassifier, settings: ServeSettings, metr
         info={
             "labels": list(runtime.labels),
             "explain_methods": methods,
-            "limits": {"max_tokens": _max_tokens(runtime)},
+            # the batching applied: an int8 runtime's 1 and 0 (the settings given had been shown)
+            "limits": {"max_tokens": _max_tokens(runtime), "max_batch": batcher.max_batch,
+                       "max_wait_ms": batcher.max_wait * 1000.0},
         },
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["ServiceMetrics"]
@@ -33,6 +36,12 @@ class ServiceMetrics:
         self.texts = Counter("attend_texts", "Texts processed, by route.", ["route"], registry=self.registry)
         self.queued = Gauge("attend_queued_requests", "Requests waiting for a batch.", registry=self.registry)
         self.in_flight = Gauge("attend_in_flight_requests", "Requests being served.", registry=self.registry)
+        # Which process answered: under --workers N each scrape reads one worker's figures, whose counters
+        # had seemed to go backwards (5, then 2) with nothing to tell the workers apart.
+        self.worker = Gauge("attend_worker_start_time_seconds", "When this worker process started (Unix time), by "
+                            "pid: with --workers N each scrape reads one worker's metrics.", ["pid"],
+                            registry=self.registry)  # fmt: skip
+        self.worker.labels(pid=str(os.getpid())).set(time.time())
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         labels = {"route": route, "method": method, "status": str(status)}
