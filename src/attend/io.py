@@ -603,8 +603,11 @@ def check_output_directory(out: Path, *, source: Path | None = None, overwrite: 
                             "would break; choose another output directory")  # fmt: skip
     target = out.resolve()  # where a link leads: the folder written (a link's own place had met a bare ValueError)
     owner = enclosing_model_directory(target.parent)
-    if owner is not None and not (onnx_folder and target.relative_to(owner).parts == (ONNX_FOLDER,)):
+    if owner is not None and target.relative_to(owner).parts == (ONNX_FOLDER,) and not onnx_folder:
         # Only an export: a pruned or trained model put there had been replaced by the next quantize.
+        raise ModelDirError(f"{out} is the model directory {owner}'s {ONNX_FOLDER}/ folder, where its ONNX export "
+                            "goes (attend quantize replaces what it holds); choose a directory outside the model")
+    if owner is not None and target.relative_to(owner).parts != (ONNX_FOLDER,):
         # A folder attend did not write there stops `attend train --overwrite` from replacing that model;
         # `onnx/` is attend's own (where `attend quantize` exports).
         raise ModelDirError(f"{out} is inside the model directory {owner}, where it would stop `attend train "

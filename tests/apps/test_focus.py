@@ -1282,7 +1282,7 @@ def test_a_chinese_sentence_can_be_the_key_sentence_beside_english_ones() -> Non
     English sentence of three words."""
     from attend.apps.focus.digest import _long_enough, _sentences
 
-    text = "Meeting moved to 3pm. 请大家准时参加，会议很重要。 OK."
+    text = "Meeting moved to 3pm. 请大家准时参加，会议很重要。 好的。 OK."
     spans = _sentences(text)
     chosen = [text[a:b].strip() for a, b in _long_enough(text, spans)]
     assert chosen == ["Meeting moved to 3pm.", "请大家准时参加，会议很重要。"]

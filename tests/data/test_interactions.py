@@ -590,6 +590,14 @@ def test_a_time_column_mixing_units_is_refused(tmp_path: Path, times: list[str],
         read_interactions(path)
 
 
+def test_a_counter_that_reads_as_a_date_somewhere_is_a_counter(tmp_path: Path) -> None:
+    """Small numbers alone, one of which happens to read as YYYYMMDD, are numbers, as they were."""
+    path = write_log(tmp_path / "log.csv", [("a", "x", "1000"), ("a", "y", "5000"), ("a", "z", "20050315"),
+                                            ("a", "w", "20100000")], header="user,item,timestamp")  # fmt: skip
+    data = read_interactions(path)
+    assert [data.item_ids[i] for i in data.items] == ["x", "y", "z", "w"]
+
+
 def test_milliseconds_alone_keep_their_order(tmp_path: Path) -> None:
     path = write_log(tmp_path / "log.csv", [("a", "x", "1704412800500"), ("a", "y", "1704412800000")],
                      header="user,item,timestamp")  # fmt: skip

@@ -748,7 +748,9 @@ def test_a_parquet_file_naming_a_column_twice_is_refused(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(("name", "said"), [("book.xlsx", "export the sheet as CSV UTF-8"),
-                                            ("data.zip", "an archive is not read: unpack it")])  # fmt: skip
+                                            ("book.xlsx.gz", "export the sheet as CSV UTF-8"),
+                                            ("data.zip", "an archive is not read: unpack it"),
+                                            ("data.tar.gz", "an archive is not read: unpack it")])  # fmt: skip
 def test_a_workbook_or_an_archive_is_told_what_to_do(tmp_path: Path, name: str, said: str) -> None:
     """"rename the file to end in .csv" had been the advice: renamed, a workbook is still none."""
     path = tmp_path / name
@@ -786,3 +788,13 @@ def test_a_file_of_empty_rows_is_refused_as_a_header_alone_is(tmp_path: Path) ->
     path.write_bytes(b"\xef\xbb\xbftext,label\r\n,\r\n,\r\n")
     with pytest.raises(DataError, match=r"commas\.csv: none of its 2 rows holds anything \(each is its separators"):
         list(TextStream(path))
+
+
+def test_texts_chosen_on_the_data_judged_are_counted_as_training_overlap_counts_them() -> None:
+    """Spacing apart, as training_overlap counts texts (a tab or a double space had hidden them)."""
+    from attend.data.splits import judged_overlap
+
+    chosen = LabelledTexts(["great movie", "bad\tfilm", "fine"], ["pos", "neg", "pos"])
+    judged = LabelledTexts(["great  movie", "bad film"], ["pos", "neg"])
+    assert judged_overlap(chosen, judged, "heads were").startswith("; 2 of them are texts of the data the result")
+    assert judged_overlap(LabelledTexts(["other"], ["pos"]), judged, "heads were") == ""

@@ -304,7 +304,7 @@ def test_registrations_that_would_half_work_are_refused(monkeypatch: pytest.Monk
     """One config class under two names (the first name's directories had built the second builder's
     network), a task that is no Task or names no selection metric (it failed after an epoch), a runtime
     for no task name: each is refused when registered."""
-    from dataclasses import dataclass
+    from dataclasses import InitVar, dataclass
 
     from torch import nn
 
@@ -379,6 +379,14 @@ def test_registrations_that_would_half_work_are_refused(monkeypatch: pytest.Monk
     @dataclass
     class Other(ModelConfig):
         dim: int = 2
+
+    @dataclass
+    class WithInit(ModelConfig):  # an InitVar is no field, rightly: taken (it had been refused)
+        dim: int = 2
+        scale: InitVar[float] = 1.0
+
+    register_model("half_work_initvar", WithInit)(lambda config: nn.Linear(config.dim, 1))
+    MODELS.pop("half_work_initvar")
 
     with pytest.raises(TypeError, match=r"decorates the function that builds the model from its config, not 5"):
         register_model("half_work_builder", Other)(5)  # type: ignore[arg-type]

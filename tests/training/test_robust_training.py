@@ -325,6 +325,10 @@ def test_averaging_without_dev_rows_is_refused(tmp_path: Path) -> None:
                                          r"on dev, and this data has no dev rows; give the data dev rows"):  # fmt: skip
         Trainer(ClassificationTask(planted, model_options=SMALL), args).fit(tmp_path / "m")
     assert not (tmp_path / "m").exists()
+    # A task's own default (a translator's average of 5), not chosen, is off with a note: every translator
+    # without dev rows had been refused, told to leave out an option it was never given.
+    done = Trainer(ClassificationTask(planted, model_options=SMALL), args, given=frozenset()).fit(tmp_path / "m")
+    assert "checkpoint_average" not in done.metrics and (tmp_path / "m" / "model.safetensors").is_file()
 
 
 def test_a_setting_of_an_option_that_is_off_is_refused_not_ignored(

@@ -227,6 +227,16 @@ class _Empty(Regression):
         return 0
 
 
+class _NumpySize(Regression):
+    name = "toy_regression_numpy_size"
+
+    @property
+    def train_size(self) -> int:
+        import numpy as np
+
+        return np.int64(len(self.data["train"]))  # type: ignore[return-value]
+
+
 class _Misnamed(Regression):
     name = "toy_regression_misnamed"
 
@@ -247,6 +257,7 @@ class _PathIdentity(Regression):
 
 
 register_task(_Empty)
+register_task(_NumpySize)
 register_task(_Misnamed)
 register_task(_Mixup)
 register_task(_PathIdentity)
@@ -325,6 +336,7 @@ def test_a_task_of_ones_own_is_checked_where_it_would_fail_later(picker: None, t
     # failed run.json's writing with a bare TypeError.
     with pytest.raises(ValueError, match=r"_Empty.train_size is 0: the number of training examples, at least 1"):
         Trainer(_Empty(), args).fit(tmp_path / "empty")
+    Trainer(_NumpySize(), args).fit(tmp_path / "numpy_size")  # a numpy count is a count (it had been refused)
     with pytest.raises(ValueError, match=r"_Misnamed.splits\(\) returned \['validation'\]: list the held-out splits"):
         Trainer(_Misnamed(), args).fit(tmp_path / "misnamed")
     with pytest.raises(ValueError, match=r"_Mixup.features names 'mixup': the Trainer's optional features are augment"):
@@ -334,6 +346,7 @@ def test_a_task_of_ones_own_is_checked_where_it_would_fail_later(picker: None, t
         Trainer(_PathIdentity(), args).fit(tmp_path / "path_identity")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith((".empty", ".misnamed", ".mixup", ".path_id"))]
     assert not {"empty", "misnamed", "mixup", "path_identity"} & {p.name for p in tmp_path.iterdir()}
+    assert (tmp_path / "numpy_size" / "model.safetensors").is_file()
 
     def stop(record: dict[str, Any]) -> None:  # a notebook's stop button; it was a bare KeyboardInterrupt
         raise KeyboardInterrupt

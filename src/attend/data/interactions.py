@@ -249,10 +249,13 @@ def _check_times(times: list[float], kinds: list[str], raws: list[Any], lines: l
         raise DataError(f"{path}: {column!r} mixes YYYYMMDD dates ({first(as_dates)}) and epoch seconds "
                         f"({first(in_seconds)}); write every time the same way")  # fmt: skip
     dated = dated | as_dates  # YYYYMMDD numbers are dates beside milliseconds too
+    # Among written dates (strings) or epoch times, a small number is no time: 44198 (a spreadsheet's day
+    # number) or a row counter had sorted first in silence. Among small numbers alone, a number that
+    # happens to read as YYYYMMDD (a counter past 19,000,101) is a number, as it was.
     small = is_number & ~as_dates & (values < _SECONDS[0])
-    if small.any() and (dated | in_seconds | in_milliseconds).any():
-        # 44198 (a spreadsheet's day number) or a row counter among dates had sorted first in silence
-        other = f"dates ({first(dated)})" if dated.any() else \
+    written = ~is_number
+    if small.any() and (written | in_seconds | in_milliseconds).any():
+        other = f"dates ({first(written)})" if written.any() else \
             f"epoch {'seconds' if in_seconds.any() else 'milliseconds'} ({first(in_seconds | in_milliseconds)})"
         raise DataError(f"{path}: {column!r} mixes {other} and numbers that are no time after 1973 "
                         f"({first(small)}: a counter, or a spreadsheet's day number?); write every time the same "

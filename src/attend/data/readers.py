@@ -242,8 +242,9 @@ def detect_format(path: Path, fmt: str | None) -> str:
             fmt = _FORMATS[data_suffix(path)]
         except KeyError:
             shown = "".join(path.suffixes[-2:]) if is_compressed(path) else path.suffix
-            if path.suffix.lower() in _CONVERT:  # "rename the file" had been the advice: a renamed workbook is none
-                raise DataError(f"{path}: {_CONVERT[path.suffix.lower()]}") from None
+            kind = next((suffix for suffix in (path.suffix.lower(), data_suffix(path)) if suffix in _CONVERT), None)
+            if kind is not None:  # "rename the file" had been the advice: a renamed workbook is none (d.tar.gz too)
+                raise DataError(f"{path}: {_CONVERT[kind]}") from None
             raise DataError(
                 f"{path}: cannot tell the format from the extension {shown!r}; rename the file to end in "
                 f"{', '.join(sorted(_FORMATS))} (compressed: the same followed by {', '.join(_COMPRESSED)})"

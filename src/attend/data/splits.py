@@ -17,7 +17,7 @@ from typing import Any
 
 from attend.data.parallel import normalise_whitespace
 from attend.data.readers import SPLIT_SCHEME, DataError, LabelledTexts, read_table, split_scheme, stratified_split
-from attend.io import ArtifactDir, ModelDirError, sha256_file
+from attend.io import ArtifactDir, ModelDirError, count_seen, sha256_file, text_fingerprints
 
 __all__ = ["data_provenance", "held_out", "judged_overlap", "load_labelled", "rebuild_split"]
 
@@ -233,8 +233,7 @@ def judged_overlap(chosen: LabelledTexts, judged: LabelledTexts, what: str) -> s
     """``"; N of them are texts of ..."`` where texts ``chosen`` picked something (heads to prune, an
     int8 plan) are among the ``judged`` texts the result is scored on, else ``""``: chosen on the
     test split, the figure had been reported as a held-out one without a word."""
-    judged_texts = {text.strip() for text in judged.texts}
-    shared = sum(text.strip() in judged_texts for text in chosen.texts)
+    shared = count_seen(chosen.texts, set(text_fingerprints(judged.texts).tolist()))  # as training_overlap counts
     return (f"; {shared} of them are texts of the data the result is scored on: the {what} chosen on them, so "
             "its figure is not a held-out one" if shared else "")  # fmt: skip
 

@@ -16,6 +16,7 @@ every task), e.g. :class:`~attend.attention.MultiHeadAttention`'s adaptive-span 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,8 +154,8 @@ def _check_registration(name: object, config_cls: object) -> None:
         raise TypeError(f"register_model({name!r}, {config_cls!r}): the config must be a subclass of "
                         "attend.models.ModelConfig")  # fmt: skip
     fields = {field.name for field in dataclasses.fields(config_cls)}
-    own = [key for key, kind in vars(config_cls).get("__annotations__", {}).items()
-           if "ClassVar" not in str(kind) and key not in fields]  # fmt: skip
+    own = [key for key, kind in inspect.get_annotations(config_cls).items() if key not in fields
+           and not any(marker in str(kind) for marker in ("ClassVar", "InitVar", "KW_ONLY"))]  # fmt: skip
     if own:
         raise TypeError(f"register_model({name!r}, {config_cls.__name__}): its fields {own} are no dataclass fields: "
                         "decorate the config class with @dataclass")  # fmt: skip

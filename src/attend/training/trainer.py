@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import json
 import math
+import numbers
 import os
 import re
 import shutil
@@ -693,14 +694,14 @@ TASK_READ_OPTIONS = ("class_weights", "label_smoothing", "max_length", "vocab_si
 OPTIONAL_FEATURES = ("augment", "adversarial", "rdrop")
 
 
-def _check_prepared(task: Task, args: TrainingArgs, info: _Dist, *, resumed: bool) -> None:
+def _check_prepared(task: Task, args: TrainingArgs, info: _Dist, *, resumed: bool, chosen: frozenset[str]) -> None:
     """Refuse, naming the task, a prepared task whose size or splits the Trainer cannot use: no
     training example had trained nothing and published the model with a test score; an unknown
     split name ("validation") was ignored, and training figures became the model's headline. And
-    an option the data leaves nothing to do (a resumed run's, started before it was refused, is
-    warned of)."""
+    an option ``chosen`` that the data leaves nothing to do (a resumed run's, started before it was
+    refused, is warned of; a task's default, such as a translator's averaging, is noted)."""
     size, splits = task.train_size, task.splits()
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
         raise ValueError(f"{type(task).__name__}.train_size is {size!r}: the number of training examples, at least 1")
     listed = isinstance(splits, list | tuple)
     if not listed or any(split not in ("dev", "test") for split in splits):
@@ -709,9 +710,12 @@ def _check_prepared(task: Task, args: TrainingArgs, info: _Dist, *, resumed: boo
     if args.average_checkpoints > 1 and "dev" not in splits:  # every epoch's weights kept, then never averaged
         said = (f"average_checkpoints={args.average_checkpoints}: the average is kept only where it scores better "
                 "on dev, and this data has no dev rows")  # fmt: skip
-        if not resumed:
+        if "average_checkpoints" not in chosen:  # the task's default (a translator's 5): off, said
+            _log(f"note: {said}: no average is made", info)
+        elif not resumed:
             raise ValueError(f"{said}; give the data dev rows, or leave the option out")
-        _log(f"warning: {said}: the interrupted run's option does nothing", info)
+        else:
+            _log(f"warning: {said}: the interrupted run's option does nothing", info)
 
 
 def _identity(task: Task) -> dict[str, Any]:
@@ -1216,7 +1220,8 @@ class Trainer:
             note.cancel()
         if args.progress and (took := time.perf_counter() - begun) >= PREPARING_NOTE_S:
             _log(f"prepared in {took:.1f} s", info)
-        _check_prepared(task, args, info, resumed=resume)
+        chosen = frozenset(explicit_options(args)) if self.given is None else self.given
+        _check_prepared(task, args, info, resumed=resume, chosen=chosen)
         identity = _identity(task)
         data = task.data_fingerprint()
         if resume and data is not None and run.get("data_sha256") not in (None, data):
@@ -1689,17 +1694,18 @@ class Trainer:
         run = run_record(out)
         if run is None:
             raise nothing_to_resume(out)
-        now = _identity(self.task)
+        now = self.task.same_identity(_identity(self.task))
+        recorded = self.task.same_identity(run)
         # What a run from before a key was recorded did not record is not compared (the columns a
         # classifier read, recorded since 2026-12-06); what makes the model is always compared.
-        compared = {key: value for key, value in now.items() if key in run or key in _ALWAYS_COMPARED}
+        compared = {key: value for key, value in now.items() if key in recorded or key in _ALWAYS_COMPARED}
         if "split_scheme" in now and comparable(run.get("split_scheme")) != comparable(now["split_scheme"]):
             # attend's own rule changed, not the user's command: "these differ: split_scheme=3" had said no more
             raise DataError(f"{out}: the interrupted run split its data by an earlier rule of attend's (split scheme "
                             f"{run.get('split_scheme') or 1}; this attend splits by {now['split_scheme']}), so its "
                             "training rows could be this run's dev or test rows: it cannot be resumed; start again "
                             "with --overwrite (overwrite=True from Python)")  # fmt: skip
-        changed = _changes(run, compared)
+        changed = _changes(recorded, compared)
         if changed:
             raise DataError(f"{out}: --resume must use the same model and data as the interrupted run; these differ: "
                             f"{'; '.join(changed)}")  # fmt: skip

@@ -104,7 +104,8 @@ def _long_enough(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int
     """The sentences of at least 3 words, the candidates for the key sentence (all, if none is): words
     as perturbations count them, a Chinese or Japanese character one (a whole Chinese sentence had been
     one word, so never a candidate beside an English "Meeting moved to 3pm.")."""
-    return [s for s in spans if len(split_words(text[s[0] : s[1]])[0]) >= 3] or spans
+    return [s for s in spans if sum(any(c.isalnum() for c in word) for word in split_words(text[s[0] : s[1]])[0]) >= 3
+            ] or spans  # words: pieces with a letter or digit (Chinese punctuation had counted as one)
 
 
 @torch.inference_mode()

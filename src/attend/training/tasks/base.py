@@ -65,6 +65,12 @@ class Task(ABC):
     def identity(self) -> dict[str, Any]:
         """JSON describing the model and options; a resumed run must be started with the same."""
 
+    def same_identity(self, identity: dict[str, Any]) -> dict[str, Any]:
+        """An :meth:`identity` (this run's, or one an interrupted run recorded) in the form compared on a
+        resume: a task whose options have several spellings of one model (a default given or left
+        out) maps them to one here. The default: as it is."""
+        return identity
+
     def data_fingerprint(self) -> str | None:
         """After :meth:`prepare`, a digest of the examples in every split (see :func:`fingerprint`):
         a resumed run whose data differs from the interrupted run's is refused, since its

@@ -350,14 +350,20 @@ class _RecommendationTask(Task):
         # resume), as a classifier's and a translator's: a copy or a moved file had been refused.
         reading = {key: value for key, value in dataclasses.asdict(self.source).items() if key != "data"}
         data = self.source.data
-        # The default fusion given or left out is one model (--resume --fusion gated had been refused).
-        options = {k: v for k, v in self.model_options.items() if (k, v) != ("fusion", "gated")}
         features = self.source.item_features
         # An edited features file by what it holds: a changed categorical had blamed the checkpoint ("size
         # mismatch"), and changed titles had resumed over the old titles' vectors in silence.
         held = {"item_features_sha256": sha256_file(features)} if features and Path(features).is_file() else {}
-        return {"model": self.model_type, "model_options": options, **({} if names_file(data) else
+        return {"model": self.model_type, "model_options": self.model_options, **({} if names_file(data) else
                 {"data": data}), **reading, "item_features": comparable(features), **held}  # fmt: skip
+
+    def same_identity(self, identity: dict[str, Any]) -> dict[str, Any]:
+        """The default fusion given or left out is one model (``--resume --fusion gated`` had been
+        refused against a run that left it out, and the other way round)."""
+        options = identity.get("model_options")
+        if not isinstance(options, dict):
+            return identity
+        return {**identity, "model_options": {k: v for k, v in options.items() if (k, v) != ("fusion", "gated")}}
 
     def save_state(self, directory: Path) -> None:
         """Nothing to keep: the log is re-read and re-split identically (the split is deterministic)."""
