@@ -389,6 +389,11 @@ def test_an_interrupted_auto_run_resumes_to_the_same_model(tmp_path: Path, monke
         train_auto(data, tmp_path / "cut", args={**options, "stop_after_steps": 20}, candidates=["encoder"],
                    log=lambda _: None)  # fmt: skip
     assert not (tmp_path / "cut").exists() and (tmp_path / ".cut.auto" / "auto.json").is_file()
+    # Run again without --resume: refused (its state had been discarded without a word), as a named model's is.
+    with pytest.raises(DataError, match=r"cut: a --model auto run was interrupted writing it \(its state is in .*"
+                                        r"\.cut\.auto\): add --resume"):  # fmt: skip
+        train_auto(data, tmp_path / "cut", args=options, candidates=["encoder"], log=lambda _: None)
+    assert (tmp_path / ".cut.auto" / "auto.json").is_file()
     with pytest.raises(DataError, match=r"this one differs: epochs=4 \(the interrupted run had 3\)"):
         train_auto(data, tmp_path / "cut", args={**options, "epochs": 4}, candidates=["encoder"], resume=True,
                    log=lambda _: None)  # fmt: skip
@@ -427,6 +432,25 @@ def test_auto_needs_a_dev_split_to_compare_on(tmp_path: Path) -> None:
     assert not (tmp_path / "m").exists() and not (tmp_path / ".m.auto").exists()
 
 
+def test_a_run_no_candidate_could_train_leaves_no_state_and_a_named_runs_state_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A failed auto run had left its state, which a --resume found and failed on again; and an auto run
+    over an interrupted named model's run discarded nothing, but wrote the model beside its checkpoint."""
+    from attend.training import auto
+
+    data = write_csv(tmp_path / "planted.csv", planted_rows(120))
+    monkeypatch.setattr(auto, "MAX_UNKNOWN_RATE", -1.0)  # MiniLM "cannot read" the data: no candidate is left
+    with pytest.raises(DataError, match="no candidate model could be trained"):
+        train_auto(data, tmp_path / "none", args=FAST, candidates=["minilm"], log=lambda _: None)
+    assert not (tmp_path / ".none.auto").exists()
+    monkeypatch.undo()
+    with pytest.raises(TrainingInterrupted):
+        train(data, tmp_path / "named", model="encoder", args=TrainingArgs(**{**FAST, "stop_after_steps": 2}))
+    with pytest.raises(DataError, match=r"named: a run of a named model was interrupted writing it .*: add "
+                                        r"--overwrite"):  # fmt: skip
+        train_auto(data, tmp_path / "named", args=FAST, candidates=["encoder"], log=lambda _: None)
+
+
 def test_a_candidates_loop_reserves_the_ensembles_scoring_only_when_there_is_one() -> None:
     # 1,000 s of budget, 0.03 s an example to score at a third of a training example's cost: the
     # Trainer's test scoring always follows the loop (100 examples: 1 s); the ensemble step's dev
@@ -445,6 +469,8 @@ def test_auto_takes_no_model_options_and_a_positive_budget(tmp_path: Path, plant
         train(planted_csv, tmp_path / "m", model_options={"dim": 16})
     with pytest.raises(ValueError, match="time_budget=0"):
         train(planted_csv, tmp_path / "m", time_budget=0)
+    with pytest.raises(ValueError, match=r"candidates=\['encoder', 'encoder'\]: encoder named more than once"):
+        train(planted_csv, tmp_path / "m", candidates=["encoder", "encoder"])
     with pytest.raises(ValueError, match="time_budget=-1 must be a finite number >= 0"):
         train(planted_csv, tmp_path / "m", model="encoder", time_budget=-1)
     with pytest.raises(ValueError, match="model_type='encoder', but the model asked for is 'minilm'"):

@@ -103,6 +103,7 @@ from attend.training.trainer import (
     appeared_meanwhile,
     epoch_batches,
     explicit_options,
+    has_checkpoint,
     nothing_to_resume,
 )
 from attend.version import __version__
@@ -329,6 +330,21 @@ def _identity_changes(then: dict[str, Any], now: dict[str, Any]) -> str:
     return "; ".join(changes)
 
 
+def _refuse_an_interrupted_run(out: Path, work: Path, overwrite: bool) -> None:
+    """Refuse to start over an interrupted run writing ``out`` without ``overwrite``: an auto run's
+    state (``work``), or a named model's (``.OUT.training``), as a named model's own run refuses them.
+    An auto run without --resume had discarded both without a word."""
+    if overwrite:
+        return
+    named = out.absolute().with_name(f".{out.name}.training")
+    for state, what in ((work, "a --model auto run"), (named, "a run of a named model")):
+        held = state / "auto.json" if state == work else state / "run.json"
+        if held.is_file() and (state == work or has_checkpoint(state)):
+            resume = "--resume (resume=True from Python) to continue it, or " if state == work else ""
+            raise DataError(f"{out}: {what} was interrupted writing it (its state is in {state}): add {resume}"
+                            "--overwrite (overwrite=True) to discard it and start again")  # fmt: skip
+
+
 def _work_directory(out: Path) -> Path:
     out = output_path(out)  # a symbolic link: beside its target, which the run writes
     return out.with_name(f".{out.name}.auto")
@@ -381,6 +397,10 @@ def train_auto(
         raise ValueError("--model auto times its candidates on this process alone; under torchrun name a --model")
     if not time_budget > 0:
         raise ValueError(f"time_budget={time_budget!r} must be > 0 minutes")
+    twice = sorted({name for name in candidates or [] if list(candidates or []).count(name) > 1})
+    if twice:  # trained once, and recorded twice: a resume naming it once had been another command line
+        raise ValueError(f"candidates={list(candidates or [])}: {', '.join(twice)} named more than once; name each "
+                         "model once")  # fmt: skip
     out = link_target(out)  # a link: its target is written
     lock = OutputLock(out)  # one run writes `out` at a time, candidates and all
     try:
@@ -432,6 +452,7 @@ def _train_auto(
         say(f"auto: resuming; {', '.join(state.get('results', {})) or 'no candidate'} finished")
     else:
         check_output_directory(out.absolute(), overwrite=overwrite)
+        _refuse_an_interrupted_run(out, work, overwrite)
         shutil.rmtree(work, ignore_errors=True)
         state = {"identity": identity, "overwrite": overwrite, "plan": [], "results": {}}
         plan, state["dev_baseline"], state["sizes"] = _make_plan(data, explicit, time_budget, candidates, columns,
@@ -504,7 +525,8 @@ def _train_auto(
             "report": result.report,
         }
         atomic_write_json(work / "auto.json", state)
-    if not results:
+    if not results:  # nothing to resume: its state goes (a --resume had found it, and failed again)
+        shutil.rmtree(work, ignore_errors=True)
         raise DataError(f"{out}: no candidate model could be trained ({_exclusions(plan)})")
 
     selection = "dev_macro_f1"

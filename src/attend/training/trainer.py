@@ -1193,7 +1193,7 @@ class Trainer:
             # The interrupted run's options (those given again must match), minus the interruption itself.
             args = dataclasses.replace(_resumed_args(out, run["training"], args, self.given), stop_after_steps=0)
             overwrite = overwrite or bool(run.get("overwrite"))  # given now: a model that appeared meanwhile goes
-        elif not overwrite and (work / "run.json").is_file() and _has_checkpoint(work):
+        elif not overwrite and (work / "run.json").is_file() and has_checkpoint(work):
             raise DataError(f"{out}: an interrupted run was writing it (its checkpoint is in {work}): add --resume "
                             "(resume=True from Python) to continue it, or --overwrite (overwrite=True) to discard it "
                             "and start again")  # fmt: skip
@@ -1241,7 +1241,7 @@ class Trainer:
         state = _State()
         checkpoint_dir, best_dir = work / "checkpoint", work / "best"
         resumed = False
-        if resume and _has_checkpoint(work):
+        if resume and has_checkpoint(work):
             state = _load_state(checkpoint_dir, network, optimiser, info.rank)
             self._check_process_count(state, network, args, work, info)
             if not info.main:  # rank 0 holds the epoch's loss totals of every rank so far
@@ -1493,7 +1493,7 @@ class Trainer:
                 exc.one_rank = True  # type: ignore[union-attr]  # met by this rank alone: it says so (the CLI)
             raise
         except KeyboardInterrupt:  # a second Ctrl-C, or a notebook's stop button: said what --resume has
-            if _has_checkpoint(work):
+            if has_checkpoint(work):
                 raise TrainingInterrupted(
                     f"at once: the steps since the last saved state are lost; that state is in {work}: run the same "
                     "command with --resume (resume=True from Python) to continue from it"
@@ -1768,7 +1768,7 @@ def _exchange_failure(exc: BaseException, work: Path) -> str:
     said = re.sub(r"^\[[^\]]*\]\s*", "", said).split(". ")[0].rstrip(".")
     if restarts_left():
         after = "torchrun restarts the group (--max-restarts), which resumes from the state saved last by itself"
-    elif _has_checkpoint(work):
+    elif has_checkpoint(work):
         after = f"the state saved last is in {work}: run the same torchrun command with --resume to continue from it"
     else:
         after = "no training state was saved yet: run the same torchrun command again to start over"
@@ -1776,7 +1776,7 @@ def _exchange_failure(exc: BaseException, work: Path) -> str:
             f"its log says why; {after}")
 
 
-def _has_checkpoint(work: Path) -> bool:
+def has_checkpoint(work: Path) -> bool:
     """Whether a run's state directory holds a checkpoint (or the previous one, mid-save) to resume from."""
     return any((work / name).exists() for name in ("checkpoint", "checkpoint.old"))
 
