@@ -228,6 +228,10 @@ def _cli_predictor(model_dir: str, int8: bool, *, explaining: bool = False) -> A
 
 
 def _not_a_classifier(model_dir: str, task: str) -> UsageError:
+    from attend.config import APP_DIRECTORIES
+
+    if task in APP_DIRECTORIES:
+        return UsageError(f"{model_dir} holds no text classifier: {APP_DIRECTORIES[task].format(path=model_dir)}")
     return UsageError(f"{model_dir} holds a {task} model, not a text classifier: {_verbs_for(task)}")
 
 
@@ -1146,7 +1150,7 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
     report = robustness(
         predictor, rows.texts, [labels[0] for labels in rows.labels], seed=args.seed, rate=args.rate,
         attack_examples=args.attack_examples, rows=described,
-        progress=None if args.json else (lambda line: print(line, file=sys.stderr, flush=True)),
+        progress=None if args.json or args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True)),
     )  # fmt: skip
     print(dumps_json(report) if args.json else format_robustness(report))
     _few_examples_note(report["examples"])
@@ -1631,6 +1635,7 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--attack-examples", type=count, default=200,
                     help="correctly classified texts to attack (default 200; 0: no attack)")  # fmt: skip
     ro.add_argument("--json", action="store_true", help="print one JSON object")
+    ro.add_argument("--no-progress", action="store_true", help="no progress lines on stderr (as --json)")
     ro.set_defaults(func=_cmd_robustness)
 
     sv = verbs.add_parser("serve", help="serve a model over HTTP (FastAPI): predict, explain, metrics")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union
 
 __all__ = [
+    "APP_DIRECTORIES",
     "PluginWarning",
     "RepeatedKey",
     "check_arguments",
@@ -42,6 +43,13 @@ __all__ = [
 #: The entry-point group through which an installed package adds tasks, models, runtimes or routes:
 #: each entry names a module, imported (once) when attend meets a name none of its registries holds.
 PLUGIN_GROUP = "attend.plugins"
+#: Directories attend's applications write, which no model runtime loads, by their config.json task:
+#: what runs them (``{path}``: the directory). A support index given to `predict` had been called an
+#: outside package's task, and `evaluate` then asked for a plugin.
+APP_DIRECTORIES = {
+    "attend-support-index": "it is a support index: ask it with `attend support ask {path} QUESTION`, or serve it "
+                            "with `attend serve --support-index {path}`",
+}
 _PLUGINS_LOADED: list[str] = []
 _PLUGINS_LOCK = threading.RLock()  # re-entrant: a plugin's import may itself call attend.load
 

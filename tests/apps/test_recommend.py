@@ -735,7 +735,9 @@ def test_explain_text_says_which_history_items_it_ignored(sasrec_dir: Path) -> N
     item, known = runtime.item_ids[4], runtime.item_ids[5]
     result = run_cli("recommend", "explain", str(sasrec_dir), "--item", item, "--history", f"zzz,{known}")
     assert result.returncode == 0, result.stderr
-    assert "warning: 1 unknown item(s) in the history were ignored: ['zzz']" in result.stdout
+    # on stderr, as every verb's: on stdout a pipe had read it as a result
+    assert "warning: 1 unknown item(s) in the history were ignored: ['zzz']" in result.stderr
+    assert "warning" not in result.stdout
     # A history longer than the ten lines shown says what it leaves out (the weights shown sum below 1).
     history = ",".join(runtime.item_ids[5:17])
     result = run_cli("recommend", "explain", str(sasrec_dir), "--item", item, "--history", history)

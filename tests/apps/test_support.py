@@ -1205,3 +1205,20 @@ def test_reciprocal_rank_fusion_hands_off_on_the_sides_scores_not_the_rank_sum(t
     app.include_router(support_router(index))
     served = TestClient(app).post("/v1/support/ask", json={"question": clear["question"], "k": 8}).json()
     assert [a["rrf_score"] for a in served["answers"]] == [a["rrf_score"] for a in clear["answers"]]
+
+
+def test_a_model_verb_given_an_index_says_what_runs_it(index_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It had been called an outside package's model, and `attend evaluate` then asked for a plugin."""
+    from attend.apps.support.index import INDEX_FORMAT
+    from attend.cli import main
+    from attend.config import APP_DIRECTORIES
+    from attend.io import ModelDirError
+    from attend.runtime import load
+
+    assert INDEX_FORMAT in APP_DIRECTORIES
+    advice = f"ask it with `attend support ask {index_dir} QUESTION`, or serve it with `attend serve --support-index"
+    assert main(["predict", str(index_dir), "hello"]) == 2
+    err = capsys.readouterr().err
+    assert f"{index_dir} holds no text classifier: it is a support index: {advice}" in err, err
+    with pytest.raises(ModelDirError, match=r"holds no model to load: it is a support index"):
+        load(index_dir)

@@ -798,3 +798,15 @@ def test_texts_chosen_on_the_data_judged_are_counted_as_training_overlap_counts_
     judged = LabelledTexts(["great  movie", "bad film"], ["pos", "neg"])
     assert judged_overlap(chosen, judged, "heads were").startswith("; 2 of them are texts of the data the result")
     assert judged_overlap(LabelledTexts(["other"], ["pos"]), judged, "heads were") == ""
+
+
+def test_an_unknown_extension_where_texts_are_read_lists_txt(tmp_path: Path) -> None:
+    """`predict --input s.dat` listed the table formats alone, not the .txt it takes."""
+    from attend.data.readers import TextStream
+
+    path = tmp_path / "s.dat"
+    path.write_text("one\ntwo\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"\.tsv, \.txt \(compressed: .*\); a \.txt file is one text per line"):
+        TextStream(path)
+    with pytest.raises(DataError, match=r"\.tsv \(compressed: [^;]*$"):  # a table reader takes no .txt
+        read_table(path)

@@ -233,8 +233,13 @@ def test_cli_json_and_table(trained: dict[str, Path], capsys: pytest.CaptureFixt
     assert set(report["perturbations"]) == set(PERTURBATIONS) and report["attack"]["attacked"] == 10
     assert report["examples"] == 60 and report["rows"].startswith("test split of")
     assert main(args) == 0
-    table = capsys.readouterr().out
+    captured = capsys.readouterr()
+    table = captured.out
     assert "clean" in table and all(name in table for name in PERTURBATIONS) and "success rate" in table
+    assert "perturbation: typos" in captured.err  # progress lines, which --no-progress silences (it had none)
+    assert main([*args, "--no-progress"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == "" and quiet.out == table
     # No attack asked for is said so (it read "no correctly classified example attacked", like a result)
     assert main([*args[:3], "--attack-examples", "0", "--limit", "20"]) == 0
     assert "greedy word substitution: not run (--attack-examples 0)" in capsys.readouterr().out

@@ -233,7 +233,7 @@ def _opened(path: Path) -> Iterator[tuple[BinaryIO, BinaryIO]]:
                 raise _damaged(path, name, exc) from None
 
 
-def detect_format(path: Path, fmt: str | None) -> str:
+def detect_format(path: Path, fmt: str | None, *, plain_text: bool = False) -> str:
     if fmt is not None:
         if fmt not in {"csv", "tsv", "jsonl", "parquet"}:
             raise DataError(f"unknown format {fmt!r}; choose csv, tsv, jsonl or parquet")
@@ -245,9 +245,12 @@ def detect_format(path: Path, fmt: str | None) -> str:
             kind = next((suffix for suffix in (path.suffix.lower(), data_suffix(path)) if suffix in _CONVERT), None)
             if kind is not None:  # "rename the file" had been the advice: a renamed workbook is none (d.tar.gz too)
                 raise DataError(f"{path}: {_CONVERT[kind]}") from None
+            # where texts alone are read, .txt too (the list had left it out: the likeliest for a .dat of lines)
+            names = sorted([*_FORMATS, ".txt"] if plain_text else _FORMATS)
             raise DataError(
                 f"{path}: cannot tell the format from the extension {shown!r}; rename the file to end in "
-                f"{', '.join(sorted(_FORMATS))} (compressed: the same followed by {', '.join(_COMPRESSED)})"
+                f"{', '.join(names)} (compressed: the same followed by {', '.join(_COMPRESSED)})"
+                + ("; a .txt file is one text per line" if plain_text else "")
             ) from None
     if fmt == "parquet" and is_compressed(path):
         raise DataError(f"{path}: a Parquet file is read as it is (Parquet compresses its own columns); decompress "
@@ -303,7 +306,7 @@ def open_data_file(path: str | os.PathLike[str], fmt: str | None, *,
         raise DataError(f"{path} is empty")
     if plain_text and fmt is None and is_plain_text(path):
         return path, PLAIN_TEXT
-    return path, detect_format(path, fmt)
+    return path, detect_format(path, fmt, plain_text=plain_text)
 
 
 class _Lines:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from attend.config import PLUGIN_GROUP, load_plugins, redefines
+from attend.config import APP_DIRECTORIES, PLUGIN_GROUP, load_plugins, redefines
 from attend.data.validation import check_flag
 from attend.io import ArtifactDir, ModelDirError, count_seen
 
@@ -180,6 +180,9 @@ def load(
     artifact = ArtifactDir.open(path)
     if artifact.task not in RUNTIMES:
         load_plugins()  # an installed package's task, registered as its module is imported
+    if artifact.task in APP_DIRECTORIES and artifact.task not in RUNTIMES:
+        raise ModelDirError(f"{artifact.path} holds no model to load: "
+                            f"{APP_DIRECTORIES[artifact.task].format(path=artifact.path)}")  # fmt: skip
     if artifact.task not in RUNTIMES:
         raise ModelDirError(
             f"{artifact.path / 'config.json'}: task {artifact.task!r} has no runtime in this version of attend "

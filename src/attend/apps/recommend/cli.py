@@ -48,12 +48,9 @@ def _moves(drop: float, what: str) -> str:
 
 
 def format_top(answer: dict[str, Any], names: dict[str, str]) -> str:
-    """A ranked list for people, with the history items behind each when explained."""
+    """A ranked list for people, with the history items behind each when explained (the answer's
+    note and warning are :func:`_say_aside`'s, on stderr)."""
     lines = []
-    if answer.get("note"):
-        lines.append(f"note: {answer['note']}")
-    if answer.get("warning"):
-        lines.append(f"warning: {answer['warning']}")
     for rank, row in enumerate(answer["items"], start=1):
         title = names.get(row["item"])
         lines.append(f"{rank:>3}. {row['item']}{f'  {title}' if title else ''}  (score {row['score']:.4f})")
@@ -183,8 +180,20 @@ def _cmd_top(args: argparse.Namespace) -> int:
             answer["items"] = [{k: v for k, v in row.items() if k not in ("history", "history_not_read",
                                                                          "history_not_listed")}
                                for row in answer["items"]]  # fmt: skip
+    if not args.json:
+        _say_aside(answer)
     print(dumps_json(answer) if args.json else format_top(answer, _names(runtime)))
     return 0
+
+
+def _say_aside(answer: dict[str, Any]) -> None:
+    """An answer's note and warning on stderr, as every verb's (on stdout they had been read as results
+    by a pipe: `recommend top ... | cut` took in "warning: ..." lines)."""
+    from attend.data.validation import displayable
+
+    for kind in ("note", "warning"):
+        if answer.get(kind):
+            print(displayable(f"{kind}: {answer[kind]}"), file=sys.stderr)
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -204,8 +213,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps_json(answer))
         return 0
-    if answer.get("warning"):  # as top says it: the weights are over the known items only
-        print(f"warning: {answer['warning']}")
+    _say_aside({"warning": answer.get("warning")})  # as top says it: the weights are over the known items only
     names = _names(runtime)
     seen = " (already in the history)" if answer["in_history"] else " (already rated)" if answer.get("rated") else ""
     from attend.data.validation import displayable
@@ -216,8 +224,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         print(displayable(f"  {row['weight']:>8.4f}  {names.get(row['item'], row['item'])}  (#{row['position']})"))
     if len(answer["history"]) > 10:
         print(f"  ... and {len(answer['history']) - 10} more history items of smaller weight (--json lists every one)")
-    if answer.get("note"):
-        print(f"note: {answer['note']}")
+    _say_aside({"note": answer.get("note")})
     return 0
 
 
