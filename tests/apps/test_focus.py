@@ -1288,6 +1288,21 @@ def test_a_chinese_sentence_can_be_the_key_sentence_beside_english_ones() -> Non
     assert chosen == ["Meeting moved to 3pm.", "请大家准时参加，会议很重要。"]
 
 
+def test_a_mail_wrapped_at_72_columns_is_read_in_sentences_not_lines() -> None:
+    """Each wrapped line had been a sentence: "... rehearse the spring programme in the community hall next"."""
+    import textwrap
+
+    from attend.apps.focus.digest import _sentences
+
+    paragraph = ("The choir will rehearse the spring programme in the community hall next Saturday at ten. Please "
+                 "bring your folders and the new scores, which the office printed yesterday.")
+    text = textwrap.fill(paragraph, 72) + "\n\nAgenda:\n- warm-up\n- the Fauré"
+    said = [text[a:b].replace("\n", " ").strip() for a, b in _sentences(text)]
+    assert said[:2] == ["The choir will rehearse the spring programme in the community hall next Saturday at ten.",
+                        "Please bring your folders and the new scores, which the office printed yesterday."]
+    assert said[2:] == ["Agenda:", "- warm-up", "- the Fauré"]  # short lines and list items still stand alone
+
+
 def _open_at_once(db: str, barrier: Any, errors: Any) -> None:
     from attend.apps.focus.store import open_focus_store
 
@@ -1319,3 +1334,11 @@ def test_processes_opening_a_new_database_at_once_all_open_it(tmp_path: Path) ->
         for worker in workers:
             if worker.is_alive():
                 worker.kill()
+
+
+def test_a_client_is_told_the_databases_name_not_the_servers_folders() -> None:
+    """GET /v1/model had given /srv/private/focus.db, and a URL would have given its password."""
+    from attend.apps.sqlstore import public_name
+
+    assert public_name("/srv/private/focus.db") == "focus.db"
+    assert public_name("postgresql://ann:secret@db.internal:5432/focus") == "focus"

@@ -600,3 +600,44 @@ def test_maildir_reads_in_delivery_order_and_a_damaged_mbox_is_said(tmp_path: Pa
     messages, report = read_messages_report(path)
     assert [m.text for m in messages] == ["whole", "junk after"]
     assert report["headerless"] == 1 and report["first"]["headerless"] == "message 2"
+
+
+def test_outlook_and_html_replies_and_wrapped_attributions_are_read_without_their_quotes(tmp_path: Path) -> None:
+    """Only ">" lines after a one-line attribution were left out: an Outlook reply, an HTML-only reply
+    (Gmail's gmail_quote, Apple Mail's and Thunderbird's type=cite) and a wrapped "wrote:" kept the
+    quoted emergency, which decided the triage."""
+    own = "Thanks, nothing to do on our side."
+    outlook = f"{own}\n\n-----Original Message-----\nFrom: Ops\nSent: Monday\nURGENT: production is down"
+    wrapped = f"{own} Ann\n\nOn Mon, 3 Mar 2025 at 10:00, Ann Smith <ann@x.org>\nwrote:\n> URGENT: production is down"
+    gmail = _mail(None)
+    gmail.set_content(f'<div dir="ltr">{own} Bo</div><div class="gmail_quote"><div class="gmail_attr">On Mon, 3 Mar '
+                      '2025 at 10:00, Ann &lt;ann@x.org&gt; wrote:<br></div><blockquote class="gmail_quote" '
+                      'style="margin:0">URGENT: production is <b>down</b><blockquote>older</blockquote> still'
+                      '</blockquote></div>', subtype="html")  # fmt: skip
+    apple = _mail(None)
+    apple.set_content(f"<p>{own} Cy</p><blockquote type=\"cite\"><p>URGENT: production is down</p></blockquote>",
+                      subtype="html")  # fmt: skip
+    forward = _mail(None)  # a quote alone is kept whole: a forward is not emptied
+    forward.set_content('<blockquote type="cite">URGENT: production is down</blockquote>', subtype="html")
+    path = _mbox(tmp_path / "r.mbox", _mail(outlook), _mail(wrapped), gmail, apple, forward)
+    texts = [m.text for m in read_messages(path)]
+    assert texts[:2] == [own, f"{own} Ann"]
+    assert texts[2] == f"{own} Bo"  # the attribution and both levels of the quote left out
+    assert texts[3] == f"{own} Cy"
+    assert "URGENT: production is down" in texts[4]
+
+
+def test_html_the_parser_gives_up_on_is_read_by_its_tags_and_a_cut_off_mail_is_said(tmp_path: Path) -> None:
+    """Outlook's "<![ if mso]>" made Python's parser raise: one such mail had stopped a whole triage.
+    A multipart whose end never came was read as far as it went without a word."""
+    odd = _mail(None)
+    odd.set_content("<html><![ if mso]><p>Hello <b>World</b> &amp; all</p><style>p{}</style></html>", subtype="html")
+    whole = _mail("fine")
+    cut = (b"From x Mon Jan 1 00:00:00 2024\nFrom: a@x.org\nSubject: cut\nMIME-Version: 1.0\n"
+           b'Content-Type: multipart/mixed; boundary="BB"\n\n--BB\nContent-Type: text/plain\n\nThe start of a mail '
+           b"that\n")  # fmt: skip
+    path = tmp_path / "m.mbox"
+    path.write_bytes(_mbox(tmp_path / "ok.mbox", whole, odd).read_bytes() + cut)
+    messages, report = read_messages_report(path)
+    assert [m.text for m in messages][:2] == ["fine", "Hello World & all"]
+    assert report["cut_off"] == 1 and report["first"]["cut_off"] == "message 3"

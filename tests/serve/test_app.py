@@ -192,6 +192,14 @@ def test_malformed_json_content_type_size_and_explain_errors(client: TestClient)
                                                               "content-length": "999999999"})  # fmt: skip
     assert huge.status_code == 413 and huge.json()["error"]["limit"] == "max_body_bytes"  # it had named none
     assert "(max_body_bytes, --max-body-bytes)" in huge.json()["error"]["message"]
+    # A browser's POST from another site's page is refused (a bodiless no-cors fetch had stopped a focus
+    # session); the service's own origin, and clients that are no browser, are served.
+    for headers in ({"origin": "http://evil.example"}, {"sec-fetch-site": "cross-site"}, {"origin": "null"}):
+        refused = client.post("/v1/predict", json={"text": "hi"}, headers=headers)
+        assert refused.status_code == 403 and refused.json()["error"]["type"] == "forbidden", headers
+    assert client.post("/v1/predict", json={"text": "hi"}, headers={"origin": "http://testserver"}).status_code == 200
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404  # a CDN's scripts
+    assert client.get("/openapi.json").status_code == 200
     # An emoji newer than Python's Unicode tables (U+1FA77) is a text: it had been "only invisible characters".
     newer = client.post("/v1/predict", json={"texts": ["love it \U0001fa77", "\U0001fa77\U0001fa77"]})
     assert newer.status_code == 200, newer.text
@@ -1092,7 +1100,8 @@ def test_service_mounts_the_monitor_route(model_dir: Path, tmp_path: Path) -> No
         assert monitor_main([*run, "--window", "15m"]) == 0
         assert test_client.get("/v1/model").json()["apps"]["monitor"]["detection"]["window"] == 900
     # The app and its own limits are listed (the service's --max-texts/--max-chars bound the model's routes).
-    assert info["apps"]["monitor"] | {"detection": None} == {"db": str(db), "detection": None,
+    # the database's name alone: the server's folders are no client's business (the full path had been given)
+    assert info["apps"]["monitor"] | {"detection": None} == {"db": db.name, "detection": None,
                                                              "limits": {"max_events": 1000, "max_chars": 20_000},
                                                              "explain_method": "grad_attention"}  # fmt: skip
     assert info["apps"]["monitor"]["detection"]["window"] == 3600  # what its alerts are judged with

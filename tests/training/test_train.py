@@ -397,6 +397,10 @@ def test_macro_averages_cover_the_labels_present_and_name_the_absent_ones() -> N
     from attend.data.validation import display_width
 
     assert len({display_width(line) for line in table}) == 1, table  # each row as wide as the header
+    # A label is the data's text: its escape sequence had set the terminal's title and colours.
+    hostile = "\x1b]0;PWNED\x07\x1b[31mRED"
+    shown = format_report(classification_metrics([0, 1], [0, 1], [hostile, "\u202eevil"]))
+    assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown and "RED" in shown
 
 
 @pytest.mark.parametrize(

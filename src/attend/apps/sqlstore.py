@@ -15,12 +15,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 
-__all__ = ["create_engine", "create_tables", "database_url", "named_as", "schema_table"]
+__all__ = ["create_engine", "create_tables", "database_url", "named_as", "public_name", "schema_table"]
 
 # Seconds that opening a new database keeps trying while other processes create the same one.
 _CREATE_PATIENCE = 30.0
@@ -191,3 +192,13 @@ def named_as(flag: str) -> Iterator[None]:
         if "--db" not in message:
             raise
         raise ValueError(re.sub(r"--db\b", flag, message)) from None
+
+
+def public_name(db: str | os.PathLike[str]) -> str:
+    """What a client of the service is told of its database: the file's name, or a URL's database
+    name, never the server's folders nor a URL's user and password (``GET /v1/model`` had given
+    ``/srv/private/focus.db``)."""
+    text = os.fspath(db)
+    if "://" in text:
+        return urlsplit(text).path.rsplit("/", 1)[-1] or "the service's database"
+    return Path(text).name

@@ -30,6 +30,7 @@ from datetime import datetime
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, Any, ClassVar, NamedTuple
@@ -267,6 +268,13 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
     return data.decode("cp1252", errors="ignore")
 
 
+def _quotes_mail(attrs: list[tuple[str, str | None]]) -> bool:
+    """Whether a ``<blockquote>`` is a reply's quote of earlier mail: ``type="cite"`` (Apple Mail,
+    Thunderbird) or the ``gmail_quote`` class (Gmail); once inside one, every blockquote counts."""
+    found = dict(attrs)
+    return (found.get("type") or "").lower() == "cite" or "gmail_quote" in (found.get("class") or "").split()
+
+
 class _HTMLText(HTMLParser):
     """The visible text of HTML: tags dropped, entities unescaped, blocks on lines of their own.
 
@@ -298,8 +306,11 @@ class _HTMLText(HTMLParser):
         self._skip = 0  # inside <script> or <style>
         self._pre = 0  # inside <pre>: line breaks are kept (indentation is not)
         self._hidden: list[str] = []  # open elements styled display:none (a mail's preheader), innermost last
+        self._quotes = 0  # inside a reply's quote of earlier mail (blockquote type=cite, Gmail's gmail_quote)
 
     def _add(self, text: str) -> None:
+        if self._quotes:  # marked as a plain-text reply quotes, so _own_text leaves it out as it does those
+            text = text.replace("\n", "\n> ")
         self.pieces.append(text)
         self.size += len(text)
         visible = text.rstrip(" ")  # spaces at a line's end are stripped later: they break nothing
@@ -320,6 +331,11 @@ class _HTMLText(HTMLParser):
             if tag not in self._VOID:  # inside a hidden element every element counts, to find its end
                 self._hidden.append(tag)
             return  # nor does a hidden <br> break a line
+        if tag == "blockquote" and (self._quotes or _quotes_mail(attrs)):
+            self._break(1)
+            self._quotes += 1
+            self._add("> ")
+            return
         if tag in self._SKIP:
             self._skip += 1
         elif tag == "br":
@@ -336,6 +352,10 @@ class _HTMLText(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if self._hidden:
             self._close_hidden((tag,))  # an unclosed element inside is closed with it, as browsers do
+            return
+        if tag == "blockquote" and self._quotes:  # (a quote's own nested blockquotes count too: see start)
+            self._quotes -= 1
+            self._break(1)
             return
         if tag in self._SKIP:
             self._skip = max(0, self._skip - 1)
@@ -375,24 +395,35 @@ def _html_to_text(html: str, limit: int) -> str:
     ``limit`` would be cut anyway. The length is checked only when it has doubled since the last
     check, so a body whose text shrinks a lot (runs of blank lines) costs no quadratic time.
     """
-    parser = _HTMLText()
-    step = 1 << 20
-    check_at = limit
-    for start in range(0, len(html), step):
-        parser.feed(html[start : start + step])
-        if parser.size > check_at:
-            if len(parser.text()) > limit:
-                break
-            check_at = 2 * parser.size
-    parser.close()
-    text = parser.text()
-    if parser.hid_the_rest and _is_blank(text):
-        # An element hidden and never closed hid everything after it: read it all rather than nothing.
-        parser = _HTMLText(hide=False)
-        parser.feed(html)
+    try:
+        parser = _HTMLText()
+        step = 1 << 20
+        check_at = limit
+        for start in range(0, len(html), step):
+            parser.feed(html[start : start + step])
+            if parser.size > check_at:
+                if len(parser.text()) > limit:
+                    break
+                check_at = 2 * parser.size
         parser.close()
         text = parser.text()
+        if parser.hid_the_rest and _is_blank(text):
+            # An element hidden and never closed hid everything after it: read it all rather than nothing.
+            parser = _HTMLText(hide=False)
+            parser.feed(html)
+            parser.close()
+            text = parser.text()
+    except (AssertionError, ValueError):  # Python's parser gives up on some markup (Outlook's "<![ if mso]>")
+        return _tags_dropped(html[: 4 * limit + 4096])  # one such mail had stopped a whole triage, a traceback
     return text
+
+
+def _tags_dropped(html: str) -> str:
+    """The text of HTML the parser cannot read: scripts, styles and tags removed, entities unescaped."""
+    text = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", " ", html)
+    text = re.sub(r"(?i)<br\s*/?>|</(?:p|div|li|tr|h[1-6])\s*>", "\n", text)
+    text = unescape(re.sub(r"<[^>]*>", " ", text))
+    return "\n".join(" ".join(line.split()) for line in text.split("\n")).strip()
 
 
 # --- Mail ------------------------------------------------------------------------------------------
@@ -564,6 +595,8 @@ def _mail_to_message(msg: email.message.Message, max_chars: int) -> tuple[Messag
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _QUOTED = re.compile(r"[ \t]*>")
 _ATTRIBUTION = re.compile(r"[0-9@]")  # a date, a time or an address: what a mail client's attribution line holds
+#: The line Outlook writes above the mail a reply quotes (its quote is not marked with ">").
+_ORIGINAL_MESSAGE = re.compile(r"(?im)^[ \t]*-{2,}[ \t]*Original Message[ \t]*-{2,}[ \t]*$")
 
 
 def _own_text(text: str) -> str:
@@ -577,6 +610,9 @@ def _own_text(text: str) -> str:
     no action needed" above a quoted emergency passed as urgent) and pushed the new words below a long
     quote past what the models read.
     """
+    separator = _ORIGINAL_MESSAGE.search(text)
+    if separator is not None and not _is_blank(text[: separator.start()]):  # Outlook's reply: its quote follows
+        text = text[: separator.start()].rstrip()
     lines = text.split("\n")
     quoted = [bool(_QUOTED.match(line)) for line in lines]
     if not any(quoted):
@@ -595,10 +631,16 @@ def _own_text(text: str) -> str:
                 break
         lead = next((i for i in range(start - 1, -1, -1) if lines[i].strip()), -1)
         introduced = lead >= 0 and lines[lead].rstrip().endswith(":")
-        if not introduced or _ATTRIBUTION.search(lines[lead]):
+        # an attribution wrapped by the client: "On Mon, 3 Mar 2025 at 10:00, Ann <ann@x.org>" / "wrote:"
+        above = lead - 1 if lead > 0 and lines[lead - 1].strip() and len(lines[lead].split()) <= 2 else -1
+        attribution = introduced and (_ATTRIBUTION.search(lines[lead]) or (above >= 0 and _ATTRIBUTION.search(
+            lines[above])))  # fmt: skip
+        if not introduced or attribution:
             keep[start : end + 1] = [False] * (end + 1 - start)
             if introduced:
                 keep[lead] = False
+                if not _ATTRIBUTION.search(lines[lead]) and above >= 0:
+                    keep[above] = False
         start = end + 1
     kept = re.sub(r"\n{3,}", "\n\n", "\n".join(line for line, kept in zip(lines, keep, strict=True) if kept)).strip()
     return text if _is_blank(kept) else kept
@@ -662,7 +704,7 @@ def _count(stats: dict[str, Any], what: str, where: str) -> None:
 
 def _new_stats() -> dict[str, Any]:
     return {"read": 0, "skipped_empty": 0, "truncated": 0, "duplicates": 0, "reused_ids": 0, "headerless": 0,
-            "too_deep": 0, "first": {}}  # fmt: skip
+            "too_deep": 0, "cut_off": 0, "first": {}}  # fmt: skip
 
 
 def _check_max_chars(max_chars: int) -> None:
@@ -874,6 +916,8 @@ def _read_mail(
         return
     if not any(msg.get(header) for header in ("From", "Subject", "Date", "Message-ID")):
         _count(stats, "headerless", where)  # a cut mailbox, or a body line "From " split a mail in two
+    elif any(isinstance(defect, _CUT_OFF) for part in msg.walk() for defect in part.defects):
+        _count(stats, "cut_off", where)  # a multipart whose end never came: read as far as it goes, said
     result = _mail_to_message(msg, max_chars)
     if result is None:
         _count(stats, "skipped_empty", where)
@@ -881,6 +925,8 @@ def _read_mail(
     yield _Read(name, where, result[0], result[1])
 
 
+#: The parser's defects of a multipart mail cut off before its end (a mailbox copied while written).
+_CUT_OFF = (email.errors.CloseBoundaryNotFoundDefect, email.errors.StartBoundaryNotFoundDefect)
 _FROM_ESCAPED = re.compile(rb"^>(>*From )", re.MULTILINE)
 
 

@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -176,6 +177,19 @@ def _database_busy(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("sqlalchemy") and "database is locked" in str(getattr(exc, "orig", ""))
 
 
+def _cross_origin(headers: dict[str, str]) -> JSONResponse | None:
+    """A 403 for a POST a browser sends from another site's page (its ``Origin`` is not the host it
+    is sent to, or ``Sec-Fetch-Site`` says cross-site): a bodiless ``fetch(..., {mode: "no-cors"})``
+    from any page had stopped a running focus session. Clients that are no browser send neither."""
+    origin = headers.get("origin")
+    crossed = headers.get("sec-fetch-site", "").lower() == "cross-site" or (
+        origin is not None and urlsplit(origin).netloc.lower() != headers.get("host", "").lower())
+    if not crossed:
+        return None
+    return error_response(403, "forbidden", "a request from another site's page is refused (its Origin is not this "
+                          "service): call the service from your own code, or from its own pages")  # fmt: skip
+
+
 class _GuardAndMeasure:
     """Pure ASGI middleware: refuses non-JSON and oversized POST bodies, records request metrics.
 
@@ -249,6 +263,8 @@ class _GuardAndMeasure:
 
     def _refusal(self, scope: dict[str, Any]) -> JSONResponse | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if (crossed := _cross_origin(headers)) is not None:
+            return crossed
         media = headers.get("content-type", "").split(";")[0].strip().lower()
         # Transfer-Encoding overrides Content-Length (a chunked body with "Content-Length: 0" has one)
         bodyless = "transfer-encoding" not in headers and headers.get("content-length", "0") == "0"
@@ -581,6 +597,10 @@ def create_app(
         version=__version__,
         description="Attention models that show where they focus: predictions and explanations.",
         lifespan=lifespan,
+        # FastAPI's /docs and /redoc pages load their scripts from a CDN: blank offline, and a third party's
+        # code on the origin that serves the apps' data (/v1/focus/digest); /openapi.json is the schema
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics

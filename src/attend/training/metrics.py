@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from attend.data.noise import unspaced_share
-from attend.data.validation import display_width, padded
+from attend.data.validation import display_width, displayable, padded
 from attend.plotting import chart_style
 
 __all__ = ["classification_metrics", "format_report", "headline_metrics", "save_confusion_png", "tfidf_baseline"]
@@ -90,11 +90,13 @@ def format_report(metrics: dict[str, Any], *, title: str = "") -> str:
         shown = ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else "")
         lines.append(f"(macro averages over the {metrics['averaged_labels']} labels in the data or the predictions; "
                      f"the data has no example of {len(absent)} label(s): {shown})")  # fmt: skip
-    width = max([display_width(name) for name in metrics["per_class"]] + [5])
+    # a label is the data's text: an escape sequence in one had set the terminal's title and colours
+    shown = {name: displayable(name) for name in metrics["per_class"]}
+    width = max([display_width(name) for name in shown.values()] + [5])
     lines.append(f"{'class':<{width}}  precision  recall     f1  support")
     for name, row in metrics["per_class"].items():
         figures = f"{row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}  {row['support']:7d}"
-        lines.append(f"{padded(name, width)}  {figures}")
+        lines.append(f"{padded(shown[name], width)}  {figures}")
     return "\n".join(lines)
 
 

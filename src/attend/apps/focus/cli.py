@@ -92,6 +92,9 @@ def _read(source: str, fmt: str | None, where: list[str] | None = None) -> Any:
         print(f"note: {report['headerless']} mail(s) have no From, Subject, Date or Message-ID{where('headerless')}: "
               "is the mailbox cut short or damaged, or does a body line start with an unescaped 'From '?",
               file=sys.stderr)  # fmt: skip
+    if report.get("cut_off"):
+        print(f"note: {report['cut_off']} mail(s) end before their last part does{where('cut_off')}: read as far "
+              "as they go (a mailbox copied while it was written?)", file=sys.stderr)  # fmt: skip
     if report.get("not_utf8"):
         named = "standard input" if source == "-" else source
         print(f"note: {report['not_utf8']} line(s) of {named} held bytes that are not UTF-8, read as U+FFFD "

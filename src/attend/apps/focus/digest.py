@@ -60,10 +60,26 @@ class DigestGroup:
 MAX_SENTENCE_CHARS = 300
 
 
+#: A line at least this long that ends without a sentence mark runs on into the next (a mail wrapped
+#: at 72-78 columns): its line break is no sentence end. A shorter one (a heading, a list item) is.
+WRAPPED_LINE = 50
+#: What begins a line of its own even after a long one: a list item, a blank line.
+_OWN_LINE = re.compile(r"[ \t]*(?:\n|[-*•]\s|\d+[.)]\s)")
+
+
+def _wrapped(text: str, point: int) -> bool:
+    """Whether the line break at ``point`` wraps a long line of one paragraph (plain-text mail): its
+    key sentence had been one wrapped line, "... rehearse the spring programme in the community hall next"."""
+    line = text[text.rfind("\n", 0, point) + 1 : point]
+    return len(line.rstrip()) >= WRAPPED_LINE and not _OWN_LINE.match(text, point + 1)
+
+
 def _sentences(text: str) -> list[tuple[int, int]]:
     spans, start = [], 0
     for end in _SENTENCE_END.finditer(text):
         if end.group().startswith(".") and _abbreviation(text, end.start()):
+            continue
+        if end.group() == "\n" and _wrapped(text, end.start()):
             continue
         if text[start : end.end()].strip():
             spans.append((start, end.end()))

@@ -33,7 +33,7 @@ from attend.apps.focus.assistant import MAX_TASK_CHARS, Session
 from attend.apps.focus.dashboard import render_dashboard
 from attend.apps.focus.service import FocusService, check_unique_ids
 from attend.apps.focus.store import SessionError
-from attend.apps.sqlstore import named_as
+from attend.apps.sqlstore import named_as, public_name
 from attend.data.messages import MAX_ID_CHARS, MAX_MESSAGE_CHARS, Message, record_message
 from attend.data.validation import text_problem
 from attend.serve import Routes
@@ -332,7 +332,7 @@ def served_focus_router(runtime: Any, *, db: str | os.PathLike[str]) -> Routes:
         service.close()
 
     return Routes(router=focus_router(service), stop=stop,
-                  info={"apps": {"focus": {"db": os.fspath(db), "limits": limits}}})  # fmt: skip
+                  info={"apps": {"focus": {"db": public_name(db), "limits": limits}}})  # fmt: skip
 
 
 def create_dashboard_app(db: str | os.PathLike[str] | FocusService) -> FastAPI:
@@ -357,8 +357,8 @@ def create_dashboard_app(db: str | os.PathLike[str] | FocusService) -> FastAPI:
     async def stop() -> None:  # as served_focus_router's: one this app opened, it closes
         service.close()
 
-    return create_app(None, routers=[Routes(router=router, stop=stop if owned else None,
-                                            info={"apps": {"focus": {"db": where, "limits": limits}}})])  # fmt: skip
+    shown = {"apps": {"focus": {"db": public_name(where), "limits": limits}}}
+    return create_app(None, routers=[Routes(router=router, stop=stop if owned else None, info=shown)])
 
 
 def serve_dashboard(db: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8060) -> None:

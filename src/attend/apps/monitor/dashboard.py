@@ -218,7 +218,8 @@ def render_dashboard(store: MonitorStore, *, window: int | None = None, title: s
 def create_dashboard_app(db: str | os.PathLike[str] | MonitorStore, *, window: int | None = None) -> FastAPI:
     """The dashboard as a FastAPI app over an existing monitor database."""
     store = db if isinstance(db, MonitorStore) else open_store(db, create=False)
-    app = FastAPI(title="attend monitor", description="Negative-sentiment surges per topic.")
+    app = FastAPI(title="attend monitor", description="Negative-sentiment surges per topic.", docs_url=None,
+                  redoc_url=None)  # their pages load a CDN's scripts (see attend.serve.app)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:

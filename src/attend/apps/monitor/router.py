@@ -26,7 +26,7 @@ from attend.apps.monitor.events import MAX_KEY_CHARS, Event, has_zone, parse_tim
 from attend.apps.monitor.monitor import Monitor, MonitorSettings
 from attend.apps.monitor.scoring import Scorer, find_negative_label, load_text_classifier
 from attend.apps.monitor.store import MonitorStore, open_store
-from attend.apps.sqlstore import named_as
+from attend.apps.sqlstore import named_as, public_name
 from attend.data.validation import text_problem
 from attend.explain import available_methods
 from attend.runtime import TextClassifier
@@ -222,7 +222,8 @@ def served_monitor_router(runtime: TextClassifier | None, *, db: str, negative_l
                                           explain_method=method or SERVED_METHODS[0],
                                           words=4 if method else 0)  # fmt: skip
     limits = {"max_events": settings.max_events, "max_chars": settings.max_chars}
-    return Routes(router=router, refresh=refresh, info={"apps": {"monitor": {"db": os.fspath(db), "limits": limits,
+    # the file's name alone: a client is told no folder of the server's (as data paths in /v1/model)
+    return Routes(router=router, refresh=refresh, info={"apps": {"monitor": {"db": public_name(db), "limits": limits,
                                                             "detection": judged, "explain_method": method}}})
 
 
