@@ -240,7 +240,8 @@ def test_a_ten_megabyte_message_is_read_quickly_and_cut(tmp_path: Path) -> None:
     assert messages[0].text == body[:MAX_MESSAGE_CHARS]
     assert not messages[1].truncated
     assert report == {"read": 2, "skipped_empty": 0, "truncated": 1, "duplicates": 0, "reused_ids": 0,
-                      "headerless": 0, "too_deep": 0, "first": {}, "where": ["line 1", "line 2"]}  # fmt: skip
+                      "headerless": 0, "too_deep": 0, "cut_off": 0, "first": {},
+                      "where": ["line 1", "line 2"]}  # fmt: skip
     assert read_messages(path, max_chars=10)[0].text == "a line of "
     with pytest.raises(ValueError, match="max_chars must be a positive integer"):
         read_messages(path, max_chars=0)
@@ -412,7 +413,7 @@ def test_empty_mails_are_skipped_and_counted_and_a_subject_stands_for_no_body(tm
     messages, report = read_messages_report(path)
     assert [m.text for m in messages] == ["kept", "Call me", "Hi"]
     assert report == {"read": 3, "skipped_empty": 1, "truncated": 0, "duplicates": 0, "reused_ids": 0,
-                      "headerless": 0, "too_deep": 0, "first": {"skipped_empty": "message 1"},
+                      "headerless": 0, "too_deep": 0, "cut_off": 0, "first": {"skipped_empty": "message 1"},
                       "where": ["message 2", "message 3", "message 4"]}  # fmt: skip
     assert len(list(iter_messages(path))) == 3
     with pytest.raises(MessageError, match=r"mail 42 is empty: it has neither a text body nor a subject"):
