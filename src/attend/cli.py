@@ -554,7 +554,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             raise
         rows = done + (writer.rows if writer is not None else 0)
         how = ("run the same command with --resume to go on from there" if args.format != "json" else
-               "a JSON list cut short, which cannot be resumed: write --format csv or jsonl to resume")  # fmt: skip
+               "a JSON list cut short (no JSON reader takes it), which cannot be resumed: remove it to start again, "
+               "and write --format csv or jsonl to be able to resume")  # fmt: skip
         if bar is not None:  # its last line first: it had come after the message, in a log
             bar.close()
             bar = None
@@ -986,39 +987,73 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     lines, places = _translate_inputs(args)
     _check_typed_sentences(args.texts, "translate")
     from attend.data.validation import text_problem
-    from attend.progress import progress_bar
 
     translator = _translator(args.model_dir)
     # A blank input line (or one of invisible characters only) gives a blank output line, so line N
     # of the output is line N's translation.
     filled = [i for i, line in enumerate(lines) if text_problem(line) is None]
     by_line: dict[int, Any] = {}
-    shown = 0  # plain output: the lines printed so far, each as soon as it and those before it are done
     # In chunks, with a bar: 1,000 lines had been 18 s of silence, every translation lost to a Ctrl-C.
-    with progress_bar(total=len(filled), desc="translate", unit="sentence", mininterval=1.0, delay=1.0,
-                      disable=args.no_progress) as bar:  # fmt: skip
-        for start in range(0, len(filled), TRANSLATE_CHUNK):
-            part = filled[start : start + TRANSLATE_CHUNK]
-            results = translator.translate([lines[i] for i in part], beam=beam, alignments=args.json,
-                                           length_penalty=length_penalty)  # fmt: skip
-            by_line.update(zip(part, results, strict=True))
-            for i, result in zip(part, results, strict=True):
-                if result.warning:
-                    bar.write(f"{places[i]}: {result.warning}", file=sys.stderr)
-            bar.update(len(part))
-            if not args.json:
-                done = filled[start + TRANSLATE_CHUNK] if start + TRANSLATE_CHUNK < len(filled) else len(lines)
-                print("\n".join(by_line[i].translation if i in by_line else "" for i in range(shown, done)),
-                      flush=True)  # fmt: skip
-                shown = done
+    try:
+        _translate_lines(args, translator, lines, places, filled, by_line, beam, length_penalty)
+    except _Stopped as stopped:  # Ctrl-C or SIGTERM: what was printed, and where to go on (it said "interrupted")
+        if _reports():
+            said = (f"the first {stopped.shown} of {len(lines)} lines are translated above; go on from input line "
+                    f"{stopped.shown + 1} (output line N is input line N's translation)" if not args.json and
+                    stopped.shown else "--json prints its list at the end: nothing was printed (plain output prints "
+                    "each 256 lines as they are done)" if args.json else "before the first lines were printed")
+            print(f"interrupted: {said}", file=sys.stderr)
+        return 130
+    return _print_translations(args, lines, by_line)
+
+
+class _Stopped(Exception):
+    """A Ctrl-C or SIGTERM while translating, with the input lines printed by then."""
+
+    def __init__(self, shown: int) -> None:
+        super().__init__(shown)
+        self.shown = shown
+
+
+def _translate_lines(args: argparse.Namespace, translator: Any, lines: list[str], places: list[str],
+                     filled: list[int], by_line: dict[int, Any], beam: int | None,
+                     length_penalty: float | None) -> None:  # fmt: skip
+    """Translate the ``filled`` lines into ``by_line``, TRANSLATE_CHUNK at a time, printing plain lines
+    as each chunk is done; a Ctrl-C is :class:`_Stopped`, with the lines printed."""
+    from attend.progress import progress_bar
+
+    shown = 0  # plain output: the lines printed so far, each as soon as it and those before it are done
+    try:
+        with progress_bar(total=len(filled), desc="translate", unit="sentence", mininterval=1.0, delay=1.0,
+                          disable=args.no_progress) as bar:  # fmt: skip
+            for start in range(0, len(filled), TRANSLATE_CHUNK):
+                part = filled[start : start + TRANSLATE_CHUNK]
+                results = translator.translate([lines[i] for i in part], beam=beam, alignments=args.json,
+                                               length_penalty=length_penalty)  # fmt: skip
+                by_line.update(zip(part, results, strict=True))
+                for i, result in zip(part, results, strict=True):
+                    if result.warning:
+                        bar.write(f"{places[i]}: {result.warning}", file=sys.stderr)
+                bar.update(len(part))
+                if not args.json:
+                    done = filled[start + TRANSLATE_CHUNK] if start + TRANSLATE_CHUNK < len(filled) else len(lines)
+                    print("\n".join(by_line[i].translation if i in by_line else "" for i in range(shown, done)),
+                          flush=True)  # fmt: skip
+                    shown = done
+    except KeyboardInterrupt:
+        raise _Stopped(shown) from None
+    if not args.json and shown < len(lines):  # no sentence to translate: a blank line for each
+        print("\n".join("" for _ in range(shown, len(lines))))
+
+
+def _print_translations(args: argparse.Namespace, lines: list[str], by_line: dict[int, Any]) -> int:
+    """The --json list of every line's translation (a blank line's fields empty), once all are done."""
     if args.json:
         # A blank line has every field of a translation, empty (a consumer reads one schema).
         blank = {"translation": "", "score": None, "log_prob": None, "truncated": False, "finished": True,
                  "alignment": None}  # fmt: skip
         print(dumps_json([by_line[i].to_dict() if i in by_line else {"source": line, **blank}
                           for i, line in enumerate(lines)]))  # fmt: skip
-    elif shown < len(lines):  # no sentence to translate: a blank line for each
-        print("\n".join("" for _ in range(shown, len(lines))))
     return 0
 
 
@@ -1314,7 +1349,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     with flags_named({"heads", "fraction", "importance"}):
         report = prune(args.model_dir, args.out, heads=args.heads, fraction=args.fraction,
                        importance=args.importance, data=args.data, dev_data=args.dev_data, overwrite=args.overwrite,
-                       **_data_columns(args))  # fmt: skip
+                       progress=True, **_data_columns(args))  # fmt: skip
     removed = sum(len(heads) for heads in report["removed"].values())
     if not removed:
         asked = f"--heads {args.heads}" if args.heads is not None else f"--fraction {args.fraction:g}"
@@ -1847,6 +1882,8 @@ def _main(argv: Sequence[str] | None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 141
         except (UsageError, ValueError, OSError) as exc:  # OSError: missing, unreadable or unwritable paths, full disk
+            if _raised_by_interrupt(exc):
+                return _interrupted()
             plain = isinstance(exc, OSError) and exc.filename is not None and exc.strerror
             if _reports(exc):
                 message = (f"{_user_path(exc.filename)}: {exc.strerror}" if plain  # type: ignore[union-attr]
@@ -1860,6 +1897,8 @@ def _main(argv: Sequence[str] | None) -> int:
                 if _reports():
                     print(f"stopped: {exc}{_elastic_note()}", file=sys.stderr)
                 return 130
+            if _raised_by_interrupt(exc):
+                return _interrupted()
             if type(exc).__name__ == "ExchangeFailed":  # under torchrun: each process that met it says so
                 print(f"{_rank_prefix(exc)}error: {exc}", file=sys.stderr)
                 return 1
@@ -1875,9 +1914,21 @@ def _main(argv: Sequence[str] | None) -> int:
                 return 2
             raise
         except KeyboardInterrupt:
-            if _reports():
-                print("interrupted", file=sys.stderr)
-            return 130
+            return _interrupted()
+
+
+def _raised_by_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a Ctrl-C was being handled: one in numpy's first import came
+    back as "RuntimeError: Error calling __set_name__ ...", a traceback."""
+    # not one raised on purpose `from None` in an interrupt's handler, which says what it means itself
+    return isinstance(exc.__cause__, KeyboardInterrupt) or (
+        isinstance(exc.__context__, KeyboardInterrupt) and not exc.__suppress_context__)
+
+
+def _interrupted() -> int:
+    if _reports():
+        print("interrupted", file=sys.stderr)
+    return 130
 
 
 def _copy_failure(exc: BaseException) -> str | None:

@@ -32,6 +32,55 @@ def _process(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False)  # fmt: skip
 
 
+def test_a_stopped_translate_says_which_lines_it_printed(translator_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Ctrl-C had said "interrupted" alone: which lines were done, and where to go on, unsaid."""
+    from attend import cli
+
+    calls = {"n": 0}
+    real = Translator.translate
+
+    def stop_second(self: Translator, texts: list[str], **options: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, texts, **options)
+
+    monkeypatch.setattr(cli, "TRANSLATE_CHUNK", 2)
+    monkeypatch.setattr(Translator, "translate", stop_second)
+    lines = tmp_path / "in.txt"
+    lines.write_text("red cat\nsun dog\nblue red\ncat cat\n", encoding="utf-8")
+    assert main(["translate", str(translator_dir), "--input", str(lines), "--beam", "1", "--no-progress"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == ["cat red", "dog sun"]
+    assert captured.err == ("interrupted: the first 2 of 4 lines are translated above; go on from input line 3 "
+                            "(output line N is input line N's translation)\n")
+    calls["n"] = 0
+    assert main(["translate", str(translator_dir), "--input", str(lines), "--json", "--no-progress"]) == 130
+    assert capsys.readouterr().err.startswith("interrupted: --json prints its list at the end: nothing was printed")
+
+
+def test_an_error_raised_while_a_ctrl_c_was_handled_is_an_interrupt() -> None:
+    """A Ctrl-C inside numpy's first import came back as a RuntimeError, a traceback."""
+    from attend.cli import _raised_by_interrupt
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("Error calling __set_name__") from None
+    except RuntimeError as chosen:
+        assert not _raised_by_interrupt(chosen)  # raised on purpose, from None: it says what it means
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("Error calling __set_name__")  # noqa: B904  (as numpy's import raises it)
+    except RuntimeError as wrapped:
+        assert _raised_by_interrupt(wrapped)
+
+
 def test_translate_prints_one_line_per_input_line_and_nothing_else(translator_dir: Path, tmp_path: Path) -> None:
     done = _process("translate", str(translator_dir), "red cat sun", "dog blue")  # a real stdout: nothing else on it
     assert done.returncode == 0, done.stderr

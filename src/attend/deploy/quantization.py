@@ -383,6 +383,9 @@ def quantize(
     report: dict[str, Any] = {"model_dir": str(path), "data": described}
     results: dict[str, Any] = {}
     if "torch" in runtimes:
+        if progress:  # said before it (a run had been silent until its result)
+            print(f"quantizing {path} with torch.ao dynamic int8, then measuring both on the {described}...",
+                  file=sys.stderr, flush=True)  # fmt: skip
         fp32 = _torch_model(path)
         int8 = TorchTextClassifier(quantize_torch_model(fp32.model), fp32.tokenizer, fp32.labels, fp32.config,
                                    fp32.path, precision="int8")  # fmt: skip
@@ -392,6 +395,8 @@ def quantize(
             **_compare(fp32, int8, dataset, batch_size),
         }
     if "bf16" in runtimes:
+        if progress:
+            print(f"measuring bfloat16 against fp32 on the {described}...", file=sys.stderr, flush=True)
         fp32 = _torch_model(path)
         half = TorchTextClassifier(copy.deepcopy(fp32.model).to(torch.bfloat16), fp32.tokenizer, fp32.labels,
                                    fp32.config, fp32.path, precision="bf16")  # fmt: skip
