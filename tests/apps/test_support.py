@@ -512,8 +512,14 @@ def test_cli_build_and_ask(index_dir: Path, tmp_path: Path, capsys: pytest.Captu
                                          r"hybrid; --retrieval dense ranks by one of them"):  # it changed nothing
         fused.func(fused)
     assert not out.exists()
-    built = _run_cli(["support", "build", str(SAMPLE), "--out", str(out), "--no-intents"], capsys)
-    assert "indexed 15 FAQ entries" in built and "intents: none" in built
+    parser = argparse.ArgumentParser(prog="attend")
+    register_cli(parser.add_subparsers(dest="verb"))
+    args = parser.parse_args(["support", "build", str(SAMPLE), "--out", str(out), "--no-intents"])
+    assert args.func(args) == 0
+    built = capsys.readouterr()
+    assert "indexed 15 FAQ entries" in built.out and "intents: none" in built.out
+    # each stage after the embedding's bar said as it starts (two thirds of a run had been silent)
+    assert "calibrating the hand-off: each of the 15 questions" in built.err and "intents" not in built.err
     assert ask(out, "change the default paper size")["intent"] is None
 
 

@@ -61,6 +61,21 @@ def test_a_stopped_translate_says_which_lines_it_printed(translator_dir: Path, t
     assert capsys.readouterr().err.startswith("interrupted: --json prints its list at the end: nothing was printed")
 
 
+def test_the_training_test_split_is_scored_under_a_bar_and_in_the_same_batches(translator_dir: Path) -> None:
+    """The test split's beam search after the last epoch had been minutes of silence: its batches now
+    report their sizes to a bar, and are the batches they were (the same hypotheses)."""
+    from attend.training.tasks.seq2seq import translate_batches
+
+    translator = load(translator_dir, runtime="torch")
+    ids, _ = translator._encode(["red cat", "sun dog blue", "green", "cat red sun dog"])
+    options = translator.options(beam=2)
+    sizes: list[int] = []
+    counted = translate_batches(translator.model, ids, options, 4, done=sizes.append)
+    plain = translate_batches(translator.model, ids, options, 4)
+    assert sum(sizes) == 4 and len(sizes) == 2  # 4 sources a call, over a beam of 2: two calls of 2
+    assert [h.tokens for h in counted] == [h.tokens for h in plain]
+
+
 def test_an_error_raised_while_a_ctrl_c_was_handled_is_an_interrupt() -> None:
     """A Ctrl-C inside numpy's first import came back as a RuntimeError, a traceback."""
     from attend.cli import _raised_by_interrupt

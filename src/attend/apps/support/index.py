@@ -46,11 +46,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
 import random
 import re
+import sys
 import time
 import unicodedata
 from collections import Counter
@@ -590,7 +592,10 @@ def build_index(
     tensors = embed_entries(encoder, entries, batch_size=batch_size, progress=progress)
     n_passages = int(tensors["passage_entry"].shape[0])
 
+    # Each stage after the embedding's bar said as it starts: two thirds of a run had been silent after it.
+    say = functools.partial(print, file=sys.stderr, flush=True) if progress else (lambda _: None)
     chosen = choose_retrieval(encoder, entries, tensors, retrieval, fusion)
+    say(f"calibrating the hand-off: each of the {len(entries)} questions, reworded, asked of the index...")
     ranker = Ranker(encoder, [e.question for e in entries], [e.answer for e in entries], tensors, chosen,
                     question_weight)  # fmt: skip
     scores, correct, counts = self_retrieval(ranker, entries, seed)
@@ -610,10 +615,13 @@ def build_index(
              "the questions apart)" for group in conflicts]  # fmt: skip
     rerank_info = None
     if rerank and chosen.effective != "bm25" and question_weight < 1:  # at 1 the answers have no say: never used
+        say("fitting the re-ranker...")
         stored, rerank_info = fit_rerank(ranker, entries, seed)
         tensors |= stored or {}
     intent_info = None
     if intents:
+        if any(e.intent is not None for e in entries):
+            say("learning the intents...")
         trained = _train_intents(entries, tensors["questions"], seed, str(faq_path))
         if trained is not None:
             intent_tensors, intent_info = trained

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -33,6 +34,7 @@ from attend.data.tokenization import SubwordTokenizer, pad_rows
 from attend.io import sha256_file
 from attend.models.generation import GenerationOptions, Hypothesis, generate
 from attend.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from attend.progress import progress_bar
 from attend.training.tasks.base import Task, check_model_fields, fingerprint, names_file, register_task
 from attend.training.translation import bleu_tokenizer, translation_baselines, translation_scores
 
@@ -106,15 +108,18 @@ def translate_batches(
     options: GenerationOptions,
     batch_size: int,
     pad_id: int = SubwordTokenizer.PAD,
+    done: Callable[[int], None] | None = None,
 ) -> list[Hypothesis]:
     """Translate encoded sources in length-sorted batches (``batch_size`` sources per beam-search
-    call, divided by the beam), returning hypotheses in input order."""
+    call, divided by the beam), returning hypotheses in input order; ``done`` is told each batch's size."""
     out: list[Hypothesis | None] = [None] * len(source_ids)
     per_call = max(1, batch_size // options.beam)
     for batch in length_batches([len(r) for r in source_ids], per_call):
         ids, mask = pad_rows([source_ids[i] for i in batch], pad_id)
         for i, hyp in zip(batch, generate(model, ids, mask, options), strict=True):
             out[i] = hyp
+        if done is not None:
+            done(len(batch))
     return [h for h in out if h is not None]
 
 
@@ -171,6 +176,7 @@ class TranslationTask(Task):
     # --- data ------------------------------------------------------------------------------------
 
     def prepare(self, args: TrainingArgs, state: Path | None) -> None:
+        self.progress = args.progress and not (dist.is_available() and dist.is_initialized() and dist.get_rank())
         given = self.model_options.get("max_length")
         if isinstance(given, int) and given < args.max_length:  # it failed mid-epoch, or later on translate
             raise ValueError(f"max_length={given} (the model's longest sequence) is shorter than the training "
@@ -326,7 +332,10 @@ class TranslationTask(Task):
             options = dataclasses.replace(self.generation, beam=1) if split == "dev" else self.generation
             src, _ = self.encoded[split]
             assert isinstance(model, Seq2Seq)
-            hyps = translate_batches(model, [src[i] for i in indices], options, batch_size)
+            # a bar on the test split's beam search (minutes of silence after the last epoch's bar)
+            with progress_bar(total=len(indices), desc=f"{split} split", unit="sentence", mininterval=1.0, delay=1.0,
+                              disable=split == "dev" or not getattr(self, "progress", False)) as bar:  # fmt: skip
+                hyps = translate_batches(model, [src[i] for i in indices], options, batch_size, done=bar.update)
         finally:
             model.train(was_training)
         outputs = [self.target_tokenizer.decode(h.tokens) for h in hyps]
