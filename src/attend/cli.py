@@ -1198,7 +1198,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts, max_chars=args.max_chars,
         max_body_bytes=args.max_body_bytes, runtime=args.runtime, quantized=args.int8, bf16=args.bf16,
-        threads=args.threads,
+        threads=args.threads, allowed_origins=tuple(args.allow_origin),
     )  # fmt: skip
     from attend.serve.routes import RouterSpec
 
@@ -1694,6 +1694,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--bf16", action="store_true", help="serve the PyTorch model in bfloat16 (fast on AMX CPUs)")
     sv.add_argument("--threads", type=thread_count, default=0,
                     help="intra-op threads (default 0: the runtime's, one per core)")  # fmt: skip
+    sv.add_argument("--allow-origin", action="append", default=[], metavar="URL",
+                    help="a web origin (https://app.example) whose pages' scripts may POST to the service; any other "
+                    "site's page is refused (403); repeatable")  # fmt: skip
     sv.add_argument("--router", action="append", default=[], metavar="MODULE:FUNCTION",
                     help="also mount your own routes: FUNCTION(runtime) in MODULE (importable from here) returns a "
                     "FastAPI APIRouter or attend.serve.Routes; repeatable")  # fmt: skip
@@ -1882,8 +1885,6 @@ def _main(argv: Sequence[str] | None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 141
         except (UsageError, ValueError, OSError) as exc:  # OSError: missing, unreadable or unwritable paths, full disk
-            if _raised_by_interrupt(exc):
-                return _interrupted()
             plain = isinstance(exc, OSError) and exc.filename is not None and exc.strerror
             if _reports(exc):
                 message = (f"{_user_path(exc.filename)}: {exc.strerror}" if plain  # type: ignore[union-attr]

@@ -1222,6 +1222,11 @@ def test_a_model_verb_given_an_index_says_what_runs_it(index_dir: Path, capsys: 
     from attend.runtime import load
 
     assert INDEX_FORMAT in APP_DIRECTORIES
+    from attend.apps.support.index import PACKAGE_MODEL, _shown_encoder
+
+    # GET /v1/model names a fine-tuned encoder by its folder's name, not the server's path to it
+    assert _shown_encoder("/srv/private/encoders/faq-tuned") == "faq-tuned"
+    assert _shown_encoder(PACKAGE_MODEL) == PACKAGE_MODEL
     advice = f"ask it with `attend support ask {index_dir} QUESTION`, or serve it with `attend serve --support-index"
     assert main(["predict", str(index_dir), "hello"]) == 2
     err = capsys.readouterr().err

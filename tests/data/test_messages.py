@@ -625,7 +625,22 @@ def test_outlook_and_html_replies_and_wrapped_attributions_are_read_without_thei
     assert texts[:2] == [own, f"{own} Ann"]
     assert texts[2] == f"{own} Bo"  # the attribution and both levels of the quote left out
     assert texts[3] == f"{own} Cy"
-    assert "URGENT: production is down" in texts[4]
+    assert texts[4] == "URGENT: production is down"  # kept whole, without the marks of its quote
+    # Kept: the sender's own sentence above a label of theirs, a forward's quote (its subject says so; the
+    # Outlook line is above a forwarded mail too), and a quote kept whole reads as paragraphs, unmarked.
+    agenda = "The outage moved to 3pm on Friday, all hands needed.\nAgenda:\n> item one\n> item two\n\nThanks"
+    outlook_forward = _mail("Please handle this today.\n\n-----Original Message-----\nFrom: Ops\n\nThe database "
+                            "is down.", subject="FW: db")  # fmt: skip
+    apple_forward = _mail(None, subject="Fwd: outage")
+    apple_forward.set_content('<p>Can you take this one?</p><blockquote type="cite">Begin forwarded message:<p>The '
+                              "database is down.</p></blockquote>", subtype="html")  # fmt: skip
+    paragraphs = _mail(None, subject="only")
+    paragraphs.set_content('<blockquote type="cite"><p>para one</p><p>para two</p></blockquote>', subtype="html")
+    path = _mbox(tmp_path / "k.mbox", _mail(agenda), outlook_forward, apple_forward, paragraphs)
+    texts = [m.text for m in read_messages(path)]
+    assert texts[0] == agenda
+    assert texts[1].endswith("The database is down.") and texts[2].endswith("The database is down.")
+    assert texts[3] == "para one\n\npara two"
 
 
 def test_html_the_parser_gives_up_on_is_read_by_its_tags_and_a_cut_off_mail_is_said(tmp_path: Path) -> None:

@@ -198,6 +198,12 @@ def test_malformed_json_content_type_size_and_explain_errors(client: TestClient)
         refused = client.post("/v1/predict", json={"text": "hi"}, headers=headers)
         assert refused.status_code == 403 and refused.json()["error"]["type"] == "forbidden", headers
     assert client.post("/v1/predict", json={"text": "hi"}, headers={"origin": "http://testserver"}).status_code == 200
+    # Behind a proxy that rewrites Host, the browser's own word (same-origin), or X-Forwarded-Host, decides; a
+    # default port written out is the same place.
+    for headers in ({"origin": "https://app.example", "host": "127.0.0.1:8000", "sec-fetch-site": "same-origin"},
+                    {"origin": "https://app.example", "host": "127.0.0.1:8000", "x-forwarded-host": "app.example"},
+                    {"origin": "https://app.example", "host": "app.example:443"}):  # fmt: skip
+        assert client.post("/v1/predict", json={"text": "hi"}, headers=headers).status_code == 200, headers
     assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404  # a CDN's scripts
     assert client.get("/openapi.json").status_code == 200
     # An emoji newer than Python's Unicode tables (U+1FA77) is a text: it had been "only invisible characters".
@@ -1581,3 +1587,18 @@ def test_the_access_log_keeps_no_query_string(caplog: pytest.LogCaptureFixture) 
         access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "POST", "/v1/translate", "1.1", 200)
     assert [r.getMessage() for r in caplog.records] == ['127.0.0.1:5 - "GET /v1/translate?… HTTP/1.1" 405',
                                                         '127.0.0.1:5 - "POST /v1/translate HTTP/1.1" 200']
+
+
+def test_an_allowed_origin_may_post_and_a_bad_one_is_refused_at_start(model_dir: Path) -> None:
+    """A site the operator allows (a web app on another origin, CORS) was refused with every other."""
+    settings = ServeSettings(allowed_origins=("http://localhost:3000",))
+    with TestClient(create_app(load(model_dir), settings)) as client:
+        allowed = client.post("/v1/predict", json={"text": "hi"},
+                              headers={"origin": "http://localhost:3000", "sec-fetch-site": "cross-site"})  # fmt: skip
+        assert allowed.status_code == 200
+        other = client.post("/v1/predict", json={"text": "hi"},
+                            headers={"origin": "http://localhost:3001", "sec-fetch-site": "cross-site"})  # fmt: skip
+        assert other.status_code == 403 and "--allow-origin URL" in other.json()["error"]["message"]
+    for bad in ("localhost:3000", "https://app.example/path", "ftp://x.example"):
+        with pytest.raises(ValueError, match=r"allowed origin .*: give a web origin, scheme and host"):
+            ServeSettings(allowed_origins=(bad,))

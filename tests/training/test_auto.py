@@ -449,6 +449,11 @@ def test_a_run_no_candidate_could_train_leaves_no_state_and_a_named_runs_state_i
     with pytest.raises(DataError, match=r"named: a run of a named model was interrupted writing it .*: add "
                                         r"--overwrite"):  # fmt: skip
         train_auto(data, tmp_path / "named", args=FAST, candidates=["encoder"], log=lambda _: None)
+    # --overwrite discards it, as it says (its state had stayed, for a later --resume to find)
+    train_auto(data, tmp_path / "named", args=FAST, candidates=["encoder"], overwrite=True, log=lambda _: None)
+    assert not (tmp_path / ".named.training").exists() and (tmp_path / "named" / "config.json").is_file()
+    with pytest.raises(TypeError, match=r"candidates='encoder': give a list of model names"):
+        train_auto(data, tmp_path / "s", args=FAST, candidates="encoder", log=lambda _: None)  # type: ignore[arg-type]
 
 
 def test_a_candidates_loop_reserves_the_ensembles_scoring_only_when_there_is_one() -> None:

@@ -268,6 +268,11 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
     return data.decode("cp1252", errors="ignore")
 
 
+#: What begins each line of an HTML mail's quote of earlier mail, for :func:`_own_text` (a private-use
+#: character: no mail's own text, and gone from whatever text is kept).
+QUOTE_MARK = "\ue000"
+
+
 def _quotes_mail(attrs: list[tuple[str, str | None]]) -> bool:
     """Whether a ``<blockquote>`` is a reply's quote of earlier mail: ``type="cite"`` (Apple Mail,
     Thunderbird) or the ``gmail_quote`` class (Gmail); once inside one, every blockquote counts."""
@@ -307,11 +312,11 @@ class _HTMLText(HTMLParser):
         self._pre = 0  # inside <pre>: line breaks are kept (indentation is not)
         self._hidden: list[str] = []  # open elements styled display:none (a mail's preheader), innermost last
         self._quotes = 0  # inside a reply's quote of earlier mail (blockquote type=cite, Gmail's gmail_quote)
+        self.quoted: list[bool] = []  # per piece, whether it is inside such a quote
 
     def _add(self, text: str) -> None:
-        if self._quotes:  # marked as a plain-text reply quotes, so _own_text leaves it out as it does those
-            text = text.replace("\n", "\n> ")
         self.pieces.append(text)
+        self.quoted.append(self._quotes > 0)
         self.size += len(text)
         visible = text.rstrip(" ")  # spaces at a line's end are stripped later: they break nothing
         if visible:
@@ -332,9 +337,8 @@ class _HTMLText(HTMLParser):
                 self._hidden.append(tag)
             return  # nor does a hidden <br> break a line
         if tag == "blockquote" and (self._quotes or _quotes_mail(attrs)):
-            self._break(1)
+            self._break(2)
             self._quotes += 1
-            self._add("> ")
             return
         if tag in self._SKIP:
             self._skip += 1
@@ -354,8 +358,8 @@ class _HTMLText(HTMLParser):
             self._close_hidden((tag,))  # an unclosed element inside is closed with it, as browsers do
             return
         if tag == "blockquote" and self._quotes:  # (a quote's own nested blockquotes count too: see start)
+            self._break(2)
             self._quotes -= 1
-            self._break(1)
             return
         if tag in self._SKIP:
             self._skip = max(0, self._skip - 1)
@@ -384,7 +388,19 @@ class _HTMLText(HTMLParser):
         return bool(self._hidden)
 
     def text(self) -> str:
-        lines = (line.strip() for line in "".join(self.pieces).split("\n"))
+        """The text, each line of a quote of earlier mail begun with :data:`QUOTE_MARK` (which
+        :func:`_own_text` leaves out as it leaves out a plain-text reply's ``>`` lines)."""
+        lines: list[str] = []
+        current: list[str] = []
+        marked = False
+        for piece, quoted in zip(self.pieces, self.quoted, strict=True):
+            for k, part in enumerate(piece.split("\n")):
+                if k:
+                    lines.append((QUOTE_MARK if marked else "") + "".join(current).strip())
+                    current, marked = [], False
+                current.append(part)
+                marked = marked or (quoted and bool(part.strip()))
+        lines.append((QUOTE_MARK if marked else "") + "".join(current).strip())
         return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
@@ -420,7 +436,8 @@ def _html_to_text(html: str, limit: int) -> str:
 
 def _tags_dropped(html: str) -> str:
     """The text of HTML the parser cannot read: scripts, styles and tags removed, entities unescaped."""
-    text = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", " ", html)
+    # an unclosed one hides the rest, as in a browser: one match to the end (each <style> had scanned it: quadratic)
+    text = re.sub(r"(?is)<(script|style)\b.*?(?:</\1\s*>|\Z)", " ", html)
     text = re.sub(r"(?i)<br\s*/?>|</(?:p|div|li|tr|h[1-6])\s*>", "\n", text)
     text = unescape(re.sub(r"<[^>]*>", " ", text))
     return "\n".join(" ".join(line.split()) for line in text.split("\n")).strip()
@@ -577,7 +594,8 @@ def _calendar_text(ics: str) -> str:
 def _mail_to_message(msg: email.message.Message, max_chars: int) -> tuple[Message, bool] | None:
     """The message of a mail and whether its id was derived; None for a mail with no body and no subject."""
     sender, subject, time = _header(msg, "From"), _header(msg, "Subject"), _mail_time(msg)
-    text = _own_text(_CONTROL.sub("", _normalise(_part_text(msg, max_chars)[0])))
+    forwarded = bool(_FORWARDED.match(_header(msg, "Subject") or ""))
+    text = _own_text(_CONTROL.sub("", _normalise(_part_text(msg, max_chars)[0])), forwarded=forwarded)
     if _is_blank(text):
         text = subject  # a mail that is all subject ("Call me", "Server down") still says something
     if _is_blank(text):
@@ -593,23 +611,30 @@ def _mail_to_message(msg: email.message.Message, max_chars: int) -> tuple[Messag
 #: Control characters (not tab or line break; C1 too, as UTF-8 or a stray charset may spell them):
 #: binary junk in a damaged mailbox or a terminal's escape sequence in a crafted one, never text.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_QUOTED = re.compile(r"[ \t]*>")
+_QUOTED = re.compile(rf"[ \t]*[>{QUOTE_MARK}]")
 _ATTRIBUTION = re.compile(r"[0-9@]")  # a date, a time or an address: what a mail client's attribution line holds
+#: A forward's subject: "Fwd:", "FW:", and German, French, Spanish, Dutch and Nordic clients' prefixes.
+_FORWARDED = re.compile(r"\s*(?:\[?(?:fwd?|wg|tr|rv|doorst|vs|vb)\]?)\s*:", re.IGNORECASE)
 #: The line Outlook writes above the mail a reply quotes (its quote is not marked with ">").
 _ORIGINAL_MESSAGE = re.compile(r"(?im)^[ \t]*-{2,}[ \t]*Original Message[ \t]*-{2,}[ \t]*$")
 
 
-def _own_text(text: str) -> str:
-    """A reply's own text: the blocks of lines quoting earlier mail (``>``) left out, with the line
-    that introduces one when it reads as an attribution (it ends with ``:`` and holds a date or an
-    address, as "On 3 Mar 2025, Ann <ann@x.org> wrote:" does in any language). A block the sender
-    introduces with words of their own ("the deploy fails with:") is what they cite, and kept. A
-    mail that only quotes is kept whole, so a forward is not emptied.
+def _own_text(text: str, *, forwarded: bool = False) -> str:
+    """A reply's own text: the blocks of lines quoting earlier mail (``>``, or an HTML quote's
+    :data:`QUOTE_MARK`) left out, with the line that introduces one when it reads as an attribution
+    (it ends with ``:`` and holds a date or an address, as "On 3 Mar 2025, Ann <ann@x.org> wrote:"
+    does in any language, or a line of one or two words so ending, "wrote:", under such a line that
+    ends in no sentence mark), and what follows Outlook's ``-----Original Message-----``. A block the
+    sender introduces with words of their own ("the deploy fails with:") is what they cite, and kept.
+    A mail that only quotes is kept whole, and so is a ``forwarded`` one (its subject says so: what
+    it quotes is what it brings).
 
     Quoted history is what a reply repeats: read as the mail's text it decided the triage (a "thanks,
     no action needed" above a quoted emergency passed as urgent) and pushed the new words below a long
     quote past what the models read.
     """
+    if forwarded:
+        return text.replace(QUOTE_MARK, "")
     separator = _ORIGINAL_MESSAGE.search(text)
     if separator is not None and not _is_blank(text[: separator.start()]):  # Outlook's reply: its quote follows
         text = text[: separator.start()].rstrip()
@@ -631,8 +656,11 @@ def _own_text(text: str) -> str:
                 break
         lead = next((i for i in range(start - 1, -1, -1) if lines[i].strip()), -1)
         introduced = lead >= 0 and lines[lead].rstrip().endswith(":")
-        # an attribution wrapped by the client: "On Mon, 3 Mar 2025 at 10:00, Ann <ann@x.org>" / "wrote:"
-        above = lead - 1 if lead > 0 and lines[lead - 1].strip() and len(lines[lead].split()) <= 2 else -1
+        # an attribution wrapped by the client: "On Mon, 3 Mar 2025 at 10:00, Ann <ann@x.org>" / "wrote:" (not
+        # a sentence of the sender's own above a "Agenda:" of theirs: it ends in a sentence mark)
+        wrapped = (lead > 0 and len(lines[lead].split()) <= 2 and not _ATTRIBUTION.search(lines[lead])
+                   and lines[lead - 1].strip() and lines[lead - 1].rstrip()[-1] not in ".!?:;。！？")  # fmt: skip
+        above = lead - 1 if wrapped else -1
         attribution = introduced and (_ATTRIBUTION.search(lines[lead]) or (above >= 0 and _ATTRIBUTION.search(
             lines[above])))  # fmt: skip
         if not introduced or attribution:
@@ -643,7 +671,7 @@ def _own_text(text: str) -> str:
                     keep[above] = False
         start = end + 1
     kept = re.sub(r"\n{3,}", "\n\n", "\n".join(line for line, kept in zip(lines, keep, strict=True) if kept)).strip()
-    return text if _is_blank(kept) else kept
+    return (text if _is_blank(kept) else kept).replace(QUOTE_MARK, "")
 
 
 def _mail_channel(msg: email.message.Message) -> str:
@@ -926,7 +954,7 @@ def _read_mail(
 
 
 #: The parser's defects of a multipart mail cut off before its end (a mailbox copied while written).
-_CUT_OFF = (email.errors.CloseBoundaryNotFoundDefect, email.errors.StartBoundaryNotFoundDefect)
+_CUT_OFF = (email.errors.CloseBoundaryNotFoundDefect,)  # (a boundary that never starts is a mismatch, not a cut)
 _FROM_ESCAPED = re.compile(rb"^>(>*From )", re.MULTILINE)
 
 

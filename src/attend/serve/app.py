@@ -177,17 +177,42 @@ def _database_busy(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("sqlalchemy") and "database is locked" in str(getattr(exc, "orig", ""))
 
 
-def _cross_origin(headers: dict[str, str]) -> JSONResponse | None:
-    """A 403 for a POST a browser sends from another site's page (its ``Origin`` is not the host it
-    is sent to, or ``Sec-Fetch-Site`` says cross-site): a bodiless ``fetch(..., {mode: "no-cors"})``
-    from any page had stopped a running focus session. Clients that are no browser send neither."""
+def _place(url: str, scheme: str | None = None) -> tuple[str, int | None]:
+    """``(host, port)`` of an origin (``https://a.example``) or, with the origin's ``scheme``, of a
+    ``Host`` header (``a.example:443``): a default port filled in, letters lower-cased."""
+    parts = urlsplit(url if scheme is None else f"//{url.strip()}")
+    default = {"http": 80, "https": 443}.get(scheme if scheme is not None else parts.scheme)
+    try:
+        port = parts.port
+    except ValueError:  # a port that is no number: no place
+        return "", None
+    return (parts.hostname or "").lower(), port or default
+
+
+def _cross_origin(headers: dict[str, str], allowed: Sequence[str] = ()) -> JSONResponse | None:
+    """A 403 for a POST a browser sends from another site's page: a bodiless ``fetch(..., {mode:
+    "no-cors"})`` from any page had stopped a running focus session. A browser that says where the
+    request comes from (``Sec-Fetch-Site``) is believed alone (a proxy may rewrite ``Host``); else its
+    ``Origin`` must be the host it is sent to (``Host`` or ``X-Forwarded-Host``, default ports filled
+    in). An origin in ``allowed`` (``--allow-origin``) is served. Clients that are no browser send
+    neither header."""
     origin = headers.get("origin")
-    crossed = headers.get("sec-fetch-site", "").lower() == "cross-site" or (
-        origin is not None and urlsplit(origin).netloc.lower() != headers.get("host", "").lower())
+    if origin is not None and _place(origin) in {_place(entry) for entry in allowed}:
+        return None
+    site = headers.get("sec-fetch-site", "").strip().lower()
+    if site:
+        crossed = site == "cross-site"
+    elif origin is not None:
+        scheme = urlsplit(origin).scheme
+        hosts = [headers.get("host", ""), headers.get("x-forwarded-host", "").split(",")[0]]
+        crossed = _place(origin) not in {_place(host, scheme) for host in hosts if host.strip()}
+    else:
+        crossed = False
     if not crossed:
         return None
     return error_response(403, "forbidden", "a request from another site's page is refused (its Origin is not this "
-                          "service): call the service from your own code, or from its own pages")  # fmt: skip
+                          "service): call the service from your own code, from its own pages, or allow that origin "
+                          "(attend serve --allow-origin URL)")  # fmt: skip
 
 
 class _GuardAndMeasure:
@@ -263,7 +288,7 @@ class _GuardAndMeasure:
 
     def _refusal(self, scope: dict[str, Any]) -> JSONResponse | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if (crossed := _cross_origin(headers)) is not None:
+        if (crossed := _cross_origin(headers, self.settings.allowed_origins)) is not None:
             return crossed
         media = headers.get("content-type", "").split(";")[0].strip().lower()
         # Transfer-Encoding overrides Content-Length (a chunked body with "Content-Length: 0" has one)

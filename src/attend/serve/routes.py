@@ -13,6 +13,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -38,6 +39,8 @@ class ServeSettings:
         bf16: Serve the PyTorch model with bfloat16 weights and activations (CPUs with AMX or
             AVX512-BF16 run its matrix products several times faster; explanations still work).
         threads: PyTorch / ONNX Runtime intra-op threads (0: their default).
+        allowed_origins: Web origins (``https://app.example``) whose pages' scripts may POST to the
+            service; any other site's page is refused (403), as a cross-site request forgery.
     """
 
     max_batch: int = 32
@@ -49,6 +52,7 @@ class ServeSettings:
     quantized: bool = False
     bf16: bool = False
     threads: int = 0
+    allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_texts", "max_chars", "max_body_bytes"):
@@ -56,6 +60,12 @@ class ServeSettings:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:  # also NaN; inf overflowed the batch thread's timeout
             raise ValueError(f"max_wait_ms={self.max_wait_ms}: a wait in milliseconds from 0 to {MAX_WAIT_MS:,}")
+        self.allowed_origins = tuple(self.allowed_origins)
+        for origin in self.allowed_origins:  # a path or no scheme would never match a browser's Origin
+            parts = urlsplit(origin) if isinstance(origin, str) else None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+                raise ValueError(f"allowed origin {origin!r}: give a web origin, scheme and host (and port): "
+                                 "https://app.example or http://localhost:3000")  # fmt: skip
         if self.runtime not in ("auto", "torch", "onnx"):
             raise ValueError(f"runtime={self.runtime!r}; choose 'auto', 'torch' or 'onnx'")
         if self.threads < 0:

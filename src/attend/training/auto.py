@@ -105,6 +105,7 @@ from attend.training.trainer import (
     explicit_options,
     has_checkpoint,
     nothing_to_resume,
+    state_directory,
 )
 from attend.version import __version__
 
@@ -334,9 +335,10 @@ def _refuse_an_interrupted_run(out: Path, work: Path, overwrite: bool) -> None:
     """Refuse to start over an interrupted run writing ``out`` without ``overwrite``: an auto run's
     state (``work``), or a named model's (``.OUT.training``), as a named model's own run refuses them.
     An auto run without --resume had discarded both without a word."""
-    if overwrite:
+    named = state_directory(out)
+    if overwrite:  # what it says it discards: the named run's state too (a later --resume had found it)
+        shutil.rmtree(named, ignore_errors=True)
         return
-    named = out.absolute().with_name(f".{out.name}.training")
     for state, what in ((work, "a --model auto run"), (named, "a run of a named model")):
         held = state / "auto.json" if state == work else state / "run.json"
         if held.is_file() and (state == work or has_checkpoint(state)):
@@ -397,6 +399,8 @@ def train_auto(
         raise ValueError("--model auto times its candidates on this process alone; under torchrun name a --model")
     if not time_budget > 0:
         raise ValueError(f"time_budget={time_budget!r} must be > 0 minutes")
+    if isinstance(candidates, str):  # "minilm" had been read letter by letter: "m named more than once"
+        raise TypeError(f"candidates={candidates!r}: give a list of model names, e.g. [{candidates!r}]")
     twice = sorted({name for name in candidates or [] if list(candidates or []).count(name) > 1})
     if twice:  # trained once, and recorded twice: a resume naming it once had been another command line
         raise ValueError(f"candidates={list(candidates or [])}: {', '.join(twice)} named more than once; name each "

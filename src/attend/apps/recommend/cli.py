@@ -47,10 +47,10 @@ def _moves(drop: float, what: str) -> str:
     return f"lowers {what} by {drop:.4f}" if drop >= 0 else f"raises {what} by {-drop:.4f}"
 
 
-def format_top(answer: dict[str, Any], names: dict[str, str]) -> str:
-    """A ranked list for people, with the history items behind each when explained (the answer's
-    note and warning are :func:`_say_aside`'s, on stderr)."""
-    lines = []
+def format_top(answer: dict[str, Any], names: dict[str, str], *, asides: bool = True) -> str:
+    """A ranked list for people, with the history items behind each when explained; ``asides``: the
+    answer's note and warning first (the CLI says them on stderr instead, :func:`_say_aside`)."""
+    lines = [f"{kind}: {answer[kind]}" for kind in ("note", "warning") if asides and answer.get(kind)]
     for rank, row in enumerate(answer["items"], start=1):
         title = names.get(row["item"])
         lines.append(f"{rank:>3}. {row['item']}{f'  {title}' if title else ''}  (score {row['score']:.4f})")
@@ -182,7 +182,7 @@ def _cmd_top(args: argparse.Namespace) -> int:
                                for row in answer["items"]]  # fmt: skip
     if not args.json:
         _say_aside(answer)
-    print(dumps_json(answer) if args.json else format_top(answer, _names(runtime)))
+    print(dumps_json(answer) if args.json else format_top(answer, _names(runtime), asides=False))
     return 0
 
 

@@ -698,6 +698,11 @@ def _against_threshold(score: float, threshold: float) -> str:
     return f"best match score {score:.{digits}f} {relation} threshold {threshold:.{digits}f}"
 
 
+def _shown_encoder(model: Any) -> Any:
+    """An index's encoder as a client is told it: the package model's name, or a directory's last name."""
+    return Path(model).name if isinstance(model, str) and model != PACKAGE_MODEL and os.sep in model else model
+
+
 @dataclass
 class SupportIndex:
     """A loaded index: entries, vectors, threshold, intents and the encoder that made them.
@@ -744,7 +749,8 @@ class SupportIndex:
             "retrieval_note": self.retrieval.note(),
             "threshold": round(self.threshold, 4),
             "intents": self.intent_labels,
-            "encoder": self.config.get("encoder", {}).get("model"),
+            # the package's name, or a fine-tuned encoder's folder name: never the server's folders
+            "encoder": _shown_encoder(self.config.get("encoder", {}).get("model")),
             "reranker": None if self.reranker is None else {"tau": self.reranker[0], "beta": self.reranker[1]},
         }
 
