@@ -1342,3 +1342,28 @@ def test_a_client_is_told_the_databases_name_not_the_servers_folders() -> None:
 
     assert public_name("/srv/private/focus.db") == "focus.db"
     assert public_name("postgresql://ann:secret@db.internal:5432/focus") == "focus"
+
+
+def test_an_until_the_clocks_skip_is_refused_and_times_are_said_in_one_offset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2:30 on the night New York's clocks jump from 2:00 to 3:00 had become 1:30, ending the session an
+    hour early; the "not after the start" error gave a local time beside UTC; a lower-case z was refused."""
+    import time
+
+    from attend.apps.focus.store import session_end
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        started = "2027-03-14T05:00:00+00:00"  # 01:00 in New York
+        with pytest.raises(ValueError, match=r"--until '2027-03-14T02:30': 2027-03-14T02:30 does not exist in this "
+                                             r"machine's time zone on that day"):  # fmt: skip
+            session_end("2027-03-14T02:30", started)
+        assert session_end("2027-03-14T03:30", started) == "2027-03-14T03:30:00-04:00"
+        assert session_end("2026-11-01T01:30", "2026-11-01T04:00:00+00:00") == "2026-11-01T01:30:00-04:00"  # first
+        with pytest.raises(ValueError, match=r"is not after the start \(read as 2027-03-13T23:30-05:00; started "
+                                             r"2027-03-14T00:00-05:00\)"):  # fmt: skip
+            session_end("2027-03-13T23:30", "2027-03-14T05:00:00+00:00")
+        assert session_end("2027-03-14T12:00z", started) == "2027-03-14T12:00:00+00:00"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

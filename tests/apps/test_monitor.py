@@ -1170,6 +1170,10 @@ def test_detection_method_by_hand() -> None:
                                                ("1w", 604800)])  # fmt: skip
 def test_parse_window(text: str, seconds: int) -> None:
     assert parse_window(text) == seconds
+    # at most a year of weeks: 100w had ended windows past the year 9999, and every later read failed
+    assert parse_window("52w") == 52 * 604800
+    with pytest.raises(ValueError, match=r"--window '53w': at most 52w"):
+        parse_window("53w")
 
 
 def test_csv_events_with_quoted_newlines_and_naive_times(tmp_path: Path) -> None:

@@ -93,7 +93,8 @@ class SessionIn(BaseModel):
 
     task: Task
     allow: list[str] = Field(default_factory=list, max_length=200)
-    until: str | None = Field(default=None, description="End time, ISO 8601.")
+    until: str | None = Field(default=None, description="End time, ISO 8601; without an offset, the service's "
+                              "machine's local time: send one (+01:00 or Z).")  # fmt: skip
     minutes: float | None = Field(default=None, ge=1, le=7 * 24 * 60, allow_inf_nan=False, strict=True,
                                   description="End after this many minutes (1 to a week, as the CLI).")  # fmt: skip
 

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,10 +100,14 @@ def session_end(ends_at: str | None, started: str) -> str | None:
         return None
     try:
         end = _parse_local(ends_at)
+    except _NoSuchTime as gap:
+        raise ValueError(f"--until {ends_at!r}: {gap} does not exist in this machine's time zone on that day (its "
+                         "clocks jump past it); give a time outside the jump, or an offset (+01:00)") from None
     except ValueError:
         raise ValueError(f"--until {ends_at!r} is not an ISO time such as 2026-12-03T17:30+01:00") from None
-    if end <= _parse(started):
-        raise ValueError(f"--until {ends_at!r} is not after the start ({started})")
+    if end <= _parse(started):  # both said in the offset the end was read in (a local time beside UTC had puzzled)
+        raise ValueError(f"--until {ends_at!r} is not after the start (read as {end.isoformat(timespec='minutes')}; "
+                         f"started {_parse(started).astimezone(end.tzinfo).isoformat(timespec='minutes')})")
     if end - _parse(started) > MAX_SESSION:
         raise ValueError(f"--until {ends_at!r} is more than a week after the start ({started}): a focus "
                          "session lasts at most a week")  # fmt: skip
@@ -118,14 +123,29 @@ def now_iso() -> str:
 
 
 def _parse(moment: str) -> datetime:
-    value = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    value = datetime.fromisoformat(_ZULU.sub("+00:00", moment.strip()))
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+#: RFC 3339's UTC mark, in either case, at the end of a time.
+_ZULU = re.compile(r"[zZ]$")
+
+
+class _NoSuchTime(ValueError):
+    """A local wall time the clocks skip (the hour of a daylight-saving change)."""
+
+
 def _parse_local(moment: str) -> datetime:
-    """A time the person typed: without an offset it is their local time, not UTC."""
-    value = datetime.fromisoformat(moment.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.astimezone()
+    """A time the person typed: without an offset it is their local time, not UTC. One the local
+    clocks skip is :class:`_NoSuchTime` (2:30 on the night they jump from 2:00 to 3:00 had become 1:30,
+    an hour early); of a repeated hour, the first."""
+    value = datetime.fromisoformat(_ZULU.sub("+00:00", moment.strip()))
+    if value.tzinfo:
+        return value
+    local = value.astimezone()
+    if local.replace(tzinfo=None) != value:
+        raise _NoSuchTime(value.isoformat(timespec="minutes"))
+    return local
 
 
 def _session(row: Any) -> dict[str, Any]:

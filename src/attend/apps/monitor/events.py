@@ -143,7 +143,14 @@ def parse_window(value: str, *, option: str = "--window") -> int:
     if not match or int(match.group(1)) < 1:
         raise ValueError(f"{option} {value!r}: give a positive whole number and a unit s, m, h, d or w "
                          "(e.g. 15m, 1h, 1d, 1w)")  # fmt: skip
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    if seconds > MAX_WINDOW:  # 100w had ended its windows past the year 9999: every later read of the db failed
+        raise ValueError(f"{option} {value!r}: at most {format_window(MAX_WINDOW)} (a year of weeks)")
+    return seconds
+
+
+#: The longest window: 52 weeks (its windows end within the years events may have).
+MAX_WINDOW = 52 * 7 * 86400
 
 
 def format_window(seconds: int) -> str:
