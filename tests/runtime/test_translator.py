@@ -784,7 +784,8 @@ def test_translate_prints_each_chunk_as_it_is_done_with_a_bar_and_stops_keeping_
     out = whole.stdout.split("\n")
     # Line by line in order, blank lines in their places, each chunk flushed before the next began.
     assert printed == ["", "\n".join(out[:3]) + "\n", "\n".join(out[3:7]) + "\n"]
-    assert capsys.readouterr().err == "interrupted\n"
+    assert capsys.readouterr().err == ("interrupted: the first 7 of 9 lines are translated above; go on from input "
+                                       "line 8 (output line N is input line N's translation)\n")
     monkeypatch.setattr(Loaded, "translate", translate)
     assert cli.main(["translate", str(translator_dir), "--input", str(lines), "--beam", "1", "--no-progress"]) == 0
     assert capsys.readouterr().out == whole.stdout  # the chunks' lines are the whole file's
