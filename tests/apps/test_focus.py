@@ -1367,3 +1367,17 @@ def test_an_until_the_clocks_skip_is_refused_and_times_are_said_in_one_offset(mo
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_a_new_database_is_readable_by_its_owner_alone(tmp_path: Path) -> None:
+    """It holds people's messages: SQLite had made it (and its write-ahead log) 0644, readable by every
+    local user."""
+    import stat
+
+    store = open_focus_store(tmp_path / "own.db")
+    store.start_session("Write the report", ())
+    assert stat.S_IMODE((tmp_path / "own.db").stat().st_mode) == 0o600
+    for name in ("own.db-wal", "own.db-shm"):  # while the store is open, if SQLite keeps them
+        if (tmp_path / name).exists():
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    store.close()

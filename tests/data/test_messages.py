@@ -657,3 +657,18 @@ def test_html_the_parser_gives_up_on_is_read_by_its_tags_and_a_cut_off_mail_is_s
     messages, report = read_messages_report(path)
     assert [m.text for m in messages][:2] == ["fine", "Hello World & all"]
     assert report["cut_off"] == 1 and report["first"]["cut_off"] == "message 3"
+
+
+def test_a_format_flowed_mail_reads_as_its_paragraphs(tmp_path: Path) -> None:
+    """Read line by line, a flowed mail's wrapped words had been split ("morn"/"ing") and its lines
+    taken as sentences."""
+    raw = (b"From: Ann <ann@x.org>\nSubject: rehearsal\nDate: Wed, 01 May 2024 09:30:00 +0200\nMIME-Version: 1.0\n"
+           b"Content-Type: text/plain; charset=utf-8; format=flowed; delsp=yes\n\n"
+           b"The choir meets on Saturday morn \r\ning in the hall.  \r\nBring the scores.\r\n"
+           b"-- \r\nAnn\r\n")  # fmt: skip
+    spaced = raw.replace(b"delsp=yes", b"delsp=no").replace(b"morn \r\ning", b"\r\nmorning")
+    path = _mbox(tmp_path / "f.mbox", raw, spaced.replace(b"Subject: rehearsal", b"Subject: again"))
+    texts = [m.text for m in read_messages(path)]
+    said = "The choir meets on Saturday morning in the hall. Bring the scores."
+    assert [" ".join(line.split()) for line in texts[0].splitlines()] == [said, "--", "Ann"]  # delsp: "morn"+"ing"
+    assert " ".join(texts[1].splitlines()[0].split()) == said  # delsp=no: the space kept, between words

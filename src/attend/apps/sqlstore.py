@@ -134,6 +134,11 @@ def database_url(db: str | os.PathLike[str], *, create: bool, kind: str, missing
         if blocking is not None:
             raise ValueError(f"--db {text}: {blocking} is a file, not a folder")
         raise ValueError(f"--db {text}: the folder {path.parent} does not exist")
+    if create and not path.exists():
+        # Readable by its owner alone: it holds people's messages (SQLite had made it 0644, readable by
+        # every local user); its -wal and -shm files take the same permissions.
+        with contextlib.suppress(FileExistsError):  # another process made it first: theirs stands
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     return f"sqlite:///{path.resolve()}"
 
 

@@ -558,7 +558,35 @@ def _part_text(part: email.message.Message, limit: int, depth: int = 0) -> tuple
         return _html_to_text(text, limit), False
     if content_type == "text/calendar":
         return _calendar_text(text), False
+    if (part.get_param("format") or "").lower() == "flowed":
+        text = _unflowed(text, delsp=(part.get_param("delsp") or "").lower() == "yes")
     return text, True
+
+
+def _unflowed(text: str, *, delsp: bool) -> str:
+    """A ``format=flowed`` body (RFC 3676) as its paragraphs: a line ending in a space runs on into the
+    next (with ``delsp=yes`` that space is the wrapping's, and goes); quote depth and space-stuffing
+    respected. Read line by line, its wrapped words had been split (``morn``/``ing``), and each
+    wrapped line had been a sentence of the digest."""
+    out: list[str] = []
+    flowing: tuple[int, str] | None = None  # (quote depth, text so far) of a paragraph that runs on
+    for raw in text.replace("\r\n", "\n").split("\n"):
+        depth = len(raw) - len(raw.lstrip(">"))
+        line = raw[depth:]
+        line = line[1:] if line.startswith(" ") else line  # space-stuffing (or the space after the quote marks)
+        soft = line.endswith(" ") and line != "-- "  # the signature separator is a hard break
+        if soft and delsp:
+            line = line[:-1]
+        if flowing is not None and flowing[0] == depth:
+            line = flowing[1] + line
+        elif flowing is not None:  # a quote depth change ends the paragraph
+            out.append(">" * flowing[0] + (" " if flowing[0] else "") + flowing[1])
+        flowing = (depth, line) if soft else None
+        if not soft:
+            out.append(">" * depth + (" " if depth else "") + line)
+    if flowing is not None:
+        out.append(">" * flowing[0] + (" " if flowing[0] else "") + flowing[1])
+    return "\n".join(out)
 
 
 def _calendar_text(ics: str) -> str:
