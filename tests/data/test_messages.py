@@ -672,3 +672,19 @@ def test_a_format_flowed_mail_reads_as_its_paragraphs(tmp_path: Path) -> None:
     said = "The choir meets on Saturday morning in the hall. Bring the scores."
     assert [" ".join(line.split()) for line in texts[0].splitlines()] == [said, "--", "Ann"]  # delsp: "morn"+"ing"
     assert " ".join(texts[1].splitlines()[0].split()) == said  # delsp=no: the space kept, between words
+
+
+def test_an_html_charset_said_only_in_the_page_and_a_cancelled_invitation_are_read_as_meant(tmp_path: Path) -> None:
+    """A KOI8-R page whose charset is in its <meta> alone had been garbled ("óÏ×ÅÝÁÎÉÅ"); a cancelled
+    meeting had read as its invitation."""
+    body = '<html><head><meta http-equiv="Content-Type" content="text/html; charset=koi8-r"></head><body>'
+    html = (body + "<p>Совещание перенесено на завтра.</p></body></html>").encode("koi8-r")
+    page = (b"From: a@x.org\nSubject: meeting\nMIME-Version: 1.0\nContent-Type: text/html\n"
+            b"Content-Transfer-Encoding: 8bit\n\n" + html)  # fmt: skip
+    ics = ("BEGIN:VCALENDAR\r\nMETHOD:CANCEL\r\nBEGIN:VEVENT\r\nSUMMARY:Board prep\r\nDTSTART:20250303T100000Z\r\n"
+           "END:VEVENT\r\nEND:VCALENDAR\r\n")  # fmt: skip
+    cancel = (b"From: b@x.org\nSubject: cancelled\nMIME-Version: 1.0\nContent-Type: text/calendar; method=CANCEL\n\n"
+              + ics.encode())  # fmt: skip
+    texts = [m.text for m in read_messages(_mbox(tmp_path / "c.mbox", page, cancel))]
+    assert texts[0] == "Совещание перенесено на завтра."
+    assert texts[1].startswith("Cancelled: Board prep\nWhen: 2025-03-03 10:00 UTC")

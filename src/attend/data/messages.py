@@ -553,7 +553,11 @@ def _part_text(part: email.message.Message, limit: int, depth: int = 0) -> tuple
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return "", False
-    text = _decode_bytes(payload, part.get_content_charset())
+    charset = part.get_content_charset()
+    if content_type == "text/html" and charset is None:  # said only in the page (a KOI8-R mail had been garbled)
+        declared = _META_CHARSET.search(payload[:2048])
+        charset = declared.group(1).decode("ascii").lower() if declared else None
+    text = _decode_bytes(payload, charset)
     if content_type == "text/html":
         return _html_to_text(text, limit), False
     if content_type == "text/calendar":
@@ -589,16 +593,23 @@ def _unflowed(text: str, *, delsp: bool) -> str:
     return "\n".join(out)
 
 
+#: An HTML page's own charset: ``<meta charset="koi8-r">`` or ``<meta http-equiv=... content="...; charset=...">``.
+_META_CHARSET = re.compile(rb"<meta[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:-]+)", re.IGNORECASE)
+
+
 def _calendar_text(ics: str) -> str:
     """What an invitation says (iCalendar, RFC 5545): its first event's summary, start (with its time
     zone), place and description; the time-zone definitions and reminders around it are not the event."""
     fields: dict[str, str] = {}
     zone = ""
+    cancelled = False  # METHOD:CANCEL, or the event's STATUS:CANCELLED (it had read as the invitation)
     blocks: list[str] = []  # the components the line is in, innermost last
     for line in re.sub(r"\r?\n[ \t]", "", ics).splitlines():  # folded lines unfolded first
         head, sep, value = line.partition(":")
         name, *params = (part.strip() for part in head.split(";"))
         name = name.upper()
+        if (name, value.strip().upper()) in (("METHOD", "CANCEL"), ("STATUS", "CANCELLED")):
+            cancelled = True
         if name == "BEGIN":
             blocks.append(value.strip().upper())
         elif name == "END":
@@ -614,7 +625,8 @@ def _calendar_text(ics: str) -> str:
         year, month, day, hour, minute, utc = match.groups()
         where = " UTC" if utc else f" {zone}" if zone else ""
         start = f"{year}-{month}-{day}" + (f" {hour}:{minute}{where}" if hour else "")
-    lines = [fields.get("SUMMARY", ""), f"When: {start}" if start else "",
+    summary = fields.get("SUMMARY", "")
+    lines = [f"Cancelled: {summary}" if cancelled else summary, f"When: {start}" if start else "",
              f"Where: {fields['LOCATION']}" if fields.get("LOCATION") else "", fields.get("DESCRIPTION", "")]
     return "\n".join(line for line in lines if line)
 
