@@ -634,7 +634,7 @@ def _calendar_text(ics: str) -> str:
 def _mail_to_message(msg: email.message.Message, max_chars: int) -> tuple[Message, bool] | None:
     """The message of a mail and whether its id was derived; None for a mail with no body and no subject."""
     sender, subject, time = _header(msg, "From"), _header(msg, "Subject"), _mail_time(msg)
-    forwarded = bool(_FORWARDED.match(_header(msg, "Subject") or ""))
+    forwarded = bool(_FORWARDED.match(subject or ""))
     text = _own_text(_CONTROL.sub("", _normalise(_part_text(msg, max_chars)[0])), forwarded=forwarded)
     if _is_blank(text):
         text = subject  # a mail that is all subject ("Call me", "Server down") still says something

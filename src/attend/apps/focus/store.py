@@ -122,8 +122,13 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _iso(moment: str) -> datetime:
+    """An ISO 8601 time as written, its RFC 3339 ``Z`` (either case) read as UTC."""
+    return datetime.fromisoformat(_ZULU.sub("+00:00", moment.strip()))
+
+
 def _parse(moment: str) -> datetime:
-    value = datetime.fromisoformat(_ZULU.sub("+00:00", moment.strip()))
+    value = _iso(moment)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -139,7 +144,7 @@ def _parse_local(moment: str) -> datetime:
     """A time the person typed: without an offset it is their local time, not UTC. One the local
     clocks skip is :class:`_NoSuchTime` (2:30 on the night they jump from 2:00 to 3:00 had become 1:30,
     an hour early); of a repeated hour, the first."""
-    value = datetime.fromisoformat(_ZULU.sub("+00:00", moment.strip()))
+    value = _iso(moment)
     if value.tzinfo:
         return value
     local = value.astimezone()
